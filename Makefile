@@ -1,0 +1,129 @@
+# subscope — build, test and demo.  `make help` lists the targets.
+#
+# Features are probed by scripts/configure.sh into build/config.mk; the CPU
+# build needs HDF5 and PCRE2 (`make deps` installs them); BLAS is optional.
+
+CC      ?= cc
+SAN     ?= 0
+O       ?= build
+
+include $(O)/config.mk
+
+ifeq ($(SAN),1)
+  BUILD   := $(O)/san
+  OPTFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  LDSAN   := -fsanitize=address,undefined
+else
+  BUILD   := $(O)/rel
+  OPTFLAGS := -O2 -g
+  LDSAN   :=
+endif
+
+BIN     := $(if $(filter build,$(O)),bin,$(O)/bin)
+CFLAGS_BASE := -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
+               -fPIC -pthread -Iinclude $(H5_CFLAGS) $(P2_CFLAGS) $(BLAS_CFLAGS)
+CFLAGS_ALL := $(CFLAGS_BASE) $(OPTFLAGS) $(CFLAGS)
+ifeq ($(HAVE_BLAS),1)
+  CFLAGS_ALL += -DSS_HAVE_BLAS=1
+endif
+LIBS    := $(H5_LIBS) $(P2_LIBS) $(BLAS_LIBS) -lm -pthread
+
+GIT_COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
+VERSION    := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
+
+LIB_SRC := $(sort $(wildcard src/util/*.c src/model/*.c src/sites/*.c src/backend/*.c src/io/*.c src/dist/*.c src/jobs/*.c))
+CLI_SRC := $(sort $(wildcard src/cli/*.c))
+TEST_SRC := $(sort $(wildcard tests/unit/*.c))
+TOOL_SRC := $(sort $(wildcard tests/tools/*.c))
+
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
+TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
+LIBA     := $(BUILD)/libsubscope.a
+
+ifeq ($(SAN),1)
+  SUBSCOPE := $(BUILD)/subscope
+  TEST_BIN := $(BUILD)/test_unit
+  TOOLS    := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/%)
+else
+  SUBSCOPE := $(BIN)/subscope
+  TEST_BIN := $(BIN)/test_unit
+  TOOLS    := $(TOOL_SRC:tests/tools/%.c=$(BIN)/%)
+endif
+
+.PHONY: all features deps demo test asan check-deps clean help fuzz
+all: features $(SUBSCOPE) lib/libsubscope.a
+
+help:
+	@echo "make           build bin/subscope and lib/libsubscope.a (probes features first)"
+	@echo "make deps      install missing Debian packages (HDF5, PCRE2, OpenBLAS)"
+	@echo "make demo      deps + build + run forward on the bundled model"
+	@echo "make test      deps + build + the whole test suite (ends 'N passed, M failed')"
+	@echo "make asan      the test suite under AddressSanitizer + UBSan (same as make test SAN=1)"
+	@echo "make fuzz      build the libFuzzer targets in tests/fuzz/ (clang)"
+	@echo "make clean     remove build outputs"
+
+$(O)/config.mk: scripts/configure.sh
+	@CC="$(CC)" bash scripts/configure.sh $(O)
+
+features: $(O)/config.mk
+	@echo "subscope $(VERSION) ($(GIT_COMMIT)) features:"
+	@cat $(O)/features.txt
+	@echo "  CPU backend: fp32 reference ops$(if $(filter 1,$(HAVE_BLAS)), with BLAS GEMM,)"
+	@echo "  CUDA backend: not in this version (see docs/ROADMAP.md)"
+	@test "$(HAVE_HDF5)" = 1 && test "$(HAVE_PCRE2)" = 1 || { echo "error: HDF5 and PCRE2 are required; run 'make deps'" >&2; exit 1; }
+
+deps:
+	@bash scripts/deps.sh
+
+$(BUILD)/%.o: %.c $(O)/config.mk
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
+
+$(BUILD)/src/util/version.o: CFLAGS_ALL += -DSS_VERSION='"$(VERSION)"' -DSS_GIT_COMMIT='"$(GIT_COMMIT)"'
+$(BUILD)/src/util/version.o: .FORCE
+.FORCE:
+
+$(LIBA): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	@rm -f $@
+	ar rcs $@ $^
+
+lib/libsubscope.a: $(LIBA)
+	@mkdir -p lib
+	cp $< $@
+
+$(SUBSCOPE): $(CLI_OBJ) $(LIBA)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDSAN) -o $@ $(CLI_OBJ) $(LIBA) $(LIBS)
+
+$(TEST_BIN): $(TEST_OBJ) $(LIBA)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDSAN) -o $@ $(TEST_OBJ) $(LIBA) $(LIBS)
+
+$(dir $(SUBSCOPE))%: $(BUILD)/tests/tools/%.o $(LIBA)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDSAN) -o $@ $< $(LIBA) $(LIBS)
+
+test: deps
+	@$(MAKE) --no-print-directory features $(SUBSCOPE) $(TEST_BIN) $(TOOLS)
+	@SUBSCOPE=$(SUBSCOPE) TEST_BIN=$(TEST_BIN) TOOLBIN=$(dir $(SUBSCOPE)) SAN=$(SAN) bash tests/run.sh
+
+asan:
+	@$(MAKE) --no-print-directory test SAN=1
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@bash scripts/demo.sh
+
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,$(O)/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
+fuzz: $(FUZZ_TARGETS)
+$(O)/fuzz/%: tests/fuzz/%.c $(LIB_SRC)
+	@mkdir -p $(dir $@)
+	clang -std=c11 -D_POSIX_C_SOURCE=200809L -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude $(H5_CFLAGS) $(P2_CFLAGS) $(BLAS_CFLAGS) $(if $(filter 1,$(HAVE_BLAS)),-DSS_HAVE_BLAS=1) \
+	    -o $@ $< $(LIB_SRC) $(LIBS)
+
+clean:
+	rm -rf $(O) $(BIN) lib
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d)

@@ -1,0 +1,62 @@
+/* safetensors files (single or sharded through model.safetensors.index.json),
+ * memory-mapped and validated before any tensor is used: header length,
+ * JSON, dtypes, shapes, byte ranges inside the file, no overlaps. */
+#ifndef SUBSCOPE_SAFETENSORS_H
+#define SUBSCOPE_SAFETENSORS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "subscope/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum ss_dtype {
+    SS_DTYPE_F32, SS_DTYPE_F16, SS_DTYPE_BF16, SS_DTYPE_F64,
+    SS_DTYPE_I8, SS_DTYPE_U8, SS_DTYPE_I16, SS_DTYPE_I32, SS_DTYPE_I64, SS_DTYPE_BOOL
+} ss_dtype;
+
+const char *ss_dtype_name(ss_dtype d);
+size_t ss_dtype_size(ss_dtype d);
+
+#define SS_MAX_DIMS 8
+
+typedef struct ss_tensor_info {
+    const char *name;
+    ss_dtype dtype;
+    int ndim;
+    int64_t shape[SS_MAX_DIMS];
+    size_t nbytes;
+    const void *data;     /* inside the mapping (may be unaligned) */
+    const char *file;     /* path of the file that holds it */
+} ss_tensor_info;
+
+typedef struct ss_safetensors ss_safetensors;
+
+/* Parses and validates a header from memory: buf is the whole file (size
+ * bytes); path is used in messages. Used by ss_safetensors_open and the fuzzer. */
+ss_status ss_safetensors_parse(const uint8_t *buf, size_t size, const char *path, ss_safetensors **out);
+/* Maps and validates one .safetensors file. */
+ss_status ss_safetensors_open(const char *path, ss_safetensors **out);
+void ss_safetensors_free(ss_safetensors *st);
+size_t ss_safetensors_count(const ss_safetensors *st);
+const ss_tensor_info *ss_safetensors_at(const ss_safetensors *st, size_t i);
+const ss_tensor_info *ss_safetensors_find(const ss_safetensors *st, const char *name);
+
+/* A model's weights: one file or an index with shards, looked up by name. */
+typedef struct ss_weights ss_weights;
+/* dir holds model.safetensors or model.safetensors.index.json (+ shards). */
+ss_status ss_weights_open(const char *dir, ss_weights **out);
+void ss_weights_free(ss_weights *w);
+size_t ss_weights_count(const ss_weights *w);
+const ss_tensor_info *ss_weights_at(const ss_weights *w, size_t i);
+const ss_tensor_info *ss_weights_find(const ss_weights *w, const char *name);
+/* Copies a tensor into fp32 (converting F16/BF16/F64), after checking that its
+ * element count equals n. dst must hold n floats. */
+ss_status ss_tensor_to_f32(const ss_tensor_info *t, float *dst, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

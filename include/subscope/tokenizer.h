@@ -1,0 +1,43 @@
+/* Byte-level BPE tokenizer (GPT-2 style), loaded from a Hugging Face
+ * tokenizer.json or from a vocab.json/encoder.json + merges.txt/vocab.bpe pair.
+ * Encoding equals Hugging Face `tokenizers` exactly. */
+#ifndef SUBSCOPE_TOKENIZER_H
+#define SUBSCOPE_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "subscope/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ss_tokenizer ss_tokenizer;
+
+/* From tokenizer.json (model.type "BPE", ByteLevel pre-tokenizer/decoder;
+ * added_tokens are honoured, special ones are matched inside text). */
+ss_status ss_tokenizer_load_json(const char *path, ss_tokenizer **out);
+/* From a vocab (token -> id JSON object) and merges file ("#version" line optional). */
+ss_status ss_tokenizer_load_bpe(const char *vocab_path, const char *merges_path, ss_tokenizer **out);
+/* From a model directory: tokenizer.json if present, else vocab.json/encoder.json + merges.txt/vocab.bpe. */
+ss_status ss_tokenizer_load_dir(const char *dir, ss_tokenizer **out);
+void ss_tokenizer_free(ss_tokenizer *t);
+
+/* Encodes len bytes of UTF-8 text. *ids is malloc'd (caller frees), *n its length. */
+ss_status ss_tokenizer_encode(const ss_tokenizer *t, const char *text, size_t len, int32_t **ids, size_t *n);
+/* Decodes ids to UTF-8 bytes; *text is malloc'd and NUL-terminated. Unknown id: SS_ERR_ARG. */
+ss_status ss_tokenizer_decode(const ss_tokenizer *t, const int32_t *ids, size_t n, char **text, size_t *len);
+
+/* Number of ids (largest id + 1, counting added tokens). */
+int32_t ss_tokenizer_vocab_size(const ss_tokenizer *t);
+/* The token string for an id as stored in the vocabulary (byte-level form), or NULL. */
+const char *ss_tokenizer_id_to_token(const ss_tokenizer *t, int32_t id);
+/* Id of an exact token string (vocabulary or added token), or -1. */
+int32_t ss_tokenizer_token_to_id(const ss_tokenizer *t, const char *token);
+/* Id of "<|endoftext|>" if the vocabulary has it, else -1. */
+int32_t ss_tokenizer_eos_id(const ss_tokenizer *t);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,62 @@
+/* Small helpers shared by every layer: checked sizes, whole-file reads,
+ * read-only memory maps, timing. */
+#ifndef SUBSCOPE_UTIL_H
+#define SUBSCOPE_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "subscope/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Overflow-checked size arithmetic: return 1 and set *out on success, 0 on overflow. */
+static inline int ss_mul_ok(size_t a, size_t b, size_t *out) {
+    return !__builtin_mul_overflow(a, b, out);
+}
+static inline int ss_add_ok(size_t a, size_t b, size_t *out) {
+    return !__builtin_add_overflow(a, b, out);
+}
+/* Product of n non-negative dims; SS_ERR_NOMEM (with what in the message) on overflow. */
+ss_status ss_dims_product(const int64_t *dims, int n, size_t *out, const char *what);
+
+/* malloc/calloc/realloc that set an error message (naming what) on failure. */
+void *ss_malloc(size_t n, const char *what);
+void *ss_calloc(size_t count, size_t size, const char *what);
+void *ss_realloc(void *p, size_t n, const char *what);
+char *ss_strdup(const char *s);
+char *ss_strndup(const char *s, size_t n);
+/* Formatted string in a new allocation (NULL on OOM). */
+char *ss_strfmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Reads a whole file into a NUL-terminated buffer. */
+ss_status ss_file_read(const char *path, char **data, size_t *len);
+int ss_file_exists(const char *path);
+/* Joins a directory and a file name into a new string. */
+char *ss_path_join(const char *dir, const char *name);
+
+/* Read-only memory map of a whole file. An empty file maps to data=NULL, size=0. */
+typedef struct ss_mmap {
+    void *data;
+    size_t size;
+} ss_mmap;
+ss_status ss_mmap_open(const char *path, ss_mmap *m);
+void ss_mmap_close(ss_mmap *m);
+
+/* Monotonic wall-clock seconds. */
+double ss_now(void);
+
+/* Half-precision conversions (IEEE binary16 and bfloat16 to/from fp32). */
+float ss_f16_to_f32(uint16_t h);
+float ss_bf16_to_f32(uint16_t h);
+uint16_t ss_f32_to_f16(float f);
+uint16_t ss_f32_to_bf16(float f);
+
+/* Number of worker threads to use (SUBSCOPE_THREADS, else online CPUs). */
+int ss_num_threads(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,6 @@
+#ifndef SUBSCOPE_VERSION_H
+#define SUBSCOPE_VERSION_H
+#define SS_FORMAT_VERSION "1.0"
+const char *ss_version(void);
+const char *ss_git_commit(void);
+#endif

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Probes the toolchain and libraries by compiling tiny programs, then writes
+# build/config.mk (read by the Makefile) and build/features.txt (the ✓/✗ table).
+# Run by make whenever build/config.mk is missing or older than this script.
+set -u
+CC=${CC:-cc}
+out=${1:-build}
+mkdir -p "$out/probe"
+cfg=$out/config.mk.tmp
+feat=$out/features.txt.tmp
+: >"$cfg"
+: >"$feat"
+
+try_c() { # try_c NAME 'CFLAGS' 'LIBS' 'C source'
+    printf '%s\n' "$4" >"$out/probe/$1.c"
+    $CC -std=c11 $2 "$out/probe/$1.c" -o "$out/probe/$1" $3 >/dev/null 2>&1
+}
+mark() { # mark OK LABEL DETAIL
+    if [ "$1" = 1 ]; then printf '  \xe2\x9c\x93 %-9s %s\n' "$2" "$3" >>"$feat"
+    else printf '  \xe2\x9c\x97 %-9s %s\n' "$2" "$3" >>"$feat"; fi
+}
+
+# HDF5 (required): Debian's serial flavour ships pkg-config file hdf5.pc.
+H5_CFLAGS=$(pkg-config --cflags hdf5 2>/dev/null || true)
+H5_LIBS=$(pkg-config --libs hdf5 2>/dev/null || echo -lhdf5)
+if try_c hdf5 "$H5_CFLAGS" "$H5_LIBS -lhdf5_hl" '#include <hdf5.h>
+#include <hdf5_hl.h>
+int main(void){ unsigned a,b,c; H5get_libversion(&a,&b,&c); return H5DSis_scale(-1) > 1; }'; then
+    echo "HAVE_HDF5 := 1" >>"$cfg"
+    echo "H5_CFLAGS := $H5_CFLAGS" >>"$cfg"
+    echo "H5_LIBS := $H5_LIBS -lhdf5_hl" >>"$cfg"
+    mark 1 HDF5 "output files ($(pkg-config --modversion hdf5 2>/dev/null || echo found))"
+else
+    echo "HAVE_HDF5 := 0" >>"$cfg"; mark 0 HDF5 "required: run 'make deps' (libhdf5-dev)"
+fi
+
+# PCRE2 (required): GPT-2's pre-tokenizer pattern needs Unicode classes.
+P2_CFLAGS=$(pkg-config --cflags libpcre2-8 2>/dev/null || true)
+P2_LIBS=$(pkg-config --libs libpcre2-8 2>/dev/null || echo -lpcre2-8)
+if try_c pcre2 "$P2_CFLAGS" "$P2_LIBS" '#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+int main(void){ int e; PCRE2_SIZE o; pcre2_code *c = pcre2_compile((PCRE2_SPTR)"\\p{L}+", PCRE2_ZERO_TERMINATED, PCRE2_UTF|PCRE2_UCP, &e, &o, 0); return c == 0; }'; then
+    echo "HAVE_PCRE2 := 1" >>"$cfg"; echo "P2_CFLAGS := $P2_CFLAGS" >>"$cfg"; echo "P2_LIBS := $P2_LIBS" >>"$cfg"
+    mark 1 PCRE2 "tokenizer pre-split ($(pkg-config --modversion libpcre2-8 2>/dev/null || echo found))"
+else
+    echo "HAVE_PCRE2 := 0" >>"$cfg"; mark 0 PCRE2 "required: run 'make deps' (libpcre2-dev)"
+fi
+
+# BLAS (optional: without it the CPU backend uses its own blocked GEMM).
+blas=0
+for cand in "openblas|$(pkg-config --cflags openblas 2>/dev/null)|$(pkg-config --libs openblas 2>/dev/null || echo -lopenblas)" "cblas||-lcblas" "blas||-lblas"; do
+    name=${cand%%|*}; rest=${cand#*|}; bc=${rest%%|*}; bl=${rest#*|}
+    if try_c blas "$bc" "$bl" '#include <cblas.h>
+int main(void){ float a=1,b=2,c=0; cblas_sgemm(CblasRowMajor,CblasNoTrans,CblasNoTrans,1,1,1,1.f,&a,1,&b,1,0.f,&c,1); return c != 2.f; }' && "$out/probe/blas"; then
+        echo "HAVE_BLAS := 1" >>"$cfg"; echo "BLAS_CFLAGS := $bc" >>"$cfg"; echo "BLAS_LIBS := $bl" >>"$cfg"
+        mark 1 BLAS "matrix products ($name)"; blas=1; break
+    fi
+done
+[ $blas = 1 ] || { echo "HAVE_BLAS := 0" >>"$cfg"; mark 0 BLAS "built-in GEMM (slower); 'make deps' installs OpenBLAS"; }
+
+# CUDA toolkit pieces: probed and reported; the CUDA backend uses them.
+NVCC=$(command -v nvcc || { [ -x /usr/local/cuda/bin/nvcc ] && echo /usr/local/cuda/bin/nvcc; } || true)
+CUDA_HOME=${CUDA_HOME:-$( [ -n "$NVCC" ] && dirname "$(dirname "$NVCC")" )}
+if [ -n "$NVCC" ]; then
+    mark 1 nvcc "$("$NVCC" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p') at $NVCC"
+    echo "NVCC := $NVCC" >>"$cfg"; echo "CUDA_HOME := $CUDA_HOME" >>"$cfg"
+else
+    mark 0 nvcc "no CUDA toolkit found"
+fi
+CU_INC="-I$CUDA_HOME/include"; CU_LIB="-L$CUDA_HOME/lib64 -Wl,-rpath,$CUDA_HOME/lib64"
+probe_cuda_lib() { # NAME header lib symbol-call
+    if [ -n "$NVCC" ] && try_c "$1" "$CU_INC" "$CU_LIB $3" "#include <$2>
+int main(void){ $4; return 0; }"; then mark 1 "$1" "$2, $3"; echo "HAVE_$(echo "$1" | tr a-z A-Z) := 1" >>"$cfg"
+    else mark 0 "$1" "not found"; echo "HAVE_$(echo "$1" | tr a-z A-Z) := 0" >>"$cfg"; fi
+}
+probe_cuda_lib cuBLAS cublas_v2.h -lcublas 'cublasHandle_t h; (void)cublasCreate(&h)'
+probe_cuda_lib cuDNN cudnn.h -lcudnn 'size_t v = cudnnGetVersion(); (void)v'
+probe_cuda_lib NCCL nccl.h -lnccl 'int v; (void)ncclGetVersion(&v)'
+
+# MPI (for CPU ranks).
+if command -v mpicc >/dev/null 2>&1; then mark 1 MPI "$(command -v mpicc)"; echo "HAVE_MPI := 1" >>"$cfg"
+else mark 0 MPI "no mpicc (OpenMPI from Debian: libopenmpi-dev)"; echo "HAVE_MPI := 0" >>"$cfg"; fi
+
+mv "$cfg" "$out/config.mk"
+mv "$feat" "$out/features.txt"

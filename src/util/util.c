@@ -1,0 +1,212 @@
+#define _GNU_SOURCE
+#include "subscope/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+ss_status ss_dims_product(const int64_t *dims, int n, size_t *out, const char *what) {
+    size_t p = 1;
+    for (int i = 0; i < n; i++) {
+        if (dims[i] < 0)
+            return ss_errorf(SS_ERR_FORMAT, "%s: negative dimension %lld", what, (long long)dims[i]);
+        if (!ss_mul_ok(p, (size_t)dims[i], &p))
+            return ss_errorf(SS_ERR_NOMEM, "%s: size overflows 64 bits", what);
+    }
+    *out = p;
+    return SS_OK;
+}
+
+void *ss_malloc(size_t n, const char *what) {
+    void *p = malloc(n ? n : 1);
+    if (!p) ss_errorf(SS_ERR_NOMEM, "out of memory allocating %zu bytes for %s", n, what);
+    return p;
+}
+
+void *ss_calloc(size_t count, size_t size, const char *what) {
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (!p) ss_errorf(SS_ERR_NOMEM, "out of memory allocating %zu x %zu bytes for %s", count, size, what);
+    return p;
+}
+
+void *ss_realloc(void *old, size_t n, const char *what) {
+    void *p = realloc(old, n ? n : 1);
+    if (!p) ss_errorf(SS_ERR_NOMEM, "out of memory growing %s to %zu bytes", what, n);
+    return p;
+}
+
+char *ss_strdup(const char *s) { return s ? ss_strndup(s, strlen(s)) : NULL; }
+
+char *ss_strndup(const char *s, size_t n) {
+    char *p = ss_malloc(n + 1, "string");
+    if (!p) return NULL;
+    memcpy(p, s, n);
+    p[n] = 0;
+    return p;
+}
+
+char *ss_strfmt(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    int n = vasprintf(&s, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        ss_errorf(SS_ERR_NOMEM, "out of memory formatting a string");
+        return NULL;
+    }
+    return s;
+}
+
+ss_status ss_file_read(const char *path, char **data, size_t *len) {
+    *data = NULL;
+    *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return ss_errorf(SS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    size_t cap = 1 << 16, n = 0;
+    char *buf = ss_malloc(cap, path);
+    if (!buf) { fclose(f); return SS_ERR_NOMEM; }
+    for (;;) {
+        if (cap - n < 2) {
+            char *nb = ss_realloc(buf, cap * 2, path);
+            if (!nb) { free(buf); fclose(f); return SS_ERR_NOMEM; }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t r = fread(buf + n, 1, cap - n - 1, f);
+        n += r;
+        if (r == 0) break;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) { free(buf); return ss_errorf(SS_ERR_IO, "%s: read error", path); }
+    buf[n] = 0;
+    *data = buf;
+    *len = n;
+    return SS_OK;
+}
+
+int ss_file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+char *ss_path_join(const char *dir, const char *name) {
+    size_t dl = strlen(dir);
+    if (dl && dir[dl - 1] == '/') return ss_strfmt("%s%s", dir, name);
+    return ss_strfmt("%s/%s", dir, name);
+}
+
+ss_status ss_mmap_open(const char *path, ss_mmap *m) {
+    m->data = NULL;
+    m->size = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return ss_errorf(SS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return ss_errorf(SS_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return ss_errorf(SS_ERR_IO, "%s: not a regular file", path);
+    }
+    if (st.st_size > 0) {
+        void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) {
+            int e = errno;
+            close(fd);
+            return ss_errorf(SS_ERR_IO, "%s: cannot map: %s", path, strerror(e));
+        }
+        m->data = p;
+        m->size = (size_t)st.st_size;
+    }
+    close(fd);
+    return SS_OK;
+}
+
+void ss_mmap_close(ss_mmap *m) {
+    if (m->data) munmap(m->data, m->size);
+    m->data = NULL;
+    m->size = 0;
+}
+
+double ss_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+float ss_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
+    if (exp == 0) {
+        if (man == 0) {
+            bits = sign;
+        } else { /* subnormal: renormalise */
+            exp = 127 - 15 + 1;
+            while (!(man & 0x400)) { man <<= 1; exp--; }
+            man &= 0x3ff;
+            bits = sign | (exp << 23) | (man << 13);
+        }
+    } else if (exp == 0x1f) {
+        bits = sign | 0x7f800000u | (man << 13);
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+float ss_bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+uint16_t ss_f32_to_bf16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40); /* quiet NaN */
+    x += 0x7fffu + ((x >> 16) & 1); /* round to nearest even */
+    return (uint16_t)(x >> 16);
+}
+
+uint16_t ss_f32_to_f16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000;
+    uint32_t ax = x & 0x7fffffffu;
+    if (ax > 0x7f800000u) return (uint16_t)(sign | 0x7e00);
+    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00); /* overflow to inf */
+    if (ax < 0x38800000u) { /* subnormal or zero in half */
+        if (ax < 0x33000000u) return (uint16_t)sign;
+        uint32_t e = ax >> 23, m = (ax & 0x7fffff) | 0x800000;
+        uint32_t shift = 126 - e; /* 14..24: the value in units of 2^-24 */
+        uint32_t q = m >> shift, rem = m & ((1u << shift) - 1), halfway = 1u << (shift - 1);
+        if (rem > halfway || (rem == halfway && (q & 1))) q++; /* round to nearest even */
+        return (uint16_t)(sign | q);
+    }
+    uint32_t r = ax + 0xfffu + ((ax >> 13) & 1) - 0x38000000u;
+    return (uint16_t)(sign | (r >> 13));
+}
+
+int ss_num_threads(void) {
+    const char *e = getenv("SUBSCOPE_THREADS");
+    if (e && *e) {
+        long v = strtol(e, NULL, 10);
+        if (v >= 1 && v <= 1024) return (int)v;
+    }
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n >= 1 ? (int)(n > 256 ? 256 : n) : 1;
+}

@@ -1,0 +1,67 @@
+/* A tiny test harness: each TEST registers itself; bin/test_unit runs them all
+ * (or those whose name contains argv[1]) and ends with "N passed, M failed". */
+#ifndef SUBSCOPE_TEST_H
+#define SUBSCOPE_TEST_H
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include "subscope/error.h"
+
+void ss_test_register(const char *name, void (*fn)(void), const char *file);
+void ss_test_fail(const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Directory of test data (tests/data), absolute or relative to the repo root. */
+const char *ss_test_data_dir(void);
+/* A fresh temporary directory for this test run (removed at exit). */
+const char *ss_test_tmp_dir(void);
+
+#define TEST(name)                                                            \
+    static void name(void);                                                   \
+    __attribute__((constructor)) static void ss_test_reg_##name(void) {       \
+        ss_test_register(#name, name, __FILE__);                              \
+    }                                                                         \
+    static void name(void)
+
+#define CHECK(cond)                                                           \
+    do {                                                                      \
+        if (!(cond)) { ss_test_fail(__FILE__, __LINE__, "CHECK(%s)", #cond); return; } \
+    } while (0)
+
+#define CHECK_MSG(cond, ...)                                                  \
+    do {                                                                      \
+        if (!(cond)) { ss_test_fail(__FILE__, __LINE__, __VA_ARGS__); return; } \
+    } while (0)
+
+/* expr must return SS_OK; otherwise the failure shows the library's message. */
+#define CHECK_OK(expr)                                                        \
+    do {                                                                      \
+        ss_status st_ = (expr);                                               \
+        if (st_ != SS_OK) {                                                   \
+            ss_test_fail(__FILE__, __LINE__, "%s returned %s: %s", #expr,     \
+                         ss_status_name(st_), ss_last_error());               \
+            return;                                                           \
+        }                                                                     \
+    } while (0)
+
+/* expr must fail with `code` and a message containing `substr`. */
+#define CHECK_ERR(expr, code, substr)                                         \
+    do {                                                                      \
+        ss_error_clear();                                                     \
+        ss_status st_ = (expr);                                               \
+        if (st_ != (code) || !strstr(ss_last_error(), (substr))) {            \
+            ss_test_fail(__FILE__, __LINE__, "%s: wanted %s containing \"%s\", got %s: \"%s\"", \
+                         #expr, ss_status_name(code), (substr), ss_status_name(st_), ss_last_error()); \
+            return;                                                           \
+        }                                                                     \
+    } while (0)
+
+#define CHECK_NEAR(a, b, tol)                                                 \
+    do {                                                                      \
+        double a_ = (a), b_ = (b);                                            \
+        if (!(fabs(a_ - b_) <= (tol))) {                                      \
+            ss_test_fail(__FILE__, __LINE__, "%s = %.9g, %s = %.9g, |diff| > %g", #a, a_, #b, b_, (double)(tol)); \
+            return;                                                           \
+        }                                                                     \
+    } while (0)
+
+#endif
