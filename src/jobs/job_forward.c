@@ -92,7 +92,7 @@ ss_status ss_job_forward(const ss_forward_job *job) {
     ss_h5 *h = NULL;
     ss_h5_dset *logits_ds = NULL;
     uint8_t *want = NULL;
-    float *lg = NULL, *lgbuf = NULL;
+    float *lg = NULL;
     int32_t *packed = NULL;
     int64_t *start = NULL, *len = NULL;
     fwd_job_ctx c = {0};
