@@ -12,7 +12,12 @@
  * names may contain dots ("/acts/blocks.0.attn.hook_pattern").
  *
  * Every failure returns an ss_status with a message naming the file and the
- * object and, for HDF5 failures, HDF5's own innermost error description. */
+ * object and, for HDF5 failures, HDF5's own innermost error description.
+ *
+ * HDF5 (serial build) is not thread-safe: call this module from one thread
+ * at a time.  Datasets carry no netCDF _FillValue attribute on purpose:
+ * xarray would mask the integer fill -1 and turn token ids into floats;
+ * float padding is NaN, which every reader already shows as missing. */
 #ifndef SUBSCOPE_H5OUT_H
 #define SUBSCOPE_H5OUT_H
 

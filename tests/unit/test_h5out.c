@@ -444,6 +444,29 @@ TEST(h5_commit_renames_and_replaces) {
     free(path);
 }
 
+TEST(h5_commit_failure_cleans_up) {
+    char *path = tmp_file("becomes_dir.h5");
+    ss_h5 *h;
+    CHECK_OK(ss_h5_create(path, &h));
+    char *tmp = ss_strdup(ss_h5_tmp_path(h));
+    int32_t v = 1;
+    int64_t one = 1;
+    CHECK_OK(ss_h5_write_array(h, "/v", SS_H5_I32, 1, &one, NULL, &v));
+    /* Something else takes the name meanwhile: a non-empty directory. */
+    CHECK(mkdir(path, 0700) == 0);
+    char *inner = ss_path_join(path, "keep");
+    FILE *f = fopen(inner, "w");
+    CHECK(f);
+    fclose(f);
+    CHECK_ERR(ss_h5_commit(h), SS_ERR_IO, "cannot rename");
+    CHECK(!exists(tmp) && exists(inner));
+    unlink(inner);
+    rmdir(path);
+    free(inner);
+    free(tmp);
+    free(path);
+}
+
 TEST(h5_abort_leaves_nothing) {
     char *path = tmp_file("aborted.h5");
     ss_h5 *h;
