@@ -231,10 +231,13 @@ ss_status ss_h5_create(const char *final_path, ss_h5 **out) {
     /* netCDF-4 readers expect tracked link creation order in groups. */
     if (fcpl >= 0) H5Pset_link_creation_order(fcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED);
     h->file = fcpl < 0 || fapl < 0 ? -1 : H5Fcreate(h->tmp_path, H5F_ACC_TRUNC, fcpl, fapl);
+    /* Capture the stack now: the next API call (H5Pclose) clears it. */
+    ss_status st = h->file < 0 ? h5_fail(SS_ERR_IO, "%s: cannot create temporary output file %s", final_path,
+                                         h->tmp_path)
+                               : SS_OK;
     if (fcpl >= 0) H5Pclose(fcpl);
     if (fapl >= 0) H5Pclose(fapl);
-    if (h->file < 0) {
-        ss_status st = h5_fail(SS_ERR_IO, "%s: cannot create temporary output file %s", final_path, h->tmp_path);
+    if (st != SS_OK) {
         free(h->final_path);
         free(h->tmp_path);
         free(h);
@@ -364,9 +367,9 @@ static ss_status make_groups(ss_h5 *h, const char *path, int last) {
             hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
             if (gcpl >= 0) H5Pset_link_creation_order(gcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED);
             hid_t g = gcpl < 0 ? -1 : H5Gcreate2(h->file, buf, H5P_DEFAULT, gcpl, H5P_DEFAULT);
-            if (gcpl >= 0) H5Pclose(gcpl);
             if (g < 0) st = h5_fail(SS_ERR_IO, "%s: %s: creating group %s", h->final_path, path, buf);
             else H5Gclose(g);
+            if (gcpl >= 0) H5Pclose(gcpl);
         }
         buf[i] = save;
     }
@@ -795,10 +798,12 @@ ss_status ss_h5_open_read(const char *path, ss_h5_reader **out) {
     r->path = ss_strdup(path);
     hid_t fapl = make_fapl();
     r->file = fapl < 0 ? -1 : H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    ss_status st = r->file < 0 ? h5_fail(SS_ERR_FORMAT, "%s: cannot open as HDF5", path)
+                 : !r->path    ? ss_errorf(SS_ERR_NOMEM, "%s: out of memory", path)
+                               : SS_OK;
     if (fapl >= 0) H5Pclose(fapl);
-    if (!r->path || r->file < 0) {
-        ss_status st = r->path ? h5_fail(SS_ERR_FORMAT, "%s: cannot open as HDF5", path)
-                               : ss_errorf(SS_ERR_NOMEM, "%s: out of memory", path);
+    if (st != SS_OK) {
+        if (r->file >= 0) H5Fclose(r->file);
         free(r->path);
         free(r);
         return st;

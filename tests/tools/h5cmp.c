@@ -253,8 +253,8 @@ int main(int argc, char **argv) {
         } else {
             rc = n_fail ? 1 : 0;
             if (!quiet || n_fail)
-                printf("h5cmp: %d datasets compared, %d ok, %d FAIL%s (atol=%g rtol=%g)\n", n_cmp, n_cmp - n_fail,
-                       n_fail, n_skip ? ", some skipped" : "", atol, rtol);
+                printf("h5cmp: %d datasets compared, %d ok, %d FAIL, %d skipped (atol=%g rtol=%g)\n", n_cmp,
+                       n_cmp - n_fail, n_fail, n_skip, atol, rtol);
         }
     }
 done:
