@@ -33,6 +33,13 @@ typedef struct ss_h5 ss_h5;
  * git commit, command line, model path and config, dtype, device, time. */
 ss_status ss_write_provenance(ss_h5 *h, const ss_model *m, const char *command_line, const char *device);
 
+/* Prints a readable summary of a subscope HDF5 file to out: provenance,
+ * every dataset with its shape and axis names, and for forward files the
+ * model's top next-token guess after each of the first max_prompts prompts
+ * and, for MLP neuron sites, the most active neurons. */
+#include <stdio.h>
+ss_status ss_job_show(const char *path, int64_t max_prompts, FILE *out);
+
 #ifdef __cplusplus
 }
 #endif

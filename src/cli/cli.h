@@ -41,6 +41,6 @@ void cli_set_command_line(int argc, char **argv);
 /* Progress on stderr, only when stderr is a terminal. */
 void cli_progress(void *ctx, int64_t done, int64_t total);
 
-extern cli_cmd cmd_info, cmd_tokenize, cmd_predict, cmd_forward;
+extern cli_cmd cmd_info, cmd_tokenize, cmd_predict, cmd_forward, cmd_show;
 
 #endif

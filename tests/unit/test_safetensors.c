@@ -485,3 +485,45 @@ TEST(weights_index_errors) {
     CHECK(strstr(ss_last_error(), "tensor \"t\": data_offsets [0, 8] run past"));
     free(dir);
 }
+
+/* A file written by the reference implementation (tests/gen/gen_safetensors.py). */
+TEST(safetensors_reference_file) {
+    char *path = ss_path_join(ss_test_data_dir(), "safetensors/ref.safetensors");
+    ss_safetensors *st = NULL;
+    ss_status s = ss_safetensors_open(path, &st);
+    free(path);
+    CHECK_OK(s);
+    CHECK(ss_safetensors_count(st) == 8);
+    float out[8];
+    const ss_tensor_info *t = ss_safetensors_find(st, "a.f32");
+    CHECK(t && t->dtype == SS_DTYPE_F32 && t->ndim == 2 && t->shape[0] == 2 && t->shape[1] == 3);
+    CHECK_OK(ss_tensor_to_f32(t, out, 6));
+    const float a[6] = {1.5f, -2.25f, 0.0f, 3.0e-3f, 1.0e10f, -7.0f};
+    for (int i = 0; i < 6; i++) CHECK(out[i] == a[i]);
+    t = ss_safetensors_find(st, "b.f16");
+    CHECK(t && t->dtype == SS_DTYPE_F16 && t->shape[0] == 4);
+    CHECK_OK(ss_tensor_to_f32(t, out, 4));
+    CHECK(out[0] == 1.0f && out[1] == -0.5f && out[2] == 65504.0f && out[3] == 5.9604644775390625e-8f);
+    t = ss_safetensors_find(st, "c.bf16");
+    CHECK(t && t->dtype == SS_DTYPE_BF16 && t->ndim == 2 && t->shape[0] == 3 && t->shape[1] == 1);
+    CHECK_OK(ss_tensor_to_f32(t, out, 3));
+    CHECK(out[0] == 1.0f && out[1] == -3.0f && out[2] == 3.140625f);
+    t = ss_safetensors_find(st, "d.f64");
+    CHECK(t && t->dtype == SS_DTYPE_F64);
+    CHECK_OK(ss_tensor_to_f32(t, out, 2));
+    CHECK(out[0] == 0.1f && out[1] == -2.0f);
+    t = ss_safetensors_find(st, "e.i64");
+    CHECK(t && t->dtype == SS_DTYPE_I64 && t->nbytes == 24);
+    int64_t iv[3];
+    memcpy(iv, t->data, 24);
+    CHECK(iv[0] == 5 && iv[1] == -6 && iv[2] == 7);
+    t = ss_safetensors_find(st, "f.empty");
+    CHECK(t && t->nbytes == 0 && t->ndim == 2 && t->shape[1] == 4);
+    t = ss_safetensors_find(st, "g.scalar");
+    CHECK(t && t->ndim == 0);
+    CHECK_OK(ss_tensor_to_f32(t, out, 1));
+    CHECK(out[0] == 42.0f);
+    t = ss_safetensors_find(st, "h.bool");
+    CHECK(t && t->dtype == SS_DTYPE_BOOL && t->nbytes == 3);
+    ss_safetensors_free(st);
+}
