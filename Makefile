@@ -52,7 +52,7 @@ else
 endif
 
 .PHONY: all features deps demo test asan check-deps clean help fuzz
-all: features $(SUBSCOPE) lib/libsubscope.a
+all: features $(SUBSCOPE) lib/libsubscope.a $(TOOLS)
 
 help:
 	@echo "make           build bin/subscope and lib/libsubscope.a (probes features first)"
