@@ -69,34 +69,61 @@ static void cpu_matmul(float *C, const float *A, const float *B, const float *bi
 #endif
 }
 
-static void cpu_layernorm(float *out, const float *x, const float *w, const float *b, int64_t rows, int64_t d,
-                          float eps) {
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x + r * d;
-        float *o = out + r * d;
+typedef struct {
+    float *out;
+    const float *x, *w, *b;
+    int64_t rows, d, n;
+    float eps;
+    ss_act act;
+} rowwise_ctx;
+
+#define LN_ROWS 32        /* rows per parallel task */
+#define GELU_CHUNK 32768  /* elements per parallel task */
+
+static void layernorm_task(void *vctx, int64_t task) {
+    const rowwise_ctx *c = vctx;
+    int64_t r1 = (task + 1) * LN_ROWS < c->rows ? (task + 1) * LN_ROWS : c->rows;
+    for (int64_t r = task * LN_ROWS; r < r1; r++) {
+        const float *xr = c->x + r * c->d;
+        float *o = c->out + r * c->d;
         double mean = 0, var = 0;
-        for (int64_t i = 0; i < d; i++) mean += xr[i];
-        mean /= (double)d;
-        for (int64_t i = 0; i < d; i++) {
+        for (int64_t i = 0; i < c->d; i++) mean += xr[i];
+        mean /= (double)c->d;
+        for (int64_t i = 0; i < c->d; i++) {
             double t = xr[i] - mean;
             var += t * t;
         }
-        var /= (double)d;
-        double inv = 1.0 / sqrt(var + (double)eps);
-        for (int64_t i = 0; i < d; i++) o[i] = (float)((xr[i] - mean) * inv) * w[i] + b[i];
+        var /= (double)c->d;
+        double inv = 1.0 / sqrt(var + (double)c->eps);
+        for (int64_t i = 0; i < c->d; i++) o[i] = (float)((xr[i] - mean) * inv) * c->w[i] + c->b[i];
     }
 }
 
-static void cpu_gelu(float *out, const float *x, int64_t n, ss_act act) {
-    if (act == SS_ACT_GELU_ERF) {
-        for (int64_t i = 0; i < n; i++) out[i] = (float)(0.5 * x[i] * (1.0 + erf(x[i] * 0.70710678118654752440)));
+static void cpu_layernorm(float *out, const float *x, const float *w, const float *b, int64_t rows, int64_t d,
+                          float eps) {
+    rowwise_ctx c = {.out = out, .x = x, .w = w, .b = b, .rows = rows, .d = d, .eps = eps};
+    ss_parallel_for((rows + LN_ROWS - 1) / LN_ROWS, layernorm_task, &c);
+}
+
+static void gelu_task(void *vctx, int64_t task) {
+    const rowwise_ctx *c = vctx;
+    int64_t i1 = (task + 1) * GELU_CHUNK < c->n ? (task + 1) * GELU_CHUNK : c->n;
+    const float *x = c->x;
+    float *out = c->out;
+    if (c->act == SS_ACT_GELU_ERF) {
+        for (int64_t i = task * GELU_CHUNK; i < i1; i++) out[i] = (float)(0.5 * x[i] * (1.0 + erf(x[i] * 0.70710678118654752440)));
     } else {
         const double k = 0.79788456080286535588; /* sqrt(2/pi) */
-        for (int64_t i = 0; i < n; i++) {
+        for (int64_t i = task * GELU_CHUNK; i < i1; i++) {
             double v = x[i];
             out[i] = (float)(0.5 * v * (1.0 + tanh(k * (v + 0.044715 * v * v * v))));
         }
     }
+}
+
+static void cpu_gelu(float *out, const float *x, int64_t n, ss_act act) {
+    rowwise_ctx c = {.out = out, .x = x, .n = n, .act = act};
+    ss_parallel_for((n + GELU_CHUNK - 1) / GELU_CHUNK, gelu_task, &c);
 }
 
 static void cpu_add(float *out, const float *a, const float *b, int64_t n) {

@@ -112,3 +112,26 @@ TEST(cpu_embed_and_add) {
         }
     free(wte); free(wpe);
 }
+
+TEST(cpu_rowwise_ops_split_across_threads_match) {
+    /* Sizes that span several parallel tasks, with ragged last tasks. */
+    const ss_backend *be = ss_backend_cpu();
+    int64_t n = 100003, rows = 77, d = 16;
+    float *x = rand_vec(n, 11), *o = malloc((size_t)n * sizeof(float));
+    be->gelu(o, x, n, SS_ACT_GELU_TANH);
+    for (int64_t i = 0; i < n; i += 997)
+        CHECK_NEAR(o[i], 0.5 * x[i] * (1 + tanh(sqrt(2 / 3.14159265358979323846) * (x[i] + 0.044715 * pow(x[i], 3)))), 1e-6);
+    CHECK_NEAR(o[n - 1], 0.5 * x[n - 1] * (1 + tanh(sqrt(2 / 3.14159265358979323846) * (x[n - 1] + 0.044715 * pow(x[n - 1], 3)))), 1e-6);
+    float w[16], b[16];
+    for (int i = 0; i < 16; i++) w[i] = 1.f, b[i] = 0.f;
+    be->layernorm(o, x, w, b, rows, d, 1e-5f);
+    for (int64_t r = 0; r < rows; r++) {
+        double mu = 0, ss = 0;
+        for (int64_t i = 0; i < d; i++) mu += o[r * d + i];
+        for (int64_t i = 0; i < d; i++) ss += o[r * d + i] * o[r * d + i];
+        CHECK_NEAR(mu / d, 0.0, 1e-5);
+        CHECK_NEAR(ss / d, 1.0, 1e-3);
+    }
+    free(x);
+    free(o);
+}
