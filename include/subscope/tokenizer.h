@@ -17,6 +17,9 @@ typedef struct ss_tokenizer ss_tokenizer;
 /* From tokenizer.json (model.type "BPE", ByteLevel pre-tokenizer/decoder;
  * added_tokens are honoured, special ones are matched inside text). */
 ss_status ss_tokenizer_load_json(const char *path, ss_tokenizer **out);
+/* The same from a tokenizer.json document in memory (len bytes); `what`
+ * names it in error messages. */
+ss_status ss_tokenizer_load_json_mem(const char *text, size_t len, const char *what, ss_tokenizer **out);
 /* From a vocab (token -> id JSON object) and merges file ("#version" line optional). */
 ss_status ss_tokenizer_load_bpe(const char *vocab_path, const char *merges_path, ss_tokenizer **out);
 /* From a model directory: tokenizer.json if present, else vocab.json/encoder.json + merges.txt/vocab.bpe. */
