@@ -52,7 +52,7 @@ else
 endif
 
 .PHONY: all features deps demo test asan check-deps clean help fuzz
-all: features $(SUBSCOPE) lib/libsubscope.a
+all: features $(SUBSCOPE) lib/libsubscope.a $(TOOLS)
 
 help:
 	@echo "make           build bin/subscope and lib/libsubscope.a (probes features first)"
@@ -120,7 +120,7 @@ FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,$(O)/fuzz/%,$(wildcard tests/fuzz/fuzz
 fuzz: $(FUZZ_TARGETS)
 $(O)/fuzz/%: tests/fuzz/%.c $(LIB_SRC)
 	@mkdir -p $(dir $@)
-	clang -std=c11 -D_POSIX_C_SOURCE=200809L -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude $(H5_CFLAGS) $(P2_CFLAGS) $(BLAS_CFLAGS) $(if $(filter 1,$(HAVE_BLAS)),-DSS_HAVE_BLAS=1) \
+	clang -std=c11 -D_POSIX_C_SOURCE=200809L -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Iinclude $(H5_CFLAGS) $(P2_CFLAGS) $(BLAS_CFLAGS) $(if $(filter 1,$(HAVE_BLAS)),-DSS_HAVE_BLAS=1) \
 	    -o $@ $< $(LIB_SRC) $(LIBS)
 
 clean:

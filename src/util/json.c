@@ -361,10 +361,14 @@ static ss_status parse_value(parser *p, ss_json *v, int depth) {
 }
 
 ss_status ss_json_parse(const char *text, size_t len, const char *what, ss_json_doc **out) {
+    return ss_json_parse_at(text, len, what, 1, out);
+}
+
+ss_status ss_json_parse_at(const char *text, size_t len, const char *what, int first_line, ss_json_doc **out) {
     *out = NULL;
     ss_json_doc *doc = calloc(1, sizeof *doc);
     if (!doc) return ss_errorf(SS_ERR_NOMEM, "%s: out of memory", what);
-    parser p = {.s = text, .end = text + len, .what = what, .line_start = text, .line = 1, .doc = doc};
+    parser p = {.s = text, .end = text + len, .what = what, .line_start = text, .line = first_line, .doc = doc};
     /* A UTF-8 byte-order mark is tolerated, as many editors write one. */
     if (len >= 3 && !memcmp(text, "\xef\xbb\xbf", 3)) p.s += 3, p.line_start = p.s;
     ss_status st = parse_value(&p, &doc->root, 0);

@@ -1,0 +1,214 @@
+/* The fp32 CPU reference ops. Reductions (layernorm statistics, attention
+ * dot products and softmax sums) accumulate in double so that this backend
+ * can serve as the oracle for faster ones. */
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "subscope/backend.h"
+
+#ifdef SS_HAVE_BLAS
+#include <cblas.h>
+#endif
+
+typedef struct {
+    float *C;
+    const float *A, *B, *bias;
+    int64_t M, N, K;
+    int trans_b;
+} mm_ctx;
+
+#define MM_ROWS 16
+
+/* Built-in GEMM for builds without BLAS: 16-row panels in parallel, i-k-j
+ * order so the inner loop streams contiguous rows of B and C. */
+static void mm_panel(void *vctx, int64_t p) {
+    const mm_ctx *c = vctx;
+    int64_t r0 = p * MM_ROWS, r1 = r0 + MM_ROWS < c->M ? r0 + MM_ROWS : c->M;
+    for (int64_t i = r0; i < r1; i++) {
+        float *crow = c->C + i * c->N;
+        const float *arow = c->A + i * c->K;
+        if (c->trans_b) {
+            for (int64_t j = 0; j < c->N; j++) {
+                const float *brow = c->B + j * c->K;
+                float acc = 0.f;
+                for (int64_t k = 0; k < c->K; k++) acc += arow[k] * brow[k];
+                crow[j] = acc + (c->bias ? c->bias[j] : 0.f);
+            }
+        } else {
+            for (int64_t j = 0; j < c->N; j++) crow[j] = 0.f;
+            for (int64_t k = 0; k < c->K; k++) {
+                float a = arow[k];
+                const float *brow = c->B + k * c->N;
+                for (int64_t j = 0; j < c->N; j++) crow[j] += a * brow[j];
+            }
+            if (c->bias)
+                for (int64_t j = 0; j < c->N; j++) crow[j] += c->bias[j];
+        }
+    }
+}
+
+void ss_matmul_builtin(float *C, const float *A, const float *B, const float *bias, int64_t M, int64_t N, int64_t K,
+                       int trans_b) {
+    mm_ctx c = {C, A, B, bias, M, N, K, trans_b};
+    ss_parallel_for((M + MM_ROWS - 1) / MM_ROWS, mm_panel, &c);
+}
+
+static void cpu_matmul(float *C, const float *A, const float *B, const float *bias, int64_t M, int64_t N,
+                       int64_t K, int trans_b) {
+    if (M <= 0 || N <= 0) return;
+#ifdef SS_HAVE_BLAS
+    if (bias) {
+        for (int64_t i = 0; i < M; i++) memcpy(C + i * N, bias, (size_t)N * sizeof(float));
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K, 1.0f, A,
+                (int)K, B, trans_b ? (int)K : (int)N, bias ? 1.0f : 0.0f, C, (int)N);
+#else
+    ss_matmul_builtin(C, A, B, bias, M, N, K, trans_b);
+#endif
+}
+
+typedef struct {
+    float *out;
+    const float *x, *w, *b;
+    int64_t rows, d, n;
+    float eps;
+    ss_act act;
+} rowwise_ctx;
+
+#define LN_ROWS 32        /* rows per parallel task */
+#define GELU_CHUNK 32768  /* elements per parallel task */
+
+static void layernorm_task(void *vctx, int64_t task) {
+    const rowwise_ctx *c = vctx;
+    int64_t r1 = (task + 1) * LN_ROWS < c->rows ? (task + 1) * LN_ROWS : c->rows;
+    for (int64_t r = task * LN_ROWS; r < r1; r++) {
+        const float *xr = c->x + r * c->d;
+        float *o = c->out + r * c->d;
+        double mean = 0, var = 0;
+        for (int64_t i = 0; i < c->d; i++) mean += xr[i];
+        mean /= (double)c->d;
+        for (int64_t i = 0; i < c->d; i++) {
+            double t = xr[i] - mean;
+            var += t * t;
+        }
+        var /= (double)c->d;
+        double inv = 1.0 / sqrt(var + (double)c->eps);
+        for (int64_t i = 0; i < c->d; i++) o[i] = (float)((xr[i] - mean) * inv) * c->w[i] + c->b[i];
+    }
+}
+
+static void cpu_layernorm(float *out, const float *x, const float *w, const float *b, int64_t rows, int64_t d,
+                          float eps) {
+    rowwise_ctx c = {.out = out, .x = x, .w = w, .b = b, .rows = rows, .d = d, .eps = eps};
+    ss_parallel_for((rows + LN_ROWS - 1) / LN_ROWS, layernorm_task, &c);
+}
+
+static void gelu_task(void *vctx, int64_t task) {
+    const rowwise_ctx *c = vctx;
+    int64_t i1 = (task + 1) * GELU_CHUNK < c->n ? (task + 1) * GELU_CHUNK : c->n;
+    const float *x = c->x;
+    float *out = c->out;
+    if (c->act == SS_ACT_GELU_ERF) {
+        for (int64_t i = task * GELU_CHUNK; i < i1; i++) out[i] = (float)(0.5 * x[i] * (1.0 + erf(x[i] * 0.70710678118654752440)));
+    } else {
+        const double k = 0.79788456080286535588; /* sqrt(2/pi) */
+        for (int64_t i = task * GELU_CHUNK; i < i1; i++) {
+            double v = x[i];
+            out[i] = (float)(0.5 * v * (1.0 + tanh(k * (v + 0.044715 * v * v * v))));
+        }
+    }
+}
+
+static void cpu_gelu(float *out, const float *x, int64_t n, ss_act act) {
+    rowwise_ctx c = {.out = out, .x = x, .n = n, .act = act};
+    ss_parallel_for((n + GELU_CHUNK - 1) / GELU_CHUNK, gelu_task, &c);
+}
+
+static void cpu_add(float *out, const float *a, const float *b, int64_t n) {
+    for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+static void cpu_embed(float *tok_out, float *pos_out, const int32_t *tokens, const int32_t *pos, const float *wte,
+                      const float *wpe, int64_t n, int64_t d) {
+    for (int64_t i = 0; i < n; i++) {
+        memcpy(tok_out + i * d, wte + (int64_t)tokens[i] * d, (size_t)d * sizeof(float));
+        memcpy(pos_out + i * d, wpe + (int64_t)pos[i] * d, (size_t)d * sizeof(float));
+    }
+}
+
+typedef struct {
+    float *z;
+    const float *q, *k, *v;
+    int64_t ld, H, dh;
+    const int64_t *start, *len, *pattern_off;
+    float scale;
+    float *pattern;
+    atomic_int failed;
+} attn_ctx;
+
+static void attn_task(void *vctx, int64_t task) {
+    const attn_ctx *c = vctx;
+    int64_t s = task / c->H, h = task % c->H;
+    int64_t n = c->len[s], r0 = c->start[s], dmodel = c->H * c->dh;
+    double *p = malloc((size_t)(n ? n : 1) * sizeof(double));
+    double *acc = malloc((size_t)c->dh * sizeof(double));
+    if (!p || !acc) {
+        atomic_store(&((attn_ctx *)vctx)->failed, 1);
+        free(p);
+        free(acc);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        const float *qi = c->q + (r0 + i) * c->ld + h * c->dh;
+        double mx = -INFINITY;
+        for (int64_t j = 0; j <= i; j++) {
+            const float *kj = c->k + (r0 + j) * c->ld + h * c->dh;
+            double dot = 0;
+            for (int64_t e = 0; e < c->dh; e++) dot += (double)qi[e] * kj[e];
+            p[j] = dot * c->scale;
+            if (p[j] > mx) mx = p[j];
+        }
+        double sum = 0;
+        for (int64_t j = 0; j <= i; j++) {
+            p[j] = exp(p[j] - mx);
+            sum += p[j];
+        }
+        for (int64_t e = 0; e < c->dh; e++) acc[e] = 0;
+        for (int64_t j = 0; j <= i; j++) {
+            p[j] /= sum;
+            const float *vj = c->v + (r0 + j) * c->ld + h * c->dh;
+            for (int64_t e = 0; e < c->dh; e++) acc[e] += p[j] * vj[e];
+        }
+        float *zi = c->z + (r0 + i) * dmodel + h * c->dh;
+        for (int64_t e = 0; e < c->dh; e++) zi[e] = (float)acc[e];
+        if (c->pattern) {
+            float *row = c->pattern + c->pattern_off[s] + (h * n + i) * n;
+            for (int64_t j = 0; j < n; j++) row[j] = j <= i ? (float)p[j] : 0.f;
+        }
+    }
+    free(p);
+    free(acc);
+}
+
+static ss_status cpu_attention(float *z, const float *q, const float *k, const float *v, int64_t ld_qkv, int64_t n_seq,
+                          const int64_t *start, const int64_t *len, int64_t H, int64_t dh, float scale,
+                          float *pattern_out, const int64_t *pattern_off) {
+    attn_ctx c = {z, q, k, v, ld_qkv, H, dh, start, len, pattern_off, scale, pattern_out, 0};
+    ss_parallel_for(n_seq * H, attn_task, &c);
+    if (atomic_load(&c.failed)) return ss_errorf(SS_ERR_NOMEM, "out of memory in attention scratch buffers");
+    return SS_OK;
+}
+
+static const ss_backend cpu_backend = {
+    .name = "cpu",
+    .matmul = cpu_matmul,
+    .layernorm = cpu_layernorm,
+    .gelu = cpu_gelu,
+    .add = cpu_add,
+    .embed = cpu_embed,
+    .attention = cpu_attention,
+};
+
+const ss_backend *ss_backend_cpu(void) { return &cpu_backend; }
