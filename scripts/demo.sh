@@ -13,11 +13,11 @@ say "the bundled model ($MODEL)"
 $SS info --model $MODEL | sed -n '1,12p'
 
 say "next-token prediction"
-echo '$ subscope predict --model '$MODEL' --prompt "the cat sat on the" --top 5'
-$SS predict --model $MODEL --prompt "the cat sat on the" --top 5
+echo '$ subscope predict --model '$MODEL' --prompt "The cat says" --top 5'
+$SS predict --model $MODEL --prompt "The cat says" --top 5
 echo
-echo '$ subscope predict --model '$MODEL' --prompt "on monday" --generate 24'
-$SS predict --model $MODEL --prompt "on monday" --generate 24
+echo '$ subscope predict --model '$MODEL' --prompt "The days go Monday, Tuesday," --generate 24'
+$SS predict --model $MODEL --prompt "The days go Monday, Tuesday," --generate 24
 
 say "forward over data/demo_prompts.jsonl, keeping MLP neurons and one attention pattern"
 SITES='blocks.*.mlp.hook_post,blocks.0.attn.hook_pattern,ln_final.hook_normalized'

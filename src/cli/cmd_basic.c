@@ -155,7 +155,7 @@ static int run_tokenize(cli_cmd *cmd) {
 cli_cmd cmd_tokenize = {
     "tokenize", "encode text to token ids (or --decode ids to text) as the model's tokenizer does",
     "subscope tokenize --model DIR --text TEXT [--decode]",
-    "examples:\n  subscope tokenize --model models/tiny-gpt2 --text 'The cat sat.'\n"
+    "examples:\n  subscope tokenize --model models/tiny-gpt2 --text 'The cat says meow.'\n"
     "  subscope tokenize --model models/tiny-gpt2 --decode --text '[464, 3797]'\n",
     tok_opts, run_tokenize,
 };
@@ -272,7 +272,7 @@ out:
 cli_cmd cmd_predict = {
     "predict", "show the most likely next tokens for a prompt, or continue it greedily",
     "subscope predict --model DIR --prompt TEXT [--top K | --generate N]",
-    "examples:\n  subscope predict --model models/tiny-gpt2 --prompt 'The cat' --top 5\n"
-    "  subscope predict --model models/tiny-gpt2 --prompt 'The cat' --generate 20\n",
+    "examples:\n  subscope predict --model models/tiny-gpt2 --prompt 'The cat says' --top 5\n"
+    "  subscope predict --model models/tiny-gpt2 --prompt 'Let us count: four, five,' --generate 20\n",
     pred_opts, run_predict,
 };

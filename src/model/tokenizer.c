@@ -31,7 +31,7 @@
 
 /* HF's BPE cache skips words this long or longer; so do we (memory bound). */
 #define WORD_CACHE_MAX_LEN 256
-#define WORD_CACHE_SLOTS (1u << 17)
+#define WORD_CACHE_SLOTS (1u << 16)
 #define WORD_CACHE_MAX_ENTRIES (WORD_CACHE_SLOTS / 2)
 
 /* ------------------------------------------------------------------ */
@@ -1017,7 +1017,7 @@ static int cache_lookup(const ss_tokenizer *t, enc_ctx *c, const char *w, size_t
                 ok = 0;
                 break;
             }
-            memcpy(c->out + c->n, wc->ids + s->ioff, s->nids * sizeof *c->out);
+            if (s->nids) memcpy(c->out + c->n, wc->ids + s->ioff, s->nids * sizeof *c->out);
             c->n += s->nids;
             break;
         }
@@ -1039,7 +1039,7 @@ static void cache_insert(const ss_tokenizer *t, const char *w, size_t n, uint64_
         }
         if (!dup) {
             memcpy(wc->keys + wc->keys_len, w, n);
-            memcpy(wc->ids + wc->ids_len, ids, nids * sizeof *ids);
+            if (nids) memcpy(wc->ids + wc->ids_len, ids, nids * sizeof *ids); /* 0: every byte dropped */
             wc->slots[i] = (cache_slot){h, (uint32_t)wc->keys_len, (uint32_t)n, (uint32_t)wc->ids_len, (uint32_t)nids, 1};
             wc->keys_len += n;
             wc->ids_len += nids;
