@@ -4,7 +4,9 @@
 fp32, eval(), torch.no_grad(), use_cache=False, torch.set_num_threads(--threads), the
 same batches as subscope's --batch. One warm-up batch first, then --reps passes over all
 prompts; each pass is timed (model compute only, plus the copy-out / HDF5 writes the
-mode asks for) and the JSON reports every pass and their median.
+mode asks for) and the JSON reports every pass, their median and best. With --serve
+it instead runs one pass per 'pass' line on stdin (bench_forward.py interleaves these
+with subscope runs) and prints the summary after 'done'.
 
 Modes (each matches one `subscope forward` run):
   hidden   GPT2Model only (ln_f output, no lm_head)       ~ forward --no-logits
@@ -72,6 +74,8 @@ def main():
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--serve", action="store_true",
+                    help="after the warm-up, run one pass per 'pass' line on stdin; 'done' ends with the summary")
     ap.add_argument("--h5", default=None, help="also write the results to this HDF5 file (timed)")
     a = ap.parse_args()
 
@@ -143,21 +147,41 @@ def main():
                                      shuffle=True, compression="gzip", compression_opts=4, fillvalue=np.nan)
         os.replace(tmp, path)
 
+    passes, compute, cpu = [], [], []
+
+    def one_pass():
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        for b0 in range(0, N, a.batch):
+            run_batch(b0)
+        t1 = time.perf_counter()
+        if a.h5:
+            write_h5(a.h5)
+        t2 = time.perf_counter()
+        cpu.append(time.process_time() - c0)
+        compute.append(t1 - t0)
+        passes.append(t2 - t0)
+        return {"pass_s": passes[-1], "compute_s": compute[-1], "cpu_s": cpu[-1]}
+
     with torch.no_grad():
         run_batch(0)  # warm-up: first-call allocations and kernel selection
-        passes, compute, cpu = [], [], []
-        for _ in range(a.reps):
-            c0 = time.process_time()
-            t0 = time.perf_counter()
-            for b0 in range(0, N, a.batch):
-                run_batch(b0)
-            t1 = time.perf_counter()
-            if a.h5:
-                write_h5(a.h5)
-            t2 = time.perf_counter()
-            cpu.append(time.process_time() - c0)
-            compute.append(t1 - t0)
-            passes.append(t2 - t0)
+        if a.serve:
+            # Driven by bench_forward.py, which alternates our passes with subscope
+            # runs so that both see the same load on a shared machine.
+            print(json.dumps({"ready": True}), flush=True)
+            for line in sys.stdin:
+                cmd = line.strip()
+                if cmd == "pass":
+                    print(json.dumps(one_pass()), flush=True)
+                elif cmd == "done":
+                    break
+                elif cmd:
+                    sys.exit(f"peer_hf.py: unknown command '{cmd}' (pass, done)")
+            if not passes:
+                sys.exit("peer_hf.py: no pass was asked for")
+        else:
+            for _ in range(a.reps):
+                one_pass()
     for h in hooks:
         h.remove()
 
@@ -174,13 +198,14 @@ def main():
         "n_prompts": int(N),
         "tokens_per_prompt": int(T),
         "tokens": int(N * T),
-        "reps": a.reps,
+        "reps": len(passes),
         "import_s": import_s,
         "load_s": load_s,
         "compute_s": compute,
         "pass_s": passes,
         "pass_cpu_s": cpu,
         "median_s": med,
+        "best_s": min(passes),
         "tokens_per_s": N * T / med,
         "rss_after_import_mib": rss_after_import,
         "peak_rss_mib": rss_mib(),
