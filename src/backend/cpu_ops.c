@@ -1,6 +1,6 @@
-/* The fp32 CPU reference ops. Reductions (layernorm statistics, attention
- * dot products and softmax sums) accumulate in double so that this backend
- * can serve as the oracle for faster ones. */
+/* The fp32 CPU reference ops. Layernorm statistics and softmax sums
+ * accumulate in double so that this backend can serve as the oracle for
+ * faster ones; the O(n·d) inner loops stay in float so they vectorise. */
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -110,13 +110,17 @@ static void gelu_task(void *vctx, int64_t task) {
     int64_t i1 = (task + 1) * GELU_CHUNK < c->n ? (task + 1) * GELU_CHUNK : c->n;
     const float *x = c->x;
     float *out = c->out;
+    /* Single precision: erff/expf are within an ulp or two, well inside what
+     * fp32 activations carry. The tanh form is evaluated as
+     * 0.5x(1+tanh u) = x / (1 + exp(-2u)), which is the same function, avoids
+     * the cancellation in 1+tanh(u) for negative u and costs one expf. */
     if (c->act == SS_ACT_GELU_ERF) {
-        for (int64_t i = task * GELU_CHUNK; i < i1; i++) out[i] = (float)(0.5 * x[i] * (1.0 + erf(x[i] * 0.70710678118654752440)));
+        for (int64_t i = task * GELU_CHUNK; i < i1; i++) out[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678f));
     } else {
-        const double k = 0.79788456080286535588; /* sqrt(2/pi) */
+        const float k = 0.7978845608f; /* sqrt(2/pi) */
         for (int64_t i = task * GELU_CHUNK; i < i1; i++) {
-            double v = x[i];
-            out[i] = (float)(0.5 * v * (1.0 + tanh(k * (v + 0.044715 * v * v * v))));
+            float v = x[i];
+            out[i] = v / (1.0f + expf(-2.0f * k * (v + 0.044715f * v * v * v)));
         }
     }
 }
@@ -148,48 +152,53 @@ typedef struct {
     atomic_int failed;
 } attn_ctx;
 
+/* One (sequence, head) per task. Keys are first transposed into a [dh, n]
+ * scratch so that both inner loops — scores s[0..i] += q[e]·Kt[e][0..i] and
+ * z[0..dh] += p[j]·v_j — are contiguous multiply-adds the compiler
+ * vectorises. Softmax statistics are kept in double. */
 static void attn_task(void *vctx, int64_t task) {
     const attn_ctx *c = vctx;
     int64_t s = task / c->H, h = task % c->H;
-    int64_t n = c->len[s], r0 = c->start[s], dmodel = c->H * c->dh;
-    double *p = malloc((size_t)(n ? n : 1) * sizeof(double));
-    double *acc = malloc((size_t)c->dh * sizeof(double));
-    if (!p || !acc) {
+    int64_t n = c->len[s], r0 = c->start[s], dmodel = c->H * c->dh, dh = c->dh;
+    float *kt = malloc((size_t)(dh * n + n + dh) * sizeof(float));
+    if (!kt) {
         atomic_store(&((attn_ctx *)vctx)->failed, 1);
-        free(p);
-        free(acc);
         return;
     }
+    float *sc = kt + dh * n, *acc = sc + n;
+    for (int64_t j = 0; j < n; j++) {
+        const float *kj = c->k + (r0 + j) * c->ld + h * dh;
+        for (int64_t e = 0; e < dh; e++) kt[e * n + j] = kj[e];
+    }
     for (int64_t i = 0; i < n; i++) {
-        const float *qi = c->q + (r0 + i) * c->ld + h * c->dh;
-        double mx = -INFINITY;
-        for (int64_t j = 0; j <= i; j++) {
-            const float *kj = c->k + (r0 + j) * c->ld + h * c->dh;
-            double dot = 0;
-            for (int64_t e = 0; e < c->dh; e++) dot += (double)qi[e] * kj[e];
-            p[j] = dot * c->scale;
-            if (p[j] > mx) mx = p[j];
+        const float *qi = c->q + (r0 + i) * c->ld + h * dh;
+        for (int64_t j = 0; j <= i; j++) sc[j] = 0.f;
+        for (int64_t e = 0; e < dh; e++) {
+            const float qe = qi[e] * c->scale, *kr = kt + e * n;
+            for (int64_t j = 0; j <= i; j++) sc[j] += qe * kr[j];
         }
-        double sum = 0;
+        double mx = -INFINITY, sum = 0;
+        for (int64_t j = 0; j <= i; j++) mx = sc[j] > mx ? sc[j] : mx;
         for (int64_t j = 0; j <= i; j++) {
-            p[j] = exp(p[j] - mx);
-            sum += p[j];
+            double p = exp((double)sc[j] - mx);
+            sc[j] = (float)p;
+            sum += p;
         }
-        for (int64_t e = 0; e < c->dh; e++) acc[e] = 0;
+        const float inv = (float)(1.0 / sum);
+        for (int64_t e = 0; e < dh; e++) acc[e] = 0.f;
         for (int64_t j = 0; j <= i; j++) {
-            p[j] /= sum;
-            const float *vj = c->v + (r0 + j) * c->ld + h * c->dh;
-            for (int64_t e = 0; e < c->dh; e++) acc[e] += p[j] * vj[e];
+            const float p = sc[j] * inv, *vj = c->v + (r0 + j) * c->ld + h * dh;
+            sc[j] = p;
+            for (int64_t e = 0; e < dh; e++) acc[e] += p * vj[e];
         }
-        float *zi = c->z + (r0 + i) * dmodel + h * c->dh;
-        for (int64_t e = 0; e < c->dh; e++) zi[e] = (float)acc[e];
+        memcpy(c->z + (r0 + i) * dmodel + h * dh, acc, (size_t)dh * sizeof(float));
         if (c->pattern) {
             float *row = c->pattern + c->pattern_off[s] + (h * n + i) * n;
-            for (int64_t j = 0; j < n; j++) row[j] = j <= i ? (float)p[j] : 0.f;
+            memcpy(row, sc, (size_t)(i + 1) * sizeof(float));
+            for (int64_t j = i + 1; j < n; j++) row[j] = 0.f;
         }
     }
-    free(p);
-    free(acc);
+    free(kt);
 }
 
 static ss_status cpu_attention(float *z, const float *q, const float *k, const float *v, int64_t ld_qkv, int64_t n_seq,

@@ -29,11 +29,14 @@ if [ -d "$D/models/tiny-gpt2" ] || [ -d models/tiny-gpt2 ]; then
     else fail "golden tiny-gpt2" "$(cat "$TMP/err")" "$(printf '%s\n' "${res:-}" | grep -E 'FAIL|h5cmp' | head -5)"; fi
 fi
 
-# Batch size must not change any result beyond rounding (packed sequences, no padding in compute).
+# Batch size must not change any result beyond rounding (packed sequences, no padding in
+# compute). Results are not bit-identical: BLAS picks different kernels and blockings for
+# different row counts (a 1-token batch is a matrix-vector product), so sums are ordered
+# differently; 1e-5 is ~100 fp32 ulps of the largest activations here (|x| < 1).
 m=noprefix-odd-untied
 "$SUBSCOPE" forward --model "$D/models/$m" --input "$D/golden/$m.jsonl" --out "$TMP/b1.h5" --sites '*' --batch 1 2>/dev/null
 "$SUBSCOPE" forward --model "$D/models/$m" --input "$D/golden/$m.jsonl" --out "$TMP/b5.h5" --sites '*' --batch 5 2>/dev/null
-expect_ok "batch 1 and batch 5 agree within 1e-6" "$H5CMP" --quiet --atol 1e-6 --rtol 1e-6 "$TMP/b1.h5" "$TMP/b5.h5"
+expect_ok "batch 1 and batch 5 agree within 1e-5" "$H5CMP" --quiet --atol 1e-5 --rtol 1e-5 "$TMP/b1.h5" "$TMP/b5.h5"
 
 # Only the requested sites are written; --no-logits drops /logits.
 "$SUBSCOPE" forward --model "$D/models/$m" --input "$D/golden/$m.jsonl" --out "$TMP/sel.h5" \
