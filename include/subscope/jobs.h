@@ -21,6 +21,7 @@ typedef struct ss_forward_job {
     int64_t batch;            /* prompts per forward call (>= 1) */
     int64_t max_len;          /* 0: n_positions */
     int truncate;             /* cut longer prompts instead of failing */
+    int compress;             /* deflate level 0..9 for float datasets (0: none) */
     const char *command_line; /* recorded in the file */
     ss_progress_fn progress;
     void *progress_ctx;

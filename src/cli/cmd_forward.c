@@ -12,6 +12,7 @@ static cli_opt fwd_opts[] = {
     {"batch", "B", "prompts per forward pass (default 16)", NULL},
     {"max-len", "T", "longest prompt allowed, in tokens (default and maximum: n_positions)", NULL},
     {"truncate", NULL, "cut prompts longer than --max-len instead of failing", NULL},
+    {"compress", "LEVEL", "deflate level 0-9 for the datasets (default 1; 0 = none, fastest)", NULL},
     {0},
 };
 
@@ -28,7 +29,11 @@ static int run_forward(cli_cmd *cmd) {
         .progress = cli_progress,
         .progress_ctx = "prompts",
     };
-    if (cli_int(cmd, "batch", 1, 1 << 20, 16, &j.batch) || cli_int(cmd, "max-len", 1, 1 << 30, 0, &j.max_len)) return 1;
+    int64_t level;
+    if (cli_int(cmd, "batch", 1, 1 << 20, 16, &j.batch) || cli_int(cmd, "max-len", 1, 1 << 30, 0, &j.max_len) ||
+        cli_int(cmd, "compress", 0, 9, 1, &level))
+        return 1;
+    j.compress = (int)level;
     ss_status st = ss_job_forward(&j);
     if (st) return cli_fail(cmd, st);
     fprintf(stderr, "wrote %s\n", j.out);

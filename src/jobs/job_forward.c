@@ -116,6 +116,7 @@ ss_status ss_job_forward(const ss_forward_job *job) {
     const int64_t B = job->batch > 0 ? job->batch : 1;
 
     if ((st = ss_h5_create(job->out, &h))) goto out;
+    if ((st = ss_h5_set_deflate(h, job->compress))) goto out;
     if ((st = ss_write_provenance(h, m, job->command_line, "cpu"))) goto out;
     if ((st = ss_h5_attr_str(h, "/", "input_path", job->input))) goto out;
     if ((st = ss_h5_attr_i64(h, "/", "n_prompts", N))) goto out;
