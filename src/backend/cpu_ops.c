@@ -1,12 +1,14 @@
 /* The fp32 CPU reference ops. Layernorm statistics and softmax sums
  * accumulate in double so that this backend can serve as the oracle for
  * faster ones; the O(n·d) inner loops stay in float so they vectorise. */
+#include <limits.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "subscope/backend.h"
+#include "subscope/util.h"
 
 #ifdef SS_HAVE_BLAS
 #include <cblas.h>
@@ -55,9 +57,12 @@ void ss_matmul_builtin(float *C, const float *A, const float *B, const float *bi
     ss_parallel_for((M + MM_ROWS - 1) / MM_ROWS, mm_panel, &c);
 }
 
-static void cpu_matmul(float *C, const float *A, const float *B, const float *bias, int64_t M, int64_t N,
-                       int64_t K, int trans_b) {
-    if (M <= 0 || N <= 0) return;
+static ss_status cpu_matmul(const ss_backend *be, float *C, const float *A, const float *B, const float *bias,
+                            int64_t M, int64_t N, int64_t K, int trans_b) {
+    if (M <= 0 || N <= 0) return SS_OK;
+    if (M > INT_MAX || N > INT_MAX || K > INT_MAX)
+        return ss_errorf(SS_ERR_UNSUPPORTED, "matrix product %lld x %lld x %lld exceeds BLAS's 32-bit sizes", (long long)M,
+                         (long long)N, (long long)K);
 #ifdef SS_HAVE_BLAS
     if (bias) {
         for (int64_t i = 0; i < M; i++) memcpy(C + i * N, bias, (size_t)N * sizeof(float));
@@ -67,6 +72,7 @@ static void cpu_matmul(float *C, const float *A, const float *B, const float *bi
 #else
     ss_matmul_builtin(C, A, B, bias, M, N, K, trans_b);
 #endif
+    return SS_OK;
 }
 
 typedef struct {
@@ -99,10 +105,11 @@ static void layernorm_task(void *vctx, int64_t task) {
     }
 }
 
-static void cpu_layernorm(float *out, const float *x, const float *w, const float *b, int64_t rows, int64_t d,
-                          float eps) {
+static ss_status cpu_layernorm(const ss_backend *be, float *out, const float *x, const float *w, const float *b,
+                               int64_t rows, int64_t d, float eps) {
     rowwise_ctx c = {.out = out, .x = x, .w = w, .b = b, .rows = rows, .d = d, .eps = eps};
     ss_parallel_for((rows + LN_ROWS - 1) / LN_ROWS, layernorm_task, &c);
+    return SS_OK;
 }
 
 static void gelu_task(void *vctx, int64_t task) {
@@ -125,21 +132,24 @@ static void gelu_task(void *vctx, int64_t task) {
     }
 }
 
-static void cpu_gelu(float *out, const float *x, int64_t n, ss_act act) {
+static ss_status cpu_gelu(const ss_backend *be, float *out, const float *x, int64_t n, ss_act act) {
     rowwise_ctx c = {.out = out, .x = x, .n = n, .act = act};
     ss_parallel_for((n + GELU_CHUNK - 1) / GELU_CHUNK, gelu_task, &c);
+    return SS_OK;
 }
 
-static void cpu_add(float *out, const float *a, const float *b, int64_t n) {
+static ss_status cpu_add(const ss_backend *be, float *out, const float *a, const float *b, int64_t n) {
     for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+    return SS_OK;
 }
 
-static void cpu_embed(float *tok_out, float *pos_out, const int32_t *tokens, const int32_t *pos, const float *wte,
-                      const float *wpe, int64_t n, int64_t d) {
+static ss_status cpu_embed(const ss_backend *be, float *tok_out, float *pos_out, const int32_t *tokens,
+                           const int32_t *pos, const float *wte, const float *wpe, int64_t n, int64_t d) {
     for (int64_t i = 0; i < n; i++) {
         memcpy(tok_out + i * d, wte + (int64_t)tokens[i] * d, (size_t)d * sizeof(float));
         memcpy(pos_out + i * d, wpe + (int64_t)pos[i] * d, (size_t)d * sizeof(float));
     }
+    return SS_OK;
 }
 
 typedef struct {
@@ -201,17 +211,37 @@ static void attn_task(void *vctx, int64_t task) {
     free(kt);
 }
 
-static ss_status cpu_attention(float *z, const float *q, const float *k, const float *v, int64_t ld_qkv, int64_t n_seq,
-                          const int64_t *start, const int64_t *len, int64_t H, int64_t dh, float scale,
-                          float *pattern_out, const int64_t *pattern_off) {
+static ss_status cpu_attention(const ss_backend *be, float *z, const float *q, const float *k, const float *v,
+                               int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H,
+                               int64_t dh, float scale, float *pattern_out, const int64_t *pattern_off) {
     attn_ctx c = {z, q, k, v, ld_qkv, H, dh, start, len, pattern_off, scale, pattern_out, 0};
     ss_parallel_for(n_seq * H, attn_task, &c);
     if (atomic_load(&c.failed)) return ss_errorf(SS_ERR_NOMEM, "out of memory in attention scratch buffers");
     return SS_OK;
 }
 
+static ss_status cpu_alloc(const ss_backend *be, size_t bytes, const char *what, void **out) {
+    *out = ss_malloc(bytes, what);
+    return *out ? SS_OK : SS_ERR_NOMEM;
+}
+
+static void cpu_release(const ss_backend *be, void *p) { free(p); }
+
+static ss_status cpu_copy(const ss_backend *be, void *dst, const void *src, size_t bytes) {
+    if (bytes) memmove(dst, src, bytes);
+    return SS_OK;
+}
+
+static ss_status cpu_sync(const ss_backend *be) { return SS_OK; }
+
 static const ss_backend cpu_backend = {
     .name = "cpu",
+    .host_memory = 1,
+    .alloc = cpu_alloc,
+    .release = cpu_release,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .sync = cpu_sync,
     .matmul = cpu_matmul,
     .layernorm = cpu_layernorm,
     .gelu = cpu_gelu,

@@ -64,14 +64,14 @@ static ss_status load_weights(ss_model *m) {
     char nm[128];
 #define T1(name, a, dst) do { int64_t s_[1] = {a}; SS_TRY(get_tensor(m, name, 1, s_, &(dst))); } while (0)
 #define T2(name, a, b, dst) do { int64_t s_[2] = {a, b}; SS_TRY(get_tensor(m, name, 2, s_, &(dst))); } while (0)
-    T2("wte.weight", V, d, m->wte);
-    T2("wpe.weight", c->n_positions, d, m->wpe);
-    T1("ln_f.weight", d, m->lnf_w);
-    T1("ln_f.bias", d, m->lnf_b);
-    m->layers = ss_calloc((size_t)c->n_layer, sizeof *m->layers, "layers");
-    if (!m->layers) return SS_ERR_NOMEM;
+    T2("wte.weight", V, d, m->w.wte);
+    T2("wpe.weight", c->n_positions, d, m->w.wpe);
+    T1("ln_f.weight", d, m->w.lnf_w);
+    T1("ln_f.bias", d, m->w.lnf_b);
+    m->w.layers = ss_calloc((size_t)c->n_layer, sizeof *m->w.layers, "layers");
+    if (!m->w.layers) return SS_ERR_NOMEM;
     for (int64_t l = 0; l < c->n_layer; l++) {
-        ss_gpt2_layer *L = &m->layers[l];
+        ss_gpt2_layer *L = &m->w.layers[l];
 #define LN(suffix) (snprintf(nm, sizeof nm, "h.%lld.%s", (long long)l, suffix), nm)
         T1(LN("ln_1.weight"), d, L->ln1_w);
         T1(LN("ln_1.bias"), d, L->ln1_b);
@@ -88,12 +88,12 @@ static ss_status load_weights(ss_model *m) {
 #undef LN
     }
     if (c->tie_word_embeddings) {
-        m->lm_head = m->wte;
+        m->w.lm_head = m->w.wte;
     } else {
         /* lm_head never carries the transformer. prefix in Hugging Face files. */
         const ss_tensor_info *t = ss_weights_find(m->weights, "lm_head.weight");
         if (!t) return ss_errorf(SS_ERR_FORMAT, "%s: tie_word_embeddings is false but the weights have no 'lm_head.weight'", m->dir);
-        T2("lm_head.weight", V, d, m->lm_head);
+        T2("lm_head.weight", V, d, m->w.lm_head);
     }
 #undef T1
 #undef T2
@@ -135,40 +135,128 @@ void ss_model_free(ss_model *m) {
     if (!m) return;
     for (size_t i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
-    free(m->layers);
+    if (m->placed_block) m->placed_on->release(m->placed_on, m->placed_block);
+    free(m->placed.layers);
+    free(m->w.layers);
     ss_tokenizer_free(m->tok);
     ss_weights_free(m->weights);
     free(m->dir);
     free(m);
 }
 
+/* ---- placement ---- */
+
+/* Every weight pointer of a model, in one fixed order, so placement can walk them. */
+static int weight_slots(const ss_config *c, ss_gpt2_weights *w, const float ***slots, size_t *sizes) {
+    int64_t d = c->n_embd, V = c->vocab_size, dm = c->n_inner;
+    int n = 0;
+#define SLOT(ptr, count) (slots[n] = &(ptr), sizes[n++] = (size_t)(count))
+    SLOT(w->wte, V * d);
+    SLOT(w->wpe, c->n_positions * d);
+    SLOT(w->lnf_w, d);
+    SLOT(w->lnf_b, d);
+    for (int64_t l = 0; l < c->n_layer; l++) {
+        ss_gpt2_layer *L = &w->layers[l];
+        SLOT(L->ln1_w, d); SLOT(L->ln1_b, d);
+        SLOT(L->attn_w, d * 3 * d); SLOT(L->attn_b, 3 * d);
+        SLOT(L->proj_w, d * d); SLOT(L->proj_b, d);
+        SLOT(L->ln2_w, d); SLOT(L->ln2_b, d);
+        SLOT(L->fc_w, d * dm); SLOT(L->fc_b, dm);
+        SLOT(L->fc2_w, dm * d); SLOT(L->fc2_b, d);
+    }
+#undef SLOT
+    return n;
+}
+
+ss_status ss_model_place(ss_model *m, const ss_backend *be) {
+    if (be->host_memory || m->placed_on == be) return SS_OK;
+    if (m->placed_on)
+        return ss_errorf(SS_ERR_UNSUPPORTED, "%s: weights are already placed on %s; one model serves one device backend",
+                         m->dir, m->placed_on->name);
+    int nmax = 4 + 12 * (int)m->cfg.n_layer;
+    const float ***src = ss_malloc((size_t)nmax * sizeof *src, "weight list");
+    const float ***dst = ss_malloc((size_t)nmax * sizeof *dst, "weight list");
+    size_t *cnt = ss_malloc((size_t)nmax * sizeof *cnt, "weight list");
+    m->placed = m->w;
+    m->placed.layers = ss_malloc((size_t)m->cfg.n_layer * sizeof *m->placed.layers, "layers");
+    ss_status st = SS_ERR_NOMEM;
+    if (!src || !dst || !cnt || !m->placed.layers) goto out;
+    memcpy(m->placed.layers, m->w.layers, (size_t)m->cfg.n_layer * sizeof *m->placed.layers);
+    int n = weight_slots(&m->cfg, &m->w, src, cnt);
+    weight_slots(&m->cfg, &m->placed, dst, cnt);
+    /* One block for everything; the lm_head tied to wte is not stored twice. */
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += cnt[i] * sizeof(float);
+    int untied = m->w.lm_head != m->w.wte;
+    if (untied) total += (size_t)(m->cfg.vocab_size * m->cfg.n_embd) * sizeof(float);
+    if ((st = be->alloc(be, total, "model weights", &m->placed_block))) goto out;
+    m->placed_on = be;
+    char *p = m->placed_block;
+    for (int i = 0; i < n; i++) {
+        if ((st = be->upload(be, p, *src[i], cnt[i] * sizeof(float)))) goto out;
+        *dst[i] = (const float *)p;
+        p += cnt[i] * sizeof(float);
+    }
+    if (untied) {
+        if ((st = be->upload(be, p, m->w.lm_head, (size_t)(m->cfg.vocab_size * m->cfg.n_embd) * sizeof(float)))) goto out;
+        m->placed.lm_head = (const float *)p;
+    } else {
+        m->placed.lm_head = m->placed.wte;
+    }
+    st = be->sync(be);
+out:
+    free(src);
+    free(dst);
+    free(cnt);
+    return st;
+}
+
+const ss_gpt2_weights *ss_model_weights(const ss_model *m, const ss_backend *be) {
+    if (be->host_memory) return &m->w;
+    return m->placed_on == be ? &m->placed : NULL;
+}
+
 /* ---- forward ---- */
 
 typedef struct {
     const ss_model *m;
+    const ss_backend *be;
     const ss_forward_opts *o;
     const ss_packing *pk;
     const int64_t *pattern_off;
+    float *stage;          /* host staging for sites of a device backend */
 } fwd_ctx;
 
-static ss_status hook_at(const fwd_ctx *f, ss_site_kind kind, int layer, float *data, int64_t ld) {
+/* Hands a site to the hook. On a device backend the rows go through a host
+ * staging buffer and back, so a hook that edits values edits the model's. */
+static ss_status hook_at(const fwd_ctx *f, ss_site_kind kind, int layer, float *buf, size_t n_floats, int64_t offset,
+                         int64_t ld) {
     if (!f->o || !f->o->want || !f->o->hook) return SS_OK;
     int id = ss_site_id(&f->m->cfg, kind, layer);
     if (!f->o->want[id]) return SS_OK;
     ss_site s;
     ss_site_get(&f->m->cfg, id, &s);
-    return f->o->hook(f->o->hook_ctx, &s, data, ld, f->pk, f->pattern_off);
+    if (f->be->host_memory) return f->o->hook(f->o->hook_ctx, &s, buf + offset, ld, f->pk, f->pattern_off);
+    /* buf holds n_floats (the site's rows, interleaved with others when ld > width). */
+    size_t bytes = n_floats * sizeof(float);
+    SS_TRY(f->be->download(f->be, f->stage, buf, bytes));
+    SS_TRY(f->o->hook(f->o->hook_ctx, &s, f->stage + offset, ld, f->pk, f->pattern_off));
+    return f->be->upload(f->be, buf, f->stage, bytes);
 }
 
 static int wants(const fwd_ctx *f, ss_site_kind kind, int layer) {
     return f->o && f->o->want && f->o->hook && f->o->want[ss_site_id(&f->m->cfg, kind, layer)];
 }
 
+enum { B_TOK, B_POS, B_X, B_TMP, B_LN, B_QKV, B_Z, B_H, B_H2, B_PAT, B_LOGITS, B_COUNT };
+
 ss_status ss_forward(const ss_model *m, const ss_backend *be, const int32_t *tokens, const ss_packing *pk,
                      const ss_forward_opts *opts, float **logits) {
     const ss_config *c = &m->cfg;
     const int64_t d = c->n_embd, H = c->n_head, dh = d / H, dm = c->n_inner, V = c->vocab_size, R = pk->rows;
     if (logits) *logits = NULL;
+    const ss_gpt2_weights *w = ss_model_weights(m, be);
+    if (!w) return ss_errorf(SS_ERR_INTERNAL, "model weights were not placed on backend %s", be->name);
     /* Validate the packing and tokens: a bad id would index outside wte. */
     int64_t rows = 0, pat_total = 0;
     for (int64_t s = 0; s < pk->n_seq; s++) {
@@ -183,100 +271,126 @@ ss_status ss_forward(const ss_model *m, const ss_backend *be, const int32_t *tok
         if (tokens[r] < 0 || tokens[r] >= V)
             return ss_errorf(SS_ERR_ARG, "token id %d is outside the vocabulary (0..%lld)", tokens[r], (long long)V - 1);
 
-    fwd_ctx f = {m, opts, pk, NULL};
-    ss_status st = SS_ERR_NOMEM;
-    size_t Rs = (size_t)R;
+    fwd_ctx f = {m, be, opts, pk, NULL, NULL};
     int want_pattern = 0;
     for (int l = 0; l < c->n_layer; l++) want_pattern |= wants(&f, SS_SITE_PATTERN, l);
+    const int64_t n_lrows = !opts || opts->logits == SS_LOGITS_NONE || !logits ? 0
+                            : opts->logits == SS_LOGITS_ALL                     ? R
+                                                                                : pk->n_seq;
+    size_t Rs = (size_t)R, widest = (size_t)(3 * d > dm ? 3 * d : dm);
+    size_t bytes[B_COUNT] = {
+        [B_TOK] = Rs * sizeof(int32_t), [B_POS] = Rs * sizeof(int32_t),
+        [B_X] = Rs * (size_t)d * sizeof(float), [B_TMP] = Rs * (size_t)d * sizeof(float),
+        [B_LN] = Rs * (size_t)d * sizeof(float), [B_QKV] = Rs * (size_t)(3 * d) * sizeof(float),
+        [B_Z] = Rs * (size_t)d * sizeof(float), [B_H] = Rs * (size_t)dm * sizeof(float),
+        [B_H2] = Rs * (size_t)dm * sizeof(float),
+        [B_PAT] = want_pattern ? (size_t)pat_total * sizeof(float) : 0,
+        [B_LOGITS] = (size_t)n_lrows * (size_t)V * sizeof(float),
+    };
+    static const char *const what[B_COUNT] = {"tokens", "positions", "residual stream", "activations", "activations",
+                                              "q/k/v", "attention output", "MLP activations", "MLP activations",
+                                              "attention pattern", "logits"};
+    void *buf[B_COUNT] = {0};
     int64_t *pat_off = ss_malloc((size_t)pk->n_seq * sizeof(int64_t) + 1, "pattern offsets");
-    int32_t *pos = ss_malloc(Rs * sizeof(int32_t), "positions");
-    float *x = ss_malloc(Rs * (size_t)d * sizeof(float), "residual stream");
-    float *tmp = ss_malloc(Rs * (size_t)d * sizeof(float), "activations");
-    float *ln = ss_malloc(Rs * (size_t)d * sizeof(float), "activations");
-    float *qkv = ss_malloc(Rs * (size_t)(3 * d) * sizeof(float), "q/k/v");
-    float *z = ss_malloc(Rs * (size_t)d * sizeof(float), "attention output");
-    float *hbuf = ss_malloc(Rs * (size_t)dm * sizeof(float), "MLP activations");
-    float *h2 = ss_malloc(Rs * (size_t)dm * sizeof(float), "MLP activations");
-    float *pattern = want_pattern ? ss_malloc((size_t)pat_total * sizeof(float), "attention pattern") : NULL;
+    int32_t *pos = ss_malloc(Rs * sizeof(int32_t) + 1, "positions");
     float *lg = NULL;
-    if (!pat_off || !pos || !x || !tmp || !ln || !qkv || !z || !hbuf || !h2 || (want_pattern && !pattern)) goto done;
+    ss_status st = SS_ERR_NOMEM;
+    if (!pat_off || !pos) goto done;
+    for (int i = 0; i < B_COUNT; i++)
+        if (bytes[i] && (st = be->alloc(be, bytes[i], what[i], &buf[i]))) goto done;
+    if (!be->host_memory) {
+        size_t stage = (size_t)pat_total > Rs * widest ? (size_t)pat_total : Rs * widest;
+        if (!(f.stage = ss_malloc(stage * sizeof(float), "site staging buffer"))) { st = SS_ERR_NOMEM; goto done; }
+    }
+    int32_t *tok_b = buf[B_TOK], *pos_b = buf[B_POS];
+    float *x = buf[B_X], *tmp = buf[B_TMP], *ln = buf[B_LN], *qkv = buf[B_QKV], *z = buf[B_Z], *hbuf = buf[B_H],
+          *h2 = buf[B_H2], *pattern = buf[B_PAT];
     for (int64_t s = 0, off = 0; s < pk->n_seq; s++) {
         pat_off[s] = off;
         off += H * pk->len[s] * pk->len[s];
         for (int64_t i = 0; i < pk->len[s]; i++) pos[pk->start[s] + i] = (int32_t)i;
     }
     f.pattern_off = pat_off;
+    if ((st = be->upload(be, tok_b, tokens, bytes[B_TOK])) || (st = be->upload(be, pos_b, pos, bytes[B_POS]))) goto done;
 
-    be->embed(tmp, ln, tokens, pos, m->wte, m->wpe, R, d);
-    if ((st = hook_at(&f, SS_SITE_EMBED, -1, tmp, d))) goto done;
-    if ((st = hook_at(&f, SS_SITE_POS_EMBED, -1, ln, d))) goto done;
-    be->add(x, tmp, ln, R * d);
+    const size_t Rd = Rs * (size_t)d, Rdm = Rs * (size_t)dm, R3d = Rs * (size_t)(3 * d);
+#define RUN(call) do { if ((st = (call))) goto done; } while (0)
+    RUN(be->embed(be, tmp, ln, tok_b, pos_b, w->wte, w->wpe, R, d));
+    RUN(hook_at(&f, SS_SITE_EMBED, -1, tmp, Rd, 0, d));
+    RUN(hook_at(&f, SS_SITE_POS_EMBED, -1, ln, Rd, 0, d));
+    RUN(be->add(be, x, tmp, ln, R * d));
 
     const float scale = c->scale_attn_weights ? (float)(1.0 / sqrt((double)dh)) : 1.0f;
+    const float eps = (float)c->ln_eps;
     for (int l = 0; l < c->n_layer; l++) {
-        const ss_gpt2_layer *L = &m->layers[l];
-        if ((st = hook_at(&f, SS_SITE_RESID_PRE, l, x, d))) goto done;
-        be->layernorm(ln, x, L->ln1_w, L->ln1_b, R, d, (float)c->ln_eps);
-        if ((st = hook_at(&f, SS_SITE_LN1, l, ln, d))) goto done;
-        be->matmul(qkv, ln, L->attn_w, L->attn_b, R, 3 * d, d, 0);
-        if ((st = hook_at(&f, SS_SITE_Q, l, qkv, 3 * d))) goto done;
-        if ((st = hook_at(&f, SS_SITE_K, l, qkv + d, 3 * d))) goto done;
-        if ((st = hook_at(&f, SS_SITE_V, l, qkv + 2 * d, 3 * d))) goto done;
+        const ss_gpt2_layer *L = &w->layers[l];
+        RUN(hook_at(&f, SS_SITE_RESID_PRE, l, x, Rd, 0, d));
+        RUN(be->layernorm(be, ln, x, L->ln1_w, L->ln1_b, R, d, eps));
+        RUN(hook_at(&f, SS_SITE_LN1, l, ln, Rd, 0, d));
+        RUN(be->matmul(be, qkv, ln, L->attn_w, L->attn_b, R, 3 * d, d, 0));
+        /* q, k and v share one buffer; each hook sees it whole with its own offset. */
+        RUN(hook_at(&f, SS_SITE_Q, l, qkv, R3d, 0, 3 * d));
+        RUN(hook_at(&f, SS_SITE_K, l, qkv, R3d, d, 3 * d));
+        RUN(hook_at(&f, SS_SITE_V, l, qkv, R3d, 2 * d, 3 * d));
         int wp = wants(&f, SS_SITE_PATTERN, l);
-        if ((st = be->attention(z, qkv, qkv + d, qkv + 2 * d, 3 * d, pk->n_seq, pk->start, pk->len, H, dh, scale,
-                                wp ? pattern : NULL, pat_off)))
-            goto done;
+        RUN(be->attention(be, z, qkv, qkv + d, qkv + 2 * d, 3 * d, pk->n_seq, pk->start, pk->len, H, dh, scale,
+                          wp ? pattern : NULL, pat_off));
         /* The pattern is reported after z is computed from it, so editing it
          * has no effect yet; interventions on patterns arrive with ablation. */
-        if (wp && (st = hook_at(&f, SS_SITE_PATTERN, l, pattern, 0))) goto done;
-        if ((st = hook_at(&f, SS_SITE_Z, l, z, d))) goto done;
-        be->matmul(tmp, z, L->proj_w, L->proj_b, R, d, d, 0);
-        if ((st = hook_at(&f, SS_SITE_ATTN_OUT, l, tmp, d))) goto done;
-        be->add(x, x, tmp, R * d);
-        if ((st = hook_at(&f, SS_SITE_RESID_MID, l, x, d))) goto done;
-        be->layernorm(ln, x, L->ln2_w, L->ln2_b, R, d, (float)c->ln_eps);
-        if ((st = hook_at(&f, SS_SITE_LN2, l, ln, d))) goto done;
-        be->matmul(hbuf, ln, L->fc_w, L->fc_b, R, dm, d, 0);
-        if ((st = hook_at(&f, SS_SITE_MLP_PRE, l, hbuf, dm))) goto done;
-        be->gelu(h2, hbuf, R * dm, c->act);
-        if ((st = hook_at(&f, SS_SITE_MLP_POST, l, h2, dm))) goto done;
-        be->matmul(tmp, h2, L->fc2_w, L->fc2_b, R, d, dm, 0);
-        if ((st = hook_at(&f, SS_SITE_MLP_OUT, l, tmp, d))) goto done;
-        be->add(x, x, tmp, R * d);
-        if ((st = hook_at(&f, SS_SITE_RESID_POST, l, x, d))) goto done;
+        if (wp) RUN(hook_at(&f, SS_SITE_PATTERN, l, pattern, (size_t)pat_total, 0, 0));
+        RUN(hook_at(&f, SS_SITE_Z, l, z, Rd, 0, d));
+        RUN(be->matmul(be, tmp, z, L->proj_w, L->proj_b, R, d, d, 0));
+        RUN(hook_at(&f, SS_SITE_ATTN_OUT, l, tmp, Rd, 0, d));
+        RUN(be->add(be, x, x, tmp, R * d));
+        RUN(hook_at(&f, SS_SITE_RESID_MID, l, x, Rd, 0, d));
+        RUN(be->layernorm(be, ln, x, L->ln2_w, L->ln2_b, R, d, eps));
+        RUN(hook_at(&f, SS_SITE_LN2, l, ln, Rd, 0, d));
+        RUN(be->matmul(be, hbuf, ln, L->fc_w, L->fc_b, R, dm, d, 0));
+        RUN(hook_at(&f, SS_SITE_MLP_PRE, l, hbuf, Rdm, 0, dm));
+        RUN(be->gelu(be, h2, hbuf, R * dm, c->act));
+        RUN(hook_at(&f, SS_SITE_MLP_POST, l, h2, Rdm, 0, dm));
+        RUN(be->matmul(be, tmp, h2, L->fc2_w, L->fc2_b, R, d, dm, 0));
+        RUN(hook_at(&f, SS_SITE_MLP_OUT, l, tmp, Rd, 0, d));
+        RUN(be->add(be, x, x, tmp, R * d));
+        RUN(hook_at(&f, SS_SITE_RESID_POST, l, x, Rd, 0, d));
     }
-    be->layernorm(ln, x, m->lnf_w, m->lnf_b, R, d, (float)c->ln_eps);
-    if ((st = hook_at(&f, SS_SITE_LNF, -1, ln, d))) goto done;
+    RUN(be->layernorm(be, ln, x, w->lnf_w, w->lnf_b, R, d, eps));
+    RUN(hook_at(&f, SS_SITE_LNF, -1, ln, Rd, 0, d));
 
-    st = SS_OK;
-    if (logits && opts && opts->logits != SS_LOGITS_NONE) {
-        int64_t nrows = opts->logits == SS_LOGITS_ALL ? R : pk->n_seq;
-        size_t bytes;
-        if (!ss_mul_ok((size_t)nrows, (size_t)V, &bytes) || !ss_mul_ok(bytes, sizeof(float), &bytes)) {
-            st = ss_errorf(SS_ERR_NOMEM, "logits buffer size overflows");
-            goto done;
-        }
-        lg = ss_malloc(bytes, "logits");
-        if (!lg) { st = SS_ERR_NOMEM; goto done; }
+    if (n_lrows) {
         const float *src = ln;
         if (opts->logits == SS_LOGITS_LAST) {
-            for (int64_t s = 0; s < pk->n_seq; s++)
-                memcpy(tmp + s * d, ln + (pk->start[s] + pk->len[s] - 1) * d, (size_t)d * sizeof(float));
+            /* Gather each sequence's last row; on a device this is a few small copies. */
+            for (int64_t s = 0; s < pk->n_seq; s++) {
+                const float *row = ln + (pk->start[s] + pk->len[s] - 1) * d;
+                if (be->host_memory) {
+                    memcpy(tmp + s * d, row, (size_t)d * sizeof(float));
+                } else {
+                    RUN(be->download(be, f.stage, row, (size_t)d * sizeof(float)));
+                    RUN(be->upload(be, tmp + s * d, f.stage, (size_t)d * sizeof(float)));
+                }
+            }
             src = tmp;
         }
-        be->matmul(lg, src, m->lm_head, NULL, nrows, V, d, 1);
-        *logits = lg;
+        RUN(be->matmul(be, buf[B_LOGITS], src, w->lm_head, NULL, n_lrows, V, d, 1));
+        if (be->host_memory) {
+            lg = buf[B_LOGITS];
+            buf[B_LOGITS] = NULL; /* handed to the caller */
+        } else {
+            if (!(lg = ss_malloc(bytes[B_LOGITS], "logits"))) { st = SS_ERR_NOMEM; goto done; }
+            RUN(be->download(be, lg, buf[B_LOGITS], bytes[B_LOGITS]));
+        }
     }
+    RUN(be->sync(be));
+#undef RUN
+    if (logits) *logits = lg;
+    lg = NULL;
 done: /* every failing path above has set the message */
+    for (int i = 0; i < B_COUNT; i++)
+        if (buf[i]) be->release(be, buf[i]);
+    free(lg);
+    free(f.stage);
     free(pat_off);
     free(pos);
-    free(x);
-    free(tmp);
-    free(ln);
-    free(qkv);
-    free(z);
-    free(hbuf);
-    free(h2);
-    free(pattern);
     return st;
 }

@@ -24,7 +24,7 @@ TEST(cpu_matmul_matches_naive_all_layouts) {
         float *C = malloc((size_t)(M * N) * sizeof(float)), *C2 = malloc((size_t)(M * N) * sizeof(float));
         for (int tb = 0; tb < 2; tb++) {
             for (int wb = 0; wb < 2; wb++) {
-                be->matmul(C, A, B, wb ? bias : NULL, M, N, K, tb);
+                be->matmul(be, C, A, B, wb ? bias : NULL, M, N, K, tb);
                 ss_matmul_builtin(C2, A, B, wb ? bias : NULL, M, N, K, tb);
                 for (int64_t i = 0; i < M; i++)
                     for (int64_t j = 0; j < N; j++) {
@@ -44,7 +44,7 @@ TEST(cpu_layernorm_and_gelu) {
     int64_t rows = 5, d = 24;
     float *x = rand_vec(rows * d, 4), *w = rand_vec(d, 5), *b = rand_vec(d, 6), *o = malloc(sizeof(float) * 120);
     for (int64_t i = 0; i < d; i++) x[d + i] += 1000.f; /* a large common offset must not hurt */
-    be->layernorm(o, x, w, b, rows, d, 1e-5f);
+    be->layernorm(be, o, x, w, b, rows, d, 1e-5f);
     for (int64_t r = 0; r < rows; r++) {
         double mu = 0, var = 0;
         for (int64_t i = 0; i < d; i++) mu += x[r * d + i];
@@ -55,9 +55,9 @@ TEST(cpu_layernorm_and_gelu) {
             CHECK_NEAR(o[r * d + i], (x[r * d + i] - mu) / sqrt(var + 1e-5) * w[i] + b[i], 2e-5);
     }
     float in[5] = {-3.f, -0.5f, 0.f, 0.7f, 4.f}, out[5];
-    be->gelu(out, in, 5, SS_ACT_GELU_ERF);
+    be->gelu(be, out, in, 5, SS_ACT_GELU_ERF);
     for (int i = 0; i < 5; i++) CHECK_NEAR(out[i], 0.5 * in[i] * (1 + erf(in[i] / sqrt(2.0))), 1e-6);
-    be->gelu(out, in, 5, SS_ACT_GELU_TANH);
+    be->gelu(be, out, in, 5, SS_ACT_GELU_TANH);
     for (int i = 0; i < 5; i++)
         CHECK_NEAR(out[i], 0.5 * in[i] * (1 + tanh(sqrt(2 / 3.14159265358979323846) * (in[i] + 0.044715 * pow(in[i], 3)))), 1e-6);
     CHECK_NEAR(out[2], 0.0, 0.0);
@@ -73,7 +73,7 @@ TEST(cpu_attention_causal_packed_sequences) {
     for (int s = 0; s < 3; s++) poff[s] = pt, pt += H * len[s] * len[s];
     float *pat = malloc(sizeof(float) * (size_t)pt);
     float scale = 0.5f;
-    CHECK_OK(be->attention(z, qkv, qkv + d, qkv + 2 * d, ld, 3, start, len, H, dh, scale, pat, poff));
+    CHECK_OK(be->attention(be, z, qkv, qkv + d, qkv + 2 * d, ld, 3, start, len, H, dh, scale, pat, poff));
     for (int s = 0; s < 3; s++)
         for (int64_t h = 0; h < H; h++)
             for (int64_t i = 0; i < len[s]; i++) {
@@ -103,8 +103,8 @@ TEST(cpu_embed_and_add) {
     const ss_backend *be = ss_backend_cpu();
     float *wte = rand_vec(10 * 4, 8), *wpe = rand_vec(6 * 4, 9), t[12], p[12], s[12];
     int32_t tok[3] = {9, 0, 4}, pos[3] = {0, 1, 5};
-    be->embed(t, p, tok, pos, wte, wpe, 3, 4);
-    be->add(s, t, p, 12);
+    be->embed(be, t, p, tok, pos, wte, wpe, 3, 4);
+    be->add(be, s, t, p, 12);
     for (int i = 0; i < 3; i++)
         for (int e = 0; e < 4; e++) {
             CHECK(t[i * 4 + e] == wte[tok[i] * 4 + e] && p[i * 4 + e] == wpe[pos[i] * 4 + e]);
@@ -118,13 +118,13 @@ TEST(cpu_rowwise_ops_split_across_threads_match) {
     const ss_backend *be = ss_backend_cpu();
     int64_t n = 100003, rows = 77, d = 16;
     float *x = rand_vec(n, 11), *o = malloc((size_t)n * sizeof(float));
-    be->gelu(o, x, n, SS_ACT_GELU_TANH);
+    be->gelu(be, o, x, n, SS_ACT_GELU_TANH);
     for (int64_t i = 0; i < n; i += 997)
         CHECK_NEAR(o[i], 0.5 * x[i] * (1 + tanh(sqrt(2 / 3.14159265358979323846) * (x[i] + 0.044715 * pow(x[i], 3)))), 1e-6);
     CHECK_NEAR(o[n - 1], 0.5 * x[n - 1] * (1 + tanh(sqrt(2 / 3.14159265358979323846) * (x[n - 1] + 0.044715 * pow(x[n - 1], 3)))), 1e-6);
     float w[16], b[16];
     for (int i = 0; i < 16; i++) w[i] = 1.f, b[i] = 0.f;
-    be->layernorm(o, x, w, b, rows, d, 1e-5f);
+    be->layernorm(be, o, x, w, b, rows, d, 1e-5f);
     for (int64_t r = 0; r < rows; r++) {
         double mu = 0, ss = 0;
         for (int64_t i = 0; i < d; i++) mu += o[r * d + i];
