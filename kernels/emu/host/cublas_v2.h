@@ -1,0 +1,24 @@
+/* cuBLAS, emulated: the calls subscope's CUDA backend makes, implemented by
+ * straightforward loops in kernels/emu/host_runtime.c (column-major, as
+ * cuBLAS). Compiled only into the test binary. */
+#ifndef SS_EMU_CUBLAS_V2_H
+#define SS_EMU_CUBLAS_V2_H
+
+#include "cuda_runtime.h"
+
+typedef struct ss_emu_cublas *cublasHandle_t;
+typedef int cublasStatus_t;
+enum { CUBLAS_STATUS_SUCCESS = 0, CUBLAS_STATUS_NOT_INITIALIZED = 1, CUBLAS_STATUS_INVALID_VALUE = 7 };
+typedef enum { CUBLAS_OP_N = 0, CUBLAS_OP_T = 1 } cublasOperation_t;
+typedef enum { CUBLAS_DEFAULT_MATH = 0, CUBLAS_TF32_TENSOR_OP_MATH = 3 } cublasMath_t;
+
+cublasStatus_t cublasCreate(cublasHandle_t *h);
+cublasStatus_t cublasDestroy(cublasHandle_t h);
+cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t s);
+cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t m);
+cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                           const float *alpha, const float *A, int lda, const float *B, int ldb, const float *beta,
+                           float *C, int ldc);
+const char *cublasGetStatusString(cublasStatus_t s);
+
+#endif

@@ -1,0 +1,169 @@
+/* The emulated CUDA runtime and cuBLAS subset declared in kernels/emu/host/.
+ * "Device" memory is host memory with a small header so that frees of
+ * foreign pointers and a memory limit can be checked. Streams are
+ * synchronous: every call completes before it returns. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "host/cublas_v2.h"
+#include "host/cuda_runtime.h"
+
+#define DEV_MAGIC 0x5ce0dev0c0ffee5ULL
+
+typedef struct {
+    uint64_t magic;
+    size_t bytes;
+    uint64_t pad; /* keeps the payload 16-byte aligned, as cudaMalloc's is (more) */
+    uint64_t pad2;
+} dev_hdr;
+
+static size_t dev_limit, dev_used;
+static cudaError_t last_error;
+
+static cudaError_t fail(cudaError_t e) {
+    last_error = e;
+    return e;
+}
+
+void ss_emu_set_device_memory_limit(size_t bytes) { dev_limit = bytes; }
+
+cudaError_t cudaGetDeviceCount(int *n) {
+    *n = 1;
+    return cudaSuccess;
+}
+
+cudaError_t cudaSetDevice(int dev) { return dev == 0 ? cudaSuccess : fail(cudaErrorInvalidDevice); }
+
+cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *p, int dev) {
+    if (dev != 0) return fail(cudaErrorInvalidDevice);
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "emulated device");
+    p->totalGlobalMem = dev_limit ? dev_limit : (size_t)1 << 34;
+    p->major = 9;
+    p->multiProcessorCount = 1;
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
+    size_t total = dev_limit ? dev_limit : (size_t)1 << 34;
+    *total_bytes = total;
+    *free_bytes = total > dev_used ? total - dev_used : 0;
+    return cudaSuccess;
+}
+
+cudaError_t cudaMalloc(void **p, size_t bytes) {
+    *p = NULL;
+    if (dev_limit && dev_used + bytes > dev_limit) return fail(cudaErrorMemoryAllocation);
+    dev_hdr *h = malloc(sizeof *h + (bytes ? bytes : 1));
+    if (!h) return fail(cudaErrorMemoryAllocation);
+    h->magic = DEV_MAGIC;
+    h->bytes = bytes;
+    dev_used += bytes;
+    *p = h + 1;
+    return cudaSuccess;
+}
+
+cudaError_t cudaFree(void *p) {
+    if (!p) return cudaSuccess;
+    dev_hdr *h = (dev_hdr *)p - 1;
+    if (h->magic != DEV_MAGIC) return fail(cudaErrorInvalidValue);
+    h->magic = 0;
+    dev_used -= h->bytes;
+    free(h);
+    return cudaSuccess;
+}
+
+cudaError_t cudaMallocHost(void **p, size_t bytes) {
+    *p = malloc(bytes ? bytes : 1);
+    return *p ? cudaSuccess : fail(cudaErrorMemoryAllocation);
+}
+
+cudaError_t cudaFreeHost(void *p) {
+    free(p);
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
+    if (bytes && (!dst || !src)) return fail(cudaErrorInvalidValue);
+    if (bytes) memmove(dst, src, bytes);
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, cudaStream_t s) {
+    return cudaMemcpy(dst, src, bytes, kind);
+}
+
+cudaError_t cudaStreamCreate(cudaStream_t *s) {
+    static int token;
+    *s = (cudaStream_t)&token;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamDestroy(cudaStream_t s) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t s) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+
+cudaError_t cudaGetLastError(void) {
+    cudaError_t e = last_error;
+    last_error = cudaSuccess;
+    return e;
+}
+
+const char *cudaGetErrorString(cudaError_t e) {
+    switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    }
+    return "unknown error";
+}
+
+struct ss_emu_cublas {
+    int math;
+};
+
+cublasStatus_t cublasCreate(cublasHandle_t *h) {
+    *h = calloc(1, sizeof **h);
+    return *h ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_INITIALIZED;
+}
+
+cublasStatus_t cublasDestroy(cublasHandle_t h) {
+    free(h);
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t s) { return CUBLAS_STATUS_SUCCESS; }
+
+cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t m) {
+    h->math = (int)m;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+/* Column-major C = alpha op(A) op(B) + beta C, op(A) m x k, op(B) k x n. */
+cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                           const float *alpha, const float *A, int lda, const float *B, int ldb, const float *beta,
+                           float *C, int ldc) {
+    if (m < 0 || n < 0 || k < 0 || ldc < (m > 1 ? m : 1)) return CUBLAS_STATUS_INVALID_VALUE;
+    if (lda < ((ta == CUBLAS_OP_N ? m : k) > 1 ? (ta == CUBLAS_OP_N ? m : k) : 1)) return CUBLAS_STATUS_INVALID_VALUE;
+    if (ldb < ((tb == CUBLAS_OP_N ? k : n) > 1 ? (tb == CUBLAS_OP_N ? k : n) : 1)) return CUBLAS_STATUS_INVALID_VALUE;
+    for (int j = 0; j < n; j++)
+        for (int i = 0; i < m; i++) {
+            float acc = 0.f;
+            for (int p = 0; p < k; p++) {
+                float a = ta == CUBLAS_OP_N ? A[i + (size_t)p * lda] : A[p + (size_t)i * lda];
+                float b = tb == CUBLAS_OP_N ? B[p + (size_t)j * ldb] : B[j + (size_t)p * ldb];
+                acc += a * b;
+            }
+            float *c = &C[i + (size_t)j * ldc];
+            *c = *alpha * acc + (*beta == 0.f ? 0.f : *beta * *c);
+        }
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+const char *cublasGetStatusString(cublasStatus_t s) {
+    return s == CUBLAS_STATUS_SUCCESS ? "CUBLAS_STATUS_SUCCESS" : s == CUBLAS_STATUS_INVALID_VALUE ? "CUBLAS_STATUS_INVALID_VALUE" : "CUBLAS_STATUS_NOT_INITIALIZED";
+}
