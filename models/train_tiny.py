@@ -101,11 +101,14 @@ def main():
     ap.add_argument("--embd", type=int, default=128)
     ap.add_argument("--ctx", type=int, default=128)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--steps", type=int, default=450)
+    ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--warmup", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--stop-after", type=int, default=0,
+    # The committed model: a run planned for 1200 steps was cut at step 486 by the time cap
+    # on a busy shared machine; it reached a lower held-out loss (0.661) than a complete
+    # 450-step schedule (0.677), so that cut is now the default, and reproduces it bit for bit.
+    ap.add_argument("--stop-after", type=int, default=486,
                     help="end after this many steps (0: all), keeping the lr schedule of --steps")
     ap.add_argument("--max-minutes", type=float, default=10.0,
                     help="stop early (and say so in the model card) if training runs longer")
@@ -224,8 +227,14 @@ train **{train_loss:.4f}**, held-out **{held_loss:.4f}**.
 
 ## Greedy continuations (16 tokens)
 """ + "".join(f"- `{p}` → `{c}`\n" for p, c in samples) + """
+Decoding drops `<|endoftext|>`, so a document boundary shows as a missing space (`meow.The`).
+The model has the domain's word patterns (animal sounds, colours, sequences of days and
+numbers) but not arithmetic: its sums are usually wrong. It is a model to exercise the tools
+on, not one to trust.
+
 ## Use
-    bin/subscope predict --model models/tiny-gpt2 "The cat says"
+`make demo` runs it on `data/demo_prompts.jsonl`. It is an ordinary Hugging Face directory:
+
     python -c "from transformers import GPT2LMHeadModel; GPT2LMHeadModel.from_pretrained('models/tiny-gpt2')"
 """
     with open(os.path.join(a.out, "README.md"), "w", encoding="utf-8") as f:

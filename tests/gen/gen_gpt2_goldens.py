@@ -441,7 +441,7 @@ def gen_random(c):
 # ---------------------------------------------------------------- bundled model
 
 TINY_PROMPTS = ["The cat says", "Two plus three is", "Today is Monday. Tomorrow is"]
-PREDICT_PROMPTS = ["The days go Monday, Tuesday,", "The cow lives"]
+PREDICT_PROMPTS = ["Let us count: four, five,", "The cow lives"]
 TINY_SITES = ["blocks.0.hook_resid_pre", "blocks.1.mlp.hook_post", "blocks.3.attn.hook_pattern",
               "ln_final.hook_normalized"]
 
