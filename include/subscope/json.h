@@ -45,6 +45,8 @@ typedef struct ss_json_doc ss_json_doc;
 /* Parses text[0..len). `what` names the source in error messages (a path,
  * or "prompts.jsonl line 7"). Trailing non-space characters are an error. */
 ss_status ss_json_parse(const char *text, size_t len, const char *what, ss_json_doc **out);
+/* As ss_json_parse, counting lines from first_line (for one line of a JSONL file). */
+ss_status ss_json_parse_at(const char *text, size_t len, const char *what, int first_line, ss_json_doc **out);
 const ss_json *ss_json_root(const ss_json_doc *doc);
 void ss_json_free(ss_json_doc *doc);
 

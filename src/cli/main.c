@@ -1,13 +1,43 @@
+/* subscope: find and test the sub-models inside a transformer. */
 #include <stdio.h>
 #include <string.h>
 
+#include "cli.h"
 #include "subscope/version.h"
 
+static cli_cmd *commands[] = {&cmd_info, &cmd_tokenize, &cmd_predict, &cmd_forward, &cmd_show};
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+static void usage(FILE *f) {
+    fprintf(f, "subscope %s — find and test the sub-models inside a transformer language model\n\n", ss_version());
+    fprintf(f, "usage: subscope <command> [options]    (subscope <command> --help for its options)\n\ncommands:\n");
+    for (size_t i = 0; i < N_COMMANDS; i++) fprintf(f, "  %-10s %s\n", commands[i]->name, commands[i]->summary);
+    fprintf(f, "\nother:\n  --version  print the version and git commit\n  --help     this text\n");
+    fprintf(f, "\nOutput files are HDF5; docs/FORMAT.md describes their layout.\n");
+}
+
 int main(int argc, char **argv) {
-    if (argc > 1 && !strcmp(argv[1], "--version")) {
+    cli_set_command_line(argc, argv);
+    if (argc < 2) {
+        usage(stderr);
+        return 1;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
         printf("subscope %s (%s)\n", ss_version(), ss_git_commit());
         return 0;
     }
-    fprintf(stderr, "usage: subscope --version\n");
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < N_COMMANDS; i++) {
+        if (strcmp(argv[1], commands[i]->name)) continue;
+        int r = cli_parse(commands[i], argc - 2, argv + 2);
+        if (r == 2) return 0;
+        if (r) return 1;
+        return commands[i]->run(commands[i]);
+    }
+    fprintf(stderr, "subscope: error: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
     return 1;
 }

@@ -22,8 +22,14 @@ ss_status ss_error_context(ss_status code, const char *fmt, ...) {
     int n = vsnprintf(err_buf, sizeof err_buf, fmt, ap);
     va_end(ap);
     if (n < 0) n = 0;
-    if ((size_t)n < sizeof err_buf && old[0])
-        snprintf(err_buf + n, sizeof err_buf - (size_t)n, ": %s", old);
+    size_t used = (size_t)n < sizeof err_buf ? (size_t)n : sizeof err_buf - 1;
+    if (old[0] && used + 3 < sizeof err_buf) {
+        size_t room = sizeof err_buf - used - 3, ol = strlen(old);
+        if (ol > room) ol = room; /* keep the newest context; cut the oldest detail */
+        memcpy(err_buf + used, ": ", 2);
+        memcpy(err_buf + used + 2, old, ol);
+        err_buf[used + 2 + ol] = 0;
+    }
     return code;
 }
 

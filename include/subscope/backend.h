@@ -1,0 +1,68 @@
+/* The backend ops table: every op the forward pass needs, behind one
+ * interface. The CPU implementation (src/backend/cpu_*.c) is the fp32
+ * reference that other backends are tested against. All tensors are
+ * row-major fp32; sizes are 64-bit. */
+#ifndef SUBSCOPE_BACKEND_H
+#define SUBSCOPE_BACKEND_H
+
+#include <stdint.h>
+#include "subscope/config.h"
+#include "subscope/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ss_backend ss_backend;
+struct ss_backend {
+    const char *name;     /* "cpu", "cuda:0", ... */
+    void *impl;           /* backend state (streams, library handles) */
+    int host_memory;      /* 1 if buffers are ordinary host memory */
+
+    /* Buffers in the backend's memory. alloc sets a message naming `what`. */
+    ss_status (*alloc)(const ss_backend *be, size_t bytes, const char *what, void **out);
+    void (*release)(const ss_backend *be, void *p);
+    ss_status (*upload)(const ss_backend *be, void *dst, const void *src, size_t bytes);
+    ss_status (*download)(const ss_backend *be, void *dst, const void *src, size_t bytes);
+    /* Waits until every op issued so far has finished; reports deferred errors. */
+    ss_status (*sync)(const ss_backend *be);
+
+    /* The ops. Pointers are backend buffers except where noted; they may be
+     * queued and run later (sync/download order them). */
+    /* C[M,N] = A[M,K] · op(B) (+ bias[N] if non-NULL), op(B) = B[K,N] or, with
+     * trans_b, B[N,K] transposed. */
+    ss_status (*matmul)(const ss_backend *be, float *C, const float *A, const float *B, const float *bias,
+                        int64_t M, int64_t N, int64_t K, int trans_b);
+    /* Per row of x[rows,d]: (x - mean) / sqrt(var + eps) * w + b. */
+    ss_status (*layernorm)(const ss_backend *be, float *out, const float *x, const float *w, const float *b,
+                           int64_t rows, int64_t d, float eps);
+    ss_status (*gelu)(const ss_backend *be, float *out, const float *x, int64_t n, ss_act act);
+    ss_status (*add)(const ss_backend *be, float *out, const float *a, const float *b, int64_t n);
+    /* tok_out[i,:] = wte[tokens[i],:] and pos_out[i,:] = wpe[pos[i],:] for n rows
+     * (tokens and pos are backend buffers). */
+    ss_status (*embed)(const ss_backend *be, float *tok_out, float *pos_out, const int32_t *tokens,
+                       const int32_t *pos, const float *wte, const float *wpe, int64_t n, int64_t d);
+    /* Causal multi-head attention over n_seq sequences packed one after
+     * another: sequence s has len[s] rows starting at row start[s] (start, len
+     * and pattern_off are host arrays). q,k,v are [rows, H*dh] with row stride
+     * ld_qkv; z is [rows, H*dh]. If pattern_out is non-NULL, sequence s's
+     * probabilities are written to pattern_out + pattern_off[s] as
+     * [H, len, len] (zeros above the diagonal). */
+    ss_status (*attention)(const ss_backend *be, float *z, const float *q, const float *k, const float *v,
+                           int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H,
+                           int64_t dh, float scale, float *pattern_out, const int64_t *pattern_off);
+};
+
+const ss_backend *ss_backend_cpu(void);
+/* The built-in blocked GEMM (what the CPU backend uses when built without
+ * BLAS); exported so tests can check it against BLAS and a naive loop. */
+void ss_matmul_builtin(float *C, const float *A, const float *B, const float *bias, int64_t M, int64_t N, int64_t K,
+                       int trans_b);
+
+/* Runs fn(ctx, i) for i in [0,n) on up to ss_num_threads() threads. */
+void ss_parallel_for(int64_t n, void (*fn)(void *ctx, int64_t i), void *ctx);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

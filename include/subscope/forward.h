@@ -1,0 +1,47 @@
+/* The forward pass with hooks at named sites. */
+#ifndef SUBSCOPE_FORWARD_H
+#define SUBSCOPE_FORWARD_H
+
+#include <stdint.h>
+#include "subscope/backend.h"
+#include "subscope/model.h"
+#include "subscope/sites.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Sequences are packed: sequence s has len[s] tokens (>= 1) starting at row
+ * start[s] of every per-token buffer; there is no padding, so no real
+ * position can ever see another sequence or a pad. */
+typedef struct ss_packing {
+    int64_t n_seq, rows;
+    const int64_t *start, *len;
+} ss_packing;
+
+/* Called at every requested site as soon as its value exists, before the
+ * model consumes it; the hook may read or change data in place.
+ * Per-token sites: data holds `rows` rows of site->width values, row r at
+ * data + r*ld. hook_pattern: data holds, for each sequence s, [H, len, len]
+ * at data + pattern_off[s] (ld = 0). */
+typedef ss_status (*ss_hook_fn)(void *ctx, const ss_site *site, float *data, int64_t ld,
+                                const ss_packing *pk, const int64_t *pattern_off);
+
+typedef enum ss_logits_mode { SS_LOGITS_NONE, SS_LOGITS_ALL, SS_LOGITS_LAST } ss_logits_mode;
+
+typedef struct ss_forward_opts {
+    const uint8_t *want;       /* ss_sites_count() flags, NULL: no sites */
+    ss_hook_fn hook;
+    void *hook_ctx;
+    ss_logits_mode logits;     /* ALL: [rows, V]; LAST: [n_seq, V] (each sequence's last token) */
+} ss_forward_opts;
+
+/* Runs the model over packed tokens. *logits (if requested) is malloc'd.
+ * Token ids and lengths are validated (id < vocab, len <= n_positions). */
+ss_status ss_forward(const ss_model *m, const ss_backend *be, const int32_t *tokens, const ss_packing *pk,
+                     const ss_forward_opts *opts, float **logits);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

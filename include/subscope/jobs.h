@@ -1,0 +1,47 @@
+/* Jobs: whole runs that read a model and prompts and write an HDF5 file. */
+#ifndef SUBSCOPE_JOBS_H
+#define SUBSCOPE_JOBS_H
+
+#include <stdint.h>
+#include "subscope/error.h"
+#include "subscope/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef void (*ss_progress_fn)(void *ctx, int64_t done, int64_t total);
+
+typedef struct ss_forward_job {
+    const char *model_dir;
+    const char *input;        /* prompt file (JSONL or text) */
+    const char *out;          /* HDF5 path; written as <out>.tmp.<pid>, renamed when complete */
+    const char *sites;        /* comma-separated globs, NULL or "": none */
+    int no_logits;
+    int64_t batch;            /* prompts per forward call (>= 1) */
+    int64_t max_len;          /* 0: n_positions */
+    int truncate;             /* cut longer prompts instead of failing */
+    int compress;             /* deflate level 0..9 for float datasets (0: none) */
+    const char *command_line; /* recorded in the file */
+    ss_progress_fn progress;
+    void *progress_ctx;
+} ss_forward_job;
+
+ss_status ss_job_forward(const ss_forward_job *job);
+
+typedef struct ss_h5 ss_h5;
+/* Root attributes every output file carries: format and subscope versions,
+ * git commit, command line, model path and config, dtype, device, time. */
+ss_status ss_write_provenance(ss_h5 *h, const ss_model *m, const char *command_line, const char *device);
+
+/* Prints a readable summary of a subscope HDF5 file to out: provenance,
+ * every dataset with its shape and axis names, and for forward files the
+ * model's top next-token guess after each of the first max_prompts prompts
+ * and, for MLP neuron sites, the most active neurons. */
+#include <stdio.h>
+ss_status ss_job_show(const char *path, int64_t max_prompts, FILE *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

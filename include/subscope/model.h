@@ -1,0 +1,65 @@
+/* A loaded model: config, fp32 weights (zero-copy from the mapping when the
+ * file holds aligned F32, converted otherwise) and, if present, its tokenizer. */
+#ifndef SUBSCOPE_MODEL_H
+#define SUBSCOPE_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "subscope/config.h"
+#include "subscope/error.h"
+#include "subscope/safetensors.h"
+#include "subscope/tokenizer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ss_gpt2_layer {
+    const float *ln1_w, *ln1_b;     /* [d] */
+    const float *attn_w, *attn_b;   /* c_attn: [d, 3d], [3d] */
+    const float *proj_w, *proj_b;   /* attn.c_proj: [d, d], [d] */
+    const float *ln2_w, *ln2_b;     /* [d] */
+    const float *fc_w, *fc_b;       /* mlp.c_fc: [d, d_mlp], [d_mlp] */
+    const float *fc2_w, *fc2_b;     /* mlp.c_proj: [d_mlp, d], [d] */
+} ss_gpt2_layer;
+
+/* The forward pass's weights, as fp32 pointers valid on one backend. */
+typedef struct ss_gpt2_weights {
+    const float *wte, *wpe;         /* [V, d], [n_positions, d] */
+    const float *lnf_w, *lnf_b;     /* [d] */
+    const float *lm_head;           /* [V, d]; == wte when tied */
+    ss_gpt2_layer *layers;          /* n_layer */
+} ss_gpt2_weights;
+
+struct ss_backend;
+
+typedef struct ss_model {
+    char *dir;
+    ss_config cfg;
+    ss_weights *weights;
+    ss_tokenizer *tok;              /* NULL if the directory has no tokenizer */
+    ss_gpt2_weights w;              /* in host memory */
+    /* A copy in one non-host backend's memory, made by ss_model_place. */
+    const struct ss_backend *placed_on;
+    ss_gpt2_weights placed;
+    void *placed_block;
+    int64_t n_params;               /* parameters used by the forward pass */
+    int has_prefix;                 /* names carried "transformer." */
+    char weight_dtypes[64];         /* e.g. "F32" or "F16" as found in the files */
+    float **owned;                  /* converted buffers we must free */
+    size_t n_owned;
+} ss_model;
+
+/* Loads config.json, the weights and (optionally) the tokenizer from dir. */
+ss_status ss_model_load(const char *dir, ss_model **out);
+void ss_model_free(ss_model *m);
+/* Makes the weights available to backend be (a no-op for host-memory
+ * backends; otherwise one upload, kept until ss_model_free). */
+ss_status ss_model_place(ss_model *m, const struct ss_backend *be);
+/* The weights as seen by be, or NULL if ss_model_place was not called for it. */
+const ss_gpt2_weights *ss_model_weights(const ss_model *m, const struct ss_backend *be);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

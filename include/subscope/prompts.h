@@ -1,0 +1,46 @@
+/* Prompt files: JSONL ({"text": ...} or {"tokens": [...]}, optional
+ * "answer", "wrong", "label") or plain text, one prompt per line. */
+#ifndef SUBSCOPE_PROMPTS_H
+#define SUBSCOPE_PROMPTS_H
+
+#include <stdint.h>
+#include "subscope/error.h"
+#include "subscope/tokenizer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ss_prompt {
+    int64_t line;          /* 1-based line in the file */
+    char *text;            /* NULL when given as tokens */
+    int32_t *tokens;       /* after ss_prompts_tokenize (or as given) */
+    int64_t n_tokens;
+    char *answer, *wrong, *label; /* optional, NULL if absent */
+} ss_prompt;
+
+typedef struct ss_prompts {
+    char *path;
+    ss_prompt *items;
+    int64_t n;
+    int jsonl;
+} ss_prompts;
+
+/* Reads a prompt file. JSONL if the name ends in .jsonl/.json or the first
+ * non-blank character is '{'; otherwise plain text. Blank lines are skipped.
+ * Errors name the file and line. */
+ss_status ss_prompts_read(const char *path, ss_prompts **out);
+/* Builds a one-prompt set from a string (for --prompt). */
+ss_status ss_prompts_from_text(const char *text, ss_prompts **out);
+/* Tokenizes text prompts (tok may be NULL if every prompt has tokens) and
+ * checks every prompt: non-empty, ids below vocab_size, at most max_len
+ * tokens — longer prompts are an error naming the line unless truncate is set,
+ * in which case they keep their first max_len tokens. */
+ss_status ss_prompts_tokenize(ss_prompts *p, const ss_tokenizer *tok, int64_t vocab_size, int64_t max_len,
+                              int truncate, int64_t *n_truncated);
+void ss_prompts_free(ss_prompts *p);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

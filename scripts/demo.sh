@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# `make demo`: the bundled model end to end — what it is, what it predicts,
+# a forward run that stores activations, and what the HDF5 file holds.
+set -eu
+cd "$(dirname "$0")/.."
+SS=bin/subscope
+MODEL=models/tiny-gpt2
+OUT=out/demo.h5
+mkdir -p out
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+say "the bundled model ($MODEL)"
+$SS info --model $MODEL | sed -n '1,12p'
+
+say "next-token prediction"
+echo '$ subscope predict --model '$MODEL' --prompt "The cat says" --top 5'
+$SS predict --model $MODEL --prompt "The cat says" --top 5
+echo
+echo '$ subscope predict --model '$MODEL' --prompt "The days go Monday, Tuesday," --generate 24'
+$SS predict --model $MODEL --prompt "The days go Monday, Tuesday," --generate 24
+
+say "forward over data/demo_prompts.jsonl, keeping MLP neurons and one attention pattern"
+SITES='blocks.*.mlp.hook_post,blocks.0.attn.hook_pattern,ln_final.hook_normalized'
+echo "\$ subscope forward --model $MODEL --input data/demo_prompts.jsonl --out $OUT --sites '$SITES'"
+$SS forward --model $MODEL --input data/demo_prompts.jsonl --out $OUT --sites "$SITES"
+
+say "what $OUT holds"
+$SS show --file $OUT --prompts 6
+cat <<EOT
+
+The file is at $OUT ($(du -h $OUT | cut -f1)). Open it with h5py:
+    import h5py; f = h5py.File("$OUT"); f["acts/blocks.1.mlp.hook_post"]   # [prompt, position, d_mlp]
+or look inside with:  h5dump -H $OUT      (layout: docs/FORMAT.md)
+EOT

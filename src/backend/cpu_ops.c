@@ -1,0 +1,253 @@
+/* The fp32 CPU reference ops. Layernorm statistics and softmax sums
+ * accumulate in double so that this backend can serve as the oracle for
+ * faster ones; the O(n·d) inner loops stay in float so they vectorise. */
+#include <limits.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "subscope/backend.h"
+#include "subscope/util.h"
+
+#ifdef SS_HAVE_BLAS
+#include <cblas.h>
+#endif
+
+typedef struct {
+    float *C;
+    const float *A, *B, *bias;
+    int64_t M, N, K;
+    int trans_b;
+} mm_ctx;
+
+#define MM_ROWS 16
+
+/* Built-in GEMM for builds without BLAS: 16-row panels in parallel, i-k-j
+ * order so the inner loop streams contiguous rows of B and C. */
+static void mm_panel(void *vctx, int64_t p) {
+    const mm_ctx *c = vctx;
+    int64_t r0 = p * MM_ROWS, r1 = r0 + MM_ROWS < c->M ? r0 + MM_ROWS : c->M;
+    for (int64_t i = r0; i < r1; i++) {
+        float *crow = c->C + i * c->N;
+        const float *arow = c->A + i * c->K;
+        if (c->trans_b) {
+            for (int64_t j = 0; j < c->N; j++) {
+                const float *brow = c->B + j * c->K;
+                float acc = 0.f;
+                for (int64_t k = 0; k < c->K; k++) acc += arow[k] * brow[k];
+                crow[j] = acc + (c->bias ? c->bias[j] : 0.f);
+            }
+        } else {
+            for (int64_t j = 0; j < c->N; j++) crow[j] = 0.f;
+            for (int64_t k = 0; k < c->K; k++) {
+                float a = arow[k];
+                const float *brow = c->B + k * c->N;
+                for (int64_t j = 0; j < c->N; j++) crow[j] += a * brow[j];
+            }
+            if (c->bias)
+                for (int64_t j = 0; j < c->N; j++) crow[j] += c->bias[j];
+        }
+    }
+}
+
+void ss_matmul_builtin(float *C, const float *A, const float *B, const float *bias, int64_t M, int64_t N, int64_t K,
+                       int trans_b) {
+    mm_ctx c = {C, A, B, bias, M, N, K, trans_b};
+    ss_parallel_for((M + MM_ROWS - 1) / MM_ROWS, mm_panel, &c);
+}
+
+static ss_status cpu_matmul(const ss_backend *be, float *C, const float *A, const float *B, const float *bias,
+                            int64_t M, int64_t N, int64_t K, int trans_b) {
+    if (M <= 0 || N <= 0) return SS_OK;
+    if (M > INT_MAX || N > INT_MAX || K > INT_MAX)
+        return ss_errorf(SS_ERR_UNSUPPORTED, "matrix product %lld x %lld x %lld exceeds BLAS's 32-bit sizes", (long long)M,
+                         (long long)N, (long long)K);
+#ifdef SS_HAVE_BLAS
+    if (bias) {
+        for (int64_t i = 0; i < M; i++) memcpy(C + i * N, bias, (size_t)N * sizeof(float));
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K, 1.0f, A,
+                (int)K, B, trans_b ? (int)K : (int)N, bias ? 1.0f : 0.0f, C, (int)N);
+#else
+    ss_matmul_builtin(C, A, B, bias, M, N, K, trans_b);
+#endif
+    return SS_OK;
+}
+
+typedef struct {
+    float *out;
+    const float *x, *w, *b;
+    int64_t rows, d, n;
+    float eps;
+    ss_act act;
+} rowwise_ctx;
+
+#define LN_ROWS 32        /* rows per parallel task */
+#define GELU_CHUNK 32768  /* elements per parallel task */
+
+static void layernorm_task(void *vctx, int64_t task) {
+    const rowwise_ctx *c = vctx;
+    int64_t r1 = (task + 1) * LN_ROWS < c->rows ? (task + 1) * LN_ROWS : c->rows;
+    for (int64_t r = task * LN_ROWS; r < r1; r++) {
+        const float *xr = c->x + r * c->d;
+        float *o = c->out + r * c->d;
+        double mean = 0, var = 0;
+        for (int64_t i = 0; i < c->d; i++) mean += xr[i];
+        mean /= (double)c->d;
+        for (int64_t i = 0; i < c->d; i++) {
+            double t = xr[i] - mean;
+            var += t * t;
+        }
+        var /= (double)c->d;
+        double inv = 1.0 / sqrt(var + (double)c->eps);
+        for (int64_t i = 0; i < c->d; i++) o[i] = (float)((xr[i] - mean) * inv) * c->w[i] + c->b[i];
+    }
+}
+
+static ss_status cpu_layernorm(const ss_backend *be, float *out, const float *x, const float *w, const float *b,
+                               int64_t rows, int64_t d, float eps) {
+    rowwise_ctx c = {.out = out, .x = x, .w = w, .b = b, .rows = rows, .d = d, .eps = eps};
+    ss_parallel_for((rows + LN_ROWS - 1) / LN_ROWS, layernorm_task, &c);
+    return SS_OK;
+}
+
+static void gelu_task(void *vctx, int64_t task) {
+    const rowwise_ctx *c = vctx;
+    int64_t i1 = (task + 1) * GELU_CHUNK < c->n ? (task + 1) * GELU_CHUNK : c->n;
+    const float *x = c->x;
+    float *out = c->out;
+    /* Single precision: erff/expf are within an ulp or two, well inside what
+     * fp32 activations carry. The tanh form is evaluated as
+     * 0.5x(1+tanh u) = x / (1 + exp(-2u)), which is the same function, avoids
+     * the cancellation in 1+tanh(u) for negative u and costs one expf. */
+    if (c->act == SS_ACT_GELU_ERF) {
+        for (int64_t i = task * GELU_CHUNK; i < i1; i++) out[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678f));
+    } else {
+        const float k = 0.7978845608f; /* sqrt(2/pi) */
+        for (int64_t i = task * GELU_CHUNK; i < i1; i++) {
+            float v = x[i];
+            out[i] = v / (1.0f + expf(-2.0f * k * (v + 0.044715f * v * v * v)));
+        }
+    }
+}
+
+static ss_status cpu_gelu(const ss_backend *be, float *out, const float *x, int64_t n, ss_act act) {
+    rowwise_ctx c = {.out = out, .x = x, .n = n, .act = act};
+    ss_parallel_for((n + GELU_CHUNK - 1) / GELU_CHUNK, gelu_task, &c);
+    return SS_OK;
+}
+
+static ss_status cpu_add(const ss_backend *be, float *out, const float *a, const float *b, int64_t n) {
+    for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+    return SS_OK;
+}
+
+static ss_status cpu_embed(const ss_backend *be, float *tok_out, float *pos_out, const int32_t *tokens,
+                           const int32_t *pos, const float *wte, const float *wpe, int64_t n, int64_t d) {
+    for (int64_t i = 0; i < n; i++) {
+        memcpy(tok_out + i * d, wte + (int64_t)tokens[i] * d, (size_t)d * sizeof(float));
+        memcpy(pos_out + i * d, wpe + (int64_t)pos[i] * d, (size_t)d * sizeof(float));
+    }
+    return SS_OK;
+}
+
+typedef struct {
+    float *z;
+    const float *q, *k, *v;
+    int64_t ld, H, dh;
+    const int64_t *start, *len, *pattern_off;
+    float scale;
+    float *pattern;
+    atomic_int failed;
+} attn_ctx;
+
+/* One (sequence, head) per task. Keys are first transposed into a [dh, n]
+ * scratch so that both inner loops — scores s[0..i] += q[e]·Kt[e][0..i] and
+ * z[0..dh] += p[j]·v_j — are contiguous multiply-adds the compiler
+ * vectorises. Softmax statistics are kept in double. */
+static void attn_task(void *vctx, int64_t task) {
+    const attn_ctx *c = vctx;
+    int64_t s = task / c->H, h = task % c->H;
+    int64_t n = c->len[s], r0 = c->start[s], dmodel = c->H * c->dh, dh = c->dh;
+    float *kt = malloc((size_t)(dh * n + n + dh) * sizeof(float));
+    if (!kt) {
+        atomic_store(&((attn_ctx *)vctx)->failed, 1);
+        return;
+    }
+    float *sc = kt + dh * n, *acc = sc + n;
+    for (int64_t j = 0; j < n; j++) {
+        const float *kj = c->k + (r0 + j) * c->ld + h * dh;
+        for (int64_t e = 0; e < dh; e++) kt[e * n + j] = kj[e];
+    }
+    for (int64_t i = 0; i < n; i++) {
+        const float *qi = c->q + (r0 + i) * c->ld + h * dh;
+        for (int64_t j = 0; j <= i; j++) sc[j] = 0.f;
+        for (int64_t e = 0; e < dh; e++) {
+            const float qe = qi[e] * c->scale, *kr = kt + e * n;
+            for (int64_t j = 0; j <= i; j++) sc[j] += qe * kr[j];
+        }
+        double mx = -INFINITY, sum = 0;
+        for (int64_t j = 0; j <= i; j++) mx = sc[j] > mx ? sc[j] : mx;
+        for (int64_t j = 0; j <= i; j++) {
+            double p = exp((double)sc[j] - mx);
+            sc[j] = (float)p;
+            sum += p;
+        }
+        const float inv = (float)(1.0 / sum);
+        for (int64_t e = 0; e < dh; e++) acc[e] = 0.f;
+        for (int64_t j = 0; j <= i; j++) {
+            const float p = sc[j] * inv, *vj = c->v + (r0 + j) * c->ld + h * dh;
+            sc[j] = p;
+            for (int64_t e = 0; e < dh; e++) acc[e] += p * vj[e];
+        }
+        memcpy(c->z + (r0 + i) * dmodel + h * dh, acc, (size_t)dh * sizeof(float));
+        if (c->pattern) {
+            float *row = c->pattern + c->pattern_off[s] + (h * n + i) * n;
+            memcpy(row, sc, (size_t)(i + 1) * sizeof(float));
+            for (int64_t j = i + 1; j < n; j++) row[j] = 0.f;
+        }
+    }
+    free(kt);
+}
+
+static ss_status cpu_attention(const ss_backend *be, float *z, const float *q, const float *k, const float *v,
+                               int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H,
+                               int64_t dh, float scale, float *pattern_out, const int64_t *pattern_off) {
+    attn_ctx c = {z, q, k, v, ld_qkv, H, dh, start, len, pattern_off, scale, pattern_out, 0};
+    ss_parallel_for(n_seq * H, attn_task, &c);
+    if (atomic_load(&c.failed)) return ss_errorf(SS_ERR_NOMEM, "out of memory in attention scratch buffers");
+    return SS_OK;
+}
+
+static ss_status cpu_alloc(const ss_backend *be, size_t bytes, const char *what, void **out) {
+    *out = ss_malloc(bytes, what);
+    return *out ? SS_OK : SS_ERR_NOMEM;
+}
+
+static void cpu_release(const ss_backend *be, void *p) { free(p); }
+
+static ss_status cpu_copy(const ss_backend *be, void *dst, const void *src, size_t bytes) {
+    if (bytes) memmove(dst, src, bytes);
+    return SS_OK;
+}
+
+static ss_status cpu_sync(const ss_backend *be) { return SS_OK; }
+
+static const ss_backend cpu_backend = {
+    .name = "cpu",
+    .host_memory = 1,
+    .alloc = cpu_alloc,
+    .release = cpu_release,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .sync = cpu_sync,
+    .matmul = cpu_matmul,
+    .layernorm = cpu_layernorm,
+    .gelu = cpu_gelu,
+    .add = cpu_add,
+    .embed = cpu_embed,
+    .attention = cpu_attention,
+};
+
+const ss_backend *ss_backend_cpu(void) { return &cpu_backend; }

@@ -1,0 +1,143 @@
+#define _GNU_SOURCE
+#include "cli.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static char *cmdline;
+
+static void print_help(const cli_cmd *cmd) {
+    printf("%s\n\nusage: %s\n\noptions:\n", cmd->summary, cmd->usage);
+    for (const cli_opt *o = cmd->opts; o->name; o++) {
+        char left[64];
+        snprintf(left, sizeof left, "--%s%s%s", o->name, o->metavar ? " " : "", o->metavar ? o->metavar : "");
+        printf("  %-24s %s\n", left, o->help);
+    }
+    printf("  %-24s %s\n", "--help", "show this help");
+    if (cmd->details) printf("\n%s", cmd->details);
+}
+
+int cli_parse(cli_cmd *cmd, int argc, char **argv) {
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            print_help(cmd);
+            return 2;
+        }
+        if (strncmp(a, "--", 2) != 0) {
+            fprintf(stderr, "subscope %s: error: unexpected argument '%s' (see subscope %s --help)\n", cmd->name, a,
+                    cmd->name);
+            return 1;
+        }
+        const char *name = a + 2, *eq = strchr(name, '=');
+        size_t nl = eq ? (size_t)(eq - name) : strlen(name);
+        cli_opt *o = cmd->opts;
+        while (o->name && !(strlen(o->name) == nl && !strncmp(o->name, name, nl))) o++;
+        if (!o->name) {
+            fprintf(stderr, "subscope %s: error: unknown option '--%.*s' (see subscope %s --help)\n", cmd->name,
+                    (int)nl, name, cmd->name);
+            return 1;
+        }
+        if (!o->metavar) {
+            if (eq) {
+                fprintf(stderr, "subscope %s: error: --%s takes no value\n", cmd->name, o->name);
+                return 1;
+            }
+            o->value = "1";
+        } else if (eq) {
+            o->value = eq + 1;
+        } else if (i + 1 < argc) {
+            o->value = argv[++i];
+        } else {
+            fprintf(stderr, "subscope %s: error: --%s needs a value (%s)\n", cmd->name, o->name, o->metavar);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+const char *cli_get(const cli_cmd *cmd, const char *name) {
+    for (const cli_opt *o = cmd->opts; o->name; o++)
+        if (!strcmp(o->name, name)) return o->value;
+    return NULL;
+}
+
+int cli_flag(const cli_cmd *cmd, const char *name) { return cli_get(cmd, name) != NULL; }
+
+int cli_int(const cli_cmd *cmd, const char *name, int64_t lo, int64_t hi, int64_t def, int64_t *out) {
+    const char *v = cli_get(cmd, name);
+    if (!v) {
+        *out = def;
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > hi) {
+        fprintf(stderr, "subscope %s: error: --%s must be an integer in %lld..%lld, got '%s'\n", cmd->name, name,
+                (long long)lo, (long long)hi, v);
+        return 1;
+    }
+    *out = x;
+    return 0;
+}
+
+int cli_require(const cli_cmd *cmd, const char *name) {
+    if (cli_get(cmd, name)) return 0;
+    fprintf(stderr, "subscope %s: error: --%s is required (see subscope %s --help)\n", cmd->name, name, cmd->name);
+    return 1;
+}
+
+int cli_fail(const cli_cmd *cmd, ss_status st) {
+    const char *msg = ss_last_error();
+    fprintf(stderr, "subscope %s: error: %s\n", cmd->name, msg[0] ? msg : ss_status_name(st));
+    return 1;
+}
+
+void cli_set_command_line(int argc, char **argv) {
+    size_t n = 1;
+    for (int i = 0; i < argc; i++) n += strlen(argv[i]) * 4 + 3;
+    cmdline = malloc(n);
+    if (!cmdline) return;
+    char *p = cmdline;
+    for (int i = 0; i < argc; i++) {
+        /* Quote arguments that a shell would split or expand, so the
+         * recorded line can be pasted back. */
+        int plain = argv[i][0] != 0;
+        for (const char *c = argv[i]; *c && plain; c++)
+            plain = strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,@+%", *c) != NULL;
+        if (i) *p++ = ' ';
+        if (plain) {
+            p = stpcpy(p, argv[i]);
+        } else {
+            *p++ = '\'';
+            for (const char *c = argv[i]; *c; c++) {
+                if (*c == '\'') p = stpcpy(p, "'\\''");
+                else *p++ = *c;
+            }
+            *p++ = '\'';
+        }
+    }
+    *p = 0;
+}
+
+const char *cli_command_line(void) { return cmdline ? cmdline : ""; }
+
+void cli_progress(void *ctx, int64_t done, int64_t total) {
+    static double t0;
+    static int tty = -1;
+    if (tty < 0) tty = isatty(2);
+    if (!tty) return;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double now = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    if (done == 0 || t0 == 0) t0 = now;
+    const char *what = ctx ? (const char *)ctx : "prompts";
+    double el = now - t0, rate = el > 0 ? (double)done / el : 0;
+    fprintf(stderr, "\r  %lld/%lld %s  %.1f/s  %.0fs elapsed", (long long)done, (long long)total, what, rate, el);
+    if (done >= total) fprintf(stderr, "\n");
+}

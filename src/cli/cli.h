@@ -1,0 +1,46 @@
+/* Command-line plumbing shared by the subcommands: option tables, --help
+ * text, value parsing, error printing and terminal progress. */
+#ifndef SUBSCOPE_CLI_H
+#define SUBSCOPE_CLI_H
+
+#include <stdint.h>
+#include "subscope/error.h"
+
+typedef struct cli_opt {
+    const char *name;     /* without the leading "--" */
+    const char *metavar;  /* NULL: a flag without a value */
+    const char *help;
+    const char *value;    /* filled by cli_parse (flags: "1") */
+} cli_opt;
+
+typedef struct cli_cmd {
+    const char *name;
+    const char *summary;  /* one line, for `subscope --help` */
+    const char *usage;    /* "subscope forward --model DIR --input FILE --out OUT.h5 [options]" */
+    const char *details;  /* free text after the options (examples); may be NULL */
+    cli_opt *opts;        /* terminated by a zero entry */
+    int (*run)(struct cli_cmd *cmd);
+} cli_cmd;
+
+/* Parses argv (after the command name). Returns 0 to run, 1 on a usage
+ * error (printed), 2 if --help was printed. */
+int cli_parse(cli_cmd *cmd, int argc, char **argv);
+const char *cli_get(const cli_cmd *cmd, const char *name);
+int cli_flag(const cli_cmd *cmd, const char *name);
+/* Reads an integer option within [lo, hi], or def if absent; prints and returns 1 on error. */
+int cli_int(const cli_cmd *cmd, const char *name, int64_t lo, int64_t hi, int64_t def, int64_t *out);
+/* Fails with a message if a required option is missing. */
+int cli_require(const cli_cmd *cmd, const char *name);
+
+/* Prints "subscope <cmd>: error: <library message>" and returns 1. */
+int cli_fail(const cli_cmd *cmd, ss_status st);
+/* The full command line, for provenance. */
+const char *cli_command_line(void);
+void cli_set_command_line(int argc, char **argv);
+
+/* Progress on stderr, only when stderr is a terminal. */
+void cli_progress(void *ctx, int64_t done, int64_t total);
+
+extern cli_cmd cmd_info, cmd_tokenize, cmd_predict, cmd_forward, cmd_show;
+
+#endif

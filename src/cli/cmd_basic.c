@@ -1,0 +1,278 @@
+/* info, tokenize and predict: the commands that look at one model or one prompt. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "subscope/forward.h"
+#include "subscope/json.h"
+#include "subscope/model.h"
+#include "subscope/prompts.h"
+#include "subscope/sites.h"
+#include "subscope/util.h"
+
+/* ---- info ---- */
+
+static cli_opt info_opts[] = {
+    {"model", "DIR", "Hugging Face model directory (config.json, *.safetensors, tokenizer.json)", NULL},
+    {"list-sites", NULL, "print every site name, one per line, and nothing else", NULL},
+    {0},
+};
+
+static void human_bytes(char *buf, size_t n, double b) {
+    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int i = 0;
+    while (b >= 1024 && i < 4) b /= 1024, i++;
+    snprintf(buf, n, "%.1f %s", b, u[i]);
+}
+
+static int run_info(cli_cmd *cmd) {
+    if (cli_require(cmd, "model")) return 1;
+    ss_model *m;
+    ss_status st = ss_model_load(cli_get(cmd, "model"), &m);
+    if (st) return cli_fail(cmd, st);
+    const ss_config *c = &m->cfg;
+    int ns = ss_sites_count(c);
+    ss_site s;
+    if (cli_flag(cmd, "list-sites")) {
+        for (int i = 0; i < ns; i++) {
+            ss_site_get(c, i, &s);
+            printf("%s\n", s.name);
+        }
+        ss_model_free(m);
+        return 0;
+    }
+    char wb[32], tb[32];
+    human_bytes(wb, sizeof wb, (double)m->n_params * 4);
+    /* Per token the CPU forward pass holds the residual stream and its
+     * scratch copies (4d), q/k/v (3d) and two MLP buffers (2*d_mlp). */
+    human_bytes(tb, sizeof tb, (double)(7 * c->n_embd + 2 * c->n_inner) * 4);
+    printf("model        %s\n", m->dir);
+    printf("architecture GPT-2 (%s weight names%s)\n", m->has_prefix ? "transformer.-prefixed" : "unprefixed",
+           c->tie_word_embeddings ? ", tied lm_head" : ", separate lm_head");
+    printf("layers       %lld\n", (long long)c->n_layer);
+    printf("d_model      %lld\n", (long long)c->n_embd);
+    printf("heads        %lld x d_head %lld\n", (long long)c->n_head, (long long)ss_config_d_head(c));
+    printf("d_mlp        %lld (%s)\n", (long long)c->n_inner, c->act == SS_ACT_GELU_ERF ? "gelu, erf" : "gelu, tanh");
+    printf("context      %lld positions\n", (long long)c->n_positions);
+    printf("vocabulary   %lld%s\n", (long long)c->vocab_size, m->tok ? "" : " (no tokenizer: give token ids)");
+    printf("layer norm   eps %g\n", c->ln_eps);
+    printf("parameters   %lld (%.2f M)\n", (long long)m->n_params, (double)m->n_params / 1e6);
+    printf("weights      %s in the files; computed in float32\n", m->weight_dtypes);
+    printf("memory       %s of float32 weights + %s per token in flight (+ %lld bytes per token of logits kept)\n", wb,
+           tb, (long long)c->vocab_size * 4);
+    printf("sites        %d (per-token shape after [prompt, position]; L = 0..%lld)\n", ns, (long long)c->n_layer - 1);
+    for (int i = 0; i < ns; i++) {
+        ss_site_get(c, i, &s);
+        if (s.layer > 0) continue;
+        char name[96], shape[64];
+        if (s.layer == 0) {
+            const char *rest = strchr(s.name + 7, '.') + 1;
+            snprintf(name, sizeof name, "blocks.L.%s", rest);
+        } else {
+            snprintf(name, sizeof name, "%s", s.name);
+        }
+        if (!s.per_token) snprintf(shape, sizeof shape, "[head %lld, query, key] per prompt", (long long)s.dims[0]);
+        else if (s.ndim == 2) snprintf(shape, sizeof shape, "[%s %lld, %s %lld]", s.dim_names[0], (long long)s.dims[0], s.dim_names[1], (long long)s.dims[1]);
+        else snprintf(shape, sizeof shape, "[%s %lld]", s.dim_names[0], (long long)s.dims[0]);
+        printf("  %-32s %s\n", name, shape);
+    }
+    ss_model_free(m);
+    return 0;
+}
+
+cli_cmd cmd_info = {
+    "info", "show a model's architecture, sizes, memory needs and activation sites",
+    "subscope info --model DIR [--list-sites]",
+    "example:\n  subscope info --model models/tiny-gpt2\n",
+    info_opts, run_info,
+};
+
+/* ---- tokenize ---- */
+
+static cli_opt tok_opts[] = {
+    {"model", "DIR", "model (or tokenizer-only) directory with tokenizer.json or vocab.json + merges.txt", NULL},
+    {"text", "TEXT", "text to encode; with --decode, a JSON array of token ids", NULL},
+    {"decode", NULL, "decode ids to text instead of encoding", NULL},
+    {0},
+};
+
+static int run_tokenize(cli_cmd *cmd) {
+    if (cli_require(cmd, "model") || cli_require(cmd, "text")) return 1;
+    ss_tokenizer *t;
+    ss_status st = ss_tokenizer_load_dir(cli_get(cmd, "model"), &t);
+    if (st) return cli_fail(cmd, st);
+    const char *text = cli_get(cmd, "text");
+    int rc = 0;
+    if (cli_flag(cmd, "decode")) {
+        ss_json_doc *doc;
+        st = ss_json_parse(text, strlen(text), "--text", &doc);
+        if (st) {
+            ss_tokenizer_free(t);
+            return cli_fail(cmd, st);
+        }
+        const ss_json *r = ss_json_root(doc);
+        int32_t *ids = malloc((r->len + 1) * sizeof *ids);
+        if (r->type != SS_JSON_ARRAY) {
+            st = ss_errorf(SS_ERR_ARG, "--text must be a JSON array of token ids, e.g. [464, 3290]");
+        } else if (!ids) {
+            st = ss_errorf(SS_ERR_NOMEM, "out of memory");
+        } else {
+            for (size_t i = 0; i < r->len && !st; i++) {
+                if (r->items[i].type != SS_JSON_NUMBER || !r->items[i].is_int || r->items[i].i < 0 || r->items[i].i > INT32_MAX)
+                    st = ss_errorf(SS_ERR_ARG, "--text: element %zu is not a token id", i);
+                else
+                    ids[i] = (int32_t)r->items[i].i;
+            }
+        }
+        char *out = NULL;
+        size_t n = 0;
+        if (!st) st = ss_tokenizer_decode(t, ids, r->len, &out, &n);
+        if (!st) {
+            fwrite(out, 1, n, stdout);
+            putchar('\n');
+        }
+        free(out);
+        free(ids);
+        ss_json_free(doc);
+    } else {
+        int32_t *ids;
+        size_t n;
+        st = ss_tokenizer_encode(t, text, strlen(text), &ids, &n);
+        if (!st) {
+            putchar('[');
+            for (size_t i = 0; i < n; i++) printf("%s%d", i ? ", " : "", ids[i]);
+            printf("]\n");
+            free(ids);
+        }
+    }
+    if (st) rc = cli_fail(cmd, st);
+    ss_tokenizer_free(t);
+    return rc;
+}
+
+cli_cmd cmd_tokenize = {
+    "tokenize", "encode text to token ids (or --decode ids to text) as the model's tokenizer does",
+    "subscope tokenize --model DIR --text TEXT [--decode]",
+    "examples:\n  subscope tokenize --model models/tiny-gpt2 --text 'The cat says meow.'\n"
+    "  subscope tokenize --model models/tiny-gpt2 --decode --text '[464, 3797]'\n",
+    tok_opts, run_tokenize,
+};
+
+/* ---- predict ---- */
+
+static cli_opt pred_opts[] = {
+    {"model", "DIR", "Hugging Face model directory", NULL},
+    {"prompt", "TEXT", "the prompt", NULL},
+    {"top", "K", "show the K most likely next tokens (default 10)", NULL},
+    {"generate", "N", "instead, continue the prompt greedily by N tokens (stops at <|endoftext|>)", NULL},
+    {0},
+};
+
+/* Prints bytes as a JSON-style quoted string so spaces and newlines show. */
+static void print_quoted(const char *s, size_t n) {
+    putchar('"');
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '"' || ch == '\\') printf("\\%c", ch);
+        else if (ch == '\n') printf("\\n");
+        else if (ch == '\t') printf("\\t");
+        else if (ch < 0x20) printf("\\u%04x", ch);
+        else putchar(ch);
+    }
+    putchar('"');
+}
+
+static ss_status last_logits(const ss_model *m, const int32_t *ids, int64_t n, float **logits) {
+    int64_t start = 0;
+    ss_packing pk = {1, n, &start, &n};
+    ss_forward_opts o = {.logits = SS_LOGITS_LAST};
+    return ss_forward(m, ss_backend_cpu(), ids, &pk, &o, logits);
+}
+
+static int run_predict(cli_cmd *cmd) {
+    if (cli_require(cmd, "model") || cli_require(cmd, "prompt")) return 1;
+    int64_t topk, gen;
+    if (cli_int(cmd, "top", 1, 1000000, 10, &topk) || cli_int(cmd, "generate", 1, 100000, 0, &gen)) return 1;
+    ss_model *m;
+    ss_status st = ss_model_load(cli_get(cmd, "model"), &m);
+    if (st) return cli_fail(cmd, st);
+    if (!m->tok) {
+        ss_model_free(m);
+        return cli_fail(cmd, ss_errorf(SS_ERR_ARG, "%s has no tokenizer.json (or vocab.json + merges.txt)", cli_get(cmd, "model")));
+    }
+    const int64_t V = m->cfg.vocab_size, ctx = m->cfg.n_positions;
+    ss_prompts *p = NULL;
+    float *lg = NULL;
+    int32_t *ids = NULL;
+    if ((st = ss_prompts_from_text(cli_get(cmd, "prompt"), &p))) goto out;
+    if ((st = ss_prompts_tokenize(p, m->tok, V, ctx, 0, NULL))) goto out;
+    int64_t n = p->items[0].n_tokens;
+    if (!gen) {
+        if ((st = last_logits(m, p->items[0].tokens, n, &lg))) goto out;
+        double mx = -INFINITY, sum = 0;
+        for (int64_t v = 0; v < V; v++) mx = lg[v] > mx ? lg[v] : mx;
+        for (int64_t v = 0; v < V; v++) sum += exp((double)lg[v] - mx);
+        if (topk > V) topk = V;
+        /* Selection by repeated scans: K is small next to the vocabulary. */
+        char *taken = calloc((size_t)V, 1);
+        if (!taken) { st = ss_errorf(SS_ERR_NOMEM, "out of memory"); goto out; }
+        printf("%-5s %-8s %-10s %-9s %s\n", "rank", "id", "prob", "logit", "token");
+        for (int64_t k = 0; k < topk; k++) {
+            int64_t best = -1;
+            for (int64_t v = 0; v < V; v++)
+                if (!taken[v] && (best < 0 || lg[v] > lg[best])) best = v;
+            taken[best] = 1;
+            int32_t id = (int32_t)best;
+            char *txt = NULL;
+            size_t tl = 0;
+            printf("%-5lld %-8d %-10.6f %-9.4f ", (long long)k + 1, id, exp((double)lg[best] - mx) / sum, lg[best]);
+            if (ss_tokenizer_decode(m->tok, &id, 1, &txt, &tl) == SS_OK) print_quoted(txt, tl);
+            else printf("(id beyond the tokenizer)");
+            putchar('\n');
+            free(txt);
+        }
+        free(taken);
+    } else {
+        int32_t eos = ss_tokenizer_eos_id(m->tok);
+        ids = malloc((size_t)(n + gen) * sizeof *ids);
+        if (!ids) { st = ss_errorf(SS_ERR_NOMEM, "out of memory"); goto out; }
+        memcpy(ids, p->items[0].tokens, (size_t)n * sizeof *ids);
+        fputs(cli_get(cmd, "prompt"), stdout);
+        fflush(stdout);
+        for (int64_t g = 0; g < gen; g++) {
+            /* Past the context window the oldest tokens drop out. */
+            int64_t from = n > ctx ? n - ctx : 0;
+            free(lg);
+            lg = NULL;
+            if ((st = last_logits(m, ids + from, n - from, &lg))) goto out;
+            int32_t best = 0;
+            for (int64_t v = 1; v < V; v++)
+                if (lg[v] > lg[best]) best = (int32_t)v;
+            if (best == eos) break;
+            ids[n++] = best;
+            char *txt = NULL;
+            size_t tl = 0;
+            if ((st = ss_tokenizer_decode(m->tok, &best, 1, &txt, &tl))) goto out;
+            fwrite(txt, 1, tl, stdout);
+            fflush(stdout);
+            free(txt);
+        }
+        putchar('\n');
+    }
+out:
+    free(lg);
+    free(ids);
+    ss_prompts_free(p);
+    ss_model_free(m);
+    return st ? cli_fail(cmd, st) : 0;
+}
+
+cli_cmd cmd_predict = {
+    "predict", "show the most likely next tokens for a prompt, or continue it greedily",
+    "subscope predict --model DIR --prompt TEXT [--top K | --generate N]",
+    "examples:\n  subscope predict --model models/tiny-gpt2 --prompt 'The cat says' --top 5\n"
+    "  subscope predict --model models/tiny-gpt2 --prompt 'Let us count: four, five,' --generate 20\n",
+    pred_opts, run_predict,
+};

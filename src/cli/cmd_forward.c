@@ -1,0 +1,56 @@
+#include <stdio.h>
+
+#include "cli.h"
+#include "subscope/jobs.h"
+
+static cli_opt fwd_opts[] = {
+    {"model", "DIR", "Hugging Face model directory", NULL},
+    {"input", "FILE", "prompts: JSONL ({\"text\": ...} or {\"tokens\": [...]}) or plain text, one per line", NULL},
+    {"out", "OUT.h5", "output HDF5 file (written to OUT.h5.tmp.<pid>, renamed when complete)", NULL},
+    {"sites", "GLOBS", "comma-separated site globs to store, '*' matches anything (e.g. 'blocks.*.mlp.hook_post')", NULL},
+    {"no-logits", NULL, "do not store /logits", NULL},
+    {"batch", "B", "prompts per forward pass (default 16)", NULL},
+    {"max-len", "T", "longest prompt allowed, in tokens (default and maximum: n_positions)", NULL},
+    {"truncate", NULL, "cut prompts longer than --max-len instead of failing", NULL},
+    {"compress", "LEVEL", "deflate level 0-9 for the datasets (default 1; 0 = none, fastest)", NULL},
+    {0},
+};
+
+static int run_forward(cli_cmd *cmd) {
+    if (cli_require(cmd, "model") || cli_require(cmd, "input") || cli_require(cmd, "out")) return 1;
+    ss_forward_job j = {
+        .model_dir = cli_get(cmd, "model"),
+        .input = cli_get(cmd, "input"),
+        .out = cli_get(cmd, "out"),
+        .sites = cli_get(cmd, "sites"),
+        .no_logits = cli_flag(cmd, "no-logits"),
+        .truncate = cli_flag(cmd, "truncate"),
+        .command_line = cli_command_line(),
+        .progress = cli_progress,
+        .progress_ctx = "prompts",
+    };
+    int64_t level;
+    if (cli_int(cmd, "batch", 1, 1 << 20, 16, &j.batch) || cli_int(cmd, "max-len", 1, 1 << 30, 0, &j.max_len) ||
+        cli_int(cmd, "compress", 0, 9, 1, &level))
+        return 1;
+    j.compress = (int)level;
+    ss_status st = ss_job_forward(&j);
+    if (st) return cli_fail(cmd, st);
+    fprintf(stderr, "wrote %s\n", j.out);
+    return 0;
+}
+
+cli_cmd cmd_forward = {
+    "forward", "run prompts through the model; store tokens, logits and activations at named sites in HDF5",
+    "subscope forward --model DIR --input FILE --out OUT.h5 [--sites GLOBS] [--no-logits] [--batch B] [--max-len T] [--truncate]",
+    "Sites are TransformerLens names (subscope info --model DIR lists them):\n"
+    "  hook_embed, hook_pos_embed, blocks.L.hook_resid_pre|hook_resid_mid|hook_resid_post,\n"
+    "  blocks.L.ln1.hook_normalized, blocks.L.ln2.hook_normalized, blocks.L.attn.hook_q|hook_k|hook_v|hook_z,\n"
+    "  blocks.L.attn.hook_pattern, blocks.L.hook_attn_out, blocks.L.mlp.hook_pre|hook_post, blocks.L.hook_mlp_out,\n"
+    "  ln_final.hook_normalized\n\n"
+    "examples:\n"
+    "  subscope forward --model models/tiny-gpt2 --input data/demo_prompts.jsonl --out out/demo.h5\n"
+    "  subscope forward --model models/tiny-gpt2 --input prompts.txt --out acts.h5 --no-logits \\\n"
+    "      --sites 'blocks.*.mlp.hook_post,blocks.0.attn.hook_pattern'\n",
+    fwd_opts, run_forward,
+};

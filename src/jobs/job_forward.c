@@ -1,0 +1,236 @@
+/* `forward`: run prompts through the model and store tokens, logits and the
+ * requested sites, batch by batch, so memory holds one batch at a time. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "subscope/forward.h"
+#include "subscope/h5out.h"
+#include "subscope/jobs.h"
+#include "subscope/prompts.h"
+#include "subscope/util.h"
+#include "subscope/version.h"
+
+ss_status ss_write_provenance(ss_h5 *h, const ss_model *m, const char *command_line, const char *device) {
+    char when[64];
+    time_t now = time(NULL);
+    struct tm tmv;
+    gmtime_r(&now, &tmv);
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tmv);
+    SS_TRY(ss_h5_attr_str(h, "/", "format", "subscope"));
+    SS_TRY(ss_h5_attr_str(h, "/", "format_version", SS_FORMAT_VERSION));
+    SS_TRY(ss_h5_attr_str(h, "/", "subscope_version", ss_version()));
+    SS_TRY(ss_h5_attr_str(h, "/", "git_commit", ss_git_commit()));
+    SS_TRY(ss_h5_attr_str(h, "/", "command_line", command_line ? command_line : ""));
+    SS_TRY(ss_h5_attr_str(h, "/", "created", when));
+    SS_TRY(ss_h5_attr_str(h, "/", "device", device));
+    SS_TRY(ss_h5_attr_str(h, "/", "dtype", "float32"));
+    SS_TRY(ss_h5_attr_str(h, "/", "model_path", m->dir));
+    SS_TRY(ss_h5_attr_str(h, "/", "model_arch", m->cfg.arch));
+    SS_TRY(ss_h5_attr_str(h, "/", "model_weight_dtypes", m->weight_dtypes));
+    SS_TRY(ss_h5_attr_i64(h, "/", "model_n_params", m->n_params));
+    char *cfg_path = ss_path_join(m->dir, "config.json"), *cfg = NULL;
+    size_t len;
+    if (!cfg_path) return SS_ERR_NOMEM;
+    ss_status st = ss_file_read(cfg_path, &cfg, &len);
+    free(cfg_path);
+    if (st) return st;
+    st = ss_h5_attr_str(h, "/", "model_config", cfg);
+    free(cfg);
+    return st;
+}
+
+typedef struct {
+    ss_h5 *h;
+    const ss_model *m;
+    int64_t T, b0;          /* padded length, first prompt of this batch */
+    ss_h5_dset **acts;      /* by site id (NULL where not requested) */
+    float *buf;             /* one padded batch of one site */
+} fwd_job_ctx;
+
+/* Scatters one site's packed rows into a NaN-padded [B, T, ...] block (or
+ * [B, H, T, T] for patterns) and writes it as one hyperslab. */
+static ss_status capture(void *vctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
+                         const int64_t *pattern_off) {
+    fwd_job_ctx *c = vctx;
+    const int64_t B = pk->n_seq, T = c->T;
+    int64_t start[4] = {c->b0, 0, 0, 0}, count[4] = {B, T, 0, 0};
+    size_t per_prompt;
+    if (s->per_token) {
+        per_prompt = (size_t)(T * s->width);
+        count[2] = s->dims[0];
+        count[3] = s->dims[1];
+    } else {
+        int64_t H = s->dims[0];
+        per_prompt = (size_t)(H * T * T);
+        count[1] = H;
+        count[2] = T;
+        count[3] = T;
+    }
+    size_t total = per_prompt * (size_t)B;
+    for (size_t i = 0; i < total; i++) c->buf[i] = NAN;
+    for (int64_t b = 0; b < B; b++) {
+        float *dst = c->buf + (size_t)b * per_prompt;
+        int64_t n = pk->len[b];
+        if (s->per_token) {
+            for (int64_t t = 0; t < n; t++)
+                memcpy(dst + t * s->width, data + (pk->start[b] + t) * ld, (size_t)s->width * sizeof(float));
+        } else {
+            const float *src = data + pattern_off[b];
+            for (int64_t hq = 0; hq < s->dims[0] * n; hq++) /* row (head h, query q) of length n */
+                memcpy(dst + ((hq / n) * T + hq % n) * T, src + hq * n, (size_t)n * sizeof(float));
+        }
+    }
+    return ss_h5_dset_write(c->acts[s->id], start, count, c->buf);
+}
+
+ss_status ss_job_forward(const ss_forward_job *job) {
+    ss_model *m = NULL;
+    ss_prompts *p = NULL;
+    ss_h5 *h = NULL;
+    ss_h5_dset *logits_ds = NULL;
+    uint8_t *want = NULL;
+    float *lg = NULL;
+    int32_t *packed = NULL;
+    int64_t *start = NULL, *len = NULL;
+    fwd_job_ctx c = {0};
+    int ns = 0;
+    ss_status st;
+
+    if ((st = ss_model_load(job->model_dir, &m))) goto out;
+    const ss_config *cfg = &m->cfg;
+    const int64_t V = cfg->vocab_size;
+    int64_t max_len = job->max_len > 0 && job->max_len < cfg->n_positions ? job->max_len : cfg->n_positions;
+    if ((st = ss_prompts_read(job->input, &p))) goto out;
+    if ((st = ss_prompts_tokenize(p, m->tok, V, max_len, job->truncate, NULL))) goto out;
+    const int64_t N = p->n;
+    int64_t T = 0;
+    for (int64_t i = 0; i < N; i++) T = p->items[i].n_tokens > T ? p->items[i].n_tokens : T;
+
+    int n_sel = 0;
+    ns = ss_sites_count(cfg);
+    if (!(want = ss_calloc((size_t)ns, 1, "site flags"))) { st = SS_ERR_NOMEM; goto out; }
+    if (job->sites && *job->sites && (st = ss_sites_select(cfg, job->sites, want, &n_sel))) goto out;
+    const int64_t B = job->batch > 0 ? job->batch : 1;
+
+    if ((st = ss_h5_create(job->out, &h))) goto out;
+    if ((st = ss_h5_set_deflate(h, job->compress))) goto out;
+    if ((st = ss_write_provenance(h, m, job->command_line, "cpu"))) goto out;
+    if ((st = ss_h5_attr_str(h, "/", "input_path", job->input))) goto out;
+    if ((st = ss_h5_attr_i64(h, "/", "n_prompts", N))) goto out;
+    if ((st = ss_h5_attr_str(h, "/", "sites", job->sites ? job->sites : ""))) goto out;
+
+    /* tokens and lengths */
+    {
+        int32_t *tok = ss_malloc((size_t)(N * T) * sizeof(int32_t), "token table");
+        int32_t *lens = ss_malloc((size_t)N * sizeof(int32_t), "lengths");
+        if (!tok || !lens) { free(tok); free(lens); st = SS_ERR_NOMEM; goto out; }
+        for (int64_t i = 0; i < N; i++) {
+            lens[i] = (int32_t)p->items[i].n_tokens;
+            for (int64_t t = 0; t < T; t++) tok[i * T + t] = t < lens[i] ? p->items[i].tokens[t] : -1;
+        }
+        int64_t d2[2] = {N, T};
+        const char *n2[2] = {"prompt", "position"};
+        st = ss_h5_write_array(h, "/tokens", SS_H5_I32, 2, d2, n2, tok);
+        if (!st) st = ss_h5_write_array(h, "/lengths", SS_H5_I32, 1, d2, n2, lens);
+        free(tok);
+        free(lens);
+        if (st) goto out;
+    }
+    if (!job->no_logits) {
+        int64_t d3[3] = {N, T, V};
+        const char *n3[3] = {"prompt", "position", "vocab"};
+        if ((st = ss_h5_dset_create(h, "/logits", SS_H5_F32, 3, d3, n3, &logits_ds))) goto out;
+    }
+    /* One dataset per requested site, and a scratch buffer big enough for
+     * the largest site of one batch. */
+    c.h = h;
+    c.m = m;
+    c.T = T;
+    if (!(c.acts = ss_calloc((size_t)ns, sizeof *c.acts, "site datasets"))) { st = SS_ERR_NOMEM; goto out; }
+    size_t biggest = job->no_logits ? 0 : (size_t)(T * V);
+    for (int i = 0; i < ns; i++) {
+        if (!want[i]) continue;
+        ss_site s;
+        ss_site_get(cfg, i, &s);
+        char path[128];
+        snprintf(path, sizeof path, "/acts/%s", s.name);
+        int64_t dims[4] = {N, T, s.dims[0], s.dims[1]};
+        const char *names[4] = {"prompt", "position", s.dim_names[0], s.dim_names[1]};
+        int nd = 2 + s.ndim;
+        size_t per = (size_t)(T * s.width);
+        if (!s.per_token) {
+            dims[1] = s.dims[0];
+            dims[2] = dims[3] = T;
+            names[1] = "head";
+            names[2] = "query_position";
+            names[3] = "key_position";
+            nd = 4;
+            per = (size_t)(s.dims[0] * T * T);
+        }
+        if ((st = ss_h5_dset_create(h, path, SS_H5_F32, nd, dims, names, &c.acts[i]))) goto out;
+        if (per > biggest) biggest = per;
+    }
+    size_t bufbytes;
+    if (!ss_mul_ok(biggest, (size_t)B * sizeof(float), &bufbytes)) { st = ss_errorf(SS_ERR_NOMEM, "batch buffer size overflows; use a smaller --batch"); goto out; }
+    if (!(c.buf = ss_malloc(bufbytes, "batch buffer"))) { st = SS_ERR_NOMEM; goto out; }
+    packed = ss_malloc((size_t)(B * T) * sizeof(int32_t), "packed tokens");
+    start = ss_malloc((size_t)B * sizeof(int64_t), "packing");
+    len = ss_malloc((size_t)B * sizeof(int64_t), "packing");
+    if (!packed || !start || !len) { st = SS_ERR_NOMEM; goto out; }
+
+    ss_forward_opts fo = {want, capture, &c, job->no_logits ? SS_LOGITS_NONE : SS_LOGITS_ALL};
+    if (job->progress) job->progress(job->progress_ctx, 0, N);
+    for (int64_t b0 = 0; b0 < N; b0 += B) {
+        int64_t nb = N - b0 < B ? N - b0 : B, rows = 0;
+        for (int64_t i = 0; i < nb; i++) {
+            const ss_prompt *it = &p->items[b0 + i];
+            start[i] = rows;
+            len[i] = it->n_tokens;
+            memcpy(packed + rows, it->tokens, (size_t)it->n_tokens * sizeof(int32_t));
+            rows += it->n_tokens;
+        }
+        ss_packing pk = {nb, rows, start, len};
+        c.b0 = b0;
+        if ((st = ss_forward(m, ss_backend_cpu(), packed, &pk, &fo, job->no_logits ? NULL : &lg))) goto out;
+        if (!job->no_logits) {
+            size_t per = (size_t)(T * V);
+            for (size_t i = 0; i < per * (size_t)nb; i++) c.buf[i] = NAN;
+            for (int64_t i = 0; i < nb; i++)
+                memcpy(c.buf + (size_t)i * per, lg + start[i] * V, (size_t)(len[i] * V) * sizeof(float));
+            int64_t s3[3] = {b0, 0, 0}, n3[3] = {nb, T, V};
+            free(lg);
+            lg = NULL;
+            if ((st = ss_h5_dset_write(logits_ds, s3, n3, c.buf))) goto out;
+        }
+        if (job->progress) job->progress(job->progress_ctx, b0 + nb, N);
+    }
+    for (int i = 0; i < ns; i++) {
+        if (c.acts[i] && (st = ss_h5_dset_close(c.acts[i]))) { c.acts[i] = NULL; goto out; }
+        c.acts[i] = NULL;
+    }
+    if (logits_ds) {
+        st = ss_h5_dset_close(logits_ds);
+        logits_ds = NULL;
+        if (st) goto out;
+    }
+    st = ss_h5_commit(h);
+    h = NULL;
+out: /* on failure: close what is open, then drop the temporary file */
+    for (int i = 0; c.acts && i < ns; i++)
+        if (c.acts[i]) ss_h5_dset_close(c.acts[i]);
+    if (logits_ds) ss_h5_dset_close(logits_ds);
+    if (h) ss_h5_abort(h);
+    free(c.acts);
+    free(c.buf);
+    free(lg);
+    free(packed);
+    free(start);
+    free(len);
+    free(want);
+    ss_prompts_free(p);
+    ss_model_free(m);
+    return st;
+}

@@ -1,0 +1,161 @@
+/* `show`: what an output file holds, in a form a person can read. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "subscope/h5out.h"
+#include "subscope/jobs.h"
+#include "subscope/tokenizer.h"
+
+static void print_attr(ss_h5_reader *r, FILE *out, const char *name) {
+    char *v = NULL;
+    if (ss_h5_read_attr_str(r, "/", name, &v) == SS_OK) {
+        /* Multi-line values (the model config) are summarised by length. */
+        if (strchr(v, '\n')) fprintf(out, "  %-18s (%zu characters)\n", name, strlen(v));
+        else fprintf(out, "  %-18s %s\n", name, v);
+    }
+    free(v);
+}
+
+static void print_quoted(FILE *out, const char *s, size_t n) {
+    fputc('"', out);
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '\n') fputs("\\n", out);
+        else if (s[i] == '"') fputs("\\\"", out);
+        else fputc(s[i], out);
+    }
+    fputc('"', out);
+}
+
+/* For each shown prompt: its last token and the model's top guess for the next one. */
+static ss_status show_predictions(ss_h5_reader *r, FILE *out, const ss_tokenizer *tok, int64_t N, int64_t T,
+                                  int64_t V, const int32_t *tokens, const int32_t *lens, int64_t max_prompts) {
+    float *row = malloc((size_t)V * sizeof(float));
+    if (!row) return ss_errorf(SS_ERR_NOMEM, "out of memory");
+    fprintf(out, "\nnext-token predictions (top guess after each prompt's last token):\n");
+    for (int64_t i = 0; i < N && i < max_prompts; i++) {
+        int64_t st_[3] = {i, lens[i] - 1, 0}, ct[3] = {1, 1, V};
+        ss_status st = ss_h5_read_slab(r, "/logits", SS_H5_F32, st_, ct, row);
+        if (st) { free(row); return st; }
+        int64_t best = 0;
+        double mx = row[0], sum = 0;
+        for (int64_t v = 1; v < V; v++)
+            if (row[v] > row[best]) best = v, mx = row[v];
+        for (int64_t v = 0; v < V; v++) sum += exp((double)row[v] - mx);
+        char *txt = NULL, *next = NULL;
+        size_t tl = 0, nl = 0;
+        fprintf(out, "  [%lld] ", (long long)i);
+        if (tok && ss_tokenizer_decode(tok, tokens + i * T, (size_t)lens[i], &txt, &tl) == SS_OK) {
+            if (tl > 48) { fputs("...", out); print_quoted(out, txt + tl - 45, 45); }
+            else print_quoted(out, txt, tl);
+        } else {
+            fprintf(out, "(%d tokens)", lens[i]);
+        }
+        int32_t b32 = (int32_t)best;
+        fputs(" -> ", out);
+        if (tok && ss_tokenizer_decode(tok, &b32, 1, &next, &nl) == SS_OK) print_quoted(out, next, nl);
+        else fprintf(out, "id %lld", (long long)best);
+        fprintf(out, "  p=%.3f\n", 1.0 / sum);
+        free(txt);
+        free(next);
+    }
+    if (N > max_prompts) fprintf(out, "  ... %lld more\n", (long long)(N - max_prompts));
+    free(row);
+    return SS_OK;
+}
+
+/* Mean activation of each neuron over all real positions; prints the top 5. */
+static ss_status show_neurons(ss_h5_reader *r, FILE *out, const char *path, const ss_h5_info *in,
+                              const int32_t *lens) {
+    int64_t N = in->dims[0], T = in->dims[1], D = in->dims[2];
+    float *blk = malloc((size_t)(T * D) * sizeof(float));
+    double *mean = calloc((size_t)D, sizeof(double));
+    if (!blk || !mean) { free(blk); free(mean); return ss_errorf(SS_ERR_NOMEM, "out of memory"); }
+    int64_t count = 0;
+    for (int64_t i = 0; i < N; i++) {
+        int64_t s[3] = {i, 0, 0}, c[3] = {1, T, D};
+        ss_status st = ss_h5_read_slab(r, path, SS_H5_F32, s, c, blk);
+        if (st) { free(blk); free(mean); return st; }
+        for (int64_t t = 0; t < lens[i]; t++)
+            for (int64_t d = 0; d < D; d++) mean[d] += blk[t * D + d];
+        count += lens[i];
+    }
+    fprintf(out, "  %s: most active neurons (mean over %lld positions):", path + 6, (long long)count);
+    for (int k = 0; k < 5 && k < D; k++) {
+        int64_t best = -1;
+        for (int64_t d = 0; d < D; d++)
+            if (!isnan(mean[d]) && (best < 0 || mean[d] > mean[best])) best = d;
+        if (best < 0) break;
+        fprintf(out, " %lld (%.3f)", (long long)best, mean[best] / (double)(count ? count : 1));
+        mean[best] = NAN;
+    }
+    fputc('\n', out);
+    free(blk);
+    free(mean);
+    return SS_OK;
+}
+
+ss_status ss_job_show(const char *path, int64_t max_prompts, FILE *out) {
+    ss_h5_reader *r;
+    SS_TRY(ss_h5_open_read(path, &r));
+    char **paths = NULL;
+    size_t np = 0;
+    int32_t *tokens = NULL, *lens = NULL;
+    ss_tokenizer *tok = NULL;
+    ss_status st = ss_h5_list(r, "/", 1, &paths, &np);
+    if (st) goto out;
+    fprintf(out, "%s\n", path);
+    const char *attrs[] = {"format_version", "subscope_version", "created", "command_line", "model_path",
+                           "device", "input_path"};
+    for (size_t i = 0; i < sizeof attrs / sizeof attrs[0]; i++) print_attr(r, out, attrs[i]);
+    fprintf(out, "\ndatasets:\n");
+    for (size_t i = 0; i < np; i++) {
+        ss_h5_info in;
+        if ((st = ss_h5_dset_info(r, paths[i], &in))) goto out;
+        if (in.is_scale) continue;
+        char **dn = NULL;
+        int nd = 0;
+        if ((st = ss_h5_dim_names(r, paths[i], &dn, &nd))) goto out;
+        char shape[256] = "";
+        size_t k = 0;
+        for (int d = 0; d < in.ndim && k < sizeof shape; d++)
+            k += (size_t)snprintf(shape + k, sizeof shape - k, "%s%s %lld", d ? ", " : "", dn && dn[d] ? dn[d] : "?",
+                                  (long long)in.dims[d]);
+        ss_h5_free_names(dn, (size_t)nd);
+        fprintf(out, "  %-40s %-7s [%s]\n", paths[i],
+                in.cls == SS_H5_CLASS_FLOAT ? (in.elem_size == 4 ? "float32" : "float64")
+                                            : (in.elem_size == 4 ? "int32" : "int64"),
+                shape);
+    }
+    /* Forward files: decode the prompts and the model's guesses. */
+    ss_h5_info ti, li;
+    if (ss_h5_exists(r, "/tokens") && ss_h5_exists(r, "/lengths")) {
+        size_t n;
+        if ((st = ss_h5_read_i32(r, "/tokens", &tokens, &n, &ti)) || (st = ss_h5_read_i32(r, "/lengths", &lens, &n, NULL)))
+            goto out;
+        char *model = NULL;
+        if (ss_h5_read_attr_str(r, "/", "model_path", &model) == SS_OK && ss_tokenizer_load_dir(model, &tok) != SS_OK)
+            tok = NULL; /* the model may have moved; ids are shown instead */
+        free(model);
+        if (ss_h5_exists(r, "/logits") && (st = ss_h5_dset_info(r, "/logits", &li)) == SS_OK)
+            st = show_predictions(r, out, tok, ti.dims[0], ti.dims[1], li.dims[2], tokens, lens, max_prompts);
+        if (st) goto out;
+        int header = 0;
+        for (size_t i = 0; i < np; i++) {
+            size_t pl = strlen(paths[i]);
+            if (strncmp(paths[i], "/acts/", 6) || pl < 14 || strcmp(paths[i] + pl - 14, ".mlp.hook_post")) continue;
+            ss_h5_info in;
+            if ((st = ss_h5_dset_info(r, paths[i], &in))) goto out;
+            if (!header++) fprintf(out, "\nMLP neurons:\n");
+            if ((st = show_neurons(r, out, paths[i], &in, lens))) goto out;
+        }
+    }
+out:
+    ss_h5_free_names(paths, np);
+    free(tokens);
+    free(lens);
+    ss_tokenizer_free(tok);
+    ss_h5_close_read(r);
+    return st;
+}

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# info, tokenize, predict, show and the top-level CLI: output and error paths.
+source "$(dirname "$0")/lib.sh"
+D=${SS_TEST_DATA:-tests/data}
+TOK=$D/gpt2-tokenizer
+M=$D/models/prefix-f32
+
+# tokenize: ids as one JSON array line, equal to Hugging Face tokenizers
+# (the full golden set runs in the unit tests; this checks the command's plumbing).
+out=$("$SUBSCOPE" tokenize --model "$TOK" --text "Hello world! It's 2024 🎉<|endoftext|>x" 2>&1)
+[ "$out" = "[15496, 995, 0, 632, 338, 48609, 12520, 236, 231, 50256, 87]" ] && pass "tokenize prints HF ids" || fail "tokenize prints HF ids" "$out"
+out=$("$SUBSCOPE" tokenize --model "$TOK" --decode --text "[15496, 995, 0, 50256]" 2>&1)
+[ "$out" = "Hello world!<|endoftext|>" ] && pass "tokenize --decode" || fail "tokenize --decode" "$out"
+expect_fail "decode rejects non-array" "--text must be a JSON array" "$SUBSCOPE" tokenize --model "$TOK" --decode --text '{"a":1}'
+expect_fail "decode rejects unknown id" "99999" "$SUBSCOPE" tokenize --model "$TOK" --decode --text '[99999]'
+expect_fail "tokenize without a tokenizer" "$TMP" "$SUBSCOPE" tokenize --model "$TMP" --text hi
+
+# info: sizes and sites of a known model.
+out=$("$SUBSCOPE" info --model "$M" 2>&1)
+if printf '%s' "$out" | grep -q "layers       2" && printf '%s' "$out" | grep -q "heads        4 x d_head 8" &&
+    printf '%s' "$out" | grep -q "blocks.L.attn.hook_pattern" && printf '%s' "$out" | grep -q "transformer.-prefixed"; then
+    pass "info shows architecture and sites"
+else fail "info shows architecture and sites" "$out"; fi
+n=$("$SUBSCOPE" info --model "$M" --list-sites | wc -l)
+[ "$n" = 31 ] && pass "info --list-sites lists 3 + 14 per block" || fail "info --list-sites" "got $n lines"
+"$SUBSCOPE" info --model "$M" --list-sites | grep -qx "blocks.1.mlp.hook_post" && pass "site names are TransformerLens names" || fail "site names"
+# The parameter count equals the sum of the weight tensors the forward pass uses.
+out=$("$SUBSCOPE" info --model "$D/models/noprefix-odd-untied")
+# noprefix-odd-untied: V=101, d=24, n_pos=24, L=3, d_mlp=40, untied lm_head
+want=$(( 101*24 + 24*24 + 2*24 + 3*(4*24 + 24*72 + 72 + 24*24 + 24 + 24*40 + 40 + 40*24 + 24) + 101*24 ))
+printf '%s' "$out" | grep -q "parameters   $want " && pass "parameter count" || fail "parameter count" "want $want" "$(printf '%s' "$out" | grep parameters)"
+
+# predict needs a tokenizer; the random models have none.
+expect_fail "predict without tokenizer" "has no tokenizer" "$SUBSCOPE" predict --model "$M" --prompt hi
+expect_fail "predict --top out of range" "--top must be an integer" "$SUBSCOPE" predict --model "$M" --prompt hi --top 0
+
+# show on a forward file.
+"$SUBSCOPE" forward --model "$M" --input "$D/golden/prefix-f32.jsonl" --out "$TMP/f.h5" --sites 'blocks.*.mlp.hook_post' 2>/dev/null
+out=$("$SUBSCOPE" show --file "$TMP/f.h5" 2>&1)
+if printf '%s' "$out" | grep -q "/acts/blocks.1.mlp.hook_post *float32 \[prompt 5, position 32, d_mlp 128\]" &&
+    printf '%s' "$out" | grep -q "most active neurons"; then pass "show lists datasets with named axes"
+else fail "show lists datasets with named axes" "$out"; fi
+expect_fail "show on a non-HDF5 file" "$M/config.json" "$SUBSCOPE" show --file "$M/config.json"
+
+# Top level.
+expect_ok "--help" "$SUBSCOPE" --help
+expect_ok "--version" "$SUBSCOPE" --version
+for c in info tokenize predict forward show; do
+    expect_ok "$c --help" "$SUBSCOPE" $c --help
+done
+expect_fail "unknown command" "unknown command 'frobnicate'" "$SUBSCOPE" frobnicate
+expect_fail "no command" "usage" "$SUBSCOPE"
+finish

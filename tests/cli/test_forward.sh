@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# forward against the Hugging Face goldens (tests/gen/gen_gpt2_goldens.py), batching
+# independence, site selection, and every bad-input path of the forward command.
+source "$(dirname "$0")/lib.sh"
+D=${SS_TEST_DATA:-tests/data}
+H5CMP=${TOOLBIN}h5cmp
+
+# Tolerance: fp32 engine vs fp32 PyTorch. Both accumulate in different orders
+# (BLAS vs MKL/ATen, double-precision reductions here), so elements differ by
+# a few ulps of the largest intermediate values (|x| ~ 10): 1e-4 absolute plus
+# 1e-4 relative leaves a margin of ~50x over the errors measured (<= 2.4e-6).
+TOL="--atol 1e-4 --rtol 1e-4"
+
+for m in prefix-f32 noprefix-odd-untied f16-sharded bf16; do
+    out=$TMP/$m.h5
+    if "$SUBSCOPE" forward --model "$D/models/$m" --input "$D/golden/$m.jsonl" --out "$out" --sites '*' --batch 2 >/dev/null 2>"$TMP/err"; then
+        if res=$("$H5CMP" $TOL "$D/golden/$m.h5" "$out" 2>&1); then pass "golden $m: logits and every site match transformers"
+        else fail "golden $m" "$(printf '%s\n' "$res" | grep -E 'FAIL|h5cmp' | head -5)"; fi
+    else
+        fail "golden $m" "$(cat "$TMP/err")"
+    fi
+done
+if [ -d "$D/models/tiny-gpt2" ] || [ -d models/tiny-gpt2 ]; then
+    tiny=models/tiny-gpt2
+    if "$SUBSCOPE" forward --model "$tiny" --input "$D/golden/tiny-gpt2.jsonl" --out "$TMP/tiny.h5" \
+        --sites 'blocks.0.hook_resid_pre,blocks.1.mlp.hook_post,blocks.3.attn.hook_pattern,ln_final.hook_normalized' >/dev/null 2>"$TMP/err" &&
+        res=$("$H5CMP" $TOL "$D/golden/tiny-gpt2.h5" "$TMP/tiny.h5" 2>&1); then
+        pass "golden tiny-gpt2 (bundled model, text prompts through its tokenizer)"
+    else fail "golden tiny-gpt2" "$(cat "$TMP/err")" "$(printf '%s\n' "${res:-}" | grep -E 'FAIL|h5cmp' | head -5)"; fi
+fi
+
+# Batch size must not change any result beyond rounding (packed sequences, no padding in
+# compute). Results are not bit-identical: BLAS picks different kernels and blockings for
+# different row counts (a 1-token batch is a matrix-vector product), so sums are ordered
+# differently; 1e-5 is ~100 fp32 ulps of the largest activations here (|x| < 1).
+m=noprefix-odd-untied
+"$SUBSCOPE" forward --model "$D/models/$m" --input "$D/golden/$m.jsonl" --out "$TMP/b1.h5" --sites '*' --batch 1 2>/dev/null
+"$SUBSCOPE" forward --model "$D/models/$m" --input "$D/golden/$m.jsonl" --out "$TMP/b5.h5" --sites '*' --batch 5 2>/dev/null
+expect_ok "batch 1 and batch 5 agree within 1e-5" "$H5CMP" --quiet --atol 1e-5 --rtol 1e-5 "$TMP/b1.h5" "$TMP/b5.h5"
+
+# Only the requested sites are written; --no-logits drops /logits.
+"$SUBSCOPE" forward --model "$D/models/$m" --input "$D/golden/$m.jsonl" --out "$TMP/sel.h5" \
+    --sites 'blocks.*.mlp.hook_post' --no-logits 2>/dev/null
+list=$(h5ls -r "$TMP/sel.h5" 2>/dev/null | awk '{print $1}' | grep -E '^/(acts/|logits)' | tr '\n' ' ')
+if [ "$list" = "/acts/blocks.0.mlp.hook_post /acts/blocks.1.mlp.hook_post /acts/blocks.2.mlp.hook_post " ]; then
+    pass "--sites glob selects exactly the matching sites; --no-logits"
+else fail "--sites selection" "got: $list"; fi
+
+# Provenance attributes.
+attrs=$(h5dump -A "$TMP/sel.h5" 2>/dev/null)
+ok=1
+for a in format_version subscope_version git_commit command_line created model_path model_config dtype device; do
+    printf '%s' "$attrs" | grep -q "ATTRIBUTE \"$a\"" || { ok=0; missing=$a; }
+done
+if [ $ok = 1 ] && printf '%s' "$attrs" | grep -q "blocks.\*.mlp.hook_post"; then pass "root provenance attributes present"
+else fail "root provenance attributes" "missing ${missing:-command line}"; fi
+
+# ---- bad input: exit 1, a message naming the culprit, no output file ----
+P=$D/golden/$m.jsonl
+M=$D/models/$m
+expect_fail "unknown site named" "unknown site 'blocks.0.mlp.hook_postt'" \
+    "$SUBSCOPE" forward --model "$M" --input "$P" --out "$TMP/x.h5" --sites 'blocks.0.mlp.hook_postt'
+printf '{"tokens": [1, 2]}\n{"tokens": [1, 2\n' >"$TMP/bad.jsonl"
+expect_fail "invalid JSONL names file and line" "bad.jsonl:2:" "$SUBSCOPE" forward --model "$M" --input "$TMP/bad.jsonl" --out "$TMP/x.h5"
+printf '{"tokens": [1, 2]}\n{"txt": "a"}\n' >"$TMP/bad2.jsonl"
+expect_fail "JSONL line without text/tokens" "bad2.jsonl:2: each line needs exactly one of" "$SUBSCOPE" forward --model "$M" --input "$TMP/bad2.jsonl" --out "$TMP/x.h5"
+printf '{"tokens": [1, 100000]}\n' >"$TMP/bad3.jsonl"
+expect_fail "token id beyond vocabulary" "token id 100000 is outside the vocabulary" "$SUBSCOPE" forward --model "$M" --input "$TMP/bad3.jsonl" --out "$TMP/x.h5"
+python_free_long=$(printf '1, %.0s' $(seq 1 30))
+printf '{"tokens": [%s 1]}\n' "$python_free_long" >"$TMP/long.jsonl"
+expect_fail "prompt longer than n_positions" "prompt has 31 tokens, more than the limit 24" "$SUBSCOPE" forward --model "$M" --input "$TMP/long.jsonl" --out "$TMP/x.h5"
+expect_ok "--truncate cuts long prompts" "$SUBSCOPE" forward --model "$M" --input "$TMP/long.jsonl" --out "$TMP/trunc.h5" --truncate
+[ "$(h5dump -d /lengths "$TMP/trunc.h5" 2>/dev/null | grep -m1 '(0):' | tr -d ' ')" = "(0):24" ] && pass "truncated length is n_positions" || fail "truncated length is n_positions"
+expect_fail "missing input file" "nope.jsonl: cannot open" "$SUBSCOPE" forward --model "$M" --input "$TMP/nope.jsonl" --out "$TMP/x.h5"
+expect_fail "missing model directory" "config.json: cannot open" "$SUBSCOPE" forward --model "$TMP/nomodel" --input "$P" --out "$TMP/x.h5"
+
+# Corrupt weights: truncated file, header pointing outside the file.
+cp -r "$M" "$TMP/trunc_model"
+size=$(stat -c %s "$M/model.safetensors")
+head -c $((size - 100)) "$M/model.safetensors" >"$TMP/trunc_model/model.safetensors"
+expect_fail "truncated safetensors" "trunc_model/model.safetensors" "$SUBSCOPE" forward --model "$TMP/trunc_model" --input "$P" --out "$TMP/x.h5"
+cp -r "$M" "$TMP/hdr_model"
+printf '\xff\xff\xff\x00\x00\x00\x00\x00' | dd of="$TMP/hdr_model/model.safetensors" bs=1 count=8 conv=notrunc 2>/dev/null
+expect_fail "header length beyond the file" "hdr_model/model.safetensors" "$SUBSCOPE" forward --model "$TMP/hdr_model" --input "$P" --out "$TMP/x.h5"
+cp -r "$M" "$TMP/cfg_model"
+sed -i 's/"n_embd": 24/"n_embd": 48/' "$TMP/cfg_model/config.json"
+expect_fail "config disagrees with the weights" "has shape [101,24] but config.json implies [101,48]" "$SUBSCOPE" forward --model "$TMP/cfg_model" --input "$P" --out "$TMP/x.h5"
+printf '{"n_layer": 2,' >"$TMP/cfg_model/config.json"
+expect_fail "invalid config.json" "cfg_model/config.json:1:" "$SUBSCOPE" forward --model "$TMP/cfg_model" --input "$P" --out "$TMP/x.h5"
+expect_fail "unwritable output directory" "x.h5" "$SUBSCOPE" forward --model "$M" --input "$P" --out "$TMP/no/such/dir/x.h5"
+leftover=$(ls "$TMP" | grep -E '^x\.h5' || true)
+[ -z "$leftover" ] && pass "failed runs leave no output or temporary file" || fail "failed runs leave no output" "found: $leftover"
+
+# A run killed half-way leaves no file under the final name.
+yes '{"tokens": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]}' | head -n 20000 >"$TMP/many.jsonl"
+"$SUBSCOPE" forward --model "$M" --input "$TMP/many.jsonl" --out "$TMP/killed.h5" --sites '*' --batch 64 2>/dev/null &
+pid=$!
+for _ in $(seq 1 100); do ls "$TMP"/killed.h5.tmp.* >/dev/null 2>&1 && break; sleep 0.05; done
+kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
+[ ! -e "$TMP/killed.h5" ] && pass "killed run leaves no file at the output name" || fail "killed run leaves no file at the output name"
+
+# Usage errors.
+expect_fail "unknown option" "unknown option '--bogus'" "$SUBSCOPE" forward --bogus
+expect_fail "missing required option" "--out is required" "$SUBSCOPE" forward --model "$M" --input "$P"
+expect_fail "bad --batch value" "--batch must be an integer" "$SUBSCOPE" forward --model "$M" --input "$P" --out "$TMP/x.h5" --batch 0
+finish

@@ -1,0 +1,123 @@
+/* h5fixture: writes a small subscope-style HDF5 file for the h5cmp tests.
+ *
+ *   h5fixture OUT.h5 [VARIANT]
+ *
+ * VARIANT (default "base") changes one thing relative to base so that the
+ * CLI tests can check that h5cmp notices it:
+ *   base      the reference file (same content as tests/data/h5/h5py_base.h5)
+ *   tiny      +1e-7 on one activation (within the default tolerance)
+ *   perturb   +1e-2 on one activation
+ *   nanfill   a padded (NaN) activation holds a number instead
+ *   nanval    a real activation is NaN
+ *   token     one token id differs
+ *   shape     the activation has one more position
+ *   missing   /stats/mean is absent
+ *   extra     an additional dataset /acts/extra (ignored by h5cmp)
+ * Exit 0 on success, 1 (message on stderr) on failure. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "subscope/error.h"
+#include "subscope/h5out.h"
+
+#define B 2
+#define P 5
+#define D 4
+
+/* Exactly representable in f32, so writers in other languages agree. */
+static double val(int i) { return (double)(i % 7 - 3) * 0.25; }
+
+static ss_status write_file(ss_h5 *h, const char *v) {
+    int pos = strcmp(v, "shape") ? P : P + 1;
+    /* Row 0 is P tokens long, row 1 only 3: positions 3.. of row 1 stay fill. */
+    int len[B] = {pos, 3};
+
+    float acts[B * (P + 1) * D];
+    int32_t toks[B * (P + 1)];
+    for (int b = 0; b < B; b++)
+        for (int p = 0; p < pos; p++) {
+            toks[b * pos + p] = 100 * b + p;
+            for (int d = 0; d < D; d++) acts[(b * pos + p) * D + d] = (float)val((b * pos + p) * D + d);
+        }
+    if (!strcmp(v, "tiny")) acts[5] += 1e-7f;
+    if (!strcmp(v, "perturb")) acts[5] += 1e-2f;
+    if (!strcmp(v, "nanval")) acts[6] = NAN;
+    if (!strcmp(v, "token")) toks[1] = 7;
+
+    const char *adims[] = {"batch", "pos", "d_model"};
+    int64_t ad[] = {B, pos, D};
+    ss_h5_dset *d;
+    SS_TRY(ss_h5_dset_create(h, "/acts/blocks.0.hook_resid_pre", SS_H5_F32, 3, ad, adims, &d));
+    ss_status st = SS_OK;
+    for (int b = 0; b < B && st == SS_OK; b++) {
+        int64_t start[] = {b, 0, 0}, count[] = {1, len[b], D};
+        st = ss_h5_dset_write(d, start, count, &acts[b * pos * D]);
+    }
+    if (st == SS_OK && !strcmp(v, "nanfill")) {
+        int64_t start[] = {1, 4, 0}, count[] = {1, 1, D};
+        float row[D] = {0.5f, 0.5f, 0.5f, 0.5f};
+        st = ss_h5_dset_write(d, start, count, row);
+    }
+    ss_status st2 = ss_h5_dset_close(d);
+    SS_TRY(st);
+    SS_TRY(st2);
+
+    const char *tdims[] = {"batch", "pos"};
+    int64_t td[] = {B, pos};
+    SS_TRY(ss_h5_dset_create(h, "/tokens", SS_H5_I32, 2, td, tdims, &d));
+    for (int b = 0; b < B && st == SS_OK; b++) {
+        int64_t start[] = {b, 0}, count[] = {1, len[b]};
+        st = ss_h5_dset_write(d, start, count, &toks[b * pos]);
+    }
+    st2 = ss_h5_dset_close(d);
+    SS_TRY(st);
+    SS_TRY(st2);
+
+    if (strcmp(v, "missing")) {
+        double mean[D] = {0.125, -0.5, 1.0 / 3.0, 1e-3};
+        const char *mdims[] = {"d_model"};
+        int64_t md[] = {D};
+        SS_TRY(ss_h5_write_array(h, "/stats/mean", SS_H5_F64, 1, md, mdims, mean));
+    }
+    int64_t count = 8;
+    SS_TRY(ss_h5_write_array(h, "/stats/count", SS_H5_I64, 0, NULL, NULL, &count));
+    if (!strcmp(v, "extra")) {
+        float x = 1.0f;
+        int64_t one = 1;
+        SS_TRY(ss_h5_write_array(h, "/acts/extra", SS_H5_F32, 1, &one, NULL, &x));
+    }
+    SS_TRY(ss_h5_attr_str(h, "/", "producer", "h5fixture"));
+    SS_TRY(ss_h5_attr_str(h, "/", "variant", v));
+    return ss_h5_attr_i64(h, "/", "format_version", 1);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || argc > 3) {
+        fprintf(stderr, "usage: h5fixture OUT.h5 [base|tiny|perturb|nanfill|nanval|token|shape|missing|extra]\n");
+        return 1;
+    }
+    const char *v = argc == 3 ? argv[2] : "base";
+    static const char *known[] = {"base", "tiny", "perturb", "nanfill", "nanval", "token", "shape", "missing", "extra"};
+    int ok = 0;
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) ok |= !strcmp(v, known[i]);
+    if (!ok) {
+        fprintf(stderr, "h5fixture: unknown variant %s\n", v);
+        return 1;
+    }
+    ss_h5 *h;
+    if (ss_h5_create(argv[1], &h) != SS_OK) {
+        fprintf(stderr, "h5fixture: %s\n", ss_last_error());
+        return 1;
+    }
+    if (write_file(h, v) != SS_OK) {
+        fprintf(stderr, "h5fixture: %s\n", ss_last_error());
+        ss_h5_abort(h);
+        return 1;
+    }
+    if (ss_h5_commit(h) != SS_OK) {
+        fprintf(stderr, "h5fixture: %s\n", ss_last_error());
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,137 @@
+/* Every CPU op against a straightforward double-precision evaluation. */
+#include <stdlib.h>
+
+#include "subscope/backend.h"
+#include "test.h"
+
+static float frand(unsigned *s) {
+    *s = *s * 1664525u + 1013904223u;
+    return (float)((*s >> 8) & 0xffff) / 32768.0f - 1.0f;
+}
+
+static float *rand_vec(int64_t n, unsigned seed) {
+    float *v = malloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) v[i] = frand(&seed);
+    return v;
+}
+
+TEST(cpu_matmul_matches_naive_all_layouts) {
+    const ss_backend *be = ss_backend_cpu();
+    int64_t shapes[][3] = {{1, 1, 1}, {3, 5, 7}, {17, 33, 9}, {40, 3, 65}};
+    for (int si = 0; si < 4; si++) {
+        int64_t M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
+        float *A = rand_vec(M * K, 1), *B = rand_vec(K * N, 2), *bias = rand_vec(N, 3);
+        float *C = malloc((size_t)(M * N) * sizeof(float)), *C2 = malloc((size_t)(M * N) * sizeof(float));
+        for (int tb = 0; tb < 2; tb++) {
+            for (int wb = 0; wb < 2; wb++) {
+                be->matmul(be, C, A, B, wb ? bias : NULL, M, N, K, tb);
+                ss_matmul_builtin(C2, A, B, wb ? bias : NULL, M, N, K, tb);
+                for (int64_t i = 0; i < M; i++)
+                    for (int64_t j = 0; j < N; j++) {
+                        double ref = wb ? bias[j] : 0;
+                        for (int64_t k = 0; k < K; k++) ref += (double)A[i * K + k] * (tb ? B[j * K + k] : B[k * N + j]);
+                        CHECK_NEAR(C[i * N + j], ref, 1e-5 + 1e-5 * fabs(ref));
+                        CHECK_NEAR(C2[i * N + j], ref, 1e-5 + 1e-5 * fabs(ref));
+                    }
+            }
+        }
+        free(A); free(B); free(bias); free(C); free(C2);
+    }
+}
+
+TEST(cpu_layernorm_and_gelu) {
+    const ss_backend *be = ss_backend_cpu();
+    int64_t rows = 5, d = 24;
+    float *x = rand_vec(rows * d, 4), *w = rand_vec(d, 5), *b = rand_vec(d, 6), *o = malloc(sizeof(float) * 120);
+    for (int64_t i = 0; i < d; i++) x[d + i] += 1000.f; /* a large common offset must not hurt */
+    be->layernorm(be, o, x, w, b, rows, d, 1e-5f);
+    for (int64_t r = 0; r < rows; r++) {
+        double mu = 0, var = 0;
+        for (int64_t i = 0; i < d; i++) mu += x[r * d + i];
+        mu /= d;
+        for (int64_t i = 0; i < d; i++) var += (x[r * d + i] - mu) * (x[r * d + i] - mu);
+        var /= d;
+        for (int64_t i = 0; i < d; i++)
+            CHECK_NEAR(o[r * d + i], (x[r * d + i] - mu) / sqrt(var + 1e-5) * w[i] + b[i], 2e-5);
+    }
+    float in[5] = {-3.f, -0.5f, 0.f, 0.7f, 4.f}, out[5];
+    be->gelu(be, out, in, 5, SS_ACT_GELU_ERF);
+    for (int i = 0; i < 5; i++) CHECK_NEAR(out[i], 0.5 * in[i] * (1 + erf(in[i] / sqrt(2.0))), 1e-6);
+    be->gelu(be, out, in, 5, SS_ACT_GELU_TANH);
+    for (int i = 0; i < 5; i++)
+        CHECK_NEAR(out[i], 0.5 * in[i] * (1 + tanh(sqrt(2 / 3.14159265358979323846) * (in[i] + 0.044715 * pow(in[i], 3)))), 1e-6);
+    CHECK_NEAR(out[2], 0.0, 0.0);
+    free(x); free(w); free(b); free(o);
+}
+
+TEST(cpu_attention_causal_packed_sequences) {
+    const ss_backend *be = ss_backend_cpu();
+    const int64_t H = 3, dh = 4, d = H * dh, ld = 3 * d;
+    int64_t start[3] = {0, 1, 6}, len[3] = {1, 5, 3}, rows = 9, poff[3];
+    float *qkv = rand_vec(rows * ld, 7), *z = malloc(sizeof(float) * (size_t)(rows * d));
+    int64_t pt = 0;
+    for (int s = 0; s < 3; s++) poff[s] = pt, pt += H * len[s] * len[s];
+    float *pat = malloc(sizeof(float) * (size_t)pt);
+    float scale = 0.5f;
+    CHECK_OK(be->attention(be, z, qkv, qkv + d, qkv + 2 * d, ld, 3, start, len, H, dh, scale, pat, poff));
+    for (int s = 0; s < 3; s++)
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t i = 0; i < len[s]; i++) {
+                double sc[8], mx = -1e300, sum = 0;
+                for (int64_t j = 0; j <= i; j++) {
+                    double dot = 0;
+                    for (int64_t e = 0; e < dh; e++)
+                        dot += (double)qkv[(start[s] + i) * ld + h * dh + e] * qkv[(start[s] + j) * ld + d + h * dh + e];
+                    sc[j] = dot * scale;
+                    mx = sc[j] > mx ? sc[j] : mx;
+                }
+                for (int64_t j = 0; j <= i; j++) sum += (sc[j] = exp(sc[j] - mx));
+                for (int64_t j = 0; j < len[s]; j++) {
+                    double p = j <= i ? sc[j] / sum : 0.0;
+                    CHECK_NEAR(pat[poff[s] + (h * len[s] + i) * len[s] + j], p, 1e-6);
+                }
+                for (int64_t e = 0; e < dh; e++) {
+                    double ref = 0;
+                    for (int64_t j = 0; j <= i; j++) ref += sc[j] / sum * qkv[(start[s] + j) * ld + 2 * d + h * dh + e];
+                    CHECK_NEAR(z[(start[s] + i) * d + h * dh + e], ref, 1e-6);
+                }
+            }
+    free(qkv); free(z); free(pat);
+}
+
+TEST(cpu_embed_and_add) {
+    const ss_backend *be = ss_backend_cpu();
+    float *wte = rand_vec(10 * 4, 8), *wpe = rand_vec(6 * 4, 9), t[12], p[12], s[12];
+    int32_t tok[3] = {9, 0, 4}, pos[3] = {0, 1, 5};
+    be->embed(be, t, p, tok, pos, wte, wpe, 3, 4);
+    be->add(be, s, t, p, 12);
+    for (int i = 0; i < 3; i++)
+        for (int e = 0; e < 4; e++) {
+            CHECK(t[i * 4 + e] == wte[tok[i] * 4 + e] && p[i * 4 + e] == wpe[pos[i] * 4 + e]);
+            CHECK(s[i * 4 + e] == t[i * 4 + e] + p[i * 4 + e]);
+        }
+    free(wte); free(wpe);
+}
+
+TEST(cpu_rowwise_ops_split_across_threads_match) {
+    /* Sizes that span several parallel tasks, with ragged last tasks. */
+    const ss_backend *be = ss_backend_cpu();
+    int64_t n = 100003, rows = 77, d = 16;
+    float *x = rand_vec(n, 11), *o = malloc((size_t)n * sizeof(float));
+    be->gelu(be, o, x, n, SS_ACT_GELU_TANH);
+    for (int64_t i = 0; i < n; i += 997)
+        CHECK_NEAR(o[i], 0.5 * x[i] * (1 + tanh(sqrt(2 / 3.14159265358979323846) * (x[i] + 0.044715 * pow(x[i], 3)))), 1e-6);
+    CHECK_NEAR(o[n - 1], 0.5 * x[n - 1] * (1 + tanh(sqrt(2 / 3.14159265358979323846) * (x[n - 1] + 0.044715 * pow(x[n - 1], 3)))), 1e-6);
+    float w[16], b[16];
+    for (int i = 0; i < 16; i++) w[i] = 1.f, b[i] = 0.f;
+    be->layernorm(be, o, x, w, b, rows, d, 1e-5f);
+    for (int64_t r = 0; r < rows; r++) {
+        double mu = 0, ss = 0;
+        for (int64_t i = 0; i < d; i++) mu += o[r * d + i];
+        for (int64_t i = 0; i < d; i++) ss += o[r * d + i] * o[r * d + i];
+        CHECK_NEAR(mu / d, 0.0, 1e-5);
+        CHECK_NEAR(ss / d, 1.0, 1e-3);
+    }
+    free(x);
+    free(o);
+}

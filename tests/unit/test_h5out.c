@@ -1,0 +1,565 @@
+/* HDF5 output layer: round trips, hyperslabs, groups, attributes, dimension
+ * scales, atomic commit/abort, and error messages. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "subscope/h5out.h"
+#include "subscope/util.h"
+#include "test.h"
+
+static char *tmp_file(const char *name) { return ss_path_join(ss_test_tmp_dir(), name); }
+
+static int exists(const char *p) {
+    struct stat sb;
+    return stat(p, &sb) == 0;
+}
+
+static long file_size(const char *p) {
+    struct stat sb;
+    return stat(p, &sb) == 0 ? (long)sb.st_size : -1;
+}
+
+TEST(h5_roundtrip_all_types) {
+    char *path = tmp_file("types.h5");
+    ss_h5 *h;
+    CHECK_OK(ss_h5_create(path, &h));
+    int64_t dims[] = {3, 4};
+    float f32[12];
+    double f64[12];
+    int32_t i32[12];
+    int64_t i64[12];
+    uint8_t u8[12];
+    for (int i = 0; i < 12; i++) {
+        f32[i] = (float)i * 0.5f - 2.0f;
+        f64[i] = i * 1e-3 + 1.0 / 3.0;
+        i32[i] = i * 1000 - 5000;
+        i64[i] = (int64_t)i * 3000000000LL - 7;
+        u8[i] = (uint8_t)(250 + i % 6);
+    }
+    CHECK_OK(ss_h5_write_array(h, "/f32", SS_H5_F32, 2, dims, NULL, f32));
+    CHECK_OK(ss_h5_write_array(h, "/f64", SS_H5_F64, 2, dims, NULL, f64));
+    CHECK_OK(ss_h5_write_array(h, "/i32", SS_H5_I32, 2, dims, NULL, i32));
+    CHECK_OK(ss_h5_write_array(h, "/i64", SS_H5_I64, 2, dims, NULL, i64));
+    CHECK_OK(ss_h5_write_array(h, "/u8", SS_H5_U8, 2, dims, NULL, u8));
+    double sc = 2.5;
+    CHECK_OK(ss_h5_write_array(h, "/scalar", SS_H5_F64, 0, NULL, NULL, &sc));
+    CHECK_OK(ss_h5_commit(h));
+
+    ss_h5_reader *r;
+    CHECK_OK(ss_h5_open_read(path, &r));
+    ss_h5_info in;
+    float *rf;
+    double *rd;
+    int32_t *ri;
+    int64_t *rl;
+    size_t n;
+    CHECK_OK(ss_h5_read_f32(r, "/f32", &rf, &n, &in));
+    CHECK(n == 12 && in.ndim == 2 && in.dims[0] == 3 && in.dims[1] == 4);
+    CHECK(in.cls == SS_H5_CLASS_FLOAT && in.elem_size == 4 && !in.is_scale);
+    int bad = 0;
+    for (int i = 0; i < 12; i++) bad |= rf[i] != f32[i];
+    free(rf);
+    CHECK(!bad);
+    CHECK_OK(ss_h5_read_f64(r, "/f64", &rd, &n, &in));
+    CHECK(in.elem_size == 8);
+    for (int i = 0; i < 12; i++) bad |= rd[i] != f64[i];
+    free(rd);
+    CHECK(!bad);
+    CHECK_OK(ss_h5_read_i32(r, "/i32", &ri, &n, &in));
+    CHECK(in.cls == SS_H5_CLASS_INT && in.is_signed && in.elem_size == 4);
+    for (int i = 0; i < 12; i++) bad |= ri[i] != i32[i];
+    free(ri);
+    CHECK(!bad);
+    CHECK_OK(ss_h5_read_i64(r, "/i64", &rl, &n, &in));
+    for (int i = 0; i < 12; i++) bad |= rl[i] != i64[i];
+    free(rl);
+    CHECK(!bad);
+    CHECK_OK(ss_h5_read_i64(r, "/u8", &rl, &n, &in));
+    CHECK(in.cls == SS_H5_CLASS_INT && !in.is_signed && in.elem_size == 1);
+    for (int i = 0; i < 12; i++) bad |= rl[i] != u8[i];
+    free(rl);
+    CHECK(!bad);
+    /* HDF5 converts on read: ints as f64, f32 as f64. */
+    CHECK_OK(ss_h5_read_f64(r, "/i32", &rd, &n, NULL));
+    for (int i = 0; i < 12; i++) bad |= rd[i] != (double)i32[i];
+    free(rd);
+    CHECK(!bad);
+    CHECK_OK(ss_h5_read_f64(r, "/f32", &rd, &n, NULL));
+    for (int i = 0; i < 12; i++) bad |= rd[i] != (double)f32[i];
+    free(rd);
+    CHECK(!bad);
+    CHECK_OK(ss_h5_read_f64(r, "/scalar", &rd, &n, &in));
+    CHECK(n == 1 && in.ndim == 0 && rd[0] == 2.5);
+    free(rd);
+    ss_h5_close_read(r);
+    free(path);
+}
+
+TEST(h5_hyperslab_pieces_and_fill) {
+    char *path = tmp_file("slab.h5");
+    ss_h5 *h;
+    CHECK_OK(ss_h5_create(path, &h));
+    int64_t dims[] = {4, 3, 5};
+    ss_h5_dset *d, *di;
+    CHECK_OK(ss_h5_dset_create(h, "/x", SS_H5_F32, 3, dims, NULL, &d));
+    CHECK_OK(ss_h5_dset_create(h, "/ids", SS_H5_I32, 3, dims, NULL, &di));
+    /* Rows 0..2 written one at a time, each in two column pieces; row 3 never. */
+    for (int b = 0; b < 3; b++) {
+        float buf[3 * 5];
+        int32_t ib[3 * 5];
+        for (int i = 0; i < 15; i++) {
+            buf[i] = (float)(b * 100 + i);
+            ib[i] = b * 100 + i;
+        }
+        float left[3 * 2], right[3 * 3];
+        for (int p = 0; p < 3; p++) {
+            for (int k = 0; k < 2; k++) left[p * 2 + k] = buf[p * 5 + k];
+            for (int k = 0; k < 3; k++) right[p * 3 + k] = buf[p * 5 + 2 + k];
+        }
+        int64_t s1[] = {b, 0, 0}, c1[] = {1, 3, 2}, s2[] = {b, 0, 2}, c2[] = {1, 3, 3};
+        CHECK_OK(ss_h5_dset_write(d, s2, c2, right));
+        CHECK_OK(ss_h5_dset_write(d, s1, c1, left));
+        int64_t s3[] = {b, 0, 0}, c3[] = {1, 2, 5};
+        CHECK_OK(ss_h5_dset_write(di, s3, c3, ib)); /* position 2 left unwritten */
+    }
+    int64_t zs[] = {3, 0, 0}, zc[] = {0, 3, 5};
+    CHECK_OK(ss_h5_dset_write(d, zs, zc, NULL)); /* empty write is a no-op */
+    int64_t bs[] = {3, 1, 0}, bc[] = {1, 3, 5};
+    float junk[15] = {0};
+    CHECK_ERR(ss_h5_dset_write(d, bs, bc, junk), SS_ERR_ARG, "axis 1");
+    CHECK_ERR(ss_h5_dset_write(d, bs, bc, junk), SS_ERR_ARG, "/x");
+    CHECK_OK(ss_h5_dset_close(d));
+    CHECK_OK(ss_h5_dset_close(di));
+    CHECK_OK(ss_h5_commit(h));
+
+    ss_h5_reader *r;
+    CHECK_OK(ss_h5_open_read(path, &r));
+    float *x;
+    size_t n;
+    CHECK_OK(ss_h5_read_f32(r, "/x", &x, &n, NULL));
+    CHECK(n == 60);
+    int bad = 0;
+    for (int b = 0; b < 4; b++)
+        for (int i = 0; i < 15; i++) {
+            float v = x[b * 15 + i];
+            if (b < 3) bad |= v != (float)(b * 100 + i);
+            else bad |= !isnan(v);
+        }
+    free(x);
+    CHECK_MSG(!bad, "hyperslab pieces or NaN fill wrong");
+    int32_t *ids;
+    CHECK_OK(ss_h5_read_i32(r, "/ids", &ids, &n, NULL));
+    for (int b = 0; b < 4; b++)
+        for (int p = 0; p < 3; p++)
+            for (int k = 0; k < 5; k++) {
+                int32_t v = ids[(b * 3 + p) * 5 + k];
+                bad |= (b < 3 && p < 2) ? v != b * 100 + p * 5 + k : v != -1;
+            }
+    free(ids);
+    CHECK_MSG(!bad, "integer fill is not -1");
+    float part[2 * 2];
+    int64_t rs[] = {1, 1, 3}, rc[] = {1, 2, 2};
+    CHECK_OK(ss_h5_read_slab(r, "/x", SS_H5_F32, rs, rc, part));
+    CHECK(part[0] == 108 && part[1] == 109 && part[2] == 113 && part[3] == 114);
+    ss_h5_close_read(r);
+    free(path);
+}
+
+TEST(h5_chunk_filters_and_fill_override) {
+    int64_t c[SS_H5_MAX_DIMS];
+    int64_t d1[] = {12, 1024, 768};
+    CHECK(ss_h5_choose_chunk(3, d1, 4, c));
+    CHECK(c[2] == 768 && c[0] == 1 && c[1] >= 1 && c[1] <= 1024);
+    long bytes = (long)(c[0] * c[1] * c[2] * 4);
+    CHECK_MSG(bytes >= 256 * 1024 && bytes <= 1024 * 1024, "chunk bytes %ld", bytes);
+    int64_t d2[] = {3, 5};
+    CHECK(ss_h5_choose_chunk(2, d2, 8, c) && c[0] == 3 && c[1] == 5); /* never larger than dims */
+    int64_t d3[] = {4, 0};
+    CHECK(!ss_h5_choose_chunk(2, d3, 4, c));
+    CHECK(!ss_h5_choose_chunk(0, NULL, 4, c));
+    int64_t d4[] = {2, (int64_t)1 << 40}; /* a row over the cap is split */
+    CHECK(ss_h5_choose_chunk(2, d4, 4, c) && c[0] == 1 && c[1] * 4 <= (1 << 20));
+
+    char *p1 = tmp_file("deflate.h5"), *p0 = tmp_file("nodeflate.h5");
+    enum { N = 256 * 64 };
+    float *v = malloc(N * sizeof *v);
+    CHECK(v);
+    for (int i = 0; i < N; i++) v[i] = (float)(i % 17);
+    int64_t dims[] = {256, 64};
+    for (int pass = 0; pass < 2; pass++) {
+        ss_h5 *h;
+        CHECK_OK(ss_h5_create(pass ? p0 : p1, &h));
+        if (pass) CHECK_OK(ss_h5_set_deflate(h, 0));
+        CHECK_OK(ss_h5_write_array(h, "/v", SS_H5_F32, 2, dims, NULL, v));
+        ss_h5_dset_opts o = {0};
+        o.fill_set = 1;
+        o.fill_f64 = -7.5;
+        o.fill_i64 = 3;
+        ss_h5_dset *d;
+        int64_t two = 2;
+        CHECK_OK(ss_h5_dset_create_opts(h, "/filled", SS_H5_F64, 1, &two, NULL, &o, &d));
+        CHECK_OK(ss_h5_dset_close(d));
+        CHECK_OK(ss_h5_dset_create_opts(h, "/ifilled", SS_H5_I64, 1, &two, NULL, &o, &d));
+        CHECK_OK(ss_h5_dset_close(d));
+        o.fill_i64 = 300;
+        CHECK_ERR(ss_h5_dset_create_opts(h, "/u8bad", SS_H5_U8, 1, &two, NULL, &o, &d), SS_ERR_ARG, "fill value 300");
+        ss_h5_dset_opts oc = {0};
+        oc.chunk[0] = 5;
+        CHECK_ERR(ss_h5_dset_create_opts(h, "/badchunk", SS_H5_F32, 1, &two, NULL, &oc, &d), SS_ERR_ARG, "chunk size 5");
+        CHECK_ERR(ss_h5_set_deflate(h, 11), SS_ERR_ARG, "deflate level 11");
+        CHECK_OK(ss_h5_commit(h));
+    }
+    free(v);
+    CHECK_MSG(file_size(p1) > 0 && file_size(p1) * 4 < file_size(p0), "deflated %ld vs plain %ld", file_size(p1),
+              file_size(p0));
+    ss_h5_reader *r;
+    CHECK_OK(ss_h5_open_read(p1, &r));
+    ss_h5_info in;
+    CHECK_OK(ss_h5_dset_info(r, "/v", &in));
+    CHECK(in.chunked && in.chunk[0] == 256 && in.chunk[1] == 64 && in.deflate == 4 && in.shuffle);
+    double *fd;
+    int64_t *fi;
+    size_t n;
+    CHECK_OK(ss_h5_read_f64(r, "/filled", &fd, &n, NULL));
+    CHECK(n == 2 && fd[0] == -7.5 && fd[1] == -7.5);
+    free(fd);
+    CHECK_OK(ss_h5_read_i64(r, "/ifilled", &fi, &n, NULL));
+    CHECK(fi[0] == 3 && fi[1] == 3);
+    free(fi);
+    CHECK(!ss_h5_exists(r, "/u8bad") && !ss_h5_exists(r, "/badchunk"));
+    ss_h5_close_read(r);
+    CHECK_OK(ss_h5_open_read(p0, &r));
+    CHECK_OK(ss_h5_dset_info(r, "/v", &in));
+    CHECK(in.chunked && in.deflate == 0 && !in.shuffle);
+    ss_h5_close_read(r);
+    free(p0);
+    free(p1);
+}
+
+TEST(h5_groups_dotted_names_and_listing) {
+    char *path = tmp_file("groups.h5");
+    ss_h5 *h;
+    CHECK_OK(ss_h5_create(path, &h));
+    int64_t dims[] = {2};
+    float v[] = {1, 2};
+    CHECK_OK(ss_h5_write_array(h, "/acts/blocks.0.attn.hook_pattern", SS_H5_F32, 1, dims, NULL, v));
+    CHECK_OK(ss_h5_write_array(h, "/acts/blocks.1.hook_resid_post", SS_H5_F32, 1, dims, NULL, v));
+    CHECK_OK(ss_h5_write_array(h, "/stats/deep/er/mean", SS_H5_F32, 1, dims, NULL, v));
+    CHECK_OK(ss_h5_write_array(h, "/top", SS_H5_F32, 1, dims, NULL, v));
+    CHECK_OK(ss_h5_group_create(h, "/empty/group"));
+    CHECK_ERR(ss_h5_write_array(h, "/top/below", SS_H5_F32, 1, dims, NULL, v), SS_ERR_ARG, "/top exists and is not a group");
+    CHECK_ERR(ss_h5_write_array(h, "/top", SS_H5_F32, 1, dims, NULL, v), SS_ERR_IO, "/top: creating dataset");
+    CHECK_ERR(ss_h5_write_array(h, "acts/x", SS_H5_F32, 1, dims, NULL, v), SS_ERR_ARG, "invalid dataset path");
+    CHECK_ERR(ss_h5_write_array(h, "/acts//x", SS_H5_F32, 1, dims, NULL, v), SS_ERR_ARG, "invalid dataset path");
+    CHECK_ERR(ss_h5_write_array(h, "/acts/", SS_H5_F32, 1, dims, NULL, v), SS_ERR_ARG, "invalid dataset path");
+    CHECK_OK(ss_h5_commit(h));
+
+    ss_h5_reader *r;
+    CHECK_OK(ss_h5_open_read(path, &r));
+    char **names;
+    size_t n;
+    CHECK_OK(ss_h5_list(r, "/", 1, &names, &n));
+    CHECK_MSG(n == 4, "listed %zu datasets", n);
+    CHECK(!strcmp(names[0], "/acts/blocks.0.attn.hook_pattern"));
+    CHECK(!strcmp(names[1], "/acts/blocks.1.hook_resid_post"));
+    CHECK(!strcmp(names[2], "/stats/deep/er/mean"));
+    CHECK(!strcmp(names[3], "/top"));
+    ss_h5_free_names(names, n);
+    CHECK_OK(ss_h5_list(r, "/", 0, &names, &n));
+    CHECK(n == 1 && !strcmp(names[0], "/top"));
+    ss_h5_free_names(names, n);
+    CHECK_OK(ss_h5_list(r, "/acts", 0, &names, &n));
+    CHECK(n == 2 && !strcmp(names[1], "/acts/blocks.1.hook_resid_post"));
+    ss_h5_free_names(names, n);
+    CHECK_OK(ss_h5_list(r, "/empty/group", 1, &names, &n));
+    CHECK(n == 0);
+    ss_h5_free_names(names, n);
+    CHECK_ERR(ss_h5_list(r, "/nope", 1, &names, &n), SS_ERR_ARG, "no group /nope");
+    CHECK_ERR(ss_h5_list(r, "/top", 1, &names, &n), SS_ERR_ARG, "/top is not a group");
+    float *x;
+    CHECK_ERR(ss_h5_read_f32(r, "/acts/blocks.0.attn", &x, &n, NULL), SS_ERR_ARG, "no dataset /acts/blocks.0.attn");
+    CHECK_ERR(ss_h5_read_f32(r, "/stats/deep", &x, &n, NULL), SS_ERR_ARG, "/stats/deep is not a dataset");
+    CHECK(ss_h5_exists(r, "/acts/blocks.0.attn.hook_pattern") && !ss_h5_exists(r, "/acts/blocks.0"));
+    ss_h5_close_read(r);
+    free(path);
+}
+
+TEST(h5_attributes) {
+    char *path = tmp_file("attrs.h5");
+    ss_h5 *h;
+    CHECK_OK(ss_h5_create(path, &h));
+    int64_t dims[] = {2};
+    float v[] = {1, 2};
+    CHECK_OK(ss_h5_write_array(h, "/acts/blocks.0.hook_resid_pre", SS_H5_F32, 1, dims, NULL, v));
+    CHECK_OK(ss_h5_attr_str(h, "/", "command_line", "subscope forward --model gpt2 \"quoted\" ünïcødé"));
+    CHECK_OK(ss_h5_attr_str(h, "/", "model_id", "old"));
+    CHECK_OK(ss_h5_attr_str(h, "/", "model_id", "gpt2")); /* replaced */
+    CHECK_OK(ss_h5_attr_str(h, "/", "empty", ""));
+    CHECK_OK(ss_h5_attr_i64(h, "/", "seed", -1234567890123LL));
+    CHECK_OK(ss_h5_attr_f64(h, "/acts", "scale", 0.125));
+    int64_t shape[] = {8, 1024, 768};
+    CHECK_OK(ss_h5_attr_i64_array(h, "/acts/blocks.0.hook_resid_pre", "full_shape", shape, 3));
+    double fs[] = {0.5, 1.5};
+    CHECK_OK(ss_h5_attr_f64_array(h, "/acts/blocks.0.hook_resid_pre", "range", fs, 2));
+    CHECK_ERR(ss_h5_attr_i64(h, "/nothing/here", "x", 1), SS_ERR_ARG, "object /nothing/here does not exist");
+    CHECK_ERR(ss_h5_attr_str(h, "/", "", "x"), SS_ERR_ARG, "empty attribute name");
+    CHECK_OK(ss_h5_commit(h));
+
+    ss_h5_reader *r;
+    CHECK_OK(ss_h5_open_read(path, &r));
+    char *s;
+    CHECK_OK(ss_h5_read_attr_str(r, "/", "command_line", &s));
+    CHECK(!strcmp(s, "subscope forward --model gpt2 \"quoted\" ünïcødé"));
+    free(s);
+    CHECK_OK(ss_h5_read_attr_str(r, "/", "model_id", &s));
+    CHECK(!strcmp(s, "gpt2"));
+    free(s);
+    CHECK_OK(ss_h5_read_attr_str(r, "/", "empty", &s));
+    CHECK(!strcmp(s, ""));
+    free(s);
+    int64_t i;
+    double f;
+    CHECK_OK(ss_h5_read_attr_i64(r, "/", "seed", &i));
+    CHECK(i == -1234567890123LL);
+    CHECK_OK(ss_h5_read_attr_f64(r, "/acts", "scale", &f));
+    CHECK(f == 0.125);
+    CHECK_ERR(ss_h5_read_attr_str(r, "/", "seed", &s), SS_ERR_FORMAT, "seed is not a string");
+    CHECK_ERR(ss_h5_read_attr_str(r, "/", "nope", &s), SS_ERR_ARG, "/ has no attribute nope");
+    CHECK_ERR(ss_h5_read_attr_i64(r, "/acts/blocks.0.hook_resid_pre", "full_shape", &i), SS_ERR_FORMAT,
+              "has 3 elements");
+    ss_h5_close_read(r);
+    free(path);
+}
+
+TEST(h5_dimension_scales) {
+    char *path = tmp_file("dims.h5");
+    ss_h5 *h;
+    CHECK_OK(ss_h5_create(path, &h));
+    int64_t d3[] = {2, 5, 4}, d2[] = {2, 5}, bad[] = {2, 6};
+    const char *n3[] = {"batch", "pos", "d_model"};
+    const char *n2[] = {"batch", "pos"};
+    const char *n2b[] = {"batch", NULL};
+    float z[40] = {0};
+    int32_t t[10] = {0};
+    CHECK_OK(ss_h5_write_array(h, "/acts/blocks.0.hook_resid_pre", SS_H5_F32, 3, d3, n3, z));
+    CHECK_OK(ss_h5_write_array(h, "/tokens", SS_H5_I32, 2, d2, n2, t));
+    CHECK_OK(ss_h5_write_array(h, "/half", SS_H5_I32, 2, d2, n2b, t));
+    CHECK_ERR(ss_h5_write_array(h, "/clash", SS_H5_I32, 2, bad, n2, t), SS_ERR_INTERNAL,
+              "dimension 'pos' has size 6 in /clash (axis 1) but size 5 in /acts/blocks.0.hook_resid_pre");
+    const char *same[] = {"pos", "pos"};
+    CHECK_ERR(ss_h5_write_array(h, "/twice", SS_H5_I32, 2, d2, same, t), SS_ERR_ARG, "used on axes 0 and 1");
+    const char *slash[] = {"a/b", NULL};
+    CHECK_ERR(ss_h5_write_array(h, "/slash", SS_H5_I32, 2, d2, slash, t), SS_ERR_ARG, "invalid dimension name 'a/b'");
+    const char *obj[] = {"tokens", NULL};
+    CHECK_ERR(ss_h5_write_array(h, "/objclash", SS_H5_I32, 2, d2, obj, t), SS_ERR_ARG,
+              "clashes with the existing object /tokens");
+    CHECK_OK(ss_h5_commit(h));
+
+    ss_h5_reader *r;
+    CHECK_OK(ss_h5_open_read(path, &r));
+    CHECK(!ss_h5_exists(r, "/clash") && !ss_h5_exists(r, "/twice") && !ss_h5_exists(r, "/objclash"));
+    char **names;
+    int nd;
+    CHECK_OK(ss_h5_dim_names(r, "/acts/blocks.0.hook_resid_pre", &names, &nd));
+    CHECK(nd == 3 && names[0] && names[1] && names[2]);
+    CHECK(!strcmp(names[0], "batch") && !strcmp(names[1], "pos") && !strcmp(names[2], "d_model"));
+    ss_h5_free_names(names, (size_t)nd);
+    CHECK_OK(ss_h5_dim_names(r, "/half", &names, &nd));
+    CHECK(nd == 2 && names[0] && !strcmp(names[0], "batch") && names[1] == NULL);
+    ss_h5_free_names(names, (size_t)nd);
+    ss_h5_info in;
+    CHECK_OK(ss_h5_dset_info(r, "/pos", &in));
+    CHECK(in.is_scale && in.ndim == 1 && in.dims[0] == 5 && in.cls == SS_H5_CLASS_INT);
+    int64_t *pv;
+    size_t n;
+    CHECK_OK(ss_h5_read_i64(r, "/pos", &pv, &n, NULL));
+    CHECK(n == 5 && pv[0] == 0 && pv[4] == 4);
+    free(pv);
+    CHECK_OK(ss_h5_dset_info(r, "/tokens", &in));
+    CHECK(!in.is_scale);
+    /* Shared: exactly one /batch, /pos, /d_model at the root besides data. */
+    char **list;
+    CHECK_OK(ss_h5_list(r, "/", 0, &list, &n));
+    CHECK_MSG(n == 5, "root has %zu datasets", n);
+    ss_h5_free_names(list, n);
+    ss_h5_close_read(r);
+    free(path);
+}
+
+TEST(h5_commit_renames_and_replaces) {
+    char *path = tmp_file("commit.h5");
+    int64_t one = 1;
+    int32_t v1 = 1, v2 = 2, v3 = 3;
+    ss_h5 *h;
+    CHECK_OK(ss_h5_create(path, &h));
+    char *tmp = ss_strdup(ss_h5_tmp_path(h));
+    char want[600];
+    snprintf(want, sizeof want, "%s.tmp.%ld", path, (long)getpid());
+    CHECK(!strcmp(tmp, want));
+    CHECK(exists(tmp) && !exists(path));
+    CHECK_OK(ss_h5_write_array(h, "/v", SS_H5_I32, 1, &one, NULL, &v1));
+    /* A dataset left open is closed by commit; its handle may still be closed. */
+    ss_h5_dset *left_open;
+    CHECK_OK(ss_h5_dset_create(h, "/open", SS_H5_I32, 1, &one, NULL, &left_open));
+    CHECK_OK(ss_h5_dset_write(left_open, (int64_t[]){0}, &one, &v3));
+    CHECK_OK(ss_h5_commit(h));
+    CHECK(exists(path) && !exists(tmp));
+    CHECK_ERR(ss_h5_dset_write(left_open, (int64_t[]){0}, &one, &v3), SS_ERR_ARG, "closed dataset");
+    CHECK_OK(ss_h5_dset_close(left_open));
+
+    /* A second writer: the old file stays until commit. */
+    CHECK_OK(ss_h5_create(path, &h));
+    CHECK_OK(ss_h5_write_array(h, "/v", SS_H5_I32, 1, &one, NULL, &v2));
+    ss_h5_reader *r;
+    int32_t *got;
+    size_t n;
+    CHECK_OK(ss_h5_open_read(path, &r));
+    CHECK_OK(ss_h5_read_i32(r, "/v", &got, &n, NULL));
+    CHECK(got[0] == 1);
+    free(got);
+    ss_h5_close_read(r);
+    ss_h5_abort(h);
+    CHECK(exists(path) && !exists(tmp));
+    CHECK_OK(ss_h5_open_read(path, &r));
+    CHECK_OK(ss_h5_read_i32(r, "/v", &got, &n, NULL));
+    CHECK(got[0] == 1);
+    free(got);
+    ss_h5_close_read(r);
+
+    CHECK_OK(ss_h5_create(path, &h));
+    CHECK_OK(ss_h5_write_array(h, "/v", SS_H5_I32, 1, &one, NULL, &v2));
+    CHECK_OK(ss_h5_commit(h));
+    CHECK_OK(ss_h5_open_read(path, &r));
+    CHECK_OK(ss_h5_read_i32(r, "/v", &got, &n, NULL));
+    CHECK(got[0] == 2);
+    free(got);
+    CHECK(!ss_h5_exists(r, "/open"));
+    ss_h5_close_read(r);
+    free(tmp);
+    free(path);
+}
+
+TEST(h5_commit_failure_cleans_up) {
+    char *path = tmp_file("becomes_dir.h5");
+    ss_h5 *h;
+    CHECK_OK(ss_h5_create(path, &h));
+    char *tmp = ss_strdup(ss_h5_tmp_path(h));
+    int32_t v = 1;
+    int64_t one = 1;
+    CHECK_OK(ss_h5_write_array(h, "/v", SS_H5_I32, 1, &one, NULL, &v));
+    /* Something else takes the name meanwhile: a non-empty directory. */
+    CHECK(mkdir(path, 0700) == 0);
+    char *inner = ss_path_join(path, "keep");
+    FILE *f = fopen(inner, "w");
+    CHECK(f);
+    fclose(f);
+    CHECK_ERR(ss_h5_commit(h), SS_ERR_IO, "cannot rename");
+    CHECK(!exists(tmp) && exists(inner));
+    unlink(inner);
+    rmdir(path);
+    free(inner);
+    free(tmp);
+    free(path);
+}
+
+TEST(h5_abort_leaves_nothing) {
+    char *path = tmp_file("aborted.h5");
+    ss_h5 *h;
+    CHECK_OK(ss_h5_create(path, &h));
+    char *tmp = ss_strdup(ss_h5_tmp_path(h));
+    int64_t dims[] = {3};
+    float v[] = {1, 2, 3};
+    const char *names[] = {"x"};
+    CHECK_OK(ss_h5_write_array(h, "/a/b", SS_H5_F32, 1, dims, names, v));
+    ss_h5_dset *d;
+    CHECK_OK(ss_h5_dset_create(h, "/a/c", SS_H5_F32, 1, dims, names, &d));
+    CHECK(exists(tmp));
+    ss_h5_abort(h);
+    CHECK(!exists(tmp) && !exists(path));
+    CHECK_OK(ss_h5_dset_close(d));
+    ss_h5_abort(NULL);
+    free(tmp);
+    free(path);
+}
+
+TEST(h5_errors_name_the_file) {
+    /* A path whose "directory" is a regular file cannot be created, even as root. */
+    char *plain = tmp_file("plain.txt");
+    FILE *f = fopen(plain, "w");
+    CHECK(f);
+    fputs("this is not an HDF5 file\n", f);
+    fclose(f);
+    char *under = ss_path_join(plain, "out.h5");
+    ss_h5 *h = (ss_h5 *)1;
+    CHECK_ERR(ss_h5_create(under, &h), SS_ERR_IO, under);
+    CHECK(h == NULL);
+    CHECK_ERR(ss_h5_create(under, &h), SS_ERR_IO, "Not a directory"); /* HDF5's innermost reason */
+    CHECK_ERR(ss_h5_create("/nonexistent_dir_ss/out.h5", &h), SS_ERR_IO, "/nonexistent_dir_ss/out.h5");
+    CHECK_ERR(ss_h5_create(ss_test_tmp_dir(), &h), SS_ERR_ARG, "is a directory");
+    if (geteuid() != 0) {
+        char *ro = tmp_file("readonly");
+        CHECK(mkdir(ro, 0500) == 0);
+        char *p = ss_path_join(ro, "out.h5");
+        CHECK_ERR(ss_h5_create(p, &h), SS_ERR_IO, "Permission denied");
+        free(p);
+        free(ro);
+    }
+
+    ss_h5_reader *r = (ss_h5_reader *)1;
+    CHECK_ERR(ss_h5_open_read(plain, &r), SS_ERR_FORMAT, "not an HDF5 file");
+    CHECK_ERR(ss_h5_open_read(plain, &r), SS_ERR_FORMAT, plain);
+    CHECK(r == NULL);
+    char *missing = tmp_file("missing.h5");
+    CHECK_ERR(ss_h5_open_read(missing, &r), SS_ERR_IO, missing);
+    CHECK_ERR(ss_h5_open_read(missing, &r), SS_ERR_IO, "No such file");
+    /* A truncated HDF5 file: signature present, the rest gone. */
+    char *good = tmp_file("good.h5");
+    CHECK_OK(ss_h5_create(good, &h));
+    int64_t dims[] = {64};
+    float v[64] = {0};
+    CHECK_OK(ss_h5_write_array(h, "/v", SS_H5_F32, 1, dims, NULL, v));
+    CHECK_OK(ss_h5_commit(h));
+    CHECK(truncate(good, 600) == 0);
+    ss_status st = ss_h5_open_read(good, &r);
+    if (st == SS_OK) {
+        float *x;
+        size_t n;
+        st = ss_h5_read_f32(r, "/v", &x, &n, NULL);
+        if (st == SS_OK) free(x);
+        ss_h5_close_read(r);
+    }
+    CHECK_MSG(st != SS_OK && strstr(ss_last_error(), good), "truncated file: %s", ss_last_error());
+    free(good);
+    free(missing);
+    free(under);
+    free(plain);
+}
+
+TEST(h5_read_type_errors) {
+    char *path = tmp_file("rte.h5");
+    ss_h5 *h;
+    CHECK_OK(ss_h5_create(path, &h));
+    int64_t d[] = {2, 2};
+    CHECK_ERR(ss_h5_write_array(h, "/neg", SS_H5_F32, 2, (int64_t[]){2, -1}, NULL, NULL), SS_ERR_ARG, "negative size");
+    CHECK_ERR(ss_h5_write_array(h, "/badtype", (ss_h5_type)99, 2, d, NULL, NULL), SS_ERR_ARG, "invalid element type");
+    int64_t e[] = {0, 3};
+    CHECK_OK(ss_h5_write_array(h, "/empty", SS_H5_F32, 2, e, NULL, NULL));
+    CHECK_OK(ss_h5_commit(h));
+    ss_h5_reader *r;
+    CHECK_OK(ss_h5_open_read(path, &r));
+    float *x;
+    size_t n;
+    ss_h5_info in;
+    CHECK_OK(ss_h5_read_f32(r, "/empty", &x, &n, &in));
+    CHECK(n == 0 && in.ndim == 2 && in.dims[0] == 0 && in.dims[1] == 3 && !in.chunked);
+    free(x);
+    CHECK_ERR(ss_h5_read_slab(r, "/empty", SS_H5_F32, (int64_t[]){0, 0}, (int64_t[]){1, 1}, &x), SS_ERR_ARG,
+              "axis 0");
+    ss_h5_close_read(r);
+    free(path);
+}

@@ -1,0 +1,97 @@
+#include <stdlib.h>
+
+#include "subscope/json.h"
+#include "subscope/util.h"
+#include "test.h"
+
+static ss_status parse(const char *s, ss_json_doc **d) { return ss_json_parse(s, strlen(s), "t.json", d); }
+
+TEST(json_parses_nested_document) {
+    ss_json_doc *d;
+    CHECK_OK(parse(" {\"a\": [1, -2.5e1, true, false, null, \"x\\u00e9\\ud83d\\ude00\\n\"],\n \"b\": {\"c\": 9007199254740993}, \"a\": 3}", &d));
+    const ss_json *r = ss_json_root(d);
+    CHECK(r->type == SS_JSON_OBJECT && r->len == 3);
+    const ss_json *a = &r->items[0];
+    CHECK(a->type == SS_JSON_ARRAY && a->len == 6);
+    CHECK(a->items[0].is_int && a->items[0].i == 1);
+    CHECK(!a->items[1].is_int && a->items[1].num == -25.0);
+    CHECK(a->items[2].type == SS_JSON_BOOL && a->items[2].boolean == 1);
+    CHECK(a->items[4].type == SS_JSON_NULL);
+    CHECK(a->items[5].len == 8 && !memcmp(a->items[5].str, "x\xc3\xa9\xf0\x9f\x98\x80\n", 8));
+    int64_t big = 0;
+    CHECK(ss_json_get_int(ss_json_get(r, "b"), "c", &big) == 1 && big == 9007199254740993LL);
+    int64_t dup = 0; /* the last duplicate wins */
+    CHECK(ss_json_get_int(r, "a", &dup) == 1 && dup == 3);
+    const char *s;
+    CHECK(ss_json_get_str(r, "b", &s) == -1);
+    CHECK(ss_json_get_str(r, "zz", &s) == 0);
+    ss_json_free(d);
+}
+
+TEST(json_embedded_nul_and_empty_containers) {
+    ss_json_doc *d;
+    CHECK_OK(parse("[\"a\\u0000b\", [], {}]", &d));
+    const ss_json *r = ss_json_root(d);
+    CHECK(r->items[0].len == 3 && r->items[0].str[1] == 0);
+    CHECK(r->items[1].type == SS_JSON_ARRAY && r->items[1].len == 0);
+    CHECK(r->items[2].type == SS_JSON_OBJECT && r->items[2].len == 0);
+    ss_json_free(d);
+}
+
+TEST(json_errors_name_line_and_column) {
+    ss_json_doc *d = NULL;
+    CHECK_ERR(parse("{\n  \"a\": 1,\n  \"b\" 2}", &d), SS_ERR_FORMAT, "t.json:3:7: ':' expected");
+    CHECK_ERR(parse("[1, 2", &d), SS_ERR_FORMAT, "unterminated array");
+    CHECK_ERR(parse("{\"a\": 1,}", &d), SS_ERR_FORMAT, "object key");
+    CHECK_ERR(parse("[01]", &d), SS_ERR_FORMAT, "t.json:1:3");
+    CHECK_ERR(parse("[1.]", &d), SS_ERR_FORMAT, "bad number");
+    CHECK_ERR(parse("\"abc", &d), SS_ERR_FORMAT, "unterminated string");
+    CHECK_ERR(parse("\"a\tb\"", &d), SS_ERR_FORMAT, "control character");
+    CHECK_ERR(parse("\"\\ud800\"", &d), SS_ERR_FORMAT, "surrogate");
+    CHECK_ERR(parse("\"\\x\"", &d), SS_ERR_FORMAT, "invalid escape");
+    CHECK_ERR(parse("\"\xff\"", &d), SS_ERR_FORMAT, "invalid UTF-8");
+    CHECK_ERR(parse("\"\xc0\xaf\"", &d), SS_ERR_FORMAT, "invalid UTF-8"); /* overlong */
+    CHECK_ERR(parse("tru", &d), SS_ERR_FORMAT, "unexpected character");
+    CHECK_ERR(parse("1 2", &d), SS_ERR_FORMAT, "after the JSON value");
+    CHECK_ERR(parse("", &d), SS_ERR_FORMAT, "unexpected end");
+    CHECK(d == NULL);
+}
+
+TEST(json_depth_is_limited) {
+    char buf[2100];
+    memset(buf, '[', 1000);
+    memset(buf + 1000, ']', 1000);
+    buf[2000] = 0;
+    ss_json_doc *d = NULL;
+    CHECK_ERR(parse(buf, &d), SS_ERR_FORMAT, "nesting too deep");
+    buf[0] = 0;
+    memset(buf, '[', 100);
+    memset(buf + 100, ']', 100);
+    buf[200] = 0;
+    CHECK_OK(parse(buf, &d));
+    ss_json_free(d);
+}
+
+TEST(util_half_conversions_round_trip) {
+    /* Every finite half value converts to fp32 and back unchanged. */
+    for (uint32_t h = 0; h < 0x10000; h++) {
+        if ((h & 0x7c00) == 0x7c00 && (h & 0x3ff)) continue; /* NaN payloads */
+        float f = ss_f16_to_f32((uint16_t)h);
+        CHECK_MSG(ss_f32_to_f16(f) == h, "half 0x%04x -> %g -> 0x%04x", h, f, ss_f32_to_f16(f));
+    }
+    CHECK(ss_f16_to_f32(0x3c00) == 1.0f && ss_f16_to_f32(0xc000) == -2.0f);
+    CHECK(ss_f16_to_f32(0x0001) == 5.9604644775390625e-08f);
+    CHECK(ss_f32_to_f16(65520.f) == 0x7c00);          /* rounds up to infinity */
+    CHECK(ss_f32_to_f16(2.9802322387695312e-08f) == 0); /* exactly half the smallest subnormal: to even */
+    CHECK(ss_bf16_to_f32(0x3f80) == 1.0f && ss_f32_to_bf16(1.0f) == 0x3f80);
+    CHECK(ss_f32_to_bf16(1.00390625f) == 0x3f80);      /* tie rounds to even */
+    CHECK(ss_f32_to_bf16(1.01171875f) == 0x3f82);
+}
+
+TEST(util_dims_product_overflow) {
+    size_t n;
+    int64_t ok[3] = {2, 3, 4}, big[3] = {1LL << 40, 1LL << 30, 2};
+    CHECK_OK(ss_dims_product(ok, 3, &n, "x"));
+    CHECK(n == 24);
+    CHECK_ERR(ss_dims_product(big, 3, &n, "tensor w"), SS_ERR_NOMEM, "tensor w");
+}
