@@ -30,6 +30,18 @@ out=$("$SUBSCOPE" info --model "$D/models/noprefix-odd-untied")
 want=$(( 101*24 + 24*24 + 2*24 + 3*(4*24 + 24*72 + 72 + 24*24 + 24 + 24*40 + 40 + 40*24 + 24) + 101*24 ))
 printf '%s' "$out" | grep -q "parameters   $want " && pass "parameter count" || fail "parameter count" "want $want" "$(printf '%s' "$out" | grep parameters)"
 
+# predict on the bundled model: the greedy continuation transformers produced
+# (tests/data/golden/tiny-gpt2-predict.json; its texts are plain ASCII, no escapes).
+G=$D/golden/tiny-gpt2-predict.json
+text=$(grep -m1 '"text"' "$G" | sed 's/.*"text": "\(.*\)",*$/\1/')
+cont=$(grep -m1 '"greedy_text"' "$G" | sed 's/.*"greedy_text": "\(.*\)",*$/\1/')
+out=$("$SUBSCOPE" predict --model models/tiny-gpt2 --prompt "$text" --generate 12 2>&1)
+[ "$out" = "$text$cont" ] && pass "predict --generate equals transformers' greedy text" || fail "predict --generate" "got:  $out" "want: $text$cont"
+out=$("$SUBSCOPE" predict --model models/tiny-gpt2 --prompt "$text" --top 3 2>&1)
+first=$(printf '%s\n' "$out" | awk 'NR==2 {print $2}')
+want=$(grep -m1 '"id"' "$G" | tr -dc 0-9)
+[ "$first" = "$want" ] && pass "predict --top ranks transformers' top token first" || fail "predict --top" "$out"
+
 # predict needs a tokenizer; the random models have none.
 expect_fail "predict without tokenizer" "has no tokenizer" "$SUBSCOPE" predict --model "$M" --prompt hi
 expect_fail "predict --top out of range" "--top must be an integer" "$SUBSCOPE" predict --model "$M" --prompt hi --top 0
