@@ -19,6 +19,8 @@ else
   LDSAN   :=
 endif
 
+# V=1 shows the full commands.
+Q       := $(if $(filter 1,$(V)),,@)
 BIN     := $(if $(filter build,$(O)),bin,$(O)/bin)
 CFLAGS_BASE := -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
                -fPIC -pthread -Iinclude $(H5_CFLAGS) $(P2_CFLAGS) $(BLAS_CFLAGS)
@@ -79,7 +81,8 @@ deps:
 
 $(BUILD)/%.o: %.c $(O)/config.mk
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
 
 # The CPU ops' inner loops are written to vectorise; -O3 lets gcc do it.
 $(BUILD)/src/backend/%.o: CFLAGS_ALL += -O3
@@ -91,23 +94,27 @@ $(BUILD)/src/util/version.o: .FORCE
 $(LIBA): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	@rm -f $@
-	ar rcs $@ $^
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)ar rcs $@ $^
 
 lib/libsubscope.a: $(LIBA)
 	@mkdir -p lib
-	cp $< $@
+	$(Q)cp $< $@
 
 $(SUBSCOPE): $(CLI_OBJ) $(LIBA)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDSAN) -o $@ $(CLI_OBJ) $(LIBA) $(LIBS)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDSAN) -o $@ $(CLI_OBJ) $(LIBA) $(LIBS)
 
 $(TEST_BIN): $(TEST_OBJ) $(LIBA)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDSAN) -o $@ $(TEST_OBJ) $(LIBA) $(LIBS)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDSAN) -o $@ $(TEST_OBJ) $(LIBA) $(LIBS)
 
 $(dir $(SUBSCOPE))%: $(BUILD)/tests/tools/%.o $(LIBA)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDSAN) -o $@ $< $(LIBA) $(LIBS)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDSAN) -o $@ $< $(LIBA) $(LIBS)
 
 test: deps
 	@$(MAKE) --no-print-directory features $(SUBSCOPE) $(TEST_BIN) $(TOOLS)

@@ -54,6 +54,21 @@ struct ss_backend {
 };
 
 const ss_backend *ss_backend_cpu(void);
+
+/* Opens a backend by name: "cpu", "cuda" (= "cuda:0"), "cuda:N", or "auto"
+ * (cuda:0 when this build has CUDA and a GPU is visible, else cpu). Unknown
+ * names and devices this build or machine lacks are errors saying why. */
+ss_status ss_backend_open(const char *spec, ss_backend **out);
+/* Releases a backend from ss_backend_open (the CPU backend is static). */
+void ss_backend_close(ss_backend *be);
+/* 1 if this build includes the CUDA backend. */
+int ss_backend_has_cuda(void);
+
+/* The CUDA backend (src/backend/cuda_backend.c), when built. */
+ss_status ss_backend_cuda_open(int device, ss_backend **out);
+void ss_backend_cuda_close(ss_backend *be);
+int ss_cuda_device_count(void);
+const char *ss_backend_cuda_device_name(const ss_backend *be);
 /* The built-in blocked GEMM (what the CPU backend uses when built without
  * BLAS); exported so tests can check it against BLAS and a naive loop. */
 void ss_matmul_builtin(float *C, const float *A, const float *B, const float *bias, int64_t M, int64_t N, int64_t K,

@@ -1,0 +1,233 @@
+/* The CUDA backend: the ops table on one GPU, with the kernels of kernels/
+ * and cuBLAS for the matrix products. Built when nvcc and cuBLAS are found
+ * (SS_HAVE_CUDA); the test binary also builds it against the emulated
+ * runtime of kernels/emu/host/ (SS_CUDA_EMULATED), so its host code is
+ * tested on machines without a GPU.
+ *
+ * Every op is issued on one stream; errors of asynchronous work surface at
+ * the next download or sync, which report them with the backend's name. */
+#if defined(SS_HAVE_CUDA) || defined(SS_CUDA_EMULATED)
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "subscope/backend.h"
+#include "subscope/cuda_kernels.h"
+#include "subscope/util.h"
+
+typedef struct {
+    int device;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    int64_t *meta;          /* device copy of start/len/pattern_off for attention */
+    size_t meta_cap;        /* in int64 elements */
+    int64_t *meta_host;
+    char name[32];
+    char device_name[256];
+} cuda_impl;
+
+#define IMPL(be) ((cuda_impl *)(be)->impl)
+
+static ss_status cuda_err(const ss_backend *be, cudaError_t e, const char *what) {
+    return ss_errorf(e == cudaErrorMemoryAllocation ? SS_ERR_NOMEM : SS_ERR_IO, "%s (%s): %s: %s", be->name,
+                     IMPL(be)->device_name, what, cudaGetErrorString(e));
+}
+
+#define CU(call, what)                                   \
+    do {                                                 \
+        cudaError_t e_ = (call);                         \
+        if (e_ != cudaSuccess) return cuda_err(be, e_, what); \
+    } while (0)
+
+/* Kernel launchers return a cudaError_t as int. */
+#define KL(call, what) CU((cudaError_t)(call), what)
+
+static ss_status cu_alloc(const ss_backend *be, size_t bytes, const char *what, void **out) {
+    *out = NULL;
+    cudaError_t e = cudaMalloc(out, bytes ? bytes : 1);
+    if (e != cudaSuccess) {
+        size_t free_b = 0, total = 0;
+        cudaGetLastError(); /* clear the sticky error of a failed allocation */
+        cudaMemGetInfo(&free_b, &total);
+        return ss_errorf(SS_ERR_NOMEM, "%s (%s): out of GPU memory allocating %.1f MiB for %s (%.1f of %.1f MiB free)",
+                         be->name, IMPL(be)->device_name, (double)bytes / 1048576.0, what, (double)free_b / 1048576.0,
+                         (double)total / 1048576.0);
+    }
+    return SS_OK;
+}
+
+static void cu_release(const ss_backend *be, void *p) { cudaFree(p); }
+
+static ss_status cu_upload(const ss_backend *be, void *dst, const void *src, size_t bytes) {
+    if (!bytes) return SS_OK;
+    CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, IMPL(be)->stream), "copy to device");
+    /* The source is pageable host memory that the caller may reuse at once. */
+    CU(cudaStreamSynchronize(IMPL(be)->stream), "copy to device");
+    return SS_OK;
+}
+
+static ss_status cu_download(const ss_backend *be, void *dst, const void *src, size_t bytes) {
+    if (!bytes) return SS_OK;
+    CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, IMPL(be)->stream), "copy to host");
+    CU(cudaStreamSynchronize(IMPL(be)->stream), "copy to host");
+    return SS_OK;
+}
+
+static ss_status cu_sync(const ss_backend *be) {
+    CU(cudaStreamSynchronize(IMPL(be)->stream), "synchronize");
+    CU(cudaGetLastError(), "a kernel");
+    return SS_OK;
+}
+
+/* Row-major C[M,N] = A[M,K]·op(B) is column-major C^T = op(B)^T·A^T, so
+ * cuBLAS is called with the operands swapped. */
+static ss_status cu_matmul(const ss_backend *be, float *C, const float *A, const float *B, const float *bias,
+                           int64_t M, int64_t N, int64_t K, int trans_b) {
+    if (M <= 0 || N <= 0) return SS_OK;
+    if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX)
+        return ss_errorf(SS_ERR_UNSUPPORTED, "%s: matrix product %lld x %lld x %lld exceeds cuBLAS's 32-bit sizes",
+                         be->name, (long long)M, (long long)N, (long long)K);
+    const float one = 1.f, zero = 0.f;
+    cublasStatus_t s = cublasSgemm(IMPL(be)->blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, (int)N, (int)M,
+                                   (int)K, &one, B, trans_b ? (int)K : (int)N, A, (int)K, &zero, C, (int)N);
+    if (s != CUBLAS_STATUS_SUCCESS)
+        return ss_errorf(SS_ERR_IO, "%s: cublasSgemm(%lld x %lld x %lld): %s", be->name, (long long)M, (long long)N,
+                         (long long)K, cublasGetStatusString(s));
+    if (bias) KL(ss_cuda_bias_act(C, C, bias, SS_CUDA_F32, M, N, SS_CUDA_ACT_NONE, IMPL(be)->stream), "bias");
+    return SS_OK;
+}
+
+static ss_status cu_layernorm(const ss_backend *be, float *out, const float *x, const float *w, const float *b,
+                              int64_t rows, int64_t d, float eps) {
+    KL(ss_cuda_layernorm(out, x, w, b, SS_CUDA_F32, rows, d, eps, IMPL(be)->stream), "layernorm kernel");
+    return SS_OK;
+}
+
+static ss_status cu_gelu(const ss_backend *be, float *out, const float *x, int64_t n, ss_act act) {
+    int a = act == SS_ACT_GELU_ERF ? SS_CUDA_GELU_ERF : SS_CUDA_GELU_TANH;
+    KL(ss_cuda_bias_act(out, x, NULL, SS_CUDA_F32, 1, n, a, IMPL(be)->stream), "GELU kernel");
+    return SS_OK;
+}
+
+static ss_status cu_add(const ss_backend *be, float *out, const float *a, const float *b, int64_t n) {
+    KL(ss_cuda_add(out, a, b, n, IMPL(be)->stream), "add kernel");
+    return SS_OK;
+}
+
+static ss_status cu_embed(const ss_backend *be, float *tok_out, float *pos_out, const int32_t *tokens,
+                          const int32_t *pos, const float *wte, const float *wpe, int64_t n, int64_t d) {
+    /* Ids were validated by the forward pass; the vocabulary bound only guards the kernel. */
+    KL(ss_cuda_embed(tok_out, pos_out, NULL, tokens, pos, wte, wpe, SS_CUDA_F32, INT32_MAX, INT32_MAX, n, d,
+                     IMPL(be)->stream),
+       "embedding kernel");
+    return SS_OK;
+}
+
+static ss_status cu_attention(const ss_backend *be, float *z, const float *q, const float *k, const float *v,
+                              int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H,
+                              int64_t dh, float scale, float *pattern_out, const int64_t *pattern_off) {
+    cuda_impl *c = IMPL(be);
+    size_t need = (size_t)(3 * n_seq);
+    if (need > c->meta_cap) {
+        cudaFree(c->meta);
+        free(c->meta_host);
+        c->meta = NULL;
+        c->meta_cap = 0;
+        if (!(c->meta_host = ss_malloc(need * sizeof(int64_t), "attention metadata"))) return SS_ERR_NOMEM;
+        SS_TRY(cu_alloc(be, need * sizeof(int64_t), "attention metadata", (void **)&c->meta));
+        c->meta_cap = need;
+    }
+    int64_t max_len = 0;
+    for (int64_t s = 0; s < n_seq; s++) {
+        c->meta_host[s] = start[s];
+        c->meta_host[n_seq + s] = len[s];
+        c->meta_host[2 * n_seq + s] = pattern_off ? pattern_off[s] : 0;
+        if (len[s] > max_len) max_len = len[s];
+    }
+    SS_TRY(cu_upload(be, c->meta, c->meta_host, need * sizeof(int64_t)));
+    if (pattern_out)
+        KL(ss_cuda_attention_pattern(z, pattern_out, q, k, v, ld_qkv, n_seq, c->meta, c->meta + n_seq,
+                                     c->meta + 2 * n_seq, max_len, H, dh, scale, c->stream),
+           "attention kernel");
+    else
+        KL(ss_cuda_attention_flash(z, q, k, v, ld_qkv, n_seq, c->meta, c->meta + n_seq, max_len, H, dh, scale,
+                                   c->stream),
+           "flash attention kernel");
+    return SS_OK;
+}
+
+int ss_cuda_device_count(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
+
+ss_status ss_backend_cuda_open(int device, ss_backend **out) {
+    *out = NULL;
+    int n = ss_cuda_device_count();
+    if (n == 0) return ss_errorf(SS_ERR_UNSUPPORTED, "cuda:%d: no CUDA device is visible (check nvidia-smi and CUDA_VISIBLE_DEVICES)", device);
+    if (device < 0 || device >= n)
+        return ss_errorf(SS_ERR_ARG, "cuda:%d: there %s %d CUDA device%s (cuda:0..cuda:%d)", device, n == 1 ? "is" : "are",
+                         n, n == 1 ? "" : "s", n - 1);
+    ss_backend *be = ss_calloc(1, sizeof *be, "CUDA backend");
+    cuda_impl *c = ss_calloc(1, sizeof *c, "CUDA backend");
+    if (!be || !c) {
+        free(be);
+        free(c);
+        return SS_ERR_NOMEM;
+    }
+    snprintf(c->name, sizeof c->name, "cuda:%d", device);
+    c->device = device;
+    *be = (ss_backend){
+        .name = c->name, .impl = c, .host_memory = 0,
+        .alloc = cu_alloc, .release = cu_release, .upload = cu_upload, .download = cu_download, .sync = cu_sync,
+        .matmul = cu_matmul, .layernorm = cu_layernorm, .gelu = cu_gelu, .add = cu_add, .embed = cu_embed,
+        .attention = cu_attention,
+    };
+    struct cudaDeviceProp prop;
+    ss_status st = SS_OK;
+    cudaError_t e;
+    if ((e = cudaSetDevice(device)) != cudaSuccess) st = cuda_err(be, e, "select device");
+    else if ((e = cudaGetDeviceProperties(&prop, device)) != cudaSuccess) st = cuda_err(be, e, "device properties");
+    if (!st) {
+        snprintf(c->device_name, sizeof c->device_name, "%s", prop.name);
+        if ((e = cudaStreamCreate(&c->stream)) != cudaSuccess) st = cuda_err(be, e, "create stream");
+    }
+    if (!st && cublasCreate(&c->blas) != CUBLAS_STATUS_SUCCESS)
+        st = ss_errorf(SS_ERR_IO, "%s (%s): cuBLAS could not be initialised", c->name, c->device_name);
+    if (!st && cublasSetStream(c->blas, c->stream) != CUBLAS_STATUS_SUCCESS)
+        st = ss_errorf(SS_ERR_IO, "%s: cublasSetStream failed", c->name);
+    /* fp32 means fp32: TF32 tensor-core math stays off unless asked for. */
+    if (!st && cublasSetMathMode(c->blas, getenv("SUBSCOPE_TF32") ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH) !=
+                   CUBLAS_STATUS_SUCCESS)
+        st = ss_errorf(SS_ERR_IO, "%s: cublasSetMathMode failed", c->name);
+    if (st) {
+        ss_backend_cuda_close(be);
+        return st;
+    }
+    *out = be;
+    return SS_OK;
+}
+
+const char *ss_backend_cuda_device_name(const ss_backend *be) { return IMPL(be)->device_name; }
+
+void ss_backend_cuda_close(ss_backend *be) {
+    if (!be) return;
+    cuda_impl *c = IMPL(be);
+    if (c) {
+        if (c->blas) cublasDestroy(c->blas);
+        if (c->stream) cudaStreamDestroy(c->stream);
+        cudaFree(c->meta);
+        free(c->meta_host);
+        free(c);
+    }
+    free(be);
+}
+
+#endif
