@@ -148,3 +148,6 @@ clean:
 	rm -rf $(O) $(BIN) lib
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
+
+# Keep object files of tools between runs.
+.SECONDARY:

@@ -16,6 +16,7 @@ extern "C" {
 typedef struct ss_backend ss_backend;
 struct ss_backend {
     const char *name;     /* "cpu", "cuda:0", ... */
+    const char *description; /* the hardware, e.g. "NVIDIA H100 80GB HBM3" */
     void *impl;           /* backend state (streams, library handles) */
     int host_memory;      /* 1 if buffers are ordinary host memory */
 
@@ -68,7 +69,6 @@ int ss_backend_has_cuda(void);
 ss_status ss_backend_cuda_open(int device, ss_backend **out);
 void ss_backend_cuda_close(ss_backend *be);
 int ss_cuda_device_count(void);
-const char *ss_backend_cuda_device_name(const ss_backend *be);
 /* The built-in blocked GEMM (what the CPU backend uses when built without
  * BLAS); exported so tests can check it against BLAS and a naive loop. */
 void ss_matmul_builtin(float *C, const float *A, const float *B, const float *bias, int64_t M, int64_t N, int64_t K,

@@ -22,6 +22,7 @@ typedef struct ss_forward_job {
     int64_t max_len;          /* 0: n_positions */
     int truncate;             /* cut longer prompts instead of failing */
     int compress;             /* deflate level 0..9 for float datasets (0: none) */
+    const char *device;       /* backend spec: "cpu", "cuda[:N]", "auto" (NULL = auto) */
     const char *command_line; /* recorded in the file */
     ss_progress_fn progress;
     void *progress_ctx;
@@ -32,7 +33,8 @@ ss_status ss_job_forward(const ss_forward_job *job);
 typedef struct ss_h5 ss_h5;
 /* Root attributes every output file carries: format and subscope versions,
  * git commit, command line, model path and config, dtype, device, time. */
-ss_status ss_write_provenance(ss_h5 *h, const ss_model *m, const char *command_line, const char *device);
+struct ss_backend;
+ss_status ss_write_provenance(ss_h5 *h, const ss_model *m, const char *command_line, const struct ss_backend *be);
 
 /* Prints a readable summary of a subscope HDF5 file to out: provenance,
  * every dataset with its shape and axis names, and for forward files the

@@ -236,6 +236,11 @@ static ss_status cpu_sync(const ss_backend *be) { return SS_OK; }
 
 static const ss_backend cpu_backend = {
     .name = "cpu",
+#ifdef SS_HAVE_BLAS
+    .description = "host CPU, BLAS matrix products",
+#else
+    .description = "host CPU, built-in matrix products",
+#endif
     .host_memory = 1,
     .alloc = cpu_alloc,
     .release = cpu_release,

@@ -185,7 +185,7 @@ ss_status ss_backend_cuda_open(int device, ss_backend **out) {
     snprintf(c->name, sizeof c->name, "cuda:%d", device);
     c->device = device;
     *be = (ss_backend){
-        .name = c->name, .impl = c, .host_memory = 0,
+        .name = c->name, .description = c->device_name, .impl = c, .host_memory = 0,
         .alloc = cu_alloc, .release = cu_release, .upload = cu_upload, .download = cu_download, .sync = cu_sync,
         .matmul = cu_matmul, .layernorm = cu_layernorm, .gelu = cu_gelu, .add = cu_add, .embed = cu_embed,
         .attention = cu_attention,
@@ -214,8 +214,6 @@ ss_status ss_backend_cuda_open(int device, ss_backend **out) {
     *out = be;
     return SS_OK;
 }
-
-const char *ss_backend_cuda_device_name(const ss_backend *be) { return IMPL(be)->device_name; }
 
 void ss_backend_cuda_close(ss_backend *be) {
     if (!be) return;

@@ -167,6 +167,7 @@ static cli_opt pred_opts[] = {
     {"prompt", "TEXT", "the prompt", NULL},
     {"top", "K", "show the K most likely next tokens (default 10)", NULL},
     {"generate", "N", "instead, continue the prompt greedily by N tokens (stops at <|endoftext|>)", NULL},
+    {"device", "DEV", "cpu, cuda, cuda:N or auto (default auto)", NULL},
     {0},
 };
 
@@ -184,22 +185,29 @@ static void print_quoted(const char *s, size_t n) {
     putchar('"');
 }
 
-static ss_status last_logits(const ss_model *m, const int32_t *ids, int64_t n, float **logits) {
+static ss_status last_logits(const ss_model *m, const ss_backend *be, const int32_t *ids, int64_t n, float **logits) {
     int64_t start = 0;
     ss_packing pk = {1, n, &start, &n};
     ss_forward_opts o = {.logits = SS_LOGITS_LAST};
-    return ss_forward(m, ss_backend_cpu(), ids, &pk, &o, logits);
+    return ss_forward(m, be, ids, &pk, &o, logits);
 }
 
 static int run_predict(cli_cmd *cmd) {
     if (cli_require(cmd, "model") || cli_require(cmd, "prompt")) return 1;
     int64_t topk, gen;
     if (cli_int(cmd, "top", 1, 1000000, 10, &topk) || cli_int(cmd, "generate", 1, 100000, 0, &gen)) return 1;
-    ss_model *m;
-    ss_status st = ss_model_load(cli_get(cmd, "model"), &m);
+    ss_backend *be;
+    ss_status st = ss_backend_open(cli_get(cmd, "device"), &be);
     if (st) return cli_fail(cmd, st);
+    ss_model *m = NULL;
+    if ((st = ss_model_load(cli_get(cmd, "model"), &m)) || (st = ss_model_place(m, be))) {
+        ss_model_free(m); /* NULL when loading failed */
+        ss_backend_close(be);
+        return cli_fail(cmd, st);
+    }
     if (!m->tok) {
         ss_model_free(m);
+        ss_backend_close(be);
         return cli_fail(cmd, ss_errorf(SS_ERR_ARG, "%s has no tokenizer.json (or vocab.json + merges.txt)", cli_get(cmd, "model")));
     }
     const int64_t V = m->cfg.vocab_size, ctx = m->cfg.n_positions;
@@ -210,7 +218,7 @@ static int run_predict(cli_cmd *cmd) {
     if ((st = ss_prompts_tokenize(p, m->tok, V, ctx, 0, NULL))) goto out;
     int64_t n = p->items[0].n_tokens;
     if (!gen) {
-        if ((st = last_logits(m, p->items[0].tokens, n, &lg))) goto out;
+        if ((st = last_logits(m, be, p->items[0].tokens, n, &lg))) goto out;
         double mx = -INFINITY, sum = 0;
         for (int64_t v = 0; v < V; v++) mx = lg[v] > mx ? lg[v] : mx;
         for (int64_t v = 0; v < V; v++) sum += exp((double)lg[v] - mx);
@@ -246,7 +254,7 @@ static int run_predict(cli_cmd *cmd) {
             int64_t from = n > ctx ? n - ctx : 0;
             free(lg);
             lg = NULL;
-            if ((st = last_logits(m, ids + from, n - from, &lg))) goto out;
+            if ((st = last_logits(m, be, ids + from, n - from, &lg))) goto out;
             int32_t best = 0;
             for (int64_t v = 1; v < V; v++)
                 if (lg[v] > lg[best]) best = (int32_t)v;
@@ -266,12 +274,13 @@ out:
     free(ids);
     ss_prompts_free(p);
     ss_model_free(m);
+    ss_backend_close(be);
     return st ? cli_fail(cmd, st) : 0;
 }
 
 cli_cmd cmd_predict = {
     "predict", "show the most likely next tokens for a prompt, or continue it greedily",
-    "subscope predict --model DIR --prompt TEXT [--top K | --generate N]",
+    "subscope predict --model DIR --prompt TEXT [--top K | --generate N] [--device DEV]",
     "examples:\n  subscope predict --model models/tiny-gpt2 --prompt 'The cat says' --top 5\n"
     "  subscope predict --model models/tiny-gpt2 --prompt 'Let us count: four, five,' --generate 20\n",
     pred_opts, run_predict,

@@ -12,6 +12,7 @@ static cli_opt fwd_opts[] = {
     {"batch", "B", "prompts per forward pass (default 16)", NULL},
     {"max-len", "T", "longest prompt allowed, in tokens (default and maximum: n_positions)", NULL},
     {"truncate", NULL, "cut prompts longer than --max-len instead of failing", NULL},
+    {"device", "DEV", "cpu, cuda, cuda:N or auto (default: auto = cuda:0 if this build has CUDA and a GPU is visible)", NULL},
     {"compress", "LEVEL", "deflate level 0-9 for the datasets (default 1; 0 = none, fastest)", NULL},
     {0},
 };
@@ -25,6 +26,7 @@ static int run_forward(cli_cmd *cmd) {
         .sites = cli_get(cmd, "sites"),
         .no_logits = cli_flag(cmd, "no-logits"),
         .truncate = cli_flag(cmd, "truncate"),
+        .device = cli_get(cmd, "device"),
         .command_line = cli_command_line(),
         .progress = cli_progress,
         .progress_ctx = "prompts",

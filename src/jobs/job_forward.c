@@ -13,7 +13,7 @@
 #include "subscope/util.h"
 #include "subscope/version.h"
 
-ss_status ss_write_provenance(ss_h5 *h, const ss_model *m, const char *command_line, const char *device) {
+ss_status ss_write_provenance(ss_h5 *h, const ss_model *m, const char *command_line, const ss_backend *be) {
     char when[64];
     time_t now = time(NULL);
     struct tm tmv;
@@ -25,6 +25,8 @@ ss_status ss_write_provenance(ss_h5 *h, const ss_model *m, const char *command_l
     SS_TRY(ss_h5_attr_str(h, "/", "git_commit", ss_git_commit()));
     SS_TRY(ss_h5_attr_str(h, "/", "command_line", command_line ? command_line : ""));
     SS_TRY(ss_h5_attr_str(h, "/", "created", when));
+    char device[320];
+    snprintf(device, sizeof device, "%s (%s)", be->name, be->description);
     SS_TRY(ss_h5_attr_str(h, "/", "device", device));
     SS_TRY(ss_h5_attr_str(h, "/", "dtype", "float32"));
     SS_TRY(ss_h5_attr_str(h, "/", "model_path", m->dir));
@@ -96,10 +98,13 @@ ss_status ss_job_forward(const ss_forward_job *job) {
     int32_t *packed = NULL;
     int64_t *start = NULL, *len = NULL;
     fwd_job_ctx c = {0};
+    ss_backend *be = NULL;
     int ns = 0;
     ss_status st;
 
+    if ((st = ss_backend_open(job->device, &be))) goto out;
     if ((st = ss_model_load(job->model_dir, &m))) goto out;
+    if ((st = ss_model_place(m, be))) goto out;
     const ss_config *cfg = &m->cfg;
     const int64_t V = cfg->vocab_size;
     int64_t max_len = job->max_len > 0 && job->max_len < cfg->n_positions ? job->max_len : cfg->n_positions;
@@ -117,7 +122,7 @@ ss_status ss_job_forward(const ss_forward_job *job) {
 
     if ((st = ss_h5_create(job->out, &h))) goto out;
     if ((st = ss_h5_set_deflate(h, job->compress))) goto out;
-    if ((st = ss_write_provenance(h, m, job->command_line, "cpu"))) goto out;
+    if ((st = ss_write_provenance(h, m, job->command_line, be))) goto out;
     if ((st = ss_h5_attr_str(h, "/", "input_path", job->input))) goto out;
     if ((st = ss_h5_attr_i64(h, "/", "n_prompts", N))) goto out;
     if ((st = ss_h5_attr_str(h, "/", "sites", job->sites ? job->sites : ""))) goto out;
@@ -194,7 +199,7 @@ ss_status ss_job_forward(const ss_forward_job *job) {
         }
         ss_packing pk = {nb, rows, start, len};
         c.b0 = b0;
-        if ((st = ss_forward(m, ss_backend_cpu(), packed, &pk, &fo, job->no_logits ? NULL : &lg))) goto out;
+        if ((st = ss_forward(m, be, packed, &pk, &fo, job->no_logits ? NULL : &lg))) goto out;
         if (!job->no_logits) {
             size_t per = (size_t)(T * V);
             for (size_t i = 0; i < per * (size_t)nb; i++) c.buf[i] = NAN;
@@ -231,6 +236,7 @@ out: /* on failure: close what is open, then drop the temporary file */
     free(len);
     free(want);
     ss_prompts_free(p);
-    ss_model_free(m);
+    ss_model_free(m); /* before the backend that holds its placed weights */
+    ss_backend_close(be);
     return st;
 }

@@ -42,6 +42,9 @@ first=$(printf '%s\n' "$out" | awk 'NR==2 {print $2}')
 want=$(grep -m1 '"id"' "$G" | tr -dc 0-9)
 [ "$first" = "$want" ] && pass "predict --top ranks transformers' top token first" || fail "predict --top" "$out"
 
+expect_fail "unknown device" "unknown device 'gpu'" "$SUBSCOPE" predict --model models/tiny-gpt2 --prompt hi --device gpu
+expect_fail "bad cuda device number" "expected cuda:N" "$SUBSCOPE" forward --model "$M" --input "$D/golden/prefix-f32.jsonl" --out "$TMP/x.h5" --device cuda:x
+
 # predict needs a tokenizer; the random models have none.
 expect_fail "predict without tokenizer" "has no tokenizer" "$SUBSCOPE" predict --model "$M" --prompt hi
 expect_fail "predict --top out of range" "--top must be an integer" "$SUBSCOPE" predict --model "$M" --prompt hi --top 0
