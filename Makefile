@@ -38,6 +38,16 @@ CLI_SRC := $(sort $(wildcard src/cli/*.c))
 TEST_SRC := $(sort $(wildcard tests/unit/*.c))
 TOOL_SRC := $(sort $(wildcard tests/tools/*.c))
 
+# CUDA kernels: compiled by the host compiler under the emulation header into
+# the unit-test binary (always), and by nvcc for sm_90 + compute_90 PTX as
+# part of `make` when nvcc is present (kernels/README.md).
+KERN_SRC := $(sort $(wildcard kernels/*.cu))
+KERN_EMU_OBJ := $(KERN_SRC:%.cu=$(BUILD)/%.emu.o) $(BUILD)/kernels/emu/cuda_emu.o
+KERN_CU_OBJ := $(if $(NVCC),$(KERN_SRC:%.cu=$(BUILD)/%.o))
+NVCCFLAGS ?= -O3 -lineinfo
+NVCC_ALL := -std=c++17 -Iinclude -Ikernels -Xcompiler -fPIC --Werror all-warnings \
+            -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 $(NVCCFLAGS)
+
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
@@ -54,7 +64,7 @@ else
 endif
 
 .PHONY: all features deps demo test asan clean help fuzz fuzz-run
-all: features $(SUBSCOPE) lib/libsubscope.a $(TOOLS)
+all: features $(SUBSCOPE) lib/libsubscope.a $(TOOLS) $(KERN_CU_OBJ)
 
 help:
 	@echo "make           build bin/subscope and lib/libsubscope.a (probes features first)"
@@ -87,6 +97,16 @@ $(BUILD)/%.o: %.c $(O)/config.mk
 # The CPU ops' inner loops are written to vectorise; -O3 lets gcc do it.
 $(BUILD)/src/backend/%.o: CFLAGS_ALL += -O3
 
+$(BUILD)/kernels/%.emu.o: kernels/%.cu $(O)/config.mk
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC-EMU  $<")
+	$(Q)$(CC) $(CFLAGS_ALL) -MMD -MP -x c -include kernels/emu/cuda_emu.h -c $< -o $@
+
+$(BUILD)/kernels/%.o: kernels/%.cu $(O)/config.mk
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  NVCC    $<")
+	$(Q)$(NVCC) $(NVCC_ALL) -MMD -MP -c $< -o $@
+
 $(BUILD)/src/util/version.o: CFLAGS_ALL += -DSS_VERSION='"$(VERSION)"' -DSS_GIT_COMMIT='"$(GIT_COMMIT)"'
 $(BUILD)/src/util/version.o: .FORCE
 .FORCE:
@@ -106,10 +126,10 @@ $(SUBSCOPE): $(CLI_OBJ) $(LIBA)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDSAN) -o $@ $(CLI_OBJ) $(LIBA) $(LIBS)
 
-$(TEST_BIN): $(TEST_OBJ) $(LIBA)
+$(TEST_BIN): $(TEST_OBJ) $(KERN_EMU_OBJ) $(LIBA)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(LDSAN) -o $@ $(TEST_OBJ) $(LIBA) $(LIBS)
+	$(Q)$(CC) $(LDSAN) -o $@ $(TEST_OBJ) $(KERN_EMU_OBJ) $(LIBA) $(LIBS)
 
 $(dir $(SUBSCOPE))%: $(BUILD)/tests/tools/%.o $(LIBA)
 	@mkdir -p $(dir $@)
@@ -147,7 +167,7 @@ fuzz-run: fuzz
 clean:
 	rm -rf $(O) $(BIN) lib
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(KERN_EMU_OBJ:.o=.d) $(KERN_CU_OBJ:.o=.d)
 
 # Keep object files of tools between runs.
 .SECONDARY:

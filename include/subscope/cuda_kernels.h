@@ -1,0 +1,81 @@
+/* Launchers of the CUDA kernels in kernels/<op>.cu (one op per file).
+ *
+ * Every pointer is a device pointer (host memory under the emulation used
+ * by the unit tests); activations are fp32, row-major; weights may be fp32,
+ * fp16 or bf16 (SS_CUDA_F32/F16/BF16, numerically equal to SS_DTYPE_F32/F16/
+ * BF16) and are always accumulated in fp32. Sizes are int64_t. Launches are
+ * asynchronous on `stream`. Each launcher returns 0, cudaErrorInvalidValue
+ * (1) for arguments it cannot handle (the comment says which), or the
+ * cudaError_t of a failed launch; a size of 0 launches nothing and returns 0.
+ *
+ * This header is plain C and C++; it does not need the CUDA headers. */
+#ifndef SUBSCOPE_CUDA_KERNELS_H
+#define SUBSCOPE_CUDA_KERNELS_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The same type as the CUDA runtime's cudaStream_t (a repeated identical
+ * typedef is valid C11 and C++). */
+typedef struct CUstream_st *cudaStream_t;
+
+enum { SS_CUDA_F32 = 0, SS_CUDA_F16 = 1, SS_CUDA_BF16 = 2 };
+/* Activations of ss_cuda_bias_act; the first two equal ss_act's values. */
+enum { SS_CUDA_GELU_TANH = 0, SS_CUDA_GELU_ERF = 1, SS_CUDA_ACT_NONE = 2 };
+
+/* Row i: tok = wte[tokens[i]], pos = wpe[pos[i]], sum = tok + pos, for n rows
+ * of width d; any of tok_out/pos_out/sum_out may be NULL (not written). An id
+ * outside [0,n_vocab) or position outside [0,n_pos) gives a row of NaN. */
+int ss_cuda_embed(float *tok_out, float *pos_out, float *sum_out, const int32_t *tokens, const int32_t *pos,
+                  const void *wte, const void *wpe, int wdtype, int64_t n_vocab, int64_t n_pos, int64_t n, int64_t d,
+                  cudaStream_t stream);
+
+/* Per row of x[rows,d]: (x - mean)/sqrt(var + eps) * w + b (b may be NULL). */
+int ss_cuda_layernorm(float *out, const float *x, const void *w, const void *b, int wdtype, int64_t rows, int64_t d,
+                      float eps, cudaStream_t stream);
+
+/* Per row: x / sqrt(mean(x^2) + eps) * w (Llama's RMSNorm, all in fp32). */
+int ss_cuda_rmsnorm(float *out, const float *x, const void *w, int wdtype, int64_t rows, int64_t d, float eps,
+                    cudaStream_t stream);
+
+/* out[r,c] = act(x[r,c] + bias[c]); bias may be NULL; out may equal x. */
+int ss_cuda_bias_act(float *out, const float *x, const void *bias, int wdtype, int64_t rows, int64_t cols, int act,
+                     cudaStream_t stream);
+
+/* out = a + b elementwise; out may equal a or b. */
+int ss_cuda_add(float *out, const float *a, const float *b, int64_t n, cudaStream_t stream);
+
+/* Row-wise softmax of x[rows,cols] (max-subtracted); out may equal x. */
+int ss_cuda_softmax(float *out, const float *x, int64_t rows, int64_t cols, cudaStream_t stream);
+
+/* Causal attention as ss_backend.attention (include/subscope/backend.h):
+ * n_seq sequences packed in rows, sequence s has len[s] rows from start[s]
+ * (start/len/pattern_off are device arrays; max_len >= every len[s] is the
+ * host's bound, it sizes the grid); q,k,v rows have stride ld_qkv, z rows
+ * H*dh. ss_cuda_attention_pattern also writes the probabilities of sequence
+ * s to pattern + pattern_off[s] as [H,len,len] (zeros above the diagonal);
+ * ss_cuda_attention_flash does not materialise them. dh <= 256, n_seq and
+ * H <= 65535, else cudaErrorInvalidValue. */
+int ss_cuda_attention_pattern(float *z, float *pattern, const float *q, const float *k, const float *v,
+                              int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len,
+                              const int64_t *pattern_off, int64_t max_len, int64_t H, int64_t dh, float scale,
+                              cudaStream_t stream);
+int ss_cuda_attention_flash(float *z, const float *q, const float *k, const float *v, int64_t ld_qkv, int64_t n_seq,
+                            const int64_t *start, const int64_t *len, int64_t max_len, int64_t H, int64_t dh,
+                            float scale, cudaStream_t stream);
+
+/* Site capture: dst[r, 0:cols] = src[row(r)*ld_src + 0:cols] for r < rows,
+ * row(r) = row_idx[r] (a device array) or r when row_idx is NULL. */
+int ss_cuda_capture(float *dst, const float *src, int64_t ld_src, const int64_t *row_idx, int64_t rows, int64_t cols,
+                    cudaStream_t stream);
+
+/* dst[i] = src[i] converted between SS_CUDA_F32/F16/BF16 (round to nearest even). */
+int ss_cuda_convert(void *dst, int dst_dtype, const void *src, int src_dtype, int64_t n, cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

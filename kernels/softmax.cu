@@ -1,0 +1,58 @@
+/* Row-wise softmax: out[r,:] = exp(x[r,:] - max) / sum(exp(x[r,:] - max)).
+ *
+ * Design: one warp per row, 4 rows per 128-thread block, no shared memory.
+ * Sweep 1 keeps an online (max, sum) per lane -- the sum is rescaled when
+ * the max grows, so the row is read once for both -- then the lanes' pairs
+ * are merged with shuffles; sweep 2 writes exp(x - max)/sum (an L1/L2 hit
+ * for rows up to tens of thousands of floats, e.g. a vocabulary of logits).
+ * expf, not __expf, so that probabilities keep full fp32 relative accuracy.
+ * float4 when cols % 4 == 0 and x/out are 16-byte aligned. A row of all
+ * -inf gives NaN, as in PyTorch. out may equal x. Limits: rows < 2^31 * 4. */
+#include "ss_cuda.cuh"
+
+#define SM_WARPS 4
+
+SS_DEV void ss_softmax_acc(float v, float *m, float *s) {
+    if (v > *m) {
+        *s = *s * expf(*m - v) + 1.f; /* *m = -inf: expf(-inf) = 0 */
+        *m = v;
+    } else if (v != -INFINITY) { /* a masked entry adds nothing (and -inf - -inf is NaN) */
+        *s += expf(v - *m);
+    }
+}
+
+SS_KERNEL(ss_k_softmax, (float *, out), (const float *, x), (int64_t, rows), (int64_t, n), (int, vec)) {
+    int lane = threadIdx.x & 31;
+    int64_t row = (int64_t)blockIdx.x * SM_WARPS + (threadIdx.x >> 5);
+    if (row >= rows) return;
+    const float *xr = x + row * n;
+    float *o = out + row * n;
+    int64_t n4 = vec ? n / 4 : 0;
+    float m = -INFINITY, s = 0.f;
+    for (int64_t i = lane; i < n4; i += 32) {
+        float4 v = ((const float4 *)xr)[i];
+        ss_softmax_acc(v.x, &m, &s);
+        ss_softmax_acc(v.y, &m, &s);
+        ss_softmax_acc(v.z, &m, &s);
+        ss_softmax_acc(v.w, &m, &s);
+    }
+    for (int64_t i = n4 * 4 + lane; i < n; i += 32) ss_softmax_acc(xr[i], &m, &s);
+    float mx = ss_warp_max(m);
+    /* lanes that saw nothing (or only -inf) contribute 0, not exp(nan) */
+    float sum = ss_warp_sum(m == -INFINITY ? 0.f : s * expf(m - mx));
+    float inv = 1.f / sum;
+    for (int64_t i = lane; i < n4; i += 32) {
+        float4 v = ((const float4 *)xr)[i];
+        ((float4 *)o)[i] =
+            make_float4(expf(v.x - mx) * inv, expf(v.y - mx) * inv, expf(v.z - mx) * inv, expf(v.w - mx) * inv);
+    }
+    for (int64_t i = n4 * 4 + lane; i < n; i += 32) o[i] = expf(xr[i] - mx) * inv;
+}
+
+SS_EXTERN_C int ss_cuda_softmax(float *out, const float *x, int64_t rows, int64_t cols, cudaStream_t stream) {
+    if (rows <= 0 || cols <= 0) return 0;
+    if (ss_cdiv(rows, SM_WARPS) > 0x7fffffff) return 1;
+    int vec = cols % 4 == 0 && ss_aligned16(x) && ss_aligned16(out);
+    SS_LAUNCH(ss_k_softmax, ss_cdiv(rows, SM_WARPS), 32 * SM_WARPS, 0, stream, out, x, rows, cols, vec);
+    return SS_LAUNCH_STATUS();
+}

@@ -1,0 +1,583 @@
+/* The CUDA kernels (kernels/<op>.cu), run on the CPU under the emulation
+ * header, against the fp32 CPU reference ops or straightforward double
+ * loops; and the emulation itself (warp operations, barriers, shared memory,
+ * atomics, half types, and the aborts on misuse).
+ *
+ * Every comparison passes when |got - ref| <= atol + rtol*|ref| elementwise
+ * and prints the NMSE sum((got-ref)^2)/sum(ref^2) and the largest error.
+ * Every kernel case runs twice, threads resumed in forward and in reverse
+ * order, and the two results must be bitwise equal: a missing barrier makes
+ * the outcome depend on the order. Shapes are small because every emulated
+ * thread is a fiber (each switch is a system call). */
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../../kernels/emu/cuda_emu.h"
+#include "../../kernels/ss_cuda.cuh"
+#include "subscope/backend.h"
+#include "subscope/cuda_kernels.h"
+#include "subscope/safetensors.h"
+#include "test.h"
+
+static float frand(unsigned *s) {
+    *s = *s * 1664525u + 1013904223u;
+    return (float)((*s >> 8) & 0xffff) / 32768.0f - 1.0f;
+}
+
+static float *rvec(int64_t n, unsigned seed) {
+    float *v = malloc((n > 0 ? (size_t)n : 1) * sizeof(float));
+    for (int64_t i = 0; i < n; i++) v[i] = frand(&seed);
+    return v;
+}
+
+static float *fvec(int64_t n, float val) {
+    float *v = malloc((n > 0 ? (size_t)n : 1) * sizeof(float));
+    for (int64_t i = 0; i < n; i++) v[i] = val;
+    return v;
+}
+
+/* Elementwise check with the NMSE report; returns the number of elements
+ * outside atol + rtol*|ref| (NaN counts as outside). */
+static int64_t compare(const char *what, const float *got, const float *ref, int64_t n, double atol, double rtol) {
+    double se = 0, sr = 0, maxe = 0;
+    int64_t bad = 0, first = -1;
+    for (int64_t i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - ref[i]);
+        se += e * e;
+        sr += (double)ref[i] * ref[i];
+        if (e > maxe) maxe = e;
+        if (!(e <= atol + rtol * fabs(ref[i]))) {
+            if (first < 0) first = i;
+            bad++;
+        }
+    }
+    printf("\n    %-44s n=%-7lld NMSE=%.2e max|err|=%.2e", what, (long long)n, sr > 0 ? se / sr : se, maxe);
+    if (bad)
+        printf("  %lld outside tolerance, first [%lld] got %.9g ref %.9g", (long long)bad, (long long)first,
+               got[first], ref[first]);
+    return bad;
+}
+
+/* Runs the same launch in both schedules; the outputs (nout buffers of the
+ * given sizes, refilled with NaN before each run) must match bitwise. */
+typedef void (*launch_fn)(void *ctx);
+static int both_orders(launch_fn fn, void *ctx, float **outs, const int64_t *sizes, int nout) {
+    float *save[4];
+    for (int o = 0; o < nout; o++) save[o] = malloc((size_t)(sizes[o] ? sizes[o] : 1) * sizeof(float));
+    int same = 1;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int o = 0; o < nout; o++)
+            for (int64_t i = 0; i < sizes[o]; i++) outs[o][i] = NAN;
+        ss_emu_set_schedule(pass ? SS_EMU_REVERSE : SS_EMU_FORWARD, 0);
+        fn(ctx);
+        for (int o = 0; o < nout; o++) {
+            if (!pass) memcpy(save[o], outs[o], (size_t)sizes[o] * sizeof(float));
+            else if (memcmp(save[o], outs[o], (size_t)sizes[o] * sizeof(float))) same = 0;
+        }
+    }
+    ss_emu_set_schedule(SS_EMU_FORWARD, 0);
+    for (int o = 0; o < nout; o++) free(save[o]);
+    if (!same) printf("\n    results differ between forward and reverse thread order (a race)");
+    return same;
+}
+
+/* Weights as fp32/fp16/bf16 buffers, and the fp32 values they hold. */
+static void *to_dtype(const float *x, int64_t n, int dt, float *as_f32) {
+    if (dt == SS_CUDA_F32) {
+        float *p = malloc((size_t)n * sizeof(float));
+        memcpy(p, x, (size_t)n * sizeof(float));
+        memcpy(as_f32, x, (size_t)n * sizeof(float));
+        return p;
+    }
+    uint16_t *p = malloc((size_t)n * 2);
+    for (int64_t i = 0; i < n; i++) {
+        p[i] = dt == SS_CUDA_F16 ? ss_f32_to_f16(x[i]) : ss_f32_to_bf16(x[i]);
+        as_f32[i] = dt == SS_CUDA_F16 ? ss_f16_to_f32(p[i]) : ss_bf16_to_f32(p[i]);
+    }
+    return p;
+}
+
+static const char *dt_name[] = {"f32", "f16", "bf16"};
+
+/* ---- residual add, capture, convert: exact ops (tolerance 0) ---------- */
+
+typedef struct { float *out; const float *a, *b; int64_t n; } add_ctx;
+static void run_add(void *v) { add_ctx *c = v; CHECK(ss_cuda_add(c->out, c->a, c->b, c->n, NULL) == 0); }
+
+TEST(kernel_add_exact) {
+    /* 1, odd, a multiple of 4, and a misaligned view (scalar path) */
+    int64_t sizes[] = {1, 7, 1000, 4099};
+    for (int si = 0; si < 4; si++) {
+        for (int mis = 0; mis < 2; mis++) {
+            int64_t n = sizes[si];
+            float *a = rvec(n + 1, 1), *b = rvec(n + 1, 2), *out = fvec(n + 1, 0), *ref = fvec(n, 0);
+            add_ctx c = {out + mis, a + mis, b + mis, n};
+            for (int64_t i = 0; i < n; i++) ref[i] = a[i + mis] + b[i + mis];
+            float *o = out + mis;
+            CHECK(both_orders(run_add, &c, &o, &n, 1));
+            char nm[64];
+            snprintf(nm, sizeof nm, "add n=%lld%s", (long long)n, mis ? " misaligned" : "");
+            CHECK(compare(nm, o, ref, n, 0, 0) == 0);
+            free(a); free(b); free(out); free(ref);
+        }
+    }
+    /* in place: out == a */
+    float *a = rvec(33, 3), *b = rvec(33, 4), ref[33];
+    for (int i = 0; i < 33; i++) ref[i] = a[i] + b[i];
+    CHECK(ss_cuda_add(a, a, b, 33, NULL) == 0);
+    CHECK(compare("add in place", a, ref, 33, 0, 0) == 0);
+    CHECK(ss_cuda_add(a, a, b, 0, NULL) == 0); /* n = 0 launches nothing */
+    free(a); free(b);
+}
+
+typedef struct { float *dst; const float *src; int64_t ld; const int64_t *idx; int64_t rows, cols; } cap_ctx;
+static void run_cap(void *v) {
+    cap_ctx *c = v;
+    CHECK(ss_cuda_capture(c->dst, c->src, c->ld, c->idx, c->rows, c->cols, NULL) == 0);
+}
+
+TEST(kernel_capture_exact) {
+    /* rows x cols inside a wider buffer (q of a fused qkv: ld = 3*cols),
+     * odd widths (scalar path), a row list */
+    int64_t shapes[][3] = {{1, 4, 12}, {9, 64, 192}, {5, 37, 111}, {17, 40, 41}};
+    for (int si = 0; si < 4; si++) {
+        for (int use_idx = 0; use_idx < 2; use_idx++) {
+            int64_t rows = shapes[si][0], cols = shapes[si][1], ld = shapes[si][2], src_rows = rows + 3;
+            float *src = rvec(src_rows * ld, 5), *dst = fvec(rows * cols, 0), *ref = fvec(rows * cols, 0);
+            int64_t idx[32];
+            for (int64_t r = 0; r < rows; r++) idx[r] = use_idx ? (r * 7 + 2) % src_rows : r;
+            for (int64_t r = 0; r < rows; r++)
+                for (int64_t c = 0; c < cols; c++) ref[r * cols + c] = src[idx[r] * ld + c + 1];
+            cap_ctx c = {dst, src + 1, ld, use_idx ? idx : NULL, rows, cols};
+            int64_t n = rows * cols;
+            CHECK(both_orders(run_cap, &c, &dst, &n, 1));
+            char nm[64];
+            snprintf(nm, sizeof nm, "capture %lldx%lld ld=%lld%s", (long long)rows, (long long)cols, (long long)ld,
+                     use_idx ? " row list" : "");
+            CHECK(compare(nm, dst, ref, n, 0, 0) == 0);
+            free(src); free(dst); free(ref);
+        }
+    }
+    CHECK(ss_cuda_capture(NULL, NULL, 3, NULL, 2, 4, NULL) == 1); /* ld < cols is rejected */
+}
+
+TEST(kernel_convert_matches_host_rounding) {
+    int64_t n = 517;
+    float *x = rvec(n, 6);
+    /* the cases rounding must get right: ties to even, subnormal halves,
+     * overflow to inf, NaN */
+    float special[] = {1.0f + 1.0f / 256, 1.0f + 3.0f / 256, 1.0f + 1.0f / 2048, 6e-8f, 3e-5f, 70000.f, -0.f, NAN};
+    for (int i = 0; i < 8; i++) x[i] = special[i];
+    for (int64_t i = 8; i < n; i++) x[i] *= (float)(1 << (i % 20)) / 1024.f;
+    for (int dt = SS_CUDA_F16; dt <= SS_CUDA_BF16; dt++) {
+        uint16_t *h = malloc((size_t)n * 2), *h2 = malloc((size_t)n * 2);
+        CHECK(ss_cuda_convert(h, dt, x, SS_CUDA_F32, n, NULL) == 0);
+        int mism = 0;
+        for (int64_t i = 0; i < n; i++) {
+            uint16_t want = dt == SS_CUDA_F16 ? ss_f32_to_f16(x[i]) : ss_f32_to_bf16(x[i]);
+            mism += h[i] != want;
+        }
+        CHECK_MSG(!mism, "%d of %lld %s conversions differ from the host's round-to-nearest-even", mism, (long long)n,
+                  dt_name[dt]);
+        float *back = fvec(n, 0), *ref = fvec(n, 0);
+        CHECK(ss_cuda_convert(back, SS_CUDA_F32, h, dt, n, NULL) == 0);
+        for (int64_t i = 0; i < n; i++) ref[i] = dt == SS_CUDA_F16 ? ss_f16_to_f32(h[i]) : ss_bf16_to_f32(h[i]);
+        CHECK(memcmp(back, ref, (size_t)n * sizeof(float)) == 0);
+        CHECK(ss_cuda_convert(h2, dt, h, dt, n, NULL) == 0);
+        CHECK(memcmp(h, h2, (size_t)n * 2) == 0);
+        printf("\n    convert f32<->%s n=%lld: bit-exact", dt_name[dt], (long long)n);
+        free(h); free(h2); free(back); free(ref);
+    }
+    CHECK(ss_cuda_convert(x, 7, x, SS_CUDA_F32, n, NULL) == 1);
+    free(x);
+}
+
+/* ---- embeddings -------------------------------------------------------- */
+
+TEST(kernel_embed_vs_cpu_all_dtypes) {
+    const ss_backend *be = ss_backend_cpu();
+    int64_t V = 50, P = 40;
+    int64_t shapes[][2] = {{1, 8}, {13, 48}, {9, 30}}; /* (n, d): d=30 takes the scalar path */
+    for (int si = 0; si < 3; si++) {
+        int64_t n = shapes[si][0], d = shapes[si][1];
+        for (int dt = SS_CUDA_F32; dt <= SS_CUDA_BF16; dt++) {
+            float *wte = rvec(V * d, 7), *wpe = rvec(P * d, 8), *wte32 = fvec(V * d, 0), *wpe32 = fvec(P * d, 0);
+            void *wte_d = to_dtype(wte, V * d, dt, wte32), *wpe_d = to_dtype(wpe, P * d, dt, wpe32);
+            int32_t tok[16], pos[16];
+            for (int64_t i = 0; i < n; i++) tok[i] = (int32_t)((i * 17 + 3) % V), pos[i] = (int32_t)(i % P);
+            float *t = fvec(n * d, 0), *p = fvec(n * d, 0), *s = fvec(n * d, 0);
+            float *rt = fvec(n * d, 0), *rp = fvec(n * d, 0), *rs = fvec(n * d, 0);
+            CHECK_OK(be->embed(be, rt, rp, tok, pos, wte32, wpe32, n, d));
+            CHECK_OK(be->add(be, rs, rt, rp, n * d));
+            CHECK(ss_cuda_embed(t, p, s, tok, pos, wte_d, wpe_d, dt, V, P, n, d, NULL) == 0);
+            char nm[64];
+            snprintf(nm, sizeof nm, "embed %s n=%lld d=%lld tok/pos/sum", dt_name[dt], (long long)n, (long long)d);
+            CHECK(compare(nm, t, rt, n * d, 0, 0) == 0);
+            CHECK(memcmp(p, rp, (size_t)(n * d) * sizeof(float)) == 0);
+            CHECK(memcmp(s, rs, (size_t)(n * d) * sizeof(float)) == 0);
+            /* only the sum requested; an id out of range gives NaN, not a read */
+            float *s2 = fvec(n * d, 0);
+            tok[n - 1] = (int32_t)V;
+            CHECK(ss_cuda_embed(NULL, NULL, s2, tok, pos, wte_d, wpe_d, dt, V, P, n, d, NULL) == 0);
+            CHECK(memcmp(s2, rs, (size_t)((n - 1) * d) * sizeof(float)) == 0);
+            for (int64_t c = 0; c < d; c++) CHECK(isnan(s2[(n - 1) * d + c]));
+            free(wte); free(wpe); free(wte32); free(wpe32); free(wte_d); free(wpe_d);
+            free(t); free(p); free(s); free(s2); free(rt); free(rp); free(rs);
+        }
+    }
+}
+
+/* ---- layernorm / RMSNorm ----------------------------------------------- */
+
+typedef struct { float *out; const float *x; const void *w, *b; int dt; int64_t rows, d; int rms; } norm_ctx;
+static void run_norm(void *v) {
+    norm_ctx *c = v;
+    if (c->rms) CHECK(ss_cuda_rmsnorm(c->out, c->x, c->w, c->dt, c->rows, c->d, 1e-5f, NULL) == 0);
+    else CHECK(ss_cuda_layernorm(c->out, c->x, c->w, c->b, c->dt, c->rows, c->d, 1e-5f, NULL) == 0);
+}
+
+/* Tolerance: the kernel accumulates d fp32 terms per row (d/32 per lane,
+ * then a 5-level tree) where the reference uses double; for |x| ~ 1 that is
+ * a relative error of a few 1e-7, so atol = rtol = 1e-5 has ~10x margin.
+ * With a common offset of 1000 (row 1 of the first shape) x - mean is
+ * formed in fp32 from numbers of size 1000 (ulp 6e-5), an absolute error
+ * ~3e-5 / std(x) in the output: atol 2e-4 for that shape. */
+TEST(kernel_layernorm_rmsnorm_vs_reference) {
+    const ss_backend *be = ss_backend_cpu();
+    int64_t shapes[][2] = {{5, 24}, {1, 1}, {1, 768}, {7, 33}, {6, 100}, {9, 130}, {3, 1600}};
+    for (int si = 0; si < 7; si++) {
+        int64_t rows = shapes[si][0], d = shapes[si][1];
+        for (int dt = SS_CUDA_F32; dt <= SS_CUDA_BF16; dt++) {
+            if ((si == 2 || si == 3 || si == 6) && dt != SS_CUDA_F32) continue; /* keep the test short */
+            float *x = rvec(rows * d, 9), *w = rvec(d, 10), *b = rvec(d, 11), *w32 = fvec(d, 0), *b32 = fvec(d, 0);
+            if (si == 0)
+                for (int64_t i = 0; i < d; i++) x[d + i] += 1000.f;
+            void *wd = to_dtype(w, d, dt, w32), *bd = to_dtype(b, d, dt, b32);
+            float *out = fvec(rows * d, 0), *ref = fvec(rows * d, 0);
+            double atol = si == 0 ? 2e-4 : 1e-5;
+            norm_ctx c = {out, x, wd, bd, dt, rows, d, 0};
+            int64_t n = rows * d;
+            CHECK_OK(be->layernorm(be, ref, x, w32, b32, rows, d, 1e-5f));
+            CHECK(both_orders(run_norm, &c, &out, &n, 1));
+            char nm[64];
+            snprintf(nm, sizeof nm, "layernorm %s %lldx%lld", dt_name[dt], (long long)rows, (long long)d);
+            CHECK(compare(nm, out, ref, n, atol, 1e-5) == 0);
+            /* RMSNorm against a double loop */
+            for (int64_t r = 0; r < rows; r++) {
+                double ss = 0;
+                for (int64_t i = 0; i < d; i++) ss += (double)x[r * d + i] * x[r * d + i];
+                double inv = 1.0 / sqrt(ss / (double)d + 1e-5);
+                for (int64_t i = 0; i < d; i++) ref[r * d + i] = (float)(x[r * d + i] * inv * w32[i]);
+            }
+            c.rms = 1;
+            CHECK(both_orders(run_norm, &c, &out, &n, 1));
+            snprintf(nm, sizeof nm, "rmsnorm %s %lldx%lld", dt_name[dt], (long long)rows, (long long)d);
+            CHECK(compare(nm, out, ref, n, 1e-5, 1e-5) == 0);
+            free(x); free(w); free(b); free(w32); free(b32); free(wd); free(bd); free(out); free(ref);
+        }
+    }
+}
+
+/* ---- bias + GELU ------------------------------------------------------- */
+
+typedef struct { float *out; const float *x; const void *bias; int dt; int64_t rows, cols; int act; } ba_ctx;
+static void run_ba(void *v) {
+    ba_ctx *c = v;
+    CHECK(ss_cuda_bias_act(c->out, c->x, c->bias, c->dt, c->rows, c->cols, c->act, NULL) == 0);
+}
+
+/* Tolerance: tanhf/erff are within a few ulp; the reference evaluates in
+ * double from the same fp32 sum x + bias: atol 1e-6 (near 0 GELU ~ x/2),
+ * rtol 1e-5. Without a bias the CPU gelu op is the reference. */
+TEST(kernel_bias_gelu_vs_reference) {
+    const ss_backend *be = ss_backend_cpu();
+    int64_t shapes[][2] = {{1, 1}, {3, 64}, {5, 37}, {2, 1000}};
+    for (int si = 0; si < 4; si++) {
+        int64_t rows = shapes[si][0], cols = shapes[si][1], n = rows * cols;
+        float *x = rvec(n, 12), *bias = rvec(cols, 13), *b32 = fvec(cols, 0);
+        for (int64_t i = 0; i < n; i++) x[i] *= 4.f; /* [-4, 4]: both tails of GELU */
+        for (int act = SS_CUDA_GELU_TANH; act <= SS_CUDA_ACT_NONE; act++) {
+            int dt = (int)((si + act) % 3);
+            void *bd = to_dtype(bias, cols, dt, b32);
+            float *out = fvec(n, 0), *ref = fvec(n, 0), *sum = fvec(n, 0);
+            for (int64_t i = 0; i < n; i++) sum[i] = x[i] + b32[i % cols];
+            if (act == SS_CUDA_ACT_NONE) memcpy(ref, sum, (size_t)n * sizeof(float));
+            else CHECK_OK(be->gelu(be, ref, sum, n, (ss_act)act));
+            ba_ctx c = {out, x, bd, dt, rows, cols, act};
+            CHECK(both_orders(run_ba, &c, &out, &n, 1));
+            char nm[64];
+            static const char *an[] = {"gelu_tanh", "gelu_erf", "bias only"};
+            snprintf(nm, sizeof nm, "bias+%s bias %s %lldx%lld", an[act], dt_name[dt], (long long)rows, (long long)cols);
+            CHECK(compare(nm, out, ref, n, 1e-6, 1e-5) == 0);
+            if (act != SS_CUDA_ACT_NONE) { /* no bias, in place, vs the CPU op */
+                memcpy(out, x, (size_t)n * sizeof(float));
+                CHECK_OK(be->gelu(be, ref, x, n, (ss_act)act));
+                CHECK(ss_cuda_bias_act(out, out, NULL, SS_CUDA_F32, rows, cols, act, NULL) == 0);
+                snprintf(nm, sizeof nm, "%s no bias, in place %lldx%lld", an[act], (long long)rows, (long long)cols);
+                CHECK(compare(nm, out, ref, n, 1e-6, 1e-5) == 0);
+            }
+            free(bd); free(out); free(ref); free(sum);
+        }
+        free(x); free(bias); free(b32);
+    }
+}
+
+/* ---- softmax ----------------------------------------------------------- */
+
+typedef struct { float *out; const float *x; int64_t rows, cols; } sm_ctx;
+static void run_sm(void *v) { sm_ctx *c = v; CHECK(ss_cuda_softmax(c->out, c->x, c->rows, c->cols, NULL) == 0); }
+
+/* Tolerance: expf is within 1-2 ulp and the fp32 sum of cols terms adds
+ * ~cols/32 roundings per lane: rtol 1e-5, atol 1e-8 for tiny probabilities. */
+TEST(kernel_softmax_vs_reference) {
+    int64_t shapes[][2] = {{1, 1}, {3, 5}, {4, 64}, {5, 333}, {2, 1000}};
+    for (int si = 0; si < 5; si++) {
+        int64_t rows = shapes[si][0], cols = shapes[si][1], n = rows * cols;
+        float *x = rvec(n, 14), *out = fvec(n, 0), *ref = fvec(n, 0);
+        for (int64_t i = 0; i < n; i++) x[i] = x[i] * 6.f + (i % cols == 0 ? 50.f : 0.f) * (float)(i / cols % 2); /* odd rows: one logit 50 above */
+        if (si == 3) x[cols + 2] = -INFINITY; /* a masked entry */
+        for (int64_t r = 0; r < rows; r++) {
+            double mx = -INFINITY, s = 0;
+            for (int64_t j = 0; j < cols; j++) mx = fmax(mx, x[r * cols + j]);
+            for (int64_t j = 0; j < cols; j++) s += exp((double)x[r * cols + j] - mx);
+            for (int64_t j = 0; j < cols; j++) ref[r * cols + j] = (float)(exp((double)x[r * cols + j] - mx) / s);
+        }
+        sm_ctx c = {out, x, rows, cols};
+        CHECK(both_orders(run_sm, &c, &out, &n, 1));
+        char nm[64];
+        snprintf(nm, sizeof nm, "softmax %lldx%lld", (long long)rows, (long long)cols);
+        CHECK(compare(nm, out, ref, n, 1e-8, 1e-5) == 0);
+        CHECK(ss_cuda_softmax(x, x, rows, cols, NULL) == 0); /* in place */
+        CHECK(memcmp(x, out, (size_t)n * sizeof(float)) == 0);
+        free(x); free(out); free(ref);
+    }
+}
+
+/* ---- attention --------------------------------------------------------- */
+
+typedef struct {
+    float *z, *pat;
+    const float *qkv;
+    int64_t ld, n_seq, max_len, H, dh;
+    const int64_t *start, *len, *poff;
+    float scale;
+    int flash;
+} att_ctx;
+static void run_att(void *v) {
+    att_ctx *c = v;
+    int64_t d = c->H * c->dh;
+    if (c->flash)
+        CHECK(ss_cuda_attention_flash(c->z, c->qkv, c->qkv + d, c->qkv + 2 * d, c->ld, c->n_seq, c->start, c->len,
+                                      c->max_len, c->H, c->dh, c->scale, NULL) == 0);
+    else
+        CHECK(ss_cuda_attention_pattern(c->z, c->pat, c->qkv, c->qkv + d, c->qkv + 2 * d, c->ld, c->n_seq, c->start,
+                                        c->len, c->poff, c->max_len, c->H, c->dh, c->scale, NULL) == 0);
+}
+
+/* Tolerance: fp32 dot products of dh terms and an fp32 online softmax
+ * against the CPU op's double accumulation; with |q|,|k|,|v| <= 1 the
+ * scores and z are O(1) and the errors O(1e-6): atol 1e-5, rtol 1e-4. */
+TEST(kernel_attention_vs_cpu_packed_sequences) {
+    const ss_backend *be = ss_backend_cpu();
+    struct { int n_seq; int64_t len[4]; int64_t H, dh; } cases[] = {
+        {1, {1}, 1, 8},            /* one token */
+        {3, {1, 37, 70}, 2, 16},   /* several packed sequences; 70 spans 3 tiles of 32 */
+        {2, {33, 5}, 1, 40},       /* dh not a multiple of 32 */
+        {1, {45}, 2, 64},
+        {2, {20, 3}, 1, 136},      /* dh > 120: above 48 KB of shared memory (opt-in) */
+        {4, {130, 64, 2, 97}, 3, 32}, /* longer: 130 keys span 5 tiles */
+    };
+    for (int ci = 0; ci < 6; ci++) {
+        int64_t H = cases[ci].H, dh = cases[ci].dh, d = H * dh, ld = 3 * d, n_seq = cases[ci].n_seq;
+        int64_t start[4], len[4], poff[4], rows = 0, pt = 0, max_len = 0;
+        for (int s = 0; s < n_seq; s++) {
+            len[s] = cases[ci].len[s];
+            start[s] = rows;
+            rows += len[s];
+            poff[s] = pt;
+            pt += H * len[s] * len[s];
+            if (len[s] > max_len) max_len = len[s];
+        }
+        float *qkv = rvec(rows * ld, 15 + (unsigned)ci), *z = fvec(rows * d, 0), *zr = fvec(rows * d, 0);
+        float *pat = fvec(pt, 0), *patr = fvec(pt, 0);
+        float scale = (float)(1.0 / sqrt((double)dh));
+        CHECK_OK(be->attention(be, zr, qkv, qkv + d, qkv + 2 * d, ld, n_seq, start, len, H, dh, scale, patr, poff));
+        char nm[96];
+        att_ctx c = {z, pat, qkv, ld, n_seq, max_len, H, dh, start, len, poff, scale, 0};
+        float *outs[2] = {z, pat};
+        int64_t sizes[2] = {rows * d, pt};
+        CHECK(both_orders(run_att, &c, outs, sizes, 2));
+        snprintf(nm, sizeof nm, "attention+pattern z   seqs=%d H=%lld dh=%lld max_len=%lld", (int)n_seq,
+                 (long long)H, (long long)dh, (long long)max_len);
+        CHECK(compare(nm, z, zr, rows * d, 1e-5, 1e-4) == 0);
+        snprintf(nm, sizeof nm, "attention+pattern pat seqs=%d H=%lld dh=%lld", (int)n_seq, (long long)H,
+                 (long long)dh);
+        CHECK(compare(nm, pat, patr, pt, 1e-6, 1e-4) == 0);
+        c.flash = 1;
+        CHECK(both_orders(run_att, &c, outs, sizes, 1));
+        snprintf(nm, sizeof nm, "flash attention z     seqs=%d H=%lld dh=%lld max_len=%lld", (int)n_seq,
+                 (long long)H, (long long)dh, (long long)max_len);
+        CHECK(compare(nm, z, zr, rows * d, 1e-5, 1e-4) == 0);
+        free(qkv); free(z); free(zr); free(pat); free(patr);
+    }
+    /* dh above the register budget is refused, not mis-computed */
+    int64_t st = 0, ln = 1;
+    CHECK(ss_cuda_attention_flash(NULL, NULL, NULL, NULL, 3 * 257, 1, &st, &ln, 1, 1, 257, 1.f, NULL) == 1);
+}
+
+/* ---- the emulation itself ---------------------------------------------- */
+
+SS_KERNEL(emu_k_warp, (int *, out), (int, n)) {
+    int t = (int)threadIdx.x, lane = t & 31;
+    int *o = out + (size_t)t * 8;
+    o[0] = __shfl_sync(0xffffffffu, t * 10, 3);              /* broadcast from lane 3 */
+    o[1] = __shfl_xor_sync(0xffffffffu, t, 1);               /* neighbour swap */
+    o[2] = __shfl_down_sync(0xffffffffu, t, 4, 16);          /* within 16-lane segments */
+    o[3] = __shfl_up_sync(0xffffffffu, t, 2);
+    o[4] = (int)__ballot_sync(0xffffffffu, lane % 3 == 0);
+    o[5] = __any_sync(0xffffffffu, t == 40);
+    o[6] = __all_sync(0xffffffffu, lane < 32);
+    float f = ss_warp_sum((float)lane);
+    o[7] = (int)f;
+    (void)n;
+}
+
+SS_KERNEL(emu_k_shared, (float *, out), (int, n)) {
+    __shared__ float st[64];
+    SS_DYN_SHARED(float, dyn);
+    int t = (int)threadIdx.x;
+    st[t] = (float)(blockIdx.x * 100 + t);
+    dyn[t] = (float)t;
+    __syncthreads();
+    int cnt = __syncthreads_count(t % 4 == 0);
+    out[blockIdx.x * n + t] = st[n - 1 - t] + dyn[n - 1 - t] * 1000.f + (float)cnt * 1e6f;
+}
+
+SS_KERNEL(emu_k_atomic, (float *, fsum), (int *, isum), (int *, imax), (int *, cas)) {
+    int g = (int)(blockIdx.x * blockDim.x + threadIdx.x);
+    atomicAdd(fsum, 0.5f);
+    atomicAdd(isum, g);
+    atomicMax(imax, (g * 37) % 101);
+    atomicCAS(cas, 0, g + 1); /* only the first thread succeeds */
+}
+
+SS_KERNEL(emu_k_geom, (int *, out)) {
+    int t = (int)(threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z));
+    int b = (int)(blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z));
+    out[b * (int)(blockDim.x * blockDim.y * blockDim.z) + t] = b * 1000 + t;
+}
+
+TEST(emu_warp_ops_barriers_shared_atomics) {
+    int out[64 * 8];
+    SS_LAUNCH(emu_k_warp, 1, 64, 0, NULL, out, 64);
+    for (int t = 0; t < 64; t++) {
+        int lane = t & 31, w = t / 32, *o = out + t * 8;
+        CHECK(o[0] == (w * 32 + 3) * 10);
+        CHECK(o[1] == (t ^ 1));
+        CHECK(o[2] == ((lane & 15) + 4 < 16 ? t + 4 : t));
+        CHECK(o[3] == (lane >= 2 ? t - 2 : t));
+        CHECK((unsigned)o[4] == 0x49249249u);
+        CHECK(o[5] == (w == 1));
+        CHECK(o[6] == 1);
+        CHECK(o[7] == 496);
+    }
+    float sh[3 * 64];
+    SS_LAUNCH(emu_k_shared, 3, 64, 64 * sizeof(float), NULL, sh, 64);
+    for (int b = 0; b < 3; b++)
+        for (int t = 0; t < 64; t++) CHECK(sh[b * 64 + t] == (float)(b * 100 + 63 - t) + (63 - t) * 1000.f + 16e6f);
+    float fs = 0;
+    int is = 0, im = -1, cas = 0;
+    SS_LAUNCH(emu_k_atomic, 4, 96, 0, NULL, &fs, &is, &im, &cas);
+    CHECK(fs == 192.f && is == 383 * 384 / 2 && im == 100 && cas == 1);
+    int geom[2 * 3 * 2 * 4 * 2 * 3];
+    SS_LAUNCH(emu_k_geom, SS_DIM3(2, 3, 2), SS_DIM3(4, 2, 3), 0, NULL, geom);
+    for (int b = 0; b < 12; b++)
+        for (int t = 0; t < 24; t++) CHECK(geom[b * 24 + t] == b * 1000 + t);
+    /* the half types round like CUDA: ties to even */
+    CHECK(__float2bfloat16(1.0f + 1.0f / 256).x == 0x3f80);
+    CHECK(__float2bfloat16(1.0f + 3.0f / 256).x == 0x3f82);
+    CHECK(__float2half(1.0f + 1.0f / 2048).x == 0x3c00);
+    CHECK(__half2float(__float2half(65504.f)) == 65504.f);
+    CHECK(__bfloat162float(__float2bfloat16(-2.5f)) == -2.5f);
+    ss_emu_stats st = ss_emu_get_stats();
+    CHECK(st.launches > 0 && st.switches > 0);
+}
+
+/* Misuse must abort with a message, not hang: run it in a child process. */
+SS_KERNEL(emu_k_bad_barrier, (int, n)) {
+    if (threadIdx.x == 5) return;
+    __syncthreads();
+    (void)n;
+}
+SS_KERNEL(emu_k_two_barriers, (int, n)) {
+    if (threadIdx.x < 32) __syncthreads();
+    else __syncthreads();
+    (void)n;
+}
+SS_KERNEL(emu_k_bad_warp, (int, n)) {
+    if (threadIdx.x == 7) return;
+    (void)__shfl_xor_sync(0xffffffffu, n, 1);
+}
+SS_KERNEL(emu_k_diverged_warp, (int, n)) {
+    if (threadIdx.x & 1) (void)__ballot_sync(0xffffffffu, n);
+    else (void)__shfl_down_sync(0xffffffffu, n, 1);
+}
+SS_KERNEL(emu_k_dyn, (int, n)) {
+    SS_DYN_SHARED(float, s);
+    s[threadIdx.x] = (float)n;
+}
+
+static void misuse(int which) {
+    switch (which) {
+    case 0: SS_LAUNCH(emu_k_bad_barrier, 2, 64, 0, NULL, 1); break;
+    case 1: SS_LAUNCH(emu_k_two_barriers, 1, 64, 0, NULL, 1); break;
+    case 2: SS_LAUNCH(emu_k_bad_warp, 1, 32, 0, NULL, 1); break;
+    case 3: SS_LAUNCH(emu_k_diverged_warp, 1, 32, 0, NULL, 1); break;
+    case 4: SS_LAUNCH(emu_k_dyn, 1, 32, 49 * 1024, NULL, 1); break;
+    case 5: SS_LAUNCH(emu_k_dyn, 1, 2048, 0, NULL, 1); break;
+    case 6: emu_k_dyn(1); break;
+    default: break;
+    }
+}
+
+TEST(emu_misuse_aborts_with_a_message) {
+    static const char *want[] = {"__syncthreads not reached by every thread", "different __syncthreads",
+                                 "exited but is named in the mask", "warp 0 diverged",
+                                 "above 48 KB needs SS_SET_MAX_DYN_SHARED", "exceeds 1024 threads",
+                                 "called directly; launch it with SS_LAUNCH"};
+    for (int which = 0; which < 7; which++) {
+        int fds[2];
+        CHECK(pipe(fds) == 0);
+        fflush(stdout);
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+            dup2(fds[1], 2);
+            close(fds[0]);
+            signal(SIGABRT, SIG_DFL);
+            misuse(which);
+            _exit(0);
+        }
+        close(fds[1]);
+        char buf[4096];
+        size_t got = 0;
+        ssize_t r;
+        while (got < sizeof buf - 1 && (r = read(fds[0], buf + got, sizeof buf - 1 - got)) > 0) got += (size_t)r;
+        buf[got] = 0;
+        close(fds[0]);
+        int status = 0;
+        waitpid(pid, &status, 0);
+        CHECK_MSG(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "misuse %d did not abort (status %d)", which,
+                  status);
+        CHECK_MSG(strstr(buf, want[which]) != NULL, "misuse %d: message \"%s\" lacks \"%s\"", which, buf,
+                  want[which]);
+        char *msg = strstr(buf, "cuda_emu:"), *nl = msg ? strchr(msg, '\n') : NULL;
+        if (nl) *nl = 0;
+        printf("\n    aborts: %.150s", msg ? msg : buf);
+    }
+    /* the dtype codes are the safetensors ones */
+    CHECK(SS_CUDA_F32 == (int)SS_DTYPE_F32 && SS_CUDA_F16 == (int)SS_DTYPE_F16 && SS_CUDA_BF16 == (int)SS_DTYPE_BF16);
+    CHECK(SS_CUDA_GELU_TANH == (int)SS_ACT_GELU_TANH && SS_CUDA_GELU_ERF == (int)SS_ACT_GELU_ERF);
+}
