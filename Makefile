@@ -48,7 +48,18 @@ NVCCFLAGS ?= -O3 -lineinfo
 NVCC_ALL := -std=c++17 -Iinclude -Ikernels -Xcompiler -fPIC --Werror all-warnings \
             -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 $(NVCCFLAGS)
 
-LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+# The CUDA backend (src/backend/cuda_backend.c) needs nvcc (for the kernels)
+# and cuBLAS. The unit-test binary always carries a second copy of it built
+# against the emulated runtime (kernels/emu/host/), linked with the emulated
+# kernels instead of the real ones, so its host code is tested without a GPU.
+HAVE_CUDA := $(if $(and $(NVCC),$(filter 1,$(HAVE_CUBLAS))),1,0)
+ifeq ($(HAVE_CUDA),1)
+  CUDA_CFLAGS := -DSS_HAVE_CUDA=1 -I$(CUDA_HOME)/include
+  CUDA_LIBS   := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+endif
+CUDA_EMU_OBJ := $(BUILD)/emu/cuda_backend.o $(BUILD)/kernels/emu/host_runtime.o
+
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(if $(filter 1,$(HAVE_CUDA)),$(KERN_CU_OBJ))
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 LIBA     := $(BUILD)/libsubscope.a
@@ -83,7 +94,7 @@ features: $(O)/config.mk
 	@echo "subscope $(VERSION) ($(GIT_COMMIT)) features:"
 	@cat $(O)/features.txt
 	@echo "  CPU backend: fp32 reference ops$(if $(filter 1,$(HAVE_BLAS)), with BLAS GEMM,)"
-	@echo "  CUDA backend: not in this version (see docs/ROADMAP.md)"
+	@echo "  CUDA backend: $(if $(filter 1,$(HAVE_CUDA)),built (kernels for sm_90 + PTX; --device cuda),not built (needs nvcc and cuBLAS)); emulated copy in the tests"
 	@test "$(HAVE_HDF5)" = 1 && test "$(HAVE_PCRE2)" = 1 || { echo "error: HDF5 and PCRE2 are required; run 'make deps'" >&2; exit 1; }
 
 deps:
@@ -96,6 +107,13 @@ $(BUILD)/%.o: %.c $(O)/config.mk
 
 # The CPU ops' inner loops are written to vectorise; -O3 lets gcc do it.
 $(BUILD)/src/backend/%.o: CFLAGS_ALL += -O3
+$(BUILD)/src/backend/cuda_backend.o $(BUILD)/src/backend/backend.o: CFLAGS_ALL += $(CUDA_CFLAGS)
+$(BUILD)/src/backend/cuda_backend.o $(BUILD)/src/backend/backend.o: Makefile
+
+$(BUILD)/emu/cuda_backend.o: src/backend/cuda_backend.c $(O)/config.mk
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC-EMU  $<")
+	$(Q)$(CC) $(CFLAGS_ALL) -DSS_CUDA_EMULATED=1 -Ikernels/emu/host -MMD -MP -c $< -o $@
 
 $(BUILD)/kernels/%.emu.o: kernels/%.cu $(O)/config.mk
 	@mkdir -p $(dir $@)
@@ -124,17 +142,17 @@ lib/libsubscope.a: $(LIBA)
 $(SUBSCOPE): $(CLI_OBJ) $(LIBA)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(LDSAN) -o $@ $(CLI_OBJ) $(LIBA) $(LIBS)
+	$(Q)$(CC) $(LDSAN) -o $@ $(CLI_OBJ) $(LIBA) $(LIBS) $(CUDA_LIBS)
 
-$(TEST_BIN): $(TEST_OBJ) $(KERN_EMU_OBJ) $(LIBA)
+$(TEST_BIN): $(TEST_OBJ) $(KERN_EMU_OBJ) $(CUDA_EMU_OBJ) $(LIBA)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(LDSAN) -o $@ $(TEST_OBJ) $(KERN_EMU_OBJ) $(LIBA) $(LIBS)
+	$(Q)$(CC) $(LDSAN) -o $@ $(TEST_OBJ) $(KERN_EMU_OBJ) $(CUDA_EMU_OBJ) $(LIBA) $(LIBS)
 
 $(dir $(SUBSCOPE))%: $(BUILD)/tests/tools/%.o $(LIBA)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(LDSAN) -o $@ $< $(LIBA) $(LIBS)
+	$(Q)$(CC) $(LDSAN) -o $@ $< $(LIBA) $(LIBS) $(CUDA_LIBS)
 
 test: deps
 	@$(MAKE) --no-print-directory features $(SUBSCOPE) $(TEST_BIN) $(TOOLS)
@@ -167,7 +185,7 @@ fuzz-run: fuzz
 clean:
 	rm -rf $(O) $(BIN) lib
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(KERN_EMU_OBJ:.o=.d) $(KERN_CU_OBJ:.o=.d)
+-include $(CUDA_EMU_OBJ:.o=.d) $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(KERN_EMU_OBJ:.o=.d) $(KERN_CU_OBJ:.o=.d)
 
 # Keep object files of tools between runs.
 .SECONDARY:

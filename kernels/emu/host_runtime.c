@@ -10,7 +10,7 @@
 #include "host/cublas_v2.h"
 #include "host/cuda_runtime.h"
 
-#define DEV_MAGIC 0x5ce0dev0c0ffee5ULL
+#define DEV_MAGIC 0x5ce0de70c0ffee51ULL
 
 typedef struct {
     uint64_t magic;
