@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# bin/mkmodel (random GPT-2 directories for the GPU checks and benchmarks):
+# the models load, `info` counts the parameters mkmodel reports and the
+# GPT-2 formula gives, forward runs on its prompts, the same seed gives the
+# same bytes, and bad arguments are refused.
+source "$(dirname "$0")/lib.sh"
+MK=${TOOLBIN}mkmodel
+
+# GPT-2 parameter count: wte, wpe, ln_f, and per layer ln_1, c_attn, c_proj, ln_2, c_fc, mlp.c_proj
+params() { # params L D V P M UNTIED
+    local L=$1 D=$2 V=$3 P=$4 M=$5 U=$6
+    echo $(( V*D + P*D + 2*D + L*(2*D + D*3*D + 3*D + D*D + D + 2*D + D*M + M + M*D + D) + U*V*D ))
+}
+check_model() { # check_model NAME EXPECTED-PARAMS DTYPE LENGTHS MKMODEL-ARGS...
+    local name=$1 want=$2 dt=$3 lens=$4; shift 4
+    local dir=$TMP/$name got info
+    if ! got=$("$MK" --out "$dir" --prompts "$TMP/$name.jsonl" --lengths "$lens" "$@" 2>&1); then
+        fail "mkmodel $name" "$got"; return
+    fi
+    info=$("$SUBSCOPE" info --model "$dir" 2>&1)
+    if [ "$got" = "$want" ] && printf '%s\n' "$info" | grep -qE "^parameters +$want " &&
+        printf '%s\n' "$info" | grep -qE "^weights +$dt in the files"; then
+        pass "mkmodel $name: $want parameters (mkmodel = info = formula), $dt weights"
+    else
+        fail "mkmodel $name" "mkmodel says $got, formula $want, info: $(printf '%s\n' "$info" | grep -E '^(parameters|weights)' | tr '\n' ' ')"
+    fi
+    if "$SUBSCOPE" forward --model "$dir" --input "$TMP/$name.jsonl" --out "$TMP/$name.h5" --sites '*' \
+        --device cpu >/dev/null 2>"$TMP/err"; then
+        # the first DATA block of the dump is the dataset's (attributes follow)
+        lengths=$(h5dump -d /lengths -y -w 0 "$TMP/$name.h5" 2>/dev/null | awk '/DATA \{/ { on = 1; next } on && /\}/ { exit } on' |
+            grep -oE '[0-9]+' | tr '\n' ',' | sed 's/,$//')
+        if [ "$lengths" = "$lens" ]; then pass "forward on $name: prompts of $lens tokens"
+        else fail "forward on $name lengths" "got /lengths $lengths, want $lens"; fi
+    else
+        fail "forward on $name" "$(cat "$TMP/err")"
+    fi
+}
+
+check_model tied-f32 "$(params 2 64 1000 128 256 0)" F32 1,5,128
+check_model untied-bf16 "$(params 3 48 777 40 100 1)" BF16 40,1,2 \
+    --layers 3 --d 48 --heads 6 --vocab 777 --positions 40 --inner 100 --untied --dtype bf16 --seed 5 --act gelu
+check_model noprefix-f16 "$(params 1 20 50 16 80 0)" F16 3 --layers 1 --d 20 --heads 4 --vocab 50 --positions 16 \
+    --dtype f16 --no-prefix
+
+# deterministic: same seed, same bytes; another seed, other weights
+"$MK" --out "$TMP/a" --seed 9 >/dev/null && "$MK" --out "$TMP/b" --seed 9 >/dev/null && "$MK" --out "$TMP/c" --seed 10 >/dev/null
+if cmp -s "$TMP/a/model.safetensors" "$TMP/b/model.safetensors" && ! cmp -s "$TMP/a/model.safetensors" "$TMP/c/model.safetensors"; then
+    pass "same seed gives the same weights, another seed other weights"
+else fail "mkmodel determinism"; fi
+# token ids stay inside the vocabulary
+"$MK" --vocab 7 --prompts "$TMP/p7.jsonl" --lengths 200,3 >/dev/null
+if [ "$(wc -l <"$TMP/p7.jsonl")" = 2 ] && ! grep -oE '[0-9]+' "$TMP/p7.jsonl" | awk '$1 > 6 { bad = 1 } END { exit !bad }'; then
+    pass "prompt token ids are in [0, vocab)"
+else fail "prompt token ids" "$(head -c 200 "$TMP/p7.jsonl")"; fi
+
+# bad arguments: exit 2 and a message, no model written
+expect_usage() { # expect_usage NAME SUBSTRING ARGS...
+    local n=$1 sub=$2; shift 2; local out rc
+    out=$("$MK" "$@" 2>&1 >/dev/null); rc=$?
+    if [ $rc -eq 2 ] && printf '%s' "$out" | grep -qF -- "$sub"; then pass "$n"
+    else fail "$n" "exit $rc (want 2): $out"; fi
+}
+expect_usage "d not divisible by heads" "multiple of heads" --out "$TMP/bad" --d 10 --heads 3
+expect_usage "nothing to do" "nothing to do"
+expect_usage "--lengths without --prompts" "go together" --out "$TMP/bad2" --lengths 3
+expect_usage "bad dtype" "--dtype must be" --out "$TMP/bad3" --dtype f64
+expect_usage "bad size" "positive integer" --out "$TMP/bad4" --layers 0
+out=$("$MK" --vocab 5 --prompts "$TMP/bad.jsonl" --lengths 3,x 2>&1); rc=$?
+if [ $rc -eq 1 ] && printf '%s' "$out" | grep -q "positive integers" && [ ! -e "$TMP/bad.jsonl" ]; then pass "bad --lengths refused, no file left"
+else fail "bad --lengths" "exit $rc: $out"; fi
+[ ! -e "$TMP/bad" ] && pass "a refused model writes nothing" || fail "a refused model writes nothing"
+finish

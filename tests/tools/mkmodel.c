@@ -1,0 +1,376 @@
+/* mkmodel: writes a random-weight GPT-2 model directory in Hugging Face's
+ * layout (config.json + model.safetensors) and/or a prompts JSONL of random
+ * token ids, so GPU checks and benchmarks get models of any shape without
+ * Python or a download.
+ *
+ *   mkmodel [--out DIR] [--layers L] [--d D] [--heads H] [--vocab V]
+ *           [--positions P] [--inner M] [--dtype f32|f16|bf16] [--seed S]
+ *           [--std X] [--untied] [--act NAME] [--no-prefix]
+ *           [--prompts FILE --lengths N,N,...]
+ *
+ * Weights are seeded normals: matrices and embeddings N(0, std) (default
+ * std 0.02, Hugging Face's initializer_range), the two residual output
+ * projections N(0, std/sqrt(2L)) as GPT-2 initialises them, biases N(0, std),
+ * layer-norm weights 1 + N(0, 0.1) and biases N(0, 0.02) (non-trivial, so a
+ * kernel that ignores them fails). The same arguments always give the same
+ * bytes. Prompt token ids are uniform in [0, vocab) from the seed + 1.
+ * Prints the parameter count (as `subscope info` counts it) on success.
+ * Exit 0 on success, 1 on an error (message on stderr), 2 on bad usage. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "subscope/util.h"
+
+typedef struct {
+    uint64_t s;
+    int have_spare;
+    double spare;
+} rng_t;
+
+/* splitmix64: tiny, seedable, and good enough for test weights. */
+static uint64_t rng_u64(rng_t *r) {
+    uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static double rng_unit(rng_t *r) { return ((double)(rng_u64(r) >> 11) + 0.5) / 9007199254740992.0; }
+
+static double rng_normal(rng_t *r) {
+    if (r->have_spare) {
+        r->have_spare = 0;
+        return r->spare;
+    }
+    double u = rng_unit(r), v = rng_unit(r), rad = sqrt(-2.0 * log(u));
+    r->spare = rad * sin(6.283185307179586 * v);
+    r->have_spare = 1;
+    return rad * cos(6.283185307179586 * v);
+}
+
+enum { K_MATRIX, K_OUTPROJ, K_BIAS, K_LN_W, K_LN_B };
+
+typedef struct {
+    char name[128];
+    int ndim;
+    int64_t shape[2];
+    int kind;
+    uint64_t offset, bytes;
+} tensor_t;
+
+typedef struct {
+    int64_t layers, d, heads, vocab, positions, inner;
+    int dtype; /* 0 f32, 1 f16, 2 bf16 */
+    uint64_t seed;
+    double std;
+    int untied, prefix;
+    const char *act;
+} spec_t;
+
+static const char *dtype_st[] = {"F32", "F16", "BF16"};
+static const char *dtype_hf[] = {"float32", "float16", "bfloat16"};
+
+static int add_tensor(tensor_t *t, int *n, const spec_t *sp, const char *name, int ndim, int64_t a, int64_t b,
+                      int kind) {
+    tensor_t *x = &t[(*n)++];
+    snprintf(x->name, sizeof x->name, "%s%s", sp->prefix && strcmp(name, "lm_head.weight") ? "transformer." : "", name);
+    x->ndim = ndim;
+    x->shape[0] = a;
+    x->shape[1] = b;
+    x->kind = kind;
+    return 0;
+}
+
+static int build_list(const spec_t *sp, tensor_t *t) {
+    int n = 0;
+    int64_t d = sp->d, dm = sp->inner;
+    char nm[96];
+    add_tensor(t, &n, sp, "wte.weight", 2, sp->vocab, d, K_MATRIX);
+    add_tensor(t, &n, sp, "wpe.weight", 2, sp->positions, d, K_MATRIX);
+    for (int64_t l = 0; l < sp->layers; l++) {
+#define T(suffix, nd, a, b, k) \
+    (snprintf(nm, sizeof nm, "h.%lld.%s", (long long)l, suffix), add_tensor(t, &n, sp, nm, nd, a, b, k))
+        T("ln_1.weight", 1, d, 0, K_LN_W);
+        T("ln_1.bias", 1, d, 0, K_LN_B);
+        T("attn.c_attn.weight", 2, d, 3 * d, K_MATRIX);
+        T("attn.c_attn.bias", 1, 3 * d, 0, K_BIAS);
+        T("attn.c_proj.weight", 2, d, d, K_OUTPROJ);
+        T("attn.c_proj.bias", 1, d, 0, K_BIAS);
+        T("ln_2.weight", 1, d, 0, K_LN_W);
+        T("ln_2.bias", 1, d, 0, K_LN_B);
+        T("mlp.c_fc.weight", 2, d, dm, K_MATRIX);
+        T("mlp.c_fc.bias", 1, dm, 0, K_BIAS);
+        T("mlp.c_proj.weight", 2, dm, d, K_OUTPROJ);
+        T("mlp.c_proj.bias", 1, d, 0, K_BIAS);
+#undef T
+    }
+    add_tensor(t, &n, sp, "ln_f.weight", 1, d, 0, K_LN_W);
+    add_tensor(t, &n, sp, "ln_f.bias", 1, d, 0, K_LN_B);
+    if (sp->untied) add_tensor(t, &n, sp, "lm_head.weight", 2, sp->vocab, d, K_MATRIX);
+    return n;
+}
+
+static int64_t numel(const tensor_t *t) { return t->ndim == 1 ? t->shape[0] : t->shape[0] * t->shape[1]; }
+
+static int write_config(const spec_t *sp, const char *dir) {
+    char *path = ss_path_join(dir, "config.json");
+    FILE *f = path ? fopen(path, "w") : NULL;
+    if (!f) {
+        fprintf(stderr, "mkmodel: cannot write %s: %s\n", path ? path : dir, strerror(errno));
+        free(path);
+        return 1;
+    }
+    fprintf(f,
+            "{\n  \"activation_function\": \"%s\",\n  \"architectures\": [\"GPT2LMHeadModel\"],\n"
+            "  \"attn_pdrop\": 0.0,\n  \"bos_token_id\": 0,\n  \"embd_pdrop\": 0.0,\n  \"eos_token_id\": 0,\n"
+            "  \"initializer_range\": %g,\n  \"layer_norm_epsilon\": 1e-05,\n  \"model_type\": \"gpt2\",\n"
+            "  \"n_embd\": %lld,\n  \"n_head\": %lld,\n  \"n_inner\": %lld,\n  \"n_layer\": %lld,\n"
+            "  \"n_positions\": %lld,\n  \"resid_pdrop\": 0.0,\n  \"scale_attn_weights\": true,\n"
+            "  \"tie_word_embeddings\": %s,\n  \"torch_dtype\": \"%s\",\n  \"vocab_size\": %lld,\n"
+            "  \"subscope_mkmodel_seed\": %llu\n}\n",
+            sp->act, sp->std, (long long)sp->d, (long long)sp->heads, (long long)sp->inner, (long long)sp->layers,
+            (long long)sp->positions, sp->untied ? "false" : "true", dtype_hf[sp->dtype], (long long)sp->vocab,
+            (unsigned long long)sp->seed);
+    int bad = ferror(f);
+    bad |= fclose(f) != 0;
+    if (bad) fprintf(stderr, "mkmodel: error writing %s\n", path);
+    free(path);
+    return bad;
+}
+
+static int write_weights(const spec_t *sp, const char *dir, int64_t *n_params) {
+    int max_t = 5 + 12 * (int)sp->layers;
+    tensor_t *t = calloc((size_t)max_t, sizeof *t);
+    if (!t) return 1;
+    int n = build_list(sp, t);
+    size_t es = sp->dtype == 0 ? 4 : 2;
+    uint64_t off = 0;
+    *n_params = 0;
+    for (int i = 0; i < n; i++) {
+        t[i].offset = off;
+        t[i].bytes = (uint64_t)numel(&t[i]) * es;
+        off += t[i].bytes;
+        /* the lm_head is counted once, as info counts it, whether tied or not */
+        *n_params += numel(&t[i]);
+    }
+    /* Header: JSON, padded with spaces so the data starts 8-byte aligned. */
+    size_t cap = 256 + (size_t)n * 200, len = 0;
+    char *hdr = malloc(cap);
+    if (!hdr) {
+        free(t);
+        return 1;
+    }
+    len += (size_t)snprintf(hdr + len, cap - len, "{\"__metadata__\":{\"format\":\"pt\"}");
+    for (int i = 0; i < n; i++) {
+        len += (size_t)snprintf(hdr + len, cap - len, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[%lld", t[i].name,
+                                dtype_st[sp->dtype], (long long)t[i].shape[0]);
+        if (t[i].ndim == 2) len += (size_t)snprintf(hdr + len, cap - len, ",%lld", (long long)t[i].shape[1]);
+        len += (size_t)snprintf(hdr + len, cap - len, "],\"data_offsets\":[%llu,%llu]}",
+                                (unsigned long long)t[i].offset, (unsigned long long)(t[i].offset + t[i].bytes));
+    }
+    len += (size_t)snprintf(hdr + len, cap - len, "}");
+    while ((8 + len) % 8) hdr[len++] = ' ';
+
+    char *path = ss_path_join(dir, "model.safetensors");
+    FILE *f = path ? fopen(path, "wb") : NULL;
+    if (!f) {
+        fprintf(stderr, "mkmodel: cannot write %s: %s\n", path ? path : dir, strerror(errno));
+        free(path), free(hdr), free(t);
+        return 1;
+    }
+    uint8_t le[8];
+    for (int i = 0; i < 8; i++) le[i] = (uint8_t)((uint64_t)len >> (8 * i));
+    int bad = fwrite(le, 1, 8, f) != 8 || fwrite(hdr, 1, len, f) != len;
+    rng_t r = {sp->seed, 0, 0};
+    double out_std = sp->std / sqrt(2.0 * (double)sp->layers);
+    enum { CHUNK = 1 << 16 };
+    float *buf = malloc(CHUNK * sizeof(float));
+    uint16_t *hb = malloc(CHUNK * sizeof(uint16_t));
+    if (!buf || !hb) bad = 1;
+    for (int i = 0; i < n && !bad; i++) {
+        int64_t total = numel(&t[i]);
+        for (int64_t done = 0; done < total && !bad; done += CHUNK) {
+            int64_t m = total - done < CHUNK ? total - done : CHUNK;
+            for (int64_t j = 0; j < m; j++) {
+                double z = rng_normal(&r);
+                switch (t[i].kind) {
+                case K_MATRIX: case K_BIAS: buf[j] = (float)(sp->std * z); break;
+                case K_OUTPROJ: buf[j] = (float)(out_std * z); break;
+                case K_LN_W: buf[j] = (float)(1.0 + 0.1 * z); break;
+                default: buf[j] = (float)(0.02 * z); break;
+                }
+            }
+            if (sp->dtype == 0) {
+                bad = fwrite(buf, sizeof(float), (size_t)m, f) != (size_t)m;
+            } else {
+                for (int64_t j = 0; j < m; j++) hb[j] = sp->dtype == 1 ? ss_f32_to_f16(buf[j]) : ss_f32_to_bf16(buf[j]);
+                bad = fwrite(hb, sizeof(uint16_t), (size_t)m, f) != (size_t)m;
+            }
+        }
+    }
+    bad |= fclose(f) != 0;
+    if (bad) fprintf(stderr, "mkmodel: error writing %s (disk full?)\n", path);
+    free(buf), free(hb), free(path), free(hdr), free(t);
+    return bad;
+}
+
+static int write_prompts(const char *path, const char *lengths, int64_t vocab, uint64_t seed) {
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "mkmodel: cannot write %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    rng_t r = {seed + 1, 0, 0};
+    const char *p = lengths;
+    int bad = 0, count = 0;
+    while (*p && !bad) {
+        char *end;
+        long long n = strtoll(p, &end, 10);
+        if (end == p || n <= 0 || (*end && *end != ',')) {
+            fprintf(stderr, "mkmodel: --lengths: expected positive integers separated by commas, got \"%s\"\n",
+                    lengths);
+            bad = 1;
+            break;
+        }
+        fputs("{\"tokens\": [", f);
+        for (long long i = 0; i < n; i++) fprintf(f, "%s%llu", i ? ", " : "", (unsigned long long)(rng_u64(&r) % (uint64_t)vocab));
+        fputs("]}\n", f);
+        count++;
+        p = *end ? end + 1 : end;
+    }
+    if (!bad && count == 0) {
+        fprintf(stderr, "mkmodel: --lengths is empty\n");
+        bad = 1;
+    }
+    bad |= ferror(f);
+    bad |= fclose(f) != 0;
+    if (bad) remove(path);
+    return bad;
+}
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: mkmodel [--out DIR] [--layers L] [--d D] [--heads H] [--vocab V] [--positions P]\n"
+            "               [--inner M] [--dtype f32|f16|bf16] [--seed S] [--std X] [--untied]\n"
+            "               [--act gelu_new|gelu] [--no-prefix] [--prompts FILE --lengths N,N,...]\n"
+            "  writes a random GPT-2 (config.json + model.safetensors) to DIR and/or a JSONL of\n"
+            "  random token-id prompts of the given lengths; defaults: 2 layers, d 64, 4 heads,\n"
+            "  vocab 1000, 128 positions, inner 4d, f32, seed 1, std 0.02, tied, gelu_new\n");
+}
+
+static int parse_i64(const char *opt, const char *s, int64_t *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || *end || errno || v <= 0) {
+        fprintf(stderr, "mkmodel: %s needs a positive integer, got \"%s\"\n", opt, s);
+        return 0;
+    }
+    *out = v;
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    spec_t sp = {2, 64, 4, 1000, 128, 0, 0, 1, 0.02, 0, 1, "gelu_new"};
+    const char *out = NULL, *prompts = NULL, *lengths = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int64_t x;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--untied")) {
+            sp.untied = 1;
+            continue;
+        } else if (!strcmp(a, "--no-prefix")) {
+            sp.prefix = 0;
+            continue;
+        }
+        if (!v) {
+            fprintf(stderr, "mkmodel: %s needs a value\n", a);
+            usage(stderr);
+            return 2;
+        }
+        i++;
+        if (!strcmp(a, "--out")) out = v;
+        else if (!strcmp(a, "--prompts")) prompts = v;
+        else if (!strcmp(a, "--lengths")) lengths = v;
+        else if (!strcmp(a, "--act")) {
+            if (strcmp(v, "gelu_new") && strcmp(v, "gelu")) {
+                fprintf(stderr, "mkmodel: --act must be gelu_new or gelu\n");
+                return 2;
+            }
+            sp.act = v;
+        } else if (!strcmp(a, "--dtype")) {
+            if (!strcmp(v, "f32")) sp.dtype = 0;
+            else if (!strcmp(v, "f16")) sp.dtype = 1;
+            else if (!strcmp(v, "bf16")) sp.dtype = 2;
+            else {
+                fprintf(stderr, "mkmodel: --dtype must be f32, f16 or bf16\n");
+                return 2;
+            }
+        } else if (!strcmp(a, "--std")) {
+            char *end;
+            sp.std = strtod(v, &end);
+            if (end == v || *end || !(sp.std > 0) || !isfinite(sp.std)) {
+                fprintf(stderr, "mkmodel: --std needs a positive number\n");
+                return 2;
+            }
+        } else if (!strcmp(a, "--seed")) {
+            char *end;
+            errno = 0;
+            sp.seed = strtoull(v, &end, 10);
+            if (end == v || *end || errno) {
+                fprintf(stderr, "mkmodel: --seed needs a non-negative integer\n");
+                return 2;
+            }
+        } else {
+            int64_t *dst = !strcmp(a, "--layers")      ? &sp.layers
+                           : !strcmp(a, "--d")         ? &sp.d
+                           : !strcmp(a, "--heads")     ? &sp.heads
+                           : !strcmp(a, "--vocab")     ? &sp.vocab
+                           : !strcmp(a, "--positions") ? &sp.positions
+                           : !strcmp(a, "--inner")     ? &sp.inner
+                                                       : NULL;
+            if (!dst) {
+                fprintf(stderr, "mkmodel: unknown option %s\n", a);
+                usage(stderr);
+                return 2;
+            }
+            if (!parse_i64(a, v, &x)) return 2;
+            *dst = x;
+        }
+    }
+    if (!out && !prompts) {
+        fprintf(stderr, "mkmodel: nothing to do (give --out and/or --prompts)\n");
+        usage(stderr);
+        return 2;
+    }
+    if (!!prompts != !!lengths) {
+        fprintf(stderr, "mkmodel: --prompts and --lengths go together\n");
+        return 2;
+    }
+    if (sp.inner == 0) sp.inner = 4 * sp.d;
+    /* Sizes far beyond any real GPT-2 are refused rather than filling the disk. */
+    if (sp.d % sp.heads || sp.layers > 4096 || sp.d > 65536 || sp.inner > 262144 || sp.vocab > 1 << 24 ||
+        sp.positions > 1 << 20) {
+        fprintf(stderr, "mkmodel: unsupported shape (d must be a multiple of heads; layers <= 4096, d <= 65536, "
+                        "inner <= 262144, vocab <= 2^24, positions <= 2^20)\n");
+        return 2;
+    }
+    if (out) {
+        if (mkdir(out, 0777) != 0 && errno != EEXIST) {
+            fprintf(stderr, "mkmodel: cannot create %s: %s\n", out, strerror(errno));
+            return 1;
+        }
+        int64_t n_params = 0;
+        if (write_config(&sp, out) || write_weights(&sp, out, &n_params)) return 1;
+        printf("%lld\n", (long long)n_params);
+    }
+    if (prompts && write_prompts(prompts, lengths, sp.vocab, sp.seed)) return 1;
+    return 0;
+}
