@@ -39,14 +39,19 @@ TEST_SRC := $(sort $(wildcard tests/unit/*.c))
 TOOL_SRC := $(sort $(wildcard tests/tools/*.c))
 
 # CUDA kernels: compiled by the host compiler under the emulation header into
-# the unit-test binary (always), and by nvcc for sm_90 + compute_90 PTX as
-# part of `make` when nvcc is present (kernels/README.md).
+# the unit-test binary (always), and by nvcc as part of `make` when nvcc is
+# present (kernels/README.md): machine code for each CUDA_ARCH (compute
+# capability without the dot: 90 = H100/H200, 80 = A100, 89 = L40S/4090) plus
+# PTX of the first, which newer GPUs JIT-compile. tests/gpu/gpu_check.sh sets
+# it from nvidia-smi; change it with a clean build directory (or O=...).
 KERN_SRC := $(sort $(wildcard kernels/*.cu))
 KERN_EMU_OBJ := $(KERN_SRC:%.cu=$(BUILD)/%.emu.o) $(BUILD)/kernels/emu/cuda_emu.o
 KERN_CU_OBJ := $(if $(NVCC),$(KERN_SRC:%.cu=$(BUILD)/%.o))
+CUDA_ARCH ?= 90
 NVCCFLAGS ?= -O3 -lineinfo
-NVCC_ALL := -std=c++17 -Iinclude -Ikernels -Xcompiler -fPIC --Werror all-warnings \
-            -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 $(NVCCFLAGS)
+NVCC_ARCH := $(foreach a,$(CUDA_ARCH),-gencode arch=compute_$(a),code=sm_$(a)) \
+             -gencode arch=compute_$(firstword $(CUDA_ARCH)),code=compute_$(firstword $(CUDA_ARCH))
+NVCC_ALL := -std=c++17 -Iinclude -Ikernels -Xcompiler -fPIC --Werror all-warnings $(NVCC_ARCH) $(NVCCFLAGS)
 
 # The CUDA backend (src/backend/cuda_backend.c) needs nvcc (for the kernels)
 # and cuBLAS. The unit-test binary always carries a second copy of it built
@@ -73,9 +78,12 @@ else
   TEST_BIN := $(BIN)/test_unit
   TOOLS    := $(TOOL_SRC:tests/tools/%.c=$(BIN)/%)
 endif
+# The native kernel tests of `make gpu-check` (tests/gpu/), built whenever
+# the CUDA backend is, so that they always compile and link.
+GPU_TOOLS := $(if $(filter 1,$(HAVE_CUDA)),$(dir $(SUBSCOPE))kernel_check)
 
-.PHONY: all features deps demo test asan clean help fuzz fuzz-run
-all: features $(SUBSCOPE) lib/libsubscope.a $(TOOLS) $(KERN_CU_OBJ)
+.PHONY: all features deps demo test asan clean help fuzz fuzz-run gpu-check
+all: features $(SUBSCOPE) lib/libsubscope.a $(TOOLS) $(KERN_CU_OBJ) $(GPU_TOOLS)
 
 help:
 	@echo "make           build bin/subscope and lib/libsubscope.a (probes features first)"
@@ -84,6 +92,8 @@ help:
 	@echo "make test      deps + build + the whole test suite (ends 'N passed, M failed')"
 	@echo "make asan      the test suite under AddressSanitizer + UBSan (same as make test SAN=1)"
 	@echo "make fuzz      build the libFuzzer targets in tests/fuzz/ (clang)"
+	@echo "make gpu-check on a GPU machine: build for its GPU, native kernel tests, CPU-vs-GPU forward,"
+	@echo "               compute-sanitizer; summary in bench/results/ (tests/gpu/gpu_check.sh)"
 	@echo "make fuzz-run  run each fuzz target for FUZZ_SECONDS (default 60)"
 	@echo "make clean     remove build outputs"
 
@@ -94,7 +104,7 @@ features: $(O)/config.mk
 	@echo "subscope $(VERSION) ($(GIT_COMMIT)) features:"
 	@cat $(O)/features.txt
 	@echo "  CPU backend: fp32 reference ops$(if $(filter 1,$(HAVE_BLAS)), with BLAS GEMM,)"
-	@echo "  CUDA backend: $(if $(filter 1,$(HAVE_CUDA)),built (kernels for sm_90 + PTX; --device cuda),not built (needs nvcc and cuBLAS)); emulated copy in the tests"
+	@echo "  CUDA backend: $(if $(filter 1,$(HAVE_CUDA)),built (kernels for sm_$(CUDA_ARCH) + PTX; --device cuda),not built (needs nvcc and cuBLAS)); emulated copy in the tests"
 	@test "$(HAVE_HDF5)" = 1 && test "$(HAVE_PCRE2)" = 1 || { echo "error: HDF5 and PCRE2 are required; run 'make deps'" >&2; exit 1; }
 
 deps:
@@ -153,6 +163,16 @@ $(dir $(SUBSCOPE))%: $(BUILD)/tests/tools/%.o $(LIBA)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDSAN) -o $@ $< $(LIBA) $(LIBS) $(CUDA_LIBS)
+
+$(dir $(SUBSCOPE))kernel_check: $(BUILD)/tests/gpu/kernel_check.o $(LIBA)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDSAN) -o $@ $< $(LIBA) $(LIBS) $(CUDA_LIBS)
+$(BUILD)/tests/gpu/kernel_check.o: CFLAGS_ALL += $(CUDA_CFLAGS)
+
+# Needs a GPU; without one it stops at once with "no GPU visible".
+gpu-check:
+	@bash tests/gpu/gpu_check.sh
 
 test: deps
 	@$(MAKE) --no-print-directory features $(SUBSCOPE) $(TEST_BIN) $(TOOLS)

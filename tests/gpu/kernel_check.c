@@ -1,0 +1,798 @@
+/* kernel_check: every CUDA kernel of kernels/ run natively on a GPU against
+ * the CPU reference ops of libsubscope (or double-precision loops where the
+ * CPU backend has no such op), at the shapes of tests/unit/test_kernels.c
+ * and at model-sized shapes (GPT-2 small to large widths, 1024-token
+ * sequences, dh 64/128/256, packed sequences), with fp32/fp16/bf16 weights
+ * where the launcher takes a weight dtype.
+ *
+ *   kernel_check [--quick] [--filter SUBSTR] [--device N]
+ *
+ * --quick keeps only the small shapes (for compute-sanitizer, which slows
+ * kernels down by 10-100x); --filter runs the cases whose name contains
+ * SUBSTR. Every case prints one line:
+ *
+ *   CASE <name> n=<elements> nmse=<x> max_err=<x> gpu_ms=<x> ok|FAIL ...
+ *
+ * and the run ends with "kernel_check: N cases, M failed". A case passes when
+ * every element satisfies |got - ref| <= atol + rtol*|ref| (NaN fails) and
+ * two launches give bitwise-equal results: no kernel uses atomics, so a
+ * difference means a race or a read of uninitialised memory. Outputs are
+ * filled with NaN bytes (0xff) before each launch, so an element a kernel
+ * forgets to write fails too. Exit 0 if every case passed, 1 otherwise, 2 on
+ * a CUDA error that leaves the device unusable (the run stops there).
+ *
+ * This file is separate from test_kernels.c on purpose: that one runs under
+ * the emulation (host memory, both thread orders, tiny shapes), this one
+ * needs device buffers and timing; they share only the tolerances' reasoning
+ * (see the comments there). */
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "subscope/backend.h"
+#include "subscope/cuda_kernels.h"
+#include "subscope/util.h"
+
+static int g_quick, g_cases, g_failed;
+static const char *g_filter;
+static cudaStream_t g_stream;
+static cudaEvent_t g_ev0, g_ev1;
+/* Byte the outputs are filled with before each launch: 0xff (NaN) so an
+ * unwritten element fails; 0 where the expected value is NaN itself. */
+static int g_fill = 0xff;
+
+/* ---- host and device buffers ------------------------------------------ */
+
+static void die_cuda(cudaError_t e, const char *what) {
+    fflush(stdout);
+    fprintf(stderr, "kernel_check: CUDA error in %s: %s (%s)\n", what, cudaGetErrorString(e), cudaGetErrorName(e));
+    printf("kernel_check: %d cases, %d failed; stopped by a CUDA error in %s: %s\n", g_cases, g_failed + 1, what,
+           cudaGetErrorString(e));
+    exit(2);
+}
+
+#define CU(call, what)                                 \
+    do {                                               \
+        cudaError_t e_ = (call);                       \
+        if (e_ != cudaSuccess) die_cuda(e_, what);     \
+    } while (0)
+
+static void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "kernel_check: out of host memory (%zu bytes)\n", n);
+        exit(2);
+    }
+    return p;
+}
+
+static float frand(unsigned *s) {
+    *s = *s * 1664525u + 1013904223u;
+    return (float)((*s >> 8) & 0xffff) / 32768.0f - 1.0f;
+}
+
+static float *rvec(int64_t n, unsigned seed, float scale) {
+    float *v = xmalloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) v[i] = frand(&seed) * scale;
+    return v;
+}
+
+static float *fvec(int64_t n, float val) {
+    float *v = xmalloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) v[i] = val;
+    return v;
+}
+
+static void *dalloc(size_t bytes) {
+    void *p = NULL;
+    CU(cudaMalloc(&p, bytes ? bytes : 1), "cudaMalloc");
+    return p;
+}
+
+static void *dup_to_dev(const void *h, size_t bytes) {
+    void *p = dalloc(bytes);
+    CU(cudaMemcpy(p, h, bytes, cudaMemcpyHostToDevice), "copy to device");
+    return p;
+}
+
+static void to_host(void *h, const void *d, size_t bytes) {
+    CU(cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost), "copy to host");
+}
+
+static void dfree(void *p) { CU(cudaFree(p), "cudaFree"); }
+
+/* Weights as fp32/fp16/bf16 on the device, and the fp32 values they hold. */
+static void *weights_dev(const float *x, int64_t n, int dt, float *as_f32) {
+    if (dt == SS_CUDA_F32) {
+        memcpy(as_f32, x, (size_t)n * sizeof(float));
+        return dup_to_dev(x, (size_t)n * sizeof(float));
+    }
+    uint16_t *p = xmalloc((size_t)n * 2);
+    for (int64_t i = 0; i < n; i++) {
+        p[i] = dt == SS_CUDA_F16 ? ss_f32_to_f16(x[i]) : ss_f32_to_bf16(x[i]);
+        as_f32[i] = dt == SS_CUDA_F16 ? ss_f16_to_f32(p[i]) : ss_bf16_to_f32(p[i]);
+    }
+    void *d = dup_to_dev(p, (size_t)n * 2);
+    free(p);
+    return d;
+}
+
+static const char *dt_name[] = {"f32", "f16", "bf16"};
+
+/* ---- running and checking a case -------------------------------------- */
+
+static int selected(const char *name) {
+    return !g_filter || strstr(name, g_filter) != NULL;
+}
+
+/* A launch of one case: writes its outputs (device buffers). Returns the
+ * launcher's status. */
+typedef int (*launch_fn)(void *ctx);
+
+typedef struct {
+    void *dev;
+    size_t bytes;
+    void *host; /* receives the result of the first launch */
+} out_buf;
+
+/* Fills the outputs with 0xff (NaN), launches twice and checks that both
+ * launches wrote the same bytes. Returns 0 if both launches succeeded and
+ * agree; prints why not otherwise. */
+static int run_twice(const char *name, launch_fn fn, void *ctx, out_buf *outs, int nout, double *ms) {
+    void *second[4];
+    int same = 1;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int o = 0; o < nout; o++) CU(cudaMemsetAsync(outs[o].dev, g_fill, outs[o].bytes, g_stream), "memset");
+        CU(cudaEventRecord(g_ev0, g_stream), "event");
+        int rc = fn(ctx);
+        if (rc != 0) {
+            printf("CASE %s FAIL (launcher returned %d: %s)\n", name, rc, cudaGetErrorString((cudaError_t)rc));
+            return 1;
+        }
+        CU(cudaEventRecord(g_ev1, g_stream), "event");
+        CU(cudaStreamSynchronize(g_stream), name);
+        CU(cudaGetLastError(), name);
+        if (pass == 0) {
+            float f = 0;
+            CU(cudaEventElapsedTime(&f, g_ev0, g_ev1), "event time");
+            *ms = f;
+        }
+        for (int o = 0; o < nout; o++) {
+            if (pass == 0) {
+                to_host(outs[o].host, outs[o].dev, outs[o].bytes);
+            } else {
+                second[o] = xmalloc(outs[o].bytes);
+                to_host(second[o], outs[o].dev, outs[o].bytes);
+                if (memcmp(second[o], outs[o].host, outs[o].bytes)) same = 0;
+                free(second[o]);
+            }
+        }
+    }
+    if (!same) {
+        printf("CASE %s FAIL (two launches wrote different results: a race or an uninitialised read)\n", name);
+        return 1;
+    }
+    return 0;
+}
+
+/* Elementwise |got - ref| <= atol + rtol*|ref| (NaN fails unless both are
+ * NaN and nan_ok), with the NMSE and the largest error. Prints the CASE
+ * line and counts the case. */
+static int check(const char *name, const float *got, const float *ref, int64_t n, double atol, double rtol, double ms,
+                 int nan_ok) {
+    double se = 0, sr = 0, maxe = 0;
+    int64_t bad = 0, first = -1;
+    for (int64_t i = 0; i < n; i++) {
+        if (nan_ok && isnan(ref[i]) && isnan(got[i])) continue;
+        double e = got[i] == ref[i] ? 0.0 : fabs((double)got[i] - ref[i]); /* equal infinities: 0 */
+        if (e == e) {
+            se += e * e;
+            if (e > maxe) maxe = e;
+        }
+        sr += (double)ref[i] * ref[i];
+        if (e != 0 && !(e <= atol + rtol * fabs(ref[i]))) {
+            if (first < 0) first = i;
+            bad++;
+        }
+    }
+    g_cases++;
+    printf("CASE %-62s n=%-9lld nmse=%.2e max_err=%.2e gpu_ms=%.3f tol=%.0e+%.0e*|ref| %s", name, (long long)n,
+           sr > 0 ? se / sr : se, maxe, ms, atol, rtol, bad ? "FAIL" : "ok");
+    if (bad) {
+        printf(" (%lld outside tolerance; first [%lld] got %.9g ref %.9g)", (long long)bad, (long long)first,
+               got[first], ref[first]);
+        g_failed++;
+    }
+    printf("\n");
+    fflush(stdout);
+    return bad != 0;
+}
+
+static void fail_case(void) {
+    g_cases++;
+    g_failed++;
+}
+
+/* ---- residual add ------------------------------------------------------ */
+
+typedef struct { float *out; const float *a, *b; int64_t n; } add_ctx;
+static int launch_add(void *v) { add_ctx *c = v; return ss_cuda_add(c->out, c->a, c->b, c->n, g_stream); }
+
+static void case_add(void) {
+    int64_t sizes[] = {1, 7, 1000, 4099, 768 * 4096, (1 << 22) + 3};
+    int ns = g_quick ? 4 : 6;
+    for (int si = 0; si < ns; si++) {
+        for (int mis = 0; mis < 2; mis++) {
+            int64_t n = sizes[si];
+            char name[96];
+            snprintf(name, sizeof name, "add n=%lld%s", (long long)n, mis ? " misaligned" : "");
+            if (!selected(name)) continue;
+            float *a = rvec(n + 1, 1, 1.f), *b = rvec(n + 1, 2, 1.f), *got = fvec(n, 0), *ref = fvec(n, 0);
+            for (int64_t i = 0; i < n; i++) ref[i] = a[i + mis] + b[i + mis];
+            float *da = dup_to_dev(a, (size_t)(n + 1) * 4), *db = dup_to_dev(b, (size_t)(n + 1) * 4);
+            float *dout = dalloc((size_t)(n + 1) * 4);
+            add_ctx c = {dout + mis, da + mis, db + mis, n};
+            out_buf ob = {dout + mis, (size_t)n * 4, got};
+            double ms = 0;
+            if (run_twice(name, launch_add, &c, &ob, 1, &ms)) fail_case();
+            else check(name, got, ref, n, 0, 0, ms, 0);
+            /* in place (out == a) */
+            snprintf(name, sizeof name, "add n=%lld%s in place", (long long)n, mis ? " misaligned" : "");
+            if (ss_cuda_add(da + mis, da + mis, db + mis, n, g_stream) != 0) fail_case();
+            else {
+                CU(cudaStreamSynchronize(g_stream), name);
+                to_host(got, da + mis, (size_t)n * 4);
+                check(name, got, ref, n, 0, 0, 0, 0);
+            }
+            dfree(da), dfree(db), dfree(dout);
+            free(a), free(b), free(got), free(ref);
+        }
+    }
+}
+
+/* ---- capture ----------------------------------------------------------- */
+
+typedef struct { float *dst; const float *src; int64_t ld; const int64_t *idx; int64_t rows, cols; } cap_ctx;
+static int launch_cap(void *v) {
+    cap_ctx *c = v;
+    return ss_cuda_capture(c->dst, c->src, c->ld, c->idx, c->rows, c->cols, g_stream);
+}
+
+static void case_capture(void) {
+    /* (rows, cols, ld): q of a fused qkv (ld = 3 cols), odd widths (scalar
+     * path), GPT-2 small/large sized */
+    int64_t shapes[][3] = {{1, 4, 12}, {9, 64, 192}, {5, 37, 111}, {17, 40, 41}, {4096, 768, 2304}, {1000, 1601, 4803}};
+    int ns = g_quick ? 4 : 6;
+    for (int si = 0; si < ns; si++) {
+        for (int use_idx = 0; use_idx < 2; use_idx++) {
+            int64_t rows = shapes[si][0], cols = shapes[si][1], ld = shapes[si][2], src_rows = rows + 3;
+            char name[96];
+            snprintf(name, sizeof name, "capture %lldx%lld ld=%lld%s", (long long)rows, (long long)cols,
+                     (long long)ld, use_idx ? " row list" : "");
+            if (!selected(name)) continue;
+            float *src = rvec(src_rows * ld + 1, 5, 1.f), *got = fvec(rows * cols, 0), *ref = fvec(rows * cols, 0);
+            int64_t *idx = xmalloc((size_t)rows * sizeof(int64_t));
+            for (int64_t r = 0; r < rows; r++) idx[r] = use_idx ? (r * 7 + 2) % src_rows : r;
+            for (int64_t r = 0; r < rows; r++)
+                for (int64_t c = 0; c < cols; c++) ref[r * cols + c] = src[idx[r] * ld + c + 1];
+            float *dsrc = dup_to_dev(src, (size_t)(src_rows * ld + 1) * 4), *ddst = dalloc((size_t)(rows * cols) * 4);
+            int64_t *didx = dup_to_dev(idx, (size_t)rows * sizeof(int64_t));
+            cap_ctx c = {ddst, dsrc + 1, ld, use_idx ? didx : NULL, rows, cols};
+            out_buf ob = {ddst, (size_t)(rows * cols) * 4, got};
+            double ms = 0;
+            if (run_twice(name, launch_cap, &c, &ob, 1, &ms)) fail_case();
+            else check(name, got, ref, rows * cols, 0, 0, ms, 0);
+            dfree(dsrc), dfree(ddst), dfree(didx);
+            free(src), free(got), free(ref), free(idx);
+        }
+    }
+    if (selected("capture ld < cols")) {
+        int rc = ss_cuda_capture(NULL, NULL, 3, NULL, 2, 4, g_stream);
+        g_cases++;
+        printf("CASE %-62s %s (launcher returned %d, want 1)\n", "capture ld < cols is refused", rc == 1 ? "ok" : "FAIL",
+               rc);
+        if (rc != 1) g_failed++;
+    }
+}
+
+/* ---- convert ----------------------------------------------------------- */
+
+static int half_isnan(uint16_t h, int dt) {
+    return dt == SS_CUDA_F16 ? (h & 0x7c00) == 0x7c00 && (h & 0x3ff) : (h & 0x7f80) == 0x7f80 && (h & 0x7f);
+}
+
+static void case_convert(void) {
+    int64_t sizes[] = {517, (1 << 22) + 1};
+    for (int si = 0; si < (g_quick ? 1 : 2); si++) {
+        int64_t n = sizes[si];
+        float *x = rvec(n, 6, 1.f);
+        /* the cases rounding must get right: ties to even, subnormal halves,
+         * overflow to inf, signed zero, NaN */
+        float special[] = {1.0f + 1.0f / 256, 1.0f + 3.0f / 256, 1.0f + 1.0f / 2048, 6e-8f, 3e-5f, 70000.f, -0.f, NAN,
+                           -INFINITY, 65520.f, 3.3895314e38f};
+        for (int i = 0; i < 11; i++) x[i] = special[i];
+        for (int64_t i = 11; i < n; i++) x[i] *= (float)(1 << (i % 20)) / 1024.f;
+        float *dx = dup_to_dev(x, (size_t)n * 4);
+        for (int dt = SS_CUDA_F16; dt <= SS_CUDA_BF16; dt++) {
+            char name[96];
+            snprintf(name, sizeof name, "convert f32->%s->f32 n=%lld", dt_name[dt], (long long)n);
+            if (!selected(name)) continue;
+            uint16_t *dh = dalloc((size_t)n * 2), *h = xmalloc((size_t)n * 2), *h2 = xmalloc((size_t)n * 2);
+            float *dback = dalloc((size_t)n * 4), *back = fvec(n, 0), *ref = fvec(n, 0);
+            int rc = ss_cuda_convert(dh, dt, dx, SS_CUDA_F32, n, g_stream);
+            if (!rc) rc = ss_cuda_convert(dback, SS_CUDA_F32, dh, dt, n, g_stream);
+            if (rc) {
+                printf("CASE %s FAIL (launcher returned %d)\n", name, rc);
+                fail_case();
+            } else {
+                CU(cudaStreamSynchronize(g_stream), name);
+                to_host(h, dh, (size_t)n * 2);
+                to_host(back, dback, (size_t)n * 4);
+                /* CUDA makes every NaN the canonical one; the host keeps the
+                 * payload: NaN-ness is what must agree. */
+                int64_t mism = 0, first = -1;
+                for (int64_t i = 0; i < n; i++) {
+                    uint16_t want = dt == SS_CUDA_F16 ? ss_f32_to_f16(x[i]) : ss_f32_to_bf16(x[i]);
+                    int ok = half_isnan(want, dt) ? half_isnan(h[i], dt) : h[i] == want;
+                    if (!ok && first < 0) first = i;
+                    mism += !ok;
+                }
+                for (int64_t i = 0; i < n; i++) ref[i] = dt == SS_CUDA_F16 ? ss_f16_to_f32(h[i]) : ss_bf16_to_f32(h[i]);
+                g_cases++;
+                printf("CASE %-62s n=%-9lld %s", name, (long long)n, mism ? "FAIL" : "ok");
+                if (mism)
+                    printf(" (%lld of %lld differ from the host's round-to-nearest-even; first [%lld] %.9g -> 0x%04x, "
+                           "want 0x%04x)",
+                           (long long)mism, (long long)n, (long long)first, x[first], h[first],
+                           dt == SS_CUDA_F16 ? ss_f32_to_f16(x[first]) : ss_f32_to_bf16(x[first]));
+                printf("\n");
+                if (mism) g_failed++;
+                snprintf(name, sizeof name, "convert %s->f32 widening n=%lld", dt_name[dt], (long long)n);
+                check(name, back, ref, n, 0, 0, 0, 1);
+                /* same type: a copy */
+                uint16_t *dh2 = dalloc((size_t)n * 2);
+                if (ss_cuda_convert(dh2, dt, dh, dt, n, g_stream)) fail_case();
+                else {
+                    CU(cudaStreamSynchronize(g_stream), name);
+                    to_host(h2, dh2, (size_t)n * 2);
+                    snprintf(name, sizeof name, "convert %s->%s copy n=%lld", dt_name[dt], dt_name[dt], (long long)n);
+                    int same = !memcmp(h, h2, (size_t)n * 2);
+                    g_cases++;
+                    printf("CASE %-62s n=%-9lld %s\n", name, (long long)n, same ? "ok" : "FAIL");
+                    if (!same) g_failed++;
+                }
+                dfree(dh2);
+            }
+            dfree(dh), dfree(dback);
+            free(h), free(h2), free(back), free(ref);
+        }
+        dfree(dx);
+        free(x);
+    }
+}
+
+/* ---- embeddings -------------------------------------------------------- */
+
+typedef struct {
+    float *t, *p, *s;
+    const int32_t *tok, *pos;
+    const void *wte, *wpe;
+    int dt;
+    int64_t V, P, n, d;
+} emb_ctx;
+static int launch_emb(void *v) {
+    emb_ctx *c = v;
+    return ss_cuda_embed(c->t, c->p, c->s, c->tok, c->pos, c->wte, c->wpe, c->dt, c->V, c->P, c->n, c->d, g_stream);
+}
+
+static void case_embed(void) {
+    const ss_backend *be = ss_backend_cpu();
+    /* (V, P, n, d): one row, the scalar path (d = 30), GPT-2 small and a
+     * ragged width */
+    int64_t shapes[][4] = {{50, 40, 1, 8}, {50, 40, 13, 48}, {50, 40, 9, 30}, {50257, 1024, 4096, 768},
+                           {1001, 300, 777, 1602}};
+    int ns = g_quick ? 3 : 5;
+    for (int si = 0; si < ns; si++) {
+        int64_t V = shapes[si][0], P = shapes[si][1], n = shapes[si][2], d = shapes[si][3], nd = n * d;
+        for (int dt = SS_CUDA_F32; dt <= SS_CUDA_BF16; dt++) {
+            char name[96];
+            snprintf(name, sizeof name, "embed %s V=%lld n=%lld d=%lld tok/pos/sum", dt_name[dt], (long long)V,
+                     (long long)n, (long long)d);
+            if (!selected(name)) continue;
+            float *wte = rvec(V * d, 7, 1.f), *wpe = rvec(P * d, 8, 1.f), *wte32 = fvec(V * d, 0),
+                  *wpe32 = fvec(P * d, 0);
+            void *dwte = weights_dev(wte, V * d, dt, wte32), *dwpe = weights_dev(wpe, P * d, dt, wpe32);
+            int32_t *tok = xmalloc((size_t)n * 4), *pos = xmalloc((size_t)n * 4);
+            for (int64_t i = 0; i < n; i++) tok[i] = (int32_t)((i * 17 + 3) % V), pos[i] = (int32_t)(i % P);
+            float *rt = fvec(nd, 0), *rp = fvec(nd, 0), *rs = fvec(nd, 0);
+            float *gt = fvec(nd, 0), *gp = fvec(nd, 0), *gs = fvec(nd, 0);
+            if (be->embed(be, rt, rp, tok, pos, wte32, wpe32, n, d) || be->add(be, rs, rt, rp, nd)) {
+                printf("CASE %s FAIL (CPU reference: %s)\n", name, ss_last_error());
+                fail_case();
+            } else {
+                int32_t *dtok = dup_to_dev(tok, (size_t)n * 4), *dpos = dup_to_dev(pos, (size_t)n * 4);
+                float *dt_ = dalloc((size_t)nd * 4), *dp = dalloc((size_t)nd * 4), *ds = dalloc((size_t)nd * 4);
+                emb_ctx c = {dt_, dp, ds, dtok, dpos, dwte, dwpe, dt, V, P, n, d};
+                out_buf ob[3] = {{dt_, (size_t)nd * 4, gt}, {dp, (size_t)nd * 4, gp}, {ds, (size_t)nd * 4, gs}};
+                double ms = 0;
+                if (run_twice(name, launch_emb, &c, ob, 3, &ms)) fail_case();
+                else {
+                    /* gathers and one fp32 add: exact */
+                    float *all_g = fvec(3 * nd, 0), *all_r = fvec(3 * nd, 0);
+                    memcpy(all_g, gt, (size_t)nd * 4), memcpy(all_g + nd, gp, (size_t)nd * 4);
+                    memcpy(all_g + 2 * nd, gs, (size_t)nd * 4);
+                    memcpy(all_r, rt, (size_t)nd * 4), memcpy(all_r + nd, rp, (size_t)nd * 4);
+                    memcpy(all_r + 2 * nd, rs, (size_t)nd * 4);
+                    check(name, all_g, all_r, 3 * nd, 0, 0, ms, 0);
+                    free(all_g), free(all_r);
+                }
+                /* only the sum; the last id out of range gives a NaN row, not a read */
+                snprintf(name, sizeof name, "embed %s V=%lld n=%lld d=%lld sum only, bad id", dt_name[dt],
+                         (long long)V, (long long)n, (long long)d);
+                tok[n - 1] = (int32_t)V;
+                CU(cudaMemcpy(dtok, tok, (size_t)n * 4, cudaMemcpyHostToDevice), "copy");
+                for (int64_t c2 = 0; c2 < d; c2++) rs[(n - 1) * d + c2] = NAN;
+                emb_ctx c2 = {NULL, NULL, ds, dtok, dpos, dwte, dwpe, dt, V, P, n, d};
+                out_buf ob2 = {ds, (size_t)nd * 4, gs};
+                g_fill = 0;
+                if (run_twice(name, launch_emb, &c2, &ob2, 1, &ms)) fail_case();
+                else check(name, gs, rs, nd, 0, 0, ms, 1);
+                g_fill = 0xff;
+                dfree(dtok), dfree(dpos), dfree(dt_), dfree(dp), dfree(ds);
+            }
+            dfree(dwte), dfree(dwpe);
+            free(wte), free(wpe), free(wte32), free(wpe32), free(tok), free(pos);
+            free(rt), free(rp), free(rs), free(gt), free(gp), free(gs);
+        }
+    }
+}
+
+/* ---- layernorm / RMSNorm ----------------------------------------------- */
+
+typedef struct { float *out; const float *x; const void *w, *b; int dt; int64_t rows, d; int rms; } norm_ctx;
+static int launch_norm(void *v) {
+    norm_ctx *c = v;
+    if (c->rms) return ss_cuda_rmsnorm(c->out, c->x, c->w, c->dt, c->rows, c->d, 1e-5f, g_stream);
+    return ss_cuda_layernorm(c->out, c->x, c->w, c->b, c->dt, c->rows, c->d, 1e-5f, g_stream);
+}
+
+/* Tolerances as in test_kernels.c: fp32 sums of d/32 terms per lane and a
+ * warp tree against double: atol = rtol = 1e-5; the shape whose second row
+ * has a common offset of 1000 loses ~3e-5/std(x) to cancellation: 2e-4.
+ * rsqrtf is within 2 ulp on the GPU. */
+static void case_norm(void) {
+    const ss_backend *be = ss_backend_cpu();
+    int64_t shapes[][2] = {{5, 24},    {1, 1},     {1, 768},   {7, 33},    {6, 100},   {9, 130},
+                           {3, 1600},  {4096, 768}, {2048, 1024}, {1024, 1600}, {512, 4099}, {64, 8192}};
+    int ns = g_quick ? 7 : 12;
+    for (int si = 0; si < ns; si++) {
+        int64_t rows = shapes[si][0], d = shapes[si][1], n = rows * d;
+        for (int dt = SS_CUDA_F32; dt <= SS_CUDA_BF16; dt++) {
+            for (int rms = 0; rms < 2; rms++) {
+                char name[96];
+                snprintf(name, sizeof name, "%s %s %lldx%lld", rms ? "rmsnorm" : "layernorm", dt_name[dt],
+                         (long long)rows, (long long)d);
+                if (!selected(name)) continue;
+                float *x = rvec(n, 9, 1.f), *w = rvec(d, 10, 1.f), *b = rvec(d, 11, 1.f), *w32 = fvec(d, 0),
+                      *b32 = fvec(d, 0);
+                if (si == 0)
+                    for (int64_t i = 0; i < d; i++) x[d + i] += 1000.f;
+                void *dw = weights_dev(w, d, dt, w32), *db = weights_dev(b, d, dt, b32);
+                float *ref = fvec(n, 0), *got = fvec(n, 0);
+                double atol = si == 0 ? 2e-4 : 1e-5;
+                if (!rms) {
+                    if (be->layernorm(be, ref, x, w32, b32, rows, d, 1e-5f)) {
+                        printf("CASE %s FAIL (CPU reference: %s)\n", name, ss_last_error());
+                        fail_case();
+                        goto next;
+                    }
+                } else {
+                    for (int64_t r = 0; r < rows; r++) {
+                        double ss = 0;
+                        for (int64_t i = 0; i < d; i++) ss += (double)x[r * d + i] * x[r * d + i];
+                        double inv = 1.0 / sqrt(ss / (double)d + 1e-5);
+                        for (int64_t i = 0; i < d; i++) ref[r * d + i] = (float)(x[r * d + i] * inv * w32[i]);
+                    }
+                    atol = 1e-5;
+                }
+                {
+                    float *dx = dup_to_dev(x, (size_t)n * 4), *dout = dalloc((size_t)n * 4);
+                    norm_ctx c = {dout, dx, dw, db, dt, rows, d, rms};
+                    out_buf ob = {dout, (size_t)n * 4, got};
+                    double ms = 0;
+                    if (run_twice(name, launch_norm, &c, &ob, 1, &ms)) fail_case();
+                    else check(name, got, ref, n, atol, 1e-5, ms, 0);
+                    dfree(dx), dfree(dout);
+                }
+            next:
+                dfree(dw), dfree(db);
+                free(x), free(w), free(b), free(w32), free(b32), free(ref), free(got);
+            }
+        }
+    }
+}
+
+/* ---- bias + GELU ------------------------------------------------------- */
+
+typedef struct { float *out; const float *x; const void *bias; int dt; int64_t rows, cols; int act; } ba_ctx;
+static int launch_ba(void *v) {
+    ba_ctx *c = v;
+    return ss_cuda_bias_act(c->out, c->x, c->bias, c->dt, c->rows, c->cols, c->act, g_stream);
+}
+
+/* Tolerance: CUDA's tanhf/erff are within 2 ulp; the reference is the CPU
+ * op (or the fp32 sum) from the same fp32 x + bias: atol 1e-6, rtol 1e-5. */
+static void case_bias_act(void) {
+    const ss_backend *be = ss_backend_cpu();
+    static const char *an[] = {"gelu_tanh", "gelu_erf", "bias only"};
+    int64_t shapes[][2] = {{1, 1}, {3, 64}, {5, 37}, {2, 1000}, {4096, 3072}, {1000, 3073}, {2048, 6400}};
+    int ns = g_quick ? 4 : 7;
+    for (int si = 0; si < ns; si++) {
+        int64_t rows = shapes[si][0], cols = shapes[si][1], n = rows * cols;
+        float *x = rvec(n, 12, 4.f), *bias = rvec(cols, 13, 1.f), *b32 = fvec(cols, 0);
+        float *dx = dup_to_dev(x, (size_t)n * 4), *dout = dalloc((size_t)n * 4);
+        float *got = fvec(n, 0), *ref = fvec(n, 0), *sum = fvec(n, 0);
+        for (int act = SS_CUDA_GELU_TANH; act <= SS_CUDA_ACT_NONE; act++) {
+            for (int dt = SS_CUDA_F32; dt <= SS_CUDA_BF16; dt++) {
+                char name[96];
+                snprintf(name, sizeof name, "bias+%s bias %s %lldx%lld", an[act], dt_name[dt], (long long)rows,
+                         (long long)cols);
+                if (!selected(name)) continue;
+                void *db = weights_dev(bias, cols, dt, b32);
+                for (int64_t i = 0; i < n; i++) sum[i] = x[i] + b32[i % cols];
+                if (act == SS_CUDA_ACT_NONE) memcpy(ref, sum, (size_t)n * 4);
+                else if (be->gelu(be, ref, sum, n, (ss_act)act)) {
+                    printf("CASE %s FAIL (CPU reference: %s)\n", name, ss_last_error());
+                    fail_case();
+                    dfree(db);
+                    continue;
+                }
+                ba_ctx c = {dout, dx, db, dt, rows, cols, act};
+                out_buf ob = {dout, (size_t)n * 4, got};
+                double ms = 0;
+                if (run_twice(name, launch_ba, &c, &ob, 1, &ms)) fail_case();
+                else check(name, got, ref, n, 1e-6, 1e-5, ms, 0);
+                dfree(db);
+            }
+            if (act == SS_CUDA_ACT_NONE) continue;
+            /* no bias, in place (as the forward pass calls it) */
+            char name[96];
+            snprintf(name, sizeof name, "%s no bias, in place %lldx%lld", an[act], (long long)rows, (long long)cols);
+            if (!selected(name)) continue;
+            if (be->gelu(be, ref, x, n, (ss_act)act)) {
+                fail_case();
+                continue;
+            }
+            float *dio = dup_to_dev(x, (size_t)n * 4);
+            int rc = ss_cuda_bias_act(dio, dio, NULL, SS_CUDA_F32, rows, cols, act, g_stream);
+            if (rc) {
+                printf("CASE %s FAIL (launcher returned %d)\n", name, rc);
+                fail_case();
+            } else {
+                CU(cudaStreamSynchronize(g_stream), name);
+                to_host(got, dio, (size_t)n * 4);
+                check(name, got, ref, n, 1e-6, 1e-5, 0, 0);
+            }
+            dfree(dio);
+        }
+        dfree(dx), dfree(dout);
+        free(x), free(bias), free(b32), free(got), free(ref), free(sum);
+    }
+}
+
+/* ---- softmax ----------------------------------------------------------- */
+
+typedef struct { float *out; const float *x; int64_t rows, cols; } sm_ctx;
+static int launch_sm(void *v) { sm_ctx *c = v; return ss_cuda_softmax(c->out, c->x, c->rows, c->cols, g_stream); }
+
+/* Tolerance: expf within 2 ulp, fp32 sums of cols/32 terms per lane:
+ * rtol 1e-5, atol 1e-8 for tiny probabilities. */
+static void case_softmax(void) {
+    int64_t shapes[][2] = {{1, 1}, {3, 5}, {4, 64}, {5, 333}, {2, 1000}, {4096, 1024}, {64, 50257}, {12 * 1024, 1024}};
+    int ns = g_quick ? 5 : 8;
+    for (int si = 0; si < ns; si++) {
+        int64_t rows = shapes[si][0], cols = shapes[si][1], n = rows * cols;
+        char name[96];
+        snprintf(name, sizeof name, "softmax %lldx%lld", (long long)rows, (long long)cols);
+        if (!selected(name)) continue;
+        float *x = rvec(n, 14, 6.f), *got = fvec(n, 0), *ref = fvec(n, 0);
+        /* odd rows: one logit 50 above the rest; a masked (-inf) entry */
+        for (int64_t i = 0; i < n; i++) x[i] += (i % cols == 0 ? 50.f : 0.f) * (float)(i / cols % 2);
+        if (rows > 1 && cols > 2) x[cols + 2] = -INFINITY;
+        for (int64_t r = 0; r < rows; r++) {
+            double mx = -INFINITY, s = 0;
+            for (int64_t j = 0; j < cols; j++) mx = fmax(mx, x[r * cols + j]);
+            for (int64_t j = 0; j < cols; j++) s += exp((double)x[r * cols + j] - mx);
+            for (int64_t j = 0; j < cols; j++) ref[r * cols + j] = (float)(exp((double)x[r * cols + j] - mx) / s);
+        }
+        float *dx = dup_to_dev(x, (size_t)n * 4), *dout = dalloc((size_t)n * 4);
+        sm_ctx c = {dout, dx, rows, cols};
+        out_buf ob = {dout, (size_t)n * 4, got};
+        double ms = 0;
+        if (run_twice(name, launch_sm, &c, &ob, 1, &ms)) fail_case();
+        else check(name, got, ref, n, 1e-8, 1e-5, ms, 0);
+        snprintf(name, sizeof name, "softmax %lldx%lld in place", (long long)rows, (long long)cols);
+        if (ss_cuda_softmax(dx, dx, rows, cols, g_stream)) fail_case();
+        else {
+            CU(cudaStreamSynchronize(g_stream), name);
+            to_host(got, dx, (size_t)n * 4);
+            check(name, got, ref, n, 1e-8, 1e-5, 0, 0);
+        }
+        dfree(dx), dfree(dout);
+        free(x), free(got), free(ref);
+    }
+}
+
+/* ---- attention --------------------------------------------------------- */
+
+typedef struct {
+    float *z, *pat;
+    const float *qkv;
+    int64_t ld, n_seq, max_len, H, dh;
+    const int64_t *start, *len, *poff;
+    float scale;
+    int flash;
+} att_ctx;
+static int launch_att(void *v) {
+    att_ctx *c = v;
+    int64_t d = c->H * c->dh;
+    if (c->flash)
+        return ss_cuda_attention_flash(c->z, c->qkv, c->qkv + d, c->qkv + 2 * d, c->ld, c->n_seq, c->start, c->len,
+                                       c->max_len, c->H, c->dh, c->scale, g_stream);
+    return ss_cuda_attention_pattern(c->z, c->pat, c->qkv, c->qkv + d, c->qkv + 2 * d, c->ld, c->n_seq, c->start,
+                                     c->len, c->poff, c->max_len, c->H, c->dh, c->scale, g_stream);
+}
+
+/* Tolerance: fp32 dot products of dh terms and an fp32 (online) softmax
+ * against the CPU op's double accumulation. Inputs are uniform in
+ * [-amp, amp]; with amp = 2.5 the scores reach ~+-10 so patterns are peaked
+ * (a softmax or masking error cannot hide in a near-uniform average):
+ * z atol 1e-5 rtol 1e-4 (z = O(1)), pattern atol 1e-6 rtol 1e-4. */
+static void case_attention(void) {
+    const ss_backend *be = ss_backend_cpu();
+    struct {
+        int n_seq;
+        int64_t len[6];
+        int64_t H, dh;
+        float amp;
+        int quick;
+    } cases[] = {
+        {1, {1}, 1, 8, 1.f, 1},                      /* one token */
+        {3, {1, 37, 70}, 2, 16, 1.f, 1},             /* packed; 70 spans 3 tiles of 32 */
+        {2, {33, 5}, 1, 40, 1.f, 1},                 /* dh not a multiple of 32 */
+        {1, {45}, 2, 64, 1.f, 1},
+        {2, {20, 3}, 1, 136, 1.f, 1},                /* > 48 KB of shared memory (opt-in) */
+        {4, {130, 64, 2, 97}, 3, 32, 1.f, 1},
+        {2, {40, 65}, 2, 256, 2.5f, 1},              /* the largest dh */
+        {1, {1}, 12, 64, 2.5f, 0},                   /* GPT-2 small heads */
+        {1, {100}, 12, 64, 2.5f, 0},
+        {1, {1024}, 12, 64, 2.5f, 0},
+        {1, {1024}, 12, 128, 2.5f, 0},
+        {6, {1, 100, 1024, 33, 517, 2}, 12, 64, 2.5f, 0}, /* several packed sequences */
+        {3, {300, 1, 777}, 8, 128, 2.5f, 0},
+        {2, {257, 500}, 4, 256, 2.5f, 0},
+        {3, {200, 31, 129}, 5, 40, 2.5f, 0},
+    };
+    int nc = (int)(sizeof cases / sizeof cases[0]);
+    for (int ci = 0; ci < nc; ci++) {
+        if (g_quick && !cases[ci].quick) continue;
+        int64_t H = cases[ci].H, dh = cases[ci].dh, d = H * dh, ld = 3 * d, n_seq = cases[ci].n_seq;
+        int64_t start[6], len[6], poff[6], rows = 0, pt = 0, max_len = 0;
+        char lens[64] = "";
+        for (int s = 0; s < n_seq; s++) {
+            len[s] = cases[ci].len[s];
+            start[s] = rows;
+            rows += len[s];
+            poff[s] = pt;
+            pt += H * len[s] * len[s];
+            if (len[s] > max_len) max_len = len[s];
+            snprintf(lens + strlen(lens), sizeof lens - strlen(lens), "%s%lld", s ? "," : "", (long long)len[s]);
+        }
+        char base[96];
+        snprintf(base, sizeof base, "seqs=[%s] H=%lld dh=%lld", lens, (long long)H, (long long)dh);
+        char name_p[128], name_f[128];
+        snprintf(name_p, sizeof name_p, "attention+pattern %s", base);
+        snprintf(name_f, sizeof name_f, "flash attention %s", base);
+        if (!selected(name_p) && !selected(name_f)) continue;
+        float *qkv = rvec(rows * ld, 15 + (unsigned)ci, cases[ci].amp), *zr = fvec(rows * d, 0), *patr = fvec(pt, 0);
+        float *z = fvec(rows * d, 0), *pat = fvec(pt, 0);
+        float scale = (float)(1.0 / sqrt((double)dh));
+        if (be->attention(be, zr, qkv, qkv + d, qkv + 2 * d, ld, n_seq, start, len, H, dh, scale, patr, poff)) {
+            printf("CASE %s FAIL (CPU reference: %s)\n", name_p, ss_last_error());
+            fail_case();
+        } else {
+            float *dqkv = dup_to_dev(qkv, (size_t)(rows * ld) * 4), *dz = dalloc((size_t)(rows * d) * 4);
+            float *dpat = dalloc((size_t)pt * 4);
+            int64_t meta[18];
+            for (int s = 0; s < n_seq; s++) meta[s] = start[s], meta[n_seq + s] = len[s], meta[2 * n_seq + s] = poff[s];
+            int64_t *dmeta = dup_to_dev(meta, (size_t)(3 * n_seq) * sizeof(int64_t));
+            att_ctx c = {dz, dpat, dqkv, ld, n_seq, max_len, H, dh, dmeta, dmeta + n_seq, dmeta + 2 * n_seq, scale, 0};
+            double ms = 0;
+            if (selected(name_p)) {
+                out_buf ob[2] = {{dz, (size_t)(rows * d) * 4, z}, {dpat, (size_t)pt * 4, pat}};
+                if (run_twice(name_p, launch_att, &c, ob, 2, &ms)) fail_case();
+                else {
+                    char nm[160];
+                    snprintf(nm, sizeof nm, "%s z", name_p);
+                    check(nm, z, zr, rows * d, 1e-5, 1e-4, ms, 0);
+                    snprintf(nm, sizeof nm, "%s pattern", name_p);
+                    check(nm, pat, patr, pt, 1e-6, 1e-4, ms, 0);
+                }
+            }
+            if (selected(name_f)) {
+                c.flash = 1;
+                out_buf ob = {dz, (size_t)(rows * d) * 4, z};
+                if (run_twice(name_f, launch_att, &c, &ob, 1, &ms)) fail_case();
+                else check(name_f, z, zr, rows * d, 1e-5, 1e-4, ms, 0);
+            }
+            dfree(dqkv), dfree(dz), dfree(dpat), dfree(dmeta);
+        }
+        free(qkv), free(zr), free(patr), free(z), free(pat);
+    }
+    if (selected("attention dh > 256")) {
+        /* dh above the register budget is refused, not mis-computed */
+        int64_t meta[2] = {0, 1}, *dmeta = dup_to_dev(meta, sizeof meta);
+        int rc1 = ss_cuda_attention_flash(NULL, NULL, NULL, NULL, 3 * 257, 1, dmeta, dmeta + 1, 1, 1, 257, 1.f, g_stream);
+        int rc2 = ss_cuda_attention_pattern(NULL, NULL, NULL, NULL, NULL, 3 * 257, 1, dmeta, dmeta + 1, dmeta, 1, 1, 257,
+                                            1.f, g_stream);
+        g_cases++;
+        int ok = rc1 == 1 && rc2 == 1;
+        printf("CASE %-62s %s (launchers returned %d and %d, want 1)\n", "attention dh > 256 is refused",
+               ok ? "ok" : "FAIL", rc1, rc2);
+        if (!ok) g_failed++;
+        dfree(dmeta);
+    }
+}
+
+int main(int argc, char **argv) {
+    int device = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick")) g_quick = 1;
+        else if (!strcmp(argv[i], "--filter") && i + 1 < argc) g_filter = argv[++i];
+        else if (!strcmp(argv[i], "--device") && i + 1 < argc) device = atoi(argv[++i]);
+        else {
+            fprintf(stderr, "usage: kernel_check [--quick] [--filter SUBSTR] [--device N]\n");
+            return 2;
+        }
+    }
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n == 0) {
+        printf("kernel_check: no CUDA device visible (%s)\n", e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+        return 2;
+    }
+    if (device < 0 || device >= n) {
+        printf("kernel_check: device %d does not exist (%d visible)\n", device, n);
+        return 2;
+    }
+    struct cudaDeviceProp prop;
+    CU(cudaSetDevice(device), "cudaSetDevice");
+    CU(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
+    int rt = 0, drv = 0;
+    cudaRuntimeGetVersion(&rt);
+    cudaDriverGetVersion(&drv);
+    printf("kernel_check: device %d: %s, sm_%d%d, %.1f GiB, runtime %d.%d, driver API %d.%d%s%s\n", device, prop.name,
+           prop.major, prop.minor, (double)prop.totalGlobalMem / (1 << 30), rt / 1000, rt % 1000 / 10, drv / 1000,
+           drv % 1000 / 10, g_quick ? ", quick shapes" : "", g_filter ? ", filtered" : "");
+    CU(cudaStreamCreate(&g_stream), "stream");
+    CU(cudaEventCreate(&g_ev0), "event");
+    CU(cudaEventCreate(&g_ev1), "event");
+    double t0 = ss_now();
+    case_add();
+    case_capture();
+    case_convert();
+    case_embed();
+    case_norm();
+    case_bias_act();
+    case_softmax();
+    case_attention();
+    CU(cudaEventDestroy(g_ev0), "event");
+    CU(cudaEventDestroy(g_ev1), "event");
+    CU(cudaStreamDestroy(g_stream), "stream");
+    printf("kernel_check: %d cases, %d failed (%.1f s)\n", g_cases, g_failed, ss_now() - t0);
+    if (g_cases == 0) printf("kernel_check: no case matched the filter\n");
+    cudaDeviceReset(); /* lets compute-sanitizer's leak check see a clean exit */
+    return g_failed || g_cases == 0 ? 1 : 0;
+}
