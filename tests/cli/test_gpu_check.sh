@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# tests/gpu/gpu_check.sh (make gpu-check) on a machine without a usable GPU
+# must stop at once with "no GPU visible" and exit 2, whatever the reason:
+# no nvidia-smi, an nvidia-smi that finds no device, or CUDA_VISIBLE_DEVICES
+# hiding every device. nvidia-smi is replaced by fakes here (NVIDIA_SMI), so
+# this runs the same on GPU machines.
+source "$(dirname "$0")/lib.sh"
+GC=tests/gpu/gpu_check.sh
+
+no_gpu() { # no_gpu NAME SUBSTRING [ENV=...]...
+    local n=$1 sub=$2; shift 2; local out rc
+    out=$(env "$@" bash "$GC" 2>&1); rc=$?
+    if [ $rc -eq 2 ] && printf '%s' "$out" | grep -qF "gpu_check: no GPU visible: $sub" &&
+        ! printf '%s' "$out" | grep -q "summary"; then pass "$n"
+    else fail "$n" "exit $rc (want 2): $(printf '%s' "$out" | tail -n 3)"; fi
+}
+no_gpu "no nvidia-smi" "nvidia-smi not found" NVIDIA_SMI="$TMP/nonexistent"
+printf '#!/bin/sh\necho "No devices were found"\nexit 6\n' >"$TMP/smi-none"
+printf '#!/bin/sh\nexit 0\n' >"$TMP/smi-empty"
+printf '#!/bin/sh\necho "[N/A], [N/A], 81559 MiB, 580.65, 0"\n' >"$TMP/smi-nocc"
+printf '#!/bin/sh\necho "NVIDIA H100 80GB HBM3, 9.0, 81559 MiB, 580.65, 0"\n' >"$TMP/smi-ok"
+chmod +x "$TMP"/smi-*
+no_gpu "nvidia-smi finds no device" "nvidia-smi failed: No devices were found" NVIDIA_SMI="$TMP/smi-none"
+no_gpu "nvidia-smi lists nothing" "nvidia-smi lists no GPU" NVIDIA_SMI="$TMP/smi-empty"
+no_gpu "no compute capability" "nvidia-smi gave no usable compute capability" NVIDIA_SMI="$TMP/smi-nocc"
+no_gpu "CUDA_VISIBLE_DEVICES empty" "CUDA_VISIBLE_DEVICES is set to the empty string" NVIDIA_SMI="$TMP/smi-ok" CUDA_VISIBLE_DEVICES=
+out=$(bash "$GC" --bogus 2>&1); rc=$?
+[ $rc -eq 2 ] && printf '%s' "$out" | grep -q "unknown option --bogus" && pass "unknown option refused" || fail "unknown option" "exit $rc: $out"
+bash "$GC" --help | grep -q "compute-sanitizer" && pass "--help describes the checks" || fail "--help"
+finish

@@ -1,0 +1,360 @@
+#!/usr/bin/env bash
+# make gpu-check: everything that needs a real GPU, in one run that a person
+# starts on a GPU machine (no network needed):
+#
+#   1. detect the GPU (nvidia-smi) and build subscope for its compute
+#      capability (CUDA_ARCH, machine code + PTX) in build/gpu-sm<CC>/;
+#   2. run every CUDA kernel natively against the CPU reference at small,
+#      edge-case and model-sized shapes (tests/gpu/kernel_check.c);
+#   3. run `subscope forward` on the CPU and on the GPU for the bundled model
+#      and for random GPT-2 models (bin/mkmodel: GPT-2 small's shape, a wider
+#      bf16 one with d_head 128 and 2048 positions, a ragged f16 one) and
+#      compare logits and every site with h5cmp; `predict --generate` too;
+#   4. run compute-sanitizer (memcheck, racecheck, synccheck, initcheck) over
+#      kernel_check --quick and memcheck/racecheck over a small forward;
+#   5. print one summary table and write it, with nvidia-smi's report, the
+#      driver, toolkit and commit, to bench/results/gpu-check-<gpu>-<date>.json.
+#
+# usage: tests/gpu/gpu_check.sh [--quick] [--keep] [--no-sanitizer]
+#   --quick         bundled and ragged models only, kernel_check --quick, memcheck only
+#   --keep          keep the random models and HDF5 outputs under build/gpu-check/
+#   --no-sanitizer  skip step 4
+# Environment: GPU_CHECK_ATOL/GPU_CHECK_RTOL (CPU-vs-GPU forward tolerance,
+# default 2e-4 each), GPU_CHECK_JOBS (make -j, default: cores up to 16),
+# GPU_CHECK_DEVICE (what the forward checks compare with the CPU, default
+# cuda; "cpu" dry-runs the comparison plumbing on a machine without a GPU),
+# NVIDIA_SMI (the nvidia-smi to run; the CLI tests point it at fakes).
+#
+# Every step's failure is recorded and the script goes on to the summary.
+# Exit status: 0 all checks passed, 1 some check failed, 2 no GPU visible
+# (nothing was run).
+set -u
+cd "$(dirname "$0")/../.." || exit 2
+ROOT=$(pwd)
+
+QUICK=0 KEEP=0 SANITIZE=1
+for a in "$@"; do
+    case $a in
+    --quick) QUICK=1 ;;
+    --keep) KEEP=1 ;;
+    --no-sanitizer) SANITIZE=0 ;;
+    -h | --help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "gpu_check: unknown option $a (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+NVIDIA_SMI=${NVIDIA_SMI:-nvidia-smi}
+ATOL=${GPU_CHECK_ATOL:-2e-4}
+DEV=${GPU_CHECK_DEVICE:-cuda}
+RTOL=${GPU_CHECK_RTOL:-2e-4}
+T_START=$(date +%s)
+
+# ---- 1a. is there a GPU? ----------------------------------------------------
+no_gpu() {
+    echo "gpu_check: no GPU visible: $1" >&2
+    echo "gpu_check: make gpu-check needs a machine with an NVIDIA GPU and its driver; nothing was run." >&2
+    exit 2
+}
+command -v "$NVIDIA_SMI" >/dev/null 2>&1 || no_gpu "nvidia-smi not found (no NVIDIA driver on this machine)"
+if [ -n "${CUDA_VISIBLE_DEVICES+x}" ] && [ -z "$CUDA_VISIBLE_DEVICES" ]; then
+    no_gpu "CUDA_VISIBLE_DEVICES is set to the empty string"
+fi
+# CUDA's device 0 is the first entry of CUDA_VISIBLE_DEVICES when it is set.
+sel=()
+first=${CUDA_VISIBLE_DEVICES:-}
+first=${first%%,*}
+[ -n "$first" ] && sel=(-i "$first")
+if ! q=$("$NVIDIA_SMI" "${sel[@]}" --query-gpu=name,compute_cap,memory.total,driver_version,pci.bus_id --format=csv,noheader 2>&1); then
+    no_gpu "nvidia-smi failed: $(printf '%s' "$q" | head -n 2 | tr '\n' ' ')"
+fi
+q=$(printf '%s\n' "$q" | grep -v '^[[:space:]]*$' | head -n 1)
+[ -n "$q" ] || no_gpu "nvidia-smi lists no GPU"
+IFS=',' read -r GPU_NAME GPU_CC GPU_MEM GPU_DRIVER GPU_BUS <<<"$q"
+trim() { local s=$1; s=${s#"${s%%[![:space:]]*}"}; printf '%s' "${s%"${s##*[![:space:]]}"}"; }
+GPU_NAME=$(trim "$GPU_NAME"); GPU_CC=$(trim "$GPU_CC"); GPU_MEM=$(trim "$GPU_MEM")
+GPU_DRIVER=$(trim "${GPU_DRIVER:-}"); GPU_BUS=$(trim "${GPU_BUS:-}")
+[[ $GPU_CC =~ ^[0-9]+\.[0-9]+$ ]] || no_gpu "nvidia-smi gave no usable compute capability (\"$q\")"
+ARCH=${GPU_CC/./}
+
+# ---- bookkeeping ------------------------------------------------------------
+WORK=$ROOT/build/gpu-check
+LOGS=$WORK/logs
+rm -rf "$LOGS" && mkdir -p "$LOGS" "$WORK/models" "$WORK/out" || { echo "gpu_check: cannot create $WORK" >&2; exit 1; }
+O=build/gpu-sm$ARCH
+B=$ROOT/$O/bin
+CHECKS=() RESULTS=() DETAILS=() SECS=()
+record() { # record NAME PASS|FAIL|SKIP DETAILS SECONDS
+    CHECKS+=("$1"); RESULTS+=("$2"); DETAILS+=("$3"); SECS+=("${4:-0}")
+    printf '  %-4s %-40s %s\n' "$2" "$1" "$3"
+}
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+# Runs a command with a time limit, output to a log; returns its status
+# (124 on timeout).
+run_logged() { # run_logged LOG SECONDS CMD...
+    local log=$1 lim=$2; shift 2
+    echo "\$ $*" >"$log"
+    timeout --signal=TERM --kill-after=20 "$lim" "$@" >>"$log" 2>&1
+}
+
+echo "gpu_check: GPU 0: $GPU_NAME, compute capability $GPU_CC, $GPU_MEM, driver $GPU_DRIVER"
+SMI_FULL=$("$NVIDIA_SMI" 2>&1 || true)
+DRIVER_CUDA=$(printf '%s\n' "$SMI_FULL" | sed -n 's/.*CUDA Version: *\([0-9.]*\).*/\1/p' | head -n 1)
+record "gpu detected" PASS "$GPU_NAME, sm_$ARCH, $GPU_MEM, driver $GPU_DRIVER (CUDA ${DRIVER_CUDA:-?})"
+
+# ---- 1b. build for this GPU ---------------------------------------------------
+JOBS=${GPU_CHECK_JOBS:-$(n=$(nproc 2>/dev/null || echo 4); [ "$n" -gt 16 ] && n=16; echo "$n")}
+t0=$(now)
+BUILD_OK=0
+if run_logged "$LOGS/build.log" 900 make --no-print-directory -j"$JOBS" O="$O" CUDA_ARCH="$ARCH" all; then
+    if grep -q '^HAVE_CUBLAS := 1' "$O/config.mk" && grep -q '^NVCC :=' "$O/config.mk" && [ -x "$B/kernel_check" ]; then
+        BUILD_OK=1
+    fi
+fi
+NVCC=$(sed -n 's/^NVCC := //p' "$O/config.mk" 2>/dev/null)
+CUDA_HOME=$(sed -n 's/^CUDA_HOME := //p' "$O/config.mk" 2>/dev/null)
+NVCC_VER=$([ -n "$NVCC" ] && "$NVCC" --version 2>/dev/null | sed -n 's/.*release \([0-9.]*\).*/\1/p')
+if [ $BUILD_OK = 1 ]; then
+    sass=""
+    if command -v "${CUDA_HOME:-/nonexistent}/bin/cuobjdump" >/dev/null 2>&1; then
+        sass=$("$CUDA_HOME/bin/cuobjdump" --list-elf --list-ptx "$O/rel/kernels/attention.o" 2>/dev/null |
+            grep -oE 'sm_[0-9]+[a-z]?(\.cubin|\.ptx)' | sort -u | tr '\n' ' ')
+    fi
+    record "build (CUDA_ARCH=$ARCH)" PASS "$O, nvcc ${NVCC_VER:-?}; attention.o holds: ${sass:-?}" "$(elapsed "$t0")"
+else
+    why=$(grep -E 'error|Error' "$LOGS/build.log" | head -n 3 | tr '\n' ' ')
+    [ -z "$why" ] && ! grep -q '^HAVE_CUBLAS := 1' "$O/config.mk" 2>/dev/null && why="CUDA backend not built: nvcc or cuBLAS not found (see $O/features.txt)"
+    record "build (CUDA_ARCH=$ARCH)" FAIL "${why:-see $LOGS/build.log}" "$(elapsed "$t0")"
+fi
+if [ -n "$NVCC_VER" ] && [ -n "$DRIVER_CUDA" ] &&
+    awk -v t="$NVCC_VER" -v d="$DRIVER_CUDA" 'BEGIN { split(t, a, "."); split(d, b, "."); exit !(a[1] > b[1] || (a[1] == b[1] && a[2] > b[2])) }'; then
+    echo "gpu_check: warning: the toolkit (CUDA $NVCC_VER) is newer than the driver supports (CUDA $DRIVER_CUDA);" \
+        "if every GPU step fails with 'driver version is insufficient', install a matching toolkit or driver"
+fi
+
+# ---- 2. kernels natively against the CPU reference ---------------------------
+kernel_summary() { # kernel_summary LOG: "N cases, M failed (...)" and the failing case names
+    local s f
+    s=$(grep -E '^kernel_check: [0-9]+ cases' "$1" | tail -n 1 | sed 's/^kernel_check: //')
+    f=$(grep -E '^CASE .*FAIL' "$1" | head -n 3 | sed -E 's/^CASE +//; s/ +n=.*//; s/ FAIL.*//' | tr '\n' ';')
+    [ -z "$s" ] && s="no summary line: $(tail -n 1 "$1" | cut -c 1-150)"
+    printf '%s%s' "$s" "${f:+; failing: $f}"
+}
+if [ $BUILD_OK = 1 ]; then
+    t0=$(now)
+    kq=(); [ $QUICK = 1 ] && kq=(--quick)
+    run_logged "$LOGS/kernel_check.log" 420 "$B/kernel_check" "${kq[@]}"
+    rc=$?
+    res=PASS; [ $rc -ne 0 ] && res=FAIL
+    det=$(kernel_summary "$LOGS/kernel_check.log"); [ $rc = 124 ] && det="timed out; $det"
+    record "kernels vs CPU reference" $res "$det" "$(elapsed "$t0")"
+else
+    record "kernels vs CPU reference" SKIP "build failed"
+fi
+
+# ---- 3. forward on CPU and GPU -------------------------------------------------
+# compare_forward NAME MODEL PROMPTS SITES [extra forward args]: forward on
+# both devices, h5cmp everything (the CPU file is the expected one).
+compare_forward() {
+    local name=$1 model=$2 prompts=$3 sites=$4; shift 4
+    local tag=${name//[^A-Za-z0-9_.-]/_} t0 rc out det
+    t0=$(now)
+    out=$WORK/out/$tag
+    if ! run_logged "$LOGS/fwd-$tag-cpu.log" 600 "$B/subscope" forward --model "$model" --input "$prompts" \
+        --out "$out-cpu.h5" --sites "$sites" --compress 0 --device cpu "$@"; then
+        record "$name" FAIL "CPU forward failed: $(tail -n 1 "$LOGS/fwd-$tag-cpu.log")" "$(elapsed "$t0")"
+        return
+    fi
+    if ! run_logged "$LOGS/fwd-$tag-cuda.log" 600 "$B/subscope" forward --model "$model" --input "$prompts" \
+        --out "$out-cuda.h5" --sites "$sites" --compress 0 --device "$DEV" "$@"; then
+        record "$name" FAIL "GPU forward failed: $(tail -n 1 "$LOGS/fwd-$tag-cuda.log")" "$(elapsed "$t0")"
+        rm -f "$out-cpu.h5"
+        return
+    fi
+    run_logged "$LOGS/cmp-$tag.log" 600 "$B/h5cmp" --atol "$ATOL" --rtol "$RTOL" "$out-cpu.h5" "$out-cuda.h5"
+    rc=$?
+    # the largest max_abs over the float datasets, and where
+    local worst
+    worst=$(awk 'BEGIN { m = -1 } /max_abs=/ { for (i = 1; i <= NF; i++) if ($i ~ /^max_abs=/) { v = substr($i, 9) + 0; if (v > m) { m = v; w = $1 } } }
+                 END { if (w != "") printf "max |cpu-gpu| %.2e at %s", m, w }' "$LOGS/cmp-$tag.log")
+    det=$(grep -E '^h5cmp:' "$LOGS/cmp-$tag.log" | tail -n 1 | sed 's/^h5cmp: //')
+    if [ $rc = 0 ]; then
+        record "$name" PASS "$det; $worst" "$(elapsed "$t0")"
+    else
+        record "$name" FAIL "${det:-h5cmp exit $rc}; first: $(grep -m 1 FAIL "$LOGS/cmp-$tag.log" | cut -c 1-160)" "$(elapsed "$t0")"
+    fi
+    [ $KEEP = 1 ] || [ $rc != 0 ] || rm -f "$out-cpu.h5" "$out-cuda.h5"
+}
+
+# make_model NAME PROMPT-LENGTHS... -- MKMODEL-ARGS: a random model and its prompt files
+mk_ok=1
+make_model() {
+    local name=$1; shift
+    local dir=$WORK/models/$name
+    if ! run_logged "$LOGS/mkmodel-$name.log" 300 "$B/mkmodel" --out "$dir" "$@"; then
+        record "mkmodel $name" FAIL "$(tail -n 1 "$LOGS/mkmodel-$name.log")"
+        return 1
+    fi
+}
+prompts() { # prompts MODEL VOCAB FILE LENGTHS
+    local log=$LOGS/prompts-$(basename "$3").log
+    run_logged "$log" 60 "$B/mkmodel" --vocab "$2" --seed 3 --prompts "$3" --lengths "$4" && return 0
+    record "prompts for $1 ($4 tokens)" FAIL "$(tail -n 1 "$log")"
+    return 1
+}
+# Sites without hook_pattern except in one layer: that layer takes the
+# pattern-writing attention kernel, the others the flash kernel.
+flash_sites() { echo "blocks.$1.attn.hook_pattern,blocks.*.attn.hook_z,blocks.*.hook_resid_post,ln_final.hook_normalized"; }
+
+if [ $BUILD_OK = 1 ]; then
+    echo "gpu_check: forward on CPU and GPU (tolerance |cpu-gpu| <= $ATOL + $RTOL*|cpu|)"
+    # bundled model: its text prompts through the tokenizer, then token ids up to n_positions
+    tiny=models/tiny-gpt2
+    compare_forward "forward tiny-gpt2 demo prompts, all sites" "$tiny" data/demo_prompts.jsonl '*'
+    prompts "$tiny" 1024 "$WORK/models/tiny-lengths.jsonl" 1,2,31,32,33,64,127,128 &&
+        compare_forward "forward tiny-gpt2 1..128 tokens, all sites" "$tiny" "$WORK/models/tiny-lengths.jsonl" '*' --batch 3
+    compare_forward "forward tiny-gpt2 flash path" "$tiny" "$WORK/models/tiny-lengths.jsonl" "$(flash_sites 2)"
+    t0=$(now)
+    a=$("$B/subscope" predict --model "$tiny" --prompt 'The cat says' --generate 24 --device cpu 2>"$LOGS/predict-cpu.log")
+    g=$("$B/subscope" predict --model "$tiny" --prompt 'The cat says' --generate 24 --device "$DEV" 2>"$LOGS/predict-cuda.log")
+    if [ -n "$a" ] && [ "$a" = "$g" ]; then record "predict --generate 24, cpu = cuda" PASS "\"$(printf '%s' "$a" | head -c 80)\"" "$(elapsed "$t0")"
+    else record "predict --generate 24, cpu = cuda" FAIL "cpu: \"$(printf '%s' "$a" | head -c 60)\" cuda: \"$(printf '%s' "$g" | head -c 60)\" $(tail -n 1 "$LOGS/predict-cuda.log")" "$(elapsed "$t0")"; fi
+
+    # ragged: d 200, 5 heads of 40, d_mlp 700, vocab 1001, erf GELU, untied, f16 weights
+    if make_model ragged --layers 3 --d 200 --heads 5 --inner 700 --vocab 1001 --positions 300 --act gelu --untied \
+        --dtype f16 --std 0.05 --seed 11 --no-prefix; then
+        prompts ragged 1001 "$WORK/models/ragged.jsonl" 1,2,31,32,33,100,299,300 &&
+            compare_forward "forward ragged-f16 (d 200, dh 40), all sites" "$WORK/models/ragged" "$WORK/models/ragged.jsonl" '*' &&
+            compare_forward "forward ragged-f16 flash path" "$WORK/models/ragged" "$WORK/models/ragged.jsonl" "$(flash_sites 1)"
+    fi
+    if [ $QUICK = 0 ]; then
+        # GPT-2 small's shape, f32, tied
+        if make_model gpt2-small --layers 12 --d 768 --heads 12 --vocab 50257 --positions 1024 --std 0.05 --seed 1; then
+            m=$WORK/models/gpt2-small
+            prompts gpt2-small 50257 "$WORK/models/small-short.jsonl" 1,7,32,33,100,129 &&
+                compare_forward "forward gpt2-small shape, 6 prompts <=129 tok, all sites" "$m" "$WORK/models/small-short.jsonl" '*'
+            prompts gpt2-small 50257 "$WORK/models/small-long.jsonl" 1024,700,3 &&
+                compare_forward "forward gpt2-small shape, 1024 tok, flash+pattern" "$m" "$WORK/models/small-long.jsonl" "$(flash_sites 11)"
+            [ $KEEP = 1 ] || rm -rf "$m"
+        fi
+        # wider: d 1024, 8 heads of 128, 2048 positions, bf16 weights, untied
+        if make_model wide-bf16 --layers 6 --d 1024 --heads 8 --vocab 32000 --positions 2048 --dtype bf16 --untied \
+            --std 0.04 --seed 2; then
+            m=$WORK/models/wide-bf16
+            prompts wide-bf16 32000 "$WORK/models/wide-short.jsonl" 1,64,129,300 &&
+                compare_forward "forward wide-bf16 (dh 128), 4 prompts, all sites" "$m" "$WORK/models/wide-short.jsonl" '*'
+            prompts wide-bf16 32000 "$WORK/models/wide-long.jsonl" 2048,31 &&
+                compare_forward "forward wide-bf16, 2048 tok, flash+pattern" "$m" "$WORK/models/wide-long.jsonl" "$(flash_sites 0)" --no-logits
+            [ $KEEP = 1 ] || rm -rf "$m"
+        fi
+    fi
+else
+    record "forward cpu vs cuda" SKIP "build failed"
+fi
+
+# ---- 4. compute-sanitizer -----------------------------------------------------
+CS=""
+for c in "${CUDA_HOME:-/nonexistent}/bin/compute-sanitizer" "$(command -v compute-sanitizer 2>/dev/null)"; do
+    [ -n "$c" ] && [ -x "$c" ] && { CS=$c; break; }
+done
+CS_VER=$([ -n "$CS" ] && "$CS" --version 2>/dev/null | sed -n 's/.*Version \([0-9.]*\).*/\1/p' | head -n 1)
+sanitize() { # sanitize NAME TOOL-ARGS... -- CMD...
+    local name=$1; shift
+    local targs=() t0 rc log errs
+    while [ "$1" != "--" ]; do targs+=("$1"); shift; done
+    shift
+    log=$LOGS/san-${name//[^A-Za-z0-9_.-]/_}.log
+    t0=$(now)
+    run_logged "$log" 300 "$CS" "${targs[@]}" --error-exitcode 99 --print-limit 20 "$@"
+    rc=$?
+    errs=$(grep -E '^========= (ERROR SUMMARY|RACECHECK SUMMARY|LEAK SUMMARY)' "$log" | sed 's/^========= //' | tr '\n' ' ')
+    # Clean means: exit 0 (the program's own status; 99 if the tool found
+    # errors), a summary line, and zero errors in every summary; a tool's
+    # "0 hazards" alone is not enough (the program may have died).
+    local nerr
+    nerr=$(grep -oE '(ERROR SUMMARY: [0-9]+ error|RACECHECK SUMMARY: [0-9]+ hazards? displayed \([0-9]+ error)' "$log" |
+        grep -oE '[0-9]+ error' | awk '{ s += $1 } END { print s + 0 }')
+    if [ $rc = 0 ] && [ -n "$errs" ] && [ "$nerr" = 0 ]; then record "$name" PASS "$errs" "$(elapsed "$t0")"
+    elif [ $rc = 124 ]; then record "$name" FAIL "timed out after 300 s" "$(elapsed "$t0")"
+    else record "$name" FAIL "exit $rc; ${errs:-no sanitizer summary; }$(grep -m 1 -E '^========= (Invalid|Race|Barrier|Uninitialized|Leaked|Program hit|Error|Warning)' "$log" | cut -c 1-140)" "$(elapsed "$t0")"; fi
+}
+if [ $SANITIZE = 0 ]; then
+    record "compute-sanitizer" SKIP "--no-sanitizer"
+elif [ $BUILD_OK = 0 ]; then
+    record "compute-sanitizer" SKIP "build failed"
+elif [ -z "$CS" ]; then
+    record "compute-sanitizer" FAIL "compute-sanitizer not found (CUDA toolkit at ${CUDA_HOME:-?})"
+else
+    echo "gpu_check: compute-sanitizer $CS_VER"
+    printf '%s\n' '{"tokens": [5, 17, 300, 2, 999, 64, 1, 8]}' '{"tokens": [3]}' '{"tokens": [7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 40]}' >"$WORK/models/san.jsonl"
+    sanitize "memcheck kernel_check --quick" --tool memcheck --leak-check full -- "$B/kernel_check" --quick
+    sanitize "memcheck forward tiny-gpt2 (cuBLAS+kernels)" --tool memcheck --leak-check full -- \
+        "$B/subscope" forward --model models/tiny-gpt2 --input "$WORK/models/san.jsonl" --out "$WORK/out/san-mem.h5" \
+        --sites 'blocks.0.attn.hook_pattern,blocks.*.hook_resid_post,blocks.1.attn.hook_q' --device "$DEV" --compress 0
+    if [ $QUICK = 0 ]; then
+        sanitize "racecheck kernel_check --quick" --tool racecheck --racecheck-report all -- "$B/kernel_check" --quick
+        sanitize "synccheck kernel_check --quick" --tool synccheck -- "$B/kernel_check" --quick
+        sanitize "initcheck kernel_check --quick" --tool initcheck -- "$B/kernel_check" --quick
+        sanitize "racecheck forward tiny-gpt2" --tool racecheck -- \
+            "$B/subscope" forward --model models/tiny-gpt2 --input "$WORK/models/san.jsonl" --out "$WORK/out/san-race.h5" \
+            --sites 'blocks.0.attn.hook_pattern,blocks.*.hook_resid_post' --device "$DEV" --compress 0
+    fi
+    rm -f "$WORK/out/san-mem.h5" "$WORK/out/san-race.h5"
+fi
+
+# ---- 5. summary -----------------------------------------------------------------
+TOTAL_S=$(( $(date +%s) - T_START ))
+n_fail=0 n_pass=0 n_skip=0
+for r in "${RESULTS[@]}"; do
+    case $r in PASS) n_pass=$((n_pass + 1)) ;; FAIL) n_fail=$((n_fail + 1)) ;; *) n_skip=$((n_skip + 1)) ;; esac
+done
+echo
+echo "== gpu-check summary: $GPU_NAME (sm_$ARCH), $(date -u +%Y-%m-%dT%H:%M:%SZ), ${TOTAL_S}s"
+printf '%-52s %-6s %7s  %s\n' check result seconds details
+printf '%-52s %-6s %7s  %s\n' ----- ------ ------- -------
+for i in "${!CHECKS[@]}"; do
+    printf '%-52s %-6s %7s  %s\n' "${CHECKS[$i]}" "${RESULTS[$i]}" "${SECS[$i]}" "${DETAILS[$i]}"
+done
+echo "$n_pass passed, $n_fail failed, $n_skip skipped (logs: ${LOGS#"$ROOT"/})"
+
+json_str() { # a JSON string literal
+    printf '%s' "$1" | awk 'BEGIN { ORS = ""; print "\"" }
+        { gsub(/\\/, "\\\\"); gsub(/"/, "\\\""); gsub(/\t/, "\\t"); gsub(/\r/, "\\r"); gsub(/[\001-\037]/, " ");
+          if (NR > 1) print "\\n"; print }
+        END { print "\"" }'
+}
+COMMIT=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD 2>/dev/null || COMMIT="$COMMIT-dirty"
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+SAFE_NAME=$(printf '%s' "$GPU_NAME" | tr -c 'A-Za-z0-9._-' '-' | sed 's/--*/-/g; s/^-//; s/-$//')
+mkdir -p bench/results
+RES=bench/results/gpu-check-$SAFE_NAME-$STAMP.json
+{
+    echo "{"
+    echo "  \"benchmark\": \"gpu-check\","
+    echo "  \"date\": $(json_str "$(date -u +%Y-%m-%dT%H:%M:%SZ)"),"
+    echo "  \"git_commit\": $(json_str "$COMMIT"),"
+    echo "  \"host\": $(json_str "$(hostname 2>/dev/null || echo unknown)"),"
+    echo "  \"options\": {\"quick\": $QUICK, \"sanitizer\": $SANITIZE, \"atol\": $ATOL, \"rtol\": $RTOL},"
+    echo "  \"gpu\": {"
+    echo "    \"name\": $(json_str "$GPU_NAME"), \"compute_capability\": $(json_str "$GPU_CC"), \"cuda_arch\": $(json_str "$ARCH"),"
+    echo "    \"memory_total\": $(json_str "$GPU_MEM"), \"pci_bus_id\": $(json_str "$GPU_BUS"),"
+    echo "    \"driver_version\": $(json_str "$GPU_DRIVER"), \"driver_cuda_version\": $(json_str "${DRIVER_CUDA:-}")"
+    echo "  },"
+    echo "  \"toolkit\": {\"nvcc\": $(json_str "${NVCC:-}"), \"nvcc_version\": $(json_str "${NVCC_VER:-}"), \"compute_sanitizer_version\": $(json_str "${CS_VER:-}")},"
+    echo "  \"host_cpu\": {\"model\": $(json_str "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | head -n 1)"), \"logical_cpus\": $(nproc 2>/dev/null || echo 0)},"
+    echo "  \"elapsed_s\": $TOTAL_S,"
+    echo "  \"passed\": $n_pass, \"failed\": $n_fail, \"skipped\": $n_skip,"
+    echo "  \"checks\": ["
+    for i in "${!CHECKS[@]}"; do
+        sep=,; [ "$i" -eq $((${#CHECKS[@]} - 1)) ] && sep=
+        echo "    {\"check\": $(json_str "${CHECKS[$i]}"), \"result\": $(json_str "${RESULTS[$i]}"), \"seconds\": ${SECS[$i]}, \"details\": $(json_str "${DETAILS[$i]}")}$sep"
+    done
+    echo "  ],"
+    echo "  \"kernel_cases\": $(json_str "$(grep -E '^CASE' "$LOGS/kernel_check.log" 2>/dev/null)"),"
+    echo "  \"nvidia_smi\": $(json_str "$SMI_FULL")"
+    echo "}"
+} >"$RES"
+echo "gpu_check: results in $RES"
+[ $KEEP = 1 ] || rm -rf "$WORK/models"
+[ $n_fail -eq 0 ]
