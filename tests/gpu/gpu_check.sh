@@ -15,15 +15,20 @@
 #   5. print one summary table and write it, with nvidia-smi's report, the
 #      driver, toolkit and commit, to bench/results/gpu-check-<gpu>-<date>.json.
 #
-# usage: tests/gpu/gpu_check.sh [--quick] [--keep] [--no-sanitizer]
+# usage: tests/gpu/gpu_check.sh [--quick] [--keep] [--no-sanitizer] [--only STEPS]
 #   --quick         bundled and ragged models only, kernel_check --quick, memcheck only
 #   --keep          keep the random models and HDF5 outputs under build/gpu-check/
 #   --no-sanitizer  skip step 4
+#   --only STEPS    run only these of kernels,forward,sanitizer (comma-separated;
+#                   detection and the build always run)
 # Environment: GPU_CHECK_ATOL/GPU_CHECK_RTOL (CPU-vs-GPU forward tolerance,
 # default 2e-4 each), GPU_CHECK_JOBS (make -j, default: cores up to 16),
 # GPU_CHECK_DEVICE (what the forward checks compare with the CPU, default
 # cuda; "cpu" dry-runs the comparison plumbing on a machine without a GPU),
-# NVIDIA_SMI (the nvidia-smi to run; the CLI tests point it at fakes).
+# GPU_CHECK_BUDGET (seconds for the whole run, default 540: a step that
+# would start later is skipped, a running one is stopped at the deadline, and
+# the summary is still written), NVIDIA_SMI (the nvidia-smi to run; the CLI
+# tests point it at fakes).
 #
 # Every step's failure is recorded and the script goes on to the summary.
 # Exit status: 0 all checks passed, 1 some check failed, 2 no GPU visible
@@ -32,21 +37,33 @@ set -u
 cd "$(dirname "$0")/../.." || exit 2
 ROOT=$(pwd)
 
-QUICK=0 KEEP=0 SANITIZE=1
-for a in "$@"; do
+QUICK=0 KEEP=0 SANITIZE=1 STEPS=kernels,forward,sanitizer
+while [ $# -gt 0 ]; do
+    a=$1; shift
     case $a in
     --quick) QUICK=1 ;;
     --keep) KEEP=1 ;;
     --no-sanitizer) SANITIZE=0 ;;
+    --only)
+        STEPS=${1:-}; shift
+        [[ $STEPS =~ ^((kernels|forward|sanitizer),?)+$ ]] || { echo "gpu_check: --only takes kernels,forward,sanitizer" >&2; exit 2; } ;;
     -h | --help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu_check: unknown option $a (see --help)" >&2; exit 2 ;;
     esac
 done
+want() { [[ ,$STEPS, == *,$1,* ]]; }
 
 NVIDIA_SMI=${NVIDIA_SMI:-nvidia-smi}
 ATOL=${GPU_CHECK_ATOL:-2e-4}
 DEV=${GPU_CHECK_DEVICE:-cuda}
 RTOL=${GPU_CHECK_RTOL:-2e-4}
+BUDGET=${GPU_CHECK_BUDGET:-540}
+num_re='^[0-9]+([.][0-9]*)?([eE][-+]?[0-9]+)?$'
+for v in "$ATOL" "$RTOL" "$BUDGET"; do
+    [[ $v =~ $num_re ]] || { echo "gpu_check: GPU_CHECK_ATOL/RTOL/BUDGET must be numbers (got \"$v\")" >&2; exit 2; }
+done
+# fp32 means fp32: the CPU-vs-GPU tolerances assume TF32 is off.
+unset SUBSCOPE_TF32
 T_START=$(date +%s)
 
 # ---- 1a. is there a GPU? ----------------------------------------------------
@@ -89,12 +106,26 @@ record() { # record NAME PASS|FAIL|SKIP DETAILS SECONDS
 }
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
-# Runs a command with a time limit, output to a log; returns its status
-# (124 on timeout).
+# Runs a command with a time limit (clamped to what is left of the budget),
+# output to a log; returns its status: 124 on timeout, 125 (and runs
+# nothing) when the budget is spent.
 run_logged() { # run_logged LOG SECONDS CMD...
-    local log=$1 lim=$2; shift 2
+    local log=$1 lim=$2 left; shift 2
+    left=$(( T_START + ${BUDGET%.*} - $(date +%s) ))
     echo "\$ $*" >"$log"
-    timeout --signal=TERM --kill-after=20 "$lim" "$@" >>"$log" 2>&1
+    if [ $left -lt 5 ]; then echo "skipped: the time budget (GPU_CHECK_BUDGET=${BUDGET}s) is spent" >>"$log"; return 125; fi
+    [ $left -lt "$lim" ] && lim=$left
+    timeout --signal=TERM --kill-after=10 "$lim" "$@" >>"$log" 2>&1
+}
+# Why a logged command failed: its last line, or the timeout.
+why() { # why LOG RC
+    if [ "$2" = 124 ]; then echo "timed out (step limit or GPU_CHECK_BUDGET)"
+    else tail -n 1 "$1" | cut -c 1-200; fi
+}
+# A step that did not run for lack of time is SKIP, not FAIL.
+budget_skip() { # budget_skip NAME RC SECONDS: records and returns 0 if rc says "budget spent"
+    [ "$2" = 125 ] || return 1
+    record "$1" SKIP "time budget spent (GPU_CHECK_BUDGET=${BUDGET}s)" "$3"
 }
 
 echo "gpu_check: GPU 0: $GPU_NAME, compute capability $GPU_CC, $GPU_MEM, driver $GPU_DRIVER"
@@ -140,14 +171,18 @@ kernel_summary() { # kernel_summary LOG: "N cases, M failed (...)" and the faili
     [ -z "$s" ] && s="no summary line: $(tail -n 1 "$1" | cut -c 1-150)"
     printf '%s%s' "$s" "${f:+; failing: $f}"
 }
-if [ $BUILD_OK = 1 ]; then
+if ! want kernels; then
+    :
+elif [ $BUILD_OK = 1 ]; then
     t0=$(now)
     kq=(); [ $QUICK = 1 ] && kq=(--quick)
-    run_logged "$LOGS/kernel_check.log" 420 "$B/kernel_check" "${kq[@]}"
+    run_logged "$LOGS/kernel_check.log" 300 "$B/kernel_check" "${kq[@]}"
     rc=$?
-    res=PASS; [ $rc -ne 0 ] && res=FAIL
-    det=$(kernel_summary "$LOGS/kernel_check.log"); [ $rc = 124 ] && det="timed out; $det"
-    record "kernels vs CPU reference" $res "$det" "$(elapsed "$t0")"
+    if ! budget_skip "kernels vs CPU reference" $rc 0; then
+        res=PASS; [ $rc -ne 0 ] && res=FAIL
+        det=$(kernel_summary "$LOGS/kernel_check.log"); [ $rc = 124 ] && det="timed out; $det"
+        record "kernels vs CPU reference" $res "$det" "$(elapsed "$t0")"
+    fi
 else
     record "kernels vs CPU reference" SKIP "build failed"
 fi
@@ -160,19 +195,25 @@ compare_forward() {
     local tag=${name//[^A-Za-z0-9_.-]/_} t0 rc out det
     t0=$(now)
     out=$WORK/out/$tag
-    if ! run_logged "$LOGS/fwd-$tag-cpu.log" 600 "$B/subscope" forward --model "$model" --input "$prompts" \
-        --out "$out-cpu.h5" --sites "$sites" --compress 0 --device cpu "$@"; then
-        record "$name" FAIL "CPU forward failed: $(tail -n 1 "$LOGS/fwd-$tag-cpu.log")" "$(elapsed "$t0")"
+    run_logged "$LOGS/fwd-$tag-cpu.log" 300 "$B/subscope" forward --model "$model" --input "$prompts" \
+        --out "$out-cpu.h5" --sites "$sites" --compress 0 --device cpu "$@"
+    rc=$?
+    budget_skip "$name" $rc 0 && return
+    if [ $rc != 0 ]; then
+        record "$name" FAIL "CPU forward failed: $(why "$LOGS/fwd-$tag-cpu.log" $rc)" "$(elapsed "$t0")"
         return
     fi
-    if ! run_logged "$LOGS/fwd-$tag-cuda.log" 600 "$B/subscope" forward --model "$model" --input "$prompts" \
-        --out "$out-cuda.h5" --sites "$sites" --compress 0 --device "$DEV" "$@"; then
-        record "$name" FAIL "GPU forward failed: $(tail -n 1 "$LOGS/fwd-$tag-cuda.log")" "$(elapsed "$t0")"
+    run_logged "$LOGS/fwd-$tag-cuda.log" 300 "$B/subscope" forward --model "$model" --input "$prompts" \
+        --out "$out-cuda.h5" --sites "$sites" --compress 0 --device "$DEV" "$@"
+    rc=$?
+    if [ $rc != 0 ]; then
+        budget_skip "$name" $rc 0 || record "$name" FAIL "GPU forward failed: $(why "$LOGS/fwd-$tag-cuda.log" $rc)" "$(elapsed "$t0")"
         rm -f "$out-cpu.h5"
         return
     fi
-    run_logged "$LOGS/cmp-$tag.log" 600 "$B/h5cmp" --atol "$ATOL" --rtol "$RTOL" "$out-cpu.h5" "$out-cuda.h5"
+    run_logged "$LOGS/cmp-$tag.log" 300 "$B/h5cmp" --atol "$ATOL" --rtol "$RTOL" "$out-cpu.h5" "$out-cuda.h5"
     rc=$?
+    if budget_skip "$name" $rc 0; then rm -f "$out-cpu.h5" "$out-cuda.h5"; return; fi
     # the largest max_abs over the float datasets, and where
     local worst
     worst=$(awk 'BEGIN { m = -1 } /max_abs=/ { for (i = 1; i <= NF; i++) if ($i ~ /^max_abs=/) { v = substr($i, 9) + 0; if (v > m) { m = v; w = $1 } } }
@@ -181,6 +222,7 @@ compare_forward() {
     if [ $rc = 0 ]; then
         record "$name" PASS "$det; $worst" "$(elapsed "$t0")"
     else
+        [ $rc = 124 ] && det="h5cmp timed out"
         record "$name" FAIL "${det:-h5cmp exit $rc}; first: $(grep -m 1 FAIL "$LOGS/cmp-$tag.log" | cut -c 1-160)" "$(elapsed "$t0")"
     fi
     [ $KEEP = 1 ] || [ $rc != 0 ] || rm -f "$out-cpu.h5" "$out-cuda.h5"
@@ -191,22 +233,27 @@ mk_ok=1
 make_model() {
     local name=$1; shift
     local dir=$WORK/models/$name
-    if ! run_logged "$LOGS/mkmodel-$name.log" 300 "$B/mkmodel" --out "$dir" "$@"; then
-        record "mkmodel $name" FAIL "$(tail -n 1 "$LOGS/mkmodel-$name.log")"
-        return 1
-    fi
+    run_logged "$LOGS/mkmodel-$name.log" 300 "$B/mkmodel" --out "$dir" "$@"
+    local rc=$?
+    [ $rc = 0 ] && return 0
+    budget_skip "mkmodel $name" $rc 0 || record "mkmodel $name" FAIL "$(why "$LOGS/mkmodel-$name.log" $rc)"
+    return 1
 }
 prompts() { # prompts MODEL VOCAB FILE LENGTHS
     local log=$LOGS/prompts-$(basename "$3").log
-    run_logged "$log" 60 "$B/mkmodel" --vocab "$2" --seed 3 --prompts "$3" --lengths "$4" && return 0
-    record "prompts for $1 ($4 tokens)" FAIL "$(tail -n 1 "$log")"
+    run_logged "$log" 60 "$B/mkmodel" --vocab "$2" --seed 3 --prompts "$3" --lengths "$4"
+    local rc=$?
+    [ $rc = 0 ] && return 0
+    budget_skip "prompts for $1" $rc 0 || record "prompts for $1 ($4 tokens)" FAIL "$(tail -n 1 "$log")"
     return 1
 }
 # Sites without hook_pattern except in one layer: that layer takes the
 # pattern-writing attention kernel, the others the flash kernel.
 flash_sites() { echo "blocks.$1.attn.hook_pattern,blocks.*.attn.hook_z,blocks.*.hook_resid_post,ln_final.hook_normalized"; }
 
-if [ $BUILD_OK = 1 ]; then
+if ! want forward; then
+    :
+elif [ $BUILD_OK = 1 ]; then
     echo "gpu_check: forward on CPU and GPU (tolerance |cpu-gpu| <= $ATOL + $RTOL*|cpu|)"
     # bundled model: its text prompts through the tokenizer, then token ids up to n_positions
     tiny=models/tiny-gpt2
@@ -215,8 +262,8 @@ if [ $BUILD_OK = 1 ]; then
         compare_forward "forward tiny-gpt2 1..128 tokens, all sites" "$tiny" "$WORK/models/tiny-lengths.jsonl" '*' --batch 3
     compare_forward "forward tiny-gpt2 flash path" "$tiny" "$WORK/models/tiny-lengths.jsonl" "$(flash_sites 2)"
     t0=$(now)
-    a=$("$B/subscope" predict --model "$tiny" --prompt 'The cat says' --generate 24 --device cpu 2>"$LOGS/predict-cpu.log")
-    g=$("$B/subscope" predict --model "$tiny" --prompt 'The cat says' --generate 24 --device "$DEV" 2>"$LOGS/predict-cuda.log")
+    a=$(timeout 120 "$B/subscope" predict --model "$tiny" --prompt 'The cat says' --generate 24 --device cpu 2>"$LOGS/predict-cpu.log")
+    g=$(timeout 120 "$B/subscope" predict --model "$tiny" --prompt 'The cat says' --generate 24 --device "$DEV" 2>"$LOGS/predict-cuda.log")
     if [ -n "$a" ] && [ "$a" = "$g" ]; then record "predict --generate 24, cpu = cuda" PASS "\"$(printf '%s' "$a" | head -c 80)\"" "$(elapsed "$t0")"
     else record "predict --generate 24, cpu = cuda" FAIL "cpu: \"$(printf '%s' "$a" | head -c 60)\" cuda: \"$(printf '%s' "$g" | head -c 60)\" $(tail -n 1 "$LOGS/predict-cuda.log")" "$(elapsed "$t0")"; fi
 
@@ -265,8 +312,9 @@ sanitize() { # sanitize NAME TOOL-ARGS... -- CMD...
     shift
     log=$LOGS/san-${name//[^A-Za-z0-9_.-]/_}.log
     t0=$(now)
-    run_logged "$log" 300 "$CS" "${targs[@]}" --error-exitcode 99 --print-limit 20 "$@"
+    run_logged "$log" 240 "$CS" "${targs[@]}" --error-exitcode 99 --print-limit 20 "$@"
     rc=$?
+    budget_skip "$name" $rc 0 && return
     errs=$(grep -E '^========= (ERROR SUMMARY|RACECHECK SUMMARY|LEAK SUMMARY)' "$log" | sed 's/^========= //' | tr '\n' ' ')
     # Clean means: exit 0 (the program's own status; 99 if the tool found
     # errors), a summary line, and zero errors in every summary; a tool's
@@ -275,10 +323,12 @@ sanitize() { # sanitize NAME TOOL-ARGS... -- CMD...
     nerr=$(grep -oE '(ERROR SUMMARY: [0-9]+ error|RACECHECK SUMMARY: [0-9]+ hazards? displayed \([0-9]+ error)' "$log" |
         grep -oE '[0-9]+ error' | awk '{ s += $1 } END { print s + 0 }')
     if [ $rc = 0 ] && [ -n "$errs" ] && [ "$nerr" = 0 ]; then record "$name" PASS "$errs" "$(elapsed "$t0")"
-    elif [ $rc = 124 ]; then record "$name" FAIL "timed out after 300 s" "$(elapsed "$t0")"
+    elif [ $rc = 124 ]; then record "$name" FAIL "timed out after $(elapsed "$t0") s" "$(elapsed "$t0")"
     else record "$name" FAIL "exit $rc; ${errs:-no sanitizer summary; }$(grep -m 1 -E '^========= (Invalid|Race|Barrier|Uninitialized|Leaked|Program hit|Error|Warning)' "$log" | cut -c 1-140)" "$(elapsed "$t0")"; fi
 }
-if [ $SANITIZE = 0 ]; then
+if ! want sanitizer; then
+    :
+elif [ $SANITIZE = 0 ]; then
     record "compute-sanitizer" SKIP "--no-sanitizer"
 elif [ $BUILD_OK = 0 ]; then
     record "compute-sanitizer" SKIP "build failed"
@@ -335,7 +385,7 @@ RES=bench/results/gpu-check-$SAFE_NAME-$STAMP.json
     echo "  \"date\": $(json_str "$(date -u +%Y-%m-%dT%H:%M:%SZ)"),"
     echo "  \"git_commit\": $(json_str "$COMMIT"),"
     echo "  \"host\": $(json_str "$(hostname 2>/dev/null || echo unknown)"),"
-    echo "  \"options\": {\"quick\": $QUICK, \"sanitizer\": $SANITIZE, \"atol\": $ATOL, \"rtol\": $RTOL},"
+    echo "  \"options\": {\"quick\": $QUICK, \"sanitizer\": $SANITIZE, \"steps\": $(json_str "$STEPS"), \"atol\": $ATOL, \"rtol\": $RTOL, \"budget_s\": $BUDGET},"
     echo "  \"gpu\": {"
     echo "    \"name\": $(json_str "$GPU_NAME"), \"compute_capability\": $(json_str "$GPU_CC"), \"cuda_arch\": $(json_str "$ARCH"),"
     echo "    \"memory_total\": $(json_str "$GPU_MEM"), \"pci_bus_id\": $(json_str "$GPU_BUS"),"
