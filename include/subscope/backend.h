@@ -27,6 +27,15 @@ struct ss_backend {
     ss_status (*download)(const ss_backend *be, void *dst, const void *src, size_t bytes);
     /* Waits until every op issued so far has finished; reports deferred errors. */
     ss_status (*sync)(const ss_backend *be);
+    /* Host memory the backend copies to and from fastest (pinned for CUDA). */
+    ss_status (*alloc_host)(const ss_backend *be, size_t bytes, const char *what, void **out);
+    void (*release_host)(const ss_backend *be, void *p);
+    /* Bytes of backend memory allocated now and at most so far (0, 0 where
+     * the backend does not track it, as on the CPU). */
+    void (*memory_stats)(const ss_backend *be, size_t *in_use, size_t *peak);
+    /* dst[r, 0:width] = src[r*ld_src + 0:width] for r < rows, both backend buffers. */
+    ss_status (*copy_rows)(const ss_backend *be, float *dst, const float *src, int64_t ld_src, int64_t rows,
+                           int64_t width);
 
     /* The ops. Pointers are backend buffers except where noted; they may be
      * queued and run later (sync/download order them). */

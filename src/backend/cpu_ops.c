@@ -234,6 +234,14 @@ static ss_status cpu_copy(const ss_backend *be, void *dst, const void *src, size
 
 static ss_status cpu_sync(const ss_backend *be) { return SS_OK; }
 
+static void cpu_memory_stats(const ss_backend *be, size_t *in_use, size_t *peak) { *in_use = *peak = 0; }
+
+static ss_status cpu_copy_rows(const ss_backend *be, float *dst, const float *src, int64_t ld_src, int64_t rows,
+                               int64_t width) {
+    for (int64_t r = 0; r < rows; r++) memcpy(dst + r * width, src + r * ld_src, (size_t)width * sizeof(float));
+    return SS_OK;
+}
+
 static const ss_backend cpu_backend = {
     .name = "cpu",
 #ifdef SS_HAVE_BLAS
@@ -247,6 +255,10 @@ static const ss_backend cpu_backend = {
     .upload = cpu_copy,
     .download = cpu_copy,
     .sync = cpu_sync,
+    .alloc_host = cpu_alloc,
+    .release_host = cpu_release,
+    .copy_rows = cpu_copy_rows,
+    .memory_stats = cpu_memory_stats,
     .matmul = cpu_matmul,
     .layernorm = cpu_layernorm,
     .gelu = cpu_gelu,

@@ -27,6 +27,9 @@ typedef struct {
     int64_t *meta_host;
     char name[32];
     char device_name[256];
+    /* Live allocations, to report the memory a run needed. */
+    void **blk;
+    size_t *blk_bytes, n_blk, cap_blk, in_use, peak;
 } cuda_impl;
 
 #define IMPL(be) ((cuda_impl *)(be)->impl)
@@ -56,10 +59,43 @@ static ss_status cu_alloc(const ss_backend *be, size_t bytes, const char *what, 
                          be->name, IMPL(be)->device_name, (double)bytes / 1048576.0, what, (double)free_b / 1048576.0,
                          (double)total / 1048576.0);
     }
+    cuda_impl *c = IMPL(be);
+    if (c->n_blk == c->cap_blk) {
+        size_t cap = c->cap_blk ? 2 * c->cap_blk : 64;
+        void **nb = realloc(c->blk, cap * sizeof *nb);
+        size_t *ns = nb ? realloc(c->blk_bytes, cap * sizeof *ns) : NULL;
+        if (nb) c->blk = nb;
+        if (!nb || !ns) {
+            cudaFree(*out);
+            *out = NULL;
+            return ss_errorf(SS_ERR_NOMEM, "out of host memory tracking GPU allocations");
+        }
+        c->blk_bytes = ns;
+        c->cap_blk = cap;
+    }
+    c->blk[c->n_blk] = *out;
+    c->blk_bytes[c->n_blk++] = bytes;
+    c->in_use += bytes;
+    if (c->in_use > c->peak) c->peak = c->in_use;
     return SS_OK;
 }
 
-static void cu_release(const ss_backend *be, void *p) { cudaFree(p); }
+static void cu_release(const ss_backend *be, void *p) {
+    cuda_impl *c = IMPL(be);
+    for (size_t i = 0; i < c->n_blk; i++)
+        if (c->blk[i] == p) {
+            c->in_use -= c->blk_bytes[i];
+            c->blk[i] = c->blk[--c->n_blk];
+            c->blk_bytes[i] = c->blk_bytes[c->n_blk];
+            break;
+        }
+    cudaFree(p);
+}
+
+static void cu_memory_stats(const ss_backend *be, size_t *in_use, size_t *peak) {
+    *in_use = IMPL(be)->in_use;
+    *peak = IMPL(be)->peak;
+}
 
 static ss_status cu_upload(const ss_backend *be, void *dst, const void *src, size_t bytes) {
     if (!bytes) return SS_OK;
@@ -73,6 +109,25 @@ static ss_status cu_download(const ss_backend *be, void *dst, const void *src, s
     if (!bytes) return SS_OK;
     CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, IMPL(be)->stream), "copy to host");
     CU(cudaStreamSynchronize(IMPL(be)->stream), "copy to host");
+    return SS_OK;
+}
+
+static ss_status cu_alloc_host(const ss_backend *be, size_t bytes, const char *what, void **out) {
+    *out = NULL;
+    cudaError_t e = cudaMallocHost(out, bytes ? bytes : 1);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return ss_errorf(SS_ERR_NOMEM, "%s: cannot allocate %.1f MiB of pinned host memory for %s: %s", be->name,
+                         (double)bytes / 1048576.0, what, cudaGetErrorString(e));
+    }
+    return SS_OK;
+}
+
+static void cu_release_host(const ss_backend *be, void *p) { cudaFreeHost(p); }
+
+static ss_status cu_copy_rows(const ss_backend *be, float *dst, const float *src, int64_t ld_src, int64_t rows,
+                              int64_t width) {
+    KL(ss_cuda_capture(dst, src, ld_src, NULL, rows, width, IMPL(be)->stream), "capture kernel");
     return SS_OK;
 }
 
@@ -132,7 +187,7 @@ static ss_status cu_attention(const ss_backend *be, float *z, const float *q, co
     cuda_impl *c = IMPL(be);
     size_t need = (size_t)(3 * n_seq);
     if (need > c->meta_cap) {
-        cudaFree(c->meta);
+        if (c->meta) cu_release(be, c->meta);
         free(c->meta_host);
         c->meta = NULL;
         c->meta_cap = 0;
@@ -187,6 +242,8 @@ ss_status ss_backend_cuda_open(int device, ss_backend **out) {
     *be = (ss_backend){
         .name = c->name, .description = c->device_name, .impl = c, .host_memory = 0,
         .alloc = cu_alloc, .release = cu_release, .upload = cu_upload, .download = cu_download, .sync = cu_sync,
+        .alloc_host = cu_alloc_host, .release_host = cu_release_host, .copy_rows = cu_copy_rows,
+        .memory_stats = cu_memory_stats,
         .matmul = cu_matmul, .layernorm = cu_layernorm, .gelu = cu_gelu, .add = cu_add, .embed = cu_embed,
         .attention = cu_attention,
     };
@@ -223,6 +280,8 @@ void ss_backend_cuda_close(ss_backend *be) {
         if (c->stream) cudaStreamDestroy(c->stream);
         cudaFree(c->meta);
         free(c->meta_host);
+        free(c->blk);
+        free(c->blk_bytes);
         free(c);
     }
     free(be);

@@ -188,7 +188,8 @@ ss_status ss_job_forward(const ss_forward_job *job) {
     len = ss_malloc((size_t)B * sizeof(int64_t), "packing");
     if (!packed || !start || !len) { st = SS_ERR_NOMEM; goto out; }
 
-    ss_forward_opts fo = {want, capture, &c, job->no_logits ? SS_LOGITS_NONE : SS_LOGITS_ALL};
+    ss_forward_opts fo = {.want = want, .hook = capture, .hook_ctx = &c,
+                          .logits = job->no_logits ? SS_LOGITS_NONE : SS_LOGITS_ALL, .read_only = 1};
     if (job->progress) job->progress(job->progress_ctx, 0, N);
     for (int64_t b0 = 0; b0 < N; b0 += B) {
         int64_t nb = N - b0 < B ? N - b0 : B, rows = 0;
@@ -227,6 +228,12 @@ ss_status ss_job_forward(const ss_forward_job *job) {
         st = ss_h5_dset_close(logits_ds);
         logits_ds = NULL;
         if (st) goto out;
+    }
+    size_t in_use, peak;
+    be->memory_stats(be, &in_use, &peak);
+    if (peak) {
+        if ((st = ss_h5_attr_i64(h, "/", "device_memory_peak_bytes", (int64_t)peak))) goto out;
+        if (job->progress) fprintf(stderr, "%s: peak device memory %.1f MiB\n", be->name, (double)peak / 1048576.0);
     }
     st = ss_h5_commit(h);
     h = NULL;

@@ -225,11 +225,14 @@ typedef struct {
     const ss_packing *pk;
     const int64_t *pattern_off;
     float *stage;          /* host staging for sites of a device backend */
+    float *arena;          /* device: sites gathered for read-only hooks */
+    int64_t *arena_off;    /* by site id: offset in the arena, or -1 */
+    size_t arena_used;     /* floats */
 } fwd_ctx;
 
 /* Hands a site to the hook. On a device backend the rows go through a host
  * staging buffer and back, so a hook that edits values edits the model's. */
-static ss_status hook_at(const fwd_ctx *f, ss_site_kind kind, int layer, float *buf, size_t n_floats, int64_t offset,
+static ss_status hook_at(fwd_ctx *f, ss_site_kind kind, int layer, float *buf, size_t n_floats, int64_t offset,
                          int64_t ld) {
     if (!f->o || !f->o->want || !f->o->hook) return SS_OK;
     int id = ss_site_id(&f->m->cfg, kind, layer);
@@ -237,6 +240,13 @@ static ss_status hook_at(const fwd_ctx *f, ss_site_kind kind, int layer, float *
     ss_site s;
     ss_site_get(&f->m->cfg, id, &s);
     if (f->be->host_memory) return f->o->hook(f->o->hook_ctx, &s, buf + offset, ld, f->pk, f->pattern_off);
+    if (f->arena) { /* read-only: gather now, hand over after the pass */
+        int64_t rows = s.per_token ? f->pk->rows : 1, width = s.per_token ? s.width : (int64_t)n_floats;
+        SS_TRY(f->be->copy_rows(f->be, f->arena + f->arena_used, buf + offset, s.per_token ? ld : width, rows, width));
+        f->arena_off[id] = (int64_t)f->arena_used;
+        f->arena_used += (size_t)(rows * width);
+        return SS_OK;
+    }
     /* buf holds n_floats (the site's rows, interleaved with others when ld > width). */
     size_t bytes = n_floats * sizeof(float);
     SS_TRY(f->be->download(f->be, f->stage, buf, bytes));
@@ -271,7 +281,7 @@ ss_status ss_forward(const ss_model *m, const ss_backend *be, const int32_t *tok
         if (tokens[r] < 0 || tokens[r] >= V)
             return ss_errorf(SS_ERR_ARG, "token id %d is outside the vocabulary (0..%lld)", tokens[r], (long long)V - 1);
 
-    fwd_ctx f = {m, be, opts, pk, NULL, NULL};
+    fwd_ctx f = {.m = m, .be = be, .o = opts, .pk = pk};
     int want_pattern = 0;
     for (int l = 0; l < c->n_layer; l++) want_pattern |= wants(&f, SS_SITE_PATTERN, l);
     const int64_t n_lrows = !opts || opts->logits == SS_LOGITS_NONE || !logits ? 0
@@ -293,12 +303,24 @@ ss_status ss_forward(const ss_model *m, const ss_backend *be, const int32_t *tok
     void *buf[B_COUNT] = {0};
     int64_t *pat_off = ss_malloc((size_t)pk->n_seq * sizeof(int64_t) + 1, "pattern offsets");
     int32_t *pos = ss_malloc(Rs * sizeof(int32_t) + 1, "positions");
-    float *lg = NULL;
+    float *lg = NULL, *arena_host = NULL;
     ss_status st = SS_ERR_NOMEM;
     if (!pat_off || !pos) goto done;
     for (int i = 0; i < B_COUNT; i++)
         if (bytes[i] && (st = be->alloc(be, bytes[i], what[i], &buf[i]))) goto done;
-    if (!be->host_memory) {
+    if (!be->host_memory && opts && opts->read_only && opts->want && opts->hook) {
+        size_t total = 0;
+        ss_site s;
+        for (int i = 0; i < ss_sites_count(c); i++) {
+            if (!opts->want[i]) continue;
+            ss_site_get(c, i, &s);
+            total += s.per_token ? Rs * (size_t)s.width : (size_t)pat_total;
+        }
+        if (!(f.arena_off = ss_malloc((size_t)ss_sites_count(c) * sizeof(int64_t), "site offsets"))) { st = SS_ERR_NOMEM; goto done; }
+        for (int i = 0; i < ss_sites_count(c); i++) f.arena_off[i] = -1;
+        if ((st = be->alloc(be, total * sizeof(float), "captured sites", (void **)&f.arena))) goto done;
+        if ((st = be->alloc_host(be, total * sizeof(float), "captured sites", (void **)&arena_host))) goto done;
+    } else if (!be->host_memory) {
         size_t stage = (size_t)pat_total > Rs * widest ? (size_t)pat_total : Rs * widest;
         if (!(f.stage = ss_malloc(stage * sizeof(float), "site staging buffer"))) { st = SS_ERR_NOMEM; goto done; }
     }
@@ -381,6 +403,16 @@ ss_status ss_forward(const ss_model *m, const ss_backend *be, const int32_t *tok
             RUN(be->download(be, lg, buf[B_LOGITS], bytes[B_LOGITS]));
         }
     }
+    if (f.arena && f.arena_used) {
+        /* One copy of every gathered site, then the hooks in forward order. */
+        RUN(be->download(be, arena_host, f.arena, f.arena_used * sizeof(float)));
+        ss_site s;
+        for (int i = 0; i < ss_sites_count(c); i++) {
+            if (f.arena_off[i] < 0) continue;
+            ss_site_get(c, i, &s);
+            RUN(opts->hook(opts->hook_ctx, &s, arena_host + f.arena_off[i], s.per_token ? s.width : 0, pk, pat_off));
+        }
+    }
     RUN(be->sync(be));
 #undef RUN
     if (logits) *logits = lg;
@@ -390,6 +422,9 @@ done: /* every failing path above has set the message */
         if (buf[i]) be->release(be, buf[i]);
     free(lg);
     free(f.stage);
+    free(f.arena_off);
+    if (f.arena) be->release(be, f.arena);
+    if (arena_host) be->release_host(be, arena_host);
     free(pat_off);
     free(pos);
     return st;

@@ -34,7 +34,7 @@ static ss_status keep(void *vctx, const ss_site *s, float *data, int64_t ld, con
     return SS_OK;
 }
 
-static void compare_backends(const char *model, const char *globs) {
+static void compare_backends(const char *model, const char *globs, int read_only) {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/models/%s", ss_test_data_dir(), model);
     ss_model *m = NULL;
@@ -53,7 +53,7 @@ static void compare_backends(const char *model, const char *globs) {
     uint8_t *want = calloc((size_t)ns, 1);
     CHECK_OK(ss_sites_select(&m->cfg, globs, want, &nsel));
     rec_t a = {{0}}, b = {{0}};
-    ss_forward_opts oa = {want, keep, &a, SS_LOGITS_ALL}, ob = {want, keep, &b, SS_LOGITS_ALL};
+    ss_forward_opts oa = {want, keep, &a, SS_LOGITS_ALL, read_only}, ob = {want, keep, &b, SS_LOGITS_ALL, read_only};
     float *la = NULL, *lb = NULL;
     CHECK_OK(ss_forward(m, ss_backend_cpu(), toks, &pk, &oa, &la));
     CHECK_OK(ss_forward(m, gpu, toks, &pk, &ob, &lb));
@@ -82,11 +82,15 @@ static void compare_backends(const char *model, const char *globs) {
     ss_backend_cuda_close(gpu);
 }
 
-TEST(cuda_emulated_forward_matches_cpu_with_patterns) { compare_backends("prefix-f32", "*"); }
+/* Sites round-trip through the host one by one (hooks may edit). */
+TEST(cuda_emulated_forward_matches_cpu_with_patterns) { compare_backends("prefix-f32", "*", 0); }
+
+/* Read-only hooks: sites gathered on the device, one copy at the end. */
+TEST(cuda_emulated_forward_matches_cpu_gathered_sites) { compare_backends("prefix-f32", "*", 1); }
 
 TEST(cuda_emulated_forward_matches_cpu_flash_path) {
     /* No hook_pattern requested: the fused attention kernel runs. */
-    compare_backends("noprefix-odd-untied", "blocks.*.attn.hook_z,blocks.*.mlp.hook_post,ln_final.hook_normalized");
+    compare_backends("noprefix-odd-untied", "blocks.*.attn.hook_z,blocks.*.mlp.hook_post,ln_final.hook_normalized", 1);
 }
 
 TEST(cuda_emulated_out_of_memory_is_reported) {
@@ -107,4 +111,20 @@ TEST(cuda_emulated_out_of_memory_is_reported) {
               "message: %s", ss_last_error());
     ss_backend *none = NULL;
     CHECK_ERR(ss_backend_cuda_open(3, &none), SS_ERR_ARG, "cuda:3: there is 1 CUDA device");
+}
+
+TEST(cuda_emulated_memory_is_tracked) {
+    ss_backend *gpu = NULL;
+    CHECK_OK(ss_backend_cuda_open(0, &gpu));
+    void *a, *b;
+    size_t in_use, peak;
+    CHECK_OK(gpu->alloc(gpu, 1000, "a", &a));
+    CHECK_OK(gpu->alloc(gpu, 3000, "b", &b));
+    gpu->release(gpu, a);
+    gpu->memory_stats(gpu, &in_use, &peak);
+    CHECK(in_use == 3000 && peak == 4000);
+    gpu->release(gpu, b);
+    gpu->memory_stats(gpu, &in_use, &peak);
+    CHECK(in_use == 0 && peak == 4000);
+    ss_backend_cuda_close(gpu);
 }
