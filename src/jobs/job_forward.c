@@ -29,7 +29,9 @@ ss_status ss_write_provenance(ss_h5 *h, const ss_model *m, const char *command_l
     char device[320];
     snprintf(device, sizeof device, "%s (%s)", be->name, be->description);
     SS_TRY(ss_h5_attr_str(h, "/", "device", device));
-    SS_TRY(ss_h5_attr_str(h, "/", "dtype", "float32"));
+    const ss_gpt2_weights *w = ss_model_weights(m, be);
+    SS_TRY(ss_h5_attr_str(h, "/", "dtype", w && w->wdtype == SS_WDTYPE_BF16 ? "bfloat16 products, float32 activations"
+                                                                          : "float32"));
     SS_TRY(ss_h5_attr_str(h, "/", "model_path", m->dir));
     SS_TRY(ss_h5_attr_str(h, "/", "model_arch", m->cfg.arch));
     SS_TRY(ss_h5_attr_str(h, "/", "model_weight_dtypes", m->weight_dtypes));
@@ -105,9 +107,10 @@ ss_status ss_job_forward(const ss_forward_job *job) {
     int ns = 0;
     ss_status st;
 
-    if ((st = ss_backend_open(job->device, &be))) goto out;
+    ss_backend_opts bo = {.tf32 = job->tf32};
+    if ((st = ss_backend_open(job->device, &bo, &be))) goto out;
     if ((st = ss_model_load(job->model_dir, &m))) goto out;
-    if ((st = ss_model_place(m, be))) goto out;
+    if ((st = ss_model_place(m, be, job->wdtype))) goto out;
     const ss_config *cfg = &m->cfg;
     const int64_t V = cfg->vocab_size;
     int64_t max_len = job->max_len > 0 && job->max_len < cfg->n_positions ? job->max_len : cfg->n_positions;
@@ -129,6 +132,7 @@ ss_status ss_job_forward(const ss_forward_job *job) {
     if ((st = ss_h5_attr_str(h, "/", "input_path", job->input))) goto out;
     if ((st = ss_h5_attr_i64(h, "/", "n_prompts", N))) goto out;
     if ((st = ss_h5_attr_str(h, "/", "sites", job->sites ? job->sites : ""))) goto out;
+    if ((st = ss_h5_attr_i64(h, "/", "tf32", job->tf32))) goto out;
 
     /* tokens and lengths */
     {
