@@ -110,7 +110,6 @@ ss_status ss_job_forward(const ss_forward_job *job) {
     ss_backend_opts bo = {.tf32 = job->tf32};
     if ((st = ss_backend_open(job->device, &bo, &be))) goto out;
     if ((st = ss_model_load(job->model_dir, &m))) goto out;
-    if ((st = ss_model_place(m, be, job->wdtype))) goto out;
     const ss_config *cfg = &m->cfg;
     const int64_t V = cfg->vocab_size;
     int64_t max_len = job->max_len > 0 && job->max_len < cfg->n_positions ? job->max_len : cfg->n_positions;
@@ -125,6 +124,8 @@ ss_status ss_job_forward(const ss_forward_job *job) {
     if (!(want = ss_calloc((size_t)ns, 1, "site flags"))) { st = SS_ERR_NOMEM; goto out; }
     if (job->sites && *job->sites && (st = ss_sites_select(cfg, job->sites, want, &n_sel))) goto out;
     const int64_t B = job->batch > 0 ? job->batch : 1;
+    /* Inputs are checked before the weights go to the device. */
+    if ((st = ss_model_place(m, be, job->wdtype))) goto out;
 
     if ((st = ss_h5_create(job->out, &h))) goto out;
     if ((st = ss_h5_set_deflate(h, job->compress))) goto out;
