@@ -13,6 +13,8 @@
 # Options: --small, --prompts N, --tokens T, --batch B, --threads N, --reps R,
 #          --no-peer-h5, --only STEP (a step name below), --host LABEL, --quick,
 #          --gpu-only, --no-install (never pip/apt-get: machines without network),
+#          --no-build (use bin/subscope and build/bench/kernel_bench as they are, e.g.
+#          built elsewhere and copied to a GPU machine that has no nvcc),
 #          --gpu-models LIST (default gpt2-small,gpt2-medium,gpt2-large),
 #          --gpu-prompts N (prompts of 1024 tokens per GPU run, default 128; batch 16 = 16k tokens).
 # Environment: BENCH_PYTHON (an interpreter that has torch, transformers, safetensors,
@@ -34,7 +36,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 WORK="${BENCH_WORK:-$ROOT/bench/work}"
 SMALL=0 PROMPTS=32 TOKENS=128 BATCH=16 THREADS="$(nproc)" REPS=3 PEER_H5=1 ONLY="" HOST=""
-QUICK=0 GPU_ONLY=0 INSTALL=1 GPU_MODELS="gpt2-small,gpt2-medium,gpt2-large" GPU_PROMPTS=128
+QUICK=0 GPU_ONLY=0 INSTALL=1 BUILD=1 GPU_MODELS="gpt2-small,gpt2-medium,gpt2-large" GPU_PROMPTS=128
 PY=""          # interpreter with the peer's packages, or empty
 PEER_WHY=""    # why there is none
 GPU_WORK="$WORK/gpu"
@@ -57,9 +59,10 @@ while [ $# -gt 0 ]; do
         --quick) QUICK=1 ;;
         --gpu-only) GPU_ONLY=1 ;;
         --no-install) INSTALL=0 ;;
+        --no-build) BUILD=0 ;;
         --gpu-models) GPU_MODELS="${2:?}"; shift ;;
         --gpu-prompts) GPU_PROMPTS="${2:?}"; shift ;;
-        -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option '$1' (--help lists them)" ;;
     esac
     shift
@@ -136,6 +139,10 @@ build() {
         grep -q 'CUDA_ARCH' Makefile && arch=(CUDA_ARCH="$CUDA_ARCH")
     fi
     CUDA_ARCH="${CUDA_ARCH:-90}"
+    if [ "$BUILD" = 0 ]; then
+        [ -x bin/subscope ] || die "--no-build: bin/subscope does not exist"
+        say "--no-build: using bin/subscope as it is ($(bin/subscope --version))"; return
+    fi
     say "building bin/subscope${arch[*]:+ (${arch[*]})}"
     make -j"$jobs" "${arch[@]}" >/dev/null || die "make failed; run make to see why"
     [ -x bin/subscope ] || die "make did not produce bin/subscope"
@@ -169,9 +176,13 @@ bench_gpu_kernels() {
     if ! cuda_built; then
         say "gpu_kernels skipped: no nvcc/cuBLAS in build/config.mk"; NOTES+=("gpu_kernels skipped: no CUDA toolkit"); return
     fi
-    say "gpu_kernels: building build/bench/kernel_bench (sm_$CUDA_ARCH)"
-    make -f bench/gpu/Makefile CUDA_ARCH="$CUDA_ARCH" >/dev/null || die "building kernel_bench failed: make -f bench/gpu/Makefile"
+    if [ "$BUILD" = 1 ]; then
+        say "gpu_kernels: building build/bench/kernel_bench (sm_$CUDA_ARCH)"
+        make -f bench/gpu/Makefile CUDA_ARCH="$CUDA_ARCH" >/dev/null || die "building kernel_bench failed: make -f bench/gpu/Makefile"
+    fi
+    [ -x build/bench/kernel_bench ] || die "build/bench/kernel_bench does not exist (make -f bench/gpu/Makefile)"
     mkdir -p "$GPU_WORK"
+    rm -f "$GPU_WORK/kernels.json"
     local reps=20 rc=0
     [ "$QUICK" = 1 ] && reps=5
     say "gpu_kernels: kernels and cuBLAS GEMMs (median of $reps, L2 flushed before each launch)"
@@ -205,6 +216,7 @@ bench_gpu_forward() {
     IFS=, read -r -a shapes <<<"$GPU_MODELS"
     for m in "${shapes[@]}"; do models+=("$(gpu_model "$m")"); done
     mkdir -p "$GPU_WORK"
+    rm -f "$GPU_WORK/forward.json"
     say "gpu_forward: subscope forward --device cuda vs Hugging Face on the GPU ($GPU_PROMPTS prompts x 1024 tokens, batch 16)"
     python3 bench/gpu/bench_gpu_forward.py --models "$(IFS=,; echo "${models[*]}")" ${PY:+--python "$PY"} \
         --prompts "$GPU_PROMPTS" --batch 16 --reps "$reps" --peaks "$GPU_WORK/kernels.json" \
@@ -221,7 +233,6 @@ GPU=0
 have_gpu && GPU=1
 ensure_python
 build
-rm -f "$GPU_WORK/kernels.json" "$GPU_WORK/forward.json"
 CPU_RAN=0
 if [ "$GPU_ONLY" = 1 ]; then
     say "--gpu-only: skipping $CPU_STEPS"
@@ -241,8 +252,10 @@ if [ "$GPU" = 1 ]; then
     done
 fi
 
-# The targets of issue 3 with pass/fail, from this run's results; on a GPU machine
-# also the merged bench/results/<device>-<date>.json.
+# The targets of issue 3 with pass/fail; on a GPU machine also the merged
+# bench/results/<device>-<date>.json. Each GPU step replaces its own file in
+# $GPU_WORK, so `--only gpu_kernels` then `--only gpu_forward` (two shorter calls)
+# merge into one result; the forward step takes its peaks from kernels.json.
 report=(python3 bench/gpu/gpu_report.py)
 [ "$CPU_RAN" = 1 ] && report+=(--cpu "$CPU_JSON")
 if [ "$GPU" = 1 ]; then

@@ -6,8 +6,9 @@ only when --python names an interpreter where `import torch, transformers` works
 torch sees a GPU; otherwise the JSON says why it was skipped.
 
 For each model directory (GPT-2-shaped, made by bench/make_model.py) and each subscope
-precision (fp32: IEEE fp32 cuBLAS, the default; tf32: SUBSCOPE_TF32=1, TF32 tensor-core
-matmuls), subscope runs as a fresh process: one untimed warm run, --reps runs of a
+precision (--modes: fp32 = IEEE fp32 cuBLAS, the default; tf32 = --tf32, TF32 tensor-core
+matmuls; bf16 = --dtype bfloat16, bf16 weights and bf16-rounded activations into each
+matrix product, fp32 accumulation, fp32 activations elsewhere), subscope runs as a fresh process: one untimed warm run, --reps runs of a
 one-token prompt (the fixed cost: process start, CUDA context, cuBLAS, reading and
 uploading the weights, HDF5 file), and --reps runs of the prompts. net = median wall -
 median fixed; tokens/s and TFLOP/s are over net. Model FLOPs are bench_forward.py's:
@@ -19,14 +20,15 @@ The peer (bench/peer_hf.py --device cuda --mode hidden) loads once, warms up on 
 batch and times --reps passes, each ending with torch.cuda.synchronize(): fp32 (TF32
 off), tf32 and bf16 by default (--peer-dtypes).
 
-GPU memory: nvidia-smi is sampled every 100 ms during the timed subscope runs; the peak
-of memory.used minus its value before the run is recorded (device-wide, so it includes
-the CUDA context). Writes one JSON document (--json) and prints a table.
+GPU memory: subscope's own peak of device allocations (its "peak device memory" line),
+and nvidia-smi sampled every 100 ms during the timed runs: the peak of memory.used minus
+its value before (device-wide, so it includes the CUDA context and cuBLAS workspace). Writes one JSON document (--json) and prints a table.
 """
 import argparse
 import json
 import os
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -98,10 +100,18 @@ class GpuMemSampler:
         return max(self.peak - self.base, 0.0)
 
 
-def run_subscope(exe, model, prompts, batch, env, workdir, tag, timeout):
+MODE_FLAGS = {"fp32": [], "tf32": ["--tf32"], "bf16": ["--dtype", "bfloat16"]}
+MODE_DTYPE = {"fp32": "fp32 weights, activations and matmuls (TF32 off)",
+              "tf32": "fp32 weights and activations, TF32 tensor-core matmuls",
+              "bf16": "bf16 weights, activations rounded to bf16 into each matmul, fp32 accumulation and activations"}
+PEAK_RE = re.compile(r"peak device memory ([0-9.]+) MiB")
+
+
+def run_subscope(exe, model, prompts, batch, mode, env, workdir, tag, timeout):
+    """(wall seconds, subscope's reported peak device memory in MiB or None)."""
     out = os.path.join(workdir, f"{tag}.h5")
     cmd = [exe, "forward", "--model", model, "--input", prompts, "--out", out, "--batch", str(batch),
-           "--no-logits", "--device", "cuda", "--compress", "0"]
+           "--no-logits", "--device", "cuda", "--compress", "0"] + MODE_FLAGS[mode]
     t0 = time.perf_counter()
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     wall = time.perf_counter() - t0
@@ -109,7 +119,8 @@ def run_subscope(exe, model, prompts, batch, env, workdir, tag, timeout):
         raise RuntimeError(f"subscope failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-2000:]}")
     if os.path.exists(out):
         os.remove(out)
-    return wall
+    m = PEAK_RE.search(p.stderr)
+    return wall, float(m.group(1)) if m else None
 
 
 def peer_status(python):
@@ -158,7 +169,7 @@ def main():
     ap.add_argument("--tokens", type=int, default=1024, help="tokens per prompt (default 1024)")
     ap.add_argument("--batch", type=int, default=16, help="prompts per forward pass (default 16: 16k tokens)")
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--modes", default="fp32,tf32", help="subscope precisions: fp32, tf32")
+    ap.add_argument("--modes", default="fp32,tf32,bf16", help="subscope precisions: fp32, tf32, bf16")
     ap.add_argument("--peer-dtypes", default="fp32,tf32,bf16")
     ap.add_argument("--peaks", default=None, help="kernel_bench JSON: its device.peaks give the MFU denominators")
     ap.add_argument("--timeout", type=int, default=1200, help="seconds allowed per process (default 1200)")
@@ -168,8 +179,8 @@ def main():
 
     modes = [m for m in a.modes.split(",") if m]
     for m in modes:
-        if m not in ("fp32", "tf32"):
-            sys.exit(f"bench_gpu_forward.py: unknown subscope mode '{m}' (fp32, tf32; bf16 is not wired yet)")
+        if m not in MODE_FLAGS:
+            sys.exit(f"bench_gpu_forward.py: unknown subscope mode '{m}' ({', '.join(MODE_FLAGS)})")
     peer_dtypes = [x for x in a.peer_dtypes.split(",") if x]
     if not os.access(a.subscope, os.X_OK):
         sys.exit(f"bench_gpu_forward.py: {a.subscope} is not executable; run make first")
@@ -185,7 +196,6 @@ def main():
     workdir = a.workdir or tempfile.mkdtemp(prefix="subscope-gpubench-")
     os.makedirs(workdir, exist_ok=True)
     env = dict(os.environ)
-    env.pop("SUBSCOPE_TF32", None)
     env["TRANSFORMERS_VERBOSITY"] = "error"
     env["HF_HUB_OFFLINE"] = "1"
     peer_ok, peer_why = peer_status(a.python)
@@ -213,25 +223,22 @@ def main():
                  "tokens_per_batch": min(a.batch, a.prompts) * T, "model_gflop": flops / 1e9,
                  "subscope": {}, "peer": {}}
         for mode in modes:
-            e = dict(env)
-            if mode == "tf32":
-                e["SUBSCOPE_TF32"] = "1"
-            r = {"dtype": "fp32 weights and activations" + (", TF32 matmuls" if mode == "tf32" else ""),
-                 "peak_kind": mode}
+            r = {"dtype": MODE_DTYPE[mode], "flags": MODE_FLAGS[mode], "peak_kind": mode}
             try:
-                run_subscope(a.subscope, model, one, a.batch, e, workdir, "warm", a.timeout)
-                fixed = [run_subscope(a.subscope, model, one, a.batch, e, workdir, f"fixed{i}", a.timeout)
+                run_subscope(a.subscope, model, one, a.batch, mode, env, workdir, "warm", a.timeout)
+                fixed = [run_subscope(a.subscope, model, one, a.batch, mode, env, workdir, f"fixed{i}", a.timeout)[0]
                          for i in range(a.reps)]
                 with GpuMemSampler() as mem:
-                    runs = [run_subscope(a.subscope, model, prompts, a.batch, e, workdir, f"run{i}", a.timeout)
+                    full = [run_subscope(a.subscope, model, prompts, a.batch, mode, env, workdir, f"run{i}", a.timeout)
                             for i in range(a.reps)]
+                runs = [x[0] for x in full]
                 wall, fixed_wall = statistics.median(runs), statistics.median(fixed)
                 net = max(wall - fixed_wall, 1e-9)
                 tfl = flops / net / 1e12
                 r.update({"runs_s": runs, "fixed_runs_s": fixed, "median_wall_s": wall, "fixed_wall_s": fixed_wall,
                           "net_wall_s": net, "tokens_per_s": tokens / net, "tokens_per_s_raw": tokens / wall,
                           "tflops": tfl, "mfu_pct": pct(tfl, peak_of[mode]), "mfu_vs_bf16_peak_pct": pct(tfl, peak_of["bf16"]),
-                          "gpu_mem_used_mib": mem.used_mib(),
+                          "gpu_mem_used_mib": mem.used_mib(), "device_memory_peak_mib": full[0][1],
                           "fixed_share": fixed_wall / wall})
                 log(f"{name} subscope {mode}: {tokens / net:,.0f} tok/s net ({wall:.2f} s wall, {fixed_wall:.2f} s "
                     f"fixed), {tfl:.1f} TFLOP/s")
@@ -267,8 +274,8 @@ def main():
                         "peer_dtypes": peer_dtypes if peer_ok else [], "subscope_flags": "--no-logits --device cuda "
                         "--compress 0"},
            "peaks_tflops": peak_of, "peer_available": peer_ok, "peer_note": peer_why or None,
-           "notes": "subscope's CUDA backend computes in fp32 (optionally TF32 matmuls); bf16 is not wired yet, "
-                    "so the issue's bf16 target compares subscope fp32/TF32 with the bf16 peak.",
+           "notes": "subscope bf16 = bf16 matrix products (weights stored in bf16, activations rounded per "
+                    "product), everything else fp32; HF bf16 = the whole model in bf16.",
            "results": results}
     os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
     with open(a.json, "w") as f:

@@ -18,6 +18,11 @@
  * device attributes, (c) the peak FLOP/s of the precision used, from a table
  * of known GPUs (bench/README.md gives the numbers and their sources).
  *
+ * GEMMs are issued as src/backend/cuda_backend.c's cu_matmul issues them: Sgemm
+ * with default math (fp32) or TF32 tensor ops (--tf32), and GemmEx with bf16
+ * operands and an fp32 result (--dtype bfloat16); a bf16-result GemmEx is
+ * added for reference (what a bf16 PyTorch Linear runs).
+ *
  * Written as .cu (nvcc) rather than .c: it needs a few device kernels of its
  * own (random fill, L2 flush, a reference copy kernel) and bf16 types for the
  * GemmEx case, and it links the same nvcc-built objects of kernels/*.cu that
@@ -156,6 +161,9 @@ static void die(int code, const char *fmt, ...) {
 /* Datasheet numbers, dense (no structured sparsity), TFLOP/s and GB/s.
  * Sources and the rule for the SXM/PCIe split are in bench/README.md. */
 static Peaks lookup_peaks(const char *name, int sms) {
+    /* Grace Hopper: an H100 die (same compute peaks); its memory (96 GB HBM3 or
+     * 144 GB HBM3e) varies, so no datasheet bandwidth: the attributes give it. */
+    if (strstr(name, "GH200")) return {"table: GH200 (H100 SXM compute)", 66.9, 494.7, 989.4, 0};
     if (strstr(name, "H200 NVL")) return {"table: H200 NVL", 60.0, 417.5, 835.5, 4800};
     if (strstr(name, "H200")) return {"table: H200 SXM", 66.9, 494.7, 989.4, 4800};
     if (strstr(name, "H100 NVL")) return {"table: H100 NVL", 60.0, 417.5, 835.5, 3900};
@@ -215,12 +223,14 @@ static bool time_op(Result &r, const Op &op, const char *(*err_str)(int)) {
         int rc = op();
         CK(cudaEventRecord(G.ev1, G.stream));
         cudaError_t e = cudaStreamSynchronize(G.stream);
-        if (rc || e != cudaSuccess || (e = cudaGetLastError()) != cudaSuccess) {
-            char buf[300];
-            snprintf(buf, sizeof buf, "%s", rc ? err_str(rc) : cudaGetErrorString(e));
-            r.error = buf;
-            if (e == cudaErrorIllegalAddress || e == cudaErrorLaunchFailure)
-                die(1, "%s: %s (the context is lost; stopping)", r.name.c_str(), buf);
+        if (e == cudaSuccess) e = cudaGetLastError();
+        /* An error while the work ran (illegal address, ...) is sticky: the
+         * context is unusable, so stop rather than record garbage. */
+        if (e != cudaSuccess) die(1, "%s (%s): %s; stopping", r.name.c_str(), r.shape.c_str(), cudaGetErrorString(e));
+        if (rc) {
+            /* Refused at launch (bad arguments, no kernel image, cuBLAS status):
+             * recorded, and the other cases go on. */
+            r.error = err_str(rc);
             return false;
         }
         float t = 0;
@@ -518,7 +528,7 @@ static void bench_gemm(int64_t M) {
         const cublasOperation_t opb = s.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
         const float one = 1.f, zero = 0.f;
         std::string base = fmt("gemm.%s.%s", s.model, s.what);
-        bool any = selected(base + ".fp32") || selected(base + ".tf32") || selected(base + ".bf16");
+        bool any = selected(base + ".fp32") || selected(base + ".tf32") || selected(base + ".bf16_out");
         if (!any) continue;
         {
             Buf A(M * K * 4), B(K * N * 4), C(M * N * 4);
@@ -539,17 +549,22 @@ static void bench_gemm(int64_t M) {
             }
             cublasSetMathMode(G.blas, CUBLAS_DEFAULT_MATH);
         }
-        {
-            Buf A(M * K * 2), B(K * N * 2), C(M * N * 2);
+        for (int out16 = 0; out16 <= 1; out16++) {
+            /* bf16: as cu_matmul's bf16 path (bf16 A and B, fp32 C); bf16_out: C in
+             * bf16 too, as a bf16 Linear in PyTorch. */
+            const int es = out16 ? 2 : 4;
+            Buf A(M * K * 2), B(K * N * 2), C(M * N * es);
             fill_bf16(A);
             fill_bf16(B, 0.05f);
-            const double io = 2.0 * (M * K + K * N + M * N);
-            run_case(mk("gemm", base + ".bf16", "cublasGemmEx", shape, "bf16 in/out, fp32 accumulate", io, flops, "bf16",
-                        false, false),
+            const double io = 2.0 * (M * K + K * N) + (double)es * M * N;
+            run_case(mk("gemm", base + (out16 ? ".bf16_out" : ".bf16"), "cublasGemmEx", shape,
+                        out16 ? "bf16 in and out, fp32 accumulate" : "bf16 in, fp32 out and accumulate", io, flops,
+                        "bf16", false, false),
                      [&] {
                          return (int)cublasGemmEx(G.blas, opb, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one, B.p,
-                                                  CUDA_R_16BF, ldb, A.p, CUDA_R_16BF, lda, &zero, C.p, CUDA_R_16BF, ldc,
-                                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+                                                  CUDA_R_16BF, ldb, A.p, CUDA_R_16BF, lda, &zero, C.p,
+                                                  out16 ? CUDA_R_16BF : CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
+                                                  CUBLAS_GEMM_DEFAULT);
                      },
                      blas_err_str);
         }
