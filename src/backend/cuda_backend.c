@@ -10,6 +10,7 @@
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +32,8 @@ typedef struct {
     char device_name[256];
     /* Live allocations, to report the memory a run needed. */
     void **blk;
-    size_t *blk_bytes, n_blk, cap_blk, in_use, peak;
+    size_t *blk_bytes, n_blk, cap_blk, in_use, peak, reserved;
+    unsigned char *blk_live;  /* 0: released, cached for reuse */
 } cuda_impl;
 
 #define IMPL(be) ((cuda_impl *)(be)->impl)
@@ -50,33 +52,78 @@ static ss_status cuda_err(const ss_backend *be, cudaError_t e, const char *what)
 /* Kernel launchers return a cudaError_t as int. */
 #define KL(call, what) CU((cudaError_t)(call), what)
 
-static ss_status cu_alloc(const ss_backend *be, size_t bytes, const char *what, void **out) {
-    *out = NULL;
-    cudaError_t e = cudaMalloc(out, bytes ? bytes : 1);
-    if (e != cudaSuccess) {
-        size_t free_b = 0, total = 0;
-        cudaGetLastError(); /* clear the sticky error of a failed allocation */
-        cudaMemGetInfo(&free_b, &total);
-        return ss_errorf(SS_ERR_NOMEM, "%s (%s): out of GPU memory allocating %.1f MiB for %s (%.1f of %.1f MiB free)",
-                         be->name, IMPL(be)->device_name, (double)bytes / 1048576.0, what, (double)free_b / 1048576.0,
-                         (double)total / 1048576.0);
-    }
-    cuda_impl *c = IMPL(be);
+/* A small caching allocator: a forward pass allocates the same dozen
+ * buffers every batch, and cudaMalloc/cudaFree synchronise the device, so
+ * released blocks are kept and handed out again. Reuse is safe without
+ * events because every op runs on the backend's one stream, in order. */
+static int track(cuda_impl *c, void *p, size_t bytes) {
     if (c->n_blk == c->cap_blk) {
         size_t cap = c->cap_blk ? 2 * c->cap_blk : 64;
         void **nb = realloc(c->blk, cap * sizeof *nb);
-        size_t *ns = nb ? realloc(c->blk_bytes, cap * sizeof *ns) : NULL;
         if (nb) c->blk = nb;
-        if (!nb || !ns) {
+        size_t *ns = nb ? realloc(c->blk_bytes, cap * sizeof *ns) : NULL;
+        if (ns) c->blk_bytes = ns;
+        unsigned char *nl = ns ? realloc(c->blk_live, cap) : NULL;
+        if (!nl) return 0;
+        c->blk_live = nl;
+        c->cap_blk = cap;
+    }
+    c->blk[c->n_blk] = p;
+    c->blk_bytes[c->n_blk] = bytes;
+    c->blk_live[c->n_blk++] = 1;
+    return 1;
+}
+
+static void drop_cached(cuda_impl *c) {
+    for (size_t i = 0; i < c->n_blk;) {
+        if (c->blk_live[i]) { i++; continue; }
+        cudaFree(c->blk[i]);
+        c->reserved -= c->blk_bytes[i];
+        c->n_blk--;
+        c->blk[i] = c->blk[c->n_blk];
+        c->blk_bytes[i] = c->blk_bytes[c->n_blk];
+        c->blk_live[i] = c->blk_live[c->n_blk];
+    }
+}
+
+static ss_status cu_alloc(const ss_backend *be, size_t bytes, const char *what, void **out) {
+    cuda_impl *c = IMPL(be);
+    *out = NULL;
+    if (!bytes) bytes = 1;
+    /* Best fit among cached blocks no more than twice the request. */
+    size_t best = SIZE_MAX;
+    for (size_t i = 0; i < c->n_blk; i++)
+        if (!c->blk_live[i] && c->blk_bytes[i] >= bytes && c->blk_bytes[i] / 2 <= bytes &&
+            (best == SIZE_MAX || c->blk_bytes[i] < c->blk_bytes[best]))
+            best = i;
+    if (best != SIZE_MAX) {
+        c->blk_live[best] = 1;
+        *out = c->blk[best];
+        bytes = c->blk_bytes[best];
+    } else {
+        cudaError_t e = cudaMalloc(out, bytes);
+        if (e != cudaSuccess) { /* give the cache back and try once more */
+            cudaGetLastError();
+            drop_cached(c);
+            e = cudaMalloc(out, bytes);
+        }
+        if (e != cudaSuccess) {
+            size_t free_b = 0, total = 0;
+            cudaGetLastError(); /* clear the sticky error of a failed allocation */
+            cudaMemGetInfo(&free_b, &total);
+            *out = NULL;
+            return ss_errorf(SS_ERR_NOMEM,
+                             "%s (%s): out of GPU memory allocating %.1f MiB for %s (%.1f of %.1f MiB free)", be->name,
+                             c->device_name, (double)bytes / 1048576.0, what, (double)free_b / 1048576.0,
+                             (double)total / 1048576.0);
+        }
+        if (!track(c, *out, bytes)) {
             cudaFree(*out);
             *out = NULL;
             return ss_errorf(SS_ERR_NOMEM, "out of host memory tracking GPU allocations");
         }
-        c->blk_bytes = ns;
-        c->cap_blk = cap;
+        c->reserved += bytes;
     }
-    c->blk[c->n_blk] = *out;
-    c->blk_bytes[c->n_blk++] = bytes;
     c->in_use += bytes;
     if (c->in_use > c->peak) c->peak = c->in_use;
     return SS_OK;
@@ -85,13 +132,11 @@ static ss_status cu_alloc(const ss_backend *be, size_t bytes, const char *what, 
 static void cu_release(const ss_backend *be, void *p) {
     cuda_impl *c = IMPL(be);
     for (size_t i = 0; i < c->n_blk; i++)
-        if (c->blk[i] == p) {
+        if (c->blk[i] == p && c->blk_live[i]) {
             c->in_use -= c->blk_bytes[i];
-            c->blk[i] = c->blk[--c->n_blk];
-            c->blk_bytes[i] = c->blk_bytes[c->n_blk];
-            break;
+            c->blk_live[i] = 0;
+            return;
         }
-    cudaFree(p);
 }
 
 static void cu_memory_stats(const ss_backend *be, size_t *in_use, size_t *peak) {
@@ -302,11 +347,11 @@ void ss_backend_cuda_close(ss_backend *be) {
     if (c) {
         if (c->blas) cublasDestroy(c->blas);
         if (c->stream) cudaStreamDestroy(c->stream);
-        cudaFree(c->meta);
-        cudaFree(c->a16);
+        for (size_t i = 0; i < c->n_blk; i++) cudaFree(c->blk[i]); /* meta and a16 are among them */
         free(c->meta_host);
         free(c->blk);
         free(c->blk_bytes);
+        free(c->blk_live);
         free(c);
     }
     free(be);

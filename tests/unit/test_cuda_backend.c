@@ -126,6 +126,18 @@ TEST(cuda_emulated_memory_is_tracked) {
     gpu->release(gpu, b);
     gpu->memory_stats(gpu, &in_use, &peak);
     CHECK(in_use == 0 && peak == 4000);
+    /* Released blocks are reused (a 2000-byte request takes the cached 3000 one)... */
+    void *c2;
+    CHECK_OK(gpu->alloc(gpu, 2000, "c", &c2));
+    CHECK(c2 == b);
+    gpu->release(gpu, c2);
+    /* ...and given back to the device when a new allocation would not fit. */
+    ss_emu_set_device_memory_limit(4000 + 1000);
+    void *d2;
+    ss_status st = gpu->alloc(gpu, 3500, "d", &d2);
+    ss_emu_set_device_memory_limit(0);
+    CHECK_OK(st);
+    gpu->release(gpu, d2);
     ss_backend_cuda_close(gpu);
 }
 
