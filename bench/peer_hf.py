@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """The peer of `subscope forward`: the same prompts through Hugging Face GPT2LMHeadModel.
 
-fp32, eval(), torch.no_grad(), use_cache=False, torch.set_num_threads(--threads), the
-same batches as subscope's --batch. One warm-up batch first, then --reps passes over all
+fp32 (or --dtype tf32 / bf16), eval(), torch.no_grad(), use_cache=False,
+torch.set_num_threads(--threads), the same batches as subscope's --batch, on --device cpu
+(default) or cuda (the model and ids on the GPU; each timed pass ends with
+torch.cuda.synchronize(), and the JSON adds the GPU's name and peak allocated memory). One warm-up batch first, then --reps passes over all
 prompts; each pass is timed (model compute only, plus the copy-out / HDF5 writes the
 mode asks for) and the JSON reports every pass, their median and best. With --serve
 it instead runs one pass per 'pass' line on stdin (bench_forward.py interleaves these
@@ -77,6 +79,10 @@ def main():
     ap.add_argument("--serve", action="store_true",
                     help="after the warm-up, run one pass per 'pass' line on stdin; 'done' ends with the summary")
     ap.add_argument("--h5", default=None, help="also write the results to this HDF5 file (timed)")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--dtype", choices=["fp32", "tf32", "bf16"], default="fp32",
+                    help="fp32 (TF32 off, torch's default), tf32 (fp32 weights, TF32 matmuls allowed), bf16 weights "
+                         "and activations")
     a = ap.parse_args()
 
     t_import = time.perf_counter()
@@ -86,15 +92,26 @@ def main():
     from transformers import GPT2LMHeadModel
 
     torch.set_num_threads(a.threads)
+    if a.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("peer_hf.py: --device cuda but torch sees no GPU (torch.cuda.is_available() is False)")
+    if a.dtype == "tf32" and a.device == "cpu":
+        sys.exit("peer_hf.py: --dtype tf32 is for --device cuda (the CPU has no TF32)")
+    # Set explicitly: fp32 means IEEE fp32 matmuls, as subscope's default.
+    torch.backends.cuda.matmul.allow_tf32 = a.dtype == "tf32"
+    torch.backends.cudnn.allow_tf32 = a.dtype == "tf32"
+    tdtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
+    dev = torch.device(a.device)
     rss_after_import = rss_mib()
     import_s = time.perf_counter() - t_import
 
     t0 = time.perf_counter()
-    model = GPT2LMHeadModel.from_pretrained(a.model, dtype=torch.float32).eval()
+    model = GPT2LMHeadModel.from_pretrained(a.model, dtype=tdtype).eval().to(dev)
+    if a.device == "cuda":
+        torch.cuda.synchronize()
     load_s = time.perf_counter() - t0
     cfg = model.config
     prompts = read_prompts(a.input)
-    ids = torch.tensor(prompts, dtype=torch.long)
+    ids = torch.tensor(prompts, dtype=torch.long).to(dev)
     N, T = ids.shape
     d_mlp = cfg.n_inner or 4 * cfg.n_embd
     L = cfg.n_layer
@@ -110,7 +127,7 @@ def main():
         def make_hook(layer):
             def hook(_mod, _inp, out):
                 b0 = where["b0"]
-                captured[layer][b0:b0 + out.shape[0]] = out.detach().numpy()
+                captured[layer][b0:b0 + out.shape[0]] = out.detach().float().cpu().numpy()
             return hook
 
         for l, block in enumerate(model.transformer.h):
@@ -129,7 +146,7 @@ def main():
         if a.mode == "logits":
             out = model(input_ids=x, use_cache=False).logits
             if logits_out is not None:
-                logits_out[b0:b0 + x.shape[0]] = out.numpy()
+                logits_out[b0:b0 + x.shape[0]] = out.float().cpu().numpy()
             return out
         return model.transformer(input_ids=x, use_cache=False).last_hidden_state
 
@@ -137,7 +154,7 @@ def main():
         import h5py
         tmp = path + ".tmp"
         with h5py.File(tmp, "w") as f:
-            f.create_dataset("tokens", data=ids.numpy().astype(np.int32))
+            f.create_dataset("tokens", data=ids.cpu().numpy().astype(np.int32))
             if logits_out is not None:
                 f.create_dataset("logits", data=logits_out, chunks=chunk_like_subscope(logits_out.shape),
                                  shuffle=True, compression="gzip", compression_opts=4, fillvalue=np.nan)
@@ -154,6 +171,8 @@ def main():
         t0 = time.perf_counter()
         for b0 in range(0, N, a.batch):
             run_batch(b0)
+        if a.device == "cuda":
+            torch.cuda.synchronize()  # kernels are asynchronous: the pass ends when the GPU is done
         t1 = time.perf_counter()
         if a.h5:
             write_h5(a.h5)
@@ -165,6 +184,8 @@ def main():
 
     with torch.no_grad():
         run_batch(0)  # warm-up: first-call allocations and kernel selection
+        if a.device == "cuda":
+            torch.cuda.synchronize()
         if a.serve:
             # Driven by bench_forward.py, which alternates our passes with subscope
             # runs so that both see the same load on a shared machine.
@@ -209,7 +230,13 @@ def main():
         "tokens_per_s": N * T / med,
         "rss_after_import_mib": rss_after_import,
         "peak_rss_mib": rss_mib(),
+        "device": a.device,
+        "dtype": a.dtype,
     }
+    if a.device == "cuda":
+        res["gpu"] = torch.cuda.get_device_name(0)
+        res["cuda"] = torch.version.cuda
+        res["gpu_peak_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
     print(json.dumps(res))
 
 

@@ -1,29 +1,46 @@
 #!/usr/bin/env bash
-# Runs the benchmark suite: builds subscope, makes the benchmark model, runs every step
-# that this machine can run, and prints a short table per step. Results go to
-# bench/results/<kind>-<host>-<date>.json.
+# Runs the benchmark suite: builds subscope, makes the benchmark models, runs each step
+# that this machine can run, and prints a short table per step. CPU results go to
+# bench/results/cpu-<host>-<date>.json; on a GPU machine the GPU results (kernels,
+# forward, targets) go to bench/results/<device>-<date>.json. The issue's targets are
+# printed last, with pass/fail.
 #
 #   bench/run_all.sh                       GPT-2 small shape, 32 prompts x 128 tokens, 3 reps
 #   bench/run_all.sh --small --prompts 16  6-layer d=512 model, fewer prompts (slow or shared machines)
+#   bench/run_all.sh --quick               everything, short (CPU: 4 prompts x 32 tokens, 1 rep)
+#   bench/run_all.sh --gpu-only            the GPU steps only (a short GPU session)
 #
 # Options: --small, --prompts N, --tokens T, --batch B, --threads N, --reps R,
-#          --no-peer-h5, --only STEP (a step name below), --host LABEL.
+#          --no-peer-h5, --only STEP (a step name below), --host LABEL, --quick,
+#          --gpu-only, --no-install (never pip/apt-get: machines without network),
+#          --no-build (use bin/subscope and build/bench/kernel_bench as they are, e.g.
+#          built elsewhere and copied to a GPU machine that has no nvcc),
+#          --gpu-models LIST (default gpt2-small,gpt2-medium,gpt2-large),
+#          --gpu-prompts N (prompts of 1024 tokens per GPU run, default 128; batch 16 = 16k tokens).
 # Environment: BENCH_PYTHON (an interpreter that has torch, transformers, safetensors,
 #          h5py, numpy; default python3, or a venv made in bench/work/venv if those are
-#          missing), BENCH_WORK (models and scratch, default bench/work), MAKE_JOBS (2).
+#          missing), BENCH_WORK (models and scratch, default bench/work), MAKE_JOBS (2;
+#          nproc where a GPU is visible), CUDA_ARCH (default: the GPU's, e.g. 90).
 #
 # Steps: CPU_STEPS always run; GPU_STEPS run only where `nvidia-smi -L` lists a GPU, and
 # are skipped with a message elsewhere. A new benchmark is a function bench_<name> below
-# plus its name in one of the two lists.
+# plus its name in one of the two lists. The peers (PyTorch / Hugging Face) run only
+# where python has torch and transformers; where it has not and pip cannot install them
+# (no network, --no-install), CPU steps are skipped and GPU steps run without a peer.
 set -euo pipefail
 
 CPU_STEPS="cpu_forward"
-GPU_STEPS=""   # none yet: the CUDA backend is not built (see docs/ROADMAP.md)
+GPU_STEPS="gpu_kernels gpu_forward"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 WORK="${BENCH_WORK:-$ROOT/bench/work}"
 SMALL=0 PROMPTS=32 TOKENS=128 BATCH=16 THREADS="$(nproc)" REPS=3 PEER_H5=1 ONLY="" HOST=""
+QUICK=0 GPU_ONLY=0 INSTALL=1 BUILD=1 GPU_MODELS="gpt2-small,gpt2-medium,gpt2-large" GPU_PROMPTS=128
+PY=""          # interpreter with the peer's packages, or empty
+PEER_WHY=""    # why there is none
+GPU_WORK="$WORK/gpu"
+NOTES=()
 
 die() { echo "run_all.sh: $*" >&2; exit 1; }
 say() { echo "== $*" >&2; }
@@ -39,54 +56,111 @@ while [ $# -gt 0 ]; do
         --no-peer-h5) PEER_H5=0 ;;
         --only) ONLY="${2:?}"; shift ;;
         --host) HOST="${2:?}"; shift ;;
-        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --quick) QUICK=1 ;;
+        --gpu-only) GPU_ONLY=1 ;;
+        --no-install) INSTALL=0 ;;
+        --no-build) BUILD=0 ;;
+        --gpu-models) GPU_MODELS="${2:?}"; shift ;;
+        --gpu-prompts) GPU_PROMPTS="${2:?}"; shift ;;
+        -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option '$1' (--help lists them)" ;;
     esac
     shift
 done
 
+if [ "$QUICK" = 1 ]; then
+    # Short everywhere: the CPU part on the small model, the GPU part with fewer prompts.
+    SMALL=1 PROMPTS=4 TOKENS=32 BATCH=4 REPS=1 PEER_H5=0 GPU_PROMPTS=32
+fi
+HOST="${HOST:-$(hostname -s 2>/dev/null || hostname)}"
+CPU_JSON="$ROOT/bench/results/cpu-$HOST-$(date -u +%Y%m%d).json"
+# A quick run is a smoke test: its CPU numbers (128 tokens) stay out of bench/results.
+[ "$QUICK" = 0 ] || CPU_JSON="$WORK/cpu-quick-$HOST.json"
+
 have_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; }
 
 # ---- prerequisites ----
 
+# Sets PY to an interpreter that has the peer's packages, or leaves it empty with
+# PEER_WHY saying why. Never fatal: a GPU machine without network still runs the GPU steps.
 ensure_python() {
     local need="import torch, transformers, safetensors, h5py, numpy"
-    PY="${BENCH_PYTHON:-python3}"
-    command -v "$PY" >/dev/null 2>&1 || die "$PY not found; install python3 (and pip)"
-    if "$PY" -c "$need" 2>/dev/null; then return; fi
-    if [ -z "${BENCH_PYTHON:-}" ] && [ -x "$WORK/venv/bin/python" ] && "$WORK/venv/bin/python" -c "$need" 2>/dev/null; then
+    command -v python3 >/dev/null 2>&1 || die "python3 not found; the benchmark drivers need it (standard library only)"
+    local cand="${BENCH_PYTHON:-python3}"
+    if command -v "$cand" >/dev/null 2>&1 && "$cand" -c "$need" 2>/dev/null; then PY="$cand"; return; fi
+    if [ -n "${BENCH_PYTHON:-}" ]; then
+        PEER_WHY="peer skipped: BENCH_PYTHON=$BENCH_PYTHON lacks one of torch, transformers, safetensors, h5py, numpy"
+        say "$PEER_WHY"; return
+    fi
+    if [ -x "$WORK/venv/bin/python" ] && "$WORK/venv/bin/python" -c "$need" 2>/dev/null; then
         PY="$WORK/venv/bin/python"; return
     fi
-    [ -z "${BENCH_PYTHON:-}" ] || die "BENCH_PYTHON=$BENCH_PYTHON lacks one of torch, transformers, safetensors, h5py, numpy"
+    if [ "$INSTALL" = 0 ]; then
+        PEER_WHY="peer skipped: not installed (python3 lacks torch/transformers/safetensors/h5py/numpy; --no-install)"
+        say "$PEER_WHY"; return
+    fi
     # A venv, so that a system Python marked externally managed (PEP 668) is left alone.
+    # Short network timeouts: on a machine without network this gives up in seconds.
     say "python3 lacks torch/transformers/safetensors/h5py/numpy: installing them with pip into $WORK/venv"
     mkdir -p "$WORK"
-    python3 -m venv "$WORK/venv" || die "python3 -m venv failed (Debian: apt-get install python3-venv), or set BENCH_PYTHON"
-    "$WORK/venv/bin/python" -m pip install --quiet --upgrade pip
-    "$WORK/venv/bin/python" -m pip install --quiet torch transformers safetensors h5py numpy
-    PY="$WORK/venv/bin/python"
+    if python3 -m venv "$WORK/venv" &&
+        "$WORK/venv/bin/python" -m pip install --quiet --timeout 15 --retries 1 --upgrade pip &&
+        "$WORK/venv/bin/python" -m pip install --quiet --timeout 15 --retries 1 torch transformers safetensors h5py numpy; then
+        PY="$WORK/venv/bin/python"; return
+    fi
+    PEER_WHY="peer skipped: not installed (pip could not install torch/transformers into $WORK/venv)"
+    say "$PEER_WHY"
 }
 
+# GNU time (peak RSS) for the CPU step; fails if it is missing and cannot be installed.
 ensure_time() {
-    [ -x /usr/bin/time ] && /usr/bin/time -v true 2>/dev/null && return
+    [ -x /usr/bin/time ] && /usr/bin/time -v true >/dev/null 2>&1 && return 0
+    [ "$INSTALL" = 1 ] || return 1
     say "/usr/bin/time (GNU time, for peak RSS) is missing: installing the Debian package 'time'"
     if [ "$(id -u)" = 0 ]; then
-        apt-get update -qq && apt-get install -y -qq time >/dev/null
+        { apt-get update -qq && apt-get install -y -qq time >/dev/null; } || true
     elif command -v sudo >/dev/null 2>&1; then
-        sudo apt-get update -qq && sudo apt-get install -y -qq time >/dev/null
+        { sudo apt-get update -qq && sudo apt-get install -y -qq time >/dev/null; } || true
     fi
-    [ -x /usr/bin/time ] || die "could not install GNU time; apt-get install time"
+    [ -x /usr/bin/time ]
 }
 
+# The GPU's architecture as nvcc names it (compute capability 9.0 -> 90).
+gpu_arch() { nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n1 | tr -d ' .\r'; }
+
 build() {
-    say "building bin/subscope"
-    make -j"${MAKE_JOBS:-2}" >/dev/null || die "make failed; run make to see why"
+    local jobs="${MAKE_JOBS:-2}" arch=()
+    if [ "$GPU" = 1 ]; then
+        jobs="${MAKE_JOBS:-$(nproc)}"
+        CUDA_ARCH="${CUDA_ARCH:-$(gpu_arch)}"
+        # The kernels are sm_90 code (+ compute_90 PTX): nothing older can run them.
+        case "$CUDA_ARCH" in '' | [0-8][0-9]) CUDA_ARCH=90 ;; esac
+        # The top-level Makefile builds for sm_90 unless it knows CUDA_ARCH.
+        grep -q 'CUDA_ARCH' Makefile && arch=(CUDA_ARCH="$CUDA_ARCH")
+    fi
+    CUDA_ARCH="${CUDA_ARCH:-90}"
+    if [ "$BUILD" = 0 ]; then
+        [ -x bin/subscope ] || die "--no-build: bin/subscope does not exist"
+        say "--no-build: using bin/subscope as it is ($(bin/subscope --version))"; return
+    fi
+    say "building bin/subscope${arch[*]:+ (${arch[*]})}"
+    make -j"$jobs" "${arch[@]}" >/dev/null || die "make failed; run make to see why"
     [ -x bin/subscope ] || die "make did not produce bin/subscope"
 }
+
+cuda_built() { grep -q '^NVCC := .' build/config.mk && grep -q '^HAVE_CUBLAS := 1' build/config.mk; }
 
 # ---- steps ----
 
 bench_cpu_forward() {
+    if [ -z "$PY" ]; then
+        say "cpu_forward skipped: it compares with PyTorch CPU; $PEER_WHY"
+        NOTES+=("cpu_forward skipped: $PEER_WHY"); return
+    fi
+    if ! ensure_time; then
+        say "cpu_forward skipped: GNU time (/usr/bin/time -v) is missing; apt-get install time"
+        NOTES+=("cpu_forward skipped: no GNU time"); return
+    fi
     local name; if [ "$SMALL" = 1 ]; then name=small; else name=gpt2-small; fi
     local model="$WORK/$name" prompts="$WORK/$name/prompts-${PROMPTS}x${TOKENS}.jsonl"
     say "model $model, prompts $prompts"
@@ -95,30 +169,102 @@ bench_cpu_forward() {
     say "cpu_forward: subscope forward vs transformers ($THREADS threads, batch $BATCH, $REPS reps)"
     "$PY" bench/bench_forward.py --model "$model" --prompts "$prompts" --python "$PY" \
         --batch "$BATCH" --threads "$THREADS" --reps "$REPS" \
-        $([ "$PEER_H5" = 0 ] && echo --no-peer-h5) ${HOST:+--host "$HOST"}
+        $([ "$PEER_H5" = 0 ] && echo --no-peer-h5) --host "$HOST" --json "$CPU_JSON"
+}
+
+bench_gpu_kernels() {
+    if ! cuda_built; then
+        say "gpu_kernels skipped: no nvcc/cuBLAS in build/config.mk"; NOTES+=("gpu_kernels skipped: no CUDA toolkit"); return
+    fi
+    if [ "$BUILD" = 1 ]; then
+        say "gpu_kernels: building build/bench/kernel_bench (sm_$CUDA_ARCH)"
+        make -f bench/gpu/Makefile CUDA_ARCH="$CUDA_ARCH" >/dev/null || die "building kernel_bench failed: make -f bench/gpu/Makefile"
+    fi
+    [ -x build/bench/kernel_bench ] || die "build/bench/kernel_bench does not exist (make -f bench/gpu/Makefile)"
+    mkdir -p "$GPU_WORK"
+    rm -f "$GPU_WORK/kernels.json"
+    local reps=20 rc=0
+    [ "$QUICK" = 1 ] && reps=5
+    say "gpu_kernels: kernels and cuBLAS GEMMs (median of $reps, L2 flushed before each launch)"
+    build/bench/kernel_bench --reps "$reps" --json "$GPU_WORK/kernels.json" || rc=$?
+    case $rc in
+        0) ;;
+        1) NOTES+=("gpu_kernels: some cases failed (kernels.results[].error)") ;;
+        *) rm -f "$GPU_WORK/kernels.json"; NOTES+=("gpu_kernels failed (exit $rc)"); say "gpu_kernels failed (exit $rc)" ;;
+    esac
+}
+
+# A random GPT-2-shaped model for the GPU runs (make_model.py's standard-library writer:
+# no torch needed; speed does not depend on the values).
+gpu_model() {
+    local shape="$1" dir="$WORK/$1"
+    if ! [ -f "$dir/.made" ] || ! [ -f "$dir/model.safetensors" ]; then
+        mkdir -p "$dir"
+        python3 bench/make_model.py --out "$dir" --shape "$shape" --prompts none --stdlib >&2 ||
+            die "make_model.py --shape $shape failed"
+        touch "$dir/.made"
+    fi
+    echo "$dir"
+}
+
+bench_gpu_forward() {
+    if ! cuda_built; then
+        say "gpu_forward skipped: bin/subscope was built without CUDA"; NOTES+=("gpu_forward skipped: no CUDA build"); return
+    fi
+    local models=() shapes=() m reps=3 rc=0
+    [ "$QUICK" = 1 ] && reps=2
+    IFS=, read -r -a shapes <<<"$GPU_MODELS"
+    for m in "${shapes[@]}"; do models+=("$(gpu_model "$m")"); done
+    mkdir -p "$GPU_WORK"
+    rm -f "$GPU_WORK/forward.json"
+    say "gpu_forward: subscope forward --device cuda vs Hugging Face on the GPU ($GPU_PROMPTS prompts x 1024 tokens, batch 16)"
+    python3 bench/gpu/bench_gpu_forward.py --models "$(IFS=,; echo "${models[*]}")" ${PY:+--python "$PY"} \
+        --prompts "$GPU_PROMPTS" --batch 16 --reps "$reps" --peaks "$GPU_WORK/kernels.json" \
+        --json "$GPU_WORK/forward.json" --workdir "$GPU_WORK/scratch" || rc=$?
+    [ "$rc" = 0 ] || NOTES+=("gpu_forward: some runs failed (exit $rc; forward.results[].subscope.*.error)")
 }
 
 # ---- main ----
 
-ensure_python
-ensure_time
-build
-ran=0 known=0
-for step in $CPU_STEPS; do
-    [ -z "$ONLY" ] || [ "$ONLY" = "$step" ] || continue
-    "bench_$step"; ran=$((ran + 1)); known=1
-done
-for step in $GPU_STEPS; do [ "$ONLY" != "$step" ] || known=1; done
-if [ -n "$GPU_STEPS" ]; then
-    if have_gpu; then
-        for step in $GPU_STEPS; do
-            [ -z "$ONLY" ] || [ "$ONLY" = "$step" ] || continue
-            "bench_$step"; ran=$((ran + 1))
-        done
-    else
-        say "no GPU (nvidia-smi -L lists none): skipping $GPU_STEPS"
-    fi
-else
-    say "no GPU benchmarks exist yet"
-fi
+known=0
+for step in $CPU_STEPS $GPU_STEPS; do [ "$ONLY" != "$step" ] || known=1; done
 [ -n "$ONLY" ] && [ "$known" = 0 ] && die "no step named '$ONLY' (have: $CPU_STEPS $GPU_STEPS)"
+GPU=0
+have_gpu && GPU=1
+ensure_python
+build
+CPU_RAN=0
+if [ "$GPU_ONLY" = 1 ]; then
+    say "--gpu-only: skipping $CPU_STEPS"
+else
+    for step in $CPU_STEPS; do
+        [ -z "$ONLY" ] || [ "$ONLY" = "$step" ] || continue
+        rm -f "$CPU_JSON"
+        "bench_$step"
+        [ "$step" = cpu_forward ] && [ -f "$CPU_JSON" ] && CPU_RAN=1
+    done
+fi
+if [ "$GPU" = 1 ]; then
+    say "GPU: $(nvidia-smi -L | head -n1)"
+    for step in $GPU_STEPS; do
+        [ -z "$ONLY" ] || [ "$ONLY" = "$step" ] || continue
+        "bench_$step"
+    done
+fi
+
+# The targets of issue 3 with pass/fail; on a GPU machine also the merged
+# bench/results/<device>-<date>.json. Each GPU step replaces its own file in
+# $GPU_WORK, so `--only gpu_kernels` then `--only gpu_forward` (two shorter calls)
+# merge into one result; the forward step takes its peaks from kernels.json.
+report=(python3 bench/gpu/gpu_report.py)
+[ "$CPU_RAN" = 1 ] && report+=(--cpu "$CPU_JSON")
+if [ "$GPU" = 1 ]; then
+    [ -f "$GPU_WORK/kernels.json" ] && report+=(--kernels "$GPU_WORK/kernels.json")
+    [ -f "$GPU_WORK/forward.json" ] && report+=(--forward "$GPU_WORK/forward.json")
+    report+=(--results bench/results)
+    for n in "${NOTES[@]+"${NOTES[@]}"}"; do report+=(--note "$n"); done
+fi
+"${report[@]}"
+if [ "$GPU" = 0 ]; then
+    echo "GPU part skipped: no GPU is visible (nvidia-smi -L lists none), so $GPU_STEPS did not run"
+fi

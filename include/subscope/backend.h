@@ -13,7 +13,16 @@
 extern "C" {
 #endif
 
+/* Element types of weight matrices (the values equal SS_DTYPE_F32/F16/BF16
+ * and the kernels' SS_CUDA_F32/F16/BF16). */
+enum { SS_WDTYPE_F32 = 0, SS_WDTYPE_F16 = 1, SS_WDTYPE_BF16 = 2 };
+
 typedef struct ss_backend ss_backend;
+
+/* Backend options: a TF32 switch for float32 matrix products on GPUs. */
+typedef struct ss_backend_opts {
+    int tf32;
+} ss_backend_opts;
 struct ss_backend {
     const char *name;     /* "cpu", "cuda:0", ... */
     const char *description; /* the hardware, e.g. "NVIDIA H100 80GB HBM3" */
@@ -27,22 +36,33 @@ struct ss_backend {
     ss_status (*download)(const ss_backend *be, void *dst, const void *src, size_t bytes);
     /* Waits until every op issued so far has finished; reports deferred errors. */
     ss_status (*sync)(const ss_backend *be);
+    /* Host memory the backend copies to and from fastest (pinned for CUDA). */
+    ss_status (*alloc_host)(const ss_backend *be, size_t bytes, const char *what, void **out);
+    void (*release_host)(const ss_backend *be, void *p);
+    /* Bytes of backend memory allocated now and at most so far (0, 0 where
+     * the backend does not track it, as on the CPU). */
+    void (*memory_stats)(const ss_backend *be, size_t *in_use, size_t *peak);
+    /* dst[r, 0:width] = src[r*ld_src + 0:width] for r < rows, both backend buffers. */
+    ss_status (*copy_rows)(const ss_backend *be, float *dst, const float *src, int64_t ld_src, int64_t rows,
+                           int64_t width);
 
     /* The ops. Pointers are backend buffers except where noted; they may be
      * queued and run later (sync/download order them). */
     /* C[M,N] = A[M,K] · op(B) (+ bias[N] if non-NULL), op(B) = B[K,N] or, with
-     * trans_b, B[N,K] transposed. */
-    ss_status (*matmul)(const ss_backend *be, float *C, const float *A, const float *B, const float *bias,
-                        int64_t M, int64_t N, int64_t K, int trans_b);
+     * trans_b, B[N,K] transposed. B holds b_dtype elements; with
+     * SS_WDTYPE_BF16 the product is a bf16 one (A rounded to bf16, products
+     * accumulated in fp32), as on tensor cores. */
+    ss_status (*matmul)(const ss_backend *be, float *C, const float *A, const void *B, int b_dtype,
+                        const float *bias, int64_t M, int64_t N, int64_t K, int trans_b);
     /* Per row of x[rows,d]: (x - mean) / sqrt(var + eps) * w + b. */
     ss_status (*layernorm)(const ss_backend *be, float *out, const float *x, const float *w, const float *b,
                            int64_t rows, int64_t d, float eps);
     ss_status (*gelu)(const ss_backend *be, float *out, const float *x, int64_t n, ss_act act);
     ss_status (*add)(const ss_backend *be, float *out, const float *a, const float *b, int64_t n);
     /* tok_out[i,:] = wte[tokens[i],:] and pos_out[i,:] = wpe[pos[i],:] for n rows
-     * (tokens and pos are backend buffers). */
+     * (tokens and pos are backend buffers; the tables hold wdtype elements). */
     ss_status (*embed)(const ss_backend *be, float *tok_out, float *pos_out, const int32_t *tokens,
-                       const int32_t *pos, const float *wte, const float *wpe, int64_t n, int64_t d);
+                       const int32_t *pos, const void *wte, const void *wpe, int wdtype, int64_t n, int64_t d);
     /* Causal multi-head attention over n_seq sequences packed one after
      * another: sequence s has len[s] rows starting at row start[s] (start, len
      * and pattern_off are host arrays). q,k,v are [rows, H*dh] with row stride
@@ -59,14 +79,14 @@ const ss_backend *ss_backend_cpu(void);
 /* Opens a backend by name: "cpu", "cuda" (= "cuda:0"), "cuda:N", or "auto"
  * (cuda:0 when this build has CUDA and a GPU is visible, else cpu). Unknown
  * names and devices this build or machine lacks are errors saying why. */
-ss_status ss_backend_open(const char *spec, ss_backend **out);
+ss_status ss_backend_open(const char *spec, const ss_backend_opts *opts, ss_backend **out);
 /* Releases a backend from ss_backend_open (the CPU backend is static). */
 void ss_backend_close(ss_backend *be);
 /* 1 if this build includes the CUDA backend. */
 int ss_backend_has_cuda(void);
 
 /* The CUDA backend (src/backend/cuda_backend.c), when built. */
-ss_status ss_backend_cuda_open(int device, ss_backend **out);
+ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backend **out);
 void ss_backend_cuda_close(ss_backend *be);
 int ss_cuda_device_count(void);
 /* The built-in blocked GEMM (what the CPU backend uses when built without

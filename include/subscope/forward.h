@@ -34,6 +34,12 @@ typedef struct ss_forward_opts {
     ss_hook_fn hook;
     void *hook_ctx;
     ss_logits_mode logits;     /* ALL: [rows, V]; LAST: [n_seq, V] (each sequence's last token) */
+    /* The hook only reads. On a device backend the sites are then gathered
+     * into device memory as the pass goes (no synchronisation) and handed to
+     * the hook, contiguous (ld = width), after the pass, from one copy into
+     * pinned host memory. Otherwise each site makes a round trip through the
+     * host so that the hook's edits reach the model. */
+    int read_only;
 } ss_forward_opts;
 
 /* Runs the model over packed tokens. *logits (if requested) is malloc'd.

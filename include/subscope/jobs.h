@@ -23,6 +23,8 @@ typedef struct ss_forward_job {
     int truncate;             /* cut longer prompts instead of failing */
     int compress;             /* deflate level 0..9 for float datasets (0: none) */
     const char *device;       /* backend spec: "cpu", "cuda[:N]", "auto" (NULL = auto) */
+    int tf32;                 /* allow TF32 for float32 products on GPUs */
+    int wdtype;               /* SS_WDTYPE_F32 or SS_WDTYPE_BF16 matrix products */
     const char *command_line; /* recorded in the file */
     ss_progress_fn progress;
     void *progress_ctx;

@@ -14,20 +14,23 @@
 extern "C" {
 #endif
 
+/* Matrices (the _w of projections, wte, wpe, lm_head) hold elements of the
+ * weights' wdtype; vectors (norm weights, biases) are always float32. */
 typedef struct ss_gpt2_layer {
-    const float *ln1_w, *ln1_b;     /* [d] */
-    const float *attn_w, *attn_b;   /* c_attn: [d, 3d], [3d] */
-    const float *proj_w, *proj_b;   /* attn.c_proj: [d, d], [d] */
-    const float *ln2_w, *ln2_b;     /* [d] */
-    const float *fc_w, *fc_b;       /* mlp.c_fc: [d, d_mlp], [d_mlp] */
-    const float *fc2_w, *fc2_b;     /* mlp.c_proj: [d_mlp, d], [d] */
+    const void *ln1_w, *ln1_b;      /* [d] */
+    const void *attn_w, *attn_b;    /* c_attn: [d, 3d], [3d] */
+    const void *proj_w, *proj_b;    /* attn.c_proj: [d, d], [d] */
+    const void *ln2_w, *ln2_b;      /* [d] */
+    const void *fc_w, *fc_b;        /* mlp.c_fc: [d, d_mlp], [d_mlp] */
+    const void *fc2_w, *fc2_b;      /* mlp.c_proj: [d_mlp, d], [d] */
 } ss_gpt2_layer;
 
-/* The forward pass's weights, as fp32 pointers valid on one backend. */
+/* The forward pass's weights, as pointers valid on one backend. */
 typedef struct ss_gpt2_weights {
-    const float *wte, *wpe;         /* [V, d], [n_positions, d] */
-    const float *lnf_w, *lnf_b;     /* [d] */
-    const float *lm_head;           /* [V, d]; == wte when tied */
+    int wdtype;                     /* SS_WDTYPE_F32 or SS_WDTYPE_BF16: the matrices' element type */
+    const void *wte, *wpe;          /* [V, d], [n_positions, d] */
+    const void *lnf_w, *lnf_b;      /* [d] */
+    const void *lm_head;            /* [V, d]; == wte when tied */
     ss_gpt2_layer *layers;          /* n_layer */
 } ss_gpt2_weights;
 
@@ -53,9 +56,10 @@ typedef struct ss_model {
 /* Loads config.json, the weights and (optionally) the tokenizer from dir. */
 ss_status ss_model_load(const char *dir, ss_model **out);
 void ss_model_free(ss_model *m);
-/* Makes the weights available to backend be (a no-op for host-memory
- * backends; otherwise one upload, kept until ss_model_free). */
-ss_status ss_model_place(ss_model *m, const struct ss_backend *be);
+/* Makes the weights available to backend be with matrices in wdtype
+ * (SS_WDTYPE_F32 or SS_WDTYPE_BF16): a no-op for float32 on a host-memory
+ * backend; otherwise one conversion and upload, kept until ss_model_free. */
+ss_status ss_model_place(ss_model *m, const struct ss_backend *be, int wdtype);
 /* The weights as seen by be, or NULL if ss_model_place was not called for it. */
 const ss_gpt2_weights *ss_model_weights(const ss_model *m, const struct ss_backend *be);
 

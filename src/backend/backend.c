@@ -12,11 +12,11 @@ int ss_backend_has_cuda(void) {
 #endif
 }
 
-ss_status ss_backend_open(const char *spec, ss_backend **out) {
+ss_status ss_backend_open(const char *spec, const ss_backend_opts *opts, ss_backend **out) {
     *out = NULL;
     if (!spec || !*spec || !strcmp(spec, "auto")) {
 #ifdef SS_HAVE_CUDA
-        if (ss_cuda_device_count() > 0) return ss_backend_cuda_open(0, out);
+        if (ss_cuda_device_count() > 0) return ss_backend_cuda_open(0, opts, out);
 #endif
         *out = (ss_backend *)ss_backend_cpu();
         return SS_OK;
@@ -35,7 +35,7 @@ ss_status ss_backend_open(const char *spec, ss_backend **out) {
             dev = (int)v;
         }
 #ifdef SS_HAVE_CUDA
-        return ss_backend_cuda_open(dev, out);
+        return ss_backend_cuda_open(dev, opts, out);
 #else
         (void)dev;
         return ss_errorf(SS_ERR_UNSUPPORTED,

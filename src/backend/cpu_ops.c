@@ -57,8 +57,38 @@ void ss_matmul_builtin(float *C, const float *A, const float *B, const float *bi
     ss_parallel_for((M + MM_ROWS - 1) / MM_ROWS, mm_panel, &c);
 }
 
-static ss_status cpu_matmul(const ss_backend *be, float *C, const float *A, const float *B, const float *bias,
-                            int64_t M, int64_t N, int64_t K, int trans_b) {
+static ss_status matmul_f32(float *C, const float *A, const float *B, const float *bias, int64_t M, int64_t N,
+                            int64_t K, int trans_b);
+
+/* bf16 weights: the reference for tensor-core products, by rounding A to
+ * bf16 and widening B, then an fp32 product. Slow (it widens B on every
+ * call); the CPU path for real work is float32. */
+static ss_status matmul_bf16(float *C, const float *A, const uint16_t *B, const float *bias, int64_t M, int64_t N,
+                             int64_t K, int trans_b) {
+    size_t na = (size_t)(M * K), nb = (size_t)(K * N);
+    float *a = ss_malloc(na * sizeof(float), "bf16 product"), *b = ss_malloc(nb * sizeof(float), "bf16 product");
+    if (!a || !b) {
+        free(a);
+        free(b);
+        return SS_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < na; i++) a[i] = ss_bf16_to_f32(ss_f32_to_bf16(A[i]));
+    for (size_t i = 0; i < nb; i++) b[i] = ss_bf16_to_f32(B[i]);
+    ss_status st = matmul_f32(C, a, b, bias, M, N, K, trans_b);
+    free(a);
+    free(b);
+    return st;
+}
+
+static ss_status cpu_matmul(const ss_backend *be, float *C, const float *A, const void *B, int b_dtype,
+                            const float *bias, int64_t M, int64_t N, int64_t K, int trans_b) {
+    if (b_dtype == SS_WDTYPE_BF16) return matmul_bf16(C, A, B, bias, M, N, K, trans_b);
+    if (b_dtype != SS_WDTYPE_F32) return ss_errorf(SS_ERR_UNSUPPORTED, "cpu: matrix products with weight dtype %d", b_dtype);
+    return matmul_f32(C, A, B, bias, M, N, K, trans_b);
+}
+
+static ss_status matmul_f32(float *C, const float *A, const float *B, const float *bias, int64_t M, int64_t N,
+                            int64_t K, int trans_b) {
     if (M <= 0 || N <= 0) return SS_OK;
     if (M > INT_MAX || N > INT_MAX || K > INT_MAX)
         return ss_errorf(SS_ERR_UNSUPPORTED, "matrix product %lld x %lld x %lld exceeds BLAS's 32-bit sizes", (long long)M,
@@ -144,10 +174,20 @@ static ss_status cpu_add(const ss_backend *be, float *out, const float *a, const
 }
 
 static ss_status cpu_embed(const ss_backend *be, float *tok_out, float *pos_out, const int32_t *tokens,
-                           const int32_t *pos, const float *wte, const float *wpe, int64_t n, int64_t d) {
-    for (int64_t i = 0; i < n; i++) {
-        memcpy(tok_out + i * d, wte + (int64_t)tokens[i] * d, (size_t)d * sizeof(float));
-        memcpy(pos_out + i * d, wpe + (int64_t)pos[i] * d, (size_t)d * sizeof(float));
+                           const int32_t *pos, const void *wte, const void *wpe, int wdtype, int64_t n, int64_t d) {
+    if (wdtype == SS_WDTYPE_F32) {
+        for (int64_t i = 0; i < n; i++) {
+            memcpy(tok_out + i * d, (const float *)wte + (int64_t)tokens[i] * d, (size_t)d * sizeof(float));
+            memcpy(pos_out + i * d, (const float *)wpe + (int64_t)pos[i] * d, (size_t)d * sizeof(float));
+        }
+    } else if (wdtype == SS_WDTYPE_BF16) {
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t e = 0; e < d; e++) {
+                tok_out[i * d + e] = ss_bf16_to_f32(((const uint16_t *)wte)[(int64_t)tokens[i] * d + e]);
+                pos_out[i * d + e] = ss_bf16_to_f32(((const uint16_t *)wpe)[(int64_t)pos[i] * d + e]);
+            }
+    } else {
+        return ss_errorf(SS_ERR_UNSUPPORTED, "cpu: embedding tables of dtype %d", wdtype);
     }
     return SS_OK;
 }
@@ -234,6 +274,14 @@ static ss_status cpu_copy(const ss_backend *be, void *dst, const void *src, size
 
 static ss_status cpu_sync(const ss_backend *be) { return SS_OK; }
 
+static void cpu_memory_stats(const ss_backend *be, size_t *in_use, size_t *peak) { *in_use = *peak = 0; }
+
+static ss_status cpu_copy_rows(const ss_backend *be, float *dst, const float *src, int64_t ld_src, int64_t rows,
+                               int64_t width) {
+    for (int64_t r = 0; r < rows; r++) memcpy(dst + r * width, src + r * ld_src, (size_t)width * sizeof(float));
+    return SS_OK;
+}
+
 static const ss_backend cpu_backend = {
     .name = "cpu",
 #ifdef SS_HAVE_BLAS
@@ -247,6 +295,10 @@ static const ss_backend cpu_backend = {
     .upload = cpu_copy,
     .download = cpu_copy,
     .sync = cpu_sync,
+    .alloc_host = cpu_alloc,
+    .release_host = cpu_release,
+    .copy_rows = cpu_copy_rows,
+    .memory_stats = cpu_memory_stats,
     .matmul = cpu_matmul,
     .layernorm = cpu_layernorm,
     .gelu = cpu_gelu,

@@ -10,6 +10,7 @@
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,8 +26,14 @@ typedef struct {
     int64_t *meta;          /* device copy of start/len/pattern_off for attention */
     size_t meta_cap;        /* in int64 elements */
     int64_t *meta_host;
+    uint16_t *a16;          /* bf16 copy of the activations of a bf16 product */
+    size_t a16_cap;         /* in elements */
     char name[32];
     char device_name[256];
+    /* Live allocations, to report the memory a run needed. */
+    void **blk;
+    size_t *blk_bytes, n_blk, cap_blk, in_use, peak, reserved;
+    unsigned char *blk_live;  /* 0: released, cached for reuse */
 } cuda_impl;
 
 #define IMPL(be) ((cuda_impl *)(be)->impl)
@@ -45,21 +52,97 @@ static ss_status cuda_err(const ss_backend *be, cudaError_t e, const char *what)
 /* Kernel launchers return a cudaError_t as int. */
 #define KL(call, what) CU((cudaError_t)(call), what)
 
-static ss_status cu_alloc(const ss_backend *be, size_t bytes, const char *what, void **out) {
-    *out = NULL;
-    cudaError_t e = cudaMalloc(out, bytes ? bytes : 1);
-    if (e != cudaSuccess) {
-        size_t free_b = 0, total = 0;
-        cudaGetLastError(); /* clear the sticky error of a failed allocation */
-        cudaMemGetInfo(&free_b, &total);
-        return ss_errorf(SS_ERR_NOMEM, "%s (%s): out of GPU memory allocating %.1f MiB for %s (%.1f of %.1f MiB free)",
-                         be->name, IMPL(be)->device_name, (double)bytes / 1048576.0, what, (double)free_b / 1048576.0,
-                         (double)total / 1048576.0);
+/* A small caching allocator: a forward pass allocates the same dozen
+ * buffers every batch, and cudaMalloc/cudaFree synchronise the device, so
+ * released blocks are kept and handed out again. Reuse is safe without
+ * events because every op runs on the backend's one stream, in order. */
+static int track(cuda_impl *c, void *p, size_t bytes) {
+    if (c->n_blk == c->cap_blk) {
+        size_t cap = c->cap_blk ? 2 * c->cap_blk : 64;
+        void **nb = realloc(c->blk, cap * sizeof *nb);
+        if (nb) c->blk = nb;
+        size_t *ns = nb ? realloc(c->blk_bytes, cap * sizeof *ns) : NULL;
+        if (ns) c->blk_bytes = ns;
+        unsigned char *nl = ns ? realloc(c->blk_live, cap) : NULL;
+        if (!nl) return 0;
+        c->blk_live = nl;
+        c->cap_blk = cap;
     }
+    c->blk[c->n_blk] = p;
+    c->blk_bytes[c->n_blk] = bytes;
+    c->blk_live[c->n_blk++] = 1;
+    return 1;
+}
+
+static void drop_cached(cuda_impl *c) {
+    for (size_t i = 0; i < c->n_blk;) {
+        if (c->blk_live[i]) { i++; continue; }
+        cudaFree(c->blk[i]);
+        c->reserved -= c->blk_bytes[i];
+        c->n_blk--;
+        c->blk[i] = c->blk[c->n_blk];
+        c->blk_bytes[i] = c->blk_bytes[c->n_blk];
+        c->blk_live[i] = c->blk_live[c->n_blk];
+    }
+}
+
+static ss_status cu_alloc(const ss_backend *be, size_t bytes, const char *what, void **out) {
+    cuda_impl *c = IMPL(be);
+    *out = NULL;
+    if (!bytes) bytes = 1;
+    /* Best fit among cached blocks no more than twice the request. */
+    size_t best = SIZE_MAX;
+    for (size_t i = 0; i < c->n_blk; i++)
+        if (!c->blk_live[i] && c->blk_bytes[i] >= bytes && c->blk_bytes[i] / 2 <= bytes &&
+            (best == SIZE_MAX || c->blk_bytes[i] < c->blk_bytes[best]))
+            best = i;
+    if (best != SIZE_MAX) {
+        c->blk_live[best] = 1;
+        *out = c->blk[best];
+        bytes = c->blk_bytes[best];
+    } else {
+        cudaError_t e = cudaMalloc(out, bytes);
+        if (e != cudaSuccess) { /* give the cache back and try once more */
+            cudaGetLastError();
+            drop_cached(c);
+            e = cudaMalloc(out, bytes);
+        }
+        if (e != cudaSuccess) {
+            size_t free_b = 0, total = 0;
+            cudaGetLastError(); /* clear the sticky error of a failed allocation */
+            cudaMemGetInfo(&free_b, &total);
+            *out = NULL;
+            return ss_errorf(SS_ERR_NOMEM,
+                             "%s (%s): out of GPU memory allocating %.1f MiB for %s (%.1f of %.1f MiB free)", be->name,
+                             c->device_name, (double)bytes / 1048576.0, what, (double)free_b / 1048576.0,
+                             (double)total / 1048576.0);
+        }
+        if (!track(c, *out, bytes)) {
+            cudaFree(*out);
+            *out = NULL;
+            return ss_errorf(SS_ERR_NOMEM, "out of host memory tracking GPU allocations");
+        }
+        c->reserved += bytes;
+    }
+    c->in_use += bytes;
+    if (c->in_use > c->peak) c->peak = c->in_use;
     return SS_OK;
 }
 
-static void cu_release(const ss_backend *be, void *p) { cudaFree(p); }
+static void cu_release(const ss_backend *be, void *p) {
+    cuda_impl *c = IMPL(be);
+    for (size_t i = 0; i < c->n_blk; i++)
+        if (c->blk[i] == p && c->blk_live[i]) {
+            c->in_use -= c->blk_bytes[i];
+            c->blk_live[i] = 0;
+            return;
+        }
+}
+
+static void cu_memory_stats(const ss_backend *be, size_t *in_use, size_t *peak) {
+    *in_use = IMPL(be)->in_use;
+    *peak = IMPL(be)->peak;
+}
 
 static ss_status cu_upload(const ss_backend *be, void *dst, const void *src, size_t bytes) {
     if (!bytes) return SS_OK;
@@ -76,6 +159,25 @@ static ss_status cu_download(const ss_backend *be, void *dst, const void *src, s
     return SS_OK;
 }
 
+static ss_status cu_alloc_host(const ss_backend *be, size_t bytes, const char *what, void **out) {
+    *out = NULL;
+    cudaError_t e = cudaMallocHost(out, bytes ? bytes : 1);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return ss_errorf(SS_ERR_NOMEM, "%s: cannot allocate %.1f MiB of pinned host memory for %s: %s", be->name,
+                         (double)bytes / 1048576.0, what, cudaGetErrorString(e));
+    }
+    return SS_OK;
+}
+
+static void cu_release_host(const ss_backend *be, void *p) { cudaFreeHost(p); }
+
+static ss_status cu_copy_rows(const ss_backend *be, float *dst, const float *src, int64_t ld_src, int64_t rows,
+                              int64_t width) {
+    KL(ss_cuda_capture(dst, src, ld_src, NULL, rows, width, IMPL(be)->stream), "capture kernel");
+    return SS_OK;
+}
+
 static ss_status cu_sync(const ss_backend *be) {
     CU(cudaStreamSynchronize(IMPL(be)->stream), "synchronize");
     CU(cudaGetLastError(), "a kernel");
@@ -84,18 +186,40 @@ static ss_status cu_sync(const ss_backend *be) {
 
 /* Row-major C[M,N] = A[M,K]·op(B) is column-major C^T = op(B)^T·A^T, so
  * cuBLAS is called with the operands swapped. */
-static ss_status cu_matmul(const ss_backend *be, float *C, const float *A, const float *B, const float *bias,
-                           int64_t M, int64_t N, int64_t K, int trans_b) {
+static ss_status cu_matmul(const ss_backend *be, float *C, const float *A, const void *B, int b_dtype,
+                           const float *bias, int64_t M, int64_t N, int64_t K, int trans_b) {
     if (M <= 0 || N <= 0) return SS_OK;
     if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX)
         return ss_errorf(SS_ERR_UNSUPPORTED, "%s: matrix product %lld x %lld x %lld exceeds cuBLAS's 32-bit sizes",
                          be->name, (long long)M, (long long)N, (long long)K);
+    cuda_impl *c = IMPL(be);
     const float one = 1.f, zero = 0.f;
-    cublasStatus_t s = cublasSgemm(IMPL(be)->blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, (int)N, (int)M,
-                                   (int)K, &one, B, trans_b ? (int)K : (int)N, A, (int)K, &zero, C, (int)N);
+    cublasOperation_t opb = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    int ldb = trans_b ? (int)K : (int)N;
+    cublasStatus_t s;
+    if (b_dtype == SS_WDTYPE_BF16) {
+        /* Tensor cores take both operands in bf16: round the activations into
+         * a scratch buffer, accumulate and write C in fp32. */
+        size_t need = (size_t)(M * K);
+        if (need > c->a16_cap) {
+            if (c->a16) cu_release(be, c->a16);
+            c->a16 = NULL;
+            c->a16_cap = 0;
+            SS_TRY(cu_alloc(be, need * sizeof(uint16_t), "bf16 activations", (void **)&c->a16));
+            c->a16_cap = need;
+        }
+        KL(ss_cuda_convert(c->a16, SS_CUDA_BF16, A, SS_CUDA_F32, (int64_t)need, c->stream), "bf16 conversion");
+        s = cublasGemmEx(c->blas, opb, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one, B, CUDA_R_16BF, ldb, c->a16,
+                         CUDA_R_16BF, (int)K, &zero, C, CUDA_R_32F, (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    } else if (b_dtype == SS_WDTYPE_F32) {
+        s = cublasSgemm(c->blas, opb, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one, B, ldb, A, (int)K, &zero, C, (int)N);
+    } else {
+        return ss_errorf(SS_ERR_UNSUPPORTED, "%s: matrix products with weight dtype %d", be->name, b_dtype);
+    }
     if (s != CUBLAS_STATUS_SUCCESS)
-        return ss_errorf(SS_ERR_IO, "%s: cublasSgemm(%lld x %lld x %lld): %s", be->name, (long long)M, (long long)N,
-                         (long long)K, cublasGetStatusString(s));
+        return ss_errorf(SS_ERR_IO, "%s: cuBLAS product (%lld x %lld x %lld, %s): %s", be->name, (long long)M,
+                         (long long)N, (long long)K, b_dtype == SS_WDTYPE_BF16 ? "bf16" : "fp32",
+                         cublasGetStatusString(s));
     if (bias) KL(ss_cuda_bias_act(C, C, bias, SS_CUDA_F32, M, N, SS_CUDA_ACT_NONE, IMPL(be)->stream), "bias");
     return SS_OK;
 }
@@ -118,9 +242,9 @@ static ss_status cu_add(const ss_backend *be, float *out, const float *a, const 
 }
 
 static ss_status cu_embed(const ss_backend *be, float *tok_out, float *pos_out, const int32_t *tokens,
-                          const int32_t *pos, const float *wte, const float *wpe, int64_t n, int64_t d) {
+                          const int32_t *pos, const void *wte, const void *wpe, int wdtype, int64_t n, int64_t d) {
     /* Ids were validated by the forward pass; the vocabulary bound only guards the kernel. */
-    KL(ss_cuda_embed(tok_out, pos_out, NULL, tokens, pos, wte, wpe, SS_CUDA_F32, INT32_MAX, INT32_MAX, n, d,
+    KL(ss_cuda_embed(tok_out, pos_out, NULL, tokens, pos, wte, wpe, wdtype, INT32_MAX, INT32_MAX, n, d,
                      IMPL(be)->stream),
        "embedding kernel");
     return SS_OK;
@@ -132,7 +256,7 @@ static ss_status cu_attention(const ss_backend *be, float *z, const float *q, co
     cuda_impl *c = IMPL(be);
     size_t need = (size_t)(3 * n_seq);
     if (need > c->meta_cap) {
-        cudaFree(c->meta);
+        if (c->meta) cu_release(be, c->meta);
         free(c->meta_host);
         c->meta = NULL;
         c->meta_cap = 0;
@@ -168,7 +292,7 @@ int ss_cuda_device_count(void) {
     return n;
 }
 
-ss_status ss_backend_cuda_open(int device, ss_backend **out) {
+ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backend **out) {
     *out = NULL;
     int n = ss_cuda_device_count();
     if (n == 0) return ss_errorf(SS_ERR_UNSUPPORTED, "cuda:%d: no CUDA device is visible (check nvidia-smi and CUDA_VISIBLE_DEVICES)", device);
@@ -187,6 +311,8 @@ ss_status ss_backend_cuda_open(int device, ss_backend **out) {
     *be = (ss_backend){
         .name = c->name, .description = c->device_name, .impl = c, .host_memory = 0,
         .alloc = cu_alloc, .release = cu_release, .upload = cu_upload, .download = cu_download, .sync = cu_sync,
+        .alloc_host = cu_alloc_host, .release_host = cu_release_host, .copy_rows = cu_copy_rows,
+        .memory_stats = cu_memory_stats,
         .matmul = cu_matmul, .layernorm = cu_layernorm, .gelu = cu_gelu, .add = cu_add, .embed = cu_embed,
         .attention = cu_attention,
     };
@@ -204,7 +330,7 @@ ss_status ss_backend_cuda_open(int device, ss_backend **out) {
     if (!st && cublasSetStream(c->blas, c->stream) != CUBLAS_STATUS_SUCCESS)
         st = ss_errorf(SS_ERR_IO, "%s: cublasSetStream failed", c->name);
     /* fp32 means fp32: TF32 tensor-core math stays off unless asked for. */
-    if (!st && cublasSetMathMode(c->blas, getenv("SUBSCOPE_TF32") ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH) !=
+    if (!st && cublasSetMathMode(c->blas, opts && opts->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH) !=
                    CUBLAS_STATUS_SUCCESS)
         st = ss_errorf(SS_ERR_IO, "%s: cublasSetMathMode failed", c->name);
     if (st) {
@@ -221,8 +347,11 @@ void ss_backend_cuda_close(ss_backend *be) {
     if (c) {
         if (c->blas) cublasDestroy(c->blas);
         if (c->stream) cudaStreamDestroy(c->stream);
-        cudaFree(c->meta);
+        for (size_t i = 0; i < c->n_blk; i++) cudaFree(c->blk[i]); /* meta and a16 are among them */
         free(c->meta_host);
+        free(c->blk);
+        free(c->blk_bytes);
+        free(c->blk_live);
         free(c);
     }
     free(be);

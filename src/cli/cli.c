@@ -86,6 +86,20 @@ int cli_int(const cli_cmd *cmd, const char *name, int64_t lo, int64_t hi, int64_
     return 0;
 }
 
+int cli_dtype(const cli_cmd *cmd, int *wdtype) {
+    const char *v = cli_get(cmd, "dtype");
+    if (!v || !strcmp(v, "float32") || !strcmp(v, "fp32")) {
+        *wdtype = 0; /* SS_WDTYPE_F32 */
+        return 0;
+    }
+    if (!strcmp(v, "bfloat16") || !strcmp(v, "bf16")) {
+        *wdtype = 2; /* SS_WDTYPE_BF16 */
+        return 0;
+    }
+    fprintf(stderr, "subscope %s: error: --dtype must be float32 or bfloat16, got '%s'\n", cmd->name, v);
+    return 1;
+}
+
 int cli_require(const cli_cmd *cmd, const char *name) {
     if (cli_get(cmd, name)) return 0;
     fprintf(stderr, "subscope %s: error: --%s is required (see subscope %s --help)\n", cmd->name, name, cmd->name);

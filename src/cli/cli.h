@@ -38,6 +38,9 @@ int cli_fail(const cli_cmd *cmd, ss_status st);
 const char *cli_command_line(void);
 void cli_set_command_line(int argc, char **argv);
 
+/* Reads --dtype (float32 | bfloat16) into an SS_WDTYPE_ value; prints and returns 1 on error. */
+int cli_dtype(const cli_cmd *cmd, int *wdtype);
+
 /* Progress on stderr, only when stderr is a terminal. */
 void cli_progress(void *ctx, int64_t done, int64_t total);
 

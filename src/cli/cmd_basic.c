@@ -168,6 +168,8 @@ static cli_opt pred_opts[] = {
     {"top", "K", "show the K most likely next tokens (default 10)", NULL},
     {"generate", "N", "instead, continue the prompt greedily by N tokens (stops at <|endoftext|>)", NULL},
     {"device", "DEV", "cpu, cuda, cuda:N or auto (default auto)", NULL},
+    {"dtype", "T", "float32 (default) or bfloat16 matrix products (weights stored in bf16, fp32 accumulation)", NULL},
+    {"tf32", NULL, "allow TF32 tensor-core math for float32 products on GPUs", NULL},
     {0},
 };
 
@@ -196,11 +198,14 @@ static int run_predict(cli_cmd *cmd) {
     if (cli_require(cmd, "model") || cli_require(cmd, "prompt")) return 1;
     int64_t topk, gen;
     if (cli_int(cmd, "top", 1, 1000000, 10, &topk) || cli_int(cmd, "generate", 1, 100000, 0, &gen)) return 1;
+    int wdtype;
+    if (cli_dtype(cmd, &wdtype)) return 1;
     ss_backend *be;
-    ss_status st = ss_backend_open(cli_get(cmd, "device"), &be);
+    ss_backend_opts bo = {.tf32 = cli_flag(cmd, "tf32")};
+    ss_status st = ss_backend_open(cli_get(cmd, "device"), &bo, &be);
     if (st) return cli_fail(cmd, st);
     ss_model *m = NULL;
-    if ((st = ss_model_load(cli_get(cmd, "model"), &m)) || (st = ss_model_place(m, be))) {
+    if ((st = ss_model_load(cli_get(cmd, "model"), &m)) || (st = ss_model_place(m, be, wdtype))) {
         ss_model_free(m); /* NULL when loading failed */
         ss_backend_close(be);
         return cli_fail(cmd, st);
@@ -280,7 +285,7 @@ out:
 
 cli_cmd cmd_predict = {
     "predict", "show the most likely next tokens for a prompt, or continue it greedily",
-    "subscope predict --model DIR --prompt TEXT [--top K | --generate N] [--device DEV]",
+    "subscope predict --model DIR --prompt TEXT [--top K | --generate N] [--device DEV] [--dtype T] [--tf32]",
     "examples:\n  subscope predict --model models/tiny-gpt2 --prompt 'The cat says' --top 5\n"
     "  subscope predict --model models/tiny-gpt2 --prompt 'Let us count: four, five,' --generate 20\n",
     pred_opts, run_predict,

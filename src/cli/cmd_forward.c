@@ -13,6 +13,8 @@ static cli_opt fwd_opts[] = {
     {"max-len", "T", "longest prompt allowed, in tokens (default and maximum: n_positions)", NULL},
     {"truncate", NULL, "cut prompts longer than --max-len instead of failing", NULL},
     {"device", "DEV", "cpu, cuda, cuda:N or auto (default: auto = cuda:0 if this build has CUDA and a GPU is visible)", NULL},
+    {"dtype", "T", "float32 (default) or bfloat16 matrix products (weights stored in bf16, fp32 accumulation)", NULL},
+    {"tf32", NULL, "allow TF32 tensor-core math for float32 products on GPUs", NULL},
     {"compress", "LEVEL", "deflate level 0-9 for the datasets (default 1; 0 = none, fastest)", NULL},
     {0},
 };
@@ -27,6 +29,7 @@ static int run_forward(cli_cmd *cmd) {
         .no_logits = cli_flag(cmd, "no-logits"),
         .truncate = cli_flag(cmd, "truncate"),
         .device = cli_get(cmd, "device"),
+        .tf32 = cli_flag(cmd, "tf32"),
         .command_line = cli_command_line(),
         .progress = cli_progress,
         .progress_ctx = "prompts",
@@ -36,6 +39,7 @@ static int run_forward(cli_cmd *cmd) {
         cli_int(cmd, "compress", 0, 9, 1, &level))
         return 1;
     j.compress = (int)level;
+    if (cli_dtype(cmd, &j.wdtype)) return 1;
     ss_status st = ss_job_forward(&j);
     if (st) return cli_fail(cmd, st);
     fprintf(stderr, "wrote %s\n", j.out);

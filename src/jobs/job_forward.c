@@ -8,6 +8,7 @@
 
 #include "subscope/forward.h"
 #include "subscope/h5out.h"
+#include "subscope/h5queue.h"
 #include "subscope/jobs.h"
 #include "subscope/prompts.h"
 #include "subscope/util.h"
@@ -28,7 +29,9 @@ ss_status ss_write_provenance(ss_h5 *h, const ss_model *m, const char *command_l
     char device[320];
     snprintf(device, sizeof device, "%s (%s)", be->name, be->description);
     SS_TRY(ss_h5_attr_str(h, "/", "device", device));
-    SS_TRY(ss_h5_attr_str(h, "/", "dtype", "float32"));
+    const ss_gpt2_weights *w = ss_model_weights(m, be);
+    SS_TRY(ss_h5_attr_str(h, "/", "dtype", w && w->wdtype == SS_WDTYPE_BF16 ? "bfloat16 products, float32 activations"
+                                                                          : "float32"));
     SS_TRY(ss_h5_attr_str(h, "/", "model_path", m->dir));
     SS_TRY(ss_h5_attr_str(h, "/", "model_arch", m->cfg.arch));
     SS_TRY(ss_h5_attr_str(h, "/", "model_weight_dtypes", m->weight_dtypes));
@@ -45,15 +48,14 @@ ss_status ss_write_provenance(ss_h5 *h, const ss_model *m, const char *command_l
 }
 
 typedef struct {
-    ss_h5 *h;
+    ss_h5_queue *q;         /* the writer thread: HDF5 runs beside the compute */
     const ss_model *m;
     int64_t T, b0;          /* padded length, first prompt of this batch */
     ss_h5_dset **acts;      /* by site id (NULL where not requested) */
-    float *buf;             /* one padded batch of one site */
 } fwd_job_ctx;
 
 /* Scatters one site's packed rows into a NaN-padded [B, T, ...] block (or
- * [B, H, T, T] for patterns) and writes it as one hyperslab. */
+ * [B, H, T, T] for patterns) and queues it as one hyperslab write. */
 static ss_status capture(void *vctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
                          const int64_t *pattern_off) {
     fwd_job_ctx *c = vctx;
@@ -72,9 +74,11 @@ static ss_status capture(void *vctx, const ss_site *s, float *data, int64_t ld, 
         count[3] = T;
     }
     size_t total = per_prompt * (size_t)B;
-    for (size_t i = 0; i < total; i++) c->buf[i] = NAN;
+    float *buf = ss_malloc(total * sizeof(float), s->name);
+    if (!buf) return SS_ERR_NOMEM;
+    for (size_t i = 0; i < total; i++) buf[i] = NAN;
     for (int64_t b = 0; b < B; b++) {
-        float *dst = c->buf + (size_t)b * per_prompt;
+        float *dst = buf + (size_t)b * per_prompt;
         int64_t n = pk->len[b];
         if (s->per_token) {
             for (int64_t t = 0; t < n; t++)
@@ -85,7 +89,8 @@ static ss_status capture(void *vctx, const ss_site *s, float *data, int64_t ld, 
                 memcpy(dst + ((hq / n) * T + hq % n) * T, src + hq * n, (size_t)n * sizeof(float));
         }
     }
-    return ss_h5_dset_write(c->acts[s->id], start, count, c->buf);
+    return ss_h5_queue_write(c->q, c->acts[s->id], s->per_token ? 2 + s->ndim : 4, start, count, buf,
+                             total * sizeof(float));
 }
 
 ss_status ss_job_forward(const ss_forward_job *job) {
@@ -102,9 +107,9 @@ ss_status ss_job_forward(const ss_forward_job *job) {
     int ns = 0;
     ss_status st;
 
-    if ((st = ss_backend_open(job->device, &be))) goto out;
+    ss_backend_opts bo = {.tf32 = job->tf32};
+    if ((st = ss_backend_open(job->device, &bo, &be))) goto out;
     if ((st = ss_model_load(job->model_dir, &m))) goto out;
-    if ((st = ss_model_place(m, be))) goto out;
     const ss_config *cfg = &m->cfg;
     const int64_t V = cfg->vocab_size;
     int64_t max_len = job->max_len > 0 && job->max_len < cfg->n_positions ? job->max_len : cfg->n_positions;
@@ -119,6 +124,8 @@ ss_status ss_job_forward(const ss_forward_job *job) {
     if (!(want = ss_calloc((size_t)ns, 1, "site flags"))) { st = SS_ERR_NOMEM; goto out; }
     if (job->sites && *job->sites && (st = ss_sites_select(cfg, job->sites, want, &n_sel))) goto out;
     const int64_t B = job->batch > 0 ? job->batch : 1;
+    /* Inputs are checked before the weights go to the device. */
+    if ((st = ss_model_place(m, be, job->wdtype))) goto out;
 
     if ((st = ss_h5_create(job->out, &h))) goto out;
     if ((st = ss_h5_set_deflate(h, job->compress))) goto out;
@@ -126,6 +133,7 @@ ss_status ss_job_forward(const ss_forward_job *job) {
     if ((st = ss_h5_attr_str(h, "/", "input_path", job->input))) goto out;
     if ((st = ss_h5_attr_i64(h, "/", "n_prompts", N))) goto out;
     if ((st = ss_h5_attr_str(h, "/", "sites", job->sites ? job->sites : ""))) goto out;
+    if ((st = ss_h5_attr_i64(h, "/", "tf32", job->tf32))) goto out;
 
     /* tokens and lengths */
     {
@@ -149,13 +157,12 @@ ss_status ss_job_forward(const ss_forward_job *job) {
         const char *n3[3] = {"prompt", "position", "vocab"};
         if ((st = ss_h5_dset_create(h, "/logits", SS_H5_F32, 3, d3, n3, &logits_ds))) goto out;
     }
-    /* One dataset per requested site, and a scratch buffer big enough for
-     * the largest site of one batch. */
-    c.h = h;
+    /* One dataset per requested site; the bytes one batch adds to them all
+     * bound the writer's queue. */
     c.m = m;
     c.T = T;
     if (!(c.acts = ss_calloc((size_t)ns, sizeof *c.acts, "site datasets"))) { st = SS_ERR_NOMEM; goto out; }
-    size_t biggest = job->no_logits ? 0 : (size_t)(T * V);
+    size_t batch_bytes = job->no_logits ? 0 : (size_t)(T * V) * sizeof(float);
     for (int i = 0; i < ns; i++) {
         if (!want[i]) continue;
         ss_site s;
@@ -176,17 +183,18 @@ ss_status ss_job_forward(const ss_forward_job *job) {
             per = (size_t)(s.dims[0] * T * T);
         }
         if ((st = ss_h5_dset_create(h, path, SS_H5_F32, nd, dims, names, &c.acts[i]))) goto out;
-        if (per > biggest) biggest = per;
+        batch_bytes += per * sizeof(float);
     }
-    size_t bufbytes;
-    if (!ss_mul_ok(biggest, (size_t)B * sizeof(float), &bufbytes)) { st = ss_errorf(SS_ERR_NOMEM, "batch buffer size overflows; use a smaller --batch"); goto out; }
-    if (!(c.buf = ss_malloc(bufbytes, "batch buffer"))) { st = SS_ERR_NOMEM; goto out; }
+    /* Up to two batches of output wait for the writer; more would only hold memory. */
+    if (!ss_mul_ok(batch_bytes, (size_t)(2 * B), &batch_bytes)) { st = ss_errorf(SS_ERR_NOMEM, "output of one batch overflows; use a smaller --batch"); goto out; }
+    if ((st = ss_h5_queue_start(batch_bytes, &c.q))) goto out;
     packed = ss_malloc((size_t)(B * T) * sizeof(int32_t), "packed tokens");
     start = ss_malloc((size_t)B * sizeof(int64_t), "packing");
     len = ss_malloc((size_t)B * sizeof(int64_t), "packing");
     if (!packed || !start || !len) { st = SS_ERR_NOMEM; goto out; }
 
-    ss_forward_opts fo = {want, capture, &c, job->no_logits ? SS_LOGITS_NONE : SS_LOGITS_ALL};
+    ss_forward_opts fo = {.want = want, .hook = capture, .hook_ctx = &c,
+                          .logits = job->no_logits ? SS_LOGITS_NONE : SS_LOGITS_ALL, .read_only = 1};
     if (job->progress) job->progress(job->progress_ctx, 0, N);
     for (int64_t b0 = 0; b0 < N; b0 += B) {
         int64_t nb = N - b0 < B ? N - b0 : B, rows = 0;
@@ -202,16 +210,21 @@ ss_status ss_job_forward(const ss_forward_job *job) {
         if ((st = ss_forward(m, be, packed, &pk, &fo, job->no_logits ? NULL : &lg))) goto out;
         if (!job->no_logits) {
             size_t per = (size_t)(T * V);
-            for (size_t i = 0; i < per * (size_t)nb; i++) c.buf[i] = NAN;
+            float *lbuf = ss_malloc(per * (size_t)nb * sizeof(float), "logits");
+            if (!lbuf) { st = SS_ERR_NOMEM; goto out; }
+            for (size_t i = 0; i < per * (size_t)nb; i++) lbuf[i] = NAN;
             for (int64_t i = 0; i < nb; i++)
-                memcpy(c.buf + (size_t)i * per, lg + start[i] * V, (size_t)(len[i] * V) * sizeof(float));
+                memcpy(lbuf + (size_t)i * per, lg + start[i] * V, (size_t)(len[i] * V) * sizeof(float));
             int64_t s3[3] = {b0, 0, 0}, n3[3] = {nb, T, V};
             free(lg);
             lg = NULL;
-            if ((st = ss_h5_dset_write(logits_ds, s3, n3, c.buf))) goto out;
+            if ((st = ss_h5_queue_write(c.q, logits_ds, 3, s3, n3, lbuf, per * (size_t)nb * sizeof(float)))) goto out;
         }
         if (job->progress) job->progress(job->progress_ctx, b0 + nb, N);
     }
+    st = ss_h5_queue_finish(c.q);
+    c.q = NULL;
+    if (st) goto out;
     for (int i = 0; i < ns; i++) {
         if (c.acts[i] && (st = ss_h5_dset_close(c.acts[i]))) { c.acts[i] = NULL; goto out; }
         c.acts[i] = NULL;
@@ -221,15 +234,26 @@ ss_status ss_job_forward(const ss_forward_job *job) {
         logits_ds = NULL;
         if (st) goto out;
     }
+    size_t in_use, peak;
+    be->memory_stats(be, &in_use, &peak);
+    if (peak) {
+        if ((st = ss_h5_attr_i64(h, "/", "device_memory_peak_bytes", (int64_t)peak))) goto out;
+        if (job->progress) fprintf(stderr, "%s: peak device memory %.1f MiB\n", be->name, (double)peak / 1048576.0);
+    }
     st = ss_h5_commit(h);
     h = NULL;
-out: /* on failure: close what is open, then drop the temporary file */
+out: /* on failure: stop the writer, close what is open, then drop the temporary file */
+    if (c.q) {
+        char saved[2048]; /* the queue's own message must not replace the first error's */
+        snprintf(saved, sizeof saved, "%s", ss_last_error());
+        ss_h5_queue_finish(c.q);
+        ss_errorf(st, "%s", saved);
+    }
     for (int i = 0; c.acts && i < ns; i++)
         if (c.acts[i]) ss_h5_dset_close(c.acts[i]);
     if (logits_ds) ss_h5_dset_close(logits_ds);
     if (h) ss_h5_abort(h);
     free(c.acts);
-    free(c.buf);
     free(lg);
     free(packed);
     free(start);

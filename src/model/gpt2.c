@@ -12,7 +12,7 @@
 /* Resolves a tensor by its GPT-2 name with or without the "transformer."
  * prefix, checks its shape against the config and returns fp32 data:
  * a pointer into the mapping when possible, else a converted copy. */
-static ss_status get_tensor(ss_model *m, const char *name, int ndim, const int64_t *shape, const float **out) {
+static ss_status get_tensor(ss_model *m, const char *name, int ndim, const int64_t *shape, const void **out) {
     char full[256];
     const ss_tensor_info *t = ss_weights_find(m->weights, name);
     if (!t) {
@@ -146,74 +146,92 @@ void ss_model_free(ss_model *m) {
 
 /* ---- placement ---- */
 
-/* Every weight pointer of a model, in one fixed order, so placement can walk them. */
-static int weight_slots(const ss_config *c, ss_gpt2_weights *w, const float ***slots, size_t *sizes) {
+/* Every weight pointer of a model in one fixed order, with its element count
+ * and whether it is a matrix (stored in the placement's wdtype). */
+typedef struct {
+    const void **ptr;
+    size_t count;
+    int matrix;
+} weight_slot;
+
+static int weight_slots(const ss_config *c, ss_gpt2_weights *w, weight_slot *slots) {
     int64_t d = c->n_embd, V = c->vocab_size, dm = c->n_inner;
     int n = 0;
-#define SLOT(ptr, count) (slots[n] = &(ptr), sizes[n++] = (size_t)(count))
-    SLOT(w->wte, V * d);
-    SLOT(w->wpe, c->n_positions * d);
-    SLOT(w->lnf_w, d);
-    SLOT(w->lnf_b, d);
+#define SLOT(p, cnt, mat) (slots[n++] = (weight_slot){&(p), (size_t)(cnt), mat})
+    SLOT(w->wte, V * d, 1);
+    SLOT(w->wpe, c->n_positions * d, 1);
+    SLOT(w->lnf_w, d, 0);
+    SLOT(w->lnf_b, d, 0);
     for (int64_t l = 0; l < c->n_layer; l++) {
         ss_gpt2_layer *L = &w->layers[l];
-        SLOT(L->ln1_w, d); SLOT(L->ln1_b, d);
-        SLOT(L->attn_w, d * 3 * d); SLOT(L->attn_b, 3 * d);
-        SLOT(L->proj_w, d * d); SLOT(L->proj_b, d);
-        SLOT(L->ln2_w, d); SLOT(L->ln2_b, d);
-        SLOT(L->fc_w, d * dm); SLOT(L->fc_b, dm);
-        SLOT(L->fc2_w, dm * d); SLOT(L->fc2_b, d);
+        SLOT(L->ln1_w, d, 0); SLOT(L->ln1_b, d, 0);
+        SLOT(L->attn_w, d * 3 * d, 1); SLOT(L->attn_b, 3 * d, 0);
+        SLOT(L->proj_w, d * d, 1); SLOT(L->proj_b, d, 0);
+        SLOT(L->ln2_w, d, 0); SLOT(L->ln2_b, d, 0);
+        SLOT(L->fc_w, d * dm, 1); SLOT(L->fc_b, dm, 0);
+        SLOT(L->fc2_w, dm * d, 1); SLOT(L->fc2_b, d, 0);
     }
+    /* A tied lm_head is wte itself and is not stored twice. */
+    if (w->lm_head != w->wte) SLOT(w->lm_head, V * d, 1);
 #undef SLOT
     return n;
 }
 
-ss_status ss_model_place(ss_model *m, const ss_backend *be) {
-    if (be->host_memory || m->placed_on == be) return SS_OK;
+ss_status ss_model_place(ss_model *m, const ss_backend *be, int wdtype) {
+    if (wdtype != SS_WDTYPE_F32 && wdtype != SS_WDTYPE_BF16)
+        return ss_errorf(SS_ERR_UNSUPPORTED, "%s: weights can be placed as float32 or bfloat16 only", m->dir);
+    if (m->placed_on == be && m->placed.wdtype == wdtype) return SS_OK;
+    if (be->host_memory && wdtype == SS_WDTYPE_F32) return SS_OK;
     if (m->placed_on)
-        return ss_errorf(SS_ERR_UNSUPPORTED, "%s: weights are already placed on %s; one model serves one device backend",
+        return ss_errorf(SS_ERR_UNSUPPORTED, "%s: weights are already placed on %s; one model serves one placement",
                          m->dir, m->placed_on->name);
-    int nmax = 4 + 12 * (int)m->cfg.n_layer;
-    const float ***src = ss_malloc((size_t)nmax * sizeof *src, "weight list");
-    const float ***dst = ss_malloc((size_t)nmax * sizeof *dst, "weight list");
-    size_t *cnt = ss_malloc((size_t)nmax * sizeof *cnt, "weight list");
+    int nmax = 5 + 12 * (int)m->cfg.n_layer;
+    weight_slot *src = ss_malloc((size_t)nmax * sizeof *src, "weight list");
+    weight_slot *dst = ss_malloc((size_t)nmax * sizeof *dst, "weight list");
+    uint16_t *tmp = NULL;
     m->placed = m->w;
+    m->placed.wdtype = wdtype;
     m->placed.layers = ss_malloc((size_t)m->cfg.n_layer * sizeof *m->placed.layers, "layers");
     ss_status st = SS_ERR_NOMEM;
-    if (!src || !dst || !cnt || !m->placed.layers) goto out;
+    if (!src || !dst || !m->placed.layers) goto out;
     memcpy(m->placed.layers, m->w.layers, (size_t)m->cfg.n_layer * sizeof *m->placed.layers);
-    int n = weight_slots(&m->cfg, &m->w, src, cnt);
-    weight_slots(&m->cfg, &m->placed, dst, cnt);
-    /* One block for everything; the lm_head tied to wte is not stored twice. */
-    size_t total = 0;
-    for (int i = 0; i < n; i++) total += cnt[i] * sizeof(float);
-    int untied = m->w.lm_head != m->w.wte;
-    if (untied) total += (size_t)(m->cfg.vocab_size * m->cfg.n_embd) * sizeof(float);
+    int n = weight_slots(&m->cfg, &m->w, src);
+    weight_slots(&m->cfg, &m->placed, dst);
+    /* One block for everything, each tensor 256-byte aligned. */
+    size_t esz = wdtype == SS_WDTYPE_BF16 ? 2 : 4, total = 0, largest = 0;
+    for (int i = 0; i < n; i++) {
+        total += ((src[i].count * (src[i].matrix ? esz : 4)) + 255) & ~(size_t)255;
+        if (src[i].matrix && src[i].count > largest) largest = src[i].count;
+    }
+    if (esz == 2 && !(tmp = ss_malloc(largest * sizeof *tmp, "bf16 conversion"))) goto out;
     if ((st = be->alloc(be, total, "model weights", &m->placed_block))) goto out;
     m->placed_on = be;
     char *p = m->placed_block;
     for (int i = 0; i < n; i++) {
-        if ((st = be->upload(be, p, *src[i], cnt[i] * sizeof(float)))) goto out;
-        *dst[i] = (const float *)p;
-        p += cnt[i] * sizeof(float);
+        const float *from = *src[i].ptr;
+        size_t bytes = src[i].count * (src[i].matrix ? esz : 4);
+        if (src[i].matrix && esz == 2) {
+            for (size_t j = 0; j < src[i].count; j++) tmp[j] = ss_f32_to_bf16(from[j]);
+            st = be->upload(be, p, tmp, bytes);
+        } else {
+            st = be->upload(be, p, from, bytes);
+        }
+        if (st) goto out;
+        *dst[i].ptr = p;
+        p += (bytes + 255) & ~(size_t)255;
     }
-    if (untied) {
-        if ((st = be->upload(be, p, m->w.lm_head, (size_t)(m->cfg.vocab_size * m->cfg.n_embd) * sizeof(float)))) goto out;
-        m->placed.lm_head = (const float *)p;
-    } else {
-        m->placed.lm_head = m->placed.wte;
-    }
+    if (m->w.lm_head == m->w.wte) m->placed.lm_head = m->placed.wte;
     st = be->sync(be);
 out:
     free(src);
     free(dst);
-    free(cnt);
+    free(tmp);
     return st;
 }
 
 const ss_gpt2_weights *ss_model_weights(const ss_model *m, const ss_backend *be) {
-    if (be->host_memory) return &m->w;
-    return m->placed_on == be ? &m->placed : NULL;
+    if (m->placed_on == be) return &m->placed;
+    return be->host_memory ? &m->w : NULL;
 }
 
 /* ---- forward ---- */
@@ -225,11 +243,14 @@ typedef struct {
     const ss_packing *pk;
     const int64_t *pattern_off;
     float *stage;          /* host staging for sites of a device backend */
+    float *arena;          /* device: sites gathered for read-only hooks */
+    int64_t *arena_off;    /* by site id: offset in the arena, or -1 */
+    size_t arena_used;     /* floats */
 } fwd_ctx;
 
 /* Hands a site to the hook. On a device backend the rows go through a host
  * staging buffer and back, so a hook that edits values edits the model's. */
-static ss_status hook_at(const fwd_ctx *f, ss_site_kind kind, int layer, float *buf, size_t n_floats, int64_t offset,
+static ss_status hook_at(fwd_ctx *f, ss_site_kind kind, int layer, float *buf, size_t n_floats, int64_t offset,
                          int64_t ld) {
     if (!f->o || !f->o->want || !f->o->hook) return SS_OK;
     int id = ss_site_id(&f->m->cfg, kind, layer);
@@ -237,6 +258,13 @@ static ss_status hook_at(const fwd_ctx *f, ss_site_kind kind, int layer, float *
     ss_site s;
     ss_site_get(&f->m->cfg, id, &s);
     if (f->be->host_memory) return f->o->hook(f->o->hook_ctx, &s, buf + offset, ld, f->pk, f->pattern_off);
+    if (f->arena) { /* read-only: gather now, hand over after the pass */
+        int64_t rows = s.per_token ? f->pk->rows : 1, width = s.per_token ? s.width : (int64_t)n_floats;
+        SS_TRY(f->be->copy_rows(f->be, f->arena + f->arena_used, buf + offset, s.per_token ? ld : width, rows, width));
+        f->arena_off[id] = (int64_t)f->arena_used;
+        f->arena_used += (size_t)(rows * width);
+        return SS_OK;
+    }
     /* buf holds n_floats (the site's rows, interleaved with others when ld > width). */
     size_t bytes = n_floats * sizeof(float);
     SS_TRY(f->be->download(f->be, f->stage, buf, bytes));
@@ -271,7 +299,7 @@ ss_status ss_forward(const ss_model *m, const ss_backend *be, const int32_t *tok
         if (tokens[r] < 0 || tokens[r] >= V)
             return ss_errorf(SS_ERR_ARG, "token id %d is outside the vocabulary (0..%lld)", tokens[r], (long long)V - 1);
 
-    fwd_ctx f = {m, be, opts, pk, NULL, NULL};
+    fwd_ctx f = {.m = m, .be = be, .o = opts, .pk = pk};
     int want_pattern = 0;
     for (int l = 0; l < c->n_layer; l++) want_pattern |= wants(&f, SS_SITE_PATTERN, l);
     const int64_t n_lrows = !opts || opts->logits == SS_LOGITS_NONE || !logits ? 0
@@ -293,12 +321,24 @@ ss_status ss_forward(const ss_model *m, const ss_backend *be, const int32_t *tok
     void *buf[B_COUNT] = {0};
     int64_t *pat_off = ss_malloc((size_t)pk->n_seq * sizeof(int64_t) + 1, "pattern offsets");
     int32_t *pos = ss_malloc(Rs * sizeof(int32_t) + 1, "positions");
-    float *lg = NULL;
+    float *lg = NULL, *arena_host = NULL;
     ss_status st = SS_ERR_NOMEM;
     if (!pat_off || !pos) goto done;
     for (int i = 0; i < B_COUNT; i++)
         if (bytes[i] && (st = be->alloc(be, bytes[i], what[i], &buf[i]))) goto done;
-    if (!be->host_memory) {
+    if (!be->host_memory && opts && opts->read_only && opts->want && opts->hook) {
+        size_t total = 0;
+        ss_site s;
+        for (int i = 0; i < ss_sites_count(c); i++) {
+            if (!opts->want[i]) continue;
+            ss_site_get(c, i, &s);
+            total += s.per_token ? Rs * (size_t)s.width : (size_t)pat_total;
+        }
+        if (!(f.arena_off = ss_malloc((size_t)ss_sites_count(c) * sizeof(int64_t), "site offsets"))) { st = SS_ERR_NOMEM; goto done; }
+        for (int i = 0; i < ss_sites_count(c); i++) f.arena_off[i] = -1;
+        if ((st = be->alloc(be, total * sizeof(float), "captured sites", (void **)&f.arena))) goto done;
+        if ((st = be->alloc_host(be, total * sizeof(float), "captured sites", (void **)&arena_host))) goto done;
+    } else if (!be->host_memory) {
         size_t stage = (size_t)pat_total > Rs * widest ? (size_t)pat_total : Rs * widest;
         if (!(f.stage = ss_malloc(stage * sizeof(float), "site staging buffer"))) { st = SS_ERR_NOMEM; goto done; }
     }
@@ -315,7 +355,7 @@ ss_status ss_forward(const ss_model *m, const ss_backend *be, const int32_t *tok
 
     const size_t Rd = Rs * (size_t)d, Rdm = Rs * (size_t)dm, R3d = Rs * (size_t)(3 * d);
 #define RUN(call) do { if ((st = (call))) goto done; } while (0)
-    RUN(be->embed(be, tmp, ln, tok_b, pos_b, w->wte, w->wpe, R, d));
+    RUN(be->embed(be, tmp, ln, tok_b, pos_b, w->wte, w->wpe, w->wdtype, R, d));
     RUN(hook_at(&f, SS_SITE_EMBED, -1, tmp, Rd, 0, d));
     RUN(hook_at(&f, SS_SITE_POS_EMBED, -1, ln, Rd, 0, d));
     RUN(be->add(be, x, tmp, ln, R * d));
@@ -327,7 +367,7 @@ ss_status ss_forward(const ss_model *m, const ss_backend *be, const int32_t *tok
         RUN(hook_at(&f, SS_SITE_RESID_PRE, l, x, Rd, 0, d));
         RUN(be->layernorm(be, ln, x, L->ln1_w, L->ln1_b, R, d, eps));
         RUN(hook_at(&f, SS_SITE_LN1, l, ln, Rd, 0, d));
-        RUN(be->matmul(be, qkv, ln, L->attn_w, L->attn_b, R, 3 * d, d, 0));
+        RUN(be->matmul(be, qkv, ln, L->attn_w, w->wdtype, L->attn_b, R, 3 * d, d, 0));
         /* q, k and v share one buffer; each hook sees it whole with its own offset. */
         RUN(hook_at(&f, SS_SITE_Q, l, qkv, R3d, 0, 3 * d));
         RUN(hook_at(&f, SS_SITE_K, l, qkv, R3d, d, 3 * d));
@@ -339,17 +379,17 @@ ss_status ss_forward(const ss_model *m, const ss_backend *be, const int32_t *tok
          * has no effect yet; interventions on patterns arrive with ablation. */
         if (wp) RUN(hook_at(&f, SS_SITE_PATTERN, l, pattern, (size_t)pat_total, 0, 0));
         RUN(hook_at(&f, SS_SITE_Z, l, z, Rd, 0, d));
-        RUN(be->matmul(be, tmp, z, L->proj_w, L->proj_b, R, d, d, 0));
+        RUN(be->matmul(be, tmp, z, L->proj_w, w->wdtype, L->proj_b, R, d, d, 0));
         RUN(hook_at(&f, SS_SITE_ATTN_OUT, l, tmp, Rd, 0, d));
         RUN(be->add(be, x, x, tmp, R * d));
         RUN(hook_at(&f, SS_SITE_RESID_MID, l, x, Rd, 0, d));
         RUN(be->layernorm(be, ln, x, L->ln2_w, L->ln2_b, R, d, eps));
         RUN(hook_at(&f, SS_SITE_LN2, l, ln, Rd, 0, d));
-        RUN(be->matmul(be, hbuf, ln, L->fc_w, L->fc_b, R, dm, d, 0));
+        RUN(be->matmul(be, hbuf, ln, L->fc_w, w->wdtype, L->fc_b, R, dm, d, 0));
         RUN(hook_at(&f, SS_SITE_MLP_PRE, l, hbuf, Rdm, 0, dm));
         RUN(be->gelu(be, h2, hbuf, R * dm, c->act));
         RUN(hook_at(&f, SS_SITE_MLP_POST, l, h2, Rdm, 0, dm));
-        RUN(be->matmul(be, tmp, h2, L->fc2_w, L->fc2_b, R, d, dm, 0));
+        RUN(be->matmul(be, tmp, h2, L->fc2_w, w->wdtype, L->fc2_b, R, d, dm, 0));
         RUN(hook_at(&f, SS_SITE_MLP_OUT, l, tmp, Rd, 0, d));
         RUN(be->add(be, x, x, tmp, R * d));
         RUN(hook_at(&f, SS_SITE_RESID_POST, l, x, Rd, 0, d));
@@ -372,13 +412,23 @@ ss_status ss_forward(const ss_model *m, const ss_backend *be, const int32_t *tok
             }
             src = tmp;
         }
-        RUN(be->matmul(be, buf[B_LOGITS], src, w->lm_head, NULL, n_lrows, V, d, 1));
+        RUN(be->matmul(be, buf[B_LOGITS], src, w->lm_head, w->wdtype, NULL, n_lrows, V, d, 1));
         if (be->host_memory) {
             lg = buf[B_LOGITS];
             buf[B_LOGITS] = NULL; /* handed to the caller */
         } else {
             if (!(lg = ss_malloc(bytes[B_LOGITS], "logits"))) { st = SS_ERR_NOMEM; goto done; }
             RUN(be->download(be, lg, buf[B_LOGITS], bytes[B_LOGITS]));
+        }
+    }
+    if (f.arena && f.arena_used) {
+        /* One copy of every gathered site, then the hooks in forward order. */
+        RUN(be->download(be, arena_host, f.arena, f.arena_used * sizeof(float)));
+        ss_site s;
+        for (int i = 0; i < ss_sites_count(c); i++) {
+            if (f.arena_off[i] < 0) continue;
+            ss_site_get(c, i, &s);
+            RUN(opts->hook(opts->hook_ctx, &s, arena_host + f.arena_off[i], s.per_token ? s.width : 0, pk, pat_off));
         }
     }
     RUN(be->sync(be));
@@ -390,6 +440,9 @@ done: /* every failing path above has set the message */
         if (buf[i]) be->release(be, buf[i]);
     free(lg);
     free(f.stage);
+    free(f.arena_off);
+    if (f.arena) be->release(be, f.arena);
+    if (arena_host) be->release_host(be, arena_host);
     free(pat_off);
     free(pos);
     return st;

@@ -24,7 +24,7 @@ TEST(cpu_matmul_matches_naive_all_layouts) {
         float *C = malloc((size_t)(M * N) * sizeof(float)), *C2 = malloc((size_t)(M * N) * sizeof(float));
         for (int tb = 0; tb < 2; tb++) {
             for (int wb = 0; wb < 2; wb++) {
-                be->matmul(be, C, A, B, wb ? bias : NULL, M, N, K, tb);
+                be->matmul(be, C, A, B, SS_WDTYPE_F32, wb ? bias : NULL, M, N, K, tb);
                 ss_matmul_builtin(C2, A, B, wb ? bias : NULL, M, N, K, tb);
                 for (int64_t i = 0; i < M; i++)
                     for (int64_t j = 0; j < N; j++) {
@@ -103,7 +103,7 @@ TEST(cpu_embed_and_add) {
     const ss_backend *be = ss_backend_cpu();
     float *wte = rand_vec(10 * 4, 8), *wpe = rand_vec(6 * 4, 9), t[12], p[12], s[12];
     int32_t tok[3] = {9, 0, 4}, pos[3] = {0, 1, 5};
-    be->embed(be, t, p, tok, pos, wte, wpe, 3, 4);
+    be->embed(be, t, p, tok, pos, wte, wpe, SS_WDTYPE_F32, 3, 4);
     be->add(be, s, t, p, 12);
     for (int i = 0; i < 3; i++)
         for (int e = 0; e < 4; e++) {

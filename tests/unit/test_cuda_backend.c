@@ -34,16 +34,16 @@ static ss_status keep(void *vctx, const ss_site *s, float *data, int64_t ld, con
     return SS_OK;
 }
 
-static void compare_backends(const char *model, const char *globs) {
+static void compare_backends(const char *model, const char *globs, int read_only) {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/models/%s", ss_test_data_dir(), model);
     ss_model *m = NULL;
     ss_backend *gpu = NULL;
     CHECK_OK(ss_model_load(dir, &m));
-    ss_status st = ss_backend_cuda_open(0, &gpu);
+    ss_status st = ss_backend_cuda_open(0, NULL, &gpu);
     if (st) { ss_model_free(m); CHECK_OK(st); }
     CHECK(!strcmp(gpu->name, "cuda:0") && !gpu->host_memory);
-    st = ss_model_place(m, gpu);
+    st = ss_model_place(m, gpu, SS_WDTYPE_F32);
     if (st) { ss_model_free(m); ss_backend_cuda_close(gpu); CHECK_OK(st); }
     int32_t toks[20];
     for (int i = 0; i < 20; i++) toks[i] = (int32_t)((i * 37 + 11) % m->cfg.vocab_size);
@@ -53,7 +53,7 @@ static void compare_backends(const char *model, const char *globs) {
     uint8_t *want = calloc((size_t)ns, 1);
     CHECK_OK(ss_sites_select(&m->cfg, globs, want, &nsel));
     rec_t a = {{0}}, b = {{0}};
-    ss_forward_opts oa = {want, keep, &a, SS_LOGITS_ALL}, ob = {want, keep, &b, SS_LOGITS_ALL};
+    ss_forward_opts oa = {want, keep, &a, SS_LOGITS_ALL, read_only}, ob = {want, keep, &b, SS_LOGITS_ALL, read_only};
     float *la = NULL, *lb = NULL;
     CHECK_OK(ss_forward(m, ss_backend_cpu(), toks, &pk, &oa, &la));
     CHECK_OK(ss_forward(m, gpu, toks, &pk, &ob, &lb));
@@ -82,11 +82,15 @@ static void compare_backends(const char *model, const char *globs) {
     ss_backend_cuda_close(gpu);
 }
 
-TEST(cuda_emulated_forward_matches_cpu_with_patterns) { compare_backends("prefix-f32", "*"); }
+/* Sites round-trip through the host one by one (hooks may edit). */
+TEST(cuda_emulated_forward_matches_cpu_with_patterns) { compare_backends("prefix-f32", "*", 0); }
+
+/* Read-only hooks: sites gathered on the device, one copy at the end. */
+TEST(cuda_emulated_forward_matches_cpu_gathered_sites) { compare_backends("prefix-f32", "*", 1); }
 
 TEST(cuda_emulated_forward_matches_cpu_flash_path) {
     /* No hook_pattern requested: the fused attention kernel runs. */
-    compare_backends("noprefix-odd-untied", "blocks.*.attn.hook_z,blocks.*.mlp.hook_post,ln_final.hook_normalized");
+    compare_backends("noprefix-odd-untied", "blocks.*.attn.hook_z,blocks.*.mlp.hook_post,ln_final.hook_normalized", 1);
 }
 
 TEST(cuda_emulated_out_of_memory_is_reported) {
@@ -95,9 +99,9 @@ TEST(cuda_emulated_out_of_memory_is_reported) {
     ss_model *m = NULL;
     ss_backend *gpu = NULL;
     CHECK_OK(ss_model_load(dir, &m));
-    CHECK_OK(ss_backend_cuda_open(0, &gpu));
+    CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
     ss_emu_set_device_memory_limit(4096);
-    ss_status st = ss_model_place(m, gpu);
+    ss_status st = ss_model_place(m, gpu, SS_WDTYPE_F32);
     ss_emu_set_device_memory_limit(0);
     ss_model_free(m);
     ss_backend_cuda_close(gpu);
@@ -106,5 +110,81 @@ TEST(cuda_emulated_out_of_memory_is_reported) {
                   strstr(ss_last_error(), "cuda:0"),
               "message: %s", ss_last_error());
     ss_backend *none = NULL;
-    CHECK_ERR(ss_backend_cuda_open(3, &none), SS_ERR_ARG, "cuda:3: there is 1 CUDA device");
+    CHECK_ERR(ss_backend_cuda_open(3, NULL, &none), SS_ERR_ARG, "cuda:3: there is 1 CUDA device");
+}
+
+TEST(cuda_emulated_memory_is_tracked) {
+    ss_backend *gpu = NULL;
+    CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
+    void *a, *b;
+    size_t in_use, peak;
+    CHECK_OK(gpu->alloc(gpu, 1000, "a", &a));
+    CHECK_OK(gpu->alloc(gpu, 3000, "b", &b));
+    gpu->release(gpu, a);
+    gpu->memory_stats(gpu, &in_use, &peak);
+    CHECK(in_use == 3000 && peak == 4000);
+    gpu->release(gpu, b);
+    gpu->memory_stats(gpu, &in_use, &peak);
+    CHECK(in_use == 0 && peak == 4000);
+    /* Released blocks are reused (a 2000-byte request takes the cached 3000 one)... */
+    void *c2;
+    CHECK_OK(gpu->alloc(gpu, 2000, "c", &c2));
+    CHECK(c2 == b);
+    gpu->release(gpu, c2);
+    /* ...and given back to the device when a new allocation would not fit. */
+    ss_emu_set_device_memory_limit(4000 + 1000);
+    void *d2;
+    ss_status st = gpu->alloc(gpu, 3500, "d", &d2);
+    ss_emu_set_device_memory_limit(0);
+    CHECK_OK(st);
+    gpu->release(gpu, d2);
+    ss_backend_cuda_close(gpu);
+}
+
+/* bf16 products: weights stored in bf16, activations rounded to bf16 before
+ * each product, fp32 accumulation. The CPU path (the reference) and the
+ * emulated GPU path round the same values, but an fp32 difference of one ulp
+ * in an activation can move it across a bf16 rounding boundary, so single
+ * elements may differ by a bf16 step (2^-8 relative); the check is on NMSE
+ * (< 1e-6) with a loose per-element bound. Against float32 the bf16 logits
+ * must stay close (NMSE < 1e-3): the path is sane, not just self-consistent. */
+static double nmse(const float *a, const float *ref, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        num += ((double)a[i] - ref[i]) * ((double)a[i] - ref[i]);
+        den += (double)ref[i] * ref[i];
+    }
+    return den > 0 ? num / den : num;
+}
+
+TEST(cuda_emulated_bf16_products_match_cpu_bf16_reference) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/models/noprefix-odd-untied", ss_test_data_dir());
+    ss_model *mc = NULL, *mg = NULL, *mf = NULL;
+    ss_backend *gpu = NULL;
+    CHECK_OK(ss_model_load(dir, &mc));
+    CHECK_OK(ss_model_load(dir, &mg));
+    CHECK_OK(ss_model_load(dir, &mf));
+    CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
+    CHECK_OK(ss_model_place(mc, ss_backend_cpu(), SS_WDTYPE_BF16));
+    CHECK_OK(ss_model_place(mg, gpu, SS_WDTYPE_BF16));
+    CHECK(ss_model_weights(mc, ss_backend_cpu())->wdtype == SS_WDTYPE_BF16);
+    int32_t toks[12];
+    for (int i = 0; i < 12; i++) toks[i] = (int32_t)((i * 29 + 5) % 101);
+    int64_t start[2] = {0, 5}, len[2] = {5, 7};
+    ss_packing pk = {2, 12, start, len};
+    ss_forward_opts o = {.logits = SS_LOGITS_ALL};
+    float *lc = NULL, *lg = NULL, *lf = NULL;
+    CHECK_OK(ss_forward(mc, ss_backend_cpu(), toks, &pk, &o, &lc));
+    CHECK_OK(ss_forward(mg, gpu, toks, &pk, &o, &lg));
+    CHECK_OK(ss_forward(mf, ss_backend_cpu(), toks, &pk, &o, &lf));
+    size_t n = 12 * 101;
+    double e_gpu = nmse(lg, lc, n), e_f32 = nmse(lc, lf, n);
+    printf(" [nmse cuda-bf16 vs cpu-bf16 %.1e, bf16 vs f32 %.1e]", e_gpu, e_f32);
+    CHECK(e_gpu < 1e-6);
+    for (size_t i = 0; i < n; i++) CHECK_NEAR(lg[i], lc[i], 5e-2 + 1e-2 * fabs(lc[i]));
+    CHECK(e_f32 < 1e-3 && e_f32 > 0);
+    free(lc); free(lg); free(lf);
+    ss_model_free(mc); ss_model_free(mg); ss_model_free(mf);
+    ss_backend_cuda_close(gpu);
 }

@@ -64,7 +64,7 @@ TEST(forward_device_backend_matches_cpu_and_hooks_edit_values) {
     ss_model *m = load("prefix-f32");
     if (!m) return;
     ss_backend dev = fake_device();
-    CHECK_OK(ss_model_place(m, &dev));
+    CHECK_OK(ss_model_place(m, &dev, SS_WDTYPE_F32));
     CHECK(ss_model_weights(m, &dev) != &m->w && ss_model_weights(m, &dev)->wte != m->w.wte);
     int32_t toks[9] = {5, 17, 3, 96, 0, 44, 12, 12, 7};
     int64_t start[2] = {0, 4}, len[2] = {4, 5};
@@ -75,7 +75,7 @@ TEST(forward_device_backend_matches_cpu_and_hooks_edit_values) {
     for (int zero = 0; zero < 2; zero++) {
         hook_rec a = {.zero_site = zero ? ss_site_id(&m->cfg, SS_SITE_MLP_POST, 0) : -1};
         hook_rec b = a;
-        ss_forward_opts oa = {want, record, &a, SS_LOGITS_ALL}, ob = {want, record, &b, SS_LOGITS_ALL};
+        ss_forward_opts oa = {want, record, &a, SS_LOGITS_ALL, 0}, ob = {want, record, &b, SS_LOGITS_ALL, 0};
         float *la = NULL, *lb = NULL;
         CHECK_OK(ss_forward(m, ss_backend_cpu(), toks, &pk, &oa, &la));
         CHECK_OK(ss_forward(m, &dev, toks, &pk, &ob, &lb));
@@ -91,7 +91,7 @@ TEST(forward_device_backend_matches_cpu_and_hooks_edit_values) {
         if (zero) {
             int out_id = ss_site_id(&m->cfg, SS_SITE_MLP_OUT, 0);
             for (int64_t i = 0; i < 9; i++)
-                for (int64_t e = 0; e < 32; e++) CHECK(b.store[out_id][i * 32 + e] == m->w.layers[0].fc2_b[e]);
+                for (int64_t e = 0; e < 32; e++) CHECK(b.store[out_id][i * 32 + e] == ((const float *)m->w.layers[0].fc2_b)[e]);
         }
         free(la);
         free(lb);

@@ -209,7 +209,7 @@ TEST(kernel_embed_vs_cpu_all_dtypes) {
             for (int64_t i = 0; i < n; i++) tok[i] = (int32_t)((i * 17 + 3) % V), pos[i] = (int32_t)(i % P);
             float *t = fvec(n * d, 0), *p = fvec(n * d, 0), *s = fvec(n * d, 0);
             float *rt = fvec(n * d, 0), *rp = fvec(n * d, 0), *rs = fvec(n * d, 0);
-            CHECK_OK(be->embed(be, rt, rp, tok, pos, wte32, wpe32, n, d));
+            CHECK_OK(be->embed(be, rt, rp, tok, pos, wte32, wpe32, SS_WDTYPE_F32, n, d));
             CHECK_OK(be->add(be, rs, rt, rp, n * d));
             CHECK(ss_cuda_embed(t, p, s, tok, pos, wte_d, wpe_d, dt, V, P, n, d, NULL) == 0);
             char nm[64];

@@ -1,0 +1,293 @@
+#!/usr/bin/env python3
+"""GPU benchmark: `subscope forward --device cuda --no-logits` against Hugging Face on the same GPU.
+
+Standard library only (the GPU machine may have no torch and no network): the peer runs
+only when --python names an interpreter where `import torch, transformers` works and
+torch sees a GPU; otherwise the JSON says why it was skipped.
+
+For each model directory (GPT-2-shaped, made by bench/make_model.py) and each subscope
+precision (--modes: fp32 = IEEE fp32 cuBLAS, the default; tf32 = --tf32, TF32 tensor-core
+matmuls; bf16 = --dtype bfloat16, bf16 weights and bf16-rounded activations into each
+matrix product, fp32 accumulation, fp32 activations elsewhere), subscope runs as a fresh process: one untimed warm run, --reps runs of a
+one-token prompt (the fixed cost: process start, CUDA context, cuBLAS, reading and
+uploading the weights, HDF5 file), and --reps runs of the prompts. net = median wall -
+median fixed; tokens/s and TFLOP/s are over net. Model FLOPs are bench_forward.py's:
+2 x multiply-adds of the matmuls and of the causal attention (no logits, since
+--no-logits); MFU = TFLOP/s / the dense peak of the precision used (and, for the issue's
+bf16 target, / the bf16 dense peak too). Peaks come from kernel_bench's JSON (--peaks).
+
+The peer (bench/peer_hf.py --device cuda --mode hidden) loads once, warms up on one
+batch and times --reps passes, each ending with torch.cuda.synchronize(): fp32 (TF32
+off), tf32 and bf16 by default (--peer-dtypes).
+
+GPU memory: subscope's own peak of device allocations (its "peak device memory" line),
+and nvidia-smi sampled every 100 ms during the timed runs: the peak of memory.used minus
+its value before (device-wide, so it includes the CUDA context and cuBLAS workspace). Writes one JSON document (--json) and prints a table.
+"""
+import argparse
+import json
+import os
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BENCH = os.path.dirname(HERE)
+ROOT = os.path.dirname(BENCH)
+sys.path.insert(0, BENCH)
+from bench_forward import model_flops  # noqa: E402  (standard library only)
+
+
+def log(msg):
+    print(f"[gpu-bench] {msg}", file=sys.stderr, flush=True)
+
+
+class GpuMemSampler:
+    """Peak of nvidia-smi's memory.used (MiB) on one GPU while running; None if unavailable."""
+
+    def __init__(self, index=0):
+        self.index, self.peak, self.base, self.p, self.t = index, None, None, None, None
+
+    def _query(self):
+        try:
+            out = subprocess.run(["nvidia-smi", "-i", str(self.index), "--query-gpu=memory.used",
+                                  "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=20)
+            return float(out.stdout.strip().splitlines()[0]) if out.returncode == 0 else None
+        except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+            return None
+
+    def __enter__(self):
+        self.base = self._query()
+        if self.base is None:
+            return self
+        try:
+            self.p = subprocess.Popen(["nvidia-smi", "-i", str(self.index), "--query-gpu=memory.used",
+                                       "--format=csv,noheader,nounits", "-lms", "100"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        except OSError:
+            return self
+
+        def reader():
+            for line in self.p.stdout:
+                try:
+                    v = float(line.strip())
+                except ValueError:
+                    continue
+                self.peak = v if self.peak is None else max(self.peak, v)
+
+        self.t = threading.Thread(target=reader, daemon=True)
+        self.t.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.p:
+            self.p.terminate()
+            try:
+                self.p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+            self.t.join(timeout=5)
+        return False
+
+    def used_mib(self):
+        if self.peak is None or self.base is None:
+            return None
+        return max(self.peak - self.base, 0.0)
+
+
+MODE_FLAGS = {"fp32": [], "tf32": ["--tf32"], "bf16": ["--dtype", "bfloat16"]}
+MODE_DTYPE = {"fp32": "fp32 weights, activations and matmuls (TF32 off)",
+              "tf32": "fp32 weights and activations, TF32 tensor-core matmuls",
+              "bf16": "bf16 weights, activations rounded to bf16 into each matmul, fp32 accumulation and activations"}
+PEAK_RE = re.compile(r"peak device memory ([0-9.]+) MiB")
+
+
+def run_subscope(exe, model, prompts, batch, mode, env, workdir, tag, timeout):
+    """(wall seconds, subscope's reported peak device memory in MiB or None)."""
+    out = os.path.join(workdir, f"{tag}.h5")
+    cmd = [exe, "forward", "--model", model, "--input", prompts, "--out", out, "--batch", str(batch),
+           "--no-logits", "--device", "cuda", "--compress", "0"] + MODE_FLAGS[mode]
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise RuntimeError(f"subscope failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-2000:]}")
+    if os.path.exists(out):
+        os.remove(out)
+    m = PEAK_RE.search(p.stderr)
+    return wall, float(m.group(1)) if m else None
+
+
+def peer_status(python):
+    """(ok, why): can `python` run the GPU peer?"""
+    if not python:
+        return False, "peer skipped: no interpreter given"
+    code = ("import torch, transformers, sys\n"
+            "sys.exit(0 if torch.cuda.is_available() and torch.cuda.device_count() > 0 else 3)")
+    try:
+        p = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return False, f"peer skipped: {python} did not run ({e})"
+    if p.returncode == 3:
+        return False, "peer skipped: torch is installed but sees no GPU (torch.cuda.is_available() is False)"
+    if p.returncode != 0:
+        return False, "peer skipped: not installed (import torch, transformers failed)"
+    return True, ""
+
+
+def run_peer(python, model, prompts, batch, reps, dtype, env, timeout):
+    cmd = [python, os.path.join(BENCH, "peer_hf.py"), "--model", model, "--input", prompts, "--mode", "hidden",
+           "--batch", str(batch), "--reps", str(reps), "--device", "cuda", "--dtype", dtype]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    if p.returncode != 0:
+        raise RuntimeError(f"peer failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-2000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def write_prompts(path, n, T, vocab, seed):
+    rng = random.Random(seed)
+    with open(path, "w") as f:
+        for _ in range(n):
+            f.write(json.dumps({"tokens": [rng.randrange(vocab) for _ in range(T)]}) + "\n")
+
+
+def pct(x, peak):
+    return 100.0 * x / peak if x and peak else None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", required=True, help="comma-separated model directories (bench/make_model.py)")
+    ap.add_argument("--subscope", default=os.path.join(ROOT, "bin", "subscope"))
+    ap.add_argument("--python", default=None, help="interpreter for the peer (needs torch, transformers, a GPU)")
+    ap.add_argument("--prompts", type=int, default=128, help="prompts per run (default 128)")
+    ap.add_argument("--tokens", type=int, default=1024, help="tokens per prompt (default 1024)")
+    ap.add_argument("--batch", type=int, default=16, help="prompts per forward pass (default 16: 16k tokens)")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--modes", default="fp32,tf32,bf16", help="subscope precisions: fp32, tf32, bf16")
+    ap.add_argument("--peer-dtypes", default="fp32,tf32,bf16")
+    ap.add_argument("--peaks", default=None, help="kernel_bench JSON: its device.peaks give the MFU denominators")
+    ap.add_argument("--timeout", type=int, default=1200, help="seconds allowed per process (default 1200)")
+    ap.add_argument("--json", required=True)
+    ap.add_argument("--workdir", default=None)
+    a = ap.parse_args()
+
+    modes = [m for m in a.modes.split(",") if m]
+    for m in modes:
+        if m not in MODE_FLAGS:
+            sys.exit(f"bench_gpu_forward.py: unknown subscope mode '{m}' ({', '.join(MODE_FLAGS)})")
+    peer_dtypes = [x for x in a.peer_dtypes.split(",") if x]
+    if not os.access(a.subscope, os.X_OK):
+        sys.exit(f"bench_gpu_forward.py: {a.subscope} is not executable; run make first")
+    peaks = {}
+    if a.peaks and os.path.exists(a.peaks):
+        try:
+            with open(a.peaks) as f:
+                peaks = json.load(f)["device"]["peaks"]
+        except (OSError, ValueError, KeyError) as e:
+            log(f"cannot read peaks from {a.peaks}: {e}")
+    peak_of = {"fp32": peaks.get("fp32_tflops"), "tf32": peaks.get("tf32_tflops"), "bf16": peaks.get("bf16_tflops")}
+
+    workdir = a.workdir or tempfile.mkdtemp(prefix="subscope-gpubench-")
+    os.makedirs(workdir, exist_ok=True)
+    env = dict(os.environ)
+    env["TRANSFORMERS_VERBOSITY"] = "error"
+    env["HF_HUB_OFFLINE"] = "1"
+    peer_ok, peer_why = peer_status(a.python)
+    if not peer_ok:
+        log(peer_why)
+
+    results = []
+    t_start = time.time()
+    for model in [m for m in a.models.split(",") if m]:
+        with open(os.path.join(model, "config.json")) as f:
+            cfg = json.load(f)
+        T = min(a.tokens, cfg["n_positions"])
+        prompts = os.path.join(workdir, f"prompts-{a.prompts}x{T}-v{cfg['vocab_size']}.jsonl")
+        if not os.path.exists(prompts):
+            write_prompts(prompts, a.prompts, T, cfg["vocab_size"], 4321)
+        one = os.path.join(workdir, "one-token.jsonl")
+        with open(one, "w") as f:
+            f.write(json.dumps({"tokens": [1]}) + "\n")
+        tokens = a.prompts * T
+        flops = model_flops(cfg, a.prompts, T, False)
+        name = os.path.basename(os.path.normpath(model))
+        entry = {"model": name, "config": {k: cfg.get(k) for k in ("n_layer", "n_head", "n_embd", "vocab_size",
+                                                                   "n_positions")},
+                 "n_prompts": a.prompts, "tokens_per_prompt": T, "tokens": tokens,
+                 "tokens_per_batch": min(a.batch, a.prompts) * T, "model_gflop": flops / 1e9,
+                 "subscope": {}, "peer": {}}
+        for mode in modes:
+            r = {"dtype": MODE_DTYPE[mode], "flags": MODE_FLAGS[mode], "peak_kind": mode}
+            try:
+                run_subscope(a.subscope, model, one, a.batch, mode, env, workdir, "warm", a.timeout)
+                fixed = [run_subscope(a.subscope, model, one, a.batch, mode, env, workdir, f"fixed{i}", a.timeout)[0]
+                         for i in range(a.reps)]
+                with GpuMemSampler() as mem:
+                    full = [run_subscope(a.subscope, model, prompts, a.batch, mode, env, workdir, f"run{i}", a.timeout)
+                            for i in range(a.reps)]
+                runs = [x[0] for x in full]
+                wall, fixed_wall = statistics.median(runs), statistics.median(fixed)
+                net = max(wall - fixed_wall, 1e-9)
+                tfl = flops / net / 1e12
+                r.update({"runs_s": runs, "fixed_runs_s": fixed, "median_wall_s": wall, "fixed_wall_s": fixed_wall,
+                          "net_wall_s": net, "tokens_per_s": tokens / net, "tokens_per_s_raw": tokens / wall,
+                          "tflops": tfl, "mfu_pct": pct(tfl, peak_of[mode]), "mfu_vs_bf16_peak_pct": pct(tfl, peak_of["bf16"]),
+                          "gpu_mem_used_mib": mem.used_mib(), "device_memory_peak_mib": full[0][1],
+                          "fixed_share": fixed_wall / wall})
+                log(f"{name} subscope {mode}: {tokens / net:,.0f} tok/s net ({wall:.2f} s wall, {fixed_wall:.2f} s "
+                    f"fixed), {tfl:.1f} TFLOP/s")
+            except (RuntimeError, subprocess.TimeoutExpired) as ex:
+                r["error"] = str(ex)
+                log(f"{name} subscope {mode}: {ex}")
+            entry["subscope"][mode] = r
+        if not peer_ok:
+            entry["peer"] = {"skipped": peer_why}
+        else:
+            for dt in peer_dtypes:
+                try:
+                    p = run_peer(a.python, model, prompts, a.batch, a.reps, dt, env, a.timeout)
+                    tfl = flops / p["median_s"] / 1e12
+                    p.update({"tflops": tfl, "mfu_pct": pct(tfl, peak_of.get(dt)),
+                              "mfu_vs_bf16_peak_pct": pct(tfl, peak_of["bf16"])})
+                    log(f"{name} peer {dt}: {p['tokens_per_s']:,.0f} tok/s, {tfl:.1f} TFLOP/s")
+                except (RuntimeError, subprocess.TimeoutExpired, ValueError) as ex:
+                    p = {"error": str(ex)}
+                    log(f"{name} peer {dt}: {ex}")
+                entry["peer"][dt] = p
+        # > 1: subscope faster. Like for like (same precision) where both exist.
+        ratios = {}
+        for mode, s in entry["subscope"].items():
+            for dt, p in entry["peer"].items():
+                if isinstance(p, dict) and "tokens_per_s" in s and "tokens_per_s" in p:
+                    ratios[f"subscope_{mode}_over_peer_{dt}"] = s["tokens_per_s"] / p["tokens_per_s"]
+        entry["speedup"] = ratios
+        results.append(entry)
+
+    doc = {"benchmark": "forward-gpu", "elapsed_s": time.time() - t_start,
+           "settings": {"prompts": a.prompts, "tokens": a.tokens, "batch": a.batch, "reps": a.reps, "modes": modes,
+                        "peer_dtypes": peer_dtypes if peer_ok else [], "subscope_flags": "--no-logits --device cuda "
+                        "--compress 0"},
+           "peaks_tflops": peak_of, "peer_available": peer_ok, "peer_note": peer_why or None,
+           "notes": "subscope bf16 = bf16 matrix products (weights stored in bf16, activations rounded per "
+                    "product), everything else fp32; HF bf16 = the whole model in bf16.",
+           "results": results}
+    os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
+    with open(a.json, "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+    if not a.workdir:
+        for n in os.listdir(workdir):
+            os.remove(os.path.join(workdir, n))
+        os.rmdir(workdir)
+    failed = sum("error" in s for r in results for s in r["subscope"].values())
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,251 @@
+#!/usr/bin/env python3
+"""Merges one run's GPU results into bench/results/<device>-<date>.json and prints the
+issue's targets with pass/fail. Standard library only.
+
+    gpu_report.py --kernels K.json --forward F.json [--cpu C.json] --results bench/results
+    gpu_report.py --cpu C.json                      # no GPU: the targets table alone
+
+Inputs: kernel_bench's JSON, bench_gpu_forward.py's JSON, and optionally the CPU
+benchmark's JSON of the same run (for the CPU target). Any may be missing (a step that
+failed or was skipped); its targets then read "not run". The merged file adds the commit,
+date, host, and the device as nvidia-smi and the CUDA runtime describe it.
+
+Targets (issue 3):
+  T1  forward, GPT-2-small shapes, bf16, >= 16k tokens per batch: >= 40% model FLOP
+      utilisation (of the bf16 dense peak) on an H100/H200 (subscope --dtype bfloat16)
+  T2  ... and faster than Hugging Face eager (bf16) in the same run
+  T3  memory-bound kernels (layernorm, GELU, residual add, capture) >= 80% of the
+      device-to-device copy bandwidth measured in the same run
+  T4  CPU forward within 1.5x of PyTorch CPU (speedup >= 0.667)
+"""
+import argparse
+import datetime
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BENCH = os.path.dirname(HERE)
+sys.path.insert(0, BENCH)
+from bench_forward import git_commit  # noqa: E402
+
+
+def load(path):
+    if not path or not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        print(f"gpu_report.py: cannot read {path}: {e}", file=sys.stderr)
+        return None
+
+
+def nvidia_smi():
+    """The first GPU as nvidia-smi describes it, or {} without one."""
+    fields = ["name", "driver_version", "memory.total", "power.limit", "clocks.max.sm", "clocks.max.memory",
+              "pci.bus_id", "compute_cap"]
+    try:
+        p = subprocess.run(["nvidia-smi", "-i", "0", "--query-gpu=" + ",".join(fields), "--format=csv,noheader"],
+                           capture_output=True, text=True, timeout=30)
+        if p.returncode != 0:
+            return {}
+        vals = [v.strip() for v in p.stdout.strip().splitlines()[0].split(",")]
+        info = dict(zip(fields, vals))
+        head = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=30).stdout
+        m = re.search(r"CUDA Version:\s*([0-9.]+)", head)
+        if m:
+            info["driver_cuda_version"] = m.group(1)
+        return info
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return {}
+
+
+def nvcc_version():
+    for exe in ("nvcc", "/usr/local/cuda/bin/nvcc"):
+        try:
+            out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30).stdout
+            m = re.search(r"release ([0-9.]+), V([0-9.]+)", out)
+            if m:
+                return m.group(2)
+        except OSError:
+            continue
+    return None
+
+
+def slug(name):
+    s = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return re.sub(r"^nvidia-", "", s) or "gpu"
+
+
+def last_line(msg):
+    lines = [x for x in msg.strip().splitlines() if x.strip()]
+    return lines[-1][:90] if lines else ""
+
+
+def fmt(x, spec=".1f", unit=""):
+    return "-" if x is None else f"{x:{spec}}{unit}"
+
+
+def targets(kern, fwd, cpu):
+    rows = []  # (id, what, value, threshold, status, note)
+    is_hopper = kern and re.search(r"H100|H200", kern["device"]["name"] or "")
+    # T1 / T2: GPT-2 small forward.
+    small = None
+    if fwd:
+        small = next((r for r in fwd["results"] if r["config"]["n_embd"] == 768 and r["config"]["n_layer"] == 12), None)
+    if not fwd:
+        rows.append(("T1", "forward gpt2-small bf16 MFU", None, ">= 40%", "not run", "no GPU forward results"))
+        rows.append(("T2", "forward gpt2-small bf16 vs HF eager bf16", None, "> 1x", "not run", ""))
+    elif not small:
+        rows.append(("T1", "forward gpt2-small bf16 MFU", None, ">= 40%", "not run", "no gpt2-small-shaped model"))
+        rows.append(("T2", "forward gpt2-small bf16 vs HF eager bf16", None, "> 1x", "not run", ""))
+    else:
+        sb = small["subscope"].get("bf16")
+        batch_ok = small["tokens_per_batch"] >= 16384
+        note = []
+        if not sb:
+            note.append("subscope bf16 was not run")
+        elif "error" in sb:
+            note.append("subscope bf16 failed: " + last_line(sb["error"]))
+        else:
+            note.append(f"{sb['tflops']:.1f} TFLOP/s, {sb['tokens_per_s']:,.0f} tok/s")
+            if sb.get("mfu_pct") is None:
+                note.append("bf16 peak unknown for this GPU")
+        if not batch_ok:
+            note.append(f"batch is {small['tokens_per_batch']} tokens (< 16k)")
+        if not is_hopper:
+            note.append("not an H100/H200")
+        val = sb.get("mfu_pct") if sb else None
+        status = "PASS" if val is not None and val >= 40 and batch_ok else "FAIL"
+        rows.append(("T1", "forward gpt2-small bf16 MFU", fmt(val, ".1f", "%"), ">= 40%", status, "; ".join(note)))
+        peer = small["peer"]
+        pb = peer.get("bf16") if isinstance(peer, dict) else None
+        if "skipped" in peer:
+            rows.append(("T2", "forward gpt2-small bf16 vs HF eager bf16", None, "> 1x", "not run", peer["skipped"]))
+        elif not pb or "tokens_per_s" not in pb:
+            rows.append(("T2", "forward gpt2-small bf16 vs HF eager bf16", None, "> 1x", "not run",
+                         last_line((pb or {}).get("error", "no HF bf16 result"))))
+        else:
+            ratio = small["speedup"].get("subscope_bf16_over_peer_bf16")
+            like = [f"{m} {small['speedup'][f'subscope_{m}_over_peer_{m}']:.2f}x" for m in ("fp32", "tf32")
+                    if f"subscope_{m}_over_peer_{m}" in small["speedup"]]
+            note = f"HF bf16 {pb['tokens_per_s']:,.0f} tok/s"
+            if like:
+                note += "; same precision on both sides: " + ", ".join(like)
+            rows.append(("T2", "forward gpt2-small bf16 vs HF eager bf16", fmt(ratio, ".2f", "x"), "> 1x",
+                         "PASS" if ratio and ratio > 1 else "FAIL", note))
+    # T3: memory-bound kernels against the copy bandwidth.
+    if not kern:
+        rows.append(("T3", "memory-bound kernels vs copy bw", None, ">= 80%", "not run", "no kernel results"))
+    else:
+        for r in kern["results"]:
+            if not r.get("target_mem80"):
+                continue
+            if "error" in r:
+                rows.append(("T3", r["name"], None, ">= 80%", "FAIL", r["error"][:80]))
+                continue
+            p = r.get("pct_of_copy")
+            rows.append(("T3", r["name"], fmt(p, ".0f", "%"), ">= 80%", "PASS" if p is not None and p >= 80 else "FAIL",
+                         f"{r['gbs']:.0f} GB/s of {kern['copy_gbs']:.0f} (copy)"))
+    # T4: CPU forward.
+    if not cpu:
+        rows.append(("T4", "CPU forward vs PyTorch CPU", None, ">= 0.67x", "not run", "no CPU results in this run"))
+    else:
+        for case, r in cpu["results"].items():
+            for variant, q in r["ratios"].items():
+                s = q["speedup_net"]
+                rows.append(("T4", f"CPU forward {case} vs PyTorch {variant}", fmt(s, ".2f", "x"), ">= 0.67x",
+                             "PASS" if s >= 1 / 1.5 else "FAIL",
+                             f"{cpu['settings']['threads']} threads, {cpu['settings']['tokens']} tokens"))
+    return [dict(zip(("id", "what", "value", "threshold", "status", "note"), row)) for row in rows]
+
+
+def print_tables(kern, fwd, tg):
+    if kern:
+        d = kern["device"]
+        print(f"\nkernels on {d['name']} ({kern['settings']['tokens']} tokens, median of {kern['settings']['reps']}, "
+              f"L2 flushed): copy {fmt(kern.get('copy_gbs'), '.0f')} GB/s measured, "
+              f"{fmt(d.get('theoretical_gbs'), '.0f')} GB/s theoretical; peaks {d['peaks']['source']}")
+        print(f"{'name':34} {'ms':>8} {'GB/s':>7} {'%copy':>6} {'TFLOP/s':>8} {'%peak':>6}")
+        for r in kern["results"]:
+            if "error" in r:
+                print(f"{r['name']:34} FAILED: {r['error'][:60]}")
+                continue
+            print(f"{r['name']:34} {r['median_ms']:8.3f} {fmt(r.get('gbs'), '.0f'):>7} {fmt(r.get('pct_of_copy'), '.0f'):>6} "
+                  f"{fmt(r.get('tflops'), '.1f'):>8} {fmt(r.get('pct_of_peak_flops'), '.0f'):>6}")
+    if fwd:
+        st = fwd["settings"]
+        print(f"\nforward --no-logits on the GPU, {st['prompts']} prompts x {st['tokens']} tokens, batch {st['batch']}, "
+              f"median of {st['reps']} (net of the 1-token fixed cost)")
+        print(f"{'model':12} {'who':14} {'tok/s':>10} {'TFLOP/s':>8} {'MFU':>6} {'%bf16pk':>8} {'fixed s':>8} {'GPU MiB':>8}")
+        print("(GPU MiB: subscope's peak device allocations; HF: torch.cuda.max_memory_allocated)")
+        for r in fwd["results"]:
+            for mode, s in r["subscope"].items():
+                if "error" in s:
+                    print(f"{r['model']:12} {'subscope ' + mode:14} FAILED: {last_line(s['error'])}")
+                    continue
+                print(f"{r['model']:12} {'subscope ' + mode:14} {s['tokens_per_s']:10.0f} {s['tflops']:8.1f} "
+                      f"{fmt(s['mfu_pct'], '.0f', '%'):>6} {fmt(s['mfu_vs_bf16_peak_pct'], '.0f', '%'):>8} "
+                      f"{s['fixed_wall_s']:8.2f} {fmt(s.get('device_memory_peak_mib'), '.0f'):>8}")
+            if "skipped" in r["peer"]:
+                print(f"{r['model']:12} {'HF':14} {r['peer']['skipped']}")
+                continue
+            for dt, p in r["peer"].items():
+                if "error" in p:
+                    print(f"{r['model']:12} {'HF ' + dt:14} FAILED: {last_line(p['error'])}")
+                    continue
+                print(f"{r['model']:12} {'HF ' + dt:14} {p['tokens_per_s']:10.0f} {p['tflops']:8.1f} "
+                      f"{fmt(p['mfu_pct'], '.0f', '%'):>6} {fmt(p['mfu_vs_bf16_peak_pct'], '.0f', '%'):>8} "
+                      f"{'-':>8} {fmt(p.get('gpu_peak_allocated_mib'), '.0f'):>8}")
+    print("\ntargets (issue 3)")
+    print(f"{'':3} {'what':44} {'value':>8} {'target':>9} {'status':>8}  note")
+    for t in tg:
+        print(f"{t['id']:3} {t['what'][:44]:44} {t['value'] or '-':>8} {t['threshold']:>9} {t['status']:>8}  {t['note']}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kernels")
+    ap.add_argument("--forward")
+    ap.add_argument("--cpu")
+    ap.add_argument("--results", default=None, help="directory for <device>-<date>.json (omit: print only)")
+    ap.add_argument("--out", default=None, help="exact output path (overrides --results)")
+    ap.add_argument("--note", action="append", default=[], help="a line to record (e.g. why a step was skipped)")
+    a = ap.parse_args()
+    kern, fwd, cpu = load(a.kernels), load(a.forward), load(a.cpu)
+    tg = targets(kern, fwd, cpu)
+    print_tables(kern, fwd, tg)
+    if not (a.results or a.out):
+        return
+    smi = nvidia_smi()
+    name = (kern or {}).get("device", {}).get("name") or smi.get("name") or "unknown-gpu"
+    date = datetime.datetime.now(datetime.timezone.utc)
+    doc = {
+        "benchmark": "gpu",
+        "date": date.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "git_commit": git_commit(),
+        "host": socket.gethostname().split(".")[0],
+        "device": {"name": name, "nvidia_smi": smi, "cuda": (kern or {}).get("device")},
+        "versions": {"driver": smi.get("driver_version"), "driver_cuda": smi.get("driver_cuda_version"),
+                     "cuda_runtime": (kern or {}).get("versions", {}).get("runtime"),
+                     "cublas": (kern or {}).get("versions", {}).get("cublas"), "nvcc": nvcc_version()},
+        "notes": a.note,
+        "targets": tg,
+        "kernels": kern,
+        "forward": fwd,
+        "cpu": {"file": os.path.relpath(a.cpu, os.path.dirname(BENCH)) if a.cpu else None} if cpu else None,
+    }
+    path = a.out or os.path.join(a.results, f"{slug(name)}-{date.strftime('%Y%m%d')}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+    print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,783 @@
+/* Per-kernel microbenchmarks of subscope's CUDA kernels and of the cuBLAS
+ * matrix products of the forward pass, on one GPU. Writes one JSON document
+ * (bench/README.md, "kernels") and a short table on stderr.
+ *
+ *   build/bench/kernel_bench [--tokens R] [--reps N] [--warmup W] [--only SUBSTR] [--json FILE]
+ *
+ * Method, for every case: inputs filled on the device with random values;
+ * W untimed launches, then N timed ones; before every launch (timed or not)
+ * the L2 cache is flushed by reading a buffer of 4x the L2 size, so the
+ * kernel starts with a cold cache that holds only clean, unrelated lines (a
+ * memset flush would leave dirty lines whose write-back lands in the timed
+ * region). Each launch is timed alone with a pair of CUDA events on one
+ * stream; the median of the N times is reported with the minimum. GB/s =
+ * logical bytes (each input read once, each output written once) / median
+ * time; TFLOP/s = useful FLOPs / median time. Percentages are against
+ * (a) the device-to-device cudaMemcpy bandwidth measured at the start of the
+ * same run (read + write bytes), (b) the theoretical DRAM bandwidth from the
+ * device attributes, (c) the peak FLOP/s of the precision used, from a table
+ * of known GPUs (bench/README.md gives the numbers and their sources).
+ *
+ * GEMMs are issued as src/backend/cuda_backend.c's cu_matmul issues them: Sgemm
+ * with default math (fp32) or TF32 tensor ops (--tf32), and GemmEx with bf16
+ * operands and an fp32 result (--dtype bfloat16); a bf16-result GemmEx is
+ * added for reference (what a bf16 PyTorch Linear runs).
+ *
+ * Written as .cu (nvcc) rather than .c: it needs a few device kernels of its
+ * own (random fill, L2 flush, a reference copy kernel) and bf16 types for the
+ * GemmEx case, and it links the same nvcc-built objects of kernels/*.cu that
+ * bin/subscope links, so the code measured is the code shipped.
+ *
+ * Exit status: 0 done (individual cases that fail are recorded with their
+ * error and make the status 1), 2 bad arguments, 3 no usable GPU. */
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "subscope/cuda_kernels.h"
+
+/* ---------------- device helpers ---------------- */
+
+__device__ __forceinline__ uint32_t hash32(uint64_t x) {
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return (uint32_t)x;
+}
+
+/* Roughly normal values (sum of two uniforms, centred), times scale. */
+__global__ void k_fill_f32(float *p, int64_t n, uint64_t seed, float scale) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        uint32_t h = hash32(seed * 0x9e3779b97f4a7c15ULL + (uint64_t)i);
+        float a = (float)(h & 0xffff) / 65536.f, b = (float)(h >> 16) / 65536.f;
+        p[i] = (a + b - 1.f) * scale;
+    }
+}
+
+__global__ void k_fill_bf16(__nv_bfloat16 *p, int64_t n, uint64_t seed, float scale) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        uint32_t h = hash32(seed * 0x9e3779b97f4a7c15ULL + (uint64_t)i);
+        float a = (float)(h & 0xffff) / 65536.f, b = (float)(h >> 16) / 65536.f;
+        p[i] = __float2bfloat16((a + b - 1.f) * scale);
+    }
+}
+
+__global__ void k_fill_ids(int32_t *p, int64_t n, uint64_t seed, int32_t modulo) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        p[i] = (int32_t)(hash32(seed * 0x9e3779b97f4a7c15ULL + (uint64_t)i) % (uint32_t)modulo);
+}
+
+/* Reads the whole flush buffer; the conditional store keeps the loads alive. */
+__global__ void k_flush(const float4 *p, int64_t n4, float *sink) {
+    float acc = 0.f;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n4; i += (int64_t)gridDim.x * blockDim.x) {
+        float4 v = p[i];
+        acc += v.x + v.y + v.z + v.w;
+    }
+    if (acc == 1234.5f) sink[0] = acc;
+}
+
+/* A plain float4 copy: a second reference for what a streaming kernel can reach. */
+__global__ void k_copy(float4 *dst, const float4 *src, int64_t n4) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n4; i += (int64_t)gridDim.x * blockDim.x)
+        dst[i] = src[i];
+}
+
+/* ---------------- host state ---------------- */
+
+static struct {
+    int reps = 20, warmup = 3;
+    int64_t tokens = 16384;
+    const char *only = nullptr;
+    const char *json = nullptr;
+    cudaStream_t stream = nullptr;
+    cublasHandle_t blas = nullptr;
+    cudaEvent_t ev0 = nullptr, ev1 = nullptr;
+    float *flush = nullptr, *sink = nullptr;
+    int64_t flush_floats = 0;
+    int grid = 0; /* blocks for grid-stride helper kernels */
+    int failures = 0;
+} G;
+
+struct Peaks {
+    const char *label; /* "table: ..." or "unknown" */
+    double fp32, tf32, bf16; /* dense TFLOP/s; 0 = unknown */
+    double hbm_gbs;          /* the datasheet's memory bandwidth, GB/s */
+};
+
+struct DeviceInfo {
+    char name[256];
+    int cc_major, cc_minor, sms;
+    int64_t l2_bytes, mem_bytes;
+    int clock_khz, mem_clock_khz, bus_bits; /* 0 = unknown */
+    double theo_gbs;                        /* 2 * mem clock * bus width / 8, or 0 */
+    Peaks peaks;
+    int driver, runtime, cublas;
+};
+
+static DeviceInfo D;
+
+struct Result {
+    std::string group, name, op, shape, dtype, peak_kind, error;
+    double bytes = 0, flops = 0;
+    double median_ms = 0, min_ms = 0;
+    bool memory_bound = false, target_mem80 = false;
+};
+
+static std::vector<Result> R;
+static double copy_gbs = 0, copy_kernel_gbs = 0;
+
+static void die(int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "kernel_bench: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(code);
+}
+
+#define CK(call)                                                                                 \
+    do {                                                                                         \
+        cudaError_t e_ = (call);                                                                 \
+        if (e_ != cudaSuccess) die(1, "%s:%d: %s: %s", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
+    } while (0)
+
+/* Datasheet numbers, dense (no structured sparsity), TFLOP/s and GB/s.
+ * Sources and the rule for the SXM/PCIe split are in bench/README.md. */
+static Peaks lookup_peaks(const char *name, int sms) {
+    /* Grace Hopper: an H100 die (same compute peaks); its memory (96 GB HBM3 or
+     * 144 GB HBM3e) varies, so no datasheet bandwidth: the attributes give it. */
+    if (strstr(name, "GH200")) return {"table: GH200 (H100 SXM compute)", 66.9, 494.7, 989.4, 0};
+    if (strstr(name, "H200 NVL")) return {"table: H200 NVL", 60.0, 417.5, 835.5, 4800};
+    if (strstr(name, "H200")) return {"table: H200 SXM", 66.9, 494.7, 989.4, 4800};
+    if (strstr(name, "H100 NVL")) return {"table: H100 NVL", 60.0, 417.5, 835.5, 3900};
+    if (strstr(name, "H100 PCIe") || (strstr(name, "H100") && sms == 114))
+        return {"table: H100 PCIe", 51.2, 378.0, 756.0, 2000};
+    if (strstr(name, "H100") && sms == 132) return {"table: H100 SXM5", 66.9, 494.7, 989.4, 3350};
+    return {"unknown", 0, 0, 0, 0};
+}
+
+static int attr(cudaDeviceAttr a, int dev) {
+    int v = 0;
+    if (cudaDeviceGetAttribute(&v, a, dev) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return v;
+}
+
+static void device_info(int dev) {
+    cudaDeviceProp p;
+    CK(cudaGetDeviceProperties(&p, dev));
+    snprintf(D.name, sizeof D.name, "%s", p.name);
+    D.cc_major = p.major;
+    D.cc_minor = p.minor;
+    D.sms = p.multiProcessorCount;
+    D.l2_bytes = p.l2CacheSize;
+    D.mem_bytes = (int64_t)p.totalGlobalMem;
+    /* cudaDeviceProp lost clockRate and memoryClockRate in CUDA 13; the
+     * attributes remain (and may be absent on some future driver: 0). */
+    D.clock_khz = attr(cudaDevAttrClockRate, dev);
+    D.mem_clock_khz = attr(cudaDevAttrMemoryClockRate, dev);
+    D.bus_bits = attr(cudaDevAttrGlobalMemoryBusWidth, dev);
+    D.theo_gbs = D.mem_clock_khz > 0 && D.bus_bits > 0 ? 2.0 * D.mem_clock_khz * 1e3 * (D.bus_bits / 8.0) / 1e9 : 0;
+    D.peaks = lookup_peaks(D.name, D.sms);
+    cudaDriverGetVersion(&D.driver);
+    cudaRuntimeGetVersion(&D.runtime);
+    cublasGetVersion(G.blas, &D.cublas);
+}
+
+/* ---------------- timing ---------------- */
+
+static void flush_l2() {
+    k_flush<<<G.grid, 256, 0, G.stream>>>((const float4 *)G.flush, G.flush_floats / 4, G.sink);
+}
+
+static bool selected(const std::string &name) { return !G.only || strstr(name.c_str(), G.only); }
+
+/* op() enqueues one launch on G.stream and returns 0 or an error code (a
+ * cudaError_t or cublasStatus_t, as the string err_str() makes of it). */
+typedef std::function<int()> Op;
+
+static bool time_op(Result &r, const Op &op, const char *(*err_str)(int)) {
+    std::vector<float> ms;
+    for (int i = 0; i < G.warmup + G.reps; i++) {
+        flush_l2();
+        CK(cudaEventRecord(G.ev0, G.stream));
+        int rc = op();
+        CK(cudaEventRecord(G.ev1, G.stream));
+        cudaError_t e = cudaStreamSynchronize(G.stream);
+        if (e == cudaSuccess) e = cudaGetLastError();
+        /* An error while the work ran (illegal address, ...) is sticky: the
+         * context is unusable, so stop rather than record garbage. */
+        if (e != cudaSuccess) die(1, "%s (%s): %s; stopping", r.name.c_str(), r.shape.c_str(), cudaGetErrorString(e));
+        if (rc) {
+            /* Refused at launch (bad arguments, no kernel image, cuBLAS status):
+             * recorded, and the other cases go on. */
+            r.error = err_str(rc);
+            return false;
+        }
+        float t = 0;
+        CK(cudaEventElapsedTime(&t, G.ev0, G.ev1));
+        if (i >= G.warmup) ms.push_back(t);
+    }
+    std::sort(ms.begin(), ms.end());
+    size_t n = ms.size();
+    r.median_ms = n % 2 ? ms[n / 2] : 0.5 * (ms[n / 2 - 1] + ms[n / 2]);
+    r.min_ms = ms[0];
+    return true;
+}
+
+static const char *cuda_err_str(int rc) { return cudaGetErrorString((cudaError_t)rc); }
+static const char *blas_err_str(int rc) { return cublasGetStatusString((cublasStatus_t)rc); }
+
+static double peak_of(const std::string &kind) {
+    if (kind == "fp32") return D.peaks.fp32;
+    if (kind == "tf32") return D.peaks.tf32;
+    if (kind == "bf16") return D.peaks.bf16;
+    return 0;
+}
+
+static void report(Result &r) {
+    if (!r.error.empty()) {
+        G.failures++;
+        fprintf(stderr, "%-34s %-22s FAILED: %s\n", r.name.c_str(), r.shape.c_str(), r.error.c_str());
+        return;
+    }
+    double s = r.median_ms * 1e-3;
+    fprintf(stderr, "%-34s %-22s %9.3f ms", r.name.c_str(), r.shape.c_str(), r.median_ms);
+    if (r.bytes > 0) fprintf(stderr, " %8.1f GB/s", r.bytes / s / 1e9);
+    if (r.memory_bound && copy_gbs > 0) fprintf(stderr, " (%5.1f%% of copy)", 100.0 * r.bytes / s / 1e9 / copy_gbs);
+    if (r.flops > 0) {
+        fprintf(stderr, " %8.2f TFLOP/s", r.flops / s / 1e12);
+        double pk = peak_of(r.peak_kind);
+        if (pk > 0) fprintf(stderr, " (%5.1f%% of %s peak)", 100.0 * r.flops / s / 1e12 / pk, r.peak_kind.c_str());
+    }
+    fprintf(stderr, "\n");
+}
+
+static void run_case(Result r, const Op &op, const char *(*err_str)(int) = cuda_err_str) {
+    if (!selected(r.name)) return;
+    time_op(r, op, err_str);
+    report(r);
+    R.push_back(r);
+}
+
+/* ---------------- buffers ---------------- */
+
+struct Buf {
+    void *p = nullptr;
+    size_t bytes = 0;
+    Buf() = default;
+    explicit Buf(size_t b) : bytes(b) {
+        cudaError_t e = cudaMalloc(&p, b ? b : 1);
+        if (e != cudaSuccess) die(1, "cudaMalloc(%.1f MiB): %s", b / 1048576.0, cudaGetErrorString(e));
+    }
+    ~Buf() { cudaFree(p); }
+    Buf(const Buf &) = delete;
+    Buf &operator=(const Buf &) = delete;
+    float *f() const { return (float *)p; }
+};
+
+static uint64_t g_seed = 1;
+
+static void fill(const Buf &b, float scale = 1.f) {
+    k_fill_f32<<<G.grid, 256, 0, G.stream>>>(b.f(), (int64_t)(b.bytes / 4), g_seed++, scale);
+    CK(cudaGetLastError());
+}
+static void fill_bf16(const Buf &b, float scale = 1.f) {
+    k_fill_bf16<<<G.grid, 256, 0, G.stream>>>((__nv_bfloat16 *)b.p, (int64_t)(b.bytes / 2), g_seed++, scale);
+    CK(cudaGetLastError());
+}
+static void fill_ids(const Buf &b, int32_t modulo) {
+    k_fill_ids<<<G.grid, 256, 0, G.stream>>>((int32_t *)b.p, (int64_t)(b.bytes / 4), g_seed++, modulo);
+    CK(cudaGetLastError());
+}
+
+static std::string fmt(const char *f, ...) {
+    char buf[256];
+    va_list ap;
+    va_start(ap, f);
+    vsnprintf(buf, sizeof buf, f, ap);
+    va_end(ap);
+    return buf;
+}
+
+static Result mk(const char *group, const std::string &name, const char *op, const std::string &shape,
+                 const char *dtype, double bytes, double flops, const char *peak_kind, bool mem_bound, bool target) {
+    Result r;
+    r.group = group;
+    r.name = name;
+    r.op = op;
+    r.shape = shape;
+    r.dtype = dtype;
+    r.bytes = bytes;
+    r.flops = flops;
+    r.peak_kind = peak_kind;
+    r.memory_bound = mem_bound;
+    r.target_mem80 = target;
+    return r;
+}
+
+/* ---------------- the cases ---------------- */
+
+static void bench_copy() {
+    /* 1 GiB each way (>> L2): the bandwidth a streaming kernel can hope for. */
+    const size_t bytes = (size_t)1 << 30;
+    Buf a(bytes), b(bytes);
+    fill(a);
+    Result r = mk("reference", "copy.cudaMemcpyD2D", "cudaMemcpyAsync", "1 GiB", "f32", 2.0 * bytes, 0, "", true, false);
+    time_op(r, [&] { return (int)cudaMemcpyAsync(b.p, a.p, bytes, cudaMemcpyDeviceToDevice, G.stream); }, cuda_err_str);
+    if (!r.error.empty()) die(1, "device-to-device copy failed: %s", r.error.c_str());
+    copy_gbs = r.bytes / (r.median_ms * 1e-3) / 1e9;
+    report(r);
+    R.push_back(r);
+    Result k = mk("reference", "copy.float4_kernel", "k_copy", "1 GiB", "f32", 2.0 * bytes, 0, "", true, false);
+    time_op(k, [&] {
+        k_copy<<<G.grid, 256, 0, G.stream>>>((float4 *)b.p, (const float4 *)a.p, (int64_t)(bytes / 16));
+        return (int)cudaGetLastError();
+    }, cuda_err_str);
+    if (k.error.empty()) copy_kernel_gbs = k.bytes / (k.median_ms * 1e-3) / 1e9;
+    report(k);
+    R.push_back(k);
+}
+
+static void bench_elementwise(int64_t rows) {
+    const int64_t widths[] = {768, 3072};
+    for (int64_t d : widths) {
+        const double n = (double)rows * d, io = 4.0 * n;
+        std::string shape = fmt("%lldx%lld", (long long)rows, (long long)d);
+        Buf x(rows * d * 4), y(rows * d * 4), o(rows * d * 4), w(d * 4), bb(d * 4), wbf(d * 2), bbf(d * 2);
+        fill(x);
+        fill(y);
+        fill(w);
+        fill(bb, 0.1f);
+        fill_bf16(wbf);
+        fill_bf16(bbf, 0.1f);
+        run_case(mk("kernel", fmt("layernorm.d%lld", (long long)d), "ss_cuda_layernorm", shape, "f32", 2 * io + 8.0 * d,
+                    0, "", true, true),
+                 [&] { return ss_cuda_layernorm(o.f(), x.f(), w.p, bb.p, SS_CUDA_F32, rows, d, 1e-5f, G.stream); });
+        run_case(mk("kernel", fmt("layernorm.d%lld.bf16w", (long long)d), "ss_cuda_layernorm", shape, "f32 (bf16 w,b)",
+                    2 * io + 4.0 * d, 0, "", true, false),
+                 [&] { return ss_cuda_layernorm(o.f(), x.f(), wbf.p, bbf.p, SS_CUDA_BF16, rows, d, 1e-5f, G.stream); });
+        run_case(mk("kernel", fmt("rmsnorm.d%lld", (long long)d), "ss_cuda_rmsnorm", shape, "f32", 2 * io + 4.0 * d, 0,
+                    "", true, false),
+                 [&] { return ss_cuda_rmsnorm(o.f(), x.f(), w.p, SS_CUDA_F32, rows, d, 1e-5f, G.stream); });
+        /* As the backend calls them: GELU on the whole buffer as one row, and
+         * the bias after a matrix product (in place); plus the fused form. */
+        run_case(mk("kernel", fmt("gelu_tanh.d%lld", (long long)d), "ss_cuda_bias_act", shape, "f32", 2 * io, 0, "",
+                    true, true),
+                 [&] { return ss_cuda_bias_act(o.f(), x.f(), nullptr, SS_CUDA_F32, 1, rows * d, SS_CUDA_GELU_TANH, G.stream); });
+        run_case(mk("kernel", fmt("gelu_erf.d%lld", (long long)d), "ss_cuda_bias_act", shape, "f32", 2 * io, 0, "", true,
+                    false),
+                 [&] { return ss_cuda_bias_act(o.f(), x.f(), nullptr, SS_CUDA_F32, 1, rows * d, SS_CUDA_GELU_ERF, G.stream); });
+        run_case(mk("kernel", fmt("bias_gelu_tanh.d%lld", (long long)d), "ss_cuda_bias_act", shape, "f32",
+                    2 * io + 4.0 * d, 0, "", true, false),
+                 [&] { return ss_cuda_bias_act(o.f(), x.f(), bb.p, SS_CUDA_F32, rows, d, SS_CUDA_GELU_TANH, G.stream); });
+        run_case(mk("kernel", fmt("bias_inplace.d%lld", (long long)d), "ss_cuda_bias_act", shape, "f32",
+                    2 * io + 4.0 * d, 0, "", true, false),
+                 [&] { return ss_cuda_bias_act(o.f(), o.f(), bb.p, SS_CUDA_F32, rows, d, SS_CUDA_ACT_NONE, G.stream); });
+        run_case(mk("kernel", fmt("add.d%lld", (long long)d), "ss_cuda_add", shape, "f32", 3 * io, 0, "", true, true),
+                 [&] { return ss_cuda_add(o.f(), x.f(), y.f(), rows * d, G.stream); });
+        run_case(mk("kernel", fmt("add_inplace.d%lld", (long long)d), "ss_cuda_add", shape, "f32", 3 * io, 0, "", true,
+                    false),
+                 [&] { return ss_cuda_add(o.f(), o.f(), y.f(), rows * d, G.stream); });
+        run_case(mk("kernel", fmt("capture.d%lld", (long long)d), "ss_cuda_capture", shape, "f32", 2 * io, 0, "", true,
+                    true),
+                 [&] { return ss_cuda_capture(o.f(), x.f(), d, nullptr, rows, d, G.stream); });
+        run_case(mk("kernel", fmt("convert.f32_to_bf16.d%lld", (long long)d), "ss_cuda_convert", shape, "f32->bf16",
+                    6.0 * n, 0, "", true, false),
+                 [&] { return ss_cuda_convert(o.p, SS_CUDA_BF16, x.p, SS_CUDA_F32, rows * d, G.stream); });
+    }
+    {
+        /* hook_q: one third of each q/k/v row (stride 3d), as the backend's
+         * capture of a site that shares a buffer. */
+        const int64_t d = 768;
+        Buf qkv(rows * 3 * d * 4), o(rows * d * 4);
+        fill(qkv);
+        run_case(mk("kernel", "capture.strided_q.d768", "ss_cuda_capture", fmt("%lldx768 of ld 2304", (long long)rows),
+                    "f32", 8.0 * rows * d, 0, "", true, false),
+                 [&] { return ss_cuda_capture(o.f(), qkv.f(), 3 * d, nullptr, rows, d, G.stream); });
+    }
+    {
+        /* The row_idx path: every second row of a 768-wide site. */
+        const int64_t d = 768, n = rows / 2;
+        std::vector<int64_t> idx(n);
+        for (int64_t i = 0; i < n; i++) idx[i] = 2 * i;
+        Buf x(rows * d * 4), o(n * d * 4), ib(n * 8);
+        fill(x);
+        CK(cudaMemcpy(ib.p, idx.data(), n * 8, cudaMemcpyHostToDevice));
+        run_case(mk("kernel", "capture.row_idx.d768", "ss_cuda_capture", fmt("%lld of %lld rows x 768", (long long)n,
+                    (long long)rows), "f32", 8.0 * n * d + 8.0 * n, 0, "", true, false),
+                 [&] { return ss_cuda_capture(o.f(), x.f(), d, (const int64_t *)ib.p, n, d, G.stream); });
+    }
+    {
+        /* Softmax over attention-score rows: batch 16 x 12 heads x 1024 queries, 1024 keys. */
+        const int64_t T = 1024, rows_s = (rows / T > 0 ? rows / T : 1) * 12 * T;
+        Buf x(rows_s * T * 4), o(rows_s * T * 4);
+        fill(x, 4.f);
+        run_case(mk("kernel", "softmax.1024", "ss_cuda_softmax", fmt("%lldx%lld", (long long)rows_s, (long long)T),
+                    "f32", 8.0 * rows_s * T, 0, "", true, false),
+                 [&] { return ss_cuda_softmax(o.f(), x.f(), rows_s, T, G.stream); });
+    }
+}
+
+static void bench_embed(int64_t rows) {
+    const int64_t V = 50257, P = 1024, d = 768;
+    Buf ids(rows * 4), pos(rows * 4), wte(V * d * 4), wpe(P * d * 4), wte16(V * d * 2), wpe16(P * d * 2);
+    Buf t(rows * d * 4), p(rows * d * 4), s(rows * d * 4);
+    fill_ids(ids, (int32_t)V);
+    fill_ids(pos, (int32_t)P);
+    fill(wte, 0.02f);
+    fill(wpe, 0.02f);
+    fill_bf16(wte16, 0.02f);
+    fill_bf16(wpe16, 0.02f);
+    std::string shape = fmt("%lld tokens x %lld", (long long)rows, (long long)d);
+    double rd = 4.0 * rows * d;
+    /* Bytes: the gathered table rows + outputs + ids (table rows counted as
+     * read once each, though wpe rows repeat and mostly hit L2). */
+    run_case(mk("kernel", "embed.tok+pos_out", "ss_cuda_embed", shape, "f32", 4 * rd + 8.0 * rows, 0, "", true, false),
+             [&] {
+                 return ss_cuda_embed(t.f(), p.f(), nullptr, (const int32_t *)ids.p, (const int32_t *)pos.p, wte.p,
+                                      wpe.p, SS_CUDA_F32, V, P, rows, d, G.stream);
+             });
+    run_case(mk("kernel", "embed.sum_out", "ss_cuda_embed", shape, "f32", 3 * rd + 8.0 * rows, 0, "", true, false), [&] {
+        return ss_cuda_embed(nullptr, nullptr, s.f(), (const int32_t *)ids.p, (const int32_t *)pos.p, wte.p, wpe.p,
+                             SS_CUDA_F32, V, P, rows, d, G.stream);
+    });
+    run_case(mk("kernel", "embed.sum_out.bf16w", "ss_cuda_embed", shape, "f32 (bf16 tables)", 2 * rd + 8.0 * rows, 0, "",
+                true, false),
+             [&] {
+                 return ss_cuda_embed(nullptr, nullptr, s.f(), (const int32_t *)ids.p, (const int32_t *)pos.p, wte16.p,
+                                      wpe16.p, SS_CUDA_BF16, V, P, rows, d, G.stream);
+             });
+}
+
+static void bench_attention(int64_t rows) {
+    const int64_t T = 1024, H = 12, dh = 64, d = H * dh;
+    const int64_t n_seq = rows / T > 0 ? rows / T : 1, R_ = n_seq * T;
+    std::vector<int64_t> meta(3 * n_seq);
+    for (int64_t s = 0; s < n_seq; s++) {
+        meta[s] = s * T;
+        meta[n_seq + s] = T;
+        meta[2 * n_seq + s] = s * H * T * T;
+    }
+    Buf m(meta.size() * 8), qkv(R_ * 3 * d * 4), z(R_ * d * 4), pat(n_seq * H * T * T * 4);
+    CK(cudaMemcpy(m.p, meta.data(), meta.size() * 8, cudaMemcpyHostToDevice));
+    fill(qkv);
+    const int64_t *start = (const int64_t *)m.p, *len = start + n_seq, *poff = start + 2 * n_seq;
+    const float *q = qkv.f(), *k = q + d, *v = q + 2 * d;
+    const float scale = 1.0f / sqrtf((float)dh);
+    /* Useful FLOPs: QK^T and PV over the causal triangle, 2 per multiply-add. */
+    const double flops = 4.0 * n_seq * H * dh * (T * (T + 1) / 2.0);
+    const double io = 4.0 * R_ * 3 * d + 4.0 * R_ * d;
+    std::string shape = fmt("B=%lld T=%lld H=%lld dh=%lld", (long long)n_seq, (long long)T, (long long)H, (long long)dh);
+    run_case(mk("kernel", "attention.flash", "ss_cuda_attention_flash", shape, "f32", io, flops, "fp32", false, false),
+             [&] {
+                 return ss_cuda_attention_flash(z.f(), q, k, v, 3 * d, n_seq, start, len, T, H, dh, scale, G.stream);
+             });
+    run_case(mk("kernel", "attention.pattern", "ss_cuda_attention_pattern", shape, "f32",
+                io + 4.0 * n_seq * H * T * T, flops, "fp32", false, false),
+             [&] {
+                 return ss_cuda_attention_pattern(z.f(), pat.f(), q, k, v, 3 * d, n_seq, start, len, poff, T, H, dh,
+                                                  scale, G.stream);
+             });
+}
+
+/* Row-major C[M,N] = A[M,K] . op(B), issued exactly as cu_matmul in
+ * src/backend/cuda_backend.c does (operands swapped for column-major). */
+static void bench_gemm(int64_t M) {
+    struct Shape {
+        const char *model, *what;
+        int64_t N, K;
+        int trans_b;
+    };
+    std::vector<Shape> shapes;
+    const struct {
+        const char *model;
+        int64_t d;
+    } models[] = {{"gpt2-small", 768}, {"gpt2-medium", 1024}, {"gpt2-large", 1280}};
+    for (auto &m : models) {
+        shapes.push_back({m.model, "qkv", 3 * m.d, m.d, 0});
+        shapes.push_back({m.model, "attn_out", m.d, m.d, 0});
+        shapes.push_back({m.model, "mlp_in", 4 * m.d, m.d, 0});
+        shapes.push_back({m.model, "mlp_out", m.d, 4 * m.d, 0});
+    }
+    shapes.push_back({"gpt2-small", "lm_head", 50257, 768, 1});
+    for (auto &s : shapes) {
+        const int64_t N = s.N, K = s.K;
+        std::string shape = fmt("M=%lld N=%lld K=%lld%s", (long long)M, (long long)N, (long long)K, s.trans_b ? " B^T" : "");
+        const double flops = 2.0 * M * N * K;
+        const int lda = (int)K, ldb = s.trans_b ? (int)K : (int)N, ldc = (int)N;
+        const cublasOperation_t opb = s.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+        const float one = 1.f, zero = 0.f;
+        std::string base = fmt("gemm.%s.%s", s.model, s.what);
+        bool any = selected(base + ".fp32") || selected(base + ".tf32") || selected(base + ".bf16_out");
+        if (!any) continue;
+        {
+            Buf A(M * K * 4), B(K * N * 4), C(M * N * 4);
+            fill(A);
+            fill(B, 0.05f);
+            const double io = 4.0 * (M * K + K * N + M * N);
+            for (int tf32 = 0; tf32 <= 1; tf32++) {
+                if (cublasSetMathMode(G.blas, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH) !=
+                    CUBLAS_STATUS_SUCCESS)
+                    die(1, "cublasSetMathMode failed");
+                run_case(mk("gemm", base + (tf32 ? ".tf32" : ".fp32"), "cublasSgemm", shape,
+                            tf32 ? "f32 (TF32 tensor ops)" : "f32", io, flops, tf32 ? "tf32" : "fp32", false, false),
+                         [&] {
+                             return (int)cublasSgemm(G.blas, opb, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one, B.f(), ldb,
+                                                     A.f(), lda, &zero, C.f(), ldc);
+                         },
+                         blas_err_str);
+            }
+            cublasSetMathMode(G.blas, CUBLAS_DEFAULT_MATH);
+        }
+        for (int out16 = 0; out16 <= 1; out16++) {
+            /* bf16: as cu_matmul's bf16 path (bf16 A and B, fp32 C); bf16_out: C in
+             * bf16 too, as a bf16 Linear in PyTorch. */
+            const int es = out16 ? 2 : 4;
+            Buf A(M * K * 2), B(K * N * 2), C(M * N * es);
+            fill_bf16(A);
+            fill_bf16(B, 0.05f);
+            const double io = 2.0 * (M * K + K * N) + (double)es * M * N;
+            run_case(mk("gemm", base + (out16 ? ".bf16_out" : ".bf16"), "cublasGemmEx", shape,
+                        out16 ? "bf16 in and out, fp32 accumulate" : "bf16 in, fp32 out and accumulate", io, flops,
+                        "bf16", false, false),
+                     [&] {
+                         return (int)cublasGemmEx(G.blas, opb, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one, B.p,
+                                                  CUDA_R_16BF, ldb, A.p, CUDA_R_16BF, lda, &zero, C.p,
+                                                  out16 ? CUDA_R_16BF : CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
+                                                  CUBLAS_GEMM_DEFAULT);
+                     },
+                     blas_err_str);
+        }
+    }
+}
+
+/* ---------------- JSON ---------------- */
+
+static void json_str(FILE *f, const std::string &s) {
+    fputc('"', f);
+    for (unsigned char c : s) {
+        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+        else if (c < 0x20) fprintf(f, "\\u%04x", c);
+        else fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+static void json_num(FILE *f, double v) {
+    if (std::isfinite(v)) fprintf(f, "%.9g", v);
+    else fputs("null", f);
+}
+
+static void write_json(FILE *f) {
+    char date[32];
+    time_t now = time(nullptr);
+    struct tm tmv;
+    gmtime_r(&now, &tmv);
+    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", &tmv);
+    fprintf(f, "{\n \"benchmark\": \"kernels-gpu\",\n \"date\": \"%s\",\n \"device\": {\"name\": ", date);
+    json_str(f, D.name);
+    fprintf(f, ", \"compute_capability\": \"%d.%d\", \"sm_count\": %d, \"l2_bytes\": %lld, \"memory_bytes\": %lld,",
+            D.cc_major, D.cc_minor, D.sms, (long long)D.l2_bytes, (long long)D.mem_bytes);
+    fprintf(f, " \"clock_mhz\": ");
+    json_num(f, D.clock_khz ? D.clock_khz / 1e3 : NAN);
+    fprintf(f, ", \"memory_clock_mhz\": ");
+    json_num(f, D.mem_clock_khz ? D.mem_clock_khz / 1e3 : NAN);
+    fprintf(f, ", \"memory_bus_bits\": ");
+    json_num(f, D.bus_bits ? D.bus_bits : NAN);
+    fprintf(f, ",\n  \"theoretical_gbs\": ");
+    json_num(f, D.theo_gbs > 0 ? D.theo_gbs : NAN);
+    fprintf(f, ", \"peaks\": {\"source\": ");
+    json_str(f, D.peaks.label);
+    fprintf(f, ", \"fp32_tflops\": ");
+    json_num(f, D.peaks.fp32 > 0 ? D.peaks.fp32 : NAN);
+    fprintf(f, ", \"tf32_tflops\": ");
+    json_num(f, D.peaks.tf32 > 0 ? D.peaks.tf32 : NAN);
+    fprintf(f, ", \"bf16_tflops\": ");
+    json_num(f, D.peaks.bf16 > 0 ? D.peaks.bf16 : NAN);
+    fprintf(f, ", \"datasheet_gbs\": ");
+    json_num(f, D.peaks.hbm_gbs > 0 ? D.peaks.hbm_gbs : NAN);
+    fprintf(f, "}},\n \"versions\": {\"driver\": %d, \"runtime\": %d, \"cublas\": %d},\n", D.driver, D.runtime, D.cublas);
+    fprintf(f, " \"settings\": {\"tokens\": %lld, \"reps\": %d, \"warmup\": %d, \"l2_flush_bytes\": %lld},\n",
+            (long long)G.tokens, G.reps, G.warmup, (long long)(G.flush_floats * 4));
+    fprintf(f, " \"copy_gbs\": ");
+    json_num(f, copy_gbs > 0 ? copy_gbs : NAN);
+    fprintf(f, ", \"copy_kernel_gbs\": ");
+    json_num(f, copy_kernel_gbs > 0 ? copy_kernel_gbs : NAN);
+    fprintf(f, ",\n \"results\": [");
+    for (size_t i = 0; i < R.size(); i++) {
+        const Result &r = R[i];
+        fprintf(f, "%s\n  {\"group\": ", i ? "," : "");
+        json_str(f, r.group);
+        fprintf(f, ", \"name\": ");
+        json_str(f, r.name);
+        fprintf(f, ", \"op\": ");
+        json_str(f, r.op);
+        fprintf(f, ", \"shape\": ");
+        json_str(f, r.shape);
+        fprintf(f, ", \"dtype\": ");
+        json_str(f, r.dtype);
+        if (!r.error.empty()) {
+            fprintf(f, ", \"error\": ");
+            json_str(f, r.error);
+            fprintf(f, "}");
+            continue;
+        }
+        double s = r.median_ms * 1e-3;
+        double gbs = r.bytes > 0 ? r.bytes / s / 1e9 : NAN, tf = r.flops > 0 ? r.flops / s / 1e12 : NAN;
+        double pk = peak_of(r.peak_kind);
+        fprintf(f, ", \"bytes\": ");
+        json_num(f, r.bytes);
+        fprintf(f, ", \"flops\": ");
+        json_num(f, r.flops);
+        fprintf(f, ", \"median_ms\": ");
+        json_num(f, r.median_ms);
+        fprintf(f, ", \"min_ms\": ");
+        json_num(f, r.min_ms);
+        fprintf(f, ", \"gbs\": ");
+        json_num(f, gbs);
+        fprintf(f, ", \"pct_of_copy\": ");
+        json_num(f, r.memory_bound && copy_gbs > 0 ? 100.0 * gbs / copy_gbs : NAN);
+        fprintf(f, ", \"pct_of_theoretical_bw\": ");
+        json_num(f, r.memory_bound && D.theo_gbs > 0 ? 100.0 * gbs / D.theo_gbs : NAN);
+        fprintf(f, ", \"tflops\": ");
+        json_num(f, tf);
+        fprintf(f, ", \"peak_kind\": ");
+        if (r.peak_kind.empty()) fputs("null", f);
+        else json_str(f, r.peak_kind);
+        fprintf(f, ", \"pct_of_peak_flops\": ");
+        json_num(f, r.flops > 0 && pk > 0 ? 100.0 * tf / pk : NAN);
+        fprintf(f, ", \"memory_bound\": %s, \"target_mem80\": %s}", r.memory_bound ? "true" : "false",
+                r.target_mem80 ? "true" : "false");
+    }
+    fprintf(f, "\n ],\n \"failures\": %d\n}\n", G.failures);
+}
+
+/* ---------------- main ---------------- */
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: kernel_bench [--tokens R] [--reps N] [--warmup W] [--only SUBSTR] [--json FILE]\n"
+            "  --tokens R    rows of the activation kernels and M of the GEMMs (default 16384 = 16 x 1024)\n"
+            "  --reps N      timed launches per case, median reported (default 20)\n"
+            "  --warmup W    untimed launches first (default 3)\n"
+            "  --only S      run only cases whose name contains S (the copy reference always runs)\n"
+            "  --json FILE   write the results there (default: stdout)\n");
+}
+
+static long long parse_int(const char *opt, const char *v, long long lo, long long hi) {
+    char *end = nullptr;
+    errno = 0;
+    long long x = v ? strtoll(v, &end, 10) : 0;
+    if (!v || !*v || *end || errno || x < lo || x > hi) die(2, "%s needs an integer in %lld..%lld", opt, lo, hi);
+    return x;
+}
+
+#ifdef KB_JSON_SELFTEST
+/* Built only by `make -f bench/gpu/Makefile json-selftest`: checks, without a GPU, that
+ * the JSON writer emits a document gpu_report.py can read (every field and both
+ * the error and the success form of a result). */
+int main() {
+    snprintf(D.name, sizeof D.name, "NVIDIA H100 80GB HBM3 \"test\"");
+    D.cc_major = 9, D.sms = 132, D.l2_bytes = 50 << 20, D.mem_bytes = (int64_t)80 << 30, D.bus_bits = 5120;
+    D.mem_clock_khz = 2619000, D.theo_gbs = 3352.3, D.peaks = lookup_peaks(D.name, D.sms);
+    copy_gbs = 2600;
+    Result a = mk("kernel", "layernorm.d768", "ss_cuda_layernorm", "16384x768", "f32", 1e8, 0, "", true, true);
+    a.median_ms = 0.05, a.min_ms = 0.049;
+    Result b = mk("gemm", "gemm.gpt2-small.qkv.bf16", "cublasGemmEx", "M=1 N=2 K=3", "bf16", 1e6, 5e12, "bf16", false, false);
+    b.median_ms = 10, b.min_ms = 9;
+    Result c = mk("kernel", "add.d768", "ss_cuda_add", "x", "f32", 1, 0, "", true, true);
+    c.error = "invalid argument";
+    R = {a, b, c};
+    G.failures = 1;
+    write_json(stdout);
+    return 0;
+}
+#else
+int main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : nullptr;
+        if (!strcmp(a, "--tokens")) G.tokens = parse_int(a, v, 1024, 1 << 20), i++;
+        else if (!strcmp(a, "--reps")) G.reps = (int)parse_int(a, v, 1, 10000), i++;
+        else if (!strcmp(a, "--warmup")) G.warmup = (int)parse_int(a, v, 0, 1000), i++;
+        else if (!strcmp(a, "--only")) {
+            if (!v) die(2, "--only needs a value");
+            G.only = v, i++;
+        } else if (!strcmp(a, "--json")) {
+            if (!v) die(2, "--json needs a file name");
+            G.json = v, i++;
+        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else {
+            usage(stderr);
+            die(2, "unknown option '%s'", a);
+        }
+    }
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n == 0)
+        die(3, "no GPU: %s", e != cudaSuccess ? cudaGetErrorString(e) : "no CUDA device is visible");
+    CK(cudaSetDevice(0));
+    CK(cudaStreamCreate(&G.stream));
+    CK(cudaEventCreate(&G.ev0));
+    CK(cudaEventCreate(&G.ev1));
+    if (cublasCreate(&G.blas) != CUBLAS_STATUS_SUCCESS) die(1, "cuBLAS could not be initialised");
+    if (cublasSetStream(G.blas, G.stream) != CUBLAS_STATUS_SUCCESS) die(1, "cublasSetStream failed");
+    device_info(0);
+    G.grid = 4 * D.sms;
+    /* Kernels built for sm_90 cannot run on an older GPU; say so rather than
+     * report "no kernel image" for every case. */
+    if (D.cc_major < 9)
+        die(3, "%s is compute capability %d.%d; the kernels are built for sm_90 (Hopper) and later", D.name,
+            D.cc_major, D.cc_minor);
+    int64_t l2 = D.l2_bytes > 0 ? D.l2_bytes : (64 << 20);
+    G.flush_floats = 4 * l2 / 4;
+    G.flush_floats = (G.flush_floats + 3) / 4 * 4;
+    CK(cudaMalloc(&G.flush, G.flush_floats * 4));
+    CK(cudaMalloc(&G.sink, 4));
+    k_fill_f32<<<G.grid, 256, 0, G.stream>>>(G.flush, G.flush_floats, 999, 1.f);
+    CK(cudaGetLastError());
+    CK(cudaStreamSynchronize(G.stream));
+
+    fprintf(stderr, "kernel_bench: %s (cc %d.%d, %d SMs, L2 %.0f MiB, %.0f GiB), driver %d, runtime %d, cuBLAS %d\n",
+            D.name, D.cc_major, D.cc_minor, D.sms, D.l2_bytes / 1048576.0, D.mem_bytes / 1073741824.0, D.driver,
+            D.runtime, D.cublas);
+    fprintf(stderr, "kernel_bench: theoretical DRAM bandwidth %s; peaks: %s\n",
+            D.theo_gbs > 0 ? fmt("%.0f GB/s", D.theo_gbs).c_str() : "unknown (attributes absent)", D.peaks.label);
+    fprintf(stderr, "kernel_bench: %lld tokens, median of %d after %d warm-up, L2 flushed (%.0f MiB read) before each\n",
+            (long long)G.tokens, G.reps, G.warmup, G.flush_floats * 4 / 1048576.0);
+
+    bench_copy();
+    bench_elementwise(G.tokens);
+    bench_embed(G.tokens);
+    bench_attention(G.tokens);
+    bench_gemm(G.tokens);
+
+    FILE *f = stdout;
+    if (G.json && !(f = fopen(G.json, "w"))) die(1, "%s: %s", G.json, strerror(errno));
+    write_json(f);
+    if (f != stdout && fclose(f) != 0) die(1, "%s: write failed", G.json);
+    cublasDestroy(G.blas);
+    return G.failures ? 1 : 0;
+}
+#endif

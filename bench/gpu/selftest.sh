@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Checks the GPU benchmark's plumbing on a machine without a GPU (needs make, nvcc and
+# python3 with torch + transformers for the peer double):
+#   - kernel_bench builds, and without a GPU exits 3 saying "no GPU";
+#   - its JSON writer's output (kernel_bench_json_selftest) parses and gpu_report.py reads it;
+#   - bench_gpu_forward.py runs end to end with test doubles (a subscope that runs
+#     --device cpu, a python whose peer runs on the CPU) on models/tiny-gpt2 and
+#     gpu_report.py merges everything into one JSON with the targets.
+# Prints "selftest: ok" or the first failure. Run from anywhere: bench/gpu/selftest.sh
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+T="$(mktemp -d)"
+trap 'rm -rf "$T"' EXIT
+fail() { echo "selftest: FAIL: $*" >&2; exit 1; }
+
+make -j2 >/dev/null
+make -f bench/gpu/Makefile build/bench/kernel_bench build/bench/kernel_bench_json_selftest >/dev/null
+if nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
+    echo "selftest: a GPU is visible; the 'no GPU' check is skipped"
+else
+    rc=0
+    build/bench/kernel_bench >"$T/kb.out" 2>&1 || rc=$?
+    [ "$rc" = 3 ] && grep -q "no GPU" "$T/kb.out" || fail "kernel_bench without a GPU: exit $rc, $(cat "$T/kb.out")"
+fi
+build/bench/kernel_bench_json_selftest >"$T/kernels.json"
+
+cat >"$T/subscope" <<EOF
+#!/usr/bin/env bash
+args=(); for a in "\$@"; do [ "\$a" = cuda ] && a=cpu; args+=("\$a"); done
+exec "$ROOT/bin/subscope" "\${args[@]}"
+EOF
+cat >"$T/python" <<'EOF'
+#!/usr/bin/env bash
+if [ "$1" = -c ]; then exec python3 -c "import torch, transformers"; fi
+args=(); for a in "$@"; do [ "$a" = cuda ] && a=cpu; [ "$a" = tf32 ] && a=fp32; args+=("$a"); done
+exec python3 "${args[@]}"
+EOF
+chmod +x "$T/subscope" "$T/python"
+python3 bench/gpu/bench_gpu_forward.py --models models/tiny-gpt2 --subscope "$T/subscope" --python "$T/python" \
+    --prompts 4 --batch 2 --reps 1 --peaks "$T/kernels.json" --json "$T/forward.json" 2>"$T/fwd.err" ||
+    fail "bench_gpu_forward.py: $(tail -5 "$T/fwd.err")"
+python3 bench/gpu/gpu_report.py --kernels "$T/kernels.json" --forward "$T/forward.json" \
+    --cpu bench/results/cpu-dev-20261125.json --out "$T/merged.json" >"$T/report.out" ||
+    fail "gpu_report.py: $(tail -5 "$T/report.out")"
+python3 - "$T/merged.json" <<'EOF' || fail "merged JSON: see above"
+import json, sys
+d = json.load(open(sys.argv[1]))
+ids = {t["id"] for t in d["targets"]}
+assert ids == {"T1", "T2", "T3", "T4"}, ids
+k = d["kernels"]
+assert k["device"]["peaks"]["bf16_tflops"] == 989.4 and k["copy_gbs"] == 2600
+assert any("error" in r for r in k["results"]) and any(r.get("pct_of_copy") for r in k["results"])
+f = d["forward"]["results"][0]
+for mode in ("fp32", "tf32", "bf16"):
+    s = f["subscope"][mode]
+    assert "error" not in s, s
+    assert s["tokens_per_s"] > 0 and s["mfu_pct"] is not None, s
+for dt in ("fp32", "tf32", "bf16"):
+    assert f["peer"][dt]["tokens_per_s"] > 0, f["peer"][dt]
+assert "subscope_bf16_over_peer_bf16" in f["speedup"]
+EOF
+echo "selftest: ok"
