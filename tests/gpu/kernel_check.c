@@ -408,7 +408,7 @@ static void case_embed(void) {
             for (int64_t i = 0; i < n; i++) tok[i] = (int32_t)((i * 17 + 3) % V), pos[i] = (int32_t)(i % P);
             float *rt = fvec(nd, 0), *rp = fvec(nd, 0), *rs = fvec(nd, 0);
             float *gt = fvec(nd, 0), *gp = fvec(nd, 0), *gs = fvec(nd, 0);
-            if (be->embed(be, rt, rp, tok, pos, wte32, wpe32, n, d) || be->add(be, rs, rt, rp, nd)) {
+            if (be->embed(be, rt, rp, tok, pos, wte32, wpe32, SS_WDTYPE_F32, n, d) || be->add(be, rs, rt, rp, nd)) {
                 printf("CASE %s FAIL (CPU reference: %s)\n", name, ss_last_error());
                 fail_case();
             } else {
