@@ -294,7 +294,14 @@ int ss_cuda_device_count(void) {
 
 ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backend **out) {
     *out = NULL;
-    int n = ss_cuda_device_count();
+    int n = 0;
+    cudaError_t ce = cudaGetDeviceCount(&n);
+    if (ce != cudaSuccess) {
+        /* Say why: no driver, or a driver older than this build's CUDA runtime. */
+        cudaGetLastError();
+        return ss_errorf(SS_ERR_UNSUPPORTED, "cuda:%d: no usable CUDA device: %s (check nvidia-smi and CUDA_VISIBLE_DEVICES)",
+                         device, cudaGetErrorString(ce));
+    }
     if (n == 0) return ss_errorf(SS_ERR_UNSUPPORTED, "cuda:%d: no CUDA device is visible (check nvidia-smi and CUDA_VISIBLE_DEVICES)", device);
     if (device < 0 || device >= n)
         return ss_errorf(SS_ERR_ARG, "cuda:%d: there %s %d CUDA device%s (cuda:0..cuda:%d)", device, n == 1 ? "is" : "are",

@@ -308,7 +308,9 @@ fi
 
 # ---- 4. compute-sanitizer -----------------------------------------------------
 CS=""
-for c in "${CUDA_HOME:-/nonexistent}/bin/compute-sanitizer" "$(command -v compute-sanitizer 2>/dev/null)"; do
+# bin/ has a link in full toolkits; compute-sanitizer/ holds the binary itself.
+for c in "${CUDA_HOME:-/nonexistent}/bin/compute-sanitizer" "${CUDA_HOME:-/nonexistent}/compute-sanitizer/compute-sanitizer" \
+         /usr/local/cuda/compute-sanitizer/compute-sanitizer "$(command -v compute-sanitizer 2>/dev/null)"; do
     [ -n "$c" ] && [ -x "$c" ] && { CS=$c; break; }
 done
 CS_VER=$([ -n "$CS" ] && "$CS" --version 2>/dev/null | sed -n 's/.*Version \([0-9.]*\).*/\1/p' | head -n 1)
