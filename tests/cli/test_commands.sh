@@ -42,6 +42,11 @@ first=$(printf '%s\n' "$out" | awk 'NR==2 {print $2}')
 want=$(grep -m1 '"id"' "$G" | tr -dc 0-9)
 [ "$first" = "$want" ] && pass "predict --top ranks transformers' top token first" || fail "predict --top" "$out"
 
+if ! nvidia-smi -L >/dev/null 2>&1; then
+    # Without a GPU, asking for one is a clear error whether or not the build has CUDA.
+    expect_fail "--device cuda without a GPU" "cuda" "$SUBSCOPE" predict --model models/tiny-gpt2 --prompt hi --device cuda
+    out=$("$SUBSCOPE" predict --model models/tiny-gpt2 --prompt hi --device auto --top 1 2>&1) && pass "--device auto falls back to the CPU" || fail "--device auto falls back to the CPU" "$out"
+fi
 expect_fail "unknown device" "unknown device 'gpu'" "$SUBSCOPE" predict --model models/tiny-gpt2 --prompt hi --device gpu
 expect_fail "bad cuda device number" "expected cuda:N" "$SUBSCOPE" forward --model "$M" --input "$D/golden/prefix-f32.jsonl" --out "$TMP/x.h5" --device cuda:x
 
