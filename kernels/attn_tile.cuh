@@ -26,4 +26,18 @@ SS_DEV void ss_att_load(float *tile, int sld, const float *g, int64_t ld, int64_
     }
 }
 
+/* Raw scores of warp w's ATT_RPW query rows (in Qs, row stride dh) against
+ * key `lane` of the current tile (in Ks, row stride sk): the dot products
+ * both attention kernels start every tile with. */
+SS_DEV void ss_att_scores(float *sc, const float *Qs, const float *Ks, int sk, int lane, int w, int dh) {
+    SS_UNROLL
+    for (int r = 0; r < ATT_RPW; r++) sc[r] = 0.f;
+    const float *kr = Ks + lane * sk;
+    for (int e = 0; e < dh; e++) {
+        float kv = kr[e];
+        SS_UNROLL
+        for (int r = 0; r < ATT_RPW; r++) sc[r] += Qs[(w + ATT_NW * r) * dh + e] * kv;
+    }
+}
+
 #endif

@@ -55,14 +55,7 @@ SS_KERNEL(ss_k_attn_flash, (float *, z), (const float *, q), (const float *, k),
         ss_att_load(Vs, dh, v + (r0 + j0) * ld + col, ld, nk, ATT_BC, dh, 1.f);
         __syncthreads();
         float sc[ATT_RPW];
-        SS_UNROLL
-        for (int r = 0; r < ATT_RPW; r++) sc[r] = 0.f;
-        const float *kr = Ks + lane * sk;
-        for (int e = 0; e < dh; e++) {
-            float kv = kr[e];
-            SS_UNROLL
-            for (int r = 0; r < ATT_RPW; r++) sc[r] += Qs[(w + ATT_NW * r) * dh + e] * kv;
-        }
+        ss_att_scores(sc, Qs, Ks, sk, lane, w, dh);
         SS_UNROLL
         for (int r = 0; r < ATT_RPW; r++) {
             const int64_t qi = q0 + w + ATT_NW * r, j = j0 + lane;
