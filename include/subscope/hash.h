@@ -1,0 +1,23 @@
+/* SHA-256, for recording which data file a result came from. */
+#ifndef SUBSCOPE_HASH_H
+#define SUBSCOPE_HASH_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "subscope/error.h"
+
+typedef struct ss_sha256 {
+    uint32_t h[8];
+    uint64_t len;
+    uint8_t buf[64];
+    size_t fill;
+} ss_sha256;
+
+void ss_sha256_init(ss_sha256 *s);
+void ss_sha256_update(ss_sha256 *s, const void *data, size_t n);
+/* Writes the digest as 64 lowercase hex characters and a NUL. */
+void ss_sha256_hex(ss_sha256 *s, char out[65]);
+/* Hash and size of a whole file. */
+ss_status ss_file_sha256(const char *path, char out[65], int64_t *size);
+
+#endif
