@@ -59,7 +59,7 @@ done
 [ $blas = 1 ] || { echo "HAVE_BLAS := 0" >>"$cfg"; mark 0 BLAS "built-in GEMM (slower); 'make deps' installs OpenBLAS"; }
 
 # LAPACK (optional: dsyevr for principal components; without it a built-in
-# Jacobi solver is used, fine up to d of a few thousand). Debian's OpenBLAS
+# Jacobi solver is used, fine up to d = 2048). Debian's OpenBLAS
 # exports the LAPACK symbols itself; otherwise try the reference -llapack.
 lapack=0
 blas_libs=$(sed -n 's/^BLAS_LIBS := //p' "$cfg")
@@ -75,7 +75,7 @@ dsyevr_("V","I","U",&n,&a,&n,&vl,&vu,&one,&one,&tol,&m,&w,&z,&n,sup,wk,&lw,iw,&l
         mark 1 LAPACK "eigenpairs for PCA (dsyevr from $( [ "$ll" = "$blas_libs" ] && echo "the BLAS library" || echo "-llapack"))"; lapack=1; break
     fi
 done
-[ $lapack = 1 ] || { echo "HAVE_LAPACK := 0" >>"$cfg"; mark 0 LAPACK "PCA uses the built-in Jacobi solver (d <= 4096); 'make deps' installs OpenBLAS"; }
+[ $lapack = 1 ] || { echo "HAVE_LAPACK := 0" >>"$cfg"; mark 0 LAPACK "PCA uses the built-in Jacobi solver (d <= 2048); 'make deps' installs OpenBLAS"; }
 
 # CUDA toolkit pieces: probed and reported; the CUDA backend uses them.
 NVCC=$(command -v nvcc || { [ -x /usr/local/cuda/bin/nvcc ] && echo /usr/local/cuda/bin/nvcc; } || true)
