@@ -33,7 +33,7 @@ LIBS    := $(H5_LIBS) $(P2_LIBS) $(BLAS_LIBS) -lm -pthread
 GIT_COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
 VERSION    := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 
-LIB_SRC := $(sort $(wildcard src/util/*.c src/model/*.c src/sites/*.c src/backend/*.c src/io/*.c src/dist/*.c src/jobs/*.c))
+LIB_SRC := $(sort $(wildcard src/util/*.c src/model/*.c src/sites/*.c src/backend/*.c src/io/*.c src/dist/*.c src/jobs/*.c src/stats/*.c))
 CLI_SRC := $(sort $(wildcard src/cli/*.c))
 TEST_SRC := $(sort $(wildcard tests/unit/*.c))
 TOOL_SRC := $(sort $(wildcard tests/tools/*.c))

@@ -58,6 +58,25 @@ int main(void){ float a=1,b=2,c=0; cblas_sgemm(CblasRowMajor,CblasNoTrans,CblasN
 done
 [ $blas = 1 ] || { echo "HAVE_BLAS := 0" >>"$cfg"; mark 0 BLAS "built-in GEMM (slower); 'make deps' installs OpenBLAS"; }
 
+# LAPACK (optional: dsyevr for principal components; without it a built-in
+# Jacobi solver is used, fine up to d = 2048). Debian's OpenBLAS
+# exports the LAPACK symbols itself; otherwise try the reference -llapack.
+lapack=0
+blas_libs=$(sed -n 's/^BLAS_LIBS := //p' "$cfg")
+for ll in "$blas_libs" "-llapack $blas_libs"; do
+    [ -n "$ll" ] || continue
+    if try_c lapack "" "$ll" 'extern void dsyevr_(const char*,const char*,const char*,const int*,double*,const int*,const double*,const double*,const int*,const int*,const double*,int*,double*,double*,const int*,int*,double*,const int*,int*,const int*,int*,unsigned long,unsigned long,unsigned long);
+int main(void){ double a=2,vl=0,vu=0,tol=0,w=0,z=0,wk[64]; int n=1,one=1,m=0,sup[2],iw[64],lw=64,liw=64,info=0;
+dsyevr_("V","I","U",&n,&a,&n,&vl,&vu,&one,&one,&tol,&m,&w,&z,&n,sup,wk,&lw,iw,&liw,&info,1,1,1); return !(info==0 && m==1 && w==2); }' && "$out/probe/lapack"; then
+        echo "HAVE_LAPACK := 1" >>"$cfg"
+        # Carried in the BLAS variables, which the Makefile already passes on.
+        echo "BLAS_CFLAGS += -DSS_HAVE_LAPACK=1" >>"$cfg"
+        [ "$ll" = "$blas_libs" ] || echo "BLAS_LIBS := $ll" >>"$cfg"
+        mark 1 LAPACK "eigenpairs for PCA (dsyevr from $( [ "$ll" = "$blas_libs" ] && echo "the BLAS library" || echo "-llapack"))"; lapack=1; break
+    fi
+done
+[ $lapack = 1 ] || { echo "HAVE_LAPACK := 0" >>"$cfg"; mark 0 LAPACK "PCA uses the built-in Jacobi solver (d <= 2048); 'make deps' installs OpenBLAS"; }
+
 # CUDA toolkit pieces: probed and reported; the CUDA backend uses them.
 NVCC=$(command -v nvcc || { [ -x /usr/local/cuda/bin/nvcc ] && echo /usr/local/cuda/bin/nvcc; } || true)
 CUDA_HOME=${CUDA_HOME:-$( [ -n "$NVCC" ] && dirname "$(dirname "$NVCC")" )}
