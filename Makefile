@@ -28,6 +28,9 @@ CFLAGS_ALL := $(CFLAGS_BASE) $(OPTFLAGS) $(CFLAGS)
 ifeq ($(HAVE_BLAS),1)
   CFLAGS_ALL += -DSS_HAVE_BLAS=1
 endif
+ifeq ($(HAVE_LAPACK),1)
+  CFLAGS_ALL += -DSS_HAVE_LAPACK=1
+endif
 LIBS    := $(H5_LIBS) $(P2_LIBS) $(BLAS_LIBS) -lm -pthread
 
 GIT_COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)

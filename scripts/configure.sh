@@ -70,7 +70,6 @@ int main(void){ double a=2,vl=0,vu=0,tol=0,w=0,z=0,wk[64]; int n=1,one=1,m=0,sup
 dsyevr_("V","I","U",&n,&a,&n,&vl,&vu,&one,&one,&tol,&m,&w,&z,&n,sup,wk,&lw,iw,&liw,&info,1,1,1); return !(info==0 && m==1 && w==2); }' && "$out/probe/lapack"; then
         echo "HAVE_LAPACK := 1" >>"$cfg"
         # Carried in the BLAS variables, which the Makefile already passes on.
-        echo "BLAS_CFLAGS += -DSS_HAVE_LAPACK=1" >>"$cfg"
         [ "$ll" = "$blas_libs" ] || echo "BLAS_LIBS := $ll" >>"$cfg"
         mark 1 LAPACK "eigenpairs for PCA (dsyevr from $( [ "$ll" = "$blas_libs" ] && echo "the BLAS library" || echo "-llapack"))"; lapack=1; break
     fi

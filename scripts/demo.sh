@@ -26,6 +26,11 @@ $SS forward --model $MODEL --input data/demo_prompts.jsonl --out $OUT --sites "$
 
 say "what $OUT holds"
 $SS show --file $OUT --prompts 6
+say "activation statistics of the MLP neurons (collect)"
+echo "\$ subscope collect --model $MODEL --input data/demo_prompts.jsonl --sites 'blocks.*.mlp.hook_post' --stats mean,cov,corr,pca:8 --out out/stats.h5"
+$SS collect --model $MODEL --input data/demo_prompts.jsonl --sites 'blocks.*.mlp.hook_post' --stats mean,cov,corr,pca:8 --out out/stats.h5
+$SS show --file out/stats.h5 | sed -n '/principal components/,$p'
+
 cat <<EOT
 
 The file is at $OUT ($(du -h $OUT | cut -f1)). Open it with h5py:

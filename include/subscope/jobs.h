@@ -38,6 +38,26 @@ typedef struct ss_h5 ss_h5;
 struct ss_backend;
 ss_status ss_write_provenance(ss_h5 *h, const ss_model *m, const char *command_line, const struct ss_backend *be);
 
+typedef struct ss_collect_job {
+    const char *model_dir, *input, *out;
+    const char *sites;         /* globs; sites without a per-token vector are refused */
+    const char *stats;         /* "mean,cov,corr,pca:K" (NULL: "mean,cov") */
+    const char *positions;     /* "all" (NULL), "last", or "FROM:TO" (half-open, either side optional) */
+    int skip_bos;              /* leave out position 0 */
+    const char *group_by;      /* "label": statistics per value of the JSONL "label" too */
+    int64_t batch, max_len;
+    int truncate;
+    const char *device;
+    int tf32, wdtype;
+    int64_t checkpoint_every;  /* prompts between checkpoints (0: none) */
+    int resume;                /* continue from OUT's checkpoint if there is one */
+    const char *command_line;
+    ss_progress_fn progress;
+    void *progress_ctx;
+} ss_collect_job;
+
+ss_status ss_job_collect(const ss_collect_job *job);
+
 /* Prints a readable summary of a subscope HDF5 file to out: provenance,
  * every dataset with its shape and axis names, and for forward files the
  * model's top next-token guess after each of the first max_prompts prompts

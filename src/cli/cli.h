@@ -44,6 +44,6 @@ int cli_dtype(const cli_cmd *cmd, int *wdtype);
 /* Progress on stderr, only when stderr is a terminal. */
 void cli_progress(void *ctx, int64_t done, int64_t total);
 
-extern cli_cmd cmd_info, cmd_tokenize, cmd_predict, cmd_forward, cmd_show;
+extern cli_cmd cmd_info, cmd_tokenize, cmd_predict, cmd_forward, cmd_collect, cmd_show;
 
 #endif

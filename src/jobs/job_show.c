@@ -151,6 +151,23 @@ ss_status ss_job_show(const char *path, int64_t max_prompts, FILE *out) {
             if ((st = show_neurons(r, out, paths[i], &in, lens))) goto out;
         }
     }
+    /* collect files: the share of variance the top principal components explain. */
+    int header = 0;
+    for (size_t i = 0; i < np; i++) {
+        const char *suffix = "/pca/explained_variance_ratio";
+        size_t pl = strlen(paths[i]), sl = strlen(suffix);
+        if (pl <= sl || strcmp(paths[i] + pl - sl, suffix)) continue;
+        double *ratio = NULL;
+        size_t k;
+        if ((st = ss_h5_read_f64(r, paths[i], &ratio, &k, NULL))) goto out;
+        if (!header++) fprintf(out, "\nprincipal components (share of variance, largest first):\n");
+        double cum = 0;
+        fprintf(out, "  %.*s:", (int)(pl - sl), paths[i]);
+        for (size_t q = 0; q < k && q < 6; q++) fprintf(out, " %.3f", ratio[q]);
+        for (size_t q = 0; q < k; q++) cum += ratio[q];
+        fprintf(out, "%s  (top %zu: %.1f%%)\n", k > 6 ? " ..." : "", k, 100 * cum);
+        free(ratio);
+    }
 out:
     ss_h5_free_names(paths, np);
     free(tokens);

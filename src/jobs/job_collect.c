@@ -1,0 +1,433 @@
+/* `collect`: streaming mean / covariance / correlation / principal components
+ * of the activations at chosen sites, over all prompts and per label.
+ *
+ * Every prompt's selected rows are added to fp64 moments (stats.h) in input
+ * order, whatever the batch size, so batching changes nothing but the forward
+ * pass's own rounding. A checkpoint holds the moments and how many prompts
+ * they cover, with the identity of the model, data and options, and is
+ * written atomically; --resume continues from it and refuses a mismatch. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "subscope/forward.h"
+#include "subscope/h5out.h"
+#include "subscope/hash.h"
+#include "subscope/jobs.h"
+#include "subscope/prompts.h"
+#include "subscope/stats.h"
+#include "subscope/util.h"
+
+typedef struct {
+    int want_cov, want_corr;
+    int64_t pca_k;           /* 0: none */
+} stat_set;
+
+typedef struct {
+    int64_t from, to;        /* half-open; to < 0: to the end */
+    int last;
+} pos_filter;
+
+typedef struct {
+    const ss_config *cfg;
+    int n_sites;             /* selected */
+    int *site_ids;           /* [n_sites] */
+    int *slot_of;            /* by site id: index into site_ids, or -1 */
+    int n_groups;            /* 1 + number of labels when grouping */
+    char **labels;           /* [n_groups]; labels[0] = NULL (all prompts) */
+    ss_moments *mom;         /* [n_groups * n_sites] */
+    const int *group_of;     /* group of each prompt of the batch (1..), 0 when not grouping */
+    pos_filter pf;
+    int skip_bos;
+} collect_ctx;
+
+static ss_status parse_stats(const char *spec, stat_set *s) {
+    memset(s, 0, sizeof *s);
+    char *copy = ss_strdup(spec && *spec ? spec : "mean,cov"), *save = NULL;
+    if (!copy) return SS_ERR_NOMEM;
+    ss_status st = SS_OK;
+    for (char *t = strtok_r(copy, ",", &save); t && !st; t = strtok_r(NULL, ",", &save)) {
+        if (!strcmp(t, "mean")) continue;
+        if (!strcmp(t, "cov")) s->want_cov = 1;
+        else if (!strcmp(t, "corr")) s->want_corr = 1;
+        else if (!strncmp(t, "pca:", 4)) {
+            char *end;
+            long long k = strtoll(t + 4, &end, 10);
+            if (end == t + 4 || *end || k < 1 || k > 1 << 20)
+                st = ss_errorf(SS_ERR_ARG, "--stats: '%s' needs a positive number of components, e.g. pca:16", t);
+            else
+                s->pca_k = k;
+        } else {
+            st = ss_errorf(SS_ERR_ARG, "--stats: unknown statistic '%s' (mean, cov, corr, pca:K)", t);
+        }
+    }
+    free(copy);
+    return st;
+}
+
+static ss_status parse_positions(const char *spec, pos_filter *pf) {
+    pf->from = 0;
+    pf->to = -1;
+    pf->last = 0;
+    if (!spec || !*spec || !strcmp(spec, "all")) return SS_OK;
+    if (!strcmp(spec, "last")) {
+        pf->last = 1;
+        return SS_OK;
+    }
+    const char *colon = strchr(spec, ':');
+    if (!colon) return ss_errorf(SS_ERR_ARG, "--positions must be all, last or FROM:TO, got '%s'", spec);
+    char *end;
+    if (colon != spec) {
+        pf->from = strtoll(spec, &end, 10);
+        if (end != colon || pf->from < 0) return ss_errorf(SS_ERR_ARG, "--positions: bad FROM in '%s'", spec);
+    }
+    if (colon[1]) {
+        pf->to = strtoll(colon + 1, &end, 10);
+        if (*end || pf->to < 0) return ss_errorf(SS_ERR_ARG, "--positions: bad TO in '%s'", spec);
+        if (pf->to <= pf->from) return ss_errorf(SS_ERR_ARG, "--positions: '%s' selects no position", spec);
+    }
+    return SS_OK;
+}
+
+static ss_status add_rows(void *vctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
+                          const int64_t *pattern_off) {
+    collect_ctx *c = vctx;
+    int slot = c->slot_of[s->id];
+    if (slot < 0) return SS_OK;
+    for (int64_t q = 0; q < pk->n_seq; q++) {
+        int64_t n = pk->len[q], from = c->pf.from, to = c->pf.to < 0 || c->pf.to > n ? n : c->pf.to;
+        if (c->pf.last) from = n - 1, to = n;
+        if (c->skip_bos && from < 1) from = 1;
+        if (from >= to) continue;
+        const float *rows = data + (pk->start[q] + from) * ld;
+        SS_TRY(ss_moments_add_f32(&c->mom[slot], rows, to - from, ld));
+        if (c->group_of && c->group_of[q] > 0)
+            SS_TRY(ss_moments_add_f32(&c->mom[c->group_of[q] * c->n_sites + slot], rows, to - from, ld));
+    }
+    return SS_OK;
+}
+
+/* Everything a checkpoint must match to be resumed. */
+static char *identity(const ss_collect_job *j, const char *cfg_sha, const char *data_sha, int64_t max_len) {
+    return ss_strfmt("model=%s config=%s data=%s sites=%s stats=%s positions=%s skip_bos=%d group_by=%s max_len=%lld "
+                     "truncate=%d dtype=%d",
+                     j->model_dir, cfg_sha, data_sha, j->sites ? j->sites : "", j->stats ? j->stats : "mean,cov",
+                     j->positions ? j->positions : "all", j->skip_bos, j->group_by ? j->group_by : "",
+                     (long long)max_len, j->truncate, j->wdtype);
+}
+
+static const char *group_prefix(const collect_ctx *c, int g, char *buf, size_t n) {
+    if (g == 0) snprintf(buf, n, "/stats");
+    else snprintf(buf, n, "/groups/%s/stats", c->labels[g]);
+    return buf;
+}
+
+static ss_status write_checkpoint(const collect_ctx *c, const char *path, const char *id, int64_t done) {
+    ss_h5 *h;
+    SS_TRY(ss_h5_create(path, &h));
+    ss_status st = ss_h5_attr_str(h, "/", "identity", id);
+    if (!st) st = ss_h5_attr_i64(h, "/", "prompts_done", done);
+    char base[600], p[800];
+    for (int g = 0; g < c->n_groups && !st; g++)
+        for (int i = 0; i < c->n_sites && !st; i++) {
+            const ss_moments *m = &c->mom[g * c->n_sites + i];
+            ss_site s;
+            ss_site_get(c->cfg, c->site_ids[i], &s);
+            group_prefix(c, g, base, sizeof base);
+            int64_t one = 1, d = m->d, dd[2] = {m->d, m->d};
+            snprintf(p, sizeof p, "%s/%s/count", base, s.name);
+            st = ss_h5_write_array(h, p, SS_H5_I64, 1, &one, NULL, &m->count);
+            snprintf(p, sizeof p, "%s/%s/mean", base, s.name);
+            if (!st) st = ss_h5_write_array(h, p, SS_H5_F64, 1, &d, NULL, m->mean);
+            snprintf(p, sizeof p, "%s/%s/m2", base, s.name);
+            if (!st && m->want_m2) st = ss_h5_write_array(h, p, SS_H5_F64, 2, dd, NULL, m->m2);
+        }
+    if (st) {
+        ss_h5_abort(h);
+        return ss_error_context(st, "writing checkpoint %s", path);
+    }
+    return ss_h5_commit(h);
+}
+
+static ss_status read_checkpoint(collect_ctx *c, const char *path, const char *id, int64_t *done) {
+    ss_h5_reader *r;
+    SS_TRY(ss_h5_open_read(path, &r));
+    char *have = NULL;
+    ss_status st = ss_h5_read_attr_str(r, "/", "identity", &have);
+    if (!st && strcmp(have, id) != 0)
+        st = ss_errorf(SS_ERR_ARG,
+                       "%s was made with a different model, data file or options; refusing to resume (delete it or "
+                       "run without --resume). Checkpoint: %s; this run: %s",
+                       path, have, id);
+    if (!st) st = ss_h5_read_attr_i64(r, "/", "prompts_done", done);
+    char base[600], p[800];
+    for (int g = 0; g < c->n_groups && !st; g++)
+        for (int i = 0; i < c->n_sites && !st; i++) {
+            ss_moments *m = &c->mom[g * c->n_sites + i];
+            ss_site s;
+            ss_site_get(c->cfg, c->site_ids[i], &s);
+            group_prefix(c, g, base, sizeof base);
+            int64_t *cnt = NULL;
+            double *v = NULL;
+            size_t n;
+            snprintf(p, sizeof p, "%s/%s/count", base, s.name);
+            st = ss_h5_read_i64(r, p, &cnt, &n, NULL);
+            if (!st) m->count = cnt[0];
+            free(cnt);
+            snprintf(p, sizeof p, "%s/%s/mean", base, s.name);
+            if (!st && !(st = ss_h5_read_f64(r, p, &v, &n, NULL))) {
+                if (n != (size_t)m->d) st = ss_errorf(SS_ERR_FORMAT, "%s: %s has %zu values, expected %lld", path, p, n, (long long)m->d);
+                else memcpy(m->mean, v, n * sizeof(double));
+                free(v);
+            }
+            snprintf(p, sizeof p, "%s/%s/m2", base, s.name);
+            if (!st && m->want_m2 && !(st = ss_h5_read_f64(r, p, &v, &n, NULL))) {
+                if (n != (size_t)(m->d * m->d)) st = ss_errorf(SS_ERR_FORMAT, "%s: %s has the wrong size", path, p);
+                else memcpy(m->m2, v, n * sizeof(double));
+                free(v);
+            }
+        }
+    free(have);
+    ss_h5_close_read(r);
+    return st;
+}
+
+/* Axis names for a site's vector: its own unit name, flattened head-major for
+ * q/k/v/z ("head_d_head"), and a second name for the other axis of d x d. */
+static void unit_dims(const ss_site *s, char a[32], char b[40]) {
+    /* dim_names are short fixed words (d_model, d_mlp, head, d_head). */
+    if (s->ndim == 2) snprintf(a, 32, "%.12s_%.12s", s->dim_names[0], s->dim_names[1]);
+    else snprintf(a, 32, "%.24s", s->dim_names[0]);
+    snprintf(b, 40, "%s_j", a);
+}
+
+static ss_status write_results(ss_h5 *h, const collect_ctx *c, const stat_set *ss) {
+    char base[600], p[800], da[32], db[40];
+    double *buf = NULL, *vals = NULL, *vecs = NULL;
+    ss_status st = SS_OK;
+    for (int g = 0; g < c->n_groups && !st; g++)
+        for (int i = 0; i < c->n_sites && !st; i++) {
+            const ss_moments *m = &c->mom[g * c->n_sites + i];
+            ss_site s;
+            ss_site_get(c->cfg, c->site_ids[i], &s);
+            unit_dims(&s, da, db);
+            group_prefix(c, g, base, sizeof base);
+            int64_t d = m->d, dd[2] = {d, d};
+            const char *n1[1] = {da}, *n2[2] = {da, db};
+            snprintf(p, sizeof p, "%s/%s/count", base, s.name);
+            if ((st = ss_h5_write_array(h, p, SS_H5_I64, 0, NULL, NULL, &m->count))) break;
+            snprintf(p, sizeof p, "%s/%s/mean", base, s.name);
+            if ((st = ss_h5_write_array(h, p, SS_H5_F64, 1, &d, n1, m->mean))) break;
+            if (!m->want_m2) continue;
+            if (m->count < 2) {
+                /* A group too small for a covariance: say so in the file rather than invent numbers. */
+                snprintf(p, sizeof p, "%s/%s", base, s.name);
+                if ((st = ss_h5_attr_str(h, p, "note", "fewer than 2 rows: no covariance, correlation or PCA"))) break;
+                continue;
+            }
+            if (!buf && !(buf = ss_malloc((size_t)(d * d) * sizeof(double), "covariance"))) { st = SS_ERR_NOMEM; break; }
+            if ((st = ss_moments_cov(m, buf))) break;
+            if (ss->want_cov) {
+                snprintf(p, sizeof p, "%s/%s/cov", base, s.name);
+                if ((st = ss_h5_write_array(h, p, SS_H5_F64, 2, dd, n2, buf))) break;
+            }
+            if (ss->pca_k) {
+                int64_t k = ss->pca_k < d ? ss->pca_k : d, kd[2] = {k, d};
+                vals = ss_malloc((size_t)k * sizeof(double), "PCA");
+                vecs = ss_malloc((size_t)(k * d) * sizeof(double), "PCA");
+                if (!vals || !vecs) { st = SS_ERR_NOMEM; break; }
+                if ((st = ss_pca_top(buf, d, k, vals, vecs))) break;
+                /* K is clamped to each site's width, so the axis is named per unit kind. */
+                char dk[80];
+                snprintf(dk, sizeof dk, "component_%s", da);
+                const char *nk[1] = {dk}, *nkd[2] = {dk, da};
+                snprintf(p, sizeof p, "%s/%s/pca/values", base, s.name);
+                if ((st = ss_h5_write_array(h, p, SS_H5_F64, 1, &k, nk, vals))) break;
+                snprintf(p, sizeof p, "%s/%s/pca/vectors", base, s.name);
+                if ((st = ss_h5_write_array(h, p, SS_H5_F64, 2, kd, nkd, vecs))) break;
+                /* Share of the total variance (the covariance's trace) per component. */
+                double trace = 0;
+                for (int64_t u = 0; u < d; u++) trace += buf[u * d + u];
+                for (int64_t q = 0; q < k; q++) vals[q] = trace > 0 ? vals[q] / trace : NAN;
+                snprintf(p, sizeof p, "%s/%s/pca/explained_variance_ratio", base, s.name);
+                if ((st = ss_h5_write_array(h, p, SS_H5_F64, 1, &k, nk, vals))) break;
+                free(vals);
+                free(vecs);
+                vals = vecs = NULL;
+            }
+            if (ss->want_corr) {
+                if ((st = ss_moments_corr(m, buf))) break;
+                snprintf(p, sizeof p, "%s/%s/corr", base, s.name);
+                if ((st = ss_h5_write_array(h, p, SS_H5_F64, 2, dd, n2, buf))) break;
+            }
+            free(buf); /* sizes differ between sites */
+            buf = NULL;
+        }
+    free(buf);
+    free(vals);
+    free(vecs);
+    return st;
+}
+
+ss_status ss_job_collect(const ss_collect_job *job) {
+    ss_backend *be = NULL;
+    ss_model *m = NULL;
+    ss_prompts *p = NULL;
+    ss_h5 *h = NULL;
+    uint8_t *want = NULL;
+    collect_ctx c = {0};
+    int32_t *packed = NULL;
+    int64_t *start = NULL, *len = NULL;
+    int *group_of = NULL;
+    char *id = NULL, *ckpt = NULL;
+    stat_set ss;
+    ss_status st;
+
+    if ((st = parse_stats(job->stats, &ss)) || (st = parse_positions(job->positions, &c.pf))) return st;
+    c.skip_bos = job->skip_bos;
+    if (job->group_by && *job->group_by && strcmp(job->group_by, "label") != 0)
+        return ss_errorf(SS_ERR_ARG, "--group-by: only 'label' (the JSONL \"label\" field) is supported, got '%s'",
+                         job->group_by);
+    int grouping = job->group_by && *job->group_by;
+    ss_backend_opts bo = {.tf32 = job->tf32};
+    if ((st = ss_backend_open(job->device, &bo, &be))) goto out;
+    if ((st = ss_model_load(job->model_dir, &m))) goto out;
+    const ss_config *cfg = &m->cfg;
+    c.cfg = cfg;
+    int64_t max_len = job->max_len > 0 && job->max_len < cfg->n_positions ? job->max_len : cfg->n_positions;
+    if ((st = ss_prompts_read(job->input, &p))) goto out;
+    if ((st = ss_prompts_tokenize(p, m->tok, cfg->vocab_size, max_len, job->truncate, NULL))) goto out;
+
+    /* Sites: every per-token vector works; patterns have none. */
+    int ns = ss_sites_count(cfg), nsel = 0;
+    if (!job->sites || !*job->sites) { st = ss_errorf(SS_ERR_ARG, "--sites is required (e.g. 'blocks.*.mlp.hook_post')"); goto out; }
+    if (!(want = ss_calloc((size_t)ns, 1, "site flags"))) { st = SS_ERR_NOMEM; goto out; }
+    if ((st = ss_sites_select(cfg, job->sites, want, &nsel))) goto out;
+    c.site_ids = ss_malloc((size_t)nsel * sizeof(int), "sites");
+    c.slot_of = ss_malloc((size_t)ns * sizeof(int), "sites");
+    if (!c.site_ids || !c.slot_of) { st = SS_ERR_NOMEM; goto out; }
+    for (int i = 0; i < ns; i++) {
+        c.slot_of[i] = -1;
+        if (!want[i]) continue;
+        ss_site s;
+        ss_site_get(cfg, i, &s);
+        if (!s.per_token) {
+            st = ss_errorf(SS_ERR_ARG,
+                           "site %s has no per-token vector to collect statistics of (try blocks.%d.attn.hook_z; "
+                           "a glob such as '*' includes it, so name the sites, e.g. 'blocks.*.mlp.hook_post')",
+                           s.name, s.layer);
+            goto out;
+        }
+        c.slot_of[i] = c.n_sites;
+        c.site_ids[c.n_sites++] = i;
+    }
+
+    /* Groups, in order of first appearance. */
+    c.n_groups = 1;
+    if (!(c.labels = ss_calloc((size_t)p->n + 1, sizeof(char *), "labels"))) { st = SS_ERR_NOMEM; goto out; }
+    if (!(group_of = ss_calloc((size_t)p->n, sizeof(int), "labels"))) { st = SS_ERR_NOMEM; goto out; }
+    for (int64_t i = 0; grouping && i < p->n; i++) {
+        const char *lab = p->items[i].label;
+        if (!lab) { st = ss_errorf(SS_ERR_FORMAT, "%s:%lld: --group-by label but this line has no \"label\"", p->path, (long long)p->items[i].line); goto out; }
+        if (strchr(lab, '/') || !*lab) { st = ss_errorf(SS_ERR_FORMAT, "%s:%lld: label '%s' cannot name an HDF5 group (empty or contains '/')", p->path, (long long)p->items[i].line, lab); goto out; }
+        int g = 1;
+        while (g < c.n_groups && strcmp(c.labels[g], lab)) g++;
+        if (g == c.n_groups) c.labels[c.n_groups++] = (char *)lab;
+        group_of[i] = g;
+    }
+    int need_m2 = ss.want_cov || ss.want_corr || ss.pca_k;
+    if (!(c.mom = ss_calloc((size_t)(c.n_groups * c.n_sites), sizeof *c.mom, "statistics"))) { st = SS_ERR_NOMEM; goto out; }
+    for (int g = 0; g < c.n_groups; g++)
+        for (int i = 0; i < c.n_sites; i++) {
+            ss_site s;
+            ss_site_get(cfg, c.site_ids[i], &s);
+            if ((st = ss_moments_init(&c.mom[g * c.n_sites + i], s.width, need_m2))) {
+                ss_error_context(st, "statistics of %s", s.name);
+                goto out;
+            }
+        }
+
+    /* Identity of this run, for checkpoints and the output's provenance. */
+    char data_sha[65], cfg_sha[65];
+    int64_t data_size, cfg_size;
+    char *cfg_path = ss_path_join(job->model_dir, "config.json");
+    if (!cfg_path) { st = SS_ERR_NOMEM; goto out; }
+    st = ss_file_sha256(cfg_path, cfg_sha, &cfg_size);
+    free(cfg_path);
+    if (st || (st = ss_file_sha256(job->input, data_sha, &data_size))) goto out;
+    if (!(id = identity(job, cfg_sha, data_sha, max_len)) || !(ckpt = ss_strfmt("%s.ckpt", job->out))) { st = SS_ERR_NOMEM; goto out; }
+    int64_t done = 0;
+    if (job->resume && ss_file_exists(ckpt)) {
+        if ((st = read_checkpoint(&c, ckpt, id, &done))) goto out;
+        if (done > p->n) { st = ss_errorf(SS_ERR_FORMAT, "%s covers %lld prompts but the input has %lld", ckpt, (long long)done, (long long)p->n); goto out; }
+        if (job->progress) fprintf(stderr, "resuming from %s: %lld of %lld prompts done\n", ckpt, (long long)done, (long long)p->n);
+    }
+    if ((st = ss_model_place(m, be, job->wdtype))) goto out;
+
+    const int64_t B = job->batch > 0 ? job->batch : 1;
+    int64_t T = 0;
+    for (int64_t i = 0; i < p->n; i++) T = p->items[i].n_tokens > T ? p->items[i].n_tokens : T;
+    packed = ss_malloc((size_t)(B * T) * sizeof(int32_t), "packed tokens");
+    start = ss_malloc((size_t)B * sizeof(int64_t), "packing");
+    len = ss_malloc((size_t)B * sizeof(int64_t), "packing");
+    if (!packed || !start || !len) { st = SS_ERR_NOMEM; goto out; }
+    ss_forward_opts fo = {.want = want, .hook = add_rows, .hook_ctx = &c, .logits = SS_LOGITS_NONE, .read_only = 1};
+    int64_t next_ckpt = job->checkpoint_every > 0 ? done + job->checkpoint_every : -1;
+    if (job->progress) job->progress(job->progress_ctx, done, p->n);
+    for (int64_t b0 = done, nb; b0 < p->n; b0 += nb) {
+        int64_t rows = 0;
+        nb = p->n - b0 < B ? p->n - b0 : B;
+        /* A checkpoint falls on a batch boundary: shorten the batch to reach it. */
+        if (next_ckpt > 0 && b0 + nb > next_ckpt) nb = next_ckpt - b0;
+        for (int64_t i = 0; i < nb; i++) {
+            const ss_prompt *it = &p->items[b0 + i];
+            start[i] = rows;
+            len[i] = it->n_tokens;
+            memcpy(packed + rows, it->tokens, (size_t)it->n_tokens * sizeof(int32_t));
+            rows += it->n_tokens;
+        }
+        c.group_of = grouping ? group_of + b0 : NULL;
+        ss_packing pk = {nb, rows, start, len};
+        if ((st = ss_forward(m, be, packed, &pk, &fo, NULL))) goto out;
+        if (job->progress) job->progress(job->progress_ctx, b0 + nb, p->n);
+        if (next_ckpt > 0 && b0 + nb == next_ckpt && b0 + nb < p->n) {
+            if ((st = write_checkpoint(&c, ckpt, id, b0 + nb))) goto out;
+            next_ckpt += job->checkpoint_every;
+        }
+    }
+
+    if ((st = ss_h5_create(job->out, &h))) goto out;
+    if ((st = ss_write_provenance(h, m, job->command_line, be))) goto out;
+    if ((st = ss_h5_attr_str(h, "/", "data_path", job->input)) || (st = ss_h5_attr_i64(h, "/", "data_size", data_size)) ||
+        (st = ss_h5_attr_str(h, "/", "data_sha256", data_sha)) || (st = ss_h5_attr_i64(h, "/", "n_prompts", p->n)) ||
+        (st = ss_h5_attr_str(h, "/", "sites", job->sites)) ||
+        (st = ss_h5_attr_str(h, "/", "stats", job->stats ? job->stats : "mean,cov")) ||
+        (st = ss_h5_attr_str(h, "/", "positions", job->positions ? job->positions : "all")) ||
+        (st = ss_h5_attr_i64(h, "/", "skip_bos", job->skip_bos)))
+        goto out;
+    if (grouping && (st = ss_h5_attr_str(h, "/", "group_by", job->group_by))) goto out;
+    if ((st = write_results(h, &c, &ss))) goto out;
+    st = ss_h5_commit(h);
+    h = NULL;
+    if (!st) unlink(ckpt); /* the result is whole: the checkpoint has served */
+out:
+    if (h) ss_h5_abort(h);
+    for (int i = 0; c.mom && i < c.n_groups * c.n_sites; i++) ss_moments_free(&c.mom[i]);
+    free(c.mom);
+    free(c.site_ids);
+    free(c.slot_of);
+    free(c.labels);
+    free(group_of);
+    free(want);
+    free(packed);
+    free(start);
+    free(len);
+    free(id);
+    free(ckpt);
+    ss_prompts_free(p);
+    ss_model_free(m);
+    ss_backend_close(be);
+    return st;
+}

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# collect: statistics against a plain float64 two-pass reference computed from the activations
+# `forward` dumps (tests/tools/statsref.c), batching invariance, positions, groups, checkpoints,
+# resume after kill -9, and refusals.
+source "$(dirname "$0")/lib.sh"
+D=${SS_TEST_DATA:-tests/data}
+H5CMP=${TOOLBIN}h5cmp
+REF=${TOOLBIN}statsref
+M=models/tiny-gpt2
+P=data/demo_prompts.jsonl
+SITES='blocks.0.hook_resid_pre,blocks.*.mlp.hook_post,blocks.1.attn.hook_z'
+
+# Same activations, two ways of summing: collect (per-prompt chunks, Chan merges) and the
+# reference (all rows at once). Differences are float64 rounding: 1e-9 relative is ~10^7 ulps
+# of slack, 1e-10 absolute covers covariances that are nearly zero.
+"$SUBSCOPE" forward --model $M --input $P --out "$TMP/acts.h5" --sites "$SITES" --no-logits --batch 16 2>/dev/null
+"$REF" "$TMP/acts.h5" "$TMP/ref.h5"
+"$SUBSCOPE" collect --model $M --input $P --sites "$SITES" --stats mean,cov,corr,pca:4 --out "$TMP/c16.h5" --batch 16 2>/dev/null
+if res=$("$H5CMP" --quiet --atol 1e-10 --rtol 1e-9 "$TMP/ref.h5" "$TMP/c16.h5" 2>&1); then pass "count, mean, cov, corr equal the float64 two-pass reference"
+else fail "stats vs reference" "$(printf '%s' "$res" | head -5)"; fi
+"$SUBSCOPE" forward --model $M --input $P --out "$TMP/acts_last.h5" --sites "$SITES" --no-logits --batch 16 2>/dev/null
+"$REF" "$TMP/acts_last.h5" "$TMP/ref_last.h5" last
+"$SUBSCOPE" collect --model $M --input $P --sites "$SITES" --stats mean,cov,corr --positions last --out "$TMP/clast.h5" --batch 16 2>/dev/null
+expect_ok "--positions last equals the reference over last positions" "$H5CMP" --quiet --atol 1e-10 --rtol 1e-9 "$TMP/ref_last.h5" "$TMP/clast.h5"
+
+# Batching changes only the forward pass's rounding (BLAS blocking), ~1e-6 of the activations.
+"$SUBSCOPE" collect --model $M --input $P --sites "$SITES" --stats mean,cov,corr,pca:4 --out "$TMP/c1.h5" --batch 1 2>/dev/null
+"$SUBSCOPE" collect --model $M --input $P --sites "$SITES" --stats mean,cov,corr,pca:4 --out "$TMP/c7.h5" --batch 7 2>/dev/null
+expect_ok "batch 1 vs 16: within fp32 forward rounding" "$H5CMP" --quiet --atol 1e-5 --rtol 1e-4 --only /stats/blocks.0 "$TMP/c16.h5" "$TMP/c1.h5"
+expect_ok "batch 7 vs 16: within fp32 forward rounding" "$H5CMP" --quiet --atol 1e-5 --rtol 1e-4 --only /stats/blocks.0 "$TMP/c16.h5" "$TMP/c7.h5"
+n=$(h5dump -d /stats/blocks.0.mlp.hook_post/pca/values "$TMP/c16.h5" 2>/dev/null | grep -c '(0)')
+[ "$n" -ge 1 ] && pass "pca values written" || fail "pca values written"
+
+# Groups: per-label statistics, counts add up.
+awk 'NR % 2 {sub(/}$/, ", \"label\": \"odd\"}")} !(NR % 2) {sub(/}$/, ", \"label\": \"even\"}")} {print}' $P >"$TMP/lab.jsonl"
+"$SUBSCOPE" collect --model $M --input "$TMP/lab.jsonl" --sites blocks.1.mlp.hook_post --group-by label --out "$TMP/g.h5" 2>/dev/null
+cnt() { h5dump -d "$1" "$TMP/g.h5" 2>/dev/null | sed -n 's/.*(0): \([0-9]*\).*/\1/p; s/^ *\([0-9][0-9]*\) *$/\1/p' | head -n 1; }
+all=$(cnt /stats/blocks.1.mlp.hook_post/count); odd=$(cnt /groups/odd/stats/blocks.1.mlp.hook_post/count); even=$(cnt /groups/even/stats/blocks.1.mlp.hook_post/count)
+[ -n "$all" ] && [ -n "$odd" ] && [ $((odd + even)) = "$all" ] && pass "--group-by label: group counts add up ($odd + $even = $all)" || fail "--group-by label" "all=$all odd=$odd even=$even"
+expect_fail "--group-by without labels" "has no \"label\"" "$SUBSCOPE" collect --model $M --input $P --sites blocks.1.mlp.hook_post --group-by label --out "$TMP/x.h5"
+
+# Checkpoints and resume after kill -9: the resumed result equals an uninterrupted one.
+for i in $(seq 1 40); do cat $P; done >"$TMP/big.jsonl"
+"$SUBSCOPE" collect --model $M --input "$TMP/big.jsonl" --sites "$SITES" --stats mean,cov --out "$TMP/full.h5" --checkpoint-every 64 --batch 8 2>/dev/null
+"$SUBSCOPE" collect --model $M --input "$TMP/big.jsonl" --sites "$SITES" --stats mean,cov --out "$TMP/res.h5" --checkpoint-every 64 --batch 8 2>/dev/null &
+pid=$!
+for _ in $(seq 1 200); do [ -e "$TMP/res.h5.ckpt" ] && break; sleep 0.05; done
+kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
+if [ -e "$TMP/res.h5.ckpt" ] && [ ! -e "$TMP/res.h5" ]; then pass "killed run left a checkpoint and no output"
+else fail "killed run left a checkpoint and no output" "$(ls "$TMP" | grep res)"; fi
+expect_fail "resume refused for other options" "refusing to resume" \
+    "$SUBSCOPE" collect --model $M --input "$TMP/big.jsonl" --sites "$SITES" --stats mean,cov --positions last --out "$TMP/res.h5" --checkpoint-every 64 --batch 8 --resume
+expect_ok "resume after kill -9" "$SUBSCOPE" collect --model $M --input "$TMP/big.jsonl" --sites "$SITES" --stats mean,cov --out "$TMP/res.h5" --checkpoint-every 64 --batch 8 --resume
+expect_ok "resumed statistics equal the uninterrupted run (rel 1e-12)" "$H5CMP" --quiet --atol 0 --rtol 1e-12 --only /stats "$TMP/full.h5" "$TMP/res.h5"
+[ ! -e "$TMP/res.h5.ckpt" ] && pass "checkpoint removed once the result is whole" || fail "checkpoint removed once the result is whole"
+
+# Refusals.
+expect_fail "hook_pattern refused" "has no per-token vector" "$SUBSCOPE" collect --model $M --input $P --sites blocks.0.attn.hook_pattern --out "$TMP/x.h5"
+expect_fail "unknown statistic" "unknown statistic 'median'" "$SUBSCOPE" collect --model $M --input $P --sites blocks.0.mlp.hook_post --stats mean,median --out "$TMP/x.h5"
+expect_fail "bad positions" "--positions" "$SUBSCOPE" collect --model $M --input $P --sites blocks.0.mlp.hook_post --positions 5:2 --out "$TMP/x.h5"
+expect_fail "--sites required" "--sites is required" "$SUBSCOPE" collect --model $M --input $P --out "$TMP/x.h5"
+finish
