@@ -75,6 +75,24 @@ int ss_cuda_capture(float *dst, const float *src, int64_t ld_src, const int64_t 
 /* dst[i] = src[i] converted between SS_CUDA_F32/F16/BF16 (round to nearest even). */
 int ss_cuda_convert(void *dst, int dst_dtype, const void *src, int src_dtype, int64_t n, cudaStream_t stream);
 
+/* Column means of x[n,d] (row stride ld, dtype SS_CUDA_F32/F16/BF16),
+ * summed in fp64: mean64[c] in fp64 and/or mean32[c] rounded to fp32 (either
+ * may be NULL, not both). Deterministic (no atomics). */
+int ss_cuda_colmean(double *mean64, float *mean32, const void *x, int xdtype, int64_t ld, int64_t n, int64_t d,
+                    cudaStream_t stream);
+
+/* Centred second moments of one batch, lower triangle: for d > i >= j,
+ * c[i*ldc + j] = sum_{r<n} (x[r,i] - mean[i]) (x[r,j] - mean[j]), fp32
+ * accumulation, x as in ss_cuda_colmean (row stride ldx). Elements above
+ * the diagonal are not written. mean may be NULL (no centring: raw sums of
+ * products). n = 0 writes zeros. With mean = the fp32 rounding m32 of the
+ * exact batch mean m, the exactly centred sums are c - n (m - m32)(m - m32)^T
+ * (since sum_r (x_r - m32) = n (m - m32)); the host applies that with m from
+ * ss_cuda_colmean's mean64 when the mean is large next to the spread. Needs
+ * ldc >= d and ldx >= d; no memory beyond c. */
+int ss_cuda_cov_lower(float *c, int64_t ldc, const void *x, int xdtype, int64_t ldx, const float *mean, int64_t n,
+                      int64_t d, cudaStream_t stream);
+
 #ifdef __cplusplus
 }
 #endif

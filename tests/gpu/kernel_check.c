@@ -746,6 +746,133 @@ static void case_attention(void) {
     }
 }
 
+/* ---- batch covariance: column means and lower-triangular X^T X --------- */
+
+typedef struct { double *m64; float *m32; const void *x; int dt; int64_t ld, n, d; } cm_ctx;
+static int launch_cm(void *v) {
+    cm_ctx *c = v;
+    return ss_cuda_colmean(c->m64, c->m32, c->x, c->dt, c->ld, c->n, c->d, g_stream);
+}
+
+typedef struct { float *c; int64_t ldc; const void *x; int dt; int64_t ldx; const float *mean; int64_t n, d; } cv_ctx;
+static int launch_cv(void *v) {
+    cv_ctx *c = v;
+    return ss_cuda_cov_lower(c->c, c->ldc, c->x, c->dt, c->ldx, c->mean, c->n, c->d, g_stream);
+}
+
+/* One shape: the means from ss_cuda_colmean against fp64 sums (rtol 1e-12,
+ * and mean32 == (float)mean64), then C centred on the device's mean32
+ * against fp64 sums of the same products, per element within 2(n+2)2^-24
+ * S_ij, S_ij = sum_r |x_ri - m_i||x_rj - m_j| (the reasoning is in
+ * tests/unit/test_kernels.c). Small shapes check every element; large ones
+ * a sample (all tile-edge rows/columns 0, 127, 128, d-1 crossed, plus 4096
+ * random pairs; the fp64 reference of the whole of C would take the host
+ * minutes). Above the diagonal and past d in a row of ldc, every element
+ * must keep the NaN fill. */
+static void cov_one(int64_t n, int64_t d, int64_t ldx, int64_t ldc, int dt) {
+    char name[96];
+    snprintf(name, sizeof name, "cov_lower %s n=%lld d=%lld ldx=%lld ldc=%lld", dt_name[dt], (long long)n,
+             (long long)d, (long long)ldx, (long long)ldc);
+    char mname[96];
+    snprintf(mname, sizeof mname, "colmean %s n=%lld d=%lld ldx=%lld", dt_name[dt], (long long)n, (long long)d,
+             (long long)ldx);
+    if (!selected(name) && !selected(mname)) return;
+    float *x = rvec(n * ldx, 41 + (unsigned)d, 2.f), *xv = fvec(n * ldx, 0);
+    for (int64_t i = 0; i < n * ldx; i++) x[i] += 3.f * (float)(i % 5);
+    void *dx = weights_dev(x, n * ldx, dt, xv);
+    double *m64 = xmalloc((size_t)d * 8);
+    float *m32 = fvec(d, 0);
+    double *dm64 = dalloc((size_t)d * 8);
+    float *dm32 = dalloc((size_t)d * 4);
+    /* means */
+    cm_ctx mc = {dm64, dm32, dx, dt, ldx, n, d};
+    out_buf mo[2] = {{dm64, (size_t)d * 8, m64}, {dm32, (size_t)d * 4, m32}};
+    double ms = 0;
+    if (run_twice(mname, launch_cm, &mc, mo, 2, &ms)) {
+        fail_case();
+    } else {
+        int64_t bad = 0;
+        double maxe = 0;
+        for (int64_t j = 0; j < d; j++) {
+            double s = 0;
+            for (int64_t r = 0; r < n; r++) s += xv[r * ldx + j];
+            s /= (double)n;
+            double e = fabs(m64[j] - s);
+            if (e > maxe) maxe = e;
+            bad += !(e <= 1e-12 * fabs(s)) || m32[j] != (float)m64[j];
+        }
+        g_cases++;
+        printf("CASE %-62s n=%-9lld max_err=%.2e gpu_ms=%.3f tol=1e-12*|ref| (fp64) %s\n", mname, (long long)d, maxe,
+               ms, bad ? "FAIL" : "ok");
+        if (bad) g_failed++;
+    }
+    /* C */
+    size_t cbytes = (size_t)d * (size_t)ldc * 4;
+    float *c = xmalloc(cbytes), *dc = dalloc(cbytes);
+    cv_ctx cc = {dc, ldc, dx, dt, ldx, dm32, n, d};
+    out_buf co = {dc, cbytes, c};
+    if (run_twice(name, launch_cv, &cc, &co, 1, &ms)) {
+        fail_case();
+    } else {
+        int full = d <= 512;
+        int64_t above = 0, bad = 0, checked = 0;
+        for (int64_t i = 0; i < d; i++)
+            for (int64_t j = i + 1; j < ldc; j++) above += !isnan(c[i * ldc + j]);
+        int64_t edges[] = {0, 1, 127, 128, 129, d / 2, d - 2, d - 1};
+        unsigned s = 7;
+        int64_t npairs = full ? d * (d + 1) / 2 : 64 + 4096;
+        double maxr = 0, bound = 2.0 * (double)(n + 2) * 0x1p-24;
+        for (int64_t p = 0, fi = 0, fj = 0; p < npairs; p++) {
+            int64_t i, j;
+            if (full) {
+                i = fi, j = fj;
+                if (++fj > fi) fi++, fj = 0;
+            } else if (p < 64) {
+                i = edges[p / 8], j = edges[p % 8];
+            } else {
+                s = s * 1664525u + 1013904223u;
+                i = (int64_t)(s % (uint32_t)d);
+                s = s * 1664525u + 1013904223u;
+                j = (int64_t)(s % (uint32_t)d);
+            }
+            if (i < 0 || j < 0 || i >= d || j >= d) continue;
+            if (j > i) { int64_t t = i; i = j; j = t; }
+            double ref = 0, sa = 0;
+            for (int64_t r = 0; r < n; r++) {
+                double a = (double)xv[r * ldx + i] - m32[i], b = (double)xv[r * ldx + j] - m32[j];
+                ref += a * b;
+                sa += fabs(a * b);
+            }
+            double e = fabs((double)c[i * ldc + j] - ref);
+            if (sa > 0 && e / sa > maxr) maxr = e / sa;
+            bad += !(e <= bound * sa);
+            checked++;
+        }
+        g_cases++;
+        printf("CASE %-62s n=%-9lld max_err/S=%.2e gpu_ms=%.3f tol=%.1e*S %s", name, (long long)checked, maxr, ms,
+               bound, bad || above ? "FAIL" : "ok");
+        if (bad || above) {
+            printf(" (%lld outside tolerance, %lld written above the diagonal)", (long long)bad, (long long)above);
+            g_failed++;
+        }
+        printf("\n");
+        fflush(stdout);
+    }
+    dfree(dx), dfree(dm64), dfree(dm32), dfree(dc);
+    free(x), free(xv), free(m64), free(m32), free(c);
+}
+
+static void case_cov(void) {
+    /* the unit tests' shapes, then model-sized: GPT-2 small's MLP width with
+     * a 4096-row batch, and d = 16384 (C = 1 GiB) with a few rows */
+    int64_t shapes[][4] = {{37, 70, 70, 73}, {130, 33, 35, 33}, {5, 1, 1, 1}, {9, 129, 131, 130},
+                           {4096, 3072, 3072, 3072}, {1000, 777, 781, 777}, {8, 16384, 16384, 16384}};
+    int ns = g_quick ? 4 : 7;
+    for (int si = 0; si < ns; si++)
+        for (int dt = SS_CUDA_F32; dt <= SS_CUDA_BF16; dt += 2)
+            cov_one(shapes[si][0], shapes[si][1], shapes[si][2], shapes[si][3], dt);
+}
+
 int main(int argc, char **argv) {
     int device = 0;
     for (int i = 1; i < argc; i++) {
@@ -788,6 +915,7 @@ int main(int argc, char **argv) {
     case_bias_act();
     case_softmax();
     case_attention();
+    case_cov();
     CU(cudaEventDestroy(g_ev0), "event");
     CU(cudaEventDestroy(g_ev1), "event");
     CU(cudaStreamDestroy(g_stream), "stream");

@@ -427,6 +427,157 @@ TEST(kernel_attention_vs_cpu_packed_sequences) {
     CHECK(ss_cuda_attention_flash(NULL, NULL, NULL, NULL, 3 * 257, 1, &st, &ln, 1, 1, 257, 1.f, NULL) == 1);
 }
 
+/* ---- batch covariance: column means, lower-triangular X^T X ------------ */
+
+typedef struct { double *m64; float *m32; const void *x; int dt; int64_t ld, n, d; } cm_ctx;
+static void run_cm(void *v) {
+    cm_ctx *c = v;
+    CHECK(ss_cuda_colmean(c->m64, c->m32, c->x, c->dt, c->ld, c->n, c->d, NULL) == 0);
+}
+
+/* The mean is checked against an fp64 sum of the same (dtype-rounded)
+ * values with rtol 1e-12: the kernel sums in fp64, whose rounding over n <=
+ * 1000 terms is ~1e-13 relative at worst; an fp32 sum of 1000 values near
+ * 100 (the offset below) would be ~1e-5 off and fail. */
+TEST(kernel_colmean_fp64_sum) {
+    int64_t shapes[][3] = {{1, 1, 1}, {1000, 70, 73}, {37, 33, 33}, {5, 130, 131}};
+    for (int si = 0; si < 4; si++) {
+        for (int dt = SS_CUDA_F32; dt <= SS_CUDA_BF16; dt += 2) {
+            int64_t n = shapes[si][0], d = shapes[si][1], ld = shapes[si][2];
+            float *x = rvec(n * ld, 21 + si), *xv = fvec(n * ld, 0);
+            for (int64_t i = 0; i < n * ld; i++) x[i] += 100.f + (float)(i % ld); /* mean >> spread */
+            void *xd = to_dtype(x, n * ld, dt, xv);
+            double *m64 = malloc((size_t)d * sizeof(double));
+            float *m32 = fvec(d, 0);
+            cm_ctx c = {m64, m32, xd, dt, ld, n, d};
+            float *outs[2] = {(float *)m64, m32};
+            int64_t sizes[2] = {2 * d, d};
+            CHECK(both_orders(run_cm, &c, outs, sizes, 2));
+            int64_t bad = 0;
+            double maxe = 0;
+            for (int64_t j = 0; j < d; j++) {
+                double s = 0;
+                for (int64_t r = 0; r < n; r++) s += xv[r * ld + j];
+                s /= (double)n;
+                double e = fabs(m64[j] - s);
+                if (e > maxe) maxe = e;
+                if (!(e <= 1e-12 * fabs(s)) || m32[j] != (float)m64[j]) bad++;
+            }
+            printf("\n    colmean %s n=%lld d=%lld ld=%lld: max|err|=%.2e", dt_name[dt], (long long)n, (long long)d,
+                   (long long)ld, maxe);
+            CHECK_MSG(bad == 0, "%lld of %lld means off", (long long)bad, (long long)d);
+            free(x); free(xv); free(xd); free(m64); free(m32);
+        }
+    }
+    float one = 1.f;
+    CHECK(ss_cuda_colmean(NULL, NULL, &one, SS_CUDA_F32, 1, 1, 1, NULL) == 1); /* no output */
+    CHECK(ss_cuda_colmean(NULL, &one, &one, SS_CUDA_F32, 1, 1, 2, NULL) == 1); /* ld < d */
+}
+
+typedef struct { float *c; int64_t ldc; const void *x; int dt; int64_t ldx; const float *mean; int64_t n, d; } cv_ctx;
+static void run_cv(void *v) {
+    cv_ctx *c = v;
+    CHECK(ss_cuda_cov_lower(c->c, c->ldc, c->x, c->dt, c->ldx, c->mean, c->n, c->d, NULL) == 0);
+}
+
+/* Against fp64 sums of the same products. Tolerance: the kernel rounds each
+ * centred value once (x - m, relative 2^-24) and accumulates n products in
+ * fp32 in some order, so |err_ij| <= (n + 2) 2^-24 S_ij with S_ij =
+ * sum_r |x_ri - m_i| |x_rj - m_j| (the standard gamma_n bound, to first
+ * order); the check uses 2x that. It is per element and scaled by S, not by
+ * |C_ij|, because off-diagonal sums cancel towards 0. A missing term, a
+ * wrong centring or a swapped index is O(S) off and fails by orders of
+ * magnitude. Every element above the diagonal and every column past d in a
+ * row of ldc must still hold the NaN fill: the kernel writes nothing there. */
+TEST(kernel_cov_lower_vs_fp64) {
+    int64_t shapes[][4] = {{37, 70, 70, 73}, {130, 33, 35, 33}, {5, 1, 1, 1}, {9, 129, 131, 130}, {1, 40, 40, 40},
+                           {0, 3, 3, 3}};
+    for (int si = 0; si < 6; si++) {
+        for (int dt = SS_CUDA_F32; dt <= SS_CUDA_BF16; dt++) {
+            if (dt == SS_CUDA_F16 && si != 0) continue;
+            for (int centred = 1; centred >= (si == 1 ? 0 : 1); centred--) {
+                int64_t n = shapes[si][0], d = shapes[si][1], ldx = shapes[si][2], ldc = shapes[si][3];
+                float *x = rvec(n * ldx, 31 + si), *xv = fvec(n * ldx, 0);
+                for (int64_t i = 0; i < n * ldx; i++) x[i] = x[i] * 2.f + 3.f * (float)(i % 5); /* column offsets */
+                void *xd = to_dtype(x, n * ldx, dt, xv);
+                float *m = fvec(d, 0);
+                for (int64_t j = 0; j < d && centred && n > 0; j++) {
+                    double s = 0;
+                    for (int64_t r = 0; r < n; r++) s += xv[r * ldx + j];
+                    m[j] = (float)(s / (double)n);
+                }
+                float *cm = fvec(d * ldc, 0);
+                cv_ctx c = {cm, ldc, xd, dt, ldx, centred ? m : NULL, n, d};
+                int64_t nc = d * ldc;
+                CHECK(both_orders(run_cv, &c, &cm, &nc, 1));
+                int64_t bad = 0, written_above = 0;
+                double maxr = 0;
+                for (int64_t i = 0; i < d; i++) {
+                    for (int64_t j = 0; j < ldc; j++) {
+                        float g = cm[i * ldc + j];
+                        if (j > i || j >= d) {
+                            written_above += !isnan(g);
+                            continue;
+                        }
+                        double ref = 0, s = 0;
+                        for (int64_t r = 0; r < n; r++) {
+                            double a = (double)xv[r * ldx + i] - m[i], b = (double)xv[r * ldx + j] - m[j];
+                            ref += a * b;
+                            s += fabs(a * b);
+                        }
+                        double bound = 2.0 * (double)(n + 2) * 0x1p-24 * s, e = fabs((double)g - ref);
+                        if (s > 0 && e / s > maxr) maxr = e / s;
+                        bad += !(e <= bound);
+                    }
+                }
+                printf("\n    cov_lower %s n=%lld d=%lld ldx=%lld ldc=%lld%s: max|err|/S=%.2e (bound %.2e)",
+                       dt_name[dt], (long long)n, (long long)d, (long long)ldx, (long long)ldc,
+                       centred ? "" : " uncentred", maxr, 2.0 * (double)(n + 2) * 0x1p-24);
+                CHECK_MSG(bad == 0, "%lld lower-triangle elements outside the bound", (long long)bad);
+                CHECK_MSG(written_above == 0, "%lld elements written above the diagonal or past d",
+                          (long long)written_above);
+                free(x); free(xv); free(xd); free(m); free(cm);
+            }
+        }
+    }
+    float one = 1.f;
+    CHECK(ss_cuda_cov_lower(&one, 1, &one, SS_CUDA_F32, 1, NULL, 1, 2, NULL) == 1); /* ld < d */
+    CHECK(ss_cuda_cov_lower(&one, 2, &one, 9, 2, NULL, 1, 2, NULL) == 1);           /* bad dtype */
+    CHECK(ss_cuda_cov_lower(NULL, 1, NULL, SS_CUDA_F32, 1, NULL, 5, 0, NULL) == 0);  /* d = 0: nothing */
+}
+
+/* The header's correction: with a mean 10^4 times the spread, centring on
+ * the fp32-rounded mean m32 and then subtracting n (m - m32)(m - m32)^T with
+ * the fp64 mean of ss_cuda_colmean gives the exactly centred sums (to the
+ * kernel's fp32 accumulation: rtol 1e-5 of the diagonal scale), while the
+ * raw sums would have cancelled catastrophically. */
+TEST(kernel_cov_lower_large_mean_correction) {
+    int64_t n = 64, d = 5;
+    float *x = fvec(n * d, 0);
+    unsigned s = 77;
+    for (int64_t i = 0; i < n * d; i++) x[i] = 1e4f * (float)(1 + i % d) + frand(&s);
+    double m64[5];
+    float m32[5], cm[25];
+    CHECK(ss_cuda_colmean(m64, m32, x, SS_CUDA_F32, d, n, d, NULL) == 0);
+    CHECK(ss_cuda_cov_lower(cm, d, x, SS_CUDA_F32, d, m32, n, d, NULL) == 0);
+    double maxr = 0;
+    for (int64_t i = 0; i < d; i++)
+        for (int64_t j = 0; j <= i; j++) {
+            double ref = 0, di = 0, dj = 0;
+            for (int64_t r = 0; r < n; r++) {
+                ref += ((double)x[r * d + i] - m64[i]) * ((double)x[r * d + j] - m64[j]);
+                di += ((double)x[r * d + i] - m64[i]) * ((double)x[r * d + i] - m64[i]);
+                dj += ((double)x[r * d + j] - m64[j]) * ((double)x[r * d + j] - m64[j]);
+            }
+            double got = cm[i * d + j] - (double)n * (m64[i] - m32[i]) * (m64[j] - m32[j]);
+            double r = fabs(got - ref) / sqrt(di * dj);
+            if (r > maxr) maxr = r;
+        }
+    printf("\n    cov_lower mean 1e4 x spread, corrected: max|err|/sqrt(C_ii C_jj)=%.2e", maxr);
+    CHECK(maxr <= 1e-5);
+    free(x);
+}
+
 /* ---- the emulation itself ---------------------------------------------- */
 
 SS_KERNEL(emu_k_warp, (int *, out), (int, n)) {
