@@ -42,6 +42,13 @@ struct ss_backend {
     /* Bytes of backend memory allocated now and at most so far (0, 0 where
      * the backend does not track it, as on the CPU). */
     void (*memory_stats)(const ss_backend *be, size_t *in_use, size_t *peak);
+    /* Optional (NULL where the host does it better, as on the CPU): the mean
+     * (float64) and, if m2 is non-NULL, the co-moment about it (lower
+     * triangle of [d,d], float64) of rows row_idx[0..n) of x (backend buffer,
+     * row stride ld; row_idx is a host array), reduced on the device and
+     * returned to the host, for merging with ss_moments_add_partial. */
+    ss_status (*moments_chunk)(const ss_backend *be, const float *x, int64_t ld, const int64_t *row_idx, int64_t n,
+                               int64_t d, double *mean, double *m2);
     /* dst[r, 0:width] = src[r*ld_src + 0:width] for r < rows, both backend buffers. */
     ss_status (*copy_rows)(const ss_backend *be, float *dst, const float *src, int64_t ld_src, int64_t rows,
                            int64_t width);

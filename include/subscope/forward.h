@@ -40,6 +40,9 @@ typedef struct ss_forward_opts {
      * pinned host memory. Otherwise each site makes a round trip through the
      * host so that the hook's edits reach the model. */
     int read_only;
+    /* The hook takes the backend's own buffers (device pointers on a GPU) and
+     * works on them only through the backend's ops; no copy is made. */
+    int hook_on_device;
 } ss_forward_opts;
 
 /* Runs the model over packed tokens. *logits (if requested) is malloc'd.

@@ -52,6 +52,10 @@ static ss_status cuda_err(const ss_backend *be, cudaError_t e, const char *what)
 /* Kernel launchers return a cudaError_t as int. */
 #define KL(call, what) CU((cudaError_t)(call), what)
 
+static ss_status cuda_check(const ss_backend *be, int launch_status, const char *what) {
+    return launch_status ? cuda_err(be, (cudaError_t)launch_status, what) : SS_OK;
+}
+
 /* A small caching allocator: a forward pass allocates the same dozen
  * buffers every batch, and cudaMalloc/cudaFree synchronise the device, so
  * released blocks are kept and handed out again. Reuse is safe without
@@ -176,6 +180,52 @@ static ss_status cu_copy_rows(const ss_backend *be, float *dst, const float *src
                               int64_t width) {
     KL(ss_cuda_capture(dst, src, ld_src, NULL, rows, width, IMPL(be)->stream), "capture kernel");
     return SS_OK;
+}
+
+/* Gathers the rows, takes their fp64 column means and fp32-accumulated
+ * centred products (lower triangle only) on the device, and corrects on the
+ * host for centring on the fp32-rounded mean (cuda_kernels.h). */
+static ss_status cu_moments_chunk(const ss_backend *be, const float *x, int64_t ld, const int64_t *row_idx, int64_t n,
+                                  int64_t d, double *mean, double *m2) {
+    if (n <= 0) return ss_errorf(SS_ERR_INTERNAL, "%s: moments of an empty chunk", be->name);
+    cuda_impl *c = IMPL(be);
+    int64_t *d_idx = NULL;
+    float *g = NULL, *m32 = NULL, *cc = NULL, *h_m32 = NULL, *h_c = NULL;
+    double *m64 = NULL;
+    ss_status st;
+    if ((st = cu_alloc(be, (size_t)n * sizeof(int64_t), "row list", (void **)&d_idx)) ||
+        (st = cu_alloc(be, (size_t)(n * d) * sizeof(float), "gathered rows", (void **)&g)) ||
+        (st = cu_alloc(be, (size_t)d * sizeof(float), "means", (void **)&m32)) ||
+        (st = cu_alloc(be, (size_t)d * sizeof(double), "means", (void **)&m64)))
+        goto out;
+    if ((st = cu_upload(be, d_idx, row_idx, (size_t)n * sizeof(int64_t)))) goto out;
+    if ((st = cuda_check(be, ss_cuda_capture(g, x, ld, d_idx, n, d, c->stream), "gather kernel"))) goto out;
+    if ((st = cuda_check(be, ss_cuda_colmean(m64, m32, g, SS_CUDA_F32, d, n, d, c->stream), "column-mean kernel"))) goto out;
+    if ((st = cu_download(be, mean, m64, (size_t)d * sizeof(double)))) goto out;
+    if (m2) {
+        size_t dd = (size_t)(d * d);
+        if ((st = cu_alloc(be, dd * sizeof(float), "covariance", (void **)&cc))) goto out;
+        if ((st = cuda_check(be, ss_cuda_cov_lower(cc, d, g, SS_CUDA_F32, d, m32, n, d, c->stream), "covariance kernel")))
+            goto out;
+        h_m32 = ss_malloc((size_t)d * sizeof(float), "means");
+        h_c = ss_malloc(dd * sizeof(float), "covariance");
+        if (!h_m32 || !h_c) { st = SS_ERR_NOMEM; goto out; }
+        if ((st = cu_download(be, h_m32, m32, (size_t)d * sizeof(float))) || (st = cu_download(be, h_c, cc, dd * sizeof(float))))
+            goto out;
+        for (int64_t i = 0; i < d; i++) {
+            double ei = mean[i] - h_m32[i];
+            for (int64_t j = 0; j <= i; j++) m2[i * d + j] = (double)h_c[i * d + j] - (double)n * ei * (mean[j] - h_m32[j]);
+        }
+    }
+out:
+    if (d_idx) cu_release(be, d_idx);
+    if (g) cu_release(be, g);
+    if (m32) cu_release(be, m32);
+    if (m64) cu_release(be, m64);
+    if (cc) cu_release(be, cc);
+    free(h_m32);
+    free(h_c);
+    return st;
 }
 
 static ss_status cu_sync(const ss_backend *be) {
@@ -319,7 +369,7 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
         .name = c->name, .description = c->device_name, .impl = c, .host_memory = 0,
         .alloc = cu_alloc, .release = cu_release, .upload = cu_upload, .download = cu_download, .sync = cu_sync,
         .alloc_host = cu_alloc_host, .release_host = cu_release_host, .copy_rows = cu_copy_rows,
-        .memory_stats = cu_memory_stats,
+        .memory_stats = cu_memory_stats, .moments_chunk = cu_moments_chunk,
         .matmul = cu_matmul, .layernorm = cu_layernorm, .gelu = cu_gelu, .add = cu_add, .embed = cu_embed,
         .attention = cu_attention,
     };

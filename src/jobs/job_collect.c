@@ -41,6 +41,10 @@ typedef struct {
     const int *group_of;     /* group of each prompt of the batch (1..), 0 when not grouping */
     pos_filter pf;
     int skip_bos;
+    /* device reduction (a GPU backend with moments_chunk) */
+    const ss_backend *be;
+    int64_t *rows;           /* scratch row list */
+    double *mean, *m2;       /* scratch chunk moments */
 } collect_ctx;
 
 static ss_status parse_stats(const char *spec, stat_set *s) {
@@ -91,15 +95,44 @@ static ss_status parse_positions(const char *spec, pos_filter *pf) {
     return SS_OK;
 }
 
+/* The positions [from, to) of a prompt of length n that count. */
+static void selected(const collect_ctx *c, int64_t n, int64_t *from, int64_t *to) {
+    *from = c->pf.from;
+    *to = c->pf.to < 0 || c->pf.to > n ? n : c->pf.to;
+    if (c->pf.last) *from = n - 1, *to = n;
+    if (c->skip_bos && *from < 1) *from = 1;
+}
+
+/* GPU: one reduction per group per batch on the device, merged here in fp64. */
+static ss_status add_rows_device(void *vctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
+                                 const int64_t *pattern_off) {
+    collect_ctx *c = vctx;
+    int slot = c->slot_of[s->id];
+    if (slot < 0) return SS_OK;
+    ss_moments *all = &c->mom[slot];
+    for (int g = 0; g < (c->group_of ? c->n_groups : 1); g++) {
+        int64_t n = 0;
+        for (int64_t q = 0; q < pk->n_seq; q++) {
+            if (g > 0 && c->group_of[q] != g) continue;
+            int64_t from, to;
+            selected(c, pk->len[q], &from, &to);
+            for (int64_t t = from; t < to; t++) c->rows[n++] = pk->start[q] + t;
+        }
+        if (!n) continue;
+        SS_TRY(c->be->moments_chunk(c->be, data, ld, c->rows, n, s->width, c->mean, all->want_m2 ? c->m2 : NULL));
+        SS_TRY(ss_moments_add_partial(&c->mom[g * c->n_sites + slot], n, c->mean, all->want_m2 ? c->m2 : NULL));
+    }
+    return SS_OK;
+}
+
 static ss_status add_rows(void *vctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
                           const int64_t *pattern_off) {
     collect_ctx *c = vctx;
     int slot = c->slot_of[s->id];
     if (slot < 0) return SS_OK;
     for (int64_t q = 0; q < pk->n_seq; q++) {
-        int64_t n = pk->len[q], from = c->pf.from, to = c->pf.to < 0 || c->pf.to > n ? n : c->pf.to;
-        if (c->pf.last) from = n - 1, to = n;
-        if (c->skip_bos && from < 1) from = 1;
+        int64_t from, to;
+        selected(c, pk->len[q], &from, &to);
         if (from >= to) continue;
         const float *rows = data + (pk->start[q] + from) * ld;
         SS_TRY(ss_moments_add_f32(&c->mom[slot], rows, to - from, ld));
@@ -292,7 +325,9 @@ ss_status ss_job_collect(const ss_collect_job *job) {
                          job->group_by);
     int grouping = job->group_by && *job->group_by;
     ss_backend_opts bo = {.tf32 = job->tf32};
-    if ((st = ss_backend_open(job->device, &bo, &be))) goto out;
+    if (job->backend) c.be = job->backend;
+    else if ((st = ss_backend_open(job->device, &bo, &be))) goto out;
+    else c.be = be;
     if ((st = ss_model_load(job->model_dir, &m))) goto out;
     const ss_config *cfg = &m->cfg;
     c.cfg = cfg;
@@ -364,7 +399,7 @@ ss_status ss_job_collect(const ss_collect_job *job) {
         if (done > p->n) { st = ss_errorf(SS_ERR_FORMAT, "%s covers %lld prompts but the input has %lld", ckpt, (long long)done, (long long)p->n); goto out; }
         if (job->progress) fprintf(stderr, "resuming from %s: %lld of %lld prompts done\n", ckpt, (long long)done, (long long)p->n);
     }
-    if ((st = ss_model_place(m, be, job->wdtype))) goto out;
+    if ((st = ss_model_place(m, c.be, job->wdtype))) goto out;
 
     const int64_t B = job->batch > 0 ? job->batch : 1;
     int64_t T = 0;
@@ -374,6 +409,20 @@ ss_status ss_job_collect(const ss_collect_job *job) {
     len = ss_malloc((size_t)B * sizeof(int64_t), "packing");
     if (!packed || !start || !len) { st = SS_ERR_NOMEM; goto out; }
     ss_forward_opts fo = {.want = want, .hook = add_rows, .hook_ctx = &c, .logits = SS_LOGITS_NONE, .read_only = 1};
+    if (!c.be->host_memory && c.be->moments_chunk) {
+        int64_t wmax = 0;
+        for (int i = 0; i < c.n_sites; i++) {
+            ss_site s;
+            ss_site_get(cfg, c.site_ids[i], &s);
+            wmax = s.width > wmax ? s.width : wmax;
+        }
+        c.rows = ss_malloc((size_t)(B * T) * sizeof(int64_t), "row list");
+        c.mean = ss_malloc((size_t)wmax * sizeof(double), "chunk means");
+        c.m2 = need_m2 ? ss_malloc((size_t)(wmax * wmax) * sizeof(double), "chunk co-moments") : NULL;
+        if (!c.rows || !c.mean || (need_m2 && !c.m2)) { st = SS_ERR_NOMEM; goto out; }
+        fo.hook = add_rows_device;
+        fo.hook_on_device = 1;
+    }
     int64_t next_ckpt = job->checkpoint_every > 0 ? done + job->checkpoint_every : -1;
     if (job->progress) job->progress(job->progress_ctx, done, p->n);
     for (int64_t b0 = done, nb; b0 < p->n; b0 += nb) {
@@ -390,7 +439,7 @@ ss_status ss_job_collect(const ss_collect_job *job) {
         }
         c.group_of = grouping ? group_of + b0 : NULL;
         ss_packing pk = {nb, rows, start, len};
-        if ((st = ss_forward(m, be, packed, &pk, &fo, NULL))) goto out;
+        if ((st = ss_forward(m, c.be, packed, &pk, &fo, NULL))) goto out;
         if (job->progress) job->progress(job->progress_ctx, b0 + nb, p->n);
         if (next_ckpt > 0 && b0 + nb == next_ckpt && b0 + nb < p->n) {
             if ((st = write_checkpoint(&c, ckpt, id, b0 + nb))) goto out;
@@ -399,7 +448,7 @@ ss_status ss_job_collect(const ss_collect_job *job) {
     }
 
     if ((st = ss_h5_create(job->out, &h))) goto out;
-    if ((st = ss_write_provenance(h, m, job->command_line, be))) goto out;
+    if ((st = ss_write_provenance(h, m, job->command_line, c.be))) goto out;
     if ((st = ss_h5_attr_str(h, "/", "data_path", job->input)) || (st = ss_h5_attr_i64(h, "/", "data_size", data_size)) ||
         (st = ss_h5_attr_str(h, "/", "data_sha256", data_sha)) || (st = ss_h5_attr_i64(h, "/", "n_prompts", p->n)) ||
         (st = ss_h5_attr_str(h, "/", "sites", job->sites)) ||
@@ -419,6 +468,9 @@ out:
     free(c.site_ids);
     free(c.slot_of);
     free(c.labels);
+    free(c.rows);
+    free(c.mean);
+    free(c.m2);
     free(group_of);
     free(want);
     free(packed);

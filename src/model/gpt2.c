@@ -257,7 +257,8 @@ static ss_status hook_at(fwd_ctx *f, ss_site_kind kind, int layer, float *buf, s
     if (!f->o->want[id]) return SS_OK;
     ss_site s;
     ss_site_get(&f->m->cfg, id, &s);
-    if (f->be->host_memory) return f->o->hook(f->o->hook_ctx, &s, buf + offset, ld, f->pk, f->pattern_off);
+    if (f->be->host_memory || f->o->hook_on_device)
+        return f->o->hook(f->o->hook_ctx, &s, buf + offset, ld, f->pk, f->pattern_off);
     if (f->arena) { /* read-only: gather now, hand over after the pass */
         int64_t rows = s.per_token ? f->pk->rows : 1, width = s.per_token ? s.width : (int64_t)n_floats;
         SS_TRY(f->be->copy_rows(f->be, f->arena + f->arena_used, buf + offset, s.per_token ? ld : width, rows, width));
@@ -326,7 +327,7 @@ ss_status ss_forward(const ss_model *m, const ss_backend *be, const int32_t *tok
     if (!pat_off || !pos) goto done;
     for (int i = 0; i < B_COUNT; i++)
         if (bytes[i] && (st = be->alloc(be, bytes[i], what[i], &buf[i]))) goto done;
-    if (!be->host_memory && opts && opts->read_only && opts->want && opts->hook) {
+    if (!be->host_memory && opts && opts->read_only && !opts->hook_on_device && opts->want && opts->hook) {
         size_t total = 0;
         ss_site s;
         for (int i = 0; i < ss_sites_count(c); i++) {
@@ -338,7 +339,7 @@ ss_status ss_forward(const ss_model *m, const ss_backend *be, const int32_t *tok
         for (int i = 0; i < ss_sites_count(c); i++) f.arena_off[i] = -1;
         if ((st = be->alloc(be, total * sizeof(float), "captured sites", (void **)&f.arena))) goto done;
         if ((st = be->alloc_host(be, total * sizeof(float), "captured sites", (void **)&arena_host))) goto done;
-    } else if (!be->host_memory) {
+    } else if (!be->host_memory && !(opts && opts->hook_on_device)) {
         size_t stage = (size_t)pat_total > Rs * widest ? (size_t)pat_total : Rs * widest;
         if (!(f.stage = ss_malloc(stage * sizeof(float), "site staging buffer"))) { st = SS_ERR_NOMEM; goto done; }
     }

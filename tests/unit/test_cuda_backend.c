@@ -53,7 +53,7 @@ static void compare_backends(const char *model, const char *globs, int read_only
     uint8_t *want = calloc((size_t)ns, 1);
     CHECK_OK(ss_sites_select(&m->cfg, globs, want, &nsel));
     rec_t a = {{0}}, b = {{0}};
-    ss_forward_opts oa = {want, keep, &a, SS_LOGITS_ALL, read_only}, ob = {want, keep, &b, SS_LOGITS_ALL, read_only};
+    ss_forward_opts oa = {want, keep, &a, SS_LOGITS_ALL, read_only, 0}, ob = {want, keep, &b, SS_LOGITS_ALL, read_only, 0};
     float *la = NULL, *lb = NULL;
     CHECK_OK(ss_forward(m, ss_backend_cpu(), toks, &pk, &oa, &la));
     CHECK_OK(ss_forward(m, gpu, toks, &pk, &ob, &lb));
@@ -187,4 +187,73 @@ TEST(cuda_emulated_bf16_products_match_cpu_bf16_reference) {
     free(lc); free(lg); free(lf);
     ss_model_free(mc); ss_model_free(mg); ss_model_free(mf);
     ss_backend_cuda_close(gpu);
+}
+
+/* collect on the (emulated) GPU: sites reduced on the device per batch with
+ * the column-mean and triangular covariance kernels, merged in float64,
+ * against the CPU path that reduces every prompt on the host. The device
+ * accumulates each batch's products in fp32 (~1e-6 relative of
+ * sum |x_i - m_i||x_j - m_j|), so entries are compared to 1e-5 of
+ * sqrt(cov_ii cov_jj) — a bound on that sum over (n - 1). */
+#include "subscope/h5out.h"
+#include "subscope/jobs.h"
+
+static int collect_to(const char *out, ss_backend *be, const char *input) {
+    ss_collect_job j = {.model_dir = "models/tiny-gpt2", .input = input, .out = out,
+                        .sites = "blocks.0.hook_resid_pre,blocks.2.mlp.hook_post", .stats = "mean,cov",
+                        .group_by = "label", .batch = 5, .backend = be};
+    return ss_job_collect(&j) == SS_OK;
+}
+
+TEST(cuda_emulated_collect_matches_cpu) {
+    char in[512], a[512], b[512];
+    snprintf(in, sizeof in, "%s/lab.jsonl", ss_test_tmp_dir());
+    snprintf(a, sizeof a, "%s/col_cpu.h5", ss_test_tmp_dir());
+    snprintf(b, sizeof b, "%s/col_gpu.h5", ss_test_tmp_dir());
+    FILE *f = fopen(in, "w");
+    const char *txt[] = {"The cat says meow.", "Grass is green.", "The days go Monday, Tuesday,", "A duck has two legs.",
+                         "Snow is white.", "Let us count: four, five, six,", "The cow lives on a farm."};
+    for (int i = 0; i < 7; i++) fprintf(f, "{\"text\": \"%s\", \"label\": \"%s\"}\n", txt[i], i % 3 ? "x" : "y");
+    fclose(f);
+    ss_backend *gpu = NULL;
+    CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
+    int ok_cpu = collect_to(a, (ss_backend *)ss_backend_cpu(), in);
+    CHECK_MSG(ok_cpu, "cpu collect: %s", ss_last_error());
+    int ok_gpu = collect_to(b, gpu, in);
+    ss_backend_cuda_close(gpu);
+    CHECK_MSG(ok_gpu, "gpu collect: %s", ss_last_error());
+    ss_h5_reader *ra, *rb;
+    CHECK_OK(ss_h5_open_read(a, &ra));
+    CHECK_OK(ss_h5_open_read(b, &rb));
+    const char *paths[] = {"/stats/blocks.2.mlp.hook_post", "/stats/blocks.0.hook_resid_pre",
+                           "/groups/x/stats/blocks.2.mlp.hook_post", "/groups/y/stats/blocks.0.hook_resid_pre"};
+    double worst = 0;
+    for (int k = 0; k < 4; k++) {
+        char p[256];
+        int64_t *ca, *cb;
+        double *ma, *mb, *va, *vb;
+        size_t n, d, dd;
+        snprintf(p, sizeof p, "%s/count", paths[k]);
+        CHECK_OK(ss_h5_read_i64(ra, p, &ca, &n, NULL));
+        CHECK_OK(ss_h5_read_i64(rb, p, &cb, &n, NULL));
+        CHECK(ca[0] == cb[0] && ca[0] > 1);
+        snprintf(p, sizeof p, "%s/mean", paths[k]);
+        CHECK_OK(ss_h5_read_f64(ra, p, &ma, &d, NULL));
+        CHECK_OK(ss_h5_read_f64(rb, p, &mb, &d, NULL));
+        snprintf(p, sizeof p, "%s/cov", paths[k]);
+        CHECK_OK(ss_h5_read_f64(ra, p, &va, &dd, NULL));
+        CHECK_OK(ss_h5_read_f64(rb, p, &vb, &dd, NULL));
+        CHECK(dd == d * d);
+        for (size_t i = 0; i < d; i++) CHECK_NEAR(mb[i], ma[i], 1e-5 * sqrt(va[i * d + i]) + 1e-6);
+        for (size_t i = 0; i < d; i++)
+            for (size_t j = 0; j < d; j++) {
+                double scale = sqrt(va[i * d + i] * va[j * d + j]), e = fabs(vb[i * d + j] - va[i * d + j]);
+                if (scale > 0 && e / scale > worst) worst = e / scale;
+                CHECK_MSG(e <= 1e-5 * scale + 1e-9, "%s cov[%zu,%zu]: cpu %.12g gpu %.12g", paths[k], i, j, va[i * d + j], vb[i * d + j]);
+            }
+        free(ca); free(cb); free(ma); free(mb); free(va); free(vb);
+    }
+    printf(" [max |cov diff| / sqrt(var_i var_j) = %.1e]", worst);
+    ss_h5_close_read(ra);
+    ss_h5_close_read(rb);
 }

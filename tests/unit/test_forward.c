@@ -75,7 +75,7 @@ TEST(forward_device_backend_matches_cpu_and_hooks_edit_values) {
     for (int zero = 0; zero < 2; zero++) {
         hook_rec a = {.zero_site = zero ? ss_site_id(&m->cfg, SS_SITE_MLP_POST, 0) : -1};
         hook_rec b = a;
-        ss_forward_opts oa = {want, record, &a, SS_LOGITS_ALL, 0}, ob = {want, record, &b, SS_LOGITS_ALL, 0};
+        ss_forward_opts oa = {want, record, &a, SS_LOGITS_ALL, 0, 0}, ob = {want, record, &b, SS_LOGITS_ALL, 0, 0};
         float *la = NULL, *lb = NULL;
         CHECK_OK(ss_forward(m, ss_backend_cpu(), toks, &pk, &oa, &la));
         CHECK_OK(ss_forward(m, &dev, toks, &pk, &ob, &lb));
