@@ -51,6 +51,7 @@ typedef struct ss_collect_job {
     int tf32, wdtype;
     int64_t checkpoint_every;  /* prompts between checkpoints (0: none) */
     int resume;                /* continue from OUT's checkpoint if there is one */
+    int compress;              /* deflate level 0..9 for the output (checkpoints are never compressed) */
     struct ss_backend *backend; /* use this backend instead of opening `device` (library callers, tests) */
     const char *command_line;
     ss_progress_fn progress;

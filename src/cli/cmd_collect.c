@@ -18,6 +18,7 @@ static cli_opt col_opts[] = {
     {"device", "DEV", "cpu, cuda, cuda:N or auto (default auto)", NULL},
     {"dtype", "T", "float32 (default) or bfloat16 matrix products", NULL},
     {"tf32", NULL, "allow TF32 for float32 products on GPUs", NULL},
+    {"compress", "LEVEL", "deflate level 0-9 for the output (default 0: dense float64 matrices shrink ~10% at ~3x the time)", NULL},
     {"checkpoint-every", "N", "write the partial statistics to OUT.h5.ckpt every N prompts", NULL},
     {"resume", NULL, "continue from OUT.h5.ckpt (refused if the model, data or options differ)", NULL},
     {0},
@@ -46,6 +47,9 @@ static int run_collect(cli_cmd *cmd) {
     if (cli_int(cmd, "batch", 1, 1 << 20, 16, &j.batch) || cli_int(cmd, "max-len", 1, 1 << 30, 0, &j.max_len) ||
         cli_int(cmd, "checkpoint-every", 1, INT64_MAX, 0, &j.checkpoint_every) || cli_dtype(cmd, &j.wdtype))
         return 1;
+    int64_t level;
+    if (cli_int(cmd, "compress", 0, 9, 0, &level)) return 1;
+    j.compress = (int)level;
     ss_status st = ss_job_collect(&j);
     if (st) return cli_fail(cmd, st);
     fprintf(stderr, "wrote %s\n", j.out);

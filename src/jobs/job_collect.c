@@ -160,7 +160,9 @@ static const char *group_prefix(const collect_ctx *c, int g, char *buf, size_t n
 static ss_status write_checkpoint(const collect_ctx *c, const char *path, const char *id, int64_t done) {
     ss_h5 *h;
     SS_TRY(ss_h5_create(path, &h));
-    ss_status st = ss_h5_attr_str(h, "/", "identity", id);
+    /* Checkpoints are temporary and written often: speed over size. */
+    ss_status st = ss_h5_set_deflate(h, 0);
+    if (!st) st = ss_h5_attr_str(h, "/", "identity", id);
     if (!st) st = ss_h5_attr_i64(h, "/", "prompts_done", done);
     char base[600], p[800];
     for (int g = 0; g < c->n_groups && !st; g++)
@@ -448,6 +450,7 @@ ss_status ss_job_collect(const ss_collect_job *job) {
     }
 
     if ((st = ss_h5_create(job->out, &h))) goto out;
+    if ((st = ss_h5_set_deflate(h, job->compress))) goto out;
     if ((st = ss_write_provenance(h, m, job->command_line, c.be))) goto out;
     if ((st = ss_h5_attr_str(h, "/", "data_path", job->input)) || (st = ss_h5_attr_i64(h, "/", "data_size", data_size)) ||
         (st = ss_h5_attr_str(h, "/", "data_sha256", data_sha)) || (st = ss_h5_attr_i64(h, "/", "n_prompts", p->n)) ||
