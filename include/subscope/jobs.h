@@ -4,7 +4,9 @@
 
 #include <stdint.h>
 #include "subscope/error.h"
+#include "subscope/forward.h"
 #include "subscope/model.h"
+#include "subscope/prompts.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -12,19 +14,45 @@ extern "C" {
 
 typedef void (*ss_progress_fn)(void *ctx, int64_t done, int64_t total);
 
-typedef struct ss_forward_job {
+/* What every job that runs the model over a prompt file needs. */
+typedef struct ss_run_opts {
     const char *model_dir;
-    const char *input;        /* prompt file (JSONL or text) */
+    const char *input;          /* prompt file (JSONL or text) */
+    int64_t batch;              /* prompts per forward call (0: 16) */
+    int64_t max_len;            /* 0: n_positions */
+    int truncate;               /* cut longer prompts instead of failing */
+    const char *device;         /* backend spec: "cpu", "cuda[:N]", "auto" (NULL = auto) */
+    struct ss_backend *backend; /* if set, used instead of `device` (the caller keeps it) */
+    int tf32;                   /* allow TF32 for float32 products on GPUs */
+    int wdtype;                 /* SS_WDTYPE_F32 or SS_WDTYPE_BF16 matrix products */
+} ss_run_opts;
+
+/* The backend, model and tokenized prompts of a run, and one batch's packing. */
+typedef struct ss_run {
+    struct ss_backend *be;
+    int owns_be;
+    ss_model *m;
+    ss_prompts *p;
+    int64_t max_len, T, B;      /* length limit, longest prompt, batch size */
+    int32_t *packed;
+    int64_t *start, *len;
+} ss_run;
+
+/* Opens the backend, loads the model and reads and tokenizes the prompts;
+ * the weights are not placed yet, so a job can check its other inputs first. */
+ss_status ss_run_open(const ss_run_opts *o, ss_run *r);
+/* Places the weights on the run's backend (ss_model_place). */
+ss_status ss_run_place(ss_run *r, const ss_run_opts *o);
+/* Packs prompts [b0, b0+nb) into the batch buffers and describes them in pk. */
+void ss_run_pack(ss_run *r, int64_t b0, int64_t nb, ss_packing *pk);
+void ss_run_close(ss_run *r);
+
+typedef struct ss_forward_job {
+    ss_run_opts run;
     const char *out;          /* HDF5 path; written as <out>.tmp.<pid>, renamed when complete */
     const char *sites;        /* comma-separated globs, NULL or "": none */
     int no_logits;
-    int64_t batch;            /* prompts per forward call (>= 1) */
-    int64_t max_len;          /* 0: n_positions */
-    int truncate;             /* cut longer prompts instead of failing */
     int compress;             /* deflate level 0..9 for float datasets (0: none) */
-    const char *device;       /* backend spec: "cpu", "cuda[:N]", "auto" (NULL = auto) */
-    int tf32;                 /* allow TF32 for float32 products on GPUs */
-    int wdtype;               /* SS_WDTYPE_F32 or SS_WDTYPE_BF16 matrix products */
     const char *command_line; /* recorded in the file */
     ss_progress_fn progress;
     void *progress_ctx;
@@ -39,20 +67,16 @@ struct ss_backend;
 ss_status ss_write_provenance(ss_h5 *h, const ss_model *m, const char *command_line, const struct ss_backend *be);
 
 typedef struct ss_collect_job {
-    const char *model_dir, *input, *out;
+    ss_run_opts run;
+    const char *out;
     const char *sites;         /* globs; sites without a per-token vector are refused */
     const char *stats;         /* "mean,cov,corr,pca:K" (NULL: "mean,cov") */
     const char *positions;     /* "all" (NULL), "last", or "FROM:TO" (half-open, either side optional) */
     int skip_bos;              /* leave out position 0 */
     const char *group_by;      /* "label": statistics per value of the JSONL "label" too */
-    int64_t batch, max_len;
-    int truncate;
-    const char *device;
-    int tf32, wdtype;
     int64_t checkpoint_every;  /* prompts between checkpoints (0: none) */
     int resume;                /* continue from OUT's checkpoint if there is one */
     int compress;              /* deflate level 0..9 for the output (checkpoints are never compressed) */
-    struct ss_backend *backend; /* use this backend instead of opening `device` (library callers, tests) */
     const char *command_line;
     ss_progress_fn progress;
     void *progress_ctx;

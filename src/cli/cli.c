@@ -1,6 +1,8 @@
 #define _GNU_SOURCE
 #include "cli.h"
 
+#include "subscope/jobs.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,6 +100,18 @@ int cli_dtype(const cli_cmd *cmd, int *wdtype) {
     }
     fprintf(stderr, "subscope %s: error: --dtype must be float32 or bfloat16, got '%s'\n", cmd->name, v);
     return 1;
+}
+
+int cli_run_opts(const cli_cmd *cmd, ss_run_opts *o) {
+    if (cli_require(cmd, "model") || cli_require(cmd, "input")) return 1;
+    memset(o, 0, sizeof *o);
+    o->model_dir = cli_get(cmd, "model");
+    o->input = cli_get(cmd, "input");
+    o->truncate = cli_flag(cmd, "truncate");
+    o->device = cli_get(cmd, "device");
+    o->tf32 = cli_flag(cmd, "tf32");
+    return cli_int(cmd, "batch", 1, 1 << 20, 16, &o->batch) || cli_int(cmd, "max-len", 1, 1 << 30, 0, &o->max_len) ||
+           cli_dtype(cmd, &o->wdtype);
 }
 
 int cli_require(const cli_cmd *cmd, const char *name) {

@@ -41,6 +41,20 @@ void cli_set_command_line(int argc, char **argv);
 /* Reads --dtype (float32 | bfloat16) into an SS_WDTYPE_ value; prints and returns 1 on error. */
 int cli_dtype(const cli_cmd *cmd, int *wdtype);
 
+/* The options of every command that runs the model over a prompt file, for
+ * its option table, and their reader (--model and --input are required). */
+#define CLI_RUN_OPTIONS                                                                                        \
+    {"model", "DIR", "Hugging Face model directory", NULL},                                                     \
+    {"input", "FILE", "prompts: JSONL ({\"text\": ...} or {\"tokens\": [...]}, optional \"label\") or plain text, one per line", NULL}, \
+    {"batch", "B", "prompts per forward pass (default 16)", NULL},                                            \
+    {"max-len", "T", "longest prompt allowed, in tokens (default and maximum: n_positions)", NULL},           \
+    {"truncate", NULL, "cut prompts longer than --max-len instead of failing", NULL},                          \
+    {"device", "DEV", "cpu, cuda, cuda:N or auto (default: auto = cuda:0 if this build has CUDA and a GPU is visible)", NULL}, \
+    {"dtype", "T", "float32 (default) or bfloat16 matrix products (weights stored in bf16, fp32 accumulation)", NULL}, \
+    {"tf32", NULL, "allow TF32 tensor-core math for float32 products on GPUs", NULL}
+struct ss_run_opts;
+int cli_run_opts(const cli_cmd *cmd, struct ss_run_opts *o);
+
 /* Progress on stderr, only when stderr is a terminal. */
 void cli_progress(void *ctx, int64_t done, int64_t total);
 

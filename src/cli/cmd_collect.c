@@ -4,20 +4,13 @@
 #include "subscope/jobs.h"
 
 static cli_opt col_opts[] = {
-    {"model", "DIR", "Hugging Face model directory", NULL},
-    {"input", "FILE", "prompts: JSONL ({\"text\"|\"tokens\", optional \"label\"}) or plain text", NULL},
+    CLI_RUN_OPTIONS,
     {"sites", "GLOBS", "sites to collect, e.g. 'blocks.*.mlp.hook_post' (per-token vectors only)", NULL},
     {"out", "STATS.h5", "output HDF5 file", NULL},
     {"stats", "LIST", "any of mean,cov,corr,pca:K (default mean,cov; the mean and count are always written)", NULL},
     {"positions", "SEL", "all (default), last, or FROM:TO (half-open token positions, either side optional)", NULL},
     {"skip-bos", NULL, "leave out position 0 of every prompt", NULL},
     {"group-by", "FIELD", "also collect per value of the JSONL field (only 'label')", NULL},
-    {"batch", "B", "prompts per forward pass (default 16; results do not depend on it)", NULL},
-    {"max-len", "T", "longest prompt allowed, in tokens (default n_positions)", NULL},
-    {"truncate", NULL, "cut longer prompts instead of failing", NULL},
-    {"device", "DEV", "cpu, cuda, cuda:N or auto (default auto)", NULL},
-    {"dtype", "T", "float32 (default) or bfloat16 matrix products", NULL},
-    {"tf32", NULL, "allow TF32 for float32 products on GPUs", NULL},
     {"compress", "LEVEL", "deflate level 0-9 for the output (default 0: dense float64 matrices shrink ~10% at ~3x the time)", NULL},
     {"checkpoint-every", "N", "write the partial statistics to OUT.h5.ckpt every N prompts", NULL},
     {"resume", NULL, "continue from OUT.h5.ckpt (refused if the model, data or options differ)", NULL},
@@ -25,27 +18,20 @@ static cli_opt col_opts[] = {
 };
 
 static int run_collect(cli_cmd *cmd) {
-    if (cli_require(cmd, "model") || cli_require(cmd, "input") || cli_require(cmd, "sites") || cli_require(cmd, "out"))
-        return 1;
     ss_collect_job j = {
-        .model_dir = cli_get(cmd, "model"),
-        .input = cli_get(cmd, "input"),
         .out = cli_get(cmd, "out"),
         .sites = cli_get(cmd, "sites"),
         .stats = cli_get(cmd, "stats"),
         .positions = cli_get(cmd, "positions"),
         .skip_bos = cli_flag(cmd, "skip-bos"),
         .group_by = cli_get(cmd, "group-by"),
-        .truncate = cli_flag(cmd, "truncate"),
-        .device = cli_get(cmd, "device"),
-        .tf32 = cli_flag(cmd, "tf32"),
         .resume = cli_flag(cmd, "resume"),
         .command_line = cli_command_line(),
         .progress = cli_progress,
         .progress_ctx = "prompts",
     };
-    if (cli_int(cmd, "batch", 1, 1 << 20, 16, &j.batch) || cli_int(cmd, "max-len", 1, 1 << 30, 0, &j.max_len) ||
-        cli_int(cmd, "checkpoint-every", 1, INT64_MAX, 0, &j.checkpoint_every) || cli_dtype(cmd, &j.wdtype))
+    if (cli_run_opts(cmd, &j.run) || cli_require(cmd, "sites") || cli_require(cmd, "out") ||
+        cli_int(cmd, "checkpoint-every", 1, INT64_MAX, 0, &j.checkpoint_every))
         return 1;
     int64_t level;
     if (cli_int(cmd, "compress", 0, 9, 0, &level)) return 1;

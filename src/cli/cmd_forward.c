@@ -4,42 +4,26 @@
 #include "subscope/jobs.h"
 
 static cli_opt fwd_opts[] = {
-    {"model", "DIR", "Hugging Face model directory", NULL},
-    {"input", "FILE", "prompts: JSONL ({\"text\": ...} or {\"tokens\": [...]}) or plain text, one per line", NULL},
+    CLI_RUN_OPTIONS,
     {"out", "OUT.h5", "output HDF5 file (written to OUT.h5.tmp.<pid>, renamed when complete)", NULL},
     {"sites", "GLOBS", "comma-separated site globs to store, '*' matches anything (e.g. 'blocks.*.mlp.hook_post')", NULL},
     {"no-logits", NULL, "do not store /logits", NULL},
-    {"batch", "B", "prompts per forward pass (default 16)", NULL},
-    {"max-len", "T", "longest prompt allowed, in tokens (default and maximum: n_positions)", NULL},
-    {"truncate", NULL, "cut prompts longer than --max-len instead of failing", NULL},
-    {"device", "DEV", "cpu, cuda, cuda:N or auto (default: auto = cuda:0 if this build has CUDA and a GPU is visible)", NULL},
-    {"dtype", "T", "float32 (default) or bfloat16 matrix products (weights stored in bf16, fp32 accumulation)", NULL},
-    {"tf32", NULL, "allow TF32 tensor-core math for float32 products on GPUs", NULL},
     {"compress", "LEVEL", "deflate level 0-9 for the datasets (default 1; 0 = none, fastest)", NULL},
     {0},
 };
 
 static int run_forward(cli_cmd *cmd) {
-    if (cli_require(cmd, "model") || cli_require(cmd, "input") || cli_require(cmd, "out")) return 1;
     ss_forward_job j = {
-        .model_dir = cli_get(cmd, "model"),
-        .input = cli_get(cmd, "input"),
         .out = cli_get(cmd, "out"),
         .sites = cli_get(cmd, "sites"),
         .no_logits = cli_flag(cmd, "no-logits"),
-        .truncate = cli_flag(cmd, "truncate"),
-        .device = cli_get(cmd, "device"),
-        .tf32 = cli_flag(cmd, "tf32"),
         .command_line = cli_command_line(),
         .progress = cli_progress,
         .progress_ctx = "prompts",
     };
     int64_t level;
-    if (cli_int(cmd, "batch", 1, 1 << 20, 16, &j.batch) || cli_int(cmd, "max-len", 1, 1 << 30, 0, &j.max_len) ||
-        cli_int(cmd, "compress", 0, 9, 1, &level))
-        return 1;
+    if (cli_run_opts(cmd, &j.run) || cli_require(cmd, "out") || cli_int(cmd, "compress", 0, 9, 1, &level)) return 1;
     j.compress = (int)level;
-    if (cli_dtype(cmd, &j.wdtype)) return 1;
     ss_status st = ss_job_forward(&j);
     if (st) return cli_fail(cmd, st);
     fprintf(stderr, "wrote %s\n", j.out);
@@ -48,7 +32,8 @@ static int run_forward(cli_cmd *cmd) {
 
 cli_cmd cmd_forward = {
     "forward", "run prompts through the model; store tokens, logits and activations at named sites in HDF5",
-    "subscope forward --model DIR --input FILE --out OUT.h5 [--sites GLOBS] [--no-logits] [--batch B] [--max-len T] [--truncate]",
+    "subscope forward --model DIR --input FILE --out OUT.h5 [--sites GLOBS] [--no-logits] [--batch B] [--max-len T]\n"
+    "                        [--truncate] [--device DEV] [--dtype T] [--tf32] [--compress LEVEL]",
     "Sites are TransformerLens names (subscope info --model DIR lists them):\n"
     "  hook_embed, hook_pos_embed, blocks.L.hook_resid_pre|hook_resid_mid|hook_resid_post,\n"
     "  blocks.L.ln1.hook_normalized, blocks.L.ln2.hook_normalized, blocks.L.attn.hook_q|hook_k|hook_v|hook_z,\n"

@@ -146,9 +146,9 @@ static ss_status add_rows(void *vctx, const ss_site *s, float *data, int64_t ld,
 static char *identity(const ss_collect_job *j, const char *cfg_sha, const char *data_sha, int64_t max_len) {
     return ss_strfmt("model=%s config=%s data=%s sites=%s stats=%s positions=%s skip_bos=%d group_by=%s max_len=%lld "
                      "truncate=%d dtype=%d",
-                     j->model_dir, cfg_sha, data_sha, j->sites ? j->sites : "", j->stats ? j->stats : "mean,cov",
+                     j->run.model_dir, cfg_sha, data_sha, j->sites ? j->sites : "", j->stats ? j->stats : "mean,cov",
                      j->positions ? j->positions : "all", j->skip_bos, j->group_by ? j->group_by : "",
-                     (long long)max_len, j->truncate, j->wdtype);
+                     (long long)max_len, j->run.truncate, j->run.wdtype);
 }
 
 static const char *group_prefix(const collect_ctx *c, int g, char *buf, size_t n) {
@@ -307,14 +307,10 @@ static ss_status write_results(ss_h5 *h, const collect_ctx *c, const stat_set *s
 }
 
 ss_status ss_job_collect(const ss_collect_job *job) {
-    ss_backend *be = NULL;
-    ss_model *m = NULL;
-    ss_prompts *p = NULL;
+    ss_run run;
     ss_h5 *h = NULL;
     uint8_t *want = NULL;
     collect_ctx c = {0};
-    int32_t *packed = NULL;
-    int64_t *start = NULL, *len = NULL;
     int *group_of = NULL;
     char *id = NULL, *ckpt = NULL;
     stat_set ss;
@@ -326,16 +322,12 @@ ss_status ss_job_collect(const ss_collect_job *job) {
         return ss_errorf(SS_ERR_ARG, "--group-by: only 'label' (the JSONL \"label\" field) is supported, got '%s'",
                          job->group_by);
     int grouping = job->group_by && *job->group_by;
-    ss_backend_opts bo = {.tf32 = job->tf32};
-    if (job->backend) c.be = job->backend;
-    else if ((st = ss_backend_open(job->device, &bo, &be))) goto out;
-    else c.be = be;
-    if ((st = ss_model_load(job->model_dir, &m))) goto out;
+    if ((st = ss_run_open(&job->run, &run))) return st;
+    ss_model *m = run.m;
+    ss_prompts *p = run.p;
     const ss_config *cfg = &m->cfg;
     c.cfg = cfg;
-    int64_t max_len = job->max_len > 0 && job->max_len < cfg->n_positions ? job->max_len : cfg->n_positions;
-    if ((st = ss_prompts_read(job->input, &p))) goto out;
-    if ((st = ss_prompts_tokenize(p, m->tok, cfg->vocab_size, max_len, job->truncate, NULL))) goto out;
+    c.be = run.be;
 
     /* Sites: every per-token vector works; patterns have none. */
     int ns = ss_sites_count(cfg), nsel = 0;
@@ -389,27 +381,20 @@ ss_status ss_job_collect(const ss_collect_job *job) {
     /* Identity of this run, for checkpoints and the output's provenance. */
     char data_sha[65], cfg_sha[65];
     int64_t data_size, cfg_size;
-    char *cfg_path = ss_path_join(job->model_dir, "config.json");
+    char *cfg_path = ss_path_join(job->run.model_dir, "config.json");
     if (!cfg_path) { st = SS_ERR_NOMEM; goto out; }
     st = ss_file_sha256(cfg_path, cfg_sha, &cfg_size);
     free(cfg_path);
-    if (st || (st = ss_file_sha256(job->input, data_sha, &data_size))) goto out;
-    if (!(id = identity(job, cfg_sha, data_sha, max_len)) || !(ckpt = ss_strfmt("%s.ckpt", job->out))) { st = SS_ERR_NOMEM; goto out; }
+    if (st || (st = ss_file_sha256(job->run.input, data_sha, &data_size))) goto out;
+    if (!(id = identity(job, cfg_sha, data_sha, run.max_len)) || !(ckpt = ss_strfmt("%s.ckpt", job->out))) { st = SS_ERR_NOMEM; goto out; }
     int64_t done = 0;
     if (job->resume && ss_file_exists(ckpt)) {
         if ((st = read_checkpoint(&c, ckpt, id, &done))) goto out;
         if (done > p->n) { st = ss_errorf(SS_ERR_FORMAT, "%s covers %lld prompts but the input has %lld", ckpt, (long long)done, (long long)p->n); goto out; }
         if (job->progress) fprintf(stderr, "resuming from %s: %lld of %lld prompts done\n", ckpt, (long long)done, (long long)p->n);
     }
-    if ((st = ss_model_place(m, c.be, job->wdtype))) goto out;
-
-    const int64_t B = job->batch > 0 ? job->batch : 1;
-    int64_t T = 0;
-    for (int64_t i = 0; i < p->n; i++) T = p->items[i].n_tokens > T ? p->items[i].n_tokens : T;
-    packed = ss_malloc((size_t)(B * T) * sizeof(int32_t), "packed tokens");
-    start = ss_malloc((size_t)B * sizeof(int64_t), "packing");
-    len = ss_malloc((size_t)B * sizeof(int64_t), "packing");
-    if (!packed || !start || !len) { st = SS_ERR_NOMEM; goto out; }
+    if ((st = ss_run_place(&run, &job->run))) goto out;
+    const int64_t B = run.B, T = run.T;
     ss_forward_opts fo = {.want = want, .hook = add_rows, .hook_ctx = &c, .logits = SS_LOGITS_NONE, .read_only = 1};
     if (!c.be->host_memory && c.be->moments_chunk) {
         int64_t wmax = 0;
@@ -428,20 +413,13 @@ ss_status ss_job_collect(const ss_collect_job *job) {
     int64_t next_ckpt = job->checkpoint_every > 0 ? done + job->checkpoint_every : -1;
     if (job->progress) job->progress(job->progress_ctx, done, p->n);
     for (int64_t b0 = done, nb; b0 < p->n; b0 += nb) {
-        int64_t rows = 0;
         nb = p->n - b0 < B ? p->n - b0 : B;
         /* A checkpoint falls on a batch boundary: shorten the batch to reach it. */
         if (next_ckpt > 0 && b0 + nb > next_ckpt) nb = next_ckpt - b0;
-        for (int64_t i = 0; i < nb; i++) {
-            const ss_prompt *it = &p->items[b0 + i];
-            start[i] = rows;
-            len[i] = it->n_tokens;
-            memcpy(packed + rows, it->tokens, (size_t)it->n_tokens * sizeof(int32_t));
-            rows += it->n_tokens;
-        }
+        ss_packing pk;
+        ss_run_pack(&run, b0, nb, &pk);
         c.group_of = grouping ? group_of + b0 : NULL;
-        ss_packing pk = {nb, rows, start, len};
-        if ((st = ss_forward(m, c.be, packed, &pk, &fo, NULL))) goto out;
+        if ((st = ss_forward(m, c.be, run.packed, &pk, &fo, NULL))) goto out;
         if (job->progress) job->progress(job->progress_ctx, b0 + nb, p->n);
         if (next_ckpt > 0 && b0 + nb == next_ckpt && b0 + nb < p->n) {
             if ((st = write_checkpoint(&c, ckpt, id, b0 + nb))) goto out;
@@ -452,7 +430,7 @@ ss_status ss_job_collect(const ss_collect_job *job) {
     if ((st = ss_h5_create(job->out, &h))) goto out;
     if ((st = ss_h5_set_deflate(h, job->compress))) goto out;
     if ((st = ss_write_provenance(h, m, job->command_line, c.be))) goto out;
-    if ((st = ss_h5_attr_str(h, "/", "data_path", job->input)) || (st = ss_h5_attr_i64(h, "/", "data_size", data_size)) ||
+    if ((st = ss_h5_attr_str(h, "/", "data_path", job->run.input)) || (st = ss_h5_attr_i64(h, "/", "data_size", data_size)) ||
         (st = ss_h5_attr_str(h, "/", "data_sha256", data_sha)) || (st = ss_h5_attr_i64(h, "/", "n_prompts", p->n)) ||
         (st = ss_h5_attr_str(h, "/", "sites", job->sites)) ||
         (st = ss_h5_attr_str(h, "/", "stats", job->stats ? job->stats : "mean,cov")) ||
@@ -476,13 +454,8 @@ out:
     free(c.m2);
     free(group_of);
     free(want);
-    free(packed);
-    free(start);
-    free(len);
     free(id);
     free(ckpt);
-    ss_prompts_free(p);
-    ss_model_free(m);
-    ss_backend_close(be);
+    ss_run_close(&run);
     return st;
 }

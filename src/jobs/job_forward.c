@@ -94,46 +94,36 @@ static ss_status capture(void *vctx, const ss_site *s, float *data, int64_t ld, 
 }
 
 ss_status ss_job_forward(const ss_forward_job *job) {
-    ss_model *m = NULL;
-    ss_prompts *p = NULL;
+    ss_run run;
     ss_h5 *h = NULL;
     ss_h5_dset *logits_ds = NULL;
     uint8_t *want = NULL;
     float *lg = NULL;
-    int32_t *packed = NULL;
-    int64_t *start = NULL, *len = NULL;
     fwd_job_ctx c = {0};
-    ss_backend *be = NULL;
     int ns = 0;
     ss_status st;
 
-    ss_backend_opts bo = {.tf32 = job->tf32};
-    if ((st = ss_backend_open(job->device, &bo, &be))) goto out;
-    if ((st = ss_model_load(job->model_dir, &m))) goto out;
+    if ((st = ss_run_open(&job->run, &run))) return st;
+    ss_model *m = run.m;
+    ss_prompts *p = run.p;
+    ss_backend *be = run.be;
     const ss_config *cfg = &m->cfg;
-    const int64_t V = cfg->vocab_size;
-    int64_t max_len = job->max_len > 0 && job->max_len < cfg->n_positions ? job->max_len : cfg->n_positions;
-    if ((st = ss_prompts_read(job->input, &p))) goto out;
-    if ((st = ss_prompts_tokenize(p, m->tok, V, max_len, job->truncate, NULL))) goto out;
-    const int64_t N = p->n;
-    int64_t T = 0;
-    for (int64_t i = 0; i < N; i++) T = p->items[i].n_tokens > T ? p->items[i].n_tokens : T;
+    const int64_t V = cfg->vocab_size, N = p->n, T = run.T, B = run.B;
 
     int n_sel = 0;
     ns = ss_sites_count(cfg);
     if (!(want = ss_calloc((size_t)ns, 1, "site flags"))) { st = SS_ERR_NOMEM; goto out; }
     if (job->sites && *job->sites && (st = ss_sites_select(cfg, job->sites, want, &n_sel))) goto out;
-    const int64_t B = job->batch > 0 ? job->batch : 1;
     /* Inputs are checked before the weights go to the device. */
-    if ((st = ss_model_place(m, be, job->wdtype))) goto out;
+    if ((st = ss_run_place(&run, &job->run))) goto out;
 
     if ((st = ss_h5_create(job->out, &h))) goto out;
     if ((st = ss_h5_set_deflate(h, job->compress))) goto out;
     if ((st = ss_write_provenance(h, m, job->command_line, be))) goto out;
-    if ((st = ss_h5_attr_str(h, "/", "input_path", job->input))) goto out;
+    if ((st = ss_h5_attr_str(h, "/", "input_path", job->run.input))) goto out;
     if ((st = ss_h5_attr_i64(h, "/", "n_prompts", N))) goto out;
     if ((st = ss_h5_attr_str(h, "/", "sites", job->sites ? job->sites : ""))) goto out;
-    if ((st = ss_h5_attr_i64(h, "/", "tf32", job->tf32))) goto out;
+    if ((st = ss_h5_attr_i64(h, "/", "tf32", job->run.tf32))) goto out;
 
     /* tokens and lengths */
     {
@@ -188,33 +178,23 @@ ss_status ss_job_forward(const ss_forward_job *job) {
     /* Up to two batches of output wait for the writer; more would only hold memory. */
     if (!ss_mul_ok(batch_bytes, (size_t)(2 * B), &batch_bytes)) { st = ss_errorf(SS_ERR_NOMEM, "output of one batch overflows; use a smaller --batch"); goto out; }
     if ((st = ss_h5_queue_start(batch_bytes, &c.q))) goto out;
-    packed = ss_malloc((size_t)(B * T) * sizeof(int32_t), "packed tokens");
-    start = ss_malloc((size_t)B * sizeof(int64_t), "packing");
-    len = ss_malloc((size_t)B * sizeof(int64_t), "packing");
-    if (!packed || !start || !len) { st = SS_ERR_NOMEM; goto out; }
 
     ss_forward_opts fo = {.want = want, .hook = capture, .hook_ctx = &c,
                           .logits = job->no_logits ? SS_LOGITS_NONE : SS_LOGITS_ALL, .read_only = 1};
     if (job->progress) job->progress(job->progress_ctx, 0, N);
     for (int64_t b0 = 0; b0 < N; b0 += B) {
-        int64_t nb = N - b0 < B ? N - b0 : B, rows = 0;
-        for (int64_t i = 0; i < nb; i++) {
-            const ss_prompt *it = &p->items[b0 + i];
-            start[i] = rows;
-            len[i] = it->n_tokens;
-            memcpy(packed + rows, it->tokens, (size_t)it->n_tokens * sizeof(int32_t));
-            rows += it->n_tokens;
-        }
-        ss_packing pk = {nb, rows, start, len};
+        int64_t nb = N - b0 < B ? N - b0 : B;
+        ss_packing pk;
+        ss_run_pack(&run, b0, nb, &pk);
         c.b0 = b0;
-        if ((st = ss_forward(m, be, packed, &pk, &fo, job->no_logits ? NULL : &lg))) goto out;
+        if ((st = ss_forward(m, be, run.packed, &pk, &fo, job->no_logits ? NULL : &lg))) goto out;
         if (!job->no_logits) {
             size_t per = (size_t)(T * V);
             float *lbuf = ss_malloc(per * (size_t)nb * sizeof(float), "logits");
             if (!lbuf) { st = SS_ERR_NOMEM; goto out; }
             for (size_t i = 0; i < per * (size_t)nb; i++) lbuf[i] = NAN;
             for (int64_t i = 0; i < nb; i++)
-                memcpy(lbuf + (size_t)i * per, lg + start[i] * V, (size_t)(len[i] * V) * sizeof(float));
+                memcpy(lbuf + (size_t)i * per, lg + pk.start[i] * V, (size_t)(pk.len[i] * V) * sizeof(float));
             int64_t s3[3] = {b0, 0, 0}, n3[3] = {nb, T, V};
             free(lg);
             lg = NULL;
@@ -255,12 +235,7 @@ out: /* on failure: stop the writer, close what is open, then drop the temporary
     if (h) ss_h5_abort(h);
     free(c.acts);
     free(lg);
-    free(packed);
-    free(start);
-    free(len);
     free(want);
-    ss_prompts_free(p);
-    ss_model_free(m); /* before the backend that holds its placed weights */
-    ss_backend_close(be);
+    ss_run_close(&run);
     return st;
 }

@@ -199,9 +199,9 @@ TEST(cuda_emulated_bf16_products_match_cpu_bf16_reference) {
 #include "subscope/jobs.h"
 
 static int collect_to(const char *out, ss_backend *be, const char *input) {
-    ss_collect_job j = {.model_dir = "models/tiny-gpt2", .input = input, .out = out,
-                        .sites = "blocks.0.hook_resid_pre,blocks.2.mlp.hook_post", .stats = "mean,cov",
-                        .group_by = "label", .batch = 5, .backend = be};
+    ss_collect_job j = {.run = {.model_dir = "models/tiny-gpt2", .input = input, .batch = 5, .backend = be},
+                        .out = out, .sites = "blocks.0.hook_resid_pre,blocks.2.mlp.hook_post", .stats = "mean,cov",
+                        .group_by = "label"};
     return ss_job_collect(&j) == SS_OK;
 }
 

@@ -1,0 +1,63 @@
+/* The part of every model-running job that is the same: backend, model,
+ * prompts, and packing prompts into batches. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "subscope/backend.h"
+#include "subscope/jobs.h"
+#include "subscope/util.h"
+
+ss_status ss_run_open(const ss_run_opts *o, ss_run *r) {
+    memset(r, 0, sizeof *r);
+    ss_status st;
+    if (o->backend) {
+        r->be = o->backend;
+    } else {
+        ss_backend_opts bo = {.tf32 = o->tf32};
+        if ((st = ss_backend_open(o->device, &bo, &r->be))) return st;
+        r->owns_be = 1;
+    }
+    if ((st = ss_model_load(o->model_dir, &r->m))) goto fail;
+    const ss_config *cfg = &r->m->cfg;
+    r->max_len = o->max_len > 0 && o->max_len < cfg->n_positions ? o->max_len : cfg->n_positions;
+    if ((st = ss_prompts_read(o->input, &r->p))) goto fail;
+    if ((st = ss_prompts_tokenize(r->p, r->m->tok, cfg->vocab_size, r->max_len, o->truncate, NULL))) goto fail;
+    for (int64_t i = 0; i < r->p->n; i++) r->T = r->p->items[i].n_tokens > r->T ? r->p->items[i].n_tokens : r->T;
+    r->B = o->batch > 0 ? o->batch : 16;
+    if (r->B > r->p->n) r->B = r->p->n;
+    r->packed = ss_malloc((size_t)(r->B * r->T) * sizeof(int32_t), "packed tokens");
+    r->start = ss_malloc((size_t)r->B * sizeof(int64_t), "packing");
+    r->len = ss_malloc((size_t)r->B * sizeof(int64_t), "packing");
+    if (!r->packed || !r->start || !r->len) {
+        st = SS_ERR_NOMEM;
+        goto fail;
+    }
+    return SS_OK;
+fail:
+    ss_run_close(r);
+    return st;
+}
+
+ss_status ss_run_place(ss_run *r, const ss_run_opts *o) { return ss_model_place(r->m, r->be, o->wdtype); }
+
+void ss_run_pack(ss_run *r, int64_t b0, int64_t nb, ss_packing *pk) {
+    int64_t rows = 0;
+    for (int64_t i = 0; i < nb; i++) {
+        const ss_prompt *it = &r->p->items[b0 + i];
+        r->start[i] = rows;
+        r->len[i] = it->n_tokens;
+        memcpy(r->packed + rows, it->tokens, (size_t)it->n_tokens * sizeof(int32_t));
+        rows += it->n_tokens;
+    }
+    *pk = (ss_packing){nb, rows, r->start, r->len};
+}
+
+void ss_run_close(ss_run *r) {
+    free(r->packed);
+    free(r->start);
+    free(r->len);
+    ss_prompts_free(r->p);
+    ss_model_free(r->m); /* before the backend that holds its placed weights */
+    if (r->owns_be) ss_backend_close(r->be);
+    memset(r, 0, sizeof *r);
+}
