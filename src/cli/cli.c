@@ -44,6 +44,10 @@ int cli_parse(cli_cmd *cmd, int argc, char **argv) {
                     (int)nl, name, cmd->name);
             return 1;
         }
+        if (o->n == (int)(sizeof o->all / sizeof o->all[0])) {
+            fprintf(stderr, "subscope %s: error: --%s given more than %d times\n", cmd->name, o->name, o->n);
+            return 1;
+        }
         if (!o->metavar) {
             if (eq) {
                 fprintf(stderr, "subscope %s: error: --%s takes no value\n", cmd->name, o->name);
@@ -58,6 +62,7 @@ int cli_parse(cli_cmd *cmd, int argc, char **argv) {
             fprintf(stderr, "subscope %s: error: --%s needs a value (%s)\n", cmd->name, o->name, o->metavar);
             return 1;
         }
+        o->all[o->n++] = o->value;
     }
     return 0;
 }

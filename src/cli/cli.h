@@ -10,7 +10,9 @@ typedef struct cli_opt {
     const char *name;     /* without the leading "--" */
     const char *metavar;  /* NULL: a flag without a value */
     const char *help;
-    const char *value;    /* filled by cli_parse (flags: "1") */
+    const char *value;    /* filled by cli_parse (flags: "1"); the last occurrence */
+    const char *all[64];  /* every occurrence of an option given more than once */
+    int n;
 } cli_opt;
 
 typedef struct cli_cmd {
@@ -44,14 +46,14 @@ int cli_dtype(const cli_cmd *cmd, int *wdtype);
 /* The options of every command that runs the model over a prompt file, for
  * its option table, and their reader (--model and --input are required). */
 #define CLI_RUN_OPTIONS                                                                                        \
-    {"model", "DIR", "Hugging Face model directory", NULL},                                                     \
-    {"input", "FILE", "prompts: JSONL ({\"text\": ...} or {\"tokens\": [...]}, optional \"label\") or plain text, one per line", NULL}, \
-    {"batch", "B", "prompts per forward pass (default 16)", NULL},                                            \
-    {"max-len", "T", "longest prompt allowed, in tokens (default and maximum: n_positions)", NULL},           \
-    {"truncate", NULL, "cut prompts longer than --max-len instead of failing", NULL},                          \
-    {"device", "DEV", "cpu, cuda, cuda:N or auto (default: auto = cuda:0 if this build has CUDA and a GPU is visible)", NULL}, \
-    {"dtype", "T", "float32 (default) or bfloat16 matrix products (weights stored in bf16, fp32 accumulation)", NULL}, \
-    {"tf32", NULL, "allow TF32 tensor-core math for float32 products on GPUs", NULL}
+    {.name = "model", .metavar = "DIR", .help = "Hugging Face model directory"},                                                     \
+    {.name = "input", .metavar = "FILE", .help = "prompts: JSONL ({\"text\": ...} or {\"tokens\": [...]}, optional \"label\") or plain text, one per line"}, \
+    {.name = "batch", .metavar = "B", .help = "prompts per forward pass (default 16)"},                                            \
+    {.name = "max-len", .metavar = "T", .help = "longest prompt allowed, in tokens (default and maximum: n_positions)"},           \
+    {.name = "truncate", .metavar = NULL, .help = "cut prompts longer than --max-len instead of failing"},                          \
+    {.name = "device", .metavar = "DEV", .help = "cpu, cuda, cuda:N or auto (default: auto = cuda:0 if this build has CUDA and a GPU is visible)"}, \
+    {.name = "dtype", .metavar = "T", .help = "float32 (default) or bfloat16 matrix products (weights stored in bf16, fp32 accumulation)"}, \
+    {.name = "tf32", .metavar = NULL, .help = "allow TF32 tensor-core math for float32 products on GPUs"}
 struct ss_run_opts;
 int cli_run_opts(const cli_cmd *cmd, struct ss_run_opts *o);
 

@@ -15,8 +15,8 @@
 /* ---- info ---- */
 
 static cli_opt info_opts[] = {
-    {"model", "DIR", "Hugging Face model directory (config.json, *.safetensors, tokenizer.json)", NULL},
-    {"list-sites", NULL, "print every site name, one per line, and nothing else", NULL},
+    {.name = "model", .metavar = "DIR", .help = "Hugging Face model directory (config.json, *.safetensors, tokenizer.json)"},
+    {.name = "list-sites", .metavar = NULL, .help = "print every site name, one per line, and nothing else"},
     {0},
 };
 
@@ -92,9 +92,9 @@ cli_cmd cmd_info = {
 /* ---- tokenize ---- */
 
 static cli_opt tok_opts[] = {
-    {"model", "DIR", "model (or tokenizer-only) directory with tokenizer.json or vocab.json + merges.txt", NULL},
-    {"text", "TEXT", "text to encode; with --decode, a JSON array of token ids", NULL},
-    {"decode", NULL, "decode ids to text instead of encoding", NULL},
+    {.name = "model", .metavar = "DIR", .help = "model (or tokenizer-only) directory with tokenizer.json or vocab.json + merges.txt"},
+    {.name = "text", .metavar = "TEXT", .help = "text to encode; with --decode, a JSON array of token ids"},
+    {.name = "decode", .metavar = NULL, .help = "decode ids to text instead of encoding"},
     {0},
 };
 
@@ -163,13 +163,13 @@ cli_cmd cmd_tokenize = {
 /* ---- predict ---- */
 
 static cli_opt pred_opts[] = {
-    {"model", "DIR", "Hugging Face model directory", NULL},
-    {"prompt", "TEXT", "the prompt", NULL},
-    {"top", "K", "show the K most likely next tokens (default 10)", NULL},
-    {"generate", "N", "instead, continue the prompt greedily by N tokens (stops at <|endoftext|>)", NULL},
-    {"device", "DEV", "cpu, cuda, cuda:N or auto (default auto)", NULL},
-    {"dtype", "T", "float32 (default) or bfloat16 matrix products (weights stored in bf16, fp32 accumulation)", NULL},
-    {"tf32", NULL, "allow TF32 tensor-core math for float32 products on GPUs", NULL},
+    {.name = "model", .metavar = "DIR", .help = "Hugging Face model directory"},
+    {.name = "prompt", .metavar = "TEXT", .help = "the prompt"},
+    {.name = "top", .metavar = "K", .help = "show the K most likely next tokens (default 10)"},
+    {.name = "generate", .metavar = "N", .help = "instead, continue the prompt greedily by N tokens (stops at <|endoftext|>)"},
+    {.name = "device", .metavar = "DEV", .help = "cpu, cuda, cuda:N or auto (default auto)"},
+    {.name = "dtype", .metavar = "T", .help = "float32 (default) or bfloat16 matrix products (weights stored in bf16, fp32 accumulation)"},
+    {.name = "tf32", .metavar = NULL, .help = "allow TF32 tensor-core math for float32 products on GPUs"},
     {0},
 };
 

@@ -5,15 +5,15 @@
 
 static cli_opt col_opts[] = {
     CLI_RUN_OPTIONS,
-    {"sites", "GLOBS", "sites to collect, e.g. 'blocks.*.mlp.hook_post' (per-token vectors only)", NULL},
-    {"out", "STATS.h5", "output HDF5 file", NULL},
-    {"stats", "LIST", "any of mean,cov,corr,pca:K (default mean,cov; the mean and count are always written)", NULL},
-    {"positions", "SEL", "all (default), last, or FROM:TO (half-open token positions, either side optional)", NULL},
-    {"skip-bos", NULL, "leave out position 0 of every prompt", NULL},
-    {"group-by", "FIELD", "also collect per value of the JSONL field (only 'label')", NULL},
-    {"compress", "LEVEL", "deflate level 0-9 for the output (default 0: dense float64 matrices shrink ~10% at ~3x the time)", NULL},
-    {"checkpoint-every", "N", "write the partial statistics to OUT.h5.ckpt every N prompts", NULL},
-    {"resume", NULL, "continue from OUT.h5.ckpt (refused if the model, data or options differ)", NULL},
+    {.name = "sites", .metavar = "GLOBS", .help = "sites to collect, e.g. 'blocks.*.mlp.hook_post' (per-token vectors only)"},
+    {.name = "out", .metavar = "STATS.h5", .help = "output HDF5 file"},
+    {.name = "stats", .metavar = "LIST", .help = "any of mean,cov,corr,pca:K (default mean,cov; the mean and count are always written)"},
+    {.name = "positions", .metavar = "SEL", .help = "all (default), last, or FROM:TO (half-open token positions, either side optional)"},
+    {.name = "skip-bos", .metavar = NULL, .help = "leave out position 0 of every prompt"},
+    {.name = "group-by", .metavar = "FIELD", .help = "also collect per value of the JSONL field (only 'label')"},
+    {.name = "compress", .metavar = "LEVEL", .help = "deflate level 0-9 for the output (default 0: dense float64 matrices shrink ~10% at ~3x the time)"},
+    {.name = "checkpoint-every", .metavar = "N", .help = "write the partial statistics to OUT.h5.ckpt every N prompts"},
+    {.name = "resume", .metavar = NULL, .help = "continue from OUT.h5.ckpt (refused if the model, data or options differ)"},
     {0},
 };
 

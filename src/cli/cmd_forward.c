@@ -5,10 +5,10 @@
 
 static cli_opt fwd_opts[] = {
     CLI_RUN_OPTIONS,
-    {"out", "OUT.h5", "output HDF5 file (written to OUT.h5.tmp.<pid>, renamed when complete)", NULL},
-    {"sites", "GLOBS", "comma-separated site globs to store, '*' matches anything (e.g. 'blocks.*.mlp.hook_post')", NULL},
-    {"no-logits", NULL, "do not store /logits", NULL},
-    {"compress", "LEVEL", "deflate level 0-9 for the datasets (default 1; 0 = none, fastest)", NULL},
+    {.name = "out", .metavar = "OUT.h5", .help = "output HDF5 file (written to OUT.h5.tmp.<pid>, renamed when complete)"},
+    {.name = "sites", .metavar = "GLOBS", .help = "comma-separated site globs to store, '*' matches anything (e.g. 'blocks.*.mlp.hook_post')"},
+    {.name = "no-logits", .metavar = NULL, .help = "do not store /logits"},
+    {.name = "compress", .metavar = "LEVEL", .help = "deflate level 0-9 for the datasets (default 1; 0 = none, fastest)"},
     {0},
 };
 

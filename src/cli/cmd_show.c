@@ -2,8 +2,8 @@
 #include "subscope/jobs.h"
 
 static cli_opt show_opts[] = {
-    {"file", "OUT.h5", "the HDF5 file written by a subscope command", NULL},
-    {"prompts", "N", "show predictions for at most N prompts (default 8)", NULL},
+    {.name = "file", .metavar = "OUT.h5", .help = "the HDF5 file written by a subscope command"},
+    {.name = "prompts", .metavar = "N", .help = "show predictions for at most N prompts (default 8)"},
     {0},
 };
 
