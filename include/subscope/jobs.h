@@ -3,6 +3,7 @@
 #define SUBSCOPE_JOBS_H
 
 #include <stdint.h>
+#include <stdio.h>
 #include "subscope/error.h"
 #include "subscope/forward.h"
 #include "subscope/model.h"
@@ -84,11 +85,27 @@ typedef struct ss_collect_job {
 
 ss_status ss_job_collect(const ss_collect_job *job);
 
+typedef struct ss_ablate_job {
+    ss_run_opts run;
+    const char *out;
+    const char *const *mask_specs; /* --mask SPEC values */
+    int n_mask_specs;
+    const char *masks_file;       /* --masks FILE (JSONL) */
+    const char *metrics;          /* "loss,acc,keyword,logitdiff,kl" (NULL: "loss,acc,kl") */
+    const char *keywords;         /* file, one word per line, for the keyword metric */
+    const char *stats;            /* collect file with mean and cov for mean / relative-noise masks */
+    const char *command_line;
+    FILE *table;                  /* where to print the summary table (NULL: nowhere) */
+    ss_progress_fn progress;
+    void *progress_ctx;
+} ss_ablate_job;
+
+ss_status ss_job_ablate(const ss_ablate_job *job);
+
 /* Prints a readable summary of a subscope HDF5 file to out: provenance,
  * every dataset with its shape and axis names, and for forward files the
  * model's top next-token guess after each of the first max_prompts prompts
  * and, for MLP neuron sites, the most active neurons. */
-#include <stdio.h>
 ss_status ss_job_show(const char *path, int64_t max_prompts, FILE *out);
 
 #ifdef __cplusplus

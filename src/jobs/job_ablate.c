@@ -1,0 +1,461 @@
+/* `ablate`: rerun the model with masks applied at sites and measure, per
+ * prompt and per label, what changes against the clean run.
+ *
+ * Each batch runs clean once, then once per mask; the clean log-probabilities
+ * of the batch are kept for the KL metric, so memory holds one batch of
+ * logits twice, whatever the number of masks. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "subscope/forward.h"
+#include "subscope/h5out.h"
+#include "subscope/jobs.h"
+#include "subscope/masks.h"
+#include "subscope/util.h"
+
+enum { M_LOSS, M_ACC, M_KEYWORD, M_LOGITDIFF, M_KL, M_COUNT };
+static const char *const metric_names[M_COUNT] = {"loss", "acc", "keyword", "logitdiff", "kl"};
+
+static const char *mode_name(ss_mask_mode m) {
+    switch (m) {
+    case SS_MASK_ZERO: return "zero";
+    case SS_MASK_MEAN: return "mean";
+    case SS_MASK_SCALE: return "scale";
+    case SS_MASK_NOISE: return "noise";
+    case SS_MASK_NEGNOISE: return "negnoise";
+    }
+    return "?";
+}
+
+static ss_status parse_metrics(const char *spec, int *want) {
+    memset(want, 0, M_COUNT * sizeof *want);
+    char *copy = ss_strdup(spec && *spec ? spec : "loss,acc,kl"), *save = NULL;
+    if (!copy) return SS_ERR_NOMEM;
+    ss_status st = SS_OK;
+    for (char *t = strtok_r(copy, ",", &save); t && !st; t = strtok_r(NULL, ",", &save)) {
+        int k = 0;
+        while (k < M_COUNT && strcmp(t, metric_names[k])) k++;
+        if (k == M_COUNT) st = ss_errorf(SS_ERR_ARG, "--metrics: unknown metric '%s' (loss, acc, keyword, logitdiff, kl)", t);
+        else want[k] = 1;
+    }
+    free(copy);
+    return st;
+}
+
+/* Keyword ids: vocabulary entries whose text, without a leading space and
+ * lowercased, equals a line of the keywords file (lowercased). */
+static ss_status read_keywords(const char *path, const ss_tokenizer *tok, int64_t V, uint8_t **out) {
+    if (!tok) return ss_errorf(SS_ERR_ARG, "--keywords needs a model with a tokenizer");
+    char *data;
+    size_t len;
+    SS_TRY(ss_file_read(path, &data, &len));
+    uint8_t *is_kw = ss_calloc((size_t)V, 1, "keyword table");
+    if (!is_kw) { free(data); return SS_ERR_NOMEM; }
+    int64_t n_words = 0, n_ids = 0;
+    for (char *line = data, *next; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = 0;
+        size_t l = strlen(line);
+        while (l && (line[l - 1] == '\r' || line[l - 1] == ' ')) line[--l] = 0;
+        if (!l) continue;
+        n_words++;
+        for (size_t i = 0; i < l; i++) line[i] = (char)(line[i] >= 'A' && line[i] <= 'Z' ? line[i] + 32 : line[i]);
+        for (int32_t id = 0; id < V && id < ss_tokenizer_vocab_size(tok); id++) {
+            char *txt = NULL;
+            size_t tl = 0;
+            if (ss_tokenizer_decode(tok, &id, 1, &txt, &tl) != SS_OK) { ss_error_clear(); continue; }
+            const char *t = txt[0] == ' ' ? txt + 1 : txt;
+            size_t k = strlen(t);
+            int same = k == l;
+            for (size_t i = 0; same && i < k; i++)
+                same = (t[i] >= 'A' && t[i] <= 'Z' ? t[i] + 32 : t[i]) == line[i];
+            if (same && !is_kw[id]) is_kw[id] = 1, n_ids++;
+            free(txt);
+        }
+    }
+    free(data);
+    if (!n_words || !n_ids) {
+        free(is_kw);
+        return ss_errorf(SS_ERR_ARG, "%s: no keyword matches a vocabulary entry (%lld words read)", path, (long long)n_words);
+    }
+    *out = is_kw;
+    return SS_OK;
+}
+
+/* Row-wise log-softmax of rows x V logits into lp (double). */
+static void log_softmax(const float *lg, int64_t rows, int64_t V, double *lp) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float *x = lg + r * V;
+        double mx = -INFINITY, sum = 0;
+        for (int64_t v = 0; v < V; v++) mx = x[v] > mx ? x[v] : mx;
+        for (int64_t v = 0; v < V; v++) sum += exp((double)x[v] - mx);
+        double lz = mx + log(sum);
+        for (int64_t v = 0; v < V; v++) lp[r * V + v] = (double)x[v] - lz;
+    }
+}
+
+typedef struct {
+    const int *want;
+    const uint8_t *is_kw;
+    const int32_t *answer, *wrong; /* per prompt of the batch, -1 if absent */
+} metric_ctx;
+
+/* Metrics of one sequence of n tokens from its log-probabilities (and the
+ * clean ones for KL). Undefined values are NaN. */
+static void prompt_metrics(const metric_ctx *mc, const int32_t *tok, int64_t n, int64_t V, const float *lg,
+                           const double *lp, const double *lp_clean, int32_t answer, int32_t wrong, float *out) {
+    double loss = 0, acc = 0, kw = 0;
+    int64_t nkw = 0;
+    for (int64_t t = 0; t + 1 < n; t++) {
+        const double *row = lp + t * V;
+        int32_t next = tok[t + 1];
+        int64_t best = 0;
+        for (int64_t v = 1; v < V; v++)
+            if (row[v] > row[best]) best = v;
+        loss -= row[next];
+        acc += best == next;
+        if (mc->is_kw && mc->is_kw[next]) kw += best == next, nkw++;
+    }
+    out[M_LOSS] = n > 1 ? (float)(loss / (double)(n - 1)) : NAN;
+    out[M_ACC] = n > 1 ? (float)(acc / (double)(n - 1)) : NAN;
+    out[M_KEYWORD] = nkw ? (float)(kw / (double)nkw) : NAN;
+    out[M_LOGITDIFF] = answer >= 0 && wrong >= 0 ? lg[(n - 1) * V + answer] - lg[(n - 1) * V + wrong] : NAN;
+    double kl = 0;
+    if (lp_clean)
+        for (int64_t t = 0; t < n; t++)
+            for (int64_t v = 0; v < V; v++) {
+                double pc = exp(lp_clean[t * V + v]);
+                if (pc > 0) kl += pc * (lp_clean[t * V + v] - lp[t * V + v]);
+            }
+    out[M_KL] = lp_clean ? (float)(kl / (double)n) : 0.f;
+}
+
+typedef struct {
+    const ss_mask *mask;
+    const ss_mask_stats *stats;    /* by site id */
+    const int64_t *prompt_index;
+} mask_hook_ctx;
+
+static ss_status mask_hook(void *vctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
+                           const int64_t *pattern_off) {
+    const mask_hook_ctx *c = vctx;
+    return ss_mask_apply(c->mask, s, data, ld, pk, c->prompt_index, &c->stats[s->id]);
+}
+
+/* Per-unit mean and standard deviation at the sites the masks need them,
+ * from a collect file or, without one, from a pass over the input. */
+typedef struct {
+    double **mean, **std;          /* by site id */
+    double **m2;                   /* pass over the input: sums of squares */
+    int64_t *count;
+} unit_stats;
+
+static ss_status stats_pass_hook(void *vctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
+                                 const int64_t *pattern_off) {
+    unit_stats *u = vctx;
+    double *mean = u->mean[s->id], *m2 = u->m2[s->id];
+    for (int64_t r = 0; r < pk->rows; r++) {
+        int64_t n = ++u->count[s->id];
+        for (int64_t i = 0; i < s->width; i++) { /* Welford, per unit */
+            double x = data[r * ld + i], dlt = x - mean[i];
+            mean[i] += dlt / (double)n;
+            m2[i] += dlt * (x - mean[i]);
+        }
+    }
+    return SS_OK;
+}
+
+static ss_status load_unit_stats(const char *path, const ss_config *cfg, const uint8_t *need, unit_stats *u) {
+    ss_h5_reader *r;
+    SS_TRY(ss_h5_open_read(path, &r));
+    ss_status st = SS_OK;
+    for (int i = 0; i < ss_sites_count(cfg) && !st; i++) {
+        if (!need[i]) continue;
+        ss_site s;
+        ss_site_get(cfg, i, &s);
+        char p[256];
+        size_t n;
+        snprintf(p, sizeof p, "/stats/%s/mean", s.name);
+        if ((st = ss_h5_read_f64(r, p, &u->mean[i], &n, NULL))) break;
+        if (n != (size_t)s.width) { st = ss_errorf(SS_ERR_FORMAT, "%s: %s has %zu values, the site has %lld", path, p, n, (long long)s.width); break; }
+        snprintf(p, sizeof p, "/stats/%s/cov", s.name);
+        double *cov = NULL;
+        if (!ss_h5_exists(r, p)) { st = ss_errorf(SS_ERR_FORMAT, "%s has no %s (collect it with --stats mean,cov)", path, p); break; }
+        if ((st = ss_h5_read_f64(r, p, &cov, &n, NULL))) break;
+        if (!(u->std[i] = ss_malloc((size_t)s.width * sizeof(double), "unit std"))) { free(cov); st = SS_ERR_NOMEM; break; }
+        for (int64_t k = 0; k < s.width; k++) u->std[i][k] = sqrt(cov[k * s.width + k] > 0 ? cov[k * s.width + k] : 0);
+        free(cov);
+    }
+    ss_h5_close_read(r);
+    return st;
+}
+
+static ss_status write_metrics(ss_h5 *h, const char *group, const int *want, float *const *vals, int64_t N, int clean) {
+    char p[512];
+    const char *dn[1] = {"prompt"};
+    for (int k = 0; k < M_COUNT; k++) {
+        if (!want[k] || (clean && k == M_KL)) continue; /* KL of clean to itself is 0 by definition */
+        snprintf(p, sizeof p, "%s/%s", group, metric_names[k]);
+        SS_TRY(ss_h5_write_array(h, p, SS_H5_F32, 1, &N, dn, vals[k]));
+    }
+    return SS_OK;
+}
+
+/* Mean of the non-NaN values of v over prompts with group g (g < 0: all). */
+static double mean_over(const float *v, const int *group, int g, int64_t N) {
+    double s = 0;
+    int64_t n = 0;
+    for (int64_t i = 0; i < N; i++)
+        if ((g < 0 || group[i] == g) && !isnan(v[i])) s += v[i], n++;
+    return n ? s / (double)n : NAN;
+}
+
+ss_status ss_job_ablate(const ss_ablate_job *job) {
+    ss_run run;
+    ss_mask *masks = NULL;
+    int n_masks = 0;
+    int want[M_COUNT];
+    uint8_t *is_kw = NULL, *need_stats = NULL, *touched = NULL;
+    unit_stats us = {0};
+    ss_mask_stats *mstats = NULL;
+    float *vals[1 + 512][M_COUNT];
+    float *lg_clean = NULL, *lg = NULL;
+    double *lp_clean = NULL, *lp = NULL;
+    int32_t *answer = NULL, *wrong = NULL;
+    int *group = NULL;
+    char **labels = NULL;
+    int n_labels = 0;
+    int64_t *prompt_index = NULL;
+    ss_h5 *h = NULL;
+    ss_status st;
+    memset(vals, 0, sizeof vals);
+
+    if ((st = parse_metrics(job->metrics, want))) return st;
+    if (want[M_KEYWORD] && !job->keywords) return ss_errorf(SS_ERR_ARG, "--metrics keyword needs --keywords FILE");
+    if ((st = ss_run_open(&job->run, &run))) return st;
+    const ss_config *cfg = &run.m->cfg;
+    const int64_t N = run.p->n, V = cfg->vocab_size, B = run.B;
+    int ns = ss_sites_count(cfg);
+
+    /* Masks: from the command line, then the file. */
+    if (job->masks_file && (st = ss_masks_read_jsonl(cfg, job->masks_file, &masks, &n_masks))) goto out;
+    if (job->n_mask_specs) {
+        ss_mask *grown = ss_realloc(masks, (size_t)(n_masks + job->n_mask_specs) * sizeof *masks, "masks");
+        if (!grown) { st = SS_ERR_NOMEM; goto out; }
+        masks = grown;
+        for (int i = 0; i < job->n_mask_specs; i++) {
+            if ((st = ss_mask_parse_spec(cfg, job->mask_specs[i], &masks[n_masks]))) goto out;
+            n_masks++;
+        }
+    }
+    if (!n_masks) { st = ss_errorf(SS_ERR_ARG, "no masks: give --mask SPEC or --masks FILE"); goto out; }
+    if (n_masks > 512) { st = ss_errorf(SS_ERR_ARG, "%d masks: at most 512 per run", n_masks); goto out; }
+    for (int i = 0; i < n_masks; i++) {
+        if (strchr(masks[i].name, '/')) { st = ss_errorf(SS_ERR_ARG, "mask name '%s' contains '/'", masks[i].name); goto out; }
+        for (int j = 0; j < i; j++)
+            if (!strcmp(masks[i].name, masks[j].name)) { st = ss_errorf(SS_ERR_ARG, "two masks are named '%s'", masks[i].name); goto out; }
+    }
+
+    /* Which sites need per-unit statistics, and which each mask touches. */
+    need_stats = ss_calloc((size_t)ns, 1, "sites");
+    touched = ss_calloc((size_t)(ns * n_masks), 1, "sites");
+    us.mean = ss_calloc((size_t)ns, sizeof *us.mean, "unit stats");
+    us.std = ss_calloc((size_t)ns, sizeof *us.std, "unit stats");
+    mstats = ss_calloc((size_t)ns, sizeof *mstats, "unit stats");
+    if (!need_stats || !touched || !us.mean || !us.std || !mstats) { st = SS_ERR_NOMEM; goto out; }
+    int any_stats = 0;
+    for (int k = 0; k < n_masks; k++)
+        for (int i = 0; i < ns; i++) {
+            if (!ss_mask_touches(&masks[k], i)) continue;
+            touched[k * ns + i] = 1;
+            if (masks[k].mode == SS_MASK_MEAN || ((masks[k].mode == SS_MASK_NOISE || masks[k].mode == SS_MASK_NEGNOISE) && masks[k].sigma_relative))
+                need_stats[i] = 1, any_stats = 1;
+        }
+
+    /* Per-prompt answers, labels. */
+    answer = ss_malloc((size_t)N * sizeof *answer, "answers");
+    wrong = ss_malloc((size_t)N * sizeof *wrong, "answers");
+    group = ss_calloc((size_t)N, sizeof *group, "labels");
+    labels = ss_calloc((size_t)N + 1, sizeof *labels, "labels");
+    prompt_index = ss_malloc((size_t)B * sizeof *prompt_index, "prompt index");
+    if (!answer || !wrong || !group || !labels || !prompt_index) { st = SS_ERR_NOMEM; goto out; }
+    for (int64_t i = 0; i < N; i++) {
+        const ss_prompt *it = &run.p->items[i];
+        answer[i] = wrong[i] = -1;
+        const char *aw[2] = {it->answer, it->wrong};
+        int32_t *dst[2] = {&answer[i], &wrong[i]};
+        for (int w = 0; w < 2 && want[M_LOGITDIFF]; w++) {
+            if (!aw[w]) { st = ss_errorf(SS_ERR_FORMAT, "%s:%lld: --metrics logitdiff needs \"answer\" and \"wrong\"", run.p->path, (long long)it->line); goto out; }
+            if (!run.m->tok) { st = ss_errorf(SS_ERR_ARG, "logitdiff needs a model with a tokenizer"); goto out; }
+            int32_t *ids;
+            size_t n;
+            if ((st = ss_tokenizer_encode(run.m->tok, aw[w], strlen(aw[w]), &ids, &n))) goto out;
+            if (n == 0) { free(ids); st = ss_errorf(SS_ERR_FORMAT, "%s:%lld: empty answer", run.p->path, (long long)it->line); goto out; }
+            *dst[w] = ids[0]; /* the answer's first token decides, as in logit-difference studies */
+            free(ids);
+        }
+        group[i] = -1;
+        if (it->label) {
+            int g = 0;
+            while (g < n_labels && strcmp(labels[g], it->label)) g++;
+            if (g == n_labels) {
+                if (strchr(it->label, '/')) { st = ss_errorf(SS_ERR_FORMAT, "%s:%lld: label contains '/'", run.p->path, (long long)it->line); goto out; }
+                labels[n_labels++] = it->label;
+            }
+            group[i] = g;
+        }
+    }
+    if (want[M_KEYWORD] && (st = read_keywords(job->keywords, run.m->tok, V, &is_kw))) goto out;
+    if ((st = ss_run_place(&run, &job->run))) goto out;
+
+    /* Per-unit statistics for mean / relative-noise masks. */
+    if (any_stats) {
+        if (job->stats) {
+            if ((st = load_unit_stats(job->stats, cfg, need_stats, &us))) goto out;
+        } else {
+            us.m2 = ss_calloc((size_t)ns, sizeof *us.m2, "unit stats");
+            us.count = ss_calloc((size_t)ns, sizeof *us.count, "unit stats");
+            if (!us.m2 || !us.count) { st = SS_ERR_NOMEM; goto out; }
+            for (int i = 0; i < ns; i++) {
+                if (!need_stats[i]) continue;
+                ss_site s;
+                ss_site_get(cfg, i, &s);
+                us.mean[i] = ss_calloc((size_t)s.width, sizeof(double), "unit mean");
+                us.m2[i] = ss_calloc((size_t)s.width, sizeof(double), "unit variance");
+                us.std[i] = ss_calloc((size_t)s.width, sizeof(double), "unit std");
+                if (!us.mean[i] || !us.m2[i] || !us.std[i]) { st = SS_ERR_NOMEM; goto out; }
+            }
+            ss_forward_opts so = {.want = need_stats, .hook = stats_pass_hook, .hook_ctx = &us, .read_only = 1};
+            for (int64_t b0 = 0; b0 < N; b0 += B) {
+                ss_packing pk;
+                ss_run_pack(&run, b0, N - b0 < B ? N - b0 : B, &pk);
+                if ((st = ss_forward(run.m, run.be, run.packed, &pk, &so, NULL))) goto out;
+            }
+            for (int i = 0; i < ns; i++) {
+                if (!need_stats[i]) continue;
+                ss_site s;
+                ss_site_get(cfg, i, &s);
+                for (int64_t k = 0; k < s.width; k++)
+                    us.std[i][k] = us.count[i] > 1 ? sqrt(us.m2[i][k] / (double)(us.count[i] - 1)) : 0;
+            }
+        }
+        for (int i = 0; i < ns; i++) mstats[i] = (ss_mask_stats){us.mean[i], us.std[i]};
+    }
+
+    /* The runs: per batch, clean then every mask. */
+    for (int k = 0; k <= n_masks; k++)
+        for (int mt = 0; mt < M_COUNT; mt++)
+            if (want[mt] && !(vals[k][mt] = ss_malloc((size_t)N * sizeof(float), "metrics"))) { st = SS_ERR_NOMEM; goto out; }
+    size_t rows_max = (size_t)(B * run.T);
+    lp_clean = ss_malloc(rows_max * (size_t)V * sizeof(double), "clean log-probabilities");
+    lp = ss_malloc(rows_max * (size_t)V * sizeof(double), "log-probabilities");
+    if (!lp_clean || !lp) { st = SS_ERR_NOMEM; goto out; }
+    metric_ctx mc = {want, is_kw, answer, wrong};
+    if (job->progress) job->progress(job->progress_ctx, 0, N * (n_masks + 1));
+    for (int64_t b0 = 0; b0 < N; b0 += B) {
+        int64_t nb = N - b0 < B ? N - b0 : B;
+        ss_packing pk;
+        ss_run_pack(&run, b0, nb, &pk);
+        for (int64_t q = 0; q < nb; q++) prompt_index[q] = b0 + q;
+        for (int k = 0; k <= n_masks; k++) {
+            mask_hook_ctx hc = {k ? &masks[k - 1] : NULL, mstats, prompt_index};
+            ss_forward_opts fo = {.want = k ? touched + (k - 1) * ns : NULL, .hook = k ? mask_hook : NULL,
+                                  .hook_ctx = &hc, .logits = SS_LOGITS_ALL};
+            float **dstlg = k ? &lg : &lg_clean;
+            free(*dstlg);
+            *dstlg = NULL;
+            if ((st = ss_forward(run.m, run.be, run.packed, &pk, &fo, dstlg))) {
+                if (k) ss_error_context(st, "mask '%s'", masks[k - 1].name);
+                goto out;
+            }
+            double *lpk = k ? lp : lp_clean;
+            log_softmax(*dstlg, pk.rows, V, lpk);
+            for (int64_t q = 0; q < nb; q++) {
+                int64_t r0 = pk.start[q], gi = b0 + q;
+                float out[M_COUNT];
+                prompt_metrics(&mc, run.packed + r0, pk.len[q], V, *dstlg + r0 * V, lpk + r0 * V,
+                               k ? lp_clean + r0 * V : NULL, answer[gi], wrong[gi], out);
+                for (int mt = 0; mt < M_COUNT; mt++)
+                    if (want[mt]) vals[k][mt][gi] = out[mt];
+            }
+            if (job->progress) job->progress(job->progress_ctx, b0 * (n_masks + 1) + (k + 1) * nb, N * (n_masks + 1));
+        }
+    }
+
+    /* The file. */
+    if ((st = ss_h5_create(job->out, &h))) goto out;
+    if ((st = ss_write_provenance(h, run.m, job->command_line, run.be))) goto out;
+    if ((st = ss_h5_attr_str(h, "/", "input_path", job->run.input)) || (st = ss_h5_attr_i64(h, "/", "n_prompts", N)) ||
+        (st = ss_h5_attr_i64(h, "/", "n_masks", n_masks)))
+        goto out;
+    if ((st = write_metrics(h, "/clean", want, vals[0], N, 1))) goto out;
+    for (int k = 0; k < n_masks; k++) {
+        char g[160];
+        snprintf(g, sizeof g, "/ablate/%s", masks[k].name);
+        if ((st = write_metrics(h, g, want, vals[k + 1], N, 0))) goto out;
+        if ((st = ss_h5_attr_str(h, g, "mode", mode_name(masks[k].mode)))) goto out;
+    }
+    for (int g = 0; g < n_labels; g++)
+        for (int k = 0; k <= n_masks; k++)
+            for (int mt = 0; mt < M_COUNT; mt++) {
+                if (!want[mt] || (!k && mt == M_KL)) continue;
+                char p[512];
+                if (k) snprintf(p, sizeof p, "/by_label/%s/ablate/%s/%s", labels[g], masks[k - 1].name, metric_names[mt]);
+                else snprintf(p, sizeof p, "/by_label/%s/clean/%s", labels[g], metric_names[mt]);
+                double v = mean_over(vals[k][mt], group, g, N);
+                if ((st = ss_h5_write_array(h, p, SS_H5_F64, 0, NULL, NULL, &v))) goto out;
+            }
+    if ((st = ss_h5_commit(h))) { h = NULL; goto out; }
+    h = NULL;
+
+    /* The table: each mask's change from clean, overall and per label. */
+    if (job->table) {
+        FILE *t = job->table;
+        fprintf(t, "\nchange from clean (mean over prompts; clean value in the first row)\n%-32s %-10s", "mask", "label");
+        for (int mt = 0; mt < M_COUNT; mt++)
+            if (want[mt]) fprintf(t, " %10s", metric_names[mt]);
+        fputc('\n', t);
+        for (int k = 0; k <= n_masks; k++)
+            for (int g = -1; g < n_labels; g++) {
+                fprintf(t, "%-32.32s %-10.10s", k ? masks[k - 1].name : "(clean)", g < 0 ? "all" : labels[g]);
+                for (int mt = 0; mt < M_COUNT; mt++) {
+                    if (!want[mt]) continue;
+                    double v = mean_over(vals[k][mt], group, g, N);
+                    if (k) v -= mean_over(vals[0][mt], group, g, N);
+                    fprintf(t, k ? " %+10.4f" : " %10.4f", v);
+                }
+                fputc('\n', t);
+            }
+    }
+out:
+    if (h) ss_h5_abort(h);
+    for (int k = 0; k <= 512; k++)
+        for (int mt = 0; mt < M_COUNT; mt++) free(vals[k][mt]);
+    for (int i = 0; i < ns; i++) {
+        if (us.mean) free(us.mean[i]);
+        if (us.std) free(us.std[i]);
+        if (us.m2) free(us.m2[i]);
+    }
+    free(us.mean);
+    free(us.std);
+    free(us.m2);
+    free(us.count);
+    free(mstats);
+    free(need_stats);
+    free(touched);
+    free(is_kw);
+    free(lg);
+    free(lg_clean);
+    free(lp);
+    free(lp_clean);
+    free(answer);
+    free(wrong);
+    free(group);
+    free(labels);
+    free(prompt_index);
+    ss_masks_free(masks, n_masks);
+    ss_run_close(&run);
+    return st;
+}
