@@ -31,6 +31,11 @@ echo "\$ subscope collect --model $MODEL --input data/demo_prompts.jsonl --sites
 $SS collect --model $MODEL --input data/demo_prompts.jsonl --sites 'blocks.*.mlp.hook_post' --stats mean,cov,corr,pca:8 --out out/stats.h5
 $SS show --file out/stats.h5 | sed -n '/principal components/,$p'
 
+say "a mask sweep (ablate): each mode at several intensities on block 2's MLP, and one head"
+echo "\$ subscope ablate --model $MODEL --input tests/data/ablate/prompts.jsonl --masks data/demo_masks.jsonl --metrics loss,acc,keyword,logitdiff,kl --keywords data/demo_keywords.txt --out out/ablate.h5"
+$SS ablate --model $MODEL --input tests/data/ablate/prompts.jsonl --masks data/demo_masks.jsonl \
+    --metrics loss,acc,keyword,logitdiff,kl --keywords data/demo_keywords.txt --out out/ablate.h5 | grep -E '^(change|mask|\(clean\)|[a-z0-9_.]+ +all)'
+
 cat <<EOT
 
 The file is at $OUT ($(du -h $OUT | cut -f1)). Open it with h5py:

@@ -45,6 +45,15 @@ expect_ok "noise and relative negnoise: batch 1 equals batch 8" "$H5CMP" --quiet
 kl=$(vals /ablate/n/kl "$TMP/n1.h5")
 [ -n "$kl" ] && [ "$(printf '%s' "$kl" | tr -d '0,')" != "" ] && pass "noise changes the output (KL > 0)" || fail "noise changes the output" "$kl"
 
+# keyword accuracy: only positions whose target is a keyword count; none -> NaN.
+printf 'green\nWHITE\n' >"$TMP/kw.txt"
+"$SUBSCOPE" ablate --model $M --input $P --mask 'blocks.2.mlp.hook_post[0-99]' --metrics keyword --keywords "$TMP/kw.txt" --out "$TMP/k.h5" >/dev/null 2>&1
+kw=$(vals /clean/keyword "$TMP/k.h5")
+# prompt 6 ("The sky is blue. Grass is green. Snow is") has "green" as a target; prompts without one are NaN.
+case "$kw" in nan,nan,nan,nan,nan,[01]*,nan,nan) pass "keyword metric: defined only where a keyword is the target ($kw)" ;;
+    *) fail "keyword metric" "$kw" ;; esac
+expect_fail "--keywords that match nothing" "no keyword matches" "$SUBSCOPE" ablate --model $M --input $P --mask 'blocks.2.mlp.hook_post[1]' --metrics keyword --keywords "$P" --out "$TMP/x.h5"
+
 # Invalid masks.
 expect_fail "unknown site" "unknown site" "$SUBSCOPE" ablate --model $M --input $P --out "$TMP/x.h5" --mask 'blocks.9.mlp.hook_post[1]'
 expect_fail "unit out of range" "512" "$SUBSCOPE" ablate --model $M --input $P --out "$TMP/x.h5" --mask 'blocks.1.mlp.hook_post[512]'
