@@ -1,9 +1,9 @@
 /* `ablate`: rerun the model with masks applied at sites and measure, per
  * prompt and per label, what changes against the clean run.
  *
- * Each batch runs clean once, then once per mask; the clean log-probabilities
- * of the batch are kept for the KL metric, so memory holds one batch of
- * logits twice, whatever the number of masks. */
+ * Each batch runs clean once, then once per mask; the clean logits of the
+ * batch are kept for the KL metric, so memory holds one batch of logits
+ * twice, whatever the number of masks. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,15 +84,15 @@ static ss_status read_keywords(const char *path, const ss_tokenizer *tok, int64_
     return SS_OK;
 }
 
-/* Row-wise log-softmax of rows x V logits into lp (double). */
-static void log_softmax(const float *lg, int64_t rows, int64_t V, double *lp) {
+/* Log-partition log(sum_v exp(x_v)) of each of rows x V logits: the
+ * log-probabilities are then x_v - lz[row], without a rows x V copy. */
+static void log_partition(const float *lg, int64_t rows, int64_t V, double *lz) {
     for (int64_t r = 0; r < rows; r++) {
         const float *x = lg + r * V;
         double mx = -INFINITY, sum = 0;
         for (int64_t v = 0; v < V; v++) mx = x[v] > mx ? x[v] : mx;
         for (int64_t v = 0; v < V; v++) sum += exp((double)x[v] - mx);
-        double lz = mx + log(sum);
-        for (int64_t v = 0; v < V; v++) lp[r * V + v] = (double)x[v] - lz;
+        lz[r] = mx + log(sum);
     }
 }
 
@@ -102,19 +102,20 @@ typedef struct {
     const int32_t *answer, *wrong; /* per prompt of the batch, -1 if absent */
 } metric_ctx;
 
-/* Metrics of one sequence of n tokens from its log-probabilities (and the
- * clean ones for KL). Undefined values are NaN. */
+/* Metrics of one sequence of n tokens from its logits and log-partitions
+ * (and the clean ones, for KL). Undefined values are NaN. */
 static void prompt_metrics(const metric_ctx *mc, const int32_t *tok, int64_t n, int64_t V, const float *lg,
-                           const double *lp, const double *lp_clean, int32_t answer, int32_t wrong, float *out) {
+                           const double *lz, const float *lg_clean, const double *lz_clean, int32_t answer,
+                           int32_t wrong, float *out) {
     double loss = 0, acc = 0, kw = 0;
     int64_t nkw = 0;
     for (int64_t t = 0; t + 1 < n; t++) {
-        const double *row = lp + t * V;
+        const float *row = lg + t * V;
         int32_t next = tok[t + 1];
         int64_t best = 0;
         for (int64_t v = 1; v < V; v++)
             if (row[v] > row[best]) best = v;
-        loss -= row[next];
+        loss += lz[t] - row[next];
         acc += best == next;
         if (mc->is_kw && mc->is_kw[next]) kw += best == next, nkw++;
     }
@@ -123,13 +124,13 @@ static void prompt_metrics(const metric_ctx *mc, const int32_t *tok, int64_t n, 
     out[M_KEYWORD] = nkw ? (float)(kw / (double)nkw) : NAN;
     out[M_LOGITDIFF] = answer >= 0 && wrong >= 0 ? lg[(n - 1) * V + answer] - lg[(n - 1) * V + wrong] : NAN;
     double kl = 0;
-    if (lp_clean)
+    if (lg_clean)
         for (int64_t t = 0; t < n; t++)
             for (int64_t v = 0; v < V; v++) {
-                double pc = exp(lp_clean[t * V + v]);
-                if (pc > 0) kl += pc * (lp_clean[t * V + v] - lp[t * V + v]);
+                double lpc = lg_clean[t * V + v] - lz_clean[t], lp = lg[t * V + v] - lz[t];
+                kl += exp(lpc) * (lpc - lp);
             }
-    out[M_KL] = lp_clean ? (float)(kl / (double)n) : 0.f;
+    out[M_KL] = lg_clean ? (float)(kl / (double)n) : 0.f;
 }
 
 typedef struct {
@@ -222,7 +223,7 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
     ss_mask_stats *mstats = NULL;
     float *vals[1 + 512][M_COUNT];
     float *lg_clean = NULL, *lg = NULL;
-    double *lp_clean = NULL, *lp = NULL;
+    double *lz_clean = NULL, *lz = NULL;
     int32_t *answer = NULL, *wrong = NULL;
     int *group = NULL;
     char **labels = NULL;
@@ -349,9 +350,9 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
         for (int mt = 0; mt < M_COUNT; mt++)
             if (want[mt] && !(vals[k][mt] = ss_malloc((size_t)N * sizeof(float), "metrics"))) { st = SS_ERR_NOMEM; goto out; }
     size_t rows_max = (size_t)(B * run.T);
-    lp_clean = ss_malloc(rows_max * (size_t)V * sizeof(double), "clean log-probabilities");
-    lp = ss_malloc(rows_max * (size_t)V * sizeof(double), "log-probabilities");
-    if (!lp_clean || !lp) { st = SS_ERR_NOMEM; goto out; }
+    lz_clean = ss_malloc(rows_max * sizeof(double), "log-partitions");
+    lz = ss_malloc(rows_max * sizeof(double), "log-partitions");
+    if (!lz_clean || !lz) { st = SS_ERR_NOMEM; goto out; }
     metric_ctx mc = {want, is_kw, answer, wrong};
     if (job->progress) job->progress(job->progress_ctx, 0, N * (n_masks + 1));
     for (int64_t b0 = 0; b0 < N; b0 += B) {
@@ -370,13 +371,13 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
                 if (k) ss_error_context(st, "mask '%s'", masks[k - 1].name);
                 goto out;
             }
-            double *lpk = k ? lp : lp_clean;
-            log_softmax(*dstlg, pk.rows, V, lpk);
+            double *lzk = k ? lz : lz_clean;
+            log_partition(*dstlg, pk.rows, V, lzk);
             for (int64_t q = 0; q < nb; q++) {
                 int64_t r0 = pk.start[q], gi = b0 + q;
                 float out[M_COUNT];
-                prompt_metrics(&mc, run.packed + r0, pk.len[q], V, *dstlg + r0 * V, lpk + r0 * V,
-                               k ? lp_clean + r0 * V : NULL, answer[gi], wrong[gi], out);
+                prompt_metrics(&mc, run.packed + r0, pk.len[q], V, *dstlg + r0 * V, lzk + r0,
+                               k ? lg_clean + r0 * V : NULL, k ? lz_clean + r0 : NULL, answer[gi], wrong[gi], out);
                 for (int mt = 0; mt < M_COUNT; mt++)
                     if (want[mt]) vals[k][mt][gi] = out[mt];
             }
@@ -448,8 +449,8 @@ out:
     free(is_kw);
     free(lg);
     free(lg_clean);
-    free(lp);
-    free(lp_clean);
+    free(lz);
+    free(lz_clean);
     free(answer);
     free(wrong);
     free(group);
