@@ -14,7 +14,10 @@
 extern "C" {
 #endif
 
-typedef enum ss_mask_mode { SS_MASK_ZERO, SS_MASK_MEAN, SS_MASK_SCALE, SS_MASK_NOISE, SS_MASK_NEGNOISE } ss_mask_mode;
+typedef enum ss_mask_mode {
+    SS_MASK_ZERO, SS_MASK_MEAN, SS_MASK_SCALE, SS_MASK_NOISE, SS_MASK_NEGNOISE,
+    SS_MASK_RESAMPLE /* the value another prompt of the input has at the same unit (see ss_mask_resample_source) */
+} ss_mask_mode;
 
 typedef struct ss_mask_target {      /* one site of a mask */
     int site_id;                     /* ss_site id (per-token sites only; hook_pattern refused) */
@@ -66,7 +69,21 @@ void ss_masks_free(ss_mask *m, int n);    /* frees the insides and the array */
 
 /* Per-unit statistics a mode may need (MEAN: mean; relative NOISE: std); NULL where not needed.
  * Both are indexed by unit of the site being masked (site->width values). */
-typedef struct ss_mask_stats { const double *mean; const double *std; } ss_mask_stats;
+typedef struct ss_mask_stats {
+    const double *mean;
+    const double *std;
+    /* RESAMPLE: the clean row (site->width floats) that replaces prompt
+     * `prompt`'s row at `pos`, or NULL if there is none. */
+    const float *(*source_row)(void *ctx, const ss_site *site, int64_t prompt, int64_t pos);
+    void *source_ctx;
+} ss_mask_stats;
+
+/* RESAMPLE's choice of donor for prompt i of n (n >= 2): another prompt,
+ * drawn from the mask's seed, never i itself: (i + 1 + r) mod n with
+ * r = mix(seed, i) mod (n - 1) (splitmix64; the header's noise uses the same
+ * mixer). The donor's row at the same position is used, or its last row when
+ * it is shorter. */
+int64_t ss_mask_resample_source(uint64_t seed, int64_t i, int64_t n);
 
 /* What the mask needs from ss_mask_stats at its sites (either pointer may be NULL). */
 void ss_mask_needs_stats(const ss_mask *m, int *need_mean, int *need_std);

@@ -40,11 +40,11 @@ static int run_ablate(cli_cmd *cmd) {
 }
 
 cli_cmd cmd_ablate = {
-    "ablate", "rerun the model with units masked (zero, mean, scale, noise, negnoise) and measure what changes",
+    "ablate", "rerun the model with units masked (zero, mean, scale, resample, noise, negnoise) and measure what changes",
     "subscope ablate --model DIR --input FILE (--mask SPEC ... | --masks FILE) --out OUT.h5\n"
     "                       [--metrics loss,acc,keyword,logitdiff,kl] [--keywords FILE] [--stats STATS.h5]",
     "Modes (JSONL \"mode\"): zero; mean (unit means from --stats, else from the input); scale (\"factor\"\n"
-    "in [0,1]); noise (Gaussian, \"sigma\", \"relative\": true for sigma in units of each unit's std);\n"
+    "in [0,1]); resample (the clean value of another prompt of the input, drawn with \"seed\"); noise (Gaussian, \"sigma\", \"relative\": true for sigma in units of each unit's std);\n"
     "negnoise (noise that only moves a value toward zero). Noise is seeded (\"seed\") and does not\n"
     "depend on batching. Metrics are per prompt; the table shows each mask's change from clean,\n"
     "overall and per \"label\". Layout: docs/FORMAT.md.\n\n"

@@ -18,17 +18,6 @@
 enum { M_LOSS, M_ACC, M_KEYWORD, M_LOGITDIFF, M_KL, M_COUNT };
 static const char *const metric_names[M_COUNT] = {"loss", "acc", "keyword", "logitdiff", "kl"};
 
-static const char *mode_name(ss_mask_mode m) {
-    switch (m) {
-    case SS_MASK_ZERO: return "zero";
-    case SS_MASK_MEAN: return "mean";
-    case SS_MASK_SCALE: return "scale";
-    case SS_MASK_NOISE: return "noise";
-    case SS_MASK_NEGNOISE: return "negnoise";
-    }
-    return "?";
-}
-
 static ss_status parse_metrics(const char *spec, int *want) {
     memset(want, 0, M_COUNT * sizeof *want);
     char *copy = ss_strdup(spec && *spec ? spec : "loss,acc,kl"), *save = NULL;
@@ -168,6 +157,32 @@ static ss_status stats_pass_hook(void *vctx, const ss_site *s, float *data, int6
     return SS_OK;
 }
 
+/* Clean activations of every prompt at the sites resample masks use: the donors. */
+typedef struct {
+    float **rows;                  /* by site id: [N, T, width], or NULL */
+    const int64_t *len;            /* prompt lengths */
+    int64_t N, T, b0;              /* b0: first prompt of the batch being captured */
+    const ss_mask *mask;           /* the mask being run: its seed picks the donors */
+} donor_store;
+
+static ss_status donor_hook(void *vctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
+                            const int64_t *pattern_off) {
+    donor_store *d = vctx;
+    for (int64_t q = 0; q < pk->n_seq; q++)
+        for (int64_t t = 0; t < pk->len[q]; t++)
+            memcpy(d->rows[s->id] + ((d->b0 + q) * d->T + t) * s->width, data + (pk->start[q] + t) * ld,
+                   (size_t)s->width * sizeof(float));
+    return SS_OK;
+}
+
+static const float *donor_row(void *vctx, const ss_site *s, int64_t prompt, int64_t pos) {
+    const donor_store *d = vctx;
+    int64_t j = ss_mask_resample_source(d->mask->seed, prompt, d->N);
+    if (j < 0 || !d->rows[s->id]) return NULL;
+    int64_t t = pos < d->len[j] ? pos : d->len[j] - 1;
+    return d->rows[s->id] + (j * d->T + t) * s->width;
+}
+
 static ss_status load_unit_stats(const char *path, const ss_config *cfg, const uint8_t *need, unit_stats *u) {
     ss_h5_reader *r;
     SS_TRY(ss_h5_open_read(path, &r));
@@ -228,7 +243,8 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
     int *group = NULL;
     char **labels = NULL;
     int n_labels = 0;
-    int64_t *prompt_index = NULL;
+    int64_t *prompt_index = NULL, *lens = NULL;
+    donor_store donors = {0};
     ss_h5 *h = NULL;
     ss_status st;
     memset(vals, 0, sizeof vals);
@@ -266,11 +282,21 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
     us.std = ss_calloc((size_t)ns, sizeof *us.std, "unit stats");
     mstats = ss_calloc((size_t)ns, sizeof *mstats, "unit stats");
     if (!need_stats || !touched || !us.mean || !us.std || !mstats) { st = SS_ERR_NOMEM; goto out; }
-    int any_stats = 0;
+    int any_stats = 0, any_resample = 0;
+    if (!(donors.rows = ss_calloc((size_t)ns, sizeof *donors.rows, "donor rows"))) { st = SS_ERR_NOMEM; goto out; }
     for (int k = 0; k < n_masks; k++)
         for (int i = 0; i < ns; i++) {
             if (!ss_mask_touches(&masks[k], i)) continue;
             touched[k * ns + i] = 1;
+            if (masks[k].mode == SS_MASK_RESAMPLE && !donors.rows[i]) {
+                ss_site s;
+                ss_site_get(cfg, i, &s);
+                size_t n;
+                if (!ss_mul_ok((size_t)(N * run.T), (size_t)s.width, &n) ||
+                    !(donors.rows[i] = ss_malloc(n * sizeof(float), "resample donors")))
+                    { st = ss_error_context(SS_ERR_NOMEM, "keeping every prompt's %s for resampling", s.name); goto out; }
+                any_resample = 1;
+            }
             if (masks[k].mode == SS_MASK_MEAN || ((masks[k].mode == SS_MASK_NOISE || masks[k].mode == SS_MASK_NEGNOISE) && masks[k].sigma_relative))
                 need_stats[i] = 1, any_stats = 1;
         }
@@ -342,7 +368,28 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
                     us.std[i][k] = us.count[i] > 1 ? sqrt(us.m2[i][k] / (double)(us.count[i] - 1)) : 0;
             }
         }
-        for (int i = 0; i < ns; i++) mstats[i] = (ss_mask_stats){us.mean[i], us.std[i]};
+        for (int i = 0; i < ns; i++) mstats[i].mean = us.mean[i], mstats[i].std = us.std[i];
+    }
+
+    /* Resample donors: a clean pass that keeps every prompt's rows at those sites. */
+    if (any_resample) {
+        if (N < 2) { st = ss_errorf(SS_ERR_ARG, "resample masks need at least 2 prompts to draw from"); goto out; }
+        if (!(lens = ss_malloc((size_t)N * sizeof *lens, "lengths"))) { st = SS_ERR_NOMEM; goto out; }
+        for (int64_t i = 0; i < N; i++) lens[i] = run.p->items[i].n_tokens;
+        donors.len = lens;
+        donors.N = N;
+        donors.T = run.T;
+        uint8_t *dwant = need_stats; /* reuse as the flags of donor sites */
+        memset(dwant, 0, (size_t)ns);
+        for (int i = 0; i < ns; i++) dwant[i] = donors.rows[i] != NULL;
+        ss_forward_opts dfo = {.want = dwant, .hook = donor_hook, .hook_ctx = &donors, .read_only = 1};
+        for (int64_t b0 = 0; b0 < N; b0 += B) {
+            ss_packing pk;
+            ss_run_pack(&run, b0, N - b0 < B ? N - b0 : B, &pk);
+            donors.b0 = b0;
+            if ((st = ss_forward(run.m, run.be, run.packed, &pk, &dfo, NULL))) goto out;
+        }
+        for (int i = 0; i < ns; i++) mstats[i].source_row = donor_row, mstats[i].source_ctx = &donors;
     }
 
     /* The runs: per batch, clean then every mask. */
@@ -362,6 +409,7 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
         for (int64_t q = 0; q < nb; q++) prompt_index[q] = b0 + q;
         for (int k = 0; k <= n_masks; k++) {
             mask_hook_ctx hc = {k ? &masks[k - 1] : NULL, mstats, prompt_index};
+            donors.mask = hc.mask;
             ss_forward_opts fo = {.want = k ? touched + (k - 1) * ns : NULL, .hook = k ? mask_hook : NULL,
                                   .hook_ctx = &hc, .logits = SS_LOGITS_ALL};
             float **dstlg = k ? &lg : &lg_clean;
@@ -396,7 +444,7 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
         char g[160];
         snprintf(g, sizeof g, "/ablate/%s", masks[k].name);
         if ((st = write_metrics(h, g, want, vals[k + 1], N, 0))) goto out;
-        if ((st = ss_h5_attr_str(h, g, "mode", mode_name(masks[k].mode)))) goto out;
+        if ((st = ss_h5_attr_str(h, g, "mode", ss_mask_mode_name(masks[k].mode)))) goto out;
     }
     for (int g = 0; g < n_labels; g++)
         for (int k = 0; k <= n_masks; k++)
@@ -443,6 +491,9 @@ out:
     free(us.std);
     free(us.m2);
     free(us.count);
+    for (int i = 0; donors.rows && i < ns; i++) free(donors.rows[i]);
+    free(donors.rows);
+    free(lens);
     free(mstats);
     free(need_stats);
     free(touched);

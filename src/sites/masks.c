@@ -8,7 +8,7 @@
 #include "subscope/json.h"
 #include "subscope/util.h"
 
-static const char *const mode_names[] = {"zero", "mean", "scale", "noise", "negnoise"};
+static const char *const mode_names[] = {"zero", "mean", "scale", "noise", "negnoise", "resample"};
 #define N_MODES ((int)(sizeof mode_names / sizeof mode_names[0]))
 
 const char *ss_mask_mode_name(ss_mask_mode mode) {
@@ -493,6 +493,12 @@ static inline uint64_t mix64(uint64_t z) {
     return z ^ (z >> 31);
 }
 
+int64_t ss_mask_resample_source(uint64_t seed, int64_t i, int64_t n) {
+    if (n < 2) return -1;
+    uint64_t r = mix64(mix64(seed) ^ (uint64_t)i) % (uint64_t)(n - 1);
+    return (int64_t)(((uint64_t)i + 1 + r) % (uint64_t)n);
+}
+
 double ss_mask_noise(uint64_t seed, int64_t prompt, int64_t position, int site_id, int64_t unit) {
     uint64_t k = mix64(seed);
     k = mix64(k ^ (uint64_t)prompt);
@@ -535,6 +541,9 @@ ss_status ss_mask_apply(const ss_mask *m, const ss_site *site, float *data, int6
                              m->name, ss_mask_mode_name(m->mode), site->name);
         sd = st->std;
     }
+    if (m->mode == SS_MASK_RESAMPLE && (!st || !st->source_row))
+        return ss_errorf(SS_ERR_ARG, "mask '%s': mode resample needs the clean activations of %s from other prompts",
+                         m->name, site->name);
     /* Identity settings return before touching anything, so the data stay
      * bit-identical (x + 0.0 would turn -0.0 into +0.0). */
     if (m->mode == SS_MASK_SCALE && m->factor == 1.0) return SS_OK;
@@ -549,6 +558,11 @@ ss_status ss_mask_apply(const ss_mask *m, const ss_site *site, float *data, int6
             int64_t pos = m->n_positions ? m->positions[pi] : pi;
             if (pos >= L) break; /* positions are sorted */
             float *row = data + (pk->start[q] + pos) * ld;
+            const float *src = NULL;
+            if (m->mode == SS_MASK_RESAMPLE &&
+                !(src = st->source_row(st->source_ctx, site, prompt, pos)))
+                return ss_errorf(SS_ERR_ARG, "mask '%s': no other prompt to resample %s from (the input needs at least 2)",
+                                 m->name, site->name);
             int64_t nu = t->n_units ? t->n_units : width;
             for (int64_t ui = 0; ui < nu; ui++) {
                 int64_t u = t->n_units ? t->units[ui] : ui;
@@ -557,6 +571,7 @@ ss_status ss_mask_apply(const ss_mask *m, const ss_site *site, float *data, int6
                 case SS_MASK_ZERO: *x = 0.0f; break;
                 case SS_MASK_MEAN: *x = (float)mean[u]; break;
                 case SS_MASK_SCALE: *x = (float)((double)*x * m->factor); break;
+                case SS_MASK_RESAMPLE: *x = src[u]; break;
                 case SS_MASK_NOISE:
                 case SS_MASK_NEGNOISE: {
                     double s = sd ? m->sigma * sd[u] : m->sigma;

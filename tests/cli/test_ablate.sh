@@ -14,7 +14,7 @@ MASKS=$D/ablate/masks.jsonl
 # (1e-5..1e-1) to far better than 1e-5 absolute; accuracies are exact.
 if "$SUBSCOPE" ablate --model $M --input $P --masks $MASKS --metrics loss,acc,logitdiff,kl --out "$TMP/a.h5" >"$TMP/table" 2>"$TMP/err"; then
     if res=$("$H5CMP" --quiet --atol 1e-5 --rtol 1e-4 "$D/golden/ablate-tiny-gpt2.h5" "$TMP/a.h5" 2>&1); then
-        pass "loss, acc, logitdiff, kl under zero/scale/mean masks equal transformers + hooks"
+        pass "loss, acc, logitdiff, kl under zero/scale/mean/resample masks equal transformers + hooks"
     else fail "ablate goldens" "$(printf '%s' "$res" | head -5)"; fi
 else fail "ablate runs" "$(cat "$TMP/err")"; fi
 

@@ -8,7 +8,9 @@ Masks (tests/data/ablate/masks.jsonl) and their hook points, in TransformerLens 
   blocks.L.attn.hook_z     input of attn.c_proj, heads x d_head (forward pre-hook)
   blocks.L.hook_resid_pre  input of block L (forward pre-hook)
 Modes: zero, scale (factor), mean (per-unit mean over every real position of
-every prompt in the clean run). Metrics per prompt, as subscope defines them:
+every prompt in the clean run), resample (prompt i takes the clean values of
+donor prompt (i + 1 + r) mod n, r = mix64(mix64(seed) ^ i) mod (n - 1), at the
+same position or the donor's last one: the rule of ss_mask_resample_source). Metrics per prompt, as subscope defines them:
 loss and acc over next-token predictions, logitdiff at the last position with
 the first token of "answer"/"wrong", kl = mean over positions of KL(clean||ablated).
 """
@@ -20,6 +22,21 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 from transformers import GPT2LMHeadModel
+
+M64 = (1 << 64) - 1
+
+
+def mix64(z):
+    """splitmix64's finaliser, as src/sites/masks.c."""
+    z = (z + 0x9E3779B97F4A7C15) & M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+    return z ^ (z >> 31)
+
+
+def donor(seed, i, n):
+    return (i + 1 + mix64(mix64(seed) ^ i) % (n - 1)) % n
+
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -63,6 +80,19 @@ def main():
     ids = [tok.encode(p["text"]).ids for p in prompts]
 
     # Clean run, and the per-unit means of every site a mean mask uses.
+    def run_one(hooks, x):
+        handles = []
+        for mod, kind, fn in hooks:
+            if kind == "out":
+                handles.append(mod.register_forward_hook(lambda m, i, o, fn=fn: fn(o)))
+            else:
+                handles.append(mod.register_forward_pre_hook(lambda m, a, fn=fn: (fn(a[0]),) + tuple(a[1:])))
+        try:
+            return model(torch.tensor([x])).logits[0].double()
+        finally:
+            for h in handles:
+                h.remove()
+
     def run(hooks):
         handles = []
         for mod, kind, fn in hooks:
@@ -76,8 +106,14 @@ def main():
             for h in handles:
                 h.remove()
 
-    means = {}
+    means, clean_acts = {}, {}
     for m in masks:
+        if m.get("mode") == "resample":
+            for site, _, _ in targets(m):
+                mod, kind = site_module(site)
+                rows = []
+                run([(mod, kind, lambda x, rows=rows: rows.append(x[0].clone()) or x)])
+                clean_acts[site] = rows
         if m.get("mode") == "mean":
             for site, _, _ in targets(m):
                 mod, kind = site_module(site)
@@ -89,6 +125,7 @@ def main():
     results = {}
     for m in masks:
         hooks = []
+        current = {"prompt": 0}
         for site, units, heads in targets(m):
             mod, kind = site_module(site)
 
@@ -105,6 +142,12 @@ def main():
                     block = block * m["factor"]
                 elif mode == "mean":
                     block = means[site][idx].float().expand_as(block).clone()
+                elif mode == "resample":
+                    i = current["prompt"]
+                    src = clean_acts[site][donor(m.get("seed", 0), i, len(ids))]
+                    t = torch.arange(y.shape[1])[sel] if pos is not None else torch.arange(y.shape[1])
+                    t = torch.clamp(t, max=src.shape[0] - 1)
+                    block = src[t][:, idx].clone()
                 else:
                     raise ValueError(mode)
                 rows = y[0, sel]
@@ -112,7 +155,12 @@ def main():
                 y[0, sel] = rows
                 return y
             hooks.append((mod, kind, fn))
-        results[m["name"]] = run(hooks)
+        outs = []
+        for i in range(len(ids)):
+            current["prompt"] = i
+            ids_i = ids
+            outs.append(run_one(hooks, ids_i[i]))
+        results[m["name"]] = outs
 
     def metrics(logits, ref):
         out = {k: [] for k in ("loss", "acc", "logitdiff", "kl")}

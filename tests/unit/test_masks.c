@@ -156,8 +156,8 @@ TEST(masks_jsonl_errors_name_file_line_mask_and_field) {
     CHECK(bad_line(&c, "{\"name\": \"\", \"site\": \"hook_embed\"}", SS_ERR_FORMAT, "field 'name' must be 1 to 63"));
     CHECK(bad_line(&c, "{\"name\": \"a/b\", \"site\": \"hook_embed\"}", SS_ERR_FORMAT, "contains '/'"));
     CHECK(bad_line(&c, "{\"name\": \"ok\", \"site\": \"hook_embed\"}", SS_ERR_ARG, "mask name 'ok' used twice"));
-    CHECK(bad_line(&c, "{\"name\": \"a\", \"site\": \"hook_embed\", \"mode\": \"resample\"}", SS_ERR_ARG,
-                   "mask 'a': field 'mode': unknown mode 'resample'"));
+    CHECK(bad_line(&c, "{\"name\": \"a\", \"site\": \"hook_embed\", \"mode\": \"patch\"}", SS_ERR_ARG,
+                   "mask 'a': field 'mode': unknown mode 'patch'"));
     CHECK(bad_line(&c, "{\"name\": \"a\", \"site\": \"hook_embed\", \"mode\": 1}", SS_ERR_FORMAT, "field 'mode' must be"));
     CHECK(bad_line(&c, "{\"name\": \"a\", \"site\": \"hook_embed\", \"mode\": \"scale\", \"factor\": 1.5}", SS_ERR_ARG,
                    "mask 'a': field 'factor' 1.5 outside [0,1]"));
@@ -278,14 +278,14 @@ TEST(mask_modes_zero_scale_mean_by_hand) {
 
     memcpy(d, o, sizeof d);
     double mean[4] = {100, 0.5, 200, -7.25};
-    ss_mask_stats st = {mean, NULL};
+    ss_mask_stats st = {.mean = mean, .std = NULL};
     CHECK_OK(tiny_apply(TINY_MASK("\"mode\": \"mean\""), d, &st, NULL));
     for (int r = 0; r < TR; r++)
         for (int j = 0; j < TLD; j++) CHECK(d[r * TLD + j] == (touched(r, j) ? (float)mean[j] : o[r * TLD + j]));
 
     CHECK_ERR(tiny_apply(TINY_MASK("\"name\": \"mm\", \"mode\": \"mean\""), d, NULL, NULL), SS_ERR_ARG,
               "mask 'mm': mode mean needs the per-unit means of blocks.0.hook_resid_pre");
-    ss_mask_stats only_std = {NULL, mean};
+    ss_mask_stats only_std = {.mean = NULL, .std = mean};
     CHECK_ERR(tiny_apply(TINY_MASK("\"mode\": \"mean\""), d, &only_std, NULL), SS_ERR_ARG, "needs the per-unit means");
 }
 
@@ -299,7 +299,7 @@ TEST(mask_modes_noise_negnoise_by_formula) {
         for (int rel = 0; rel < 2; rel++) {
             memcpy(d, o, sizeof d);
             double sd[4] = {1, 3, 1, 0.5};
-            ss_mask_stats st = {NULL, sd};
+            ss_mask_stats st = {.mean = NULL, .std = sd};
             char js[256];
             snprintf(js, sizeof js, TINY_MASK("\"mode\": \"%s\", \"sigma\": 20, \"seed\": 99, \"relative\": %s"),
                      mode ? "negnoise" : "noise", rel ? "true" : "false");
@@ -355,7 +355,7 @@ TEST(mask_identity_settings_leave_bits_unchanged) {
     /* relative noise where the unit's std is 0 leaves -0.0 alone too */
     memcpy(d, o, sizeof d);
     double sd[4] = {0, 0, 0, 0};
-    ss_mask_stats st = {NULL, sd};
+    ss_mask_stats st = {.mean = NULL, .std = sd};
     CHECK_OK(tiny_apply(TINY_MASK("\"mode\": \"noise\", \"sigma\": 1, \"relative\": true"), d, &st, NULL));
     CHECK(!memcmp(d, o, sizeof d));
     /* and a real change does show (the test can fail) */
@@ -452,7 +452,7 @@ TEST(mask_noise_mean_and_std_are_right) {
     ss_packing pk = {NS, NS, st, ln};
     double stdv[W];
     for (int j = 0; j < W; j++) stdv[j] = 2.0;
-    ss_mask_stats stats = {NULL, stdv};
+    ss_mask_stats stats = {.mean = NULL, .std = stdv};
     int ok = 1;
     for (int rel = 0; rel < 2 && ok; rel++) {
         memset(d, 0, (size_t)NS * W * sizeof(float));
@@ -486,4 +486,37 @@ TEST(mask_mode_names_round_trip) {
     }
     ss_mask_mode md;
     CHECK(ss_mask_mode_parse("patch", &md) < 0 && ss_mask_mode_name((ss_mask_mode)99) == NULL);
+}
+
+static const float donor_rows[3][4] = {{1, 2, 3, 4}, {10, 20, 30, 40}, {100, 200, 300, 400}};
+static const float *donor_of(void *ctx, const ss_site *s, int64_t prompt, int64_t pos) {
+    (void)ctx, (void)s, (void)pos;
+    return donor_rows[ss_mask_resample_source(5, prompt, 3)];
+}
+
+TEST(mask_resample_takes_the_donor_rows) {
+    /* The donor rule: never the prompt itself, a function of seed and index only. */
+    for (int64_t i = 0; i < 50; i++) {
+        int64_t j = ss_mask_resample_source(9, i, 50);
+        CHECK(j >= 0 && j < 50 && j != i);
+        CHECK(ss_mask_resample_source(9, i, 50) == j);
+    }
+    CHECK(ss_mask_resample_source(9, 0, 1) == -1);
+    ss_config c = {.n_layer = 1, .n_head = 2, .n_embd = 4, .n_inner = 4, .n_positions = 8, .vocab_size = 10};
+    ss_mask m;
+    CHECK_OK(ss_mask_parse_spec(&c, "blocks.0.hook_resid_pre[1,3]", &m));
+    m.mode = SS_MASK_RESAMPLE;
+    ss_site s;
+    ss_site_get(&c, m.targets[0].site_id, &s);
+    float data[2][4] = {{-1, -2, -3, -4}, {-5, -6, -7, -8}};
+    int64_t start[2] = {0, 1}, len[2] = {1, 1}, idx[2] = {0, 2};
+    ss_packing pk = {2, 2, start, len};
+    ss_mask_stats none = {0};
+    CHECK_ERR(ss_mask_apply(&m, &s, &data[0][0], 4, &pk, idx, &none), SS_ERR_ARG, "resample needs");
+    ss_mask_stats st = {.source_row = donor_of};
+    CHECK_OK(ss_mask_apply(&m, &s, &data[0][0], 4, &pk, idx, &st));
+    const float *d0 = donor_rows[ss_mask_resample_source(5, 0, 3)], *d2 = donor_rows[ss_mask_resample_source(5, 2, 3)];
+    CHECK(data[0][0] == -1 && data[0][1] == d0[1] && data[0][2] == -3 && data[0][3] == d0[3]);
+    CHECK(data[1][0] == -5 && data[1][1] == d2[1] && data[1][2] == -7 && data[1][3] == d2[3]);
+    ss_mask_free(&m);
 }
