@@ -297,8 +297,9 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
                     { st = ss_error_context(SS_ERR_NOMEM, "keeping every prompt's %s for resampling", s.name); goto out; }
                 any_resample = 1;
             }
-            if (masks[k].mode == SS_MASK_MEAN || ((masks[k].mode == SS_MASK_NOISE || masks[k].mode == SS_MASK_NEGNOISE) && masks[k].sigma_relative))
-                need_stats[i] = 1, any_stats = 1;
+            int need_mean, need_std;
+            ss_mask_needs_stats(&masks[k], &need_mean, &need_std);
+            if (need_mean || need_std) need_stats[i] = 1, any_stats = 1;
         }
 
     /* Per-prompt answers, labels. */
