@@ -102,6 +102,22 @@ typedef struct ss_ablate_job {
 
 ss_status ss_job_ablate(const ss_ablate_job *job);
 
+typedef struct ss_patch_job {
+    ss_run_opts run;              /* run.input: the clean prompts */
+    const char *corrupt;          /* the corrupt prompts, paired line by line, same token counts */
+    const char *out;
+    const char *sites;
+    const char *per;              /* "site" (NULL), "position", "head" or "neuron" */
+    const char *metric;           /* "logitdiff" (NULL; answer/wrong of the clean line) or "loss" (on the clean tokens) */
+    int denoise;                  /* patch the corrupt run's pieces into the clean run instead */
+    const char *command_line;
+    FILE *table;
+    ss_progress_fn progress;
+    void *progress_ctx;
+} ss_patch_job;
+
+ss_status ss_job_patch(const ss_patch_job *job);
+
 /* Prints a readable summary of a subscope HDF5 file to out: provenance,
  * every dataset with its shape and axis names, and for forward files the
  * model's top next-token guess after each of the first max_prompts prompts

@@ -1,0 +1,280 @@
+/* `patch`: activation patching between paired prompts. For each pair (line i
+ * of --clean and of --corrupt, the same number of tokens) the model runs on
+ * the corrupt prompt with one piece of one site replaced by its value in the
+ * clean run (or the reverse with --denoise), and the metric's movement is
+ * normalised: (patched - corrupt) / (clean - corrupt). 1 means the piece
+ * carries the whole difference, 0 none of it. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "subscope/forward.h"
+#include "subscope/h5out.h"
+#include "subscope/jobs.h"
+#include "subscope/util.h"
+
+typedef struct {
+    float **rows;        /* by site id: the run's [T, width] values, or NULL */
+    int64_t T;
+} site_store;
+
+static ss_status keep_rows(void *vctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
+                           const int64_t *pattern_off) {
+    site_store *st = vctx;
+    if (!st->rows[s->id]) return SS_OK;
+    for (int64_t t = 0; t < pk->len[0]; t++)
+        memcpy(st->rows[s->id] + t * s->width, data + t * ld, (size_t)s->width * sizeof(float));
+    return SS_OK;
+}
+
+typedef struct {
+    const float *src;    /* the other run's [T, width] at the patched site */
+    int site_id;
+    int64_t pos;         /* -1: all positions */
+    int64_t from, to;    /* units [from, to) */
+} patch_piece;
+
+static ss_status patch_hook(void *vctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
+                            const int64_t *pattern_off) {
+    const patch_piece *p = vctx;
+    if (s->id != p->site_id) return SS_OK;
+    for (int64_t t = 0; t < pk->len[0]; t++) {
+        if (p->pos >= 0 && t != p->pos) continue;
+        memcpy(data + t * ld + p->from, p->src + t * s->width + p->from, (size_t)(p->to - p->from) * sizeof(float));
+    }
+    return SS_OK;
+}
+
+/* The metric of one run: logitdiff at the last position, or the mean
+ * next-token loss on the target tokens. */
+static double metric_of(const float *lg, int64_t n, int64_t V, int logitdiff, int32_t answer, int32_t wrong,
+                        const int32_t *targets) {
+    if (logitdiff) return (double)lg[(n - 1) * V + answer] - lg[(n - 1) * V + wrong];
+    double loss = 0;
+    for (int64_t t = 0; t + 1 < n; t++) {
+        const float *x = lg + t * V;
+        double mx = -INFINITY, sum = 0;
+        for (int64_t v = 0; v < V; v++) mx = x[v] > mx ? x[v] : mx;
+        for (int64_t v = 0; v < V; v++) sum += exp((double)x[v] - mx);
+        loss += mx + log(sum) - x[targets[t + 1]];
+    }
+    return n > 1 ? loss / (double)(n - 1) : NAN;
+}
+
+static ss_status run_one(ss_run *r, const int32_t *tok, int64_t n, const uint8_t *want, ss_hook_fn hook, void *ctx,
+                         float **lg) {
+    int64_t start = 0;
+    ss_packing pk = {1, n, &start, &n};
+    ss_forward_opts o = {.want = want, .hook = hook, .hook_ctx = ctx, .logits = SS_LOGITS_ALL};
+    free(*lg);
+    *lg = NULL;
+    return ss_forward(r->m, r->be, tok, &pk, &o, lg);
+}
+
+ss_status ss_job_patch(const ss_patch_job *job) {
+    ss_run clean;
+    ss_prompts *kps = NULL;      /* the corrupt prompts */
+    ss_status st;
+    uint8_t *want = NULL, *one = NULL;
+    site_store sc = {0}, sk = {0};
+    float *lg = NULL, **effect = NULL, **patched = NULL, *m_clean = NULL, *m_corrupt = NULL;
+    int *site_ids = NULL, n_sites = 0;
+    int64_t *n_pieces = NULL;
+    ss_h5 *h = NULL;
+
+    const char *per = job->per ? job->per : "site";
+    int per_site = !strcmp(per, "site"), per_pos = !strcmp(per, "position"), per_head = !strcmp(per, "head"),
+        per_unit = !strcmp(per, "neuron");
+    if (!per_site && !per_pos && !per_head && !per_unit)
+        return ss_errorf(SS_ERR_ARG, "--per must be site, position, head or neuron, got '%s'", per);
+    const char *metric = job->metric ? job->metric : "logitdiff";
+    int logitdiff = !strcmp(metric, "logitdiff");
+    if (!logitdiff && strcmp(metric, "loss")) return ss_errorf(SS_ERR_ARG, "--metric must be logitdiff or loss, got '%s'", metric);
+
+    if (!job->corrupt) return ss_errorf(SS_ERR_ARG, "--corrupt FILE is required");
+    if ((st = ss_run_open(&job->run, &clean))) return st;
+    const ss_config *cfg = &clean.m->cfg;
+    const int64_t N = clean.p->n, V = cfg->vocab_size, T = clean.T;
+    if ((st = ss_prompts_read(job->corrupt, &kps)) ||
+        (st = ss_prompts_tokenize(kps, clean.m->tok, V, clean.max_len, job->run.truncate, NULL)))
+        goto out;
+    if (kps->n != N) {
+        st = ss_errorf(SS_ERR_ARG, "%s has %lld prompts but %s has %lld: they are paired line by line", job->run.input,
+                       (long long)N, job->corrupt, (long long)kps->n);
+        goto out;
+    }
+    for (int64_t i = 0; i < N; i++)
+        if (clean.p->items[i].n_tokens != kps->items[i].n_tokens) {
+            st = ss_errorf(SS_ERR_ARG, "pair %lld (%s:%lld, %s:%lld): %lld vs %lld tokens; patching needs equal lengths",
+                           (long long)i, clean.p->path, (long long)clean.p->items[i].line, kps->path,
+                           (long long)kps->items[i].line, (long long)clean.p->items[i].n_tokens,
+                           (long long)kps->items[i].n_tokens);
+            goto out;
+        }
+
+    /* Sites, and how many pieces each is cut into. */
+    int ns = ss_sites_count(cfg), nsel;
+    want = ss_calloc((size_t)ns, 1, "sites");
+    one = ss_calloc((size_t)ns, 1, "sites");
+    site_ids = ss_malloc((size_t)ns * sizeof *site_ids, "sites");
+    n_pieces = ss_malloc((size_t)ns * sizeof *n_pieces, "sites");
+    sc.rows = ss_calloc((size_t)ns, sizeof *sc.rows, "site values");
+    sk.rows = ss_calloc((size_t)ns, sizeof *sk.rows, "site values");
+    if (!want || !one || !site_ids || !n_pieces || !sc.rows || !sk.rows) { st = SS_ERR_NOMEM; goto out; }
+    if (!job->sites || !*job->sites) { st = ss_errorf(SS_ERR_ARG, "--sites is required"); goto out; }
+    if ((st = ss_sites_select(cfg, job->sites, want, &nsel))) goto out;
+    for (int i = 0; i < ns; i++) {
+        if (!want[i]) continue;
+        ss_site s;
+        ss_site_get(cfg, i, &s);
+        if (!s.per_token) { st = ss_errorf(SS_ERR_ARG, "site %s cannot be patched (no per-token vector)", s.name); goto out; }
+        if (per_head && s.ndim != 2) { st = ss_errorf(SS_ERR_ARG, "--per head: site %s has no heads (use q/k/v/z sites)", s.name); goto out; }
+        n_pieces[n_sites] = per_site ? 1 : per_pos ? T : per_head ? s.dims[0] : s.width;
+        site_ids[n_sites++] = i;
+        if (!(sc.rows[i] = ss_malloc((size_t)(T * s.width) * sizeof(float), "clean values")) ||
+            !(sk.rows[i] = ss_malloc((size_t)(T * s.width) * sizeof(float), "corrupt values"))) { st = SS_ERR_NOMEM; goto out; }
+    }
+    sc.T = sk.T = T;
+    if ((st = ss_run_place(&clean, &job->run))) goto out;
+
+    effect = ss_calloc((size_t)n_sites, sizeof *effect, "effects");
+    patched = ss_calloc((size_t)n_sites, sizeof *patched, "effects");
+    m_clean = ss_malloc((size_t)N * sizeof(float), "metrics");
+    m_corrupt = ss_malloc((size_t)N * sizeof(float), "metrics");
+    if (!effect || !patched || !m_clean || !m_corrupt) { st = SS_ERR_NOMEM; goto out; }
+    for (int k = 0; k < n_sites; k++) {
+        size_t n = (size_t)(N * n_pieces[k]);
+        if (!(effect[k] = ss_malloc(n * sizeof(float), "effects")) || !(patched[k] = ss_malloc(n * sizeof(float), "effects"))) {
+            st = SS_ERR_NOMEM;
+            goto out;
+        }
+        for (size_t q = 0; q < n; q++) effect[k][q] = patched[k][q] = NAN;
+    }
+
+    int64_t total = 0, done = 0;
+    for (int k = 0; k < n_sites; k++) total += n_pieces[k];
+    total *= N;
+    for (int64_t i = 0; i < N; i++) {
+        const ss_prompt *cp = &clean.p->items[i], *kp = &kps->items[i];
+        int64_t n = cp->n_tokens;
+        int32_t answer = -1, wrong = -1;
+        if (logitdiff) {
+            if (!cp->answer || !cp->wrong) { st = ss_errorf(SS_ERR_FORMAT, "%s:%lld: --metric logitdiff needs \"answer\" and \"wrong\"", clean.p->path, (long long)cp->line); goto out; }
+            int32_t *ids;
+            size_t c;
+            const char *aw[2] = {cp->answer, cp->wrong};
+            int32_t *dst[2] = {&answer, &wrong};
+            for (int w = 0; w < 2; w++) {
+                if (!clean.m->tok) { st = ss_errorf(SS_ERR_ARG, "logitdiff needs a model with a tokenizer"); goto out; }
+                if ((st = ss_tokenizer_encode(clean.m->tok, aw[w], strlen(aw[w]), &ids, &c))) goto out;
+                if (!c) { free(ids); st = ss_errorf(SS_ERR_FORMAT, "%s:%lld: empty answer", clean.p->path, (long long)cp->line); goto out; }
+                *dst[w] = ids[0];
+                free(ids);
+            }
+        }
+        /* Both runs, keeping every selected site. */
+        if ((st = run_one(&clean, cp->tokens, n, want, keep_rows, &sc, &lg))) goto out;
+        double mc = metric_of(lg, n, V, logitdiff, answer, wrong, cp->tokens);
+        if ((st = run_one(&clean, kp->tokens, n, want, keep_rows, &sk, &lg))) goto out;
+        double mk = metric_of(lg, n, V, logitdiff, answer, wrong, cp->tokens);
+        m_clean[i] = (float)mc;
+        m_corrupt[i] = (float)mk;
+        /* The base run takes pieces from the other one. */
+        const int32_t *base = job->denoise ? cp->tokens : kp->tokens;
+        site_store *from = job->denoise ? &sk : &sc;
+        for (int k = 0; k < n_sites; k++) {
+            ss_site s;
+            ss_site_get(cfg, site_ids[k], &s);
+            memset(one, 0, (size_t)ns);
+            one[s.id] = 1;
+            for (int64_t p = 0; p < n_pieces[k]; p++) {
+                patch_piece pc = {from->rows[s.id], s.id, -1, 0, s.width};
+                if (per_pos) {
+                    if (p >= n) break; /* positions past this prompt stay NaN */
+                    pc.pos = p;
+                } else if (per_head) {
+                    pc.from = p * s.dims[1], pc.to = (p + 1) * s.dims[1];
+                } else if (per_unit) {
+                    pc.from = p, pc.to = p + 1;
+                }
+                if ((st = run_one(&clean, base, n, one, patch_hook, &pc, &lg))) goto out;
+                double mp = metric_of(lg, n, V, logitdiff, answer, wrong, cp->tokens);
+                patched[k][i * n_pieces[k] + p] = (float)mp;
+                effect[k][i * n_pieces[k] + p] = mc != mk ? (float)((mp - mk) / (mc - mk)) : NAN;
+            }
+            done += n_pieces[k];
+            if (job->progress) job->progress(job->progress_ctx, done, total);
+        }
+    }
+
+    if ((st = ss_h5_create(job->out, &h))) goto out;
+    if ((st = ss_write_provenance(h, clean.m, job->command_line, clean.be))) goto out;
+    if ((st = ss_h5_attr_str(h, "/", "clean_path", job->run.input)) || (st = ss_h5_attr_str(h, "/", "corrupt_path", job->corrupt)) ||
+        (st = ss_h5_attr_str(h, "/", "metric", metric)) || (st = ss_h5_attr_str(h, "/", "per", per)) ||
+        (st = ss_h5_attr_str(h, "/", "direction", job->denoise ? "corrupt into clean (--denoise)" : "clean into corrupt")))
+        goto out;
+    const char *dn1[1] = {"pair"};
+    if ((st = ss_h5_write_array(h, "/clean_metric", SS_H5_F32, 1, &N, dn1, m_clean)) ||
+        (st = ss_h5_write_array(h, "/corrupt_metric", SS_H5_F32, 1, &N, dn1, m_corrupt)))
+        goto out;
+    for (int k = 0; k < n_sites; k++) {
+        ss_site s;
+        ss_site_get(cfg, site_ids[k], &s);
+        char p[256], axis[32];
+        snprintf(axis, sizeof axis, "%s", per_site ? "all" : per_pos ? "position" : per_head ? "head" : s.dim_names[0]);
+        if (per_unit && s.ndim == 2) snprintf(axis, sizeof axis, "unit_%lld", (long long)s.width);
+        int64_t dims[2] = {N, n_pieces[k]};
+        const char *names[2] = {"pair", axis};
+        snprintf(p, sizeof p, "/effect/%s", s.name);
+        if ((st = ss_h5_write_array(h, p, SS_H5_F32, 2, dims, names, effect[k]))) goto out;
+        snprintf(p, sizeof p, "/patched_metric/%s", s.name);
+        if ((st = ss_h5_write_array(h, p, SS_H5_F32, 2, dims, names, patched[k]))) goto out;
+    }
+    if ((st = ss_h5_commit(h))) { h = NULL; goto out; }
+    h = NULL;
+
+    /* The summary: mean normalised effect per site and piece. */
+    if (job->table) {
+        FILE *t = job->table;
+        fprintf(t, "\nnormalised effect (patched - corrupt) / (clean - corrupt), mean over %lld pairs; per %s\n",
+                (long long)N, per);
+        for (int k = 0; k < n_sites; k++) {
+            ss_site s;
+            ss_site_get(cfg, site_ids[k], &s);
+            fprintf(t, "%-28s", s.name);
+            int64_t shown = n_pieces[k] < 24 ? n_pieces[k] : 24;
+            for (int64_t p = 0; p < shown; p++) {
+                double sum = 0;
+                int64_t c = 0;
+                for (int64_t i = 0; i < N; i++) {
+                    float v = effect[k][i * n_pieces[k] + p];
+                    if (!isnan(v)) sum += v, c++;
+                }
+                if (c) fprintf(t, " %5.2f", sum / (double)c);
+                else fprintf(t, "     -");
+            }
+            fprintf(t, "%s\n", n_pieces[k] > shown ? " ..." : "");
+        }
+    }
+out:
+    if (h) ss_h5_abort(h);
+    for (int k = 0; effect && k < n_sites; k++) free(effect[k]);
+    for (int k = 0; patched && k < n_sites; k++) free(patched[k]);
+    free(effect);
+    free(patched);
+    free(m_clean);
+    free(m_corrupt);
+    for (int i = 0; sc.rows && i < ss_sites_count(&clean.m->cfg); i++) free(sc.rows[i]);
+    for (int i = 0; sk.rows && i < ss_sites_count(&clean.m->cfg); i++) free(sk.rows[i]);
+    free(sc.rows);
+    free(sk.rows);
+    free(want);
+    free(one);
+    free(site_ids);
+    free(n_pieces);
+    free(lg);
+    ss_prompts_free(kps);
+    ss_run_close(&clean);
+    return st;
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# patch: normalised effects against transformers with the same patches applied by PyTorch hooks
+# (tests/gen/gen_patch_goldens.py), the exact end points, and the refusals.
+source "$(dirname "$0")/lib.sh"
+D=${SS_TEST_DATA:-tests/data}
+H5CMP=${TOOLBIN}h5cmp
+M=models/tiny-gpt2
+C=$D/patch/clean.jsonl
+K=$D/patch/corrupt.jsonl
+
+# Effects are ratios of logit differences (|clean - corrupt| ~ 1..10) computed from fp32 logits
+# that agree with PyTorch to ~1e-6: 1e-4 absolute is two orders above what was measured (4e-7).
+"$SUBSCOPE" patch --model $M --input $C --corrupt $K --sites 'blocks.*.hook_resid_pre' --per position --out "$TMP/pos.h5" >/dev/null 2>&1
+expect_ok "per position at resid_pre equals transformers + hooks" "$H5CMP" --quiet --atol 1e-4 --rtol 1e-3 "$D/golden/patch-tiny-gpt2-position.h5" "$TMP/pos.h5"
+"$SUBSCOPE" patch --model $M --input $C --corrupt $K --sites 'blocks.*.attn.hook_z' --per head --out "$TMP/head.h5" >/dev/null 2>&1
+expect_ok "per head at hook_z equals transformers + hooks" "$H5CMP" --quiet --atol 1e-4 --rtol 1e-3 "$D/golden/patch-tiny-gpt2-head.h5" "$TMP/head.h5"
+
+# End points: the last residual at the last position carries everything. Patched from clean,
+# the effect there is 1; with --denoise (corrupt into clean) it is 0.
+last() { h5dump -y -m '%.6f' -d /effect/blocks.3.hook_resid_post "$1" 2>/dev/null | awk '/DATA {/{f=1;next} f&&/}/{exit} f' | tr -d ' \n'; }
+"$SUBSCOPE" patch --model $M --input $C --corrupt $K --sites blocks.3.hook_resid_post --per position --out "$TMP/e.h5" >/dev/null 2>&1
+"$SUBSCOPE" patch --model $M --input $C --corrupt $K --sites blocks.3.hook_resid_post --per position --denoise --out "$TMP/d.h5" >/dev/null 2>&1
+v=$(last "$TMP/e.h5"); w=$(last "$TMP/d.h5")
+# pair 0 has 3 tokens: positions 0..2, then NaN padding to 10
+case "$v" in 0.000000,0.000000,1.000000,nan,*) pass "patching the final residual at the last position restores clean (1)" ;; *) fail "final residual effect" "$v" ;; esac
+case "$w" in 1.000000,1.000000,0.000000,nan,*) pass "--denoise: the same piece from corrupt gives 0" ;; *) fail "--denoise end point" "$w" ;; esac
+"$SUBSCOPE" patch --model $M --input $C --corrupt $K --sites blocks.1.hook_resid_mid --out "$TMP/s.h5" --metric loss >"$TMP/t" 2>&1
+grep -q "blocks.1.hook_resid_mid" "$TMP/t" && pass "--per site --metric loss prints its summary" || fail "--per site --metric loss" "$(cat "$TMP/t")"
+
+# Refusals.
+printf '{"text": "The dog says hello"}\n{"text": "a"}\n{"text": "b"}\n{"text": "c"}\n' >"$TMP/bad.jsonl"
+expect_fail "unequal token counts" "patching needs equal lengths" "$SUBSCOPE" patch --model $M --input $C --corrupt "$TMP/bad.jsonl" --sites blocks.0.hook_resid_pre --out "$TMP/x.h5"
+head -n 2 $K >"$TMP/two.jsonl"
+expect_fail "unpaired files" "paired line by line" "$SUBSCOPE" patch --model $M --input $C --corrupt "$TMP/two.jsonl" --sites blocks.0.hook_resid_pre --out "$TMP/x.h5"
+expect_fail "--per head on a site without heads" "has no heads" "$SUBSCOPE" patch --model $M --input $C --corrupt $K --sites blocks.0.hook_resid_pre --per head --out "$TMP/x.h5"
+expect_fail "logitdiff without answers" "needs \"answer\" and \"wrong\"" "$SUBSCOPE" patch --model $M --input $K --corrupt $K --sites blocks.0.hook_resid_pre --out "$TMP/x.h5"
+expect_fail "bad --per" "--per must be" "$SUBSCOPE" patch --model $M --input $C --corrupt $K --sites blocks.0.hook_resid_pre --per layer --out "$TMP/x.h5"
+[ ! -e "$TMP/x.h5" ] && pass "failed runs write no file" || fail "failed runs write no file"
+finish
