@@ -1,10 +1,12 @@
 #include <stdio.h>
+#include <string.h>
 
 #include "cli.h"
 #include "subscope/jobs.h"
 
 static cli_opt patch_opts[] = {
     CLI_RUN_OPTIONS,
+    {.name = "clean", .metavar = "FILE", .help = "clean prompts (the same as --input)"},
     {.name = "corrupt", .metavar = "FILE", .help = "corrupt prompts, paired line by line with --input (same token counts)"},
     {.name = "sites", .metavar = "GLOBS", .help = "sites to patch, e.g. 'blocks.*.hook_resid_pre'"},
     {.name = "per", .metavar = "UNIT", .help = "site (default), position, head (q/k/v/z sites) or neuron: what one patch replaces"},
@@ -15,6 +17,16 @@ static cli_opt patch_opts[] = {
 };
 
 static int run_patch(cli_cmd *cmd) {
+    /* --clean names the clean prompts, as --input does for every other command. */
+    if (!cli_get(cmd, "clean") && !cli_get(cmd, "input")) return cli_require(cmd, "clean");
+    for (cli_opt *o = cmd->opts; o->name && cli_get(cmd, "clean"); o++)
+        if (!strcmp(o->name, "input")) {
+            if (o->value && strcmp(o->value, cli_get(cmd, "clean"))) {
+                fprintf(stderr, "subscope patch: error: --clean and --input name different files\n");
+                return 1;
+            }
+            o->value = cli_get(cmd, "clean");
+        }
     ss_patch_job j = {
         .corrupt = cli_get(cmd, "corrupt"),
         .out = cli_get(cmd, "out"),
@@ -37,13 +49,13 @@ static int run_patch(cli_cmd *cmd) {
 
 cli_cmd cmd_patch = {
     "patch", "activation patching between clean and corrupt prompts: which sites, positions or heads carry the difference",
-    "subscope patch --model DIR --input CLEAN --corrupt CORRUPT --sites GLOBS [--per site|position|head|neuron]\n"
+    "subscope patch --model DIR --clean FILE --corrupt FILE --sites GLOBS [--per site|position|head|neuron]\n"
     "                      [--metric logitdiff|loss] [--denoise] --out OUT.h5",
     "For each pair, the model runs on the corrupt prompt with one piece of a site taken from the clean run\n"
     "(with --denoise: on the clean prompt with a piece from the corrupt run); the normalised effect is\n"
     "(patched - corrupt) / (clean - corrupt). Layout: docs/FORMAT.md.\n\n"
     "example:\n"
-    "  subscope patch --model models/tiny-gpt2 --input clean.jsonl --corrupt corrupt.jsonl \\\n"
+    "  subscope patch --model models/tiny-gpt2 --clean clean.jsonl --corrupt corrupt.jsonl \\\n"
     "      --sites 'blocks.*.hook_resid_pre' --per position --out out/patch.h5\n",
     patch_opts, run_patch,
 };

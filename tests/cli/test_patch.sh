@@ -12,7 +12,7 @@ K=$D/patch/corrupt.jsonl
 # that agree with PyTorch to ~1e-6: 1e-4 absolute is two orders above what was measured (4e-7).
 "$SUBSCOPE" patch --model $M --input $C --corrupt $K --sites 'blocks.*.hook_resid_pre' --per position --out "$TMP/pos.h5" >/dev/null 2>&1
 expect_ok "per position at resid_pre equals transformers + hooks" "$H5CMP" --quiet --atol 1e-4 --rtol 1e-3 "$D/golden/patch-tiny-gpt2-position.h5" "$TMP/pos.h5"
-"$SUBSCOPE" patch --model $M --input $C --corrupt $K --sites 'blocks.*.attn.hook_z' --per head --out "$TMP/head.h5" >/dev/null 2>&1
+"$SUBSCOPE" patch --model $M --clean $C --corrupt $K --sites 'blocks.*.attn.hook_z' --per head --out "$TMP/head.h5" >/dev/null 2>&1
 expect_ok "per head at hook_z equals transformers + hooks" "$H5CMP" --quiet --atol 1e-4 --rtol 1e-3 "$D/golden/patch-tiny-gpt2-head.h5" "$TMP/head.h5"
 
 # End points: the last residual at the last position carries everything. Patched from clean,
@@ -28,6 +28,7 @@ case "$w" in 1.000000,1.000000,0.000000,nan,*) pass "--denoise: the same piece f
 grep -q "blocks.1.hook_resid_mid" "$TMP/t" && pass "--per site --metric loss prints its summary" || fail "--per site --metric loss" "$(cat "$TMP/t")"
 
 # Refusals.
+expect_fail "--clean and --input disagree" "name different files" "$SUBSCOPE" patch --model $M --clean $C --input $K --corrupt $K --sites blocks.0.hook_resid_pre --out "$TMP/x.h5"
 printf '{"text": "The dog says hello"}\n{"text": "a"}\n{"text": "b"}\n{"text": "c"}\n' >"$TMP/bad.jsonl"
 expect_fail "unequal token counts" "patching needs equal lengths" "$SUBSCOPE" patch --model $M --input $C --corrupt "$TMP/bad.jsonl" --sites blocks.0.hook_resid_pre --out "$TMP/x.h5"
 head -n 2 $K >"$TMP/two.jsonl"
