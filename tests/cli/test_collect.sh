@@ -64,7 +64,11 @@ expect_ok "resumed statistics equal the uninterrupted run (rel 1e-12)" "$H5CMP" 
 [ ! -e "$TMP/res.h5.ckpt" ] && pass "checkpoint removed once the result is whole" || fail "checkpoint removed once the result is whole"
 
 # Refusals.
-expect_fail "hook_pattern refused" "has no per-token vector" "$SUBSCOPE" collect --model $M --input $P --sites blocks.0.attn.hook_pattern --out "$TMP/x.h5"
+expect_fail "hook_pattern named outright is refused" "has no per-token vector" "$SUBSCOPE" collect --model $M --input $P --sites blocks.0.attn.hook_pattern --out "$TMP/x.h5"
+"$SUBSCOPE" collect --model $M --input $P --sites 'blocks.0.*' --out "$TMP/glob.h5" 2>/dev/null
+if h5ls -r "$TMP/glob.h5" 2>/dev/null | grep -q "blocks.0.mlp.hook_post/cov" && ! h5ls -r "$TMP/glob.h5" | grep -q hook_pattern; then
+    pass "a glob sweeping up hook_pattern collects the other sites"
+else fail "a glob sweeping up hook_pattern collects the other sites"; fi
 expect_fail "unknown statistic" "unknown statistic 'median'" "$SUBSCOPE" collect --model $M --input $P --sites blocks.0.mlp.hook_post --stats mean,median --out "$TMP/x.h5"
 expect_fail "bad positions" "--positions" "$SUBSCOPE" collect --model $M --input $P --sites blocks.0.mlp.hook_post --positions 5:2 --out "$TMP/x.h5"
 expect_fail "--sites required" "--sites is required" "$SUBSCOPE" collect --model $M --input $P --out "$TMP/x.h5"
