@@ -43,6 +43,12 @@ typedef struct ss_forward_opts {
     /* The hook takes the backend's own buffers (device pointers on a GPU) and
      * works on them only through the backend's ops; no copy is made. */
     int hook_on_device;
+    /* Start at block start_layer from a given residual stream (host memory,
+     * [rows, d_model]: the value of blocks.<start_layer>.hook_resid_pre of an
+     * earlier run on the same tokens) instead of from the embeddings. Sites
+     * before that block are not produced. 0: the whole model. */
+    int start_layer;
+    const float *start_resid;
 } ss_forward_opts;
 
 /* Runs the model over packed tokens. *logits (if requested) is malloc'd.

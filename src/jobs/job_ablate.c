@@ -3,7 +3,9 @@
  *
  * Each batch runs clean once, then once per mask; the clean logits of the
  * batch are kept for the KL metric, so memory holds one batch of logits
- * twice, whatever the number of masks. */
+ * twice, whatever the number of masks. A masked run starts at the first
+ * block its mask touches, from the clean run's residual stream there, since
+ * everything before is the clean computation (bit for bit the same). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -183,6 +185,32 @@ static const float *donor_row(void *vctx, const ss_site *s, int64_t prompt, int6
     return d->rows[s->id] + (j * d->T + t) * s->width;
 }
 
+/* The clean run's residual stream entering the blocks where masks begin, so
+ * each masked run starts there instead of recomputing the clean prefix. */
+typedef struct {
+    float **resid;                 /* by layer: [rows, d] of the current batch, or NULL */
+    int64_t d;
+} prefix_store;
+
+static ss_status prefix_hook(void *vctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
+                             const int64_t *pattern_off) {
+    prefix_store *p = vctx;
+    for (int64_t r = 0; r < pk->rows; r++) memcpy(p->resid[s->layer] + r * p->d, data + r * ld, (size_t)p->d * sizeof(float));
+    return SS_OK;
+}
+
+/* The first block a mask touches; 0 when it touches the embeddings. */
+static int first_layer(const ss_mask *m, const ss_config *cfg) {
+    int first = (int)cfg->n_layer - 1;
+    for (int t = 0; t < m->n_targets; t++) {
+        ss_site s;
+        ss_site_get(cfg, m->targets[t].site_id, &s);
+        if (s.kind == SS_SITE_EMBED || s.kind == SS_SITE_POS_EMBED) return 0;
+        if (s.layer >= 0 && s.layer < first) first = s.layer;
+    }
+    return first;
+}
+
 static ss_status load_unit_stats(const char *path, const ss_config *cfg, const uint8_t *need, unit_stats *u) {
     ss_h5_reader *r;
     SS_TRY(ss_h5_open_read(path, &r));
@@ -245,6 +273,9 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
     int n_labels = 0;
     int64_t *prompt_index = NULL, *lens = NULL;
     donor_store donors = {0};
+    prefix_store prefix = {0};
+    uint8_t *prefix_want = NULL;
+    int *start_of = NULL;
     ss_h5 *h = NULL;
     ss_status st;
     memset(vals, 0, sizeof vals);
@@ -393,6 +424,21 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
         for (int i = 0; i < ns; i++) mstats[i].source_row = donor_row, mstats[i].source_ctx = &donors;
     }
 
+    /* Where each mask's run can start, and the clean residuals kept for it. */
+    start_of = ss_malloc((size_t)n_masks * sizeof *start_of, "mask start layers");
+    prefix_want = ss_calloc((size_t)ns, 1, "sites");
+    prefix.resid = ss_calloc((size_t)cfg->n_layer, sizeof *prefix.resid, "clean residuals");
+    prefix.d = cfg->n_embd;
+    if (!start_of || !prefix_want || !prefix.resid) { st = SS_ERR_NOMEM; goto out; }
+    for (int k = 0; k < n_masks; k++) {
+        start_of[k] = first_layer(&masks[k], cfg);
+        if (start_of[k] > 0 && !prefix.resid[start_of[k]]) {
+            if (!(prefix.resid[start_of[k]] = ss_malloc((size_t)(B * run.T * cfg->n_embd) * sizeof(float), "clean residuals")))
+                { st = SS_ERR_NOMEM; goto out; }
+            prefix_want[ss_site_id(cfg, SS_SITE_RESID_PRE, start_of[k])] = 1;
+        }
+    }
+
     /* The runs: per batch, clean then every mask. */
     for (int k = 0; k <= n_masks; k++)
         for (int mt = 0; mt < M_COUNT; mt++)
@@ -411,8 +457,13 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
         for (int k = 0; k <= n_masks; k++) {
             mask_hook_ctx hc = {k ? &masks[k - 1] : NULL, mstats, prompt_index};
             donors.mask = hc.mask;
-            ss_forward_opts fo = {.want = k ? touched + (k - 1) * ns : NULL, .hook = k ? mask_hook : NULL,
-                                  .hook_ctx = &hc, .logits = SS_LOGITS_ALL};
+            ss_forward_opts fo = {.want = k ? touched + (k - 1) * ns : prefix_want, .hook = k ? mask_hook : prefix_hook,
+                                  .hook_ctx = k ? (void *)&hc : (void *)&prefix, .logits = SS_LOGITS_ALL,
+                                  .read_only = !k};
+            if (k && start_of[k - 1] > 0) {
+                fo.start_layer = start_of[k - 1];
+                fo.start_resid = prefix.resid[start_of[k - 1]];
+            }
             float **dstlg = k ? &lg : &lg_clean;
             free(*dstlg);
             *dstlg = NULL;
@@ -493,6 +544,10 @@ out:
     free(us.m2);
     free(us.count);
     for (int i = 0; donors.rows && i < ns; i++) free(donors.rows[i]);
+    for (int64_t l = 0; prefix.resid && l < cfg->n_layer; l++) free(prefix.resid[l]);
+    free(prefix.resid);
+    free(prefix_want);
+    free(start_of);
     free(donors.rows);
     free(lens);
     free(mstats);

@@ -356,14 +356,25 @@ ss_status ss_forward(const ss_model *m, const ss_backend *be, const int32_t *tok
 
     const size_t Rd = Rs * (size_t)d, Rdm = Rs * (size_t)dm, R3d = Rs * (size_t)(3 * d);
 #define RUN(call) do { if ((st = (call))) goto done; } while (0)
-    RUN(be->embed(be, tmp, ln, tok_b, pos_b, w->wte, w->wpe, w->wdtype, R, d));
-    RUN(hook_at(&f, SS_SITE_EMBED, -1, tmp, Rd, 0, d));
-    RUN(hook_at(&f, SS_SITE_POS_EMBED, -1, ln, Rd, 0, d));
-    RUN(be->add(be, x, tmp, ln, R * d));
+    const int first = opts && opts->start_layer > 0 ? opts->start_layer : 0;
+    if (first > c->n_layer || (first && !opts->start_resid)) {
+        st = ss_errorf(SS_ERR_ARG, "forward: start_layer %d needs a residual and at most %lld layers", first,
+                       (long long)c->n_layer);
+        goto done;
+    }
+    if (first) {
+        /* Resume from an earlier run's residual stream: the blocks before are skipped. */
+        RUN(be->upload(be, x, opts->start_resid, Rd * sizeof(float)));
+    } else {
+        RUN(be->embed(be, tmp, ln, tok_b, pos_b, w->wte, w->wpe, w->wdtype, R, d));
+        RUN(hook_at(&f, SS_SITE_EMBED, -1, tmp, Rd, 0, d));
+        RUN(hook_at(&f, SS_SITE_POS_EMBED, -1, ln, Rd, 0, d));
+        RUN(be->add(be, x, tmp, ln, R * d));
+    }
 
     const float scale = c->scale_attn_weights ? (float)(1.0 / sqrt((double)dh)) : 1.0f;
     const float eps = (float)c->ln_eps;
-    for (int l = 0; l < c->n_layer; l++) {
+    for (int l = first; l < c->n_layer; l++) {
         const ss_gpt2_layer *L = &w->layers[l];
         RUN(hook_at(&f, SS_SITE_RESID_PRE, l, x, Rd, 0, d));
         RUN(be->layernorm(be, ln, x, L->ln1_w, L->ln1_b, R, d, eps));

@@ -53,7 +53,8 @@ static void compare_backends(const char *model, const char *globs, int read_only
     uint8_t *want = calloc((size_t)ns, 1);
     CHECK_OK(ss_sites_select(&m->cfg, globs, want, &nsel));
     rec_t a = {{0}}, b = {{0}};
-    ss_forward_opts oa = {want, keep, &a, SS_LOGITS_ALL, read_only, 0}, ob = {want, keep, &b, SS_LOGITS_ALL, read_only, 0};
+    ss_forward_opts oa = {.want = want, .hook = keep, .hook_ctx = &a, .logits = SS_LOGITS_ALL, .read_only = read_only},
+                    ob = {.want = want, .hook = keep, .hook_ctx = &b, .logits = SS_LOGITS_ALL, .read_only = read_only};
     float *la = NULL, *lb = NULL;
     CHECK_OK(ss_forward(m, ss_backend_cpu(), toks, &pk, &oa, &la));
     CHECK_OK(ss_forward(m, gpu, toks, &pk, &ob, &lb));

@@ -75,7 +75,8 @@ TEST(forward_device_backend_matches_cpu_and_hooks_edit_values) {
     for (int zero = 0; zero < 2; zero++) {
         hook_rec a = {.zero_site = zero ? ss_site_id(&m->cfg, SS_SITE_MLP_POST, 0) : -1};
         hook_rec b = a;
-        ss_forward_opts oa = {want, record, &a, SS_LOGITS_ALL, 0, 0}, ob = {want, record, &b, SS_LOGITS_ALL, 0, 0};
+        ss_forward_opts oa = {.want = want, .hook = record, .hook_ctx = &a, .logits = SS_LOGITS_ALL},
+                        ob = {.want = want, .hook = record, .hook_ctx = &b, .logits = SS_LOGITS_ALL};
         float *la = NULL, *lb = NULL;
         CHECK_OK(ss_forward(m, ss_backend_cpu(), toks, &pk, &oa, &la));
         CHECK_OK(ss_forward(m, &dev, toks, &pk, &ob, &lb));
@@ -143,5 +144,35 @@ TEST(forward_rejects_bad_ids_and_lengths) {
     l[0] = 3;
     pk.rows = 3;
     CHECK_ERR(ss_forward(m, ss_backend_cpu(), toks, &pk, &o, NULL), SS_ERR_ARG, "token id 101 is outside");
+    ss_model_free(m);
+}
+
+static ss_status keep_resid(void *vctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
+                            const int64_t *pattern_off) {
+    float *dst = vctx;
+    for (int64_t r = 0; r < pk->rows; r++) memcpy(dst + r * s->width, data + r * ld, (size_t)s->width * sizeof(float));
+    return SS_OK;
+}
+
+TEST(forward_resumes_from_a_layer_bit_exactly) {
+    ss_model *m = load("noprefix-odd-untied");
+    if (!m) return;
+    int32_t toks[9] = {3, 1, 4, 1, 5, 9, 2, 6, 5};
+    int64_t start[2] = {0, 4}, len[2] = {4, 5};
+    ss_packing pk = {2, 9, start, len};
+    uint8_t want[64] = {0};
+    want[ss_site_id(&m->cfg, SS_SITE_RESID_PRE, 2)] = 1;
+    float resid[9 * 24];
+    ss_forward_opts full = {.want = want, .hook = keep_resid, .hook_ctx = resid, .logits = SS_LOGITS_ALL};
+    float *la = NULL, *lb = NULL;
+    CHECK_OK(ss_forward(m, ss_backend_cpu(), toks, &pk, &full, &la));
+    ss_forward_opts part = {.logits = SS_LOGITS_ALL, .start_layer = 2, .start_resid = resid};
+    CHECK_OK(ss_forward(m, ss_backend_cpu(), toks, &pk, &part, &lb));
+    CHECK(!memcmp(la, lb, 9 * 101 * sizeof(float)));
+    ss_forward_opts bad = {.logits = SS_LOGITS_ALL, .start_layer = 2};
+    float *lc = NULL;
+    CHECK_ERR(ss_forward(m, ss_backend_cpu(), toks, &pk, &bad, &lc), SS_ERR_ARG, "start_layer 2 needs a residual");
+    free(la);
+    free(lb);
     ss_model_free(m);
 }
