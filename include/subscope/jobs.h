@@ -48,6 +48,13 @@ ss_status ss_run_place(ss_run *r, const ss_run_opts *o);
 void ss_run_pack(ss_run *r, int64_t b0, int64_t nb, ss_packing *pk);
 void ss_run_close(ss_run *r);
 
+/* The first token ids of a prompt's "answer" and "wrong" (logit differences
+ * are taken on them); errors name the file and line. */
+ss_status ss_prompt_answer_ids(const ss_tokenizer *tok, const ss_prompts *p, const ss_prompt *it, int32_t *answer,
+                               int32_t *wrong);
+/* log(sum_v exp(x_v)) of each of rows x V logits (float64). */
+void ss_log_partition(const float *lg, int64_t rows, int64_t V, double *lz);
+
 typedef struct ss_forward_job {
     ss_run_opts run;
     const char *out;          /* HDF5 path; written as <out>.tmp.<pid>, renamed when complete */

@@ -75,18 +75,6 @@ static ss_status read_keywords(const char *path, const ss_tokenizer *tok, int64_
     return SS_OK;
 }
 
-/* Log-partition log(sum_v exp(x_v)) of each of rows x V logits: the
- * log-probabilities are then x_v - lz[row], without a rows x V copy. */
-static void log_partition(const float *lg, int64_t rows, int64_t V, double *lz) {
-    for (int64_t r = 0; r < rows; r++) {
-        const float *x = lg + r * V;
-        double mx = -INFINITY, sum = 0;
-        for (int64_t v = 0; v < V; v++) mx = x[v] > mx ? x[v] : mx;
-        for (int64_t v = 0; v < V; v++) sum += exp((double)x[v] - mx);
-        lz[r] = mx + log(sum);
-    }
-}
-
 typedef struct {
     const int *want;
     const uint8_t *is_kw;
@@ -343,18 +331,7 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
     for (int64_t i = 0; i < N; i++) {
         const ss_prompt *it = &run.p->items[i];
         answer[i] = wrong[i] = -1;
-        const char *aw[2] = {it->answer, it->wrong};
-        int32_t *dst[2] = {&answer[i], &wrong[i]};
-        for (int w = 0; w < 2 && want[M_LOGITDIFF]; w++) {
-            if (!aw[w]) { st = ss_errorf(SS_ERR_FORMAT, "%s:%lld: --metrics logitdiff needs \"answer\" and \"wrong\"", run.p->path, (long long)it->line); goto out; }
-            if (!run.m->tok) { st = ss_errorf(SS_ERR_ARG, "logitdiff needs a model with a tokenizer"); goto out; }
-            int32_t *ids;
-            size_t n;
-            if ((st = ss_tokenizer_encode(run.m->tok, aw[w], strlen(aw[w]), &ids, &n))) goto out;
-            if (n == 0) { free(ids); st = ss_errorf(SS_ERR_FORMAT, "%s:%lld: empty answer", run.p->path, (long long)it->line); goto out; }
-            *dst[w] = ids[0]; /* the answer's first token decides, as in logit-difference studies */
-            free(ids);
-        }
+        if (want[M_LOGITDIFF] && (st = ss_prompt_answer_ids(run.m->tok, run.p, it, &answer[i], &wrong[i]))) goto out;
         group[i] = -1;
         if (it->label) {
             int g = 0;
@@ -472,7 +449,7 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
                 goto out;
             }
             double *lzk = k ? lz : lz_clean;
-            log_partition(*dstlg, pk.rows, V, lzk);
+            ss_log_partition(*dstlg, pk.rows, V, lzk);
             for (int64_t q = 0; q < nb; q++) {
                 int64_t r0 = pk.start[q], gi = b0 + q;
                 float out[M_COUNT];

@@ -51,13 +51,10 @@ static ss_status patch_hook(void *vctx, const ss_site *s, float *data, int64_t l
 static double metric_of(const float *lg, int64_t n, int64_t V, int logitdiff, int32_t answer, int32_t wrong,
                         const int32_t *targets) {
     if (logitdiff) return (double)lg[(n - 1) * V + answer] - lg[(n - 1) * V + wrong];
-    double loss = 0;
+    double loss = 0, lz;
     for (int64_t t = 0; t + 1 < n; t++) {
-        const float *x = lg + t * V;
-        double mx = -INFINITY, sum = 0;
-        for (int64_t v = 0; v < V; v++) mx = x[v] > mx ? x[v] : mx;
-        for (int64_t v = 0; v < V; v++) sum += exp((double)x[v] - mx);
-        loss += mx + log(sum) - x[targets[t + 1]];
+        ss_log_partition(lg + t * V, 1, V, &lz);
+        loss += lz - lg[t * V + targets[t + 1]];
     }
     return n > 1 ? loss / (double)(n - 1) : NAN;
 }
@@ -159,20 +156,7 @@ ss_status ss_job_patch(const ss_patch_job *job) {
         const ss_prompt *cp = &clean.p->items[i], *kp = &kps->items[i];
         int64_t n = cp->n_tokens;
         int32_t answer = -1, wrong = -1;
-        if (logitdiff) {
-            if (!cp->answer || !cp->wrong) { st = ss_errorf(SS_ERR_FORMAT, "%s:%lld: --metric logitdiff needs \"answer\" and \"wrong\"", clean.p->path, (long long)cp->line); goto out; }
-            int32_t *ids;
-            size_t c;
-            const char *aw[2] = {cp->answer, cp->wrong};
-            int32_t *dst[2] = {&answer, &wrong};
-            for (int w = 0; w < 2; w++) {
-                if (!clean.m->tok) { st = ss_errorf(SS_ERR_ARG, "logitdiff needs a model with a tokenizer"); goto out; }
-                if ((st = ss_tokenizer_encode(clean.m->tok, aw[w], strlen(aw[w]), &ids, &c))) goto out;
-                if (!c) { free(ids); st = ss_errorf(SS_ERR_FORMAT, "%s:%lld: empty answer", clean.p->path, (long long)cp->line); goto out; }
-                *dst[w] = ids[0];
-                free(ids);
-            }
-        }
+        if (logitdiff && (st = ss_prompt_answer_ids(clean.m->tok, clean.p, cp, &answer, &wrong))) goto out;
         /* Both runs, keeping every selected site. */
         if ((st = run_one(&clean, cp->tokens, n, want, keep_rows, &sc, &lg))) goto out;
         double mc = metric_of(lg, n, V, logitdiff, answer, wrong, cp->tokens);

@@ -1,5 +1,6 @@
 /* The part of every model-running job that is the same: backend, model,
  * prompts, and packing prompts into batches. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -60,4 +61,36 @@ void ss_run_close(ss_run *r) {
     ss_model_free(r->m); /* before the backend that holds its placed weights */
     if (r->owns_be) ss_backend_close(r->be);
     memset(r, 0, sizeof *r);
+}
+
+ss_status ss_prompt_answer_ids(const ss_tokenizer *tok, const ss_prompts *p, const ss_prompt *it, int32_t *answer,
+                               int32_t *wrong) {
+    const char *aw[2] = {it->answer, it->wrong};
+    int32_t *dst[2] = {answer, wrong};
+    for (int w = 0; w < 2; w++) {
+        if (!aw[w])
+            return ss_errorf(SS_ERR_FORMAT, "%s:%lld: the logitdiff metric needs \"answer\" and \"wrong\"", p->path,
+                             (long long)it->line);
+        if (!tok) return ss_errorf(SS_ERR_ARG, "the logitdiff metric needs a model with a tokenizer");
+        int32_t *ids;
+        size_t n;
+        SS_TRY(ss_tokenizer_encode(tok, aw[w], strlen(aw[w]), &ids, &n));
+        if (!n) {
+            free(ids);
+            return ss_errorf(SS_ERR_FORMAT, "%s:%lld: empty \"%s\"", p->path, (long long)it->line, w ? "wrong" : "answer");
+        }
+        *dst[w] = ids[0]; /* the first token decides, as in logit-difference studies */
+        free(ids);
+    }
+    return SS_OK;
+}
+
+void ss_log_partition(const float *lg, int64_t rows, int64_t V, double *lz) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float *x = lg + r * V;
+        double mx = -INFINITY, sum = 0;
+        for (int64_t v = 0; v < V; v++) mx = x[v] > mx ? x[v] : mx;
+        for (int64_t v = 0; v < V; v++) sum += exp((double)x[v] - mx);
+        lz[r] = mx + log(sum);
+    }
 }
