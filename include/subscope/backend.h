@@ -79,6 +79,39 @@ struct ss_backend {
     ss_status (*attention)(const ss_backend *be, float *z, const float *q, const float *k, const float *v,
                            int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H,
                            int64_t dh, float scale, float *pattern_out, const int64_t *pattern_off);
+
+    /* ---- The backward pass (attribution, training). Gradients are fp32
+     * backend buffers; "+=" ops accumulate into what the buffer holds. ---- */
+    /* p[0..bytes) = 0. */
+    ss_status (*zero)(const ss_backend *be, void *p, size_t bytes);
+    /* C[K,N] (+)= A[M,K]^T · B[M,N]: weight gradients; accumulate 0 overwrites C. */
+    ss_status (*matmul_tn)(const ss_backend *be, float *C, const float *A, const float *B, int64_t M, int64_t N,
+                           int64_t K, int accumulate);
+    /* out[N] += sum over the M rows of x[M,N]: bias gradients. */
+    ss_status (*sum_rows)(const ss_backend *be, float *out, const float *x, int64_t M, int64_t N);
+    /* For y = layernorm(x; w, b) (see layernorm): dx += dL/dx given dy;
+     * dw += sum_r dy·xhat and db += sum_r dy when non-NULL. */
+    ss_status (*layernorm_backward)(const ss_backend *be, float *dx, float *dw, float *db, const float *dy,
+                                    const float *x, const float *w, int64_t rows, int64_t d, float eps);
+    /* dx = dy · act'(x) for n elements (dx may alias dy). */
+    ss_status (*gelu_backward)(const ss_backend *be, float *dx, const float *dy, const float *x, int64_t n, ss_act act);
+    /* The gradients of attention (arguments as for attention) with respect to
+     * q, k and v given dz [rows, H*dh]: written (not accumulated) to dq, dk,
+     * dv, row stride ld_dqkv. The probabilities are recomputed from q and k. */
+    ss_status (*attention_backward)(const ss_backend *be, float *dq, float *dk, float *dv, int64_t ld_dqkv,
+                                    const float *dz, const float *q, const float *k, const float *v, int64_t ld_qkv,
+                                    int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H, int64_t dh,
+                                    float scale);
+    /* dwte[tokens[i],:] += dx[i,:] and dwpe[pos[i],:] += dx[i,:] for n rows
+     * (either table may be NULL; tokens, pos are backend buffers). */
+    ss_status (*embed_backward)(const ss_backend *be, float *dwte, float *dwpe, const float *dx, const int32_t *tokens,
+                                const int32_t *pos, int64_t n, int64_t d);
+    /* Per row r of logits[rows,V] with targets[r] >= 0: loss[r] = logsumexp(row)
+     * - row[target] and drow = weights[r]·(softmax(row) - onehot(target));
+     * rows with targets[r] < 0 get loss 0 and a zero gradient. dlogits may
+     * alias logits; targets, weights and loss are backend buffers. */
+    ss_status (*softmax_xent)(const ss_backend *be, float *dlogits, float *loss, const float *logits,
+                              const int32_t *targets, const float *weights, int64_t rows, int64_t V);
 };
 
 const ss_backend *ss_backend_cpu(void);
