@@ -126,7 +126,7 @@ ss_status ss_block_forward(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, floa
     const size_t Rd = (size_t)(R * d), Rdm = (size_t)(R * dm), R3d = (size_t)(R * 3 * d);
     const float scale = c->scale_attn_weights ? (float)(1.0 / sqrt((double)dh)) : 1.0f, eps = (float)c->ln_eps;
 
-    SS_TRY(ss_hook_site(f, SS_SITE_RESID_PRE, l, x, Rd, 0, d));
+    if (!b->resumed) SS_TRY(ss_hook_site(f, SS_SITE_RESID_PRE, l, x, Rd, 0, d));
     if (b->save_pre) SS_TRY(be->copy_rows(be, b->save_pre, x, d, R, d));
     SS_TRY(be->layernorm(be, b->ln1, x, L->ln1_w, L->ln1_b, R, d, eps));
     SS_TRY(ss_hook_site(f, SS_SITE_LN1, l, b->ln1, Rd, 0, d));

@@ -41,6 +41,7 @@ void ss_hook_ctx_close(ss_hook_ctx *f);
 typedef struct ss_block_bufs {
     float *ln1, *qkv, *z, *attn_out, *ln2, *pre, *post, *mlp_out;
     float *save_pre, *save_mid;
+    int resumed; /* x is a saved resid_pre, its hook already applied: do not run it again */
 } ss_block_bufs;
 
 ss_status ss_block_forward(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, float *x, const ss_block_bufs *b);

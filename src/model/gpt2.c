@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "subscope/forward.h"
+#include "subscope/backward.h"
 #include "subscope/model.h"
 #include "subscope/util.h"
 
@@ -232,4 +232,41 @@ out:
 const ss_gpt2_weights *ss_model_weights(const ss_model *m, const ss_backend *be) {
     if (m->placed_on == be) return &m->placed;
     return be->host_memory ? &m->w : NULL;
+}
+
+ss_status ss_grads_alloc(const ss_model *m, const ss_backend *be, ss_gpt2_weights *g) {
+    const int nmax = 5 + 12 * (int)m->cfg.n_layer;
+    weight_slot *slots = ss_malloc((size_t)nmax * sizeof *slots, "weight list");
+    *g = m->w; /* the same pointers, so the same tying, until replaced below */
+    g->wdtype = SS_WDTYPE_F32;
+    g->layers = ss_malloc((size_t)m->cfg.n_layer * sizeof *g->layers, "layers");
+    ss_status st = SS_ERR_NOMEM;
+    void *block = NULL;
+    if (!slots || !g->layers) goto fail;
+    memcpy(g->layers, m->w.layers, (size_t)m->cfg.n_layer * sizeof *g->layers);
+    const int n = weight_slots(&m->cfg, g, slots);
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += (slots[i].count * sizeof(float) + 255) & ~(size_t)255;
+    if ((st = be->alloc(be, total, "weight gradients", &block)) || (st = be->zero(be, block, total))) goto fail;
+    const int tied = m->w.lm_head == m->w.wte;
+    char *p = block;
+    for (int i = 0; i < n; i++) { /* wte comes first, so g->wte is the block ss_grads_free releases */
+        *slots[i].ptr = p;
+        p += (slots[i].count * sizeof(float) + 255) & ~(size_t)255;
+    }
+    if (tied) g->lm_head = g->wte;
+    free(slots);
+    return SS_OK;
+fail:
+    if (block) be->release(be, block);
+    free(slots);
+    free(g->layers);
+    memset(g, 0, sizeof *g);
+    return st;
+}
+
+void ss_grads_free(const ss_backend *be, ss_gpt2_weights *g) {
+    if (g->wte) be->release(be, (void *)g->wte);
+    free(g->layers);
+    memset(g, 0, sizeof *g);
 }
