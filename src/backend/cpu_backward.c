@@ -172,59 +172,57 @@ typedef struct {
 /* One (sequence, head) per task: that head's columns of dk and dv belong to
  * the task, so it accumulates them without races. Per query row i the
  * probabilities are recomputed as in the forward, then with dp_j = dz_i·v_j
- * and D = sum_j p_j·dp_j the score gradient is ds_j = p_j(dp_j - D). */
+ * and D = sum_j p_j·dp_j the score gradient is ds_j = p_j(dp_j - D). As in
+ * the forward, K and V are first transposed into [dh, n] scratch so that the
+ * two dot products over j are contiguous multiply-adds that vectorise. */
 static void attnb_task(void *vctx, int64_t task) {
     attnb_ctx *c = vctx;
     const int64_t s = task / c->H, h = task % c->H, n = c->len[s], r0 = c->start[s], dh = c->dh;
     const int64_t dmodel = c->H * dh;
-    float *p = malloc((size_t)(2 * n) * sizeof(float));
-    if (!p) {
+    float *kt = malloc((size_t)(2 * dh * n + 2 * n) * sizeof(float));
+    if (!kt) {
         atomic_store(&c->failed, 1);
         return;
     }
-    float *ds = p + n;
+    float *vt = kt + dh * n, *p = vt + dh * n, *dp = p + n;
     for (int64_t j = 0; j < n; j++) {
+        const float *kj = c->k + (r0 + j) * c->ld + h * dh, *vj = c->v + (r0 + j) * c->ld + h * dh;
+        for (int64_t e = 0; e < dh; e++) kt[e * n + j] = kj[e], vt[e * n + j] = vj[e];
         memset(c->dk + (r0 + j) * c->ldd + h * dh, 0, (size_t)dh * sizeof(float));
         memset(c->dv + (r0 + j) * c->ldd + h * dh, 0, (size_t)dh * sizeof(float));
     }
     for (int64_t i = 0; i < n; i++) {
         const float *qi = c->q + (r0 + i) * c->ld + h * dh, *dzi = c->dz + (r0 + i) * dmodel + h * dh;
-        double mx = -INFINITY, sum = 0;
-        for (int64_t j = 0; j <= i; j++) {
-            const float *kj = c->k + (r0 + j) * c->ld + h * dh;
-            float acc = 0.f;
-            for (int64_t e = 0; e < dh; e++) acc += qi[e] * c->scale * kj[e];
-            p[j] = acc;
-            mx = acc > mx ? acc : mx;
+        for (int64_t j = 0; j <= i; j++) p[j] = dp[j] = 0.f;
+        for (int64_t e = 0; e < dh; e++) {
+            const float qe = qi[e] * c->scale, ze = dzi[e], *kr = kt + e * n, *vr = vt + e * n;
+            for (int64_t j = 0; j <= i; j++) p[j] += qe * kr[j], dp[j] += ze * vr[j];
         }
+        double mx = -INFINITY, sum = 0, D = 0;
+        for (int64_t j = 0; j <= i; j++) mx = p[j] > mx ? p[j] : mx;
         for (int64_t j = 0; j <= i; j++) {
             double t = exp((double)p[j] - mx);
             p[j] = (float)t;
             sum += t;
         }
-        double D = 0;
         for (int64_t j = 0; j <= i; j++) {
-            const float *vj = c->v + (r0 + j) * c->ld + h * dh;
             p[j] = (float)(p[j] / sum);
-            double dp = 0;
-            for (int64_t e = 0; e < dh; e++) dp += (double)dzi[e] * vj[e];
-            ds[j] = (float)dp;
-            D += p[j] * dp;
+            D += (double)p[j] * dp[j];
         }
         float *dqi = c->dq + (r0 + i) * c->ldd + h * dh;
         memset(dqi, 0, (size_t)dh * sizeof(float));
         for (int64_t j = 0; j <= i; j++) {
-            const float g = (float)(p[j] * (ds[j] - D)) * c->scale;
+            const float g = (float)(p[j] * (dp[j] - D)) * c->scale, pj = p[j];
             const float *kj = c->k + (r0 + j) * c->ld + h * dh;
             float *dkj = c->dk + (r0 + j) * c->ldd + h * dh, *dvj = c->dv + (r0 + j) * c->ldd + h * dh;
             for (int64_t e = 0; e < dh; e++) {
                 dqi[e] += g * kj[e];
                 dkj[e] += g * qi[e];
-                dvj[e] += p[j] * dzi[e];
+                dvj[e] += pj * dzi[e];
             }
         }
     }
-    free(p);
+    free(kt);
 }
 
 ss_status ss_cpu_attention_backward(const ss_backend *be, float *dq, float *dk, float *dv, int64_t ld_dqkv,
