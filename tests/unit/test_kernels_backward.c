@@ -205,7 +205,7 @@ TEST(cuda_bwd_sum_rows_vs_reference) {
     int64_t shapes[][2] = {{1, 1}, {1, 33}, {7, 100}, {300, 37}, {9, 64}};
     for (int si = 0; si < 5; si++) {
         int64_t M = shapes[si][0], N = shapes[si][1];
-        float *x = rvec(M * N, 4, 1.f), *o0 = rvec(N, 5, 1.f), *ref = fvec(N, 0), *got = fvec(N, 0);
+        float *x = rvec(M * N, 4, 1.1f), *o0 = rvec(N, 5, 1.f), *ref = fvec(N, 0), *got = fvec(N, 0);
         for (int64_t n = 0; n < N; n++) {
             double s = o0[n];
             for (int64_t m = 0; m < M; m++) s += x[m * N + n];
@@ -275,7 +275,7 @@ TEST(cuda_bwd_layernorm_vs_reference) {
     for (int si = 0; si < 7; si++)
         for (int with_w = 0; with_w < 2; with_w++) {
             int64_t rows = shapes[si][0], d = shapes[si][1], n = rows * d;
-            float *x = rvec(n, 6, 1.f), *dy = rvec(n, 7, 1.f), *w = rvec(d, 8, 1.f);
+            float *x = rvec(n, 6, 1.f), *dy = rvec(n, 7, 1.1f), *w = rvec(d, 8, 1.f);
             if (rows > 1)
                 for (int64_t i = 0; i < d; i++) x[d + i] += 100.f; /* a large common offset in row 1 */
             float *dx0 = rvec(n, 9, 1.f), *dw0 = rvec(d, 10, 1.f), *db0 = rvec(d, 11, 1.f);
@@ -521,7 +521,7 @@ TEST(cuda_bwd_embed_vs_reference) {
     for (int si = 0; si < 4; si++)
         for (int which = 0; which < 3; which++) { /* both tables, only wte, only wpe */
             int64_t V = shapes[si][0], P = shapes[si][1], n = shapes[si][2], d = shapes[si][3];
-            float *dx = rvec(n * d, 40, 1.f), *te0 = rvec(V * d, 41, 1.f), *pe0 = rvec(P * d, 42, 1.f);
+            float *dx = rvec(n * d, 40, 1.1f), *te0 = rvec(V * d, 41, 1.f), *pe0 = rvec(P * d, 42, 1.f);
             int32_t *tok = malloc((size_t)n * 4), *pos = malloc((size_t)n * 4);
             for (int64_t i = 0; i < n; i++) tok[i] = (int32_t)((i * 17 + 3) % V), pos[i] = (int32_t)(i % 4 % P);
             int wt = which != 2, wp = which != 1;
@@ -627,4 +627,124 @@ TEST(cuda_bwd_softmax_xent_vs_reference) {
             dev_free(dxx), dev_free(ddl), dev_free(dl), dev_free(dw), dev_free(dt);
             free(x), free(w), free(t), free(rdl), free(rl), free(gdl), free(gl);
         }
+}
+
+/* ---- the whole backward pass on the emulated device --------------------- */
+
+#include "subscope/backward.h"
+
+typedef struct {
+    float *store[128];
+} site_grads;
+
+static ss_status keep_grad(void *vctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
+                           const int64_t *pattern_off) {
+    (void)pattern_off;
+    site_grads *g = vctx;
+    float *c = malloc((size_t)(pk->rows * s->width) * sizeof(float));
+    if (!c) return SS_ERR_NOMEM;
+    for (int64_t i = 0; i < pk->rows; i++) memcpy(c + i * s->width, data + i * ld, (size_t)s->width * sizeof(float));
+    free(g->store[s->id]);
+    g->store[s->id] = c;
+    return SS_OK;
+}
+
+/* Bytes of the weight-gradient block of ss_grads_alloc: every tensor
+ * rounded up to 256 bytes, wte first (the layout is the same on both
+ * backends, so the blocks compare element for element). */
+static size_t grad_block_floats(const ss_model *m) {
+    const ss_config *c = &m->cfg;
+    int64_t d = c->n_embd, dm = c->n_inner, V = c->vocab_size;
+    int64_t sizes[16] = {V * d, c->n_positions * d, d, d, m->w.lm_head == m->w.wte ? 0 : V * d};
+    int64_t lay[12] = {d, d, 3 * d * d, 3 * d, d * d, d, d, d, d * dm, dm, dm * d, d};
+    size_t total = 0;
+    for (int i = 0; i < 5; i++) total += ((size_t)sizes[i] * 4 + 255) & ~(size_t)255;
+    for (int64_t l = 0; l < c->n_layer; l++)
+        for (int i = 0; i < 12; i++) total += ((size_t)lay[i] * 4 + 255) & ~(size_t)255;
+    return total / 4;
+}
+
+/* ss_forward_backward on "cuda:0" (emulated kernels and cuBLAS) against the
+ * CPU reference: the metric, the gradient at every per-token site and every
+ * weight gradient. The kernels reduce in other orders than the CPU ops, and
+ * the differences compound through the layers of the toy models: metric
+ * atol 1e-5, gradients atol 1e-5 + rtol 1e-4 (gradients here are O(1e-3..1);
+ * a few fp32 ulps of each op's output, amplified through the layernorm and
+ * softmax Jacobians of 2-3 layers, measure ~2e-6 at most). */
+static void backward_matches_cpu(const char *model, ss_metric_kind kind) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/models/%s", ss_test_data_dir(), model);
+    ss_model *m = NULL;
+    CHECK_OK(ss_model_load(dir, &m));
+    const ss_backend *be = gpu(), *cpu = ss_backend_cpu();
+    CHECK(be);
+    ss_status st = ss_model_place(m, be, SS_WDTYPE_F32);
+    if (st) { ss_model_free(m); CHECK_OK(st); }
+    const int32_t toks[12] = {5, 17, 3, 60, 0, 44, 12, 12, 7, 1, 9, 30};
+    int64_t start[3] = {0, 1, 5}, len[3] = {1, 4, 7};
+    const int32_t answer[3] = {7, 11, 2}, wrong[3] = {2, 40, 9};
+    ss_packing pk = {3, 12, start, len};
+    ss_metric mt = {kind, answer, wrong};
+    int ns = ss_sites_count(&m->cfg);
+    uint8_t *want = calloc((size_t)ns, 1);
+    for (int i = 0; i < ns; i++) {
+        ss_site s;
+        ss_site_get(&m->cfg, i, &s);
+        want[i] = (uint8_t)s.per_token;
+    }
+    site_grads ga = {{0}}, gb = {{0}};
+    ss_gpt2_weights wa, wb;
+    CHECK_OK(ss_grads_alloc(m, cpu, &wa));
+    CHECK_OK(ss_grads_alloc(m, be, &wb));
+    ss_grad_opts oa = {.want = want, .hook = keep_grad, .hook_ctx = &ga, .wgrad = &wa},
+                 ob = {.want = want, .hook = keep_grad, .hook_ctx = &gb, .wgrad = &wb};
+    double ma[3], mb[3];
+    CHECK_OK(ss_forward_backward(m, cpu, toks, &pk, NULL, &mt, &oa, ma));
+    CHECK_OK(ss_forward_backward(m, be, toks, &pk, NULL, &mt, &ob, mb));
+    for (int s = 0; s < 3; s++)
+        CHECK_MSG(fabs(ma[s] - mb[s]) <= 1e-5 || (isnan(ma[s]) && isnan(mb[s])), "%s %s seq %d: cpu %.9g cuda %.9g",
+                  model, ss_metric_name(kind), s, ma[s], mb[s]);
+    printf("\n    %s %s", model, ss_metric_name(kind));
+    for (int i = 0; i < ns; i++) {
+        if (!want[i]) continue;
+        ss_site s;
+        ss_site_get(&m->cfg, i, &s);
+        CHECK_MSG(ga.store[i] && gb.store[i], "no gradient at %s", s.name);
+        char nm[96];
+        snprintf(nm, sizeof nm, "  d/d %s", s.name);
+        CHECK_MSG(compare(nm, gb.store[i], ga.store[i], 12 * s.width, 1e-5, 1e-4) == 0, "%s: site %s", model, s.name);
+    }
+    size_t nw = grad_block_floats(m);
+    float *hw = malloc(nw * sizeof(float));
+    CHECK_OK(be->download(be, hw, wb.wte, nw * sizeof(float)));
+    CHECK(compare("  weight gradients (all tensors)", hw, (const float *)wa.wte, (int64_t)nw, 1e-5, 1e-4) == 0);
+    free(hw);
+    for (int i = 0; i < 128; i++) free(ga.store[i]), free(gb.store[i]);
+    ss_grads_free(cpu, &wa);
+    ss_grads_free(be, &wb);
+    free(want);
+    ss_model_free(m);
+}
+
+TEST(cuda_bwd_forward_backward_matches_cpu) {
+    backward_matches_cpu("prefix-f32", SS_METRIC_LOSS);
+    backward_matches_cpu("noprefix-odd-untied", SS_METRIC_LOGITDIFF);
+}
+
+/* A target outside the vocabulary: the CPU op reports an error (it can
+ * check before computing); the kernel cannot stop the stream, so it writes
+ * NaN for that row's loss and gradient instead of reading out of bounds. */
+TEST(cuda_bwd_softmax_xent_bad_target_is_nan) {
+    const ss_backend *be = gpu();
+    CHECK(be && be->softmax_xent);
+    float x[10] = {1, 2, 3, 4, 5, 1, 2, 3, 4, 5}, g[10], l[2];
+    int32_t t[2] = {5, 0};
+    float *dx = dev_put(x, sizeof x), *dl = dev_put(NULL, sizeof l);
+    int32_t *dt = dev_put(t, sizeof t);
+    CHECK_OK(be->softmax_xent(be, dx, dl, dx, dt, NULL, 2, 5));
+    CHECK_OK(be->download(be, g, dx, sizeof g));
+    CHECK_OK(be->download(be, l, dl, sizeof l));
+    CHECK(isnan(l[0]) && !isnan(l[1]) && l[1] > 0);
+    for (int i = 0; i < 5; i++) CHECK(isnan(g[i]) && !isnan(g[5 + i]));
+    dev_free(dx), dev_free(dl), dev_free(dt);
 }
