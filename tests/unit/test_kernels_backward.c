@@ -164,7 +164,7 @@ TEST(cuda_bwd_matmul_tn_vs_reference) {
     for (int si = 0; si < 5; si++)
         for (int acc = 0; acc < 2; acc++) {
             int64_t M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
-            float *A = rvec(M * K, 1, 1.f), *B = rvec(M * N, 2, 1.f), *C0 = rvec(K * N, 3, 1.f);
+            float *A = rvec(M * K + 1, 1, 1.f), *B = rvec(M * N + 1, 2, 1.f), *C0 = rvec(K * N, 3, 1.f);
             float *ref = fvec(K * N, 0), *got = fvec(K * N, 0);
             for (int64_t k = 0; k < K; k++)
                 for (int64_t n = 0; n < N; n++) {
