@@ -5,7 +5,8 @@
 #   1. detect the GPU (nvidia-smi) and build subscope for its compute
 #      capability (CUDA_ARCH, machine code + PTX) in build/gpu-sm<CC>/;
 #   2. run every CUDA kernel natively against the CPU reference at small,
-#      edge-case and model-sized shapes (tests/gpu/kernel_check.c);
+#      edge-case and model-sized shapes (tests/gpu/kernel_check.c), the
+#      backward ops' kernels reported on a line of their own;
 #   3. run `subscope forward` on the CPU and on the GPU for the bundled model
 #      and for random GPT-2 models (bin/mkmodel: GPT-2 small's shape, a wider
 #      bf16 one with d_head 128 and 2048 positions, a ragged f16 one) and
@@ -183,6 +184,16 @@ elif [ $BUILD_OK = 1 ]; then
         res=PASS; [ $rc -ne 0 ] && res=FAIL
         det=$(kernel_summary "$LOGS/kernel_check.log"); [ $rc = 124 ] && det="timed out; $det"
         record "kernels vs CPU reference" $res "$det" "$(elapsed "$t0")"
+        # The backward ops' cases ("CASE bwd ...": layernorm/gelu/attention/
+        # embed backward, softmax_xent, sum_rows, and the backend's cuBLAS
+        # matmul_tn and zero) get their own line, so a forward-only pass
+        # cannot hide a backward failure in the total.
+        nb=$(grep -cE '^CASE bwd ' "$LOGS/kernel_check.log")
+        fb=$(grep -E '^CASE bwd .*FAIL' "$LOGS/kernel_check.log" | head -n 3 | sed -E 's/^CASE +//; s/ +n=.*//; s/ FAIL.*//' | tr '\n' ';')
+        nfb=$(grep -cE '^CASE bwd .*FAIL' "$LOGS/kernel_check.log")
+        if [ "$nb" = 0 ]; then record "backward kernels vs CPU reference" FAIL "no bwd case ran ($det)"
+        elif [ "$nfb" = 0 ] && [ $rc -ne 124 ]; then record "backward kernels vs CPU reference" PASS "$nb cases"
+        else record "backward kernels vs CPU reference" FAIL "$nb cases, $nfb failed${fb:+; failing: $fb}$([ $rc = 124 ] && echo '; timed out')"; fi
     fi
 else
     record "kernels vs CPU reference" SKIP "build failed"
