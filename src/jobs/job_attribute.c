@@ -315,10 +315,15 @@ ss_status ss_job_attribute(const ss_attribute_job *job) {
                     complete[k * N + b0 + i] = sum - (metric[b0 + i] - base_metric[k * N + b0 + i]);
                 }
             }
+            /* A prompt without a metric (the loss of one token) has no attributions either. */
+            for (int64_t i = 0; i < nb; i++)
+                if (isnan(metric[b0 + i]))
+                    for (int64_t q = pk.start[i] * w; q < (pk.start[i] + pk.len[i]) * w; q++) attr[q] = NAN;
             /* Out: NaN-padded [nb, T, ...], or summed over positions or over prompts. */
             if (red == R_PROMPTS) {
                 for (int64_t i = 0; i < nb; i++)
-                    for (int64_t q = 0; q < pk.len[i] * w; q++) red_sum[k][q] += attr[pk.start[i] * w + q];
+                    for (int64_t q = 0; q < pk.len[i] * w && !isnan(metric[b0 + i]); q++)
+                        red_sum[k][q] += attr[pk.start[i] * w + q];
                 continue;
             }
             int64_t start[4] = {b0, 0, 0, 0}, count[4] = {nb, 0, 0, 0};
@@ -341,7 +346,8 @@ ss_status ss_job_attribute(const ss_attribute_job *job) {
             /* The table's scores: the sum over prompts and positions, kept in red_sum when not reducing prompts. */
             if (!red_sum[k] && !(red_sum[k] = ss_calloc((size_t)w, sizeof(double), "sums"))) { st = SS_ERR_NOMEM; goto out; }
             for (int64_t i = 0; i < nb; i++)
-                for (int64_t q = 0; q < pk.len[i] * w; q++) red_sum[k][q % w] += attr[pk.start[i] * w + q];
+                for (int64_t q = 0; q < pk.len[i] * w && !isnan(metric[b0 + i]); q++)
+                    red_sum[k][q % w] += attr[pk.start[i] * w + q];
         }
         if (job->progress) job->progress(job->progress_ctx, (b0 + nb) * passes, N * passes);
     }

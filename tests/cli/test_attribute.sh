@@ -12,6 +12,32 @@ K=$D/patch/corrupt.jsonl
 # A dataset's values at full precision (first DATA block).
 vals() { h5dump -y -m '%.9g' -d "$1" "$2" 2>/dev/null | awk '/DATA {/{f=1;next} f&&/}/{exit} f' | tr -d ' \n'; }
 
+# Goldens: PyTorch autograd on the same prompts (tests/gen/gen_attr_goldens.py), fp32 and fp64.
+# Tolerance |a-e| <= 1e-5 + 1e-4|e|: attributions are O(1e-3..3); the fp32 reference itself is
+# within 3.5e-6 of the fp64 one, and the engine's fp32 forward within ~2e-6 of PyTorch's.
+G=$D/golden
+golden() { # NAME then the attribute arguments
+    local name=$1; shift
+    if "$SUBSCOPE" attribute "$@" --out "$TMP/$name.h5" >/dev/null 2>"$TMP/err"; then
+        for ref in "$G/$name.h5" "$G/$name-f64.h5"; do
+            [ -e "$ref" ] || continue
+            if res=$("$H5CMP" --quiet --atol 1e-5 --rtol 1e-4 "$ref" "$TMP/$name.h5" 2>&1); then
+                pass "$(basename "$ref" .h5) equals autograd"
+            else fail "$(basename "$ref" .h5)" "$(printf '%s' "$res" | head -4)"; fi
+        done
+    else fail "$name runs" "$(cat "$TMP/err")"; fi
+}
+for r in prefix-f32 noprefix-odd-untied f16-sharded bf16; do
+    golden attr-$r-loss-grad --model $D/models/$r --input $D/attribute/$r.jsonl --sites '*' --metric loss --method grad
+done
+A=$D/attribute
+golden attr-tiny-logitdiff-gradxact --model $M --input $A/prompts.jsonl --sites 'hook_embed,hook_pos_embed,blocks.0.attn.*,blocks.2.mlp.hook_post' --metric logitdiff --method gradxact
+golden attr-tiny-logprob-grad --model $M --input $A/prompts.jsonl --sites 'blocks.3.*,ln_final.hook_normalized' --metric logprob --method grad
+golden attr-tiny-logitdiff-atp --model $M --input $A/prompts.jsonl --corrupt $A/corrupt.jsonl --sites 'hook_embed,hook_pos_embed,blocks.1.hook_*,blocks.2.attn.*' --metric logitdiff --method atp
+golden attr-tiny-loss-grad-positions --model $M --input $A/prompts.jsonl --sites 'blocks.*.mlp.hook_post,blocks.*.attn.hook_z' --metric loss --method grad --reduce positions
+golden attr-tiny-logprob-gradxact-prompts --model $M --input $A/prompts.jsonl --sites 'blocks.*.hook_resid_post' --metric logprob --method gradxact --reduce prompts
+golden attr-tiny-logitdiff-ig16 --model $M --input $A/prompts.jsonl --sites 'blocks.*.mlp.hook_post,blocks.1.hook_resid_pre' --metric logitdiff --method ig:16
+
 # atp with the clean prompts as their own corrupt twins: every attribution is exactly 0.
 if "$SUBSCOPE" attribute --model $M --input $P --corrupt $P --sites '*' --metric logitdiff --method atp --reduce positions --out "$TMP/z.h5" >/dev/null 2>"$TMP/err"; then
     v=$(for s in blocks.0.hook_resid_pre blocks.2.attn.hook_z blocks.3.mlp.hook_post ln_final.hook_normalized; do vals "/attr/$s" "$TMP/z.h5"; done)
