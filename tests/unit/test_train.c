@@ -311,3 +311,33 @@ TEST(train_on_cuda_backend_matches_cpu) {
     ss_model_free(m);
     free(cfg), free(data), free(oc), free(og);
 }
+
+/* A tokenizer given as GPT-2's encoder.json + vocab.bpe is written as the
+ * vocab.json + merges.txt pair Hugging Face reads, and reloads. */
+TEST(train_copies_a_vocab_merges_tokenizer) {
+    char *tok = tmp_path("pair_tok"), *out = tmp_path("pair_out"), *data = make_corpus();
+    char *cfg = write_config("pair.json", "{\"n_layer\": 1, \"n_head\": 2, \"n_embd\": 16, \"n_positions\": 16, \"vocab_size\": 50257}");
+    CHECK(mkdir(tok, 0755) == 0);
+    const char *names[2][2] = {{"encoder.json", "vocab.json"}, {"vocab.bpe", "merges.txt"}};
+    for (int i = 0; i < 2; i++) {
+        char src[512], *text = NULL, *dst = ss_path_join(tok, names[i][0]);
+        size_t len;
+        snprintf(src, sizeof src, "%s/gpt2-tokenizer/%s", ss_test_data_dir(), names[i][0]);
+        CHECK_OK(ss_file_read(src, &text, &len));
+        FILE *f = fopen(dst, "wb");
+        CHECK(f && fwrite(text, 1, len, f) == len);
+        fclose(f);
+        free(text), free(dst);
+    }
+    ss_train_job j = base_job(cfg, data, out, 1);
+    j.tokenizer = tok, j.batch = 1, j.seq = 16;
+    CHECK_OK(ss_job_train(&j));
+    char *tj = ss_path_join(out, "tokenizer.json"), *vj = ss_path_join(out, "vocab.json"), *mt = ss_path_join(out, "merges.txt");
+    CHECK(!exists(tj) && exists(vj) && exists(mt));
+    ss_model *m = NULL;
+    CHECK_OK(ss_model_load(out, &m));
+    CHECK(m->tok && ss_tokenizer_vocab_size(m->tok) == 50257 && ss_tokenizer_eos_id(m->tok) == 50256);
+    CHECK(m->cfg.eos_token_id == 50256);
+    ss_model_free(m);
+    free(tj), free(vj), free(mt), free(tok), free(out), free(data), free(cfg);
+}
