@@ -89,6 +89,7 @@ def main():
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--atp-pairs", type=int, default=32, help="pairs for the atp case (tests/data/patch repeated)")
     ap.add_argument("--json", required=True)
     a = ap.parse_args()
     cfg = json.load(open(os.path.join(a.model, "config.json")))
@@ -114,14 +115,17 @@ def main():
                 out["cost"]["peer_skipped"] = str(e)[:200]
         log("atp vs patch --per neuron on models/tiny-gpt2")
         tiny = ["--model", os.path.join(ROOT, "models", "tiny-gpt2"), "--device", a.device]
-        clean = os.path.join(ROOT, "tests", "data", "patch", "clean.jsonl")
-        corrupt = os.path.join(ROOT, "tests", "data", "patch", "corrupt.jsonl")
+        clean, corrupt = f"{tmp}/clean.jsonl", f"{tmp}/corrupt.jsonl"
+        for name, dst in (("clean", clean), ("corrupt", corrupt)):
+            lines = [l for l in open(os.path.join(ROOT, "tests", "data", "patch", name + ".jsonl")) if l.strip()]
+            with open(dst, "w") as f:
+                f.writelines((lines * a.atp_pairs)[:a.atp_pairs])
         tsite = "blocks.2.mlp.hook_post"
         patch, _ = timed([SS, "patch", *tiny, "--clean", clean, "--corrupt", corrupt, "--sites", tsite,
                           "--per", "neuron", "--out", f"{tmp}/p.h5"], a.reps)
         atp, _ = timed([SS, "attribute", *tiny, "--input", clean, "--corrupt", corrupt, "--sites", tsite,
                         "--method", "atp", "--metric", "logitdiff", "--out", f"{tmp}/t.h5"], a.reps)
-        out["atp"] = {"site": tsite, "patch_per_neuron_s": patch, "attribute_atp_s": atp, "speedup": patch / atp}
+        out["atp"] = {"site": tsite, "pairs": a.atp_pairs, "patch_per_neuron_s": patch, "attribute_atp_s": atp, "speedup": patch / atp}
     with open(a.json, "w") as f:
         json.dump(out, f, indent=1)
     c, t = out["cost"], out["atp"]
@@ -131,7 +135,7 @@ def main():
     if "peer_pytorch_fwd_bwd_s" in c:
         print(f"  PyTorch forward+backward to the same site: {c['peer_pytorch_fwd_bwd_s']:.2f} s "
               f"(subscope {c['subscope_vs_peer']:.2f}x as fast)")
-    print(f"  atp over {t['site']}: {t['attribute_atp_s']:.3f} s vs patch --per neuron {t['patch_per_neuron_s']:.2f} s "
+    print(f"  atp over {t['site']}, {t['pairs']} pairs: {t['attribute_atp_s']:.3f} s vs patch --per neuron {t['patch_per_neuron_s']:.2f} s "
           f"= {t['speedup']:.0f}x (target >= 50x)")
 
 

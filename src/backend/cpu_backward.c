@@ -140,22 +140,38 @@ ss_status ss_cpu_layernorm_backward(const ss_backend *be, float *dx, float *dw, 
  *   erf:  0.5(1 + erf(x/√2)) + x·φ(x)
  *   tanh: with u = k(x + 0.044715x³) and s = sigmoid(2u) (the forward's
  *         0.5(1+tanh u)): s + x·2s(1-s)·k(1 + 3·0.044715x²). */
-ss_status ss_cpu_gelu_backward(const ss_backend *be, float *dx, const float *dy, const float *x, int64_t n,
-                               ss_act act) {
-    if (act == SS_ACT_GELU_ERF) {
-        for (int64_t i = 0; i < n; i++) {
-            const double v = x[i];
+typedef struct {
+    float *dx;
+    const float *dy, *x;
+    int64_t n;
+    ss_act act;
+} gelub_ctx;
+
+#define GELUB_CHUNK 32768
+
+static void gelub_task(void *vctx, int64_t task) {
+    const gelub_ctx *c = vctx;
+    const int64_t i1 = (task + 1) * GELUB_CHUNK < c->n ? (task + 1) * GELUB_CHUNK : c->n;
+    if (c->act == SS_ACT_GELU_ERF) {
+        for (int64_t i = task * GELUB_CHUNK; i < i1; i++) {
+            const double v = c->x[i];
             const double dg = 0.5 * (1.0 + erf(v * 0.70710678118654752)) + v * exp(-0.5 * v * v) * 0.39894228040143268;
-            dx[i] = (float)(dy[i] * dg);
+            c->dx[i] = (float)(c->dy[i] * dg);
         }
     } else {
         const double k = 0.79788456080286536;
-        for (int64_t i = 0; i < n; i++) {
-            const double v = x[i], u = k * (v + 0.044715 * v * v * v), s = 1.0 / (1.0 + exp(-2.0 * u));
+        for (int64_t i = task * GELUB_CHUNK; i < i1; i++) {
+            const double v = c->x[i], u = k * (v + 0.044715 * v * v * v), s = 1.0 / (1.0 + exp(-2.0 * u));
             const double dg = s + v * 2.0 * s * (1.0 - s) * k * (1.0 + 3.0 * 0.044715 * v * v);
-            dx[i] = (float)(dy[i] * dg);
+            c->dx[i] = (float)(c->dy[i] * dg);
         }
     }
+}
+
+ss_status ss_cpu_gelu_backward(const ss_backend *be, float *dx, const float *dy, const float *x, int64_t n,
+                               ss_act act) {
+    gelub_ctx c = {dx, dy, x, n, act};
+    ss_parallel_for((n + GELUB_CHUNK - 1) / GELUB_CHUNK, gelub_task, &c);
     return SS_OK;
 }
 
@@ -168,6 +184,17 @@ typedef struct {
     float scale;
     atomic_int failed;
 } attnb_ctx;
+
+/* The three rank-1 updates of one (query i, key j) pair; restrict lets them vectorise. */
+static inline void attnb_row_update(float *restrict dqi, float *restrict dkj, float *restrict dvj,
+                                    const float *restrict kj, const float *restrict qi, const float *restrict dzi,
+                                    float g, float pj, int64_t dh) {
+    for (int64_t e = 0; e < dh; e++) {
+        dqi[e] += g * kj[e];
+        dkj[e] += g * qi[e];
+        dvj[e] += pj * dzi[e];
+    }
+}
 
 /* One (sequence, head) per task: that head's columns of dk and dv belong to
  * the task, so it accumulates them without races. Per query row i the
@@ -211,16 +238,9 @@ static void attnb_task(void *vctx, int64_t task) {
         }
         float *dqi = c->dq + (r0 + i) * c->ldd + h * dh;
         memset(dqi, 0, (size_t)dh * sizeof(float));
-        for (int64_t j = 0; j <= i; j++) {
-            const float g = (float)(p[j] * (dp[j] - D)) * c->scale, pj = p[j];
-            const float *kj = c->k + (r0 + j) * c->ld + h * dh;
-            float *dkj = c->dk + (r0 + j) * c->ldd + h * dh, *dvj = c->dv + (r0 + j) * c->ldd + h * dh;
-            for (int64_t e = 0; e < dh; e++) {
-                dqi[e] += g * kj[e];
-                dkj[e] += g * qi[e];
-                dvj[e] += pj * dzi[e];
-            }
-        }
+        for (int64_t j = 0; j <= i; j++)
+            attnb_row_update(dqi, c->dk + (r0 + j) * c->ldd + h * dh, c->dv + (r0 + j) * c->ldd + h * dh,
+                             c->k + (r0 + j) * c->ld + h * dh, qi, dzi, (float)(p[j] * (dp[j] - D)) * c->scale, p[j], dh);
     }
     free(kt);
 }
