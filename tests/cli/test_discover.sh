@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# discover: collect (grouped by label) -> discover with both methods (and with attributions) ->
+# ablate --masks on the exported file; determinism; refusals that leave no output.
+source "$(dirname "$0")/lib.sh"
+D=${SS_TEST_DATA:-tests/data}
+M=models/tiny-gpt2
+P=$D/ablate/prompts.jsonl
+S='blocks.*.mlp.hook_post'
+
+"$SUBSCOPE" collect --model $M --input $P --sites "$S" --stats mean,cov,corr --group-by label --out "$TMP/st.h5" 2>/dev/null
+"$SUBSCOPE" collect --model $M --input $P --sites "$S,blocks.0.hook_resid_post" --out "$TMP/flat.h5" 2>/dev/null
+[ -f "$TMP/st.h5" ] && [ -f "$TMP/flat.h5" ] && pass "collect --group-by label" || fail "collect --group-by label"
+
+# A root string attribute's value.
+attr() { h5dump -a "/$1" "$2" 2>/dev/null | sed -n 's/.*(0): "\(.*\)"$/\1/p'; }
+
+# cluster: 512 units per site, --fraction 0.02 -> clusters of at most 10; --top 3 per site of 4.
+if "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method cluster --top 3 --seed 5 --out "$TMP/cl.h5" >"$TMP/cl.txt" 2>"$TMP/err"; then
+    pass "discover --method cluster"
+else fail "discover --method cluster" "$(cat "$TMP/err")"; fi
+n=$(wc -l <"$TMP/cl.masks.jsonl" 2>/dev/null)
+names=$(attr submodels "$TMP/cl.h5")
+[ "$n" = 12 ] && [ "$(printf '%s' "$names" | awk -F, '{print NF}')" = 12 ] && pass "cluster: 3 sub-models per site, one mask each (default masks path)" || fail "cluster: 12 sub-models" "masks $n, names '$names'"
+[ "$(head -n 1 "$TMP/cl.masks.jsonl" | sed 's/^{"name": "\([^"]*\)".*/\1/')" = "${names%%,*}" ] && pass "masks in score order" || fail "masks in score order"
+big=$(grep -o '"units": \[[^]]*\]' "$TMP/cl.masks.jsonl" | awk -F, '{print NF}' | sort -n | tail -n 1)
+[ -n "$big" ] && [ "$big" -le 10 ] && [ "$big" -ge 2 ] && pass "clusters hold 2..10 units (2% of 512)" || fail "cluster sizes" "largest $big"
+grep -q "^1 *cluster1@blocks" "$TMP/cl.txt" && pass "table of sub-models printed" || fail "table" "$(head -3 "$TMP/cl.txt")"
+"$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method cluster --top 3 --seed 5 --out "$TMP/cl2.h5" >/dev/null 2>&1
+cmp -s "$TMP/cl.masks.jsonl" "$TMP/cl2.masks.jsonl" && [ "$(attr submodels "$TMP/cl2.h5")" = "$names" ] && pass "deterministic: same masks and order again" || fail "deterministic"
+# Without corr in the file, the correlation comes from cov: the same clusters.
+"$SUBSCOPE" discover --stats "$TMP/flat.h5" --sites "$S" --method cluster --top 3 --out "$TMP/cl3.h5" >/dev/null 2>&1
+cmp -s "$TMP/cl.masks.jsonl" "$TMP/cl3.masks.jsonl" && pass "corr computed from cov gives the same clusters" || fail "corr from cov" "$(diff "$TMP/cl.masks.jsonl" "$TMP/cl3.masks.jsonl" | head -4)"
+
+# contrast: one sub-model per site and one over all four sites.
+if "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method contrast --contrast animals:colours --out "$TMP/ct.h5" --masks-out "$TMP/ct.jsonl" >"$TMP/ct.txt" 2>"$TMP/err"; then
+    pass "discover --method contrast"
+else fail "discover --method contrast" "$(cat "$TMP/err")"; fi
+[ "$(wc -l <"$TMP/ct.jsonl")" = 5 ] && grep -q '^{"name": "animals_vs_colours", "sites": \[{"site": "blocks.0.mlp.hook_post", "units": \[' "$TMP/ct.jsonl" && pass "contrast: 4 per-site masks + animals_vs_colours over all sites" || fail "contrast masks" "$(head -c 300 "$TMP/ct.jsonl")"
+h5dump -d "/submodels/animals_vs_colours@blocks.1.mlp.hook_post/blocks.1.mlp.hook_post/effect_size" "$TMP/ct.h5" >/dev/null 2>&1 && pass "effect sizes written" || fail "effect sizes written"
+grep -q "animals_vs_colours *4 sites *40" "$TMP/ct.txt" && pass "contrast table: 40 units over 4 sites" || fail "contrast table" "$(cat "$TMP/ct.txt")"
+
+# The exported masks are what ablate reads, as they are.
+expect_ok "ablate --masks <cluster masks>" "$SUBSCOPE" ablate --model $M --input $P --masks "$TMP/cl.masks.jsonl" --out "$TMP/a1.h5"
+expect_ok "ablate --masks <contrast masks>" "$SUBSCOPE" ablate --model $M --input $P --masks "$TMP/ct.jsonl" --out "$TMP/a2.h5"
+h5ls -r "$TMP/a2.h5" 2>/dev/null | grep -q "/ablate/animals_vs_colours/loss" && pass "ablate names the results after the sub-models" || fail "ablate result names"
+
+# With attributions (summed over positions) and another mask mode.
+"$SUBSCOPE" attribute --model $M --input $P --sites "$S" --reduce positions --out "$TMP/at.h5" >/dev/null 2>&1
+expect_ok "contrast with --attr" "$SUBSCOPE" discover --stats "$TMP/st.h5" --attr "$TMP/at.h5" --sites "$S" --method contrast --contrast colours:days --mode scale --factor 0.25 --out "$TMP/ca.h5"
+grep -q '"mode": "scale", "factor": 0.25}' "$TMP/ca.masks.jsonl" && pass "--mode scale --factor in the masks" || fail "mask mode" "$(head -c 300 "$TMP/ca.masks.jsonl")"
+expect_ok "cluster with --attr" "$SUBSCOPE" discover --stats "$TMP/st.h5" --attr "$TMP/at.h5" --sites 'blocks.1.*' --method cluster --out "$TMP/cla.h5"
+expect_ok "ablate --masks <scale masks>" "$SUBSCOPE" ablate --model $M --input $P --masks "$TMP/ca.masks.jsonl" --out "$TMP/a3.h5"
+
+# Refusals: clear messages and no output files.
+X="$TMP/x.h5"
+expect_fail "missing group label" "label 'cars' is not in" "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method contrast --contrast animals:cars --out "$X"
+expect_fail "no per-label statistics" "no per-label statistics (collect with --group-by label)" "$SUBSCOPE" discover --stats "$TMP/flat.h5" --sites "$S" --method contrast --contrast animals:colours --out "$X"
+expect_fail "site not in the stats file" "'blocks.0.hook_resid_pre' matches no site" "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites blocks.0.hook_resid_pre --method cluster --out "$X"
+expect_fail "fraction 0" "--fraction 0 is outside (0, 1]" "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method cluster --fraction 0 --out "$X"
+expect_fail "fraction 2" "--fraction 2 is outside (0, 1]" "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method cluster --fraction 2 --out "$X"
+expect_fail "fraction not a number" "--fraction must be a number" "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method cluster --fraction abc --out "$X"
+expect_fail "unknown method" "want cluster or contrast" "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method kmeans --out "$X"
+expect_fail "contrast without --contrast" "needs --contrast" "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method contrast --out "$X"
+expect_fail "attr file without the site" "no /attr/blocks.0.hook_resid_post" "$SUBSCOPE" discover --stats "$TMP/flat.h5" --attr "$TMP/at.h5" --sites 'blocks.0.hook_resid_post' --method cluster --out "$X"
+expect_fail "stats file missing" "nope.h5" "$SUBSCOPE" discover --stats "$TMP/nope.h5" --sites "$S" --method cluster --out "$X"
+ls "$TMP"/x* >/dev/null 2>&1 && fail "refusals leave no output" "$(ls "$TMP"/x*)" || pass "refusals leave no output"
+finish
