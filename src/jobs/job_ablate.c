@@ -93,11 +93,12 @@ static void prompt_metrics(const metric_ctx *mc, const int32_t *tok, int64_t n, 
                            int32_t wrong, float *out) {
     double loss = 0, acc = 0, kw = 0;
     int64_t nkw = 0;
+    const int need_best = mc->want[M_ACC] || mc->want[M_KEYWORD]; /* a pass over V per row */
     for (int64_t t = 0; t + 1 < n; t++) {
         const float *row = lg + t * V;
         int32_t next = tok[t + 1];
         int64_t best = 0;
-        for (int64_t v = 1; v < V; v++)
+        for (int64_t v = 1; need_best && v < V; v++)
             if (row[v] > row[best]) best = v;
         loss += lz[t] - row[next];
         acc += best == next;
@@ -141,7 +142,7 @@ static void metrics_task(void *vctx, int64_t i) {
     ss_log_partition(j->lg + r0 * j->V, n, j->V, j->lz + r0);
     float out[M_COUNT];
     prompt_metrics(mc, j->tokens + s0, n, j->V, j->lg + r0 * j->V, j->lz + r0,
-                   j->lg_clean ? j->lg_clean + s0 * j->V : NULL, j->lg_clean ? j->lz_clean + s0 : NULL,
+                   j->lg_clean && mc->want[M_KL] ? j->lg_clean + s0 * j->V : NULL, j->lg_clean ? j->lz_clean + s0 : NULL,
                    mc->answer[gi], mc->wrong[gi], out);
     for (int mt = 0; mt < M_COUNT; mt++)
         if (mc->want[mt]) j->vals[j->slot[k]][mt][gi] = out[mt];
