@@ -36,6 +36,11 @@ echo "\$ subscope ablate --model $MODEL --input tests/data/ablate/prompts.jsonl 
 $SS ablate --model $MODEL --input tests/data/ablate/prompts.jsonl --masks data/demo_masks.jsonl \
     --metrics loss,acc,keyword,logitdiff,kl --keywords data/demo_keywords.txt --out out/ablate.h5 | grep -E '^(change|mask|\(clean\)|[a-z0-9_.]+ +all)'
 
+say "which MLP neurons drive the answer (attribute: gradient x activation of logit(answer) - logit(wrong))"
+echo "\$ subscope attribute --model $MODEL --input tests/data/ablate/prompts.jsonl --sites 'blocks.*.mlp.hook_post' --metric logitdiff --method gradxact --top 6 --out out/attr.h5"
+$SS attribute --model $MODEL --input tests/data/ablate/prompts.jsonl --sites 'blocks.*.mlp.hook_post' \
+    --metric logitdiff --method gradxact --top 6 --out out/attr.h5
+
 cat <<EOT
 
 The file is at $OUT ($(du -h $OUT | cut -f1)). Open it with h5py:

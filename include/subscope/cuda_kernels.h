@@ -93,6 +93,54 @@ int ss_cuda_colmean(double *mean64, float *mean32, const void *x, int xdtype, in
 int ss_cuda_cov_lower(float *c, int64_t ldc, const void *x, int xdtype, int64_t ldx, const float *mean, int64_t n,
                       int64_t d, cudaStream_t stream);
 
+/* ---- The backward pass (ss_backend's backward ops). ---- */
+
+/* out[c] += sum over the M rows of x[M,N] (row stride N), for c < N. Fixed
+ * summation order (deterministic, no atomics). */
+int ss_cuda_sum_rows(float *out, const float *x, int64_t M, int64_t N, cudaStream_t stream);
+
+/* LayerNorm backward for y = layernorm(x; w, b) (fp32 w): per row,
+ * dx += rstd (g - mean(g) - xhat mean(g xhat)) with g = dy w; and, when
+ * non-NULL, dw[c] += sum_r dy xhat, db[c] += sum_r dy. ws is a device
+ * workspace of ss_cuda_layernorm_backward_ws(rows) floats (the rows' mean
+ * and rstd), needed only when dw or db is non-NULL. dx must not overlap dy
+ * or x. Deterministic (no atomics). */
+int64_t ss_cuda_layernorm_backward_ws(int64_t rows);
+int ss_cuda_layernorm_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
+                               int64_t rows, int64_t d, float eps, float *ws, cudaStream_t stream);
+
+/* dx = dy * act'(x) for n elements, act SS_CUDA_GELU_TANH or _ERF; dx may
+ * equal dy. */
+int ss_cuda_gelu_backward(float *dx, const float *dy, const float *x, int64_t n, int act, cudaStream_t stream);
+
+/* Attention backward as ss_backend.attention_backward: dq, dk, dv (row
+ * stride ld_dqkv) are written, not accumulated, for every row of every
+ * sequence. start/len/ws_off are device arrays (ws_off[s]: the offset of
+ * sequence s's [H,len,len] block; max_len bounds every len[s]); ws is a
+ * device workspace of 2 * sum_s H len[s]^2 floats (the probabilities P, then
+ * dS at + ws_half, ws_half = sum_s H len[s]^2). Deterministic. dh <= 256,
+ * H <= 65535, else cudaErrorInvalidValue. */
+int ss_cuda_attention_backward(float *dq, float *dk, float *dv, int64_t ld_dqkv, const float *dz, const float *q,
+                               const float *k, const float *v, int64_t ld_qkv, int64_t n_seq, const int64_t *start,
+                               const int64_t *len, const int64_t *ws_off, int64_t max_len, int64_t H, int64_t dh,
+                               float scale, float *ws, int64_t ws_half, cudaStream_t stream);
+
+/* dwte[tokens[i],:] += dx[i,:] and dwpe[pos[i],:] += dx[i,:] for n rows of
+ * width d (either table may be NULL). A row whose id is outside
+ * [0,n_vocab) / position outside [0,n_pos) is skipped for that table.
+ * Float atomics: rows sharing an id add in an unspecified order, so the
+ * result may differ between runs by rounding. */
+int ss_cuda_embed_backward(float *dwte, float *dwpe, const float *dx, const int32_t *tokens, const int32_t *pos,
+                           int64_t n_vocab, int64_t n_pos, int64_t n, int64_t d, cudaStream_t stream);
+
+/* Softmax cross-entropy per row of logits[rows,V]: for targets[r] in
+ * [0,V), loss[r] = logsumexp(row) - row[target] and dlogits row =
+ * w_r (softmax(row) - onehot(target)), w_r = weights[r] (1 when weights is
+ * NULL); targets[r] < 0 gives loss 0 and a zero row; targets[r] >= V gives
+ * NaN. dlogits may equal logits; loss may be NULL. fp32, max-subtracted. */
+int ss_cuda_softmax_xent(float *dlogits, float *loss, const float *logits, const int32_t *targets,
+                         const float *weights, int64_t rows, int64_t V, cudaStream_t stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -48,8 +48,13 @@ ss_status ss_run_place(ss_run *r, const ss_run_opts *o);
 void ss_run_pack(ss_run *r, int64_t b0, int64_t nb, ss_packing *pk);
 void ss_run_close(ss_run *r);
 
+/* Reads and tokenizes a prompt file paired line by line with the run's
+ * prompts: the same count, and each pair the same number of tokens. */
+ss_status ss_run_read_paired(const ss_run *r, const char *path, int truncate, ss_prompts **out);
+
 /* The first token ids of a prompt's "answer" and "wrong" (logit differences
- * are taken on them); errors name the file and line. */
+ * are taken on them; wrong may be NULL where only the answer is needed);
+ * errors name the file and line. */
 ss_status ss_prompt_answer_ids(const ss_tokenizer *tok, const ss_prompts *p, const ss_prompt *it, int32_t *answer,
                                int32_t *wrong);
 /* log(sum_v exp(x_v)) of each of rows x V logits (float64). */
@@ -125,6 +130,25 @@ typedef struct ss_patch_job {
 } ss_patch_job;
 
 ss_status ss_job_patch(const ss_patch_job *job);
+
+typedef struct ss_attribute_job {
+    ss_run_opts run;
+    const char *out;
+    const char *sites;            /* globs; hook_pattern is left out of globs and refused by name */
+    const char *metric;           /* "loss" (NULL), "logitdiff" or "logprob" */
+    const char *method;           /* "gradxact" (NULL), "grad", "atp" or "ig[:STEPS]" (32 steps) */
+    const char *corrupt;          /* atp: prompts paired line by line with run.input, same token counts */
+    const char *reduce;           /* "none" (NULL), "positions" or "prompts": what /attr sums over */
+    const char *stats;            /* ig: a collect file whose means are the baseline (NULL: zero) */
+    int recompute;                /* recompute each block in the backward pass instead of keeping it */
+    int top;                      /* units per site in the table (0: 10) */
+    const char *command_line;
+    FILE *table;
+    ss_progress_fn progress;
+    void *progress_ctx;
+} ss_attribute_job;
+
+ss_status ss_job_attribute(const ss_attribute_job *job);
 
 /* Prints a readable summary of a subscope HDF5 file to out: provenance,
  * every dataset with its shape and axis names, and for forward files the

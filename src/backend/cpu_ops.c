@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu_internal.h"
 #include "subscope/backend.h"
 #include "subscope/util.h"
 
@@ -305,6 +306,14 @@ static const ss_backend cpu_backend = {
     .add = cpu_add,
     .embed = cpu_embed,
     .attention = cpu_attention,
+    .zero = ss_cpu_zero,
+    .matmul_tn = ss_cpu_matmul_tn,
+    .sum_rows = ss_cpu_sum_rows,
+    .layernorm_backward = ss_cpu_layernorm_backward,
+    .gelu_backward = ss_cpu_gelu_backward,
+    .attention_backward = ss_cpu_attention_backward,
+    .embed_backward = ss_cpu_embed_backward,
+    .softmax_xent = ss_cpu_softmax_xent,
 };
 
 const ss_backend *ss_backend_cpu(void) { return &cpu_backend; }

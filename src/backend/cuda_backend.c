@@ -28,6 +28,8 @@ typedef struct {
     int64_t *meta_host;
     uint16_t *a16;          /* bf16 copy of the activations of a bf16 product */
     size_t a16_cap;         /* in elements */
+    float *ws;              /* workspace of the backward kernels (attention P/dS, layernorm row stats) */
+    size_t ws_cap;          /* in floats */
     char name[32];
     char device_name[256];
     /* Live allocations, to report the memory a run needed. */
@@ -333,6 +335,129 @@ static ss_status cu_attention(const ss_backend *be, float *z, const float *q, co
     return SS_OK;
 }
 
+/* ---- The backward pass ---- */
+
+/* The backward kernels' workspace, grown on demand and kept: the same
+ * sizes recur layer after layer and batch after batch. */
+static ss_status cu_workspace(const ss_backend *be, size_t floats, const char *what, float **out) {
+    cuda_impl *c = IMPL(be);
+    if (floats > c->ws_cap) {
+        if (c->ws) cu_release(be, c->ws);
+        c->ws = NULL;
+        c->ws_cap = 0;
+        SS_TRY(cu_alloc(be, floats * sizeof(float), what, (void **)&c->ws));
+        c->ws_cap = floats;
+    }
+    *out = c->ws;
+    return SS_OK;
+}
+
+static ss_status cu_zero(const ss_backend *be, void *p, size_t bytes) {
+    if (!bytes) return SS_OK;
+    CU(cudaMemsetAsync(p, 0, bytes, IMPL(be)->stream), "zero (cudaMemsetAsync)");
+    return SS_OK;
+}
+
+/* Row-major C[K,N] (+)= A[M,K]^T B[M,N] is column-major C^T[N,K] = B^T A:
+ * B read as column-major [N,M] (no transpose), A as column-major [K,M]
+ * transposed. The handle's math mode carries the backend's TF32 choice. */
+static ss_status cu_matmul_tn(const ss_backend *be, float *C, const float *A, const float *B, int64_t M, int64_t N,
+                              int64_t K, int accumulate) {
+    if (K <= 0 || N <= 0) return SS_OK;
+    if (M <= 0) return accumulate ? SS_OK : cu_zero(be, C, (size_t)(K * N) * sizeof(float));
+    if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX)
+        return ss_errorf(SS_ERR_UNSUPPORTED, "%s: matmul_tn %lld x %lld x %lld exceeds cuBLAS's 32-bit sizes",
+                         be->name, (long long)M, (long long)N, (long long)K);
+    const float one = 1.f, beta = accumulate ? 1.f : 0.f;
+    cublasStatus_t s = cublasSgemm(IMPL(be)->blas, CUBLAS_OP_N, CUBLAS_OP_T, (int)N, (int)K, (int)M, &one, B, (int)N,
+                                   A, (int)K, &beta, C, (int)N);
+    if (s != CUBLAS_STATUS_SUCCESS)
+        return ss_errorf(SS_ERR_IO, "%s: matmul_tn: cuBLAS product (%lld x %lld x %lld): %s", be->name, (long long)M,
+                         (long long)N, (long long)K, cublasGetStatusString(s));
+    return SS_OK;
+}
+
+static ss_status cu_sum_rows(const ss_backend *be, float *out, const float *x, int64_t M, int64_t N) {
+    KL(ss_cuda_sum_rows(out, x, M, N, IMPL(be)->stream), "sum_rows kernel");
+    return SS_OK;
+}
+
+static ss_status cu_layernorm_backward(const ss_backend *be, float *dx, float *dw, float *db, const float *dy,
+                                       const float *x, const float *w, int64_t rows, int64_t d, float eps) {
+    float *ws = NULL;
+    if ((dw || db) && rows > 0 && d > 0)
+        SS_TRY(cu_workspace(be, (size_t)ss_cuda_layernorm_backward_ws(rows), "layernorm_backward workspace", &ws));
+    KL(ss_cuda_layernorm_backward(dx, dw, db, dy, x, w, rows, d, eps, ws, IMPL(be)->stream),
+       "layernorm_backward kernel");
+    return SS_OK;
+}
+
+static ss_status cu_gelu_backward(const ss_backend *be, float *dx, const float *dy, const float *x, int64_t n,
+                                  ss_act act) {
+    int a = act == SS_ACT_GELU_ERF ? SS_CUDA_GELU_ERF : SS_CUDA_GELU_TANH;
+    KL(ss_cuda_gelu_backward(dx, dy, x, n, a, IMPL(be)->stream), "gelu_backward kernel");
+    return SS_OK;
+}
+
+static ss_status cu_attention_backward(const ss_backend *be, float *dq, float *dk, float *dv, int64_t ld_dqkv,
+                                       const float *dz, const float *q, const float *k, const float *v,
+                                       int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len,
+                                       int64_t H, int64_t dh, float scale) {
+    cuda_impl *c = IMPL(be);
+    if (n_seq <= 0 || H <= 0) return SS_OK;
+    size_t need = (size_t)(3 * n_seq);
+    if (need > c->meta_cap) {
+        if (c->meta) cu_release(be, c->meta);
+        free(c->meta_host);
+        c->meta = NULL;
+        c->meta_cap = 0;
+        if (!(c->meta_host = ss_malloc(need * sizeof(int64_t), "attention metadata"))) return SS_ERR_NOMEM;
+        SS_TRY(cu_alloc(be, need * sizeof(int64_t), "attention metadata", (void **)&c->meta));
+        c->meta_cap = need;
+    }
+    /* P and dS of every (sequence, head): 2 sum_s H len^2 floats. */
+    int64_t max_len = 0, half = 0;
+    for (int64_t s = 0; s < n_seq; s++) {
+        size_t l2 = 0, hl2 = 0;
+        if (len[s] < 0 || !ss_mul_ok((size_t)len[s], (size_t)len[s], &l2) || !ss_mul_ok(l2, (size_t)H, &hl2) ||
+            hl2 > (size_t)(INT64_MAX / 4) || half > INT64_MAX / 4 - (int64_t)hl2)
+            return ss_errorf(SS_ERR_ARG, "%s: attention_backward: sequence %lld of length %lld is too long", be->name,
+                             (long long)s, (long long)len[s]);
+        c->meta_host[s] = start[s];
+        c->meta_host[n_seq + s] = len[s];
+        c->meta_host[2 * n_seq + s] = half;
+        half += (int64_t)hl2;
+        if (len[s] > max_len) max_len = len[s];
+    }
+    if (max_len == 0) return SS_OK;
+    float *ws = NULL;
+    SS_TRY(cu_workspace(be, (size_t)(2 * half), "attention_backward workspace (probabilities and dS)", &ws));
+    SS_TRY(cu_upload(be, c->meta, c->meta_host, need * sizeof(int64_t)));
+    int rc = ss_cuda_attention_backward(dq, dk, dv, ld_dqkv, dz, q, k, v, ld_qkv, n_seq, c->meta, c->meta + n_seq,
+                                        c->meta + 2 * n_seq, max_len, H, dh, scale, ws, half, c->stream);
+    if (rc == cudaErrorInvalidValue)
+        return ss_errorf(SS_ERR_UNSUPPORTED, "%s: attention_backward: H=%lld dh=%lld ld_qkv=%lld ld_dqkv=%lld is not "
+                         "supported (dh <= 256, H <= 65535, row strides >= H*dh)", be->name, (long long)H,
+                         (long long)dh, (long long)ld_qkv, (long long)ld_dqkv);
+    KL(rc, "attention_backward kernel");
+    return SS_OK;
+}
+
+static ss_status cu_embed_backward(const ss_backend *be, float *dwte, float *dwpe, const float *dx,
+                                   const int32_t *tokens, const int32_t *pos, int64_t n, int64_t d) {
+    /* Ids were validated by the forward pass; the bounds only guard the kernel. */
+    KL(ss_cuda_embed_backward(dwte, dwpe, dx, tokens, pos, INT32_MAX, INT32_MAX, n, d, IMPL(be)->stream),
+       "embed_backward kernel");
+    return SS_OK;
+}
+
+static ss_status cu_softmax_xent(const ss_backend *be, float *dlogits, float *loss, const float *logits,
+                                 const int32_t *targets, const float *weights, int64_t rows, int64_t V) {
+    KL(ss_cuda_softmax_xent(dlogits, loss, logits, targets, weights, rows, V, IMPL(be)->stream),
+       "softmax_xent kernel");
+    return SS_OK;
+}
+
 int ss_cuda_device_count(void) {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess) {
@@ -372,6 +497,10 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
         .memory_stats = cu_memory_stats, .moments_chunk = cu_moments_chunk,
         .matmul = cu_matmul, .layernorm = cu_layernorm, .gelu = cu_gelu, .add = cu_add, .embed = cu_embed,
         .attention = cu_attention,
+        .zero = cu_zero, .matmul_tn = cu_matmul_tn, .sum_rows = cu_sum_rows,
+        .layernorm_backward = cu_layernorm_backward, .gelu_backward = cu_gelu_backward,
+        .attention_backward = cu_attention_backward, .embed_backward = cu_embed_backward,
+        .softmax_xent = cu_softmax_xent,
     };
     struct cudaDeviceProp prop;
     ss_status st = SS_OK;
@@ -404,7 +533,7 @@ void ss_backend_cuda_close(ss_backend *be) {
     if (c) {
         if (c->blas) cublasDestroy(c->blas);
         if (c->stream) cudaStreamDestroy(c->stream);
-        for (size_t i = 0; i < c->n_blk; i++) cudaFree(c->blk[i]); /* meta and a16 are among them */
+        for (size_t i = 0; i < c->n_blk; i++) cudaFree(c->blk[i]); /* meta, a16 and ws are among them */
         free(c->meta_host);
         free(c->blk);
         free(c->blk_bytes);

@@ -1,11 +1,14 @@
 /* subscope: find and test the sub-models inside a transformer. */
 #include <stdio.h>
 #include <string.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "cli.h"
 #include "subscope/version.h"
 
-static cli_cmd *commands[] = {&cmd_info, &cmd_tokenize, &cmd_predict, &cmd_forward, &cmd_collect, &cmd_ablate, &cmd_patch, &cmd_show};
+static cli_cmd *commands[] = {&cmd_info, &cmd_tokenize, &cmd_predict, &cmd_forward, &cmd_collect, &cmd_ablate, &cmd_patch, &cmd_attribute, &cmd_show, &cmd_train};
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
 static void usage(FILE *f) {
@@ -18,6 +21,14 @@ static void usage(FILE *f) {
 
 int main(int argc, char **argv) {
     cli_set_command_line(argc, argv);
+#ifdef __GLIBC__
+    /* Jobs that run many small forward passes (patch, ablate, attribute) allocate
+     * and free the same activation buffers each time; glibc would hand every
+     * buffer over 128 KiB back to the kernel and fault its pages in again,
+     * which cost more than the passes themselves. Keep freed memory for reuse. */
+    mallopt(M_MMAP_THRESHOLD, 1 << 30);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+#endif
     if (argc < 2) {
         usage(stderr);
         return 1;

@@ -93,22 +93,7 @@ ss_status ss_job_patch(const ss_patch_job *job) {
     if ((st = ss_run_open(&job->run, &clean))) return st;
     const ss_config *cfg = &clean.m->cfg;
     const int64_t N = clean.p->n, V = cfg->vocab_size, T = clean.T;
-    if ((st = ss_prompts_read(job->corrupt, &kps)) ||
-        (st = ss_prompts_tokenize(kps, clean.m->tok, V, clean.max_len, job->run.truncate, NULL)))
-        goto out;
-    if (kps->n != N) {
-        st = ss_errorf(SS_ERR_ARG, "%s has %lld prompts but %s has %lld: they are paired line by line", job->run.input,
-                       (long long)N, job->corrupt, (long long)kps->n);
-        goto out;
-    }
-    for (int64_t i = 0; i < N; i++)
-        if (clean.p->items[i].n_tokens != kps->items[i].n_tokens) {
-            st = ss_errorf(SS_ERR_ARG, "pair %lld (%s:%lld, %s:%lld): %lld vs %lld tokens; patching needs equal lengths",
-                           (long long)i, clean.p->path, (long long)clean.p->items[i].line, kps->path,
-                           (long long)kps->items[i].line, (long long)clean.p->items[i].n_tokens,
-                           (long long)kps->items[i].n_tokens);
-            goto out;
-        }
+    if ((st = ss_run_read_paired(&clean, job->corrupt, job->run.truncate, &kps))) goto out;
 
     /* Sites, and how many pieces each is cut into. */
     int ns = ss_sites_count(cfg), nsel;

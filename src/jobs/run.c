@@ -63,15 +63,41 @@ void ss_run_close(ss_run *r) {
     memset(r, 0, sizeof *r);
 }
 
+ss_status ss_run_read_paired(const ss_run *r, const char *path, int truncate, ss_prompts **out) {
+    *out = NULL;
+    ss_prompts *q = NULL;
+    ss_status st;
+    if ((st = ss_prompts_read(path, &q)) ||
+        (st = ss_prompts_tokenize(q, r->m->tok, r->m->cfg.vocab_size, r->max_len, truncate, NULL)))
+        goto fail;
+    if (q->n != r->p->n) {
+        st = ss_errorf(SS_ERR_ARG, "%s has %lld prompts but %s has %lld: they are paired line by line", r->p->path,
+                       (long long)r->p->n, path, (long long)q->n);
+        goto fail;
+    }
+    for (int64_t i = 0; i < q->n; i++)
+        if (r->p->items[i].n_tokens != q->items[i].n_tokens) {
+            st = ss_errorf(SS_ERR_ARG, "pair %lld (%s:%lld, %s:%lld): %lld vs %lld tokens; pairs need equal lengths",
+                           (long long)i, r->p->path, (long long)r->p->items[i].line, path, (long long)q->items[i].line,
+                           (long long)r->p->items[i].n_tokens, (long long)q->items[i].n_tokens);
+            goto fail;
+        }
+    *out = q;
+    return SS_OK;
+fail:
+    ss_prompts_free(q);
+    return st;
+}
+
 ss_status ss_prompt_answer_ids(const ss_tokenizer *tok, const ss_prompts *p, const ss_prompt *it, int32_t *answer,
                                int32_t *wrong) {
     const char *aw[2] = {it->answer, it->wrong};
     int32_t *dst[2] = {answer, wrong};
-    for (int w = 0; w < 2; w++) {
+    for (int w = 0; w < 2 && dst[w]; w++) {
         if (!aw[w])
-            return ss_errorf(SS_ERR_FORMAT, "%s:%lld: the logitdiff metric needs \"answer\" and \"wrong\"", p->path,
-                             (long long)it->line);
-        if (!tok) return ss_errorf(SS_ERR_ARG, "the logitdiff metric needs a model with a tokenizer");
+            return ss_errorf(SS_ERR_FORMAT, "%s:%lld: the %s metric needs \"answer\"%s", p->path, (long long)it->line,
+                             wrong ? "logitdiff" : "logprob", wrong ? " and \"wrong\"" : "");
+        if (!tok) return ss_errorf(SS_ERR_ARG, "the %s metric needs a model with a tokenizer", wrong ? "logitdiff" : "logprob");
         int32_t *ids;
         size_t n;
         SS_TRY(ss_tokenizer_encode(tok, aw[w], strlen(aw[w]), &ids, &n));

@@ -1,11 +1,11 @@
-/* GPT-2: loading a Hugging Face directory into fp32 weights, and the forward
- * pass with site hooks. */
+/* GPT-2: loading a Hugging Face directory into fp32 weights and placing them
+ * on a backend (the forward pass is in forward.c). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "subscope/forward.h"
+#include "subscope/backward.h"
 #include "subscope/model.h"
 #include "subscope/util.h"
 
@@ -234,228 +234,39 @@ const ss_gpt2_weights *ss_model_weights(const ss_model *m, const ss_backend *be)
     return be->host_memory ? &m->w : NULL;
 }
 
-/* ---- forward ---- */
-
-typedef struct {
-    const ss_model *m;
-    const ss_backend *be;
-    const ss_forward_opts *o;
-    const ss_packing *pk;
-    const int64_t *pattern_off;
-    float *stage;          /* host staging for sites of a device backend */
-    float *arena;          /* device: sites gathered for read-only hooks */
-    int64_t *arena_off;    /* by site id: offset in the arena, or -1 */
-    size_t arena_used;     /* floats */
-} fwd_ctx;
-
-/* Hands a site to the hook. On a device backend the rows go through a host
- * staging buffer and back, so a hook that edits values edits the model's. */
-static ss_status hook_at(fwd_ctx *f, ss_site_kind kind, int layer, float *buf, size_t n_floats, int64_t offset,
-                         int64_t ld) {
-    if (!f->o || !f->o->want || !f->o->hook) return SS_OK;
-    int id = ss_site_id(&f->m->cfg, kind, layer);
-    if (!f->o->want[id]) return SS_OK;
-    ss_site s;
-    ss_site_get(&f->m->cfg, id, &s);
-    if (f->be->host_memory || f->o->hook_on_device)
-        return f->o->hook(f->o->hook_ctx, &s, buf + offset, ld, f->pk, f->pattern_off);
-    if (f->arena) { /* read-only: gather now, hand over after the pass */
-        int64_t rows = s.per_token ? f->pk->rows : 1, width = s.per_token ? s.width : (int64_t)n_floats;
-        SS_TRY(f->be->copy_rows(f->be, f->arena + f->arena_used, buf + offset, s.per_token ? ld : width, rows, width));
-        f->arena_off[id] = (int64_t)f->arena_used;
-        f->arena_used += (size_t)(rows * width);
-        return SS_OK;
-    }
-    /* buf holds n_floats (the site's rows, interleaved with others when ld > width). */
-    size_t bytes = n_floats * sizeof(float);
-    SS_TRY(f->be->download(f->be, f->stage, buf, bytes));
-    SS_TRY(f->o->hook(f->o->hook_ctx, &s, f->stage + offset, ld, f->pk, f->pattern_off));
-    return f->be->upload(f->be, buf, f->stage, bytes);
-}
-
-static int wants(const fwd_ctx *f, ss_site_kind kind, int layer) {
-    return f->o && f->o->want && f->o->hook && f->o->want[ss_site_id(&f->m->cfg, kind, layer)];
-}
-
-enum { B_TOK, B_POS, B_X, B_TMP, B_LN, B_QKV, B_Z, B_H, B_H2, B_PAT, B_LOGITS, B_COUNT };
-
-ss_status ss_forward(const ss_model *m, const ss_backend *be, const int32_t *tokens, const ss_packing *pk,
-                     const ss_forward_opts *opts, float **logits) {
-    const ss_config *c = &m->cfg;
-    const int64_t d = c->n_embd, H = c->n_head, dh = d / H, dm = c->n_inner, V = c->vocab_size, R = pk->rows;
-    if (logits) *logits = NULL;
-    const ss_gpt2_weights *w = ss_model_weights(m, be);
-    if (!w) return ss_errorf(SS_ERR_INTERNAL, "model weights were not placed on backend %s", be->name);
-    /* Validate the packing and tokens: a bad id would index outside wte. */
-    int64_t rows = 0, pat_total = 0;
-    for (int64_t s = 0; s < pk->n_seq; s++) {
-        if (pk->len[s] < 1 || pk->len[s] > c->n_positions || pk->start[s] != rows)
-            return ss_errorf(SS_ERR_ARG, "sequence %lld has length %lld; lengths must be 1..%lld (n_positions)",
-                             (long long)s, (long long)pk->len[s], (long long)c->n_positions);
-        rows += pk->len[s];
-        pat_total += H * pk->len[s] * pk->len[s];
-    }
-    if (rows != R) return ss_errorf(SS_ERR_INTERNAL, "packing rows %lld != sum of lengths %lld", (long long)R, (long long)rows);
-    for (int64_t r = 0; r < R; r++)
-        if (tokens[r] < 0 || tokens[r] >= V)
-            return ss_errorf(SS_ERR_ARG, "token id %d is outside the vocabulary (0..%lld)", tokens[r], (long long)V - 1);
-
-    fwd_ctx f = {.m = m, .be = be, .o = opts, .pk = pk};
-    int want_pattern = 0;
-    for (int l = 0; l < c->n_layer; l++) want_pattern |= wants(&f, SS_SITE_PATTERN, l);
-    const int64_t n_lrows = !opts || opts->logits == SS_LOGITS_NONE || !logits ? 0
-                            : opts->logits == SS_LOGITS_ALL                     ? R
-                                                                                : pk->n_seq;
-    size_t Rs = (size_t)R, widest = (size_t)(3 * d > dm ? 3 * d : dm);
-    size_t bytes[B_COUNT] = {
-        [B_TOK] = Rs * sizeof(int32_t), [B_POS] = Rs * sizeof(int32_t),
-        [B_X] = Rs * (size_t)d * sizeof(float), [B_TMP] = Rs * (size_t)d * sizeof(float),
-        [B_LN] = Rs * (size_t)d * sizeof(float), [B_QKV] = Rs * (size_t)(3 * d) * sizeof(float),
-        [B_Z] = Rs * (size_t)d * sizeof(float), [B_H] = Rs * (size_t)dm * sizeof(float),
-        [B_H2] = Rs * (size_t)dm * sizeof(float),
-        [B_PAT] = want_pattern ? (size_t)pat_total * sizeof(float) : 0,
-        [B_LOGITS] = (size_t)n_lrows * (size_t)V * sizeof(float),
-    };
-    static const char *const what[B_COUNT] = {"tokens", "positions", "residual stream", "activations", "activations",
-                                              "q/k/v", "attention output", "MLP activations", "MLP activations",
-                                              "attention pattern", "logits"};
-    void *buf[B_COUNT] = {0};
-    int64_t *pat_off = ss_malloc((size_t)pk->n_seq * sizeof(int64_t) + 1, "pattern offsets");
-    int32_t *pos = ss_malloc(Rs * sizeof(int32_t) + 1, "positions");
-    float *lg = NULL, *arena_host = NULL;
+ss_status ss_grads_alloc(const ss_model *m, const ss_backend *be, ss_gpt2_weights *g) {
+    const int nmax = 5 + 12 * (int)m->cfg.n_layer;
+    weight_slot *slots = ss_malloc((size_t)nmax * sizeof *slots, "weight list");
+    *g = m->w; /* the same pointers, so the same tying, until replaced below */
+    g->wdtype = SS_WDTYPE_F32;
+    g->layers = ss_malloc((size_t)m->cfg.n_layer * sizeof *g->layers, "layers");
     ss_status st = SS_ERR_NOMEM;
-    if (!pat_off || !pos) goto done;
-    for (int i = 0; i < B_COUNT; i++)
-        if (bytes[i] && (st = be->alloc(be, bytes[i], what[i], &buf[i]))) goto done;
-    if (!be->host_memory && opts && opts->read_only && !opts->hook_on_device && opts->want && opts->hook) {
-        size_t total = 0;
-        ss_site s;
-        for (int i = 0; i < ss_sites_count(c); i++) {
-            if (!opts->want[i]) continue;
-            ss_site_get(c, i, &s);
-            total += s.per_token ? Rs * (size_t)s.width : (size_t)pat_total;
-        }
-        if (!(f.arena_off = ss_malloc((size_t)ss_sites_count(c) * sizeof(int64_t), "site offsets"))) { st = SS_ERR_NOMEM; goto done; }
-        for (int i = 0; i < ss_sites_count(c); i++) f.arena_off[i] = -1;
-        if ((st = be->alloc(be, total * sizeof(float), "captured sites", (void **)&f.arena))) goto done;
-        if ((st = be->alloc_host(be, total * sizeof(float), "captured sites", (void **)&arena_host))) goto done;
-    } else if (!be->host_memory && !(opts && opts->hook_on_device)) {
-        size_t stage = (size_t)pat_total > Rs * widest ? (size_t)pat_total : Rs * widest;
-        if (!(f.stage = ss_malloc(stage * sizeof(float), "site staging buffer"))) { st = SS_ERR_NOMEM; goto done; }
+    void *block = NULL;
+    if (!slots || !g->layers) goto fail;
+    memcpy(g->layers, m->w.layers, (size_t)m->cfg.n_layer * sizeof *g->layers);
+    const int n = weight_slots(&m->cfg, g, slots);
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += (slots[i].count * sizeof(float) + 255) & ~(size_t)255;
+    if ((st = be->alloc(be, total, "weight gradients", &block)) || (st = be->zero(be, block, total))) goto fail;
+    const int tied = m->w.lm_head == m->w.wte;
+    char *p = block;
+    for (int i = 0; i < n; i++) { /* wte comes first, so g->wte is the block ss_grads_free releases */
+        *slots[i].ptr = p;
+        p += (slots[i].count * sizeof(float) + 255) & ~(size_t)255;
     }
-    int32_t *tok_b = buf[B_TOK], *pos_b = buf[B_POS];
-    float *x = buf[B_X], *tmp = buf[B_TMP], *ln = buf[B_LN], *qkv = buf[B_QKV], *z = buf[B_Z], *hbuf = buf[B_H],
-          *h2 = buf[B_H2], *pattern = buf[B_PAT];
-    for (int64_t s = 0, off = 0; s < pk->n_seq; s++) {
-        pat_off[s] = off;
-        off += H * pk->len[s] * pk->len[s];
-        for (int64_t i = 0; i < pk->len[s]; i++) pos[pk->start[s] + i] = (int32_t)i;
-    }
-    f.pattern_off = pat_off;
-    if ((st = be->upload(be, tok_b, tokens, bytes[B_TOK])) || (st = be->upload(be, pos_b, pos, bytes[B_POS]))) goto done;
-
-    const size_t Rd = Rs * (size_t)d, Rdm = Rs * (size_t)dm, R3d = Rs * (size_t)(3 * d);
-#define RUN(call) do { if ((st = (call))) goto done; } while (0)
-    const int first = opts && opts->start_layer > 0 ? opts->start_layer : 0;
-    if (first > c->n_layer || (first && !opts->start_resid)) {
-        st = ss_errorf(SS_ERR_ARG, "forward: start_layer %d needs a residual and at most %lld layers", first,
-                       (long long)c->n_layer);
-        goto done;
-    }
-    if (first) {
-        /* Resume from an earlier run's residual stream: the blocks before are skipped. */
-        RUN(be->upload(be, x, opts->start_resid, Rd * sizeof(float)));
-    } else {
-        RUN(be->embed(be, tmp, ln, tok_b, pos_b, w->wte, w->wpe, w->wdtype, R, d));
-        RUN(hook_at(&f, SS_SITE_EMBED, -1, tmp, Rd, 0, d));
-        RUN(hook_at(&f, SS_SITE_POS_EMBED, -1, ln, Rd, 0, d));
-        RUN(be->add(be, x, tmp, ln, R * d));
-    }
-
-    const float scale = c->scale_attn_weights ? (float)(1.0 / sqrt((double)dh)) : 1.0f;
-    const float eps = (float)c->ln_eps;
-    for (int l = first; l < c->n_layer; l++) {
-        const ss_gpt2_layer *L = &w->layers[l];
-        RUN(hook_at(&f, SS_SITE_RESID_PRE, l, x, Rd, 0, d));
-        RUN(be->layernorm(be, ln, x, L->ln1_w, L->ln1_b, R, d, eps));
-        RUN(hook_at(&f, SS_SITE_LN1, l, ln, Rd, 0, d));
-        RUN(be->matmul(be, qkv, ln, L->attn_w, w->wdtype, L->attn_b, R, 3 * d, d, 0));
-        /* q, k and v share one buffer; each hook sees it whole with its own offset. */
-        RUN(hook_at(&f, SS_SITE_Q, l, qkv, R3d, 0, 3 * d));
-        RUN(hook_at(&f, SS_SITE_K, l, qkv, R3d, d, 3 * d));
-        RUN(hook_at(&f, SS_SITE_V, l, qkv, R3d, 2 * d, 3 * d));
-        int wp = wants(&f, SS_SITE_PATTERN, l);
-        RUN(be->attention(be, z, qkv, qkv + d, qkv + 2 * d, 3 * d, pk->n_seq, pk->start, pk->len, H, dh, scale,
-                          wp ? pattern : NULL, pat_off));
-        /* The pattern is reported after z is computed from it, so editing it
-         * has no effect yet; interventions on patterns arrive with ablation. */
-        if (wp) RUN(hook_at(&f, SS_SITE_PATTERN, l, pattern, (size_t)pat_total, 0, 0));
-        RUN(hook_at(&f, SS_SITE_Z, l, z, Rd, 0, d));
-        RUN(be->matmul(be, tmp, z, L->proj_w, w->wdtype, L->proj_b, R, d, d, 0));
-        RUN(hook_at(&f, SS_SITE_ATTN_OUT, l, tmp, Rd, 0, d));
-        RUN(be->add(be, x, x, tmp, R * d));
-        RUN(hook_at(&f, SS_SITE_RESID_MID, l, x, Rd, 0, d));
-        RUN(be->layernorm(be, ln, x, L->ln2_w, L->ln2_b, R, d, eps));
-        RUN(hook_at(&f, SS_SITE_LN2, l, ln, Rd, 0, d));
-        RUN(be->matmul(be, hbuf, ln, L->fc_w, w->wdtype, L->fc_b, R, dm, d, 0));
-        RUN(hook_at(&f, SS_SITE_MLP_PRE, l, hbuf, Rdm, 0, dm));
-        RUN(be->gelu(be, h2, hbuf, R * dm, c->act));
-        RUN(hook_at(&f, SS_SITE_MLP_POST, l, h2, Rdm, 0, dm));
-        RUN(be->matmul(be, tmp, h2, L->fc2_w, w->wdtype, L->fc2_b, R, d, dm, 0));
-        RUN(hook_at(&f, SS_SITE_MLP_OUT, l, tmp, Rd, 0, d));
-        RUN(be->add(be, x, x, tmp, R * d));
-        RUN(hook_at(&f, SS_SITE_RESID_POST, l, x, Rd, 0, d));
-    }
-    RUN(be->layernorm(be, ln, x, w->lnf_w, w->lnf_b, R, d, eps));
-    RUN(hook_at(&f, SS_SITE_LNF, -1, ln, Rd, 0, d));
-
-    if (n_lrows) {
-        const float *src = ln;
-        if (opts->logits == SS_LOGITS_LAST) {
-            /* Gather each sequence's last row; on a device this is a few small copies. */
-            for (int64_t s = 0; s < pk->n_seq; s++) {
-                const float *row = ln + (pk->start[s] + pk->len[s] - 1) * d;
-                if (be->host_memory) {
-                    memcpy(tmp + s * d, row, (size_t)d * sizeof(float));
-                } else {
-                    RUN(be->download(be, f.stage, row, (size_t)d * sizeof(float)));
-                    RUN(be->upload(be, tmp + s * d, f.stage, (size_t)d * sizeof(float)));
-                }
-            }
-            src = tmp;
-        }
-        RUN(be->matmul(be, buf[B_LOGITS], src, w->lm_head, w->wdtype, NULL, n_lrows, V, d, 1));
-        if (be->host_memory) {
-            lg = buf[B_LOGITS];
-            buf[B_LOGITS] = NULL; /* handed to the caller */
-        } else {
-            if (!(lg = ss_malloc(bytes[B_LOGITS], "logits"))) { st = SS_ERR_NOMEM; goto done; }
-            RUN(be->download(be, lg, buf[B_LOGITS], bytes[B_LOGITS]));
-        }
-    }
-    if (f.arena && f.arena_used) {
-        /* One copy of every gathered site, then the hooks in forward order. */
-        RUN(be->download(be, arena_host, f.arena, f.arena_used * sizeof(float)));
-        ss_site s;
-        for (int i = 0; i < ss_sites_count(c); i++) {
-            if (f.arena_off[i] < 0) continue;
-            ss_site_get(c, i, &s);
-            RUN(opts->hook(opts->hook_ctx, &s, arena_host + f.arena_off[i], s.per_token ? s.width : 0, pk, pat_off));
-        }
-    }
-    RUN(be->sync(be));
-#undef RUN
-    if (logits) *logits = lg;
-    lg = NULL;
-done: /* every failing path above has set the message */
-    for (int i = 0; i < B_COUNT; i++)
-        if (buf[i]) be->release(be, buf[i]);
-    free(lg);
-    free(f.stage);
-    free(f.arena_off);
-    if (f.arena) be->release(be, f.arena);
-    if (arena_host) be->release_host(be, arena_host);
-    free(pat_off);
-    free(pos);
+    if (tied) g->lm_head = g->wte;
+    free(slots);
+    return SS_OK;
+fail:
+    if (block) be->release(be, block);
+    free(slots);
+    free(g->layers);
+    memset(g, 0, sizeof *g);
     return st;
+}
+
+void ss_grads_free(const ss_backend *be, ss_gpt2_weights *g) {
+    if (g->wte) be->release(be, (void *)g->wte);
+    free(g->layers);
+    memset(g, 0, sizeof *g);
 }

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -202,11 +203,16 @@ uint16_t ss_f32_to_f16(float f) {
 }
 
 int ss_num_threads(void) {
+    /* Read once: sysconf opens a file under /sys each time. */
+    static _Atomic int cached;
+    int n = atomic_load(&cached);
+    if (n) return n;
     const char *e = getenv("SUBSCOPE_THREADS");
-    if (e && *e) {
-        long v = strtol(e, NULL, 10);
-        if (v >= 1 && v <= 1024) return (int)v;
+    long v = e && *e ? strtol(e, NULL, 10) : 0;
+    if (v < 1 || v > 1024) {
+        v = sysconf(_SC_NPROCESSORS_ONLN);
+        v = v >= 1 ? (v > 256 ? 256 : v) : 1;
     }
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n >= 1 ? (int)(n > 256 ? 256 : n) : 1;
+    atomic_store(&cached, (int)v);
+    return (int)v;
 }

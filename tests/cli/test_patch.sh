@@ -30,7 +30,7 @@ grep -q "blocks.1.hook_resid_mid" "$TMP/t" && pass "--per site --metric loss pri
 # Refusals.
 expect_fail "--clean and --input disagree" "name different files" "$SUBSCOPE" patch --model $M --clean $C --input $K --corrupt $K --sites blocks.0.hook_resid_pre --out "$TMP/x.h5"
 printf '{"text": "The dog says hello"}\n{"text": "a"}\n{"text": "b"}\n{"text": "c"}\n' >"$TMP/bad.jsonl"
-expect_fail "unequal token counts" "patching needs equal lengths" "$SUBSCOPE" patch --model $M --input $C --corrupt "$TMP/bad.jsonl" --sites blocks.0.hook_resid_pre --out "$TMP/x.h5"
+expect_fail "unequal token counts" "pairs need equal lengths" "$SUBSCOPE" patch --model $M --input $C --corrupt "$TMP/bad.jsonl" --sites blocks.0.hook_resid_pre --out "$TMP/x.h5"
 head -n 2 $K >"$TMP/two.jsonl"
 expect_fail "unpaired files" "paired line by line" "$SUBSCOPE" patch --model $M --input $C --corrupt "$TMP/two.jsonl" --sites blocks.0.hook_resid_pre --out "$TMP/x.h5"
 expect_fail "--per head on a site without heads" "has no heads" "$SUBSCOPE" patch --model $M --input $C --corrupt $K --sites blocks.0.hook_resid_pre --per head --out "$TMP/x.h5"

@@ -5,8 +5,9 @@
 #   1. detect the GPU (nvidia-smi) and build subscope for its compute
 #      capability (CUDA_ARCH, machine code + PTX) in build/gpu-sm<CC>/;
 #   2. run every CUDA kernel natively against the CPU reference at small,
-#      edge-case and model-sized shapes (tests/gpu/kernel_check.c);
-#   3. run `subscope forward` on the CPU and on the GPU for the bundled model
+#      edge-case and model-sized shapes (tests/gpu/kernel_check.c), the
+#      backward ops' kernels reported on a line of their own;
+#   3. run `subscope forward` and `subscope attribute` (the backward pass) on the CPU and on the GPU for the bundled model
 #      and for random GPT-2 models (bin/mkmodel: GPT-2 small's shape, a wider
 #      bf16 one with d_head 128 and 2048 positions, a ragged f16 one) and
 #      compare logits and every site with h5cmp; `predict --generate` too;
@@ -183,6 +184,16 @@ elif [ $BUILD_OK = 1 ]; then
         res=PASS; [ $rc -ne 0 ] && res=FAIL
         det=$(kernel_summary "$LOGS/kernel_check.log"); [ $rc = 124 ] && det="timed out; $det"
         record "kernels vs CPU reference" $res "$det" "$(elapsed "$t0")"
+        # The backward ops' cases ("CASE bwd ...": layernorm/gelu/attention/
+        # embed backward, softmax_xent, sum_rows, and the backend's cuBLAS
+        # matmul_tn and zero) get their own line, so a forward-only pass
+        # cannot hide a backward failure in the total.
+        nb=$(grep -cE '^CASE bwd ' "$LOGS/kernel_check.log")
+        fb=$(grep -E '^CASE bwd .*FAIL' "$LOGS/kernel_check.log" | head -n 3 | sed -E 's/^CASE +//; s/ +n=.*//; s/ FAIL.*//' | tr '\n' ';')
+        nfb=$(grep -cE '^CASE bwd .*FAIL' "$LOGS/kernel_check.log")
+        if [ "$nb" = 0 ]; then record "backward kernels vs CPU reference" FAIL "no bwd case ran ($det)"
+        elif [ "$nfb" = 0 ] && [ $rc -ne 124 ]; then record "backward kernels vs CPU reference" PASS "$nb cases"
+        else record "backward kernels vs CPU reference" FAIL "$nb cases, $nfb failed${fb:+; failing: $fb}$([ $rc = 124 ] && echo '; timed out')"; fi
     fi
 else
     record "kernels vs CPU reference" SKIP "build failed"
@@ -190,22 +201,25 @@ fi
 
 # ---- 3. forward on CPU and GPU -------------------------------------------------
 # compare_forward NAME MODEL PROMPTS SITES [extra forward args]: forward on
-# both devices, h5cmp everything (the CPU file is the expected one).
+# both devices, h5cmp everything (the CPU file is the expected one). With
+# RUN_CMD=attribute the same for `subscope attribute` (the backward pass).
 compare_forward() {
     local name=$1 model=$2 prompts=$3 sites=$4; shift 4
     local tag=${name//[^A-Za-z0-9_.-]/_} t0 rc out det
+    local cmd=(forward --compress 0)
+    [ "${RUN_CMD:-forward}" = attribute ] && cmd=(attribute)
     t0=$(now)
     out=$WORK/out/$tag
-    run_logged "$LOGS/fwd-$tag-cpu.log" 300 "$B/subscope" forward --model "$model" --input "$prompts" \
-        --out "$out-cpu.h5" --sites "$sites" --compress 0 --device cpu "$@"
+    run_logged "$LOGS/fwd-$tag-cpu.log" 300 "$B/subscope" "${cmd[@]}" --model "$model" --input "$prompts" \
+        --out "$out-cpu.h5" --sites "$sites" --device cpu "$@"
     rc=$?
     budget_skip "$name" $rc 0 && return
     if [ $rc != 0 ]; then
         record "$name" FAIL "CPU forward failed: $(why "$LOGS/fwd-$tag-cpu.log" $rc)" "$(elapsed "$t0")"
         return
     fi
-    run_logged "$LOGS/fwd-$tag-cuda.log" 300 "$B/subscope" forward --model "$model" --input "$prompts" \
-        --out "$out-cuda.h5" --sites "$sites" --compress 0 --device "$DEV" "$@"
+    run_logged "$LOGS/fwd-$tag-cuda.log" 300 "$B/subscope" "${cmd[@]}" --model "$model" --input "$prompts" \
+        --out "$out-cuda.h5" --sites "$sites" --device "$DEV" "$@"
     rc=$?
     if [ $rc != 0 ]; then
         budget_skip "$name" $rc 0 || record "$name" FAIL "GPU forward failed: $(why "$LOGS/fwd-$tag-cuda.log" $rc)" "$(elapsed "$t0")"
@@ -262,6 +276,14 @@ elif [ $BUILD_OK = 1 ]; then
     prompts "$tiny" 1024 "$WORK/models/tiny-lengths.jsonl" 1,2,31,32,33,64,127,128 &&
         compare_forward "forward tiny-gpt2 1..128 tokens, all sites" "$tiny" "$WORK/models/tiny-lengths.jsonl" '*' --batch 3
     compare_forward "forward tiny-gpt2 flash path" "$tiny" "$WORK/models/tiny-lengths.jsonl" "$(flash_sites 2)"
+    # the backward pass: attribute on both devices (gradients are O(1e-3..1), so the
+    # forward's tolerance holds; the GPU attention backward reads P and dS from scratch)
+    RUN_CMD=attribute compare_forward "attribute tiny-gpt2 logitdiff gradxact, all sites" "$tiny" tests/data/ablate/prompts.jsonl '*' \
+        --metric logitdiff --method gradxact
+    RUN_CMD=attribute compare_forward "attribute tiny-gpt2 1..128 tokens, loss grad, all sites" "$tiny" "$WORK/models/tiny-lengths.jsonl" '*' \
+        --metric loss --method grad --batch 3
+    RUN_CMD=attribute compare_forward "attribute tiny-gpt2 ig:8 --recompute" "$tiny" tests/data/patch/clean.jsonl \
+        'blocks.1.mlp.hook_post,blocks.2.attn.hook_z' --metric logitdiff --method ig:8 --recompute
     t0=$(now)
     a=$(timeout 120 "$B/subscope" predict --model "$tiny" --prompt 'The cat says' --generate 24 --device cpu 2>"$LOGS/predict-cpu.log")
     g=$(timeout 120 "$B/subscope" predict --model "$tiny" --prompt 'The cat says' --generate 24 --device "$DEV" 2>"$LOGS/predict-cuda.log")
@@ -273,7 +295,9 @@ elif [ $BUILD_OK = 1 ]; then
         --dtype f16 --std 0.05 --seed 11 --no-prefix; then
         prompts ragged 1001 "$WORK/models/ragged.jsonl" 1,2,31,32,33,100,299,300 &&
             compare_forward "forward ragged-f16 (d 200, dh 40), all sites" "$WORK/models/ragged" "$WORK/models/ragged.jsonl" '*' &&
-            compare_forward "forward ragged-f16 flash path" "$WORK/models/ragged" "$WORK/models/ragged.jsonl" "$(flash_sites 1)"
+            compare_forward "forward ragged-f16 flash path" "$WORK/models/ragged" "$WORK/models/ragged.jsonl" "$(flash_sites 1)" &&
+            RUN_CMD=attribute compare_forward "attribute ragged-f16 loss grad, all sites" "$WORK/models/ragged" "$WORK/models/ragged.jsonl" '*' \
+                --metric loss --method grad
     fi
     if [ $QUICK = 0 ]; then
         # GPT-2 small's shape, f32, tied
@@ -282,7 +306,9 @@ elif [ $BUILD_OK = 1 ]; then
             prompts gpt2-small 50257 "$WORK/models/small-short.jsonl" 1,7,32,33,100,129 &&
                 compare_forward "forward gpt2-small shape, 6 prompts <=129 tok, all sites" "$m" "$WORK/models/small-short.jsonl" '*'
             prompts gpt2-small 50257 "$WORK/models/small-long.jsonl" 1024,700,3 &&
-                compare_forward "forward gpt2-small shape, 1024 tok, flash+pattern" "$m" "$WORK/models/small-long.jsonl" "$(flash_sites 11)"
+                compare_forward "forward gpt2-small shape, 1024 tok, flash+pattern" "$m" "$WORK/models/small-long.jsonl" "$(flash_sites 11)" &&
+                RUN_CMD=attribute compare_forward "attribute gpt2-small shape, 1024 tok, loss gradxact" "$m" "$WORK/models/small-long.jsonl" \
+                    'blocks.*.hook_resid_pre,blocks.*.mlp.hook_post' --metric loss --method gradxact --reduce positions
             # bf16 matrix products: CPU reference vs cublasGemmEx. Both round A
             # to bf16 the same way; accumulation order differs, so an element
             # near a bf16 rounding boundary can round differently downstream:
@@ -350,6 +376,9 @@ else
     sanitize "memcheck forward tiny-gpt2 (cuBLAS+kernels)" --tool memcheck --leak-check full -- \
         "$B/subscope" forward --model models/tiny-gpt2 --input "$WORK/models/san.jsonl" --out "$WORK/out/san-mem.h5" \
         --sites 'blocks.0.attn.hook_pattern,blocks.*.hook_resid_post,blocks.1.attn.hook_q' --device "$DEV" --compress 0
+    sanitize "memcheck attribute tiny-gpt2 (backward kernels)" --tool memcheck --leak-check full -- \
+        "$B/subscope" attribute --model models/tiny-gpt2 --input "$WORK/models/san.jsonl" --out "$WORK/out/san-attr.h5" \
+        --sites 'blocks.*.hook_resid_pre,blocks.1.attn.hook_q' --metric loss --method gradxact --device "$DEV"
     if [ $QUICK = 0 ]; then
         sanitize "racecheck kernel_check --quick" --tool racecheck --racecheck-report all -- "$B/kernel_check" --quick
         sanitize "synccheck kernel_check --quick" --tool synccheck -- "$B/kernel_check" --quick
@@ -358,7 +387,7 @@ else
             "$B/subscope" forward --model models/tiny-gpt2 --input "$WORK/models/san.jsonl" --out "$WORK/out/san-race.h5" \
             --sites 'blocks.0.attn.hook_pattern,blocks.*.hook_resid_post' --device "$DEV" --compress 0
     fi
-    rm -f "$WORK/out/san-mem.h5" "$WORK/out/san-race.h5"
+    rm -f "$WORK/out/san-mem.h5" "$WORK/out/san-race.h5" "$WORK/out/san-attr.h5"
 fi
 
 # ---- 5. summary -----------------------------------------------------------------

@@ -15,8 +15,11 @@
  *
  * and the run ends with "kernel_check: N cases, M failed". A case passes when
  * every element satisfies |got - ref| <= atol + rtol*|ref| (NaN fails) and
- * two launches give bitwise-equal results: no kernel uses atomics, so a
- * difference means a race or a read of uninitialised memory. Outputs are
+ * two launches give bitwise-equal results: apart from embed_backward
+ * (float atomics, compared with a tolerance only) no kernel uses atomics,
+ * so a difference means a race or a read of uninitialised memory. The
+ * backward ops' cases are named "bwd ..." (--filter bwd runs them all);
+ * accumulating outputs start from the same non-zero values each launch. Outputs are
  * filled with NaN bytes (0xff) before each launch, so an element a kernel
  * forgets to write fails too. Exit 0 if every case passed, 1 otherwise, 2 on
  * a CUDA error that leaves the device unusable (the run stops there).
@@ -873,6 +876,434 @@ static void case_cov(void) {
             cov_one(shapes[si][0], shapes[si][1], shapes[si][2], shapes[si][3], dt);
 }
 
+/* ---- the backward pass ------------------------------------------------- */
+
+/* run_twice for ops that accumulate: every output is reset to its initial
+ * contents (init[o], or the NaN fill when NULL) before each launch. With
+ * same == 0 the two launches are not compared bitwise (float atomics). */
+static int run_twice_from(const char *name, launch_fn fn, void *ctx, out_buf *outs, const float **init, int nout,
+                          int same, double *ms) {
+    int differ = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int o = 0; o < nout; o++) {
+            if (init[o]) CU(cudaMemcpyAsync(outs[o].dev, init[o], outs[o].bytes, cudaMemcpyHostToDevice, g_stream), "copy");
+            else CU(cudaMemsetAsync(outs[o].dev, g_fill, outs[o].bytes, g_stream), "memset");
+        }
+        CU(cudaStreamSynchronize(g_stream), "copy");
+        CU(cudaEventRecord(g_ev0, g_stream), "event");
+        int rc = fn(ctx);
+        if (rc != 0) {
+            printf("CASE %s FAIL (launcher returned %d: %s)\n", name, rc, cudaGetErrorString((cudaError_t)rc));
+            return 1;
+        }
+        CU(cudaEventRecord(g_ev1, g_stream), "event");
+        CU(cudaStreamSynchronize(g_stream), name);
+        CU(cudaGetLastError(), name);
+        if (pass == 0) {
+            float f = 0;
+            CU(cudaEventElapsedTime(&f, g_ev0, g_ev1), "event time");
+            *ms = f;
+        }
+        for (int o = 0; o < nout; o++) {
+            if (pass == 0) {
+                to_host(outs[o].host, outs[o].dev, outs[o].bytes);
+            } else if (same) {
+                void *second = xmalloc(outs[o].bytes);
+                to_host(second, outs[o].dev, outs[o].bytes);
+                differ |= memcmp(second, outs[o].host, outs[o].bytes) != 0;
+                free(second);
+            }
+        }
+    }
+    if (differ) {
+        printf("CASE %s FAIL (two launches wrote different results: a race or an uninitialised read)\n", name);
+        return 1;
+    }
+    return 0;
+}
+
+static void cpu_ref_failed(const char *name) {
+    printf("CASE %s FAIL (CPU reference: %s)\n", name, ss_last_error());
+    fail_case();
+}
+
+typedef struct { float *out; const float *x; int64_t M, N; } sr_ctx;
+static int launch_sr(void *v) {
+    sr_ctx *c = v;
+    return ss_cuda_sum_rows(c->out, c->x, c->M, c->N, g_stream);
+}
+
+/* Column sums of M values in [-1.1,1.1] onto a non-zero start, fp32 in a
+ * fixed order against the CPU op: the error grows as sqrt(M) 2^-24 times
+ * the partial sums (~sqrt(M)/2): atol 1e-7 M + rtol 1e-5 (4e-4 at M=4096,
+ * far above that, far below a missing or doubled row). */
+static void case_sum_rows(void) {
+    const ss_backend *be = ss_backend_cpu();
+    int64_t shapes[][2] = {{1, 1}, {1, 33}, {7, 100}, {300, 37}, {4096, 768}, {4096, 3072}, {64, 50257}};
+    int ns = g_quick ? 4 : 7;
+    for (int si = 0; si < ns; si++) {
+        int64_t M = shapes[si][0], N = shapes[si][1];
+        char name[96];
+        snprintf(name, sizeof name, "bwd sum_rows %lldx%lld", (long long)M, (long long)N);
+        if (!selected(name)) continue;
+        float *x = rvec(M * N, 60, 1.1f), *o0 = rvec(N, 61, 1.f), *ref = fvec(N, 0), *got = fvec(N, 0);
+        memcpy(ref, o0, (size_t)N * 4);
+        if (be->sum_rows(be, ref, x, M, N)) cpu_ref_failed(name);
+        else {
+            float *dx = dup_to_dev(x, (size_t)(M * N) * 4), *dout = dalloc((size_t)N * 4);
+            sr_ctx c = {dout, dx, M, N};
+            out_buf ob = {dout, (size_t)N * 4, got};
+            const float *init[1] = {o0};
+            double ms = 0;
+            if (run_twice_from(name, launch_sr, &c, &ob, init, 1, 1, &ms)) fail_case();
+            else check(name, got, ref, N, 1e-7 * (double)M, 1e-5, ms, 0);
+            dfree(dx), dfree(dout);
+        }
+        free(x), free(o0), free(ref), free(got);
+    }
+}
+
+typedef struct { float *dx, *dw, *db; const float *dy, *x, *w; int64_t rows, d; float *ws; } lnb_ctx;
+static int launch_lnb(void *v) {
+    lnb_ctx *c = v;
+    return ss_cuda_layernorm_backward(c->dx, c->dw, c->db, c->dy, c->x, c->w, c->rows, c->d, 1e-5f, c->ws, g_stream);
+}
+
+/* dx: fp32 per-row sums of d terms against the CPU op: atol 2e-5 + rtol
+ * 1e-4 (test_kernels_backward.c). dw/db: column sums of `rows` terms, fp32
+ * in a fixed order onto a non-zero start: atol 1e-7 rows + 2e-5, rtol 1e-5. */
+static void case_layernorm_bwd(void) {
+    const ss_backend *be = ss_backend_cpu();
+    int64_t shapes[][2] = {{1, 1}, {1, 8}, {5, 24}, {7, 33}, {9, 130}, {3, 1600}, {4096, 768}, {1024, 1600}, {512, 4099}};
+    int ns = g_quick ? 6 : 9;
+    for (int si = 0; si < ns; si++)
+        for (int with_w = 0; with_w < 2; with_w++) {
+            int64_t rows = shapes[si][0], d = shapes[si][1], n = rows * d;
+            char name[96];
+            snprintf(name, sizeof name, "bwd layernorm_backward %lldx%lld%s", (long long)rows, (long long)d,
+                     with_w ? " dx,dw,db" : " dx only");
+            if (!selected(name)) continue;
+            float *x = rvec(n, 62, 1.f), *dy = rvec(n, 63, 1.1f), *w = rvec(d, 64, 1.f);
+            float *dx0 = rvec(n, 65, 1.f), *dw0 = rvec(d, 66, 1.f), *db0 = rvec(d, 67, 1.f);
+            float *rdx = fvec(n, 0), *rdw = fvec(d, 0), *rdb = fvec(d, 0), *gdx = fvec(n, 0), *gdw = fvec(d, 0),
+                  *gdb = fvec(d, 0);
+            memcpy(rdx, dx0, (size_t)n * 4), memcpy(rdw, dw0, (size_t)d * 4), memcpy(rdb, db0, (size_t)d * 4);
+            if (be->layernorm_backward(be, rdx, with_w ? rdw : NULL, with_w ? rdb : NULL, dy, x, w, rows, d, 1e-5f)) {
+                cpu_ref_failed(name);
+            } else {
+                float *ddx = dalloc((size_t)n * 4), *ddw = dalloc((size_t)d * 4), *ddb = dalloc((size_t)d * 4);
+                float *ddy = dup_to_dev(dy, (size_t)n * 4), *dxx = dup_to_dev(x, (size_t)n * 4),
+                      *dwt = dup_to_dev(w, (size_t)d * 4);
+                float *dws = dalloc((size_t)ss_cuda_layernorm_backward_ws(rows) * 4);
+                lnb_ctx c = {ddx, with_w ? ddw : NULL, with_w ? ddb : NULL, ddy, dxx, dwt, rows, d, dws};
+                out_buf ob[3] = {{ddx, (size_t)n * 4, gdx}, {ddw, (size_t)d * 4, gdw}, {ddb, (size_t)d * 4, gdb}};
+                const float *init[3] = {dx0, dw0, db0};
+                double ms = 0;
+                if (run_twice_from(name, launch_lnb, &c, ob, init, 3, 1, &ms)) fail_case();
+                else {
+                    char nm[128];
+                    snprintf(nm, sizeof nm, "%s: dx", name);
+                    check(nm, gdx, rdx, n, 2e-5, 1e-4, ms, 0);
+                    snprintf(nm, sizeof nm, "%s: dw", name);
+                    check(nm, gdw, rdw, d, 2e-5 + 1e-7 * (double)rows, 1e-5, ms, 0);
+                    snprintf(nm, sizeof nm, "%s: db", name);
+                    check(nm, gdb, rdb, d, 2e-5 + 1e-7 * (double)rows, 1e-5, ms, 0);
+                }
+                dfree(ddx), dfree(ddw), dfree(ddb), dfree(ddy), dfree(dxx), dfree(dwt), dfree(dws);
+            }
+            free(x), free(dy), free(w), free(dx0), free(dw0), free(db0);
+            free(rdx), free(rdw), free(rdb), free(gdx), free(gdw), free(gdb);
+        }
+}
+
+typedef struct { float *dx; const float *dy, *x; int64_t n; int act; } gb_ctx;
+static int launch_gb(void *v) {
+    gb_ctx *c = v;
+    return ss_cuda_gelu_backward(c->dx, c->dy, c->x, c->n, c->act, g_stream);
+}
+
+/* One product of a few-ulp tanhf/erff/expf result with dy, x in [-6,6]:
+ * atol 1e-6 + rtol 1e-5 (the GPU's tanhf/erff are within 2 ulp). */
+static void case_gelu_bwd(void) {
+    const ss_backend *be = ss_backend_cpu();
+    int64_t sizes[] = {1, 7, 1000, 4099, 4096 * 3072, (1 << 20) + 3};
+    int ns = g_quick ? 4 : 6;
+    for (int si = 0; si < ns; si++)
+        for (int act = SS_CUDA_GELU_TANH; act <= SS_CUDA_GELU_ERF; act++)
+            for (int inplace = 0; inplace < 2; inplace++) {
+                int64_t n = sizes[si];
+                char name[96];
+                snprintf(name, sizeof name, "bwd gelu_backward %s n=%lld%s", act == SS_CUDA_GELU_ERF ? "erf" : "tanh",
+                         (long long)n, inplace ? " in place" : "");
+                if (!selected(name)) continue;
+                float *x = rvec(n, 68, 6.f), *dy = rvec(n, 69, 1.f), *ref = fvec(n, 0), *got = fvec(n, 0);
+                if (be->gelu_backward(be, ref, dy, x, n, act == SS_CUDA_GELU_ERF ? SS_ACT_GELU_ERF : SS_ACT_GELU_TANH)) {
+                    cpu_ref_failed(name);
+                } else {
+                    float *dxx = dup_to_dev(x, (size_t)n * 4), *ddy = dalloc((size_t)n * 4), *ddx = dalloc((size_t)n * 4);
+                    CU(cudaMemcpy(ddy, dy, (size_t)n * 4, cudaMemcpyHostToDevice), "copy");
+                    gb_ctx c = {inplace ? ddy : ddx, ddy, dxx, n, act};
+                    out_buf ob = {inplace ? ddy : ddx, (size_t)n * 4, got};
+                    const float *init[1] = {inplace ? dy : NULL};
+                    double ms = 0;
+                    if (run_twice_from(name, launch_gb, &c, &ob, init, 1, 1, &ms)) fail_case();
+                    else check(name, got, ref, n, 1e-6, 1e-5, ms, 0);
+                    dfree(dxx), dfree(ddy), dfree(ddx);
+                }
+                free(x), free(dy), free(ref), free(got);
+            }
+}
+
+typedef struct {
+    float *dqkv, *ws;
+    const float *dz, *qkv;
+    int64_t ld, n_seq, max_len, H, dh, half;
+    const int64_t *start, *len, *off;
+    float scale;
+} ab_ctx;
+static int launch_ab(void *v) {
+    ab_ctx *c = v;
+    int64_t d = c->H * c->dh;
+    return ss_cuda_attention_backward(c->dqkv, c->dqkv + d, c->dqkv + 2 * d, c->ld, c->dz, c->qkv, c->qkv + d,
+                                      c->qkv + 2 * d, c->ld, c->n_seq, c->start, c->len, c->off, c->max_len, c->H,
+                                      c->dh, c->scale, c->ws, c->half, g_stream);
+}
+
+/* fp32 dot products of dh terms, an fp32 softmax and fp32 sums of up to len
+ * terms against the CPU op; amp 2.5 gives scores of ~+-10 (peaked rows).
+ * Gradients are O(0.01..1): atol 2e-5 + rtol 1e-4 at the unit tests'
+ * shapes; for len >= 500 the sums over keys/queries have ~len terms, so
+ * atol 1e-4 + rtol 1e-3 (still orders below a masking or indexing error,
+ * which moves whole rows by O(1)). */
+static void case_attention_bwd(void) {
+    const ss_backend *be = ss_backend_cpu();
+    struct {
+        int n_seq;
+        int64_t len[6];
+        int64_t H, dh;
+        float amp;
+        int quick;
+    } cases[] = {
+        {1, {1}, 1, 8, 1.f, 1},
+        {3, {1, 37, 70}, 2, 16, 1.f, 1},
+        {2, {33, 5}, 1, 1, 2.5f, 1},
+        {2, {9, 45}, 3, 7, 2.5f, 1},
+        {2, {40, 65}, 2, 256, 2.5f, 1},
+        {1, {100}, 12, 64, 2.5f, 0},
+        {1, {1024}, 12, 64, 2.5f, 0},
+        {6, {1, 100, 1024, 33, 517, 2}, 12, 64, 2.5f, 0},
+        {3, {300, 1, 777}, 8, 128, 2.5f, 0},
+        {2, {257, 500}, 4, 256, 2.5f, 0},
+    };
+    int nc = (int)(sizeof cases / sizeof cases[0]);
+    for (int ci = 0; ci < nc; ci++) {
+        if (g_quick && !cases[ci].quick) continue;
+        int64_t H = cases[ci].H, dh = cases[ci].dh, d = H * dh, ld = 3 * d, n_seq = cases[ci].n_seq;
+        int64_t start[6], len[6], off[6], rows = 0, half = 0, max_len = 0;
+        char lens[64] = "";
+        for (int s = 0; s < n_seq; s++) {
+            len[s] = cases[ci].len[s];
+            start[s] = rows;
+            rows += len[s];
+            off[s] = half;
+            half += H * len[s] * len[s];
+            if (len[s] > max_len) max_len = len[s];
+            snprintf(lens + strlen(lens), sizeof lens - strlen(lens), "%s%lld", s ? "," : "", (long long)len[s]);
+        }
+        char name[128];
+        snprintf(name, sizeof name, "bwd attention_backward seqs=[%s] H=%lld dh=%lld", lens, (long long)H, (long long)dh);
+        if (!selected(name)) continue;
+        float *qkv = rvec(rows * ld, 70 + (unsigned)ci, cases[ci].amp), *dz = rvec(rows * d, 80 + (unsigned)ci, 1.f);
+        float *ref = fvec(rows * ld, 0), *got = fvec(rows * ld, 0);
+        float scale = (float)(1.0 / sqrt((double)dh));
+        if (be->attention_backward(be, ref, ref + d, ref + 2 * d, ld, dz, qkv, qkv + d, qkv + 2 * d, ld, n_seq, start,
+                                   len, H, dh, scale)) {
+            cpu_ref_failed(name);
+        } else {
+            float *dqkv = dup_to_dev(qkv, (size_t)(rows * ld) * 4), *ddz = dup_to_dev(dz, (size_t)(rows * d) * 4);
+            float *dout = dalloc((size_t)(rows * ld) * 4), *dws = dalloc((size_t)(2 * half) * 4);
+            int64_t meta[18];
+            for (int s = 0; s < n_seq; s++) meta[s] = start[s], meta[n_seq + s] = len[s], meta[2 * n_seq + s] = off[s];
+            int64_t *dmeta = dup_to_dev(meta, (size_t)(3 * n_seq) * sizeof(int64_t));
+            ab_ctx c = {dout, dws, ddz, dqkv, ld, n_seq, max_len, H, dh, half, dmeta, dmeta + n_seq, dmeta + 2 * n_seq,
+                        scale};
+            out_buf ob = {dout, (size_t)(rows * ld) * 4, got};
+            const float *init[1] = {NULL};
+            double ms = 0;
+            int big = max_len >= 500;
+            if (run_twice_from(name, launch_ab, &c, &ob, init, 1, 1, &ms)) fail_case();
+            else check(name, got, ref, rows * ld, big ? 1e-4 : 2e-5, big ? 1e-3 : 1e-4, ms, 0);
+            dfree(dqkv), dfree(ddz), dfree(dout), dfree(dws), dfree(dmeta);
+        }
+        free(qkv), free(dz), free(ref), free(got);
+    }
+}
+
+typedef struct { float *dwte, *dwpe; const float *dx; const int32_t *tok, *pos; int64_t V, P, n, d; } eb_ctx;
+static int launch_eb(void *v) {
+    eb_ctx *c = v;
+    return ss_cuda_embed_backward(c->dwte, c->dwpe, c->dx, c->tok, c->pos, c->V, c->P, c->n, c->d, g_stream);
+}
+
+/* Scatter-add with float atomics: the order of the adds into a shared row
+ * is unspecified, so the two launches are not compared bitwise. Each table
+ * element receives at most n/(distinct ids) fp32 adds of O(1) values onto
+ * O(1): atol 1e-6 per expected add (1e-6 (1 + n/4) for the position table,
+ * whose 4 ids are shared by all rows) + rtol 1e-6. */
+static void case_embed_bwd(void) {
+    const ss_backend *be = ss_backend_cpu();
+    int64_t shapes[][4] = {{50, 40, 1, 8}, {50, 40, 13, 48}, {7, 5, 30, 30}, {50257, 1024, 4096, 768},
+                           {1001, 300, 777, 1602}};
+    int ns = g_quick ? 3 : 5;
+    for (int si = 0; si < ns; si++) {
+        int64_t V = shapes[si][0], P = shapes[si][1], n = shapes[si][2], d = shapes[si][3];
+        char name[96];
+        snprintf(name, sizeof name, "bwd embed_backward V=%lld P=%lld n=%lld d=%lld", (long long)V, (long long)P,
+                 (long long)n, (long long)d);
+        if (!selected(name)) continue;
+        float *dx = rvec(n * d, 90, 1.1f), *te0 = rvec(V * d, 91, 1.f), *pe0 = rvec(P * d, 92, 1.f);
+        int32_t *tok = xmalloc((size_t)n * 4), *pos = xmalloc((size_t)n * 4);
+        for (int64_t i = 0; i < n; i++) tok[i] = (int32_t)((i * 17 + 3) % (V < 97 ? V : 97)), pos[i] = (int32_t)(i % 4 % P);
+        float *rte = fvec(V * d, 0), *rpe = fvec(P * d, 0), *gte = fvec(V * d, 0), *gpe = fvec(P * d, 0);
+        memcpy(rte, te0, (size_t)(V * d) * 4), memcpy(rpe, pe0, (size_t)(P * d) * 4);
+        if (be->embed_backward(be, rte, rpe, dx, tok, pos, n, d)) {
+            cpu_ref_failed(name);
+        } else {
+            float *ddx = dup_to_dev(dx, (size_t)(n * d) * 4), *dte = dalloc((size_t)(V * d) * 4),
+                  *dpe = dalloc((size_t)(P * d) * 4);
+            int32_t *dtok = dup_to_dev(tok, (size_t)n * 4), *dpos = dup_to_dev(pos, (size_t)n * 4);
+            eb_ctx c = {dte, dpe, ddx, dtok, dpos, V, P, n, d};
+            out_buf ob[2] = {{dte, (size_t)(V * d) * 4, gte}, {dpe, (size_t)(P * d) * 4, gpe}};
+            const float *init[2] = {te0, pe0};
+            double ms = 0;
+            if (run_twice_from(name, launch_eb, &c, ob, init, 2, 0, &ms)) fail_case();
+            else {
+                char nm[128];
+                snprintf(nm, sizeof nm, "%s: dwte (atomics)", name);
+                check(nm, gte, rte, V * d, 1e-6 * (1.0 + (double)n / (double)(V < 97 ? V : 97)), 1e-6, ms, 0);
+                snprintf(nm, sizeof nm, "%s: dwpe (atomics)", name);
+                check(nm, gpe, rpe, P * d, 1e-6 * (1.0 + (double)n / 4.0), 1e-6, ms, 0);
+            }
+            dfree(ddx), dfree(dte), dfree(dpe), dfree(dtok), dfree(dpos);
+        }
+        free(dx), free(te0), free(pe0), free(tok), free(pos), free(rte), free(rpe), free(gte), free(gpe);
+    }
+}
+
+typedef struct { float *dl, *loss; const float *x; const int32_t *t; const float *w; int64_t rows, V; } sx_ctx;
+static int launch_sx(void *v) {
+    sx_ctx *c = v;
+    return ss_cuda_softmax_xent(c->dl, c->loss, c->x, c->t, c->w, c->rows, c->V, g_stream);
+}
+
+/* Logits in [-8,8]. Loss: fp32 sums of V exps and a logf, O(1..10): atol
+ * 1e-5 + rtol 1e-5. Gradient: expf(x - max)/sum, a few ulps relative, and
+ * the subtraction of 1 at the target: atol 1e-7 + rtol 1e-5. Every row with
+ * r % 3 == 1 has target -1 (zero loss and gradient). */
+static void case_softmax_xent(void) {
+    const ss_backend *be = ss_backend_cpu();
+    int64_t shapes[][2] = {{1, 1}, {4, 50}, {3, 1000}, {2, 257}, {1024, 50257}, {33, 100003}};
+    int ns = g_quick ? 4 : 6;
+    for (int si = 0; si < ns; si++)
+        for (int inplace = 0; inplace < 2; inplace++) {
+            int64_t rows = shapes[si][0], V = shapes[si][1], n = rows * V;
+            char name[96];
+            snprintf(name, sizeof name, "bwd softmax_xent %lldx%lld%s", (long long)rows, (long long)V,
+                     inplace ? " in place" : "");
+            if (!selected(name)) continue;
+            float *x = rvec(n, 93 + (unsigned)si, 8.f), *w = rvec(rows, 94, 1.f);
+            int32_t *t = xmalloc((size_t)rows * 4);
+            for (int64_t r = 0; r < rows; r++) t[r] = r % 3 == 1 ? -1 : (int32_t)((r * 37 + 5) % V);
+            float *rdl = fvec(n, 0), *rl = fvec(rows, 0), *gdl = fvec(n, 0), *gl = fvec(rows, 0);
+            if (be->softmax_xent(be, rdl, rl, x, t, w, rows, V)) {
+                cpu_ref_failed(name);
+            } else {
+                float *dxx = dup_to_dev(x, (size_t)n * 4), *ddl = dalloc((size_t)n * 4), *dl = dalloc((size_t)rows * 4),
+                      *dw = dup_to_dev(w, (size_t)rows * 4);
+                int32_t *dt = dup_to_dev(t, (size_t)rows * 4);
+                sx_ctx c = {inplace ? dxx : ddl, dl, dxx, dt, dw, rows, V};
+                out_buf ob[2] = {{inplace ? dxx : ddl, (size_t)n * 4, gdl}, {dl, (size_t)rows * 4, gl}};
+                const float *init[2] = {inplace ? x : NULL, NULL};
+                double ms = 0;
+                if (run_twice_from(name, launch_sx, &c, ob, init, 2, 1, &ms)) fail_case();
+                else {
+                    char nm[128];
+                    snprintf(nm, sizeof nm, "%s: loss", name);
+                    check(nm, gl, rl, rows, 1e-5, 1e-5, ms, 0);
+                    snprintf(nm, sizeof nm, "%s: dlogits", name);
+                    check(nm, gdl, rdl, n, 1e-7, 1e-5, ms, 0);
+                }
+                dfree(dxx), dfree(ddl), dfree(dl), dfree(dw), dfree(dt);
+            }
+            free(x), free(w), free(t), free(rdl), free(rl), free(gdl), free(gl);
+        }
+}
+
+/* zero and matmul_tn are not kernels of kernels/ but the CUDA backend's
+ * cudaMemsetAsync and cuBLAS calls: checked through the backend (fp32
+ * math, TF32 off) against the CPU op. An fp32 product of M terms in [-1,1]
+ * has an rms error ~ 2^-24 sqrt(M) |C| with |C| ~ sqrt(M)/3: atol 2.5e-7 M
+ * (1e-3 at M = 4096) + rtol 1e-4. */
+static void case_backend_bwd(void) {
+    int64_t shapes[][3] = {{1, 1, 1}, {7, 33, 5}, {64, 48, 40}, {0, 4, 6}, {4096, 768, 3072}, {4096, 3072, 768},
+                           {1024, 768, 2304}};
+    int ns = g_quick ? 4 : 7;
+    if (!selected("bwd matmul_tn") && !selected("bwd zero")) return;
+    ss_backend *gpu = NULL;
+    if (ss_backend_cuda_open(0, NULL, &gpu)) {
+        printf("CASE %-62s FAIL (%s)\n", "bwd matmul_tn (CUDA backend)", ss_last_error());
+        fail_case();
+        return;
+    }
+    const ss_backend *cpu = ss_backend_cpu();
+    for (int si = 0; si < ns && selected("bwd matmul_tn"); si++)
+        for (int acc = 0; acc < 2; acc++) {
+            int64_t M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
+            char name[96];
+            snprintf(name, sizeof name, "bwd matmul_tn M=%lld N=%lld K=%lld %s", (long long)M, (long long)N,
+                     (long long)K, acc ? "accumulate" : "overwrite");
+            float *A = rvec(M * K + 1, 95, 1.f), *B = rvec(M * N + 1, 96, 1.f), *C0 = rvec(K * N, 97, 1.f);
+            float *ref = fvec(K * N, 0), *got = fvec(K * N, 0);
+            memcpy(ref, C0, (size_t)(K * N) * 4);
+            if (cpu->matmul_tn(cpu, ref, A, B, M, N, K, acc)) {
+                cpu_ref_failed(name);
+            } else {
+                float *dA = dup_to_dev(A, (size_t)(M * K + 1) * 4), *dB = dup_to_dev(B, (size_t)(M * N + 1) * 4),
+                      *dC = dup_to_dev(C0, (size_t)(K * N) * 4);
+                double t0 = ss_now();
+                ss_status st = gpu->matmul_tn(gpu, dC, dA, dB, M, N, K, acc);
+                if (!st) st = gpu->sync(gpu);
+                double ms = (ss_now() - t0) * 1e3;
+                if (st) {
+                    printf("CASE %s FAIL (%s)\n", name, ss_last_error());
+                    fail_case();
+                } else {
+                    to_host(got, dC, (size_t)(K * N) * 4);
+                    check(name, got, ref, K * N, 2.5e-7 * (double)(M > 40 ? M : 40), 1e-4, ms, 0);
+                }
+                dfree(dA), dfree(dB), dfree(dC);
+            }
+            free(A), free(B), free(C0), free(ref), free(got);
+        }
+    if (selected("bwd zero")) {
+        size_t bytes = 1000003;
+        unsigned char *h = xmalloc(bytes), *g = xmalloc(bytes);
+        for (size_t i = 0; i < bytes; i++) h[i] = (unsigned char)(i * 7 + 1);
+        unsigned char *dv = dup_to_dev(h, bytes);
+        ss_status st = gpu->zero(gpu, dv + 3, bytes - 10);
+        if (!st) st = gpu->sync(gpu);
+        to_host(g, dv, bytes);
+        int64_t bad = 0;
+        for (size_t i = 0; i < bytes; i++) bad += g[i] != (i >= 3 && i < bytes - 7 ? 0 : h[i]);
+        g_cases++;
+        printf("CASE %-62s n=%-9zu %s\n", "bwd zero (cudaMemsetAsync, odd offset and size)", bytes, st || bad ? "FAIL" : "ok");
+        if (st || bad) g_failed++;
+        dfree(dv);
+        free(h), free(g);
+    }
+    ss_backend_cuda_close(gpu);
+}
+
 int main(int argc, char **argv) {
     int device = 0;
     for (int i = 1; i < argc; i++) {
@@ -916,6 +1347,13 @@ int main(int argc, char **argv) {
     case_softmax();
     case_attention();
     case_cov();
+    case_sum_rows();
+    case_layernorm_bwd();
+    case_gelu_bwd();
+    case_attention_bwd();
+    case_embed_bwd();
+    case_softmax_xent();
+    case_backend_bwd();
     CU(cudaEventDestroy(g_ev0), "event");
     CU(cudaEventDestroy(g_ev1), "event");
     CU(cudaStreamDestroy(g_stream), "stream");

@@ -1,0 +1,308 @@
+/* The CPU reference for the backward ops (see backend.h). As in the forward
+ * ops, per-row statistics (layernorm moments, softmax sums, the column sums
+ * of weight gradients) accumulate in double so that this backend can serve
+ * as the oracle for the CUDA kernels. */
+#include <limits.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_internal.h"
+#include "subscope/util.h"
+
+#ifdef SS_HAVE_BLAS
+#include <cblas.h>
+#endif
+
+ss_status ss_cpu_zero(const ss_backend *be, void *p, size_t bytes) {
+    if (bytes) memset(p, 0, bytes);
+    return SS_OK;
+}
+
+typedef struct {
+    float *C;
+    const float *A, *B;
+    int64_t M, N, K;
+    int accumulate;
+} tn_ctx;
+
+/* Without BLAS: row k of C is sum_m A[m,k]·B[m,:], one row per task. */
+static void tn_row(void *vctx, int64_t k) {
+    const tn_ctx *c = vctx;
+    float *crow = c->C + k * c->N;
+    if (!c->accumulate) memset(crow, 0, (size_t)c->N * sizeof(float));
+    for (int64_t m = 0; m < c->M; m++) {
+        const float a = c->A[m * c->K + k], *brow = c->B + m * c->N;
+        if (a != 0.f)
+            for (int64_t j = 0; j < c->N; j++) crow[j] += a * brow[j];
+    }
+}
+
+ss_status ss_cpu_matmul_tn(const ss_backend *be, float *C, const float *A, const float *B, int64_t M, int64_t N,
+                           int64_t K, int accumulate) {
+    if (K <= 0 || N <= 0) return SS_OK;
+    if (M > INT_MAX || N > INT_MAX || K > INT_MAX)
+        return ss_errorf(SS_ERR_UNSUPPORTED, "matrix product %lld x %lld x %lld exceeds BLAS's 32-bit sizes", (long long)K,
+                         (long long)N, (long long)M);
+#ifdef SS_HAVE_BLAS
+    if (M > 0) {
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)N, (int)M, 1.0f, A, (int)K, B, (int)N,
+                    accumulate ? 1.0f : 0.0f, C, (int)N);
+        return SS_OK;
+    }
+#endif
+    tn_ctx c = {C, A, B, M, N, K, accumulate};
+    ss_parallel_for(K, tn_row, &c);
+    return SS_OK;
+}
+
+ss_status ss_cpu_sum_rows(const ss_backend *be, float *out, const float *x, int64_t M, int64_t N) {
+    double *acc = ss_malloc((size_t)N * sizeof(double) + 1, "column sums");
+    if (!acc) return SS_ERR_NOMEM;
+    memset(acc, 0, (size_t)N * sizeof(double));
+    for (int64_t r = 0; r < M; r++)
+        for (int64_t j = 0; j < N; j++) acc[j] += x[r * N + j];
+    for (int64_t j = 0; j < N; j++) out[j] += (float)acc[j];
+    free(acc);
+    return SS_OK;
+}
+
+typedef struct {
+    float *dx;
+    const float *dy, *x, *w;
+    int64_t rows, d;
+    float eps;
+} lnb_ctx;
+
+#define LNB_ROWS 32
+
+/* The input gradient of one row: with g = dy·w and xhat = (x - mean)·rstd,
+ * dx = rstd·(g - mean(g) - xhat·mean(g·xhat)). */
+static void lnb_task(void *vctx, int64_t task) {
+    const lnb_ctx *c = vctx;
+    const int64_t d = c->d, r1 = (task + 1) * LNB_ROWS < c->rows ? (task + 1) * LNB_ROWS : c->rows;
+    for (int64_t r = task * LNB_ROWS; r < r1; r++) {
+        const float *xr = c->x + r * d, *dyr = c->dy + r * d;
+        double mean = 0, var = 0;
+        for (int64_t i = 0; i < d; i++) mean += xr[i];
+        mean /= (double)d;
+        for (int64_t i = 0; i < d; i++) var += (xr[i] - mean) * (xr[i] - mean);
+        var /= (double)d;
+        const double rstd = 1.0 / sqrt(var + (double)c->eps);
+        double mg = 0, mgx = 0;
+        for (int64_t i = 0; i < d; i++) {
+            double g = (double)dyr[i] * c->w[i];
+            mg += g;
+            mgx += g * (xr[i] - mean) * rstd;
+        }
+        mg /= (double)d;
+        mgx /= (double)d;
+        float *o = c->dx + r * d;
+        for (int64_t i = 0; i < d; i++) {
+            double g = (double)dyr[i] * c->w[i], xh = (xr[i] - mean) * rstd;
+            o[i] += (float)(rstd * (g - mg - xh * mgx));
+        }
+    }
+}
+
+ss_status ss_cpu_layernorm_backward(const ss_backend *be, float *dx, float *dw, float *db, const float *dy,
+                                    const float *x, const float *w, int64_t rows, int64_t d, float eps) {
+    if (dx) {
+        lnb_ctx c = {dx, dy, x, w, rows, d, eps};
+        ss_parallel_for((rows + LNB_ROWS - 1) / LNB_ROWS, lnb_task, &c);
+    }
+    if (!dw && !db) return SS_OK;
+    double *acc = ss_malloc((size_t)(2 * d) * sizeof(double) + 1, "layernorm weight gradients");
+    if (!acc) return SS_ERR_NOMEM;
+    memset(acc, 0, (size_t)(2 * d) * sizeof(double));
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * d, *dyr = dy + r * d;
+        double mean = 0, var = 0;
+        for (int64_t i = 0; i < d; i++) mean += xr[i];
+        mean /= (double)d;
+        for (int64_t i = 0; i < d; i++) var += (xr[i] - mean) * (xr[i] - mean);
+        const double rstd = 1.0 / sqrt(var / (double)d + (double)eps);
+        for (int64_t i = 0; i < d; i++) {
+            acc[i] += (double)dyr[i] * (xr[i] - mean) * rstd;
+            acc[d + i] += dyr[i];
+        }
+    }
+    for (int64_t i = 0; i < d; i++) {
+        if (dw) dw[i] += (float)acc[i];
+        if (db) db[i] += (float)acc[d + i];
+    }
+    free(acc);
+    return SS_OK;
+}
+
+/* d/dx of the two GELUs the forward computes (cpu_ops.c gelu_task):
+ *   erf:  0.5(1 + erf(x/√2)) + x·φ(x)
+ *   tanh: with u = k(x + 0.044715x³) and s = sigmoid(2u) (the forward's
+ *         0.5(1+tanh u)): s + x·2s(1-s)·k(1 + 3·0.044715x²). */
+typedef struct {
+    float *dx;
+    const float *dy, *x;
+    int64_t n;
+    ss_act act;
+} gelub_ctx;
+
+#define GELUB_CHUNK 32768
+
+static void gelub_task(void *vctx, int64_t task) {
+    const gelub_ctx *c = vctx;
+    const int64_t i1 = (task + 1) * GELUB_CHUNK < c->n ? (task + 1) * GELUB_CHUNK : c->n;
+    if (c->act == SS_ACT_GELU_ERF) {
+        for (int64_t i = task * GELUB_CHUNK; i < i1; i++) {
+            const double v = c->x[i];
+            const double dg = 0.5 * (1.0 + erf(v * 0.70710678118654752)) + v * exp(-0.5 * v * v) * 0.39894228040143268;
+            c->dx[i] = (float)(c->dy[i] * dg);
+        }
+    } else {
+        const double k = 0.79788456080286536;
+        for (int64_t i = task * GELUB_CHUNK; i < i1; i++) {
+            const double v = c->x[i], u = k * (v + 0.044715 * v * v * v), s = 1.0 / (1.0 + exp(-2.0 * u));
+            const double dg = s + v * 2.0 * s * (1.0 - s) * k * (1.0 + 3.0 * 0.044715 * v * v);
+            c->dx[i] = (float)(c->dy[i] * dg);
+        }
+    }
+}
+
+ss_status ss_cpu_gelu_backward(const ss_backend *be, float *dx, const float *dy, const float *x, int64_t n,
+                               ss_act act) {
+    gelub_ctx c = {dx, dy, x, n, act};
+    ss_parallel_for((n + GELUB_CHUNK - 1) / GELUB_CHUNK, gelub_task, &c);
+    return SS_OK;
+}
+
+typedef struct {
+    float *dq, *dk, *dv;
+    int64_t ldd;
+    const float *dz, *q, *k, *v;
+    int64_t ld, H, dh;
+    const int64_t *start, *len;
+    float scale;
+    atomic_int failed;
+} attnb_ctx;
+
+/* The three rank-1 updates of one (query i, key j) pair; restrict lets them vectorise. */
+static inline void attnb_row_update(float *restrict dqi, float *restrict dkj, float *restrict dvj,
+                                    const float *restrict kj, const float *restrict qi, const float *restrict dzi,
+                                    float g, float pj, int64_t dh) {
+    for (int64_t e = 0; e < dh; e++) {
+        dqi[e] += g * kj[e];
+        dkj[e] += g * qi[e];
+        dvj[e] += pj * dzi[e];
+    }
+}
+
+/* One (sequence, head) per task: that head's columns of dk and dv belong to
+ * the task, so it accumulates them without races. Per query row i the
+ * probabilities are recomputed as in the forward, then with dp_j = dz_i·v_j
+ * and D = sum_j p_j·dp_j the score gradient is ds_j = p_j(dp_j - D). As in
+ * the forward, K and V are first transposed into [dh, n] scratch so that the
+ * two dot products over j are contiguous multiply-adds that vectorise. */
+static void attnb_task(void *vctx, int64_t task) {
+    attnb_ctx *c = vctx;
+    const int64_t s = task / c->H, h = task % c->H, n = c->len[s], r0 = c->start[s], dh = c->dh;
+    const int64_t dmodel = c->H * dh;
+    float *kt = malloc((size_t)(2 * dh * n + 2 * n) * sizeof(float));
+    if (!kt) {
+        atomic_store(&c->failed, 1);
+        return;
+    }
+    float *vt = kt + dh * n, *p = vt + dh * n, *dp = p + n;
+    for (int64_t j = 0; j < n; j++) {
+        const float *kj = c->k + (r0 + j) * c->ld + h * dh, *vj = c->v + (r0 + j) * c->ld + h * dh;
+        for (int64_t e = 0; e < dh; e++) kt[e * n + j] = kj[e], vt[e * n + j] = vj[e];
+        memset(c->dk + (r0 + j) * c->ldd + h * dh, 0, (size_t)dh * sizeof(float));
+        memset(c->dv + (r0 + j) * c->ldd + h * dh, 0, (size_t)dh * sizeof(float));
+    }
+    for (int64_t i = 0; i < n; i++) {
+        const float *qi = c->q + (r0 + i) * c->ld + h * dh, *dzi = c->dz + (r0 + i) * dmodel + h * dh;
+        for (int64_t j = 0; j <= i; j++) p[j] = dp[j] = 0.f;
+        for (int64_t e = 0; e < dh; e++) {
+            const float qe = qi[e] * c->scale, ze = dzi[e], *kr = kt + e * n, *vr = vt + e * n;
+            for (int64_t j = 0; j <= i; j++) p[j] += qe * kr[j], dp[j] += ze * vr[j];
+        }
+        double mx = -INFINITY, sum = 0, D = 0;
+        for (int64_t j = 0; j <= i; j++) mx = p[j] > mx ? p[j] : mx;
+        for (int64_t j = 0; j <= i; j++) {
+            double t = exp((double)p[j] - mx);
+            p[j] = (float)t;
+            sum += t;
+        }
+        for (int64_t j = 0; j <= i; j++) {
+            p[j] = (float)(p[j] / sum);
+            D += (double)p[j] * dp[j];
+        }
+        float *dqi = c->dq + (r0 + i) * c->ldd + h * dh;
+        memset(dqi, 0, (size_t)dh * sizeof(float));
+        for (int64_t j = 0; j <= i; j++)
+            attnb_row_update(dqi, c->dk + (r0 + j) * c->ldd + h * dh, c->dv + (r0 + j) * c->ldd + h * dh,
+                             c->k + (r0 + j) * c->ld + h * dh, qi, dzi, (float)(p[j] * (dp[j] - D)) * c->scale, p[j], dh);
+    }
+    free(kt);
+}
+
+ss_status ss_cpu_attention_backward(const ss_backend *be, float *dq, float *dk, float *dv, int64_t ld_dqkv,
+                                    const float *dz, const float *q, const float *k, const float *v, int64_t ld_qkv,
+                                    int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H, int64_t dh,
+                                    float scale) {
+    attnb_ctx c = {dq, dk, dv, ld_dqkv, dz, q, k, v, ld_qkv, H, dh, start, len, scale, 0};
+    ss_parallel_for(n_seq * H, attnb_task, &c);
+    if (atomic_load(&c.failed)) return ss_errorf(SS_ERR_NOMEM, "out of memory in attention backward scratch buffers");
+    return SS_OK;
+}
+
+ss_status ss_cpu_embed_backward(const ss_backend *be, float *dwte, float *dwpe, const float *dx,
+                                const int32_t *tokens, const int32_t *pos, int64_t n, int64_t d) {
+    for (int64_t i = 0; i < n; i++) {
+        const float *g = dx + i * d;
+        float *t = dwte ? dwte + (int64_t)tokens[i] * d : NULL, *p = dwpe ? dwpe + (int64_t)pos[i] * d : NULL;
+        for (int64_t e = 0; e < d; e++) {
+            if (t) t[e] += g[e];
+            if (p) p[e] += g[e];
+        }
+    }
+    return SS_OK;
+}
+
+typedef struct {
+    float *dl, *loss;
+    const float *lg;
+    const int32_t *tg;
+    const float *wt;
+    int64_t V;
+} xent_ctx;
+
+static void xent_row(void *vctx, int64_t r) {
+    const xent_ctx *c = vctx;
+    const int64_t V = c->V;
+    const float *x = c->lg + r * V;
+    float *g = c->dl + r * V;
+    const int32_t t = c->tg[r];
+    if (t < 0) {
+        c->loss[r] = 0.f;
+        memset(g, 0, (size_t)V * sizeof(float));
+        return;
+    }
+    double mx = -INFINITY, sum = 0;
+    for (int64_t v = 0; v < V; v++) mx = x[v] > mx ? x[v] : mx;
+    for (int64_t v = 0; v < V; v++) sum += exp((double)x[v] - mx);
+    const double lz = mx + log(sum), xt = x[t], w = c->wt[r];
+    c->loss[r] = (float)(lz - xt);
+    for (int64_t v = 0; v < V; v++) g[v] = (float)(w * exp((double)x[v] - lz)); /* in place is safe: x[v] read first */
+    g[t] -= (float)w;
+}
+
+ss_status ss_cpu_softmax_xent(const ss_backend *be, float *dlogits, float *loss, const float *logits,
+                              const int32_t *targets, const float *weights, int64_t rows, int64_t V) {
+    for (int64_t r = 0; r < rows; r++)
+        if (targets[r] >= V)
+            return ss_errorf(SS_ERR_ARG, "softmax_xent: target %d of row %lld is outside the vocabulary (%lld)",
+                             targets[r], (long long)r, (long long)V);
+    xent_ctx c = {dlogits, loss, logits, targets, weights, V};
+    ss_parallel_for(rows, xent_row, &c);
+    return SS_OK;
+}

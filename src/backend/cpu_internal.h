@@ -1,0 +1,24 @@
+/* The CPU backend's backward ops (cpu_backward.c), for its ops table in cpu_ops.c. */
+#ifndef SUBSCOPE_CPU_INTERNAL_H
+#define SUBSCOPE_CPU_INTERNAL_H
+
+#include "subscope/backend.h"
+
+ss_status ss_cpu_zero(const ss_backend *be, void *p, size_t bytes);
+ss_status ss_cpu_matmul_tn(const ss_backend *be, float *C, const float *A, const float *B, int64_t M, int64_t N,
+                           int64_t K, int accumulate);
+ss_status ss_cpu_sum_rows(const ss_backend *be, float *out, const float *x, int64_t M, int64_t N);
+ss_status ss_cpu_layernorm_backward(const ss_backend *be, float *dx, float *dw, float *db, const float *dy,
+                                    const float *x, const float *w, int64_t rows, int64_t d, float eps);
+ss_status ss_cpu_gelu_backward(const ss_backend *be, float *dx, const float *dy, const float *x, int64_t n,
+                               ss_act act);
+ss_status ss_cpu_attention_backward(const ss_backend *be, float *dq, float *dk, float *dv, int64_t ld_dqkv,
+                                    const float *dz, const float *q, const float *k, const float *v, int64_t ld_qkv,
+                                    int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H, int64_t dh,
+                                    float scale);
+ss_status ss_cpu_embed_backward(const ss_backend *be, float *dwte, float *dwpe, const float *dx,
+                                const int32_t *tokens, const int32_t *pos, int64_t n, int64_t d);
+ss_status ss_cpu_softmax_xent(const ss_backend *be, float *dlogits, float *loss, const float *logits,
+                              const int32_t *targets, const float *weights, int64_t rows, int64_t V);
+
+#endif

@@ -1,0 +1,455 @@
+/* `attribute`: scores every unit of the chosen sites by how much it drives a
+ * per-prompt metric, from one forward and one backward pass per batch
+ * (grad, gradxact, atp) or per integration step (ig). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "subscope/backward.h"
+#include "subscope/h5out.h"
+#include "subscope/jobs.h"
+#include "subscope/util.h"
+
+typedef enum { A_GRAD, A_GRADXACT, A_ATP, A_IG } attr_method;
+typedef enum { R_NONE, R_POSITIONS, R_PROMPTS } attr_reduce;
+
+/* Per site id, packed [rows, width] copies of what a hook saw (NULL: not kept). */
+typedef struct {
+    float **rows;
+} site_rows;
+
+static ss_status keep_site(void *vctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
+                           const int64_t *pattern_off) {
+    (void)pattern_off;
+    site_rows *k = vctx;
+    if (!k->rows[s->id]) return SS_OK;
+    for (int64_t r = 0; r < pk->rows; r++)
+        memcpy(k->rows[s->id] + r * s->width, data + r * ld, (size_t)s->width * sizeof(float));
+    return SS_OK;
+}
+
+/* Integrated gradients: the value at one site becomes baseline + alpha·(value - baseline). */
+typedef struct {
+    int site;
+    const float *clean;     /* packed [rows, width] */
+    const double *baseline; /* [width], NULL: zero */
+    double alpha;
+} ig_point;
+
+static ss_status ig_hook(void *vctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
+                         const int64_t *pattern_off) {
+    (void)pattern_off;
+    const ig_point *p = vctx;
+    if (s->id != p->site) return SS_OK;
+    for (int64_t r = 0; r < pk->rows; r++)
+        for (int64_t u = 0; u < s->width; u++) {
+            double b = p->baseline ? p->baseline[u] : 0.0;
+            data[r * ld + u] = (float)(b + p->alpha * ((double)p->clean[r * s->width + u] - b));
+        }
+    return SS_OK;
+}
+
+static ss_status parse_method(const char *s, attr_method *m, int *steps) {
+    *steps = 0;
+    if (!s || !strcmp(s, "gradxact")) *m = A_GRADXACT;
+    else if (!strcmp(s, "grad")) *m = A_GRAD;
+    else if (!strcmp(s, "atp")) *m = A_ATP;
+    else if (!strncmp(s, "ig", 2) && (!s[2] || s[2] == ':')) {
+        *m = A_IG;
+        *steps = 32;
+        if (s[2] == ':') {
+            char *end;
+            long v = strtol(s + 3, &end, 10);
+            if (end == s + 3 || *end || v < 1 || v > 100000)
+                return ss_errorf(SS_ERR_ARG, "--method ig:STEPS needs 1..100000 steps, got '%s'", s);
+            *steps = (int)v;
+        }
+    } else {
+        return ss_errorf(SS_ERR_ARG, "unknown --method '%s' (expected grad, gradxact, atp or ig[:STEPS])", s);
+    }
+    return SS_OK;
+}
+
+static ss_status read_means(const char *path, const ss_config *cfg, const int *site_ids, int n_sites, double **mean) {
+    ss_h5_reader *r;
+    SS_TRY(ss_h5_open_read(path, &r));
+    ss_status st = SS_OK;
+    for (int k = 0; k < n_sites && !st; k++) {
+        ss_site s;
+        ss_site_get(cfg, site_ids[k], &s);
+        char p[256];
+        size_t n;
+        snprintf(p, sizeof p, "/stats/%s/mean", s.name);
+        if (!ss_h5_exists(r, p)) st = ss_errorf(SS_ERR_FORMAT, "%s has no %s (collect the site first)", path, p);
+        else if (!(st = ss_h5_read_f64(r, p, &mean[k], &n, NULL)) && n != (size_t)s.width)
+            st = ss_errorf(SS_ERR_FORMAT, "%s: %s has %zu values, the site has %lld", path, p, n, (long long)s.width);
+    }
+    ss_h5_close_read(r);
+    return st;
+}
+
+/* A unit's name in the table: "371", or "h3.7" (head, dimension) for q/k/v/z. */
+static void unit_name(const ss_site *s, int64_t u, char *buf, size_t n) {
+    if (s->ndim == 2) snprintf(buf, n, "h%lld.%lld", (long long)(u / s->dims[1]), (long long)(u % s->dims[1]));
+    else snprintf(buf, n, "%lld", (long long)u);
+}
+
+typedef struct {
+    double v;
+    int64_t u;
+} scored;
+
+static int by_magnitude(const void *a, const void *b) {
+    double x = fabs(((const scored *)a)->v), y = fabs(((const scored *)b)->v);
+    if (x != y) return x < y ? 1 : -1;
+    return ((const scored *)a)->u < ((const scored *)b)->u ? -1 : 1;
+}
+
+ss_status ss_job_attribute(const ss_attribute_job *job) {
+    ss_run run;
+    ss_status st;
+    attr_method method;
+    int steps;
+    ss_metric_kind mk = SS_METRIC_LOSS;
+    attr_reduce red = R_NONE;
+    SS_TRY(parse_method(job->method, &method, &steps));
+    if (job->metric) SS_TRY(ss_metric_parse(job->metric, &mk));
+    if (job->reduce && !strcmp(job->reduce, "positions")) red = R_POSITIONS;
+    else if (job->reduce && !strcmp(job->reduce, "prompts")) red = R_PROMPTS;
+    else if (job->reduce && strcmp(job->reduce, "none"))
+        return ss_errorf(SS_ERR_ARG, "--reduce must be none, positions or prompts, got '%s'", job->reduce);
+    if (method == A_ATP && !job->corrupt) return ss_errorf(SS_ERR_ARG, "--method atp needs --corrupt FILE");
+    if (method != A_ATP && job->corrupt) return ss_errorf(SS_ERR_ARG, "--corrupt is used by --method atp only");
+    if (method != A_IG && job->stats) return ss_errorf(SS_ERR_ARG, "--stats (a mean baseline) is used by --method ig only");
+    if (!job->sites || !*job->sites) return ss_errorf(SS_ERR_ARG, "--sites is required");
+
+    if ((st = ss_run_open(&job->run, &run))) return st;
+    ss_model *m = run.m;
+    const ss_config *cfg = &m->cfg;
+    const int64_t N = run.p->n, T = run.T, B = run.B;
+    const int ns = ss_sites_count(cfg);
+    ss_prompts *kps = NULL;
+    uint8_t *want = NULL, *one = NULL;
+    int *site_ids = NULL, n_sites = 0;
+    site_rows acts = {0}, grads = {0}, cacts = {0};
+    double **base = NULL, **red_sum = NULL, *metric = NULL, *site_rel = NULL, *base_metric = NULL, *complete = NULL, *gsum = NULL;
+    float *metric_f = NULL, *outbuf = NULL;
+    int32_t *answer = NULL, *wrong = NULL;
+    ss_h5 *h = NULL;
+    ss_h5_dset **dsets = NULL;
+
+    int nsel;
+    want = ss_calloc((size_t)ns, 1, "sites");
+    one = ss_calloc((size_t)ns, 1, "sites");
+    site_ids = ss_malloc((size_t)ns * sizeof *site_ids, "sites");
+    acts.rows = ss_calloc((size_t)ns, sizeof(float *), "activations");
+    grads.rows = ss_calloc((size_t)ns, sizeof(float *), "gradients");
+    cacts.rows = ss_calloc((size_t)ns, sizeof(float *), "corrupt activations");
+    base = ss_calloc((size_t)ns, sizeof(double *), "baselines");
+    red_sum = ss_calloc((size_t)ns, sizeof(double *), "sums");
+    dsets = ss_calloc((size_t)ns, sizeof *dsets, "datasets");
+    metric = ss_malloc((size_t)N * sizeof(double), "metrics");
+    metric_f = ss_malloc((size_t)N * sizeof(float) * 3, "metrics");
+    base_metric = ss_malloc((size_t)(N * ns) * sizeof(double) + 1, "metrics");
+    complete = ss_malloc((size_t)(N * ns) * sizeof(double) + 1, "metrics");
+    site_rel = ss_calloc((size_t)ns, sizeof(double), "completeness");
+    answer = ss_malloc((size_t)B * sizeof(int32_t), "answers");
+    wrong = ss_malloc((size_t)B * sizeof(int32_t), "answers");
+    if (!want || !one || !site_ids || !acts.rows || !grads.rows || !cacts.rows || !base || !red_sum || !dsets ||
+        !metric || !metric_f || !site_rel || !base_metric || !complete || !answer || !wrong) {
+        st = SS_ERR_NOMEM;
+        goto out;
+    }
+    if ((st = ss_sites_select(cfg, job->sites, want, &nsel))) goto out;
+    for (int i = 0; i < ns; i++) {
+        if (!want[i]) continue;
+        ss_site s;
+        ss_site_get(cfg, i, &s);
+        if (!s.per_token) {
+            /* A glob that sweeps up hook_pattern leaves it out; naming it is an error. */
+            if (strchr(job->sites, '*') || strchr(job->sites, '?')) {
+                want[i] = 0;
+                continue;
+            }
+            st = ss_errorf(SS_ERR_ARG, "site %s has no per-token vector to attribute to (use attn.hook_q/k or hook_z)", s.name);
+            goto out;
+        }
+        site_ids[n_sites++] = i;
+    }
+    if (!n_sites) { st = ss_errorf(SS_ERR_ARG, "--sites '%s' selects no per-token site", job->sites); goto out; }
+    if (method == A_ATP && (st = ss_run_read_paired(&run, job->corrupt, job->run.truncate, &kps))) goto out;
+    if (method == A_IG && job->stats && (st = read_means(job->stats, cfg, site_ids, n_sites, base))) goto out;
+    if (mk != SS_METRIC_LOSS)
+        for (int64_t i = 0; i < N; i++) { /* every line's answer is checked before any compute */
+            int32_t a, w;
+            if ((st = ss_prompt_answer_ids(m->tok, run.p, &run.p->items[i], &a, mk == SS_METRIC_LOGITDIFF ? &w : NULL)))
+                goto out;
+        }
+    int64_t widest = 0;
+    for (int k = 0; k < n_sites; k++) {
+        ss_site s;
+        ss_site_get(cfg, site_ids[k], &s);
+        size_t n = (size_t)(B * T * s.width);
+        widest = s.width > widest ? s.width : widest;
+        if (!(grads.rows[s.id] = ss_malloc(n * sizeof(float), "gradients"))) { st = SS_ERR_NOMEM; goto out; }
+        if (method != A_GRAD && !(acts.rows[s.id] = ss_malloc(n * sizeof(float), "activations"))) { st = SS_ERR_NOMEM; goto out; }
+        if (method == A_ATP && !(cacts.rows[s.id] = ss_malloc(n * sizeof(float), "activations"))) { st = SS_ERR_NOMEM; goto out; }
+        if (red == R_PROMPTS && !(red_sum[k] = ss_calloc((size_t)(T * s.width), sizeof(double), "sums"))) { st = SS_ERR_NOMEM; goto out; }
+    }
+    if (!(outbuf = ss_malloc((size_t)(B * T * widest) * sizeof(float), "attributions")) ||
+        (method == A_IG && !(gsum = ss_malloc((size_t)(B * T * widest) * sizeof(double), "gradient sums")))) {
+        st = SS_ERR_NOMEM;
+        goto out;
+    }
+    if ((st = ss_run_place(&run, &job->run))) goto out;
+
+    /* The file and its datasets, written batch by batch. */
+    if ((st = ss_h5_create(job->out, &h))) goto out;
+    if ((st = ss_write_provenance(h, m, job->command_line, run.be)) ||
+        (st = ss_h5_attr_str(h, "/", "input_path", job->run.input)) ||
+        (st = ss_h5_attr_str(h, "/", "sites", job->sites)) ||
+        (st = ss_h5_attr_str(h, "/", "metric", ss_metric_name(mk))) ||
+        (st = ss_h5_attr_str(h, "/", "method", job->method ? job->method : "gradxact")) ||
+        (st = ss_h5_attr_str(h, "/", "reduce", red == R_NONE ? "none" : red == R_POSITIONS ? "positions" : "prompts")))
+        goto out;
+    if (kps && (st = ss_h5_attr_str(h, "/", "corrupt_path", job->corrupt))) goto out;
+    if (method == A_IG && ((st = ss_h5_attr_i64(h, "/", "ig_steps", steps)) ||
+                           (st = ss_h5_attr_str(h, "/", "ig_baseline", job->stats ? "mean" : "zero")) ||
+                           (job->stats && (st = ss_h5_attr_str(h, "/", "stats_path", job->stats)))))
+        goto out;
+    {
+        int32_t *tok = ss_malloc((size_t)(N * T) * sizeof(int32_t), "token table");
+        int32_t *lens = ss_malloc((size_t)N * sizeof(int32_t), "lengths");
+        if (!tok || !lens) { free(tok); free(lens); st = SS_ERR_NOMEM; goto out; }
+        for (int64_t i = 0; i < N; i++) {
+            lens[i] = (int32_t)run.p->items[i].n_tokens;
+            for (int64_t t = 0; t < T; t++) tok[i * T + t] = t < lens[i] ? run.p->items[i].tokens[t] : -1;
+        }
+        int64_t d2[2] = {N, T};
+        const char *n2[2] = {"prompt", "position"};
+        st = ss_h5_write_array(h, "/tokens", SS_H5_I32, 2, d2, n2, tok);
+        if (!st) st = ss_h5_write_array(h, "/lengths", SS_H5_I32, 1, d2, n2, lens);
+        free(tok);
+        free(lens);
+        if (st) goto out;
+    }
+    for (int k = 0; k < n_sites && red != R_PROMPTS; k++) {
+        ss_site s;
+        ss_site_get(cfg, site_ids[k], &s);
+        char path[160];
+        snprintf(path, sizeof path, "/attr/%s", s.name);
+        int64_t dims[4];
+        const char *names[4];
+        int nd = 0;
+        dims[nd] = N, names[nd++] = "prompt";
+        if (red == R_NONE) dims[nd] = T, names[nd++] = "position";
+        for (int e = 0; e < s.ndim; e++) dims[nd] = s.dims[e], names[nd++] = s.dim_names[e];
+        if ((st = ss_h5_dset_create(h, path, SS_H5_F32, nd, dims, names, &dsets[k]))) goto out;
+    }
+
+    const ss_metric mt = {mk, answer, wrong};
+    const int64_t passes = method == A_IG ? 1 + (int64_t)n_sites * (steps + 1) : method == A_ATP ? 2 : 1;
+    if (job->progress) job->progress(job->progress_ctx, 0, N * passes);
+    for (int64_t b0 = 0; b0 < N; b0 += B) {
+        const int64_t nb = N - b0 < B ? N - b0 : B;
+        ss_packing pk;
+        ss_run_pack(&run, b0, nb, &pk);
+        for (int64_t i = 0; i < nb && mk != SS_METRIC_LOSS; i++)
+            if ((st = ss_prompt_answer_ids(m->tok, run.p, &run.p->items[b0 + i], &answer[i],
+                                           mk == SS_METRIC_LOGITDIFF ? &wrong[i] : NULL)))
+                goto out;
+        if (method == A_ATP) {
+            /* The corrupt run first: same lengths, so the same packing. */
+            int32_t *ctok = ss_malloc((size_t)pk.rows * sizeof(int32_t), "corrupt tokens");
+            if (!ctok) { st = SS_ERR_NOMEM; goto out; }
+            for (int64_t i = 0; i < nb; i++)
+                memcpy(ctok + pk.start[i], kps->items[b0 + i].tokens, (size_t)pk.len[i] * sizeof(int32_t));
+            ss_forward_opts fo = {.want = want, .hook = keep_site, .hook_ctx = &cacts, .read_only = 1};
+            st = ss_forward(m, run.be, ctok, &pk, &fo, NULL);
+            free(ctok);
+            if (st) goto out;
+        }
+        /* The clean pass: metric, activations (gradxact, atp, ig) and gradients (all but ig). */
+        {
+            ss_forward_opts fo = {.want = want, .hook = keep_site, .hook_ctx = &acts, .read_only = 1};
+            ss_grad_opts go = {.want = want, .hook = keep_site, .hook_ctx = &grads, .recompute = job->recompute};
+            if ((st = ss_forward_backward(m, run.be, run.packed, &pk, method == A_GRAD ? NULL : &fo, &mt,
+                                          method == A_IG ? NULL : &go, metric + b0)))
+                goto out;
+        }
+        for (int k = 0; k < n_sites; k++) {
+            ss_site s;
+            ss_site_get(cfg, site_ids[k], &s);
+            const int64_t w = s.width, n = pk.rows * w;
+            const float *g = grads.rows[s.id], *a = acts.rows[s.id], *c = cacts.rows[s.id];
+            float *attr = grads.rows[s.id]; /* computed in place */
+            if (method == A_GRADXACT) {
+                for (int64_t q = 0; q < n; q++) attr[q] = g[q] * a[q];
+            } else if (method == A_ATP) {
+                for (int64_t q = 0; q < n; q++) attr[q] = (c[q] - a[q]) * g[q];
+            } else if (method == A_IG) {
+                /* Midpoint rule over alpha in (0, 1), then (a - baseline) · mean gradient. */
+                memset(one, 0, (size_t)ns);
+                one[s.id] = 1;
+                for (int64_t q = 0; q < n; q++) gsum[q] = 0;
+                ig_point pt = {s.id, a, base[k], 0};
+                ss_forward_opts fo = {.want = one, .hook = ig_hook, .hook_ctx = &pt};
+                ss_grad_opts go = {.want = one, .hook = keep_site, .hook_ctx = &grads, .recompute = job->recompute};
+                for (int step = 0; step < steps; step++) {
+                    pt.alpha = (step + 0.5) / steps;
+                    if ((st = ss_forward_backward(m, run.be, run.packed, &pk, &fo, &mt, &go, NULL))) goto out;
+                    for (int64_t q = 0; q < n; q++) gsum[q] += g[q];
+                    if (job->progress) job->progress(job->progress_ctx, b0 * passes + nb * (1 + k * (steps + 1) + step + 1), N * passes);
+                }
+                pt.alpha = 0;
+                if ((st = ss_forward_backward(m, run.be, run.packed, &pk, &fo, &mt, NULL, base_metric + k * N + b0))) goto out;
+                for (int64_t q = 0; q < n; q++) {
+                    double bu = base[k] ? base[k][q % w] : 0.0;
+                    attr[q] = (float)(((double)a[q] - bu) * gsum[q] / steps);
+                }
+                /* Completeness: the attributions of a prompt add up to metric - metric(baseline). */
+                for (int64_t i = 0; i < nb; i++) {
+                    double sum = 0;
+                    for (int64_t q = pk.start[i] * w; q < (pk.start[i] + pk.len[i]) * w; q++) sum += attr[q];
+                    complete[k * N + b0 + i] = sum - (metric[b0 + i] - base_metric[k * N + b0 + i]);
+                }
+            }
+            /* A prompt without a metric (the loss of one token) has no attributions either. */
+            for (int64_t i = 0; i < nb; i++)
+                if (isnan(metric[b0 + i]))
+                    for (int64_t q = pk.start[i] * w; q < (pk.start[i] + pk.len[i]) * w; q++) attr[q] = NAN;
+            /* Out: NaN-padded [nb, T, ...], or summed over positions or over prompts. */
+            if (red == R_PROMPTS) {
+                for (int64_t i = 0; i < nb; i++)
+                    for (int64_t q = 0; q < pk.len[i] * w && !isnan(metric[b0 + i]); q++)
+                        red_sum[k][q] += attr[pk.start[i] * w + q];
+                continue;
+            }
+            int64_t start[4] = {b0, 0, 0, 0}, count[4] = {nb, 0, 0, 0};
+            int nd = 1;
+            if (red == R_NONE) {
+                for (int64_t q = 0; q < nb * T * w; q++) outbuf[q] = NAN;
+                for (int64_t i = 0; i < nb; i++)
+                    memcpy(outbuf + i * T * w, attr + pk.start[i] * w, (size_t)(pk.len[i] * w) * sizeof(float));
+                count[nd++] = T;
+            } else {
+                for (int64_t i = 0; i < nb; i++)
+                    for (int64_t u = 0; u < w; u++) {
+                        double sum = 0;
+                        for (int64_t t = 0; t < pk.len[i]; t++) sum += attr[(pk.start[i] + t) * w + u];
+                        outbuf[i * w + u] = (float)sum;
+                    }
+            }
+            for (int e = 0; e < s.ndim; e++) count[nd++] = s.dims[e];
+            if ((st = ss_h5_dset_write(dsets[k], start, count, outbuf))) goto out;
+            /* The table's scores: the sum over prompts and positions, kept in red_sum when not reducing prompts. */
+            if (!red_sum[k] && !(red_sum[k] = ss_calloc((size_t)w, sizeof(double), "sums"))) { st = SS_ERR_NOMEM; goto out; }
+            for (int64_t i = 0; i < nb; i++)
+                for (int64_t q = 0; q < pk.len[i] * w && !isnan(metric[b0 + i]); q++)
+                    red_sum[k][q % w] += attr[pk.start[i] * w + q];
+        }
+        if (job->progress) job->progress(job->progress_ctx, (b0 + nb) * passes, N * passes);
+    }
+
+    /* Metrics, reductions over prompts, completeness. */
+    const char *dn[1] = {"prompt"};
+    for (int64_t i = 0; i < N; i++) metric_f[i] = (float)metric[i];
+    if ((st = ss_h5_write_array(h, "/metric", SS_H5_F32, 1, &N, dn, metric_f))) goto out;
+    double worst_rel = 0;
+    for (int k = 0; k < n_sites; k++) {
+        ss_site s;
+        ss_site_get(cfg, site_ids[k], &s);
+        char path[192];
+        if (red == R_PROMPTS) {
+            float *v = ss_malloc((size_t)(T * s.width) * sizeof(float), "attributions");
+            if (!v) { st = SS_ERR_NOMEM; goto out; }
+            for (int64_t q = 0; q < T * s.width; q++) v[q] = (float)red_sum[k][q];
+            int64_t dims[3] = {T, s.dims[0], s.dims[1]};
+            const char *names[3] = {"position", s.dim_names[0], s.dim_names[1]};
+            snprintf(path, sizeof path, "/attr/%s", s.name);
+            st = ss_h5_write_array(h, path, SS_H5_F32, 1 + s.ndim, dims, names, v);
+            free(v);
+            if (st) goto out;
+        } else {
+            st = ss_h5_dset_close(dsets[k]);
+            dsets[k] = NULL;
+            if (st) goto out;
+        }
+        if (method != A_IG) continue;
+        for (int64_t i = 0; i < N; i++) metric_f[i] = (float)base_metric[k * N + i];
+        snprintf(path, sizeof path, "/ig/%s/baseline_metric", s.name);
+        if ((st = ss_h5_write_array(h, path, SS_H5_F32, 1, &N, dn, metric_f))) goto out;
+        site_rel[k] = 0;
+        for (int64_t i = 0; i < N; i++) {
+            metric_f[i] = (float)complete[k * N + i];
+            double diff = fabs(metric[i] - base_metric[k * N + i]), rel = diff > 0 ? fabs(complete[k * N + i]) / diff : 0;
+            site_rel[k] = rel > site_rel[k] ? rel : site_rel[k];
+        }
+        worst_rel = site_rel[k] > worst_rel ? site_rel[k] : worst_rel;
+        snprintf(path, sizeof path, "/ig/%s/completeness_error", s.name);
+        if ((st = ss_h5_write_array(h, path, SS_H5_F32, 1, &N, dn, metric_f))) goto out;
+        snprintf(path, sizeof path, "/ig/%s", s.name);
+        if ((st = ss_h5_attr_f64(h, path, "completeness_max_rel_error", site_rel[k]))) goto out;
+    }
+    if (method == A_IG && (st = ss_h5_attr_f64(h, "/", "ig_completeness_max_rel_error", worst_rel))) goto out;
+    if ((st = ss_h5_commit(h))) { h = NULL; goto out; }
+    h = NULL;
+
+    if (job->table) {
+        FILE *t = job->table;
+        double msum = 0;
+        int64_t mn = 0;
+        for (int64_t i = 0; i < N; i++)
+            if (!isnan(metric[i])) msum += metric[i], mn++;
+        fprintf(t, "\n%s over %lld prompts: mean %.4f; method %s\n", ss_metric_name(mk), (long long)N,
+                mn ? msum / (double)mn : NAN, job->method ? job->method : "gradxact");
+        if (method == A_IG)
+            fprintf(t, "integrated gradients, %d steps, %s baseline; [c ...]: the largest completeness error of a prompt,\n"
+                       "|sum of attributions - (metric - metric at baseline)| / |metric - metric at baseline|\n",
+                    steps, job->stats ? "mean" : "zero");
+        int top = job->top > 0 ? job->top : 10;
+        fprintf(t, "top %d units per site by |attribution| summed over prompts and positions:\n", top);
+        for (int k = 0; k < n_sites; k++) {
+            ss_site s;
+            ss_site_get(cfg, site_ids[k], &s);
+            scored *sc = ss_malloc((size_t)s.width * sizeof *sc, "scores");
+            if (!sc) { st = SS_ERR_NOMEM; goto out; }
+            for (int64_t u = 0; u < s.width; u++) {
+                double v = 0;
+                if (red == R_PROMPTS)
+                    for (int64_t q = 0; q < T; q++) v += red_sum[k][q * s.width + u];
+                else
+                    v = red_sum[k][u];
+                sc[u] = (scored){v, u};
+            }
+            qsort(sc, (size_t)s.width, sizeof *sc, by_magnitude);
+            fprintf(t, "%-28s", s.name);
+            if (method == A_IG) fprintf(t, " [c %5.2g%%]", 100 * site_rel[k]);
+            for (int q = 0; q < top && q < s.width; q++) {
+                char un[32];
+                unit_name(&s, sc[q].u, un, sizeof un);
+                fprintf(t, " %6s %+.3g", un, sc[q].v);
+            }
+            fprintf(t, "\n");
+            free(sc);
+        }
+    }
+out:
+    for (int k = 0; dsets && k < n_sites; k++)
+        if (dsets[k]) ss_h5_dset_close(dsets[k]);
+    if (h) ss_h5_abort(h);
+    for (int i = 0; i < ns; i++) {
+        if (acts.rows) free(acts.rows[i]);
+        if (grads.rows) free(grads.rows[i]);
+        if (cacts.rows) free(cacts.rows[i]);
+        if (base) free(base[i]);
+        if (red_sum) free(red_sum[i]);
+    }
+    free(acts.rows), free(grads.rows), free(cacts.rows), free(base), free(red_sum), free(dsets);
+    free(want), free(one), free(site_ids), free(metric), free(metric_f), free(base_metric), free(complete), free(site_rel), free(gsum);
+    free(outbuf), free(answer), free(wrong);
+    ss_prompts_free(kps);
+    ss_run_close(&run);
+    return st;
+}

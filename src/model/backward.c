@@ -1,0 +1,283 @@
+/* The GPT-2 backward pass: the forward keeps a tape of activations, the
+ * metric's gradient at the logits is propagated back through every block
+ * with the backend's ops, and each wanted site's gradient goes to a hook. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "forward_internal.h"
+#include "subscope/backward.h"
+#include "subscope/util.h"
+
+static const char *const metric_names[] = {"loss", "logitdiff", "logprob"};
+
+ss_status ss_metric_parse(const char *s, ss_metric_kind *out) {
+    for (int i = 0; i < 3; i++)
+        if (s && !strcmp(s, metric_names[i])) {
+            *out = (ss_metric_kind)i;
+            return SS_OK;
+        }
+    return ss_errorf(SS_ERR_ARG, "unknown metric '%s' (expected loss, logitdiff or logprob)", s ? s : "");
+}
+
+const char *ss_metric_name(ss_metric_kind k) { return (unsigned)k < 3 ? metric_names[k] : "?"; }
+
+static ss_status check_metric(const ss_model *m, const ss_packing *pk, const ss_metric *mt) {
+    if ((unsigned)mt->kind > SS_METRIC_LOGPROB) return ss_errorf(SS_ERR_ARG, "unknown metric %d", (int)mt->kind);
+    if (mt->kind == SS_METRIC_LOSS) return SS_OK;
+    const int64_t V = m->cfg.vocab_size;
+    for (int64_t s = 0; s < pk->n_seq; s++) {
+        if (!mt->answer || mt->answer[s] < 0 || mt->answer[s] >= V ||
+            (mt->kind == SS_METRIC_LOGITDIFF && (!mt->wrong || mt->wrong[s] < 0 || mt->wrong[s] >= V)))
+            return ss_errorf(SS_ERR_ARG, "metric %s: sequence %lld lacks a valid answer%s token id",
+                             ss_metric_name(mt->kind), (long long)s, mt->kind == SS_METRIC_LOGITDIFF ? "/wrong" : "");
+    }
+    return SS_OK;
+}
+
+/* Buffers of one pass, carved from one backend allocation. */
+typedef struct {
+    const ss_backend *be;
+    char *base;
+    size_t used, size;
+} carve;
+
+static void *take(carve *c, size_t bytes) {
+    size_t at = c->used;
+    c->used += (bytes + 255) & ~(size_t)255;
+    return c->base ? c->base + at : NULL;
+}
+
+/* Lays out every buffer the pass needs; called once with base NULL to size it. */
+typedef struct {
+    ss_tape tape;
+    ss_block_bufs scratch;      /* recompute: one block's intermediates */
+    float *x_work, *tmp;        /* recompute: the block's residual; attn_out / mlp_out */
+    float *dx, *dln, *dz, *dqkv, *dh, *last;
+    int32_t *targets;
+    float *weights, *loss;
+} pass_bufs;
+
+static void lay_out(carve *c, pass_bufs *p, const ss_config *cfg, int64_t R, int64_t n_lrows, int recompute, int grads) {
+    const size_t f = sizeof(float), Rd = (size_t)R * (size_t)cfg->n_embd * f, Rdm = (size_t)R * (size_t)cfg->n_inner * f;
+    for (int l = 0; l < cfg->n_layer; l++) {
+        ss_block_bufs *b = &p->tape.blocks[l];
+        memset(b, 0, sizeof *b);
+        b->save_pre = take(c, Rd);
+        if (recompute) continue;
+        b->ln1 = take(c, Rd), b->qkv = take(c, 3 * Rd), b->z = take(c, Rd), b->save_mid = take(c, Rd);
+        b->ln2 = take(c, Rd), b->pre = take(c, Rdm), b->post = take(c, Rdm);
+    }
+    p->tape.recompute = recompute;
+    p->tape.resid_final = take(c, Rd), p->tape.lnf = take(c, Rd);
+    p->tape.logits = take(c, (size_t)n_lrows * (size_t)cfg->vocab_size * f);
+    p->tape.tok_b = take(c, (size_t)R * sizeof(int32_t)), p->tape.pos_b = take(c, (size_t)R * sizeof(int32_t));
+    p->targets = take(c, (size_t)n_lrows * sizeof(int32_t));
+    p->weights = take(c, (size_t)n_lrows * f), p->loss = take(c, (size_t)n_lrows * f);
+    if (!grads) return;
+    p->dx = take(c, Rd), p->dln = take(c, Rd), p->dz = take(c, Rd), p->dqkv = take(c, 3 * Rd), p->dh = take(c, Rdm);
+    p->last = take(c, (size_t)n_lrows * (size_t)cfg->n_embd * f);
+    if (!recompute) return;
+    ss_block_bufs *s = &p->scratch;
+    s->ln1 = take(c, Rd), s->qkv = take(c, 3 * Rd), s->z = take(c, Rd), s->save_mid = take(c, Rd);
+    s->ln2 = take(c, Rd), s->pre = take(c, Rdm), s->post = take(c, Rdm);
+    p->x_work = take(c, Rd), p->tmp = take(c, Rd);
+    s->attn_out = s->mlp_out = p->tmp;
+    s->resumed = 1;
+}
+
+/* The metric of every sequence from the logits on the tape, and its gradient
+ * with respect to them written over them. */
+static ss_status metric_and_dlogits(const ss_model *m, const ss_backend *be, const int32_t *tokens,
+                                    const ss_packing *pk, const ss_metric *mt, pass_bufs *p, int64_t n_lrows,
+                                    double *metric_out) {
+    const int64_t V = m->cfg.vocab_size;
+    const size_t nl = (size_t)n_lrows;
+    int32_t *tg = ss_malloc(nl * sizeof(int32_t), "metric targets");
+    float *wt = ss_malloc(nl * sizeof(float), "metric weights"), *loss = ss_malloc(nl * sizeof(float), "metric values");
+    float *hl = NULL;
+    ss_status st = SS_ERR_NOMEM;
+    if (!tg || !wt || !loss) goto out;
+    if (mt->kind == SS_METRIC_LOGITDIFF) {
+        /* Linear in the logits: the gradient is +1 at the answer and -1 at the wrong token. */
+        if (!(hl = ss_malloc(nl * (size_t)V * sizeof(float), "logits"))) goto out;
+        if ((st = be->download(be, hl, p->tape.logits, nl * (size_t)V * sizeof(float)))) goto out;
+        for (int64_t s = 0; s < pk->n_seq; s++) {
+            float *row = hl + s * V;
+            if (metric_out) metric_out[s] = (double)row[mt->answer[s]] - (double)row[mt->wrong[s]];
+            memset(row, 0, (size_t)V * sizeof(float));
+            row[mt->answer[s]] += 1.f;
+            row[mt->wrong[s]] -= 1.f;
+        }
+        st = be->upload(be, p->tape.logits, hl, nl * (size_t)V * sizeof(float));
+        goto out;
+    }
+    if (mt->kind == SS_METRIC_LOSS) {
+        for (int64_t s = 0; s < pk->n_seq; s++)
+            for (int64_t i = 0; i < pk->len[s]; i++) {
+                int64_t r = pk->start[s] + i;
+                tg[r] = i + 1 < pk->len[s] ? tokens[r + 1] : -1;
+                wt[r] = pk->len[s] > 1 ? (float)(1.0 / (double)(pk->len[s] - 1)) : 0.f;
+            }
+    } else { /* log p(answer) = -cross-entropy, so the weight -1 gives its gradient */
+        for (int64_t s = 0; s < pk->n_seq; s++) tg[s] = mt->answer[s], wt[s] = -1.f;
+    }
+    if ((st = be->upload(be, p->targets, tg, nl * sizeof(int32_t))) ||
+        (st = be->upload(be, p->weights, wt, nl * sizeof(float))) ||
+        (st = be->softmax_xent(be, p->tape.logits, p->loss, p->tape.logits, p->targets, p->weights, n_lrows, V)) ||
+        (st = be->download(be, loss, p->loss, nl * sizeof(float))))
+        goto out;
+    if (metric_out)
+        for (int64_t s = 0; s < pk->n_seq; s++) {
+            if (mt->kind == SS_METRIC_LOGPROB) {
+                metric_out[s] = -(double)loss[s];
+                continue;
+            }
+            double sum = 0;
+            for (int64_t i = 0; i + 1 < pk->len[s]; i++) sum += loss[pk->start[s] + i];
+            metric_out[s] = pk->len[s] > 1 ? sum / (double)(pk->len[s] - 1) : NAN;
+        }
+out:
+    free(tg);
+    free(wt);
+    free(loss);
+    free(hl);
+    return st;
+}
+
+ss_status ss_forward_backward(const ss_model *m, const ss_backend *be, const int32_t *tokens, const ss_packing *pk,
+                              const ss_forward_opts *fwd, const ss_metric *metric, const ss_grad_opts *g,
+                              double *metric_out) {
+    const ss_config *c = &m->cfg;
+    const int64_t d = c->n_embd, H = c->n_head, dh = d / H, dm = c->n_inner, V = c->vocab_size, R = pk->rows;
+    const ss_gpt2_weights *w = ss_model_weights(m, be);
+    if (!w) return ss_errorf(SS_ERR_INTERNAL, "model weights were not placed on backend %s", be->name);
+    if (!be->softmax_xent || !be->attention_backward)
+        return ss_errorf(SS_ERR_UNSUPPORTED, "backend %s has no backward pass", be->name);
+    SS_TRY(ss_packing_check(m, tokens, pk));
+    SS_TRY(check_metric(m, pk, metric));
+    if (g && g->want)
+        for (int l = 0; l < c->n_layer; l++)
+            if (g->want[ss_site_id(c, SS_SITE_PATTERN, l)])
+                return ss_errorf(SS_ERR_ARG, "gradients at blocks.%d.attn.hook_pattern are not available (the pattern "
+                                 "is not a per-token value); ask for attn.hook_q, hook_k or hook_z", l);
+    if (fwd && fwd->start_layer) return ss_errorf(SS_ERR_ARG, "a backward pass runs the whole model (start_layer 0)");
+
+    ss_forward_opts fo = fwd ? *fwd : (ss_forward_opts){0};
+    fo.logits = metric->kind == SS_METRIC_LOSS ? SS_LOGITS_ALL : SS_LOGITS_LAST;
+    const int64_t n_lrows = fo.logits == SS_LOGITS_ALL ? R : pk->n_seq;
+    const int recompute = g && g->recompute;
+    pass_bufs p = {0};
+    p.tape.blocks = ss_malloc((size_t)c->n_layer * sizeof *p.tape.blocks, "tape");
+    if (!p.tape.blocks) return SS_ERR_NOMEM;
+    carve cv = {.be = be};
+    lay_out(&cv, &p, c, R, n_lrows, recompute, g != NULL);
+    ss_hook_ctx gh = {0}, rh = {0};
+    ss_status st = be->alloc(be, cv.used, "activations kept for the backward pass", (void **)&cv.base);
+    if (st) goto done;
+    cv.used = 0;
+    lay_out(&cv, &p, c, R, n_lrows, recompute, g != NULL);
+
+#define RUN(call) do { if ((st = (call))) goto done; } while (0)
+    RUN(ss_forward_taped(m, be, tokens, pk, &fo, NULL, &p.tape));
+    RUN(metric_and_dlogits(m, be, tokens, pk, metric, &p, n_lrows, metric_out));
+    if (!g) goto done;
+
+    ss_gpt2_weights *wg = g->wgrad;
+    const size_t Rd = (size_t)(R * d), Rdm = (size_t)(R * dm), R3d = (size_t)(R * 3 * d);
+    const float scale = c->scale_attn_weights ? (float)(1.0 / sqrt((double)dh)) : 1.0f, eps = (float)c->ln_eps;
+    const ss_forward_opts go = {.want = g->want, .hook = g->hook, .hook_ctx = g->hook_ctx, .read_only = 1,
+                                .hook_on_device = g->hook_on_device};
+    RUN(ss_hook_ctx_open(&gh, m, be, &go, pk));
+    /* Editing forward hooks run again on recomputed blocks; read-only ones have nothing to redo. */
+    if (recompute) RUN(ss_hook_ctx_open(&rh, m, be, fwd && !fwd->read_only ? fwd : NULL, pk));
+
+    /* Unembedding: logits = lnf · lm_headᵀ (of each sequence's last row only, for the last-token metrics). */
+    if (fo.logits == SS_LOGITS_LAST) {
+        if (wg) {
+            for (int64_t s = 0; s < pk->n_seq; s++)
+                RUN(be->copy_rows(be, p.last + s * d, p.tape.lnf + (pk->start[s] + pk->len[s] - 1) * d, d, 1, d));
+            RUN(be->matmul_tn(be, (float *)wg->lm_head, p.tape.logits, p.last, n_lrows, d, V, 1));
+        }
+        RUN(be->matmul(be, p.last, p.tape.logits, w->lm_head, w->wdtype, NULL, n_lrows, d, V, 0));
+        RUN(be->zero(be, p.dln, Rd * sizeof(float)));
+        for (int64_t s = 0; s < pk->n_seq; s++)
+            RUN(be->copy_rows(be, p.dln + (pk->start[s] + pk->len[s] - 1) * d, p.last + s * d, d, 1, d));
+    } else {
+        if (wg) RUN(be->matmul_tn(be, (float *)wg->lm_head, p.tape.logits, p.tape.lnf, R, d, V, 1));
+        RUN(be->matmul(be, p.dln, p.tape.logits, w->lm_head, w->wdtype, NULL, R, d, V, 0));
+    }
+    RUN(ss_hook_site(&gh, SS_SITE_LNF, -1, p.dln, Rd, 0, d));
+    RUN(be->zero(be, p.dx, Rd * sizeof(float)));
+    RUN(be->layernorm_backward(be, p.dx, wg ? (float *)wg->lnf_w : NULL, wg ? (float *)wg->lnf_b : NULL, p.dln,
+                               p.tape.resid_final, w->lnf_w, R, d, eps));
+
+    for (int l = c->n_layer - 1; l >= 0; l--) {
+        const ss_gpt2_layer *L = &w->layers[l];
+        ss_gpt2_layer *G = wg ? &wg->layers[l] : NULL;
+        ss_block_bufs b = p.tape.blocks[l];
+        if (recompute) {
+            b = p.scratch;
+            b.save_pre = p.tape.blocks[l].save_pre;
+            RUN(be->copy_rows(be, p.x_work, b.save_pre, d, R, d));
+            ss_block_bufs run = b;
+            run.save_pre = NULL;
+            RUN(ss_block_forward(&rh, w, l, p.x_work, &run));
+        }
+        /* x_post = x_mid + mlp_out: both see the residual gradient dx. */
+        RUN(ss_hook_site(&gh, SS_SITE_RESID_POST, l, p.dx, Rd, 0, d));
+        RUN(ss_hook_site(&gh, SS_SITE_MLP_OUT, l, p.dx, Rd, 0, d));
+        RUN(be->matmul(be, p.dh, p.dx, L->fc2_w, w->wdtype, NULL, R, dm, d, 1));
+        if (G) {
+            RUN(be->matmul_tn(be, (float *)G->fc2_w, b.post, p.dx, R, d, dm, 1));
+            RUN(be->sum_rows(be, (float *)G->fc2_b, p.dx, R, d));
+        }
+        RUN(ss_hook_site(&gh, SS_SITE_MLP_POST, l, p.dh, Rdm, 0, dm));
+        RUN(be->gelu_backward(be, p.dh, p.dh, b.pre, R * dm, c->act));
+        RUN(ss_hook_site(&gh, SS_SITE_MLP_PRE, l, p.dh, Rdm, 0, dm));
+        RUN(be->matmul(be, p.dln, p.dh, L->fc_w, w->wdtype, NULL, R, d, dm, 1));
+        if (G) {
+            RUN(be->matmul_tn(be, (float *)G->fc_w, b.ln2, p.dh, R, dm, d, 1));
+            RUN(be->sum_rows(be, (float *)G->fc_b, p.dh, R, dm));
+        }
+        RUN(ss_hook_site(&gh, SS_SITE_LN2, l, p.dln, Rd, 0, d));
+        RUN(be->layernorm_backward(be, p.dx, G ? (float *)G->ln2_w : NULL, G ? (float *)G->ln2_b : NULL, p.dln,
+                                   b.save_mid, L->ln2_w, R, d, eps));
+        /* x_mid = x_pre + attn_out. */
+        RUN(ss_hook_site(&gh, SS_SITE_RESID_MID, l, p.dx, Rd, 0, d));
+        RUN(ss_hook_site(&gh, SS_SITE_ATTN_OUT, l, p.dx, Rd, 0, d));
+        RUN(be->matmul(be, p.dz, p.dx, L->proj_w, w->wdtype, NULL, R, d, d, 1));
+        if (G) {
+            RUN(be->matmul_tn(be, (float *)G->proj_w, b.z, p.dx, R, d, d, 1));
+            RUN(be->sum_rows(be, (float *)G->proj_b, p.dx, R, d));
+        }
+        RUN(ss_hook_site(&gh, SS_SITE_Z, l, p.dz, Rd, 0, d));
+        RUN(be->attention_backward(be, p.dqkv, p.dqkv + d, p.dqkv + 2 * d, 3 * d, p.dz, b.qkv, b.qkv + d,
+                                   b.qkv + 2 * d, 3 * d, pk->n_seq, pk->start, pk->len, H, dh, scale));
+        RUN(ss_hook_site(&gh, SS_SITE_Q, l, p.dqkv, R3d, 0, 3 * d));
+        RUN(ss_hook_site(&gh, SS_SITE_K, l, p.dqkv, R3d, d, 3 * d));
+        RUN(ss_hook_site(&gh, SS_SITE_V, l, p.dqkv, R3d, 2 * d, 3 * d));
+        RUN(be->matmul(be, p.dln, p.dqkv, L->attn_w, w->wdtype, NULL, R, d, 3 * d, 1));
+        if (G) {
+            RUN(be->matmul_tn(be, (float *)G->attn_w, b.ln1, p.dqkv, R, 3 * d, d, 1));
+            RUN(be->sum_rows(be, (float *)G->attn_b, p.dqkv, R, 3 * d));
+        }
+        RUN(ss_hook_site(&gh, SS_SITE_LN1, l, p.dln, Rd, 0, d));
+        RUN(be->layernorm_backward(be, p.dx, G ? (float *)G->ln1_w : NULL, G ? (float *)G->ln1_b : NULL, p.dln,
+                                   b.save_pre, L->ln1_w, R, d, eps));
+        RUN(ss_hook_site(&gh, SS_SITE_RESID_PRE, l, p.dx, Rd, 0, d));
+    }
+    /* x_0 = wte[token] + wpe[position]. */
+    RUN(ss_hook_site(&gh, SS_SITE_EMBED, -1, p.dx, Rd, 0, d));
+    RUN(ss_hook_site(&gh, SS_SITE_POS_EMBED, -1, p.dx, Rd, 0, d));
+    if (wg) RUN(be->embed_backward(be, (float *)wg->wte, (float *)wg->wpe, p.dx, p.tape.tok_b, p.tape.pos_b, R, d));
+    RUN(ss_hook_ctx_deliver(&gh));
+    RUN(be->sync(be));
+#undef RUN
+done:
+    ss_hook_ctx_close(&gh);
+    ss_hook_ctx_close(&rh);
+    if (cv.base) be->release(be, cv.base);
+    free(p.tape.blocks);
+    return st;
+}

@@ -1,0 +1,276 @@
+/* The GPT-2 forward pass with site hooks, on any backend. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "forward_internal.h"
+#include "subscope/util.h"
+
+/* ---- handing sites to hooks ---- */
+
+int ss_hook_wants(const ss_hook_ctx *f, ss_site_kind kind, int layer) {
+    return f->o && f->o->want && f->o->hook && f->o->want[ss_site_id(&f->m->cfg, kind, layer)];
+}
+
+ss_status ss_hook_ctx_open(ss_hook_ctx *f, const ss_model *m, const ss_backend *be, const ss_forward_opts *o,
+                           const ss_packing *pk) {
+    const ss_config *c = &m->cfg;
+    *f = (ss_hook_ctx){.m = m, .be = be, .o = o && o->want && o->hook ? o : NULL, .pk = pk};
+    if (!(f->pattern_off = ss_malloc((size_t)pk->n_seq * sizeof(int64_t) + 1, "pattern offsets"))) return SS_ERR_NOMEM;
+    for (int64_t s = 0; s < pk->n_seq; s++) {
+        f->pattern_off[s] = f->pat_total;
+        f->pat_total += c->n_head * pk->len[s] * pk->len[s];
+    }
+    if (!f->o) return SS_OK;
+    int want_pattern = 0;
+    for (int l = 0; l < c->n_layer; l++) want_pattern |= ss_hook_wants(f, SS_SITE_PATTERN, l);
+    if (want_pattern) SS_TRY(be->alloc(be, (size_t)f->pat_total * sizeof(float), "attention pattern", (void **)&f->pattern));
+    const size_t Rs = (size_t)pk->rows;
+    if (be->host_memory || o->hook_on_device) return SS_OK;
+    if (o->read_only) {
+        size_t total = 0;
+        ss_site s;
+        if (!(f->arena_off = ss_malloc((size_t)ss_sites_count(c) * sizeof(int64_t), "site offsets"))) return SS_ERR_NOMEM;
+        for (int i = 0; i < ss_sites_count(c); i++) {
+            f->arena_off[i] = -1;
+            if (!o->want[i]) continue;
+            ss_site_get(c, i, &s);
+            total += s.per_token ? Rs * (size_t)s.width : (size_t)f->pat_total;
+        }
+        SS_TRY(be->alloc(be, total * sizeof(float), "captured sites", (void **)&f->arena));
+        return be->alloc_host(be, total * sizeof(float), "captured sites", (void **)&f->arena_host);
+    }
+    const int64_t d = c->n_embd, dm = c->n_inner;
+    size_t widest = Rs * (size_t)(3 * d > dm ? 3 * d : dm);
+    size_t stage = (size_t)f->pat_total > widest ? (size_t)f->pat_total : widest;
+    if (!(f->stage = ss_malloc(stage * sizeof(float), "site staging buffer"))) return SS_ERR_NOMEM;
+    return SS_OK;
+}
+
+/* On a device backend, a hook that may edit sees the rows through a host
+ * staging buffer and back, so that its edits reach the model. */
+ss_status ss_hook_site(ss_hook_ctx *f, ss_site_kind kind, int layer, float *buf, size_t n_floats, int64_t offset,
+                       int64_t ld) {
+    if (!ss_hook_wants(f, kind, layer)) return SS_OK;
+    int id = ss_site_id(&f->m->cfg, kind, layer);
+    ss_site s;
+    ss_site_get(&f->m->cfg, id, &s);
+    if (f->be->host_memory || f->o->hook_on_device)
+        return f->o->hook(f->o->hook_ctx, &s, buf + offset, ld, f->pk, f->pattern_off);
+    if (f->arena) { /* read-only: gather now, hand over after the pass */
+        int64_t rows = s.per_token ? f->pk->rows : 1, width = s.per_token ? s.width : (int64_t)n_floats;
+        SS_TRY(f->be->copy_rows(f->be, f->arena + f->arena_used, buf + offset, s.per_token ? ld : width, rows, width));
+        f->arena_off[id] = (int64_t)f->arena_used;
+        f->arena_used += (size_t)(rows * width);
+        return SS_OK;
+    }
+    /* buf holds n_floats (the site's rows, interleaved with others when ld > width). */
+    size_t bytes = n_floats * sizeof(float);
+    SS_TRY(f->be->download(f->be, f->stage, buf, bytes));
+    SS_TRY(f->o->hook(f->o->hook_ctx, &s, f->stage + offset, ld, f->pk, f->pattern_off));
+    return f->be->upload(f->be, buf, f->stage, bytes);
+}
+
+ss_status ss_hook_ctx_deliver(ss_hook_ctx *f) {
+    if (!f->arena || !f->arena_used) return SS_OK;
+    const ss_config *c = &f->m->cfg;
+    SS_TRY(f->be->download(f->be, f->arena_host, f->arena, f->arena_used * sizeof(float)));
+    ss_site s;
+    for (int i = 0; i < ss_sites_count(c); i++) {
+        if (f->arena_off[i] < 0) continue;
+        ss_site_get(c, i, &s);
+        SS_TRY(f->o->hook(f->o->hook_ctx, &s, f->arena_host + f->arena_off[i], s.per_token ? s.width : 0, f->pk,
+                          f->pattern_off));
+        f->arena_off[i] = -1;
+    }
+    f->arena_used = 0;
+    return SS_OK;
+}
+
+void ss_hook_ctx_close(ss_hook_ctx *f) {
+    if (f->pattern) f->be->release(f->be, f->pattern);
+    if (f->arena) f->be->release(f->be, f->arena);
+    if (f->arena_host) f->be->release_host(f->be, f->arena_host);
+    free(f->arena_off);
+    free(f->stage);
+    free(f->pattern_off);
+    memset(f, 0, sizeof *f);
+}
+
+ss_status ss_packing_check(const ss_model *m, const int32_t *tokens, const ss_packing *pk) {
+    const ss_config *c = &m->cfg;
+    int64_t rows = 0;
+    for (int64_t s = 0; s < pk->n_seq; s++) {
+        if (pk->len[s] < 1 || pk->len[s] > c->n_positions || pk->start[s] != rows)
+            return ss_errorf(SS_ERR_ARG, "sequence %lld has length %lld; lengths must be 1..%lld (n_positions)",
+                             (long long)s, (long long)pk->len[s], (long long)c->n_positions);
+        rows += pk->len[s];
+    }
+    if (rows != pk->rows)
+        return ss_errorf(SS_ERR_INTERNAL, "packing rows %lld != sum of lengths %lld", (long long)pk->rows, (long long)rows);
+    for (int64_t r = 0; r < rows; r++)
+        if (tokens[r] < 0 || tokens[r] >= c->vocab_size)
+            return ss_errorf(SS_ERR_ARG, "token id %d is outside the vocabulary (0..%lld)", tokens[r],
+                             (long long)c->vocab_size - 1);
+    return SS_OK;
+}
+
+/* ---- one block ---- */
+
+ss_status ss_block_forward(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, float *x, const ss_block_bufs *b) {
+    const ss_backend *be = f->be;
+    const ss_config *c = &f->m->cfg;
+    const ss_packing *pk = f->pk;
+    const ss_gpt2_layer *L = &w->layers[l];
+    const int64_t d = c->n_embd, H = c->n_head, dh = d / H, dm = c->n_inner, R = pk->rows;
+    const size_t Rd = (size_t)(R * d), Rdm = (size_t)(R * dm), R3d = (size_t)(R * 3 * d);
+    const float scale = c->scale_attn_weights ? (float)(1.0 / sqrt((double)dh)) : 1.0f, eps = (float)c->ln_eps;
+
+    if (!b->resumed) SS_TRY(ss_hook_site(f, SS_SITE_RESID_PRE, l, x, Rd, 0, d));
+    if (b->save_pre) SS_TRY(be->copy_rows(be, b->save_pre, x, d, R, d));
+    SS_TRY(be->layernorm(be, b->ln1, x, L->ln1_w, L->ln1_b, R, d, eps));
+    SS_TRY(ss_hook_site(f, SS_SITE_LN1, l, b->ln1, Rd, 0, d));
+    SS_TRY(be->matmul(be, b->qkv, b->ln1, L->attn_w, w->wdtype, L->attn_b, R, 3 * d, d, 0));
+    /* q, k and v share one buffer; each hook sees it whole with its own offset. */
+    SS_TRY(ss_hook_site(f, SS_SITE_Q, l, b->qkv, R3d, 0, 3 * d));
+    SS_TRY(ss_hook_site(f, SS_SITE_K, l, b->qkv, R3d, d, 3 * d));
+    SS_TRY(ss_hook_site(f, SS_SITE_V, l, b->qkv, R3d, 2 * d, 3 * d));
+    int wp = ss_hook_wants(f, SS_SITE_PATTERN, l);
+    SS_TRY(be->attention(be, b->z, b->qkv, b->qkv + d, b->qkv + 2 * d, 3 * d, pk->n_seq, pk->start, pk->len, H, dh,
+                         scale, wp ? f->pattern : NULL, f->pattern_off));
+    /* The pattern is reported after z is computed from it, so editing it has no effect. */
+    if (wp) SS_TRY(ss_hook_site(f, SS_SITE_PATTERN, l, f->pattern, (size_t)f->pat_total, 0, 0));
+    SS_TRY(ss_hook_site(f, SS_SITE_Z, l, b->z, Rd, 0, d));
+    SS_TRY(be->matmul(be, b->attn_out, b->z, L->proj_w, w->wdtype, L->proj_b, R, d, d, 0));
+    SS_TRY(ss_hook_site(f, SS_SITE_ATTN_OUT, l, b->attn_out, Rd, 0, d));
+    SS_TRY(be->add(be, x, x, b->attn_out, R * d));
+    SS_TRY(ss_hook_site(f, SS_SITE_RESID_MID, l, x, Rd, 0, d));
+    if (b->save_mid) SS_TRY(be->copy_rows(be, b->save_mid, x, d, R, d));
+    SS_TRY(be->layernorm(be, b->ln2, x, L->ln2_w, L->ln2_b, R, d, eps));
+    SS_TRY(ss_hook_site(f, SS_SITE_LN2, l, b->ln2, Rd, 0, d));
+    SS_TRY(be->matmul(be, b->pre, b->ln2, L->fc_w, w->wdtype, L->fc_b, R, dm, d, 0));
+    SS_TRY(ss_hook_site(f, SS_SITE_MLP_PRE, l, b->pre, Rdm, 0, dm));
+    SS_TRY(be->gelu(be, b->post, b->pre, R * dm, c->act));
+    SS_TRY(ss_hook_site(f, SS_SITE_MLP_POST, l, b->post, Rdm, 0, dm));
+    SS_TRY(be->matmul(be, b->mlp_out, b->post, L->fc2_w, w->wdtype, L->fc2_b, R, d, dm, 0));
+    SS_TRY(ss_hook_site(f, SS_SITE_MLP_OUT, l, b->mlp_out, Rd, 0, d));
+    SS_TRY(be->add(be, x, x, b->mlp_out, R * d));
+    return ss_hook_site(f, SS_SITE_RESID_POST, l, x, Rd, 0, d);
+}
+
+/* ---- the whole model ---- */
+
+enum { B_TOK, B_POS, B_X, B_TMP, B_LN, B_QKV, B_Z, B_H, B_H2, B_LOGITS, B_COUNT };
+
+ss_status ss_forward(const ss_model *m, const ss_backend *be, const int32_t *tokens, const ss_packing *pk,
+                     const ss_forward_opts *opts, float **logits) {
+    return ss_forward_taped(m, be, tokens, pk, opts, logits, NULL);
+}
+
+ss_status ss_forward_taped(const ss_model *m, const ss_backend *be, const int32_t *tokens, const ss_packing *pk,
+                           const ss_forward_opts *opts, float **logits, ss_tape *tape) {
+    const ss_config *c = &m->cfg;
+    const int64_t d = c->n_embd, dm = c->n_inner, V = c->vocab_size, R = pk->rows;
+    if (logits) *logits = NULL;
+    const ss_gpt2_weights *w = ss_model_weights(m, be);
+    if (!w) return ss_errorf(SS_ERR_INTERNAL, "model weights were not placed on backend %s", be->name);
+    SS_TRY(ss_packing_check(m, tokens, pk));
+    const int64_t n_lrows = !opts || opts->logits == SS_LOGITS_NONE || (!logits && !tape) ? 0
+                            : opts->logits == SS_LOGITS_ALL                                  ? R
+                                                                                             : pk->n_seq;
+    /* With a tape, its buffers stand in for the forward's own. */
+    const int own_layers = !tape || tape->recompute;
+    const size_t Rs = (size_t)R;
+    size_t bytes[B_COUNT] = {
+        [B_TOK] = tape ? 0 : Rs * sizeof(int32_t), [B_POS] = tape ? 0 : Rs * sizeof(int32_t),
+        [B_X] = tape ? 0 : Rs * (size_t)d * sizeof(float), [B_TMP] = Rs * (size_t)d * sizeof(float),
+        [B_LN] = own_layers ? Rs * (size_t)d * sizeof(float) : 0,
+        [B_QKV] = own_layers ? Rs * (size_t)(3 * d) * sizeof(float) : 0,
+        [B_Z] = own_layers ? Rs * (size_t)d * sizeof(float) : 0,
+        [B_H] = own_layers ? Rs * (size_t)dm * sizeof(float) : 0,
+        [B_H2] = own_layers ? Rs * (size_t)dm * sizeof(float) : 0,
+        [B_LOGITS] = tape ? 0 : (size_t)n_lrows * (size_t)V * sizeof(float),
+    };
+    static const char *const what[B_COUNT] = {"tokens", "positions", "residual stream", "activations", "activations",
+                                              "q/k/v", "attention output", "MLP activations", "MLP activations",
+                                              "logits"};
+    void *buf[B_COUNT] = {0};
+    ss_hook_ctx f = {0};
+    int32_t *pos = ss_malloc(Rs * sizeof(int32_t) + 1, "positions");
+    float *lg = NULL;
+    ss_status st = SS_ERR_NOMEM;
+    if (!pos) goto done;
+    for (int i = 0; i < B_COUNT; i++)
+        if (bytes[i] && (st = be->alloc(be, bytes[i], what[i], &buf[i]))) goto done;
+    if ((st = ss_hook_ctx_open(&f, m, be, opts, pk))) goto done;
+    int32_t *tok_b = tape ? tape->tok_b : buf[B_TOK], *pos_b = tape ? tape->pos_b : buf[B_POS];
+    float *x = tape ? tape->resid_final : buf[B_X], *tmp = buf[B_TMP], *ln = tape ? tape->lnf : buf[B_LN];
+    float *out_logits = tape ? tape->logits : buf[B_LOGITS];
+    for (int64_t s = 0; s < pk->n_seq; s++)
+        for (int64_t i = 0; i < pk->len[s]; i++) pos[pk->start[s] + i] = (int32_t)i;
+    if ((st = be->upload(be, tok_b, tokens, Rs * sizeof(int32_t))) || (st = be->upload(be, pos_b, pos, Rs * sizeof(int32_t))))
+        goto done;
+
+    const size_t Rd = Rs * (size_t)d;
+#define RUN(call) do { if ((st = (call))) goto done; } while (0)
+    const int first = opts && opts->start_layer > 0 ? opts->start_layer : 0;
+    if (first > c->n_layer || (first && !opts->start_resid) || (first && tape)) {
+        st = ss_errorf(SS_ERR_ARG, "forward: start_layer %d needs a residual, at most %lld layers and no backward pass",
+                       first, (long long)c->n_layer);
+        goto done;
+    }
+    if (first) {
+        /* Resume from an earlier run's residual stream: the blocks before are skipped. */
+        RUN(be->upload(be, x, opts->start_resid, Rd * sizeof(float)));
+    } else {
+        RUN(be->embed(be, tmp, ln, tok_b, pos_b, w->wte, w->wpe, w->wdtype, R, d));
+        RUN(ss_hook_site(&f, SS_SITE_EMBED, -1, tmp, Rd, 0, d));
+        RUN(ss_hook_site(&f, SS_SITE_POS_EMBED, -1, ln, Rd, 0, d));
+        RUN(be->add(be, x, tmp, ln, R * d));
+    }
+    ss_block_bufs shared = {.ln1 = buf[B_LN], .qkv = buf[B_QKV], .z = buf[B_Z], .attn_out = tmp, .ln2 = buf[B_LN],
+                            .pre = buf[B_H], .post = buf[B_H2], .mlp_out = tmp};
+    for (int l = first; l < c->n_layer; l++) {
+        ss_block_bufs b = shared;
+        if (tape) {
+            if (tape->recompute) b.save_pre = tape->blocks[l].save_pre;
+            else b = tape->blocks[l];
+            b.attn_out = b.mlp_out = tmp;
+        }
+        RUN(ss_block_forward(&f, w, l, x, &b));
+    }
+    RUN(be->layernorm(be, ln, x, w->lnf_w, w->lnf_b, R, d, (float)c->ln_eps));
+    RUN(ss_hook_site(&f, SS_SITE_LNF, -1, ln, Rd, 0, d));
+
+    if (n_lrows) {
+        const float *src = ln;
+        if (opts->logits == SS_LOGITS_LAST) {
+            /* Gather each sequence's last row. */
+            for (int64_t s = 0; s < pk->n_seq; s++)
+                RUN(be->copy_rows(be, tmp + s * d, ln + (pk->start[s] + pk->len[s] - 1) * d, d, 1, d));
+            src = tmp;
+        }
+        RUN(be->matmul(be, out_logits, src, w->lm_head, w->wdtype, NULL, n_lrows, V, d, 1));
+        if (tape) {
+            /* stays on the backend for the backward pass */
+        } else if (be->host_memory) {
+            lg = buf[B_LOGITS];
+            buf[B_LOGITS] = NULL; /* handed to the caller */
+        } else {
+            if (!(lg = ss_malloc(bytes[B_LOGITS], "logits"))) { st = SS_ERR_NOMEM; goto done; }
+            RUN(be->download(be, lg, buf[B_LOGITS], bytes[B_LOGITS]));
+        }
+    }
+    RUN(ss_hook_ctx_deliver(&f));
+    RUN(be->sync(be));
+#undef RUN
+    if (logits) *logits = lg;
+    lg = NULL;
+done: /* every failing path above has set the message */
+    for (int i = 0; i < B_COUNT; i++)
+        if (buf[i]) be->release(be, buf[i]);
+    free(lg);
+    ss_hook_ctx_close(&f);
+    free(pos);
+    return st;
+}

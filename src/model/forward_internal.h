@@ -1,0 +1,69 @@
+/* What the backward pass shares with the forward pass (src/model/forward.c):
+ * running one block, handing sites to hooks, and a tape of the activations
+ * the backward pass reads. Internal to src/model. */
+#ifndef SUBSCOPE_FORWARD_INTERNAL_H
+#define SUBSCOPE_FORWARD_INTERNAL_H
+
+#include "subscope/forward.h"
+
+/* Hands sites to a hook (see ss_forward_opts for read_only / hook_on_device). */
+typedef struct ss_hook_ctx {
+    const ss_model *m;
+    const ss_backend *be;
+    const ss_forward_opts *o; /* NULL: no hooks */
+    const ss_packing *pk;
+    int64_t *pattern_off;  /* per sequence: where its [H, len, len] starts in pattern */
+    int64_t pat_total;
+    float *pattern;        /* backend buffer for hook_pattern, NULL when no layer wants it */
+    float *stage;          /* host staging for sites of a device backend */
+    float *arena;          /* device: sites gathered for read-only hooks */
+    float *arena_host;
+    int64_t *arena_off;    /* by site id: offset in the arena, or -1 */
+    size_t arena_used;     /* floats */
+} ss_hook_ctx;
+
+/* Allocates what handing sites to o's hook on be needs (o may be NULL). */
+ss_status ss_hook_ctx_open(ss_hook_ctx *f, const ss_model *m, const ss_backend *be, const ss_forward_opts *o,
+                           const ss_packing *pk);
+/* Hands the site (kind, layer) to the hook if it is wanted: buf holds n_floats
+ * floats, the site's rows at buf + offset with row stride ld. */
+ss_status ss_hook_site(ss_hook_ctx *f, ss_site_kind kind, int layer, float *buf, size_t n_floats, int64_t offset,
+                       int64_t ld);
+int ss_hook_wants(const ss_hook_ctx *f, ss_site_kind kind, int layer);
+/* Read-only hooks on a device: one copy of everything gathered, then the hooks in order. */
+ss_status ss_hook_ctx_deliver(ss_hook_ctx *f);
+void ss_hook_ctx_close(ss_hook_ctx *f);
+
+/* A block's buffers (backend memory, [rows, width] each). x enters as
+ * resid_pre and leaves as resid_post; save_pre and save_mid, when non-NULL,
+ * receive copies of resid_pre and resid_mid as the block sees them (after
+ * their hooks). attn_out and mlp_out may be the same scratch buffer. */
+typedef struct ss_block_bufs {
+    float *ln1, *qkv, *z, *attn_out, *ln2, *pre, *post, *mlp_out;
+    float *save_pre, *save_mid;
+    int resumed; /* x is a saved resid_pre, its hook already applied: do not run it again */
+} ss_block_bufs;
+
+ss_status ss_block_forward(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, float *x, const ss_block_bufs *b);
+
+/* The activations a backward pass reads, in backend memory; the caller
+ * allocates every buffer. With recompute only resid_pre (per layer),
+ * resid_final, lnf, logits, tokens and positions are kept; otherwise the
+ * forward writes each layer's intermediates straight into blocks[l]. */
+typedef struct ss_tape {
+    int recompute;
+    ss_block_bufs *blocks;      /* n_layer; blocks[l].save_pre (and save_mid) are the kept copies */
+    float *resid_final, *lnf;   /* [rows, d] */
+    float *logits;              /* [n_lrows, V] by the forward opts' logits mode */
+    int32_t *tok_b, *pos_b;     /* [rows] */
+} ss_tape;
+
+/* ss_forward, keeping what the tape asks for (tape may be NULL). With a tape,
+ * the logits stay in tape->logits and *logits is not set. */
+ss_status ss_forward_taped(const ss_model *m, const ss_backend *be, const int32_t *tokens, const ss_packing *pk,
+                           const ss_forward_opts *opts, float **logits, ss_tape *tape);
+
+/* Validates a packing and its tokens. */
+ss_status ss_packing_check(const ss_model *m, const int32_t *tokens, const ss_packing *pk);
+
+#endif

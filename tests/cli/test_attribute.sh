@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# attribute: gradients at sites against PyTorch autograd (tests/gen/gen_attr_goldens.py),
+# exact properties (atp with clean = corrupt is 0, --recompute changes nothing), the
+# table, and bad input.
+source "$(dirname "$0")/lib.sh"
+D=${SS_TEST_DATA:-tests/data}
+H5CMP=${TOOLBIN}h5cmp
+M=models/tiny-gpt2
+P=$D/patch/clean.jsonl
+K=$D/patch/corrupt.jsonl
+
+# A dataset's values at full precision (first DATA block).
+vals() { h5dump -y -m '%.9g' -d "$1" "$2" 2>/dev/null | awk '/DATA {/{f=1;next} f&&/}/{exit} f' | tr -d ' \n'; }
+
+# Goldens: PyTorch autograd on the same prompts (tests/gen/gen_attr_goldens.py), fp32 and fp64.
+# Tolerance |a-e| <= 1e-5 + 1e-4|e|: attributions are O(1e-3..3); the fp32 reference itself is
+# within 3.5e-6 of the fp64 one, and the engine's fp32 forward within ~2e-6 of PyTorch's.
+G=$D/golden
+golden() { # NAME then the attribute arguments
+    local name=$1; shift
+    if "$SUBSCOPE" attribute "$@" --out "$TMP/$name.h5" >/dev/null 2>"$TMP/err"; then
+        for ref in "$G/$name.h5" "$G/$name-f64.h5"; do
+            [ -e "$ref" ] || continue
+            if res=$("$H5CMP" --quiet --atol 1e-5 --rtol 1e-4 "$ref" "$TMP/$name.h5" 2>&1); then
+                pass "$(basename "$ref" .h5) equals autograd"
+            else fail "$(basename "$ref" .h5)" "$(printf '%s' "$res" | head -4)"; fi
+        done
+    else fail "$name runs" "$(cat "$TMP/err")"; fi
+}
+for r in prefix-f32 noprefix-odd-untied f16-sharded bf16; do
+    golden attr-$r-loss-grad --model $D/models/$r --input $D/attribute/$r.jsonl --sites '*' --metric loss --method grad
+done
+A=$D/attribute
+golden attr-tiny-logitdiff-gradxact --model $M --input $A/prompts.jsonl --sites 'hook_embed,hook_pos_embed,blocks.0.attn.*,blocks.2.mlp.hook_post' --metric logitdiff --method gradxact
+golden attr-tiny-logprob-grad --model $M --input $A/prompts.jsonl --sites 'blocks.3.*,ln_final.hook_normalized' --metric logprob --method grad
+golden attr-tiny-logitdiff-atp --model $M --input $A/prompts.jsonl --corrupt $A/corrupt.jsonl --sites 'hook_embed,hook_pos_embed,blocks.1.hook_*,blocks.2.attn.*' --metric logitdiff --method atp
+golden attr-tiny-loss-grad-positions --model $M --input $A/prompts.jsonl --sites 'blocks.*.mlp.hook_post,blocks.*.attn.hook_z' --metric loss --method grad --reduce positions
+golden attr-tiny-logprob-gradxact-prompts --model $M --input $A/prompts.jsonl --sites 'blocks.*.hook_resid_post' --metric logprob --method gradxact --reduce prompts
+golden attr-tiny-logitdiff-ig16 --model $M --input $A/prompts.jsonl --sites 'blocks.*.mlp.hook_post,blocks.1.hook_resid_pre' --metric logitdiff --method ig:16
+
+# atp with the clean prompts as their own corrupt twins: every attribution is exactly 0.
+if "$SUBSCOPE" attribute --model $M --input $P --corrupt $P --sites '*' --metric logitdiff --method atp --reduce positions --out "$TMP/z.h5" >/dev/null 2>"$TMP/err"; then
+    v=$(for s in blocks.0.hook_resid_pre blocks.2.attn.hook_z blocks.3.mlp.hook_post ln_final.hook_normalized; do vals "/attr/$s" "$TMP/z.h5"; done)
+    [ -n "$v" ] && [ "$(printf '%s' "$v" | tr -d '0,-')" = "" ] && pass "atp with corrupt = clean gives exactly 0" || fail "atp with corrupt = clean gives exactly 0" "$(printf '%s' "$v" | head -c 200)"
+else fail "atp runs" "$(cat "$TMP/err")"; fi
+
+# --recompute: the same gradients bit for bit.
+"$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.*' --metric loss --method grad --out "$TMP/a.h5" >/dev/null 2>&1
+"$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.*' --metric loss --method grad --recompute --out "$TMP/b.h5" >/dev/null 2>&1
+expect_ok "--recompute gives bit-identical gradients" "$H5CMP" --quiet --atol 0 --rtol 0 --only /attr --only /metric "$TMP/a.h5" "$TMP/b.h5"
+
+# Batching does not change the result beyond rounding.
+"$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.1.*' --metric logitdiff --batch 1 --out "$TMP/b1.h5" >/dev/null 2>&1
+"$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.1.*' --metric logitdiff --batch 3 --out "$TMP/b3.h5" >"$TMP/table" 2>&1
+expect_ok "batch 1 equals batch 3" "$H5CMP" --quiet --atol 1e-6 --rtol 1e-4 --only /attr --only /metric "$TMP/b1.h5" "$TMP/b3.h5"
+grep -q "^blocks.1.mlp.hook_post" "$TMP/table" && grep -q "top 10 units per site" "$TMP/table" && pass "table of top units" || fail "table of top units" "$(head -5 "$TMP/table")"
+h5ls -r "$TMP/b3.h5" | grep -q "/attr/blocks.1.attn.hook_q Dataset {4, 10, 4, 32}" && pass "q/k/v/z keep their [head, d_head] shape" || fail "q shape" "$(h5ls -r "$TMP/b3.h5" | grep hook_q)"
+h5ls -r "$TMP/b3.h5" | grep -q "hook_pattern" && fail "a glob leaves hook_pattern out" || pass "a glob leaves hook_pattern out"
+
+# IG with a mean baseline from a collect file.
+"$SUBSCOPE" collect --model $M --input $P --sites 'blocks.2.mlp.hook_post' --stats mean --out "$TMP/st.h5" >/dev/null 2>&1
+if "$SUBSCOPE" attribute --model $M --input $P --sites blocks.2.mlp.hook_post --metric logitdiff --method ig:64 --stats "$TMP/st.h5" --out "$TMP/ig.h5" >/dev/null 2>"$TMP/err"; then
+    c=$(h5dump -a /ig/blocks.2.mlp.hook_post/completeness_max_rel_error "$TMP/ig.h5" | awk '/\(0\)/{print $2}')
+    awk -v c="$c" 'BEGIN{exit !(c != "" && c < 0.01)}' && pass "IG from the mean baseline, 64 steps: completeness within 1% ($c)" || fail "IG completeness" "$c"
+else fail "IG with --stats runs" "$(cat "$TMP/err")"; fi
+
+# Bad input.
+expect_fail "unknown method" "unknown --method 'saliency'" "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.0.*' --method saliency --out "$TMP/x.h5"
+expect_fail "ig with zero steps" "1..100000 steps" "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.0.*' --method ig:0 --out "$TMP/x.h5"
+expect_fail "atp without --corrupt" "needs --corrupt" "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.0.*' --method atp --out "$TMP/x.h5"
+expect_fail "unknown metric" "unknown metric 'acc'" "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.0.*' --metric acc --out "$TMP/x.h5"
+expect_fail "hook_pattern named" "blocks.1.attn.hook_pattern has no per-token vector" "$SUBSCOPE" attribute --model $M --input $P --sites blocks.1.attn.hook_pattern --out "$TMP/x.h5"
+expect_fail "unknown site" "blocks.9" "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.9.mlp.hook_post' --out "$TMP/x.h5"
+printf '{"text": "The cat says"}\n' >"$TMP/noans.jsonl"
+expect_fail "logprob without an answer" "noans.jsonl:1: the logprob metric needs \"answer\"" "$SUBSCOPE" attribute --model $M --input "$TMP/noans.jsonl" --sites 'blocks.0.*' --metric logprob --out "$TMP/x.h5"
+head -2 $K >"$TMP/short.jsonl"
+expect_fail "corrupt file with fewer lines" "paired line by line" "$SUBSCOPE" attribute --model $M --input $P --corrupt "$TMP/short.jsonl" --sites 'blocks.0.*' --method atp --out "$TMP/x.h5"
+expect_fail "--stats without ig" "used by --method ig only" "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.0.*' --stats "$TMP/st.h5" --out "$TMP/x.h5"
+expect_fail "ig baseline for a site the stats file lacks" "has no /stats/blocks.0.mlp.hook_post/mean" "$SUBSCOPE" attribute --model $M --input $P --sites blocks.0.mlp.hook_post --method ig:4 --stats "$TMP/st.h5" --out "$TMP/x.h5"
+[ ! -e "$TMP/x.h5" ] && pass "failed runs write no file" || fail "failed runs write no file"
+finish

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# subscope train from the command line: a few steps on a tiny config, progress
+# on stderr, a directory that `forward` and `info` load, identical reruns for
+# one seed, and the bad-input paths (no half-written output directory).
+source "$(dirname "$0")/lib.sh"
+TOK=models/tiny-gpt2
+
+cat >"$TMP/small.json" <<'J'
+{"n_layer": 2, "n_head": 2, "n_embd": 32, "n_positions": 32, "vocab_size": 1024}
+J
+for i in $(seq 1 120); do
+    echo "The cat says meow. The dog says woof. Today is Monday, tomorrow is Tuesday. Line $i."
+done >"$TMP/corpus.txt"
+run() { "$SUBSCOPE" train --config "$TMP/small.json" --data "$TMP/corpus.txt" --tokenizer $TOK \
+    --steps 12 --batch 4 --seq 32 --lr 3e-3 --warmup 2 --log-every 4 "$@"; }
+
+if run --out "$TMP/m1" 2>"$TMP/log1"; then pass "train 12 steps"; else fail "train 12 steps" "$(tail -3 "$TMP/log1")"; fi
+if grep -q "^step      4/12  loss [0-9.]*  lr [0-9.e+-]*  grad norm [0-9.]*  [0-9]* tok/s" "$TMP/log1" &&
+    grep -q "^held-out loss" "$TMP/log1"; then pass "progress lines and held-out loss on stderr"
+else fail "progress lines" "$(cat "$TMP/log1")"; fi
+for f in config.json model.safetensors tokenizer.json subscope_train.json; do
+    [ -s "$TMP/m1/$f" ] || fail "output holds $f"
+done
+if grep -q '"model_type": "gpt2"' "$TMP/m1/config.json" && grep -q '"architectures": \["GPT2LMHeadModel"\]' "$TMP/m1/config.json" &&
+    grep -q '"tie_word_embeddings": true' "$TMP/m1/config.json"; then pass "config.json names GPT2LMHeadModel, tied"
+else fail "config.json" "$(cat "$TMP/m1/config.json")"; fi
+cmp -s $TOK/tokenizer.json "$TMP/m1/tokenizer.json" && pass "tokenizer.json copied" || fail "tokenizer.json copied"
+printf '{"text": "The cat says"}\n{"text": "Today is Monday, tomorrow is"}\n' >"$TMP/p.jsonl"
+expect_ok "forward loads the trained directory" "$SUBSCOPE" forward --model "$TMP/m1" --input "$TMP/p.jsonl" --out "$TMP/f.h5"
+expect_ok "info loads it" "$SUBSCOPE" info --model "$TMP/m1"
+run --out "$TMP/m2" 2>/dev/null
+cmp -s "$TMP/m1/model.safetensors" "$TMP/m2/model.safetensors" && pass "same seed: identical model.safetensors" ||
+    fail "same seed: identical model.safetensors"
+run --out "$TMP/m3" --seed 99 2>/dev/null
+cmp -s "$TMP/m1/model.safetensors" "$TMP/m3/model.safetensors" && fail "another seed: other weights" ||
+    pass "another seed: other weights"
+
+expect_fail "--steps 0" "--steps must be an integer in 1.." run --out "$TMP/bad" --steps 0
+expect_fail "missing --config" "--config is required" "$SUBSCOPE" train --data "$TMP/corpus.txt" --out "$TMP/bad"
+echo '{"n_layer": 2, "n_embd": 32, "n_positions": 32, "vocab_size": 1024}' >"$TMP/nohead.json"
+expect_fail "config without n_head" 'missing required key "n_head"' \
+    "$SUBSCOPE" train --config "$TMP/nohead.json" --data "$TMP/corpus.txt" --tokenizer $TOK --out "$TMP/bad"
+echo '{"n_layer": 1, "n_head": 2, "n_embd": 32, "n_positions": 32, "vocab_size": 100}' >"$TMP/v100.json"
+expect_fail "vocab_size below the tokenizer's" "vocab_size 100 is smaller than the tokenizer's 1024 ids" \
+    "$SUBSCOPE" train --config "$TMP/v100.json" --data "$TMP/corpus.txt" --tokenizer $TOK --out "$TMP/bad"
+: >"$TMP/empty.txt"
+expect_fail "empty data file" "no prompts in the file" \
+    "$SUBSCOPE" train --config "$TMP/small.json" --data "$TMP/empty.txt" --tokenizer $TOK --out "$TMP/bad"
+expect_fail "--lr 0" "--lr must be positive" run --out "$TMP/bad" --lr 0
+[ -e "$TMP/bad" ] && fail "failed runs left $TMP/bad" || pass "failed runs created no output directory"
+"$SUBSCOPE" train --help | grep -q "subscope train --config small.json" && pass "--help has an example" || fail "--help example"
+finish

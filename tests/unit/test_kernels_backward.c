@@ -1,0 +1,750 @@
+/* The backward ops of the CUDA backend (src/backend/cuda_backend.c and
+ * kernels/{sum_rows,layernorm_backward,gelu_backward,attention_backward,
+ * embed_backward,softmax_xent}.cu, cuBLAS for matmul_tn), run through the
+ * emulated runtime/cuBLAS/kernels, against the CPU backend's ops and
+ * against double-precision loops written here from the math (two
+ * independent references: the CPU ops are themselves new).
+ *
+ * Every comparison passes when |got - ref| <= atol + rtol*|ref| elementwise
+ * and prints the NMSE sum((got-ref)^2)/sum(ref^2) and the largest error; the
+ * tolerance of each op is given and justified where it is checked. Every
+ * case runs twice, emulated threads resumed in forward and in reverse
+ * order, and the two results must be bitwise equal (a missing barrier or an
+ * order-dependent reduction shows up), except embed_backward, whose float
+ * atomics are order-dependent by design. Accumulating outputs start from
+ * non-zero values, overwritten ones from NaN (an unwritten element fails).
+ * Shapes are small: every emulated thread is a fiber. */
+#include <stdlib.h>
+
+#include "../../kernels/emu/cuda_emu.h"
+#include "subscope/backend.h"
+#include "subscope/cuda_kernels.h"
+#include "test.h"
+
+static float frand(unsigned *s) {
+    *s = *s * 1664525u + 1013904223u;
+    return (float)((*s >> 8) & 0xffff) / 32768.0f - 1.0f;
+}
+
+static float *rvec(int64_t n, unsigned seed, float amp) {
+    float *v = malloc((n > 0 ? (size_t)n : 1) * sizeof(float));
+    for (int64_t i = 0; i < n; i++) v[i] = amp * frand(&seed);
+    return v;
+}
+
+static float *fvec(int64_t n, float val) {
+    float *v = malloc((n > 0 ? (size_t)n : 1) * sizeof(float));
+    for (int64_t i = 0; i < n; i++) v[i] = val;
+    return v;
+}
+
+static float *dupv(const float *x, int64_t n) {
+    float *v = fvec(n, 0);
+    memcpy(v, x, (size_t)n * sizeof(float));
+    return v;
+}
+
+static int64_t compare(const char *what, const float *got, const float *ref, int64_t n, double atol, double rtol) {
+    double se = 0, sr = 0, maxe = 0;
+    int64_t bad = 0, first = -1;
+    for (int64_t i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - ref[i]);
+        se += e * e;
+        sr += (double)ref[i] * ref[i];
+        if (e > maxe) maxe = e;
+        if (!(e <= atol + rtol * fabs(ref[i]))) {
+            if (first < 0) first = i;
+            bad++;
+        }
+    }
+    printf("\n    %-58s n=%-6lld NMSE=%.2e max|err|=%.2e", what, (long long)n, sr > 0 ? se / sr : se, maxe);
+    if (bad)
+        printf("  %lld outside tolerance, first [%lld] got %.9g ref %.9g", (long long)bad, (long long)first,
+               got[first], ref[first]);
+    return bad;
+}
+
+/* ---- running an op on the emulated device ------------------------------ */
+
+static ss_backend *g_gpu;
+
+static const ss_backend *gpu(void) {
+    if (!g_gpu && ss_backend_cuda_open(0, NULL, &g_gpu)) return NULL;
+    return g_gpu;
+}
+
+__attribute__((destructor)) static void close_gpu(void) { ss_backend_cuda_close(g_gpu); }
+
+static void *dev_put(const void *h, size_t bytes) {
+    const ss_backend *be = gpu();
+    void *d = NULL;
+    if (!be || be->alloc(be, bytes, "test buffer", &d)) return NULL;
+    if (h && be->upload(be, d, h, bytes)) return NULL;
+    return d;
+}
+
+static void dev_free(void *d) {
+    if (d) gpu()->release(gpu(), d);
+}
+
+/* A device output: its initial contents (NULL: NaN), its size in floats,
+ * and the host array that receives the result of the first run. */
+typedef struct {
+    float *dev;
+    const float *init;
+    int64_t n;
+    float *got;
+} dout;
+
+typedef ss_status (*op_fn)(void *ctx);
+
+/* Runs the op in forward and reverse thread order from the same initial
+ * outputs; the results must agree bitwise when `same` is set. Returns 0
+ * when both runs succeeded (and agreed). */
+static int run_both(op_fn fn, void *ctx, dout *o, int no, int same) {
+    const ss_backend *be = gpu();
+    int ok = 1;
+    for (int pass = 0; pass < 2 && ok; pass++) {
+        for (int i = 0; i < no; i++) {
+            float *init = o[i].init ? dupv(o[i].init, o[i].n) : fvec(o[i].n, NAN);
+            ss_status st = be->upload(be, o[i].dev, init, (size_t)o[i].n * sizeof(float));
+            free(init);
+            if (st) return 0;
+        }
+        ss_emu_set_schedule(pass ? SS_EMU_REVERSE : SS_EMU_FORWARD, 0);
+        ss_status st = fn(ctx);
+        ss_emu_set_schedule(SS_EMU_FORWARD, 0);
+        if (st) {
+            printf("\n    op failed: %s", ss_last_error());
+            return 0;
+        }
+        if (be->sync(be)) return 0;
+        for (int i = 0; i < no; i++) {
+            float *dst = pass ? fvec(o[i].n, 0) : o[i].got;
+            if (be->download(be, dst, o[i].dev, (size_t)o[i].n * sizeof(float))) return 0;
+            if (pass) {
+                if (same && memcmp(dst, o[i].got, (size_t)o[i].n * sizeof(float))) ok = 0;
+                free(dst);
+            }
+        }
+    }
+    if (!ok) printf("\n    results differ between forward and reverse thread order");
+    return ok;
+}
+
+/* ---- zero, matmul_tn, sum_rows ----------------------------------------- */
+
+TEST(cuda_bwd_zero) {
+    const ss_backend *be = gpu();
+    CHECK(be && be->zero);
+    unsigned char h[52], g[52];
+    for (int i = 0; i < 52; i++) h[i] = (unsigned char)(i + 1);
+    unsigned char *d = dev_put(h, sizeof h);
+    CHECK(d);
+    CHECK_OK(be->zero(be, d + 4, 30)); /* a byte count that is not a whole number of floats */
+    CHECK_OK(be->zero(be, d, 0));
+    CHECK_OK(be->download(be, g, d, sizeof g));
+    for (int i = 0; i < 52; i++) CHECK_MSG(g[i] == (i >= 4 && i < 34 ? 0 : h[i]), "byte %d is %d", i, g[i]);
+    dev_free(d);
+}
+
+typedef struct { float *C; const float *A, *B; int64_t M, N, K; int acc; } mtn_ctx;
+static ss_status op_mtn(void *v) {
+    mtn_ctx *c = v;
+    return gpu()->matmul_tn(gpu(), c->C, c->A, c->B, c->M, c->N, c->K, c->acc);
+}
+
+/* matmul_tn and sum_rows: fp32 sums of M products of values in [-1,1]
+ * against double; |C| ~ sqrt(M)/3 and the fp32 error of a length-M sum is
+ * below M * 2^-24 * sum|a b| <= 1e-5 for M <= 80: atol 2e-5 + rtol 1e-5. */
+TEST(cuda_bwd_matmul_tn_vs_reference) {
+    const ss_backend *be = gpu(), *cpu = ss_backend_cpu();
+    CHECK(be && be->matmul_tn);
+    int64_t shapes[][3] = {{1, 1, 1}, {7, 33, 5}, {64, 48, 40}, {80, 3, 130}, {0, 4, 6}};
+    for (int si = 0; si < 5; si++)
+        for (int acc = 0; acc < 2; acc++) {
+            int64_t M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
+            float *A = rvec(M * K + 1, 1, 1.f), *B = rvec(M * N + 1, 2, 1.f), *C0 = rvec(K * N, 3, 1.f);
+            float *ref = fvec(K * N, 0), *got = fvec(K * N, 0);
+            for (int64_t k = 0; k < K; k++)
+                for (int64_t n = 0; n < N; n++) {
+                    double s = acc ? C0[k * N + n] : 0;
+                    for (int64_t m = 0; m < M; m++) s += (double)A[m * K + k] * B[m * N + n];
+                    ref[k * N + n] = (float)s;
+                }
+            float *dA = dev_put(A, (size_t)(M * K + 1) * 4), *dB = dev_put(B, (size_t)(M * N + 1) * 4),
+                  *dC = dev_put(NULL, (size_t)(K * N) * 4);
+            mtn_ctx c = {dC, dA, dB, M, N, K, acc};
+            dout o = {dC, C0, K * N, got};
+            CHECK(run_both(op_mtn, &c, &o, 1, 1));
+            char nm[96];
+            snprintf(nm, sizeof nm, "matmul_tn M=%lld N=%lld K=%lld %s", (long long)M, (long long)N, (long long)K,
+                     acc ? "accumulate" : "overwrite");
+            CHECK(compare(nm, got, ref, K * N, 2e-5, 1e-5) == 0);
+            if (cpu->matmul_tn) {
+                float *cc = dupv(C0, K * N);
+                CHECK_OK(cpu->matmul_tn(cpu, cc, A, B, M, N, K, acc));
+                snprintf(nm, sizeof nm, "  vs cpu op");
+                CHECK(compare(nm, got, cc, K * N, 2e-5, 1e-5) == 0);
+                free(cc);
+            }
+            dev_free(dA), dev_free(dB), dev_free(dC);
+            free(A), free(B), free(C0), free(ref), free(got);
+        }
+}
+
+typedef struct { float *out; const float *x; int64_t M, N; } sr_ctx;
+static ss_status op_sr(void *v) {
+    sr_ctx *c = v;
+    return gpu()->sum_rows(gpu(), c->out, c->x, c->M, c->N);
+}
+
+TEST(cuda_bwd_sum_rows_vs_reference) {
+    const ss_backend *be = gpu(), *cpu = ss_backend_cpu();
+    CHECK(be && be->sum_rows);
+    int64_t shapes[][2] = {{1, 1}, {1, 33}, {7, 100}, {300, 37}, {9, 64}};
+    for (int si = 0; si < 5; si++) {
+        int64_t M = shapes[si][0], N = shapes[si][1];
+        float *x = rvec(M * N, 4, 1.1f), *o0 = rvec(N, 5, 1.f), *ref = fvec(N, 0), *got = fvec(N, 0);
+        for (int64_t n = 0; n < N; n++) {
+            double s = o0[n];
+            for (int64_t m = 0; m < M; m++) s += x[m * N + n];
+            ref[n] = (float)s;
+        }
+        float *dx = dev_put(x, (size_t)(M * N) * 4), *dout_ = dev_put(NULL, (size_t)N * 4);
+        sr_ctx c = {dout_, dx, M, N};
+        dout o = {dout_, o0, N, got};
+        CHECK(run_both(op_sr, &c, &o, 1, 1));
+        char nm[96];
+        snprintf(nm, sizeof nm, "sum_rows %lldx%lld (+= into non-zero)", (long long)M, (long long)N);
+        CHECK(compare(nm, got, ref, N, 2e-5, 1e-5) == 0);
+        if (cpu->sum_rows) {
+            float *cc = dupv(o0, N);
+            CHECK_OK(cpu->sum_rows(cpu, cc, x, M, N));
+            CHECK(compare("  vs cpu op", got, cc, N, 2e-5, 1e-5) == 0);
+            free(cc);
+        }
+        dev_free(dx), dev_free(dout_);
+        free(x), free(o0), free(ref), free(got);
+    }
+}
+
+/* ---- layernorm_backward ------------------------------------------------ */
+
+static void ln_bwd_ref(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w, int64_t rows,
+                       int64_t d, float eps) {
+    double *xh = malloc((size_t)d * sizeof(double));
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * d, *gr = dy + r * d;
+        double mean = 0, var = 0, mg = 0, mgx = 0;
+        for (int64_t i = 0; i < d; i++) mean += xr[i];
+        mean /= (double)d;
+        for (int64_t i = 0; i < d; i++) var += (xr[i] - mean) * (xr[i] - mean);
+        double rstd = 1.0 / sqrt(var / (double)d + eps);
+        for (int64_t i = 0; i < d; i++) {
+            xh[i] = (xr[i] - mean) * rstd;
+            mg += (double)gr[i] * w[i];
+            mgx += (double)gr[i] * w[i] * xh[i];
+        }
+        mg /= (double)d, mgx /= (double)d;
+        for (int64_t i = 0; i < d; i++) {
+            if (dx) dx[r * d + i] = (float)(dx[r * d + i] + rstd * ((double)gr[i] * w[i] - mg - xh[i] * mgx));
+            if (dw) dw[i] = (float)(dw[i] + (double)gr[i] * xh[i]);
+            if (db) db[i] = (float)(db[i] + (double)gr[i]);
+        }
+    }
+    free(xh);
+}
+
+typedef struct { float *dx, *dw, *db; const float *dy, *x, *w; int64_t rows, d; } lnb_ctx;
+static ss_status op_lnb(void *v) {
+    lnb_ctx *c = v;
+    return gpu()->layernorm_backward(gpu(), c->dx, c->dw, c->db, c->dy, c->x, c->w, c->rows, c->d, 1e-5f);
+}
+
+/* dx: per row fp32 sums of d terms (warp trees) for mean, variance, mean(g)
+ * and mean(g xhat) against double; rstd ~ 1.7 for x uniform in [-1,1]; the
+ * row with a common offset of 100 loses ~100 * 2^-24 * rstd to the fp32
+ * mean: atol 2e-5 + rtol 1e-4. dw/db: fp32 column sums of `rows` terms,
+ * accumulated in fp32 onto a non-zero start (the double reference rounds
+ * once per row, as the CPU op would): atol 2e-5 + rtol 1e-5. */
+TEST(cuda_bwd_layernorm_vs_reference) {
+    const ss_backend *be = gpu(), *cpu = ss_backend_cpu();
+    CHECK(be && be->layernorm_backward);
+    int64_t shapes[][2] = {{1, 1}, {1, 8}, {1, 33}, {5, 24}, {7, 100}, {9, 130}, {3, 768}};
+    for (int si = 0; si < 7; si++)
+        for (int with_w = 0; with_w < 2; with_w++) {
+            int64_t rows = shapes[si][0], d = shapes[si][1], n = rows * d;
+            float *x = rvec(n, 6, 1.f), *dy = rvec(n, 7, 1.1f), *w = rvec(d, 8, 1.f);
+            if (rows > 1)
+                for (int64_t i = 0; i < d; i++) x[d + i] += 100.f; /* a large common offset in row 1 */
+            float *dx0 = rvec(n, 9, 1.f), *dw0 = rvec(d, 10, 1.f), *db0 = rvec(d, 11, 1.f);
+            float *rdx = dupv(dx0, n), *rdw = dupv(dw0, d), *rdb = dupv(db0, d);
+            ln_bwd_ref(rdx, with_w ? rdw : NULL, with_w ? rdb : NULL, dy, x, w, rows, d, 1e-5f);
+            float *gdx = fvec(n, 0), *gdw = fvec(d, 0), *gdb = fvec(d, 0);
+            float *ddx = dev_put(NULL, (size_t)n * 4), *ddw = dev_put(NULL, (size_t)d * 4),
+                  *ddb = dev_put(NULL, (size_t)d * 4), *ddy = dev_put(dy, (size_t)n * 4),
+                  *dxx = dev_put(x, (size_t)n * 4), *dwt = dev_put(w, (size_t)d * 4);
+            lnb_ctx c = {ddx, with_w ? ddw : NULL, with_w ? ddb : NULL, ddy, dxx, dwt, rows, d};
+            dout o[3] = {{ddx, dx0, n, gdx}, {ddw, dw0, d, gdw}, {ddb, db0, d, gdb}};
+            CHECK(run_both(op_lnb, &c, o, 3, 1));
+            char nm[96];
+            snprintf(nm, sizeof nm, "layernorm_backward %lldx%lld dx%s", (long long)rows, (long long)d,
+                     with_w ? "" : " (dw, db NULL)");
+            CHECK(compare(nm, gdx, rdx, n, 2e-5, 1e-4) == 0);
+            if (with_w) {
+                CHECK(compare("  dw", gdw, rdw, d, 2e-5, 1e-5) == 0);
+                CHECK(compare("  db", gdb, rdb, d, 2e-5, 1e-5) == 0);
+            } else {
+                CHECK(memcmp(gdw, dw0, (size_t)d * 4) == 0 && memcmp(gdb, db0, (size_t)d * 4) == 0);
+            }
+            if (cpu->layernorm_backward) {
+                float *cdx = dupv(dx0, n), *cdw = dupv(dw0, d), *cdb = dupv(db0, d);
+                CHECK_OK(cpu->layernorm_backward(cpu, cdx, with_w ? cdw : NULL, with_w ? cdb : NULL, dy, x, w, rows, d,
+                                                 1e-5f));
+                CHECK(compare("  dx vs cpu op", gdx, cdx, n, 2e-5, 1e-4) == 0);
+                CHECK(compare("  dw vs cpu op", gdw, cdw, d, 2e-5, 1e-5) == 0);
+                CHECK(compare("  db vs cpu op", gdb, cdb, d, 2e-5, 1e-5) == 0);
+                free(cdx), free(cdw), free(cdb);
+            }
+            dev_free(ddx), dev_free(ddw), dev_free(ddb), dev_free(ddy), dev_free(dxx), dev_free(dwt);
+            free(x), free(dy), free(w), free(dx0), free(dw0), free(db0), free(rdx), free(rdw), free(rdb);
+            free(gdx), free(gdw), free(gdb);
+        }
+}
+
+/* ---- gelu_backward ----------------------------------------------------- */
+
+static double gelu_grad_ref(double x, ss_act act) {
+    if (act == SS_ACT_GELU_ERF) return 0.5 * (1 + erf(x / sqrt(2.0))) + x * exp(-0.5 * x * x) / sqrt(2 * 3.14159265358979323846);
+    const double k = sqrt(2.0 / 3.14159265358979323846), c = 0.044715;
+    double t = tanh(k * (x + c * x * x * x));
+    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * c * x * x);
+}
+
+typedef struct { float *dx; const float *dy, *x; int64_t n; ss_act act; } gb_ctx;
+static ss_status op_gb(void *v) {
+    gb_ctx *c = v;
+    return gpu()->gelu_backward(gpu(), c->dx, c->dy, c->x, c->n, c->act);
+}
+
+/* One product of fp32 tanhf/erff/expf results (a few ulps each) with dy:
+ * atol 1e-6 + rtol 1e-5. x spans [-6,6] so both tails (derivative -> 0
+ * and -> 1, and the slight negative dip near -1.5) are covered. */
+TEST(cuda_bwd_gelu_vs_reference) {
+    const ss_backend *be = gpu(), *cpu = ss_backend_cpu();
+    CHECK(be && be->gelu_backward);
+    int64_t sizes[] = {1, 7, 1000, 4099};
+    for (int si = 0; si < 4; si++)
+        for (int act = SS_ACT_GELU_TANH; act <= SS_ACT_GELU_ERF; act++)
+            for (int mode = 0; mode < 3; mode++) { /* aligned, misaligned view, in place (dx == dy) */
+                int64_t n = sizes[si], mis = mode == 1;
+                float *x = rvec(n + 1, 12, 6.f), *dy = rvec(n + 1, 13, 1.f), *ref = fvec(n, 0), *got = fvec(n, 0);
+                for (int64_t i = 0; i < n; i++) ref[i] = (float)(dy[i + mis] * gelu_grad_ref(x[i + mis], (ss_act)act));
+                float *dxx = dev_put(x, (size_t)(n + 1) * 4), *ddy = dev_put(dy, (size_t)(n + 1) * 4),
+                      *ddx = dev_put(NULL, (size_t)(n + 1) * 4);
+                gb_ctx c = {mode == 2 ? ddy : ddx + mis, ddy + mis, dxx + mis, n, (ss_act)act};
+                /* in place, dy is the output and is re-uploaded before each run */
+                dout o = mode == 2 ? (dout){ddy, dy, n, got} : (dout){ddx + mis, NULL, n, got};
+                CHECK(run_both(op_gb, &c, &o, 1, 1));
+                char nm[96];
+                snprintf(nm, sizeof nm, "gelu_backward %s n=%lld%s", act == SS_ACT_GELU_ERF ? "erf" : "tanh",
+                         (long long)n, mode == 1 ? " misaligned" : mode == 2 ? " in place" : "");
+                CHECK(compare(nm, got, ref, n, 1e-6, 1e-5) == 0);
+                if (cpu->gelu_backward) {
+                    float *cc = fvec(n, 0);
+                    CHECK_OK(cpu->gelu_backward(cpu, cc, dy + mis, x + mis, n, (ss_act)act));
+                    CHECK(compare("  vs cpu op", got, cc, n, 1e-6, 1e-5) == 0);
+                    free(cc);
+                }
+                dev_free(dxx), dev_free(ddy), dev_free(ddx);
+                free(x), free(dy), free(ref), free(got);
+            }
+}
+
+/* ---- attention_backward ------------------------------------------------ */
+
+/* Double-precision gradients from the definitions (backend.h): P from q,k;
+ * dP = dz v^T; dS = P (dP - rowsum(P dP)); dq = scale dS k, dk = scale
+ * dS^T q, dv = P^T dz. */
+static void attn_bwd_ref(float *dq, float *dk, float *dv, int64_t ldd, const float *dz, const float *q, const float *k,
+                         const float *v, int64_t ld, int64_t n_seq, const int64_t *start, const int64_t *len,
+                         int64_t H, int64_t dh, float scale) {
+    for (int64_t s = 0; s < n_seq; s++) {
+        int64_t L = len[s], r0 = start[s];
+        double *P = calloc((size_t)(L * L), sizeof(double)), *dS = calloc((size_t)(L * L), sizeof(double));
+        for (int64_t h = 0; h < H; h++) {
+            int64_t col = h * dh;
+            for (int64_t i = 0; i < L; i++) {
+                double mx = -INFINITY, sum = 0, D = 0;
+                for (int64_t j = 0; j <= i; j++) {
+                    double sc = 0;
+                    for (int64_t e = 0; e < dh; e++) sc += (double)q[(r0 + i) * ld + col + e] * k[(r0 + j) * ld + col + e];
+                    P[i * L + j] = sc * scale;
+                    if (P[i * L + j] > mx) mx = P[i * L + j];
+                }
+                for (int64_t j = 0; j <= i; j++) sum += (P[i * L + j] = exp(P[i * L + j] - mx));
+                for (int64_t j = 0; j <= i; j++) {
+                    P[i * L + j] /= sum;
+                    double dp = 0;
+                    for (int64_t e = 0; e < dh; e++)
+                        dp += (double)dz[(r0 + i) * H * dh + col + e] * v[(r0 + j) * ld + col + e];
+                    dS[i * L + j] = dp;
+                    D += P[i * L + j] * dp;
+                }
+                for (int64_t j = 0; j <= i; j++) dS[i * L + j] = P[i * L + j] * (dS[i * L + j] - D);
+                for (int64_t e = 0; e < dh; e++) {
+                    double a = 0;
+                    for (int64_t j = 0; j <= i; j++) a += dS[i * L + j] * k[(r0 + j) * ld + col + e];
+                    dq[(r0 + i) * ldd + col + e] = (float)(scale * a);
+                }
+            }
+            for (int64_t j = 0; j < L; j++)
+                for (int64_t e = 0; e < dh; e++) {
+                    double a = 0, b = 0;
+                    for (int64_t i = j; i < L; i++) {
+                        a += dS[i * L + j] * q[(r0 + i) * ld + col + e];
+                        b += P[i * L + j] * dz[(r0 + i) * H * dh + col + e];
+                    }
+                    dk[(r0 + j) * ldd + col + e] = (float)(scale * a);
+                    dv[(r0 + j) * ldd + col + e] = (float)b;
+                }
+        }
+        free(P), free(dS);
+    }
+}
+
+typedef struct {
+    float *dqkv;
+    const float *dz, *qkv;
+    int64_t ldd, ld, n_seq, H, dh;
+    const int64_t *start, *len;
+    float scale;
+} ab_ctx;
+static ss_status op_ab(void *v) {
+    ab_ctx *c = v;
+    int64_t d = c->H * c->dh, od = c->ldd == d ? 0 : d; /* fused [dq|dk|dv] rows, or three separate planes */
+    int64_t rows = c->start[c->n_seq - 1] + c->len[c->n_seq - 1], plane = od ? 0 : rows * d;
+    return gpu()->attention_backward(gpu(), c->dqkv, c->dqkv + od + plane, c->dqkv + 2 * (od + plane), c->ldd, c->dz,
+                                     c->qkv, c->qkv + d, c->qkv + 2 * d, c->ld, c->n_seq, c->start, c->len, c->H,
+                                     c->dh, c->scale);
+}
+
+/* fp32 dot products of dh terms, an fp32 softmax, and fp32 sums of up to len
+ * terms for D, dq, dk, dv, against double. Inputs uniform in [-amp, amp];
+ * amp = 2.5 makes scores reach ~+-10 (peaked rows, where a masking or
+ * softmax error cannot hide in an average). The gradients are O(0.1..1);
+ * the error of an fp32 sum of len terms is ~ sqrt(len) 2^-24 |terms|, and the
+ * probabilities carry the relative error of expf of a score ~10 (1e-6):
+ * atol 2e-5 + rtol 1e-4, as the forward attention's z. */
+TEST(cuda_bwd_attention_vs_reference) {
+    const ss_backend *be = gpu(), *cpu = ss_backend_cpu();
+    CHECK(be && be->attention_backward);
+    struct {
+        int n_seq;
+        int64_t len[4];
+        int64_t H, dh;
+        float amp;
+        int fused;
+    } cases[] = {
+        {1, {1}, 1, 8, 1.f, 1},            /* one token: P = 1, dq = dk = 0, dv = dz */
+        {3, {1, 37, 70}, 2, 16, 1.f, 1},   /* packed, different lengths; 70 > 2 warps' chunks of 32 */
+        {2, {33, 5}, 1, 1, 2.5f, 0},       /* dh = 1; separate dq/dk/dv planes (ld = H*dh) */
+        {2, {9, 45}, 3, 7, 2.5f, 1},       /* odd dh */
+        {2, {20, 3}, 1, 40, 2.5f, 0},      /* dh not a multiple of 32 */
+        {1, {6}, 2, 256, 1.f, 1},          /* the largest dh */
+    };
+    int nc = (int)(sizeof cases / sizeof cases[0]);
+    for (int ci = 0; ci < nc; ci++) {
+        int64_t H = cases[ci].H, dh = cases[ci].dh, d = H * dh, ld = 3 * d, n_seq = cases[ci].n_seq;
+        int64_t start[4], len[4], rows = 0;
+        char lens[48] = "";
+        for (int s = 0; s < n_seq; s++) {
+            start[s] = rows;
+            len[s] = cases[ci].len[s];
+            rows += len[s];
+            snprintf(lens + strlen(lens), sizeof lens - strlen(lens), "%s%lld", s ? "," : "", (long long)len[s]);
+        }
+        int64_t ldd = cases[ci].fused ? 3 * d : d, nout = 3 * rows * d;
+        float scale = (float)(1.0 / sqrt((double)dh));
+        float *qkv = rvec(rows * ld, 20 + (unsigned)ci, cases[ci].amp), *dz = rvec(rows * d, 30 + (unsigned)ci, 1.f);
+        float *ref = fvec(nout, NAN), *got = fvec(nout, 0);
+        int64_t po = cases[ci].fused ? d : rows * d; /* where dk starts relative to dq */
+        attn_bwd_ref(ref, ref + po, ref + 2 * po, ldd, dz, qkv, qkv + d, qkv + 2 * d, ld, n_seq, start, len, H, dh,
+                     scale);
+        float *dqkv = dev_put(NULL, (size_t)nout * 4), *ddz = dev_put(dz, (size_t)(rows * d) * 4),
+              *dq = dev_put(qkv, (size_t)(rows * ld) * 4);
+        ab_ctx c = {dqkv, ddz, dq, ldd, ld, n_seq, H, dh, start, len, scale};
+        dout o = {dqkv, NULL, nout, got};
+        CHECK(run_both(op_ab, &c, &o, 1, 1));
+        char nm[128];
+        snprintf(nm, sizeof nm, "attention_backward seqs=[%s] H=%lld dh=%lld %s dq,dk,dv", lens, (long long)H,
+                 (long long)dh, cases[ci].fused ? "fused" : "planes");
+        CHECK(compare(nm, got, ref, nout, 2e-5, 1e-4) == 0);
+        if (cases[ci].len[0] == 1 && n_seq == 1) { /* one token: exact zeros for dq, dk and dv = dz */
+            for (int64_t e = 0; e < d; e++) CHECK(got[e] == 0.f && got[d + e] == 0.f && got[2 * d + e] == dz[e]);
+        }
+        if (cpu->attention_backward) {
+            float *cc = fvec(nout, NAN);
+            CHECK_OK(cpu->attention_backward(cpu, cc, cc + po, cc + 2 * po, ldd, dz, qkv, qkv + d, qkv + 2 * d, ld,
+                                             n_seq, start, len, H, dh, scale));
+            CHECK(compare("  vs cpu op", got, cc, nout, 2e-5, 1e-4) == 0);
+            free(cc);
+        }
+        dev_free(dqkv), dev_free(ddz), dev_free(dq);
+        free(qkv), free(dz), free(ref), free(got);
+    }
+    /* what the kernel cannot do is refused with the op's name, not mis-computed */
+    int64_t st0 = 0, ln1 = 1;
+    float *buf = dev_put(NULL, 3 * 257 * 4);
+    CHECK_ERR(be->attention_backward(be, buf, buf, buf, 257, buf, buf, buf, buf, 3 * 257, 1, &st0, &ln1, 1, 257, 1.f),
+              SS_ERR_UNSUPPORTED, "attention_backward");
+    dev_free(buf);
+}
+
+/* ---- embed_backward ---------------------------------------------------- */
+
+typedef struct { float *dwte, *dwpe; const float *dx; const int32_t *tok, *pos; int64_t n, d; } eb_ctx;
+static ss_status op_eb(void *v) {
+    eb_ctx *c = v;
+    return gpu()->embed_backward(gpu(), c->dwte, c->dwpe, c->dx, c->tok, c->pos, c->n, c->d);
+}
+
+/* Sums of a few fp32 rows (repeated ids) onto a non-zero table, in the
+ * atomics' order, against double: atol 1e-6 + rtol 1e-6. The thread orders
+ * may change the order of the adds (that is the atomics' nature), so they
+ * are compared with that tolerance, not bitwise. */
+TEST(cuda_bwd_embed_vs_reference) {
+    const ss_backend *be = gpu(), *cpu = ss_backend_cpu();
+    CHECK(be && be->embed_backward);
+    int64_t shapes[][4] = {{50, 40, 1, 8}, {50, 40, 13, 48}, {7, 5, 30, 30}, {50, 40, 9, 33}};
+    for (int si = 0; si < 4; si++)
+        for (int which = 0; which < 3; which++) { /* both tables, only wte, only wpe */
+            int64_t V = shapes[si][0], P = shapes[si][1], n = shapes[si][2], d = shapes[si][3];
+            float *dx = rvec(n * d, 40, 1.1f), *te0 = rvec(V * d, 41, 1.f), *pe0 = rvec(P * d, 42, 1.f);
+            int32_t *tok = malloc((size_t)n * 4), *pos = malloc((size_t)n * 4);
+            for (int64_t i = 0; i < n; i++) tok[i] = (int32_t)((i * 17 + 3) % V), pos[i] = (int32_t)(i % 4 % P);
+            int wt = which != 2, wp = which != 1;
+            float *rte = fvec(V * d, 0), *rpe = fvec(P * d, 0);
+            for (int64_t t = 0; t < V; t++)
+                for (int64_t c2 = 0; c2 < d; c2++) {
+                    double s = te0[t * d + c2];
+                    for (int64_t i = 0; i < n; i++) s += wt && tok[i] == t ? dx[i * d + c2] : 0;
+                    rte[t * d + c2] = (float)s;
+                }
+            for (int64_t p = 0; p < P; p++)
+                for (int64_t c2 = 0; c2 < d; c2++) {
+                    double s = pe0[p * d + c2];
+                    for (int64_t i = 0; i < n; i++) s += wp && pos[i] == p ? dx[i * d + c2] : 0;
+                    rpe[p * d + c2] = (float)s;
+                }
+            float *gte = fvec(V * d, 0), *gpe = fvec(P * d, 0);
+            float *dte = dev_put(NULL, (size_t)(V * d) * 4), *dpe = dev_put(NULL, (size_t)(P * d) * 4),
+                  *ddx = dev_put(dx, (size_t)(n * d) * 4);
+            int32_t *dtok = dev_put(tok, (size_t)n * 4), *dpos = dev_put(pos, (size_t)n * 4);
+            eb_ctx c = {wt ? dte : NULL, wp ? dpe : NULL, ddx, dtok, dpos, n, d};
+            dout o[2] = {{dte, te0, V * d, gte}, {dpe, pe0, P * d, gpe}};
+            CHECK(run_both(op_eb, &c, o, 2, 0));
+            char nm[96];
+            snprintf(nm, sizeof nm, "embed_backward V=%lld P=%lld n=%lld d=%lld %s", (long long)V, (long long)P,
+                     (long long)n, (long long)d, which == 0 ? "wte+wpe" : which == 1 ? "wte only" : "wpe only");
+            CHECK(compare(nm, gte, rte, V * d, 1e-6, 1e-6) == 0);
+            CHECK(compare("  wpe", gpe, rpe, P * d, 1e-6, 1e-6) == 0);
+            if (cpu->embed_backward) {
+                float *cte = dupv(te0, V * d), *cpe = dupv(pe0, P * d);
+                CHECK_OK(cpu->embed_backward(cpu, wt ? cte : NULL, wp ? cpe : NULL, dx, tok, pos, n, d));
+                CHECK(compare("  wte vs cpu op", gte, cte, V * d, 1e-6, 1e-6) == 0);
+                CHECK(compare("  wpe vs cpu op", gpe, cpe, P * d, 1e-6, 1e-6) == 0);
+                free(cte), free(cpe);
+            }
+            dev_free(dte), dev_free(dpe), dev_free(ddx), dev_free(dtok), dev_free(dpos);
+            free(dx), free(te0), free(pe0), free(tok), free(pos), free(rte), free(rpe), free(gte), free(gpe);
+        }
+}
+
+/* ---- softmax_xent ------------------------------------------------------ */
+
+static void xent_ref(float *dl, float *loss, const float *x, const int32_t *t, const float *w, int64_t rows, int64_t V) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * V;
+        if (t[r] < 0) {
+            loss[r] = 0;
+            for (int64_t i = 0; i < V; i++) dl[r * V + i] = 0;
+            continue;
+        }
+        double mx = -INFINITY, s = 0;
+        for (int64_t i = 0; i < V; i++) mx = xr[i] > mx ? xr[i] : mx;
+        for (int64_t i = 0; i < V; i++) s += exp(xr[i] - mx);
+        loss[r] = (float)(log(s) + mx - xr[t[r]]);
+        double wr = w ? w[r] : 1.0;
+        for (int64_t i = 0; i < V; i++) dl[r * V + i] = (float)(wr * (exp(xr[i] - mx) / s - (i == t[r])));
+    }
+}
+
+typedef struct { float *dl, *loss; const float *x; const int32_t *t; const float *w; int64_t rows, V; } sx_ctx;
+static ss_status op_sx(void *v) {
+    sx_ctx *c = v;
+    return gpu()->softmax_xent(gpu(), c->dl, c->loss, c->x, c->t, c->w, c->rows, c->V);
+}
+
+/* logits uniform in [-8,8] (probabilities from ~1e-7 to ~0.5). Loss: fp32
+ * sums of V exps (relative error ~ log2(V) 2^-24) and one logf, O(1..10):
+ * atol 1e-5 + rtol 1e-5. Gradient: expf(x - max)/sum per element, a few
+ * ulps relative, plus the fp32 subtraction of 1 at the target: atol 1e-7
+ * + rtol 1e-5. */
+TEST(cuda_bwd_softmax_xent_vs_reference) {
+    const ss_backend *be = gpu(), *cpu = ss_backend_cpu();
+    CHECK(be && be->softmax_xent);
+    int64_t shapes[][2] = {{1, 1}, {4, 50}, {3, 1000}, {2, 257}};
+    for (int si = 0; si < 4; si++)
+        for (int mode = 0; mode < 3; mode++) { /* weights; no weights (1); in place (dlogits == logits) */
+            int64_t rows = shapes[si][0], V = shapes[si][1], n = rows * V;
+            float *x = rvec(n, 50 + (unsigned)si, 8.f), *w = rvec(rows, 51, 1.f);
+            int32_t *t = malloc((size_t)rows * 4);
+            for (int64_t r = 0; r < rows; r++) t[r] = r == 1 ? -1 : (int32_t)((r * 37 + 5) % V); /* row 1 unscored */
+            float *wv = mode == 1 ? NULL : w;
+            float *rdl = fvec(n, 0), *rl = fvec(rows, 0), *gdl = fvec(n, 0), *gl = fvec(rows, 0);
+            xent_ref(rdl, rl, x, t, wv, rows, V);
+            float *dxx = dev_put(x, (size_t)n * 4), *ddl = dev_put(NULL, (size_t)n * 4),
+                  *dl = dev_put(NULL, (size_t)rows * 4), *dw = dev_put(w, (size_t)rows * 4);
+            int32_t *dt = dev_put(t, (size_t)rows * 4);
+            sx_ctx c = {mode == 2 ? dxx : ddl, dl, dxx, dt, mode == 1 ? NULL : dw, rows, V};
+            /* in place: the logits buffer is the output (re-uploaded before each run) */
+            dout o[2] = {{mode == 2 ? dxx : ddl, mode == 2 ? x : NULL, n, gdl}, {dl, NULL, rows, gl}};
+            CHECK(run_both(op_sx, &c, o, 2, 1));
+            char nm[96];
+            snprintf(nm, sizeof nm, "softmax_xent %lldx%lld %s loss", (long long)rows, (long long)V,
+                     mode == 0 ? "weighted" : mode == 1 ? "weights NULL" : "in place");
+            CHECK(compare(nm, gl, rl, rows, 1e-5, 1e-5) == 0);
+            CHECK(compare("  dlogits", gdl, rdl, n, 1e-7, 1e-5) == 0);
+            if (cpu->softmax_xent && mode != 1) {
+                float *cdl = dupv(x, n), *cl = fvec(rows, NAN);
+                CHECK_OK(cpu->softmax_xent(cpu, cdl, cl, cdl, t, w, rows, V)); /* in place on the CPU too */
+                CHECK(compare("  loss vs cpu op", gl, cl, rows, 1e-5, 1e-5) == 0);
+                CHECK(compare("  dlogits vs cpu op", gdl, cdl, n, 1e-7, 1e-5) == 0);
+                free(cdl), free(cl);
+            }
+            dev_free(dxx), dev_free(ddl), dev_free(dl), dev_free(dw), dev_free(dt);
+            free(x), free(w), free(t), free(rdl), free(rl), free(gdl), free(gl);
+        }
+}
+
+/* ---- the whole backward pass on the emulated device --------------------- */
+
+#include "subscope/backward.h"
+
+typedef struct {
+    float *store[128];
+} site_grads;
+
+static ss_status keep_grad(void *vctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
+                           const int64_t *pattern_off) {
+    (void)pattern_off;
+    site_grads *g = vctx;
+    float *c = malloc((size_t)(pk->rows * s->width) * sizeof(float));
+    if (!c) return SS_ERR_NOMEM;
+    for (int64_t i = 0; i < pk->rows; i++) memcpy(c + i * s->width, data + i * ld, (size_t)s->width * sizeof(float));
+    free(g->store[s->id]);
+    g->store[s->id] = c;
+    return SS_OK;
+}
+
+/* Bytes of the weight-gradient block of ss_grads_alloc: every tensor
+ * rounded up to 256 bytes, wte first (the layout is the same on both
+ * backends, so the blocks compare element for element). */
+static size_t grad_block_floats(const ss_model *m) {
+    const ss_config *c = &m->cfg;
+    int64_t d = c->n_embd, dm = c->n_inner, V = c->vocab_size;
+    int64_t sizes[16] = {V * d, c->n_positions * d, d, d, m->w.lm_head == m->w.wte ? 0 : V * d};
+    int64_t lay[12] = {d, d, 3 * d * d, 3 * d, d * d, d, d, d, d * dm, dm, dm * d, d};
+    size_t total = 0;
+    for (int i = 0; i < 5; i++) total += ((size_t)sizes[i] * 4 + 255) & ~(size_t)255;
+    for (int64_t l = 0; l < c->n_layer; l++)
+        for (int i = 0; i < 12; i++) total += ((size_t)lay[i] * 4 + 255) & ~(size_t)255;
+    return total / 4;
+}
+
+/* ss_forward_backward on "cuda:0" (emulated kernels and cuBLAS) against the
+ * CPU reference: the metric, the gradient at every per-token site and every
+ * weight gradient. The kernels reduce in other orders than the CPU ops, and
+ * the differences compound through the layers of the toy models: metric
+ * atol 1e-5, gradients atol 1e-5 + rtol 1e-4 (gradients here are O(1e-3..1);
+ * a few fp32 ulps of each op's output, amplified through the layernorm and
+ * softmax Jacobians of 2-3 layers, measure ~2e-6 at most). */
+static void backward_matches_cpu(const char *model, ss_metric_kind kind) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/models/%s", ss_test_data_dir(), model);
+    ss_model *m = NULL;
+    CHECK_OK(ss_model_load(dir, &m));
+    const ss_backend *be = gpu(), *cpu = ss_backend_cpu();
+    CHECK(be);
+    ss_status st = ss_model_place(m, be, SS_WDTYPE_F32);
+    if (st) { ss_model_free(m); CHECK_OK(st); }
+    const int32_t toks[12] = {5, 17, 3, 60, 0, 44, 12, 12, 7, 1, 9, 30};
+    int64_t start[3] = {0, 1, 5}, len[3] = {1, 4, 7};
+    const int32_t answer[3] = {7, 11, 2}, wrong[3] = {2, 40, 9};
+    ss_packing pk = {3, 12, start, len};
+    ss_metric mt = {kind, answer, wrong};
+    int ns = ss_sites_count(&m->cfg);
+    uint8_t *want = calloc((size_t)ns, 1);
+    for (int i = 0; i < ns; i++) {
+        ss_site s;
+        ss_site_get(&m->cfg, i, &s);
+        want[i] = (uint8_t)s.per_token;
+    }
+    site_grads ga = {{0}}, gb = {{0}};
+    ss_gpt2_weights wa, wb;
+    CHECK_OK(ss_grads_alloc(m, cpu, &wa));
+    CHECK_OK(ss_grads_alloc(m, be, &wb));
+    ss_grad_opts oa = {.want = want, .hook = keep_grad, .hook_ctx = &ga, .wgrad = &wa},
+                 ob = {.want = want, .hook = keep_grad, .hook_ctx = &gb, .wgrad = &wb};
+    double ma[3], mb[3];
+    CHECK_OK(ss_forward_backward(m, cpu, toks, &pk, NULL, &mt, &oa, ma));
+    CHECK_OK(ss_forward_backward(m, be, toks, &pk, NULL, &mt, &ob, mb));
+    for (int s = 0; s < 3; s++)
+        CHECK_MSG(fabs(ma[s] - mb[s]) <= 1e-5 || (isnan(ma[s]) && isnan(mb[s])), "%s %s seq %d: cpu %.9g cuda %.9g",
+                  model, ss_metric_name(kind), s, ma[s], mb[s]);
+    printf("\n    %s %s", model, ss_metric_name(kind));
+    for (int i = 0; i < ns; i++) {
+        if (!want[i]) continue;
+        ss_site s;
+        ss_site_get(&m->cfg, i, &s);
+        CHECK_MSG(ga.store[i] && gb.store[i], "no gradient at %s", s.name);
+        char nm[96];
+        snprintf(nm, sizeof nm, "  d/d %s", s.name);
+        CHECK_MSG(compare(nm, gb.store[i], ga.store[i], 12 * s.width, 1e-5, 1e-4) == 0, "%s: site %s", model, s.name);
+    }
+    size_t nw = grad_block_floats(m);
+    float *hw = malloc(nw * sizeof(float));
+    CHECK_OK(be->download(be, hw, wb.wte, nw * sizeof(float)));
+    CHECK(compare("  weight gradients (all tensors)", hw, (const float *)wa.wte, (int64_t)nw, 1e-5, 1e-4) == 0);
+    free(hw);
+    for (int i = 0; i < 128; i++) free(ga.store[i]), free(gb.store[i]);
+    ss_grads_free(cpu, &wa);
+    ss_grads_free(be, &wb);
+    free(want);
+    ss_model_free(m);
+}
+
+TEST(cuda_bwd_forward_backward_matches_cpu) {
+    backward_matches_cpu("prefix-f32", SS_METRIC_LOSS);
+    backward_matches_cpu("noprefix-odd-untied", SS_METRIC_LOGITDIFF);
+}
+
+/* A target outside the vocabulary: the CPU op reports an error (it can
+ * check before computing); the kernel cannot stop the stream, so it writes
+ * NaN for that row's loss and gradient instead of reading out of bounds. */
+TEST(cuda_bwd_softmax_xent_bad_target_is_nan) {
+    const ss_backend *be = gpu();
+    CHECK(be && be->softmax_xent);
+    float x[10] = {1, 2, 3, 4, 5, 1, 2, 3, 4, 5}, g[10], l[2];
+    int32_t t[2] = {5, 0};
+    float *dx = dev_put(x, sizeof x), *dl = dev_put(NULL, sizeof l);
+    int32_t *dt = dev_put(t, sizeof t);
+    CHECK_OK(be->softmax_xent(be, dx, dl, dx, dt, NULL, 2, 5));
+    CHECK_OK(be->download(be, g, dx, sizeof g));
+    CHECK_OK(be->download(be, l, dl, sizeof l));
+    CHECK(isnan(l[0]) && !isnan(l[1]) && l[1] > 0);
+    for (int i = 0; i < 5; i++) CHECK(isnan(g[i]) && !isnan(g[5 + i]));
+    dev_free(dx), dev_free(dl), dev_free(dt);
+}
