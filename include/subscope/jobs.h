@@ -106,6 +106,7 @@ typedef struct ss_ablate_job {
     const char *metrics;          /* "loss,acc,keyword,logitdiff,kl" (NULL: "loss,acc,kl") */
     const char *keywords;         /* file, one word per line, for the keyword metric */
     const char *stats;            /* collect file with mean and cov for mean / relative-noise masks */
+    int mask_batch;               /* masks per forward, at most (0: about 4096 rows within 1 GiB) */
     const char *command_line;
     FILE *table;                  /* where to print the summary table (NULL: nowhere) */
     ss_progress_fn progress;
