@@ -9,6 +9,7 @@
 #   bench/run_all.sh --small --prompts 16  6-layer d=512 model, fewer prompts (slow or shared machines)
 #   bench/run_all.sh --quick               everything, short (CPU: 4 prompts x 32 tokens, 1 rep)
 #   bench/run_all.sh --gpu-only            the GPU steps only (a short GPU session)
+#   bench/run_all.sh --only cpu_ablate     the mask sweep: subscope ablate vs a PyTorch hook loop
 #
 # Options: --small, --prompts N, --tokens T, --batch B, --threads N, --reps R,
 #          --no-peer-h5, --only STEP (a step name below), --host LABEL, --quick,
@@ -29,7 +30,7 @@
 # (no network, --no-install), CPU steps are skipped and GPU steps run without a peer.
 set -euo pipefail
 
-CPU_STEPS="cpu_forward"
+CPU_STEPS="cpu_forward cpu_ablate"
 GPU_STEPS="gpu_kernels gpu_forward"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -62,7 +63,7 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0 ;;
         --gpu-models) GPU_MODELS="${2:?}"; shift ;;
         --gpu-prompts) GPU_PROMPTS="${2:?}"; shift ;;
-        -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option '$1' (--help lists them)" ;;
     esac
     shift
@@ -74,8 +75,9 @@ if [ "$QUICK" = 1 ]; then
 fi
 HOST="${HOST:-$(hostname -s 2>/dev/null || hostname)}"
 CPU_JSON="$ROOT/bench/results/cpu-$HOST-$(date -u +%Y%m%d).json"
+ABLATE_JSON="$ROOT/bench/results/cpu-ablate-$HOST-$(date -u +%Y%m%d).json"
 # A quick run is a smoke test: its CPU numbers (128 tokens) stay out of bench/results.
-[ "$QUICK" = 0 ] || CPU_JSON="$WORK/cpu-quick-$HOST.json"
+[ "$QUICK" = 0 ] || CPU_JSON="$WORK/cpu-quick-$HOST.json" ABLATE_JSON="$WORK/cpu-ablate-quick-$HOST.json"
 
 have_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; }
 
@@ -172,6 +174,25 @@ bench_cpu_forward() {
         $([ "$PEER_H5" = 0 ] && echo --no-peer-h5) --host "$HOST" --json "$CPU_JSON"
 }
 
+# A sweep of 256 masks over 8 prompts x 16 tokens on the bundled models/tiny-gpt2 and
+# on the benchmark model: subscope ablate (default masks per forward, and --mask-batch 1)
+# vs the PyTorch hook loop, one mask per forward (bench_ablate.py, peer_ablate.py).
+bench_cpu_ablate() {
+    if [ -z "$PY" ]; then
+        say "cpu_ablate skipped: it compares with PyTorch CPU; $PEER_WHY"
+        NOTES+=("cpu_ablate skipped: $PEER_WHY"); return
+    fi
+    local name masks=256 prompts=8 tokens=16 models=(--model models/tiny-gpt2)
+    if [ "$SMALL" = 1 ]; then name=small; else name=gpt2-small; fi
+    [ "$QUICK" = 1 ] && masks=32 prompts=4 tokens=8
+    "$PY" bench/make_model.py --out "$WORK/$name" $([ "$SMALL" = 1 ] && echo --small) --prompts none >&2
+    models+=(--model "$WORK/$name")
+    say "cpu_ablate: subscope ablate vs a PyTorch hook loop ($masks masks, $prompts x $tokens tokens, $THREADS threads)"
+    "$PY" bench/bench_ablate.py "${models[@]}" --python "$PY" --masks "$masks" --prompts "$prompts" \
+        --tokens "$tokens" --threads "$THREADS" --reps "$REPS" --host "$HOST" --workdir "$WORK/ablate" \
+        --json "$ABLATE_JSON"
+}
+
 bench_gpu_kernels() {
     if ! cuda_built; then
         say "gpu_kernels skipped: no nvcc/cuBLAS in build/config.mk"; NOTES+=("gpu_kernels skipped: no CUDA toolkit"); return
@@ -239,7 +260,7 @@ if [ "$GPU_ONLY" = 1 ]; then
 else
     for step in $CPU_STEPS; do
         [ -z "$ONLY" ] || [ "$ONLY" = "$step" ] || continue
-        rm -f "$CPU_JSON"
+        [ "$step" = cpu_forward ] && rm -f "$CPU_JSON"
         "bench_$step"
         [ "$step" = cpu_forward ] && [ -f "$CPU_JSON" ] && CPU_RAN=1
     done

@@ -106,6 +106,7 @@ typedef struct ss_ablate_job {
     const char *metrics;          /* "loss,acc,keyword,logitdiff,kl" (NULL: "loss,acc,kl") */
     const char *keywords;         /* file, one word per line, for the keyword metric */
     const char *stats;            /* collect file with mean and cov for mean / relative-noise masks */
+    int mask_batch;               /* masks per forward, at most (0: about 4096 rows within 1 GiB) */
     const char *command_line;
     FILE *table;                  /* where to print the summary table (NULL: nowhere) */
     ss_progress_fn progress;
@@ -148,6 +149,21 @@ typedef struct ss_attribute_job {
 } ss_attribute_job;
 
 ss_status ss_job_attribute(const ss_attribute_job *job);
+
+typedef struct ss_trace_job {
+    const char *model_dir;
+    const char *prompt;           /* the text to trace */
+    const char *submodels;        /* masks JSONL (as `discover` exports and `ablate --masks` reads) */
+    const char *answer;           /* if set, the tracked prediction at the last position (its first token) */
+    const char *stats;            /* collect file: means/stds for mean masks and standardised activity */
+    const char *out;              /* HDF5 (NULL: table only) */
+    const char *device;
+    int tf32, wdtype;
+    const char *command_line;
+    FILE *table;
+} ss_trace_job;
+
+ss_status ss_job_trace(const ss_trace_job *job);
 
 /* Prints a readable summary of a subscope HDF5 file to out: provenance,
  * every dataset with its shape and axis names, and for forward files the

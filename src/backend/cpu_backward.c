@@ -39,20 +39,29 @@ static void tn_row(void *vctx, int64_t k) {
     }
 }
 
+#ifdef SS_HAVE_BLAS
+static void tn_slice(void *vctx, int64_t p) {
+    const tn_ctx *c = vctx;
+    const int64_t parts = ss_num_threads(), k0 = c->K * p / parts, k1 = c->K * (p + 1) / parts;
+    if (k1 > k0)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(k1 - k0), (int)c->N, (int)c->M, 1.0f, c->A + k0,
+                    (int)c->K, c->B, (int)c->N, c->accumulate ? 1.0f : 0.0f, c->C + k0 * c->N, (int)c->N);
+}
+#endif
+
 ss_status ss_cpu_matmul_tn(const ss_backend *be, float *C, const float *A, const float *B, int64_t M, int64_t N,
                            int64_t K, int accumulate) {
     if (K <= 0 || N <= 0) return SS_OK;
     if (M > INT_MAX || N > INT_MAX || K > INT_MAX)
         return ss_errorf(SS_ERR_UNSUPPORTED, "matrix product %lld x %lld x %lld exceeds BLAS's 32-bit sizes", (long long)K,
                          (long long)N, (long long)M);
+    tn_ctx c = {C, A, B, M, N, K, accumulate};
 #ifdef SS_HAVE_BLAS
-    if (M > 0) {
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)N, (int)M, 1.0f, A, (int)K, B, (int)N,
-                    accumulate ? 1.0f : 0.0f, C, (int)N);
+    if (M > 0) { /* a slice of C's rows per thread; BLAS itself runs single-threaded (cpu_ops.c) */
+        ss_parallel_for(ss_num_threads(), tn_slice, &c);
         return SS_OK;
     }
 #endif
-    tn_ctx c = {C, A, B, M, N, K, accumulate};
     ss_parallel_for(K, tn_row, &c);
     return SS_OK;
 }

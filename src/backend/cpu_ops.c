@@ -2,6 +2,7 @@
  * accumulate in double so that this backend can serve as the oracle for
  * faster ones; the O(n·d) inner loops stay in float so they vectorise. */
 #include <limits.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -61,6 +62,44 @@ void ss_matmul_builtin(float *C, const float *A, const float *B, const float *bi
 static ss_status matmul_f32(float *C, const float *A, const float *B, const float *bias, int64_t M, int64_t N,
                             int64_t K, int trans_b);
 
+#ifdef SS_HAVE_BLAS
+/* BLAS runs single-threaded inside our own thread pool: each thread takes a
+ * slice of C's rows (or, for few rows, of its columns). OpenBLAS's own
+ * threads would spin-wait between calls and fight the pool's threads for the
+ * cores while the other ops run; one set of threads for everything is
+ * faster, and the same for every op. */
+void openblas_set_num_threads(int n) __attribute__((weak));
+static void blas_single_thread(void) {
+    if (openblas_set_num_threads) openblas_set_num_threads(1);
+}
+
+typedef struct {
+    float *C;
+    const float *A, *B;
+    int64_t M, N, K;
+    int trans_b;
+    float beta;
+    int parts, by_rows;
+} blas_ctx;
+
+static void blas_part(void *vctx, int64_t p) {
+    const blas_ctx *c = vctx;
+    if (c->by_rows) {
+        int64_t r0 = c->M * p / c->parts, r1 = c->M * (p + 1) / c->parts;
+        if (r1 > r0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, c->trans_b ? CblasTrans : CblasNoTrans, (int)(r1 - r0), (int)c->N,
+                        (int)c->K, 1.0f, c->A + r0 * c->K, (int)c->K, c->B, c->trans_b ? (int)c->K : (int)c->N, c->beta,
+                        c->C + r0 * c->N, (int)c->N);
+    } else {
+        int64_t j0 = c->N * p / c->parts, j1 = c->N * (p + 1) / c->parts;
+        if (j1 > j0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, c->trans_b ? CblasTrans : CblasNoTrans, (int)c->M, (int)(j1 - j0),
+                        (int)c->K, 1.0f, c->A, (int)c->K, c->trans_b ? c->B + j0 * c->K : c->B + j0,
+                        c->trans_b ? (int)c->K : (int)c->N, c->beta, c->C + j0, (int)c->N);
+    }
+}
+#endif
+
 /* bf16 weights: the reference for tensor-core products, by rounding A to
  * bf16 and widening B, then an fp32 product. Slow (it widens B on every
  * call); the CPU path for real work is float32. */
@@ -98,8 +137,10 @@ static ss_status matmul_f32(float *C, const float *A, const float *B, const floa
     if (bias) {
         for (int64_t i = 0; i < M; i++) memcpy(C + i * N, bias, (size_t)N * sizeof(float));
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K, 1.0f, A,
-                (int)K, B, trans_b ? (int)K : (int)N, bias ? 1.0f : 0.0f, C, (int)N);
+    blas_ctx c = {.C = C, .A = A, .B = B, .M = M, .N = N, .K = K, .trans_b = trans_b, .beta = bias ? 1.0f : 0.0f,
+                  .parts = ss_num_threads()};
+    c.by_rows = M >= 64 * (int64_t)c.parts;
+    ss_parallel_for(c.parts, blas_part, &c);
 #else
     ss_matmul_builtin(C, A, B, bias, M, N, K, trans_b);
 #endif
@@ -316,4 +357,10 @@ static const ss_backend cpu_backend = {
     .softmax_xent = ss_cpu_softmax_xent,
 };
 
-const ss_backend *ss_backend_cpu(void) { return &cpu_backend; }
+const ss_backend *ss_backend_cpu(void) {
+#ifdef SS_HAVE_BLAS
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, blas_single_thread);
+#endif
+    return &cpu_backend;
+}

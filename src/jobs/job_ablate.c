@@ -1,11 +1,16 @@
 /* `ablate`: rerun the model with masks applied at sites and measure, per
  * prompt and per label, what changes against the clean run.
  *
- * Each batch runs clean once, then once per mask; the clean logits of the
- * batch are kept for the KL metric, so memory holds one batch of logits
- * twice, whatever the number of masks. A masked run starts at the first
- * block its mask touches, from the clean run's residual stream there, since
- * everything before is the clean computation (bit for bit the same). */
+ * Each batch of prompts runs clean once, then the masks run K at a time: one
+ * forward over K copies of the batch's rows, copy k carrying mask k (its
+ * rows are [k*R, (k+1)*R) of the packed rows; the model never mixes
+ * sequences, so each copy is the masked run of its mask alone). Masks are
+ * sorted by the first block they touch and a group of K starts at its
+ * earliest one, from the clean run's residual stream there replicated K
+ * times, since everything before is the clean computation. K is chosen so a
+ * forward holds about 4096 rows within a memory budget (--mask-batch
+ * overrides it); K = 1 is the one-mask-at-a-time run. The clean logits of
+ * the batch are kept for the KL metric. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,11 +93,12 @@ static void prompt_metrics(const metric_ctx *mc, const int32_t *tok, int64_t n, 
                            int32_t wrong, float *out) {
     double loss = 0, acc = 0, kw = 0;
     int64_t nkw = 0;
+    const int need_best = mc->want[M_ACC] || mc->want[M_KEYWORD]; /* a pass over V per row */
     for (int64_t t = 0; t + 1 < n; t++) {
         const float *row = lg + t * V;
         int32_t next = tok[t + 1];
         int64_t best = 0;
-        for (int64_t v = 1; v < V; v++)
+        for (int64_t v = 1; need_best && v < V; v++)
             if (row[v] > row[best]) best = v;
         loss += lz[t] - row[next];
         acc += best == next;
@@ -112,16 +118,78 @@ static void prompt_metrics(const metric_ctx *mc, const int32_t *tok, int64_t n, 
     out[M_KL] = lg_clean ? (float)(kl / (double)n) : 0.f;
 }
 
+/* The metrics of one forward over K copies of a batch (K = 1 for the clean
+ * run, lg_clean NULL): item k*nb + q is copy k's prompt q. Each item takes
+ * its own rows' log-partitions, so items run in parallel. */
 typedef struct {
-    const ss_mask *mask;
+    const metric_ctx *mc;
+    const ss_packing *pk;          /* one copy */
+    const int32_t *tokens;         /* one copy */
+    int64_t V, b0, nb;
+    const float *lg;               /* [K * rows, V] */
+    double *lz;                    /* [K * rows], filled here */
+    const float *lg_clean;         /* [rows, V] */
+    const double *lz_clean;
+    const int *slot;               /* per copy: its index in vals */
+    float *(*vals)[M_COUNT];
+} metrics_job;
+
+static void metrics_task(void *vctx, int64_t i) {
+    const metrics_job *j = vctx;
+    const metric_ctx *mc = j->mc;
+    int64_t k = i / j->nb, q = i % j->nb, s0 = j->pk->start[q], n = j->pk->len[q], r0 = k * j->pk->rows + s0;
+    int64_t gi = j->b0 + q;
+    ss_log_partition(j->lg + r0 * j->V, n, j->V, j->lz + r0);
+    float out[M_COUNT];
+    prompt_metrics(mc, j->tokens + s0, n, j->V, j->lg + r0 * j->V, j->lz + r0,
+                   j->lg_clean && mc->want[M_KL] ? j->lg_clean + s0 * j->V : NULL, j->lg_clean ? j->lz_clean + s0 : NULL,
+                   mc->answer[gi], mc->wrong[gi], out);
+    for (int mt = 0; mt < M_COUNT; mt++)
+        if (mc->want[mt]) j->vals[j->slot[k]][mt][gi] = out[mt];
+}
+
+/* Masks per forward when --mask-batch is not given: about 4096 rows (large
+ * enough for the matrix products to run near full speed on a CPU), fewer if
+ * the forward's buffers would pass 1 GiB. Per row: the residual stream and
+ * three activation buffers, q/k/v, two MLP buffers, the logits and the
+ * replicated start residual, in float. */
+static int auto_mask_batch(const ss_config *c, int64_t rows) {
+    const double budget = 1024.0 * 1024 * 1024, target_rows = 4096;
+    double per_row = 4.0 * (double)(8 * c->n_embd + 2 * c->n_inner + c->vocab_size) + 24;
+    double k = floor(target_rows / (double)rows), kmem = floor(budget / ((double)rows * per_row));
+    if (kmem < k) k = kmem;
+    return k < 1 ? 1 : k > 4096 ? 4096 : (int)k;
+}
+
+/* RESAMPLE's donors for one mask: its seed picks them. */
+typedef struct donor_store donor_store;
+typedef struct {
+    const donor_store *d;
+    uint64_t seed;
+} donor_ref;
+
+/* The masks of one forward: copy k of the batch's R rows gets masks[k]. */
+typedef struct {
+    const ss_mask *const *masks;
+    int K;
     const ss_mask_stats *stats;    /* by site id */
+    donor_ref *donor;              /* per copy */
+    const ss_packing *pk;          /* one copy */
     const int64_t *prompt_index;
 } mask_hook_ctx;
 
 static ss_status mask_hook(void *vctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
                            const int64_t *pattern_off) {
     const mask_hook_ctx *c = vctx;
-    return ss_mask_apply(c->mask, s, data, ld, pk, c->prompt_index, &c->stats[s->id]);
+    if (pk->rows != c->K * c->pk->rows)
+        return ss_errorf(SS_ERR_INTERNAL, "mask hook: %lld rows for %d copies of %lld", (long long)pk->rows, c->K,
+                         (long long)c->pk->rows);
+    for (int k = 0; k < c->K; k++) {
+        ss_mask_stats st = c->stats[s->id];
+        st.source_ctx = &c->donor[k];
+        SS_TRY(ss_mask_apply(c->masks[k], s, data + k * c->pk->rows * ld, ld, c->pk, c->prompt_index, &st));
+    }
+    return SS_OK;
 }
 
 /* Per-unit mean and standard deviation at the sites the masks need them,
@@ -148,12 +216,11 @@ static ss_status stats_pass_hook(void *vctx, const ss_site *s, float *data, int6
 }
 
 /* Clean activations of every prompt at the sites resample masks use: the donors. */
-typedef struct {
+struct donor_store {
     float **rows;                  /* by site id: [N, T, width], or NULL */
     const int64_t *len;            /* prompt lengths */
     int64_t N, T, b0;              /* b0: first prompt of the batch being captured */
-    const ss_mask *mask;           /* the mask being run: its seed picks the donors */
-} donor_store;
+};
 
 static ss_status donor_hook(void *vctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
                             const int64_t *pattern_off) {
@@ -166,8 +233,9 @@ static ss_status donor_hook(void *vctx, const ss_site *s, float *data, int64_t l
 }
 
 static const float *donor_row(void *vctx, const ss_site *s, int64_t prompt, int64_t pos) {
-    const donor_store *d = vctx;
-    int64_t j = ss_mask_resample_source(d->mask->seed, prompt, d->N);
+    const donor_ref *ref = vctx;
+    const donor_store *d = ref->d;
+    int64_t j = ss_mask_resample_source(ref->seed, prompt, d->N);
     if (j < 0 || !d->rows[s->id]) return NULL;
     int64_t t = pos < d->len[j] ? pos : d->len[j] - 1;
     return d->rows[s->id] + (j * d->T + t) * s->width;
@@ -263,7 +331,13 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
     donor_store donors = {0};
     prefix_store prefix = {0};
     uint8_t *prefix_want = NULL;
-    int *start_of = NULL;
+    int *start_of = NULL, *order = NULL, *kslot = NULL;
+    int32_t *ktok = NULL;
+    int64_t *kstart = NULL, *klen = NULL;
+    uint8_t *kwant = NULL;
+    float *kresid = NULL;
+    const ss_mask **kmasks = NULL;
+    donor_ref *kdonor = NULL;
     ss_h5 *h = NULL;
     ss_status st;
     memset(vals, 0, sizeof vals);
@@ -401,64 +475,106 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
         for (int i = 0; i < ns; i++) mstats[i].source_row = donor_row, mstats[i].source_ctx = &donors;
     }
 
-    /* Where each mask's run can start, and the clean residuals kept for it. */
+    /* Masks in order of the first block they touch, run in groups of K
+     * consecutive ones; a group starts at its first mask's block. */
+    int64_t rows_max = 1;
+    for (int64_t b0 = 0; b0 < N; b0 += B) {
+        int64_t r = 0;
+        for (int64_t i = b0; i < N && i < b0 + B; i++) r += run.p->items[i].n_tokens;
+        if (r > rows_max) rows_max = r;
+    }
     start_of = ss_malloc((size_t)n_masks * sizeof *start_of, "mask start layers");
+    order = ss_malloc((size_t)n_masks * sizeof *order, "mask order");
     prefix_want = ss_calloc((size_t)ns, 1, "sites");
     prefix.resid = ss_calloc((size_t)cfg->n_layer, sizeof *prefix.resid, "clean residuals");
     prefix.d = cfg->n_embd;
-    if (!start_of || !prefix_want || !prefix.resid) { st = SS_ERR_NOMEM; goto out; }
+    if (!start_of || !order || !prefix_want || !prefix.resid) { st = SS_ERR_NOMEM; goto out; }
     for (int k = 0; k < n_masks; k++) {
         start_of[k] = first_layer(&masks[k], cfg);
-        if (start_of[k] > 0 && !prefix.resid[start_of[k]]) {
-            if (!(prefix.resid[start_of[k]] = ss_malloc((size_t)(B * run.T * cfg->n_embd) * sizeof(float), "clean residuals")))
+        int j = k; /* insertion sort: stable, and n_masks is small */
+        while (j > 0 && start_of[order[j - 1]] > start_of[k]) order[j] = order[j - 1], j--;
+        order[j] = k;
+    }
+    int K = job->mask_batch > 0 ? job->mask_batch : auto_mask_batch(cfg, rows_max);
+    if (K > n_masks) K = n_masks;
+    const int n_groups = (n_masks + K - 1) / K;
+    K = (n_masks + n_groups - 1) / n_groups; /* the same work with groups of even size */
+    for (int g = 0; g < n_groups; g++) {
+        int l = start_of[order[g * K]];
+        if (l > 0 && !prefix.resid[l]) {
+            if (!(prefix.resid[l] = ss_malloc((size_t)(rows_max * cfg->n_embd) * sizeof(float), "clean residuals")))
                 { st = SS_ERR_NOMEM; goto out; }
-            prefix_want[ss_site_id(cfg, SS_SITE_RESID_PRE, start_of[k])] = 1;
+            prefix_want[ss_site_id(cfg, SS_SITE_RESID_PRE, l)] = 1;
         }
     }
+    size_t krows;
+    if (!ss_mul_ok((size_t)K, (size_t)rows_max, &krows)) { st = ss_errorf(SS_ERR_ARG, "--mask-batch %d: too many rows", K); goto out; }
+    ktok = ss_malloc(krows * sizeof *ktok, "mask batch tokens");
+    kstart = ss_malloc((size_t)(K * B) * sizeof *kstart, "mask batch packing");
+    klen = ss_malloc((size_t)(K * B) * sizeof *klen, "mask batch packing");
+    kwant = ss_malloc((size_t)ns, "sites");
+    kmasks = ss_malloc((size_t)K * sizeof *kmasks, "mask batch");
+    kdonor = ss_malloc((size_t)K * sizeof *kdonor, "mask batch");
+    kslot = ss_malloc((size_t)K * sizeof *kslot, "mask batch");
+    lz_clean = ss_malloc((size_t)rows_max * sizeof(double), "log-partitions");
+    lz = ss_malloc(krows * sizeof(double), "log-partitions");
+    if (!ktok || !kstart || !klen || !kwant || !kmasks || !kdonor || !kslot || !lz_clean || !lz) { st = SS_ERR_NOMEM; goto out; }
+    for (int l = 1; l < cfg->n_layer && !kresid; l++)
+        if (prefix.resid[l] && !(kresid = ss_malloc(krows * (size_t)cfg->n_embd * sizeof(float), "mask batch residuals")))
+            { st = SS_ERR_NOMEM; goto out; }
 
-    /* The runs: per batch, clean then every mask. */
+    /* The runs: per batch of prompts, clean then the groups of masks. */
     for (int k = 0; k <= n_masks; k++)
         for (int mt = 0; mt < M_COUNT; mt++)
             if (want[mt] && !(vals[k][mt] = ss_malloc((size_t)N * sizeof(float), "metrics"))) { st = SS_ERR_NOMEM; goto out; }
-    size_t rows_max = (size_t)(B * run.T);
-    lz_clean = ss_malloc(rows_max * sizeof(double), "log-partitions");
-    lz = ss_malloc(rows_max * sizeof(double), "log-partitions");
-    if (!lz_clean || !lz) { st = SS_ERR_NOMEM; goto out; }
     metric_ctx mc = {want, is_kw, answer, wrong};
     if (job->progress) job->progress(job->progress_ctx, 0, N * (n_masks + 1));
     for (int64_t b0 = 0; b0 < N; b0 += B) {
         int64_t nb = N - b0 < B ? N - b0 : B;
         ss_packing pk;
         ss_run_pack(&run, b0, nb, &pk);
+        const int64_t R = pk.rows;
         for (int64_t q = 0; q < nb; q++) prompt_index[q] = b0 + q;
-        for (int k = 0; k <= n_masks; k++) {
-            mask_hook_ctx hc = {k ? &masks[k - 1] : NULL, mstats, prompt_index};
-            donors.mask = hc.mask;
-            ss_forward_opts fo = {.want = k ? touched + (k - 1) * ns : prefix_want, .hook = k ? mask_hook : prefix_hook,
-                                  .hook_ctx = k ? (void *)&hc : (void *)&prefix, .logits = SS_LOGITS_ALL,
-                                  .read_only = !k};
-            if (k && start_of[k - 1] > 0) {
-                fo.start_layer = start_of[k - 1];
-                fo.start_resid = prefix.resid[start_of[k - 1]];
+        ss_forward_opts cfo = {.want = prefix_want, .hook = prefix_hook, .hook_ctx = &prefix,
+                               .logits = SS_LOGITS_ALL, .read_only = 1};
+        free(lg_clean);
+        lg_clean = NULL;
+        if ((st = ss_forward(run.m, run.be, run.packed, &pk, &cfo, &lg_clean))) goto out;
+        int clean_slot = 0;
+        metrics_job cj = {&mc, &pk, run.packed, V, b0, nb, lg_clean, lz_clean, NULL, NULL, &clean_slot, vals};
+        ss_parallel_for(nb, metrics_task, &cj);
+        int64_t done = b0 * (n_masks + 1) + nb;
+        if (job->progress) job->progress(job->progress_ctx, done, N * (n_masks + 1));
+
+        for (int g = 0; g < n_groups; g++) {
+            int k0 = g * K, kn = n_masks - k0 < K ? n_masks - k0 : K, first = start_of[order[k0]];
+            memset(kwant, 0, (size_t)ns);
+            for (int k = 0; k < kn; k++) {
+                int mi = order[k0 + k];
+                kmasks[k] = &masks[mi];
+                kdonor[k] = (donor_ref){&donors, masks[mi].seed};
+                kslot[k] = 1 + mi;
+                for (int i = 0; i < ns; i++) kwant[i] |= touched[mi * ns + i];
+                memcpy(ktok + k * R, run.packed, (size_t)R * sizeof *ktok);
+                for (int64_t q = 0; q < nb; q++) kstart[k * nb + q] = k * R + pk.start[q], klen[k * nb + q] = pk.len[q];
+                if (first > 0)
+                    memcpy(kresid + k * R * cfg->n_embd, prefix.resid[first], (size_t)(R * cfg->n_embd) * sizeof(float));
             }
-            float **dstlg = k ? &lg : &lg_clean;
-            free(*dstlg);
-            *dstlg = NULL;
-            if ((st = ss_forward(run.m, run.be, run.packed, &pk, &fo, dstlg))) {
-                if (k) ss_error_context(st, "mask '%s'", masks[k - 1].name);
+            ss_packing kpk = {kn * nb, kn * R, kstart, klen};
+            mask_hook_ctx hc = {kmasks, kn, mstats, kdonor, &pk, prompt_index};
+            ss_forward_opts fo = {.want = kwant, .hook = mask_hook, .hook_ctx = &hc, .logits = SS_LOGITS_ALL,
+                                  .start_layer = first, .start_resid = first > 0 ? kresid : NULL};
+            free(lg);
+            lg = NULL;
+            if ((st = ss_forward(run.m, run.be, ktok, &kpk, &fo, &lg))) {
+                if (kn == 1) ss_error_context(st, "mask '%s'", kmasks[0]->name);
+                else ss_error_context(st, "masks '%s' .. '%s' (run together)", kmasks[0]->name, kmasks[kn - 1]->name);
                 goto out;
             }
-            double *lzk = k ? lz : lz_clean;
-            ss_log_partition(*dstlg, pk.rows, V, lzk);
-            for (int64_t q = 0; q < nb; q++) {
-                int64_t r0 = pk.start[q], gi = b0 + q;
-                float out[M_COUNT];
-                prompt_metrics(&mc, run.packed + r0, pk.len[q], V, *dstlg + r0 * V, lzk + r0,
-                               k ? lg_clean + r0 * V : NULL, k ? lz_clean + r0 : NULL, answer[gi], wrong[gi], out);
-                for (int mt = 0; mt < M_COUNT; mt++)
-                    if (want[mt]) vals[k][mt][gi] = out[mt];
-            }
-            if (job->progress) job->progress(job->progress_ctx, b0 * (n_masks + 1) + (k + 1) * nb, N * (n_masks + 1));
+            metrics_job mj = {&mc, &pk, run.packed, V, b0, nb, lg, lz, lg_clean, lz_clean, kslot, vals};
+            ss_parallel_for(kn * nb, metrics_task, &mj);
+            done += kn * nb;
+            if (job->progress) job->progress(job->progress_ctx, done, N * (n_masks + 1));
         }
     }
 
@@ -491,6 +607,8 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
     /* The table: each mask's change from clean, overall and per label. */
     if (job->table) {
         FILE *t = job->table;
+        fprintf(t, "\n%d mask%s, %d per forward at most (%d forward%s per batch of prompts after the clean one)\n", n_masks,
+                n_masks == 1 ? "" : "s", K, n_groups, n_groups == 1 ? "" : "s");
         fprintf(t, "\nchange from clean (mean over prompts; clean value in the first row)\n%-32s %-10s", "mask", "label");
         for (int mt = 0; mt < M_COUNT; mt++)
             if (want[mt]) fprintf(t, " %10s", metric_names[mt]);
@@ -525,6 +643,15 @@ out:
     free(prefix.resid);
     free(prefix_want);
     free(start_of);
+    free(order);
+    free(kslot);
+    free(ktok);
+    free(kstart);
+    free(klen);
+    free(kwant);
+    free(kresid);
+    free(kmasks);
+    free(kdonor);
     free(donors.rows);
     free(lens);
     free(mstats);

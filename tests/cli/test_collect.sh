@@ -24,13 +24,16 @@ else fail "stats vs reference" "$(printf '%s' "$res" | head -5)"; fi
 expect_ok "--positions last equals the reference over last positions" "$H5CMP" --quiet --atol 1e-10 --rtol 1e-9 "$TMP/ref_last.h5" "$TMP/clast.h5"
 
 # numpy's float64 statistics (tests/gen/gen_collect_goldens.py) of the activations forward
-# produced when the goldens were made. Another machine's BLAS may round the forward pass
-# differently by ~1e-7 relative; 1e-6 relative (plus 1e-9 for near-zero entries) allows that.
+# produced when the goldens were made. Another machine's BLAS, or another split of a product
+# between threads, rounds the fp32 forward differently by ~1e-7 of the activations' scale
+# (~0.3 here): 1e-6 relative plus 2e-7 absolute (for entries near zero) allows that; over the
+# 8 last positions the correlations amplify it (small standard deviations): 1e-6 absolute. The
+# statistics themselves are checked exactly (1e-9) against the two-pass reference above.
 GS='blocks.0.hook_resid_pre,blocks.1.attn.hook_z'
 "$SUBSCOPE" collect --model $M --input $P --sites "$GS" --stats mean,cov,corr --out "$TMP/gn.h5" --batch 16 2>/dev/null
-expect_ok "collect equals numpy float64 goldens (all positions)" "$H5CMP" --quiet --atol 1e-9 --rtol 1e-6 "$D/golden/collect-tiny-gpt2.h5" "$TMP/gn.h5"
+expect_ok "collect equals numpy float64 goldens (all positions)" "$H5CMP" --quiet --atol 2e-7 --rtol 1e-6 "$D/golden/collect-tiny-gpt2.h5" "$TMP/gn.h5"
 "$SUBSCOPE" collect --model $M --input $P --sites "$GS" --stats mean,cov,corr --positions last --out "$TMP/gnl.h5" --batch 16 2>/dev/null
-expect_ok "collect equals numpy float64 goldens (last positions)" "$H5CMP" --quiet --atol 1e-9 --rtol 1e-6 "$D/golden/collect-tiny-gpt2-last.h5" "$TMP/gnl.h5"
+expect_ok "collect equals numpy float64 goldens (last positions)" "$H5CMP" --quiet --atol 1e-6 --rtol 1e-6 "$D/golden/collect-tiny-gpt2-last.h5" "$TMP/gnl.h5"
 
 # Batching changes only the forward pass's rounding (BLAS blocking), ~1e-6 of the activations.
 "$SUBSCOPE" collect --model $M --input $P --sites "$SITES" --stats mean,cov,corr,pca:4 --out "$TMP/c1.h5" --batch 1 2>/dev/null

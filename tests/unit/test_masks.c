@@ -404,6 +404,41 @@ TEST(mask_noise_independent_of_batching) {
     (void)W;
 }
 
+/* What `ablate` does with a batch of masks: K copies of a batch's rows in one
+ * buffer, copy k under mask k, applied to rows [k*R, (k+1)*R) with the copy's
+ * own packing. Each copy must equal that mask applied to the batch alone. */
+TEST(mask_copies_in_one_buffer_equal_masks_alone) {
+    ss_config c = mcfg();
+    ss_mask m[3];
+    CHECK_OK(ss_mask_parse_spec(&c, "blocks.1.mlp.hook_post[0-20,100,127]", &m[0]));
+    CHECK_OK(ss_mask_parse_spec(&c, "blocks.1.mlp.hook_post[3,pos=1]", &m[1]));
+    CHECK_OK(ss_mask_parse_spec(&c, "blocks.1.mlp.hook_post", &m[2]));
+    m[0].mode = SS_MASK_NOISE, m[0].sigma = 1.5, m[0].seed = 5;
+    m[2].mode = SS_MASK_NEGNOISE, m[2].sigma = 0.7, m[2].seed = 9;
+    ss_site site;
+    ss_site_get(&c, m[0].targets[0].site_id, &site);
+    enum { LD = 130, R = 11, K = 3 };
+    const int64_t lens[3] = {4, 2, 5}, starts[3] = {0, 4, 6}, gidx[3] = {7, 8, 9};
+    ss_packing pk = {3, R, starts, lens};
+    float *all = calloc(K * R * LD, sizeof(float)), *one = calloc(R * LD, sizeof(float));
+    CHECK(all && one);
+    for (int i = 0; i < K * R * LD; i++) all[i] = (float)((i % (R * LD)) % 17) - 8.0f;
+    int same = 1, changed = 1;
+    for (int k = 0; k < K; k++) CHECK_OK(ss_mask_apply(&m[k], &site, all + k * R * LD, LD, &pk, gidx, NULL));
+    for (int k = 0; k < K; k++) {
+        for (int i = 0; i < R * LD; i++) one[i] = (float)(i % 17) - 8.0f;
+        changed &= memcmp(all + k * R * LD, one, R * LD * sizeof(float)) != 0;
+        CHECK_OK(ss_mask_apply(&m[k], &site, one, LD, &pk, gidx, NULL));
+        same &= !memcmp(all + k * R * LD, one, R * LD * sizeof(float));
+    }
+    /* mask 1 touches only unit 3 at position 1 of each prompt */
+    int only = all[R * LD + 1 * LD + 3] == 0.0f && all[R * LD + 1 * LD + 4] == (float)((1 * LD + 4) % 17) - 8.0f;
+    free(all);
+    free(one);
+    for (int k = 0; k < K; k++) ss_mask_free(&m[k]);
+    CHECK(same && changed && only);
+}
+
 TEST(mask_negnoise_never_crosses_zero) {
     ss_config c = mcfg();
     ss_mask m;

@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""cpu_ablate: a sweep of many masks over short prompts, `subscope ablate` against the
+usual PyTorch hook loop (peer_ablate.py: one mask per forward), same machine, same run.
+
+For each model: N random prompts of T tokens and M masks (bench_masks below: zero or
+scale on ~2% of an MLP's neurons, or a zeroed attention head, spread over every layer).
+Each repetition runs, alternating: subscope with its default masks-per-forward,
+subscope with --mask-batch 1 (one mask per forward: the unbatched engine), and the peer.
+subscope is timed as a whole process (wall, so its start, model load, clean pass and
+HDF5 file count against it); the peer's time is its sweep loop only (torch import and
+model load excluded). Losses are compared: subscope's /ablate/<mask>/loss against the
+peer's, as a check that both ran the same masks.
+
+    bench_ablate.py --model models/tiny-gpt2 --model bench/work/gpt2-small --python PY \\
+        --prompts 8 --tokens 16 --masks 256 --threads 2 --reps 1 --json out.json
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def config_of(model):
+    c = json.load(open(os.path.join(model, "config.json")))
+    return dict(n_layer=c["n_layer"], n_head=c["n_head"], n_embd=c["n_embd"],
+                n_inner=c.get("n_inner") or 4 * c["n_embd"], vocab_size=c["vocab_size"])
+
+
+def bench_masks(cfg, n, seed=7):
+    rng = random.Random(seed)
+    dm, L, H = cfg["n_inner"], cfg["n_layer"], cfg["n_head"]
+    k = max(1, dm // 50)
+    out = []
+    for i in range(n):
+        layer = i % L
+        if i % 4 == 3:
+            out.append({"name": f"m{i:03d}", "site": f"blocks.{layer}.attn.hook_z", "heads": [(i // 4) % H],
+                        "mode": "zero"})
+        else:
+            m = {"name": f"m{i:03d}", "site": f"blocks.{layer}.mlp.hook_post",
+                 "units": sorted(rng.sample(range(dm), k)), "mode": "zero"}
+            if i % 4 == 2:
+                m.update(mode="scale", factor=0.5)
+            out.append(m)
+    return out
+
+
+def timed(cmd, env):
+    """Wall and CPU (user + system) seconds of a child process, and its stdout."""
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if p.returncode:
+        sys.exit(f"bench_ablate.py: {' '.join(cmd)} failed ({p.returncode}):\n{p.stderr[-2000:]}")
+    return wall, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime), p.stdout
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", action="append", required=True, help="model directory (repeatable)")
+    ap.add_argument("--python", default=sys.executable, help="interpreter with torch + transformers for the peer")
+    ap.add_argument("--subscope", default=os.path.join(ROOT, "bin", "subscope"))
+    ap.add_argument("--prompts", type=int, default=8)
+    ap.add_argument("--tokens", type=int, default=16)
+    ap.add_argument("--masks", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--no-unbatched", action="store_true", help="skip the --mask-batch 1 runs")
+    ap.add_argument("--workdir", default=os.path.join(ROOT, "bench", "work", "ablate"))
+    ap.add_argument("--host", default=platform.node())
+    ap.add_argument("--json", required=True)
+    a = ap.parse_args()
+    import h5py  # the driver runs under the peer's interpreter
+
+    os.makedirs(a.workdir, exist_ok=True)
+    env = dict(os.environ)
+    for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "SUBSCOPE_THREADS"):
+        env[v] = str(a.threads)
+    with open("/proc/loadavg") as f:
+        load_before = f.read().split()[:3]
+    t_start = time.time()
+    results = {}
+    for model in a.model:
+        name = os.path.basename(os.path.normpath(model))
+        cfg = config_of(model)
+        rng = random.Random(1234)
+        prompts = os.path.join(a.workdir, f"{name}-prompts.jsonl")
+        masks_path = os.path.join(a.workdir, f"{name}-masks.jsonl")
+        with open(prompts, "w") as f:
+            for _ in range(a.prompts):
+                f.write(json.dumps({"tokens": [rng.randrange(cfg["vocab_size"]) for _ in range(a.tokens)]}) + "\n")
+        masks = bench_masks(cfg, a.masks)
+        with open(masks_path, "w") as f:
+            for m in masks:
+                f.write(json.dumps(m) + "\n")
+        out = os.path.join(a.workdir, f"{name}-ablate.h5")
+        base = [a.subscope, "ablate", "--model", model, "--input", prompts, "--masks", masks_path,
+                "--metrics", "loss", "--batch", str(a.prompts), "--out", out]
+        variants = {"batched": base, "unbatched": base + ["--mask-batch", "1"]}
+        if a.no_unbatched:
+            del variants["unbatched"]
+        peer_cmd = [a.python, os.path.join(ROOT, "bench", "peer_ablate.py"), "--model", model, "--prompts", prompts,
+                    "--masks", masks_path, "--threads", str(a.threads), "--batch", str(a.prompts), "--reps", "1"]
+        runs = {k: [] for k in variants}
+        cpus = {k: [] for k in variants}
+        peer_cpu = []
+        peer_runs, peer = [], None
+        per_forward = None
+        print(f"== cpu_ablate {name}: {a.masks} masks x {a.prompts} prompts x {a.tokens} tokens, "
+              f"{a.threads} threads, {a.reps} reps", file=sys.stderr)
+        for rep in range(a.reps):
+            order = list(variants) + ["peer"]
+            order = order[rep % len(order):] + order[:rep % len(order)]  # who goes first rotates
+            for who in order:
+                if who == "peer":
+                    _, _, so = timed(peer_cmd, env)
+                    peer = json.loads(so)
+                    peer_runs.append(peer["pass_s"][0])
+                    peer_cpu.append(peer["pass_cpu_s"][0])
+                    print(f"   peer hook loop   {peer_runs[-1]:8.2f} s (cpu {peer['pass_cpu_s'][0]:.2f} s)", file=sys.stderr)
+                else:
+                    wall, cpu, so = timed(variants[who], env)
+                    runs[who].append(wall)
+                    cpus[who].append(cpu)
+                    for line in so.splitlines():
+                        if "per forward" in line and who == "batched":
+                            per_forward = line.strip()
+                    print(f"   subscope {who:9s} {wall:8.2f} s (cpu {cpu:.2f} s)", file=sys.stderr)
+                    if who == "batched":
+                        with h5py.File(out, "r") as h:
+                            ours = {m["name"]: h[f"/ablate/{m['name']}/loss"][...].tolist() for m in masks}
+        diff = max(abs(x - y) for i, m in enumerate(masks) for x, y in zip(ours[m["name"]], peer["losses"][i]))
+        r = {"model": model, "config": cfg, "prompts": a.prompts, "tokens": a.tokens, "masks": a.masks,
+             "subscope_per_forward": per_forward,
+             "subscope": {k: {"wall_s": v, "cpu_s": cpus[k], "median_wall_s": statistics.median(v),
+                              "median_cpu_s": statistics.median(cpus[k])} for k, v in runs.items()},
+             "peer": {"pass_s": peer_runs, "pass_cpu_s": peer_cpu, "median_s": statistics.median(peer_runs),
+                      "median_cpu_s": statistics.median(peer_cpu), "load_s": peer["load_s"],
+                      "import_s": peer["import_s"], "versions": peer["versions"], "threads": peer["threads"]},
+             "max_abs_loss_diff_vs_peer": diff}
+        r["speedup_vs_peer"] = r["peer"]["median_s"] / r["subscope"]["batched"]["median_wall_s"]
+        r["cpu_time_ratio_peer_over_subscope"] = r["peer"]["median_cpu_s"] / r["subscope"]["batched"]["median_cpu_s"]
+        if "unbatched" in runs:
+            r["speedup_batched_over_unbatched"] = (r["subscope"]["unbatched"]["median_wall_s"] /
+                                                   r["subscope"]["batched"]["median_wall_s"])
+        results[name] = r
+    with open("/proc/loadavg") as f:
+        load_after = f.read().split()[:3]
+    try:
+        commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True).stdout.strip()
+    except OSError:
+        commit = None
+    doc = {"step": "cpu_ablate", "host": a.host, "git_commit": commit,
+           "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+           "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), None),
+           "logical_cpus": os.cpu_count(), "threads": a.threads, "reps": a.reps,
+           "load_avg_before": load_before, "load_avg_after": load_after, "elapsed_s": time.time() - t_start,
+           "results": results}
+    os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
+    with open(a.json, "w") as f:
+        json.dump(doc, f, indent=1)
+    print(f"\ncpu_ablate ({a.threads} threads; subscope: whole process; peer: its hook loop only)")
+    print(f"{'model':14s} {'masks':>5s} {'prompts':>9s} {'subscope s':>10s} {'K=1 s':>8s} {'peer s':>8s} "
+          f"{'vs peer':>8s} {'vs K=1':>7s} {'|dloss|':>8s}")
+    for name, r in results.items():
+        sb = r["subscope"]["batched"]["median_wall_s"]
+        ub = r["subscope"].get("unbatched", {}).get("median_wall_s", float("nan"))
+        print(f"{name:14s} {r['masks']:5d} {r['prompts']:4d}x{r['tokens']:<4d} {sb:10.2f} {ub:8.2f} "
+              f"{r['peer']['median_s']:8.2f} {r['speedup_vs_peer']:7.1f}x "
+              f"{r.get('speedup_batched_over_unbatched', float('nan')):6.1f}x {r['max_abs_loss_diff_vs_peer']:8.1e}")
+        print(f"   cpu seconds: subscope {r['subscope']['batched']['median_cpu_s']:.2f}, K=1 "
+              f"{r['subscope'].get('unbatched', {}).get('median_cpu_s', float('nan')):.2f}, peer "
+              f"{r['peer']['median_cpu_s']:.2f} (peer/subscope {r['cpu_time_ratio_peer_over_subscope']:.1f}x)")
+        if r["subscope_per_forward"]:
+            print(f"   {r['subscope_per_forward']}")
+    print(f"target (issue 5): >= 20x the hook loop for >= 256 masks; wrote {a.json}")
+
+
+if __name__ == "__main__":
+    main()

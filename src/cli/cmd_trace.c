@@ -1,0 +1,52 @@
+#include <stdio.h>
+
+#include "cli.h"
+#include "subscope/jobs.h"
+
+static cli_opt trace_opts[] = {
+    {.name = "model", .metavar = "DIR", .help = "Hugging Face model directory"},
+    {.name = "prompt", .metavar = "TEXT", .help = "the text to step through"},
+    {.name = "submodels", .metavar = "FILE", .help = "sub-models as a masks JSONL (what discover exports and ablate --masks reads)"},
+    {.name = "answer", .metavar = "TEXT", .help = "track this token (its first) at the last position instead of the model's top guess"},
+    {.name = "stats", .metavar = "STATS.h5", .help = "collect file: means for mean-mode masks, and activity in standard units"},
+    {.name = "out", .metavar = "OUT.h5", .help = "also write the table to this HDF5 file"},
+    {.name = "device", .metavar = "DEV", .help = "cpu, cuda, cuda:N or auto (default auto)"},
+    {.name = "dtype", .metavar = "T", .help = "float32 (default) or bfloat16 matrix products"},
+    {.name = "tf32", .metavar = NULL, .help = "allow TF32 tensor-core math for float32 products on GPUs"},
+    {0},
+};
+
+static int run_trace(cli_cmd *cmd) {
+    ss_trace_job j = {
+        .model_dir = cli_get(cmd, "model"),
+        .prompt = cli_get(cmd, "prompt"),
+        .submodels = cli_get(cmd, "submodels"),
+        .answer = cli_get(cmd, "answer"),
+        .stats = cli_get(cmd, "stats"),
+        .out = cli_get(cmd, "out"),
+        .device = cli_get(cmd, "device"),
+        .tf32 = cli_flag(cmd, "tf32"),
+        .command_line = cli_command_line(),
+        .table = stdout,
+    };
+    if (cli_require(cmd, "model") || cli_require(cmd, "prompt") || cli_require(cmd, "submodels") || cli_dtype(cmd, &j.wdtype))
+        return 1;
+    ss_status st = ss_job_trace(&j);
+    if (st) return cli_fail(cmd, st);
+    fflush(stdout);
+    if (j.out) fprintf(stderr, "wrote %s\n", j.out);
+    return 0;
+}
+
+cli_cmd cmd_trace = {
+    "trace", "step through one prompt: each position's prediction and each sub-model's activity, attribution and ablation effect",
+    "subscope trace --model DIR --prompt TEXT --submodels FILE [--answer TEXT] [--stats STATS.h5] [--out OUT.h5]",
+    "For every position: the model's next-token prediction and its probability; for every sub-model (one mask\n"
+    "of FILE): the mean activation of its units there, gradient x activation of log p(prediction) summed over\n"
+    "its units at this and earlier positions, and the change in log p(prediction) when the mask is applied.\n"
+    "Layout: docs/FORMAT.md.\n\n"
+    "example:\n"
+    "  subscope trace --model models/tiny-gpt2 --prompt 'The cat says' --answer ' meow' \\\n"
+    "      --submodels data/demo_submodels.jsonl --out out/trace.h5\n",
+    trace_opts, run_trace,
+};

@@ -1,0 +1,353 @@
+/* `trace`: one prompt, position by position: what the model predicts next,
+ * and for each sub-model (a mask of the masks JSONL that `discover` writes
+ * and `ablate` reads) how active it is, how much it contributes to that
+ * prediction (gradient × activation of the prediction's log-probability,
+ * summed over the sub-model's units at every position up to this one) and
+ * what ablating it does to the prediction's log-probability.
+ *
+ * The model is causal, so one masked forward over the whole prompt gives the
+ * ablated prediction at every position. Attribution needs one backward pass
+ * per position; they run together as one packed batch of the prompt's
+ * prefixes (lengths 1..n), each with its own last-token metric. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "subscope/backward.h"
+#include "subscope/h5out.h"
+#include "subscope/jobs.h"
+#include "subscope/masks.h"
+#include "subscope/util.h"
+
+/* Packed [rows, width] copies per site id (NULL: not kept). */
+typedef struct {
+    float **rows;
+} kept;
+
+static ss_status keep_rows(void *vctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
+                           const int64_t *pattern_off) {
+    (void)pattern_off;
+    kept *k = vctx;
+    if (!k->rows[s->id]) return SS_OK;
+    for (int64_t r = 0; r < pk->rows; r++)
+        memcpy(k->rows[s->id] + r * s->width, data + r * ld, (size_t)s->width * sizeof(float));
+    return SS_OK;
+}
+
+typedef struct {
+    const ss_mask *m;
+    double **mean, **std; /* per site id, NULL where the stats file has none */
+} mask_hook;
+
+static ss_status apply_mask(void *vctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
+                            const int64_t *pattern_off) {
+    (void)pattern_off;
+    const mask_hook *h = vctx;
+    ss_mask_stats st = {.mean = h->mean[s->id], .std = h->std[s->id]};
+    return ss_mask_apply(h->m, s, data, ld, pk, NULL, &st);
+}
+
+static int in_positions(const ss_mask *m, int64_t t) {
+    if (!m->n_positions) return 1;
+    for (int64_t i = 0; i < m->n_positions; i++)
+        if (m->positions[i] == t) return 1;
+    return 0;
+}
+
+/* log p(id) from one row of logits. */
+static double logprob(const float *row, int64_t V, int32_t id) {
+    double lz;
+    ss_log_partition(row, 1, V, &lz);
+    return row[id] - lz;
+}
+
+static void print_token(FILE *f, const ss_tokenizer *tok, int32_t id, int width) {
+    char *txt = NULL, buf[64];
+    size_t n = 0, k = 0;
+    if (tok && ss_tokenizer_decode(tok, &id, 1, &txt, &n) == SS_OK) {
+        buf[k++] = '\'';
+        for (size_t i = 0; i < n && k < 40; i++) {
+            unsigned char c = (unsigned char)txt[i];
+            if (c == '\n') buf[k++] = '\\', buf[k++] = 'n';
+            else buf[k++] = c >= 32 ? (char)c : '?';
+        }
+        buf[k++] = '\'';
+        buf[k] = 0;
+    } else {
+        snprintf(buf, sizeof buf, "#%d", id);
+    }
+    free(txt);
+    fprintf(f, "%-*s", width, buf);
+}
+
+ss_status ss_job_trace(const ss_trace_job *job) {
+    if (!job->prompt || !*job->prompt) return ss_errorf(SS_ERR_ARG, "--prompt is required");
+    if (!job->submodels) return ss_errorf(SS_ERR_ARG, "--submodels FILE is required");
+    ss_backend *be = NULL;
+    ss_model *m = NULL;
+    ss_mask *masks = NULL;
+    int n_masks = 0;
+    int32_t *tok = NULL, *packed = NULL, *preds = NULL, answer = -1;
+    size_t n_tok = 0;
+    float *lg = NULL, *lgm = NULL;
+    kept acts = {0}, pacts = {0}, grads = {0};
+    double **mean = NULL, **std = NULL, *lp_clean = NULL, *activity = NULL, *attrib = NULL, *delta = NULL;
+    int64_t *start = NULL, *len = NULL;
+    uint8_t *want = NULL;
+    ss_h5 *h = NULL;
+    int ns = 0;
+    ss_status st;
+    ss_backend_opts bo = {.tf32 = job->tf32};
+    if ((st = ss_backend_open(job->device, &bo, &be))) return st;
+    if ((st = ss_model_load(job->model_dir, &m))) goto out;
+    const ss_config *cfg = &m->cfg;
+    const int64_t V = cfg->vocab_size;
+    ns = ss_sites_count(cfg);
+    if (!m->tok) { st = ss_errorf(SS_ERR_ARG, "%s has no tokenizer; trace needs one", job->model_dir); goto out; }
+    if ((st = ss_tokenizer_encode(m->tok, job->prompt, strlen(job->prompt), &tok, &n_tok))) goto out;
+    if (!n_tok) { st = ss_errorf(SS_ERR_ARG, "--prompt is empty after tokenizing"); goto out; }
+    if ((int64_t)n_tok > cfg->n_positions) {
+        st = ss_errorf(SS_ERR_ARG, "--prompt has %zu tokens; the model takes at most %lld", n_tok, (long long)cfg->n_positions);
+        goto out;
+    }
+    if (job->answer) {
+        int32_t *ids;
+        size_t na;
+        if ((st = ss_tokenizer_encode(m->tok, job->answer, strlen(job->answer), &ids, &na))) goto out;
+        answer = na ? ids[0] : -1;
+        free(ids);
+        if (answer < 0) { st = ss_errorf(SS_ERR_ARG, "--answer is empty after tokenizing"); goto out; }
+    }
+    if ((st = ss_masks_read_jsonl(cfg, job->submodels, &masks, &n_masks))) goto out;
+    if (!n_masks) { st = ss_errorf(SS_ERR_ARG, "%s holds no sub-models", job->submodels); goto out; }
+
+    const int64_t n = (int64_t)n_tok, prefix_rows = n * (n + 1) / 2;
+    want = ss_calloc((size_t)ns, 1, "sites");
+    acts.rows = ss_calloc((size_t)ns, sizeof(float *), "activations");
+    pacts.rows = ss_calloc((size_t)ns, sizeof(float *), "activations");
+    grads.rows = ss_calloc((size_t)ns, sizeof(float *), "gradients");
+    mean = ss_calloc((size_t)ns, sizeof(double *), "means");
+    std = ss_calloc((size_t)ns, sizeof(double *), "stds");
+    if (!want || !acts.rows || !pacts.rows || !grads.rows || !mean || !std) { st = SS_ERR_NOMEM; goto out; }
+    for (int k = 0; k < n_masks; k++) {
+        if (masks[k].mode == SS_MASK_RESAMPLE) {
+            st = ss_errorf(SS_ERR_ARG, "%s: sub-model '%s' uses mode resample, which needs other prompts; trace runs one",
+                           job->submodels, masks[k].name);
+            goto out;
+        }
+        for (int q = 0; q < masks[k].n_targets; q++) want[masks[k].targets[q].site_id] = 1;
+    }
+    for (int i = 0; i < ns; i++) {
+        if (!want[i]) continue;
+        ss_site s;
+        ss_site_get(cfg, i, &s);
+        if (!(acts.rows[i] = ss_malloc((size_t)(n * s.width) * sizeof(float), "activations")) ||
+            !(pacts.rows[i] = ss_malloc((size_t)(prefix_rows * s.width) * sizeof(float), "activations")) ||
+            !(grads.rows[i] = ss_malloc((size_t)(prefix_rows * s.width) * sizeof(float), "gradients"))) {
+            st = SS_ERR_NOMEM;
+            goto out;
+        }
+    }
+    /* Per-unit mean and std of the sub-models' sites, for mean masks and activity in standard units. */
+    if (job->stats) {
+        ss_h5_reader *r;
+        if ((st = ss_h5_open_read(job->stats, &r))) goto out;
+        for (int i = 0; i < ns && !st; i++) {
+            if (!want[i]) continue;
+            ss_site s;
+            ss_site_get(cfg, i, &s);
+            char p[256];
+            size_t cnt;
+            snprintf(p, sizeof p, "/stats/%s/mean", s.name);
+            if (!ss_h5_exists(r, p)) continue;
+            if ((st = ss_h5_read_f64(r, p, &mean[i], &cnt, NULL))) break;
+            if (cnt != (size_t)s.width) { st = ss_errorf(SS_ERR_FORMAT, "%s: %s has %zu values, the site has %lld", job->stats, p, cnt, (long long)s.width); break; }
+            snprintf(p, sizeof p, "/stats/%s/cov", s.name);
+            if (!ss_h5_exists(r, p)) continue;
+            double *cov;
+            if ((st = ss_h5_read_f64(r, p, &cov, &cnt, NULL))) break;
+            if (!(std[i] = ss_malloc((size_t)s.width * sizeof(double), "std"))) { free(cov); st = SS_ERR_NOMEM; break; }
+            for (int64_t u = 0; u < s.width; u++) std[i][u] = sqrt(cov[u * s.width + u] > 0 ? cov[u * s.width + u] : 0);
+            free(cov);
+        }
+        ss_h5_close_read(r);
+        if (st) goto out;
+    }
+    for (int k = 0; k < n_masks; k++) {
+        int need_mean, need_std;
+        ss_mask_needs_stats(&masks[k], &need_mean, &need_std);
+        if ((need_mean || need_std) && !job->stats) {
+            st = ss_errorf(SS_ERR_ARG, "sub-model '%s' (mode %s) needs --stats", masks[k].name, ss_mask_mode_name(masks[k].mode));
+            goto out;
+        }
+    }
+    if ((st = ss_model_place(m, be, job->wdtype))) goto out;
+
+    /* Clean pass: predictions and the sub-models' activations. */
+    {
+        int64_t s0 = 0, ln = n;
+        ss_packing pk = {1, n, &s0, &ln};
+        ss_forward_opts fo = {.want = want, .hook = keep_rows, .hook_ctx = &acts, .read_only = 1, .logits = SS_LOGITS_ALL};
+        if ((st = ss_forward(m, be, tok, &pk, &fo, &lg))) goto out;
+    }
+    preds = ss_malloc((size_t)n * sizeof(int32_t), "predictions");
+    lp_clean = ss_malloc((size_t)n * sizeof(double), "log-probabilities");
+    activity = ss_calloc((size_t)(n * n_masks), sizeof(double), "activity");
+    attrib = ss_calloc((size_t)(n * n_masks), sizeof(double), "attribution");
+    delta = ss_malloc((size_t)(n * n_masks) * sizeof(double), "ablation");
+    if (!preds || !lp_clean || !activity || !attrib || !delta) { st = SS_ERR_NOMEM; goto out; }
+    for (int64_t t = 0; t < n; t++) {
+        const float *row = lg + t * V;
+        int32_t best = 0;
+        for (int64_t v = 1; v < V; v++)
+            if (row[v] > row[best]) best = (int32_t)v;
+        preds[t] = t == n - 1 && answer >= 0 ? answer : best;
+        lp_clean[t] = logprob(row, V, preds[t]);
+    }
+    for (int k = 0; k < n_masks; k++) {
+        const ss_mask *mk = &masks[k];
+        for (int64_t t = 0; t < n; t++) {
+            double sum = 0;
+            int64_t cnt = 0;
+            for (int q = 0; q < mk->n_targets; q++) {
+                ss_site s;
+                ss_site_get(cfg, mk->targets[q].site_id, &s);
+                const float *row = acts.rows[s.id] + t * s.width;
+                int64_t nu = mk->targets[q].n_units ? mk->targets[q].n_units : s.width;
+                for (int64_t j = 0; j < nu; j++) {
+                    int64_t u = mk->targets[q].n_units ? mk->targets[q].units[j] : j;
+                    double a = row[u];
+                    if (mean[s.id] && std[s.id]) a = std[s.id][u] > 0 ? (a - mean[s.id][u]) / std[s.id][u] : 0;
+                    sum += a, cnt++;
+                }
+            }
+            activity[t * n_masks + k] = cnt ? sum / (double)cnt : NAN;
+        }
+    }
+
+    /* Attribution: the prefixes of lengths 1..n as one batch, each scored on its own prediction. */
+    {
+        packed = ss_malloc((size_t)prefix_rows * sizeof(int32_t), "prefixes");
+        start = ss_malloc((size_t)n * sizeof(int64_t), "prefixes");
+        len = ss_malloc((size_t)n * sizeof(int64_t), "prefixes");
+        if (!packed || !start || !len) { st = SS_ERR_NOMEM; goto out; }
+        for (int64_t s = 0, r = 0; s < n; s++) {
+            start[s] = r, len[s] = s + 1;
+            memcpy(packed + r, tok, (size_t)(s + 1) * sizeof(int32_t));
+            r += s + 1;
+        }
+        ss_packing pk = {n, prefix_rows, start, len};
+        ss_forward_opts fo = {.want = want, .hook = keep_rows, .hook_ctx = &pacts, .read_only = 1};
+        ss_grad_opts go = {.want = want, .hook = keep_rows, .hook_ctx = &grads};
+        ss_metric mt = {SS_METRIC_LOGPROB, preds, NULL};
+        if ((st = ss_forward_backward(m, be, packed, &pk, &fo, &mt, &go, NULL))) goto out;
+        for (int k = 0; k < n_masks; k++) {
+            const ss_mask *mk = &masks[k];
+            for (int64_t s = 0; s < n; s++) {
+                double sum = 0;
+                for (int q = 0; q < mk->n_targets; q++) {
+                    ss_site si;
+                    ss_site_get(cfg, mk->targets[q].site_id, &si);
+                    int64_t nu = mk->targets[q].n_units ? mk->targets[q].n_units : si.width;
+                    for (int64_t t = 0; t <= s; t++) {
+                        if (!in_positions(mk, t)) continue;
+                        const float *a = pacts.rows[si.id] + (start[s] + t) * si.width, *g = grads.rows[si.id] + (start[s] + t) * si.width;
+                        for (int64_t j = 0; j < nu; j++) {
+                            int64_t u = mk->targets[q].n_units ? mk->targets[q].units[j] : j;
+                            sum += (double)a[u] * g[u];
+                        }
+                    }
+                }
+                attrib[s * n_masks + k] = sum;
+            }
+        }
+    }
+
+    /* Ablation: one masked pass per sub-model gives every position at once. */
+    for (int k = 0; k < n_masks; k++) {
+        int64_t s0 = 0, ln = n;
+        ss_packing pk = {1, n, &s0, &ln};
+        mask_hook mh = {&masks[k], mean, std};
+        uint8_t *mw = ss_calloc((size_t)ns, 1, "sites");
+        if (!mw) { st = SS_ERR_NOMEM; goto out; }
+        for (int q = 0; q < masks[k].n_targets; q++) mw[masks[k].targets[q].site_id] = 1;
+        ss_forward_opts fo = {.want = mw, .hook = apply_mask, .hook_ctx = &mh, .logits = SS_LOGITS_ALL};
+        free(lgm);
+        lgm = NULL;
+        st = ss_forward(m, be, tok, &pk, &fo, &lgm);
+        free(mw);
+        if (st) goto out;
+        for (int64_t t = 0; t < n; t++) delta[t * n_masks + k] = logprob(lgm + t * V, V, preds[t]) - lp_clean[t];
+    }
+
+    if (job->out) {
+        if ((st = ss_h5_create(job->out, &h))) goto out;
+        if ((st = ss_write_provenance(h, m, job->command_line, be)) || (st = ss_h5_attr_str(h, "/", "prompt", job->prompt)) ||
+            (st = ss_h5_attr_str(h, "/", "submodels_path", job->submodels)) ||
+            (job->answer && (st = ss_h5_attr_str(h, "/", "answer", job->answer))) ||
+            (job->stats && (st = ss_h5_attr_str(h, "/", "stats_path", job->stats))))
+            goto out;
+        const char *dn[1] = {"position"};
+        float *f = ss_malloc((size_t)n * sizeof(float), "output");
+        if (!f) { st = SS_ERR_NOMEM; goto out; }
+        if (!(st = ss_h5_write_array(h, "/tokens", SS_H5_I32, 1, &n, dn, tok)) &&
+            !(st = ss_h5_write_array(h, "/prediction/token", SS_H5_I32, 1, &n, dn, preds))) {
+            for (int64_t t = 0; t < n; t++) f[t] = (float)lp_clean[t];
+            st = ss_h5_write_array(h, "/prediction/logprob", SS_H5_F32, 1, &n, dn, f);
+        }
+        const char *names[3] = {"activity", "attribution", "ablation_delta_logprob"};
+        const double *vals[3] = {activity, attrib, delta};
+        for (int k = 0; k < n_masks && !st; k++)
+            for (int v = 0; v < 3 && !st; v++) {
+                char p[192];
+                snprintf(p, sizeof p, "/submodels/%s/%s", masks[k].name, names[v]);
+                for (int64_t t = 0; t < n; t++) f[t] = (float)vals[v][t * n_masks + k];
+                st = ss_h5_write_array(h, p, SS_H5_F32, 1, &n, dn, f);
+            }
+        free(f);
+        if (st) goto out;
+        st = ss_h5_commit(h);
+        h = NULL;
+        if (st) goto out;
+    }
+
+    if (job->table) {
+        FILE *t = job->table;
+        fprintf(t, "\nper position: the next-token prediction and, per sub-model, act = mean activation of its units%s,\n"
+                   "attr = gradient x activation of log p(prediction) over its units at positions <= this one,\n"
+                   "dlogp = change in log p(prediction) when it is ablated (mode from %s)\n\n",
+                job->stats ? " (standardised by --stats)" : "", job->submodels);
+        fprintf(t, "%4s %-14s %-14s %7s", "pos", "token", "prediction", "p");
+        for (int k = 0; k < n_masks; k++) fprintf(t, " | %-24.24s", masks[k].name);
+        fprintf(t, "\n%4s %-14s %-14s %7s", "", "", "", "");
+        for (int k = 0; k < n_masks; k++) fprintf(t, " | %7s %7s %8s", "act", "attr", "dlogp");
+        fprintf(t, "\n");
+        for (int64_t p = 0; p < n; p++) {
+            fprintf(t, "%4lld ", (long long)p);
+            print_token(t, m->tok, tok[p], 14);
+            fprintf(t, " ");
+            print_token(t, m->tok, preds[p], 14);
+            fprintf(t, " %7.3f", exp(lp_clean[p]));
+            for (int k = 0; k < n_masks; k++)
+                fprintf(t, " | %7.3f %+7.3f %+8.3f", activity[p * n_masks + k], attrib[p * n_masks + k], delta[p * n_masks + k]);
+            fprintf(t, "\n");
+        }
+    }
+out:
+    if (h) ss_h5_abort(h);
+    for (int i = 0; i < ns; i++) {
+        if (acts.rows) free(acts.rows[i]);
+        if (pacts.rows) free(pacts.rows[i]);
+        if (grads.rows) free(grads.rows[i]);
+        if (mean) free(mean[i]);
+        if (std) free(std[i]);
+    }
+    free(acts.rows), free(pacts.rows), free(grads.rows), free(mean), free(std), free(want);
+    free(tok), free(packed), free(preds), free(start), free(len), free(lg), free(lgm);
+    free(lp_clean), free(activity), free(attrib), free(delta);
+    ss_masks_free(masks, n_masks);
+    ss_model_free(m);
+    ss_backend_close(be);
+    return st;
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# trace: per-position predictions and sub-model activity / attribution / ablation effect,
+# cross-checked against `attribute` and `forward`, and bad input.
+source "$(dirname "$0")/lib.sh"
+M=models/tiny-gpt2
+PROMPT="The cow lives on a farm. The cow says"
+printf '%s\n' '{"name": "mlp1_a", "site": "blocks.1.mlp.hook_post", "units": [10, 20, 30, 40, 50]}' \
+    '{"name": "z2_head1", "sites": [{"site": "blocks.2.attn.hook_z", "heads": [1]}], "mode": "scale", "factor": 0.5}' \
+    '{"name": "identity", "site": "blocks.0.hook_resid_pre", "mode": "scale", "factor": 1}' >"$TMP/sm.jsonl"
+vals() { h5dump -y -m '%.9g' -d "$1" "$2" 2>/dev/null | awk '/DATA {/{f=1;next} f&&/}/{exit} f' | tr -d ' \n'; }
+last() { printf '%s' "$1" | tr ',' '\n' | tail -n 1; }
+
+if "$SUBSCOPE" trace --model $M --prompt "$PROMPT" --answer " moo" --submodels "$TMP/sm.jsonl" --out "$TMP/t.h5" >"$TMP/table" 2>"$TMP/err"; then
+    pass "trace runs"
+else fail "trace runs" "$(cat "$TMP/err")"; fi
+grep -q "' says' *' moo'" "$TMP/table" && pass "table: token, prediction (--answer at the last position)" || fail "table" "$(tail -3 "$TMP/table")"
+d=$(vals /submodels/identity/ablation_delta_logprob "$TMP/t.h5")
+[ -n "$d" ] && [ "$(printf '%s' "$d" | tr -d '0,-')" = "" ] && pass "a factor-1 sub-model changes nothing (delta exactly 0)" || fail "factor-1 delta" "$d"
+
+# The last position's attribution equals attribute's gradient x activation of log p(answer),
+# summed over the sub-model's units and the prompt's positions.
+printf '{"text": "%s", "answer": " moo"}\n' "$PROMPT" >"$TMP/p.jsonl"
+"$SUBSCOPE" attribute --model $M --input "$TMP/p.jsonl" --sites blocks.1.mlp.hook_post --metric logprob --method gradxact \
+    --reduce positions --out "$TMP/a.h5" >/dev/null 2>&1
+want=$(h5dump -y -m '%.9g' -d /attr/blocks.1.mlp.hook_post "$TMP/a.h5" | awk '/DATA {/{f=1;next} f&&/}/{exit} f' | tr -d ' \n' |
+    tr ',' '\n' | awk 'NR==11||NR==21||NR==31||NR==41||NR==51 { s += $1 } END { printf "%.9g", s }')
+got=$(last "$(vals /submodels/mlp1_a/attribution "$TMP/t.h5")")
+awk -v a="$got" -v b="$want" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a != "" && d <= 1e-6 + 1e-4 * (b < 0 ? -b : b)) }' &&
+    pass "attribution at the last position = attribute's gradxact ($got vs $want)" || fail "attribution vs attribute" "$got vs $want"
+
+# The tracked log-probability at the last position equals forward's logits.
+lp=$(last "$(vals /prediction/logprob "$TMP/t.h5")")
+awk -v a="$lp" 'BEGIN { exit !(a < 0 && a > -0.1) }' && pass "log p(' moo') after 'The cow says' is high ($lp)" || fail "prediction logprob" "$lp"
+
+# Bad input.
+printf '{"name": "r", "site": "blocks.1.mlp.hook_post", "mode": "resample"}\n' >"$TMP/r.jsonl"
+expect_fail "resample sub-models refused" "needs other prompts" "$SUBSCOPE" trace --model $M --prompt "$PROMPT" --submodels "$TMP/r.jsonl"
+printf '{"name": "mm", "site": "blocks.1.mlp.hook_post", "mode": "mean"}\n' >"$TMP/m.jsonl"
+expect_fail "mean sub-models need --stats" "needs --stats" "$SUBSCOPE" trace --model $M --prompt "$PROMPT" --submodels "$TMP/m.jsonl"
+expect_fail "unknown site in the sub-models file" "blocks.9" "$SUBSCOPE" trace --model $M --prompt "$PROMPT" --submodels <(printf '{"site": "blocks.9.mlp.hook_post"}\n')
+expect_fail "missing --submodels" "--submodels" "$SUBSCOPE" trace --model $M --prompt "$PROMPT"
+finish
