@@ -316,10 +316,15 @@ ss_status ss_job_trace(const ss_trace_job *job) {
         FILE *t = job->table;
         fprintf(t, "\nper position: the next-token prediction and, per sub-model, act = mean activation of its units%s,\n"
                    "attr = gradient x activation of log p(prediction) over its units at positions <= this one,\n"
-                   "dlogp = change in log p(prediction) when it is ablated (mode from %s)\n\n",
+                   "dlogp = change in log p(prediction) when it is ablated (mode from %s); sub-models:\n",
                 job->stats ? " (standardised by --stats)" : "", job->submodels);
-        fprintf(t, "%4s %-14s %-14s %7s", "pos", "token", "prediction", "p");
-        for (int k = 0; k < n_masks; k++) fprintf(t, " | %-24.24s", masks[k].name);
+        for (int k = 0; k < n_masks; k++) fprintf(t, "  [%d] %s\n", k + 1, masks[k].name);
+        fprintf(t, "\n%4s %-14s %-14s %7s", "pos", "token", "prediction", "p");
+        for (int k = 0; k < n_masks; k++) {
+            char lab[16];
+            snprintf(lab, sizeof lab, "[%d]", k + 1);
+            fprintf(t, " | %-24s", lab);
+        }
         fprintf(t, "\n%4s %-14s %-14s %7s", "", "", "", "");
         for (int k = 0; k < n_masks; k++) fprintf(t, " | %7s %7s %8s", "act", "attr", "dlogp");
         fprintf(t, "\n");
