@@ -31,7 +31,7 @@ endif
 ifeq ($(HAVE_LAPACK),1)
   CFLAGS_ALL += -DSS_HAVE_LAPACK=1
 endif
-LIBS    := $(H5_LIBS) $(P2_LIBS) $(BLAS_LIBS) -lm -pthread
+LIBS    := $(H5_LIBS) $(P2_LIBS) $(BLAS_LIBS) $(MPI_LIBS) -lm -pthread
 
 GIT_COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
 VERSION    := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
@@ -121,6 +121,8 @@ $(BUILD)/%.o: %.c $(O)/config.mk
 # The CPU ops' inner loops are written to vectorise; -O3 lets gcc do it.
 $(BUILD)/src/backend/%.o: CFLAGS_ALL += -O3
 $(BUILD)/src/backend/cuda_backend.o $(BUILD)/src/backend/backend.o: CFLAGS_ALL += $(CUDA_CFLAGS)
+# MPI's headers only for the communicator (empty when configure found no MPI).
+$(BUILD)/src/dist/%.o: CFLAGS_ALL += $(MPI_CFLAGS)
 $(BUILD)/src/backend/cuda_backend.o $(BUILD)/src/backend/backend.o: Makefile
 
 $(BUILD)/emu/cuda_backend.o: src/backend/cuda_backend.c $(O)/config.mk

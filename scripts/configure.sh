@@ -95,9 +95,25 @@ probe_cuda_lib cuBLAS cublas_v2.h -lcublas 'cublasHandle_t h; (void)cublasCreate
 probe_cuda_lib cuDNN cudnn.h -lcudnn 'size_t v = cudnnGetVersion(); (void)v'
 probe_cuda_lib NCCL nccl.h -lnccl 'int v; (void)ncclGetVersion(&v)'
 
-# MPI (for CPU ranks).
-if command -v mpicc >/dev/null 2>&1; then mark 1 MPI "$(command -v mpicc)"; echo "HAVE_MPI := 1" >>"$cfg"
-else mark 0 MPI "no mpicc (OpenMPI from Debian: libopenmpi-dev)"; echo "HAVE_MPI := 0" >>"$cfg"; fi
+# MPI (CPU ranks, src/dist/comm_mpi.c): the flags come from the wrapper
+# (OpenMPI's --showme, MPICH's -compile_info/-link_info) or pkg-config, and
+# must build and link a program with the project's own compiler.
+MPI_CF=""; MPI_LF=""; mpi=0
+if command -v mpicc >/dev/null 2>&1; then
+    if MPI_CF=$(mpicc --showme:compile 2>/dev/null) && MPI_LF=$(mpicc --showme:link 2>/dev/null); then :
+    else MPI_CF=$(mpicc -compile_info 2>/dev/null | cut -d' ' -f2- | tr ' ' '\n' | grep -E '^-[ID]' | tr '\n' ' ')
+         MPI_LF=$(mpicc -link_info 2>/dev/null | cut -d' ' -f2- | tr ' ' '\n' | grep -E '^-[lLW]' | tr '\n' ' '); fi
+fi
+for cand in "$MPI_CF|$MPI_LF" "$(pkg-config --cflags ompi-c 2>/dev/null)|$(pkg-config --libs ompi-c 2>/dev/null)" "$(pkg-config --cflags mpich 2>/dev/null)|$(pkg-config --libs mpich 2>/dev/null)"; do
+    mc=${cand%%|*}; ml=${cand#*|}
+    [ -n "$ml" ] || continue
+    if try_c mpi "$mc" "$ml" '#include <mpi.h>
+int main(void){ char v[MPI_MAX_LIBRARY_VERSION_STRING]; int n; MPI_Request r; (void)MPI_Test; (void)MPI_Isend; MPI_Get_library_version(v, &n); (void)r; return 0; }'; then
+        echo "HAVE_MPI := 1" >>"$cfg"; echo "MPI_CFLAGS := -DSS_HAVE_MPI=1 $mc" >>"$cfg"; echo "MPI_LIBS := $ml" >>"$cfg"
+        mark 1 MPI "CPU ranks under mpirun/srun ($(mpirun --version 2>/dev/null | head -n 1 || echo found))"; mpi=1; break
+    fi
+done
+[ $mpi = 1 ] || { echo "HAVE_MPI := 0" >>"$cfg"; mark 0 MPI "single process only; 'make deps' installs OpenMPI (openmpi-bin libopenmpi-dev)"; }
 
 mv "$cfg" "$out/config.mk"
 mv "$feat" "$out/features.txt"

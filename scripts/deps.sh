@@ -5,10 +5,11 @@
 #   hdf5-tools    h5dump/h5ls: the demo and tests inspect output with them
 #   libpcre2-dev  PCRE2: GPT-2's pre-tokenizer regex needs Unicode classes (\p{L}, \p{N})
 #   libopenblas-dev  multithreaded SGEMM for the CPU backend (optional; a built-in GEMM is the fallback)
+#   openmpi-bin, libopenmpi-dev  MPI: data-parallel CPU ranks (mpirun -np N); tests/cli/test_dist.sh runs them
 #   pkg-config    locate the above
 #   clang, libclang-rt-14-dev  libFuzzer targets and LeakSanitizer (only for `make fuzz`)
 set -eu
-pkgs="pkg-config libhdf5-dev hdf5-tools libpcre2-dev libopenblas-dev"
+pkgs="pkg-config libhdf5-dev hdf5-tools libpcre2-dev libopenblas-dev openmpi-bin libopenmpi-dev"
 missing=""
 for p in $pkgs; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

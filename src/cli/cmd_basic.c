@@ -4,7 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include "cli.h"
+#include "subscope/backend.h"
+#include "subscope/dist.h"
 #include "subscope/forward.h"
 #include "subscope/json.h"
 #include "subscope/model.h"
@@ -17,8 +21,54 @@
 static cli_opt info_opts[] = {
     {.name = "model", .metavar = "DIR", .help = "Hugging Face model directory (config.json, *.safetensors, tokenizer.json)"},
     {.name = "list-sites", .metavar = NULL, .help = "print every site name, one per line, and nothing else"},
+    {.name = "dist", .metavar = NULL, .help = "print what the communicator sees (backend, ranks, hosts, devices); no --model needed"},
     {0},
 };
+
+/* Every rank describes itself; rank 0 prints the lines in rank order. */
+static int run_info_dist(cli_cmd *cmd) {
+    ss_comm *c;
+    ss_status st = ss_comm_world(&c);
+    if (st) return cli_fail(cmd, st);
+    const int rank = ss_comm_rank(c), size = ss_comm_size(c);
+    ss_backend *be = NULL;
+    char dev[400];
+    /* The device `--device auto` would give this rank. */
+    if ((st = ss_backend_open("auto", &(ss_backend_opts){0}, &be))) snprintf(dev, sizeof dev, "none (%s)", ss_last_error());
+    else snprintf(dev, sizeof dev, "%s (%s)", be->name, be->description);
+    if (be) ss_backend_close(be);
+    const char *cvd = getenv("CUDA_VISIBLE_DEVICES");
+    char line[800];
+    snprintf(line, sizeof line, "rank %-4d host %s  pid %ld  threads %d  device %s%s%s\n", rank, ss_comm_host(c, rank),
+             (long)getpid(), ss_num_threads(), dev, cvd ? "  CUDA_VISIBLE_DEVICES=" : "", cvd ? cvd : "");
+    char *all = NULL;
+    size_t *counts = rank == 0 ? calloc((size_t)size, sizeof *counts) : NULL;
+    if (rank == 0 && !counts) return cli_fail(cmd, ss_comm_check(c, ss_errorf(SS_ERR_NOMEM, "out of memory")));
+    st = ss_comm_gatherv(c, line, strlen(line), (void **)&all, counts);
+    if (st) {
+        free(counts);
+        return cli_fail(cmd, ss_comm_check(c, st));
+    }
+    if (rank == 0) {
+        const char *lib = ss_comm_library(c);
+        printf("backend  %s%s%s%s\n", ss_comm_backend(c), *lib ? " (" : "", lib, *lib ? ")" : "");
+        printf("ranks    %d\n", size);
+        int hosts = 0;
+        for (int r = 0; r < size; r++) {
+            int seen = 0;
+            for (int q = 0; q < r && !seen; q++) seen = !strcmp(ss_comm_host(c, q), ss_comm_host(c, r));
+            hosts += !seen;
+        }
+        printf("hosts    %d\n", hosts);
+        printf("timeout  %g s (SUBSCOPE_DIST_TIMEOUT)\n", ss_comm_timeout(c));
+        size_t total = 0;
+        for (int r = 0; r < size; r++) total += counts[r];
+        fwrite(all, 1, total, stdout);
+    }
+    free(all);
+    free(counts);
+    return 0;
+}
 
 static void human_bytes(char *buf, size_t n, double b) {
     const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
@@ -28,6 +78,7 @@ static void human_bytes(char *buf, size_t n, double b) {
 }
 
 static int run_info(cli_cmd *cmd) {
+    if (cli_flag(cmd, "dist")) return run_info_dist(cmd);
     if (cli_require(cmd, "model")) return 1;
     ss_model *m;
     ss_status st = ss_model_load(cli_get(cmd, "model"), &m);
@@ -84,8 +135,8 @@ static int run_info(cli_cmd *cmd) {
 
 cli_cmd cmd_info = {
     "info", "show a model's architecture, sizes, memory needs and activation sites",
-    "subscope info --model DIR [--list-sites]",
-    "example:\n  subscope info --model models/tiny-gpt2\n",
+    "subscope info --model DIR [--list-sites]  |  subscope info --dist",
+    "examples:\n  subscope info --model models/tiny-gpt2\n  mpirun -np 2 subscope info --dist\n",
     info_opts, run_info,
 };
 

@@ -5,13 +5,23 @@
  * order, whatever the batch size, so batching changes nothing but the forward
  * pass's own rounding. A checkpoint holds the moments and how many prompts
  * they cover, with the identity of the model, data and options, and is
- * written atomically; --resume continues from it and refuses a mismatch. */
+ * written atomically; --resume continues from it and refuses a mismatch.
+ *
+ * With several ranks (docs/DISTRIBUTED.md) the prompts go in rounds: a round
+ * is the stretch between two checkpoints (the whole input without them),
+ * split into contiguous blocks of whole batches, one per rank, so every batch
+ * holds the same prompts as in one process. At the end of a round rank 0
+ * merges the other ranks' moments of that round into its own, in rank order,
+ * with the same Chan update (ss_moments_merge), and writes the checkpoint; a
+ * checkpoint therefore always covers a prefix of the input, and a run can
+ * resume it with any number of ranks. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "subscope/dist.h"
 #include "subscope/forward.h"
 #include "subscope/h5out.h"
 #include "subscope/hash.h"
@@ -320,6 +330,43 @@ static ss_status write_results(ss_h5 *h, const collect_ctx *c, const stat_set *s
     return st;
 }
 
+/* Rank 0 folds every other rank's moments (of this round) into its own, in
+ * rank order; the others send theirs and start the next round from zero. */
+static ss_status merge_ranks(collect_ctx *c, ss_comm *comm) {
+    const int n = c->n_groups * c->n_sites, rank = ss_comm_rank(comm), size = ss_comm_size(comm);
+    if (rank != 0) {
+        for (int i = 0; i < n; i++) {
+            ss_moments *m = &c->mom[i];
+            SS_TRY(ss_comm_send(comm, 0, 1, &m->count, sizeof m->count));
+            if (!m->count) continue;
+            SS_TRY(ss_comm_send(comm, 0, 2, m->mean, (size_t)m->d * sizeof(double)));
+            if (m->want_m2) SS_TRY(ss_comm_send(comm, 0, 3, m->m2, (size_t)(m->d * m->d) * sizeof(double)));
+            ss_moments_reset(m);
+        }
+        return SS_OK;
+    }
+    ss_moments part = {0};
+    ss_status st = SS_OK;
+    for (int r = 1; r < size && !st; r++)
+        for (int i = 0; i < n && !st; i++) {
+            ss_moments *m = &c->mom[i];
+            if (part.d != m->d || part.want_m2 != m->want_m2) {
+                ss_moments_free(&part);
+                if ((st = ss_moments_init(&part, m->d, m->want_m2))) break;
+            }
+            if ((st = ss_comm_recv(comm, r, 1, &part.count, sizeof part.count)) || !part.count) continue;
+            if (part.count < 0) {
+                st = ss_errorf(SS_ERR_INTERNAL, "rank %d sent a negative row count", r);
+                break;
+            }
+            if ((st = ss_comm_recv(comm, r, 2, part.mean, (size_t)m->d * sizeof(double)))) break;
+            if (m->want_m2 && (st = ss_comm_recv(comm, r, 3, part.m2, (size_t)(m->d * m->d) * sizeof(double)))) break;
+            st = ss_moments_merge(m, &part);
+        }
+    ss_moments_free(&part);
+    return st;
+}
+
 ss_status ss_job_collect(const ss_collect_job *job) {
     ss_run run;
     ss_h5 *h = NULL;
@@ -329,14 +376,19 @@ ss_status ss_job_collect(const ss_collect_job *job) {
     char *id = NULL, *ckpt = NULL;
     stat_set ss;
     ss_status st;
+    ss_comm *comm;
 
+    /* Every rank reads the whole prompt file (each needs the same groups and
+     * batch boundaries); an error anywhere stops all ranks (ss_comm_check). */
+    if ((st = ss_comm_world(&comm))) return st;
+    const int rank = ss_comm_rank(comm), size = ss_comm_size(comm);
     if ((st = parse_stats(job->stats, &ss)) || (st = parse_positions(job->positions, &c.pf))) return st;
     c.skip_bos = job->skip_bos;
     if (job->group_by && *job->group_by && strcmp(job->group_by, "label") != 0)
         return ss_errorf(SS_ERR_ARG, "--group-by: only 'label' (the JSONL \"label\" field) is supported, got '%s'",
                          job->group_by);
     int grouping = job->group_by && *job->group_by;
-    if ((st = ss_run_open(&job->run, &run))) return st;
+    if ((st = ss_run_open(&job->run, &run))) return ss_comm_check(comm, st);
     ss_model *m = run.m;
     ss_prompts *p = run.p;
     const ss_config *cfg = &m->cfg;
@@ -404,13 +456,30 @@ ss_status ss_job_collect(const ss_collect_job *job) {
     st = ss_file_sha256(cfg_path, cfg_sha, &cfg_size);
     free(cfg_path);
     if (st || (st = ss_file_sha256(job->run.input, data_sha, &data_size))) goto out;
+    /* Ranks that read different files would merge nonsense. */
+    if (size > 1) {
+        char both[130], *all = rank == 0 ? ss_malloc((size_t)size * sizeof both, "identities") : NULL;
+        if (rank == 0 && !all) { st = SS_ERR_NOMEM; goto out; }
+        snprintf(both, sizeof both, "%s%s", cfg_sha, data_sha);
+        st = ss_comm_gather(comm, both, sizeof both, all);
+        for (int r = 1; !st && rank == 0 && r < size; r++)
+            if (memcmp(all + (size_t)r * sizeof both, both, sizeof both))
+                st = ss_errorf(SS_ERR_ARG, "rank %d (host %s) reads a different %s than rank 0 (host %s)", r,
+                               ss_comm_host(comm, r), memcmp(all + (size_t)r * sizeof both, both, 64) ? "config.json" : "input file",
+                               ss_comm_host(comm, 0));
+        free(all);
+        if (st) goto out;
+    }
     if (!(id = identity(job, cfg_sha, data_sha, run.max_len)) || !(ckpt = ss_strfmt("%s.ckpt", job->out))) { st = SS_ERR_NOMEM; goto out; }
     int64_t done = 0;
-    if (job->resume && ss_file_exists(ckpt)) {
+    /* Rank 0 alone holds the running totals; the others add up one round at a time. */
+    if (rank == 0 && job->resume && ss_file_exists(ckpt)) {
         if ((st = read_checkpoint(&c, ckpt, id, &done))) goto out;
         if (done > p->n) { st = ss_errorf(SS_ERR_FORMAT, "%s covers %lld prompts but the input has %lld", ckpt, (long long)done, (long long)p->n); goto out; }
         if (job->progress) fprintf(stderr, "resuming from %s: %lld of %lld prompts done\n", ckpt, (long long)done, (long long)p->n);
     }
+    if (size > 1 && (st = ss_comm_bcast(comm, &done, sizeof done, 0))) goto out;
+    ss_progress_fn progress = rank == 0 ? job->progress : NULL;
     if ((st = ss_run_place(&run, &job->run))) goto out;
     const int64_t B = run.B, T = run.T;
     ss_forward_opts fo = {.want = want, .hook = add_rows, .hook_ctx = &c, .logits = SS_LOGITS_NONE, .read_only = 1};
@@ -428,22 +497,28 @@ ss_status ss_job_collect(const ss_collect_job *job) {
         fo.hook = add_rows_device;
         fo.hook_on_device = 1;
     }
-    int64_t next_ckpt = job->checkpoint_every > 0 ? done + job->checkpoint_every : -1;
-    if (job->progress) job->progress(job->progress_ctx, done, p->n);
-    for (int64_t b0 = done, nb; b0 < p->n; b0 += nb) {
-        nb = p->n - b0 < B ? p->n - b0 : B;
-        /* A checkpoint falls on a batch boundary: shorten the batch to reach it. */
-        if (next_ckpt > 0 && b0 + nb > next_ckpt) nb = next_ckpt - b0;
-        ss_packing pk;
-        ss_run_pack(&run, b0, nb, &pk);
-        c.group_of = grouping ? group_of + b0 : NULL;
-        if ((st = ss_forward(m, c.be, run.packed, &pk, &fo, NULL))) goto out;
-        if (job->progress) job->progress(job->progress_ctx, b0 + nb, p->n);
-        if (next_ckpt > 0 && b0 + nb == next_ckpt && b0 + nb < p->n) {
-            if ((st = write_checkpoint(&c, ckpt, id, b0 + nb))) goto out;
-            next_ckpt += job->checkpoint_every;
+    if (progress) progress(job->progress_ctx, done, p->n);
+    /* Rounds end at checkpoints; batches start at the round's start, every B
+     * prompts, as in one process; each rank takes a block of whole batches. */
+    for (int64_t r0 = done, r1; r0 < p->n; r0 = r1) {
+        r1 = job->checkpoint_every > 0 && job->checkpoint_every < p->n - r0 ? r0 + job->checkpoint_every : p->n;
+        int64_t lo, hi;
+        ss_comm_shard(r1 - r0, B, rank, size, &lo, &hi);
+        for (int64_t b0 = r0 + lo, nb; b0 < r0 + hi; b0 += nb) {
+            nb = r0 + hi - b0 < B ? r0 + hi - b0 : B;
+            ss_packing pk;
+            ss_run_pack(&run, b0, nb, &pk);
+            c.group_of = grouping ? group_of + b0 : NULL;
+            if ((st = ss_forward(m, c.be, run.packed, &pk, &fo, NULL))) goto out;
+            /* Rank 0 sees only its own block: it reports the round as going at its pace. */
+            int64_t est = r0 + (b0 + nb - r0 - lo) * size;
+            if (progress && est < r1) progress(job->progress_ctx, est, p->n);
         }
+        if (size > 1 && (st = merge_ranks(&c, comm))) goto out;
+        if (progress) progress(job->progress_ctx, r1, p->n);
+        if (rank == 0 && job->checkpoint_every > 0 && r1 < p->n && (st = write_checkpoint(&c, ckpt, id, r1))) goto out;
     }
+    if (rank != 0) goto out; /* rank 0 writes the result */
 
     if ((st = ss_h5_create(job->out, &h))) goto out;
     if ((st = ss_h5_set_deflate(h, job->compress))) goto out;
@@ -453,7 +528,7 @@ ss_status ss_job_collect(const ss_collect_job *job) {
         (st = ss_h5_attr_str(h, "/", "sites", job->sites)) ||
         (st = ss_h5_attr_str(h, "/", "stats", job->stats ? job->stats : "mean,cov")) ||
         (st = ss_h5_attr_str(h, "/", "positions", job->positions ? job->positions : "all")) ||
-        (st = ss_h5_attr_i64(h, "/", "skip_bos", job->skip_bos)))
+        (st = ss_h5_attr_i64(h, "/", "skip_bos", job->skip_bos)) || (st = ss_h5_attr_i64(h, "/", "ranks", size)))
         goto out;
     if (grouping && (st = ss_h5_attr_str(h, "/", "group_by", job->group_by))) goto out;
     if ((st = write_results(h, &c, &ss))) goto out;
@@ -475,5 +550,5 @@ out:
     free(id);
     free(ckpt);
     ss_run_close(&run);
-    return st;
+    return ss_comm_check(comm, st);
 }

@@ -1,11 +1,20 @@
 /* `forward`: run prompts through the model and store tokens, logits and the
- * requested sites, batch by batch, so memory holds one batch at a time. */
+ * requested sites, batch by batch, so memory holds one batch at a time.
+ *
+ * With several ranks (docs/DISTRIBUTED.md) each rank runs a contiguous block
+ * of whole batches (the batches of one process, so every prompt's values are
+ * computed with the same batch-mates) and rank 0 alone writes the one output
+ * file: it runs its own k-th batch, then takes the k-th batch of every other
+ * rank in rank order, as (dataset, hyperslab, bytes) messages that go to the
+ * same writer queue as its own. The ranks thus move in step, one batch apart
+ * at most, which bounds both the memory held for rank 0 and any rank's wait. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "subscope/dist.h"
 #include "subscope/forward.h"
 #include "subscope/h5out.h"
 #include "subscope/h5queue.h"
@@ -52,7 +61,61 @@ typedef struct {
     const ss_model *m;
     int64_t T, b0;          /* padded length, first prompt of this batch */
     ss_h5_dset **acts;      /* by site id (NULL where not requested) */
+    ss_h5_dset *logits;
+    int n_sites;
+    ss_comm *comm;
+    int rank;               /* 0 writes; the others send what they would write */
 } fwd_job_ctx;
+
+/* Messages from a rank to rank 0: a header, then (unless it ends the batch) the block. */
+enum { TAG_HEADER = 1, TAG_BLOCK = 2 };
+enum { DS_END = -2, DS_LOGITS = -1 };
+enum { H_DS, H_NDIM, H_START, H_COUNT = H_START + 4, H_BYTES = H_COUNT + 4, H_LEN };
+
+/* Writes buf (malloc'd, consumed) to hyperslab [start, start+count) of
+ * dataset ds: queued on rank 0, sent to rank 0 elsewhere. */
+static ss_status emit(fwd_job_ctx *c, int64_t ds, int nd, const int64_t *start, const int64_t *count, void *buf,
+                      size_t bytes) {
+    if (c->rank == 0) return ss_h5_queue_write(c->q, ds == DS_LOGITS ? c->logits : c->acts[ds], nd, start, count, buf, bytes);
+    int64_t hdr[H_LEN] = {ds, nd};
+    for (int i = 0; i < nd; i++) hdr[H_START + i] = start[i], hdr[H_COUNT + i] = count[i];
+    hdr[H_BYTES] = (int64_t)bytes;
+    ss_status st = ss_comm_send(c->comm, 0, TAG_HEADER, hdr, sizeof hdr);
+    if (!st) st = ss_comm_send(c->comm, 0, TAG_BLOCK, buf, bytes);
+    free(buf);
+    return st;
+}
+
+static ss_status end_batch(fwd_job_ctx *c) {
+    int64_t hdr[H_LEN] = {DS_END};
+    return ss_comm_send(c->comm, 0, TAG_HEADER, hdr, sizeof hdr);
+}
+
+/* Rank 0: rank r's blocks of prompts [b0, b0+nb), checked, into the writer queue. */
+static ss_status receive_batch(fwd_job_ctx *c, int r, int64_t b0, int64_t nb) {
+    for (;;) {
+        int64_t hdr[H_LEN];
+        SS_TRY(ss_comm_recv(c->comm, r, TAG_HEADER, hdr, sizeof hdr));
+        if (hdr[H_DS] == DS_END) return SS_OK;
+        int64_t ds = hdr[H_DS], nd = hdr[H_NDIM];
+        int known = ds == DS_LOGITS ? c->logits != NULL : ds >= 0 && ds < c->n_sites && c->acts[ds];
+        size_t bytes = sizeof(float);
+        for (int i = 0; known && nd >= 1 && nd <= 4 && i < nd; i++)
+            if (hdr[H_COUNT + i] < 0 || !ss_mul_ok(bytes, (size_t)hdr[H_COUNT + i], &bytes)) known = 0;
+        if (!known || nd < 1 || nd > 4 || hdr[H_START] != b0 || hdr[H_COUNT] != nb || (int64_t)bytes != hdr[H_BYTES])
+            return ss_errorf(SS_ERR_INTERNAL, "rank %d (host %s) sent a block that is not part of its batch at prompt %lld",
+                             r, ss_comm_host(c->comm, r), (long long)b0);
+        void *buf = ss_malloc(bytes ? bytes : 1, "block from another rank");
+        if (!buf) return SS_ERR_NOMEM;
+        ss_status st = ss_comm_recv(c->comm, r, TAG_BLOCK, buf, bytes);
+        if (st) {
+            free(buf);
+            return st;
+        }
+        SS_TRY(ss_h5_queue_write(c->q, ds == DS_LOGITS ? c->logits : c->acts[ds], (int)nd, hdr + H_START, hdr + H_COUNT,
+                                 buf, bytes));
+    }
+}
 
 /* Scatters one site's packed rows into a NaN-padded [B, T, ...] block (or
  * [B, H, T, T] for patterns) and queues it as one hyperslab write. */
@@ -89,21 +152,24 @@ static ss_status capture(void *vctx, const ss_site *s, float *data, int64_t ld, 
                 memcpy(dst + ((hq / n) * T + hq % n) * T, src + hq * n, (size_t)n * sizeof(float));
         }
     }
-    return ss_h5_queue_write(c->q, c->acts[s->id], s->per_token ? 2 + s->ndim : 4, start, count, buf,
-                             total * sizeof(float));
+    return emit(c, s->id, s->per_token ? 2 + s->ndim : 4, start, count, buf, total * sizeof(float));
 }
 
 ss_status ss_job_forward(const ss_forward_job *job) {
     ss_run run;
     ss_h5 *h = NULL;
-    ss_h5_dset *logits_ds = NULL;
     uint8_t *want = NULL;
     float *lg = NULL;
     fwd_job_ctx c = {0};
     int ns = 0;
     ss_status st;
+    ss_comm *comm;
 
-    if ((st = ss_run_open(&job->run, &run))) return st;
+    if ((st = ss_comm_world(&comm))) return st;
+    const int rank = ss_comm_rank(comm), size = ss_comm_size(comm);
+    c.comm = comm;
+    c.rank = rank;
+    if ((st = ss_run_open(&job->run, &run))) return ss_comm_check(comm, st);
     ss_model *m = run.m;
     ss_prompts *p = run.p;
     ss_backend *be = run.be;
@@ -116,6 +182,11 @@ ss_status ss_job_forward(const ss_forward_job *job) {
     if (job->sites && *job->sites && (st = ss_sites_select(cfg, job->sites, want, &n_sel))) goto out;
     /* Inputs are checked before the weights go to the device. */
     if ((st = ss_run_place(&run, &job->run))) goto out;
+    c.m = m;
+    c.T = T;
+    c.n_sites = ns;
+    if (!(c.acts = ss_calloc((size_t)ns, sizeof *c.acts, "site datasets"))) { st = SS_ERR_NOMEM; goto out; }
+    if (rank != 0) goto compute; /* rank 0 alone has the file */
 
     if ((st = ss_h5_create(job->out, &h))) goto out;
     if ((st = ss_h5_set_deflate(h, job->compress))) goto out;
@@ -124,6 +195,7 @@ ss_status ss_job_forward(const ss_forward_job *job) {
     if ((st = ss_h5_attr_i64(h, "/", "n_prompts", N))) goto out;
     if ((st = ss_h5_attr_str(h, "/", "sites", job->sites ? job->sites : ""))) goto out;
     if ((st = ss_h5_attr_i64(h, "/", "tf32", job->run.tf32))) goto out;
+    if ((st = ss_h5_attr_i64(h, "/", "ranks", size))) goto out;
 
     /* tokens and lengths */
     {
@@ -145,13 +217,10 @@ ss_status ss_job_forward(const ss_forward_job *job) {
     if (!job->no_logits) {
         int64_t d3[3] = {N, T, V};
         const char *n3[3] = {"prompt", "position", "vocab"};
-        if ((st = ss_h5_dset_create(h, "/logits", SS_H5_F32, 3, d3, n3, &logits_ds))) goto out;
+        if ((st = ss_h5_dset_create(h, "/logits", SS_H5_F32, 3, d3, n3, &c.logits))) goto out;
     }
     /* One dataset per requested site; the bytes one batch adds to them all
      * bound the writer's queue. */
-    c.m = m;
-    c.T = T;
-    if (!(c.acts = ss_calloc((size_t)ns, sizeof *c.acts, "site datasets"))) { st = SS_ERR_NOMEM; goto out; }
     size_t batch_bytes = job->no_logits ? 0 : (size_t)(T * V) * sizeof(float);
     for (int i = 0; i < ns; i++) {
         if (!want[i]) continue;
@@ -179,11 +248,18 @@ ss_status ss_job_forward(const ss_forward_job *job) {
     if (!ss_mul_ok(batch_bytes, (size_t)(2 * B), &batch_bytes)) { st = ss_errorf(SS_ERR_NOMEM, "output of one batch overflows; use a smaller --batch"); goto out; }
     if ((st = ss_h5_queue_start(batch_bytes, &c.q))) goto out;
 
+compute:;
     ss_forward_opts fo = {.want = want, .hook = capture, .hook_ctx = &c,
                           .logits = job->no_logits ? SS_LOGITS_NONE : SS_LOGITS_ALL, .read_only = 1};
-    if (job->progress) job->progress(job->progress_ctx, 0, N);
-    for (int64_t b0 = 0; b0 < N; b0 += B) {
-        int64_t nb = N - b0 < B ? N - b0 : B;
+    ss_progress_fn progress = rank == 0 ? job->progress : NULL;
+    if (progress) progress(job->progress_ctx, 0, N);
+    /* Step k: every rank its k-th batch; rank 0 then takes the others' in rank order. */
+    int64_t lo, hi, written = 0;
+    ss_comm_shard(N, B, rank, size, &lo, &hi);
+    for (int64_t k = 0;; k++) {
+        int64_t b0 = lo + k * B;
+        if (b0 >= hi) break; /* rank 0 has the most batches: it never stops before the others */
+        int64_t nb = hi - b0 < B ? hi - b0 : B;
         ss_packing pk;
         ss_run_pack(&run, b0, nb, &pk);
         c.b0 = b0;
@@ -198,10 +274,25 @@ ss_status ss_job_forward(const ss_forward_job *job) {
             int64_t s3[3] = {b0, 0, 0}, n3[3] = {nb, T, V};
             free(lg);
             lg = NULL;
-            if ((st = ss_h5_queue_write(c.q, logits_ds, 3, s3, n3, lbuf, per * (size_t)nb * sizeof(float)))) goto out;
+            if ((st = emit(&c, DS_LOGITS, 3, s3, n3, lbuf, per * (size_t)nb * sizeof(float)))) goto out;
         }
-        if (job->progress) job->progress(job->progress_ctx, b0 + nb, N);
+        if (rank != 0) {
+            if ((st = end_batch(&c))) goto out;
+            continue;
+        }
+        written += nb;
+        for (int r = 1; r < size; r++) {
+            int64_t rlo, rhi;
+            ss_comm_shard(N, B, r, size, &rlo, &rhi);
+            int64_t rb0 = rlo + k * B;
+            if (rb0 >= rhi) continue;
+            int64_t rnb = rhi - rb0 < B ? rhi - rb0 : B;
+            if ((st = receive_batch(&c, r, rb0, rnb))) goto out;
+            written += rnb;
+        }
+        if (progress) progress(job->progress_ctx, written, N);
     }
+    if (rank != 0) goto out;
     st = ss_h5_queue_finish(c.q);
     c.q = NULL;
     if (st) goto out;
@@ -209,9 +300,9 @@ ss_status ss_job_forward(const ss_forward_job *job) {
         if (c.acts[i] && (st = ss_h5_dset_close(c.acts[i]))) { c.acts[i] = NULL; goto out; }
         c.acts[i] = NULL;
     }
-    if (logits_ds) {
-        st = ss_h5_dset_close(logits_ds);
-        logits_ds = NULL;
+    if (c.logits) {
+        st = ss_h5_dset_close(c.logits);
+        c.logits = NULL;
         if (st) goto out;
     }
     size_t in_use, peak;
@@ -231,11 +322,11 @@ out: /* on failure: stop the writer, close what is open, then drop the temporary
     }
     for (int i = 0; c.acts && i < ns; i++)
         if (c.acts[i]) ss_h5_dset_close(c.acts[i]);
-    if (logits_ds) ss_h5_dset_close(logits_ds);
+    if (c.logits) ss_h5_dset_close(c.logits);
     if (h) ss_h5_abort(h);
     free(c.acts);
     free(lg);
     free(want);
     ss_run_close(&run);
-    return st;
+    return ss_comm_check(comm, st);
 }

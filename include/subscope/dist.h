@@ -1,0 +1,91 @@
+/* One communicator for every distributed job (docs/DISTRIBUTED.md).
+ *
+ * Jobs talk to an ss_comm, never to MPI: a single-process implementation is
+ * always built, an MPI one when scripts/configure.sh finds MPI (CPU ranks
+ * started by mpirun or srun). Every call that waits for another rank waits at
+ * most the communicator's timeout (SUBSCOPE_DIST_TIMEOUT seconds, default
+ * 300) and then fails with a message naming the rank and host it waited for,
+ * so a dead or stuck rank stops the job instead of hanging it.
+ *
+ * Collectives are rooted at rank 0 and built from point-to-point messages in
+ * rank order, so their results (sums included) do not depend on timing. */
+#ifndef SUBSCOPE_DIST_H
+#define SUBSCOPE_DIST_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "subscope/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ss_comm ss_comm;
+
+/* Opens the communicator the environment describes: MPI when the process was
+ * started by a launcher (OMPI_COMM_WORLD_SIZE, PMIX_RANK, PMI_SIZE, or a
+ * Slurm job step's SLURM_STEP_NUM_TASKS) and this build has MPI, else a single
+ * process. A launcher asking for several ranks of a build without MPI is an
+ * error (each process would otherwise do the whole job on its own). MPI is
+ * initialised once per process and finalised at exit. */
+ss_status ss_comm_open(ss_comm **out);
+/* A one-rank communicator, whatever the environment. */
+ss_status ss_comm_open_single(ss_comm **out);
+/* The process's communicator, opened by ss_comm_open on first use and kept
+ * until exit (jobs share it; do not free it). */
+ss_status ss_comm_world(ss_comm **out);
+void ss_comm_free(ss_comm *c);
+
+int ss_comm_rank(const ss_comm *c);
+int ss_comm_size(const ss_comm *c);
+/* "single" or "mpi". */
+const char *ss_comm_backend(const ss_comm *c);
+/* The library behind it, e.g. "Open MPI v4.1.4" ("" for single). */
+const char *ss_comm_library(const ss_comm *c);
+/* Host name of any rank (known to every rank from the start). */
+const char *ss_comm_host(const ss_comm *c, int rank);
+/* Seconds a blocking call waits for another rank before failing (> 0). */
+double ss_comm_timeout(const ss_comm *c);
+void ss_comm_set_timeout(ss_comm *c, double seconds);
+
+ss_status ss_comm_barrier(ss_comm *c);
+/* root's n bytes to every rank. */
+ss_status ss_comm_bcast(ss_comm *c, void *buf, size_t n, int root);
+/* Every rank's n bytes to rank 0, in rank order: recv [size * n] on rank 0
+ * (ignored elsewhere). */
+ss_status ss_comm_gather(ss_comm *c, const void *send, size_t n, void *recv);
+/* Every rank's n bytes (n may differ) to rank 0: *recv (malloc'd, the
+ * caller frees) holds them back to back in rank order and counts[size] their
+ * sizes. Elsewhere *recv is NULL; counts may be NULL. */
+ss_status ss_comm_gatherv(ss_comm *c, const void *send, size_t n, void **recv, size_t *counts);
+/* Element-wise sums over ranks, in place on every rank. The doubles are added
+ * on rank 0 in rank order, so every run gives the same bits. */
+ss_status ss_comm_allreduce_i64(ss_comm *c, int64_t *v, size_t n);
+ss_status ss_comm_allreduce_f64(ss_comm *c, double *v, size_t n);
+/* Point-to-point blocks of bytes (any size; messages between two ranks with
+ * the same tag arrive in order). tag: 0 .. SS_COMM_MAX_TAG. recv needs exactly
+ * n bytes; a message of another size is an error. */
+#define SS_COMM_MAX_TAG 4095
+ss_status ss_comm_send(ss_comm *c, int dest, int tag, const void *buf, size_t n);
+ss_status ss_comm_recv(ss_comm *c, int src, int tag, void *buf, size_t n);
+
+/* Ends every rank of a multi-rank job, after printing "subscope: rank R of N
+ * (host H): message" on stderr; exit status code. One rank cannot simply
+ * return an error while the others wait for it, so this is the one place the
+ * library stops a process. On a single-process communicator it does nothing
+ * (the caller returns its error as usual). */
+void ss_comm_abort(ss_comm *c, int code, const char *message);
+/* For jobs: st unchanged; if st is an error and there are several ranks,
+ * aborts the job with ss_last_error() (does not return). */
+ss_status ss_comm_check(ss_comm *c, ss_status st);
+
+/* Splits n items, in units of `unit` consecutive items (a batch), into
+ * `size` contiguous blocks of whole units; block `rank` is [*lo, *hi). The
+ * first blocks get one unit more when units do not divide evenly; only the
+ * last unit may be short. */
+void ss_comm_shard(int64_t n, int64_t unit, int rank, int size, int64_t *lo, int64_t *hi);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

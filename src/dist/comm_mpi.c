@@ -1,0 +1,155 @@
+/* The MPI communicator (CPU ranks), built when scripts/configure.sh finds MPI;
+ * otherwise this file compiles to nothing and ss_comm_open gives the
+ * single-process communicator.
+ *
+ * Every transfer is nonblocking (MPI_Isend / MPI_Irecv) and completed by
+ * polling MPI_Test against a deadline, because a blocking MPI call waits for a
+ * dead peer forever unless the launcher happens to notice and kill the job
+ * (mpirun does when a rank exits; a rank that hangs, or srun without
+ * --kill-on-bad-exit, is not noticed). Polling backs off to 1 ms sleeps so a
+ * waiting rank leaves the cores to the ranks still computing (several ranks
+ * often share a node's cores). Only the main thread calls MPI
+ * (MPI_THREAD_FUNNELED); the worker threads of the CPU backend never do. */
+#ifdef SS_HAVE_MPI
+
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "comm_internal.h"
+#include "subscope/util.h"
+
+/* MPI counts are int: larger blocks travel as several messages of this size,
+ * which arrive in order (same source, tag and communicator). */
+#define CHUNK ((size_t)1 << 30)
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void finalize_at_exit(void) {
+    int init = 0, fin = 0;
+    MPI_Initialized(&init);
+    MPI_Finalized(&fin);
+    if (init && !fin) MPI_Finalize();
+}
+
+static ss_status mpi_fail(const ss_comm *c, int rc, const char *call, int peer, const char *what) {
+    char s[MPI_MAX_ERROR_STRING] = "";
+    int len = 0;
+    MPI_Error_string(rc, s, &len);
+    return ss_errorf(SS_ERR_IO, "rank %d (host %s): %s with rank %d (host %s): %s failed: %s", c->rank,
+                     ss_comm_host(c, c->rank), what, peer, ss_comm_host(c, peer), call, s);
+}
+
+/* Completes rq by polling until c->timeout seconds have passed. */
+static ss_status wait_for(const ss_comm *c, MPI_Request *rq, MPI_Status *status, int peer, const char *what, int sending) {
+    const double deadline = now() + c->timeout;
+    unsigned spins = 0;
+    for (;;) {
+        int done = 0, rc = MPI_Test(rq, &done, status);
+        if (rc != MPI_SUCCESS) return mpi_fail(c, rc, sending ? "MPI_Isend" : "MPI_Irecv", peer, what);
+        if (done) return SS_OK;
+        if (now() > deadline) {
+            if (!sending) { /* a receive can be withdrawn; an unmatched send is left to the abort that follows */
+                MPI_Cancel(rq);
+                MPI_Request_free(rq);
+            }
+            return ss_errorf(SS_ERR_IO,
+                             "rank %d (host %s): %s: rank %d (host %s) did not %s within %g s: it died, hangs or is "
+                             "far behind (SUBSCOPE_DIST_TIMEOUT sets the limit)",
+                             c->rank, ss_comm_host(c, c->rank), what, peer, ss_comm_host(c, peer),
+                             sending ? "take the data sent to it" : "send its data", c->timeout);
+        }
+        if (++spins > 100) {
+            /* 10 us more per round, up to 1 ms: quick answers stay quick, long waits cost no CPU. */
+            long ns = (long)(spins - 100) * 10000L;
+            struct timespec ts = {0, ns < 1000000L ? ns : 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
+}
+
+static ss_status mpi_send(ss_comm *c, int dest, int tag, const void *buf, size_t n, const char *what) {
+    size_t off = 0;
+    do {
+        size_t len = n - off < CHUNK ? n - off : CHUNK;
+        MPI_Request rq;
+        int rc = MPI_Isend((const char *)buf + off, (int)len, MPI_BYTE, dest, tag, MPI_COMM_WORLD, &rq);
+        if (rc != MPI_SUCCESS) return mpi_fail(c, rc, "MPI_Isend", dest, what);
+        SS_TRY(wait_for(c, &rq, MPI_STATUS_IGNORE, dest, what, 1));
+        off += len;
+    } while (off < n);
+    return SS_OK;
+}
+
+static ss_status mpi_recv(ss_comm *c, int src, int tag, void *buf, size_t n, const char *what) {
+    size_t off = 0;
+    do {
+        size_t len = n - off < CHUNK ? n - off : CHUNK;
+        MPI_Request rq;
+        MPI_Status status;
+        int rc = MPI_Irecv((char *)buf + off, (int)len, MPI_BYTE, src, tag, MPI_COMM_WORLD, &rq);
+        if (rc != MPI_SUCCESS) return mpi_fail(c, rc, "MPI_Irecv", src, what);
+        SS_TRY(wait_for(c, &rq, &status, src, what, 0));
+        int got = 0;
+        MPI_Get_count(&status, MPI_BYTE, &got);
+        if ((size_t)got != len)
+            return ss_errorf(SS_ERR_INTERNAL, "rank %d (host %s): %s: expected %zu bytes from rank %d (host %s), got %d",
+                             c->rank, ss_comm_host(c, c->rank), what, len, src, ss_comm_host(c, src), got);
+        off += len;
+    } while (off < n);
+    return SS_OK;
+}
+
+static void mpi_abort(ss_comm *c, int code) {
+    (void)c;
+    MPI_Abort(MPI_COMM_WORLD, code);
+}
+
+static void mpi_free(ss_comm *c) { (void)c; /* MPI itself is finalised at exit: it cannot be initialised twice */ }
+
+static const ss_comm_ops mpi_ops = {mpi_send, mpi_recv, mpi_abort, mpi_free};
+
+ss_status ss_comm_mpi_open(ss_comm **out) {
+    *out = NULL;
+    int init = 0, fin = 0;
+    MPI_Initialized(&init);
+    MPI_Finalized(&fin);
+    if (fin) return ss_errorf(SS_ERR_ARG, "MPI was already finalised in this process");
+    if (!init) {
+        int provided = 0;
+        int rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
+        if (rc != MPI_SUCCESS) return ss_errorf(SS_ERR_IO, "MPI_Init_thread failed (error %d)", rc);
+        atexit(finalize_at_exit);
+    }
+    /* Errors come back as codes, turned into messages that name the peer. */
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    ss_comm *c = ss_calloc(1, sizeof *c, "communicator");
+    if (!c) return SS_ERR_NOMEM;
+    c->ops = &mpi_ops;
+    c->backend = "mpi";
+    MPI_Comm_rank(MPI_COMM_WORLD, &c->rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &c->size);
+    char lib[MPI_MAX_LIBRARY_VERSION_STRING] = "";
+    int len = 0;
+    MPI_Get_library_version(lib, &len);
+    lib[strcspn(lib, ",\n")] = 0; /* "Open MPI v4.1.4, package: ..." -> "Open MPI v4.1.4" */
+    snprintf(c->library, sizeof c->library, "%s", lib);
+    ss_status st = ss_comm_exchange_hosts(c);
+    if (st) {
+        ss_comm_free(c);
+        return st;
+    }
+    *out = c;
+    return SS_OK;
+}
+
+#else
+/* ISO C forbids an empty translation unit. */
+typedef int ss_comm_mpi_not_built;
+#endif
