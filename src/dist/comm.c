@@ -263,8 +263,8 @@ ss_status ss_comm_allreduce_f64(ss_comm *c, double *v, size_t n) { return allred
 
 void ss_comm_abort(ss_comm *c, int code, const char *message) {
     if (!c || c->size <= 1) return;
-    fprintf(stderr, "subscope: rank %d of %d (host %s): %s\n", c->rank, c->size, ss_comm_host(c, c->rank),
-            message && *message ? message : "aborting");
+    fprintf(stderr, "subscope: error on rank %d of %d (host %s), stopping every rank: %s\n", c->rank, c->size,
+            ss_comm_host(c, c->rank), message && *message ? message : "aborted");
     fflush(stderr);
     c->ops->abort(c, code ? code : 1);
     _exit(code ? code : 1); /* an implementation's abort should not return */

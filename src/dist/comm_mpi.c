@@ -42,8 +42,7 @@ static ss_status mpi_fail(const ss_comm *c, int rc, const char *call, int peer, 
     char s[MPI_MAX_ERROR_STRING] = "";
     int len = 0;
     MPI_Error_string(rc, s, &len);
-    return ss_errorf(SS_ERR_IO, "rank %d (host %s): %s with rank %d (host %s): %s failed: %s", c->rank,
-                     ss_comm_host(c, c->rank), what, peer, ss_comm_host(c, peer), call, s);
+    return ss_errorf(SS_ERR_IO, "%s with rank %d (host %s): %s failed: %s", what, peer, ss_comm_host(c, peer), call, s);
 }
 
 /* Completes rq by polling until c->timeout seconds have passed. */
@@ -60,10 +59,10 @@ static ss_status wait_for(const ss_comm *c, MPI_Request *rq, MPI_Status *status,
                 MPI_Request_free(rq);
             }
             return ss_errorf(SS_ERR_IO,
-                             "rank %d (host %s): %s: rank %d (host %s) did not %s within %g s: it died, hangs or is "
-                             "far behind (SUBSCOPE_DIST_TIMEOUT sets the limit)",
-                             c->rank, ss_comm_host(c, c->rank), what, peer, ss_comm_host(c, peer),
-                             sending ? "take the data sent to it" : "send its data", c->timeout);
+                             "%s: rank %d (host %s) did not %s within %g s: it died, hangs or is far behind "
+                             "(SUBSCOPE_DIST_TIMEOUT sets the limit)",
+                             what, peer, ss_comm_host(c, peer), sending ? "take the data sent to it" : "send its data",
+                             c->timeout);
         }
         if (++spins > 100) {
             /* 10 us more per round, up to 1 ms: quick answers stay quick, long waits cost no CPU. */
@@ -99,8 +98,8 @@ static ss_status mpi_recv(ss_comm *c, int src, int tag, void *buf, size_t n, con
         int got = 0;
         MPI_Get_count(&status, MPI_BYTE, &got);
         if ((size_t)got != len)
-            return ss_errorf(SS_ERR_INTERNAL, "rank %d (host %s): %s: expected %zu bytes from rank %d (host %s), got %d",
-                             c->rank, ss_comm_host(c, c->rank), what, len, src, ss_comm_host(c, src), got);
+            return ss_errorf(SS_ERR_INTERNAL, "%s: expected %zu bytes from rank %d (host %s), got %d", what, len, src,
+                             ss_comm_host(c, src), got);
         off += len;
     } while (off < n);
     return SS_OK;

@@ -337,17 +337,18 @@ static ss_status merge_ranks(collect_ctx *c, ss_comm *comm) {
     if (rank != 0) {
         for (int i = 0; i < n; i++) {
             ss_moments *m = &c->mom[i];
-            SS_TRY(ss_comm_send(comm, 0, 1, &m->count, sizeof m->count));
-            if (!m->count) continue;
-            SS_TRY(ss_comm_send(comm, 0, 2, m->mean, (size_t)m->d * sizeof(double)));
-            if (m->want_m2) SS_TRY(ss_comm_send(comm, 0, 3, m->m2, (size_t)(m->d * m->d) * sizeof(double)));
+            ss_status st = ss_comm_send(comm, 0, 1, &m->count, sizeof m->count);
+            if (!st && m->count) st = ss_comm_send(comm, 0, 2, m->mean, (size_t)m->d * sizeof(double));
+            if (!st && m->count && m->want_m2) st = ss_comm_send(comm, 0, 3, m->m2, (size_t)(m->d * m->d) * sizeof(double));
+            if (st) return ss_error_context(st, "sending this rank's statistics to rank 0");
             ss_moments_reset(m);
         }
         return SS_OK;
     }
     ss_moments part = {0};
     ss_status st = SS_OK;
-    for (int r = 1; r < size && !st; r++)
+    int r = 1;
+    for (; r < size && !st; r++)
         for (int i = 0; i < n && !st; i++) {
             ss_moments *m = &c->mom[i];
             if (part.d != m->d || part.want_m2 != m->want_m2) {
@@ -364,7 +365,7 @@ static ss_status merge_ranks(collect_ctx *c, ss_comm *comm) {
             st = ss_moments_merge(m, &part);
         }
     ss_moments_free(&part);
-    return st;
+    return st ? ss_error_context(st, "merging the statistics of rank %d", r - 1) : st;
 }
 
 ss_status ss_job_collect(const ss_collect_job *job) {

@@ -287,7 +287,11 @@ compute:;
             int64_t rb0 = rlo + k * B;
             if (rb0 >= rhi) continue;
             int64_t rnb = rhi - rb0 < B ? rhi - rb0 : B;
-            if ((st = receive_batch(&c, r, rb0, rnb))) goto out;
+            if ((st = receive_batch(&c, r, rb0, rnb))) {
+                ss_error_context(st, "receiving the outputs of rank %d for prompts %lld..%lld", r, (long long)rb0,
+                                 (long long)(rb0 + rnb - 1));
+                goto out;
+            }
             written += rnb;
         }
         if (progress) progress(job->progress_ctx, written, N);

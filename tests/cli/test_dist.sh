@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Data-parallel runs under mpirun (docs/DISTRIBUTED.md): collect and forward with 2 and 3 ranks
+# against one process, checkpoints written by 3 ranks, a rank killed (SIGKILL: mpirun stops the
+# job) and a rank hung (SIGSTOP: the communicator's timeout stops it), each leaving no output,
+# and a resume with another number of ranks. Skipped, with the reason, where mpirun is missing.
+source "$(dirname "$0")/lib.sh"
+H5CMP=${TOOLBIN}h5cmp
+M=models/tiny-gpt2
+P=data/demo_prompts.jsonl
+if ! command -v mpirun >/dev/null 2>&1; then
+    echo "  skip: no mpirun on this machine ('make deps' installs openmpi-bin libopenmpi-dev)"
+    finish; exit
+fi
+# Two cores shared by up to three ranks: one thread each, and the same thread count in the
+# one-process reference (the split of a product between threads changes its fp32 rounding).
+export SUBSCOPE_THREADS=1
+# OpenMPI leaks by design at exit; containers often forbid the cross-process copies of its
+# shared-memory transport (ptrace scope), which it would otherwise try first.
+export ASAN_OPTIONS=detect_leaks=0 OMPI_MCA_btl_vader_single_copy_mechanism=none
+MPI="mpirun --allow-run-as-root --oversubscribe"
+
+out=$($MPI -np 2 "$SUBSCOPE" info --dist 2>&1)
+if printf '%s' "$out" | grep -q "^backend  mpi" && printf '%s' "$out" | grep -q "^ranks    2" &&
+   printf '%s' "$out" | grep -q "^rank 1 .*host"; then pass "info --dist under mpirun -np 2: mpi backend, 2 ranks, one line each"
+else fail "info --dist under mpirun" "$(printf '%s' "$out" | tail -n 4)"; fi
+out=$("$SUBSCOPE" info --dist 2>&1)
+printf '%s' "$out" | grep -q "^backend  single" && pass "info --dist alone: single process" || fail "info --dist alone" "$out"
+
+# Statistics: counts exact; the rest differs from one process only by the order of fp64 Chan
+# merges (a few ulps): 1e-12 relative, and 1e-14 absolute for entries that are nearly zero
+# (covariances of nearly independent units, ~1e-7 here, whose own relative error is larger).
+awk 'NR % 3 == 0 {sub(/}$/, ", \"label\": \"a\"}")} NR % 3 {sub(/}$/, ", \"label\": \"b\"}")} {print}' $P >"$TMP/lab.jsonl"
+CS='blocks.0.hook_resid_pre,blocks.*.mlp.hook_post,blocks.1.attn.hook_z'
+copts=(--model $M --input "$TMP/lab.jsonl" --sites "$CS" --stats mean,cov,corr --group-by label --batch 3)
+"$SUBSCOPE" collect "${copts[@]}" --out "$TMP/c1.h5" 2>/dev/null
+for n in 2 3; do
+    if ! res=$($MPI -np $n "$SUBSCOPE" collect "${copts[@]}" --out "$TMP/c$n.h5" 2>&1); then fail "collect -np $n runs" "$res"; continue; fi
+    if res=$("$H5CMP" --quiet --atol 1e-14 --rtol 1e-12 "$TMP/c1.h5" "$TMP/c$n.h5" 2>&1); then
+        pass "collect -np $n = one process (counts exact, mean/cov/corr 1e-12, per label too)"
+    else fail "collect -np $n vs one process" "$(printf '%s' "$res" | head -n 4)"; fi
+done
+ranks=$(h5dump -a /ranks "$TMP/c3.h5" 2>/dev/null | sed -n 's/.*(0): \([0-9]*\).*/\1/p')
+[ "$ranks" = 3 ] && pass "the file records 3 ranks" || fail "ranks attribute" "got '$ranks'"
+
+# Forward: each rank runs whole batches of the one-process run, so values are identical.
+FS='blocks.0.hook_resid_pre,blocks.*.mlp.hook_post,blocks.1.attn.hook_pattern'
+"$SUBSCOPE" forward --model $M --input $P --sites "$FS" --batch 3 --out "$TMP/f1.h5" 2>/dev/null
+for n in 2 3; do
+    if ! res=$($MPI -np $n "$SUBSCOPE" forward --model $M --input $P --sites "$FS" --batch 3 --out "$TMP/f$n.h5" 2>&1); then
+        fail "forward -np $n runs" "$res"; continue; fi
+    if res=$("$H5CMP" --quiet --atol 0 --rtol 0 "$TMP/f1.h5" "$TMP/f$n.h5" 2>&1); then
+        pass "forward -np $n = one process, bit for bit (tokens, logits, activations, patterns in input order)"
+    else fail "forward -np $n vs one process" "$(printf '%s' "$res" | head -n 4)"; fi
+done
+
+# The pid of rank R started under pid ANCESTOR (timeout -> mpirun -> rank), by its environment.
+ppid_of() { cut -d' ' -f4 "/proc/$1/stat" 2>/dev/null; }
+rank_pid() { # rank_pid ANCESTOR R
+    local d p
+    for d in /proc/[0-9]*; do
+        p=$(ppid_of "${d#/proc/}")
+        if [ "$p" != "$1" ] && { [ -z "$p" ] || [ "$(ppid_of "$p")" != "$1" ]; }; then continue; fi
+        tr '\0' '\n' <"$d/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2" && { echo "${d#/proc/}"; return; }
+    done
+}
+
+# Checkpoints: 3 ranks write them (rank 0), a killed job leaves the last one, and 3 ranks
+# resume a checkpoint that 2 ranks wrote.
+for i in $(seq 1 200); do cat $P; done >"$TMP/big.jsonl"
+BS='blocks.*.mlp.hook_post'
+bopts=(--model $M --input "$TMP/big.jsonl" --sites "$BS" --stats mean,cov --batch 8 --checkpoint-every 400)
+"$SUBSCOPE" collect "${bopts[@]}" --out "$TMP/b1.h5" 2>/dev/null
+$MPI -np 3 "$SUBSCOPE" collect "${bopts[@]}" --out "$TMP/b3.h5" >/dev/null 2>&1
+expect_ok "collect -np 3 with checkpoints = one process" "$H5CMP" --quiet --atol 1e-14 --rtol 1e-12 "$TMP/b1.h5" "$TMP/b3.h5"
+
+t0=$(date +%s)
+timeout 60 $MPI -np 2 "$SUBSCOPE" collect "${bopts[@]}" --out "$TMP/k.h5" >"$TMP/k.log" 2>&1 &
+mp=$!
+for _ in $(seq 1 300); do [ -e "$TMP/k.h5.ckpt" ] && break; sleep 0.02; done
+r1=$(rank_pid $mp 1)
+[ -n "$r1" ] && kill -9 "$r1"
+wait $mp; rc=$?; dt=$(( $(date +%s) - t0 ))
+if [ -n "$r1" ] && [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "rank 1" "$TMP/k.log" && [ ! -e "$TMP/k.h5" ]; then
+    pass "rank 1 killed: the job stops (exit $rc, ${dt}s), the message names rank 1 and its host, no output file"
+else fail "killed rank" "pid '$r1', exit $rc after ${dt}s, output $( [ -e "$TMP/k.h5" ] && echo exists || echo absent)" "$(tail -n 5 "$TMP/k.log")"; fi
+if [ -e "$TMP/k.h5.ckpt" ]; then
+    $MPI -np 3 "$SUBSCOPE" collect "${bopts[@]}" --resume --out "$TMP/k.h5" >/dev/null 2>&1
+    expect_ok "resume with 3 ranks from the checkpoint of 2 = one uninterrupted process" \
+        "$H5CMP" --quiet --atol 1e-14 --rtol 1e-12 "$TMP/b1.h5" "$TMP/k.h5"
+    [ ! -e "$TMP/k.h5.ckpt" ] && pass "checkpoint removed once the result is whole" || fail "checkpoint left behind"
+else fail "the killed job left its checkpoint"; fi
+
+# A rank that hangs (stopped): rank 0 gives up after SUBSCOPE_DIST_TIMEOUT seconds and names it.
+t0=$(date +%s)
+SUBSCOPE_DIST_TIMEOUT=2 timeout 60 $MPI -np 2 "$SUBSCOPE" collect "${bopts[@]}" --out "$TMP/s.h5" >"$TMP/s.log" 2>&1 &
+mp=$!
+for _ in $(seq 1 300); do [ -e "$TMP/s.h5.ckpt" ] && break; sleep 0.02; done
+r1=$(rank_pid $mp 1)
+[ -n "$r1" ] && kill -STOP "$r1"
+wait $mp; rc=$?; dt=$(( $(date +%s) - t0 ))
+[ -n "$r1" ] && kill -9 "$r1" 2>/dev/null
+if [ -n "$r1" ] && [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "rank 1 (host .*) did not" "$TMP/s.log" && [ ! -e "$TMP/s.h5" ]; then
+    pass "rank 1 hung: timeout after 2 s stops the job (exit $rc, ${dt}s), naming rank 1 and its host"
+else fail "hung rank" "pid '$r1', exit $rc after ${dt}s" "$(tail -n 5 "$TMP/s.log")"; fi
+finish
