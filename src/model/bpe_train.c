@@ -23,16 +23,12 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include "subscope/tokenizer.h"
 #include "subscope/util.h"
 
-/* GPT-2's split regex exactly as src/model/tokenizer.c compiles it: the
- * trained words must be the pieces the tokenizer will later encode. The
- * white-space class is spelled out because PCRE2's \s is not Unicode
- * White_Space (it adds U+180E), which is what HF's Oniguruma \s matches. */
-#define WS_CLASS "\\t-\\r\\x{85}\\p{Z}"
-static const char PRETOKENIZE_PATTERN[] =
-    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^" WS_CLASS "\\p{L}\\p{N}]+"
-    "|[" WS_CLASS "]+(?![^" WS_CLASS "])|[" WS_CLASS "]+";
+/* The trained words must be the pieces the tokenizer will later encode, so
+ * the split is the tokenizer's own regex (ss_tokenizer_pretokenize_pattern). */
+#define PRETOKENIZE_PATTERN ss_tokenizer_pretokenize_pattern
 
 static uint64_t hash_bytes(const char *p, size_t n) {
     uint64_t h = 1469598103934665603ULL ^ n;
