@@ -69,8 +69,8 @@ ss_status ss_comm_allreduce_f64(ss_comm *c, double *v, size_t n);
 ss_status ss_comm_send(ss_comm *c, int dest, int tag, const void *buf, size_t n);
 ss_status ss_comm_recv(ss_comm *c, int src, int tag, void *buf, size_t n);
 
-/* Ends every rank of a multi-rank job, after printing "subscope: rank R of N
- * (host H): message" on stderr; exit status code. One rank cannot simply
+/* Ends every rank of a multi-rank job, after printing "subscope: error on
+ * rank R of N (host H), stopping every rank: message" on stderr; exit status code. One rank cannot simply
  * return an error while the others wait for it, so this is the one place the
  * library stops a process. On a single-process communicator it does nothing
  * (the caller returns its error as usual). */
