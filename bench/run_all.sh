@@ -10,6 +10,7 @@
 #   bench/run_all.sh --quick               everything, short (CPU: 4 prompts x 32 tokens, 1 rep)
 #   bench/run_all.sh --gpu-only            the GPU steps only (a short GPU session)
 #   bench/run_all.sh --only cpu_ablate     the mask sweep: subscope ablate vs a PyTorch hook loop
+#   bench/run_all.sh --only cpu_attribute  attribution cost vs forward and PyTorch; atp vs patch
 #
 # Options: --small, --prompts N, --tokens T, --batch B, --threads N, --reps R,
 #          --no-peer-h5, --only STEP (a step name below), --host LABEL, --quick,
@@ -30,8 +31,8 @@
 # (no network, --no-install), CPU steps are skipped and GPU steps run without a peer.
 set -euo pipefail
 
-CPU_STEPS="cpu_forward cpu_ablate"
-GPU_STEPS="gpu_kernels gpu_forward"
+CPU_STEPS="cpu_forward cpu_ablate cpu_attribute"
+GPU_STEPS="gpu_kernels gpu_forward gpu_attribute"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -76,8 +77,9 @@ fi
 HOST="${HOST:-$(hostname -s 2>/dev/null || hostname)}"
 CPU_JSON="$ROOT/bench/results/cpu-$HOST-$(date -u +%Y%m%d).json"
 ABLATE_JSON="$ROOT/bench/results/cpu-ablate-$HOST-$(date -u +%Y%m%d).json"
+ATTR_JSON="$ROOT/bench/results/cpu-attribute-$HOST-$(date -u +%Y%m%d).json"
 # A quick run is a smoke test: its CPU numbers (128 tokens) stay out of bench/results.
-[ "$QUICK" = 0 ] || CPU_JSON="$WORK/cpu-quick-$HOST.json" ABLATE_JSON="$WORK/cpu-ablate-quick-$HOST.json"
+[ "$QUICK" = 0 ] || CPU_JSON="$WORK/cpu-quick-$HOST.json" ABLATE_JSON="$WORK/cpu-ablate-quick-$HOST.json" ATTR_JSON="$WORK/cpu-attribute-quick-$HOST.json"
 
 have_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; }
 
@@ -226,6 +228,34 @@ gpu_model() {
         touch "$dir/.made"
     fi
     echo "$dir"
+}
+
+# Attribution (issue 6): gradxact's cost against forward (and a PyTorch forward+backward),
+# and attribution patching against patching each unit (bench/bench_attribute.py).
+bench_cpu_attribute() {
+    local name; if [ "$SMALL" = 1 ]; then name=small; else name=gpt2-small; fi
+    local model="$WORK/$name" prompts="$WORK/$name/prompts-8x${TOKENS}.jsonl" peer=()
+    python3 bench/make_model.py --out "$model" $([ "$SMALL" = 1 ] && echo --small) --stdlib \
+        --prompts "$prompts" --n-prompts 8 --tokens "$TOKENS" >&2
+    [ -n "$PY" ] || peer=(--no-peer)
+    say "cpu_attribute: attribute gradxact vs forward${PY:+ and PyTorch}; atp vs patch --per neuron"
+    ${PY:-python3} bench/bench_attribute.py --model "$model" --prompts "$prompts" --device cpu --batch 8 \
+        --reps "$REPS" "${peer[@]}" --json "$ATTR_JSON"
+}
+
+bench_gpu_attribute() {
+    if ! cuda_built; then
+        say "gpu_attribute skipped: bin/subscope was built without CUDA"; NOTES+=("gpu_attribute skipped: no CUDA build"); return
+    fi
+    local model prompts peer=()
+    model=$(gpu_model gpt2-small)
+    prompts="$GPU_WORK/attr-prompts-16x1024.jsonl"
+    mkdir -p "$GPU_WORK"
+    python3 bench/make_model.py --out "$model" --shape gpt2-small --stdlib --prompts "$prompts" --n-prompts 16 --tokens 1024 >&2
+    [ -n "$PY" ] || peer=(--no-peer)
+    say "gpu_attribute: attribute gradxact vs forward on the GPU (16 x 1024 tokens); atp vs patch --per neuron"
+    ${PY:-python3} bench/bench_attribute.py --model "$model" --prompts "$prompts" --device cuda --batch 8 \
+        --reps 3 "${peer[@]}" --json "$GPU_WORK/attribute.json" || NOTES+=("gpu_attribute failed")
 }
 
 bench_gpu_forward() {

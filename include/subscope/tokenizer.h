@@ -52,6 +52,9 @@ const char *ss_tokenizer_id_to_token(const ss_tokenizer *t, int32_t id);
 int32_t ss_tokenizer_token_to_id(const ss_tokenizer *t, const char *token);
 /* Id of "<|endoftext|>" if the vocabulary has it, else -1. */
 int32_t ss_tokenizer_eos_id(const ss_tokenizer *t);
+/* GPT-2's pre-tokenizer split as a PCRE2 pattern (the white-space class spelled
+ * out as Unicode White_Space, which is what HF's Oniguruma \s matches). */
+extern const char ss_tokenizer_pretokenize_pattern[];
 
 #ifdef __cplusplus
 }

@@ -73,12 +73,15 @@ typedef struct ss_train_result {
     double val_loss;               /* held-out loss at the end (NaN: no held-out part) */
     int64_t n_tokens, n_train_windows, n_val_windows;
     double seconds;
+    double tokenizer_seconds;      /* training the tokenizer (vocab_size given), else 0 */
 } ss_train_result;
 
 typedef struct ss_train_job {
     const char *config;       /* GPT-2 config.json */
     const char *data;         /* text or JSONL prompt file */
     const char *tokenizer;    /* directory with tokenizer.json or vocab.json + merges.txt (NULL: data must be token ids) */
+    int64_t vocab_size;       /* > 0 (instead of tokenizer): train a byte-level BPE tokenizer of exactly this many ids
+                                 on the data first (ss_bpe_trainer); the config's vocab_size must equal it */
     const char *out;          /* output directory (created if missing; its parent must exist) */
     int64_t steps;            /* >= 1 */
     int64_t batch;            /* windows per step (0: 8) */

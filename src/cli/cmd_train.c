@@ -5,12 +5,14 @@
 #include <string.h>
 
 #include "cli.h"
+#include "subscope/bpe_train.h"
 #include "subscope/train.h"
 
 static cli_opt train_opts[] = {
     {.name = "config", .metavar = "SMALL.json", .help = "GPT-2 config.json of the model to train (n_layer, n_head, n_embd, n_positions, vocab_size, ...)"},
     {.name = "data", .metavar = "FILE", .help = "training text: plain text (one document per line) or JSONL ({\"text\": ...} or {\"tokens\": [...]})"},
     {.name = "tokenizer", .metavar = "DIR", .help = "directory with tokenizer.json or vocab.json + merges.txt; copied into --out (without it the data must be token ids)"},
+    {.name = "vocab-size", .metavar = "V", .help = "instead of --tokenizer: first train a byte-level BPE tokenizer of exactly V ids (<|endoftext|> = 0) on the data; the config's vocab_size must be V"},
     {.name = "out", .metavar = "DIR", .help = "output Hugging Face directory (created if missing; its parent must exist)"},
     {.name = "steps", .metavar = "N", .help = "optimizer steps (default 1000)"},
     {.name = "batch", .metavar = "B", .help = "windows per step (default 8)"},
@@ -55,6 +57,7 @@ static int run_train(cli_cmd *cmd) {
     };
     int64_t seed;
     if (cli_require(cmd, "config") || cli_require(cmd, "data") || cli_require(cmd, "out") ||
+        cli_int(cmd, "vocab-size", SS_BPE_MIN_VOCAB, INT32_MAX, 0, &j.vocab_size) ||
         cli_int(cmd, "steps", 1, INT64_C(1) << 40, 1000, &j.steps) || cli_int(cmd, "batch", 1, 1 << 20, 8, &j.batch) ||
         cli_int(cmd, "seq", 2, 1 << 24, 0, &j.seq) || cli_int(cmd, "warmup", 0, INT64_C(1) << 40, -1, &j.warmup) ||
         cli_int(cmd, "seed", 0, INT64_MAX, 1234, &seed) || cli_int(cmd, "log-every", 1, INT64_C(1) << 40, 10, &j.log_every) ||
@@ -72,14 +75,16 @@ static int run_train(cli_cmd *cmd) {
     if (st) return cli_fail(cmd, st);
     fprintf(stderr, "wrote %s (train loss %.4f -> %.4f", j.out, r.first_loss, r.last_loss);
     if (!isnan(r.val_loss)) fprintf(stderr, ", held-out %.4f", r.val_loss);
-    fprintf(stderr, ", %.1f s)\n", r.seconds);
+    fprintf(stderr, ", %.1f s", r.seconds);
+    if (j.vocab_size) fprintf(stderr, "; tokenizer %.2f s", r.tokenizer_seconds);
+    fprintf(stderr, ")\n");
     return 0;
 }
 
 cli_cmd cmd_train = {
     "train", "train a small GPT-2 from scratch on a text file and write a Hugging Face directory",
-    "subscope train --config SMALL.json --data FILE --out DIR [--tokenizer DIR] [--steps N] [--batch B]\n"
-    "                      [--seq T] [--lr LR] [--warmup N] [--weight-decay W] [--clip C] [--seed S]\n"
+    "subscope train --config SMALL.json --data FILE --out DIR [--tokenizer DIR | --vocab-size V] [--steps N]\n"
+    "                      [--batch B] [--seq T] [--lr LR] [--warmup N] [--weight-decay W] [--clip C] [--seed S]\n"
     "                      [--device DEV] [--log-every N]",
     "The documents are tokenized, joined into one stream (each followed by <|endoftext|> when the tokenizer\n"
     "has it) and cut into windows of T tokens; the last 5% of the windows are held out (none if there are\n"
@@ -89,11 +94,16 @@ cli_cmd cmd_train = {
     "cosine decay to lr/10, and global gradient-norm clipping. Initialisation is GPT-2's (normal 0.02, output\n"
     "projections 0.02/sqrt(2*n_layer)). The same seed and inputs give bit-identical weights. No dropout.\n"
     "The optimizer runs on the host: on a GPU the gradients are downloaded and the weights uploaded each step.\n\n"
+    "With --vocab-size V a tokenizer is trained on the documents first: byte-level BPE as Hugging Face's\n"
+    "ByteLevelBPETokenizer trains it (GPT-2's pre-tokenizer; id 0 <|endoftext|>, ids 1..256 the bytes, then the\n"
+    "merges, most frequent pair first, ties to the smallest pair of ids), the same merges for the same data.\n"
+    "The config's vocab_size must equal V. DIR then gets the trained tokenizer.json, vocab.json and merges.txt.\n\n"
     "DIR gets config.json (the given config with model_type gpt2, architectures [GPT2LMHeadModel] and\n"
     "tie_word_embeddings), model.safetensors (F32), the tokenizer files and subscope_train.json (the run's\n"
     "settings and losses). It loads in subscope and in Hugging Face transformers (docs/TRAIN.md).\n\n"
     "example:\n"
     "  subscope train --config small.json --data corpus.txt --tokenizer models/tiny-gpt2 \\\n"
-    "      --out out/small --steps 300 --batch 16 --seq 64 --lr 2e-3\n",
+    "      --out out/small --steps 300 --batch 16 --seq 64 --lr 2e-3\n"
+    "  subscope train --config small.json --data corpus.txt --vocab-size 1024 --out out/small2 --steps 300\n",
     train_opts, run_train,
 };

@@ -14,6 +14,7 @@
 
 #include "subscope/backend.h"
 #include "subscope/backward.h"
+#include "subscope/bpe_train.h"
 #include "subscope/json.h"
 #include "subscope/prompts.h"
 #include "subscope/train.h"
@@ -283,6 +284,10 @@ typedef struct {
     ss_config cfg;
     ss_json_doc *cfg_doc;
     ss_tokenizer *tok;
+    char *trained_text[3];        /* trained tokenizer: tokenizer.json, vocab.json, merges.txt */
+    size_t trained_len[3];
+    int32_t tok_merges;
+    double tok_seconds;
     int32_t *stream;
     int64_t n_tokens, n_win, n_train, n_val;
     ss_backend *be;
@@ -294,6 +299,49 @@ typedef struct {
     int64_t *start, *len, *order;
     double *met;
 } trainer;
+
+/* Trains the byte-level BPE tokenizer of --vocab-size ids on the documents
+ * and loads it from the tokenizer.json it will be written as, so the model
+ * is trained on exactly the ids that file gives. */
+static ss_status train_tokenizer(trainer *t, const ss_prompts *p) {
+    const ss_train_job *j = t->job;
+    const int32_t V = (int32_t)j->vocab_size;
+    const double t0 = ss_now();
+    ss_bpe_trainer *bt = NULL;
+    ss_bpe_model *m = NULL;
+    ss_status st = ss_bpe_trainer_init(&bt);
+    for (int64_t i = 0; !st && i < p->n; i++) {
+        const ss_prompt *it = &p->items[i];
+        if (!it->text)
+            st = ss_errorf(SS_ERR_ARG, "%s:%lld: --vocab-size trains the tokenizer on text, but this line gives token ids",
+                           p->path, (long long)it->line);
+        else if ((st = ss_bpe_trainer_add(bt, it->text, strlen(it->text))))
+            st = ss_error_context(st, "%s:%lld", p->path, (long long)it->line);
+    }
+    if (!st) st = ss_bpe_trainer_train(bt, V, &m);
+    if (!st && m->n_tokens < V)
+        st = ss_errorf(SS_ERR_ARG,
+                       "%s: the data yields only %d tokens (%d merges) before no pair of symbols is left to merge; "
+                       "use --vocab-size %d or less (and the same vocab_size in %s), or more data",
+                       j->data, m->n_tokens, m->n_merges, m->n_tokens, j->config);
+    if (!st) st = ss_bpe_model_tokenizer_json(m, &t->trained_text[0], &t->trained_len[0]);
+    if (!st) st = ss_bpe_model_vocab_json(m, &t->trained_text[1], &t->trained_len[1]);
+    if (!st) st = ss_bpe_model_merges_txt(m, &t->trained_text[2], &t->trained_len[2]);
+    if (!st) st = ss_tokenizer_load_json_mem(t->trained_text[0], t->trained_len[0], "trained tokenizer.json", &t->tok);
+    if (!st) {
+        int64_t distinct, words, bytes;
+        ss_bpe_trainer_stats(bt, &distinct, &words, &bytes);
+        t->tok_merges = m->n_merges;
+        t->tok_seconds = ss_now() - t0;
+        if (j->log)
+            fprintf(j->log, "tokenizer: %d ids (%d merges) trained on %.2f MB (%lld words, %lld distinct) in %.2f s\n",
+                    m->n_tokens, m->n_merges, (double)bytes / 1e6, (long long)words, (long long)distinct,
+                    t->tok_seconds);
+    }
+    ss_bpe_model_free(m);
+    ss_bpe_trainer_free(bt);
+    return st;
+}
 
 static ss_status read_inputs(trainer *t) {
     const ss_train_job *j = t->job;
@@ -336,6 +384,18 @@ static ss_status read_inputs(trainer *t) {
         return ss_errorf(SS_ERR_ARG, "--seq %lld must be between 2 and the config's n_positions %lld", (long long)t->T,
                          (long long)t->cfg.n_positions);
 
+    if (j->tokenizer && j->vocab_size > 0)
+        return ss_errorf(SS_ERR_ARG, "give --tokenizer DIR or --vocab-size V (train one), not both");
+    if (j->vocab_size > 0) {
+        if (j->vocab_size < SS_BPE_MIN_VOCAB || j->vocab_size > INT32_MAX)
+            return ss_errorf(SS_ERR_ARG, "--vocab-size %lld must be at least %d (<|endoftext|> and the 256 bytes)",
+                             (long long)j->vocab_size, SS_BPE_MIN_VOCAB);
+        /* The trained tokenizer has exactly V ids, and config.json is written
+         * as given, so the two must agree rather than one silently winning. */
+        if (t->cfg.vocab_size != j->vocab_size)
+            return ss_errorf(SS_ERR_ARG, "%s: vocab_size %lld differs from --vocab-size %lld (set them equal)", j->config,
+                             (long long)t->cfg.vocab_size, (long long)j->vocab_size);
+    }
     if (j->tokenizer) {
         SS_TRY(ss_tokenizer_load_dir(j->tokenizer, &t->tok));
         int32_t tv = ss_tokenizer_vocab_size(t->tok);
@@ -346,6 +406,10 @@ static ss_status read_inputs(trainer *t) {
 
     ss_prompts *p = NULL;
     SS_TRY(ss_prompts_read(j->data, &p));
+    if (j->vocab_size > 0 && (st = train_tokenizer(t, p))) {
+        ss_prompts_free(p);
+        return st;
+    }
     if ((st = ss_prompts_tokenize(p, t->tok, t->cfg.vocab_size, INT64_MAX, 0, NULL))) {
         if (!t->tok) st = ss_error_context(st, "without --tokenizer the data must be JSONL token ids");
         ss_prompts_free(p);
@@ -499,6 +563,7 @@ static ss_status train_loop(trainer *t, ss_train_result *res) {
         if (j->log) fprintf(j->log, "held-out loss %.4f (%lld windows)\n", res->val_loss, (long long)t->n_val);
     }
     res->seconds = ss_now() - t0;
+    res->tokenizer_seconds = t->tok_seconds;
     res->n_tokens = t->n_tokens, res->n_train_windows = t->n_train, res->n_val_windows = t->n_val;
     return SS_OK;
 }
@@ -518,6 +583,12 @@ static ss_status provenance_text(const trainer *t, const ss_train_result *r, cha
         if (strs[i][1]) put_json_string(f, strs[i][1], strlen(strs[i][1]));
         else fputs("null", f);
     }
+    fprintf(f, ",\n  \"trained_tokenizer\": ");
+    if (t->trained_text[0])
+        fprintf(f, "{\"type\": \"byte-level BPE\", \"vocab_size\": %lld, \"merges\": %d, \"seconds\": %.2f}",
+                (long long)j->vocab_size, t->tok_merges, t->tok_seconds);
+    else
+        fputs("null", f);
     fprintf(f, ",\n  \"seed\": %llu,\n  \"steps\": %lld,\n  \"batch\": %lld,\n  \"seq\": %lld,\n  \"lr\": %.9g,\n"
                "  \"warmup\": %lld,\n  \"schedule\": \"linear warm-up, cosine to 0.1*lr\",\n"
                "  \"optimizer\": \"AdamW betas [0.9, 0.95] eps 1e-8, decoupled decay on attn/mlp matrices only\",\n"
@@ -548,6 +619,10 @@ static ss_status write_output(trainer *t, const ss_train_result *r, int dir_exis
         goto fail;
     free(text), text = NULL;
     if (t->job->tokenizer && (st = copy_tokenizer(&sg, t->job->tokenizer, out))) goto fail;
+    static const char *const trained_names[3] = {"tokenizer.json", "vocab.json", "merges.txt"};
+    for (int i = 0; i < 3 && t->trained_text[i]; i++)
+        if ((st = stage(&sg, out, trained_names[i], &tmp)) || (st = write_file(tmp, t->trained_text[i], t->trained_len[i])))
+            goto fail;
     if ((st = stage(&sg, out, "subscope_train.json", &tmp)) || (st = provenance_text(t, r, &text, &len)) ||
         (st = write_file(tmp, text, len)))
         goto fail;
@@ -594,6 +669,7 @@ done:
     free(t.toks), free(t.start), free(t.len), free(t.met), free(t.order), free(t.stream);
     ss_model_free(t.m); /* before the backend that holds its placed weights */
     ss_tokenizer_free(t.tok);
+    for (int i = 0; i < 3; i++) free(t.trained_text[i]);
     ss_json_free(t.cfg_doc);
     if (t.owns_be) ss_backend_close(t.be);
     return st;

@@ -313,9 +313,10 @@ static int is_white_space(uint32_t c) {
 }
 
 #define WS_CLASS "\\t-\\r\\x{85}\\p{Z}"
-static const char PRETOKENIZE_PATTERN[] =
+const char ss_tokenizer_pretokenize_pattern[] =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^" WS_CLASS "\\p{L}\\p{N}]+"
     "|[" WS_CLASS "]+(?![^" WS_CLASS "])|[" WS_CLASS "]+";
+#define PRETOKENIZE_PATTERN ss_tokenizer_pretokenize_pattern
 /* Rust regex's Unicode \w, used by single_word added tokens. */
 static const char WORD_CHAR_PATTERN[] = "^[\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\p{Join_Control}]";
 
