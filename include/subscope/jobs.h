@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include "subscope/error.h"
 #include "subscope/forward.h"
+#include "subscope/masks.h"
 #include "subscope/model.h"
 #include "subscope/prompts.h"
 
@@ -107,13 +108,40 @@ typedef struct ss_ablate_job {
     const char *keywords;         /* file, one word per line, for the keyword metric */
     const char *stats;            /* collect file with mean and cov for mean / relative-noise masks */
     int mask_batch;               /* masks per forward, at most (0: about 4096 rows within 1 GiB) */
+    int controls;                 /* control masks per mask (ss_ablate_control); 0: none */
     const char *command_line;
-    FILE *table;                  /* where to print the summary table (NULL: nowhere) */
+    FILE *table;                  /* where to print the summary table and notes (NULL: nowhere) */
     ss_progress_fn progress;
     void *progress_ctx;
 } ss_ablate_job;
 
 ss_status ss_job_ablate(const ss_ablate_job *job);
+
+/* The units of a control: n distinct units of [0, width), uniformly without
+ * replacement, written to out[] ascending. The draw is a partial
+ * Fisher-Yates shuffle of 0..width-1: with
+ *   s   = mix(mix(mix(seed) ^ (k + 1)) ^ site_id)
+ *   r_i = mix(s ^ i),   j_i = i + r_i mod (width - i)
+ * positions i and j_i are swapped for i = 0 .. n-1 and the first n entries
+ * kept (mix as in ss_mask_noise; the modulo bias is below width / 2^64).
+ * SS_ERR_ARG when n is not in [1, width - 1]: a control of a whole site
+ * would be the mask itself. */
+ss_status ss_ablate_control_units(uint64_t seed, int k, int site_id, int64_t width, int64_t n, int64_t *out);
+
+/* Control k (0-based) of mask m: the same sites, positions, mode, factor,
+ * sigma, relative and seed, and at each site as many units as m has there,
+ * drawn by ss_ablate_control_units from m's seed, k and the site; named
+ * "<m.name>~ctrl<k>". SS_ERR_ARG, naming the mask and the site, when m
+ * covers all units of one of its sites (no control exists) or the name
+ * would pass 63 bytes. out is freed with ss_mask_free. */
+ss_status ss_ablate_control(const ss_config *cfg, const ss_mask *m, int k, ss_mask *out);
+
+/* The identity of a mask's units, as ablate records it (attribute
+ * units_sha256): SHA-256 (hex) of the text "<site>:<units>;" for each
+ * target in site order, <units> the comma-separated unit indices (or "all"),
+ * followed by "pos:<positions>" when the mask is restricted to positions.
+ * Masks that differ only in mode / intensity / seed share it. */
+void ss_mask_units_sha256(const ss_config *cfg, const ss_mask *m, char out[65]);
 
 typedef struct ss_patch_job {
     ss_run_opts run;              /* run.input: the clean prompts */

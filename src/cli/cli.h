@@ -60,6 +60,6 @@ int cli_run_opts(const cli_cmd *cmd, struct ss_run_opts *o);
 /* Progress on stderr, only when stderr is a terminal. */
 void cli_progress(void *ctx, int64_t done, int64_t total);
 
-extern cli_cmd cmd_info, cmd_tokenize, cmd_predict, cmd_forward, cmd_collect, cmd_ablate, cmd_patch, cmd_attribute, cmd_trace, cmd_show, cmd_train, cmd_discover;
+extern cli_cmd cmd_info, cmd_tokenize, cmd_predict, cmd_forward, cmd_collect, cmd_ablate, cmd_patch, cmd_attribute, cmd_trace, cmd_show, cmd_train, cmd_discover, cmd_report;
 
 #endif

@@ -12,6 +12,7 @@ static cli_opt abl_opts[] = {
     {.name = "metrics", .metavar = "LIST", .help = "any of loss,acc,keyword,logitdiff,kl (default loss,acc,kl)"},
     {.name = "keywords", .metavar = "FILE", .help = "words, one per line, for the keyword metric"},
     {.name = "stats", .metavar = "STATS.h5", .help = "collect output with mean,cov for mean and relative-noise masks (default: computed over the input)"},
+    {.name = "controls", .metavar = "K", .help = "also run K control masks per mask: the same sites, mode and intensity, as many units per site drawn at random (default 0)"},
     {.name = "mask-batch", .metavar = "K", .help = "run at most K masks in one forward, each on its own copy of the batch's prompts (default: about 4096 rows per forward within 1 GiB; 1: one mask at a time)"},
     {0},
 };
@@ -33,10 +34,12 @@ static int run_ablate(cli_cmd *cmd) {
         .progress = cli_progress,
         .progress_ctx = "forward passes",
     };
-    int64_t mask_batch;
-    if (cli_run_opts(cmd, &j.run) || cli_require(cmd, "out") || cli_int(cmd, "mask-batch", 1, 4096, 0, &mask_batch))
+    int64_t mask_batch, controls;
+    if (cli_run_opts(cmd, &j.run) || cli_require(cmd, "out") || cli_int(cmd, "mask-batch", 1, 4096, 0, &mask_batch) ||
+        cli_int(cmd, "controls", 0, 511, 0, &controls))
         return 1;
     j.mask_batch = (int)mask_batch;
+    j.controls = (int)controls;
     ss_status st = ss_job_ablate(&j);
     if (st) return cli_fail(cmd, st);
     fprintf(stderr, "wrote %s\n", j.out);
@@ -46,7 +49,7 @@ static int run_ablate(cli_cmd *cmd) {
 cli_cmd cmd_ablate = {
     "ablate", "rerun the model with units masked (zero, mean, scale, resample, noise, negnoise) and measure what changes",
     "subscope ablate --model DIR --input FILE (--mask SPEC ... | --masks FILE) --out OUT.h5\n"
-    "                       [--metrics loss,acc,keyword,logitdiff,kl] [--keywords FILE] [--stats STATS.h5] [--mask-batch K]",
+    "                       [--metrics loss,acc,keyword,logitdiff,kl] [--keywords FILE] [--stats STATS.h5] [--mask-batch K] [--controls K]",
     "Modes (JSONL \"mode\"): zero; mean (unit means from --stats, else from the input); scale (\"factor\"\n"
     "in [0,1]); resample (the clean value of another prompt of the input, drawn with \"seed\"); noise (Gaussian, \"sigma\", \"relative\": true for sigma in units of each unit's std);\n"
     "negnoise (noise that only moves a value toward zero). Noise is seeded (\"seed\") and does not\n"
@@ -54,7 +57,10 @@ cli_cmd cmd_ablate = {
     "overall and per \"label\". Masks run many at a time: one forward holds K copies of a batch's\n"
     "prompts, each under its own mask, starting from the clean residual stream at the first block\n"
     "the group's masks touch (--mask-batch K; the results do not depend on K beyond rounding).\n"
-    "Layout: docs/FORMAT.md.\n\n"
+    "--controls K adds, per mask, K masks named <mask>~ctrl<k> with the same sites, positions, mode and\n"
+    "intensity and as many units per site, drawn uniformly without replacement from all the site's units,\n"
+    "seeded by the mask's seed and k (a mask covering a whole site gets none, with a note); `subscope\n"
+    "report` compares each mask with its controls. Layout: docs/FORMAT.md.\n\n"
     "examples:\n"
     "  subscope ablate --model models/tiny-gpt2 --input data/demo_prompts.jsonl --out out/abl.h5 \\\n"
     "      --mask 'blocks.1.mlp.hook_post[0,5,9]' --mask 'blocks.0.attn.hook_z[head=2]'\n",

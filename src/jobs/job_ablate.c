@@ -18,6 +18,7 @@
 
 #include "subscope/forward.h"
 #include "subscope/h5out.h"
+#include "subscope/hash.h"
 #include "subscope/jobs.h"
 #include "subscope/masks.h"
 #include "subscope/util.h"
@@ -312,6 +313,194 @@ static double mean_over(const float *v, const int *group, int g, int64_t N) {
     return n ? s / (double)n : NAN;
 }
 
+static uint64_t mix64(uint64_t z) { /* splitmix64's finaliser, as in ss_mask_noise */
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+ss_status ss_ablate_control_units(uint64_t seed, int k, int site_id, int64_t width, int64_t n, int64_t *out) {
+    if (width < 2 || n < 1 || n >= width)
+        return ss_errorf(SS_ERR_ARG, "a control needs 1 .. %lld units of the site's %lld (asked for %lld)",
+                         (long long)(width - 1), (long long)width, (long long)n);
+    int64_t *a = ss_malloc((size_t)width * sizeof *a, "control units");
+    if (!a) return SS_ERR_NOMEM;
+    for (int64_t i = 0; i < width; i++) a[i] = i;
+    uint64_t s = mix64(mix64(mix64(seed) ^ (uint64_t)(k + 1)) ^ (uint64_t)site_id);
+    for (int64_t i = 0; i < n; i++) {
+        int64_t j = i + (int64_t)(mix64(s ^ (uint64_t)i) % (uint64_t)(width - i)), t = a[i];
+        a[i] = a[j], a[j] = t;
+    }
+    memcpy(out, a, (size_t)n * sizeof *out);
+    free(a);
+    qsort(out, (size_t)n, sizeof *out, cmp_i64);
+    return SS_OK;
+}
+
+ss_status ss_ablate_control(const ss_config *cfg, const ss_mask *m, int k, ss_mask *out) {
+    memset(out, 0, sizeof *out);
+    if (snprintf(out->name, sizeof out->name, "%s~ctrl%d", m->name, k) >= (int)sizeof out->name)
+        return ss_errorf(SS_ERR_ARG, "mask '%s': the name of its control '%s~ctrl%d' would pass %zu bytes", m->name,
+                         m->name, k, sizeof out->name - 1);
+    out->mode = m->mode;
+    out->factor = m->factor;
+    out->sigma = m->sigma;
+    out->sigma_relative = m->sigma_relative;
+    out->seed = m->seed;
+    if (m->n_positions) {
+        if (!(out->positions = ss_malloc((size_t)m->n_positions * sizeof *out->positions, "control positions")))
+            return SS_ERR_NOMEM;
+        memcpy(out->positions, m->positions, (size_t)m->n_positions * sizeof *out->positions);
+        out->n_positions = m->n_positions;
+    }
+    if (!(out->targets = ss_calloc((size_t)(m->n_targets ? m->n_targets : 1), sizeof *out->targets, "control targets"))) {
+        ss_mask_free(out);
+        return SS_ERR_NOMEM;
+    }
+    for (int t = 0; t < m->n_targets; t++) {
+        ss_site s;
+        ss_site_get(cfg, m->targets[t].site_id, &s);
+        int64_t n = m->targets[t].n_units ? m->targets[t].n_units : s.width;
+        if (n >= s.width) {
+            ss_mask_free(out);
+            return ss_errorf(SS_ERR_ARG, "mask '%s' covers all %lld units of %s: it has no control (same units)", m->name,
+                             (long long)s.width, s.name);
+        }
+        ss_mask_target *ct = &out->targets[out->n_targets++];
+        ct->site_id = m->targets[t].site_id;
+        ss_status st = SS_OK;
+        if (!(ct->units = ss_malloc((size_t)n * sizeof *ct->units, "control units"))) st = SS_ERR_NOMEM;
+        else if ((st = ss_ablate_control_units(m->seed, k, ct->site_id, s.width, n, ct->units)) == SS_OK) ct->n_units = n;
+        if (st) {
+            ss_mask_free(out);
+            return ss_error_context(st, "mask '%s', site %s", m->name, s.name);
+        }
+    }
+    return SS_OK;
+}
+
+static void sha_text(ss_sha256 *h, const char *s) { ss_sha256_update(h, s, strlen(s)); }
+
+static void sha_list(ss_sha256 *h, const int64_t *v, int64_t n) {
+    char b[32];
+    for (int64_t i = 0; i < n; i++) {
+        snprintf(b, sizeof b, "%s%lld", i ? "," : "", (long long)v[i]);
+        sha_text(h, b);
+    }
+}
+
+void ss_mask_units_sha256(const ss_config *cfg, const ss_mask *m, char out[65]) {
+    ss_sha256 h;
+    ss_sha256_init(&h);
+    int ns = ss_sites_count(cfg);
+    for (int id = 0; id < ns; id++) /* site order, whatever order the JSONL listed them in */
+        for (int t = 0; t < m->n_targets; t++) {
+            if (m->targets[t].site_id != id) continue;
+            ss_site s;
+            ss_site_get(cfg, id, &s);
+            sha_text(&h, s.name);
+            sha_text(&h, ":");
+            if (m->targets[t].n_units) sha_list(&h, m->targets[t].units, m->targets[t].n_units);
+            else sha_text(&h, "all");
+            sha_text(&h, ";");
+        }
+    if (m->n_positions) {
+        sha_text(&h, "pos:");
+        sha_list(&h, m->positions, m->n_positions);
+    }
+    ss_sha256_hex(&h, out);
+}
+
+/* The attributes of /ablate/<mask> that let `report` place it: mode and
+ * intensity, its sites and units, and what it is a control of. */
+static ss_status mask_attrs(ss_h5 *h, const char *g, const ss_config *cfg, const ss_mask *m, const ss_mask *control_of,
+                            int n_controls) {
+    SS_TRY(ss_h5_attr_str(h, g, "mode", ss_mask_mode_name(m->mode)));
+    SS_TRY(ss_h5_attr_f64(h, g, "factor", m->mode == SS_MASK_SCALE ? m->factor : NAN));
+    SS_TRY(ss_h5_attr_f64(h, g, "sigma", m->mode == SS_MASK_NOISE || m->mode == SS_MASK_NEGNOISE ? m->sigma : NAN));
+    SS_TRY(ss_h5_attr_i64(h, g, "relative", m->sigma_relative ? 1 : 0));
+    SS_TRY(ss_h5_attr_i64(h, g, "seed", (int64_t)m->seed));
+    char sites[4096] = "";
+    int64_t n_units[64], total = 0;
+    size_t used = 0;
+    int nt = m->n_targets < 64 ? m->n_targets : 64, written = 0;
+    for (int id = 0; id < ss_sites_count(cfg); id++)
+        for (int t = 0; t < m->n_targets; t++) {
+            if (m->targets[t].site_id != id) continue;
+            ss_site s;
+            ss_site_get(cfg, id, &s);
+            int64_t n = m->targets[t].n_units ? m->targets[t].n_units : s.width;
+            total += n;
+            if (written < nt) n_units[written++] = n;
+            if (used < sizeof sites) used += (size_t)snprintf(sites + used, sizeof sites - used, "%s%s", used ? "," : "", s.name);
+        }
+    if (m->n_targets > 64 || used >= sizeof sites)
+        return ss_errorf(SS_ERR_ARG, "mask '%s': %d sites, too many to record", m->name, m->n_targets);
+    SS_TRY(ss_h5_attr_str(h, g, "sites", sites));
+    SS_TRY(ss_h5_attr_i64_array(h, g, "n_units", n_units, (size_t)nt));
+    SS_TRY(ss_h5_attr_i64(h, g, "n_units_total", total));
+    SS_TRY(ss_h5_attr_i64(h, g, "n_positions", m->n_positions));
+    char id[65];
+    ss_mask_units_sha256(cfg, m, id);
+    SS_TRY(ss_h5_attr_str(h, g, "units_sha256", id));
+    if (control_of) return ss_h5_attr_str(h, g, "control_of", control_of->name);
+    return ss_h5_attr_i64(h, g, "n_controls", n_controls);
+}
+
+/* A site whose units the mask all covers (filled into *s), 0 if none. */
+static int whole_site(const ss_config *cfg, const ss_mask *m, ss_site *s) {
+    for (int t = 0; t < m->n_targets; t++) {
+        ss_site_get(cfg, m->targets[t].site_id, s);
+        if (!m->targets[t].n_units || m->targets[t].n_units >= s->width) return 1;
+    }
+    return 0;
+}
+
+/* Each mask followed by its k controls (masks covering a whole site get
+ * none, with a note): the new array replaces *masks; ctrl_of[i] is the index
+ * of mask i's original (-1 for originals), n_ctrl[i] its control count. */
+static ss_status add_controls(const ss_config *cfg, int k, ss_mask **masks, int *n_masks, int **ctrl_of, int **n_ctrl,
+                              FILE *notes) {
+    int n = *n_masks, cap = n * (1 + k);
+    if ((int64_t)n * (1 + k) > 512)
+        return ss_errorf(SS_ERR_ARG, "%d masks with %d controls each are %lld masks: at most 512 per run", n, k,
+                         (long long)n * (1 + k));
+    ss_mask *all = ss_calloc((size_t)cap, sizeof *all, "masks");
+    int *of = ss_malloc((size_t)cap * sizeof *of, "masks"), *nc = ss_calloc((size_t)cap, sizeof *nc, "masks");
+    if (!all || !of || !nc) { free(all); free(of); free(nc); return SS_ERR_NOMEM; }
+    int m = 0;
+    ss_status st = SS_OK;
+    for (int i = 0; i < n && !st; i++) {
+        int orig = m;
+        all[m] = (*masks)[i];
+        memset(&(*masks)[i], 0, sizeof **masks); /* moved */
+        of[m++] = -1;
+        ss_site whole;
+        if (whole_site(cfg, &all[orig], &whole)) {
+            if (notes) fprintf(notes, "note: mask '%s' covers all units of %s: it has no controls\n", all[orig].name, whole.name);
+            continue;
+        }
+        for (int c = 0; c < k && !st; c++) {
+            if ((st = ss_ablate_control(cfg, &all[orig], c, &all[m]))) break;
+            of[m++] = orig;
+            nc[orig]++;
+        }
+    }
+    ss_masks_free(*masks, n);
+    if (st) { ss_masks_free(all, m); free(of); free(nc); *masks = NULL; *n_masks = 0; return st; }
+    *masks = all;
+    *n_masks = m;
+    *ctrl_of = of;
+    *n_ctrl = nc;
+    return SS_OK;
+}
+
 ss_status ss_job_ablate(const ss_ablate_job *job) {
     ss_run run;
     ss_mask *masks = NULL;
@@ -339,6 +528,7 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
     const ss_mask **kmasks = NULL;
     donor_ref *kdonor = NULL;
     ss_h5 *h = NULL;
+    int *ctrl_of = NULL, *n_ctrl = NULL;  /* with --controls: see add_controls */
     ss_status st;
     memset(vals, 0, sizeof vals);
 
@@ -361,6 +551,8 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
         }
     }
     if (!n_masks) { st = ss_errorf(SS_ERR_ARG, "no masks: give --mask SPEC or --masks FILE"); goto out; }
+    if (job->controls < 0) { st = ss_errorf(SS_ERR_ARG, "--controls %d: must be >= 0", job->controls); goto out; }
+    if (job->controls > 0 && (st = add_controls(cfg, job->controls, &masks, &n_masks, &ctrl_of, &n_ctrl, job->table))) goto out;
     if (n_masks > 512) { st = ss_errorf(SS_ERR_ARG, "%d masks: at most 512 per run", n_masks); goto out; }
     for (int i = 0; i < n_masks; i++) {
         if (strchr(masks[i].name, '/')) { st = ss_errorf(SS_ERR_ARG, "mask name '%s' contains '/'", masks[i].name); goto out; }
@@ -582,14 +774,15 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
     if ((st = ss_h5_create(job->out, &h))) goto out;
     if ((st = ss_write_provenance(h, run.m, job->command_line, run.be))) goto out;
     if ((st = ss_h5_attr_str(h, "/", "input_path", job->run.input)) || (st = ss_h5_attr_i64(h, "/", "n_prompts", N)) ||
-        (st = ss_h5_attr_i64(h, "/", "n_masks", n_masks)))
+        (st = ss_h5_attr_i64(h, "/", "n_masks", n_masks)) || (st = ss_h5_attr_i64(h, "/", "controls", job->controls)))
         goto out;
     if ((st = write_metrics(h, "/clean", want, vals[0], N, 1))) goto out;
     for (int k = 0; k < n_masks; k++) {
         char g[160];
         snprintf(g, sizeof g, "/ablate/%s", masks[k].name);
         if ((st = write_metrics(h, g, want, vals[k + 1], N, 0))) goto out;
-        if ((st = ss_h5_attr_str(h, g, "mode", ss_mask_mode_name(masks[k].mode)))) goto out;
+        const ss_mask *orig = ctrl_of && ctrl_of[k] >= 0 ? &masks[ctrl_of[k]] : NULL;
+        if ((st = mask_attrs(h, g, cfg, &masks[k], orig, n_ctrl ? n_ctrl[k] : 0))) goto out;
     }
     for (int g = 0; g < n_labels; g++)
         for (int k = 0; k <= n_masks; k++)
@@ -667,6 +860,8 @@ out:
     free(group);
     free(labels);
     free(prompt_index);
+    free(ctrl_of);
+    free(n_ctrl);
     ss_masks_free(masks, n_masks);
     ss_run_close(&run);
     return st;

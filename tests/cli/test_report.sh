@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# ablate --controls (control masks and the per-mask attributes) and report (the HTML page,
+# its verdicts, determinism, and refusals of bad inputs).
+source "$(dirname "$0")/lib.sh"
+D=${SS_TEST_DATA:-tests/data}
+M=models/tiny-gpt2
+P=$D/ablate/prompts.jsonl
+
+# A sweep: two sub-models (one site, 8 MLP units; two sites), each at several intensities
+# and modes, plus a whole-site mask, which cannot have controls.
+U='"units": [0, 5, 9, 100, 300, 301, 302, 303]'
+{
+    for f in 0.75 0.5 0; do printf '{"name": "mlpA_scale%s", "site": "blocks.1.mlp.hook_post", %s, "mode": "scale", "factor": %s, "seed": 1}\n' "$f" "$U" "$f"; done
+    for s in 0.5 2; do printf '{"name": "mlpA_noise%s", "site": "blocks.1.mlp.hook_post", %s, "mode": "noise", "sigma": %s, "seed": 1}\n' "$s" "$U" "$s"; done
+    printf '{"name": "mlpA_zero", "site": "blocks.1.mlp.hook_post", %s, "mode": "zero", "seed": 1}\n' "$U"
+    # the same units listed in another order, under an unrelated name: still sub-model A
+    printf '{"name": "other_name", "site": "blocks.1.mlp.hook_post", "units": [303, 302, 301, 300, 100, 9, 5, 0], "mode": "mean", "seed": 1}\n'
+    for f in 0.5 0; do printf '{"name": "pair_scale%s", "sites": [{"site": "blocks.0.mlp.hook_post", "units": [7, 8, 70]}, {"site": "blocks.2.hook_resid_pre", "units": [1, 2, 3, 4]}], "mode": "scale", "factor": %s, "seed": 4}\n' "$f" "$f"; done
+    printf '{"name": "whole_site", "site": "blocks.0.hook_resid_pre", "mode": "zero"}\n'
+} >"$TMP/sweep.jsonl"
+
+"$SUBSCOPE" ablate --model $M --input $P --masks "$TMP/sweep.jsonl" --controls 3 --out "$TMP/sw.h5" >"$TMP/abl.txt" 2>&1 ||
+    fail "ablate --controls runs" "$(tail -3 "$TMP/abl.txt")"
+grep -q "note: mask 'whole_site' covers all units of blocks.0.hook_resid_pre: it has no controls" "$TMP/abl.txt" &&
+    pass "a whole-site mask gets no controls, with a note" || fail "whole-site note" "$(head -3 "$TMP/abl.txt")"
+n=$(h5ls "$TMP/sw.h5/ablate" 2>/dev/null | wc -l)
+[ "$n" = $((9 * 4 + 1)) ] && pass "3 controls per mask: 37 masks" || fail "3 controls per mask" "$n groups"
+attr() { h5dump -a "$1/$2" "$TMP/sw.h5" 2>/dev/null | awk '/DATA {/{f=1;next} f&&/}/{exit} f' | sed 's/^ *([0-9,]*): *//' | tr -d '\n '; }
+[ "$(attr '/ablate/pair_scale0.5~ctrl2' control_of)" = '"pair_scale0.5"' ] &&
+    [ "$(attr '/ablate/pair_scale0.5~ctrl2' n_units)" = "3,4" ] && [ "$(attr '/ablate/pair_scale0.5' n_units)" = "3,4" ] &&
+    [ "$(attr '/ablate/pair_scale0.5~ctrl2' sites)" = '"blocks.0.mlp.hook_post,blocks.2.hook_resid_pre"' ] &&
+    [ "$(attr '/ablate/pair_scale0.5~ctrl2' factor)" = "0.5" ] && [ "$(attr '/ablate/pair_scale0.5' n_controls)" = "3" ] &&
+    pass "controls: control_of, the same sites, units per site and factor" ||
+    fail "control attributes" "$(attr '/ablate/pair_scale0.5~ctrl2' control_of) $(attr '/ablate/pair_scale0.5~ctrl2' n_units)"
+[ "$(attr /ablate/mlpA_zero units_sha256)" = "$(attr /ablate/other_name units_sha256)" ] &&
+    [ "$(attr /ablate/mlpA_zero units_sha256)" != "$(attr '/ablate/mlpA_zero~ctrl0' units_sha256)" ] &&
+    [ "$(attr /ablate/mlpA_noise2 sigma)" = "2" ] && [ "$(attr /ablate/mlpA_noise2 relative)" = "0" ] &&
+    [ "$(attr /ablate/mlpA_zero mode)" = '"zero"' ] && [ "$(attr /ablate/whole_site n_units)" = "128" ] &&
+    pass "mask attributes: units identity (order-free), sigma, relative, mode, units of a whole site" ||
+    fail "mask attributes" "$(attr /ablate/mlpA_zero units_sha256) $(attr /ablate/other_name units_sha256)"
+# Masks of one sub-model sharing a seed get the same control units at every setting, so
+# their controls' curves are the same random sets; the draw is deterministic across runs.
+"$SUBSCOPE" ablate --model $M --input $P --masks "$TMP/sweep.jsonl" --controls 3 --out "$TMP/sw2.h5" >/dev/null 2>&1
+[ "$(attr '/ablate/mlpA_scale0.5~ctrl1' units_sha256)" = "$(attr '/ablate/mlpA_zero~ctrl1' units_sha256)" ] &&
+    [ "$(attr '/ablate/mlpA_zero~ctrl1' units_sha256)" != "$(attr '/ablate/mlpA_zero~ctrl2' units_sha256)" ] &&
+    [ "$(h5dump -a '/ablate/mlpA_zero~ctrl1/units_sha256' "$TMP/sw2.h5" | grep -o '"[0-9a-f]*"')" = "$(attr '/ablate/mlpA_zero~ctrl1' units_sha256)" ] &&
+    pass "control draw: seeded by the mask's seed and k, the same across runs" || fail "control draw determinism"
+
+# The report.
+"$SUBSCOPE" report --in "$TMP/sw.h5" --out "$TMP/r.html" --title "tiny sweep" >"$TMP/sum.txt" 2>"$TMP/err" ||
+    fail "report runs" "$(cat "$TMP/err")"
+H="$TMP/r.html"
+[ -s "$H" ] && head -1 "$H" | grep -q '<!DOCTYPE html>' && tail -1 "$H" | grep -q '</html>' && pass "HTML page written" || fail "HTML page written"
+o=$(grep -o '<svg' "$H" | wc -l); c=$(grep -o '</svg>' "$H" | wc -l)
+# sub-model A: scale, noise (absolute), zero, mean; the pair: scale; whole_site: zero -> 6 plots
+[ "$o" = 6 ] && [ "$c" = 6 ] && pass "6 plots, <svg> balanced" || fail "plots" "$o <svg>, $c </svg>"
+for tag in html head body table; do
+    [ "$(grep -o "<$tag[ >]" "$H" | wc -l)" = "$(grep -o "</$tag>" "$H" | wc -l)" ] || fail "balanced <$tag>"
+done
+grep -qi 'http' "$H" && fail "no http references" "$(grep -oi '.\{20\}http.\{20\}' "$H" | head -2)" || pass "no http references"
+grep -qi '<script\|<link\|@import\|url(' "$H" && fail "self-contained" || pass "self-contained: no script, link, import or url()"
+ok=1; for l in animals colours days; do grep -q ">$l<" "$H" || ok=0; done
+[ $ok = 1 ] && pass "every label on the page" || fail "every label on the page"
+[ "$(grep -c '^S[0-9] ' "$TMP/sum.txt")" = 3 ] && grep -q '^S1 mlpA (blocks.1.mlp.hook_post, 8 units): target ' "$TMP/sum.txt" &&
+    grep -q '^S2 pair_scale (blocks.0.mlp.hook_post,blocks.2.hook_resid_pre, 7 units)' "$TMP/sum.txt" &&
+    grep -q '^S3 whole_site .*controls none' "$TMP/sum.txt" &&
+    pass "3 sub-models by units, not names (other_name joins mlpA); summary on stdout" || fail "sub-models" "$(cat "$TMP/sum.txt")"
+ok=1; for s in 'S1 mlpA' 'S2 pair_scale' 'S3 whole_site' other_name; do grep -q "$s" "$H" || ok=0; done
+[ $ok = 1 ] && pass "every sub-model and mask on the page" || fail "every sub-model on the page"
+grep -q 'controls (' "$H" && grep -q 'intensity = 1 − factor' "$H" && grep -q 'σ (absolute)' "$H" &&
+    grep -q '&epsilon; = max(0.001, 0.01' "$H" && grep -q 'index &ge; 3' "$H" &&
+    pass "axes, controls' curve and the index's definition on the page" || fail "page contents"
+grep -q 'ablate --model models/tiny-gpt2' "$H" && grep -q "$P" "$H" && pass "provenance: command line and input" || fail "provenance"
+# verdict lines are one of the defined ones
+bad=$(grep '^S[0-9]' "$TMP/sum.txt" | grep -v -e '-> topic-specific to ' -e '-> no topic-specific effect' -e '-> untested: ')
+[ -z "$bad" ] && pass "every sub-model has a verdict" || fail "verdicts" "$bad"
+"$SUBSCOPE" report --in "$TMP/sw.h5" --out "$TMP/r2.html" --title "tiny sweep" >/dev/null 2>&1
+cmp -s "$H" "$TMP/r2.html" && pass "deterministic: the same input gives the same bytes" || fail "deterministic"
+
+# Several files: a sweep split over two runs is grouped into the same sub-models.
+head -3 "$TMP/sweep.jsonl" >"$TMP/s1.jsonl"; tail -n +4 "$TMP/sweep.jsonl" >"$TMP/s2.jsonl"
+"$SUBSCOPE" ablate --model $M --input $P --masks "$TMP/s1.jsonl" --controls 2 --out "$TMP/p1.h5" >/dev/null 2>&1
+"$SUBSCOPE" ablate --model $M --input $P --masks "$TMP/s2.jsonl" --controls 2 --out "$TMP/p2.h5" >/dev/null 2>&1
+"$SUBSCOPE" report --in "$TMP/p1.h5" --in "$TMP/p2.h5" --out "$TMP/two.html" --metric acc >"$TMP/two.txt" 2>&1
+[ "$(grep -c '^S[0-9] ' "$TMP/two.txt")" = 3 ] && grep -q 'index' "$TMP/two.txt" && grep -q 'p2.h5' "$TMP/two.html" &&
+    pass "two files, --metric acc: the same 3 sub-models" || fail "two files" "$(cat "$TMP/two.txt")"
+
+# No labels: one topic "all", no specificity verdict.
+sed 's/, "label": "[a-z]*"//' $P >"$TMP/nolabel.jsonl"
+"$SUBSCOPE" ablate --model $M --input "$TMP/nolabel.jsonl" --masks "$TMP/s1.jsonl" --controls 2 --out "$TMP/nl.h5" >/dev/null 2>&1
+"$SUBSCOPE" report --in "$TMP/nl.h5" --out "$TMP/nl.html" >"$TMP/nl.txt" 2>&1
+grep -q 'no topic-specific effect (one topic' "$TMP/nl.txt" && grep -q '>all<' "$TMP/nl.html" &&
+    grep -q 'no topic-specific sub-model among 1' "$TMP/nl.txt" &&
+    pass "no labels: one topic 'all', no topic-specific sub-model" || fail "no labels" "$(cat "$TMP/nl.txt")"
+
+# Refusals: nothing written, no temporary left.
+rm -f "$TMP"/x.html*
+expect_fail "missing file" "nope.h5" "$SUBSCOPE" report --in "$TMP/nope.h5" --out "$TMP/x.html"
+expect_fail "not HDF5" "prompts.jsonl" "$SUBSCOPE" report --in $P --out "$TMP/x.html"
+expect_fail "HDF5 but not an ablate output" "is not a \`subscope ablate\` output" "$SUBSCOPE" report --in $D/golden/collect-tiny-gpt2.h5 --out "$TMP/x.html"
+expect_fail "ablate output without mask attributes" "older than \`report\`" "$SUBSCOPE" report --in $D/golden/ablate-tiny-gpt2.h5 --out "$TMP/x.html"
+expect_fail "metric not in the file" "no metric 'keyword'" "$SUBSCOPE" report --in "$TMP/sw.h5" --out "$TMP/x.html" --metric keyword
+expect_fail "unknown metric" "unknown" "$SUBSCOPE" report --in "$TMP/sw.h5" --out "$TMP/x.html" --metric f1
+expect_fail "labelled and unlabelled inputs mixed" "report them separately" "$SUBSCOPE" report --in "$TMP/sw.h5" --in "$TMP/nl.h5" --out "$TMP/x.html"
+expect_fail "a good file then a missing one" "nope.h5" "$SUBSCOPE" report --in "$TMP/sw.h5" --in "$TMP/nope.h5" --out "$TMP/x.html"
+expect_fail "no input" "no input" "$SUBSCOPE" report --out "$TMP/x.html"
+expect_fail "unwritable output" "cannot create" "$SUBSCOPE" report --in "$TMP/sw.h5" --out "$TMP/no/such/dir/x.html"
+[ -z "$(ls "$TMP" | grep '^x\.html')" ] && pass "failed reports write no file and leave no temporary" || fail "no file on failure" "$(ls "$TMP")"
+expect_fail "--controls too large" "at most 512 per run" "$SUBSCOPE" ablate --model $M --input $P --masks "$TMP/sweep.jsonl" --controls 100 --out "$TMP/x.h5"
+finish
