@@ -30,6 +30,14 @@ int cli_parse(cli_cmd *cmd, int argc, char **argv) {
             print_help(cmd);
             return 2;
         }
+        if (strncmp(a, "--", 2) != 0 && cmd->positional) {
+            cli_opt *o = cmd->opts;
+            while (o->name && strcmp(o->name, cmd->positional)) o++;
+            if (o->name && o->n < (int)(sizeof o->all / sizeof o->all[0])) {
+                o->all[o->n++] = o->value = a;
+                continue;
+            }
+        }
         if (strncmp(a, "--", 2) != 0) {
             fprintf(stderr, "subscope %s: error: unexpected argument '%s' (see subscope %s --help)\n", cmd->name, a,
                     cmd->name);

@@ -22,6 +22,7 @@ typedef struct cli_cmd {
     const char *details;  /* free text after the options (examples); may be NULL */
     cli_opt *opts;        /* terminated by a zero entry */
     int (*run)(struct cli_cmd *cmd);
+    const char *positional; /* the option that bare arguments (not --x) are given to, or NULL */
 } cli_cmd;
 
 /* Parses argv (after the command name). Returns 0 to run, 1 on a usage

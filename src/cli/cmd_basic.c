@@ -137,7 +137,7 @@ cli_cmd cmd_info = {
     "info", "show a model's architecture, sizes, memory needs and activation sites",
     "subscope info --model DIR [--list-sites]  |  subscope info --dist",
     "examples:\n  subscope info --model models/tiny-gpt2\n  mpirun -np 2 subscope info --dist\n",
-    info_opts, run_info,
+    info_opts, run_info, NULL,
 };
 
 /* ---- tokenize ---- */
@@ -208,7 +208,7 @@ cli_cmd cmd_tokenize = {
     "subscope tokenize --model DIR --text TEXT [--decode]",
     "examples:\n  subscope tokenize --model models/tiny-gpt2 --text 'The cat says meow.'\n"
     "  subscope tokenize --model models/tiny-gpt2 --decode --text '[464, 3797]'\n",
-    tok_opts, run_tokenize,
+    tok_opts, run_tokenize, NULL,
 };
 
 /* ---- predict ---- */
@@ -339,5 +339,5 @@ cli_cmd cmd_predict = {
     "subscope predict --model DIR --prompt TEXT [--top K | --generate N] [--device DEV] [--dtype T] [--tf32]",
     "examples:\n  subscope predict --model models/tiny-gpt2 --prompt 'The cat says' --top 5\n"
     "  subscope predict --model models/tiny-gpt2 --prompt 'Let us count: four, five,' --generate 20\n",
-    pred_opts, run_predict,
+    pred_opts, run_predict, NULL,
 };

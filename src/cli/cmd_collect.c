@@ -1,6 +1,7 @@
 #include <stdio.h>
 
 #include "cli.h"
+#include "subscope/dist.h"
 #include "subscope/jobs.h"
 
 static cli_opt col_opts[] = {
@@ -38,7 +39,8 @@ static int run_collect(cli_cmd *cmd) {
     j.compress = (int)level;
     ss_status st = ss_job_collect(&j);
     if (st) return cli_fail(cmd, st);
-    fprintf(stderr, "wrote %s\n", j.out);
+    ss_comm *comm;
+    if (ss_comm_world(&comm) != SS_OK || ss_comm_rank(comm) == 0) fprintf(stderr, "wrote %s\n", j.out); /* rank 0 wrote it */
     return 0;
 }
 
@@ -53,5 +55,5 @@ cli_cmd cmd_collect = {
     "  subscope collect --model models/tiny-gpt2 --input data/demo_prompts.jsonl \\\n"
     "      --sites 'blocks.*.mlp.hook_post' --stats mean,cov,corr,pca:8 --out out/stats.h5\n"
     "  subscope collect ... --group-by label --positions last --checkpoint-every 1000 --resume\n",
-    col_opts, run_collect,
+    col_opts, run_collect, NULL,
 };

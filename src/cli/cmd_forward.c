@@ -1,6 +1,7 @@
 #include <stdio.h>
 
 #include "cli.h"
+#include "subscope/dist.h"
 #include "subscope/jobs.h"
 
 static cli_opt fwd_opts[] = {
@@ -26,7 +27,8 @@ static int run_forward(cli_cmd *cmd) {
     j.compress = (int)level;
     ss_status st = ss_job_forward(&j);
     if (st) return cli_fail(cmd, st);
-    fprintf(stderr, "wrote %s\n", j.out);
+    ss_comm *comm;
+    if (ss_comm_world(&comm) != SS_OK || ss_comm_rank(comm) == 0) fprintf(stderr, "wrote %s\n", j.out); /* rank 0 wrote it */
     return 0;
 }
 
@@ -43,5 +45,5 @@ cli_cmd cmd_forward = {
     "  subscope forward --model models/tiny-gpt2 --input data/demo_prompts.jsonl --out out/demo.h5\n"
     "  subscope forward --model models/tiny-gpt2 --input prompts.txt --out acts.h5 --no-logits \\\n"
     "      --sites 'blocks.*.mlp.hook_post,blocks.0.attn.hook_pattern'\n",
-    fwd_opts, run_forward,
+    fwd_opts, run_forward, NULL,
 };

@@ -57,5 +57,5 @@ cli_cmd cmd_patch = {
     "example:\n"
     "  subscope patch --model models/tiny-gpt2 --clean clean.jsonl --corrupt corrupt.jsonl \\\n"
     "      --sites 'blocks.*.hook_resid_pre' --per position --out out/patch.h5\n",
-    patch_opts, run_patch,
+    patch_opts, run_patch, NULL,
 };

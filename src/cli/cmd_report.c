@@ -37,7 +37,7 @@ static int run_report(cli_cmd *cmd) {
 
 cli_cmd cmd_report = {
     "report", "one HTML page from ablate outputs: impairment curves per topic, topic-specificity vs controls",
-    "subscope report --in RUN.h5 [--in RUN2.h5 ...] --out REPORT.html [--metric loss] [--title T]",
+    "subscope report RUN.h5 [RUN2.h5 ...] --out REPORT.html [--metric loss] [--title T]   (or --in RUN.h5 ...)",
     "Masks that mask the same units (any mode or intensity) form one sub-model. Per sub-model and mode the\n"
     "page plots the change in the metric from clean against intensity (scale: 1 - factor; noise, negnoise:\n"
     "sigma; zero, mean, resample: 1), one curve per topic (JSONL \"label\"), and judges the sub-model at its\n"
@@ -49,6 +49,6 @@ cli_cmd cmd_report = {
     "example:\n"
     "  subscope ablate --model models/tiny-gpt2 --input tests/data/ablate/prompts.jsonl --masks sweep.jsonl \\\n"
     "      --controls 3 --out out/sweep.h5\n"
-    "  subscope report --in out/sweep.h5 --out out/sweep.html\n",
-    rep_opts, run_report,
+    "  subscope report out/sweep.h5 --out out/sweep.html\n",
+    rep_opts, run_report, "in",
 };

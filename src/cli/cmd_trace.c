@@ -48,5 +48,5 @@ cli_cmd cmd_trace = {
     "example:\n"
     "  subscope trace --model models/tiny-gpt2 --prompt 'The cat says' --answer ' meow' \\\n"
     "      --submodels data/demo_submodels.jsonl --out out/trace.h5\n",
-    trace_opts, run_trace,
+    trace_opts, run_trace, NULL,
 };

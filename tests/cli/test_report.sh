@@ -74,8 +74,8 @@ grep -q 'ablate --model models/tiny-gpt2' "$H" && grep -q "$P" "$H" && pass "pro
 # verdict lines are one of the defined ones
 bad=$(grep '^S[0-9]' "$TMP/sum.txt" | grep -v -e '-> topic-specific to ' -e '-> no topic-specific effect' -e '-> untested: ')
 [ -z "$bad" ] && pass "every sub-model has a verdict" || fail "verdicts" "$bad"
-"$SUBSCOPE" report --in "$TMP/sw.h5" --out "$TMP/r2.html" --title "tiny sweep" >/dev/null 2>&1
-cmp -s "$H" "$TMP/r2.html" && pass "deterministic: the same input gives the same bytes" || fail "deterministic"
+"$SUBSCOPE" report "$TMP/sw.h5" --out "$TMP/r2.html" --title "tiny sweep" >/dev/null 2>&1
+cmp -s "$H" "$TMP/r2.html" && pass "deterministic, and inputs as bare arguments equal --in: the same bytes" || fail "deterministic / bare arguments"
 
 # Several files: a sweep split over two runs is grouped into the same sub-models.
 head -3 "$TMP/sweep.jsonl" >"$TMP/s1.jsonl"; tail -n +4 "$TMP/sweep.jsonl" >"$TMP/s2.jsonl"
