@@ -107,6 +107,7 @@ typedef struct ss_ablate_job {
     const char *metrics;          /* "loss,acc,keyword,logitdiff,kl" (NULL: "loss,acc,kl") */
     const char *keywords;         /* file, one word per line, for the keyword metric */
     const char *stats;            /* collect file with mean and cov for mean / relative-noise masks */
+    const char *patch_from;       /* patch masks: prompts paired line by line with run.input (same token counts) */
     int mask_batch;               /* masks per forward, at most (0: about 4096 rows within 1 GiB) */
     int controls;                 /* control masks per mask (ss_ablate_control); 0: none */
     const char *command_line;

@@ -16,7 +16,8 @@ extern "C" {
 
 typedef enum ss_mask_mode {
     SS_MASK_ZERO, SS_MASK_MEAN, SS_MASK_SCALE, SS_MASK_NOISE, SS_MASK_NEGNOISE,
-    SS_MASK_RESAMPLE /* the value another prompt of the input has at the same unit (see ss_mask_resample_source) */
+    SS_MASK_RESAMPLE, /* the value another prompt of the input has at the same unit (see ss_mask_resample_source) */
+    SS_MASK_PATCH     /* activation patching: the value the paired prompt (ablate --patch-from) has at the same unit and position */
 } ss_mask_mode;
 
 typedef struct ss_mask_target {      /* one site of a mask */
@@ -72,8 +73,8 @@ void ss_masks_free(ss_mask *m, int n);    /* frees the insides and the array */
 typedef struct ss_mask_stats {
     const double *mean;
     const double *std;
-    /* RESAMPLE: the clean row (site->width floats) that replaces prompt
-     * `prompt`'s row at `pos`, or NULL if there is none. */
+    /* RESAMPLE, PATCH: the clean row (site->width floats) that replaces
+     * prompt `prompt`'s row at `pos`, or NULL if there is none. */
     const float *(*source_row)(void *ctx, const ss_site *site, int64_t prompt, int64_t pos);
     void *source_ctx;
 } ss_mask_stats;

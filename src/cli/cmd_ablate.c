@@ -12,6 +12,7 @@ static cli_opt abl_opts[] = {
     {.name = "metrics", .metavar = "LIST", .help = "any of loss,acc,keyword,logitdiff,kl (default loss,acc,kl)"},
     {.name = "keywords", .metavar = "FILE", .help = "words, one per line, for the keyword metric"},
     {.name = "stats", .metavar = "STATS.h5", .help = "collect output with mean,cov for mean and relative-noise masks (default: computed over the input)"},
+    {.name = "patch-from", .metavar = "FILE", .help = "prompts paired line by line with --input (same token counts): the values that masks of mode patch put in"},
     {.name = "controls", .metavar = "K", .help = "also run K control masks per mask: the same sites, mode and intensity, as many units per site drawn at random (default 0)"},
     {.name = "mask-batch", .metavar = "K", .help = "run at most K masks in one forward, each on its own copy of the batch's prompts (default: about 4096 rows per forward within 1 GiB; 1: one mask at a time)"},
     {0},
@@ -29,6 +30,7 @@ static int run_ablate(cli_cmd *cmd) {
         .metrics = cli_get(cmd, "metrics"),
         .keywords = cli_get(cmd, "keywords"),
         .stats = cli_get(cmd, "stats"),
+        .patch_from = cli_get(cmd, "patch-from"),
         .command_line = cli_command_line(),
         .table = stdout,
         .progress = cli_progress,
@@ -47,11 +49,13 @@ static int run_ablate(cli_cmd *cmd) {
 }
 
 cli_cmd cmd_ablate = {
-    "ablate", "rerun the model with units masked (zero, mean, scale, resample, noise, negnoise) and measure what changes",
+    "ablate", "rerun the model with units masked (zero, mean, scale, resample, noise, negnoise, patch) and measure what changes",
     "subscope ablate --model DIR --input FILE (--mask SPEC ... | --masks FILE) --out OUT.h5\n"
-    "                       [--metrics loss,acc,keyword,logitdiff,kl] [--keywords FILE] [--stats STATS.h5] [--mask-batch K] [--controls K]",
+    "                       [--metrics loss,acc,keyword,logitdiff,kl] [--keywords FILE] [--stats STATS.h5] [--patch-from FILE] [--mask-batch K] [--controls K]",
     "Modes (JSONL \"mode\"): zero; mean (unit means from --stats, else from the input); scale (\"factor\"\n"
-    "in [0,1]); resample (the clean value of another prompt of the input, drawn with \"seed\"); noise (Gaussian, \"sigma\", \"relative\": true for sigma in units of each unit's std);\n"
+    "in [0,1]); resample (the clean value of another prompt of the input, drawn with \"seed\"); patch (the\n"
+    "value of the paired prompt of --patch-from at the same position: activation patching);\n"
+    "noise (Gaussian, \"sigma\", \"relative\": true for sigma in units of each unit's std);\n"
     "negnoise (noise that only moves a value toward zero). Noise is seeded (\"seed\") and does not\n"
     "depend on batching. Metrics are per prompt; the table shows each mask's change from clean,\n"
     "overall and per \"label\". Masks run many at a time: one forward holds K copies of a batch's\n"

@@ -167,6 +167,7 @@ typedef struct donor_store donor_store;
 typedef struct {
     const donor_store *d;
     uint64_t seed;
+    int paired;                    /* PATCH: the paired prompt itself, from the --patch-from store */
 } donor_ref;
 
 /* The masks of one forward: copy k of the batch's R rows gets masks[k]. */
@@ -236,7 +237,7 @@ static ss_status donor_hook(void *vctx, const ss_site *s, float *data, int64_t l
 static const float *donor_row(void *vctx, const ss_site *s, int64_t prompt, int64_t pos) {
     const donor_ref *ref = vctx;
     const donor_store *d = ref->d;
-    int64_t j = ss_mask_resample_source(ref->seed, prompt, d->N);
+    int64_t j = ref->paired ? prompt : ss_mask_resample_source(ref->seed, prompt, d->N);
     if (j < 0 || !d->rows[s->id]) return NULL;
     int64_t t = pos < d->len[j] ? pos : d->len[j] - 1;
     return d->rows[s->id] + (j * d->T + t) * s->width;
@@ -517,7 +518,9 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
     char **labels = NULL;
     int n_labels = 0;
     int64_t *prompt_index = NULL, *lens = NULL;
-    donor_store donors = {0};
+    donor_store donors = {0}, paired = {0};
+    ss_prompts *pps = NULL;
+    int32_t *ptok = NULL;
     prefix_store prefix = {0};
     uint8_t *prefix_want = NULL;
     int *start_of = NULL, *order = NULL, *kslot = NULL;
@@ -567,25 +570,34 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
     us.std = ss_calloc((size_t)ns, sizeof *us.std, "unit stats");
     mstats = ss_calloc((size_t)ns, sizeof *mstats, "unit stats");
     if (!need_stats || !touched || !us.mean || !us.std || !mstats) { st = SS_ERR_NOMEM; goto out; }
-    int any_stats = 0, any_resample = 0;
-    if (!(donors.rows = ss_calloc((size_t)ns, sizeof *donors.rows, "donor rows"))) { st = SS_ERR_NOMEM; goto out; }
+    int any_stats = 0, any_resample = 0, any_patch = 0;
+    if (!(donors.rows = ss_calloc((size_t)ns, sizeof *donors.rows, "donor rows")) ||
+        !(paired.rows = ss_calloc((size_t)ns, sizeof *paired.rows, "paired rows"))) { st = SS_ERR_NOMEM; goto out; }
     for (int k = 0; k < n_masks; k++)
         for (int i = 0; i < ns; i++) {
             if (!ss_mask_touches(&masks[k], i)) continue;
             touched[k * ns + i] = 1;
-            if (masks[k].mode == SS_MASK_RESAMPLE && !donors.rows[i]) {
+            const int rs = masks[k].mode == SS_MASK_RESAMPLE, pt = masks[k].mode == SS_MASK_PATCH;
+            donor_store *ds = rs ? &donors : pt ? &paired : NULL;
+            if (ds && !ds->rows[i]) {
                 ss_site s;
                 ss_site_get(cfg, i, &s);
                 size_t n;
-                if (!ss_mul_ok((size_t)(N * run.T), (size_t)s.width, &n) ||
-                    !(donors.rows[i] = ss_malloc(n * sizeof(float), "resample donors")))
-                    { st = ss_error_context(SS_ERR_NOMEM, "keeping every prompt's %s for resampling", s.name); goto out; }
-                any_resample = 1;
+                if (!ss_mul_ok((size_t)(N * run.T), (size_t)s.width, &n) || !(ds->rows[i] = ss_malloc(n * sizeof(float), s.name)))
+                    { st = ss_error_context(SS_ERR_NOMEM, "keeping every prompt's %s for %s", s.name, rs ? "resampling" : "patching"); goto out; }
+                any_resample |= rs, any_patch |= pt;
             }
             int need_mean, need_std;
             ss_mask_needs_stats(&masks[k], &need_mean, &need_std);
             if (need_mean || need_std) need_stats[i] = 1, any_stats = 1;
         }
+
+    if (any_patch && !job->patch_from) {
+        st = ss_errorf(SS_ERR_ARG, "patch masks need --patch-from FILE (prompts paired line by line with %s)", job->run.input);
+        goto out;
+    }
+    if (!any_patch && job->patch_from) { st = ss_errorf(SS_ERR_ARG, "--patch-from is used by masks of mode patch only"); goto out; }
+    if (any_patch && (st = ss_run_read_paired(&run, job->patch_from, job->run.truncate, &pps))) goto out;
 
     /* Per-prompt answers, labels. */
     answer = ss_malloc((size_t)N * sizeof *answer, "answers");
@@ -646,14 +658,34 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
         for (int i = 0; i < ns; i++) mstats[i].mean = us.mean[i], mstats[i].std = us.std[i];
     }
 
-    /* Resample donors: a clean pass that keeps every prompt's rows at those sites. */
-    if (any_resample) {
-        if (N < 2) { st = ss_errorf(SS_ERR_ARG, "resample masks need at least 2 prompts to draw from"); goto out; }
+    if (any_resample && N < 2) { st = ss_errorf(SS_ERR_ARG, "resample masks need at least 2 prompts to draw from"); goto out; }
+    if (any_resample || any_patch) {
         if (!(lens = ss_malloc((size_t)N * sizeof *lens, "lengths"))) { st = SS_ERR_NOMEM; goto out; }
         for (int64_t i = 0; i < N; i++) lens[i] = run.p->items[i].n_tokens;
-        donors.len = lens;
-        donors.N = N;
-        donors.T = run.T;
+        donors.len = paired.len = lens;
+        donors.N = paired.N = N;
+        donors.T = paired.T = run.T;
+    }
+    /* Patch sources: a clean pass over the paired prompts (same lengths, so the same packing). */
+    if (any_patch) {
+        uint8_t *pwant = need_stats; /* reuse as the flags of patched sites */
+        memset(pwant, 0, (size_t)ns);
+        for (int i = 0; i < ns; i++) pwant[i] = paired.rows[i] != NULL;
+        if (!(ptok = ss_malloc((size_t)(B * run.T) * sizeof *ptok, "paired tokens"))) { st = SS_ERR_NOMEM; goto out; }
+        ss_forward_opts pfo = {.want = pwant, .hook = donor_hook, .hook_ctx = &paired, .read_only = 1};
+        for (int64_t b0 = 0; b0 < N; b0 += B) {
+            ss_packing pk;
+            ss_run_pack(&run, b0, N - b0 < B ? N - b0 : B, &pk);
+            for (int64_t q = 0; q < pk.n_seq; q++)
+                memcpy(ptok + pk.start[q], pps->items[b0 + q].tokens, (size_t)pk.len[q] * sizeof *ptok);
+            paired.b0 = b0;
+            if ((st = ss_forward(run.m, run.be, ptok, &pk, &pfo, NULL))) goto out;
+        }
+        for (int i = 0; i < ns; i++)
+            if (paired.rows[i]) mstats[i].source_row = donor_row;
+    }
+    /* Resample donors: a clean pass that keeps every prompt's rows at those sites. */
+    if (any_resample) {
         uint8_t *dwant = need_stats; /* reuse as the flags of donor sites */
         memset(dwant, 0, (size_t)ns);
         for (int i = 0; i < ns; i++) dwant[i] = donors.rows[i] != NULL;
@@ -664,7 +696,8 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
             donors.b0 = b0;
             if ((st = ss_forward(run.m, run.be, run.packed, &pk, &dfo, NULL))) goto out;
         }
-        for (int i = 0; i < ns; i++) mstats[i].source_row = donor_row, mstats[i].source_ctx = &donors;
+        for (int i = 0; i < ns; i++)
+            if (donors.rows[i]) mstats[i].source_row = donor_row;
     }
 
     /* Masks in order of the first block they touch, run in groups of K
@@ -744,7 +777,7 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
             for (int k = 0; k < kn; k++) {
                 int mi = order[k0 + k];
                 kmasks[k] = &masks[mi];
-                kdonor[k] = (donor_ref){&donors, masks[mi].seed};
+                kdonor[k] = masks[mi].mode == SS_MASK_PATCH ? (donor_ref){&paired, 0, 1} : (donor_ref){&donors, masks[mi].seed, 0};
                 kslot[k] = 1 + mi;
                 for (int i = 0; i < ns; i++) kwant[i] |= touched[mi * ns + i];
                 memcpy(ktok + k * R, run.packed, (size_t)R * sizeof *ktok);
@@ -832,6 +865,10 @@ out:
     free(us.m2);
     free(us.count);
     for (int i = 0; donors.rows && i < ns; i++) free(donors.rows[i]);
+    for (int i = 0; paired.rows && i < ns; i++) free(paired.rows[i]);
+    free(paired.rows);
+    free(ptok);
+    ss_prompts_free(pps);
     for (int64_t l = 0; prefix.resid && l < cfg->n_layer; l++) free(prefix.resid[l]);
     free(prefix.resid);
     free(prefix_want);

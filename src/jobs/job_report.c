@@ -107,13 +107,13 @@ static void sb_num(sbuf *b, double v, int sign) {
 
 /* ------------------------------------------------------------ inputs */
 
-enum { K_SCALE, K_NOISE_ABS, K_NOISE_REL, K_NEG_ABS, K_NEG_REL, K_ZERO, K_MEAN, K_RESAMPLE, K_COUNT };
+enum { K_SCALE, K_NOISE_ABS, K_NOISE_REL, K_NEG_ABS, K_NEG_REL, K_ZERO, K_MEAN, K_RESAMPLE, K_PATCH, K_COUNT };
 static const char *const kind_title[K_COUNT] = {
     "scale", "noise (absolute σ)", "noise (σ relative to each unit's std)", "negnoise (absolute σ)",
-    "negnoise (σ relative to each unit's std)", "zero", "mean", "resample"};
+    "negnoise (σ relative to each unit's std)", "zero", "mean", "resample", "patch"};
 static const char *const kind_x[K_COUNT] = {
     "intensity = 1 − factor", "σ (absolute)", "σ (× unit std)", "σ (absolute)", "σ (× unit std)",
-    "intensity (zero = 1)", "intensity (mean = 1)", "intensity (resample = 1)"};
+    "intensity (zero = 1)", "intensity (mean = 1)", "intensity (resample = 1)", "intensity (patch = 1)"};
 
 typedef struct {
     const char *path;
@@ -283,6 +283,7 @@ static int mask_kind(const rmask *m, double *x) {
     if (!strcmp(m->mode, "zero")) return K_ZERO;
     if (!strcmp(m->mode, "mean")) return K_MEAN;
     if (!strcmp(m->mode, "resample")) return K_RESAMPLE;
+    if (!strcmp(m->mode, "patch")) return K_PATCH;
     return -1;
 }
 

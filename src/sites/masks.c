@@ -8,7 +8,7 @@
 #include "subscope/json.h"
 #include "subscope/util.h"
 
-static const char *const mode_names[] = {"zero", "mean", "scale", "noise", "negnoise", "resample"};
+static const char *const mode_names[] = {"zero", "mean", "scale", "noise", "negnoise", "resample", "patch"};
 #define N_MODES ((int)(sizeof mode_names / sizeof mode_names[0]))
 
 const char *ss_mask_mode_name(ss_mask_mode mode) {
@@ -541,9 +541,11 @@ ss_status ss_mask_apply(const ss_mask *m, const ss_site *site, float *data, int6
                              m->name, ss_mask_mode_name(m->mode), site->name);
         sd = st->std;
     }
-    if (m->mode == SS_MASK_RESAMPLE && (!st || !st->source_row))
-        return ss_errorf(SS_ERR_ARG, "mask '%s': mode resample needs the clean activations of %s from other prompts",
-                         m->name, site->name);
+    const int sourced = m->mode == SS_MASK_RESAMPLE || m->mode == SS_MASK_PATCH;
+    if (sourced && (!st || !st->source_row))
+        return ss_errorf(SS_ERR_ARG, "mask '%s': mode %s needs the clean activations of %s from %s", m->name,
+                         ss_mask_mode_name(m->mode), site->name,
+                         m->mode == SS_MASK_PATCH ? "the paired prompts (--patch-from FILE)" : "other prompts");
     /* Identity settings return before touching anything, so the data stay
      * bit-identical (x + 0.0 would turn -0.0 into +0.0). */
     if (m->mode == SS_MASK_SCALE && m->factor == 1.0) return SS_OK;
@@ -559,10 +561,10 @@ ss_status ss_mask_apply(const ss_mask *m, const ss_site *site, float *data, int6
             if (pos >= L) break; /* positions are sorted */
             float *row = data + (pk->start[q] + pos) * ld;
             const float *src = NULL;
-            if (m->mode == SS_MASK_RESAMPLE &&
-                !(src = st->source_row(st->source_ctx, site, prompt, pos)))
-                return ss_errorf(SS_ERR_ARG, "mask '%s': no other prompt to resample %s from (the input needs at least 2)",
-                                 m->name, site->name);
+            if (sourced && !(src = st->source_row(st->source_ctx, site, prompt, pos)))
+                return ss_errorf(SS_ERR_ARG, "mask '%s': no %s to take %s from", m->name,
+                                 m->mode == SS_MASK_PATCH ? "paired prompt" : "other prompt (the input needs at least 2)",
+                                 site->name);
             int64_t nu = t->n_units ? t->n_units : width;
             for (int64_t ui = 0; ui < nu; ui++) {
                 int64_t u = t->n_units ? t->units[ui] : ui;
@@ -571,7 +573,8 @@ ss_status ss_mask_apply(const ss_mask *m, const ss_site *site, float *data, int6
                 case SS_MASK_ZERO: *x = 0.0f; break;
                 case SS_MASK_MEAN: *x = (float)mean[u]; break;
                 case SS_MASK_SCALE: *x = (float)((double)*x * m->factor); break;
-                case SS_MASK_RESAMPLE: *x = src[u]; break;
+                case SS_MASK_RESAMPLE:
+                case SS_MASK_PATCH: *x = src[u]; break;
                 case SS_MASK_NOISE:
                 case SS_MASK_NEGNOISE: {
                     double s = sd ? m->sigma * sd[u] : m->sigma;

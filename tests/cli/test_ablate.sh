@@ -107,4 +107,26 @@ expect_fail "no masks" "no masks" "$SUBSCOPE" ablate --model $M --input $P --out
 expect_fail "logitdiff without answers" "needs \"answer\" and \"wrong\"" "$SUBSCOPE" ablate --model $M --input data/demo_prompts.jsonl --out "$TMP/x.h5" --mask 'blocks.1.mlp.hook_post[1]' --metrics logitdiff
 expect_fail "unknown metric" "unknown metric 'f1'" "$SUBSCOPE" ablate --model $M --input $P --out "$TMP/x.h5" --mask 'blocks.1.mlp.hook_post[1]' --metrics loss,f1
 [ ! -e "$TMP/x.h5" ] && pass "failed runs write no file" || fail "failed runs write no file"
+# Mode patch = activation patching: on the clean prompts with the site taken from the paired
+# corrupt ones, the loss equals `patch --denoise --per site --metric loss` (same run, other
+# batching: fp32 rounding only).
+PC=$D/patch/clean.jsonl PK=$D/patch/corrupt.jsonl
+printf '%s\n' '{"name": "p_resid1", "site": "blocks.1.hook_resid_pre", "mode": "patch"}' \
+    '{"name": "p_z2", "site": "blocks.2.attn.hook_z", "mode": "patch"}' >"$TMP/pm.jsonl"
+"$SUBSCOPE" ablate --model $M --input $PC --patch-from $PK --masks "$TMP/pm.jsonl" --metrics loss --out "$TMP/pa.h5" >/dev/null 2>&1
+"$SUBSCOPE" patch --model $M --clean $PC --corrupt $PK --sites 'blocks.1.hook_resid_pre,blocks.2.attn.hook_z' --per site \
+    --metric loss --denoise --out "$TMP/pp.h5" >/dev/null 2>&1
+ok=1
+for pair in "p_resid1 blocks.1.hook_resid_pre" "p_z2 blocks.2.attn.hook_z"; do
+    set -- $pair
+    a=$(vals "/ablate/$1/loss" "$TMP/pa.h5"); b=$(vals "/patched_metric/$2" "$TMP/pp.h5")
+    paste -d' ' <(printf '%s' "$a" | tr ',' '\n') <(printf '%s' "$b" | tr ',' '\n') |
+        awk 'NF != 2 { exit 1 } { d = $1 - $2; if (d < 0) d = -d; if (d > 1e-5 + 1e-5 * ($2 < 0 ? -$2 : $2)) exit 1 }' || ok=0
+    [ -n "$a" ] || ok=0
+done
+[ $ok = 1 ] && pass "mode patch equals patch --denoise (loss per pair)" || fail "mode patch equals patch --denoise" "$a" "$b"
+expect_fail "patch masks need --patch-from" "need --patch-from" "$SUBSCOPE" ablate --model $M --input $PC --masks "$TMP/pm.jsonl" --out "$TMP/x.h5"
+expect_fail "--patch-from without patch masks" "mode patch only" "$SUBSCOPE" ablate --model $M --input $PC --patch-from $PK --mask 'blocks.1.mlp.hook_post[1]' --out "$TMP/x.h5"
+head -2 $PK >"$TMP/short.jsonl"
+expect_fail "--patch-from with fewer lines" "paired line by line" "$SUBSCOPE" ablate --model $M --input $PC --patch-from "$TMP/short.jsonl" --masks "$TMP/pm.jsonl" --out "$TMP/x.h5"
 finish
