@@ -515,12 +515,12 @@ TEST(mask_noise_mean_and_std_are_right) {
 }
 
 TEST(mask_mode_names_round_trip) {
-    for (int i = 0; i <= SS_MASK_NEGNOISE; i++) {
+    for (int i = 0; i <= SS_MASK_PATCH; i++) {
         ss_mask_mode md;
         CHECK(ss_mask_mode_parse(ss_mask_mode_name((ss_mask_mode)i), &md) == 0 && (int)md == i);
     }
     ss_mask_mode md;
-    CHECK(ss_mask_mode_parse("patch", &md) < 0 && ss_mask_mode_name((ss_mask_mode)99) == NULL);
+    CHECK(ss_mask_mode_parse("splice", &md) < 0 && ss_mask_mode_name((ss_mask_mode)99) == NULL);
 }
 
 static const float donor_rows[3][4] = {{1, 2, 3, 4}, {10, 20, 30, 40}, {100, 200, 300, 400}};
