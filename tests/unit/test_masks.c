@@ -156,8 +156,8 @@ TEST(masks_jsonl_errors_name_file_line_mask_and_field) {
     CHECK(bad_line(&c, "{\"name\": \"\", \"site\": \"hook_embed\"}", SS_ERR_FORMAT, "field 'name' must be 1 to 63"));
     CHECK(bad_line(&c, "{\"name\": \"a/b\", \"site\": \"hook_embed\"}", SS_ERR_FORMAT, "contains '/'"));
     CHECK(bad_line(&c, "{\"name\": \"ok\", \"site\": \"hook_embed\"}", SS_ERR_ARG, "mask name 'ok' used twice"));
-    CHECK(bad_line(&c, "{\"name\": \"a\", \"site\": \"hook_embed\", \"mode\": \"patch\"}", SS_ERR_ARG,
-                   "mask 'a': field 'mode': unknown mode 'patch'"));
+    CHECK(bad_line(&c, "{\"name\": \"a\", \"site\": \"hook_embed\", \"mode\": \"splice\"}", SS_ERR_ARG,
+                   "mask 'a': field 'mode': unknown mode 'splice'"));
     CHECK(bad_line(&c, "{\"name\": \"a\", \"site\": \"hook_embed\", \"mode\": 1}", SS_ERR_FORMAT, "field 'mode' must be"));
     CHECK(bad_line(&c, "{\"name\": \"a\", \"site\": \"hook_embed\", \"mode\": \"scale\", \"factor\": 1.5}", SS_ERR_ARG,
                    "mask 'a': field 'factor' 1.5 outside [0,1]"));
