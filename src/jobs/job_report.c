@@ -398,8 +398,22 @@ static const char *model_of(const report *rp, const rmask *m) {
     return s ? s : "";
 }
 
+/* The index of setting `mask` of sub-model g and its verdict against that setting's controls. */
+static void judge_setting(const report *rp, rsub *g, int mask) {
+    g->index = mask_index(rp, &rp->masks[mask], &g->target);
+    double ci[512];
+    int nc = 0;
+    for (int i = 0; i < rp->n_masks && nc < 512; i++)
+        if (rp->masks[i].parent == mask) {
+            int t;
+            ci[nc++] = mask_index(rp, &rp->masks[i], &t);
+        }
+    g->n_ctrl = nc;
+    g->verdict = ss_report_judge(g->index, ci, nc, &g->ctrl_mean, &g->ctrl_sd, &g->n_ctrl_used);
+}
+
 /* Sub-models: originals grouped by (model, units identity), in order of
- * first appearance; each one judged at its strongest setting. */
+ * first appearance; each one judged setting by setting. */
 static ss_status analyse(report *rp) {
     for (int i = 0; i < rp->n_masks; i++) {
         rmask *m = &rp->masks[i];
@@ -446,23 +460,22 @@ static ss_status analyse(report *rp) {
         while (pre && strchr("_-.~ =:", a[pre - 1])) pre--;
         if (pre < 3) pre = strlen(a);
         snprintf(g->name, sizeof g->name, "%.*s", (int)(pre < 80 ? pre : 80), a);
-        /* Strongest setting: the largest mean impairment over topics. */
+        /* Every setting is judged against its own controls. Shown: the most
+         * specific setting that passes, or else the strongest one (the
+         * largest mean impairment over topics). */
         g->strongest = g->m[0];
-        double best = NAN;
+        double best = NAN, best_pass = NAN;
+        int passed = -1;
         for (int k = 0; k < g->n; k++) {
             double v = impair_mean(rp, &rp->masks[g->m[k]]);
             if (!isnan(v) && (isnan(best) || v > best)) best = v, g->strongest = g->m[k];
+            rsub trial = *g;
+            judge_setting(rp, &trial, g->m[k]);
+            if (trial.verdict == SS_VERDICT_SPECIFIC && (isnan(best_pass) || trial.index > best_pass))
+                best_pass = trial.index, passed = g->m[k];
         }
-        g->index = mask_index(rp, &rp->masks[g->strongest], &g->target);
-        double ci[512];
-        int nc = 0;
-        for (int i = 0; i < rp->n_masks && nc < 512; i++)
-            if (rp->masks[i].parent == g->strongest) {
-                int t;
-                ci[nc++] = mask_index(rp, &rp->masks[i], &t);
-            }
-        g->n_ctrl = nc;
-        g->verdict = ss_report_judge(g->index, ci, nc, &g->ctrl_mean, &g->ctrl_sd, &g->n_ctrl_used);
+        if (passed >= 0) g->strongest = passed;
+        judge_setting(rp, g, g->strongest);
     }
     return SS_OK;
 }
@@ -743,8 +756,11 @@ static ss_status write_page(const report *rp, sbuf *b) {
               "<li><b>Intensity</b>: scale: 1 &minus; factor; noise and negnoise: &sigma; (absolute, or in units of each "
               "unit's standard deviation when relative); zero, mean and resample: a single point at 1. Sweep curves "
               "start at (0, 0), the clean run.</li>\n"
-              "<li>The <b>strongest setting</b> of a sub-model is its mask with the largest impairment averaged over "
-              "topics. There, the <b>target</b> is the topic with the largest impairment &Delta;<sub>t</sub>, and<br>"
+              "<li>Each <b>setting</b> (mode and intensity) of a sub-model is judged against the controls of that "
+              "setting. The page shows the most specific setting that passes, or else the <b>strongest setting</b>, "
+              "its mask with the largest impairment averaged over topics (more settings give chance more tries; the "
+              "controls of each setting are what guards against it). At a setting the <b>target</b> is the topic "
+              "with the largest impairment &Delta;<sub>t</sub>, and<br>"
               "<code>index = &Delta;<sub>t</sub> / mean over the other topics o of max(&Delta;<sub>o</sub>, &epsilon;)</code>, "
               "<code>&epsilon; = max(%g, %g &middot; &Delta;<sub>t</sub>)</code> (so index &le; %g), and index = 0 when "
               "&Delta;<sub>t</sub> &le; 0.</li>\n"
