@@ -269,31 +269,6 @@ static int first_layer(const ss_mask *m, const ss_config *cfg) {
     return first;
 }
 
-static ss_status load_unit_stats(const char *path, const ss_config *cfg, const uint8_t *need, unit_stats *u) {
-    ss_h5_reader *r;
-    SS_TRY(ss_h5_open_read(path, &r));
-    ss_status st = SS_OK;
-    for (int i = 0; i < ss_sites_count(cfg) && !st; i++) {
-        if (!need[i]) continue;
-        ss_site s;
-        ss_site_get(cfg, i, &s);
-        char p[256];
-        size_t n;
-        snprintf(p, sizeof p, "/stats/%s/mean", s.name);
-        if ((st = ss_h5_read_f64(r, p, &u->mean[i], &n, NULL))) break;
-        if (n != (size_t)s.width) { st = ss_errorf(SS_ERR_FORMAT, "%s: %s has %zu values, the site has %lld", path, p, n, (long long)s.width); break; }
-        snprintf(p, sizeof p, "/stats/%s/cov", s.name);
-        double *cov = NULL;
-        if (!ss_h5_exists(r, p)) { st = ss_errorf(SS_ERR_FORMAT, "%s has no %s (collect it with --stats mean,cov)", path, p); break; }
-        if ((st = ss_h5_read_f64(r, p, &cov, &n, NULL))) break;
-        if (!(u->std[i] = ss_malloc((size_t)s.width * sizeof(double), "unit std"))) { free(cov); st = SS_ERR_NOMEM; break; }
-        for (int64_t k = 0; k < s.width; k++) u->std[i][k] = sqrt(cov[k * s.width + k] > 0 ? cov[k * s.width + k] : 0);
-        free(cov);
-    }
-    ss_h5_close_read(r);
-    return st;
-}
-
 static ss_status write_metrics(ss_h5 *h, const char *group, const int *want, float *const *vals, int64_t N, int clean) {
     char p[512];
     const char *dn[1] = {"prompt"};
@@ -627,7 +602,7 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
     /* Per-unit statistics for mean / relative-noise masks. */
     if (any_stats) {
         if (job->stats) {
-            if ((st = load_unit_stats(job->stats, cfg, need_stats, &us))) goto out;
+            if ((st = ss_read_unit_stats(job->stats, cfg, need_stats, 2, us.mean, us.std))) goto out;
         } else {
             us.m2 = ss_calloc((size_t)ns, sizeof *us.m2, "unit stats");
             us.count = ss_calloc((size_t)ns, sizeof *us.count, "unit stats");

@@ -14,21 +14,6 @@
 typedef enum { A_GRAD, A_GRADXACT, A_ATP, A_IG } attr_method;
 typedef enum { R_NONE, R_POSITIONS, R_PROMPTS } attr_reduce;
 
-/* Per site id, packed [rows, width] copies of what a hook saw (NULL: not kept). */
-typedef struct {
-    float **rows;
-} site_rows;
-
-static ss_status keep_site(void *vctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
-                           const int64_t *pattern_off) {
-    (void)pattern_off;
-    site_rows *k = vctx;
-    if (!k->rows[s->id]) return SS_OK;
-    for (int64_t r = 0; r < pk->rows; r++)
-        memcpy(k->rows[s->id] + r * s->width, data + r * ld, (size_t)s->width * sizeof(float));
-    return SS_OK;
-}
-
 /* Integrated gradients: the value at one site becomes baseline + alpha·(value - baseline). */
 typedef struct {
     int site;
@@ -69,24 +54,6 @@ static ss_status parse_method(const char *s, attr_method *m, int *steps) {
         return ss_errorf(SS_ERR_ARG, "unknown --method '%s' (expected grad, gradxact, atp or ig[:STEPS])", s);
     }
     return SS_OK;
-}
-
-static ss_status read_means(const char *path, const ss_config *cfg, const int *site_ids, int n_sites, double **mean) {
-    ss_h5_reader *r;
-    SS_TRY(ss_h5_open_read(path, &r));
-    ss_status st = SS_OK;
-    for (int k = 0; k < n_sites && !st; k++) {
-        ss_site s;
-        ss_site_get(cfg, site_ids[k], &s);
-        char p[256];
-        size_t n;
-        snprintf(p, sizeof p, "/stats/%s/mean", s.name);
-        if (!ss_h5_exists(r, p)) st = ss_errorf(SS_ERR_FORMAT, "%s has no %s (collect the site first)", path, p);
-        else if (!(st = ss_h5_read_f64(r, p, &mean[k], &n, NULL)) && n != (size_t)s.width)
-            st = ss_errorf(SS_ERR_FORMAT, "%s: %s has %zu values, the site has %lld", path, p, n, (long long)s.width);
-    }
-    ss_h5_close_read(r);
-    return st;
 }
 
 /* A unit's name in the table: "371", or "h3.7" (head, dimension) for q/k/v/z. */
@@ -132,7 +99,7 @@ ss_status ss_job_attribute(const ss_attribute_job *job) {
     ss_prompts *kps = NULL;
     uint8_t *want = NULL, *one = NULL;
     int *site_ids = NULL, n_sites = 0;
-    site_rows acts = {0}, grads = {0}, cacts = {0};
+    ss_site_rows acts = {0}, grads = {0}, cacts = {0};
     double **base = NULL, **red_sum = NULL, *metric = NULL, *site_rel = NULL, *base_metric = NULL, *complete = NULL, *gsum = NULL;
     float *metric_f = NULL, *outbuf = NULL;
     int32_t *answer = NULL, *wrong = NULL;
@@ -179,7 +146,16 @@ ss_status ss_job_attribute(const ss_attribute_job *job) {
     }
     if (!n_sites) { st = ss_errorf(SS_ERR_ARG, "--sites '%s' selects no per-token site", job->sites); goto out; }
     if (method == A_ATP && (st = ss_run_read_paired(&run, job->corrupt, job->run.truncate, &kps))) goto out;
-    if (method == A_IG && job->stats && (st = read_means(job->stats, cfg, site_ids, n_sites, base))) goto out;
+    if (method == A_IG && job->stats) {
+        /* read by site id, kept by position in site_ids */
+        double **by_id = ss_calloc((size_t)ns, sizeof(double *), "baselines");
+        if (!by_id) { st = SS_ERR_NOMEM; goto out; }
+        st = ss_read_unit_stats(job->stats, cfg, want, 1, by_id, NULL);
+        for (int k = 0; k < n_sites; k++) base[k] = by_id[site_ids[k]], by_id[site_ids[k]] = NULL;
+        for (int i = 0; i < ns; i++) free(by_id[i]);
+        free(by_id);
+        if (st) goto out;
+    }
     if (mk != SS_METRIC_LOSS)
         for (int64_t i = 0; i < N; i++) { /* every line's answer is checked before any compute */
             int32_t a, w;
@@ -218,22 +194,7 @@ ss_status ss_job_attribute(const ss_attribute_job *job) {
                            (st = ss_h5_attr_str(h, "/", "ig_baseline", job->stats ? "mean" : "zero")) ||
                            (job->stats && (st = ss_h5_attr_str(h, "/", "stats_path", job->stats)))))
         goto out;
-    {
-        int32_t *tok = ss_malloc((size_t)(N * T) * sizeof(int32_t), "token table");
-        int32_t *lens = ss_malloc((size_t)N * sizeof(int32_t), "lengths");
-        if (!tok || !lens) { free(tok); free(lens); st = SS_ERR_NOMEM; goto out; }
-        for (int64_t i = 0; i < N; i++) {
-            lens[i] = (int32_t)run.p->items[i].n_tokens;
-            for (int64_t t = 0; t < T; t++) tok[i * T + t] = t < lens[i] ? run.p->items[i].tokens[t] : -1;
-        }
-        int64_t d2[2] = {N, T};
-        const char *n2[2] = {"prompt", "position"};
-        st = ss_h5_write_array(h, "/tokens", SS_H5_I32, 2, d2, n2, tok);
-        if (!st) st = ss_h5_write_array(h, "/lengths", SS_H5_I32, 1, d2, n2, lens);
-        free(tok);
-        free(lens);
-        if (st) goto out;
-    }
+    if ((st = ss_write_tokens(h, run.p, T))) goto out;
     for (int k = 0; k < n_sites && red != R_PROMPTS; k++) {
         ss_site s;
         ss_site_get(cfg, site_ids[k], &s);
@@ -265,15 +226,15 @@ ss_status ss_job_attribute(const ss_attribute_job *job) {
             if (!ctok) { st = SS_ERR_NOMEM; goto out; }
             for (int64_t i = 0; i < nb; i++)
                 memcpy(ctok + pk.start[i], kps->items[b0 + i].tokens, (size_t)pk.len[i] * sizeof(int32_t));
-            ss_forward_opts fo = {.want = want, .hook = keep_site, .hook_ctx = &cacts, .read_only = 1};
+            ss_forward_opts fo = {.want = want, .hook = ss_keep_rows_hook, .hook_ctx = &cacts, .read_only = 1};
             st = ss_forward(m, run.be, ctok, &pk, &fo, NULL);
             free(ctok);
             if (st) goto out;
         }
         /* The clean pass: metric, activations (gradxact, atp, ig) and gradients (all but ig). */
         {
-            ss_forward_opts fo = {.want = want, .hook = keep_site, .hook_ctx = &acts, .read_only = 1};
-            ss_grad_opts go = {.want = want, .hook = keep_site, .hook_ctx = &grads, .recompute = job->recompute};
+            ss_forward_opts fo = {.want = want, .hook = ss_keep_rows_hook, .hook_ctx = &acts, .read_only = 1};
+            ss_grad_opts go = {.want = want, .hook = ss_keep_rows_hook, .hook_ctx = &grads, .recompute = job->recompute};
             if ((st = ss_forward_backward(m, run.be, run.packed, &pk, method == A_GRAD ? NULL : &fo, &mt,
                                           method == A_IG ? NULL : &go, metric + b0)))
                 goto out;
@@ -295,7 +256,7 @@ ss_status ss_job_attribute(const ss_attribute_job *job) {
                 for (int64_t q = 0; q < n; q++) gsum[q] = 0;
                 ig_point pt = {s.id, a, base[k], 0};
                 ss_forward_opts fo = {.want = one, .hook = ig_hook, .hook_ctx = &pt};
-                ss_grad_opts go = {.want = one, .hook = keep_site, .hook_ctx = &grads, .recompute = job->recompute};
+                ss_grad_opts go = {.want = one, .hook = ss_keep_rows_hook, .hook_ctx = &grads, .recompute = job->recompute};
                 for (int step = 0; step < steps; step++) {
                     pt.alpha = (step + 0.5) / steps;
                     if ((st = ss_forward_backward(m, run.be, run.packed, &pk, &fo, &mt, &go, NULL))) goto out;

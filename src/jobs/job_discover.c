@@ -2,6 +2,7 @@
  * file's statistics and, optionally, an attribute file's attributions;
  * written as HDF5 and as masks for `ablate --masks`. */
 #include "subscope/discover.h"
+#include "subscope/jobs.h"
 
 #include <errno.h>
 #include <math.h>
@@ -640,17 +641,7 @@ static ss_status write_file_attrs(ss_h5 *h, const char *key, const char *path) {
 
 static ss_status write_h5(ss_h5 *h, const ctx *c) {
     const ss_discover_job *job = c->job;
-    char when[64];
-    time_t now = time(NULL);
-    struct tm tmv;
-    gmtime_r(&now, &tmv);
-    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tmv);
-    SS_TRY(ss_h5_attr_str(h, "/", "format", "subscope"));
-    SS_TRY(ss_h5_attr_str(h, "/", "format_version", SS_FORMAT_VERSION));
-    SS_TRY(ss_h5_attr_str(h, "/", "subscope_version", ss_version()));
-    SS_TRY(ss_h5_attr_str(h, "/", "git_commit", ss_git_commit()));
-    SS_TRY(ss_h5_attr_str(h, "/", "command_line", job->command_line ? job->command_line : ""));
-    SS_TRY(ss_h5_attr_str(h, "/", "created", when));
+    SS_TRY(ss_write_provenance_base(h, job->command_line));
     SS_TRY(write_file_attrs(h, "stats", job->stats));
     if (job->attr) SS_TRY(write_file_attrs(h, "attr", job->attr));
     /* The model the statistics came from, when the collect file says. */

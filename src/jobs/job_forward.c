@@ -23,7 +23,7 @@
 #include "subscope/util.h"
 #include "subscope/version.h"
 
-ss_status ss_write_provenance(ss_h5 *h, const ss_model *m, const char *command_line, const ss_backend *be) {
+ss_status ss_write_provenance_base(ss_h5 *h, const char *command_line) {
     char when[64];
     time_t now = time(NULL);
     struct tm tmv;
@@ -34,7 +34,31 @@ ss_status ss_write_provenance(ss_h5 *h, const ss_model *m, const char *command_l
     SS_TRY(ss_h5_attr_str(h, "/", "subscope_version", ss_version()));
     SS_TRY(ss_h5_attr_str(h, "/", "git_commit", ss_git_commit()));
     SS_TRY(ss_h5_attr_str(h, "/", "command_line", command_line ? command_line : ""));
-    SS_TRY(ss_h5_attr_str(h, "/", "created", when));
+    return ss_h5_attr_str(h, "/", "created", when);
+}
+
+ss_status ss_write_tokens(ss_h5 *h, const ss_prompts *p, int64_t T) {
+    const int64_t N = p->n;
+    int32_t *tok = ss_malloc((size_t)(N * T) * sizeof(int32_t) + 1, "token table");
+    int32_t *lens = ss_malloc((size_t)N * sizeof(int32_t) + 1, "lengths");
+    ss_status st = SS_ERR_NOMEM;
+    if (tok && lens) {
+        for (int64_t i = 0; i < N; i++) {
+            lens[i] = (int32_t)p->items[i].n_tokens;
+            for (int64_t t = 0; t < T; t++) tok[i * T + t] = t < lens[i] ? p->items[i].tokens[t] : -1;
+        }
+        int64_t d2[2] = {N, T};
+        const char *n2[2] = {"prompt", "position"};
+        st = ss_h5_write_array(h, "/tokens", SS_H5_I32, 2, d2, n2, tok);
+        if (!st) st = ss_h5_write_array(h, "/lengths", SS_H5_I32, 1, d2, n2, lens);
+    }
+    free(tok);
+    free(lens);
+    return st;
+}
+
+ss_status ss_write_provenance(ss_h5 *h, const ss_model *m, const char *command_line, const ss_backend *be) {
+    SS_TRY(ss_write_provenance_base(h, command_line));
     char device[320];
     snprintf(device, sizeof device, "%s (%s)", be->name, be->description);
     SS_TRY(ss_h5_attr_str(h, "/", "device", device));
@@ -197,23 +221,7 @@ ss_status ss_job_forward(const ss_forward_job *job) {
     if ((st = ss_h5_attr_i64(h, "/", "tf32", job->run.tf32))) goto out;
     if ((st = ss_h5_attr_i64(h, "/", "ranks", size))) goto out;
 
-    /* tokens and lengths */
-    {
-        int32_t *tok = ss_malloc((size_t)(N * T) * sizeof(int32_t), "token table");
-        int32_t *lens = ss_malloc((size_t)N * sizeof(int32_t), "lengths");
-        if (!tok || !lens) { free(tok); free(lens); st = SS_ERR_NOMEM; goto out; }
-        for (int64_t i = 0; i < N; i++) {
-            lens[i] = (int32_t)p->items[i].n_tokens;
-            for (int64_t t = 0; t < T; t++) tok[i * T + t] = t < lens[i] ? p->items[i].tokens[t] : -1;
-        }
-        int64_t d2[2] = {N, T};
-        const char *n2[2] = {"prompt", "position"};
-        st = ss_h5_write_array(h, "/tokens", SS_H5_I32, 2, d2, n2, tok);
-        if (!st) st = ss_h5_write_array(h, "/lengths", SS_H5_I32, 1, d2, n2, lens);
-        free(tok);
-        free(lens);
-        if (st) goto out;
-    }
+    if ((st = ss_write_tokens(h, p, T))) goto out;
     if (!job->no_logits) {
         int64_t d3[3] = {N, T, V};
         const char *n3[3] = {"prompt", "position", "vocab"};

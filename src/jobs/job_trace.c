@@ -20,21 +20,6 @@
 #include "subscope/masks.h"
 #include "subscope/util.h"
 
-/* Packed [rows, width] copies per site id (NULL: not kept). */
-typedef struct {
-    float **rows;
-} kept;
-
-static ss_status keep_rows(void *vctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
-                           const int64_t *pattern_off) {
-    (void)pattern_off;
-    kept *k = vctx;
-    if (!k->rows[s->id]) return SS_OK;
-    for (int64_t r = 0; r < pk->rows; r++)
-        memcpy(k->rows[s->id] + r * s->width, data + r * ld, (size_t)s->width * sizeof(float));
-    return SS_OK;
-}
-
 typedef struct {
     const ss_mask *m;
     double **mean, **std; /* per site id, NULL where the stats file has none */
@@ -91,7 +76,7 @@ ss_status ss_job_trace(const ss_trace_job *job) {
     int32_t *tok = NULL, *packed = NULL, *preds = NULL, answer = -1;
     size_t n_tok = 0;
     float *lg = NULL, *lgm = NULL;
-    kept acts = {0}, pacts = {0}, grads = {0};
+    ss_site_rows acts = {0}, pacts = {0}, grads = {0};
     double **mean = NULL, **std = NULL, *lp_clean = NULL, *activity = NULL, *attrib = NULL, *delta = NULL;
     int64_t *start = NULL, *len = NULL;
     uint8_t *want = NULL;
@@ -150,30 +135,7 @@ ss_status ss_job_trace(const ss_trace_job *job) {
         }
     }
     /* Per-unit mean and std of the sub-models' sites, for mean masks and activity in standard units. */
-    if (job->stats) {
-        ss_h5_reader *r;
-        if ((st = ss_h5_open_read(job->stats, &r))) goto out;
-        for (int i = 0; i < ns && !st; i++) {
-            if (!want[i]) continue;
-            ss_site s;
-            ss_site_get(cfg, i, &s);
-            char p[256];
-            size_t cnt;
-            snprintf(p, sizeof p, "/stats/%s/mean", s.name);
-            if (!ss_h5_exists(r, p)) continue;
-            if ((st = ss_h5_read_f64(r, p, &mean[i], &cnt, NULL))) break;
-            if (cnt != (size_t)s.width) { st = ss_errorf(SS_ERR_FORMAT, "%s: %s has %zu values, the site has %lld", job->stats, p, cnt, (long long)s.width); break; }
-            snprintf(p, sizeof p, "/stats/%s/cov", s.name);
-            if (!ss_h5_exists(r, p)) continue;
-            double *cov;
-            if ((st = ss_h5_read_f64(r, p, &cov, &cnt, NULL))) break;
-            if (!(std[i] = ss_malloc((size_t)s.width * sizeof(double), "std"))) { free(cov); st = SS_ERR_NOMEM; break; }
-            for (int64_t u = 0; u < s.width; u++) std[i][u] = sqrt(cov[u * s.width + u] > 0 ? cov[u * s.width + u] : 0);
-            free(cov);
-        }
-        ss_h5_close_read(r);
-        if (st) goto out;
-    }
+    if (job->stats && (st = ss_read_unit_stats(job->stats, cfg, want, 0, mean, std))) goto out;
     for (int k = 0; k < n_masks; k++) {
         int need_mean, need_std;
         ss_mask_needs_stats(&masks[k], &need_mean, &need_std);
@@ -188,7 +150,7 @@ ss_status ss_job_trace(const ss_trace_job *job) {
     {
         int64_t s0 = 0, ln = n;
         ss_packing pk = {1, n, &s0, &ln};
-        ss_forward_opts fo = {.want = want, .hook = keep_rows, .hook_ctx = &acts, .read_only = 1, .logits = SS_LOGITS_ALL};
+        ss_forward_opts fo = {.want = want, .hook = ss_keep_rows_hook, .hook_ctx = &acts, .read_only = 1, .logits = SS_LOGITS_ALL};
         if ((st = ss_forward(m, be, tok, &pk, &fo, &lg))) goto out;
     }
     preds = ss_malloc((size_t)n * sizeof(int32_t), "predictions");
@@ -238,8 +200,8 @@ ss_status ss_job_trace(const ss_trace_job *job) {
             r += s + 1;
         }
         ss_packing pk = {n, prefix_rows, start, len};
-        ss_forward_opts fo = {.want = want, .hook = keep_rows, .hook_ctx = &pacts, .read_only = 1};
-        ss_grad_opts go = {.want = want, .hook = keep_rows, .hook_ctx = &grads};
+        ss_forward_opts fo = {.want = want, .hook = ss_keep_rows_hook, .hook_ctx = &pacts, .read_only = 1};
+        ss_grad_opts go = {.want = want, .hook = ss_keep_rows_hook, .hook_ctx = &grads};
         ss_metric mt = {SS_METRIC_LOGPROB, preds, NULL};
         if ((st = ss_forward_backward(m, be, packed, &pk, &fo, &mt, &go, NULL))) goto out;
         for (int k = 0; k < n_masks; k++) {

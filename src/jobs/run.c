@@ -1,10 +1,12 @@
 /* The part of every model-running job that is the same: backend, model,
  * prompts, and packing prompts into batches. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "subscope/backend.h"
+#include "subscope/h5out.h"
 #include "subscope/jobs.h"
 #include "subscope/util.h"
 
@@ -109,6 +111,59 @@ ss_status ss_prompt_answer_ids(const ss_tokenizer *tok, const ss_prompts *p, con
         free(ids);
     }
     return SS_OK;
+}
+
+ss_status ss_keep_rows_hook(void *ctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
+                            const int64_t *pattern_off) {
+    (void)pattern_off;
+    const ss_site_rows *k = ctx;
+    if (!k->rows[s->id]) return SS_OK;
+    for (int64_t r = 0; r < pk->rows; r++)
+        memcpy(k->rows[s->id] + r * s->width, data + r * ld, (size_t)s->width * sizeof(float));
+    return SS_OK;
+}
+
+ss_status ss_read_unit_stats(const char *path, const ss_config *cfg, const uint8_t *need, int require, double **mean,
+                             double **std) {
+    ss_h5_reader *r;
+    SS_TRY(ss_h5_open_read(path, &r));
+    ss_status st = SS_OK;
+    for (int i = 0; i < ss_sites_count(cfg) && !st; i++) {
+        if (!need[i]) continue;
+        ss_site s;
+        ss_site_get(cfg, i, &s);
+        char p[256];
+        size_t n;
+        snprintf(p, sizeof p, "/stats/%s/mean", s.name);
+        if (!ss_h5_exists(r, p)) {
+            if (require) st = ss_errorf(SS_ERR_FORMAT, "%s has no %s (collect the site first)", path, p);
+            continue;
+        }
+        if ((st = ss_h5_read_f64(r, p, &mean[i], &n, NULL))) break;
+        if (n != (size_t)s.width) {
+            st = ss_errorf(SS_ERR_FORMAT, "%s: %s has %zu values, the site has %lld", path, p, n, (long long)s.width);
+            break;
+        }
+        if (!std) continue;
+        snprintf(p, sizeof p, "/stats/%s/cov", s.name);
+        if (!ss_h5_exists(r, p)) {
+            if (require > 1) st = ss_errorf(SS_ERR_FORMAT, "%s has no %s (collect it with --stats mean,cov)", path, p);
+            continue;
+        }
+        double *cov = NULL;
+        if ((st = ss_h5_read_f64(r, p, &cov, &n, NULL))) break;
+        if (n != (size_t)(s.width * s.width) || !(std[i] = ss_malloc((size_t)s.width * sizeof(double), "unit std"))) {
+            st = n != (size_t)(s.width * s.width)
+                     ? ss_errorf(SS_ERR_FORMAT, "%s: %s has %zu values, not %lld^2", path, p, n, (long long)s.width)
+                     : SS_ERR_NOMEM;
+            free(cov);
+            break;
+        }
+        for (int64_t k = 0; k < s.width; k++) std[i][k] = sqrt(cov[k * s.width + k] > 0 ? cov[k * s.width + k] : 0);
+        free(cov);
+    }
+    ss_h5_close_read(r);
+    return st;
 }
 
 void ss_log_partition(const float *lg, int64_t rows, int64_t V, double *lz) {
