@@ -138,7 +138,7 @@ ss_status ss_comm_mpi_open(ss_comm **out) {
     int len = 0;
     MPI_Get_library_version(lib, &len);
     lib[strcspn(lib, ",\n")] = 0; /* "Open MPI v4.1.4, package: ..." -> "Open MPI v4.1.4" */
-    snprintf(c->library, sizeof c->library, "%s", lib);
+    snprintf(c->library, sizeof c->library, "%.*s", (int)sizeof c->library - 1, lib);
     ss_status st = ss_comm_exchange_hosts(c);
     if (st) {
         ss_comm_free(c);
