@@ -74,7 +74,7 @@ with open(sys.argv[2], "w") as out:
     for mode, extra in settings:
         m = {k: v for k, v in base.items() if k not in ("name", "mode")}
         tag = mode + "".join(f"{v:g}" for k, v in extra.items() if k != "relative")
-        m.update(name=f"sub.{tag}", mode=mode, seed=11, **extra)
+        m.update(name=f"{base['name']}.{tag}", mode=mode, seed=11, **extra)
         out.write(json.dumps(m) + "\n")
 EOF
 metrics=loss,acc,kl
