@@ -459,7 +459,7 @@ ss_status ss_job_collect(const ss_collect_job *job) {
     if (st || (st = ss_file_sha256(job->run.input, data_sha, &data_size))) goto out;
     /* Ranks that read different files would merge nonsense. */
     if (size > 1) {
-        char both[130], *all = rank == 0 ? ss_malloc((size_t)size * sizeof both, "identities") : NULL;
+        char both[130] = {0}, *all = rank == 0 ? ss_malloc((size_t)size * sizeof both, "identities") : NULL;
         if (rank == 0 && !all) { st = SS_ERR_NOMEM; goto out; }
         snprintf(both, sizeof both, "%s%s", cfg_sha, data_sha);
         st = ss_comm_gather(comm, both, sizeof both, all);
