@@ -26,6 +26,10 @@ mkdir -p "$OUT"
 # The training text is regenerated rather than committed (12 MB); the held-out prompts and
 # keyword lists that this rewrites are committed, and come out identical.
 python models/gen_topics.py --out data/topics
+# A separate labelled set for discovering sub-models (make demo, scripts/workflow.sh), so that
+# what is found is then tested on the held-out eval sets it was not found on.
+python models/gen_topics.py --out "$OUT/discover" --n-train 0 --n-eval 100 --eval-seed 4242 >/dev/null
+cp "$OUT/discover/eval_all.jsonl" data/topics/discover_all.jsonl
 # The shared tokenizer: `subscope train --vocab-size` trains a byte-level BPE on all three
 # topics before it trains a model; a one-step run keeps only that tokenizer, and both models
 # are then trained with it (--tokenizer), so they have the same ids.

@@ -25,6 +25,10 @@ extern "C" {
 #define SS_REPORT_MIN_INDEX 3.0
 #define SS_REPORT_CTRL_SDS 2.0
 #define SS_REPORT_MIN_CONTROLS 2
+/* ... and the target topic's impairment at least this fraction of its clean
+ * value (and SS_REPORT_EPS_ABS): a large ratio of negligible effects is not
+ * reported as specific. */
+#define SS_REPORT_MIN_EFFECT 0.01
 
 /* Topic-specificity index of one setting from its impairment per topic
  * (positive = worse; NaN entries, topics without prompts, are left out):

@@ -120,6 +120,7 @@ typedef struct {
     char *command_line, *model_path, *input_path, *created, *subscope_version, *git_commit, *device;
     int64_t n_prompts;
     int has_labels;
+    double *clean_t;             /* the clean metric per topic */
 } rfile;
 
 typedef struct {
@@ -137,6 +138,7 @@ typedef struct {
     int strongest, target;
     double index, ctrl_mean, ctrl_sd;
     int n_ctrl, n_ctrl_used;
+    int too_small;               /* passed the index tests with an impairment under the floor */
     ss_report_verdict verdict;
 } rsub;
 
@@ -305,7 +307,7 @@ static ss_status read_file(report *rp, int f) {
     const int kl = !strcmp(rp->metric, "kl");
     char p[512], **paths = NULL;
     size_t np = 0, nc = 0;
-    double *clean = NULL, clean_all = 0, *clean_t = NULL;
+    double *clean = NULL, clean_all = 0, *clean_t = NULL; /* clean_t is kept in fi */
     ss_status st = ss_h5_list(r, "/ablate", 1, &paths, &np);
     if (!st && !kl) {
         snprintf(p, sizeof p, "/clean/%s", rp->metric);
@@ -371,7 +373,7 @@ static ss_status read_file(report *rp, int f) {
             if (!rp->masks[j].control_of && !strcmp(rp->masks[j].name, rp->masks[i].control_of)) rp->masks[i].parent = j;
     }
     free(clean);
-    free(clean_t);
+    fi->clean_t = clean_t;
     ss_h5_free_names(paths, np);
     ss_h5_close_read(r);
     return st;
@@ -410,6 +412,15 @@ static void judge_setting(const report *rp, rsub *g, int mask) {
         }
     g->n_ctrl = nc;
     g->verdict = ss_report_judge(g->index, ci, nc, &g->ctrl_mean, &g->ctrl_sd, &g->n_ctrl_used);
+    /* A ratio of tiny effects is not a finding: the target's impairment must also reach
+     * SS_REPORT_MIN_EFFECT of that topic's clean value (and SS_REPORT_EPS_ABS). */
+    g->too_small = 0;
+    if (g->verdict == SS_VERDICT_SPECIFIC && g->target >= 0) {
+        const rmask *m = &rp->masks[mask];
+        double imp = rp->sign * m->chg[g->target], clean = rp->files[m->file].clean_t[g->target];
+        double floor_ = fmax(SS_REPORT_EPS_ABS, isnan(clean) ? 0 : SS_REPORT_MIN_EFFECT * fabs(clean));
+        if (!(imp >= floor_)) g->verdict = SS_VERDICT_NONE, g->too_small = 1;
+    }
 }
 
 /* Sub-models: originals grouped by (model, units identity), in order of
@@ -488,7 +499,10 @@ static void sb_verdict(sbuf *b, const report *rp, const rsub *g, int html) {
         if (html) sb_esc(b, target);
         else sb_printf(b, "%s", target);
         break;
-    case SS_VERDICT_NONE: sb_printf(b, "no topic-specific effect"); break;
+    case SS_VERDICT_NONE:
+        sb_printf(b, g->too_small ? "no topic-specific effect (too small: under %g%% of the topic's clean value)"
+                                  : "no topic-specific effect", 100 * SS_REPORT_MIN_EFFECT);
+        break;
     case SS_VERDICT_ONE_TOPIC: sb_printf(b, "no topic-specific effect (one topic: nothing to compare)"); break;
     case SS_VERDICT_UNTESTED:
         sb_printf(b, "untested: index %s %g for ", html ? "&ge;" : ">=", SS_REPORT_MIN_INDEX);
@@ -768,11 +782,11 @@ static ss_status write_page(const report *rp, sbuf *b) {
               "same mode and intensity; each control's index is computed the same way, with its own target topic. The "
               "grey dashed curve is the controls' mean &Delta; on the sub-model's target topic.</li>\n"
               "<li><b>Verdict</b>: &ldquo;topic-specific to &lt;topic&gt;&rdquo; only when index &ge; %g <i>and</i> index "
-              "&gt; controls' mean + %g sd (sample sd over at least %d controls); otherwise &ldquo;no topic-specific "
-              "effect&rdquo;. An index &ge; %g without enough controls is reported as untested, never as "
+              "&gt; controls' mean + %g sd (sample sd over at least %d controls) <i>and</i> the target's impairment is at "
+              "least %g%% of its clean value (and %g); otherwise &ldquo;no topic-specific effect&rdquo;. An index &ge; %g without enough controls is reported as untested, never as "
               "specific.</li>\n</ul>\n",
               SS_REPORT_EPS_ABS, SS_REPORT_EPS_REL, 1 / SS_REPORT_EPS_REL, SS_REPORT_MIN_INDEX, SS_REPORT_CTRL_SDS,
-              SS_REPORT_MIN_CONTROLS, SS_REPORT_MIN_INDEX);
+              SS_REPORT_MIN_CONTROLS, 100 * SS_REPORT_MIN_EFFECT, SS_REPORT_EPS_ABS, SS_REPORT_MIN_INDEX);
 
     /* Curves. */
     for (int s = 0; s < rp->n_subs; s++) {
@@ -880,7 +894,7 @@ static void report_free(report *rp) {
     for (int f = 0; rp->files && f < rp->job->n_inputs; f++) {
         rfile *fi = &rp->files[f];
         free(fi->command_line), free(fi->model_path), free(fi->input_path), free(fi->created);
-        free(fi->subscope_version), free(fi->git_commit), free(fi->device);
+        free(fi->subscope_version), free(fi->git_commit), free(fi->device), free(fi->clean_t);
     }
     free(rp->files);
     for (int i = 0; i < rp->n_masks; i++) {

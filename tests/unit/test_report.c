@@ -222,8 +222,15 @@ TEST(report_end_to_end_verdicts) {
     put_mask(h, "flat", "u3", 0, NULL, flat);
     /* "solo": specific, but no controls */
     put_mask(h, "solo", "u4", 0, NULL, spec0);
+    /* "tiny": spec0's pattern at a hundredth: a large ratio of changes under 1% of clean */
+    const double tiny[4] = {0.01 * spec0[0], 0.01 * spec0[1], 0.01 * spec0[2], 0.01 * spec0[3]};
+    put_mask(h, "tiny", "u5", 0, NULL, tiny);
     for (int k = 0; k < 3; k++) {
         char nm[64];
+        double tc[4];
+        for (int t = 0; t < 4; t++) tc[t] = 0.01 * flatc[k][t];
+        snprintf(nm, sizeof nm, "tiny~ctrl%d", k);
+        put_mask(h, nm, "c", 0, "tiny", tc);
         snprintf(nm, sizeof nm, "spec0~ctrl%d", k);
         put_mask(h, nm, "c", 0, "spec0", flatc[k]);
         snprintf(nm, sizeof nm, "spec50~ctrl%d", k);
@@ -253,11 +260,12 @@ TEST(report_end_to_end_verdicts) {
     CHECK(strstr(text, "S3 solo") && strstr(strstr(text, "S3 solo"), "controls none -> untested: index >= 3 for A"));
     CHECK(strstr(text, "S4 spec (blocks.0.mlp.hook_post, 4 units): target A, index 60, controls 1.34 +- 0.146 (n=3)") &&
           strstr(strstr(text, "S4 spec"), "-> topic-specific to A\n"));
-    CHECK(strstr(text, "1 of 4 sub-models topic-specific\n") != NULL);
+    CHECK_MSG(strstr(text, "S5 tiny") && strstr(strstr(text, "S5 tiny"), "-> no topic-specific effect (too small"), "%s", text);
+    CHECK(strstr(text, "1 of 5 sub-models topic-specific\n") != NULL);
     free(text);
     CHECK_OK(ss_file_read(html, &text, &len));
     if (text) {
-        CHECK(strstr(text, "1 of 4 sub-models is topic-specific: S4 (A).") != NULL);
+        CHECK(strstr(text, "1 of 5 sub-models is topic-specific: S4 (A).") != NULL);
         CHECK(!strstr(text, "http"));
         free(text);
     }
