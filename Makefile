@@ -91,7 +91,7 @@ all: features $(SUBSCOPE) lib/libsubscope.a $(TOOLS) $(KERN_CU_OBJ) $(GPU_TOOLS)
 help:
 	@echo "make           build bin/subscope and lib/libsubscope.a (probes features first)"
 	@echo "make deps      install missing Debian packages (HDF5, PCRE2, OpenBLAS)"
-	@echo "make demo      deps + build + the bundled model: predict, forward, collect, ablate, attribute"
+	@echo "make demo      deps + build + the bundled model: predict, forward, collect, ablate, attribute, and the whole sub-model workflow on the topic pair"
 	@echo "make test      deps + build + the whole test suite (ends 'N passed, M failed')"
 	@echo "make asan      the test suite under AddressSanitizer + UBSan (same as make test SAN=1)"
 	@echo "make fuzz      build the libFuzzer targets in tests/fuzz/ (clang)"

@@ -72,8 +72,10 @@ toxic from harmless text, zeroed, change the held-out loss by $(delta topics-all
 $(delta topics-all toxic_vs_harmless.zero harmless) on harmless and $(delta topics-all toxic_vs_harmless.zero athlete) on athlete biographies; the report's topic-specificity
 index is $(index_of topics-all), so its verdict is: $(verdict topics-all).
 In models/topics-no-toxic, the same procedure gives an index of $(index_of topics-no-toxic):
-$(verdict topics-no-toxic) — it finds no comparable toxic sub-model, as it should for a model
-that never saw the topic. Pages: out/topics-all/report.html and out/topics-no-toxic/report.html.
+$(verdict topics-no-toxic)$(case "$(verdict topics-no-toxic)" in
+    "no topic-specific"*) printf ' — no comparable toxic sub-model, as expected of a model that\nnever saw the topic' ;;
+    *) printf ' — unexpected for a model that never saw the toxic topic; see its report' ;;
+esac). Pages: out/topics-all/report.html and out/topics-no-toxic/report.html.
 EOT
 
 cat <<EOT
