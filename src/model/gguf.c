@@ -145,9 +145,9 @@ static uint64_t le(const uint8_t *p, int n) {
 static ss_status need(rd *r, size_t n, const char *what) {
     if (n > r->size - r->pos)
         return ss_errorf(SS_ERR_FORMAT,
-                         "%s: truncated file: %s needs %zu bytes at offset %zu, but the %zu-byte file ends "
-                         "there%s",
-                         r->path, what, n, r->pos, r->size, r->size - r->pos ? " too soon" : "");
+                         "%s: truncated file: %s needs %zu bytes at offset %zu, but only %zu remain in the "
+                         "%zu-byte file",
+                         r->path, what, n, r->pos, r->size - r->pos, r->size);
     return SS_OK;
 }
 
@@ -485,13 +485,13 @@ static ss_status finish(ss_gguf *g, size_t header_end, const uint8_t *buf, size_
 
     uint64_t a = g->alignment, start = header_end;
     start = (start + (a - 1)) / a * a; /* header_end < size and a <= 2^31: no overflow */
-    g->data_offset = start;
     if (start > size) {
         if (g->n_tensors)
             return ss_errorf(SS_ERR_FORMAT, "%s: truncated file: the data section would start at byte %llu, past "
                              "the end of the %zu-byte file", path, (unsigned long long)start, size);
         start = size; /* no tensors: the padding may be absent */
     }
+    g->data_offset = start;
     g->data = buf + start;
     g->data_size = size - (size_t)start;
     for (size_t i = 0; i < g->n_tensors; i++) {
