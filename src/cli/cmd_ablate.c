@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "subscope/dist.h"
 #include "subscope/jobs.h"
 
 static cli_opt abl_opts[] = {
@@ -44,7 +45,8 @@ static int run_ablate(cli_cmd *cmd) {
     j.controls = (int)controls;
     ss_status st = ss_job_ablate(&j);
     if (st) return cli_fail(cmd, st);
-    fprintf(stderr, "wrote %s\n", j.out);
+    ss_comm *comm;
+    if (ss_comm_world(&comm) != SS_OK || ss_comm_rank(comm) == 0) fprintf(stderr, "wrote %s\n", j.out); /* rank 0 wrote it */
     return 0;
 }
 

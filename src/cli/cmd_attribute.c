@@ -1,6 +1,7 @@
 #include <stdio.h>
 
 #include "cli.h"
+#include "subscope/dist.h"
 #include "subscope/jobs.h"
 
 static cli_opt attribute_opts[] = {
@@ -39,7 +40,8 @@ static int run_attribute(cli_cmd *cmd) {
     j.top = (int)top;
     ss_status st = ss_job_attribute(&j);
     if (st) return cli_fail(cmd, st);
-    fprintf(stderr, "wrote %s\n", j.out);
+    ss_comm *comm;
+    if (ss_comm_world(&comm) != SS_OK || ss_comm_rank(comm) == 0) fprintf(stderr, "wrote %s\n", j.out); /* rank 0 wrote it */
     return 0;
 }
 

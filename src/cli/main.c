@@ -8,7 +8,8 @@
 #include "cli.h"
 #include "subscope/version.h"
 
-static cli_cmd *commands[] = {&cmd_info, &cmd_tokenize, &cmd_predict, &cmd_forward, &cmd_collect, &cmd_ablate, &cmd_patch, &cmd_attribute, &cmd_trace, &cmd_show, &cmd_train, &cmd_discover, &cmd_report};
+static cli_cmd *commands[] = {&cmd_info, &cmd_tokenize, &cmd_predict, &cmd_forward, &cmd_collect, &cmd_attribute, &cmd_discover,
+                               &cmd_trace, &cmd_ablate, &cmd_patch, &cmd_report, &cmd_train, &cmd_show};
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
 static void usage(FILE *f) {

@@ -10,12 +10,23 @@
  * times, since everything before is the clean computation. K is chosen so a
  * forward holds about 4096 rows within a memory budget (--mask-batch
  * overrides it); K = 1 is the one-mask-at-a-time run. The clean logits of
- * the batch are kept for the KL metric. */
+ * the batch are kept for the KL metric.
+ *
+ * With several ranks (docs/DISTRIBUTED.md) each rank takes a contiguous
+ * block of whole batches of the one-process run, so every prompt's metrics
+ * come from the same forwards as in one process; rank 0 gathers them in
+ * input order and alone writes the file and prints the table. What a mask
+ * needs from the whole input is made whole first: the unit statistics of
+ * mean / relative-noise masks (each rank's Welford sums, merged at rank 0
+ * with Chan's update in rank order and broadcast) and the resample donors
+ * (each rank's clean rows, gathered at rank 0 and broadcast: every rank
+ * keeps every prompt's rows). Patch sources are the rank's own pairs. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "subscope/dist.h"
 #include "subscope/forward.h"
 #include "subscope/h5out.h"
 #include "subscope/hash.h"
@@ -217,11 +228,89 @@ static ss_status stats_pass_hook(void *vctx, const ss_site *s, float *data, int6
     return SS_OK;
 }
 
+/* Several ranks: every rank's (count, mean, M2) per unit, merged at rank 0
+ * in rank order with Chan's update (the one collect uses) and broadcast, so
+ * every rank masks with the same bits. They differ from one process's
+ * Welford sums by the rounding of the merges only (~1e-16 relative). */
+static ss_status merge_unit_stats(ss_comm *comm, const ss_config *cfg, const uint8_t *need, unit_stats *us) {
+    const int size = ss_comm_size(comm), rank = ss_comm_rank(comm), ns = ss_sites_count(cfg);
+    if (size == 1) return SS_OK;
+    size_t L = 0;
+    for (int i = 0; i < ns; i++) {
+        ss_site s;
+        ss_site_get(cfg, i, &s);
+        if (need[i]) L += 1 + 2 * (size_t)s.width;
+    }
+    size_t all_n;
+    if (!ss_mul_ok(L * sizeof(double), (size_t)size, &all_n)) return ss_errorf(SS_ERR_NOMEM, "unit statistics of %d ranks", size);
+    double *buf = ss_malloc(L * sizeof(double) + 1, "unit statistics"), *all = rank == 0 ? ss_malloc(all_n + 1, "unit statistics") : NULL;
+    ss_status st = !buf || (rank == 0 && !all) ? SS_ERR_NOMEM : SS_OK;
+    size_t o = 0;
+    for (int i = 0; i < ns && !st; i++) { /* pack: count, mean[w], m2[w] per site */
+        if (!need[i]) continue;
+        ss_site s;
+        ss_site_get(cfg, i, &s);
+        buf[o++] = (double)us->count[i];
+        memcpy(buf + o, us->mean[i], (size_t)s.width * sizeof(double)), o += (size_t)s.width;
+        memcpy(buf + o, us->m2[i], (size_t)s.width * sizeof(double)), o += (size_t)s.width;
+    }
+    if (!st) st = ss_comm_gather(comm, buf, L * sizeof(double), all);
+    if (!st && rank == 0) {
+        for (int r = 1; r < size; r++) {
+            const double *b = all + (size_t)r * L;
+            for (int i = 0; i < ns; i++) {
+                if (!need[i]) continue;
+                ss_site s;
+                ss_site_get(cfg, i, &s);
+                const int64_t na = us->count[i], nb = (int64_t)b[0], n = na + nb;
+                const double *mb = b + 1, *m2b = b + 1 + s.width;
+                b += 1 + 2 * s.width;
+                if (!nb) continue;
+                if (!na) { /* an exact copy, not ma + (mb - ma) */
+                    memcpy(us->mean[i], mb, (size_t)s.width * sizeof(double));
+                    memcpy(us->m2[i], m2b, (size_t)s.width * sizeof(double));
+                } else {
+                    const double fb = (double)nb / (double)n, fab = (double)na * (double)nb / (double)n;
+                    for (int64_t u = 0; u < s.width; u++) {
+                        double dlt = mb[u] - us->mean[i][u];
+                        us->mean[i][u] += dlt * fb;
+                        us->m2[i][u] += m2b[u] + dlt * dlt * fab;
+                    }
+                }
+                us->count[i] = n;
+            }
+        }
+        o = 0;
+        for (int i = 0; i < ns; i++) { /* repack the merged totals */
+            if (!need[i]) continue;
+            ss_site s;
+            ss_site_get(cfg, i, &s);
+            buf[o++] = (double)us->count[i];
+            memcpy(buf + o, us->mean[i], (size_t)s.width * sizeof(double)), o += (size_t)s.width;
+            memcpy(buf + o, us->m2[i], (size_t)s.width * sizeof(double)), o += (size_t)s.width;
+        }
+    }
+    if (!st) st = ss_comm_bcast(comm, buf, L * sizeof(double), 0);
+    o = 0;
+    for (int i = 0; i < ns && !st && rank != 0; i++) {
+        if (!need[i]) continue;
+        ss_site s;
+        ss_site_get(cfg, i, &s);
+        us->count[i] = (int64_t)buf[o++];
+        memcpy(us->mean[i], buf + o, (size_t)s.width * sizeof(double)), o += (size_t)s.width;
+        memcpy(us->m2[i], buf + o, (size_t)s.width * sizeof(double)), o += (size_t)s.width;
+    }
+    free(buf);
+    free(all);
+    return st ? ss_error_context(st, "merging the unit statistics of the ranks") : SS_OK;
+}
+
 /* Clean activations of every prompt at the sites resample masks use: the donors. */
 struct donor_store {
-    float **rows;                  /* by site id: [N, T, width], or NULL */
+    float **rows;                  /* by site id: [prompts first.., T, width], or NULL */
     const int64_t *len;            /* prompt lengths */
     int64_t N, T, b0;              /* b0: first prompt of the batch being captured */
+    int64_t first;                 /* the first prompt rows holds (patch: the rank's block) */
 };
 
 static ss_status donor_hook(void *vctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
@@ -229,7 +318,7 @@ static ss_status donor_hook(void *vctx, const ss_site *s, float *data, int64_t l
     donor_store *d = vctx;
     for (int64_t q = 0; q < pk->n_seq; q++)
         for (int64_t t = 0; t < pk->len[q]; t++)
-            memcpy(d->rows[s->id] + ((d->b0 + q) * d->T + t) * s->width, data + (pk->start[q] + t) * ld,
+            memcpy(d->rows[s->id] + ((d->b0 - d->first + q) * d->T + t) * s->width, data + (pk->start[q] + t) * ld,
                    (size_t)s->width * sizeof(float));
     return SS_OK;
 }
@@ -240,7 +329,34 @@ static const float *donor_row(void *vctx, const ss_site *s, int64_t prompt, int6
     int64_t j = ref->paired ? prompt : ss_mask_resample_source(ref->seed, prompt, d->N);
     if (j < 0 || !d->rows[s->id]) return NULL;
     int64_t t = pos < d->len[j] ? pos : d->len[j] - 1;
-    return d->rows[s->id] + (j * d->T + t) * s->width;
+    return d->rows[s->id] + ((j - d->first) * d->T + t) * s->width;
+}
+
+/* Several ranks: each computed the donor rows of its own prompts
+ * [lo, hi); rank 0 gathers the blocks (contiguous in input order, so they
+ * arrive as the whole array) and broadcasts them to every rank. */
+static ss_status share_donors(ss_comm *comm, const ss_config *cfg, donor_store *d, int64_t lo, int64_t hi) {
+    if (ss_comm_size(comm) == 1) return SS_OK;
+    for (int i = 0; i < ss_sites_count(cfg); i++) {
+        if (!d->rows[i]) continue;
+        ss_site s;
+        ss_site_get(cfg, i, &s);
+        const size_t per = (size_t)(d->T * s.width) * sizeof(float);
+        void *all = NULL;
+        size_t total = 0, n_ranks = (size_t)ss_comm_size(comm), *counts = ss_malloc(n_ranks * sizeof *counts, "ranks");
+        ss_status st = counts ? SS_OK : SS_ERR_NOMEM;
+        if (!st) st = ss_comm_gatherv(comm, d->rows[i] + lo * d->T * s.width, (size_t)(hi - lo) * per, &all, counts);
+        for (size_t r = 0; !st && ss_comm_rank(comm) == 0 && r < n_ranks; r++) total += counts[r];
+        if (!st && ss_comm_rank(comm) == 0) {
+            if (total != (size_t)d->N * per) st = ss_errorf(SS_ERR_INTERNAL, "the ranks sent %zu bytes of donor rows, not %zu", total, (size_t)d->N * per);
+            else memcpy(d->rows[i], all, total);
+        }
+        free(all);
+        free(counts);
+        if (!st) st = ss_comm_bcast(comm, d->rows[i], (size_t)d->N * per, 0);
+        if (st) return ss_error_context(st, "sharing the resample donors of %s between the ranks", s.name);
+    }
+    return SS_OK;
 }
 
 /* The clean run's residual stream entering the blocks where masks begin, so
@@ -507,15 +623,23 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
     donor_ref *kdonor = NULL;
     ss_h5 *h = NULL;
     int *ctrl_of = NULL, *n_ctrl = NULL;  /* with --controls: see add_controls */
+    float *gathered = NULL;
     ss_status st;
+    ss_comm *comm;
     memset(vals, 0, sizeof vals);
 
-    if ((st = parse_metrics(job->metrics, want))) return st;
-    if (want[M_KEYWORD] && !job->keywords) return ss_errorf(SS_ERR_ARG, "--metrics keyword needs --keywords FILE");
-    if ((st = ss_run_open(&job->run, &run))) return st;
+    if ((st = ss_comm_world(&comm))) return st;
+    const int rank = ss_comm_rank(comm), size = ss_comm_size(comm);
+    if ((st = parse_metrics(job->metrics, want))) return ss_comm_check(comm, st);
+    if (want[M_KEYWORD] && !job->keywords)
+        return ss_comm_check(comm, ss_errorf(SS_ERR_ARG, "--metrics keyword needs --keywords FILE"));
+    if ((st = ss_run_open(&job->run, &run))) return ss_comm_check(comm, st);
     const ss_config *cfg = &run.m->cfg;
     const int64_t N = run.p->n, V = cfg->vocab_size, B = run.B;
     int ns = ss_sites_count(cfg);
+    int64_t lo, hi; /* this rank's prompts: whole batches of the one-process run */
+    ss_comm_shard(N, B, rank, size, &lo, &hi);
+    ss_progress_fn progress = rank == 0 ? job->progress : NULL;
 
     /* Masks: from the command line, then the file. */
     if (job->masks_file && (st = ss_masks_read_jsonl(cfg, job->masks_file, &masks, &n_masks))) goto out;
@@ -530,7 +654,8 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
     }
     if (!n_masks) { st = ss_errorf(SS_ERR_ARG, "no masks: give --mask SPEC or --masks FILE"); goto out; }
     if (job->controls < 0) { st = ss_errorf(SS_ERR_ARG, "--controls %d: must be >= 0", job->controls); goto out; }
-    if (job->controls > 0 && (st = add_controls(cfg, job->controls, &masks, &n_masks, &ctrl_of, &n_ctrl, job->table))) goto out;
+    if (job->controls > 0 && (st = add_controls(cfg, job->controls, &masks, &n_masks, &ctrl_of, &n_ctrl, rank == 0 ? job->table : NULL)))
+        goto out;
     if (n_masks > 512) { st = ss_errorf(SS_ERR_ARG, "%d masks: at most 512 per run", n_masks); goto out; }
     for (int i = 0; i < n_masks; i++) {
         if (strchr(masks[i].name, '/')) { st = ss_errorf(SS_ERR_ARG, "mask name '%s' contains '/'", masks[i].name); goto out; }
@@ -557,8 +682,9 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
             if (ds && !ds->rows[i]) {
                 ss_site s;
                 ss_site_get(cfg, i, &s);
-                size_t n;
-                if (!ss_mul_ok((size_t)(N * run.T), (size_t)s.width, &n) || !(ds->rows[i] = ss_malloc(n * sizeof(float), s.name)))
+                size_t n; /* resample: every prompt's rows; patch: the rank's own pairs */
+                if (!ss_mul_ok((size_t)((rs ? N : hi - lo) * run.T), (size_t)s.width, &n) ||
+                    !(ds->rows[i] = ss_malloc(n * sizeof(float) + 1, s.name)))
                     { st = ss_error_context(SS_ERR_NOMEM, "keeping every prompt's %s for %s", s.name, rs ? "resampling" : "patching"); goto out; }
                 any_resample |= rs, any_patch |= pt;
             }
@@ -617,11 +743,12 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
                 if (!us.mean[i] || !us.m2[i] || !us.std[i]) { st = SS_ERR_NOMEM; goto out; }
             }
             ss_forward_opts so = {.want = need_stats, .hook = stats_pass_hook, .hook_ctx = &us, .read_only = 1};
-            for (int64_t b0 = 0; b0 < N; b0 += B) {
+            for (int64_t b0 = lo; b0 < hi; b0 += B) {
                 ss_packing pk;
-                ss_run_pack(&run, b0, N - b0 < B ? N - b0 : B, &pk);
+                ss_run_pack(&run, b0, hi - b0 < B ? hi - b0 : B, &pk);
                 if ((st = ss_forward(run.m, run.be, run.packed, &pk, &so, NULL))) goto out;
             }
+            if ((st = merge_unit_stats(comm, cfg, need_stats, &us))) goto out;
             for (int i = 0; i < ns; i++) {
                 if (!need_stats[i]) continue;
                 ss_site s;
@@ -640,6 +767,7 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
         donors.len = paired.len = lens;
         donors.N = paired.N = N;
         donors.T = paired.T = run.T;
+        paired.first = lo;
     }
     /* Patch sources: a clean pass over the paired prompts (same lengths, so the same packing). */
     if (any_patch) {
@@ -648,9 +776,9 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
         for (int i = 0; i < ns; i++) pwant[i] = paired.rows[i] != NULL;
         if (!(ptok = ss_malloc((size_t)(B * run.T) * sizeof *ptok, "paired tokens"))) { st = SS_ERR_NOMEM; goto out; }
         ss_forward_opts pfo = {.want = pwant, .hook = donor_hook, .hook_ctx = &paired, .read_only = 1};
-        for (int64_t b0 = 0; b0 < N; b0 += B) {
+        for (int64_t b0 = lo; b0 < hi; b0 += B) {
             ss_packing pk;
-            ss_run_pack(&run, b0, N - b0 < B ? N - b0 : B, &pk);
+            ss_run_pack(&run, b0, hi - b0 < B ? hi - b0 : B, &pk);
             for (int64_t q = 0; q < pk.n_seq; q++)
                 memcpy(ptok + pk.start[q], pps->items[b0 + q].tokens, (size_t)pk.len[q] * sizeof *ptok);
             paired.b0 = b0;
@@ -665,12 +793,13 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
         memset(dwant, 0, (size_t)ns);
         for (int i = 0; i < ns; i++) dwant[i] = donors.rows[i] != NULL;
         ss_forward_opts dfo = {.want = dwant, .hook = donor_hook, .hook_ctx = &donors, .read_only = 1};
-        for (int64_t b0 = 0; b0 < N; b0 += B) {
+        for (int64_t b0 = lo; b0 < hi; b0 += B) {
             ss_packing pk;
-            ss_run_pack(&run, b0, N - b0 < B ? N - b0 : B, &pk);
+            ss_run_pack(&run, b0, hi - b0 < B ? hi - b0 : B, &pk);
             donors.b0 = b0;
             if ((st = ss_forward(run.m, run.be, run.packed, &pk, &dfo, NULL))) goto out;
         }
+        if ((st = share_donors(comm, cfg, &donors, lo, hi))) goto out;
         for (int i = 0; i < ns; i++)
             if (donors.rows[i]) mstats[i].source_row = donor_row;
     }
@@ -728,9 +857,11 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
         for (int mt = 0; mt < M_COUNT; mt++)
             if (want[mt] && !(vals[k][mt] = ss_malloc((size_t)N * sizeof(float), "metrics"))) { st = SS_ERR_NOMEM; goto out; }
     metric_ctx mc = {want, is_kw, answer, wrong};
-    if (job->progress) job->progress(job->progress_ctx, 0, N * (n_masks + 1));
-    for (int64_t b0 = 0; b0 < N; b0 += B) {
-        int64_t nb = N - b0 < B ? N - b0 : B;
+    /* Progress: rank 0's own share (the other ranks have as many prompts or one batch fewer). */
+    const int64_t work = (hi - lo) * (n_masks + 1);
+    if (progress) progress(job->progress_ctx, 0, work);
+    for (int64_t b0 = lo; b0 < hi; b0 += B) {
+        int64_t nb = hi - b0 < B ? hi - b0 : B;
         ss_packing pk;
         ss_run_pack(&run, b0, nb, &pk);
         const int64_t R = pk.rows;
@@ -743,8 +874,8 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
         int clean_slot = 0;
         metrics_job cj = {&mc, &pk, run.packed, V, b0, nb, lg_clean, lz_clean, NULL, NULL, &clean_slot, vals};
         ss_parallel_for(nb, metrics_task, &cj);
-        int64_t done = b0 * (n_masks + 1) + nb;
-        if (job->progress) job->progress(job->progress_ctx, done, N * (n_masks + 1));
+        int64_t done = (b0 - lo) * (n_masks + 1) + nb;
+        if (progress) progress(job->progress_ctx, done, work);
 
         for (int g = 0; g < n_groups; g++) {
             int k0 = g * K, kn = n_masks - k0 < K ? n_masks - k0 : K, first = start_of[order[k0]];
@@ -774,15 +905,53 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
             metrics_job mj = {&mc, &pk, run.packed, V, b0, nb, lg, lz, lg_clean, lz_clean, kslot, vals};
             ss_parallel_for(kn * nb, metrics_task, &mj);
             done += kn * nb;
-            if (job->progress) job->progress(job->progress_ctx, done, N * (n_masks + 1));
+            if (progress) progress(job->progress_ctx, done, work);
         }
+    }
+
+    /* Rank 0 takes every rank's per-prompt values, in input order. */
+    if (size > 1) {
+        int nv = 0;
+        for (int k = 0; k <= n_masks; k++)
+            for (int mt = 0; mt < M_COUNT; mt++) nv += vals[k][mt] != NULL;
+        const size_t mine = (size_t)(hi - lo);
+        if (!(gathered = ss_malloc(mine * (size_t)nv * sizeof(float) + 1, "metrics to gather"))) { st = SS_ERR_NOMEM; goto out; }
+        size_t o = 0;
+        for (int k = 0; k <= n_masks; k++)
+            for (int mt = 0; mt < M_COUNT; mt++)
+                if (vals[k][mt]) memcpy(gathered + o, vals[k][mt] + lo, mine * sizeof(float)), o += mine;
+        void *all = NULL;
+        size_t *counts = rank == 0 ? ss_malloc((size_t)size * sizeof *counts, "ranks") : NULL;
+        if (rank == 0 && !counts) { st = SS_ERR_NOMEM; goto out; }
+        st = ss_comm_gatherv(comm, gathered, mine * (size_t)nv * sizeof(float), &all, counts);
+        const float *src = all;
+        for (int r = 1; !st && rank == 0 && r < size; r++) {
+            int64_t rlo, rhi;
+            ss_comm_shard(N, B, r, size, &rlo, &rhi);
+            const size_t rn = (size_t)(rhi - rlo);
+            src += counts[r - 1] / sizeof(float); /* past rank r-1's block */
+            if (counts[r] != rn * (size_t)nv * sizeof(float)) {
+                st = ss_errorf(SS_ERR_INTERNAL, "rank %d (host %s) sent %zu bytes of metrics, not %zu", r,
+                               ss_comm_host(comm, r), counts[r], rn * (size_t)nv * sizeof(float));
+                break;
+            }
+            const float *p = src;
+            for (int k = 0; k <= n_masks; k++)
+                for (int mt = 0; mt < M_COUNT; mt++)
+                    if (vals[k][mt]) memcpy(vals[k][mt] + rlo, p, rn * sizeof(float)), p += rn;
+        }
+        free(all);
+        free(counts);
+        if (st) { ss_error_context(st, "gathering the per-prompt metrics at rank 0"); goto out; }
+        if (rank != 0) goto out;
     }
 
     /* The file. */
     if ((st = ss_h5_create(job->out, &h))) goto out;
     if ((st = ss_write_provenance(h, run.m, job->command_line, run.be))) goto out;
     if ((st = ss_h5_attr_str(h, "/", "input_path", job->run.input)) || (st = ss_h5_attr_i64(h, "/", "n_prompts", N)) ||
-        (st = ss_h5_attr_i64(h, "/", "n_masks", n_masks)) || (st = ss_h5_attr_i64(h, "/", "controls", job->controls)))
+        (st = ss_h5_attr_i64(h, "/", "n_masks", n_masks)) || (st = ss_h5_attr_i64(h, "/", "controls", job->controls)) ||
+        (st = ss_h5_attr_i64(h, "/", "ranks", size)))
         goto out;
     if ((st = write_metrics(h, "/clean", want, vals[0], N, 1))) goto out;
     for (int k = 0; k < n_masks; k++) {
@@ -874,7 +1043,8 @@ out:
     free(prompt_index);
     free(ctrl_of);
     free(n_ctrl);
+    free(gathered);
     ss_masks_free(masks, n_masks);
     ss_run_close(&run);
-    return st;
+    return ss_comm_check(comm, st);
 }

@@ -1,12 +1,23 @@
 /* `attribute`: scores every unit of the chosen sites by how much it drives a
  * per-prompt metric, from one forward and one backward pass per batch
- * (grad, gradxact, atp) or per integration step (ig). */
+ * (grad, gradxact, atp) or per integration step (ig).
+ *
+ * With several ranks (docs/DISTRIBUTED.md) each rank takes a contiguous
+ * block of whole batches of the one-process run, so every prompt's
+ * attributions come from the same passes as in one process. Rank 0 alone
+ * writes the file: at step k it writes its own k-th batch, then receives
+ * the k-th batch of every other rank in rank order (the ranks move in step,
+ * as in forward). Per-prompt metrics (and IG's baseline metrics and
+ * completeness errors) are gathered at the end; sums over prompts
+ * (--reduce prompts, and the table's scores) are each rank's float64 sums
+ * added at rank 0 in rank order. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "subscope/backward.h"
+#include "subscope/dist.h"
 #include "subscope/h5out.h"
 #include "subscope/jobs.h"
 #include "subscope/util.h"
@@ -73,7 +84,33 @@ static int by_magnitude(const void *a, const void *b) {
     return ((const scored *)a)->u < ((const scored *)b)->u ? -1 : 1;
 }
 
+static ss_status attribute(const ss_attribute_job *job, ss_comm *comm);
+
 ss_status ss_job_attribute(const ss_attribute_job *job) {
+    ss_comm *comm;
+    SS_TRY(ss_comm_world(&comm));
+    return ss_comm_check(comm, attribute(job, comm));
+}
+
+/* Rank 0: the outputs of rank r's batch at prompts [b0, b0+nb), one block per site, into the datasets. */
+static ss_status receive_batch(ss_comm *comm, int r, const ss_config *cfg, const int *site_ids, int n_sites,
+                               ss_h5_dset **dsets, int per_position, int64_t T, int64_t b0, int64_t nb, float *buf) {
+    for (int k = 0; k < n_sites; k++) {
+        ss_site s;
+        ss_site_get(cfg, site_ids[k], &s);
+        int64_t start[4] = {b0, 0, 0, 0}, count[4] = {nb, 0, 0, 0};
+        int nd = 1;
+        if (per_position) count[nd++] = T;
+        for (int e = 0; e < s.ndim; e++) count[nd++] = s.dims[e];
+        const size_t n = (size_t)(nb * (per_position ? T : 1) * s.width);
+        SS_TRY(ss_comm_recv(comm, r, k, buf, n * sizeof(float)));
+        SS_TRY(ss_h5_dset_write(dsets[k], start, count, buf));
+    }
+    return SS_OK;
+}
+
+static ss_status attribute(const ss_attribute_job *job, ss_comm *comm) {
+    const int rank = ss_comm_rank(comm), size = ss_comm_size(comm);
     ss_run run;
     ss_status st;
     attr_method method;
@@ -96,6 +133,10 @@ ss_status ss_job_attribute(const ss_attribute_job *job) {
     const ss_config *cfg = &m->cfg;
     const int64_t N = run.p->n, T = run.T, B = run.B;
     const int ns = ss_sites_count(cfg);
+    int64_t lo, hi; /* this rank's prompts: whole batches of the one-process run */
+    ss_comm_shard(N, B, rank, size, &lo, &hi);
+    ss_progress_fn progress = rank == 0 ? job->progress : NULL;
+    double *packed = NULL;
     ss_prompts *kps = NULL;
     uint8_t *want = NULL, *one = NULL;
     int *site_ids = NULL, n_sites = 0;
@@ -171,7 +212,8 @@ ss_status ss_job_attribute(const ss_attribute_job *job) {
         if (!(grads.rows[s.id] = ss_malloc(n * sizeof(float), "gradients"))) { st = SS_ERR_NOMEM; goto out; }
         if (method != A_GRAD && !(acts.rows[s.id] = ss_malloc(n * sizeof(float), "activations"))) { st = SS_ERR_NOMEM; goto out; }
         if (method == A_ATP && !(cacts.rows[s.id] = ss_malloc(n * sizeof(float), "activations"))) { st = SS_ERR_NOMEM; goto out; }
-        if (red == R_PROMPTS && !(red_sum[k] = ss_calloc((size_t)(T * s.width), sizeof(double), "sums"))) { st = SS_ERR_NOMEM; goto out; }
+        /* Sums over prompts: the output (--reduce prompts, [T, width]), else the table's scores ([width]). */
+        if (!(red_sum[k] = ss_calloc((size_t)((red == R_PROMPTS ? T : 1) * s.width), sizeof(double), "sums"))) { st = SS_ERR_NOMEM; goto out; }
     }
     if (!(outbuf = ss_malloc((size_t)(B * T * widest) * sizeof(float), "attributions")) ||
         (method == A_IG && !(gsum = ss_malloc((size_t)(B * T * widest) * sizeof(double), "gradient sums")))) {
@@ -180,14 +222,16 @@ ss_status ss_job_attribute(const ss_attribute_job *job) {
     }
     if ((st = ss_run_place(&run, &job->run))) goto out;
 
-    /* The file and its datasets, written batch by batch. */
+    /* The file and its datasets, written batch by batch (rank 0 alone has the file). */
+    if (rank != 0) goto compute;
     if ((st = ss_h5_create(job->out, &h))) goto out;
     if ((st = ss_write_provenance(h, m, job->command_line, run.be)) ||
         (st = ss_h5_attr_str(h, "/", "input_path", job->run.input)) ||
         (st = ss_h5_attr_str(h, "/", "sites", job->sites)) ||
         (st = ss_h5_attr_str(h, "/", "metric", ss_metric_name(mk))) ||
         (st = ss_h5_attr_str(h, "/", "method", job->method ? job->method : "gradxact")) ||
-        (st = ss_h5_attr_str(h, "/", "reduce", red == R_NONE ? "none" : red == R_POSITIONS ? "positions" : "prompts")))
+        (st = ss_h5_attr_str(h, "/", "reduce", red == R_NONE ? "none" : red == R_POSITIONS ? "positions" : "prompts")) ||
+        (st = ss_h5_attr_i64(h, "/", "ranks", size)))
         goto out;
     if (kps && (st = ss_h5_attr_str(h, "/", "corrupt_path", job->corrupt))) goto out;
     if (method == A_IG && ((st = ss_h5_attr_i64(h, "/", "ig_steps", steps)) ||
@@ -209,11 +253,15 @@ ss_status ss_job_attribute(const ss_attribute_job *job) {
         if ((st = ss_h5_dset_create(h, path, SS_H5_F32, nd, dims, names, &dsets[k]))) goto out;
     }
 
+compute:;
     const ss_metric mt = {mk, answer, wrong};
     const int64_t passes = method == A_IG ? 1 + (int64_t)n_sites * (steps + 1) : method == A_ATP ? 2 : 1;
-    if (job->progress) job->progress(job->progress_ctx, 0, N * passes);
-    for (int64_t b0 = 0; b0 < N; b0 += B) {
-        const int64_t nb = N - b0 < B ? N - b0 : B;
+    /* Progress: rank 0's own share (the other ranks have as many prompts or one batch fewer). */
+    if (progress) progress(job->progress_ctx, 0, (hi - lo) * passes);
+    for (int64_t step = 0;; step++) {
+        const int64_t b0 = lo + step * B;
+        if (b0 >= hi) break; /* rank 0 has the most batches: it never stops before the others */
+        const int64_t nb = hi - b0 < B ? hi - b0 : B;
         ss_packing pk;
         ss_run_pack(&run, b0, nb, &pk);
         for (int64_t i = 0; i < nb && mk != SS_METRIC_LOSS; i++)
@@ -257,11 +305,11 @@ ss_status ss_job_attribute(const ss_attribute_job *job) {
                 ig_point pt = {s.id, a, base[k], 0};
                 ss_forward_opts fo = {.want = one, .hook = ig_hook, .hook_ctx = &pt};
                 ss_grad_opts go = {.want = one, .hook = ss_keep_rows_hook, .hook_ctx = &grads, .recompute = job->recompute};
-                for (int step = 0; step < steps; step++) {
-                    pt.alpha = (step + 0.5) / steps;
+                for (int it = 0; it < steps; it++) {
+                    pt.alpha = (it + 0.5) / steps;
                     if ((st = ss_forward_backward(m, run.be, run.packed, &pk, &fo, &mt, &go, NULL))) goto out;
                     for (int64_t q = 0; q < n; q++) gsum[q] += g[q];
-                    if (job->progress) job->progress(job->progress_ctx, b0 * passes + nb * (1 + k * (steps + 1) + step + 1), N * passes);
+                    if (progress) progress(job->progress_ctx, (b0 - lo) * passes + nb * (1 + k * (steps + 1) + it + 1), (hi - lo) * passes);
                 }
                 pt.alpha = 0;
                 if ((st = ss_forward_backward(m, run.be, run.packed, &pk, &fo, &mt, NULL, base_metric + k * N + b0))) goto out;
@@ -303,14 +351,70 @@ ss_status ss_job_attribute(const ss_attribute_job *job) {
                     }
             }
             for (int e = 0; e < s.ndim; e++) count[nd++] = s.dims[e];
-            if ((st = ss_h5_dset_write(dsets[k], start, count, outbuf))) goto out;
+            if (rank == 0) st = ss_h5_dset_write(dsets[k], start, count, outbuf);
+            else st = ss_comm_send(comm, 0, k, outbuf, (size_t)(nb * (red == R_NONE ? T : 1) * w) * sizeof(float));
+            if (st) goto out;
             /* The table's scores: the sum over prompts and positions, kept in red_sum when not reducing prompts. */
-            if (!red_sum[k] && !(red_sum[k] = ss_calloc((size_t)w, sizeof(double), "sums"))) { st = SS_ERR_NOMEM; goto out; }
             for (int64_t i = 0; i < nb; i++)
                 for (int64_t q = 0; q < pk.len[i] * w && !isnan(metric[b0 + i]); q++)
                     red_sum[k][q % w] += attr[pk.start[i] * w + q];
         }
-        if (job->progress) job->progress(job->progress_ctx, (b0 + nb) * passes, N * passes);
+        if (progress) progress(job->progress_ctx, (b0 - lo + nb) * passes, (hi - lo) * passes);
+        /* Rank 0: the step's batch of every other rank, in rank order (outbuf is free again). */
+        for (int r = 1; rank == 0 && red != R_PROMPTS && r < size; r++) {
+            int64_t rlo, rhi;
+            ss_comm_shard(N, B, r, size, &rlo, &rhi);
+            const int64_t rb0 = rlo + step * B, rnb = rhi - rb0 < B ? rhi - rb0 : B;
+            if (rb0 >= rhi) continue;
+            if ((st = receive_batch(comm, r, cfg, site_ids, n_sites, dsets, red == R_NONE, T, rb0, rnb, outbuf))) {
+                ss_error_context(st, "receiving the attributions of rank %d for prompts %lld..%lld", r, (long long)rb0,
+                                 (long long)(rb0 + rnb - 1));
+                goto out;
+            }
+        }
+    }
+
+    /* Rank 0 takes every rank's per-prompt metrics (IG: and baseline metrics, completeness errors) in input
+     * order, and the sums over prompts of all ranks, added in rank order. */
+    if (size > 1) {
+        const int per = method == A_IG ? 1 + 2 * n_sites : 1;
+        const size_t mine = (size_t)(hi - lo);
+        if (!(packed = ss_malloc(mine * (size_t)per * sizeof(double) + 1, "metrics to gather"))) { st = SS_ERR_NOMEM; goto out; }
+        memcpy(packed, metric + lo, mine * sizeof(double));
+        for (int k = 0; per > 1 && k < n_sites; k++) {
+            memcpy(packed + (1 + 2 * (size_t)k) * mine, base_metric + k * N + lo, mine * sizeof(double));
+            memcpy(packed + (2 + 2 * (size_t)k) * mine, complete + k * N + lo, mine * sizeof(double));
+        }
+        void *all = NULL;
+        size_t *counts = rank == 0 ? ss_malloc((size_t)size * sizeof *counts, "ranks") : NULL;
+        if (rank == 0 && !counts) { st = SS_ERR_NOMEM; goto out; }
+        st = ss_comm_gatherv(comm, packed, mine * (size_t)per * sizeof(double), &all, counts);
+        const double *src = all;
+        for (int r = 1; !st && rank == 0 && r < size; r++) {
+            int64_t rlo, rhi;
+            ss_comm_shard(N, B, r, size, &rlo, &rhi);
+            const size_t rn = (size_t)(rhi - rlo);
+            src += counts[r - 1] / sizeof(double); /* past rank r-1's block */
+            if (counts[r] != rn * (size_t)per * sizeof(double)) {
+                st = ss_errorf(SS_ERR_INTERNAL, "rank %d (host %s) sent %zu bytes of metrics, not %zu", r,
+                               ss_comm_host(comm, r), counts[r], rn * (size_t)per * sizeof(double));
+                break;
+            }
+            memcpy(metric + rlo, src, rn * sizeof(double));
+            for (int k = 0; per > 1 && k < n_sites; k++) {
+                memcpy(base_metric + k * N + rlo, src + (1 + 2 * (size_t)k) * rn, rn * sizeof(double));
+                memcpy(complete + k * N + rlo, src + (2 + 2 * (size_t)k) * rn, rn * sizeof(double));
+            }
+        }
+        free(all);
+        free(counts);
+        for (int k = 0; !st && k < n_sites; k++) {
+            ss_site s;
+            ss_site_get(cfg, site_ids[k], &s);
+            st = ss_comm_allreduce_f64(comm, red_sum[k], (size_t)((red == R_PROMPTS ? T : 1) * s.width));
+        }
+        if (st) { ss_error_context(st, "gathering the metrics and sums of the ranks at rank 0"); goto out; }
+        if (rank != 0) goto out;
     }
 
     /* Metrics, reductions over prompts, completeness. */
@@ -410,6 +514,7 @@ out:
     free(acts.rows), free(grads.rows), free(cacts.rows), free(base), free(red_sum), free(dsets);
     free(want), free(one), free(site_ids), free(metric), free(metric_f), free(base_metric), free(complete), free(site_rel), free(gsum);
     free(outbuf), free(answer), free(wrong);
+    free(packed);
     ss_prompts_free(kps);
     ss_run_close(&run);
     return st;

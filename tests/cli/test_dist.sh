@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Data-parallel runs under mpirun (docs/DISTRIBUTED.md): collect and forward with 2 and 3 ranks
+# Data-parallel runs under mpirun (docs/DISTRIBUTED.md): collect, forward, ablate and attribute with 2 and 3 ranks
 # against one process, checkpoints written by 3 ranks, a rank killed (SIGKILL: mpirun stops the
 # job) and a rank hung (SIGSTOP: the communicator's timeout stops it), each leaving no output,
 # and a resume with another number of ranks. Skipped, with the reason, where mpirun is missing.
@@ -52,6 +52,46 @@ for n in 2 3; do
         pass "forward -np $n = one process, bit for bit (tokens, logits, activations, patterns in input order)"
     else fail "forward -np $n vs one process" "$(printf '%s' "$res" | head -n 4)"; fi
 done
+
+# ablate and attribute: each rank runs whole batches of the one-process run and rank 0 gathers
+# the per-prompt values, so they are identical (atol 0), and so is the printed table. The masks
+# include what needs the whole input: mean and relative-noise masks from the input's unit
+# statistics (merged across ranks) and resample donors from every prompt (shared); patch masks
+# take the rank's own pairs. Sums over prompts (attribute --reduce prompts) add the ranks' float64
+# sums in rank order instead of one prompt at a time: they may differ in the last float64 bits,
+# so in float32 by at most about an ulp (1e-6 relative here; measured: identical).
+PC=tests/data/patch/clean.jsonl PK=tests/data/patch/corrupt.jsonl
+printf '%s\n' '{"name": "p_resid1", "site": "blocks.1.hook_resid_pre", "mode": "patch"}' \
+    '{"name": "r_mlp1", "site": "blocks.1.mlp.hook_post", "mode": "resample", "seed": 3}' \
+    '{"name": "m_z0", "site": "blocks.0.attn.hook_z", "heads": [1], "mode": "mean"}' >"$TMP/pm.jsonl"
+dist_same() { # dist_same KEY NAME TOL CMD...: CMD --out under 1, 2 and 3 ranks; files within TOL, tables equal
+    local key=$1 name=$2 tol=$3 n res; shift 3
+    "$@" --out "$TMP/$key-1.h5" >"$TMP/$key-1.txt" 2>/dev/null
+    for n in 2 3; do
+        if ! res=$($MPI -np $n "$@" --out "$TMP/$key-$n.h5" 2>&1 >"$TMP/$key-$n.txt"); then fail "$name -np $n runs" "$res"; continue; fi
+        if ! res=$("$H5CMP" --quiet $tol "$TMP/$key-1.h5" "$TMP/$key-$n.h5" 2>&1); then
+            fail "$name -np $n vs one process" "$(printf '%s' "$res" | head -n 4)"
+        elif ! cmp -s "$TMP/$key-1.txt" "$TMP/$key-$n.txt"; then
+            fail "$name -np $n: the table differs" "$(diff "$TMP/$key-1.txt" "$TMP/$key-$n.txt" | head -n 4)"
+        else pass "$name -np $n = one process ($tol), the same table"; fi
+    done
+}
+EXACT="--atol 0 --rtol 0"
+dist_same abl "ablate (zero/scale/mean/resample/noise, controls, labels)" "$EXACT" "$SUBSCOPE" ablate --model $M \
+    --input "$TMP/lab.jsonl" --masks data/demo_masks.jsonl --controls 1 --batch 3
+dist_same pat "ablate (patch/resample/mean, 4 pairs)" "$EXACT" "$SUBSCOPE" ablate --model $M --input $PC --patch-from $PK \
+    --masks "$TMP/pm.jsonl" --metrics loss,logitdiff,kl --batch 1
+dist_same gx "attribute gradxact (per position)" "$EXACT" "$SUBSCOPE" attribute --model $M --input "$TMP/lab.jsonl" \
+    --sites 'blocks.*.mlp.hook_post,blocks.1.attn.hook_z' --batch 3
+dist_same rp "attribute --reduce prompts" "--atol 1e-12 --rtol 1e-6" "$SUBSCOPE" attribute --model $M --input "$TMP/lab.jsonl" \
+    --sites 'blocks.*.mlp.hook_post' --reduce prompts --batch 3
+dist_same ig "attribute ig:4 --reduce positions (completeness per prompt)" "$EXACT" "$SUBSCOPE" attribute --model $M \
+    --input $PC --sites 'blocks.1.mlp.hook_post,blocks.0.hook_resid_mid' --metric logitdiff --method ig:4 --reduce positions --batch 1
+# An error on the ranks (a bad mask) stops every rank with a message; no file.
+res=$(timeout 60 $MPI -np 2 "$SUBSCOPE" ablate --model $M --input $P --mask 'blocks.1.mlp.hook_post[512]' --out "$TMP/bad.h5" 2>&1); rc=$?
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && printf '%s' "$res" | grep -q "error on rank [01] of 2 .*stopping every rank:.*512" && [ ! -e "$TMP/bad.h5" ]; then
+    pass "ablate -np 2 with a bad mask: every rank stops (exit $rc) with the message, no file"
+else fail "ablate -np 2 with a bad mask" "exit $rc" "$(printf '%s' "$res" | tail -n 3)"; fi
 
 # The pid of rank R started under pid ANCESTOR (timeout -> mpirun -> rank), by its environment.
 ppid_of() { cut -d' ' -f4 "/proc/$1/stat" 2>/dev/null; }
