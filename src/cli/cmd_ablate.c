@@ -15,7 +15,7 @@ static cli_opt abl_opts[] = {
     {.name = "stats", .metavar = "STATS.h5", .help = "collect output with mean,cov for mean and relative-noise masks (default: computed over the input)"},
     {.name = "patch-from", .metavar = "FILE", .help = "prompts paired line by line with --input (same token counts): the values that masks of mode patch put in"},
     {.name = "controls", .metavar = "K", .help = "also run K control masks per mask: the same sites, mode and intensity, as many units per site drawn at random (default 0)"},
-    {.name = "mask-batch", .metavar = "K", .help = "run at most K masks in one forward, each on its own copy of the batch's prompts (default: about 4096 rows per forward within 1 GiB; 1: one mask at a time)"},
+    {.name = "mask-batch", .metavar = "K", .help = "run at most K masks in one forward, each on its own copy of the batch's prompts (default: 1 on the CPU, where it is fastest; on a GPU about 4096 rows per forward within 1 GiB)"},
     {0},
 };
 

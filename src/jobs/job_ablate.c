@@ -7,9 +7,10 @@
  * sequences, so each copy is the masked run of its mask alone). Masks are
  * sorted by the first block they touch and a group of K starts at its
  * earliest one, from the clean run's residual stream there replicated K
- * times, since everything before is the clean computation. K is chosen so a
- * forward holds about 4096 rows within a memory budget (--mask-batch
- * overrides it); K = 1 is the one-mask-at-a-time run. The clean logits of
+ * times, since everything before is the clean computation. K is 1 on the
+ * CPU and, on a device, chosen so a forward holds about 4096 rows within a
+ * memory budget (--mask-batch overrides it); K = 1 is the one-mask-at-a-time
+ * run. The clean logits of
  * the batch are kept for the KL metric.
  *
  * With several ranks (docs/DISTRIBUTED.md) each rank takes a contiguous
@@ -160,12 +161,16 @@ static void metrics_task(void *vctx, int64_t i) {
         if (mc->want[mt]) j->vals[j->slot[k]][mt][gi] = out[mt];
 }
 
-/* Masks per forward when --mask-batch is not given: about 4096 rows (large
- * enough for the matrix products to run near full speed on a CPU), fewer if
- * the forward's buffers would pass 1 GiB. Per row: the residual stream and
- * three activation buffers, q/k/v, two MLP buffers, the logits and the
- * replicated start residual, in float. */
-static int auto_mask_batch(const ss_config *c, int64_t rows) {
+/* Masks per forward when --mask-batch is not given. On the CPU one: the
+ * products already run near full speed at a batch's rows, and the benchmark
+ * (bench/results/cpu-ablate-*.json) measured K = 1 faster than 32 copies
+ * (0.8x) on both models. On a device about 4096 rows, where one large
+ * forward beats many small launches, fewer if the forward's buffers would
+ * pass 1 GiB. Per row: the residual stream and three activation buffers,
+ * q/k/v, two MLP buffers, the logits and the replicated start residual, in
+ * float. */
+static int auto_mask_batch(const ss_backend *be, const ss_config *c, int64_t rows) {
+    if (be->host_memory) return 1;
     const double budget = 1024.0 * 1024 * 1024, target_rows = 4096;
     double per_row = 4.0 * (double)(8 * c->n_embd + 2 * c->n_inner + c->vocab_size) + 24;
     double k = floor(target_rows / (double)rows), kmem = floor(budget / ((double)rows * per_row));
@@ -824,7 +829,7 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
         while (j > 0 && start_of[order[j - 1]] > start_of[k]) order[j] = order[j - 1], j--;
         order[j] = k;
     }
-    int K = job->mask_batch > 0 ? job->mask_batch : auto_mask_batch(cfg, rows_max);
+    int K = job->mask_batch > 0 ? job->mask_batch : auto_mask_batch(run.be, cfg, rows_max);
     if (K > n_masks) K = n_masks;
     const int n_groups = (n_masks + K - 1) / K;
     K = (n_masks + n_groups - 1) / n_groups; /* the same work with groups of even size */

@@ -72,19 +72,20 @@ awk 'BEGIN {
         printf "{\"name\": \"s%02d_%s\", %s, \"mode\": \"%s\", \"seed\": %d%s}\n", i, m, site, m, i, extra;
     } }' >"$TMP/sweep.jsonl"
 sweep() { "$SUBSCOPE" ablate --model $M --input $P --masks "$TMP/sweep.jsonl" --metrics loss,acc,logitdiff,kl --out "$TMP/$1.h5" "${@:2}" >"$TMP/$1.txt" 2>&1 || cat "$TMP/$1.txt" >&2; }
-sweep sw1 --mask-batch 1; sweep sw7 --mask-batch 7; sweep swauto; sweep swb3 --batch 3 --mask-batch 16
+sweep sw1 --mask-batch 1; sweep sw7 --mask-batch 7; sweep swauto; sweep sw40 --mask-batch 40; sweep swb3 --batch 3 --mask-batch 16
 grep -q "40 masks, 1 per forward at most (40 forwards" "$TMP/sw1.txt" && grep -q "7 per forward at most (6 forwards" "$TMP/sw7.txt" &&
-    grep -q "40 per forward at most (1 forward per" "$TMP/swauto.txt" && grep -q "14 per forward at most (3 forwards" "$TMP/swb3.txt" &&
-    pass "--mask-batch sets the masks per forward (groups of even size); the default takes all 40 here" ||
+    grep -q "40 per forward at most (1 forward per" "$TMP/sw40.txt" && grep -q "14 per forward at most (3 forwards" "$TMP/swb3.txt" &&
+    grep -q "40 masks, 1 per forward at most" "$TMP/swauto.txt" &&
+    pass "--mask-batch sets the masks per forward (groups of even size); the CPU default is one" ||
     fail "masks per forward" "$(grep -h "per forward" "$TMP"/sw*.txt)"
-for v in sw7 swauto swb3; do
+for v in sw7 sw40 swb3; do
     expect_ok "40-mask sweep: --mask-batch 1 equals $v" "$H5CMP" --quiet --atol 1e-6 --rtol 1e-5 "$TMP/sw1.h5" "$TMP/$v.h5"
 done
 nz() { [ -n "$1" ] && [ "$(printf '%s' "$1" | tr -d '0,.')" != "" ]; }
-nz "$(vals /ablate/s04_noise/kl "$TMP/swauto.h5")" && nz "$(vals /ablate/s24_zero/kl "$TMP/swauto.h5")" &&
-    nz "$(vals /ablate/s03_resample/kl "$TMP/swauto.h5")" &&
+nz "$(vals /ablate/s04_noise/kl "$TMP/sw40.h5")" && nz "$(vals /ablate/s24_zero/kl "$TMP/sw40.h5")" &&
+    nz "$(vals /ablate/s03_resample/kl "$TMP/sw40.h5")" &&
     pass "first-block (hook_embed) and last-block (ln_final, blocks.3) masks in one forward change the output" ||
-    fail "first/last block masks change the output" "$(vals /ablate/s24_zero/kl "$TMP/swauto.h5")"
+    fail "first/last block masks change the output" "$(vals /ablate/s24_zero/kl "$TMP/sw40.h5")"
 expect_fail "--mask-batch 0" "mask-batch" "$SUBSCOPE" ablate --model $M --input $P --out "$TMP/x.h5" --mask 'blocks.1.mlp.hook_post[1]' --mask-batch 0
 
 # keyword accuracy: only positions whose target is a keyword count; none -> NaN.
