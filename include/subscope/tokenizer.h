@@ -55,6 +55,10 @@ int32_t ss_tokenizer_eos_id(const ss_tokenizer *t);
 /* GPT-2's pre-tokenizer split as a PCRE2 pattern (the white-space class spelled
  * out as Unicode White_Space, which is what HF's Oniguruma \s matches). */
 extern const char ss_tokenizer_pretokenize_pattern[];
+/* GPT-2's byte-level alphabet: a byte is its own code point when it is printable
+ * Latin-1 (! to ~, ¡ to ¬, ® to ÿ); the other 68 map to U+0100 + their rank. */
+int ss_tokenizer_byte_is_printable(int b);
+uint32_t ss_tokenizer_byte_cp(int b);
 
 #ifdef __cplusplus
 }

@@ -56,6 +56,11 @@ uint16_t ss_f32_to_bf16(float f);
 /* Number of worker threads to use (SUBSCOPE_THREADS, else online CPUs). */
 int ss_num_threads(void);
 
+/* Grows the array *pp (a pointer to the array pointer; elem-byte items, *cap of
+ * them) to hold at least need, doubling; 1 on success, 0 on overflow or no memory
+ * (the array is then unchanged). */
+int ss_grow(void *pp, size_t *cap, size_t need, size_t elem);
+
 #ifdef __cplusplus
 }
 #endif

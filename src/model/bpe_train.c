@@ -46,37 +46,12 @@ static uint64_t mix64(uint64_t h) {
     return h ^ (h >> 33);
 }
 
-/* Grows *p (elements of size elem) to hold at least need; 0 on failure. */
-static int grow(void *pp, size_t *cap, size_t need, size_t elem) {
-    void **p = pp;
-    if (need <= *cap) return 1;
-    size_t nc = *cap ? *cap : 16;
-    while (nc < need) {
-        if (nc > SIZE_MAX / 2 / elem) return 0;
-        nc *= 2;
-    }
-    void *np = realloc(*p, nc * elem);
-    if (!np) return 0;
-    *p = np;
-    *cap = nc;
-    return 1;
-}
-
 static ss_status nomem(void) { return ss_errorf(SS_ERR_NOMEM, "BPE training: out of memory"); }
 
 /* ------------------------------------------------------------------ */
 /* GPT-2's byte <-> unicode map                                        */
 
-static int byte_is_self(int b) { return (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF); }
-
-/* The code point standing for byte b: itself when printable Latin-1, else
- * U+0100 + (its rank among the other 68 bytes). */
-static uint32_t byte_cp(int b) {
-    if (byte_is_self(b)) return (uint32_t)b;
-    uint32_t k = 0;
-    for (int x = 0; x < b; x++) k += !byte_is_self(x);
-    return 256 + k;
-}
+/* The byte alphabet is the tokenizer's (ss_tokenizer_byte_is_printable, ss_tokenizer_byte_cp). */
 
 /* ------------------------------------------------------------------ */
 /* Word counting                                                       */
@@ -153,12 +128,12 @@ static ss_status count_word(ss_bpe_trainer *t, const char *w, size_t n) {
     }
     if (t->n_words >= UINT32_MAX - 1) return ss_errorf(SS_ERR_ARG, "BPE training: more than 2^32 distinct words");
     size_t k = t->n_words;
-    if (!grow(&t->bytes, &t->bytes_cap, t->bytes_len + n, 1) ||
+    if (!ss_grow(&t->bytes, &t->bytes_cap, t->bytes_len + n, 1) ||
         (k == t->w_cap &&
-         !(grow(&t->w_off, &(size_t){t->w_cap}, k + 1, sizeof *t->w_off) &&
-           grow(&t->w_len, &(size_t){t->w_cap}, k + 1, sizeof *t->w_len) &&
-           grow(&t->w_count, &(size_t){t->w_cap}, k + 1, sizeof *t->w_count) &&
-           grow(&t->w_hash, &t->w_cap, k + 1, sizeof *t->w_hash))))
+         !(ss_grow(&t->w_off, &(size_t){t->w_cap}, k + 1, sizeof *t->w_off) &&
+           ss_grow(&t->w_len, &(size_t){t->w_cap}, k + 1, sizeof *t->w_len) &&
+           ss_grow(&t->w_count, &(size_t){t->w_cap}, k + 1, sizeof *t->w_count) &&
+           ss_grow(&t->w_hash, &t->w_cap, k + 1, sizeof *t->w_hash))))
         return nomem();
     memcpy(t->bytes + t->bytes_len, w, n);
     t->w_off[k] = t->bytes_len;
@@ -325,13 +300,13 @@ static pair_ent *pair_get(bpe_state *s, uint64_t key, int add) {
 
 static int32_t vec_new(bpe_state *s) {
     if (s->n_free) return s->free_vecs[--s->n_free];
-    if (!grow(&s->vecs, &s->vcap, s->n_vecs + 1, sizeof *s->vecs)) return -1;
+    if (!ss_grow(&s->vecs, &s->vcap, s->n_vecs + 1, sizeof *s->vecs)) return -1;
     s->vecs[s->n_vecs] = (ivec){0};
     return (int32_t)s->n_vecs++;
 }
 
 static int vec_release(bpe_state *s, int32_t v) {
-    if (!grow(&s->free_vecs, &s->fcap, s->n_free + 1, sizeof *s->free_vecs)) return 0;
+    if (!ss_grow(&s->free_vecs, &s->fcap, s->n_free + 1, sizeof *s->free_vecs)) return 0;
     s->vecs[v].n = 0;
     s->free_vecs[s->n_free++] = v;
     return 1;
@@ -343,7 +318,7 @@ static inline int heap_before(const heap_ent *x, const heap_ent *y) {
 }
 
 static int heap_push(bpe_state *s, heap_ent e) {
-    if (!grow(&s->heap, &s->heap_cap, s->heap_n + 1, sizeof *s->heap)) return 0;
+    if (!ss_grow(&s->heap, &s->heap_cap, s->heap_n + 1, sizeof *s->heap)) return 0;
     size_t i = s->heap_n++;
     while (i > 0) {
         size_t p = (i - 1) / 2;
@@ -380,7 +355,7 @@ static int pair_change(bpe_state *s, int32_t a, int32_t b, int delta, size_t w) 
     if (delta <= 0) return 1;
     if (e->stamp != s->step) {
         int32_t v = vec_new(s);
-        if (v < 0 || !grow(&s->touched, &s->touched_cap, s->n_touched + 1, sizeof *s->touched)) return 0;
+        if (v < 0 || !ss_grow(&s->touched, &s->touched_cap, s->n_touched + 1, sizeof *s->touched)) return 0;
         e = pair_get(s, key, 0); /* vec_new cannot move pairs, but stay safe */
         e->stamp = s->step;
         e->vec = v;
@@ -388,7 +363,7 @@ static int pair_change(bpe_state *s, int32_t a, int32_t b, int delta, size_t w) 
     }
     ivec *iv = &s->vecs[e->vec];
     if (iv->n && iv->v[iv->n - 1] == (int32_t)w) return 1; /* a word's changes come together */
-    if (!grow(&iv->v, &iv->cap, iv->n + 1, sizeof *iv->v)) return 0;
+    if (!ss_grow(&iv->v, &iv->cap, iv->n + 1, sizeof *iv->v)) return 0;
     iv->v[iv->n++] = (int32_t)w;
     return 1;
 }
@@ -438,10 +413,10 @@ static int32_t token_get_or_add(bpe_state *s, const char *p, size_t n, int *adde
         }
     }
     size_t id = s->n_tok;
-    if (n > UINT32_MAX || !grow(&s->tb, &s->tb_cap, s->tb_len + n + 1, 1)) return -1;
-    if (id == s->t_cap && !(grow(&s->t_off, &(size_t){s->t_cap}, id + 1, sizeof *s->t_off) &&
-                            grow(&s->t_len, &(size_t){s->t_cap}, id + 1, sizeof *s->t_len) &&
-                            grow(&s->t_hash, &s->t_cap, id + 1, sizeof *s->t_hash)))
+    if (n > UINT32_MAX || !ss_grow(&s->tb, &s->tb_cap, s->tb_len + n + 1, 1)) return -1;
+    if (id == s->t_cap && !(ss_grow(&s->t_off, &(size_t){s->t_cap}, id + 1, sizeof *s->t_off) &&
+                            ss_grow(&s->t_len, &(size_t){s->t_cap}, id + 1, sizeof *s->t_len) &&
+                            ss_grow(&s->t_hash, &s->t_cap, id + 1, sizeof *s->t_hash)))
         return -1;
     memmove(s->tb + s->tb_len, p, n); /* p may point into tb itself */
     s->t_off[id] = s->tb_len;
@@ -503,8 +478,8 @@ ss_status ss_bpe_trainer_train(ss_bpe_trainer *tr, int32_t vocab_size, ss_bpe_mo
     s->n_tslots = 1024;
     while (s->n_tslots < 4 * (size_t)vocab_size) s->n_tslots *= 2;
     s->t_slots = calloc(s->n_tslots, sizeof *s->t_slots);
-    if (!s->t_slots || !grow(&s->tb, &s->tb_cap, 64, 1) || !grow(&s->t_off, &(size_t){0}, 257, sizeof *s->t_off) ||
-        !grow(&s->t_len, &(size_t){0}, 257, sizeof *s->t_len) || !grow(&s->t_hash, &s->t_cap, 257, sizeof *s->t_hash)) {
+    if (!s->t_slots || !ss_grow(&s->tb, &s->tb_cap, 64, 1) || !ss_grow(&s->t_off, &(size_t){0}, 257, sizeof *s->t_off) ||
+        !ss_grow(&s->t_len, &(size_t){0}, 257, sizeof *s->t_len) || !ss_grow(&s->t_hash, &s->t_cap, 257, sizeof *s->t_hash)) {
         rc = nomem();
         goto done;
     }
@@ -515,9 +490,9 @@ ss_status ss_bpe_trainer_train(ss_bpe_trainer *tr, int32_t vocab_size, ss_bpe_mo
     int32_t byte_id[256];
     int order[256], k = 0;
     for (int b = 0; b < 256; b++)
-        if (byte_is_self(b)) order[k++] = b;
+        if (ss_tokenizer_byte_is_printable(b)) order[k++] = b;
     for (int b = 0; b < 256; b++)
-        if (!byte_is_self(b)) order[k++] = b;
+        if (!ss_tokenizer_byte_is_printable(b)) order[k++] = b;
     for (int i = 0; i < 256; i++) {
         char c = (char)order[i];
         int added;
@@ -572,7 +547,7 @@ ss_status ss_bpe_trainer_train(ss_bpe_trainer *tr, int32_t vocab_size, ss_bpe_mo
         const int32_t a = (int32_t)(top.key >> 32), b = (int32_t)(uint32_t)top.key;
         /* The new token's bytes are built at the end of tb, then looked up. */
         size_t la = s->t_len[a], lb = s->t_len[b];
-        if (!grow(&s->tb, &s->tb_cap, s->tb_len + la + lb + 1, 1)) {
+        if (!ss_grow(&s->tb, &s->tb_cap, s->tb_len + la + lb + 1, 1)) {
             rc = nomem();
             goto done;
         }
@@ -580,7 +555,7 @@ ss_status ss_bpe_trainer_train(ss_bpe_trainer *tr, int32_t vocab_size, ss_bpe_mo
         memcpy(s->tb + s->tb_len + la, s->tb + s->t_off[b], lb);
         int added;
         int32_t c = token_get_or_add(s, s->tb + s->tb_len, la + lb, &added);
-        if (c < 0 || !grow(&s->merges, &s->mcap, s->n_merges + 1, sizeof *s->merges)) {
+        if (c < 0 || !ss_grow(&s->merges, &s->mcap, s->n_merges + 1, sizeof *s->merges)) {
             rc = nomem();
             goto done;
         }
@@ -626,7 +601,7 @@ size_t ss_bpe_token_text(const ss_bpe_model *m, int32_t id, char *buf) {
         o = m->tok_len[0];
     } else {
         for (uint32_t i = 0; i < m->tok_len[id]; i++) {
-            uint32_t cp = byte_cp((unsigned char)m->tok[id][i]);
+            uint32_t cp = ss_tokenizer_byte_cp((unsigned char)m->tok[id][i]);
             if (cp < 0x80) {
                 buf[o++] = (char)cp;
             } else {

@@ -288,12 +288,21 @@ typedef struct {
     uint8_t utf8_len[256];
 } byte_map;
 
+int ss_tokenizer_byte_is_printable(int b) {
+    return (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+}
+
+uint32_t ss_tokenizer_byte_cp(int b) {
+    if (ss_tokenizer_byte_is_printable(b)) return (uint32_t)b;
+    uint32_t k = 0;
+    for (int x = 0; x < b; x++) k += !ss_tokenizer_byte_is_printable(x);
+    return 256 + k;
+}
+
 static void byte_map_init(byte_map *m) {
     for (int i = 0; i < BYTE_MAP_CP_LIMIT; i++) m->cp_byte[i] = -1;
-    uint32_t next = 256;
     for (int b = 0; b < 256; b++) {
-        int self = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-        uint32_t cp = self ? (uint32_t)b : next++;
+        uint32_t cp = ss_tokenizer_byte_cp(b);
         m->byte_cp[b] = cp;
         m->cp_byte[cp] = (int16_t)b;
         char tmp[4];
@@ -950,22 +959,8 @@ typedef struct {
     pcre2_match_data *md;
 } enc_ctx;
 
-static int grow(void **p, size_t *cap, size_t need, size_t elem) {
-    if (need <= *cap) return 1;
-    size_t nc = *cap ? *cap : 64;
-    while (nc < need) {
-        if (nc > SIZE_MAX / 2 / elem) return 0;
-        nc *= 2;
-    }
-    void *np = realloc(*p, nc * elem);
-    if (!np) return 0;
-    *p = np;
-    *cap = nc;
-    return 1;
-}
-
 static int emit(enc_ctx *c, int32_t id) {
-    if (c->n == c->cap && !grow((void **)&c->out, &c->cap, c->n + 1, sizeof *c->out)) return 0;
+    if (c->n == c->cap && !ss_grow((void **)&c->out, &c->cap, c->n + 1, sizeof *c->out)) return 0;
     c->out[c->n++] = id;
     return 1;
 }
@@ -975,7 +970,7 @@ static inline int heap_less(const heap_ent *a, const heap_ent *b) {
 }
 
 static int heap_push(enc_ctx *c, uint32_t rank, uint32_t pos, int32_t new_id) {
-    if (c->heap_n == c->heap_cap && !grow((void **)&c->heap, &c->heap_cap, c->heap_n + 1, sizeof *c->heap)) return 0;
+    if (c->heap_n == c->heap_cap && !ss_grow((void **)&c->heap, &c->heap_cap, c->heap_n + 1, sizeof *c->heap)) return 0;
     size_t i = c->heap_n++;
     heap_ent e = {rank, pos, new_id};
     while (i > 0) {
@@ -1014,7 +1009,7 @@ static int cache_lookup(const ss_tokenizer *t, enc_ctx *c, const char *w, size_t
         if (!s->used) break;
         if (s->h == h && s->klen == n && memcmp(wc->keys + s->koff, w, n) == 0) {
             found = 1;
-            if (c->n + s->nids > c->cap && !grow((void **)&c->out, &c->cap, c->n + s->nids, sizeof *c->out)) {
+            if (c->n + s->nids > c->cap && !ss_grow((void **)&c->out, &c->cap, c->n + s->nids, sizeof *c->out)) {
                 ok = 0;
                 break;
             }
@@ -1030,8 +1025,8 @@ static int cache_lookup(const ss_tokenizer *t, enc_ctx *c, const char *w, size_t
 static void cache_insert(const ss_tokenizer *t, const char *w, size_t n, uint64_t h, const int32_t *ids, size_t nids) {
     word_cache *wc = t->cache;
     pthread_mutex_lock(&wc->mu);
-    if (wc->n < WORD_CACHE_MAX_ENTRIES && grow((void **)&wc->keys, &wc->keys_cap, wc->keys_len + n, 1) &&
-        grow((void **)&wc->ids, &wc->ids_cap, wc->ids_len + nids, sizeof *wc->ids)) {
+    if (wc->n < WORD_CACHE_MAX_ENTRIES && ss_grow((void **)&wc->keys, &wc->keys_cap, wc->keys_len + n, 1) &&
+        ss_grow((void **)&wc->ids, &wc->ids_cap, wc->ids_len + nids, sizeof *wc->ids)) {
         size_t i = h & (WORD_CACHE_SLOTS - 1);
         int dup = 0;
         for (; wc->slots[i].used; i = (i + 1) & (WORD_CACHE_SLOTS - 1)) {
@@ -1055,7 +1050,7 @@ static ss_status bpe_word(const ss_tokenizer *t, enc_ctx *c, const char *w, size
     if (n == 0) return SS_OK;
     const unsigned char *u = (const unsigned char *)w;
     if (t->ignore_merges) {
-        if (!grow((void **)&c->buf, &c->buf_cap, 2 * n, 1)) return nomem("encode");
+        if (!ss_grow((void **)&c->buf, &c->buf_cap, 2 * n, 1)) return nomem("encode");
         size_t m = 0;
         for (size_t i = 0; i < n; i++) {
             memcpy(c->buf + m, t->bm.utf8[u[i]], t->bm.utf8_len[u[i]]);
@@ -1071,7 +1066,7 @@ static ss_status bpe_word(const ss_tokenizer *t, enc_ctx *c, const char *w, size
         int r = cache_lookup(t, c, w, n, h);
         if (r) return r > 0 ? SS_OK : nomem("encode");
     }
-    if (!grow((void **)&c->sym_id, &c->sym_cap, n, sizeof *c->sym_id)) return nomem("encode");
+    if (!ss_grow((void **)&c->sym_id, &c->sym_cap, n, sizeof *c->sym_id)) return nomem("encode");
     size_t cap = c->sym_cap;
     int32_t *np = realloc(c->sym_prev, cap * sizeof *np);
     if (!np) return nomem("encode");
@@ -1149,7 +1144,7 @@ static ss_status bpe_word(const ss_tokenizer *t, enc_ctx *c, const char *w, size
 static ss_status encode_piece(const ss_tokenizer *t, enc_ctx *c, const char *s, size_t n, size_t base) {
     if (n == 0) return SS_OK;
     if (t->add_prefix_space && s[0] != ' ') {
-        if (!grow((void **)&c->pbuf, &c->pbuf_cap, n + 1, 1)) return nomem("encode");
+        if (!ss_grow((void **)&c->pbuf, &c->pbuf_cap, n + 1, 1)) return nomem("encode");
         c->pbuf[0] = ' ';
         memcpy(c->pbuf + 1, s, n);
         s = c->pbuf;
@@ -1265,7 +1260,7 @@ ss_status ss_tokenizer_encode(const ss_tokenizer *t, const char *text, size_t le
     c.md = pcre2_match_data_create_from_pattern(t->re, NULL);
     if (!c.md) return nomem("encode");
     /* Rough guess (GPT-2 averages ~4 bytes per token) to avoid regrowth. */
-    ss_status st = grow((void **)&c.out, &c.cap, len / 3 + 16, sizeof *c.out) ? SS_OK : nomem("encode");
+    ss_status st = ss_grow((void **)&c.out, &c.cap, len / 3 + 16, sizeof *c.out) ? SS_OK : nomem("encode");
     if (st == SS_OK && len) st = split_added(t, &c, text, len, 0, 0);
     pcre2_match_data_free(c.md);
     free(c.sym_id);

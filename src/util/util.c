@@ -216,3 +216,18 @@ int ss_num_threads(void) {
     atomic_store(&cached, (int)v);
     return (int)v;
 }
+
+int ss_grow(void *pp, size_t *cap, size_t need, size_t elem) {
+    void **p = pp;
+    if (need <= *cap) return 1;
+    size_t nc = *cap ? *cap : 16;
+    while (nc < need) {
+        if (nc > SIZE_MAX / 2 / elem) return 0;
+        nc *= 2;
+    }
+    void *np = realloc(*p, nc * elem);
+    if (!np) return 0;
+    *p = np;
+    *cap = nc;
+    return 1;
+}
