@@ -15,6 +15,16 @@ const char *ss_test_data_dir(void);
 /* A fresh temporary directory for this test run (removed at exit). */
 const char *ss_test_tmp_dir(void);
 
+/* Numeric helpers (tests/unit/numeric.c): a seeded uniform draw in [-1, 1),
+ * vectors of n such draws times amp or of one value (malloc'd; n may be 0),
+ * and an elementwise check that prints the NMSE and the largest error and
+ * returns how many elements lie outside atol + rtol*|ref| (NaN counts). */
+#include <stdint.h>
+float ss_test_frand(unsigned *s);
+float *ss_test_rvec(int64_t n, unsigned seed, float amp);
+float *ss_test_fvec(int64_t n, float val);
+int64_t ss_test_compare(const char *what, const float *got, const float *ref, int64_t n, double atol, double rtol);
+
 #define TEST(name)                                                            \
     static void name(void);                                                   \
     __attribute__((constructor)) static void ss_test_reg_##name(void) {       \

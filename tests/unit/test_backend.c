@@ -4,23 +4,12 @@
 #include "subscope/backend.h"
 #include "test.h"
 
-static float frand(unsigned *s) {
-    *s = *s * 1664525u + 1013904223u;
-    return (float)((*s >> 8) & 0xffff) / 32768.0f - 1.0f;
-}
-
-static float *rand_vec(int64_t n, unsigned seed) {
-    float *v = malloc((size_t)n * sizeof(float));
-    for (int64_t i = 0; i < n; i++) v[i] = frand(&seed);
-    return v;
-}
-
 TEST(cpu_matmul_matches_naive_all_layouts) {
     const ss_backend *be = ss_backend_cpu();
     int64_t shapes[][3] = {{1, 1, 1}, {3, 5, 7}, {17, 33, 9}, {40, 3, 65}};
     for (int si = 0; si < 4; si++) {
         int64_t M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
-        float *A = rand_vec(M * K, 1), *B = rand_vec(K * N, 2), *bias = rand_vec(N, 3);
+        float *A = ss_test_rvec(M * K, 1, 1.0f), *B = ss_test_rvec(K * N, 2, 1.0f), *bias = ss_test_rvec(N, 3, 1.0f);
         float *C = malloc((size_t)(M * N) * sizeof(float)), *C2 = malloc((size_t)(M * N) * sizeof(float));
         for (int tb = 0; tb < 2; tb++) {
             for (int wb = 0; wb < 2; wb++) {
@@ -42,7 +31,7 @@ TEST(cpu_matmul_matches_naive_all_layouts) {
 TEST(cpu_layernorm_and_gelu) {
     const ss_backend *be = ss_backend_cpu();
     int64_t rows = 5, d = 24;
-    float *x = rand_vec(rows * d, 4), *w = rand_vec(d, 5), *b = rand_vec(d, 6), *o = malloc(sizeof(float) * 120);
+    float *x = ss_test_rvec(rows * d, 4, 1.0f), *w = ss_test_rvec(d, 5, 1.0f), *b = ss_test_rvec(d, 6, 1.0f), *o = malloc(sizeof(float) * 120);
     for (int64_t i = 0; i < d; i++) x[d + i] += 1000.f; /* a large common offset must not hurt */
     be->layernorm(be, o, x, w, b, rows, d, 1e-5f);
     for (int64_t r = 0; r < rows; r++) {
@@ -68,7 +57,7 @@ TEST(cpu_attention_causal_packed_sequences) {
     const ss_backend *be = ss_backend_cpu();
     const int64_t H = 3, dh = 4, d = H * dh, ld = 3 * d;
     int64_t start[3] = {0, 1, 6}, len[3] = {1, 5, 3}, rows = 9, poff[3];
-    float *qkv = rand_vec(rows * ld, 7), *z = malloc(sizeof(float) * (size_t)(rows * d));
+    float *qkv = ss_test_rvec(rows * ld, 7, 1.0f), *z = malloc(sizeof(float) * (size_t)(rows * d));
     int64_t pt = 0;
     for (int s = 0; s < 3; s++) poff[s] = pt, pt += H * len[s] * len[s];
     float *pat = malloc(sizeof(float) * (size_t)pt);
@@ -101,7 +90,7 @@ TEST(cpu_attention_causal_packed_sequences) {
 
 TEST(cpu_embed_and_add) {
     const ss_backend *be = ss_backend_cpu();
-    float *wte = rand_vec(10 * 4, 8), *wpe = rand_vec(6 * 4, 9), t[12], p[12], s[12];
+    float *wte = ss_test_rvec(10 * 4, 8, 1.0f), *wpe = ss_test_rvec(6 * 4, 9, 1.0f), t[12], p[12], s[12];
     int32_t tok[3] = {9, 0, 4}, pos[3] = {0, 1, 5};
     be->embed(be, t, p, tok, pos, wte, wpe, SS_WDTYPE_F32, 3, 4);
     be->add(be, s, t, p, 12);
@@ -117,7 +106,7 @@ TEST(cpu_rowwise_ops_split_across_threads_match) {
     /* Sizes that span several parallel tasks, with ragged last tasks. */
     const ss_backend *be = ss_backend_cpu();
     int64_t n = 100003, rows = 77, d = 16;
-    float *x = rand_vec(n, 11), *o = malloc((size_t)n * sizeof(float));
+    float *x = ss_test_rvec(n, 11, 1.0f), *o = malloc((size_t)n * sizeof(float));
     be->gelu(be, o, x, n, SS_ACT_GELU_TANH);
     for (int64_t i = 0; i < n; i += 997)
         CHECK_NEAR(o[i], 0.5 * x[i] * (1 + tanh(sqrt(2 / 3.14159265358979323846) * (x[i] + 0.044715 * pow(x[i], 3)))), 1e-6);

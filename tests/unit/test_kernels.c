@@ -21,45 +21,6 @@
 #include "subscope/safetensors.h"
 #include "test.h"
 
-static float frand(unsigned *s) {
-    *s = *s * 1664525u + 1013904223u;
-    return (float)((*s >> 8) & 0xffff) / 32768.0f - 1.0f;
-}
-
-static float *rvec(int64_t n, unsigned seed) {
-    float *v = malloc((n > 0 ? (size_t)n : 1) * sizeof(float));
-    for (int64_t i = 0; i < n; i++) v[i] = frand(&seed);
-    return v;
-}
-
-static float *fvec(int64_t n, float val) {
-    float *v = malloc((n > 0 ? (size_t)n : 1) * sizeof(float));
-    for (int64_t i = 0; i < n; i++) v[i] = val;
-    return v;
-}
-
-/* Elementwise check with the NMSE report; returns the number of elements
- * outside atol + rtol*|ref| (NaN counts as outside). */
-static int64_t compare(const char *what, const float *got, const float *ref, int64_t n, double atol, double rtol) {
-    double se = 0, sr = 0, maxe = 0;
-    int64_t bad = 0, first = -1;
-    for (int64_t i = 0; i < n; i++) {
-        double e = fabs((double)got[i] - ref[i]);
-        se += e * e;
-        sr += (double)ref[i] * ref[i];
-        if (e > maxe) maxe = e;
-        if (!(e <= atol + rtol * fabs(ref[i]))) {
-            if (first < 0) first = i;
-            bad++;
-        }
-    }
-    printf("\n    %-44s n=%-7lld NMSE=%.2e max|err|=%.2e", what, (long long)n, sr > 0 ? se / sr : se, maxe);
-    if (bad)
-        printf("  %lld outside tolerance, first [%lld] got %.9g ref %.9g", (long long)bad, (long long)first,
-               got[first], ref[first]);
-    return bad;
-}
-
 /* Runs the same launch in both schedules; the outputs (nout buffers of the
  * given sizes, refilled with NaN before each run) must match bitwise. */
 typedef void (*launch_fn)(void *ctx);
@@ -112,22 +73,22 @@ TEST(kernel_add_exact) {
     for (int si = 0; si < 4; si++) {
         for (int mis = 0; mis < 2; mis++) {
             int64_t n = sizes[si];
-            float *a = rvec(n + 1, 1), *b = rvec(n + 1, 2), *out = fvec(n + 1, 0), *ref = fvec(n, 0);
+            float *a = ss_test_rvec(n + 1, 1, 1.0f), *b = ss_test_rvec(n + 1, 2, 1.0f), *out = ss_test_fvec(n + 1, 0), *ref = ss_test_fvec(n, 0);
             add_ctx c = {out + mis, a + mis, b + mis, n};
             for (int64_t i = 0; i < n; i++) ref[i] = a[i + mis] + b[i + mis];
             float *o = out + mis;
             CHECK(both_orders(run_add, &c, &o, &n, 1));
             char nm[64];
             snprintf(nm, sizeof nm, "add n=%lld%s", (long long)n, mis ? " misaligned" : "");
-            CHECK(compare(nm, o, ref, n, 0, 0) == 0);
+            CHECK(ss_test_compare(nm, o, ref, n, 0, 0) == 0);
             free(a); free(b); free(out); free(ref);
         }
     }
     /* in place: out == a */
-    float *a = rvec(33, 3), *b = rvec(33, 4), ref[33];
+    float *a = ss_test_rvec(33, 3, 1.0f), *b = ss_test_rvec(33, 4, 1.0f), ref[33];
     for (int i = 0; i < 33; i++) ref[i] = a[i] + b[i];
     CHECK(ss_cuda_add(a, a, b, 33, NULL) == 0);
-    CHECK(compare("add in place", a, ref, 33, 0, 0) == 0);
+    CHECK(ss_test_compare("add in place", a, ref, 33, 0, 0) == 0);
     CHECK(ss_cuda_add(a, a, b, 0, NULL) == 0); /* n = 0 launches nothing */
     free(a); free(b);
 }
@@ -145,7 +106,7 @@ TEST(kernel_capture_exact) {
     for (int si = 0; si < 4; si++) {
         for (int use_idx = 0; use_idx < 2; use_idx++) {
             int64_t rows = shapes[si][0], cols = shapes[si][1], ld = shapes[si][2], src_rows = rows + 3;
-            float *src = rvec(src_rows * ld, 5), *dst = fvec(rows * cols, 0), *ref = fvec(rows * cols, 0);
+            float *src = ss_test_rvec(src_rows * ld, 5, 1.0f), *dst = ss_test_fvec(rows * cols, 0), *ref = ss_test_fvec(rows * cols, 0);
             int64_t idx[32];
             for (int64_t r = 0; r < rows; r++) idx[r] = use_idx ? (r * 7 + 2) % src_rows : r;
             for (int64_t r = 0; r < rows; r++)
@@ -156,7 +117,7 @@ TEST(kernel_capture_exact) {
             char nm[64];
             snprintf(nm, sizeof nm, "capture %lldx%lld ld=%lld%s", (long long)rows, (long long)cols, (long long)ld,
                      use_idx ? " row list" : "");
-            CHECK(compare(nm, dst, ref, n, 0, 0) == 0);
+            CHECK(ss_test_compare(nm, dst, ref, n, 0, 0) == 0);
             free(src); free(dst); free(ref);
         }
     }
@@ -165,7 +126,7 @@ TEST(kernel_capture_exact) {
 
 TEST(kernel_convert_matches_host_rounding) {
     int64_t n = 517;
-    float *x = rvec(n, 6);
+    float *x = ss_test_rvec(n, 6, 1.0f);
     /* the cases rounding must get right: ties to even, subnormal halves,
      * overflow to inf, NaN */
     float special[] = {1.0f + 1.0f / 256, 1.0f + 3.0f / 256, 1.0f + 1.0f / 2048, 6e-8f, 3e-5f, 70000.f, -0.f, NAN};
@@ -181,7 +142,7 @@ TEST(kernel_convert_matches_host_rounding) {
         }
         CHECK_MSG(!mism, "%d of %lld %s conversions differ from the host's round-to-nearest-even", mism, (long long)n,
                   dt_name[dt]);
-        float *back = fvec(n, 0), *ref = fvec(n, 0);
+        float *back = ss_test_fvec(n, 0), *ref = ss_test_fvec(n, 0);
         CHECK(ss_cuda_convert(back, SS_CUDA_F32, h, dt, n, NULL) == 0);
         for (int64_t i = 0; i < n; i++) ref[i] = dt == SS_CUDA_F16 ? ss_f16_to_f32(h[i]) : ss_bf16_to_f32(h[i]);
         CHECK(memcmp(back, ref, (size_t)n * sizeof(float)) == 0);
@@ -203,22 +164,22 @@ TEST(kernel_embed_vs_cpu_all_dtypes) {
     for (int si = 0; si < 3; si++) {
         int64_t n = shapes[si][0], d = shapes[si][1];
         for (int dt = SS_CUDA_F32; dt <= SS_CUDA_BF16; dt++) {
-            float *wte = rvec(V * d, 7), *wpe = rvec(P * d, 8), *wte32 = fvec(V * d, 0), *wpe32 = fvec(P * d, 0);
+            float *wte = ss_test_rvec(V * d, 7, 1.0f), *wpe = ss_test_rvec(P * d, 8, 1.0f), *wte32 = ss_test_fvec(V * d, 0), *wpe32 = ss_test_fvec(P * d, 0);
             void *wte_d = to_dtype(wte, V * d, dt, wte32), *wpe_d = to_dtype(wpe, P * d, dt, wpe32);
             int32_t tok[16], pos[16];
             for (int64_t i = 0; i < n; i++) tok[i] = (int32_t)((i * 17 + 3) % V), pos[i] = (int32_t)(i % P);
-            float *t = fvec(n * d, 0), *p = fvec(n * d, 0), *s = fvec(n * d, 0);
-            float *rt = fvec(n * d, 0), *rp = fvec(n * d, 0), *rs = fvec(n * d, 0);
+            float *t = ss_test_fvec(n * d, 0), *p = ss_test_fvec(n * d, 0), *s = ss_test_fvec(n * d, 0);
+            float *rt = ss_test_fvec(n * d, 0), *rp = ss_test_fvec(n * d, 0), *rs = ss_test_fvec(n * d, 0);
             CHECK_OK(be->embed(be, rt, rp, tok, pos, wte32, wpe32, SS_WDTYPE_F32, n, d));
             CHECK_OK(be->add(be, rs, rt, rp, n * d));
             CHECK(ss_cuda_embed(t, p, s, tok, pos, wte_d, wpe_d, dt, V, P, n, d, NULL) == 0);
             char nm[64];
             snprintf(nm, sizeof nm, "embed %s n=%lld d=%lld tok/pos/sum", dt_name[dt], (long long)n, (long long)d);
-            CHECK(compare(nm, t, rt, n * d, 0, 0) == 0);
+            CHECK(ss_test_compare(nm, t, rt, n * d, 0, 0) == 0);
             CHECK(memcmp(p, rp, (size_t)(n * d) * sizeof(float)) == 0);
             CHECK(memcmp(s, rs, (size_t)(n * d) * sizeof(float)) == 0);
             /* only the sum requested; an id out of range gives NaN, not a read */
-            float *s2 = fvec(n * d, 0);
+            float *s2 = ss_test_fvec(n * d, 0);
             tok[n - 1] = (int32_t)V;
             CHECK(ss_cuda_embed(NULL, NULL, s2, tok, pos, wte_d, wpe_d, dt, V, P, n, d, NULL) == 0);
             CHECK(memcmp(s2, rs, (size_t)((n - 1) * d) * sizeof(float)) == 0);
@@ -251,11 +212,11 @@ TEST(kernel_layernorm_rmsnorm_vs_reference) {
         int64_t rows = shapes[si][0], d = shapes[si][1];
         for (int dt = SS_CUDA_F32; dt <= SS_CUDA_BF16; dt++) {
             if ((si == 2 || si == 3 || si == 6) && dt != SS_CUDA_F32) continue; /* keep the test short */
-            float *x = rvec(rows * d, 9), *w = rvec(d, 10), *b = rvec(d, 11), *w32 = fvec(d, 0), *b32 = fvec(d, 0);
+            float *x = ss_test_rvec(rows * d, 9, 1.0f), *w = ss_test_rvec(d, 10, 1.0f), *b = ss_test_rvec(d, 11, 1.0f), *w32 = ss_test_fvec(d, 0), *b32 = ss_test_fvec(d, 0);
             if (si == 0)
                 for (int64_t i = 0; i < d; i++) x[d + i] += 1000.f;
             void *wd = to_dtype(w, d, dt, w32), *bd = to_dtype(b, d, dt, b32);
-            float *out = fvec(rows * d, 0), *ref = fvec(rows * d, 0);
+            float *out = ss_test_fvec(rows * d, 0), *ref = ss_test_fvec(rows * d, 0);
             double atol = si == 0 ? 2e-4 : 1e-5;
             norm_ctx c = {out, x, wd, bd, dt, rows, d, 0};
             int64_t n = rows * d;
@@ -263,7 +224,7 @@ TEST(kernel_layernorm_rmsnorm_vs_reference) {
             CHECK(both_orders(run_norm, &c, &out, &n, 1));
             char nm[64];
             snprintf(nm, sizeof nm, "layernorm %s %lldx%lld", dt_name[dt], (long long)rows, (long long)d);
-            CHECK(compare(nm, out, ref, n, atol, 1e-5) == 0);
+            CHECK(ss_test_compare(nm, out, ref, n, atol, 1e-5) == 0);
             /* RMSNorm against a double loop */
             for (int64_t r = 0; r < rows; r++) {
                 double ss = 0;
@@ -274,7 +235,7 @@ TEST(kernel_layernorm_rmsnorm_vs_reference) {
             c.rms = 1;
             CHECK(both_orders(run_norm, &c, &out, &n, 1));
             snprintf(nm, sizeof nm, "rmsnorm %s %lldx%lld", dt_name[dt], (long long)rows, (long long)d);
-            CHECK(compare(nm, out, ref, n, 1e-5, 1e-5) == 0);
+            CHECK(ss_test_compare(nm, out, ref, n, 1e-5, 1e-5) == 0);
             free(x); free(w); free(b); free(w32); free(b32); free(wd); free(bd); free(out); free(ref);
         }
     }
@@ -296,12 +257,12 @@ TEST(kernel_bias_gelu_vs_reference) {
     int64_t shapes[][2] = {{1, 1}, {3, 64}, {5, 37}, {2, 1000}};
     for (int si = 0; si < 4; si++) {
         int64_t rows = shapes[si][0], cols = shapes[si][1], n = rows * cols;
-        float *x = rvec(n, 12), *bias = rvec(cols, 13), *b32 = fvec(cols, 0);
+        float *x = ss_test_rvec(n, 12, 1.0f), *bias = ss_test_rvec(cols, 13, 1.0f), *b32 = ss_test_fvec(cols, 0);
         for (int64_t i = 0; i < n; i++) x[i] *= 4.f; /* [-4, 4]: both tails of GELU */
         for (int act = SS_CUDA_GELU_TANH; act <= SS_CUDA_ACT_NONE; act++) {
             int dt = (int)((si + act) % 3);
             void *bd = to_dtype(bias, cols, dt, b32);
-            float *out = fvec(n, 0), *ref = fvec(n, 0), *sum = fvec(n, 0);
+            float *out = ss_test_fvec(n, 0), *ref = ss_test_fvec(n, 0), *sum = ss_test_fvec(n, 0);
             for (int64_t i = 0; i < n; i++) sum[i] = x[i] + b32[i % cols];
             if (act == SS_CUDA_ACT_NONE) memcpy(ref, sum, (size_t)n * sizeof(float));
             else CHECK_OK(be->gelu(be, ref, sum, n, (ss_act)act));
@@ -310,13 +271,13 @@ TEST(kernel_bias_gelu_vs_reference) {
             char nm[64];
             static const char *an[] = {"gelu_tanh", "gelu_erf", "bias only"};
             snprintf(nm, sizeof nm, "bias+%s bias %s %lldx%lld", an[act], dt_name[dt], (long long)rows, (long long)cols);
-            CHECK(compare(nm, out, ref, n, 1e-6, 1e-5) == 0);
+            CHECK(ss_test_compare(nm, out, ref, n, 1e-6, 1e-5) == 0);
             if (act != SS_CUDA_ACT_NONE) { /* no bias, in place, vs the CPU op */
                 memcpy(out, x, (size_t)n * sizeof(float));
                 CHECK_OK(be->gelu(be, ref, x, n, (ss_act)act));
                 CHECK(ss_cuda_bias_act(out, out, NULL, SS_CUDA_F32, rows, cols, act, NULL) == 0);
                 snprintf(nm, sizeof nm, "%s no bias, in place %lldx%lld", an[act], (long long)rows, (long long)cols);
-                CHECK(compare(nm, out, ref, n, 1e-6, 1e-5) == 0);
+                CHECK(ss_test_compare(nm, out, ref, n, 1e-6, 1e-5) == 0);
             }
             free(bd); free(out); free(ref); free(sum);
         }
@@ -335,7 +296,7 @@ TEST(kernel_softmax_vs_reference) {
     int64_t shapes[][2] = {{1, 1}, {3, 5}, {4, 64}, {5, 333}, {2, 1000}};
     for (int si = 0; si < 5; si++) {
         int64_t rows = shapes[si][0], cols = shapes[si][1], n = rows * cols;
-        float *x = rvec(n, 14), *out = fvec(n, 0), *ref = fvec(n, 0);
+        float *x = ss_test_rvec(n, 14, 1.0f), *out = ss_test_fvec(n, 0), *ref = ss_test_fvec(n, 0);
         for (int64_t i = 0; i < n; i++) x[i] = x[i] * 6.f + (i % cols == 0 ? 50.f : 0.f) * (float)(i / cols % 2); /* odd rows: one logit 50 above */
         if (si == 3) x[cols + 2] = -INFINITY; /* a masked entry */
         for (int64_t r = 0; r < rows; r++) {
@@ -348,7 +309,7 @@ TEST(kernel_softmax_vs_reference) {
         CHECK(both_orders(run_sm, &c, &out, &n, 1));
         char nm[64];
         snprintf(nm, sizeof nm, "softmax %lldx%lld", (long long)rows, (long long)cols);
-        CHECK(compare(nm, out, ref, n, 1e-8, 1e-5) == 0);
+        CHECK(ss_test_compare(nm, out, ref, n, 1e-8, 1e-5) == 0);
         CHECK(ss_cuda_softmax(x, x, rows, cols, NULL) == 0); /* in place */
         CHECK(memcmp(x, out, (size_t)n * sizeof(float)) == 0);
         free(x); free(out); free(ref);
@@ -400,8 +361,8 @@ TEST(kernel_attention_vs_cpu_packed_sequences) {
             pt += H * len[s] * len[s];
             if (len[s] > max_len) max_len = len[s];
         }
-        float *qkv = rvec(rows * ld, 15 + (unsigned)ci), *z = fvec(rows * d, 0), *zr = fvec(rows * d, 0);
-        float *pat = fvec(pt, 0), *patr = fvec(pt, 0);
+        float *qkv = ss_test_rvec(rows * ld, 15 + (unsigned)ci, 1.0f), *z = ss_test_fvec(rows * d, 0), *zr = ss_test_fvec(rows * d, 0);
+        float *pat = ss_test_fvec(pt, 0), *patr = ss_test_fvec(pt, 0);
         float scale = (float)(1.0 / sqrt((double)dh));
         CHECK_OK(be->attention(be, zr, qkv, qkv + d, qkv + 2 * d, ld, n_seq, start, len, H, dh, scale, patr, poff));
         char nm[96];
@@ -411,15 +372,15 @@ TEST(kernel_attention_vs_cpu_packed_sequences) {
         CHECK(both_orders(run_att, &c, outs, sizes, 2));
         snprintf(nm, sizeof nm, "attention+pattern z   seqs=%d H=%lld dh=%lld max_len=%lld", (int)n_seq,
                  (long long)H, (long long)dh, (long long)max_len);
-        CHECK(compare(nm, z, zr, rows * d, 1e-5, 1e-4) == 0);
+        CHECK(ss_test_compare(nm, z, zr, rows * d, 1e-5, 1e-4) == 0);
         snprintf(nm, sizeof nm, "attention+pattern pat seqs=%d H=%lld dh=%lld", (int)n_seq, (long long)H,
                  (long long)dh);
-        CHECK(compare(nm, pat, patr, pt, 1e-6, 1e-4) == 0);
+        CHECK(ss_test_compare(nm, pat, patr, pt, 1e-6, 1e-4) == 0);
         c.flash = 1;
         CHECK(both_orders(run_att, &c, outs, sizes, 1));
         snprintf(nm, sizeof nm, "flash attention z     seqs=%d H=%lld dh=%lld max_len=%lld", (int)n_seq,
                  (long long)H, (long long)dh, (long long)max_len);
-        CHECK(compare(nm, z, zr, rows * d, 1e-5, 1e-4) == 0);
+        CHECK(ss_test_compare(nm, z, zr, rows * d, 1e-5, 1e-4) == 0);
         free(qkv); free(z); free(zr); free(pat); free(patr);
     }
     /* dh above the register budget is refused, not mis-computed */
@@ -444,11 +405,11 @@ TEST(kernel_colmean_fp64_sum) {
     for (int si = 0; si < 4; si++) {
         for (int dt = SS_CUDA_F32; dt <= SS_CUDA_BF16; dt += 2) {
             int64_t n = shapes[si][0], d = shapes[si][1], ld = shapes[si][2];
-            float *x = rvec(n * ld, 21 + si), *xv = fvec(n * ld, 0);
+            float *x = ss_test_rvec(n * ld, 21 + si, 1.0f), *xv = ss_test_fvec(n * ld, 0);
             for (int64_t i = 0; i < n * ld; i++) x[i] += 100.f + (float)(i % ld); /* mean >> spread */
             void *xd = to_dtype(x, n * ld, dt, xv);
             double *m64 = malloc((size_t)d * sizeof(double));
-            float *m32 = fvec(d, 0);
+            float *m32 = ss_test_fvec(d, 0);
             cm_ctx c = {m64, m32, xd, dt, ld, n, d};
             float *outs[2] = {(float *)m64, m32};
             int64_t sizes[2] = {2 * d, d};
@@ -497,16 +458,16 @@ TEST(kernel_cov_lower_vs_fp64) {
             if (dt == SS_CUDA_F16 && si != 0) continue;
             for (int centred = 1; centred >= (si == 1 ? 0 : 1); centred--) {
                 int64_t n = shapes[si][0], d = shapes[si][1], ldx = shapes[si][2], ldc = shapes[si][3];
-                float *x = rvec(n * ldx, 31 + si), *xv = fvec(n * ldx, 0);
+                float *x = ss_test_rvec(n * ldx, 31 + si, 1.0f), *xv = ss_test_fvec(n * ldx, 0);
                 for (int64_t i = 0; i < n * ldx; i++) x[i] = x[i] * 2.f + 3.f * (float)(i % 5); /* column offsets */
                 void *xd = to_dtype(x, n * ldx, dt, xv);
-                float *m = fvec(d, 0);
+                float *m = ss_test_fvec(d, 0);
                 for (int64_t j = 0; j < d && centred && n > 0; j++) {
                     double s = 0;
                     for (int64_t r = 0; r < n; r++) s += xv[r * ldx + j];
                     m[j] = (float)(s / (double)n);
                 }
-                float *cm = fvec(d * ldc, 0);
+                float *cm = ss_test_fvec(d * ldc, 0);
                 cv_ctx c = {cm, ldc, xd, dt, ldx, centred ? m : NULL, n, d};
                 int64_t nc = d * ldc;
                 CHECK(both_orders(run_cv, &c, &cm, &nc, 1));
@@ -553,9 +514,9 @@ TEST(kernel_cov_lower_vs_fp64) {
  * raw sums would have cancelled catastrophically. */
 TEST(kernel_cov_lower_large_mean_correction) {
     int64_t n = 64, d = 5;
-    float *x = fvec(n * d, 0);
+    float *x = ss_test_fvec(n * d, 0);
     unsigned s = 77;
-    for (int64_t i = 0; i < n * d; i++) x[i] = 1e4f * (float)(1 + i % d) + frand(&s);
+    for (int64_t i = 0; i < n * d; i++) x[i] = 1e4f * (float)(1 + i % d) + ss_test_frand(&s);
     double m64[5];
     float m32[5], cm[25];
     CHECK(ss_cuda_colmean(m64, m32, x, SS_CUDA_F32, d, n, d, NULL) == 0);

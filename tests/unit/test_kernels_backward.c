@@ -21,47 +21,10 @@
 #include "subscope/cuda_kernels.h"
 #include "test.h"
 
-static float frand(unsigned *s) {
-    *s = *s * 1664525u + 1013904223u;
-    return (float)((*s >> 8) & 0xffff) / 32768.0f - 1.0f;
-}
-
-static float *rvec(int64_t n, unsigned seed, float amp) {
-    float *v = malloc((n > 0 ? (size_t)n : 1) * sizeof(float));
-    for (int64_t i = 0; i < n; i++) v[i] = amp * frand(&seed);
-    return v;
-}
-
-static float *fvec(int64_t n, float val) {
-    float *v = malloc((n > 0 ? (size_t)n : 1) * sizeof(float));
-    for (int64_t i = 0; i < n; i++) v[i] = val;
-    return v;
-}
-
 static float *dupv(const float *x, int64_t n) {
-    float *v = fvec(n, 0);
+    float *v = ss_test_fvec(n, 0);
     memcpy(v, x, (size_t)n * sizeof(float));
     return v;
-}
-
-static int64_t compare(const char *what, const float *got, const float *ref, int64_t n, double atol, double rtol) {
-    double se = 0, sr = 0, maxe = 0;
-    int64_t bad = 0, first = -1;
-    for (int64_t i = 0; i < n; i++) {
-        double e = fabs((double)got[i] - ref[i]);
-        se += e * e;
-        sr += (double)ref[i] * ref[i];
-        if (e > maxe) maxe = e;
-        if (!(e <= atol + rtol * fabs(ref[i]))) {
-            if (first < 0) first = i;
-            bad++;
-        }
-    }
-    printf("\n    %-58s n=%-6lld NMSE=%.2e max|err|=%.2e", what, (long long)n, sr > 0 ? se / sr : se, maxe);
-    if (bad)
-        printf("  %lld outside tolerance, first [%lld] got %.9g ref %.9g", (long long)bad, (long long)first,
-               got[first], ref[first]);
-    return bad;
 }
 
 /* ---- running an op on the emulated device ------------------------------ */
@@ -106,7 +69,7 @@ static int run_both(op_fn fn, void *ctx, dout *o, int no, int same) {
     int ok = 1;
     for (int pass = 0; pass < 2 && ok; pass++) {
         for (int i = 0; i < no; i++) {
-            float *init = o[i].init ? dupv(o[i].init, o[i].n) : fvec(o[i].n, NAN);
+            float *init = o[i].init ? dupv(o[i].init, o[i].n) : ss_test_fvec(o[i].n, NAN);
             ss_status st = be->upload(be, o[i].dev, init, (size_t)o[i].n * sizeof(float));
             free(init);
             if (st) return 0;
@@ -120,7 +83,7 @@ static int run_both(op_fn fn, void *ctx, dout *o, int no, int same) {
         }
         if (be->sync(be)) return 0;
         for (int i = 0; i < no; i++) {
-            float *dst = pass ? fvec(o[i].n, 0) : o[i].got;
+            float *dst = pass ? ss_test_fvec(o[i].n, 0) : o[i].got;
             if (be->download(be, dst, o[i].dev, (size_t)o[i].n * sizeof(float))) return 0;
             if (pass) {
                 if (same && memcmp(dst, o[i].got, (size_t)o[i].n * sizeof(float))) ok = 0;
@@ -164,8 +127,8 @@ TEST(cuda_bwd_matmul_tn_vs_reference) {
     for (int si = 0; si < 5; si++)
         for (int acc = 0; acc < 2; acc++) {
             int64_t M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
-            float *A = rvec(M * K + 1, 1, 1.f), *B = rvec(M * N + 1, 2, 1.f), *C0 = rvec(K * N, 3, 1.f);
-            float *ref = fvec(K * N, 0), *got = fvec(K * N, 0);
+            float *A = ss_test_rvec(M * K + 1, 1, 1.f), *B = ss_test_rvec(M * N + 1, 2, 1.f), *C0 = ss_test_rvec(K * N, 3, 1.f);
+            float *ref = ss_test_fvec(K * N, 0), *got = ss_test_fvec(K * N, 0);
             for (int64_t k = 0; k < K; k++)
                 for (int64_t n = 0; n < N; n++) {
                     double s = acc ? C0[k * N + n] : 0;
@@ -180,12 +143,12 @@ TEST(cuda_bwd_matmul_tn_vs_reference) {
             char nm[96];
             snprintf(nm, sizeof nm, "matmul_tn M=%lld N=%lld K=%lld %s", (long long)M, (long long)N, (long long)K,
                      acc ? "accumulate" : "overwrite");
-            CHECK(compare(nm, got, ref, K * N, 2e-5, 1e-5) == 0);
+            CHECK(ss_test_compare(nm, got, ref, K * N, 2e-5, 1e-5) == 0);
             if (cpu->matmul_tn) {
                 float *cc = dupv(C0, K * N);
                 CHECK_OK(cpu->matmul_tn(cpu, cc, A, B, M, N, K, acc));
                 snprintf(nm, sizeof nm, "  vs cpu op");
-                CHECK(compare(nm, got, cc, K * N, 2e-5, 1e-5) == 0);
+                CHECK(ss_test_compare(nm, got, cc, K * N, 2e-5, 1e-5) == 0);
                 free(cc);
             }
             dev_free(dA), dev_free(dB), dev_free(dC);
@@ -205,7 +168,7 @@ TEST(cuda_bwd_sum_rows_vs_reference) {
     int64_t shapes[][2] = {{1, 1}, {1, 33}, {7, 100}, {300, 37}, {9, 64}};
     for (int si = 0; si < 5; si++) {
         int64_t M = shapes[si][0], N = shapes[si][1];
-        float *x = rvec(M * N, 4, 1.1f), *o0 = rvec(N, 5, 1.f), *ref = fvec(N, 0), *got = fvec(N, 0);
+        float *x = ss_test_rvec(M * N, 4, 1.1f), *o0 = ss_test_rvec(N, 5, 1.f), *ref = ss_test_fvec(N, 0), *got = ss_test_fvec(N, 0);
         for (int64_t n = 0; n < N; n++) {
             double s = o0[n];
             for (int64_t m = 0; m < M; m++) s += x[m * N + n];
@@ -217,11 +180,11 @@ TEST(cuda_bwd_sum_rows_vs_reference) {
         CHECK(run_both(op_sr, &c, &o, 1, 1));
         char nm[96];
         snprintf(nm, sizeof nm, "sum_rows %lldx%lld (+= into non-zero)", (long long)M, (long long)N);
-        CHECK(compare(nm, got, ref, N, 2e-5, 1e-5) == 0);
+        CHECK(ss_test_compare(nm, got, ref, N, 2e-5, 1e-5) == 0);
         if (cpu->sum_rows) {
             float *cc = dupv(o0, N);
             CHECK_OK(cpu->sum_rows(cpu, cc, x, M, N));
-            CHECK(compare("  vs cpu op", got, cc, N, 2e-5, 1e-5) == 0);
+            CHECK(ss_test_compare("  vs cpu op", got, cc, N, 2e-5, 1e-5) == 0);
             free(cc);
         }
         dev_free(dx), dev_free(dout_);
@@ -275,13 +238,13 @@ TEST(cuda_bwd_layernorm_vs_reference) {
     for (int si = 0; si < 7; si++)
         for (int with_w = 0; with_w < 2; with_w++) {
             int64_t rows = shapes[si][0], d = shapes[si][1], n = rows * d;
-            float *x = rvec(n, 6, 1.f), *dy = rvec(n, 7, 1.1f), *w = rvec(d, 8, 1.f);
+            float *x = ss_test_rvec(n, 6, 1.f), *dy = ss_test_rvec(n, 7, 1.1f), *w = ss_test_rvec(d, 8, 1.f);
             if (rows > 1)
                 for (int64_t i = 0; i < d; i++) x[d + i] += 100.f; /* a large common offset in row 1 */
-            float *dx0 = rvec(n, 9, 1.f), *dw0 = rvec(d, 10, 1.f), *db0 = rvec(d, 11, 1.f);
+            float *dx0 = ss_test_rvec(n, 9, 1.f), *dw0 = ss_test_rvec(d, 10, 1.f), *db0 = ss_test_rvec(d, 11, 1.f);
             float *rdx = dupv(dx0, n), *rdw = dupv(dw0, d), *rdb = dupv(db0, d);
             ln_bwd_ref(rdx, with_w ? rdw : NULL, with_w ? rdb : NULL, dy, x, w, rows, d, 1e-5f);
-            float *gdx = fvec(n, 0), *gdw = fvec(d, 0), *gdb = fvec(d, 0);
+            float *gdx = ss_test_fvec(n, 0), *gdw = ss_test_fvec(d, 0), *gdb = ss_test_fvec(d, 0);
             float *ddx = dev_put(NULL, (size_t)n * 4), *ddw = dev_put(NULL, (size_t)d * 4),
                   *ddb = dev_put(NULL, (size_t)d * 4), *ddy = dev_put(dy, (size_t)n * 4),
                   *dxx = dev_put(x, (size_t)n * 4), *dwt = dev_put(w, (size_t)d * 4);
@@ -291,10 +254,10 @@ TEST(cuda_bwd_layernorm_vs_reference) {
             char nm[96];
             snprintf(nm, sizeof nm, "layernorm_backward %lldx%lld dx%s", (long long)rows, (long long)d,
                      with_w ? "" : " (dw, db NULL)");
-            CHECK(compare(nm, gdx, rdx, n, 2e-5, 1e-4) == 0);
+            CHECK(ss_test_compare(nm, gdx, rdx, n, 2e-5, 1e-4) == 0);
             if (with_w) {
-                CHECK(compare("  dw", gdw, rdw, d, 2e-5, 1e-5) == 0);
-                CHECK(compare("  db", gdb, rdb, d, 2e-5, 1e-5) == 0);
+                CHECK(ss_test_compare("  dw", gdw, rdw, d, 2e-5, 1e-5) == 0);
+                CHECK(ss_test_compare("  db", gdb, rdb, d, 2e-5, 1e-5) == 0);
             } else {
                 CHECK(memcmp(gdw, dw0, (size_t)d * 4) == 0 && memcmp(gdb, db0, (size_t)d * 4) == 0);
             }
@@ -302,9 +265,9 @@ TEST(cuda_bwd_layernorm_vs_reference) {
                 float *cdx = dupv(dx0, n), *cdw = dupv(dw0, d), *cdb = dupv(db0, d);
                 CHECK_OK(cpu->layernorm_backward(cpu, cdx, with_w ? cdw : NULL, with_w ? cdb : NULL, dy, x, w, rows, d,
                                                  1e-5f));
-                CHECK(compare("  dx vs cpu op", gdx, cdx, n, 2e-5, 1e-4) == 0);
-                CHECK(compare("  dw vs cpu op", gdw, cdw, d, 2e-5, 1e-5) == 0);
-                CHECK(compare("  db vs cpu op", gdb, cdb, d, 2e-5, 1e-5) == 0);
+                CHECK(ss_test_compare("  dx vs cpu op", gdx, cdx, n, 2e-5, 1e-4) == 0);
+                CHECK(ss_test_compare("  dw vs cpu op", gdw, cdw, d, 2e-5, 1e-5) == 0);
+                CHECK(ss_test_compare("  db vs cpu op", gdb, cdb, d, 2e-5, 1e-5) == 0);
                 free(cdx), free(cdw), free(cdb);
             }
             dev_free(ddx), dev_free(ddw), dev_free(ddb), dev_free(ddy), dev_free(dxx), dev_free(dwt);
@@ -339,7 +302,7 @@ TEST(cuda_bwd_gelu_vs_reference) {
         for (int act = SS_ACT_GELU_TANH; act <= SS_ACT_GELU_ERF; act++)
             for (int mode = 0; mode < 3; mode++) { /* aligned, misaligned view, in place (dx == dy) */
                 int64_t n = sizes[si], mis = mode == 1;
-                float *x = rvec(n + 1, 12, 6.f), *dy = rvec(n + 1, 13, 1.f), *ref = fvec(n, 0), *got = fvec(n, 0);
+                float *x = ss_test_rvec(n + 1, 12, 6.f), *dy = ss_test_rvec(n + 1, 13, 1.f), *ref = ss_test_fvec(n, 0), *got = ss_test_fvec(n, 0);
                 for (int64_t i = 0; i < n; i++) ref[i] = (float)(dy[i + mis] * gelu_grad_ref(x[i + mis], (ss_act)act));
                 float *dxx = dev_put(x, (size_t)(n + 1) * 4), *ddy = dev_put(dy, (size_t)(n + 1) * 4),
                       *ddx = dev_put(NULL, (size_t)(n + 1) * 4);
@@ -350,11 +313,11 @@ TEST(cuda_bwd_gelu_vs_reference) {
                 char nm[96];
                 snprintf(nm, sizeof nm, "gelu_backward %s n=%lld%s", act == SS_ACT_GELU_ERF ? "erf" : "tanh",
                          (long long)n, mode == 1 ? " misaligned" : mode == 2 ? " in place" : "");
-                CHECK(compare(nm, got, ref, n, 1e-6, 1e-5) == 0);
+                CHECK(ss_test_compare(nm, got, ref, n, 1e-6, 1e-5) == 0);
                 if (cpu->gelu_backward) {
-                    float *cc = fvec(n, 0);
+                    float *cc = ss_test_fvec(n, 0);
                     CHECK_OK(cpu->gelu_backward(cpu, cc, dy + mis, x + mis, n, (ss_act)act));
-                    CHECK(compare("  vs cpu op", got, cc, n, 1e-6, 1e-5) == 0);
+                    CHECK(ss_test_compare("  vs cpu op", got, cc, n, 1e-6, 1e-5) == 0);
                     free(cc);
                 }
                 dev_free(dxx), dev_free(ddy), dev_free(ddx);
@@ -467,8 +430,8 @@ TEST(cuda_bwd_attention_vs_reference) {
         }
         int64_t ldd = cases[ci].fused ? 3 * d : d, nout = 3 * rows * d;
         float scale = (float)(1.0 / sqrt((double)dh));
-        float *qkv = rvec(rows * ld, 20 + (unsigned)ci, cases[ci].amp), *dz = rvec(rows * d, 30 + (unsigned)ci, 1.f);
-        float *ref = fvec(nout, NAN), *got = fvec(nout, 0);
+        float *qkv = ss_test_rvec(rows * ld, 20 + (unsigned)ci, cases[ci].amp), *dz = ss_test_rvec(rows * d, 30 + (unsigned)ci, 1.f);
+        float *ref = ss_test_fvec(nout, NAN), *got = ss_test_fvec(nout, 0);
         int64_t po = cases[ci].fused ? d : rows * d; /* where dk starts relative to dq */
         attn_bwd_ref(ref, ref + po, ref + 2 * po, ldd, dz, qkv, qkv + d, qkv + 2 * d, ld, n_seq, start, len, H, dh,
                      scale);
@@ -480,15 +443,15 @@ TEST(cuda_bwd_attention_vs_reference) {
         char nm[128];
         snprintf(nm, sizeof nm, "attention_backward seqs=[%s] H=%lld dh=%lld %s dq,dk,dv", lens, (long long)H,
                  (long long)dh, cases[ci].fused ? "fused" : "planes");
-        CHECK(compare(nm, got, ref, nout, 2e-5, 1e-4) == 0);
+        CHECK(ss_test_compare(nm, got, ref, nout, 2e-5, 1e-4) == 0);
         if (cases[ci].len[0] == 1 && n_seq == 1) { /* one token: exact zeros for dq, dk and dv = dz */
             for (int64_t e = 0; e < d; e++) CHECK(got[e] == 0.f && got[d + e] == 0.f && got[2 * d + e] == dz[e]);
         }
         if (cpu->attention_backward) {
-            float *cc = fvec(nout, NAN);
+            float *cc = ss_test_fvec(nout, NAN);
             CHECK_OK(cpu->attention_backward(cpu, cc, cc + po, cc + 2 * po, ldd, dz, qkv, qkv + d, qkv + 2 * d, ld,
                                              n_seq, start, len, H, dh, scale));
-            CHECK(compare("  vs cpu op", got, cc, nout, 2e-5, 1e-4) == 0);
+            CHECK(ss_test_compare("  vs cpu op", got, cc, nout, 2e-5, 1e-4) == 0);
             free(cc);
         }
         dev_free(dqkv), dev_free(ddz), dev_free(dq);
@@ -521,11 +484,11 @@ TEST(cuda_bwd_embed_vs_reference) {
     for (int si = 0; si < 4; si++)
         for (int which = 0; which < 3; which++) { /* both tables, only wte, only wpe */
             int64_t V = shapes[si][0], P = shapes[si][1], n = shapes[si][2], d = shapes[si][3];
-            float *dx = rvec(n * d, 40, 1.1f), *te0 = rvec(V * d, 41, 1.f), *pe0 = rvec(P * d, 42, 1.f);
+            float *dx = ss_test_rvec(n * d, 40, 1.1f), *te0 = ss_test_rvec(V * d, 41, 1.f), *pe0 = ss_test_rvec(P * d, 42, 1.f);
             int32_t *tok = malloc((size_t)n * 4), *pos = malloc((size_t)n * 4);
             for (int64_t i = 0; i < n; i++) tok[i] = (int32_t)((i * 17 + 3) % V), pos[i] = (int32_t)(i % 4 % P);
             int wt = which != 2, wp = which != 1;
-            float *rte = fvec(V * d, 0), *rpe = fvec(P * d, 0);
+            float *rte = ss_test_fvec(V * d, 0), *rpe = ss_test_fvec(P * d, 0);
             for (int64_t t = 0; t < V; t++)
                 for (int64_t c2 = 0; c2 < d; c2++) {
                     double s = te0[t * d + c2];
@@ -538,7 +501,7 @@ TEST(cuda_bwd_embed_vs_reference) {
                     for (int64_t i = 0; i < n; i++) s += wp && pos[i] == p ? dx[i * d + c2] : 0;
                     rpe[p * d + c2] = (float)s;
                 }
-            float *gte = fvec(V * d, 0), *gpe = fvec(P * d, 0);
+            float *gte = ss_test_fvec(V * d, 0), *gpe = ss_test_fvec(P * d, 0);
             float *dte = dev_put(NULL, (size_t)(V * d) * 4), *dpe = dev_put(NULL, (size_t)(P * d) * 4),
                   *ddx = dev_put(dx, (size_t)(n * d) * 4);
             int32_t *dtok = dev_put(tok, (size_t)n * 4), *dpos = dev_put(pos, (size_t)n * 4);
@@ -548,13 +511,13 @@ TEST(cuda_bwd_embed_vs_reference) {
             char nm[96];
             snprintf(nm, sizeof nm, "embed_backward V=%lld P=%lld n=%lld d=%lld %s", (long long)V, (long long)P,
                      (long long)n, (long long)d, which == 0 ? "wte+wpe" : which == 1 ? "wte only" : "wpe only");
-            CHECK(compare(nm, gte, rte, V * d, 1e-6, 1e-6) == 0);
-            CHECK(compare("  wpe", gpe, rpe, P * d, 1e-6, 1e-6) == 0);
+            CHECK(ss_test_compare(nm, gte, rte, V * d, 1e-6, 1e-6) == 0);
+            CHECK(ss_test_compare("  wpe", gpe, rpe, P * d, 1e-6, 1e-6) == 0);
             if (cpu->embed_backward) {
                 float *cte = dupv(te0, V * d), *cpe = dupv(pe0, P * d);
                 CHECK_OK(cpu->embed_backward(cpu, wt ? cte : NULL, wp ? cpe : NULL, dx, tok, pos, n, d));
-                CHECK(compare("  wte vs cpu op", gte, cte, V * d, 1e-6, 1e-6) == 0);
-                CHECK(compare("  wpe vs cpu op", gpe, cpe, P * d, 1e-6, 1e-6) == 0);
+                CHECK(ss_test_compare("  wte vs cpu op", gte, cte, V * d, 1e-6, 1e-6) == 0);
+                CHECK(ss_test_compare("  wpe vs cpu op", gpe, cpe, P * d, 1e-6, 1e-6) == 0);
                 free(cte), free(cpe);
             }
             dev_free(dte), dev_free(dpe), dev_free(ddx), dev_free(dtok), dev_free(dpos);
@@ -599,11 +562,11 @@ TEST(cuda_bwd_softmax_xent_vs_reference) {
     for (int si = 0; si < 4; si++)
         for (int mode = 0; mode < 3; mode++) { /* weights; no weights (1); in place (dlogits == logits) */
             int64_t rows = shapes[si][0], V = shapes[si][1], n = rows * V;
-            float *x = rvec(n, 50 + (unsigned)si, 8.f), *w = rvec(rows, 51, 1.f);
+            float *x = ss_test_rvec(n, 50 + (unsigned)si, 8.f), *w = ss_test_rvec(rows, 51, 1.f);
             int32_t *t = malloc((size_t)rows * 4);
             for (int64_t r = 0; r < rows; r++) t[r] = r == 1 ? -1 : (int32_t)((r * 37 + 5) % V); /* row 1 unscored */
             float *wv = mode == 1 ? NULL : w;
-            float *rdl = fvec(n, 0), *rl = fvec(rows, 0), *gdl = fvec(n, 0), *gl = fvec(rows, 0);
+            float *rdl = ss_test_fvec(n, 0), *rl = ss_test_fvec(rows, 0), *gdl = ss_test_fvec(n, 0), *gl = ss_test_fvec(rows, 0);
             xent_ref(rdl, rl, x, t, wv, rows, V);
             float *dxx = dev_put(x, (size_t)n * 4), *ddl = dev_put(NULL, (size_t)n * 4),
                   *dl = dev_put(NULL, (size_t)rows * 4), *dw = dev_put(w, (size_t)rows * 4);
@@ -615,13 +578,13 @@ TEST(cuda_bwd_softmax_xent_vs_reference) {
             char nm[96];
             snprintf(nm, sizeof nm, "softmax_xent %lldx%lld %s loss", (long long)rows, (long long)V,
                      mode == 0 ? "weighted" : mode == 1 ? "weights NULL" : "in place");
-            CHECK(compare(nm, gl, rl, rows, 1e-5, 1e-5) == 0);
-            CHECK(compare("  dlogits", gdl, rdl, n, 1e-7, 1e-5) == 0);
+            CHECK(ss_test_compare(nm, gl, rl, rows, 1e-5, 1e-5) == 0);
+            CHECK(ss_test_compare("  dlogits", gdl, rdl, n, 1e-7, 1e-5) == 0);
             if (cpu->softmax_xent && mode != 1) {
-                float *cdl = dupv(x, n), *cl = fvec(rows, NAN);
+                float *cdl = dupv(x, n), *cl = ss_test_fvec(rows, NAN);
                 CHECK_OK(cpu->softmax_xent(cpu, cdl, cl, cdl, t, w, rows, V)); /* in place on the CPU too */
-                CHECK(compare("  loss vs cpu op", gl, cl, rows, 1e-5, 1e-5) == 0);
-                CHECK(compare("  dlogits vs cpu op", gdl, cdl, n, 1e-7, 1e-5) == 0);
+                CHECK(ss_test_compare("  loss vs cpu op", gl, cl, rows, 1e-5, 1e-5) == 0);
+                CHECK(ss_test_compare("  dlogits vs cpu op", gdl, cdl, n, 1e-7, 1e-5) == 0);
                 free(cdl), free(cl);
             }
             dev_free(dxx), dev_free(ddl), dev_free(dl), dev_free(dw), dev_free(dt);
@@ -712,12 +675,12 @@ static void backward_matches_cpu(const char *model, ss_metric_kind kind) {
         CHECK_MSG(ga.store[i] && gb.store[i], "no gradient at %s", s.name);
         char nm[96];
         snprintf(nm, sizeof nm, "  d/d %s", s.name);
-        CHECK_MSG(compare(nm, gb.store[i], ga.store[i], 12 * s.width, 1e-5, 1e-4) == 0, "%s: site %s", model, s.name);
+        CHECK_MSG(ss_test_compare(nm, gb.store[i], ga.store[i], 12 * s.width, 1e-5, 1e-4) == 0, "%s: site %s", model, s.name);
     }
     size_t nw = grad_block_floats(m);
     float *hw = malloc(nw * sizeof(float));
     CHECK_OK(be->download(be, hw, wb.wte, nw * sizeof(float)));
-    CHECK(compare("  weight gradients (all tensors)", hw, (const float *)wa.wte, (int64_t)nw, 1e-5, 1e-4) == 0);
+    CHECK(ss_test_compare("  weight gradients (all tensors)", hw, (const float *)wa.wte, (int64_t)nw, 1e-5, 1e-4) == 0);
     free(hw);
     for (int i = 0; i < 128; i++) free(ga.store[i]), free(gb.store[i]);
     ss_grads_free(cpu, &wa);
