@@ -253,7 +253,7 @@ ss_status ss_forward_backward(const ss_model *m, const ss_backend *be, const int
         }
         RUN(ss_hook_site(&gh, SS_SITE_Z, l, p.dz, Rd, 0, d));
         RUN(be->attention_backward(be, p.dqkv, p.dqkv + d, p.dqkv + 2 * d, 3 * d, p.dz, b.qkv, b.qkv + d,
-                                   b.qkv + 2 * d, 3 * d, pk->n_seq, pk->start, pk->len, H, dh, scale));
+                                   b.qkv + 2 * d, 3 * d, pk->n_seq, pk->start, pk->len, H, H, dh, scale));
         RUN(ss_hook_site(&gh, SS_SITE_Q, l, p.dqkv, R3d, 0, 3 * d));
         RUN(ss_hook_site(&gh, SS_SITE_K, l, p.dqkv, R3d, d, 3 * d));
         RUN(ss_hook_site(&gh, SS_SITE_V, l, p.dqkv, R3d, 2 * d, 3 * d));

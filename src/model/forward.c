@@ -136,7 +136,7 @@ ss_status ss_block_forward(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, floa
     SS_TRY(ss_hook_site(f, SS_SITE_K, l, b->qkv, R3d, d, 3 * d));
     SS_TRY(ss_hook_site(f, SS_SITE_V, l, b->qkv, R3d, 2 * d, 3 * d));
     int wp = ss_hook_wants(f, SS_SITE_PATTERN, l);
-    SS_TRY(be->attention(be, b->z, b->qkv, b->qkv + d, b->qkv + 2 * d, 3 * d, pk->n_seq, pk->start, pk->len, H, dh,
+    SS_TRY(be->attention(be, b->z, b->qkv, b->qkv + d, b->qkv + 2 * d, 3 * d, pk->n_seq, pk->start, pk->len, H, H, dh,
                          scale, wp ? f->pattern : NULL, f->pattern_off));
     /* The pattern is reported after z is computed from it, so editing it has no effect. */
     if (wp) SS_TRY(ss_hook_site(f, SS_SITE_PATTERN, l, f->pattern, (size_t)f->pat_total, 0, 0));
