@@ -73,12 +73,14 @@ TEST(config_defaults_and_variants) {
 
 TEST(config_errors) {
     ss_config c;
-    CHECK_ERR(parse("{\"model_type\": \"llama\", " MIN_KEYS "}", &c), SS_ERR_UNSUPPORTED,
-              "cfg/config.json: \"model_type\" \"llama\" is not supported");
+    CHECK_ERR(parse("{\"model_type\": \"falcon\", " MIN_KEYS "}", &c), SS_ERR_UNSUPPORTED,
+              "cfg/config.json: \"model_type\" \"falcon\" is not supported");
     CHECK_ERR(parse("{\"model_type\": 2, " MIN_KEYS "}", &c), SS_ERR_FORMAT, "cfg/config.json: \"model_type\" must be a string");
     CHECK_ERR(parse("{" MIN_KEYS "}", &c), SS_ERR_UNSUPPORTED, "cfg/config.json: no \"model_type\"");
-    CHECK_ERR(parse("{\"architectures\": [\"LlamaForCausalLM\"], " MIN_KEYS "}", &c), SS_ERR_UNSUPPORTED,
-              "\"architectures\" names neither");
+    CHECK_ERR(parse("{\"architectures\": [\"FalconForCausalLM\"], " MIN_KEYS "}", &c), SS_ERR_UNSUPPORTED,
+              "\"architectures\" names no supported model");
+    CHECK_ERR(parse("{\"architectures\": [\"LlamaForCausalLM\"], " MIN_KEYS "}", &c), SS_ERR_FORMAT,
+              "missing required key \"num_hidden_layers\"");
     CHECK_ERR(parse("{\"model_type\": \"gpt2\", \"n_head\": 2, \"n_embd\": 8, \"n_positions\": 4, \"vocab_size\": 3}", &c),
               SS_ERR_FORMAT, "cfg/config.json: missing required key \"n_layer\"");
     CHECK_ERR(parse("{\"model_type\": \"gpt2\", \"n_layer\": 1, \"n_head\": 0, \"n_embd\": 8, \"n_positions\": 4, \"vocab_size\": 3}", &c),
