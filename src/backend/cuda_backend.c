@@ -313,8 +313,9 @@ static ss_status cu_rope(const ss_backend *be, float *x, int64_t ld, int64_t row
                          const int32_t *pos, const float *inv_freq, int inverse) {
     int rc = ss_cuda_rope(x, ld, rows, n_heads, dh, pos, inv_freq, inverse, IMPL(be)->stream);
     if (rc == cudaErrorInvalidValue)
-        return ss_errorf(SS_ERR_ARG, "%s: rope: head width %lld (must be even) with %lld heads in rows of %lld floats",
-                         be->name, (long long)dh, (long long)n_heads, (long long)ld);
+        return ss_errorf(SS_ERR_ARG, "%s: rope: head width %lld (must be even and >= 2) with %lld heads in rows of "
+                         "%lld floats, or no position/frequency buffer", be->name, (long long)dh, (long long)n_heads,
+                         (long long)ld);
     KL(rc, "rope kernel");
     return SS_OK;
 }
