@@ -76,10 +76,13 @@ void ss_site_get(const ss_config *cfg, int id, ss_site *s) {
         case SS_SITE_K: case SS_SITE_ROT_K: case SS_SITE_V:
             /* keys and values have the key/value heads (grouped-query attention), as in TransformerLens */
             s->ndim = 2;
-            s->dims[0] = s->kind == SS_SITE_K || s->kind == SS_SITE_ROT_K || s->kind == SS_SITE_V
-                             ? ss_config_kv_heads(cfg) : cfg->n_head;
+            s->dims[0] = cfg->n_head;
             s->dims[1] = ss_config_d_head(cfg);
             s->dim_names[0] = "head";
+            if (is_llama(cfg) && (s->kind == SS_SITE_K || s->kind == SS_SITE_ROT_K || s->kind == SS_SITE_V)) {
+                s->dims[0] = ss_config_kv_heads(cfg);
+                s->dim_names[0] = "kv_head";
+            }
             s->dim_names[1] = "d_head";
             break;
         case SS_SITE_PATTERN:
