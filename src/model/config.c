@@ -244,6 +244,7 @@ static ss_status parse_llama(const ss_json *root, const char *path, const char *
         if (win < cfg->n_positions) cfg->n_positions = win;
     }
     const ss_json *pt = ss_json_get(root, "partial_rotary_factor");
+    if (!pt && rp && rp->type == SS_JSON_OBJECT) pt = ss_json_get(rp, "partial_rotary_factor");
     if (pt && pt->type != SS_JSON_NULL && !(pt->type == SS_JSON_NUMBER && pt->num == 1.0))
         return ss_errorf(SS_ERR_UNSUPPORTED, "%s: \"partial_rotary_factor\" other than 1 is not supported", path);
     SS_TRY(opt_token_id(root, path, "bos_token_id", &cfg->bos_token_id));
