@@ -23,6 +23,22 @@ printf '%s' "$out" | grep -q "architecture llama (Llama family" && printf '%s' "
     pass "info: Llama family, grouped-query heads, rotary and up-projection sites, no hook_pos_embed" ||
     fail "info on a Llama model" "$(printf '%s' "$out" | head -8)"
 
+# info --config: the parameter count from config.json alone equals the loaded model's, for
+# every golden model of both families; a Llama-2-7B-shaped config gives its known 6738415616.
+ok=1
+for m in llama-gqa-llama3 qwen2-bias-tied llama-hd6-bias mistral-small prefix-f32 noprefix-odd-untied; do
+    a=$("$SUBSCOPE" info --model "$D/models/$m" | awk '/^parameters/ {print $2}')
+    b=$("$SUBSCOPE" info --config "$D/models/$m/config.json" | awk '/^parameters/ {print $2}')
+    [ -n "$a" ] && [ "$a" = "$b" ] || { ok=0; bad="$m: $a vs $b"; }
+done
+[ $ok = 1 ] && pass "info --config counts the parameters of every golden model exactly" || fail "info --config parameters" "$bad"
+printf '%s' '{"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+  "num_attention_heads": 32, "vocab_size": 32000, "max_position_embeddings": 4096}' >"$TMP/7b.json"
+out=$("$SUBSCOPE" info --config "$TMP/7b.json" --tokens 16384 2>&1)
+printf '%s' "$out" | grep -q "^parameters   6738415616 (6.74 B): weights 25.1 GiB in float32, 12.6 GiB in bfloat16" &&
+    printf '%s' "$out" | grep -q "^16384 tokens" && pass "info --config on a 7B shape: parameters, weights per dtype, batch totals" ||
+    fail "info --config 7B" "$(printf '%s' "$out" | head -4)"
+
 # collect: per-group statistics at the up projection and the kv-head keys.
 expect_ok "collect at hook_pre_linear and hook_k with --group-by" "$SUBSCOPE" collect --model "$M" --input "$TMP/lab.jsonl" \
     --sites 'blocks.*.mlp.hook_pre_linear,blocks.0.attn.hook_k' --stats mean,cov,corr,pca:3 --group-by label --out "$TMP/st.h5"
