@@ -95,20 +95,37 @@ static int run_info(cli_cmd *cmd) {
         return 0;
     }
     char wb[32], tb[32];
+    const int llama = c->family == SS_FAMILY_LLAMA;
+    const int64_t dh = ss_config_d_head(c), qw = (c->n_head + 2 * ss_config_kv_heads(c)) * dh;
     human_bytes(wb, sizeof wb, (double)m->n_params * 4);
     /* Per token the CPU forward pass holds the residual stream and its
-     * scratch copies (4d), q/k/v (3d) and two MLP buffers (2*d_mlp). */
-    human_bytes(tb, sizeof tb, (double)(7 * c->n_embd + 2 * c->n_inner) * 4);
+     * scratch copies (4d), q/k/v, z and the MLP buffers (gate|up and post
+     * for the Llama family). */
+    human_bytes(tb, sizeof tb, (double)(4 * c->n_embd + qw + c->n_head * dh + (llama ? 3 : 2) * c->n_inner) * 4);
     printf("model        %s\n", m->dir);
-    printf("architecture GPT-2 (%s weight names%s)\n", m->has_prefix ? "transformer.-prefixed" : "unprefixed",
-           c->tie_word_embeddings ? ", tied lm_head" : ", separate lm_head");
+    if (llama)
+        printf("architecture %s (Llama family: RMSNorm, rotary, SwiGLU%s%s%s)\n", c->arch,
+               c->tie_word_embeddings ? ", tied lm_head" : ", separate lm_head", c->qkv_bias ? ", q/k/v biases" : "",
+               c->mlp_bias ? ", MLP biases" : "");
+    else
+        printf("architecture GPT-2 (%s weight names%s)\n", m->has_prefix ? "transformer.-prefixed" : "unprefixed",
+               c->tie_word_embeddings ? ", tied lm_head" : ", separate lm_head");
     printf("layers       %lld\n", (long long)c->n_layer);
     printf("d_model      %lld\n", (long long)c->n_embd);
-    printf("heads        %lld x d_head %lld\n", (long long)c->n_head, (long long)ss_config_d_head(c));
-    printf("d_mlp        %lld (%s)\n", (long long)c->n_inner, c->act == SS_ACT_GELU_ERF ? "gelu, erf" : "gelu, tanh");
+    printf("heads        %lld x d_head %lld", (long long)c->n_head, (long long)dh);
+    if (ss_config_kv_heads(c) != c->n_head) printf(", %lld key/value heads (grouped-query)", (long long)ss_config_kv_heads(c));
+    printf("\n");
+    printf("d_mlp        %lld (%s)\n", (long long)c->n_inner,
+           llama ? "SwiGLU: silu(gate) * up" : c->act == SS_ACT_GELU_ERF ? "gelu, erf" : "gelu, tanh");
+    if (llama) {
+        static const char *const rs[] = {"", ", linear scaling", ", llama3 scaling"};
+        printf("rotary       theta %g%s", c->rope_theta, rs[c->rope_type]);
+        if (c->rope_type != SS_ROPE_NONE) printf(" (factor %g)", c->rope_factor);
+        printf("\n");
+    }
     printf("context      %lld positions\n", (long long)c->n_positions);
     printf("vocabulary   %lld%s\n", (long long)c->vocab_size, m->tok ? "" : " (no tokenizer: give token ids)");
-    printf("layer norm   eps %g\n", c->ln_eps);
+    printf("%s eps %g\n", llama ? "RMSNorm     " : "layer norm  ", c->ln_eps);
     printf("parameters   %lld (%.2f M)\n", (long long)m->n_params, (double)m->n_params / 1e6);
     printf("weights      %s in the files; computed in float32\n", m->weight_dtypes);
     printf("memory       %s of float32 weights + %s per token in flight (+ %lld bytes per token of logits kept)\n", wb,

@@ -153,31 +153,31 @@ static ss_status opt_pos_int(const ss_json *root, const char *path, const char *
     return req_pos_int(root, path, key, out);
 }
 
-static ss_status parse_rope_scaling(const ss_json *root, const char *path, ss_config *cfg) {
+/* A rope scaling object: {"rope_type" (or "type"): ..., "factor": ...}. In
+ * transformers >= 5 it is "rope_parameters" and carries rope_theta too. */
+static ss_status parse_rope_scaling(const ss_json *rs, const char *path, const char *key, ss_config *cfg) {
     cfg->rope_type = SS_ROPE_NONE;
-    const ss_json *rs = ss_json_get(root, "rope_scaling");
     if (!rs || rs->type == SS_JSON_NULL) return SS_OK;
-    if (rs->type != SS_JSON_OBJECT) return ss_errorf(SS_ERR_FORMAT, "%s: \"rope_scaling\" must be an object or null", path);
-    /* Newer configs say "rope_type", older ones "type". */
+    if (rs->type != SS_JSON_OBJECT) return ss_errorf(SS_ERR_FORMAT, "%s: \"%s\" must be an object or null", path, key);
     const ss_json *t = ss_json_get(rs, "rope_type");
     if (!t) t = ss_json_get(rs, "type");
-    if (!t || t->type != SS_JSON_STRING)
-        return ss_errorf(SS_ERR_FORMAT, "%s: \"rope_scaling\" has no \"rope_type\" string", path);
+    if (!t) return SS_OK; /* rope_parameters holding only rope_theta */
+    if (t->type != SS_JSON_STRING) return ss_errorf(SS_ERR_FORMAT, "%s: %s \"rope_type\" must be a string", path, key);
     if (!strcmp(t->str, "default")) return SS_OK;
     if (!strcmp(t->str, "linear")) cfg->rope_type = SS_ROPE_LINEAR;
     else if (!strcmp(t->str, "llama3")) cfg->rope_type = SS_ROPE_LLAMA3;
     else
-        return ss_errorf(SS_ERR_UNSUPPORTED,
-                         "%s: rope_scaling type \"%.40s\" is not supported (only \"linear\" and \"llama3\")", path, t->str);
+        return ss_errorf(SS_ERR_UNSUPPORTED, "%s: %s type \"%.40s\" is not supported (only \"linear\" and \"llama3\")",
+                         path, key, t->str);
     const ss_json *f = ss_json_get(rs, "factor");
     if (!f || f->type != SS_JSON_NUMBER || !isfinite(f->num) || !(f->num >= 1))
-        return ss_errorf(SS_ERR_FORMAT, "%s: rope_scaling \"factor\" must be a number >= 1", path);
+        return ss_errorf(SS_ERR_FORMAT, "%s: %s \"factor\" must be a number >= 1", path, key);
     cfg->rope_factor = f->num;
     if (cfg->rope_type != SS_ROPE_LLAMA3) return SS_OK;
     SS_TRY(opt_num(rs, path, "low_freq_factor", 1.0, &cfg->rope_low_freq_factor));
     SS_TRY(opt_num(rs, path, "high_freq_factor", 4.0, &cfg->rope_high_freq_factor));
     if (!(cfg->rope_high_freq_factor > cfg->rope_low_freq_factor))
-        return ss_errorf(SS_ERR_FORMAT, "%s: rope_scaling \"high_freq_factor\" must exceed \"low_freq_factor\"", path);
+        return ss_errorf(SS_ERR_FORMAT, "%s: %s \"high_freq_factor\" must exceed \"low_freq_factor\"", path, key);
     return req_pos_int(rs, path, "original_max_position_embeddings", &cfg->rope_original_max_positions);
 }
 
@@ -208,8 +208,14 @@ static ss_status parse_llama(const ss_json *root, const char *path, const char *
     if (cfg->d_head % 2) return ss_errorf(SS_ERR_FORMAT, "%s: head_dim %lld is odd; rotary embeddings need it even", path,
                                           (long long)cfg->d_head);
     SS_TRY(opt_num(root, path, "rms_norm_eps", 1e-6, &cfg->ln_eps));
-    SS_TRY(opt_num(root, path, "rope_theta", 10000.0, &cfg->rope_theta));
-    SS_TRY(parse_rope_scaling(root, path, cfg));
+    const ss_json *rp = ss_json_get(root, "rope_parameters");
+    if (rp && rp->type != SS_JSON_NULL) {
+        SS_TRY(parse_rope_scaling(rp, path, "rope_parameters", cfg));
+        SS_TRY(opt_num(rp, path, "rope_theta", 10000.0, &cfg->rope_theta));
+    } else {
+        SS_TRY(parse_rope_scaling(ss_json_get(root, "rope_scaling"), path, "rope_scaling", cfg));
+        SS_TRY(opt_num(root, path, "rope_theta", 10000.0, &cfg->rope_theta));
+    }
     SS_TRY(opt_bool(root, path, "tie_word_embeddings", 0, &cfg->tie_word_embeddings));
     cfg->scale_attn_weights = 1;
     cfg->act = SS_ACT_SILU;
@@ -238,6 +244,7 @@ static ss_status parse_llama(const ss_json *root, const char *path, const char *
         if (win < cfg->n_positions) cfg->n_positions = win;
     }
     const ss_json *pt = ss_json_get(root, "partial_rotary_factor");
+    if (!pt && rp && rp->type == SS_JSON_OBJECT) pt = ss_json_get(rp, "partial_rotary_factor");
     if (pt && pt->type != SS_JSON_NULL && !(pt->type == SS_JSON_NUMBER && pt->num == 1.0))
         return ss_errorf(SS_ERR_UNSUPPORTED, "%s: \"partial_rotary_factor\" other than 1 is not supported", path);
     SS_TRY(opt_token_id(root, path, "bos_token_id", &cfg->bos_token_id));
