@@ -59,7 +59,8 @@ typedef struct ss_model {
     size_t n_owned;
 } ss_model;
 
-/* Loads config.json, the weights and (optionally) the tokenizer from dir. */
+/* Loads config.json, the weights and (optionally) the tokenizer from dir, or
+ * all three from a llama-architecture GGUF file when dir ends in ".gguf". */
 ss_status ss_model_load(const char *dir, ss_model **out);
 void ss_model_free(ss_model *m);
 /* Makes the weights available to backend be with matrices in wdtype

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "subscope/backward.h"
+#include "subscope/gguf_model.h"
 #include "subscope/model.h"
 #include "subscope/util.h"
 
@@ -205,7 +206,16 @@ ss_status ss_model_load(const char *dir, ss_model **out) {
     if (!m) return SS_ERR_NOMEM;
     ss_status st = SS_ERR_NOMEM;
     char *cfg_path = NULL;
-    if (!(m->dir = ss_strdup(dir)) || !(cfg_path = ss_path_join(dir, "config.json"))) goto fail;
+    if (!(m->dir = ss_strdup(dir))) goto fail;
+    size_t dl = strlen(dir);
+    if (dl > 5 && !strcmp(dir + dl - 5, ".gguf")) {
+        /* A llama.cpp file: config, weights and tokenizer all come from it. */
+        if ((st = ss_gguf_model_open(dir, &m->cfg, &m->weights, &m->tok))) goto fail;
+        if ((st = load_weights_llama(m))) goto fail;
+        *out = m;
+        return SS_OK;
+    }
+    if (!(cfg_path = ss_path_join(dir, "config.json"))) goto fail;
     if ((st = ss_config_load(cfg_path, &m->cfg))) goto fail;
     if ((st = ss_weights_open(dir, &m->weights))) goto fail;
     if ((st = m->cfg.family == SS_FAMILY_LLAMA ? load_weights_llama(m) : load_weights(m))) goto fail;
