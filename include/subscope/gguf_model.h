@@ -37,6 +37,15 @@ ss_status ss_gguf_tokenizer_load(const ss_gguf *g, ss_tokenizer **out);
  * NUL-terminated, *len bytes), for inspection and for saving next to a model. */
 ss_status ss_gguf_tokenizer_json(const ss_gguf *g, char **json, size_t *len);
 
+/* 1 if path names a GGUF file (ends in ".gguf"), which ss_model_load opens
+ * with ss_gguf_model_open instead of as a Hugging Face directory. */
+int ss_model_path_is_gguf(const char *path);
+
+/* A Hugging Face config.json document (LlamaConfig keys) describing a
+ * Llama-family config, such that ss_config_parse gives the config back:
+ * what a GGUF model records as its configuration. malloc'd, NUL-terminated. */
+ss_status ss_gguf_config_json(const ss_config *c, char **json);
+
 #ifdef __cplusplus
 }
 #endif

@@ -464,6 +464,45 @@ ss_status ss_gguf_tokenizer_load(const ss_gguf *g, ss_tokenizer **out) {
 
 /* ----------------------------------------------------------------- model */
 
+int ss_model_path_is_gguf(const char *path) {
+    size_t n = path ? strlen(path) : 0;
+    return n > 5 && !strcmp(path + n - 5, ".gguf");
+}
+
+ss_status ss_gguf_config_json(const ss_config *c, char **json) {
+    *json = NULL;
+    if (c->family != SS_FAMILY_LLAMA)
+        return ss_errorf(SS_ERR_ARG, "config of a %s model: only the Llama family is written as config.json", c->arch);
+    /* Hugging Face's attention_bias covers q/k/v and o together; q/k/v alone
+     * is Qwen2's layout. */
+    const int qwen2 = c->qkv_bias && !c->o_bias;
+    char scaling[256] = "null", ids[96] = "";
+    if (c->rope_type == SS_ROPE_LINEAR)
+        snprintf(scaling, sizeof scaling, "{\"rope_type\": \"linear\", \"factor\": %.17g}", c->rope_factor);
+    else if (c->rope_type == SS_ROPE_LLAMA3)
+        snprintf(scaling, sizeof scaling,
+                 "{\"rope_type\": \"llama3\", \"factor\": %.17g, \"low_freq_factor\": %.17g, \"high_freq_factor\": "
+                 "%.17g, \"original_max_position_embeddings\": %lld}",
+                 c->rope_factor, c->rope_low_freq_factor, c->rope_high_freq_factor,
+                 (long long)c->rope_original_max_positions);
+    if (c->bos_token_id >= 0) snprintf(ids, sizeof ids, ", \"bos_token_id\": %lld", (long long)c->bos_token_id);
+    if (c->eos_token_id >= 0)
+        snprintf(ids + strlen(ids), sizeof ids - strlen(ids), ", \"eos_token_id\": %lld", (long long)c->eos_token_id);
+    *json = ss_strfmt("{\"architectures\": [\"%s\"], \"model_type\": \"%s\", \"hidden_size\": %lld, "
+                      "\"intermediate_size\": %lld, \"num_hidden_layers\": %lld, \"num_attention_heads\": %lld, "
+                      "\"num_key_value_heads\": %lld, \"head_dim\": %lld, \"max_position_embeddings\": %lld, "
+                      "\"vocab_size\": %lld, \"rms_norm_eps\": %.17g, \"rope_theta\": %.17g, \"rope_scaling\": %s, "
+                      "\"hidden_act\": \"silu\", \"tie_word_embeddings\": %s, \"attention_bias\": %s, "
+                      "\"mlp_bias\": %s%s}\n",
+                      qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM", qwen2 ? "qwen2" : "llama",
+                      (long long)c->n_embd, (long long)c->n_inner, (long long)c->n_layer, (long long)c->n_head,
+                      (long long)ss_config_kv_heads(c), (long long)ss_config_d_head(c), (long long)c->n_positions,
+                      (long long)c->vocab_size, c->ln_eps, c->rope_theta, scaling,
+                      c->tie_word_embeddings ? "true" : "false", c->o_bias ? "true" : "false",
+                      c->mlp_bias ? "true" : "false", ids);
+    return *json ? SS_OK : ss_errorf(SS_ERR_NOMEM, "config.json: out of memory");
+}
+
 ss_status ss_gguf_model_open(const char *path, ss_config *cfg, ss_weights **weights, ss_tokenizer **tok) {
     *weights = NULL;
     if (tok) *tok = NULL;

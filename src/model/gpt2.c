@@ -207,8 +207,7 @@ ss_status ss_model_load(const char *dir, ss_model **out) {
     ss_status st = SS_ERR_NOMEM;
     char *cfg_path = NULL;
     if (!(m->dir = ss_strdup(dir))) goto fail;
-    size_t dl = strlen(dir);
-    if (dl > 5 && !strcmp(dir + dl - 5, ".gguf")) {
+    if (ss_model_path_is_gguf(dir)) {
         /* A llama.cpp file: config, weights and tokenizer all come from it. */
         if ((st = ss_gguf_model_open(dir, &m->cfg, &m->weights, &m->tok))) goto fail;
         if ((st = load_weights_llama(m))) goto fail;

@@ -530,3 +530,27 @@ TEST(gguf_model_forward_equals_hf_dir) {
     free(want);
     CHECK_MSG(ok, "%s", why);
 }
+
+/* The config.json a GGUF model records parses back to the same config, for
+ * the tiny model and for variants of it (biases, linear and llama3 scaling). */
+TEST(gguf_model_config_json_round_trip) {
+    ss_config c;
+    ss_weights *w = NULL;
+    CHECK_OK(open_model("tiny-q8_0.gguf", &c, &w, NULL));
+    ss_weights_free(w);
+    for (int v = 0; v < 4; v++) {
+        ss_config x = c, back;
+        if (v == 1) x.qkv_bias = x.o_bias = x.mlp_bias = 1, x.tie_word_embeddings = 1, x.bos_token_id = -1;
+        if (v == 2) x.qkv_bias = 1, x.rope_type = SS_ROPE_LINEAR, x.rope_factor = 2.5;
+        if (v == 3)
+            x.rope_type = SS_ROPE_LLAMA3, x.rope_factor = 8, x.rope_low_freq_factor = 1, x.rope_high_freq_factor = 4,
+            x.rope_original_max_positions = 64;
+        if (v == 2) snprintf(x.arch, sizeof x.arch, "qwen2");
+        char *json = NULL;
+        CHECK_OK(ss_gguf_config_json(&x, &json));
+        ss_status s = ss_config_parse(json, strlen(json), "roundtrip.json", &back);
+        free(json);
+        CHECK_OK(s);
+        CHECK_MSG(!memcmp(&x, &back, sizeof x), "variant %d does not round-trip", v);
+    }
+}
