@@ -37,6 +37,10 @@ ss_status ss_gguf_tokenizer_load(const ss_gguf *g, ss_tokenizer **out);
  * NUL-terminated, *len bytes), for inspection and for saving next to a model. */
 ss_status ss_gguf_tokenizer_json(const ss_gguf *g, char **json, size_t *len);
 
+/* The ggml types of the file's tensors, distinct, in file order, comma-separated
+ * ("Q8_0,F32,Q4_1"), into buf (cap bytes; truncated at a type boundary). */
+void ss_gguf_type_list(const ss_gguf *g, char *buf, size_t cap);
+
 /* 1 if path names a GGUF file (ends in ".gguf"), which ss_model_load opens
  * with ss_gguf_model_open instead of as a Hugging Face directory. */
 int ss_model_path_is_gguf(const char *path);

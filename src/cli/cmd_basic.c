@@ -19,7 +19,7 @@
 /* ---- info ---- */
 
 static cli_opt info_opts[] = {
-    {.name = "model", .metavar = "DIR", .help = "Hugging Face model directory (config.json, *.safetensors, tokenizer.json)"},
+    {.name = "model", .metavar = "DIR", .help = "Hugging Face model directory (config.json, *.safetensors, tokenizer.json) or a llama-architecture .gguf file"},
     {.name = "list-sites", .metavar = NULL, .help = "print every site name, one per line, and nothing else"},
     {.name = "dist", .metavar = NULL, .help = "print what the communicator sees (backend, ranks, hosts, devices); no --model needed"},
     {0},
@@ -231,7 +231,7 @@ cli_cmd cmd_tokenize = {
 /* ---- predict ---- */
 
 static cli_opt pred_opts[] = {
-    {.name = "model", .metavar = "DIR", .help = "Hugging Face model directory"},
+    {.name = "model", .metavar = "DIR", .help = "Hugging Face model directory, or a llama-architecture .gguf file"},
     {.name = "prompt", .metavar = "TEXT", .help = "the prompt"},
     {.name = "top", .metavar = "K", .help = "show the K most likely next tokens (default 10)"},
     {.name = "generate", .metavar = "N", .help = "instead, continue the prompt greedily by N tokens (stops at <|endoftext|>)"},

@@ -464,6 +464,21 @@ ss_status ss_gguf_tokenizer_load(const ss_gguf *g, ss_tokenizer **out) {
 
 /* ----------------------------------------------------------------- model */
 
+void ss_gguf_type_list(const ss_gguf *g, char *buf, size_t cap) {
+    if (!cap) return;
+    buf[0] = 0;
+    for (size_t i = 0; i < ss_gguf_tensor_count(g); i++) {
+        const char *name = ss_ggml_type_name(ss_gguf_tensor_at(g, i)->type);
+        if (!name) name = "?";
+        size_t n = strlen(name), have = strlen(buf);
+        int seen = 0;
+        for (const char *p = buf; !seen && (p = strstr(p, name)); p += n)
+            seen = (p == buf || p[-1] == ',') && (p[n] == ',' || p[n] == 0);
+        if (seen || have + n + 2 > cap) continue;
+        snprintf(buf + have, cap - have, "%s%s", have ? "," : "", name);
+    }
+}
+
 int ss_model_path_is_gguf(const char *path) {
     size_t n = path ? strlen(path) : 0;
     return n > 5 && !strcmp(path + n - 5, ".gguf");

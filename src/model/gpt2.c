@@ -211,6 +211,10 @@ ss_status ss_model_load(const char *dir, ss_model **out) {
         /* A llama.cpp file: config, weights and tokenizer all come from it. */
         if ((st = ss_gguf_model_open(dir, &m->cfg, &m->weights, &m->tok))) goto fail;
         if ((st = load_weights_llama(m))) goto fail;
+        /* What the file holds, not the float32 copies made of it. */
+        ss_gguf *g = NULL;
+        if (ss_gguf_open(dir, &g) == SS_OK) ss_gguf_type_list(g, m->weight_dtypes, sizeof m->weight_dtypes);
+        ss_gguf_free(g);
         *out = m;
         return SS_OK;
     }
