@@ -70,7 +70,8 @@ typedef struct ss_model {
     double pipe_wait_s, pipe_busy_s; /* seconds waiting for / running this stage's part */
 } ss_model;
 
-/* Loads config.json, the weights and (optionally) the tokenizer from dir. */
+/* Loads config.json, the weights and (optionally) the tokenizer from dir, or
+ * all three from a llama-architecture GGUF file when dir ends in ".gguf". */
 ss_status ss_model_load(const char *dir, ss_model **out);
 /* The same with only blocks [first, end) (and the embeddings or the head
  * when the range touches the first or last block): one pipeline stage's

@@ -47,7 +47,7 @@ int cli_dtype(const cli_cmd *cmd, int *wdtype);
 /* The options of every command that runs the model over a prompt file, for
  * its option table, and their reader (--model and --input are required). */
 #define CLI_RUN_OPTIONS                                                                                        \
-    {.name = "model", .metavar = "DIR", .help = "Hugging Face model directory"},                                                     \
+    {.name = "model", .metavar = "DIR", .help = "Hugging Face model directory, or a llama-architecture .gguf file"},                                                     \
     {.name = "input", .metavar = "FILE", .help = "prompts: JSONL ({\"text\": ...} or {\"tokens\": [...]}, optional \"label\") or plain text, one per line"}, \
     {.name = "batch", .metavar = "B", .help = "prompts per forward pass (default 16)"},                                            \
     {.name = "max-len", .metavar = "T", .help = "longest prompt allowed, in tokens (default and maximum: n_positions)"},           \

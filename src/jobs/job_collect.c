@@ -23,6 +23,7 @@
 
 #include "subscope/dist.h"
 #include "subscope/forward.h"
+#include "subscope/gguf_model.h"
 #include "subscope/h5out.h"
 #include "subscope/hash.h"
 #include "subscope/jobs.h"
@@ -452,7 +453,9 @@ ss_status ss_job_collect(const ss_collect_job *job) {
     /* Identity of this run, for checkpoints and the output's provenance. */
     char data_sha[65], cfg_sha[65];
     int64_t data_size, cfg_size;
-    char *cfg_path = ss_path_join(job->run.model_dir, "config.json");
+    /* A GGUF file holds its config: the whole file is the model's identity. */
+    char *cfg_path = ss_model_path_is_gguf(job->run.model_dir) ? ss_strdup(job->run.model_dir)
+                                                               : ss_path_join(job->run.model_dir, "config.json");
     if (!cfg_path) { st = SS_ERR_NOMEM; goto out; }
     st = ss_file_sha256(cfg_path, cfg_sha, &cfg_size);
     free(cfg_path);

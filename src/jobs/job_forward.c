@@ -16,6 +16,7 @@
 
 #include "subscope/dist.h"
 #include "subscope/forward.h"
+#include "subscope/gguf_model.h"
 #include "subscope/h5out.h"
 #include "subscope/h5queue.h"
 #include "subscope/jobs.h"
@@ -69,11 +70,18 @@ ss_status ss_write_provenance(ss_h5 *h, const ss_model *m, const char *command_l
     SS_TRY(ss_h5_attr_str(h, "/", "model_arch", m->cfg.arch));
     SS_TRY(ss_h5_attr_str(h, "/", "model_weight_dtypes", m->weight_dtypes));
     SS_TRY(ss_h5_attr_i64(h, "/", "model_n_params", m->n_params));
-    char *cfg_path = ss_path_join(m->dir, "config.json"), *cfg = NULL;
-    size_t len;
-    if (!cfg_path) return SS_ERR_NOMEM;
-    ss_status st = ss_file_read(cfg_path, &cfg, &len);
-    free(cfg_path);
+    char *cfg = NULL;
+    ss_status st;
+    if (ss_model_path_is_gguf(m->dir)) {
+        /* A GGUF file has no config.json: record the equivalent one. */
+        st = ss_gguf_config_json(&m->cfg, &cfg);
+    } else {
+        char *cfg_path = ss_path_join(m->dir, "config.json");
+        size_t len;
+        if (!cfg_path) return SS_ERR_NOMEM;
+        st = ss_file_read(cfg_path, &cfg, &len);
+        free(cfg_path);
+    }
     if (st) return st;
     st = ss_h5_attr_str(h, "/", "model_config", cfg);
     free(cfg);

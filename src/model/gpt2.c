@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "subscope/backward.h"
+#include "subscope/gguf_model.h"
 #include "subscope/model.h"
 #include "subscope/util.h"
 #include "subscope/dist.h"
@@ -224,7 +225,20 @@ ss_status ss_model_load_layers(const char *dir, int first, int end, ss_model **o
     if (!m) return SS_ERR_NOMEM;
     ss_status st = SS_ERR_NOMEM;
     char *cfg_path = NULL;
-    if (!(m->dir = ss_strdup(dir)) || !(cfg_path = ss_path_join(dir, "config.json"))) goto fail;
+    if (!(m->dir = ss_strdup(dir))) goto fail;
+    if (ss_model_path_is_gguf(dir)) {
+        /* A llama.cpp file: config, weights and tokenizer all come from it. */
+        if ((st = ss_gguf_model_open(dir, &m->cfg, &m->weights, &m->tok))) goto fail;
+        if ((st = set_layer_range(m, first, end))) goto fail;
+        if ((st = load_weights_llama(m))) goto fail;
+        /* What the file holds, not the float32 copies made of it. */
+        ss_gguf *g = NULL;
+        if (ss_gguf_open(dir, &g) == SS_OK) ss_gguf_type_list(g, m->weight_dtypes, sizeof m->weight_dtypes);
+        ss_gguf_free(g);
+        *out = m;
+        return SS_OK;
+    }
+    if (!(cfg_path = ss_path_join(dir, "config.json"))) goto fail;
     if ((st = ss_config_load(cfg_path, &m->cfg))) goto fail;
     if ((st = set_layer_range(m, first, end))) goto fail;
     if ((st = ss_weights_open(dir, &m->weights))) goto fail;
