@@ -638,6 +638,8 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
     if ((st = parse_metrics(job->metrics, want))) return ss_comm_check(comm, st);
     if (want[M_KEYWORD] && !job->keywords)
         return ss_comm_check(comm, ss_errorf(SS_ERR_ARG, "--metrics keyword needs --keywords FILE"));
+    if (job->run.pipeline > 1)
+        return ss_comm_check(comm, ss_errorf(SS_ERR_UNSUPPORTED, "ablate: --pipeline is implemented for forward and collect only"));
     if ((st = ss_run_open(&job->run, &run))) return ss_comm_check(comm, st);
     const ss_config *cfg = &run.m->cfg;
     const int64_t N = run.p->n, V = cfg->vocab_size, B = run.B;
