@@ -31,7 +31,7 @@ typedef struct ss_run_opts {
     int wdtype;                 /* SS_WDTYPE_F32 or SS_WDTYPE_BF16 matrix products */
     /* Pipeline parallelism: the model's blocks split over this many ranks
      * (all of the communicator's), each loading only its own (0 or 1: none).
-     * Honoured by ss_job_forward and ss_job_collect; the other jobs refuse it. */
+     * Honoured by ss_job_forward, ss_job_collect and ss_job_ablate; the others refuse it. */
     int pipeline;
     int64_t max_memory;         /* > 0: refuse to hold more bytes of weights than this per rank */
 } ss_run_opts;

@@ -48,6 +48,27 @@ for n in 2 3; do
         "$H5CMP" --quiet --atol 0 --rtol 0 --only /stats --only /groups "$TMP/c1.h5" "$TMP/c$n.h5"
 done
 
+# ablate: masks act on the stage that computes their site (a mask spanning blocks of two
+# stages included), the last stage scores; mean statistics, resample donors and the clean
+# prefix each stay on their stage. Identical values and table, one mask or three per forward.
+cat >"$TMP/masks.jsonl" <<'JSONL'
+{"name": "z1", "site": "blocks.1.mlp.hook_post", "units": [1, 5, 9], "mode": "zero"}
+{"name": "m3", "site": "blocks.3.attn.hook_z", "heads": [2], "mode": "mean"}
+{"name": "r0", "site": "blocks.0.hook_resid_post", "units": [3, 4], "mode": "resample", "seed": 5}
+{"name": "n2", "sites": [{"site": "blocks.2.mlp.hook_pre", "units": [7]}, {"site": "blocks.0.attn.hook_v", "units": [2, 3]}], "mode": "noise", "sigma": 0.5, "seed": 3}
+{"name": "s3", "site": "blocks.3.mlp.hook_post", "mode": "scale", "factor": 0.5}
+JSONL
+for mb in 1 3; do
+    aopts=(--model $M --input "$TMP/lab.jsonl" --masks "$TMP/masks.jsonl" --metrics loss,acc,kl --batch 4 --mask-batch $mb)
+    "$SUBSCOPE" ablate "${aopts[@]}" --out "$TMP/a1.h5" >"$TMP/t1" 2>&1
+    if ! $MPI -np 3 "$SUBSCOPE" ablate "${aopts[@]}" --pipeline 3 --out "$TMP/a3.h5" >"$TMP/t3" 2>&1; then
+        fail "ablate --pipeline 3 runs (--mask-batch $mb)" "$(tail -3 "$TMP/t3")"; continue; fi
+    if "$H5CMP" --quiet --atol 0 --rtol 0 --only /clean --only /ablate --only /by_label "$TMP/a1.h5" "$TMP/a3.h5" >/dev/null 2>&1 &&
+       diff <(grep -v '^wrote' "$TMP/t1") <(grep -v '^wrote\|^pipeline' "$TMP/t3") >/dev/null; then
+        pass "ablate --pipeline 3 = one process, bit for bit, same table (--mask-batch $mb)"
+    else fail "ablate --pipeline 3 vs one process (--mask-batch $mb)" "$("$H5CMP" --quiet --atol 0 --rtol 0 "$TMP/a1.h5" "$TMP/a3.h5" 2>&1 | head -3)"; fi
+done
+
 # Checkpoints: a 2-stage run checkpoints; 3 stages resume what one process left.
 for i in $(seq 1 20); do cat $P; done >"$TMP/big.jsonl"
 bopts=(--model $M --input "$TMP/big.jsonl" --sites 'blocks.*.mlp.hook_post' --stats mean,cov --batch 8 --checkpoint-every 48)
