@@ -53,6 +53,14 @@ ss_status ss_config_load(const char *path, ss_config *cfg);
 static inline int64_t ss_config_d_head(const ss_config *c) { return c->d_head ? c->d_head : c->n_embd / c->n_head; }
 /* Key/value heads (n_head when the config does not set them). */
 static inline int64_t ss_config_kv_heads(const ss_config *c) { return c->n_kv_head ? c->n_kv_head : c->n_head; }
+/* Parameters the forward pass uses (a tied lm_head counted once), from the
+ * config alone; equals a loaded model's n_params. */
+int64_t ss_config_n_params(const ss_config *c);
+/* Floats per token that the forward pass holds in flight (residual stream,
+ * scratch, q|k|v, z, MLP buffers), and that a backward pass keeps per layer
+ * on its tape; logits (vocab_size per kept row) come on top. */
+int64_t ss_config_floats_per_token(const ss_config *c);
+int64_t ss_config_tape_floats_per_token_layer(const ss_config *c);
 /* The rotary inverse frequencies of one head, [d_head / 2], computed in
  * float32 as Hugging Face does (with rope_scaling applied). */
 void ss_config_rope_inv_freq(const ss_config *c, float *inv_freq);

@@ -326,3 +326,35 @@ ss_status ss_config_load(const char *path, ss_config *cfg) {
     free(text);
     return s;
 }
+
+int64_t ss_config_n_params(const ss_config *c) {
+    const int64_t d = c->n_embd, dm = c->n_inner, V = c->vocab_size, dh = ss_config_d_head(c);
+    const int64_t qw = (c->n_head + 2 * ss_config_kv_heads(c)) * dh, zw = c->n_head * dh;
+    int64_t per_layer, model = V * d + (c->tie_word_embeddings ? 0 : V * d);
+    if (c->family == SS_FAMILY_LLAMA) {
+        per_layer = 2 * d + qw * d + zw * d + 3 * dm * d;
+        per_layer += (c->qkv_bias ? qw : 0) + (c->o_bias ? d : 0) + (c->mlp_bias ? 2 * dm + d : 0);
+        model += d;
+    } else {
+        per_layer = 4 * d + d * 3 * d + 3 * d + d * d + d + d * dm + dm + dm * d + d;
+        model += c->n_positions * d + 2 * d;
+    }
+    return model + c->n_layer * per_layer;
+}
+
+/* The MLP's first projection and its output: gate|up and post, or pre and post. */
+static int64_t mlp_floats(const ss_config *c) { return (c->family == SS_FAMILY_LLAMA ? 3 : 2) * c->n_inner; }
+static int64_t attn_floats(const ss_config *c) {
+    const int64_t dh = ss_config_d_head(c);
+    return (c->n_head + 2 * ss_config_kv_heads(c)) * dh + c->n_head * dh; /* q|k|v and z */
+}
+
+int64_t ss_config_floats_per_token(const ss_config *c) {
+    /* the residual stream, a scratch row, the norm's output */
+    return 3 * c->n_embd + attn_floats(c) + mlp_floats(c);
+}
+
+int64_t ss_config_tape_floats_per_token_layer(const ss_config *c) {
+    /* resid_pre, ln1, resid_mid, ln2 */
+    return 4 * c->n_embd + attn_floats(c) + mlp_floats(c);
+}
