@@ -13,7 +13,7 @@
 # REAL_DEMO_N prompts per topic for discovery and for evaluation (default 20),
 # REAL_DEMO_CONTROLS control masks per setting (default 2), REAL_DEMO_LAYERS MLP blocks
 # searched (default "5 11 17 23 29"), REAL_DEMO_DEVICE (default auto), REAL_DEMO_OUT (out/real-demo).
-# On two CPU cores the defaults take about 5 minutes; on a GPU, REAL_DEMO_N=150 is quick.
+# On two CPU cores the defaults take about 3 minutes (plus the download); on a GPU, REAL_DEMO_N=150 is quick.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SS=${SUBSCOPE:-bin/subscope}
