@@ -31,7 +31,7 @@ typedef struct ss_run_opts {
     int wdtype;                 /* SS_WDTYPE_F32 or SS_WDTYPE_BF16 matrix products */
     /* Pipeline parallelism: the model's blocks split over this many ranks
      * (all of the communicator's), each loading only its own (0 or 1: none).
-     * Honoured by ss_job_forward, ss_job_collect and ss_job_ablate; the others refuse it. */
+     * Honoured by forward, collect, ablate, attribute and patch (not trace). */
     int pipeline;
     int64_t max_memory;         /* > 0: refuse to hold more bytes of weights than this per rank */
 } ss_run_opts;
@@ -50,6 +50,12 @@ typedef struct ss_run {
 /* Opens the backend, loads the model and reads and tokenizes the prompts;
  * the weights are not placed yet, so a job can check its other inputs first. */
 ss_status ss_run_open(const ss_run_opts *o, ss_run *r);
+/* 1 if this process computes site s: always, except on a pipeline stage
+ * that does not run its block (the embeddings belong to the first stage,
+ * the final norm to the last). */
+int ss_model_computes_site(const ss_model *m, const ss_site *s);
+/* The pipeline stage that computes site s (0 without a pipeline). */
+int ss_model_stage_of(const ss_model *m, const ss_site *s);
 /* With --pipeline: every stage's blocks and busy/waiting seconds go to rank
  * root, which stores them as root attributes of h (when non-NULL:
  * pipeline_first_block, pipeline_busy_seconds, pipeline_wait_seconds,

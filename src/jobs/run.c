@@ -254,3 +254,19 @@ ss_status ss_pipeline_report(const ss_model *m, int root, ss_h5 *h, int print) {
     free(all);
     return st;
 }
+
+int ss_model_computes_site(const ss_model *m, const ss_site *s) {
+    if (s->layer >= 0) return s->layer >= m->first_layer && s->layer < m->end_layer;
+    return s->kind == SS_SITE_LNF ? m->end_layer == m->cfg.n_layer : m->first_layer == 0;
+}
+
+int ss_model_stage_of(const ss_model *m, const ss_site *s) {
+    if (!m->pipe) return 0;
+    if (s->layer < 0) return s->kind == SS_SITE_LNF ? m->n_stages - 1 : 0;
+    for (int st = 0; st < m->n_stages; st++) {
+        int first, end;
+        ss_model_stage_layers(m->cfg.n_layer, st, m->n_stages, &first, &end);
+        if (s->layer >= first && s->layer < end) return st;
+    }
+    return 0;
+}

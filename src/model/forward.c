@@ -187,37 +187,34 @@ ss_status ss_block_forward(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, floa
 
 /* ---- pipeline stages: the residual stream between neighbours ---- */
 
-enum { PIPE_TAG = 4000 };
-
-static double seconds_now(void) {
+double ss_seconds_now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-/* The residual stream [rows, d] from the previous stage, into backend buffer x. */
-static ss_status pipe_recv(const ss_model *m, const ss_backend *be, float *x, size_t n) {
+ss_status ss_pipe_recv(const ss_model *m, const ss_backend *be, int from, int tag, float *x, size_t n) {
     ss_model *mm = (ss_model *)m; /* the wait counters are the model's only mutable state */
     float *h = be->host_memory ? x : ss_malloc(n * sizeof(float), "residual stream from the previous stage");
     if (!h) return SS_ERR_NOMEM;
-    const double t0 = seconds_now();
-    ss_status st = ss_comm_recv(m->pipe, m->stage - 1, PIPE_TAG, h, n * sizeof(float));
-    mm->pipe_wait_s += seconds_now() - t0;
-    if (st) ss_error_context(st, "pipeline stage %d receiving the residual stream from stage %d", m->stage, m->stage - 1);
+    const double t0 = ss_seconds_now();
+    ss_status st = ss_comm_recv(m->pipe, from, tag, h, n * sizeof(float));
+    mm->pipe_wait_s += ss_seconds_now() - t0;
+    if (st) ss_error_context(st, "pipeline stage %d receiving from stage %d", m->stage, from);
     if (!st && h != x) st = be->upload(be, x, h, n * sizeof(float));
     if (h != x) free(h);
     return st;
 }
 
-static ss_status pipe_send(const ss_model *m, const ss_backend *be, const float *x, size_t n) {
+ss_status ss_pipe_send(const ss_model *m, const ss_backend *be, int to, int tag, const float *x, size_t n) {
     ss_model *mm = (ss_model *)m;
     float *h = be->host_memory ? (float *)x : ss_malloc(n * sizeof(float), "residual stream for the next stage");
     if (!h) return SS_ERR_NOMEM;
     ss_status st = h != x ? be->download(be, h, x, n * sizeof(float)) : SS_OK;
-    const double t0 = seconds_now();
-    if (!st) st = ss_comm_send(m->pipe, m->stage + 1, PIPE_TAG, h, n * sizeof(float));
-    mm->pipe_wait_s += seconds_now() - t0;
-    if (st) ss_error_context(st, "pipeline stage %d sending the residual stream to stage %d", m->stage, m->stage + 1);
+    const double t0 = ss_seconds_now();
+    if (!st) st = ss_comm_send(m->pipe, to, tag, h, n * sizeof(float));
+    mm->pipe_wait_s += ss_seconds_now() - t0;
+    if (st) ss_error_context(st, "pipeline stage %d sending to stage %d", m->stage, to);
     if (h != x) free(h);
     return st;
 }
@@ -240,7 +237,7 @@ ss_status ss_forward_taped(const ss_model *m, const ss_backend *be, const int32_
     if (D.llama && (!be->rmsnorm || !be->rope || !be->swiglu))
         return ss_errorf(SS_ERR_UNSUPPORTED, "backend %s lacks the Llama family's ops (rmsnorm, rope, swiglu)", be->name);
     SS_TRY(ss_packing_check(m, tokens, pk));
-    const double t_start = seconds_now(), wait_before = m->pipe_wait_s;
+    const double t_start = ss_seconds_now(), wait_before = m->pipe_wait_s;
     /* Only the last stage of a pipeline has the head. */
     const int64_t n_lrows = !opts || opts->logits == SS_LOGITS_NONE || (!logits && !tape) || m->end_layer < c->n_layer ? 0
                             : opts->logits == SS_LOGITS_ALL                                  ? R
@@ -292,10 +289,6 @@ ss_status ss_forward_taped(const ss_model *m, const ss_backend *be, const int32_
      * the next. Every stage is called for every batch, in the same order. */
     const int last_stage = m->end_layer == c->n_layer;
     const int l0 = first > m->first_layer ? first : m->first_layer;
-    if (m->pipe && tape) {
-        st = ss_errorf(SS_ERR_UNSUPPORTED, "a backward pass over a pipeline of stages is not implemented");
-        goto done;
-    }
     if (m->end_layer <= first && !last_stage) goto finished; /* the start lies past this stage */
     if ((first > 0 && first >= m->first_layer) || (first == 0 && m->first_layer == 0)) {
         if (first) {
@@ -311,7 +304,7 @@ ss_status ss_forward_taped(const ss_model *m, const ss_backend *be, const int32_
             RUN(be->add(be, x, tmp, ln, R * d));
         }
     } else if (m->pipe) {
-        RUN(pipe_recv(m, be, x, Rd));
+        RUN(ss_pipe_recv(m, be, m->stage - 1, SS_PIPE_TAG_RESID, x, Rd));
     } else {
         st = ss_errorf(SS_ERR_INTERNAL, "%s: blocks %d.. are not loaded in this process", m->dir, first);
         goto done;
@@ -328,7 +321,7 @@ ss_status ss_forward_taped(const ss_model *m, const ss_backend *be, const int32_
         RUN(ss_block_forward(&f, w, l, x, &b));
     }
     if (!last_stage) {
-        RUN(pipe_send(m, be, x, Rd));
+        RUN(ss_pipe_send(m, be, m->stage + 1, SS_PIPE_TAG_RESID, x, Rd));
         goto finished;
     }
     RUN(norm(be, c, ln, x, w->lnf_w, w->lnf_b, R, d));
@@ -359,7 +352,7 @@ finished:
 #undef RUN
     if (logits) *logits = lg;
     lg = NULL;
-    if (m->pipe) ((ss_model *)m)->pipe_busy_s += seconds_now() - t_start - (m->pipe_wait_s - wait_before);
+    if (m->pipe) ((ss_model *)m)->pipe_busy_s += ss_seconds_now() - t_start - (m->pipe_wait_s - wait_before);
 done: /* every failing path above has set the message */
     for (int i = 0; i < B_COUNT; i++)
         if (buf[i]) be->release(be, buf[i]);

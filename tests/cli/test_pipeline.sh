@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Pipeline parallelism (--pipeline P, docs/DISTRIBUTED.md): the model's blocks split over P
-# ranks, each loading only its own. forward and collect with 2 and 3 stages against one
-# process (bit for bit: every stage runs the same batches through the same code), GPT-2 and
-# Llama; checkpoints and --resume across stage counts; --max-memory (a model that does not fit
+# ranks, each loading only its own. forward, collect, ablate, attribute and patch with 2 and 3 stages
+# against one process (bit for bit: every stage runs the same batches through the same code),
+# GPT-2 and Llama; checkpoints and --resume across stage counts; --max-memory (a model that does not fit
 # one rank runs split in two); a stage that hangs stops the job naming it; the refusals.
 source "$(dirname "$0")/lib.sh"
 H5CMP=${TOOLBIN}h5cmp
@@ -68,6 +68,42 @@ for mb in 1 3; do
         pass "ablate --pipeline 3 = one process, bit for bit, same table (--mask-batch $mb)"
     else fail "ablate --pipeline 3 vs one process (--mask-batch $mb)" "$("$H5CMP" --quiet --atol 0 --rtol 0 "$TMP/a1.h5" "$TMP/a3.h5" 2>&1 | head -3)"; fi
 done
+
+# attribute: the forward pass down the stages, the metric at the last, the gradient back up
+# them; each site's attributions from its stage, in input order. Every method and reduction,
+# identical to one process, and the Llama golden against autograd with --recompute.
+A=$D/attribute
+AS='hook_embed,hook_pos_embed,blocks.*.mlp.hook_post,blocks.2.attn.hook_z,ln_final.hook_normalized'
+for meth in grad gradxact atp ig:4; do
+    for red in none prompts; do
+        extra=()
+        [ $meth = atp ] && extra=(--corrupt $A/corrupt.jsonl)
+        at=(--model $M --input $A/prompts.jsonl --sites "$AS" --metric logitdiff --method $meth --reduce $red --batch 2 "${extra[@]}")
+        "$SUBSCOPE" attribute "${at[@]}" --out "$TMP/t1.h5" >"$TMP/tt1" 2>&1
+        if ! $MPI -np 3 "$SUBSCOPE" attribute "${at[@]}" --pipeline 3 --out "$TMP/t3.h5" >"$TMP/tt3" 2>&1; then
+            fail "attribute --method $meth --reduce $red --pipeline 3 runs" "$(tail -3 "$TMP/tt3")"; continue; fi
+        if "$H5CMP" --quiet --atol 0 --rtol 0 --only /attr --only /metric --only /ig "$TMP/t1.h5" "$TMP/t3.h5" >/dev/null 2>&1 &&
+           diff <(grep -v '^wrote' "$TMP/tt1") <(grep -v '^wrote' "$TMP/tt3") >/dev/null; then
+            pass "attribute --method $meth --reduce $red --pipeline 3 = one process, bit for bit, same table"
+        else fail "attribute $meth $red --pipeline 3 vs one process" "$("$H5CMP" --quiet --atol 0 --rtol 0 "$TMP/t1.h5" "$TMP/t3.h5" 2>&1 | head -3)"; fi
+    done
+done
+L=llama-hd6-bias
+if $MPI -np 3 "$SUBSCOPE" attribute --model "$D/models/$L" --input "$D/golden/$L.jsonl" --sites '*' --metric loss --method grad \
+    --pipeline 3 --recompute --out "$TMP/l3.h5" >"$TMP/l3.log" 2>&1; then
+    expect_ok "attribute --pipeline 3 --recompute on a Llama model equals autograd" \
+        "$H5CMP" --quiet --atol 1e-5 --rtol 1e-4 "$D/golden/attr-$L-loss-grad.h5" "$TMP/l3.h5"
+else fail "Llama attribute --pipeline 3 runs" "$(tail -3 "$TMP/l3.log")"; fi
+
+# patch: the stages run every pair together; the patched piece is replaced on its stage and the
+# last stage, which has the logits, writes.
+PD=$D/patch
+pa=(--model $M --clean $PD/clean.jsonl --corrupt $PD/corrupt.jsonl --sites 'blocks.*.attn.hook_z,blocks.0.hook_resid_pre' --per position)
+"$SUBSCOPE" patch "${pa[@]}" --out "$TMP/pa1.h5" >/dev/null 2>&1
+if $MPI -np 2 "$SUBSCOPE" patch "${pa[@]}" --pipeline 2 --out "$TMP/pa2.h5" >"$TMP/pa.log" 2>&1; then
+    expect_ok "patch --per position --pipeline 2 = one process, bit for bit" "$H5CMP" --quiet --atol 0 --rtol 0 \
+        --only /effect --only /patched_metric --only /clean_metric --only /corrupt_metric "$TMP/pa1.h5" "$TMP/pa2.h5"
+else fail "patch --pipeline 2 runs" "$(tail -3 "$TMP/pa.log")"; fi
 
 # Checkpoints: a 2-stage run checkpoints; 3 stages resume what one process left.
 for i in $(seq 1 20); do cat $P; done >"$TMP/big.jsonl"
