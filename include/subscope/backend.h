@@ -67,18 +67,36 @@ struct ss_backend {
     ss_status (*gelu)(const ss_backend *be, float *out, const float *x, int64_t n, ss_act act);
     ss_status (*add)(const ss_backend *be, float *out, const float *a, const float *b, int64_t n);
     /* tok_out[i,:] = wte[tokens[i],:] and pos_out[i,:] = wpe[pos[i],:] for n rows
-     * (tokens and pos are backend buffers; the tables hold wdtype elements). */
+     * (tokens and pos are backend buffers; the tables hold wdtype elements).
+     * With wpe NULL (rotary models) only tok_out is written (pos_out may be NULL). */
     ss_status (*embed)(const ss_backend *be, float *tok_out, float *pos_out, const int32_t *tokens,
                        const int32_t *pos, const void *wte, const void *wpe, int wdtype, int64_t n, int64_t d);
     /* Causal multi-head attention over n_seq sequences packed one after
      * another: sequence s has len[s] rows starting at row start[s] (start, len
-     * and pattern_off are host arrays). q,k,v are [rows, H*dh] with row stride
-     * ld_qkv; z is [rows, H*dh]. If pattern_out is non-NULL, sequence s's
-     * probabilities are written to pattern_out + pattern_off[s] as
-     * [H, len, len] (zeros above the diagonal). */
+     * and pattern_off are host arrays). q is [rows, H*dh], k and v are
+     * [rows, Hkv*dh], all with row stride ld_qkv; query head h reads key/value
+     * head h / (H/Hkv) (grouped-query attention; Hkv divides H, Hkv = H is
+     * ordinary multi-head attention). z is [rows, H*dh]. If pattern_out is
+     * non-NULL, sequence s's probabilities are written to pattern_out +
+     * pattern_off[s] as [H, len, len] (zeros above the diagonal). */
     ss_status (*attention)(const ss_backend *be, float *z, const float *q, const float *k, const float *v,
                            int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H,
-                           int64_t dh, float scale, float *pattern_out, const int64_t *pattern_off);
+                           int64_t Hkv, int64_t dh, float scale, float *pattern_out, const int64_t *pattern_off);
+    /* Per row of x[rows,d]: x / sqrt(mean(x^2) + eps) * w (RMSNorm; w fp32). */
+    ss_status (*rmsnorm)(const ss_backend *be, float *out, const float *x, const float *w, int64_t rows, int64_t d,
+                         float eps);
+    /* Rotary position embedding in place on the first n_heads heads (width
+     * dh) of each row of x (row stride ld), Hugging Face's rotate-half
+     * convention: for i < dh/2 and a = pos[r] * inv_freq[i] (both fp32, the
+     * product rounded to fp32 as in transformers), (x_i, x_{i+dh/2}) becomes
+     * (x_i cos a - x_{i+dh/2} sin a, x_{i+dh/2} cos a + x_i sin a). With
+     * inverse, the rotation by -a (the transpose: the backward pass). pos
+     * [rows] and inv_freq [dh/2] are backend buffers. */
+    ss_status (*rope)(const ss_backend *be, float *x, int64_t ld, int64_t rows, int64_t n_heads, int64_t dh,
+                      const int32_t *pos, const float *inv_freq, int inverse);
+    /* SwiGLU: out[r,c] = silu(gu[r,c]) * gu[r,dm+c] for gu [rows, 2*dm] (the
+     * gate projection, then the up projection), out [rows, dm]. */
+    ss_status (*swiglu)(const ss_backend *be, float *out, const float *gu, int64_t rows, int64_t dm);
 
     /* ---- The backward pass (attribution, training). Gradients are fp32
      * backend buffers; "+=" ops accumulate into what the buffer holds. ---- */
@@ -97,11 +115,19 @@ struct ss_backend {
     ss_status (*gelu_backward)(const ss_backend *be, float *dx, const float *dy, const float *x, int64_t n, ss_act act);
     /* The gradients of attention (arguments as for attention) with respect to
      * q, k and v given dz [rows, H*dh]: written (not accumulated) to dq, dk,
-     * dv, row stride ld_dqkv. The probabilities are recomputed from q and k. */
+     * dv, row stride ld_dqkv; dk and dv of a key/value head sum over the
+     * query heads that share it. The probabilities are recomputed from q and k. */
     ss_status (*attention_backward)(const ss_backend *be, float *dq, float *dk, float *dv, int64_t ld_dqkv,
                                     const float *dz, const float *q, const float *k, const float *v, int64_t ld_qkv,
-                                    int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H, int64_t dh,
-                                    float scale);
+                                    int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H, int64_t Hkv,
+                                    int64_t dh, float scale);
+    /* For y = rmsnorm(x; w): dx += dL/dx given dy; dw += sum_r dy·x·rstd when non-NULL. */
+    ss_status (*rmsnorm_backward)(const ss_backend *be, float *dx, float *dw, const float *dy, const float *x,
+                                  const float *w, int64_t rows, int64_t d, float eps);
+    /* For out = swiglu(gu): writes dgu [rows, 2*dm] (gate gradients, then up
+     * gradients) given dy [rows, dm]. */
+    ss_status (*swiglu_backward)(const ss_backend *be, float *dgu, const float *dy, const float *gu, int64_t rows,
+                                 int64_t dm);
     /* dwte[tokens[i],:] += dx[i,:] and dwpe[pos[i],:] += dx[i,:] for n rows
      * (either table may be NULL; tokens, pos are backend buffers). */
     ss_status (*embed_backward)(const ss_backend *be, float *dwte, float *dwpe, const float *dx, const int32_t *tokens,

@@ -14,23 +14,29 @@
 extern "C" {
 #endif
 
-/* Matrices (the _w of projections, wte, wpe, lm_head) hold elements of the
- * weights' wdtype; vectors (norm weights, biases) are always float32. */
+/* One block of either family. Matrices (the _w of projections, wte, wpe,
+ * lm_head) hold elements of the weights' wdtype; vectors (norm weights,
+ * biases) are always float32; a bias the model lacks is NULL.
+ * GPT-2 keeps Conv1D's [in, out] layout; the Llama family keeps nn.Linear's
+ * [out, in] (ss_gpt2_weights.trans), with q/k/v fused into one
+ * [(H + 2 Hkv) d_head, d] matrix and gate/up into one [2 d_mlp, d] at load. */
 typedef struct ss_gpt2_layer {
-    const void *ln1_w, *ln1_b;      /* [d] */
-    const void *attn_w, *attn_b;    /* c_attn: [d, 3d], [3d] */
-    const void *proj_w, *proj_b;    /* attn.c_proj: [d, d], [d] */
+    const void *ln1_w, *ln1_b;      /* [d]; RMSNorm: no bias */
+    const void *attn_w, *attn_b;    /* GPT-2 c_attn [d, 3d]; Llama q|k|v [(H+2Hkv)dh, d] */
+    const void *proj_w, *proj_b;    /* GPT-2 attn.c_proj [d, d]; Llama o_proj [d, H dh] */
     const void *ln2_w, *ln2_b;      /* [d] */
-    const void *fc_w, *fc_b;        /* mlp.c_fc: [d, d_mlp], [d_mlp] */
-    const void *fc2_w, *fc2_b;      /* mlp.c_proj: [d_mlp, d], [d] */
+    const void *fc_w, *fc_b;        /* GPT-2 mlp.c_fc [d, d_mlp]; Llama gate|up [2 d_mlp, d] */
+    const void *fc2_w, *fc2_b;      /* GPT-2 mlp.c_proj [d_mlp, d]; Llama down_proj [d, d_mlp] */
 } ss_gpt2_layer;
 
 /* The forward pass's weights, as pointers valid on one backend. */
 typedef struct ss_gpt2_weights {
     int wdtype;                     /* SS_WDTYPE_F32 or SS_WDTYPE_BF16: the matrices' element type */
-    const void *wte, *wpe;          /* [V, d], [n_positions, d] */
+    int trans;                      /* 1: matrices are [out, in] (Llama family), 0: [in, out] (GPT-2) */
+    const void *wte, *wpe;          /* [V, d], [n_positions, d]; wpe NULL for rotary models */
     const void *lnf_w, *lnf_b;      /* [d] */
     const void *lm_head;            /* [V, d]; == wte when tied */
+    const float *rope_inv_freq;     /* [d_head / 2] rotary frequencies (not a parameter); NULL for GPT-2 */
     ss_gpt2_layer *layers;          /* n_layer */
 } ss_gpt2_weights;
 

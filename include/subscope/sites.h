@@ -11,19 +11,19 @@
 extern "C" {
 #endif
 
+/* Every kind either family has; a model has the subset its family computes
+ * (GPT-2: no rotary or up-projection sites; Llama: no hook_pos_embed). */
 typedef enum ss_site_kind {
     /* model-level, before the blocks */
     SS_SITE_EMBED, SS_SITE_POS_EMBED,
     /* per block, in the order the forward pass produces them */
-    SS_SITE_RESID_PRE, SS_SITE_LN1, SS_SITE_Q, SS_SITE_K, SS_SITE_V, SS_SITE_PATTERN,
-    SS_SITE_Z, SS_SITE_ATTN_OUT, SS_SITE_RESID_MID, SS_SITE_LN2, SS_SITE_MLP_PRE,
-    SS_SITE_MLP_POST, SS_SITE_MLP_OUT, SS_SITE_RESID_POST,
+    SS_SITE_RESID_PRE, SS_SITE_LN1, SS_SITE_Q, SS_SITE_K, SS_SITE_V, SS_SITE_ROT_Q, SS_SITE_ROT_K,
+    SS_SITE_PATTERN, SS_SITE_Z, SS_SITE_ATTN_OUT, SS_SITE_RESID_MID, SS_SITE_LN2, SS_SITE_MLP_PRE,
+    SS_SITE_MLP_PRE_LINEAR, SS_SITE_MLP_POST, SS_SITE_MLP_OUT, SS_SITE_RESID_POST,
     /* model-level, after the blocks */
     SS_SITE_LNF,
     SS_SITE_KIND_COUNT
 } ss_site_kind;
-
-#define SS_SITE_PER_BLOCK (SS_SITE_RESID_POST - SS_SITE_RESID_PRE + 1)
 #define SS_SITE_NAME_MAX 64
 
 typedef struct ss_site {
@@ -43,6 +43,7 @@ typedef struct ss_site {
 int ss_sites_count(const ss_config *cfg);
 /* Fills *site for a dense id. */
 void ss_site_get(const ss_config *cfg, int id, ss_site *site);
+/* The dense id of a site, or -1 if the model's family has no such site. */
 int ss_site_id(const ss_config *cfg, ss_site_kind kind, int layer);
 /* Looks a site up by exact name; -1 if none. */
 int ss_site_find(const ss_config *cfg, const char *name);

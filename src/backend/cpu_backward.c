@@ -188,7 +188,7 @@ typedef struct {
     float *dq, *dk, *dv;
     int64_t ldd;
     const float *dz, *q, *k, *v;
-    int64_t ld, H, dh;
+    int64_t ld, H, group, dh; /* group = H / Hkv */
     const int64_t *start, *len;
     float scale;
     atomic_int failed;
@@ -205,15 +205,16 @@ static inline void attnb_row_update(float *restrict dqi, float *restrict dkj, fl
     }
 }
 
-/* One (sequence, head) per task: that head's columns of dk and dv belong to
- * the task, so it accumulates them without races. Per query row i the
- * probabilities are recomputed as in the forward, then with dp_j = dz_i·v_j
- * and D = sum_j p_j·dp_j the score gradient is ds_j = p_j(dp_j - D). As in
- * the forward, K and V are first transposed into [dh, n] scratch so that the
- * two dot products over j are contiguous multiply-adds that vectorise. */
+/* One (sequence, key/value head) per task: that head's columns of dk and dv
+ * belong to the task, so it accumulates them over the query heads that share
+ * them without races. Per query row i the probabilities are recomputed as in
+ * the forward, then with dp_j = dz_i·v_j and D = sum_j p_j·dp_j the score
+ * gradient is ds_j = p_j(dp_j - D). As in the forward, K and V are first
+ * transposed into [dh, n] scratch so that the two dot products over j are
+ * contiguous multiply-adds that vectorise. */
 static void attnb_task(void *vctx, int64_t task) {
     attnb_ctx *c = vctx;
-    const int64_t s = task / c->H, h = task % c->H, n = c->len[s], r0 = c->start[s], dh = c->dh;
+    const int64_t Hkv = c->H / c->group, s = task / Hkv, hk = task % Hkv, n = c->len[s], r0 = c->start[s], dh = c->dh;
     const int64_t dmodel = c->H * dh;
     float *kt = malloc((size_t)(2 * dh * n + 2 * n) * sizeof(float));
     if (!kt) {
@@ -222,44 +223,49 @@ static void attnb_task(void *vctx, int64_t task) {
     }
     float *vt = kt + dh * n, *p = vt + dh * n, *dp = p + n;
     for (int64_t j = 0; j < n; j++) {
-        const float *kj = c->k + (r0 + j) * c->ld + h * dh, *vj = c->v + (r0 + j) * c->ld + h * dh;
+        const float *kj = c->k + (r0 + j) * c->ld + hk * dh, *vj = c->v + (r0 + j) * c->ld + hk * dh;
         for (int64_t e = 0; e < dh; e++) kt[e * n + j] = kj[e], vt[e * n + j] = vj[e];
-        memset(c->dk + (r0 + j) * c->ldd + h * dh, 0, (size_t)dh * sizeof(float));
-        memset(c->dv + (r0 + j) * c->ldd + h * dh, 0, (size_t)dh * sizeof(float));
+        memset(c->dk + (r0 + j) * c->ldd + hk * dh, 0, (size_t)dh * sizeof(float));
+        memset(c->dv + (r0 + j) * c->ldd + hk * dh, 0, (size_t)dh * sizeof(float));
     }
-    for (int64_t i = 0; i < n; i++) {
-        const float *qi = c->q + (r0 + i) * c->ld + h * dh, *dzi = c->dz + (r0 + i) * dmodel + h * dh;
-        for (int64_t j = 0; j <= i; j++) p[j] = dp[j] = 0.f;
-        for (int64_t e = 0; e < dh; e++) {
-            const float qe = qi[e] * c->scale, ze = dzi[e], *kr = kt + e * n, *vr = vt + e * n;
-            for (int64_t j = 0; j <= i; j++) p[j] += qe * kr[j], dp[j] += ze * vr[j];
+    for (int64_t h = hk * c->group; h < (hk + 1) * c->group; h++)
+        for (int64_t i = 0; i < n; i++) {
+            const float *qi = c->q + (r0 + i) * c->ld + h * dh, *dzi = c->dz + (r0 + i) * dmodel + h * dh;
+            for (int64_t j = 0; j <= i; j++) p[j] = dp[j] = 0.f;
+            for (int64_t e = 0; e < dh; e++) {
+                const float qe = qi[e] * c->scale, ze = dzi[e], *kr = kt + e * n, *vr = vt + e * n;
+                for (int64_t j = 0; j <= i; j++) p[j] += qe * kr[j], dp[j] += ze * vr[j];
+            }
+            double mx = -INFINITY, sum = 0, D = 0;
+            for (int64_t j = 0; j <= i; j++) mx = p[j] > mx ? p[j] : mx;
+            for (int64_t j = 0; j <= i; j++) {
+                double t = exp((double)p[j] - mx);
+                p[j] = (float)t;
+                sum += t;
+            }
+            for (int64_t j = 0; j <= i; j++) {
+                p[j] = (float)(p[j] / sum);
+                D += (double)p[j] * dp[j];
+            }
+            float *dqi = c->dq + (r0 + i) * c->ldd + h * dh;
+            memset(dqi, 0, (size_t)dh * sizeof(float));
+            for (int64_t j = 0; j <= i; j++)
+                attnb_row_update(dqi, c->dk + (r0 + j) * c->ldd + hk * dh, c->dv + (r0 + j) * c->ldd + hk * dh,
+                                 c->k + (r0 + j) * c->ld + hk * dh, qi, dzi, (float)(p[j] * (dp[j] - D)) * c->scale,
+                                 p[j], dh);
         }
-        double mx = -INFINITY, sum = 0, D = 0;
-        for (int64_t j = 0; j <= i; j++) mx = p[j] > mx ? p[j] : mx;
-        for (int64_t j = 0; j <= i; j++) {
-            double t = exp((double)p[j] - mx);
-            p[j] = (float)t;
-            sum += t;
-        }
-        for (int64_t j = 0; j <= i; j++) {
-            p[j] = (float)(p[j] / sum);
-            D += (double)p[j] * dp[j];
-        }
-        float *dqi = c->dq + (r0 + i) * c->ldd + h * dh;
-        memset(dqi, 0, (size_t)dh * sizeof(float));
-        for (int64_t j = 0; j <= i; j++)
-            attnb_row_update(dqi, c->dk + (r0 + j) * c->ldd + h * dh, c->dv + (r0 + j) * c->ldd + h * dh,
-                             c->k + (r0 + j) * c->ld + h * dh, qi, dzi, (float)(p[j] * (dp[j] - D)) * c->scale, p[j], dh);
-    }
     free(kt);
 }
 
 ss_status ss_cpu_attention_backward(const ss_backend *be, float *dq, float *dk, float *dv, int64_t ld_dqkv,
                                     const float *dz, const float *q, const float *k, const float *v, int64_t ld_qkv,
-                                    int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H, int64_t dh,
-                                    float scale) {
-    attnb_ctx c = {dq, dk, dv, ld_dqkv, dz, q, k, v, ld_qkv, H, dh, start, len, scale, 0};
-    ss_parallel_for(n_seq * H, attnb_task, &c);
+                                    int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H, int64_t Hkv,
+                                    int64_t dh, float scale) {
+    if (Hkv < 1 || H % Hkv)
+        return ss_errorf(SS_ERR_ARG, "cpu: attention_backward: %lld key/value heads do not divide %lld heads",
+                         (long long)Hkv, (long long)H);
+    attnb_ctx c = {dq, dk, dv, ld_dqkv, dz, q, k, v, ld_qkv, H, H / Hkv, dh, start, len, scale, 0};
+    ss_parallel_for(n_seq * Hkv, attnb_task, &c);
     if (atomic_load(&c.failed)) return ss_errorf(SS_ERR_NOMEM, "out of memory in attention backward scratch buffers");
     return SS_OK;
 }
@@ -313,5 +319,40 @@ ss_status ss_cpu_softmax_xent(const ss_backend *be, float *dlogits, float *loss,
                              targets[r], (long long)r, (long long)V);
     xent_ctx c = {dlogits, loss, logits, targets, weights, V};
     ss_parallel_for(rows, xent_row, &c);
+    return SS_OK;
+}
+
+/* y = x·rstd·w with rstd = (mean(x²) + eps)^-1/2: per row, with g = dy·w,
+ * dx = rstd·(g - x·rstd²·mean(g·x)); dw = sum_r dy·x·rstd. */
+ss_status ss_cpu_rmsnorm_backward(const ss_backend *be, float *dx, float *dw, const float *dy, const float *x,
+                                  const float *w, int64_t rows, int64_t d, float eps) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * d, *dyr = dy + r * d;
+        double ss = 0, gx = 0;
+        for (int64_t i = 0; i < d; i++) {
+            ss += (double)xr[i] * xr[i];
+            gx += (double)dyr[i] * w[i] * xr[i];
+        }
+        const double rstd = 1.0 / sqrt(ss / (double)d + (double)eps), k = rstd * rstd * gx / (double)d;
+        if (dx)
+            for (int64_t i = 0; i < d; i++) dx[r * d + i] += (float)(rstd * ((double)dyr[i] * w[i] - xr[i] * k));
+        if (dw)
+            for (int64_t i = 0; i < d; i++) dw[i] += (float)((double)dyr[i] * xr[i] * rstd);
+    }
+    return SS_OK;
+}
+
+/* silu(g) = g·σ(g), silu'(g) = σ(g)(1 + g(1 - σ(g))). */
+ss_status ss_cpu_swiglu_backward(const ss_backend *be, float *dgu, const float *dy, const float *gu, int64_t rows,
+                                 int64_t dm) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float *g = gu + r * 2 * dm, *u = g + dm, *dyr = dy + r * dm;
+        float *dg = dgu + r * 2 * dm, *du = dg + dm;
+        for (int64_t i = 0; i < dm; i++) {
+            const double sg = 1.0 / (1.0 + exp(-(double)g[i])), silu = g[i] * sg;
+            dg[i] = (float)(dyr[i] * u[i] * sg * (1.0 + g[i] * (1.0 - sg)));
+            du[i] = (float)(dyr[i] * silu);
+        }
+    }
     return SS_OK;
 }

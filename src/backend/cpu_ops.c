@@ -220,13 +220,13 @@ static ss_status cpu_embed(const ss_backend *be, float *tok_out, float *pos_out,
     if (wdtype == SS_WDTYPE_F32) {
         for (int64_t i = 0; i < n; i++) {
             memcpy(tok_out + i * d, (const float *)wte + (int64_t)tokens[i] * d, (size_t)d * sizeof(float));
-            memcpy(pos_out + i * d, (const float *)wpe + (int64_t)pos[i] * d, (size_t)d * sizeof(float));
+            if (wpe) memcpy(pos_out + i * d, (const float *)wpe + (int64_t)pos[i] * d, (size_t)d * sizeof(float));
         }
     } else if (wdtype == SS_WDTYPE_BF16) {
         for (int64_t i = 0; i < n; i++)
             for (int64_t e = 0; e < d; e++) {
                 tok_out[i * d + e] = ss_bf16_to_f32(((const uint16_t *)wte)[(int64_t)tokens[i] * d + e]);
-                pos_out[i * d + e] = ss_bf16_to_f32(((const uint16_t *)wpe)[(int64_t)pos[i] * d + e]);
+                if (wpe) pos_out[i * d + e] = ss_bf16_to_f32(((const uint16_t *)wpe)[(int64_t)pos[i] * d + e]);
             }
     } else {
         return ss_errorf(SS_ERR_UNSUPPORTED, "cpu: embedding tables of dtype %d", wdtype);
@@ -237,7 +237,7 @@ static ss_status cpu_embed(const ss_backend *be, float *tok_out, float *pos_out,
 typedef struct {
     float *z;
     const float *q, *k, *v;
-    int64_t ld, H, dh;
+    int64_t ld, H, group, dh; /* group = H / Hkv: query heads per key/value head */
     const int64_t *start, *len, *pattern_off;
     float scale;
     float *pattern;
@@ -250,7 +250,7 @@ typedef struct {
  * vectorises. Softmax statistics are kept in double. */
 static void attn_task(void *vctx, int64_t task) {
     const attn_ctx *c = vctx;
-    int64_t s = task / c->H, h = task % c->H;
+    int64_t s = task / c->H, h = task % c->H, hk = h / c->group;
     int64_t n = c->len[s], r0 = c->start[s], dmodel = c->H * c->dh, dh = c->dh;
     float *kt = malloc((size_t)(dh * n + n + dh) * sizeof(float));
     if (!kt) {
@@ -259,7 +259,7 @@ static void attn_task(void *vctx, int64_t task) {
     }
     float *sc = kt + dh * n, *acc = sc + n;
     for (int64_t j = 0; j < n; j++) {
-        const float *kj = c->k + (r0 + j) * c->ld + h * dh;
+        const float *kj = c->k + (r0 + j) * c->ld + hk * dh;
         for (int64_t e = 0; e < dh; e++) kt[e * n + j] = kj[e];
     }
     for (int64_t i = 0; i < n; i++) {
@@ -279,7 +279,7 @@ static void attn_task(void *vctx, int64_t task) {
         const float inv = (float)(1.0 / sum);
         for (int64_t e = 0; e < dh; e++) acc[e] = 0.f;
         for (int64_t j = 0; j <= i; j++) {
-            const float p = sc[j] * inv, *vj = c->v + (r0 + j) * c->ld + h * dh;
+            const float p = sc[j] * inv, *vj = c->v + (r0 + j) * c->ld + hk * dh;
             sc[j] = p;
             for (int64_t e = 0; e < dh; e++) acc[e] += p * vj[e];
         }
@@ -295,10 +295,61 @@ static void attn_task(void *vctx, int64_t task) {
 
 static ss_status cpu_attention(const ss_backend *be, float *z, const float *q, const float *k, const float *v,
                                int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H,
-                               int64_t dh, float scale, float *pattern_out, const int64_t *pattern_off) {
-    attn_ctx c = {z, q, k, v, ld_qkv, H, dh, start, len, pattern_off, scale, pattern_out, 0};
+                               int64_t Hkv, int64_t dh, float scale, float *pattern_out, const int64_t *pattern_off) {
+    if (Hkv < 1 || H % Hkv) return ss_errorf(SS_ERR_ARG, "cpu: attention: %lld key/value heads do not divide %lld heads",
+                                             (long long)Hkv, (long long)H);
+    attn_ctx c = {z, q, k, v, ld_qkv, H, H / Hkv, dh, start, len, pattern_off, scale, pattern_out, 0};
     ss_parallel_for(n_seq * H, attn_task, &c);
     if (atomic_load(&c.failed)) return ss_errorf(SS_ERR_NOMEM, "out of memory in attention scratch buffers");
+    return SS_OK;
+}
+
+
+/* RMSNorm: the mean square in double, as layernorm does its moments. */
+static void rmsnorm_task(void *vctx, int64_t task) {
+    const rowwise_ctx *c = vctx;
+    int64_t r1 = (task + 1) * LN_ROWS < c->rows ? (task + 1) * LN_ROWS : c->rows;
+    for (int64_t r = task * LN_ROWS; r < r1; r++) {
+        const float *xr = c->x + r * c->d;
+        float *o = c->out + r * c->d;
+        double ss = 0;
+        for (int64_t i = 0; i < c->d; i++) ss += (double)xr[i] * xr[i];
+        const float inv = (float)(1.0 / sqrt(ss / (double)c->d + (double)c->eps));
+        for (int64_t i = 0; i < c->d; i++) o[i] = (xr[i] * inv) * c->w[i];
+    }
+}
+
+static ss_status cpu_rmsnorm(const ss_backend *be, float *out, const float *x, const float *w, int64_t rows, int64_t d,
+                             float eps) {
+    rowwise_ctx c = {.out = out, .x = x, .w = w, .rows = rows, .d = d, .eps = eps};
+    ss_parallel_for((rows + LN_ROWS - 1) / LN_ROWS, rmsnorm_task, &c);
+    return SS_OK;
+}
+
+static ss_status cpu_rope(const ss_backend *be, float *x, int64_t ld, int64_t rows, int64_t n_heads, int64_t dh,
+                          const int32_t *pos, const float *inv_freq, int inverse) {
+    const int64_t half = dh / 2;
+    for (int64_t r = 0; r < rows; r++) {
+        const float p = (float)pos[r];
+        for (int64_t i = 0; i < half; i++) {
+            const float a = p * inv_freq[i], cs = cosf(a), sn = inverse ? -sinf(a) : sinf(a);
+            for (int64_t h = 0; h < n_heads; h++) {
+                float *xh = x + r * ld + h * dh;
+                const float x0 = xh[i], x1 = xh[i + half];
+                xh[i] = x0 * cs - x1 * sn;
+                xh[i + half] = x1 * cs + x0 * sn;
+            }
+        }
+    }
+    return SS_OK;
+}
+
+static ss_status cpu_swiglu(const ss_backend *be, float *out, const float *gu, int64_t rows, int64_t dm) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float *g = gu + r * 2 * dm, *u = g + dm;
+        float *o = out + r * dm;
+        for (int64_t i = 0; i < dm; i++) o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    }
     return SS_OK;
 }
 
@@ -347,12 +398,17 @@ static const ss_backend cpu_backend = {
     .add = cpu_add,
     .embed = cpu_embed,
     .attention = cpu_attention,
+    .rmsnorm = cpu_rmsnorm,
+    .rope = cpu_rope,
+    .swiglu = cpu_swiglu,
     .zero = ss_cpu_zero,
     .matmul_tn = ss_cpu_matmul_tn,
     .sum_rows = ss_cpu_sum_rows,
     .layernorm_backward = ss_cpu_layernorm_backward,
     .gelu_backward = ss_cpu_gelu_backward,
     .attention_backward = ss_cpu_attention_backward,
+    .rmsnorm_backward = ss_cpu_rmsnorm_backward,
+    .swiglu_backward = ss_cpu_swiglu_backward,
     .embed_backward = ss_cpu_embed_backward,
     .softmax_xent = ss_cpu_softmax_xent,
 };

@@ -304,8 +304,11 @@ static ss_status cu_embed(const ss_backend *be, float *tok_out, float *pos_out, 
 
 static ss_status cu_attention(const ss_backend *be, float *z, const float *q, const float *k, const float *v,
                               int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H,
-                              int64_t dh, float scale, float *pattern_out, const int64_t *pattern_off) {
+                              int64_t Hkv, int64_t dh, float scale, float *pattern_out, const int64_t *pattern_off) {
     cuda_impl *c = IMPL(be);
+    if (Hkv != H)
+        return ss_errorf(SS_ERR_UNSUPPORTED, "%s: attention with %lld key/value heads for %lld heads (grouped-query) "
+                         "has no kernel yet", be->name, (long long)Hkv, (long long)H);
     size_t need = (size_t)(3 * n_seq);
     if (need > c->meta_cap) {
         if (c->meta) cu_release(be, c->meta);
@@ -402,8 +405,11 @@ static ss_status cu_gelu_backward(const ss_backend *be, float *dx, const float *
 static ss_status cu_attention_backward(const ss_backend *be, float *dq, float *dk, float *dv, int64_t ld_dqkv,
                                        const float *dz, const float *q, const float *k, const float *v,
                                        int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len,
-                                       int64_t H, int64_t dh, float scale) {
+                                       int64_t H, int64_t Hkv, int64_t dh, float scale) {
     cuda_impl *c = IMPL(be);
+    if (Hkv != H)
+        return ss_errorf(SS_ERR_UNSUPPORTED, "%s: attention_backward with %lld key/value heads for %lld heads "
+                         "(grouped-query) has no kernel yet", be->name, (long long)Hkv, (long long)H);
     if (n_seq <= 0 || H <= 0) return SS_OK;
     size_t need = (size_t)(3 * n_seq);
     if (need > c->meta_cap) {

@@ -20,6 +20,8 @@
 
 static cli_opt info_opts[] = {
     {.name = "model", .metavar = "DIR", .help = "Hugging Face model directory (config.json, *.safetensors, tokenizer.json)"},
+    {.name = "config", .metavar = "FILE", .help = "plan memory from a config.json alone (no weights needed): parameters, weights per dtype, activations per token"},
+    {.name = "tokens", .metavar = "N", .help = "with --config: also the totals for a batch of N tokens (default 16384)"},
     {.name = "list-sites", .metavar = NULL, .help = "print every site name, one per line, and nothing else"},
     {.name = "dist", .metavar = NULL, .help = "print what the communicator sees (backend, ranks, hosts, devices); no --model needed"},
     {0},
@@ -77,8 +79,46 @@ static void human_bytes(char *buf, size_t n, double b) {
     snprintf(buf, n, "%.1f %s", b, u[i]);
 }
 
+/* Memory of a model from its config alone: what a 7B- or 70B-shaped run
+ * needs before anyone downloads it. The figures are those of this engine's
+ * buffers (ss_config_floats_per_token and the backward tape), not estimates
+ * of another framework. */
+static int run_info_config(cli_cmd *cmd) {
+    ss_config cfg;
+    ss_status st = ss_config_load(cli_get(cmd, "config"), &cfg);
+    if (st) return cli_fail(cmd, st);
+    int64_t T = 16384;
+    if (cli_int(cmd, "tokens", 1, INT64_MAX / 1048576, 16384, &T)) return 1;
+    const ss_config *c = &cfg;
+    const int64_t P = ss_config_n_params(c), fpt = ss_config_floats_per_token(c);
+    const int64_t tape = ss_config_tape_floats_per_token_layer(c) * c->n_layer + 2 * c->n_embd;
+    char a[32], b[32], e[32], f[32], g[32];
+    printf("config       %s\n", cli_get(cmd, "config"));
+    printf("architecture %s, %lld layers, d_model %lld, %lld heads (%lld key/value) x d_head %lld, d_mlp %lld, "
+           "vocabulary %lld\n", c->arch, (long long)c->n_layer, (long long)c->n_embd, (long long)c->n_head,
+           (long long)ss_config_kv_heads(c), (long long)ss_config_d_head(c), (long long)c->n_inner,
+           (long long)c->vocab_size);
+    human_bytes(a, sizeof a, (double)P * 4), human_bytes(b, sizeof b, (double)P * 2);
+    printf("parameters   %lld (%.2f B): weights %s in float32, %s in bfloat16\n", (long long)P, (double)P / 1e9, a, b);
+    human_bytes(a, sizeof a, (double)fpt * 4), human_bytes(b, sizeof b, (double)tape * 4);
+    human_bytes(e, sizeof e, (double)c->vocab_size * 4);
+    printf("per token    forward %s in flight; a backward pass keeps %s on its tape (--recompute: %lld floats "
+           "per layer); %s per row of logits kept\n", a, b, (long long)c->n_embd, e);
+    human_bytes(a, sizeof a, (double)fpt * 4 * (double)T);
+    human_bytes(b, sizeof b, (double)(tape + fpt) * 4 * (double)T);
+    human_bytes(e, sizeof e, (double)c->vocab_size * 4 * (double)T);
+    human_bytes(f, sizeof f, (double)P * 2 + (double)fpt * 4 * (double)T);
+    human_bytes(g, sizeof g, (double)P * 2 + (double)(tape + fpt + c->vocab_size) * 4 * (double)T);
+    printf("%lld tokens  forward activations %s, with a backward pass %s, all-position logits %s\n", (long long)T, a,
+           b, e);
+    printf("one device   bfloat16 weights + activations: forward %s; attribute with loss (logits of every "
+           "position) %s\n", f, g);
+    return 0;
+}
+
 static int run_info(cli_cmd *cmd) {
     if (cli_flag(cmd, "dist")) return run_info_dist(cmd);
+    if (cli_get(cmd, "config")) return run_info_config(cmd);
     if (cli_require(cmd, "model")) return 1;
     ss_model *m;
     ss_status st = ss_model_load(cli_get(cmd, "model"), &m);
@@ -95,20 +135,34 @@ static int run_info(cli_cmd *cmd) {
         return 0;
     }
     char wb[32], tb[32];
+    const int llama = c->family == SS_FAMILY_LLAMA;
+    const int64_t dh = ss_config_d_head(c);
     human_bytes(wb, sizeof wb, (double)m->n_params * 4);
-    /* Per token the CPU forward pass holds the residual stream and its
-     * scratch copies (4d), q/k/v (3d) and two MLP buffers (2*d_mlp). */
-    human_bytes(tb, sizeof tb, (double)(7 * c->n_embd + 2 * c->n_inner) * 4);
+    human_bytes(tb, sizeof tb, (double)ss_config_floats_per_token(c) * 4);
     printf("model        %s\n", m->dir);
-    printf("architecture GPT-2 (%s weight names%s)\n", m->has_prefix ? "transformer.-prefixed" : "unprefixed",
-           c->tie_word_embeddings ? ", tied lm_head" : ", separate lm_head");
+    if (llama)
+        printf("architecture %s (Llama family: RMSNorm, rotary, SwiGLU%s%s%s)\n", c->arch,
+               c->tie_word_embeddings ? ", tied lm_head" : ", separate lm_head", c->qkv_bias ? ", q/k/v biases" : "",
+               c->mlp_bias ? ", MLP biases" : "");
+    else
+        printf("architecture GPT-2 (%s weight names%s)\n", m->has_prefix ? "transformer.-prefixed" : "unprefixed",
+               c->tie_word_embeddings ? ", tied lm_head" : ", separate lm_head");
     printf("layers       %lld\n", (long long)c->n_layer);
     printf("d_model      %lld\n", (long long)c->n_embd);
-    printf("heads        %lld x d_head %lld\n", (long long)c->n_head, (long long)ss_config_d_head(c));
-    printf("d_mlp        %lld (%s)\n", (long long)c->n_inner, c->act == SS_ACT_GELU_ERF ? "gelu, erf" : "gelu, tanh");
+    printf("heads        %lld x d_head %lld", (long long)c->n_head, (long long)dh);
+    if (ss_config_kv_heads(c) != c->n_head) printf(", %lld key/value heads (grouped-query)", (long long)ss_config_kv_heads(c));
+    printf("\n");
+    printf("d_mlp        %lld (%s)\n", (long long)c->n_inner,
+           llama ? "SwiGLU: silu(gate) * up" : c->act == SS_ACT_GELU_ERF ? "gelu, erf" : "gelu, tanh");
+    if (llama) {
+        static const char *const rs[] = {"", ", linear scaling", ", llama3 scaling"};
+        printf("rotary       theta %g%s", c->rope_theta, rs[c->rope_type]);
+        if (c->rope_type != SS_ROPE_NONE) printf(" (factor %g)", c->rope_factor);
+        printf("\n");
+    }
     printf("context      %lld positions\n", (long long)c->n_positions);
     printf("vocabulary   %lld%s\n", (long long)c->vocab_size, m->tok ? "" : " (no tokenizer: give token ids)");
-    printf("layer norm   eps %g\n", c->ln_eps);
+    printf("%s eps %g\n", llama ? "RMSNorm     " : "layer norm  ", c->ln_eps);
     printf("parameters   %lld (%.2f M)\n", (long long)m->n_params, (double)m->n_params / 1e6);
     printf("weights      %s in the files; computed in float32\n", m->weight_dtypes);
     printf("memory       %s of float32 weights + %s per token in flight (+ %lld bytes per token of logits kept)\n", wb,
@@ -135,8 +189,9 @@ static int run_info(cli_cmd *cmd) {
 
 cli_cmd cmd_info = {
     "info", "show a model's architecture, sizes, memory needs and activation sites",
-    "subscope info --model DIR [--list-sites]  |  subscope info --dist",
-    "examples:\n  subscope info --model models/tiny-gpt2\n  mpirun -np 2 subscope info --dist\n",
+    "subscope info --model DIR [--list-sites]  |  subscope info --config CONFIG.json [--tokens N]  |  subscope info --dist",
+    "examples:\n  subscope info --model models/tiny-gpt2\n  subscope info --config llama-7b/config.json --tokens 16384\n"
+    "  mpirun -np 2 subscope info --dist\n",
     info_opts, run_info, NULL,
 };
 

@@ -1,4 +1,4 @@
-/* The GPT-2 backward pass: the forward keeps a tape of activations, the
+/* The backward pass (GPT-2 and the Llama family): the forward keeps a tape of activations, the
  * metric's gradient at the logits is propagated back through every block
  * with the backend's ops, and each wanted site's gradient goes to a hook. */
 #include <math.h>
@@ -53,20 +53,22 @@ typedef struct {
     ss_tape tape;
     ss_block_bufs scratch;      /* recompute: one block's intermediates */
     float *x_work, *tmp;        /* recompute: the block's residual; attn_out / mlp_out */
-    float *dx, *dln, *dz, *dqkv, *dh, *last;
+    float *dx, *dln, *dz, *dqkv, *dh, *dgu, *last; /* dgu: Llama's gate|up gradients */
     int32_t *targets;
     float *weights, *loss;
 } pass_bufs;
 
 static void lay_out(carve *c, pass_bufs *p, const ss_config *cfg, int64_t R, int64_t n_lrows, int recompute, int grads) {
-    const size_t f = sizeof(float), Rd = (size_t)R * (size_t)cfg->n_embd * f, Rdm = (size_t)R * (size_t)cfg->n_inner * f;
+    const ss_dims D = ss_model_dims(cfg);
+    const size_t f = sizeof(float), Rf = (size_t)R * f, Rd = Rf * (size_t)D.d;
+    const size_t Rq = Rf * (size_t)D.qw, Rz = Rf * (size_t)D.zw, Rp = Rf * (size_t)D.pw, Rdm = Rf * (size_t)D.dm;
     for (int l = 0; l < cfg->n_layer; l++) {
         ss_block_bufs *b = &p->tape.blocks[l];
         memset(b, 0, sizeof *b);
         b->save_pre = take(c, Rd);
         if (recompute) continue;
-        b->ln1 = take(c, Rd), b->qkv = take(c, 3 * Rd), b->z = take(c, Rd), b->save_mid = take(c, Rd);
-        b->ln2 = take(c, Rd), b->pre = take(c, Rdm), b->post = take(c, Rdm);
+        b->ln1 = take(c, Rd), b->qkv = take(c, Rq), b->z = take(c, Rz), b->save_mid = take(c, Rd);
+        b->ln2 = take(c, Rd), b->pre = take(c, Rp), b->post = take(c, Rdm);
     }
     p->tape.recompute = recompute;
     p->tape.resid_final = take(c, Rd), p->tape.lnf = take(c, Rd);
@@ -75,12 +77,13 @@ static void lay_out(carve *c, pass_bufs *p, const ss_config *cfg, int64_t R, int
     p->targets = take(c, (size_t)n_lrows * sizeof(int32_t));
     p->weights = take(c, (size_t)n_lrows * f), p->loss = take(c, (size_t)n_lrows * f);
     if (!grads) return;
-    p->dx = take(c, Rd), p->dln = take(c, Rd), p->dz = take(c, Rd), p->dqkv = take(c, 3 * Rd), p->dh = take(c, Rdm);
+    p->dx = take(c, Rd), p->dln = take(c, Rd), p->dz = take(c, Rz), p->dqkv = take(c, Rq), p->dh = take(c, Rdm);
+    p->dgu = D.llama ? take(c, Rp) : NULL;
     p->last = take(c, (size_t)n_lrows * (size_t)cfg->n_embd * f);
     if (!recompute) return;
     ss_block_bufs *s = &p->scratch;
-    s->ln1 = take(c, Rd), s->qkv = take(c, 3 * Rd), s->z = take(c, Rd), s->save_mid = take(c, Rd);
-    s->ln2 = take(c, Rd), s->pre = take(c, Rdm), s->post = take(c, Rdm);
+    s->ln1 = take(c, Rd), s->qkv = take(c, Rq), s->z = take(c, Rz), s->save_mid = take(c, Rd);
+    s->ln2 = take(c, Rd), s->pre = take(c, Rp), s->post = take(c, Rdm);
     p->x_work = take(c, Rd), p->tmp = take(c, Rd);
     s->attn_out = s->mlp_out = p->tmp;
     s->resumed = 1;
@@ -145,15 +148,26 @@ out:
     return st;
 }
 
+/* dx += the gradient of either family's norm; its weight (and bias) gradients when non-NULL. */
+static ss_status norm_backward(const ss_backend *be, const ss_config *c, float *dx, const void *dw, const void *db,
+                               const float *dy, const float *x, const void *w, int64_t R) {
+    if (c->family == SS_FAMILY_LLAMA)
+        return be->rmsnorm_backward(be, dx, (float *)dw, dy, x, w, R, c->n_embd, (float)c->ln_eps);
+    return be->layernorm_backward(be, dx, (float *)dw, (float *)db, dy, x, w, R, c->n_embd, (float)c->ln_eps);
+}
+
 ss_status ss_forward_backward(const ss_model *m, const ss_backend *be, const int32_t *tokens, const ss_packing *pk,
                               const ss_forward_opts *fwd, const ss_metric *metric, const ss_grad_opts *g,
                               double *metric_out) {
     const ss_config *c = &m->cfg;
-    const int64_t d = c->n_embd, H = c->n_head, dh = d / H, dm = c->n_inner, V = c->vocab_size, R = pk->rows;
+    const ss_dims D = ss_model_dims(c);
+    const int64_t d = c->n_embd, dm = c->n_inner, V = c->vocab_size, R = pk->rows, kvw = D.Hkv * D.dh;
     const ss_gpt2_weights *w = ss_model_weights(m, be);
     if (!w) return ss_errorf(SS_ERR_INTERNAL, "model weights were not placed on backend %s", be->name);
     if (!be->softmax_xent || !be->attention_backward)
         return ss_errorf(SS_ERR_UNSUPPORTED, "backend %s has no backward pass", be->name);
+    if (D.llama && (!be->rmsnorm_backward || !be->swiglu_backward || !be->rope))
+        return ss_errorf(SS_ERR_UNSUPPORTED, "backend %s has no backward pass for the Llama family", be->name);
     SS_TRY(ss_packing_check(m, tokens, pk));
     SS_TRY(check_metric(m, pk, metric));
     if (g && g->want)
@@ -184,13 +198,14 @@ ss_status ss_forward_backward(const ss_model *m, const ss_backend *be, const int
     if (!g) goto done;
 
     ss_gpt2_weights *wg = g->wgrad;
-    const size_t Rd = (size_t)(R * d), Rdm = (size_t)(R * dm), R3d = (size_t)(R * 3 * d);
-    const float scale = c->scale_attn_weights ? (float)(1.0 / sqrt((double)dh)) : 1.0f, eps = (float)c->ln_eps;
+    const size_t Rd = (size_t)(R * d), Rdm = (size_t)(R * dm), Rq = (size_t)(R * D.qw), Rp = (size_t)(R * D.pw);
+    const float scale = c->scale_attn_weights ? (float)(1.0 / sqrt((double)D.dh)) : 1.0f;
     const ss_forward_opts go = {.want = g->want, .hook = g->hook, .hook_ctx = g->hook_ctx, .read_only = 1,
                                 .hook_on_device = g->hook_on_device};
     RUN(ss_hook_ctx_open(&gh, m, be, &go, pk));
     /* Editing forward hooks run again on recomputed blocks; read-only ones have nothing to redo. */
     if (recompute) RUN(ss_hook_ctx_open(&rh, m, be, fwd && !fwd->read_only ? fwd : NULL, pk));
+    rh.pos_b = p.tape.pos_b;
 
     /* Unembedding: logits = lnf · lm_headᵀ (of each sequence's last row only, for the last-token metrics). */
     if (fo.logits == SS_LOGITS_LAST) {
@@ -209,8 +224,8 @@ ss_status ss_forward_backward(const ss_model *m, const ss_backend *be, const int
     }
     RUN(ss_hook_site(&gh, SS_SITE_LNF, -1, p.dln, Rd, 0, d));
     RUN(be->zero(be, p.dx, Rd * sizeof(float)));
-    RUN(be->layernorm_backward(be, p.dx, wg ? (float *)wg->lnf_w : NULL, wg ? (float *)wg->lnf_b : NULL, p.dln,
-                               p.tape.resid_final, w->lnf_w, R, d, eps));
+    RUN(norm_backward(be, c, p.dx, wg ? wg->lnf_w : NULL, wg ? wg->lnf_b : NULL, p.dln, p.tape.resid_final,
+                      w->lnf_w, R));
 
     for (int l = c->n_layer - 1; l >= 0; l--) {
         const ss_gpt2_layer *L = &w->layers[l];
@@ -227,47 +242,59 @@ ss_status ss_forward_backward(const ss_model *m, const ss_backend *be, const int
         /* x_post = x_mid + mlp_out: both see the residual gradient dx. */
         RUN(ss_hook_site(&gh, SS_SITE_RESID_POST, l, p.dx, Rd, 0, d));
         RUN(ss_hook_site(&gh, SS_SITE_MLP_OUT, l, p.dx, Rd, 0, d));
-        RUN(be->matmul(be, p.dh, p.dx, L->fc2_w, w->wdtype, NULL, R, dm, d, 1));
+        RUN(ss_linear_dx(be, w, p.dh, p.dx, L->fc2_w, R, d, dm));
         if (G) {
-            RUN(be->matmul_tn(be, (float *)G->fc2_w, b.post, p.dx, R, d, dm, 1));
-            RUN(be->sum_rows(be, (float *)G->fc2_b, p.dx, R, d));
+            RUN(ss_linear_dw(be, w, (void *)G->fc2_w, b.post, p.dx, R, d, dm));
+            if (G->fc2_b) RUN(be->sum_rows(be, (float *)G->fc2_b, p.dx, R, d));
         }
         RUN(ss_hook_site(&gh, SS_SITE_MLP_POST, l, p.dh, Rdm, 0, dm));
-        RUN(be->gelu_backward(be, p.dh, p.dh, b.pre, R * dm, c->act));
-        RUN(ss_hook_site(&gh, SS_SITE_MLP_PRE, l, p.dh, Rdm, 0, dm));
-        RUN(be->matmul(be, p.dln, p.dh, L->fc_w, w->wdtype, NULL, R, d, dm, 1));
+        float *dpre = p.dh; /* the gradient at the MLP's first projection, [R, pw] */
+        if (D.llama) {
+            RUN(be->swiglu_backward(be, p.dgu, p.dh, b.pre, R, dm));
+            dpre = p.dgu;
+            RUN(ss_hook_site(&gh, SS_SITE_MLP_PRE, l, dpre, Rp, 0, D.pw));
+            RUN(ss_hook_site(&gh, SS_SITE_MLP_PRE_LINEAR, l, dpre, Rp, dm, D.pw));
+        } else {
+            RUN(be->gelu_backward(be, p.dh, p.dh, b.pre, R * dm, c->act));
+            RUN(ss_hook_site(&gh, SS_SITE_MLP_PRE, l, p.dh, Rdm, 0, dm));
+        }
+        RUN(ss_linear_dx(be, w, p.dln, dpre, L->fc_w, R, D.pw, d));
         if (G) {
-            RUN(be->matmul_tn(be, (float *)G->fc_w, b.ln2, p.dh, R, dm, d, 1));
-            RUN(be->sum_rows(be, (float *)G->fc_b, p.dh, R, dm));
+            RUN(ss_linear_dw(be, w, (void *)G->fc_w, b.ln2, dpre, R, D.pw, d));
+            if (G->fc_b) RUN(be->sum_rows(be, (float *)G->fc_b, dpre, R, D.pw));
         }
         RUN(ss_hook_site(&gh, SS_SITE_LN2, l, p.dln, Rd, 0, d));
-        RUN(be->layernorm_backward(be, p.dx, G ? (float *)G->ln2_w : NULL, G ? (float *)G->ln2_b : NULL, p.dln,
-                                   b.save_mid, L->ln2_w, R, d, eps));
+        RUN(norm_backward(be, c, p.dx, G ? G->ln2_w : NULL, G ? G->ln2_b : NULL, p.dln, b.save_mid, L->ln2_w, R));
         /* x_mid = x_pre + attn_out. */
         RUN(ss_hook_site(&gh, SS_SITE_RESID_MID, l, p.dx, Rd, 0, d));
         RUN(ss_hook_site(&gh, SS_SITE_ATTN_OUT, l, p.dx, Rd, 0, d));
-        RUN(be->matmul(be, p.dz, p.dx, L->proj_w, w->wdtype, NULL, R, d, d, 1));
+        RUN(ss_linear_dx(be, w, p.dz, p.dx, L->proj_w, R, d, D.zw));
         if (G) {
-            RUN(be->matmul_tn(be, (float *)G->proj_w, b.z, p.dx, R, d, d, 1));
-            RUN(be->sum_rows(be, (float *)G->proj_b, p.dx, R, d));
+            RUN(ss_linear_dw(be, w, (void *)G->proj_w, b.z, p.dx, R, d, D.zw));
+            if (G->proj_b) RUN(be->sum_rows(be, (float *)G->proj_b, p.dx, R, d));
         }
-        RUN(ss_hook_site(&gh, SS_SITE_Z, l, p.dz, Rd, 0, d));
-        RUN(be->attention_backward(be, p.dqkv, p.dqkv + d, p.dqkv + 2 * d, 3 * d, p.dz, b.qkv, b.qkv + d,
-                                   b.qkv + 2 * d, 3 * d, pk->n_seq, pk->start, pk->len, H, dh, scale));
-        RUN(ss_hook_site(&gh, SS_SITE_Q, l, p.dqkv, R3d, 0, 3 * d));
-        RUN(ss_hook_site(&gh, SS_SITE_K, l, p.dqkv, R3d, d, 3 * d));
-        RUN(ss_hook_site(&gh, SS_SITE_V, l, p.dqkv, R3d, 2 * d, 3 * d));
-        RUN(be->matmul(be, p.dln, p.dqkv, L->attn_w, w->wdtype, NULL, R, d, 3 * d, 1));
+        RUN(ss_hook_site(&gh, SS_SITE_Z, l, p.dz, (size_t)(R * D.zw), 0, D.zw));
+        RUN(be->attention_backward(be, p.dqkv, p.dqkv + D.zw, p.dqkv + D.zw + kvw, D.qw, p.dz, b.qkv, b.qkv + D.zw,
+                                   b.qkv + D.zw + kvw, D.qw, pk->n_seq, pk->start, pk->len, D.H, D.Hkv, D.dh, scale));
+        if (D.llama) {
+            /* the tape holds rotated q and k; their gradients rotate back through the transpose */
+            RUN(ss_hook_site(&gh, SS_SITE_ROT_Q, l, p.dqkv, Rq, 0, D.qw));
+            RUN(ss_hook_site(&gh, SS_SITE_ROT_K, l, p.dqkv, Rq, D.zw, D.qw));
+            RUN(be->rope(be, p.dqkv, D.qw, R, D.H + D.Hkv, D.dh, p.tape.pos_b, w->rope_inv_freq, 1));
+        }
+        RUN(ss_hook_site(&gh, SS_SITE_Q, l, p.dqkv, Rq, 0, D.qw));
+        RUN(ss_hook_site(&gh, SS_SITE_K, l, p.dqkv, Rq, D.zw, D.qw));
+        RUN(ss_hook_site(&gh, SS_SITE_V, l, p.dqkv, Rq, D.zw + kvw, D.qw));
+        RUN(ss_linear_dx(be, w, p.dln, p.dqkv, L->attn_w, R, D.qw, d));
         if (G) {
-            RUN(be->matmul_tn(be, (float *)G->attn_w, b.ln1, p.dqkv, R, 3 * d, d, 1));
-            RUN(be->sum_rows(be, (float *)G->attn_b, p.dqkv, R, 3 * d));
+            RUN(ss_linear_dw(be, w, (void *)G->attn_w, b.ln1, p.dqkv, R, D.qw, d));
+            if (G->attn_b) RUN(be->sum_rows(be, (float *)G->attn_b, p.dqkv, R, D.qw));
         }
         RUN(ss_hook_site(&gh, SS_SITE_LN1, l, p.dln, Rd, 0, d));
-        RUN(be->layernorm_backward(be, p.dx, G ? (float *)G->ln1_w : NULL, G ? (float *)G->ln1_b : NULL, p.dln,
-                                   b.save_pre, L->ln1_w, R, d, eps));
+        RUN(norm_backward(be, c, p.dx, G ? G->ln1_w : NULL, G ? G->ln1_b : NULL, p.dln, b.save_pre, L->ln1_w, R));
         RUN(ss_hook_site(&gh, SS_SITE_RESID_PRE, l, p.dx, Rd, 0, d));
     }
-    /* x_0 = wte[token] + wpe[position]. */
+    /* x_0 = wte[token] + wpe[position] (GPT-2) or wte[token]. */
     RUN(ss_hook_site(&gh, SS_SITE_EMBED, -1, p.dx, Rd, 0, d));
     RUN(ss_hook_site(&gh, SS_SITE_POS_EMBED, -1, p.dx, Rd, 0, d));
     if (wg) RUN(be->embed_backward(be, (float *)wg->wte, (float *)wg->wpe, p.dx, p.tape.tok_b, p.tape.pos_b, R, d));

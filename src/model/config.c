@@ -1,4 +1,4 @@
-/* GPT-2 config.json. Options that would change the model's math and that the
+/* config.json of GPT-2 and the Llama family. Options that would change the model's math and that the
  * forward pass does not implement are refused by name rather than ignored,
  * so a run never silently computes a different function than Hugging Face. */
 #include "subscope/config.h"
@@ -57,32 +57,8 @@ static ss_status opt_token_id(const ss_json *root, const char *path, const char 
     return SS_OK;
 }
 
-static int has_gpt2_architecture(const ss_json *root) {
-    const ss_json *a = ss_json_get(root, "architectures");
-    if (!a || a->type != SS_JSON_ARRAY) return 0;
-    for (size_t i = 0; i < a->len; i++)
-        if (a->items[i].type == SS_JSON_STRING &&
-            (strcmp(a->items[i].str, "GPT2LMHeadModel") == 0 || strcmp(a->items[i].str, "GPT2Model") == 0))
-            return 1;
-    return 0;
-}
+static ss_status parse_gpt2(const ss_json *root, const char *path, ss_config *cfg) {
 
-static ss_status parse_root(const ss_json *root, const char *path, ss_config *cfg) {
-    if (root->type != SS_JSON_OBJECT) return ss_errorf(SS_ERR_FORMAT, "%s: not a JSON object", path);
-
-    const ss_json *mt = ss_json_get(root, "model_type");
-    if (mt && mt->type != SS_JSON_STRING)
-        return ss_errorf(SS_ERR_FORMAT, "%s: \"model_type\" must be a string", path);
-    if (mt) {
-        if (strlen(mt->str) != mt->len || strcmp(mt->str, "gpt2") != 0)
-            return ss_errorf(SS_ERR_UNSUPPORTED, "%s: \"model_type\" \"%.60s\" is not supported (only \"gpt2\")",
-                             path, mt->str);
-    } else if (!has_gpt2_architecture(root)) {
-        return ss_errorf(SS_ERR_UNSUPPORTED,
-                         "%s: no \"model_type\", and \"architectures\" names neither GPT2LMHeadModel nor "
-                         "GPT2Model",
-                         path);
-    }
     snprintf(cfg->arch, sizeof cfg->arch, "gpt2");
 
     SS_TRY(req_pos_int(root, path, "n_layer", &cfg->n_layer));
@@ -98,6 +74,9 @@ static ss_status parse_root(const ss_json *root, const char *path, ss_config *cf
     if (cfg->n_embd % cfg->n_head != 0)
         return ss_errorf(SS_ERR_FORMAT, "%s: \"n_embd\" %lld is not divisible by \"n_head\" %lld", path,
                          (long long)cfg->n_embd, (long long)cfg->n_head);
+    cfg->family = SS_FAMILY_GPT2;
+    cfg->n_kv_head = cfg->n_head;
+    cfg->d_head = cfg->n_embd / cfg->n_head;
 
     const ss_json *ni = ss_json_get(root, "n_inner");
     if (!ni || ni->type == SS_JSON_NULL) {
@@ -154,6 +133,179 @@ static ss_status parse_root(const ss_json *root, const char *path, ss_config *cf
     return SS_OK;
 }
 
+
+static ss_status opt_num(const ss_json *root, const char *path, const char *key, double dflt, double *out) {
+    *out = dflt;
+    const ss_json *v = ss_json_get(root, key);
+    if (!v || v->type == SS_JSON_NULL) return SS_OK;
+    if (v->type != SS_JSON_NUMBER || !isfinite(v->num) || !(v->num > 0))
+        return ss_errorf(SS_ERR_FORMAT, "%s: \"%s\" must be a positive number", path, key);
+    *out = v->num;
+    return SS_OK;
+}
+
+static ss_status opt_pos_int(const ss_json *root, const char *path, const char *key, int64_t dflt, int64_t *out) {
+    const ss_json *v = ss_json_get(root, key);
+    if (!v || v->type == SS_JSON_NULL) {
+        *out = dflt;
+        return SS_OK;
+    }
+    return req_pos_int(root, path, key, out);
+}
+
+/* A rope scaling object: {"rope_type" (or "type"): ..., "factor": ...}. In
+ * transformers >= 5 it is "rope_parameters" and carries rope_theta too. */
+static ss_status parse_rope_scaling(const ss_json *rs, const char *path, const char *key, ss_config *cfg) {
+    cfg->rope_type = SS_ROPE_NONE;
+    if (!rs || rs->type == SS_JSON_NULL) return SS_OK;
+    if (rs->type != SS_JSON_OBJECT) return ss_errorf(SS_ERR_FORMAT, "%s: \"%s\" must be an object or null", path, key);
+    const ss_json *t = ss_json_get(rs, "rope_type");
+    if (!t) t = ss_json_get(rs, "type");
+    if (!t) return SS_OK; /* rope_parameters holding only rope_theta */
+    if (t->type != SS_JSON_STRING) return ss_errorf(SS_ERR_FORMAT, "%s: %s \"rope_type\" must be a string", path, key);
+    if (!strcmp(t->str, "default")) return SS_OK;
+    if (!strcmp(t->str, "linear")) cfg->rope_type = SS_ROPE_LINEAR;
+    else if (!strcmp(t->str, "llama3")) cfg->rope_type = SS_ROPE_LLAMA3;
+    else
+        return ss_errorf(SS_ERR_UNSUPPORTED, "%s: %s type \"%.40s\" is not supported (only \"linear\" and \"llama3\")",
+                         path, key, t->str);
+    const ss_json *f = ss_json_get(rs, "factor");
+    if (!f || f->type != SS_JSON_NUMBER || !isfinite(f->num) || !(f->num >= 1))
+        return ss_errorf(SS_ERR_FORMAT, "%s: %s \"factor\" must be a number >= 1", path, key);
+    cfg->rope_factor = f->num;
+    if (cfg->rope_type != SS_ROPE_LLAMA3) return SS_OK;
+    SS_TRY(opt_num(rs, path, "low_freq_factor", 1.0, &cfg->rope_low_freq_factor));
+    SS_TRY(opt_num(rs, path, "high_freq_factor", 4.0, &cfg->rope_high_freq_factor));
+    if (!(cfg->rope_high_freq_factor > cfg->rope_low_freq_factor))
+        return ss_errorf(SS_ERR_FORMAT, "%s: %s \"high_freq_factor\" must exceed \"low_freq_factor\"", path, key);
+    return req_pos_int(rs, path, "original_max_position_embeddings", &cfg->rope_original_max_positions);
+}
+
+/* LlamaConfig and the configs that share its layout (MistralConfig,
+ * Qwen2Config); defaults are those of transformers' config classes. */
+static ss_status parse_llama(const ss_json *root, const char *path, const char *model_type, ss_config *cfg) {
+    cfg->family = SS_FAMILY_LLAMA;
+    snprintf(cfg->arch, sizeof cfg->arch, "%s", model_type);
+    SS_TRY(req_pos_int(root, path, "num_hidden_layers", &cfg->n_layer));
+    SS_TRY(req_pos_int(root, path, "num_attention_heads", &cfg->n_head));
+    SS_TRY(req_pos_int(root, path, "hidden_size", &cfg->n_embd));
+    SS_TRY(req_pos_int(root, path, "vocab_size", &cfg->vocab_size));
+    SS_TRY(req_pos_int(root, path, "intermediate_size", &cfg->n_inner));
+    SS_TRY(opt_pos_int(root, path, "num_key_value_heads", cfg->n_head, &cfg->n_kv_head));
+    SS_TRY(opt_pos_int(root, path, "max_position_embeddings", 2048, &cfg->n_positions));
+    if (cfg->n_head % cfg->n_kv_head)
+        return ss_errorf(SS_ERR_FORMAT, "%s: \"num_attention_heads\" %lld is not a multiple of \"num_key_value_heads\" %lld",
+                         path, (long long)cfg->n_head, (long long)cfg->n_kv_head);
+    const ss_json *hd = ss_json_get(root, "head_dim");
+    if (hd && hd->type != SS_JSON_NULL) {
+        SS_TRY(req_pos_int(root, path, "head_dim", &cfg->d_head));
+    } else {
+        if (cfg->n_embd % cfg->n_head)
+            return ss_errorf(SS_ERR_FORMAT, "%s: \"hidden_size\" %lld is not divisible by \"num_attention_heads\" %lld",
+                             path, (long long)cfg->n_embd, (long long)cfg->n_head);
+        cfg->d_head = cfg->n_embd / cfg->n_head;
+    }
+    if (cfg->d_head % 2) return ss_errorf(SS_ERR_FORMAT, "%s: head_dim %lld is odd; rotary embeddings need it even", path,
+                                          (long long)cfg->d_head);
+    SS_TRY(opt_num(root, path, "rms_norm_eps", 1e-6, &cfg->ln_eps));
+    const ss_json *rp = ss_json_get(root, "rope_parameters");
+    if (rp && rp->type != SS_JSON_NULL) {
+        SS_TRY(parse_rope_scaling(rp, path, "rope_parameters", cfg));
+        SS_TRY(opt_num(rp, path, "rope_theta", 10000.0, &cfg->rope_theta));
+    } else {
+        SS_TRY(parse_rope_scaling(ss_json_get(root, "rope_scaling"), path, "rope_scaling", cfg));
+        SS_TRY(opt_num(root, path, "rope_theta", 10000.0, &cfg->rope_theta));
+    }
+    SS_TRY(opt_bool(root, path, "tie_word_embeddings", 0, &cfg->tie_word_embeddings));
+    cfg->scale_attn_weights = 1;
+    cfg->act = SS_ACT_SILU;
+    const ss_json *act = ss_json_get(root, "hidden_act");
+    if (act && (act->type != SS_JSON_STRING || strcmp(act->str, "silu")))
+        return ss_errorf(SS_ERR_UNSUPPORTED, "%s: \"hidden_act\" %s%.40s%s is not supported (only \"silu\")", path,
+                         act->type == SS_JSON_STRING ? "\"" : "", act->type == SS_JSON_STRING ? act->str : "(not a string)",
+                         act->type == SS_JSON_STRING ? "\"" : "");
+    int flag;
+    if (!strcmp(model_type, "qwen2")) {
+        cfg->qkv_bias = 1; /* Qwen2 always has q/k/v biases and none elsewhere */
+        SS_TRY(opt_bool(root, path, "use_sliding_window", 0, &flag));
+        if (flag) return ss_errorf(SS_ERR_UNSUPPORTED, "%s: \"use_sliding_window\": true is not supported", path);
+    } else {
+        SS_TRY(opt_bool(root, path, "attention_bias", 0, &flag));
+        cfg->qkv_bias = cfg->o_bias = flag;
+        SS_TRY(opt_bool(root, path, "mlp_bias", 0, &cfg->mlp_bias));
+    }
+    /* Mistral's sliding window only masks keys further back than the window:
+     * sequences no longer than it are computed exactly, so the window bounds
+     * the context instead of being approximated. */
+    const ss_json *sw = ss_json_get(root, "sliding_window");
+    if (sw && sw->type != SS_JSON_NULL && strcmp(model_type, "qwen2")) {
+        int64_t win;
+        SS_TRY(req_pos_int(root, path, "sliding_window", &win));
+        if (win < cfg->n_positions) cfg->n_positions = win;
+    }
+    const ss_json *pt = ss_json_get(root, "partial_rotary_factor");
+    if (!pt && rp && rp->type == SS_JSON_OBJECT) pt = ss_json_get(rp, "partial_rotary_factor");
+    if (pt && pt->type != SS_JSON_NULL && !(pt->type == SS_JSON_NUMBER && pt->num == 1.0))
+        return ss_errorf(SS_ERR_UNSUPPORTED, "%s: \"partial_rotary_factor\" other than 1 is not supported", path);
+    SS_TRY(opt_token_id(root, path, "bos_token_id", &cfg->bos_token_id));
+    return opt_token_id(root, path, "eos_token_id", &cfg->eos_token_id);
+}
+
+static int has_architecture(const ss_json *root, const char *const *names) {
+    const ss_json *a = ss_json_get(root, "architectures");
+    if (!a || a->type != SS_JSON_ARRAY) return 0;
+    for (size_t i = 0; i < a->len; i++)
+        for (int j = 0; names[j]; j++)
+            if (a->items[i].type == SS_JSON_STRING && strcmp(a->items[i].str, names[j]) == 0) return 1;
+    return 0;
+}
+
+static ss_status parse_root(const ss_json *root, const char *path, ss_config *cfg) {
+    if (root->type != SS_JSON_OBJECT) return ss_errorf(SS_ERR_FORMAT, "%s: not a JSON object", path);
+    static const char *const gpt2_arch[] = {"GPT2LMHeadModel", "GPT2Model", NULL};
+    static const char *const llama_arch[] = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", NULL};
+    static const char *const llama_types[] = {"llama", "mistral", "qwen2", NULL};
+    const ss_json *mt = ss_json_get(root, "model_type");
+    if (mt && (mt->type != SS_JSON_STRING || strlen(mt->str) != mt->len))
+        return ss_errorf(SS_ERR_FORMAT, "%s: \"model_type\" must be a string", path);
+    if (mt) {
+        if (!strcmp(mt->str, "gpt2")) return parse_gpt2(root, path, cfg);
+        for (int j = 0; llama_types[j]; j++)
+            if (!strcmp(mt->str, llama_types[j])) return parse_llama(root, path, llama_types[j], cfg);
+        return ss_errorf(SS_ERR_UNSUPPORTED,
+                         "%s: \"model_type\" \"%.60s\" is not supported (gpt2, llama, mistral or qwen2)", path, mt->str);
+    }
+    if (has_architecture(root, gpt2_arch)) return parse_gpt2(root, path, cfg);
+    if (has_architecture(root, llama_arch)) return parse_llama(root, path, "llama", cfg);
+    return ss_errorf(SS_ERR_UNSUPPORTED,
+                     "%s: no \"model_type\", and \"architectures\" names no supported model (GPT2LMHeadModel, "
+                     "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)",
+                     path);
+}
+
+void ss_config_rope_inv_freq(const ss_config *c, float *inv_freq) {
+    const int64_t dh = ss_config_d_head(c), half = dh / 2;
+    const float two_pi = 6.2831853071795865f;
+    for (int64_t i = 0; i < half; i++) {
+        /* transformers: 1 / base ** (arange(0, dim, 2).float() / dim), in float32 */
+        float f = 1.0f / powf((float)c->rope_theta, (float)(2 * i) / (float)dh);
+        if (c->rope_type == SS_ROPE_LINEAR) {
+            f = f / (float)c->rope_factor;
+        } else if (c->rope_type == SS_ROPE_LLAMA3) {
+            const float factor = (float)c->rope_factor, lo = (float)c->rope_low_freq_factor,
+                        hi = (float)c->rope_high_freq_factor, old = (float)c->rope_original_max_positions;
+            const float wavelen = two_pi / f, lo_wavelen = old / lo, hi_wavelen = old / hi;
+            float g = wavelen > lo_wavelen ? f / factor : f;
+            if (!(wavelen < hi_wavelen) && !(wavelen > lo_wavelen)) {
+                const float smooth = (old / wavelen - lo) / (hi - lo);
+                g = (1 - smooth) * g / factor + smooth * g;
+            }
+            f = g;
+        }
+        inv_freq[i] = f;
+    }
+}
+
 ss_status ss_config_parse(const char *text, size_t len, const char *path, ss_config *cfg) {
     if (!path) path = "config.json";
     memset(cfg, 0, sizeof *cfg);
@@ -173,4 +325,36 @@ ss_status ss_config_load(const char *path, ss_config *cfg) {
     ss_status s = ss_config_parse(text, len, path, cfg);
     free(text);
     return s;
+}
+
+int64_t ss_config_n_params(const ss_config *c) {
+    const int64_t d = c->n_embd, dm = c->n_inner, V = c->vocab_size, dh = ss_config_d_head(c);
+    const int64_t qw = (c->n_head + 2 * ss_config_kv_heads(c)) * dh, zw = c->n_head * dh;
+    int64_t per_layer, model = V * d + (c->tie_word_embeddings ? 0 : V * d);
+    if (c->family == SS_FAMILY_LLAMA) {
+        per_layer = 2 * d + qw * d + zw * d + 3 * dm * d;
+        per_layer += (c->qkv_bias ? qw : 0) + (c->o_bias ? d : 0) + (c->mlp_bias ? 2 * dm + d : 0);
+        model += d;
+    } else {
+        per_layer = 4 * d + d * 3 * d + 3 * d + d * d + d + d * dm + dm + dm * d + d;
+        model += c->n_positions * d + 2 * d;
+    }
+    return model + c->n_layer * per_layer;
+}
+
+/* The MLP's first projection and its output: gate|up and post, or pre and post. */
+static int64_t mlp_floats(const ss_config *c) { return (c->family == SS_FAMILY_LLAMA ? 3 : 2) * c->n_inner; }
+static int64_t attn_floats(const ss_config *c) {
+    const int64_t dh = ss_config_d_head(c);
+    return (c->n_head + 2 * ss_config_kv_heads(c)) * dh + c->n_head * dh; /* q|k|v and z */
+}
+
+int64_t ss_config_floats_per_token(const ss_config *c) {
+    /* the residual stream, a scratch row, the norm's output */
+    return 3 * c->n_embd + attn_floats(c) + mlp_floats(c);
+}
+
+int64_t ss_config_tape_floats_per_token_layer(const ss_config *c) {
+    /* resid_pre, ln1, resid_mid, ln2 */
+    return 4 * c->n_embd + attn_floats(c) + mlp_floats(c);
 }

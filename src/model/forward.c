@@ -1,4 +1,4 @@
-/* The GPT-2 forward pass with site hooks, on any backend. */
+/* The forward pass of GPT-2 and the Llama family with site hooks, on any backend. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,7 +9,9 @@
 /* ---- handing sites to hooks ---- */
 
 int ss_hook_wants(const ss_hook_ctx *f, ss_site_kind kind, int layer) {
-    return f->o && f->o->want && f->o->hook && f->o->want[ss_site_id(&f->m->cfg, kind, layer)];
+    if (!f->o || !f->o->want || !f->o->hook) return 0;
+    const int id = ss_site_id(&f->m->cfg, kind, layer);
+    return id >= 0 && f->o->want[id];
 }
 
 ss_status ss_hook_ctx_open(ss_hook_ctx *f, const ss_model *m, const ss_backend *be, const ss_forward_opts *o,
@@ -40,8 +42,10 @@ ss_status ss_hook_ctx_open(ss_hook_ctx *f, const ss_model *m, const ss_backend *
         SS_TRY(be->alloc(be, total * sizeof(float), "captured sites", (void **)&f->arena));
         return be->alloc_host(be, total * sizeof(float), "captured sites", (void **)&f->arena_host);
     }
-    const int64_t d = c->n_embd, dm = c->n_inner;
-    size_t widest = Rs * (size_t)(3 * d > dm ? 3 * d : dm);
+    const ss_dims D = ss_model_dims(c);
+    int64_t wmax = D.qw > D.pw ? D.qw : D.pw;
+    if (D.d > wmax) wmax = D.d;
+    size_t widest = Rs * (size_t)wmax;
     size_t stage = (size_t)f->pat_total > widest ? (size_t)f->pat_total : widest;
     if (!(f->stage = ss_malloc(stage * sizeof(float), "site staging buffer"))) return SS_ERR_NOMEM;
     return SS_OK;
@@ -117,42 +121,61 @@ ss_status ss_packing_check(const ss_model *m, const int32_t *tokens, const ss_pa
 
 /* ---- one block ---- */
 
+/* Layer norm of either family: LayerNorm (GPT-2) or RMSNorm (Llama). */
+static ss_status norm(const ss_backend *be, const ss_config *c, float *out, const float *x, const void *w,
+                      const void *b, int64_t R, int64_t d) {
+    return c->family == SS_FAMILY_LLAMA ? be->rmsnorm(be, out, x, w, R, d, (float)c->ln_eps)
+                                        : be->layernorm(be, out, x, w, b, R, d, (float)c->ln_eps);
+}
+
 ss_status ss_block_forward(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, float *x, const ss_block_bufs *b) {
     const ss_backend *be = f->be;
     const ss_config *c = &f->m->cfg;
     const ss_packing *pk = f->pk;
     const ss_gpt2_layer *L = &w->layers[l];
-    const int64_t d = c->n_embd, H = c->n_head, dh = d / H, dm = c->n_inner, R = pk->rows;
-    const size_t Rd = (size_t)(R * d), Rdm = (size_t)(R * dm), R3d = (size_t)(R * 3 * d);
-    const float scale = c->scale_attn_weights ? (float)(1.0 / sqrt((double)dh)) : 1.0f, eps = (float)c->ln_eps;
+    const ss_dims D = ss_model_dims(c);
+    const int64_t d = D.d, R = pk->rows, kvw = D.Hkv * D.dh;
+    const size_t Rd = (size_t)(R * d), Rpw = (size_t)(R * D.pw), Rdm = (size_t)(R * D.dm), Rq = (size_t)(R * D.qw);
+    const float scale = c->scale_attn_weights ? (float)(1.0 / sqrt((double)D.dh)) : 1.0f;
 
     if (!b->resumed) SS_TRY(ss_hook_site(f, SS_SITE_RESID_PRE, l, x, Rd, 0, d));
     if (b->save_pre) SS_TRY(be->copy_rows(be, b->save_pre, x, d, R, d));
-    SS_TRY(be->layernorm(be, b->ln1, x, L->ln1_w, L->ln1_b, R, d, eps));
+    SS_TRY(norm(be, c, b->ln1, x, L->ln1_w, L->ln1_b, R, d));
     SS_TRY(ss_hook_site(f, SS_SITE_LN1, l, b->ln1, Rd, 0, d));
-    SS_TRY(be->matmul(be, b->qkv, b->ln1, L->attn_w, w->wdtype, L->attn_b, R, 3 * d, d, 0));
+    SS_TRY(ss_linear(be, w, b->qkv, b->ln1, L->attn_w, L->attn_b, R, D.qw, d));
     /* q, k and v share one buffer; each hook sees it whole with its own offset. */
-    SS_TRY(ss_hook_site(f, SS_SITE_Q, l, b->qkv, R3d, 0, 3 * d));
-    SS_TRY(ss_hook_site(f, SS_SITE_K, l, b->qkv, R3d, d, 3 * d));
-    SS_TRY(ss_hook_site(f, SS_SITE_V, l, b->qkv, R3d, 2 * d, 3 * d));
+    SS_TRY(ss_hook_site(f, SS_SITE_Q, l, b->qkv, Rq, 0, D.qw));
+    SS_TRY(ss_hook_site(f, SS_SITE_K, l, b->qkv, Rq, D.zw, D.qw));
+    SS_TRY(ss_hook_site(f, SS_SITE_V, l, b->qkv, Rq, D.zw + kvw, D.qw));
+    if (D.llama) {
+        /* q and k are adjacent: one rotation covers the H + Hkv heads. */
+        SS_TRY(be->rope(be, b->qkv, D.qw, R, D.H + D.Hkv, D.dh, f->pos_b, w->rope_inv_freq, 0));
+        SS_TRY(ss_hook_site(f, SS_SITE_ROT_Q, l, b->qkv, Rq, 0, D.qw));
+        SS_TRY(ss_hook_site(f, SS_SITE_ROT_K, l, b->qkv, Rq, D.zw, D.qw));
+    }
     int wp = ss_hook_wants(f, SS_SITE_PATTERN, l);
-    SS_TRY(be->attention(be, b->z, b->qkv, b->qkv + d, b->qkv + 2 * d, 3 * d, pk->n_seq, pk->start, pk->len, H, dh,
-                         scale, wp ? f->pattern : NULL, f->pattern_off));
+    SS_TRY(be->attention(be, b->z, b->qkv, b->qkv + D.zw, b->qkv + D.zw + kvw, D.qw, pk->n_seq, pk->start, pk->len,
+                         D.H, D.Hkv, D.dh, scale, wp ? f->pattern : NULL, f->pattern_off));
     /* The pattern is reported after z is computed from it, so editing it has no effect. */
     if (wp) SS_TRY(ss_hook_site(f, SS_SITE_PATTERN, l, f->pattern, (size_t)f->pat_total, 0, 0));
-    SS_TRY(ss_hook_site(f, SS_SITE_Z, l, b->z, Rd, 0, d));
-    SS_TRY(be->matmul(be, b->attn_out, b->z, L->proj_w, w->wdtype, L->proj_b, R, d, d, 0));
+    SS_TRY(ss_hook_site(f, SS_SITE_Z, l, b->z, (size_t)(R * D.zw), 0, D.zw));
+    SS_TRY(ss_linear(be, w, b->attn_out, b->z, L->proj_w, L->proj_b, R, d, D.zw));
     SS_TRY(ss_hook_site(f, SS_SITE_ATTN_OUT, l, b->attn_out, Rd, 0, d));
     SS_TRY(be->add(be, x, x, b->attn_out, R * d));
     SS_TRY(ss_hook_site(f, SS_SITE_RESID_MID, l, x, Rd, 0, d));
     if (b->save_mid) SS_TRY(be->copy_rows(be, b->save_mid, x, d, R, d));
-    SS_TRY(be->layernorm(be, b->ln2, x, L->ln2_w, L->ln2_b, R, d, eps));
+    SS_TRY(norm(be, c, b->ln2, x, L->ln2_w, L->ln2_b, R, d));
     SS_TRY(ss_hook_site(f, SS_SITE_LN2, l, b->ln2, Rd, 0, d));
-    SS_TRY(be->matmul(be, b->pre, b->ln2, L->fc_w, w->wdtype, L->fc_b, R, dm, d, 0));
-    SS_TRY(ss_hook_site(f, SS_SITE_MLP_PRE, l, b->pre, Rdm, 0, dm));
-    SS_TRY(be->gelu(be, b->post, b->pre, R * dm, c->act));
-    SS_TRY(ss_hook_site(f, SS_SITE_MLP_POST, l, b->post, Rdm, 0, dm));
-    SS_TRY(be->matmul(be, b->mlp_out, b->post, L->fc2_w, w->wdtype, L->fc2_b, R, d, dm, 0));
+    SS_TRY(ss_linear(be, w, b->pre, b->ln2, L->fc_w, L->fc_b, R, D.pw, d));
+    SS_TRY(ss_hook_site(f, SS_SITE_MLP_PRE, l, b->pre, Rpw, 0, D.pw));
+    if (D.llama) {
+        SS_TRY(ss_hook_site(f, SS_SITE_MLP_PRE_LINEAR, l, b->pre, Rpw, D.dm, D.pw));
+        SS_TRY(be->swiglu(be, b->post, b->pre, R, D.dm));
+    } else {
+        SS_TRY(be->gelu(be, b->post, b->pre, R * D.dm, c->act));
+    }
+    SS_TRY(ss_hook_site(f, SS_SITE_MLP_POST, l, b->post, Rdm, 0, D.dm));
+    SS_TRY(ss_linear(be, w, b->mlp_out, b->post, L->fc2_w, L->fc2_b, R, d, D.dm));
     SS_TRY(ss_hook_site(f, SS_SITE_MLP_OUT, l, b->mlp_out, Rd, 0, d));
     SS_TRY(be->add(be, x, x, b->mlp_out, R * d));
     return ss_hook_site(f, SS_SITE_RESID_POST, l, x, Rd, 0, d);
@@ -170,10 +193,13 @@ ss_status ss_forward(const ss_model *m, const ss_backend *be, const int32_t *tok
 ss_status ss_forward_taped(const ss_model *m, const ss_backend *be, const int32_t *tokens, const ss_packing *pk,
                            const ss_forward_opts *opts, float **logits, ss_tape *tape) {
     const ss_config *c = &m->cfg;
-    const int64_t d = c->n_embd, dm = c->n_inner, V = c->vocab_size, R = pk->rows;
+    const ss_dims D = ss_model_dims(c);
+    const int64_t d = c->n_embd, V = c->vocab_size, R = pk->rows;
     if (logits) *logits = NULL;
     const ss_gpt2_weights *w = ss_model_weights(m, be);
     if (!w) return ss_errorf(SS_ERR_INTERNAL, "model weights were not placed on backend %s", be->name);
+    if (D.llama && (!be->rmsnorm || !be->rope || !be->swiglu))
+        return ss_errorf(SS_ERR_UNSUPPORTED, "backend %s lacks the Llama family's ops (rmsnorm, rope, swiglu)", be->name);
     SS_TRY(ss_packing_check(m, tokens, pk));
     const int64_t n_lrows = !opts || opts->logits == SS_LOGITS_NONE || (!logits && !tape) ? 0
                             : opts->logits == SS_LOGITS_ALL                                  ? R
@@ -185,10 +211,10 @@ ss_status ss_forward_taped(const ss_model *m, const ss_backend *be, const int32_
         [B_TOK] = tape ? 0 : Rs * sizeof(int32_t), [B_POS] = tape ? 0 : Rs * sizeof(int32_t),
         [B_X] = tape ? 0 : Rs * (size_t)d * sizeof(float), [B_TMP] = Rs * (size_t)d * sizeof(float),
         [B_LN] = own_layers ? Rs * (size_t)d * sizeof(float) : 0,
-        [B_QKV] = own_layers ? Rs * (size_t)(3 * d) * sizeof(float) : 0,
-        [B_Z] = own_layers ? Rs * (size_t)d * sizeof(float) : 0,
-        [B_H] = own_layers ? Rs * (size_t)dm * sizeof(float) : 0,
-        [B_H2] = own_layers ? Rs * (size_t)dm * sizeof(float) : 0,
+        [B_QKV] = own_layers ? Rs * (size_t)D.qw * sizeof(float) : 0,
+        [B_Z] = own_layers ? Rs * (size_t)D.zw * sizeof(float) : 0,
+        [B_H] = own_layers ? Rs * (size_t)D.pw * sizeof(float) : 0,
+        [B_H2] = own_layers ? Rs * (size_t)D.dm * sizeof(float) : 0,
         [B_LOGITS] = tape ? 0 : (size_t)n_lrows * (size_t)V * sizeof(float),
     };
     static const char *const what[B_COUNT] = {"tokens", "positions", "residual stream", "activations", "activations",
@@ -204,6 +230,7 @@ ss_status ss_forward_taped(const ss_model *m, const ss_backend *be, const int32_
         if (bytes[i] && (st = be->alloc(be, bytes[i], what[i], &buf[i]))) goto done;
     if ((st = ss_hook_ctx_open(&f, m, be, opts, pk))) goto done;
     int32_t *tok_b = tape ? tape->tok_b : buf[B_TOK], *pos_b = tape ? tape->pos_b : buf[B_POS];
+    f.pos_b = pos_b;
     float *x = tape ? tape->resid_final : buf[B_X], *tmp = buf[B_TMP], *ln = tape ? tape->lnf : buf[B_LN];
     float *out_logits = tape ? tape->logits : buf[B_LOGITS];
     for (int64_t s = 0; s < pk->n_seq; s++)
@@ -223,10 +250,15 @@ ss_status ss_forward_taped(const ss_model *m, const ss_backend *be, const int32_
         /* Resume from an earlier run's residual stream: the blocks before are skipped. */
         RUN(be->upload(be, x, opts->start_resid, Rd * sizeof(float)));
     } else {
-        RUN(be->embed(be, tmp, ln, tok_b, pos_b, w->wte, w->wpe, w->wdtype, R, d));
-        RUN(ss_hook_site(&f, SS_SITE_EMBED, -1, tmp, Rd, 0, d));
-        RUN(ss_hook_site(&f, SS_SITE_POS_EMBED, -1, ln, Rd, 0, d));
-        RUN(be->add(be, x, tmp, ln, R * d));
+        if (D.llama) { /* rotary models: the residual stream starts as the token embedding */
+            RUN(be->embed(be, x, NULL, tok_b, pos_b, w->wte, NULL, w->wdtype, R, d));
+            RUN(ss_hook_site(&f, SS_SITE_EMBED, -1, x, Rd, 0, d));
+        } else {
+            RUN(be->embed(be, tmp, ln, tok_b, pos_b, w->wte, w->wpe, w->wdtype, R, d));
+            RUN(ss_hook_site(&f, SS_SITE_EMBED, -1, tmp, Rd, 0, d));
+            RUN(ss_hook_site(&f, SS_SITE_POS_EMBED, -1, ln, Rd, 0, d));
+            RUN(be->add(be, x, tmp, ln, R * d));
+        }
     }
     ss_block_bufs shared = {.ln1 = buf[B_LN], .qkv = buf[B_QKV], .z = buf[B_Z], .attn_out = tmp, .ln2 = buf[B_LN],
                             .pre = buf[B_H], .post = buf[B_H2], .mlp_out = tmp};
@@ -239,7 +271,7 @@ ss_status ss_forward_taped(const ss_model *m, const ss_backend *be, const int32_
         }
         RUN(ss_block_forward(&f, w, l, x, &b));
     }
-    RUN(be->layernorm(be, ln, x, w->lnf_w, w->lnf_b, R, d, (float)c->ln_eps));
+    RUN(norm(be, c, ln, x, w->lnf_w, w->lnf_b, R, d));
     RUN(ss_hook_site(&f, SS_SITE_LNF, -1, ln, Rd, 0, d));
 
     if (n_lrows) {

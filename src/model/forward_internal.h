@@ -12,6 +12,7 @@ typedef struct ss_hook_ctx {
     const ss_backend *be;
     const ss_forward_opts *o; /* NULL: no hooks */
     const ss_packing *pk;
+    const int32_t *pos_b;  /* backend buffer: each row's position (rotary embeddings) */
     int64_t *pattern_off;  /* per sequence: where its [H, len, len] starts in pattern */
     int64_t pat_total;
     float *pattern;        /* backend buffer for hook_pattern, NULL when no layer wants it */
@@ -34,12 +35,48 @@ int ss_hook_wants(const ss_hook_ctx *f, ss_site_kind kind, int layer);
 ss_status ss_hook_ctx_deliver(ss_hook_ctx *f);
 void ss_hook_ctx_close(ss_hook_ctx *f);
 
+/* The widths a block's buffers have in either family. */
+typedef struct ss_dims {
+    int64_t d, H, Hkv, dh;
+    int64_t qw;  /* the fused q|k|v row: (H + 2 Hkv) dh (GPT-2: 3d) */
+    int64_t zw;  /* z: H dh */
+    int64_t dm;  /* d_mlp */
+    int64_t pw;  /* the MLP's first projection: d_mlp (GPT-2) or gate|up 2 d_mlp (Llama) */
+    int llama;
+} ss_dims;
+
+static inline ss_dims ss_model_dims(const ss_config *c) {
+    ss_dims x = {.d = c->n_embd, .H = c->n_head, .Hkv = ss_config_kv_heads(c), .dh = ss_config_d_head(c),
+                 .dm = c->n_inner, .llama = c->family == SS_FAMILY_LLAMA};
+    x.qw = (x.H + 2 * x.Hkv) * x.dh;
+    x.zw = x.H * x.dh;
+    x.pw = x.llama ? 2 * x.dm : x.dm;
+    return x;
+}
+
+/* The projections of a block, y[R, n_out] = x[R, n_in]·W (+ b) with W as
+ * the family stores it, and their gradients: dx = dy·Wᵀ and dW += the
+ * outer products (stored like W). */
+static inline ss_status ss_linear(const ss_backend *be, const ss_gpt2_weights *w, float *y, const float *x,
+                                  const void *W, const void *b, int64_t R, int64_t n_out, int64_t n_in) {
+    return be->matmul(be, y, x, W, w->wdtype, b, R, n_out, n_in, w->trans);
+}
+static inline ss_status ss_linear_dx(const ss_backend *be, const ss_gpt2_weights *w, float *dx, const float *dy,
+                                     const void *W, int64_t R, int64_t n_out, int64_t n_in) {
+    return be->matmul(be, dx, dy, W, w->wdtype, NULL, R, n_in, n_out, !w->trans);
+}
+static inline ss_status ss_linear_dw(const ss_backend *be, const ss_gpt2_weights *w, void *dW, const float *x,
+                                     const float *dy, int64_t R, int64_t n_out, int64_t n_in) {
+    return w->trans ? be->matmul_tn(be, (float *)dW, dy, x, R, n_in, n_out, 1)
+                    : be->matmul_tn(be, (float *)dW, x, dy, R, n_out, n_in, 1);
+}
+
 /* A block's buffers (backend memory, [rows, width] each). x enters as
  * resid_pre and leaves as resid_post; save_pre and save_mid, when non-NULL,
  * receive copies of resid_pre and resid_mid as the block sees them (after
  * their hooks). attn_out and mlp_out may be the same scratch buffer. */
 typedef struct ss_block_bufs {
-    float *ln1, *qkv, *z, *attn_out, *ln2, *pre, *post, *mlp_out;
+    float *ln1, *qkv, *z, *attn_out, *ln2, *pre, *post, *mlp_out; /* widths d, qw, zw, d, d, pw, dm, d */
     float *save_pre, *save_mid;
     int resumed; /* x is a saved resid_pre, its hook already applied: do not run it again */
 } ss_block_bufs;

@@ -9,18 +9,20 @@
 #include "subscope/model.h"
 #include "subscope/util.h"
 
-/* Resolves a tensor by its GPT-2 name with or without the "transformer."
- * prefix, checks its shape against the config and returns fp32 data:
- * a pointer into the mapping when possible, else a converted copy. */
-static ss_status get_tensor(ss_model *m, const char *name, int ndim, const int64_t *shape, const void **out) {
+/* Resolves a tensor by name (a GPT-2 name also with the "transformer."
+ * prefix) and checks its shape against the config. */
+static ss_status find_tensor(ss_model *m, const char *name, int ndim, const int64_t *shape, const ss_tensor_info **out) {
     char full[256];
     const ss_tensor_info *t = ss_weights_find(m->weights, name);
-    if (!t) {
+    if (!t && m->cfg.family == SS_FAMILY_GPT2) {
         snprintf(full, sizeof full, "transformer.%s", name);
         t = ss_weights_find(m->weights, full);
         if (t) m->has_prefix = 1;
     }
-    if (!t) return ss_errorf(SS_ERR_FORMAT, "%s: weights have no tensor '%s' (nor 'transformer.%s')", m->dir, name, name);
+    if (!t)
+        return ss_errorf(SS_ERR_FORMAT, "%s: weights have no tensor '%s'%s%s%s", m->dir, name,
+                         m->cfg.family == SS_FAMILY_GPT2 ? " (nor 'transformer." : "",
+                         m->cfg.family == SS_FAMILY_GPT2 ? name : "", m->cfg.family == SS_FAMILY_GPT2 ? "')" : "");
     int same = t->ndim == ndim;
     for (int i = 0; same && i < ndim; i++) same = t->shape[i] == shape[i];
     if (!same) {
@@ -40,20 +42,62 @@ static ss_status get_tensor(ss_model *m, const char *name, int ndim, const int64
     size_t n;
     SS_TRY(ss_dims_product(shape, ndim, &n, t->name));
     m->n_params += (int64_t)n;
+    *out = t;
+    return SS_OK;
+}
+
+/* A float buffer the model owns (freed with it). */
+static float *owned_floats(ss_model *m, size_t n, const char *what) {
+    size_t bytes;
+    if (!ss_mul_ok(n, sizeof(float), &bytes)) {
+        ss_errorf(SS_ERR_NOMEM, "%s: %s is too large", m->dir, what);
+        return NULL;
+    }
+    float **no = ss_realloc(m->owned, (m->n_owned + 1) * sizeof *no, "weight list");
+    if (!no) return NULL;
+    m->owned = no;
+    float *buf = ss_malloc(bytes ? bytes : 1, what);
+    if (buf) m->owned[m->n_owned++] = buf;
+    return buf;
+}
+
+/* fp32 data of a tensor: a pointer into the mapping when the file holds
+ * aligned F32, else a converted copy. */
+static ss_status get_tensor(ss_model *m, const char *name, int ndim, const int64_t *shape, const void **out) {
+    const ss_tensor_info *t;
+    SS_TRY(find_tensor(m, name, ndim, shape, &t));
+    size_t n;
+    SS_TRY(ss_dims_product(shape, ndim, &n, t->name));
     if (t->dtype == SS_DTYPE_F32 && ((uintptr_t)t->data % sizeof(float)) == 0) {
         *out = t->data;
         return SS_OK;
     }
-    size_t bytes;
-    if (!ss_mul_ok(n, sizeof(float), &bytes)) return ss_errorf(SS_ERR_NOMEM, "%s: tensor too large", t->name);
-    float *buf = ss_malloc(bytes, t->name);
+    float *buf = owned_floats(m, n, t->name);
     if (!buf) return SS_ERR_NOMEM;
-    float **no = ss_realloc(m->owned, (m->n_owned + 1) * sizeof *no, "weight list");
-    if (!no) { free(buf); return SS_ERR_NOMEM; }
-    m->owned = no;
-    m->owned[m->n_owned++] = buf;
     ss_status st = ss_tensor_to_f32(t, buf, n);
     if (st) return ss_error_context(st, "%s", t->file);
+    *out = buf;
+    return SS_OK;
+}
+
+/* Several [rows_i, cols] tensors (or [rows_i] vectors, cols 0) stacked along
+ * their first axis into one owned fp32 buffer: Llama's q|k|v and gate|up. */
+static ss_status get_stacked(ss_model *m, int n_parts, char names[][128], const int64_t *rows, int64_t cols,
+                             const void **out) {
+    int64_t total = 0;
+    for (int i = 0; i < n_parts; i++) total += rows[i];
+    float *buf = owned_floats(m, (size_t)total * (size_t)(cols ? cols : 1), "stacked weights");
+    if (!buf) return SS_ERR_NOMEM;
+    float *at = buf;
+    for (int i = 0; i < n_parts; i++) {
+        const ss_tensor_info *t;
+        int64_t shape[2] = {rows[i], cols};
+        SS_TRY(find_tensor(m, names[i], cols ? 2 : 1, shape, &t));
+        size_t n = (size_t)rows[i] * (size_t)(cols ? cols : 1);
+        ss_status st = ss_tensor_to_f32(t, at, n);
+        if (st) return ss_error_context(st, "%s", t->file);
+        at += n;
+    }
     *out = buf;
     return SS_OK;
 }
@@ -100,6 +144,61 @@ static ss_status load_weights(ss_model *m) {
     return SS_OK;
 }
 
+
+/* Hugging Face LlamaForCausalLM names (Mistral and Qwen2 use the same). */
+static ss_status load_weights_llama(ss_model *m) {
+    const ss_config *c = &m->cfg;
+    const int64_t d = c->n_embd, V = c->vocab_size, dm = c->n_inner, dh = ss_config_d_head(c);
+    const int64_t H = c->n_head, Hkv = ss_config_kv_heads(c);
+    char nm[3][128];
+    m->w.trans = 1;
+#define T1(name, a, dst) do { int64_t s_[1] = {a}; SS_TRY(get_tensor(m, name, 1, s_, &(dst))); } while (0)
+#define T2(name, a, b, dst) do { int64_t s_[2] = {a, b}; SS_TRY(get_tensor(m, name, 2, s_, &(dst))); } while (0)
+#define NM(i, suffix) (snprintf(nm[i], sizeof nm[i], "model.layers.%lld.%s", (long long)l, suffix), nm[i])
+    T2("model.embed_tokens.weight", V, d, m->w.wte);
+    T1("model.norm.weight", d, m->w.lnf_w);
+    m->w.layers = ss_calloc((size_t)c->n_layer, sizeof *m->w.layers, "layers");
+    if (!m->w.layers) return SS_ERR_NOMEM;
+    const int64_t qkv_rows[3] = {H * dh, Hkv * dh, Hkv * dh}, gu_rows[2] = {dm, dm};
+    for (int64_t l = 0; l < c->n_layer; l++) {
+        ss_gpt2_layer *L = &m->w.layers[l];
+        T1(NM(0, "input_layernorm.weight"), d, L->ln1_w);
+        NM(0, "self_attn.q_proj.weight"), NM(1, "self_attn.k_proj.weight"), NM(2, "self_attn.v_proj.weight");
+        SS_TRY(get_stacked(m, 3, nm, qkv_rows, d, &L->attn_w));
+        if (c->qkv_bias) {
+            NM(0, "self_attn.q_proj.bias"), NM(1, "self_attn.k_proj.bias"), NM(2, "self_attn.v_proj.bias");
+            SS_TRY(get_stacked(m, 3, nm, qkv_rows, 0, &L->attn_b));
+        }
+        T2(NM(0, "self_attn.o_proj.weight"), d, H * dh, L->proj_w);
+        if (c->o_bias) T1(NM(0, "self_attn.o_proj.bias"), d, L->proj_b);
+        T1(NM(0, "post_attention_layernorm.weight"), d, L->ln2_w);
+        NM(0, "mlp.gate_proj.weight"), NM(1, "mlp.up_proj.weight");
+        SS_TRY(get_stacked(m, 2, nm, gu_rows, d, &L->fc_w));
+        if (c->mlp_bias) {
+            NM(0, "mlp.gate_proj.bias"), NM(1, "mlp.up_proj.bias");
+            SS_TRY(get_stacked(m, 2, nm, gu_rows, 0, &L->fc_b));
+        }
+        T2(NM(0, "mlp.down_proj.weight"), d, dm, L->fc2_w);
+        if (c->mlp_bias) T1(NM(0, "mlp.down_proj.bias"), d, L->fc2_b);
+    }
+#undef NM
+    if (c->tie_word_embeddings) {
+        m->w.lm_head = m->w.wte;
+    } else {
+        if (!ss_weights_find(m->weights, "lm_head.weight"))
+            return ss_errorf(SS_ERR_FORMAT, "%s: tie_word_embeddings is false but the weights have no 'lm_head.weight'",
+                             m->dir);
+        T2("lm_head.weight", V, d, m->w.lm_head);
+    }
+#undef T1
+#undef T2
+    float *inv = owned_floats(m, (size_t)(dh / 2), "rotary frequencies");
+    if (!inv) return SS_ERR_NOMEM;
+    ss_config_rope_inv_freq(c, inv);
+    m->w.rope_inv_freq = inv;
+    return SS_OK;
+}
+
 ss_status ss_model_load(const char *dir, ss_model **out) {
     *out = NULL;
     ss_model *m = ss_calloc(1, sizeof *m, "model");
@@ -109,7 +208,7 @@ ss_status ss_model_load(const char *dir, ss_model **out) {
     if (!(m->dir = ss_strdup(dir)) || !(cfg_path = ss_path_join(dir, "config.json"))) goto fail;
     if ((st = ss_config_load(cfg_path, &m->cfg))) goto fail;
     if ((st = ss_weights_open(dir, &m->weights))) goto fail;
-    if ((st = load_weights(m))) goto fail;
+    if ((st = m->cfg.family == SS_FAMILY_LLAMA ? load_weights_llama(m) : load_weights(m))) goto fail;
     st = ss_tokenizer_load_dir(dir, &m->tok);
     if (st == SS_ERR_IO && !m->tok) {
         /* No tokenizer files: the model still runs on token ids. */
@@ -154,21 +253,30 @@ typedef struct {
     int matrix;
 } weight_slot;
 
+/* At most this many slots. */
+static int max_slots(const ss_config *c) { return 6 + 12 * (int)c->n_layer; }
+
+/* Pointers the model lacks (biases of the Llama family, wpe of rotary
+ * models) have no slot. */
 static int weight_slots(const ss_config *c, ss_gpt2_weights *w, weight_slot *slots) {
-    int64_t d = c->n_embd, V = c->vocab_size, dm = c->n_inner;
+    const int64_t d = c->n_embd, V = c->vocab_size, dm = c->n_inner, dh = ss_config_d_head(c);
+    const int llama = c->family == SS_FAMILY_LLAMA;
+    /* widths of the fused q|k|v, of z and of the MLP's first projection */
+    const int64_t qw = (c->n_head + 2 * ss_config_kv_heads(c)) * dh, zw = c->n_head * dh, pw = llama ? 2 * dm : dm;
     int n = 0;
-#define SLOT(p, cnt, mat) (slots[n++] = (weight_slot){&(p), (size_t)(cnt), mat})
+#define SLOT(p, cnt, mat) do { if (p) slots[n++] = (weight_slot){(const void **)&(p), (size_t)(cnt), mat}; } while (0)
     SLOT(w->wte, V * d, 1);
     SLOT(w->wpe, c->n_positions * d, 1);
     SLOT(w->lnf_w, d, 0);
     SLOT(w->lnf_b, d, 0);
+    SLOT(w->rope_inv_freq, dh / 2, 0);
     for (int64_t l = 0; l < c->n_layer; l++) {
         ss_gpt2_layer *L = &w->layers[l];
         SLOT(L->ln1_w, d, 0); SLOT(L->ln1_b, d, 0);
-        SLOT(L->attn_w, d * 3 * d, 1); SLOT(L->attn_b, 3 * d, 0);
-        SLOT(L->proj_w, d * d, 1); SLOT(L->proj_b, d, 0);
+        SLOT(L->attn_w, d * qw, 1); SLOT(L->attn_b, qw, 0);
+        SLOT(L->proj_w, zw * d, 1); SLOT(L->proj_b, d, 0);
         SLOT(L->ln2_w, d, 0); SLOT(L->ln2_b, d, 0);
-        SLOT(L->fc_w, d * dm, 1); SLOT(L->fc_b, dm, 0);
+        SLOT(L->fc_w, d * pw, 1); SLOT(L->fc_b, pw, 0);
         SLOT(L->fc2_w, dm * d, 1); SLOT(L->fc2_b, d, 0);
     }
     /* A tied lm_head is wte itself and is not stored twice. */
@@ -185,7 +293,7 @@ ss_status ss_model_place(ss_model *m, const ss_backend *be, int wdtype) {
     if (m->placed_on)
         return ss_errorf(SS_ERR_UNSUPPORTED, "%s: weights are already placed on %s; one model serves one placement",
                          m->dir, m->placed_on->name);
-    int nmax = 5 + 12 * (int)m->cfg.n_layer;
+    int nmax = max_slots(&m->cfg);
     weight_slot *src = ss_malloc((size_t)nmax * sizeof *src, "weight list");
     weight_slot *dst = ss_malloc((size_t)nmax * sizeof *dst, "weight list");
     uint16_t *tmp = NULL;
@@ -235,10 +343,11 @@ const ss_gpt2_weights *ss_model_weights(const ss_model *m, const ss_backend *be)
 }
 
 ss_status ss_grads_alloc(const ss_model *m, const ss_backend *be, ss_gpt2_weights *g) {
-    const int nmax = 5 + 12 * (int)m->cfg.n_layer;
+    const int nmax = max_slots(&m->cfg);
     weight_slot *slots = ss_malloc((size_t)nmax * sizeof *slots, "weight list");
-    *g = m->w; /* the same pointers, so the same tying, until replaced below */
+    *g = m->w; /* the same pointers, so the same tying and absent biases, until replaced below */
     g->wdtype = SS_WDTYPE_F32;
+    g->rope_inv_freq = NULL; /* fixed, not a parameter */
     g->layers = ss_malloc((size_t)m->cfg.n_layer * sizeof *g->layers, "layers");
     ss_status st = SS_ERR_NOMEM;
     void *block = NULL;

@@ -78,7 +78,8 @@ static void ilist_sort_unique(ilist *l) {
 /* ---- building masks ------------------------------------------------- */
 
 static int has_heads(ss_site_kind k) {
-    return k == SS_SITE_Q || k == SS_SITE_K || k == SS_SITE_V || k == SS_SITE_Z;
+    return k == SS_SITE_Q || k == SS_SITE_K || k == SS_SITE_V || k == SS_SITE_ROT_Q || k == SS_SITE_ROT_K ||
+           k == SS_SITE_Z;
 }
 
 /* Resolves a site name or glob to site ids (want: ss_sites_count bytes). */
@@ -114,7 +115,7 @@ static ss_status add_targets(const ss_config *cfg, ss_mask *m, const uint8_t *wa
             if (m->targets[t].site_id == i) return ss_errorf(SS_ERR_ARG, "%s: site %s listed twice", where, s.name);
         if (heads->n && !has_heads(s.kind))
             return ss_errorf(SS_ERR_ARG, "%s: heads given for %s, which has no head dimension "
-                             "(heads apply to attn.hook_q/k/v/z)", where, s.name);
+                             "(heads apply to attn.hook_q/k/v/z and hook_rot_q/k)", where, s.name);
         ilist u = {0};
         ss_status st = SS_OK;
         for (int64_t j = 0; j < units->n && st == SS_OK; j++) {
@@ -125,9 +126,9 @@ static ss_status add_targets(const ss_config *cfg, ss_mask *m, const uint8_t *wa
                 st = ilist_push(&u, units->v[j]);
         }
         for (int64_t j = 0; j < heads->n && st == SS_OK; j++) {
-            if (heads->v[j] < 0 || heads->v[j] >= cfg->n_head) {
+            if (heads->v[j] < 0 || heads->v[j] >= s.dims[0]) {
                 st = ss_errorf(SS_ERR_ARG, "%s: head %lld out of range for %s (%lld heads)", where,
-                               (long long)heads->v[j], s.name, (long long)cfg->n_head);
+                               (long long)heads->v[j], s.name, (long long)s.dims[0]);
                 break;
             }
             for (int64_t k = 0; k < dh && st == SS_OK; k++) st = ilist_push(&u, heads->v[j] * dh + k);

@@ -6,19 +6,49 @@
 
 #include "subscope/util.h"
 
-static const char *const block_names[SS_SITE_PER_BLOCK] = {
-    "hook_resid_pre", "ln1.hook_normalized", "attn.hook_q", "attn.hook_k", "attn.hook_v",
-    "attn.hook_pattern", "attn.hook_z", "hook_attn_out", "hook_resid_mid", "ln2.hook_normalized",
-    "mlp.hook_pre", "mlp.hook_post", "hook_mlp_out", "hook_resid_post",
+/* The sites of one block, in forward order, per family. */
+static const ss_site_kind gpt2_block[] = {
+    SS_SITE_RESID_PRE, SS_SITE_LN1, SS_SITE_Q, SS_SITE_K, SS_SITE_V, SS_SITE_PATTERN, SS_SITE_Z,
+    SS_SITE_ATTN_OUT, SS_SITE_RESID_MID, SS_SITE_LN2, SS_SITE_MLP_PRE, SS_SITE_MLP_POST, SS_SITE_MLP_OUT,
+    SS_SITE_RESID_POST,
+};
+static const ss_site_kind llama_block[] = {
+    SS_SITE_RESID_PRE, SS_SITE_LN1, SS_SITE_Q, SS_SITE_K, SS_SITE_V, SS_SITE_ROT_Q, SS_SITE_ROT_K,
+    SS_SITE_PATTERN, SS_SITE_Z, SS_SITE_ATTN_OUT, SS_SITE_RESID_MID, SS_SITE_LN2, SS_SITE_MLP_PRE,
+    SS_SITE_MLP_PRE_LINEAR, SS_SITE_MLP_POST, SS_SITE_MLP_OUT, SS_SITE_RESID_POST,
 };
 
-int ss_sites_count(const ss_config *cfg) { return 3 + (int)cfg->n_layer * SS_SITE_PER_BLOCK; }
+static const char *const kind_names[SS_SITE_KIND_COUNT] = {
+    [SS_SITE_EMBED] = "hook_embed", [SS_SITE_POS_EMBED] = "hook_pos_embed",
+    [SS_SITE_RESID_PRE] = "hook_resid_pre", [SS_SITE_LN1] = "ln1.hook_normalized", [SS_SITE_Q] = "attn.hook_q",
+    [SS_SITE_K] = "attn.hook_k", [SS_SITE_V] = "attn.hook_v", [SS_SITE_ROT_Q] = "attn.hook_rot_q",
+    [SS_SITE_ROT_K] = "attn.hook_rot_k", [SS_SITE_PATTERN] = "attn.hook_pattern", [SS_SITE_Z] = "attn.hook_z",
+    [SS_SITE_ATTN_OUT] = "hook_attn_out", [SS_SITE_RESID_MID] = "hook_resid_mid",
+    [SS_SITE_LN2] = "ln2.hook_normalized", [SS_SITE_MLP_PRE] = "mlp.hook_pre",
+    [SS_SITE_MLP_PRE_LINEAR] = "mlp.hook_pre_linear", [SS_SITE_MLP_POST] = "mlp.hook_post",
+    [SS_SITE_MLP_OUT] = "hook_mlp_out", [SS_SITE_RESID_POST] = "hook_resid_post",
+    [SS_SITE_LNF] = "ln_final.hook_normalized",
+};
+
+static int is_llama(const ss_config *cfg) { return cfg->family == SS_FAMILY_LLAMA; }
+/* Model-level sites before the blocks: hook_embed (and GPT-2's hook_pos_embed). */
+static int n_front(const ss_config *cfg) { return is_llama(cfg) ? 1 : 2; }
+static int per_block(const ss_config *cfg) {
+    return is_llama(cfg) ? (int)(sizeof llama_block / sizeof *llama_block) : (int)(sizeof gpt2_block / sizeof *gpt2_block);
+}
+static const ss_site_kind *block_kinds(const ss_config *cfg) { return is_llama(cfg) ? llama_block : gpt2_block; }
+
+int ss_sites_count(const ss_config *cfg) { return n_front(cfg) + 1 + (int)cfg->n_layer * per_block(cfg); }
 
 int ss_site_id(const ss_config *cfg, ss_site_kind kind, int layer) {
     if (kind == SS_SITE_EMBED) return 0;
-    if (kind == SS_SITE_POS_EMBED) return 1;
-    if (kind == SS_SITE_LNF) return 2 + (int)cfg->n_layer * SS_SITE_PER_BLOCK;
-    return 2 + layer * SS_SITE_PER_BLOCK + (int)(kind - SS_SITE_RESID_PRE);
+    if (kind == SS_SITE_POS_EMBED) return is_llama(cfg) ? -1 : 1;
+    if (kind == SS_SITE_LNF) return ss_sites_count(cfg) - 1;
+    if (layer < 0 || layer >= cfg->n_layer) return -1;
+    const ss_site_kind *k = block_kinds(cfg);
+    for (int i = 0; i < per_block(cfg); i++)
+        if (k[i] == kind) return n_front(cfg) + layer * per_block(cfg) + i;
+    return -1;
 }
 
 void ss_site_get(const ss_config *cfg, int id, ss_site *s) {
@@ -29,27 +59,30 @@ void ss_site_get(const ss_config *cfg, int id, ss_site *s) {
     s->ndim = 1;
     s->dims[0] = cfg->n_embd;
     s->dim_names[0] = "d_model";
-    int last = ss_sites_count(cfg) - 1;
-    if (id == 0) {
-        s->kind = SS_SITE_EMBED;
-        snprintf(s->name, sizeof s->name, "hook_embed");
-    } else if (id == 1) {
-        s->kind = SS_SITE_POS_EMBED;
-        snprintf(s->name, sizeof s->name, "hook_pos_embed");
+    const int front = n_front(cfg), last = ss_sites_count(cfg) - 1;
+    if (id < front) {
+        s->kind = id == 0 ? SS_SITE_EMBED : SS_SITE_POS_EMBED;
+        snprintf(s->name, sizeof s->name, "%s", kind_names[s->kind]);
     } else if (id == last) {
         s->kind = SS_SITE_LNF;
-        snprintf(s->name, sizeof s->name, "ln_final.hook_normalized");
+        snprintf(s->name, sizeof s->name, "%s", kind_names[s->kind]);
     } else {
-        int r = id - 2;
-        s->layer = r / SS_SITE_PER_BLOCK;
-        s->kind = (ss_site_kind)(SS_SITE_RESID_PRE + r % SS_SITE_PER_BLOCK);
-        snprintf(s->name, sizeof s->name, "blocks.%d.%s", s->layer, block_names[r % SS_SITE_PER_BLOCK]);
+        int r = id - front;
+        s->layer = r / per_block(cfg);
+        s->kind = block_kinds(cfg)[r % per_block(cfg)];
+        snprintf(s->name, sizeof s->name, "blocks.%d.%s", s->layer, kind_names[s->kind]);
         switch (s->kind) {
-        case SS_SITE_Q: case SS_SITE_K: case SS_SITE_V: case SS_SITE_Z:
+        case SS_SITE_Q: case SS_SITE_ROT_Q: case SS_SITE_Z:
+        case SS_SITE_K: case SS_SITE_ROT_K: case SS_SITE_V:
+            /* keys and values have the key/value heads (grouped-query attention), as in TransformerLens */
             s->ndim = 2;
             s->dims[0] = cfg->n_head;
             s->dims[1] = ss_config_d_head(cfg);
             s->dim_names[0] = "head";
+            if (is_llama(cfg) && (s->kind == SS_SITE_K || s->kind == SS_SITE_ROT_K || s->kind == SS_SITE_V)) {
+                s->dims[0] = ss_config_kv_heads(cfg);
+                s->dim_names[0] = "kv_head";
+            }
             s->dim_names[1] = "d_head";
             break;
         case SS_SITE_PATTERN:
@@ -57,7 +90,7 @@ void ss_site_get(const ss_config *cfg, int id, ss_site *s) {
             s->dims[0] = cfg->n_head;
             s->dim_names[0] = "head";
             break;
-        case SS_SITE_MLP_PRE: case SS_SITE_MLP_POST:
+        case SS_SITE_MLP_PRE: case SS_SITE_MLP_PRE_LINEAR: case SS_SITE_MLP_POST:
             s->dims[0] = cfg->n_inner;
             s->dim_names[0] = "d_mlp";
             break;

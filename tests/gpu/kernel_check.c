@@ -702,7 +702,7 @@ static void case_attention(void) {
         float *qkv = rvec(rows * ld, 15 + (unsigned)ci, cases[ci].amp), *zr = fvec(rows * d, 0), *patr = fvec(pt, 0);
         float *z = fvec(rows * d, 0), *pat = fvec(pt, 0);
         float scale = (float)(1.0 / sqrt((double)dh));
-        if (be->attention(be, zr, qkv, qkv + d, qkv + 2 * d, ld, n_seq, start, len, H, dh, scale, patr, poff)) {
+        if (be->attention(be, zr, qkv, qkv + d, qkv + 2 * d, ld, n_seq, start, len, H, H, dh, scale, patr, poff)) {
             printf("CASE %s FAIL (CPU reference: %s)\n", name_p, ss_last_error());
             fail_case();
         } else {
@@ -1117,7 +1117,7 @@ static void case_attention_bwd(void) {
         float *ref = fvec(rows * ld, 0), *got = fvec(rows * ld, 0);
         float scale = (float)(1.0 / sqrt((double)dh));
         if (be->attention_backward(be, ref, ref + d, ref + 2 * d, ld, dz, qkv, qkv + d, qkv + 2 * d, ld, n_seq, start,
-                                   len, H, dh, scale)) {
+                                   len, H, H, dh, scale)) {
             cpu_ref_failed(name);
         } else {
             float *dqkv = dup_to_dev(qkv, (size_t)(rows * ld) * 4), *ddz = dup_to_dev(dz, (size_t)(rows * d) * 4);

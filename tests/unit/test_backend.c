@@ -62,7 +62,7 @@ TEST(cpu_attention_causal_packed_sequences) {
     for (int s = 0; s < 3; s++) poff[s] = pt, pt += H * len[s] * len[s];
     float *pat = malloc(sizeof(float) * (size_t)pt);
     float scale = 0.5f;
-    CHECK_OK(be->attention(be, z, qkv, qkv + d, qkv + 2 * d, ld, 3, start, len, H, dh, scale, pat, poff));
+    CHECK_OK(be->attention(be, z, qkv, qkv + d, qkv + 2 * d, ld, 3, start, len, H, H, dh, scale, pat, poff));
     for (int s = 0; s < 3; s++)
         for (int64_t h = 0; h < H; h++)
             for (int64_t i = 0; i < len[s]; i++) {

@@ -143,6 +143,9 @@ static void check_sites_against_fd(const char *model) {
 
 TEST(backward_site_gradients_match_finite_differences_tied_tanh) { check_sites_against_fd("prefix-f32"); }
 TEST(backward_site_gradients_match_finite_differences_untied_erf) { check_sites_against_fd("noprefix-odd-untied"); }
+/* Llama family: GQA 4/1 with head_dim 6, every bias, linear rope scaling; Qwen2 biases, tied. */
+TEST(backward_site_gradients_match_finite_differences_llama) { check_sites_against_fd("llama-hd6-bias"); }
+TEST(backward_site_gradients_match_finite_differences_qwen2) { check_sites_against_fd("qwen2-bias-tied"); }
 
 /* Weight gradients: each sampled weight is swapped for a writable copy and nudged. */
 typedef struct {
@@ -247,6 +250,84 @@ static void check_weights_against_fd(const char *model) {
 
 TEST(backward_weight_gradients_match_finite_differences_tied) { check_weights_against_fd("prefix-f32"); }
 TEST(backward_weight_gradients_match_finite_differences_untied) { check_weights_against_fd("noprefix-odd-untied"); }
+
+/* The Llama family's [out, in] matrices with fused q|k|v and gate|up, every bias. */
+TEST(backward_weight_gradients_match_finite_differences_llama) {
+    const char *model = "llama-hd6-bias";
+    ss_model *m = load(model);
+    if (!m) return;
+    const ss_config *c = &m->cfg;
+    const int64_t d = c->n_embd, dm = c->n_inner, dh = ss_config_d_head(c);
+    const int64_t qw = (c->n_head + 2 * ss_config_kv_heads(c)) * dh, zw = c->n_head * dh;
+    CHECK(c->family == SS_FAMILY_LLAMA && dh * c->n_head != d && m->w.lm_head != m->w.wte);
+    ss_packing pk = {2, 9, START, LEN};
+    ss_metric mt = {SS_METRIC_LOSS, ANSWER, WRONG};
+    ss_gpt2_weights wg;
+    CHECK_OK(ss_grads_alloc(m, ss_backend_cpu(), &wg));
+    CHECK(wg.rope_inv_freq == NULL && wg.wpe == NULL);
+    ss_grad_opts go = {.wgrad = &wg};
+    CHECK_OK(ss_forward_backward(m, ss_backend_cpu(), TOKS, &pk, NULL, &mt, &go, NULL));
+    float *owned[32];
+    int n_owned = 0;
+    ss_gpt2_weights keep_w = m->w;
+    ss_gpt2_layer keep_l0 = m->w.layers[0], keep_l1 = m->w.layers[c->n_layer - 1];
+    ss_gpt2_layer *L0 = &m->w.layers[0], *L1 = &m->w.layers[c->n_layer - 1];
+    const ss_gpt2_layer *G0 = &wg.layers[0], *G1 = &wg.layers[c->n_layer - 1];
+    float *wte = writable(&m->w.wte, (size_t)(c->vocab_size * d), owned, &n_owned);
+    float *lm = writable(&m->w.lm_head, (size_t)(c->vocab_size * d), owned, &n_owned);
+    float *lnf_w = writable(&m->w.lnf_w, (size_t)d, owned, &n_owned);
+    float *ln1_w = writable(&L0->ln1_w, (size_t)d, owned, &n_owned);
+    float *attn_w = writable(&L0->attn_w, (size_t)(qw * d), owned, &n_owned);
+    float *attn_b = writable(&L1->attn_b, (size_t)qw, owned, &n_owned);
+    float *proj_w = writable(&L1->proj_w, (size_t)(d * zw), owned, &n_owned);
+    float *proj_b = writable(&L0->proj_b, (size_t)d, owned, &n_owned);
+    float *ln2_w = writable(&L1->ln2_w, (size_t)d, owned, &n_owned);
+    float *fc_w = writable(&L0->fc_w, (size_t)(2 * dm * d), owned, &n_owned);
+    float *fc_b = writable(&L1->fc_b, (size_t)(2 * dm), owned, &n_owned);
+    float *fc2_w = writable(&L1->fc2_w, (size_t)(d * dm), owned, &n_owned);
+    float *fc2_b = writable(&L0->fc2_b, (size_t)d, owned, &n_owned);
+    struct {
+        const char *name;
+        float *w;
+        const float *g;
+        int64_t idx;
+    } cases[] = {
+        {"embed_tokens[12]", wte, wg.wte, 12 * d + 3},
+        {"lm_head", lm, wg.lm_head, 7 * d + 1},
+        {"norm.weight", lnf_w, wg.lnf_w, 4},
+        {"0.input_layernorm", ln1_w, G0->ln1_w, 6},
+        {"0.q_proj", attn_w, G0->attn_w, 2 * d + 1},
+        {"0.k_proj", attn_w, G0->attn_w, (zw + 3) * d + 5},
+        {"0.v_proj", attn_w, G0->attn_w, (qw - 1) * d + 2},
+        {"L.q_proj.bias", attn_b, G1->attn_b, 5},
+        {"L.k_proj.bias", attn_b, G1->attn_b, zw + 1},
+        {"L.v_proj.bias", attn_b, G1->attn_b, qw - 2},
+        {"L.o_proj", proj_w, G1->proj_w, 3 * zw + 4},
+        {"0.o_proj.bias", proj_b, G0->proj_b, 2},
+        {"L.post_attention_layernorm", ln2_w, G1->ln2_w, 1},
+        {"0.gate_proj", fc_w, G0->fc_w, 2 * d + 9},
+        {"0.up_proj", fc_w, G0->fc_w, (dm + 7) * d + 3},
+        {"L.gate_proj.bias", fc_b, G1->fc_b, 11},
+        {"L.up_proj.bias", fc_b, G1->fc_b, dm + 4},
+        {"L.down_proj", fc2_w, G1->fc2_w, 4 * dm + 2},
+        {"0.down_proj.bias", fc2_b, G0->fc2_b, 3},
+    };
+    double worst = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        weight_fd ctx = {m, cases[i].w, cases[i].idx, &mt};
+        double num = fd(weight_eval, &ctx, 1e-2f), an = cases[i].g[cases[i].idx], err = fabs(num - an);
+        worst = err > worst ? err : worst;
+        CHECK_MSG(err <= 5e-4 + 1e-2 * fabs(an), "%s %s: backward %.7g, finite differences %.7g", model,
+                  cases[i].name, an, num);
+    }
+    printf("    %s: %zu weight gradients within tolerance of finite differences (max abs err %.2e)\n", model,
+           sizeof cases / sizeof *cases, worst);
+    m->w = keep_w;
+    m->w.layers[0] = keep_l0, m->w.layers[c->n_layer - 1] = keep_l1;
+    for (int i = 0; i < n_owned; i++) free(owned[i]);
+    ss_grads_free(ss_backend_cpu(), &wg);
+    ss_model_free(m);
+}
 
 TEST(backward_metrics_equal_the_forward_logits) {
     ss_model *m = load("noprefix-odd-untied");

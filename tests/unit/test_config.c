@@ -73,12 +73,14 @@ TEST(config_defaults_and_variants) {
 
 TEST(config_errors) {
     ss_config c;
-    CHECK_ERR(parse("{\"model_type\": \"llama\", " MIN_KEYS "}", &c), SS_ERR_UNSUPPORTED,
-              "cfg/config.json: \"model_type\" \"llama\" is not supported");
+    CHECK_ERR(parse("{\"model_type\": \"falcon\", " MIN_KEYS "}", &c), SS_ERR_UNSUPPORTED,
+              "cfg/config.json: \"model_type\" \"falcon\" is not supported");
     CHECK_ERR(parse("{\"model_type\": 2, " MIN_KEYS "}", &c), SS_ERR_FORMAT, "cfg/config.json: \"model_type\" must be a string");
     CHECK_ERR(parse("{" MIN_KEYS "}", &c), SS_ERR_UNSUPPORTED, "cfg/config.json: no \"model_type\"");
-    CHECK_ERR(parse("{\"architectures\": [\"LlamaForCausalLM\"], " MIN_KEYS "}", &c), SS_ERR_UNSUPPORTED,
-              "\"architectures\" names neither");
+    CHECK_ERR(parse("{\"architectures\": [\"FalconForCausalLM\"], " MIN_KEYS "}", &c), SS_ERR_UNSUPPORTED,
+              "\"architectures\" names no supported model");
+    CHECK_ERR(parse("{\"architectures\": [\"LlamaForCausalLM\"], " MIN_KEYS "}", &c), SS_ERR_FORMAT,
+              "missing required key \"num_hidden_layers\"");
     CHECK_ERR(parse("{\"model_type\": \"gpt2\", \"n_head\": 2, \"n_embd\": 8, \"n_positions\": 4, \"vocab_size\": 3}", &c),
               SS_ERR_FORMAT, "cfg/config.json: missing required key \"n_layer\"");
     CHECK_ERR(parse("{\"model_type\": \"gpt2\", \"n_layer\": 1, \"n_head\": 0, \"n_embd\": 8, \"n_positions\": 4, \"vocab_size\": 3}", &c),
@@ -147,4 +149,73 @@ TEST(config_load_file) {
     free(path);
     CHECK_MSG(ok, "got %s: %s", ss_status_name(s), ss_last_error());
     CHECK_ERR(ss_config_load("/nonexistent/config.json", &c), SS_ERR_IO, "/nonexistent/config.json");
+}
+
+/* SmolLM2-135M's config.json (abridged to the keys that matter). */
+#define SMOLLM2                                                                                          \
+    "\"architectures\": [\"LlamaForCausalLM\"], \"bos_token_id\": 1, \"eos_token_id\": 2, "               \
+    "\"hidden_act\": \"silu\", \"hidden_size\": 576, \"intermediate_size\": 1536, "                      \
+    "\"max_position_embeddings\": 8192, \"model_type\": \"llama\", \"num_attention_heads\": 9, "         \
+    "\"num_hidden_layers\": 30, \"num_key_value_heads\": 3, \"pretraining_tp\": 1, "                     \
+    "\"rms_norm_eps\": 1e-05, \"rope_scaling\": null, \"rope_theta\": 100000, "                          \
+    "\"tie_word_embeddings\": true, \"vocab_size\": 49152"
+
+TEST(config_llama_family) {
+    ss_config c;
+    CHECK_OK(parse("{" SMOLLM2 "}", &c));
+    CHECK(c.family == SS_FAMILY_LLAMA && !strcmp(c.arch, "llama") && c.act == SS_ACT_SILU);
+    CHECK(c.n_layer == 30 && c.n_head == 9 && c.n_kv_head == 3 && ss_config_d_head(&c) == 64 && c.n_inner == 1536);
+    CHECK(c.n_positions == 8192 && c.vocab_size == 49152 && c.ln_eps == 1e-5 && c.rope_theta == 100000);
+    CHECK(c.rope_type == SS_ROPE_NONE && c.tie_word_embeddings && !c.qkv_bias && !c.o_bias && !c.mlp_bias);
+    CHECK(c.bos_token_id == 1 && c.eos_token_id == 2);
+    /* Llama defaults: untied, eps 1e-6, theta 1e4, kv heads = heads, context 2048. */
+    CHECK_OK(parse("{\"model_type\": \"llama\", \"hidden_size\": 8, \"intermediate_size\": 4, \"num_hidden_layers\": 1, "
+                   "\"num_attention_heads\": 2, \"vocab_size\": 5}", &c));
+    CHECK(!c.tie_word_embeddings && c.ln_eps == 1e-6 && c.rope_theta == 1e4 && c.n_kv_head == 2 && c.n_positions == 2048);
+#define LL "\"model_type\": \"llama\", \"hidden_size\": 8, \"intermediate_size\": 4, \"num_hidden_layers\": 1, " \
+           "\"num_attention_heads\": 2, \"vocab_size\": 5"
+    /* transformers 5's rope_parameters; head_dim; attention_bias; Qwen2's q/k/v-only biases */
+    CHECK_OK(parse("{" LL ", \"head_dim\": 6, \"attention_bias\": true, \"rope_parameters\": {\"rope_type\": \"llama3\", "
+                   "\"rope_theta\": 500000.0, \"factor\": 8.0, \"original_max_position_embeddings\": 16}}", &c));
+    CHECK(ss_config_d_head(&c) == 6 && c.qkv_bias && c.o_bias && c.rope_type == SS_ROPE_LLAMA3 && c.rope_theta == 5e5);
+    CHECK(c.rope_factor == 8 && c.rope_low_freq_factor == 1 && c.rope_high_freq_factor == 4 &&
+          c.rope_original_max_positions == 16);
+    CHECK_OK(parse("{" LL ", \"model_type\": \"qwen2\"}", &c)); /* a duplicate key: the last one wins, as in Python */
+    CHECK(!strcmp(c.arch, "qwen2") && c.qkv_bias && !c.o_bias);
+    /* Mistral's sliding window bounds the context rather than being approximated. */
+    CHECK_OK(parse("{" LL ", \"model_type\": \"mistral\", \"max_position_embeddings\": 32768, \"sliding_window\": 4096}", &c));
+    CHECK(c.n_positions == 4096);
+    /* What would change the function is refused by name. */
+    CHECK_ERR(parse("{" LL ", \"hidden_act\": \"gelu\"}", &c), SS_ERR_UNSUPPORTED, "\"hidden_act\" \"gelu\"");
+    CHECK_ERR(parse("{" LL ", \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4.0}}", &c), SS_ERR_UNSUPPORTED,
+              "rope_scaling type \"yarn\" is not supported");
+    CHECK_ERR(parse("{" LL ", \"rope_parameters\": {\"rope_type\": \"dynamic\", \"factor\": 2.0}}", &c),
+              SS_ERR_UNSUPPORTED, "rope_parameters type \"dynamic\"");
+    CHECK_ERR(parse("{" LL ", \"model_type\": \"qwen2\", \"use_sliding_window\": true}", &c), SS_ERR_UNSUPPORTED,
+              "use_sliding_window");
+    CHECK_ERR(parse("{" LL ", \"partial_rotary_factor\": 0.5}", &c), SS_ERR_UNSUPPORTED, "partial_rotary_factor");
+    CHECK_ERR(parse("{" LL ", \"num_key_value_heads\": 3, \"num_attention_heads\": 4, \"hidden_size\": 8}", &c),
+              SS_ERR_FORMAT, "not a multiple of \"num_key_value_heads\"");
+    CHECK_ERR(parse("{" LL ", \"head_dim\": 5}", &c), SS_ERR_FORMAT, "head_dim 5 is odd");
+    CHECK_ERR(parse("{" LL ", \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8.0}}", &c), SS_ERR_FORMAT,
+              "original_max_position_embeddings");
+    CHECK_ERR(parse("{" LL ", \"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": 0.5}}", &c), SS_ERR_FORMAT,
+              "\"factor\" must be a number >= 1");
+#undef LL
+}
+
+/* The rotary frequencies transformers computes, in float32 (printed by
+ * torch: LlamaRotaryEmbedding(config).inv_freq for these configs). */
+TEST(config_rope_inv_freq) {
+    ss_config c = {.family = SS_FAMILY_LLAMA, .n_embd = 8, .n_head = 1, .d_head = 8, .rope_theta = 500000.0};
+    float f[4];
+    ss_config_rope_inv_freq(&c, f);
+    const float plain[4] = {1.0f, 0.037606031f, 0.0014142134f, 5.3182957e-05f};
+    for (int i = 0; i < 4; i++) CHECK_NEAR(f[i], plain[i], 2e-7 * plain[i]);
+    c.rope_type = SS_ROPE_LLAMA3, c.rope_factor = 8, c.rope_low_freq_factor = 1, c.rope_high_freq_factor = 4;
+    c.rope_original_max_positions = 16;
+    ss_config_rope_inv_freq(&c, f);
+    /* wavelengths 6.3 (between 4 and 16: blended), 167, 4443, 118145 (above 16: divided by 8) */
+    const float l3[4] = {0.57605636f, 0.0047007538f, 0.00017677668f, 6.6478697e-06f};
+    for (int i = 0; i < 4; i++) CHECK_NEAR(f[i], l3[i], 2e-7 * l3[i]);
 }

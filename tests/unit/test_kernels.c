@@ -364,7 +364,7 @@ TEST(kernel_attention_vs_cpu_packed_sequences) {
         float *qkv = ss_test_rvec(rows * ld, 15 + (unsigned)ci, 1.0f), *z = ss_test_fvec(rows * d, 0), *zr = ss_test_fvec(rows * d, 0);
         float *pat = ss_test_fvec(pt, 0), *patr = ss_test_fvec(pt, 0);
         float scale = (float)(1.0 / sqrt((double)dh));
-        CHECK_OK(be->attention(be, zr, qkv, qkv + d, qkv + 2 * d, ld, n_seq, start, len, H, dh, scale, patr, poff));
+        CHECK_OK(be->attention(be, zr, qkv, qkv + d, qkv + 2 * d, ld, n_seq, start, len, H, H, dh, scale, patr, poff));
         char nm[96];
         att_ctx c = {z, pat, qkv, ld, n_seq, max_len, H, dh, start, len, poff, scale, 0};
         float *outs[2] = {z, pat};

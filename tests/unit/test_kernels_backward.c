@@ -390,7 +390,7 @@ static ss_status op_ab(void *v) {
     int64_t rows = c->start[c->n_seq - 1] + c->len[c->n_seq - 1], plane = od ? 0 : rows * d;
     return gpu()->attention_backward(gpu(), c->dqkv, c->dqkv + od + plane, c->dqkv + 2 * (od + plane), c->ldd, c->dz,
                                      c->qkv, c->qkv + d, c->qkv + 2 * d, c->ld, c->n_seq, c->start, c->len, c->H,
-                                     c->dh, c->scale);
+                                     c->H, c->dh, c->scale);
 }
 
 /* fp32 dot products of dh terms, an fp32 softmax, and fp32 sums of up to len
@@ -450,7 +450,7 @@ TEST(cuda_bwd_attention_vs_reference) {
         if (cpu->attention_backward) {
             float *cc = ss_test_fvec(nout, NAN);
             CHECK_OK(cpu->attention_backward(cpu, cc, cc + po, cc + 2 * po, ldd, dz, qkv, qkv + d, qkv + 2 * d, ld,
-                                             n_seq, start, len, H, dh, scale));
+                                             n_seq, start, len, H, H, dh, scale));
             CHECK(ss_test_compare("  vs cpu op", got, cc, nout, 2e-5, 1e-4) == 0);
             free(cc);
         }
@@ -460,7 +460,7 @@ TEST(cuda_bwd_attention_vs_reference) {
     /* what the kernel cannot do is refused with the op's name, not mis-computed */
     int64_t st0 = 0, ln1 = 1;
     float *buf = dev_put(NULL, 3 * 257 * 4);
-    CHECK_ERR(be->attention_backward(be, buf, buf, buf, 257, buf, buf, buf, buf, 3 * 257, 1, &st0, &ln1, 1, 257, 1.f),
+    CHECK_ERR(be->attention_backward(be, buf, buf, buf, 257, buf, buf, buf, buf, 3 * 257, 1, &st0, &ln1, 1, 1, 257, 1.f),
               SS_ERR_UNSUPPORTED, "attention_backward");
     dev_free(buf);
 }
