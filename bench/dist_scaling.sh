@@ -32,14 +32,16 @@ export OMPI_MCA_btl_vader_single_copy_mechanism=none
 MPI="mpirun --allow-run-as-root --oversubscribe --bind-to none"
 ck=(); [ "$CKPT" -gt 0 ] && ck=(--checkpoint-every "$CKPT")
 opts=(--model "$MODEL" --input "$W/in.jsonl" --sites "$SITES" --stats "$STATS" --batch "$BATCH" "${ck[@]}")
-now() { date +%s.%N; }
-# run KEY CMD...: time one run, append the seconds to $W/KEY.t
+# run KEY CMD...: time one run; append the wall seconds to $W/KEY.t and the CPU seconds (user +
+# system of the command and every process it waited for: mpirun's ranks included) to $W/KEY.cpu.
+# CPU time hardly depends on what else the machine runs; wall time does.
 run() {
-    local key=$1 t0 t1; shift
-    t0=$(now)
-    if ! "$@" --out "$W/$key.h5" >"$W/$key.log" 2>&1; then echo "dist_scaling: $key failed:" >&2; tail -n 3 "$W/$key.log" >&2; exit 1; fi
-    t1=$(now)
-    echo "$t0 $t1" | awk '{printf "%.4f\n", $2 - $1}' >>"$W/$key.t"
+    local key=$1 r; shift
+    if ! r=$( { TIMEFORMAT='%R %U %S'; time "$@" --out "$W/$key.h5" >"$W/$key.log" 2>&1; } 2>&1 ); then
+        echo "dist_scaling: $key failed:" >&2; tail -n 3 "$W/$key.log" >&2; exit 1
+    fi
+    echo "$r" | awk '{printf "%.4f\n", $1}' >>"$W/$key.t"
+    echo "$r" | awk '{printf "%.4f\n", $2 + $3}' >>"$W/$key.cpu"
 }
 load() { awk '{printf "[%s, %s, %s]", $1, $2, $3}' /proc/loadavg; }
 median() { sort -g "$1" | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
@@ -56,16 +58,19 @@ load1=$(load)
 t1=$(median "$W/single.t")
 ok=true
 rows=""
-printf '%-28s %9s %9s %9s %10s\n' "run" "median s" "min s" "speed-up" "efficiency"
-printf '%-28s %9.3f %9.3f %9s %10s\n' "1 process, 1 thread" "$t1" "$(minimum "$W/single.t")" 1.00 1.00
+c1=$(median "$W/single.cpu")
+printf '%-28s %9s %9s %9s %10s %9s %8s\n' "run" "median s" "min s" "speed-up" "efficiency" "CPU s" "CPU eff"
+printf '%-28s %9.3f %9.3f %9s %10s %9.3f %8s\n' "1 process, 1 thread" "$t1" "$(minimum "$W/single.t")" 1.00 1.00 "$c1" 1.00
 for n in $RANKS; do
     tn=$(median "$W/np$n.t")
     sp=$(awk -v a="$t1" -v b="$tn" 'BEGIN {printf "%.3f", a / b}')
     ef=$(awk -v s="$sp" -v n="$n" 'BEGIN {printf "%.3f", s / n}')
+    cn=$(median "$W/np$n.cpu")
+    ce=$(awk -v a="$c1" -v b="$cn" 'BEGIN {printf "%.3f", a / b}')
     bin/h5cmp --quiet --atol 1e-14 --rtol 1e-12 "$W/single.h5" "$W/np$n.h5" >/dev/null 2>&1 && same=true || { same=false; ok=false; }
-    printf '%-28s %9.3f %9.3f %9s %10s%s\n' "mpirun -np $n, 1 thread each" "$tn" "$(minimum "$W/np$n.t")" "$sp" "$ef" "$($same || echo '  RESULT DIFFERS')"
+    printf '%-28s %9.3f %9.3f %9s %10s %9.3f %8s%s\n' "mpirun -np $n, 1 thread each" "$tn" "$(minimum "$W/np$n.t")" "$sp" "$ef" "$cn" "$ce" "$($same || echo '  RESULT DIFFERS')"
     rows="$rows${rows:+,}
-  {\"ranks\": $n, \"threads_per_rank\": 1, \"median_s\": $tn, \"min_s\": $(minimum "$W/np$n.t"), \"speedup\": $sp, \"efficiency\": $ef, \"same_as_one_process\": $same, \"times_s\": [$(paste -sd, "$W/np$n.t")]}"
+  {\"ranks\": $n, \"threads_per_rank\": 1, \"median_s\": $tn, \"min_s\": $(minimum "$W/np$n.t"), \"speedup\": $sp, \"efficiency\": $ef, \"cpu_s_median\": $cn, \"cpu_efficiency\": $ce, \"same_as_one_process\": $same, \"times_s\": [$(paste -sd, "$W/np$n.t")], \"cpu_s\": [$(paste -sd, "$W/np$n.cpu")]}"
 done
 tt=$(median "$W/threads.t")
 printf '%-28s %9.3f %9.3f %9s\n' "1 process, $(nproc) threads" "$tt" "$(minimum "$W/threads.t")" "$(awk -v a="$t1" -v b="$tt" 'BEGIN {printf "%.3f", a / b}')"
@@ -81,8 +86,8 @@ cat >"$json" <<EOF
  "load_avg_before": $load0,
  "load_avg_after": $load1,
  "settings": {"model": "$MODEL", "prompts": $PROMPTS, "batch": $BATCH, "sites": "$SITES", "stats": "$STATS", "checkpoint_every": $CKPT, "reps": $REPS,
-              "note": "wall time of the whole command (start-up, tokenizing, model load included); speed-up against one process with one thread"},
- "one_process": {"threads": 1, "median_s": $t1, "min_s": $(minimum "$W/single.t"), "times_s": [$(paste -sd, "$W/single.t")]},
+              "note": "wall time of the whole command (start-up, tokenizing, model load included); speed-up against one process with one thread; cpu_s: user+system seconds of the command and its ranks; cpu_efficiency: one process's CPU seconds / the ranks' total"},
+ "one_process": {"threads": 1, "median_s": $t1, "min_s": $(minimum "$W/single.t"), "cpu_s_median": $c1, "times_s": [$(paste -sd, "$W/single.t")], "cpu_s": [$(paste -sd, "$W/single.cpu")]},
  "one_process_all_threads": {"threads": $(nproc), "median_s": $tt, "min_s": $(minimum "$W/threads.t"), "times_s": [$(paste -sd, "$W/threads.t")]},
  "ranks": [$rows
  ]
