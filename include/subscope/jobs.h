@@ -34,6 +34,10 @@ typedef struct ss_run_opts {
      * Honoured by forward, collect, ablate, attribute and patch (not trace). */
     int pipeline;
     int64_t max_memory;         /* > 0: refuse to hold more bytes of weights than this per rank */
+    /* Leave the prompts untokenized (T = 0, no packing buffer): the job calls
+     * ss_run_tokenize for the prompts it will run, so that data-parallel
+     * ranks do not each tokenize the whole input. */
+    int lazy_tokenize;
 } ss_run_opts;
 
 /* The backend, model and tokenized prompts of a run, and one batch's packing. */
@@ -56,6 +60,9 @@ ss_status ss_run_open(const ss_run_opts *o, ss_run *r);
 int ss_model_computes_site(const ss_model *m, const ss_site *s);
 /* The pipeline stage that computes site s (0 without a pipeline). */
 int ss_model_stage_of(const ss_model *m, const ss_site *s);
+/* Tokenizes (and checks) prompts [first, end) of a run opened with
+ * lazy_tokenize; T grows to their longest and the packing buffer with it. */
+ss_status ss_run_tokenize(ss_run *r, const ss_run_opts *o, int64_t first, int64_t end);
 /* With --pipeline: every stage's blocks and busy/waiting seconds go to rank
  * root, which stores them as root attributes of h (when non-NULL:
  * pipeline_first_block, pipeline_busy_seconds, pipeline_wait_seconds,

@@ -331,42 +331,54 @@ static ss_status write_results(ss_h5 *h, const collect_ctx *c, const stat_set *s
     return st;
 }
 
-/* Rank 0 folds every other rank's moments (of this round) into its own, in
- * rank order; the others send theirs and start the next round from zero. */
-static ss_status merge_ranks(collect_ctx *c, ss_comm *comm) {
-    const int n = c->n_groups * c->n_sites, rank = ss_comm_rank(comm), size = ss_comm_size(comm);
-    if (rank != 0) {
-        for (int i = 0; i < n; i++) {
-            ss_moments *m = &c->mom[i];
-            ss_status st = ss_comm_send(comm, 0, 1, &m->count, sizeof m->count);
-            if (!st && m->count) st = ss_comm_send(comm, 0, 2, m->mean, (size_t)m->d * sizeof(double));
-            if (!st && m->count && m->want_m2) st = ss_comm_send(comm, 0, 3, m->m2, (size_t)(m->d * m->d) * sizeof(double));
-            if (st) return ss_error_context(st, "sending this rank's statistics to rank 0");
-            ss_moments_reset(m);
-        }
-        return SS_OK;
+/* One rank's moments (count, mean, co-moments) to another, and back. */
+static ss_status send_moments(collect_ctx *c, ss_comm *comm, int to) {
+    for (int i = 0; i < c->n_groups * c->n_sites; i++) {
+        ss_moments *m = &c->mom[i];
+        ss_status st = ss_comm_send(comm, to, 1, &m->count, sizeof m->count);
+        if (!st && m->count) st = ss_comm_send(comm, to, 2, m->mean, (size_t)m->d * sizeof(double));
+        if (!st && m->count && m->want_m2) st = ss_comm_send(comm, to, 3, m->m2, (size_t)(m->d * m->d) * sizeof(double));
+        if (st) return ss_error_context(st, "sending this rank's statistics to rank %d", to);
+        ss_moments_reset(m);
     }
+    return SS_OK;
+}
+
+static ss_status fold_moments(collect_ctx *c, ss_comm *comm, int from) {
     ss_moments part = {0};
     ss_status st = SS_OK;
-    int r = 1;
-    for (; r < size && !st; r++)
-        for (int i = 0; i < n && !st; i++) {
-            ss_moments *m = &c->mom[i];
-            if (part.d != m->d || part.want_m2 != m->want_m2) {
-                ss_moments_free(&part);
-                if ((st = ss_moments_init(&part, m->d, m->want_m2))) break;
-            }
-            if ((st = ss_comm_recv(comm, r, 1, &part.count, sizeof part.count)) || !part.count) continue;
-            if (part.count < 0) {
-                st = ss_errorf(SS_ERR_INTERNAL, "rank %d sent a negative row count", r);
-                break;
-            }
-            if ((st = ss_comm_recv(comm, r, 2, part.mean, (size_t)m->d * sizeof(double)))) break;
-            if (m->want_m2 && (st = ss_comm_recv(comm, r, 3, part.m2, (size_t)(m->d * m->d) * sizeof(double)))) break;
-            st = ss_moments_merge(m, &part);
+    for (int i = 0; i < c->n_groups * c->n_sites && !st; i++) {
+        ss_moments *m = &c->mom[i];
+        if (part.d != m->d || part.want_m2 != m->want_m2) {
+            ss_moments_free(&part);
+            if ((st = ss_moments_init(&part, m->d, m->want_m2))) break;
         }
+        if ((st = ss_comm_recv(comm, from, 1, &part.count, sizeof part.count)) || !part.count) continue;
+        if (part.count < 0) {
+            st = ss_errorf(SS_ERR_INTERNAL, "rank %d sent a negative row count", from);
+            break;
+        }
+        if ((st = ss_comm_recv(comm, from, 2, part.mean, (size_t)m->d * sizeof(double)))) break;
+        if (m->want_m2 && (st = ss_comm_recv(comm, from, 3, part.m2, (size_t)(m->d * m->d) * sizeof(double)))) break;
+        st = ss_moments_merge(m, &part);
+    }
     ss_moments_free(&part);
-    return st ? ss_error_context(st, "merging the statistics of rank %d", r - 1) : st;
+    return st ? ss_error_context(st, "merging the statistics of rank %d", from) : st;
+}
+
+/* The ranks' moments (of this round) folded into rank 0's by a binomial
+ * tree: at level k, rank r with bit k set sends to r - 2^k, which folds them
+ * into its own; log2(size) levels whose folds run side by side, instead of
+ * rank 0 folding every rank's in turn (docs/SCALING.md). The order is fixed
+ * by the rank count, so a run gives the same bits every time; the others
+ * start the next round from zero. */
+static ss_status merge_ranks(collect_ctx *c, ss_comm *comm) {
+    const int rank = ss_comm_rank(comm), size = ss_comm_size(comm);
+    for (int step = 1; step < size; step *= 2) {
+        if (rank % (2 * step) == step) return send_moments(c, comm, rank - step);
+        if (rank % (2 * step) == 0 && rank + step < size) SS_TRY(fold_moments(c, comm, rank + step));
+    }
+    return SS_OK;
 }
 
 ss_status ss_job_collect(const ss_collect_job *job) {
@@ -381,7 +393,8 @@ ss_status ss_job_collect(const ss_collect_job *job) {
     ss_comm *comm;
 
     /* Every rank reads the whole prompt file (each needs the same groups and
-     * batch boundaries); an error anywhere stops all ranks (ss_comm_check). */
+     * batch boundaries) but tokenizes only its own batches; an error anywhere
+     * stops all ranks (ss_comm_check). */
     if ((st = ss_comm_world(&comm))) return st;
     const int rank = ss_comm_rank(comm), size = ss_comm_size(comm);
     if ((st = parse_stats(job->stats, &ss)) || (st = parse_positions(job->positions, &c.pf))) return st;
@@ -390,7 +403,10 @@ ss_status ss_job_collect(const ss_collect_job *job) {
         return ss_errorf(SS_ERR_ARG, "--group-by: only 'label' (the JSONL \"label\" field) is supported, got '%s'",
                          job->group_by);
     int grouping = job->group_by && *job->group_by;
-    if ((st = ss_run_open(&job->run, &run))) return ss_comm_check(comm, st);
+    /* Each rank tokenizes only the prompts it will run (below). */
+    ss_run_opts ro = job->run;
+    ro.lazy_tokenize = 1;
+    if ((st = ss_run_open(&ro, &run))) return ss_comm_check(comm, st);
     ss_model *m = run.m;
     ss_prompts *p = run.p;
     const ss_config *cfg = &m->cfg;
@@ -484,9 +500,16 @@ ss_status ss_job_collect(const ss_collect_job *job) {
     }
     if (size > 1 && (st = ss_comm_bcast(comm, &done, sizeof done, 0))) goto out;
     ss_progress_fn progress = rank == 0 ? job->progress : NULL;
-    if ((st = ss_run_place(&run, &job->run))) goto out;
-    const int64_t B = run.B, T = run.T;
     const int piped = m->pipe != NULL;
+    /* The blocks this rank runs, round by round, as the loop below cuts them. */
+    for (int64_t r0 = done, r1; r0 < p->n; r0 = r1) {
+        r1 = job->checkpoint_every > 0 && job->checkpoint_every < p->n - r0 ? r0 + job->checkpoint_every : p->n;
+        int64_t lo = 0, hi = r1 - r0;
+        if (!piped) ss_comm_shard(r1 - r0, run.B, rank, size, &lo, &hi);
+        if (hi > lo && (st = ss_run_tokenize(&run, &ro, r0 + lo, r0 + hi))) goto out;
+    }
+    if ((st = ss_run_place(&run, &job->run))) goto out;
+    const int64_t B = run.B, T = run.T ? run.T : 1; /* (a rank with no prompts has T = 0) */
     ss_forward_opts fo = {.want = want, .hook = add_rows, .hook_ctx = &c, .logits = SS_LOGITS_NONE, .read_only = 1};
     if (!c.be->host_memory && c.be->moments_chunk) {
         int64_t wmax = 0;

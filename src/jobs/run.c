@@ -60,21 +60,32 @@ ss_status ss_run_open(const ss_run_opts *o, ss_run *r) {
     const ss_config *cfg = &r->m->cfg;
     r->max_len = o->max_len > 0 && o->max_len < cfg->n_positions ? o->max_len : cfg->n_positions;
     if ((st = ss_prompts_read(o->input, &r->p))) goto fail;
-    if ((st = ss_prompts_tokenize(r->p, r->m->tok, cfg->vocab_size, r->max_len, o->truncate, NULL))) goto fail;
-    for (int64_t i = 0; i < r->p->n; i++) r->T = r->p->items[i].n_tokens > r->T ? r->p->items[i].n_tokens : r->T;
     r->B = o->batch > 0 ? o->batch : 16;
     if (r->B > r->p->n) r->B = r->p->n;
-    r->packed = ss_malloc((size_t)(r->B * r->T) * sizeof(int32_t), "packed tokens");
     r->start = ss_malloc((size_t)r->B * sizeof(int64_t), "packing");
     r->len = ss_malloc((size_t)r->B * sizeof(int64_t), "packing");
-    if (!r->packed || !r->start || !r->len) {
+    if (!r->start || !r->len) {
         st = SS_ERR_NOMEM;
         goto fail;
     }
+    if (!o->lazy_tokenize && (st = ss_run_tokenize(r, o, 0, r->p->n))) goto fail;
     return SS_OK;
 fail:
     ss_run_close(r);
     return st;
+}
+
+ss_status ss_run_tokenize(ss_run *r, const ss_run_opts *o, int64_t first, int64_t end) {
+    SS_TRY(ss_prompts_tokenize_range(r->p, r->m->tok, r->m->cfg.vocab_size, r->max_len, o->truncate, first, end, NULL));
+    int64_t T = r->T;
+    for (int64_t i = first; i < end && i < r->p->n; i++) T = r->p->items[i].n_tokens > T ? r->p->items[i].n_tokens : T;
+    if (T > r->T || !r->packed) {
+        int32_t *np = ss_realloc(r->packed, (size_t)(r->B * (T ? T : 1)) * sizeof(int32_t), "packed tokens");
+        if (!np) return SS_ERR_NOMEM;
+        r->packed = np;
+        r->T = T;
+    }
+    return SS_OK;
 }
 
 ss_status ss_run_place(ss_run *r, const ss_run_opts *o) { return ss_model_place(r->m, r->be, o->wdtype); }
