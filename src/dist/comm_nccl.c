@@ -334,8 +334,8 @@ static ss_status pick_device(int rank, int local, int local_count, const char *h
     if (local_count > n)
         return ss_errorf(SS_ERR_ARG,
                          "SUBSCOPE_DIST=nccl: %d ranks on host %s but it has %d visible CUDA device%s: NCCL needs a GPU of its "
-                         "own for each rank (start at most %d ranks per node)",
-                         local_count, host, n, n == 1 ? "" : "s", n);
+                         "own for each rank (start at most %d rank%s per node)",
+                         local_count, host, n, n == 1 ? "" : "s", n, n == 1 ? "" : "s");
     *dev = local % n;
     if ((e = cudaSetDevice(*dev)) != cudaSuccess)
         return ss_errorf(SS_ERR_IO, "SUBSCOPE_DIST=nccl: rank %d (host %s): cudaSetDevice(%d) failed: %s", rank, host, *dev,
