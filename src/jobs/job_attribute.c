@@ -128,6 +128,8 @@ static ss_status attribute(const ss_attribute_job *job, ss_comm *comm) {
     if (method != A_IG && job->stats) return ss_errorf(SS_ERR_ARG, "--stats (a mean baseline) is used by --method ig only");
     if (!job->sites || !*job->sites) return ss_errorf(SS_ERR_ARG, "--sites is required");
 
+    if (job->run.pipeline > 1)
+        return ss_errorf(SS_ERR_UNSUPPORTED, "attribute: --pipeline is implemented for forward and collect only");
     if ((st = ss_run_open(&job->run, &run))) return st;
     ss_model *m = run.m;
     const ss_config *cfg = &m->cfg;

@@ -23,6 +23,7 @@
 
 #include "subscope/dist.h"
 #include "subscope/forward.h"
+#include "subscope/gguf_model.h"
 #include "subscope/h5out.h"
 #include "subscope/hash.h"
 #include "subscope/jobs.h"
@@ -452,7 +453,9 @@ ss_status ss_job_collect(const ss_collect_job *job) {
     /* Identity of this run, for checkpoints and the output's provenance. */
     char data_sha[65], cfg_sha[65];
     int64_t data_size, cfg_size;
-    char *cfg_path = ss_path_join(job->run.model_dir, "config.json");
+    /* A GGUF file holds its config: the whole file is the model's identity. */
+    char *cfg_path = ss_model_path_is_gguf(job->run.model_dir) ? ss_strdup(job->run.model_dir)
+                                                               : ss_path_join(job->run.model_dir, "config.json");
     if (!cfg_path) { st = SS_ERR_NOMEM; goto out; }
     st = ss_file_sha256(cfg_path, cfg_sha, &cfg_size);
     free(cfg_path);
@@ -483,6 +486,7 @@ ss_status ss_job_collect(const ss_collect_job *job) {
     ss_progress_fn progress = rank == 0 ? job->progress : NULL;
     if ((st = ss_run_place(&run, &job->run))) goto out;
     const int64_t B = run.B, T = run.T;
+    const int piped = m->pipe != NULL;
     ss_forward_opts fo = {.want = want, .hook = add_rows, .hook_ctx = &c, .logits = SS_LOGITS_NONE, .read_only = 1};
     if (!c.be->host_memory && c.be->moments_chunk) {
         int64_t wmax = 0;
@@ -503,8 +507,9 @@ ss_status ss_job_collect(const ss_collect_job *job) {
      * prompts, as in one process; each rank takes a block of whole batches. */
     for (int64_t r0 = done, r1; r0 < p->n; r0 = r1) {
         r1 = job->checkpoint_every > 0 && job->checkpoint_every < p->n - r0 ? r0 + job->checkpoint_every : p->n;
-        int64_t lo, hi;
-        ss_comm_shard(r1 - r0, B, rank, size, &lo, &hi);
+        /* A pipeline's stages all run every batch, each its own blocks. */
+        int64_t lo = 0, hi = r1 - r0;
+        if (!piped) ss_comm_shard(r1 - r0, B, rank, size, &lo, &hi);
         for (int64_t b0 = r0 + lo, nb; b0 < r0 + hi; b0 += nb) {
             nb = r0 + hi - b0 < B ? r0 + hi - b0 : B;
             ss_packing pk;
@@ -512,18 +517,20 @@ ss_status ss_job_collect(const ss_collect_job *job) {
             c.group_of = grouping ? group_of + b0 : NULL;
             if ((st = ss_forward(m, c.be, run.packed, &pk, &fo, NULL))) goto out;
             /* Rank 0 sees only its own block: it reports the round as going at its pace. */
-            int64_t est = r0 + (b0 + nb - r0 - lo) * size;
+            int64_t est = piped ? b0 + nb : r0 + (b0 + nb - r0 - lo) * size;
             if (progress && est < r1) progress(job->progress_ctx, est, p->n);
         }
         if (size > 1 && (st = merge_ranks(&c, comm))) goto out;
         if (progress) progress(job->progress_ctx, r1, p->n);
         if (rank == 0 && job->checkpoint_every > 0 && r1 < p->n && (st = write_checkpoint(&c, ckpt, id, r1))) goto out;
     }
+    if (piped && rank != 0 && (st = ss_pipeline_report(m, 0, NULL, 0))) goto out;
     if (rank != 0) goto out; /* rank 0 writes the result */
 
     if ((st = ss_h5_create(job->out, &h))) goto out;
     if ((st = ss_h5_set_deflate(h, job->compress))) goto out;
     if ((st = ss_write_provenance(h, m, job->command_line, c.be))) goto out;
+    if (piped && (st = ss_pipeline_report(m, 0, h, job->progress != NULL))) goto out;
     if ((st = ss_h5_attr_str(h, "/", "data_path", job->run.input)) || (st = ss_h5_attr_i64(h, "/", "data_size", data_size)) ||
         (st = ss_h5_attr_str(h, "/", "data_sha256", data_sha)) || (st = ss_h5_attr_i64(h, "/", "n_prompts", p->n)) ||
         (st = ss_h5_attr_str(h, "/", "sites", job->sites)) ||

@@ -90,6 +90,8 @@ ss_status ss_job_patch(const ss_patch_job *job) {
     if (!logitdiff && strcmp(metric, "loss")) return ss_errorf(SS_ERR_ARG, "--metric must be logitdiff or loss, got '%s'", metric);
 
     if (!job->corrupt) return ss_errorf(SS_ERR_ARG, "--corrupt FILE is required");
+    if (job->run.pipeline > 1)
+        return ss_errorf(SS_ERR_UNSUPPORTED, "patch: --pipeline is implemented for forward and collect only");
     if ((st = ss_run_open(&job->run, &clean))) return st;
     const ss_config *cfg = &clean.m->cfg;
     const int64_t N = clean.p->n, V = cfg->vocab_size, T = clean.T;
