@@ -40,9 +40,12 @@ static int run_info_dist(cli_cmd *cmd) {
     else snprintf(dev, sizeof dev, "%s (%s)", be->name, be->description);
     if (be) ss_backend_close(be);
     const char *cvd = getenv("CUDA_VISIBLE_DEVICES");
-    char line[800];
-    snprintf(line, sizeof line, "rank %-4d host %s  pid %ld  threads %d  device %s%s%s\n", rank, ss_comm_host(c, rank),
-             (long)getpid(), ss_num_threads(), dev, cvd ? "  CUDA_VISIBLE_DEVICES=" : "", cvd ? cvd : "");
+    char line[1000];
+    /* A device communicator (nccl) names the GPU its messages go through. */
+    const char *cdev = ss_comm_device_name(c, rank);
+    snprintf(line, sizeof line, "rank %-4d host %s  pid %ld  threads %d  device %s%s%s%s%s\n", rank, ss_comm_host(c, rank),
+             (long)getpid(), ss_num_threads(), dev, *cdev ? "  comm-device " : "", cdev, cvd ? "  CUDA_VISIBLE_DEVICES=" : "",
+             cvd ? cvd : "");
     char *all = NULL;
     size_t *counts = rank == 0 ? calloc((size_t)size, sizeof *counts) : NULL;
     if (rank == 0 && !counts) return cli_fail(cmd, ss_comm_check(c, ss_errorf(SS_ERR_NOMEM, "out of memory")));
