@@ -31,7 +31,7 @@ typedef struct ss_run_opts {
     int wdtype;                 /* SS_WDTYPE_F32 or SS_WDTYPE_BF16 matrix products */
     /* Pipeline parallelism: the model's blocks split over this many ranks
      * (all of the communicator's), each loading only its own (0 or 1: none).
-     * Honoured by forward, collect, ablate, attribute and patch (not trace). */
+     * Honoured by every job that runs the model. */
     int pipeline;
     int64_t max_memory;         /* > 0: refuse to hold more bytes of weights than this per rank */
     /* Leave the prompts untokenized (T = 0, no packing buffer): the job calls
@@ -60,6 +60,11 @@ ss_status ss_run_open(const ss_run_opts *o, ss_run *r);
 int ss_model_computes_site(const ss_model *m, const ss_site *s);
 /* The pipeline stage that computes site s (0 without a pipeline). */
 int ss_model_stage_of(const ss_model *m, const ss_site *s);
+/* The model for a job: whole, or with pipeline > 1 this rank's stage of it
+ * (ss_model_load_layers + ss_model_set_pipeline over the process's
+ * communicator, which must have exactly `pipeline` ranks); max_memory > 0
+ * refuses more bytes of weights than that. */
+ss_status ss_model_open_stage(const char *model_dir, int pipeline, int64_t max_memory, ss_model **out);
 /* Tokenizes (and checks) prompts [first, end) of a run opened with
  * lazy_tokenize; T grows to their longest and the packing buffer with it. */
 ss_status ss_run_tokenize(ss_run *r, const ss_run_opts *o, int64_t first, int64_t end);
@@ -233,6 +238,8 @@ typedef struct ss_trace_job {
     const char *out;              /* HDF5 (NULL: table only) */
     const char *device;
     int tf32, wdtype;
+    int pipeline;                 /* stages (ss_run_opts.pipeline); the last writes and prints */
+    int64_t max_memory;
     const char *command_line;
     FILE *table;
 } ss_trace_job;

@@ -1,6 +1,7 @@
 #include <stdio.h>
 
 #include "cli.h"
+#include "subscope/dist.h"
 #include "subscope/jobs.h"
 
 static cli_opt trace_opts[] = {
@@ -13,6 +14,7 @@ static cli_opt trace_opts[] = {
     {.name = "device", .metavar = "DEV", .help = "cpu, cuda, cuda:N or auto (default auto)"},
     {.name = "dtype", .metavar = "T", .help = "float32 (default) or bfloat16 matrix products"},
     {.name = "tf32", .metavar = NULL, .help = "allow TF32 tensor-core math for float32 products on GPUs"},
+    CLI_PIPELINE_OPTIONS,
     {0},
 };
 
@@ -29,11 +31,17 @@ static int run_trace(cli_cmd *cmd) {
         .command_line = cli_command_line(),
         .table = stdout,
     };
-    if (cli_require(cmd, "model") || cli_require(cmd, "prompt") || cli_require(cmd, "submodels") || cli_dtype(cmd, &j.wdtype))
+    int64_t pipe = 1;
+    if (cli_require(cmd, "model") || cli_require(cmd, "prompt") || cli_require(cmd, "submodels") || cli_dtype(cmd, &j.wdtype) ||
+        cli_int(cmd, "pipeline", 1, 4096, 1, &pipe) || cli_bytes(cmd, "max-memory", &j.max_memory))
         return 1;
+    j.pipeline = (int)pipe;
     ss_status st = ss_job_trace(&j);
     if (st) return cli_fail(cmd, st);
     fflush(stdout);
+    ss_comm *comm;
+    /* With --pipeline the last stage wrote the file and the table. */
+    if (j.pipeline > 1 && ss_comm_world(&comm) == SS_OK && ss_comm_rank(comm) != ss_comm_size(comm) - 1) return 0;
     if (j.out) fprintf(stderr, "wrote %s\n", j.out);
     return 0;
 }

@@ -16,6 +16,7 @@
 
 #include "subscope/backward.h"
 #include "subscope/h5out.h"
+#include "subscope/dist.h"
 #include "subscope/jobs.h"
 #include "subscope/masks.h"
 #include "subscope/util.h"
@@ -66,7 +67,19 @@ static void print_token(FILE *f, const ss_tokenizer *tok, int32_t id, int width)
     fprintf(f, "%-*s", width, buf);
 }
 
+static ss_status trace(const ss_trace_job *job);
+
+/* With --pipeline every stage runs the same passes on its own blocks; the
+ * per-sub-model sums are added over the stages, and the last stage (which
+ * has the logits) writes and prints. An error on any stage stops them all. */
 ss_status ss_job_trace(const ss_trace_job *job) {
+    if (job->pipeline <= 1) return trace(job);
+    ss_comm *comm;
+    SS_TRY(ss_comm_world(&comm));
+    return ss_comm_check(comm, trace(job));
+}
+
+static ss_status trace(const ss_trace_job *job) {
     if (!job->prompt || !*job->prompt) return ss_errorf(SS_ERR_ARG, "--prompt is required");
     if (!job->submodels) return ss_errorf(SS_ERR_ARG, "--submodels FILE is required");
     ss_backend *be = NULL;
@@ -85,8 +98,10 @@ ss_status ss_job_trace(const ss_trace_job *job) {
     ss_status st;
     ss_backend_opts bo = {.tf32 = job->tf32};
     if ((st = ss_backend_open(job->device, &bo, &be))) return st;
-    if ((st = ss_model_load(job->model_dir, &m))) goto out;
+    if ((st = ss_model_open_stage(job->model_dir, job->pipeline, job->max_memory, &m))) goto out;
     const ss_config *cfg = &m->cfg;
+    ss_comm *comm = m->pipe; /* NULL: one process */
+    const int last_stage = m->end_layer == cfg->n_layer;
     const int64_t V = cfg->vocab_size;
     ns = ss_sites_count(cfg);
     if (!m->tok) { st = ss_errorf(SS_ERR_ARG, "%s has no tokenizer; trace needs one", job->model_dir); goto out; }
@@ -159,7 +174,7 @@ ss_status ss_job_trace(const ss_trace_job *job) {
     attrib = ss_calloc((size_t)(n * n_masks), sizeof(double), "attribution");
     delta = ss_malloc((size_t)(n * n_masks) * sizeof(double), "ablation");
     if (!preds || !lp_clean || !activity || !attrib || !delta) { st = SS_ERR_NOMEM; goto out; }
-    for (int64_t t = 0; t < n; t++) {
+    for (int64_t t = 0; t < n && last_stage; t++) {
         const float *row = lg + t * V;
         int32_t best = 0;
         for (int64_t v = 1; v < V; v++)
@@ -167,6 +182,13 @@ ss_status ss_job_trace(const ss_trace_job *job) {
         preds[t] = t == n - 1 && answer >= 0 ? answer : best;
         lp_clean[t] = logprob(row, V, preds[t]);
     }
+    /* Every stage needs the predictions: they are the attribution's targets. */
+    if (comm && ((st = ss_comm_bcast(comm, preds, (size_t)n * sizeof *preds, m->n_stages - 1)) ||
+                 (st = ss_comm_bcast(comm, lp_clean, (size_t)n * sizeof *lp_clean, m->n_stages - 1))))
+        goto out;
+    /* Sums and counts first (a pipeline stage has only its own sites'), then the means. */
+    double *act_cnt = ss_calloc((size_t)(n * n_masks), sizeof(double), "activity");
+    if (!act_cnt) { st = SS_ERR_NOMEM; goto out; }
     for (int k = 0; k < n_masks; k++) {
         const ss_mask *mk = &masks[k];
         for (int64_t t = 0; t < n; t++) {
@@ -175,6 +197,7 @@ ss_status ss_job_trace(const ss_trace_job *job) {
             for (int q = 0; q < mk->n_targets; q++) {
                 ss_site s;
                 ss_site_get(cfg, mk->targets[q].site_id, &s);
+                if (!ss_model_computes_site(m, &s)) continue;
                 const float *row = acts.rows[s.id] + t * s.width;
                 int64_t nu = mk->targets[q].n_units ? mk->targets[q].n_units : s.width;
                 for (int64_t j = 0; j < nu; j++) {
@@ -184,9 +207,17 @@ ss_status ss_job_trace(const ss_trace_job *job) {
                     sum += a, cnt++;
                 }
             }
-            activity[t * n_masks + k] = cnt ? sum / (double)cnt : NAN;
+            activity[t * n_masks + k] = sum;
+            act_cnt[t * n_masks + k] = (double)cnt;
         }
     }
+    if (comm && ((st = ss_comm_allreduce_f64(comm, activity, (size_t)(n * n_masks))) ||
+                 (st = ss_comm_allreduce_f64(comm, act_cnt, (size_t)(n * n_masks))))) {
+        free(act_cnt);
+        goto out;
+    }
+    for (int64_t q = 0; q < n * n_masks; q++) activity[q] = act_cnt[q] > 0 ? activity[q] / act_cnt[q] : NAN;
+    free(act_cnt);
 
     /* Attribution: the prefixes of lengths 1..n as one batch, each scored on its own prediction. */
     {
@@ -211,6 +242,7 @@ ss_status ss_job_trace(const ss_trace_job *job) {
                 for (int q = 0; q < mk->n_targets; q++) {
                     ss_site si;
                     ss_site_get(cfg, mk->targets[q].site_id, &si);
+                    if (!ss_model_computes_site(m, &si)) continue;
                     int64_t nu = mk->targets[q].n_units ? mk->targets[q].n_units : si.width;
                     for (int64_t t = 0; t <= s; t++) {
                         if (!in_positions(mk, t)) continue;
@@ -224,6 +256,7 @@ ss_status ss_job_trace(const ss_trace_job *job) {
                 attrib[s * n_masks + k] = sum;
             }
         }
+        if (comm && (st = ss_comm_allreduce_f64(comm, attrib, (size_t)(n * n_masks)))) goto out;
     }
 
     /* Ablation: one masked pass per sub-model gives every position at once. */
@@ -240,8 +273,9 @@ ss_status ss_job_trace(const ss_trace_job *job) {
         st = ss_forward(m, be, tok, &pk, &fo, &lgm);
         free(mw);
         if (st) goto out;
-        for (int64_t t = 0; t < n; t++) delta[t * n_masks + k] = logprob(lgm + t * V, V, preds[t]) - lp_clean[t];
+        for (int64_t t = 0; t < n && lgm; t++) delta[t * n_masks + k] = logprob(lgm + t * V, V, preds[t]) - lp_clean[t];
     }
+    if (!last_stage) goto out; /* the last stage has the ablation deltas: it writes and prints */
 
     if (job->out) {
         if ((st = ss_h5_create(job->out, &h))) goto out;

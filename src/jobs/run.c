@@ -12,10 +12,15 @@
 #include "subscope/jobs.h"
 #include "subscope/util.h"
 
-/* The whole model, or with --pipeline P this rank's stage of it. */
 static ss_status load_model(const ss_run_opts *o, ss_run *r) {
+    return ss_model_open_stage(o->model_dir, o->pipeline, o->max_memory, &r->m);
+}
+
+ss_status ss_model_open_stage(const char *model_dir, int pipeline, int64_t max_memory, ss_model **out) {
+    ss_run_opts oo = {.model_dir = model_dir, .pipeline = pipeline, .max_memory = max_memory}, *o = &oo;
     ss_comm *comm = NULL;
     int first = 0, end = -1;
+    *out = NULL;
     if (o->pipeline > 1) {
         SS_TRY(ss_comm_world(&comm));
         if (ss_comm_size(comm) != o->pipeline)
@@ -35,14 +40,20 @@ static ss_status load_model(const ss_run_opts *o, ss_run *r) {
             return ss_errorf(SS_ERR_ARG, "--pipeline %d: the model has only %lld blocks", o->pipeline, (long long)cfg.n_layer);
         ss_model_stage_layers(cfg.n_layer, ss_comm_rank(comm), o->pipeline, &first, &end);
     }
-    SS_TRY(ss_model_load_layers(o->model_dir, first, end, &r->m));
-    if (comm) SS_TRY(ss_model_set_pipeline(r->m, comm));
-    const int64_t bytes = ss_model_weight_bytes(r->m);
-    if (o->max_memory > 0 && bytes > o->max_memory)
-        return ss_errorf(SS_ERR_NOMEM, "%s: blocks %d..%d hold %.1f MiB of weights, more than --max-memory %.1f MiB%s",
-                         o->model_dir, r->m->first_layer, r->m->end_layer - 1, (double)bytes / 1048576.0,
-                         (double)o->max_memory / 1048576.0,
-                         o->pipeline > 1 ? "; use more pipeline stages" : "; split the model with --pipeline P");
+    ss_model *m = NULL;
+    SS_TRY(ss_model_load_layers(o->model_dir, first, end, &m));
+    ss_status st = comm ? ss_model_set_pipeline(m, comm) : SS_OK;
+    const int64_t bytes = ss_model_weight_bytes(m);
+    if (!st && o->max_memory > 0 && bytes > o->max_memory)
+        st = ss_errorf(SS_ERR_NOMEM, "%s: blocks %d..%d hold %.1f MiB of weights, more than --max-memory %.1f MiB%s",
+                       o->model_dir, m->first_layer, m->end_layer - 1, (double)bytes / 1048576.0,
+                       (double)o->max_memory / 1048576.0,
+                       o->pipeline > 1 ? "; use more pipeline stages" : "; split the model with --pipeline P");
+    if (st) {
+        ss_model_free(m);
+        return st;
+    }
+    *out = m;
     return SS_OK;
 }
 

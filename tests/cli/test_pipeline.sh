@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Pipeline parallelism (--pipeline P, docs/DISTRIBUTED.md): the model's blocks split over P
-# ranks, each loading only its own. forward, collect, ablate, attribute and patch with 2 and 3 stages
+# ranks, each loading only its own. Every job (forward, collect, ablate, attribute, patch, trace) with 2 and 3 stages
 # against one process (bit for bit: every stage runs the same batches through the same code),
 # GPT-2 and Llama; checkpoints and --resume across stage counts; --max-memory (a model that does not fit
 # one rank runs split in two); a stage that hangs stops the job naming it; the refusals.
@@ -104,6 +104,22 @@ if $MPI -np 2 "$SUBSCOPE" patch "${pa[@]}" --pipeline 2 --out "$TMP/pa2.h5" >"$T
     expect_ok "patch --per position --pipeline 2 = one process, bit for bit" "$H5CMP" --quiet --atol 0 --rtol 0 \
         --only /effect --only /patched_metric --only /clean_metric --only /corrupt_metric "$TMP/pa1.h5" "$TMP/pa2.h5"
 else fail "patch --pipeline 2 runs" "$(tail -3 "$TMP/pa.log")"; fi
+
+# trace: every stage runs the same passes; activity and attribution are summed over the stages
+# (a sub-model spanning blocks 0 and 3 lies on two); the last stage writes and prints.
+"$SUBSCOPE" collect --model $M --input $P --sites 'blocks.*.mlp.hook_post,blocks.*.attn.hook_z' --stats mean --out "$TMP/tst.h5" 2>/dev/null
+cp data/demo_submodels.jsonl "$TMP/sub.jsonl"
+echo '{"name": "across", "sites": [{"site": "blocks.0.mlp.hook_post", "units": [1, 2]}, {"site": "blocks.3.attn.hook_z", "heads": [0]}], "mode": "zero"}' >>"$TMP/sub.jsonl"
+tr=(--model $M --prompt 'The cat says' --answer ' meow' --submodels "$TMP/sub.jsonl" --stats "$TMP/tst.h5")
+"$SUBSCOPE" trace "${tr[@]}" --out "$TMP/tr1.h5" >"$TMP/tr1.txt" 2>/dev/null
+if $MPI -np 3 "$SUBSCOPE" trace "${tr[@]}" --pipeline 3 --out "$TMP/tr3.h5" >"$TMP/tr3.txt" 2>"$TMP/tr3.err"; then
+    # one-stage sub-models bit for bit; the one over two stages adds its stages' sums in another order
+    if "$H5CMP" --quiet --atol 1e-6 --rtol 1e-6 --only /submodels --only /prediction --only /tokens "$TMP/tr1.h5" "$TMP/tr3.h5" >/dev/null 2>&1 &&
+       "$H5CMP" --quiet --atol 0 --rtol 0 --only /submodels/mlp1_units --only /submodels/mlp2_half --only /submodels/l2_head1 "$TMP/tr1.h5" "$TMP/tr3.h5" >/dev/null 2>&1 &&
+       [ "$(grep -c '|' "$TMP/tr3.txt")" = "$(grep -c '|' "$TMP/tr1.txt")" ]; then
+        pass "trace --pipeline 3 = one process (sub-models on one stage bit for bit, one across two within 1e-6), one table"
+    else fail "trace --pipeline 3 vs one process" "$("$H5CMP" --quiet --atol 0 --rtol 0 "$TMP/tr1.h5" "$TMP/tr3.h5" 2>&1 | head -3)"; fi
+else fail "trace --pipeline 3 runs" "$(tail -3 "$TMP/tr3.err")"; fi
 
 # Checkpoints: a 2-stage run checkpoints; 3 stages resume what one process left.
 for i in $(seq 1 20); do cat $P; done >"$TMP/big.jsonl"
