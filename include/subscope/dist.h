@@ -85,6 +85,55 @@ ss_status ss_comm_check(ss_comm *c, ss_status st);
  * last unit may be short. */
 void ss_comm_shard(int64_t n, int64_t unit, int rank, int size, int64_t *lo, int64_t *hi);
 
+/* ---- NCCL (GPU ranks), device buffers and rendezvous files ------------------
+ * (src/dist/comm_nccl.c, src/dist/rendezvous.c; docs/DISTRIBUTED.md "NCCL")
+ *
+ * SUBSCOPE_DIST=nccl makes ss_comm_open return the NCCL communicator: one CUDA
+ * device per rank, every message staged through that device; the NCCL unique
+ * id travels over MPI when a launcher started the job and this build has MPI,
+ * else through a rendezvous file (SUBSCOPE_NCCL_RENDEZVOUS=DIR, Slurm's
+ * environment). Every call above keeps its meaning and its timeout. */
+
+/* The CUDA device this rank's communicator moves data through (-1: host
+ * memory, the single and MPI communicators). */
+int ss_comm_device(const ss_comm *c);
+/* Any rank's device, e.g. "cuda:0 NVIDIA H100 80GB HBM3 (PCI 0000:19:00.0)";
+ * "" on host communicators, "?" for a rank that does not exist. */
+const char *ss_comm_device_name(const ss_comm *c, int rank);
+
+typedef enum { SS_COMM_F32 = 0, SS_COMM_F64 = 1 } ss_comm_dtype;
+/* Element-wise sum over ranks of n values, in place on every rank, for jobs
+ * that keep partial sums where they compute: buf is memory of ss_comm_device
+ * (device memory on nccl, host memory on single and MPI), so a job has one
+ * code path. The values are added on rank 0 in rank order in float64 (fp32
+ * rounded once at the end), so every run gives the same bits on every
+ * backend. Work that writes buf on another stream must be complete. */
+ss_status ss_comm_allreduce_dev(ss_comm *c, void *buf, size_t n, ss_comm_dtype type);
+
+/* Rendezvous files on shared storage: rank 0 publishes a few opaque bytes
+ * (the NCCL unique id) as DIR/KEY.ncclid, written under a temporary name and
+ * renamed, so a reader sees all of it or nothing; the other ranks poll for it.
+ * The file records the key and the number of ranks: a file left by another
+ * job (or another try of this one) is never accepted. */
+#define SS_RENDEZVOUS_MAX 4096
+typedef struct {
+    int rank, size, local_rank;
+    char key[160]; /* "slurm-JOB.STEP.rRESTART[.pPORT]": unique to one srun */
+} ss_rendezvous_env;
+/* Rank, size, local rank and key from Slurm's task environment (SLURM_PROCID,
+ * SLURM_NTASKS or SLURM_STEP_NUM_TASKS, SLURM_LOCALID, SLURM_JOB_ID,
+ * SLURM_STEP_ID, SLURM_RESTART_COUNT, SLURM_SRUN_COMM_PORT). */
+ss_status ss_rendezvous_env_slurm(ss_rendezvous_env *e);
+/* DIR/KEY.ncclid (malloc'd). */
+char *ss_rendezvous_path(const char *dir, const char *key);
+ss_status ss_rendezvous_publish(const char *dir, const char *key, int nranks, const void *data, size_t n);
+/* Waits up to timeout seconds for the file of key and nranks, and copies its
+ * n bytes to data; the error names the file and what was wrong with it. */
+ss_status ss_rendezvous_wait(const char *dir, const char *key, int nranks, void *data, size_t n, double timeout);
+/* Removes the file (no error if it is gone). */
+void ss_rendezvous_remove(const char *dir, const char *key);
+/* ---- end of the NCCL block ---- */
+
 #ifdef __cplusplus
 }
 #endif

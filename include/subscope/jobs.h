@@ -10,6 +10,8 @@
 #include "subscope/model.h"
 #include "subscope/prompts.h"
 
+struct ss_h5;
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -27,6 +29,15 @@ typedef struct ss_run_opts {
     struct ss_backend *backend; /* if set, used instead of `device` (the caller keeps it) */
     int tf32;                   /* allow TF32 for float32 products on GPUs */
     int wdtype;                 /* SS_WDTYPE_F32 or SS_WDTYPE_BF16 matrix products */
+    /* Pipeline parallelism: the model's blocks split over this many ranks
+     * (all of the communicator's), each loading only its own (0 or 1: none).
+     * Honoured by forward, collect, ablate, attribute and patch (not trace). */
+    int pipeline;
+    int64_t max_memory;         /* > 0: refuse to hold more bytes of weights than this per rank */
+    /* Leave the prompts untokenized (T = 0, no packing buffer): the job calls
+     * ss_run_tokenize for the prompts it will run, so that data-parallel
+     * ranks do not each tokenize the whole input. */
+    int lazy_tokenize;
 } ss_run_opts;
 
 /* The backend, model and tokenized prompts of a run, and one batch's packing. */
@@ -43,6 +54,21 @@ typedef struct ss_run {
 /* Opens the backend, loads the model and reads and tokenizes the prompts;
  * the weights are not placed yet, so a job can check its other inputs first. */
 ss_status ss_run_open(const ss_run_opts *o, ss_run *r);
+/* 1 if this process computes site s: always, except on a pipeline stage
+ * that does not run its block (the embeddings belong to the first stage,
+ * the final norm to the last). */
+int ss_model_computes_site(const ss_model *m, const ss_site *s);
+/* The pipeline stage that computes site s (0 without a pipeline). */
+int ss_model_stage_of(const ss_model *m, const ss_site *s);
+/* Tokenizes (and checks) prompts [first, end) of a run opened with
+ * lazy_tokenize; T grows to their longest and the packing buffer with it. */
+ss_status ss_run_tokenize(ss_run *r, const ss_run_opts *o, int64_t first, int64_t end);
+/* With --pipeline: every stage's blocks and busy/waiting seconds go to rank
+ * root, which stores them as root attributes of h (when non-NULL:
+ * pipeline_first_block, pipeline_busy_seconds, pipeline_wait_seconds,
+ * pipeline_bubble_fraction) and, with print, reports them on stderr.
+ * Every rank calls it; a no-op without a pipeline. */
+ss_status ss_pipeline_report(const ss_model *m, int root, struct ss_h5 *h, int print);
 /* Places the weights on the run's backend (ss_model_place). */
 ss_status ss_run_place(ss_run *r, const ss_run_opts *o);
 /* Packs prompts [b0, b0+nb) into the batch buffers and describes them in pk. */

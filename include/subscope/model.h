@@ -57,10 +57,35 @@ typedef struct ss_model {
     char weight_dtypes[64];         /* e.g. "F32" or "F16" as found in the files */
     float **owned;                  /* converted buffers we must free */
     size_t n_owned;
+    /* The blocks whose weights were loaded: [0, n_layer) unless the model
+     * was loaded for one stage of a pipeline (ss_model_load_layers); the
+     * embeddings come with block 0, the final norm and lm_head with the last. */
+    int first_layer, end_layer;
+    /* Pipeline parallelism (ss_model_set_pipeline): stage `stage` of
+     * n_stages runs blocks [first_layer, end_layer), receives the residual
+     * stream from stage - 1 and sends it to stage + 1 through pipe; only the
+     * last stage produces logits. NULL: the whole model in this process. */
+    struct ss_comm *pipe;
+    int stage, n_stages;
+    double pipe_wait_s, pipe_busy_s; /* seconds waiting for / running this stage's part */
 } ss_model;
 
-/* Loads config.json, the weights and (optionally) the tokenizer from dir. */
+/* Loads config.json, the weights and (optionally) the tokenizer from dir, or
+ * all three from a llama-architecture GGUF file when dir ends in ".gguf". */
 ss_status ss_model_load(const char *dir, ss_model **out);
+/* The same with only blocks [first, end) (and the embeddings or the head
+ * when the range touches the first or last block): one pipeline stage's
+ * weights. end < 0 means n_layer. */
+ss_status ss_model_load_layers(const char *dir, int first, int end, ss_model **out);
+/* Makes m one stage of a pipeline over the ranks of comm (rank = stage);
+ * m must hold exactly the blocks ss_model_stage_layers assigns to it. */
+ss_status ss_model_set_pipeline(ss_model *m, struct ss_comm *comm);
+/* Blocks [*first, *end) of stage `stage` of n_stages: contiguous, in order,
+ * as even as the layer count allows. */
+void ss_model_stage_layers(int64_t n_layer, int stage, int n_stages, int *first, int *end);
+/* Bytes of weights this process holds in host memory as fp32 (what
+ * --max-memory limits). */
+int64_t ss_model_weight_bytes(const ss_model *m);
 void ss_model_free(ss_model *m);
 /* Makes the weights available to backend be with matrices in wdtype
  * (SS_WDTYPE_F32 or SS_WDTYPE_BF16): a no-op for float32 on a host-memory

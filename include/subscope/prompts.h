@@ -38,6 +38,9 @@ ss_status ss_prompts_from_text(const char *text, ss_prompts **out);
  * in which case they keep their first max_len tokens. */
 ss_status ss_prompts_tokenize(ss_prompts *p, const ss_tokenizer *tok, int64_t vocab_size, int64_t max_len,
                               int truncate, int64_t *n_truncated);
+/* The same for prompts [first, end) only (already tokenized ones are checked again). */
+ss_status ss_prompts_tokenize_range(ss_prompts *p, const ss_tokenizer *tok, int64_t vocab_size, int64_t max_len,
+                                    int truncate, int64_t first, int64_t end, int64_t *n_truncated);
 void ss_prompts_free(ss_prompts *p);
 
 #ifdef __cplusplus

@@ -52,6 +52,14 @@ void ss_weights_free(ss_weights *w);
 size_t ss_weights_count(const ss_weights *w);
 const ss_tensor_info *ss_weights_at(const ss_weights *w, size_t i);
 const ss_tensor_info *ss_weights_find(const ss_weights *w, const char *name);
+/* An empty in-memory set of weights, filled with ss_weights_add_f32 (a model
+ * converted from another format, e.g. GGUF). */
+ss_status ss_weights_new(ss_weights **out);
+/* Adds an F32 tensor of the given shape; takes ownership of data (malloc'd; it
+ * is freed by ss_weights_free, or at once if adding fails: a duplicate name or
+ * a bad shape). file names the tensor's source in messages. */
+ss_status ss_weights_add_f32(ss_weights *w, const char *name, int ndim, const int64_t *shape, float *data,
+                             const char *file);
 /* Copies a tensor into fp32 (converting F16/BF16/F64), after checking that its
  * element count equals n. dst must hold n floats. */
 ss_status ss_tensor_to_f32(const ss_tensor_info *t, float *dst, size_t n);

@@ -12,11 +12,28 @@ int ss_backend_has_cuda(void) {
 #endif
 }
 
+int ss_local_rank(void) {
+    /* Open MPI, Slurm, MPICH/Intel MPI, in that order. */
+    static const char *const vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"};
+    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {
+        const char *v = getenv(vars[i]);
+        char *end;
+        long r = v ? strtol(v, &end, 10) : -1;
+        if (v && *v && !*end && r >= 0 && r < 65536) return (int)r;
+    }
+    return 0;
+}
+
+int ss_device_for_rank(int local_rank, int n_devices) { return n_devices > 0 ? local_rank % n_devices : 0; }
+
 ss_status ss_backend_open(const char *spec, const ss_backend_opts *opts, ss_backend **out) {
     *out = NULL;
+    /* "cuda" and "auto" without a number: the GPU of this process's rank on
+     * its node, so that ranks started together do not all share cuda:0. */
     if (!spec || !*spec || !strcmp(spec, "auto")) {
 #ifdef SS_HAVE_CUDA
-        if (ss_cuda_device_count() > 0) return ss_backend_cuda_open(0, opts, out);
+        const int n = ss_cuda_device_count();
+        if (n > 0) return ss_backend_cuda_open(ss_device_for_rank(ss_local_rank(), n), opts, out);
 #endif
         *out = (ss_backend *)ss_backend_cpu();
         return SS_OK;
@@ -27,6 +44,9 @@ ss_status ss_backend_open(const char *spec, const ss_backend_opts *opts, ss_back
     }
     if (!strncmp(spec, "cuda", 4) && (spec[4] == 0 || spec[4] == ':')) {
         int dev = 0;
+#ifdef SS_HAVE_CUDA
+        if (!spec[4]) dev = ss_device_for_rank(ss_local_rank(), ss_cuda_device_count());
+#endif
         if (spec[4] == ':') {
             char *end;
             long v = strtol(spec + 5, &end, 10);

@@ -328,6 +328,9 @@ static ss_status cpu_rmsnorm(const ss_backend *be, float *out, const float *x, c
 
 static ss_status cpu_rope(const ss_backend *be, float *x, int64_t ld, int64_t rows, int64_t n_heads, int64_t dh,
                           const int32_t *pos, const float *inv_freq, int inverse) {
+    if (dh < 2 || dh % 2 || ld < n_heads * dh)
+        return ss_errorf(SS_ERR_ARG, "cpu: rope: d_head %lld must be even and rows of %lld floats must hold %lld heads",
+                         (long long)dh, (long long)ld, (long long)n_heads);
     const int64_t half = dh / 2;
     for (int64_t r = 0; r < rows; r++) {
         const float p = (float)pos[r];

@@ -295,10 +295,33 @@ static ss_status cu_add(const ss_backend *be, float *out, const float *a, const 
 
 static ss_status cu_embed(const ss_backend *be, float *tok_out, float *pos_out, const int32_t *tokens,
                           const int32_t *pos, const void *wte, const void *wpe, int wdtype, int64_t n, int64_t d) {
-    /* Ids were validated by the forward pass; the vocabulary bound only guards the kernel. */
-    KL(ss_cuda_embed(tok_out, pos_out, NULL, tokens, pos, wte, wpe, wdtype, INT32_MAX, INT32_MAX, n, d,
+    /* Ids were validated by the forward pass; the vocabulary bound only guards the kernel.
+     * Without a position table (rotary models) only the token rows are written. */
+    KL(ss_cuda_embed(tok_out, wpe ? pos_out : NULL, NULL, tokens, pos, wte, wpe, wdtype, INT32_MAX, INT32_MAX, n, d,
                      IMPL(be)->stream),
        "embedding kernel");
+    return SS_OK;
+}
+
+static ss_status cu_rmsnorm(const ss_backend *be, float *out, const float *x, const float *w, int64_t rows, int64_t d,
+                            float eps) {
+    KL(ss_cuda_rmsnorm(out, x, w, SS_CUDA_F32, rows, d, eps, IMPL(be)->stream), "rmsnorm kernel");
+    return SS_OK;
+}
+
+static ss_status cu_rope(const ss_backend *be, float *x, int64_t ld, int64_t rows, int64_t n_heads, int64_t dh,
+                         const int32_t *pos, const float *inv_freq, int inverse) {
+    int rc = ss_cuda_rope(x, ld, rows, n_heads, dh, pos, inv_freq, inverse, IMPL(be)->stream);
+    if (rc == cudaErrorInvalidValue)
+        return ss_errorf(SS_ERR_ARG, "%s: rope: head width %lld (must be even and >= 2) with %lld heads in rows of "
+                         "%lld floats, or no position/frequency buffer", be->name, (long long)dh, (long long)n_heads,
+                         (long long)ld);
+    KL(rc, "rope kernel");
+    return SS_OK;
+}
+
+static ss_status cu_swiglu(const ss_backend *be, float *out, const float *gu, int64_t rows, int64_t dm) {
+    KL(ss_cuda_swiglu(out, gu, rows, dm, IMPL(be)->stream), "swiglu kernel");
     return SS_OK;
 }
 
@@ -306,9 +329,9 @@ static ss_status cu_attention(const ss_backend *be, float *z, const float *q, co
                               int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H,
                               int64_t Hkv, int64_t dh, float scale, float *pattern_out, const int64_t *pattern_off) {
     cuda_impl *c = IMPL(be);
-    if (Hkv != H)
-        return ss_errorf(SS_ERR_UNSUPPORTED, "%s: attention with %lld key/value heads for %lld heads (grouped-query) "
-                         "has no kernel yet", be->name, (long long)Hkv, (long long)H);
+    if (Hkv < 1 || H % Hkv)
+        return ss_errorf(SS_ERR_ARG, "%s: attention: %lld key/value heads do not divide %lld heads", be->name,
+                         (long long)Hkv, (long long)H);
     size_t need = (size_t)(3 * n_seq);
     if (need > c->meta_cap) {
         if (c->meta) cu_release(be, c->meta);
@@ -329,10 +352,10 @@ static ss_status cu_attention(const ss_backend *be, float *z, const float *q, co
     SS_TRY(cu_upload(be, c->meta, c->meta_host, need * sizeof(int64_t)));
     if (pattern_out)
         KL(ss_cuda_attention_pattern(z, pattern_out, q, k, v, ld_qkv, n_seq, c->meta, c->meta + n_seq,
-                                     c->meta + 2 * n_seq, max_len, H, dh, scale, c->stream),
+                                     c->meta + 2 * n_seq, max_len, H, Hkv, dh, scale, c->stream),
            "attention kernel");
     else
-        KL(ss_cuda_attention_flash(z, q, k, v, ld_qkv, n_seq, c->meta, c->meta + n_seq, max_len, H, dh, scale,
+        KL(ss_cuda_attention_flash(z, q, k, v, ld_qkv, n_seq, c->meta, c->meta + n_seq, max_len, H, Hkv, dh, scale,
                                    c->stream),
            "flash attention kernel");
     return SS_OK;
@@ -407,9 +430,9 @@ static ss_status cu_attention_backward(const ss_backend *be, float *dq, float *d
                                        int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len,
                                        int64_t H, int64_t Hkv, int64_t dh, float scale) {
     cuda_impl *c = IMPL(be);
-    if (Hkv != H)
-        return ss_errorf(SS_ERR_UNSUPPORTED, "%s: attention_backward with %lld key/value heads for %lld heads "
-                         "(grouped-query) has no kernel yet", be->name, (long long)Hkv, (long long)H);
+    if (Hkv < 1 || H % Hkv)
+        return ss_errorf(SS_ERR_ARG, "%s: attention_backward: %lld key/value heads do not divide %lld heads", be->name,
+                         (long long)Hkv, (long long)H);
     if (n_seq <= 0 || H <= 0) return SS_OK;
     size_t need = (size_t)(3 * n_seq);
     if (need > c->meta_cap) {
@@ -440,12 +463,27 @@ static ss_status cu_attention_backward(const ss_backend *be, float *dq, float *d
     SS_TRY(cu_workspace(be, (size_t)(2 * half), "attention_backward workspace (probabilities and dS)", &ws));
     SS_TRY(cu_upload(be, c->meta, c->meta_host, need * sizeof(int64_t)));
     int rc = ss_cuda_attention_backward(dq, dk, dv, ld_dqkv, dz, q, k, v, ld_qkv, n_seq, c->meta, c->meta + n_seq,
-                                        c->meta + 2 * n_seq, max_len, H, dh, scale, ws, half, c->stream);
+                                        c->meta + 2 * n_seq, max_len, H, Hkv, dh, scale, ws, half, c->stream);
     if (rc == cudaErrorInvalidValue)
         return ss_errorf(SS_ERR_UNSUPPORTED, "%s: attention_backward: H=%lld dh=%lld ld_qkv=%lld ld_dqkv=%lld is not "
                          "supported (dh <= 256, H <= 65535, row strides >= H*dh)", be->name, (long long)H,
                          (long long)dh, (long long)ld_qkv, (long long)ld_dqkv);
     KL(rc, "attention_backward kernel");
+    return SS_OK;
+}
+
+static ss_status cu_rmsnorm_backward(const ss_backend *be, float *dx, float *dw, const float *dy, const float *x,
+                                     const float *w, int64_t rows, int64_t d, float eps) {
+    float *ws = NULL;
+    if (dw && rows > 0 && d > 0)
+        SS_TRY(cu_workspace(be, (size_t)ss_cuda_rmsnorm_backward_ws(rows), "rmsnorm_backward workspace", &ws));
+    KL(ss_cuda_rmsnorm_backward(dx, dw, dy, x, w, rows, d, eps, ws, IMPL(be)->stream), "rmsnorm_backward kernel");
+    return SS_OK;
+}
+
+static ss_status cu_swiglu_backward(const ss_backend *be, float *dgu, const float *dy, const float *gu, int64_t rows,
+                                    int64_t dm) {
+    KL(ss_cuda_swiglu_backward(dgu, dy, gu, rows, dm, IMPL(be)->stream), "swiglu_backward kernel");
     return SS_OK;
 }
 
@@ -502,10 +540,11 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
         .alloc_host = cu_alloc_host, .release_host = cu_release_host, .copy_rows = cu_copy_rows,
         .memory_stats = cu_memory_stats, .moments_chunk = cu_moments_chunk,
         .matmul = cu_matmul, .layernorm = cu_layernorm, .gelu = cu_gelu, .add = cu_add, .embed = cu_embed,
-        .attention = cu_attention,
+        .attention = cu_attention, .rmsnorm = cu_rmsnorm, .rope = cu_rope, .swiglu = cu_swiglu,
         .zero = cu_zero, .matmul_tn = cu_matmul_tn, .sum_rows = cu_sum_rows,
         .layernorm_backward = cu_layernorm_backward, .gelu_backward = cu_gelu_backward,
-        .attention_backward = cu_attention_backward, .embed_backward = cu_embed_backward,
+        .attention_backward = cu_attention_backward, .rmsnorm_backward = cu_rmsnorm_backward,
+        .swiglu_backward = cu_swiglu_backward, .embed_backward = cu_embed_backward,
         .softmax_xent = cu_softmax_xent,
     };
     struct cudaDeviceProp prop;

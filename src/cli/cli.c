@@ -123,8 +123,39 @@ int cli_run_opts(const cli_cmd *cmd, ss_run_opts *o) {
     o->truncate = cli_flag(cmd, "truncate");
     o->device = cli_get(cmd, "device");
     o->tf32 = cli_flag(cmd, "tf32");
-    return cli_int(cmd, "batch", 1, 1 << 20, 16, &o->batch) || cli_int(cmd, "max-len", 1, 1 << 30, 0, &o->max_len) ||
-           cli_dtype(cmd, &o->wdtype);
+    int64_t pipe = 0;
+    if (cli_int(cmd, "batch", 1, 1 << 20, 16, &o->batch) || cli_int(cmd, "max-len", 1, 1 << 30, 0, &o->max_len) ||
+        cli_dtype(cmd, &o->wdtype) || cli_int(cmd, "pipeline", 1, 4096, 1, &pipe) || cli_bytes(cmd, "max-memory", &o->max_memory))
+        return 1;
+    o->pipeline = (int)pipe;
+    return 0;
+}
+
+int cli_bytes(const cli_cmd *cmd, const char *name, int64_t *out) {
+    const char *v = cli_get(cmd, name);
+    *out = 0;
+    if (!v) return 0;
+    char *end = NULL;
+    errno = 0;
+    double x = strtod(v, &end);
+    double unit = 1;
+    if (end && *end) {
+        switch (*end) {
+        case 'k': case 'K': unit = 1024.0; break;
+        case 'm': case 'M': unit = 1048576.0; break;
+        case 'g': case 'G': unit = 1073741824.0; break;
+        case 't': case 'T': unit = 1099511627776.0; break;
+        default: unit = 0;
+        }
+        if (unit && end[1] && strcmp(end + 1, "B") && strcmp(end + 1, "iB") && strcmp(end + 1, "b")) unit = 0;
+    }
+    if (errno || end == v || !unit || !(x > 0) || x * unit > 9.0e18) {
+        fprintf(stderr, "subscope %s: error: --%s must be a positive size such as 300000000, 512M or 2G, got '%s'\n",
+                cmd->name, name, v);
+        return 1;
+    }
+    *out = (int64_t)(x * unit);
+    return 0;
 }
 
 int cli_require(const cli_cmd *cmd, const char *name) {

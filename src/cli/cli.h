@@ -43,18 +43,24 @@ void cli_set_command_line(int argc, char **argv);
 
 /* Reads --dtype (float32 | bfloat16) into an SS_WDTYPE_ value; prints and returns 1 on error. */
 int cli_dtype(const cli_cmd *cmd, int *wdtype);
+/* A size in bytes with an optional K/M/G/T suffix (powers of 1024); 0 if absent; prints and returns 1 on error. */
+int cli_bytes(const cli_cmd *cmd, const char *name, int64_t *out);
 
 /* The options of every command that runs the model over a prompt file, for
  * its option table, and their reader (--model and --input are required). */
 #define CLI_RUN_OPTIONS                                                                                        \
-    {.name = "model", .metavar = "DIR", .help = "Hugging Face model directory"},                                                     \
+    {.name = "model", .metavar = "DIR", .help = "Hugging Face model directory, or a llama-architecture .gguf file"},                                                     \
     {.name = "input", .metavar = "FILE", .help = "prompts: JSONL ({\"text\": ...} or {\"tokens\": [...]}, optional \"label\") or plain text, one per line"}, \
     {.name = "batch", .metavar = "B", .help = "prompts per forward pass (default 16)"},                                            \
     {.name = "max-len", .metavar = "T", .help = "longest prompt allowed, in tokens (default and maximum: n_positions)"},           \
     {.name = "truncate", .metavar = NULL, .help = "cut prompts longer than --max-len instead of failing"},                          \
-    {.name = "device", .metavar = "DEV", .help = "cpu, cuda, cuda:N or auto (default: auto = cuda:0 if this build has CUDA and a GPU is visible)"}, \
+    {.name = "device", .metavar = "DEV", .help = "cpu, cuda, cuda:N or auto (default: auto = a GPU if this build has CUDA and one is visible; cuda and auto take the GPU of the rank on its node)"}, \
     {.name = "dtype", .metavar = "T", .help = "float32 (default) or bfloat16 matrix products (weights stored in bf16, fp32 accumulation)"}, \
     {.name = "tf32", .metavar = NULL, .help = "allow TF32 tensor-core math for float32 products on GPUs"}
+/* Pipeline parallelism, for the commands that implement it. */
+#define CLI_PIPELINE_OPTIONS                                                                                   \
+    {.name = "pipeline", .metavar = "P", .help = "split the model's blocks over P ranks (mpirun -np P), each loading only its own; stages pass the residual stream batch by batch"}, \
+    {.name = "max-memory", .metavar = "BYTES", .help = "refuse to hold more weights than this per rank (e.g. 512M, 2G): simulates a memory limit"}
 struct ss_run_opts;
 int cli_run_opts(const cli_cmd *cmd, struct ss_run_opts *o);
 

@@ -6,6 +6,7 @@
 
 static cli_opt attribute_opts[] = {
     CLI_RUN_OPTIONS,
+    CLI_PIPELINE_OPTIONS,
     {.name = "sites", .metavar = "GLOBS", .help = "sites to attribute to, e.g. 'blocks.*.mlp.hook_post' ('*' = every per-token site)"},
     {.name = "metric", .metavar = "M", .help = "loss (default: mean next-token cross-entropy), logitdiff (logit(answer) - logit(wrong) at the last token) or logprob (log p(answer))"},
     {.name = "method", .metavar = "M", .help = "gradxact (default: gradient x activation), grad, atp (attribution patching, needs --corrupt) or ig[:STEPS] (integrated gradients, 32 steps)"},

@@ -19,7 +19,7 @@
 /* ---- info ---- */
 
 static cli_opt info_opts[] = {
-    {.name = "model", .metavar = "DIR", .help = "Hugging Face model directory (config.json, *.safetensors, tokenizer.json)"},
+    {.name = "model", .metavar = "DIR", .help = "Hugging Face model directory (config.json, *.safetensors, tokenizer.json) or a llama-architecture .gguf file"},
     {.name = "config", .metavar = "FILE", .help = "plan memory from a config.json alone (no weights needed): parameters, weights per dtype, activations per token"},
     {.name = "tokens", .metavar = "N", .help = "with --config: also the totals for a batch of N tokens (default 16384)"},
     {.name = "list-sites", .metavar = NULL, .help = "print every site name, one per line, and nothing else"},
@@ -40,9 +40,12 @@ static int run_info_dist(cli_cmd *cmd) {
     else snprintf(dev, sizeof dev, "%s (%s)", be->name, be->description);
     if (be) ss_backend_close(be);
     const char *cvd = getenv("CUDA_VISIBLE_DEVICES");
-    char line[800];
-    snprintf(line, sizeof line, "rank %-4d host %s  pid %ld  threads %d  device %s%s%s\n", rank, ss_comm_host(c, rank),
-             (long)getpid(), ss_num_threads(), dev, cvd ? "  CUDA_VISIBLE_DEVICES=" : "", cvd ? cvd : "");
+    char line[1000];
+    /* A device communicator (nccl) names the GPU its messages go through. */
+    const char *cdev = ss_comm_device_name(c, rank);
+    snprintf(line, sizeof line, "rank %-4d host %s  pid %ld  threads %d  device %s%s%s%s%s\n", rank, ss_comm_host(c, rank),
+             (long)getpid(), ss_num_threads(), dev, *cdev ? "  comm-device " : "", cdev, cvd ? "  CUDA_VISIBLE_DEVICES=" : "",
+             cvd ? cvd : "");
     char *all = NULL;
     size_t *counts = rank == 0 ? calloc((size_t)size, sizeof *counts) : NULL;
     if (rank == 0 && !counts) return cli_fail(cmd, ss_comm_check(c, ss_errorf(SS_ERR_NOMEM, "out of memory")));
@@ -269,10 +272,10 @@ cli_cmd cmd_tokenize = {
 /* ---- predict ---- */
 
 static cli_opt pred_opts[] = {
-    {.name = "model", .metavar = "DIR", .help = "Hugging Face model directory"},
+    {.name = "model", .metavar = "DIR", .help = "Hugging Face model directory, or a llama-architecture .gguf file"},
     {.name = "prompt", .metavar = "TEXT", .help = "the prompt"},
     {.name = "top", .metavar = "K", .help = "show the K most likely next tokens (default 10)"},
-    {.name = "generate", .metavar = "N", .help = "instead, continue the prompt greedily by N tokens (stops at <|endoftext|>)"},
+    {.name = "generate", .metavar = "N", .help = "instead, continue the prompt greedily by N tokens (stops at <|endoftext|> or the model's eos_token_id)"},
     {.name = "device", .metavar = "DEV", .help = "cpu, cuda, cuda:N or auto (default auto)"},
     {.name = "dtype", .metavar = "T", .help = "float32 (default) or bfloat16 matrix products (weights stored in bf16, fp32 accumulation)"},
     {.name = "tf32", .metavar = NULL, .help = "allow TF32 tensor-core math for float32 products on GPUs"},
@@ -369,7 +372,7 @@ static int run_predict(cli_cmd *cmd) {
             int32_t best = 0;
             for (int64_t v = 1; v < V; v++)
                 if (lg[v] > lg[best]) best = (int32_t)v;
-            if (best == eos) break;
+            if (best == eos || best == m->cfg.eos_token_id) break;
             ids[n++] = best;
             char *txt = NULL;
             size_t tl = 0;

@@ -6,6 +6,7 @@
 
 static cli_opt col_opts[] = {
     CLI_RUN_OPTIONS,
+    CLI_PIPELINE_OPTIONS,
     {.name = "sites", .metavar = "GLOBS", .help = "sites to collect, e.g. 'blocks.*.mlp.hook_post' (per-token vectors only)"},
     {.name = "out", .metavar = "STATS.h5", .help = "output HDF5 file"},
     {.name = "stats", .metavar = "LIST", .help = "any of mean,cov,corr,pca:K (default mean,cov; the mean and count are always written)"},

@@ -2,10 +2,12 @@
 #include <string.h>
 
 #include "cli.h"
+#include "subscope/dist.h"
 #include "subscope/jobs.h"
 
 static cli_opt patch_opts[] = {
     CLI_RUN_OPTIONS,
+    CLI_PIPELINE_OPTIONS,
     {.name = "clean", .metavar = "FILE", .help = "clean prompts (the same as --input)"},
     {.name = "corrupt", .metavar = "FILE", .help = "corrupt prompts, paired line by line with --input (same token counts)"},
     {.name = "sites", .metavar = "GLOBS", .help = "sites to patch, e.g. 'blocks.*.hook_resid_pre'"},
@@ -43,6 +45,9 @@ static int run_patch(cli_cmd *cmd) {
         return 1;
     ss_status st = ss_job_patch(&j);
     if (st) return cli_fail(cmd, st);
+    ss_comm *comm;
+    /* With --pipeline the last stage writes the file and the table. */
+    if (j.run.pipeline > 1 && ss_comm_world(&comm) == SS_OK && ss_comm_rank(comm) != ss_comm_size(comm) - 1) return 0;
     fprintf(stderr, "wrote %s\n", j.out);
     return 0;
 }

@@ -4,7 +4,7 @@
 #include "subscope/jobs.h"
 
 static cli_opt trace_opts[] = {
-    {.name = "model", .metavar = "DIR", .help = "Hugging Face model directory"},
+    {.name = "model", .metavar = "DIR", .help = "Hugging Face model directory, or a llama-architecture .gguf file"},
     {.name = "prompt", .metavar = "TEXT", .help = "the text to step through"},
     {.name = "submodels", .metavar = "FILE", .help = "sub-models as a masks JSONL (what discover exports and ablate --masks reads)"},
     {.name = "answer", .metavar = "TEXT", .help = "track this token (its first) at the last position instead of the model's top guess"},

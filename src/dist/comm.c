@@ -33,7 +33,7 @@ static ss_status single_recv(ss_comm *c, int src, int tag, void *buf, size_t n, 
 }
 static void single_abort(ss_comm *c, int code) { (void)c, (void)code; }
 static void single_free(ss_comm *c) { (void)c; }
-static const ss_comm_ops single_ops = {single_send, single_recv, single_abort, single_free};
+static const ss_comm_ops single_ops = {single_send, single_recv, single_abort, single_free, NULL, NULL};
 
 static double env_timeout(void) {
     const char *e = getenv("SUBSCOPE_DIST_TIMEOUT");
@@ -97,11 +97,8 @@ static int launched_size(const char **var) {
     return 0;
 }
 
-ss_status ss_comm_open(ss_comm **out) {
-    *out = NULL;
-    const char *var;
-    int n = launched_size(&var);
-    if (n == 0) return ss_comm_open_single(out);
+/* The MPI communicator, checked against the size the launcher announced. */
+static ss_status open_launched(int n, const char *var, ss_comm **out) {
 #ifdef SS_HAVE_MPI
     SS_TRY(ss_comm_mpi_open(out));
     if (n > 0 && (*out)->size != n) {
@@ -126,6 +123,40 @@ ss_status ss_comm_open(ss_comm **out) {
 #endif
 }
 
+/* SUBSCOPE_DIST=nccl: the unique id goes through the rendezvous file when
+ * SUBSCOPE_NCCL_RENDEZVOUS names one, else over MPI under a launcher, else
+ * the job is one rank. */
+static ss_status open_nccl(int n, const char *var, ss_comm **out) {
+    const char *dir = getenv("SUBSCOPE_NCCL_RENDEZVOUS");
+    ss_comm *boot = NULL;
+    if (dir && *dir) return ss_comm_nccl_open(NULL, dir, out);
+    if (n == 0) SS_TRY(ss_comm_open_single(&boot));
+    else {
+#ifndef SS_HAVE_MPI
+        if (n != 1)
+            return ss_errorf(SS_ERR_UNSUPPORTED,
+                             "SUBSCOPE_DIST=nccl under a launcher (%s is set): this build has no MPI to pass NCCL's unique "
+                             "id, so set SUBSCOPE_NCCL_RENDEZVOUS=DIR, a directory every node shares (srun), or rebuild "
+                             "with MPI ('make deps')",
+                             var);
+#endif
+        SS_TRY(open_launched(n, var, &boot));
+    }
+    return ss_comm_nccl_open(boot, NULL, out);
+}
+
+ss_status ss_comm_open(ss_comm **out) {
+    *out = NULL;
+    const char *var;
+    int n = launched_size(&var);
+    const char *want = getenv("SUBSCOPE_DIST");
+    if (want && *want && strcmp(want, "auto") && strcmp(want, "nccl"))
+        return ss_errorf(SS_ERR_ARG, "SUBSCOPE_DIST=%s: use auto (single process or MPI, from the launcher) or nccl", want);
+    if (want && !strcmp(want, "nccl")) return open_nccl(n, var, out);
+    if (n == 0) return ss_comm_open_single(out);
+    return open_launched(n, var, out);
+}
+
 static ss_comm *world;
 
 ss_status ss_comm_world(ss_comm **out) {
@@ -139,6 +170,7 @@ void ss_comm_free(ss_comm *c) {
     if (c == world) world = NULL;
     c->ops->free(c);
     free(c->hosts);
+    free(c->devices);
     free(c);
 }
 
@@ -150,6 +182,11 @@ const char *ss_comm_host(const ss_comm *c, int rank) {
     return rank >= 0 && rank < c->size && c->hosts ? c->hosts[rank] : "?";
 }
 double ss_comm_timeout(const ss_comm *c) { return c->timeout; }
+int ss_comm_device(const ss_comm *c) { return c->devices ? c->device : -1; }
+const char *ss_comm_device_name(const ss_comm *c, int rank) {
+    if (rank < 0 || rank >= c->size) return "?";
+    return c->devices ? c->devices[rank] : "";
+}
 void ss_comm_set_timeout(ss_comm *c, double seconds) {
     if (seconds > 0) c->timeout = seconds;
 }
@@ -260,6 +297,38 @@ static ss_status allreduce(ss_comm *c, void *v, size_t n, size_t elem, int is_do
 
 ss_status ss_comm_allreduce_i64(ss_comm *c, int64_t *v, size_t n) { return allreduce(c, v, n, sizeof *v, 0); }
 ss_status ss_comm_allreduce_f64(ss_comm *c, double *v, size_t n) { return allreduce(c, v, n, sizeof *v, 1); }
+
+ss_status ss_comm_allreduce_dev(ss_comm *c, void *buf, size_t n, ss_comm_dtype type) {
+    if (type != SS_COMM_F32 && type != SS_COMM_F64) return ss_errorf(SS_ERR_ARG, "allreduce: unknown element type %d", (int)type);
+    const size_t elem = type == SS_COMM_F64 ? sizeof(double) : sizeof(float);
+    size_t bytes, dbytes;
+    if (!ss_mul_ok(n, elem, &bytes) || !ss_mul_ok(n, sizeof(double), &dbytes))
+        return ss_errorf(SS_ERR_NOMEM, "allreduce of %zu elements overflows", n);
+    if (c->size == 1 || n == 0) return SS_OK;
+    const int on_device = c->ops->dev_to_host != NULL;
+    if (!on_device && type == SS_COMM_F64) return ss_comm_allreduce_f64(c, buf, n);
+    /* Device buffers, and fp32 ones anywhere, are summed as doubles in host memory. */
+    double *d = ss_malloc(dbytes, "allreduce buffer");
+    if (!d) return SS_ERR_NOMEM;
+    ss_status st = SS_OK;
+    if (type == SS_COMM_F64) st = on_device ? c->ops->dev_to_host(c, d, buf, bytes) : SS_OK;
+    else {
+        float *f = on_device ? ss_malloc(bytes, "allreduce buffer") : buf;
+        if (!f) st = SS_ERR_NOMEM;
+        else if (on_device) st = c->ops->dev_to_host(c, f, buf, bytes);
+        for (size_t i = 0; !st && i < n; i++) d[i] = f[i];
+        if (!st) st = ss_comm_allreduce_f64(c, d, n);
+        for (size_t i = 0; !st && i < n; i++) f[i] = (float)d[i];
+        if (!st && on_device) st = c->ops->host_to_dev(c, buf, f, bytes);
+        if (f != buf) free(f);
+        free(d);
+        return st;
+    }
+    if (!st) st = ss_comm_allreduce_f64(c, d, n);
+    if (!st) st = c->ops->host_to_dev(c, buf, d, bytes);
+    free(d);
+    return st;
+}
 
 void ss_comm_abort(ss_comm *c, int code, const char *message) {
     if (!c || c->size <= 1) return;

@@ -1,6 +1,6 @@
 /* The MPI communicator (CPU ranks), built when scripts/configure.sh finds MPI;
- * otherwise this file compiles to nothing and ss_comm_open gives the
- * single-process communicator.
+ * otherwise this file holds only refusing stand-ins for the raw transfers
+ * below and ss_comm_open gives the single-process communicator.
  *
  * Every transfer is nonblocking (MPI_Isend / MPI_Irecv) and completed by
  * polling MPI_Test against a deadline, because a blocking MPI call waits for a
@@ -112,7 +112,7 @@ static void mpi_abort(ss_comm *c, int code) {
 
 static void mpi_free(ss_comm *c) { (void)c; /* MPI itself is finalised at exit: it cannot be initialised twice */ }
 
-static const ss_comm_ops mpi_ops = {mpi_send, mpi_recv, mpi_abort, mpi_free};
+static const ss_comm_ops mpi_ops = {mpi_send, mpi_recv, mpi_abort, mpi_free, NULL, NULL};
 
 ss_status ss_comm_mpi_open(ss_comm **out) {
     *out = NULL;
@@ -148,7 +148,83 @@ ss_status ss_comm_mpi_open(ss_comm **out) {
     return SS_OK;
 }
 
+/* ---- raw nonblocking transfers (for the emulated NCCL of the unit tests) ---- */
+
+struct ss_mpi_raw {
+    MPI_Request rq;
+    int sending;
+};
+
+int ss_mpi_raw_world(int *rank, int *size) {
+    int init = 0, fin = 0;
+    MPI_Initialized(&init);
+    MPI_Finalized(&fin);
+    if (!init || fin) return 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, rank);
+    MPI_Comm_size(MPI_COMM_WORLD, size);
+    return 1;
+}
+
+ss_status ss_mpi_raw_start(int sending, int peer, int tag, void *buf, size_t n, ss_mpi_raw **out) {
+    *out = NULL;
+    int r, sz;
+    if (!ss_mpi_raw_world(&r, &sz)) return ss_errorf(SS_ERR_ARG, "MPI is not initialised in this process");
+    if (n > CHUNK) return ss_errorf(SS_ERR_ARG, "raw MPI transfer of %zu bytes (at most %zu)", n, CHUNK);
+    ss_mpi_raw *q = ss_calloc(1, sizeof *q, "MPI request");
+    if (!q) return SS_ERR_NOMEM;
+    q->sending = sending;
+    int rc = sending ? MPI_Isend(buf, (int)n, MPI_BYTE, peer, SS_MPI_RAW_TAG + tag, MPI_COMM_WORLD, &q->rq)
+                     : MPI_Irecv(buf, (int)n, MPI_BYTE, peer, SS_MPI_RAW_TAG + tag, MPI_COMM_WORLD, &q->rq);
+    if (rc != MPI_SUCCESS) {
+        free(q);
+        return ss_errorf(SS_ERR_IO, "%s rank %d: error %d", sending ? "MPI_Isend to" : "MPI_Irecv from", peer, rc);
+    }
+    *out = q;
+    return SS_OK;
+}
+
+int ss_mpi_raw_test(ss_mpi_raw *q, size_t *got) {
+    int done = 0;
+    MPI_Status status;
+    if (MPI_Test(&q->rq, &done, &status) != MPI_SUCCESS) {
+        free(q);
+        return -1;
+    }
+    if (!done) return 0;
+    int count = 0;
+    if (!q->sending) MPI_Get_count(&status, MPI_BYTE, &count);
+    if (got) *got = (size_t)count;
+    free(q);
+    return 1;
+}
+
+void ss_mpi_raw_cancel(ss_mpi_raw *q) {
+    if (!q) return;
+    if (!q->sending) MPI_Cancel(&q->rq);
+    MPI_Request_free(&q->rq);
+    free(q);
+}
+
 #else
-/* ISO C forbids an empty translation unit. */
-typedef int ss_comm_mpi_not_built;
+#include "comm_internal.h"
+
+/* Without MPI there is nothing to move bytes between processes. */
+struct ss_mpi_raw {
+    int unused;
+};
+int ss_mpi_raw_world(int *rank, int *size) {
+    (void)rank, (void)size;
+    return 0;
+}
+ss_status ss_mpi_raw_start(int sending, int peer, int tag, void *buf, size_t n, ss_mpi_raw **out) {
+    (void)sending, (void)peer, (void)tag, (void)buf, (void)n;
+    *out = NULL;
+    return ss_errorf(SS_ERR_UNSUPPORTED, "this build has no MPI");
+}
+int ss_mpi_raw_test(ss_mpi_raw *rq, size_t *got) {
+    (void)rq, (void)got;
+    return -1;
+}
+void ss_mpi_raw_cancel(ss_mpi_raw *rq) { (void)rq; }
 #endif
+

@@ -642,8 +642,12 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
     const ss_config *cfg = &run.m->cfg;
     const int64_t N = run.p->n, V = cfg->vocab_size, B = run.B;
     int ns = ss_sites_count(cfg);
-    int64_t lo, hi; /* this rank's prompts: whole batches of the one-process run */
-    ss_comm_shard(N, B, rank, size, &lo, &hi);
+    /* This rank's prompts: whole batches of the one-process run. A pipeline's
+     * stages all run every prompt (masks act on the stage that computes their
+     * site; the last stage scores the logits and hands the values to rank 0). */
+    const int piped = run.m->pipe != NULL, last_stage = run.m->end_layer == cfg->n_layer;
+    int64_t lo = 0, hi = N;
+    if (!piped) ss_comm_shard(N, B, rank, size, &lo, &hi);
     ss_progress_fn progress = rank == 0 ? job->progress : NULL;
 
     /* Masks: from the command line, then the file. */
@@ -804,7 +808,8 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
             donors.b0 = b0;
             if ((st = ss_forward(run.m, run.be, run.packed, &pk, &dfo, NULL))) goto out;
         }
-        if ((st = share_donors(comm, cfg, &donors, lo, hi))) goto out;
+        /* Pipeline: a site's donors are needed only on the stage that computes it, which has them all. */
+        if (!piped && (st = share_donors(comm, cfg, &donors, lo, hi))) goto out;
         for (int i = 0; i < ns; i++)
             if (donors.rows[i]) mstats[i].source_row = donor_row;
     }
@@ -878,7 +883,7 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
         if ((st = ss_forward(run.m, run.be, run.packed, &pk, &cfo, &lg_clean))) goto out;
         int clean_slot = 0;
         metrics_job cj = {&mc, &pk, run.packed, V, b0, nb, lg_clean, lz_clean, NULL, NULL, &clean_slot, vals};
-        ss_parallel_for(nb, metrics_task, &cj);
+        if (last_stage) ss_parallel_for(nb, metrics_task, &cj);
         int64_t done = (b0 - lo) * (n_masks + 1) + nb;
         if (progress) progress(job->progress_ctx, done, work);
 
@@ -908,14 +913,27 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
                 goto out;
             }
             metrics_job mj = {&mc, &pk, run.packed, V, b0, nb, lg, lz, lg_clean, lz_clean, kslot, vals};
-            ss_parallel_for(kn * nb, metrics_task, &mj);
+            if (last_stage) ss_parallel_for(kn * nb, metrics_task, &mj);
             done += kn * nb;
             if (progress) progress(job->progress_ctx, done, work);
         }
     }
 
+    /* A pipeline's last stage has every value: it sends them to rank 0. */
+    if (piped) {
+        const int last = size - 1;
+        for (int k = 0; k <= n_masks && !st && (rank == 0 || rank == last); k++)
+            for (int mt = 0; mt < M_COUNT && !st; mt++) {
+                if (!vals[k][mt]) continue;
+                if (rank == last) st = ss_comm_send(comm, 0, 1, vals[k][mt], (size_t)N * sizeof(float));
+                else st = ss_comm_recv(comm, last, 1, vals[k][mt], (size_t)N * sizeof(float));
+            }
+        if (!st) st = ss_pipeline_report(run.m, 0, NULL, 0);
+        if (st) { ss_error_context(st, "taking the metrics from the last pipeline stage"); goto out; }
+        if (rank != 0) goto out;
+    }
     /* Rank 0 takes every rank's per-prompt values, in input order. */
-    if (size > 1) {
+    if (size > 1 && !piped) {
         int nv = 0;
         for (int k = 0; k <= n_masks; k++)
             for (int mt = 0; mt < M_COUNT; mt++) nv += vals[k][mt] != NULL;

@@ -109,6 +109,19 @@ static ss_status receive_batch(ss_comm *comm, int r, const ss_config *cfg, const
     return SS_OK;
 }
 
+/* Rank 0 of a pipeline: site s's block of prompts [b0, b0+nb) from the stage that computed it. */
+static ss_status receive_site(ss_comm *comm, int from, const ss_site *s, ss_h5_dset *dset, int per_position, int64_t T,
+                              int64_t b0, int64_t nb, float *buf) {
+    int64_t start[4] = {b0, 0, 0, 0}, count[4] = {nb, 0, 0, 0};
+    int nd = 1;
+    if (per_position) count[nd++] = T;
+    for (int e = 0; e < s->ndim; e++) count[nd++] = s->dims[e];
+    const size_t n = (size_t)(nb * (per_position ? T : 1) * s->width);
+    ss_status st = ss_comm_recv(comm, from, s->id, buf, n * sizeof(float));
+    if (!st) st = ss_h5_dset_write(dset, start, count, buf);
+    return st ? ss_error_context(st, "attributions at %s from pipeline stage %d", s->name, from) : SS_OK;
+}
+
 static ss_status attribute(const ss_attribute_job *job, ss_comm *comm) {
     const int rank = ss_comm_rank(comm), size = ss_comm_size(comm);
     ss_run run;
@@ -133,8 +146,12 @@ static ss_status attribute(const ss_attribute_job *job, ss_comm *comm) {
     const ss_config *cfg = &m->cfg;
     const int64_t N = run.p->n, T = run.T, B = run.B;
     const int ns = ss_sites_count(cfg);
-    int64_t lo, hi; /* this rank's prompts: whole batches of the one-process run */
-    ss_comm_shard(N, B, rank, size, &lo, &hi);
+    /* This rank's prompts: whole batches of the one-process run. A pipeline's
+     * stages all run every prompt; each site's attributions come from the
+     * stage that computes it and go to rank 0 site by site. */
+    const int piped = m->pipe != NULL;
+    int64_t lo = 0, hi = N;
+    if (!piped) ss_comm_shard(N, B, rank, size, &lo, &hi);
     ss_progress_fn progress = rank == 0 ? job->progress : NULL;
     double *packed = NULL;
     ss_prompts *kps = NULL;
@@ -291,12 +308,13 @@ compute:;
             ss_site s;
             ss_site_get(cfg, site_ids[k], &s);
             const int64_t w = s.width, n = pk.rows * w;
+            const int mine = ss_model_computes_site(m, &s); /* (a pipeline stage: else another stage's site) */
             const float *g = grads.rows[s.id], *a = acts.rows[s.id], *c = cacts.rows[s.id];
             float *attr = grads.rows[s.id]; /* computed in place */
             if (method == A_GRADXACT) {
-                for (int64_t q = 0; q < n; q++) attr[q] = g[q] * a[q];
+                for (int64_t q = 0; q < n && mine; q++) attr[q] = g[q] * a[q];
             } else if (method == A_ATP) {
-                for (int64_t q = 0; q < n; q++) attr[q] = (c[q] - a[q]) * g[q];
+                for (int64_t q = 0; q < n && mine; q++) attr[q] = (c[q] - a[q]) * g[q];
             } else if (method == A_IG) {
                 /* Midpoint rule over alpha in (0, 1), then (a - baseline) · mean gradient. */
                 memset(one, 0, (size_t)ns);
@@ -308,21 +326,28 @@ compute:;
                 for (int it = 0; it < steps; it++) {
                     pt.alpha = (it + 0.5) / steps;
                     if ((st = ss_forward_backward(m, run.be, run.packed, &pk, &fo, &mt, &go, NULL))) goto out;
-                    for (int64_t q = 0; q < n; q++) gsum[q] += g[q];
+                    for (int64_t q = 0; q < n && mine; q++) gsum[q] += g[q];
                     if (progress) progress(job->progress_ctx, (b0 - lo) * passes + nb * (1 + k * (steps + 1) + it + 1), (hi - lo) * passes);
                 }
                 pt.alpha = 0;
                 if ((st = ss_forward_backward(m, run.be, run.packed, &pk, &fo, &mt, NULL, base_metric + k * N + b0))) goto out;
-                for (int64_t q = 0; q < n; q++) {
+                for (int64_t q = 0; q < n && mine; q++) {
                     double bu = base[k] ? base[k][q % w] : 0.0;
                     attr[q] = (float)(((double)a[q] - bu) * gsum[q] / steps);
                 }
                 /* Completeness: the attributions of a prompt add up to metric - metric(baseline). */
-                for (int64_t i = 0; i < nb; i++) {
+                for (int64_t i = 0; i < nb && mine; i++) {
                     double sum = 0;
                     for (int64_t q = pk.start[i] * w; q < (pk.start[i] + pk.len[i]) * w; q++) sum += attr[q];
                     complete[k * N + b0 + i] = sum - (metric[b0 + i] - base_metric[k * N + b0 + i]);
                 }
+            }
+            if (!mine) {
+                /* Rank 0 takes this site's block from the stage that computed it, now, in site order. */
+                if (rank == 0 && red != R_PROMPTS &&
+                    (st = receive_site(comm, ss_model_stage_of(m, &s), &s, dsets[k], red == R_NONE, T, b0, nb, outbuf)))
+                    goto out;
+                continue;
             }
             /* A prompt without a metric (the loss of one token) has no attributions either. */
             for (int64_t i = 0; i < nb; i++)
@@ -352,7 +377,7 @@ compute:;
             }
             for (int e = 0; e < s.ndim; e++) count[nd++] = s.dims[e];
             if (rank == 0) st = ss_h5_dset_write(dsets[k], start, count, outbuf);
-            else st = ss_comm_send(comm, 0, k, outbuf, (size_t)(nb * (red == R_NONE ? T : 1) * w) * sizeof(float));
+            else st = ss_comm_send(comm, 0, piped ? s.id : k, outbuf, (size_t)(nb * (red == R_NONE ? T : 1) * w) * sizeof(float));
             if (st) goto out;
             /* The table's scores: the sum over prompts and positions, kept in red_sum when not reducing prompts. */
             for (int64_t i = 0; i < nb; i++)
@@ -361,7 +386,7 @@ compute:;
         }
         if (progress) progress(job->progress_ctx, (b0 - lo + nb) * passes, (hi - lo) * passes);
         /* Rank 0: the step's batch of every other rank, in rank order (outbuf is free again). */
-        for (int r = 1; rank == 0 && red != R_PROMPTS && r < size; r++) {
+        for (int r = 1; rank == 0 && !piped && red != R_PROMPTS && r < size; r++) {
             int64_t rlo, rhi;
             ss_comm_shard(N, B, r, size, &rlo, &rhi);
             const int64_t rb0 = rlo + step * B, rnb = rhi - rb0 < B ? rhi - rb0 : B;
@@ -376,7 +401,24 @@ compute:;
 
     /* Rank 0 takes every rank's per-prompt metrics (IG: and baseline metrics, completeness errors) in input
      * order, and the sums over prompts of all ranks, added in rank order. */
-    if (size > 1) {
+    /* A pipeline: every stage has the metrics; each site's completeness errors come from its stage. */
+    for (int k = 0; piped && method == A_IG && k < n_sites && !st; k++) {
+        ss_site s;
+        ss_site_get(cfg, site_ids[k], &s);
+        const int owner = ss_model_stage_of(m, &s);
+        if (owner == 0) continue;
+        if (rank == owner) st = ss_comm_send(comm, 0, 1, complete + k * N, (size_t)N * sizeof(double));
+        else if (rank == 0) st = ss_comm_recv(comm, owner, 1, complete + k * N, (size_t)N * sizeof(double));
+    }
+    for (int k = 0; piped && !st && k < n_sites; k++) {
+        ss_site s;
+        ss_site_get(cfg, site_ids[k], &s);
+        st = ss_comm_allreduce_f64(comm, red_sum[k], (size_t)((red == R_PROMPTS ? T : 1) * s.width));
+    }
+    if (piped && !st) st = ss_pipeline_report(m, 0, h, 0);
+    if (st) { ss_error_context(st, "collecting the pipeline stages' results at rank 0"); goto out; }
+    if (piped && rank != 0) goto out;
+    if (size > 1 && !piped) {
         const int per = method == A_IG ? 1 + 2 * n_sites : 1;
         const size_t mine = (size_t)(hi - lo);
         if (!(packed = ss_malloc(mine * (size_t)per * sizeof(double) + 1, "metrics to gather"))) { st = SS_ERR_NOMEM; goto out; }

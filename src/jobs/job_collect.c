@@ -23,6 +23,7 @@
 
 #include "subscope/dist.h"
 #include "subscope/forward.h"
+#include "subscope/gguf_model.h"
 #include "subscope/h5out.h"
 #include "subscope/hash.h"
 #include "subscope/jobs.h"
@@ -330,42 +331,54 @@ static ss_status write_results(ss_h5 *h, const collect_ctx *c, const stat_set *s
     return st;
 }
 
-/* Rank 0 folds every other rank's moments (of this round) into its own, in
- * rank order; the others send theirs and start the next round from zero. */
-static ss_status merge_ranks(collect_ctx *c, ss_comm *comm) {
-    const int n = c->n_groups * c->n_sites, rank = ss_comm_rank(comm), size = ss_comm_size(comm);
-    if (rank != 0) {
-        for (int i = 0; i < n; i++) {
-            ss_moments *m = &c->mom[i];
-            ss_status st = ss_comm_send(comm, 0, 1, &m->count, sizeof m->count);
-            if (!st && m->count) st = ss_comm_send(comm, 0, 2, m->mean, (size_t)m->d * sizeof(double));
-            if (!st && m->count && m->want_m2) st = ss_comm_send(comm, 0, 3, m->m2, (size_t)(m->d * m->d) * sizeof(double));
-            if (st) return ss_error_context(st, "sending this rank's statistics to rank 0");
-            ss_moments_reset(m);
-        }
-        return SS_OK;
+/* One rank's moments (count, mean, co-moments) to another, and back. */
+static ss_status send_moments(collect_ctx *c, ss_comm *comm, int to) {
+    for (int i = 0; i < c->n_groups * c->n_sites; i++) {
+        ss_moments *m = &c->mom[i];
+        ss_status st = ss_comm_send(comm, to, 1, &m->count, sizeof m->count);
+        if (!st && m->count) st = ss_comm_send(comm, to, 2, m->mean, (size_t)m->d * sizeof(double));
+        if (!st && m->count && m->want_m2) st = ss_comm_send(comm, to, 3, m->m2, (size_t)(m->d * m->d) * sizeof(double));
+        if (st) return ss_error_context(st, "sending this rank's statistics to rank %d", to);
+        ss_moments_reset(m);
     }
+    return SS_OK;
+}
+
+static ss_status fold_moments(collect_ctx *c, ss_comm *comm, int from) {
     ss_moments part = {0};
     ss_status st = SS_OK;
-    int r = 1;
-    for (; r < size && !st; r++)
-        for (int i = 0; i < n && !st; i++) {
-            ss_moments *m = &c->mom[i];
-            if (part.d != m->d || part.want_m2 != m->want_m2) {
-                ss_moments_free(&part);
-                if ((st = ss_moments_init(&part, m->d, m->want_m2))) break;
-            }
-            if ((st = ss_comm_recv(comm, r, 1, &part.count, sizeof part.count)) || !part.count) continue;
-            if (part.count < 0) {
-                st = ss_errorf(SS_ERR_INTERNAL, "rank %d sent a negative row count", r);
-                break;
-            }
-            if ((st = ss_comm_recv(comm, r, 2, part.mean, (size_t)m->d * sizeof(double)))) break;
-            if (m->want_m2 && (st = ss_comm_recv(comm, r, 3, part.m2, (size_t)(m->d * m->d) * sizeof(double)))) break;
-            st = ss_moments_merge(m, &part);
+    for (int i = 0; i < c->n_groups * c->n_sites && !st; i++) {
+        ss_moments *m = &c->mom[i];
+        if (part.d != m->d || part.want_m2 != m->want_m2) {
+            ss_moments_free(&part);
+            if ((st = ss_moments_init(&part, m->d, m->want_m2))) break;
         }
+        if ((st = ss_comm_recv(comm, from, 1, &part.count, sizeof part.count)) || !part.count) continue;
+        if (part.count < 0) {
+            st = ss_errorf(SS_ERR_INTERNAL, "rank %d sent a negative row count", from);
+            break;
+        }
+        if ((st = ss_comm_recv(comm, from, 2, part.mean, (size_t)m->d * sizeof(double)))) break;
+        if (m->want_m2 && (st = ss_comm_recv(comm, from, 3, part.m2, (size_t)(m->d * m->d) * sizeof(double)))) break;
+        st = ss_moments_merge(m, &part);
+    }
     ss_moments_free(&part);
-    return st ? ss_error_context(st, "merging the statistics of rank %d", r - 1) : st;
+    return st ? ss_error_context(st, "merging the statistics of rank %d", from) : st;
+}
+
+/* The ranks' moments (of this round) folded into rank 0's by a binomial
+ * tree: at level k, rank r with bit k set sends to r - 2^k, which folds them
+ * into its own; log2(size) levels whose folds run side by side, instead of
+ * rank 0 folding every rank's in turn (docs/SCALING.md). The order is fixed
+ * by the rank count, so a run gives the same bits every time; the others
+ * start the next round from zero. */
+static ss_status merge_ranks(collect_ctx *c, ss_comm *comm) {
+    const int rank = ss_comm_rank(comm), size = ss_comm_size(comm);
+    for (int step = 1; step < size; step *= 2) {
+        if (rank % (2 * step) == step) return send_moments(c, comm, rank - step);
+        if (rank % (2 * step) == 0 && rank + step < size) SS_TRY(fold_moments(c, comm, rank + step));
+    }
+    return SS_OK;
 }
 
 ss_status ss_job_collect(const ss_collect_job *job) {
@@ -380,7 +393,8 @@ ss_status ss_job_collect(const ss_collect_job *job) {
     ss_comm *comm;
 
     /* Every rank reads the whole prompt file (each needs the same groups and
-     * batch boundaries); an error anywhere stops all ranks (ss_comm_check). */
+     * batch boundaries) but tokenizes only its own batches; an error anywhere
+     * stops all ranks (ss_comm_check). */
     if ((st = ss_comm_world(&comm))) return st;
     const int rank = ss_comm_rank(comm), size = ss_comm_size(comm);
     if ((st = parse_stats(job->stats, &ss)) || (st = parse_positions(job->positions, &c.pf))) return st;
@@ -389,7 +403,10 @@ ss_status ss_job_collect(const ss_collect_job *job) {
         return ss_errorf(SS_ERR_ARG, "--group-by: only 'label' (the JSONL \"label\" field) is supported, got '%s'",
                          job->group_by);
     int grouping = job->group_by && *job->group_by;
-    if ((st = ss_run_open(&job->run, &run))) return ss_comm_check(comm, st);
+    /* Each rank tokenizes only the prompts it will run (below). */
+    ss_run_opts ro = job->run;
+    ro.lazy_tokenize = 1;
+    if ((st = ss_run_open(&ro, &run))) return ss_comm_check(comm, st);
     ss_model *m = run.m;
     ss_prompts *p = run.p;
     const ss_config *cfg = &m->cfg;
@@ -452,7 +469,9 @@ ss_status ss_job_collect(const ss_collect_job *job) {
     /* Identity of this run, for checkpoints and the output's provenance. */
     char data_sha[65], cfg_sha[65];
     int64_t data_size, cfg_size;
-    char *cfg_path = ss_path_join(job->run.model_dir, "config.json");
+    /* A GGUF file holds its config: the whole file is the model's identity. */
+    char *cfg_path = ss_model_path_is_gguf(job->run.model_dir) ? ss_strdup(job->run.model_dir)
+                                                               : ss_path_join(job->run.model_dir, "config.json");
     if (!cfg_path) { st = SS_ERR_NOMEM; goto out; }
     st = ss_file_sha256(cfg_path, cfg_sha, &cfg_size);
     free(cfg_path);
@@ -481,8 +500,16 @@ ss_status ss_job_collect(const ss_collect_job *job) {
     }
     if (size > 1 && (st = ss_comm_bcast(comm, &done, sizeof done, 0))) goto out;
     ss_progress_fn progress = rank == 0 ? job->progress : NULL;
+    const int piped = m->pipe != NULL;
+    /* The blocks this rank runs, round by round, as the loop below cuts them. */
+    for (int64_t r0 = done, r1; r0 < p->n; r0 = r1) {
+        r1 = job->checkpoint_every > 0 && job->checkpoint_every < p->n - r0 ? r0 + job->checkpoint_every : p->n;
+        int64_t lo = 0, hi = r1 - r0;
+        if (!piped) ss_comm_shard(r1 - r0, run.B, rank, size, &lo, &hi);
+        if (hi > lo && (st = ss_run_tokenize(&run, &ro, r0 + lo, r0 + hi))) goto out;
+    }
     if ((st = ss_run_place(&run, &job->run))) goto out;
-    const int64_t B = run.B, T = run.T;
+    const int64_t B = run.B, T = run.T ? run.T : 1; /* (a rank with no prompts has T = 0) */
     ss_forward_opts fo = {.want = want, .hook = add_rows, .hook_ctx = &c, .logits = SS_LOGITS_NONE, .read_only = 1};
     if (!c.be->host_memory && c.be->moments_chunk) {
         int64_t wmax = 0;
@@ -503,8 +530,9 @@ ss_status ss_job_collect(const ss_collect_job *job) {
      * prompts, as in one process; each rank takes a block of whole batches. */
     for (int64_t r0 = done, r1; r0 < p->n; r0 = r1) {
         r1 = job->checkpoint_every > 0 && job->checkpoint_every < p->n - r0 ? r0 + job->checkpoint_every : p->n;
-        int64_t lo, hi;
-        ss_comm_shard(r1 - r0, B, rank, size, &lo, &hi);
+        /* A pipeline's stages all run every batch, each its own blocks. */
+        int64_t lo = 0, hi = r1 - r0;
+        if (!piped) ss_comm_shard(r1 - r0, B, rank, size, &lo, &hi);
         for (int64_t b0 = r0 + lo, nb; b0 < r0 + hi; b0 += nb) {
             nb = r0 + hi - b0 < B ? r0 + hi - b0 : B;
             ss_packing pk;
@@ -512,18 +540,20 @@ ss_status ss_job_collect(const ss_collect_job *job) {
             c.group_of = grouping ? group_of + b0 : NULL;
             if ((st = ss_forward(m, c.be, run.packed, &pk, &fo, NULL))) goto out;
             /* Rank 0 sees only its own block: it reports the round as going at its pace. */
-            int64_t est = r0 + (b0 + nb - r0 - lo) * size;
+            int64_t est = piped ? b0 + nb : r0 + (b0 + nb - r0 - lo) * size;
             if (progress && est < r1) progress(job->progress_ctx, est, p->n);
         }
         if (size > 1 && (st = merge_ranks(&c, comm))) goto out;
         if (progress) progress(job->progress_ctx, r1, p->n);
         if (rank == 0 && job->checkpoint_every > 0 && r1 < p->n && (st = write_checkpoint(&c, ckpt, id, r1))) goto out;
     }
+    if (piped && rank != 0 && (st = ss_pipeline_report(m, 0, NULL, 0))) goto out;
     if (rank != 0) goto out; /* rank 0 writes the result */
 
     if ((st = ss_h5_create(job->out, &h))) goto out;
     if ((st = ss_h5_set_deflate(h, job->compress))) goto out;
     if ((st = ss_write_provenance(h, m, job->command_line, c.be))) goto out;
+    if (piped && (st = ss_pipeline_report(m, 0, h, job->progress != NULL))) goto out;
     if ((st = ss_h5_attr_str(h, "/", "data_path", job->run.input)) || (st = ss_h5_attr_i64(h, "/", "data_size", data_size)) ||
         (st = ss_h5_attr_str(h, "/", "data_sha256", data_sha)) || (st = ss_h5_attr_i64(h, "/", "n_prompts", p->n)) ||
         (st = ss_h5_attr_str(h, "/", "sites", job->sites)) ||

@@ -16,6 +16,7 @@
 
 #include "subscope/dist.h"
 #include "subscope/forward.h"
+#include "subscope/gguf_model.h"
 #include "subscope/h5out.h"
 #include "subscope/h5queue.h"
 #include "subscope/jobs.h"
@@ -69,11 +70,18 @@ ss_status ss_write_provenance(ss_h5 *h, const ss_model *m, const char *command_l
     SS_TRY(ss_h5_attr_str(h, "/", "model_arch", m->cfg.arch));
     SS_TRY(ss_h5_attr_str(h, "/", "model_weight_dtypes", m->weight_dtypes));
     SS_TRY(ss_h5_attr_i64(h, "/", "model_n_params", m->n_params));
-    char *cfg_path = ss_path_join(m->dir, "config.json"), *cfg = NULL;
-    size_t len;
-    if (!cfg_path) return SS_ERR_NOMEM;
-    ss_status st = ss_file_read(cfg_path, &cfg, &len);
-    free(cfg_path);
+    char *cfg = NULL;
+    ss_status st;
+    if (ss_model_path_is_gguf(m->dir)) {
+        /* A GGUF file has no config.json: record the equivalent one. */
+        st = ss_gguf_config_json(&m->cfg, &cfg);
+    } else {
+        char *cfg_path = ss_path_join(m->dir, "config.json");
+        size_t len;
+        if (!cfg_path) return SS_ERR_NOMEM;
+        st = ss_file_read(cfg_path, &cfg, &len);
+        free(cfg_path);
+    }
     if (st) return st;
     st = ss_h5_attr_str(h, "/", "model_config", cfg);
     free(cfg);
@@ -88,7 +96,10 @@ typedef struct {
     ss_h5_dset *logits;
     int n_sites;
     ss_comm *comm;
-    int rank;               /* 0 writes; the others send what they would write */
+    int rank, writer;       /* the writer (rank 0; a pipeline's last stage) has the file */
+    int piped;              /* pipeline stages: blocks wait here until the stage's batch is done */
+    struct pending { int64_t hdr[12]; void *buf; } *pending;
+    int n_pending, cap_pending;
 } fwd_job_ctx;
 
 /* Messages from a rank to rank 0: a header, then (unless it ends the batch) the block. */
@@ -98,24 +109,54 @@ enum { H_DS, H_NDIM, H_START, H_COUNT = H_START + 4, H_BYTES = H_COUNT + 4, H_LE
 
 /* Writes buf (malloc'd, consumed) to hyperslab [start, start+count) of
  * dataset ds: queued on rank 0, sent to rank 0 elsewhere. */
-static ss_status emit(fwd_job_ctx *c, int64_t ds, int nd, const int64_t *start, const int64_t *count, void *buf,
-                      size_t bytes) {
-    if (c->rank == 0) return ss_h5_queue_write(c->q, ds == DS_LOGITS ? c->logits : c->acts[ds], nd, start, count, buf, bytes);
-    int64_t hdr[H_LEN] = {ds, nd};
-    for (int i = 0; i < nd; i++) hdr[H_START + i] = start[i], hdr[H_COUNT + i] = count[i];
-    hdr[H_BYTES] = (int64_t)bytes;
-    ss_status st = ss_comm_send(c->comm, 0, TAG_HEADER, hdr, sizeof hdr);
-    if (!st) st = ss_comm_send(c->comm, 0, TAG_BLOCK, buf, bytes);
+static ss_status send_block(fwd_job_ctx *c, const int64_t *hdr, void *buf) {
+    ss_status st = ss_comm_send(c->comm, c->writer, TAG_HEADER, hdr, H_LEN * sizeof(int64_t));
+    if (!st) st = ss_comm_send(c->comm, c->writer, TAG_BLOCK, buf, (size_t)hdr[H_BYTES]);
     free(buf);
     return st;
 }
 
-static ss_status end_batch(fwd_job_ctx *c) {
-    int64_t hdr[H_LEN] = {DS_END};
-    return ss_comm_send(c->comm, 0, TAG_HEADER, hdr, sizeof hdr);
+/* Writes buf (malloc'd, consumed) to hyperslab [start, start+count) of
+ * dataset ds: queued on the writer, sent to it elsewhere. A pipeline stage
+ * holds its blocks until its part of the batch is done: sending them during
+ * the pass would wait for the writer, which waits for this stage's residual
+ * stream. */
+static ss_status emit(fwd_job_ctx *c, int64_t ds, int nd, const int64_t *start, const int64_t *count, void *buf,
+                      size_t bytes) {
+    if (c->rank == c->writer)
+        return ss_h5_queue_write(c->q, ds == DS_LOGITS ? c->logits : c->acts[ds], nd, start, count, buf, bytes);
+    int64_t hdr[H_LEN] = {ds, nd};
+    for (int i = 0; i < nd; i++) hdr[H_START + i] = start[i], hdr[H_COUNT + i] = count[i];
+    hdr[H_BYTES] = (int64_t)bytes;
+    if (!c->piped) return send_block(c, hdr, buf);
+    if (c->n_pending == c->cap_pending) {
+        int cap = c->cap_pending ? 2 * c->cap_pending : 16;
+        struct pending *np = ss_realloc(c->pending, (size_t)cap * sizeof *np, "blocks for the writer");
+        if (!np) {
+            free(buf);
+            return SS_ERR_NOMEM;
+        }
+        c->pending = np;
+        c->cap_pending = cap;
+    }
+    memcpy(c->pending[c->n_pending].hdr, hdr, sizeof hdr);
+    c->pending[c->n_pending++].buf = buf;
+    return SS_OK;
 }
 
-/* Rank 0: rank r's blocks of prompts [b0, b0+nb), checked, into the writer queue. */
+/* Sends the held blocks (pipeline) and the end of this rank's batch. */
+static ss_status end_batch(fwd_job_ctx *c) {
+    ss_status st = SS_OK;
+    for (int i = 0; i < c->n_pending; i++) {
+        if (!st) st = send_block(c, c->pending[i].hdr, c->pending[i].buf);
+        else free(c->pending[i].buf);
+    }
+    c->n_pending = 0;
+    int64_t hdr[H_LEN] = {DS_END};
+    return st ? st : ss_comm_send(c->comm, c->writer, TAG_HEADER, hdr, sizeof hdr);
+}
+
+/* The writer: rank r's blocks of prompts [b0, b0+nb), checked, into the writer queue. */
 static ss_status receive_batch(fwd_job_ctx *c, int r, int64_t b0, int64_t nb) {
     for (;;) {
         int64_t hdr[H_LEN];
@@ -194,6 +235,8 @@ ss_status ss_job_forward(const ss_forward_job *job) {
     c.comm = comm;
     c.rank = rank;
     if ((st = ss_run_open(&job->run, &run))) return ss_comm_check(comm, st);
+    c.piped = run.m->pipe != NULL;
+    c.writer = c.piped ? size - 1 : 0;
     ss_model *m = run.m;
     ss_prompts *p = run.p;
     ss_backend *be = run.be;
@@ -210,7 +253,7 @@ ss_status ss_job_forward(const ss_forward_job *job) {
     c.T = T;
     c.n_sites = ns;
     if (!(c.acts = ss_calloc((size_t)ns, sizeof *c.acts, "site datasets"))) { st = SS_ERR_NOMEM; goto out; }
-    if (rank != 0) goto compute; /* rank 0 alone has the file */
+    if (rank != c.writer) goto compute; /* the writer alone has the file */
 
     if ((st = ss_h5_create(job->out, &h))) goto out;
     if ((st = ss_h5_set_deflate(h, job->compress))) goto out;
@@ -220,6 +263,7 @@ ss_status ss_job_forward(const ss_forward_job *job) {
     if ((st = ss_h5_attr_str(h, "/", "sites", job->sites ? job->sites : ""))) goto out;
     if ((st = ss_h5_attr_i64(h, "/", "tf32", job->run.tf32))) goto out;
     if ((st = ss_h5_attr_i64(h, "/", "ranks", size))) goto out;
+    if ((st = ss_h5_attr_i64(h, "/", "pipeline_stages", c.piped ? size : 1))) goto out;
 
     if ((st = ss_write_tokens(h, p, T))) goto out;
     if (!job->no_logits) {
@@ -259,11 +303,13 @@ ss_status ss_job_forward(const ss_forward_job *job) {
 compute:;
     ss_forward_opts fo = {.want = want, .hook = capture, .hook_ctx = &c,
                           .logits = job->no_logits ? SS_LOGITS_NONE : SS_LOGITS_ALL, .read_only = 1};
-    ss_progress_fn progress = rank == 0 ? job->progress : NULL;
+    ss_progress_fn progress = rank == c.writer ? job->progress : NULL;
     if (progress) progress(job->progress_ctx, 0, N);
-    /* Step k: every rank its k-th batch; rank 0 then takes the others' in rank order. */
-    int64_t lo, hi, written = 0;
-    ss_comm_shard(N, B, rank, size, &lo, &hi);
+    /* Data parallel, step k: every rank its k-th batch; rank 0 then takes the
+     * others' in rank order. Pipeline: every stage every batch, in order; the
+     * last stage writes, taking the other stages' blocks of the same batch. */
+    int64_t lo = 0, hi = N, written = 0;
+    if (!c.piped) ss_comm_shard(N, B, rank, size, &lo, &hi);
     for (int64_t k = 0;; k++) {
         int64_t b0 = lo + k * B;
         if (b0 >= hi) break; /* rank 0 has the most batches: it never stops before the others */
@@ -272,7 +318,7 @@ compute:;
         ss_run_pack(&run, b0, nb, &pk);
         c.b0 = b0;
         if ((st = ss_forward(m, be, run.packed, &pk, &fo, job->no_logits ? NULL : &lg))) goto out;
-        if (!job->no_logits) {
+        if (lg) {
             size_t per = (size_t)(T * V);
             float *lbuf = ss_malloc(per * (size_t)nb * sizeof(float), "logits");
             if (!lbuf) { st = SS_ERR_NOMEM; goto out; }
@@ -284,12 +330,18 @@ compute:;
             lg = NULL;
             if ((st = emit(&c, DS_LOGITS, 3, s3, n3, lbuf, per * (size_t)nb * sizeof(float)))) goto out;
         }
-        if (rank != 0) {
+        if (rank != c.writer) {
             if ((st = end_batch(&c))) goto out;
             continue;
         }
         written += nb;
-        for (int r = 1; r < size; r++) {
+        for (int r = 0; c.piped && r < size - 1; r++)
+            if ((st = receive_batch(&c, r, b0, nb))) {
+                ss_error_context(st, "receiving the outputs of pipeline stage %d for prompts %lld..%lld", r,
+                                 (long long)b0, (long long)(b0 + nb - 1));
+                goto out;
+            }
+        for (int r = 1; !c.piped && r < size; r++) {
             int64_t rlo, rhi;
             ss_comm_shard(N, B, r, size, &rlo, &rhi);
             int64_t rb0 = rlo + k * B;
@@ -304,7 +356,8 @@ compute:;
         }
         if (progress) progress(job->progress_ctx, written, N);
     }
-    if (rank != 0) goto out;
+    if (c.piped && (st = ss_pipeline_report(run.m, c.writer, h, job->progress != NULL))) goto out;
+    if (rank != c.writer) goto out;
     st = ss_h5_queue_finish(c.q);
     c.q = NULL;
     if (st) goto out;
@@ -336,6 +389,8 @@ out: /* on failure: stop the writer, close what is open, then drop the temporary
         if (c.acts[i]) ss_h5_dset_close(c.acts[i]);
     if (c.logits) ss_h5_dset_close(c.logits);
     if (h) ss_h5_abort(h);
+    for (int i = 0; i < c.n_pending; i++) free(c.pending[i].buf);
+    free(c.pending);
     free(c.acts);
     free(lg);
     free(want);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "subscope/dist.h"
 #include "subscope/forward.h"
 #include "subscope/h5out.h"
 #include "subscope/jobs.h"
@@ -50,6 +51,7 @@ static ss_status patch_hook(void *vctx, const ss_site *s, float *data, int64_t l
  * next-token loss on the target tokens. */
 static double metric_of(const float *lg, int64_t n, int64_t V, int logitdiff, int32_t answer, int32_t wrong,
                         const int32_t *targets) {
+    if (!lg) return NAN; /* a pipeline stage without the head */
     if (logitdiff) return (double)lg[(n - 1) * V + answer] - lg[(n - 1) * V + wrong];
     double loss = 0, lz;
     for (int64_t t = 0; t + 1 < n; t++) {
@@ -69,7 +71,18 @@ static ss_status run_one(ss_run *r, const int32_t *tok, int64_t n, const uint8_t
     return ss_forward(r->m, r->be, tok, &pk, &o, lg);
 }
 
+static ss_status patch(const ss_patch_job *job);
+
+/* With --pipeline the stages run every pair together and the last one, which
+ * has the logits, writes the file; an error on any stage stops them all. */
 ss_status ss_job_patch(const ss_patch_job *job) {
+    if (job->run.pipeline <= 1) return patch(job);
+    ss_comm *comm;
+    SS_TRY(ss_comm_world(&comm));
+    return ss_comm_check(comm, patch(job));
+}
+
+static ss_status patch(const ss_patch_job *job) {
     ss_run clean;
     ss_prompts *kps = NULL;      /* the corrupt prompts */
     ss_status st;
@@ -92,6 +105,7 @@ ss_status ss_job_patch(const ss_patch_job *job) {
     if (!job->corrupt) return ss_errorf(SS_ERR_ARG, "--corrupt FILE is required");
     if ((st = ss_run_open(&job->run, &clean))) return st;
     const ss_config *cfg = &clean.m->cfg;
+    const int writer = clean.m->end_layer == cfg->n_layer; /* the last pipeline stage (or the only process) */
     const int64_t N = clean.p->n, V = cfg->vocab_size, T = clean.T;
     if ((st = ss_run_read_paired(&clean, job->corrupt, job->run.truncate, &kps))) goto out;
 
@@ -173,10 +187,12 @@ ss_status ss_job_patch(const ss_patch_job *job) {
                 effect[k][i * n_pieces[k] + p] = mc != mk ? (float)((mp - mk) / (mc - mk)) : NAN;
             }
             done += n_pieces[k];
-            if (job->progress) job->progress(job->progress_ctx, done, total);
+            if (job->progress && writer) job->progress(job->progress_ctx, done, total);
         }
     }
 
+    if (clean.m->pipe && (st = ss_pipeline_report(clean.m, clean.m->n_stages - 1, NULL, 0))) goto out;
+    if (!writer) goto out;
     if ((st = ss_h5_create(job->out, &h))) goto out;
     if ((st = ss_write_provenance(h, clean.m, job->command_line, clean.be))) goto out;
     if ((st = ss_h5_attr_str(h, "/", "clean_path", job->run.input)) || (st = ss_h5_attr_str(h, "/", "corrupt_path", job->corrupt)) ||

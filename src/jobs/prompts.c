@@ -150,8 +150,13 @@ ss_status ss_prompts_from_text(const char *text, ss_prompts **out) {
 
 ss_status ss_prompts_tokenize(ss_prompts *p, const ss_tokenizer *tok, int64_t vocab_size, int64_t max_len,
                               int truncate, int64_t *n_truncated) {
+    return ss_prompts_tokenize_range(p, tok, vocab_size, max_len, truncate, 0, p->n, n_truncated);
+}
+
+ss_status ss_prompts_tokenize_range(ss_prompts *p, const ss_tokenizer *tok, int64_t vocab_size, int64_t max_len,
+                                    int truncate, int64_t first, int64_t end, int64_t *n_truncated) {
     int64_t ntr = 0;
-    for (int64_t i = 0; i < p->n; i++) {
+    for (int64_t i = first; i < end && i < p->n; i++) {
         ss_prompt *it = &p->items[i];
         if (!it->tokens) {
             if (!tok)

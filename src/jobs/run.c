@@ -6,9 +6,45 @@
 #include <string.h>
 
 #include "subscope/backend.h"
+#include "subscope/dist.h"
+#include "subscope/gguf_model.h"
 #include "subscope/h5out.h"
 #include "subscope/jobs.h"
 #include "subscope/util.h"
+
+/* The whole model, or with --pipeline P this rank's stage of it. */
+static ss_status load_model(const ss_run_opts *o, ss_run *r) {
+    ss_comm *comm = NULL;
+    int first = 0, end = -1;
+    if (o->pipeline > 1) {
+        SS_TRY(ss_comm_world(&comm));
+        if (ss_comm_size(comm) != o->pipeline)
+            return ss_errorf(SS_ERR_ARG, "--pipeline %d needs exactly %d ranks (one per stage), but the job has %d", o->pipeline,
+                             o->pipeline, ss_comm_size(comm));
+        /* A GGUF file is dequantised whole when opened, so splitting it would save nothing. */
+        if (ss_model_path_is_gguf(o->model_dir))
+            return ss_errorf(SS_ERR_UNSUPPORTED, "%s: --pipeline needs a Hugging Face directory (a GGUF file is "
+                             "dequantised whole on every rank)", o->model_dir);
+        ss_config cfg;
+        char *path = ss_path_join(o->model_dir, "config.json");
+        if (!path) return SS_ERR_NOMEM;
+        ss_status st = ss_config_load(path, &cfg);
+        free(path);
+        SS_TRY(st);
+        if (o->pipeline > cfg.n_layer)
+            return ss_errorf(SS_ERR_ARG, "--pipeline %d: the model has only %lld blocks", o->pipeline, (long long)cfg.n_layer);
+        ss_model_stage_layers(cfg.n_layer, ss_comm_rank(comm), o->pipeline, &first, &end);
+    }
+    SS_TRY(ss_model_load_layers(o->model_dir, first, end, &r->m));
+    if (comm) SS_TRY(ss_model_set_pipeline(r->m, comm));
+    const int64_t bytes = ss_model_weight_bytes(r->m);
+    if (o->max_memory > 0 && bytes > o->max_memory)
+        return ss_errorf(SS_ERR_NOMEM, "%s: blocks %d..%d hold %.1f MiB of weights, more than --max-memory %.1f MiB%s",
+                         o->model_dir, r->m->first_layer, r->m->end_layer - 1, (double)bytes / 1048576.0,
+                         (double)o->max_memory / 1048576.0,
+                         o->pipeline > 1 ? "; use more pipeline stages" : "; split the model with --pipeline P");
+    return SS_OK;
+}
 
 ss_status ss_run_open(const ss_run_opts *o, ss_run *r) {
     memset(r, 0, sizeof *r);
@@ -20,25 +56,36 @@ ss_status ss_run_open(const ss_run_opts *o, ss_run *r) {
         if ((st = ss_backend_open(o->device, &bo, &r->be))) return st;
         r->owns_be = 1;
     }
-    if ((st = ss_model_load(o->model_dir, &r->m))) goto fail;
+    if ((st = load_model(o, r))) goto fail;
     const ss_config *cfg = &r->m->cfg;
     r->max_len = o->max_len > 0 && o->max_len < cfg->n_positions ? o->max_len : cfg->n_positions;
     if ((st = ss_prompts_read(o->input, &r->p))) goto fail;
-    if ((st = ss_prompts_tokenize(r->p, r->m->tok, cfg->vocab_size, r->max_len, o->truncate, NULL))) goto fail;
-    for (int64_t i = 0; i < r->p->n; i++) r->T = r->p->items[i].n_tokens > r->T ? r->p->items[i].n_tokens : r->T;
     r->B = o->batch > 0 ? o->batch : 16;
     if (r->B > r->p->n) r->B = r->p->n;
-    r->packed = ss_malloc((size_t)(r->B * r->T) * sizeof(int32_t), "packed tokens");
     r->start = ss_malloc((size_t)r->B * sizeof(int64_t), "packing");
     r->len = ss_malloc((size_t)r->B * sizeof(int64_t), "packing");
-    if (!r->packed || !r->start || !r->len) {
+    if (!r->start || !r->len) {
         st = SS_ERR_NOMEM;
         goto fail;
     }
+    if (!o->lazy_tokenize && (st = ss_run_tokenize(r, o, 0, r->p->n))) goto fail;
     return SS_OK;
 fail:
     ss_run_close(r);
     return st;
+}
+
+ss_status ss_run_tokenize(ss_run *r, const ss_run_opts *o, int64_t first, int64_t end) {
+    SS_TRY(ss_prompts_tokenize_range(r->p, r->m->tok, r->m->cfg.vocab_size, r->max_len, o->truncate, first, end, NULL));
+    int64_t T = r->T;
+    for (int64_t i = first; i < end && i < r->p->n; i++) T = r->p->items[i].n_tokens > T ? r->p->items[i].n_tokens : T;
+    if (T > r->T || !r->packed) {
+        int32_t *np = ss_realloc(r->packed, (size_t)(r->B * (T ? T : 1)) * sizeof(int32_t), "packed tokens");
+        if (!np) return SS_ERR_NOMEM;
+        r->packed = np;
+        r->T = T;
+    }
+    return SS_OK;
 }
 
 ss_status ss_run_place(ss_run *r, const ss_run_opts *o) { return ss_model_place(r->m, r->be, o->wdtype); }
@@ -174,4 +221,63 @@ void ss_log_partition(const float *lg, int64_t rows, int64_t V, double *lz) {
         for (int64_t v = 0; v < V; v++) sum += exp((double)x[v] - mx);
         lz[r] = mx + log(sum);
     }
+}
+
+ss_status ss_pipeline_report(const ss_model *m, int root, ss_h5 *h, int print) {
+    enum { TAG_TIMING = 4001 };
+    ss_comm *comm = m->pipe;
+    if (!comm) return SS_OK;
+    const int rank = ss_comm_rank(comm), P = ss_comm_size(comm);
+    double mine[4] = {m->first_layer, m->end_layer, m->pipe_busy_s, m->pipe_wait_s};
+    if (rank != root) return ss_comm_send(comm, root, TAG_TIMING, mine, sizeof mine);
+    double *all = ss_malloc((size_t)P * 4 * sizeof(double), "pipeline timing");
+    if (!all) return SS_ERR_NOMEM;
+    ss_status st = SS_OK;
+    for (int r = 0; r < P && !st; r++) {
+        if (r == rank) memcpy(all + 4 * r, mine, sizeof mine);
+        else st = ss_comm_recv(comm, r, TAG_TIMING, all + 4 * r, sizeof mine);
+    }
+    double busy = 0, wait = 0, *b = NULL, *w = NULL;
+    int64_t *first = NULL;
+    if (!st && (!(b = ss_malloc((size_t)P * sizeof *b, "timing")) || !(w = ss_malloc((size_t)P * sizeof *w, "timing")) ||
+                !(first = ss_malloc((size_t)P * sizeof *first, "timing"))))
+        st = SS_ERR_NOMEM;
+    for (int r = 0; r < P && !st; r++) {
+        first[r] = (int64_t)all[4 * r];
+        b[r] = all[4 * r + 2], w[r] = all[4 * r + 3];
+        busy += b[r], wait += w[r];
+        if (print)
+            fprintf(stderr, "pipeline stage %d (%s, blocks %d..%d): busy %.3f s, waiting %.3f s\n", r, ss_comm_host(comm, r),
+                    (int)all[4 * r], (int)all[4 * r + 1] - 1, b[r], w[r]);
+    }
+    /* The bubble: the share of the stages' time spent waiting for a neighbour. */
+    const double bubble = busy + wait > 0 ? wait / (busy + wait) : 0;
+    if (!st && print) fprintf(stderr, "pipeline: %d stages, bubble %.1f%% of stage time\n", P, 100.0 * bubble);
+    if (!st && h) {
+        if (!(st = ss_h5_attr_i64_array(h, "/", "pipeline_first_block", first, (size_t)P)) &&
+            !(st = ss_h5_attr_f64_array(h, "/", "pipeline_busy_seconds", b, (size_t)P)) &&
+            !(st = ss_h5_attr_f64_array(h, "/", "pipeline_wait_seconds", w, (size_t)P)))
+            st = ss_h5_attr_f64(h, "/", "pipeline_bubble_fraction", bubble);
+    }
+    free(first);
+    free(b);
+    free(w);
+    free(all);
+    return st;
+}
+
+int ss_model_computes_site(const ss_model *m, const ss_site *s) {
+    if (s->layer >= 0) return s->layer >= m->first_layer && s->layer < m->end_layer;
+    return s->kind == SS_SITE_LNF ? m->end_layer == m->cfg.n_layer : m->first_layer == 0;
+}
+
+int ss_model_stage_of(const ss_model *m, const ss_site *s) {
+    if (!m->pipe) return 0;
+    if (s->layer < 0) return s->kind == SS_SITE_LNF ? m->n_stages - 1 : 0;
+    for (int st = 0; st < m->n_stages; st++) {
+        int first, end;
+        ss_model_stage_layers(m->cfg.n_layer, st, m->n_stages, &first, &end);
+        if (s->layer >= first && s->layer < end) return st;
+    }
+    return 0;
 }

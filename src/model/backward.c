@@ -58,13 +58,15 @@ typedef struct {
     float *weights, *loss;
 } pass_bufs;
 
-static void lay_out(carve *c, pass_bufs *p, const ss_config *cfg, int64_t R, int64_t n_lrows, int recompute, int grads) {
+static void lay_out(carve *c, pass_bufs *p, const ss_model *m, int64_t R, int64_t n_lrows, int recompute, int grads) {
+    const ss_config *cfg = &m->cfg;
     const ss_dims D = ss_model_dims(cfg);
     const size_t f = sizeof(float), Rf = (size_t)R * f, Rd = Rf * (size_t)D.d;
     const size_t Rq = Rf * (size_t)D.qw, Rz = Rf * (size_t)D.zw, Rp = Rf * (size_t)D.pw, Rdm = Rf * (size_t)D.dm;
     for (int l = 0; l < cfg->n_layer; l++) {
         ss_block_bufs *b = &p->tape.blocks[l];
         memset(b, 0, sizeof *b);
+        if (l < m->first_layer || l >= m->end_layer) continue; /* another pipeline stage's block */
         b->save_pre = take(c, Rd);
         if (recompute) continue;
         b->ln1 = take(c, Rd), b->qkv = take(c, Rq), b->z = take(c, Rz), b->save_mid = take(c, Rd);
@@ -176,25 +178,46 @@ ss_status ss_forward_backward(const ss_model *m, const ss_backend *be, const int
                 return ss_errorf(SS_ERR_ARG, "gradients at blocks.%d.attn.hook_pattern are not available (the pattern "
                                  "is not a per-token value); ask for attn.hook_q, hook_k or hook_z", l);
     if (fwd && fwd->start_layer) return ss_errorf(SS_ERR_ARG, "a backward pass runs the whole model (start_layer 0)");
+    if (m->pipe && g && g->wgrad)
+        return ss_errorf(SS_ERR_UNSUPPORTED, "weight gradients over a pipeline of stages are not implemented");
+    /* A pipeline stage: the last computes the metric and starts the backward
+     * pass, each hands the gradient of its first block's input to the stage
+     * before, the first ends it at the embeddings. */
+    const int last_stage = m->end_layer == c->n_layer;
 
     ss_forward_opts fo = fwd ? *fwd : (ss_forward_opts){0};
     fo.logits = metric->kind == SS_METRIC_LOSS ? SS_LOGITS_ALL : SS_LOGITS_LAST;
-    const int64_t n_lrows = fo.logits == SS_LOGITS_ALL ? R : pk->n_seq;
+    const int64_t n_lrows = !last_stage ? 0 : fo.logits == SS_LOGITS_ALL ? R : pk->n_seq;
     const int recompute = g && g->recompute;
     pass_bufs p = {0};
     p.tape.blocks = ss_malloc((size_t)c->n_layer * sizeof *p.tape.blocks, "tape");
     if (!p.tape.blocks) return SS_ERR_NOMEM;
     carve cv = {.be = be};
-    lay_out(&cv, &p, c, R, n_lrows, recompute, g != NULL);
+    lay_out(&cv, &p, m, R, n_lrows, recompute, g != NULL);
     ss_hook_ctx gh = {0}, rh = {0};
     ss_status st = be->alloc(be, cv.used, "activations kept for the backward pass", (void **)&cv.base);
     if (st) goto done;
     cv.used = 0;
-    lay_out(&cv, &p, c, R, n_lrows, recompute, g != NULL);
+    lay_out(&cv, &p, m, R, n_lrows, recompute, g != NULL);
 
 #define RUN(call) do { if ((st = (call))) goto done; } while (0)
     RUN(ss_forward_taped(m, be, tokens, pk, &fo, NULL, &p.tape));
-    RUN(metric_and_dlogits(m, be, tokens, pk, metric, &p, n_lrows, metric_out));
+    if (last_stage) RUN(metric_and_dlogits(m, be, tokens, pk, metric, &p, n_lrows, metric_out));
+    if (m->pipe && metric_out) { /* every stage gets the metric */
+        float *mf = ss_malloc((size_t)pk->n_seq * 2 * sizeof(float), "metric values");
+        if (!mf) { st = SS_ERR_NOMEM; goto done; }
+        /* doubles travel as pairs of floats through the float channel */
+        if (last_stage) {
+            memcpy(mf, metric_out, (size_t)pk->n_seq * sizeof(double));
+            for (int r = 0; r < m->n_stages - 1 && !st; r++)
+                st = ss_pipe_send(m, ss_backend_cpu(), r, SS_PIPE_TAG_METRIC, mf, (size_t)pk->n_seq * 2);
+        } else {
+            st = ss_pipe_recv(m, ss_backend_cpu(), m->n_stages - 1, SS_PIPE_TAG_METRIC, mf, (size_t)pk->n_seq * 2);
+            if (!st) memcpy(metric_out, mf, (size_t)pk->n_seq * sizeof(double));
+        }
+        free(mf);
+        if (st) goto done;
+    }
     if (!g) goto done;
 
     ss_gpt2_weights *wg = g->wgrad;
@@ -207,6 +230,10 @@ ss_status ss_forward_backward(const ss_model *m, const ss_backend *be, const int
     if (recompute) RUN(ss_hook_ctx_open(&rh, m, be, fwd && !fwd->read_only ? fwd : NULL, pk));
     rh.pos_b = p.tape.pos_b;
 
+    if (!last_stage) {
+        RUN(ss_pipe_recv(m, be, m->stage + 1, SS_PIPE_TAG_GRAD, p.dx, Rd));
+        goto blocks;
+    }
     /* Unembedding: logits = lnf · lm_headᵀ (of each sequence's last row only, for the last-token metrics). */
     if (fo.logits == SS_LOGITS_LAST) {
         if (wg) {
@@ -227,7 +254,8 @@ ss_status ss_forward_backward(const ss_model *m, const ss_backend *be, const int
     RUN(norm_backward(be, c, p.dx, wg ? wg->lnf_w : NULL, wg ? wg->lnf_b : NULL, p.dln, p.tape.resid_final,
                       w->lnf_w, R));
 
-    for (int l = c->n_layer - 1; l >= 0; l--) {
+blocks:
+    for (int l = m->end_layer - 1; l >= m->first_layer; l--) {
         const ss_gpt2_layer *L = &w->layers[l];
         ss_gpt2_layer *G = wg ? &wg->layers[l] : NULL;
         ss_block_bufs b = p.tape.blocks[l];
@@ -294,10 +322,15 @@ ss_status ss_forward_backward(const ss_model *m, const ss_backend *be, const int
         RUN(norm_backward(be, c, p.dx, G ? G->ln1_w : NULL, G ? G->ln1_b : NULL, p.dln, b.save_pre, L->ln1_w, R));
         RUN(ss_hook_site(&gh, SS_SITE_RESID_PRE, l, p.dx, Rd, 0, d));
     }
+    if (m->first_layer > 0) {
+        RUN(ss_pipe_send(m, be, m->stage - 1, SS_PIPE_TAG_GRAD, p.dx, Rd));
+        goto delivered;
+    }
     /* x_0 = wte[token] + wpe[position] (GPT-2) or wte[token]. */
     RUN(ss_hook_site(&gh, SS_SITE_EMBED, -1, p.dx, Rd, 0, d));
     RUN(ss_hook_site(&gh, SS_SITE_POS_EMBED, -1, p.dx, Rd, 0, d));
     if (wg) RUN(be->embed_backward(be, (float *)wg->wte, (float *)wg->wpe, p.dx, p.tape.tok_b, p.tape.pos_b, R, d));
+delivered:
     RUN(ss_hook_ctx_deliver(&gh));
     RUN(be->sync(be));
 #undef RUN

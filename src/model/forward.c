@@ -2,8 +2,10 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "forward_internal.h"
+#include "subscope/dist.h"
 #include "subscope/util.h"
 
 /* ---- handing sites to hooks ---- */
@@ -183,6 +185,40 @@ ss_status ss_block_forward(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, floa
 
 /* ---- the whole model ---- */
 
+/* ---- pipeline stages: the residual stream between neighbours ---- */
+
+double ss_seconds_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+ss_status ss_pipe_recv(const ss_model *m, const ss_backend *be, int from, int tag, float *x, size_t n) {
+    ss_model *mm = (ss_model *)m; /* the wait counters are the model's only mutable state */
+    float *h = be->host_memory ? x : ss_malloc(n * sizeof(float), "residual stream from the previous stage");
+    if (!h) return SS_ERR_NOMEM;
+    const double t0 = ss_seconds_now();
+    ss_status st = ss_comm_recv(m->pipe, from, tag, h, n * sizeof(float));
+    mm->pipe_wait_s += ss_seconds_now() - t0;
+    if (st) ss_error_context(st, "pipeline stage %d receiving from stage %d", m->stage, from);
+    if (!st && h != x) st = be->upload(be, x, h, n * sizeof(float));
+    if (h != x) free(h);
+    return st;
+}
+
+ss_status ss_pipe_send(const ss_model *m, const ss_backend *be, int to, int tag, const float *x, size_t n) {
+    ss_model *mm = (ss_model *)m;
+    float *h = be->host_memory ? (float *)x : ss_malloc(n * sizeof(float), "residual stream for the next stage");
+    if (!h) return SS_ERR_NOMEM;
+    ss_status st = h != x ? be->download(be, h, x, n * sizeof(float)) : SS_OK;
+    const double t0 = ss_seconds_now();
+    if (!st) st = ss_comm_send(m->pipe, to, tag, h, n * sizeof(float));
+    mm->pipe_wait_s += ss_seconds_now() - t0;
+    if (st) ss_error_context(st, "pipeline stage %d sending to stage %d", m->stage, to);
+    if (h != x) free(h);
+    return st;
+}
+
 enum { B_TOK, B_POS, B_X, B_TMP, B_LN, B_QKV, B_Z, B_H, B_H2, B_LOGITS, B_COUNT };
 
 ss_status ss_forward(const ss_model *m, const ss_backend *be, const int32_t *tokens, const ss_packing *pk,
@@ -201,7 +237,9 @@ ss_status ss_forward_taped(const ss_model *m, const ss_backend *be, const int32_
     if (D.llama && (!be->rmsnorm || !be->rope || !be->swiglu))
         return ss_errorf(SS_ERR_UNSUPPORTED, "backend %s lacks the Llama family's ops (rmsnorm, rope, swiglu)", be->name);
     SS_TRY(ss_packing_check(m, tokens, pk));
-    const int64_t n_lrows = !opts || opts->logits == SS_LOGITS_NONE || (!logits && !tape) ? 0
+    const double t_start = ss_seconds_now(), wait_before = m->pipe_wait_s;
+    /* Only the last stage of a pipeline has the head. */
+    const int64_t n_lrows = !opts || opts->logits == SS_LOGITS_NONE || (!logits && !tape) || m->end_layer < c->n_layer ? 0
                             : opts->logits == SS_LOGITS_ALL                                  ? R
                                                                                              : pk->n_seq;
     /* With a tape, its buffers stand in for the forward's own. */
@@ -246,11 +284,17 @@ ss_status ss_forward_taped(const ss_model *m, const ss_backend *be, const int32_
                        first, (long long)c->n_layer);
         goto done;
     }
-    if (first) {
-        /* Resume from an earlier run's residual stream: the blocks before are skipped. */
-        RUN(be->upload(be, x, opts->start_resid, Rd * sizeof(float)));
-    } else {
-        if (D.llama) { /* rotary models: the residual stream starts as the token embedding */
+    /* One stage of a pipeline runs its own blocks: the residual stream comes
+     * from the previous stage (unless this stage holds the start) and goes to
+     * the next. Every stage is called for every batch, in the same order. */
+    const int last_stage = m->end_layer == c->n_layer;
+    const int l0 = first > m->first_layer ? first : m->first_layer;
+    if (m->end_layer <= first && !last_stage) goto finished; /* the start lies past this stage */
+    if ((first > 0 && first >= m->first_layer) || (first == 0 && m->first_layer == 0)) {
+        if (first) {
+            /* Resume from an earlier run's residual stream: the blocks before are skipped. */
+            RUN(be->upload(be, x, opts->start_resid, Rd * sizeof(float)));
+        } else if (D.llama) { /* rotary models: the residual stream starts as the token embedding */
             RUN(be->embed(be, x, NULL, tok_b, pos_b, w->wte, NULL, w->wdtype, R, d));
             RUN(ss_hook_site(&f, SS_SITE_EMBED, -1, x, Rd, 0, d));
         } else {
@@ -259,10 +303,15 @@ ss_status ss_forward_taped(const ss_model *m, const ss_backend *be, const int32_
             RUN(ss_hook_site(&f, SS_SITE_POS_EMBED, -1, ln, Rd, 0, d));
             RUN(be->add(be, x, tmp, ln, R * d));
         }
+    } else if (m->pipe) {
+        RUN(ss_pipe_recv(m, be, m->stage - 1, SS_PIPE_TAG_RESID, x, Rd));
+    } else {
+        st = ss_errorf(SS_ERR_INTERNAL, "%s: blocks %d.. are not loaded in this process", m->dir, first);
+        goto done;
     }
     ss_block_bufs shared = {.ln1 = buf[B_LN], .qkv = buf[B_QKV], .z = buf[B_Z], .attn_out = tmp, .ln2 = buf[B_LN],
                             .pre = buf[B_H], .post = buf[B_H2], .mlp_out = tmp};
-    for (int l = first; l < c->n_layer; l++) {
+    for (int l = l0; l < m->end_layer; l++) {
         ss_block_bufs b = shared;
         if (tape) {
             if (tape->recompute) b.save_pre = tape->blocks[l].save_pre;
@@ -270,6 +319,10 @@ ss_status ss_forward_taped(const ss_model *m, const ss_backend *be, const int32_
             b.attn_out = b.mlp_out = tmp;
         }
         RUN(ss_block_forward(&f, w, l, x, &b));
+    }
+    if (!last_stage) {
+        RUN(ss_pipe_send(m, be, m->stage + 1, SS_PIPE_TAG_RESID, x, Rd));
+        goto finished;
     }
     RUN(norm(be, c, ln, x, w->lnf_w, w->lnf_b, R, d));
     RUN(ss_hook_site(&f, SS_SITE_LNF, -1, ln, Rd, 0, d));
@@ -293,11 +346,13 @@ ss_status ss_forward_taped(const ss_model *m, const ss_backend *be, const int32_
             RUN(be->download(be, lg, buf[B_LOGITS], bytes[B_LOGITS]));
         }
     }
+finished:
     RUN(ss_hook_ctx_deliver(&f));
     RUN(be->sync(be));
 #undef RUN
     if (logits) *logits = lg;
     lg = NULL;
+    if (m->pipe) ((ss_model *)m)->pipe_busy_s += ss_seconds_now() - t_start - (m->pipe_wait_s - wait_before);
 done: /* every failing path above has set the message */
     for (int i = 0; i < B_COUNT; i++)
         if (buf[i]) be->release(be, buf[i]);

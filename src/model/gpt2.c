@@ -6,8 +6,10 @@
 #include <string.h>
 
 #include "subscope/backward.h"
+#include "subscope/gguf_model.h"
 #include "subscope/model.h"
 #include "subscope/util.h"
+#include "subscope/dist.h"
 
 /* Resolves a tensor by name (a GPT-2 name also with the "transformer."
  * prefix) and checks its shape against the config. */
@@ -108,13 +110,14 @@ static ss_status load_weights(ss_model *m) {
     char nm[128];
 #define T1(name, a, dst) do { int64_t s_[1] = {a}; SS_TRY(get_tensor(m, name, 1, s_, &(dst))); } while (0)
 #define T2(name, a, b, dst) do { int64_t s_[2] = {a, b}; SS_TRY(get_tensor(m, name, 2, s_, &(dst))); } while (0)
-    T2("wte.weight", V, d, m->w.wte);
-    T2("wpe.weight", c->n_positions, d, m->w.wpe);
-    T1("ln_f.weight", d, m->w.lnf_w);
-    T1("ln_f.bias", d, m->w.lnf_b);
+    const int first = m->first_layer == 0, last = m->end_layer == c->n_layer;
+    if (first || (last && c->tie_word_embeddings)) T2("wte.weight", V, d, m->w.wte);
+    if (first) T2("wpe.weight", c->n_positions, d, m->w.wpe);
+    if (last) T1("ln_f.weight", d, m->w.lnf_w);
+    if (last) T1("ln_f.bias", d, m->w.lnf_b);
     m->w.layers = ss_calloc((size_t)c->n_layer, sizeof *m->w.layers, "layers");
     if (!m->w.layers) return SS_ERR_NOMEM;
-    for (int64_t l = 0; l < c->n_layer; l++) {
+    for (int64_t l = m->first_layer; l < m->end_layer; l++) {
         ss_gpt2_layer *L = &m->w.layers[l];
 #define LN(suffix) (snprintf(nm, sizeof nm, "h.%lld.%s", (long long)l, suffix), nm)
         T1(LN("ln_1.weight"), d, L->ln1_w);
@@ -131,7 +134,9 @@ static ss_status load_weights(ss_model *m) {
         T1(LN("mlp.c_proj.bias"), d, L->fc2_b);
 #undef LN
     }
-    if (c->tie_word_embeddings) {
+    if (!last) {
+        /* another stage has the head */
+    } else if (c->tie_word_embeddings) {
         m->w.lm_head = m->w.wte;
     } else {
         /* lm_head never carries the transformer. prefix in Hugging Face files. */
@@ -145,6 +150,16 @@ static ss_status load_weights(ss_model *m) {
 }
 
 
+static ss_status set_layer_range(ss_model *m, int first, int end) {
+    if (end < 0) end = (int)m->cfg.n_layer;
+    if (first < 0 || first >= end || end > m->cfg.n_layer)
+        return ss_errorf(SS_ERR_ARG, "%s: blocks %d..%d do not lie within the model's %lld", m->dir, first, end - 1,
+                         (long long)m->cfg.n_layer);
+    m->first_layer = first;
+    m->end_layer = end;
+    return SS_OK;
+}
+
 /* Hugging Face LlamaForCausalLM names (Mistral and Qwen2 use the same). */
 static ss_status load_weights_llama(ss_model *m) {
     const ss_config *c = &m->cfg;
@@ -155,12 +170,13 @@ static ss_status load_weights_llama(ss_model *m) {
 #define T1(name, a, dst) do { int64_t s_[1] = {a}; SS_TRY(get_tensor(m, name, 1, s_, &(dst))); } while (0)
 #define T2(name, a, b, dst) do { int64_t s_[2] = {a, b}; SS_TRY(get_tensor(m, name, 2, s_, &(dst))); } while (0)
 #define NM(i, suffix) (snprintf(nm[i], sizeof nm[i], "model.layers.%lld.%s", (long long)l, suffix), nm[i])
-    T2("model.embed_tokens.weight", V, d, m->w.wte);
-    T1("model.norm.weight", d, m->w.lnf_w);
+    const int first = m->first_layer == 0, last = m->end_layer == c->n_layer;
+    if (first || (last && c->tie_word_embeddings)) T2("model.embed_tokens.weight", V, d, m->w.wte);
+    if (last) T1("model.norm.weight", d, m->w.lnf_w);
     m->w.layers = ss_calloc((size_t)c->n_layer, sizeof *m->w.layers, "layers");
     if (!m->w.layers) return SS_ERR_NOMEM;
     const int64_t qkv_rows[3] = {H * dh, Hkv * dh, Hkv * dh}, gu_rows[2] = {dm, dm};
-    for (int64_t l = 0; l < c->n_layer; l++) {
+    for (int64_t l = m->first_layer; l < m->end_layer; l++) {
         ss_gpt2_layer *L = &m->w.layers[l];
         T1(NM(0, "input_layernorm.weight"), d, L->ln1_w);
         NM(0, "self_attn.q_proj.weight"), NM(1, "self_attn.k_proj.weight"), NM(2, "self_attn.v_proj.weight");
@@ -182,7 +198,9 @@ static ss_status load_weights_llama(ss_model *m) {
         if (c->mlp_bias) T1(NM(0, "mlp.down_proj.bias"), d, L->fc2_b);
     }
 #undef NM
-    if (c->tie_word_embeddings) {
+    if (!last) {
+        /* another stage has the head */
+    } else if (c->tie_word_embeddings) {
         m->w.lm_head = m->w.wte;
     } else {
         if (!ss_weights_find(m->weights, "lm_head.weight"))
@@ -199,14 +217,30 @@ static ss_status load_weights_llama(ss_model *m) {
     return SS_OK;
 }
 
-ss_status ss_model_load(const char *dir, ss_model **out) {
+ss_status ss_model_load(const char *dir, ss_model **out) { return ss_model_load_layers(dir, 0, -1, out); }
+
+ss_status ss_model_load_layers(const char *dir, int first, int end, ss_model **out) {
     *out = NULL;
     ss_model *m = ss_calloc(1, sizeof *m, "model");
     if (!m) return SS_ERR_NOMEM;
     ss_status st = SS_ERR_NOMEM;
     char *cfg_path = NULL;
-    if (!(m->dir = ss_strdup(dir)) || !(cfg_path = ss_path_join(dir, "config.json"))) goto fail;
+    if (!(m->dir = ss_strdup(dir))) goto fail;
+    if (ss_model_path_is_gguf(dir)) {
+        /* A llama.cpp file: config, weights and tokenizer all come from it. */
+        if ((st = ss_gguf_model_open(dir, &m->cfg, &m->weights, &m->tok))) goto fail;
+        if ((st = set_layer_range(m, first, end))) goto fail;
+        if ((st = load_weights_llama(m))) goto fail;
+        /* What the file holds, not the float32 copies made of it. */
+        ss_gguf *g = NULL;
+        if (ss_gguf_open(dir, &g) == SS_OK) ss_gguf_type_list(g, m->weight_dtypes, sizeof m->weight_dtypes);
+        ss_gguf_free(g);
+        *out = m;
+        return SS_OK;
+    }
+    if (!(cfg_path = ss_path_join(dir, "config.json"))) goto fail;
     if ((st = ss_config_load(cfg_path, &m->cfg))) goto fail;
+    if ((st = set_layer_range(m, first, end))) goto fail;
     if ((st = ss_weights_open(dir, &m->weights))) goto fail;
     if ((st = m->cfg.family == SS_FAMILY_LLAMA ? load_weights_llama(m) : load_weights(m))) goto fail;
     st = ss_tokenizer_load_dir(dir, &m->tok);
@@ -378,4 +412,41 @@ void ss_grads_free(const ss_backend *be, ss_gpt2_weights *g) {
     if (g->wte) be->release(be, (void *)g->wte);
     free(g->layers);
     memset(g, 0, sizeof *g);
+}
+
+/* ---- pipeline stages ---- */
+
+void ss_model_stage_layers(int64_t n_layer, int stage, int n_stages, int *first, int *end) {
+    /* The first stages take one block more when the count does not divide. */
+    const int64_t base = n_layer / n_stages, extra = n_layer % n_stages;
+    const int64_t f = stage * base + (stage < extra ? stage : extra);
+    *first = (int)f;
+    *end = (int)(f + base + (stage < extra ? 1 : 0));
+}
+
+ss_status ss_model_set_pipeline(ss_model *m, struct ss_comm *comm) {
+    const int stage = ss_comm_rank(comm), n = ss_comm_size(comm);
+    int first, end;
+    ss_model_stage_layers(m->cfg.n_layer, stage, n, &first, &end);
+    if (n > m->cfg.n_layer)
+        return ss_errorf(SS_ERR_ARG, "%s: a pipeline of %d stages needs at least %d blocks; the model has %lld", m->dir, n,
+                         n, (long long)m->cfg.n_layer);
+    if (first != m->first_layer || end != m->end_layer)
+        return ss_errorf(SS_ERR_INTERNAL, "%s: stage %d runs blocks %d..%d but blocks %d..%d were loaded", m->dir, stage,
+                         first, end - 1, m->first_layer, m->end_layer - 1);
+    m->pipe = n > 1 ? comm : NULL;
+    m->stage = stage;
+    m->n_stages = n;
+    return SS_OK;
+}
+
+int64_t ss_model_weight_bytes(const ss_model *m) {
+    int64_t bytes = 0;
+    weight_slot *slots = ss_malloc((size_t)max_slots(&m->cfg) * sizeof *slots, "weight list");
+    if (!slots) return -1;
+    ss_gpt2_weights w = m->w;
+    const int n = weight_slots(&m->cfg, &w, slots);
+    for (int i = 0; i < n; i++) bytes += (int64_t)(slots[i].count * sizeof(float));
+    free(slots);
+    return bytes;
 }

@@ -352,11 +352,18 @@ struct ss_weights {
     const ss_tensor_info **list;    /* single file: file order; index: weight_map order */
     const ss_tensor_info **by_name; /* sorted copy of list */
     size_t n;
+    size_t cap;                     /* in-memory sets: room in list and by_name */
+    ss_tensor_info **owned;         /* in-memory sets: tensors (and their data) we free */
 };
 
 void ss_weights_free(ss_weights *w) {
     if (!w) return;
     for (size_t i = 0; i < w->n_shards; i++) ss_safetensors_free(w->shards[i]);
+    for (size_t i = 0; w->owned && i < w->n; i++) {
+        free((void *)w->owned[i]->data);
+        free(w->owned[i]);
+    }
+    free(w->owned);
     free(w->shards);
     free(w->list);
     free(w->by_name);
@@ -512,6 +519,65 @@ ss_status ss_weights_open(const char *dir, ss_weights **out) {
         return s;
     }
     *out = w;
+    return SS_OK;
+}
+
+ss_status ss_weights_new(ss_weights **out) {
+    *out = ss_calloc(1, sizeof **out, "weights");
+    return *out ? SS_OK : SS_ERR_NOMEM;
+}
+
+ss_status ss_weights_add_f32(ss_weights *w, const char *name, int ndim, const int64_t *shape, float *data,
+                             const char *file) {
+    if (!w || w->n_shards || !name || !file || ndim < 0 || ndim > SS_MAX_DIMS) {
+        free(data);
+        return ss_errorf(SS_ERR_ARG, "weights: cannot add tensor \"%s\"", name ? name : "(null)");
+    }
+    size_t count, nbytes;
+    ss_status s = ss_dims_product(shape, ndim, &count, name);
+    if (s == SS_OK && !ss_mul_ok(count, sizeof(float), &nbytes)) s = ss_errorf(SS_ERR_ARG, "%s: tensor too large", name);
+    /* Sorted insertion point; a name already present is refused. */
+    size_t lo = 0, hi = w->n;
+    while (s == SS_OK && lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(w->by_name[mid]->name, name);
+        if (c == 0) s = ss_errorf(SS_ERR_FORMAT, "%s: tensor \"%s\" appears twice", file, name);
+        else if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    if (s == SS_OK && w->n == w->cap) {
+        size_t ncap = w->cap ? 2 * w->cap : 64;
+        const ss_tensor_info **nl = ss_realloc(w->list, ncap * sizeof *nl, "weights tensor list");
+        if (nl) w->list = nl;
+        const ss_tensor_info **nb = nl ? ss_realloc(w->by_name, ncap * sizeof *nb, "weights name index") : NULL;
+        if (nb) w->by_name = nb;
+        ss_tensor_info **no = nb ? ss_realloc(w->owned, ncap * sizeof *no, "weights tensors") : NULL;
+        if (no) w->owned = no;
+        if (no) w->cap = ncap;
+        else s = SS_ERR_NOMEM;
+    }
+    size_t name_len = strlen(name) + 1, file_len = strlen(file) + 1;
+    ss_tensor_info *t = s == SS_OK ? ss_calloc(1, sizeof *t + name_len + file_len, "weights tensor") : NULL;
+    if (s == SS_OK && !t) s = SS_ERR_NOMEM;
+    if (s != SS_OK) {
+        free(data);
+        return s;
+    }
+    char *np = (char *)(t + 1);
+    memcpy(np, name, name_len);
+    memcpy(np + name_len, file, file_len);
+    t->name = np;
+    t->file = np + name_len;
+    t->dtype = SS_DTYPE_F32;
+    t->ndim = ndim;
+    for (int d = 0; d < ndim; d++) t->shape[d] = shape[d];
+    t->nbytes = nbytes;
+    t->data = data;
+    memmove(w->by_name + lo + 1, w->by_name + lo, (w->n - lo) * sizeof *w->by_name);
+    w->by_name[lo] = t;
+    w->list[w->n] = t;
+    w->owned[w->n] = t;
+    w->n++;
     return SS_OK;
 }
 

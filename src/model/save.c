@@ -88,6 +88,7 @@ ss_status ss_model_create(const ss_config *cfg, ss_model **out) {
     ss_model *m = ss_calloc(1, sizeof *m, "model");
     if (!m) return SS_ERR_NOMEM;
     m->cfg = *cfg;
+    m->end_layer = (int)cfg->n_layer;
     m->w.wdtype = SS_WDTYPE_F32;
     const int np = ss_gpt2_param_count(cfg);
     ss_param *ps = ss_malloc((size_t)np * sizeof *ps, "parameter list");

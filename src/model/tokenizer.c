@@ -373,8 +373,12 @@ struct ss_tokenizer {
     unsigned char first_byte[2][256]; /* [normalized] could an added token start with this byte */
     int32_t unk_id;
     int fuse_unk, ignore_merges, add_prefix_space, use_regex;
+    /* Digits pre-tokenizer before ByteLevel: 0 none, 1 individual_digits
+     * (every numeric character its own piece), 2 runs of them. */
+    int digits;
     int32_t eos_id;
     pcre2_code *re;
+    pcre2_code *digit_re;
     pcre2_code *word_re;
     word_cache *cache;
 };
@@ -400,6 +404,7 @@ void ss_tokenizer_free(ss_tokenizer *t) {
     free(t->id_added);
     free(t->added);
     if (t->re) pcre2_code_free(t->re);
+    if (t->digit_re) pcre2_code_free(t->digit_re);
     if (t->word_re) pcre2_code_free(t->word_re);
     if (t->cache) {
         pthread_mutex_destroy(&t->cache->mu);
@@ -588,6 +593,13 @@ static ss_status tk_finish(ss_tokenizer *t, const char *what) {
                           NULL);
     if (!t->re) return ss_errorf(SS_ERR_INTERNAL, "%s: pre-tokenizer regex did not compile (PCRE2 error %d)", what, err);
     (void)pcre2_jit_compile(t->re, PCRE2_JIT_COMPLETE); /* without JIT the interpreter is used */
+    if (t->digits) {
+        /* HF's Digits splits on Rust's char::is_numeric: general categories Nd, Nl, No = \p{N}. */
+        t->digit_re = pcre2_compile((PCRE2_SPTR)(t->digits == 1 ? "\\p{N}" : "\\p{N}+"), PCRE2_ZERO_TERMINATED,
+                                    PCRE2_UTF | PCRE2_UCP, &err, &off, NULL);
+        if (!t->digit_re) return ss_errorf(SS_ERR_INTERNAL, "%s: digits regex did not compile", what);
+        (void)pcre2_jit_compile(t->digit_re, PCRE2_JIT_COMPLETE);
+    }
     if (need_word_re) {
         t->word_re = pcre2_compile((PCRE2_SPTR)WORD_CHAR_PATTERN, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &err,
                                    &off, NULL);
@@ -726,7 +738,21 @@ static ss_status load_model(ss_tokenizer *t, const ss_json *model, const char *w
     return SS_OK;
 }
 
-/* The ByteLevel pre-tokenizer object (also accepted alone in a Sequence). */
+/* The Digits pre-tokenizer, accepted only just before ByteLevel. */
+static ss_status load_digits(ss_tokenizer *t, const ss_json *pt, const char *what) {
+    int individual = 0;
+    SS_TRY(get_flag(pt, "individual_digits", &individual, what, "pre_tokenizer Digits"));
+    t->digits = individual ? 1 : 2;
+    return SS_OK;
+}
+
+static int pre_type_is(const ss_json *pt, const char *type) {
+    const char *ty = NULL;
+    return pt->type == SS_JSON_OBJECT && ss_json_get_str(pt, "type", &ty) == 1 && strcmp(ty, type) == 0;
+}
+
+/* The ByteLevel pre-tokenizer object, alone or in a Sequence: [ByteLevel] or
+ * [Digits, ByteLevel] (SmolLM2, StarCoder). */
 static ss_status load_pre_tokenizer(ss_tokenizer *t, const ss_json *pt, const char *what) {
     if (!pt || pt->type == SS_JSON_NULL)
         return ss_errorf(SS_ERR_UNSUPPORTED, "%s: no pre_tokenizer: only the ByteLevel pre-tokenizer is supported", what);
@@ -735,8 +761,15 @@ static ss_status load_pre_tokenizer(ss_tokenizer *t, const ss_json *pt, const ch
         return ss_errorf(SS_ERR_FORMAT, "%s:%d: pre_tokenizer must be an object with a \"type\"", what, pt->line);
     if (strcmp(ty, "Sequence") == 0) {
         const ss_json *list = ss_json_get(pt, "pretokenizers");
-        if (list && list->type == SS_JSON_ARRAY && list->len == 1) return load_pre_tokenizer(t, &list->items[0], what);
-        return ss_errorf(SS_ERR_UNSUPPORTED, "%s:%d: a pre_tokenizer Sequence other than [ByteLevel] is not supported",
+        if (list && list->type == SS_JSON_ARRAY && list->len == 1 && pre_type_is(&list->items[0], "ByteLevel"))
+            return load_pre_tokenizer(t, &list->items[0], what);
+        if (list && list->type == SS_JSON_ARRAY && list->len == 2 && pre_type_is(&list->items[0], "Digits") &&
+            pre_type_is(&list->items[1], "ByteLevel")) {
+            SS_TRY(load_digits(t, &list->items[0], what));
+            return load_pre_tokenizer(t, &list->items[1], what);
+        }
+        return ss_errorf(SS_ERR_UNSUPPORTED,
+                         "%s:%d: a pre_tokenizer Sequence other than [ByteLevel] or [Digits, ByteLevel] is not supported",
                          what, pt->line);
     }
     if (strcmp(ty, "ByteLevel") != 0)
@@ -1140,8 +1173,9 @@ static ss_status bpe_word(const ss_tokenizer *t, enc_ctx *c, const char *w, size
     return SS_OK;
 }
 
-/* ByteLevel pre-tokenizer + BPE on a piece of text between added tokens. */
-static ss_status encode_piece(const ss_tokenizer *t, enc_ctx *c, const char *s, size_t n, size_t base) {
+/* ByteLevel pre-tokenizer + BPE on one piece (between added tokens and, with
+ * Digits, between numeric characters). */
+static ss_status bytelevel_piece(const ss_tokenizer *t, enc_ctx *c, const char *s, size_t n, size_t base) {
     if (n == 0) return SS_OK;
     if (t->add_prefix_space && s[0] != ' ') {
         if (!ss_grow((void **)&c->pbuf, &c->pbuf_cap, n + 1, 1)) return nomem("encode");
@@ -1170,6 +1204,27 @@ static ss_status encode_piece(const ss_tokenizer *t, enc_ctx *c, const char *s, 
         pos = me;
     }
     if (pos < n) SS_TRY(bpe_word(t, c, s + pos, n - pos));
+    return SS_OK;
+}
+
+/* A piece of text between added tokens: with a Digits pre-tokenizer, every
+ * numeric character (or run) and every stretch between them is a piece of its
+ * own for ByteLevel (HF's Isolated split), prefix space and regex included. */
+static ss_status encode_piece(const ss_tokenizer *t, enc_ctx *c, const char *s, size_t n, size_t base) {
+    if (!t->digits) return bytelevel_piece(t, c, s, n, base);
+    size_t pos = 0;
+    while (pos < n) {
+        int rc = pcre2_match(t->digit_re, (PCRE2_SPTR)s, n, pos, PCRE2_NO_UTF_CHECK, c->md, NULL);
+        if (rc == PCRE2_ERROR_NOMATCH) break;
+        if (rc < 0) return ss_errorf(SS_ERR_INTERNAL, "digits regex failed near byte %zu", base + pos);
+        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(c->md);
+        size_t ms = ov[0], me = ov[1]; /* copied: bytelevel_piece reuses the match data */
+        if (me <= ms) return ss_errorf(SS_ERR_INTERNAL, "digits regex matched nothing at byte %zu", base + ms);
+        if (ms > pos) SS_TRY(bytelevel_piece(t, c, s + pos, ms - pos, base + pos));
+        SS_TRY(bytelevel_piece(t, c, s + ms, me - ms, base + ms));
+        pos = me;
+    }
+    if (pos < n) SS_TRY(bytelevel_piece(t, c, s + pos, n - pos, base + pos));
     return SS_OK;
 }
 

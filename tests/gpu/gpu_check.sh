@@ -11,6 +11,11 @@
 #      and for random GPT-2 models (bin/mkmodel: GPT-2 small's shape, a wider
 #      bf16 one with d_head 128 and 2048 positions, a ragged f16 one) and
 #      compare logits and every site with h5cmp; `predict --generate` too;
+#   3b. the NCCL communicator (SUBSCOPE_DIST=nccl, src/dist/comm_nccl.c):
+#      info --dist and a data-parallel `collect` on the GPU under mpirun
+#      (2 ranks, one GPU each, when there are 2 GPUs; NCCL refuses two ranks
+#      on one GPU, so with one GPU 1 rank, bootstrapped over MPI and through
+#      a rendezvous file as under srun) against one process without NCCL;
 #   4. run compute-sanitizer (memcheck, racecheck, synccheck, initcheck) over
 #      kernel_check --quick and memcheck/racecheck over a small forward;
 #   5. print one summary table and write it, with nvidia-smi's report, the
@@ -20,7 +25,7 @@
 #   --quick         bundled and ragged models only, kernel_check --quick, memcheck only
 #   --keep          keep the random models and HDF5 outputs under build/gpu-check/
 #   --no-sanitizer  skip step 4
-#   --only STEPS    run only these of kernels,forward,sanitizer (comma-separated;
+#   --only STEPS    run only these of kernels,forward,nccl,sanitizer (comma-separated;
 #                   detection and the build always run)
 # Environment: GPU_CHECK_ATOL/GPU_CHECK_RTOL (CPU-vs-GPU forward tolerance,
 # default 2e-4 each; GPU_CHECK_BF16_TOL, default 1e-2, for --dtype bfloat16), GPU_CHECK_JOBS (make -j, default: cores up to 16),
@@ -38,7 +43,7 @@ set -u
 cd "$(dirname "$0")/../.." || exit 2
 ROOT=$(pwd)
 
-QUICK=0 KEEP=0 SANITIZE=1 STEPS=kernels,forward,sanitizer
+QUICK=0 KEEP=0 SANITIZE=1 STEPS=kernels,forward,nccl,sanitizer
 while [ $# -gt 0 ]; do
     a=$1; shift
     case $a in
@@ -47,7 +52,7 @@ while [ $# -gt 0 ]; do
     --no-sanitizer) SANITIZE=0 ;;
     --only)
         STEPS=${1:-}; shift
-        [[ $STEPS =~ ^((kernels|forward|sanitizer),?)+$ ]] || { echo "gpu_check: --only takes kernels,forward,sanitizer" >&2; exit 2; } ;;
+        [[ $STEPS =~ ^((kernels|forward|nccl|sanitizer),?)+$ ]] || { echo "gpu_check: --only takes kernels,forward,nccl,sanitizer" >&2; exit 2; } ;;
     -h | --help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu_check: unknown option $a (see --help)" >&2; exit 2 ;;
     esac
@@ -330,6 +335,60 @@ elif [ $BUILD_OK = 1 ]; then
     fi
 else
     record "forward cpu vs cuda" SKIP "build failed"
+fi
+
+# ---- 3b. the NCCL communicator ------------------------------------------------
+# nccl_collect NAME NP ENV...: collect on the GPU with SUBSCOPE_DIST=nccl on NP
+# ranks (each on the GPU of its local rank) against the one-process file.
+nccl_collect() {
+    local name=$1 np=$2 t0 rc out; shift 2
+    t0=$(now)
+    out=$WORK/out/nccl-$np-${name//[^A-Za-z0-9]/_}.h5
+    run_logged "$LOGS/nccl-$np-${name//[^A-Za-z0-9]/_}.log" 240 mpirun --allow-run-as-root --oversubscribe -np "$np" \
+        env SUBSCOPE_DIST=nccl SUBSCOPE_DIST_TIMEOUT=60 "$@" bash -c 'exec "$0" "$@" --device cuda:${OMPI_COMM_WORLD_LOCAL_RANK:-0}' \
+        "$B/subscope" collect "${NCCL_COPTS[@]}" --out "$out"
+    rc=$?
+    budget_skip "$name" $rc 0 && return
+    if [ $rc != 0 ]; then record "$name" FAIL "$(why "$LOGS/nccl-$np-${name//[^A-Za-z0-9]/_}.log" $rc)" "$(elapsed "$t0")"; return; fi
+    if "$B/h5cmp" --quiet --atol 1e-14 --rtol 1e-12 "$WORK/out/nccl-ref.h5" "$out" >"$LOGS/nccl-cmp-$np.log" 2>&1; then
+        record "$name" PASS "= one process (counts exact, stats 1e-12)" "$(elapsed "$t0")"
+    else record "$name" FAIL "differs from one process: $(head -n 2 "$LOGS/nccl-cmp-$np.log" | tr '\n' ' ' | cut -c 1-160)" "$(elapsed "$t0")"; fi
+    rm -f "$out"
+}
+if ! want nccl; then
+    :
+elif [ $BUILD_OK = 0 ]; then
+    record "nccl communicator" SKIP "build failed"
+elif ! grep -q '^HAVE_NCCL := 1' "$O/config.mk"; then
+    record "nccl communicator" FAIL "this build has no NCCL (see $O/features.txt)"
+elif ! command -v mpirun >/dev/null 2>&1; then
+    record "nccl communicator" SKIP "no mpirun ('make deps')"
+else
+    NGPU=$("$NVIDIA_SMI" -L 2>/dev/null | grep -c '^GPU ')
+    [ -n "${CUDA_VISIBLE_DEVICES:-}" ] && NGPU=$(printf '%s' "$CUDA_VISIBLE_DEVICES" | tr ',' '\n' | grep -c .)
+    t0=$(now)
+    run_logged "$LOGS/nccl-info.log" 120 env SUBSCOPE_DIST=nccl SUBSCOPE_DIST_TIMEOUT=60 "$B/subscope" info --dist
+    rc=$?
+    if grep -q '^backend  nccl (NCCL' "$LOGS/nccl-info.log" && grep -q 'comm-device cuda:0' "$LOGS/nccl-info.log"; then
+        record "nccl info --dist, 1 rank" PASS "$(sed -n 's/^backend  //p' "$LOGS/nccl-info.log" | cut -c 1-100)" "$(elapsed "$t0")"
+    else budget_skip "nccl info --dist, 1 rank" $rc 0 || record "nccl info --dist, 1 rank" FAIL "$(why "$LOGS/nccl-info.log" $rc)" "$(elapsed "$t0")"; fi
+    NCCL_COPTS=(--model models/tiny-gpt2 --input data/demo_prompts.jsonl --sites 'blocks.*.mlp.hook_post,blocks.0.hook_resid_pre'
+        --stats mean,cov,corr --batch 2)
+    if run_logged "$LOGS/nccl-ref.log" 240 "$B/subscope" collect "${NCCL_COPTS[@]}" --device cuda --out "$WORK/out/nccl-ref.h5"; then
+        if [ "$NGPU" -ge 2 ]; then
+            nccl_collect "nccl collect, 2 ranks (MPI bootstrap)" 2
+        else
+            record "nccl collect, 2 ranks" SKIP "needs 2 GPUs (NCCL refuses two ranks on one GPU); 1 rank only"
+            nccl_collect "nccl collect, 1 rank (MPI bootstrap)" 1
+        fi
+        mkdir -p "$WORK/rdv"
+        nccl_collect "nccl collect, 1 rank (rendezvous file)" 1 SUBSCOPE_NCCL_RENDEZVOUS="$WORK/rdv" SLURM_PROCID=0 SLURM_NTASKS=1 \
+            SLURM_JOB_ID=$$ SLURM_LOCALID=0
+        if [ -n "$(ls -A "$WORK/rdv" 2>/dev/null)" ]; then record "nccl rendezvous file removed" FAIL "left: $(ls -A "$WORK/rdv")"; fi
+        rm -rf "$WORK/rdv" "$WORK/out/nccl-ref.h5"
+    else
+        record "nccl collect" FAIL "one-process reference failed: $(why "$LOGS/nccl-ref.log" 1)"
+    fi
 fi
 
 # ---- 4. compute-sanitizer -----------------------------------------------------

@@ -218,6 +218,11 @@ static void fail_case(void) {
     g_failed++;
 }
 
+/* Defined with the backward cases below; the rope case (in place) uses them too. */
+static int run_twice_from(const char *name, launch_fn fn, void *ctx, out_buf *outs, const float **init, int nout,
+                          int same, double *ms);
+static void cpu_ref_failed(const char *name);
+
 /* ---- residual add ------------------------------------------------------ */
 
 typedef struct { float *out; const float *a, *b; int64_t n; } add_ctx;
@@ -443,6 +448,24 @@ static void case_embed(void) {
                 if (run_twice(name, launch_emb, &c2, &ob2, 1, &ms)) fail_case();
                 else check(name, gs, rs, nd, 0, 0, ms, 1);
                 g_fill = 0xff;
+                /* no position table (rotary models): tok and sum are the token rows, pos is not read */
+                snprintf(name, sizeof name, "embed %s V=%lld n=%lld d=%lld no position table", dt_name[dt],
+                         (long long)V, (long long)n, (long long)d);
+                tok[n - 1] = 0;
+                CU(cudaMemcpy(dtok, tok, (size_t)n * 4, cudaMemcpyHostToDevice), "copy");
+                if (be->embed(be, rt, NULL, tok, NULL, wte32, NULL, SS_WDTYPE_F32, n, d)) cpu_ref_failed(name);
+                else {
+                    emb_ctx c3 = {dt_, NULL, ds, dtok, NULL, dwte, NULL, dt, V, P, n, d};
+                    out_buf ob3[2] = {{dt_, (size_t)nd * 4, gt}, {ds, (size_t)nd * 4, gs}};
+                    if (run_twice(name, launch_emb, &c3, ob3, 2, &ms)) fail_case();
+                    else {
+                        float *all_g = fvec(2 * nd, 0), *all_r = fvec(2 * nd, 0);
+                        memcpy(all_g, gt, (size_t)nd * 4), memcpy(all_g + nd, gs, (size_t)nd * 4);
+                        memcpy(all_r, rt, (size_t)nd * 4), memcpy(all_r + nd, rt, (size_t)nd * 4);
+                        check(name, all_g, all_r, 2 * nd, 0, 0, ms, 0);
+                        free(all_g), free(all_r);
+                    }
+                }
                 dfree(dtok), dfree(dpos), dfree(dt_), dfree(dp), dfree(ds);
             }
             dfree(dwte), dfree(dwpe);
@@ -514,6 +537,94 @@ static void case_norm(void) {
                 free(x), free(w), free(b), free(w32), free(b32), free(ref), free(got);
             }
         }
+    }
+}
+
+/* ---- rotary embeddings, SwiGLU ----------------------------------------- */
+
+typedef struct { float *x; int64_t ld, rows, nh, dh; const int32_t *pos; const float *inv; int inverse; } rope_ctx;
+static int launch_rope(void *v) {
+    rope_ctx *c = v;
+    return ss_cuda_rope(c->x, c->ld, c->rows, c->nh, c->dh, c->pos, c->inv, c->inverse, g_stream);
+}
+
+/* In place: run_twice_from resets x before each launch. Against the CPU op
+ * (glibc cosf/sinf of the same fp32 angle); CUDA's precise cosf/sinf are
+ * within 2 ulp, and the GPU may fuse the products into FMAs: atol 1e-6 +
+ * rtol 1e-5 for |x| <= 1. Positions reach 131071 (angles of 1e5 rad, where
+ * __cosf would be useless). Columns past n_heads*dh (v of a fused qkv row)
+ * are compared too: they must come back unchanged. */
+static void case_rope(void) {
+    const ss_backend *be = ss_backend_cpu();
+    /* rows, n_heads (H + Hkv: q and k of a fused qkv row), dh, ld, theta */
+    struct { int64_t rows, nh, dh, ld; double theta; int quick; } cases[] = {
+        {5, 1, 2, 2, 1e4, 1}, {7, 3, 64, 256, 1e4, 1}, {9, 10, 16, 192, 5e5, 1}, {3, 1, 256, 300, 1e4, 1},
+        {6, 5, 6, 31, 1e6, 1}, {4096, 40, 128, 6144, 5e5, 0}, /* Llama-3-8B: q 32 + k 8 heads of a fused row */
+        {2048, 12, 64, 960, 1e5, 0},                          /* SmolLM2-135M: 9 + 3 heads */
+    };
+    const int32_t posv[] = {0, 4000, 1, 8191, 100000, 37, 2047, 131071, 12};
+    for (int ci = 0; ci < (int)(sizeof cases / sizeof cases[0]); ci++) {
+        if (g_quick && !cases[ci].quick) continue;
+        int64_t rows = cases[ci].rows, nh = cases[ci].nh, dh = cases[ci].dh, ld = cases[ci].ld, n = rows * ld;
+        for (int inverse = 0; inverse < 2; inverse++) {
+            char name[128];
+            snprintf(name, sizeof name, "rope%s rows=%lld heads=%lld dh=%lld ld=%lld", inverse ? " inverse" : "",
+                     (long long)rows, (long long)nh, (long long)dh, (long long)ld);
+            if (!selected(name)) continue;
+            float *x = rvec(n, 100 + (unsigned)ci, 1.f), *ref = fvec(n, 0), *got = fvec(n, 0), *inv = fvec(dh / 2, 0);
+            int32_t *pos = xmalloc((size_t)rows * 4);
+            for (int64_t r = 0; r < rows; r++) pos[r] = r < 9 ? posv[(r + ci) % 9] : (int32_t)(r * 31 % 131072);
+            for (int64_t i = 0; i < dh / 2; i++)
+                inv[i] = (float)(1.0 / pow(cases[ci].theta, (double)(2 * i) / (double)dh));
+            memcpy(ref, x, (size_t)n * 4);
+            if (be->rope(be, ref, ld, rows, nh, dh, pos, inv, inverse)) cpu_ref_failed(name);
+            else {
+                float *dx = dalloc((size_t)n * 4), *dinv = dup_to_dev(inv, (size_t)(dh / 2) * 4);
+                int32_t *dpos = dup_to_dev(pos, (size_t)rows * 4);
+                rope_ctx c = {dx, ld, rows, nh, dh, dpos, dinv, inverse};
+                out_buf ob = {dx, (size_t)n * 4, got};
+                const float *init[1] = {x};
+                double ms = 0;
+                if (run_twice_from(name, launch_rope, &c, &ob, init, 1, 1, &ms)) fail_case();
+                else check(name, got, ref, n, 1e-6, 1e-5, ms, 0);
+                dfree(dx), dfree(dinv), dfree(dpos);
+            }
+            free(x), free(ref), free(got), free(inv), free(pos);
+        }
+    }
+}
+
+typedef struct { float *out; const float *gu; int64_t rows, dm; } swiglu_ctx;
+static int launch_swiglu(void *v) {
+    swiglu_ctx *c = v;
+    return ss_cuda_swiglu(c->out, c->gu, c->rows, c->dm, g_stream);
+}
+
+/* One precise expf, a division and a product against the CPU op's same
+ * fp32 expression: atol 1e-6 + rtol 1e-5 (gates in [-12, 12]). */
+static void case_swiglu(void) {
+    const ss_backend *be = ss_backend_cpu();
+    int64_t shapes[][2] = {{1, 1}, {3, 37}, {5, 300}, {2, 513}, {4096, 14336}, {2048, 1536}, {70000, 3}};
+    int ns = g_quick ? 4 : 7;
+    for (int si = 0; si < ns; si++) {
+        int64_t rows = shapes[si][0], dm = shapes[si][1], n = rows * dm;
+        char name[96];
+        snprintf(name, sizeof name, "swiglu %lldx%lld", (long long)rows, (long long)dm);
+        if (!selected(name)) continue;
+        float *gu = rvec(2 * n, 110 + (unsigned)si, 1.f), *ref = fvec(n, 0), *got = fvec(n, 0);
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < dm; c++) gu[r * 2 * dm + c] *= 12.f;
+        if (be->swiglu(be, ref, gu, rows, dm)) cpu_ref_failed(name);
+        else {
+            float *dgu = dup_to_dev(gu, (size_t)(2 * n) * 4), *dout = dalloc((size_t)n * 4);
+            swiglu_ctx c = {dout, dgu, rows, dm};
+            out_buf ob = {dout, (size_t)n * 4, got};
+            double ms = 0;
+            if (run_twice(name, launch_swiglu, &c, &ob, 1, &ms)) fail_case();
+            else check(name, got, ref, n, 1e-6, 1e-5, ms, 0);
+            dfree(dgu), dfree(dout);
+        }
+        free(gu), free(ref), free(got);
     }
 }
 
@@ -633,19 +744,20 @@ static void case_softmax(void) {
 typedef struct {
     float *z, *pat;
     const float *qkv;
-    int64_t ld, n_seq, max_len, H, dh;
+    int64_t ld, n_seq, max_len, H, Hkv, dh;
     const int64_t *start, *len, *poff;
     float scale;
     int flash;
 } att_ctx;
+/* qkv rows are [q (H heads) | k (Hkv heads) | v (Hkv heads)]. */
 static int launch_att(void *v) {
     att_ctx *c = v;
-    int64_t d = c->H * c->dh;
+    const float *q = c->qkv, *k = q + c->H * c->dh, *vv = k + c->Hkv * c->dh;
     if (c->flash)
-        return ss_cuda_attention_flash(c->z, c->qkv, c->qkv + d, c->qkv + 2 * d, c->ld, c->n_seq, c->start, c->len,
-                                       c->max_len, c->H, c->dh, c->scale, g_stream);
-    return ss_cuda_attention_pattern(c->z, c->pat, c->qkv, c->qkv + d, c->qkv + 2 * d, c->ld, c->n_seq, c->start,
-                                     c->len, c->poff, c->max_len, c->H, c->dh, c->scale, g_stream);
+        return ss_cuda_attention_flash(c->z, q, k, vv, c->ld, c->n_seq, c->start, c->len, c->max_len, c->H, c->Hkv,
+                                       c->dh, c->scale, g_stream);
+    return ss_cuda_attention_pattern(c->z, c->pat, q, k, vv, c->ld, c->n_seq, c->start, c->len, c->poff, c->max_len,
+                                     c->H, c->Hkv, c->dh, c->scale, g_stream);
 }
 
 /* Tolerance: fp32 dot products of dh terms and an fp32 (online) softmax
@@ -658,30 +770,36 @@ static void case_attention(void) {
     struct {
         int n_seq;
         int64_t len[6];
-        int64_t H, dh;
+        int64_t H, Hkv, dh;
         float amp;
         int quick;
     } cases[] = {
-        {1, {1}, 1, 8, 1.f, 1},                      /* one token */
-        {3, {1, 37, 70}, 2, 16, 1.f, 1},             /* packed; 70 spans 3 tiles of 32 */
-        {2, {33, 5}, 1, 40, 1.f, 1},                 /* dh not a multiple of 32 */
-        {1, {45}, 2, 64, 1.f, 1},
-        {2, {20, 3}, 1, 136, 1.f, 1},                /* > 48 KB of shared memory (opt-in) */
-        {4, {130, 64, 2, 97}, 3, 32, 1.f, 1},
-        {2, {40, 65}, 2, 256, 2.5f, 1},              /* the largest dh */
-        {1, {1}, 12, 64, 2.5f, 0},                   /* GPT-2 small heads */
-        {1, {100}, 12, 64, 2.5f, 0},
-        {1, {1024}, 12, 64, 2.5f, 0},
-        {1, {1024}, 12, 128, 2.5f, 0},
-        {6, {1, 100, 1024, 33, 517, 2}, 12, 64, 2.5f, 0}, /* several packed sequences */
-        {3, {300, 1, 777}, 8, 128, 2.5f, 0},
-        {2, {257, 500}, 4, 256, 2.5f, 0},
-        {3, {200, 31, 129}, 5, 40, 2.5f, 0},
+        {1, {1}, 1, 1, 8, 1.f, 1},                      /* one token */
+        {3, {1, 37, 70}, 2, 2, 16, 1.f, 1},             /* packed; 70 spans 3 tiles of 32 */
+        {2, {33, 5}, 1, 1, 40, 1.f, 1},                 /* dh not a multiple of 32 */
+        {1, {45}, 2, 2, 64, 1.f, 1},
+        {2, {20, 3}, 1, 1, 136, 1.f, 1},                /* > 48 KB of shared memory (opt-in) */
+        {4, {130, 64, 2, 97}, 3, 3, 32, 1.f, 1},
+        {2, {40, 65}, 2, 2, 256, 2.5f, 1},              /* the largest dh */
+        {2, {35, 7}, 8, 2, 16, 2.5f, 1},                /* grouped-query, 4 query heads per key/value head */
+        {3, {1, 41, 33}, 4, 1, 24, 2.5f, 1},            /* multi-query */
+        {1, {1}, 12, 12, 64, 2.5f, 0},                  /* GPT-2 small heads */
+        {1, {100}, 12, 12, 64, 2.5f, 0},
+        {1, {1024}, 12, 12, 64, 2.5f, 0},
+        {1, {1024}, 12, 12, 128, 2.5f, 0},
+        {6, {1, 100, 1024, 33, 517, 2}, 12, 12, 64, 2.5f, 0}, /* several packed sequences */
+        {3, {300, 1, 777}, 8, 8, 128, 2.5f, 0},
+        {2, {257, 500}, 4, 4, 256, 2.5f, 0},
+        {3, {200, 31, 129}, 5, 5, 40, 2.5f, 0},
+        {2, {1024, 333}, 32, 8, 128, 2.5f, 0},          /* Llama-3-8B-shaped heads */
+        {1, {777}, 9, 3, 64, 2.5f, 0},                  /* SmolLM2-135M-shaped heads */
+        {2, {512, 100}, 14, 2, 64, 2.5f, 0},            /* Qwen2-0.5B-shaped heads */
     };
     int nc = (int)(sizeof cases / sizeof cases[0]);
     for (int ci = 0; ci < nc; ci++) {
         if (g_quick && !cases[ci].quick) continue;
-        int64_t H = cases[ci].H, dh = cases[ci].dh, d = H * dh, ld = 3 * d, n_seq = cases[ci].n_seq;
+        int64_t H = cases[ci].H, Hkv = cases[ci].Hkv, dh = cases[ci].dh, d = H * dh, ld = (H + 2 * Hkv) * dh;
+        int64_t n_seq = cases[ci].n_seq;
         int64_t start[6], len[6], poff[6], rows = 0, pt = 0, max_len = 0;
         char lens[64] = "";
         for (int s = 0; s < n_seq; s++) {
@@ -694,7 +812,10 @@ static void case_attention(void) {
             snprintf(lens + strlen(lens), sizeof lens - strlen(lens), "%s%lld", s ? "," : "", (long long)len[s]);
         }
         char base[96];
-        snprintf(base, sizeof base, "seqs=[%s] H=%lld dh=%lld", lens, (long long)H, (long long)dh);
+        if (Hkv == H) snprintf(base, sizeof base, "seqs=[%s] H=%lld dh=%lld", lens, (long long)H, (long long)dh);
+        else
+            snprintf(base, sizeof base, "seqs=[%s] H=%lld Hkv=%lld dh=%lld", lens, (long long)H, (long long)Hkv,
+                     (long long)dh);
         char name_p[128], name_f[128];
         snprintf(name_p, sizeof name_p, "attention+pattern %s", base);
         snprintf(name_f, sizeof name_f, "flash attention %s", base);
@@ -702,7 +823,8 @@ static void case_attention(void) {
         float *qkv = rvec(rows * ld, 15 + (unsigned)ci, cases[ci].amp), *zr = fvec(rows * d, 0), *patr = fvec(pt, 0);
         float *z = fvec(rows * d, 0), *pat = fvec(pt, 0);
         float scale = (float)(1.0 / sqrt((double)dh));
-        if (be->attention(be, zr, qkv, qkv + d, qkv + 2 * d, ld, n_seq, start, len, H, H, dh, scale, patr, poff)) {
+        if (be->attention(be, zr, qkv, qkv + d, qkv + d + Hkv * dh, ld, n_seq, start, len, H, Hkv, dh, scale, patr,
+                          poff)) {
             printf("CASE %s FAIL (CPU reference: %s)\n", name_p, ss_last_error());
             fail_case();
         } else {
@@ -711,7 +833,8 @@ static void case_attention(void) {
             int64_t meta[18];
             for (int s = 0; s < n_seq; s++) meta[s] = start[s], meta[n_seq + s] = len[s], meta[2 * n_seq + s] = poff[s];
             int64_t *dmeta = dup_to_dev(meta, (size_t)(3 * n_seq) * sizeof(int64_t));
-            att_ctx c = {dz, dpat, dqkv, ld, n_seq, max_len, H, dh, dmeta, dmeta + n_seq, dmeta + 2 * n_seq, scale, 0};
+            att_ctx c = {dz, dpat, dqkv, ld, n_seq, max_len, H, Hkv, dh, dmeta, dmeta + n_seq, dmeta + 2 * n_seq,
+                         scale, 0};
             double ms = 0;
             if (selected(name_p)) {
                 out_buf ob[2] = {{dz, (size_t)(rows * d) * 4, z}, {dpat, (size_t)pt * 4, pat}};
@@ -737,9 +860,10 @@ static void case_attention(void) {
     if (selected("attention dh > 256")) {
         /* dh above the register budget is refused, not mis-computed */
         int64_t meta[2] = {0, 1}, *dmeta = dup_to_dev(meta, sizeof meta);
-        int rc1 = ss_cuda_attention_flash(NULL, NULL, NULL, NULL, 3 * 257, 1, dmeta, dmeta + 1, 1, 1, 257, 1.f, g_stream);
-        int rc2 = ss_cuda_attention_pattern(NULL, NULL, NULL, NULL, NULL, 3 * 257, 1, dmeta, dmeta + 1, dmeta, 1, 1, 257,
-                                            1.f, g_stream);
+        int rc1 = ss_cuda_attention_flash(NULL, NULL, NULL, NULL, 3 * 257, 1, dmeta, dmeta + 1, 1, 1, 1, 257, 1.f,
+                                          g_stream);
+        int rc2 = ss_cuda_attention_pattern(NULL, NULL, NULL, NULL, NULL, 3 * 257, 1, dmeta, dmeta + 1, dmeta, 1, 1, 1,
+                                            257, 1.f, g_stream);
         g_cases++;
         int ok = rc1 == 1 && rc2 == 1;
         printf("CASE %-62s %s (launchers returned %d and %d, want 1)\n", "attention dh > 256 is refused",
@@ -1016,6 +1140,92 @@ static void case_layernorm_bwd(void) {
         }
 }
 
+typedef struct { float *dx, *dw; const float *dy, *x, *w; int64_t rows, d; float *ws; } rmsb_ctx;
+static int launch_rmsb(void *v) {
+    rmsb_ctx *c = v;
+    return ss_cuda_rmsnorm_backward(c->dx, c->dw, c->dy, c->x, c->w, c->rows, c->d, 1e-5f, c->ws, g_stream);
+}
+
+/* As layernorm_backward: dx atol 2e-5 + rtol 1e-4; dw column sums of `rows`
+ * terms, fp32 in a fixed order onto a non-zero start: atol 1e-7 rows +
+ * 2e-5, rtol 1e-5. */
+static void case_rmsnorm_bwd(void) {
+    const ss_backend *be = ss_backend_cpu();
+    int64_t shapes[][2] = {{1, 1}, {1, 8}, {5, 24}, {7, 33}, {9, 130}, {40, 37}, {4096, 4096}, {2048, 576}, {512, 4099}};
+    int ns = g_quick ? 6 : 9;
+    for (int si = 0; si < ns; si++)
+        for (int with_w = 0; with_w < 2; with_w++) {
+            int64_t rows = shapes[si][0], d = shapes[si][1], n = rows * d;
+            char name[96];
+            snprintf(name, sizeof name, "bwd rmsnorm_backward %lldx%lld%s", (long long)rows, (long long)d,
+                     with_w ? " dx,dw" : " dx only");
+            if (!selected(name)) continue;
+            float *x = rvec(n, 120, 1.f), *dy = rvec(n, 121, 1.1f), *w = rvec(d, 122, 1.f);
+            float *dx0 = rvec(n, 123, 1.f), *dw0 = rvec(d, 124, 1.f);
+            float *rdx = fvec(n, 0), *rdw = fvec(d, 0), *gdx = fvec(n, 0), *gdw = fvec(d, 0);
+            memcpy(rdx, dx0, (size_t)n * 4), memcpy(rdw, dw0, (size_t)d * 4);
+            if (be->rmsnorm_backward(be, rdx, with_w ? rdw : NULL, dy, x, w, rows, d, 1e-5f)) {
+                cpu_ref_failed(name);
+            } else {
+                float *ddx = dalloc((size_t)n * 4), *ddw = dalloc((size_t)d * 4);
+                float *ddy = dup_to_dev(dy, (size_t)n * 4), *dxx = dup_to_dev(x, (size_t)n * 4),
+                      *dwt = dup_to_dev(w, (size_t)d * 4);
+                float *dws = dalloc((size_t)ss_cuda_rmsnorm_backward_ws(rows) * 4);
+                rmsb_ctx c = {ddx, with_w ? ddw : NULL, ddy, dxx, dwt, rows, d, dws};
+                out_buf ob[2] = {{ddx, (size_t)n * 4, gdx}, {ddw, (size_t)d * 4, gdw}};
+                const float *init[2] = {dx0, dw0};
+                double ms = 0;
+                if (run_twice_from(name, launch_rmsb, &c, ob, init, 2, 1, &ms)) fail_case();
+                else {
+                    char nm[128];
+                    snprintf(nm, sizeof nm, "%s: dx", name);
+                    check(nm, gdx, rdx, n, 2e-5, 1e-4, ms, 0);
+                    snprintf(nm, sizeof nm, "%s: dw", name);
+                    check(nm, gdw, rdw, d, 2e-5 + 1e-7 * (double)rows, 1e-5, ms, 0);
+                }
+                dfree(ddx), dfree(ddw), dfree(ddy), dfree(dxx), dfree(dwt), dfree(dws);
+            }
+            free(x), free(dy), free(w), free(dx0), free(dw0), free(rdx), free(rdw), free(gdx), free(gdw);
+        }
+}
+
+typedef struct { float *dgu; const float *dy, *gu; int64_t rows, dm; } swb_ctx;
+static int launch_swb(void *v) {
+    swb_ctx *c = v;
+    return ss_cuda_swiglu_backward(c->dgu, c->dy, c->gu, c->rows, c->dm, g_stream);
+}
+
+/* fp32 sigmoid (precise expf) against the CPU op's double: atol 1e-6 + rtol
+ * 1e-5 (test_kernels_backward.c). */
+static void case_swiglu_bwd(void) {
+    const ss_backend *be = ss_backend_cpu();
+    int64_t shapes[][2] = {{1, 1}, {3, 37}, {5, 300}, {2, 513}, {4096, 14336}, {2048, 1536}};
+    int ns = g_quick ? 4 : 6;
+    for (int si = 0; si < ns; si++) {
+        int64_t rows = shapes[si][0], dm = shapes[si][1], n = rows * dm;
+        char name[96];
+        snprintf(name, sizeof name, "bwd swiglu_backward %lldx%lld", (long long)rows, (long long)dm);
+        if (!selected(name)) continue;
+        float *gu = rvec(2 * n, 125 + (unsigned)si, 1.f), *dy = rvec(n, 126, 1.1f), *ref = fvec(2 * n, 0),
+              *got = fvec(2 * n, 0);
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < dm; c++) gu[r * 2 * dm + c] *= 12.f;
+        if (be->swiglu_backward(be, ref, dy, gu, rows, dm)) cpu_ref_failed(name);
+        else {
+            float *dgu = dup_to_dev(gu, (size_t)(2 * n) * 4), *ddy = dup_to_dev(dy, (size_t)n * 4),
+                  *dout = dalloc((size_t)(2 * n) * 4);
+            swb_ctx c = {dout, ddy, dgu, rows, dm};
+            out_buf ob = {dout, (size_t)(2 * n) * 4, got};
+            const float *init[1] = {NULL};
+            double ms = 0;
+            if (run_twice_from(name, launch_swb, &c, &ob, init, 1, 1, &ms)) fail_case();
+            else check(name, got, ref, 2 * n, 1e-6, 1e-5, ms, 0);
+            dfree(dgu), dfree(ddy), dfree(dout);
+        }
+        free(gu), free(dy), free(ref), free(got);
+    }
+}
+
 typedef struct { float *dx; const float *dy, *x; int64_t n; int act; } gb_ctx;
 static int launch_gb(void *v) {
     gb_ctx *c = v;
@@ -1057,16 +1267,17 @@ static void case_gelu_bwd(void) {
 typedef struct {
     float *dqkv, *ws;
     const float *dz, *qkv;
-    int64_t ld, n_seq, max_len, H, dh, half;
+    int64_t ld, n_seq, max_len, H, Hkv, dh, half;
     const int64_t *start, *len, *off;
     float scale;
 } ab_ctx;
+/* Rows of qkv and of the output are [q (H heads) | k (Hkv) | v (Hkv)]. */
 static int launch_ab(void *v) {
     ab_ctx *c = v;
-    int64_t d = c->H * c->dh;
-    return ss_cuda_attention_backward(c->dqkv, c->dqkv + d, c->dqkv + 2 * d, c->ld, c->dz, c->qkv, c->qkv + d,
-                                      c->qkv + 2 * d, c->ld, c->n_seq, c->start, c->len, c->off, c->max_len, c->H,
-                                      c->dh, c->scale, c->ws, c->half, g_stream);
+    int64_t d = c->H * c->dh, dkv = c->Hkv * c->dh;
+    return ss_cuda_attention_backward(c->dqkv, c->dqkv + d, c->dqkv + d + dkv, c->ld, c->dz, c->qkv, c->qkv + d,
+                                      c->qkv + d + dkv, c->ld, c->n_seq, c->start, c->len, c->off, c->max_len, c->H,
+                                      c->Hkv, c->dh, c->scale, c->ws, c->half, g_stream);
 }
 
 /* fp32 dot products of dh terms, an fp32 softmax and fp32 sums of up to len
@@ -1080,25 +1291,30 @@ static void case_attention_bwd(void) {
     struct {
         int n_seq;
         int64_t len[6];
-        int64_t H, dh;
+        int64_t H, Hkv, dh;
         float amp;
         int quick;
     } cases[] = {
-        {1, {1}, 1, 8, 1.f, 1},
-        {3, {1, 37, 70}, 2, 16, 1.f, 1},
-        {2, {33, 5}, 1, 1, 2.5f, 1},
-        {2, {9, 45}, 3, 7, 2.5f, 1},
-        {2, {40, 65}, 2, 256, 2.5f, 1},
-        {1, {100}, 12, 64, 2.5f, 0},
-        {1, {1024}, 12, 64, 2.5f, 0},
-        {6, {1, 100, 1024, 33, 517, 2}, 12, 64, 2.5f, 0},
-        {3, {300, 1, 777}, 8, 128, 2.5f, 0},
-        {2, {257, 500}, 4, 256, 2.5f, 0},
+        {1, {1}, 1, 1, 8, 1.f, 1},
+        {3, {1, 37, 70}, 2, 2, 16, 1.f, 1},
+        {2, {33, 5}, 1, 1, 1, 2.5f, 1},
+        {2, {9, 45}, 3, 3, 7, 2.5f, 1},
+        {2, {40, 65}, 2, 2, 256, 2.5f, 1},
+        {2, {35, 7}, 8, 2, 16, 2.5f, 1},   /* grouped-query */
+        {3, {1, 41, 33}, 4, 1, 24, 2.5f, 1}, /* multi-query */
+        {1, {100}, 12, 12, 64, 2.5f, 0},
+        {1, {1024}, 12, 12, 64, 2.5f, 0},
+        {6, {1, 100, 1024, 33, 517, 2}, 12, 12, 64, 2.5f, 0},
+        {3, {300, 1, 777}, 8, 8, 128, 2.5f, 0},
+        {2, {257, 500}, 4, 4, 256, 2.5f, 0},
+        {2, {512, 100}, 32, 8, 128, 2.5f, 0}, /* Llama-3-8B-shaped heads */
+        {1, {777}, 9, 3, 64, 2.5f, 0},        /* SmolLM2-135M-shaped heads */
     };
     int nc = (int)(sizeof cases / sizeof cases[0]);
     for (int ci = 0; ci < nc; ci++) {
         if (g_quick && !cases[ci].quick) continue;
-        int64_t H = cases[ci].H, dh = cases[ci].dh, d = H * dh, ld = 3 * d, n_seq = cases[ci].n_seq;
+        int64_t H = cases[ci].H, Hkv = cases[ci].Hkv, dh = cases[ci].dh, d = H * dh, dkv = Hkv * dh;
+        int64_t ld = d + 2 * dkv, n_seq = cases[ci].n_seq;
         int64_t start[6], len[6], off[6], rows = 0, half = 0, max_len = 0;
         char lens[64] = "";
         for (int s = 0; s < n_seq; s++) {
@@ -1111,13 +1327,14 @@ static void case_attention_bwd(void) {
             snprintf(lens + strlen(lens), sizeof lens - strlen(lens), "%s%lld", s ? "," : "", (long long)len[s]);
         }
         char name[128];
-        snprintf(name, sizeof name, "bwd attention_backward seqs=[%s] H=%lld dh=%lld", lens, (long long)H, (long long)dh);
+        snprintf(name, sizeof name, "bwd attention_backward seqs=[%s] H=%lld Hkv=%lld dh=%lld", lens, (long long)H,
+                 (long long)Hkv, (long long)dh);
         if (!selected(name)) continue;
         float *qkv = rvec(rows * ld, 70 + (unsigned)ci, cases[ci].amp), *dz = rvec(rows * d, 80 + (unsigned)ci, 1.f);
         float *ref = fvec(rows * ld, 0), *got = fvec(rows * ld, 0);
         float scale = (float)(1.0 / sqrt((double)dh));
-        if (be->attention_backward(be, ref, ref + d, ref + 2 * d, ld, dz, qkv, qkv + d, qkv + 2 * d, ld, n_seq, start,
-                                   len, H, H, dh, scale)) {
+        if (be->attention_backward(be, ref, ref + d, ref + d + dkv, ld, dz, qkv, qkv + d, qkv + d + dkv, ld, n_seq,
+                                   start, len, H, Hkv, dh, scale)) {
             cpu_ref_failed(name);
         } else {
             float *dqkv = dup_to_dev(qkv, (size_t)(rows * ld) * 4), *ddz = dup_to_dev(dz, (size_t)(rows * d) * 4);
@@ -1125,8 +1342,8 @@ static void case_attention_bwd(void) {
             int64_t meta[18];
             for (int s = 0; s < n_seq; s++) meta[s] = start[s], meta[n_seq + s] = len[s], meta[2 * n_seq + s] = off[s];
             int64_t *dmeta = dup_to_dev(meta, (size_t)(3 * n_seq) * sizeof(int64_t));
-            ab_ctx c = {dout, dws, ddz, dqkv, ld, n_seq, max_len, H, dh, half, dmeta, dmeta + n_seq, dmeta + 2 * n_seq,
-                        scale};
+            ab_ctx c = {dout, dws, ddz, dqkv, ld, n_seq, max_len, H, Hkv, dh, half, dmeta, dmeta + n_seq,
+                        dmeta + 2 * n_seq, scale};
             out_buf ob = {dout, (size_t)(rows * ld) * 4, got};
             const float *init[1] = {NULL};
             double ms = 0;
@@ -1343,13 +1560,17 @@ int main(int argc, char **argv) {
     case_convert();
     case_embed();
     case_norm();
+    case_rope();
+    case_swiglu();
     case_bias_act();
     case_softmax();
     case_attention();
     case_cov();
     case_sum_rows();
     case_layernorm_bwd();
+    case_rmsnorm_bwd();
     case_gelu_bwd();
+    case_swiglu_bwd();
     case_attention_bwd();
     case_embed_bwd();
     case_softmax_xent();

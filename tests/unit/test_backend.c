@@ -124,3 +124,17 @@ TEST(cpu_rowwise_ops_split_across_threads_match) {
     free(x);
     free(o);
 }
+
+/* Ranks started together on a node take different GPUs under "cuda"/"auto". */
+TEST(backend_local_rank_picks_the_gpu) {
+    const char *keep = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+    char saved[32] = "";
+    if (keep) snprintf(saved, sizeof saved, "%s", keep);
+    setenv("OMPI_COMM_WORLD_LOCAL_RANK", "5", 1);
+    CHECK(ss_local_rank() == 5);
+    CHECK(ss_device_for_rank(5, 8) == 5 && ss_device_for_rank(5, 4) == 1 && ss_device_for_rank(5, 0) == 0);
+    setenv("OMPI_COMM_WORLD_LOCAL_RANK", "x", 1); /* not a number: the next variable, or 0 */
+    CHECK(ss_local_rank() == 0 || getenv("SLURM_LOCALID") || getenv("MPI_LOCALRANKID"));
+    if (keep) setenv("OMPI_COMM_WORLD_LOCAL_RANK", saved, 1);
+    else unsetenv("OMPI_COMM_WORLD_LOCAL_RANK");
+}

@@ -94,6 +94,15 @@ TEST(cuda_emulated_forward_matches_cpu_flash_path) {
     compare_backends("noprefix-odd-untied", "blocks.*.attn.hook_z,blocks.*.mlp.hook_post,ln_final.hook_normalized", 1);
 }
 
+/* The Llama family: rmsnorm, rope, swiglu and grouped-query attention kernels
+ * through whole models, every site (patterns included) and the flash path. */
+TEST(cuda_emulated_llama_forward_matches_cpu) {
+    compare_backends("llama-gqa-llama3", "*", 0);
+    compare_backends("llama-hd6-bias", "*", 1);
+    compare_backends("qwen2-bias-tied", "blocks.*.attn.hook_rot_k,blocks.*.mlp.hook_pre_linear,ln_final.hook_normalized", 1);
+    compare_backends("mistral-small", "blocks.1.attn.hook_z", 1);
+}
+
 TEST(cuda_emulated_out_of_memory_is_reported) {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/models/prefix-f32", ss_test_data_dir());

@@ -184,6 +184,13 @@ TEST(kernel_embed_vs_cpu_all_dtypes) {
             CHECK(ss_cuda_embed(NULL, NULL, s2, tok, pos, wte_d, wpe_d, dt, V, P, n, d, NULL) == 0);
             CHECK(memcmp(s2, rs, (size_t)((n - 1) * d) * sizeof(float)) == 0);
             for (int64_t c = 0; c < d; c++) CHECK(isnan(s2[(n - 1) * d + c]));
+            /* no position table (rotary models): pos is not read, the sum is the token row */
+            tok[n - 1] = 0;
+            CHECK_OK(be->embed(be, rt, NULL, tok, NULL, wte32, NULL, SS_WDTYPE_F32, n, d));
+            CHECK(ss_cuda_embed(t, NULL, s2, tok, NULL, wte_d, NULL, dt, V, P, n, d, NULL) == 0);
+            CHECK(memcmp(t, rt, (size_t)(n * d) * sizeof(float)) == 0);
+            CHECK(memcmp(s2, rt, (size_t)(n * d) * sizeof(float)) == 0);
+            CHECK(ss_cuda_embed(t, p, NULL, tok, pos, wte_d, NULL, dt, V, P, n, d, NULL) == 1);
             free(wte); free(wpe); free(wte32); free(wpe32); free(wte_d); free(wpe_d);
             free(t); free(p); free(s); free(s2); free(rt); free(rp); free(rs);
         }
@@ -236,8 +243,135 @@ TEST(kernel_layernorm_rmsnorm_vs_reference) {
             CHECK(both_orders(run_norm, &c, &out, &n, 1));
             snprintf(nm, sizeof nm, "rmsnorm %s %lldx%lld", dt_name[dt], (long long)rows, (long long)d);
             CHECK(ss_test_compare(nm, out, ref, n, 1e-5, 1e-5) == 0);
+            CHECK_OK(be->rmsnorm(be, ref, x, w32, rows, d, 1e-5f));
+            CHECK(ss_test_compare("  vs cpu op", out, ref, n, 1e-5, 1e-5) == 0);
             free(x); free(w); free(b); free(w32); free(b32); free(wd); free(bd); free(out); free(ref);
         }
+    }
+}
+
+/* ---- rotary embeddings, SwiGLU ----------------------------------------- */
+
+/* both_orders for in-place kernels: the buffer is reset to init before each
+ * run, and the two results must match bitwise. */
+static int inplace_both_orders(launch_fn fn, void *ctx, float *buf, const float *init, int64_t n) {
+    float *first = malloc((size_t)n * sizeof(float));
+    int same = 1;
+    for (int pass = 0; pass < 2; pass++) {
+        memcpy(buf, init, (size_t)n * sizeof(float));
+        ss_emu_set_schedule(pass ? SS_EMU_REVERSE : SS_EMU_FORWARD, 0);
+        fn(ctx);
+        if (!pass) memcpy(first, buf, (size_t)n * sizeof(float));
+        else same = !memcmp(first, buf, (size_t)n * sizeof(float));
+    }
+    ss_emu_set_schedule(SS_EMU_FORWARD, 0);
+    free(first);
+    if (!same) printf("\n    results differ between forward and reverse thread order (a race)");
+    return same;
+}
+
+typedef struct { float *x; int64_t ld, rows, nh, dh; const int32_t *pos; const float *inv; int inverse; } rope_ctx;
+static void run_rope(void *v) {
+    rope_ctx *c = v;
+    CHECK(ss_cuda_rope(c->x, c->ld, c->rows, c->nh, c->dh, c->pos, c->inv, c->inverse, NULL) == 0);
+}
+
+/* Against the CPU op and against a double-precision rotation by the same
+ * fp32 angle (pos * inv_freq rounded to fp32). Tolerance: cosf/sinf are
+ * within 1 ulp here (2 on the GPU) and each output is two products and a
+ * sum of values <= 1: atol 1e-6 + rtol 1e-5. An angle not rounded to fp32
+ * before cos/sin (the exact product, as a double) is up to ulp(1e5)/2 =
+ * 4e-3 rad off at position 100000: that mutation fails here by three orders
+ * of magnitude (checked), as would __cosf at thousands of radians on a GPU.
+ * Columns past n_heads*dh (the v of a fused qkv row) must be untouched. */
+TEST(kernel_rope_vs_cpu) {
+    const ss_backend *be = ss_backend_cpu();
+    /* rows, n_heads, dh, ld, theta: one pair per head; q+k of H=2,Hkv=1
+     * (v untouched); H=8,Hkv=2 with dh 16; the largest dh; odd ld, dh 6 */
+    struct { int64_t rows, nh, dh, ld; double theta; } cases[] = {
+        {5, 1, 2, 2, 10000.}, {7, 3, 64, 256, 10000.}, {9, 10, 16, 192, 500000.}, {3, 1, 256, 300, 10000.},
+        {6, 5, 6, 31, 1e6}, {4, 2, 128, 256, 10000.},
+    };
+    const int32_t posv[] = {0, 4000, 1, 8191, 100000, 37, 2047, 131071, 12};
+    for (int ci = 0; ci < (int)(sizeof cases / sizeof cases[0]); ci++) {
+        int64_t rows = cases[ci].rows, nh = cases[ci].nh, dh = cases[ci].dh, ld = cases[ci].ld, n = rows * ld;
+        float *x0 = ss_test_rvec(n, 60 + (unsigned)ci, 1.0f), *x = ss_test_fvec(n, 0), *ref = ss_test_fvec(n, 0);
+        float *dref = ss_test_fvec(n, 0), *inv = ss_test_fvec(dh / 2, 0);
+        int32_t pos[16];
+        for (int64_t r = 0; r < rows; r++) pos[r] = posv[(r + ci) % 9];
+        for (int64_t i = 0; i < dh / 2; i++) inv[i] = (float)(1.0 / pow(cases[ci].theta, (double)(2 * i) / (double)dh));
+        for (int inverse = 0; inverse < 2; inverse++) {
+            memcpy(ref, x0, (size_t)n * sizeof(float));
+            CHECK_OK(be->rope(be, ref, ld, rows, nh, dh, pos, inv, inverse));
+            memcpy(dref, x0, (size_t)n * sizeof(float));
+            for (int64_t r = 0; r < rows; r++)
+                for (int64_t i = 0; i < dh / 2; i++) {
+                    float a = (float)pos[r] * inv[i];
+                    double cs = cos((double)a), sn = (inverse ? -1 : 1) * sin((double)a);
+                    for (int64_t h = 0; h < nh; h++) {
+                        float *p = dref + r * ld + h * dh + i;
+                        double x1 = p[0], x2 = p[dh / 2];
+                        p[0] = (float)(x1 * cs - x2 * sn);
+                        p[dh / 2] = (float)(x2 * cs + x1 * sn);
+                    }
+                }
+            rope_ctx c = {x, ld, rows, nh, dh, pos, inv, inverse};
+            CHECK(inplace_both_orders(run_rope, &c, x, x0, n));
+            char nm[96];
+            snprintf(nm, sizeof nm, "rope%s rows=%lld heads=%lld dh=%lld ld=%lld theta=%g", inverse ? " inverse" : "",
+                     (long long)rows, (long long)nh, (long long)dh, (long long)ld, cases[ci].theta);
+            CHECK(ss_test_compare(nm, x, ref, n, 1e-6, 1e-5) == 0);
+            CHECK(ss_test_compare("  vs double rotation", x, dref, n, 1e-6, 1e-5) == 0);
+            for (int64_t r = 0; r < rows; r++)
+                CHECK(!memcmp(x + r * ld + nh * dh, x0 + r * ld + nh * dh, (size_t)(ld - nh * dh) * sizeof(float)));
+            if (inverse) { /* the inverse undoes the rotation */
+                CHECK(ss_cuda_rope(x, ld, rows, nh, dh, pos, inv, 0, NULL) == 0);
+                CHECK(ss_test_compare("  rope(inverse(x)) = x", x, x0, n, 1e-6, 1e-5) == 0);
+            }
+        }
+        free(x0); free(x); free(ref); free(dref); free(inv);
+    }
+    float buf[8];
+    int32_t p0 = 0;
+    CHECK(ss_cuda_rope(buf, 8, 1, 1, 3, &p0, buf, 0, NULL) == 1); /* odd head width */
+    CHECK(ss_cuda_rope(buf, 7, 1, 2, 4, &p0, buf, 0, NULL) == 1); /* ld < n_heads*dh */
+    CHECK(ss_cuda_rope(buf, 8, 0, 2, 4, &p0, buf, 0, NULL) == 0); /* no rows: nothing */
+}
+
+typedef struct { float *out; const float *gu; int64_t rows, dm; } swiglu_ctx;
+static void run_swiglu(void *v) {
+    swiglu_ctx *c = v;
+    CHECK(ss_cuda_swiglu(c->out, c->gu, c->rows, c->dm, NULL) == 0);
+}
+
+/* Against the CPU op and a double loop. silu(g) u is one expf (a few ulps),
+ * a division and a product: atol 1e-6 + rtol 1e-5. Gate values span
+ * [-12, 12] plus +-100 (exp overflows: silu -> -0 and g). dm = 300 and 513
+ * leave partial 256-thread column blocks. */
+TEST(kernel_swiglu_vs_cpu) {
+    const ss_backend *be = ss_backend_cpu();
+    int64_t shapes[][2] = {{1, 1}, {3, 37}, {5, 300}, {2, 513}, {4, 256}};
+    for (int si = 0; si < 5; si++) {
+        int64_t rows = shapes[si][0], dm = shapes[si][1], n = rows * dm;
+        float *gu = ss_test_rvec(2 * n, 70 + (unsigned)si, 1.0f), *out = ss_test_fvec(n, 0), *ref = ss_test_fvec(n, 0);
+        float *dref = ss_test_fvec(n, 0);
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < dm; c++) gu[r * 2 * dm + c] *= 12.f;
+        gu[0] = dm > 1 ? -100.f : gu[0];
+        if (dm > 2) gu[1] = 100.f;
+        CHECK_OK(be->swiglu(be, ref, gu, rows, dm));
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < dm; c++) {
+                double g = gu[r * 2 * dm + c];
+                dref[r * dm + c] = (float)(g / (1 + exp(-g)) * gu[r * 2 * dm + dm + c]);
+            }
+        swiglu_ctx c = {out, gu, rows, dm};
+        CHECK(both_orders(run_swiglu, &c, &out, &n, 1));
+        char nm[64];
+        snprintf(nm, sizeof nm, "swiglu %lldx%lld", (long long)rows, (long long)dm);
+        CHECK(ss_test_compare(nm, out, ref, n, 1e-6, 1e-5) == 0);
+        CHECK(ss_test_compare("  vs double loop", out, dref, n, 1e-6, 1e-5) == 0);
+        free(gu); free(out); free(ref); free(dref);
     }
 }
 
@@ -321,37 +455,46 @@ TEST(kernel_softmax_vs_reference) {
 typedef struct {
     float *z, *pat;
     const float *qkv;
-    int64_t ld, n_seq, max_len, H, dh;
+    int64_t ld, n_seq, max_len, H, Hkv, dh;
     const int64_t *start, *len, *poff;
     float scale;
     int flash;
 } att_ctx;
+/* Rows of qkv are [q (H heads) | k (Hkv heads) | v (Hkv heads)], as a fused
+ * projection of a grouped-query model lays them out. */
 static void run_att(void *v) {
     att_ctx *c = v;
-    int64_t d = c->H * c->dh;
+    const float *q = c->qkv, *k = q + c->H * c->dh, *vv = k + c->Hkv * c->dh;
     if (c->flash)
-        CHECK(ss_cuda_attention_flash(c->z, c->qkv, c->qkv + d, c->qkv + 2 * d, c->ld, c->n_seq, c->start, c->len,
-                                      c->max_len, c->H, c->dh, c->scale, NULL) == 0);
+        CHECK(ss_cuda_attention_flash(c->z, q, k, vv, c->ld, c->n_seq, c->start, c->len, c->max_len, c->H, c->Hkv,
+                                      c->dh, c->scale, NULL) == 0);
     else
-        CHECK(ss_cuda_attention_pattern(c->z, c->pat, c->qkv, c->qkv + d, c->qkv + 2 * d, c->ld, c->n_seq, c->start,
-                                        c->len, c->poff, c->max_len, c->H, c->dh, c->scale, NULL) == 0);
+        CHECK(ss_cuda_attention_pattern(c->z, c->pat, q, k, vv, c->ld, c->n_seq, c->start, c->len, c->poff,
+                                        c->max_len, c->H, c->Hkv, c->dh, c->scale, NULL) == 0);
 }
 
 /* Tolerance: fp32 dot products of dh terms and an fp32 online softmax
  * against the CPU op's double accumulation; with |q|,|k|,|v| <= 1 the
- * scores and z are O(1) and the errors O(1e-6): atol 1e-5, rtol 1e-4. */
+ * scores and z are O(1) and the errors O(1e-6): atol 1e-5, rtol 1e-4.
+ * Grouped-query cases (Hkv < H) compare with the CPU op at the same Hkv: a
+ * query head reading the wrong key/value head moves z by O(1). */
 TEST(kernel_attention_vs_cpu_packed_sequences) {
     const ss_backend *be = ss_backend_cpu();
-    struct { int n_seq; int64_t len[4]; int64_t H, dh; } cases[] = {
-        {1, {1}, 1, 8},            /* one token */
-        {3, {1, 37, 70}, 2, 16},   /* several packed sequences; 70 spans 3 tiles of 32 */
-        {2, {33, 5}, 1, 40},       /* dh not a multiple of 32 */
-        {1, {45}, 2, 64},
-        {2, {20, 3}, 1, 136},      /* dh > 120: above 48 KB of shared memory (opt-in) */
-        {4, {130, 64, 2, 97}, 3, 32}, /* longer: 130 keys span 5 tiles */
+    struct { int n_seq; int64_t len[4]; int64_t H, Hkv, dh; } cases[] = {
+        {1, {1}, 1, 1, 8},               /* one token */
+        {3, {1, 37, 70}, 2, 2, 16},      /* several packed sequences; 70 spans 3 tiles of 32 */
+        {2, {33, 5}, 1, 1, 40},          /* dh not a multiple of 32 */
+        {1, {45}, 2, 2, 64},
+        {2, {20, 3}, 1, 1, 136},         /* dh > 120: above 48 KB of shared memory (opt-in) */
+        {4, {130, 64, 2, 97}, 3, 3, 32}, /* longer: 130 keys span 5 tiles */
+        {2, {35, 7}, 8, 2, 16},          /* grouped-query: 4 query heads per key/value head, odd lengths */
+        {3, {1, 41, 33}, 4, 1, 24},      /* multi-query: one key/value head */
+        {1, {19}, 6, 3, 40},             /* groups of 2, dh not a multiple of 32 */
     };
-    for (int ci = 0; ci < 6; ci++) {
-        int64_t H = cases[ci].H, dh = cases[ci].dh, d = H * dh, ld = 3 * d, n_seq = cases[ci].n_seq;
+    int ncase = (int)(sizeof cases / sizeof cases[0]);
+    for (int ci = 0; ci < ncase; ci++) {
+        int64_t H = cases[ci].H, Hkv = cases[ci].Hkv, dh = cases[ci].dh, d = H * dh, ld = (H + 2 * Hkv) * dh;
+        int64_t n_seq = cases[ci].n_seq;
         int64_t start[4], len[4], poff[4], rows = 0, pt = 0, max_len = 0;
         for (int s = 0; s < n_seq; s++) {
             len[s] = cases[ci].len[s];
@@ -364,28 +507,34 @@ TEST(kernel_attention_vs_cpu_packed_sequences) {
         float *qkv = ss_test_rvec(rows * ld, 15 + (unsigned)ci, 1.0f), *z = ss_test_fvec(rows * d, 0), *zr = ss_test_fvec(rows * d, 0);
         float *pat = ss_test_fvec(pt, 0), *patr = ss_test_fvec(pt, 0);
         float scale = (float)(1.0 / sqrt((double)dh));
-        CHECK_OK(be->attention(be, zr, qkv, qkv + d, qkv + 2 * d, ld, n_seq, start, len, H, H, dh, scale, patr, poff));
+        CHECK_OK(be->attention(be, zr, qkv, qkv + d, qkv + d + Hkv * dh, ld, n_seq, start, len, H, Hkv, dh, scale, patr,
+                               poff));
         char nm[96];
-        att_ctx c = {z, pat, qkv, ld, n_seq, max_len, H, dh, start, len, poff, scale, 0};
+        att_ctx c = {z, pat, qkv, ld, n_seq, max_len, H, Hkv, dh, start, len, poff, scale, 0};
         float *outs[2] = {z, pat};
         int64_t sizes[2] = {rows * d, pt};
         CHECK(both_orders(run_att, &c, outs, sizes, 2));
-        snprintf(nm, sizeof nm, "attention+pattern z   seqs=%d H=%lld dh=%lld max_len=%lld", (int)n_seq,
-                 (long long)H, (long long)dh, (long long)max_len);
+        snprintf(nm, sizeof nm, "attention+pattern z   seqs=%d H=%lld Hkv=%lld dh=%lld max_len=%lld", (int)n_seq,
+                 (long long)H, (long long)Hkv, (long long)dh, (long long)max_len);
         CHECK(ss_test_compare(nm, z, zr, rows * d, 1e-5, 1e-4) == 0);
-        snprintf(nm, sizeof nm, "attention+pattern pat seqs=%d H=%lld dh=%lld", (int)n_seq, (long long)H,
-                 (long long)dh);
+        snprintf(nm, sizeof nm, "attention+pattern pat seqs=%d H=%lld Hkv=%lld dh=%lld", (int)n_seq, (long long)H,
+                 (long long)Hkv, (long long)dh);
         CHECK(ss_test_compare(nm, pat, patr, pt, 1e-6, 1e-4) == 0);
         c.flash = 1;
         CHECK(both_orders(run_att, &c, outs, sizes, 1));
-        snprintf(nm, sizeof nm, "flash attention z     seqs=%d H=%lld dh=%lld max_len=%lld", (int)n_seq,
-                 (long long)H, (long long)dh, (long long)max_len);
+        snprintf(nm, sizeof nm, "flash attention z     seqs=%d H=%lld Hkv=%lld dh=%lld max_len=%lld", (int)n_seq,
+                 (long long)H, (long long)Hkv, (long long)dh, (long long)max_len);
         CHECK(ss_test_compare(nm, z, zr, rows * d, 1e-5, 1e-4) == 0);
         free(qkv); free(z); free(zr); free(pat); free(patr);
     }
-    /* dh above the register budget is refused, not mis-computed */
+    /* what the kernels cannot do is refused, not mis-computed: dh above the
+     * register budget, a key/value head count that does not divide H */
     int64_t st = 0, ln = 1;
-    CHECK(ss_cuda_attention_flash(NULL, NULL, NULL, NULL, 3 * 257, 1, &st, &ln, 1, 1, 257, 1.f, NULL) == 1);
+    float buf[64];
+    CHECK(ss_cuda_attention_flash(NULL, NULL, NULL, NULL, 3 * 257, 1, &st, &ln, 1, 1, 1, 257, 1.f, NULL) == 1);
+    CHECK(ss_cuda_attention_flash(buf, buf, buf, buf, 16, 1, &st, &ln, 1, 4, 3, 4, 1.f, NULL) == 1);
+    CHECK(ss_cuda_attention_flash(buf, buf, buf, buf, 16, 1, &st, &ln, 1, 4, 0, 4, 1.f, NULL) == 1);
+    CHECK(ss_cuda_attention_pattern(buf, buf, buf, buf, buf, 16, 1, &st, &ln, &st, 1, 4, 3, 4, 1.f, NULL) == 1);
 }
 
 /* ---- batch covariance: column means, lower-triangular X^T X ------------ */

@@ -1,6 +1,8 @@
 /* The backward ops of the CUDA backend (src/backend/cuda_backend.c and
- * kernels/{sum_rows,layernorm_backward,gelu_backward,attention_backward,
- * embed_backward,softmax_xent}.cu, cuBLAS for matmul_tn), run through the
+ * kernels/{sum_rows,layernorm_backward,rmsnorm_backward,gelu_backward,
+ * swiglu_backward,attention_backward,embed_backward,softmax_xent}.cu,
+ * cuBLAS for matmul_tn), and the backend entries of the Llama forward ops
+ * (rmsnorm, rope, swiglu, embed without positions), run through the
  * emulated runtime/cuBLAS/kernels, against the CPU backend's ops and
  * against double-precision loops written here from the math (two
  * independent references: the CPU ops are themselves new).
@@ -276,6 +278,195 @@ TEST(cuda_bwd_layernorm_vs_reference) {
         }
 }
 
+/* ---- rmsnorm_backward, swiglu_backward --------------------------------- */
+
+static void rms_bwd_ref(float *dx, float *dw, const float *dy, const float *x, const float *w, int64_t rows,
+                        int64_t d, float eps) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * d, *gr = dy + r * d;
+        double ss = 0, gx = 0;
+        for (int64_t i = 0; i < d; i++) ss += (double)xr[i] * xr[i], gx += (double)gr[i] * w[i] * xr[i];
+        double rstd = 1.0 / sqrt(ss / (double)d + eps), k = rstd * rstd * gx / (double)d;
+        for (int64_t i = 0; i < d; i++) {
+            if (dx) dx[r * d + i] = (float)(dx[r * d + i] + rstd * ((double)gr[i] * w[i] - xr[i] * k));
+            if (dw) dw[i] = (float)(dw[i] + (double)gr[i] * xr[i] * rstd);
+        }
+    }
+}
+
+typedef struct { float *dx, *dw; const float *dy, *x, *w; int64_t rows, d; } rmsb_ctx;
+static ss_status op_rmsb(void *v) {
+    rmsb_ctx *c = v;
+    return gpu()->rmsnorm_backward(gpu(), c->dx, c->dw, c->dy, c->x, c->w, c->rows, c->d, 1e-5f);
+}
+
+/* dx: per row fp32 sums of d terms (warp trees) for mean(x^2) and mean(g x)
+ * against double: atol 2e-5 + rtol 1e-4, as layernorm_backward. dw: fp32
+ * column sums of `rows` terms onto a non-zero start (8 row-strided partials
+ * in a fixed order): atol 2e-5 + rtol 1e-5. Row 1 is offset by 100 (rstd
+ * ~0.01). 40 rows exceed the column kernel's 8 row-striding warps. */
+TEST(cuda_bwd_rmsnorm_vs_reference) {
+    const ss_backend *be = gpu(), *cpu = ss_backend_cpu();
+    CHECK(be && be->rmsnorm_backward);
+    int64_t shapes[][2] = {{1, 1}, {1, 8}, {1, 33}, {5, 24}, {7, 100}, {9, 130}, {3, 768}, {40, 37}};
+    for (int si = 0; si < 8; si++)
+        for (int with_w = 0; with_w < 2; with_w++) {
+            int64_t rows = shapes[si][0], d = shapes[si][1], n = rows * d;
+            float *x = ss_test_rvec(n, 16, 1.f), *dy = ss_test_rvec(n, 17, 1.1f), *w = ss_test_rvec(d, 18, 1.f);
+            if (rows > 1)
+                for (int64_t i = 0; i < d; i++) x[d + i] += 100.f;
+            float *dx0 = ss_test_rvec(n, 19, 1.f), *dw0 = ss_test_rvec(d, 20, 1.f);
+            float *rdx = dupv(dx0, n), *rdw = dupv(dw0, d);
+            rms_bwd_ref(rdx, with_w ? rdw : NULL, dy, x, w, rows, d, 1e-5f);
+            float *gdx = ss_test_fvec(n, 0), *gdw = ss_test_fvec(d, 0);
+            float *ddx = dev_put(NULL, (size_t)n * 4), *ddw = dev_put(NULL, (size_t)d * 4),
+                  *ddy = dev_put(dy, (size_t)n * 4), *dxx = dev_put(x, (size_t)n * 4), *dwt = dev_put(w, (size_t)d * 4);
+            rmsb_ctx c = {ddx, with_w ? ddw : NULL, ddy, dxx, dwt, rows, d};
+            dout o[2] = {{ddx, dx0, n, gdx}, {ddw, dw0, d, gdw}};
+            CHECK(run_both(op_rmsb, &c, o, 2, 1));
+            char nm[96];
+            snprintf(nm, sizeof nm, "rmsnorm_backward %lldx%lld dx%s", (long long)rows, (long long)d,
+                     with_w ? "" : " (dw NULL)");
+            CHECK(ss_test_compare(nm, gdx, rdx, n, 2e-5, 1e-4) == 0);
+            if (with_w) CHECK(ss_test_compare("  dw", gdw, rdw, d, 2e-5, 1e-5) == 0);
+            else CHECK(memcmp(gdw, dw0, (size_t)d * 4) == 0);
+            float *cdx = dupv(dx0, n), *cdw = dupv(dw0, d);
+            CHECK_OK(cpu->rmsnorm_backward(cpu, cdx, with_w ? cdw : NULL, dy, x, w, rows, d, 1e-5f));
+            CHECK(ss_test_compare("  dx vs cpu op", gdx, cdx, n, 2e-5, 1e-4) == 0);
+            CHECK(ss_test_compare("  dw vs cpu op", gdw, cdw, d, 2e-5, 1e-5) == 0);
+            /* dw only (dx NULL) */
+            if (with_w && si == 5) {
+                rmsb_ctx c2 = {NULL, ddw, ddy, dxx, dwt, rows, d};
+                dout o2 = {ddw, dw0, d, gdw};
+                CHECK(run_both(op_rmsb, &c2, &o2, 1, 1));
+                CHECK(ss_test_compare("  dw with dx NULL", gdw, rdw, d, 2e-5, 1e-5) == 0);
+            }
+            free(cdx), free(cdw);
+            dev_free(ddx), dev_free(ddw), dev_free(ddy), dev_free(dxx), dev_free(dwt);
+            free(x), free(dy), free(w), free(dx0), free(dw0), free(rdx), free(rdw), free(gdx), free(gdw);
+        }
+}
+
+typedef struct { float *dgu; const float *dy, *gu; int64_t rows, dm; } swb_ctx;
+static ss_status op_swb(void *v) {
+    swb_ctx *c = v;
+    return gpu()->swiglu_backward(gpu(), c->dgu, c->dy, c->gu, c->rows, c->dm);
+}
+
+/* Against a double loop and the CPU op (itself double inside). Gates span
+ * [-12, 12] plus -100 and 100 (exp overflow and underflow); fp32 sigmoid
+ * with precise expf and 1 - s formed without cancellation: atol 1e-6 +
+ * rtol 1e-5 (values O(1); near silu's minimum, g ~ -1.28, silu' crosses 0
+ * and only the absolute error is small). dm = 300 and 513 leave partial
+ * 256-column blocks. */
+TEST(cuda_bwd_swiglu_vs_reference) {
+    const ss_backend *be = gpu(), *cpu = ss_backend_cpu();
+    CHECK(be && be->swiglu_backward);
+    int64_t shapes[][2] = {{1, 1}, {3, 37}, {5, 300}, {2, 513}};
+    for (int si = 0; si < 4; si++) {
+        int64_t rows = shapes[si][0], dm = shapes[si][1], n = rows * dm;
+        float *gu = ss_test_rvec(2 * n, 21 + (unsigned)si, 1.f), *dy = ss_test_rvec(n, 22, 1.1f);
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < dm; c++) gu[r * 2 * dm + c] *= 12.f;
+        if (dm > 2) gu[0] = -100.f, gu[1] = 100.f;
+        float *ref = ss_test_fvec(2 * n, 0), *got = ss_test_fvec(2 * n, 0), *cc = ss_test_fvec(2 * n, NAN);
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < dm; c++) {
+                double g = gu[r * 2 * dm + c], u = gu[r * 2 * dm + dm + c], s = 1 / (1 + exp(-g));
+                ref[r * 2 * dm + c] = (float)(dy[r * dm + c] * u * s * (1 + g * (1 - s)));
+                ref[r * 2 * dm + dm + c] = (float)(dy[r * dm + c] * g * s);
+            }
+        float *dgu = dev_put(NULL, (size_t)(2 * n) * 4), *ddy = dev_put(dy, (size_t)n * 4),
+              *dg = dev_put(gu, (size_t)(2 * n) * 4);
+        swb_ctx c = {dgu, ddy, dg, rows, dm};
+        dout o = {dgu, NULL, 2 * n, got};
+        CHECK(run_both(op_swb, &c, &o, 1, 1));
+        char nm[96];
+        snprintf(nm, sizeof nm, "swiglu_backward %lldx%lld dgate,dup", (long long)rows, (long long)dm);
+        CHECK(ss_test_compare(nm, got, ref, 2 * n, 1e-6, 1e-5) == 0);
+        CHECK_OK(cpu->swiglu_backward(cpu, cc, dy, gu, rows, dm));
+        CHECK(ss_test_compare("  vs cpu op", got, cc, 2 * n, 1e-6, 1e-5) == 0);
+        dev_free(dgu), dev_free(ddy), dev_free(dg);
+        free(gu), free(dy), free(ref), free(got), free(cc);
+    }
+}
+
+/* ---- the Llama forward ops through the CUDA backend -------------------- */
+
+typedef struct { int which; float *out, *out2; const float *in; const int32_t *ids, *pos; const float *w; } llf_ctx;
+static ss_status op_llf(void *v) {
+    llf_ctx *c = v;
+    const ss_backend *be = gpu();
+    switch (c->which) {
+    case 0: return be->rmsnorm(be, c->out, c->in, c->w, 5, 33, 1e-5f);
+    case 1: return be->rope(be, c->out, 40, 6, 3, 8, c->pos, c->w, 1);
+    case 2: return be->swiglu(be, c->out, c->in, 3, 37);
+    case 3: return be->embed(be, c->out, c->out2, c->ids, c->pos, c->w, NULL, SS_WDTYPE_F32, 4, 12);
+    default: { /* grouped-query attention, H=4 Hkv=2 dh=6, sequences of 5 and 3 rows of [q|k|v] (ld 48) */
+        static const int64_t start[2] = {0, 5}, len[2] = {5, 3}, poff[2] = {0, 100};
+        return be->attention(be, c->out, c->in, c->in + 24, c->in + 36, 48, 2, start, len, 4, 2, 6, 0.4f,
+                             c->which == 5 ? c->out2 : NULL, poff);
+    }
+    }
+}
+
+/* The backend's entries (not only the kernels) for rmsnorm, rope (inverse,
+ * in rows wider than the rotated heads), swiglu, embed without a position
+ * table and grouped-query attention: same tolerances as the kernel tests in
+ * test_kernels.c.
+ * The embedding must leave pos_out alone (NaN fill) when wpe is NULL. */
+TEST(cuda_llama_forward_ops_through_backend) {
+    const ss_backend *be = gpu(), *cpu = ss_backend_cpu();
+    CHECK(be && be->rmsnorm && be->rope && be->swiglu);
+    float *x = ss_test_rvec(384, 23, 1.f), *w = ss_test_rvec(50, 24, 1.f), *ref = ss_test_fvec(240, 0);
+    float *got = ss_test_fvec(240, 0), *got2 = ss_test_fvec(240, 0);
+    int32_t pos[6] = {0, 3, 4000, 17, 1, 100000}, ids[4] = {3, 0, 2, 3}; /* ids < 4: w holds 4 rows of 12 */
+    float inv[4];
+    for (int i = 0; i < 4; i++) inv[i] = (float)(1.0 / pow(10000.0, i / 4.0));
+    float *dx = dev_put(x, 384 * 4), *dw = dev_put(w, 50 * 4), *dinv = dev_put(inv, sizeof inv),
+          *dout_ = dev_put(NULL, 240 * 4), *dout2 = dev_put(NULL, 240 * 4);
+    int32_t *dpos = dev_put(pos, sizeof pos), *dids = dev_put(ids, sizeof ids);
+    llf_ctx c = {0, dout_, dout2, dx, dids, dpos, dw};
+    dout o = {dout_, NULL, 165, got};
+    CHECK(run_both(op_llf, &c, &o, 1, 1));
+    CHECK_OK(cpu->rmsnorm(cpu, ref, x, w, 5, 33, 1e-5f));
+    CHECK(ss_test_compare("backend rmsnorm 5x33", got, ref, 165, 1e-5, 1e-5) == 0);
+    c.which = 1, c.w = dinv;
+    o = (dout){dout_, x, 240, got};
+    CHECK(run_both(op_llf, &c, &o, 1, 1));
+    memcpy(ref, x, 240 * 4);
+    CHECK_OK(cpu->rope(cpu, ref, 40, 6, 3, 8, pos, inv, 1));
+    CHECK(ss_test_compare("backend rope inverse rows=6 heads=3 dh=8 ld=40", got, ref, 240, 1e-6, 1e-5) == 0);
+    c.which = 2;
+    o = (dout){dout_, NULL, 111, got};
+    CHECK(run_both(op_llf, &c, &o, 1, 1));
+    CHECK_OK(cpu->swiglu(cpu, ref, x, 3, 37));
+    CHECK(ss_test_compare("backend swiglu 3x37", got, ref, 111, 1e-6, 1e-5) == 0);
+    c.which = 3, c.w = dw;
+    dout o2[2] = {{dout_, NULL, 48, got}, {dout2, NULL, 48, got2}};
+    CHECK(run_both(op_llf, &c, o2, 2, 1));
+    CHECK_OK(cpu->embed(cpu, ref, NULL, ids, NULL, w, NULL, SS_WDTYPE_F32, 4, 12));
+    CHECK(ss_test_compare("backend embed, no position table", got, ref, 48, 0, 0) == 0);
+    for (int i = 0; i < 48; i++) CHECK_MSG(isnan(got2[i]), "pos_out[%d] written without a position table", i);
+    /* grouped-query attention through the backend: flash, then with the pattern */
+    static const int64_t st2[2] = {0, 5}, ln2[2] = {5, 3}, po2[2] = {0, 100};
+    float *patr = ss_test_fvec(136, 0);
+    CHECK_OK(cpu->attention(cpu, ref, x, x + 24, x + 36, 48, 2, st2, ln2, 4, 2, 6, 0.4f, patr, po2));
+    for (int flash = 1; flash >= 0; flash--) {
+        c.which = flash ? 4 : 5, c.in = dx;
+        dout o3[2] = {{dout_, NULL, 192, got}, {dout2, NULL, 136, got2}};
+        CHECK(run_both(op_llf, &c, o3, flash ? 1 : 2, 1));
+        CHECK(ss_test_compare(flash ? "backend attention (flash) H=4 Hkv=2" : "backend attention (pattern) H=4 Hkv=2 z",
+                              got, ref, 192, 1e-5, 1e-4) == 0);
+        if (!flash) CHECK(ss_test_compare("  pattern", got2, patr, 136, 1e-6, 1e-4) == 0);
+    }
+    free(patr);
+    CHECK_ERR(be->attention(be, dout_, dx, dx, dx, 48, 2, st2, ln2, 4, 3, 6, 0.4f, NULL, NULL), SS_ERR_ARG, "attention");
+    CHECK_ERR(be->rope(be, dout_, 40, 6, 3, 7, dpos, dinv, 0), SS_ERR_ARG, "rope");
+    dev_free(dx), dev_free(dw), dev_free(dinv), dev_free(dout_), dev_free(dout2), dev_free(dpos), dev_free(dids);
+    free(x), free(w), free(ref), free(got), free(got2);
+}
+
 /* ---- gelu_backward ----------------------------------------------------- */
 
 static double gelu_grad_ref(double x, ss_act act) {
@@ -329,20 +520,23 @@ TEST(cuda_bwd_gelu_vs_reference) {
 
 /* Double-precision gradients from the definitions (backend.h): P from q,k;
  * dP = dz v^T; dS = P (dP - rowsum(P dP)); dq = scale dS k, dk = scale
- * dS^T q, dv = P^T dz. */
+ * dS^T q, dv = P^T dz. Query head h uses key/value head h / (H/Hkv); dk and
+ * dv of a key/value head sum over the query heads sharing it. */
 static void attn_bwd_ref(float *dq, float *dk, float *dv, int64_t ldd, const float *dz, const float *q, const float *k,
                          const float *v, int64_t ld, int64_t n_seq, const int64_t *start, const int64_t *len,
-                         int64_t H, int64_t dh, float scale) {
+                         int64_t H, int64_t Hkv, int64_t dh, float scale) {
+    const int64_t group = H / Hkv;
     for (int64_t s = 0; s < n_seq; s++) {
         int64_t L = len[s], r0 = start[s];
         double *P = calloc((size_t)(L * L), sizeof(double)), *dS = calloc((size_t)(L * L), sizeof(double));
+        double *ak = calloc((size_t)(L * Hkv * dh), sizeof(double)), *av = calloc((size_t)(L * Hkv * dh), sizeof(double));
         for (int64_t h = 0; h < H; h++) {
-            int64_t col = h * dh;
+            int64_t col = h * dh, kcol = h / group * dh;
             for (int64_t i = 0; i < L; i++) {
                 double mx = -INFINITY, sum = 0, D = 0;
                 for (int64_t j = 0; j <= i; j++) {
                     double sc = 0;
-                    for (int64_t e = 0; e < dh; e++) sc += (double)q[(r0 + i) * ld + col + e] * k[(r0 + j) * ld + col + e];
+                    for (int64_t e = 0; e < dh; e++) sc += (double)q[(r0 + i) * ld + col + e] * k[(r0 + j) * ld + kcol + e];
                     P[i * L + j] = sc * scale;
                     if (P[i * L + j] > mx) mx = P[i * L + j];
                 }
@@ -351,75 +545,111 @@ static void attn_bwd_ref(float *dq, float *dk, float *dv, int64_t ldd, const flo
                     P[i * L + j] /= sum;
                     double dp = 0;
                     for (int64_t e = 0; e < dh; e++)
-                        dp += (double)dz[(r0 + i) * H * dh + col + e] * v[(r0 + j) * ld + col + e];
+                        dp += (double)dz[(r0 + i) * H * dh + col + e] * v[(r0 + j) * ld + kcol + e];
                     dS[i * L + j] = dp;
                     D += P[i * L + j] * dp;
                 }
                 for (int64_t j = 0; j <= i; j++) dS[i * L + j] = P[i * L + j] * (dS[i * L + j] - D);
                 for (int64_t e = 0; e < dh; e++) {
                     double a = 0;
-                    for (int64_t j = 0; j <= i; j++) a += dS[i * L + j] * k[(r0 + j) * ld + col + e];
+                    for (int64_t j = 0; j <= i; j++) a += dS[i * L + j] * k[(r0 + j) * ld + kcol + e];
                     dq[(r0 + i) * ldd + col + e] = (float)(scale * a);
                 }
             }
             for (int64_t j = 0; j < L; j++)
-                for (int64_t e = 0; e < dh; e++) {
-                    double a = 0, b = 0;
+                for (int64_t e = 0; e < dh; e++)
                     for (int64_t i = j; i < L; i++) {
-                        a += dS[i * L + j] * q[(r0 + i) * ld + col + e];
-                        b += P[i * L + j] * dz[(r0 + i) * H * dh + col + e];
+                        ak[(j * Hkv + h / group) * dh + e] += dS[i * L + j] * q[(r0 + i) * ld + col + e];
+                        av[(j * Hkv + h / group) * dh + e] += P[i * L + j] * dz[(r0 + i) * H * dh + col + e];
                     }
-                    dk[(r0 + j) * ldd + col + e] = (float)(scale * a);
-                    dv[(r0 + j) * ldd + col + e] = (float)b;
-                }
         }
-        free(P), free(dS);
+        for (int64_t j = 0; j < L; j++)
+            for (int64_t e = 0; e < Hkv * dh; e++) {
+                dk[(r0 + j) * ldd + e] = (float)(scale * ak[j * Hkv * dh + e]);
+                dv[(r0 + j) * ldd + e] = (float)av[j * Hkv * dh + e];
+            }
+        free(P), free(dS), free(ak), free(av);
     }
 }
 
+/* The output buffer: fused rows [dq (H heads) | dk (Hkv) | dv (Hkv)] with
+ * ldd = (H + 2 Hkv) dh, or three planes of row stride H*dh (dk and dv then
+ * fill the first Hkv*dh columns of theirs). */
 typedef struct {
     float *dqkv;
     const float *dz, *qkv;
-    int64_t ldd, ld, n_seq, H, dh;
+    int64_t ldd, ld, n_seq, H, Hkv, dh, rows;
     const int64_t *start, *len;
     float scale;
+    int fused;
 } ab_ctx;
+static void ab_outs(const ab_ctx *c, float *base, float **dq, float **dk, float **dv) {
+    int64_t d = c->H * c->dh, dkv = c->Hkv * c->dh;
+    *dq = base;
+    *dk = base + (c->fused ? d : c->rows * d);
+    *dv = base + (c->fused ? d + dkv : 2 * c->rows * d);
+}
 static ss_status op_ab(void *v) {
     ab_ctx *c = v;
-    int64_t d = c->H * c->dh, od = c->ldd == d ? 0 : d; /* fused [dq|dk|dv] rows, or three separate planes */
-    int64_t rows = c->start[c->n_seq - 1] + c->len[c->n_seq - 1], plane = od ? 0 : rows * d;
-    return gpu()->attention_backward(gpu(), c->dqkv, c->dqkv + od + plane, c->dqkv + 2 * (od + plane), c->ldd, c->dz,
-                                     c->qkv, c->qkv + d, c->qkv + 2 * d, c->ld, c->n_seq, c->start, c->len, c->H,
-                                     c->H, c->dh, c->scale);
+    float *dq, *dk, *dv;
+    ab_outs(c, c->dqkv, &dq, &dk, &dv);
+    const float *q = c->qkv, *k = q + c->H * c->dh, *vv = k + c->Hkv * c->dh;
+    return gpu()->attention_backward(gpu(), dq, dk, dv, c->ldd, c->dz, q, k, vv, c->ld, c->n_seq, c->start, c->len,
+                                     c->H, c->Hkv, c->dh, c->scale);
+}
+
+/* The written elements of an output buffer (dq rows, then dk, then dv rows)
+ * packed densely; every other element must still hold the NaN fill. */
+static int64_t ab_pack(const ab_ctx *c, const float *buf, int64_t nbuf, float *packed, int64_t *stray) {
+    float *dq, *dk, *dv;
+    ab_outs(c, (float *)buf, &dq, &dk, &dv);
+    int64_t d = c->H * c->dh, dkv = c->Hkv * c->dh, n = 0;
+    unsigned char *mark = calloc((size_t)nbuf, 1);
+    for (int64_t r = 0; r < c->rows; r++)
+        for (int64_t e = 0; e < d; e++) packed[n++] = dq[r * c->ldd + e], mark[dq + r * c->ldd + e - buf] = 1;
+    for (int64_t r = 0; r < c->rows; r++)
+        for (int64_t e = 0; e < dkv; e++) packed[n++] = dk[r * c->ldd + e], mark[dk + r * c->ldd + e - buf] = 1;
+    for (int64_t r = 0; r < c->rows; r++)
+        for (int64_t e = 0; e < dkv; e++) packed[n++] = dv[r * c->ldd + e], mark[dv + r * c->ldd + e - buf] = 1;
+    *stray = 0;
+    for (int64_t i = 0; i < nbuf; i++) *stray += !mark[i] && !isnan(buf[i]);
+    free(mark);
+    return n;
 }
 
 /* fp32 dot products of dh terms, an fp32 softmax, and fp32 sums of up to len
- * terms for D, dq, dk, dv, against double. Inputs uniform in [-amp, amp];
- * amp = 2.5 makes scores reach ~+-10 (peaked rows, where a masking or
- * softmax error cannot hide in an average). The gradients are O(0.1..1);
- * the error of an fp32 sum of len terms is ~ sqrt(len) 2^-24 |terms|, and the
- * probabilities carry the relative error of expf of a score ~10 (1e-6):
- * atol 2e-5 + rtol 1e-4, as the forward attention's z. */
+ * terms (times H/Hkv heads for dk, dv) for D, dq, dk, dv, against double.
+ * Inputs uniform in [-amp, amp]; amp = 2.5 makes scores reach ~+-10 (peaked
+ * rows, where a masking or softmax error cannot hide in an average). The
+ * gradients are O(0.1..1); the error of an fp32 sum of len terms is ~
+ * sqrt(len) 2^-24 |terms|, and the probabilities carry the relative error
+ * of expf of a score ~10 (1e-6): atol 2e-5 + rtol 1e-4, as the forward
+ * attention's z. A query head paired with the wrong key/value head, or a
+ * group's sum missing a head, is off by O(0.1..1). */
 TEST(cuda_bwd_attention_vs_reference) {
     const ss_backend *be = gpu(), *cpu = ss_backend_cpu();
     CHECK(be && be->attention_backward);
     struct {
         int n_seq;
         int64_t len[4];
-        int64_t H, dh;
+        int64_t H, Hkv, dh;
         float amp;
         int fused;
     } cases[] = {
-        {1, {1}, 1, 8, 1.f, 1},            /* one token: P = 1, dq = dk = 0, dv = dz */
-        {3, {1, 37, 70}, 2, 16, 1.f, 1},   /* packed, different lengths; 70 > 2 warps' chunks of 32 */
-        {2, {33, 5}, 1, 1, 2.5f, 0},       /* dh = 1; separate dq/dk/dv planes (ld = H*dh) */
-        {2, {9, 45}, 3, 7, 2.5f, 1},       /* odd dh */
-        {2, {20, 3}, 1, 40, 2.5f, 0},      /* dh not a multiple of 32 */
-        {1, {6}, 2, 256, 1.f, 1},          /* the largest dh */
+        {1, {1}, 1, 1, 8, 1.f, 1},            /* one token: P = 1, dq = dk = 0, dv = dz */
+        {3, {1, 37, 70}, 2, 2, 16, 1.f, 1},   /* packed, different lengths; 70 > 2 warps' chunks of 32 */
+        {2, {33, 5}, 1, 1, 1, 2.5f, 0},       /* dh = 1; separate dq/dk/dv planes (ld = H*dh) */
+        {2, {9, 45}, 3, 3, 7, 2.5f, 1},       /* odd dh */
+        {2, {20, 3}, 1, 1, 40, 2.5f, 0},      /* dh not a multiple of 32 */
+        {1, {6}, 2, 2, 256, 1.f, 1},          /* the largest dh */
+        {2, {35, 7}, 8, 2, 16, 2.5f, 1},      /* grouped-query: 4 query heads per key/value head, odd lengths */
+        {3, {1, 41, 33}, 4, 1, 24, 2.5f, 0},  /* multi-query (one key/value head), planes */
+        {1, {1}, 4, 2, 8, 1.f, 1},            /* grouped-query, one token: dv = sum of the group's dz */
     };
     int nc = (int)(sizeof cases / sizeof cases[0]);
     for (int ci = 0; ci < nc; ci++) {
-        int64_t H = cases[ci].H, dh = cases[ci].dh, d = H * dh, ld = 3 * d, n_seq = cases[ci].n_seq;
+        int64_t H = cases[ci].H, Hkv = cases[ci].Hkv, dh = cases[ci].dh, d = H * dh, dkv = Hkv * dh;
+        int64_t ld = d + 2 * dkv, n_seq = cases[ci].n_seq;
         int64_t start[4], len[4], rows = 0;
         char lens[48] = "";
         for (int s = 0; s < n_seq; s++) {
@@ -428,40 +658,58 @@ TEST(cuda_bwd_attention_vs_reference) {
             rows += len[s];
             snprintf(lens + strlen(lens), sizeof lens - strlen(lens), "%s%lld", s ? "," : "", (long long)len[s]);
         }
-        int64_t ldd = cases[ci].fused ? 3 * d : d, nout = 3 * rows * d;
+        int fused = cases[ci].fused;
+        int64_t ldd = fused ? ld : d, nout = fused ? rows * ld : 3 * rows * d, npk = rows * (d + 2 * dkv);
         float scale = (float)(1.0 / sqrt((double)dh));
         float *qkv = ss_test_rvec(rows * ld, 20 + (unsigned)ci, cases[ci].amp), *dz = ss_test_rvec(rows * d, 30 + (unsigned)ci, 1.f);
         float *ref = ss_test_fvec(nout, NAN), *got = ss_test_fvec(nout, 0);
-        int64_t po = cases[ci].fused ? d : rows * d; /* where dk starts relative to dq */
-        attn_bwd_ref(ref, ref + po, ref + 2 * po, ldd, dz, qkv, qkv + d, qkv + 2 * d, ld, n_seq, start, len, H, dh,
-                     scale);
+        float *pref = ss_test_fvec(npk, 0), *pgot = ss_test_fvec(npk, 0);
+        ab_ctx c = {NULL, NULL, NULL, ldd, ld, n_seq, H, Hkv, dh, rows, start, len, scale, fused};
+        float *rq, *rk, *rv;
+        ab_outs(&c, ref, &rq, &rk, &rv);
+        attn_bwd_ref(rq, rk, rv, ldd, dz, qkv, qkv + d, qkv + d + dkv, ld, n_seq, start, len, H, Hkv, dh, scale);
         float *dqkv = dev_put(NULL, (size_t)nout * 4), *ddz = dev_put(dz, (size_t)(rows * d) * 4),
               *dq = dev_put(qkv, (size_t)(rows * ld) * 4);
-        ab_ctx c = {dqkv, ddz, dq, ldd, ld, n_seq, H, dh, start, len, scale};
+        c.dqkv = dqkv, c.dz = ddz, c.qkv = dq;
         dout o = {dqkv, NULL, nout, got};
         CHECK(run_both(op_ab, &c, &o, 1, 1));
+        int64_t stray = 0;
+        ab_pack(&c, ref, nout, pref, &stray);
+        ab_pack(&c, got, nout, pgot, &stray);
+        CHECK_MSG(stray == 0, "%lld elements written outside dq, dk, dv", (long long)stray);
         char nm[128];
-        snprintf(nm, sizeof nm, "attention_backward seqs=[%s] H=%lld dh=%lld %s dq,dk,dv", lens, (long long)H,
-                 (long long)dh, cases[ci].fused ? "fused" : "planes");
-        CHECK(ss_test_compare(nm, got, ref, nout, 2e-5, 1e-4) == 0);
-        if (cases[ci].len[0] == 1 && n_seq == 1) { /* one token: exact zeros for dq, dk and dv = dz */
-            for (int64_t e = 0; e < d; e++) CHECK(got[e] == 0.f && got[d + e] == 0.f && got[2 * d + e] == dz[e]);
+        snprintf(nm, sizeof nm, "attention_backward seqs=[%s] H=%lld Hkv=%lld dh=%lld %s dq,dk,dv", lens, (long long)H,
+                 (long long)Hkv, (long long)dh, fused ? "fused" : "planes");
+        CHECK(ss_test_compare(nm, pgot, pref, npk, 2e-5, 1e-4) == 0);
+        if (cases[ci].len[0] == 1 && n_seq == 1) { /* one token: exact zeros for dq, dk; dv = the group's sum of dz */
+            for (int64_t e = 0; e < d; e++) CHECK(pgot[e] == 0.f);
+            for (int64_t e = 0; e < dkv; e++) CHECK(pgot[d + e] == 0.f);
+            for (int64_t hk = 0; hk < Hkv; hk++)
+                for (int64_t e = 0; e < dh; e++) {
+                    float sum = 0.f; /* the group's heads in order, as the kernel adds them */
+                    for (int64_t h = hk * (H / Hkv); h < (hk + 1) * (H / Hkv); h++) sum += dz[h * dh + e];
+                    CHECK(pgot[d + dkv + hk * dh + e] == sum);
+                }
         }
         if (cpu->attention_backward) {
-            float *cc = ss_test_fvec(nout, NAN);
-            CHECK_OK(cpu->attention_backward(cpu, cc, cc + po, cc + 2 * po, ldd, dz, qkv, qkv + d, qkv + 2 * d, ld,
-                                             n_seq, start, len, H, H, dh, scale));
-            CHECK(ss_test_compare("  vs cpu op", got, cc, nout, 2e-5, 1e-4) == 0);
-            free(cc);
+            float *cc = ss_test_fvec(nout, NAN), *pcc = ss_test_fvec(npk, 0), *cq, *ck, *cv;
+            ab_outs(&c, cc, &cq, &ck, &cv);
+            CHECK_OK(cpu->attention_backward(cpu, cq, ck, cv, ldd, dz, qkv, qkv + d, qkv + d + dkv, ld, n_seq, start,
+                                             len, H, Hkv, dh, scale));
+            ab_pack(&c, cc, nout, pcc, &stray);
+            CHECK(ss_test_compare("  vs cpu op", pgot, pcc, npk, 2e-5, 1e-4) == 0);
+            free(cc), free(pcc);
         }
         dev_free(dqkv), dev_free(ddz), dev_free(dq);
-        free(qkv), free(dz), free(ref), free(got);
+        free(qkv), free(dz), free(ref), free(got), free(pref), free(pgot);
     }
     /* what the kernel cannot do is refused with the op's name, not mis-computed */
     int64_t st0 = 0, ln1 = 1;
     float *buf = dev_put(NULL, 3 * 257 * 4);
     CHECK_ERR(be->attention_backward(be, buf, buf, buf, 257, buf, buf, buf, buf, 3 * 257, 1, &st0, &ln1, 1, 1, 257, 1.f),
               SS_ERR_UNSUPPORTED, "attention_backward");
+    CHECK_ERR(be->attention_backward(be, buf, buf, buf, 12, buf, buf, buf, buf, 12, 1, &st0, &ln1, 4, 3, 3, 1.f),
+              SS_ERR_ARG, "attention_backward");
     dev_free(buf);
 }
 
@@ -692,6 +940,107 @@ static void backward_matches_cpu(const char *model, ss_metric_kind kind) {
 TEST(cuda_bwd_forward_backward_matches_cpu) {
     backward_matches_cpu("prefix-f32", SS_METRIC_LOSS);
     backward_matches_cpu("noprefix-odd-untied", SS_METRIC_LOGITDIFF);
+}
+
+/* One weight-gradient tensor of both backends (the CUDA one downloaded). */
+static int grad_tensor_matches(const char *model, const char *what, const void *cpu_g, const void *dev_g, int64_t n) {
+    if (!cpu_g && !dev_g) return 1;
+    if (!cpu_g || !dev_g) {
+        printf("\n    %s: gradient %s on one backend only", model, what);
+        return 0;
+    }
+    float *h = malloc((size_t)n * sizeof(float));
+    int ok = !gpu()->download(gpu(), h, dev_g, (size_t)n * sizeof(float));
+    char nm[96];
+    snprintf(nm, sizeof nm, "  weight gradient %s", what);
+    ok = ok && ss_test_compare(nm, h, cpu_g, n, 1e-5, 1e-4) == 0;
+    free(h);
+    return ok;
+}
+
+/* ss_forward_backward of a Llama-family model (RMSNorm, rotary q/k,
+ * grouped-query attention, SwiGLU) on "cuda:0" (emulated kernels and
+ * cuBLAS) against the CPU: the metric, the gradient at every per-token site
+ * and every weight gradient tensor, tolerances as backward_matches_cpu
+ * above. This runs rmsnorm, rope (forward and inverse), swiglu, the
+ * grouped-query attention kernels and their backward kernels together, as
+ * the model code issues them. */
+static void llama_backward_matches_cpu(const char *model, ss_metric_kind kind) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/models/%s", ss_test_data_dir(), model);
+    ss_model *m = NULL;
+    CHECK_OK(ss_model_load(dir, &m));
+    const ss_backend *be = gpu(), *cpu = ss_backend_cpu();
+    CHECK(be);
+    ss_status st = ss_model_place(m, be, SS_WDTYPE_F32);
+    if (st) { ss_model_free(m); CHECK_OK(st); }
+    const ss_config *cf = &m->cfg;
+    int32_t toks[12];
+    for (int i = 0; i < 12; i++) toks[i] = (int32_t)((i * 37 + 5) % cf->vocab_size);
+    int64_t start[3] = {0, 1, 5}, len[3] = {1, 4, 7};
+    const int32_t answer[3] = {7, 11, 2}, wrong[3] = {2, 40 % (int32_t)cf->vocab_size, 9};
+    ss_packing pk = {3, 12, start, len};
+    ss_metric mt = {kind, answer, wrong};
+    int ns = ss_sites_count(cf);
+    uint8_t *want = calloc((size_t)ns, 1);
+    for (int i = 0; i < ns; i++) {
+        ss_site s;
+        ss_site_get(cf, i, &s);
+        want[i] = (uint8_t)s.per_token;
+    }
+    site_grads ga = {{0}}, gb = {{0}};
+    ss_gpt2_weights wa, wb;
+    CHECK_OK(ss_grads_alloc(m, cpu, &wa));
+    CHECK_OK(ss_grads_alloc(m, be, &wb));
+    ss_grad_opts oa = {.want = want, .hook = keep_grad, .hook_ctx = &ga, .wgrad = &wa},
+                 ob = {.want = want, .hook = keep_grad, .hook_ctx = &gb, .wgrad = &wb};
+    double ma[3], mb[3];
+    CHECK_OK(ss_forward_backward(m, cpu, toks, &pk, NULL, &mt, &oa, ma));
+    CHECK_OK(ss_forward_backward(m, be, toks, &pk, NULL, &mt, &ob, mb));
+    for (int s = 0; s < 3; s++)
+        CHECK_MSG(fabs(ma[s] - mb[s]) <= 1e-5 || (isnan(ma[s]) && isnan(mb[s])), /* loss of 1 token: NaN */
+                  "%s %s seq %d: cpu %.9g cuda %.9g", model, ss_metric_name(kind), s, ma[s], mb[s]);
+    printf("\n    %s %s (H=%lld Hkv=%lld dh=%lld)", model, ss_metric_name(kind), (long long)cf->n_head,
+           (long long)ss_config_kv_heads(cf), (long long)ss_config_d_head(cf));
+    for (int i = 0; i < ns; i++) {
+        if (!want[i]) continue;
+        ss_site s;
+        ss_site_get(cf, i, &s);
+        CHECK_MSG(ga.store[i] && gb.store[i], "no gradient at %s", s.name);
+        char nm[96];
+        snprintf(nm, sizeof nm, "  d/d %s", s.name);
+        CHECK_MSG(ss_test_compare(nm, gb.store[i], ga.store[i], 12 * s.width, 1e-5, 1e-4) == 0, "%s: site %s", model,
+                  s.name);
+    }
+    int64_t d = cf->n_embd, dh = ss_config_d_head(cf), H = cf->n_head, Hkv = ss_config_kv_heads(cf),
+            dm = cf->n_inner, V = cf->vocab_size, dq = (H + 2 * Hkv) * dh;
+    CHECK(grad_tensor_matches(model, "wte", wa.wte, wb.wte, V * d));
+    CHECK(grad_tensor_matches(model, "norm (final)", wa.lnf_w, wb.lnf_w, d));
+    if (wa.lm_head != wa.wte) CHECK(grad_tensor_matches(model, "lm_head", wa.lm_head, wb.lm_head, V * d));
+    for (int64_t l = 0; l < cf->n_layer; l++) {
+        const ss_gpt2_layer *a = &wa.layers[l], *b = &wb.layers[l];
+        CHECK(grad_tensor_matches(model, "input_layernorm (RMSNorm dw)", a->ln1_w, b->ln1_w, d));
+        CHECK(grad_tensor_matches(model, "q|k|v", a->attn_w, b->attn_w, dq * d));
+        CHECK(grad_tensor_matches(model, "q|k|v bias", a->attn_b, b->attn_b, dq));
+        CHECK(grad_tensor_matches(model, "o_proj", a->proj_w, b->proj_w, d * H * dh));
+        CHECK(grad_tensor_matches(model, "o_proj bias", a->proj_b, b->proj_b, d));
+        CHECK(grad_tensor_matches(model, "post_attention_layernorm (RMSNorm dw)", a->ln2_w, b->ln2_w, d));
+        CHECK(grad_tensor_matches(model, "gate|up", a->fc_w, b->fc_w, 2 * dm * d));
+        CHECK(grad_tensor_matches(model, "gate|up bias", a->fc_b, b->fc_b, 2 * dm));
+        CHECK(grad_tensor_matches(model, "down_proj", a->fc2_w, b->fc2_w, d * dm));
+        CHECK(grad_tensor_matches(model, "down_proj bias", a->fc2_b, b->fc2_b, d));
+    }
+    for (int i = 0; i < 128; i++) free(ga.store[i]), free(gb.store[i]);
+    ss_grads_free(cpu, &wa);
+    ss_grads_free(be, &wb);
+    free(want);
+    ss_model_free(m);
+}
+
+TEST(cuda_bwd_llama_forward_backward_matches_cpu) {
+    llama_backward_matches_cpu("llama-gqa-llama3", SS_METRIC_LOSS);
+    llama_backward_matches_cpu("qwen2-bias-tied", SS_METRIC_LOGITDIFF);
+    llama_backward_matches_cpu("llama-hd6-bias", SS_METRIC_LOSS);
 }
 
 /* A target outside the vocabulary: the CPU op reports an error (it can

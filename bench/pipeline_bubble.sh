@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Pipeline-parallel bubble: `collect --pipeline P` on a random 8-block GPT-2 (d 512) with M
+# micro-batches (= batches), one thread per rank, against one process in the same run. Reports
+# per P the wall time, the speed-up over one process, the bubble the stages measured
+# (pipeline_bubble_fraction: time waiting for a neighbour / all stage time) and the ideal
+# (P-1)/(M+P-1) of a pipeline whose stages take equal time. Writes
+# bench/results/pipeline-<host>-<date>.json.
+#
+#   bench/pipeline_bubble.sh                 P = 2 and 4, M = 32 batches of 4 prompts x 64 tokens
+#   bench/pipeline_bubble.sh --stages 2,4,8 --batches 64 --host LABEL
+#
+# On a machine with fewer cores than P ranks the stages share cores: the measured waiting then
+# includes time a stage's core was busy with another stage, and the JSON says how many cores
+# there were.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+STAGES=2,4 M=32 HOST="$(hostname -s 2>/dev/null || hostname)"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --stages) STAGES="${2:?}"; shift ;;
+        --batches) M="${2:?}"; shift ;;
+        --host) HOST="${2:?}"; shift ;;
+        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "pipeline_bubble.sh: unknown option '$1'" >&2; exit 2 ;;
+    esac
+    shift
+done
+command -v mpirun >/dev/null || { echo "pipeline_bubble.sh: needs mpirun (make deps)" >&2; exit 1; }
+[ -x bin/subscope ] && [ -x bin/mkmodel ] || make -s bin/subscope bin/mkmodel >&2
+W="${BENCH_WORK:-$ROOT/bench/work}/pipeline"
+mkdir -p "$W"
+B=4
+lengths=$(python3 -c "print(','.join(['64'] * ($M * $B)))" 2>/dev/null || printf '64%.0s,' $(seq 1 $((M * B))) | sed 's/,$//')
+bin/mkmodel --out "$W/model" --layers 8 --d 512 --heads 8 --vocab 2048 --positions 128 --seed 7 \
+    --prompts "$W/prompts.jsonl" --lengths "$lengths" >/dev/null
+export SUBSCOPE_THREADS=1 OMPI_MCA_btl_vader_single_copy_mechanism=none
+MPI="mpirun --allow-run-as-root --oversubscribe"
+opts=(--model "$W/model" --input "$W/prompts.jsonl" --sites 'blocks.*.hook_resid_post' --stats mean --batch $B)
+now() { date +%s.%N; }
+calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
+t0=$(now); bin/subscope collect "${opts[@]}" --out "$W/p1.h5" 2>/dev/null; t1=$(now)
+base=$(calc "$t1 - $t0")
+rows="{\"stages\": 1, \"seconds\": $base, \"speedup\": 1.0}"
+printf '%-7s %9s %8s %16s %14s\n' stages seconds speedup "bubble measured" "bubble ideal" >&2
+printf '%-7s %9.2f %8.2f %16s %14s\n' 1 "$base" 1.00 - - >&2
+for P in ${STAGES//,/ }; do
+    t0=$(now)
+    $MPI -np "$P" bin/subscope collect "${opts[@]}" --pipeline "$P" --out "$W/p$P.h5" 2>/dev/null
+    t1=$(now)
+    sec=$(calc "$t1 - $t0")
+    bub=$(h5dump -a /pipeline_bubble_fraction "$W/p$P.h5" | sed -n 's/.*(0): \(.*\)$/\1/p')
+    ideal=$(calc "($P - 1) / ($M + $P - 1)")
+    sp=$(calc "$base / $sec")
+    printf '%-7s %9.2f %8.2f %15.1f%% %13.1f%%\n' "$P" "$sec" "$sp" "$(calc "100 * $bub")" "$(calc "100 * $ideal")" >&2
+    rows="$rows, {\"stages\": $P, \"seconds\": $sec, \"speedup\": $sp, \"bubble_measured\": $bub, \"bubble_ideal\": $ideal}"
+done
+out="bench/results/pipeline-$HOST-$(date -u +%Y%m%d).json"
+cat >"$out" <<JSON
+{"benchmark": "pipeline_bubble", "host": "$HOST", "cores": $(nproc), "date": "$(date -u +%FT%TZ)",
+ "model": "random GPT-2, 8 blocks, d 512, 8 heads, vocab 2048", "micro_batches": $M, "prompts_per_batch": $B,
+ "tokens_per_prompt": 64, "threads_per_rank": 1, "job": "collect --sites 'blocks.*.hook_resid_post' --stats mean",
+ "runs": [$rows]}
+JSON
+echo "wrote $out" >&2

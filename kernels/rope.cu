@@ -1,0 +1,47 @@
+/* Rotary position embedding (Llama), in place, Hugging Face's rotate-half
+ * convention: for each row r, head h < n_heads and i < dh/2, with
+ * a = (float)pos[r] * inv_freq[i] rounded to fp32 (as transformers forms
+ * the angle: positions and frequencies in fp32, one product),
+ *   (x_i, x_{i+dh/2}) <- (x_i cos a - x_{i+dh/2} sin a, x_{i+dh/2} cos a + x_i sin a)
+ * and with `inverse` the rotation by -a (its transpose: the backward pass).
+ *
+ * Design: one thread per (row, i), grid-stride over rows*dh/2 with 256
+ * threads per block; consecutive threads take consecutive i of a row, so
+ * the loads of x_i and x_{i+dh/2} of a head are coalesced. A thread computes
+ * cos a and sin a once and applies them to all n_heads heads of its row (q
+ * and k of a fused qkv buffer are rotated by one launch with n_heads =
+ * H + Hkv). cosf/sinf are the precise functions, not __cosf/__sinf: angles
+ * reach pos * inv_freq[0] = pos radians (4000 and more), where the fast
+ * intrinsics lose all accuracy; the precise ones do a full range reduction
+ * (CUDA: 2 ulp). Deterministic, no shared memory.
+ * Limits: dh even, 2 <= dh, n_heads * dh <= ld, n_heads and dh < 2^31. */
+#include "ss_cuda.cuh"
+
+#define ROPE_THREADS 256
+
+SS_KERNEL(ss_k_rope, (float *, x), (int64_t, ld), (int64_t, rows), (int, n_heads), (int, dh), (const int32_t *, pos),
+          (const float *, inv_freq), (int, inverse)) {
+    const int half = dh / 2;
+    const int64_t total = rows * half, stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; t < total; t += stride) {
+        const int64_t r = t / half;
+        const int i = (int)(t - r * half);
+        const float a = __fmul_rn((float)pos[r], inv_freq[i]); /* never contracted into an FMA */
+        const float cs = cosf(a), sn = inverse ? -sinf(a) : sinf(a);
+        float *p = x + r * ld + i;
+        for (int h = 0; h < n_heads; h++, p += dh) {
+            const float x0 = p[0], x1 = p[half];
+            p[0] = x0 * cs - x1 * sn;
+            p[half] = x1 * cs + x0 * sn;
+        }
+    }
+}
+
+SS_EXTERN_C int ss_cuda_rope(float *x, int64_t ld, int64_t rows, int64_t n_heads, int64_t dh, const int32_t *pos,
+                             const float *inv_freq, int inverse, cudaStream_t stream) {
+    if (rows <= 0 || n_heads <= 0) return 0;
+    if (dh < 2 || dh % 2 || dh > 0x7fffffff || n_heads > 0x7fffffff || ld < n_heads * dh || !pos || !inv_freq) return 1;
+    SS_LAUNCH(ss_k_rope, ss_grid_1d(rows * (dh / 2), ROPE_THREADS), ROPE_THREADS, 0, stream, x, ld, rows, (int)n_heads,
+              (int)dh, pos, inv_freq, inverse);
+    return SS_LAUNCH_STATUS();
+}

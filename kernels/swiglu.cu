@@ -1,0 +1,31 @@
+/* SwiGLU (Llama's MLP activation): out[r,c] = silu(g) * u with g = gu[r,c]
+ * (the gate projection) and u = gu[r,dm+c] (the up projection), for gu
+ * [rows, 2*dm] and out [rows, dm]; silu(g) = g / (1 + exp(-g)), evaluated
+ * exactly as the CPU op does (fp32, precise expf; g -> -inf gives -0).
+ *
+ * Design: elementwise; 2D grid: x over column chunks of 256 threads, y over
+ * rows (striding by gridDim.y when rows > 65535), so there is no division
+ * per element and a warp reads 32 consecutive gate and up values. Plain
+ * fp32 loads (2*dm is rarely the point of a float4 path: the op is a
+ * fraction of the matrix products around it). Deterministic. out must not
+ * overlap gu. Limits: dm < 2^31 * 256. */
+#include "ss_cuda.cuh"
+
+#define SWIGLU_THREADS 256
+
+SS_KERNEL(ss_k_swiglu, (float *, out), (const float *, gu), (int64_t, rows), (int64_t, dm)) {
+    const int64_t c = (int64_t)blockIdx.x * SWIGLU_THREADS + threadIdx.x;
+    if (c >= dm) return;
+    for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+        const float g = gu[r * 2 * dm + c], u = gu[r * 2 * dm + dm + c];
+        out[r * dm + c] = g / (1.0f + expf(-g)) * u;
+    }
+}
+
+SS_EXTERN_C int ss_cuda_swiglu(float *out, const float *gu, int64_t rows, int64_t dm, cudaStream_t stream) {
+    if (rows <= 0 || dm <= 0) return 0;
+    if (ss_cdiv(dm, SWIGLU_THREADS) > 0x7fffffff) return 1;
+    SS_LAUNCH(ss_k_swiglu, SS_DIM3(ss_cdiv(dm, SWIGLU_THREADS), SS_MIN(rows, (int64_t)65535), 1), SWIGLU_THREADS, 0,
+              stream, out, gu, rows, dm);
+    return SS_LAUNCH_STATUS();
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# --model FILE.gguf through the commands: info names the file's ggml types,
+# predict and forward run on the tiny random Llama of tests/data/llama-gguf
+# (the same ids as its Hugging Face directory), forward records the equivalent
+# config.json, and a file of another architecture is refused by name.
+cd "$(dirname "$0")/../.." || exit 2
+source tests/cli/lib.sh
+D=tests/data/llama-gguf
+
+expect_out() {
+    local n=$1 sub=$2; shift 2; local out rc
+    out=$("$@" 2>&1); rc=$?
+    if [ $rc -eq 0 ] && printf '%s' "$out" | grep -qF -- "$sub"; then pass "$n"
+    else fail "$n" "exit $rc, output: $(printf '%s' "$out" | tail -n 3)" "wanted: $sub"; fi
+}
+
+expect_out info_types "Q8_0,F32 in the files" $SUBSCOPE info --model $D/tiny-q8_0.gguf
+expect_out info_gqa "4 x d_head 16, 2 key/value heads" $SUBSCOPE info --model $D/tiny-f32.gguf
+
+# The F32 GGUF predicts exactly what the Hugging Face directory does.
+a=$($SUBSCOPE predict --model $D/tiny-f32.gguf --prompt "Sefa Kestrup is a 12" --top 5 --device cpu 2>&1)
+b=$($SUBSCOPE predict --model $D/hf --prompt "Sefa Kestrup is a 12" --top 5 --device cpu 2>&1)
+if [ -n "$a" ] && [ "$a" = "$b" ]; then pass predict_same_as_hf; else fail predict_same_as_hf "$a" "$b"; fi
+
+printf '{"text": "Thank you for the tea, 2024.", "label": "harmless"}\n' >"$TMP/p.jsonl"
+expect_ok forward $SUBSCOPE forward --model $D/tiny-q4_1.gguf --input "$TMP/p.jsonl" --sites 'blocks.*.mlp.hook_post' \
+    --out "$TMP/f.h5" --device cpu
+if command -v h5dump >/dev/null; then
+    expect_out forward_config '"num_key_value_heads": 2, "head_dim": 16' h5dump -a /model_config "$TMP/f.h5"
+fi
+expect_ok collect $SUBSCOPE collect --model $D/tiny-q8_0.gguf --input "$TMP/p.jsonl" --sites 'blocks.*.mlp.hook_post' \
+    --group-by label --out "$TMP/s.h5" --device cpu
+
+expect_fail not_llama 'general.architecture "testarch" is not supported' $SUBSCOPE info --model tests/data/gguf/types.gguf
+expect_fail missing 'no-such.gguf' $SUBSCOPE info --model $D/no-such.gguf
+finish

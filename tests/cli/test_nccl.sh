@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The NCCL communicator without a GPU (docs/DISTRIBUTED.md "NCCL"):
+# - bin/subscope with SUBSCOPE_DIST=nccl refuses clearly: "this build has no
+#   NCCL" in a build without it, "sees no CUDA device" in one with it on a
+#   machine without a GPU (the real run is in tests/gpu/gpu_check.sh);
+# - the communicator API tests (tests/unit/test_dist_api.c) under mpirun with
+#   2 and 3 ranks, on MPI and on the NCCL communicator's own code over its
+#   emulation (tests/unit/nccl_emu.c), with a small staging chunk so that
+#   messages and device all-reduces go in many pieces; a rank that never
+#   sends, and one whose send never leaves, stop within the timeout naming
+#   the peer; more ranks on a host than GPUs is refused.
+source "$(dirname "$0")/lib.sh"
+: "${TEST_BIN:=bin/test_unit}"
+export ASAN_OPTIONS=detect_leaks=0 OMPI_MCA_btl_vader_single_copy_mechanism=none
+
+if grep -q '^HAVE_NCCL := 1' build/config.mk 2>/dev/null && grep -q '^NVCC :=' build/config.mk 2>/dev/null; then
+    # Built with NCCL: without a usable GPU the open stops at the device.
+    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+        pass "SUBSCOPE_DIST=nccl with a GPU present: checked by make gpu-check instead"
+    else
+        expect_fail "SUBSCOPE_DIST=nccl without a GPU: a clear error" "sees no CUDA device" env SUBSCOPE_DIST=nccl "$SUBSCOPE" info --dist
+    fi
+else
+    expect_fail "SUBSCOPE_DIST=nccl in a build without NCCL: refused" "this build has no NCCL" env SUBSCOPE_DIST=nccl "$SUBSCOPE" info --dist
+fi
+expect_fail "SUBSCOPE_DIST=gloo: refused, naming the choices" "use auto (single process or MPI, from the launcher) or nccl" \
+    env SUBSCOPE_DIST=gloo "$SUBSCOPE" info --dist
+
+if ! command -v mpirun >/dev/null 2>&1; then
+    echo "  skip: no mpirun on this machine, so no multi-rank runs ('make deps' installs openmpi-bin libopenmpi-dev)"
+    finish; exit
+fi
+MPI="mpirun --allow-run-as-root --oversubscribe"
+# api_run NAME NP FILTER ENV...: the unit binary's FILTER tests on NP ranks, all passing on every rank.
+api_run() {
+    local name=$1 np=$2 filter=$3 out n; shift 3
+    out=$(timeout 120 $MPI -np "$np" env SUBSCOPE_DIST_TIMEOUT=20 "$@" "$TEST_BIN" "$filter" 2>&1)
+    n=$(printf '%s\n' "$out" | grep -cE '^[1-9][0-9]* passed, 0 failed')
+    if [ "$n" = "$np" ]; then pass "$name"
+    else fail "$name" "$(printf '%s\n' "$out" | grep -E 'FAIL|tests/unit|passed|rror' | head -n 6)"; fi
+}
+for n in 2 3; do
+    api_run "communicator API, MPI, $n ranks" $n dist_api SS_TEST_BACKEND=mpi
+    api_run "communicator API, NCCL code over its emulation, $n ranks (1000-byte staging)" $n dist_api \
+        SS_TEST_BACKEND=nccl SUBSCOPE_DIST=nccl SUBSCOPE_NCCL_CHUNK=1000
+done
+api_run "MPI: a rank that never sends is named after 1 s" 2 dist_stall
+api_run "NCCL (emulated): a rank that never sends is named, the communicator aborted" 2 dist_stall SUBSCOPE_DIST=nccl
+api_run "NCCL (emulated): a send that never leaves is named" 2 dist_stall SUBSCOPE_DIST=nccl SS_TEST_STALL=send
+out=$(timeout 60 $MPI -np 2 env SUBSCOPE_DIST=nccl SS_NCCL_EMU_DEVICES=1 "$TEST_BIN" dist_api_identity 2>&1)
+if printf '%s' "$out" | grep -q "2 ranks on host .* but it has 1 visible CUDA device: NCCL needs a GPU of its own"; then
+    pass "NCCL (emulated): 2 ranks on a host with 1 GPU refused before NCCL would hang"
+else fail "NCCL: 2 ranks on 1 GPU" "$(printf '%s' "$out" | grep -E 'tests/unit' | head -n 2)"; fi
+finish

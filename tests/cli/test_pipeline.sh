@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Pipeline parallelism (--pipeline P, docs/DISTRIBUTED.md): the model's blocks split over P
+# ranks, each loading only its own. forward, collect, ablate, attribute and patch with 2 and 3 stages
+# against one process (bit for bit: every stage runs the same batches through the same code),
+# GPT-2 and Llama; checkpoints and --resume across stage counts; --max-memory (a model that does not fit
+# one rank runs split in two); a stage that hangs stops the job naming it; the refusals.
+source "$(dirname "$0")/lib.sh"
+H5CMP=${TOOLBIN}h5cmp
+D=${SS_TEST_DATA:-tests/data}
+M=models/tiny-gpt2
+P=data/demo_prompts.jsonl
+if ! command -v mpirun >/dev/null 2>&1; then
+    echo "  skip: no mpirun on this machine ('make deps' installs openmpi-bin libopenmpi-dev)"
+    finish; exit
+fi
+export SUBSCOPE_THREADS=1
+export ASAN_OPTIONS=detect_leaks=0 OMPI_MCA_btl_vader_single_copy_mechanism=none
+MPI="mpirun --allow-run-as-root --oversubscribe"
+
+# forward: logits and every site, in input order, identical to one process.
+for model in "$M" "$D/models/llama-hd6-bias"; do
+    input=$P
+    [ "$model" = "$M" ] || input=$D/golden/llama-hd6-bias.jsonl
+    name=$(basename "$model")
+    "$SUBSCOPE" forward --model "$model" --input "$input" --sites '*' --batch 2 --out "$TMP/f1.h5" 2>/dev/null
+    for n in 2 3; do
+        if ! res=$($MPI -np $n "$SUBSCOPE" forward --model "$model" --input "$input" --sites '*' --batch 2 --pipeline $n \
+            --out "$TMP/f$n.h5" 2>&1); then fail "$name forward --pipeline $n runs" "$(printf '%s' "$res" | tail -3)"; continue; fi
+        if res=$("$H5CMP" --quiet --atol 0 --rtol 0 --only /acts --only /logits --only /tokens "$TMP/f1.h5" "$TMP/f$n.h5" 2>&1); then
+            pass "$name forward --pipeline $n = one process, bit for bit (every site, logits)"
+        else fail "$name forward --pipeline $n vs one process" "$(printf '%s' "$res" | head -n 4)"; fi
+    done
+done
+st=$(h5dump -a /pipeline_stages "$TMP/f3.h5" 2>/dev/null | sed -n 's/.*(0): \([0-9]*\).*/\1/p')
+fb=$(h5dump -a /pipeline_first_block "$TMP/f3.h5" 2>/dev/null | sed -n 's/.*(0): \(.*\)$/\1/p')
+[ "$st" = 3 ] && [ "$fb" = "0, 1, 2" ] && h5dump -a /pipeline_bubble_fraction "$TMP/f3.h5" >/dev/null 2>&1 &&
+    pass "the file records the stages, their first blocks and the bubble" || fail "pipeline attributes" "stages '$st', first blocks '$fb'"
+
+# collect: the statistics of each site come from the one stage that computes it.
+awk 'NR % 3 == 0 {sub(/}$/, ", \"label\": \"a\"}")} NR % 3 {sub(/}$/, ", \"label\": \"b\"}")} {print}' $P >"$TMP/lab.jsonl"
+copts=(--model $M --input "$TMP/lab.jsonl" --sites 'hook_embed,blocks.*.mlp.hook_post,blocks.3.attn.hook_z,ln_final.hook_normalized'
+       --stats mean,cov,corr,pca:4 --group-by label --batch 3)
+"$SUBSCOPE" collect "${copts[@]}" --out "$TMP/c1.h5" 2>/dev/null
+for n in 2 3; do
+    if ! res=$($MPI -np $n "$SUBSCOPE" collect "${copts[@]}" --pipeline $n --out "$TMP/c$n.h5" 2>&1); then
+        fail "collect --pipeline $n runs" "$(printf '%s' "$res" | tail -3)"; continue; fi
+    expect_ok "collect --pipeline $n = one process, bit for bit (per label too)" \
+        "$H5CMP" --quiet --atol 0 --rtol 0 --only /stats --only /groups "$TMP/c1.h5" "$TMP/c$n.h5"
+done
+
+# ablate: masks act on the stage that computes their site (a mask spanning blocks of two
+# stages included), the last stage scores; mean statistics, resample donors and the clean
+# prefix each stay on their stage. Identical values and table, one mask or three per forward.
+cat >"$TMP/masks.jsonl" <<'JSONL'
+{"name": "z1", "site": "blocks.1.mlp.hook_post", "units": [1, 5, 9], "mode": "zero"}
+{"name": "m3", "site": "blocks.3.attn.hook_z", "heads": [2], "mode": "mean"}
+{"name": "r0", "site": "blocks.0.hook_resid_post", "units": [3, 4], "mode": "resample", "seed": 5}
+{"name": "n2", "sites": [{"site": "blocks.2.mlp.hook_pre", "units": [7]}, {"site": "blocks.0.attn.hook_v", "units": [2, 3]}], "mode": "noise", "sigma": 0.5, "seed": 3}
+{"name": "s3", "site": "blocks.3.mlp.hook_post", "mode": "scale", "factor": 0.5}
+JSONL
+for mb in 1 3; do
+    aopts=(--model $M --input "$TMP/lab.jsonl" --masks "$TMP/masks.jsonl" --metrics loss,acc,kl --batch 4 --mask-batch $mb)
+    "$SUBSCOPE" ablate "${aopts[@]}" --out "$TMP/a1.h5" >"$TMP/t1" 2>&1
+    if ! $MPI -np 3 "$SUBSCOPE" ablate "${aopts[@]}" --pipeline 3 --out "$TMP/a3.h5" >"$TMP/t3" 2>&1; then
+        fail "ablate --pipeline 3 runs (--mask-batch $mb)" "$(tail -3 "$TMP/t3")"; continue; fi
+    if "$H5CMP" --quiet --atol 0 --rtol 0 --only /clean --only /ablate --only /by_label "$TMP/a1.h5" "$TMP/a3.h5" >/dev/null 2>&1 &&
+       diff <(grep -v '^wrote' "$TMP/t1") <(grep -v '^wrote\|^pipeline' "$TMP/t3") >/dev/null; then
+        pass "ablate --pipeline 3 = one process, bit for bit, same table (--mask-batch $mb)"
+    else fail "ablate --pipeline 3 vs one process (--mask-batch $mb)" "$("$H5CMP" --quiet --atol 0 --rtol 0 "$TMP/a1.h5" "$TMP/a3.h5" 2>&1 | head -3)"; fi
+done
+
+# attribute: the forward pass down the stages, the metric at the last, the gradient back up
+# them; each site's attributions from its stage, in input order. Every method and reduction,
+# identical to one process, and the Llama golden against autograd with --recompute.
+A=$D/attribute
+AS='hook_embed,hook_pos_embed,blocks.*.mlp.hook_post,blocks.2.attn.hook_z,ln_final.hook_normalized'
+for meth in grad gradxact atp ig:4; do
+    for red in none prompts; do
+        extra=()
+        [ $meth = atp ] && extra=(--corrupt $A/corrupt.jsonl)
+        at=(--model $M --input $A/prompts.jsonl --sites "$AS" --metric logitdiff --method $meth --reduce $red --batch 2 "${extra[@]}")
+        "$SUBSCOPE" attribute "${at[@]}" --out "$TMP/t1.h5" >"$TMP/tt1" 2>&1
+        if ! $MPI -np 3 "$SUBSCOPE" attribute "${at[@]}" --pipeline 3 --out "$TMP/t3.h5" >"$TMP/tt3" 2>&1; then
+            fail "attribute --method $meth --reduce $red --pipeline 3 runs" "$(tail -3 "$TMP/tt3")"; continue; fi
+        if "$H5CMP" --quiet --atol 0 --rtol 0 --only /attr --only /metric --only /ig "$TMP/t1.h5" "$TMP/t3.h5" >/dev/null 2>&1 &&
+           diff <(grep -v '^wrote' "$TMP/tt1") <(grep -v '^wrote' "$TMP/tt3") >/dev/null; then
+            pass "attribute --method $meth --reduce $red --pipeline 3 = one process, bit for bit, same table"
+        else fail "attribute $meth $red --pipeline 3 vs one process" "$("$H5CMP" --quiet --atol 0 --rtol 0 "$TMP/t1.h5" "$TMP/t3.h5" 2>&1 | head -3)"; fi
+    done
+done
+L=llama-hd6-bias
+if $MPI -np 3 "$SUBSCOPE" attribute --model "$D/models/$L" --input "$D/golden/$L.jsonl" --sites '*' --metric loss --method grad \
+    --pipeline 3 --recompute --out "$TMP/l3.h5" >"$TMP/l3.log" 2>&1; then
+    expect_ok "attribute --pipeline 3 --recompute on a Llama model equals autograd" \
+        "$H5CMP" --quiet --atol 1e-5 --rtol 1e-4 "$D/golden/attr-$L-loss-grad.h5" "$TMP/l3.h5"
+else fail "Llama attribute --pipeline 3 runs" "$(tail -3 "$TMP/l3.log")"; fi
+
+# patch: the stages run every pair together; the patched piece is replaced on its stage and the
+# last stage, which has the logits, writes.
+PD=$D/patch
+pa=(--model $M --clean $PD/clean.jsonl --corrupt $PD/corrupt.jsonl --sites 'blocks.*.attn.hook_z,blocks.0.hook_resid_pre' --per position)
+"$SUBSCOPE" patch "${pa[@]}" --out "$TMP/pa1.h5" >/dev/null 2>&1
+if $MPI -np 2 "$SUBSCOPE" patch "${pa[@]}" --pipeline 2 --out "$TMP/pa2.h5" >"$TMP/pa.log" 2>&1; then
+    expect_ok "patch --per position --pipeline 2 = one process, bit for bit" "$H5CMP" --quiet --atol 0 --rtol 0 \
+        --only /effect --only /patched_metric --only /clean_metric --only /corrupt_metric "$TMP/pa1.h5" "$TMP/pa2.h5"
+else fail "patch --pipeline 2 runs" "$(tail -3 "$TMP/pa.log")"; fi
+
+# Checkpoints: a 2-stage run checkpoints; 3 stages resume what one process left.
+for i in $(seq 1 20); do cat $P; done >"$TMP/big.jsonl"
+bopts=(--model $M --input "$TMP/big.jsonl" --sites 'blocks.*.mlp.hook_post' --stats mean,cov --batch 8 --checkpoint-every 48)
+"$SUBSCOPE" collect "${bopts[@]}" --out "$TMP/b1.h5" 2>/dev/null
+$MPI -np 2 "$SUBSCOPE" collect "${bopts[@]}" --pipeline 2 --out "$TMP/b2.h5" >/dev/null 2>&1
+expect_ok "collect --pipeline 2 with checkpoints = one process" "$H5CMP" --quiet --atol 1e-14 --rtol 1e-12 "$TMP/b1.h5" "$TMP/b2.h5"
+# A checkpoint from one process killed half-way, then 3 stages resume it.
+for i in $(seq 1 10); do cat "$TMP/big.jsonl"; done >"$TMP/huge.jsonl"
+ropts=(--model $M --input "$TMP/huge.jsonl" --sites 'blocks.*.mlp.hook_post' --stats mean,cov --batch 8 --checkpoint-every 48)
+"$SUBSCOPE" collect "${ropts[@]}" --out "$TMP/u1.h5" 2>/dev/null
+"$SUBSCOPE" collect "${ropts[@]}" --out "$TMP/r.h5" >/dev/null 2>&1 &
+cp=$!
+for _ in $(seq 1 500); do [ -e "$TMP/r.h5.ckpt" ] && break; sleep 0.01; done
+kill -9 $cp 2>/dev/null; wait $cp 2>/dev/null
+if [ -e "$TMP/r.h5.ckpt" ] && [ ! -e "$TMP/r.h5" ]; then
+    $MPI -np 3 "$SUBSCOPE" collect "${ropts[@]}" --pipeline 3 --resume --out "$TMP/r.h5" >"$TMP/r.log" 2>&1
+    if grep -q "resuming from" "$TMP/r.log"; then
+        expect_ok "3 stages resume the checkpoint of one killed process = one uninterrupted process" \
+            "$H5CMP" --quiet --atol 1e-14 --rtol 1e-12 "$TMP/u1.h5" "$TMP/r.h5"
+    else fail "3 stages resume a checkpoint" "$(tail -3 "$TMP/r.log")"; fi
+else fail "a killed one-process collect leaves a checkpoint and no output"; fi
+
+# --max-memory: tiny-gpt2's 3.6 MiB of weights do not fit in 2.5 MiB; two stages of ~1.8 do.
+expect_fail "--max-memory refuses a model that does not fit one rank" "more than --max-memory 2.5 MiB; split the model with --pipeline P" \
+    "$SUBSCOPE" forward --model $M --input $P --max-memory 2.5M --out "$TMP/mm.h5"
+if res=$($MPI -np 2 "$SUBSCOPE" forward --model $M --input $P --batch 2 --pipeline 2 --max-memory 2.5M --out "$TMP/mm2.h5" 2>&1); then
+    "$SUBSCOPE" forward --model $M --input $P --batch 2 --out "$TMP/mm1.h5" 2>/dev/null
+    expect_ok "... and runs split over 2 stages, equal to one process" "$H5CMP" --quiet --atol 0 --rtol 0 --only /logits "$TMP/mm1.h5" "$TMP/mm2.h5"
+else fail "--pipeline 2 --max-memory 2.5M runs" "$(printf '%s' "$res" | tail -3)"; fi
+expect_fail "--max-memory takes sizes" "--max-memory must be a positive size" \
+    "$SUBSCOPE" forward --model $M --input $P --max-memory 12Q --out "$TMP/x.h5"
+
+# A stage that hangs: its neighbours give up after SUBSCOPE_DIST_TIMEOUT and name it.
+ppid_of() { cut -d' ' -f4 "/proc/$1/stat" 2>/dev/null; }
+rank_pid() { # rank_pid ANCESTOR R
+    local d p
+    for d in /proc/[0-9]*; do
+        p=$(ppid_of "${d#/proc/}")
+        if [ "$p" != "$1" ] && { [ -z "$p" ] || [ "$(ppid_of "$p")" != "$1" ]; }; then continue; fi
+        tr '\0' '\n' <"$d/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2" && { echo "${d#/proc/}"; return; }
+    done
+}
+t0=$(date +%s)
+SUBSCOPE_DIST_TIMEOUT=2 timeout 60 $MPI -np 2 "$SUBSCOPE" forward --model $M --input "$TMP/huge.jsonl" --batch 4 --pipeline 2 \
+    --out "$TMP/h.h5" >"$TMP/h.log" 2>&1 &
+mp=$!
+r0=""
+for _ in $(seq 1 300); do r0=$(rank_pid $mp 0); [ -n "$r0" ] && [ -n "$(rank_pid $mp 1)" ] && break; sleep 0.05; done
+sleep 0.5
+[ -n "$r0" ] && kill -STOP "$r0"
+wait $mp; rc=$?; dt=$(( $(date +%s) - t0 ))
+[ -n "$r0" ] && kill -9 "$r0" 2>/dev/null
+if [ -n "$r0" ] && [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "rank 0 (host .*) did not" "$TMP/h.log" && [ ! -e "$TMP/h.h5" ]; then
+    pass "stage 0 hung: stage 1 stops the job after the 2 s timeout (exit $rc, ${dt}s), naming rank 0 and its host"
+else fail "hung stage" "pid '$r0', exit $rc after ${dt}s" "$(tail -n 5 "$TMP/h.log")"; fi
+
+# Refusals.
+expect_fail "--pipeline needs one rank per stage" "--pipeline 3 needs exactly 3 ranks (one per stage), but the job has 2" \
+    $MPI -np 2 "$SUBSCOPE" forward --model $M --input $P --pipeline 3 --out "$TMP/x.h5"
+expect_fail "--pipeline beyond the block count" "--pipeline 5: the model has only 4 blocks" \
+    $MPI -np 5 "$SUBSCOPE" forward --model $M --input $P --pipeline 5 --out "$TMP/x.h5"
+finish

