@@ -126,10 +126,12 @@ class Peer:
     """A peer_hf.py --serve process: loads torch and the model once, then runs one timed
     pass per request, so its passes can alternate with subscope runs."""
 
-    def __init__(self, python, model, prompts, mode, batch, threads, h5, env, workdir):
-        self.h5path = os.path.join(workdir, f"peer-{mode}.h5") if h5 else None
+    def __init__(self, python, model, prompts, mode, batch, threads, h5, env, workdir, attn=None):
+        self.h5path = os.path.join(workdir, f"peer-{mode}-{attn}.h5") if h5 else None
         cmd = [python, os.path.join(HERE, "peer_hf.py"), "--model", model, "--input", prompts, "--mode", mode,
                "--batch", str(batch), "--threads", str(threads), "--serve"]
+        if attn:
+            cmd += ["--attn", attn]
         if self.h5path:
             cmd += ["--h5", self.h5path]
         self.cmd = " ".join(cmd)
@@ -162,16 +164,78 @@ class Peer:
         return r
 
 
+def shape_of(cfg):
+    """(family, layers, d_model, heads, kv heads, head dim, d_mlp, vocab) of a GPT-2 or
+    Llama-family config.json."""
+    if cfg.get("model_type") == "gpt2" or "n_embd" in cfg:
+        d, H = cfg["n_embd"], cfg["n_head"]
+        return "gpt2", cfg["n_layer"], d, H, H, d // H, cfg.get("n_inner") or 4 * d, cfg["vocab_size"]
+    d, H = cfg["hidden_size"], cfg["num_attention_heads"]
+    return ("llama", cfg["num_hidden_layers"], d, H, cfg.get("num_key_value_heads") or H,
+            cfg.get("head_dim") or d // H, cfg["intermediate_size"], cfg["vocab_size"])
+
+
+def config_summary(cfg):
+    keys = ("n_layer", "n_head", "n_embd", "n_inner", "vocab_size", "n_positions", "activation_function") \
+        if shape_of(cfg)[0] == "gpt2" else \
+        ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim",
+         "intermediate_size", "vocab_size", "tie_word_embeddings", "rope_theta", "rope_scaling", "dtype")
+    return {k: cfg.get(k) for k in keys}
+
+
+def matmul_params(cfg):
+    """Weights that take part in a matrix product per token, all layers, without the
+    embeddings and the unembedding (biases and norms are not products)."""
+    fam, L, d, H, Hkv, dh, dm, _ = shape_of(cfg)
+    if fam == "gpt2":
+        return L * (d * 3 * d + d * d + 2 * d * dm)
+    return L * (d * H * dh + 2 * d * Hkv * dh + H * dh * d + 3 * d * dm)  # q, k, v, o; gate, up, down
+
+
 def model_flops(cfg, n_prompts, T, logits):
-    """Multiply-adds x2 of the matmuls and attention; layernorm/GELU/softmax ignored."""
-    d, L, V = cfg["n_embd"], cfg["n_layer"], cfg["vocab_size"]
-    dm = cfg.get("n_inner") or 4 * d
-    per_tok = 2 * L * (d * 3 * d + d * d + 2 * d * dm)
-    attn = 2 * 2 * L * d * T * (T + 1) // 2  # QK^T and PV over the causal triangle
-    total = n_prompts * (T * per_tok + attn)
+    """2 x multiply-adds of the matmuls and attention; norms/activations/softmax/rotary ignored:
+    2 * matmul_params * tokens + per sequence 2 * L * H * dh * T * (T + 1) (QK^T and PV, each
+    2 * H * dh FLOPs per query-key pair, over the causal triangle's T(T+1)/2 pairs)
+    [+ 2 * d * vocab per token for the logits]."""
+    _, L, d, H, _, dh, _, V = shape_of(cfg)
+    attn = 2 * 2 * L * H * dh * T * (T + 1) // 2
+    total = n_prompts * (T * 2 * matmul_params(cfg) + attn)
     if logits:
         total += 2 * n_prompts * T * d * V
     return total
+
+
+def run_solo(a, env, workdir):
+    """subscope alone on --solo-model (--no-logits): what a shape too large to run next to
+    the peer on this machine costs. Same method as the cases: net = full - one-token."""
+    with open(os.path.join(a.solo_model, "config.json")) as f:
+        cfg = json.load(f)
+    with open(a.solo_prompts) as f:
+        rows = [json.loads(line)["tokens"] for line in f if line.strip()]
+    n, T = len(rows), len(rows[0])
+    one = os.path.join(workdir, "solo-one-token.jsonl")
+    with open(one, "w") as f:
+        f.write(json.dumps({"tokens": [rows[0][0]]}) + "\n")
+    flags = ["--no-logits"]
+    run_subscope(a.subscope, a.solo_model, one, flags, a.batch, env, workdir, "solo-warm")
+    fixed, runs = [], []
+    for i in range(a.solo_reps):
+        fixed.append(run_subscope(a.subscope, a.solo_model, one, flags, a.batch, env, workdir, f"solo-fixed{i}"))
+        runs.append(run_subscope(a.subscope, a.solo_model, a.solo_prompts, flags, a.batch, env, workdir, f"solo-{i}"))
+        log(f"solo {os.path.basename(os.path.normpath(a.solo_model))}: rep {i}: {runs[-1]['wall_s']:.2f} s wall "
+            f"({fixed[-1]['wall_s']:.2f} s for one token), {runs[-1]['peak_rss_mib']:.0f} MiB")
+    wall = statistics.median(x["wall_s"] for x in runs)
+    fixed_wall = statistics.median(x["wall_s"] for x in fixed)
+    net = max(wall - fixed_wall, 1e-9)
+    flops = model_flops(cfg, n, T, False)
+    return {"model": os.path.basename(os.path.normpath(a.solo_model)), "family": shape_of(cfg)[0],
+            "config": config_summary(cfg), "matmul_params": matmul_params(cfg), "flags": flags,
+            "n_prompts": n, "tokens_per_prompt": T, "tokens": n * T, "batch": a.batch, "threads": a.threads,
+            "runs": runs, "fixed_runs": fixed, "median_wall_s": wall, "fixed_wall_s": fixed_wall,
+            "net_wall_s": net, "tokens_per_s": n * T / net, "tokens_per_s_raw": n * T / wall,
+            "peak_rss_mib": max(x["peak_rss_mib"] for x in runs),
+            "fixed_peak_rss_mib": max(x["peak_rss_mib"] for x in fixed),
+            "model_gflop": flops / 1e9, "gflop_per_s": flops / net / 1e9}
 
 
 def load_avg():
@@ -193,6 +257,15 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--cases", default="hidden,logits,capture")
     ap.add_argument("--no-peer-h5", action="store_true", help="skip the peer's +h5 (h5py writing) variants")
+    ap.add_argument("--peer-attn", default="",
+                    help="comma-separated attention implementations for the peer (eager, sdpa): one variant each, "
+                         "named e.g. 'logits[eager]'; the +h5 variants use the last one. Default: transformers' "
+                         "default, variants unsuffixed")
+    ap.add_argument("--solo-model", default=None,
+                    help="also run subscope alone (no peer) on this model: --solo-reps runs of --solo-prompts with "
+                         "--no-logits, and as many one-token runs (a shape too large for a side-by-side run)")
+    ap.add_argument("--solo-prompts", default=None)
+    ap.add_argument("--solo-reps", type=int, default=1)
     ap.add_argument("--host", default=os.environ.get("BENCH_HOST") or socket.gethostname().split(".")[0],
                     help="label in the results file name (default $BENCH_HOST or the host name)")
     ap.add_argument("--results", default=os.path.join(HERE, "results"), help="directory for the JSON")
@@ -240,9 +313,13 @@ def main():
         fixed = [run_subscope(a.subscope, a.model, one, spec["flags"], a.batch, env, workdir, f"{case}-fixed{i}")
                  for i in range(a.reps)]
         log(f"{case}: subscope fixed cost (1 prompt x 1 token) {[round(x['wall_s'], 3) for x in fixed]} s")
-        variants = [False] if case == "hidden" or a.no_peer_h5 else [False, True]
-        workers = {spec["peer"] + ("+h5" if h5 else ""): Peer(a.python, a.model, a.prompts, spec["peer"], a.batch,
-                                                              a.threads, h5, env, workdir) for h5 in variants}
+        attns = [x for x in a.peer_attn.split(",") if x] or [None]
+        variants = [(False, at) for at in attns]
+        if case != "hidden" and not a.no_peer_h5:
+            variants.append((True, attns[-1]))
+        workers = {spec["peer"] + ("+h5" if h5 else "") + (f"[{at}]" if at else ""):
+                   Peer(a.python, a.model, a.prompts, spec["peer"], a.batch, a.threads, h5, env, workdir, at)
+                   for h5, at in variants}
         runs = []
         for i in range(a.reps):
             # Alternate who goes first: on a shared machine load drifts, and both
@@ -305,6 +382,8 @@ def main():
             }
         results[case] = r
 
+    solo = run_solo(a, env, workdir) if a.solo_model else None
+
     import torch
     import transformers
     date = datetime.datetime.now(datetime.timezone.utc)
@@ -326,8 +405,10 @@ def main():
         },
         "settings": {
             "model": os.path.basename(os.path.normpath(a.model)),
-            "config": {k: cfg.get(k) for k in ("n_layer", "n_head", "n_embd", "n_inner", "vocab_size", "n_positions",
-                                               "activation_function")},
+            "family": shape_of(cfg)[0],
+            "config": config_summary(cfg),
+            "matmul_params": matmul_params(cfg),
+            "peer_attn": a.peer_attn or "default",
             "n_prompts": n_prompts,
             "tokens_per_prompt": T,
             "tokens": tokens,
@@ -337,6 +418,8 @@ def main():
         },
         "results": results,
     }
+    if solo:
+        doc["solo"] = solo
     path = a.json or os.path.join(a.results, f"cpu-{a.host}-{date.strftime('%Y%m%d')}.json")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
@@ -352,19 +435,26 @@ def main():
 
 def print_table(doc):
     st = doc["settings"]
-    print(f"\nforward, {st['model']} ({st['config']['n_layer']} layers, d={st['config']['n_embd']}), "
+    _, L, d = shape_of(dict(st["config"], model_type=st.get("family", "gpt2")))[:3]
+    print(f"\nforward, {st['model']} ({L} layers, d={d}), "
           f"{st['n_prompts']} prompts x {st['tokens_per_prompt']} tokens, batch {st['batch']}, "
           f"{st['threads']} threads, median of {st['reps']}; {doc['device']['cpu_model']}")
-    print(f"{'case':8} {'peer':11} {'subscope tok/s':>14} {'(raw)':>7} {'peer tok/s':>10} {'speedup':>8} "
+    print(f"{'case':8} {'peer':16} {'subscope tok/s':>14} {'(raw)':>7} {'peer tok/s':>10} {'speedup':>8} "
           f"{'(best)':>7} {'cpu ratio':>9} {'RSS MiB s/p':>13}")
     for case, r in doc["results"].items():
         s = r["subscope"]
         for name, p in r["peer"].items():
             q = r["ratios"][name]
-            print(f"{case:8} {name:11} {s['tokens_per_s']:14.0f} {s['tokens_per_s_raw']:7.0f} "
+            print(f"{case:8} {name:16} {s['tokens_per_s']:14.0f} {s['tokens_per_s_raw']:7.0f} "
                   f"{p['tokens_per_s']:10.0f} {q['speedup_net']:7.2f}x {q['speedup_best']:6.2f}x "
                   f"{q['cpu_time_ratio_peer_over_subscope']:8.2f}x "
                   f"{s['peak_rss_mib']:6.0f}/{p['peak_rss_mib']:<6.0f}")
+    so = doc.get("solo")
+    if so:
+        print(f"subscope alone, {so['model']} ({so['matmul_params'] / 1e9:.2f}B matmul parameters), --no-logits, "
+              f"{so['n_prompts']} x {so['tokens_per_prompt']} tokens: {so['tokens_per_s']:.0f} tok/s net "
+              f"({so['median_wall_s']:.1f} s wall, {so['fixed_wall_s']:.1f} s for one token), "
+              f"{so['gflop_per_s']:.0f} GFLOP/s, peak RSS {so['peak_rss_mib']:.0f} MiB")
     print("speedup = peer median time / subscope median net time (minus its 1-token fixed cost); >1: subscope "
           "faster.\n(best) = the same with the fastest of the reps; cpu ratio = peer CPU s / subscope net CPU s; "
           "RSS = peak resident MiB, subscope/peer.")

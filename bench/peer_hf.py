@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The peer of `subscope forward`: the same prompts through Hugging Face GPT2LMHeadModel.
+"""The peer of `subscope forward`: the same prompts through Hugging Face GPT2LMHeadModel or
+LlamaForCausalLM (whatever config.json names; AutoModelForCausalLM).
 
 fp32 (or --dtype tf32 / bf16), eval(), torch.no_grad(), use_cache=False,
 torch.set_num_threads(--threads), the same batches as subscope's --batch, on --device cpu
@@ -11,11 +12,14 @@ it instead runs one pass per 'pass' line on stdin (bench_forward.py interleaves 
 with subscope runs) and prints the summary after 'done'.
 
 Modes (each matches one `subscope forward` run):
-  hidden   GPT2Model only (ln_f output, no lm_head)       ~ forward --no-logits
-  logits   GPT2LMHeadModel, logits at every position      ~ forward (default, logits stored)
-  capture  hidden + forward hooks on every block's mlp.act copying the MLP post-GELU
-           activations out of the graph into a [N, T, d_mlp] buffer per layer
-                                                          ~ forward --no-logits --sites 'blocks.*.mlp.hook_post'
+  hidden   the base model only (GPT2Model / LlamaModel: final norm output, no lm_head)
+                                                          ~ forward --no-logits
+  logits   the whole model, logits at every position      ~ forward (default, logits stored)
+  capture  hidden + hooks copying every block's MLP activations out of the graph into a
+           [N, T, d_mlp] buffer per layer: GPT-2's mlp.act output (post-GELU), Llama's
+           down_proj input (silu(gate) * up)      ~ forward --no-logits --sites 'blocks.*.mlp.hook_post'
+--attn eager|sdpa picks transformers' attention implementation (default: its own default,
+sdpa).
 --h5 FILE additionally writes what the mode produced (logits, or the captured
 activations) with h5py using subscope's layout: chunks of ~1 MiB along the last axes,
 shuffle + gzip level 4, NaN fill -- the end-to-end equivalent of subscope's job.
@@ -80,6 +84,8 @@ def main():
                     help="after the warm-up, run one pass per 'pass' line on stdin; 'done' ends with the summary")
     ap.add_argument("--h5", default=None, help="also write the results to this HDF5 file (timed)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--attn", choices=["eager", "sdpa"], default=None,
+                    help="attention implementation (default: transformers' default)")
     ap.add_argument("--dtype", choices=["fp32", "tf32", "bf16"], default="fp32",
                     help="fp32 (TF32 off, torch's default), tf32 (fp32 weights, TF32 matmuls allowed), bf16 weights "
                          "and activations")
@@ -89,7 +95,7 @@ def main():
     import numpy as np
     import torch
     import transformers
-    from transformers import GPT2LMHeadModel
+    from transformers import AutoModelForCausalLM
 
     torch.set_num_threads(a.threads)
     if a.device == "cuda" and not torch.cuda.is_available():
@@ -105,7 +111,8 @@ def main():
     import_s = time.perf_counter() - t_import
 
     t0 = time.perf_counter()
-    model = GPT2LMHeadModel.from_pretrained(a.model, dtype=tdtype).eval().to(dev)
+    kw = {"attn_implementation": a.attn} if a.attn else {}
+    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=tdtype, **kw).eval().to(dev)
     if a.device == "cuda":
         torch.cuda.synchronize()
     load_s = time.perf_counter() - t0
@@ -113,8 +120,11 @@ def main():
     prompts = read_prompts(a.input)
     ids = torch.tensor(prompts, dtype=torch.long).to(dev)
     N, T = ids.shape
-    d_mlp = cfg.n_inner or 4 * cfg.n_embd
-    L = cfg.n_layer
+    gpt2 = cfg.model_type == "gpt2"
+    base = model.base_model  # GPT2Model (.transformer) or LlamaModel (.model)
+    blocks = base.h if gpt2 else base.layers
+    d_mlp = (cfg.n_inner or 4 * cfg.n_embd) if gpt2 else cfg.intermediate_size
+    L = len(blocks)
 
     captured = None
     hooks = []
@@ -125,13 +135,17 @@ def main():
         where = {"b0": 0}
 
         def make_hook(layer):
-            def hook(_mod, _inp, out):
+            def hook(_mod, inp, out=None):
+                x = out if gpt2 else inp[0]
                 b0 = where["b0"]
-                captured[layer][b0:b0 + out.shape[0]] = out.detach().float().cpu().numpy()
+                captured[layer][b0:b0 + x.shape[0]] = x.detach().float().cpu().numpy()
             return hook
 
-        for l, block in enumerate(model.transformer.h):
-            hooks.append(block.mlp.act.register_forward_hook(make_hook(l)))
+        for l, block in enumerate(blocks):
+            if gpt2:
+                hooks.append(block.mlp.act.register_forward_hook(make_hook(l)))
+            else:  # subscope's mlp.hook_post is down_proj's input; no module outputs it
+                hooks.append(block.mlp.down_proj.register_forward_pre_hook(make_hook(l)))
         where_ref = where
     else:
         where_ref = {"b0": 0}
@@ -148,7 +162,7 @@ def main():
             if logits_out is not None:
                 logits_out[b0:b0 + x.shape[0]] = out.float().cpu().numpy()
             return out
-        return model.transformer(input_ids=x, use_cache=False).last_hidden_state
+        return base(input_ids=x, use_cache=False).last_hidden_state
 
     def write_h5(path):
         import h5py
@@ -208,7 +222,7 @@ def main():
 
     med = statistics.median(passes)
     res = {
-        "peer": "transformers.GPT2LMHeadModel",
+        "peer": "transformers." + type(model).__name__,
         "mode": a.mode,
         "h5": bool(a.h5),
         "torch": torch.__version__,

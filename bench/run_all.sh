@@ -11,6 +11,8 @@
 #   bench/run_all.sh --gpu-only            the GPU steps only (a short GPU session)
 #   bench/run_all.sh --only cpu_ablate     the mask sweep: subscope ablate vs a PyTorch hook loop
 #   bench/run_all.sh --only cpu_attribute  attribution cost vs forward and PyTorch; atp vs patch
+#   bench/run_all.sh --only cpu_llama      SmolLM2-135M shape: subscope vs transformers Llama on the CPU
+#   bench/run_all.sh --only gpu_llama --no-install   Llama 1B / 7B shapes in bf16 on the GPU vs HF
 #
 # Options: --small, --prompts N, --tokens T, --batch B, --threads N, --reps R,
 #          --no-peer-h5, --only STEP (a step name below), --host LABEL, --quick,
@@ -18,7 +20,10 @@
 #          --no-build (use bin/subscope and build/bench/kernel_bench as they are, e.g.
 #          built elsewhere and copied to a GPU machine that has no nvcc),
 #          --gpu-models LIST (default gpt2-small,gpt2-medium,gpt2-large),
-#          --gpu-prompts N (prompts of 1024 tokens per GPU run, default 128; batch 16 = 16k tokens).
+#          --gpu-prompts N (prompts of 1024 tokens per GPU run, default 128; batch 16 = 16k tokens),
+#          --llama-models LIST (gpu_llama's shapes, default llama-1b,llama-7b),
+#          --llama-prompts N (gpu_llama: prompts of 1024 tokens, default 64; batch 16 = 16k tokens),
+#          --no-cpu-1b (cpu_llama: skip the one subscope-only run of the llama-1b shape).
 # Environment: BENCH_PYTHON (an interpreter that has torch, transformers, safetensors,
 #          h5py, numpy; default python3, or a venv made in bench/work/venv if those are
 #          missing), BENCH_WORK (models and scratch, default bench/work), MAKE_JOBS (2;
@@ -31,14 +36,15 @@
 # (no network, --no-install), CPU steps are skipped and GPU steps run without a peer.
 set -euo pipefail
 
-CPU_STEPS="cpu_forward cpu_ablate cpu_attribute"
-GPU_STEPS="gpu_kernels gpu_forward gpu_attribute"
+CPU_STEPS="cpu_forward cpu_ablate cpu_attribute cpu_llama"
+GPU_STEPS="gpu_kernels gpu_forward gpu_attribute gpu_llama"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 WORK="${BENCH_WORK:-$ROOT/bench/work}"
 SMALL=0 PROMPTS=32 TOKENS=128 BATCH=16 THREADS="$(nproc)" REPS=3 PEER_H5=1 ONLY="" HOST=""
 QUICK=0 GPU_ONLY=0 INSTALL=1 BUILD=1 GPU_MODELS="gpt2-small,gpt2-medium,gpt2-large" GPU_PROMPTS=128
+LLAMA_MODELS="llama-1b,llama-7b" LLAMA_PROMPTS=64 CPU_1B=1
 PY=""          # interpreter with the peer's packages, or empty
 PEER_WHY=""    # why there is none
 GPU_WORK="$WORK/gpu"
@@ -64,7 +70,10 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0 ;;
         --gpu-models) GPU_MODELS="${2:?}"; shift ;;
         --gpu-prompts) GPU_PROMPTS="${2:?}"; shift ;;
-        -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --llama-models) LLAMA_MODELS="${2:?}"; shift ;;
+        --llama-prompts) LLAMA_PROMPTS="${2:?}"; shift ;;
+        --no-cpu-1b) CPU_1B=0 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option '$1' (--help lists them)" ;;
     esac
     shift
@@ -72,14 +81,15 @@ done
 
 if [ "$QUICK" = 1 ]; then
     # Short everywhere: the CPU part on the small model, the GPU part with fewer prompts.
-    SMALL=1 PROMPTS=4 TOKENS=32 BATCH=4 REPS=1 PEER_H5=0 GPU_PROMPTS=32
+    SMALL=1 PROMPTS=4 TOKENS=32 BATCH=4 REPS=1 PEER_H5=0 GPU_PROMPTS=32 LLAMA_PROMPTS=32 CPU_1B=0
 fi
 HOST="${HOST:-$(hostname -s 2>/dev/null || hostname)}"
 CPU_JSON="$ROOT/bench/results/cpu-$HOST-$(date -u +%Y%m%d).json"
 ABLATE_JSON="$ROOT/bench/results/cpu-ablate-$HOST-$(date -u +%Y%m%d).json"
 ATTR_JSON="$ROOT/bench/results/cpu-attribute-$HOST-$(date -u +%Y%m%d).json"
+LLAMA_CPU_JSON="$ROOT/bench/results/cpu-llama-$HOST-$(date -u +%Y%m%d).json"
 # A quick run is a smoke test: its CPU numbers (128 tokens) stay out of bench/results.
-[ "$QUICK" = 0 ] || CPU_JSON="$WORK/cpu-quick-$HOST.json" ABLATE_JSON="$WORK/cpu-ablate-quick-$HOST.json" ATTR_JSON="$WORK/cpu-attribute-quick-$HOST.json"
+[ "$QUICK" = 0 ] || CPU_JSON="$WORK/cpu-quick-$HOST.json" ABLATE_JSON="$WORK/cpu-ablate-quick-$HOST.json" ATTR_JSON="$WORK/cpu-attribute-quick-$HOST.json" LLAMA_CPU_JSON="$WORK/cpu-llama-quick-$HOST.json"
 
 have_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; }
 
@@ -217,17 +227,92 @@ bench_gpu_kernels() {
     esac
 }
 
-# A random GPT-2-shaped model for the GPU runs (make_model.py's standard-library writer:
-# no torch needed; speed does not depend on the values).
+# A random-weight model for the GPU runs (make_model.py's standard-library writer: no torch
+# needed; speed does not depend on the values). $2: f32 (default, in $WORK/<shape>) or bf16
+# (in $WORK/<shape>-bf16, sharded past 5 GB).
 gpu_model() {
-    local shape="$1" dir="$WORK/$1"
-    if ! [ -f "$dir/.made" ] || ! [ -f "$dir/model.safetensors" ]; then
+    local shape="$1" dtype="${2:-f32}" dir="$WORK/$1"
+    [ "$dtype" = f32 ] || dir="$WORK/$1-$dtype"
+    if ! [ -f "$dir/.made" ] || ! [ -f "$dir/model.safetensors" -o -f "$dir/model.safetensors.index.json" ]; then
         mkdir -p "$dir"
-        python3 bench/make_model.py --out "$dir" --shape "$shape" --prompts none --stdlib >&2 ||
-            die "make_model.py --shape $shape failed"
+        python3 bench/make_model.py --out "$dir" --shape "$shape" --dtype "$dtype" --prompts none --stdlib >&2 ||
+            die "make_model.py --shape $shape --dtype $dtype failed"
         touch "$dir/.made"
     fi
     echo "$dir"
+}
+
+# Llama family on the CPU (issue 9): subscope forward on the SmolLM2-135M shape (F32, made by
+# transformers) vs transformers' LlamaForCausalLM with eager and sdpa attention, same prompts,
+# alternating reps (bench_forward.py); then, if memory allows, one subscope-only run of the
+# Llama-3.2-1B shape (BF16 file, computed in fp32) -- a side-by-side run of that shape does
+# not fit a short session on a small machine.
+bench_cpu_llama() {
+    if [ -z "$PY" ]; then
+        say "cpu_llama skipped: it compares with PyTorch CPU; $PEER_WHY"
+        NOTES+=("cpu_llama skipped: $PEER_WHY"); return
+    fi
+    if ! ensure_time; then
+        say "cpu_llama skipped: GNU time (/usr/bin/time -v) is missing; apt-get install time"
+        NOTES+=("cpu_llama skipped: no GNU time"); return
+    fi
+    local n=8 t=128 b=8 model="$WORK/smollm2-135m" solo=()
+    [ "$QUICK" = 1 ] && n=2 t=32 b=2
+    local prompts="$model/prompts-${n}x${t}.jsonl"
+    "$PY" bench/make_model.py --out "$model" --shape smollm2-135m --prompts "$prompts" --n-prompts "$n" --tokens "$t" >&2
+    if [ "$CPU_1B" = 1 ]; then
+        local avail_kb
+        avail_kb=$(awk '/^MemAvailable:/ {print $2}' /proc/meminfo 2>/dev/null || echo 0)
+        if [ "${avail_kb:-0}" -ge $((10 * 1024 * 1024)) ]; then
+            local big="$WORK/llama-1b-bf16"
+            python3 bench/make_model.py --out "$big" --shape llama-1b --dtype bf16 --stdlib \
+                --prompts "$big/prompts-1x128.jsonl" --n-prompts 1 --tokens 128 >&2
+            solo=(--solo-model "$big" --solo-prompts "$big/prompts-1x128.jsonl" --solo-reps 1)
+        else
+            say "cpu_llama: llama-1b run skipped: under 10 GiB of memory available"
+            NOTES+=("cpu_llama: llama-1b run skipped (under 10 GiB available)")
+        fi
+    fi
+    say "cpu_llama: subscope forward vs transformers LlamaForCausalLM (eager, sdpa) on smollm2-135m ($n x $t tokens, batch $b, $THREADS threads, $REPS reps)"
+    "$PY" bench/bench_forward.py --model "$model" --prompts "$prompts" --python "$PY" --peer-attn eager,sdpa \
+        --batch "$b" --threads "$THREADS" --reps "$REPS" "${solo[@]}" \
+        $([ "$PEER_H5" = 0 ] && echo --no-peer-h5) --host "$HOST" --json "$LLAMA_CPU_JSON"
+}
+
+# Llama family on the GPU (issue 9): the Llama-3.2-1B and Llama-2-7B shapes with BF16
+# weights, subscope forward --device cuda --dtype bfloat16 vs Hugging Face bf16 with eager
+# and sdpa attention, 16 x 1024 = 16k tokens per batch. Target: >= 60% MFU on the 7B shape
+# and faster than HF (gpu_report.py, L1-L3).
+bench_gpu_llama() {
+    if ! cuda_built; then
+        say "gpu_llama skipped: bin/subscope was built without CUDA"; NOTES+=("gpu_llama skipped: no CUDA build"); return
+    fi
+    local models=() shapes=() m reps=3 rc=0 mem_mib avail_gb
+    [ "$QUICK" = 1 ] && reps=2
+    mem_mib=$(nvidia-smi -i 0 --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -n1 | tr -d ' ')
+    IFS=, read -r -a shapes <<<"$LLAMA_MODELS"
+    for m in "${shapes[@]}"; do
+        # 7B in bf16: 12.6 GiB of weights, 16 GiB in all for subscope (subscope info --config);
+        # the HF peer holds about as much again while it runs.
+        if [ "$m" = llama-7b ] && [ "${mem_mib:-0}" -lt 40000 ]; then
+            say "gpu_llama: $m skipped: the GPU has ${mem_mib:-?} MiB (< 40000)"; NOTES+=("gpu_llama: $m skipped (GPU memory)"); continue
+        fi
+        avail_gb=$(df -Pk "$WORK" 2>/dev/null | awk 'NR==2 {print int($4 / 1048576)}')
+        if [ "$m" = llama-7b ] && ! [ -f "$WORK/$m-bf16/.made" ] && [ "${avail_gb:-0}" -lt 16 ]; then
+            say "gpu_llama: $m skipped: ${avail_gb:-?} GiB free on disk (< 16)"; NOTES+=("gpu_llama: $m skipped (disk)"); continue
+        fi
+        say "gpu_llama: writing $m (bf16) if missing"
+        models+=("$(gpu_model "$m" bf16)")
+    done
+    [ "${#models[@]}" -gt 0 ] || { NOTES+=("gpu_llama: no model to run"); return; }
+    mkdir -p "$GPU_WORK"
+    rm -f "$GPU_WORK/llama.json"
+    say "gpu_llama: subscope forward --device cuda --dtype bfloat16 vs HF bf16 eager/sdpa ($LLAMA_PROMPTS prompts x 1024 tokens, batch 16)"
+    python3 bench/gpu/bench_gpu_forward.py --models "$(IFS=,; echo "${models[*]}")" ${PY:+--python "$PY"} \
+        --modes bf16 --peer-dtypes bf16 --peer-attn eager,sdpa --prompts "$LLAMA_PROMPTS" --tokens 1024 --batch 16 \
+        --reps "$reps" --peaks "$GPU_WORK/kernels.json" --json "$GPU_WORK/llama.json" \
+        --workdir "$GPU_WORK/scratch" || rc=$?
+    [ "$rc" = 0 ] || NOTES+=("gpu_llama: some runs failed (exit $rc; llama.results[].subscope.*.error)")
 }
 
 # Attribution (issue 6): gradxact's cost against forward (and a PyTorch forward+backward),
@@ -303,7 +388,7 @@ if [ "$GPU" = 1 ]; then
     done
 fi
 
-# The targets of issue 3 with pass/fail; on a GPU machine also the merged
+# The targets of issues 3 and 9 with pass/fail; on a GPU machine also the merged
 # bench/results/<device>-<date>.json. Each GPU step replaces its own file in
 # $GPU_WORK, so `--only gpu_kernels` then `--only gpu_forward` (two shorter calls)
 # merge into one result; the forward step takes its peaks from kernels.json.
@@ -312,6 +397,7 @@ report=(python3 bench/gpu/gpu_report.py)
 if [ "$GPU" = 1 ]; then
     [ -f "$GPU_WORK/kernels.json" ] && report+=(--kernels "$GPU_WORK/kernels.json")
     [ -f "$GPU_WORK/forward.json" ] && report+=(--forward "$GPU_WORK/forward.json")
+    [ -f "$GPU_WORK/llama.json" ] && report+=(--llama "$GPU_WORK/llama.json")
     report+=(--results bench/results)
     for n in "${NOTES[@]+"${NOTES[@]}"}"; do report+=(--note "$n"); done
 fi

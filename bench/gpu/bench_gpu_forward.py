@@ -5,7 +5,7 @@ Standard library only (the GPU machine may have no torch and no network): the pe
 only when --python names an interpreter where `import torch, transformers` works and
 torch sees a GPU; otherwise the JSON says why it was skipped.
 
-For each model directory (GPT-2-shaped, made by bench/make_model.py) and each subscope
+For each model directory (GPT-2- or Llama-shaped, made by bench/make_model.py) and each subscope
 precision (--modes: fp32 = IEEE fp32 cuBLAS, the default; tf32 = --tf32, TF32 tensor-core
 matmuls; bf16 = --dtype bfloat16, bf16 weights and bf16-rounded activations into each
 matrix product, fp32 accumulation, fp32 activations elsewhere), subscope runs as a fresh process: one untimed warm run, --reps runs of a
@@ -13,12 +13,15 @@ one-token prompt (the fixed cost: process start, CUDA context, cuBLAS, reading a
 uploading the weights, HDF5 file), and --reps runs of the prompts. net = median wall -
 median fixed; tokens/s and TFLOP/s are over net. Model FLOPs are bench_forward.py's:
 2 x multiply-adds of the matmuls and of the causal attention (no logits, since
---no-logits); MFU = TFLOP/s / the dense peak of the precision used (and, for the issue's
-bf16 target, / the bf16 dense peak too). Peaks come from kernel_bench's JSON (--peaks).
+--no-logits): 2 * matmul_params * tokens + 2 * L * H * d_head * T * (T + 1) per sequence;
+MFU = TFLOP/s / the dense peak of the precision used (and, for the issue's bf16 target, /
+the bf16 dense peak too). Peaks come from kernel_bench's JSON (--peaks) or, without it,
+from a table by nvidia-smi's GPU name (H100 SXM / H200: 989.4 bf16).
 
 The peer (bench/peer_hf.py --device cuda --mode hidden) loads once, warms up on one
 batch and times --reps passes, each ending with torch.cuda.synchronize(): fp32 (TF32
-off), tf32 and bf16 by default (--peer-dtypes).
+off), tf32 and bf16 by default (--peer-dtypes), each once per --peer-attn implementation
+(eager, sdpa) when that is given.
 
 GPU memory: subscope's own peak of device allocations (its "peak device memory" line),
 and nvidia-smi sampled every 100 ms during the timed runs: the peak of memory.used minus
@@ -40,7 +43,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BENCH = os.path.dirname(HERE)
 ROOT = os.path.dirname(BENCH)
 sys.path.insert(0, BENCH)
-from bench_forward import model_flops  # noqa: E402  (standard library only)
+from bench_forward import config_summary, matmul_params, model_flops, shape_of  # noqa: E402  (standard library only)
 
 
 def log(msg):
@@ -140,9 +143,11 @@ def peer_status(python):
     return True, ""
 
 
-def run_peer(python, model, prompts, batch, reps, dtype, env, timeout):
+def run_peer(python, model, prompts, batch, reps, dtype, env, timeout, attn=None):
     cmd = [python, os.path.join(BENCH, "peer_hf.py"), "--model", model, "--input", prompts, "--mode", "hidden",
            "--batch", str(batch), "--reps", str(reps), "--device", "cuda", "--dtype", dtype]
+    if attn:
+        cmd += ["--attn", attn]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     if p.returncode != 0:
         raise RuntimeError(f"peer failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-2000:]}")
@@ -154,6 +159,32 @@ def write_prompts(path, n, T, vocab, seed):
     with open(path, "w") as f:
         for _ in range(n):
             f.write(json.dumps({"tokens": [rng.randrange(vocab) for _ in range(T)]}) + "\n")
+
+
+# Dense peaks (TFLOP/s: fp32, tf32, bf16) by nvidia-smi's name, for runs without kernel_bench's
+# JSON; the same table and order as kernel_bench.cu (bench/README.md gives the sources).
+PEAK_TABLE = [("GH200", "GH200 (H100 SXM compute)", 66.9, 494.7, 989.4), ("H200 NVL", "H200 NVL", 60.0, 417.5, 835.5),
+              ("H200", "H200 SXM", 66.9, 494.7, 989.4), ("H100 NVL", "H100 NVL", 60.0, 417.5, 835.5),
+              ("H100 PCIe", "H100 PCIe", 51.2, 378.0, 756.0), ("H100", "H100 SXM5", 66.9, 494.7, 989.4)]
+
+
+def gpu_name():
+    try:
+        p = subprocess.run(["nvidia-smi", "-i", "0", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                           text=True, timeout=30)
+        return p.stdout.strip().splitlines()[0].strip() if p.returncode == 0 and p.stdout.strip() else None
+    except (OSError, subprocess.TimeoutExpired, IndexError):
+        return None
+
+
+def peaks_by_name(name):
+    """kernel_bench's peaks layout from the name alone (an "H100" that is not PCIe/NVL is
+    taken as SXM; kernel_bench also checks the SM count)."""
+    for key, label, fp32, tf32, bf16 in PEAK_TABLE:
+        if name and key in name:
+            return {"source": f"table by nvidia-smi name: {label}", "fp32_tflops": fp32, "tf32_tflops": tf32,
+                    "bf16_tflops": bf16}
+    return {"source": f"unknown GPU '{name}': no peak", "fp32_tflops": None, "tf32_tflops": None, "bf16_tflops": None}
 
 
 def pct(x, peak):
@@ -171,7 +202,12 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--modes", default="fp32,tf32,bf16", help="subscope precisions: fp32, tf32, bf16")
     ap.add_argument("--peer-dtypes", default="fp32,tf32,bf16")
-    ap.add_argument("--peaks", default=None, help="kernel_bench JSON: its device.peaks give the MFU denominators")
+    ap.add_argument("--peer-attn", default="",
+                    help="comma-separated attention implementations for the peer (eager, sdpa); each dtype runs once "
+                         "per implementation, named '<dtype>-<attn>' (default: transformers' default, named '<dtype>')")
+    ap.add_argument("--peaks", default=None,
+                    help="kernel_bench JSON: its device.peaks give the MFU denominators (without it, or if it is "
+                         "missing: a table by nvidia-smi's GPU name)")
     ap.add_argument("--timeout", type=int, default=1200, help="seconds allowed per process (default 1200)")
     ap.add_argument("--json", required=True)
     ap.add_argument("--workdir", default=None)
@@ -185,12 +221,17 @@ def main():
     if not os.access(a.subscope, os.X_OK):
         sys.exit(f"bench_gpu_forward.py: {a.subscope} is not executable; run make first")
     peaks = {}
+    name_smi = gpu_name()
     if a.peaks and os.path.exists(a.peaks):
         try:
             with open(a.peaks) as f:
                 peaks = json.load(f)["device"]["peaks"]
         except (OSError, ValueError, KeyError) as e:
             log(f"cannot read peaks from {a.peaks}: {e}")
+    if not peaks or peaks.get("bf16_tflops") is None:
+        peaks = peaks_by_name(name_smi)
+        log(f"peaks: {peaks['source']}")
+    peer_runs = [(dt, at) for dt in peer_dtypes for at in ([x for x in a.peer_attn.split(",") if x] or [None])]
     peak_of = {"fp32": peaks.get("fp32_tflops"), "tf32": peaks.get("tf32_tflops"), "bf16": peaks.get("bf16_tflops")}
 
     workdir = a.workdir or tempfile.mkdtemp(prefix="subscope-gpubench-")
@@ -207,7 +248,7 @@ def main():
     for model in [m for m in a.models.split(",") if m]:
         with open(os.path.join(model, "config.json")) as f:
             cfg = json.load(f)
-        T = min(a.tokens, cfg["n_positions"])
+        T = min(a.tokens, cfg.get("n_positions") or cfg.get("max_position_embeddings") or a.tokens)
         prompts = os.path.join(workdir, f"prompts-{a.prompts}x{T}-v{cfg['vocab_size']}.jsonl")
         if not os.path.exists(prompts):
             write_prompts(prompts, a.prompts, T, cfg["vocab_size"], 4321)
@@ -217,8 +258,8 @@ def main():
         tokens = a.prompts * T
         flops = model_flops(cfg, a.prompts, T, False)
         name = os.path.basename(os.path.normpath(model))
-        entry = {"model": name, "config": {k: cfg.get(k) for k in ("n_layer", "n_head", "n_embd", "vocab_size",
-                                                                   "n_positions")},
+        entry = {"model": name, "family": shape_of(cfg)[0], "config": config_summary(cfg),
+                 "matmul_params": matmul_params(cfg),
                  "n_prompts": a.prompts, "tokens_per_prompt": T, "tokens": tokens,
                  "tokens_per_batch": min(a.batch, a.prompts) * T, "model_gflop": flops / 1e9,
                  "subscope": {}, "peer": {}}
@@ -249,17 +290,18 @@ def main():
         if not peer_ok:
             entry["peer"] = {"skipped": peer_why}
         else:
-            for dt in peer_dtypes:
+            for dt, at in peer_runs:
+                key = dt + (f"-{at}" if at else "")
                 try:
-                    p = run_peer(a.python, model, prompts, a.batch, a.reps, dt, env, a.timeout)
+                    p = run_peer(a.python, model, prompts, a.batch, a.reps, dt, env, a.timeout, at)
                     tfl = flops / p["median_s"] / 1e12
                     p.update({"tflops": tfl, "mfu_pct": pct(tfl, peak_of.get(dt)),
                               "mfu_vs_bf16_peak_pct": pct(tfl, peak_of["bf16"])})
-                    log(f"{name} peer {dt}: {p['tokens_per_s']:,.0f} tok/s, {tfl:.1f} TFLOP/s")
+                    log(f"{name} peer {key}: {p['tokens_per_s']:,.0f} tok/s, {tfl:.1f} TFLOP/s")
                 except (RuntimeError, subprocess.TimeoutExpired, ValueError) as ex:
                     p = {"error": str(ex)}
-                    log(f"{name} peer {dt}: {ex}")
-                entry["peer"][dt] = p
+                    log(f"{name} peer {key}: {ex}")
+                entry["peer"][key] = p
         # > 1: subscope faster. Like for like (same precision) where both exist.
         ratios = {}
         for mode, s in entry["subscope"].items():
@@ -271,9 +313,14 @@ def main():
 
     doc = {"benchmark": "forward-gpu", "elapsed_s": time.time() - t_start,
            "settings": {"prompts": a.prompts, "tokens": a.tokens, "batch": a.batch, "reps": a.reps, "modes": modes,
-                        "peer_dtypes": peer_dtypes if peer_ok else [], "subscope_flags": "--no-logits --device cuda "
+                        "peer_dtypes": peer_dtypes if peer_ok else [], "peer_attn": a.peer_attn or "default",
+                        "subscope_flags": "--no-logits --device cuda "
                         "--compress 0"},
-           "peaks_tflops": peak_of, "peer_available": peer_ok, "peer_note": peer_why or None,
+           "peaks_tflops": peak_of, "peaks_source": peaks.get("source"), "gpu_name": name_smi,
+           "flop_formula": "2 * matmul_params * tokens + 2 * L * H * d_head * T * (T + 1) per sequence (QK^T and PV "
+                           "over the causal triangle); matmul_params = per-layer q/k/v/o (+ gate/up/down or "
+                           "c_fc/c_proj) weights x L, no embeddings, no logits (--no-logits)",
+           "peer_available": peer_ok, "peer_note": peer_why or None,
            "notes": "subscope bf16 = bf16 matrix products (weights stored in bf16, activations rounded per "
                     "product), everything else fp32; HF bf16 = the whole model in bf16.",
            "results": results}

@@ -2,7 +2,7 @@
 """Merges one run's GPU results into bench/results/<device>-<date>.json and prints the
 issue's targets with pass/fail. Standard library only.
 
-    gpu_report.py --kernels K.json --forward F.json [--cpu C.json] --results bench/results
+    gpu_report.py --kernels K.json --forward F.json [--llama L.json] [--cpu C.json] --results bench/results
     gpu_report.py --cpu C.json                      # no GPU: the targets table alone
 
 Inputs: kernel_bench's JSON, bench_gpu_forward.py's JSON, and optionally the CPU
@@ -17,6 +17,11 @@ Targets (issue 3):
   T3  memory-bound kernels (layernorm, GELU, residual add, capture) >= 80% of the
       device-to-device copy bandwidth measured in the same run
   T4  CPU forward within 1.5x of PyTorch CPU (speedup >= 0.667)
+Targets (issue 9), from --llama (bench_gpu_forward.py on Llama-family shapes):
+  L1  forward of a 7B-shaped Llama (llama-7b) in bf16, >= 16k tokens per batch: >= 60% model
+      FLOP utilisation of the bf16 dense peak on one H100/H200
+  L2  ... faster than Hugging Face eager attention (bf16) in the same run
+  L3  ... faster than Hugging Face sdpa attention (bf16) in the same run
 """
 import argparse
 import datetime
@@ -90,7 +95,56 @@ def fmt(x, spec=".1f", unit=""):
     return "-" if x is None else f"{x:{spec}}{unit}"
 
 
-def targets(kern, fwd, cpu):
+def llama_targets(llama, kern):
+    """Issue 9: a 7B-shaped Llama forward in bf16 on one H100/H200, >= 16k tokens per batch:
+    >= 60% MFU (of the bf16 dense peak) and faster than Hugging Face eager and sdpa (bf16)."""
+    rows = []
+    what1, what2, what3 = ("forward llama-7b bf16 MFU", "forward llama-7b bf16 vs HF eager bf16",
+                           "forward llama-7b bf16 vs HF sdpa bf16")
+    big = None
+    if llama:
+        big = next((r for r in llama["results"] if r.get("family") == "llama"
+                    and r["config"].get("hidden_size") == 4096 and r["config"].get("num_hidden_layers") == 32), None)
+    if not big:
+        why = "no Llama GPU results" if not llama else "no llama-7b-shaped model in the Llama GPU results"
+        return [("L1", what1, None, ">= 60%", "not run", why), ("L2", what2, None, "> 1x", "not run", ""),
+                ("L3", what3, None, "> 1x", "not run", "")]
+    name = llama.get("gpu_name") or ((kern or {}).get("device") or {}).get("name") or ""
+    sb = big["subscope"].get("bf16")
+    batch_ok = big["tokens_per_batch"] >= 16384
+    note = []
+    if not sb:
+        note.append("subscope bf16 was not run")
+    elif "error" in sb:
+        note.append("subscope bf16 failed: " + last_line(sb["error"]))
+    else:
+        note.append(f"{sb['tflops']:.1f} TFLOP/s, {sb['tokens_per_s']:,.0f} tok/s")
+        if sb.get("mfu_vs_bf16_peak_pct") is None:
+            note.append("bf16 peak unknown for this GPU")
+    if not batch_ok:
+        note.append(f"batch is {big['tokens_per_batch']} tokens (< 16k)")
+    if not re.search(r"H100|H200", name):
+        note.append(f"not an H100/H200 ({name or 'unknown GPU'})")
+    val = sb.get("mfu_vs_bf16_peak_pct") if sb else None
+    rows.append(("L1", what1, fmt(val, ".1f", "%"), ">= 60%",
+                 "PASS" if val is not None and val >= 60 and batch_ok else "FAIL", "; ".join(note)))
+    peer = big["peer"]
+    for rid, what, attn in (("L2", what2, "eager"), ("L3", what3, "sdpa")):
+        if "skipped" in peer:
+            rows.append((rid, what, None, "> 1x", "not run", peer["skipped"]))
+            continue
+        key = f"bf16-{attn}" if f"bf16-{attn}" in peer else ("bf16" if attn == "sdpa" and "bf16" in peer else None)
+        p = peer.get(key) if key else None
+        if not p or "tokens_per_s" not in p:
+            rows.append((rid, what, None, "> 1x", "not run", last_line((p or {}).get("error", f"no HF bf16 {attn} result"))))
+            continue
+        ratio = big["speedup"].get(f"subscope_bf16_over_peer_{key}")
+        rows.append((rid, what, fmt(ratio, ".2f", "x"), "> 1x", "PASS" if ratio and ratio > 1 else "FAIL",
+                     f"HF {key} {p['tokens_per_s']:,.0f} tok/s, {p['tflops']:.1f} TFLOP/s"))
+    return rows
+
+
+def targets(kern, fwd, cpu, llama=None):
     rows = []  # (id, what, value, threshold, status, note)
     is_hopper = kern and re.search(r"H100|H200", kern["device"]["name"] or "")
     # T1 / T2: GPT-2 small forward.
@@ -161,10 +215,37 @@ def targets(kern, fwd, cpu):
                 rows.append(("T4", f"CPU forward {case} vs PyTorch {variant}", fmt(s, ".2f", "x"), ">= 0.67x",
                              "PASS" if s >= 1 / 1.5 else "FAIL",
                              f"{cpu['settings']['threads']} threads, {cpu['settings']['tokens']} tokens"))
+    rows += llama_targets(llama, kern)
     return [dict(zip(("id", "what", "value", "threshold", "status", "note"), row)) for row in rows]
 
 
-def print_tables(kern, fwd, tg):
+def print_forward(doc, title):
+    st = doc["settings"]
+    print(f"\n{title}, {st['prompts']} prompts x {st['tokens']} tokens, batch {st['batch']}, "
+          f"median of {st['reps']} (net of the 1-token fixed cost)")
+    print(f"{'model':16} {'who':14} {'tok/s':>10} {'TFLOP/s':>8} {'MFU':>6} {'%bf16pk':>8} {'fixed s':>8} {'GPU MiB':>8}")
+    print("(GPU MiB: subscope's peak device allocations; HF: torch.cuda.max_memory_allocated)")
+    for r in doc["results"]:
+        for mode, s in r["subscope"].items():
+            if "error" in s:
+                print(f"{r['model']:16} {'subscope ' + mode:14} FAILED: {last_line(s['error'])}")
+                continue
+            print(f"{r['model']:16} {'subscope ' + mode:14} {s['tokens_per_s']:10.0f} {s['tflops']:8.1f} "
+                  f"{fmt(s['mfu_pct'], '.0f', '%'):>6} {fmt(s['mfu_vs_bf16_peak_pct'], '.0f', '%'):>8} "
+                  f"{s['fixed_wall_s']:8.2f} {fmt(s.get('device_memory_peak_mib'), '.0f'):>8}")
+        if "skipped" in r["peer"]:
+            print(f"{r['model']:16} {'HF':14} {r['peer']['skipped']}")
+            continue
+        for dt, p in r["peer"].items():
+            if "error" in p:
+                print(f"{r['model']:16} {'HF ' + dt:14} FAILED: {last_line(p['error'])}")
+                continue
+            print(f"{r['model']:16} {'HF ' + dt:14} {p['tokens_per_s']:10.0f} {p['tflops']:8.1f} "
+                  f"{fmt(p['mfu_pct'], '.0f', '%'):>6} {fmt(p['mfu_vs_bf16_peak_pct'], '.0f', '%'):>8} "
+                  f"{'-':>8} {fmt(p.get('gpu_peak_allocated_mib'), '.0f'):>8}")
+
+
+def print_tables(kern, fwd, tg, llama=None):
     if kern:
         d = kern["device"]
         print(f"\nkernels on {d['name']} ({kern['settings']['tokens']} tokens, median of {kern['settings']['reps']}, "
@@ -178,30 +259,10 @@ def print_tables(kern, fwd, tg):
             print(f"{r['name']:34} {r['median_ms']:8.3f} {fmt(r.get('gbs'), '.0f'):>7} {fmt(r.get('pct_of_copy'), '.0f'):>6} "
                   f"{fmt(r.get('tflops'), '.1f'):>8} {fmt(r.get('pct_of_peak_flops'), '.0f'):>6}")
     if fwd:
-        st = fwd["settings"]
-        print(f"\nforward --no-logits on the GPU, {st['prompts']} prompts x {st['tokens']} tokens, batch {st['batch']}, "
-              f"median of {st['reps']} (net of the 1-token fixed cost)")
-        print(f"{'model':12} {'who':14} {'tok/s':>10} {'TFLOP/s':>8} {'MFU':>6} {'%bf16pk':>8} {'fixed s':>8} {'GPU MiB':>8}")
-        print("(GPU MiB: subscope's peak device allocations; HF: torch.cuda.max_memory_allocated)")
-        for r in fwd["results"]:
-            for mode, s in r["subscope"].items():
-                if "error" in s:
-                    print(f"{r['model']:12} {'subscope ' + mode:14} FAILED: {last_line(s['error'])}")
-                    continue
-                print(f"{r['model']:12} {'subscope ' + mode:14} {s['tokens_per_s']:10.0f} {s['tflops']:8.1f} "
-                      f"{fmt(s['mfu_pct'], '.0f', '%'):>6} {fmt(s['mfu_vs_bf16_peak_pct'], '.0f', '%'):>8} "
-                      f"{s['fixed_wall_s']:8.2f} {fmt(s.get('device_memory_peak_mib'), '.0f'):>8}")
-            if "skipped" in r["peer"]:
-                print(f"{r['model']:12} {'HF':14} {r['peer']['skipped']}")
-                continue
-            for dt, p in r["peer"].items():
-                if "error" in p:
-                    print(f"{r['model']:12} {'HF ' + dt:14} FAILED: {last_line(p['error'])}")
-                    continue
-                print(f"{r['model']:12} {'HF ' + dt:14} {p['tokens_per_s']:10.0f} {p['tflops']:8.1f} "
-                      f"{fmt(p['mfu_pct'], '.0f', '%'):>6} {fmt(p['mfu_vs_bf16_peak_pct'], '.0f', '%'):>8} "
-                      f"{'-':>8} {fmt(p.get('gpu_peak_allocated_mib'), '.0f'):>8}")
-    print("\ntargets (issue 3)")
+        print_forward(fwd, "forward --no-logits on the GPU")
+    if llama:
+        print_forward(llama, "Llama-family forward --no-logits on the GPU (issue 9)")
+    print("\ntargets (issue 3: T1-T4; issue 9: L1-L3)")
     print(f"{'':3} {'what':44} {'value':>8} {'target':>9} {'status':>8}  note")
     for t in tg:
         print(f"{t['id']:3} {t['what'][:44]:44} {t['value'] or '-':>8} {t['threshold']:>9} {t['status']:>8}  {t['note']}")
@@ -212,13 +273,14 @@ def main():
     ap.add_argument("--kernels")
     ap.add_argument("--forward")
     ap.add_argument("--cpu")
+    ap.add_argument("--llama", help="bench_gpu_forward.py's JSON for the Llama-family shapes (run_all.sh's gpu_llama)")
     ap.add_argument("--results", default=None, help="directory for <device>-<date>.json (omit: print only)")
     ap.add_argument("--out", default=None, help="exact output path (overrides --results)")
     ap.add_argument("--note", action="append", default=[], help="a line to record (e.g. why a step was skipped)")
     a = ap.parse_args()
-    kern, fwd, cpu = load(a.kernels), load(a.forward), load(a.cpu)
-    tg = targets(kern, fwd, cpu)
-    print_tables(kern, fwd, tg)
+    kern, fwd, cpu, llama = load(a.kernels), load(a.forward), load(a.cpu), load(a.llama)
+    tg = targets(kern, fwd, cpu, llama)
+    print_tables(kern, fwd, tg, llama)
     if not (a.results or a.out):
         return
     smi = nvidia_smi()
@@ -237,6 +299,7 @@ def main():
         "targets": tg,
         "kernels": kern,
         "forward": fwd,
+        "llama": llama,
         "cpu": {"file": os.path.relpath(a.cpu, os.path.dirname(BENCH)) if a.cpu else None} if cpu else None,
     }
     path = a.out or os.path.join(a.results, f"{slug(name)}-{date.strftime('%Y%m%d')}.json")

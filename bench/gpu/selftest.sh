@@ -5,7 +5,8 @@
 #   - its JSON writer's output (kernel_bench_json_selftest) parses and gpu_report.py reads it;
 #   - bench_gpu_forward.py runs end to end with test doubles (a subscope that runs
 #     --device cpu, a python whose peer runs on the CPU) on models/tiny-gpt2 and
-#     gpu_report.py merges everything into one JSON with the targets.
+#     gpu_report.py merges everything into one JSON with the targets;
+#   - the same for a Llama-family model (gpu_llama's settings) with the L1-L3 rows.
 # Prints "selftest: ok" or the first failure. Run from anywhere: bench/gpu/selftest.sh
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -47,7 +48,7 @@ python3 - "$T/merged.json" <<'EOF' || fail "merged JSON: see above"
 import json, sys
 d = json.load(open(sys.argv[1]))
 ids = {t["id"] for t in d["targets"]}
-assert ids == {"T1", "T2", "T3", "T4"}, ids
+assert ids == {"T1", "T2", "T3", "T4", "L1", "L2", "L3"}, ids
 k = d["kernels"]
 assert k["device"]["peaks"]["bf16_tflops"] == 989.4 and k["copy_gbs"] == 2600
 assert any("error" in r for r in k["results"]) and any(r.get("pct_of_copy") for r in k["results"])
@@ -60,4 +61,27 @@ for dt in ("fp32", "tf32", "bf16"):
     assert f["peer"][dt]["tokens_per_s"] > 0, f["peer"][dt]
 assert "subscope_bf16_over_peer_bf16" in f["speedup"]
 EOF
+# gpu_llama's plumbing: a stdlib-written BF16 Llama (2 shards), subscope bf16 vs the peer
+# with eager and sdpa attention, the L1-L3 rows (not run: no 7B shape here).
+python3 bench/make_model.py --out "$T/llama-tiny" --shape llama-tiny --dtype bf16 --max-shard-mb 0.2 --stdlib \
+    --prompts none >/dev/null || fail "make_model.py --shape llama-tiny"
+[ -f "$T/llama-tiny/model.safetensors.index.json" ] || fail "llama-tiny: no shard index"
+python3 bench/gpu/bench_gpu_forward.py --models "$T/llama-tiny" --subscope "$T/subscope" --python "$T/python" \
+    --modes bf16 --peer-dtypes bf16 --peer-attn eager,sdpa --prompts 4 --tokens 64 --batch 2 --reps 1 \
+    --json "$T/llama.json" 2>"$T/llama.err" || fail "bench_gpu_forward.py (llama): $(tail -5 "$T/llama.err")"
+python3 bench/gpu/gpu_report.py --forward "$T/forward.json" --llama "$T/llama.json" --out "$T/merged2.json" \
+    >"$T/report2.out" || fail "gpu_report.py --llama: $(tail -5 "$T/report2.out")"
+grep -q "Llama-family forward" "$T/report2.out" || fail "gpu_report.py printed no Llama table"
+python3 - "$T/merged2.json" <<'PYEOF' || fail "merged JSON (llama): see above"
+import json, sys
+d = json.load(open(sys.argv[1]))
+t = {x["id"]: x for x in d["targets"]}
+assert {"L1", "L2", "L3"} <= set(t) and t["L1"]["status"] == "not run", t.get("L1")
+r = d["llama"]["results"][0]
+assert r["family"] == "llama" and r["matmul_params"] == 2 * (64 * 64 * 2 + 2 * 64 * 32 + 3 * 64 * 160), r
+assert r["subscope"]["bf16"]["tokens_per_s"] > 0, r["subscope"]
+for k in ("bf16-eager", "bf16-sdpa"):
+    assert r["peer"][k]["tokens_per_s"] > 0 and r["peer"][k]["attn_implementation"] == k[5:], r["peer"][k]
+    assert f"subscope_bf16_over_peer_{k}" in r["speedup"]
+PYEOF
 echo "selftest: ok"
