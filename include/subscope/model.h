@@ -68,6 +68,7 @@ typedef struct ss_model {
     struct ss_comm *pipe;
     int stage, n_stages;
     double pipe_wait_s, pipe_busy_s; /* seconds waiting for / running this stage's part */
+    int inspect_only;               /* ss_model_inspect: weights checked, not converted; cannot run */
 } ss_model;
 
 /* Loads config.json, the weights and (optionally) the tokenizer from dir, or
@@ -77,6 +78,10 @@ ss_status ss_model_load(const char *dir, ss_model **out);
  * when the range touches the first or last block): one pipeline stage's
  * weights. end < 0 means n_layer. */
 ss_status ss_model_load_layers(const char *dir, int first, int end, ss_model **out);
+/* Config, tokenizer and every tensor's presence and shape checked, without
+ * converting any weights to fp32 (what `info` needs, at any size); the model
+ * cannot be placed or run. */
+ss_status ss_model_inspect(const char *dir, ss_model **out);
 /* Makes m one stage of a pipeline over the ranks of comm (rank = stage);
  * m must hold exactly the blocks ss_model_stage_layers assigns to it. */
 ss_status ss_model_set_pipeline(ss_model *m, struct ss_comm *comm);

@@ -124,7 +124,7 @@ static int run_info(cli_cmd *cmd) {
     if (cli_get(cmd, "config")) return run_info_config(cmd);
     if (cli_require(cmd, "model")) return 1;
     ss_model *m;
-    ss_status st = ss_model_load(cli_get(cmd, "model"), &m);
+    ss_status st = ss_model_inspect(cli_get(cmd, "model"), &m);
     if (st) return cli_fail(cmd, st);
     const ss_config *c = &m->cfg;
     int ns = ss_sites_count(c);

@@ -70,6 +70,10 @@ static ss_status get_tensor(ss_model *m, const char *name, int ndim, const int64
     SS_TRY(find_tensor(m, name, ndim, shape, &t));
     size_t n;
     SS_TRY(ss_dims_product(shape, ndim, &n, t->name));
+    if (m->inspect_only) { /* checked, not converted: the slot only marks the tensor present */
+        *out = t->data;
+        return SS_OK;
+    }
     if (t->dtype == SS_DTYPE_F32 && ((uintptr_t)t->data % sizeof(float)) == 0) {
         *out = t->data;
         return SS_OK;
@@ -88,6 +92,15 @@ static ss_status get_stacked(ss_model *m, int n_parts, char names[][128], const 
                              const void **out) {
     int64_t total = 0;
     for (int i = 0; i < n_parts; i++) total += rows[i];
+    if (m->inspect_only) {
+        for (int i = 0; i < n_parts; i++) {
+            const ss_tensor_info *t;
+            int64_t shape[2] = {rows[i], cols};
+            SS_TRY(find_tensor(m, names[i], cols ? 2 : 1, shape, &t));
+            if (!i) *out = t->data;
+        }
+        return SS_OK;
+    }
     float *buf = owned_floats(m, (size_t)total * (size_t)(cols ? cols : 1), "stacked weights");
     if (!buf) return SS_ERR_NOMEM;
     float *at = buf;
@@ -217,12 +230,17 @@ static ss_status load_weights_llama(ss_model *m) {
     return SS_OK;
 }
 
-ss_status ss_model_load(const char *dir, ss_model **out) { return ss_model_load_layers(dir, 0, -1, out); }
+static ss_status load(const char *dir, int first, int end, int inspect, ss_model **out);
 
-ss_status ss_model_load_layers(const char *dir, int first, int end, ss_model **out) {
+ss_status ss_model_load(const char *dir, ss_model **out) { return load(dir, 0, -1, 0, out); }
+ss_status ss_model_load_layers(const char *dir, int first, int end, ss_model **out) { return load(dir, first, end, 0, out); }
+ss_status ss_model_inspect(const char *dir, ss_model **out) { return load(dir, 0, -1, 1, out); }
+
+static ss_status load(const char *dir, int first, int end, int inspect, ss_model **out) {
     *out = NULL;
     ss_model *m = ss_calloc(1, sizeof *m, "model");
     if (!m) return SS_ERR_NOMEM;
+    m->inspect_only = inspect;
     ss_status st = SS_ERR_NOMEM;
     char *cfg_path = NULL;
     if (!(m->dir = ss_strdup(dir))) goto fail;
@@ -320,6 +338,7 @@ static int weight_slots(const ss_config *c, ss_gpt2_weights *w, weight_slot *slo
 }
 
 ss_status ss_model_place(ss_model *m, const ss_backend *be, int wdtype) {
+    if (m->inspect_only) return ss_errorf(SS_ERR_INTERNAL, "%s: opened for inspection only; load it to run it", m->dir);
     if (wdtype != SS_WDTYPE_F32 && wdtype != SS_WDTYPE_BF16)
         return ss_errorf(SS_ERR_UNSUPPORTED, "%s: weights can be placed as float32 or bfloat16 only", m->dir);
     if (m->placed_on == be && m->placed.wdtype == wdtype) return SS_OK;
@@ -372,6 +391,7 @@ out:
 }
 
 const ss_gpt2_weights *ss_model_weights(const ss_model *m, const ss_backend *be) {
+    if (m->inspect_only) return NULL;
     if (m->placed_on == be) return &m->placed;
     return be->host_memory ? &m->w : NULL;
 }
