@@ -16,6 +16,9 @@ extern "C" {
 /* Element types of weight matrices (the values equal SS_DTYPE_F32/F16/BF16
  * and the kernels' SS_CUDA_F32/F16/BF16). */
 enum { SS_WDTYPE_F32 = 0, SS_WDTYPE_F16 = 1, SS_WDTYPE_BF16 = 2 };
+/* For ss_model_place: the files' own 16-bit type on a GPU (BF16 or F16
+ * checkpoints stay in it), float32 on the CPU and for F32 or quantised files. */
+enum { SS_WDTYPE_AUTO = -1 };
 
 typedef struct ss_backend ss_backend;
 

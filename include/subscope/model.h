@@ -93,8 +93,10 @@ void ss_model_stage_layers(int64_t n_layer, int stage, int n_stages, int *first,
 int64_t ss_model_weight_bytes(const ss_model *m);
 void ss_model_free(ss_model *m);
 /* Makes the weights available to backend be with matrices in wdtype
- * (SS_WDTYPE_F32 or SS_WDTYPE_BF16): a no-op for float32 on a host-memory
- * backend; otherwise one conversion and upload, kept until ss_model_free. */
+ * (SS_WDTYPE_F32, SS_WDTYPE_BF16, SS_WDTYPE_F16 on GPUs only, or
+ * SS_WDTYPE_AUTO: the files' dtype on a GPU, float32 on the CPU): a no-op
+ * for float32 on a host-memory backend; otherwise one conversion and upload,
+ * kept until ss_model_free. */
 ss_status ss_model_place(ss_model *m, const struct ss_backend *be, int wdtype);
 /* The weights as seen by be, or NULL if ss_model_place was not called for it. */
 const ss_gpt2_weights *ss_model_weights(const ss_model *m, const struct ss_backend *be);

@@ -2,6 +2,7 @@
  * "Device" memory is host memory with a small header so that frees of
  * foreign pointers and a memory limit can be checked. Streams are
  * synchronous: every call completes before it returns. */
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -177,22 +178,31 @@ static float bf16_at(const void *p, size_t i) {
     return f;
 }
 
+/* IEEE half precision, decoded by hand (the emulation has no __half). */
+static float f16_at(const void *p, size_t i) {
+    const uint16_t h = ((const uint16_t *)p)[i];
+    const int e = (h >> 10) & 31, mant = h & 1023;
+    float v = e == 0 ? ldexpf((float)mant, -24) : e == 31 ? (mant ? NAN : INFINITY) : ldexpf((float)(mant | 1024), e - 25);
+    return (h & 0x8000) ? -v : v;
+}
+
 cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                             const void *alpha, const void *A, cudaDataType at, int lda, const void *B, cudaDataType bt,
                             int ldb, const void *beta, void *C, cudaDataType ct, int ldc, cublasComputeType_t compute,
                             cublasGemmAlgo_t algo) {
     if (ct != CUDA_R_32F || compute != CUBLAS_COMPUTE_32F || at != bt) return CUBLAS_STATUS_INVALID_VALUE;
     if (at == CUDA_R_32F) return cublasSgemm(h, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
-    if (at != CUDA_R_16BF) return CUBLAS_STATUS_INVALID_VALUE;
+    if (at != CUDA_R_16BF && at != CUDA_R_16F) return CUBLAS_STATUS_INVALID_VALUE;
     if (m < 0 || n < 0 || k < 0 || ldc < (m > 1 ? m : 1)) return CUBLAS_STATUS_INVALID_VALUE;
+    float (*at16)(const void *, size_t) = at == CUDA_R_16F ? f16_at : bf16_at;
     const float al = *(const float *)alpha, be = *(const float *)beta;
     float *c = C;
     for (int j = 0; j < n; j++)
         for (int i = 0; i < m; i++) {
             float acc = 0.f;
             for (int p = 0; p < k; p++) {
-                float a = ta == CUBLAS_OP_N ? bf16_at(A, i + (size_t)p * lda) : bf16_at(A, p + (size_t)i * lda);
-                float b = tb == CUBLAS_OP_N ? bf16_at(B, p + (size_t)j * ldb) : bf16_at(B, j + (size_t)p * ldb);
+                float a = ta == CUBLAS_OP_N ? at16(A, i + (size_t)p * lda) : at16(A, p + (size_t)i * lda);
+                float b = tb == CUBLAS_OP_N ? at16(B, p + (size_t)j * ldb) : at16(B, j + (size_t)p * ldb);
                 acc += a * b;
             }
             float *dst = &c[i + (size_t)j * ldc];

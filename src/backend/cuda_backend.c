@@ -249,9 +249,10 @@ static ss_status cu_matmul(const ss_backend *be, float *C, const float *A, const
     cublasOperation_t opb = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     int ldb = trans_b ? (int)K : (int)N;
     cublasStatus_t s;
-    if (b_dtype == SS_WDTYPE_BF16) {
-        /* Tensor cores take both operands in bf16: round the activations into
-         * a scratch buffer, accumulate and write C in fp32. */
+    if (b_dtype == SS_WDTYPE_BF16 || b_dtype == SS_WDTYPE_F16) {
+        /* Tensor cores take both operands in the weights' 16-bit type: round
+         * the activations into a scratch buffer, accumulate and write C in fp32. */
+        const int f16 = b_dtype == SS_WDTYPE_F16;
         size_t need = (size_t)(M * K);
         if (need > c->a16_cap) {
             if (c->a16) cu_release(be, c->a16);
@@ -260,9 +261,11 @@ static ss_status cu_matmul(const ss_backend *be, float *C, const float *A, const
             SS_TRY(cu_alloc(be, need * sizeof(uint16_t), "bf16 activations", (void **)&c->a16));
             c->a16_cap = need;
         }
-        KL(ss_cuda_convert(c->a16, SS_CUDA_BF16, A, SS_CUDA_F32, (int64_t)need, c->stream), "bf16 conversion");
-        s = cublasGemmEx(c->blas, opb, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one, B, CUDA_R_16BF, ldb, c->a16,
-                         CUDA_R_16BF, (int)K, &zero, C, CUDA_R_32F, (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        KL(ss_cuda_convert(c->a16, f16 ? SS_CUDA_F16 : SS_CUDA_BF16, A, SS_CUDA_F32, (int64_t)need, c->stream),
+           "16-bit conversion");
+        const cudaDataType t16 = f16 ? CUDA_R_16F : CUDA_R_16BF;
+        s = cublasGemmEx(c->blas, opb, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one, B, t16, ldb, c->a16, t16, (int)K, &zero,
+                         C, CUDA_R_32F, (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     } else if (b_dtype == SS_WDTYPE_F32) {
         s = cublasSgemm(c->blas, opb, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one, B, ldb, A, (int)K, &zero, C, (int)N);
     } else {
@@ -270,7 +273,7 @@ static ss_status cu_matmul(const ss_backend *be, float *C, const float *A, const
     }
     if (s != CUBLAS_STATUS_SUCCESS)
         return ss_errorf(SS_ERR_IO, "%s: cuBLAS product (%lld x %lld x %lld, %s): %s", be->name, (long long)M,
-                         (long long)N, (long long)K, b_dtype == SS_WDTYPE_BF16 ? "bf16" : "fp32",
+                         (long long)N, (long long)K, b_dtype == SS_WDTYPE_BF16 ? "bf16" : b_dtype == SS_WDTYPE_F16 ? "fp16" : "fp32",
                          cublasGetStatusString(s));
     if (bias) KL(ss_cuda_bias_act(C, C, bias, SS_CUDA_F32, M, N, SS_CUDA_ACT_NONE, IMPL(be)->stream), "bias");
     return SS_OK;

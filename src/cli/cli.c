@@ -111,7 +111,15 @@ int cli_dtype(const cli_cmd *cmd, int *wdtype) {
         *wdtype = 2; /* SS_WDTYPE_BF16 */
         return 0;
     }
-    fprintf(stderr, "subscope %s: error: --dtype must be float32 or bfloat16, got '%s'\n", cmd->name, v);
+    if (!strcmp(v, "float16") || !strcmp(v, "fp16")) {
+        *wdtype = 1; /* SS_WDTYPE_F16 */
+        return 0;
+    }
+    if (!strcmp(v, "auto")) {
+        *wdtype = -1; /* SS_WDTYPE_AUTO */
+        return 0;
+    }
+    fprintf(stderr, "subscope %s: error: --dtype must be float32, bfloat16, float16 or auto, got '%s'\n", cmd->name, v);
     return 1;
 }
 

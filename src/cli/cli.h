@@ -55,7 +55,7 @@ int cli_bytes(const cli_cmd *cmd, const char *name, int64_t *out);
     {.name = "max-len", .metavar = "T", .help = "longest prompt allowed, in tokens (default and maximum: n_positions)"},           \
     {.name = "truncate", .metavar = NULL, .help = "cut prompts longer than --max-len instead of failing"},                          \
     {.name = "device", .metavar = "DEV", .help = "cpu, cuda, cuda:N or auto (default: auto = a GPU if this build has CUDA and one is visible; cuda and auto take the GPU of the rank on its node)"}, \
-    {.name = "dtype", .metavar = "T", .help = "float32 (default) or bfloat16 matrix products (weights stored in bf16, fp32 accumulation)"}, \
+    {.name = "dtype", .metavar = "T", .help = "matrix products: float32 (default), bfloat16, float16 (GPU) or auto (the files' dtype on a GPU; weights stored so, fp32 accumulation)"}, \
     {.name = "tf32", .metavar = NULL, .help = "allow TF32 tensor-core math for float32 products on GPUs"}
 /* Pipeline parallelism, for the commands that implement it. */
 #define CLI_PIPELINE_OPTIONS                                                                                   \

@@ -277,7 +277,7 @@ static cli_opt pred_opts[] = {
     {.name = "top", .metavar = "K", .help = "show the K most likely next tokens (default 10)"},
     {.name = "generate", .metavar = "N", .help = "instead, continue the prompt greedily by N tokens (stops at <|endoftext|> or the model's eos_token_id)"},
     {.name = "device", .metavar = "DEV", .help = "cpu, cuda, cuda:N or auto (default auto)"},
-    {.name = "dtype", .metavar = "T", .help = "float32 (default) or bfloat16 matrix products (weights stored in bf16, fp32 accumulation)"},
+    {.name = "dtype", .metavar = "T", .help = "matrix products: float32 (default), bfloat16, float16 (GPU) or auto (the files' dtype on a GPU; fp32 accumulation)"},
     {.name = "tf32", .metavar = NULL, .help = "allow TF32 tensor-core math for float32 products on GPUs"},
     {0},
 };

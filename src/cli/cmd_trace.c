@@ -12,7 +12,7 @@ static cli_opt trace_opts[] = {
     {.name = "stats", .metavar = "STATS.h5", .help = "collect file: means for mean-mode masks, and activity in standard units"},
     {.name = "out", .metavar = "OUT.h5", .help = "also write the table to this HDF5 file"},
     {.name = "device", .metavar = "DEV", .help = "cpu, cuda, cuda:N or auto (default auto)"},
-    {.name = "dtype", .metavar = "T", .help = "float32 (default) or bfloat16 matrix products"},
+    {.name = "dtype", .metavar = "T", .help = "matrix products: float32 (default), bfloat16, float16 (GPU) or auto (the files' dtype on a GPU)"},
     {.name = "tf32", .metavar = NULL, .help = "allow TF32 tensor-core math for float32 products on GPUs"},
     CLI_PIPELINE_OPTIONS,
     {0},

@@ -64,8 +64,9 @@ ss_status ss_write_provenance(ss_h5 *h, const ss_model *m, const char *command_l
     snprintf(device, sizeof device, "%s (%s)", be->name, be->description);
     SS_TRY(ss_h5_attr_str(h, "/", "device", device));
     const ss_gpt2_weights *w = ss_model_weights(m, be);
-    SS_TRY(ss_h5_attr_str(h, "/", "dtype", w && w->wdtype == SS_WDTYPE_BF16 ? "bfloat16 products, float32 activations"
-                                                                          : "float32"));
+    SS_TRY(ss_h5_attr_str(h, "/", "dtype", w && w->wdtype == SS_WDTYPE_BF16  ? "bfloat16 products, float32 activations"
+                                           : w && w->wdtype == SS_WDTYPE_F16 ? "float16 products, float32 activations"
+                                                                             : "float32"));
     SS_TRY(ss_h5_attr_str(h, "/", "model_path", m->dir));
     SS_TRY(ss_h5_attr_str(h, "/", "model_arch", m->cfg.arch));
     SS_TRY(ss_h5_attr_str(h, "/", "model_weight_dtypes", m->weight_dtypes));

@@ -338,9 +338,18 @@ static int weight_slots(const ss_config *c, ss_gpt2_weights *w, weight_slot *slo
 }
 
 ss_status ss_model_place(ss_model *m, const ss_backend *be, int wdtype) {
+    if (wdtype == SS_WDTYPE_AUTO)
+        wdtype = be->host_memory                        ? SS_WDTYPE_F32
+                 : strstr(m->weight_dtypes, "BF16")     ? SS_WDTYPE_BF16
+                 : strstr(m->weight_dtypes, "F16") == m->weight_dtypes || strstr(m->weight_dtypes, ",F16")
+                     ? SS_WDTYPE_F16
+                     : SS_WDTYPE_F32;
     if (m->inspect_only) return ss_errorf(SS_ERR_INTERNAL, "%s: opened for inspection only; load it to run it", m->dir);
-    if (wdtype != SS_WDTYPE_F32 && wdtype != SS_WDTYPE_BF16)
-        return ss_errorf(SS_ERR_UNSUPPORTED, "%s: weights can be placed as float32 or bfloat16 only", m->dir);
+    if (wdtype != SS_WDTYPE_F32 && wdtype != SS_WDTYPE_BF16 && wdtype != SS_WDTYPE_F16)
+        return ss_errorf(SS_ERR_UNSUPPORTED, "%s: weights can be placed as float32, bfloat16 or float16 only", m->dir);
+    /* The CPU computes in float32 (or bfloat16, as a check of the GPU's products); float16 is a GPU placement. */
+    if (be->host_memory && wdtype == SS_WDTYPE_F16)
+        return ss_errorf(SS_ERR_UNSUPPORTED, "%s: float16 weights are for GPUs; the CPU computes in float32", m->dir);
     if (m->placed_on == be && m->placed.wdtype == wdtype) return SS_OK;
     if (be->host_memory && wdtype == SS_WDTYPE_F32) return SS_OK;
     if (m->placed_on)
@@ -359,7 +368,7 @@ ss_status ss_model_place(ss_model *m, const ss_backend *be, int wdtype) {
     int n = weight_slots(&m->cfg, &m->w, src);
     weight_slots(&m->cfg, &m->placed, dst);
     /* One block for everything, each tensor 256-byte aligned. */
-    size_t esz = wdtype == SS_WDTYPE_BF16 ? 2 : 4, total = 0, largest = 0;
+    size_t esz = wdtype == SS_WDTYPE_F32 ? 4 : 2, total = 0, largest = 0;
     for (int i = 0; i < n; i++) {
         total += ((src[i].count * (src[i].matrix ? esz : 4)) + 255) & ~(size_t)255;
         if (src[i].matrix && src[i].count > largest) largest = src[i].count;
@@ -372,7 +381,8 @@ ss_status ss_model_place(ss_model *m, const ss_backend *be, int wdtype) {
         const float *from = *src[i].ptr;
         size_t bytes = src[i].count * (src[i].matrix ? esz : 4);
         if (src[i].matrix && esz == 2) {
-            for (size_t j = 0; j < src[i].count; j++) tmp[j] = ss_f32_to_bf16(from[j]);
+            for (size_t j = 0; j < src[i].count; j++)
+                tmp[j] = wdtype == SS_WDTYPE_F16 ? ss_f32_to_f16(from[j]) : ss_f32_to_bf16(from[j]);
             st = be->upload(be, p, tmp, bytes);
         } else {
             st = be->upload(be, p, from, bytes);

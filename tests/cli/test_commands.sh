@@ -55,7 +55,7 @@ out=$("$SUBSCOPE" predict --model models/tiny-gpt2 --prompt "$text" --top 1 --dt
 [ "$(printf '%s\n' "$out" | awk 'NR==2 {print $2}')" = "$want" ] && pass "predict --dtype bfloat16 keeps the top token" || fail "predict --dtype bfloat16" "$out"
 "$SUBSCOPE" forward --model models/tiny-gpt2 --input "$D/golden/tiny-gpt2.jsonl" --out "$TMP/bf.h5" --dtype bf16 2>/dev/null
 h5dump -a dtype "$TMP/bf.h5" 2>/dev/null | grep -q "bfloat16 products" && pass "forward --dtype records bfloat16" || fail "forward --dtype records bfloat16"
-expect_fail "bad --dtype" "--dtype must be float32 or bfloat16" "$SUBSCOPE" forward --model "$M" --input "$D/golden/prefix-f32.jsonl" --out "$TMP/x.h5" --dtype fp8
+expect_fail "bad --dtype" "--dtype must be float32, bfloat16, float16 or auto" "$SUBSCOPE" forward --model "$M" --input "$D/golden/prefix-f32.jsonl" --out "$TMP/x.h5" --dtype fp8
 
 # predict needs a tokenizer; the random models have none.
 expect_fail "predict without tokenizer" "has no tokenizer" "$SUBSCOPE" predict --model "$M" --prompt hi

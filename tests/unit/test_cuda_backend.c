@@ -267,3 +267,51 @@ TEST(cuda_emulated_collect_matches_cpu) {
     ss_h5_close_read(ra);
     ss_h5_close_read(rb);
 }
+
+/* float16 weights on the GPU (tensor-core products of f16 operands, fp32
+ * accumulation) against the CPU's float32 with the same weights, and
+ * --dtype auto keeping each checkpoint's own 16-bit type on the GPU. The
+ * 16-bit weights are the files' own (the F16 and BF16 checkpoints), so only
+ * the activations' rounding into the products differs from float32: 2^-11
+ * relative for f16, 2^-8 for bf16. Logits within 1.5e-2 (f16; measured
+ * 3.7e-3) and 6e-2 (bf16; measured 1.8e-2) of float32. */
+TEST(cuda_emulated_float16_and_auto_placement) {
+    const char *models[3] = {"qwen2-bias-tied", "f16-sharded", "bf16"};
+    const int want_auto[3] = {SS_WDTYPE_F16, SS_WDTYPE_F16, SS_WDTYPE_BF16};
+    for (int k = 0; k < 3; k++) {
+        char dir[512];
+        snprintf(dir, sizeof dir, "%s/models/%s", ss_test_data_dir(), models[k]);
+        ss_model *m = NULL, *m16 = NULL;
+        ss_backend *gpu = NULL;
+        CHECK_OK(ss_model_load(dir, &m));
+        CHECK_OK(ss_model_load(dir, &m16));
+        CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
+        CHECK_OK(ss_model_place(m16, gpu, SS_WDTYPE_AUTO));
+        CHECK_MSG(ss_model_weights(m16, gpu)->wdtype == want_auto[k], "%s: auto placed dtype %d", models[k],
+                  ss_model_weights(m16, gpu)->wdtype);
+        CHECK_OK(ss_model_place(m, ss_backend_cpu(), SS_WDTYPE_AUTO)); /* the CPU: float32, nothing placed */
+        CHECK(ss_model_weights(m, ss_backend_cpu())->wdtype == SS_WDTYPE_F32);
+        CHECK_ERR(ss_model_place(m, ss_backend_cpu(), SS_WDTYPE_F16), SS_ERR_UNSUPPORTED, "float16 weights are for GPUs");
+        int32_t toks[12];
+        for (int i = 0; i < 12; i++) toks[i] = (int32_t)((i * 29 + 5) % m->cfg.vocab_size);
+        int64_t start[2] = {0, 5}, len[2] = {5, 7};
+        ss_packing pk = {2, 12, start, len};
+        ss_forward_opts o = {.logits = SS_LOGITS_ALL};
+        float *la = NULL, *lb = NULL;
+        CHECK_OK(ss_forward(m, ss_backend_cpu(), toks, &pk, &o, &la));
+        CHECK_OK(ss_forward(m16, gpu, toks, &pk, &o, &lb));
+        double worst = 0;
+        for (int64_t i = 0; la && lb && i < 12 * m->cfg.vocab_size; i++) {
+            double e = fabs((double)la[i] - lb[i]);
+            worst = e > worst ? e : worst;
+        }
+        CHECK_MSG(worst <= (want_auto[k] == SS_WDTYPE_F16 ? 1.5e-2 : 6e-2), "%s: 16-bit products differ from float32 by %.3g",
+                  models[k], worst);
+        printf(" [%s %s: max |logit diff| %.2e]", models[k], want_auto[k] == SS_WDTYPE_F16 ? "f16" : "bf16", worst);
+        free(la);
+        free(lb);
+        ss_model_free(m);
+        ss_model_free(m16);
+        ss_backend_cuda_close(gpu);
+    }
+}
