@@ -38,7 +38,7 @@ out=$("$SUBSCOPE" info --config "$TMP/7b.json" --tokens 16384 2>&1)
 printf '%s' "$out" | grep -q "^parameters   6738415616 (6.74 B): weights 25.1 GiB in float32, 12.6 GiB in bfloat16" &&
     printf '%s' "$out" | grep -q "^16384 tokens" && pass "info --config on a 7B shape: parameters, weights per dtype, batch totals" ||
     fail "info --config 7B" "$(printf '%s' "$out" | head -4)"
-sum=$("$SUBSCOPE" info --config "$TMP/7b.json" --pipeline 4 | awk '/^stage/ {s += $5} END {print s}')
+sum=$("$SUBSCOPE" info --config "$TMP/7b.json" --pipeline 4 | awk '/^stage/ {s += $5} END {printf "%.0f", s}')
 [ "$sum" = 6738415616 ] && pass "info --config --pipeline 4: the stages' parameters add up to the model's" || fail "info --pipeline stages" "sum $sum"
 
 # collect: per-group statistics at the up projection and the kv-head keys.
