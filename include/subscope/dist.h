@@ -68,6 +68,12 @@ ss_status ss_comm_allreduce_f64(ss_comm *c, double *v, size_t n);
 #define SS_COMM_MAX_TAG 4095
 ss_status ss_comm_send(ss_comm *c, int dest, int tag, const void *buf, size_t n);
 ss_status ss_comm_recv(ss_comm *c, int src, int tag, void *buf, size_t n);
+/* A send that may complete later: buf must stay untouched until ss_comm_wait
+ * (*req NULL where the communicator sent it at once). Matching and order are
+ * those of ss_comm_send; the wait is bounded by the timeout. */
+typedef struct ss_comm_req ss_comm_req;
+ss_status ss_comm_isend(ss_comm *c, int dest, int tag, const void *buf, size_t n, ss_comm_req **req);
+ss_status ss_comm_wait(ss_comm *c, ss_comm_req *req);
 
 /* Ends every rank of a multi-rank job, after printing "subscope: error on
  * rank R of N (host H), stopping every rank: message" on stderr; exit status code. One rank cannot simply

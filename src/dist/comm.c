@@ -33,7 +33,7 @@ static ss_status single_recv(ss_comm *c, int src, int tag, void *buf, size_t n, 
 }
 static void single_abort(ss_comm *c, int code) { (void)c, (void)code; }
 static void single_free(ss_comm *c) { (void)c; }
-static const ss_comm_ops single_ops = {single_send, single_recv, single_abort, single_free, NULL, NULL};
+static const ss_comm_ops single_ops = {single_send, single_recv, single_abort, single_free, NULL, NULL, NULL, NULL};
 
 static double env_timeout(void) {
     const char *e = getenv("SUBSCOPE_DIST_TIMEOUT");
@@ -204,6 +204,16 @@ ss_status ss_comm_send(ss_comm *c, int dest, int tag, const void *buf, size_t n)
     SS_TRY(check_peer(c, dest, "send"));
     return c->ops->send(c, dest, tag, buf, n, "send");
 }
+
+ss_status ss_comm_isend(ss_comm *c, int dest, int tag, const void *buf, size_t n, ss_comm_req **req) {
+    *req = NULL;
+    if (tag < 0 || tag > SS_COMM_MAX_TAG) return ss_errorf(SS_ERR_ARG, "send: tag %d outside 0..%d", tag, SS_COMM_MAX_TAG);
+    SS_TRY(check_peer(c, dest, "send"));
+    if (!c->ops->isend) return c->ops->send(c, dest, tag, buf, n, "send");
+    return c->ops->isend(c, dest, tag, buf, n, req);
+}
+
+ss_status ss_comm_wait(ss_comm *c, ss_comm_req *req) { return req ? c->ops->wait(c, req) : SS_OK; }
 
 ss_status ss_comm_recv(ss_comm *c, int src, int tag, void *buf, size_t n) {
     if (tag < 0 || tag > SS_COMM_MAX_TAG) return ss_errorf(SS_ERR_ARG, "recv: tag %d outside 0..%d", tag, SS_COMM_MAX_TAG);

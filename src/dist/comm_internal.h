@@ -19,6 +19,10 @@ typedef struct ss_comm_ops {
      * between a buffer on c's device and host memory, bounded by c->timeout. */
     ss_status (*dev_to_host)(ss_comm *c, void *host, const void *dev, size_t n);
     ss_status (*host_to_dev)(ss_comm *c, void *dev, const void *host, size_t n);
+    /* Optional (NULL: ss_comm_isend sends at once): a send that completes
+     * later, in ss_comm_wait, within c->timeout from the wait's start. */
+    ss_status (*isend)(ss_comm *c, int dest, int tag, const void *buf, size_t n, ss_comm_req **req);
+    ss_status (*wait)(ss_comm *c, ss_comm_req *req);
 } ss_comm_ops;
 
 struct ss_comm {

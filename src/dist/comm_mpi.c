@@ -105,6 +105,40 @@ static ss_status mpi_recv(ss_comm *c, int src, int tag, void *buf, size_t n, con
     return SS_OK;
 }
 
+/* A nonblocking send: its chunks' requests, completed in mpi_wait. */
+struct ss_comm_req {
+    int dest, n;
+    MPI_Request rq[];
+};
+
+static ss_status mpi_isend(ss_comm *c, int dest, int tag, const void *buf, size_t n, ss_comm_req **out) {
+    const int chunks = n ? (int)((n + CHUNK - 1) / CHUNK) : 1;
+    ss_comm_req *q = ss_malloc(sizeof *q + (size_t)chunks * sizeof(MPI_Request), "send request");
+    if (!q) return SS_ERR_NOMEM;
+    q->dest = dest;
+    q->n = 0;
+    size_t off = 0;
+    do {
+        size_t len = n - off < CHUNK ? n - off : CHUNK;
+        int rc = MPI_Isend((const char *)buf + off, (int)len, MPI_BYTE, dest, tag, MPI_COMM_WORLD, &q->rq[q->n]);
+        if (rc != MPI_SUCCESS) {
+            free(q); /* started chunks are left to the abort that follows the error */
+            return mpi_fail(c, rc, "MPI_Isend", dest, "send");
+        }
+        q->n++;
+        off += len;
+    } while (off < n);
+    *out = q;
+    return SS_OK;
+}
+
+static ss_status mpi_wait(ss_comm *c, ss_comm_req *q) {
+    ss_status st = SS_OK;
+    for (int i = 0; i < q->n && !st; i++) st = wait_for(c, &q->rq[i], MPI_STATUS_IGNORE, q->dest, "send", 1);
+    free(q);
+    return st;
+}
+
 static void mpi_abort(ss_comm *c, int code) {
     (void)c;
     MPI_Abort(MPI_COMM_WORLD, code);
@@ -112,7 +146,7 @@ static void mpi_abort(ss_comm *c, int code) {
 
 static void mpi_free(ss_comm *c) { (void)c; /* MPI itself is finalised at exit: it cannot be initialised twice */ }
 
-static const ss_comm_ops mpi_ops = {mpi_send, mpi_recv, mpi_abort, mpi_free, NULL, NULL};
+static const ss_comm_ops mpi_ops = {mpi_send, mpi_recv, mpi_abort, mpi_free, NULL, NULL, mpi_isend, mpi_wait};
 
 ss_status ss_comm_mpi_open(ss_comm **out) {
     *out = NULL;

@@ -99,9 +99,21 @@ typedef struct {
     ss_comm *comm;
     int rank, writer;       /* the writer (rank 0; a pipeline's last stage) has the file */
     int piped;              /* pipeline stages: blocks wait here until the stage's batch is done */
-    struct pending { int64_t hdr[12]; void *buf; } *pending;
-    int n_pending, cap_pending;
+    struct outgoing *head, *tail; /* a stage's blocks for the writer, oldest first */
+    int64_t batch;          /* this stage's batch number */
 } fwd_job_ctx;
+
+/* A block a pipeline stage sends the writer: held during its batch, then in
+ * flight (nonblocking) while the stage goes on; the stage waits for it only
+ * a pipeline's depth of batches later. */
+struct outgoing {
+    int64_t hdr[12];
+    void *buf;              /* NULL: the header alone (the end of a batch) */
+    int64_t batch;
+    int sent;
+    ss_comm_req *rh, *rb;
+    struct outgoing *next;
+};
 
 /* Messages from a rank to rank 0: a header, then (unless it ends the batch) the block. */
 enum { TAG_HEADER = 1, TAG_BLOCK = 2 };
@@ -117,6 +129,65 @@ static ss_status send_block(fwd_job_ctx *c, const int64_t *hdr, void *buf) {
     return st;
 }
 
+static ss_status hold(fwd_job_ctx *c, const int64_t *hdr, void *buf) {
+    struct outgoing *o = ss_calloc(1, sizeof *o, "block for the writer");
+    if (!o) {
+        free(buf);
+        return SS_ERR_NOMEM;
+    }
+    memcpy(o->hdr, hdr, H_LEN * sizeof(int64_t));
+    o->buf = buf;
+    o->batch = c->batch;
+    if (c->tail) c->tail->next = o;
+    else c->head = o;
+    c->tail = o;
+    return SS_OK;
+}
+
+/* Waits for (and frees) the sends of batches up to `upto`; all with upto < 0. */
+static ss_status retire(fwd_job_ctx *c, int64_t upto) {
+    ss_status st = SS_OK;
+    while (c->head && c->head->sent && (upto < 0 || c->head->batch <= upto)) {
+        struct outgoing *o = c->head;
+        ss_status a = ss_comm_wait(c->comm, o->rh), b = ss_comm_wait(c->comm, o->rb);
+        if (!st) st = a ? a : b;
+        c->head = o->next;
+        if (!c->head) c->tail = NULL;
+        free(o->buf);
+        free(o);
+    }
+    return st;
+}
+
+static void drop_outgoing(fwd_job_ctx *c) {
+    while (c->head) { /* after an error: the job is stopping, requests are abandoned to the abort */
+        struct outgoing *o = c->head;
+        c->head = o->next;
+        free(o->buf);
+        free(o);
+    }
+    c->tail = NULL;
+}
+
+/* The end of this rank's batch. A pipeline stage starts sending its held
+ * blocks and the end mark, and waits only for those of the batch one
+ * pipeline's depth back: the writer takes a batch's blocks after its own
+ * part of that batch, and the stage goes on meanwhile. */
+static ss_status end_batch(fwd_job_ctx *c) {
+    int64_t hdr[H_LEN] = {DS_END};
+    if (!c->piped) return ss_comm_send(c->comm, c->writer, TAG_HEADER, hdr, sizeof hdr);
+    SS_TRY(hold(c, hdr, NULL));
+    for (struct outgoing *o = c->head; o; o = o->next) {
+        if (o->sent) continue;
+        o->sent = 1;
+        SS_TRY(ss_comm_isend(c->comm, c->writer, TAG_HEADER, o->hdr, H_LEN * sizeof(int64_t), &o->rh));
+        if (o->buf) SS_TRY(ss_comm_isend(c->comm, c->writer, TAG_BLOCK, o->buf, (size_t)o->hdr[H_BYTES], &o->rb));
+    }
+    const int64_t depth = ss_comm_size(c->comm);
+    c->batch++;
+    return retire(c, c->batch - 1 - depth);
+}
+
 /* Writes buf (malloc'd, consumed) to hyperslab [start, start+count) of
  * dataset ds: queued on the writer, sent to it elsewhere. A pipeline stage
  * holds its blocks until its part of the batch is done: sending them during
@@ -130,31 +201,7 @@ static ss_status emit(fwd_job_ctx *c, int64_t ds, int nd, const int64_t *start, 
     for (int i = 0; i < nd; i++) hdr[H_START + i] = start[i], hdr[H_COUNT + i] = count[i];
     hdr[H_BYTES] = (int64_t)bytes;
     if (!c->piped) return send_block(c, hdr, buf);
-    if (c->n_pending == c->cap_pending) {
-        int cap = c->cap_pending ? 2 * c->cap_pending : 16;
-        struct pending *np = ss_realloc(c->pending, (size_t)cap * sizeof *np, "blocks for the writer");
-        if (!np) {
-            free(buf);
-            return SS_ERR_NOMEM;
-        }
-        c->pending = np;
-        c->cap_pending = cap;
-    }
-    memcpy(c->pending[c->n_pending].hdr, hdr, sizeof hdr);
-    c->pending[c->n_pending++].buf = buf;
-    return SS_OK;
-}
-
-/* Sends the held blocks (pipeline) and the end of this rank's batch. */
-static ss_status end_batch(fwd_job_ctx *c) {
-    ss_status st = SS_OK;
-    for (int i = 0; i < c->n_pending; i++) {
-        if (!st) st = send_block(c, c->pending[i].hdr, c->pending[i].buf);
-        else free(c->pending[i].buf);
-    }
-    c->n_pending = 0;
-    int64_t hdr[H_LEN] = {DS_END};
-    return st ? st : ss_comm_send(c->comm, c->writer, TAG_HEADER, hdr, sizeof hdr);
+    return hold(c, hdr, buf);
 }
 
 /* The writer: rank r's blocks of prompts [b0, b0+nb), checked, into the writer queue. */
@@ -357,6 +404,7 @@ compute:;
         }
         if (progress) progress(job->progress_ctx, written, N);
     }
+    if (c.piped && rank != c.writer && (st = retire(&c, -1))) goto out;
     if (c.piped && (st = ss_pipeline_report(run.m, c.writer, h, job->progress != NULL))) goto out;
     if (rank != c.writer) goto out;
     st = ss_h5_queue_finish(c.q);
@@ -390,8 +438,7 @@ out: /* on failure: stop the writer, close what is open, then drop the temporary
         if (c.acts[i]) ss_h5_dset_close(c.acts[i]);
     if (c.logits) ss_h5_dset_close(c.logits);
     if (h) ss_h5_abort(h);
-    for (int i = 0; i < c.n_pending; i++) free(c.pending[i].buf);
-    free(c.pending);
+    drop_outgoing(&c);
     free(c.acts);
     free(lg);
     free(want);

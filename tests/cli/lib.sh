@@ -17,3 +17,14 @@ expect_fail() {
     else fail "$n" "exit $rc (want 1), stderr: $(printf '%s' "$out" | tail -n 3)" "wanted: $sub"; fi
 }
 finish() { echo "$SS_PASS passed, $SS_FAIL failed"; [ $SS_FAIL -eq 0 ]; }
+# rank_pid ANCESTOR R: the pid of MPI rank R started under pid ANCESTOR (timeout -> mpirun ->
+# rank, or mpirun -> rank), found by its environment; empty if none.
+ppid_of() { cut -d' ' -f4 "/proc/$1/stat" 2>/dev/null; }
+rank_pid() {
+    local d p
+    for d in /proc/[0-9]*; do
+        p=$(ppid_of "${d#/proc/}")
+        if [ "$p" != "$1" ] && { [ -z "$p" ] || [ "$(ppid_of "$p")" != "$1" ]; }; then continue; fi
+        tr '\0' '\n' <"$d/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2" && { echo "${d#/proc/}"; return; }
+    done
+}

@@ -93,16 +93,6 @@ if [ $rc -ne 0 ] && [ $rc -ne 124 ] && printf '%s' "$res" | grep -q "error on ra
     pass "ablate -np 2 with a bad mask: every rank stops (exit $rc) with the message, no file"
 else fail "ablate -np 2 with a bad mask" "exit $rc" "$(printf '%s' "$res" | tail -n 3)"; fi
 
-# The pid of rank R started under pid ANCESTOR (timeout -> mpirun -> rank), by its environment.
-ppid_of() { cut -d' ' -f4 "/proc/$1/stat" 2>/dev/null; }
-rank_pid() { # rank_pid ANCESTOR R
-    local d p
-    for d in /proc/[0-9]*; do
-        p=$(ppid_of "${d#/proc/}")
-        if [ "$p" != "$1" ] && { [ -z "$p" ] || [ "$(ppid_of "$p")" != "$1" ]; }; then continue; fi
-        tr '\0' '\n' <"$d/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2" && { echo "${d#/proc/}"; return; }
-    done
-}
 
 # Checkpoints: 3 ranks write them (rank 0), a killed job leaves the last one, and 3 ranks
 # resume a checkpoint that 2 ranks wrote.

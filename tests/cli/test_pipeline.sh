@@ -154,15 +154,6 @@ expect_fail "--max-memory takes sizes" "--max-memory must be a positive size" \
     "$SUBSCOPE" forward --model $M --input $P --max-memory 12Q --out "$TMP/x.h5"
 
 # A stage that hangs: its neighbours give up after SUBSCOPE_DIST_TIMEOUT and name it.
-ppid_of() { cut -d' ' -f4 "/proc/$1/stat" 2>/dev/null; }
-rank_pid() { # rank_pid ANCESTOR R
-    local d p
-    for d in /proc/[0-9]*; do
-        p=$(ppid_of "${d#/proc/}")
-        if [ "$p" != "$1" ] && { [ -z "$p" ] || [ "$(ppid_of "$p")" != "$1" ]; }; then continue; fi
-        tr '\0' '\n' <"$d/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2" && { echo "${d#/proc/}"; return; }
-    done
-}
 t0=$(date +%s)
 SUBSCOPE_DIST_TIMEOUT=2 timeout 60 $MPI -np 2 "$SUBSCOPE" forward --model $M --input "$TMP/huge.jsonl" --batch 4 --pipeline 2 \
     --out "$TMP/h.h5" >"$TMP/h.log" 2>&1 &
