@@ -227,8 +227,9 @@ static ss_status load_weights_llama(ss_model *m) {
     if (!inv) return SS_ERR_NOMEM;
     ss_config_rope_inv_freq(c, inv);
     /* A Llama 3.x GGUF's rope_freqs.weight (its form of llama3 scaling):
-     * llama.cpp divides each rotary angle by the factor. */
-    const ss_tensor_info *rf = ss_weights_find(m->weights, SS_GGUF_ROPE_FREQS);
+     * llama.cpp divides each rotary angle by the factor. (Only GGUF files:
+     * a Hugging Face directory's scaling is in its config.json.) */
+    const ss_tensor_info *rf = ss_model_path_is_gguf(m->dir) ? ss_weights_find(m->weights, SS_GGUF_ROPE_FREQS) : NULL;
     if (rf) {
         if (rf->ndim != 1 || rf->shape[0] != dh / 2)
             return ss_errorf(SS_ERR_FORMAT, "%s: tensor '%s' must have shape [%lld] (d_head / 2)", m->dir, rf->name,
