@@ -56,9 +56,16 @@ ss_run_requeueable() {
     fi
     if ! scontrol requeue "${SLURM_JOB_ID:?not inside a Slurm job}"; then
         echo "subscope-slurm: scontrol requeue failed (was the job submitted with --requeue?); the run goes on until the time limit" >&2
+        wait "$pid"; rc=$?
+        trap - USR1
+        return $rc
     fi
-    # The requeue ends this shell and the steps; if it did not, wait for the run as usual.
-    wait "$pid"; rc=$?
+    # The requeue ends the steps and then this shell. The steps may end first (srun sees its
+    # tasks killed): were the shell to exit now with their failure, a busy controller could
+    # record the job as FAILED before it requeues it, so the shell waits to be ended.
+    wait "$pid" 2>/dev/null
+    for _ in $(seq 1 600); do sleep 0.2; done
+    echo "subscope-slurm: still running 120 s after the requeue; exiting" >&2
     trap - USR1
-    return $rc
+    return 1
 }
