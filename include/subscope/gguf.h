@@ -3,8 +3,10 @@
  * length and offset read from the file is checked against the file size
  * (overflow-safe), every metadata value is parsed, every tensor's byte range
  * lies inside the data section. Tensors dequantise to fp32 from F32, F16,
- * BF16, F64, Q8_0, Q4_0 and Q4_1; other ggml types are recognised (the file
- * opens) but refused by name on conversion. docs/GGUF.md has the details. */
+ * BF16, F64, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and the K-quants Q2_K, Q3_K, Q4_K,
+ * Q5_K, Q6_K, Q8_K; other ggml types (Q8_1, the IQ and TQ families, MXFP4,
+ * the integer types) are recognised (the file opens) but refused by name on
+ * conversion. docs/GGUF.md has the details. */
 #ifndef SUBSCOPE_GGUF_H
 #define SUBSCOPE_GGUF_H
 
@@ -40,7 +42,15 @@ enum {
     SS_GGML_F16 = 1,
     SS_GGML_Q4_0 = 2,
     SS_GGML_Q4_1 = 3,
+    SS_GGML_Q5_0 = 6,
+    SS_GGML_Q5_1 = 7,
     SS_GGML_Q8_0 = 8,
+    SS_GGML_Q2_K = 10,
+    SS_GGML_Q3_K = 11,
+    SS_GGML_Q4_K = 12,
+    SS_GGML_Q5_K = 13,
+    SS_GGML_Q6_K = 14,
+    SS_GGML_Q8_K = 15,
     SS_GGML_F64 = 28,
     SS_GGML_BF16 = 30
 };

@@ -17,9 +17,16 @@
 extern "C" {
 #endif
 
+/* The per-frequency rotary divisors of a Llama 3.x GGUF (llama.cpp's
+ * rope_freqs.weight, [d_head / 2] F32): ss_gguf_model_open keeps the tensor
+ * under this name, and the model loader divides each inverse frequency by
+ * its factor (as llama.cpp divides the rotary angle). */
+#define SS_GGUF_ROPE_FREQS "rope_freqs.weight"
+
 /* Opens path (general.architecture "llama"). *weights holds every tensor as
  * F32 under its Hugging Face name (model.embed_tokens.weight,
- * model.layers.{l}.self_attn.q_proj.weight, ..., lm_head.weight unless tied).
+ * model.layers.{l}.self_attn.q_proj.weight, ..., lm_head.weight unless tied)
+ * and, if the file has one, SS_GGUF_ROPE_FREQS.
  * *tok is NULL when the file has no tokenizer.ggml.model; pass tok = NULL to
  * skip the tokenizer. On failure nothing is returned and the message names
  * the file and the key or tensor at fault. */

@@ -97,7 +97,9 @@ const char *ss_ggml_type_name(uint32_t type) {
 int ss_ggml_type_supported(uint32_t type) {
     switch (type) {
     case SS_GGML_F32: case SS_GGML_F16: case SS_GGML_BF16: case SS_GGML_F64:
-    case SS_GGML_Q8_0: case SS_GGML_Q4_0: case SS_GGML_Q4_1: return 1;
+    case SS_GGML_Q8_0: case SS_GGML_Q4_0: case SS_GGML_Q4_1: case SS_GGML_Q5_0: case SS_GGML_Q5_1:
+    case SS_GGML_Q2_K: case SS_GGML_Q3_K: case SS_GGML_Q4_K: case SS_GGML_Q5_K: case SS_GGML_Q6_K:
+    case SS_GGML_Q8_K: return 1;
     default: return 0;
     }
 }
@@ -711,12 +713,130 @@ int ss_gguf_array_get(const ss_gguf_value *arr, uint64_t i, ss_gguf_value *out) 
 
 static float f16_at(const uint8_t *p) { return ss_f16_to_f32((uint16_t)(p[0] | (p[1] << 8))); }
 
-/* n elements (a whole number of blocks) from src into out. The block layouts
- * are ggml's: Q8_0 = f16 d, 32 x int8 (x = q*d); Q4_0 = f16 d, 16 bytes whose
- * low nibbles are elements 0..15 and high nibbles 16..31 (x = (q-8)*d);
- * Q4_1 = f16 d, f16 m, 16 bytes as Q4_0 (x = q*d + m). Products and sums
- * are rounded separately, as ggml and gguf-py do (no fused multiply-add), so
- * the results match theirs bit for bit. */
+/* q*d + m (or q*d - m) with the product rounded to float before the sum, as
+ * ggml and gguf-py compute it; volatile keeps any compiler from fusing the two
+ * into one multiply-add, whose single rounding would differ in the last bit. */
+static inline float mul_add(float q, float d, float m) {
+    volatile float p = q * d;
+    return p + m;
+}
+
+/* The 6-bit scale and minimum of sub-block j (0..7) of a Q4_K/Q5_K super-block,
+ * from its 12 packed bytes: sub-blocks 0..3 keep theirs in the low 6 bits of
+ * bytes j (scale) and j+4 (min); sub-blocks 4..7 take the low/high nibble of
+ * byte j+4 for the low 4 bits and the top 2 bits of bytes j-4 / j for the high
+ * two. */
+static void k_scale_min(const uint8_t *sc, int j, int *scale, int *min) {
+    if (j < 4) {
+        *scale = sc[j] & 63;
+        *min = sc[j + 4] & 63;
+    } else {
+        *scale = (sc[j + 4] & 0x0f) | ((sc[j - 4] >> 6) << 4);
+        *min = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+    }
+}
+
+/* ggml's K-quants: super-blocks of QK_K = 256 elements made of 16 or 8
+ * sub-blocks, each with its own scale (and minimum) quantised against the
+ * super-block's f16 d (and dmin). Elements come out in ggml's order; the
+ * layouts are in docs/GGUF.md. */
+static void dequant_q2_k(const uint8_t *src, size_t nb, float *out) {
+    /* scales[16] (low nibble scale, high nibble min), qs[64] (2 bits), d, dmin */
+    for (size_t b = 0; b < nb; b++, src += 84, out += 256) {
+        const float d = f16_at(src + 80), dmin = f16_at(src + 82);
+        for (int e = 0; e < 256; e++) {
+            const int h = e >> 7, s = (e >> 5) & 3, l = e & 31;
+            const uint8_t sc = src[e >> 4];
+            const float dl = d * (float)(sc & 0x0f), ml = dmin * (float)(sc >> 4);
+            const int q = (src[16 + h * 32 + l] >> (2 * s)) & 3;
+            out[e] = mul_add((float)q, dl, -ml);
+        }
+    }
+}
+
+static void dequant_q3_k(const uint8_t *src, size_t nb, float *out) {
+    /* hmask[32] (bit k of byte l: element 32k + l), qs[64] (low 2 bits),
+     * scales[12] (16 6-bit scales, offset 32), d */
+    for (size_t b = 0; b < nb; b++, src += 110, out += 256) {
+        const uint8_t *hm = src, *qs = src + 32, *sc = src + 96;
+        const float d = f16_at(src + 108);
+        float dl[16];
+        for (int j = 0; j < 16; j++) {
+            const int lo = j < 8 ? sc[j] & 0x0f : sc[j - 8] >> 4;
+            const int hi = (sc[8 + (j & 3)] >> (2 * (j >> 2))) & 3;
+            dl[j] = d * (float)((lo | (hi << 4)) - 32);
+        }
+        for (int e = 0; e < 256; e++) {
+            const int h = e >> 7, s = (e >> 5) & 3, l = e & 31;
+            /* a clear high bit subtracts 4 (ggml's offset encoding) */
+            const int q = ((qs[h * 32 + l] >> (2 * s)) & 3) - ((hm[l] >> (e >> 5)) & 1 ? 0 : 4);
+            out[e] = dl[e >> 4] * (float)q;
+        }
+    }
+}
+
+static void dequant_q4_k(const uint8_t *src, size_t nb, float *out) {
+    /* d, dmin, scales[12], qs[128]: sub-block j uses the low (j even) or
+     * high (j odd) nibbles of bytes 32*(j/2) .. +31 */
+    for (size_t b = 0; b < nb; b++, src += 144, out += 256) {
+        const float d = f16_at(src), dmin = f16_at(src + 2);
+        const uint8_t *qs = src + 16;
+        for (int j = 0; j < 8; j++) {
+            int sc, mn;
+            k_scale_min(src + 4, j, &sc, &mn);
+            const float dl = d * (float)sc, ml = dmin * (float)mn;
+            const uint8_t *q = qs + 32 * (j >> 1);
+            const int shift = 4 * (j & 1);
+            for (int l = 0; l < 32; l++) out[32 * j + l] = mul_add((float)((q[l] >> shift) & 0x0f), dl, -ml);
+        }
+    }
+}
+
+static void dequant_q5_k(const uint8_t *src, size_t nb, float *out) {
+    /* d, dmin, scales[12], qh[32] (bit j of byte l: sub-block j, element l),
+     * qs[128] as Q4_K */
+    for (size_t b = 0; b < nb; b++, src += 176, out += 256) {
+        const float d = f16_at(src), dmin = f16_at(src + 2);
+        const uint8_t *qh = src + 16, *qs = src + 48;
+        for (int j = 0; j < 8; j++) {
+            int sc, mn;
+            k_scale_min(src + 4, j, &sc, &mn);
+            const float dl = d * (float)sc, ml = dmin * (float)mn;
+            const uint8_t *q = qs + 32 * (j >> 1);
+            const int shift = 4 * (j & 1);
+            for (int l = 0; l < 32; l++) {
+                const int v = ((q[l] >> shift) & 0x0f) | (((qh[l] >> j) & 1) << 4);
+                out[32 * j + l] = mul_add((float)v, dl, -ml);
+            }
+        }
+    }
+}
+
+static void dequant_q6_k(const uint8_t *src, size_t nb, float *out) {
+    /* ql[128] (low 4 bits), qh[64] (high 2 bits), scales[16] int8, d; each
+     * half of 128 elements: element 64s + m takes nibble s of ql[64h + m],
+     * element 32t + l takes bits 2t..2t+1 of qh[32h + l] */
+    for (size_t b = 0; b < nb; b++, src += 210, out += 256) {
+        const uint8_t *ql = src, *qh = src + 128;
+        const int8_t *sc = (const int8_t *)(src + 192);
+        const float d = f16_at(src + 208);
+        for (int e = 0; e < 256; e++) {
+            const int h = e >> 7, r = e & 127;
+            const int lo = (ql[64 * h + (r & 63)] >> (4 * (r >> 6))) & 0x0f;
+            const int hi = (qh[32 * h + (r & 31)] >> (2 * (r >> 5))) & 3;
+            out[e] = d * (float)sc[e >> 4] * (float)((lo | (hi << 4)) - 32);
+        }
+    }
+}
+
+/* n elements (a whole number of blocks) from src into out. The 32-element
+ * layouts are ggml's: Q8_0 = f16 d, 32 x int8 (x = q*d); Q4_0 = f16 d, 16
+ * bytes whose low nibbles are elements 0..15 and high nibbles 16..31
+ * (x = (q-8)*d); Q4_1 = f16 d, f16 m, 16 bytes as Q4_0 (x = q*d + m);
+ * Q5_0/Q5_1 = Q4_0/Q4_1 with a u32 after the f16s whose bit j is the fifth
+ * bit of element j (Q5_0: x = (q-16)*d). Products and sums are rounded
+ * separately, as ggml and gguf-py do (no fused multiply-add), so the results
+ * match theirs bit for bit. */
 static void dequant(uint32_t type, const uint8_t *src, size_t n, float *out) {
     switch (type) {
     case SS_GGML_F32:
@@ -754,11 +874,47 @@ static void dequant(uint32_t type, const uint8_t *src, size_t n, float *out) {
         for (size_t b = 0; b < n / 32; b++, src += 20, out += 32) {
             float d = f16_at(src), m = f16_at(src + 2);
             for (int j = 0; j < 16; j++) {
-                /* volatile: keeps any compiler from fusing q*d + m */
-                volatile float lo = (float)(src[4 + j] & 0x0f) * d, hi = (float)(src[4 + j] >> 4) * d;
-                out[j] = lo + m;
-                out[j + 16] = hi + m;
+                out[j] = mul_add((float)(src[4 + j] & 0x0f), d, m);
+                out[j + 16] = mul_add((float)(src[4 + j] >> 4), d, m);
             }
+        }
+        break;
+    case SS_GGML_Q5_0:
+        for (size_t b = 0; b < n / 32; b++, src += 22, out += 32) {
+            const float d = f16_at(src);
+            const uint32_t qh = (uint32_t)le(src + 2, 4);
+            for (int j = 0; j < 16; j++) {
+                const int lo = (src[6 + j] & 0x0f) | (int)(((qh >> j) & 1) << 4);
+                const int hi = (src[6 + j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4);
+                out[j] = (float)(lo - 16) * d;
+                out[j + 16] = (float)(hi - 16) * d;
+            }
+        }
+        break;
+    case SS_GGML_Q5_1:
+        for (size_t b = 0; b < n / 32; b++, src += 24, out += 32) {
+            const float d = f16_at(src), m = f16_at(src + 2);
+            const uint32_t qh = (uint32_t)le(src + 4, 4);
+            for (int j = 0; j < 16; j++) {
+                const int lo = (src[8 + j] & 0x0f) | (int)(((qh >> j) & 1) << 4);
+                const int hi = (src[8 + j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4);
+                out[j] = mul_add((float)lo, d, m);
+                out[j + 16] = mul_add((float)hi, d, m);
+            }
+        }
+        break;
+    case SS_GGML_Q2_K: dequant_q2_k(src, n / 256, out); break;
+    case SS_GGML_Q3_K: dequant_q3_k(src, n / 256, out); break;
+    case SS_GGML_Q4_K: dequant_q4_k(src, n / 256, out); break;
+    case SS_GGML_Q5_K: dequant_q5_k(src, n / 256, out); break;
+    case SS_GGML_Q6_K: dequant_q6_k(src, n / 256, out); break;
+    case SS_GGML_Q8_K:
+        /* f32 d, 256 x int8, then 16 int16 block sums that only ggml's dot
+         * products use */
+        for (size_t b = 0; b < n / 256; b++, src += 292, out += 256) {
+            float d;
+            memcpy(&d, src, 4);
+            for (int j = 0; j < 256; j++) out[j] = d * (float)(int8_t)src[4 + j];
         }
         break;
     default:
@@ -771,7 +927,7 @@ ss_status ss_gguf_rows_to_f32(const ss_gguf *g, const ss_gguf_tensor *t, size_t 
         const char *nm = ss_ggml_type_name(t->type);
         return ss_errorf(SS_ERR_UNSUPPORTED,
                          "%s: tensor \"%s\": ggml type %s is not supported (supported: F32, F16, BF16, F64, Q8_0, "
-                         "Q4_0, Q4_1)", g->path, t->name, nm ? nm : "?");
+                         "Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K)", g->path, t->name, nm ? nm : "?");
     }
     size_t row_len = (size_t)t->ne[0];
     size_t total_rows = row_len ? t->n_elements / row_len : 0;

@@ -6,6 +6,7 @@
  * tokenizers) is refused by name rather than approximated. */
 #include "subscope/gguf_model.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -245,14 +246,32 @@ static ss_status missing(const loader *L, const char *gguf_name, const char *hf_
                      hf_name);
 }
 
+/* rope_freqs.weight: how llama.cpp's converter stores Llama 3.x's llama3 rope
+ * scaling (the file has no rope_scaling metadata for it): one divisor per
+ * rotary frequency, which llama.cpp's rope kernels apply to the angle
+ * (theta / freq_factors[i]). Kept under its GGUF name; the model loader
+ * divides the config's inverse frequencies by it. Every factor must be a
+ * finite positive number. */
+static ss_status take_rope_freqs(loader *L, const ss_config *c) {
+    const ss_gguf_tensor *t = ss_gguf_find_tensor(L->g, SS_GGUF_ROPE_FREQS);
+    if (!t) return SS_OK;
+    const int64_t half[1] = {c->d_head / 2};
+    SS_TRY(take(L, t, SS_GGUF_ROPE_FREQS, 1, half, 0));
+    const ss_tensor_info *ti = ss_weights_find(L->w, SS_GGUF_ROPE_FREQS);
+    const float *f = ti ? (const float *)ti->data : NULL;
+    if (!f) return ss_errorf(SS_ERR_INTERNAL, "%s: rope_freqs.weight was not kept", ss_gguf_path(L->g));
+    for (int64_t i = 0; i < half[0]; i++)
+        if (!(f[i] > 0) || !isfinite(f[i]))
+            return ss_errorf(SS_ERR_FORMAT,
+                             "%s: tensor \"%s\": factor %lld is %g; rotary frequency divisors must be finite and "
+                             "positive", ss_gguf_path(L->g), SS_GGUF_ROPE_FREQS, (long long)i, (double)f[i]);
+    return SS_OK;
+}
+
 static ss_status load_tensors(loader *L, ss_config *c) {
     const ss_gguf *g = L->g;
     const char *path = ss_gguf_path(g);
-    if (ss_gguf_find_tensor(g, "rope_freqs.weight"))
-        return ss_errorf(SS_ERR_UNSUPPORTED,
-                         "%s: tensor \"rope_freqs.weight\" (per-frequency rotary factors, how llama.cpp stores llama3 "
-                         "rope scaling) is not supported",
-                         path);
+    SS_TRY(take_rope_freqs(L, c));
     const ss_gguf_tensor *emb = ss_gguf_find_tensor(g, "token_embd.weight");
     if (!emb) return missing(L, "token_embd.weight", "model.embed_tokens.weight");
     if (emb->n_dims != 2 || emb->shape[1] != c->n_embd) {

@@ -226,6 +226,18 @@ static ss_status load_weights_llama(ss_model *m) {
     float *inv = owned_floats(m, (size_t)(dh / 2), "rotary frequencies");
     if (!inv) return SS_ERR_NOMEM;
     ss_config_rope_inv_freq(c, inv);
+    /* A Llama 3.x GGUF's rope_freqs.weight (its form of llama3 scaling):
+     * llama.cpp divides each rotary angle by the factor. */
+    const ss_tensor_info *rf = ss_weights_find(m->weights, SS_GGUF_ROPE_FREQS);
+    if (rf) {
+        if (rf->ndim != 1 || rf->shape[0] != dh / 2)
+            return ss_errorf(SS_ERR_FORMAT, "%s: tensor '%s' must have shape [%lld] (d_head / 2)", m->dir, rf->name,
+                             (long long)(dh / 2));
+        float *ff = owned_floats(m, (size_t)(dh / 2), rf->name);
+        if (!ff) return SS_ERR_NOMEM;
+        SS_TRY(ss_tensor_to_f32(rf, ff, (size_t)(dh / 2)));
+        for (int64_t i = 0; i < dh / 2; i++) inv[i] /= ff[i];
+    }
     m->w.rope_inv_freq = inv;
     return SS_OK;
 }

@@ -31,6 +31,19 @@ fi
 expect_ok collect $SUBSCOPE collect --model $D/tiny-q8_0.gguf --input "$TMP/p.jsonl" --sites 'blocks.*.mlp.hook_post' \
     --group-by label --out "$TMP/s.h5" --device cpu
 
+# A Llama 3.x-style file: llama3 rope scaling stored as rope_freqs.weight (the lead's
+# llama-gqa-llama3 model converted; tests/gen/gen_llama_gguf.py) gives transformers'
+# logits and every site, within test_forward.sh's fp32 tolerance.
+G=tests/data/golden
+if $SUBSCOPE forward --model $D/llama3-ropefreqs.gguf --input $G/llama-gqa-llama3.jsonl --out "$TMP/l3.h5" \
+        --sites '*' --batch 2 --device cpu >/dev/null 2>"$TMP/err"; then
+    if res=$(${TOOLBIN}h5cmp --atol 1e-4 --rtol 1e-4 $G/llama-gqa-llama3.h5 "$TMP/l3.h5" 2>&1); then
+        pass "llama3 rope_freqs GGUF: logits and every site match transformers"
+    else fail llama3_rope_freqs "$(printf '%s\n' "$res" | grep -E 'FAIL|h5cmp' | head -5)"; fi
+else
+    fail llama3_rope_freqs "$(cat "$TMP/err")"
+fi
+
 expect_fail not_llama 'general.architecture "testarch" is not supported' $SUBSCOPE info --model tests/data/gguf/types.gguf
 expect_fail missing 'no-such.gguf' $SUBSCOPE info --model $D/no-such.gguf
 finish

@@ -15,8 +15,13 @@ value is {"type": T, "value": V}, an array's V is {"elem_type": E, "items": [...
 
 Files: types (every metadata type, arrays of each, nested arrays; tensors in
 F32, F16, BF16, F64, Q8_0, Q4_0, Q4_1 with 1 to 4 dimensions), align64
-(general.alignment = 64) and llama (a llama-architecture-shaped model with
-tokenizer.ggml.* metadata, weights in Q4_1 / Q8_0 / F32).
+(general.alignment = 64), llama (a llama-architecture-shaped model with
+tokenizer.ggml.* metadata, weights in Q4_1 / Q8_0 / F32) and kquants (Q5_0,
+Q5_1 quantised by gguf-py and as random blocks; Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
+Q8_K as random blocks, which gguf-py cannot quantise: dequantisation is
+defined for any bytes. The expected values are gguf-py's dequantize, except
+for Q8_K, which gguf-py does not implement: there they are ggml's
+dequantize_row_q8_K written in numpy, x = d * q in float32).
 
 Run from the repo root: python3 tests/gen/gen_gguf_goldens.py
 (pip install gguf if missing; written with gguf 0.19.0, numpy 2.4.)
@@ -99,6 +104,26 @@ class File:
                              "offset_f32": self.n_f32, "n": int(x.size)})
         self.values.append(back.reshape(-1))
         self.n_f32 += x.size
+
+    def raw(self, name, blocks, qtype, shape):
+        """blocks: uint8 [n_blocks, type_size] written as is; shape: the
+        tensor's numpy (row-major) element shape."""
+        bs, ts = gguf.GGML_QUANT_SIZES[qtype]
+        assert blocks.dtype == np.uint8 and blocks.shape[1] == ts and blocks.shape[0] * bs == int(np.prod(shape))
+        data = blocks.reshape(tuple(shape[:-1]) + (shape[-1] // bs * ts,))
+        self.w.add_tensor(name, data, raw_dtype=qtype)
+        if qtype == Q.Q8_K:
+            d = blocks[:, :4].copy().view("<f4").astype(np.float32)
+            q = blocks[:, 4:4 + 256].copy().view(np.int8).astype(np.float32)
+            back = (d * q).reshape(shape)
+        else:
+            back = gguf.quants.dequantize(data, qtype).astype(np.float32)
+        assert back.shape == tuple(shape) and back.dtype == np.float32, (name, back.shape)
+        assert np.isfinite(back).all(), name  # finite scales: NaN payloads would tie the goldens to one CPU
+        self.tensors.append({"name": name, "type": qtype.name, "ne": list(reversed(shape)),
+                             "offset_f32": self.n_f32, "n": int(back.size)})
+        self.values.append(back.reshape(-1))
+        self.n_f32 += back.size
 
     def close(self):
         w = self.w
@@ -219,6 +244,63 @@ for L in range(n_layer):
     f.tensor(p + "ffn_down.weight", rng.standard_normal((n_embd, n_ff)) * 0.05, Q.Q4_0)
 f.tensor("output_norm.weight", 1 + 0.1 * rng.standard_normal(n_embd), Q.F32)
 f.tensor("output.weight", rng.standard_normal((nv, n_embd)) * 0.02, Q.Q8_0)
+f.close()
+
+# ---- Q5_0/Q5_1 and the K-quants ----
+# Random blocks, with every f16 (and Q8_K's f32) scale field replaced by a
+# random finite value: all other bytes (quants, packed 6-bit scales, high-bit
+# masks) are uniformly random, so every bit pattern of them is exercised.
+kr = np.random.default_rng(94)
+
+# byte offsets of the f16 scale fields (d, dmin, m) in each block type
+F16_FIELDS = {Q.Q5_0: [0], Q.Q5_1: [0, 2], Q.Q2_K: [80, 82], Q.Q3_K: [108], Q.Q4_K: [0, 2],
+              Q.Q5_K: [0, 2], Q.Q6_K: [208]}
+
+
+def finite_f16(n):
+    """Random finite halves: every sign, exponent (subnormals included) and mantissa."""
+    h = kr.integers(0, 1 << 16, n, dtype=np.uint32)
+    inf_nan = ((h >> 10) & 0x1F) == 0x1F
+    h[inf_nan] ^= 1 << 14  # exponent 31 -> 15 (|x| in [1, 2))
+    return h.astype(np.uint16)
+
+
+def random_blocks(qtype, n_blocks, special=True):
+    bs, ts = gguf.GGML_QUANT_SIZES[qtype]
+    b = kr.integers(0, 256, (n_blocks, ts), dtype=np.uint8)
+    if qtype == Q.Q8_K:
+        d = (kr.standard_normal(n_blocks) * 10.0 ** kr.integers(-6, 3, n_blocks)).astype("<f4")
+        b[:, :4] = d.view(np.uint8).reshape(n_blocks, 4)
+        if special:
+            b[0, :4] = 0  # d = 0
+        return b
+    for off in F16_FIELDS[qtype]:
+        b[:, off:off + 2] = finite_f16(n_blocks).view(np.uint8).reshape(n_blocks, 2)
+    if special and n_blocks >= 3:
+        for off in F16_FIELDS[qtype]:
+            b[0, off:off + 2] = np.array([0x3C00], "<u2").view(np.uint8)  # 1.0: the raw integers show
+            b[1, off:off + 2] = np.array([0x7BFF], "<u2").view(np.uint8)  # 65504, the largest half
+            b[2, off:off + 2] = np.array([0x8001], "<u2").view(np.uint8)  # -2^-24, the smallest subnormal
+        if qtype in (Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K):
+            ts_ = gguf.GGML_QUANT_SIZES[qtype][1]
+            # block 0 with every non-scale byte 0xff: top quants, top 6-bit scales and mins
+            keep = {o + k for o in F16_FIELDS[qtype] for k in (0, 1)}
+            for k in range(ts_):
+                if k not in keep:
+                    b[0, k] = 0xFF
+    return b
+
+
+f = File("kquants", "testarch")
+f.kv("t.note", "K-quants and Q5_0/Q5_1; random blocks with finite scales", V.STRING)
+f.tensor("q5_0.quantized", kr.standard_normal((2, 64)), Q.Q5_0)
+f.tensor("q5_1.quantized", kr.standard_normal((2, 64)) * 2 + 0.5, Q.Q5_1)
+f.raw("q5_0.raw", random_blocks(Q.Q5_0, 8), Q.Q5_0, (4, 64))
+f.raw("q5_1.raw", random_blocks(Q.Q5_1, 8), Q.Q5_1, (2, 128))
+for qt in (Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K, Q.Q8_K):
+    nm = qt.name.lower()
+    f.raw(nm + ".mat", random_blocks(qt, 6), qt, (3, 512))
+    f.raw(nm + ".vec", random_blocks(qt, 1, special=False), qt, (256,))
 f.close()
 
 total = sum(os.path.getsize(os.path.join(out_dir, x)) for x in os.listdir(out_dir))

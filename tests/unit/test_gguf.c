@@ -238,6 +238,7 @@ static void check_golden(const char *name) {
 TEST(gguf_golden_types_every_metadata_type_and_tensor_type) { check_golden("types"); }
 TEST(gguf_golden_alignment_64) { check_golden("align64"); }
 TEST(gguf_golden_llama_shaped) { check_golden("llama"); }
+TEST(gguf_golden_kquants_q5_and_k_families_bit_exact) { check_golden("kquants"); }
 
 TEST(gguf_typed_lookups_on_llama_metadata) {
     char *path = ss_path_join(ss_test_data_dir(), "gguf/llama.gguf");
@@ -363,6 +364,7 @@ static void check_truncations(const char *name, size_t step) {
 
 TEST(gguf_truncated_types_every_byte) { check_truncations("types", 1); }
 TEST(gguf_truncated_llama_header_every_byte_data_every_97) { check_truncations("llama", 97); }
+TEST(gguf_truncated_kquants_header_every_byte_data_every_13) { check_truncations("kquants", 13); }
 
 /* ---- hand-built files ---- */
 
@@ -610,25 +612,27 @@ TEST(gguf_unsupported_types_open_but_refuse_conversion_by_name) {
     static buf_t b;
     uint64_t ne[2] = {256, 2};
     header(&b, 3, 3, 0);
-    tinfo(&b, "k4", 2, ne, 12 /* Q4_K */, 0);
-    tinfo(&b, "i32", 1, ne, 26 /* I32 */, 288);
-    tinfo(&b, "empty", 2, (const uint64_t[]){0, 5}, SS_GGML_Q4_0, 1312);
+    tinfo(&b, "iq2", 2, ne, 16 /* IQ2_XXS */, 0);
+    tinfo(&b, "i32", 1, ne, 26 /* I32 */, 160);
+    tinfo(&b, "empty", 2, (const uint64_t[]){0, 5}, SS_GGML_Q4_0, 1184);
     pad_to(&b, 32);
-    memset(b.b + b.n, 0, 1312);
-    b.n += 1312;
+    memset(b.b + b.n, 0, 1184);
+    b.n += 1184;
     ss_gguf *g = NULL;
     CHECK_OK(parse_ok(&b, &g));
-    const ss_gguf_tensor *k4 = ss_gguf_find_tensor(g, "k4"), *i32 = ss_gguf_find_tensor(g, "i32"),
+    const ss_gguf_tensor *iq = ss_gguf_find_tensor(g, "iq2"), *i32 = ss_gguf_find_tensor(g, "i32"),
                          *em = ss_gguf_find_tensor(g, "empty");
     float out[512];
-    int ok = k4 && k4->nbytes == 288 && k4->n_elements == 512 && i32 && em && em->n_elements == 0;
-    ok = ok && ss_gguf_tensor_to_f32(g, k4, out) == SS_ERR_UNSUPPORTED &&
-         strstr(ss_last_error(), "tensor \"k4\": ggml type Q4_K is not supported") &&
+    int ok = iq && iq->nbytes == 132 && iq->n_elements == 512 && i32 && em && em->n_elements == 0;
+    ok = ok && ss_gguf_tensor_to_f32(g, iq, out) == SS_ERR_UNSUPPORTED &&
+         strstr(ss_last_error(), "tensor \"iq2\": ggml type IQ2_XXS is not supported") &&
          strstr(ss_last_error(), "good.gguf");
     ok = ok && ss_gguf_tensor_to_f32(g, i32, out) == SS_ERR_UNSUPPORTED && strstr(ss_last_error(), "type I32");
     ok = ok && ss_gguf_tensor_to_f32(g, em, out) == SS_OK;
-    ok = ok && !ss_ggml_type_supported(12) && ss_ggml_type_supported(SS_GGML_Q4_1) &&
-         strcmp(ss_ggml_type_name(14), "Q6_K") == 0 && ss_ggml_type_name(200) == NULL;
+    ok = ok && !ss_ggml_type_supported(16) && !ss_ggml_type_supported(9 /* Q8_1 */) &&
+         ss_ggml_type_supported(SS_GGML_Q4_1) && ss_ggml_type_supported(SS_GGML_Q4_K) &&
+         ss_ggml_type_supported(SS_GGML_Q8_K) && strcmp(ss_ggml_type_name(14), "Q6_K") == 0 &&
+         ss_ggml_type_name(200) == NULL;
     const char *err = ss_last_error();
     ss_gguf_free(g);
     CHECK_MSG(ok, "%s", err);
@@ -668,6 +672,148 @@ TEST(gguf_block_layouts_by_hand) {
         CHECK(q40[j + 16] == 2.0f * (float)(15 - j - 8));   /* high nibbles: elements 16..31 */
         CHECK(q41[j] == 0.5f * (float)j + 2.0f);
         CHECK(q41[j + 16] == 0.5f * (float)(15 - j) + 2.0f);
+    }
+}
+
+/* A K-quant tensor one byte short of its super-blocks is refused at open,
+ * by name; with the byte, it opens and converts. */
+TEST(gguf_truncated_kquant_tensor_refused_by_name) {
+    static buf_t b;
+    static const struct {
+        uint32_t type;
+        size_t bytes;
+    } kt[] = {{SS_GGML_Q2_K, 84}, {SS_GGML_Q3_K, 110}, {SS_GGML_Q4_K, 144}, {SS_GGML_Q5_K, 176},
+              {SS_GGML_Q6_K, 210}, {SS_GGML_Q8_K, 292}, {SS_GGML_Q5_0, 22 * 8}, {SS_GGML_Q5_1, 24 * 8}};
+    for (size_t i = 0; i < sizeof kt / sizeof kt[0]; i++) {
+        uint64_t ne[2] = {256, 2};
+        header(&b, 3, 1, 0);
+        tinfo(&b, "blk.0.ffn_down.weight", 2, ne, kt[i].type, 0);
+        pad_to(&b, 32);
+        size_t d0 = b.n;
+        memset(b.b + d0, 0, 2 * kt[i].bytes);
+        b.n = d0 + 2 * kt[i].bytes - 1;
+        char want[160];
+        snprintf(want, sizeof want, "tensor \"blk.0.ffn_down.weight\": bytes [0, +%zu) of the data section run past "
+                 "the end", 2 * kt[i].bytes);
+        CHECK_MSG(parse_fails(&b, SS_ERR_FORMAT, want), "%s: %s", ss_ggml_type_name(kt[i].type), why);
+        b.n++;
+        ss_gguf *g = NULL;
+        CHECK_OK(parse_ok(&b, &g));
+        float out[512];
+        ss_status s = ss_gguf_tensor_to_f32(g, ss_gguf_tensor_at(g, 0), out);
+        ss_gguf_free(g);
+        CHECK_OK(s);
+        for (int j = 0; j < 512; j++) CHECK(out[j] == 0.0f); /* all-zero blocks: d = 0 */
+    }
+}
+
+/* Hand-made K-quant super-blocks with known values: the layouts (which bits
+ * of which bytes make element e's quant, scale and minimum), independently
+ * of gguf-py. Each block is filled so that the quant of element e is a
+ * known function of e and the scales differ per sub-block. */
+static void put_f16(uint8_t *p, float x) {
+    uint16_t h = ss_f32_to_f16(x);
+    memcpy(p, &h, 2);
+}
+
+TEST(gguf_kquant_block_layouts_by_hand) {
+    static buf_t b;
+    uint64_t ne[1] = {256};
+    header(&b, 3, 6, 0);
+    const uint32_t types[6] = {SS_GGML_Q2_K, SS_GGML_Q3_K, SS_GGML_Q4_K, SS_GGML_Q5_K, SS_GGML_Q6_K, SS_GGML_Q8_K};
+    const char *names[6] = {"q2k", "q3k", "q4k", "q5k", "q6k", "q8k"};
+    for (int i = 0; i < 6; i++) tinfo(&b, names[i], 1, ne, types[i], (uint64_t)i * 320);
+    pad_to(&b, 32);
+    uint8_t *d0 = b.b + b.n;
+    memset(d0, 0, 6 * 320);
+    b.n += 6 * 320;
+
+    /* Q2_K: scales[16] (scale j+1 in the low nibble, min j%4 high), qs[64], d = 0.5, dmin = 0.25;
+     * quant of element e: (e / 7) % 4 */
+    uint8_t *q = d0;
+    for (int j = 0; j < 16; j++) q[j] = (uint8_t)(((j + 1) & 15) | ((j % 4) << 4));
+    for (int e = 0; e < 256; e++) q[16 + (e >> 7) * 32 + (e & 31)] |= (uint8_t)(((e / 7) % 4) << (2 * ((e >> 5) & 3)));
+    put_f16(q + 80, 0.5f);
+    put_f16(q + 82, 0.25f);
+
+    /* Q3_K: hmask[32], qs[64], scales[12] (6-bit, offset 32: scale j = j + 20), d = 2;
+     * quant of element e: ((e / 5) % 8) - 4 (high bit set for values >= 0) */
+    q = d0 + 320;
+    for (int e = 0; e < 256; e++) {
+        int v = (e / 5) % 8; /* v = stored 3 bits; the value is v - 4 */
+        q[32 + (e >> 7) * 32 + (e & 31)] |= (uint8_t)((v & 3) << (2 * ((e >> 5) & 3)));
+        if (v & 4) q[e & 31] |= (uint8_t)(1u << (e >> 5));
+    }
+    for (int j = 0; j < 16; j++) {
+        int sc = j + 20; /* 6 bits: low 4 in byte j % 8 (nibble j / 8), high 2 in byte 8 + j % 4 (pair j / 4) */
+        q[96 + (j % 8)] |= (uint8_t)((sc & 15) << (4 * (j / 8)));
+        q[96 + 8 + (j % 4)] |= (uint8_t)((sc >> 4) << (2 * (j / 4)));
+    }
+    put_f16(q + 108, 2.0f);
+
+    /* Q4_K / Q5_K: d = 0.5, dmin = 1, scale j = 40 + j, min j = 60 - j (6 bits, packed);
+     * quant of element e: (e * 3) % 16 (Q5_K: + 16 when (e / 3) is odd) */
+    for (int k = 0; k < 2; k++) {
+        q = d0 + (2 + k) * 320;
+        put_f16(q, 0.5f);
+        put_f16(q + 2, 1.0f);
+        uint8_t *sc = q + 4;
+        for (int j = 0; j < 8; j++) {
+            int s6 = 40 + j, m6 = 60 - j;
+            if (j < 4) {
+                sc[j] = (uint8_t)s6;
+                sc[j + 4] = (uint8_t)m6;
+            } else {
+                sc[j + 4] = (uint8_t)((s6 & 15) | ((m6 & 15) << 4));
+                sc[j - 4] |= (uint8_t)((s6 >> 4) << 6);
+                sc[j] |= (uint8_t)((m6 >> 4) << 6);
+            }
+        }
+        uint8_t *qh = q + 16, *qs = q + (k ? 48 : 16);
+        for (int e = 0; e < 256; e++) {
+            int j = e / 32, l = e % 32;
+            qs[32 * (j / 2) + l] |= (uint8_t)(((e * 3) % 16) << (4 * (j % 2)));
+            if (k && (e / 3) % 2) qh[l] |= (uint8_t)(1u << j);
+        }
+    }
+
+    /* Q6_K: ql[128], qh[64], scales[16] int8 (j - 8), d = 0.125; quant of element e: (e * 5) % 64 - 32 */
+    q = d0 + 4 * 320;
+    for (int e = 0; e < 256; e++) {
+        int v = (e * 5) % 64, h = e / 128, r = e % 128;
+        q[64 * h + r % 64] |= (uint8_t)((v & 15) << (4 * (r / 64)));
+        q[128 + 32 * h + r % 32] |= (uint8_t)((v >> 4) << (2 * (r / 32)));
+    }
+    for (int j = 0; j < 16; j++) q[192 + j] = (uint8_t)(int8_t)(j - 8);
+    put_f16(q + 208, 0.125f);
+
+    /* Q8_K: f32 d = -0.75, 256 int8 e - 128, block sums (ignored) garbage */
+    q = d0 + 5 * 320;
+    float d8 = -0.75f;
+    memcpy(q, &d8, 4);
+    for (int e = 0; e < 256; e++) q[4 + e] = (uint8_t)(int8_t)(e - 128);
+    memset(q + 260, 0xab, 32);
+
+    ss_gguf *g = NULL;
+    CHECK_OK(parse_ok(&b, &g));
+    float out[6][256];
+    ss_status st = SS_OK;
+    for (int i = 0; i < 6 && st == SS_OK; i++) st = ss_gguf_tensor_to_f32(g, ss_gguf_find_tensor(g, names[i]), out[i]);
+    ss_gguf_free(g);
+    CHECK_OK(st);
+    for (int e = 0; e < 256; e++) {
+        int j16 = e / 16, j32 = e / 32;
+        CHECK_MSG(out[0][e] == 0.5f * (float)((j16 + 1) & 15) * (float)((e / 7) % 4) - 0.25f * (float)(j16 % 4),
+                  "Q2_K element %d: %g", e, out[0][e]);
+        CHECK_MSG(out[1][e] == 2.0f * (float)(j16 + 20 - 32) * (float)((e / 5) % 8 - 4), "Q3_K element %d: %g", e,
+                  out[1][e]);
+        CHECK_MSG(out[2][e] == 0.5f * (float)(40 + j32) * (float)((e * 3) % 16) - (float)(60 - j32),
+                  "Q4_K element %d: %g", e, out[2][e]);
+        CHECK_MSG(out[3][e] == 0.5f * (float)(40 + j32) * (float)((e * 3) % 16 + ((e / 3) % 2 ? 16 : 0)) -
+                                   (float)(60 - j32), "Q5_K element %d: %g", e, out[3][e]);
+        CHECK_MSG(out[4][e] == 0.125f * (float)(j16 - 8) * (float)((e * 5) % 64 - 32), "Q6_K element %d: %g", e,
+                  out[4][e]);
+        CHECK_MSG(out[5][e] == -0.75f * (float)(e - 128), "Q8_K element %d: %g", e, out[5][e]);
     }
 }
 

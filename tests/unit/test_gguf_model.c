@@ -175,12 +175,13 @@ typedef struct {
     size_t size;
 } blob;
 
-static int blob_load(blob *b) {
-    char *p = dpath("tiny-f32.gguf");
+static int blob_load_file(blob *b, const char *file) {
+    char *p = dpath(file);
     ss_status s = ss_file_read(p, &b->bytes, &b->size);
     free(p);
     return s == SS_OK;
 }
+static int blob_load(blob *b) { return blob_load_file(b, "tiny-f32.gguf"); }
 
 /* Replaces the only occurrence of `from` by `to` (same length); the offset of
  * the match, or -1. */
@@ -205,13 +206,14 @@ static ss_status open_bytes(const blob *b, size_t size, ss_config *cfg, ss_weigh
     return s;
 }
 
-#define PATCHED_FAILS(from, to, code, substr)                                                        \
+#define PATCHED_FAILS(from, to, code, substr) PATCHED_FILE_FAILS("tiny-f32.gguf", from, to, code, substr)
+#define PATCHED_FILE_FAILS(file, from, to, code, substr)                                             \
     do {                                                                                             \
         blob b_;                                                                                     \
-        CHECK(blob_load(&b_));                                                                       \
+        CHECK(blob_load_file(&b_, file));                                                            \
         long at_ = blob_patch(&b_, from, sizeof(from) - 1, to);                                      \
         if (at_ < 0) free(b_.bytes);                                                                 \
-        CHECK_MSG(at_ >= 0, "\"%s\" is not in tiny-f32.gguf exactly once", from);                    \
+        CHECK_MSG(at_ >= 0, "\"%s\" is not in %s exactly once", from, file);                          \
         ss_config c_;                                                                                \
         ss_weights *w_ = (ss_weights *)1;                                                            \
         ss_tokenizer *t_ = (ss_tokenizer *)1;                                                        \
@@ -529,6 +531,80 @@ TEST(gguf_model_forward_equals_hf_dir) {
     free(ids);
     free(want);
     CHECK_MSG(ok, "%s", why);
+}
+
+/* llama3-ropefreqs.gguf: the lead's llama3-scaled model
+ * (tests/data/models/llama-gqa-llama3) as llama.cpp's converter writes a
+ * Llama 3.1, with no rope scaling metadata but a rope_freqs.weight tensor of
+ * per-frequency divisors. The model's inverse frequencies are the plain ones
+ * divided by the factors and agree with transformers' llama3 formula (which
+ * the directory's config gives) to float32 rounding (here: exactly, but the
+ * two roundings could differ by an ulp elsewhere); the logits agree with
+ * the directory's (the CLI test compares them with transformers' goldens);
+ * without the factors they would not. */
+TEST(gguf_model_llama3_rope_freqs_tensor) {
+    char *dir = ss_path_join(ss_test_data_dir(), "models/llama-gqa-llama3"), *p = dpath("llama3-ropefreqs.gguf");
+    ss_model *ref = NULL, *m = NULL;
+    ss_status s = ss_model_load(dir, &ref);
+    if (s == SS_OK) s = ss_model_load(p, &m);
+    free(dir);
+    free(p);
+    if (s != SS_OK) {
+        ss_model_free(ref);
+        CHECK_OK(s);
+    }
+    const ss_tensor_info *rf = ss_weights_find(m->weights, SS_GGUF_ROPE_FREQS);
+    int ok = rf && rf->ndim == 1 && rf->shape[0] == 4 && ref->cfg.rope_type == SS_ROPE_LLAMA3 &&
+             m->cfg.rope_type == SS_ROPE_NONE && m->cfg.d_head == 8 && ref->cfg.d_head == 8;
+    ss_config plain = m->cfg;
+    float base[4];
+    ss_config_rope_inv_freq(&plain, base);
+    double worst = 0, least_scaled = 1e30;
+    for (int i = 0; ok && i < 4; i++) {
+        const float g = m->w.rope_inv_freq[i], h = ref->w.rope_inv_freq[i];
+        worst = fmax(worst, fabs((double)g - h) / h);
+        least_scaled = fmin(least_scaled, base[i] / g);
+        ok = g == base[i] / ((const float *)rf->data)[i];
+    }
+    CHECK_MSG(ok && worst <= 2.5e-7 && least_scaled > 1.7, "inverse frequencies: relative error %.3g, smallest factor %g",
+              worst, least_scaled);
+
+    static const int32_t ids[] = {0, 61, 103, 100, 71, 108, 22, 57, 41, 63, 111, 17, 83, 0, 99, 88, 35, 28, 26, 10,
+                                  91, 23, 107, 26, 6, 48, 40, 90, 77, 6, 33, 21, 101, 57, 98, 36, 107, 64, 74, 112};
+    const int64_t start = 0, len = 40;
+    const ss_packing pk = {1, len, &start, &len};
+    const ss_forward_opts fo = {.logits = SS_LOGITS_ALL};
+    float *want = NULL, *got = NULL;
+    s = ss_forward(ref, ss_backend_cpu(), ids, &pk, &fo, &want);
+    if (s == SS_OK) s = ss_forward(m, ss_backend_cpu(), ids, &pk, &fo, &got);
+    const size_t nl = 40 * (size_t)ref->cfg.vocab_size;
+    ss_model_free(ref);
+    ss_model_free(m);
+    double maxd = 0, amax = 0;
+    for (size_t i = 0; s == SS_OK && i < nl; i++) {
+        maxd = fmax(maxd, fabs((double)got[i] - want[i]));
+        amax = fmax(amax, fabs((double)want[i]));
+    }
+    free(want);
+    free(got);
+    CHECK_OK(s);
+    /* Measured: identical (the divided frequencies equal transformers' here
+     * to the bit); ignoring the factors changes them by up to 5.5. */
+    CHECK_MSG(maxd <= 1e-5 && amax > 1, "logits differ from the llama3-scaled directory's by %.3g", maxd);
+}
+
+TEST(gguf_model_llama3_rope_freqs_refusals) {
+    /* the tensor info: name, n_dims 1, ne[0] 4 */
+    PATCHED_FILE_FAILS("llama3-ropefreqs.gguf", "rope_freqs.weight\x01\0\0\0\x04\0\0\0\0\0\0\0",
+                       "rope_freqs.weight\x01\0\0\0\x02\0\0\0\0\0\0\0", SS_ERR_FORMAT,
+                       "tensor \"rope_freqs.weight\" has shape [2] but the llama.* metadata imply [4]");
+    /* the first factor, 1.7359413f */
+    PATCHED_FILE_FAILS("llama3-ropefreqs.gguf", "\x53\x33\xde\x3f", "\x00\x00\x80\xbf", SS_ERR_FORMAT,
+                       "tensor \"rope_freqs.weight\": factor 0 is -1; rotary frequency divisors must be finite");
+    PATCHED_FILE_FAILS("llama3-ropefreqs.gguf", "\x53\x33\xde\x3f", "\x00\x00\x80\x7f", SS_ERR_FORMAT,
+                       "factor 0 is inf");
+    PATCHED_FILE_FAILS("llama3-ropefreqs.gguf", "\x53\x33\xde\x3f", "\x00\x00\x00\x00", SS_ERR_FORMAT,
+                       "factor 0 is 0");
 }
 
 /* The config.json a GGUF model records parses back to the same config, for
