@@ -22,6 +22,25 @@ enum { SS_WDTYPE_AUTO = -1 };
 
 typedef struct ss_backend ss_backend;
 
+/* One mask at one site, in the backend's terms (the semantics are
+ * ss_mask_apply's, include/subscope/masks.h; mode values equal ss_mask_mode's
+ * for zero .. negnoise). Modes resample and patch are not here: they read
+ * other prompts' clean rows, which live on the host (see job_ablate.c). */
+enum { SS_BMASK_NONE = -1, SS_BMASK_ZERO = 0, SS_BMASK_MEAN = 1, SS_BMASK_SCALE = 2, SS_BMASK_NOISE = 3,
+       SS_BMASK_NEGNOISE = 4 };
+typedef struct ss_backend_mask {
+    int mode;                        /* SS_BMASK_*; NONE: leaves its sequences alone */
+    int sigma_relative;              /* NOISE/NEGNOISE: sigma x std[unit] */
+    double factor, sigma;
+    uint64_t seed;
+    const int64_t *units; int64_t n_units;         /* sorted, distinct, < width; NULL/0 = all */
+    const int64_t *positions; int64_t n_positions; /* sorted, distinct, >= 0; NULL/0 = all */
+    const double *mean, *std;        /* [width] host arrays, where the mode needs them */
+} ss_backend_mask;
+/* A set of masks prepared for one site on a backend (device copies of the
+ * unit lists and statistics), made once and applied to many forwards. */
+typedef struct ss_mask_program ss_mask_program;
+
 /* Backend options: a TF32 switch for float32 matrix products on GPUs. */
 typedef struct ss_backend_opts {
     int tf32;
@@ -55,6 +74,23 @@ struct ss_backend {
     /* dst[r, 0:width] = src[r*ld_src + 0:width] for r < rows, both backend buffers. */
     ss_status (*copy_rows)(const ss_backend *be, float *dst, const float *src, int64_t ld_src, int64_t rows,
                            int64_t width);
+
+    /* Masks (ablate's masked forwards, hook_on_device). mask_program_create
+     * copies n masks for site site_id (width units per row; the host arrays
+     * may be freed afterwards); SS_ERR_ARG for a unit >= width, a negative
+     * position, an unknown mode or a missing mean/std. apply_masks applies
+     * them to data [rows, width] (backend buffer, row stride ld) for n_seq
+     * packed sequences (host arrays): sequence q has len[q] rows from
+     * start[q], is prompt[q] of the input (the noise's prompt index) and
+     * gets mask which[q] of the program (-1: none). Bit for bit what
+     * ss_mask_apply does on the CPU (on a GPU noise may differ in the last
+     * float ulp: the device's double log/cos are not the host libm's). */
+    ss_status (*mask_program_create)(const ss_backend *be, const ss_backend_mask *masks, int n, int site_id,
+                                     int64_t width, ss_mask_program **out);
+    void (*mask_program_free)(const ss_backend *be, ss_mask_program *p);
+    ss_status (*apply_masks)(const ss_backend *be, const ss_mask_program *p, float *data, int64_t ld, int64_t rows,
+                             int64_t n_seq, const int64_t *start, const int64_t *len, const int64_t *prompt,
+                             const int32_t *which);
 
     /* The ops. Pointers are backend buffers except where noted; they may be
      * queued and run later (sync/download order them). */

@@ -110,6 +110,32 @@ int ss_cuda_colmean(double *mean64, float *mean32, const void *x, int xdtype, in
 int ss_cuda_cov_lower(float *c, int64_t ldc, const void *x, int xdtype, int64_t ldx, const float *mean, int64_t n,
                       int64_t d, cudaStream_t stream);
 
+/* Masks of ablate's masked forwards, ss_mask_apply's semantics
+ * (include/subscope/masks.h) on device rows. One mask at one site: */
+typedef struct ss_cuda_mask_op {
+    int32_t mode;                    /* SS_BMASK_* of backend.h: -1 none, 0 zero, 1 mean, 2 scale, 3 noise, 4 negnoise */
+    int32_t relative;                /* noise: sigma x std[unit] */
+    double factor, sigma;
+    uint64_t seed;
+    int64_t n_units, units;          /* n_units 0: all width units; else idx[units .. units+n_units), sorted */
+    int64_t n_positions, positions;  /* 0: all positions; else idx[positions ..], sorted */
+    int64_t mean, std;               /* offsets of [width] doubles in vals, or -1 */
+} ss_cuda_mask_op;
+/* Applies ops to data [rows, width] (row stride ld >= width) for n_seq
+ * sequences: seq is a device array [4][n_seq] of start, len, prompt index
+ * and op index (-1: none) per sequence; ops, idx and vals are device
+ * arrays (the "mask program"); max_slots >= the positions any sequence is
+ * masked at (its op's n_positions, or its len for all positions) bounds
+ * the grid. Zero, mean and scale are elementwise; noise is the counter-based
+ * draw ss_mask_noise (splitmix64, Box-Muller in double) from (seed, prompt,
+ * position, site_id, unit), so it does not depend on batching or the grid.
+ * Scale by 1 and sigma 0 change nothing (bitwise). The host validated the
+ * program (units < width, positions >= 0, start + len <= rows); n_seq *
+ * max_slots < 2^31, else cudaErrorInvalidValue. Deterministic. */
+int ss_cuda_mask_apply(float *data, int64_t ld, int64_t width, int site_id, const ss_cuda_mask_op *ops,
+                       const int64_t *idx, const double *vals, int64_t n_seq, const int64_t *seq, int64_t max_slots,
+                       cudaStream_t stream);
+
 /* ---- The backward pass (ss_backend's backward ops). ---- */
 
 /* out[c] += sum over the M rows of x[M,N] (row stride N), for c < N. Fixed

@@ -1,4 +1,4 @@
-/* The CPU backend's backward ops (cpu_backward.c), for its ops table in cpu_ops.c. */
+/* The CPU backend's backward ops (cpu_backward.c) and mask ops (cpu_masks.c), for its ops table in cpu_ops.c. */
 #ifndef SUBSCOPE_CPU_INTERNAL_H
 #define SUBSCOPE_CPU_INTERNAL_H
 
@@ -24,5 +24,17 @@ ss_status ss_cpu_embed_backward(const ss_backend *be, float *dwte, float *dwpe, 
                                 const int32_t *tokens, const int32_t *pos, int64_t n, int64_t d);
 ss_status ss_cpu_softmax_xent(const ss_backend *be, float *dlogits, float *loss, const float *logits,
                               const int32_t *targets, const float *weights, int64_t rows, int64_t V);
+
+/* Masks (cpu_masks.c): the CPU backend's ops, and the checks of a mask
+ * program and of the sequences it is applied to that every backend shares. */
+ss_status ss_cpu_mask_program_create(const ss_backend *be, const ss_backend_mask *masks, int n, int site_id,
+                                     int64_t width, ss_mask_program **out);
+void ss_cpu_mask_program_free(const ss_backend *be, ss_mask_program *p);
+ss_status ss_cpu_apply_masks(const ss_backend *be, const ss_mask_program *p, float *data, int64_t ld, int64_t rows,
+                             int64_t n_seq, const int64_t *start, const int64_t *len, const int64_t *prompt,
+                             const int32_t *which);
+ss_status ss_backend_masks_check(const ss_backend *be, const ss_backend_mask *masks, int n, int64_t width);
+ss_status ss_backend_masks_check_seqs(const ss_backend *be, int n_masks, int64_t ld, int64_t width, int64_t rows,
+                                      int64_t n_seq, const int64_t *start, const int64_t *len, const int32_t *which);
 
 #endif

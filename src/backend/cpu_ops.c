@@ -414,6 +414,9 @@ static const ss_backend cpu_backend = {
     .swiglu_backward = ss_cpu_swiglu_backward,
     .embed_backward = ss_cpu_embed_backward,
     .softmax_xent = ss_cpu_softmax_xent,
+    .mask_program_create = ss_cpu_mask_program_create,
+    .mask_program_free = ss_cpu_mask_program_free,
+    .apply_masks = ss_cpu_apply_masks,
 };
 
 const ss_backend *ss_backend_cpu(void) {

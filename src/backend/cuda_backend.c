@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu_internal.h" /* the mask program checks every backend shares */
 #include "subscope/backend.h"
 #include "subscope/cuda_kernels.h"
 #include "subscope/util.h"
@@ -30,6 +31,11 @@ typedef struct {
     size_t a16_cap;         /* in elements */
     float *ws;              /* workspace of the backward kernels (attention P/dS, layernorm row stats) */
     size_t ws_cap;          /* in floats */
+    int64_t *mseq;          /* device copy of a masked forward's sequences (start, len, prompt, mask) */
+    size_t mseq_cap;        /* in int64 elements */
+    int64_t *mseq_host;     /* what mseq holds now (mseq_n elements; 0: nothing) ... */
+    int64_t *mseq_next;     /* ... and the next call's, compared with it so a forward uploads once */
+    size_t mseq_n;
     char name[32];
     char device_name[256];
     /* Live allocations, to report the memory a run needed. */
@@ -364,6 +370,142 @@ static ss_status cu_attention(const ss_backend *be, float *z, const float *q, co
     return SS_OK;
 }
 
+/* ---- Masks ---- */
+
+/* A mask program on the device: one allocation holding the ops, then the
+ * unit/position lists (int64), then the statistics (double). */
+typedef struct {
+    int n, site_id;
+    int64_t width;
+    void *dev;
+    ss_cuda_mask_op *ops;
+    int64_t *idx;
+    double *vals;
+    int *mode;              /* host copy: modes and position counts, for the grid's bound */
+    int64_t *n_positions;
+} cu_prog;
+
+static void cu_mask_program_free(const ss_backend *be, ss_mask_program *prog) {
+    cu_prog *p = (cu_prog *)prog;
+    if (!p) return;
+    if (p->dev) cu_release(be, p->dev);
+    free(p->mode);
+    free(p->n_positions);
+    free(p);
+}
+
+static ss_status cu_mask_program_create(const ss_backend *be, const ss_backend_mask *masks, int n, int site_id,
+                                        int64_t width, ss_mask_program **out) {
+    *out = NULL;
+    SS_TRY(ss_backend_masks_check(be, masks, n, width));
+    int64_t n_idx = 0, n_vals = 0;
+    for (int k = 0; k < n; k++) {
+        n_idx += masks[k].n_units + masks[k].n_positions;
+        n_vals += (masks[k].mean ? width : 0) + (masks[k].std ? width : 0);
+    }
+    /* ops (40+ bytes each, 8-aligned), then int64, then double: every part stays 8-byte aligned */
+    size_t ops_b = (size_t)n * sizeof(ss_cuda_mask_op), idx_b = (size_t)n_idx * sizeof(int64_t),
+           vals_b = (size_t)n_vals * sizeof(double), total = ops_b + idx_b + vals_b;
+    cu_prog *p = ss_calloc(1, sizeof *p, "mask program");
+    unsigned char *host = ss_malloc(total + 1, "mask program");
+    ss_status st = p && host ? SS_OK : SS_ERR_NOMEM;
+    if (!st && (!(p->mode = ss_malloc((size_t)(n + 1) * sizeof *p->mode, "mask program")) ||
+                !(p->n_positions = ss_malloc((size_t)(n + 1) * sizeof *p->n_positions, "mask program"))))
+        st = SS_ERR_NOMEM;
+    if (!st) {
+        ss_cuda_mask_op *ops = (ss_cuda_mask_op *)host;
+        int64_t *idx = (int64_t *)(host + ops_b);
+        double *vals = (double *)(host + ops_b + idx_b);
+        int64_t io = 0, vo = 0;
+        for (int k = 0; k < n; k++) {
+            const ss_backend_mask *m = &masks[k];
+            ss_cuda_mask_op *o = &ops[k];
+            memset(o, 0, sizeof *o);
+            o->mode = m->mode;
+            o->relative = m->sigma_relative != 0;
+            o->factor = m->factor;
+            o->sigma = m->sigma;
+            o->seed = m->seed;
+            o->mean = o->std = -1;
+            o->n_units = m->n_units;
+            o->units = io;
+            if (m->n_units) memcpy(idx + io, m->units, (size_t)m->n_units * sizeof(int64_t)), io += m->n_units;
+            o->n_positions = m->n_positions;
+            o->positions = io;
+            if (m->n_positions) memcpy(idx + io, m->positions, (size_t)m->n_positions * sizeof(int64_t)), io += m->n_positions;
+            if (m->mean) memcpy(vals + vo, m->mean, (size_t)width * sizeof(double)), o->mean = vo, vo += width;
+            if (m->std) memcpy(vals + vo, m->std, (size_t)width * sizeof(double)), o->std = vo, vo += width;
+            p->mode[k] = m->mode;
+            p->n_positions[k] = m->n_positions;
+        }
+        p->n = n;
+        p->site_id = site_id;
+        p->width = width;
+        st = cu_alloc(be, total, "mask program", &p->dev);
+    }
+    if (!st) {
+        p->ops = (ss_cuda_mask_op *)p->dev;
+        p->idx = (int64_t *)((unsigned char *)p->dev + ops_b);
+        p->vals = (double *)((unsigned char *)p->dev + ops_b + idx_b);
+        st = cu_upload(be, p->dev, host, total);
+    }
+    free(host);
+    if (st) {
+        cu_mask_program_free(be, (ss_mask_program *)p);
+        return st;
+    }
+    *out = (ss_mask_program *)p;
+    return SS_OK;
+}
+
+/* The sequences' table goes up once per forward: every masked site of a
+ * forward has the same sequences, so later calls find it already there. */
+static ss_status cu_apply_masks(const ss_backend *be, const ss_mask_program *prog, float *data, int64_t ld,
+                                int64_t rows, int64_t n_seq, const int64_t *start, const int64_t *len,
+                                const int64_t *prompt, const int32_t *which) {
+    const cu_prog *p = (const cu_prog *)prog;
+    cuda_impl *c = IMPL(be);
+    SS_TRY(ss_backend_masks_check_seqs(be, p->n, ld, p->width, rows, n_seq, start, len, which));
+    int64_t slots = 0;
+    for (int64_t q = 0; q < n_seq; q++) {
+        if (which[q] < 0 || p->mode[which[q]] == SS_BMASK_NONE) continue;
+        int64_t np = p->n_positions[which[q]], s = np && np < len[q] ? np : len[q];
+        if (s > slots) slots = s;
+    }
+    if (!slots) return SS_OK;
+    size_t need = (size_t)(4 * n_seq);
+    if (need > c->mseq_cap) {
+        if (c->mseq) cu_release(be, c->mseq);
+        free(c->mseq_host);
+        free(c->mseq_next);
+        c->mseq = NULL;
+        c->mseq_host = c->mseq_next = NULL;
+        c->mseq_cap = c->mseq_n = 0;
+        if (!(c->mseq_host = ss_malloc(need * sizeof(int64_t), "mask sequences")) ||
+            !(c->mseq_next = ss_malloc(need * sizeof(int64_t), "mask sequences")))
+            return SS_ERR_NOMEM;
+        SS_TRY(cu_alloc(be, need * sizeof(int64_t), "mask sequences", (void **)&c->mseq));
+        c->mseq_cap = need;
+    }
+    int64_t *t = c->mseq_next;
+    for (int64_t q = 0; q < n_seq; q++)
+        t[q] = start[q], t[n_seq + q] = len[q], t[2 * n_seq + q] = prompt ? prompt[q] : q, t[3 * n_seq + q] = which[q];
+    if (need != c->mseq_n || memcmp(t, c->mseq_host, need * sizeof(int64_t))) {
+        c->mseq_n = 0; /* unknown until the copy succeeds */
+        SS_TRY(cu_upload(be, c->mseq, t, need * sizeof(int64_t)));
+        c->mseq_next = c->mseq_host;
+        c->mseq_host = t;
+        c->mseq_n = need;
+    }
+    int rc = ss_cuda_mask_apply(data, ld, p->width, p->site_id, p->ops, p->idx, p->vals, n_seq, c->mseq, slots,
+                                c->stream);
+    if (rc == cudaErrorInvalidValue)
+        return ss_errorf(SS_ERR_UNSUPPORTED, "%s: masks over %lld sequences x %lld positions exceed the kernel's grid",
+                         be->name, (long long)n_seq, (long long)slots);
+    KL(rc, "mask kernel");
+    return SS_OK;
+}
+
 /* ---- The backward pass ---- */
 
 /* The backward kernels' workspace, grown on demand and kept: the same
@@ -549,6 +691,8 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
         .attention_backward = cu_attention_backward, .rmsnorm_backward = cu_rmsnorm_backward,
         .swiglu_backward = cu_swiglu_backward, .embed_backward = cu_embed_backward,
         .softmax_xent = cu_softmax_xent,
+        .mask_program_create = cu_mask_program_create, .mask_program_free = cu_mask_program_free,
+        .apply_masks = cu_apply_masks,
     };
     struct cudaDeviceProp prop;
     ss_status st = SS_OK;
@@ -583,6 +727,8 @@ void ss_backend_cuda_close(ss_backend *be) {
         if (c->stream) cudaStreamDestroy(c->stream);
         for (size_t i = 0; i < c->n_blk; i++) cudaFree(c->blk[i]); /* meta, a16 and ws are among them */
         free(c->meta_host);
+        free(c->mseq_host);
+        free(c->mseq_next);
         free(c->blk);
         free(c->blk_bytes);
         free(c->blk_live);

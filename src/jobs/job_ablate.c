@@ -210,6 +210,68 @@ static ss_status mask_hook(void *vctx, const ss_site *s, float *data, int64_t ld
     return SS_OK;
 }
 
+/* On a device, a group whose masks all have modes the backend applies
+ * (zero, mean, scale, noise, negnoise) runs with hook_on_device: the hook
+ * hands each masked site's rows, where they are, to the backend's
+ * apply_masks, with the group's programs made once before the first batch
+ * (by site: copy k's mask there, or none). Resample and patch stay on the
+ * host path (mask_hook): their values are other prompts' clean rows, kept
+ * in host memory for the whole input (every prompt's, for resample), which
+ * a device would need in full or per forward. */
+typedef struct {
+    const ss_backend *be;
+    ss_mask_program *const *prog;  /* by site id: the group's program, or NULL */
+    int64_t n_seq;                 /* K copies x nb prompts */
+    const int64_t *prompt;         /* per sequence: its prompt's global index */
+    const int32_t *which;          /* per sequence: its copy (the program's mask) */
+} dev_mask_ctx;
+
+static ss_status dev_mask_hook(void *vctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
+                               const int64_t *pattern_off) {
+    const dev_mask_ctx *c = vctx;
+    if (!c->prog[s->id]) return SS_OK;
+    if (pk->n_seq != c->n_seq)
+        return ss_errorf(SS_ERR_INTERNAL, "mask hook: %lld sequences, the masks were set up for %lld",
+                         (long long)pk->n_seq, (long long)c->n_seq);
+    ss_status st = c->be->apply_masks(c->be, c->prog[s->id], data, ld, pk->rows, pk->n_seq, pk->start, pk->len,
+                                      c->prompt, c->which);
+    return st ? ss_error_context(st, "masks at %s", s->name) : SS_OK;
+}
+
+static int device_mode(ss_mask_mode m) {
+    return m == SS_MASK_ZERO || m == SS_MASK_MEAN || m == SS_MASK_SCALE || m == SS_MASK_NOISE || m == SS_MASK_NEGNOISE;
+}
+
+/* The program of masks[0..kn) at site `site` (a mask without a target there: none). */
+static ss_status make_program(const ss_backend *be, const ss_config *cfg, const ss_mask *const *masks, int kn, int site,
+                              const ss_mask_stats *stats, ss_mask_program **out) {
+    ss_backend_mask *bm = ss_calloc((size_t)kn, sizeof *bm, "mask program");
+    if (!bm) return SS_ERR_NOMEM;
+    ss_site s;
+    ss_site_get(cfg, site, &s);
+    for (int k = 0; k < kn; k++) {
+        const ss_mask *m = masks[k];
+        const ss_mask_target *t = NULL;
+        for (int i = 0; i < m->n_targets; i++)
+            if (m->targets[i].site_id == site) t = &m->targets[i];
+        bm[k].mode = SS_BMASK_NONE;
+        if (!t) continue;
+        int need_mean, need_std;
+        ss_mask_needs_stats(m, &need_mean, &need_std);
+        bm[k] = (ss_backend_mask){.mode = (int)m->mode, .sigma_relative = m->sigma_relative, .factor = m->factor,
+                                  .sigma = m->sigma, .seed = m->seed, .units = t->units, .n_units = t->n_units,
+                                  .positions = m->positions, .n_positions = m->n_positions,
+                                  .mean = need_mean ? stats[site].mean : NULL, .std = need_std ? stats[site].std : NULL};
+    }
+    ss_status st = be->mask_program_create(be, bm, kn, site, s.width, out);
+    free(bm);
+    if (st) {
+        if (kn == 1) return ss_error_context(st, "mask '%s' at %s", masks[0]->name, s.name);
+        return ss_error_context(st, "masks '%s' .. '%s' at %s", masks[0]->name, masks[kn - 1]->name, s.name);
+    }
+    return SS_OK;
+}
+
 /* Per-unit mean and standard deviation at the sites the masks need them,
  * from a collect file or, without one, from a pass over the input. */
 typedef struct {
@@ -629,6 +691,11 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
     ss_h5 *h = NULL;
     int *ctrl_of = NULL, *n_ctrl = NULL;  /* with --controls: see add_controls */
     float *gathered = NULL;
+    ss_mask_program **progs = NULL;      /* [n_groups * ns], device groups only */
+    int n_prog_groups = 0;
+    uint8_t *dev_group = NULL;
+    int64_t *kprompt = NULL;
+    int32_t *kwhich = NULL;
     ss_status st;
     ss_comm *comm;
     memset(vals, 0, sizeof vals);
@@ -862,6 +929,29 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
         if (prefix.resid[l] && !(kresid = ss_malloc(krows * (size_t)cfg->n_embd * sizeof(float), "mask batch residuals")))
             { st = SS_ERR_NOMEM; goto out; }
 
+    /* Device groups: their programs, made once for every batch. */
+    if (!run.be->host_memory && run.be->apply_masks && run.be->mask_program_create && run.be->mask_program_free) {
+        dev_group = ss_calloc((size_t)n_groups, 1, "mask groups");
+        progs = ss_calloc((size_t)n_groups * (size_t)ns, sizeof *progs, "mask programs");
+        kprompt = ss_malloc((size_t)(K * B) * sizeof *kprompt, "mask batch packing");
+        kwhich = ss_malloc((size_t)(K * B) * sizeof *kwhich, "mask batch packing");
+        if (!dev_group || !progs || !kprompt || !kwhich) { st = SS_ERR_NOMEM; goto out; }
+        n_prog_groups = n_groups;
+        for (int g = 0; g < n_groups; g++) {
+            int k0 = g * K, kn = n_masks - k0 < K ? n_masks - k0 : K, ok = 1;
+            for (int k = 0; k < kn; k++) {
+                kmasks[k] = &masks[order[k0 + k]];
+                ok &= device_mode(kmasks[k]->mode);
+            }
+            if (!(dev_group[g] = (uint8_t)ok)) continue;
+            for (int i = 0; i < ns; i++) {
+                int any = 0;
+                for (int k = 0; k < kn; k++) any |= touched[order[k0 + k] * ns + i];
+                if (any && (st = make_program(run.be, cfg, kmasks, kn, i, mstats, &progs[(size_t)g * ns + i]))) goto out;
+            }
+        }
+    }
+
     /* The runs: per batch of prompts, clean then the groups of masks. */
     for (int k = 0; k <= n_masks; k++)
         for (int mt = 0; mt < M_COUNT; mt++)
@@ -905,6 +995,14 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
             mask_hook_ctx hc = {kmasks, kn, mstats, kdonor, &pk, prompt_index};
             ss_forward_opts fo = {.want = kwant, .hook = mask_hook, .hook_ctx = &hc, .logits = SS_LOGITS_ALL,
                                   .start_layer = first, .start_resid = first > 0 ? kresid : NULL};
+            dev_mask_ctx dc = {run.be, progs ? progs + (size_t)g * ns : NULL, kn * nb, kprompt, kwhich};
+            if (dev_group && dev_group[g]) {
+                for (int k = 0; k < kn; k++)
+                    for (int64_t q = 0; q < nb; q++) kprompt[k * nb + q] = b0 + q, kwhich[k * nb + q] = k;
+                fo.hook = dev_mask_hook;
+                fo.hook_ctx = &dc;
+                fo.hook_on_device = 1;
+            }
             free(lg);
             lg = NULL;
             if ((st = ss_forward(run.m, run.be, ktok, &kpk, &fo, &lg))) {
@@ -1020,6 +1118,12 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
     }
 out:
     if (h) ss_h5_abort(h);
+    for (size_t j = 0; progs && j < (size_t)n_prog_groups * (size_t)ns; j++)
+        if (progs[j]) run.be->mask_program_free(run.be, progs[j]);
+    free(progs);
+    free(dev_group);
+    free(kprompt);
+    free(kwhich);
     for (int k = 0; k <= 512; k++)
         for (int mt = 0; mt < M_COUNT; mt++) free(vals[k][mt]);
     for (int i = 0; i < ns; i++) {

@@ -36,6 +36,7 @@
 
 #include "subscope/backend.h"
 #include "subscope/cuda_kernels.h"
+#include "subscope/masks.h"
 #include "subscope/util.h"
 
 static int g_quick, g_cases, g_failed;
@@ -1521,6 +1522,100 @@ static void case_backend_bwd(void) {
     ss_backend_cuda_close(gpu);
 }
 
+/* ---- masks (mask_apply.cu through the backend's apply_masks) ----------- */
+
+/* K copies of nb sequences of lengths up to T, copy k with its own mask
+ * (every device mode; unit lists, positions, relative noise, identities),
+ * against ss_mask_apply on the host. Zero, mean and scale are exact; noise
+ * may differ by one float ulp: CUDA's double log/cos are within 1-2 ulp of
+ * the host libm's, which moves the float rounding only at a boundary. */
+static void case_mask_apply(void) {
+    int64_t shapes[][4] = {{37, 40, 3, 9}, {768, 768, 8, 64}, {3072, 3072, 8, 128}, {2304, 6912, 2, 256}};
+    int nsh = g_quick ? 1 : 4;
+    for (int si = 0; si < nsh; si++) {
+        const int64_t width = shapes[si][0], ld = shapes[si][1], nb = shapes[si][2], T = shapes[si][3];
+        const int K = 6;
+        char name[96];
+        snprintf(name, sizeof name, "mask_apply width=%lld ld=%lld K=%d nb=%lld T=%lld", (long long)width,
+                 (long long)ld, K, (long long)nb, (long long)T);
+        if (!selected(name)) continue;
+        int64_t *start1 = xmalloc((size_t)nb * 8), *len1 = xmalloc((size_t)nb * 8), *prompt1 = xmalloc((size_t)nb * 8);
+        int64_t R = 0;
+        for (int64_t q = 0; q < nb; q++) start1[q] = R, len1[q] = 1 + (q * 7919 + T / 2) % T, prompt1[q] = 3 * q + 1, R += len1[q];
+        const int64_t n = K * R * ld;
+        float *x0 = rvec(n, 123, 2.f), *ref = xmalloc((size_t)n * 4), *got = xmalloc((size_t)n * 4);
+        for (int64_t i = 0; i < n; i += 17) x0[i] = 0.f;
+        double *mean = xmalloc((size_t)width * 8), *sd = xmalloc((size_t)width * 8);
+        for (int64_t u = 0; u < width; u++) mean[u] = 0.01 * (double)u - 1, sd[u] = u % 5 ? 0.1 * (double)(u % 7) : 0;
+        int64_t *units = xmalloc((size_t)width * 8), nu = 0, pos[4] = {0, 3, 17, 700};
+        for (int64_t u = 1; u < width; u += 3) units[nu++] = u;
+        ss_mask m[6];
+        memset(m, 0, sizeof m);
+        ss_mask_target tg[6];
+        const ss_mask_mode modes[6] = {SS_MASK_ZERO, SS_MASK_MEAN, SS_MASK_SCALE, SS_MASK_NOISE, SS_MASK_NEGNOISE,
+                                       SS_MASK_NOISE};
+        ss_backend_mask bm[6];
+        ss_mask_stats st = {mean, sd, NULL, NULL};
+        ss_site site;
+        memset(&site, 0, sizeof site);
+        site.id = 11, site.per_token = 1, site.width = width, site.ndim = 1, site.dims[0] = width;
+        snprintf(site.name, sizeof site.name, "site");
+        ss_packing pk1 = {nb, R, start1, len1};
+        memcpy(ref, x0, (size_t)n * 4);
+        int ref_ok = 1;
+        for (int k = 0; k < K; k++) {
+            tg[k] = (ss_mask_target){11, k % 2 ? units : NULL, k % 2 ? nu : 0};
+            m[k].targets = &tg[k];
+            m[k].n_targets = 1;
+            m[k].mode = modes[k];
+            m[k].factor = 0.25;
+            m[k].sigma = k == 5 ? 1.5 : 0.6;
+            m[k].sigma_relative = k == 5;
+            m[k].seed = 77 + (uint64_t)k;
+            if (k == 2 || k == 4) m[k].positions = pos, m[k].n_positions = 4;
+            bm[k] = (ss_backend_mask){(int)m[k].mode, m[k].sigma_relative, m[k].factor, m[k].sigma, m[k].seed,
+                                      tg[k].units, tg[k].n_units, m[k].positions, m[k].n_positions,
+                                      k == 1 ? mean : NULL, k == 5 ? sd : NULL};
+            if (ss_mask_apply(&m[k], &site, ref + k * R * ld, ld, &pk1, prompt1, &st)) ref_ok = 0;
+        }
+        int64_t *start = xmalloc((size_t)(K * nb) * 8), *len = xmalloc((size_t)(K * nb) * 8),
+                *prompt = xmalloc((size_t)(K * nb) * 8);
+        int32_t *which = xmalloc((size_t)(K * nb) * 4);
+        for (int k = 0; k < K; k++)
+            for (int64_t q = 0; q < nb; q++)
+                start[k * nb + q] = k * R + start1[q], len[k * nb + q] = len1[q], prompt[k * nb + q] = prompt1[q],
+                which[k * nb + q] = k;
+        ss_backend *gpu = NULL;
+        ss_mask_program *prog = NULL;
+        ss_status s = ref_ok ? ss_backend_cuda_open(0, NULL, &gpu) : SS_ERR_INTERNAL;
+        if (!s) s = gpu->mask_program_create(gpu, bm, K, 11, width, &prog);
+        if (s) {
+            printf("CASE %s FAIL (%s)\n", name, ss_last_error());
+            fail_case();
+        } else {
+            float *d = dup_to_dev(x0, (size_t)n * 4);
+            double t0 = ss_now();
+            s = gpu->apply_masks(gpu, prog, d, ld, K * R, K * nb, start, len, prompt, which);
+            if (!s) s = gpu->sync(gpu);
+            double ms = (ss_now() - t0) * 1e3;
+            if (s) {
+                printf("CASE %s FAIL (%s)\n", name, ss_last_error());
+                fail_case();
+            } else {
+                to_host(got, d, (size_t)n * 4);
+                check(name, got, ref, n, 0, 2.4e-7, ms, 0);
+            }
+            dfree(d);
+        }
+        if (gpu) {
+            gpu->mask_program_free(gpu, prog);
+            ss_backend_cuda_close(gpu);
+        }
+        free(start1), free(len1), free(prompt1), free(x0), free(ref), free(got), free(mean), free(sd), free(units);
+        free(start), free(len), free(prompt), free(which);
+    }
+}
+
 int main(int argc, char **argv) {
     int device = 0;
     for (int i = 1; i < argc; i++) {
@@ -1575,6 +1670,7 @@ int main(int argc, char **argv) {
     case_embed_bwd();
     case_softmax_xent();
     case_backend_bwd();
+    case_mask_apply();
     CU(cudaEventDestroy(g_ev0), "event");
     CU(cudaEventDestroy(g_ev1), "event");
     CU(cudaStreamDestroy(g_stream), "stream");
