@@ -32,6 +32,11 @@ extern "C" {
  * the file and the key or tensor at fault. */
 ss_status ss_gguf_model_open(const char *path, ss_config *cfg, ss_weights **weights, ss_tokenizer **tok);
 
+/* The config of an open llama-architecture GGUF (what ss_gguf_model_open
+ * fills), from its metadata and its tensors' shapes, without reading any
+ * weights; refusals name the key or tensor. */
+ss_status ss_gguf_model_config(const ss_gguf *g, ss_config *c);
+
 /* The tokenizer of an open GGUF: tokenizer.ggml.model "gpt2" (byte-level BPE)
  * with tokenizer.ggml.pre "smollm" (Digits then ByteLevel, as SmolLM2's
  * tokenizer.json) or "gpt-2" (ByteLevel alone); CONTROL and USER_DEFINED

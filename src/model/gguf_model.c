@@ -268,25 +268,34 @@ static ss_status take_rope_freqs(loader *L, const ss_config *c) {
     return SS_OK;
 }
 
+/* What the config takes from the tensors rather than the metadata: the
+ * vocabulary (token_embd's rows), tied embeddings (no output.weight) and the
+ * optional biases (read off layer 0; load_tensors checks every layer agrees). */
+static ss_status config_from_tensors(const ss_gguf *g, ss_config *c) {
+    const ss_gguf_tensor *emb = ss_gguf_find_tensor(g, "token_embd.weight");
+    if (!emb)
+        return ss_errorf(SS_ERR_FORMAT, "%s: tensor \"token_embd.weight\" (Hugging Face \"model.embed_tokens.weight\") is "
+                         "missing", ss_gguf_path(g));
+    if (emb->n_dims != 2 || emb->shape[1] != c->n_embd || emb->shape[0] <= 0) {
+        char got[96];
+        shape_str(got, sizeof got, emb->n_dims, emb->shape);
+        return ss_errorf(SS_ERR_FORMAT, "%s: tensor \"token_embd.weight\" has shape [%s], not [vocab, %lld]",
+                         ss_gguf_path(g), got, (long long)c->n_embd);
+    }
+    c->vocab_size = emb->shape[0];
+    c->tie_word_embeddings = ss_gguf_find_tensor(g, "output.weight") == NULL;
+    c->qkv_bias = ss_gguf_find_tensor(g, "blk.0.attn_q.bias") != NULL;
+    c->o_bias = ss_gguf_find_tensor(g, "blk.0.attn_output.bias") != NULL;
+    c->mlp_bias = ss_gguf_find_tensor(g, "blk.0.ffn_up.bias") != NULL;
+    return SS_OK;
+}
+
 static ss_status load_tensors(loader *L, ss_config *c) {
     const ss_gguf *g = L->g;
     const char *path = ss_gguf_path(g);
     SS_TRY(take_rope_freqs(L, c));
-    const ss_gguf_tensor *emb = ss_gguf_find_tensor(g, "token_embd.weight");
-    if (!emb) return missing(L, "token_embd.weight", "model.embed_tokens.weight");
-    if (emb->n_dims != 2 || emb->shape[1] != c->n_embd) {
-        char got[96];
-        shape_str(got, sizeof got, emb->n_dims, emb->shape);
-        return ss_errorf(SS_ERR_FORMAT, "%s: tensor \"token_embd.weight\" has shape [%s], not [vocab, %lld]", path, got,
-                         (long long)c->n_embd);
-    }
-    c->vocab_size = emb->shape[0];
-    const ss_gguf_tensor *out = ss_gguf_find_tensor(g, "output.weight");
-    c->tie_word_embeddings = out == NULL;
-    /* Which optional biases the model has is read off layer 0; every layer must agree. */
-    c->qkv_bias = ss_gguf_find_tensor(g, "blk.0.attn_q.bias") != NULL;
-    c->o_bias = ss_gguf_find_tensor(g, "blk.0.attn_output.bias") != NULL;
-    c->mlp_bias = ss_gguf_find_tensor(g, "blk.0.ffn_up.bias") != NULL;
+    SS_TRY(config_from_tensors(g, c));
+    const ss_gguf_tensor *emb = ss_gguf_find_tensor(g, "token_embd.weight"), *out = ss_gguf_find_tensor(g, "output.weight");
     const int groups[] = {1, c->qkv_bias, c->o_bias, c->mlp_bias};
 
     int64_t shape[2] = {c->vocab_size, c->n_embd};
@@ -373,6 +382,14 @@ static void sb_json_str(sbuf *b, const char *s, size_t n) {
 }
 
 enum { TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER_DEFINED = 4, TT_UNUSED = 5, TT_BYTE = 6 };
+
+ss_status ss_gguf_model_config(const ss_gguf *g, ss_config *c) {
+    memset(c, 0, sizeof *c);
+    ss_status st = read_config(g, c);
+    if (!st) st = config_from_tensors(g, c);
+    if (st) memset(c, 0, sizeof *c);
+    return st;
+}
 
 ss_status ss_gguf_tokenizer_json(const ss_gguf *g, char **json, size_t *len) {
     *json = NULL;

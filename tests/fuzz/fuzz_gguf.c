@@ -3,9 +3,11 @@
  * included), every lookup agrees with the table, every tensor's bytes lie in
  * the input, and supported tensors dequantise row by row. */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "subscope/gguf.h"
+#include "subscope/gguf_model.h"
 
 static float sink[1024];
 static volatile uint64_t acc;
@@ -59,6 +61,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             if (ss_gguf_rows_to_f32(g, t, r, k, sink) != SS_OK) __builtin_trap();
         }
         if (ss_gguf_rows_to_f32(g, t, rows, 1, sink) != SS_ERR_ARG) __builtin_trap();
+    }
+    /* The model's view of the metadata: a config (sane when accepted) and the tokenizer. */
+    ss_config c;
+    if (ss_gguf_model_config(g, &c) == SS_OK &&
+        (c.n_layer <= 0 || c.n_head <= 0 || ss_config_kv_heads(&c) <= 0 || c.n_head % ss_config_kv_heads(&c) ||
+         ss_config_d_head(&c) <= 0 || ss_config_d_head(&c) % 2 || c.vocab_size <= 0))
+        __builtin_trap();
+    ss_tokenizer *tok = NULL;
+    if (ss_gguf_tokenizer_load(g, &tok) == SS_OK && tok) {
+        int32_t *ids = NULL;
+        size_t n = 0;
+        if (ss_tokenizer_encode(tok, "Hello 123 world", 15, &ids, &n) == SS_OK) acc += n;
+        free(ids);
+        ss_tokenizer_free(tok);
     }
     ss_gguf_free(g);
     return 0;
