@@ -7,6 +7,7 @@
 
 #include "forward_internal.h"
 #include "subscope/backward.h"
+#include "subscope/dist.h"
 #include "subscope/util.h"
 
 static const char *const metric_names[] = {"loss", "logitdiff", "logprob"};
@@ -203,20 +204,15 @@ ss_status ss_forward_backward(const ss_model *m, const ss_backend *be, const int
 #define RUN(call) do { if ((st = (call))) goto done; } while (0)
     RUN(ss_forward_taped(m, be, tokens, pk, &fo, NULL, &p.tape));
     if (last_stage) RUN(metric_and_dlogits(m, be, tokens, pk, metric, &p, n_lrows, metric_out));
-    if (m->pipe && metric_out) { /* every stage gets the metric */
-        float *mf = ss_malloc((size_t)pk->n_seq * 2 * sizeof(float), "metric values");
-        if (!mf) { st = SS_ERR_NOMEM; goto done; }
-        /* doubles travel as pairs of floats through the float channel */
-        if (last_stage) {
-            memcpy(mf, metric_out, (size_t)pk->n_seq * sizeof(double));
-            for (int r = 0; r < m->n_stages - 1 && !st; r++)
-                st = ss_pipe_send(m, ss_backend_cpu(), r, SS_PIPE_TAG_METRIC, mf, (size_t)pk->n_seq * 2);
-        } else {
-            st = ss_pipe_recv(m, ss_backend_cpu(), m->n_stages - 1, SS_PIPE_TAG_METRIC, mf, (size_t)pk->n_seq * 2);
-            if (!st) memcpy(metric_out, mf, (size_t)pk->n_seq * sizeof(double));
+    if (m->pipe && metric_out) { /* every stage gets the metric, from the last */
+        const size_t bytes = (size_t)pk->n_seq * sizeof(double);
+        const int last = m->n_stages - 1;
+        for (int r = 0; r < last && last_stage && !st; r++) st = ss_comm_send(m->pipe, r, SS_PIPE_TAG_METRIC, metric_out, bytes);
+        if (!last_stage) st = ss_comm_recv(m->pipe, last, SS_PIPE_TAG_METRIC, metric_out, bytes);
+        if (st) {
+            ss_error_context(st, "pipeline stage %d: the metric of the batch", m->stage);
+            goto done;
         }
-        free(mf);
-        if (st) goto done;
     }
     if (!g) goto done;
 
