@@ -17,38 +17,37 @@ static ss_status load_model(const ss_run_opts *o, ss_run *r) {
 }
 
 ss_status ss_model_open_stage(const char *model_dir, int pipeline, int64_t max_memory, ss_model **out) {
-    ss_run_opts oo = {.model_dir = model_dir, .pipeline = pipeline, .max_memory = max_memory}, *o = &oo;
     ss_comm *comm = NULL;
     int first = 0, end = -1;
     *out = NULL;
-    if (o->pipeline > 1) {
+    if (pipeline > 1) {
         SS_TRY(ss_comm_world(&comm));
-        if (ss_comm_size(comm) != o->pipeline)
-            return ss_errorf(SS_ERR_ARG, "--pipeline %d needs exactly %d ranks (one per stage), but the job has %d", o->pipeline,
-                             o->pipeline, ss_comm_size(comm));
+        if (ss_comm_size(comm) != pipeline)
+            return ss_errorf(SS_ERR_ARG, "--pipeline %d needs exactly %d ranks (one per stage), but the job has %d", pipeline,
+                             pipeline, ss_comm_size(comm));
         /* A GGUF file is dequantised whole when opened, so splitting it would save nothing. */
-        if (ss_model_path_is_gguf(o->model_dir))
+        if (ss_model_path_is_gguf(model_dir))
             return ss_errorf(SS_ERR_UNSUPPORTED, "%s: --pipeline needs a Hugging Face directory (a GGUF file is "
-                             "dequantised whole on every rank)", o->model_dir);
+                             "dequantised whole on every rank)", model_dir);
         ss_config cfg;
-        char *path = ss_path_join(o->model_dir, "config.json");
+        char *path = ss_path_join(model_dir, "config.json");
         if (!path) return SS_ERR_NOMEM;
         ss_status st = ss_config_load(path, &cfg);
         free(path);
         SS_TRY(st);
-        if (o->pipeline > cfg.n_layer)
-            return ss_errorf(SS_ERR_ARG, "--pipeline %d: the model has only %lld blocks", o->pipeline, (long long)cfg.n_layer);
-        ss_model_stage_layers(cfg.n_layer, ss_comm_rank(comm), o->pipeline, &first, &end);
+        if (pipeline > cfg.n_layer)
+            return ss_errorf(SS_ERR_ARG, "--pipeline %d: the model has only %lld blocks", pipeline, (long long)cfg.n_layer);
+        ss_model_stage_layers(cfg.n_layer, ss_comm_rank(comm), pipeline, &first, &end);
     }
     ss_model *m = NULL;
-    SS_TRY(ss_model_load_layers(o->model_dir, first, end, &m));
+    SS_TRY(ss_model_load_layers(model_dir, first, end, &m));
     ss_status st = comm ? ss_model_set_pipeline(m, comm) : SS_OK;
     const int64_t bytes = ss_model_weight_bytes(m);
-    if (!st && o->max_memory > 0 && bytes > o->max_memory)
+    if (!st && max_memory > 0 && bytes > max_memory)
         st = ss_errorf(SS_ERR_NOMEM, "%s: blocks %d..%d hold %.1f MiB of weights, more than --max-memory %.1f MiB%s",
-                       o->model_dir, m->first_layer, m->end_layer - 1, (double)bytes / 1048576.0,
-                       (double)o->max_memory / 1048576.0,
-                       o->pipeline > 1 ? "; use more pipeline stages" : "; split the model with --pipeline P");
+                       model_dir, m->first_layer, m->end_layer - 1, (double)bytes / 1048576.0,
+                       (double)max_memory / 1048576.0,
+                       pipeline > 1 ? "; use more pipeline stages" : "; split the model with --pipeline P");
     if (st) {
         ss_model_free(m);
         return st;
