@@ -60,6 +60,10 @@ ss_status ss_weights_new(ss_weights **out);
  * a bad shape). file names the tensor's source in messages. */
 ss_status ss_weights_add_f32(ss_weights *w, const char *name, int ndim, const int64_t *shape, float *data,
                              const char *file);
+/* In-memory sets: frees the data of tensor `name` once a copy of it is all the
+ * model uses (e.g. stacked with others); the tensor stays listed, with no
+ * data. A no-op for tensors of files (they are mapped, not held). */
+void ss_weights_release(ss_weights *w, const char *name);
 /* Copies a tensor into fp32 (converting F16/BF16/F64), after checking that its
  * element count equals n. dst must hold n floats. */
 ss_status ss_tensor_to_f32(const ss_tensor_info *t, float *dst, size_t n);

@@ -111,6 +111,7 @@ static ss_status get_stacked(ss_model *m, int n_parts, char names[][128], const 
         size_t n = (size_t)rows[i] * (size_t)(cols ? cols : 1);
         ss_status st = ss_tensor_to_f32(t, at, n);
         if (st) return ss_error_context(st, "%s", t->file);
+        ss_weights_release(m->weights, t->name); /* a converted (GGUF) copy is not needed twice */
         at += n;
     }
     *out = buf;

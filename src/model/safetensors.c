@@ -581,6 +581,17 @@ ss_status ss_weights_add_f32(ss_weights *w, const char *name, int ndim, const in
     return SS_OK;
 }
 
+void ss_weights_release(ss_weights *w, const char *name) {
+    if (!w || !w->owned) return;
+    for (size_t i = 0; i < w->n; i++)
+        if (!strcmp(w->owned[i]->name, name)) {
+            free((void *)w->owned[i]->data);
+            w->owned[i]->data = NULL;
+            w->owned[i]->nbytes = 0;
+            return;
+        }
+}
+
 size_t ss_weights_count(const ss_weights *w) { return w ? w->n : 0; }
 
 const ss_tensor_info *ss_weights_at(const ss_weights *w, size_t i) { return w && i < w->n ? w->list[i] : NULL; }
