@@ -52,6 +52,12 @@ float ss_f16_to_f32(uint16_t h);
 float ss_bf16_to_f32(uint16_t h);
 uint16_t ss_f32_to_f16(float f);
 uint16_t ss_f32_to_bf16(float f);
+/* splitmix64's finaliser of z + 0x9E3779B97F4A7C15: the seeded mixing of
+ * masks' draws. */
+uint64_t ss_mix64(uint64_t z);
+/* A standard normal draw that depends only on its five keys (ss_mask_noise
+ * defines it; the CPU and GPU mask ops compute the same). */
+double ss_keyed_normal(uint64_t seed, int64_t prompt, int64_t position, int site_id, int64_t unit);
 
 /* Number of worker threads to use (SUBSCOPE_THREADS, else online CPUs). */
 int ss_num_threads(void);

@@ -1,8 +1,8 @@
 /* The CPU backend's mask ops (ss_backend.mask_program_create/apply_masks)
  * and the validation every backend shares. The arithmetic is
- * ss_mask_apply's (src/sites/masks.c) operation for operation, and the
- * noise the draw ss_mask_noise defines; it is restated here rather than
- * called because the backend layer sits below the sites layer
+ * ss_mask_apply's (src/sites/masks.c) operation for operation (the noise
+ * is the shared ss_keyed_normal of src/util); it is restated here rather
+ * than called because the backend layer sits below the sites layer
  * (docs: DESIGN.md, "Layers"). tests/unit/test_mask_kernel.c holds this,
  * the kernel and ss_mask_apply to bitwise equality. */
 #include <math.h>
@@ -109,26 +109,6 @@ void ss_cpu_mask_program_free(const ss_backend *be, ss_mask_program *prog) {
     free(p);
 }
 
-static inline uint64_t mix64(uint64_t z) {
-    z += 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static double noise(uint64_t seed, int64_t prompt, int64_t position, int site_id, int64_t unit) {
-    uint64_t k = mix64(seed);
-    k = mix64(k ^ (uint64_t)prompt);
-    k = mix64(k ^ (uint64_t)position);
-    k = mix64(k ^ (uint64_t)(int64_t)site_id);
-    k = mix64(k ^ (uint64_t)unit);
-    uint64_t a = mix64(k ^ 0x9E3779B97F4A7C15ull), b = mix64(k ^ 0xBF58476D1CE4E5B9ull);
-    const double two53 = 1.0 / 9007199254740992.0;
-    double u1 = (double)((a >> 11) + 1) * two53, u2 = (double)(b >> 11) * two53;
-    const double two_pi = 6.283185307179586476925286766559;
-    return sqrt(-2.0 * log(u1)) * cos(two_pi * u2);
-}
-
 ss_status ss_cpu_apply_masks(const ss_backend *be, const ss_mask_program *prog, float *data, int64_t ld, int64_t rows,
                                  int64_t n_seq, const int64_t *start, const int64_t *len, const int64_t *prompt,
                                  const int32_t *which) {
@@ -156,7 +136,7 @@ ss_status ss_cpu_apply_masks(const ss_backend *be, const ss_mask_program *prog, 
                 default: {
                     double s = sd ? m->sigma * sd[u] : m->sigma;
                     if (s == 0.0) break;
-                    double n = s * noise(m->seed, prompt[q], pos, p->site_id, u);
+                    double n = s * ss_keyed_normal(m->seed, prompt[q], pos, p->site_id, u);
                     if (m->mode == SS_BMASK_NOISE) *x = (float)((double)*x + n);
                     else if (*x > 0) *x = (float)fmax((double)*x - fabs(n), 0.0);
                     else if (*x < 0) *x = (float)fmin((double)*x + fabs(n), 0.0);

@@ -487,30 +487,14 @@ void ss_mask_needs_stats(const ss_mask *m, int *need_mean, int *need_std) {
     if (need_std) *need_std = (m->mode == SS_MASK_NOISE || m->mode == SS_MASK_NEGNOISE) && m->sigma_relative;
 }
 
-static inline uint64_t mix64(uint64_t z) {
-    z += 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 int64_t ss_mask_resample_source(uint64_t seed, int64_t i, int64_t n) {
     if (n < 2) return -1;
-    uint64_t r = mix64(mix64(seed) ^ (uint64_t)i) % (uint64_t)(n - 1);
+    uint64_t r = ss_mix64(ss_mix64(seed) ^ (uint64_t)i) % (uint64_t)(n - 1);
     return (int64_t)(((uint64_t)i + 1 + r) % (uint64_t)n);
 }
 
 double ss_mask_noise(uint64_t seed, int64_t prompt, int64_t position, int site_id, int64_t unit) {
-    uint64_t k = mix64(seed);
-    k = mix64(k ^ (uint64_t)prompt);
-    k = mix64(k ^ (uint64_t)position);
-    k = mix64(k ^ (uint64_t)(int64_t)site_id);
-    k = mix64(k ^ (uint64_t)unit);
-    uint64_t a = mix64(k ^ 0x9E3779B97F4A7C15ull), b = mix64(k ^ 0xBF58476D1CE4E5B9ull);
-    const double two53 = 1.0 / 9007199254740992.0;
-    double u1 = (double)((a >> 11) + 1) * two53, u2 = (double)(b >> 11) * two53;
-    const double two_pi = 6.283185307179586476925286766559;
-    return sqrt(-2.0 * log(u1)) * cos(two_pi * u2);
+    return ss_keyed_normal(seed, prompt, position, site_id, unit);
 }
 
 ss_status ss_mask_apply(const ss_mask *m, const ss_site *site, float *data, int64_t ld, const ss_packing *pk,

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdatomic.h>
@@ -230,4 +231,24 @@ int ss_grow(void *pp, size_t *cap, size_t need, size_t elem) {
     *p = np;
     *cap = nc;
     return 1;
+}
+
+uint64_t ss_mix64(uint64_t z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+double ss_keyed_normal(uint64_t seed, int64_t prompt, int64_t position, int site_id, int64_t unit) {
+    uint64_t k = ss_mix64(seed);
+    k = ss_mix64(k ^ (uint64_t)prompt);
+    k = ss_mix64(k ^ (uint64_t)position);
+    k = ss_mix64(k ^ (uint64_t)(int64_t)site_id);
+    k = ss_mix64(k ^ (uint64_t)unit);
+    uint64_t a = ss_mix64(k ^ 0x9E3779B97F4A7C15ull), b = ss_mix64(k ^ 0xBF58476D1CE4E5B9ull);
+    const double two53 = 1.0 / 9007199254740992.0;
+    double u1 = (double)((a >> 11) + 1) * two53, u2 = (double)(b >> 11) * two53;
+    const double two_pi = 6.283185307179586476925286766559;
+    return sqrt(-2.0 * log(u1)) * cos(two_pi * u2);
 }
