@@ -58,6 +58,14 @@ struct ss_backend {
     ss_status (*download)(const ss_backend *be, void *dst, const void *src, size_t bytes);
     /* Waits until every op issued so far has finished; reports deferred errors. */
     ss_status (*sync)(const ss_backend *be);
+    /* Starts copying bytes from backend buffer src to host memory dst (from
+     * alloc_host) once every op issued so far has finished, without waiting
+     * for it: later ops run while the copy proceeds. dst must not be read,
+     * nor src reused, until wait_copy(*ticket) has returned; wait_copy frees
+     * the ticket, also when it reports an error. Backends that compute on
+     * the host copy at once and give a NULL ticket. */
+    ss_status (*download_async)(const ss_backend *be, void *dst, const void *src, size_t bytes, void **ticket);
+    ss_status (*wait_copy)(const ss_backend *be, void *ticket);
     /* Host memory the backend copies to and from fastest (pinned for CUDA). */
     ss_status (*alloc_host)(const ss_backend *be, size_t bytes, const char *what, void **out);
     void (*release_host)(const ss_backend *be, void *p);

@@ -17,7 +17,26 @@ extern "C" {
 typedef struct ss_packing {
     int64_t n_seq, rows;
     const int64_t *start, *len;
+    int64_t first; /* the caller's label for the batch (its first prompt's index), handed back to hooks */
 } ss_packing;
+
+/* A capture that outlives one pass, so that read-only hooks on a device
+ * backend overlap the next batch: the sites of pass i are gathered on the
+ * device into one of two buffers and start their copy to pinned host
+ * memory as the pass ends; the hook sees them during pass i+1, once that
+ * pass's work is queued and the device is busy with it, or at
+ * ss_capture_flush. Hooks therefore run one batch late, so they must take
+ * what they need of a batch from the ss_packing they are given (its
+ * `first`, start, len), not from state the caller changes between batches.
+ * On a host backend the hook runs inside the pass, as without a capture.
+ * The model, backend and hook must outlive the batches handed to them. */
+typedef struct ss_capture ss_capture;
+ss_status ss_capture_open(ss_capture **out);
+/* Hands the batch still in flight, if any, to its hook. */
+ss_status ss_capture_flush(ss_capture *cap);
+/* Waits for copies in flight, drops a batch not yet handed over and frees
+ * the buffers (NULL: nothing). */
+void ss_capture_close(ss_capture *cap);
 
 /* Called at every requested site as soon as its value exists, before the
  * model consumes it; the hook may read or change data in place.
@@ -40,6 +59,9 @@ typedef struct ss_forward_opts {
      * pinned host memory. Otherwise each site makes a round trip through the
      * host so that the hook's edits reach the model. */
     int read_only;
+    /* With read_only on a device backend: deliver through this capture, one
+     * batch late (see ss_capture). NULL: before the pass returns. */
+    ss_capture *capture;
     /* The hook takes the backend's own buffers (device pointers on a GPU) and
      * works on them only through the backend's ops; no copy is made. */
     int hook_on_device;

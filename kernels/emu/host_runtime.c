@@ -1,7 +1,8 @@
 /* The emulated CUDA runtime and cuBLAS subset declared in kernels/emu/host/.
  * "Device" memory is host memory with a small header so that frees of
- * foreign pointers and a memory limit can be checked. Streams are
- * synchronous: every call completes before it returns. */
+ * foreign pointers and a memory limit can be checked. Kernels and most
+ * calls complete before they return; only the host side of device-to-host
+ * copies on a stream is held back until a synchronisation (cuda_runtime.h). */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -86,31 +87,161 @@ cudaError_t cudaFreeHost(void *p) {
     return cudaSuccess;
 }
 
+/* ---- streams and events (see cuda_runtime.h) ---- */
+
+typedef struct pending_copy {
+    void *dst, *snap;
+    size_t bytes;
+    uint64_t seq;
+    struct pending_copy *next;
+} pending_copy;
+
+struct CUstream_st {
+    uint64_t issued;            /* copies held back so far */
+    pending_copy *head, *tail;  /* in issue order */
+    struct CUstream_st *next_stream;
+};
+
+struct CUevent_st {
+    cudaStream_t s; /* NULL: not recorded, or recorded on the default stream */
+    uint64_t seq;   /* the stream's copies issued before the record */
+    int asked;      /* cudaEventQuery has said "not ready" once */
+};
+
+static struct CUstream_st *streams;
+static size_t n_pending;
+
+size_t ss_emu_pending_copies(void) { return n_pending; }
+
+/* Completes s's held-back copies up to and including number upto. */
+static void complete(cudaStream_t s, uint64_t upto) {
+    while (s && s->head && s->head->seq <= upto) {
+        pending_copy *p = s->head;
+        memcpy(p->dst, p->snap, p->bytes);
+        s->head = p->next;
+        if (!s->head) s->tail = NULL;
+        free(p->snap);
+        free(p);
+        n_pending--;
+    }
+}
+
+static void complete_all(void) {
+    for (struct CUstream_st *s = streams; s; s = s->next_stream) complete(s, UINT64_MAX);
+}
+
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
     if (bytes && (!dst || !src)) return fail(cudaErrorInvalidValue);
+    complete_all(); /* the legacy default stream waits for the others */
     if (bytes) memmove(dst, src, bytes);
     return cudaSuccess;
 }
 
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, cudaStream_t s) {
-    return cudaMemcpy(dst, src, bytes, kind);
+    if (bytes && (!dst || !src)) return fail(cudaErrorInvalidValue);
+    if (!s) return cudaMemcpy(dst, src, bytes, kind);
+    if (kind != cudaMemcpyDeviceToHost || !bytes) {
+        complete(s, UINT64_MAX); /* keeps stream order for what runs at once */
+        if (bytes) memmove(dst, src, bytes);
+        return cudaSuccess;
+    }
+    pending_copy *p = malloc(sizeof *p);
+    void *snap = malloc(bytes);
+    if (!p || !snap) {
+        free(p);
+        free(snap);
+        return fail(cudaErrorMemoryAllocation);
+    }
+    memcpy(snap, src, bytes);
+    *p = (pending_copy){.dst = dst, .snap = snap, .bytes = bytes, .seq = ++s->issued};
+    if (s->tail) s->tail->next = p;
+    else s->head = p;
+    s->tail = p;
+    n_pending++;
+    return cudaSuccess;
 }
 
 cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t s) {
     if (bytes && !p) return fail(cudaErrorInvalidValue);
+    complete(s, UINT64_MAX);
     if (bytes) memset(p, value, bytes);
     return cudaSuccess;
 }
 
-cudaError_t cudaStreamCreate(cudaStream_t *s) {
-    static int token;
-    *s = (cudaStream_t)&token;
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int flags) {
+    *s = calloc(1, sizeof **s);
+    if (!*s) return fail(cudaErrorMemoryAllocation);
+    (*s)->next_stream = streams;
+    streams = *s;
     return cudaSuccess;
 }
 
-cudaError_t cudaStreamDestroy(cudaStream_t s) { return cudaSuccess; }
-cudaError_t cudaStreamSynchronize(cudaStream_t s) { return cudaSuccess; }
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaStreamCreate(cudaStream_t *s) { return cudaStreamCreateWithFlags(s, 0); }
+
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+    if (!s) return fail(cudaErrorInvalidValue);
+    complete(s, UINT64_MAX); /* destroying a stream lets its work finish */
+    for (struct CUstream_st **pp = &streams; *pp; pp = &(*pp)->next_stream)
+        if (*pp == s) {
+            *pp = s->next_stream;
+            free(s);
+            return cudaSuccess;
+        }
+    return fail(cudaErrorInvalidValue);
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+    if (s) complete(s, UINT64_MAX);
+    else complete_all();
+    return cudaSuccess;
+}
+
+cudaError_t cudaDeviceSynchronize(void) {
+    complete_all();
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int flags) {
+    *e = calloc(1, sizeof **e);
+    return *e ? cudaSuccess : fail(cudaErrorMemoryAllocation);
+}
+
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+    if (!e) return fail(cudaErrorInvalidValue);
+    e->s = s;
+    e->seq = s ? s->issued : 0;
+    return cudaSuccess;
+}
+
+/* Later work on s may use what came before e on e's stream. */
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int flags) {
+    if (!e) return fail(cudaErrorInvalidValue);
+    complete(e->s, e->seq);
+    return cudaSuccess;
+}
+
+/* An event is "not ready" once, the first time it is asked while copies
+ * before it are still held back, so that polling code is exercised. */
+cudaError_t cudaEventQuery(cudaEvent_t e) {
+    if (!e) return fail(cudaErrorInvalidValue);
+    if (e->s && e->s->head && e->s->head->seq <= e->seq && !e->asked) {
+        e->asked = 1;
+        return cudaErrorNotReady;
+    }
+    complete(e->s, e->seq);
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+    if (!e) return fail(cudaErrorInvalidValue);
+    complete(e->s, e->seq);
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+    free(e);
+    return cudaSuccess;
+}
 
 cudaError_t cudaGetLastError(void) {
     cudaError_t e = last_error;
@@ -125,6 +256,7 @@ const char *cudaGetErrorString(cudaError_t e) {
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorNotReady: return "device not ready";
     }
     return "unknown error";
 }

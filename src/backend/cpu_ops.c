@@ -370,6 +370,13 @@ static ss_status cpu_copy(const ss_backend *be, void *dst, const void *src, size
 
 static ss_status cpu_sync(const ss_backend *be) { return SS_OK; }
 
+static ss_status cpu_download_async(const ss_backend *be, void *dst, const void *src, size_t bytes, void **ticket) {
+    *ticket = NULL;
+    return cpu_copy(be, dst, src, bytes);
+}
+
+static ss_status cpu_wait_copy(const ss_backend *be, void *ticket) { return SS_OK; }
+
 static void cpu_memory_stats(const ss_backend *be, size_t *in_use, size_t *peak) { *in_use = *peak = 0; }
 
 static ss_status cpu_copy_rows(const ss_backend *be, float *dst, const float *src, int64_t ld_src, int64_t rows,
@@ -391,6 +398,8 @@ static const ss_backend cpu_backend = {
     .upload = cpu_copy,
     .download = cpu_copy,
     .sync = cpu_sync,
+    .download_async = cpu_download_async,
+    .wait_copy = cpu_wait_copy,
     .alloc_host = cpu_alloc,
     .release_host = cpu_release,
     .copy_rows = cpu_copy_rows,

@@ -5,7 +5,9 @@
  * tested on machines without a GPU.
  *
  * Every op is issued on one stream; errors of asynchronous work surface at
- * the next download or sync, which report them with the backend's name. */
+ * the next download or sync, which report them with the backend's name.
+ * download_async alone uses a second stream, so that a batch's captured
+ * sites travel to the host while the next batch computes. */
 #if defined(SS_HAVE_CUDA) || defined(SS_CUDA_EMULATED)
 
 #include <cublas_v2.h>
@@ -23,10 +25,13 @@
 typedef struct {
     int device;
     cudaStream_t stream;
+    cudaStream_t copy;      /* copies to the host that overlap later compute (download_async) */
     cublasHandle_t blas;
     int64_t *meta;          /* device copy of start/len/pattern_off for attention */
     size_t meta_cap;        /* in int64 elements */
-    int64_t *meta_host;
+    int64_t *meta_host;     /* what meta holds now (meta_n elements; 0: nothing) ... */
+    int64_t *meta_next;     /* ... and the next call's, compared with it so a pass uploads once */
+    size_t meta_n;
     uint16_t *a16;          /* bf16 copy of the activations of a bf16 product */
     size_t a16_cap;         /* in elements */
     float *ws;              /* workspace of the backward kernels (attention P/dS, layernorm row stats) */
@@ -168,6 +173,37 @@ static ss_status cu_download(const ss_backend *be, void *dst, const void *src, s
     if (!bytes) return SS_OK;
     CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, IMPL(be)->stream), "copy to host");
     CU(cudaStreamSynchronize(IMPL(be)->stream), "copy to host");
+    return SS_OK;
+}
+
+/* The copy waits on the compute stream through an event and runs on the
+ * copy stream; the ticket is an event recorded after it. */
+static ss_status cu_download_async(const ss_backend *be, void *dst, const void *src, size_t bytes, void **ticket) {
+    cuda_impl *c = IMPL(be);
+    cudaEvent_t ready = NULL, done = NULL;
+    cudaError_t e;
+    *ticket = NULL;
+    if ((e = cudaEventCreateWithFlags(&ready, cudaEventDisableTiming)) != cudaSuccess) return cuda_err(be, e, "create event");
+    if ((e = cudaEventCreateWithFlags(&done, cudaEventDisableTiming)) != cudaSuccess ||
+        (e = cudaEventRecord(ready, c->stream)) != cudaSuccess || (e = cudaStreamWaitEvent(c->copy, ready, 0)) != cudaSuccess ||
+        (bytes && (e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->copy)) != cudaSuccess) ||
+        (e = cudaEventRecord(done, c->copy)) != cudaSuccess) {
+        /* Nothing may still write dst once this returns. */
+        cudaStreamSynchronize(c->copy);
+        cudaEventDestroy(ready);
+        if (done) cudaEventDestroy(done);
+        return cuda_err(be, e, "start of a copy to host");
+    }
+    cudaEventDestroy(ready); /* released once the copy stream has passed it */
+    *ticket = done;
+    return SS_OK;
+}
+
+static ss_status cu_wait_copy(const ss_backend *be, void *ticket) {
+    if (!ticket) return SS_OK;
+    cudaError_t e = cudaEventSynchronize((cudaEvent_t)ticket);
+    cudaEventDestroy((cudaEvent_t)ticket);
+    if (e != cudaSuccess) return cuda_err(be, e, "copy to host");
     return SS_OK;
 }
 
@@ -334,6 +370,40 @@ static ss_status cu_swiglu(const ss_backend *be, float *out, const float *gu, in
     return SS_OK;
 }
 
+/* Puts [start | len | third] of n_seq sequences in c->meta, uploading only
+ * when that differs from what the device holds already: the layers of a
+ * pass share one packing, so a pass uploads (and waits for the stream) once
+ * rather than at every layer, and the host can run ahead of the device.
+ * third NULL: that part is not used, so not compared. */
+static ss_status meta_put(const ss_backend *be, int64_t n_seq, const int64_t *start, const int64_t *len,
+                          const int64_t *third) {
+    cuda_impl *c = IMPL(be);
+    size_t need = (size_t)(3 * n_seq);
+    if (need > c->meta_cap) {
+        if (c->meta) cu_release(be, c->meta);
+        free(c->meta_host);
+        free(c->meta_next);
+        c->meta = NULL;
+        c->meta_host = c->meta_next = NULL;
+        c->meta_cap = c->meta_n = 0;
+        if (!(c->meta_host = ss_malloc(need * sizeof(int64_t), "attention metadata")) ||
+            !(c->meta_next = ss_malloc(need * sizeof(int64_t), "attention metadata")))
+            return SS_ERR_NOMEM;
+        SS_TRY(cu_alloc(be, need * sizeof(int64_t), "attention metadata", (void **)&c->meta));
+        c->meta_cap = need;
+    }
+    int64_t *t = c->meta_next;
+    for (int64_t s = 0; s < n_seq; s++) t[s] = start[s], t[n_seq + s] = len[s], t[2 * n_seq + s] = third ? third[s] : 0;
+    size_t used = third ? need : (size_t)(2 * n_seq);
+    if (need == c->meta_n && !memcmp(t, c->meta_host, used * sizeof(int64_t))) return SS_OK;
+    c->meta_n = 0; /* unknown until the copy succeeds */
+    SS_TRY(cu_upload(be, c->meta, t, need * sizeof(int64_t)));
+    c->meta_next = c->meta_host;
+    c->meta_host = t;
+    c->meta_n = need;
+    return SS_OK;
+}
+
 static ss_status cu_attention(const ss_backend *be, float *z, const float *q, const float *k, const float *v,
                               int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H,
                               int64_t Hkv, int64_t dh, float scale, float *pattern_out, const int64_t *pattern_off) {
@@ -341,24 +411,10 @@ static ss_status cu_attention(const ss_backend *be, float *z, const float *q, co
     if (Hkv < 1 || H % Hkv)
         return ss_errorf(SS_ERR_ARG, "%s: attention: %lld key/value heads do not divide %lld heads", be->name,
                          (long long)Hkv, (long long)H);
-    size_t need = (size_t)(3 * n_seq);
-    if (need > c->meta_cap) {
-        if (c->meta) cu_release(be, c->meta);
-        free(c->meta_host);
-        c->meta = NULL;
-        c->meta_cap = 0;
-        if (!(c->meta_host = ss_malloc(need * sizeof(int64_t), "attention metadata"))) return SS_ERR_NOMEM;
-        SS_TRY(cu_alloc(be, need * sizeof(int64_t), "attention metadata", (void **)&c->meta));
-        c->meta_cap = need;
-    }
     int64_t max_len = 0;
-    for (int64_t s = 0; s < n_seq; s++) {
-        c->meta_host[s] = start[s];
-        c->meta_host[n_seq + s] = len[s];
-        c->meta_host[2 * n_seq + s] = pattern_off ? pattern_off[s] : 0;
+    for (int64_t s = 0; s < n_seq; s++)
         if (len[s] > max_len) max_len = len[s];
-    }
-    SS_TRY(cu_upload(be, c->meta, c->meta_host, need * sizeof(int64_t)));
+    SS_TRY(meta_put(be, n_seq, start, len, pattern_out ? pattern_off : NULL));
     if (pattern_out)
         KL(ss_cuda_attention_pattern(z, pattern_out, q, k, v, ld_qkv, n_seq, c->meta, c->meta + n_seq,
                                      c->meta + 2 * n_seq, max_len, H, Hkv, dh, scale, c->stream),
@@ -579,34 +635,28 @@ static ss_status cu_attention_backward(const ss_backend *be, float *dq, float *d
         return ss_errorf(SS_ERR_ARG, "%s: attention_backward: %lld key/value heads do not divide %lld heads", be->name,
                          (long long)Hkv, (long long)H);
     if (n_seq <= 0 || H <= 0) return SS_OK;
-    size_t need = (size_t)(3 * n_seq);
-    if (need > c->meta_cap) {
-        if (c->meta) cu_release(be, c->meta);
-        free(c->meta_host);
-        c->meta = NULL;
-        c->meta_cap = 0;
-        if (!(c->meta_host = ss_malloc(need * sizeof(int64_t), "attention metadata"))) return SS_ERR_NOMEM;
-        SS_TRY(cu_alloc(be, need * sizeof(int64_t), "attention metadata", (void **)&c->meta));
-        c->meta_cap = need;
-    }
     /* P and dS of every (sequence, head): 2 sum_s H len^2 floats. */
     int64_t max_len = 0, half = 0;
+    int64_t *at = ss_malloc((size_t)n_seq * sizeof(int64_t), "attention_backward offsets");
+    if (!at) return SS_ERR_NOMEM;
     for (int64_t s = 0; s < n_seq; s++) {
         size_t l2 = 0, hl2 = 0;
         if (len[s] < 0 || !ss_mul_ok((size_t)len[s], (size_t)len[s], &l2) || !ss_mul_ok(l2, (size_t)H, &hl2) ||
-            hl2 > (size_t)(INT64_MAX / 4) || half > INT64_MAX / 4 - (int64_t)hl2)
+            hl2 > (size_t)(INT64_MAX / 4) || half > INT64_MAX / 4 - (int64_t)hl2) {
+            free(at);
             return ss_errorf(SS_ERR_ARG, "%s: attention_backward: sequence %lld of length %lld is too long", be->name,
                              (long long)s, (long long)len[s]);
-        c->meta_host[s] = start[s];
-        c->meta_host[n_seq + s] = len[s];
-        c->meta_host[2 * n_seq + s] = half;
+        }
+        at[s] = half;
         half += (int64_t)hl2;
         if (len[s] > max_len) max_len = len[s];
     }
-    if (max_len == 0) return SS_OK;
     float *ws = NULL;
-    SS_TRY(cu_workspace(be, (size_t)(2 * half), "attention_backward workspace (probabilities and dS)", &ws));
-    SS_TRY(cu_upload(be, c->meta, c->meta_host, need * sizeof(int64_t)));
+    ss_status st = max_len ? cu_workspace(be, (size_t)(2 * half), "attention_backward workspace (probabilities and dS)", &ws)
+                           : SS_OK;
+    if (!st && max_len) st = meta_put(be, n_seq, start, len, at);
+    free(at);
+    if (st || !max_len) return st;
     int rc = ss_cuda_attention_backward(dq, dk, dv, ld_dqkv, dz, q, k, v, ld_qkv, n_seq, c->meta, c->meta + n_seq,
                                         c->meta + 2 * n_seq, max_len, H, Hkv, dh, scale, ws, half, c->stream);
     if (rc == cudaErrorInvalidValue)
@@ -682,6 +732,7 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
     *be = (ss_backend){
         .name = c->name, .description = c->device_name, .impl = c, .host_memory = 0,
         .alloc = cu_alloc, .release = cu_release, .upload = cu_upload, .download = cu_download, .sync = cu_sync,
+        .download_async = cu_download_async, .wait_copy = cu_wait_copy,
         .alloc_host = cu_alloc_host, .release_host = cu_release_host, .copy_rows = cu_copy_rows,
         .memory_stats = cu_memory_stats, .moments_chunk = cu_moments_chunk,
         .matmul = cu_matmul, .layernorm = cu_layernorm, .gelu = cu_gelu, .add = cu_add, .embed = cu_embed,
@@ -702,6 +753,8 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
     if (!st) {
         snprintf(c->device_name, sizeof c->device_name, "%s", prop.name);
         if ((e = cudaStreamCreate(&c->stream)) != cudaSuccess) st = cuda_err(be, e, "create stream");
+        else if ((e = cudaStreamCreateWithFlags(&c->copy, cudaStreamNonBlocking)) != cudaSuccess)
+            st = cuda_err(be, e, "create copy stream");
     }
     if (!st && cublasCreate(&c->blas) != CUBLAS_STATUS_SUCCESS)
         st = ss_errorf(SS_ERR_IO, "%s (%s): cuBLAS could not be initialised", c->name, c->device_name);
@@ -725,8 +778,10 @@ void ss_backend_cuda_close(ss_backend *be) {
     if (c) {
         if (c->blas) cublasDestroy(c->blas);
         if (c->stream) cudaStreamDestroy(c->stream);
+        if (c->copy) cudaStreamDestroy(c->copy);
         for (size_t i = 0; i < c->n_blk; i++) cudaFree(c->blk[i]); /* meta, a16 and ws are among them */
         free(c->meta_host);
+        free(c->meta_next);
         free(c->mseq_host);
         free(c->mseq_next);
         free(c->blk);

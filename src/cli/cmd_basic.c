@@ -322,7 +322,7 @@ static void print_quoted(const char *s, size_t n) {
 
 static ss_status last_logits(const ss_model *m, const ss_backend *be, const int32_t *ids, int64_t n, float **logits) {
     int64_t start = 0;
-    ss_packing pk = {1, n, &start, &n};
+    ss_packing pk = {1, n, &start, &n, 0};
     ss_forward_opts o = {.logits = SS_LOGITS_LAST};
     return ss_forward(m, be, ids, &pk, &o, logits);
 }

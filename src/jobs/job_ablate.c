@@ -991,7 +991,7 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
                 if (first > 0)
                     memcpy(kresid + k * R * cfg->n_embd, prefix.resid[first], (size_t)(R * cfg->n_embd) * sizeof(float));
             }
-            ss_packing kpk = {kn * nb, kn * R, kstart, klen};
+            ss_packing kpk = {kn * nb, kn * R, kstart, klen, 0};
             mask_hook_ctx hc = {kmasks, kn, mstats, kdonor, &pk, prompt_index};
             ss_forward_opts fo = {.want = kwant, .hook = mask_hook, .hook_ctx = &hc, .logits = SS_LOGITS_ALL,
                                   .start_layer = first, .start_resid = first > 0 ? kresid : NULL};

@@ -92,7 +92,7 @@ ss_status ss_write_provenance(ss_h5 *h, const ss_model *m, const char *command_l
 typedef struct {
     ss_h5_queue *q;         /* the writer thread: HDF5 runs beside the compute */
     const ss_model *m;
-    int64_t T, b0;          /* padded length, first prompt of this batch */
+    int64_t T;              /* padded length */
     ss_h5_dset **acts;      /* by site id (NULL where not requested) */
     ss_h5_dset *logits;
     int n_sites;
@@ -236,7 +236,7 @@ static ss_status capture(void *vctx, const ss_site *s, float *data, int64_t ld, 
                          const int64_t *pattern_off) {
     fwd_job_ctx *c = vctx;
     const int64_t B = pk->n_seq, T = c->T;
-    int64_t start[4] = {c->b0, 0, 0, 0}, count[4] = {B, T, 0, 0};
+    int64_t start[4] = {pk->first, 0, 0, 0}, count[4] = {B, T, 0, 0};
     size_t per_prompt;
     if (s->per_token) {
         per_prompt = (size_t)(T * s->width);
@@ -274,6 +274,7 @@ ss_status ss_job_forward(const ss_forward_job *job) {
     uint8_t *want = NULL;
     float *lg = NULL;
     fwd_job_ctx c = {0};
+    ss_capture *cap = NULL;
     int ns = 0;
     ss_status st;
     ss_comm *comm;
@@ -349,8 +350,10 @@ ss_status ss_job_forward(const ss_forward_job *job) {
     if ((st = ss_h5_queue_start(batch_bytes, &c.q))) goto out;
 
 compute:;
+    /* On a GPU, a batch's sites reach the hook while the next batch computes. */
+    if ((st = ss_capture_open(&cap))) goto out;
     ss_forward_opts fo = {.want = want, .hook = capture, .hook_ctx = &c,
-                          .logits = job->no_logits ? SS_LOGITS_NONE : SS_LOGITS_ALL, .read_only = 1};
+                          .logits = job->no_logits ? SS_LOGITS_NONE : SS_LOGITS_ALL, .read_only = 1, .capture = cap};
     ss_progress_fn progress = rank == c.writer ? job->progress : NULL;
     if (progress) progress(job->progress_ctx, 0, N);
     /* Data parallel, step k: every rank its k-th batch; rank 0 then takes the
@@ -364,7 +367,6 @@ compute:;
         int64_t nb = hi - b0 < B ? hi - b0 : B;
         ss_packing pk;
         ss_run_pack(&run, b0, nb, &pk);
-        c.b0 = b0;
         if ((st = ss_forward(m, be, run.packed, &pk, &fo, job->no_logits ? NULL : &lg))) goto out;
         if (lg) {
             size_t per = (size_t)(T * V);
@@ -378,8 +380,8 @@ compute:;
             lg = NULL;
             if ((st = emit(&c, DS_LOGITS, 3, s3, n3, lbuf, per * (size_t)nb * sizeof(float)))) goto out;
         }
-        if (rank != c.writer) {
-            if ((st = end_batch(&c))) goto out;
+        if (rank != c.writer) { /* the batch's blocks must all precede its end marker */
+            if ((st = ss_capture_flush(cap)) || (st = end_batch(&c))) goto out;
             continue;
         }
         written += nb;
@@ -404,6 +406,7 @@ compute:;
         }
         if (progress) progress(job->progress_ctx, written, N);
     }
+    if ((st = ss_capture_flush(cap))) goto out;
     if (c.piped && rank != c.writer && (st = retire(&c, -1))) goto out;
     if (c.piped && (st = ss_pipeline_report(run.m, c.writer, h, job->progress != NULL))) goto out;
     if (rank != c.writer) goto out;
@@ -438,6 +441,7 @@ out: /* on failure: stop the writer, close what is open, then drop the temporary
         if (c.acts[i]) ss_h5_dset_close(c.acts[i]);
     if (c.logits) ss_h5_dset_close(c.logits);
     if (h) ss_h5_abort(h);
+    ss_capture_close(cap);
     drop_outgoing(&c);
     free(c.acts);
     free(lg);

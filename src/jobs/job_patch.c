@@ -64,7 +64,7 @@ static double metric_of(const float *lg, int64_t n, int64_t V, int logitdiff, in
 static ss_status run_one(ss_run *r, const int32_t *tok, int64_t n, const uint8_t *want, ss_hook_fn hook, void *ctx,
                          float **lg) {
     int64_t start = 0;
-    ss_packing pk = {1, n, &start, &n};
+    ss_packing pk = {1, n, &start, &n, 0};
     ss_forward_opts o = {.want = want, .hook = hook, .hook_ctx = ctx, .logits = SS_LOGITS_ALL};
     free(*lg);
     *lg = NULL;

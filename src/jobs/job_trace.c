@@ -164,7 +164,7 @@ static ss_status trace(const ss_trace_job *job) {
     /* Clean pass: predictions and the sub-models' activations. */
     {
         int64_t s0 = 0, ln = n;
-        ss_packing pk = {1, n, &s0, &ln};
+        ss_packing pk = {1, n, &s0, &ln, 0};
         ss_forward_opts fo = {.want = want, .hook = ss_keep_rows_hook, .hook_ctx = &acts, .read_only = 1, .logits = SS_LOGITS_ALL};
         if ((st = ss_forward(m, be, tok, &pk, &fo, &lg))) goto out;
     }
@@ -230,7 +230,7 @@ static ss_status trace(const ss_trace_job *job) {
             memcpy(packed + r, tok, (size_t)(s + 1) * sizeof(int32_t));
             r += s + 1;
         }
-        ss_packing pk = {n, prefix_rows, start, len};
+        ss_packing pk = {n, prefix_rows, start, len, 0};
         ss_forward_opts fo = {.want = want, .hook = ss_keep_rows_hook, .hook_ctx = &pacts, .read_only = 1};
         ss_grad_opts go = {.want = want, .hook = ss_keep_rows_hook, .hook_ctx = &grads};
         ss_metric mt = {SS_METRIC_LOGPROB, preds, NULL};
@@ -262,7 +262,7 @@ static ss_status trace(const ss_trace_job *job) {
     /* Ablation: one masked pass per sub-model gives every position at once. */
     for (int k = 0; k < n_masks; k++) {
         int64_t s0 = 0, ln = n;
-        ss_packing pk = {1, n, &s0, &ln};
+        ss_packing pk = {1, n, &s0, &ln, 0};
         mask_hook mh = {&masks[k], mean, std};
         uint8_t *mw = ss_calloc((size_t)ns, 1, "sites");
         if (!mw) { st = SS_ERR_NOMEM; goto out; }

@@ -498,7 +498,7 @@ static ss_status eval_loss(trainer *t, int64_t w0, int64_t n, double *out) {
     for (int64_t b0 = 0; b0 < n; b0 += t->B) {
         int64_t nb = n - b0 < t->B ? n - b0 : t->B;
         memcpy(t->toks, t->stream + (w0 + b0) * t->T, (size_t)(nb * t->T) * sizeof(int32_t));
-        ss_packing pk = {nb, nb * t->T, t->start, t->len};
+        ss_packing pk = {nb, nb * t->T, t->start, t->len, 0};
         SS_TRY(ss_forward_backward(t->m, t->be, t->toks, &pk, NULL, &mt, NULL, t->met));
         for (int64_t s = 0; s < nb; s++) sum += t->met[s];
     }
@@ -535,7 +535,7 @@ static ss_status train_loop(trainer *t, ss_train_result *res) {
         }
         for (int i = 0; i < t->o.np; i++)
             SS_TRY(t->be->zero(t->be, (void *)*t->o.g[i].slot, t->o.g[i].count * sizeof(float)));
-        ss_packing pk = {t->B, t->B * t->T, t->start, t->len};
+        ss_packing pk = {t->B, t->B * t->T, t->start, t->len, 0};
         SS_TRY(ss_forward_backward(t->m, t->be, t->toks, &pk, NULL, &mt, &go, t->met));
         double loss = 0, norm = 0;
         for (int64_t b = 0; b < t->B; b++) loss += t->met[b];

@@ -109,7 +109,7 @@ void ss_run_pack(ss_run *r, int64_t b0, int64_t nb, ss_packing *pk) {
         memcpy(r->packed + rows, it->tokens, (size_t)it->n_tokens * sizeof(int32_t));
         rows += it->n_tokens;
     }
-    *pk = (ss_packing){nb, rows, r->start, r->len};
+    *pk = (ss_packing){nb, rows, r->start, r->len, b0};
 }
 
 void ss_run_close(ss_run *r) {

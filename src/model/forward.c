@@ -16,6 +16,132 @@ int ss_hook_wants(const ss_hook_ctx *f, ss_site_kind kind, int layer) {
     return id >= 0 && f->o->want[id];
 }
 
+/* ---- captures that outlive a pass (ss_capture) ---- */
+
+typedef struct {
+    const ss_backend *be;
+    const ss_config *cfg;
+    ss_hook_fn hook;
+    void *hook_ctx;
+    float *dev, *host;  /* the gathered sites, on the device and (once copied) in pinned memory */
+    size_t cap;         /* floats each */
+    int64_t *off;       /* by site id: offset in the buffers, or -1 */
+    int n_sites;
+    void *ticket;       /* the copy to the host, while in flight */
+    int pending;        /* copied or copying, not yet handed to the hook */
+    int64_t *seq;       /* the batch's start, len and pattern offsets: 3 n_seq */
+    int64_t seq_cap;
+    ss_packing pk;
+} capture_slot;
+
+struct ss_capture {
+    capture_slot slot[2];
+    int cur; /* the slot the next pass gathers into */
+};
+
+ss_status ss_capture_open(ss_capture **out) {
+    *out = ss_calloc(1, sizeof **out, "capture");
+    return *out ? SS_OK : SS_ERR_NOMEM;
+}
+
+/* Waits for the slot's copy and hands its sites to the hook, in site order. */
+static ss_status capture_deliver(capture_slot *sl) {
+    if (!sl->pending) return SS_OK;
+    sl->pending = 0;
+    void *t = sl->ticket;
+    sl->ticket = NULL;
+    SS_TRY(sl->be->wait_copy(sl->be, t));
+    ss_site s;
+    for (int i = 0; i < sl->n_sites; i++) {
+        if (sl->off[i] < 0) continue;
+        ss_site_get(sl->cfg, i, &s);
+        SS_TRY(sl->hook(sl->hook_ctx, &s, sl->host + sl->off[i], s.per_token ? s.width : 0, &sl->pk,
+                        sl->seq + 2 * sl->pk.n_seq));
+    }
+    return SS_OK;
+}
+
+ss_status ss_capture_flush(ss_capture *cap) {
+    /* At most one slot is pending; the other was handed over when it started. */
+    for (int k = 0; k < 2; k++) SS_TRY(capture_deliver(&cap->slot[(cap->cur + k) % 2]));
+    return SS_OK;
+}
+
+void ss_capture_close(ss_capture *cap) {
+    if (!cap) return;
+    for (int k = 0; k < 2; k++) {
+        capture_slot *sl = &cap->slot[k];
+        if (sl->ticket) sl->be->wait_copy(sl->be, sl->ticket); /* nothing may write freed memory */
+        if (sl->dev) sl->be->release(sl->be, sl->dev);
+        if (sl->host) sl->be->release_host(sl->be, sl->host);
+        free(sl->off);
+        free(sl->seq);
+    }
+    free(cap);
+}
+
+/* Makes the capture's current slot this pass's arena of `total` floats. */
+static ss_status capture_take(ss_hook_ctx *f, ss_capture *cap, size_t total) {
+    const ss_config *c = &f->m->cfg;
+    const int ns = ss_sites_count(c);
+    capture_slot *sl = &cap->slot[cap->cur];
+    if (sl->be && sl->be != f->be)
+        return ss_errorf(SS_ERR_ARG, "a capture serves one backend (%s), not also %s", sl->be->name, f->be->name);
+    SS_TRY(capture_deliver(sl)); /* left pending when an earlier pass failed before handing it over */
+    if (sl->n_sites != ns) {
+        free(sl->off);
+        if (!(sl->off = ss_malloc((size_t)ns * sizeof(int64_t), "site offsets"))) {
+            sl->n_sites = 0;
+            return SS_ERR_NOMEM;
+        }
+        sl->n_sites = ns;
+    }
+    if (total > sl->cap) {
+        if (sl->dev) f->be->release(f->be, sl->dev);
+        if (sl->host) f->be->release_host(f->be, sl->host);
+        sl->dev = sl->host = NULL;
+        sl->cap = 0;
+        SS_TRY(f->be->alloc(f->be, total * sizeof(float), "captured sites", (void **)&sl->dev));
+        SS_TRY(f->be->alloc_host(f->be, total * sizeof(float), "captured sites", (void **)&sl->host));
+        sl->cap = total;
+    }
+    if (sl->seq_cap < 3 * f->pk->n_seq) {
+        free(sl->seq);
+        sl->seq_cap = 0;
+        if (!(sl->seq = ss_malloc((size_t)(3 * f->pk->n_seq) * sizeof(int64_t) + 1, "batch packing"))) return SS_ERR_NOMEM;
+        sl->seq_cap = 3 * f->pk->n_seq;
+    }
+    sl->be = f->be;
+    sl->cfg = c;
+    sl->hook = f->o->hook;
+    sl->hook_ctx = f->o->hook_ctx;
+    for (int i = 0; i < ns; i++) sl->off[i] = -1;
+    f->cap = cap;
+    f->arena = sl->dev;
+    f->arena_host = sl->host;
+    f->arena_off = sl->off;
+    return SS_OK;
+}
+
+/* The pass's sites start for the host; the previous pass's go to the hook. */
+static ss_status capture_pass_done(ss_hook_ctx *f) {
+    ss_capture *cap = f->cap;
+    capture_slot *sl = &cap->slot[cap->cur];
+    const ss_packing *pk = f->pk;
+    cap->cur ^= 1;
+    if (f->arena_used) {
+        const int64_t n = pk->n_seq;
+        memcpy(sl->seq, pk->start, (size_t)n * sizeof(int64_t));
+        memcpy(sl->seq + n, pk->len, (size_t)n * sizeof(int64_t));
+        memcpy(sl->seq + 2 * n, f->pattern_off, (size_t)n * sizeof(int64_t));
+        sl->pk = (ss_packing){n, pk->rows, sl->seq, sl->seq + n, pk->first};
+        SS_TRY(f->be->download_async(f->be, sl->host, sl->dev, f->arena_used * sizeof(float), &sl->ticket));
+        sl->pending = 1;
+        f->arena_used = 0;
+    }
+    return capture_deliver(&cap->slot[cap->cur]);
+}
+
 ss_status ss_hook_ctx_open(ss_hook_ctx *f, const ss_model *m, const ss_backend *be, const ss_forward_opts *o,
                            const ss_packing *pk) {
     const ss_config *c = &m->cfg;
@@ -34,13 +160,14 @@ ss_status ss_hook_ctx_open(ss_hook_ctx *f, const ss_model *m, const ss_backend *
     if (o->read_only) {
         size_t total = 0;
         ss_site s;
-        if (!(f->arena_off = ss_malloc((size_t)ss_sites_count(c) * sizeof(int64_t), "site offsets"))) return SS_ERR_NOMEM;
         for (int i = 0; i < ss_sites_count(c); i++) {
-            f->arena_off[i] = -1;
             if (!o->want[i]) continue;
             ss_site_get(c, i, &s);
             total += s.per_token ? Rs * (size_t)s.width : (size_t)f->pat_total;
         }
+        if (o->capture) return capture_take(f, o->capture, total);
+        if (!(f->arena_off = ss_malloc((size_t)ss_sites_count(c) * sizeof(int64_t), "site offsets"))) return SS_ERR_NOMEM;
+        for (int i = 0; i < ss_sites_count(c); i++) f->arena_off[i] = -1;
         SS_TRY(be->alloc(be, total * sizeof(float), "captured sites", (void **)&f->arena));
         return be->alloc_host(be, total * sizeof(float), "captured sites", (void **)&f->arena_host);
     }
@@ -78,6 +205,11 @@ ss_status ss_hook_site(ss_hook_ctx *f, ss_site_kind kind, int layer, float *buf,
 }
 
 ss_status ss_hook_ctx_deliver(ss_hook_ctx *f) {
+    if (f->cap) {
+        if (f->delivered) return SS_OK;
+        f->delivered = 1;
+        return capture_pass_done(f);
+    }
     if (!f->arena || !f->arena_used) return SS_OK;
     const ss_config *c = &f->m->cfg;
     SS_TRY(f->be->download(f->be, f->arena_host, f->arena, f->arena_used * sizeof(float)));
@@ -95,9 +227,11 @@ ss_status ss_hook_ctx_deliver(ss_hook_ctx *f) {
 
 void ss_hook_ctx_close(ss_hook_ctx *f) {
     if (f->pattern) f->be->release(f->be, f->pattern);
-    if (f->arena) f->be->release(f->be, f->arena);
-    if (f->arena_host) f->be->release_host(f->be, f->arena_host);
-    free(f->arena_off);
+    if (!f->cap) { /* a capture's slot stays with the capture */
+        if (f->arena) f->be->release(f->be, f->arena);
+        if (f->arena_host) f->be->release_host(f->be, f->arena_host);
+        free(f->arena_off);
+    }
     free(f->stage);
     free(f->pattern_off);
     memset(f, 0, sizeof *f);
@@ -336,6 +470,11 @@ ss_status ss_forward_taped(const ss_model *m, const ss_backend *be, const int32_
             src = tmp;
         }
         RUN(be->matmul(be, out_logits, src, w->lm_head, w->wdtype, NULL, n_lrows, V, d, 1));
+    }
+    /* With a capture, the previous batch's sites go to the hook here, while
+     * the device still computes this one (the logits' download waits for it). */
+    RUN(ss_hook_ctx_deliver(&f));
+    if (n_lrows) {
         if (tape) {
             /* stays on the backend for the backward pass */
         } else if (be->host_memory) {

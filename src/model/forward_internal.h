@@ -21,6 +21,8 @@ typedef struct ss_hook_ctx {
     float *arena_host;
     int64_t *arena_off;    /* by site id: offset in the arena, or -1 */
     size_t arena_used;     /* floats */
+    struct ss_capture *cap; /* the arena is a slot of this capture (opts->capture), not the pass's own */
+    int delivered;         /* the capture has had this pass (ss_hook_ctx_deliver ran) */
 } ss_hook_ctx;
 
 /* Allocates what handing sites to o's hook on be needs (o may be NULL). */
@@ -31,7 +33,9 @@ ss_status ss_hook_ctx_open(ss_hook_ctx *f, const ss_model *m, const ss_backend *
 ss_status ss_hook_site(ss_hook_ctx *f, ss_site_kind kind, int layer, float *buf, size_t n_floats, int64_t offset,
                        int64_t ld);
 int ss_hook_wants(const ss_hook_ctx *f, ss_site_kind kind, int layer);
-/* Read-only hooks on a device: one copy of everything gathered, then the hooks in order. */
+/* Read-only hooks on a device: one copy of everything gathered, then the
+ * hooks in order; with a capture, the copy starts and the previous pass's
+ * sites go to the hooks instead. Only the first call of a pass acts. */
 ss_status ss_hook_ctx_deliver(ss_hook_ctx *f);
 void ss_hook_ctx_close(ss_hook_ctx *f);
 

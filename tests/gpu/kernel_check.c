@@ -1560,7 +1560,7 @@ static void case_mask_apply(void) {
         memset(&site, 0, sizeof site);
         site.id = 11, site.per_token = 1, site.width = width, site.ndim = 1, site.dims[0] = width;
         snprintf(site.name, sizeof site.name, "site");
-        ss_packing pk1 = {nb, R, start1, len1};
+        ss_packing pk1 = {nb, R, start1, len1, 0};
         memcpy(ref, x0, (size_t)n * 4);
         int ref_ok = 1;
         for (int k = 0; k < K; k++) {

@@ -66,7 +66,7 @@ static const int32_t ANSWER[2] = {7, 11}, WRONG[2] = {2, 40};
 /* The metric of the sequence holding `row`, with one unit of a site nudged. */
 static double metric_nudged(const ss_model *m, const uint8_t *want, const ss_metric *mt, int site, int64_t row,
                             int64_t unit, float delta) {
-    ss_packing pk = {2, 9, START, LEN};
+    ss_packing pk = {2, 9, START, LEN, 0};
     nudge n = {site, row, unit, delta};
     ss_forward_opts fo = {.want = want, .hook = nudge_hook, .hook_ctx = &n};
     double out[2];
@@ -107,7 +107,7 @@ static void check_sites_against_fd(const char *model) {
         ss_site_get(c, i, &s);
         want[i] = (uint8_t)s.per_token;
     }
-    ss_packing pk = {2, 9, START, LEN};
+    ss_packing pk = {2, 9, START, LEN, 0};
     const ss_metric_kind kinds[3] = {SS_METRIC_LOSS, SS_METRIC_LOGITDIFF, SS_METRIC_LOGPROB};
     int checked = 0;
     double worst = 0;
@@ -157,7 +157,7 @@ typedef struct {
 
 static double weight_eval(void *vctx, float delta) {
     const weight_fd *c = vctx;
-    ss_packing pk = {2, 9, START, LEN};
+    ss_packing pk = {2, 9, START, LEN, 0};
     float keep_v = c->w[c->idx];
     c->w[c->idx] = keep_v + delta;
     double out[2];
@@ -179,7 +179,7 @@ static void check_weights_against_fd(const char *model) {
     if (!m) return;
     const ss_config *c = &m->cfg;
     const int64_t d = c->n_embd, dm = c->n_inner, V = c->vocab_size;
-    ss_packing pk = {2, 9, START, LEN};
+    ss_packing pk = {2, 9, START, LEN, 0};
     ss_metric mt = {SS_METRIC_LOSS, ANSWER, WRONG};
     ss_gpt2_weights wg;
     CHECK_OK(ss_grads_alloc(m, ss_backend_cpu(), &wg));
@@ -260,7 +260,7 @@ TEST(backward_weight_gradients_match_finite_differences_llama) {
     const int64_t d = c->n_embd, dm = c->n_inner, dh = ss_config_d_head(c);
     const int64_t qw = (c->n_head + 2 * ss_config_kv_heads(c)) * dh, zw = c->n_head * dh;
     CHECK(c->family == SS_FAMILY_LLAMA && dh * c->n_head != d && m->w.lm_head != m->w.wte);
-    ss_packing pk = {2, 9, START, LEN};
+    ss_packing pk = {2, 9, START, LEN, 0};
     ss_metric mt = {SS_METRIC_LOSS, ANSWER, WRONG};
     ss_gpt2_weights wg;
     CHECK_OK(ss_grads_alloc(m, ss_backend_cpu(), &wg));
@@ -333,7 +333,7 @@ TEST(backward_metrics_equal_the_forward_logits) {
     ss_model *m = load("noprefix-odd-untied");
     if (!m) return;
     const int64_t V = m->cfg.vocab_size;
-    ss_packing pk = {2, 9, START, LEN};
+    ss_packing pk = {2, 9, START, LEN, 0};
     ss_forward_opts fo = {.logits = SS_LOGITS_ALL};
     float *lg = NULL;
     CHECK_OK(ss_forward(m, ss_backend_cpu(), TOKS, &pk, &fo, &lg));
@@ -383,7 +383,7 @@ TEST(backward_recompute_is_bit_identical) {
         ss_site_get(&m->cfg, i, &s);
         want[i] = (uint8_t)s.per_token;
     }
-    ss_packing pk = {2, 9, START, LEN};
+    ss_packing pk = {2, 9, START, LEN, 0};
     ss_metric mt = {SS_METRIC_LOSS, NULL, NULL};
     uint8_t *fwant = calloc((size_t)ns, 1);
     fwant[ss_site_id(&m->cfg, SS_SITE_MLP_POST, 0)] = 1;
@@ -409,7 +409,7 @@ TEST(backward_errors) {
     const int ns = ss_sites_count(&m->cfg);
     uint8_t *want = calloc((size_t)ns, 1);
     want[ss_site_id(&m->cfg, SS_SITE_PATTERN, 1)] = 1;
-    ss_packing pk = {2, 9, START, LEN};
+    ss_packing pk = {2, 9, START, LEN, 0};
     grads g = {{0}};
     ss_grad_opts go = {.want = want, .hook = keep, .hook_ctx = &g};
     ss_metric loss = {SS_METRIC_LOSS, NULL, NULL}, ld = {SS_METRIC_LOGITDIFF, ANSWER, NULL};

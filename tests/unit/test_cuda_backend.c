@@ -48,7 +48,7 @@ static void compare_backends(const char *model, const char *globs, int read_only
     int32_t toks[20];
     for (int i = 0; i < 20; i++) toks[i] = (int32_t)((i * 37 + 11) % m->cfg.vocab_size);
     int64_t start[3] = {0, 1, 9}, len[3] = {1, 8, 11};
-    ss_packing pk = {3, 20, start, len};
+    ss_packing pk = {3, 20, start, len, 0};
     int ns = ss_sites_count(&m->cfg), nsel;
     uint8_t *want = calloc((size_t)ns, 1);
     CHECK_OK(ss_sites_select(&m->cfg, globs, want, &nsel));
@@ -182,7 +182,7 @@ TEST(cuda_emulated_bf16_products_match_cpu_bf16_reference) {
     int32_t toks[12];
     for (int i = 0; i < 12; i++) toks[i] = (int32_t)((i * 29 + 5) % 101);
     int64_t start[2] = {0, 5}, len[2] = {5, 7};
-    ss_packing pk = {2, 12, start, len};
+    ss_packing pk = {2, 12, start, len, 0};
     ss_forward_opts o = {.logits = SS_LOGITS_ALL};
     float *lc = NULL, *lg = NULL, *lf = NULL;
     CHECK_OK(ss_forward(mc, ss_backend_cpu(), toks, &pk, &o, &lc));
@@ -295,7 +295,7 @@ TEST(cuda_emulated_float16_and_auto_placement) {
         int32_t toks[12];
         for (int i = 0; i < 12; i++) toks[i] = (int32_t)((i * 29 + 5) % m->cfg.vocab_size);
         int64_t start[2] = {0, 5}, len[2] = {5, 7};
-        ss_packing pk = {2, 12, start, len};
+        ss_packing pk = {2, 12, start, len, 0};
         ss_forward_opts o = {.logits = SS_LOGITS_ALL};
         float *la = NULL, *lb = NULL;
         CHECK_OK(ss_forward(m, ss_backend_cpu(), toks, &pk, &o, &la));
@@ -314,4 +314,239 @@ TEST(cuda_emulated_float16_and_auto_placement) {
         ss_model_free(m16);
         ss_backend_cuda_close(gpu);
     }
+}
+
+/* ---- overlapped copy-out (download_async, ss_capture) ---- */
+
+size_t ss_emu_pending_copies(void); /* kernels/emu/host_runtime.c */
+
+/* The emulated runtime holds back the host side of a stream's device-to-host
+ * copy until a synchronisation covers it, so code that reads early fails
+ * here as it might on a GPU. The copy still takes the bytes the device held
+ * when it was issued, not what later ops write. */
+TEST(cuda_emulated_async_download_is_visible_only_after_wait) {
+    ss_backend *gpu = NULL;
+    CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
+    float src[64], *dev = NULL, *host = NULL;
+    for (int i = 0; i < 64; i++) src[i] = (float)i;
+    CHECK_OK(gpu->alloc(gpu, sizeof src, "test", (void **)&dev));
+    CHECK_OK(gpu->alloc_host(gpu, sizeof src, "test", (void **)&host));
+    for (int i = 0; i < 64; i++) host[i] = -1.f;
+    CHECK_OK(gpu->upload(gpu, dev, src, sizeof src));
+    void *ticket = NULL;
+    CHECK_OK(gpu->download_async(gpu, host, dev, sizeof src, &ticket));
+    CHECK(ticket != NULL && ss_emu_pending_copies() == 1);
+    CHECK(host[5] == -1.f); /* not yet */
+    CHECK_OK(gpu->zero(gpu, dev, 64)); /* later compute must not reach the copy */
+    CHECK_OK(gpu->sync(gpu)); /* the compute stream's sync does not cover the copy stream */
+    CHECK(host[5] == -1.f);
+    CHECK_OK(gpu->wait_copy(gpu, ticket));
+    CHECK(ss_emu_pending_copies() == 0);
+    for (int i = 0; i < 64; i++) CHECK(host[i] == (float)i);
+    gpu->release(gpu, dev);
+    gpu->release_host(gpu, host);
+    ss_backend_cuda_close(gpu);
+}
+
+typedef struct {
+    const ss_config *cfg;
+    float *store[8][128]; /* by batch (pk->first), site id */
+    int order[64], n_calls; /* batches in the order the hook saw them */
+    int passes_done;       /* ss_forward calls returned so far */
+    int seen_during[8];    /* passes_done when batch b reached the hook */
+} late_rec;
+
+static ss_status late_keep(void *vctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
+                           const int64_t *pattern_off) {
+    late_rec *r = vctx;
+    int b = (int)pk->first;
+    if (b < 0 || b >= 8 || r->store[b][s->id]) return ss_errorf(SS_ERR_INTERNAL, "site %s of batch %d twice", s->name, b);
+    rec_t one = {{0}};
+    SS_TRY(keep(&one, s, data, ld, pk, pattern_off));
+    r->store[b][s->id] = one.store[s->id];
+    if (r->n_calls < 64) r->order[r->n_calls++] = b;
+    r->seen_during[b] = r->passes_done;
+    return SS_OK;
+}
+
+/* Three batches of growing size through one capture on the (emulated) GPU:
+ * each batch's sites, patterns included, reach the hook during the next
+ * pass (the last at ss_capture_flush), in order, and equal what the CPU
+ * gives each batch on its own (tolerance as above). */
+TEST(cuda_emulated_capture_hands_each_batch_over_one_pass_late) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/models/prefix-f32", ss_test_data_dir());
+    ss_model *m = NULL;
+    ss_backend *gpu = NULL;
+    CHECK_OK(ss_model_load(dir, &m));
+    CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
+    CHECK_OK(ss_model_place(m, gpu, SS_WDTYPE_F32));
+    int ns = ss_sites_count(&m->cfg), nsel;
+    uint8_t *want = calloc((size_t)ns, 1);
+    CHECK_OK(ss_sites_select(&m->cfg, "blocks.0.attn.hook_pattern,blocks.*.hook_resid_post,blocks.1.attn.hook_k", want,
+                             &nsel));
+    static late_rec g, c;
+    memset(&g, 0, sizeof g);
+    memset(&c, 0, sizeof c);
+    ss_capture *cap = NULL;
+    CHECK_OK(ss_capture_open(&cap));
+    const int nb[3] = {1, 2, 3};
+    int32_t toks[3][40];
+    int64_t start[3][3], len[3][3], rows[3] = {0, 0, 0};
+    for (int b = 0; b < 3; b++)
+        for (int q = 0; q < nb[b]; q++) {
+            start[b][q] = rows[b];
+            len[b][q] = 3 + 4 * b + q;
+            for (int64_t t = 0; t < len[b][q]; t++) toks[b][rows[b] + t] = (int32_t)((b * 31 + q * 7 + t * 13) % m->cfg.vocab_size);
+            rows[b] += len[b][q];
+        }
+    for (int b = 0; b < 3; b++) {
+        ss_packing pk = {nb[b], rows[b], start[b], len[b], b};
+        ss_forward_opts og = {.want = want, .hook = late_keep, .hook_ctx = &g, .read_only = 1, .capture = cap};
+        ss_forward_opts oc = {.want = want, .hook = late_keep, .hook_ctx = &c, .read_only = 1, .capture = cap};
+        CHECK_OK(ss_forward(m, gpu, toks[b], &pk, &og, NULL));
+        g.passes_done++;
+        CHECK_OK(ss_forward(m, ss_backend_cpu(), toks[b], &pk, &oc, NULL)); /* host backend: hook inside the pass */
+        c.passes_done++;
+    }
+    CHECK(g.seen_during[0] == 1 && g.n_calls == 2 * nsel); /* batches 0 and 1 so far */
+    CHECK_OK(ss_capture_flush(cap));
+    CHECK_OK(ss_capture_flush(cap)); /* nothing left: no second delivery */
+    ss_capture_close(cap);
+    CHECK(g.n_calls == 3 * nsel && c.n_calls == 3 * nsel);
+    for (int i = 0; i < g.n_calls; i++) CHECK(g.order[i] == i / nsel);
+    for (int b = 0; b < 3; b++) {
+        CHECK_MSG(g.seen_during[b] == b + 1, "batch %d reached the hook after %d passes", b, g.seen_during[b]);
+        CHECK(c.seen_during[b] == b);
+    }
+    for (int b = 0; b < 3; b++)
+        for (int i = 0; i < ns; i++) {
+            if (!want[i]) continue;
+            ss_site s;
+            ss_site_get(&m->cfg, i, &s);
+            size_t n = 0;
+            if (s.per_token) n = (size_t)(rows[b] * s.width);
+            else
+                for (int q = 0; q < nb[b]; q++) n += (size_t)(s.dims[0] * len[b][q] * len[b][q]);
+            CHECK_MSG(g.store[b][i] && c.store[b][i], "site %s of batch %d not captured", s.name, b);
+            for (size_t j = 0; j < n; j++)
+                CHECK_MSG(fabs((double)c.store[b][i][j] - g.store[b][i][j]) <= 2e-5 + 2e-5 * fabs(c.store[b][i][j]),
+                          "batch %d %s[%zu]: cpu %.9g cuda %.9g", b, s.name, j, c.store[b][i][j], g.store[b][i][j]);
+        }
+    for (int b = 0; b < 8; b++)
+        for (int i = 0; i < 128; i++) free(g.store[b][i]), free(c.store[b][i]);
+    CHECK(ss_emu_pending_copies() == 0);
+    free(want);
+    ss_model_free(m);
+    ss_backend_cuda_close(gpu);
+}
+
+/* A capture closed with a batch still in flight waits for its copy and
+ * drops it; a hook's error at delivery comes back from the next pass. */
+static ss_status failing_hook(void *vctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
+                              const int64_t *pattern_off) {
+    return ss_errorf(SS_ERR_IO, "hook refused batch %lld", (long long)pk->first);
+}
+
+TEST(cuda_emulated_capture_errors_and_early_close) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/models/prefix-f32", ss_test_data_dir());
+    ss_model *m = NULL;
+    ss_backend *gpu = NULL;
+    CHECK_OK(ss_model_load(dir, &m));
+    CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
+    CHECK_OK(ss_model_place(m, gpu, SS_WDTYPE_F32));
+    int ns = ss_sites_count(&m->cfg), nsel;
+    uint8_t *want = calloc((size_t)ns, 1);
+    CHECK_OK(ss_sites_select(&m->cfg, "blocks.1.mlp.hook_post", want, &nsel));
+    int32_t toks[6] = {1, 2, 3, 4, 5, 6};
+    int64_t start = 0, len = 6;
+    ss_capture *cap = NULL;
+    CHECK_OK(ss_capture_open(&cap));
+    ss_forward_opts o = {.want = want, .hook = failing_hook, .read_only = 1, .capture = cap};
+    ss_packing p0 = {1, 6, &start, &len, 0}, p1 = {1, 6, &start, &len, 1};
+    CHECK_OK(ss_forward(m, gpu, toks, &p0, &o, NULL)); /* batch 0 is in flight */
+    CHECK(ss_forward(m, gpu, toks, &p1, &o, NULL) == SS_ERR_IO);
+    CHECK(strstr(ss_last_error(), "hook refused batch 0") != NULL);
+    CHECK(ss_emu_pending_copies() == 1); /* batch 1's copy */
+    ss_capture_close(cap);
+    CHECK(ss_emu_pending_copies() == 0);
+    /* A capture serves one backend. */
+    CHECK_OK(ss_capture_open(&cap));
+    ss_backend *other = NULL;
+    ss_model *m2 = NULL;
+    CHECK_OK(ss_backend_cuda_open(0, NULL, &other));
+    CHECK_OK(ss_model_load(dir, &m2));
+    CHECK_OK(ss_model_place(m2, other, SS_WDTYPE_F32));
+    rec_t r = {{0}};
+    ss_forward_opts ok = {.want = want, .hook = keep, .hook_ctx = &r, .read_only = 1, .capture = cap};
+    CHECK_OK(ss_forward(m, gpu, toks, &p0, &ok, NULL));
+    CHECK_OK(ss_forward(m, gpu, toks, &p1, &ok, NULL));
+    ss_status so = ss_forward(m2, other, toks, &p0, &ok, NULL);
+    CHECK_MSG(so == SS_ERR_ARG, "%d: %s", so, ss_last_error());
+    CHECK(strstr(ss_last_error(), "a capture serves one backend") != NULL);
+    ss_capture_close(cap);
+    ss_model_free(m2);
+    ss_backend_cuda_close(other);
+    for (int i = 0; i < 128; i++) free(r.store[i]);
+    free(want);
+    ss_model_free(m);
+    ss_backend_cuda_close(gpu);
+}
+
+/* The forward job on the (emulated) GPU, whose sites travel through a
+ * capture one batch late, writes the file the CPU writes: every prompt in
+ * its place, padding NaN in the same places, values within the tolerance
+ * above. 5 prompts in batches of 2 (the last one short). */
+static int forward_to(const char *out, ss_backend *be, const char *input) {
+    ss_forward_job j = {.run = {.model_dir = "models/tiny-gpt2", .input = input, .batch = 2, .backend = be},
+                        .out = out, .sites = "blocks.0.attn.hook_pattern,blocks.1.mlp.hook_post,blocks.2.hook_resid_post"};
+    return ss_job_forward(&j) == SS_OK;
+}
+
+TEST(cuda_emulated_forward_job_matches_cpu) {
+    char in[512], a[512], b[512];
+    snprintf(in, sizeof in, "%s/fwd5.jsonl", ss_test_tmp_dir());
+    snprintf(a, sizeof a, "%s/fwd_cpu.h5", ss_test_tmp_dir());
+    snprintf(b, sizeof b, "%s/fwd_gpu.h5", ss_test_tmp_dir());
+    FILE *f = fopen(in, "w");
+    const char *txt[] = {"The cat says meow.", "Grass", "The days go Monday, Tuesday, Wednesday,", "A duck has two legs.",
+                         "Snow is white and cold."};
+    for (int i = 0; i < 5; i++) fprintf(f, "{\"text\": \"%s\"}\n", txt[i]);
+    fclose(f);
+    ss_backend *gpu = NULL;
+    CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
+    int ok_cpu = forward_to(a, (ss_backend *)ss_backend_cpu(), in);
+    CHECK_MSG(ok_cpu, "cpu forward: %s", ss_last_error());
+    int ok_gpu = forward_to(b, gpu, in);
+    ss_backend_cuda_close(gpu);
+    CHECK_MSG(ok_gpu, "gpu forward: %s", ss_last_error());
+    CHECK(ss_emu_pending_copies() == 0);
+    ss_h5_reader *ra, *rb;
+    CHECK_OK(ss_h5_open_read(a, &ra));
+    CHECK_OK(ss_h5_open_read(b, &rb));
+    const char *paths[] = {"/logits", "/acts/blocks.0.attn.hook_pattern", "/acts/blocks.1.mlp.hook_post",
+                           "/acts/blocks.2.hook_resid_post"};
+    for (int k = 0; k < 4; k++) {
+        float *xa, *xb;
+        size_t na, nb2;
+        CHECK_OK(ss_h5_read_f32(ra, paths[k], &xa, &na, NULL));
+        CHECK_OK(ss_h5_read_f32(rb, paths[k], &xb, &nb2, NULL));
+        CHECK(na == nb2 && na > 0);
+        size_t nan = 0;
+        for (size_t i = 0; i < na; i++) {
+            if (isnan(xa[i]) || isnan(xb[i])) {
+                CHECK_MSG(isnan(xa[i]) && isnan(xb[i]), "%s[%zu]: cpu %g gpu %g", paths[k], i, xa[i], xb[i]);
+                nan++;
+                continue;
+            }
+            CHECK_MSG(fabs((double)xa[i] - xb[i]) <= 2e-5 + 2e-5 * fabs(xa[i]), "%s[%zu]: cpu %.9g gpu %.9g", paths[k],
+                      i, xa[i], xb[i]);
+        }
+        CHECK(nan > 0 && nan < na); /* padding exists and is not everything */
+        free(xa);
+        free(xb);
+    }
+    ss_h5_close_read(ra);
+    ss_h5_close_read(rb);
 }

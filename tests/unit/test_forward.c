@@ -68,7 +68,7 @@ TEST(forward_device_backend_matches_cpu_and_hooks_edit_values) {
     CHECK(ss_model_weights(m, &dev) != &m->w && ss_model_weights(m, &dev)->wte != m->w.wte);
     int32_t toks[9] = {5, 17, 3, 96, 0, 44, 12, 12, 7};
     int64_t start[2] = {0, 4}, len[2] = {4, 5};
-    ss_packing pk = {2, 9, start, len};
+    ss_packing pk = {2, 9, start, len, 0};
     int ns = ss_sites_count(&m->cfg);
     uint8_t *want = calloc((size_t)ns, 1);
     memset(want, 1, (size_t)ns);
@@ -108,7 +108,7 @@ TEST(forward_packing_does_not_mix_sequences) {
     if (!m) return;
     int32_t toks[10] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
     int64_t s1[1] = {0}, l1[1] = {3}, s2[2] = {0, 3}, l2[2] = {3, 7};
-    ss_packing alone = {1, 3, s1, l1}, packed = {2, 10, s2, l2};
+    ss_packing alone = {1, 3, s1, l1, 0}, packed = {2, 10, s2, l2, 0};
     ss_forward_opts o = {.logits = SS_LOGITS_ALL};
     float *la = NULL, *lb = NULL;
     CHECK_OK(ss_forward(m, ss_backend_cpu(), toks, &alone, &o, &la));
@@ -117,7 +117,7 @@ TEST(forward_packing_does_not_mix_sequences) {
     /* The second sequence starts fresh at position 0: its first logits equal token 4 alone. */
     float *lc = NULL;
     int64_t l3[1] = {1};
-    ss_packing one = {1, 1, s1, l3};
+    ss_packing one = {1, 1, s1, l3, 0};
     CHECK_OK(ss_forward(m, ss_backend_cpu(), toks + 3, &one, &o, &lc));
     for (int i = 0; i < 101; i++) CHECK_NEAR(lc[i], lb[3 * 101 + i], 1e-5 + 1e-5 * fabs(lc[i]));
     /* SS_LOGITS_LAST returns exactly the last row of each sequence. */
@@ -137,7 +137,7 @@ TEST(forward_rejects_bad_ids_and_lengths) {
     if (!m) return;
     int32_t toks[30] = {0};
     int64_t s[1] = {0}, l[1] = {25};
-    ss_packing pk = {1, 25, s, l};
+    ss_packing pk = {1, 25, s, l, 0};
     ss_forward_opts o = {.logits = SS_LOGITS_NONE};
     CHECK_ERR(ss_forward(m, ss_backend_cpu(), toks, &pk, &o, NULL), SS_ERR_ARG, "lengths must be 1..24");
     toks[2] = 101;
@@ -159,7 +159,7 @@ TEST(forward_resumes_from_a_layer_bit_exactly) {
     if (!m) return;
     int32_t toks[9] = {3, 1, 4, 1, 5, 9, 2, 6, 5};
     int64_t start[2] = {0, 4}, len[2] = {4, 5};
-    ss_packing pk = {2, 9, start, len};
+    ss_packing pk = {2, 9, start, len, 0};
     uint8_t want[64] = {0};
     want[ss_site_id(&m->cfg, SS_SITE_RESID_PRE, 2)] = 1;
     float resid[9 * 24];

@@ -488,7 +488,7 @@ TEST(gguf_model_forward_equals_hf_dir) {
     size_t n = 0;
     s = ss_tokenizer_encode(ref->tok, text, sizeof text - 1, &ids, &n);
     const int64_t start = 0, len = (int64_t)n;
-    const ss_packing pk = {1, len, &start, &len};
+    const ss_packing pk = {1, len, &start, &len, 0};
     const ss_forward_opts fo = {.logits = SS_LOGITS_ALL};
     float *want = NULL;
     if (s == SS_OK) s = ss_forward(ref, ss_backend_cpu(), ids, &pk, &fo, &want);
@@ -572,7 +572,7 @@ TEST(gguf_model_llama3_rope_freqs_tensor) {
     static const int32_t ids[] = {0, 61, 103, 100, 71, 108, 22, 57, 41, 63, 111, 17, 83, 0, 99, 88, 35, 28, 26, 10,
                                   91, 23, 107, 26, 6, 48, 40, 90, 77, 6, 33, 21, 101, 57, 98, 36, 107, 64, 74, 112};
     const int64_t start = 0, len = 40;
-    const ss_packing pk = {1, len, &start, &len};
+    const ss_packing pk = {1, len, &start, &len, 0};
     const ss_forward_opts fo = {.logits = SS_LOGITS_ALL};
     float *want = NULL, *got = NULL;
     s = ss_forward(ref, ss_backend_cpu(), ids, &pk, &fo, &want);

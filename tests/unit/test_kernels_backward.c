@@ -894,7 +894,7 @@ static void backward_matches_cpu(const char *model, ss_metric_kind kind) {
     const int32_t toks[12] = {5, 17, 3, 60, 0, 44, 12, 12, 7, 1, 9, 30};
     int64_t start[3] = {0, 1, 5}, len[3] = {1, 4, 7};
     const int32_t answer[3] = {7, 11, 2}, wrong[3] = {2, 40, 9};
-    ss_packing pk = {3, 12, start, len};
+    ss_packing pk = {3, 12, start, len, 0};
     ss_metric mt = {kind, answer, wrong};
     int ns = ss_sites_count(&m->cfg);
     uint8_t *want = calloc((size_t)ns, 1);
@@ -979,7 +979,7 @@ static void llama_backward_matches_cpu(const char *model, ss_metric_kind kind) {
     for (int i = 0; i < 12; i++) toks[i] = (int32_t)((i * 37 + 5) % cf->vocab_size);
     int64_t start[3] = {0, 1, 5}, len[3] = {1, 4, 7};
     const int32_t answer[3] = {7, 11, 2}, wrong[3] = {2, 40 % (int32_t)cf->vocab_size, 9};
-    ss_packing pk = {3, 12, start, len};
+    ss_packing pk = {3, 12, start, len, 0};
     ss_metric mt = {kind, answer, wrong};
     int ns = ss_sites_count(cf);
     uint8_t *want = calloc((size_t)ns, 1);

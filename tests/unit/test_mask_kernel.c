@@ -90,7 +90,7 @@ static ss_backend_mask to_backend(const ss_mask *m, const ss_mask_stats *st) {
 static int check_case(const ss_backend *be, int64_t width, int64_t ld, const int *kinds, int K, int site_id) {
     const int64_t nb = 3, lens[3] = {1, 6, 9}, R = 16;
     int64_t start1[3] = {0, 1, 7}, prompt1[3] = {4, 7, 11};
-    ss_packing pk1 = {nb, R, start1, lens};
+    ss_packing pk1 = {nb, R, start1, lens, 0};
     const int64_t n = K * R * ld;
     float *x0 = malloc((size_t)n * sizeof(float)), *ref = malloc((size_t)n * sizeof(float)),
           *got = malloc((size_t)n * sizeof(float));

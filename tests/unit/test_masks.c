@@ -245,7 +245,7 @@ static ss_status tiny_apply(const char *jsonl, float *d, const ss_mask_stats *st
     if (s != SS_OK) return s;
     ss_site site;
     ss_site_get(&c, ss_site_find(&c, "blocks.0.hook_resid_pre"), &site);
-    ss_packing pk = {2, TR, t_start, t_len};
+    ss_packing pk = {2, TR, t_start, t_len, 0};
     int64_t prompts[2] = {40, 41};
     s = ss_mask_apply(&ms[0], &site, d, TLD, &pk, prompts, st);
     /* a different site is ignored */
@@ -378,12 +378,12 @@ TEST(mask_noise_independent_of_batching) {
     float *all = calloc(11 * LD, sizeof(float)), *one = calloc(11 * LD, sizeof(float));
     CHECK(all && one);
     for (int i = 0; i < 11 * LD; i++) all[i] = one[i] = (float)(i % 17) - 8.0f;
-    ss_packing pk = {3, 11, starts, lens};
+    ss_packing pk = {3, 11, starts, lens, 0};
     ss_status s1 = ss_mask_apply(&m, &site, all, LD, &pk, gidx, NULL);
     ss_status s2 = SS_OK;
     for (int q = 0; q < 3 && s2 == SS_OK; q++) {
         int64_t z = 0;
-        ss_packing p1 = {1, lens[q], &z, &lens[q]};
+        ss_packing p1 = {1, lens[q], &z, &lens[q], 0};
         s2 = ss_mask_apply(&m, &site, one + starts[q] * LD, LD, &p1, &gidx[q], NULL);
     }
     int same = !memcmp(all, one, 11 * LD * sizeof(float));
@@ -419,7 +419,7 @@ TEST(mask_copies_in_one_buffer_equal_masks_alone) {
     ss_site_get(&c, m[0].targets[0].site_id, &site);
     enum { LD = 130, R = 11, K = 3 };
     const int64_t lens[3] = {4, 2, 5}, starts[3] = {0, 4, 6}, gidx[3] = {7, 8, 9};
-    ss_packing pk = {3, R, starts, lens};
+    ss_packing pk = {3, R, starts, lens, 0};
     float *all = calloc(K * R * LD, sizeof(float)), *one = calloc(R * LD, sizeof(float));
     CHECK(all && one);
     for (int i = 0; i < K * R * LD; i++) all[i] = (float)((i % (R * LD)) % 17) - 8.0f;
@@ -458,7 +458,7 @@ TEST(mask_negnoise_never_crosses_zero) {
     }
     memcpy(d, o, sizeof d);
     int64_t start = 0, len = R;
-    ss_packing pk = {1, R, &start, &len};
+    ss_packing pk = {1, R, &start, &len, 0};
     CHECK_OK(ss_mask_apply(&m, &site, d, W, &pk, NULL, NULL));
     int zeroed = 0, moved = 0;
     for (int i = 0; i < R * W; i++) {
@@ -484,7 +484,7 @@ TEST(mask_noise_mean_and_std_are_right) {
     int64_t *st = malloc(NS * sizeof(int64_t)), *ln = malloc(NS * sizeof(int64_t)), *gi = malloc(NS * sizeof(int64_t));
     CHECK(d && st && ln && gi);
     for (int i = 0; i < NS; i++) st[i] = i, ln[i] = 1, gi[i] = 1000 + i;
-    ss_packing pk = {NS, NS, st, ln};
+    ss_packing pk = {NS, NS, st, ln, 0};
     double stdv[W];
     for (int j = 0; j < W; j++) stdv[j] = 2.0;
     ss_mask_stats stats = {.mean = NULL, .std = stdv};
@@ -545,7 +545,7 @@ TEST(mask_resample_takes_the_donor_rows) {
     ss_site_get(&c, m.targets[0].site_id, &s);
     float data[2][4] = {{-1, -2, -3, -4}, {-5, -6, -7, -8}};
     int64_t start[2] = {0, 1}, len[2] = {1, 1}, idx[2] = {0, 2};
-    ss_packing pk = {2, 2, start, len};
+    ss_packing pk = {2, 2, start, len, 0};
     ss_mask_stats none = {0};
     CHECK_ERR(ss_mask_apply(&m, &s, &data[0][0], 4, &pk, idx, &none), SS_ERR_ARG, "resample needs");
     ss_mask_stats st = {.source_row = donor_of};

@@ -49,7 +49,7 @@ TEST(predict_golden_tiny_gpt2_top5_and_greedy) {
         ids = realloc(ids, (n + greedy->len) * sizeof *ids);
         for (size_t g = 0; g < greedy->len; g++) {
             int64_t start = 0, l = (int64_t)n;
-            ss_packing pk = {1, l, &start, &l};
+            ss_packing pk = {1, l, &start, &l, 0};
             ss_forward_opts o = {.logits = SS_LOGITS_LAST};
             float *lg = NULL;
             CHECK_OK(ss_forward(m, ss_backend_cpu(), ids, &pk, &o, &lg));

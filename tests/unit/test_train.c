@@ -168,7 +168,7 @@ static void train_and_reload(const char *cfg_body, const char *tag) {
     const char *text = "The dog says woof. Today is Monday, tomorrow is";
     CHECK_OK(ss_tokenizer_encode(back->tok, text, strlen(text), &ids, &n));
     int64_t start = 0, len = (int64_t)n;
-    ss_packing pk = {1, len, &start, &len};
+    ss_packing pk = {1, len, &start, &len, 0};
     ss_forward_opts fo = {.logits = SS_LOGITS_ALL};
     float *la = NULL, *lb = NULL;
     CHECK_OK(ss_forward(m, ss_backend_cpu(), ids, &pk, &fo, &la));

@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 typedef struct CUstream_st *cudaStream_t;
+typedef struct CUevent_st *cudaEvent_t;
 typedef int cudaError_t;
 enum {
     cudaSuccess = 0,
@@ -15,6 +16,7 @@ enum {
     cudaErrorMemoryAllocation = 2,
     cudaErrorNoDevice = 100,
     cudaErrorInvalidDevice = 101,
+    cudaErrorNotReady = 600,
 };
 typedef enum {
     cudaMemcpyHostToHost = 0,
@@ -42,12 +44,31 @@ cudaError_t cudaFreeHost(void *p);
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind);
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, cudaStream_t s);
 cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t s);
+#define cudaStreamNonBlocking 0x01
+#define cudaEventDisableTiming 0x02
 cudaError_t cudaStreamCreate(cudaStream_t *s);
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int flags);
 cudaError_t cudaStreamDestroy(cudaStream_t s);
 cudaError_t cudaStreamSynchronize(cudaStream_t s);
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int flags);
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int flags);
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s);
+cudaError_t cudaEventQuery(cudaEvent_t e);
+cudaError_t cudaEventSynchronize(cudaEvent_t e);
+cudaError_t cudaEventDestroy(cudaEvent_t e);
 cudaError_t cudaDeviceSynchronize(void);
 cudaError_t cudaGetLastError(void);
 const char *cudaGetErrorString(cudaError_t e);
+
+/* Streams (other than the legacy default stream, 0) hold back the host side
+ * of a device-to-host cudaMemcpyAsync: the source is read when the copy is
+ * issued (kernels run at launch, so that is its place in stream order), but
+ * the host buffer is written only when a synchronisation covers the copy
+ * (cudaStreamSynchronize, cudaEventSynchronize or a successful
+ * cudaEventQuery of a later event, cudaDeviceSynchronize, a synchronous
+ * cudaMemcpy). Host code that reads a buffer before waiting for its copy
+ * sees stale bytes in tests, as it might on a GPU. */
+size_t ss_emu_pending_copies(void);
 
 /* Test hook: the emulated device refuses allocations beyond this many bytes
  * in total (0: no limit), so out-of-memory paths can be tested. */
