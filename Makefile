@@ -64,6 +64,11 @@ HAVE_CUDA := $(if $(and $(NVCC),$(filter 1,$(HAVE_CUBLAS))),1,0)
 ifeq ($(HAVE_CUDA),1)
   CUDA_CFLAGS := -DSS_HAVE_CUDA=1 -I$(CUDA_HOME)/include
   CUDA_LIBS   := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+  # cuSOLVER (PCA on the GPU) when present; without it PCA runs on the host.
+  ifeq ($(HAVE_CUSOLVER),1)
+    CUDA_CFLAGS += -DSS_HAVE_CUSOLVER=1
+    CUDA_LIBS   += -lcusolver
+  endif
 endif
 CUDA_EMU_OBJ := $(BUILD)/emu/cuda_backend.o $(BUILD)/kernels/emu/host_runtime.o
 

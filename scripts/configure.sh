@@ -92,6 +92,7 @@ int main(void){ $4; return 0; }"; then mark 1 "$1" "$2, $3"; echo "HAVE_$(echo "
     else mark 0 "$1" "not found"; echo "HAVE_$(echo "$1" | tr a-z A-Z) := 0" >>"$cfg"; fi
 }
 probe_cuda_lib cuBLAS cublas_v2.h -lcublas 'cublasHandle_t h; (void)cublasCreate(&h)'
+probe_cuda_lib cuSOLVER cusolverDn.h -lcusolver 'cusolverDnHandle_t h; (void)cusolverDnCreate(&h)'
 probe_cuda_lib cuDNN cudnn.h -lcudnn 'size_t v = cudnnGetVersion(); (void)v'
 probe_cuda_lib NCCL nccl.h -lnccl 'int v; (void)ncclGetVersion(&v)'
 

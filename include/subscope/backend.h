@@ -79,6 +79,12 @@ struct ss_backend {
      * returned to the host, for merging with ss_moments_add_partial. */
     ss_status (*moments_chunk)(const ss_backend *be, const float *x, int64_t ld, const int64_t *row_idx, int64_t n,
                                int64_t d, double *mean, double *m2);
+    /* Optional (NULL: ss_pca_top on the host): the k largest eigenvalues and
+     * their eigenvectors of the symmetric [d,d] float64 matrix sym (host
+     * memory, lower triangle read), computed on the device and returned as
+     * ss_pca_top returns them (descending, rows, same sign convention). */
+    ss_status (*pca_top)(const ss_backend *be, const double *sym, int64_t d, int64_t k, double *values,
+                         double *vectors);
     /* dst[r, 0:width] = src[r*ld_src + 0:width] for r < rows, both backend buffers. */
     ss_status (*copy_rows)(const ss_backend *be, float *dst, const float *src, int64_t ld_src, int64_t rows,
                            int64_t width);

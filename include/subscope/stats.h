@@ -45,6 +45,8 @@ ss_status ss_moments_corr(const ss_moments *m, double *corr);
  * each vector's component of largest magnitude is positive (ties: lowest
  * index), so results are deterministic across runs and machines. */
 ss_status ss_pca_top(const double *sym, int64_t d, int64_t k, double *values, double *vectors);
+/* That sign convention, applied to one vector of length d. */
+void ss_pca_fix_sign(double *v, int64_t d);
 
 #ifdef __cplusplus
 }

@@ -11,6 +11,8 @@
 
 #include "host/cublas_v2.h"
 #include "host/cuda_runtime.h"
+#include "host/cusolverDn.h"
+#include "subscope/stats.h"
 
 #define DEV_MAGIC 0x5ce0de70c0ffee51ULL
 
@@ -345,4 +347,105 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
 
 const char *cublasGetStatusString(cublasStatus_t s) {
     return s == CUBLAS_STATUS_SUCCESS ? "CUBLAS_STATUS_SUCCESS" : s == CUBLAS_STATUS_INVALID_VALUE ? "CUBLAS_STATUS_INVALID_VALUE" : "CUBLAS_STATUS_NOT_INITIALIZED";
+}
+
+/* ---- cuSOLVER's symmetric eigensolver (see cusolverDn.h) ---- */
+
+struct ss_emu_cusolver {
+    cudaStream_t stream;
+};
+struct ss_emu_cusolver_params {
+    int unused;
+};
+
+cusolverStatus_t cusolverDnCreate(cusolverDnHandle_t *h) {
+    *h = calloc(1, sizeof **h);
+    return *h ? CUSOLVER_STATUS_SUCCESS : CUSOLVER_STATUS_ALLOC_FAILED;
+}
+
+cusolverStatus_t cusolverDnDestroy(cusolverDnHandle_t h) {
+    free(h);
+    return CUSOLVER_STATUS_SUCCESS;
+}
+
+cusolverStatus_t cusolverDnSetStream(cusolverDnHandle_t h, cudaStream_t s) {
+    h->stream = s;
+    return CUSOLVER_STATUS_SUCCESS;
+}
+
+cusolverStatus_t cusolverDnCreateParams(cusolverDnParams_t *p) {
+    *p = calloc(1, sizeof **p);
+    return *p ? CUSOLVER_STATUS_SUCCESS : CUSOLVER_STATUS_ALLOC_FAILED;
+}
+
+cusolverStatus_t cusolverDnDestroyParams(cusolverDnParams_t p) {
+    free(p);
+    return CUSOLVER_STATUS_SUCCESS;
+}
+
+static cusolverStatus_t syevdx_check(cusolverEigMode_t jobz, cusolverEigRange_t range, cublasFillMode_t uplo, int64_t n,
+                                     cudaDataType ta, int64_t lda, int64_t il, int64_t iu, cudaDataType tw,
+                                     cudaDataType tc) {
+    if (ta != CUDA_R_64F || tw != CUDA_R_64F || tc != CUDA_R_64F || jobz != CUSOLVER_EIG_MODE_VECTOR ||
+        range != CUSOLVER_EIG_RANGE_I || (uplo != CUBLAS_FILL_MODE_LOWER && uplo != CUBLAS_FILL_MODE_UPPER) || n < 1 ||
+        lda < n || il < 1 || il > iu || iu > n)
+        return CUSOLVER_STATUS_INVALID_VALUE;
+    return iu == n ? CUSOLVER_STATUS_SUCCESS : CUSOLVER_STATUS_NOT_SUPPORTED;
+}
+
+cusolverStatus_t cusolverDnXsyevdx_bufferSize(cusolverDnHandle_t h, cusolverDnParams_t params, cusolverEigMode_t jobz,
+                                              cusolverEigRange_t range, cublasFillMode_t uplo, int64_t n,
+                                              cudaDataType dataTypeA, const void *A, int64_t lda, void *vl, void *vu,
+                                              int64_t il, int64_t iu, int64_t *h_meig, cudaDataType dataTypeW,
+                                              const void *W, cudaDataType computeType, size_t *device_bytes,
+                                              size_t *host_bytes) {
+    cusolverStatus_t e = syevdx_check(jobz, range, uplo, n, dataTypeA, lda, il, iu, dataTypeW, computeType);
+    if (e) return e;
+    *device_bytes = (size_t)n * sizeof(double); /* asked for and checked, as a real workspace would be */
+    *host_bytes = 0;
+    return CUSOLVER_STATUS_SUCCESS;
+}
+
+cusolverStatus_t cusolverDnXsyevdx(cusolverDnHandle_t h, cusolverDnParams_t params, cusolverEigMode_t jobz,
+                                   cusolverEigRange_t range, cublasFillMode_t uplo, int64_t n, cudaDataType dataTypeA,
+                                   void *A, int64_t lda, void *vl, void *vu, int64_t il, int64_t iu, int64_t *meig,
+                                   cudaDataType dataTypeW, void *W, cudaDataType computeType, void *device_buf,
+                                   size_t device_bytes, void *host_buf, size_t host_bytes, int *info) {
+    cusolverStatus_t e = syevdx_check(jobz, range, uplo, n, dataTypeA, lda, il, iu, dataTypeW, computeType);
+    if (e) return e;
+    if (device_bytes < (size_t)n * sizeof(double) || !device_buf) return CUSOLVER_STATUS_INVALID_VALUE;
+    complete_all(); /* the solver runs on its stream, after what came before */
+    double *a = A, *w = W;
+    const int64_t k = iu - il + 1;
+    double *full = malloc((size_t)(n * n) * sizeof(double)), *vals = malloc((size_t)k * sizeof(double)),
+           *vecs = malloc((size_t)(k * n) * sizeof(double));
+    cusolverStatus_t rc = CUSOLVER_STATUS_SUCCESS;
+    if (!full || !vals || !vecs) {
+        rc = CUSOLVER_STATUS_ALLOC_FAILED;
+        goto out;
+    }
+    /* Only the named triangle of the column-major A is read. */
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t i = 0; i < n; i++) {
+            int upper_elem = i <= j; /* (i, j) lies in the upper triangle */
+            int64_t r = i, c = j;
+            if ((uplo == CUBLAS_FILL_MODE_UPPER) != upper_elem) r = j, c = i;
+            full[i * n + j] = a[r + c * lda];
+        }
+    if (ss_pca_top(full, n, k, vals, vecs) != 0) {
+        *info = 1;
+        goto out;
+    }
+    for (int64_t c = 0; c < k; c++) { /* ascending, column c of A, alternate signs */
+        w[c] = vals[k - 1 - c];
+        const double sgn = c % 2 ? -1.0 : 1.0;
+        for (int64_t i = 0; i < n; i++) a[i + c * lda] = sgn * vecs[(k - 1 - c) * n + i];
+    }
+    *meig = k;
+    *info = 0;
+out:
+    free(full);
+    free(vals);
+    free(vecs);
+    return rc;
 }

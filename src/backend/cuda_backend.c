@@ -12,6 +12,10 @@
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#if defined(SS_HAVE_CUSOLVER) || defined(SS_CUDA_EMULATED)
+#define SS_CUDA_PCA 1
+#include <cusolverDn.h>
+#endif
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +24,7 @@
 #include "cpu_internal.h" /* the mask program checks every backend shares */
 #include "subscope/backend.h"
 #include "subscope/cuda_kernels.h"
+#include "subscope/stats.h"
 #include "subscope/util.h"
 
 typedef struct {
@@ -27,6 +32,9 @@ typedef struct {
     cudaStream_t stream;
     cudaStream_t copy;      /* copies to the host that overlap later compute (download_async) */
     cublasHandle_t blas;
+#ifdef SS_CUDA_PCA
+    cusolverDnHandle_t solver; /* made on first use */
+#endif
     int64_t *meta;          /* device copy of start/len/pattern_off for attention */
     size_t meta_cap;        /* in int64 elements */
     int64_t *meta_host;     /* what meta holds now (meta_n elements; 0: nothing) ... */
@@ -271,6 +279,94 @@ out:
     free(h_c);
     return st;
 }
+
+#ifdef SS_CUDA_PCA
+/* PCA on the device: cuSOLVER's syevdx (64-bit API) for eigenvalues d-k+1..d
+ * of the float64 matrix and their vectors. The row-major lower triangle is
+ * the column-major upper one. */
+static ss_status cu_pca_top(const ss_backend *be, const double *sym, int64_t d, int64_t k, double *values,
+                            double *vectors) {
+    cuda_impl *c = IMPL(be);
+    if (!sym || !values || !vectors || d < 1 || k < 1 || k > d)
+        return ss_errorf(SS_ERR_ARG, "pca: need 1 <= k <= d (k = %lld, d = %lld)", (long long)k, (long long)d);
+    if (!c->solver) {
+        if (cusolverDnCreate(&c->solver) != CUSOLVER_STATUS_SUCCESS) {
+            c->solver = NULL;
+            return ss_errorf(SS_ERR_IO, "%s (%s): cuSOLVER could not be initialised", be->name, c->device_name);
+        }
+        if (cusolverDnSetStream(c->solver, c->stream) != CUSOLVER_STATUS_SUCCESS)
+            return ss_errorf(SS_ERR_IO, "%s: cusolverDnSetStream failed", be->name);
+    }
+    size_t dd = (size_t)d * (size_t)d, dev_bytes = 0, host_bytes = 0;
+    double *a = NULL, *w = NULL, vl = 0, vu = 0, *wh = NULL;
+    int *info_d = NULL, info = 0;
+    void *work = NULL, *hwork = NULL;
+    int64_t meig = 0;
+    cusolverDnParams_t params = NULL;
+    ss_status st = SS_OK;
+    char what[96];
+    snprintf(what, sizeof what, "PCA of a %lld x %lld matrix", (long long)d, (long long)d);
+    if ((st = cu_alloc(be, dd * sizeof(double), what, (void **)&a)) ||
+        (st = cu_alloc(be, (size_t)d * sizeof(double), what, (void **)&w)) ||
+        (st = cu_alloc(be, sizeof(int), what, (void **)&info_d)))
+        goto out;
+    if ((st = cu_upload(be, a, sym, dd * sizeof(double)))) goto out;
+    if (cusolverDnCreateParams(&params) != CUSOLVER_STATUS_SUCCESS) {
+        params = NULL;
+        st = ss_errorf(SS_ERR_NOMEM, "%s: cusolverDnCreateParams failed", be->name);
+        goto out;
+    }
+    cusolverStatus_t e = cusolverDnXsyevdx_bufferSize(c->solver, params, CUSOLVER_EIG_MODE_VECTOR, CUSOLVER_EIG_RANGE_I,
+                                                      CUBLAS_FILL_MODE_UPPER, d, CUDA_R_64F, a, d, &vl, &vu, d - k + 1, d,
+                                                      &meig, CUDA_R_64F, w, CUDA_R_64F, &dev_bytes, &host_bytes);
+    if (e != CUSOLVER_STATUS_SUCCESS) {
+        st = ss_errorf(SS_ERR_IO, "%s: cuSOLVER syevdx workspace query for d = %lld failed (status %d)", be->name,
+                       (long long)d, (int)e);
+        goto out;
+    }
+    if ((st = cu_alloc(be, dev_bytes, "PCA workspace", &work))) goto out;
+    if (host_bytes && !(hwork = ss_malloc(host_bytes, "PCA host workspace"))) { st = SS_ERR_NOMEM; goto out; }
+    e = cusolverDnXsyevdx(c->solver, params, CUSOLVER_EIG_MODE_VECTOR, CUSOLVER_EIG_RANGE_I, CUBLAS_FILL_MODE_UPPER, d,
+                          CUDA_R_64F, a, d, &vl, &vu, d - k + 1, d, &meig, CUDA_R_64F, w, CUDA_R_64F, work, dev_bytes,
+                          hwork, host_bytes, info_d);
+    if (e != CUSOLVER_STATUS_SUCCESS) {
+        st = ss_errorf(SS_ERR_IO, "%s: cuSOLVER syevdx on d = %lld failed (status %d)", be->name, (long long)d, (int)e);
+        goto out;
+    }
+    if ((st = cu_download(be, &info, info_d, sizeof info))) goto out;
+    if (info != 0 || meig != k) {
+        st = ss_errorf(SS_ERR_INTERNAL, "%s: cuSOLVER syevdx on d = %lld: info %d, %lld of %lld eigenvalues", be->name,
+                       (long long)d, info, (long long)meig, (long long)k);
+        goto out;
+    }
+    if (!(wh = ss_malloc((size_t)k * sizeof(double), "eigenvalues"))) { st = SS_ERR_NOMEM; goto out; }
+    /* Ascending eigenvalues; column j of a (contiguous) is the vector of w[j]. */
+    if ((st = cu_download(be, wh, w, (size_t)k * sizeof(double))) ||
+        (st = cu_download(be, vectors, a, (size_t)k * (size_t)d * sizeof(double))))
+        goto out;
+    for (int64_t r = 0; r < k / 2; r++) { /* reverse the rows into descending order */
+        double *x = vectors + r * d, *y = vectors + (k - 1 - r) * d;
+        for (int64_t i = 0; i < d; i++) {
+            double t = x[i];
+            x[i] = y[i];
+            y[i] = t;
+        }
+    }
+    for (int64_t r = 0; r < k; r++) {
+        values[r] = wh[k - 1 - r];
+        ss_pca_fix_sign(vectors + r * d, d);
+    }
+out:
+    if (params) cusolverDnDestroyParams(params);
+    if (a) cu_release(be, a);
+    if (w) cu_release(be, w);
+    if (info_d) cu_release(be, info_d);
+    if (work) cu_release(be, work);
+    free(hwork);
+    free(wh);
+    return st;
+}
+#endif
 
 static ss_status cu_sync(const ss_backend *be) {
     CU(cudaStreamSynchronize(IMPL(be)->stream), "synchronize");
@@ -735,6 +831,9 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
         .download_async = cu_download_async, .wait_copy = cu_wait_copy,
         .alloc_host = cu_alloc_host, .release_host = cu_release_host, .copy_rows = cu_copy_rows,
         .memory_stats = cu_memory_stats, .moments_chunk = cu_moments_chunk,
+#ifdef SS_CUDA_PCA
+        .pca_top = cu_pca_top,
+#endif
         .matmul = cu_matmul, .layernorm = cu_layernorm, .gelu = cu_gelu, .add = cu_add, .embed = cu_embed,
         .attention = cu_attention, .rmsnorm = cu_rmsnorm, .rope = cu_rope, .swiglu = cu_swiglu,
         .zero = cu_zero, .matmul_tn = cu_matmul_tn, .sum_rows = cu_sum_rows,
@@ -777,6 +876,9 @@ void ss_backend_cuda_close(ss_backend *be) {
     cuda_impl *c = IMPL(be);
     if (c) {
         if (c->blas) cublasDestroy(c->blas);
+#ifdef SS_CUDA_PCA
+        if (c->solver) cusolverDnDestroy(c->solver);
+#endif
         if (c->stream) cudaStreamDestroy(c->stream);
         if (c->copy) cudaStreamDestroy(c->copy);
         for (size_t i = 0; i < c->n_blk; i++) cudaFree(c->blk[i]); /* meta, a16 and ws are among them */

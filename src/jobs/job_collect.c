@@ -263,6 +263,17 @@ static void unit_dims(const ss_site *s, char a[32], char b[40]) {
     snprintf(b, 40, "%s_j", a);
 }
 
+/* Principal components on the device where the backend can (cuSOLVER), else
+ * on the host; a device without room for the matrix falls back to the host. */
+static ss_status pca_top(const ss_backend *be, const double *cov, int64_t d, int64_t k, double *vals, double *vecs) {
+    if (be && be->pca_top) {
+        ss_status st = be->pca_top(be, cov, d, k, vals, vecs);
+        if (st != SS_ERR_NOMEM) return st;
+        fprintf(stderr, "subscope: %s; computing the principal components on the host instead\n", ss_last_error());
+    }
+    return ss_pca_top(cov, d, k, vals, vecs);
+}
+
 static ss_status write_results(ss_h5 *h, const collect_ctx *c, const stat_set *ss) {
     char base[600], p[800], da[32], db[40];
     double *buf = NULL, *vals = NULL, *vecs = NULL;
@@ -298,7 +309,7 @@ static ss_status write_results(ss_h5 *h, const collect_ctx *c, const stat_set *s
                 vals = ss_malloc((size_t)k * sizeof(double), "PCA");
                 vecs = ss_malloc((size_t)(k * d) * sizeof(double), "PCA");
                 if (!vals || !vecs) { st = SS_ERR_NOMEM; break; }
-                if ((st = ss_pca_top(buf, d, k, vals, vecs))) break;
+                if ((st = pca_top(c->be, buf, d, k, vals, vecs))) break;
                 /* K is clamped to each site's width, so the axis is named per unit kind. */
                 char dk[80];
                 snprintf(dk, sizeof dk, "component_%s", da);

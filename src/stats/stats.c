@@ -272,7 +272,7 @@ static ss_status pca_args(const double *sym, int64_t d, int64_t k, const double 
 }
 
 /* Largest-magnitude component positive; ties go to the lowest index. */
-static void fix_sign(double *v, int64_t d) {
+void ss_pca_fix_sign(double *v, int64_t d) {
     int64_t best = 0;
     double bm = fabs(v[0]);
     for (int64_t i = 1; i < d; i++)
@@ -348,7 +348,7 @@ ss_status ss_pca_top_lapack(const double *sym, int64_t d, int64_t k, double *val
         int64_t j = k - 1 - r;
         values[r] = w[j];
         memcpy(vectors + r * d, z + j * d, (size_t)d * sizeof(double));
-        fix_sign(vectors + r * d, d);
+        ss_pca_fix_sign(vectors + r * d, d);
     }
 out:
     free(a);
@@ -458,7 +458,7 @@ ss_status ss_pca_top_jacobi(const double *sym, int64_t d, int64_t k, double *val
     for (int64_t r = 0; r < k; r++) {
         values[r] = order[r].v;
         memcpy(vectors + r * d, vt + order[r].i * d, (size_t)d * sizeof(double));
-        fix_sign(vectors + r * d, d);
+        ss_pca_fix_sign(vectors + r * d, d);
     }
 out:
     free(a);

@@ -35,6 +35,7 @@
 #include <string.h>
 
 #include "subscope/backend.h"
+#include "subscope/stats.h"
 #include "subscope/cuda_kernels.h"
 #include "subscope/masks.h"
 #include "subscope/util.h"
@@ -1522,6 +1523,66 @@ static void case_backend_bwd(void) {
     ss_backend_cuda_close(gpu);
 }
 
+/* ---- PCA (cuSOLVER through the backend's pca_top) ----------------------- */
+
+/* Symmetric matrices with a known, well-separated top spectrum (a diagonal
+ * ramp plus small symmetric noise), the backend's cuSOLVER eigensolver
+ * against ss_pca_top (LAPACK) on the host: values to 1e-10 of the largest,
+ * vectors (sign convention applied) to 1e-7. The times of both are printed. */
+static void case_backend_pca(void) {
+    if (!selected("pca")) return;
+    int64_t dims[] = {1, 5, 300, 3072, 4096};
+    int nd = g_quick ? 3 : 5;
+    ss_backend *gpu = NULL;
+    if (ss_backend_cuda_open(0, NULL, &gpu)) {
+        printf("CASE %-62s FAIL (%s)\n", "pca (CUDA backend)", ss_last_error());
+        fail_case();
+        return;
+    }
+    if (!gpu->pca_top) {
+        printf("CASE %-62s skipped (built without cuSOLVER)\n", "pca");
+        ss_backend_cuda_close(gpu);
+        return;
+    }
+    for (int di = 0; di < nd; di++) {
+        int64_t d = dims[di], k = d < 8 ? d : 8;
+        char name[96];
+        snprintf(name, sizeof name, "pca cuSOLVER syevdx d=%lld k=%lld", (long long)d, (long long)k);
+        double *a = xmalloc((size_t)(d * d) * sizeof(double));
+        uint64_t x = 88172645463325252ULL + (uint64_t)d;
+        for (int64_t i = 0; i < d; i++)
+            for (int64_t j = 0; j <= i; j++) {
+                x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                double r = ((double)(x >> 11) / 9007199254740992.0 - 0.5) * 1e-3;
+                a[i * d + j] = a[j * d + i] = (i == j ? 1.0 + (double)((i * 7919) % d) / (double)d : 0.0) + r;
+            }
+        double *rv = xmalloc((size_t)k * sizeof(double)), *re = xmalloc((size_t)(k * d) * sizeof(double));
+        double *gv = xmalloc((size_t)k * sizeof(double)), *ge = xmalloc((size_t)(k * d) * sizeof(double));
+        double t0 = ss_now();
+        ss_status st = ss_pca_top(a, d, k, rv, re);
+        double host_ms = (ss_now() - t0) * 1e3;
+        if (st) {
+            cpu_ref_failed(name);
+        } else {
+            t0 = ss_now();
+            st = gpu->pca_top(gpu, a, d, k, gv, ge);
+            double ms = (ss_now() - t0) * 1e3;
+            double ev = 0, ee = 0;
+            for (int64_t i = 0; !st && i < k; i++) ev = fmax(ev, fabs(gv[i] - rv[i]));
+            for (int64_t i = 0; !st && i < k * d; i++) ee = fmax(ee, fabs(ge[i] - re[i]));
+            int bad = st || ev > 1e-10 * fabs(rv[0]) || ee > 1e-7;
+            g_cases++;
+            if (st) printf("CASE %s FAIL (%s)\n", name, ss_last_error());
+            else
+                printf("CASE %-62s max|dvalue| %.1e max|dvector| %.1e gpu %.1f ms host %.1f ms %s\n", name, ev, ee, ms,
+                       host_ms, bad ? "FAIL" : "ok");
+            if (bad) g_failed++;
+        }
+        free(a), free(rv), free(re), free(gv), free(ge);
+    }
+    ss_backend_cuda_close(gpu);
+}
+
 /* ---- masks (mask_apply.cu through the backend's apply_masks) ----------- */
 
 /* K copies of nb sequences of lengths up to T, copy k with its own mask
@@ -1670,6 +1731,7 @@ int main(int argc, char **argv) {
     case_embed_bwd();
     case_softmax_xent();
     case_backend_bwd();
+    case_backend_pca();
     case_mask_apply();
     CU(cudaEventDestroy(g_ev0), "event");
     CU(cudaEventDestroy(g_ev1), "event");

@@ -210,7 +210,7 @@ TEST(cuda_emulated_bf16_products_match_cpu_bf16_reference) {
 
 static int collect_to(const char *out, ss_backend *be, const char *input) {
     ss_collect_job j = {.run = {.model_dir = "models/tiny-gpt2", .input = input, .batch = 5, .backend = be},
-                        .out = out, .sites = "blocks.0.hook_resid_pre,blocks.2.mlp.hook_post", .stats = "mean,cov",
+                        .out = out, .sites = "blocks.0.hook_resid_pre,blocks.2.mlp.hook_post", .stats = "mean,cov,pca:3",
                         .group_by = "label"};
     return ss_job_collect(&j) == SS_OK;
 }
@@ -261,6 +261,23 @@ TEST(cuda_emulated_collect_matches_cpu) {
                 if (scale > 0 && e / scale > worst) worst = e / scale;
                 CHECK_MSG(e <= 1e-5 * scale + 1e-9, "%s cov[%zu,%zu]: cpu %.12g gpu %.12g", paths[k], i, j, va[i * d + j], vb[i * d + j]);
             }
+        /* Principal components: cuSOLVER's (emulated) on the GPU, LAPACK's on
+         * the CPU, of covariances that agree as above. Values to 1e-4 of the
+         * largest; vectors (sign convention applied) to 1e-3, far below what a
+         * sign flip or a swapped component would give, and above what the
+         * covariance differences can move a vector with these eigengaps. */
+        double *pa, *pb, *ea, *eb;
+        size_t nk, kd;
+        snprintf(p, sizeof p, "%s/pca/values", paths[k]);
+        CHECK_OK(ss_h5_read_f64(ra, p, &pa, &nk, NULL));
+        CHECK_OK(ss_h5_read_f64(rb, p, &pb, &nk, NULL));
+        snprintf(p, sizeof p, "%s/pca/vectors", paths[k]);
+        CHECK_OK(ss_h5_read_f64(ra, p, &ea, &kd, NULL));
+        CHECK_OK(ss_h5_read_f64(rb, p, &eb, &kd, NULL));
+        CHECK(nk == 3 && kd == 3 * d);
+        for (size_t i = 0; i < nk; i++) CHECK_MSG(fabs(pa[i] - pb[i]) <= 1e-4 * pa[0], "%s value %zu: cpu %.9g gpu %.9g", paths[k], i, pa[i], pb[i]);
+        for (size_t i = 0; i < kd; i++) CHECK_MSG(fabs(ea[i] - eb[i]) <= 1e-3, "%s vectors[%zu]: cpu %.9g gpu %.9g", paths[k], i, ea[i], eb[i]);
+        free(pa); free(pb); free(ea); free(eb);
         free(ca); free(cb); free(ma); free(mb); free(va); free(vb);
     }
     printf(" [max |cov diff| / sqrt(var_i var_j) = %.1e]", worst);
