@@ -35,6 +35,15 @@ ss_status ss_comm_open_single(ss_comm **out);
  * until exit (jobs share it; do not free it). */
 ss_status ss_comm_world(ss_comm **out);
 void ss_comm_free(ss_comm *c);
+/* A communicator over some of parent's ranks: ranks[i] (of parent, each once,
+ * the caller among them) is rank i of the group. Messages travel through
+ * parent, in tag space `space` (1..SS_COMM_GROUP_SPACES), so that the
+ * group's point-to-point messages and collectives never match the parent's
+ * or another space's, even between the same two processes; groups in one
+ * space must not share a pair of ranks. Hosts, devices and the timeout are
+ * the parent's; free the group (ss_comm_free) before the parent. */
+#define SS_COMM_GROUP_SPACES 3
+ss_status ss_comm_group(ss_comm *parent, const int *ranks, int n, int space, ss_comm **out);
 
 int ss_comm_rank(const ss_comm *c);
 int ss_comm_size(const ss_comm *c);

@@ -157,6 +157,86 @@ ss_status ss_comm_open(ss_comm **out) {
     return open_launched(n, var, out);
 }
 
+/* ---- groups: a subset of a parent's ranks (ss_comm_group) ---- */
+
+typedef struct {
+    ss_comm *parent;
+    int *ranks;   /* [size]: the parent's rank of each of ours */
+    int tag_base; /* added to every tag, so the group's messages never meet the parent's */
+} group_impl;
+
+#define GROUP(c) ((group_impl *)(c)->impl)
+
+static ss_status group_send(ss_comm *c, int dest, int tag, const void *buf, size_t n, const char *what) {
+    group_impl *g = GROUP(c);
+    return g->parent->ops->send(g->parent, g->ranks[dest], g->tag_base + tag, buf, n, what);
+}
+static ss_status group_recv(ss_comm *c, int src, int tag, void *buf, size_t n, const char *what) {
+    group_impl *g = GROUP(c);
+    return g->parent->ops->recv(g->parent, g->ranks[src], g->tag_base + tag, buf, n, what);
+}
+static void group_abort(ss_comm *c, int code) { GROUP(c)->parent->ops->abort(GROUP(c)->parent, code); }
+static void group_free(ss_comm *c) {
+    if (!c->impl) return;
+    free(GROUP(c)->ranks);
+    free(c->impl);
+}
+static ss_status group_dev_to_host(ss_comm *c, void *host, const void *dev, size_t n) {
+    return GROUP(c)->parent->ops->dev_to_host(GROUP(c)->parent, host, dev, n);
+}
+static ss_status group_host_to_dev(ss_comm *c, void *dev, const void *host, size_t n) {
+    return GROUP(c)->parent->ops->host_to_dev(GROUP(c)->parent, dev, host, n);
+}
+static ss_status group_isend(ss_comm *c, int dest, int tag, const void *buf, size_t n, ss_comm_req **req) {
+    group_impl *g = GROUP(c);
+    if (!g->parent->ops->isend) {
+        *req = NULL;
+        return g->parent->ops->send(g->parent, g->ranks[dest], g->tag_base + tag, buf, n, "send");
+    }
+    return g->parent->ops->isend(g->parent, g->ranks[dest], g->tag_base + tag, buf, n, req);
+}
+static ss_status group_wait(ss_comm *c, ss_comm_req *req) { return GROUP(c)->parent->ops->wait(GROUP(c)->parent, req); }
+
+static const ss_comm_ops group_ops = {group_send, group_recv, group_abort, group_free, NULL, NULL, group_isend, group_wait};
+static const ss_comm_ops group_dev_ops = {group_send,        group_recv,        group_abort, group_free,
+                                          group_dev_to_host, group_host_to_dev, group_isend, group_wait};
+
+ss_status ss_comm_group(ss_comm *parent, const int *ranks, int n, int space, ss_comm **out) {
+    *out = NULL;
+    if (space < 1 || space > SS_COMM_GROUP_SPACES || n < 1 || n > parent->size)
+        return ss_errorf(SS_ERR_ARG, "group of %d ranks in tag space %d (1..%d) of a %d-rank communicator", n, space,
+                         SS_COMM_GROUP_SPACES, parent->size);
+    int me = -1;
+    for (int i = 0; i < n; i++) {
+        if (ranks[i] < 0 || ranks[i] >= parent->size)
+            return ss_errorf(SS_ERR_ARG, "group: rank %d does not exist (%d ranks)", ranks[i], parent->size);
+        for (int j = 0; j < i; j++)
+            if (ranks[j] == ranks[i]) return ss_errorf(SS_ERR_ARG, "group: rank %d listed twice", ranks[i]);
+        if (ranks[i] == parent->rank) me = i;
+    }
+    if (me < 0) return ss_errorf(SS_ERR_ARG, "group: rank %d is not one of its members", parent->rank);
+    ss_comm *c = ss_calloc(1, sizeof *c, "communicator group");
+    group_impl *g = ss_calloc(1, sizeof *g, "communicator group");
+    int *map = ss_malloc((size_t)n * sizeof *map, "communicator group");
+    char(*hosts)[64] = ss_calloc((size_t)n, sizeof *hosts, "communicator group");
+    char(*devices)[128] = parent->devices ? ss_calloc((size_t)n, sizeof *devices, "communicator group") : NULL;
+    if (!c || !g || !map || !hosts || (parent->devices && !devices)) {
+        free(c), free(g), free(map), free(hosts), free(devices);
+        return SS_ERR_NOMEM;
+    }
+    memcpy(map, ranks, (size_t)n * sizeof *map);
+    for (int i = 0; i < n; i++) {
+        memcpy(hosts[i], ss_comm_host(parent, ranks[i]), sizeof hosts[i]);
+        if (devices) memcpy(devices[i], parent->devices[ranks[i]], sizeof devices[i]);
+    }
+    *g = (group_impl){parent, map, space * SS_COMM_GROUP_TAG_STRIDE};
+    *c = (ss_comm){.ops = parent->devices ? &group_dev_ops : &group_ops, .rank = me, .size = n, .backend = parent->backend,
+                   .hosts = hosts, .timeout = parent->timeout, .impl = g, .device = parent->device, .devices = devices};
+    memcpy(c->library, parent->library, sizeof c->library);
+    *out = c;
+    return SS_OK;
+}
+
 static ss_comm *world;
 
 ss_status ss_comm_world(ss_comm **out) {

@@ -8,6 +8,9 @@
 
 /* Tags above SS_COMM_MAX_TAG belong to the collectives. */
 #define SS_COMM_TAG_COLL (SS_COMM_MAX_TAG + 1)
+/* A group's tags are its parent's plus space * this (under MPI's guaranteed
+ * 32767 and SS_MPI_RAW_TAG for SS_COMM_GROUP_SPACES spaces). */
+#define SS_COMM_GROUP_TAG_STRIDE 5000
 
 typedef struct ss_comm_ops {
     /* Both wait at most c->timeout seconds; `what` names the operation in errors. */

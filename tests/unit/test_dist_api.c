@@ -163,6 +163,67 @@ TEST(dist_api_point_to_point) {
     CHECK_OK(ss_comm_barrier(c));
 }
 
+/* Groups: with 3+ ranks, "pairs" {0,1} and "rest" {2..}; with 2, each rank
+ * alone and both reversed; with 1, the rank alone. Collectives and
+ * point-to-point inside a group map ranks, keep to their members, and do not
+ * meet the parent's messages or another space's with the same tag between
+ * the same two processes. */
+TEST(dist_api_groups) {
+    WORLD(c);
+    const int rank = ss_comm_rank(c), size = ss_comm_size(c);
+    int members[64], n = 0;
+    if (size >= 3) {
+        if (rank < 2) members[n++] = 0, members[n++] = 1;
+        else
+            for (int r = 2; r < size && n < 64; r++) members[n++] = r;
+    } else if (size == 2) {
+        members[n++] = 1, members[n++] = 0; /* group rank 0 is world rank 1 */
+    } else {
+        members[n++] = 0;
+    }
+    ss_comm *g = NULL, *g2 = NULL;
+    CHECK_OK(ss_comm_group(c, members, n, 1, &g));
+    CHECK(ss_comm_size(g) == n);
+    CHECK(members[ss_comm_rank(g)] == rank);
+    CHECK(!strcmp(ss_comm_host(g, ss_comm_rank(g)), ss_comm_host(c, rank)));
+    CHECK(!strcmp(ss_comm_backend(g), ss_comm_backend(c)));
+    /* A sum over the group only. */
+    double v = rank + 1.0, want = 0;
+    for (int i = 0; i < n; i++) want += members[i] + 1.0;
+    CHECK_OK(ss_comm_allreduce_f64(g, &v, 1));
+    CHECK_MSG(v == want, "rank %d: group sum %g, expected %g", rank, v, want);
+    /* The same tag between the same two processes in the parent, in space 1
+     * and in space 2: each receive gets its own message, whatever the order. */
+    if (n >= 2) {
+        CHECK_OK(ss_comm_group(c, members, n, 2, &g2));
+        int gr = ss_comm_rank(g), peer = 1 - gr; /* group ranks 0 and 1 */
+        if (gr < 2) {
+            int64_t a = 100 + rank, b = 200 + rank, p = 300 + rank, got;
+            if (gr == 0) {
+                CHECK_OK(ss_comm_send(g, peer, 7, &a, sizeof a));
+                CHECK_OK(ss_comm_send(g2, peer, 7, &b, sizeof b));
+                CHECK_OK(ss_comm_send(c, members[peer], 7, &p, sizeof p));
+            } else {
+                CHECK_OK(ss_comm_recv(c, members[peer], 7, &got, sizeof got));
+                CHECK(got == 300 + members[peer]);
+                CHECK_OK(ss_comm_recv(g2, peer, 7, &got, sizeof got));
+                CHECK(got == 200 + members[peer]);
+                CHECK_OK(ss_comm_recv(g, peer, 7, &got, sizeof got));
+                CHECK(got == 100 + members[peer]);
+            }
+        }
+        ss_comm_free(g2);
+    }
+    CHECK_ERR(ss_comm_send(g, n, 1, &v, sizeof v), SS_ERR_ARG, "does not exist");
+    ss_comm_free(g);
+    int bad[2] = {rank, rank};
+    if (size > 1) CHECK_ERR(ss_comm_group(c, bad, 2, 1, &g), SS_ERR_ARG, "listed twice");
+    int other = (rank + 1) % size;
+    if (size > 1) CHECK_ERR(ss_comm_group(c, &other, 1, 1, &g), SS_ERR_ARG, "is not one of its members");
+    CHECK_ERR(ss_comm_group(c, &rank, 1, SS_COMM_GROUP_SPACES + 1, &g), SS_ERR_ARG, "tag space");
+    CHECK_OK(ss_comm_barrier(c));
+}
+
 /* Run alone (its filter is "dist_stall"): rank 0 waits for a message that
  * rank 1 never sends, or, with SS_TEST_STALL=send (NCCL emulation only),
  * sends one that never leaves (SS_NCCL_EMU_STALL=send); it must fail within
