@@ -34,6 +34,9 @@ typedef struct ss_run_opts {
      * Honoured by every job that runs the model. */
     int pipeline;
     int64_t max_memory;         /* > 0: refuse to hold more bytes of weights than this per rank */
+    /* Set by jobs that run several copies of a pipeline side by side (the
+     * ranks a multiple of `pipeline`; ss_model_open_stage). */
+    int pipeline_replicas;
     /* Leave the prompts untokenized (T = 0, no packing buffer): the job calls
      * ss_run_tokenize for the prompts it will run, so that data-parallel
      * ranks do not each tokenize the whole input. */
@@ -61,10 +64,16 @@ int ss_model_computes_site(const ss_model *m, const ss_site *s);
 /* The pipeline stage that computes site s (0 without a pipeline). */
 int ss_model_stage_of(const ss_model *m, const ss_site *s);
 /* The model for a job: whole, or with pipeline > 1 this rank's stage of it
- * (ss_model_load_layers + ss_model_set_pipeline over the process's
- * communicator, which must have exactly `pipeline` ranks); max_memory > 0
- * refuses more bytes of weights than that. */
-ss_status ss_model_open_stage(const char *model_dir, int pipeline, int64_t max_memory, ss_model **out);
+ * (ss_model_load_layers + ss_model_set_pipeline). The process's
+ * communicator must have exactly `pipeline` ranks, or, with replicas, a
+ * multiple of it: ranks q*P .. q*P+P-1 are then copy q of the pipeline (a
+ * group communicator), which the job runs on its own share of the prompts.
+ * max_memory > 0 refuses more bytes of weights than that. */
+ss_status ss_model_open_stage(const char *model_dir, int pipeline, int replicas, int64_t max_memory, ss_model **out);
+/* The share of the prompts this rank runs: part `*part` of `*parts`
+ * (ss_comm_shard): the rank among all ranks, or, on a pipeline stage, its
+ * pipeline's copy among the copies. */
+void ss_model_data_part(const ss_model *m, const struct ss_comm *world, int *part, int *parts);
 /* Tokenizes (and checks) prompts [first, end) of a run opened with
  * lazy_tokenize; T grows to their longest and the packing buffer with it. */
 ss_status ss_run_tokenize(ss_run *r, const ss_run_opts *o, int64_t first, int64_t end);

@@ -67,6 +67,11 @@ typedef struct ss_model {
      * last stage produces logits. NULL: the whole model in this process. */
     struct ss_comm *pipe;
     int stage, n_stages;
+    /* Data parallelism over pipelines: this stage's pipeline is copy
+     * `replica` of n_replicas, each running its own share of the prompts
+     * (1 copy: every rank is one stage). pipe_owned: pipe was made for this
+     * model (a group of the world's ranks) and goes with it. */
+    int replica, n_replicas, pipe_owned;
     double pipe_wait_s, pipe_busy_s; /* seconds waiting for / running this stage's part */
     int inspect_only;               /* ss_model_inspect: weights checked, not converted; cannot run */
 } ss_model;

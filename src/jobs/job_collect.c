@@ -417,6 +417,7 @@ ss_status ss_job_collect(const ss_collect_job *job) {
     /* Each rank tokenizes only the prompts it will run (below). */
     ss_run_opts ro = job->run;
     ro.lazy_tokenize = 1;
+    ro.pipeline_replicas = 1; /* stages merge like ranks: copies of a pipeline need nothing more */
     if ((st = ss_run_open(&ro, &run))) return ss_comm_check(comm, st);
     ss_model *m = run.m;
     ss_prompts *p = run.p;
@@ -512,11 +513,15 @@ ss_status ss_job_collect(const ss_collect_job *job) {
     if (size > 1 && (st = ss_comm_bcast(comm, &done, sizeof done, 0))) goto out;
     ss_progress_fn progress = rank == 0 ? job->progress : NULL;
     const int piped = m->pipe != NULL;
+    /* This rank's share: its own, or its pipeline copy's (every stage of a
+     * copy runs the copy's batches, each its own blocks). */
+    int part, parts;
+    ss_model_data_part(m, comm, &part, &parts);
     /* The blocks this rank runs, round by round, as the loop below cuts them. */
     for (int64_t r0 = done, r1; r0 < p->n; r0 = r1) {
         r1 = job->checkpoint_every > 0 && job->checkpoint_every < p->n - r0 ? r0 + job->checkpoint_every : p->n;
-        int64_t lo = 0, hi = r1 - r0;
-        if (!piped) ss_comm_shard(r1 - r0, run.B, rank, size, &lo, &hi);
+        int64_t lo, hi;
+        ss_comm_shard(r1 - r0, run.B, part, parts, &lo, &hi);
         if (hi > lo && (st = ss_run_tokenize(&run, &ro, r0 + lo, r0 + hi))) goto out;
     }
     if ((st = ss_run_place(&run, &job->run))) goto out;
@@ -541,9 +546,8 @@ ss_status ss_job_collect(const ss_collect_job *job) {
      * prompts, as in one process; each rank takes a block of whole batches. */
     for (int64_t r0 = done, r1; r0 < p->n; r0 = r1) {
         r1 = job->checkpoint_every > 0 && job->checkpoint_every < p->n - r0 ? r0 + job->checkpoint_every : p->n;
-        /* A pipeline's stages all run every batch, each its own blocks. */
-        int64_t lo = 0, hi = r1 - r0;
-        if (!piped) ss_comm_shard(r1 - r0, B, rank, size, &lo, &hi);
+        int64_t lo, hi;
+        ss_comm_shard(r1 - r0, B, part, parts, &lo, &hi);
         for (int64_t b0 = r0 + lo, nb; b0 < r0 + hi; b0 += nb) {
             nb = r0 + hi - b0 < B ? r0 + hi - b0 : B;
             ss_packing pk;
@@ -551,7 +555,7 @@ ss_status ss_job_collect(const ss_collect_job *job) {
             c.group_of = grouping ? group_of + b0 : NULL;
             if ((st = ss_forward(m, c.be, run.packed, &pk, &fo, NULL))) goto out;
             /* Rank 0 sees only its own block: it reports the round as going at its pace. */
-            int64_t est = piped ? b0 + nb : r0 + (b0 + nb - r0 - lo) * size;
+            int64_t est = r0 + (b0 + nb - r0 - lo) * parts;
             if (progress && est < r1) progress(job->progress_ctx, est, p->n);
         }
         if (size > 1 && (st = merge_ranks(&c, comm))) goto out;
@@ -570,7 +574,8 @@ ss_status ss_job_collect(const ss_collect_job *job) {
         (st = ss_h5_attr_str(h, "/", "sites", job->sites)) ||
         (st = ss_h5_attr_str(h, "/", "stats", job->stats ? job->stats : "mean,cov")) ||
         (st = ss_h5_attr_str(h, "/", "positions", job->positions ? job->positions : "all")) ||
-        (st = ss_h5_attr_i64(h, "/", "skip_bos", job->skip_bos)) || (st = ss_h5_attr_i64(h, "/", "ranks", size)))
+        (st = ss_h5_attr_i64(h, "/", "skip_bos", job->skip_bos)) || (st = ss_h5_attr_i64(h, "/", "ranks", size)) ||
+        (st = ss_h5_attr_i64(h, "/", "pipeline_stages", piped ? m->n_stages : 1)))
         goto out;
     if (grouping && (st = ss_h5_attr_str(h, "/", "group_by", job->group_by))) goto out;
     if ((st = write_results(h, &c, &ss))) goto out;

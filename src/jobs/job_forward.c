@@ -183,7 +183,7 @@ static ss_status end_batch(fwd_job_ctx *c) {
         SS_TRY(ss_comm_isend(c->comm, c->writer, TAG_HEADER, o->hdr, H_LEN * sizeof(int64_t), &o->rh));
         if (o->buf) SS_TRY(ss_comm_isend(c->comm, c->writer, TAG_BLOCK, o->buf, (size_t)o->hdr[H_BYTES], &o->rb));
     }
-    const int64_t depth = ss_comm_size(c->comm);
+    const int64_t depth = c->m->n_stages; /* how far a stage can run ahead of the writer */
     c->batch++;
     return retire(c, c->batch - 1 - depth);
 }
@@ -283,9 +283,13 @@ ss_status ss_job_forward(const ss_forward_job *job) {
     const int rank = ss_comm_rank(comm), size = ss_comm_size(comm);
     c.comm = comm;
     c.rank = rank;
-    if ((st = ss_run_open(&job->run, &run))) return ss_comm_check(comm, st);
+    ss_run_opts ro = job->run;
+    ro.pipeline_replicas = 1; /* copies of a pipeline each run their share */
+    if ((st = ss_run_open(&ro, &run))) return ss_comm_check(comm, st);
     c.piped = run.m->pipe != NULL;
-    c.writer = c.piped ? size - 1 : 0;
+    /* Ranks per copy of the model; the writer is the first copy's last stage (rank 0 without a pipeline). */
+    const int P = c.piped ? run.m->n_stages : 1;
+    c.writer = P - 1;
     ss_model *m = run.m;
     ss_prompts *p = run.p;
     ss_backend *be = run.be;
@@ -312,7 +316,7 @@ ss_status ss_job_forward(const ss_forward_job *job) {
     if ((st = ss_h5_attr_str(h, "/", "sites", job->sites ? job->sites : ""))) goto out;
     if ((st = ss_h5_attr_i64(h, "/", "tf32", job->run.tf32))) goto out;
     if ((st = ss_h5_attr_i64(h, "/", "ranks", size))) goto out;
-    if ((st = ss_h5_attr_i64(h, "/", "pipeline_stages", c.piped ? size : 1))) goto out;
+    if ((st = ss_h5_attr_i64(h, "/", "pipeline_stages", P))) goto out;
 
     if ((st = ss_write_tokens(h, p, T))) goto out;
     if (!job->no_logits) {
@@ -356,14 +360,17 @@ compute:;
                           .logits = job->no_logits ? SS_LOGITS_NONE : SS_LOGITS_ALL, .read_only = 1, .capture = cap};
     ss_progress_fn progress = rank == c.writer ? job->progress : NULL;
     if (progress) progress(job->progress_ctx, 0, N);
-    /* Data parallel, step k: every rank its k-th batch; rank 0 then takes the
-     * others' in rank order. Pipeline: every stage every batch, in order; the
-     * last stage writes, taking the other stages' blocks of the same batch. */
-    int64_t lo = 0, hi = N, written = 0;
-    if (!c.piped) ss_comm_shard(N, B, rank, size, &lo, &hi);
+    /* Step k: every copy of the model its k-th batch (a copy is one rank, or
+     * the P stages of a pipeline, each stage running every batch of its
+     * copy). The writer then takes step k's blocks from every other rank:
+     * its own copy's first stages, then the other copies' ranks in order. */
+    int part, parts;
+    ss_model_data_part(m, comm, &part, &parts);
+    int64_t lo, hi, written = 0;
+    ss_comm_shard(N, B, part, parts, &lo, &hi);
     for (int64_t k = 0;; k++) {
         int64_t b0 = lo + k * B;
-        if (b0 >= hi) break; /* rank 0 has the most batches: it never stops before the others */
+        if (b0 >= hi) break; /* copy 0 has the most batches: the writer never stops before the others */
         int64_t nb = hi - b0 < B ? hi - b0 : B;
         ss_packing pk;
         ss_run_pack(&run, b0, nb, &pk);
@@ -384,31 +391,27 @@ compute:;
             if ((st = ss_capture_flush(cap)) || (st = end_batch(&c))) goto out;
             continue;
         }
-        written += nb;
-        for (int r = 0; c.piped && r < size - 1; r++)
-            if ((st = receive_batch(&c, r, b0, nb))) {
-                ss_error_context(st, "receiving the outputs of pipeline stage %d for prompts %lld..%lld", r,
-                                 (long long)b0, (long long)(b0 + nb - 1));
-                goto out;
+        for (int q = 0; q < parts; q++) {
+            int64_t qlo, qhi;
+            ss_comm_shard(N, B, q, parts, &qlo, &qhi);
+            int64_t qb0 = qlo + k * B;
+            if (qb0 >= qhi) continue;
+            int64_t qnb = qhi - qb0 < B ? qhi - qb0 : B;
+            for (int r = q * P; r < (q + 1) * P; r++) {
+                if (r == c.writer) continue;
+                if ((st = receive_batch(&c, r, qb0, qnb))) {
+                    ss_error_context(st, "receiving the outputs of rank %d for prompts %lld..%lld", r, (long long)qb0,
+                                     (long long)(qb0 + qnb - 1));
+                    goto out;
+                }
             }
-        for (int r = 1; !c.piped && r < size; r++) {
-            int64_t rlo, rhi;
-            ss_comm_shard(N, B, r, size, &rlo, &rhi);
-            int64_t rb0 = rlo + k * B;
-            if (rb0 >= rhi) continue;
-            int64_t rnb = rhi - rb0 < B ? rhi - rb0 : B;
-            if ((st = receive_batch(&c, r, rb0, rnb))) {
-                ss_error_context(st, "receiving the outputs of rank %d for prompts %lld..%lld", r, (long long)rb0,
-                                 (long long)(rb0 + rnb - 1));
-                goto out;
-            }
-            written += rnb;
+            written += qnb;
         }
         if (progress) progress(job->progress_ctx, written, N);
     }
     if ((st = ss_capture_flush(cap))) goto out;
     if (c.piped && rank != c.writer && (st = retire(&c, -1))) goto out;
-    if (c.piped && (st = ss_pipeline_report(run.m, c.writer, h, job->progress != NULL))) goto out;
+    if (c.piped && (st = ss_pipeline_report(run.m, P - 1, h, rank == c.writer && job->progress))) goto out;
     if (rank != c.writer) goto out;
     st = ss_h5_queue_finish(c.q);
     c.q = NULL;

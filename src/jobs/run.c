@@ -13,18 +13,22 @@
 #include "subscope/util.h"
 
 static ss_status load_model(const ss_run_opts *o, ss_run *r) {
-    return ss_model_open_stage(o->model_dir, o->pipeline, o->max_memory, &r->m);
+    return ss_model_open_stage(o->model_dir, o->pipeline, o->pipeline_replicas, o->max_memory, &r->m);
 }
 
-ss_status ss_model_open_stage(const char *model_dir, int pipeline, int64_t max_memory, ss_model **out) {
-    ss_comm *comm = NULL;
+ss_status ss_model_open_stage(const char *model_dir, int pipeline, int replicas, int64_t max_memory, ss_model **out) {
+    ss_comm *world = NULL, *pipe = NULL;
     int first = 0, end = -1;
     *out = NULL;
     if (pipeline > 1) {
-        SS_TRY(ss_comm_world(&comm));
-        if (ss_comm_size(comm) != pipeline)
-            return ss_errorf(SS_ERR_ARG, "--pipeline %d needs exactly %d ranks (one per stage), but the job has %d", pipeline,
-                             pipeline, ss_comm_size(comm));
+        SS_TRY(ss_comm_world(&world));
+        const int size = ss_comm_size(world);
+        if (size != pipeline && !(replicas && size % pipeline == 0))
+            return ss_errorf(SS_ERR_ARG, "--pipeline %d needs %s %d ranks (one per stage), but the job has %d%s", pipeline,
+                             replicas ? "a multiple of" : "exactly", pipeline, size,
+                             !replicas && size % pipeline == 0
+                                 ? " (copies of a pipeline side by side are for forward and collect)"
+                                 : "");
         /* A GGUF file is dequantised whole when opened, so splitting it would save nothing. */
         if (ss_model_path_is_gguf(model_dir))
             return ss_errorf(SS_ERR_UNSUPPORTED, "%s: --pipeline needs a Hugging Face directory (a GGUF file is "
@@ -37,11 +41,28 @@ ss_status ss_model_open_stage(const char *model_dir, int pipeline, int64_t max_m
         SS_TRY(st);
         if (pipeline > cfg.n_layer)
             return ss_errorf(SS_ERR_ARG, "--pipeline %d: the model has only %lld blocks", pipeline, (long long)cfg.n_layer);
-        ss_model_stage_layers(cfg.n_layer, ss_comm_rank(comm), pipeline, &first, &end);
+        ss_model_stage_layers(cfg.n_layer, ss_comm_rank(world) % pipeline, pipeline, &first, &end);
+        /* Copy q of the pipeline: ranks q*P .. q*P+P-1 (neighbours, so that
+         * on a node's GPUs the stages of one copy sit together). */
+        int ranks[4096];
+        if (pipeline > 4096) return ss_errorf(SS_ERR_ARG, "--pipeline %d: at most 4096 stages", pipeline);
+        const int q = ss_comm_rank(world) / pipeline;
+        for (int s = 0; s < pipeline; s++) ranks[s] = q * pipeline + s;
+        SS_TRY(ss_comm_group(world, ranks, pipeline, 1, &pipe));
     }
     ss_model *m = NULL;
-    SS_TRY(ss_model_load_layers(model_dir, first, end, &m));
-    ss_status st = comm ? ss_model_set_pipeline(m, comm) : SS_OK;
+    ss_status st = ss_model_load_layers(model_dir, first, end, &m);
+    if (st) {
+        ss_comm_free(pipe);
+        return st;
+    }
+    if (pipe && (st = ss_model_set_pipeline(m, pipe))) {
+        ss_comm_free(pipe);
+    } else if (pipe) {
+        m->pipe_owned = 1; /* freed with the model from here on */
+        m->replica = ss_comm_rank(world) / pipeline;
+        m->n_replicas = ss_comm_size(world) / pipeline;
+    }
     const int64_t bytes = ss_model_weight_bytes(m);
     if (!st && max_memory > 0 && bytes > max_memory)
         st = ss_errorf(SS_ERR_NOMEM, "%s: blocks %d..%d hold %.1f MiB of weights, more than --max-memory %.1f MiB%s",
@@ -54,6 +75,16 @@ ss_status ss_model_open_stage(const char *model_dir, int pipeline, int64_t max_m
     }
     *out = m;
     return SS_OK;
+}
+
+void ss_model_data_part(const ss_model *m, const ss_comm *world, int *part, int *parts) {
+    if (m->pipe) {
+        *part = m->replica;
+        *parts = m->n_replicas;
+    } else {
+        *part = ss_comm_rank(world);
+        *parts = ss_comm_size(world);
+    }
 }
 
 ss_status ss_run_open(const ss_run_opts *o, ss_run *r) {

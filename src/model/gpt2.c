@@ -298,6 +298,7 @@ fail:
 
 void ss_model_free(ss_model *m) {
     if (!m) return;
+    if (m->pipe_owned) ss_comm_free(m->pipe);
     for (size_t i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
     if (m->placed_block) m->placed_on->release(m->placed_on, m->placed_block);
@@ -481,6 +482,7 @@ ss_status ss_model_set_pipeline(ss_model *m, struct ss_comm *comm) {
     m->pipe = n > 1 ? comm : NULL;
     m->stage = stage;
     m->n_stages = n;
+    if (!m->n_replicas) m->n_replicas = 1;
     return SS_OK;
 }
 

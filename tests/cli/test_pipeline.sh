@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Pipeline parallelism (--pipeline P, docs/DISTRIBUTED.md): the model's blocks split over P
 # ranks, each loading only its own. Every job (forward, collect, ablate, attribute, patch, trace) with 2 and 3 stages
+# (forward and collect also with copies of the pipeline side by side: 4 and 6 ranks)
 # against one process (bit for bit: every stage runs the same batches through the same code),
 # GPT-2 and Llama; checkpoints and --resume across stage counts; --max-memory (a model that does not fit
 # one rank runs split in two); a stage that hangs stops the job naming it; the refusals.
@@ -121,12 +122,40 @@ if $MPI -np 3 "$SUBSCOPE" trace "${tr[@]}" --pipeline 3 --out "$TMP/tr3.h5" >"$T
     else fail "trace --pipeline 3 vs one process" "$("$H5CMP" --quiet --atol 0 --rtol 0 "$TMP/tr1.h5" "$TMP/tr3.h5" 2>&1 | head -3)"; fi
 else fail "trace --pipeline 3 runs" "$(tail -3 "$TMP/tr3.err")"; fi
 
+# Copies of a pipeline side by side (data x pipeline): ranks q*P..q*P+P-1 are copy q, each copy
+# runs its share of the batches. forward is bit for bit one process (every batch runs through
+# the same code); collect merges like data-parallel ranks (within 1e-12).
+for np_p in "4 2" "6 3" "6 2"; do
+    set -- $np_p
+    if ! res=$($MPI -np $1 "$SUBSCOPE" forward --model $M --input $P --sites '*' --batch 2 --pipeline $2 \
+        --out "$TMP/fc.h5" 2>&1); then fail "forward: $1 ranks, --pipeline $2 runs" "$(printf '%s' "$res" | tail -3)"; continue; fi
+    "$SUBSCOPE" forward --model $M --input $P --sites '*' --batch 2 --out "$TMP/f1.h5" 2>/dev/null
+    expect_ok "forward: $(( $1 / $2 )) copies of a $2-stage pipeline ($1 ranks) = one process, bit for bit" \
+        "$H5CMP" --quiet --atol 0 --rtol 0 --only /acts --only /logits --only /tokens "$TMP/f1.h5" "$TMP/fc.h5"
+    if ! res=$($MPI -np $1 "$SUBSCOPE" collect "${copts[@]}" --pipeline $2 --out "$TMP/cc.h5" 2>&1); then
+        fail "collect: $1 ranks, --pipeline $2 runs" "$(printf '%s' "$res" | tail -3)"; continue; fi
+    expect_ok "collect: $(( $1 / $2 )) copies of a $2-stage pipeline = one process within 1e-12 (per label, PCA)" \
+        "$H5CMP" --quiet --atol 1e-14 --rtol 1e-12 --only /stats --only /groups "$TMP/c1.h5" "$TMP/cc.h5"
+done
+if $MPI -np 4 "$SUBSCOPE" forward --model "$D/models/llama-hd6-bias" --input "$D/golden/llama-hd6-bias.jsonl" --sites '*' \
+    --batch 2 --pipeline 2 --out "$TMP/lc.h5" >/dev/null 2>&1; then
+    "$SUBSCOPE" forward --model "$D/models/llama-hd6-bias" --input "$D/golden/llama-hd6-bias.jsonl" --sites '*' --batch 2 \
+        --out "$TMP/l1.h5" 2>/dev/null
+    expect_ok "forward (Llama): 2 copies of a 2-stage pipeline = one process, bit for bit" \
+        "$H5CMP" --quiet --atol 0 --rtol 0 --only /acts --only /logits "$TMP/l1.h5" "$TMP/lc.h5"
+else fail "forward (Llama): 4 ranks, --pipeline 2 runs"; fi
+expect_fail "other jobs take exactly P ranks, and say which take copies" \
+    "needs exactly 2 ranks (one per stage), but the job has 4 (copies of a pipeline side by side are for forward and collect)" \
+    $MPI -np 4 "$SUBSCOPE" ablate --model $M --input $P --mask 'blocks.1.mlp.hook_post[1,2]' --pipeline 2 --out "$TMP/x.h5"
+
 # Checkpoints: a 2-stage run checkpoints; 3 stages resume what one process left.
 for i in $(seq 1 20); do cat $P; done >"$TMP/big.jsonl"
 bopts=(--model $M --input "$TMP/big.jsonl" --sites 'blocks.*.mlp.hook_post' --stats mean,cov --batch 8 --checkpoint-every 48)
 "$SUBSCOPE" collect "${bopts[@]}" --out "$TMP/b1.h5" 2>/dev/null
 $MPI -np 2 "$SUBSCOPE" collect "${bopts[@]}" --pipeline 2 --out "$TMP/b2.h5" >/dev/null 2>&1
 expect_ok "collect --pipeline 2 with checkpoints = one process" "$H5CMP" --quiet --atol 1e-14 --rtol 1e-12 "$TMP/b1.h5" "$TMP/b2.h5"
+$MPI -np 4 "$SUBSCOPE" collect "${bopts[@]}" --pipeline 2 --out "$TMP/b4.h5" >/dev/null 2>&1
+expect_ok "... and 2 copies of it (4 ranks)" "$H5CMP" --quiet --atol 1e-14 --rtol 1e-12 "$TMP/b1.h5" "$TMP/b4.h5"
 # A checkpoint from one process killed half-way, then 3 stages resume it.
 for i in $(seq 1 10); do cat "$TMP/big.jsonl"; done >"$TMP/huge.jsonl"
 ropts=(--model $M --input "$TMP/huge.jsonl" --sites 'blocks.*.mlp.hook_post' --stats mean,cov --batch 8 --checkpoint-every 48)
@@ -169,7 +198,7 @@ if [ -n "$r0" ] && [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "rank 0 (host .*)
 else fail "hung stage" "pid '$r0', exit $rc after ${dt}s" "$(tail -n 5 "$TMP/h.log")"; fi
 
 # Refusals.
-expect_fail "--pipeline needs one rank per stage" "--pipeline 3 needs exactly 3 ranks (one per stage), but the job has 2" \
+expect_fail "--pipeline needs one rank per stage" "--pipeline 3 needs a multiple of 3 ranks (one per stage), but the job has 2" \
     $MPI -np 2 "$SUBSCOPE" forward --model $M --input $P --pipeline 3 --out "$TMP/x.h5"
 expect_fail "--pipeline beyond the block count" "--pipeline 5: the model has only 4 blocks" \
     $MPI -np 5 "$SUBSCOPE" forward --model $M --input $P --pipeline 5 --out "$TMP/x.h5"
