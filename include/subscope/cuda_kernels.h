@@ -184,6 +184,15 @@ int ss_cuda_attention_backward(float *dq, float *dk, float *dv, int64_t ld_dqkv,
                                const float *k, const float *v, int64_t ld_qkv, int64_t n_seq, const int64_t *start,
                                const int64_t *len, const int64_t *ws_off, int64_t max_len, int64_t H, int64_t Hkv,
                                int64_t dh, float scale, float *ws, int64_t ws_half, cudaStream_t stream);
+/* The same without the O(len^2) workspace: the probabilities are recomputed
+ * from q and k (kernels/attention_backward_rc.cu), and stats is a device
+ * workspace of 3 * rows * H floats (rows: every packed row, start[s] +
+ * len[s] over the sequences). Same arithmetic in the same order as the
+ * stored variant; about twice its score and dP work. */
+int ss_cuda_attention_backward_rc(float *dq, float *dk, float *dv, int64_t ld_dqkv, const float *dz, const float *q,
+                                  const float *k, const float *v, int64_t ld_qkv, int64_t n_seq, const int64_t *start,
+                                  const int64_t *len, int64_t max_len, int64_t H, int64_t Hkv, int64_t dh, float scale,
+                                  float *stats, cudaStream_t stream);
 
 /* dwte[tokens[i],:] += dx[i,:] and dwpe[pos[i],:] += dx[i,:] for n rows of
  * width d (either table may be NULL). A row whose id is outside

@@ -43,6 +43,7 @@ typedef struct {
     uint16_t *a16;          /* bf16 copy of the activations of a bf16 product */
     size_t a16_cap;         /* in elements */
     float *ws;              /* workspace of the backward kernels (attention P/dS, layernorm row stats) */
+    size_t attn_ws_max;     /* bytes of P/dS beyond which attention_backward recomputes them */
     size_t ws_cap;          /* in floats */
     int64_t *mseq;          /* device copy of a masked forward's sequences (start, len, prompt, mask) */
     size_t mseq_cap;        /* in int64 elements */
@@ -747,14 +748,23 @@ static ss_status cu_attention_backward(const ss_backend *be, float *dq, float *d
         half += (int64_t)hl2;
         if (len[s] > max_len) max_len = len[s];
     }
+    /* Long contexts: past the workspace budget the probabilities are recomputed
+     * (3 floats per row and head) rather than stored (2 H len^2 per sequence). */
+    int64_t rows = 0;
+    for (int64_t s = 0; s < n_seq; s++) rows = start[s] + len[s] > rows ? start[s] + len[s] : rows;
+    const int recompute = (double)half * 2.0 * sizeof(float) > (double)c->attn_ws_max;
     float *ws = NULL;
-    ss_status st = max_len ? cu_workspace(be, (size_t)(2 * half), "attention_backward workspace (probabilities and dS)", &ws)
-                           : SS_OK;
+    ss_status st = !max_len ? SS_OK
+                   : recompute ? cu_workspace(be, (size_t)(3 * rows * H), "attention_backward row statistics", &ws)
+                               : cu_workspace(be, (size_t)(2 * half), "attention_backward workspace (probabilities and dS)", &ws);
     if (!st && max_len) st = meta_put(be, n_seq, start, len, at);
     free(at);
     if (st || !max_len) return st;
-    int rc = ss_cuda_attention_backward(dq, dk, dv, ld_dqkv, dz, q, k, v, ld_qkv, n_seq, c->meta, c->meta + n_seq,
-                                        c->meta + 2 * n_seq, max_len, H, Hkv, dh, scale, ws, half, c->stream);
+    int rc = recompute ? ss_cuda_attention_backward_rc(dq, dk, dv, ld_dqkv, dz, q, k, v, ld_qkv, n_seq, c->meta,
+                                                       c->meta + n_seq, max_len, H, Hkv, dh, scale, ws, c->stream)
+                       : ss_cuda_attention_backward(dq, dk, dv, ld_dqkv, dz, q, k, v, ld_qkv, n_seq, c->meta,
+                                                    c->meta + n_seq, c->meta + 2 * n_seq, max_len, H, Hkv, dh, scale, ws,
+                                                    half, c->stream);
     if (rc == cudaErrorInvalidValue)
         return ss_errorf(SS_ERR_UNSUPPORTED, "%s: attention_backward: H=%lld dh=%lld ld_qkv=%lld ld_dqkv=%lld is not "
                          "supported (dh <= 256, H <= 65535, row strides >= H*dh)", be->name, (long long)H,
@@ -825,6 +835,12 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
     }
     snprintf(c->name, sizeof c->name, "cuda:%d", device);
     c->device = device;
+    /* SUBSCOPE_ATTN_BWD_WORKSPACE_MB (default 1024; 0: always recompute). */
+    const char *wmb = getenv("SUBSCOPE_ATTN_BWD_WORKSPACE_MB");
+    char *wend = NULL;
+    long long mb = wmb && *wmb ? strtoll(wmb, &wend, 10) : 1024;
+    if (wmb && *wmb && (*wend || mb < 0)) mb = 1024;
+    c->attn_ws_max = (size_t)mb << 20;
     *be = (ss_backend){
         .name = c->name, .description = c->device_name, .impl = c, .host_memory = 0,
         .alloc = cu_alloc, .release = cu_release, .upload = cu_upload, .download = cu_download, .sync = cu_sync,

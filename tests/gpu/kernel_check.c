@@ -1272,11 +1272,16 @@ typedef struct {
     int64_t ld, n_seq, max_len, H, Hkv, dh, half;
     const int64_t *start, *len, *off;
     float scale;
+    int recompute; /* ss_cuda_attention_backward_rc, ws = 3 rows H floats */
 } ab_ctx;
 /* Rows of qkv and of the output are [q (H heads) | k (Hkv) | v (Hkv)]. */
 static int launch_ab(void *v) {
     ab_ctx *c = v;
     int64_t d = c->H * c->dh, dkv = c->Hkv * c->dh;
+    if (c->recompute)
+        return ss_cuda_attention_backward_rc(c->dqkv, c->dqkv + d, c->dqkv + d + dkv, c->ld, c->dz, c->qkv, c->qkv + d,
+                                             c->qkv + d + dkv, c->ld, c->n_seq, c->start, c->len, c->max_len, c->H,
+                                             c->Hkv, c->dh, c->scale, c->ws, g_stream);
     return ss_cuda_attention_backward(c->dqkv, c->dqkv + d, c->dqkv + d + dkv, c->ld, c->dz, c->qkv, c->qkv + d,
                                       c->qkv + d + dkv, c->ld, c->n_seq, c->start, c->len, c->off, c->max_len, c->H,
                                       c->Hkv, c->dh, c->scale, c->ws, c->half, g_stream);
@@ -1345,14 +1350,22 @@ static void case_attention_bwd(void) {
             for (int s = 0; s < n_seq; s++) meta[s] = start[s], meta[n_seq + s] = len[s], meta[2 * n_seq + s] = off[s];
             int64_t *dmeta = dup_to_dev(meta, (size_t)(3 * n_seq) * sizeof(int64_t));
             ab_ctx c = {dout, dws, ddz, dqkv, ld, n_seq, max_len, H, Hkv, dh, half, dmeta, dmeta + n_seq,
-                        dmeta + 2 * n_seq, scale};
+                        dmeta + 2 * n_seq, scale, 0};
             out_buf ob = {dout, (size_t)(rows * ld) * 4, got};
             const float *init[1] = {NULL};
             double ms = 0;
             int big = max_len >= 500;
             if (run_twice_from(name, launch_ab, &c, &ob, init, 1, 1, &ms)) fail_case();
             else check(name, got, ref, rows * ld, big ? 1e-4 : 2e-5, big ? 1e-3 : 1e-4, ms, 0);
-            dfree(dqkv), dfree(ddz), dfree(dout), dfree(dws), dfree(dmeta);
+            /* The variant that recomputes P instead of storing it (long contexts). */
+            char rname[160];
+            snprintf(rname, sizeof rname, "%s recompute", name);
+            float *dst = dalloc((size_t)(3 * rows * H) * 4);
+            c.ws = dst;
+            c.recompute = 1;
+            if (run_twice_from(rname, launch_ab, &c, &ob, init, 1, 1, &ms)) fail_case();
+            else check(rname, got, ref, rows * ld, big ? 1e-4 : 2e-5, big ? 1e-3 : 1e-4, ms, 0);
+            dfree(dqkv), dfree(ddz), dfree(dout), dfree(dws), dfree(dmeta), dfree(dst);
         }
         free(qkv), free(dz), free(ref), free(got);
     }

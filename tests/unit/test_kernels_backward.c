@@ -38,7 +38,23 @@ static const ss_backend *gpu(void) {
     return g_gpu;
 }
 
-__attribute__((destructor)) static void close_gpu(void) { ss_backend_cuda_close(g_gpu); }
+/* A second emulated GPU whose attention_backward always recomputes the
+ * probabilities (SUBSCOPE_ATTN_BWD_WORKSPACE_MB=0 when it is opened). */
+static ss_backend *g_gpu_rc;
+static const ss_backend *gpu_rc(void) {
+    if (!g_gpu_rc) {
+        setenv("SUBSCOPE_ATTN_BWD_WORKSPACE_MB", "0", 1);
+        ss_status st = ss_backend_cuda_open(0, NULL, &g_gpu_rc);
+        unsetenv("SUBSCOPE_ATTN_BWD_WORKSPACE_MB");
+        if (st) return NULL;
+    }
+    return g_gpu_rc;
+}
+
+__attribute__((destructor)) static void close_gpu(void) {
+    ss_backend_cuda_close(g_gpu);
+    ss_backend_cuda_close(g_gpu_rc);
+}
 
 static void *dev_put(const void *h, size_t bytes) {
     const ss_backend *be = gpu();
@@ -582,6 +598,7 @@ typedef struct {
     const int64_t *start, *len;
     float scale;
     int fused;
+    const ss_backend *be; /* the emulated GPU, or one that recomputes the probabilities */
 } ab_ctx;
 static void ab_outs(const ab_ctx *c, float *base, float **dq, float **dk, float **dv) {
     int64_t d = c->H * c->dh, dkv = c->Hkv * c->dh;
@@ -594,7 +611,7 @@ static ss_status op_ab(void *v) {
     float *dq, *dk, *dv;
     ab_outs(c, c->dqkv, &dq, &dk, &dv);
     const float *q = c->qkv, *k = q + c->H * c->dh, *vv = k + c->Hkv * c->dh;
-    return gpu()->attention_backward(gpu(), dq, dk, dv, c->ldd, c->dz, q, k, vv, c->ld, c->n_seq, c->start, c->len,
+    return c->be->attention_backward(c->be, dq, dk, dv, c->ldd, c->dz, q, k, vv, c->ld, c->n_seq, c->start, c->len,
                                      c->H, c->Hkv, c->dh, c->scale);
 }
 
@@ -664,7 +681,7 @@ TEST(cuda_bwd_attention_vs_reference) {
         float *qkv = ss_test_rvec(rows * ld, 20 + (unsigned)ci, cases[ci].amp), *dz = ss_test_rvec(rows * d, 30 + (unsigned)ci, 1.f);
         float *ref = ss_test_fvec(nout, NAN), *got = ss_test_fvec(nout, 0);
         float *pref = ss_test_fvec(npk, 0), *pgot = ss_test_fvec(npk, 0);
-        ab_ctx c = {NULL, NULL, NULL, ldd, ld, n_seq, H, Hkv, dh, rows, start, len, scale, fused};
+        ab_ctx c = {NULL, NULL, NULL, ldd, ld, n_seq, H, Hkv, dh, rows, start, len, scale, fused, gpu()};
         float *rq, *rk, *rv;
         ab_outs(&c, ref, &rq, &rk, &rv);
         attn_bwd_ref(rq, rk, rv, ldd, dz, qkv, qkv + d, qkv + d + dkv, ld, n_seq, start, len, H, Hkv, dh, scale);
@@ -681,6 +698,20 @@ TEST(cuda_bwd_attention_vs_reference) {
         snprintf(nm, sizeof nm, "attention_backward seqs=[%s] H=%lld Hkv=%lld dh=%lld %s dq,dk,dv", lens, (long long)H,
                  (long long)Hkv, (long long)dh, fused ? "fused" : "planes");
         CHECK(ss_test_compare(nm, pgot, pref, npk, 2e-5, 1e-4) == 0);
+        /* The variant that recomputes P (kernels/attention_backward_rc.cu, what a
+         * backend with no room for P and dS runs): the same arithmetic in the
+         * same order, so the same bits here. */
+        {
+            c.be = gpu_rc();
+            float *grc = ss_test_fvec(nout, 0), *pgrc = ss_test_fvec(npk, 0);
+            dout orc = {dqkv, NULL, nout, grc};
+            CHECK(c.be && run_both(op_ab, &c, &orc, 1, 1));
+            ab_pack(&c, grc, nout, pgrc, &stray);
+            CHECK_MSG(stray == 0, "recompute variant: %lld elements written outside dq, dk, dv", (long long)stray);
+            CHECK_MSG(!memcmp(pgrc, pgot, (size_t)npk * sizeof(float)), "%s: the recompute variant differs", nm);
+            c.be = gpu();
+            free(grc), free(pgrc);
+        }
         if (cases[ci].len[0] == 1 && n_seq == 1) { /* one token: exact zeros for dq, dk; dv = the group's sum of dz */
             for (int64_t e = 0; e < d; e++) CHECK(pgot[e] == 0.f);
             for (int64_t e = 0; e < dkv; e++) CHECK(pgot[d + e] == 0.f);
