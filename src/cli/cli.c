@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "cli.h"
+#include "subscope/dist.h"
 
 #include "subscope/jobs.h"
 
@@ -137,6 +138,11 @@ int cli_run_opts(const cli_cmd *cmd, ss_run_opts *o) {
         return 1;
     o->pipeline = (int)pipe;
     return 0;
+}
+
+void cli_wrote(const char *path, int writer) {
+    ss_comm *comm;
+    if (ss_comm_world(&comm) != SS_OK || ss_comm_rank(comm) == writer) fprintf(stderr, "wrote %s\n", path);
 }
 
 int cli_bytes(const cli_cmd *cmd, const char *name, int64_t *out) {

@@ -37,6 +37,9 @@ int cli_require(const cli_cmd *cmd, const char *name);
 
 /* Prints "subscope <cmd>: error: <library message>" and returns 1. */
 int cli_fail(const cli_cmd *cmd, ss_status st);
+/* "wrote PATH" on stderr from the rank that wrote it (writer; every process
+ * of a one-process run), once the job has returned. */
+void cli_wrote(const char *path, int writer);
 /* The full command line, for provenance. */
 const char *cli_command_line(void);
 void cli_set_command_line(int argc, char **argv);

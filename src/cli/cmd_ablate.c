@@ -46,8 +46,7 @@ static int run_ablate(cli_cmd *cmd) {
     j.controls = (int)controls;
     ss_status st = ss_job_ablate(&j);
     if (st) return cli_fail(cmd, st);
-    ss_comm *comm;
-    if (ss_comm_world(&comm) != SS_OK || ss_comm_rank(comm) == 0) fprintf(stderr, "wrote %s\n", j.out); /* rank 0 wrote it */
+    cli_wrote(j.out, 0);
     return 0;
 }
 

@@ -41,8 +41,7 @@ static int run_attribute(cli_cmd *cmd) {
     j.top = (int)top;
     ss_status st = ss_job_attribute(&j);
     if (st) return cli_fail(cmd, st);
-    ss_comm *comm;
-    if (ss_comm_world(&comm) != SS_OK || ss_comm_rank(comm) == 0) fprintf(stderr, "wrote %s\n", j.out); /* rank 0 wrote it */
+    cli_wrote(j.out, 0);
     return 0;
 }
 

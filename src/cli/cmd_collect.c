@@ -40,8 +40,7 @@ static int run_collect(cli_cmd *cmd) {
     j.compress = (int)level;
     ss_status st = ss_job_collect(&j);
     if (st) return cli_fail(cmd, st);
-    ss_comm *comm;
-    if (ss_comm_world(&comm) != SS_OK || ss_comm_rank(comm) == 0) fprintf(stderr, "wrote %s\n", j.out); /* rank 0 wrote it */
+    cli_wrote(j.out, 0);
     return 0;
 }
 

@@ -28,8 +28,7 @@ static int run_forward(cli_cmd *cmd) {
     j.compress = (int)level;
     ss_status st = ss_job_forward(&j);
     if (st) return cli_fail(cmd, st);
-    ss_comm *comm;
-    if (ss_comm_world(&comm) != SS_OK || ss_comm_rank(comm) == 0) fprintf(stderr, "wrote %s\n", j.out); /* rank 0 wrote it */
+    cli_wrote(j.out, j.run.pipeline > 1 ? (int)j.run.pipeline - 1 : 0); /* a pipeline's first copy's last stage writes */
     return 0;
 }
 

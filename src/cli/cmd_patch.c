@@ -45,10 +45,7 @@ static int run_patch(cli_cmd *cmd) {
         return 1;
     ss_status st = ss_job_patch(&j);
     if (st) return cli_fail(cmd, st);
-    ss_comm *comm;
-    /* With --pipeline the last stage writes the file and the table. */
-    if (j.run.pipeline > 1 && ss_comm_world(&comm) == SS_OK && ss_comm_rank(comm) != ss_comm_size(comm) - 1) return 0;
-    fprintf(stderr, "wrote %s\n", j.out);
+    cli_wrote(j.out, j.run.pipeline > 1 ? (int)j.run.pipeline - 1 : 0); /* a pipeline's last stage writes */
     return 0;
 }
 

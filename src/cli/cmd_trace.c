@@ -39,10 +39,7 @@ static int run_trace(cli_cmd *cmd) {
     ss_status st = ss_job_trace(&j);
     if (st) return cli_fail(cmd, st);
     fflush(stdout);
-    ss_comm *comm;
-    /* With --pipeline the last stage wrote the file and the table. */
-    if (j.pipeline > 1 && ss_comm_world(&comm) == SS_OK && ss_comm_rank(comm) != ss_comm_size(comm) - 1) return 0;
-    if (j.out) fprintf(stderr, "wrote %s\n", j.out);
+    if (j.out) cli_wrote(j.out, j.pipeline > 1 ? (int)j.pipeline - 1 : 0); /* a pipeline's last stage writes */
     return 0;
 }
 

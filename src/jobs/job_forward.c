@@ -74,7 +74,18 @@ ss_status ss_write_provenance(ss_h5 *h, const ss_model *m, const char *command_l
     char *cfg = NULL;
     ss_status st;
     if (ss_model_path_is_gguf(m->dir)) {
-        /* A GGUF file has no config.json: record the equivalent one. */
+        /* A GGUF file has no config.json: record the equivalent one, and the
+         * rotary divisors of a Llama 3.x file, which no config key holds. */
+        const ss_tensor_info *rf = m->weights ? ss_weights_find(m->weights, SS_GGUF_ROPE_FREQS) : NULL;
+        if (rf && rf->dtype == SS_DTYPE_F32) {
+            size_t n = rf->nbytes / sizeof(float);
+            double *v = ss_malloc(n * sizeof(double) + 1, "rope_freqs");
+            if (!v) return SS_ERR_NOMEM;
+            for (size_t i = 0; i < n; i++) v[i] = ((const float *)rf->data)[i];
+            st = ss_h5_attr_f64_array(h, "/", "model_rope_freqs", v, n);
+            free(v);
+            SS_TRY(st);
+        }
         st = ss_gguf_config_json(&m->cfg, &cfg);
     } else {
         char *cfg_path = ss_path_join(m->dir, "config.json");

@@ -40,6 +40,7 @@ if $SUBSCOPE forward --model $D/llama3-ropefreqs.gguf --input $G/llama-gqa-llama
     if res=$(${TOOLBIN}h5cmp --atol 1e-4 --rtol 1e-4 $G/llama-gqa-llama3.h5 "$TMP/l3.h5" 2>&1); then
         pass "llama3 rope_freqs GGUF: logits and every site match transformers"
     else fail llama3_rope_freqs "$(printf '%s\n' "$res" | grep -E 'FAIL|h5cmp' | head -5)"; fi
+    expect_out rope_freqs_recorded "(0): 1.73594, 8, 8, 8" h5dump -a /model_rope_freqs "$TMP/l3.h5"
 else
     fail llama3_rope_freqs "$(cat "$TMP/err")"
 fi
