@@ -47,6 +47,25 @@ done
 api_run "MPI: a rank that never sends is named after 1 s" 2 dist_stall
 api_run "NCCL (emulated): a rank that never sends is named, the communicator aborted" 2 dist_stall SUBSCOPE_DIST=nccl
 api_run "NCCL (emulated): a send that never leaves is named" 2 dist_stall SUBSCOPE_DIST=nccl SS_TEST_STALL=send
+# Whole jobs with the NCCL communicator (its emulation) as the world: data-parallel collect and
+# forward on 2 and 3 ranks, and 2 copies of a 2-stage pipeline on 4, against one process.
+export SUBSCOPE_THREADS=1
+"$SUBSCOPE" collect --model models/tiny-gpt2 --input data/demo_prompts.jsonl --batch 2 --device cpu \
+    --sites 'blocks.*.mlp.hook_post,ln_final.hook_normalized' --stats mean,cov,pca:3 --out "$TMP/c1.h5" 2>/dev/null
+"$SUBSCOPE" forward --model models/tiny-gpt2 --input data/demo_prompts.jsonl --batch 2 --device cpu \
+    --sites 'blocks.1.attn.hook_pattern,blocks.*.hook_resid_post' --out "$TMP/f1.h5" 2>/dev/null
+for np_p in "2 0" "3 0" "4 2"; do
+    set -- $np_p
+    rm -rf "$TMP/jobs"; mkdir -p "$TMP/jobs"
+    what="$1 ranks"; [ "$2" = 0 ] || what="$1 ranks, 2 copies of a $2-stage pipeline"
+    api_run "NCCL (emulated): collect and forward jobs run, $what" $1 dist_jobs_over_the_world \
+        SUBSCOPE_DIST=nccl SS_TEST_JOB_OUT="$TMP/jobs" SS_TEST_JOB_PIPELINE=$2
+    expect_ok "NCCL (emulated), $what: collect = one process within 1e-12" \
+        "${TOOLBIN}h5cmp" --quiet --atol 1e-14 --rtol 1e-12 --only /stats "$TMP/c1.h5" "$TMP/jobs/collect.h5"
+    expect_ok "NCCL (emulated), $what: forward = one process, bit for bit" \
+        "${TOOLBIN}h5cmp" --quiet --atol 0 --rtol 0 --only /acts --only /logits "$TMP/f1.h5" "$TMP/jobs/forward.h5"
+done
+
 out=$(timeout 60 $MPI -np 2 env SUBSCOPE_DIST=nccl SS_NCCL_EMU_DEVICES=1 "$TEST_BIN" dist_api_identity 2>&1)
 if printf '%s' "$out" | grep -q "2 ranks on host .* but it has 1 visible CUDA device: NCCL needs a GPU of its own"; then
     pass "NCCL (emulated): 2 ranks on a host with 1 GPU refused before NCCL would hang"

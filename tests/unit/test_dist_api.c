@@ -248,3 +248,28 @@ TEST(dist_stall_times_out) {
     if (!strcmp(ss_comm_backend(c), "nccl")) /* aborted: every later call fails at once */
         CHECK_ERR(ss_comm_send(c, 1, 0, &v, sizeof v), SS_ERR_IO, "aborted after an earlier error");
 }
+
+/* Whole jobs over whatever communicator the world is, when the script names
+ * outputs (tests/cli/test_nccl.sh runs it on 2 and 3 ranks of the NCCL
+ * emulation, then compares the files with one process's): data-parallel
+ * collect and forward, and, with SS_TEST_JOB_PIPELINE=P, copies of a
+ * P-stage pipeline. Without SS_TEST_JOB_OUT it does nothing. */
+#include "subscope/jobs.h"
+
+TEST(dist_jobs_over_the_world) {
+    const char *dir = getenv("SS_TEST_JOB_OUT");
+    if (!dir) return;
+    const char *pp = getenv("SS_TEST_JOB_PIPELINE");
+    int pipeline = pp ? atoi(pp) : 0;
+    char col[512], fwd[512];
+    snprintf(col, sizeof col, "%s/collect.h5", dir);
+    snprintf(fwd, sizeof fwd, "%s/forward.h5", dir);
+    ss_collect_job cj = {.run = {.model_dir = "models/tiny-gpt2", .input = "data/demo_prompts.jsonl", .batch = 2,
+                                 .device = "cpu", .pipeline = pipeline},
+                         .out = col, .sites = "blocks.*.mlp.hook_post,ln_final.hook_normalized", .stats = "mean,cov,pca:3"};
+    CHECK_MSG(ss_job_collect(&cj) == SS_OK, "collect: %s", ss_last_error());
+    ss_forward_job fj = {.run = {.model_dir = "models/tiny-gpt2", .input = "data/demo_prompts.jsonl", .batch = 2,
+                                 .device = "cpu", .pipeline = pipeline},
+                         .out = fwd, .sites = "blocks.1.attn.hook_pattern,blocks.*.hook_resid_post"};
+    CHECK_MSG(ss_job_forward(&fj) == SS_OK, "forward: %s", ss_last_error());
+}
