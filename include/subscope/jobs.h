@@ -74,6 +74,10 @@ ss_status ss_model_open_stage(const char *model_dir, int pipeline, int replicas,
  * (ss_comm_shard): the rank among all ranks, or, on a pipeline stage, its
  * pipeline's copy among the copies. */
 void ss_model_data_part(const ss_model *m, const struct ss_comm *world, int *part, int *parts);
+/* The ranks that split the prompts between them and run the same blocks:
+ * the world without a pipeline, else this stage in every copy of the
+ * pipeline, in copy order (a group, *owned set: free it with ss_comm_free). */
+ss_status ss_model_data_comm(const ss_model *m, struct ss_comm *world, struct ss_comm **out, int *owned);
 /* Tokenizes (and checks) prompts [first, end) of a run opened with
  * lazy_tokenize; T grows to their longest and the packing buffer with it. */
 ss_status ss_run_tokenize(ss_run *r, const ss_run_opts *o, int64_t first, int64_t end);

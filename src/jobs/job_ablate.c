@@ -660,6 +660,51 @@ static ss_status add_controls(const ss_config *cfg, int k, ss_mask **masks, int 
     return SS_OK;
 }
 
+/* The ranks of comm each hold the per-prompt values of their share [lo, hi)
+ * of the N prompts (ss_comm_shard by batches of B, in rank order); rank 0 of
+ * comm takes them all, in input order. */
+static ss_status gather_metrics(ss_comm *comm, float *vals[][M_COUNT], int n_masks, int64_t N, int64_t B, int64_t lo,
+                                int64_t hi) {
+    const int rank = ss_comm_rank(comm), size = ss_comm_size(comm);
+    int nv = 0;
+    for (int k = 0; k <= n_masks; k++)
+        for (int mt = 0; mt < M_COUNT; mt++) nv += vals[k][mt] != NULL;
+    const size_t mine = (size_t)(hi - lo);
+    float *packed = ss_malloc(mine * (size_t)nv * sizeof(float) + 1, "metrics to gather");
+    size_t *counts = rank == 0 ? ss_malloc((size_t)size * sizeof *counts, "ranks") : NULL;
+    if (!packed || (rank == 0 && !counts)) {
+        free(packed);
+        free(counts);
+        return SS_ERR_NOMEM;
+    }
+    size_t o = 0;
+    for (int k = 0; k <= n_masks; k++)
+        for (int mt = 0; mt < M_COUNT; mt++)
+            if (vals[k][mt]) memcpy(packed + o, vals[k][mt] + lo, mine * sizeof(float)), o += mine;
+    void *all = NULL;
+    ss_status st = ss_comm_gatherv(comm, packed, mine * (size_t)nv * sizeof(float), &all, counts);
+    const float *src = all;
+    for (int r = 1; !st && rank == 0 && r < size; r++) {
+        int64_t rlo, rhi;
+        ss_comm_shard(N, B, r, size, &rlo, &rhi);
+        const size_t rn = (size_t)(rhi - rlo);
+        src += counts[r - 1] / sizeof(float); /* past rank r-1's block */
+        if (counts[r] != rn * (size_t)nv * sizeof(float)) {
+            st = ss_errorf(SS_ERR_INTERNAL, "rank %d (host %s) sent %zu bytes of metrics, not %zu", r, ss_comm_host(comm, r),
+                           counts[r], rn * (size_t)nv * sizeof(float));
+            break;
+        }
+        const float *q = src;
+        for (int k = 0; k <= n_masks; k++)
+            for (int mt = 0; mt < M_COUNT; mt++)
+                if (vals[k][mt]) memcpy(vals[k][mt] + rlo, q, rn * sizeof(float)), q += rn;
+    }
+    free(all);
+    free(counts);
+    free(packed);
+    return st ? ss_error_context(st, "gathering the per-prompt metrics") : SS_OK;
+}
+
 ss_status ss_job_ablate(const ss_ablate_job *job) {
     ss_run run;
     ss_mask *masks = NULL;
@@ -690,14 +735,14 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
     donor_ref *kdonor = NULL;
     ss_h5 *h = NULL;
     int *ctrl_of = NULL, *n_ctrl = NULL;  /* with --controls: see add_controls */
-    float *gathered = NULL;
     ss_mask_program **progs = NULL;      /* [n_groups * ns], device groups only */
     int n_prog_groups = 0;
     uint8_t *dev_group = NULL;
     int64_t *kprompt = NULL;
     int32_t *kwhich = NULL;
     ss_status st;
-    ss_comm *comm;
+    ss_comm *comm, *dcomm = NULL;
+    int dcomm_owned = 0;
     memset(vals, 0, sizeof vals);
 
     if ((st = ss_comm_world(&comm))) return st;
@@ -705,16 +750,23 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
     if ((st = parse_metrics(job->metrics, want))) return ss_comm_check(comm, st);
     if (want[M_KEYWORD] && !job->keywords)
         return ss_comm_check(comm, ss_errorf(SS_ERR_ARG, "--metrics keyword needs --keywords FILE"));
-    if ((st = ss_run_open(&job->run, &run))) return ss_comm_check(comm, st);
+    ss_run_opts ro = job->run;
+    ro.pipeline_replicas = 1; /* copies of a pipeline each run their share */
+    if ((st = ss_run_open(&ro, &run))) return ss_comm_check(comm, st);
     const ss_config *cfg = &run.m->cfg;
     const int64_t N = run.p->n, V = cfg->vocab_size, B = run.B;
     int ns = ss_sites_count(cfg);
-    /* This rank's prompts: whole batches of the one-process run. A pipeline's
-     * stages all run every prompt (masks act on the stage that computes their
-     * site; the last stage scores the logits and hands the values to rank 0). */
+    /* This rank's prompts: whole batches of the one-process run, a share of
+     * its own or of its copy of the pipeline, whose stages all run every
+     * prompt of the copy (masks act on the stage that computes their site; the
+     * last stage scores the logits). dcomm: the ranks that split the prompts
+     * and run the same blocks (the world, or this stage in every copy). */
     const int piped = run.m->pipe != NULL, last_stage = run.m->end_layer == cfg->n_layer;
-    int64_t lo = 0, hi = N;
-    if (!piped) ss_comm_shard(N, B, rank, size, &lo, &hi);
+    int part, parts;
+    ss_model_data_part(run.m, comm, &part, &parts);
+    int64_t lo, hi;
+    ss_comm_shard(N, B, part, parts, &lo, &hi);
+    if ((st = ss_model_data_comm(run.m, comm, &dcomm, &dcomm_owned))) goto out;
     ss_progress_fn progress = rank == 0 ? job->progress : NULL;
 
     /* Masks: from the command line, then the file. */
@@ -875,8 +927,9 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
             donors.b0 = b0;
             if ((st = ss_forward(run.m, run.be, run.packed, &pk, &dfo, NULL))) goto out;
         }
-        /* Pipeline: a site's donors are needed only on the stage that computes it, which has them all. */
-        if (!piped && (st = share_donors(comm, cfg, &donors, lo, hi))) goto out;
+        /* Every rank of a stage's group gets every prompt's donors (a pipeline:
+         * only the stage that computes a site needs its donors). */
+        if ((st = share_donors(dcomm, cfg, &donors, lo, hi))) goto out;
         for (int i = 0; i < ns; i++)
             if (donors.rows[i]) mstats[i].source_row = donor_row;
     }
@@ -1017,9 +1070,12 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
         }
     }
 
-    /* A pipeline's last stage has every value: it sends them to rank 0. */
+    /* Every copy's last stage (every rank without a pipeline) has its share
+     * of the values: the first of them takes the others', in input order. */
+    if (parts > 1 && last_stage && (st = gather_metrics(dcomm, vals, n_masks, N, B, lo, hi))) goto out;
+    /* The first copy's last stage has every value: it sends them to rank 0. */
     if (piped) {
-        const int last = size - 1;
+        const int last = run.m->n_stages - 1;
         for (int k = 0; k <= n_masks && !st && (rank == 0 || rank == last); k++)
             for (int mt = 0; mt < M_COUNT && !st; mt++) {
                 if (!vals[k][mt]) continue;
@@ -1030,42 +1086,7 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
         if (st) { ss_error_context(st, "taking the metrics from the last pipeline stage"); goto out; }
         if (rank != 0) goto out;
     }
-    /* Rank 0 takes every rank's per-prompt values, in input order. */
-    if (size > 1 && !piped) {
-        int nv = 0;
-        for (int k = 0; k <= n_masks; k++)
-            for (int mt = 0; mt < M_COUNT; mt++) nv += vals[k][mt] != NULL;
-        const size_t mine = (size_t)(hi - lo);
-        if (!(gathered = ss_malloc(mine * (size_t)nv * sizeof(float) + 1, "metrics to gather"))) { st = SS_ERR_NOMEM; goto out; }
-        size_t o = 0;
-        for (int k = 0; k <= n_masks; k++)
-            for (int mt = 0; mt < M_COUNT; mt++)
-                if (vals[k][mt]) memcpy(gathered + o, vals[k][mt] + lo, mine * sizeof(float)), o += mine;
-        void *all = NULL;
-        size_t *counts = rank == 0 ? ss_malloc((size_t)size * sizeof *counts, "ranks") : NULL;
-        if (rank == 0 && !counts) { st = SS_ERR_NOMEM; goto out; }
-        st = ss_comm_gatherv(comm, gathered, mine * (size_t)nv * sizeof(float), &all, counts);
-        const float *src = all;
-        for (int r = 1; !st && rank == 0 && r < size; r++) {
-            int64_t rlo, rhi;
-            ss_comm_shard(N, B, r, size, &rlo, &rhi);
-            const size_t rn = (size_t)(rhi - rlo);
-            src += counts[r - 1] / sizeof(float); /* past rank r-1's block */
-            if (counts[r] != rn * (size_t)nv * sizeof(float)) {
-                st = ss_errorf(SS_ERR_INTERNAL, "rank %d (host %s) sent %zu bytes of metrics, not %zu", r,
-                               ss_comm_host(comm, r), counts[r], rn * (size_t)nv * sizeof(float));
-                break;
-            }
-            const float *p = src;
-            for (int k = 0; k <= n_masks; k++)
-                for (int mt = 0; mt < M_COUNT; mt++)
-                    if (vals[k][mt]) memcpy(vals[k][mt] + rlo, p, rn * sizeof(float)), p += rn;
-        }
-        free(all);
-        free(counts);
-        if (st) { ss_error_context(st, "gathering the per-prompt metrics at rank 0"); goto out; }
-        if (rank != 0) goto out;
-    }
+    if (rank != 0) goto out;
 
     /* The file. */
     if ((st = ss_h5_create(job->out, &h))) goto out;
@@ -1118,6 +1139,7 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
     }
 out:
     if (h) ss_h5_abort(h);
+    if (dcomm_owned) ss_comm_free(dcomm);
     for (size_t j = 0; progs && j < (size_t)n_prog_groups * (size_t)ns; j++)
         if (progs[j]) run.be->mask_program_free(run.be, progs[j]);
     free(progs);
@@ -1170,7 +1192,6 @@ out:
     free(prompt_index);
     free(ctrl_of);
     free(n_ctrl);
-    free(gathered);
     ss_masks_free(masks, n_masks);
     ss_run_close(&run);
     return ss_comm_check(comm, st);

@@ -27,7 +27,7 @@ ss_status ss_model_open_stage(const char *model_dir, int pipeline, int replicas,
             return ss_errorf(SS_ERR_ARG, "--pipeline %d needs %s %d ranks (one per stage), but the job has %d%s", pipeline,
                              replicas ? "a multiple of" : "exactly", pipeline, size,
                              !replicas && size % pipeline == 0
-                                 ? " (copies of a pipeline side by side are for forward and collect)"
+                                 ? " (copies of a pipeline side by side are for forward, collect and ablate)"
                                  : "");
         /* A GGUF file is dequantised whole when opened, so splitting it would save nothing. */
         if (ss_model_path_is_gguf(model_dir))
@@ -75,6 +75,20 @@ ss_status ss_model_open_stage(const char *model_dir, int pipeline, int replicas,
     }
     *out = m;
     return SS_OK;
+}
+
+ss_status ss_model_data_comm(const ss_model *m, ss_comm *world, ss_comm **out, int *owned) {
+    *out = world;
+    *owned = 0;
+    if (!m->pipe) return SS_OK;
+    int *ranks = ss_malloc((size_t)m->n_replicas * sizeof *ranks, "ranks of a stage");
+    if (!ranks) return SS_ERR_NOMEM;
+    for (int q = 0; q < m->n_replicas; q++) ranks[q] = q * m->n_stages + m->stage;
+    ss_status st = ss_comm_group(world, ranks, m->n_replicas, 2, out);
+    free(ranks);
+    if (st) *out = NULL;
+    else *owned = 1;
+    return st;
 }
 
 void ss_model_data_part(const ss_model *m, const ss_comm *world, int *part, int *parts) {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Pipeline parallelism (--pipeline P, docs/DISTRIBUTED.md): the model's blocks split over P
 # ranks, each loading only its own. Every job (forward, collect, ablate, attribute, patch, trace) with 2 and 3 stages
-# (forward and collect also with copies of the pipeline side by side: 4 and 6 ranks)
+# (forward, collect and ablate also with copies of the pipeline side by side: 4 and 6 ranks)
 # against one process (bit for bit: every stage runs the same batches through the same code),
 # GPT-2 and Llama; checkpoints and --resume across stage counts; --max-memory (a model that does not fit
 # one rank runs split in two); a stage that hangs stops the job naming it; the refusals.
@@ -144,9 +144,23 @@ if $MPI -np 4 "$SUBSCOPE" forward --model "$D/models/llama-hd6-bias" --input "$D
     expect_ok "forward (Llama): 2 copies of a 2-stage pipeline = one process, bit for bit" \
         "$H5CMP" --quiet --atol 0 --rtol 0 --only /acts --only /logits "$TMP/l1.h5" "$TMP/lc.h5"
 else fail "forward (Llama): 4 ranks, --pipeline 2 runs"; fi
+# ablate: copies of a pipeline split the prompts as data-parallel ranks do, so D copies give what
+# D ranks give, bit for bit (values and table); that is one process's, except mean masks, whose
+# statistics are merged over the ranks (last-bit differences, as in test_dist.sh).
+aopts=(--model $M --input "$TMP/lab.jsonl" --masks "$TMP/masks.jsonl" --metrics loss,acc,kl --batch 3 --mask-batch 3)
+for dp in "2 2" "3 2" "2 3"; do
+    set -- $dp
+    $MPI -np $1 "$SUBSCOPE" ablate "${aopts[@]}" --out "$TMP/ad.h5" >"$TMP/td" 2>&1
+    if ! $MPI -np $(( $1 * $2 )) "$SUBSCOPE" ablate "${aopts[@]}" --pipeline $2 --out "$TMP/ac.h5" >"$TMP/tc" 2>&1; then
+        fail "ablate: $1 copies of a $2-stage pipeline run" "$(tail -3 "$TMP/tc")"; continue; fi
+    if "$H5CMP" --quiet --atol 0 --rtol 0 --only /clean --only /ablate --only /by_label "$TMP/ad.h5" "$TMP/ac.h5" >/dev/null 2>&1 &&
+       diff <(grep -v '^wrote' "$TMP/td") <(grep -v '^wrote\|^pipeline' "$TMP/tc") >/dev/null; then
+        pass "ablate: $1 copies of a $2-stage pipeline = $1 data-parallel ranks, bit for bit, same table"
+    else fail "ablate: $1 copies of a $2-stage pipeline vs $1 ranks" "$("$H5CMP" --quiet --atol 0 --rtol 0 "$TMP/ad.h5" "$TMP/ac.h5" 2>&1 | head -3)"; fi
+done
 expect_fail "other jobs take exactly P ranks, and say which take copies" \
-    "needs exactly 2 ranks (one per stage), but the job has 4 (copies of a pipeline side by side are for forward and collect)" \
-    $MPI -np 4 "$SUBSCOPE" ablate --model $M --input $P --mask 'blocks.1.mlp.hook_post[1,2]' --pipeline 2 --out "$TMP/x.h5"
+    "needs exactly 2 ranks (one per stage), but the job has 4 (copies of a pipeline side by side are for forward, collect and ablate)" \
+    $MPI -np 4 "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.1.mlp.hook_post' --pipeline 2 --out "$TMP/x.h5"
 
 # Checkpoints: a 2-stage run checkpoints; 3 stages resume what one process left.
 for i in $(seq 1 20); do cat $P; done >"$TMP/big.jsonl"
