@@ -78,6 +78,11 @@ void ss_model_data_part(const ss_model *m, const struct ss_comm *world, int *par
  * the world without a pipeline, else this stage in every copy of the
  * pipeline, in copy order (a group, *owned set: free it with ss_comm_free). */
 ss_status ss_model_data_comm(const ss_model *m, struct ss_comm *world, struct ss_comm **out, int *owned);
+/* The ranks of c each hold elements [lo, hi) of n_arr arrays of N elements
+ * of elem bytes (their share of the prompts: ss_comm_shard by batches of B,
+ * in rank order); rank 0 of c receives every rank's share, in place. */
+ss_status ss_gather_shares(struct ss_comm *c, void *const *arr, int n_arr, size_t elem, int64_t N, int64_t B, int64_t lo,
+                           int64_t hi);
 /* Tokenizes (and checks) prompts [first, end) of a run opened with
  * lazy_tokenize; T grows to their longest and the packing buffer with it. */
 ss_status ss_run_tokenize(ss_run *r, const ss_run_opts *o, int64_t first, int64_t end);

@@ -62,7 +62,7 @@ int cli_bytes(const cli_cmd *cmd, const char *name, int64_t *out);
     {.name = "tf32", .metavar = NULL, .help = "allow TF32 tensor-core math for float32 products on GPUs"}
 /* Pipeline parallelism, for the commands that implement it. */
 #define CLI_PIPELINE_OPTIONS                                                                                   \
-    {.name = "pipeline", .metavar = "P", .help = "split the model's blocks over P ranks (mpirun -np P), each loading only its own; stages pass the residual stream batch by batch (forward, collect, ablate: any multiple of P ranks runs copies of the pipeline side by side)"}, \
+    {.name = "pipeline", .metavar = "P", .help = "split the model's blocks over P ranks (mpirun -np P), each loading only its own; stages pass the residual stream batch by batch (forward, collect, ablate, attribute: any multiple of P ranks runs copies of the pipeline side by side)"}, \
     {.name = "max-memory", .metavar = "BYTES", .help = "refuse to hold more weights than this per rank (e.g. 512M, 2G): simulates a memory limit"}
 struct ss_run_opts;
 int cli_run_opts(const cli_cmd *cmd, struct ss_run_opts *o);

@@ -660,51 +660,6 @@ static ss_status add_controls(const ss_config *cfg, int k, ss_mask **masks, int 
     return SS_OK;
 }
 
-/* The ranks of comm each hold the per-prompt values of their share [lo, hi)
- * of the N prompts (ss_comm_shard by batches of B, in rank order); rank 0 of
- * comm takes them all, in input order. */
-static ss_status gather_metrics(ss_comm *comm, float *vals[][M_COUNT], int n_masks, int64_t N, int64_t B, int64_t lo,
-                                int64_t hi) {
-    const int rank = ss_comm_rank(comm), size = ss_comm_size(comm);
-    int nv = 0;
-    for (int k = 0; k <= n_masks; k++)
-        for (int mt = 0; mt < M_COUNT; mt++) nv += vals[k][mt] != NULL;
-    const size_t mine = (size_t)(hi - lo);
-    float *packed = ss_malloc(mine * (size_t)nv * sizeof(float) + 1, "metrics to gather");
-    size_t *counts = rank == 0 ? ss_malloc((size_t)size * sizeof *counts, "ranks") : NULL;
-    if (!packed || (rank == 0 && !counts)) {
-        free(packed);
-        free(counts);
-        return SS_ERR_NOMEM;
-    }
-    size_t o = 0;
-    for (int k = 0; k <= n_masks; k++)
-        for (int mt = 0; mt < M_COUNT; mt++)
-            if (vals[k][mt]) memcpy(packed + o, vals[k][mt] + lo, mine * sizeof(float)), o += mine;
-    void *all = NULL;
-    ss_status st = ss_comm_gatherv(comm, packed, mine * (size_t)nv * sizeof(float), &all, counts);
-    const float *src = all;
-    for (int r = 1; !st && rank == 0 && r < size; r++) {
-        int64_t rlo, rhi;
-        ss_comm_shard(N, B, r, size, &rlo, &rhi);
-        const size_t rn = (size_t)(rhi - rlo);
-        src += counts[r - 1] / sizeof(float); /* past rank r-1's block */
-        if (counts[r] != rn * (size_t)nv * sizeof(float)) {
-            st = ss_errorf(SS_ERR_INTERNAL, "rank %d (host %s) sent %zu bytes of metrics, not %zu", r, ss_comm_host(comm, r),
-                           counts[r], rn * (size_t)nv * sizeof(float));
-            break;
-        }
-        const float *q = src;
-        for (int k = 0; k <= n_masks; k++)
-            for (int mt = 0; mt < M_COUNT; mt++)
-                if (vals[k][mt]) memcpy(vals[k][mt] + rlo, q, rn * sizeof(float)), q += rn;
-    }
-    free(all);
-    free(counts);
-    free(packed);
-    return st ? ss_error_context(st, "gathering the per-prompt metrics") : SS_OK;
-}
-
 ss_status ss_job_ablate(const ss_ablate_job *job) {
     ss_run run;
     ss_mask *masks = NULL;
@@ -1072,7 +1027,17 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
 
     /* Every copy's last stage (every rank without a pipeline) has its share
      * of the values: the first of them takes the others', in input order. */
-    if (parts > 1 && last_stage && (st = gather_metrics(dcomm, vals, n_masks, N, B, lo, hi))) goto out;
+    if (parts > 1 && last_stage) {
+        void *arr[(1 + 512) * M_COUNT];
+        int n_arr = 0;
+        for (int k = 0; k <= n_masks; k++)
+            for (int mt = 0; mt < M_COUNT; mt++)
+                if (vals[k][mt]) arr[n_arr++] = vals[k][mt];
+        if ((st = ss_gather_shares(dcomm, arr, n_arr, sizeof(float), N, B, lo, hi))) {
+            ss_error_context(st, "gathering the per-prompt metrics");
+            goto out;
+        }
+    }
     /* The first copy's last stage has every value: it sends them to rank 0. */
     if (piped) {
         const int last = run.m->n_stages - 1;

@@ -109,7 +109,7 @@ static ss_status receive_batch(ss_comm *comm, int r, const ss_config *cfg, const
     return SS_OK;
 }
 
-/* Rank 0 of a pipeline: site s's block of prompts [b0, b0+nb) from the stage that computed it. */
+/* Rank 0 of a pipeline: site s's block of prompts [b0, b0+nb) from the rank (a stage of some copy) that computed it. */
 static ss_status receive_site(ss_comm *comm, int from, const ss_site *s, ss_h5_dset *dset, int per_position, int64_t T,
                               int64_t b0, int64_t nb, float *buf) {
     int64_t start[4] = {b0, 0, 0, 0}, count[4] = {nb, 0, 0, 0};
@@ -119,7 +119,7 @@ static ss_status receive_site(ss_comm *comm, int from, const ss_site *s, ss_h5_d
     const size_t n = (size_t)(nb * (per_position ? T : 1) * s->width);
     ss_status st = ss_comm_recv(comm, from, s->id, buf, n * sizeof(float));
     if (!st) st = ss_h5_dset_write(dset, start, count, buf);
-    return st ? ss_error_context(st, "attributions at %s from pipeline stage %d", s->name, from) : SS_OK;
+    return st ? ss_error_context(st, "attributions at %s from rank %d", s->name, from) : SS_OK;
 }
 
 static ss_status attribute(const ss_attribute_job *job, ss_comm *comm) {
@@ -141,19 +141,29 @@ static ss_status attribute(const ss_attribute_job *job, ss_comm *comm) {
     if (method != A_IG && job->stats) return ss_errorf(SS_ERR_ARG, "--stats (a mean baseline) is used by --method ig only");
     if (!job->sites || !*job->sites) return ss_errorf(SS_ERR_ARG, "--sites is required");
 
-    if ((st = ss_run_open(&job->run, &run))) return st;
+    ss_run_opts ro = job->run;
+    ro.pipeline_replicas = 1; /* copies of a pipeline each run their share */
+    if ((st = ss_run_open(&ro, &run))) return st;
     ss_model *m = run.m;
     const ss_config *cfg = &m->cfg;
     const int64_t N = run.p->n, T = run.T, B = run.B;
     const int ns = ss_sites_count(cfg);
-    /* This rank's prompts: whole batches of the one-process run. A pipeline's
-     * stages all run every prompt; each site's attributions come from the
-     * stage that computes it and go to rank 0 site by site. */
-    const int piped = m->pipe != NULL;
-    int64_t lo = 0, hi = N;
-    if (!piped) ss_comm_shard(N, B, rank, size, &lo, &hi);
+    /* This rank's prompts: whole batches of the one-process run, a share of
+     * its own or of its copy of the pipeline. A pipeline's stages all run
+     * every prompt of their copy; each site's attributions come from the
+     * stage that computes it and go to rank 0 site by site. dcomm: the ranks
+     * that split the prompts and run the same blocks. */
+    const int piped = m->pipe != NULL, P = piped ? m->n_stages : 1;
+    int part, parts, dcomm_owned = 0;
+    ss_comm *dcomm = NULL;
+    ss_model_data_part(m, comm, &part, &parts);
+    int64_t lo, hi;
+    ss_comm_shard(N, B, part, parts, &lo, &hi);
+    if ((st = ss_model_data_comm(m, comm, &dcomm, &dcomm_owned))) {
+        ss_run_close(&run);
+        return st;
+    }
     ss_progress_fn progress = rank == 0 ? job->progress : NULL;
-    double *packed = NULL;
     ss_prompts *kps = NULL;
     uint8_t *want = NULL, *one = NULL;
     int *site_ids = NULL, n_sites = 0;
@@ -385,24 +395,49 @@ compute:;
                     red_sum[k][q % w] += attr[pk.start[i] * w + q];
         }
         if (progress) progress(job->progress_ctx, (b0 - lo + nb) * passes, (hi - lo) * passes);
-        /* Rank 0: the step's batch of every other rank, in rank order (outbuf is free again). */
-        for (int r = 1; rank == 0 && !piped && red != R_PROMPTS && r < size; r++) {
-            int64_t rlo, rhi;
-            ss_comm_shard(N, B, r, size, &rlo, &rhi);
-            const int64_t rb0 = rlo + step * B, rnb = rhi - rb0 < B ? rhi - rb0 : B;
-            if (rb0 >= rhi) continue;
-            if ((st = receive_batch(comm, r, cfg, site_ids, n_sites, dsets, red == R_NONE, T, rb0, rnb, outbuf))) {
-                ss_error_context(st, "receiving the attributions of rank %d for prompts %lld..%lld", r, (long long)rb0,
-                                 (long long)(rb0 + rnb - 1));
+        /* Rank 0: the step's batch of every other rank or copy of the pipeline,
+         * in order (outbuf is free again); a copy's sites from their stages. */
+        for (int q = 1; rank == 0 && red != R_PROMPTS && q < parts; q++) {
+            int64_t qlo, qhi;
+            ss_comm_shard(N, B, q, parts, &qlo, &qhi);
+            const int64_t qb0 = qlo + step * B, qnb = qhi - qb0 < B ? qhi - qb0 : B;
+            if (qb0 >= qhi) continue;
+            if (!piped) st = receive_batch(comm, q, cfg, site_ids, n_sites, dsets, red == R_NONE, T, qb0, qnb, outbuf);
+            for (int k = 0; piped && !st && k < n_sites; k++) {
+                ss_site s;
+                ss_site_get(cfg, site_ids[k], &s);
+                st = receive_site(comm, q * P + ss_model_stage_of(m, &s), &s, dsets[k], red == R_NONE, T, qb0, qnb, outbuf);
+            }
+            if (st) {
+                ss_error_context(st, "receiving the attributions of %s %d for prompts %lld..%lld",
+                                 piped ? "pipeline copy" : "rank", q, (long long)qb0, (long long)(qb0 + qnb - 1));
                 goto out;
             }
         }
     }
 
-    /* Rank 0 takes every rank's per-prompt metrics (IG: and baseline metrics, completeness errors) in input
-     * order, and the sums over prompts of all ranks, added in rank order. */
-    /* A pipeline: every stage has the metrics; each site's completeness errors come from its stage. */
-    for (int k = 0; piped && method == A_IG && k < n_sites && !st; k++) {
+    /* Rank 0 takes the per-prompt metrics (IG: and baseline metrics, completeness
+     * errors) of every rank in input order, and the sums over prompts of all
+     * ranks, added in rank order (a site's sums are zero where it is not
+     * computed). First within each group of dcomm: its rank 0 then holds every
+     * prompt's values of what its stage has (every stage has the metrics; a
+     * site's completeness errors come from its stage); then, in a pipeline,
+     * each site's owner stage of the first copy hands its errors to rank 0. */
+    {
+        double **arr = ss_malloc((size_t)(1 + 2 * n_sites) * sizeof *arr, "metrics to gather");
+        int n_arr = 0;
+        if (!arr) { st = SS_ERR_NOMEM; goto out; }
+        arr[n_arr++] = metric;
+        for (int k = 0; method == A_IG && k < n_sites; k++) {
+            ss_site s;
+            ss_site_get(cfg, site_ids[k], &s);
+            arr[n_arr++] = base_metric + k * N;
+            if (ss_model_computes_site(m, &s)) arr[n_arr++] = complete + k * N;
+        }
+        st = ss_gather_shares(dcomm, (void *const *)arr, n_arr, sizeof(double), N, B, lo, hi);
+        free(arr);
+    }
+    for (int k = 0; !st && piped && method == A_IG && k < n_sites; k++) {
         ss_site s;
         ss_site_get(cfg, site_ids[k], &s);
         const int owner = ss_model_stage_of(m, &s);
@@ -410,54 +445,14 @@ compute:;
         if (rank == owner) st = ss_comm_send(comm, 0, 1, complete + k * N, (size_t)N * sizeof(double));
         else if (rank == 0) st = ss_comm_recv(comm, owner, 1, complete + k * N, (size_t)N * sizeof(double));
     }
-    for (int k = 0; piped && !st && k < n_sites; k++) {
+    for (int k = 0; !st && size > 1 && k < n_sites; k++) {
         ss_site s;
         ss_site_get(cfg, site_ids[k], &s);
         st = ss_comm_allreduce_f64(comm, red_sum[k], (size_t)((red == R_PROMPTS ? T : 1) * s.width));
     }
     if (piped && !st) st = ss_pipeline_report(m, 0, h, 0);
-    if (st) { ss_error_context(st, "collecting the pipeline stages' results at rank 0"); goto out; }
-    if (piped && rank != 0) goto out;
-    if (size > 1 && !piped) {
-        const int per = method == A_IG ? 1 + 2 * n_sites : 1;
-        const size_t mine = (size_t)(hi - lo);
-        if (!(packed = ss_malloc(mine * (size_t)per * sizeof(double) + 1, "metrics to gather"))) { st = SS_ERR_NOMEM; goto out; }
-        memcpy(packed, metric + lo, mine * sizeof(double));
-        for (int k = 0; per > 1 && k < n_sites; k++) {
-            memcpy(packed + (1 + 2 * (size_t)k) * mine, base_metric + k * N + lo, mine * sizeof(double));
-            memcpy(packed + (2 + 2 * (size_t)k) * mine, complete + k * N + lo, mine * sizeof(double));
-        }
-        void *all = NULL;
-        size_t *counts = rank == 0 ? ss_malloc((size_t)size * sizeof *counts, "ranks") : NULL;
-        if (rank == 0 && !counts) { st = SS_ERR_NOMEM; goto out; }
-        st = ss_comm_gatherv(comm, packed, mine * (size_t)per * sizeof(double), &all, counts);
-        const double *src = all;
-        for (int r = 1; !st && rank == 0 && r < size; r++) {
-            int64_t rlo, rhi;
-            ss_comm_shard(N, B, r, size, &rlo, &rhi);
-            const size_t rn = (size_t)(rhi - rlo);
-            src += counts[r - 1] / sizeof(double); /* past rank r-1's block */
-            if (counts[r] != rn * (size_t)per * sizeof(double)) {
-                st = ss_errorf(SS_ERR_INTERNAL, "rank %d (host %s) sent %zu bytes of metrics, not %zu", r,
-                               ss_comm_host(comm, r), counts[r], rn * (size_t)per * sizeof(double));
-                break;
-            }
-            memcpy(metric + rlo, src, rn * sizeof(double));
-            for (int k = 0; per > 1 && k < n_sites; k++) {
-                memcpy(base_metric + k * N + rlo, src + (1 + 2 * (size_t)k) * rn, rn * sizeof(double));
-                memcpy(complete + k * N + rlo, src + (2 + 2 * (size_t)k) * rn, rn * sizeof(double));
-            }
-        }
-        free(all);
-        free(counts);
-        for (int k = 0; !st && k < n_sites; k++) {
-            ss_site s;
-            ss_site_get(cfg, site_ids[k], &s);
-            st = ss_comm_allreduce_f64(comm, red_sum[k], (size_t)((red == R_PROMPTS ? T : 1) * s.width));
-        }
-        if (st) { ss_error_context(st, "gathering the metrics and sums of the ranks at rank 0"); goto out; }
-        if (rank != 0) goto out;
-    }
+    if (st) { ss_error_context(st, "gathering the metrics and sums of the ranks at rank 0"); goto out; }
+    if (rank != 0) goto out;
 
     /* Metrics, reductions over prompts, completeness. */
     const char *dn[1] = {"prompt"};
@@ -543,6 +538,7 @@ compute:;
         }
     }
 out:
+    if (dcomm_owned) ss_comm_free(dcomm);
     for (int k = 0; dsets && k < n_sites; k++)
         if (dsets[k]) ss_h5_dset_close(dsets[k]);
     if (h) ss_h5_abort(h);
@@ -556,7 +552,6 @@ out:
     free(acts.rows), free(grads.rows), free(cacts.rows), free(base), free(red_sum), free(dsets);
     free(want), free(one), free(site_ids), free(metric), free(metric_f), free(base_metric), free(complete), free(site_rel), free(gsum);
     free(outbuf), free(answer), free(wrong);
-    free(packed);
     ss_prompts_free(kps);
     ss_run_close(&run);
     return st;

@@ -27,7 +27,7 @@ ss_status ss_model_open_stage(const char *model_dir, int pipeline, int replicas,
             return ss_errorf(SS_ERR_ARG, "--pipeline %d needs %s %d ranks (one per stage), but the job has %d%s", pipeline,
                              replicas ? "a multiple of" : "exactly", pipeline, size,
                              !replicas && size % pipeline == 0
-                                 ? " (copies of a pipeline side by side are for forward, collect and ablate)"
+                                 ? " (copies of a pipeline side by side are for forward, collect, ablate and attribute)"
                                  : "");
         /* A GGUF file is dequantised whole when opened, so splitting it would save nothing. */
         if (ss_model_path_is_gguf(model_dir))
@@ -88,6 +88,40 @@ ss_status ss_model_data_comm(const ss_model *m, ss_comm *world, ss_comm **out, i
     free(ranks);
     if (st) *out = NULL;
     else *owned = 1;
+    return st;
+}
+
+ss_status ss_gather_shares(ss_comm *c, void *const *arr, int n_arr, size_t elem, int64_t N, int64_t B, int64_t lo,
+                           int64_t hi) {
+    const int rank = ss_comm_rank(c), size = ss_comm_size(c);
+    if (size == 1 || n_arr == 0) return SS_OK;
+    const size_t mine = (size_t)(hi - lo) * elem;
+    char *packed = ss_malloc(mine * (size_t)n_arr + 1, "values to gather");
+    size_t *counts = rank == 0 ? ss_malloc((size_t)size * sizeof *counts, "ranks") : NULL;
+    if (!packed || (rank == 0 && !counts)) {
+        free(packed);
+        free(counts);
+        return SS_ERR_NOMEM;
+    }
+    for (int a = 0; a < n_arr; a++) memcpy(packed + (size_t)a * mine, (char *)arr[a] + (size_t)lo * elem, mine);
+    void *all = NULL;
+    ss_status st = ss_comm_gatherv(c, packed, mine * (size_t)n_arr, &all, counts);
+    const char *src = all;
+    for (int r = 1; !st && rank == 0 && r < size; r++) {
+        int64_t rlo, rhi;
+        ss_comm_shard(N, B, r, size, &rlo, &rhi);
+        const size_t rn = (size_t)(rhi - rlo) * elem;
+        src += counts[r - 1]; /* past rank r-1's block */
+        if (counts[r] != rn * (size_t)n_arr) {
+            st = ss_errorf(SS_ERR_INTERNAL, "rank %d (host %s) sent %zu bytes of per-prompt values, not %zu", r,
+                           ss_comm_host(c, r), counts[r], rn * (size_t)n_arr);
+            break;
+        }
+        for (int a = 0; a < n_arr; a++) memcpy((char *)arr[a] + (size_t)rlo * elem, src + (size_t)a * rn, rn);
+    }
+    free(all);
+    free(counts);
+    free(packed);
     return st;
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Pipeline parallelism (--pipeline P, docs/DISTRIBUTED.md): the model's blocks split over P
 # ranks, each loading only its own. Every job (forward, collect, ablate, attribute, patch, trace) with 2 and 3 stages
-# (forward, collect and ablate also with copies of the pipeline side by side: 4 and 6 ranks)
+# (forward, collect, ablate and attribute also with copies of the pipeline side by side: 4 and 6 ranks)
 # against one process (bit for bit: every stage runs the same batches through the same code),
 # GPT-2 and Llama; checkpoints and --resume across stage counts; --max-memory (a model that does not fit
 # one rank runs split in two); a stage that hangs stops the job naming it; the refusals.
@@ -158,9 +158,23 @@ for dp in "2 2" "3 2" "2 3"; do
         pass "ablate: $1 copies of a $2-stage pipeline = $1 data-parallel ranks, bit for bit, same table"
     else fail "ablate: $1 copies of a $2-stage pipeline vs $1 ranks" "$("$H5CMP" --quiet --atol 0 --rtol 0 "$TMP/ad.h5" "$TMP/ac.h5" 2>&1 | head -3)"; fi
 done
+# attribute: likewise, D copies give what D ranks give (each site's attributions from the stage of
+# its copy that computes it; metrics, IG baselines and completeness errors gathered per stage).
+for dp_m in "2 2 gradxact none" "3 2 ig:4 positions" "2 3 grad prompts"; do
+    set -- $dp_m
+    topts=(--model $M --input $P --sites 'blocks.*.mlp.hook_post,blocks.0.attn.hook_z,ln_final.hook_normalized'
+           --method $3 --reduce $4 --batch 2)
+    $MPI -np $1 "$SUBSCOPE" attribute "${topts[@]}" --out "$TMP/td.h5" >"$TMP/td" 2>&1
+    if ! $MPI -np $(( $1 * $2 )) "$SUBSCOPE" attribute "${topts[@]}" --pipeline $2 --out "$TMP/tc.h5" >"$TMP/tc" 2>&1; then
+        fail "attribute: $1 copies of a $2-stage pipeline run" "$(tail -3 "$TMP/tc")"; continue; fi
+    if "$H5CMP" --quiet --atol 0 --rtol 0 --only /attr --only /metric --only /ig "$TMP/td.h5" "$TMP/tc.h5" >/dev/null 2>&1 &&
+       diff <(grep -v '^wrote' "$TMP/td") <(grep -v '^wrote\|^pipeline' "$TMP/tc") >/dev/null; then
+        pass "attribute --method $3 --reduce $4: $1 copies of a $2-stage pipeline = $1 ranks, bit for bit, same table"
+    else fail "attribute $3: $1 copies of a $2-stage pipeline vs $1 ranks" "$("$H5CMP" --quiet --atol 0 --rtol 0 "$TMP/td.h5" "$TMP/tc.h5" 2>&1 | head -3)"; fi
+done
 expect_fail "other jobs take exactly P ranks, and say which take copies" \
-    "needs exactly 2 ranks (one per stage), but the job has 4 (copies of a pipeline side by side are for forward, collect and ablate)" \
-    $MPI -np 4 "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.1.mlp.hook_post' --pipeline 2 --out "$TMP/x.h5"
+    "needs exactly 2 ranks (one per stage), but the job has 4 (copies of a pipeline side by side are for forward, collect, ablate and attribute)" \
+    $MPI -np 4 "$SUBSCOPE" trace --model $M --prompt "The cat" --submodels "$TMP/masks.jsonl" --pipeline 2
 
 # Checkpoints: a 2-stage run checkpoints; 3 stages resume what one process left.
 for i in $(seq 1 20); do cat $P; done >"$TMP/big.jsonl"
