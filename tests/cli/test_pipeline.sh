@@ -144,33 +144,32 @@ if $MPI -np 4 "$SUBSCOPE" forward --model "$D/models/llama-hd6-bias" --input "$D
     expect_ok "forward (Llama): 2 copies of a 2-stage pipeline = one process, bit for bit" \
         "$H5CMP" --quiet --atol 0 --rtol 0 --only /acts --only /logits "$TMP/l1.h5" "$TMP/lc.h5"
 else fail "forward (Llama): 4 ranks, --pipeline 2 runs"; fi
-# ablate: copies of a pipeline split the prompts as data-parallel ranks do, so D copies give what
-# D ranks give, bit for bit (values and table); that is one process's, except mean masks, whose
-# statistics are merged over the ranks (last-bit differences, as in test_dist.sh).
+# copies_vs_ranks NAME D P ONLY... -- JOB OPTIONS...: D copies of a P-stage pipeline (D*P ranks) must give
+# what D data-parallel ranks give, bit for bit in the datasets under ONLY, with the same table.
+copies_vs_ranks() {
+    local name=$1 d=$2 p=$3 only=(); shift 3
+    while [ "$1" != -- ]; do only+=(--only "$1"); shift; done; shift
+    $MPI -np $d "$SUBSCOPE" "$@" --out "$TMP/cvd.h5" >"$TMP/cvd" 2>&1
+    if ! $MPI -np $(( d * p )) "$SUBSCOPE" "$@" --pipeline $p --out "$TMP/cvc.h5" >"$TMP/cvc" 2>&1; then
+        fail "$name: $d copies of a $p-stage pipeline run" "$(tail -3 "$TMP/cvc")"; return; fi
+    if "$H5CMP" --quiet --atol 0 --rtol 0 "${only[@]}" "$TMP/cvd.h5" "$TMP/cvc.h5" >/dev/null 2>&1 &&
+       diff <(grep -v '^wrote' "$TMP/cvd") <(grep -v '^wrote\|^pipeline' "$TMP/cvc") >/dev/null; then
+        pass "$name: $d copies of a $p-stage pipeline = $d data-parallel ranks, bit for bit, same table"
+    else fail "$name: $d copies of a $p-stage pipeline vs $d ranks" "$("$H5CMP" --quiet --atol 0 --rtol 0 "$TMP/cvd.h5" "$TMP/cvc.h5" 2>&1 | head -3)"; fi
+}
+# ablate: copies split the prompts as data-parallel ranks do (which equal one process, except mean
+# masks, whose statistics are merged over the ranks: last-bit differences, as in test_dist.sh).
 aopts=(--model $M --input "$TMP/lab.jsonl" --masks "$TMP/masks.jsonl" --metrics loss,acc,kl --batch 3 --mask-batch 3)
 for dp in "2 2" "3 2" "2 3"; do
     set -- $dp
-    $MPI -np $1 "$SUBSCOPE" ablate "${aopts[@]}" --out "$TMP/ad.h5" >"$TMP/td" 2>&1
-    if ! $MPI -np $(( $1 * $2 )) "$SUBSCOPE" ablate "${aopts[@]}" --pipeline $2 --out "$TMP/ac.h5" >"$TMP/tc" 2>&1; then
-        fail "ablate: $1 copies of a $2-stage pipeline run" "$(tail -3 "$TMP/tc")"; continue; fi
-    if "$H5CMP" --quiet --atol 0 --rtol 0 --only /clean --only /ablate --only /by_label "$TMP/ad.h5" "$TMP/ac.h5" >/dev/null 2>&1 &&
-       diff <(grep -v '^wrote' "$TMP/td") <(grep -v '^wrote\|^pipeline' "$TMP/tc") >/dev/null; then
-        pass "ablate: $1 copies of a $2-stage pipeline = $1 data-parallel ranks, bit for bit, same table"
-    else fail "ablate: $1 copies of a $2-stage pipeline vs $1 ranks" "$("$H5CMP" --quiet --atol 0 --rtol 0 "$TMP/ad.h5" "$TMP/ac.h5" 2>&1 | head -3)"; fi
+    copies_vs_ranks ablate $1 $2 /clean /ablate /by_label -- ablate "${aopts[@]}"
 done
-# attribute: likewise, D copies give what D ranks give (each site's attributions from the stage of
-# its copy that computes it; metrics, IG baselines and completeness errors gathered per stage).
+# attribute: each site's attributions from the stage of its copy that computes it; metrics, IG
+# baselines and completeness errors gathered per stage.
 for dp_m in "2 2 gradxact none" "3 2 ig:4 positions" "2 3 grad prompts"; do
     set -- $dp_m
-    topts=(--model $M --input $P --sites 'blocks.*.mlp.hook_post,blocks.0.attn.hook_z,ln_final.hook_normalized'
-           --method $3 --reduce $4 --batch 2)
-    $MPI -np $1 "$SUBSCOPE" attribute "${topts[@]}" --out "$TMP/td.h5" >"$TMP/td" 2>&1
-    if ! $MPI -np $(( $1 * $2 )) "$SUBSCOPE" attribute "${topts[@]}" --pipeline $2 --out "$TMP/tc.h5" >"$TMP/tc" 2>&1; then
-        fail "attribute: $1 copies of a $2-stage pipeline run" "$(tail -3 "$TMP/tc")"; continue; fi
-    if "$H5CMP" --quiet --atol 0 --rtol 0 --only /attr --only /metric --only /ig "$TMP/td.h5" "$TMP/tc.h5" >/dev/null 2>&1 &&
-       diff <(grep -v '^wrote' "$TMP/td") <(grep -v '^wrote\|^pipeline' "$TMP/tc") >/dev/null; then
-        pass "attribute --method $3 --reduce $4: $1 copies of a $2-stage pipeline = $1 ranks, bit for bit, same table"
-    else fail "attribute $3: $1 copies of a $2-stage pipeline vs $1 ranks" "$("$H5CMP" --quiet --atol 0 --rtol 0 "$TMP/td.h5" "$TMP/tc.h5" 2>&1 | head -3)"; fi
+    copies_vs_ranks "attribute --method $3 --reduce $4" $1 $2 /attr /metric /ig -- attribute --model $M --input $P \
+        --sites 'blocks.*.mlp.hook_post,blocks.0.attn.hook_z,ln_final.hook_normalized' --method $3 --reduce $4 --batch 2
 done
 expect_fail "other jobs take exactly P ranks, and say which take copies" \
     "needs exactly 2 ranks (one per stage), but the job has 4 (copies of a pipeline side by side are for forward, collect, ablate and attribute)" \
