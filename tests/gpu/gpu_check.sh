@@ -7,7 +7,8 @@
 #   2. run every CUDA kernel natively against the CPU reference at small,
 #      edge-case and model-sized shapes (tests/gpu/kernel_check.c), the
 #      backward ops' kernels reported on a line of their own;
-#   3. run `subscope forward` and `subscope attribute` (the backward pass) on the CPU and on the GPU for the bundled model
+#   3. run `subscope forward`, `subscope attribute` (the backward pass, both attention-backward
+#      variants) and `subscope collect` (cuSOLVER PCA) on the CPU and on the GPU for the bundled model
 #      and for random GPT-2 models (bin/mkmodel: GPT-2 small's shape, a wider
 #      bf16 one with d_head 128 and 2048 positions, a ragged f16 one) and
 #      compare logits and every site with h5cmp; `predict --generate` too;
@@ -213,6 +214,7 @@ compare_forward() {
     local tag=${name//[^A-Za-z0-9_.-]/_} t0 rc out det
     local cmd=(forward --compress 0)
     [ "${RUN_CMD:-forward}" = attribute ] && cmd=(attribute)
+    [ "${RUN_CMD:-forward}" = collect ] && cmd=(collect)
     t0=$(now)
     out=$WORK/out/$tag
     run_logged "$LOGS/fwd-$tag-cpu.log" 300 "$B/subscope" "${cmd[@]}" --model "$model" --input "$prompts" \
@@ -289,6 +291,15 @@ elif [ $BUILD_OK = 1 ]; then
         --metric loss --method grad --batch 3
     RUN_CMD=attribute compare_forward "attribute tiny-gpt2 ig:8 --recompute" "$tiny" tests/data/patch/clean.jsonl \
         'blocks.1.mlp.hook_post,blocks.2.attn.hook_z' --metric logitdiff --method ig:8 --recompute
+    # the attention backward that recomputes P (kernels/attention_backward_rc.cu), forced by a zero budget
+    SUBSCOPE_ATTN_BWD_WORKSPACE_MB=0 RUN_CMD=attribute compare_forward \
+        "attribute tiny-gpt2 1..128 tokens, loss grad, recomputed attention backward" "$tiny" \
+        "$WORK/models/tiny-lengths.jsonl" '*' --metric loss --method grad --batch 3
+    # collect: the device's fp64 means, fp32-accumulated covariance and cuSOLVER's components
+    # against the CPU's float64 and LAPACK (covariances ~0.1..10; fp32 accumulation over a few
+    # thousand rows: 1e-5 relative, so 1e-4 absolute + 1e-3 relative on every statistic)
+    CMP_ATOL=1e-4 CMP_RTOL=1e-3 RUN_CMD=collect compare_forward "collect tiny-gpt2 mean, cov, pca:4 (cuSOLVER)" "$tiny" \
+        data/demo_prompts.jsonl 'blocks.*.mlp.hook_post,blocks.2.hook_resid_post' --stats mean,cov,pca:4
     t0=$(now)
     a=$(timeout 120 "$B/subscope" predict --model "$tiny" --prompt 'The cat says' --generate 24 --device cpu 2>"$LOGS/predict-cpu.log")
     g=$(timeout 120 "$B/subscope" predict --model "$tiny" --prompt 'The cat says' --generate 24 --device "$DEV" 2>"$LOGS/predict-cuda.log")
