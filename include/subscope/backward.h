@@ -56,6 +56,22 @@ ss_status ss_forward_backward(const ss_model *m, const ss_backend *be, const int
                               const ss_forward_opts *fwd, const ss_metric *metric, const ss_grad_opts *g,
                               double *metric_out);
 
+/* The same in two halves, so that a pipeline stage can run the forward
+ * passes of several batches before their backward passes. ss_fb_forward
+ * runs the forward pass (and, on the last stage, the metric) and keeps what
+ * the backward pass needs, with its own copy of tokens' packing; the
+ * caller's hook contexts, metric_out and the buffers the backward hooks
+ * write must stay valid until ss_fb_backward, which runs the rest (on a
+ * pipeline: the metric to every stage, then the gradients) and frees the
+ * pass, also on error. The stages of a pipeline must call both halves for
+ * the same batches in the same order. ss_fb_free drops a pass unfinished. */
+typedef struct ss_fb_pass ss_fb_pass;
+ss_status ss_fb_forward(const ss_model *m, const ss_backend *be, const int32_t *tokens, const ss_packing *pk,
+                        const ss_forward_opts *fwd, const ss_metric *metric, const ss_grad_opts *g, double *metric_out,
+                        ss_fb_pass **out);
+ss_status ss_fb_backward(ss_fb_pass *ps);
+void ss_fb_free(ss_fb_pass *ps);
+
 /* Zeroed float32 buffers shaped as the model's weights, in be's memory (one
  * block; wte and lm_head share a buffer when the model ties them). */
 ss_status ss_grads_alloc(const ss_model *m, const ss_backend *be, ss_gpt2_weights *g);

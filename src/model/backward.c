@@ -159,12 +159,37 @@ static ss_status norm_backward(const ss_backend *be, const ss_config *c, float *
     return be->layernorm_backward(be, dx, (float *)dw, (float *)db, dy, x, w, R, c->n_embd, (float)c->ln_eps);
 }
 
-ss_status ss_forward_backward(const ss_model *m, const ss_backend *be, const int32_t *tokens, const ss_packing *pk,
-                              const ss_forward_opts *fwd, const ss_metric *metric, const ss_grad_opts *g,
-                              double *metric_out) {
+struct ss_fb_pass {
+    const ss_model *m;
+    const ss_backend *be;
+    ss_packing pk;           /* its own copy of the packing (start, len in seq) */
+    int64_t *seq;
+    ss_forward_opts fwd;     /* the caller's forward options (have_fwd), kept for recomputed blocks */
+    int have_fwd;
+    ss_forward_opts fo;      /* the forward actually run */
+    ss_grad_opts g;          /* have_g: a backward pass follows */
+    int have_g;
+    double *metric_out;
+    int64_t n_lrows;
+    pass_bufs p;
+    carve cv;
+};
+
+void ss_fb_free(ss_fb_pass *ps) {
+    if (!ps) return;
+    if (ps->cv.base) ps->be->release(ps->be, ps->cv.base);
+    free(ps->p.tape.blocks);
+    free(ps->seq);
+    free(ps);
+}
+
+ss_status ss_fb_forward(const ss_model *m, const ss_backend *be, const int32_t *tokens, const ss_packing *pk,
+                        const ss_forward_opts *fwd, const ss_metric *metric, const ss_grad_opts *g, double *metric_out,
+                        ss_fb_pass **out) {
+    *out = NULL;
     const ss_config *c = &m->cfg;
     const ss_dims D = ss_model_dims(c);
-    const int64_t d = c->n_embd, dm = c->n_inner, V = c->vocab_size, R = pk->rows, kvw = D.Hkv * D.dh;
+    const int64_t R = pk->rows;
     const ss_gpt2_weights *w = ss_model_weights(m, be);
     if (!w) return ss_errorf(SS_ERR_INTERNAL, "model weights were not placed on backend %s", be->name);
     if (!be->softmax_xent || !be->attention_backward)
@@ -186,24 +211,59 @@ ss_status ss_forward_backward(const ss_model *m, const ss_backend *be, const int
      * before, the first ends it at the embeddings. */
     const int last_stage = m->end_layer == c->n_layer;
 
-    ss_forward_opts fo = fwd ? *fwd : (ss_forward_opts){0};
-    fo.logits = metric->kind == SS_METRIC_LOSS ? SS_LOGITS_ALL : SS_LOGITS_LAST;
-    const int64_t n_lrows = !last_stage ? 0 : fo.logits == SS_LOGITS_ALL ? R : pk->n_seq;
+    ss_fb_pass *ps = ss_calloc(1, sizeof *ps, "forward-backward pass");
+    if (!ps) return SS_ERR_NOMEM;
+    *ps = (ss_fb_pass){.m = m, .be = be, .have_fwd = fwd != NULL, .have_g = g != NULL, .metric_out = metric_out,
+                       .cv = {.be = be}};
+    if (fwd) ps->fwd = *fwd;
+    if (g) ps->g = *g;
+    ps->fo = fwd ? *fwd : (ss_forward_opts){0};
+    ps->fo.logits = metric->kind == SS_METRIC_LOSS ? SS_LOGITS_ALL : SS_LOGITS_LAST;
+    ps->n_lrows = !last_stage ? 0 : ps->fo.logits == SS_LOGITS_ALL ? R : pk->n_seq;
     const int recompute = g && g->recompute;
-    pass_bufs p = {0};
-    p.tape.blocks = ss_malloc((size_t)c->n_layer * sizeof *p.tape.blocks, "tape");
-    if (!p.tape.blocks) return SS_ERR_NOMEM;
-    carve cv = {.be = be};
-    lay_out(&cv, &p, m, R, n_lrows, recompute, g != NULL);
+    pass_bufs *p = &ps->p;
+    carve *cv = &ps->cv;
+    ss_status st = SS_ERR_NOMEM;
+    ps->seq = ss_malloc((size_t)(2 * pk->n_seq) * sizeof(int64_t) + 1, "packing");
+    p->tape.blocks = ss_malloc((size_t)c->n_layer * sizeof *p->tape.blocks, "tape");
+    if (!ps->seq || !p->tape.blocks) goto done;
+    memcpy(ps->seq, pk->start, (size_t)pk->n_seq * sizeof(int64_t));
+    memcpy(ps->seq + pk->n_seq, pk->len, (size_t)pk->n_seq * sizeof(int64_t));
+    ps->pk = (ss_packing){pk->n_seq, pk->rows, ps->seq, ps->seq + pk->n_seq, pk->first};
+    pk = &ps->pk;
+    lay_out(cv, p, m, R, ps->n_lrows, recompute, g != NULL);
+    if ((st = be->alloc(be, cv->used, "activations kept for the backward pass", (void **)&cv->base))) goto done;
+    cv->used = 0;
+    lay_out(cv, p, m, R, ps->n_lrows, recompute, g != NULL);
+    if ((st = ss_forward_taped(m, be, tokens, pk, &ps->fo, NULL, &p->tape))) goto done;
+    if (last_stage && (st = metric_and_dlogits(m, be, tokens, pk, metric, p, ps->n_lrows, metric_out))) goto done;
+    *out = ps;
+    return SS_OK;
+done:
+    ss_fb_free(ps);
+    return st;
+}
+
+ss_status ss_fb_backward(ss_fb_pass *ps) {
+    const ss_model *m = ps->m;
+    const ss_backend *be = ps->be;
+    const ss_packing *pk = &ps->pk;
+    const ss_forward_opts *fwd = ps->have_fwd ? &ps->fwd : NULL;
+    const ss_grad_opts *g = ps->have_g ? &ps->g : NULL;
+    double *metric_out = ps->metric_out;
+    const ss_config *c = &m->cfg;
+    const ss_dims D = ss_model_dims(c);
+    const int64_t d = c->n_embd, dm = c->n_inner, V = c->vocab_size, R = pk->rows, kvw = D.Hkv * D.dh;
+    const ss_gpt2_weights *w = ss_model_weights(m, be);
+    const int last_stage = m->end_layer == c->n_layer;
+    const ss_forward_opts fo = ps->fo;
+    const int64_t n_lrows = ps->n_lrows;
+    const int recompute = g && g->recompute;
+    pass_bufs p = ps->p;
     ss_hook_ctx gh = {0}, rh = {0};
-    ss_status st = be->alloc(be, cv.used, "activations kept for the backward pass", (void **)&cv.base);
-    if (st) goto done;
-    cv.used = 0;
-    lay_out(&cv, &p, m, R, n_lrows, recompute, g != NULL);
+    ss_status st = SS_OK;
 
 #define RUN(call) do { if ((st = (call))) goto done; } while (0)
-    RUN(ss_forward_taped(m, be, tokens, pk, &fo, NULL, &p.tape));
-    if (last_stage) RUN(metric_and_dlogits(m, be, tokens, pk, metric, &p, n_lrows, metric_out));
     if (m->pipe && metric_out) { /* every stage gets the metric, from the last */
         const size_t bytes = (size_t)pk->n_seq * sizeof(double);
         const int last = m->n_stages - 1;
@@ -333,7 +393,14 @@ delivered:
 done:
     ss_hook_ctx_close(&gh);
     ss_hook_ctx_close(&rh);
-    if (cv.base) be->release(be, cv.base);
-    free(p.tape.blocks);
+    ss_fb_free(ps);
     return st;
+}
+
+ss_status ss_forward_backward(const ss_model *m, const ss_backend *be, const int32_t *tokens, const ss_packing *pk,
+                              const ss_forward_opts *fwd, const ss_metric *metric, const ss_grad_opts *g,
+                              double *metric_out) {
+    ss_fb_pass *ps = NULL;
+    SS_TRY(ss_fb_forward(m, be, tokens, pk, fwd, metric, g, metric_out, &ps));
+    return ss_fb_backward(ps);
 }
