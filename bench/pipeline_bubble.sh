@@ -3,7 +3,8 @@
 # micro-batches (= batches), one thread per rank, against one process in the same run. Reports
 # per P the wall time, the speed-up over one process, the bubble the stages measured
 # (pipeline_bubble_fraction: time waiting for a neighbour / all stage time) and the ideal
-# (P-1)/(M+P-1) of a pipeline whose stages take equal time. Writes
+# (P-1)/(M+P-1) of a pipeline whose stages take equal time; then the same for `attribute`
+# (forward and backward passes, GPipe's schedule) at several --micro-batches. Writes
 # bench/results/pipeline-<host>-<date>.json.
 #
 #   bench/pipeline_bubble.sh                 P = 2 and 4, M = 32 batches of 4 prompts x 64 tokens
@@ -21,7 +22,7 @@ while [ $# -gt 0 ]; do
         --stages) STAGES="${2:?}"; shift ;;
         --batches) M="${2:?}"; shift ;;
         --host) HOST="${2:?}"; shift ;;
-        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "pipeline_bubble.sh: unknown option '$1'" >&2; exit 2 ;;
     esac
     shift
@@ -55,11 +56,37 @@ for P in ${STAGES//,/ }; do
     printf '%-7s %9.2f %8.2f %15.1f%% %13.1f%%\n' "$P" "$sec" "$sp" "$(calc "100 * $bub")" "$(calc "100 * $ideal")" >&2
     rows="$rows, {\"stages\": $P, \"seconds\": $sec, \"speedup\": $sp, \"bubble_measured\": $bub, \"bubble_ideal\": $ideal}"
 done
+# attribute (gradxact, the forward and the backward pass) on the first 16 batches: GPipe's schedule
+# with --micro-batches W (1: a batch's backward pass before the next forward, the old behaviour;
+# default 2P; 4P), against one process.
+head -n $((16 * B)) "$W/prompts.jsonl" >"$W/prompts16.jsonl"
+aopts=(--model "$W/model" --input "$W/prompts16.jsonl" --sites 'blocks.*.hook_resid_post' --method gradxact
+       --reduce prompts --batch $B)
+t0=$(now); bin/subscope attribute "${aopts[@]}" --out "$W/a1.h5" >/dev/null 2>&1; t1=$(now)
+abase=$(calc "$t1 - $t0")
+arows="{\"stages\": 1, \"seconds\": $abase, \"speedup\": 1.0}"
+printf '\nattribute gradxact, 16 batches\n%-7s %14s %9s %8s %16s %14s\n' stages micro-batches seconds speedup "bubble measured" "bubble ideal" >&2
+printf '%-7s %14s %9.2f %8.2f %16s %14s\n' 1 - "$abase" 1.00 - - >&2
+for P in ${STAGES//,/ }; do
+    for MB in 1 $((2 * P)) $((4 * P)); do
+        t0=$(now)
+        $MPI -np "$P" bin/subscope attribute "${aopts[@]}" --pipeline "$P" --micro-batches "$MB" --out "$W/a$P.h5" >/dev/null 2>&1
+        t1=$(now)
+        sec=$(calc "$t1 - $t0")
+        bub=$(h5dump -a /pipeline_bubble_fraction "$W/a$P.h5" | sed -n 's/.*(0): \(.*\)$/\1/p')
+        ideal=$(calc "($P - 1) / ($MB + $P - 1)")
+        sp=$(calc "$abase / $sec")
+        printf '%-7s %14s %9.2f %8.2f %15.1f%% %13.1f%%\n' "$P" "$MB" "$sec" "$sp" "$(calc "100 * $bub")" "$(calc "100 * $ideal")" >&2
+        arows="$arows, {\"stages\": $P, \"micro_batches\": $MB, \"seconds\": $sec, \"speedup\": $sp, \"bubble_measured\": $bub, \"bubble_ideal\": $ideal}"
+    done
+done
 out="bench/results/pipeline-$HOST-$(date -u +%Y%m%d).json"
 cat >"$out" <<JSON
 {"benchmark": "pipeline_bubble", "host": "$HOST", "cores": $(nproc), "date": "$(date -u +%FT%TZ)",
  "model": "random GPT-2, 8 blocks, d 512, 8 heads, vocab 2048", "micro_batches": $M, "prompts_per_batch": $B,
  "tokens_per_prompt": 64, "threads_per_rank": 1, "job": "collect --sites 'blocks.*.hook_resid_post' --stats mean",
- "runs": [$rows]}
+ "runs": [$rows],
+ "attribute_job": "attribute --method gradxact --reduce prompts, 16 batches (ideal bubble: (P-1)/(W+P-1) per window of W)",
+ "attribute_runs": [$arows]}
 JSON
 echo "wrote $out" >&2

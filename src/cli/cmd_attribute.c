@@ -14,13 +14,14 @@ static cli_opt attribute_opts[] = {
     {.name = "stats", .metavar = "STATS.h5", .help = "ig: take the baseline from the means in this collect file (default: zero)"},
     {.name = "reduce", .metavar = "R", .help = "none (default: [prompt, position, ...]), positions (sum over each prompt's positions) or prompts (sum over prompts)"},
     {.name = "recompute", .help = "keep only each block's input and recompute the block in the backward pass (less memory, one more forward)"},
+    {.name = "micro-batches", .metavar = "M", .help = "with --pipeline P: batches whose forward passes run before their backward passes (default 2P; more fill the pipeline better, each keeps its activations)"},
     {.name = "top", .metavar = "K", .help = "units per site in the printed table (default 10)"},
     {.name = "out", .metavar = "OUT.h5", .help = "output HDF5 file"},
     {0},
 };
 
 static int run_attribute(cli_cmd *cmd) {
-    int64_t top;
+    int64_t top, micro;
     ss_attribute_job j = {
         .out = cli_get(cmd, "out"),
         .sites = cli_get(cmd, "sites"),
@@ -36,9 +37,10 @@ static int run_attribute(cli_cmd *cmd) {
         .progress_ctx = "prompt passes",
     };
     if (cli_run_opts(cmd, &j.run) || cli_require(cmd, "sites") || cli_require(cmd, "out") ||
-        cli_int(cmd, "top", 1, 1000000, 10, &top))
+        cli_int(cmd, "top", 1, 1000000, 10, &top) || cli_int(cmd, "micro-batches", 1, 4096, 0, &micro))
         return 1;
     j.top = (int)top;
+    j.micro_batches = (int)micro;
     ss_status st = ss_job_attribute(&j);
     if (st) return cli_fail(cmd, st);
     cli_wrote(j.out, 0);
@@ -49,7 +51,7 @@ cli_cmd cmd_attribute = {
     "attribute", "score every unit of chosen sites by how much it drives a metric (gradients, attribution patching, IG)",
     "subscope attribute --model DIR --input FILE --sites GLOBS [--metric loss|logitdiff|logprob]\n"
     "                          [--method grad|gradxact|atp|ig[:STEPS]] [--corrupt FILE] [--stats STATS.h5]\n"
-    "                          [--reduce none|positions|prompts] [--recompute] --out OUT.h5",
+    "                          [--reduce none|positions|prompts] [--recompute] [--pipeline P [--micro-batches M]] --out OUT.h5",
     "Each prompt's metric is differentiated with respect to the value at every chosen site (one forward and\n"
     "one backward pass per batch; ig: one per step and site). grad writes the gradient, gradxact gradient x\n"
     "activation, atp (corrupt - clean activation) x gradient at the clean run, and ig the integrated gradients\n"

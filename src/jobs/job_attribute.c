@@ -122,6 +122,14 @@ static ss_status receive_site(ss_comm *comm, int from, const ss_site *s, ss_h5_d
     return st ? ss_error_context(st, "attributions at %s from rank %d", s->name, from) : SS_OK;
 }
 
+/* A batch between its forward and its backward pass (a pipeline stage keeps several). */
+typedef struct {
+    ss_fb_pass *ps;
+    ss_packing pk;
+    int64_t *seq;             /* pk's start and len */
+    ss_site_rows acts, cacts; /* its activations (slot 0: the job's own buffers) */
+} slot_t;
+
 static ss_status attribute(const ss_attribute_job *job, ss_comm *comm) {
     const int rank = ss_comm_rank(comm), size = ss_comm_size(comm);
     ss_run run;
@@ -168,6 +176,8 @@ static ss_status attribute(const ss_attribute_job *job, ss_comm *comm) {
     uint8_t *want = NULL, *one = NULL;
     int *site_ids = NULL, n_sites = 0;
     ss_site_rows acts = {0}, grads = {0}, cacts = {0};
+    slot_t *slots = NULL;
+    int W = 1;
     double **base = NULL, **red_sum = NULL, *metric = NULL, *site_rel = NULL, *base_metric = NULL, *complete = NULL, *gsum = NULL;
     float *metric_f = NULL, *outbuf = NULL;
     int32_t *answer = NULL, *wrong = NULL;
@@ -285,133 +295,184 @@ compute:;
     const int64_t passes = method == A_IG ? 1 + (int64_t)n_sites * (steps + 1) : method == A_ATP ? 2 : 1;
     /* Progress: rank 0's own share (the other ranks have as many prompts or one batch fewer). */
     if (progress) progress(job->progress_ctx, 0, (hi - lo) * passes);
-    for (int64_t step = 0;; step++) {
-        const int64_t b0 = lo + step * B;
-        if (b0 >= hi) break; /* rank 0 has the most batches: it never stops before the others */
-        const int64_t nb = hi - b0 < B ? hi - b0 : B;
-        ss_packing pk;
-        ss_run_pack(&run, b0, nb, &pk);
-        for (int64_t i = 0; i < nb && mk != SS_METRIC_LOSS; i++)
-            if ((st = ss_prompt_answer_ids(m->tok, run.p, &run.p->items[b0 + i], &answer[i],
-                                           mk == SS_METRIC_LOGITDIFF ? &wrong[i] : NULL)))
-                goto out;
-        if (method == A_ATP) {
-            /* The corrupt run first: same lengths, so the same packing. */
-            int32_t *ctok = ss_malloc((size_t)pk.rows * sizeof(int32_t), "corrupt tokens");
-            if (!ctok) { st = SS_ERR_NOMEM; goto out; }
-            for (int64_t i = 0; i < nb; i++)
-                memcpy(ctok + pk.start[i], kps->items[b0 + i].tokens, (size_t)pk.len[i] * sizeof(int32_t));
-            ss_forward_opts fo = {.want = want, .hook = ss_keep_rows_hook, .hook_ctx = &cacts, .read_only = 1};
-            st = ss_forward(m, run.be, ctok, &pk, &fo, NULL);
-            free(ctok);
-            if (st) goto out;
-        }
-        /* The clean pass: metric, activations (gradxact, atp, ig) and gradients (all but ig). */
-        {
-            ss_forward_opts fo = {.want = want, .hook = ss_keep_rows_hook, .hook_ctx = &acts, .read_only = 1};
-            ss_grad_opts go = {.want = want, .hook = ss_keep_rows_hook, .hook_ctx = &grads, .recompute = job->recompute};
-            if ((st = ss_forward_backward(m, run.be, run.packed, &pk, method == A_GRAD ? NULL : &fo, &mt,
-                                          method == A_IG ? NULL : &go, metric + b0)))
-                goto out;
-        }
+    /* A pipeline stage runs the forward passes of W batches before their
+     * backward passes (GPipe's schedule: the next stage starts its forwards
+     * while this one goes on, and the backward passes follow each other down
+     * the stages; the bubble is about (P-1)/(W+P-1)), keeping W batches'
+     * activations. Integrated gradients, with their many passes per batch,
+     * run one batch at a time. */
+    W = !piped || method == A_IG ? 1 : job->micro_batches > 0 ? job->micro_batches : 2 * P;
+    if (!(slots = ss_calloc((size_t)W, sizeof *slots, "batches in flight"))) { st = SS_ERR_NOMEM; goto out; }
+    slots[0].acts = acts;
+    slots[0].cacts = cacts;
+    for (int j = 0; j < W; j++) {
+        slot_t *sl = &slots[j];
+        if (!(sl->seq = ss_malloc((size_t)(2 * B) * sizeof(int64_t), "batch packing"))) { st = SS_ERR_NOMEM; goto out; }
+        if (j == 0) continue;
+        sl->acts.rows = ss_calloc((size_t)ns, sizeof(float *), "activations");
+        sl->cacts.rows = ss_calloc((size_t)ns, sizeof(float *), "corrupt activations");
+        if (!sl->acts.rows || !sl->cacts.rows) { st = SS_ERR_NOMEM; goto out; }
         for (int k = 0; k < n_sites; k++) {
+            const int id = site_ids[k];
             ss_site s;
-            ss_site_get(cfg, site_ids[k], &s);
-            const int64_t w = s.width, n = pk.rows * w;
-            const int mine = ss_model_computes_site(m, &s); /* (a pipeline stage: else another stage's site) */
-            const float *g = grads.rows[s.id], *a = acts.rows[s.id], *c = cacts.rows[s.id];
-            float *attr = grads.rows[s.id]; /* computed in place */
-            if (method == A_GRADXACT) {
-                for (int64_t q = 0; q < n && mine; q++) attr[q] = g[q] * a[q];
-            } else if (method == A_ATP) {
-                for (int64_t q = 0; q < n && mine; q++) attr[q] = (c[q] - a[q]) * g[q];
-            } else if (method == A_IG) {
-                /* Midpoint rule over alpha in (0, 1), then (a - baseline) · mean gradient. */
-                memset(one, 0, (size_t)ns);
-                one[s.id] = 1;
-                for (int64_t q = 0; q < n; q++) gsum[q] = 0;
-                ig_point pt = {s.id, a, base[k], 0};
-                ss_forward_opts fo = {.want = one, .hook = ig_hook, .hook_ctx = &pt};
-                ss_grad_opts go = {.want = one, .hook = ss_keep_rows_hook, .hook_ctx = &grads, .recompute = job->recompute};
-                for (int it = 0; it < steps; it++) {
-                    pt.alpha = (it + 0.5) / steps;
-                    if ((st = ss_forward_backward(m, run.be, run.packed, &pk, &fo, &mt, &go, NULL))) goto out;
-                    for (int64_t q = 0; q < n && mine; q++) gsum[q] += g[q];
-                    if (progress) progress(job->progress_ctx, (b0 - lo) * passes + nb * (1 + k * (steps + 1) + it + 1), (hi - lo) * passes);
-                }
-                pt.alpha = 0;
-                if ((st = ss_forward_backward(m, run.be, run.packed, &pk, &fo, &mt, NULL, base_metric + k * N + b0))) goto out;
-                for (int64_t q = 0; q < n && mine; q++) {
-                    double bu = base[k] ? base[k][q % w] : 0.0;
-                    attr[q] = (float)(((double)a[q] - bu) * gsum[q] / steps);
-                }
-                /* Completeness: the attributions of a prompt add up to metric - metric(baseline). */
-                for (int64_t i = 0; i < nb && mine; i++) {
-                    double sum = 0;
-                    for (int64_t q = pk.start[i] * w; q < (pk.start[i] + pk.len[i]) * w; q++) sum += attr[q];
-                    complete[k * N + b0 + i] = sum - (metric[b0 + i] - base_metric[k * N + b0 + i]);
-                }
+            ss_site_get(cfg, id, &s);
+            const size_t n = (size_t)(B * T * s.width) * sizeof(float);
+            if ((acts.rows[id] && !(sl->acts.rows[id] = ss_malloc(n, "activations"))) ||
+                (cacts.rows[id] && !(sl->cacts.rows[id] = ss_malloc(n, "activations")))) {
+                st = SS_ERR_NOMEM;
+                goto out;
             }
-            if (!mine) {
-                /* Rank 0 takes this site's block from the stage that computed it, now, in site order. */
-                if (rank == 0 && red != R_PROMPTS &&
-                    (st = receive_site(comm, ss_model_stage_of(m, &s), &s, dsets[k], red == R_NONE, T, b0, nb, outbuf)))
-                    goto out;
-                continue;
-            }
-            /* A prompt without a metric (the loss of one token) has no attributions either. */
-            for (int64_t i = 0; i < nb; i++)
-                if (isnan(metric[b0 + i]))
-                    for (int64_t q = pk.start[i] * w; q < (pk.start[i] + pk.len[i]) * w; q++) attr[q] = NAN;
-            /* Out: NaN-padded [nb, T, ...], or summed over positions or over prompts. */
-            if (red == R_PROMPTS) {
-                for (int64_t i = 0; i < nb; i++)
-                    for (int64_t q = 0; q < pk.len[i] * w && !isnan(metric[b0 + i]); q++)
-                        red_sum[k][q] += attr[pk.start[i] * w + q];
-                continue;
-            }
-            int64_t start[4] = {b0, 0, 0, 0}, count[4] = {nb, 0, 0, 0};
-            int nd = 1;
-            if (red == R_NONE) {
-                for (int64_t q = 0; q < nb * T * w; q++) outbuf[q] = NAN;
-                for (int64_t i = 0; i < nb; i++)
-                    memcpy(outbuf + i * T * w, attr + pk.start[i] * w, (size_t)(pk.len[i] * w) * sizeof(float));
-                count[nd++] = T;
-            } else {
-                for (int64_t i = 0; i < nb; i++)
-                    for (int64_t u = 0; u < w; u++) {
-                        double sum = 0;
-                        for (int64_t t = 0; t < pk.len[i]; t++) sum += attr[(pk.start[i] + t) * w + u];
-                        outbuf[i * w + u] = (float)sum;
-                    }
-            }
-            for (int e = 0; e < s.ndim; e++) count[nd++] = s.dims[e];
-            if (rank == 0) st = ss_h5_dset_write(dsets[k], start, count, outbuf);
-            else st = ss_comm_send(comm, 0, piped ? s.id : k, outbuf, (size_t)(nb * (red == R_NONE ? T : 1) * w) * sizeof(float));
-            if (st) goto out;
-            /* The table's scores: the sum over prompts and positions, kept in red_sum when not reducing prompts. */
-            for (int64_t i = 0; i < nb; i++)
-                for (int64_t q = 0; q < pk.len[i] * w && !isnan(metric[b0 + i]); q++)
-                    red_sum[k][q % w] += attr[pk.start[i] * w + q];
         }
-        if (progress) progress(job->progress_ctx, (b0 - lo + nb) * passes, (hi - lo) * passes);
-        /* Rank 0: the step's batch of every other rank or copy of the pipeline,
-         * in order (outbuf is free again); a copy's sites from their stages. */
-        for (int q = 1; rank == 0 && red != R_PROMPTS && q < parts; q++) {
-            int64_t qlo, qhi;
-            ss_comm_shard(N, B, q, parts, &qlo, &qhi);
-            const int64_t qb0 = qlo + step * B, qnb = qhi - qb0 < B ? qhi - qb0 : B;
-            if (qb0 >= qhi) continue;
-            if (!piped) st = receive_batch(comm, q, cfg, site_ids, n_sites, dsets, red == R_NONE, T, qb0, qnb, outbuf);
-            for (int k = 0; piped && !st && k < n_sites; k++) {
+    }
+    for (int64_t step0 = 0;; step0 += W) {
+        int nw = 0;
+        for (; nw < W; nw++) {
+            slot_t *sl = &slots[nw];
+            const int64_t b0 = lo + (step0 + nw) * B;
+            if (b0 >= hi) break; /* rank 0 has the most batches: it never stops before the others */
+            const int64_t nb = hi - b0 < B ? hi - b0 : B;
+            ss_packing rp;
+            ss_run_pack(&run, b0, nb, &rp);
+            memcpy(sl->seq, rp.start, (size_t)nb * sizeof(int64_t));
+            memcpy(sl->seq + nb, rp.len, (size_t)nb * sizeof(int64_t));
+            sl->pk = (ss_packing){nb, rp.rows, sl->seq, sl->seq + nb, b0};
+            for (int64_t i = 0; i < nb && mk != SS_METRIC_LOSS; i++)
+                if ((st = ss_prompt_answer_ids(m->tok, run.p, &run.p->items[b0 + i], &answer[i],
+                                               mk == SS_METRIC_LOGITDIFF ? &wrong[i] : NULL)))
+                    goto out;
+            if (method == A_ATP) {
+                /* The corrupt run first: same lengths, so the same packing. */
+                int32_t *ctok = ss_malloc((size_t)rp.rows * sizeof(int32_t), "corrupt tokens");
+                if (!ctok) { st = SS_ERR_NOMEM; goto out; }
+                for (int64_t i = 0; i < nb; i++)
+                    memcpy(ctok + rp.start[i], kps->items[b0 + i].tokens, (size_t)rp.len[i] * sizeof(int32_t));
+                ss_forward_opts fo = {.want = want, .hook = ss_keep_rows_hook, .hook_ctx = &sl->cacts, .read_only = 1};
+                st = ss_forward(m, run.be, ctok, &rp, &fo, NULL);
+                free(ctok);
+                if (st) goto out;
+            }
+            /* The clean pass: metric, activations (gradxact, atp, ig) and gradients (all but ig). */
+            ss_forward_opts fo = {.want = want, .hook = ss_keep_rows_hook, .hook_ctx = &sl->acts, .read_only = 1};
+            ss_grad_opts go = {.want = want, .hook = ss_keep_rows_hook, .hook_ctx = &grads, .recompute = job->recompute};
+            if ((st = ss_fb_forward(m, run.be, run.packed, &rp, method == A_GRAD ? NULL : &fo, &mt,
+                                    method == A_IG ? NULL : &go, metric + b0, &sl->ps)))
+                goto out;
+        }
+        if (!nw) break;
+        for (int j = 0; j < nw; j++) {
+            const int64_t step = step0 + j;
+            slot_t *sl = &slots[j];
+            const ss_packing pk = sl->pk;
+            const int64_t b0 = pk.first, nb = pk.n_seq;
+            st = ss_fb_backward(sl->ps);
+            sl->ps = NULL;
+            if (st) goto out;
+            for (int k = 0; k < n_sites; k++) {
                 ss_site s;
                 ss_site_get(cfg, site_ids[k], &s);
-                st = receive_site(comm, q * P + ss_model_stage_of(m, &s), &s, dsets[k], red == R_NONE, T, qb0, qnb, outbuf);
+                const int64_t w = s.width, n = pk.rows * w;
+                const int mine = ss_model_computes_site(m, &s); /* (a pipeline stage: else another stage's site) */
+                const float *g = grads.rows[s.id], *a = sl->acts.rows[s.id], *c = sl->cacts.rows[s.id];
+                float *attr = grads.rows[s.id]; /* computed in place */
+                if (method == A_GRADXACT) {
+                    for (int64_t q = 0; q < n && mine; q++) attr[q] = g[q] * a[q];
+                } else if (method == A_ATP) {
+                    for (int64_t q = 0; q < n && mine; q++) attr[q] = (c[q] - a[q]) * g[q];
+                } else if (method == A_IG) {
+                    /* Midpoint rule over alpha in (0, 1), then (a - baseline) · mean gradient. */
+                    memset(one, 0, (size_t)ns);
+                    one[s.id] = 1;
+                    for (int64_t q = 0; q < n; q++) gsum[q] = 0;
+                    ig_point pt = {s.id, a, base[k], 0};
+                    ss_forward_opts fo = {.want = one, .hook = ig_hook, .hook_ctx = &pt};
+                    ss_grad_opts go = {.want = one, .hook = ss_keep_rows_hook, .hook_ctx = &grads,
+                                       .recompute = job->recompute};
+                    for (int it = 0; it < steps; it++) {
+                        pt.alpha = (it + 0.5) / steps;
+                        if ((st = ss_forward_backward(m, run.be, run.packed, &pk, &fo, &mt, &go, NULL))) goto out;
+                        for (int64_t q = 0; q < n && mine; q++) gsum[q] += g[q];
+                        if (progress)
+                            progress(job->progress_ctx, (b0 - lo) * passes + nb * (1 + k * (steps + 1) + it + 1),
+                                     (hi - lo) * passes);
+                    }
+                    pt.alpha = 0;
+                    if ((st = ss_forward_backward(m, run.be, run.packed, &pk, &fo, &mt, NULL, base_metric + k * N + b0)))
+                        goto out;
+                    for (int64_t q = 0; q < n && mine; q++) {
+                        double bu = base[k] ? base[k][q % w] : 0.0;
+                        attr[q] = (float)(((double)a[q] - bu) * gsum[q] / steps);
+                    }
+                    /* Completeness: the attributions of a prompt add up to metric - metric(baseline). */
+                    for (int64_t i = 0; i < nb && mine; i++) {
+                        double sum = 0;
+                        for (int64_t q = pk.start[i] * w; q < (pk.start[i] + pk.len[i]) * w; q++) sum += attr[q];
+                        complete[k * N + b0 + i] = sum - (metric[b0 + i] - base_metric[k * N + b0 + i]);
+                    }
+                }
+                if (!mine) {
+                    /* Rank 0 takes this site's block from the stage that computed it, now, in site order. */
+                    if (rank == 0 && red != R_PROMPTS &&
+                        (st = receive_site(comm, ss_model_stage_of(m, &s), &s, dsets[k], red == R_NONE, T, b0, nb, outbuf)))
+                        goto out;
+                    continue;
+                }
+                /* A prompt without a metric (the loss of one token) has no attributions either. */
+                for (int64_t i = 0; i < nb; i++)
+                    if (isnan(metric[b0 + i]))
+                        for (int64_t q = pk.start[i] * w; q < (pk.start[i] + pk.len[i]) * w; q++) attr[q] = NAN;
+                /* Out: NaN-padded [nb, T, ...], or summed over positions or over prompts. */
+                if (red == R_PROMPTS) {
+                    for (int64_t i = 0; i < nb; i++)
+                        for (int64_t q = 0; q < pk.len[i] * w && !isnan(metric[b0 + i]); q++)
+                            red_sum[k][q] += attr[pk.start[i] * w + q];
+                    continue;
+                }
+                int64_t start[4] = {b0, 0, 0, 0}, count[4] = {nb, 0, 0, 0};
+                int nd = 1;
+                if (red == R_NONE) {
+                    for (int64_t q = 0; q < nb * T * w; q++) outbuf[q] = NAN;
+                    for (int64_t i = 0; i < nb; i++)
+                        memcpy(outbuf + i * T * w, attr + pk.start[i] * w, (size_t)(pk.len[i] * w) * sizeof(float));
+                    count[nd++] = T;
+                } else {
+                    for (int64_t i = 0; i < nb; i++)
+                        for (int64_t u = 0; u < w; u++) {
+                            double sum = 0;
+                            for (int64_t t = 0; t < pk.len[i]; t++) sum += attr[(pk.start[i] + t) * w + u];
+                            outbuf[i * w + u] = (float)sum;
+                        }
+                }
+                for (int e = 0; e < s.ndim; e++) count[nd++] = s.dims[e];
+                if (rank == 0) st = ss_h5_dset_write(dsets[k], start, count, outbuf);
+                else
+                    st = ss_comm_send(comm, 0, piped ? s.id : k, outbuf,
+                                      (size_t)(nb * (red == R_NONE ? T : 1) * w) * sizeof(float));
+                if (st) goto out;
+                /* The table's scores: the sum over prompts and positions, kept in red_sum when not reducing prompts. */
+                for (int64_t i = 0; i < nb; i++)
+                    for (int64_t q = 0; q < pk.len[i] * w && !isnan(metric[b0 + i]); q++)
+                        red_sum[k][q % w] += attr[pk.start[i] * w + q];
             }
-            if (st) {
-                ss_error_context(st, "receiving the attributions of %s %d for prompts %lld..%lld",
-                                 piped ? "pipeline copy" : "rank", q, (long long)qb0, (long long)(qb0 + qnb - 1));
-                goto out;
+            if (progress) progress(job->progress_ctx, (b0 - lo + nb) * passes, (hi - lo) * passes);
+            /* Rank 0: the step's batch of every other rank or copy of the pipeline,
+             * in order (outbuf is free again); a copy's sites from their stages. */
+            for (int q = 1; rank == 0 && red != R_PROMPTS && q < parts; q++) {
+                int64_t qlo, qhi;
+                ss_comm_shard(N, B, q, parts, &qlo, &qhi);
+                const int64_t qb0 = qlo + step * B, qnb = qhi - qb0 < B ? qhi - qb0 : B;
+                if (qb0 >= qhi) continue;
+                if (!piped) st = receive_batch(comm, q, cfg, site_ids, n_sites, dsets, red == R_NONE, T, qb0, qnb, outbuf);
+                for (int k = 0; piped && !st && k < n_sites; k++) {
+                    ss_site s;
+                    ss_site_get(cfg, site_ids[k], &s);
+                    st = receive_site(comm, q * P + ss_model_stage_of(m, &s), &s, dsets[k], red == R_NONE, T, qb0, qnb,
+                                      outbuf);
+                }
+                if (st) {
+                    ss_error_context(st, "receiving the attributions of %s %d for prompts %lld..%lld",
+                                     piped ? "pipeline copy" : "rank", q, (long long)qb0, (long long)(qb0 + qnb - 1));
+                    goto out;
+                }
             }
         }
     }
@@ -538,6 +599,18 @@ compute:;
         }
     }
 out:
+    for (int j = 0; slots && j < W; j++) {
+        ss_fb_free(slots[j].ps);
+        free(slots[j].seq);
+        if (j == 0) continue; /* the job's own buffers, freed below */
+        for (int i = 0; i < ns; i++) {
+            if (slots[j].acts.rows) free(slots[j].acts.rows[i]);
+            if (slots[j].cacts.rows) free(slots[j].cacts.rows[i]);
+        }
+        free(slots[j].acts.rows);
+        free(slots[j].cacts.rows);
+    }
+    free(slots);
     if (dcomm_owned) ss_comm_free(dcomm);
     for (int k = 0; dsets && k < n_sites; k++)
         if (dsets[k]) ss_h5_dset_close(dsets[k]);

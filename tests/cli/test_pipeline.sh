@@ -146,6 +146,17 @@ if $MPI -np 4 "$SUBSCOPE" forward --model "$D/models/llama-hd6-bias" --input "$D
 else fail "forward (Llama): 4 ranks, --pipeline 2 runs"; fi
 # copies_vs_ranks NAME D P ONLY... -- JOB OPTIONS...: D copies of a P-stage pipeline (D*P ranks) must give
 # what D data-parallel ranks give, bit for bit in the datasets under ONLY, with the same table.
+# attribute's GPipe schedule: stages run the forward passes of --micro-batches batches before their
+# backward passes; any window (one that does not divide the batch count too) gives the same bits.
+"$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.*.mlp.hook_post' --method atp --corrupt "$P" --batch 2 \
+    --out "$TMP/mb1.h5" >/dev/null 2>&1
+for mbw in 1 3; do
+    if $MPI -np 2 "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.*.mlp.hook_post' --method atp --corrupt "$P" \
+        --batch 2 --pipeline 2 --micro-batches $mbw --out "$TMP/mb2.h5" >"$TMP/mb.log" 2>&1; then
+        expect_ok "attribute --pipeline 2 --micro-batches $mbw (atp: corrupt passes in the window too) = one process, bit for bit" \
+            "$H5CMP" --quiet --atol 0 --rtol 0 --only /attr --only /metric "$TMP/mb1.h5" "$TMP/mb2.h5"
+    else fail "attribute --micro-batches $mbw runs" "$(tail -3 "$TMP/mb.log")"; fi
+done
 copies_vs_ranks() {
     local name=$1 d=$2 p=$3 only=(); shift 3
     while [ "$1" != -- ]; do only+=(--only "$1"); shift; done; shift
