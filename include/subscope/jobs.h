@@ -238,8 +238,9 @@ typedef struct ss_attribute_job {
     const char *reduce;           /* "none" (NULL), "positions" or "prompts": what /attr sums over */
     const char *stats;            /* ig: a collect file whose means are the baseline (NULL: zero) */
     int recompute;                /* recompute each block in the backward pass instead of keeping it */
-    /* With --pipeline P: batches whose forward passes a stage runs before
-     * their backward passes, each keeping its activations (0: 2P). */
+    /* With --pipeline P: batches (ig: steps of a batch) whose forward passes
+     * a stage runs before their backward passes, each keeping its
+     * activations (0: 2P). */
     int micro_batches;
     int top;                      /* units per site in the table (0: 10) */
     const char *command_line;

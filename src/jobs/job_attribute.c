@@ -177,7 +177,9 @@ static ss_status attribute(const ss_attribute_job *job, ss_comm *comm) {
     int *site_ids = NULL, n_sites = 0;
     ss_site_rows acts = {0}, grads = {0}, cacts = {0};
     slot_t *slots = NULL;
-    int W = 1;
+    int W = 1, Wig = 1;
+    ig_point *ig_pts = NULL;
+    ss_fb_pass **ig_pass = NULL;
     double **base = NULL, **red_sum = NULL, *metric = NULL, *site_rel = NULL, *base_metric = NULL, *complete = NULL, *gsum = NULL;
     float *metric_f = NULL, *outbuf = NULL;
     int32_t *answer = NULL, *wrong = NULL;
@@ -300,8 +302,13 @@ compute:;
      * while this one goes on, and the backward passes follow each other down
      * the stages; the bubble is about (P-1)/(W+P-1)), keeping W batches'
      * activations. Integrated gradients, with their many passes per batch,
-     * run one batch at a time. */
+     * run one batch at a time and window the passes of its steps. */
     W = !piped || method == A_IG ? 1 : job->micro_batches > 0 ? job->micro_batches : 2 * P;
+    /* Integrated gradients window the steps of a batch instead. */
+    Wig = !piped || method != A_IG ? 1 : job->micro_batches > 0 ? job->micro_batches : 2 * P;
+    ig_pts = ss_malloc((size_t)Wig * sizeof *ig_pts, "integrated-gradient steps");
+    ig_pass = ss_calloc((size_t)Wig, sizeof *ig_pass, "integrated-gradient steps");
+    if (!ig_pts || !ig_pass) { st = SS_ERR_NOMEM; goto out; }
     if (!(slots = ss_calloc((size_t)W, sizeof *slots, "batches in flight"))) { st = SS_ERR_NOMEM; goto out; }
     slots[0].acts = acts;
     slots[0].cacts = cacts;
@@ -383,19 +390,32 @@ compute:;
                     memset(one, 0, (size_t)ns);
                     one[s.id] = 1;
                     for (int64_t q = 0; q < n; q++) gsum[q] = 0;
-                    ig_point pt = {s.id, a, base[k], 0};
-                    ss_forward_opts fo = {.want = one, .hook = ig_hook, .hook_ctx = &pt};
                     ss_grad_opts go = {.want = one, .hook = ss_keep_rows_hook, .hook_ctx = &grads,
                                        .recompute = job->recompute};
-                    for (int it = 0; it < steps; it++) {
-                        pt.alpha = (it + 0.5) / steps;
-                        if ((st = ss_forward_backward(m, run.be, run.packed, &pk, &fo, &mt, &go, NULL))) goto out;
-                        for (int64_t q = 0; q < n && mine; q++) gsum[q] += g[q];
-                        if (progress)
-                            progress(job->progress_ctx, (b0 - lo) * passes + nb * (1 + k * (steps + 1) + it + 1),
-                                     (hi - lo) * passes);
+                    /* The steps' passes are independent: a pipeline runs the forward
+                     * halves of Wig of them, then their backward halves (each step its
+                     * own alpha, as the editing hook sees it in both), adding each
+                     * step's gradient in step order. */
+                    for (int it0 = 0; it0 < steps; it0 += Wig) {
+                        const int nwi = steps - it0 < Wig ? steps - it0 : Wig;
+                        for (int i = 0; i < nwi; i++) {
+                            ig_pts[i] = (ig_point){s.id, a, base[k], (it0 + i + 0.5) / steps};
+                            ss_forward_opts fo = {.want = one, .hook = ig_hook, .hook_ctx = &ig_pts[i]};
+                            if ((st = ss_fb_forward(m, run.be, run.packed, &pk, &fo, &mt, &go, NULL, &ig_pass[i])))
+                                goto out;
+                        }
+                        for (int i = 0; i < nwi; i++) {
+                            st = ss_fb_backward(ig_pass[i]);
+                            ig_pass[i] = NULL;
+                            if (st) goto out;
+                            for (int64_t q = 0; q < n && mine; q++) gsum[q] += g[q];
+                            if (progress)
+                                progress(job->progress_ctx,
+                                         (b0 - lo) * passes + nb * (1 + k * (steps + 1) + it0 + i + 1), (hi - lo) * passes);
+                        }
                     }
-                    pt.alpha = 0;
+                    ig_point pt = {s.id, a, base[k], 0};
+                    ss_forward_opts fo = {.want = one, .hook = ig_hook, .hook_ctx = &pt};
                     if ((st = ss_forward_backward(m, run.be, run.packed, &pk, &fo, &mt, NULL, base_metric + k * N + b0)))
                         goto out;
                     for (int64_t q = 0; q < n && mine; q++) {
@@ -611,6 +631,9 @@ out:
         free(slots[j].cacts.rows);
     }
     free(slots);
+    for (int i = 0; ig_pass && i < Wig; i++) ss_fb_free(ig_pass[i]);
+    free(ig_pass);
+    free(ig_pts);
     if (dcomm_owned) ss_comm_free(dcomm);
     for (int k = 0; dsets && k < n_sites; k++)
         if (dsets[k]) ss_h5_dset_close(dsets[k]);
