@@ -157,6 +157,14 @@ for mbw in 1 3; do
             "$H5CMP" --quiet --atol 0 --rtol 0 --only /attr --only /metric "$TMP/mb1.h5" "$TMP/mb2.h5"
     else fail "attribute --micro-batches $mbw runs" "$(tail -3 "$TMP/mb.log")"; fi
 done
+# integrated gradients window the passes of a batch's steps (the editing hook's alpha kept with each,
+# also through --recompute, which runs the hook again in the backward pass)
+igo=(--model $M --input $P --sites 'blocks.1.mlp.hook_post,blocks.2.attn.hook_z' --method ig:8 --recompute --batch 4)
+"$SUBSCOPE" attribute "${igo[@]}" --out "$TMP/ig1.h5" >/dev/null 2>&1
+if $MPI -np 2 "$SUBSCOPE" attribute "${igo[@]}" --pipeline 2 --micro-batches 3 --out "$TMP/ig2.h5" >"$TMP/ig.log" 2>&1; then
+    expect_ok "attribute ig:8 --recompute --pipeline 2 --micro-batches 3 = one process, bit for bit" \
+        "$H5CMP" --quiet --atol 0 --rtol 0 --only /attr --only /metric --only /ig "$TMP/ig1.h5" "$TMP/ig2.h5"
+else fail "attribute ig:8 --pipeline 2 --micro-batches 3 runs" "$(tail -3 "$TMP/ig.log")"; fi
 copies_vs_ranks() {
     local name=$1 d=$2 p=$3 only=(); shift 3
     while [ "$1" != -- ]; do only+=(--only "$1"); shift; done; shift
