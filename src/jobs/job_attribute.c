@@ -148,6 +148,9 @@ static ss_status attribute(const ss_attribute_job *job, ss_comm *comm) {
     if (method != A_ATP && job->corrupt) return ss_errorf(SS_ERR_ARG, "--corrupt is used by --method atp only");
     if (method != A_IG && job->stats) return ss_errorf(SS_ERR_ARG, "--stats (a mean baseline) is used by --method ig only");
     if (!job->sites || !*job->sites) return ss_errorf(SS_ERR_ARG, "--sites is required");
+    if (job->micro_batches > 0 && job->run.pipeline <= 1)
+        return ss_errorf(SS_ERR_ARG, "--micro-batches %d: only a pipeline (--pipeline P) runs several batches' forward "
+                         "passes before their backward passes", job->micro_batches);
 
     ss_run_opts ro = job->run;
     ro.pipeline_replicas = 1; /* copies of a pipeline each run their share */

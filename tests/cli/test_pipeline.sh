@@ -165,6 +165,8 @@ if $MPI -np 2 "$SUBSCOPE" attribute "${igo[@]}" --pipeline 2 --micro-batches 3 -
     expect_ok "attribute ig:8 --recompute --pipeline 2 --micro-batches 3 = one process, bit for bit" \
         "$H5CMP" --quiet --atol 0 --rtol 0 --only /attr --only /metric --only /ig "$TMP/ig1.h5" "$TMP/ig2.h5"
 else fail "attribute ig:8 --pipeline 2 --micro-batches 3 runs" "$(tail -3 "$TMP/ig.log")"; fi
+expect_fail "--micro-batches without --pipeline is refused" "--micro-batches 3: only a pipeline" \
+    "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.1.mlp.hook_post' --micro-batches 3 --out "$TMP/x.h5"
 copies_vs_ranks() {
     local name=$1 d=$2 p=$3 only=(); shift 3
     while [ "$1" != -- ]; do only+=(--only "$1"); shift; done; shift
