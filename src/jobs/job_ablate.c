@@ -21,7 +21,10 @@
  * mean / relative-noise masks (each rank's Welford sums, merged at rank 0
  * with Chan's update in rank order and broadcast) and the resample donors
  * (each rank's clean rows, gathered at rank 0 and broadcast: every rank
- * keeps every prompt's rows). Patch sources are the rank's own pairs. */
+ * keeps every prompt's rows). Patch sources are the rank's own pairs. With
+ * --pipeline P, copies of the pipeline split the batches the same way; the
+ * ranks of one stage share donors among themselves, and the copies' last
+ * stages (which score the logits) gather the values. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

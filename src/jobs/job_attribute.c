@@ -10,7 +10,10 @@
  * as in forward). Per-prompt metrics (and IG's baseline metrics and
  * completeness errors) are gathered at the end; sums over prompts
  * (--reduce prompts, and the table's scores) are each rank's float64 sums
- * added at rank 0 in rank order. */
+ * added at rank 0 in rank order. With --pipeline P, copies of the pipeline
+ * split the batches the same way, each site's attributions coming from the
+ * stage of its copy that computes it, and a stage runs the forward passes of
+ * --micro-batches batches (ig: steps) before their backward passes. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -14,7 +14,9 @@
  * merges the other ranks' moments of that round into its own, in rank order,
  * with the same Chan update (ss_moments_merge), and writes the checkpoint; a
  * checkpoint therefore always covers a prefix of the input, and a run can
- * resume it with any number of ranks. */
+ * resume it with any number of ranks. With --pipeline P, copies of the
+ * pipeline split a round the same way; each stage's moments are those of its
+ * own sites (zero counts elsewhere), so the same merge adds them up. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

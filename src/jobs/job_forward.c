@@ -7,7 +7,12 @@
  * file: it runs its own k-th batch, then takes the k-th batch of every other
  * rank in rank order, as (dataset, hyperslab, bytes) messages that go to the
  * same writer queue as its own. The ranks thus move in step, one batch apart
- * at most, which bounds both the memory held for rank 0 and any rank's wait. */
+ * at most, which bounds both the memory held for rank 0 and any rank's wait.
+ * With --pipeline P the same holds for copies of the pipeline (P ranks each);
+ * the writer is the first copy's last stage, and the other ranks' blocks
+ * reach it without blocking (held, then sent after each batch). On a GPU the
+ * writer's own sites reach it one batch late, copied out while the next
+ * batch computes (ss_capture). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
