@@ -10,7 +10,9 @@ Masks are the subset of subscope's JSONL that bench_ablate.py writes: one site e
 or "heads", mode zero or scale. Prints one JSON object: pass_s (each timed sweep),
 load_s, import_s, versions, and losses[mask][prompt] of the last sweep.
 
-    peer_ablate.py --model DIR --prompts P.jsonl --masks M.jsonl --threads 2 --batch 8 --reps 1
+    peer_ablate.py --model DIR --prompts P.jsonl --masks M.jsonl --threads 2 --batch 8 --reps 1 [--device cuda]
+
+(.tolist() of each mask's losses waits for the device, so the timing is the sweep's.)
 """
 import argparse
 import json
@@ -26,6 +28,7 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the GPU step)")
     a = ap.parse_args()
 
     t0 = time.perf_counter()
@@ -36,11 +39,11 @@ def main():
     torch.set_num_threads(a.threads)
 
     t0 = time.perf_counter()
-    model = GPT2LMHeadModel.from_pretrained(a.model, torch_dtype=torch.float32).eval()
+    model = GPT2LMHeadModel.from_pretrained(a.model, torch_dtype=torch.float32).eval().to(a.device)
     load_s = time.perf_counter() - t0
     cfg = model.config
     dh = cfg.n_embd // cfg.n_head
-    ids = torch.tensor([json.loads(l)["tokens"] for l in open(a.prompts) if l.strip()], dtype=torch.long)
+    ids = torch.tensor([json.loads(l)["tokens"] for l in open(a.prompts) if l.strip()], dtype=torch.long).to(a.device)
     masks = [json.loads(l) for l in open(a.masks) if l.strip()]
 
     def hooks_for(m):
@@ -51,7 +54,7 @@ def main():
         block = model.transformer.h[layer]
         factor = 0.0 if m.get("mode", "zero") == "zero" else float(m["factor"])
         if site.endswith("mlp.hook_post"):
-            idx = torch.tensor(m["units"], dtype=torch.long)
+            idx = torch.tensor(m["units"], dtype=torch.long, device=a.device)
 
             def post(mod, inp, out):
                 out = out.clone()
@@ -59,7 +62,7 @@ def main():
                 return out
             return block.mlp.act, "fwd", post
         if site.endswith("attn.hook_z"):
-            idx = torch.tensor([h * dh + i for h in m["heads"] for i in range(dh)], dtype=torch.long)
+            idx = torch.tensor([h * dh + i for h in m["heads"] for i in range(dh)], dtype=torch.long, device=a.device)
 
             def pre(mod, args):
                 z = args[0].clone()

@@ -37,7 +37,7 @@
 set -euo pipefail
 
 CPU_STEPS="cpu_forward cpu_ablate cpu_attribute cpu_llama"
-GPU_STEPS="gpu_kernels gpu_forward gpu_attribute gpu_llama"
+GPU_STEPS="gpu_kernels gpu_forward gpu_attribute gpu_ablate gpu_llama"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -341,6 +341,29 @@ bench_gpu_attribute() {
     say "gpu_attribute: attribute gradxact vs forward on the GPU (16 x 1024 tokens); atp vs patch --per neuron"
     ${PY:-python3} bench/bench_attribute.py --model "$model" --prompts "$prompts" --device cuda --batch 8 \
         --reps 3 "${peer[@]}" --json "$GPU_WORK/attribute.json" || NOTES+=("gpu_attribute failed")
+}
+
+# Issue 5 on the GPU, against the PyTorch hook loop on the same GPU: cpu_ablate's 256-mask sweep
+# over 8 prompts x 16 tokens (short prompts, where a hook loop pays a launch-bound forward per
+# mask; target >= 20x), then 32 masks over 16 prompts x 512 tokens (compute-bound) for the
+# masked-vs-clean throughput (the same masks as identities; target >= 80%).
+bench_gpu_ablate() {
+    if ! cuda_built; then
+        say "gpu_ablate skipped: bin/subscope was built without CUDA"; NOTES+=("gpu_ablate skipped: no CUDA build"); return
+    fi
+    if [ -z "$PY" ]; then
+        say "gpu_ablate skipped: it compares with PyTorch on the GPU; $PEER_WHY"; NOTES+=("gpu_ablate skipped: $PEER_WHY"); return
+    fi
+    local model day
+    model=$(gpu_model gpt2-small)
+    day=$(date -u +%Y%m%d)
+    say "gpu_ablate: subscope ablate vs a PyTorch hook loop on the GPU (256 masks, 8 x 16 tokens; 32 masks, 16 x 512)"
+    "$PY" bench/bench_ablate.py --model "$model" --python "$PY" --device cuda --step gpu_ablate --masks 256 --prompts 8 \
+        --tokens 16 --reps 3 --host "$HOST" --workdir "$GPU_WORK/ablate" \
+        --json "$ROOT/bench/results/gpu-ablate-$HOST-$day.json" || NOTES+=("gpu_ablate (sweep) failed")
+    "$PY" bench/bench_ablate.py --model "$model" --python "$PY" --device cuda --step gpu_ablate_large --masks 32 \
+        --prompts 16 --tokens 512 --reps 3 --no-unbatched --host "$HOST" --workdir "$GPU_WORK/ablate-large" \
+        --json "$ROOT/bench/results/gpu-ablate-large-$HOST-$day.json" || NOTES+=("gpu_ablate (large batches) failed")
 }
 
 bench_gpu_forward() {
