@@ -1050,19 +1050,23 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
                 if (rank == last) st = ss_comm_send(comm, 0, 1, vals[k][mt], (size_t)N * sizeof(float));
                 else st = ss_comm_recv(comm, last, 1, vals[k][mt], (size_t)N * sizeof(float));
             }
-        if (!st) st = ss_pipeline_report(run.m, 0, NULL, 0);
         if (st) { ss_error_context(st, "taking the metrics from the last pipeline stage"); goto out; }
-        if (rank != 0) goto out;
     }
-    if (rank != 0) goto out;
+    /* Each stage's timing goes to the first stage of its copy; rank 0 records its copy's in the file. */
+    if (rank != 0) {
+        if (piped && (st = ss_pipeline_report(run.m, 0, NULL, 0))) ss_error_context(st, "reporting the pipeline's timing");
+        goto out;
+    }
 
     /* The file. */
     if ((st = ss_h5_create(job->out, &h))) goto out;
     if ((st = ss_write_provenance(h, run.m, job->command_line, run.be))) goto out;
     if ((st = ss_h5_attr_str(h, "/", "input_path", job->run.input)) || (st = ss_h5_attr_i64(h, "/", "n_prompts", N)) ||
         (st = ss_h5_attr_i64(h, "/", "n_masks", n_masks)) || (st = ss_h5_attr_i64(h, "/", "controls", job->controls)) ||
-        (st = ss_h5_attr_i64(h, "/", "ranks", size)))
+        (st = ss_h5_attr_i64(h, "/", "ranks", size)) ||
+        (st = ss_h5_attr_i64(h, "/", "pipeline_stages", piped ? run.m->n_stages : 1)))
         goto out;
+    if (piped && (st = ss_pipeline_report(run.m, 0, h, job->progress != NULL))) goto out;
     if ((st = write_metrics(h, "/clean", want, vals[0], N, 1))) goto out;
     for (int k = 0; k < n_masks; k++) {
         char g[160];
