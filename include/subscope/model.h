@@ -72,6 +72,7 @@ typedef struct ss_model {
      * (1 copy: every rank is one stage). pipe_owned: pipe was made for this
      * model (a group of the world's ranks) and goes with it. */
     int replica, n_replicas, pipe_owned;
+    int *stage_first;               /* [n_stages + 1]: the first block of each stage, then n_layer */
     double pipe_wait_s, pipe_busy_s; /* seconds waiting for / running this stage's part */
     int inspect_only;               /* ss_model_inspect: weights checked, not converted; cannot run */
 } ss_model;
@@ -87,12 +88,16 @@ ss_status ss_model_load_layers(const char *dir, int first, int end, ss_model **o
  * converting any weights to fp32 (what `info` needs, at any size); the model
  * cannot be placed or run. */
 ss_status ss_model_inspect(const char *dir, ss_model **out);
-/* Makes m one stage of a pipeline over the ranks of comm (rank = stage);
- * m must hold exactly the blocks ss_model_stage_layers assigns to it. */
-ss_status ss_model_set_pipeline(ss_model *m, struct ss_comm *comm);
-/* Blocks [*first, *end) of stage `stage` of n_stages: contiguous, in order,
- * as even as the layer count allows. */
-void ss_model_stage_layers(int64_t n_layer, int stage, int n_stages, int *first, int *end);
+/* Makes m one stage of a pipeline over the ranks of comm (rank = stage):
+ * stage s runs blocks [first_of[s], first_of[s+1]) (ss_pipeline_split), and
+ * m must hold exactly this rank's. */
+ss_status ss_model_set_pipeline(ss_model *m, struct ss_comm *comm, const int *first_of);
+/* The split of n_layer blocks over n_stages stages, as first_of[n_stages+1]
+ * (first_of[0] = 0, first_of[n_stages] = n_layer): `blocks` lists each
+ * stage's block count ("9,3"; every stage at least one, summing to n_layer),
+ * or, NULL, contiguous shares as even as the count allows (the first stages
+ * take one more). The error names what is wrong with `blocks`. */
+ss_status ss_pipeline_split(int64_t n_layer, int n_stages, const char *blocks, int *first_of);
 /* Bytes of weights this process holds in host memory as fp32 (what
  * --max-memory limits). */
 int64_t ss_model_weight_bytes(const ss_model *m);

@@ -137,6 +137,7 @@ int cli_run_opts(const cli_cmd *cmd, ss_run_opts *o) {
         cli_dtype(cmd, &o->wdtype) || cli_int(cmd, "pipeline", 1, 4096, 1, &pipe) || cli_bytes(cmd, "max-memory", &o->max_memory))
         return 1;
     o->pipeline = (int)pipe;
+    o->pipeline_blocks = cli_get(cmd, "pipeline-blocks");
     return 0;
 }
 

@@ -23,6 +23,7 @@ static cli_opt info_opts[] = {
     {.name = "config", .metavar = "FILE", .help = "plan memory from a config.json alone (no weights needed): parameters, weights per dtype, activations per token"},
     {.name = "tokens", .metavar = "N", .help = "with --config: also the totals for a batch of N tokens (default 16384)"},
     {.name = "pipeline", .metavar = "P", .help = "with --config: the memory of each of P pipeline stages (--pipeline of the jobs)"},
+    {.name = "pipeline-blocks", .metavar = "N,N,...", .help = "with --pipeline: each stage's number of blocks (--pipeline-blocks of the jobs)"},
     {.name = "list-sites", .metavar = NULL, .help = "print every site name, one per line, and nothing else"},
     {.name = "dist", .metavar = NULL, .help = "print what the communicator sees (backend, ranks, hosts, devices); no --model needed"},
     {0},
@@ -120,18 +121,19 @@ static int run_info_config(cli_cmd *cmd) {
     /* --pipeline P: each stage holds its blocks' weights, the first the embeddings, the last the head. */
     int64_t P_st = 1;
     if (cli_int(cmd, "pipeline", 1, 4096, 1, &P_st)) return 1;
-    if (P_st > c->n_layer) {
-        fprintf(stderr, "subscope info: error: --pipeline %lld: the model has only %lld blocks\n", (long long)P_st,
-                (long long)c->n_layer);
+    const char *blocks = cli_get(cmd, "pipeline-blocks");
+    int first_of[4097];
+    if (blocks && P_st <= 1) {
+        fprintf(stderr, "subscope info: error: --pipeline-blocks '%s' splits a pipeline: give --pipeline P too\n", blocks);
         return 1;
     }
+    if (P_st > 1 && ss_pipeline_split(c->n_layer, (int)P_st, blocks, first_of)) return cli_fail(cmd, SS_ERR_ARG);
     if (P_st > 1) {
         const int64_t d = c->n_embd, V = c->vocab_size, emb = V * d + (c->family == SS_FAMILY_GPT2 ? c->n_positions * d : 0);
         const int64_t head = (c->tie_word_embeddings ? 0 : V * d) + (c->family == SS_FAMILY_GPT2 ? 2 * d : d);
         const int64_t per_layer = (P - emb - head) / c->n_layer;
         for (int sg = 0; sg < (int)P_st; sg++) {
-            int first, end;
-            ss_model_stage_layers(c->n_layer, sg, (int)P_st, &first, &end);
+            const int first = first_of[sg], end = first_of[sg + 1];
             int64_t n = per_layer * (end - first) + (sg == 0 ? emb : 0);
             if (sg == (int)P_st - 1) n += head + (c->tie_word_embeddings ? V * d : 0); /* a tied head needs wte too */
             human_bytes(a, sizeof a, (double)n * 2), human_bytes(b, sizeof b, (double)n * 4);
@@ -216,7 +218,7 @@ static int run_info(cli_cmd *cmd) {
 
 cli_cmd cmd_info = {
     "info", "show a model's architecture, sizes, memory needs and activation sites",
-    "subscope info --model DIR [--list-sites]  |  subscope info --config CONFIG.json [--tokens N] [--pipeline P]  |  subscope info --dist",
+    "subscope info --model DIR [--list-sites]  |  subscope info --config CONFIG.json [--tokens N] [--pipeline P [--pipeline-blocks N,..]]  |  subscope info --dist",
     "examples:\n  subscope info --model models/tiny-gpt2\n  subscope info --config llama-7b/config.json --tokens 16384\n"
     "  mpirun -np 2 subscope info --dist\n",
     info_opts, run_info, NULL,

@@ -36,6 +36,7 @@ static int run_trace(cli_cmd *cmd) {
         cli_int(cmd, "pipeline", 1, 4096, 1, &pipe) || cli_bytes(cmd, "max-memory", &j.max_memory))
         return 1;
     j.pipeline = (int)pipe;
+    j.pipeline_blocks = cli_get(cmd, "pipeline-blocks");
     ss_status st = ss_job_trace(&j);
     if (st) return cli_fail(cmd, st);
     fflush(stdout);

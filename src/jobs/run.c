@@ -13,13 +13,16 @@
 #include "subscope/util.h"
 
 static ss_status load_model(const ss_run_opts *o, ss_run *r) {
-    return ss_model_open_stage(o->model_dir, o->pipeline, o->pipeline_replicas, o->max_memory, &r->m);
+    return ss_model_open_stage(o->model_dir, o->pipeline, o->pipeline_blocks, o->pipeline_replicas, o->max_memory, &r->m);
 }
 
-ss_status ss_model_open_stage(const char *model_dir, int pipeline, int replicas, int64_t max_memory, ss_model **out) {
+ss_status ss_model_open_stage(const char *model_dir, int pipeline, const char *blocks, int replicas, int64_t max_memory,
+                              ss_model **out) {
     ss_comm *world = NULL, *pipe = NULL;
-    int first = 0, end = -1;
+    int first = 0, end = -1, first_of[4097];
     *out = NULL;
+    if (blocks && pipeline <= 1)
+        return ss_errorf(SS_ERR_ARG, "--pipeline-blocks '%s' splits a pipeline: give --pipeline P too", blocks);
     if (pipeline > 1) {
         SS_TRY(ss_comm_world(&world));
         const int size = ss_comm_size(world);
@@ -39,13 +42,13 @@ ss_status ss_model_open_stage(const char *model_dir, int pipeline, int replicas,
         ss_status st = ss_config_load(path, &cfg);
         free(path);
         SS_TRY(st);
-        if (pipeline > cfg.n_layer)
-            return ss_errorf(SS_ERR_ARG, "--pipeline %d: the model has only %lld blocks", pipeline, (long long)cfg.n_layer);
-        ss_model_stage_layers(cfg.n_layer, ss_comm_rank(world) % pipeline, pipeline, &first, &end);
+        if (pipeline > 4096) return ss_errorf(SS_ERR_ARG, "--pipeline %d: at most 4096 stages", pipeline);
+        SS_TRY(ss_pipeline_split(cfg.n_layer, pipeline, blocks, first_of));
+        first = first_of[ss_comm_rank(world) % pipeline];
+        end = first_of[ss_comm_rank(world) % pipeline + 1];
         /* Copy q of the pipeline: ranks q*P .. q*P+P-1 (neighbours, so that
          * on a node's GPUs the stages of one copy sit together). */
         int ranks[4096];
-        if (pipeline > 4096) return ss_errorf(SS_ERR_ARG, "--pipeline %d: at most 4096 stages", pipeline);
         const int q = ss_comm_rank(world) / pipeline;
         for (int s = 0; s < pipeline; s++) ranks[s] = q * pipeline + s;
         SS_TRY(ss_comm_group(world, ranks, pipeline, 1, &pipe));
@@ -56,7 +59,7 @@ ss_status ss_model_open_stage(const char *model_dir, int pipeline, int replicas,
         ss_comm_free(pipe);
         return st;
     }
-    if (pipe && (st = ss_model_set_pipeline(m, pipe))) {
+    if (pipe && (st = ss_model_set_pipeline(m, pipe, first_of))) {
         ss_comm_free(pipe);
     } else if (pipe) {
         m->pipe_owned = 1; /* freed with the model from here on */
@@ -363,10 +366,7 @@ int ss_model_computes_site(const ss_model *m, const ss_site *s) {
 int ss_model_stage_of(const ss_model *m, const ss_site *s) {
     if (!m->pipe) return 0;
     if (s->layer < 0) return s->kind == SS_SITE_LNF ? m->n_stages - 1 : 0;
-    for (int st = 0; st < m->n_stages; st++) {
-        int first, end;
-        ss_model_stage_layers(m->cfg.n_layer, st, m->n_stages, &first, &end);
-        if (s->layer >= first && s->layer < end) return st;
-    }
+    for (int st = 0; st < m->n_stages; st++)
+        if (s->layer >= m->stage_first[st] && s->layer < m->stage_first[st + 1]) return st;
     return 0;
 }

@@ -299,6 +299,7 @@ fail:
 void ss_model_free(ss_model *m) {
     if (!m) return;
     if (m->pipe_owned) ss_comm_free(m->pipe);
+    free(m->stage_first);
     for (size_t i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
     if (m->placed_block) m->placed_on->release(m->placed_on, m->placed_block);
@@ -461,24 +462,49 @@ void ss_grads_free(const ss_backend *be, ss_gpt2_weights *g) {
 
 /* ---- pipeline stages ---- */
 
-void ss_model_stage_layers(int64_t n_layer, int stage, int n_stages, int *first, int *end) {
-    /* The first stages take one block more when the count does not divide. */
-    const int64_t base = n_layer / n_stages, extra = n_layer % n_stages;
-    const int64_t f = stage * base + (stage < extra ? stage : extra);
-    *first = (int)f;
-    *end = (int)(f + base + (stage < extra ? 1 : 0));
+ss_status ss_pipeline_split(int64_t n_layer, int n_stages, const char *blocks, int *first_of) {
+    if (n_stages < 1 || n_stages > n_layer)
+        return ss_errorf(SS_ERR_ARG, "--pipeline %d: the model has only %lld blocks", n_stages, (long long)n_layer);
+    first_of[0] = 0;
+    if (!blocks) {
+        /* The first stages take one block more when the count does not divide. */
+        const int64_t base = n_layer / n_stages, extra = n_layer % n_stages;
+        for (int s = 0; s < n_stages; s++) first_of[s + 1] = (int)(first_of[s] + base + (s < extra ? 1 : 0));
+        return SS_OK;
+    }
+    const char *p = blocks;
+    for (int s = 0; s < n_stages; s++) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 1 || v > n_layer || (*end != ',' && *end) || (s + 1 < n_stages && *end != ','))
+            return ss_errorf(SS_ERR_ARG, "--pipeline-blocks '%s': expected %d block counts of at least 1, separated "
+                             "by commas (one per stage of --pipeline %d)", blocks, n_stages, n_stages);
+        if (s + 1 == n_stages && *end)
+            return ss_errorf(SS_ERR_ARG, "--pipeline-blocks '%s': more block counts than the %d stages of --pipeline %d",
+                             blocks, n_stages, n_stages);
+        first_of[s + 1] = first_of[s] + (int)v; /* at most 4096 * n_layer: no overflow */
+        p = end + 1;
+    }
+    if (first_of[n_stages] != n_layer)
+        return ss_errorf(SS_ERR_ARG, "--pipeline-blocks '%s': the counts add up to %d, but the model has %lld blocks",
+                         blocks, first_of[n_stages], (long long)n_layer);
+    return SS_OK;
 }
 
-ss_status ss_model_set_pipeline(ss_model *m, struct ss_comm *comm) {
+ss_status ss_model_set_pipeline(ss_model *m, struct ss_comm *comm, const int *first_of) {
     const int stage = ss_comm_rank(comm), n = ss_comm_size(comm);
-    int first, end;
-    ss_model_stage_layers(m->cfg.n_layer, stage, n, &first, &end);
     if (n > m->cfg.n_layer)
         return ss_errorf(SS_ERR_ARG, "%s: a pipeline of %d stages needs at least %d blocks; the model has %lld", m->dir, n,
                          n, (long long)m->cfg.n_layer);
+    const int first = first_of[stage], end = first_of[stage + 1];
     if (first != m->first_layer || end != m->end_layer)
         return ss_errorf(SS_ERR_INTERNAL, "%s: stage %d runs blocks %d..%d but blocks %d..%d were loaded", m->dir, stage,
                          first, end - 1, m->first_layer, m->end_layer - 1);
+    int *copy = ss_malloc((size_t)(n + 1) * sizeof *copy, "pipeline split");
+    if (!copy) return SS_ERR_NOMEM;
+    memcpy(copy, first_of, (size_t)(n + 1) * sizeof *copy);
+    free(m->stage_first);
+    m->stage_first = copy;
     m->pipe = n > 1 ? comm : NULL;
     m->stage = stage;
     m->n_stages = n;

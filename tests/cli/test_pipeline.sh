@@ -196,6 +196,25 @@ expect_fail "other jobs take exactly P ranks, and say which take copies" \
     "needs exactly 2 ranks (one per stage), but the job has 4 (copies of a pipeline side by side are for forward, collect, ablate and attribute)" \
     $MPI -np 4 "$SUBSCOPE" trace --model $M --prompt "The cat" --submodels "$TMP/masks.jsonl" --pipeline 2
 
+# --pipeline-blocks: an uneven split (e.g. fewer blocks for the last stage, which also computes the
+# logits) changes nothing but who runs what.
+"$SUBSCOPE" forward --model $M --input $P --sites '*' --batch 2 --out "$TMP/f1.h5" 2>/dev/null
+if $MPI -np 2 "$SUBSCOPE" forward --model $M --input $P --sites '*' --batch 2 --pipeline 2 --pipeline-blocks 3,1 \
+    --out "$TMP/fb.h5" >/dev/null 2>&1 && [ "$(h5dump -a /pipeline_first_block "$TMP/fb.h5" | sed -n 's/.*(0): \(.*\)$/\1/p')" = "0, 3" ]; then
+    expect_ok "forward --pipeline 2 --pipeline-blocks 3,1 = one process, bit for bit (stages start at blocks 0, 3)" \
+        "$H5CMP" --quiet --atol 0 --rtol 0 --only /acts --only /logits "$TMP/f1.h5" "$TMP/fb.h5"
+else fail "forward --pipeline-blocks 3,1"; fi
+"$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.*.mlp.hook_post,blocks.0.attn.hook_z' --batch 2 --out "$TMP/tb1.h5" >/dev/null 2>&1
+if $MPI -np 4 "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.*.mlp.hook_post,blocks.0.attn.hook_z' --batch 2 \
+    --pipeline 2 --pipeline-blocks 1,3 --out "$TMP/tb2.h5" >"$TMP/tb.log" 2>&1; then
+    expect_ok "attribute, 2 copies of a 2-stage pipeline split 1,3 = one process, bit for bit" \
+        "$H5CMP" --quiet --atol 0 --rtol 0 --only /attr --only /metric "$TMP/tb1.h5" "$TMP/tb2.h5"
+else fail "attribute --pipeline-blocks 1,3 on 4 ranks" "$(tail -3 "$TMP/tb.log")"; fi
+expect_fail "--pipeline-blocks that do not add up are refused" "the counts add up to 3, but the model has 4 blocks" \
+    $MPI -np 2 "$SUBSCOPE" forward --model $M --input $P --pipeline 2 --pipeline-blocks 2,1 --out "$TMP/x.h5"
+expect_fail "--pipeline-blocks without --pipeline is refused" "give --pipeline P too" \
+    "$SUBSCOPE" forward --model $M --input $P --pipeline-blocks 3,1 --out "$TMP/x.h5"
+
 # Checkpoints: a 2-stage run checkpoints; 3 stages resume what one process left.
 for i in $(seq 1 20); do cat $P; done >"$TMP/big.jsonl"
 bopts=(--model $M --input "$TMP/big.jsonl" --sites 'blocks.*.mlp.hook_post' --stats mean,cov --batch 8 --checkpoint-every 48)

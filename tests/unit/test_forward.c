@@ -176,3 +176,26 @@ TEST(forward_resumes_from_a_layer_bit_exactly) {
     free(lb);
     ss_model_free(m);
 }
+
+/* How --pipeline splits the blocks: evenly (the first stages one more), or
+ * as --pipeline-blocks lists them, with every malformed list refused by name. */
+TEST(pipeline_split_even_and_listed) {
+    int f[8];
+    CHECK_OK(ss_pipeline_split(10, 3, NULL, f));
+    CHECK(f[0] == 0 && f[1] == 4 && f[2] == 7 && f[3] == 10);
+    CHECK_OK(ss_pipeline_split(4, 4, NULL, f));
+    CHECK(f[1] == 1 && f[2] == 2 && f[3] == 3 && f[4] == 4);
+    CHECK_OK(ss_pipeline_split(12, 2, "9,3", f));
+    CHECK(f[0] == 0 && f[1] == 9 && f[2] == 12);
+    CHECK_OK(ss_pipeline_split(12, 3, "1,10,1", f));
+    CHECK(f[1] == 1 && f[2] == 11 && f[3] == 12);
+    CHECK_ERR(ss_pipeline_split(4, 5, NULL, f), SS_ERR_ARG, "only 4 blocks");
+    CHECK_ERR(ss_pipeline_split(12, 2, "9,2", f), SS_ERR_ARG, "add up to 11");
+    CHECK_ERR(ss_pipeline_split(12, 3, "9,3,1", f), SS_ERR_ARG, "add up to 13");
+    CHECK_ERR(ss_pipeline_split(12, 2, "12,0", f), SS_ERR_ARG, "at least 1");
+    CHECK_ERR(ss_pipeline_split(12, 2, "12", f), SS_ERR_ARG, "expected 2 block counts");
+    CHECK_ERR(ss_pipeline_split(12, 2, "6,6,", f), SS_ERR_ARG, "more block counts");
+    CHECK_ERR(ss_pipeline_split(12, 2, "6;6", f), SS_ERR_ARG, "expected 2 block counts");
+    CHECK_ERR(ss_pipeline_split(12, 2, "", f), SS_ERR_ARG, "expected 2 block counts");
+    CHECK_ERR(ss_pipeline_split(12, 2, "-1,13", f), SS_ERR_ARG, "at least 1");
+}
