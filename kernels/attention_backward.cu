@@ -36,10 +36,7 @@
  * Limits: dh <= 256 (8 columns per lane), H <= 65535, Hkv divides H,
  * n_seq * ceil(max_len/4) < 2^31. */
 #include "ss_cuda.cuh"
-
-#define AB_WARPS 4
-#define AB_NC_MAX 8
-#define AB_MAX_DH (32 * AB_NC_MAX)
+#include "attn_bwd_rows.cuh"
 
 SS_KERNEL(ss_k_attn_bwd_q, (float *, dq), (float *, P), (float *, dS), (int64_t, ld_d), (const float *, dz),
           (const float *, q), (const float *, k), (const float *, v), (int64_t, ld), (const int64_t *, start),
@@ -97,23 +94,9 @@ SS_KERNEL(ss_k_attn_bwd_q, (float *, dq), (float *, P), (float *, dS), (int64_t,
             ds = Pr[j] * (dSr[j] - D);
             dSr[j] = ds;
         }
-        const int nk = (int)SS_MIN((int64_t)32, i + 1 - j0);
-        for (int jj = 0; jj < nk; jj++) {
-            const float b = __shfl_sync(SS_FULL_MASK, ds, jj);
-            const float *kr = k + (r0 + j0 + jj) * ld + kcol;
-            SS_UNROLL
-            for (int c = 0; c < AB_NC_MAX; c++) {
-                int e = lane + 32 * c;
-                if (c < nc && e < dh) o[c] += b * kr[e];
-            }
-        }
+        ss_ab_rows1(o, ds, (int)SS_MIN((int64_t)32, i + 1 - j0), k + (r0 + j0) * ld + kcol, ld, lane, nc, dh);
     }
-    float *dqr = dq + (r0 + i) * ld_d + col;
-    SS_UNROLL
-    for (int c = 0; c < AB_NC_MAX; c++) {
-        int e = lane + 32 * c;
-        if (c < nc && e < dh) dqr[e] = scale * o[c];
-    }
+    ss_ab_store(dq + (r0 + i) * ld_d + col, o, scale, lane, nc, dh);
 }
 
 SS_KERNEL(ss_k_attn_bwd_kv, (float *, dk), (float *, dv), (const float *, P), (const float *, dS), (int64_t, ld_d),
@@ -139,30 +122,12 @@ SS_KERNEL(ss_k_attn_bwd_kv, (float *, dk), (float *, dv), (const float *, P), (c
                 p = Pc[i * L];
                 ds = dSc[i * L];
             }
-            const int ni = (int)SS_MIN((int64_t)32, L - i0);
-            for (int ii = 0; ii < ni; ii++) {
-                const float bp = __shfl_sync(SS_FULL_MASK, p, ii), bs = __shfl_sync(SS_FULL_MASK, ds, ii);
-                const float *qr = q + (r0 + i0 + ii) * ld + col, *zr = dz + (r0 + i0 + ii) * ldz + col;
-                SS_UNROLL
-                for (int c = 0; c < AB_NC_MAX; c++) {
-                    int e = lane + 32 * c;
-                    if (c < nc && e < dh) {
-                        ak[c] += bs * qr[e];
-                        av[c] += bp * zr[e];
-                    }
-                }
-            }
+            ss_ab_rows2(ak, av, ds, p, (int)SS_MIN((int64_t)32, L - i0), q + (r0 + i0) * ld + col, ld,
+                        dz + (r0 + i0) * ldz + col, ldz, lane, nc, dh);
         }
     }
-    float *dkr = dk + (r0 + j) * ld_d + hk * dh, *dvr = dv + (r0 + j) * ld_d + hk * dh;
-    SS_UNROLL
-    for (int c = 0; c < AB_NC_MAX; c++) {
-        int e = lane + 32 * c;
-        if (c < nc && e < dh) {
-            dkr[e] = scale * ak[c];
-            dvr[e] = av[c];
-        }
-    }
+    ss_ab_store(dk + (r0 + j) * ld_d + hk * dh, ak, scale, lane, nc, dh);
+    ss_ab_store(dv + (r0 + j) * ld_d + hk * dh, av, 1.f, lane, nc, dh);
 }
 
 SS_EXTERN_C int ss_cuda_attention_backward(float *dq, float *dk, float *dv, int64_t ld_dqkv, const float *dz,

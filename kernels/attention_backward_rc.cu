@@ -24,10 +24,11 @@
  * variant does one of each; B adds one of each per (i, j). Memory: O(rows H).
  * Limits as ss_cuda_attention_backward: dh <= 256, H <= 65535, Hkv | H. */
 #include "ss_cuda.cuh"
+#include "attn_bwd_rows.cuh"
 
-#define RC_WARPS 4
-#define RC_NC_MAX 8
-#define RC_MAX_DH (32 * RC_NC_MAX)
+#define RC_WARPS AB_WARPS
+#define RC_NC_MAX AB_NC_MAX
+#define RC_MAX_DH AB_MAX_DH
 
 SS_KERNEL(ss_k_attn_bwd_rc_q, (float *, dq), (float *, stats), (int64_t, ld_d), (const float *, dz),
           (const float *, q), (const float *, k), (const float *, v), (int64_t, ld), (const int64_t *, start),
@@ -84,23 +85,9 @@ SS_KERNEL(ss_k_attn_bwd_rc_q, (float *, dq), (float *, stats), (int64_t, ld_d), 
             for (int e = 0; e < dh; e++) dp += dzs[e] * vr[e];
             ds = expf(sc - mx) * inv * (dp - D);
         }
-        const int nk = (int)SS_MIN((int64_t)32, i + 1 - j0);
-        for (int jj = 0; jj < nk; jj++) {
-            const float b = __shfl_sync(SS_FULL_MASK, ds, jj);
-            const float *kr = k + (r0 + j0 + jj) * ld + kcol;
-            SS_UNROLL
-            for (int c = 0; c < RC_NC_MAX; c++) {
-                int e = lane + 32 * c;
-                if (c < nc && e < dh) o[c] += b * kr[e];
-            }
-        }
+        ss_ab_rows1(o, ds, (int)SS_MIN((int64_t)32, i + 1 - j0), k + (r0 + j0) * ld + kcol, ld, lane, nc, dh);
     }
-    float *dqr = dq + (r0 + i) * ld_d + col;
-    SS_UNROLL
-    for (int c = 0; c < RC_NC_MAX; c++) {
-        int e = lane + 32 * c;
-        if (c < nc && e < dh) dqr[e] = scale * o[c];
-    }
+    ss_ab_store(dq + (r0 + i) * ld_d + col, o, scale, lane, nc, dh);
     if (lane == 0) {
         float *st = stats + ((r0 + i) * H + h) * 3;
         st[0] = mx;
@@ -143,30 +130,12 @@ SS_KERNEL(ss_k_attn_bwd_rc_kv, (float *, dk), (float *, dv), (const float *, sta
                 p = expf(sc - st[0]) * st[1];
                 ds = p * (dp - st[2]);
             }
-            const int ni = (int)SS_MIN((int64_t)32, L - i0);
-            for (int ii = 0; ii < ni; ii++) {
-                const float bp = __shfl_sync(SS_FULL_MASK, p, ii), bs = __shfl_sync(SS_FULL_MASK, ds, ii);
-                const float *qr = q + (r0 + i0 + ii) * ld + col, *zr = dz + (r0 + i0 + ii) * ldz + col;
-                SS_UNROLL
-                for (int c = 0; c < RC_NC_MAX; c++) {
-                    int e = lane + 32 * c;
-                    if (c < nc && e < dh) {
-                        ak[c] += bs * qr[e];
-                        av[c] += bp * zr[e];
-                    }
-                }
-            }
+            ss_ab_rows2(ak, av, ds, p, (int)SS_MIN((int64_t)32, L - i0), q + (r0 + i0) * ld + col, ld,
+                        dz + (r0 + i0) * ldz + col, ldz, lane, nc, dh);
         }
     }
-    float *dkr = dk + (r0 + j) * ld_d + hk * dh, *dvr = dv + (r0 + j) * ld_d + hk * dh;
-    SS_UNROLL
-    for (int c = 0; c < RC_NC_MAX; c++) {
-        int e = lane + 32 * c;
-        if (c < nc && e < dh) {
-            dkr[e] = scale * ak[c];
-            dvr[e] = av[c];
-        }
-    }
+    ss_ab_store(dk + (r0 + j) * ld_d + hk * dh, ak, scale, lane, nc, dh);
+    ss_ab_store(dv + (r0 + j) * ld_d + hk * dh, av, 1.f, lane, nc, dh);
 }
 
 SS_EXTERN_C int ss_cuda_attention_backward_rc(float *dq, float *dk, float *dv, int64_t ld_dqkv, const float *dz,
