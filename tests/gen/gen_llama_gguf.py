@@ -143,9 +143,10 @@ def add_tokenizer(w, tok):
     w.add_add_bos_token(False)
 
 
-def write_gguf(path, cfg, state, tok, qtype):
+def llama_writer(path, name, cfg, tok, file_type):
+    """A GGUFWriter with the llama.* hyper-parameters of cfg, as the converter writes them, and the tokenizer."""
     w = gguf.GGUFWriter(path, "llama")
-    w.add_name("tiny-llama-gguf-test")
+    w.add_name(name)
     w.add_context_length(cfg.max_position_embeddings)
     w.add_embedding_length(cfg.hidden_size)
     w.add_block_count(cfg.num_hidden_layers)
@@ -156,8 +157,13 @@ def write_gguf(path, cfg, state, tok, qtype):
     w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     w.add_vocab_size(cfg.vocab_size)
     w.add_rope_dimension_count(cfg.hidden_size // cfg.num_attention_heads)
-    w.add_file_type({Q.F32: 0, Q.F16: 1, Q.Q4_1: 3, Q.Q8_0: 7}[qtype])
+    w.add_file_type(file_type)
     add_tokenizer(w, tok)
+    return w
+
+
+def write_gguf(path, cfg, state, tok, qtype):
+    w = llama_writer(path, "tiny-llama-gguf-test", cfg, tok, {Q.F32: 0, Q.F16: 1, Q.Q4_1: 3, Q.Q8_0: 7}[qtype])
     for name, t in state.items():
         a = t.detach().float().numpy().copy()
         if name.endswith("q_proj.weight"):
@@ -430,20 +436,7 @@ def kquants_model():
             hf_of[gguf_name(name)] = name
     state = model.state_dict()
     path = os.path.join(out_dir, "tiny-kquants.gguf")
-    w = gguf.GGUFWriter(path, "llama")
-    w.add_name("tiny-llama-kquants-test")
-    w.add_context_length(cfg.max_position_embeddings)
-    w.add_embedding_length(cfg.hidden_size)
-    w.add_block_count(cfg.num_hidden_layers)
-    w.add_feed_forward_length(cfg.intermediate_size)
-    w.add_head_count(cfg.num_attention_heads)
-    w.add_head_count_kv(cfg.num_key_value_heads)
-    w.add_rope_freq_base(ROPE_THETA)
-    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
-    w.add_vocab_size(cfg.vocab_size)
-    w.add_rope_dimension_count(cfg.hidden_size // cfg.num_attention_heads)
-    w.add_file_type(15)  # MOSTLY_Q4_K_M
-    add_tokenizer(w, tok)
+    w = llama_writer(path, "tiny-llama-kquants-test", cfg, tok, 15)  # 15: MOSTLY_Q4_K_M
     ref = {}
     for gn in sorted(hf_of):
         hn = hf_of[gn]

@@ -386,22 +386,32 @@ static ss_status late_keep(void *vctx, const ss_site *s, float *data, int64_t ld
     return SS_OK;
 }
 
+/* tests/data/models/<name> on a new emulated GPU (float32 weights), and the
+ * flags of the sites globs selects. */
+static ss_status model_on_gpu(const char *name, const char *globs, ss_model **m, ss_backend **gpu, uint8_t **want,
+                              int *nsel) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/models/%s", ss_test_data_dir(), name);
+    *m = NULL, *gpu = NULL, *want = NULL;
+    SS_TRY(ss_model_load(dir, m));
+    SS_TRY(ss_backend_cuda_open(0, NULL, gpu));
+    SS_TRY(ss_model_place(*m, *gpu, SS_WDTYPE_F32));
+    if (!(*want = calloc((size_t)ss_sites_count(&(*m)->cfg), 1))) return SS_ERR_NOMEM;
+    return ss_sites_select(&(*m)->cfg, globs, *want, nsel);
+}
+
 /* Three batches of growing size through one capture on the (emulated) GPU:
  * each batch's sites, patterns included, reach the hook during the next
  * pass (the last at ss_capture_flush), in order, and equal what the CPU
  * gives each batch on its own (tolerance as above). */
 TEST(cuda_emulated_capture_hands_each_batch_over_one_pass_late) {
-    char dir[512];
-    snprintf(dir, sizeof dir, "%s/models/prefix-f32", ss_test_data_dir());
-    ss_model *m = NULL;
-    ss_backend *gpu = NULL;
-    CHECK_OK(ss_model_load(dir, &m));
-    CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
-    CHECK_OK(ss_model_place(m, gpu, SS_WDTYPE_F32));
-    int ns = ss_sites_count(&m->cfg), nsel;
-    uint8_t *want = calloc((size_t)ns, 1);
-    CHECK_OK(ss_sites_select(&m->cfg, "blocks.0.attn.hook_pattern,blocks.*.hook_resid_post,blocks.1.attn.hook_k", want,
-                             &nsel));
+    ss_model *m;
+    ss_backend *gpu;
+    uint8_t *want;
+    int nsel;
+    CHECK_OK(model_on_gpu("prefix-f32", "blocks.0.attn.hook_pattern,blocks.*.hook_resid_post,blocks.1.attn.hook_k", &m,
+                          &gpu, &want, &nsel));
+    const int ns = ss_sites_count(&m->cfg);
     static late_rec g, c;
     memset(&g, 0, sizeof g);
     memset(&c, 0, sizeof c);
@@ -466,16 +476,11 @@ static ss_status failing_hook(void *vctx, const ss_site *s, float *data, int64_t
 }
 
 TEST(cuda_emulated_capture_errors_and_early_close) {
-    char dir[512];
-    snprintf(dir, sizeof dir, "%s/models/prefix-f32", ss_test_data_dir());
-    ss_model *m = NULL;
-    ss_backend *gpu = NULL;
-    CHECK_OK(ss_model_load(dir, &m));
-    CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
-    CHECK_OK(ss_model_place(m, gpu, SS_WDTYPE_F32));
-    int ns = ss_sites_count(&m->cfg), nsel;
-    uint8_t *want = calloc((size_t)ns, 1);
-    CHECK_OK(ss_sites_select(&m->cfg, "blocks.1.mlp.hook_post", want, &nsel));
+    ss_model *m, *m2;
+    ss_backend *gpu, *other;
+    uint8_t *want, *want2;
+    int nsel;
+    CHECK_OK(model_on_gpu("prefix-f32", "blocks.1.mlp.hook_post", &m, &gpu, &want, &nsel));
     int32_t toks[6] = {1, 2, 3, 4, 5, 6};
     int64_t start = 0, len = 6;
     ss_capture *cap = NULL;
@@ -490,11 +495,8 @@ TEST(cuda_emulated_capture_errors_and_early_close) {
     CHECK(ss_emu_pending_copies() == 0);
     /* A capture serves one backend. */
     CHECK_OK(ss_capture_open(&cap));
-    ss_backend *other = NULL;
-    ss_model *m2 = NULL;
-    CHECK_OK(ss_backend_cuda_open(0, NULL, &other));
-    CHECK_OK(ss_model_load(dir, &m2));
-    CHECK_OK(ss_model_place(m2, other, SS_WDTYPE_F32));
+    CHECK_OK(model_on_gpu("prefix-f32", "blocks.1.mlp.hook_post", &m2, &other, &want2, &nsel));
+    free(want2);
     rec_t r = {{0}};
     ss_forward_opts ok = {.want = want, .hook = keep, .hook_ctx = &r, .read_only = 1, .capture = cap};
     CHECK_OK(ss_forward(m, gpu, toks, &p0, &ok, NULL));
