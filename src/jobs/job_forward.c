@@ -10,9 +10,10 @@
  * at most, which bounds both the memory held for rank 0 and any rank's wait.
  * With --pipeline P the same holds for copies of the pipeline (P ranks each);
  * the writer is the first copy's last stage, and the other ranks' blocks
- * reach it without blocking (held, then sent after each batch). On a GPU the
- * writer's own sites reach it one batch late, copied out while the next
- * batch computes (ss_capture). */
+ * reach it without blocking (held, then sent after each batch). On a GPU
+ * every rank's sites reach its hook one batch late, copied out while the
+ * next batch computes (ss_capture); a rank that sends to the writer ends
+ * each batch accordingly one pass late. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -185,7 +186,8 @@ static void drop_outgoing(fwd_job_ctx *c) {
     c->tail = NULL;
 }
 
-/* The end of this rank's batch. A pipeline stage starts sending its held
+/* The end of this rank's batch (on a device, called one pass late: see
+ * `deferred`). A pipeline stage starts sending its held
  * blocks and the end mark, and waits only for those of the batch one
  * pipeline's depth back: the writer takes a batch's blocks after its own
  * part of that batch, and the stage goes on meanwhile. */
@@ -244,6 +246,27 @@ static ss_status receive_batch(fwd_job_ctx *c, int r, int64_t b0, int64_t nb) {
         SS_TRY(ss_h5_queue_write(c->q, ds == DS_LOGITS ? c->logits : c->acts[ds], (int)nd, hdr + H_START, hdr + H_COUNT,
                                  buf, bytes));
     }
+}
+
+/* The writer: step k's blocks of every other rank, copy by copy (a copy: one
+ * rank, or the P stages of a pipeline), counting the step's prompts. */
+static ss_status receive_step(fwd_job_ctx *c, int64_t k, int parts, int P, int64_t N, int64_t B, int64_t *written) {
+    for (int q = 0; q < parts; q++) {
+        int64_t qlo, qhi;
+        ss_comm_shard(N, B, q, parts, &qlo, &qhi);
+        const int64_t qb0 = qlo + k * B;
+        if (qb0 >= qhi) continue;
+        const int64_t qnb = qhi - qb0 < B ? qhi - qb0 : B;
+        for (int r = q * P; r < (q + 1) * P; r++) {
+            if (r == c->writer) continue;
+            ss_status st = receive_batch(c, r, qb0, qnb);
+            if (st)
+                return ss_error_context(st, "receiving the outputs of rank %d for prompts %lld..%lld", r, (long long)qb0,
+                                        (long long)(qb0 + qnb - 1));
+        }
+        *written += qnb;
+    }
+    return SS_OK;
 }
 
 /* Scatters one site's packed rows into a NaN-padded [B, T, ...] block (or
@@ -384,6 +407,11 @@ compute:;
     ss_model_data_part(m, comm, &part, &parts);
     int64_t lo, hi, written = 0;
     ss_comm_shard(N, B, part, parts, &lo, &hi);
+    /* On a device a batch's sites reach the hook during the next pass
+     * (ss_capture), so a rank that sends its blocks to the writer ends batch
+     * k once pass k+1 has handed them over, and its last batch after the loop. */
+    const int deferred = !be->host_memory;
+    int64_t steps = 0; /* the writer's batches so far */
     for (int64_t k = 0;; k++) {
         int64_t b0 = lo + k * B;
         if (b0 >= hi) break; /* copy 0 has the most batches: the writer never stops before the others */
@@ -391,6 +419,7 @@ compute:;
         ss_packing pk;
         ss_run_pack(&run, b0, nb, &pk);
         if ((st = ss_forward(m, be, run.packed, &pk, &fo, job->no_logits ? NULL : &lg))) goto out;
+        if (rank != c.writer && deferred && k > 0 && (st = end_batch(&c))) goto out; /* batch k-1's sites came in this pass */
         if (lg) {
             size_t per = (size_t)(T * V);
             float *lbuf = ss_malloc(per * (size_t)nb * sizeof(float), "logits");
@@ -404,28 +433,25 @@ compute:;
             if ((st = emit(&c, DS_LOGITS, 3, s3, n3, lbuf, per * (size_t)nb * sizeof(float)))) goto out;
         }
         if (rank != c.writer) { /* the batch's blocks must all precede its end marker */
-            if ((st = ss_capture_flush(cap)) || (st = end_batch(&c))) goto out;
+            if (!deferred && (st = end_batch(&c))) goto out;
             continue;
         }
-        for (int q = 0; q < parts; q++) {
-            int64_t qlo, qhi;
-            ss_comm_shard(N, B, q, parts, &qlo, &qhi);
-            int64_t qb0 = qlo + k * B;
-            if (qb0 >= qhi) continue;
-            int64_t qnb = qhi - qb0 < B ? qhi - qb0 : B;
-            for (int r = q * P; r < (q + 1) * P; r++) {
-                if (r == c.writer) continue;
-                if ((st = receive_batch(&c, r, qb0, qnb))) {
-                    ss_error_context(st, "receiving the outputs of rank %d for prompts %lld..%lld", r, (long long)qb0,
-                                     (long long)(qb0 + qnb - 1));
-                    goto out;
-                }
-            }
-            written += qnb;
-        }
+        /* The writer takes a step's blocks from the other ranks after its own
+         * pass of that step, or, deferred, of the next one: the others end a
+         * batch only once their next pass has handed its sites over, and a
+         * pipeline stage's next pass needs the writer's. */
+        if (deferred ? k > 0 && (st = receive_step(&c, k - 1, parts, P, N, B, &written))
+                     : (st = receive_step(&c, k, parts, P, N, B, &written)))
+            goto out;
+        steps = k + 1;
         if (progress) progress(job->progress_ctx, written, N);
     }
     if ((st = ss_capture_flush(cap))) goto out;
+    if (rank != c.writer && deferred && hi > lo && (st = end_batch(&c))) goto out;
+    if (rank == c.writer && deferred && steps > 0) {
+        if ((st = receive_step(&c, steps - 1, parts, P, N, B, &written))) goto out;
+        if (progress) progress(job->progress_ctx, written, N);
+    }
     if (c.piped && rank != c.writer && (st = retire(&c, -1))) goto out;
     if (c.piped && (st = ss_pipeline_report(run.m, P - 1, h, rank == c.writer && job->progress))) goto out;
     if (rank != c.writer) goto out;

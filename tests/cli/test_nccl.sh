@@ -66,6 +66,23 @@ for np_p in "2 0" "3 0" "4 2"; do
         "${TOOLBIN}h5cmp" --quiet --atol 0 --rtol 0 --only /acts --only /logits "$TMP/f1.h5" "$TMP/jobs/forward.h5"
 done
 
+# forward on the emulated GPU, where every rank's sites reach its hook one batch late and a rank
+# that sends them to the writer ends each batch one pass late: 2 and 3 data-parallel ranks and 2
+# copies of a 2-stage pipeline (MPI) write what one process on the emulated GPU writes, bit for bit.
+rm -rf "$TMP/gjobs1"; mkdir -p "$TMP/gjobs1"
+if SS_TEST_JOB_OUT="$TMP/gjobs1" SS_TEST_JOB_GPU=1 "$TEST_BIN" dist_jobs_over_the_world >"$TMP/gj1.log" 2>&1 &&
+   grep -q "^1 passed, 0 failed" "$TMP/gj1.log"; then
+    for np_p in "2 0" "3 0" "4 2" "3 3"; do
+        set -- $np_p
+        rm -rf "$TMP/gjobs"; mkdir -p "$TMP/gjobs"
+        what="$1 ranks"; [ "$2" = 0 ] || what="$1 ranks, $(( $1 / $2 )) cop$([ $(( $1 / $2 )) = 1 ] && echo y || echo ies) of a $2-stage pipeline"
+        api_run "emulated GPU, MPI: collect and forward jobs run, $what" $1 dist_jobs_over_the_world \
+            SS_TEST_JOB_OUT="$TMP/gjobs" SS_TEST_JOB_GPU=1 SS_TEST_JOB_PIPELINE=$2
+        expect_ok "emulated GPU, $what: forward (sites handed over one batch late) = one process, bit for bit" \
+            "${TOOLBIN}h5cmp" --quiet --atol 0 --rtol 0 --only /acts --only /logits "$TMP/gjobs1/forward.h5" "$TMP/gjobs/forward.h5"
+    done
+else fail "emulated GPU: one-process collect and forward" "$(tail -3 "$TMP/gj1.log")"; fi
+
 out=$(timeout 60 $MPI -np 2 env SUBSCOPE_DIST=nccl SS_NCCL_EMU_DEVICES=1 "$TEST_BIN" dist_api_identity 2>&1)
 if printf '%s' "$out" | grep -q "2 ranks on host .* but it has 1 visible CUDA device: NCCL needs a GPU of its own"; then
     pass "NCCL (emulated): 2 ranks on a host with 1 GPU refused before NCCL would hang"
