@@ -55,28 +55,13 @@ SS_KERNEL(ss_k_attn_bwd_q, (float *, dq), (float *, P), (float *, dS), (int64_t,
     }
     __syncwarp();
     float *Pr = P + ws_off[s] + (h * L + i) * L, *dSr = dS + ws_off[s] + (h * L + i) * L;
-    /* sweep 1: scores, online max and sum per lane */
-    float m = -INFINITY, l = 0.f;
-    for (int64_t j = lane; j <= i; j += 32) {
-        const float *kr = k + (r0 + j) * ld + kcol;
-        float sc = 0.f;
-        for (int e = 0; e < dh; e++) sc += qs[e] * kr[e];
-        Pr[j] = sc;
-        if (sc > m) {
-            l = l * expf(m - sc) + 1.f;
-            m = sc;
-        } else {
-            l += expf(sc - m);
-        }
-    }
-    const float mx = ss_warp_max(m);
-    const float inv = 1.f / ss_warp_sum(m == -INFINITY ? 0.f : l * expf(m - mx));
+    /* sweep 1: scores (parked in P), online max and sum per lane */
+    float mx, inv;
+    ss_ab_row_stats(qs, k + r0 * ld + kcol, ld, i, lane, dh, Pr, &mx, &inv);
     /* sweep 2: P in place, dP = dz_i . v_j parked in dS, D = sum P dP */
     float dd = 0.f;
     for (int64_t j = lane; j <= i; j += 32) {
-        const float *vr = v + (r0 + j) * ld + kcol;
-        float dp = 0.f;
-        for (int e = 0; e < dh; e++) dp += dzs[e] * vr[e];
+        const float dp = ss_ab_dot(dzs, v + (r0 + j) * ld + kcol, dh);
         float p = expf(Pr[j] - mx) * inv;
         Pr[j] = p;
         dSr[j] = dp;

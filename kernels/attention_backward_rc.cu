@@ -47,27 +47,12 @@ SS_KERNEL(ss_k_attn_bwd_rc_q, (float *, dq), (float *, stats), (int64_t, ld_d), 
     }
     __syncwarp();
     /* sweep 1: online max and sum of the scores */
-    float m = -INFINITY, l = 0.f;
-    for (int64_t j = lane; j <= i; j += 32) {
-        const float *kr = k + (r0 + j) * ld + kcol;
-        float sc = 0.f;
-        for (int e = 0; e < dh; e++) sc += qs[e] * kr[e];
-        if (sc > m) {
-            l = l * expf(m - sc) + 1.f;
-            m = sc;
-        } else {
-            l += expf(sc - m);
-        }
-    }
-    const float mx = ss_warp_max(m);
-    const float inv = 1.f / ss_warp_sum(m == -INFINITY ? 0.f : l * expf(m - mx));
+    float mx, inv;
+    ss_ab_row_stats(qs, k + r0 * ld + kcol, ld, i, lane, dh, NULL, &mx, &inv);
     /* sweep 2: D = sum_j P_ij dP_ij */
     float dd = 0.f;
     for (int64_t j = lane; j <= i; j += 32) {
-        const float *kr = k + (r0 + j) * ld + kcol, *vr = v + (r0 + j) * ld + kcol;
-        float sc = 0.f, dp = 0.f;
-        for (int e = 0; e < dh; e++) sc += qs[e] * kr[e];
-        for (int e = 0; e < dh; e++) dp += dzs[e] * vr[e];
+        const float sc = ss_ab_dot(qs, k + (r0 + j) * ld + kcol, dh), dp = ss_ab_dot(dzs, v + (r0 + j) * ld + kcol, dh);
         dd += expf(sc - mx) * inv * dp;
     }
     const float D = ss_warp_sum(dd);
@@ -79,10 +64,8 @@ SS_KERNEL(ss_k_attn_bwd_rc_q, (float *, dq), (float *, stats), (int64_t, ld_d), 
         const int64_t j = j0 + lane;
         float ds = 0.f;
         if (j <= i) {
-            const float *kr = k + (r0 + j) * ld + kcol, *vr = v + (r0 + j) * ld + kcol;
-            float sc = 0.f, dp = 0.f;
-            for (int e = 0; e < dh; e++) sc += qs[e] * kr[e];
-            for (int e = 0; e < dh; e++) dp += dzs[e] * vr[e];
+            const float sc = ss_ab_dot(qs, k + (r0 + j) * ld + kcol, dh),
+                        dp = ss_ab_dot(dzs, v + (r0 + j) * ld + kcol, dh);
             ds = expf(sc - mx) * inv * (dp - D);
         }
         ss_ab_rows1(o, ds, (int)SS_MIN((int64_t)32, i + 1 - j0), k + (r0 + j0) * ld + kcol, ld, lane, nc, dh);
@@ -124,9 +107,9 @@ SS_KERNEL(ss_k_attn_bwd_rc_kv, (float *, dk), (float *, dv), (const float *, sta
                 /* kernel A's arithmetic for (i, j): (scale q_i).k_j, dz_i.v_j */
                 const float *qr = q + (r0 + i) * ld + col, *zr = dz + (r0 + i) * ldz + col;
                 const float *st = stats + ((r0 + i) * H + h) * 3;
-                float sc = 0.f, dp = 0.f;
-                for (int e = 0; e < dh; e++) sc += (qr[e] * scale) * ks[e];
-                for (int e = 0; e < dh; e++) dp += zr[e] * vs[e];
+                float sc = 0.f;
+                for (int e = 0; e < dh; e++) sc += (qr[e] * scale) * ks[e]; /* qs of kernel A, formed alike */
+                const float dp = ss_ab_dot(zr, vs, dh);
                 p = expf(sc - st[0]) * st[1];
                 ds = p * (dp - st[2]);
             }

@@ -11,6 +11,34 @@
 #define AB_NC_MAX 8
 #define AB_MAX_DH (32 * AB_NC_MAX)
 
+/* sum_e a[e] * b[e] for e in order: a score or a dP of one (query, key) pair. */
+SS_DEV float ss_ab_dot(const float *a, const float *b, int dh) {
+    float s = 0.f;
+    for (int e = 0; e < dh; e++) s += a[e] * b[e];
+    return s;
+}
+
+/* Softmax statistics of query row i over keys j <= i (lane j % 32 takes key
+ * j; row j of the keys at k0 + j*ld): the scores qs.k_j, parked in park[j]
+ * when park is non-NULL, an online (max, sum) per lane merged over the warp
+ * into the row max *mx and 1/sum exp(score - max) *inv. */
+SS_DEV void ss_ab_row_stats(const float *qs, const float *k0, int64_t ld, int64_t i, int lane, int dh, float *park,
+                            float *mx, float *inv) {
+    float m = -INFINITY, l = 0.f;
+    for (int64_t j = lane; j <= i; j += 32) {
+        const float sc = ss_ab_dot(qs, k0 + j * ld, dh);
+        if (park) park[j] = sc;
+        if (sc > m) {
+            l = l * expf(m - sc) + 1.f;
+            m = sc;
+        } else {
+            l += expf(sc - m);
+        }
+    }
+    *mx = ss_warp_max(m);
+    *inv = 1.f / ss_warp_sum(m == -INFINITY ? 0.f : l * expf(m - *mx));
+}
+
 /* acc[c] += (lane t's v) * row_t[lane + 32c] for rows t < n, row t at base + t*ld. */
 SS_DEV void ss_ab_rows1(float *acc, float v, int n, const float *base, int64_t ld, int lane, int nc, int dh) {
     for (int t = 0; t < n; t++) {
