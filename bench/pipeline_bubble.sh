@@ -4,8 +4,10 @@
 # per P the wall time, the speed-up over one process, the bubble the stages measured
 # (pipeline_bubble_fraction: time waiting for a neighbour / all stage time) and the ideal
 # (P-1)/(M+P-1) of a pipeline whose stages take equal time; then the same for `attribute`
-# (forward and backward passes, GPipe's schedule) at several --micro-batches. Writes
-# bench/results/pipeline-<host>-<date>.json.
+# (forward and backward passes, GPipe's schedule) at several --micro-batches; then, on 2 stages of
+# a model whose head costs 2.7 blocks (vocabulary 16384), `attribute` and `ablate` with the default
+# split (balanced by multiply-adds: 5,3) against --pipeline-blocks even (4,4), the median of 3 runs
+# each. Writes bench/results/pipeline-<host>-<date>.json.
 #
 #   bench/pipeline_bubble.sh                 P = 2 and 4, M = 32 batches of 4 prompts x 64 tokens
 #   bench/pipeline_bubble.sh --stages 2,4,8 --batches 64 --host LABEL
@@ -80,6 +82,29 @@ for P in ${STAGES//,/ }; do
         arows="$arows, {\"stages\": $P, \"micro_batches\": $MB, \"seconds\": $sec, \"speedup\": $sp, \"bubble_measured\": $bub, \"bubble_ideal\": $ideal}"
     done
 done
+# The default split against the even one, where the head is costly: 8 blocks of d 512 and a head of
+# 512 x 16384 (2.7 blocks); 16 batches.
+bl=$(python3 -c "print(','.join(['64'] * (16 * $B)))" 2>/dev/null || printf '64%.0s,' $(seq 1 $((16 * B))) | sed 's/,$//')
+bin/mkmodel --out "$W/bighead" --layers 8 --d 512 --heads 8 --vocab 16384 --positions 128 --seed 7 \
+    --prompts "$W/bh.jsonl" --lengths "$bl" >/dev/null
+median3() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
+timed() { local t0 t1; t0=$(now); "$@" >/dev/null 2>&1; t1=$(now); calc "$t1 - $t0"; }
+srows=""
+printf '\nsplit of 2 stages, head = 2.7 blocks (median of 3)\n%-10s %9s %9s %9s %8s\n' job "1 process" balanced even gain >&2
+for job in attribute ablate; do
+    if [ $job = attribute ]; then jo=(attribute --sites 'blocks.*.hook_resid_post' --method gradxact --reduce prompts)
+    else jo=(ablate --mask 'blocks.6.mlp.hook_post[1,2,3]' --metrics loss,kl); fi
+    jo+=(--model "$W/bighead" --input "$W/bh.jsonl" --batch $B)
+    one=() bal=() even=()
+    for _ in 1 2 3; do
+        one+=("$(timed bin/subscope "${jo[@]}" --out "$W/s1.h5")")
+        bal+=("$(timed $MPI -np 2 bin/subscope "${jo[@]}" --pipeline 2 --out "$W/s2.h5")")
+        even+=("$(timed $MPI -np 2 bin/subscope "${jo[@]}" --pipeline 2 --pipeline-blocks even --out "$W/s3.h5")")
+    done
+    o=$(median3 "${one[@]}") b=$(median3 "${bal[@]}") e=$(median3 "${even[@]}")
+    printf '%-10s %9.2f %9.2f %9.2f %7.2fx\n' $job "$o" "$b" "$e" "$(calc "$e / $b")" >&2
+    srows="$srows${srows:+, }{\"job\": \"$job\", \"one_process_seconds\": $o, \"balanced_5_3_seconds\": $b, \"even_4_4_seconds\": $e, \"balanced_gain\": $(calc "$e / $b")}"
+done
 out="bench/results/pipeline-$HOST-$(date -u +%Y%m%d).json"
 cat >"$out" <<JSON
 {"benchmark": "pipeline_bubble", "host": "$HOST", "cores": $(nproc), "date": "$(date -u +%FT%TZ)",
@@ -87,6 +112,8 @@ cat >"$out" <<JSON
  "tokens_per_prompt": 64, "threads_per_rank": 1, "job": "collect --sites 'blocks.*.hook_resid_post' --stats mean",
  "runs": [$rows],
  "attribute_job": "attribute --method gradxact --reduce prompts, 16 batches (ideal bubble: (P-1)/(W+P-1) per window of W)",
- "attribute_runs": [$arows]}
+ "attribute_runs": [$arows],
+ "split_job": "2 stages of a random GPT-2 with 8 blocks of d 512 and vocabulary 16384 (head = 2.7 blocks), 16 batches of 4 x 64 tokens: attribute gradxact, ablate one mask at block 6 (loss, kl); default split (balanced, 5,3) vs --pipeline-blocks even (4,4), median of 3",
+ "split_runs": [$srows]}
 JSON
 echo "wrote $out" >&2

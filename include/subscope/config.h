@@ -56,6 +56,15 @@ static inline int64_t ss_config_kv_heads(const ss_config *c) { return c->n_kv_he
 /* Parameters the forward pass uses (a tied lm_head counted once), from the
  * config alone; equals a loaded model's n_params. */
 int64_t ss_config_n_params(const ss_config *c);
+/* Parameters a pipeline stage running blocks [first, end) holds: its blocks,
+ * the embeddings on the first stage, the final norm and the head on the last
+ * (a tied head's wte counted there too when the last stage is not also the
+ * first). ss_config_stage_params(c, 0, n_layer) = ss_config_n_params(c). */
+int64_t ss_config_stage_params(const ss_config *c, int64_t first, int64_t end);
+/* Multiply-adds per token of one block's matrix products (q, k, v, o and the
+ * MLP), the cost model of the pipeline split; attention's scores and the
+ * norms are left out. */
+int64_t ss_config_block_macs(const ss_config *c);
 /* Floats per token that the forward pass holds in flight (residual stream,
  * scratch, q|k|v, z, MLP buffers), and that a backward pass keeps per layer
  * on its tape; logits (vocab_size per kept row) come on top. */

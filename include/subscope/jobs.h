@@ -33,7 +33,8 @@ typedef struct ss_run_opts {
      * (all of the communicator's), each loading only its own (0 or 1: none).
      * Honoured by every job that runs the model. */
     int pipeline;
-    const char *pipeline_blocks; /* each stage's block count, "9,3" (NULL: as even as possible) */
+    const char *pipeline_blocks; /* each stage's block count, "9,3" or "even" (NULL: balanced, ss_pipeline_split) */
+    int no_logits;              /* the job never scores logits: its pipeline's last stage has no head to run */
     int64_t max_memory;         /* > 0: refuse to hold more bytes of weights than this per rank */
     /* Set by jobs that run several copies of a pipeline side by side (the
      * ranks a multiple of `pipeline`; ss_model_open_stage). */
@@ -64,15 +65,15 @@ ss_status ss_run_open(const ss_run_opts *o, ss_run *r);
 int ss_model_computes_site(const ss_model *m, const ss_site *s);
 /* The pipeline stage that computes site s (0 without a pipeline). */
 int ss_model_stage_of(const ss_model *m, const ss_site *s);
-/* The model for a job: whole, or with pipeline > 1 this rank's stage of it
- * (ss_model_load_layers + ss_model_set_pipeline), the blocks split as
- * ss_pipeline_split does with `blocks` (NULL: evenly). The process's
- * communicator must have exactly `pipeline` ranks, or, with replicas, a
- * multiple of it: ranks q*P .. q*P+P-1 are then copy q of the pipeline (a
- * group communicator), which the job runs on its own share of the prompts.
- * max_memory > 0 refuses more bytes of weights than that. */
-ss_status ss_model_open_stage(const char *model_dir, int pipeline, const char *blocks, int replicas, int64_t max_memory,
-                              ss_model **out);
+/* The model for a job: whole, or with o->pipeline > 1 this rank's stage of
+ * it (ss_model_load_layers + ss_model_set_pipeline), the blocks split as
+ * ss_pipeline_split does with o->pipeline_blocks, o->no_logits and
+ * o->max_memory. The process's communicator must have exactly `pipeline`
+ * ranks, or, with o->pipeline_replicas, a multiple of it: ranks q*P ..
+ * q*P+P-1 are then copy q of the pipeline (a group communicator), which the
+ * job runs on its own share of the prompts. max_memory > 0 refuses more
+ * bytes of weights than that. Uses o's model_dir and the fields named. */
+ss_status ss_model_open_stage(const ss_run_opts *o, ss_model **out);
 /* The share of the prompts this rank runs: part `*part` of `*parts`
  * (ss_comm_shard): the rank among all ranks, or, on a pipeline stage, its
  * pipeline's copy among the copies. */

@@ -92,12 +92,19 @@ ss_status ss_model_inspect(const char *dir, ss_model **out);
  * stage s runs blocks [first_of[s], first_of[s+1]) (ss_pipeline_split), and
  * m must hold exactly this rank's. */
 ss_status ss_model_set_pipeline(ss_model *m, struct ss_comm *comm, const int *first_of);
-/* The split of n_layer blocks over n_stages stages, as first_of[n_stages+1]
- * (first_of[0] = 0, first_of[n_stages] = n_layer): `blocks` lists each
- * stage's block count ("9,3"; every stage at least one, summing to n_layer),
- * or, NULL, contiguous shares as even as the count allows (the first stages
- * take one more). The error names what is wrong with `blocks`. */
-ss_status ss_pipeline_split(int64_t n_layer, int n_stages, const char *blocks, int *first_of);
+/* The split of c's blocks over n_stages pipeline stages, as
+ * first_of[n_stages+1] (first_of[0] = 0, first_of[n_stages] = n_layer).
+ * `blocks` lists each stage's block count ("9,3"; every stage at least one,
+ * summing to n_layer), or is "even" (contiguous shares as even as the count
+ * allows, the first stages one more), or NULL: balanced by cost, as even
+ * unless `logits` says the job's last stage scores the logits of every
+ * position, whose d*V multiply-adds per token (ss_config_block_macs: GPT-2
+ * small's head costs 5.4 blocks) then take blocks off the last stage. With
+ * max_bytes > 0 a split whose stages each hold at most that many bytes of
+ * fp32 weights comes first, if there is one. The error names what is wrong
+ * with `blocks`. */
+ss_status ss_pipeline_split(const ss_config *c, int n_stages, const char *blocks, int logits,
+                            int64_t max_bytes, int *first_of);
 /* Bytes of weights this process holds in host memory as fp32 (what
  * --max-memory limits). */
 int64_t ss_model_weight_bytes(const ss_model *m);

@@ -23,7 +23,7 @@ static cli_opt info_opts[] = {
     {.name = "config", .metavar = "FILE", .help = "plan memory from a config.json alone (no weights needed): parameters, weights per dtype, activations per token"},
     {.name = "tokens", .metavar = "N", .help = "with --config: also the totals for a batch of N tokens (default 16384)"},
     {.name = "pipeline", .metavar = "P", .help = "with --config: the memory of each of P pipeline stages (--pipeline of the jobs)"},
-    {.name = "pipeline-blocks", .metavar = "N,N,...", .help = "with --pipeline: each stage's number of blocks (--pipeline-blocks of the jobs)"},
+    {.name = "pipeline-blocks", .metavar = "N,N,...", .help = "with --pipeline: each stage's number of blocks, or 'even' (default: the jobs' balanced split)"},
     {.name = "list-sites", .metavar = NULL, .help = "print every site name, one per line, and nothing else"},
     {.name = "dist", .metavar = NULL, .help = "print what the communicator sees (backend, ranks, hosts, devices); no --model needed"},
     {0},
@@ -127,19 +127,33 @@ static int run_info_config(cli_cmd *cmd) {
         fprintf(stderr, "subscope info: error: --pipeline-blocks '%s' splits a pipeline: give --pipeline P too\n", blocks);
         return 1;
     }
-    if (P_st > 1 && ss_pipeline_split(c->n_layer, (int)P_st, blocks, first_of)) return cli_fail(cmd, SS_ERR_ARG);
+    if (P_st > 1 && ss_pipeline_split(c, (int)P_st, blocks, 1, 0, first_of)) return cli_fail(cmd, SS_ERR_ARG);
     if (P_st > 1) {
-        const int64_t d = c->n_embd, V = c->vocab_size, emb = V * d + (c->family == SS_FAMILY_GPT2 ? c->n_positions * d : 0);
-        const int64_t head = (c->tie_word_embeddings ? 0 : V * d) + (c->family == SS_FAMILY_GPT2 ? 2 * d : d);
-        const int64_t per_layer = (P - emb - head) / c->n_layer;
+        char split[160] = "", even_split[160] = "";
+        int even[4097];
+        ss_pipeline_split(c, (int)P_st, "even", 0, 0, even);
+        for (int sg = 0; sg < (int)P_st; sg++) {
+            size_t n = strlen(split), ne = strlen(even_split);
+            snprintf(split + n, sizeof split - n, "%s%d", sg ? "," : "", first_of[sg + 1] - first_of[sg]);
+            snprintf(even_split + ne, sizeof even_split - ne, "%s%d", sg ? "," : "", even[sg + 1] - even[sg]);
+        }
+        if (blocks)
+            printf("split        --pipeline-blocks %s\n", blocks);
+        else
+            printf("split        %s for jobs that score logits (the last stage also runs the head: d x vocabulary "
+                   "= %.1f blocks of work); %s for collect and forward --no-logits\n", split,
+                   (double)(c->n_embd * c->vocab_size) / (double)ss_config_block_macs(c), even_split);
         for (int sg = 0; sg < (int)P_st; sg++) {
             const int first = first_of[sg], end = first_of[sg + 1];
-            int64_t n = per_layer * (end - first) + (sg == 0 ? emb : 0);
-            if (sg == (int)P_st - 1) n += head + (c->tie_word_embeddings ? V * d : 0); /* a tied head needs wte too */
+            const int64_t n = ss_config_stage_params(c, first, end);
+            const double macs = (double)ss_config_block_macs(c) * (end - first) +
+                                (end == c->n_layer ? (double)(c->n_embd * c->vocab_size) : 0);
             human_bytes(a, sizeof a, (double)n * 2), human_bytes(b, sizeof b, (double)n * 4);
             human_bytes(e, sizeof e, (double)n * 2 + (double)fpt * 4 * (double)T);
             printf("stage %-3d    blocks %d..%d: %lld parameters, weights %s bfloat16 / %s float32; forward with "
-                   "%lld tokens %s\n", sg, first, end - 1, (long long)n, a, b, (long long)T, e);
+                   "%lld tokens %s; %.2f %s multiply-adds per token%s\n", sg, first, end - 1, (long long)n, a, b,
+                   (long long)T, e, macs >= 1e9 ? macs / 1e9 : macs / 1e6, macs >= 1e9 ? "G" : "M",
+                   end == c->n_layer ? " with the head" : "");
         }
     }
     return 0;

@@ -420,6 +420,7 @@ ss_status ss_job_collect(const ss_collect_job *job) {
     ss_run_opts ro = job->run;
     ro.lazy_tokenize = 1;
     ro.pipeline_replicas = 1; /* stages merge like ranks: copies of a pipeline need nothing more */
+    ro.no_logits = 1;
     if ((st = ss_run_open(&ro, &run))) return ss_comm_check(comm, st);
     ss_model *m = run.m;
     ss_prompts *p = run.p;

@@ -324,6 +324,7 @@ ss_status ss_job_forward(const ss_forward_job *job) {
     c.rank = rank;
     ss_run_opts ro = job->run;
     ro.pipeline_replicas = 1; /* copies of a pipeline each run their share */
+    ro.no_logits = job->no_logits;
     if ((st = ss_run_open(&ro, &run))) return ss_comm_check(comm, st);
     c.piped = run.m->pipe != NULL;
     /* Ranks per copy of the model; the writer is the first copy's last stage (rank 0 without a pipeline). */

@@ -98,7 +98,9 @@ static ss_status trace(const ss_trace_job *job) {
     ss_status st;
     ss_backend_opts bo = {.tf32 = job->tf32};
     if ((st = ss_backend_open(job->device, &bo, &be))) return st;
-    if ((st = ss_model_open_stage(job->model_dir, job->pipeline, job->pipeline_blocks, 0, job->max_memory, &m))) goto out;
+    const ss_run_opts ro = {.model_dir = job->model_dir, .pipeline = job->pipeline,
+                            .pipeline_blocks = job->pipeline_blocks, .max_memory = job->max_memory};
+    if ((st = ss_model_open_stage(&ro, &m))) goto out;
     const ss_config *cfg = &m->cfg;
     ss_comm *comm = m->pipe; /* NULL: one process */
     const int last_stage = m->end_layer == cfg->n_layer;

@@ -12,12 +12,10 @@
 #include "subscope/jobs.h"
 #include "subscope/util.h"
 
-static ss_status load_model(const ss_run_opts *o, ss_run *r) {
-    return ss_model_open_stage(o->model_dir, o->pipeline, o->pipeline_blocks, o->pipeline_replicas, o->max_memory, &r->m);
-}
-
-ss_status ss_model_open_stage(const char *model_dir, int pipeline, const char *blocks, int replicas, int64_t max_memory,
-                              ss_model **out) {
+ss_status ss_model_open_stage(const ss_run_opts *o, ss_model **out) {
+    const char *model_dir = o->model_dir, *blocks = o->pipeline_blocks;
+    const int pipeline = o->pipeline, replicas = o->pipeline_replicas;
+    const int64_t max_memory = o->max_memory;
     ss_comm *world = NULL, *pipe = NULL;
     int first = 0, end = -1, first_of[4097];
     *out = NULL;
@@ -43,7 +41,7 @@ ss_status ss_model_open_stage(const char *model_dir, int pipeline, const char *b
         free(path);
         SS_TRY(st);
         if (pipeline > 4096) return ss_errorf(SS_ERR_ARG, "--pipeline %d: at most 4096 stages", pipeline);
-        SS_TRY(ss_pipeline_split(cfg.n_layer, pipeline, blocks, first_of));
+        SS_TRY(ss_pipeline_split(&cfg, pipeline, blocks, !o->no_logits, max_memory, first_of));
         first = first_of[ss_comm_rank(world) % pipeline];
         end = first_of[ss_comm_rank(world) % pipeline + 1];
         /* Copy q of the pipeline: ranks q*P .. q*P+P-1 (neighbours, so that
@@ -148,7 +146,7 @@ ss_status ss_run_open(const ss_run_opts *o, ss_run *r) {
         if ((st = ss_backend_open(o->device, &bo, &r->be))) return st;
         r->owns_be = 1;
     }
-    if ((st = load_model(o, r))) goto fail;
+    if ((st = ss_model_open_stage(o, &r->m))) goto fail;
     const ss_config *cfg = &r->m->cfg;
     r->max_len = o->max_len > 0 && o->max_len < cfg->n_positions ? o->max_len : cfg->n_positions;
     if ((st = ss_prompts_read(o->input, &r->p))) goto fail;

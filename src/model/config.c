@@ -327,19 +327,31 @@ ss_status ss_config_load(const char *path, ss_config *cfg) {
     return s;
 }
 
-int64_t ss_config_n_params(const ss_config *c) {
-    const int64_t d = c->n_embd, dm = c->n_inner, V = c->vocab_size, dh = ss_config_d_head(c);
+static int64_t layer_params(const ss_config *c) {
+    const int64_t d = c->n_embd, dm = c->n_inner, dh = ss_config_d_head(c);
     const int64_t qw = (c->n_head + 2 * ss_config_kv_heads(c)) * dh, zw = c->n_head * dh;
-    int64_t per_layer, model = V * d + (c->tie_word_embeddings ? 0 : V * d);
-    if (c->family == SS_FAMILY_LLAMA) {
-        per_layer = 2 * d + qw * d + zw * d + 3 * dm * d;
-        per_layer += (c->qkv_bias ? qw : 0) + (c->o_bias ? d : 0) + (c->mlp_bias ? 2 * dm + d : 0);
-        model += d;
-    } else {
-        per_layer = 4 * d + d * 3 * d + 3 * d + d * d + d + d * dm + dm + dm * d + d;
-        model += c->n_positions * d + 2 * d;
+    if (c->family == SS_FAMILY_GPT2) return 4 * d + d * 3 * d + 3 * d + d * d + d + d * dm + dm + dm * d + d;
+    return 2 * d + qw * d + zw * d + 3 * dm * d + (c->qkv_bias ? qw : 0) + (c->o_bias ? d : 0) +
+           (c->mlp_bias ? 2 * dm + d : 0);
+}
+
+int64_t ss_config_stage_params(const ss_config *c, int64_t first, int64_t end) {
+    const int64_t d = c->n_embd, V = c->vocab_size;
+    int64_t n = (end - first) * layer_params(c);
+    if (first == 0) n += V * d + (c->family == SS_FAMILY_GPT2 ? c->n_positions * d : 0); /* wte (+ wpe) */
+    if (end == c->n_layer) {
+        n += c->family == SS_FAMILY_GPT2 ? 2 * d : d; /* the final norm */
+        if (!c->tie_word_embeddings || first > 0) n += V * d; /* lm_head, or the tied wte once more */
     }
-    return model + c->n_layer * per_layer;
+    return n;
+}
+
+int64_t ss_config_n_params(const ss_config *c) { return ss_config_stage_params(c, 0, c->n_layer); }
+
+int64_t ss_config_block_macs(const ss_config *c) {
+    const int64_t d = c->n_embd, dh = ss_config_d_head(c);
+    const int64_t attn = (2 * c->n_head + 2 * ss_config_kv_heads(c)) * dh * d; /* q, k, v and o */
+    return attn + (c->family == SS_FAMILY_LLAMA ? 3 : 2) * c->n_inner * d;
 }
 
 /* The MLP's first projection and its output: gate|up and post, or pre and post. */

@@ -462,14 +462,50 @@ void ss_grads_free(const ss_backend *be, ss_gpt2_weights *g) {
 
 /* ---- pipeline stages ---- */
 
-ss_status ss_pipeline_split(int64_t n_layer, int n_stages, const char *blocks, int *first_of) {
+/* The split that --pipeline-blocks leaves to us: every stage but the last
+ * takes an even share of the blocks the last leaves (the first stages one
+ * more), and the last takes the count k that makes the slowest stage
+ * fastest, counting its head's d*V multiply-adds per token when it scores
+ * logits. A split whose stages all keep their fp32 weights within max_bytes
+ * (> 0) comes before any that does not; among equally fast ones, the one
+ * with the fewest stages at the slowest's cost, then the smaller k. Without
+ * a head that is the even split. */
+static void balance_split(const ss_config *c, int n_stages, int logits, int64_t max_bytes, int *first_of) {
+    /* Costs in multiply-adds per token, exact in int64. */
+    const int64_t L = c->n_layer, P = n_stages, b = ss_config_block_macs(c), h = logits ? c->n_embd * c->vocab_size : 0;
+    int64_t best_k = 0, best_cost = 0, best_at_max = 0;
+    int best_fits = 0;
+    for (int64_t k = 1; k <= L - (P - 1); k++) {
+        const int64_t rest = L - k, base = rest / (P - 1), extra = rest % (P - 1);
+        const int64_t last = k * b + h, other = (base + (extra ? 1 : 0)) * b, cost = last > other ? last : other;
+        const int64_t at_max = (other == cost ? (extra ? extra : P - 1) : 0) + (last == cost);
+        int fits = 1;
+        if (max_bytes > 0) /* the first stage holds at least as much as the middle ones */
+            fits = 4 * ss_config_stage_params(c, 0, base + (extra ? 1 : 0)) <= max_bytes &&
+                   4 * ss_config_stage_params(c, L - k, L) <= max_bytes;
+        if (!best_k || fits > best_fits ||
+            (fits == best_fits && (cost < best_cost || (cost == best_cost && at_max < best_at_max)))) {
+            best_k = k, best_cost = cost, best_at_max = at_max, best_fits = fits;
+        }
+    }
+    const int64_t rest = L - best_k, base = rest / (P - 1), extra = rest % (P - 1);
+    first_of[0] = 0;
+    for (int s = 0; s + 1 < n_stages; s++) first_of[s + 1] = (int)(first_of[s] + base + (s < extra ? 1 : 0));
+    first_of[n_stages] = (int)L;
+}
+
+ss_status ss_pipeline_split(const ss_config *c, int n_stages, const char *blocks, int logits, int64_t max_bytes,
+                            int *first_of) {
+    const int64_t n_layer = c->n_layer;
     if (n_stages < 1 || n_stages > n_layer)
         return ss_errorf(SS_ERR_ARG, "--pipeline %d: the model has only %lld blocks", n_stages, (long long)n_layer);
     first_of[0] = 0;
-    if (!blocks) {
-        /* The first stages take one block more when the count does not divide. */
-        const int64_t base = n_layer / n_stages, extra = n_layer % n_stages;
-        for (int s = 0; s < n_stages; s++) first_of[s + 1] = (int)(first_of[s] + base + (s < extra ? 1 : 0));
+    if (n_stages == 1) {
+        first_of[1] = (int)n_layer;
+        return SS_OK;
+    }
+    if (!blocks || !strcmp(blocks, "even")) {
+        balance_split(c, n_stages, !blocks && logits, blocks ? 0 : max_bytes, first_of);
         return SS_OK;
     }
     const char *p = blocks;

@@ -210,6 +210,25 @@ if $MPI -np 4 "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.*.mlp.
     expect_ok "attribute, 2 copies of a 2-stage pipeline split 1,3 = one process, bit for bit" \
         "$H5CMP" --quiet --atol 0 --rtol 0 --only /attr --only /metric "$TMP/tb1.h5" "$TMP/tb2.h5"
 else fail "attribute --pipeline-blocks 1,3 on 4 ranks" "$(tail -3 "$TMP/tb.log")"; fi
+# The default split is balanced by multiply-adds: with a head as costly as 5.3 of its 4 blocks (d 32,
+# vocabulary 2048), jobs that score logits give the last stage one block, collect and forward
+# --no-logits split evenly, and --pipeline-blocks even asks for the even split anyway.
+"${TOOLBIN}mkmodel" --out "$TMP/bighead" --layers 4 --d 32 --heads 2 --vocab 2048 --positions 32 \
+    --prompts "$TMP/bh.jsonl" --lengths 5,9,3,7,8,2 >/dev/null
+first_blocks() { h5dump -a /pipeline_first_block "$1" 2>/dev/null | sed -n 's/.*(0): \(.*\)$/\1/p'; }
+bh=(--model "$TMP/bighead" --input "$TMP/bh.jsonl" --sites 'blocks.*.hook_resid_post' --batch 2)
+"$SUBSCOPE" forward "${bh[@]}" --out "$TMP/bh1.h5" 2>/dev/null
+$MPI -np 2 "$SUBSCOPE" forward "${bh[@]}" --pipeline 2 --out "$TMP/bh2.h5" >/dev/null 2>&1
+$MPI -np 2 "$SUBSCOPE" forward "${bh[@]}" --pipeline 2 --no-logits --out "$TMP/bh3.h5" >/dev/null 2>&1
+$MPI -np 2 "$SUBSCOPE" forward "${bh[@]}" --pipeline 2 --pipeline-blocks even --out "$TMP/bh4.h5" >/dev/null 2>&1
+$MPI -np 2 "$SUBSCOPE" collect "${bh[@]}" --stats mean --pipeline 2 --out "$TMP/bh5.h5" >/dev/null 2>&1
+got="$(first_blocks "$TMP/bh2.h5") / $(first_blocks "$TMP/bh3.h5") / $(first_blocks "$TMP/bh4.h5") / $(first_blocks "$TMP/bh5.h5")"
+if [ "$got" = "0, 3 / 0, 2 / 0, 2 / 0, 2" ]; then
+    expect_ok "the default split gives a costly head's stage fewer blocks (3,1; collect and --no-logits 2,2), = one process" \
+        "$H5CMP" --quiet --atol 0 --rtol 0 --only /acts --only /logits "$TMP/bh1.h5" "$TMP/bh2.h5"
+else fail "balanced default split" "first blocks: forward / --no-logits / even / collect = $got"; fi
+expect_ok "info --config shows both splits" grep -q "^split        3,1 for jobs that score logits .* 2,2 for collect" \
+    <("$SUBSCOPE" info --config "$TMP/bighead/config.json" --pipeline 2)
 expect_fail "--pipeline-blocks that do not add up are refused" "the counts add up to 3, but the model has 4 blocks" \
     $MPI -np 2 "$SUBSCOPE" forward --model $M --input $P --pipeline 2 --pipeline-blocks 2,1 --out "$TMP/x.h5"
 expect_fail "--pipeline-blocks without --pipeline is refused" "give --pipeline P too" \

@@ -177,25 +177,104 @@ TEST(forward_resumes_from_a_layer_bit_exactly) {
     ss_model_free(m);
 }
 
-/* How --pipeline splits the blocks: evenly (the first stages one more), or
- * as --pipeline-blocks lists them, with every malformed list refused by name. */
-TEST(pipeline_split_even_and_listed) {
-    int f[8];
-    CHECK_OK(ss_pipeline_split(10, 3, NULL, f));
-    CHECK(f[0] == 0 && f[1] == 4 && f[2] == 7 && f[3] == 10);
-    CHECK_OK(ss_pipeline_split(4, 4, NULL, f));
-    CHECK(f[1] == 1 && f[2] == 2 && f[3] == 3 && f[4] == 4);
-    CHECK_OK(ss_pipeline_split(12, 2, "9,3", f));
+static ss_config split_config(int64_t n_layer, int64_t d, int64_t vocab) {
+    ss_config c = {.family = SS_FAMILY_GPT2, .n_layer = n_layer, .n_head = 4, .n_embd = d, .n_positions = 64,
+                   .vocab_size = vocab, .n_inner = 4 * d, .tie_word_embeddings = 1};
+    return c;
+}
+
+/* How --pipeline splits the blocks: balanced by multiply-adds (the head's
+ * d*V on the last stage when the job scores logits), evenly without a head
+ * or with "even", or as --pipeline-blocks lists them, with every malformed
+ * list refused by name. */
+TEST(pipeline_split_balanced_even_and_listed) {
+    int f[64], g[64];
+    ss_config c = split_config(10, 64, 64);
+    /* Without a head (or with "even") the balanced split is the even one: the first stages one block more. */
+    for (int64_t L = 1; L <= 24; L++)
+        for (int P = 1; P <= L && P <= 12; P++) {
+            c.n_layer = L;
+            CHECK_OK(ss_pipeline_split(&c, P, NULL, 0, 0, f));
+            CHECK_OK(ss_pipeline_split(&c, P, "even", 1, 0, g));
+            for (int s = 0; s <= P; s++) {
+                const int64_t want = s * (L / P) + (s < L % P ? s : L % P);
+                CHECK(f[s] == want && g[s] == want);
+            }
+        }
+    /* GPT-2 small: 12 blocks of 12*768^2 multiply-adds per token, a head of 768*50257 (5.45 blocks). */
+    c = split_config(12, 768, 50257);
+    CHECK(ss_config_block_macs(&c) == 12 * 768 * 768);
+    CHECK_OK(ss_pipeline_split(&c, 2, NULL, 1, 0, f)); /* 9 | 3 + 5.45 */
     CHECK(f[0] == 0 && f[1] == 9 && f[2] == 12);
-    CHECK_OK(ss_pipeline_split(12, 3, "1,10,1", f));
-    CHECK(f[1] == 1 && f[2] == 11 && f[3] == 12);
-    CHECK_ERR(ss_pipeline_split(4, 5, NULL, f), SS_ERR_ARG, "only 4 blocks");
-    CHECK_ERR(ss_pipeline_split(12, 2, "9,2", f), SS_ERR_ARG, "add up to 11");
-    CHECK_ERR(ss_pipeline_split(12, 3, "9,3,1", f), SS_ERR_ARG, "add up to 13");
-    CHECK_ERR(ss_pipeline_split(12, 2, "12,0", f), SS_ERR_ARG, "at least 1");
-    CHECK_ERR(ss_pipeline_split(12, 2, "12", f), SS_ERR_ARG, "expected 2 block counts");
-    CHECK_ERR(ss_pipeline_split(12, 2, "6,6,", f), SS_ERR_ARG, "more block counts");
-    CHECK_ERR(ss_pipeline_split(12, 2, "6;6", f), SS_ERR_ARG, "expected 2 block counts");
-    CHECK_ERR(ss_pipeline_split(12, 2, "", f), SS_ERR_ARG, "expected 2 block counts");
-    CHECK_ERR(ss_pipeline_split(12, 2, "-1,13", f), SS_ERR_ARG, "at least 1");
+    CHECK_OK(ss_pipeline_split(&c, 4, NULL, 1, 0, f)); /* 4 4 3 | 1 + 5.45: the head alone outweighs a share */
+    CHECK(f[1] == 4 && f[2] == 8 && f[3] == 11 && f[4] == 12);
+    CHECK_OK(ss_pipeline_split(&c, 2, NULL, 0, 0, f));
+    CHECK(f[1] == 6);
+    /* A small head: 8 blocks of d 512, vocabulary 2048 (0.33 blocks) stay 4 | 4; 16384 (2.7 blocks) give 5 | 3. */
+    c = split_config(8, 512, 2048);
+    CHECK_OK(ss_pipeline_split(&c, 2, NULL, 1, 0, f));
+    CHECK(f[1] == 4);
+    c.vocab_size = 16384;
+    CHECK_OK(ss_pipeline_split(&c, 2, NULL, 1, 0, f));
+    CHECK(f[1] == 5);
+    /* Llama-2-70B: 80 blocks, the head 1.23 blocks: 21 20 20 | 19 (what DISTRIBUTED.md suggests by hand). */
+    const ss_config l = {.family = SS_FAMILY_LLAMA, .n_layer = 80, .n_head = 64, .n_kv_head = 8, .n_embd = 8192,
+                         .n_positions = 4096, .vocab_size = 128256, .n_inner = 28672};
+    CHECK_OK(ss_pipeline_split(&l, 4, NULL, 1, 0, f));
+    CHECK(f[1] == 21 && f[2] == 41 && f[3] == 61 && f[4] == 80);
+    /* A memory limit comes first: GPT-2 small's first stage of 9 blocks and the embeddings (394 MiB of fp32)
+     * does not fit in 350 MiB; the fastest split that fits (7 | 5: 340 and 282 MiB) is taken instead. */
+    c = split_config(12, 768, 50257);
+    c.n_positions = 1024;
+    const int64_t lim = 350ll << 20;
+    CHECK_OK(ss_pipeline_split(&c, 2, NULL, 1, lim, f));
+    CHECK(f[1] == 7);
+    CHECK(4 * ss_config_stage_params(&c, 0, 7) <= lim && 4 * ss_config_stage_params(&c, 7, 12) <= lim);
+    CHECK(4 * ss_config_stage_params(&c, 0, 8) > lim);
+    /* Stage parameters add up to the model's. */
+    CHECK(ss_config_stage_params(&c, 0, 7) + ss_config_stage_params(&c, 7, 12) - 50257 * 768 == ss_config_n_params(&c));
+    c = split_config(10, 64, 64);
+    CHECK_OK(ss_pipeline_split(&c, 2, "9,1", 1, 0, f));
+    CHECK(f[0] == 0 && f[1] == 9 && f[2] == 10);
+    CHECK_OK(ss_pipeline_split(&c, 3, "1,8,1", 1, 0, f));
+    CHECK(f[1] == 1 && f[2] == 9 && f[3] == 10);
+    c.n_layer = 4;
+    CHECK_ERR(ss_pipeline_split(&c, 5, NULL, 1, 0, f), SS_ERR_ARG, "only 4 blocks");
+    c.n_layer = 12;
+    CHECK_ERR(ss_pipeline_split(&c, 2, "9,2", 1, 0, f), SS_ERR_ARG, "add up to 11");
+    CHECK_ERR(ss_pipeline_split(&c, 3, "9,3,1", 1, 0, f), SS_ERR_ARG, "add up to 13");
+    CHECK_ERR(ss_pipeline_split(&c, 2, "12,0", 1, 0, f), SS_ERR_ARG, "at least 1");
+    CHECK_ERR(ss_pipeline_split(&c, 2, "12", 1, 0, f), SS_ERR_ARG, "expected 2 block counts");
+    CHECK_ERR(ss_pipeline_split(&c, 2, "6,6,", 1, 0, f), SS_ERR_ARG, "more block counts");
+    CHECK_ERR(ss_pipeline_split(&c, 2, "6;6", 1, 0, f), SS_ERR_ARG, "expected 2 block counts");
+    CHECK_ERR(ss_pipeline_split(&c, 2, "", 1, 0, f), SS_ERR_ARG, "expected 2 block counts");
+    CHECK_ERR(ss_pipeline_split(&c, 2, "-1,13", 1, 0, f), SS_ERR_ARG, "at least 1");
+    CHECK_ERR(ss_pipeline_split(&c, 2, "evenly", 1, 0, f), SS_ERR_ARG, "expected 2 block counts");
+}
+
+/* The per-stage parameter counts that `info --config` and the balanced
+ * split use equal what a stage loads (ss_model_weight_bytes, what
+ * --max-memory limits, which also counts the Llama family's d_head/2 rotary
+ * frequencies), for GPT-2 and Llama models, tied and untied. */
+TEST(stage_params_match_loaded_stages) {
+    const char *names[] = {"prefix-f32", "noprefix-odd-untied", "llama-hd6-bias", "qwen2-bias-tied", "mistral-small"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        char dir[512];
+        snprintf(dir, sizeof dir, "%s/models/%s", ss_test_data_dir(), names[i]);
+        ss_model *whole;
+        CHECK_OK(ss_model_load(dir, &whole));
+        if (!whole) continue;
+        const ss_config c = whole->cfg;
+        const int64_t rope = c.family == SS_FAMILY_LLAMA ? 4 * (ss_config_d_head(&c) / 2) : 0;
+        CHECK(ss_model_weight_bytes(whole) == 4 * ss_config_n_params(&c) + rope);
+        ss_model_free(whole);
+        for (int first = 0; first < c.n_layer; first++) {
+            const int end = first + 1 + (first + 1 < c.n_layer ? (int)(c.n_layer - first - 1) / 2 : 0);
+            ss_model *m;
+            CHECK_OK(ss_model_load_layers(dir, first, end, &m));
+            if (!m) continue;
+            CHECK(ss_model_weight_bytes(m) == 4 * ss_config_stage_params(&c, first, end) + rope);
+            ss_model_free(m);
+        }
+    }
 }
