@@ -100,7 +100,7 @@ endif
 # the CUDA backend is, so that they always compile and link.
 GPU_TOOLS := $(if $(filter 1,$(HAVE_CUDA)),$(dir $(SUBSCOPE))kernel_check)
 
-.PHONY: all features deps demo real-demo test asan clean help fuzz fuzz-run gpu-check
+.PHONY: all features deps demo real-demo test asan clean help fuzz fuzz-run gpu-check print-build
 all: features $(SUBSCOPE) lib/libsubscope.a $(TOOLS) $(KERN_CU_OBJ) $(GPU_TOOLS)
 
 help:
@@ -193,6 +193,16 @@ $(dir $(SUBSCOPE))kernel_check: $(BUILD)/tests/gpu/kernel_check.o $(LIBA)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDSAN) -o $@ $< $(LIBA) $(LIBS) $(CUDA_LIBS) $(NCCL_LIBS)
 $(BUILD)/tests/gpu/kernel_check.o: CFLAGS_ALL += $(CUDA_CFLAGS)
+
+# Host memory of loading and placing a model on the emulated GPU (bench/load_memory.sh).
+# (The library's NCCL communicator links against the tests' emulated NCCL.)
+$(BUILD)/bench/load_memory: $(BUILD)/bench/load_memory.o $(BUILD)/tests/unit/nccl_emu.o $(KERN_EMU_OBJ) $(CUDA_EMU_OBJ) $(LIBA)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDSAN) -o $@ $(filter %.o,$^) $(LIBA) $(LIBS)
+
+print-build:
+	@echo $(BUILD)
 
 # Needs a GPU; without one it stops at once with "no GPU visible".
 gpu-check:

@@ -110,8 +110,19 @@ MODE_DTYPE = {"fp32": "fp32 weights, activations and matmuls (TF32 off)",
 PEAK_RE = re.compile(r"peak device memory ([0-9.]+) MiB")
 
 
+def host_peak_mib(path):
+    """The host_memory_peak_bytes attribute of a forward output, in MiB (None if h5dump cannot say)."""
+    try:
+        p = subprocess.run(["h5dump", "-a", "/host_memory_peak_bytes", path], capture_output=True, text=True, timeout=60)
+        m = re.search(r"\(0\): (\d+)", p.stdout)
+        return int(m.group(1)) / 1048576.0 if m else None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
 def run_subscope(exe, model, prompts, batch, mode, env, workdir, tag, timeout):
-    """(wall seconds, subscope's reported peak device memory in MiB or None)."""
+    """(wall seconds, subscope's reported peak device memory in MiB or None, its peak resident host memory in
+    MiB or None)."""
     out = os.path.join(workdir, f"{tag}.h5")
     cmd = [exe, "forward", "--model", model, "--input", prompts, "--out", out, "--batch", str(batch),
            "--no-logits", "--device", "cuda", "--compress", "0"] + MODE_FLAGS[mode]
@@ -120,10 +131,12 @@ def run_subscope(exe, model, prompts, batch, mode, env, workdir, tag, timeout):
     wall = time.perf_counter() - t0
     if p.returncode != 0:
         raise RuntimeError(f"subscope failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-2000:]}")
+    host = None
     if os.path.exists(out):
+        host = host_peak_mib(out)
         os.remove(out)
     m = PEAK_RE.search(p.stderr)
-    return wall, float(m.group(1)) if m else None
+    return wall, float(m.group(1)) if m else None, host
 
 
 def peer_status(python):
@@ -280,6 +293,7 @@ def main():
                           "net_wall_s": net, "tokens_per_s": tokens / net, "tokens_per_s_raw": tokens / wall,
                           "tflops": tfl, "mfu_pct": pct(tfl, peak_of[mode]), "mfu_vs_bf16_peak_pct": pct(tfl, peak_of["bf16"]),
                           "gpu_mem_used_mib": mem.used_mib(), "device_memory_peak_mib": full[0][1],
+                          "host_memory_peak_mib": full[0][2],
                           "fixed_share": fixed_wall / wall})
                 log(f"{name} subscope {mode}: {tokens / net:,.0f} tok/s net ({wall:.2f} s wall, {fixed_wall:.2f} s "
                     f"fixed), {tfl:.1f} TFLOP/s")

@@ -57,6 +57,11 @@ typedef struct ss_model {
     char weight_dtypes[64];         /* e.g. "F32" or "F16" as found in the files */
     float **owned;                  /* converted buffers we must free */
     size_t n_owned;
+    /* Weights not converted yet (ss_model_load_deferred): each records the
+     * weight pointer it fills and the file tensors it comes from; until
+     * ss_model_place, those pointers point at the files' bytes. */
+    struct ss_weight_src *srcs;
+    size_t n_srcs;
     /* The blocks whose weights were loaded: [0, n_layer) unless the model
      * was loaded for one stage of a pipeline (ss_model_load_layers); the
      * embeddings come with block 0, the final norm and lm_head with the last. */
@@ -84,6 +89,14 @@ ss_status ss_model_load(const char *dir, ss_model **out);
  * when the range touches the first or last block): one pipeline stage's
  * weights. end < 0 means n_layer. */
 ss_status ss_model_load_layers(const char *dir, int first, int end, ss_model **out);
+/* The same, with every tensor that needs converting (16-bit, or unaligned
+ * float32) left in the files until ss_model_place: a GPU placement then goes
+ * from the mapped files straight into device memory, a chunk of each tensor
+ * at a time, with no float32 copy of the model in host memory (a BF16 or F16
+ * checkpoint placed in its own dtype is copied as it is); a host float32
+ * placement converts the whole model then, as ss_model_load_layers does. A
+ * GGUF file is dequantised when opened either way. What the jobs load. */
+ss_status ss_model_load_deferred(const char *dir, int first, int end, ss_model **out);
 /* Config, tokenizer and every tensor's presence and shape checked, without
  * converting any weights to fp32 (what `info` needs, at any size); the model
  * cannot be placed or run. */

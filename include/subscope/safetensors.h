@@ -64,9 +64,16 @@ ss_status ss_weights_add_f32(ss_weights *w, const char *name, int ndim, const in
  * model uses (e.g. stacked with others); the tensor stays listed, with no
  * data. A no-op for tensors of files (they are mapped, not held). */
 void ss_weights_release(ss_weights *w, const char *name);
+/* Drops the whole pages of bytes [data, data + n) of w's files from
+ * resident memory (ss_mmap_drop) once they have been copied where they are
+ * used; they are read again if touched. A no-op for bytes outside the files
+ * (in-memory sets, buffers of the caller). */
+void ss_weights_drop_pages(const ss_weights *w, const void *data, size_t n);
 /* Copies a tensor into fp32 (converting F16/BF16/F64), after checking that its
  * element count equals n. dst must hold n floats. */
 ss_status ss_tensor_to_f32(const ss_tensor_info *t, float *dst, size_t n);
+/* The same for elements [first, first + len) of a tensor of n elements. */
+ss_status ss_tensor_to_f32_range(const ss_tensor_info *t, size_t n, size_t first, size_t len, float *dst);
 
 #ifdef __cplusplus
 }

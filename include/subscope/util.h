@@ -43,9 +43,16 @@ typedef struct ss_mmap {
 } ss_mmap;
 ss_status ss_mmap_open(const char *path, ss_mmap *m);
 void ss_mmap_close(ss_mmap *m);
+/* Tells the kernel that bytes [p, p + n) of mapping m are not needed for
+ * now: the whole pages among them leave this process's resident memory and
+ * are read from the file again if touched (the mapping is read-only). */
+void ss_mmap_drop(const ss_mmap *m, const void *p, size_t n);
 
 /* Monotonic wall-clock seconds. */
 double ss_now(void);
+/* The most host memory this process has held resident so far, in bytes
+ * (getrusage's ru_maxrss); 0 where the system does not say. */
+int64_t ss_peak_host_bytes(void);
 
 /* Half-precision conversions (IEEE binary16 and bfloat16 to/from fp32). */
 float ss_f16_to_f32(uint16_t h);

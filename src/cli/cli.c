@@ -3,6 +3,7 @@
 #include "subscope/dist.h"
 
 #include "subscope/jobs.h"
+#include "subscope/util.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -219,9 +220,7 @@ void cli_progress(void *ctx, int64_t done, int64_t total) {
     static int tty = -1;
     if (tty < 0) tty = isatty(2);
     if (!tty) return;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    double now = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    const double now = ss_now();
     if (done == 0 || t0 == 0) t0 = now;
     const char *what = ctx ? (const char *)ctx : "prompts";
     double el = now - t0, rate = el > 0 ? (double)done / el : 0;

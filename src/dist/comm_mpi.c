@@ -25,12 +25,6 @@
  * which arrive in order (same source, tag and communicator). */
 #define CHUNK ((size_t)1 << 30)
 
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 static void finalize_at_exit(void) {
     int init = 0, fin = 0;
     MPI_Initialized(&init);
@@ -47,13 +41,13 @@ static ss_status mpi_fail(const ss_comm *c, int rc, const char *call, int peer, 
 
 /* Completes rq by polling until c->timeout seconds have passed. */
 static ss_status wait_for(const ss_comm *c, MPI_Request *rq, MPI_Status *status, int peer, const char *what, int sending) {
-    const double deadline = now() + c->timeout;
+    const double deadline = ss_now() + c->timeout;
     unsigned spins = 0;
     for (;;) {
         int done = 0, rc = MPI_Test(rq, &done, status);
         if (rc != MPI_SUCCESS) return mpi_fail(c, rc, sending ? "MPI_Isend" : "MPI_Irecv", peer, what);
         if (done) return SS_OK;
-        if (now() > deadline) {
+        if (ss_now() > deadline) {
             if (!sending) { /* a receive can be withdrawn; an unmatched send is left to the abort that follows */
                 MPI_Cancel(rq);
                 MPI_Request_free(rq);

@@ -474,6 +474,11 @@ compute:;
         if ((st = ss_h5_attr_i64(h, "/", "device_memory_peak_bytes", (int64_t)peak))) goto out;
         if (job->progress) fprintf(stderr, "%s: peak device memory %.1f MiB\n", be->name, (double)peak / 1048576.0);
     }
+    const int64_t host_peak = ss_peak_host_bytes(); /* this process: the writer's, weights and queue included */
+    if (host_peak) {
+        if ((st = ss_h5_attr_i64(h, "/", "host_memory_peak_bytes", host_peak))) goto out;
+        if (job->progress) fprintf(stderr, "host: peak resident memory %.1f MiB\n", (double)host_peak / 1048576.0);
+    }
     st = ss_h5_commit(h);
     h = NULL;
 out: /* on failure: stop the writer, close what is open, then drop the temporary file */

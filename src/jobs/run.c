@@ -52,7 +52,7 @@ ss_status ss_model_open_stage(const ss_run_opts *o, ss_model **out) {
         SS_TRY(ss_comm_group(world, ranks, pipeline, 1, &pipe));
     }
     ss_model *m = NULL;
-    ss_status st = ss_model_load_layers(model_dir, first, end, &m);
+    ss_status st = ss_model_load_deferred(model_dir, first, end, &m);
     if (st) {
         ss_comm_free(pipe);
         return st;

@@ -321,19 +321,13 @@ ss_status ss_block_forward(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, floa
 
 /* ---- pipeline stages: the residual stream between neighbours ---- */
 
-double ss_seconds_now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 ss_status ss_pipe_recv(const ss_model *m, const ss_backend *be, int from, int tag, float *x, size_t n) {
     ss_model *mm = (ss_model *)m; /* the wait counters are the model's only mutable state */
     float *h = be->host_memory ? x : ss_malloc(n * sizeof(float), "residual stream from the previous stage");
     if (!h) return SS_ERR_NOMEM;
-    const double t0 = ss_seconds_now();
+    const double t0 = ss_now();
     ss_status st = ss_comm_recv(m->pipe, from, tag, h, n * sizeof(float));
-    mm->pipe_wait_s += ss_seconds_now() - t0;
+    mm->pipe_wait_s += ss_now() - t0;
     if (st) ss_error_context(st, "pipeline stage %d receiving from stage %d", m->stage, from);
     if (!st && h != x) st = be->upload(be, x, h, n * sizeof(float));
     if (h != x) free(h);
@@ -345,9 +339,9 @@ ss_status ss_pipe_send(const ss_model *m, const ss_backend *be, int to, int tag,
     float *h = be->host_memory ? (float *)x : ss_malloc(n * sizeof(float), "residual stream for the next stage");
     if (!h) return SS_ERR_NOMEM;
     ss_status st = h != x ? be->download(be, h, x, n * sizeof(float)) : SS_OK;
-    const double t0 = ss_seconds_now();
+    const double t0 = ss_now();
     if (!st) st = ss_comm_send(m->pipe, to, tag, h, n * sizeof(float));
-    mm->pipe_wait_s += ss_seconds_now() - t0;
+    mm->pipe_wait_s += ss_now() - t0;
     if (st) ss_error_context(st, "pipeline stage %d sending to stage %d", m->stage, to);
     if (h != x) free(h);
     return st;
@@ -371,7 +365,7 @@ ss_status ss_forward_taped(const ss_model *m, const ss_backend *be, const int32_
     if (D.llama && (!be->rmsnorm || !be->rope || !be->swiglu))
         return ss_errorf(SS_ERR_UNSUPPORTED, "backend %s lacks the Llama family's ops (rmsnorm, rope, swiglu)", be->name);
     SS_TRY(ss_packing_check(m, tokens, pk));
-    const double t_start = ss_seconds_now(), wait_before = m->pipe_wait_s;
+    const double t_start = ss_now(), wait_before = m->pipe_wait_s;
     /* Only the last stage of a pipeline has the head. */
     const int64_t n_lrows = !opts || opts->logits == SS_LOGITS_NONE || (!logits && !tape) || m->end_layer < c->n_layer ? 0
                             : opts->logits == SS_LOGITS_ALL                                  ? R
@@ -491,7 +485,7 @@ finished:
 #undef RUN
     if (logits) *logits = lg;
     lg = NULL;
-    if (m->pipe) ((ss_model *)m)->pipe_busy_s += ss_seconds_now() - t_start - (m->pipe_wait_s - wait_before);
+    if (m->pipe) ((ss_model *)m)->pipe_busy_s += ss_now() - t_start - (m->pipe_wait_s - wait_before);
 done: /* every failing path above has set the message */
     for (int i = 0; i < B_COUNT; i++)
         if (buf[i]) be->release(be, buf[i]);

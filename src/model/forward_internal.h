@@ -109,7 +109,6 @@ ss_status ss_forward_taped(const ss_model *m, const ss_backend *be, const int32_
 enum { SS_PIPE_TAG_RESID = 4000, SS_PIPE_TAG_GRAD = 4002, SS_PIPE_TAG_METRIC = 4003 };
 ss_status ss_pipe_recv(const ss_model *m, const ss_backend *be, int from, int tag, float *x, size_t n);
 ss_status ss_pipe_send(const ss_model *m, const ss_backend *be, int to, int tag, const float *x, size_t n);
-double ss_seconds_now(void);
 
 /* Validates a packing and its tokens. */
 ss_status ss_packing_check(const ss_model *m, const int32_t *tokens, const ss_packing *pk);

@@ -63,59 +63,97 @@ static float *owned_floats(ss_model *m, size_t n, const char *what) {
     return buf;
 }
 
-/* fp32 data of a tensor: a pointer into the mapping when the file holds
- * aligned F32, else a converted copy. */
+/* A weight pointer whose conversion waits (ss_model_load_deferred): the
+ * file tensors that fill it, several stacked along their first axis for
+ * Llama's q|k|v and gate|up. */
+typedef struct ss_weight_src {
+    const void **slot;
+    const ss_tensor_info *part[3];
+    size_t part_n[3]; /* elements of each part */
+    int n_parts;
+    size_t count;
+} ss_weight_src;
+
+static ss_status defer(ss_model *m, const void **slot, const ss_tensor_info *const *parts, const size_t *part_n,
+                       int n_parts) {
+    ss_weight_src *ns = ss_realloc(m->srcs, (m->n_srcs + 1) * sizeof *ns, "weight list");
+    if (!ns) return SS_ERR_NOMEM;
+    m->srcs = ns;
+    ss_weight_src *w = &ns[m->n_srcs++];
+    memset(w, 0, sizeof *w);
+    w->slot = slot;
+    w->n_parts = n_parts;
+    for (int i = 0; i < n_parts; i++) w->part[i] = parts[i], w->part_n[i] = part_n[i], w->count += part_n[i];
+    *slot = parts[0]->data; /* marks the weight present; not float32 until converted */
+    return SS_OK;
+}
+
+/* Elements [first, first + len) of a waiting weight, in float32. */
+static ss_status src_to_f32(const ss_weight_src *w, size_t first, size_t len, float *dst) {
+    for (int i = 0; i < w->n_parts && len; i++) {
+        if (first >= w->part_n[i]) {
+            first -= w->part_n[i];
+            continue;
+        }
+        const size_t take = w->part_n[i] - first < len ? w->part_n[i] - first : len;
+        SS_TRY(ss_tensor_to_f32_range(w->part[i], w->part_n[i], first, take, dst));
+        dst += take, len -= take, first = 0;
+    }
+    return SS_OK;
+}
+
+/* Converts every waiting weight into a float32 buffer the model owns. */
+static ss_status materialize(ss_model *m) {
+    const int tied = m->w.lm_head && m->w.lm_head == m->w.wte;
+    for (size_t i = 0; i < m->n_srcs; i++) {
+        const ss_weight_src *w = &m->srcs[i];
+        float *buf = owned_floats(m, w->count, w->part[0]->name);
+        if (!buf) return SS_ERR_NOMEM;
+        SS_TRY(src_to_f32(w, 0, w->count, buf));
+        for (int j = 0; j < w->n_parts; j++) {
+            ss_weights_drop_pages(m->weights, w->part[j]->data, w->part[j]->nbytes); /* a file's: copied */
+            if (w->n_parts > 1) ss_weights_release(m->weights, w->part[j]->name); /* a GGUF copy: not needed twice */
+        }
+        *w->slot = buf;
+    }
+    if (tied) m->w.lm_head = m->w.wte;
+    free(m->srcs);
+    m->srcs = NULL;
+    m->n_srcs = 0;
+    return SS_OK;
+}
+
+/* A tensor's data: a pointer into the mapping when the file holds aligned
+ * F32, else recorded for conversion (materialize, or ss_model_place). */
 static ss_status get_tensor(ss_model *m, const char *name, int ndim, const int64_t *shape, const void **out) {
     const ss_tensor_info *t;
     SS_TRY(find_tensor(m, name, ndim, shape, &t));
     size_t n;
     SS_TRY(ss_dims_product(shape, ndim, &n, t->name));
-    if (m->inspect_only) { /* checked, not converted: the slot only marks the tensor present */
+    /* inspect_only: checked, not converted; the slot only marks the tensor present */
+    if (m->inspect_only || (t->dtype == SS_DTYPE_F32 && ((uintptr_t)t->data % sizeof(float)) == 0)) {
         *out = t->data;
         return SS_OK;
     }
-    if (t->dtype == SS_DTYPE_F32 && ((uintptr_t)t->data % sizeof(float)) == 0) {
-        *out = t->data;
-        return SS_OK;
-    }
-    float *buf = owned_floats(m, n, t->name);
-    if (!buf) return SS_ERR_NOMEM;
-    ss_status st = ss_tensor_to_f32(t, buf, n);
-    if (st) return ss_error_context(st, "%s", t->file);
-    *out = buf;
-    return SS_OK;
+    return defer(m, out, &t, &n, 1);
 }
 
 /* Several [rows_i, cols] tensors (or [rows_i] vectors, cols 0) stacked along
- * their first axis into one owned fp32 buffer: Llama's q|k|v and gate|up. */
+ * their first axis into one weight: Llama's q|k|v and gate|up. */
 static ss_status get_stacked(ss_model *m, int n_parts, char names[][128], const int64_t *rows, int64_t cols,
                              const void **out) {
-    int64_t total = 0;
-    for (int i = 0; i < n_parts; i++) total += rows[i];
+    const ss_tensor_info *parts[3];
+    size_t part_n[3];
+    for (int i = 0; i < n_parts; i++) {
+        int64_t shape[2] = {rows[i], cols};
+        SS_TRY(find_tensor(m, names[i], cols ? 2 : 1, shape, &parts[i]));
+        part_n[i] = (size_t)rows[i] * (size_t)(cols ? cols : 1);
+    }
     if (m->inspect_only) {
-        for (int i = 0; i < n_parts; i++) {
-            const ss_tensor_info *t;
-            int64_t shape[2] = {rows[i], cols};
-            SS_TRY(find_tensor(m, names[i], cols ? 2 : 1, shape, &t));
-            if (!i) *out = t->data;
-        }
+        *out = parts[0]->data;
         return SS_OK;
     }
-    float *buf = owned_floats(m, (size_t)total * (size_t)(cols ? cols : 1), "stacked weights");
-    if (!buf) return SS_ERR_NOMEM;
-    float *at = buf;
-    for (int i = 0; i < n_parts; i++) {
-        const ss_tensor_info *t;
-        int64_t shape[2] = {rows[i], cols};
-        SS_TRY(find_tensor(m, names[i], cols ? 2 : 1, shape, &t));
-        size_t n = (size_t)rows[i] * (size_t)(cols ? cols : 1);
-        ss_status st = ss_tensor_to_f32(t, at, n);
-        if (st) return ss_error_context(st, "%s", t->file);
-        ss_weights_release(m->weights, t->name); /* a converted (GGUF) copy is not needed twice */
-        at += n;
-    }
-    *out = buf;
-    return SS_OK;
+    return defer(m, out, parts, part_n, n_parts);
 }
 
 static ss_status load_weights(ss_model *m) {
@@ -244,17 +282,23 @@ static ss_status load_weights_llama(ss_model *m) {
     return SS_OK;
 }
 
-static ss_status load(const char *dir, int first, int end, int inspect, ss_model **out);
+enum { LOAD_NOW, LOAD_INSPECT, LOAD_DEFERRED };
+static ss_status load(const char *dir, int first, int end, int mode, ss_model **out);
 
-ss_status ss_model_load(const char *dir, ss_model **out) { return load(dir, 0, -1, 0, out); }
-ss_status ss_model_load_layers(const char *dir, int first, int end, ss_model **out) { return load(dir, first, end, 0, out); }
-ss_status ss_model_inspect(const char *dir, ss_model **out) { return load(dir, 0, -1, 1, out); }
+ss_status ss_model_load(const char *dir, ss_model **out) { return load(dir, 0, -1, LOAD_NOW, out); }
+ss_status ss_model_load_layers(const char *dir, int first, int end, ss_model **out) {
+    return load(dir, first, end, LOAD_NOW, out);
+}
+ss_status ss_model_load_deferred(const char *dir, int first, int end, ss_model **out) {
+    return load(dir, first, end, LOAD_DEFERRED, out);
+}
+ss_status ss_model_inspect(const char *dir, ss_model **out) { return load(dir, 0, -1, LOAD_INSPECT, out); }
 
-static ss_status load(const char *dir, int first, int end, int inspect, ss_model **out) {
+static ss_status load(const char *dir, int first, int end, int mode, ss_model **out) {
     *out = NULL;
     ss_model *m = ss_calloc(1, sizeof *m, "model");
     if (!m) return SS_ERR_NOMEM;
-    m->inspect_only = inspect;
+    m->inspect_only = mode == LOAD_INSPECT;
     ss_status st = SS_ERR_NOMEM;
     char *cfg_path = NULL;
     if (!(m->dir = ss_strdup(dir))) goto fail;
@@ -262,7 +306,7 @@ static ss_status load(const char *dir, int first, int end, int inspect, ss_model
         /* A llama.cpp file: config, weights and tokenizer all come from it. */
         if ((st = ss_gguf_model_open(dir, &m->cfg, &m->weights, &m->tok))) goto fail;
         if ((st = set_layer_range(m, first, end))) goto fail;
-        if ((st = load_weights_llama(m))) goto fail;
+        if ((st = load_weights_llama(m)) || (st = materialize(m))) goto fail;
         /* What the file holds, not the float32 copies made of it. */
         ss_gguf *g = NULL;
         if (ss_gguf_open(dir, &g) == SS_OK) ss_gguf_type_list(g, m->weight_dtypes, sizeof m->weight_dtypes);
@@ -275,6 +319,7 @@ static ss_status load(const char *dir, int first, int end, int inspect, ss_model
     if ((st = set_layer_range(m, first, end))) goto fail;
     if ((st = ss_weights_open(dir, &m->weights))) goto fail;
     if ((st = m->cfg.family == SS_FAMILY_LLAMA ? load_weights_llama(m) : load_weights(m))) goto fail;
+    if (mode == LOAD_NOW && (st = materialize(m))) goto fail;
     st = ss_tokenizer_load_dir(dir, &m->tok);
     if (st == SS_ERR_IO && !m->tok) {
         /* No tokenizer files: the model still runs on token ids. */
@@ -302,6 +347,7 @@ void ss_model_free(ss_model *m) {
     free(m->stage_first);
     for (size_t i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
+    free(m->srcs);
     if (m->placed_block) m->placed_on->release(m->placed_on, m->placed_block);
     free(m->placed.layers);
     free(m->w.layers);
@@ -367,59 +413,82 @@ ss_status ss_model_place(ss_model *m, const ss_backend *be, int wdtype) {
     if (be->host_memory && wdtype == SS_WDTYPE_F16)
         return ss_errorf(SS_ERR_UNSUPPORTED, "%s: float16 weights are for GPUs; the CPU computes in float32", m->dir);
     if (m->placed_on == be && m->placed.wdtype == wdtype) return SS_OK;
-    if (be->host_memory && wdtype == SS_WDTYPE_F32) return SS_OK;
+    if (be->host_memory && wdtype == SS_WDTYPE_F32) return materialize(m); /* a no-op unless deferred */
     if (m->placed_on)
         return ss_errorf(SS_ERR_UNSUPPORTED, "%s: weights are already placed on %s; one model serves one placement",
                          m->dir, m->placed_on->name);
     int nmax = max_slots(&m->cfg);
     weight_slot *src = ss_malloc((size_t)nmax * sizeof *src, "weight list");
     weight_slot *dst = ss_malloc((size_t)nmax * sizeof *dst, "weight list");
-    uint16_t *tmp = NULL;
+    /* Conversions go through two small buffers, a chunk of a tensor at a time. */
+    enum { CHUNK = 1 << 20 };
+    float *f32 = ss_malloc(CHUNK * sizeof *f32, "weight conversion");
+    uint16_t *h16 = ss_malloc(CHUNK * sizeof *h16, "weight conversion");
     m->placed = m->w;
     m->placed.wdtype = wdtype;
     m->placed.layers = ss_malloc((size_t)m->cfg.n_layer * sizeof *m->placed.layers, "layers");
     ss_status st = SS_ERR_NOMEM;
-    if (!src || !dst || !m->placed.layers) goto out;
+    if (!src || !dst || !f32 || !h16 || !m->placed.layers) goto out;
     memcpy(m->placed.layers, m->w.layers, (size_t)m->cfg.n_layer * sizeof *m->placed.layers);
     int n = weight_slots(&m->cfg, &m->w, src);
     weight_slots(&m->cfg, &m->placed, dst);
     /* One block for everything, each tensor 256-byte aligned. */
-    size_t esz = wdtype == SS_WDTYPE_F32 ? 4 : 2, total = 0, largest = 0;
-    for (int i = 0; i < n; i++) {
-        total += ((src[i].count * (src[i].matrix ? esz : 4)) + 255) & ~(size_t)255;
-        if (src[i].matrix && src[i].count > largest) largest = src[i].count;
-    }
-    if (esz == 2 && !(tmp = ss_malloc(largest * sizeof *tmp, "bf16 conversion"))) goto out;
+    const size_t esz = wdtype == SS_WDTYPE_F32 ? 4 : 2;
+    const ss_dtype own16 = wdtype == SS_WDTYPE_F16 ? SS_DTYPE_F16 : SS_DTYPE_BF16;
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += ((src[i].count * (src[i].matrix ? esz : 4)) + 255) & ~(size_t)255;
     if ((st = be->alloc(be, total, "model weights", &m->placed_block))) goto out;
     m->placed_on = be;
     char *p = m->placed_block;
-    for (int i = 0; i < n; i++) {
-        const float *from = *src[i].ptr;
-        size_t bytes = src[i].count * (src[i].matrix ? esz : 4);
-        if (src[i].matrix && esz == 2) {
-            for (size_t j = 0; j < src[i].count; j++)
-                tmp[j] = wdtype == SS_WDTYPE_F16 ? ss_f32_to_f16(from[j]) : ss_f32_to_bf16(from[j]);
-            st = be->upload(be, p, tmp, bytes);
+    for (int i = 0; i < n && !st; i++) {
+        const ss_weight_src *w = NULL; /* still in the files (ss_model_load_deferred) */
+        for (size_t j = 0; j < m->n_srcs && !w; j++)
+            if (m->srcs[j].slot == src[i].ptr) w = &m->srcs[j];
+        const size_t count = src[i].count, es = src[i].matrix ? esz : 4, bytes = count * es;
+        if (w && w->count != count) {
+            st = ss_errorf(SS_ERR_INTERNAL, "%s: '%s' holds %zu elements, not %zu", m->dir, w->part[0]->name, w->count,
+                           count);
+        } else if (w && es == 2 && w->n_parts == 1 && w->part[0]->dtype == own16) {
+            st = be->upload(be, p, w->part[0]->data, bytes); /* the file's own 16-bit values */
+        } else if (!w && es == 4) {
+            st = be->upload(be, p, *src[i].ptr, bytes);
         } else {
-            st = be->upload(be, p, from, bytes);
+            for (size_t off = 0; off < count && !st; off += CHUNK) {
+                const size_t len = count - off < CHUNK ? count - off : CHUNK;
+                const float *from = w ? f32 : (const float *)*src[i].ptr + off;
+                if (w && (st = src_to_f32(w, off, len, f32))) break;
+                if (es == 2) {
+                    for (size_t j = 0; j < len; j++)
+                        h16[j] = wdtype == SS_WDTYPE_F16 ? ss_f32_to_f16(from[j]) : ss_f32_to_bf16(from[j]);
+                    st = be->upload(be, p + off * 2, h16, len * 2);
+                } else {
+                    st = be->upload(be, p + off * 4, from, len * 4);
+                }
+            }
         }
-        if (st) goto out;
+        /* What came from the files is on the device now: their pages can leave host memory. */
+        if (w)
+            for (int j = 0; j < w->n_parts; j++) ss_weights_drop_pages(m->weights, w->part[j]->data, w->part[j]->nbytes);
+        else
+            ss_weights_drop_pages(m->weights, *src[i].ptr, count * 4);
         *dst[i].ptr = p;
         p += (bytes + 255) & ~(size_t)255;
     }
+    if (st) goto out;
     if (m->w.lm_head == m->w.wte) m->placed.lm_head = m->placed.wte;
     st = be->sync(be);
 out:
     free(src);
     free(dst);
-    free(tmp);
+    free(f32);
+    free(h16);
     return st;
 }
 
 const ss_gpt2_weights *ss_model_weights(const ss_model *m, const ss_backend *be) {
     if (m->inspect_only) return NULL;
     if (m->placed_on == be) return &m->placed;
-    return be->host_memory ? &m->w : NULL;
+    return be->host_memory && !m->n_srcs ? &m->w : NULL; /* deferred weights are not float32 yet */
 }
 
 ss_status ss_grads_alloc(const ss_model *m, const ss_backend *be, ss_gpt2_weights *g) {

@@ -592,6 +592,11 @@ void ss_weights_release(ss_weights *w, const char *name) {
         }
 }
 
+void ss_weights_drop_pages(const ss_weights *w, const void *data, size_t n) {
+    if (!w || w->owned || !data) return;
+    for (size_t i = 0; i < w->n_shards; i++) ss_mmap_drop(&w->shards[i]->map, data, n); /* only the shard holding it */
+}
+
 size_t ss_weights_count(const ss_weights *w) { return w ? w->n : 0; }
 
 const ss_tensor_info *ss_weights_at(const ss_weights *w, size_t i) { return w && i < w->n ? w->list[i] : NULL; }
@@ -603,6 +608,10 @@ const ss_tensor_info *ss_weights_find(const ss_weights *w, const char *name) {
 /* ---- conversion ---- */
 
 ss_status ss_tensor_to_f32(const ss_tensor_info *t, float *dst, size_t n) {
+    return ss_tensor_to_f32_range(t, n, 0, n, dst);
+}
+
+ss_status ss_tensor_to_f32_range(const ss_tensor_info *t, size_t n, size_t first, size_t len, float *dst) {
     size_t es = ss_dtype_size(t->dtype);
     if (es == 0) return ss_errorf(SS_ERR_INTERNAL, "%s: tensor \"%s\": invalid dtype", t->file, t->name);
     size_t count = 0;
@@ -614,28 +623,31 @@ ss_status ss_tensor_to_f32(const ss_tensor_info *t, float *dst, size_t n) {
     if (count != n)
         return ss_errorf(SS_ERR_ARG, "%s: tensor \"%s\" has %zu elements, expected %zu", t->file, t->name, count,
                          n);
-    const unsigned char *p = t->data;
+    if (first > n || len > n - first)
+        return ss_errorf(SS_ERR_INTERNAL, "%s: tensor \"%s\": elements %zu..%zu of %zu", t->file, t->name, first,
+                         first + len, n);
+    const unsigned char *p = (const unsigned char *)t->data + first * es;
     /* memcpy per element: the data may be unaligned inside the mapping. */
     switch (t->dtype) {
     case SS_DTYPE_F32:
-        if (n) memcpy(dst, p, n * 4);
+        if (len) memcpy(dst, p, len * 4);
         return SS_OK;
     case SS_DTYPE_F16:
-        for (size_t i = 0; i < n; i++) {
+        for (size_t i = 0; i < len; i++) {
             uint16_t h;
             memcpy(&h, p + 2 * i, 2);
             dst[i] = ss_f16_to_f32(h);
         }
         return SS_OK;
     case SS_DTYPE_BF16:
-        for (size_t i = 0; i < n; i++) {
+        for (size_t i = 0; i < len; i++) {
             uint16_t h;
             memcpy(&h, p + 2 * i, 2);
             dst[i] = ss_bf16_to_f32(h);
         }
         return SS_OK;
     case SS_DTYPE_F64:
-        for (size_t i = 0; i < n; i++) {
+        for (size_t i = 0; i < len; i++) {
             double d;
             memcpy(&d, p + 8 * i, 8);
             dst[i] = (float)d;

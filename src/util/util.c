@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -141,10 +142,25 @@ void ss_mmap_close(ss_mmap *m) {
     m->size = 0;
 }
 
+void ss_mmap_drop(const ss_mmap *m, const void *p, size_t n) {
+    const uintptr_t lo = (uintptr_t)m->data, hi = lo + m->size, page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)p, b = a + n;
+    if (!m->data || a < lo || b > hi || b < a) return;
+    a = (a + page - 1) / page * page; /* whole pages only: a neighbour's bytes stay */
+    b = b / page * page;
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
 double ss_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int64_t ss_peak_host_bytes(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru)) return 0;
+    return (int64_t)ru.ru_maxrss * 1024; /* KiB on Linux */
 }
 
 float ss_f16_to_f32(uint16_t h) {

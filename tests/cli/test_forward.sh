@@ -56,6 +56,10 @@ for a in format_version subscope_version git_commit command_line created model_p
 done
 if [ $ok = 1 ] && printf '%s' "$attrs" | grep -q "blocks.\*.mlp.hook_post"; then pass "root provenance attributes present"
 else fail "root provenance attributes" "missing ${missing:-command line}"; fi
+# The process's peak resident host memory: more than the model's 3.6 MiB of float32 weights, less than 1 GiB.
+hp=$(h5dump -a /host_memory_peak_bytes "$TMP/sel.h5" 2>/dev/null | sed -n 's/.*(0): \([0-9]*\).*/\1/p')
+[ -n "$hp" ] && [ "$hp" -gt 3800000 ] && [ "$hp" -lt 1073741824 ] && pass "host_memory_peak_bytes recorded ($hp)" ||
+    fail "host_memory_peak_bytes" "'$hp'"
 
 # ---- bad input: exit 1, a message naming the culprit, no output file ----
 P=$D/golden/$m.jsonl

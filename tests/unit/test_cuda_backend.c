@@ -333,6 +333,68 @@ TEST(cuda_emulated_float16_and_auto_placement) {
     }
 }
 
+/* ss_model_load_deferred (what the jobs load) leaves 16-bit tensors in the
+ * files: placed on the GPU they go there without a float32 copy of the model
+ * in host memory (the model owns no converted buffers but the Llama family's
+ * rotary table), and the device holds exactly what the eager path puts there
+ * (logits bit for bit, for float32, bfloat16 and float16 placements of BF16,
+ * F16 and F32 checkpoints, GPT-2 and Llama with stacked q|k|v). On the CPU the
+ * weights are converted when placed, and not used before. */
+TEST(cuda_emulated_deferred_load_places_from_the_files) {
+    const char *models[5] = {"bf16", "f16-sharded", "qwen2-bias-tied", "llama-hd6-bias", "prefix-f32"};
+    const int wdtypes[3] = {SS_WDTYPE_F32, SS_WDTYPE_BF16, SS_WDTYPE_F16};
+    for (int k = 0; k < 5; k++) {
+        char dir[512];
+        snprintf(dir, sizeof dir, "%s/models/%s", ss_test_data_dir(), models[k]);
+        for (int t = 0; t < 3; t++) {
+            ss_model *eager = NULL, *lazy = NULL;
+            ss_backend *gpu = NULL;
+            CHECK_OK(ss_model_load(dir, &eager));
+            CHECK_OK(ss_model_load_deferred(dir, 0, -1, &lazy));
+            CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
+            if (!eager || !lazy || !gpu) break;
+            const size_t rope = eager->cfg.family == SS_FAMILY_LLAMA;
+            CHECK_MSG(lazy->n_owned == rope && (lazy->n_srcs > 0) == (k < 4), "%s: %zu buffers owned, %zu waiting",
+                      models[k], lazy->n_owned, lazy->n_srcs);
+            CHECK_OK(ss_model_place(eager, gpu, wdtypes[t]));
+            CHECK_OK(ss_model_place(lazy, gpu, wdtypes[t]));
+            CHECK_MSG(lazy->n_owned == rope, "%s: placing made %zu host buffers", models[k], lazy->n_owned);
+            CHECK(ss_model_weights(lazy, ss_backend_cpu()) == NULL || k == 4);
+            int32_t toks[12];
+            for (int i = 0; i < 12; i++) toks[i] = (int32_t)((i * 29 + 5) % eager->cfg.vocab_size);
+            int64_t start[2] = {0, 5}, len[2] = {5, 7};
+            ss_packing pk = {2, 12, start, len, 0};
+            ss_forward_opts o = {.logits = SS_LOGITS_ALL};
+            float *la = NULL, *lb = NULL;
+            CHECK_OK(ss_forward(eager, gpu, toks, &pk, &o, &la));
+            CHECK_OK(ss_forward(lazy, gpu, toks, &pk, &o, &lb));
+            CHECK_MSG(la && lb && !memcmp(la, lb, (size_t)(12 * eager->cfg.vocab_size) * sizeof *la),
+                      "%s, wdtype %d: deferred placement differs", models[k], wdtypes[t]);
+            free(la);
+            free(lb);
+            la = lb = NULL;
+            if (t == 0) { /* the CPU: nothing to run on until placed, then the eager model's float32 */
+                ss_model *host = NULL;
+                CHECK_OK(ss_model_load_deferred(dir, 0, -1, &host));
+                if (k < 4)
+                    CHECK_ERR(ss_forward(host, ss_backend_cpu(), toks, &pk, &o, &la), SS_ERR_INTERNAL, "not placed");
+                CHECK_OK(ss_model_place(host, ss_backend_cpu(), SS_WDTYPE_F32));
+                CHECK(host->n_srcs == 0);
+                CHECK_OK(ss_forward(host, ss_backend_cpu(), toks, &pk, &o, &la));
+                CHECK_OK(ss_forward(eager, ss_backend_cpu(), toks, &pk, &o, &lb));
+                CHECK_MSG(la && lb && !memcmp(la, lb, (size_t)(12 * eager->cfg.vocab_size) * sizeof *la),
+                          "%s: deferred float32 on the CPU differs", models[k]);
+                free(la);
+                free(lb);
+                ss_model_free(host);
+            }
+            ss_model_free(eager);
+            ss_model_free(lazy);
+            ss_backend_cuda_close(gpu);
+        }
+    }
+}
+
 /* ---- overlapped copy-out (download_async, ss_capture) ---- */
 
 size_t ss_emu_pending_copies(void); /* kernels/emu/host_runtime.c */
