@@ -83,6 +83,13 @@ ifeq ($(HAVE_NCCL_COMM),1)
 endif
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(if $(filter 1,$(HAVE_CUDA)),$(KERN_CU_OBJ))
+# bin/subscope links none of the CUDA libraries: the CUDA backend and the NCCL
+# communicator are plugins beside it, loaded on first use (src/util/plugin.c).
+# The program is linked from the objects themselves with -rdynamic, so that
+# every symbol a plugin uses is there to resolve against.
+CUDA_PLUGIN_OBJ := $(BUILD)/src/backend/cuda_backend.o $(KERN_CU_OBJ)
+NCCL_PLUGIN_OBJ := $(BUILD)/src/dist/comm_nccl.o
+EXE_LIB_OBJ := $(filter-out $(CUDA_PLUGIN_OBJ) $(NCCL_PLUGIN_OBJ),$(LIB_OBJ))
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 LIBA     := $(BUILD)/libsubscope.a
@@ -96,6 +103,8 @@ else
   TEST_BIN := $(BIN)/test_unit
   TOOLS    := $(TOOL_SRC:tests/tools/%.c=$(BIN)/%)
 endif
+PLUGINS  := $(if $(filter 1,$(HAVE_CUDA)),$(dir $(SUBSCOPE))libsubscope-cuda.so) \
+            $(if $(filter 1,$(HAVE_NCCL_COMM)),$(dir $(SUBSCOPE))libsubscope-nccl.so)
 # The native kernel tests of `make gpu-check` (tests/gpu/), built whenever
 # the CUDA backend is, so that they always compile and link.
 GPU_TOOLS := $(if $(filter 1,$(HAVE_CUDA)),$(dir $(SUBSCOPE))kernel_check)
@@ -123,8 +132,8 @@ features: $(O)/config.mk
 	@echo "subscope $(VERSION) ($(GIT_COMMIT)) features:"
 	@cat $(O)/features.txt
 	@echo "  CPU backend: fp32 reference ops$(if $(filter 1,$(HAVE_BLAS)), with BLAS GEMM,)"
-	@echo "  NCCL communicator: $(if $(filter 1,$(HAVE_NCCL_COMM)),built (SUBSCOPE_DIST=nccl),not built (needs nvcc and NCCL)); emulated copy in the tests"
-	@echo "  CUDA backend: $(if $(filter 1,$(HAVE_CUDA)),built (kernels for sm_$(CUDA_ARCH) + PTX; --device cuda),not built (needs nvcc and cuBLAS)); emulated copy in the tests"
+	@echo "  NCCL communicator: $(if $(filter 1,$(HAVE_NCCL_COMM)),built (SUBSCOPE_DIST=nccl; plugin $(dir $(SUBSCOPE))libsubscope-nccl.so),not built (needs nvcc and NCCL)); emulated copy in the tests"
+	@echo "  CUDA backend: $(if $(filter 1,$(HAVE_CUDA)),built (kernels for sm_$(CUDA_ARCH) + PTX; --device cuda; plugin $(dir $(SUBSCOPE))libsubscope-cuda.so),not built (needs nvcc and cuBLAS)); emulated copy in the tests"
 	@test "$(HAVE_HDF5)" = 1 && test "$(HAVE_PCRE2)" = 1 || { echo "error: HDF5 and PCRE2 are required; run 'make deps'" >&2; exit 1; }
 
 deps:
@@ -140,8 +149,8 @@ $(BUILD)/src/backend/%.o: CFLAGS_ALL += -O3
 $(BUILD)/src/backend/cuda_backend.o $(BUILD)/src/backend/backend.o: CFLAGS_ALL += $(CUDA_CFLAGS)
 # MPI's headers only for the communicator (empty when configure found no MPI).
 $(BUILD)/src/dist/%.o: CFLAGS_ALL += $(MPI_CFLAGS)
-$(BUILD)/src/dist/comm_nccl.o: CFLAGS_ALL += $(NCCL_CFLAGS)
-$(BUILD)/src/dist/comm_nccl.o: Makefile
+$(BUILD)/src/dist/comm_nccl.o $(BUILD)/src/dist/comm.o: CFLAGS_ALL += $(NCCL_CFLAGS)
+$(BUILD)/src/dist/comm_nccl.o $(BUILD)/src/dist/comm.o: Makefile
 $(BUILD)/src/backend/cuda_backend.o $(BUILD)/src/backend/backend.o: Makefile
 
 $(BUILD)/emu/cuda_backend.o: src/backend/cuda_backend.c $(O)/config.mk
@@ -173,10 +182,20 @@ lib/libsubscope.a: $(LIBA)
 	@mkdir -p lib
 	$(Q)cp $< $@
 
-$(SUBSCOPE): $(CLI_OBJ) $(LIBA)
+$(SUBSCOPE): $(CLI_OBJ) $(EXE_LIB_OBJ) | $(PLUGINS)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(LDSAN) -o $@ $(CLI_OBJ) $(LIBA) $(LIBS) $(CUDA_LIBS) $(NCCL_LIBS)
+	$(Q)$(CC) $(LDSAN) -rdynamic -o $@ $(CLI_OBJ) $(EXE_LIB_OBJ) $(LIBS) -ldl
+
+$(dir $(SUBSCOPE))libsubscope-cuda.so: $(CUDA_PLUGIN_OBJ)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDSAN) -shared -o $@ $^ $(CUDA_LIBS)
+
+$(dir $(SUBSCOPE))libsubscope-nccl.so: $(NCCL_PLUGIN_OBJ)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDSAN) -shared -o $@ $^ $(NCCL_LIBS)
 
 $(TEST_BIN): $(TEST_OBJ) $(KERN_EMU_OBJ) $(CUDA_EMU_OBJ) $(LIBA)
 	@mkdir -p $(dir $@)
@@ -195,8 +214,7 @@ $(dir $(SUBSCOPE))kernel_check: $(BUILD)/tests/gpu/kernel_check.o $(LIBA)
 $(BUILD)/tests/gpu/kernel_check.o: CFLAGS_ALL += $(CUDA_CFLAGS)
 
 # Host memory of loading and placing a model on the emulated GPU (bench/load_memory.sh).
-# (The library's NCCL communicator links against the tests' emulated NCCL.)
-$(BUILD)/bench/load_memory: $(BUILD)/bench/load_memory.o $(BUILD)/tests/unit/nccl_emu.o $(KERN_EMU_OBJ) $(CUDA_EMU_OBJ) $(LIBA)
+$(BUILD)/bench/load_memory: $(BUILD)/bench/load_memory.o $(KERN_EMU_OBJ) $(CUDA_EMU_OBJ) $(LIBA)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDSAN) -o $@ $(filter %.o,$^) $(LIBA) $(LIBS)

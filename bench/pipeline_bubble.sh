@@ -4,7 +4,7 @@
 # per P the wall time, the speed-up over one process, the bubble the stages measured
 # (pipeline_bubble_fraction: time waiting for a neighbour / all stage time) and the ideal
 # (P-1)/(M+P-1) of a pipeline whose stages take equal time; then the same for `attribute`
-# (forward and backward passes, GPipe's schedule) at several --micro-batches; then, on 2 stages of
+# (forward and backward passes, the 1F1B schedule) at several --micro-batches; then, on 2 stages of
 # a model whose head costs 2.7 blocks (vocabulary 16384), `attribute` and `ablate` with the default
 # split (balanced by multiply-adds: 5,3) against --pipeline-blocks even (4,4), the median of 3 runs
 # each. Writes bench/results/pipeline-<host>-<date>.json.
@@ -58,9 +58,10 @@ for P in ${STAGES//,/ }; do
     printf '%-7s %9.2f %8.2f %15.1f%% %13.1f%%\n' "$P" "$sec" "$sp" "$(calc "100 * $bub")" "$(calc "100 * $ideal")" >&2
     rows="$rows, {\"stages\": $P, \"seconds\": $sec, \"speedup\": $sp, \"bubble_measured\": $bub, \"bubble_ideal\": $ideal}"
 done
-# attribute (gradxact, the forward and the backward pass) on the first 16 batches: GPipe's schedule
-# with --micro-batches W (1: a batch's backward pass before the next forward, the old behaviour;
-# default 2P; 4P), against one process.
+# attribute (gradxact, the forward and the backward pass) on the first 16 batches: the 1F1B schedule
+# with at most --micro-batches W batches in flight per stage (1: a batch's backward pass before the
+# next forward; 2; default P), against one process. Ideal bubble (P-1)/(M+P-1) for M = 16 batches
+# (W >= 2), (P-1)/P with W = 1.
 head -n $((16 * B)) "$W/prompts.jsonl" >"$W/prompts16.jsonl"
 aopts=(--model "$W/model" --input "$W/prompts16.jsonl" --sites 'blocks.*.hook_resid_post' --method gradxact
        --reduce prompts --batch $B)
@@ -70,13 +71,13 @@ arows="{\"stages\": 1, \"seconds\": $abase, \"speedup\": 1.0}"
 printf '\nattribute gradxact, 16 batches\n%-7s %14s %9s %8s %16s %14s\n' stages micro-batches seconds speedup "bubble measured" "bubble ideal" >&2
 printf '%-7s %14s %9.2f %8.2f %16s %14s\n' 1 - "$abase" 1.00 - - >&2
 for P in ${STAGES//,/ }; do
-    for MB in 1 $((2 * P)) $((4 * P)); do
+    for MB in $(printf '%s\n' 1 2 "$P" | sort -un); do
         t0=$(now)
         $MPI -np "$P" bin/subscope attribute "${aopts[@]}" --pipeline "$P" --micro-batches "$MB" --out "$W/a$P.h5" >/dev/null 2>&1
         t1=$(now)
         sec=$(calc "$t1 - $t0")
         bub=$(h5dump -a /pipeline_bubble_fraction "$W/a$P.h5" | sed -n 's/.*(0): \(.*\)$/\1/p')
-        ideal=$(calc "($P - 1) / ($MB + $P - 1)")
+        if [ "$MB" = 1 ]; then ideal=$(calc "($P - 1) / $P"); else ideal=$(calc "($P - 1) / (16 + $P - 1)"); fi
         sp=$(calc "$abase / $sec")
         printf '%-7s %14s %9.2f %8.2f %15.1f%% %13.1f%%\n' "$P" "$MB" "$sec" "$sp" "$(calc "100 * $bub")" "$(calc "100 * $ideal")" >&2
         arows="$arows, {\"stages\": $P, \"micro_batches\": $MB, \"seconds\": $sec, \"speedup\": $sp, \"bubble_measured\": $bub, \"bubble_ideal\": $ideal}"
@@ -111,7 +112,7 @@ cat >"$out" <<JSON
  "model": "random GPT-2, 8 blocks, d 512, 8 heads, vocab 2048", "micro_batches": $M, "prompts_per_batch": $B,
  "tokens_per_prompt": 64, "threads_per_rank": 1, "job": "collect --sites 'blocks.*.hook_resid_post' --stats mean",
  "runs": [$rows],
- "attribute_job": "attribute --method gradxact --reduce prompts, 16 batches (ideal bubble: (P-1)/(W+P-1) per window of W)",
+ "attribute_job": "attribute --method gradxact --reduce prompts, 16 batches, 1F1B with at most micro_batches in flight per stage (ideal bubble: (P-1)/(16+P-1); with 1, (P-1)/P)",
  "attribute_runs": [$arows],
  "split_job": "2 stages of a random GPT-2 with 8 blocks of d 512 and vocabulary 16384 (head = 2.7 blocks), 16 batches of 4 x 64 tokens: attribute gradxact, ablate one mask at block 6 (loss, kl); default split (balanced, 5,3) vs --pipeline-blocks even (4,4), median of 3",
  "split_runs": [$srows]}

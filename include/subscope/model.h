@@ -42,6 +42,15 @@ typedef struct ss_gpt2_weights {
 
 struct ss_backend;
 
+/* A block of bytes to or from a neighbouring pipeline stage (at most
+ * SS_PIPE_HELD held or fetched ahead at a time). */
+#define SS_PIPE_HELD 4
+typedef struct ss_pipe_block {
+    void *buf;
+    size_t bytes;
+    int peer, tag;
+} ss_pipe_block;
+
 typedef struct ss_model {
     char *dir;
     ss_config cfg;
@@ -79,6 +88,12 @@ typedef struct ss_model {
     int replica, n_replicas, pipe_owned;
     int *stage_first;               /* [n_stages + 1]: the first block of each stage, then n_layer */
     double pipe_wait_s, pipe_busy_s; /* seconds waiting for / running this stage's part */
+    /* pipe_hold: a block a pass sends to a neighbour is held until
+     * ss_model_pipe_release, which may also fetch the next pass's first
+     * block (ahead), for schedules that alternate forward and backward. */
+    int pipe_hold;
+    ss_pipe_block held[SS_PIPE_HELD], ahead[SS_PIPE_HELD];
+    int n_held, n_ahead;
     int inspect_only;               /* ss_model_inspect: weights checked, not converted; cannot run */
 } ss_model;
 
@@ -105,6 +120,16 @@ ss_status ss_model_inspect(const char *dir, ss_model **out);
  * stage s runs blocks [first_of[s], first_of[s+1]) (ss_pipeline_split), and
  * m must hold exactly this rank's. */
 ss_status ss_model_set_pipeline(ss_model *m, struct ss_comm *comm, const int *first_of);
+/* With m->pipe_hold set, the blocks a pass sends to a neighbouring stage
+ * wait for this, called between passes with what comes next: a forward
+ * pass (n_passes of them on the same rows: ATP's corrupt and clean runs)
+ * or the backward pass of a batch of `rows` rows and n_seq prompts, or
+ * nothing. If the next pass first receives from the stage the held blocks go
+ * to, they are exchanged for its blocks, which it then finds here;
+ * otherwise they are sent as they are. One-forward-one-backward schedules
+ * need it (src/model/forward.c). A no-op without a pipeline. */
+typedef enum { SS_PIPE_NEXT_NONE, SS_PIPE_NEXT_FORWARD, SS_PIPE_NEXT_BACKWARD } ss_pipe_next;
+ss_status ss_model_pipe_release(ss_model *m, ss_pipe_next next, int64_t rows, int64_t n_seq, int n_passes);
 /* The split of c's blocks over n_stages pipeline stages, as
  * first_of[n_stages+1] (first_of[0] = 0, first_of[n_stages] = n_layer).
  * `blocks` lists each stage's block count ("9,3"; every stage at least one,

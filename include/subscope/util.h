@@ -48,6 +48,12 @@ void ss_mmap_close(ss_mmap *m);
  * are read from the file again if touched (the mapping is read-only). */
 void ss_mmap_drop(const ss_mmap *m, const void *p, size_t n);
 
+/* The address of `symbol` in the plugin `file` ("libsubscope-cuda.so"),
+ * loaded on first use from SUBSCOPE_PLUGIN_DIR or the running program's
+ * directory; NULL with the error set (naming the file and why) if it cannot
+ * be loaded. */
+void *ss_plugin_symbol(const char *file, const char *symbol);
+
 /* Monotonic wall-clock seconds. */
 double ss_now(void);
 /* The most host memory this process has held resident so far, in bytes

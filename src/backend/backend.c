@@ -1,8 +1,51 @@
 /* Choosing a backend by name. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "subscope/backend.h"
+#include "subscope/util.h"
+
+#ifdef SS_HAVE_CUDA
+/* The CUDA backend: linked into this program (the unit tests' emulated copy,
+ * kernel_check, a library user who links it), or else loaded from the plugin
+ * libsubscope-cuda.so beside bin/subscope when a GPU is asked for
+ * (ss_plugin_symbol), so that runs on the CPU never load the CUDA libraries. */
+#pragma weak ss_backend_cuda_open
+#pragma weak ss_backend_cuda_close
+#pragma weak ss_cuda_device_count
+typedef struct cuda_api {
+    ss_status (*open)(int device, const ss_backend_opts *opts, ss_backend **out);
+    void (*close)(ss_backend *be);
+    int (*count)(void);
+} cuda_api;
+
+static const cuda_api *cuda(void) {
+    static cuda_api api;
+    if (api.open) return &api;
+    if (ss_backend_cuda_open) {
+        api = (cuda_api){ss_backend_cuda_open, ss_backend_cuda_close, ss_cuda_device_count};
+        return &api;
+    }
+    cuda_api p = {(ss_status(*)(int, const ss_backend_opts *, ss_backend **))ss_plugin_symbol(
+                      "libsubscope-cuda.so", "ss_backend_cuda_open"),
+                  (void (*)(ss_backend *))ss_plugin_symbol("libsubscope-cuda.so", "ss_backend_cuda_close"),
+                  (int (*)(void))ss_plugin_symbol("libsubscope-cuda.so", "ss_cuda_device_count")};
+    if (!p.open || !p.close || !p.count) return NULL;
+    api = p;
+    return &api;
+}
+
+/* Whether an NVIDIA driver is there at all (its device nodes, or WSL's), so
+ * that "auto" on a machine without one does not load the plugin to find out. */
+static int driver_present(void) {
+    static const char *const nodes[] = {"/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia/version", "/dev/dxg"};
+    for (size_t i = 0; i < sizeof nodes / sizeof *nodes; i++)
+        if (!access(nodes[i], F_OK)) return 1;
+    return 0;
+}
+#endif
 
 int ss_backend_has_cuda(void) {
 #ifdef SS_HAVE_CUDA
@@ -32,8 +75,13 @@ ss_status ss_backend_open(const char *spec, const ss_backend_opts *opts, ss_back
      * its node, so that ranks started together do not all share cuda:0. */
     if (!spec || !*spec || !strcmp(spec, "auto")) {
 #ifdef SS_HAVE_CUDA
-        const int n = ss_cuda_device_count();
-        if (n > 0) return ss_backend_cuda_open(ss_device_for_rank(ss_local_rank(), n), opts, out);
+        const int driver = driver_present();
+        const cuda_api *api = ss_backend_cuda_open || driver ? cuda() : NULL;
+        if (!api && driver) /* a GPU machine should not quietly run on its CPU */
+            fprintf(stderr, "subscope: warning: an NVIDIA driver is present, but %s; running on the CPU\n",
+                    ss_last_error());
+        const int n = api ? api->count() : 0;
+        if (n > 0) return api->open(ss_device_for_rank(ss_local_rank(), n), opts, out);
 #endif
         *out = (ss_backend *)ss_backend_cpu();
         return SS_OK;
@@ -45,7 +93,9 @@ ss_status ss_backend_open(const char *spec, const ss_backend_opts *opts, ss_back
     if (!strncmp(spec, "cuda", 4) && (spec[4] == 0 || spec[4] == ':')) {
         int dev = 0;
 #ifdef SS_HAVE_CUDA
-        if (!spec[4]) dev = ss_device_for_rank(ss_local_rank(), ss_cuda_device_count());
+        const cuda_api *api = cuda();
+        if (!api) return ss_error_context(SS_ERR_UNSUPPORTED, "device '%s'", spec);
+        if (!spec[4]) dev = ss_device_for_rank(ss_local_rank(), api->count());
 #endif
         if (spec[4] == ':') {
             char *end;
@@ -55,7 +105,7 @@ ss_status ss_backend_open(const char *spec, const ss_backend_opts *opts, ss_back
             dev = (int)v;
         }
 #ifdef SS_HAVE_CUDA
-        return ss_backend_cuda_open(dev, opts, out);
+        return api->open(dev, opts, out);
 #else
         (void)dev;
         return ss_errorf(SS_ERR_UNSUPPORTED,
@@ -69,6 +119,7 @@ ss_status ss_backend_open(const char *spec, const ss_backend_opts *opts, ss_back
 void ss_backend_close(ss_backend *be) {
     if (!be || be == ss_backend_cpu()) return;
 #ifdef SS_HAVE_CUDA
-    ss_backend_cuda_close(be);
+    const cuda_api *api = cuda(); /* loaded already: be came from it */
+    if (api) api->close(be);
 #endif
 }

@@ -123,13 +123,36 @@ static ss_status open_launched(int n, const char *var, ss_comm **out) {
 #endif
 }
 
+/* The NCCL communicator: linked into this program (the unit tests, a
+ * library user), or else loaded from the plugin libsubscope-nccl.so beside
+ * bin/subscope, so that only SUBSCOPE_DIST=nccl loads NCCL. Builds without
+ * NCCL have no plugin and say so. */
+#pragma weak ss_comm_nccl_open
+static ss_status nccl_open(ss_comm *boot, const char *rdv_dir, ss_comm **out) {
+    if (ss_comm_nccl_open) return ss_comm_nccl_open(boot, rdv_dir, out);
+    ss_status (*fn)(ss_comm *, const char *, ss_comm **) = NULL;
+#ifdef SS_HAVE_NCCL
+    fn = (ss_status(*)(ss_comm *, const char *, ss_comm **))ss_plugin_symbol("libsubscope-nccl.so", "ss_comm_nccl_open");
+    if (!fn) {
+        ss_comm_free(boot);
+        return ss_error_context(SS_ERR_UNSUPPORTED, "SUBSCOPE_DIST=nccl");
+    }
+#else
+    ss_comm_free(boot);
+    return ss_errorf(SS_ERR_UNSUPPORTED,
+                     "SUBSCOPE_DIST=nccl, but this build has no NCCL (scripts/configure.sh found no nvcc or no nccl.h and "
+                     "libnccl; see 'make features'): install NCCL and the CUDA toolkit and rebuild, or unset SUBSCOPE_DIST");
+#endif
+    return fn(boot, rdv_dir, out);
+}
+
 /* SUBSCOPE_DIST=nccl: the unique id goes through the rendezvous file when
  * SUBSCOPE_NCCL_RENDEZVOUS names one, else over MPI under a launcher, else
  * the job is one rank. */
 static ss_status open_nccl(int n, const char *var, ss_comm **out) {
     const char *dir = getenv("SUBSCOPE_NCCL_RENDEZVOUS");
     ss_comm *boot = NULL;
-    if (dir && *dir) return ss_comm_nccl_open(NULL, dir, out);
+    if (dir && *dir) return nccl_open(NULL, dir, out);
     if (n == 0) SS_TRY(ss_comm_open_single(&boot));
     else {
 #ifndef SS_HAVE_MPI
@@ -142,7 +165,7 @@ static ss_status open_nccl(int n, const char *var, ss_comm **out) {
 #endif
         SS_TRY(open_launched(n, var, &boot));
     }
-    return ss_comm_nccl_open(boot, NULL, out);
+    return nccl_open(boot, NULL, out);
 }
 
 ss_status ss_comm_open(ss_comm **out) {

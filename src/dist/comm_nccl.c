@@ -1,6 +1,7 @@
 /* The NCCL communicator (GPU ranks; docs/DISTRIBUTED.md "NCCL"), chosen with
  * SUBSCOPE_DIST=nccl. Built when scripts/configure.sh finds NCCL and the CUDA
- * toolkit; otherwise ss_comm_nccl_open refuses with a message. The unit-test
+ * toolkit, into the plugin libsubscope-nccl.so that comm.c loads on first
+ * use (without them this file is empty and comm.c refuses). The unit-test
  * binary compiles this same file a second time against a stand-in for NCCL
  * and the CUDA runtime that moves the bytes over MPI (tests/unit/nccl_emu.c),
  * so everything below except the libraries themselves runs in `make test`.
@@ -537,19 +538,6 @@ ss_status ss_comm_nccl_open(ss_comm *boot, const char *rdv_dir, ss_comm **out) {
     }
     *out = c;
     return SS_OK;
-}
-
-#else /* no NCCL in this build */
-
-#include <stdlib.h>
-
-ss_status ss_comm_nccl_open(ss_comm *boot, const char *rdv_dir, ss_comm **out) {
-    (void)rdv_dir;
-    *out = NULL;
-    ss_comm_free(boot);
-    return ss_errorf(SS_ERR_UNSUPPORTED,
-                     "SUBSCOPE_DIST=nccl, but this build has no NCCL (scripts/configure.sh found no nvcc or no nccl.h and "
-                     "libnccl; see 'make features'): install NCCL and the CUDA toolkit and rebuild, or unset SUBSCOPE_DIST");
 }
 
 #endif

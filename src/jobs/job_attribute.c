@@ -12,8 +12,9 @@
  * (--reduce prompts, and the table's scores) are each rank's float64 sums
  * added at rank 0 in rank order. With --pipeline P, copies of the pipeline
  * split the batches the same way, each site's attributions coming from the
- * stage of its copy that computes it, and a stage runs the forward passes of
- * --micro-batches batches (ig: steps) before their backward passes. */
+ * stage of its copy that computes it, and the stages run the batches one
+ * forward, one backward (1F1B; ig: windows of steps, forwards before
+ * backwards). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -303,13 +304,22 @@ compute:;
     const int64_t passes = method == A_IG ? 1 + (int64_t)n_sites * (steps + 1) : method == A_ATP ? 2 : 1;
     /* Progress: rank 0's own share (the other ranks have as many prompts or one batch fewer). */
     if (progress) progress(job->progress_ctx, 0, (hi - lo) * passes);
-    /* A pipeline stage runs the forward passes of W batches before their
-     * backward passes (GPipe's schedule: the next stage starts its forwards
-     * while this one goes on, and the backward passes follow each other down
-     * the stages; the bubble is about (P-1)/(W+P-1)), keeping W batches'
-     * activations. Integrated gradients, with their many passes per batch,
-     * run one batch at a time and window the passes of its steps. */
-    W = !piped || method == A_IG ? 1 : job->micro_batches > 0 ? job->micro_batches : 2 * P;
+    /* A pipeline stage runs its batches one forward, one backward (1F1B):
+     * stage s starts P-s forward passes, then alternates the backward pass of
+     * its oldest batch in flight with the next forward pass, and ends with
+     * the backward passes left. The bubble is about (P-1)/(M+P-1) for a
+     * copy's M batches, and stage s keeps at most P-s batches' activations
+     * (--micro-batches W: max(1, W-s); 1: one batch at a time). Between passes,
+     * blocks for a neighbour are exchanged for what the next pass needs from
+     * it (ss_model_pipe_release), which plain blocking sends would deadlock
+     * on. Integrated gradients, with their many passes per batch, run one
+     * batch at a time and window the passes of its steps. */
+    const int w_all = !piped || method == A_IG ? 1 : job->micro_batches > 0 ? job->micro_batches : P;
+    /* Each stage one batch fewer than the one before, down to 1: the exchanges
+     * then pair up (with equal depths >= 2 a stage's exchange would wait for
+     * a block its neighbour only makes after handing rank 0 this batch). */
+    W = (w_all < P ? w_all : P) - m->stage;
+    if (W < 1) W = 1;
     /* Integrated gradients window the steps of a batch instead. */
     Wig = !piped || method != A_IG ? 1 : job->micro_batches > 0 ? job->micro_batches : 2 * P;
     ig_pts = ss_malloc((size_t)Wig * sizeof *ig_pts, "integrated-gradient steps");
@@ -337,13 +347,15 @@ compute:;
             }
         }
     }
-    for (int64_t step0 = 0;; step0 += W) {
-        int nw = 0;
-        for (; nw < W; nw++) {
-            slot_t *sl = &slots[nw];
-            const int64_t b0 = lo + (step0 + nw) * B;
-            if (b0 >= hi) break; /* rank 0 has the most batches: it never stops before the others */
-            const int64_t nb = hi - b0 < B ? hi - b0 : B;
+    /* fk: the next batch to run forward, bk: the next backward (batch k in slot k % W). */
+    const int64_t n_steps = hi > lo ? (hi - lo + B - 1) / B : 0;
+    m->pipe_hold = w_all > 1; /* every stage, the last too: its neighbour's exchange waits for its receive */
+    for (int64_t fk = 0, bk = 0; bk < n_steps;) {
+        const int forward = fk < n_steps && fk - bk < W;
+        if (forward) {
+            slot_t *sl = &slots[fk % W];
+            const int64_t b0 = lo + fk * B, nb = hi - b0 < B ? hi - b0 : B;
+            fk++;
             ss_packing rp;
             ss_run_pack(&run, b0, nb, &rp);
             memcpy(sl->seq, rp.start, (size_t)nb * sizeof(int64_t));
@@ -370,16 +382,33 @@ compute:;
             if ((st = ss_fb_forward(m, run.be, run.packed, &rp, method == A_GRAD ? NULL : &fo, &mt,
                                     method == A_IG ? NULL : &go, metric + b0, &sl->ps)))
                 goto out;
+        } else {
+            st = ss_fb_backward(slots[bk % W].ps);
+            slots[bk % W].ps = NULL;
+            if (st) goto out;
         }
-        if (!nw) break;
-        for (int j = 0; j < nw; j++) {
-            const int64_t step = step0 + j;
-            slot_t *sl = &slots[j];
+        if (m->pipe_hold) { /* what this pass sends goes now, with what the next one receives */
+            const int64_t nbk = forward ? bk : bk + 1;
+            int64_t rows = 0, n_seq = 0;
+            ss_pipe_next next = SS_PIPE_NEXT_NONE;
+            if (nbk < n_steps && fk < n_steps && fk - nbk < W) {
+                const int64_t b0 = lo + fk * B;
+                n_seq = hi - b0 < B ? hi - b0 : B;
+                for (int64_t i = 0; i < n_seq; i++) rows += run.p->items[b0 + i].n_tokens;
+                next = SS_PIPE_NEXT_FORWARD;
+            } else if (nbk < n_steps) {
+                rows = slots[nbk % W].pk.rows, n_seq = slots[nbk % W].pk.n_seq;
+                next = SS_PIPE_NEXT_BACKWARD;
+            }
+            if ((st = ss_model_pipe_release(m, next, rows, n_seq, method == A_ATP ? 2 : 1))) goto out;
+        }
+        if (forward) continue;
+        {
+            const int64_t step = bk;
+            slot_t *sl = &slots[bk % W];
+            bk++;
             const ss_packing pk = sl->pk;
             const int64_t b0 = pk.first, nb = pk.n_seq;
-            st = ss_fb_backward(sl->ps);
-            sl->ps = NULL;
-            if (st) goto out;
             for (int k = 0; k < n_sites; k++) {
                 ss_site s;
                 ss_site_get(cfg, site_ids[k], &s);
@@ -502,6 +531,7 @@ compute:;
             }
         }
     }
+    m->pipe_hold = 0; /* the last pass's blocks went with its release */
 
     /* Rank 0 takes the per-prompt metrics (IG: and baseline metrics, completeness
      * errors) of every rank in input order, and the sums over prompts of all

@@ -264,11 +264,10 @@ ss_status ss_fb_backward(ss_fb_pass *ps) {
     ss_status st = SS_OK;
 
 #define RUN(call) do { if ((st = (call))) goto done; } while (0)
-    if (m->pipe && metric_out) { /* every stage gets the metric, from the last */
+    if (m->pipe && metric_out) { /* every stage gets the metric: from the last, down the stages with the gradient */
         const size_t bytes = (size_t)pk->n_seq * sizeof(double);
-        const int last = m->n_stages - 1;
-        for (int r = 0; r < last && last_stage && !st; r++) st = ss_comm_send(m->pipe, r, SS_PIPE_TAG_METRIC, metric_out, bytes);
-        if (!last_stage) st = ss_comm_recv(m->pipe, last, SS_PIPE_TAG_METRIC, metric_out, bytes);
+        if (!last_stage) st = ss_pipe_recv_bytes(m, m->stage + 1, SS_PIPE_TAG_METRIC, metric_out, bytes);
+        if (!st && m->stage > 0) st = ss_pipe_send_bytes(m, m->stage - 1, SS_PIPE_TAG_METRIC, metric_out, bytes);
         if (st) {
             ss_error_context(st, "pipeline stage %d: the metric of the batch", m->stage);
             goto done;

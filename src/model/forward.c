@@ -321,30 +321,126 @@ ss_status ss_block_forward(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, floa
 
 /* ---- pipeline stages: the residual stream between neighbours ---- */
 
+/* Blocks between neighbouring stages. Normally each is sent and received
+ * as the pass reaches it (blocking). With m->pipe_hold (attribute's 1F1B
+ * schedule) the blocks a pass sends are held, and ss_model_pipe_release
+ * exchanges them, between passes, for the blocks the next pass will
+ * receive from the same neighbour: both sides post everything before they
+ * wait, so a stage sending batch k+1's residual stream forward and its
+ * neighbour sending batch k's gradient back cannot wait on each other, and
+ * every transfer completes inside the exchange (no send left to progress
+ * while the stage computes). */
+static ss_status send_now(ss_model *m, int to, int tag, const void *buf, size_t bytes) {
+    const double t0 = ss_now();
+    ss_status st = ss_comm_send(m->pipe, to, tag, buf, bytes);
+    m->pipe_wait_s += ss_now() - t0;
+    return st ? ss_error_context(st, "pipeline stage %d sending to stage %d", m->stage, to) : SS_OK;
+}
+
+static ss_status send_held(ss_model *m) {
+    ss_status st = SS_OK;
+    for (int i = 0; i < m->n_held; i++) {
+        if (!st) st = send_now(m, m->held[i].peer, m->held[i].tag, m->held[i].buf, m->held[i].bytes);
+        free(m->held[i].buf);
+    }
+    m->n_held = 0;
+    return st;
+}
+
+ss_status ss_pipe_send_bytes(const ss_model *m, int to, int tag, const void *buf, size_t bytes) {
+    ss_model *mm = (ss_model *)m; /* the wait counters and held blocks are the model's only mutable state */
+    if (!m->pipe_hold) return send_now(mm, to, tag, buf, bytes);
+    /* Held for the exchange; blocks for another neighbour (none in a 1F1B pass) go first. */
+    if (mm->n_held && (mm->held[0].peer != to || mm->n_held == SS_PIPE_HELD)) SS_TRY(send_held(mm));
+    void *copy = ss_malloc(bytes + 1, "a block for a neighbouring stage");
+    if (!copy) return SS_ERR_NOMEM;
+    memcpy(copy, buf, bytes);
+    mm->held[mm->n_held++] = (ss_pipe_block){copy, bytes, to, tag};
+    return SS_OK;
+}
+
+ss_status ss_pipe_recv_bytes(const ss_model *m, int from, int tag, void *buf, size_t bytes) {
+    ss_model *mm = (ss_model *)m;
+    for (int i = 0; i < mm->n_ahead; i++) {
+        ss_pipe_block *a = &mm->ahead[i];
+        if (a->peer != from || a->tag != tag) continue;
+        if (a->bytes != bytes)
+            return ss_errorf(SS_ERR_INTERNAL, "pipeline stage %d: %zu bytes fetched from stage %d, %zu expected", m->stage,
+                             a->bytes, from, bytes);
+        memcpy(buf, a->buf, bytes);
+        free(a->buf);
+        memmove(a, a + 1, (size_t)(mm->n_ahead - i - 1) * sizeof *a);
+        mm->n_ahead--;
+        return SS_OK;
+    }
+    const double t0 = ss_now();
+    ss_status st = ss_comm_recv(m->pipe, from, tag, buf, bytes);
+    mm->pipe_wait_s += ss_now() - t0;
+    return st ? ss_error_context(st, "pipeline stage %d receiving from stage %d", m->stage, from) : SS_OK;
+}
+
 ss_status ss_pipe_recv(const ss_model *m, const ss_backend *be, int from, int tag, float *x, size_t n) {
-    ss_model *mm = (ss_model *)m; /* the wait counters are the model's only mutable state */
     float *h = be->host_memory ? x : ss_malloc(n * sizeof(float), "residual stream from the previous stage");
     if (!h) return SS_ERR_NOMEM;
-    const double t0 = ss_now();
-    ss_status st = ss_comm_recv(m->pipe, from, tag, h, n * sizeof(float));
-    mm->pipe_wait_s += ss_now() - t0;
-    if (st) ss_error_context(st, "pipeline stage %d receiving from stage %d", m->stage, from);
+    ss_status st = ss_pipe_recv_bytes(m, from, tag, h, n * sizeof(float));
     if (!st && h != x) st = be->upload(be, x, h, n * sizeof(float));
     if (h != x) free(h);
     return st;
 }
 
 ss_status ss_pipe_send(const ss_model *m, const ss_backend *be, int to, int tag, const float *x, size_t n) {
-    ss_model *mm = (ss_model *)m;
     float *h = be->host_memory ? (float *)x : ss_malloc(n * sizeof(float), "residual stream for the next stage");
     if (!h) return SS_ERR_NOMEM;
     ss_status st = h != x ? be->download(be, h, x, n * sizeof(float)) : SS_OK;
-    const double t0 = ss_now();
-    if (!st) st = ss_comm_send(m->pipe, to, tag, h, n * sizeof(float));
-    mm->pipe_wait_s += ss_now() - t0;
-    if (st) ss_error_context(st, "pipeline stage %d sending to stage %d", m->stage, to);
+    if (!st) st = ss_pipe_send_bytes(m, to, tag, h, n * sizeof(float));
     if (h != x) free(h);
     return st;
+}
+
+/* The exchange: every held block out, the next pass's blocks from the same
+ * neighbour in (`want` of them, in the order the pass receives them). */
+static ss_status exchange(ss_model *m, int from, int n_want, const int *tags, const size_t *bytes) {
+    ss_comm_req *req[SS_PIPE_HELD] = {0};
+    ss_status st = m->n_ahead + n_want > SS_PIPE_HELD
+                       ? ss_errorf(SS_ERR_INTERNAL, "pipeline stage %d: blocks fetched ahead were not used", m->stage)
+                       : SS_OK;
+    int posted = 0;
+    const double t0 = ss_now();
+    for (; posted < m->n_held && !st; posted++)
+        st = ss_comm_isend(m->pipe, m->held[posted].peer, m->held[posted].tag, m->held[posted].buf, m->held[posted].bytes,
+                           &req[posted]);
+    for (int i = 0; i < n_want && !st; i++) {
+        void *in = ss_malloc(bytes[i] + 1, "a block from a neighbouring stage");
+        if (!in) { st = SS_ERR_NOMEM; break; }
+        if ((st = ss_comm_recv(m->pipe, from, tags[i], in, bytes[i]))) { free(in); break; }
+        m->ahead[m->n_ahead++] = (ss_pipe_block){in, bytes[i], from, tags[i]};
+    }
+    for (int i = 0; i < posted; i++) { /* every posted send is waited for, even after an error */
+        ss_status w = ss_comm_wait(m->pipe, req[i]);
+        if (!st) st = w;
+    }
+    m->pipe_wait_s += ss_now() - t0;
+    for (int i = 0; i < m->n_held; i++) free(m->held[i].buf);
+    m->n_held = 0;
+    return st ? ss_error_context(st, "pipeline stage %d exchanging blocks with stage %d", m->stage, from) : SS_OK;
+}
+
+ss_status ss_model_pipe_release(ss_model *m, ss_pipe_next next, int64_t rows, int64_t n_seq, int n_passes) {
+    if (!m->pipe) return SS_OK;
+    const size_t rb = (size_t)(rows * m->cfg.n_embd) * sizeof(float);
+    int tags[SS_PIPE_HELD], from = -1, n = 0;
+    size_t bytes[SS_PIPE_HELD];
+    if (next == SS_PIPE_NEXT_FORWARD && m->stage > 0) { /* each pass's residual stream, from the previous stage */
+        from = m->stage - 1;
+        for (; n < n_passes && n < SS_PIPE_HELD; n++) tags[n] = SS_PIPE_TAG_RESID, bytes[n] = rb;
+    } else if (next == SS_PIPE_NEXT_BACKWARD && m->stage + 1 < m->n_stages) { /* the metric, then the gradient */
+        from = m->stage + 1;
+        tags[n] = SS_PIPE_TAG_METRIC, bytes[n++] = (size_t)n_seq * sizeof(double);
+        tags[n] = SS_PIPE_TAG_GRAD, bytes[n++] = rb;
+    }
+    if (!m->n_held) return SS_OK;
+    if (from < 0 || from != m->held[0].peer) return send_held(m);
+    return exchange(m, from, n, tags, bytes);
 }
 
 enum { B_TOK, B_POS, B_X, B_TMP, B_LN, B_QKV, B_Z, B_H, B_H2, B_LOGITS, B_COUNT };

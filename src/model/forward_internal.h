@@ -109,6 +109,9 @@ ss_status ss_forward_taped(const ss_model *m, const ss_backend *be, const int32_
 enum { SS_PIPE_TAG_RESID = 4000, SS_PIPE_TAG_GRAD = 4002, SS_PIPE_TAG_METRIC = 4003 };
 ss_status ss_pipe_recv(const ss_model *m, const ss_backend *be, int from, int tag, float *x, size_t n);
 ss_status ss_pipe_send(const ss_model *m, const ss_backend *be, int to, int tag, const float *x, size_t n);
+/* The same for host bytes (the metric of a batch). */
+ss_status ss_pipe_recv_bytes(const ss_model *m, int from, int tag, void *buf, size_t bytes);
+ss_status ss_pipe_send_bytes(const ss_model *m, int to, int tag, const void *buf, size_t bytes);
 
 /* Validates a packing and its tokens. */
 ss_status ss_packing_check(const ss_model *m, const int32_t *tokens, const ss_packing *pk);

@@ -47,6 +47,26 @@ if ! nvidia-smi -L >/dev/null 2>&1; then
     expect_fail "--device cuda without a GPU" "cuda" "$SUBSCOPE" predict --model models/tiny-gpt2 --prompt hi --device cuda
     out=$("$SUBSCOPE" predict --model models/tiny-gpt2 --prompt hi --device auto --top 1 2>&1) && pass "--device auto falls back to the CPU" || fail "--device auto falls back to the CPU" "$out"
 fi
+# The CUDA backend and the NCCL communicator are plugins beside the program (src/util/plugin.c):
+# the program links no CUDA library, a missing plugin is named, and a present one is loaded
+# (without a GPU its own message then says why there is no device).
+BIN_DIR=$(dirname "$SUBSCOPE")
+if [ -e "$BIN_DIR/libsubscope-cuda.so" ]; then
+    if ldd "$SUBSCOPE" | grep -qE 'libcudart|libcublas|libcusolver|libnccl'; then
+        fail "the program links no CUDA library" "$(ldd "$SUBSCOPE" | grep -E 'cuda|cublas|nccl')"
+    else pass "the program links no CUDA library (they come with the plugins)"; fi
+    expect_fail "--device cuda with the plugin missing names it" "/nonexistent/libsubscope-cuda.so: not found" \
+        env SUBSCOPE_PLUGIN_DIR=/nonexistent "$SUBSCOPE" predict --model models/tiny-gpt2 --prompt hi --device cuda
+    if ! nvidia-smi -L >/dev/null 2>&1; then
+        expect_fail "--device cuda loads the plugin, which says why there is no GPU" "cuda:0: no" \
+            "$SUBSCOPE" predict --model models/tiny-gpt2 --prompt hi --device cuda
+    fi
+fi
+if [ -e "$BIN_DIR/libsubscope-nccl.so" ]; then
+    expect_fail "SUBSCOPE_DIST=nccl with the plugin missing names it" "/nonexistent/libsubscope-nccl.so: not found" \
+        env SUBSCOPE_PLUGIN_DIR=/nonexistent SUBSCOPE_DIST=nccl "$SUBSCOPE" forward --model models/tiny-gpt2 \
+        --input data/demo_prompts.jsonl --out "$TMP/x.h5"
+fi
 expect_fail "unknown device" "unknown device 'gpu'" "$SUBSCOPE" predict --model models/tiny-gpt2 --prompt hi --device gpu
 expect_fail "bad cuda device number" "expected cuda:N" "$SUBSCOPE" forward --model "$M" --input "$D/golden/prefix-f32.jsonl" --out "$TMP/x.h5" --device cuda:x
 

@@ -144,18 +144,20 @@ if $MPI -np 4 "$SUBSCOPE" forward --model "$D/models/llama-hd6-bias" --input "$D
     expect_ok "forward (Llama): 2 copies of a 2-stage pipeline = one process, bit for bit" \
         "$H5CMP" --quiet --atol 0 --rtol 0 --only /acts --only /logits "$TMP/l1.h5" "$TMP/lc.h5"
 else fail "forward (Llama): 4 ranks, --pipeline 2 runs"; fi
-# copies_vs_ranks NAME D P ONLY... -- JOB OPTIONS...: D copies of a P-stage pipeline (D*P ranks) must give
-# what D data-parallel ranks give, bit for bit in the datasets under ONLY, with the same table.
-# attribute's GPipe schedule: stages run the forward passes of --micro-batches batches before their
-# backward passes; any window (one that does not divide the batch count too) gives the same bits.
+# attribute's 1F1B schedule: stage s keeps at most max(1, min(--micro-batches, P) - s) batches in flight and
+# exchanges blocks with its neighbours between passes; any cap gives the same bits, with ATP's
+# corrupt passes and the metric travelling down the stages. 4 stages of 4 blocks: 8 batches in
+# flight 4, 3, 2 and 1 deep (--reduce none: every stage's sites go to rank 0 batch by batch).
 "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.*.mlp.hook_post' --method atp --corrupt "$P" --batch 2 \
     --out "$TMP/mb1.h5" >/dev/null 2>&1
-for mbw in 1 3; do
-    if $MPI -np 2 "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.*.mlp.hook_post' --method atp --corrupt "$P" \
-        --batch 2 --pipeline 2 --micro-batches $mbw --out "$TMP/mb2.h5" >"$TMP/mb.log" 2>&1; then
-        expect_ok "attribute --pipeline 2 --micro-batches $mbw (atp: corrupt passes in the window too) = one process, bit for bit" \
+for np_mbw in "2 1" "2 3" "4 0" "4 2" "3 2"; do
+    set -- $np_mbw
+    mbo=(); [ "$2" = 0 ] || mbo=(--micro-batches "$2")
+    if $MPI -np $1 "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.*.mlp.hook_post' --method atp --corrupt "$P" \
+        --batch 2 --pipeline $1 "${mbo[@]}" --out "$TMP/mb2.h5" >"$TMP/mb.log" 2>&1; then
+        expect_ok "attribute atp --pipeline $1 ${mbo[*]:-(1F1B)} = one process, bit for bit" \
             "$H5CMP" --quiet --atol 0 --rtol 0 --only /attr --only /metric "$TMP/mb1.h5" "$TMP/mb2.h5"
-    else fail "attribute --micro-batches $mbw runs" "$(tail -3 "$TMP/mb.log")"; fi
+    else fail "attribute --pipeline $1 ${mbo[*]} runs" "$(tail -3 "$TMP/mb.log")"; fi
 done
 # integrated gradients window the passes of a batch's steps (the editing hook's alpha kept with each,
 # also through --recompute, which runs the hook again in the backward pass)
@@ -167,6 +169,8 @@ if $MPI -np 2 "$SUBSCOPE" attribute "${igo[@]}" --pipeline 2 --micro-batches 3 -
 else fail "attribute ig:8 --pipeline 2 --micro-batches 3 runs" "$(tail -3 "$TMP/ig.log")"; fi
 expect_fail "--micro-batches without --pipeline is refused" "--micro-batches 3: only a pipeline" \
     "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.1.mlp.hook_post' --micro-batches 3 --out "$TMP/x.h5"
+# copies_vs_ranks NAME D P ONLY... -- JOB OPTIONS...: D copies of a P-stage pipeline (D*P ranks) must give
+# what D data-parallel ranks give, bit for bit in the datasets under ONLY, with the same table.
 copies_vs_ranks() {
     local name=$1 d=$2 p=$3 only=(); shift 3
     while [ "$1" != -- ]; do only+=(--only "$1"); shift; done; shift

@@ -146,7 +146,8 @@ JOBS=${GPU_CHECK_JOBS:-$(n=$(nproc 2>/dev/null || echo 4); [ "$n" -gt 16 ] && n=
 t0=$(now)
 BUILD_OK=0
 if run_logged "$LOGS/build.log" 900 make --no-print-directory -j"$JOBS" O="$O" CUDA_ARCH="$ARCH" all; then
-    if grep -q '^HAVE_CUBLAS := 1' "$O/config.mk" && grep -q '^NVCC :=' "$O/config.mk" && [ -x "$B/kernel_check" ]; then
+    if grep -q '^HAVE_CUBLAS := 1' "$O/config.mk" && grep -q '^NVCC :=' "$O/config.mk" && [ -x "$B/kernel_check" ] &&
+        [ -e "$B/libsubscope-cuda.so" ]; then
         BUILD_OK=1
     fi
 fi

@@ -285,6 +285,13 @@ TEST(cuda_emulated_collect_matches_cpu) {
     ss_h5_close_read(rb);
 }
 
+/* Two prompts of 5 and 7 tokens packed into 12 rows, ids spread over the vocabulary. */
+static ss_packing two_prompts(int64_t vocab, int32_t toks[12], int64_t start[2], int64_t len[2]) {
+    for (int i = 0; i < 12; i++) toks[i] = (int32_t)((i * 29 + 5) % vocab);
+    start[0] = 0, start[1] = 5, len[0] = 5, len[1] = 7;
+    return (ss_packing){2, 12, start, len, 0};
+}
+
 /* float16 weights on the GPU (tensor-core products of f16 operands, fp32
  * accumulation) against the CPU's float32 with the same weights, and
  * --dtype auto keeping each checkpoint's own 16-bit type on the GPU. The
@@ -310,9 +317,8 @@ TEST(cuda_emulated_float16_and_auto_placement) {
         CHECK(ss_model_weights(m, ss_backend_cpu())->wdtype == SS_WDTYPE_F32);
         CHECK_ERR(ss_model_place(m, ss_backend_cpu(), SS_WDTYPE_F16), SS_ERR_UNSUPPORTED, "float16 weights are for GPUs");
         int32_t toks[12];
-        for (int i = 0; i < 12; i++) toks[i] = (int32_t)((i * 29 + 5) % m->cfg.vocab_size);
-        int64_t start[2] = {0, 5}, len[2] = {5, 7};
-        ss_packing pk = {2, 12, start, len, 0};
+        int64_t start[2], len[2];
+        ss_packing pk = two_prompts(m->cfg.vocab_size, toks, start, len);
         ss_forward_opts o = {.logits = SS_LOGITS_ALL};
         float *la = NULL, *lb = NULL;
         CHECK_OK(ss_forward(m, ss_backend_cpu(), toks, &pk, &o, &la));
@@ -361,9 +367,8 @@ TEST(cuda_emulated_deferred_load_places_from_the_files) {
             CHECK_MSG(lazy->n_owned == rope, "%s: placing made %zu host buffers", models[k], lazy->n_owned);
             CHECK(ss_model_weights(lazy, ss_backend_cpu()) == NULL || k == 4);
             int32_t toks[12];
-            for (int i = 0; i < 12; i++) toks[i] = (int32_t)((i * 29 + 5) % eager->cfg.vocab_size);
-            int64_t start[2] = {0, 5}, len[2] = {5, 7};
-            ss_packing pk = {2, 12, start, len, 0};
+            int64_t start[2], len[2];
+            ss_packing pk = two_prompts(eager->cfg.vocab_size, toks, start, len);
             ss_forward_opts o = {.logits = SS_LOGITS_ALL};
             float *la = NULL, *lb = NULL;
             CHECK_OK(ss_forward(eager, gpu, toks, &pk, &o, &la));
