@@ -208,8 +208,11 @@ int ss_local_rank(void);
 int ss_device_for_rank(int local_rank, int n_devices);
 /* Releases a backend from ss_backend_open (the CPU backend is static). */
 void ss_backend_close(ss_backend *be);
-/* 1 if this build includes the CUDA backend. */
-int ss_backend_has_cuda(void);
+/* What this process can do with GPUs, in words for `info --dist`: the CUDA
+ * backend not in this build, or linked in, or its plugin loaded (it is
+ * loaded to find out), with the devices it sees; or why the plugin cannot
+ * be loaded. Written to buf (n bytes), which is returned. */
+const char *ss_backend_cuda_status(char *buf, size_t n);
 
 /* The CUDA backend (src/backend/cuda_backend.c), when built. */
 ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backend **out);

@@ -110,7 +110,8 @@ ss_status ss_model_load_layers(const char *dir, int first, int end, ss_model **o
  * at a time, with no float32 copy of the model in host memory (a BF16 or F16
  * checkpoint placed in its own dtype is copied as it is); a host float32
  * placement converts the whole model then, as ss_model_load_layers does. A
- * GGUF file is dequantised when opened either way. What the jobs load. */
+ * GGUF file is dequantised when opened either way. What the jobs and
+ * `predict` load. */
 ss_status ss_model_load_deferred(const char *dir, int first, int end, ss_model **out);
 /* Config, tokenizer and every tensor's presence and shape checked, without
  * converting any weights to fp32 (what `info` needs, at any size); the model

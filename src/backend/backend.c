@@ -47,12 +47,17 @@ static int driver_present(void) {
 }
 #endif
 
-int ss_backend_has_cuda(void) {
+const char *ss_backend_cuda_status(char *buf, size_t n) {
 #ifdef SS_HAVE_CUDA
-    return 1;
+    const cuda_api *api = cuda();
+    const int count = api ? api->count() : 0;
+    if (!api) snprintf(buf, n, "unavailable: %s", ss_last_error());
+    else snprintf(buf, n, "%s, %d device%s visible", ss_backend_cuda_open ? "linked in" : "plugin loaded", count,
+                  count == 1 ? "" : "s");
 #else
-    return 0;
+    snprintf(buf, n, "not in this build (nvcc and cuBLAS were not found when it was built)");
 #endif
+    return buf;
 }
 
 int ss_local_rank(void) {

@@ -42,12 +42,12 @@ static int run_info_dist(cli_cmd *cmd) {
     else snprintf(dev, sizeof dev, "%s (%s)", be->name, be->description);
     if (be) ss_backend_close(be);
     const char *cvd = getenv("CUDA_VISIBLE_DEVICES");
-    char line[1000];
+    char line[1400], cuda[400];
     /* A device communicator (nccl) names the GPU its messages go through. */
     const char *cdev = ss_comm_device_name(c, rank);
-    snprintf(line, sizeof line, "rank %-4d host %s  pid %ld  threads %d  device %s%s%s%s%s\n", rank, ss_comm_host(c, rank),
-             (long)getpid(), ss_num_threads(), dev, *cdev ? "  comm-device " : "", cdev, cvd ? "  CUDA_VISIBLE_DEVICES=" : "",
-             cvd ? cvd : "");
+    snprintf(line, sizeof line, "rank %-4d host %s  pid %ld  threads %d  device %s%s%s%s%s  cuda %s\n", rank,
+             ss_comm_host(c, rank), (long)getpid(), ss_num_threads(), dev, *cdev ? "  comm-device " : "", cdev,
+             cvd ? "  CUDA_VISIBLE_DEVICES=" : "", cvd ? cvd : "", ss_backend_cuda_status(cuda, sizeof cuda));
     char *all = NULL;
     size_t *counts = rank == 0 ? calloc((size_t)size, sizeof *counts) : NULL;
     if (rank == 0 && !counts) return cli_fail(cmd, ss_comm_check(c, ss_errorf(SS_ERR_NOMEM, "out of memory")));
@@ -354,7 +354,7 @@ static int run_predict(cli_cmd *cmd) {
     ss_status st = ss_backend_open(cli_get(cmd, "device"), &bo, &be);
     if (st) return cli_fail(cmd, st);
     ss_model *m = NULL;
-    if ((st = ss_model_load(cli_get(cmd, "model"), &m)) || (st = ss_model_place(m, be, wdtype))) {
+    if ((st = ss_model_load_deferred(cli_get(cmd, "model"), 0, -1, &m)) || (st = ss_model_place(m, be, wdtype))) {
         ss_model_free(m); /* NULL when loading failed */
         ss_backend_close(be);
         return cli_fail(cmd, st);

@@ -25,6 +25,16 @@ if printf '%s' "$out" | grep -q "^backend  mpi" && printf '%s' "$out" | grep -q 
 else fail "info --dist under mpirun" "$(printf '%s' "$out" | tail -n 4)"; fi
 out=$("$SUBSCOPE" info --dist 2>&1)
 printf '%s' "$out" | grep -q "^backend  single" && pass "info --dist alone: single process" || fail "info --dist alone" "$out"
+# Each rank says what it can do with GPUs: the plugin loaded (and the devices it sees), or why not.
+if [ -e "$(dirname "$SUBSCOPE")/libsubscope-cuda.so" ]; then
+    printf '%s' "$out" | grep -qE "cuda (plugin loaded|linked in), [0-9]+ devices? visible" &&
+        pass "info --dist: the CUDA plugin loads and counts the devices" || fail "info --dist cuda" "$out"
+    out=$(SUBSCOPE_PLUGIN_DIR=/nonexistent "$SUBSCOPE" info --dist 2>&1)
+    printf '%s' "$out" | grep -q "cuda unavailable: /nonexistent/libsubscope-cuda.so: not found" &&
+        pass "info --dist: a missing CUDA plugin is named" || fail "info --dist, no plugin" "$out"
+else
+    printf '%s' "$out" | grep -q "cuda not in this build" && pass "info --dist: no CUDA in this build" || fail "info --dist cuda" "$out"
+fi
 
 # Statistics: counts exact; the rest differs from one process only by the order of fp64 Chan
 # merges (a few ulps): 1e-12 relative, and 1e-14 absolute for entries that are nearly zero
