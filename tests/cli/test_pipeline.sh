@@ -272,20 +272,25 @@ else fail "--pipeline 2 --max-memory 2.5M runs" "$(printf '%s' "$res" | tail -3)
 expect_fail "--max-memory takes sizes" "--max-memory must be a positive size" \
     "$SUBSCOPE" forward --model $M --input $P --max-memory 12Q --out "$TMP/x.h5"
 
-# A stage that hangs: its neighbours give up after SUBSCOPE_DIST_TIMEOUT and name it.
-t0=$(date +%s)
-SUBSCOPE_DIST_TIMEOUT=2 timeout 60 $MPI -np 2 "$SUBSCOPE" forward --model $M --input "$TMP/huge.jsonl" --batch 4 --pipeline 2 \
-    --out "$TMP/h.h5" >"$TMP/h.log" 2>&1 &
-mp=$!
-r0=""
-for _ in $(seq 1 300); do r0=$(rank_pid $mp 0); [ -n "$r0" ] && [ -n "$(rank_pid $mp 1)" ] && break; sleep 0.05; done
-sleep 0.5
-[ -n "$r0" ] && kill -STOP "$r0"
-wait $mp; rc=$?; dt=$(( $(date +%s) - t0 ))
-[ -n "$r0" ] && kill -9 "$r0" 2>/dev/null
-if [ -n "$r0" ] && [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "rank 0 (host .*) did not" "$TMP/h.log" && [ ! -e "$TMP/h.h5" ]; then
-    pass "stage 0 hung: stage 1 stops the job after the 2 s timeout (exit $rc, ${dt}s), naming rank 0 and its host"
-else fail "hung stage" "pid '$r0', exit $rc after ${dt}s" "$(tail -n 5 "$TMP/h.log")"; fi
+# A stage that hangs: its neighbours give up after SUBSCOPE_DIST_TIMEOUT and name it; in forward's
+# blocking sends, and in attribute's 1F1B exchanges between passes (stage 1 stopped).
+hang_test() { # hang_test NAME STAGE JOB OPTIONS...
+    local name=$1 hung=$2 t0 mp r rc dt; shift 2
+    t0=$(date +%s)
+    SUBSCOPE_DIST_TIMEOUT=2 timeout 60 $MPI -np 2 "$SUBSCOPE" "$@" --pipeline 2 --out "$TMP/h.h5" >"$TMP/h.log" 2>&1 &
+    mp=$!
+    r=""
+    for _ in $(seq 1 300); do r=$(rank_pid $mp $hung); [ -n "$r" ] && [ -n "$(rank_pid $mp $((1 - hung)))" ] && break; sleep 0.05; done
+    sleep 0.5
+    [ -n "$r" ] && kill -STOP "$r"
+    wait $mp; rc=$?; dt=$(( $(date +%s) - t0 ))
+    [ -n "$r" ] && kill -9 "$r" 2>/dev/null
+    if [ -n "$r" ] && [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "rank $hung (host .*) did not" "$TMP/h.log" && [ ! -e "$TMP/h.h5" ]; then
+        pass "$name: stage $hung hung, the other stops the job after the 2 s timeout (exit $rc, ${dt}s), naming it and its host"
+    else fail "$name: hung stage" "pid '$r', exit $rc after ${dt}s" "$(tail -n 5 "$TMP/h.log")"; fi
+}
+hang_test forward 0 forward --model $M --input "$TMP/huge.jsonl" --batch 4
+hang_test "attribute (1F1B)" 1 attribute --model $M --input "$TMP/huge.jsonl" --sites 'blocks.*.mlp.hook_post' --batch 2
 
 # Refusals.
 expect_fail "--pipeline needs one rank per stage" "--pipeline 3 needs a multiple of 3 ranks (one per stage), but the job has 2" \
