@@ -124,8 +124,8 @@ ss_status ss_model_set_pipeline(ss_model *m, struct ss_comm *comm, const int *fi
 /* With m->pipe_hold set, the blocks a pass sends to a neighbouring stage
  * wait for this, called between passes with what comes next: a forward
  * pass (n_passes of them on the same rows: ATP's corrupt and clean runs)
- * or the backward pass of a batch of `rows` rows and n_seq prompts, or
- * nothing. If the next pass first receives from the stage the held blocks go
+ * or the backward pass of a batch of `rows` rows and n_seq prompts whose
+ * metric comes with the gradient (0: a pass without one), or nothing. If the next pass first receives from the stage the held blocks go
  * to, they are exchanged for its blocks, which it then finds here;
  * otherwise they are sent as they are. One-forward-one-backward schedules
  * need it (src/model/forward.c). A no-op without a pipeline. */

@@ -14,7 +14,7 @@ static cli_opt attribute_opts[] = {
     {.name = "stats", .metavar = "STATS.h5", .help = "ig: take the baseline from the means in this collect file (default: zero)"},
     {.name = "reduce", .metavar = "R", .help = "none (default: [prompt, position, ...]), positions (sum over each prompt's positions) or prompts (sum over prompts)"},
     {.name = "recompute", .help = "keep only each block's input and recompute the block in the backward pass (less memory, one more forward)"},
-    {.name = "micro-batches", .metavar = "M", .help = "with --pipeline P: stage s keeps at most max(1, M-s) batches in flight, each with its activations (default P: one forward, one backward; 1: one batch at a time); ig: the steps of a batch whose forward passes run before their backward passes (default 2P)"},
+    {.name = "micro-batches", .metavar = "M", .help = "with --pipeline P: stage s keeps at most max(1, M-s) batches (ig: integration steps of a batch) in flight, each with its activations (default P: one forward, one backward; 1: one at a time)"},
     {.name = "top", .metavar = "K", .help = "units per site in the printed table (default 10)"},
     {.name = "out", .metavar = "OUT.h5", .help = "output HDF5 file"},
     {0},

@@ -12,9 +12,8 @@
  * (--reduce prompts, and the table's scores) are each rank's float64 sums
  * added at rank 0 in rank order. With --pipeline P, copies of the pipeline
  * split the batches the same way, each site's attributions coming from the
- * stage of its copy that computes it, and the stages run the batches one
- * forward, one backward (1F1B; ig: windows of steps, forwards before
- * backwards). */
+ * stage of its copy that computes it, and the stages run the batches (ig:
+ * a batch's integration steps) one forward, one backward (1F1B). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -313,15 +312,17 @@ compute:;
      * blocks for a neighbour are exchanged for what the next pass needs from
      * it (ss_model_pipe_release), which plain blocking sends would deadlock
      * on. Integrated gradients, with their many passes per batch, run one
-     * batch at a time and window the passes of its steps. */
+     * batch at a time and its steps 1F1B. */
     const int w_all = !piped || method == A_IG ? 1 : job->micro_batches > 0 ? job->micro_batches : P;
     /* Each stage one batch fewer than the one before, down to 1: the exchanges
      * then pair up (with equal depths >= 2 a stage's exchange would wait for
      * a block its neighbour only makes after handing rank 0 this batch). */
     W = (w_all < P ? w_all : P) - m->stage;
     if (W < 1) W = 1;
-    /* Integrated gradients window the steps of a batch instead. */
-    Wig = !piped || method != A_IG ? 1 : job->micro_batches > 0 ? job->micro_batches : 2 * P;
+    /* Integrated gradients run the steps of a batch 1F1B instead, as deep. */
+    const int w_ig = !piped || method != A_IG ? 1 : job->micro_batches > 0 ? job->micro_batches : P;
+    Wig = (w_ig < P ? w_ig : P) - m->stage;
+    if (Wig < 1) Wig = 1;
     ig_pts = ss_malloc((size_t)Wig * sizeof *ig_pts, "integrated-gradient steps");
     ig_pass = ss_calloc((size_t)Wig, sizeof *ig_pass, "integrated-gradient steps");
     if (!ig_pts || !ig_pass) { st = SS_ERR_NOMEM; goto out; }
@@ -427,28 +428,36 @@ compute:;
                     for (int64_t q = 0; q < n; q++) gsum[q] = 0;
                     ss_grad_opts go = {.want = one, .hook = ss_keep_rows_hook, .hook_ctx = &grads,
                                        .recompute = job->recompute};
-                    /* The steps' passes are independent: a pipeline runs the forward
-                     * halves of Wig of them, then their backward halves (each step its
-                     * own alpha, as the editing hook sees it in both), adding each
-                     * step's gradient in step order. */
-                    for (int it0 = 0; it0 < steps; it0 += Wig) {
-                        const int nwi = steps - it0 < Wig ? steps - it0 : Wig;
-                        for (int i = 0; i < nwi; i++) {
-                            ig_pts[i] = (ig_point){s.id, a, base[k], (it0 + i + 0.5) / steps};
-                            ss_forward_opts fo = {.want = one, .hook = ig_hook, .hook_ctx = &ig_pts[i]};
-                            if ((st = ss_fb_forward(m, run.be, run.packed, &pk, &fo, &mt, &go, NULL, &ig_pass[i])))
+                    /* The steps' passes are independent: a pipeline runs them one
+                     * forward, one backward like the batches (each step its own alpha,
+                     * as the editing hook sees it in both halves; step i in slot i % Wig),
+                     * adding each step's gradient in step order. */
+                    m->pipe_hold = w_ig > 1;
+                    for (int fi = 0, bi = 0; bi < steps;) {
+                        if (fi < steps && fi - bi < Wig) {
+                            ig_pts[fi % Wig] = (ig_point){s.id, a, base[k], (fi + 0.5) / steps};
+                            ss_forward_opts fo = {.want = one, .hook = ig_hook, .hook_ctx = &ig_pts[fi % Wig]};
+                            if ((st = ss_fb_forward(m, run.be, run.packed, &pk, &fo, &mt, &go, NULL, &ig_pass[fi % Wig])))
                                 goto out;
-                        }
-                        for (int i = 0; i < nwi; i++) {
-                            st = ss_fb_backward(ig_pass[i]);
-                            ig_pass[i] = NULL;
+                            fi++;
+                        } else {
+                            st = ss_fb_backward(ig_pass[bi % Wig]);
+                            ig_pass[bi % Wig] = NULL;
                             if (st) goto out;
                             for (int64_t q = 0; q < n && mine; q++) gsum[q] += g[q];
+                            bi++;
                             if (progress)
-                                progress(job->progress_ctx,
-                                         (b0 - lo) * passes + nb * (1 + k * (steps + 1) + it0 + i + 1), (hi - lo) * passes);
+                                progress(job->progress_ctx, (b0 - lo) * passes + nb * (1 + k * (steps + 1) + bi),
+                                         (hi - lo) * passes);
+                        }
+                        if (m->pipe_hold) { /* the steps carry no metric between the stages */
+                            const ss_pipe_next next = bi >= steps                  ? SS_PIPE_NEXT_NONE
+                                                      : fi < steps && fi - bi < Wig ? SS_PIPE_NEXT_FORWARD
+                                                                                    : SS_PIPE_NEXT_BACKWARD;
+                            if ((st = ss_model_pipe_release(m, next, pk.rows, 0, 1))) goto out;
                         }
                     }
+                    m->pipe_hold = 0;
                     ig_point pt = {s.id, a, base[k], 0};
                     ss_forward_opts fo = {.want = one, .hook = ig_hook, .hook_ctx = &pt};
                     if ((st = ss_forward_backward(m, run.be, run.packed, &pk, &fo, &mt, NULL, base_metric + k * N + b0)))

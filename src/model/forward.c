@@ -433,9 +433,9 @@ ss_status ss_model_pipe_release(ss_model *m, ss_pipe_next next, int64_t rows, in
     if (next == SS_PIPE_NEXT_FORWARD && m->stage > 0) { /* each pass's residual stream, from the previous stage */
         from = m->stage - 1;
         for (; n < n_passes && n < SS_PIPE_HELD; n++) tags[n] = SS_PIPE_TAG_RESID, bytes[n] = rb;
-    } else if (next == SS_PIPE_NEXT_BACKWARD && m->stage + 1 < m->n_stages) { /* the metric, then the gradient */
+    } else if (next == SS_PIPE_NEXT_BACKWARD && m->stage + 1 < m->n_stages) { /* the metric if any, then the gradient */
         from = m->stage + 1;
-        tags[n] = SS_PIPE_TAG_METRIC, bytes[n++] = (size_t)n_seq * sizeof(double);
+        if (n_seq > 0) tags[n] = SS_PIPE_TAG_METRIC, bytes[n++] = (size_t)n_seq * sizeof(double);
         tags[n] = SS_PIPE_TAG_GRAD, bytes[n++] = rb;
     }
     if (!m->n_held) return SS_OK;

@@ -159,14 +159,18 @@ for np_mbw in "2 1" "2 3" "4 0" "4 2" "3 2"; do
             "$H5CMP" --quiet --atol 0 --rtol 0 --only /attr --only /metric "$TMP/mb1.h5" "$TMP/mb2.h5"
     else fail "attribute --pipeline $1 ${mbo[*]} runs" "$(tail -3 "$TMP/mb.log")"; fi
 done
-# integrated gradients window the passes of a batch's steps (the editing hook's alpha kept with each,
-# also through --recompute, which runs the hook again in the backward pass)
+# integrated gradients run a batch's steps 1F1B (the editing hook's alpha kept with each pass, also
+# through --recompute, which runs the hook again in the backward pass), at any depth
 igo=(--model $M --input $P --sites 'blocks.1.mlp.hook_post,blocks.2.attn.hook_z' --method ig:8 --recompute --batch 4)
 "$SUBSCOPE" attribute "${igo[@]}" --out "$TMP/ig1.h5" >/dev/null 2>&1
-if $MPI -np 2 "$SUBSCOPE" attribute "${igo[@]}" --pipeline 2 --micro-batches 3 --out "$TMP/ig2.h5" >"$TMP/ig.log" 2>&1; then
-    expect_ok "attribute ig:8 --recompute --pipeline 2 --micro-batches 3 = one process, bit for bit" \
-        "$H5CMP" --quiet --atol 0 --rtol 0 --only /attr --only /metric --only /ig "$TMP/ig1.h5" "$TMP/ig2.h5"
-else fail "attribute ig:8 --pipeline 2 --micro-batches 3 runs" "$(tail -3 "$TMP/ig.log")"; fi
+for np_mbw in "2 3" "4 0"; do
+    set -- $np_mbw
+    mbo=(); [ "$2" = 0 ] || mbo=(--micro-batches "$2")
+    if $MPI -np $1 "$SUBSCOPE" attribute "${igo[@]}" --pipeline $1 "${mbo[@]}" --out "$TMP/ig2.h5" >"$TMP/ig.log" 2>&1; then
+        expect_ok "attribute ig:8 --recompute --pipeline $1 ${mbo[*]:-(1F1B)} = one process, bit for bit" \
+            "$H5CMP" --quiet --atol 0 --rtol 0 --only /attr --only /metric --only /ig "$TMP/ig1.h5" "$TMP/ig2.h5"
+    else fail "attribute ig:8 --pipeline $1 ${mbo[*]} runs" "$(tail -3 "$TMP/ig.log")"; fi
+done
 expect_fail "--micro-batches without --pipeline is refused" "--micro-batches 3: only a pipeline" \
     "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.1.mlp.hook_post' --micro-batches 3 --out "$TMP/x.h5"
 # copies_vs_ranks NAME D P ONLY... -- JOB OPTIONS...: D copies of a P-stage pipeline (D*P ranks) must give
