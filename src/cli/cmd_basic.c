@@ -24,6 +24,7 @@ static cli_opt info_opts[] = {
     {.name = "tokens", .metavar = "N", .help = "with --config: also the totals for a batch of N tokens (default 16384)"},
     {.name = "pipeline", .metavar = "P", .help = "with --config: the memory of each of P pipeline stages (--pipeline of the jobs)"},
     {.name = "pipeline-blocks", .metavar = "N,N,...", .help = "with --pipeline: each stage's number of blocks, or 'even' (default: the jobs' balanced split)"},
+    {.name = "max-memory", .metavar = "BYTES", .help = "with --pipeline: the default split as the jobs choose it under --max-memory (float32 weights per rank), and whether each stage fits"},
     {.name = "list-sites", .metavar = NULL, .help = "print every site name, one per line, and nothing else"},
     {.name = "dist", .metavar = NULL, .help = "print what the communicator sees (backend, ranks, hosts, devices); no --model needed"},
     {0},
@@ -127,11 +128,13 @@ static int run_info_config(cli_cmd *cmd) {
         fprintf(stderr, "subscope info: error: --pipeline-blocks '%s' splits a pipeline: give --pipeline P too\n", blocks);
         return 1;
     }
-    if (P_st > 1 && ss_pipeline_split(c, (int)P_st, blocks, 1, 0, first_of)) return cli_fail(cmd, SS_ERR_ARG);
+    int64_t max_mem = 0;
+    if (cli_bytes(cmd, "max-memory", &max_mem)) return 1;
+    if (P_st > 1 && ss_pipeline_split(c, (int)P_st, blocks, 1, max_mem, first_of)) return cli_fail(cmd, SS_ERR_ARG);
     if (P_st > 1) {
         char split[160] = "", even_split[160] = "";
         int even[4097];
-        ss_pipeline_split(c, (int)P_st, "even", 0, 0, even);
+        ss_pipeline_split(c, (int)P_st, blocks ? "even" : NULL, 0, max_mem, even); /* collect's split */
         for (int sg = 0; sg < (int)P_st; sg++) {
             size_t n = strlen(split), ne = strlen(even_split);
             snprintf(split + n, sizeof split - n, "%s%d", sg ? "," : "", first_of[sg + 1] - first_of[sg]);
@@ -151,9 +154,10 @@ static int run_info_config(cli_cmd *cmd) {
             human_bytes(a, sizeof a, (double)n * 2), human_bytes(b, sizeof b, (double)n * 4);
             human_bytes(e, sizeof e, (double)n * 2 + (double)fpt * 4 * (double)T);
             printf("stage %-3d    blocks %d..%d: %lld parameters, weights %s bfloat16 / %s float32; forward with "
-                   "%lld tokens %s; %.2f %s multiply-adds per token%s\n", sg, first, end - 1, (long long)n, a, b,
+                   "%lld tokens %s; %.2f %s multiply-adds per token%s%s\n", sg, first, end - 1, (long long)n, a, b,
                    (long long)T, e, macs >= 1e9 ? macs / 1e9 : macs / 1e6, macs >= 1e9 ? "G" : "M",
-                   end == c->n_layer ? " with the head" : "");
+                   end == c->n_layer ? " with the head" : "",
+                   !max_mem ? "" : 4 * n <= max_mem ? "; fits --max-memory" : "; MORE than --max-memory");
         }
     }
     return 0;
@@ -232,7 +236,7 @@ static int run_info(cli_cmd *cmd) {
 
 cli_cmd cmd_info = {
     "info", "show a model's architecture, sizes, memory needs and activation sites",
-    "subscope info --model DIR [--list-sites]  |  subscope info --config CONFIG.json [--tokens N] [--pipeline P [--pipeline-blocks N,..]]  |  subscope info --dist",
+    "subscope info --model DIR [--list-sites]  |  subscope info --config CONFIG.json [--tokens N] [--pipeline P [--pipeline-blocks N,..] [--max-memory BYTES]]  |  subscope info --dist",
     "examples:\n  subscope info --model models/tiny-gpt2\n  subscope info --config llama-7b/config.json --tokens 16384\n"
     "  mpirun -np 2 subscope info --dist\n",
     info_opts, run_info, NULL,

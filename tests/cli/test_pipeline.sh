@@ -237,6 +237,15 @@ if [ "$got" = "0, 3 / 0, 2 / 0, 2 / 0, 2" ]; then
 else fail "balanced default split" "first blocks: forward / --no-logits / even / collect = $got"; fi
 expect_ok "info --config shows both splits" grep -q "^split        3,1 for jobs that score logits .* 2,2 for collect" \
     <("$SUBSCOPE" info --config "$TMP/bighead/config.json" --pipeline 2)
+# Under --max-memory the split that fits comes first: GPT-2 small's 9,3 puts 394 MiB of float32 on
+# stage 0; within 350 MiB the fastest split is 7,5 (340 and 282 MiB).
+printf '{"model_type": "gpt2", "n_layer": 12, "n_head": 12, "n_embd": 768, "n_positions": 1024, "vocab_size": 50257}' \
+    >"$TMP/gpt2-small.json"
+out=$("$SUBSCOPE" info --config "$TMP/gpt2-small.json" --pipeline 2 --max-memory 350M 2>&1)
+if printf '%s' "$out" | grep -q "^split        7,5 for jobs" && [ "$(printf '%s' "$out" | grep -c "fits --max-memory")" = 2 ] &&
+   "$SUBSCOPE" info --config "$TMP/gpt2-small.json" --pipeline 2 | grep -q "^split        9,3 for jobs"; then
+    pass "info --config --max-memory: the balanced split that fits (7,5; without the limit 9,3)"
+else fail "info --config --max-memory" "$out"; fi
 expect_fail "--pipeline-blocks that do not add up are refused" "the counts add up to 3, but the model has 4 blocks" \
     $MPI -np 2 "$SUBSCOPE" forward --model $M --input $P --pipeline 2 --pipeline-blocks 2,1 --out "$TMP/x.h5"
 expect_fail "--pipeline-blocks without --pipeline is refused" "give --pipeline P too" \
