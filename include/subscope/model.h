@@ -70,7 +70,7 @@ typedef struct ss_model {
      * weight pointer it fills and the file tensors it comes from; until
      * ss_model_place, those pointers point at the files' bytes. */
     struct ss_weight_src *srcs;
-    size_t n_srcs;
+    size_t n_srcs, cap_srcs;
     /* The blocks whose weights were loaded: [0, n_layer) unless the model
      * was loaded for one stage of a pipeline (ss_model_load_layers); the
      * embeddings come with block 0, the final norm and lm_head with the last. */

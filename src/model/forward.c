@@ -347,16 +347,25 @@ static ss_status send_held(ss_model *m) {
     return st;
 }
 
+/* Holds `owned` (malloc'd; the model frees it) for the exchange; blocks for
+ * another neighbour (none in a 1F1B pass) go first. */
+static ss_status hold(ss_model *m, int to, int tag, void *owned, size_t bytes) {
+    ss_status st = m->n_held && (m->held[0].peer != to || m->n_held == SS_PIPE_HELD) ? send_held(m) : SS_OK;
+    if (st) {
+        free(owned);
+        return st;
+    }
+    m->held[m->n_held++] = (ss_pipe_block){owned, bytes, to, tag};
+    return SS_OK;
+}
+
 ss_status ss_pipe_send_bytes(const ss_model *m, int to, int tag, const void *buf, size_t bytes) {
     ss_model *mm = (ss_model *)m; /* the wait counters and held blocks are the model's only mutable state */
     if (!m->pipe_hold) return send_now(mm, to, tag, buf, bytes);
-    /* Held for the exchange; blocks for another neighbour (none in a 1F1B pass) go first. */
-    if (mm->n_held && (mm->held[0].peer != to || mm->n_held == SS_PIPE_HELD)) SS_TRY(send_held(mm));
     void *copy = ss_malloc(bytes + 1, "a block for a neighbouring stage");
     if (!copy) return SS_ERR_NOMEM;
     memcpy(copy, buf, bytes);
-    mm->held[mm->n_held++] = (ss_pipe_block){copy, bytes, to, tag};
-    return SS_OK;
+    return hold(mm, to, tag, copy, bytes);
 }
 
 ss_status ss_pipe_recv_bytes(const ss_model *m, int from, int tag, void *buf, size_t bytes) {
@@ -389,11 +398,13 @@ ss_status ss_pipe_recv(const ss_model *m, const ss_backend *be, int from, int ta
 }
 
 ss_status ss_pipe_send(const ss_model *m, const ss_backend *be, int to, int tag, const float *x, size_t n) {
-    float *h = be->host_memory ? (float *)x : ss_malloc(n * sizeof(float), "residual stream for the next stage");
+    if (be->host_memory) return ss_pipe_send_bytes(m, to, tag, x, n * sizeof(float));
+    float *h = ss_malloc(n * sizeof(float) + 1, "residual stream for the next stage");
     if (!h) return SS_ERR_NOMEM;
-    ss_status st = h != x ? be->download(be, h, x, n * sizeof(float)) : SS_OK;
+    ss_status st = be->download(be, h, x, n * sizeof(float));
+    if (!st && m->pipe_hold) return hold((ss_model *)m, to, tag, h, n * sizeof(float)); /* the download is the copy */
     if (!st) st = ss_pipe_send_bytes(m, to, tag, h, n * sizeof(float));
-    if (h != x) free(h);
+    free(h);
     return st;
 }
 

@@ -76,10 +76,9 @@ typedef struct ss_weight_src {
 
 static ss_status defer(ss_model *m, const void **slot, const ss_tensor_info *const *parts, const size_t *part_n,
                        int n_parts) {
-    ss_weight_src *ns = ss_realloc(m->srcs, (m->n_srcs + 1) * sizeof *ns, "weight list");
-    if (!ns) return SS_ERR_NOMEM;
-    m->srcs = ns;
-    ss_weight_src *w = &ns[m->n_srcs++];
+    if (!ss_grow(&m->srcs, &m->cap_srcs, m->n_srcs + 1, sizeof *m->srcs))
+        return ss_errorf(SS_ERR_NOMEM, "%s: out of memory for the weight list", m->dir);
+    ss_weight_src *w = &m->srcs[m->n_srcs++];
     memset(w, 0, sizeof *w);
     w->slot = slot;
     w->n_parts = n_parts;
@@ -119,7 +118,7 @@ static ss_status materialize(ss_model *m) {
     if (tied) m->w.lm_head = m->w.wte;
     free(m->srcs);
     m->srcs = NULL;
-    m->n_srcs = 0;
+    m->n_srcs = m->cap_srcs = 0;
     return SS_OK;
 }
 
