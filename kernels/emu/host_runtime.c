@@ -345,6 +345,26 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
     return CUBLAS_STATUS_SUCCESS;
 }
 
+/* Column-major C = alpha op(A) op(A)^T + beta C on the uplo triangle of
+ * the n x n C only (the other is not touched); op(A) is n x k. */
+cublasStatus_t cublasSsyrk(cublasHandle_t h, cublasFillMode_t uplo, cublasOperation_t trans, int n, int k,
+                           const float *alpha, const float *A, int lda, const float *beta, float *C, int ldc) {
+    const int rows_a = trans == CUBLAS_OP_N ? n : k;
+    if (n < 0 || k < 0 || ldc < (n > 1 ? n : 1) || lda < (rows_a > 1 ? rows_a : 1)) return CUBLAS_STATUS_INVALID_VALUE;
+    for (int j = 0; j < n; j++)
+        for (int i = uplo == CUBLAS_FILL_MODE_UPPER ? 0 : j; i < (uplo == CUBLAS_FILL_MODE_UPPER ? j + 1 : n); i++) {
+            float acc = 0.f;
+            for (int p = 0; p < k; p++) {
+                float a = trans == CUBLAS_OP_N ? A[i + (size_t)p * lda] : A[p + (size_t)i * lda];
+                float b = trans == CUBLAS_OP_N ? A[j + (size_t)p * lda] : A[p + (size_t)j * lda];
+                acc += a * b;
+            }
+            float *c = &C[i + (size_t)j * ldc];
+            *c = *alpha * acc + (*beta == 0.f ? 0.f : *beta * *c);
+        }
+    return CUBLAS_STATUS_SUCCESS;
+}
+
 const char *cublasGetStatusString(cublasStatus_t s) {
     return s == CUBLAS_STATUS_SUCCESS ? "CUBLAS_STATUS_SUCCESS" : s == CUBLAS_STATUS_INVALID_VALUE ? "CUBLAS_STATUS_INVALID_VALUE" : "CUBLAS_STATUS_NOT_INITIALIZED";
 }

@@ -32,6 +32,7 @@ typedef struct {
     cudaStream_t stream;
     cudaStream_t copy;      /* copies to the host that overlap later compute (download_async) */
     cublasHandle_t blas;
+    int tf32;               /* the handle's math mode is TF32 (SUBSCOPE_TF32 / ss_run_opts.tf32) */
 #ifdef SS_CUDA_PCA
     cusolverDnHandle_t solver; /* made on first use */
 #endif
@@ -235,6 +236,43 @@ static ss_status cu_copy_rows(const ss_backend *be, float *dst, const float *src
     return SS_OK;
 }
 
+/* The centred products sum_r (x_r - m32)(x_r - m32)^T of the gathered rows
+ * g[n, d], one triangle (row-major lower) into cc, fp32 accumulation. By
+ * default cublasSsyrk on the rows centred in place (m32 turned into -m32 for
+ * the bias kernel); SUBSCOPE_COV_KERNEL=1 takes kernels/cov_lower.cu, which
+ * centres as it multiplies. On an H100 Ssyrk ran 2.7x (d = 16384) to 3.7x
+ * (d = 768, 3072) faster than the kernel (bench/README.md), so it is the
+ * default; the kernel stays for the comparison the benchmark makes. TF32 is
+ * switched off around Ssyrk: statistics are fp32 whatever the forward uses. */
+static ss_status centred_products(const ss_backend *be, float *cc, float *g, float *m32, const float *h_m32, int64_t n,
+                                  int64_t d) {
+    cuda_impl *c = IMPL(be);
+    const char *k = getenv("SUBSCOPE_COV_KERNEL");
+    if (k && !strcmp(k, "1"))
+        return cuda_check(be, ss_cuda_cov_lower(cc, d, g, SS_CUDA_F32, d, m32, n, d, c->stream), "covariance kernel");
+    if (n > INT32_MAX || d > INT32_MAX)
+        return ss_errorf(SS_ERR_UNSUPPORTED, "%s: covariance of %lld rows x %lld exceeds cuBLAS's 32-bit sizes", be->name,
+                         (long long)n, (long long)d);
+    float *neg = ss_malloc((size_t)d * sizeof(float), "means");
+    if (!neg) return SS_ERR_NOMEM;
+    for (int64_t i = 0; i < d; i++) neg[i] = -h_m32[i];
+    ss_status st = cu_upload(be, m32, neg, (size_t)d * sizeof(float));
+    free(neg);
+    if (st) return st;
+    KL(ss_cuda_bias_act(g, g, m32, SS_CUDA_F32, n, d, SS_CUDA_ACT_NONE, c->stream), "centring (bias kernel)");
+    const float one = 1.f, zero = 0.f;
+    if (c->tf32) cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH);
+    /* Row-major g[n, d] is column-major A[d, n] (lda = d); A A^T's column-major
+     * upper triangle is the row-major lower one. */
+    cublasStatus_t s = cublasSsyrk(c->blas, CUBLAS_FILL_MODE_UPPER, CUBLAS_OP_N, (int)d, (int)n, &one, g, (int)d, &zero,
+                                   cc, (int)d);
+    if (c->tf32) cublasSetMathMode(c->blas, CUBLAS_TF32_TENSOR_OP_MATH);
+    if (s != CUBLAS_STATUS_SUCCESS)
+        return ss_errorf(SS_ERR_IO, "%s: cublasSsyrk (d = %lld, %lld rows): %s", be->name, (long long)d, (long long)n,
+                         cublasGetStatusString(s));
+    return SS_OK;
+}
+
 /* Gathers the rows, takes their fp64 column means and fp32-accumulated
  * centred products (lower triangle only) on the device, and corrects on the
  * host for centring on the fp32-rounded mean (cuda_kernels.h). */
@@ -258,13 +296,12 @@ static ss_status cu_moments_chunk(const ss_backend *be, const float *x, int64_t 
     if (m2) {
         size_t dd = (size_t)(d * d);
         if ((st = cu_alloc(be, dd * sizeof(float), "covariance", (void **)&cc))) goto out;
-        if ((st = cuda_check(be, ss_cuda_cov_lower(cc, d, g, SS_CUDA_F32, d, m32, n, d, c->stream), "covariance kernel")))
-            goto out;
         h_m32 = ss_malloc((size_t)d * sizeof(float), "means");
         h_c = ss_malloc(dd * sizeof(float), "covariance");
         if (!h_m32 || !h_c) { st = SS_ERR_NOMEM; goto out; }
-        if ((st = cu_download(be, h_m32, m32, (size_t)d * sizeof(float))) || (st = cu_download(be, h_c, cc, dd * sizeof(float))))
-            goto out;
+        if ((st = cu_download(be, h_m32, m32, (size_t)d * sizeof(float)))) goto out;
+        if ((st = centred_products(be, cc, g, m32, h_m32, n, d))) goto out;
+        if ((st = cu_download(be, h_c, cc, dd * sizeof(float)))) goto out;
         for (int64_t i = 0; i < d; i++) {
             double ei = mean[i] - h_m32[i];
             for (int64_t j = 0; j <= i; j++) m2[i * d + j] = (double)h_c[i * d + j] - (double)n * ei * (mean[j] - h_m32[j]);
@@ -279,6 +316,12 @@ out:
     free(h_m32);
     free(h_c);
     return st;
+}
+
+static ss_status cu_zero(const ss_backend *be, void *p, size_t bytes) {
+    if (!bytes) return SS_OK;
+    CU(cudaMemsetAsync(p, 0, bytes, IMPL(be)->stream), "zero (cudaMemsetAsync)");
+    return SS_OK;
 }
 
 #ifdef SS_CUDA_PCA
@@ -326,6 +369,10 @@ static ss_status cu_pca_top(const ss_backend *be, const double *sym, int64_t d, 
         goto out;
     }
     if ((st = cu_alloc(be, dev_bytes, "PCA workspace", &work))) goto out;
+    /* syevdx's tridiagonalisation reads workspace words before it writes them
+     * (compute-sanitizer's initcheck on an H100, CUDA 13.0); the values do
+     * not reach the result, but zeroed buffers keep the sanitizer's report clean. */
+    if ((st = cu_zero(be, work, dev_bytes)) || (st = cu_zero(be, w, (size_t)d * sizeof(double)))) goto out;
     if (host_bytes && !(hwork = ss_malloc(host_bytes, "PCA host workspace"))) { st = SS_ERR_NOMEM; goto out; }
     e = cusolverDnXsyevdx(c->solver, params, CUSOLVER_EIG_MODE_VECTOR, CUSOLVER_EIG_RANGE_I, CUBLAS_FILL_MODE_UPPER, d,
                           CUDA_R_64F, a, d, &vl, &vu, d - k + 1, d, &meig, CUDA_R_64F, w, CUDA_R_64F, work, dev_bytes,
@@ -676,12 +723,6 @@ static ss_status cu_workspace(const ss_backend *be, size_t floats, const char *w
     return SS_OK;
 }
 
-static ss_status cu_zero(const ss_backend *be, void *p, size_t bytes) {
-    if (!bytes) return SS_OK;
-    CU(cudaMemsetAsync(p, 0, bytes, IMPL(be)->stream), "zero (cudaMemsetAsync)");
-    return SS_OK;
-}
-
 /* Row-major C[K,N] (+)= A[M,K]^T B[M,N] is column-major C^T[N,K] = B^T A:
  * B read as column-major [N,M] (no transpose), A as column-major [K,M]
  * transposed. The handle's math mode carries the backend's TF32 choice. */
@@ -876,7 +917,8 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
     if (!st && cublasSetStream(c->blas, c->stream) != CUBLAS_STATUS_SUCCESS)
         st = ss_errorf(SS_ERR_IO, "%s: cublasSetStream failed", c->name);
     /* fp32 means fp32: TF32 tensor-core math stays off unless asked for. */
-    if (!st && cublasSetMathMode(c->blas, opts && opts->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH) !=
+    c->tf32 = opts && opts->tf32;
+    if (!st && cublasSetMathMode(c->blas, c->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH) !=
                    CUBLAS_STATUS_SUCCESS)
         st = ss_errorf(SS_ERR_IO, "%s: cublasSetMathMode failed", c->name);
     if (st) {

@@ -200,7 +200,8 @@ TEST(cuda_emulated_bf16_products_match_cpu_bf16_reference) {
 }
 
 /* collect on the (emulated) GPU: sites reduced on the device per batch with
- * the column-mean and triangular covariance kernels, merged in float64,
+ * the column-mean kernel and centred products (Ssyrk or the triangular
+ * covariance kernel), merged in float64,
  * against the CPU path that reduces every prompt on the host. The device
  * accumulates each batch's products in fp32 (~1e-6 relative of
  * sum |x_i - m_i||x_j - m_j|), so entries are compared to 1e-5 of
@@ -215,7 +216,7 @@ static int collect_to(const char *out, ss_backend *be, const char *input) {
     return ss_job_collect(&j) == SS_OK;
 }
 
-TEST(cuda_emulated_collect_matches_cpu) {
+static void collect_matches_cpu(void) {
     char in[512], a[512], b[512];
     snprintf(in, sizeof in, "%s/lab.jsonl", ss_test_tmp_dir());
     snprintf(a, sizeof a, "%s/col_cpu.h5", ss_test_tmp_dir());
@@ -283,6 +284,15 @@ TEST(cuda_emulated_collect_matches_cpu) {
     printf(" [max |cov diff| / sqrt(var_i var_j) = %.1e]", worst);
     ss_h5_close_read(ra);
     ss_h5_close_read(rb);
+}
+
+/* The products by cublasSsyrk on centred rows (the default) and by the
+ * triangular kernel (SUBSCOPE_COV_KERNEL=1). */
+TEST(cuda_emulated_collect_matches_cpu) { collect_matches_cpu(); }
+TEST(cuda_emulated_collect_cov_kernel_matches_cpu) {
+    setenv("SUBSCOPE_COV_KERNEL", "1", 1);
+    collect_matches_cpu();
+    unsetenv("SUBSCOPE_COV_KERNEL");
 }
 
 /* Two prompts of 5 and 7 tokens packed into 12 rows, ids spread over the vocabulary. */
