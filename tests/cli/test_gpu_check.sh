@@ -27,4 +27,25 @@ no_gpu "CUDA_VISIBLE_DEVICES empty" "CUDA_VISIBLE_DEVICES is set to the empty st
 out=$(bash "$GC" --bogus 2>&1); rc=$?
 [ $rc -eq 2 ] && printf '%s' "$out" | grep -q "unknown option --bogus" && pass "unknown option refused" || fail "unknown option" "exit $rc: $out"
 bash "$GC" --help | grep -q "compute-sanitizer" && pass "--help describes the checks" || fail "--help"
+# tests/gpu/bundle.sh: the build packed with its libraries; unpacked elsewhere, the
+# wrapped programs run with none of this machine's library paths.
+if grep -q '^HAVE_CUBLAS := 1' build/config.mk 2>/dev/null; then
+    if out=$(bash tests/gpu/bundle.sh --bin "$TOOLBIN" "$TMP/b.tar.gz" 2>&1) && mkdir "$TMP/x" && tar -C "$TMP/x" -xzf "$TMP/b.tar.gz"; then
+        pass "bundle.sh packs the build"
+        [ -x "$TMP/x/bin/subscope" ] && [ -x "$TMP/x/bin/.real/subscope" ] && [ -e "$TMP/x/bin/.real/libsubscope-cuda.so" ] &&
+            ls "$TMP/x/.bundle/lib" | grep -q '^libhdf5' && ! ls "$TMP/x/.bundle/lib" | grep -qE '^(libc|libm|libstdc\+\+)\.so' &&
+            pass "bundle holds wrappers, plugins and libraries (no glibc)" || fail "bundle contents" "$(ls -R "$TMP/x" | head -n 20)"
+        v=$(cd / && env -u LD_LIBRARY_PATH "$TMP/x/bin/subscope" --version 2>&1)
+        [ "$v" = "$("$SUBSCOPE" --version 2>&1)" ] && pass "bundled subscope runs elsewhere" || fail "bundled subscope --version" "$v"
+        d=$(cd / && SUBSCOPE_CUDA_LIBS=$(sed -n 's/^CUDA_HOME := //p' "$OLDPWD/build/config.mk")/lib64 "$TMP/x/bin/subscope" info --dist 2>&1)
+        printf '%s' "$d" | grep -q "cuda plugin loaded" && pass "bundled subscope loads its CUDA plugin" ||
+            fail "bundled plugin" "$(printf '%s' "$d" | tail -n 2)"
+        "$TMP/x/bin/h5cmp" tests/data/h5/h5py_base.h5 tests/data/h5/h5py_base.h5 >/dev/null 2>&1 && pass "bundled h5cmp runs" || fail "bundled h5cmp"
+    else
+        fail "bundle.sh" "$out"
+    fi
+else
+    out=$(bash tests/gpu/bundle.sh "$TMP/b.tar.gz" 2>&1); rc=$?
+    [ $rc = 1 ] && printf '%s' "$out" | grep -q "no CUDA backend" && pass "bundle.sh refuses a build without CUDA" || fail "bundle.sh without CUDA" "exit $rc: $out"
+fi
 finish

@@ -27,6 +27,12 @@ expect_rc perturbed_line_has_stats 1 "max_abs=1.000e-02  max_rel=2.000e-02  nmse
 expect_rc perturbed_atol 0 "0 FAIL" "$H5CMP" --atol 0.011 "$TMP/base.h5" "$TMP/perturb.h5"
 expect_rc perturbed_rtol 0 "0 FAIL" "$H5CMP" --atol 0 --rtol 0.021 "$TMP/base.h5" "$TMP/perturb.h5"
 expect_rc perturbed_rtol_short 1 "1 FAIL" "$H5CMP" --atol 0 --rtol 0.019 "$TMP/base.h5" "$TMP/perturb.h5"
+# --nmse: the float datasets judged as wholes (bf16 runs); NaN and integers stay exact
+expect_rc nmse_passes_perturbed 0 "(floats: nmse <= 1.3e-05)" "$H5CMP" --nmse 1.3e-5 "$TMP/base.h5" "$TMP/perturb.h5"
+expect_rc nmse_fails_above 1 "nmse=1.270e-05  FAIL (nmse above 1.2e-05)" "$H5CMP" --nmse 1.2e-5 "$TMP/base.h5" "$TMP/perturb.h5"
+expect_rc nmse_keeps_nan_rule 1 "expected 0.75, actual nan" "$H5CMP" --nmse 1 "$TMP/base.h5" "$TMP/nanval.h5"
+expect_rc nmse_keeps_integers_exact 1 "/tokens  [2,5]  max_abs=6.000e+00" "$H5CMP" --nmse 1 "$TMP/base.h5" "$TMP/token.h5"
+expect_rc bad_nmse 2 "--nmse needs a non-negative number" "$H5CMP" --nmse x "$TMP/base.h5" "$TMP/base.h5"
 expect_rc nan_padding_must_stay_nan 1 "expected nan, actual 0.5" "$H5CMP" "$TMP/base.h5" "$TMP/nanfill.h5"
 expect_rc nan_where_value_expected 1 "expected 0.75, actual nan" "$H5CMP" "$TMP/base.h5" "$TMP/nanval.h5"
 expect_rc nan_not_excused_by_tolerance 1 "FAIL" "$H5CMP" --atol 1e9 "$TMP/base.h5" "$TMP/nanval.h5"

@@ -8,7 +8,8 @@
 #      edge-case and model-sized shapes (tests/gpu/kernel_check.c), the
 #      backward ops' kernels reported on a line of their own;
 #   3. run `subscope forward`, `subscope attribute` (the backward pass, both attention-backward
-#      variants) and `subscope collect` (cuSOLVER PCA) on the CPU and on the GPU for the bundled model
+#      variants) and `subscope collect` (cublasSsyrk and the cov_lower kernel; cuSOLVER PCA) on the
+#      CPU and on the GPU for the bundled model
 #      and for random GPT-2 models (bin/mkmodel: GPT-2 small's shape, a wider
 #      bf16 one with d_head 128 and 2048 positions, a ragged f16 one) and
 #      compare logits and every site with h5cmp; `predict --generate` too;
@@ -22,14 +23,17 @@
 #   5. print one summary table and write it, with nvidia-smi's report, the
 #      driver, toolkit and commit, to bench/results/gpu-check-<gpu>-<date>.json.
 #
-# usage: tests/gpu/gpu_check.sh [--quick] [--keep] [--no-sanitizer] [--only STEPS]
+# usage: tests/gpu/gpu_check.sh [--quick] [--keep] [--no-sanitizer] [--only STEPS] [--no-build]
 #   --quick         bundled and ragged models only, kernel_check --quick, memcheck only
+#   --no-build      use the tree's build as it is (bin/, build/config.mk), e.g. unpacked from
+#                   tests/gpu/bundle.sh's tarball on a node without compilers or HDF5 headers
 #   --keep          keep the random models and HDF5 outputs under build/gpu-check/
 #   --no-sanitizer  skip step 4
 #   --only STEPS    run only these of kernels,forward,nccl,sanitizer (comma-separated;
 #                   detection and the build always run)
 # Environment: GPU_CHECK_ATOL/GPU_CHECK_RTOL (CPU-vs-GPU forward tolerance,
-# default 2e-4 each; GPU_CHECK_BF16_TOL, default 1e-2, for --dtype bfloat16), GPU_CHECK_JOBS (make -j, default: cores up to 16),
+# default 2e-4 each; GPU_CHECK_BF16_NMSE, default 1e-4, the whole-dataset NMSE bound for
+# --dtype bfloat16), GPU_CHECK_JOBS (make -j, default: cores up to 16),
 # GPU_CHECK_DEVICE (what the forward checks compare with the CPU, default
 # cuda; "cpu" dry-runs the comparison plumbing on a machine without a GPU),
 # GPU_CHECK_BUDGET (seconds for the whole run, default 540: a step that
@@ -44,13 +48,14 @@ set -u
 cd "$(dirname "$0")/../.." || exit 2
 ROOT=$(pwd)
 
-QUICK=0 KEEP=0 SANITIZE=1 STEPS=kernels,forward,nccl,sanitizer
+QUICK=0 KEEP=0 SANITIZE=1 BUILD=1 STEPS=kernels,forward,nccl,sanitizer
 while [ $# -gt 0 ]; do
     a=$1; shift
     case $a in
     --quick) QUICK=1 ;;
     --keep) KEEP=1 ;;
     --no-sanitizer) SANITIZE=0 ;;
+    --no-build) BUILD=0 ;;
     --only)
         STEPS=${1:-}; shift
         [[ $STEPS =~ ^((kernels|forward|nccl|sanitizer),?)+$ ]] || { echo "gpu_check: --only takes kernels,forward,nccl,sanitizer" >&2; exit 2; } ;;
@@ -65,10 +70,10 @@ ATOL=${GPU_CHECK_ATOL:-2e-4}
 DEV=${GPU_CHECK_DEVICE:-cuda}
 RTOL=${GPU_CHECK_RTOL:-2e-4}
 BUDGET=${GPU_CHECK_BUDGET:-540}
-BF16_TOL=${GPU_CHECK_BF16_TOL:-1e-2}
+BF16_NMSE=${GPU_CHECK_BF16_NMSE:-1e-4}
 num_re='^[0-9]+([.][0-9]*)?([eE][-+]?[0-9]+)?$'
-for v in "$ATOL" "$RTOL" "$BUDGET" "$BF16_TOL"; do
-    [[ $v =~ $num_re ]] || { echo "gpu_check: GPU_CHECK_ATOL/RTOL/BUDGET must be numbers (got \"$v\")" >&2; exit 2; }
+for v in "$ATOL" "$RTOL" "$BUDGET" "$BF16_NMSE"; do
+    [[ $v =~ $num_re ]] || { echo "gpu_check: GPU_CHECK_ATOL/RTOL/BUDGET/BF16_NMSE must be numbers (got \"$v\")" >&2; exit 2; }
 done
 # fp32 means fp32: the CPU-vs-GPU tolerances assume TF32 is off.
 unset SUBSCOPE_TF32
@@ -107,6 +112,7 @@ LOGS=$WORK/logs
 rm -rf "$LOGS" && mkdir -p "$LOGS" "$WORK/models" "$WORK/out" || { echo "gpu_check: cannot create $WORK" >&2; exit 1; }
 O=build/gpu-sm$ARCH
 B=$ROOT/$O/bin
+[ $BUILD = 0 ] && O=build B=$ROOT/bin
 CHECKS=() RESULTS=() DETAILS=() SECS=()
 record() { # record NAME PASS|FAIL|SKIP DETAILS SECONDS
     CHECKS+=("$1"); RESULTS+=("$2"); DETAILS+=("$3"); SECS+=("${4:-0}")
@@ -145,9 +151,16 @@ record "gpu detected" PASS "$GPU_NAME, sm_$ARCH, $GPU_MEM, driver $GPU_DRIVER (C
 JOBS=${GPU_CHECK_JOBS:-$(n=$(nproc 2>/dev/null || echo 4); [ "$n" -gt 16 ] && n=16; echo "$n")}
 t0=$(now)
 BUILD_OK=0
-if run_logged "$LOGS/build.log" 900 make --no-print-directory -j"$JOBS" O="$O" CUDA_ARCH="$ARCH" all; then
+if [ $BUILD = 0 ]; then
+    echo "--no-build: using $O/config.mk and ${B#"$ROOT"/}/ as they are" >"$LOGS/build.log"
+    build_rc=0
+else
+    run_logged "$LOGS/build.log" 900 make --no-print-directory -j"$JOBS" O="$O" CUDA_ARCH="$ARCH" all
+    build_rc=$?
+fi
+if [ $build_rc = 0 ]; then
     if grep -q '^HAVE_CUBLAS := 1' "$O/config.mk" && grep -q '^NVCC :=' "$O/config.mk" && [ -x "$B/kernel_check" ] &&
-        [ -e "$B/libsubscope-cuda.so" ]; then
+        { [ -e "$B/libsubscope-cuda.so" ] || [ -e "$B/.real/libsubscope-cuda.so" ]; }; then
         BUILD_OK=1
     fi
 fi
@@ -160,7 +173,7 @@ if [ $BUILD_OK = 1 ]; then
         sass=$("$CUDA_HOME/bin/cuobjdump" --list-elf --list-ptx "$O/rel/kernels/attention.o" 2>/dev/null |
             grep -oE 'sm_[0-9]+[a-z]?(\.cubin|\.ptx)' | sort -u | tr '\n' ' ')
     fi
-    record "build (CUDA_ARCH=$ARCH)" PASS "$O, nvcc ${NVCC_VER:-?}; attention.o holds: ${sass:-?}" "$(elapsed "$t0")"
+    record "$([ $BUILD = 0 ] && echo prebuilt || echo build) (CUDA_ARCH=$ARCH)" PASS "$O, nvcc ${NVCC_VER:-?}; attention.o holds: ${sass:-?}" "$(elapsed "$t0")"
 else
     why=$(grep -E 'error|Error' "$LOGS/build.log" | head -n 3 | tr '\n' ' ')
     [ -z "$why" ] && ! grep -q '^HAVE_CUBLAS := 1' "$O/config.mk" 2>/dev/null && why="CUDA backend not built: nvcc or cuBLAS not found (see $O/features.txt)"
@@ -234,7 +247,9 @@ compare_forward() {
         rm -f "$out-cpu.h5"
         return
     fi
-    run_logged "$LOGS/cmp-$tag.log" 300 "$B/h5cmp" --atol "${CMP_ATOL:-$ATOL}" --rtol "${CMP_RTOL:-$RTOL}" "$out-cpu.h5" "$out-cuda.h5"
+    local tol=(--atol "${CMP_ATOL:-$ATOL}" --rtol "${CMP_RTOL:-$RTOL}")
+    [ -n "${CMP_NMSE:-}" ] && tol=(--nmse "$CMP_NMSE")
+    run_logged "$LOGS/cmp-$tag.log" 300 "$B/h5cmp" "${tol[@]}" "$out-cpu.h5" "$out-cuda.h5"
     rc=$?
     if budget_skip "$name" $rc 0; then rm -f "$out-cpu.h5" "$out-cuda.h5"; return; fi
     # the largest max_abs over the float datasets, and where
@@ -301,6 +316,9 @@ elif [ $BUILD_OK = 1 ]; then
     # thousand rows: 1e-5 relative, so 1e-4 absolute + 1e-3 relative on every statistic)
     CMP_ATOL=1e-4 CMP_RTOL=1e-3 RUN_CMD=collect compare_forward "collect tiny-gpt2 mean, cov, pca:4 (cuSOLVER)" "$tiny" \
         data/demo_prompts.jsonl 'blocks.*.mlp.hook_post,blocks.2.hook_resid_post' --stats mean,cov,pca:4
+    # the same with the triangular covariance kernel instead of cublasSsyrk
+    SUBSCOPE_COV_KERNEL=1 CMP_ATOL=1e-4 CMP_RTOL=1e-3 RUN_CMD=collect compare_forward "collect tiny-gpt2 mean, cov (cov_lower kernel)" \
+        "$tiny" data/demo_prompts.jsonl 'blocks.*.mlp.hook_post,blocks.2.hook_resid_post' --stats mean,cov
     t0=$(now)
     a=$(timeout 120 "$B/subscope" predict --model "$tiny" --prompt 'The cat says' --generate 24 --device cpu 2>"$LOGS/predict-cpu.log")
     g=$(timeout 120 "$B/subscope" predict --model "$tiny" --prompt 'The cat says' --generate 24 --device "$DEV" 2>"$LOGS/predict-cuda.log")
@@ -328,9 +346,12 @@ elif [ $BUILD_OK = 1 ]; then
                     'blocks.*.hook_resid_pre,blocks.*.mlp.hook_post' --metric loss --method gradxact --reduce positions
             # bf16 matrix products: CPU reference vs cublasGemmEx. Both round A
             # to bf16 the same way; accumulation order differs, so an element
-            # near a bf16 rounding boundary can round differently downstream:
-            # a looser tolerance (GPU_CHECK_BF16_TOL, default 1e-2 abs + rel).
-            CMP_ATOL=$BF16_TOL CMP_RTOL=$BF16_TOL compare_forward "forward gpt2-small shape, --dtype bfloat16 (tol $BF16_TOL)" \
+            # near a bf16 rounding boundary rounds the other way, and that one
+            # ulp (2^-8 relative) travels on through 12 layers: on an H100, 0.5%
+            # of the last layer's elements moved by up to 0.05 while each dataset's
+            # NMSE stayed <= 2.5e-5. So each dataset is judged as a whole:
+            # NMSE <= GPU_CHECK_BF16_NMSE (default 1e-4, a 1% relative norm error).
+            CMP_NMSE=$BF16_NMSE compare_forward "forward gpt2-small shape, --dtype bfloat16 (nmse $BF16_NMSE)" \
                 "$m" "$WORK/models/small-short.jsonl" "$(flash_sites 0)" --dtype bfloat16
             [ $KEEP = 1 ] || rm -rf "$m"
         fi
@@ -356,7 +377,10 @@ nccl_collect() {
     local name=$1 np=$2 t0 rc out; shift 2
     t0=$(now)
     out=$WORK/out/nccl-$np-${name//[^A-Za-z0-9]/_}.h5
-    run_logged "$LOGS/nccl-$np-${name//[^A-Za-z0-9]/_}.log" 240 mpirun --allow-run-as-root --oversubscribe -np "$np" \
+    # one rank needs no launcher: without mpirun it runs as a plain process
+    local launch=(mpirun --allow-run-as-root --oversubscribe -np "$np")
+    [ "$np" = 1 ] && ! command -v mpirun >/dev/null 2>&1 && launch=()
+    run_logged "$LOGS/nccl-$np-${name//[^A-Za-z0-9]/_}.log" 240 "${launch[@]}" \
         env SUBSCOPE_DIST=nccl SUBSCOPE_DIST_TIMEOUT=60 "$@" bash -c 'exec "$0" "$@" --device cuda:${OMPI_COMM_WORLD_LOCAL_RANK:-0}' \
         "$B/subscope" collect "${NCCL_COPTS[@]}" --out "$out"
     rc=$?
@@ -373,8 +397,6 @@ elif [ $BUILD_OK = 0 ]; then
     record "nccl communicator" SKIP "build failed"
 elif ! grep -q '^HAVE_NCCL := 1' "$O/config.mk"; then
     record "nccl communicator" FAIL "this build has no NCCL (see $O/features.txt)"
-elif ! command -v mpirun >/dev/null 2>&1; then
-    record "nccl communicator" SKIP "no mpirun ('make deps')"
 else
     NGPU=$("$NVIDIA_SMI" -L 2>/dev/null | grep -c '^GPU ')
     [ -n "${CUDA_VISIBLE_DEVICES:-}" ] && NGPU=$(printf '%s' "$CUDA_VISIBLE_DEVICES" | tr ',' '\n' | grep -c .)
@@ -387,7 +409,10 @@ else
     NCCL_COPTS=(--model models/tiny-gpt2 --input data/demo_prompts.jsonl --sites 'blocks.*.mlp.hook_post,blocks.0.hook_resid_pre'
         --stats mean,cov,corr --batch 2)
     if run_logged "$LOGS/nccl-ref.log" 240 "$B/subscope" collect "${NCCL_COPTS[@]}" --device cuda --out "$WORK/out/nccl-ref.h5"; then
-        if [ "$NGPU" -ge 2 ]; then
+        if ! command -v mpirun >/dev/null 2>&1; then
+            record "nccl collect over MPI" SKIP "no mpirun ('make deps'); one rank without a launcher only"
+            nccl_collect "nccl collect, 1 rank (no launcher)" 1
+        elif [ "$NGPU" -ge 2 ]; then
             nccl_collect "nccl collect, 2 ranks (MPI bootstrap)" 2
         else
             record "nccl collect, 2 ranks" SKIP "needs 2 GPUs (NCCL refuses two ranks on one GPU); 1 rank only"

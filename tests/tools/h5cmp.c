@@ -1,11 +1,15 @@
 /* h5cmp: compares the numeric datasets of two HDF5 files, for golden tests.
  *
- *   h5cmp [--atol A] [--rtol R] [--only PREFIX]... [--quiet] EXPECTED.h5 ACTUAL.h5
+ *   h5cmp [--atol A] [--rtol R] [--nmse X] [--only PREFIX]... [--quiet] EXPECTED.h5 ACTUAL.h5
  *
  * Every dataset of EXPECTED (recursively, dimension scales excepted) must be
  * in ACTUAL with the same shape.  Integers must be equal; a float element
  * passes when |a-e| <= atol + rtol*|e|, an expected NaN needs an actual NaN
  * (padding is NaN in both) and an expected infinity the same infinity.
+ * With --nmse X a float dataset is judged as a whole instead: it passes when
+ * sum (a-e)^2 / sum e^2 <= X (and the NaN/infinity rules hold), the check for
+ * reduced-precision runs (bf16), where one rounding that falls the other way
+ * moves single elements far more than the whole.
  * Exit 0: all equal within tolerance; 1: a difference; 2: usage or I/O error. */
 #include <math.h>
 #include <stdio.h>
@@ -17,9 +21,11 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: h5cmp [--atol A] [--rtol R] [--only PREFIX]... [--quiet] EXPECTED.h5 ACTUAL.h5\n"
+            "usage: h5cmp [--atol A] [--rtol R] [--nmse X] [--only PREFIX]... [--quiet] EXPECTED.h5 ACTUAL.h5\n"
             "  compares every dataset of EXPECTED with ACTUAL: integers exactly, floats with\n"
             "  |a-e| <= atol + rtol*|e| (defaults atol=1e-6, rtol=1e-5); expected NaN needs NaN.\n"
+            "  --nmse X       judge each float dataset by sum (a-e)^2 / sum e^2 <= X instead\n"
+            "                 of element by element (reduced-precision runs)\n"
             "  --only PREFIX  compare only datasets whose path starts with PREFIX (repeatable)\n"
             "  --quiet        print only failures\n"
             "  exit status: 0 all ok, 1 some dataset differs or is missing, 2 usage or I/O error\n");
@@ -113,7 +119,7 @@ static int matches(const char *path, char **only, int n_only) {
 }
 
 int main(int argc, char **argv) {
-    double atol = 1e-6, rtol = 1e-5;
+    double atol = 1e-6, rtol = 1e-5, nmse_max = -1;
     int quiet = 0, n_only = 0;
     char **only = calloc((size_t)argc, sizeof *only);
     const char *files[2] = {NULL, NULL};
@@ -125,8 +131,9 @@ int main(int argc, char **argv) {
             usage(stdout);
             free(only);
             return 0;
-        } else if (!strcmp(a, "--atol") || !strcmp(a, "--rtol")) {
-            if (i + 1 >= argc || !parse_tol(argv[i + 1], a[2] == 'a' ? &atol : &rtol)) {
+        } else if (!strcmp(a, "--atol") || !strcmp(a, "--rtol") || !strcmp(a, "--nmse")) {
+            double *dst = a[2] == 'a' ? &atol : a[2] == 'r' ? &rtol : &nmse_max;
+            if (i + 1 >= argc || !parse_tol(argv[i + 1], dst)) {
                 fprintf(stderr, "h5cmp: %s needs a non-negative number\n", a);
                 usage(stderr);
                 free(only);
@@ -228,15 +235,18 @@ int main(int argc, char **argv) {
             break;
         }
         cmp_stats s = {0};
-        if (as == SS_H5_F64) cmp_float(de, da, ne, atol, rtol, &s);
+        const int whole = as == SS_H5_F64 && nmse_max >= 0;
+        if (as == SS_H5_F64) cmp_float(de, da, ne, whole ? INFINITY : atol, whole ? 0 : rtol, &s);
         else cmp_int(de, da, ne, &s);
         free(de);
         free(da);
         double nmse = s.sum_e2 > 0 ? s.sum_d2 / s.sum_e2 : s.sum_d2 > 0 ? INFINITY : 0.0;
-        if (s.n_bad) n_fail++;
-        if (s.n_bad || !quiet) {
+        const int nmse_bad = whole && !(nmse <= nmse_max);
+        if (s.n_bad || nmse_bad) n_fail++;
+        if (s.n_bad || nmse_bad || !quiet) {
             printf("%s  %s  max_abs=%.3e  max_rel=%.3e  nmse=%.3e  %s", p, shape, s.max_abs, s.max_rel, nmse,
-                   s.n_bad ? "FAIL" : "ok");
+                   s.n_bad || nmse_bad ? "FAIL" : "ok");
+            if (nmse_bad) printf(" (nmse above %g)", nmse_max);
             if (s.n_bad) {
                 char idx[256];
                 fmt_index(idx, sizeof idx, &ie, s.first_bad);
@@ -253,8 +263,9 @@ int main(int argc, char **argv) {
         } else {
             rc = n_fail ? 1 : 0;
             if (!quiet || n_fail)
-                printf("h5cmp: %d datasets compared, %d ok, %d FAIL, %d skipped (atol=%g rtol=%g)\n", n_cmp,
-                       n_cmp - n_fail, n_fail, n_skip, atol, rtol);
+                printf(nmse_max >= 0 ? "h5cmp: %d datasets compared, %d ok, %d FAIL, %d skipped (floats: nmse <= %g)\n"
+                                     : "h5cmp: %d datasets compared, %d ok, %d FAIL, %d skipped (atol=%g rtol=%g)\n",
+                       n_cmp, n_cmp - n_fail, n_fail, n_skip, nmse_max >= 0 ? nmse_max : atol, rtol);
         }
     }
 done:
