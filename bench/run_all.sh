@@ -388,6 +388,8 @@ bench_gpu_forward() {
 known=0
 for step in $CPU_STEPS $GPU_STEPS; do [ "$ONLY" != "$step" ] || known=1; done
 [ -n "$ONLY" ] && [ "$known" = 0 ] && die "no step named '$ONLY' (have: $CPU_STEPS $GPU_STEPS)"
+# Every step writes under $WORK; on a fresh checkout (a GPU machine) it does not exist yet.
+mkdir -p "$WORK" || die "cannot create $WORK"
 GPU=0
 have_gpu && GPU=1
 ensure_python
