@@ -56,3 +56,28 @@ SS_EXTERN_C int ss_cuda_softmax(float *out, const float *x, int64_t rows, int64_
     SS_LAUNCH(ss_k_softmax, ss_cdiv(rows, SM_WARPS), 32 * SM_WARPS, 0, stream, out, x, rows, cols, vec);
     return SS_LAUNCH_STATUS();
 }
+
+/* Causal softmax in place over the [*, L, L] blocks of attention scores that
+ * the cuBLAS attention path forms (cuda_backend.c): row r is query i = r % L
+ * and sees keys 0..i; those entries become exp(s - max)/sum, the others 0.
+ * One warp per row as above, scalar loads (rows start at any float). */
+SS_KERNEL(ss_k_softmax_causal, (float *, x), (int64_t, rows), (int64_t, L)) {
+    int lane = threadIdx.x & 31;
+    int64_t row = (int64_t)blockIdx.x * SM_WARPS + (threadIdx.x >> 5);
+    if (row >= rows) return;
+    float *xr = x + row * L;
+    const int64_t n = row % L + 1;
+    float m = -INFINITY, s = 0.f;
+    for (int64_t i = lane; i < n; i += 32) ss_softmax_acc(xr[i], &m, &s);
+    float mx = ss_warp_max(m);
+    float sum = ss_warp_sum(m == -INFINITY ? 0.f : s * expf(m - mx));
+    float inv = 1.f / sum;
+    for (int64_t i = lane; i < L; i += 32) xr[i] = i < n ? expf(xr[i] - mx) * inv : 0.f;
+}
+
+SS_EXTERN_C int ss_cuda_softmax_causal(float *x, int64_t rows, int64_t L, cudaStream_t stream) {
+    if (rows <= 0 || L <= 0) return 0;
+    if (ss_cdiv(rows, SM_WARPS) > 0x7fffffff) return 1;
+    SS_LAUNCH(ss_k_softmax_causal, ss_cdiv(rows, SM_WARPS), 32 * SM_WARPS, 0, stream, x, rows, L);
+    return SS_LAUNCH_STATUS();
+}

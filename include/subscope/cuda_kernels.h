@@ -65,6 +65,9 @@ int ss_cuda_add(float *out, const float *a, const float *b, int64_t n, cudaStrea
 
 /* Row-wise softmax of x[rows,cols] (max-subtracted); out may equal x. */
 int ss_cuda_softmax(float *out, const float *x, int64_t rows, int64_t cols, cudaStream_t stream);
+/* In place over [*, L, L] blocks of scores: row r (query r % L) becomes the
+ * softmax of its keys 0..r % L, zeros beyond (causal attention). */
+int ss_cuda_softmax_causal(float *x, int64_t rows, int64_t L, cudaStream_t stream);
 
 /* Causal attention as ss_backend.attention (include/subscope/backend.h):
  * n_seq sequences packed in rows, sequence s has len[s] rows from start[s]

@@ -44,7 +44,8 @@ typedef struct {
     uint16_t *a16;          /* bf16 copy of the activations of a bf16 product */
     size_t a16_cap;         /* in elements */
     float *ws;              /* workspace of the backward kernels (attention P/dS, layernorm row stats) */
-    size_t attn_ws_max;     /* bytes of P/dS beyond which attention_backward recomputes them */
+    size_t attn_ws_max;     /* bytes of P/dS beyond which attention_backward recomputes them; the
+                             * forward's cuBLAS path keeps its scores within it too */
     size_t ws_cap;          /* in floats */
     int64_t *mseq;          /* device copy of a masked forward's sequences (start, len, prompt, mask) */
     size_t mseq_cap;        /* in int64 elements */
@@ -548,6 +549,70 @@ static ss_status meta_put(const ss_backend *be, int64_t n_seq, const int64_t *st
     return SS_OK;
 }
 
+/* Strided-batched Sgemm on the backend's stream (the handle's math mode:
+ * fp32, or TF32 when asked for), its status as an error naming the step. */
+static ss_status sgemm_batched(const ss_backend *be, const char *what, cublasOperation_t ta, cublasOperation_t tb,
+                               int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda, int64_t sa,
+                               const float *B, int64_t ldb, int64_t sb, float *C, int64_t ldc, int64_t sc,
+                               int64_t batch) {
+    const float zero = 0.f;
+    cublasStatus_t st = cublasSgemmStridedBatched(IMPL(be)->blas, ta, tb, (int)m, (int)n, (int)k, &alpha, A, (int)lda,
+                                                  sa, B, (int)ldb, sb, &zero, C, (int)ldc, sc, (int)batch);
+    if (st != CUBLAS_STATUS_SUCCESS)
+        return ss_errorf(SS_ERR_IO, "%s: attention %s (cublasSgemmStridedBatched %lld x %lld x %lld, %lld heads): %s",
+                         be->name, what, (long long)m, (long long)n, (long long)k, (long long)batch,
+                         cublasGetStatusString(st));
+    return SS_OK;
+}
+
+/* Attention of one sequence through cuBLAS: for each batch of heads, the
+ * scores S = scale Q K^T ([heads, L, L] row-major), the causal softmax in
+ * place, then Z = P V, the products strided-batched over heads. Row-major
+ * Q_h [L, dh] (row stride ld) is the column-major dh x L matrix cuBLAS sees,
+ * so S^T = K Q^T is Sgemm(T, N) and Z^T = V^T P^T is Sgemm(N, N). With GQA,
+ * query heads g, g + group, ... share strides: a batch is the heads of one g.
+ * buf holds the probabilities: the pattern itself ([H, L, L], every head at
+ * once) when it was asked for, else scratch for hc heads at a time. */
+static ss_status attention_gemm_seq(const ss_backend *be, float *z, const float *q, const float *k, const float *v,
+                                    int64_t ld, int64_t r0, int64_t L, int64_t H, int64_t Hkv, int64_t dh, float scale,
+                                    float *buf, int is_pattern, int64_t hc) {
+    const int64_t group = H / Hkv, LL = L * L, ldz = H * dh;
+    const float *q0 = q + r0 * ld, *k0 = k + r0 * ld, *v0 = v + r0 * ld;
+    float *z0 = z + r0 * ldz;
+    if (is_pattern) { /* every head at once: the scores of each g, one softmax over all H L rows, the values */
+        for (int64_t g = 0; g < group; g++)
+            SS_TRY(sgemm_batched(be, "scores", CUBLAS_OP_T, CUBLAS_OP_N, L, L, dh, scale, k0, ld, dh, q0 + g * dh, ld,
+                                 group * dh, buf + g * LL, L, group * LL, Hkv));
+        KL(ss_cuda_softmax_causal(buf, H * L, L, IMPL(be)->stream), "causal softmax kernel");
+        for (int64_t g = 0; g < group; g++)
+            SS_TRY(sgemm_batched(be, "values", CUBLAS_OP_N, CUBLAS_OP_N, dh, L, L, 1.f, v0, ld, dh, buf + g * LL, L,
+                                 group * LL, z0 + g * dh, ldz, group * dh, Hkv));
+        return SS_OK;
+    }
+    /* scratch for hc heads: heads h0, h0 + group, ... of one g, one after another */
+    for (int64_t g = 0; g < group; g++)
+        for (int64_t j0 = 0; j0 < Hkv; j0 += hc) {
+            const int64_t jn = hc < Hkv - j0 ? hc : Hkv - j0, h0 = j0 * group + g;
+            SS_TRY(sgemm_batched(be, "scores", CUBLAS_OP_T, CUBLAS_OP_N, L, L, dh, scale, k0 + j0 * dh, ld, dh,
+                                 q0 + h0 * dh, ld, group * dh, buf, L, LL, jn));
+            KL(ss_cuda_softmax_causal(buf, jn * L, L, IMPL(be)->stream), "causal softmax kernel");
+            SS_TRY(sgemm_batched(be, "values", CUBLAS_OP_N, CUBLAS_OP_N, dh, L, L, 1.f, v0 + j0 * dh, ld, dh, buf, L, LL,
+                                 z0 + h0 * dh, ldz, group * dh, jn));
+        }
+    return SS_OK;
+}
+
+/* Sequences of at least this many tokens send a call down the cuBLAS path
+ * (SUBSCOPE_ATTN_GEMM_MIN_LEN; default 512: below it the kernels' single
+ * launch for every sequence wins over three launches per sequence, by the
+ * H100 profile's rates: 7.3 TFLOP/s for the flash kernel, ~47 for Sgemm). */
+static int64_t attn_gemm_min_len(void) {
+    const char *e = getenv("SUBSCOPE_ATTN_GEMM_MIN_LEN");
+    char *end = NULL;
+    long long v = e && *e ? strtoll(e, &end, 10) : 512;
+    return e && *e && (*end || v < 0) ? 512 : (int64_t)v;
+}
+
 static ss_status cu_attention(const ss_backend *be, float *z, const float *q, const float *k, const float *v,
                               int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H,
                               int64_t Hkv, int64_t dh, float scale, float *pattern_out, const int64_t *pattern_off) {
@@ -558,6 +623,27 @@ static ss_status cu_attention(const ss_backend *be, float *z, const float *q, co
     int64_t max_len = 0;
     for (int64_t s = 0; s < n_seq; s++)
         if (len[s] > max_len) max_len = len[s];
+    /* The cuBLAS path: when a sequence is long enough, and the scores of one
+     * head fit the attention workspace (or land in the pattern anyway). */
+    const int64_t min_len = attn_gemm_min_len(), ws_floats = (int64_t)(c->attn_ws_max / sizeof(float));
+    if (min_len > 0 && max_len >= min_len && max_len <= INT32_MAX && ld_qkv <= INT32_MAX && H * dh <= INT32_MAX &&
+        (pattern_out || max_len * max_len <= ws_floats)) {
+        float *scratch = NULL;
+        int64_t hc = Hkv;
+        if (!pattern_out) {
+            hc = ws_floats / (max_len * max_len);
+            if (hc > Hkv) hc = Hkv;
+            SS_TRY(cu_alloc(be, (size_t)(hc * max_len * max_len) * sizeof(float), "attention scores",
+                            (void **)&scratch));
+        }
+        ss_status st = SS_OK;
+        for (int64_t s = 0; s < n_seq && !st; s++)
+            if (len[s] > 0)
+                st = attention_gemm_seq(be, z, q, k, v, ld_qkv, start[s], len[s], H, Hkv, dh, scale,
+                                        pattern_out ? pattern_out + pattern_off[s] : scratch, pattern_out != NULL, hc);
+        if (scratch) cu_release(be, scratch);
+        return st;
+    }
     SS_TRY(meta_put(be, n_seq, start, len, pattern_out ? pattern_off : NULL));
     if (pattern_out)
         KL(ss_cuda_attention_pattern(z, pattern_out, q, k, v, ld_qkv, n_seq, c->meta, c->meta + n_seq,
@@ -876,12 +962,13 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
     }
     snprintf(c->name, sizeof c->name, "cuda:%d", device);
     c->device = device;
-    /* SUBSCOPE_ATTN_BWD_WORKSPACE_MB (default 1024; 0: always recompute). */
+    /* SUBSCOPE_ATTN_BWD_WORKSPACE_MB (default 1024; 0: always recompute, and no
+     * cuBLAS attention without the pattern; fractions allowed, for tests). */
     const char *wmb = getenv("SUBSCOPE_ATTN_BWD_WORKSPACE_MB");
     char *wend = NULL;
-    long long mb = wmb && *wmb ? strtoll(wmb, &wend, 10) : 1024;
-    if (wmb && *wmb && (*wend || mb < 0)) mb = 1024;
-    c->attn_ws_max = (size_t)mb << 20;
+    double mb = wmb && *wmb ? strtod(wmb, &wend) : 1024;
+    if (wmb && *wmb && (*wend || !(mb >= 0) || mb > 1e9)) mb = 1024;
+    c->attn_ws_max = (size_t)(mb * 1048576.0);
     *be = (ss_backend){
         .name = c->name, .description = c->device_name, .impl = c, .host_memory = 0,
         .alloc = cu_alloc, .release = cu_release, .upload = cu_upload, .download = cu_download, .sync = cu_sync,

@@ -340,8 +340,12 @@ elif [ $BUILD_OK = 1 ]; then
             m=$WORK/models/gpt2-small
             prompts gpt2-small 50257 "$WORK/models/small-short.jsonl" 1,7,32,33,100,129 &&
                 compare_forward "forward gpt2-small shape, 6 prompts <=129 tok, all sites" "$m" "$WORK/models/small-short.jsonl" '*'
+            # prompts of 512 tokens or more take the cuBLAS attention path (cuda_backend.c);
+            # SUBSCOPE_ATTN_GEMM_MIN_LEN=0 keeps the attention kernels for the same prompts
             prompts gpt2-small 50257 "$WORK/models/small-long.jsonl" 1024,700,3 &&
                 compare_forward "forward gpt2-small shape, 1024 tok, flash+pattern" "$m" "$WORK/models/small-long.jsonl" "$(flash_sites 11)" &&
+                SUBSCOPE_ATTN_GEMM_MIN_LEN=0 compare_forward "forward gpt2-small shape, 1024 tok, attention kernels" "$m" \
+                    "$WORK/models/small-long.jsonl" "$(flash_sites 11)" &&
                 RUN_CMD=attribute compare_forward "attribute gpt2-small shape, 1024 tok, loss gradxact" "$m" "$WORK/models/small-long.jsonl" \
                     'blocks.*.hook_resid_pre,blocks.*.mlp.hook_post' --metric loss --method gradxact --reduce positions
             # bf16 matrix products: CPU reference vs cublasGemmEx. Both round A

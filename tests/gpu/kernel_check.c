@@ -750,6 +750,39 @@ static void case_softmax(void) {
     }
 }
 
+typedef struct { float *x; int64_t rows, L; } smc_ctx;
+static int launch_smc(void *v) { smc_ctx *c = v; return ss_cuda_softmax_causal(c->x, c->rows, c->L, g_stream); }
+
+/* The causal softmax of the cuBLAS attention path, in place over [H, L, L]
+ * blocks (row r sees keys 0..r % L, zeros beyond): the softmax's tolerance. */
+static void case_softmax_causal(void) {
+    int64_t shapes[][2] = {{1, 1}, {3, 5}, {2, 33}, {12, 1024}, {32, 2048}}; /* heads, L */
+    int ns = g_quick ? 3 : 5;
+    for (int si = 0; si < ns; si++) {
+        int64_t L = shapes[si][1], rows = shapes[si][0] * L, n = rows * L;
+        char name[96];
+        snprintf(name, sizeof name, "softmax_causal %lld heads, L=%lld", (long long)shapes[si][0], (long long)L);
+        if (!selected(name)) continue;
+        float *x = rvec(n, 15, 6.f), *got = fvec(n, 0), *ref = fvec(n, 0);
+        for (int64_t r = 0; r < rows; r++) {
+            const int64_t nk = r % L + 1;
+            double mx = -INFINITY, s = 0;
+            for (int64_t j = 0; j < nk; j++) mx = fmax(mx, x[r * L + j]);
+            for (int64_t j = 0; j < nk; j++) s += exp((double)x[r * L + j] - mx);
+            for (int64_t j = 0; j < L; j++) ref[r * L + j] = j < nk ? (float)(exp((double)x[r * L + j] - mx) / s) : 0.f;
+        }
+        float *dx = dalloc((size_t)n * 4);
+        smc_ctx c = {dx, rows, L};
+        out_buf ob = {dx, (size_t)n * 4, got};
+        const float *init[1] = {x};
+        double ms = 0;
+        if (run_twice_from(name, launch_smc, &c, &ob, init, 1, 1, &ms)) fail_case();
+        else check(name, got, ref, n, 1e-8, 1e-5, ms, 0);
+        dfree(dx);
+        free(x), free(got), free(ref);
+    }
+}
+
 /* ---- attention --------------------------------------------------------- */
 
 typedef struct {
@@ -1815,6 +1848,7 @@ int main(int argc, char **argv) {
     case_attention_bwd();
     case_embed_bwd();
     case_softmax_xent();
+    case_softmax_causal();
     case_backend_bwd();
     case_backend_matmul16();
     case_backend_pca();

@@ -94,6 +94,24 @@ TEST(cuda_emulated_forward_matches_cpu_flash_path) {
     compare_backends("noprefix-odd-untied", "blocks.*.attn.hook_z,blocks.*.mlp.hook_post,ln_final.hook_normalized", 1);
 }
 
+/* Attention through cuBLAS (cuda_backend.c's attention_gemm_seq: strided-
+ * batched products and the causal softmax kernel), forced for these short
+ * prompts: into the pattern when it is asked for, else into scratch, with
+ * grouped-query heads, and with a workspace of one head's scores
+ * (0.0005 MB = 131 floats >= 11 x 11), so the heads go one batch at a time. */
+TEST(cuda_emulated_cublas_attention_matches_cpu) {
+    setenv("SUBSCOPE_ATTN_GEMM_MIN_LEN", "1", 1);
+    compare_backends("prefix-f32", "*", 0);
+    compare_backends("noprefix-odd-untied", "blocks.*.attn.hook_z,blocks.*.mlp.hook_post,ln_final.hook_normalized", 1);
+    compare_backends("llama-gqa-llama3", "*", 0);
+    compare_backends("mistral-small", "blocks.1.attn.hook_z", 1);
+    setenv("SUBSCOPE_ATTN_BWD_WORKSPACE_MB", "0.0005", 1);
+    compare_backends("llama-gqa-llama3", "blocks.*.attn.hook_z,ln_final.hook_normalized", 1);
+    compare_backends("prefix-f32", "blocks.*.attn.hook_z", 1);
+    unsetenv("SUBSCOPE_ATTN_BWD_WORKSPACE_MB");
+    unsetenv("SUBSCOPE_ATTN_GEMM_MIN_LEN");
+}
+
 /* The Llama family: rmsnorm, rope, swiglu and grouped-query attention kernels
  * through whole models, every site (patterns included) and the flash path. */
 TEST(cuda_emulated_llama_forward_matches_cpu) {

@@ -450,6 +450,41 @@ TEST(kernel_softmax_vs_reference) {
     }
 }
 
+/* The causal softmax of the cuBLAS attention path, in place over [H, L, L]
+ * score blocks: row r sees keys 0..r % L. Against a float64 reference, same
+ * tolerance as the softmax above; every entry above the diagonal must be 0. */
+typedef struct { float *x; const float *src; int64_t rows, L; } smc_ctx;
+static void run_smc(void *v) {
+    smc_ctx *c = v;
+    memcpy(c->x, c->src, (size_t)(c->rows * c->L) * sizeof(float));
+    CHECK(ss_cuda_softmax_causal(c->x, c->rows, c->L, NULL) == 0);
+}
+
+TEST(kernel_softmax_causal_vs_reference) {
+    int64_t shapes[][2] = {{1, 1}, {3, 5}, {2, 33}, {1, 100}}; /* heads, L */
+    for (int si = 0; si < 4; si++) {
+        int64_t L = shapes[si][1], rows = shapes[si][0] * L, n = rows * L;
+        float *src = ss_test_rvec(n, 15, 6.0f), *out = ss_test_fvec(n, 0), *ref = ss_test_fvec(n, 0);
+        if (L > 3) src[2 * L] = 40.f; /* row 2: the first key far above the second and third */
+        for (int64_t r = 0; r < rows; r++) {
+            const int64_t nk = r % L + 1;
+            double mx = -INFINITY, s = 0;
+            for (int64_t j = 0; j < nk; j++) mx = fmax(mx, src[r * L + j]);
+            for (int64_t j = 0; j < nk; j++) s += exp((double)src[r * L + j] - mx);
+            for (int64_t j = 0; j < L; j++) ref[r * L + j] = j < nk ? (float)(exp((double)src[r * L + j] - mx) / s) : 0.f;
+        }
+        smc_ctx c = {out, src, rows, L};
+        CHECK(both_orders(run_smc, &c, &out, &n, 1));
+        char nm[64];
+        snprintf(nm, sizeof nm, "softmax_causal %lld heads, L=%lld", (long long)shapes[si][0], (long long)L);
+        CHECK(ss_test_compare(nm, out, ref, n, 1e-8, 1e-5) == 0);
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t j = r % L + 1; j < L; j++) CHECK(out[r * L + j] == 0.f);
+        free(src); free(out); free(ref);
+    }
+    CHECK(ss_cuda_softmax_causal(NULL, 0, 5, NULL) == 0); /* nothing to do */
+}
+
 /* ---- attention --------------------------------------------------------- */
 
 typedef struct {
