@@ -48,4 +48,16 @@ else
     out=$(bash tests/gpu/bundle.sh "$TMP/b.tar.gz" 2>&1); rc=$?
     [ $rc = 1 ] && printf '%s' "$out" | grep -q "no CUDA backend" && pass "bundle.sh refuses a build without CUDA" || fail "bundle.sh without CUDA" "exit $rc: $out"
 fi
+# tests/gpu/run_bundle.sh: what it needs before it touches anything
+RB=tests/gpu/run_bundle.sh
+bash "$RB" --help | grep -q "gpu_check.sh --no-build" && pass "run_bundle.sh --help" || fail "run_bundle.sh --help"
+out=$(bash "$RB" 2>&1); rc=$?
+[ $rc = 1 ] && printf '%s' "$out" | grep -q "need BUNDLE.tar.xz and --out DIR" && pass "run_bundle.sh without arguments" ||
+    fail "run_bundle.sh without arguments" "exit $rc: $out"
+out=$(bash "$RB" x.tar.xz --out "$TMP/o" --check-budget soon 2>&1); rc=$?
+[ $rc = 1 ] && printf '%s' "$out" | grep -q "take whole seconds" && pass "run_bundle.sh refuses a bad budget" ||
+    fail "run_bundle.sh bad budget" "exit $rc: $out"
+out=$(bash "$RB" "$TMP/nonexistent.tar.xz" --out "$TMP/o" 2>&1); rc=$?
+[ $rc = 1 ] && printf '%s' "$out" | grep -q "cannot unpack" && pass "run_bundle.sh names a missing bundle" ||
+    fail "run_bundle.sh missing bundle" "exit $rc: $out"
 finish

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The GPU checks and benchmarks in one call on a GPU node that has only the CUDA
+# toolkit's libraries, from a tarball made by tests/gpu/bundle.sh (a short lease, a
+# cluster's compute node). At the root of a checkout of the bundle's commit:
+#
+#   tests/gpu/run_bundle.sh BUNDLE.tar.xz --out DIR [--check-budget S] [--bench STEPS]
+#                           [--bench-seconds S] [--bench-args "ARGS"]
+#
+#   1. unpacks the bundle (bin/, build/config.mk, .bundle/lib);
+#   2. finds the directories of cuBLAS, cuSOLVER, the CUDA runtime and NCCL (ldconfig,
+#      then /usr/local/cuda and Python's nvidia-* wheels) for SUBSCOPE_CUDA_LIBS;
+#   3. runs tests/gpu/gpu_check.sh --no-build with GPU_CHECK_BUDGET=S (default 300;
+#      0 skips it);
+#   4. runs each of the comma-separated bench/run_all.sh steps (default
+#      gpu_kernels,gpu_forward; "none" skips them) with --gpu-only --no-build
+#      --no-install --quick and ARGS, all of them within S seconds (default 150);
+#   5. writes gpu-check.txt, bench.txt, the result JSON files and logs.tgz (every log)
+#      to DIR and prints the summaries last.
+# Exit status: gpu_check's (0 passed, 1 a check failed, 2 no GPU), or 1 when the
+# bundle cannot be unpacked.
+set -u
+cd "$(dirname "$0")/../.." || exit 1
+T0=$(date +%s)
+BUNDLE="" OUTDIR="" CHECK_BUDGET=300 STEPS=gpu_kernels,gpu_forward BENCH_S=150 BENCH_ARGS=""
+while [ $# -gt 0 ]; do
+    case $1 in
+    --out) OUTDIR=${2:?--out needs a directory}; shift ;;
+    --check-budget) CHECK_BUDGET=${2:?}; shift ;;
+    --bench) STEPS=${2:?}; shift ;;
+    --bench-seconds) BENCH_S=${2:?}; shift ;;
+    --bench-args) BENCH_ARGS=${2:-}; shift ;;
+    -h | --help) sed -n '2,/^set -u/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "run_bundle.sh: unknown option $1 (see --help)" >&2; exit 1 ;;
+    *) BUNDLE=$1 ;;
+    esac
+    shift
+done
+[ -n "$BUNDLE" ] && [ -n "$OUTDIR" ] || { echo "run_bundle.sh: need BUNDLE.tar.xz and --out DIR (see --help)" >&2; exit 1; }
+for v in "$CHECK_BUDGET" "$BENCH_S"; do
+    [[ $v =~ ^[0-9]+$ ]] || { echo "run_bundle.sh: --check-budget and --bench-seconds take whole seconds (got \"$v\")" >&2; exit 1; }
+done
+mkdir -p "$OUTDIR" || exit 1
+tar xf "$BUNDLE" || { echo "run_bundle.sh: cannot unpack $BUNDLE" >&2; exit 1; }
+
+dirs=""
+for n in libcublas.so.13 libcublasLt.so.13 libcusolver.so.12 libcusparse.so.12 libnvJitLink.so.13 libcudart.so.13 \
+    libnccl.so.2; do
+    p=$(ldconfig -p 2>/dev/null | awk -v n="$n" '$1 == n { print $NF; exit }')
+    [ -z "$p" ] && p=$(find /usr/local/cuda/lib64/ /usr/local/cuda/targets/*/lib/ /usr/lib/x86_64-linux-gnu/ \
+        /opt/*/.venv/lib/python3*/site-packages/nvidia/ -name "$n" 2>/dev/null | head -n 1)
+    echo "run_bundle.sh: $n: ${p:-not found}"
+    [ -n "$p" ] && dirs="$dirs:$(dirname "$p")"
+done
+SUBSCOPE_CUDA_LIBS=$(printf '%s\n' "${dirs#:}" | tr ':' '\n' | awk 'NF && !seen[$0]++' | paste -sd:)
+export SUBSCOPE_CUDA_LIBS PATH="$PWD/bin:$PATH"
+echo "run_bundle.sh: SUBSCOPE_CUDA_LIBS=$SUBSCOPE_CUDA_LIBS"
+bin/subscope info --dist 2>&1 | tail -n 1
+
+rc=0
+if [ "$CHECK_BUDGET" -gt 0 ]; then
+    GPU_CHECK_BUDGET=$CHECK_BUDGET bash tests/gpu/gpu_check.sh --no-build >"$OUTDIR/gpu-check.txt" 2>&1
+    rc=$?
+    find bench/results -name 'gpu-check-*.json' -newermt "@$T0" -exec cp {} "$OUTDIR/" \;
+    echo "run_bundle.sh: gpu_check exit $rc after $(($(date +%s) - T0)) s"
+fi
+tb=$(date +%s)
+if [ "$STEPS" != none ] && [ "$rc" != 2 ]; then
+    for s in ${STEPS//,/ }; do
+        left=$((BENCH_S - ($(date +%s) - tb)))
+        if [ $left -lt 10 ]; then echo "run_bundle.sh: bench $s skipped (time)"; continue; fi
+        # shellcheck disable=SC2086 # BENCH_ARGS is a list of options
+        timeout -k 5 $left bash bench/run_all.sh --gpu-only --no-build --no-install --quick --only "$s" $BENCH_ARGS \
+            >>"$OUTDIR/bench.txt" 2>&1
+        echo "run_bundle.sh: bench $s exit $? after $(($(date +%s) - T0)) s"
+    done
+    find bench/results -name '*.json' ! -name 'gpu-check-*' -newermt "@$T0" -exec cp {} "$OUTDIR/" \;
+fi
+tar czf "$OUTDIR/logs.tgz" build/gpu-check/logs bench/work/gpu/*.json 2>/dev/null
+[ -f "$OUTDIR/gpu-check.txt" ] && sed -n '/== gpu-check summary/,$p' "$OUTDIR/gpu-check.txt"
+[ -f "$OUTDIR/bench.txt" ] && sed -n '/^targets/,$p' "$OUTDIR/bench.txt" | tail -n 20
+echo "run_bundle.sh: $(($(date +%s) - T0)) s in all; results in $OUTDIR"
+exit $rc
