@@ -284,6 +284,19 @@ cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t m) {
     return CUBLAS_STATUS_SUCCESS;
 }
 
+/* Element (i, j) of op(A) op(B) for column-major A and B: sum over p < k of
+ * op(A)[i][p] op(B)[p][j], in order, in fp32. */
+static float emu_dot(const float *A, int lda, cublasOperation_t ta, int i, const float *B, int ldb, cublasOperation_t tb,
+                     int j, int k) {
+    float acc = 0.f;
+    for (int p = 0; p < k; p++) {
+        float a = ta == CUBLAS_OP_N ? A[i + (size_t)p * lda] : A[p + (size_t)i * lda];
+        float b = tb == CUBLAS_OP_N ? B[p + (size_t)j * ldb] : B[j + (size_t)p * ldb];
+        acc += a * b;
+    }
+    return acc;
+}
+
 /* Column-major C = alpha op(A) op(B) + beta C, op(A) m x k, op(B) k x n. */
 cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                            const float *alpha, const float *A, int lda, const float *B, int ldb, const float *beta,
@@ -293,14 +306,8 @@ cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperati
     if (ldb < ((tb == CUBLAS_OP_N ? k : n) > 1 ? (tb == CUBLAS_OP_N ? k : n) : 1)) return CUBLAS_STATUS_INVALID_VALUE;
     for (int j = 0; j < n; j++)
         for (int i = 0; i < m; i++) {
-            float acc = 0.f;
-            for (int p = 0; p < k; p++) {
-                float a = ta == CUBLAS_OP_N ? A[i + (size_t)p * lda] : A[p + (size_t)i * lda];
-                float b = tb == CUBLAS_OP_N ? B[p + (size_t)j * ldb] : B[j + (size_t)p * ldb];
-                acc += a * b;
-            }
             float *c = &C[i + (size_t)j * ldc];
-            *c = *alpha * acc + (*beta == 0.f ? 0.f : *beta * *c);
+            *c = *alpha * emu_dot(A, lda, ta, i, B, ldb, tb, j, k) + (*beta == 0.f ? 0.f : *beta * *c);
         }
     return CUBLAS_STATUS_SUCCESS;
 }
@@ -365,16 +372,11 @@ cublasStatus_t cublasSsyrk(cublasHandle_t h, cublasFillMode_t uplo, cublasOperat
                            const float *alpha, const float *A, int lda, const float *beta, float *C, int ldc) {
     const int rows_a = trans == CUBLAS_OP_N ? n : k;
     if (n < 0 || k < 0 || ldc < (n > 1 ? n : 1) || lda < (rows_a > 1 ? rows_a : 1)) return CUBLAS_STATUS_INVALID_VALUE;
+    const cublasOperation_t tt = trans == CUBLAS_OP_N ? CUBLAS_OP_T : CUBLAS_OP_N; /* op(A)^T as the right factor */
     for (int j = 0; j < n; j++)
         for (int i = uplo == CUBLAS_FILL_MODE_UPPER ? 0 : j; i < (uplo == CUBLAS_FILL_MODE_UPPER ? j + 1 : n); i++) {
-            float acc = 0.f;
-            for (int p = 0; p < k; p++) {
-                float a = trans == CUBLAS_OP_N ? A[i + (size_t)p * lda] : A[p + (size_t)i * lda];
-                float b = trans == CUBLAS_OP_N ? A[j + (size_t)p * lda] : A[p + (size_t)j * lda];
-                acc += a * b;
-            }
             float *c = &C[i + (size_t)j * ldc];
-            *c = *alpha * acc + (*beta == 0.f ? 0.f : *beta * *c);
+            *c = *alpha * emu_dot(A, lda, trans, i, A, lda, tt, j, k) + (*beta == 0.f ? 0.f : *beta * *c);
         }
     return CUBLAS_STATUS_SUCCESS;
 }

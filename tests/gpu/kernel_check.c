@@ -1513,6 +1513,21 @@ static void case_softmax_xent(void) {
         }
 }
 
+/* The end of a case run through the CUDA backend: its status, the time since
+ * t0 (after a sync), then the device result n floats at dC against ref. */
+static void backend_case_done(const char *name, ss_backend *gpu, ss_status st, double t0, float *got, const float *dC,
+                              const float *ref, int64_t n, double atol) {
+    if (!st) st = gpu->sync(gpu);
+    double ms = (ss_now() - t0) * 1e3;
+    if (st) {
+        printf("CASE %s FAIL (%s)\n", name, ss_last_error());
+        fail_case();
+        return;
+    }
+    to_host(got, dC, (size_t)n * 4);
+    check(name, got, ref, n, atol, 1e-4, ms, 0);
+}
+
 /* zero and matmul_tn are not kernels of kernels/ but the CUDA backend's
  * cudaMemsetAsync and cuBLAS calls: checked through the backend (fp32
  * math, TF32 off) against the CPU op. An fp32 product of M terms in [-1,1]
@@ -1545,16 +1560,8 @@ static void case_backend_bwd(void) {
                 float *dA = dup_to_dev(A, (size_t)(M * K + 1) * 4), *dB = dup_to_dev(B, (size_t)(M * N + 1) * 4),
                       *dC = dup_to_dev(C0, (size_t)(K * N) * 4);
                 double t0 = ss_now();
-                ss_status st = gpu->matmul_tn(gpu, dC, dA, dB, M, N, K, acc);
-                if (!st) st = gpu->sync(gpu);
-                double ms = (ss_now() - t0) * 1e3;
-                if (st) {
-                    printf("CASE %s FAIL (%s)\n", name, ss_last_error());
-                    fail_case();
-                } else {
-                    to_host(got, dC, (size_t)(K * N) * 4);
-                    check(name, got, ref, K * N, 2.5e-7 * (double)(M > 40 ? M : 40), 1e-4, ms, 0);
-                }
+                backend_case_done(name, gpu, gpu->matmul_tn(gpu, dC, dA, dB, M, N, K, acc), t0, got, dC, ref, K * N,
+                                  2.5e-7 * (double)(M > 40 ? M : 40));
                 dfree(dA), dfree(dB), dfree(dC);
             }
             free(A), free(B), free(C0), free(ref), free(got);
@@ -1624,16 +1631,8 @@ static void case_backend_matmul16(void) {
                           *dC = dalloc((size_t)(M * N) * 4);
                     uint16_t *dB = dup_to_dev(B, (size_t)(K * N) * 2);
                     double t0 = ss_now();
-                    ss_status st = gpu->matmul(gpu, dC, dA, dB, wdt, dbias, M, N, K, trans);
-                    if (!st) st = gpu->sync(gpu);
-                    double ms = (ss_now() - t0) * 1e3;
-                    if (st) {
-                        printf("CASE %s FAIL (%s)\n", name, ss_last_error());
-                        fail_case();
-                    } else {
-                        to_host(got, dC, (size_t)(M * N) * 4);
-                        check(name, got, ref, M * N, 2.5e-7 * (double)(K > 40 ? K : 40), 1e-4, ms, 0);
-                    }
+                    backend_case_done(name, gpu, gpu->matmul(gpu, dC, dA, dB, wdt, dbias, M, N, K, trans), t0, got, dC,
+                                      ref, M * N, 2.5e-7 * (double)(K > 40 ? K : 40));
                     dfree(dA), dfree(dbias), dfree(dC), dfree(dB);
                 }
                 free(A), free(Bf), free(bias), free(ref), free(got), free(B);
