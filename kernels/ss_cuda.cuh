@@ -68,6 +68,20 @@ SS_DEV float ss_warp_max(float v) {
     return v;
 }
 
+/* The sum of v over the block, in every thread: warp trees, then each warp
+ * adds the warps' partials (red: __shared__ float[32]) in the same order, so
+ * the result is the same everywhere and from run to run. Every thread of the
+ * block must call it; it may be called again at once (the first barrier
+ * keeps a later call from overwriting partials still being read). */
+SS_DEV float ss_block_sum(float v, float *red) {
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    v = ss_warp_sum(v);
+    __syncthreads();
+    if (lane == 0) red[w] = v;
+    __syncthreads();
+    return ss_warp_sum(lane < nw ? red[lane] : 0.f);
+}
+
 /* Element i of a weight vector stored as SS_CUDA_F32/F16/BF16. The dtype is
  * uniform across a launch, so the branch does not diverge. */
 SS_DEV float ss_load_weight(const void *w, int dtype, int64_t i) {
