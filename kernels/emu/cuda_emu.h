@@ -59,6 +59,7 @@ static inline __half __float2half_rn(float f) { return __float2half(f); }
 static inline float __bfloat162float(__nv_bfloat16 h) { return ss_bf16_to_f32(h.x); }
 static inline __nv_bfloat16 __float2bfloat16(float f) { __nv_bfloat16 h = {ss_f32_to_bf16(f)}; return h; }
 static inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __float2bfloat16(f); }
+static inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 h) { return h.x; }
 
 /* ---- qualifiers ------------------------------------------------------- */
 #define __global__

@@ -508,6 +508,61 @@ static void run_att(void *v) {
                                         c->max_len, c->H, c->Hkv, c->dh, c->scale, NULL) == 0);
 }
 
+/* The tensor-core candidate (kernels/flash_attention_tc.cu: bf16 products,
+ * fp32 accumulation and softmax; the products emulated by mma.cuh) against
+ * the CPU op given the same bf16 operands: q*scale, k and v rounded to bf16
+ * (and scale 1). What remains is the probabilities' rounding to bf16 before
+ * P.V, at most 2^-9 of each weight, against a normaliser summed unrounded:
+ * |dz| <= 2 * 2^-9 * max|v| = 4e-3 for |v| <= 1. q and k are scaled by 3 so
+ * that the softmax is peaked and a masking or indexing error moves z by O(0.1). */
+static float bf16r(float x) { return ss_bf16_to_f32(ss_f32_to_bf16(x)); }
+
+TEST(kernel_attention_tc_bf16_vs_cpu) {
+    const ss_backend *be = ss_backend_cpu();
+    struct { int n_seq; int64_t len[3]; int64_t H, Hkv, dh; } cases[] = {
+        {2, {70, 5}, 2, 1, 64},   /* two query tiles, a partial key tile, grouped-query */
+        {1, {20}, 2, 2, 128},     /* dh 128 */
+        {3, {1, 64, 65}, 1, 1, 64}, /* one token; exactly one tile; one past it */
+    };
+    for (int ci = 0; ci < 3; ci++) {
+        int64_t H = cases[ci].H, Hkv = cases[ci].Hkv, dh = cases[ci].dh, d = H * dh, ld = (H + 2 * Hkv) * dh;
+        int64_t n_seq = cases[ci].n_seq, start[3], len[3], rows = 0, max_len = 0;
+        for (int sq = 0; sq < n_seq; sq++) {
+            len[sq] = cases[ci].len[sq], start[sq] = rows, rows += len[sq];
+            if (len[sq] > max_len) max_len = len[sq];
+        }
+        float *qkv = ss_test_rvec(rows * ld, 40 + (unsigned)ci, 1.0f), *r = ss_test_fvec(rows * ld, 0);
+        float *z = ss_test_fvec(rows * d, 0), *zr = ss_test_fvec(rows * d, 0);
+        const float scale = (float)(1.0 / sqrt((double)dh));
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t e = 0; e < ld; e++) {
+                float x = qkv[i * ld + e] * (e < d + Hkv * dh ? 3.f : 1.f); /* q and k peaked, v in [-1, 1] */
+                qkv[i * ld + e] = x;
+                r[i * ld + e] = bf16r(e < d ? x * scale : x);
+            }
+        CHECK_OK(be->attention(be, zr, r, r + d, r + d + Hkv * dh, ld, n_seq, start, len, H, Hkv, dh, 1.f, NULL, NULL));
+        /* every output written (NaN poison), the same in both schedules bit for bit */
+        float *z2 = ss_test_fvec(rows * d, NAN);
+        for (int64_t i = 0; i < rows * d; i++) z[i] = NAN;
+        CHECK(ss_cuda_attention_flash_bf16(z, qkv, qkv + d, qkv + d + Hkv * dh, ld, n_seq, start, len, max_len, H, Hkv,
+                                           dh, scale, NULL) == 0);
+        ss_emu_set_schedule(SS_EMU_REVERSE, 0);
+        CHECK(ss_cuda_attention_flash_bf16(z2, qkv, qkv + d, qkv + d + Hkv * dh, ld, n_seq, start, len, max_len, H, Hkv,
+                                           dh, scale, NULL) == 0);
+        ss_emu_set_schedule(SS_EMU_FORWARD, 0);
+        CHECK(memcmp(z2, z, (size_t)(rows * d) * sizeof(float)) == 0);
+        free(z2);
+        char nm[96];
+        snprintf(nm, sizeof nm, "attention tc bf16 seqs=%d H=%lld Hkv=%lld dh=%lld", (int)n_seq, (long long)H,
+                 (long long)Hkv, (long long)dh);
+        CHECK(ss_test_compare(nm, z, zr, rows * d, 4e-3, 0) == 0);
+        free(qkv), free(r), free(z), free(zr);
+    }
+    float one = 0.f;
+    const int64_t st0 = 0, l0 = 1;
+    CHECK(ss_cuda_attention_flash_bf16(&one, &one, &one, &one, 96, 1, &st0, &l0, 1, 1, 1, 96, 1.f, NULL) == 1); /* dh 96 */
+}
+
 /* Tolerance: fp32 dot products of dh terms and an fp32 online softmax
  * against the CPU op's double accumulation; with |q|,|k|,|v| <= 1 the
  * scores and z are O(1) and the errors O(1e-6): atol 1e-5, rtol 1e-4.
