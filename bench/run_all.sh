@@ -21,6 +21,8 @@
 #          built elsewhere and copied to a GPU machine that has no nvcc),
 #          --gpu-models LIST (default gpt2-small,gpt2-medium,gpt2-large),
 #          --gpu-prompts N (prompts of 1024 tokens per GPU run, default 128; batch 16 = 16k tokens),
+#          --gpu-modes LIST (gpu_forward's subscope precisions, default fp32,tf32,bf16; MODE+attnk
+#          runs MODE with the attention kernels instead of the cuBLAS path for long prompts),
 #          --llama-models LIST (gpu_llama's shapes, default llama-1b,llama-7b),
 #          --llama-prompts N (gpu_llama: prompts of 1024 tokens, default 64; batch 16 = 16k tokens),
 #          --no-cpu-1b (cpu_llama: skip the one subscope-only run of the llama-1b shape).
@@ -44,6 +46,7 @@ cd "$ROOT"
 WORK="${BENCH_WORK:-$ROOT/bench/work}"
 SMALL=0 PROMPTS=32 TOKENS=128 BATCH=16 THREADS="$(nproc)" REPS=3 PEER_H5=1 ONLY="" HOST=""
 QUICK=0 GPU_ONLY=0 INSTALL=1 BUILD=1 GPU_MODELS="gpt2-small,gpt2-medium,gpt2-large" GPU_PROMPTS=128
+GPU_MODES="fp32,tf32,bf16"
 LLAMA_MODELS="llama-1b,llama-7b" LLAMA_PROMPTS=64 CPU_1B=1
 PY=""          # interpreter with the peer's packages, or empty
 PEER_WHY=""    # why there is none
@@ -70,6 +73,7 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0 ;;
         --gpu-models) GPU_MODELS="${2:?}"; shift ;;
         --gpu-prompts) GPU_PROMPTS="${2:?}"; shift ;;
+        --gpu-modes) GPU_MODES="${2:?}"; shift ;;
         --llama-models) LLAMA_MODELS="${2:?}"; shift ;;
         --llama-prompts) LLAMA_PROMPTS="${2:?}"; shift ;;
         --no-cpu-1b) CPU_1B=0 ;;
@@ -378,7 +382,7 @@ bench_gpu_forward() {
     rm -f "$GPU_WORK/forward.json"
     say "gpu_forward: subscope forward --device cuda vs Hugging Face on the GPU ($GPU_PROMPTS prompts x 1024 tokens, batch 16)"
     python3 bench/gpu/bench_gpu_forward.py --models "$(IFS=,; echo "${models[*]}")" ${PY:+--python "$PY"} \
-        --prompts "$GPU_PROMPTS" --batch 16 --reps "$reps" --peaks "$GPU_WORK/kernels.json" \
+        --prompts "$GPU_PROMPTS" --batch 16 --reps "$reps" --modes "$GPU_MODES" --peaks "$GPU_WORK/kernels.json" \
         --json "$GPU_WORK/forward.json" --workdir "$GPU_WORK/scratch" || rc=$?
     [ "$rc" = 0 ] || NOTES+=("gpu_forward: some runs failed (exit $rc; forward.results[].subscope.*.error)")
 }

@@ -8,7 +8,8 @@ torch sees a GPU; otherwise the JSON says why it was skipped.
 For each model directory (GPT-2- or Llama-shaped, made by bench/make_model.py) and each subscope
 precision (--modes: fp32 = IEEE fp32 cuBLAS, the default; tf32 = --tf32, TF32 tensor-core
 matmuls; bf16 = --dtype bfloat16, bf16 weights and bf16-rounded activations into each
-matrix product, fp32 accumulation, fp32 activations elsewhere), subscope runs as a fresh process: one untimed warm run, --reps runs of a
+matrix product, fp32 accumulation, fp32 activations elsewhere; any of them +attnk: with
+SUBSCOPE_ATTN_GEMM_MIN_LEN=0, the attention kernels instead of the cuBLAS path), subscope runs as a fresh process: one untimed warm run, --reps runs of a
 one-token prompt (the fixed cost: process start, CUDA context, cuBLAS, reading and
 uploading the weights, HDF5 file), and --reps runs of the prompts. net = median wall -
 median fixed; tokens/s and TFLOP/s are over net. Model FLOPs are bench_forward.py's:
@@ -104,6 +105,15 @@ class GpuMemSampler:
 
 
 MODE_FLAGS = {"fp32": [], "tf32": ["--tf32"], "bf16": ["--dtype", "bfloat16"]}
+# A mode may carry a variant, MODE+VARIANT: the same flags with these environment settings
+# ("bf16+attnk": long prompts keep the attention kernels instead of the cuBLAS path).
+VARIANT_ENV = {"attnk": {"SUBSCOPE_ATTN_GEMM_MIN_LEN": "0"}}
+
+
+def mode_parts(mode):
+    """(base precision, extra environment) of a --modes entry."""
+    base, _, variant = mode.partition("+")
+    return base, VARIANT_ENV.get(variant, {}) if variant else {}
 MODE_DTYPE = {"fp32": "fp32 weights, activations and matmuls (TF32 off)",
               "tf32": "fp32 weights and activations, TF32 tensor-core matmuls",
               "bf16": "bf16 weights, activations rounded to bf16 into each matmul, fp32 accumulation and activations"}
@@ -125,7 +135,8 @@ def run_subscope(exe, model, prompts, batch, mode, env, workdir, tag, timeout):
     MiB or None)."""
     out = os.path.join(workdir, f"{tag}.h5")
     cmd = [exe, "forward", "--model", model, "--input", prompts, "--out", out, "--batch", str(batch),
-           "--no-logits", "--device", "cuda", "--compress", "0"] + MODE_FLAGS[mode]
+           "--no-logits", "--device", "cuda", "--compress", "0"] + MODE_FLAGS[mode_parts(mode)[0]]
+    env = dict(env, **mode_parts(mode)[1])
     t0 = time.perf_counter()
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     wall = time.perf_counter() - t0
@@ -228,8 +239,10 @@ def main():
 
     modes = [m for m in a.modes.split(",") if m]
     for m in modes:
-        if m not in MODE_FLAGS:
-            sys.exit(f"bench_gpu_forward.py: unknown subscope mode '{m}' ({', '.join(MODE_FLAGS)})")
+        base, _, variant = m.partition("+")
+        if base not in MODE_FLAGS or (variant and variant not in VARIANT_ENV):
+            sys.exit(f"bench_gpu_forward.py: unknown subscope mode '{m}' ({', '.join(MODE_FLAGS)}, "
+                     f"each optionally +{', +'.join(VARIANT_ENV)})")
     peer_dtypes = [x for x in a.peer_dtypes.split(",") if x]
     if not os.access(a.subscope, os.X_OK):
         sys.exit(f"bench_gpu_forward.py: {a.subscope} is not executable; run make first")
@@ -277,7 +290,8 @@ def main():
                  "tokens_per_batch": min(a.batch, a.prompts) * T, "model_gflop": flops / 1e9,
                  "subscope": {}, "peer": {}}
         for mode in modes:
-            r = {"dtype": MODE_DTYPE[mode], "flags": MODE_FLAGS[mode], "peak_kind": mode}
+            base, venv = mode_parts(mode)
+            r = {"dtype": MODE_DTYPE[base], "flags": MODE_FLAGS[base], "env": venv, "peak_kind": base}
             try:
                 run_subscope(a.subscope, model, one, a.batch, mode, env, workdir, "warm", a.timeout)
                 fixed = [run_subscope(a.subscope, model, one, a.batch, mode, env, workdir, f"fixed{i}", a.timeout)[0]
@@ -291,7 +305,7 @@ def main():
                 tfl = flops / net / 1e12
                 r.update({"runs_s": runs, "fixed_runs_s": fixed, "median_wall_s": wall, "fixed_wall_s": fixed_wall,
                           "net_wall_s": net, "tokens_per_s": tokens / net, "tokens_per_s_raw": tokens / wall,
-                          "tflops": tfl, "mfu_pct": pct(tfl, peak_of[mode]), "mfu_vs_bf16_peak_pct": pct(tfl, peak_of["bf16"]),
+                          "tflops": tfl, "mfu_pct": pct(tfl, peak_of[base]), "mfu_vs_bf16_peak_pct": pct(tfl, peak_of["bf16"]),
                           "gpu_mem_used_mib": mem.used_mib(), "device_memory_peak_mib": full[0][1],
                           "host_memory_peak_mib": full[0][2],
                           "fixed_share": fixed_wall / wall})

@@ -28,6 +28,7 @@ build/bench/kernel_bench_json_selftest >"$T/kernels.json"
 
 cat >"$T/subscope" <<EOF
 #!/usr/bin/env bash
+[ -n "\${SUBSCOPE_ATTN_GEMM_MIN_LEN+x}" ] && echo "\$SUBSCOPE_ATTN_GEMM_MIN_LEN" >>"$T/attnk.log"
 args=(); for a in "\$@"; do [ "\$a" = cuda ] && a=cpu; args+=("\$a"); done
 exec "$ROOT/bin/subscope" "\${args[@]}"
 EOF
@@ -39,8 +40,10 @@ exec python3 "${args[@]}"
 EOF
 chmod +x "$T/subscope" "$T/python"
 python3 bench/gpu/bench_gpu_forward.py --models models/tiny-gpt2 --subscope "$T/subscope" --python "$T/python" \
-    --prompts 4 --batch 2 --reps 1 --peaks "$T/kernels.json" --json "$T/forward.json" 2>"$T/fwd.err" ||
-    fail "bench_gpu_forward.py: $(tail -5 "$T/fwd.err")"
+    --modes fp32,tf32,bf16,bf16+attnk --prompts 4 --batch 2 --reps 1 --peaks "$T/kernels.json" \
+    --json "$T/forward.json" 2>"$T/fwd.err" || fail "bench_gpu_forward.py: $(tail -5 "$T/fwd.err")"
+# the +attnk variant ran with the attention kernels forced (and only it)
+[ "$(sort -u "$T/attnk.log" 2>/dev/null)" = 0 ] || fail "bench_gpu_forward.py: bf16+attnk did not set SUBSCOPE_ATTN_GEMM_MIN_LEN=0"
 python3 bench/gpu/gpu_report.py --kernels "$T/kernels.json" --forward "$T/forward.json" \
     --cpu bench/results/cpu-dev-20261125.json --out "$T/merged.json" >"$T/report.out" ||
     fail "gpu_report.py: $(tail -5 "$T/report.out")"
@@ -53,7 +56,8 @@ k = d["kernels"]
 assert k["device"]["peaks"]["bf16_tflops"] == 989.4 and k["copy_gbs"] == 2600
 assert any("error" in r for r in k["results"]) and any(r.get("pct_of_copy") for r in k["results"])
 f = d["forward"]["results"][0]
-for mode in ("fp32", "tf32", "bf16"):
+assert f["subscope"]["bf16+attnk"]["env"] == {"SUBSCOPE_ATTN_GEMM_MIN_LEN": "0"}, f["subscope"]["bf16+attnk"]
+for mode in ("fp32", "tf32", "bf16", "bf16+attnk"):
     s = f["subscope"][mode]
     assert "error" not in s, s
     assert s["tokens_per_s"] > 0 and s["mfu_pct"] is not None, s
