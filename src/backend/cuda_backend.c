@@ -47,6 +47,8 @@ typedef struct {
     size_t attn_ws_max;     /* bytes of P/dS beyond which attention_backward recomputes them; the
                              * forward's cuBLAS path keeps its scores within it too */
     size_t ws_cap;          /* in floats */
+    int64_t attn_gemm_min_len; /* prompts this long take the cuBLAS attention path (0: never) */
+    int cov_kernel;         /* collect's products by kernels/cov_lower.cu instead of cublasSsyrk */
     int64_t *mseq;          /* device copy of a masked forward's sequences (start, len, prompt, mask) */
     size_t mseq_cap;        /* in int64 elements */
     int64_t *mseq_host;     /* what mseq holds now (mseq_n elements; 0: nothing) ... */
@@ -248,8 +250,7 @@ static ss_status cu_copy_rows(const ss_backend *be, float *dst, const float *src
 static ss_status centred_products(const ss_backend *be, float *cc, float *g, float *m32, const float *h_m32, int64_t n,
                                   int64_t d) {
     cuda_impl *c = IMPL(be);
-    const char *k = getenv("SUBSCOPE_COV_KERNEL");
-    if (k && !strcmp(k, "1"))
+    if (c->cov_kernel)
         return cuda_check(be, ss_cuda_cov_lower(cc, d, g, SS_CUDA_F32, d, m32, n, d, c->stream), "covariance kernel");
     if (n > INT32_MAX || d > INT32_MAX)
         return ss_errorf(SS_ERR_UNSUPPORTED, "%s: covariance of %lld rows x %lld exceeds cuBLAS's 32-bit sizes", be->name,
@@ -602,17 +603,6 @@ static ss_status attention_gemm_seq(const ss_backend *be, float *z, const float 
     return SS_OK;
 }
 
-/* Sequences of at least this many tokens send a call down the cuBLAS path
- * (SUBSCOPE_ATTN_GEMM_MIN_LEN; default 512: below it the kernels' single
- * launch for every sequence wins over three launches per sequence, by the
- * H100 profile's rates: 7.3 TFLOP/s for the flash kernel, ~47 for Sgemm). */
-static int64_t attn_gemm_min_len(void) {
-    const char *e = getenv("SUBSCOPE_ATTN_GEMM_MIN_LEN");
-    char *end = NULL;
-    long long v = e && *e ? strtoll(e, &end, 10) : 512;
-    return e && *e && (*end || v < 0) ? 512 : (int64_t)v;
-}
-
 static ss_status cu_attention(const ss_backend *be, float *z, const float *q, const float *k, const float *v,
                               int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H,
                               int64_t Hkv, int64_t dh, float scale, float *pattern_out, const int64_t *pattern_off) {
@@ -625,7 +615,7 @@ static ss_status cu_attention(const ss_backend *be, float *z, const float *q, co
         if (len[s] > max_len) max_len = len[s];
     /* The cuBLAS path: when a sequence is long enough, and the scores of one
      * head fit the attention workspace (or land in the pattern anyway). */
-    const int64_t min_len = attn_gemm_min_len(), ws_floats = (int64_t)(c->attn_ws_max / sizeof(float));
+    const int64_t min_len = c->attn_gemm_min_len, ws_floats = (int64_t)(c->attn_ws_max / sizeof(float));
     if (min_len > 0 && max_len >= min_len && max_len <= INT32_MAX && ld_qkv <= INT32_MAX && H * dh <= INT32_MAX &&
         (pattern_out || max_len * max_len <= ws_floats)) {
         float *scratch = NULL;
@@ -969,6 +959,17 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
     double mb = wmb && *wmb ? strtod(wmb, &wend) : 1024;
     if (wmb && *wmb && (*wend || !(mb >= 0) || mb > 1e9)) mb = 1024;
     c->attn_ws_max = (size_t)(mb * 1048576.0);
+    /* SUBSCOPE_ATTN_GEMM_MIN_LEN: prompts of at least this many tokens send an
+     * attention call down the cuBLAS path (default 512: below it the kernels'
+     * single launch for every prompt wins over three launches per prompt, by
+     * the H100 profile's rates: 7.3 TFLOP/s for the flash kernel, ~47 for
+     * Sgemm); 0 keeps the kernels. SUBSCOPE_COV_KERNEL=1: centred_products. */
+    const char *gml = getenv("SUBSCOPE_ATTN_GEMM_MIN_LEN");
+    char *gend = NULL;
+    long long ml = gml && *gml ? strtoll(gml, &gend, 10) : 512;
+    c->attn_gemm_min_len = gml && *gml && (*gend || ml < 0) ? 512 : (int64_t)ml;
+    const char *ck = getenv("SUBSCOPE_COV_KERNEL");
+    c->cov_kernel = ck && !strcmp(ck, "1");
     *be = (ss_backend){
         .name = c->name, .description = c->device_name, .impl = c, .host_memory = 0,
         .alloc = cu_alloc, .release = cu_release, .upload = cu_upload, .download = cu_download, .sync = cu_sync,
