@@ -2,11 +2,12 @@
  * ss_cuda_attention_flash (include/subscope/cuda_kernels.h) for head sizes 64
  * and 128, with Q, K, V and the probabilities rounded to bf16 for the
  * products (mma.sync m16n8k16, fp32 accumulation) and the softmax in fp32.
- * A candidate, not yet called by the backend: its results differ from the
- * fp32 kernels by bf16 rounding, and it has not run on a GPU yet (written
- * after the first H100 lease, whose profile put 74% of a bf16 forward in the
- * fp32 SIMT attention kernel). kernel_check compares it with the CPU and
- * kernel_bench times it beside the fp32 kernels.
+ * Opt-in (SUBSCOPE_ATTN_TC=1, cuda_backend.c's cu_attention): its results
+ * differ from the fp32 kernels by bf16 rounding, and it has not run on a GPU
+ * yet (written after the first H100 lease, whose profile put 74% of a bf16
+ * forward in the fp32 SIMT attention kernel). kernel_check compares it with
+ * the CPU, gpu-check compares whole forwards with it, and kernel_bench and
+ * the gpu_forward bench step (MODE+tc) time it.
  *
  * Design (flash-attention 2): grid (n_seq * ceil(max_len/64), H), 4 warps, warp
  * w owns query rows 16w..16w+15 of the block's 64; Q's fragments are read

@@ -9,7 +9,8 @@ For each model directory (GPT-2- or Llama-shaped, made by bench/make_model.py) a
 precision (--modes: fp32 = IEEE fp32 cuBLAS, the default; tf32 = --tf32, TF32 tensor-core
 matmuls; bf16 = --dtype bfloat16, bf16 weights and bf16-rounded activations into each
 matrix product, fp32 accumulation, fp32 activations elsewhere; any of them +attnk: with
-SUBSCOPE_ATTN_GEMM_MIN_LEN=0, the attention kernels instead of the cuBLAS path), subscope runs as a fresh process: one untimed warm run, --reps runs of a
+SUBSCOPE_ATTN_GEMM_MIN_LEN=0, the attention kernels instead of the cuBLAS path; +tc: with
+SUBSCOPE_ATTN_TC=1, the tensor-core attention kernel with bf16 operands), subscope runs as a fresh process: one untimed warm run, --reps runs of a
 one-token prompt (the fixed cost: process start, CUDA context, cuBLAS, reading and
 uploading the weights, HDF5 file), and --reps runs of the prompts. net = median wall -
 median fixed; tokens/s and TFLOP/s are over net. Model FLOPs are bench_forward.py's:
@@ -106,8 +107,9 @@ class GpuMemSampler:
 
 MODE_FLAGS = {"fp32": [], "tf32": ["--tf32"], "bf16": ["--dtype", "bfloat16"]}
 # A mode may carry a variant, MODE+VARIANT: the same flags with these environment settings
-# ("bf16+attnk": long prompts keep the attention kernels instead of the cuBLAS path).
-VARIANT_ENV = {"attnk": {"SUBSCOPE_ATTN_GEMM_MIN_LEN": "0"}}
+# ("bf16+attnk": long prompts keep the attention kernels instead of the cuBLAS path;
+# "bf16+tc": attention on tensor cores, kernels/flash_attention_tc.cu).
+VARIANT_ENV = {"attnk": {"SUBSCOPE_ATTN_GEMM_MIN_LEN": "0"}, "tc": {"SUBSCOPE_ATTN_TC": "1"}}
 
 
 def mode_parts(mode):

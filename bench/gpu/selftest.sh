@@ -29,6 +29,7 @@ build/bench/kernel_bench_json_selftest >"$T/kernels.json"
 cat >"$T/subscope" <<EOF
 #!/usr/bin/env bash
 [ -n "\${SUBSCOPE_ATTN_GEMM_MIN_LEN+x}" ] && echo "\$SUBSCOPE_ATTN_GEMM_MIN_LEN" >>"$T/attnk.log"
+[ -n "\${SUBSCOPE_ATTN_TC+x}" ] && echo "\$SUBSCOPE_ATTN_TC" >>"$T/tc.log"
 args=(); for a in "\$@"; do [ "\$a" = cuda ] && a=cpu; args+=("\$a"); done
 exec "$ROOT/bin/subscope" "\${args[@]}"
 EOF
@@ -40,10 +41,11 @@ exec python3 "${args[@]}"
 EOF
 chmod +x "$T/subscope" "$T/python"
 python3 bench/gpu/bench_gpu_forward.py --models models/tiny-gpt2 --subscope "$T/subscope" --python "$T/python" \
-    --modes fp32,tf32,bf16,bf16+attnk --prompts 4 --batch 2 --reps 1 --peaks "$T/kernels.json" \
+    --modes fp32,tf32,bf16,bf16+attnk,bf16+tc --prompts 4 --batch 2 --reps 1 --peaks "$T/kernels.json" \
     --json "$T/forward.json" 2>"$T/fwd.err" || fail "bench_gpu_forward.py: $(tail -5 "$T/fwd.err")"
 # the +attnk variant ran with the attention kernels forced (and only it)
 [ "$(sort -u "$T/attnk.log" 2>/dev/null)" = 0 ] || fail "bench_gpu_forward.py: bf16+attnk did not set SUBSCOPE_ATTN_GEMM_MIN_LEN=0"
+[ "$(sort -u "$T/tc.log" 2>/dev/null)" = 1 ] || fail "bench_gpu_forward.py: bf16+tc did not set SUBSCOPE_ATTN_TC=1"
 python3 bench/gpu/gpu_report.py --kernels "$T/kernels.json" --forward "$T/forward.json" \
     --cpu bench/results/cpu-dev-20261125.json --out "$T/merged.json" >"$T/report.out" ||
     fail "gpu_report.py: $(tail -5 "$T/report.out")"
@@ -57,7 +59,8 @@ assert k["device"]["peaks"]["bf16_tflops"] == 989.4 and k["copy_gbs"] == 2600
 assert any("error" in r for r in k["results"]) and any(r.get("pct_of_copy") for r in k["results"])
 f = d["forward"]["results"][0]
 assert f["subscope"]["bf16+attnk"]["env"] == {"SUBSCOPE_ATTN_GEMM_MIN_LEN": "0"}, f["subscope"]["bf16+attnk"]
-for mode in ("fp32", "tf32", "bf16", "bf16+attnk"):
+assert f["subscope"]["bf16+tc"]["env"] == {"SUBSCOPE_ATTN_TC": "1"}, f["subscope"]["bf16+tc"]
+for mode in ("fp32", "tf32", "bf16", "bf16+attnk", "bf16+tc"):
     s = f["subscope"][mode]
     assert "error" not in s, s
     assert s["tokens_per_s"] > 0 and s["mfu_pct"] is not None, s

@@ -87,8 +87,8 @@ int ss_cuda_attention_flash(float *z, const float *q, const float *k, const floa
                             const int64_t *start, const int64_t *len, int64_t max_len, int64_t H, int64_t Hkv,
                             int64_t dh, float scale, cudaStream_t stream);
 /* The same on tensor cores with Q, K, V and the probabilities rounded to bf16
- * (fp32 accumulation and softmax); dh 64 or 128 only. A candidate the backend
- * does not call yet (kernels/flash_attention_tc.cu). */
+ * (fp32 accumulation and softmax); dh 64 or 128 only. The backend calls it
+ * when SUBSCOPE_ATTN_TC=1 (kernels/flash_attention_tc.cu). */
 int ss_cuda_attention_flash_bf16(float *z, const float *q, const float *k, const float *v, int64_t ld_qkv,
                                  int64_t n_seq, const int64_t *start, const int64_t *len, int64_t max_len, int64_t H,
                                  int64_t Hkv, int64_t dh, float scale, cudaStream_t stream);

@@ -48,6 +48,7 @@ typedef struct {
                              * forward's cuBLAS path keeps its scores within it too */
     size_t ws_cap;          /* in floats */
     int64_t attn_gemm_min_len; /* prompts this long take the cuBLAS attention path (0: never) */
+    int attn_tc;            /* SUBSCOPE_ATTN_TC=1: attention without the pattern on tensor cores (bf16 operands) */
     int cov_kernel;         /* collect's products by kernels/cov_lower.cu instead of cublasSsyrk */
     int64_t *mseq;          /* device copy of a masked forward's sequences (start, len, prompt, mask) */
     size_t mseq_cap;        /* in int64 elements */
@@ -613,6 +614,17 @@ static ss_status cu_attention(const ss_backend *be, float *z, const float *q, co
     int64_t max_len = 0;
     for (int64_t s = 0; s < n_seq; s++)
         if (len[s] > max_len) max_len = len[s];
+    /* Tensor cores, when asked for (SUBSCOPE_ATTN_TC=1), the pattern is not
+     * wanted and the shape is one the kernel takes; it comes before the
+     * cuBLAS path, which it is meant to replace at every length. */
+    if (c->attn_tc && !pattern_out && (dh == 64 || dh == 128) && H <= 65535 && max_len > 0 &&
+        n_seq * ((max_len + 63) / 64) <= INT32_MAX) {
+        SS_TRY(meta_put(be, n_seq, start, len, NULL));
+        KL(ss_cuda_attention_flash_bf16(z, q, k, v, ld_qkv, n_seq, c->meta, c->meta + n_seq, max_len, H, Hkv, dh, scale,
+                                        c->stream),
+           "tensor-core attention kernel");
+        return SS_OK;
+    }
     /* The cuBLAS path: when a sequence is long enough, and the scores of one
      * head fit the attention workspace (or land in the pattern anyway). */
     const int64_t min_len = c->attn_gemm_min_len, ws_floats = (int64_t)(c->attn_ws_max / sizeof(float));
@@ -968,6 +980,12 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
     char *gend = NULL;
     long long ml = gml && *gml ? strtoll(gml, &gend, 10) : 512;
     c->attn_gemm_min_len = gml && *gml && (*gend || ml < 0) ? 512 : (int64_t)ml;
+    /* SUBSCOPE_ATTN_TC=1: attention calls that do not write the pattern, with
+     * head size 64 or 128, run kernels/flash_attention_tc.cu (Q, K, V and the
+     * probabilities rounded to bf16, fp32 accumulation and softmax). Off by
+     * default until it has been checked and timed on a GPU (docs/DECISIONS.md). */
+    const char *tc = getenv("SUBSCOPE_ATTN_TC");
+    c->attn_tc = tc && !strcmp(tc, "1");
     const char *ck = getenv("SUBSCOPE_COV_KERNEL");
     c->cov_kernel = ck && !strcmp(ck, "1");
     *be = (ss_backend){

@@ -357,6 +357,13 @@ elif [ $BUILD_OK = 1 ]; then
             # NMSE <= GPU_CHECK_BF16_NMSE (default 1e-4, a 1% relative norm error).
             CMP_NMSE=$BF16_NMSE compare_forward "forward gpt2-small shape, --dtype bfloat16 (nmse $BF16_NMSE)" \
                 "$m" "$WORK/models/small-short.jsonl" "$(flash_sites 0)" --dtype bfloat16
+            # the tensor-core attention (SUBSCOPE_ATTN_TC=1: kernels/flash_attention_tc.cu, bf16
+            # Q, K, V and probabilities) on every layer but the one whose pattern is asked for;
+            # bf16 rounding of attention's operands on top of the products', judged the same way
+            [ -s "$WORK/models/small-long.jsonl" ] &&
+                SUBSCOPE_ATTN_TC=1 CMP_NMSE=$BF16_NMSE compare_forward \
+                    "forward gpt2-small shape, 1024 tok, bf16, tensor-core attention (nmse $BF16_NMSE)" "$m" \
+                    "$WORK/models/small-long.jsonl" "$(flash_sites 11)" --dtype bfloat16
             [ $KEEP = 1 ] || rm -rf "$m"
         fi
         # wider: d 1024, 8 heads of 128, 2048 positions, bf16 weights, untied
@@ -367,6 +374,10 @@ elif [ $BUILD_OK = 1 ]; then
                 compare_forward "forward wide-bf16 (dh 128), 4 prompts, all sites" "$m" "$WORK/models/wide-short.jsonl" '*'
             prompts wide-bf16 32000 "$WORK/models/wide-long.jsonl" 2048,31 &&
                 compare_forward "forward wide-bf16, 2048 tok, flash+pattern" "$m" "$WORK/models/wide-long.jsonl" "$(flash_sites 0)" --no-logits
+            [ -s "$WORK/models/wide-long.jsonl" ] &&
+                SUBSCOPE_ATTN_TC=1 CMP_NMSE=$BF16_NMSE compare_forward \
+                    "forward wide-bf16 (dh 128), 2048 tok, tensor-core attention (nmse $BF16_NMSE)" "$m" \
+                    "$WORK/models/wide-long.jsonl" "$(flash_sites 0)" --no-logits
             [ $KEEP = 1 ] || rm -rf "$m"
         fi
     fi

@@ -217,6 +217,66 @@ TEST(cuda_emulated_bf16_products_match_cpu_bf16_reference) {
     ss_backend_cuda_close(gpu);
 }
 
+/* SUBSCOPE_ATTN_TC=1 sends attention without the pattern, at head size 64
+ * or 128, to the tensor-core kernel (bf16 operands): the backend's op then
+ * differs from the CPU's by bf16 rounding only. The bound: NMSE <= 1e-4, the
+ * criterion gpu-check uses for bf16 runs (docs/DECISIONS.md); the kernel test
+ * bounds each element given the same bf16 operands. The difference must
+ * also exceed fp32 noise (> 1e-5), which shows the tensor-core path ran.
+ * Without the variable, or with the pattern asked for, or at head size 32,
+ * the fp32 kernels run and agree to 2e-5. */
+static void attention_vs_cpu(ss_backend *gpu, int64_t dh, int with_pattern, double *max_diff) {
+    *max_diff = INFINITY;
+    const ss_backend *cpu = ss_backend_cpu();
+    const int64_t H = 2, Hkv = 1, n_seq = 2, start[2] = {0, 70}, len[2] = {70, 5}, rows = 75;
+    const int64_t d = H * dh, ld = (H + 2 * Hkv) * dh, poff[2] = {0, H * 70 * 70}, npat = H * (70 * 70 + 25);
+    float *qkv = ss_test_rvec(rows * ld, 77, 1.0f), *zc = ss_test_fvec(rows * d, 0), *zg = ss_test_fvec(rows * d, 0);
+    float *pc = ss_test_fvec(npat, 0);
+    const float scale = (float)(1.0 / sqrt((double)dh));
+    for (int64_t i = 0; i < rows * ld; i++) qkv[i] *= 2.f; /* peaked softmax: a wrong mask moves z by O(0.1) */
+    CHECK_OK(cpu->attention(cpu, zc, qkv, qkv + d, qkv + d + Hkv * dh, ld, n_seq, start, len, H, Hkv, dh, scale,
+                            with_pattern ? pc : NULL, with_pattern ? poff : NULL));
+    void *dqkv, *dz, *dp = NULL;
+    CHECK_OK(gpu->alloc(gpu, (size_t)(rows * ld) * sizeof(float), "qkv", &dqkv));
+    CHECK_OK(gpu->alloc(gpu, (size_t)(rows * d) * sizeof(float), "z", &dz));
+    if (with_pattern) CHECK_OK(gpu->alloc(gpu, (size_t)npat * sizeof(float), "pattern", &dp));
+    CHECK_OK(gpu->upload(gpu, dqkv, qkv, (size_t)(rows * ld) * sizeof(float)));
+    const float *q = dqkv;
+    CHECK_OK(gpu->attention(gpu, dz, q, q + d, q + d + Hkv * dh, ld, n_seq, start, len, H, Hkv, dh, scale, dp,
+                            with_pattern ? poff : NULL));
+    CHECK_OK(gpu->download(gpu, zg, dz, (size_t)(rows * d) * sizeof(float)));
+    double e = nmse(zg, zc, (size_t)(rows * d)), worst = 0;
+    for (int64_t i = 0; i < rows * d; i++) {
+        double x = fabs((double)zg[i] - zc[i]);
+        worst = x > worst ? x : worst;
+    }
+    printf(" [dh %lld%s: nmse %.3e, max %.3e]", (long long)dh, with_pattern ? " pattern" : "", e, worst);
+    CHECK(e <= 1e-4);
+    gpu->release(gpu, dqkv), gpu->release(gpu, dz);
+    if (dp) gpu->release(gpu, dp);
+    free(qkv), free(zc), free(zg), free(pc);
+    *max_diff = worst;
+}
+
+TEST(cuda_emulated_tensor_core_attention_is_opt_in) {
+    ss_backend *gpu = NULL;
+    setenv("SUBSCOPE_ATTN_TC", "1", 1);
+    ss_status st = ss_backend_cuda_open(0, NULL, &gpu);
+    unsetenv("SUBSCOPE_ATTN_TC");
+    CHECK_OK(st);
+    double w[5];
+    attention_vs_cpu(gpu, 64, 0, &w[0]);
+    attention_vs_cpu(gpu, 128, 0, &w[1]);
+    attention_vs_cpu(gpu, 64, 1, &w[2]);
+    attention_vs_cpu(gpu, 32, 0, &w[3]);
+    ss_backend_cuda_close(gpu);
+    CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
+    attention_vs_cpu(gpu, 64, 0, &w[4]);
+    ss_backend_cuda_close(gpu);
+    CHECK(w[0] > 1e-5 && w[1] > 1e-5);                  /* tensor cores */
+    CHECK(w[2] <= 2e-5 && w[3] <= 2e-5 && w[4] <= 2e-5); /* fp32 kernels */
+}
+
 /* collect on the (emulated) GPU: sites reduced on the device per batch with
  * the column-mean kernel and centred products (Ssyrk or the triangular
  * covariance kernel), merged in float64,
