@@ -29,6 +29,10 @@ typedef struct ss_comm ss_comm;
  * error (each process would otherwise do the whole job on its own). MPI is
  * initialised once per process and finalised at exit. */
 ss_status ss_comm_open(ss_comm **out);
+/* The number of ranks a launcher announced in the environment (0: not
+ * started by one; -1: started by one that did not say how many), and the
+ * variable that said so (*var; NULL when 0). Reads nothing but getenv. */
+int ss_comm_launched_size(const char **var);
 /* A one-rank communicator, whatever the environment. */
 ss_status ss_comm_open_single(ss_comm **out);
 /* The process's communicator, opened by ss_comm_open on first use and kept

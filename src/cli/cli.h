@@ -23,6 +23,9 @@ typedef struct cli_cmd {
     cli_opt *opts;        /* terminated by a zero entry */
     int (*run)(struct cli_cmd *cmd);
     const char *positional; /* the option that bare arguments (not --x) are given to, or NULL */
+    /* Whether this invocation may run as one of several ranks (mpirun, srun);
+     * NULL: never (each rank would do the whole job and write the same files). */
+    int (*multi_rank)(const struct cli_cmd *cmd);
 } cli_cmd;
 
 /* Parses argv (after the command name). Returns 0 to run, 1 on a usage
@@ -30,6 +33,8 @@ typedef struct cli_cmd {
 int cli_parse(cli_cmd *cmd, int argc, char **argv);
 const char *cli_get(const cli_cmd *cmd, const char *name);
 int cli_flag(const cli_cmd *cmd, const char *name);
+/* multi_rank for the jobs that split their work over any number of ranks. */
+int cli_any_ranks(const cli_cmd *cmd);
 /* Reads an integer option within [lo, hi], or def if absent; prints and returns 1 on error. */
 int cli_int(const cli_cmd *cmd, const char *name, int64_t lo, int64_t hi, int64_t def, int64_t *out);
 /* Fails with a message if a required option is missing. */

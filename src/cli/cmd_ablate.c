@@ -70,5 +70,5 @@ cli_cmd cmd_ablate = {
     "examples:\n"
     "  subscope ablate --model models/tiny-gpt2 --input data/demo_prompts.jsonl --out out/abl.h5 \\\n"
     "      --mask 'blocks.1.mlp.hook_post[0,5,9]' --mask 'blocks.0.attn.hook_z[head=2]'\n",
-    abl_opts, run_ablate, NULL,
+    abl_opts, run_ablate, NULL, cli_any_ranks,
 };

@@ -61,5 +61,5 @@ cli_cmd cmd_attribute = {
     "      --sites 'blocks.*.mlp.hook_post' --metric logitdiff --out out/attr.h5\n"
     "  subscope attribute --model models/tiny-gpt2 --input clean.jsonl --corrupt corrupt.jsonl \\\n"
     "      --sites 'blocks.*.attn.hook_z' --metric logitdiff --method atp --reduce positions --out out/atp.h5\n",
-    attribute_opts, run_attribute, NULL,
+    attribute_opts, run_attribute, NULL, cli_any_ranks,
 };

@@ -234,12 +234,15 @@ static int run_info(cli_cmd *cmd) {
     return 0;
 }
 
+/* info --dist is what mpirun and srun are for; the rest is one process's. */
+static int info_ranks(const cli_cmd *cmd) { return cli_flag(cmd, "dist"); }
+
 cli_cmd cmd_info = {
     "info", "show a model's architecture, sizes, memory needs and activation sites",
     "subscope info --model DIR [--list-sites]  |  subscope info --config CONFIG.json [--tokens N] [--pipeline P [--pipeline-blocks N,..] [--max-memory BYTES]]  |  subscope info --dist",
     "examples:\n  subscope info --model models/tiny-gpt2\n  subscope info --config llama-7b/config.json --tokens 16384\n"
     "  mpirun -np 2 subscope info --dist\n",
-    info_opts, run_info, NULL,
+    info_opts, run_info, NULL, info_ranks,
 };
 
 /* ---- tokenize ---- */
@@ -310,7 +313,7 @@ cli_cmd cmd_tokenize = {
     "subscope tokenize --model DIR --text TEXT [--decode]",
     "examples:\n  subscope tokenize --model models/tiny-gpt2 --text 'The cat says meow.'\n"
     "  subscope tokenize --model models/tiny-gpt2 --decode --text '[464, 3797]'\n",
-    tok_opts, run_tokenize, NULL,
+    tok_opts, run_tokenize, NULL, NULL,
 };
 
 /* ---- predict ---- */
@@ -441,5 +444,5 @@ cli_cmd cmd_predict = {
     "subscope predict --model DIR --prompt TEXT [--top K | --generate N] [--device DEV] [--dtype T] [--tf32]",
     "examples:\n  subscope predict --model models/tiny-gpt2 --prompt 'The cat says' --top 5\n"
     "  subscope predict --model models/tiny-gpt2 --prompt 'Let us count: four, five,' --generate 20\n",
-    pred_opts, run_predict, NULL,
+    pred_opts, run_predict, NULL, NULL,
 };

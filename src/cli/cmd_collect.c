@@ -55,5 +55,5 @@ cli_cmd cmd_collect = {
     "  subscope collect --model models/tiny-gpt2 --input data/demo_prompts.jsonl \\\n"
     "      --sites 'blocks.*.mlp.hook_post' --stats mean,cov,corr,pca:8 --out out/stats.h5\n"
     "  subscope collect ... --group-by label --positions last --checkpoint-every 1000 --resume\n",
-    col_opts, run_collect, NULL,
+    col_opts, run_collect, NULL, cli_any_ranks,
 };

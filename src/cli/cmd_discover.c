@@ -91,5 +91,5 @@ cli_cmd cmd_discover = {
     "      --contrast animals:colours --fraction 0.02 --out out/contrast.h5\n"
     "  subscope ablate --model models/tiny-gpt2 --input tests/data/ablate/prompts.jsonl \\\n"
     "      --masks out/contrast.masks.jsonl --out out/ablate.h5\n",
-    disc_opts, run_discover, NULL,
+    disc_opts, run_discover, NULL, NULL,
 };

@@ -45,5 +45,5 @@ cli_cmd cmd_forward = {
     "  subscope forward --model models/tiny-gpt2 --input data/demo_prompts.jsonl --out out/demo.h5\n"
     "  subscope forward --model models/tiny-gpt2 --input prompts.txt --out acts.h5 --no-logits \\\n"
     "      --sites 'blocks.*.mlp.hook_post,blocks.0.attn.hook_pattern'\n",
-    fwd_opts, run_forward, NULL,
+    fwd_opts, run_forward, NULL, cli_any_ranks,
 };

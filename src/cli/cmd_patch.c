@@ -59,5 +59,5 @@ cli_cmd cmd_patch = {
     "example:\n"
     "  subscope patch --model models/tiny-gpt2 --clean clean.jsonl --corrupt corrupt.jsonl \\\n"
     "      --sites 'blocks.*.hook_resid_pre' --per position --out out/patch.h5\n",
-    patch_opts, run_patch, NULL,
+    patch_opts, run_patch, NULL, cli_any_ranks,
 };

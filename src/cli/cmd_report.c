@@ -51,5 +51,5 @@ cli_cmd cmd_report = {
     "  subscope ablate --model models/tiny-gpt2 --input tests/data/ablate/prompts.jsonl --masks sweep.jsonl \\\n"
     "      --controls 3 --out out/sweep.h5\n"
     "  subscope report out/sweep.h5 --out out/sweep.html\n",
-    rep_opts, run_report, "in",
+    rep_opts, run_report, "in", NULL,
 };

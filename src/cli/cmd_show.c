@@ -20,5 +20,5 @@ cli_cmd cmd_show = {
     "show", "summarise a subscope HDF5 file: provenance, datasets and axes, predictions, top neurons",
     "subscope show --file OUT.h5 [--prompts N]",
     "example:\n  subscope show --file out/demo.h5\n",
-    show_opts, run_show, NULL,
+    show_opts, run_show, NULL, NULL,
 };

@@ -44,6 +44,9 @@ static int run_trace(cli_cmd *cmd) {
     return 0;
 }
 
+/* One prompt: trace splits over ranks only as the stages of a pipeline. */
+static int trace_ranks(const cli_cmd *cmd) { return cli_get(cmd, "pipeline") != NULL; }
+
 cli_cmd cmd_trace = {
     "trace", "step through one prompt: each position's prediction and each sub-model's activity, attribution and ablation effect",
     "subscope trace --model DIR --prompt TEXT --submodels FILE [--answer TEXT] [--stats STATS.h5] [--out OUT.h5]",
@@ -54,5 +57,5 @@ cli_cmd cmd_trace = {
     "example:\n"
     "  subscope trace --model models/tiny-gpt2 --prompt 'The cat says' --answer ' meow' \\\n"
     "      --submodels data/demo_submodels.jsonl --out out/trace.h5\n",
-    trace_opts, run_trace, NULL,
+    trace_opts, run_trace, NULL, trace_ranks,
 };

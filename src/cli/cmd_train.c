@@ -105,5 +105,5 @@ cli_cmd cmd_train = {
     "  subscope train --config small.json --data corpus.txt --tokenizer models/tiny-gpt2 \\\n"
     "      --out out/small --steps 300 --batch 16 --seq 64 --lr 2e-3\n"
     "  subscope train --config small.json --data corpus.txt --vocab-size 1024 --out out/small2 --steps 300\n",
-    train_opts, run_train, NULL,
+    train_opts, run_train, NULL, NULL,
 };

@@ -1,11 +1,13 @@
 /* subscope: find and test the sub-models inside a transformer. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
 
 #include "cli.h"
+#include "subscope/dist.h"
 #include "subscope/version.h"
 
 static cli_cmd *commands[] = {&cmd_info, &cmd_tokenize, &cmd_predict, &cmd_forward, &cmd_collect, &cmd_attribute, &cmd_discover,
@@ -18,6 +20,22 @@ static void usage(FILE *f) {
     for (size_t i = 0; i < N_COMMANDS; i++) fprintf(f, "  %-10s %s\n", commands[i]->name, commands[i]->summary);
     fprintf(f, "\nother:\n  --version  print the version and git commit\n  --help     this text\n");
     fprintf(f, "\nOutput files are HDF5; docs/FORMAT.md describes their layout.\n");
+}
+
+/* A command that runs in one process, started as one of several ranks by
+ * mpirun or srun, would do the whole job once per rank and have every rank
+ * write the same files: refuse before anything starts. */
+static int refuse_ranks(const cli_cmd *cmd) {
+    const char *var;
+    const int n = ss_comm_launched_size(&var);
+    if (n <= 1 || (cmd->multi_rank && cmd->multi_rank(cmd))) return 0;
+    fprintf(stderr,
+            "subscope %s: error: started as one of %d ranks (%s=%s), but %s runs in one process%s: every rank would "
+            "do the whole job and write the same files. Start it without mpirun or srun, or with one task.\n",
+            cmd->name, n, var, getenv(var), cmd->name,
+            !strcmp(cmd->name, "trace") ? " (or as the stages of --pipeline P, on exactly P ranks)"
+            : !strcmp(cmd->name, "info") ? " (except info --dist)" : "");
+    return 1;
 }
 
 int main(int argc, char **argv) {
@@ -47,6 +65,7 @@ int main(int argc, char **argv) {
         int r = cli_parse(commands[i], argc - 2, argv + 2);
         if (r == 2) return 0;
         if (r) return 1;
+        if (refuse_ranks(commands[i])) return 1;
         return commands[i]->run(commands[i]);
     }
     fprintf(stderr, "subscope: error: unknown command '%s'\n\n", argv[1]);

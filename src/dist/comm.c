@@ -77,9 +77,7 @@ ss_status ss_comm_exchange_hosts(ss_comm *c) {
     return ss_comm_bcast(c, c->hosts, (size_t)c->size * sizeof *c->hosts, 0);
 }
 
-/* The size a launcher announced (0: not launched; -1: launched, size unknown)
- * and the variable that said so. */
-static int launched_size(const char **var) {
+int ss_comm_launched_size(const char **var) {
     static const char *names[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         const char *v = getenv(names[i]);
@@ -171,7 +169,7 @@ static ss_status open_nccl(int n, const char *var, ss_comm **out) {
 ss_status ss_comm_open(ss_comm **out) {
     *out = NULL;
     const char *var;
-    int n = launched_size(&var);
+    int n = ss_comm_launched_size(&var);
     const char *want = getenv("SUBSCOPE_DIST");
     if (want && *want && strcmp(want, "auto") && strcmp(want, "nccl"))
         return ss_errorf(SS_ERR_ARG, "SUBSCOPE_DIST=%s: use auto (single process or MPI, from the launcher) or nccl", want);

@@ -3,7 +3,12 @@
  * the corrupt prompt with one piece of one site replaced by its value in the
  * clean run (or the reverse with --denoise), and the metric's movement is
  * normalised: (patched - corrupt) / (clean - corrupt). 1 means the piece
- * carries the whole difference, 0 none of it. */
+ * carries the whole difference, 0 none of it.
+ *
+ * Several ranks (mpirun -np N, or copies of a --pipeline P on a multiple of P
+ * ranks) split the pairs into contiguous blocks; each pair's passes are
+ * those of one process, so the values are the same bits, and the last stage
+ * of the first copy gathers them in pair order and writes the file. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,18 +76,17 @@ static ss_status run_one(ss_run *r, const int32_t *tok, int64_t n, const uint8_t
     return ss_forward(r->m, r->be, tok, &pk, &o, lg);
 }
 
-static ss_status patch(const ss_patch_job *job);
+static ss_status patch(const ss_patch_job *job, ss_comm *comm);
 
 /* With --pipeline the stages run every pair together and the last one, which
- * has the logits, writes the file; an error on any stage stops them all. */
+ * has the logits, writes the file; an error on any rank stops them all. */
 ss_status ss_job_patch(const ss_patch_job *job) {
-    if (job->run.pipeline <= 1) return patch(job);
     ss_comm *comm;
     SS_TRY(ss_comm_world(&comm));
-    return ss_comm_check(comm, patch(job));
+    return ss_comm_check(comm, patch(job, comm));
 }
 
-static ss_status patch(const ss_patch_job *job) {
+static ss_status patch(const ss_patch_job *job, ss_comm *comm) {
     ss_run clean;
     ss_prompts *kps = NULL;      /* the corrupt prompts */
     ss_status st;
@@ -92,6 +96,8 @@ static ss_status patch(const ss_patch_job *job) {
     int *site_ids = NULL, n_sites = 0;
     int64_t *n_pieces = NULL;
     ss_h5 *h = NULL;
+    ss_comm *dcomm = NULL;
+    int dcomm_owned = 0;
 
     const char *per = job->per ? job->per : "site";
     int per_site = !strcmp(per, "site"), per_pos = !strcmp(per, "position"), per_head = !strcmp(per, "head"),
@@ -103,10 +109,20 @@ static ss_status patch(const ss_patch_job *job) {
     if (!logitdiff && strcmp(metric, "loss")) return ss_errorf(SS_ERR_ARG, "--metric must be logitdiff or loss, got '%s'", metric);
 
     if (!job->corrupt) return ss_errorf(SS_ERR_ARG, "--corrupt FILE is required");
-    if ((st = ss_run_open(&job->run, &clean))) return st;
+    ss_run_opts ro = job->run;
+    ro.pipeline_replicas = 1; /* copies of a pipeline each run their share of the pairs */
+    if ((st = ss_run_open(&ro, &clean))) return st;
     const ss_config *cfg = &clean.m->cfg;
-    const int writer = clean.m->end_layer == cfg->n_layer; /* the last pipeline stage (or the only process) */
+    const int last_stage = clean.m->end_layer == cfg->n_layer; /* has the logits (or is the only process) */
     const int64_t N = clean.p->n, V = cfg->vocab_size, T = clean.T;
+    /* This rank's pairs [lo, hi): a share of its own, or of its copy of the
+     * pipeline; dcomm: the ranks that run the same blocks on other shares. */
+    int part, parts;
+    ss_model_data_part(clean.m, comm, &part, &parts);
+    int64_t lo, hi;
+    ss_comm_shard(N, 1, part, parts, &lo, &hi);
+    if ((st = ss_model_data_comm(clean.m, comm, &dcomm, &dcomm_owned))) goto out;
+    const int writer = last_stage && ss_comm_rank(dcomm) == 0;
     if ((st = ss_run_read_paired(&clean, job->corrupt, job->run.truncate, &kps))) goto out;
 
     /* Sites, and how many pieces each is cut into. */
@@ -150,8 +166,8 @@ static ss_status patch(const ss_patch_job *job) {
 
     int64_t total = 0, done = 0;
     for (int k = 0; k < n_sites; k++) total += n_pieces[k];
-    total *= N;
-    for (int64_t i = 0; i < N; i++) {
+    total *= hi - lo;
+    for (int64_t i = lo; i < hi; i++) {
         const ss_prompt *cp = &clean.p->items[i], *kp = &kps->items[i];
         int64_t n = cp->n_tokens;
         int32_t answer = -1, wrong = -1;
@@ -192,6 +208,15 @@ static ss_status patch(const ss_patch_job *job) {
     }
 
     if (clean.m->pipe && (st = ss_pipeline_report(clean.m, clean.m->n_stages - 1, NULL, 0))) goto out;
+    /* The last stages gather every share, in pair order, on the writer. */
+    if (last_stage) {
+        void *metrics[2] = {m_clean, m_corrupt};
+        if ((st = ss_gather_shares(dcomm, metrics, 2, sizeof(float), N, 1, lo, hi))) goto out;
+        for (int k = 0; k < n_sites; k++) {
+            void *arr[2] = {effect[k], patched[k]};
+            if ((st = ss_gather_shares(dcomm, arr, 2, (size_t)n_pieces[k] * sizeof(float), N, 1, lo, hi))) goto out;
+        }
+    }
     if (!writer) goto out;
     if ((st = ss_h5_create(job->out, &h))) goto out;
     if ((st = ss_write_provenance(h, clean.m, job->command_line, clean.be))) goto out;
@@ -243,6 +268,7 @@ static ss_status patch(const ss_patch_job *job) {
         }
     }
 out:
+    if (dcomm_owned) ss_comm_free(dcomm);
     if (h) ss_h5_abort(h);
     for (int k = 0; effect && k < n_sites; k++) free(effect[k]);
     for (int k = 0; patched && k < n_sites; k++) free(patched[k]);

@@ -28,7 +28,7 @@ ss_status ss_model_open_stage(const ss_run_opts *o, ss_model **out) {
             return ss_errorf(SS_ERR_ARG, "--pipeline %d needs %s %d ranks (one per stage), but the job has %d%s", pipeline,
                              replicas ? "a multiple of" : "exactly", pipeline, size,
                              !replicas && size % pipeline == 0
-                                 ? " (copies of a pipeline side by side are for forward, collect, ablate and attribute)"
+                                 ? " (copies of a pipeline side by side are for forward, collect, ablate, attribute and patch)"
                                  : "");
         /* A GGUF file is dequantised whole when opened, so splitting it would save nothing. */
         if (ss_model_path_is_gguf(model_dir))

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Data-parallel runs under mpirun (docs/DISTRIBUTED.md): collect, forward, ablate and attribute with 2 and 3 ranks
+# Data-parallel runs under mpirun (docs/DISTRIBUTED.md): collect, forward, ablate, attribute and patch with 2 and 3 ranks
 # against one process, checkpoints written by 3 ranks, a rank killed (SIGKILL: mpirun stops the
 # job) and a rank hung (SIGSTOP: the communicator's timeout stops it), each leaving no output,
 # and a resume with another number of ranks. Skipped, with the reason, where mpirun is missing.
@@ -35,6 +35,17 @@ if [ -e "$(dirname "$SUBSCOPE")/libsubscope-cuda.so" ]; then
 else
     printf '%s' "$out" | grep -q "cuda not in this build" && pass "info --dist: no CUDA in this build" || fail "info --dist cuda" "$out"
 fi
+
+# Commands that run in one process refuse to start as several ranks (each would do the whole job
+# and write the same file); trace takes ranks only as a pipeline's stages.
+res=$($MPI -np 2 "$SUBSCOPE" trace --model $M --prompt 'The cat' --submodels data/demo_submodels.jsonl --out "$TMP/tr.h5" 2>&1); rc=$?
+if [ $rc -ne 0 ] && printf '%s' "$res" | grep -q "subscope trace: error: started as one of 2 ranks (OMPI_COMM_WORLD_SIZE=2), but trace runs in one process" &&
+   [ ! -e "$TMP/tr.h5" ]; then pass "trace under mpirun -np 2 without --pipeline: refused before it starts, no file"
+else fail "trace under mpirun -np 2" "exit $rc" "$(printf '%s' "$res" | head -n 2)"; fi
+res=$($MPI -np 2 "$SUBSCOPE" info --model $M 2>&1); rc=$?
+[ $rc -ne 0 ] && printf '%s' "$res" | grep -q "but info runs in one process (except info --dist)" &&
+    pass "info --model under mpirun -np 2: refused" || fail "info --model under mpirun -np 2" "exit $rc" "$(printf '%s' "$res" | head -n 2)"
+expect_ok "a launcher's single task may run one-process commands" env OMPI_COMM_WORLD_SIZE=1 "$SUBSCOPE" tokenize --model $M --text hi
 
 # Statistics: counts exact; the rest differs from one process only by the order of fp64 Chan
 # merges (a few ulps): 1e-12 relative, and 1e-14 absolute for entries that are nearly zero
@@ -97,6 +108,9 @@ dist_same rp "attribute --reduce prompts" "--atol 1e-12 --rtol 1e-6" "$SUBSCOPE"
     --sites 'blocks.*.mlp.hook_post' --reduce prompts --batch 3
 dist_same ig "attribute ig:4 --reduce positions (completeness per prompt)" "$EXACT" "$SUBSCOPE" attribute --model $M \
     --input $PC --sites 'blocks.1.mlp.hook_post,blocks.0.hook_resid_mid' --metric logitdiff --method ig:4 --reduce positions --batch 1
+# patch: the ranks split the pairs; each pair's passes are one process's, so values are identical.
+dist_same ptc "patch --per position (4 pairs)" "$EXACT" "$SUBSCOPE" patch --model $M --clean $PC --corrupt $PK \
+    --sites 'blocks.*.hook_resid_pre,blocks.1.attn.hook_z' --per position
 # An error on the ranks (a bad mask) stops every rank with a message; no file.
 res=$(timeout 60 $MPI -np 2 "$SUBSCOPE" ablate --model $M --input $P --mask 'blocks.1.mlp.hook_post[512]' --out "$TMP/bad.h5" 2>&1); rc=$?
 if [ $rc -ne 0 ] && [ $rc -ne 124 ] && printf '%s' "$res" | grep -q "error on rank [01] of 2 .*stopping every rank:.*512" && [ ! -e "$TMP/bad.h5" ]; then

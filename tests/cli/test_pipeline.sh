@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Pipeline parallelism (--pipeline P, docs/DISTRIBUTED.md): the model's blocks split over P
 # ranks, each loading only its own. Every job (forward, collect, ablate, attribute, patch, trace) with 2 and 3 stages
-# (forward, collect, ablate and attribute also with copies of the pipeline side by side: 4 and 6 ranks)
+# (forward, collect, ablate, attribute and patch also with copies of the pipeline side by side: 4 and 6 ranks)
 # against one process (bit for bit: every stage runs the same batches through the same code),
 # GPT-2 and Llama; checkpoints and --resume across stage counts; --max-memory (a model that does not fit
 # one rank runs split in two); a stage that hangs stops the job naming it; the refusals.
@@ -200,8 +200,10 @@ for dp_m in "2 2 gradxact none" "3 2 ig:4 positions" "2 3 grad prompts"; do
     copies_vs_ranks "attribute --method $3 --reduce $4" $1 $2 /attr /metric /ig -- attribute --model $M --input $P \
         --sites 'blocks.*.mlp.hook_post,blocks.0.attn.hook_z,ln_final.hook_normalized' --method $3 --reduce $4 --batch 2
 done
+# patch: copies split the pairs as data-parallel ranks do.
+copies_vs_ranks "patch --per position" 2 2 /effect /patched_metric /clean_metric /corrupt_metric -- patch "${pa[@]}"
 expect_fail "other jobs take exactly P ranks, and say which take copies" \
-    "needs exactly 2 ranks (one per stage), but the job has 4 (copies of a pipeline side by side are for forward, collect, ablate and attribute)" \
+    "needs exactly 2 ranks (one per stage), but the job has 4 (copies of a pipeline side by side are for forward, collect, ablate, attribute and patch)" \
     $MPI -np 4 "$SUBSCOPE" trace --model $M --prompt "The cat" --submodels "$TMP/masks.jsonl" --pipeline 2
 
 # --pipeline-blocks: an uneven split (e.g. fewer blocks for the last stage, which also computes the
