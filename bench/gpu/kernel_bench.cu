@@ -586,15 +586,17 @@ static void bench_gemm(int64_t M) {
  * reported with them, so TFLOP/s compare per useful FLOP and the GemmEx
  * line's rate is half its raw one. The targets: cov_lower.bf16 >= 1.4x
  * faster than gemmex_full.bf16, and >= 90% of Ssyrk's useful-FLOP rate for
- * cov_lower.f32; the ratios are printed after the cases. */
+ * cov_lower.f32; the ratios are printed after the cases. cov_lower_tc.bf16
+ * is the tensor-core kernel (bf16 operands, kernels/cov_lower_tc.cu), the
+ * one meant for the first target. */
 static void bench_cov(int64_t n) {
     const int64_t widths[] = {768, 3072, 16384};
     for (int64_t d : widths) {
         std::string shape = fmt("n=%lld d=%lld", (long long)n, (long long)d);
         std::string base = fmt("cov.d%lld", (long long)d);
         bool any = false;
-        for (const char *c : {".colmean.f32", ".colmean.bf16", ".cov_lower.f32", ".cov_lower.bf16", ".ssyrk.fp32",
-                              ".gemmex_full.bf16"})
+        for (const char *c : {".colmean.f32", ".colmean.bf16", ".cov_lower.f32", ".cov_lower.bf16",
+                              ".cov_lower_tc.bf16", ".ssyrk.fp32", ".gemmex_full.bf16"})
             any = any || selected(base + c);
         if (!any) continue;
         const double useful = (double)n * d * (d + 1), nd = (double)n * d, cb = 4.0 * d * (d + 1) / 2;
@@ -616,6 +618,9 @@ static void bench_cov(int64_t n) {
         run_case(mk("kernel", base + ".cov_lower.bf16", "ss_cuda_cov_lower", shape, "bf16 in, fp32 accumulate",
                     2 * nd + cb, useful, "fp32", false, false),
                  [&] { return ss_cuda_cov_lower(c.f(), d, x16.p, SS_CUDA_BF16, d, m32.f(), n, d, G.stream); });
+        run_case(mk("kernel", base + ".cov_lower_tc.bf16", "ss_cuda_cov_lower_tc", shape,
+                    "bf16 in, bf16 tensor-core products, fp32 accumulate", 2 * nd + cb, useful, "bf16", false, false),
+                 [&] { return ss_cuda_cov_lower_tc(c.f(), d, x16.p, SS_CUDA_BF16, d, m32.f(), n, d, G.stream); });
         cublasSetMathMode(G.blas, CUBLAS_DEFAULT_MATH);
         /* Row-major X[n,d] is column-major A[d,n] (lda = d); A A^T is the d x d
          * product, its column-major upper triangle the row-major lower one. */
@@ -642,12 +647,16 @@ static void bench_cov(int64_t n) {
         };
         double f32 = ms_of(base + ".cov_lower.f32"), b16 = ms_of(base + ".cov_lower.bf16");
         double syrk = ms_of(base + ".ssyrk.fp32"), gx = ms_of(base + ".gemmex_full.bf16");
+        double tc = ms_of(base + ".cov_lower_tc.bf16");
         if (f32 > 0 && syrk > 0)
             fprintf(stderr, "  %s: cov_lower.f32 runs at %.0f%% of Ssyrk's useful-FLOP rate (target >= 90%%)\n",
                     base.c_str(), 100.0 * syrk / f32);
         if (b16 > 0 && gx > 0)
             fprintf(stderr, "  %s: cov_lower.bf16 is %.2fx faster than the full bf16 GemmEx (target >= 1.4x)\n",
                     base.c_str(), gx / b16);
+        if (tc > 0 && gx > 0)
+            fprintf(stderr, "  %s: cov_lower_tc.bf16 is %.2fx faster than the full bf16 GemmEx (target >= 1.4x)\n",
+                    base.c_str(), gx / tc);
     }
 }
 

@@ -118,6 +118,11 @@ int ss_cuda_colmean(double *mean64, float *mean32, const void *x, int xdtype, in
  * ldc >= d and ldx >= d; no memory beyond c. */
 int ss_cuda_cov_lower(float *c, int64_t ldc, const void *x, int xdtype, int64_t ldx, const float *mean, int64_t n,
                       int64_t d, cudaStream_t stream);
+/* The same on tensor cores (kernels/cov_lower_tc.cu): each centred value
+ * x - mean (fp32) is rounded to bf16 before the products, which accumulate
+ * in fp32. Same arguments, limits and writes as ss_cuda_cov_lower. */
+int ss_cuda_cov_lower_tc(float *c, int64_t ldc, const void *x, int xdtype, int64_t ldx, const float *mean,
+                         int64_t n, int64_t d, cudaStream_t stream);
 
 /* Masks of ablate's masked forwards, ss_mask_apply's semantics
  * (include/subscope/masks.h) on device rows. One mask at one site: */

@@ -49,7 +49,7 @@ typedef struct {
     size_t ws_cap;          /* in floats */
     int64_t attn_gemm_min_len; /* prompts this long take the cuBLAS attention path (0: never) */
     int attn_tc;            /* SUBSCOPE_ATTN_TC=1: attention without the pattern on tensor cores (bf16 operands) */
-    int cov_kernel;         /* collect's products by kernels/cov_lower.cu instead of cublasSsyrk */
+    int cov_kernel;         /* collect's products: 0 cublasSsyrk, 1 kernels/cov_lower.cu, 2 cov_lower_tc.cu */
     int64_t *mseq;          /* device copy of a masked forward's sequences (start, len, prompt, mask) */
     size_t mseq_cap;        /* in int64 elements */
     int64_t *mseq_host;     /* what mseq holds now (mseq_n elements; 0: nothing) ... */
@@ -246,13 +246,18 @@ static ss_status cu_copy_rows(const ss_backend *be, float *dst, const float *src
  * the bias kernel); SUBSCOPE_COV_KERNEL=1 takes kernels/cov_lower.cu, which
  * centres as it multiplies. On an H100 Ssyrk ran 2.7x (d = 16384) to 3.7x
  * (d = 768, 3072) faster than the kernel (bench/README.md), so it is the
- * default; the kernel stays for the comparison the benchmark makes. TF32 is
- * switched off around Ssyrk: statistics are fp32 whatever the forward uses. */
+ * default; the kernel stays for the comparison the benchmark makes.
+ * SUBSCOPE_COV_KERNEL=tc takes the tensor-core kernel, which rounds the
+ * centred values to bf16 (not yet run on a GPU). TF32 is switched off
+ * around Ssyrk: statistics are fp32 whatever the forward uses. */
 static ss_status centred_products(const ss_backend *be, float *cc, float *g, float *m32, const float *h_m32, int64_t n,
                                   int64_t d) {
     cuda_impl *c = IMPL(be);
-    if (c->cov_kernel)
+    if (c->cov_kernel == 1)
         return cuda_check(be, ss_cuda_cov_lower(cc, d, g, SS_CUDA_F32, d, m32, n, d, c->stream), "covariance kernel");
+    if (c->cov_kernel == 2)
+        return cuda_check(be, ss_cuda_cov_lower_tc(cc, d, g, SS_CUDA_F32, d, m32, n, d, c->stream),
+                          "tensor-core covariance kernel");
     if (n > INT32_MAX || d > INT32_MAX)
         return ss_errorf(SS_ERR_UNSUPPORTED, "%s: covariance of %lld rows x %lld exceeds cuBLAS's 32-bit sizes", be->name,
                          (long long)n, (long long)d);
@@ -975,7 +980,7 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
      * attention call down the cuBLAS path (default 512: below it the kernels'
      * single launch for every prompt wins over three launches per prompt, by
      * the H100 profile's rates: 7.3 TFLOP/s for the flash kernel, ~47 for
-     * Sgemm); 0 keeps the kernels. SUBSCOPE_COV_KERNEL=1: centred_products. */
+     * Sgemm); 0 keeps the kernels. SUBSCOPE_COV_KERNEL=1|tc: centred_products. */
     const char *gml = getenv("SUBSCOPE_ATTN_GEMM_MIN_LEN");
     char *gend = NULL;
     long long ml = gml && *gml ? strtoll(gml, &gend, 10) : 512;
@@ -987,7 +992,7 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
     const char *tc = getenv("SUBSCOPE_ATTN_TC");
     c->attn_tc = tc && !strcmp(tc, "1");
     const char *ck = getenv("SUBSCOPE_COV_KERNEL");
-    c->cov_kernel = ck && !strcmp(ck, "1");
+    c->cov_kernel = !ck ? 0 : !strcmp(ck, "1") ? 1 : !strcmp(ck, "tc") ? 2 : 0;
     *be = (ss_backend){
         .name = c->name, .description = c->device_name, .impl = c, .host_memory = 0,
         .alloc = cu_alloc, .release = cu_release, .upload = cu_upload, .download = cu_download, .sync = cu_sync,

@@ -319,6 +319,11 @@ elif [ $BUILD_OK = 1 ]; then
     # the same with the triangular covariance kernel instead of cublasSsyrk
     SUBSCOPE_COV_KERNEL=1 CMP_ATOL=1e-4 CMP_RTOL=1e-3 RUN_CMD=collect compare_forward "collect tiny-gpt2 mean, cov (cov_lower kernel)" \
         "$tiny" data/demo_prompts.jsonl 'blocks.*.mlp.hook_post,blocks.2.hook_resid_post' --stats mean,cov
+    # and with the tensor-core kernel (cov_lower_tc.cu): centred values rounded to bf16 move each
+    # covariance by up to 2^-7 of sqrt(var_i var_j), so the file is judged by NMSE like bf16 runs
+    SUBSCOPE_COV_KERNEL=tc CMP_NMSE=$BF16_NMSE RUN_CMD=collect compare_forward \
+        "collect tiny-gpt2 mean, cov (tensor-core cov_lower_tc, nmse $BF16_NMSE)" \
+        "$tiny" data/demo_prompts.jsonl 'blocks.*.mlp.hook_post,blocks.2.hook_resid_post' --stats mean,cov
     t0=$(now)
     a=$(timeout 120 "$B/subscope" predict --model "$tiny" --prompt 'The cat says' --generate 24 --device cpu 2>"$LOGS/predict-cpu.log")
     g=$(timeout 120 "$B/subscope" predict --model "$tiny" --prompt 'The cat says' --generate 24 --device "$DEV" 2>"$LOGS/predict-cuda.log")

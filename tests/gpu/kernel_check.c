@@ -993,6 +993,10 @@ static int launch_cv(void *v) {
     cv_ctx *c = v;
     return ss_cuda_cov_lower(c->c, c->ldc, c->x, c->dt, c->ldx, c->mean, c->n, c->d, g_stream);
 }
+static int launch_cv_tc(void *v) {
+    cv_ctx *c = v;
+    return ss_cuda_cov_lower_tc(c->c, c->ldc, c->x, c->dt, c->ldx, c->mean, c->n, c->d, g_stream);
+}
 
 /* One shape: the means from ss_cuda_colmean against fp64 sums (rtol 1e-12,
  * and mean32 == (float)mean64), then C centred on the device's mean32
@@ -1002,15 +1006,17 @@ static int launch_cv(void *v) {
  * a sample (all tile-edge rows/columns 0, 127, 128, d-1 crossed, plus 4096
  * random pairs; the fp64 reference of the whole of C would take the host
  * minutes). Above the diagonal and past d in a row of ldc, every element
- * must keep the NaN fill. */
-static void cov_one(int64_t n, int64_t d, int64_t ldx, int64_t ldc, int dt) {
+ * must keep the NaN fill. With tc, the tensor-core kernel (cov_lower_tc.cu)
+ * against the same sums of its bf16 operands, bf16(x - m32), the same bound
+ * (products of bf16 values are exact in fp32); the means are not rechecked. */
+static void cov_one(int64_t n, int64_t d, int64_t ldx, int64_t ldc, int dt, int tc) {
     char name[96];
-    snprintf(name, sizeof name, "cov_lower %s n=%lld d=%lld ldx=%lld ldc=%lld", dt_name[dt], (long long)n,
-             (long long)d, (long long)ldx, (long long)ldc);
+    snprintf(name, sizeof name, "cov_lower%s %s n=%lld d=%lld ldx=%lld ldc=%lld", tc ? "_tc" : "", dt_name[dt],
+             (long long)n, (long long)d, (long long)ldx, (long long)ldc);
     char mname[96];
     snprintf(mname, sizeof mname, "colmean %s n=%lld d=%lld ldx=%lld", dt_name[dt], (long long)n, (long long)d,
              (long long)ldx);
-    if (!selected(name) && !selected(mname)) return;
+    if (!selected(name) && (tc || !selected(mname))) return;
     float *x = rvec(n * ldx, 41 + (unsigned)d, 2.f), *xv = fvec(n * ldx, 0);
     for (int64_t i = 0; i < n * ldx; i++) x[i] += 3.f * (float)(i % 5);
     void *dx = weights_dev(x, n * ldx, dt, xv);
@@ -1024,7 +1030,7 @@ static void cov_one(int64_t n, int64_t d, int64_t ldx, int64_t ldc, int dt) {
     double ms = 0;
     if (run_twice(mname, launch_cm, &mc, mo, 2, &ms)) {
         fail_case();
-    } else {
+    } else if (!tc) {
         int64_t bad = 0;
         double maxe = 0;
         for (int64_t j = 0; j < d; j++) {
@@ -1045,7 +1051,7 @@ static void cov_one(int64_t n, int64_t d, int64_t ldx, int64_t ldc, int dt) {
     float *c = xmalloc(cbytes), *dc = dalloc(cbytes);
     cv_ctx cc = {dc, ldc, dx, dt, ldx, dm32, n, d};
     out_buf co = {dc, cbytes, c};
-    if (run_twice(name, launch_cv, &cc, &co, 1, &ms)) {
+    if (run_twice(name, tc ? launch_cv_tc : launch_cv, &cc, &co, 1, &ms)) {
         fail_case();
     } else {
         int full = d <= 512;
@@ -1074,6 +1080,9 @@ static void cov_one(int64_t n, int64_t d, int64_t ldx, int64_t ldc, int dt) {
             double ref = 0, sa = 0;
             for (int64_t r = 0; r < n; r++) {
                 double a = (double)xv[r * ldx + i] - m32[i], b = (double)xv[r * ldx + j] - m32[j];
+                if (tc)
+                    a = ss_bf16_to_f32(ss_f32_to_bf16(xv[r * ldx + i] - m32[i])),
+                    b = ss_bf16_to_f32(ss_f32_to_bf16(xv[r * ldx + j] - m32[j]));
                 ref += a * b;
                 sa += fabs(a * b);
             }
@@ -1104,7 +1113,7 @@ static void case_cov(void) {
     int ns = g_quick ? 4 : 7;
     for (int si = 0; si < ns; si++)
         for (int dt = SS_CUDA_F32; dt <= SS_CUDA_BF16; dt += 2)
-            cov_one(shapes[si][0], shapes[si][1], shapes[si][2], shapes[si][3], dt);
+            for (int tc = 0; tc < 2; tc++) cov_one(shapes[si][0], shapes[si][1], shapes[si][2], shapes[si][3], dt, tc);
 }
 
 /* ---- the backward pass ------------------------------------------------- */

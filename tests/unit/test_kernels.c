@@ -746,6 +746,81 @@ TEST(kernel_cov_lower_vs_fp64) {
     CHECK(ss_cuda_cov_lower(NULL, 1, NULL, SS_CUDA_F32, 1, NULL, 5, 0, NULL) == 0);  /* d = 0: nothing */
 }
 
+static void run_cv_tc(void *v) {
+    cv_ctx *c = v;
+    CHECK(ss_cuda_cov_lower_tc(c->c, c->ldc, c->x, c->dt, c->ldx, c->mean, c->n, c->d, NULL) == 0);
+}
+
+/* The tensor-core version (kernels/cov_lower_tc.cu, mma.sync emulated by
+ * mma.cuh) against fp64 sums of the same bf16 operands: a_ri = bf16(x_ri - m_i)
+ * with the subtraction in fp32, as the kernel does. Products of bf16 values
+ * are exact in fp32, so what remains is fp32 accumulation: the same
+ * 2 (n + 2) 2^-24 S bound as the fp32 kernel, S = sum_r |a_ri a_rj|. A
+ * misread fragment layout pairs wrong rows or columns and is off by O(S).
+ * Shapes: three tiles (two edges) with d, ldx and ldc ragged and n not a
+ * multiple of the 32-row step; one partial tile with an odd n; n = 0. Nothing
+ * above the diagonal or past d is written (NaN fill). The rounding to bf16
+ * itself is checked against the exact centred sums: each factor moves by at
+ * most 2^-8 of itself (bf16's unit roundoff: 8 significant bits), so each
+ * term by 2^-7, within 2^-7 S plus the accumulation's bound. */
+TEST(kernel_cov_lower_tc_vs_bf16_operands) {
+    int64_t shapes[][4] = {{40, 136, 140, 137}, {33, 20, 20, 21}, {0, 3, 3, 3}};
+    for (int si = 0; si < 3; si++) {
+        for (int dt = SS_CUDA_F32; dt <= SS_CUDA_BF16; dt += SS_CUDA_BF16 - SS_CUDA_F32) {
+            for (int centred = 1; centred >= (si == 1 ? 0 : 1); centred--) {
+                int64_t n = shapes[si][0], d = shapes[si][1], ldx = shapes[si][2], ldc = shapes[si][3];
+                float *x = ss_test_rvec(n * ldx, 61 + si, 1.0f), *xv = ss_test_fvec(n * ldx, 0);
+                for (int64_t i = 0; i < n * ldx; i++) x[i] = x[i] * 2.f + 3.f * (float)(i % 5);
+                void *xd = to_dtype(x, n * ldx, dt, xv);
+                float *m = ss_test_fvec(d, 0);
+                for (int64_t j = 0; j < d && centred && n > 0; j++) {
+                    double sm = 0;
+                    for (int64_t r = 0; r < n; r++) sm += xv[r * ldx + j];
+                    m[j] = (float)(sm / (double)n);
+                }
+                float *cm = ss_test_fvec(d * ldc, 0);
+                cv_ctx c = {cm, ldc, xd, dt, ldx, centred ? m : NULL, n, d};
+                int64_t nc = d * ldc;
+                CHECK(both_orders(run_cv_tc, &c, &cm, &nc, 1));
+                int64_t bad = 0, far = 0, written_above = 0;
+                double maxr = 0, maxq = 0;
+                for (int64_t i = 0; i < d; i++)
+                    for (int64_t j = 0; j < ldc; j++) {
+                        float g = cm[i * ldc + j];
+                        if (j > i || j >= d) {
+                            written_above += !isnan(g);
+                            continue;
+                        }
+                        double ref = 0, s = 0, exact = 0;
+                        for (int64_t r = 0; r < n; r++) {
+                            float ai = xv[r * ldx + i] - m[i], aj = xv[r * ldx + j] - m[j];
+                            double a = ss_bf16_to_f32(ss_f32_to_bf16(ai)), b = ss_bf16_to_f32(ss_f32_to_bf16(aj));
+                            ref += a * b, s += fabs(a * b), exact += (double)ai * aj;
+                        }
+                        double e = fabs((double)g - ref), q = fabs((double)g - exact);
+                        if (s > 0 && e / s > maxr) maxr = e / s;
+                        if (s > 0 && q / s > maxq) maxq = q / s;
+                        bad += !(e <= 2.0 * (double)(n + 2) * 0x1p-24 * s);
+                        far += !(q <= (0x1p-7 + 2.0 * (double)(n + 2) * 0x1p-24) * s);
+                    }
+                printf("\n    cov_lower_tc %s n=%lld d=%lld ldx=%lld ldc=%lld%s: max|err|/S=%.2e vs bf16 operands, "
+                       "%.2e vs exact",
+                       dt_name[dt], (long long)n, (long long)d, (long long)ldx, (long long)ldc,
+                       centred ? "" : " uncentred", maxr, maxq);
+                CHECK_MSG(bad == 0, "%lld lower-triangle elements outside the bound", (long long)bad);
+                CHECK_MSG(far == 0, "%lld elements further than 2^-7 S from the exact sums", (long long)far);
+                CHECK_MSG(written_above == 0, "%lld elements written above the diagonal or past d",
+                          (long long)written_above);
+                free(x); free(xv); free(xd); free(m); free(cm);
+            }
+        }
+    }
+    float one = 1.f;
+    CHECK(ss_cuda_cov_lower_tc(&one, 1, &one, SS_CUDA_F32, 1, NULL, 1, 2, NULL) == 1); /* ld < d */
+    CHECK(ss_cuda_cov_lower_tc(&one, 2, &one, 9, 2, NULL, 1, 2, NULL) == 1);           /* bad dtype */
+    CHECK(ss_cuda_cov_lower_tc(NULL, 1, NULL, SS_CUDA_F32, 1, NULL, 5, 0, NULL) == 0);  /* d = 0: nothing */
+}
+
 /* The header's correction: with a mean 10^4 times the spread, centring on
  * the fp32-rounded mean m32 and then subtracting n (m - m32)(m - m32)^T with
  * the fp64 mean of ss_cuda_colmean gives the exactly centred sums (to the
