@@ -63,7 +63,7 @@ NVCC_ALL := -std=c++17 -Iinclude -Ikernels -Xcompiler -fPIC --Werror all-warning
 HAVE_CUDA := $(if $(and $(NVCC),$(filter 1,$(HAVE_CUBLAS))),1,0)
 ifeq ($(HAVE_CUDA),1)
   CUDA_CFLAGS := -DSS_HAVE_CUDA=1 -I$(CUDA_HOME)/include
-  CUDA_LIBS   := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+  CUDA_LIBS   := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
   # cuSOLVER (PCA on the GPU) when present; without it PCA runs on the host.
   ifeq ($(HAVE_CUSOLVER),1)
     CUDA_CFLAGS += -DSS_HAVE_CUSOLVER=1

@@ -10,7 +10,8 @@ precision (--modes: fp32 = IEEE fp32 cuBLAS, the default; tf32 = --tf32, TF32 te
 matmuls; bf16 = --dtype bfloat16, bf16 weights and bf16-rounded activations into each
 matrix product, fp32 accumulation, fp32 activations elsewhere; any of them +attnk: with
 SUBSCOPE_ATTN_GEMM_MIN_LEN=0, the attention kernels instead of the cuBLAS path; +tc: with
-SUBSCOPE_ATTN_TC=1, the tensor-core attention kernel with bf16 operands), subscope runs as a fresh process: one untimed warm run, --reps runs of a
+SUBSCOPE_ATTN_TC=1, the tensor-core attention kernel with bf16 operands; +epi: with
+SUBSCOPE_BIAS_EPILOGUE=1, the bias added in cuBLASLt's epilogue; variants combine, bf16+tc+epi), subscope runs as a fresh process: one untimed warm run, --reps runs of a
 one-token prompt (the fixed cost: process start, CUDA context, cuBLAS, reading and
 uploading the weights, HDF5 file), and --reps runs of the prompts. net = median wall -
 median fixed; tokens/s and TFLOP/s are over net. Model FLOPs are bench_forward.py's:
@@ -108,14 +109,19 @@ class GpuMemSampler:
 MODE_FLAGS = {"fp32": [], "tf32": ["--tf32"], "bf16": ["--dtype", "bfloat16"]}
 # A mode may carry a variant, MODE+VARIANT: the same flags with these environment settings
 # ("bf16+attnk": long prompts keep the attention kernels instead of the cuBLAS path;
-# "bf16+tc": attention on tensor cores, kernels/flash_attention_tc.cu).
-VARIANT_ENV = {"attnk": {"SUBSCOPE_ATTN_GEMM_MIN_LEN": "0"}, "tc": {"SUBSCOPE_ATTN_TC": "1"}}
+# "bf16+tc": attention on tensor cores, kernels/flash_attention_tc.cu; "bf16+epi": the
+# products' bias in cuBLASLt's epilogue). Variants combine: "bf16+tc+epi".
+VARIANT_ENV = {"attnk": {"SUBSCOPE_ATTN_GEMM_MIN_LEN": "0"}, "tc": {"SUBSCOPE_ATTN_TC": "1"},
+               "epi": {"SUBSCOPE_BIAS_EPILOGUE": "1"}}
 
 
 def mode_parts(mode):
     """(base precision, extra environment) of a --modes entry."""
-    base, _, variant = mode.partition("+")
-    return base, VARIANT_ENV.get(variant, {}) if variant else {}
+    base, *variants = mode.split("+")
+    env = {}
+    for v in variants:
+        env.update(VARIANT_ENV.get(v, {}))
+    return base, env
 MODE_DTYPE = {"fp32": "fp32 weights, activations and matmuls (TF32 off)",
               "tf32": "fp32 weights and activations, TF32 tensor-core matmuls",
               "bf16": "bf16 weights, activations rounded to bf16 into each matmul, fp32 accumulation and activations"}
@@ -241,8 +247,8 @@ def main():
 
     modes = [m for m in a.modes.split(",") if m]
     for m in modes:
-        base, _, variant = m.partition("+")
-        if base not in MODE_FLAGS or (variant and variant not in VARIANT_ENV):
+        base, *variants = m.split("+")
+        if base not in MODE_FLAGS or any(v not in VARIANT_ENV for v in variants):
             sys.exit(f"bench_gpu_forward.py: unknown subscope mode '{m}' ({', '.join(MODE_FLAGS)}, "
                      f"each optionally +{', +'.join(VARIANT_ENV)})")
     peer_dtypes = [x for x in a.peer_dtypes.split(",") if x]

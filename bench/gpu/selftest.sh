@@ -30,6 +30,7 @@ cat >"$T/subscope" <<EOF
 #!/usr/bin/env bash
 [ -n "\${SUBSCOPE_ATTN_GEMM_MIN_LEN+x}" ] && echo "\$SUBSCOPE_ATTN_GEMM_MIN_LEN" >>"$T/attnk.log"
 [ -n "\${SUBSCOPE_ATTN_TC+x}" ] && echo "\$SUBSCOPE_ATTN_TC" >>"$T/tc.log"
+[ -n "\${SUBSCOPE_BIAS_EPILOGUE+x}" ] && echo "\$SUBSCOPE_ATTN_TC:\$SUBSCOPE_BIAS_EPILOGUE" >>"$T/epi.log"
 args=(); for a in "\$@"; do [ "\$a" = cuda ] && a=cpu; args+=("\$a"); done
 exec "$ROOT/bin/subscope" "\${args[@]}"
 EOF
@@ -41,11 +42,12 @@ exec python3 "${args[@]}"
 EOF
 chmod +x "$T/subscope" "$T/python"
 python3 bench/gpu/bench_gpu_forward.py --models models/tiny-gpt2 --subscope "$T/subscope" --python "$T/python" \
-    --modes fp32,tf32,bf16,bf16+attnk,bf16+tc --prompts 4 --batch 2 --reps 1 --peaks "$T/kernels.json" \
+    --modes fp32,tf32,bf16,bf16+attnk,bf16+tc,bf16+tc+epi --prompts 4 --batch 2 --reps 1 --peaks "$T/kernels.json" \
     --json "$T/forward.json" 2>"$T/fwd.err" || fail "bench_gpu_forward.py: $(tail -5 "$T/fwd.err")"
 # the +attnk variant ran with the attention kernels forced (and only it)
 [ "$(sort -u "$T/attnk.log" 2>/dev/null)" = 0 ] || fail "bench_gpu_forward.py: bf16+attnk did not set SUBSCOPE_ATTN_GEMM_MIN_LEN=0"
 [ "$(sort -u "$T/tc.log" 2>/dev/null)" = 1 ] || fail "bench_gpu_forward.py: bf16+tc did not set SUBSCOPE_ATTN_TC=1"
+[ "$(sort -u "$T/epi.log" 2>/dev/null)" = 1:1 ] || fail "bench_gpu_forward.py: bf16+tc+epi did not set both variables"
 python3 bench/gpu/gpu_report.py --kernels "$T/kernels.json" --forward "$T/forward.json" \
     --cpu bench/results/cpu-dev-20261125.json --out "$T/merged.json" >"$T/report.out" ||
     fail "gpu_report.py: $(tail -5 "$T/report.out")"
@@ -60,7 +62,8 @@ assert any("error" in r for r in k["results"]) and any(r.get("pct_of_copy") for 
 f = d["forward"]["results"][0]
 assert f["subscope"]["bf16+attnk"]["env"] == {"SUBSCOPE_ATTN_GEMM_MIN_LEN": "0"}, f["subscope"]["bf16+attnk"]
 assert f["subscope"]["bf16+tc"]["env"] == {"SUBSCOPE_ATTN_TC": "1"}, f["subscope"]["bf16+tc"]
-for mode in ("fp32", "tf32", "bf16", "bf16+attnk", "bf16+tc"):
+assert f["subscope"]["bf16+tc+epi"]["env"] == {"SUBSCOPE_ATTN_TC": "1", "SUBSCOPE_BIAS_EPILOGUE": "1"}
+for mode in ("fp32", "tf32", "bf16", "bf16+attnk", "bf16+tc", "bf16+tc+epi"):
     s = f["subscope"][mode]
     assert "error" not in s, s
     assert s["tokens_per_s"] > 0 and s["mfu_pct"] is not None, s

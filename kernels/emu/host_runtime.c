@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "host/cublasLt.h"
 #include "host/cublas_v2.h"
 #include "host/cuda_runtime.h"
 #include "host/cusolverDn.h"
@@ -363,6 +364,110 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
             float *dst = &c[i + (size_t)j * ldc];
             *dst = al * acc + (be == 0.f ? 0.f : be * *dst);
         }
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+/* ---- cuBLASLt: descriptors hold what was set; the product is GemmEx's ---- */
+
+struct ss_emu_lt {
+    int unused;
+};
+static long emu_lt_products; /* cublasLtMatmul calls that succeeded, for the tests */
+long ss_emu_lt_products(void) { return emu_lt_products; }
+struct ss_emu_lt_desc {
+    cublasComputeType_t compute;
+    cublasOperation_t ta, tb;
+    cublasLtEpilogue_t epilogue;
+    const float *bias;
+};
+struct ss_emu_lt_layout {
+    cudaDataType type;
+    uint64_t rows, cols;
+    int64_t ld;
+};
+
+cublasStatus_t cublasLtCreate(cublasLtHandle_t *h) {
+    *h = calloc(1, sizeof **h);
+    return *h ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_INITIALIZED;
+}
+cublasStatus_t cublasLtDestroy(cublasLtHandle_t h) {
+    free(h);
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *d, cublasComputeType_t compute, cudaDataType scale) {
+    if (scale != CUDA_R_32F || (compute != CUBLAS_COMPUTE_32F && compute != CUBLAS_COMPUTE_32F_FAST_TF32))
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    *d = calloc(1, sizeof **d);
+    if (!*d) return CUBLAS_STATUS_NOT_INITIALIZED;
+    (*d)->compute = compute, (*d)->ta = (*d)->tb = CUBLAS_OP_N, (*d)->epilogue = CUBLASLT_EPILOGUE_DEFAULT;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) {
+    free(d);
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t attr,
+                                              const void *buf, size_t size) {
+    switch (attr) {
+    case CUBLASLT_MATMUL_DESC_TRANSA:
+    case CUBLASLT_MATMUL_DESC_TRANSB: {
+        int32_t v;
+        if (size != sizeof v) return CUBLAS_STATUS_INVALID_VALUE;
+        memcpy(&v, buf, sizeof v);
+        if (v != CUBLAS_OP_N && v != CUBLAS_OP_T) return CUBLAS_STATUS_INVALID_VALUE;
+        *(attr == CUBLASLT_MATMUL_DESC_TRANSA ? &d->ta : &d->tb) = (cublasOperation_t)v;
+        return CUBLAS_STATUS_SUCCESS;
+    }
+    case CUBLASLT_MATMUL_DESC_EPILOGUE: {
+        uint32_t v;
+        if (size != sizeof v) return CUBLAS_STATUS_INVALID_VALUE;
+        memcpy(&v, buf, sizeof v);
+        if (v != CUBLASLT_EPILOGUE_DEFAULT && v != CUBLASLT_EPILOGUE_BIAS) return CUBLAS_STATUS_NOT_SUPPORTED;
+        d->epilogue = (cublasLtEpilogue_t)v;
+        return CUBLAS_STATUS_SUCCESS;
+    }
+    case CUBLASLT_MATMUL_DESC_BIAS_POINTER:
+        if (size != sizeof(void *)) return CUBLAS_STATUS_INVALID_VALUE;
+        memcpy(&d->bias, buf, sizeof(void *));
+        return CUBLAS_STATUS_SUCCESS;
+    }
+    return CUBLAS_STATUS_NOT_SUPPORTED;
+}
+cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *l, cudaDataType type, uint64_t rows, uint64_t cols,
+                                          int64_t ld) {
+    if (ld < (int64_t)(rows > 1 ? rows : 1)) return CUBLAS_STATUS_INVALID_VALUE;
+    *l = calloc(1, sizeof **l);
+    if (!*l) return CUBLAS_STATUS_NOT_INITIALIZED;
+    (*l)->type = type, (*l)->rows = rows, (*l)->cols = cols, (*l)->ld = ld;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l) {
+    free(l);
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const void *alpha, const void *A,
+                              cublasLtMatrixLayout_t ad, const void *B, cublasLtMatrixLayout_t bd, const void *beta,
+                              const void *C, cublasLtMatrixLayout_t cd, void *D, cublasLtMatrixLayout_t dd,
+                              const cublasLtMatmulAlgo_t *algo, void *workspace, size_t workspace_bytes,
+                              cudaStream_t stream) {
+    (void)h, (void)algo, (void)workspace, (void)workspace_bytes, (void)stream;
+    /* op(A) is m x k, op(B) k x n, D m x n: the layouts must agree */
+    const uint64_t m = d->ta == CUBLAS_OP_N ? ad->rows : ad->cols, k = d->ta == CUBLAS_OP_N ? ad->cols : ad->rows;
+    const uint64_t kb = d->tb == CUBLAS_OP_N ? bd->rows : bd->cols, n = d->tb == CUBLAS_OP_N ? bd->cols : bd->rows;
+    if (k != kb || dd->rows != m || dd->cols != n || cd->rows != m || cd->cols != n || cd->ld != dd->ld ||
+        m > INT32_MAX || n > INT32_MAX || k > INT32_MAX)
+        return CUBLAS_STATUS_INVALID_VALUE;
+    if (C != D || cd->type != CUDA_R_32F || dd->type != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
+    if (d->epilogue == CUBLASLT_EPILOGUE_BIAS && !d->bias) return CUBLAS_STATUS_INVALID_VALUE;
+    cublasStatus_t st = cublasGemmEx(NULL, d->ta, d->tb, (int)m, (int)n, (int)k, alpha, A, ad->type, (int)ad->ld, B,
+                                     bd->type, (int)bd->ld, beta, D, CUDA_R_32F, (int)dd->ld, CUBLAS_COMPUTE_32F,
+                                     CUBLAS_GEMM_DEFAULT);
+    if (st == CUBLAS_STATUS_SUCCESS) emu_lt_products++;
+    if (st != CUBLAS_STATUS_SUCCESS || d->epilogue != CUBLASLT_EPILOGUE_BIAS) return st;
+    float *out = D;
+    for (uint64_t j = 0; j < n; j++)
+        for (uint64_t i = 0; i < m; i++) out[i + j * (uint64_t)dd->ld] += d->bias[i];
     return CUBLAS_STATUS_SUCCESS;
 }
 

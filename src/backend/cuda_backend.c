@@ -10,6 +10,7 @@
  * sites travel to the host while the next batch computes. */
 #if defined(SS_HAVE_CUDA) || defined(SS_CUDA_EMULATED)
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #if defined(SS_HAVE_CUSOLVER) || defined(SS_CUDA_EMULATED)
@@ -32,6 +33,7 @@ typedef struct {
     cudaStream_t stream;
     cudaStream_t copy;      /* copies to the host that overlap later compute (download_async) */
     cublasHandle_t blas;
+    cublasLtHandle_t lt;    /* products with the bias in their epilogue (SUBSCOPE_BIAS_EPILOGUE=1), else NULL */
     int tf32;               /* the handle's math mode is TF32 (SUBSCOPE_TF32 / ss_run_opts.tf32) */
 #ifdef SS_CUDA_PCA
     cusolverDnHandle_t solver; /* made on first use */
@@ -432,6 +434,38 @@ static ss_status cu_sync(const ss_backend *be) {
 
 /* Row-major C[M,N] = A[M,K]·op(B) is column-major C^T = op(B)^T·A^T, so
  * cuBLAS is called with the operands swapped. */
+/* C[M,N] = A B^T + bias (row-major; cuBLAS's column-major C^T = B A^T) through
+ * cuBLASLt, the bias added in the product's epilogue instead of by a pass of
+ * the bias kernel over C (one read and one write of C saved). A is at, fp32
+ * or the weights' 16-bit type; B the weights, [N,K] (trans_b) or [K,N].
+ * Returns cuBLASLt's status; the caller falls back on anything but success. */
+static cublasStatus_t lt_matmul_bias(cuda_impl *c, float *C, const void *A, const void *B, cudaDataType t,
+                                     const float *bias, int64_t M, int64_t N, int64_t K, int trans_b) {
+    cublasLtMatmulDesc_t desc = NULL;
+    cublasLtMatrixLayout_t ad = NULL, bd = NULL, cd = NULL;
+    const int32_t ta = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, tb = CUBLAS_OP_N;
+    const uint32_t epi = CUBLASLT_EPILOGUE_BIAS;
+    const float one = 1.f, zero = 0.f;
+    /* fp32 products follow the handle's TF32 switch, as cublasSgemm does */
+    cublasComputeType_t ct = t == CUDA_R_32F && c->tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    cublasStatus_t s = cublasLtMatmulDescCreate(&desc, ct, CUDA_R_32F);
+    if (!s) s = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
+    if (!s) s = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
+    if (!s) s = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi);
+    if (!s) s = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
+    /* stored shapes, column-major: the weights N x K (ld K) transposed or N x K as [K,N] row-major (ld N) */
+    if (!s) s = trans_b ? cublasLtMatrixLayoutCreate(&ad, t, (uint64_t)K, (uint64_t)N, K)
+                        : cublasLtMatrixLayoutCreate(&ad, t, (uint64_t)N, (uint64_t)K, N);
+    if (!s) s = cublasLtMatrixLayoutCreate(&bd, t, (uint64_t)K, (uint64_t)M, K);
+    if (!s) s = cublasLtMatrixLayoutCreate(&cd, CUDA_R_32F, (uint64_t)N, (uint64_t)M, N);
+    if (!s) s = cublasLtMatmul(c->lt, desc, &one, B, ad, A, bd, &zero, C, cd, C, cd, NULL, NULL, 0, c->stream);
+    if (cd) cublasLtMatrixLayoutDestroy(cd);
+    if (bd) cublasLtMatrixLayoutDestroy(bd);
+    if (ad) cublasLtMatrixLayoutDestroy(ad);
+    if (desc) cublasLtMatmulDescDestroy(desc);
+    return s;
+}
+
 static ss_status cu_matmul(const ss_backend *be, float *C, const float *A, const void *B, int b_dtype,
                            const float *bias, int64_t M, int64_t N, int64_t K, int trans_b) {
     if (M <= 0 || N <= 0) return SS_OK;
@@ -458,9 +492,13 @@ static ss_status cu_matmul(const ss_backend *be, float *C, const float *A, const
         KL(ss_cuda_convert(c->a16, f16 ? SS_CUDA_F16 : SS_CUDA_BF16, A, SS_CUDA_F32, (int64_t)need, c->stream),
            "16-bit conversion");
         const cudaDataType t16 = f16 ? CUDA_R_16F : CUDA_R_16BF;
+        if (bias && c->lt && lt_matmul_bias(c, C, c->a16, B, t16, bias, M, N, K, trans_b) == CUBLAS_STATUS_SUCCESS)
+            return SS_OK;
         s = cublasGemmEx(c->blas, opb, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one, B, t16, ldb, c->a16, t16, (int)K, &zero,
                          C, CUDA_R_32F, (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     } else if (b_dtype == SS_WDTYPE_F32) {
+        if (bias && c->lt && lt_matmul_bias(c, C, A, B, CUDA_R_32F, bias, M, N, K, trans_b) == CUBLAS_STATUS_SUCCESS)
+            return SS_OK;
         s = cublasSgemm(c->blas, opb, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one, B, ldb, A, (int)K, &zero, C, (int)N);
     } else {
         return ss_errorf(SS_ERR_UNSUPPORTED, "%s: matrix products with weight dtype %d", be->name, b_dtype);
@@ -1032,6 +1070,13 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
     if (!st && cublasSetMathMode(c->blas, c->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH) !=
                    CUBLAS_STATUS_SUCCESS)
         st = ss_errorf(SS_ERR_IO, "%s: cublasSetMathMode failed", c->name);
+    /* SUBSCOPE_BIAS_EPILOGUE=1: products with a bias go through cuBLASLt with
+     * the bias in the epilogue (lt_matmul_bias), falling back to cuBLAS and
+     * the bias kernel where cuBLASLt declines. Off by default until a GPU run
+     * has compared it with the CPU (gpu-check) and timed it. */
+    const char *epi = getenv("SUBSCOPE_BIAS_EPILOGUE");
+    if (!st && epi && !strcmp(epi, "1") && cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS)
+        st = ss_errorf(SS_ERR_IO, "%s (%s): cuBLASLt could not be initialised", c->name, c->device_name);
     if (st) {
         ss_backend_cuda_close(be);
         return st;
@@ -1045,6 +1090,7 @@ void ss_backend_cuda_close(ss_backend *be) {
     cuda_impl *c = IMPL(be);
     if (c) {
         if (c->blas) cublasDestroy(c->blas);
+        if (c->lt) cublasLtDestroy(c->lt);
 #ifdef SS_CUDA_PCA
         if (c->solver) cusolverDnDestroy(c->solver);
 #endif

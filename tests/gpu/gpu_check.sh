@@ -299,6 +299,9 @@ elif [ $BUILD_OK = 1 ]; then
     prompts "$tiny" 1024 "$WORK/models/tiny-lengths.jsonl" 1,2,31,32,33,64,127,128 &&
         compare_forward "forward tiny-gpt2 1..128 tokens, all sites" "$tiny" "$WORK/models/tiny-lengths.jsonl" '*' --batch 3
     compare_forward "forward tiny-gpt2 flash path" "$tiny" "$WORK/models/tiny-lengths.jsonl" "$(flash_sites 2)"
+    # products with the bias in cuBLASLt's epilogue (SUBSCOPE_BIAS_EPILOGUE=1), fp32: same tolerance
+    SUBSCOPE_BIAS_EPILOGUE=1 compare_forward "forward tiny-gpt2 demo prompts, bias epilogue (cuBLASLt)" "$tiny" \
+        data/demo_prompts.jsonl '*'
     # the backward pass: attribute on both devices (gradients are O(1e-3..1), so the
     # forward's tolerance holds; the GPU attention backward reads P and dS from scratch)
     RUN_CMD=attribute compare_forward "attribute tiny-gpt2 logitdiff gradxact, all sites" "$tiny" tests/data/ablate/prompts.jsonl '*' \
@@ -361,6 +364,9 @@ elif [ $BUILD_OK = 1 ]; then
             # NMSE stayed <= 2.5e-5. So each dataset is judged as a whole:
             # NMSE <= GPU_CHECK_BF16_NMSE (default 1e-4, a 1% relative norm error).
             CMP_NMSE=$BF16_NMSE compare_forward "forward gpt2-small shape, --dtype bfloat16 (nmse $BF16_NMSE)" \
+                "$m" "$WORK/models/small-short.jsonl" "$(flash_sites 0)" --dtype bfloat16
+            SUBSCOPE_BIAS_EPILOGUE=1 CMP_NMSE=$BF16_NMSE compare_forward \
+                "forward gpt2-small shape, --dtype bfloat16, bias epilogue (nmse $BF16_NMSE)" \
                 "$m" "$WORK/models/small-short.jsonl" "$(flash_sites 0)" --dtype bfloat16
             # the tensor-core attention (SUBSCOPE_ATTN_TC=1: kernels/flash_attention_tc.cu, bf16
             # Q, K, V and probabilities) on every layer but the one whose pattern is asked for;

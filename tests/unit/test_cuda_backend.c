@@ -12,6 +12,7 @@
 #include "test.h"
 
 void ss_emu_set_device_memory_limit(size_t bytes); /* kernels/emu/host_runtime.c */
+long ss_emu_lt_products(void);
 
 typedef struct {
     float *store[128];
@@ -110,6 +111,53 @@ TEST(cuda_emulated_cublas_attention_matches_cpu) {
     compare_backends("prefix-f32", "blocks.*.attn.hook_z", 1);
     unsetenv("SUBSCOPE_ATTN_BWD_WORKSPACE_MB");
     unsetenv("SUBSCOPE_ATTN_GEMM_MIN_LEN");
+}
+
+/* SUBSCOPE_BIAS_EPILOGUE=1: products with a bias go through cuBLASLt with the
+ * bias in the epilogue (cuda_backend.c's lt_matmul_bias); the forward still
+ * matches the CPU at every site, for fp32 GPT-2 models with biases (tied and
+ * untied, transposed and plain weights) and a Qwen2 model (q/k/v biases), and
+ * the emulated cuBLASLt counts the products it ran, so the path is known to
+ * have been taken. */
+TEST(cuda_emulated_bias_epilogue_matches_cpu) {
+    setenv("SUBSCOPE_BIAS_EPILOGUE", "1", 1);
+    long before = ss_emu_lt_products();
+    compare_backends("prefix-f32", "*", 1);
+    long gpt2 = ss_emu_lt_products() - before;
+    compare_backends("noprefix-odd-untied", "blocks.*.mlp.hook_pre,blocks.*.attn.hook_q,ln_final.hook_normalized", 1);
+    compare_backends("qwen2-bias-tied", "blocks.*.attn.hook_k,blocks.*.mlp.hook_post", 1);
+    unsetenv("SUBSCOPE_BIAS_EPILOGUE");
+    before = ss_emu_lt_products();
+    compare_backends("prefix-f32", "blocks.0.mlp.hook_pre", 1);
+    printf(" [%ld products with the bias epilogue in prefix-f32's forward]", gpt2);
+    CHECK(gpt2 > 0);
+    CHECK(ss_emu_lt_products() == before); /* off: cuBLAS and the bias kernel */
+    /* bf16 weights: the epilogue's logits equal, bit for bit, those of GemmEx
+     * and the bias kernel (the emulation adds the bias to the same fp32 sums). */
+    float *lg[2] = {NULL, NULL};
+    for (int on = 0; on < 2; on++) {
+        char dir[512];
+        snprintf(dir, sizeof dir, "%s/models/noprefix-odd-untied", ss_test_data_dir());
+        ss_model *m = NULL;
+        ss_backend *gpu = NULL;
+        if (on) setenv("SUBSCOPE_BIAS_EPILOGUE", "1", 1);
+        CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
+        unsetenv("SUBSCOPE_BIAS_EPILOGUE");
+        CHECK_OK(ss_model_load(dir, &m));
+        CHECK_OK(ss_model_place(m, gpu, SS_WDTYPE_BF16));
+        int32_t toks[12];
+        for (int i = 0; i < 12; i++) toks[i] = (int32_t)((i * 29 + 5) % 101);
+        int64_t start[2] = {0, 5}, len[2] = {5, 7};
+        ss_packing pk = {2, 12, start, len, 0};
+        ss_forward_opts o = {.logits = SS_LOGITS_ALL};
+        before = ss_emu_lt_products();
+        CHECK_OK(ss_forward(m, gpu, toks, &pk, &o, &lg[on]));
+        CHECK(on ? ss_emu_lt_products() > before : ss_emu_lt_products() == before);
+        ss_model_free(m);
+        ss_backend_cuda_close(gpu);
+    }
+    CHECK(memcmp(lg[0], lg[1], 12 * 101 * sizeof(float)) == 0);
+    free(lg[0]), free(lg[1]);
 }
 
 /* The Llama family: rmsnorm, rope, swiglu and grouped-query attention kernels
