@@ -145,6 +145,17 @@ elif res=$("$H5CMP" --quiet --atol 0 --rtol 0 "$TMP/f1.h5" "$TMP/f2.h5" 2>&1); t
     pass "sbatch forward, 2 tasks = one process, bit for bit"
 else fail "sbatch forward (2 tasks) vs one process" "$(printf '%s' "$res" | head -n 4)"; fi
 
+# 2b. Commands that run in one process: the batch step of a 2-task job runs them (it is one
+# process), and `srun` with 2 tasks is refused before either task starts work.
+j=$(sbatch --parsable --ntasks=2 --cpus-per-task=1 --output="$TMP/one.log" \
+    --wrap "'$SUBSCOPE' tokenize --model $M --text 'The cat'; srun --mpi=pmix '$SUBSCOPE' info --model $M; echo srun-exit=\$?" 2>&1)
+st=$(wait_job "$j" 60)
+if [ "$st" = COMPLETED ] && grep -q "^\[335, 656\]$" "$TMP/one.log" &&
+   grep -q "subscope info: error: started as one of 2 ranks (SLURM_STEP_NUM_TASKS=2)" "$TMP/one.log" &&
+   grep -q "^srun-exit=[1-9]" "$TMP/one.log"; then
+    pass "sbatch --ntasks=2: the batch step runs tokenize; srun -n 2 of info --model is refused"
+else fail "one-process commands under Slurm" "job '$j' ended $st" "$(tail -n 6 "$TMP/one.log" 2>&1)"; fi
+
 # 3. Requeue half-way and resume. `scancel --batch --signal=USR1` delivers what
 # `#SBATCH --signal=B:USR1@600` delivers before the time limit (Slurm's own timing of that is
 # coarse, tens of seconds). The template waits for the next checkpoint, requeues, and the

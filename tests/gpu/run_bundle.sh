@@ -4,7 +4,7 @@
 # cluster's compute node). At the root of a checkout of the bundle's commit:
 #
 #   tests/gpu/run_bundle.sh BUNDLE.tar.xz --out DIR [--check-budget S] [--bench STEPS]
-#                           [--bench-seconds S] [--bench-args "ARGS"]
+#                           [--bench-seconds S] [--bench-args "ARGS"] [--pipeline-seconds S]
 #
 #   1. unpacks the bundle (bin/, build/config.mk, .bundle/lib);
 #   2. finds the directories of cuBLAS, cuSOLVER, the CUDA runtime and NCCL (ldconfig,
@@ -14,14 +14,17 @@
 #   4. runs each of the comma-separated bench/run_all.sh steps (default
 #      gpu_kernels,gpu_forward; "none" skips them) with --gpu-only --no-build
 #      --no-install --quick and ARGS, all of them within S seconds (default 150);
-#   5. writes gpu-check.txt, bench.txt, the result JSON files and logs.tgz (every log)
-#      to DIR and prints the summaries last.
+#   5. with --pipeline-seconds S (default 0: skip), where mpirun runs the bundled
+#      program on several ranks, bench/pipeline_bubble.sh --stages 2,4,8 on the node's CPU
+#      cores within S seconds (the 4-stage bubble of issue 8 wants >= 4 free cores);
+#   6. writes gpu-check.txt, bench.txt, pipeline.txt, the result JSON files and logs.tgz
+#      (every log) to DIR and prints the summaries last.
 # Exit status: gpu_check's (0 passed, 1 a check failed, 2 no GPU), or 1 when the
 # bundle cannot be unpacked.
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 T0=$(date +%s)
-BUNDLE="" OUTDIR="" CHECK_BUDGET=300 STEPS=gpu_kernels,gpu_forward BENCH_S=150 BENCH_ARGS=""
+BUNDLE="" OUTDIR="" CHECK_BUDGET=300 STEPS=gpu_kernels,gpu_forward BENCH_S=150 BENCH_ARGS="" PIPE_S=0
 while [ $# -gt 0 ]; do
     case $1 in
     --out) OUTDIR=${2:?--out needs a directory}; shift ;;
@@ -29,6 +32,7 @@ while [ $# -gt 0 ]; do
     --bench) STEPS=${2:?}; shift ;;
     --bench-seconds) BENCH_S=${2:?}; shift ;;
     --bench-args) BENCH_ARGS=${2:-}; shift ;;
+    --pipeline-seconds) PIPE_S=${2:?}; shift ;;
     -h | --help) sed -n '2,/^set -u/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "run_bundle.sh: unknown option $1 (see --help)" >&2; exit 1 ;;
     *) BUNDLE=$1 ;;
@@ -36,8 +40,8 @@ while [ $# -gt 0 ]; do
     shift
 done
 [ -n "$BUNDLE" ] && [ -n "$OUTDIR" ] || { echo "run_bundle.sh: need BUNDLE.tar.xz and --out DIR (see --help)" >&2; exit 1; }
-for v in "$CHECK_BUDGET" "$BENCH_S"; do
-    [[ $v =~ ^[0-9]+$ ]] || { echo "run_bundle.sh: --check-budget and --bench-seconds take whole seconds (got \"$v\")" >&2; exit 1; }
+for v in "$CHECK_BUDGET" "$BENCH_S" "$PIPE_S"; do
+    [[ $v =~ ^[0-9]+$ ]] || { echo "run_bundle.sh: --check-budget, --bench-seconds and --pipeline-seconds take whole seconds (got \"$v\")" >&2; exit 1; }
 done
 mkdir -p "$OUTDIR" || exit 1
 tar xf "$BUNDLE" || { echo "run_bundle.sh: cannot unpack $BUNDLE" >&2; exit 1; }
@@ -75,8 +79,25 @@ if [ "$STEPS" != none ] && [ "$rc" != 2 ]; then
     done
     find bench/results -name '*.json' ! -name 'gpu-check-*' -newermt "@$T0" -exec cp {} "$OUTDIR/" \;
 fi
+if [ "$PIPE_S" -gt 0 ]; then
+    # the bundled program must run under this node's mpirun (its MPI library is the bundle's)
+    if command -v mpirun >/dev/null &&
+        timeout 60 mpirun --allow-run-as-root --oversubscribe -np 2 bin/subscope info --dist 2>&1 | grep -q "^ranks    2"; then
+        tp=$(date +%s)
+        # the results are named after the GPU node (its GPU), not this machine's hostname
+        label=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1 | tr -c 'A-Za-z0-9\n' - |
+            tr 'A-Z' 'a-z' | sed 's/-*$//')
+        timeout -k 5 "$PIPE_S" bash bench/pipeline_bubble.sh --stages 2,4,8 --host "${label:-$(hostname -s)}-node-cpu" \
+            >"$OUTDIR/pipeline.txt" 2>&1
+        echo "run_bundle.sh: pipeline_bubble exit $? after $(($(date +%s) - tp)) s on $(nproc) cores"
+        find bench/results -name 'pipeline-*.json' -newermt "@$T0" -exec cp {} "$OUTDIR/" \;
+    else
+        echo "run_bundle.sh: pipeline bench skipped: no mpirun that runs the bundled program on 2 ranks"
+    fi
+fi
 tar czf "$OUTDIR/logs.tgz" build/gpu-check/logs bench/work/gpu/*.json 2>/dev/null
 [ -f "$OUTDIR/gpu-check.txt" ] && sed -n '/== gpu-check summary/,$p' "$OUTDIR/gpu-check.txt"
 [ -f "$OUTDIR/bench.txt" ] && sed -n '/^targets/,$p' "$OUTDIR/bench.txt" | tail -n 20
+[ -f "$OUTDIR/pipeline.txt" ] && tail -n 20 "$OUTDIR/pipeline.txt"
 echo "run_bundle.sh: $(($(date +%s) - T0)) s in all; results in $OUTDIR"
 exit $rc

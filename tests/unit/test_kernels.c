@@ -680,6 +680,24 @@ static void run_cv(void *v) {
     CHECK(ss_cuda_cov_lower(c->c, c->ldc, c->x, c->dt, c->ldx, c->mean, c->n, c->d, NULL) == 0);
 }
 
+/* The covariance kernels' input: X [n, ldx] of random values with column
+ * offsets (so centring matters), in dtype dt (xv: the values as fp32), the
+ * fp32-rounded column means of its first d columns in m (zero without
+ * centring), and C [d, ldc] filled with NaN. */
+typedef struct { float *x, *xv, *m, *cm; void *xd; } cv_data;
+static cv_data cv_make(int64_t n, int64_t d, int64_t ldx, int64_t ldc, int dt, unsigned seed, int centred) {
+    cv_data v = {ss_test_rvec(n * ldx, seed, 1.0f), ss_test_fvec(n * ldx, 0), ss_test_fvec(d, 0), ss_test_fvec(d * ldc, 0), NULL};
+    for (int64_t i = 0; i < n * ldx; i++) v.x[i] = v.x[i] * 2.f + 3.f * (float)(i % 5); /* column offsets */
+    v.xd = to_dtype(v.x, n * ldx, dt, v.xv);
+    for (int64_t j = 0; j < d && centred && n > 0; j++) {
+        double s = 0;
+        for (int64_t r = 0; r < n; r++) s += v.xv[r * ldx + j];
+        v.m[j] = (float)(s / (double)n);
+    }
+    return v;
+}
+static void cv_free(cv_data *v) { free(v->x), free(v->xv), free(v->xd), free(v->m), free(v->cm); }
+
 /* Against fp64 sums of the same products. Tolerance: the kernel rounds each
  * centred value once (x - m, relative 2^-24) and accumulates n products in
  * fp32 in some order, so |err_ij| <= (n + 2) 2^-24 S_ij with S_ij =
@@ -697,19 +715,12 @@ TEST(kernel_cov_lower_vs_fp64) {
             if (dt == SS_CUDA_F16 && si != 0) continue;
             for (int centred = 1; centred >= (si == 1 ? 0 : 1); centred--) {
                 int64_t n = shapes[si][0], d = shapes[si][1], ldx = shapes[si][2], ldc = shapes[si][3];
-                float *x = ss_test_rvec(n * ldx, 31 + si, 1.0f), *xv = ss_test_fvec(n * ldx, 0);
-                for (int64_t i = 0; i < n * ldx; i++) x[i] = x[i] * 2.f + 3.f * (float)(i % 5); /* column offsets */
-                void *xd = to_dtype(x, n * ldx, dt, xv);
-                float *m = ss_test_fvec(d, 0);
-                for (int64_t j = 0; j < d && centred && n > 0; j++) {
-                    double s = 0;
-                    for (int64_t r = 0; r < n; r++) s += xv[r * ldx + j];
-                    m[j] = (float)(s / (double)n);
-                }
-                float *cm = ss_test_fvec(d * ldc, 0);
-                cv_ctx c = {cm, ldc, xd, dt, ldx, centred ? m : NULL, n, d};
+                cv_data v = cv_make(n, d, ldx, ldc, dt, 31 + (unsigned)si, centred);
+                const float *xv = v.xv, *m = v.m;
+                cv_ctx c = {v.cm, ldc, v.xd, dt, ldx, centred ? m : NULL, n, d};
                 int64_t nc = d * ldc;
-                CHECK(both_orders(run_cv, &c, &cm, &nc, 1));
+                CHECK(both_orders(run_cv, &c, &v.cm, &nc, 1));
+                const float *cm = v.cm;
                 int64_t bad = 0, written_above = 0;
                 double maxr = 0;
                 for (int64_t i = 0; i < d; i++) {
@@ -736,7 +747,7 @@ TEST(kernel_cov_lower_vs_fp64) {
                 CHECK_MSG(bad == 0, "%lld lower-triangle elements outside the bound", (long long)bad);
                 CHECK_MSG(written_above == 0, "%lld elements written above the diagonal or past d",
                           (long long)written_above);
-                free(x); free(xv); free(xd); free(m); free(cm);
+                cv_free(&v);
             }
         }
     }
@@ -769,19 +780,12 @@ TEST(kernel_cov_lower_tc_vs_bf16_operands) {
         for (int dt = SS_CUDA_F32; dt <= SS_CUDA_BF16; dt += SS_CUDA_BF16 - SS_CUDA_F32) {
             for (int centred = 1; centred >= (si == 1 ? 0 : 1); centred--) {
                 int64_t n = shapes[si][0], d = shapes[si][1], ldx = shapes[si][2], ldc = shapes[si][3];
-                float *x = ss_test_rvec(n * ldx, 61 + si, 1.0f), *xv = ss_test_fvec(n * ldx, 0);
-                for (int64_t i = 0; i < n * ldx; i++) x[i] = x[i] * 2.f + 3.f * (float)(i % 5);
-                void *xd = to_dtype(x, n * ldx, dt, xv);
-                float *m = ss_test_fvec(d, 0);
-                for (int64_t j = 0; j < d && centred && n > 0; j++) {
-                    double sm = 0;
-                    for (int64_t r = 0; r < n; r++) sm += xv[r * ldx + j];
-                    m[j] = (float)(sm / (double)n);
-                }
-                float *cm = ss_test_fvec(d * ldc, 0);
-                cv_ctx c = {cm, ldc, xd, dt, ldx, centred ? m : NULL, n, d};
+                cv_data v = cv_make(n, d, ldx, ldc, dt, 61 + (unsigned)si, centred);
+                const float *xv = v.xv, *m = v.m;
+                cv_ctx c = {v.cm, ldc, v.xd, dt, ldx, centred ? m : NULL, n, d};
                 int64_t nc = d * ldc;
-                CHECK(both_orders(run_cv_tc, &c, &cm, &nc, 1));
+                CHECK(both_orders(run_cv_tc, &c, &v.cm, &nc, 1));
+                const float *cm = v.cm;
                 int64_t bad = 0, far = 0, written_above = 0;
                 double maxr = 0, maxq = 0;
                 for (int64_t i = 0; i < d; i++)
@@ -811,7 +815,7 @@ TEST(kernel_cov_lower_tc_vs_bf16_operands) {
                 CHECK_MSG(far == 0, "%lld elements further than 2^-7 S from the exact sums", (long long)far);
                 CHECK_MSG(written_above == 0, "%lld elements written above the diagonal or past d",
                           (long long)written_above);
-                free(x); free(xv); free(xd); free(m); free(cm);
+                cv_free(&v);
             }
         }
     }
