@@ -118,6 +118,12 @@ struct ss_backend {
     ss_status (*layernorm)(const ss_backend *be, float *out, const float *x, const float *w, const float *b,
                            int64_t rows, int64_t d, float eps);
     ss_status (*gelu)(const ss_backend *be, float *out, const float *x, int64_t n, ss_act act);
+    /* Optional (NULL: matmul, then gelu): C = act(A · op(B) + bias), what
+     * matmul followed by gelu gives, without writing the pre-activation
+     * anywhere; the forward uses it when no one reads the MLP's
+     * pre-activation (no hook on hook_pre, no backward pass). */
+    ss_status (*matmul_gelu)(const ss_backend *be, float *C, const float *A, const void *B, int b_dtype,
+                             const float *bias, int64_t M, int64_t N, int64_t K, int trans_b, ss_act act);
     ss_status (*add)(const ss_backend *be, float *out, const float *a, const float *b, int64_t n);
     /* tok_out[i,:] = wte[tokens[i],:] and pos_out[i,:] = wpe[pos[i],:] for n rows
      * (tokens and pos are backend buffers; the tables hold wdtype elements).

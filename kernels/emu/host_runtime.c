@@ -372,8 +372,8 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
 struct ss_emu_lt {
     int unused;
 };
-static long emu_lt_products; /* cublasLtMatmul calls that succeeded, for the tests */
-long ss_emu_lt_products(void) { return emu_lt_products; }
+static long emu_lt_products, emu_lt_gelu; /* cublasLtMatmul calls that succeeded (with GELU), for the tests */
+long ss_emu_lt_products(int gelu_only) { return gelu_only ? emu_lt_gelu : emu_lt_products; }
 struct ss_emu_lt_desc {
     cublasComputeType_t compute;
     cublasOperation_t ta, tb;
@@ -422,7 +422,9 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMa
         uint32_t v;
         if (size != sizeof v) return CUBLAS_STATUS_INVALID_VALUE;
         memcpy(&v, buf, sizeof v);
-        if (v != CUBLASLT_EPILOGUE_DEFAULT && v != CUBLASLT_EPILOGUE_BIAS) return CUBLAS_STATUS_NOT_SUPPORTED;
+        if (v != CUBLASLT_EPILOGUE_DEFAULT && v != CUBLASLT_EPILOGUE_BIAS && v != CUBLASLT_EPILOGUE_GELU &&
+            v != CUBLASLT_EPILOGUE_GELU_BIAS)
+            return CUBLAS_STATUS_NOT_SUPPORTED;
         d->epilogue = (cublasLtEpilogue_t)v;
         return CUBLAS_STATUS_SUCCESS;
     }
@@ -459,15 +461,22 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
         m > INT32_MAX || n > INT32_MAX || k > INT32_MAX)
         return CUBLAS_STATUS_INVALID_VALUE;
     if (C != D || cd->type != CUDA_R_32F || dd->type != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
-    if (d->epilogue == CUBLASLT_EPILOGUE_BIAS && !d->bias) return CUBLAS_STATUS_INVALID_VALUE;
+    const int with_bias = d->epilogue == CUBLASLT_EPILOGUE_BIAS || d->epilogue == CUBLASLT_EPILOGUE_GELU_BIAS;
+    const int gelu = d->epilogue == CUBLASLT_EPILOGUE_GELU || d->epilogue == CUBLASLT_EPILOGUE_GELU_BIAS;
+    if (with_bias && !d->bias) return CUBLAS_STATUS_INVALID_VALUE;
     cublasStatus_t st = cublasGemmEx(NULL, d->ta, d->tb, (int)m, (int)n, (int)k, alpha, A, ad->type, (int)ad->ld, B,
                                      bd->type, (int)bd->ld, beta, D, CUDA_R_32F, (int)dd->ld, CUBLAS_COMPUTE_32F,
                                      CUBLAS_GEMM_DEFAULT);
-    if (st == CUBLAS_STATUS_SUCCESS) emu_lt_products++;
-    if (st != CUBLAS_STATUS_SUCCESS || d->epilogue != CUBLASLT_EPILOGUE_BIAS) return st;
+    if (st == CUBLAS_STATUS_SUCCESS) emu_lt_products++, emu_lt_gelu += gelu;
+    if (st != CUBLAS_STATUS_SUCCESS || (!with_bias && !gelu)) return st;
     float *out = D;
+    const float kg = 0.7978845608028654f; /* sqrt(2/pi) */
     for (uint64_t j = 0; j < n; j++)
-        for (uint64_t i = 0; i < m; i++) out[i + j * (uint64_t)dd->ld] += d->bias[i];
+        for (uint64_t i = 0; i < m; i++) {
+            float v = out[i + j * (uint64_t)dd->ld] + (with_bias ? d->bias[i] : 0.f);
+            if (gelu) v = 0.5f * v * (1.f + tanhf(kg * (v + 0.044715f * v * v * v)));
+            out[i + j * (uint64_t)dd->ld] = v;
+        }
     return CUBLAS_STATUS_SUCCESS;
 }
 

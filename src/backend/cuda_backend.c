@@ -434,17 +434,18 @@ static ss_status cu_sync(const ss_backend *be) {
 
 /* Row-major C[M,N] = A[M,K]·op(B) is column-major C^T = op(B)^T·A^T, so
  * cuBLAS is called with the operands swapped. */
-/* C[M,N] = A B^T + bias (row-major; cuBLAS's column-major C^T = B A^T) through
- * cuBLASLt, the bias added in the product's epilogue instead of by a pass of
- * the bias kernel over C (one read and one write of C saved). A is at, fp32
- * or the weights' 16-bit type; B the weights, [N,K] (trans_b) or [K,N].
- * Returns cuBLASLt's status; the caller falls back on anything but success. */
-static cublasStatus_t lt_matmul_bias(cuda_impl *c, float *C, const void *A, const void *B, cudaDataType t,
-                                     const float *bias, int64_t M, int64_t N, int64_t K, int trans_b) {
+/* C[M,N] = act(A B^T + bias) (row-major; cuBLAS's column-major C^T = B A^T)
+ * through cuBLASLt, the bias and GELU (tanh) added in the product's
+ * epilogue instead of by a pass of the bias kernel over C (one read and one
+ * write of C saved). A is of type t, fp32 or the weights' 16-bit type; B the
+ * weights, [N,K] (trans_b) or [K,N]. Returns cuBLASLt's status; the caller
+ * falls back on anything but success. */
+static cublasStatus_t lt_matmul(cuda_impl *c, float *C, const void *A, const void *B, cudaDataType t, const float *bias,
+                                int gelu, int64_t M, int64_t N, int64_t K, int trans_b) {
     cublasLtMatmulDesc_t desc = NULL;
     cublasLtMatrixLayout_t ad = NULL, bd = NULL, cd = NULL;
     const int32_t ta = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, tb = CUBLAS_OP_N;
-    const uint32_t epi = CUBLASLT_EPILOGUE_BIAS;
+    const uint32_t epi = bias ? (gelu ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_BIAS) : CUBLASLT_EPILOGUE_GELU;
     const float one = 1.f, zero = 0.f;
     /* fp32 products follow the handle's TF32 switch, as cublasSgemm does */
     cublasComputeType_t ct = t == CUDA_R_32F && c->tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
@@ -452,7 +453,7 @@ static cublasStatus_t lt_matmul_bias(cuda_impl *c, float *C, const void *A, cons
     if (!s) s = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
     if (!s) s = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
     if (!s) s = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi);
-    if (!s) s = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
+    if (!s && bias) s = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
     /* stored shapes, column-major: the weights N x K (ld K) transposed or N x K as [K,N] row-major (ld N) */
     if (!s) s = trans_b ? cublasLtMatrixLayoutCreate(&ad, t, (uint64_t)K, (uint64_t)N, K)
                         : cublasLtMatrixLayoutCreate(&ad, t, (uint64_t)N, (uint64_t)K, N);
@@ -466,8 +467,12 @@ static cublasStatus_t lt_matmul_bias(cuda_impl *c, float *C, const void *A, cons
     return s;
 }
 
-static ss_status cu_matmul(const ss_backend *be, float *C, const float *A, const void *B, int b_dtype,
-                           const float *bias, int64_t M, int64_t N, int64_t K, int trans_b) {
+/* C = act(A op(B) + bias), act one of SS_CUDA_GELU_TANH, _ERF, _ACT_NONE: the
+ * product by cuBLAS, then the bias and the activation in one pass of the
+ * bias kernel; or all of it in cuBLASLt (SUBSCOPE_BIAS_EPILOGUE=1, tanh GELU
+ * only), falling back to the former where cuBLASLt declines. */
+static ss_status cu_product(const ss_backend *be, float *C, const float *A, const void *B, int b_dtype,
+                            const float *bias, int64_t M, int64_t N, int64_t K, int trans_b, int act) {
     if (M <= 0 || N <= 0) return SS_OK;
     if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX)
         return ss_errorf(SS_ERR_UNSUPPORTED, "%s: matrix product %lld x %lld x %lld exceeds cuBLAS's 32-bit sizes",
@@ -476,6 +481,7 @@ static ss_status cu_matmul(const ss_backend *be, float *C, const float *A, const
     const float one = 1.f, zero = 0.f;
     cublasOperation_t opb = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     int ldb = trans_b ? (int)K : (int)N;
+    const int lt = c->lt && (bias || act == SS_CUDA_GELU_TANH) && act != SS_CUDA_GELU_ERF;
     cublasStatus_t s;
     if (b_dtype == SS_WDTYPE_BF16 || b_dtype == SS_WDTYPE_F16) {
         /* Tensor cores take both operands in the weights' 16-bit type: round
@@ -492,12 +498,14 @@ static ss_status cu_matmul(const ss_backend *be, float *C, const float *A, const
         KL(ss_cuda_convert(c->a16, f16 ? SS_CUDA_F16 : SS_CUDA_BF16, A, SS_CUDA_F32, (int64_t)need, c->stream),
            "16-bit conversion");
         const cudaDataType t16 = f16 ? CUDA_R_16F : CUDA_R_16BF;
-        if (bias && c->lt && lt_matmul_bias(c, C, c->a16, B, t16, bias, M, N, K, trans_b) == CUBLAS_STATUS_SUCCESS)
+        if (lt && lt_matmul(c, C, c->a16, B, t16, bias, act == SS_CUDA_GELU_TANH, M, N, K, trans_b) ==
+                      CUBLAS_STATUS_SUCCESS)
             return SS_OK;
         s = cublasGemmEx(c->blas, opb, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one, B, t16, ldb, c->a16, t16, (int)K, &zero,
                          C, CUDA_R_32F, (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     } else if (b_dtype == SS_WDTYPE_F32) {
-        if (bias && c->lt && lt_matmul_bias(c, C, A, B, CUDA_R_32F, bias, M, N, K, trans_b) == CUBLAS_STATUS_SUCCESS)
+        if (lt && lt_matmul(c, C, A, B, CUDA_R_32F, bias, act == SS_CUDA_GELU_TANH, M, N, K, trans_b) ==
+                      CUBLAS_STATUS_SUCCESS)
             return SS_OK;
         s = cublasSgemm(c->blas, opb, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one, B, ldb, A, (int)K, &zero, C, (int)N);
     } else {
@@ -507,8 +515,20 @@ static ss_status cu_matmul(const ss_backend *be, float *C, const float *A, const
         return ss_errorf(SS_ERR_IO, "%s: cuBLAS product (%lld x %lld x %lld, %s): %s", be->name, (long long)M,
                          (long long)N, (long long)K, b_dtype == SS_WDTYPE_BF16 ? "bf16" : b_dtype == SS_WDTYPE_F16 ? "fp16" : "fp32",
                          cublasGetStatusString(s));
-    if (bias) KL(ss_cuda_bias_act(C, C, bias, SS_CUDA_F32, M, N, SS_CUDA_ACT_NONE, IMPL(be)->stream), "bias");
+    if (bias || act != SS_CUDA_ACT_NONE)
+        KL(ss_cuda_bias_act(C, C, bias, SS_CUDA_F32, M, N, act, c->stream), act == SS_CUDA_ACT_NONE ? "bias" : "bias + GELU");
     return SS_OK;
+}
+
+static ss_status cu_matmul(const ss_backend *be, float *C, const float *A, const void *B, int b_dtype,
+                           const float *bias, int64_t M, int64_t N, int64_t K, int trans_b) {
+    return cu_product(be, C, A, B, b_dtype, bias, M, N, K, trans_b, SS_CUDA_ACT_NONE);
+}
+
+static ss_status cu_matmul_gelu(const ss_backend *be, float *C, const float *A, const void *B, int b_dtype,
+                                const float *bias, int64_t M, int64_t N, int64_t K, int trans_b, ss_act act) {
+    return cu_product(be, C, A, B, b_dtype, bias, M, N, K, trans_b,
+                      act == SS_ACT_GELU_ERF ? SS_CUDA_GELU_ERF : SS_CUDA_GELU_TANH);
 }
 
 static ss_status cu_layernorm(const ss_backend *be, float *out, const float *x, const float *w, const float *b,
@@ -1040,7 +1060,7 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
 #ifdef SS_CUDA_PCA
         .pca_top = cu_pca_top,
 #endif
-        .matmul = cu_matmul, .layernorm = cu_layernorm, .gelu = cu_gelu, .add = cu_add, .embed = cu_embed,
+        .matmul = cu_matmul, .matmul_gelu = cu_matmul_gelu, .layernorm = cu_layernorm, .gelu = cu_gelu, .add = cu_add, .embed = cu_embed,
         .attention = cu_attention, .rmsnorm = cu_rmsnorm, .rope = cu_rope, .swiglu = cu_swiglu,
         .zero = cu_zero, .matmul_tn = cu_matmul_tn, .sum_rows = cu_sum_rows,
         .layernorm_backward = cu_layernorm_backward, .gelu_backward = cu_gelu_backward,
@@ -1070,9 +1090,9 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
     if (!st && cublasSetMathMode(c->blas, c->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH) !=
                    CUBLAS_STATUS_SUCCESS)
         st = ss_errorf(SS_ERR_IO, "%s: cublasSetMathMode failed", c->name);
-    /* SUBSCOPE_BIAS_EPILOGUE=1: products with a bias go through cuBLASLt with
-     * the bias in the epilogue (lt_matmul_bias), falling back to cuBLAS and
-     * the bias kernel where cuBLASLt declines. Off by default until a GPU run
+    /* SUBSCOPE_BIAS_EPILOGUE=1: products with a bias (or a tanh GELU) go
+     * through cuBLASLt with them in the epilogue (lt_matmul), falling back to
+     * cuBLAS and the bias kernel where cuBLASLt declines. Off by default until a GPU run
      * has compared it with the CPU (gpu-check) and timed it. */
     const char *epi = getenv("SUBSCOPE_BIAS_EPILOGUE");
     if (!st && epi && !strcmp(epi, "1") && cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS)

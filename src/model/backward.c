@@ -320,6 +320,7 @@ blocks:
             RUN(be->copy_rows(be, p.x_work, b.save_pre, d, R, d));
             ss_block_bufs run = b;
             run.save_pre = NULL;
+            run.keep_pre = 1; /* gelu_backward reads it below */
             RUN(ss_block_forward(&rh, w, l, p.x_work, &run));
         }
         /* x_post = x_mid + mlp_out: both see the residual gradient dx. */

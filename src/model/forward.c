@@ -302,13 +302,18 @@ ss_status ss_block_forward(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, floa
     if (b->save_mid) SS_TRY(be->copy_rows(be, b->save_mid, x, d, R, d));
     SS_TRY(norm(be, c, b->ln2, x, L->ln2_w, L->ln2_b, R, d));
     SS_TRY(ss_hook_site(f, SS_SITE_LN2, l, b->ln2, Rd, 0, d));
-    SS_TRY(ss_linear(be, w, b->pre, b->ln2, L->fc_w, L->fc_b, R, D.pw, d));
-    SS_TRY(ss_hook_site(f, SS_SITE_MLP_PRE, l, b->pre, Rpw, 0, D.pw));
-    if (D.llama) {
-        SS_TRY(ss_hook_site(f, SS_SITE_MLP_PRE_LINEAR, l, b->pre, Rpw, D.dm, D.pw));
-        SS_TRY(be->swiglu(be, b->post, b->pre, R, D.dm));
+    if (!D.llama && be->matmul_gelu && !b->keep_pre && !ss_hook_wants(f, SS_SITE_MLP_PRE, l)) {
+        /* nobody reads the pre-activation: the backend may fuse the GELU into the product */
+        SS_TRY(be->matmul_gelu(be, b->post, b->ln2, L->fc_w, w->wdtype, L->fc_b, R, D.dm, d, w->trans, c->act));
     } else {
-        SS_TRY(be->gelu(be, b->post, b->pre, R * D.dm, c->act));
+        SS_TRY(ss_linear(be, w, b->pre, b->ln2, L->fc_w, L->fc_b, R, D.pw, d));
+        SS_TRY(ss_hook_site(f, SS_SITE_MLP_PRE, l, b->pre, Rpw, 0, D.pw));
+        if (D.llama) {
+            SS_TRY(ss_hook_site(f, SS_SITE_MLP_PRE_LINEAR, l, b->pre, Rpw, D.dm, D.pw));
+            SS_TRY(be->swiglu(be, b->post, b->pre, R, D.dm));
+        } else {
+            SS_TRY(be->gelu(be, b->post, b->pre, R * D.dm, c->act));
+        }
     }
     SS_TRY(ss_hook_site(f, SS_SITE_MLP_POST, l, b->post, Rdm, 0, D.dm));
     SS_TRY(ss_linear(be, w, b->mlp_out, b->post, L->fc2_w, L->fc2_b, R, d, D.dm));
@@ -552,6 +557,7 @@ ss_status ss_forward_taped(const ss_model *m, const ss_backend *be, const int32_
             if (tape->recompute) b.save_pre = tape->blocks[l].save_pre;
             else b = tape->blocks[l];
             b.attn_out = b.mlp_out = tmp;
+            b.keep_pre = 1; /* the backward pass reads it */
         }
         RUN(ss_block_forward(&f, w, l, x, &b));
     }

@@ -12,7 +12,7 @@
 #include "test.h"
 
 void ss_emu_set_device_memory_limit(size_t bytes); /* kernels/emu/host_runtime.c */
-long ss_emu_lt_products(void);
+long ss_emu_lt_products(int gelu_only);
 
 typedef struct {
     float *store[128];
@@ -114,24 +114,30 @@ TEST(cuda_emulated_cublas_attention_matches_cpu) {
 }
 
 /* SUBSCOPE_BIAS_EPILOGUE=1: products with a bias go through cuBLASLt with the
- * bias in the epilogue (cuda_backend.c's lt_matmul_bias); the forward still
+ * bias (and, where hook_pre is not read, the GELU) in the epilogue
+ * (cuda_backend.c's lt_matmul); the forward still
  * matches the CPU at every site, for fp32 GPT-2 models with biases (tied and
  * untied, transposed and plain weights) and a Qwen2 model (q/k/v biases), and
  * the emulated cuBLASLt counts the products it ran, so the path is known to
  * have been taken. */
 TEST(cuda_emulated_bias_epilogue_matches_cpu) {
     setenv("SUBSCOPE_BIAS_EPILOGUE", "1", 1);
-    long before = ss_emu_lt_products();
+    long before = ss_emu_lt_products(0);
     compare_backends("prefix-f32", "*", 1);
-    long gpt2 = ss_emu_lt_products() - before;
+    long gpt2 = ss_emu_lt_products(0) - before;
     compare_backends("noprefix-odd-untied", "blocks.*.mlp.hook_pre,blocks.*.attn.hook_q,ln_final.hook_normalized", 1);
     compare_backends("qwen2-bias-tied", "blocks.*.attn.hook_k,blocks.*.mlp.hook_post", 1);
+    /* without hook_pre the MLP's first product takes GELU into the epilogue too (matmul_gelu) */
+    long g0 = ss_emu_lt_products(1);
+    compare_backends("prefix-f32", "blocks.*.mlp.hook_post,ln_final.hook_normalized", 1);
+    long fused = ss_emu_lt_products(1) - g0;
     unsetenv("SUBSCOPE_BIAS_EPILOGUE");
-    before = ss_emu_lt_products();
+    before = ss_emu_lt_products(0);
     compare_backends("prefix-f32", "blocks.0.mlp.hook_pre", 1);
-    printf(" [%ld products with the bias epilogue in prefix-f32's forward]", gpt2);
+    printf(" [%ld products with the bias epilogue in prefix-f32's forward, %ld with GELU]", gpt2, fused);
     CHECK(gpt2 > 0);
-    CHECK(ss_emu_lt_products() == before); /* off: cuBLAS and the bias kernel */
+    CHECK(fused == 2); /* one per layer */
+    CHECK(ss_emu_lt_products(0) == before); /* off: cuBLAS and the bias kernel */
     /* bf16 weights: the epilogue's logits equal, bit for bit, those of GemmEx
      * and the bias kernel (the emulation adds the bias to the same fp32 sums). */
     float *lg[2] = {NULL, NULL};
@@ -150,9 +156,9 @@ TEST(cuda_emulated_bias_epilogue_matches_cpu) {
         int64_t start[2] = {0, 5}, len[2] = {5, 7};
         ss_packing pk = {2, 12, start, len, 0};
         ss_forward_opts o = {.logits = SS_LOGITS_ALL};
-        before = ss_emu_lt_products();
+        before = ss_emu_lt_products(0);
         CHECK_OK(ss_forward(m, gpu, toks, &pk, &o, &lg[on]));
-        CHECK(on ? ss_emu_lt_products() > before : ss_emu_lt_products() == before);
+        CHECK(on ? ss_emu_lt_products(0) > before : ss_emu_lt_products(0) == before);
         ss_model_free(m);
         ss_backend_cuda_close(gpu);
     }

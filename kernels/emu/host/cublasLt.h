@@ -21,7 +21,12 @@ typedef enum {
     CUBLASLT_MATMUL_DESC_EPILOGUE = 7,
     CUBLASLT_MATMUL_DESC_BIAS_POINTER = 8,
 } cublasLtMatmulDescAttributes_t;
-typedef enum { CUBLASLT_EPILOGUE_DEFAULT = 1, CUBLASLT_EPILOGUE_BIAS = 4 } cublasLtEpilogue_t;
+typedef enum {
+    CUBLASLT_EPILOGUE_DEFAULT = 1,
+    CUBLASLT_EPILOGUE_BIAS = 4,
+    CUBLASLT_EPILOGUE_GELU = 32,      /* tanh approximation */
+    CUBLASLT_EPILOGUE_GELU_BIAS = 36, /* bias, then GELU */
+} cublasLtEpilogue_t;
 
 cublasStatus_t cublasLtCreate(cublasLtHandle_t *h);
 cublasStatus_t cublasLtDestroy(cublasLtHandle_t h);
@@ -33,7 +38,8 @@ cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *l, cudaDataTyp
                                           int64_t ld);
 cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l);
 /* D = alpha op(A) op(B) + beta C, then the epilogue (BIAS: bias[i] added to
- * row i of D). Here C and D must be the same matrix, A and B both fp32 or
+ * row i of D; GELU: the tanh approximation, computed as kernels/bias_act.cu
+ * does, so that the emulation tells layouts apart, not GELU formulas). Here C and D must be the same matrix, A and B both fp32 or
  * both bf16/fp16, C and D fp32, compute 32F (or 32F_FAST_TF32, computed in
  * fp32 as the emulated Sgemm does under TF32 math). */
 cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const void *alpha, const void *A,
