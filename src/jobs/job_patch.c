@@ -222,7 +222,9 @@ static ss_status patch(const ss_patch_job *job, ss_comm *comm) {
     if ((st = ss_write_provenance(h, clean.m, job->command_line, clean.be))) goto out;
     if ((st = ss_h5_attr_str(h, "/", "clean_path", job->run.input)) || (st = ss_h5_attr_str(h, "/", "corrupt_path", job->corrupt)) ||
         (st = ss_h5_attr_str(h, "/", "metric", metric)) || (st = ss_h5_attr_str(h, "/", "per", per)) ||
-        (st = ss_h5_attr_str(h, "/", "direction", job->denoise ? "corrupt into clean (--denoise)" : "clean into corrupt")))
+        (st = ss_h5_attr_str(h, "/", "direction", job->denoise ? "corrupt into clean (--denoise)" : "clean into corrupt")) ||
+        (st = ss_h5_attr_i64(h, "/", "ranks", ss_comm_size(comm))) ||
+        (st = ss_h5_attr_i64(h, "/", "pipeline_stages", clean.m->pipe ? clean.m->n_stages : 1)))
         goto out;
     const char *dn1[1] = {"pair"};
     if ((st = ss_h5_write_array(h, "/clean_metric", SS_H5_F32, 1, &N, dn1, m_clean)) ||

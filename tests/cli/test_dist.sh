@@ -111,6 +111,8 @@ dist_same ig "attribute ig:4 --reduce positions (completeness per prompt)" "$EXA
 # patch: the ranks split the pairs; each pair's passes are one process's, so values are identical.
 dist_same ptc "patch --per position (4 pairs)" "$EXACT" "$SUBSCOPE" patch --model $M --clean $PC --corrupt $PK \
     --sites 'blocks.*.hook_resid_pre,blocks.1.attn.hook_z' --per position
+ranks=$(h5dump -a /ranks "$TMP/ptc-3.h5" 2>/dev/null | sed -n 's/.*(0): \([0-9]*\).*/\1/p')
+[ "$ranks" = 3 ] && pass "the patch file records 3 ranks" || fail "patch ranks attribute" "got '$ranks'"
 # An error on the ranks (a bad mask) stops every rank with a message; no file.
 res=$(timeout 60 $MPI -np 2 "$SUBSCOPE" ablate --model $M --input $P --mask 'blocks.1.mlp.hook_post[512]' --out "$TMP/bad.h5" 2>&1); rc=$?
 if [ $rc -ne 0 ] && [ $rc -ne 124 ] && printf '%s' "$res" | grep -q "error on rank [01] of 2 .*stopping every rank:.*512" && [ ! -e "$TMP/bad.h5" ]; then
