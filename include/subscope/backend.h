@@ -40,6 +40,7 @@ typedef struct ss_backend_mask {
 /* A set of masks prepared for one site on a backend (device copies of the
  * unit lists and statistics), made once and applied to many forwards. */
 typedef struct ss_mask_program ss_mask_program;
+typedef struct ss_dev_moments ss_dev_moments; /* running statistics in a backend's memory */
 
 /* Backend options: a TF32 switch for float32 matrix products on GPUs. */
 typedef struct ss_backend_opts {
@@ -79,6 +80,20 @@ struct ss_backend {
      * returned to the host, for merging with ss_moments_add_partial. */
     ss_status (*moments_chunk)(const ss_backend *be, const float *x, int64_t ld, const int64_t *row_idx, int64_t n,
                                int64_t d, double *mean, double *m2);
+    /* Optional (NULL: moments_chunk for every batch): running statistics kept
+     * on the device across batches, so that only a round's totals travel to
+     * the host. create: an empty accumulator for d units (want_m2: with
+     * co-moments). add: rows row_idx[0..n) of x (as moments_chunk), merged
+     * with Chan's update in float64 on the device. take: the count, mean [d]
+     * and co-moments (lower triangle of [d,d], float64; m2 may be NULL) so
+     * far, to host arrays, for ss_moments_add_partial; the accumulator starts
+     * again from empty. */
+    ss_status (*moments_acc_create)(const ss_backend *be, int64_t d, int want_m2, ss_dev_moments **out);
+    ss_status (*moments_acc_add)(const ss_backend *be, ss_dev_moments *acc, const float *x, int64_t ld,
+                                 const int64_t *row_idx, int64_t n);
+    ss_status (*moments_acc_take)(const ss_backend *be, ss_dev_moments *acc, int64_t *count, double *mean,
+                                  double *m2);
+    void (*moments_acc_free)(const ss_backend *be, ss_dev_moments *acc);
     /* Optional (NULL: ss_pca_top on the host): the k largest eigenvalues and
      * their eigenvectors of the symmetric [d,d] float64 matrix sym (host
      * memory, lower triangle read), computed on the device and returned as

@@ -118,6 +118,15 @@ int ss_cuda_colmean(double *mean64, float *mean32, const void *x, int xdtype, in
  * ldc >= d and ldx >= d; no memory beyond c. */
 int ss_cuda_cov_lower(float *c, int64_t ldc, const void *x, int xdtype, int64_t ldx, const float *mean, int64_t n,
                       int64_t d, cudaStream_t stream);
+/* Chan's merge of one batch into running statistics on the device
+ * (kernels/moments_merge.cu): the batch's nb rows have the fp64 mean mean_b
+ * and the fp32 products c about m32 (lower triangle, ldc), as
+ * ss_cuda_colmean and ss_cuda_cov_lower leave them; mean_a [d] and the
+ * co-moment m2 [d, ldm] (lower triangle; NULL: means only) hold na rows
+ * (na = 0: overwritten). ws: 2d doubles of scratch. */
+int ss_cuda_moments_merge(double *mean_a, double *m2, int64_t ldm, const double *mean_b, const float *m32,
+                          const float *c, int64_t ldc, int64_t d, int64_t na, int64_t nb, double *ws,
+                          cudaStream_t stream);
 /* The same on tensor cores (kernels/cov_lower_tc.cu): each centred value
  * x - mean (fp32) is rounded to bf16 before the products, which accumulate
  * in fp32. Same arguments, limits and writes as ss_cuda_cov_lower. */

@@ -244,7 +244,7 @@ static ss_status cu_copy_rows(const ss_backend *be, float *dst, const float *src
 
 /* The centred products sum_r (x_r - m32)(x_r - m32)^T of the gathered rows
  * g[n, d], one triangle (row-major lower) into cc, fp32 accumulation. By
- * default cublasSsyrk on the rows centred in place (m32 turned into -m32 for
+ * default cublasSsyrk on the rows centred in place (-m32 in a scratch buffer for
  * the bias kernel); SUBSCOPE_COV_KERNEL=1 takes kernels/cov_lower.cu, which
  * centres as it multiplies. On an H100 Ssyrk ran 2.7x (d = 16384) to 3.7x
  * (d = 768, 3072) faster than the kernel (bench/README.md), so it is the
@@ -263,13 +263,17 @@ static ss_status centred_products(const ss_backend *be, float *cc, float *g, flo
     if (n > INT32_MAX || d > INT32_MAX)
         return ss_errorf(SS_ERR_UNSUPPORTED, "%s: covariance of %lld rows x %lld exceeds cuBLAS's 32-bit sizes", be->name,
                          (long long)n, (long long)d);
-    float *neg = ss_malloc((size_t)d * sizeof(float), "means");
+    /* -m32 for the bias kernel, in a buffer of its own: m32 itself is read later (moments_merge) */
+    float *neg = ss_malloc((size_t)d * sizeof(float), "means"), *dneg = NULL;
     if (!neg) return SS_ERR_NOMEM;
     for (int64_t i = 0; i < d; i++) neg[i] = -h_m32[i];
-    ss_status st = cu_upload(be, m32, neg, (size_t)d * sizeof(float));
+    ss_status st = cu_alloc(be, (size_t)d * sizeof(float), "negated means", (void **)&dneg);
+    if (!st) st = cu_upload(be, dneg, neg, (size_t)d * sizeof(float));
     free(neg);
+    if (!st) st = cuda_check(be, ss_cuda_bias_act(g, g, dneg, SS_CUDA_F32, n, d, SS_CUDA_ACT_NONE, c->stream),
+                             "centring (bias kernel)");
+    if (dneg) cu_release(be, dneg);
     if (st) return st;
-    KL(ss_cuda_bias_act(g, g, m32, SS_CUDA_F32, n, d, SS_CUDA_ACT_NONE, c->stream), "centring (bias kernel)");
     const float one = 1.f, zero = 0.f;
     if (c->tf32) cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH);
     /* Row-major g[n, d] is column-major A[d, n] (lda = d); A A^T's column-major
@@ -283,49 +287,121 @@ static ss_status centred_products(const ss_backend *be, float *cc, float *g, flo
     return SS_OK;
 }
 
+/* One batch of a site reduced on the device: its rows gathered (g), their
+ * fp64 and fp32 column means (m64, m32) and, with want_m2, the products
+ * about m32 (cc, fp32, lower triangle), with m32's host copy (h_m32). */
+typedef struct {
+    int64_t *idx;
+    float *g, *m32, *cc, *h_m32;
+    double *m64;
+} batch_moments;
+
+static void batch_free(const ss_backend *be, batch_moments *b) {
+    void *dev[] = {b->idx, b->g, b->m32, b->cc, b->m64};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
+        if (dev[i]) cu_release(be, dev[i]);
+    free(b->h_m32);
+    memset(b, 0, sizeof *b);
+}
+
+static ss_status batch_reduce(const ss_backend *be, const float *x, int64_t ld, const int64_t *row_idx, int64_t n,
+                              int64_t d, int want_m2, batch_moments *b) {
+    cuda_impl *c = IMPL(be);
+    memset(b, 0, sizeof *b);
+    ss_status st;
+    if ((st = cu_alloc(be, (size_t)n * sizeof(int64_t), "row list", (void **)&b->idx)) ||
+        (st = cu_alloc(be, (size_t)(n * d) * sizeof(float), "gathered rows", (void **)&b->g)) ||
+        (st = cu_alloc(be, (size_t)d * sizeof(float), "means", (void **)&b->m32)) ||
+        (st = cu_alloc(be, (size_t)d * sizeof(double), "means", (void **)&b->m64)))
+        return st;
+    SS_TRY(cu_upload(be, b->idx, row_idx, (size_t)n * sizeof(int64_t)));
+    SS_TRY(cuda_check(be, ss_cuda_capture(b->g, x, ld, b->idx, n, d, c->stream), "gather kernel"));
+    SS_TRY(cuda_check(be, ss_cuda_colmean(b->m64, b->m32, b->g, SS_CUDA_F32, d, n, d, c->stream), "column-mean kernel"));
+    if (!want_m2) return SS_OK;
+    SS_TRY(cu_alloc(be, (size_t)(d * d) * sizeof(float), "covariance", (void **)&b->cc));
+    if (!(b->h_m32 = ss_malloc((size_t)d * sizeof(float), "means"))) return SS_ERR_NOMEM;
+    SS_TRY(cu_download(be, b->h_m32, b->m32, (size_t)d * sizeof(float)));
+    return centred_products(be, b->cc, b->g, b->m32, b->h_m32, n, d);
+}
+
 /* Gathers the rows, takes their fp64 column means and fp32-accumulated
  * centred products (lower triangle only) on the device, and corrects on the
  * host for centring on the fp32-rounded mean (cuda_kernels.h). */
 static ss_status cu_moments_chunk(const ss_backend *be, const float *x, int64_t ld, const int64_t *row_idx, int64_t n,
                                   int64_t d, double *mean, double *m2) {
     if (n <= 0) return ss_errorf(SS_ERR_INTERNAL, "%s: moments of an empty chunk", be->name);
-    cuda_impl *c = IMPL(be);
-    int64_t *d_idx = NULL;
-    float *g = NULL, *m32 = NULL, *cc = NULL, *h_m32 = NULL, *h_c = NULL;
-    double *m64 = NULL;
-    ss_status st;
-    if ((st = cu_alloc(be, (size_t)n * sizeof(int64_t), "row list", (void **)&d_idx)) ||
-        (st = cu_alloc(be, (size_t)(n * d) * sizeof(float), "gathered rows", (void **)&g)) ||
-        (st = cu_alloc(be, (size_t)d * sizeof(float), "means", (void **)&m32)) ||
-        (st = cu_alloc(be, (size_t)d * sizeof(double), "means", (void **)&m64)))
-        goto out;
-    if ((st = cu_upload(be, d_idx, row_idx, (size_t)n * sizeof(int64_t)))) goto out;
-    if ((st = cuda_check(be, ss_cuda_capture(g, x, ld, d_idx, n, d, c->stream), "gather kernel"))) goto out;
-    if ((st = cuda_check(be, ss_cuda_colmean(m64, m32, g, SS_CUDA_F32, d, n, d, c->stream), "column-mean kernel"))) goto out;
-    if ((st = cu_download(be, mean, m64, (size_t)d * sizeof(double)))) goto out;
-    if (m2) {
+    batch_moments b;
+    float *h_c = NULL;
+    ss_status st = batch_reduce(be, x, ld, row_idx, n, d, m2 != NULL, &b);
+    if (!st) st = cu_download(be, mean, b.m64, (size_t)d * sizeof(double));
+    if (!st && m2) {
         size_t dd = (size_t)(d * d);
-        if ((st = cu_alloc(be, dd * sizeof(float), "covariance", (void **)&cc))) goto out;
-        h_m32 = ss_malloc((size_t)d * sizeof(float), "means");
-        h_c = ss_malloc(dd * sizeof(float), "covariance");
-        if (!h_m32 || !h_c) { st = SS_ERR_NOMEM; goto out; }
-        if ((st = cu_download(be, h_m32, m32, (size_t)d * sizeof(float)))) goto out;
-        if ((st = centred_products(be, cc, g, m32, h_m32, n, d))) goto out;
-        if ((st = cu_download(be, h_c, cc, dd * sizeof(float)))) goto out;
-        for (int64_t i = 0; i < d; i++) {
-            double ei = mean[i] - h_m32[i];
-            for (int64_t j = 0; j <= i; j++) m2[i * d + j] = (double)h_c[i * d + j] - (double)n * ei * (mean[j] - h_m32[j]);
+        if (!(h_c = ss_malloc(dd * sizeof(float), "covariance"))) st = SS_ERR_NOMEM;
+        if (!st) st = cu_download(be, h_c, b.cc, dd * sizeof(float));
+        for (int64_t i = 0; !st && i < d; i++) {
+            double ei = mean[i] - b.h_m32[i];
+            for (int64_t j = 0; j <= i; j++) m2[i * d + j] = (double)h_c[i * d + j] - (double)n * ei * (mean[j] - b.h_m32[j]);
         }
     }
-out:
-    if (d_idx) cu_release(be, d_idx);
-    if (g) cu_release(be, g);
-    if (m32) cu_release(be, m32);
-    if (m64) cu_release(be, m64);
-    if (cc) cu_release(be, cc);
-    free(h_m32);
+    batch_free(be, &b);
     free(h_c);
     return st;
+}
+
+/* ---- statistics kept on the device across batches (collect) ---- */
+
+struct ss_dev_moments {
+    int64_t d, count;
+    double *mean, *m2, *ws; /* [d], [d, d] lower triangle (NULL: means only), [2d] */
+};
+
+static void cu_moments_acc_free(const ss_backend *be, ss_dev_moments *a) {
+    if (!a) return;
+    if (a->mean) cu_release(be, a->mean);
+    if (a->m2) cu_release(be, a->m2);
+    if (a->ws) cu_release(be, a->ws);
+    free(a);
+}
+
+static ss_status cu_moments_acc_create(const ss_backend *be, int64_t d, int want_m2, ss_dev_moments **out) {
+    *out = NULL;
+    ss_dev_moments *a = ss_calloc(1, sizeof *a, "device statistics");
+    if (!a) return SS_ERR_NOMEM;
+    a->d = d;
+    ss_status st;
+    if ((st = cu_alloc(be, (size_t)d * sizeof(double), "statistics (mean)", (void **)&a->mean)) ||
+        (st = cu_alloc(be, (size_t)(2 * d) * sizeof(double), "statistics (scratch)", (void **)&a->ws)) ||
+        (want_m2 && (st = cu_alloc(be, (size_t)(d * d) * sizeof(double), "statistics (co-moments)", (void **)&a->m2)))) {
+        cu_moments_acc_free(be, a);
+        return st;
+    }
+    *out = a;
+    return SS_OK;
+}
+
+static ss_status cu_moments_acc_add(const ss_backend *be, ss_dev_moments *a, const float *x, int64_t ld,
+                                   const int64_t *row_idx, int64_t n) {
+    if (n <= 0) return SS_OK;
+    if (a->count > INT64_MAX - n) return ss_errorf(SS_ERR_ARG, "%s: statistics: row count overflows int64", be->name);
+    batch_moments b;
+    ss_status st = batch_reduce(be, x, ld, row_idx, n, a->d, a->m2 != NULL, &b);
+    if (!st)
+        st = cuda_check(be, ss_cuda_moments_merge(a->mean, a->m2, a->d, b.m64, b.m32, b.cc, a->d, a->d, a->count, n, a->ws,
+                                                  IMPL(be)->stream),
+                        "statistics merge kernel");
+    batch_free(be, &b); /* released blocks are reused only by later work on the same stream */
+    if (!st) a->count += n;
+    return st;
+}
+
+static ss_status cu_moments_acc_take(const ss_backend *be, ss_dev_moments *a, int64_t *count, double *mean, double *m2) {
+    *count = a->count;
+    if (a->count) {
+        SS_TRY(cu_download(be, mean, a->mean, (size_t)a->d * sizeof(double)));
+        if (a->m2 && m2) SS_TRY(cu_download(be, m2, a->m2, (size_t)(a->d * a->d) * sizeof(double)));
+    }
+    a->count = 0; /* the next merge overwrites */
+    return SS_OK;
 }
 
 static ss_status cu_zero(const ss_backend *be, void *p, size_t bytes) {
@@ -1057,6 +1133,8 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
         .download_async = cu_download_async, .wait_copy = cu_wait_copy,
         .alloc_host = cu_alloc_host, .release_host = cu_release_host, .copy_rows = cu_copy_rows,
         .memory_stats = cu_memory_stats, .moments_chunk = cu_moments_chunk,
+        .moments_acc_create = cu_moments_acc_create, .moments_acc_add = cu_moments_acc_add,
+        .moments_acc_take = cu_moments_acc_take, .moments_acc_free = cu_moments_acc_free,
 #ifdef SS_CUDA_PCA
         .pca_top = cu_pca_top,
 #endif

@@ -58,6 +58,7 @@ typedef struct {
     const ss_backend *be;
     int64_t *rows;           /* scratch row list */
     double *mean, *m2;       /* scratch chunk moments */
+    ss_dev_moments **acc;    /* [n_groups * n_sites]: running totals on the device (moments_acc_*), or NULL */
 } collect_ctx;
 
 static ss_status parse_stats(const char *spec, stat_set *s) {
@@ -132,8 +133,51 @@ static ss_status add_rows_device(void *vctx, const ss_site *s, float *data, int6
             for (int64_t t = from; t < to; t++) c->rows[n++] = pk->start[q] + t;
         }
         if (!n) continue;
+        if (c->acc) {
+            SS_TRY(c->be->moments_acc_add(c->be, c->acc[g * c->n_sites + slot], data, ld, c->rows, n));
+            continue;
+        }
         SS_TRY(c->be->moments_chunk(c->be, data, ld, c->rows, n, s->width, c->mean, all->want_m2 ? c->m2 : NULL));
         SS_TRY(ss_moments_add_partial(&c->mom[g * c->n_sites + slot], n, c->mean, all->want_m2 ? c->m2 : NULL));
+    }
+    return SS_OK;
+}
+
+/* The device's running totals into the host's, at the end of a round (before
+ * the ranks merge and a checkpoint is written): one download per site and
+ * group instead of one per batch. */
+static ss_status take_device_totals(collect_ctx *c) {
+    for (int i = 0; c->acc && i < c->n_groups * c->n_sites; i++) {
+        ss_moments *m = &c->mom[i];
+        int64_t n;
+        SS_TRY(c->be->moments_acc_take(c->be, c->acc[i], &n, c->mean, m->want_m2 ? c->m2 : NULL));
+        SS_TRY(ss_moments_add_partial(m, n, c->mean, m->want_m2 ? c->m2 : NULL));
+    }
+    return SS_OK;
+}
+
+static void free_device_totals(collect_ctx *c) {
+    for (int i = 0; c->acc && i < c->n_groups * c->n_sites; i++) c->be->moments_acc_free(c->be, c->acc[i]);
+    free(c->acc);
+    c->acc = NULL;
+}
+
+/* Running totals on the device where the backend keeps them and they fit;
+ * else (NULL acc) each batch's moments are merged on the host. */
+static ss_status make_device_totals(collect_ctx *c) {
+    const ss_backend *be = c->be;
+    if (!be->moments_acc_create || !be->moments_acc_add || !be->moments_acc_take || !be->moments_acc_free) return SS_OK;
+    const int n = c->n_groups * c->n_sites;
+    if (!(c->acc = ss_calloc((size_t)n, sizeof *c->acc, "device statistics"))) return SS_ERR_NOMEM;
+    for (int i = 0; i < n; i++) {
+        const ss_moments *m = &c->mom[i];
+        ss_status st = be->moments_acc_create(be, m->d, m->want_m2, &c->acc[i]);
+        if (st == SS_ERR_NOMEM) {
+            fprintf(stderr, "subscope: %s; merging each batch's statistics on the host instead\n", ss_last_error());
+            free_device_totals(c);
+            return SS_OK;
+        }
+        if (st) return st;
     }
     return SS_OK;
 }
@@ -541,6 +585,7 @@ ss_status ss_job_collect(const ss_collect_job *job) {
         c.mean = ss_malloc((size_t)wmax * sizeof(double), "chunk means");
         c.m2 = need_m2 ? ss_malloc((size_t)(wmax * wmax) * sizeof(double), "chunk co-moments") : NULL;
         if (!c.rows || !c.mean || (need_m2 && !c.m2)) { st = SS_ERR_NOMEM; goto out; }
+        if ((st = make_device_totals(&c))) goto out;
         fo.hook = add_rows_device;
         fo.hook_on_device = 1;
     }
@@ -561,6 +606,7 @@ ss_status ss_job_collect(const ss_collect_job *job) {
             int64_t est = r0 + (b0 + nb - r0 - lo) * parts;
             if (progress && est < r1) progress(job->progress_ctx, est, p->n);
         }
+        if ((st = take_device_totals(&c))) goto out;
         if (size > 1 && (st = merge_ranks(&c, comm))) goto out;
         if (progress) progress(job->progress_ctx, r1, p->n);
         if (rank == 0 && job->checkpoint_every > 0 && r1 < p->n && (st = write_checkpoint(&c, ckpt, id, r1))) goto out;
@@ -587,6 +633,7 @@ ss_status ss_job_collect(const ss_collect_job *job) {
     if (!st) unlink(ckpt); /* the result is whole: the checkpoint has served */
 out:
     if (h) ss_h5_abort(h);
+    free_device_totals(&c);
     for (int i = 0; c.mom && i < c.n_groups * c.n_sites; i++) ss_moments_free(&c.mom[i]);
     free(c.mom);
     free(c.site_ids);

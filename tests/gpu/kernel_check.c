@@ -1116,6 +1116,79 @@ static void case_cov(void) {
             for (int tc = 0; tc < 2; tc++) cov_one(shapes[si][0], shapes[si][1], shapes[si][2], shapes[si][3], dt, tc);
 }
 
+/* collect's merge on the device (kernels/moments_merge.cu) against the same
+ * formula on the host in fp64 (the arithmetic of ss_moments_add_partial):
+ * both do the same fp64 operations, the device perhaps fused into FMAs, so
+ * each entry agrees to 1e-13 of the sum of its terms' magnitudes. The first
+ * merge (na = 0) overwrites; above the diagonal the NaN fill must stay. */
+static void case_moments_merge(void) {
+    const int64_t shapes[][3] = {{1, 0, 3}, {37, 0, 9}, {37, 5, 9}, {300, 1000, 77}, {1031, 12, 4096}};
+    for (int si = 0; si < 5; si++) {
+        const int64_t d = shapes[si][0], na = shapes[si][1], nb = shapes[si][2];
+        char name[96];
+        snprintf(name, sizeof name, "moments_merge d=%lld na=%lld nb=%lld", (long long)d, (long long)na, (long long)nb);
+        if (!selected(name)) continue;
+        unsigned s = 99 + (unsigned)si;
+        double *ma = xmalloc((size_t)d * 8), *mb = xmalloc((size_t)d * 8), *m2 = xmalloc((size_t)(d * d) * 8);
+        double *want_m = xmalloc((size_t)d * 8), *want = xmalloc((size_t)(d * d) * 8), *mag = xmalloc((size_t)(d * d) * 8);
+        float *m32 = xmalloc((size_t)d * 4), *c = xmalloc((size_t)(d * d) * 4);
+        for (int64_t i = 0; i < d; i++) {
+            ma[i] = 5.0 + frand(&s), mb[i] = 5.0 + frand(&s);
+            m32[i] = (float)mb[i] + 1e-3f * frand(&s);
+        }
+        for (int64_t i = 0; i < d * d; i++) {
+            m2[i] = (double)nb * (1.0 + frand(&s)) * 0.5;
+            c[i] = (float)nb * frand(&s);
+            if (i % d > i / d) m2[i] = NAN; /* above the diagonal */
+        }
+        const double n = (double)na + (double)nb, fb = (double)nb / n, alpha = (double)na * fb;
+        for (int64_t i = 0; i < d; i++) want_m[i] = na ? ma[i] + (mb[i] - ma[i]) * fb : mb[i];
+        for (int64_t i = 0; i < d; i++)
+            for (int64_t j = 0; j <= i; j++) {
+                const double ei = mb[i] - m32[i], ej = mb[j] - m32[j], di = na ? mb[i] - ma[i] : 0, dj = na ? mb[j] - ma[j] : 0;
+                const double bij = (double)c[i * d + j] - (double)nb * ei * ej;
+                want[i * d + j] = na ? (m2[i * d + j] + bij) + alpha * di * dj : bij;
+                mag[i * d + j] = fabs((double)c[i * d + j]) + fabs((double)nb * ei * ej) +
+                                 (na ? fabs(m2[i * d + j]) + fabs(alpha * di * dj) : 0);
+            }
+        double *dma = dup_to_dev(ma, (size_t)d * 8), *dmb = dup_to_dev(mb, (size_t)d * 8);
+        double *dm2 = dup_to_dev(m2, (size_t)(d * d) * 8), *dws = dalloc((size_t)(2 * d) * 8);
+        float *dm32 = dup_to_dev(m32, (size_t)d * 4), *dc = dup_to_dev(c, (size_t)(d * d) * 4);
+        double t0 = ss_now();
+        int rc = ss_cuda_moments_merge(dma, dm2, d, dmb, dm32, dc, d, d, na, nb, dws, g_stream);
+        CU(cudaStreamSynchronize(g_stream), name);
+        double ms = 1e3 * (ss_now() - t0);
+        to_host(ma, dma, (size_t)d * 8);
+        to_host(m2, dm2, (size_t)(d * d) * 8);
+        int64_t bad = 0, above = 0;
+        double maxr = 0;
+        for (int64_t i = 0; i < d; i++) bad += !(fabs(ma[i] - want_m[i]) <= 1e-13 * fabs(want_m[i]));
+        for (int64_t i = 0; i < d; i++)
+            for (int64_t j = 0; j < d; j++) {
+                if (j > i) {
+                    above += !isnan(m2[i * d + j]);
+                    continue;
+                }
+                const double diff = fabs(m2[i * d + j] - want[i * d + j]), e = mag[i * d + j] > 0 ? diff / mag[i * d + j] : diff;
+                maxr = e > maxr ? e : maxr;
+                bad += !(e <= 1e-13);
+            }
+        g_cases++;
+        const int fail = rc != 0 || bad || above;
+        printf("CASE %-62s n=%-9lld max_err/sum|terms|=%.2e ms=%.3f tol=1e-13 %s", name, (long long)d, maxr, ms,
+               fail ? "FAIL" : "ok");
+        if (fail) {
+            printf(" (launcher %d, %lld outside tolerance, %lld written above the diagonal)", rc, (long long)bad,
+                   (long long)above);
+            g_failed++;
+        }
+        printf("\n");
+        fflush(stdout);
+        dfree(dma), dfree(dmb), dfree(dm2), dfree(dws), dfree(dm32), dfree(dc);
+        free(ma), free(mb), free(m2), free(want_m), free(want), free(mag), free(m32), free(c);
+    }
+}
+
 /* ---- the backward pass ------------------------------------------------- */
 
 /* run_twice for ops that accumulate: every output is reset to its initial
@@ -1911,6 +1984,7 @@ int main(int argc, char **argv) {
     case_softmax();
     case_attention();
     case_cov();
+    case_moments_merge();
     case_sum_rows();
     case_layernorm_bwd();
     case_rmsnorm_bwd();

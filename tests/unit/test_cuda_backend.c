@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include "subscope/forward.h"
+#include "subscope/stats.h"
 #include "subscope/util.h"
 #include "test.h"
 
@@ -341,10 +342,10 @@ TEST(cuda_emulated_tensor_core_attention_is_opt_in) {
 #include "subscope/h5out.h"
 #include "subscope/jobs.h"
 
-static int collect_to(const char *out, ss_backend *be, const char *input) {
+static int collect_to(const char *out, ss_backend *be, const char *input, int64_t checkpoint_every) {
     ss_collect_job j = {.run = {.model_dir = "models/tiny-gpt2", .input = input, .batch = 5, .backend = be},
                         .out = out, .sites = "blocks.0.hook_resid_pre,blocks.2.mlp.hook_post", .stats = "mean,cov,pca:3",
-                        .group_by = "label"};
+                        .group_by = "label", .checkpoint_every = checkpoint_every};
     return ss_job_collect(&j) == SS_OK;
 }
 
@@ -353,7 +354,7 @@ static int collect_to(const char *out, ss_backend *be, const char *input) {
  * bounds the principal values by cov_tol * trace (Weyl: the spectral norm
  * of the difference is at most its Frobenius norm, <= cov_tol * trace) and
  * leaves the vectors unchecked, since their movement depends on the gaps. */
-static void collect_matches_cpu(double cov_tol) {
+static void collect_matches_cpu(double cov_tol, int64_t checkpoint_every) {
     char in[512], a[512], b[512];
     snprintf(in, sizeof in, "%s/lab.jsonl", ss_test_tmp_dir());
     snprintf(a, sizeof a, "%s/col_cpu.h5", ss_test_tmp_dir());
@@ -365,9 +366,9 @@ static void collect_matches_cpu(double cov_tol) {
     fclose(f);
     ss_backend *gpu = NULL;
     CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
-    int ok_cpu = collect_to(a, (ss_backend *)ss_backend_cpu(), in);
+    int ok_cpu = collect_to(a, (ss_backend *)ss_backend_cpu(), in, 0);
     CHECK_MSG(ok_cpu, "cpu collect: %s", ss_last_error());
-    int ok_gpu = collect_to(b, gpu, in);
+    int ok_gpu = collect_to(b, gpu, in, checkpoint_every);
     ss_backend_cuda_close(gpu);
     CHECK_MSG(ok_gpu, "gpu collect: %s", ss_last_error());
     ss_h5_reader *ra, *rb;
@@ -433,13 +434,87 @@ static void collect_matches_cpu(double cov_tol) {
  * each term by at most 2^-7 of itself: sum |a_i a_j| <= (n - 1)
  * sqrt(var_i var_j) (Cauchy-Schwarz), so 2^-7 (plus the fp32 kernels' 1e-5)
  * bounds the covariance difference over sqrt(var_i var_j). */
-TEST(cuda_emulated_collect_matches_cpu) { collect_matches_cpu(1e-5); }
+/* The default run writes checkpoints every 3 prompts: the device's running
+ * totals (moments_acc_*) go to the host at the end of each round of 3. */
+TEST(cuda_emulated_collect_matches_cpu) { collect_matches_cpu(1e-5, 3); }
 TEST(cuda_emulated_collect_cov_kernel_matches_cpu) {
     setenv("SUBSCOPE_COV_KERNEL", "1", 1);
-    collect_matches_cpu(1e-5);
+    collect_matches_cpu(1e-5, 0);
     setenv("SUBSCOPE_COV_KERNEL", "tc", 1);
-    collect_matches_cpu(0x1p-7 + 1e-5);
+    collect_matches_cpu(0x1p-7 + 1e-5, 0);
     unsetenv("SUBSCOPE_COV_KERNEL");
+}
+
+/* The device's running statistics (moments_acc_*: gather, means, products and
+ * Chan's merge in fp64 on the device, kernels/moments_merge.cu) against
+ * moments_chunk per batch merged on the host (ss_moments_add_partial): the
+ * same fp32 products, merges in another order, so equal to 1e-12 of the
+ * scale sqrt(m2_ii m2_jj); and against the CPU's fp64 accumulation of all
+ * rows, to the fp32 products' 1e-5. Rows are picked out of order from a
+ * strided buffer with an offset mean (so centring matters); take() starts
+ * again from empty; a means-only accumulator has no co-moments. */
+TEST(cuda_emulated_device_moments_match_host_merges) {
+    ss_backend *gpu = NULL;
+    CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
+    const int64_t d = 37, ld = 41, rows = 50;
+    float *x = ss_test_rvec(rows * ld, 5, 1.0f);
+    for (int64_t i = 0; i < rows * ld; i++) x[i] = 2.f * x[i] + 10.f + (float)(i % 7);
+    int64_t idx[50];
+    for (int i = 0; i < 50; i++) idx[i] = (i * 17) % 50; /* a permutation */
+    void *dx;
+    CHECK_OK(gpu->alloc(gpu, (size_t)(rows * ld) * sizeof(float), "x", &dx));
+    CHECK_OK(gpu->upload(gpu, dx, x, (size_t)(rows * ld) * sizeof(float)));
+    ss_moments chunked, dev, cpu, mean_only;
+    CHECK_OK(ss_moments_init(&chunked, d, 1));
+    CHECK_OK(ss_moments_init(&dev, d, 1));
+    CHECK_OK(ss_moments_init(&cpu, d, 1));
+    CHECK_OK(ss_moments_init(&mean_only, d, 0));
+    double *mean = malloc((size_t)d * sizeof(double)), *m2 = malloc((size_t)(d * d) * sizeof(double));
+    ss_dev_moments *acc = NULL, *acc1 = NULL;
+    CHECK_OK(gpu->moments_acc_create(gpu, d, 1, &acc));
+    CHECK_OK(gpu->moments_acc_create(gpu, d, 0, &acc1));
+    /* batches of 1, 19 and 30 rows; the accumulator is taken after the second and at the end */
+    const int64_t cut[4] = {0, 1, 20, 50};
+    for (int k = 0; k < 3; k++) {
+        const int64_t *r = idx + cut[k], n = cut[k + 1] - cut[k];
+        CHECK_OK(gpu->moments_chunk(gpu, dx, ld, r, n, d, mean, m2));
+        CHECK_OK(ss_moments_add_partial(&chunked, n, mean, m2));
+        CHECK_OK(gpu->moments_acc_add(gpu, acc, dx, ld, r, n));
+        CHECK_OK(gpu->moments_acc_add(gpu, acc1, dx, ld, r, n));
+        for (int64_t q = 0; q < n; q++) CHECK_OK(ss_moments_add_f32(&cpu, x + r[q] * ld, 1, ld));
+        if (k == 1 || k == 2) {
+            int64_t cnt;
+            CHECK_OK(gpu->moments_acc_take(gpu, acc, &cnt, mean, m2));
+            CHECK(cnt == (k == 1 ? 20 : 30));
+            CHECK_OK(ss_moments_add_partial(&dev, cnt, mean, m2));
+        }
+    }
+    int64_t cnt1;
+    CHECK_OK(gpu->moments_acc_take(gpu, acc1, &cnt1, mean, NULL));
+    CHECK_OK(ss_moments_add_partial(&mean_only, cnt1, mean, NULL));
+    CHECK(dev.count == 50 && chunked.count == 50 && cpu.count == 50 && mean_only.count == 50);
+    double worst_chunk = 0, worst_cpu = 0;
+    for (int64_t i = 0; i < d; i++) {
+        CHECK_NEAR(dev.mean[i], chunked.mean[i], 1e-12 * fabs(chunked.mean[i]));
+        CHECK_NEAR(mean_only.mean[i], chunked.mean[i], 1e-12 * fabs(chunked.mean[i]));
+        CHECK_NEAR(dev.mean[i], cpu.mean[i], 1e-9 * fabs(cpu.mean[i]));
+        for (int64_t j = 0; j <= i; j++) {
+            double scale = sqrt(cpu.m2[i * d + i] * cpu.m2[j * d + j]);
+            double e1 = fabs(dev.m2[i * d + j] - chunked.m2[i * d + j]) / scale;
+            double e2 = fabs(dev.m2[i * d + j] - cpu.m2[i * d + j]) / scale;
+            worst_chunk = e1 > worst_chunk ? e1 : worst_chunk;
+            worst_cpu = e2 > worst_cpu ? e2 : worst_cpu;
+        }
+    }
+    printf(" [m2 vs host merges %.1e, vs CPU fp64 %.1e of sqrt(m2_ii m2_jj)]", worst_chunk, worst_cpu);
+    CHECK(worst_chunk <= 1e-12 && worst_cpu <= 1e-5);
+    gpu->moments_acc_free(gpu, acc);
+    gpu->moments_acc_free(gpu, acc1);
+    gpu->release(gpu, dx);
+    ss_moments_free(&chunked), ss_moments_free(&dev), ss_moments_free(&cpu);
+    ss_moments_free(&mean_only);
+    free(mean), free(m2), free(x);
+    ss_backend_cuda_close(gpu);
 }
 
 /* Two prompts of 5 and 7 tokens packed into 12 rows, ids spread over the vocabulary. */
