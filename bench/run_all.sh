@@ -11,6 +11,7 @@
 #   bench/run_all.sh --gpu-only            the GPU steps only (a short GPU session)
 #   bench/run_all.sh --only cpu_ablate     the mask sweep: subscope ablate vs a PyTorch hook loop
 #   bench/run_all.sh --only cpu_attribute  attribution cost vs forward and PyTorch; atp vs patch
+#   bench/run_all.sh --only cpu_collect    statistics at every MLP site vs the forward pass
 #   bench/run_all.sh --only cpu_llama      SmolLM2-135M shape: subscope vs transformers Llama on the CPU
 #   bench/run_all.sh --only gpu_llama --no-install   Llama 1B / 7B shapes in bf16 on the GPU vs HF
 #
@@ -39,8 +40,8 @@
 # (no network, --no-install), CPU steps are skipped and GPU steps run without a peer.
 set -euo pipefail
 
-CPU_STEPS="cpu_forward cpu_ablate cpu_attribute cpu_llama"
-GPU_STEPS="gpu_kernels gpu_forward gpu_attribute gpu_ablate gpu_llama"
+CPU_STEPS="cpu_forward cpu_ablate cpu_attribute cpu_collect cpu_llama"
+GPU_STEPS="gpu_kernels gpu_forward gpu_attribute gpu_collect gpu_ablate gpu_llama"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -92,9 +93,10 @@ HOST="${HOST:-$(hostname -s 2>/dev/null || hostname)}"
 CPU_JSON="$ROOT/bench/results/cpu-$HOST-$(date -u +%Y%m%d).json"
 ABLATE_JSON="$ROOT/bench/results/cpu-ablate-$HOST-$(date -u +%Y%m%d).json"
 ATTR_JSON="$ROOT/bench/results/cpu-attribute-$HOST-$(date -u +%Y%m%d).json"
+COLLECT_JSON="$ROOT/bench/results/cpu-collect-$HOST-$(date -u +%Y%m%d).json"
 LLAMA_CPU_JSON="$ROOT/bench/results/cpu-llama-$HOST-$(date -u +%Y%m%d).json"
 # A quick run is a smoke test: its CPU numbers (128 tokens) stay out of bench/results.
-[ "$QUICK" = 0 ] || CPU_JSON="$WORK/cpu-quick-$HOST.json" ABLATE_JSON="$WORK/cpu-ablate-quick-$HOST.json" ATTR_JSON="$WORK/cpu-attribute-quick-$HOST.json" LLAMA_CPU_JSON="$WORK/cpu-llama-quick-$HOST.json"
+[ "$QUICK" = 0 ] || CPU_JSON="$WORK/cpu-quick-$HOST.json" ABLATE_JSON="$WORK/cpu-ablate-quick-$HOST.json" ATTR_JSON="$WORK/cpu-attribute-quick-$HOST.json" COLLECT_JSON="$WORK/cpu-collect-quick-$HOST.json" LLAMA_CPU_JSON="$WORK/cpu-llama-quick-$HOST.json"
 
 have_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; }
 
@@ -331,6 +333,35 @@ bench_cpu_attribute() {
     say "cpu_attribute: attribute gradxact vs forward${PY:+ and PyTorch}; atp vs patch --per neuron"
     ${PY:-python3} bench/bench_attribute.py --model "$model" --prompts "$prompts" --device cpu --batch 8 \
         --reps "$REPS" "${peer[@]}" --json "$ATTR_JSON"
+}
+
+# Statistics (issue 4): collect --stats mean,cov at every MLP site against the same job with one
+# small site's mean (the forward pass), net of the fixed cost (bench/bench_collect.py). On a GPU
+# the target: <= 1.15 x forward + the covariance products at cublasSsyrk's rate (from gpu_kernels).
+bench_cpu_collect() {
+    local name; if [ "$SMALL" = 1 ]; then name=small; else name=gpt2-small; fi
+    local model="$WORK/$name" prompts="$WORK/$name/prompts-16x${TOKENS}.jsonl"
+    python3 bench/make_model.py --out "$model" $([ "$SMALL" = 1 ] && echo --small) --stdlib \
+        --prompts "$prompts" --n-prompts 16 --tokens "$TOKENS" >&2
+    say "cpu_collect: collect --stats mean,cov at every MLP site vs the forward pass"
+    python3 bench/bench_collect.py --model "$model" --prompts "$prompts" --device cpu --batch 8 --reps "$REPS" \
+        --json "$COLLECT_JSON" || NOTES+=("cpu_collect failed")
+}
+
+bench_gpu_collect() {
+    if ! cuda_built; then
+        say "gpu_collect skipped: bin/subscope was built without CUDA"; NOTES+=("gpu_collect skipped: no CUDA build"); return
+    fi
+    local model prompts kern=() reps=3
+    [ "$QUICK" = 1 ] && reps=2
+    model=$(gpu_model gpt2-small)
+    prompts="$GPU_WORK/collect-prompts-32x1024.jsonl"
+    mkdir -p "$GPU_WORK"
+    python3 bench/make_model.py --out "$model" --shape gpt2-small --stdlib --prompts "$prompts" --n-prompts 32 --tokens 1024 >&2
+    [ -f "$GPU_WORK/kernels.json" ] && kern=(--kernels "$GPU_WORK/kernels.json")
+    say "gpu_collect: collect --stats mean,cov at 12 MLP sites vs the forward pass (32 x 1024 tokens, batch 16)"
+    python3 bench/bench_collect.py --model "$model" --prompts "$prompts" --device cuda --batch 16 --reps "$reps" \
+        ${kern[@]+"${kern[@]}"} --json "$ROOT/bench/results/gpu-collect-$HOST-$(date -u +%Y%m%d).json" || NOTES+=("gpu_collect failed")
 }
 
 bench_gpu_attribute() {

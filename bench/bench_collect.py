@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Collection benchmark (issue 4's first target): what statistics cost on top of the forward pass.
+
+  collect    `subscope collect --stats mean,cov` at every MLP site (--sites)
+  forward    the same job with the statistics of one small site only
+             (`blocks.0.hook_resid_pre`, mean): the forward pass and the job's own costs
+  fixed      that small job on the first prompt alone: process start, model load, HDF5
+
+all on the same prompts, device and batch, each --reps times as a fresh process (medians).
+net = median - fixed. The target: collect_net <= 1.15 x forward_net + the covariance
+products' time at cuBLAS's rate, where the products are one triangle of X^T X per site and
+batch, n d (d+1) FLOPs for n rows of width d, and the rate is cublasSsyrk's from
+kernel_bench's JSON (--kernels: the cov.d<D>.ssyrk.fp32 line nearest each width) or
+--syrk-tflops. Without either (a CPU run) only the ratio collect_net / forward_net is given.
+
+Writes one JSON object to --json and prints a line per measurement.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SS = os.path.join(ROOT, "bin", "subscope")
+
+
+def log(msg):
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def timed(cmd, reps):
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        times.append(time.perf_counter() - t0)
+        if r.returncode:
+            sys.exit(f"bench_collect: {' '.join(cmd)} failed:\n{r.stderr}")
+    return statistics.median(times)
+
+
+def syrk_rates(path):
+    """{d: TFLOP/s} of cublasSsyrk from kernel_bench's JSON (useful FLOPs, as it reports them)."""
+    rates = {}
+    for r in json.load(open(path)).get("results", []):
+        n = r.get("name", "")
+        if n.startswith("cov.d") and n.endswith(".ssyrk.fp32") and r.get("tflops"):
+            rates[int(n[len("cov.d"):-len(".ssyrk.fp32")])] = r["tflops"]
+    return rates
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--prompts", required=True, help='JSONL of {"tokens": [...]}')
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--sites", default="blocks.*.mlp.hook_post", help="(only this value: the FLOP count assumes it)")
+    ap.add_argument("--kernels", help="kernel_bench's JSON, for cublasSsyrk's rate")
+    ap.add_argument("--syrk-tflops", type=float, help="cublasSsyrk's rate, if there is no --kernels")
+    ap.add_argument("--json", required=True)
+    a = ap.parse_args()
+    if a.sites != "blocks.*.mlp.hook_post":
+        sys.exit("bench_collect: the FLOP count assumes --sites blocks.*.mlp.hook_post")
+    cfg = json.load(open(os.path.join(a.model, "config.json")))
+    n_layer = cfg.get("n_layer", cfg.get("num_hidden_layers"))
+    width = cfg.get("n_inner") or 4 * cfg.get("n_embd", 0) or cfg.get("intermediate_size")
+    lines = [l for l in open(a.prompts) if l.strip()]
+    rows = sum(len(json.loads(l)["tokens"]) for l in lines)
+    common = ["--model", a.model, "--batch", str(a.batch), "--device", a.device, "--compress", "0"]
+    small = ["--sites", "blocks.0.hook_resid_pre", "--stats", "mean"]
+    with tempfile.TemporaryDirectory() as tmp:
+        first = os.path.join(tmp, "first.jsonl")
+        with open(first, "w") as f:
+            f.write(lines[0])
+        log(f"collect ({a.device}): fixed cost, forward, statistics at {a.sites}")
+        fixed = timed([SS, "collect", *common, *small, "--input", first, "--out", f"{tmp}/x.h5"], a.reps)
+        fwd = timed([SS, "collect", *common, *small, "--input", a.prompts, "--out", f"{tmp}/f.h5"], a.reps)
+        col = timed([SS, "collect", *common, "--sites", a.sites, "--stats", "mean,cov", "--input", a.prompts,
+                     "--out", f"{tmp}/c.h5"], a.reps)
+    flops = float(n_layer) * rows * width * (width + 1)
+    fwd_net, col_net = fwd - fixed, col - fixed
+    out = {"device": a.device, "model": a.model, "prompts": a.prompts, "n_prompts": len(lines), "rows": rows,
+           "batch": a.batch, "reps": a.reps, "sites": a.sites, "n_sites": n_layer, "width": width,
+           "fixed_s": fixed, "forward_s": fwd, "collect_s": col, "forward_net_s": fwd_net, "collect_net_s": col_net,
+           "ratio": col_net / fwd_net if fwd_net > 0 else None, "cov_flops": flops}
+    rate = a.syrk_tflops
+    if a.kernels and not rate:
+        rates = syrk_rates(a.kernels)
+        if rates:
+            rate = rates[min(rates, key=lambda d: abs(d - width))]
+    if rate:
+        budget = 1.15 * fwd_net + flops / (rate * 1e12)
+        out.update({"syrk_tflops": rate, "cov_at_cublas_s": flops / (rate * 1e12), "target_s": budget,
+                    "target_met": col_net <= budget})
+    with open(a.json, "w") as f:
+        json.dump(out, f, indent=1)
+    print(f"collect ({a.device}, {len(lines)} prompts, {rows} rows, {n_layer} sites of {width}): "
+          f"{col_net:.2f} s net vs forward {fwd_net:.2f} s = {out['ratio']:.2f}x (fixed {fixed:.2f} s)")
+    if rate:
+        print(f"  target: <= 1.15 x forward + {out['cov_at_cublas_s']:.3f} s of products at {rate:.1f} TFLOP/s "
+              f"(Ssyrk) = {budget:.2f} s: {'PASS' if out['target_met'] else 'FAIL'}")
+
+
+if __name__ == "__main__":
+    main()
