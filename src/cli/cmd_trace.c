@@ -1,4 +1,5 @@
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "cli.h"
 #include "subscope/dist.h"
@@ -44,8 +45,12 @@ static int run_trace(cli_cmd *cmd) {
     return 0;
 }
 
-/* One prompt: trace splits over ranks only as the stages of a pipeline. */
-static int trace_ranks(const cli_cmd *cmd) { return cli_get(cmd, "pipeline") != NULL; }
+/* One prompt: trace splits over ranks only as the stages of a pipeline
+ * (--pipeline P > 1; the job then checks that there are exactly P ranks). */
+static int trace_ranks(const cli_cmd *cmd) {
+    const char *p = cli_get(cmd, "pipeline");
+    return p && atoi(p) > 1;
+}
 
 cli_cmd cmd_trace = {
     "trace", "step through one prompt: each position's prediction and each sub-model's activity, attribution and ablation effect",

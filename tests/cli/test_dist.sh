@@ -42,6 +42,10 @@ res=$($MPI -np 2 "$SUBSCOPE" trace --model $M --prompt 'The cat' --submodels dat
 if [ $rc -ne 0 ] && printf '%s' "$res" | grep -q "subscope trace: error: started as one of 2 ranks (OMPI_COMM_WORLD_SIZE=2), but trace runs in one process" &&
    [ ! -e "$TMP/tr.h5" ]; then pass "trace under mpirun -np 2 without --pipeline: refused before it starts, no file"
 else fail "trace under mpirun -np 2" "exit $rc" "$(printf '%s' "$res" | head -n 2)"; fi
+res=$($MPI -np 2 "$SUBSCOPE" trace --model $M --prompt 'The cat' --submodels data/demo_submodels.jsonl --pipeline 1 2>&1); rc=$?
+[ $rc -ne 0 ] && printf '%s' "$res" | grep -q "but trace runs in one process" &&
+    pass "trace --pipeline 1 under mpirun -np 2: refused (a one-stage pipeline is one process)" ||
+    fail "trace --pipeline 1 under mpirun -np 2" "exit $rc" "$(printf '%s' "$res" | head -n 2)"
 res=$($MPI -np 2 "$SUBSCOPE" info --model $M 2>&1); rc=$?
 [ $rc -ne 0 ] && printf '%s' "$res" | grep -q "but info runs in one process (except info --dist)" &&
     pass "info --model under mpirun -np 2: refused" || fail "info --model under mpirun -np 2" "exit $rc" "$(printf '%s' "$res" | head -n 2)"
