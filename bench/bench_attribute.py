@@ -41,7 +41,7 @@ def timed(cmd, reps):
         r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         times.append(time.perf_counter() - t0)
         if r.returncode:
-            sys.exit(f"bench_attribute: {' '.join(cmd)} failed:\n{r.stderr}")
+            sys.exit(f"{os.path.basename(sys.argv[0])}: {' '.join(cmd)} failed:\n{r.stderr}")
     return statistics.median(times), min(times)
 
 

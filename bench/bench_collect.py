@@ -18,29 +18,10 @@ Writes one JSON object to --json and prints a line per measurement.
 import argparse
 import json
 import os
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SS = os.path.join(ROOT, "bin", "subscope")
-
-
-def log(msg):
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
-def timed(cmd, reps):
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        times.append(time.perf_counter() - t0)
-        if r.returncode:
-            sys.exit(f"bench_collect: {' '.join(cmd)} failed:\n{r.stderr}")
-    return statistics.median(times)
+from bench_attribute import SS, log, timed  # fresh-process timing: (median, min) of --reps runs
 
 
 def syrk_rates(path):
@@ -79,9 +60,9 @@ def main():
         with open(first, "w") as f:
             f.write(lines[0])
         log(f"collect ({a.device}): fixed cost, forward, statistics at {a.sites}")
-        fixed = timed([SS, "collect", *common, *small, "--input", first, "--out", f"{tmp}/x.h5"], a.reps)
-        fwd = timed([SS, "collect", *common, *small, "--input", a.prompts, "--out", f"{tmp}/f.h5"], a.reps)
-        col = timed([SS, "collect", *common, "--sites", a.sites, "--stats", "mean,cov", "--input", a.prompts,
+        fixed, _ = timed([SS, "collect", *common, *small, "--input", first, "--out", f"{tmp}/x.h5"], a.reps)
+        fwd, _ = timed([SS, "collect", *common, *small, "--input", a.prompts, "--out", f"{tmp}/f.h5"], a.reps)
+        col, _ = timed([SS, "collect", *common, "--sites", a.sites, "--stats", "mean,cov", "--input", a.prompts,
                      "--out", f"{tmp}/c.h5"], a.reps)
     flops = float(n_layer) * rows * width * (width + 1)
     fwd_net, col_net = fwd - fixed, col - fixed
