@@ -139,6 +139,11 @@ struct ss_backend {
      * pre-activation (no hook on hook_pre, no backward pass). */
     ss_status (*matmul_gelu)(const ss_backend *be, float *C, const float *A, const void *B, int b_dtype,
                              const float *bias, int64_t M, int64_t N, int64_t K, int trans_b, ss_act act);
+    /* Optional (NULL: matmul into scratch, then add): C += A · op(B) + bias, for
+     * the products that end a block's halves where nothing reads their output
+     * (no hook on attn_out / mlp_out): the residual stream takes them directly. */
+    ss_status (*matmul_add)(const ss_backend *be, float *C, const float *A, const void *B, int b_dtype,
+                            const float *bias, int64_t M, int64_t N, int64_t K, int trans_b);
     ss_status (*add)(const ss_backend *be, float *out, const float *a, const float *b, int64_t n);
     /* tok_out[i,:] = wte[tokens[i],:] and pos_out[i,:] = wpe[pos[i],:] for n rows
      * (tokens and pos are backend buffers; the tables hold wdtype elements).

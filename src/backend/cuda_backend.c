@@ -510,14 +510,14 @@ static ss_status cu_sync(const ss_backend *be) {
 
 /* Row-major C[M,N] = A[M,K]·op(B) is column-major C^T = op(B)^T·A^T, so
  * cuBLAS is called with the operands swapped. */
-/* C[M,N] = act(A B^T + bias) (row-major; cuBLAS's column-major C^T = B A^T)
- * through cuBLASLt, the bias and GELU (tanh) added in the product's
+/* C[M,N] = act(A B^T + bias) (+ C with accumulate; row-major, cuBLAS's
+ * column-major C^T = B A^T) through cuBLASLt, the bias and GELU (tanh) added in the product's
  * epilogue instead of by a pass of the bias kernel over C (one read and one
  * write of C saved). A is of type t, fp32 or the weights' 16-bit type; B the
  * weights, [N,K] (trans_b) or [K,N]. Returns cuBLASLt's status; the caller
  * falls back on anything but success. */
 static cublasStatus_t lt_matmul(cuda_impl *c, float *C, const void *A, const void *B, cudaDataType t, const float *bias,
-                                int gelu, int64_t M, int64_t N, int64_t K, int trans_b) {
+                                int gelu, int accumulate, int64_t M, int64_t N, int64_t K, int trans_b) {
     cublasLtMatmulDesc_t desc = NULL;
     cublasLtMatrixLayout_t ad = NULL, bd = NULL, cd = NULL;
     const int32_t ta = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, tb = CUBLAS_OP_N;
@@ -535,7 +535,8 @@ static cublasStatus_t lt_matmul(cuda_impl *c, float *C, const void *A, const voi
                         : cublasLtMatrixLayoutCreate(&ad, t, (uint64_t)N, (uint64_t)K, N);
     if (!s) s = cublasLtMatrixLayoutCreate(&bd, t, (uint64_t)K, (uint64_t)M, K);
     if (!s) s = cublasLtMatrixLayoutCreate(&cd, CUDA_R_32F, (uint64_t)N, (uint64_t)M, N);
-    if (!s) s = cublasLtMatmul(c->lt, desc, &one, B, ad, A, bd, &zero, C, cd, C, cd, NULL, NULL, 0, c->stream);
+    if (!s) s = cublasLtMatmul(c->lt, desc, &one, B, ad, A, bd, accumulate ? &one : &zero, C, cd, C, cd, NULL, NULL, 0,
+                               c->stream);
     if (cd) cublasLtMatrixLayoutDestroy(cd);
     if (bd) cublasLtMatrixLayoutDestroy(bd);
     if (ad) cublasLtMatrixLayoutDestroy(ad);
@@ -543,18 +544,19 @@ static cublasStatus_t lt_matmul(cuda_impl *c, float *C, const void *A, const voi
     return s;
 }
 
-/* C = act(A op(B) + bias), act one of SS_CUDA_GELU_TANH, _ERF, _ACT_NONE: the
- * product by cuBLAS, then the bias and the activation in one pass of the
- * bias kernel; or all of it in cuBLASLt (SUBSCOPE_BIAS_EPILOGUE=1, tanh GELU
+/* C = act(A op(B) + bias), act one of SS_CUDA_GELU_TANH, _ERF, _ACT_NONE, or
+ * with accumulate (act none) C += A op(B) + bias: the product by cuBLAS (beta
+ * 1 to accumulate), then the bias and the activation in one pass of the bias
+ * kernel; or all of it in cuBLASLt (SUBSCOPE_BIAS_EPILOGUE=1, tanh GELU
  * only), falling back to the former where cuBLASLt declines. */
 static ss_status cu_product(const ss_backend *be, float *C, const float *A, const void *B, int b_dtype,
-                            const float *bias, int64_t M, int64_t N, int64_t K, int trans_b, int act) {
+                            const float *bias, int64_t M, int64_t N, int64_t K, int trans_b, int act, int accumulate) {
     if (M <= 0 || N <= 0) return SS_OK;
     if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX)
         return ss_errorf(SS_ERR_UNSUPPORTED, "%s: matrix product %lld x %lld x %lld exceeds cuBLAS's 32-bit sizes",
                          be->name, (long long)M, (long long)N, (long long)K);
     cuda_impl *c = IMPL(be);
-    const float one = 1.f, zero = 0.f;
+    const float one = 1.f, zero = 0.f, *beta = accumulate ? &one : &zero;
     cublasOperation_t opb = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     int ldb = trans_b ? (int)K : (int)N;
     const int lt = c->lt && (bias || act == SS_CUDA_GELU_TANH) && act != SS_CUDA_GELU_ERF;
@@ -574,16 +576,16 @@ static ss_status cu_product(const ss_backend *be, float *C, const float *A, cons
         KL(ss_cuda_convert(c->a16, f16 ? SS_CUDA_F16 : SS_CUDA_BF16, A, SS_CUDA_F32, (int64_t)need, c->stream),
            "16-bit conversion");
         const cudaDataType t16 = f16 ? CUDA_R_16F : CUDA_R_16BF;
-        if (lt && lt_matmul(c, C, c->a16, B, t16, bias, act == SS_CUDA_GELU_TANH, M, N, K, trans_b) ==
+        if (lt && lt_matmul(c, C, c->a16, B, t16, bias, act == SS_CUDA_GELU_TANH, accumulate, M, N, K, trans_b) ==
                       CUBLAS_STATUS_SUCCESS)
             return SS_OK;
-        s = cublasGemmEx(c->blas, opb, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one, B, t16, ldb, c->a16, t16, (int)K, &zero,
+        s = cublasGemmEx(c->blas, opb, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one, B, t16, ldb, c->a16, t16, (int)K, beta,
                          C, CUDA_R_32F, (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     } else if (b_dtype == SS_WDTYPE_F32) {
-        if (lt && lt_matmul(c, C, A, B, CUDA_R_32F, bias, act == SS_CUDA_GELU_TANH, M, N, K, trans_b) ==
+        if (lt && lt_matmul(c, C, A, B, CUDA_R_32F, bias, act == SS_CUDA_GELU_TANH, accumulate, M, N, K, trans_b) ==
                       CUBLAS_STATUS_SUCCESS)
             return SS_OK;
-        s = cublasSgemm(c->blas, opb, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one, B, ldb, A, (int)K, &zero, C, (int)N);
+        s = cublasSgemm(c->blas, opb, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one, B, ldb, A, (int)K, beta, C, (int)N);
     } else {
         return ss_errorf(SS_ERR_UNSUPPORTED, "%s: matrix products with weight dtype %d", be->name, b_dtype);
     }
@@ -598,13 +600,18 @@ static ss_status cu_product(const ss_backend *be, float *C, const float *A, cons
 
 static ss_status cu_matmul(const ss_backend *be, float *C, const float *A, const void *B, int b_dtype,
                            const float *bias, int64_t M, int64_t N, int64_t K, int trans_b) {
-    return cu_product(be, C, A, B, b_dtype, bias, M, N, K, trans_b, SS_CUDA_ACT_NONE);
+    return cu_product(be, C, A, B, b_dtype, bias, M, N, K, trans_b, SS_CUDA_ACT_NONE, 0);
+}
+
+static ss_status cu_matmul_add(const ss_backend *be, float *C, const float *A, const void *B, int b_dtype,
+                               const float *bias, int64_t M, int64_t N, int64_t K, int trans_b) {
+    return cu_product(be, C, A, B, b_dtype, bias, M, N, K, trans_b, SS_CUDA_ACT_NONE, 1);
 }
 
 static ss_status cu_matmul_gelu(const ss_backend *be, float *C, const float *A, const void *B, int b_dtype,
                                 const float *bias, int64_t M, int64_t N, int64_t K, int trans_b, ss_act act) {
     return cu_product(be, C, A, B, b_dtype, bias, M, N, K, trans_b,
-                      act == SS_ACT_GELU_ERF ? SS_CUDA_GELU_ERF : SS_CUDA_GELU_TANH);
+                      act == SS_ACT_GELU_ERF ? SS_CUDA_GELU_ERF : SS_CUDA_GELU_TANH, 0);
 }
 
 static ss_status cu_layernorm(const ss_backend *be, float *out, const float *x, const float *w, const float *b,
@@ -1138,7 +1145,7 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
 #ifdef SS_CUDA_PCA
         .pca_top = cu_pca_top,
 #endif
-        .matmul = cu_matmul, .matmul_gelu = cu_matmul_gelu, .layernorm = cu_layernorm, .gelu = cu_gelu, .add = cu_add, .embed = cu_embed,
+        .matmul = cu_matmul, .matmul_gelu = cu_matmul_gelu, .matmul_add = cu_matmul_add, .layernorm = cu_layernorm, .gelu = cu_gelu, .add = cu_add, .embed = cu_embed,
         .attention = cu_attention, .rmsnorm = cu_rmsnorm, .rope = cu_rope, .swiglu = cu_swiglu,
         .zero = cu_zero, .matmul_tn = cu_matmul_tn, .sum_rows = cu_sum_rows,
         .layernorm_backward = cu_layernorm_backward, .gelu_backward = cu_gelu_backward,

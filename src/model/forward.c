@@ -295,9 +295,14 @@ ss_status ss_block_forward(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, floa
     /* The pattern is reported after z is computed from it, so editing it has no effect. */
     if (wp) SS_TRY(ss_hook_site(f, SS_SITE_PATTERN, l, f->pattern, (size_t)f->pat_total, 0, 0));
     SS_TRY(ss_hook_site(f, SS_SITE_Z, l, b->z, (size_t)(R * D.zw), 0, D.zw));
-    SS_TRY(ss_linear(be, w, b->attn_out, b->z, L->proj_w, L->proj_b, R, d, D.zw));
-    SS_TRY(ss_hook_site(f, SS_SITE_ATTN_OUT, l, b->attn_out, Rd, 0, d));
-    SS_TRY(be->add(be, x, x, b->attn_out, R * d));
+    if (be->matmul_add && !ss_hook_wants(f, SS_SITE_ATTN_OUT, l)) {
+        /* nobody reads attn_out: the product adds itself into the residual stream */
+        SS_TRY(be->matmul_add(be, x, b->z, L->proj_w, w->wdtype, L->proj_b, R, d, D.zw, w->trans));
+    } else {
+        SS_TRY(ss_linear(be, w, b->attn_out, b->z, L->proj_w, L->proj_b, R, d, D.zw));
+        SS_TRY(ss_hook_site(f, SS_SITE_ATTN_OUT, l, b->attn_out, Rd, 0, d));
+        SS_TRY(be->add(be, x, x, b->attn_out, R * d));
+    }
     SS_TRY(ss_hook_site(f, SS_SITE_RESID_MID, l, x, Rd, 0, d));
     if (b->save_mid) SS_TRY(be->copy_rows(be, b->save_mid, x, d, R, d));
     SS_TRY(norm(be, c, b->ln2, x, L->ln2_w, L->ln2_b, R, d));
@@ -316,9 +321,13 @@ ss_status ss_block_forward(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, floa
         }
     }
     SS_TRY(ss_hook_site(f, SS_SITE_MLP_POST, l, b->post, Rdm, 0, D.dm));
-    SS_TRY(ss_linear(be, w, b->mlp_out, b->post, L->fc2_w, L->fc2_b, R, d, D.dm));
-    SS_TRY(ss_hook_site(f, SS_SITE_MLP_OUT, l, b->mlp_out, Rd, 0, d));
-    SS_TRY(be->add(be, x, x, b->mlp_out, R * d));
+    if (be->matmul_add && !ss_hook_wants(f, SS_SITE_MLP_OUT, l)) {
+        SS_TRY(be->matmul_add(be, x, b->post, L->fc2_w, w->wdtype, L->fc2_b, R, d, D.dm, w->trans));
+    } else {
+        SS_TRY(ss_linear(be, w, b->mlp_out, b->post, L->fc2_w, L->fc2_b, R, d, D.dm));
+        SS_TRY(ss_hook_site(f, SS_SITE_MLP_OUT, l, b->mlp_out, Rd, 0, d));
+        SS_TRY(be->add(be, x, x, b->mlp_out, R * d));
+    }
     return ss_hook_site(f, SS_SITE_RESID_POST, l, x, Rd, 0, d);
 }
 
