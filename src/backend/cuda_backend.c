@@ -509,13 +509,14 @@ static ss_status cu_sync(const ss_backend *be) {
 }
 
 /* Row-major C[M,N] = A[M,K]·op(B) is column-major C^T = op(B)^T·A^T, so
- * cuBLAS is called with the operands swapped. */
-/* C[M,N] = act(A B^T + bias) (+ C with accumulate; row-major, cuBLAS's
- * column-major C^T = B A^T) through cuBLASLt, the bias and GELU (tanh) added in the product's
- * epilogue instead of by a pass of the bias kernel over C (one read and one
- * write of C saved). A is of type t, fp32 or the weights' 16-bit type; B the
- * weights, [N,K] (trans_b) or [K,N]. Returns cuBLASLt's status; the caller
- * falls back on anything but success. */
+ * cuBLAS and cuBLASLt are called with the operands swapped.
+ *
+ * lt_matmul: C = act(A op(B) + bias) (+ C with accumulate) through
+ * cuBLASLt, the bias and the GELU (tanh) in the product's epilogue instead of
+ * a pass of the bias kernel over C (one read and one write of C saved). A is
+ * of type t, fp32 or the weights' 16-bit type; B the weights, [N,K]
+ * (trans_b) or [K,N]. Returns cuBLASLt's status; the caller falls back on
+ * anything but success. */
 static cublasStatus_t lt_matmul(cuda_impl *c, float *C, const void *A, const void *B, cudaDataType t, const float *bias,
                                 int gelu, int accumulate, int64_t M, int64_t N, int64_t K, int trans_b) {
     cublasLtMatmulDesc_t desc = NULL;
