@@ -119,6 +119,12 @@ static int run_info_config(cli_cmd *cmd) {
            b, e);
     printf("one device   bfloat16 weights + activations: forward %s; attribute with loss (logits of every "
            "position) %s\n", f, g);
+    /* collect --stats cov keeps each site's float64 co-moments (d x d) in GPU memory, per label group */
+    human_bytes(a, sizeof a, 8.0 * (double)c->n_embd * (double)c->n_embd);
+    human_bytes(b, sizeof b, 8.0 * (double)c->n_inner * (double)c->n_inner);
+    human_bytes(e, sizeof e, 8.0 * (double)c->n_inner * (double)c->n_inner * (double)c->n_layer);
+    printf("collect      covariance statistics on a GPU (float64, per site and label group): %s per d_model site, "
+           "%s per MLP site, %s for all %lld MLP sites\n", a, b, e, (long long)c->n_layer);
     /* --pipeline P: each stage holds its blocks' weights, the first the embeddings, the last the head. */
     int64_t P_st = 1;
     if (cli_int(cmd, "pipeline", 1, 4096, 1, &P_st)) return 1;

@@ -36,7 +36,9 @@ printf '%s' '{"model_type": "llama", "hidden_size": 4096, "intermediate_size": 1
   "num_attention_heads": 32, "vocab_size": 32000, "max_position_embeddings": 4096}' >"$TMP/7b.json"
 out=$("$SUBSCOPE" info --config "$TMP/7b.json" --tokens 16384 2>&1)
 printf '%s' "$out" | grep -q "^parameters   6738415616 (6.74 B): weights 25.1 GiB in float32, 12.6 GiB in bfloat16" &&
-    printf '%s' "$out" | grep -q "^16384 tokens" && pass "info --config on a 7B shape: parameters, weights per dtype, batch totals" ||
+    printf '%s' "$out" | grep -q "^16384 tokens" &&
+    printf '%s' "$out" | grep -q "^collect      .*: 128.0 MiB per d_model site, 924.5 MiB per MLP site, 28.9 GiB for all 32 MLP sites" &&
+    pass "info --config on a 7B shape: parameters, weights per dtype, batch totals, collect's device statistics" ||
     fail "info --config 7B" "$(printf '%s' "$out" | head -4)"
 sum=$("$SUBSCOPE" info --config "$TMP/7b.json" --pipeline 4 | awk '/^stage/ {s += $5} END {printf "%.0f", s}')
 [ "$sum" = 6738415616 ] && pass "info --config --pipeline 4: the stages' parameters add up to the model's" || fail "info --pipeline stages" "sum $sum"
