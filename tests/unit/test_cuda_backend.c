@@ -517,6 +517,16 @@ TEST(cuda_emulated_device_moments_match_host_merges) {
     ss_backend_cuda_close(gpu);
 }
 
+/* Running statistics that do not fit in device memory: collect says so and
+ * merges each batch on the host, with the same results. The emulated device
+ * gets room for the model, the forward and one batch's products, but not
+ * for the 6 float64 accumulators (3 groups x 2 sites, 6.4 MB). */
+TEST(cuda_emulated_collect_falls_back_when_statistics_do_not_fit) {
+    ss_emu_set_device_memory_limit((size_t)9 << 20);
+    collect_matches_cpu(1e-5, 0);
+    ss_emu_set_device_memory_limit(0);
+}
+
 /* Two prompts of 5 and 7 tokens packed into 12 rows, ids spread over the vocabulary. */
 static ss_packing two_prompts(int64_t vocab, int32_t toks[12], int64_t start[2], int64_t len[2]) {
     for (int i = 0; i < 12; i++) toks[i] = (int32_t)((i * 29 + 5) % vocab);
