@@ -58,7 +58,8 @@ typedef struct {
     const ss_backend *be;
     int64_t *rows;           /* scratch row list */
     double *mean, *m2;       /* scratch chunk moments */
-    ss_dev_moments **acc;    /* [n_groups * n_sites]: running totals on the device (moments_acc_*), or NULL */
+    ss_dev_moments **acc;    /* [n_groups * n_sites]: running totals on the device (moments_acc_*), made on a
+                              * (group, site)'s first rows; NULL: merged on the host batch by batch */
 } collect_ctx;
 
 static ss_status parse_stats(const char *spec, stat_set *s) {
@@ -117,6 +118,63 @@ static void selected(const collect_ctx *c, int64_t n, int64_t *from, int64_t *to
     if (c->skip_bos && *from < 1) *from = 1;
 }
 
+/* The device's running totals into the host's, at the end of a round (before
+ * the ranks merge and a checkpoint is written): one download per site and
+ * group instead of one per batch. */
+static ss_status take_device_totals(collect_ctx *c) {
+    for (int i = 0; c->acc && i < c->n_groups * c->n_sites; i++) {
+        if (!c->acc[i]) continue; /* no rows yet (another stage's site, a group absent from this share) */
+        ss_moments *m = &c->mom[i];
+        int64_t n;
+        SS_TRY(c->be->moments_acc_take(c->be, c->acc[i], &n, c->mean, m->want_m2 ? c->m2 : NULL));
+        SS_TRY(ss_moments_add_partial(m, n, c->mean, m->want_m2 ? c->m2 : NULL));
+    }
+    return SS_OK;
+}
+
+static void free_device_totals(collect_ctx *c) {
+    for (int i = 0; c->acc && i < c->n_groups * c->n_sites; i++)
+        if (c->acc[i]) c->be->moments_acc_free(c->be, c->acc[i]);
+    free(c->acc);
+    c->acc = NULL;
+}
+
+/* Running totals on the device where the backend keeps them: the table here,
+ * each accumulator when its (group, site) first has rows, so that a pipeline
+ * stage holds only its own sites'. */
+static ss_status make_device_totals(collect_ctx *c) {
+    const ss_backend *be = c->be;
+    if (!be->moments_acc_create || !be->moments_acc_add || !be->moments_acc_take || !be->moments_acc_free) return SS_OK;
+    c->acc = ss_calloc((size_t)(c->n_groups * c->n_sites), sizeof *c->acc, "device statistics");
+    return c->acc ? SS_OK : SS_ERR_NOMEM;
+}
+
+/* The device ran out of memory for the running totals (or beside them):
+ * every total so far goes to the host, and the rest of the job merges batch
+ * by batch there. */
+static ss_status give_up_device_totals(collect_ctx *c) {
+    fprintf(stderr, "subscope: %s; merging each batch's statistics on the host instead\n", ss_last_error());
+    ss_status st = take_device_totals(c);
+    free_device_totals(c);
+    return st;
+}
+
+/* Rows into slot i's running totals on the device, made on its first batch.
+ * *done = 0: they must go the host's way (the device had no room; an add
+ * that fails for memory leaves the totals as they were). */
+static ss_status add_device_totals(collect_ctx *c, int i, const float *data, int64_t ld, int64_t n, int *done) {
+    *done = 0;
+    ss_status st = SS_OK;
+    if (!c->acc[i]) {
+        const ss_moments *m = &c->mom[i];
+        st = c->be->moments_acc_create(c->be, m->d, m->want_m2, &c->acc[i]);
+    }
+    if (!st) st = c->be->moments_acc_add(c->be, c->acc[i], data, ld, c->rows, n);
+    if (st == SS_ERR_NOMEM) return give_up_device_totals(c);
+    *done = !st;
+    return st;
+}
+
 /* GPU: one reduction per group per batch on the device, merged here in fp64. */
 static ss_status add_rows_device(void *vctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
                                  const int64_t *pattern_off) {
@@ -133,51 +191,11 @@ static ss_status add_rows_device(void *vctx, const ss_site *s, float *data, int6
             for (int64_t t = from; t < to; t++) c->rows[n++] = pk->start[q] + t;
         }
         if (!n) continue;
-        if (c->acc) {
-            SS_TRY(c->be->moments_acc_add(c->be, c->acc[g * c->n_sites + slot], data, ld, c->rows, n));
-            continue;
-        }
+        int done = 0;
+        if (c->acc) SS_TRY(add_device_totals(c, g * c->n_sites + slot, data, ld, n, &done));
+        if (done) continue;
         SS_TRY(c->be->moments_chunk(c->be, data, ld, c->rows, n, s->width, c->mean, all->want_m2 ? c->m2 : NULL));
         SS_TRY(ss_moments_add_partial(&c->mom[g * c->n_sites + slot], n, c->mean, all->want_m2 ? c->m2 : NULL));
-    }
-    return SS_OK;
-}
-
-/* The device's running totals into the host's, at the end of a round (before
- * the ranks merge and a checkpoint is written): one download per site and
- * group instead of one per batch. */
-static ss_status take_device_totals(collect_ctx *c) {
-    for (int i = 0; c->acc && i < c->n_groups * c->n_sites; i++) {
-        ss_moments *m = &c->mom[i];
-        int64_t n;
-        SS_TRY(c->be->moments_acc_take(c->be, c->acc[i], &n, c->mean, m->want_m2 ? c->m2 : NULL));
-        SS_TRY(ss_moments_add_partial(m, n, c->mean, m->want_m2 ? c->m2 : NULL));
-    }
-    return SS_OK;
-}
-
-static void free_device_totals(collect_ctx *c) {
-    for (int i = 0; c->acc && i < c->n_groups * c->n_sites; i++) c->be->moments_acc_free(c->be, c->acc[i]);
-    free(c->acc);
-    c->acc = NULL;
-}
-
-/* Running totals on the device where the backend keeps them and they fit;
- * else (NULL acc) each batch's moments are merged on the host. */
-static ss_status make_device_totals(collect_ctx *c) {
-    const ss_backend *be = c->be;
-    if (!be->moments_acc_create || !be->moments_acc_add || !be->moments_acc_take || !be->moments_acc_free) return SS_OK;
-    const int n = c->n_groups * c->n_sites;
-    if (!(c->acc = ss_calloc((size_t)n, sizeof *c->acc, "device statistics"))) return SS_ERR_NOMEM;
-    for (int i = 0; i < n; i++) {
-        const ss_moments *m = &c->mom[i];
-        ss_status st = be->moments_acc_create(be, m->d, m->want_m2, &c->acc[i]);
-        if (st == SS_ERR_NOMEM) {
-            fprintf(stderr, "subscope: %s; merging each batch's statistics on the host instead\n", ss_last_error());
-            free_device_totals(c);
-            return SS_OK;
-        }
-        if (st) return st;
     }
     return SS_OK;
 }

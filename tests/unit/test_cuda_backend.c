@@ -517,10 +517,11 @@ TEST(cuda_emulated_device_moments_match_host_merges) {
     ss_backend_cuda_close(gpu);
 }
 
-/* Running statistics that do not fit in device memory: collect says so and
- * merges each batch on the host, with the same results. The emulated device
- * gets room for the model, the forward and one batch's products, but not
- * for the 6 float64 accumulators (3 groups x 2 sites, 6.4 MB). */
+/* Running statistics that do not fit in device memory: collect says so,
+ * hands the totals so far to the host and merges each later batch there,
+ * with the same results. The emulated device has room for the model, the
+ * forward and a batch's products, but not for those and all 6 float64
+ * accumulators (3 groups x 2 sites, 6.4 MB, made as their rows arrive). */
 TEST(cuda_emulated_collect_falls_back_when_statistics_do_not_fit) {
     ss_emu_set_device_memory_limit((size_t)9 << 20);
     collect_matches_cpu(1e-5, 0);
