@@ -24,7 +24,8 @@
 #          --gpu-prompts N (prompts of 1024 tokens per GPU run, default 128; batch 16 = 16k tokens),
 #          --gpu-modes LIST (gpu_forward's subscope precisions, default fp32,tf32,bf16; MODE+attnk
 #          runs MODE with the attention kernels instead of the cuBLAS path for long prompts,
-#          MODE+tc with the tensor-core attention kernel, SUBSCOPE_ATTN_TC=1),
+#          MODE+tc with the tensor-core attention kernel, SUBSCOPE_ATTN_TC=1; +epi, +nofuse: see
+#          bench/gpu/bench_gpu_forward.py),
 #          --llama-models LIST (gpu_llama's shapes, default llama-1b,llama-7b),
 #          --llama-prompts N (gpu_llama: prompts of 1024 tokens, default 64; batch 16 = 16k tokens),
 #          --no-cpu-1b (cpu_llama: skip the one subscope-only run of the llama-1b shape).
@@ -74,7 +75,7 @@ while [ $# -gt 0 ]; do
         --no-install) INSTALL=0 ;;
         --no-build) BUILD=0 ;;
         --gpu-models) GPU_MODELS="${2:?}"; shift ;;
-        --gpu-prompts) GPU_PROMPTS="${2:?}"; shift ;;
+        --gpu-prompts) GPU_PROMPTS="${2:?}" GPU_PROMPTS_SET=1; shift ;;
         --gpu-modes) GPU_MODES="${2:?}"; shift ;;
         --llama-models) LLAMA_MODELS="${2:?}"; shift ;;
         --llama-prompts) LLAMA_PROMPTS="${2:?}"; shift ;;
@@ -87,7 +88,9 @@ done
 
 if [ "$QUICK" = 1 ]; then
     # Short everywhere: the CPU part on the small model, the GPU part with fewer prompts.
-    SMALL=1 PROMPTS=4 TOKENS=32 BATCH=4 REPS=1 PEER_H5=0 GPU_PROMPTS=32 LLAMA_PROMPTS=32 CPU_1B=0
+    # (an explicit --gpu-prompts still counts)
+    SMALL=1 PROMPTS=4 TOKENS=32 BATCH=4 REPS=1 PEER_H5=0 LLAMA_PROMPTS=32 CPU_1B=0
+    [ -n "${GPU_PROMPTS_SET:-}" ] || GPU_PROMPTS=32
 fi
 HOST="${HOST:-$(hostname -s 2>/dev/null || hostname)}"
 CPU_JSON="$ROOT/bench/results/cpu-$HOST-$(date -u +%Y%m%d).json"
@@ -406,15 +409,17 @@ bench_gpu_forward() {
     if ! cuda_built; then
         say "gpu_forward skipped: bin/subscope was built without CUDA"; NOTES+=("gpu_forward skipped: no CUDA build"); return
     fi
-    local models=() shapes=() m reps=3 rc=0
+    local models=() shapes=() m reps=3 rc=0 peer
     [ "$QUICK" = 1 ] && reps=2
+    # the peer runs in the precisions the modes use (bf16+tc -> bf16), each once
+    peer=$(tr ',' '\n' <<<"$GPU_MODES" | sed 's/+.*//' | awk 'NF && !seen[$0]++' | paste -sd,)
     IFS=, read -r -a shapes <<<"$GPU_MODELS"
     for m in "${shapes[@]}"; do models+=("$(gpu_model "$m")"); done
     mkdir -p "$GPU_WORK"
     rm -f "$GPU_WORK/forward.json"
     say "gpu_forward: subscope forward --device cuda vs Hugging Face on the GPU ($GPU_PROMPTS prompts x 1024 tokens, batch 16)"
     python3 bench/gpu/bench_gpu_forward.py --models "$(IFS=,; echo "${models[*]}")" ${PY:+--python "$PY"} \
-        --prompts "$GPU_PROMPTS" --batch 16 --reps "$reps" --modes "$GPU_MODES" --peaks "$GPU_WORK/kernels.json" \
+        --prompts "$GPU_PROMPTS" --batch 16 --reps "$reps" --modes "$GPU_MODES" --peer-dtypes "$peer" --peaks "$GPU_WORK/kernels.json" \
         --json "$GPU_WORK/forward.json" --workdir "$GPU_WORK/scratch" || rc=$?
     [ "$rc" = 0 ] || NOTES+=("gpu_forward: some runs failed (exit $rc; forward.results[].subscope.*.error)")
 }

@@ -11,10 +11,15 @@ matmuls; bf16 = --dtype bfloat16, bf16 weights and bf16-rounded activations into
 matrix product, fp32 accumulation, fp32 activations elsewhere; any of them +attnk: with
 SUBSCOPE_ATTN_GEMM_MIN_LEN=0, the attention kernels instead of the cuBLAS path; +tc: with
 SUBSCOPE_ATTN_TC=1, the tensor-core attention kernel with bf16 operands; +epi: with
-SUBSCOPE_BIAS_EPILOGUE=1, the bias added in cuBLASLt's epilogue; variants combine, bf16+tc+epi), subscope runs as a fresh process: one untimed warm run, --reps runs of a
+SUBSCOPE_BIAS_EPILOGUE=1, the bias added in cuBLASLt's epilogue; +nofuse: with SUBSCOPE_FUSE=0,
+no fused product + bias + GELU or product + residual add; variants combine, bf16+tc+epi),
+subscope runs as a fresh process: one untimed warm run, --reps runs of a
 one-token prompt (the fixed cost: process start, CUDA context, cuBLAS, reading and
-uploading the weights, HDF5 file), and --reps runs of the prompts. net = median wall -
-median fixed; tokens/s and TFLOP/s are over net. Model FLOPs are bench_forward.py's:
+uploading the weights, HDF5 file), and --reps runs of the prompts. tokens/s and TFLOP/s are
+the steady rate that subscope's own clock gives (SUBSCOPE_TIMING=1: the batches after the
+first, the device synchronised at both ends, median over the runs), as the peer's are timed
+after a warm-up; with a single batch, over net = median wall - median fixed (on an H100 the
+fixed cost is ~0.85 s and varies by more than a 32k-token forward takes). Model FLOPs are bench_forward.py's:
 2 x multiply-adds of the matmuls and of the causal attention (no logits, since
 --no-logits): 2 * matmul_params * tokens + 2 * L * H * d_head * T * (T + 1) per sequence;
 MFU = TFLOP/s / the dense peak of the precision used (and, for the issue's bf16 target, /
@@ -112,7 +117,7 @@ MODE_FLAGS = {"fp32": [], "tf32": ["--tf32"], "bf16": ["--dtype", "bfloat16"]}
 # "bf16+tc": attention on tensor cores, kernels/flash_attention_tc.cu; "bf16+epi": the
 # products' bias in cuBLASLt's epilogue). Variants combine: "bf16+tc+epi".
 VARIANT_ENV = {"attnk": {"SUBSCOPE_ATTN_GEMM_MIN_LEN": "0"}, "tc": {"SUBSCOPE_ATTN_TC": "1"},
-               "epi": {"SUBSCOPE_BIAS_EPILOGUE": "1"}}
+               "epi": {"SUBSCOPE_BIAS_EPILOGUE": "1"}, "nofuse": {"SUBSCOPE_FUSE": "0"}}
 
 
 def mode_parts(mode):
@@ -138,13 +143,16 @@ def host_peak_mib(path):
         return None
 
 
+TIMING_RE = re.compile(r"timing: first batch ([0-9.]+) s \(([0-9]+) prompts\), later batches ([0-9.]+) s \(([0-9]+) prompts\)")
+
+
 def run_subscope(exe, model, prompts, batch, mode, env, workdir, tag, timeout):
     """(wall seconds, subscope's reported peak device memory in MiB or None, its peak resident host memory in
-    MiB or None)."""
+    MiB or None, (later batches' seconds, their prompts) from SUBSCOPE_TIMING or None)."""
     out = os.path.join(workdir, f"{tag}.h5")
     cmd = [exe, "forward", "--model", model, "--input", prompts, "--out", out, "--batch", str(batch),
            "--no-logits", "--device", "cuda", "--compress", "0"] + MODE_FLAGS[mode_parts(mode)[0]]
-    env = dict(env, **mode_parts(mode)[1])
+    env = dict(env, SUBSCOPE_TIMING="1", **mode_parts(mode)[1])
     t0 = time.perf_counter()
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     wall = time.perf_counter() - t0
@@ -155,7 +163,9 @@ def run_subscope(exe, model, prompts, batch, mode, env, workdir, tag, timeout):
         host = host_peak_mib(out)
         os.remove(out)
     m = PEAK_RE.search(p.stderr)
-    return wall, float(m.group(1)) if m else None, host
+    t = TIMING_RE.search(p.stderr)
+    later = (float(t.group(3)), int(t.group(4))) if t and int(t.group(4)) > 0 else None
+    return wall, float(m.group(1)) if m else None, host, later
 
 
 def peer_status(python):
@@ -310,15 +320,26 @@ def main():
                 runs = [x[0] for x in full]
                 wall, fixed_wall = statistics.median(runs), statistics.median(fixed)
                 net = max(wall - fixed_wall, 1e-9)
-                tfl = flops / net / 1e12
+                # the steady rate: subscope's own clock over the batches after the first (device
+                # synchronised at both ends, as the peer's passes are), where there are any; else
+                # the wall time net of the fixed cost, which on a fast GPU is mostly noise
+                later = [x[3] for x in full if x[3]]
+                if later:
+                    rate = statistics.median(n * T / sec for sec, n in later)
+                    method = "in-process: batches after the first (SUBSCOPE_TIMING)"
+                else:
+                    rate, method = tokens / net, "wall minus the one-token run"
+                tfl = flops / tokens * rate / 1e12
                 r.update({"runs_s": runs, "fixed_runs_s": fixed, "median_wall_s": wall, "fixed_wall_s": fixed_wall,
-                          "net_wall_s": net, "tokens_per_s": tokens / net, "tokens_per_s_raw": tokens / wall,
+                          "net_wall_s": net, "tokens_per_s": rate, "rate_method": method,
+                          "later_batches": [{"seconds": sec, "prompts": n} for sec, n in later],
+                          "tokens_per_s_wall_net": tokens / net, "tokens_per_s_raw": tokens / wall,
                           "tflops": tfl, "mfu_pct": pct(tfl, peak_of[base]), "mfu_vs_bf16_peak_pct": pct(tfl, peak_of["bf16"]),
                           "gpu_mem_used_mib": mem.used_mib(), "device_memory_peak_mib": full[0][1],
                           "host_memory_peak_mib": full[0][2],
                           "fixed_share": fixed_wall / wall})
-                log(f"{name} subscope {mode}: {tokens / net:,.0f} tok/s net ({wall:.2f} s wall, {fixed_wall:.2f} s "
-                    f"fixed), {tfl:.1f} TFLOP/s")
+                log(f"{name} subscope {mode}: {rate:,.0f} tok/s ({'in-process, batches after the first' if later else 'wall net'}; "
+                    f"{wall:.2f} s wall, {fixed_wall:.2f} s fixed), {tfl:.1f} TFLOP/s")
             except (RuntimeError, subprocess.TimeoutExpired) as ex:
                 r["error"] = str(ex)
                 log(f"{name} subscope {mode}: {ex}")

@@ -1156,6 +1156,10 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
         .mask_program_create = cu_mask_program_create, .mask_program_free = cu_mask_program_free,
         .apply_masks = cu_apply_masks,
     };
+    /* SUBSCOPE_FUSE=0: no fused product + bias + GELU or product + residual add;
+     * the forward pass then runs them as separate ops (benchmarks compare). */
+    const char *fuse = getenv("SUBSCOPE_FUSE");
+    if (fuse && !strcmp(fuse, "0")) be->matmul_gelu = NULL, be->matmul_add = NULL;
     struct cudaDeviceProp prop;
     ss_status st = SS_OK;
     cudaError_t e;

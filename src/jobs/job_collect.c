@@ -608,6 +608,10 @@ ss_status ss_job_collect(const ss_collect_job *job) {
         fo.hook_on_device = 1;
     }
     if (progress) progress(job->progress_ctx, done, p->n);
+    /* SUBSCOPE_TIMING=1: where the time went, on stderr (benchmarks read it) */
+    const char *tv = getenv("SUBSCOPE_TIMING");
+    const int timing = tv && *tv && strcmp(tv, "0");
+    double t_batches = 0, t_totals = 0, t_write = 0, t_mark = ss_now();
     /* Rounds end at checkpoints; batches start at the round's start, every B
      * prompts, as in one process; each rank takes a block of whole batches. */
     for (int64_t r0 = done, r1; r0 < p->n; r0 = r1) {
@@ -624,7 +628,12 @@ ss_status ss_job_collect(const ss_collect_job *job) {
             int64_t est = r0 + (b0 + nb - r0 - lo) * parts;
             if (progress && est < r1) progress(job->progress_ctx, est, p->n);
         }
+        if (timing && (st = c.be->sync(c.be))) goto out; /* the batches' device work counts as theirs */
+        double t_taken = ss_now();
+        t_batches += t_taken - t_mark;
         if ((st = take_device_totals(&c))) goto out;
+        t_mark = ss_now();
+        t_totals += t_mark - t_taken;
         if (size > 1 && (st = merge_ranks(&c, comm))) goto out;
         if (progress) progress(job->progress_ctx, r1, p->n);
         if (rank == 0 && job->checkpoint_every > 0 && r1 < p->n && (st = write_checkpoint(&c, ckpt, id, r1))) goto out;
@@ -645,9 +654,14 @@ ss_status ss_job_collect(const ss_collect_job *job) {
         (st = ss_h5_attr_i64(h, "/", "pipeline_stages", piped ? m->n_stages : 1)))
         goto out;
     if (grouping && (st = ss_h5_attr_str(h, "/", "group_by", job->group_by))) goto out;
+    t_mark = ss_now();
     if ((st = write_results(h, &c, &ss))) goto out;
     st = ss_h5_commit(h);
     h = NULL;
+    t_write = ss_now() - t_mark;
+    if (timing)
+        fprintf(stderr, "subscope collect: timing: batches (forward and statistics) %.3f s, device totals to the host %.3f s, "
+                        "results and file %.3f s\n", t_batches, t_totals, t_write);
     if (!st) unlink(ckpt); /* the result is whole: the checkpoint has served */
 out:
     if (h) ss_h5_abort(h);

@@ -413,6 +413,13 @@ compute:;
      * k once pass k+1 has handed them over, and its last batch after the loop. */
     const int deferred = !be->host_memory;
     int64_t steps = 0; /* the writer's batches so far */
+    /* SUBSCOPE_TIMING=1: the first batch (lazy module loads, cuBLAS's first
+     * choices) and the later ones timed apart, the device synchronised at each
+     * mark, on stderr: benchmarks read the steady rate from it */
+    const char *tv = getenv("SUBSCOPE_TIMING");
+    const int timing = tv && *tv && strcmp(tv, "0");
+    double t_start = ss_now(), t_first = 0;
+    int64_t first_prompts = 0;
     for (int64_t k = 0;; k++) {
         int64_t b0 = lo + k * B;
         if (b0 >= hi) break; /* copy 0 has the most batches: the writer never stops before the others */
@@ -420,6 +427,11 @@ compute:;
         ss_packing pk;
         ss_run_pack(&run, b0, nb, &pk);
         if ((st = ss_forward(m, be, run.packed, &pk, &fo, job->no_logits ? NULL : &lg))) goto out;
+        if (timing && k == 0) {
+            if ((st = be->sync(be))) goto out;
+            t_first = ss_now();
+            first_prompts = nb;
+        }
         if (rank != c.writer && deferred && k > 0 && (st = end_batch(&c))) goto out; /* batch k-1's sites came in this pass */
         if (lg) {
             size_t per = (size_t)(T * V);
@@ -448,6 +460,13 @@ compute:;
         if (progress) progress(job->progress_ctx, written, N);
     }
     if ((st = ss_capture_flush(cap))) goto out;
+    if (timing && hi > lo) {
+        if ((st = be->sync(be))) goto out;
+        char who[32] = "";
+        if (size > 1) snprintf(who, sizeof who, " (rank %d)", rank);
+        fprintf(stderr, "subscope forward%s: timing: first batch %.4f s (%lld prompts), later batches %.4f s (%lld prompts)\n",
+                who, t_first - t_start, (long long)first_prompts, ss_now() - t_first, (long long)(hi - lo - first_prompts));
+    }
     if (rank != c.writer && deferred && hi > lo && (st = end_batch(&c))) goto out;
     if (rank == c.writer && deferred && steps > 0) {
         if ((st = receive_step(&c, steps - 1, parts, P, N, B, &written))) goto out;

@@ -72,6 +72,9 @@ expect_fail "hook_pattern named outright is refused" "has no per-token vector" "
 if h5ls -r "$TMP/glob.h5" 2>/dev/null | grep -q "blocks.0.mlp.hook_post/cov" && ! h5ls -r "$TMP/glob.h5" | grep -q hook_pattern; then
     pass "a glob sweeping up hook_pattern collects the other sites"
 else fail "a glob sweeping up hook_pattern collects the other sites"; fi
+tl=$(SUBSCOPE_TIMING=1 "$SUBSCOPE" collect --model $M --input $P --sites 'blocks.*.mlp.hook_post' --out "$TMP/t.h5" 2>&1 >/dev/null | grep "timing:")
+printf '%s' "$tl" | grep -Eq '^subscope collect: timing: batches \(forward and statistics\) [0-9.]+ s, device totals to the host [0-9.]+ s, results and file [0-9.]+ s$' &&
+    pass "SUBSCOPE_TIMING=1: where collect's time went" || fail "SUBSCOPE_TIMING=1 collect" "got: $tl"
 expect_fail "unknown statistic" "unknown statistic 'median'" "$SUBSCOPE" collect --model $M --input $P --sites blocks.0.mlp.hook_post --stats mean,median --out "$TMP/x.h5"
 expect_fail "bad positions" "--positions" "$SUBSCOPE" collect --model $M --input $P --sites blocks.0.mlp.hook_post --positions 5:2 --out "$TMP/x.h5"
 expect_fail "--sites required" "--sites is required" "$SUBSCOPE" collect --model $M --input $P --out "$TMP/x.h5"

@@ -105,6 +105,16 @@ for _ in $(seq 1 100); do ls "$TMP"/killed.h5.tmp.* >/dev/null 2>&1 && break; sl
 kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
 [ ! -e "$TMP/killed.h5" ] && pass "killed run leaves no file at the output name" || fail "killed run leaves no file at the output name"
 
+# SUBSCOPE_TIMING=1: the first batch and the later ones timed apart, their prompts adding up
+yes '{"tokens": [1, 2, 3, 4, 5]}' | head -n 7 >"$TMP/seven.jsonl"
+tl=$(SUBSCOPE_TIMING=1 "$SUBSCOPE" forward --model "$M" --input "$TMP/seven.jsonl" --out "$TMP/t.h5" --batch 3 --no-logits 2>&1 >/dev/null |
+    grep "timing:")
+if printf '%s' "$tl" | grep -Eq '^subscope forward: timing: first batch [0-9]+\.[0-9]+ s \(3 prompts\), later batches [0-9]+\.[0-9]+ s \(4 prompts\)$'; then
+    pass "SUBSCOPE_TIMING=1 times the first batch and the later ones"
+else fail "SUBSCOPE_TIMING=1 forward" "got: $tl"; fi
+tl=$("$SUBSCOPE" forward --model "$M" --input "$TMP/seven.jsonl" --out "$TMP/t.h5" --batch 3 --no-logits 2>&1 | grep -c "timing:")
+[ "$tl" = 0 ] && pass "no timing line without SUBSCOPE_TIMING" || fail "no timing line without SUBSCOPE_TIMING"
+
 # Usage errors.
 expect_fail "unknown option" "unknown option '--bogus'" "$SUBSCOPE" forward --bogus
 expect_fail "missing required option" "--out is required" "$SUBSCOPE" forward --model "$M" --input "$P"

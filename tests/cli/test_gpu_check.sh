@@ -57,6 +57,9 @@ out=$(bash "$RB" 2>&1); rc=$?
 out=$(bash "$RB" x.tar.xz --out "$TMP/o" --check-budget soon 2>&1); rc=$?
 [ $rc = 1 ] && printf '%s' "$out" | grep -q "take whole seconds" && pass "run_bundle.sh refuses a bad budget" ||
     fail "run_bundle.sh bad budget" "exit $rc: $out"
+out=$(bash "$RB" x.tar.xz --out "$TMP/o" --profile-seconds 1m 2>&1); rc=$?
+[ $rc = 1 ] && printf '%s' "$out" | grep -q "take whole seconds" && pass "run_bundle.sh refuses a bad profile time" ||
+    fail "run_bundle.sh bad profile time" "exit $rc: $out"
 out=$(bash "$RB" "$TMP/nonexistent.tar.xz" --out "$TMP/o" 2>&1); rc=$?
 [ $rc = 1 ] && printf '%s' "$out" | grep -q "cannot unpack" && pass "run_bundle.sh names a missing bundle" ||
     fail "run_bundle.sh missing bundle" "exit $rc: $out"

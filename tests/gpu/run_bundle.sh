@@ -5,6 +5,7 @@
 #
 #   tests/gpu/run_bundle.sh BUNDLE.tar.xz --out DIR [--check-budget S] [--bench STEPS]
 #                           [--bench-seconds S] [--bench-args "ARGS"] [--pipeline-seconds S]
+#                           [--profile-seconds S] [--profile-env "VAR=VALUE ..."]
 #
 #   1. unpacks the bundle (bin/, build/config.mk, .bundle/lib);
 #   2. finds the directories of cuBLAS, cuSOLVER, the CUDA runtime and NCCL (ldconfig,
@@ -17,14 +18,17 @@
 #   5. with --pipeline-seconds S (default 0: skip), where mpirun runs the bundled
 #      program on several ranks, bench/pipeline_bubble.sh --stages 2,4,8 on the node's CPU
 #      cores within S seconds (the 4-stage bubble of issue 8 wants >= 4 free cores);
-#   6. writes gpu-check.txt, bench.txt, pipeline.txt, the result JSON files and logs.tgz
+#   5b. with --profile-seconds S (default 0: skip; needs the bench's bench/work/gpt2-small),
+#      ncu's per-kernel summary of one bf16 forward batch (16 prompts x 1024 tokens) and of
+#      one collect batch at the 12 MLP sites, under the --profile-env variables, within S seconds;
+#   6. writes gpu-check.txt, bench.txt, pipeline.txt, profile.txt, the result JSON files and logs.tgz
 #      (every log) to DIR and prints the summaries last.
 # Exit status: gpu_check's (0 passed, 1 a check failed, 2 no GPU), or 1 when the
 # bundle cannot be unpacked.
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 T0=$(date +%s)
-BUNDLE="" OUTDIR="" CHECK_BUDGET=300 STEPS=gpu_kernels,gpu_forward BENCH_S=150 BENCH_ARGS="" PIPE_S=0
+BUNDLE="" OUTDIR="" CHECK_BUDGET=300 STEPS=gpu_kernels,gpu_forward BENCH_S=150 BENCH_ARGS="" PIPE_S=0 PROF_S=0 PROF_ENV=""
 while [ $# -gt 0 ]; do
     case $1 in
     --out) OUTDIR=${2:?--out needs a directory}; shift ;;
@@ -33,6 +37,8 @@ while [ $# -gt 0 ]; do
     --bench-seconds) BENCH_S=${2:?}; shift ;;
     --bench-args) BENCH_ARGS=${2:-}; shift ;;
     --pipeline-seconds) PIPE_S=${2:?}; shift ;;
+    --profile-seconds) PROF_S=${2:?}; shift ;;
+    --profile-env) PROF_ENV=${2:-}; shift ;;
     -h | --help) sed -n '2,/^set -u/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "run_bundle.sh: unknown option $1 (see --help)" >&2; exit 1 ;;
     *) BUNDLE=$1 ;;
@@ -40,8 +46,8 @@ while [ $# -gt 0 ]; do
     shift
 done
 [ -n "$BUNDLE" ] && [ -n "$OUTDIR" ] || { echo "run_bundle.sh: need BUNDLE.tar.xz and --out DIR (see --help)" >&2; exit 1; }
-for v in "$CHECK_BUDGET" "$BENCH_S" "$PIPE_S"; do
-    [[ $v =~ ^[0-9]+$ ]] || { echo "run_bundle.sh: --check-budget, --bench-seconds and --pipeline-seconds take whole seconds (got \"$v\")" >&2; exit 1; }
+for v in "$CHECK_BUDGET" "$BENCH_S" "$PIPE_S" "$PROF_S"; do
+    [[ $v =~ ^[0-9]+$ ]] || { echo "run_bundle.sh: --check-budget, --bench-seconds, --pipeline-seconds and --profile-seconds take whole seconds (got \"$v\")" >&2; exit 1; }
 done
 mkdir -p "$OUTDIR" || exit 1
 tar xf "$BUNDLE" || { echo "run_bundle.sh: cannot unpack $BUNDLE" >&2; exit 1; }
@@ -95,9 +101,39 @@ if [ "$PIPE_S" -gt 0 ]; then
         echo "run_bundle.sh: pipeline bench skipped: no mpirun that runs the bundled program on 2 ranks"
     fi
 fi
+if [ "$PROF_S" -gt 0 ]; then
+    ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -n 1)
+    m=bench/work/gpt2-small
+    if [ -z "$ncu" ] || [ ! -f "$m/config.json" ]; then
+        echo "run_bundle.sh: profile skipped: ${ncu:+no $m (the gpu_forward bench makes it)}${ncu:-no ncu}"
+    else
+        tp=$(date +%s)
+        python3 -c 'import random; random.seed(5); print("\n".join("{\"tokens\": [%s]}" % ",".join(str(random.randrange(50257)) for _ in range(1024)) for _ in range(16)))' \
+            >/tmp/profile-prompts.jsonl
+        prof() { # prof TITLE LAUNCHES SUBSCOPE-ARGS...: ncu's per-kernel summary of the first LAUNCHES kernels
+            local title=$1 n=$2; shift 2
+            left=$((PROF_S - ($(date +%s) - tp)))
+            [ $left -ge 10 ] || { echo "== $title: skipped (time)"; return; }
+            echo "== $title (env: ${PROF_ENV:-none}; ncu --clock-control none, first $n launches)"
+            # shellcheck disable=SC2086 # PROF_ENV is a list of assignments
+            timeout -k 5 $left env $PROF_ENV "$ncu" --clock-control none --metrics gpu__time_duration.sum \
+                --print-summary per-kernel --launch-count "$n" bin/subscope "$@" --model "$m" \
+                --input /tmp/profile-prompts.jsonl --device cuda --batch 16 --compress 0 2>&1 |
+                grep -v "^==PROF== Profiling" | cut -c 1-600
+            echo "exit ${PIPESTATUS[0]}"
+        }
+        {
+            prof "forward --dtype bfloat16, one batch" 400 forward --dtype bfloat16 --no-logits --out /tmp/prof-f.h5
+            prof "collect --stats mean,cov at blocks.*.mlp.hook_post, fp32, one batch" 300 collect \
+                --sites 'blocks.*.mlp.hook_post' --stats mean,cov --out /tmp/prof-c.h5
+        } >"$OUTDIR/profile.txt" 2>&1
+        echo "run_bundle.sh: profile done after $(($(date +%s) - tp)) s"
+    fi
+fi
 tar czf "$OUTDIR/logs.tgz" build/gpu-check/logs bench/work/gpu/*.json 2>/dev/null
 [ -f "$OUTDIR/gpu-check.txt" ] && sed -n '/== gpu-check summary/,$p' "$OUTDIR/gpu-check.txt"
 [ -f "$OUTDIR/bench.txt" ] && sed -n '/^targets/,$p' "$OUTDIR/bench.txt" | tail -n 20
 [ -f "$OUTDIR/pipeline.txt" ] && tail -n 20 "$OUTDIR/pipeline.txt"
+[ -f "$OUTDIR/profile.txt" ] && cat "$OUTDIR/profile.txt"
 echo "run_bundle.sh: $(($(date +%s) - T0)) s in all; results in $OUTDIR"
 exit $rc
