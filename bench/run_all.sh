@@ -24,8 +24,8 @@
 #          --gpu-prompts N (prompts of 1024 tokens per GPU run, default 128; batch 16 = 16k tokens),
 #          --gpu-modes LIST (gpu_forward's subscope precisions, default fp32,tf32,bf16; MODE+attnk
 #          runs MODE with the attention kernels instead of the cuBLAS path for long prompts,
-#          MODE+tc with the tensor-core attention kernel, SUBSCOPE_ATTN_TC=1; +epi, +nofuse: see
-#          bench/gpu/bench_gpu_forward.py),
+#          MODE+tc / +notc with / without the tensor-core attention kernel (SUBSCOPE_ATTN_TC);
+#          +epi, +noepi, +nofuse: see bench/gpu/bench_gpu_forward.py),
 #          --llama-models LIST (gpu_llama's shapes, default llama-1b,llama-7b),
 #          --llama-prompts N (gpu_llama: prompts of 1024 tokens, default 64; batch 16 = 16k tokens),
 #          --no-cpu-1b (cpu_llama: skip the one subscope-only run of the llama-1b shape).

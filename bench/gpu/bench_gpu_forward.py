@@ -9,10 +9,12 @@ For each model directory (GPT-2- or Llama-shaped, made by bench/make_model.py) a
 precision (--modes: fp32 = IEEE fp32 cuBLAS, the default; tf32 = --tf32, TF32 tensor-core
 matmuls; bf16 = --dtype bfloat16, bf16 weights and bf16-rounded activations into each
 matrix product, fp32 accumulation, fp32 activations elsewhere; any of them +attnk: with
-SUBSCOPE_ATTN_GEMM_MIN_LEN=0, the attention kernels instead of the cuBLAS path; +tc: with
-SUBSCOPE_ATTN_TC=1, the tensor-core attention kernel with bf16 operands; +epi: with
-SUBSCOPE_BIAS_EPILOGUE=1, the bias added in cuBLASLt's epilogue; +nofuse: with SUBSCOPE_FUSE=0,
-no fused product + bias + GELU or product + residual add; variants combine, bf16+tc+epi),
+SUBSCOPE_ATTN_GEMM_MIN_LEN=0, the attention kernels instead of the cuBLAS path; +tc / +notc:
+SUBSCOPE_ATTN_TC=1 / 0, the tensor-core attention kernel with bf16 operands for every model /
+for none (a bf16 model's default is on); +epi / +noepi: SUBSCOPE_BIAS_EPILOGUE=1 / 0, the bias
+in cuBLASLt's epilogue for every product / for none (default: 16-bit weights'); +nofuse:
+SUBSCOPE_FUSE=0, no fused product + bias + GELU or product + residual add; variants combine,
+bf16+notc+noepi),
 subscope runs as a fresh process: one untimed warm run, --reps runs of a
 one-token prompt (the fixed cost: process start, CUDA context, cuBLAS, reading and
 uploading the weights, HDF5 file), and --reps runs of the prompts. tokens/s and TFLOP/s are
@@ -117,7 +119,8 @@ MODE_FLAGS = {"fp32": [], "tf32": ["--tf32"], "bf16": ["--dtype", "bfloat16"]}
 # "bf16+tc": attention on tensor cores, kernels/flash_attention_tc.cu; "bf16+epi": the
 # products' bias in cuBLASLt's epilogue). Variants combine: "bf16+tc+epi".
 VARIANT_ENV = {"attnk": {"SUBSCOPE_ATTN_GEMM_MIN_LEN": "0"}, "tc": {"SUBSCOPE_ATTN_TC": "1"},
-               "epi": {"SUBSCOPE_BIAS_EPILOGUE": "1"}, "nofuse": {"SUBSCOPE_FUSE": "0"}}
+               "epi": {"SUBSCOPE_BIAS_EPILOGUE": "1"}, "nofuse": {"SUBSCOPE_FUSE": "0"},
+               "notc": {"SUBSCOPE_ATTN_TC": "0"}, "noepi": {"SUBSCOPE_BIAS_EPILOGUE": "0"}}
 
 
 def mode_parts(mode):

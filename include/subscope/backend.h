@@ -161,6 +161,13 @@ struct ss_backend {
     ss_status (*attention)(const ss_backend *be, float *z, const float *q, const float *k, const float *v,
                            int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H,
                            int64_t Hkv, int64_t dh, float scale, float *pattern_out, const int64_t *pattern_off);
+    /* Optional (NULL: use attention): attention as above without the pattern,
+     * for a model whose matrix products already round their inputs to bf16;
+     * an implementation may round Q, K, V and the probabilities to bf16 too
+     * (fp32 accumulation and softmax), e.g. to use tensor cores. */
+    ss_status (*attention_lowp)(const ss_backend *be, float *z, const float *q, const float *k, const float *v,
+                                int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H,
+                                int64_t Hkv, int64_t dh, float scale);
     /* Per row of x[rows,d]: x / sqrt(mean(x^2) + eps) * w (RMSNorm; w fp32). */
     ss_status (*rmsnorm)(const ss_backend *be, float *out, const float *x, const float *w, int64_t rows, int64_t d,
                          float eps);

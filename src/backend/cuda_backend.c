@@ -33,7 +33,8 @@ typedef struct {
     cudaStream_t stream;
     cudaStream_t copy;      /* copies to the host that overlap later compute (download_async) */
     cublasHandle_t blas;
-    cublasLtHandle_t lt;    /* products with the bias in their epilogue (SUBSCOPE_BIAS_EPILOGUE=1), else NULL */
+    cublasLtHandle_t lt;    /* products with the bias in their epilogue, else NULL */
+    int epilogue;           /* SUBSCOPE_BIAS_EPILOGUE: -1 (unset) 16-bit weights' products, 1 all, 0 none */
     int tf32;               /* the handle's math mode is TF32 (SUBSCOPE_TF32 / ss_run_opts.tf32) */
 #ifdef SS_CUDA_PCA
     cusolverDnHandle_t solver; /* made on first use */
@@ -50,7 +51,7 @@ typedef struct {
                              * forward's cuBLAS path keeps its scores within it too */
     size_t ws_cap;          /* in floats */
     int64_t attn_gemm_min_len; /* prompts this long take the cuBLAS attention path (0: never) */
-    int attn_tc;            /* SUBSCOPE_ATTN_TC=1: attention without the pattern on tensor cores (bf16 operands) */
+    int attn_tc;            /* SUBSCOPE_ATTN_TC: -1 (unset) attention_lowp on tensor cores, 0 never, 1 every call without the pattern */
     int cov_kernel;         /* collect's products: 0 cublasSsyrk, 1 kernels/cov_lower.cu, 2 cov_lower_tc.cu */
     int64_t *mseq;          /* device copy of a masked forward's sequences (start, len, prompt, mask) */
     size_t mseq_cap;        /* in int64 elements */
@@ -548,8 +549,8 @@ static cublasStatus_t lt_matmul(cuda_impl *c, float *C, const void *A, const voi
 /* C = act(A op(B) + bias), act one of SS_CUDA_GELU_TANH, _ERF, _ACT_NONE, or
  * with accumulate (act none) C += A op(B) + bias: the product by cuBLAS (beta
  * 1 to accumulate), then the bias and the activation in one pass of the bias
- * kernel; or all of it in cuBLASLt (SUBSCOPE_BIAS_EPILOGUE=1, tanh GELU
- * only), falling back to the former where cuBLASLt declines. */
+ * kernel; or all of it in cuBLASLt (16-bit weights, or SUBSCOPE_BIAS_EPILOGUE=1;
+ * tanh GELU only), falling back to the former where cuBLASLt declines. */
 static ss_status cu_product(const ss_backend *be, float *C, const float *A, const void *B, int b_dtype,
                             const float *bias, int64_t M, int64_t N, int64_t K, int trans_b, int act, int accumulate) {
     if (M <= 0 || N <= 0) return SS_OK;
@@ -560,7 +561,8 @@ static ss_status cu_product(const ss_backend *be, float *C, const float *A, cons
     const float one = 1.f, zero = 0.f, *beta = accumulate ? &one : &zero;
     cublasOperation_t opb = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     int ldb = trans_b ? (int)K : (int)N;
-    const int lt = c->lt && (bias || act == SS_CUDA_GELU_TANH) && act != SS_CUDA_GELU_ERF;
+    const int lt = c->lt && (c->epilogue == 1 || b_dtype != SS_WDTYPE_F32) && (bias || act == SS_CUDA_GELU_TANH) &&
+                   act != SS_CUDA_GELU_ERF;
     cublasStatus_t s;
     if (b_dtype == SS_WDTYPE_BF16 || b_dtype == SS_WDTYPE_F16) {
         /* Tensor cores take both operands in the weights' 16-bit type: round
@@ -751,9 +753,12 @@ static ss_status attention_gemm_seq(const ss_backend *be, float *z, const float 
     return SS_OK;
 }
 
-static ss_status cu_attention(const ss_backend *be, float *z, const float *q, const float *k, const float *v,
-                              int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H,
-                              int64_t Hkv, int64_t dh, float scale, float *pattern_out, const int64_t *pattern_off) {
+/* Attention; with tc, on tensor cores where the pattern is not wanted and
+ * the shape is one the kernel takes (bf16 Q, K, V and probabilities). */
+static ss_status attention_any(const ss_backend *be, float *z, const float *q, const float *k, const float *v,
+                               int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H,
+                               int64_t Hkv, int64_t dh, float scale, float *pattern_out, const int64_t *pattern_off,
+                               int tc) {
     cuda_impl *c = IMPL(be);
     if (Hkv < 1 || H % Hkv)
         return ss_errorf(SS_ERR_ARG, "%s: attention: %lld key/value heads do not divide %lld heads", be->name,
@@ -761,10 +766,10 @@ static ss_status cu_attention(const ss_backend *be, float *z, const float *q, co
     int64_t max_len = 0;
     for (int64_t s = 0; s < n_seq; s++)
         if (len[s] > max_len) max_len = len[s];
-    /* Tensor cores, when asked for (SUBSCOPE_ATTN_TC=1), the pattern is not
-     * wanted and the shape is one the kernel takes; it comes before the
-     * cuBLAS path, which it is meant to replace at every length. */
-    if (c->attn_tc && !pattern_out && (dh == 64 || dh == 128) && H <= 65535 && max_len > 0 &&
+    /* Tensor cores come before the cuBLAS path, which they replace at every
+     * length (an H100: 1.25 ms against the cuBLAS path's ~3.5 ms for a layer
+     * of 16 x 1024 tokens, GPT-2 small's heads). */
+    if (tc && !pattern_out && (dh == 64 || dh == 128) && H <= 65535 && max_len > 0 &&
         n_seq * ((max_len + 63) / 64) <= INT32_MAX) {
         SS_TRY(meta_put(be, n_seq, start, len, NULL));
         KL(ss_cuda_attention_flash_bf16(z, q, k, v, ld_qkv, n_seq, c->meta, c->meta + n_seq, max_len, H, Hkv, dh, scale,
@@ -999,6 +1004,20 @@ static ss_status cu_gelu_backward(const ss_backend *be, float *dx, const float *
     return SS_OK;
 }
 
+static ss_status cu_attention(const ss_backend *be, float *z, const float *q, const float *k, const float *v,
+                              int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H,
+                              int64_t Hkv, int64_t dh, float scale, float *pattern_out, const int64_t *pattern_off) {
+    return attention_any(be, z, q, k, v, ld_qkv, n_seq, start, len, H, Hkv, dh, scale, pattern_out, pattern_off,
+                         IMPL(be)->attn_tc == 1);
+}
+
+/* The ops table's attention_lowp: what a model whose products are bf16 asks for. */
+static ss_status cu_attention_lowp(const ss_backend *be, float *z, const float *q, const float *k, const float *v,
+                                   int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H,
+                                   int64_t Hkv, int64_t dh, float scale) {
+    return attention_any(be, z, q, k, v, ld_qkv, n_seq, start, len, H, Hkv, dh, scale, NULL, NULL, 1);
+}
+
 static ss_status cu_attention_backward(const ss_backend *be, float *dq, float *dk, float *dv, int64_t ld_dqkv,
                                        const float *dz, const float *q, const float *k, const float *v,
                                        int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len,
@@ -1127,12 +1146,14 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
     char *gend = NULL;
     long long ml = gml && *gml ? strtoll(gml, &gend, 10) : 512;
     c->attn_gemm_min_len = gml && *gml && (*gend || ml < 0) ? 512 : (int64_t)ml;
-    /* SUBSCOPE_ATTN_TC=1: attention calls that do not write the pattern, with
-     * head size 64 or 128, run kernels/flash_attention_tc.cu (Q, K, V and the
-     * probabilities rounded to bf16, fp32 accumulation and softmax). Off by
-     * default until it has been checked and timed on a GPU (docs/DECISIONS.md). */
+    /* Tensor-core attention (kernels/flash_attention_tc.cu: Q, K, V and the
+     * probabilities rounded to bf16, fp32 accumulation and softmax) serves
+     * attention_lowp, which the forward pass calls for models whose products
+     * are bf16 (docs/DECISIONS.md). SUBSCOPE_ATTN_TC=0: never (no
+     * attention_lowp); 1: also for every other attention call without the
+     * pattern, fp32 models' too. */
     const char *tc = getenv("SUBSCOPE_ATTN_TC");
-    c->attn_tc = tc && !strcmp(tc, "1");
+    c->attn_tc = tc && !strcmp(tc, "1") ? 1 : tc && !strcmp(tc, "0") ? 0 : -1;
     const char *ck = getenv("SUBSCOPE_COV_KERNEL");
     c->cov_kernel = !ck ? 0 : !strcmp(ck, "1") ? 1 : !strcmp(ck, "tc") ? 2 : 0;
     *be = (ss_backend){
@@ -1160,6 +1181,7 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
      * the forward pass then runs them as separate ops (benchmarks compare). */
     const char *fuse = getenv("SUBSCOPE_FUSE");
     if (fuse && !strcmp(fuse, "0")) be->matmul_gelu = NULL, be->matmul_add = NULL;
+    if (c->attn_tc) be->attention_lowp = cu_attention_lowp;
     struct cudaDeviceProp prop;
     ss_status st = SS_OK;
     cudaError_t e;
@@ -1180,13 +1202,20 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
     if (!st && cublasSetMathMode(c->blas, c->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH) !=
                    CUBLAS_STATUS_SUCCESS)
         st = ss_errorf(SS_ERR_IO, "%s: cublasSetMathMode failed", c->name);
-    /* SUBSCOPE_BIAS_EPILOGUE=1: products with a bias (or a tanh GELU) go
-     * through cuBLASLt with them in the epilogue (lt_matmul), falling back to
-     * cuBLAS and the bias kernel where cuBLASLt declines. Off by default until a GPU run
-     * has compared it with the CPU (gpu-check) and timed it. */
+    /* Products with a bias (or a tanh GELU) go through cuBLASLt with them in
+     * the epilogue (lt_matmul), falling back to cuBLAS and the bias kernel
+     * where cuBLASLt declines: by default for bf16/f16 weights (on an H100,
+     * 24.4 ms against 27.5 ms of kernels for a bf16 GPT-2-small batch), not
+     * for fp32 ones, whose SIMT products cuBLASLt follows with epilogue
+     * kernels of its own that took longer than the bias kernel.
+     * SUBSCOPE_BIAS_EPILOGUE=1: for every product; 0: never. */
     const char *epi = getenv("SUBSCOPE_BIAS_EPILOGUE");
-    if (!st && epi && !strcmp(epi, "1") && cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS)
-        st = ss_errorf(SS_ERR_IO, "%s (%s): cuBLASLt could not be initialised", c->name, c->device_name);
+    c->epilogue = epi && !strcmp(epi, "1") ? 1 : epi && !strcmp(epi, "0") ? 0 : -1;
+    if (!st && c->epilogue && cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS) {
+        if (c->epilogue == 1)
+            st = ss_errorf(SS_ERR_IO, "%s (%s): cuBLASLt could not be initialised", c->name, c->device_name);
+        c->lt = NULL; /* by default: the bias kernel does without */
+    }
     if (st) {
         ss_backend_cuda_close(be);
         return st;

@@ -290,8 +290,15 @@ ss_status ss_block_forward(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, floa
         SS_TRY(ss_hook_site(f, SS_SITE_ROT_K, l, b->qkv, Rq, D.zw, D.qw));
     }
     int wp = ss_hook_wants(f, SS_SITE_PATTERN, l);
-    SS_TRY(be->attention(be, b->z, b->qkv, b->qkv + D.zw, b->qkv + D.zw + kvw, D.qw, pk->n_seq, pk->start, pk->len,
-                         D.H, D.Hkv, D.dh, scale, wp ? f->pattern : NULL, f->pattern_off));
+    /* A bf16 model's attention may round its operands to bf16 as its products
+     * do (tensor cores on a GPU), unless its pattern is wanted or a backward
+     * pass, which differentiates fp32 attention, will read this block. */
+    if (be->attention_lowp && w->wdtype == SS_WDTYPE_BF16 && !wp && !b->keep_pre)
+        SS_TRY(be->attention_lowp(be, b->z, b->qkv, b->qkv + D.zw, b->qkv + D.zw + kvw, D.qw, pk->n_seq, pk->start,
+                                  pk->len, D.H, D.Hkv, D.dh, scale));
+    else
+        SS_TRY(be->attention(be, b->z, b->qkv, b->qkv + D.zw, b->qkv + D.zw + kvw, D.qw, pk->n_seq, pk->start,
+                             pk->len, D.H, D.Hkv, D.dh, scale, wp ? f->pattern : NULL, f->pattern_off));
     /* The pattern is reported after z is computed from it, so editing it has no effect. */
     if (wp) SS_TRY(ss_hook_site(f, SS_SITE_PATTERN, l, f->pattern, (size_t)f->pat_total, 0, 0));
     SS_TRY(ss_hook_site(f, SS_SITE_Z, l, b->z, (size_t)(R * D.zw), 0, D.zw));

@@ -83,7 +83,7 @@ typedef struct ss_block_bufs {
     float *ln1, *qkv, *z, *attn_out, *ln2, *pre, *post, *mlp_out; /* widths d, qw, zw, d, d, pw, dm, d */
     float *save_pre, *save_mid;
     int resumed; /* x is a saved resid_pre, its hook already applied: do not run it again */
-    int keep_pre; /* pre must hold the MLP's pre-activation (a backward pass reads it) */
+    int keep_pre; /* pre must hold the MLP's pre-activation: a backward pass reads this block (its attention stays fp32) */
 } ss_block_bufs;
 
 ss_status ss_block_forward(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, float *x, const ss_block_bufs *b);

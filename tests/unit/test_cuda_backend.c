@@ -5,10 +5,14 @@
  * come back as clear messages. Tolerance 2e-5 abs + 2e-5 rel: the kernels
  * reduce in a different order from the CPU (warp trees, online softmax) and
  * activations here are O(1..10), so differences are a few fp32 ulps. */
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "subscope/forward.h"
+#include "subscope/sites.h"
 #include "subscope/stats.h"
+#include "subscope/train.h"
 #include "subscope/util.h"
 #include "test.h"
 
@@ -114,13 +118,13 @@ TEST(cuda_emulated_cublas_attention_matches_cpu) {
     unsetenv("SUBSCOPE_ATTN_GEMM_MIN_LEN");
 }
 
-/* SUBSCOPE_BIAS_EPILOGUE=1: products with a bias go through cuBLASLt with the
- * bias (and, where hook_pre is not read, the GELU) in the epilogue
- * (cuda_backend.c's lt_matmul); the forward still
- * matches the CPU at every site, for fp32 GPT-2 models with biases (tied and
- * untied, transposed and plain weights) and a Qwen2 model (q/k/v biases), and
- * the emulated cuBLASLt counts the products it ran, so the path is known to
- * have been taken. */
+/* Products with a bias go through cuBLASLt with the bias (and, where
+ * hook_pre is not read, the GELU) in the epilogue (cuda_backend.c's
+ * lt_matmul): by default for 16-bit weights, with SUBSCOPE_BIAS_EPILOGUE=1
+ * for fp32 ones too, with 0 never. The forward still matches the CPU at every
+ * site, for fp32 GPT-2 models with biases (tied and untied, transposed and
+ * plain weights) and a Qwen2 model (q/k/v biases), and the emulated cuBLASLt
+ * counts the products it ran, so the path is known to have been taken. */
 TEST(cuda_emulated_bias_epilogue_matches_cpu) {
     setenv("SUBSCOPE_BIAS_EPILOGUE", "1", 1);
     long before = ss_emu_lt_products(0);
@@ -134,20 +138,21 @@ TEST(cuda_emulated_bias_epilogue_matches_cpu) {
     long fused = ss_emu_lt_products(1) - g0;
     unsetenv("SUBSCOPE_BIAS_EPILOGUE");
     before = ss_emu_lt_products(0);
-    compare_backends("prefix-f32", "blocks.0.mlp.hook_pre", 1);
+    compare_backends("prefix-f32", "blocks.0.mlp.hook_pre", 1); /* fp32 weights, by default */
     printf(" [%ld products with the bias epilogue in prefix-f32's forward, %ld with GELU]", gpt2, fused);
     CHECK(gpt2 > 0);
     CHECK(fused == 2); /* one per layer */
-    CHECK(ss_emu_lt_products(0) == before); /* off: cuBLAS and the bias kernel */
-    /* bf16 weights: the epilogue's logits equal, bit for bit, those of GemmEx
-     * and the bias kernel (the emulation adds the bias to the same fp32 sums). */
+    CHECK(ss_emu_lt_products(0) == before); /* cuBLAS and the bias kernel */
+    /* bf16 weights (the epilogue by default, then with 0): the epilogue's
+     * logits equal, bit for bit, those of GemmEx and the bias kernel (the
+     * emulation adds the bias to the same fp32 sums). */
     float *lg[2] = {NULL, NULL};
-    for (int on = 0; on < 2; on++) {
+    for (int on = 1; on >= 0; on--) {
         char dir[512];
         snprintf(dir, sizeof dir, "%s/models/noprefix-odd-untied", ss_test_data_dir());
         ss_model *m = NULL;
         ss_backend *gpu = NULL;
-        if (on) setenv("SUBSCOPE_BIAS_EPILOGUE", "1", 1);
+        if (!on) setenv("SUBSCOPE_BIAS_EPILOGUE", "0", 1);
         CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
         unsetenv("SUBSCOPE_BIAS_EPILOGUE");
         CHECK_OK(ss_model_load(dir, &m));
@@ -272,15 +277,17 @@ TEST(cuda_emulated_bf16_products_match_cpu_bf16_reference) {
     ss_backend_cuda_close(gpu);
 }
 
-/* SUBSCOPE_ATTN_TC=1 sends attention without the pattern, at head size 64
- * or 128, to the tensor-core kernel (bf16 operands): the backend's op then
- * differs from the CPU's by bf16 rounding only. The bound: NMSE <= 1e-4, the
+/* The tensor-core attention kernel (bf16 Q, K, V and probabilities) serves
+ * the ops table's attention_lowp, and with SUBSCOPE_ATTN_TC=1 every
+ * attention call without the pattern at head size 64 or 128;
+ * SUBSCOPE_ATTN_TC=0 removes attention_lowp. The kernel's result differs
+ * from the CPU's by bf16 rounding only. The bound: NMSE <= 1e-4, the
  * criterion gpu-check uses for bf16 runs (docs/DECISIONS.md); the kernel test
  * bounds each element given the same bf16 operands. The difference must
  * also exceed fp32 noise (> 1e-5), which shows the tensor-core path ran.
- * Without the variable, or with the pattern asked for, or at head size 32,
- * the fp32 kernels run and agree to 2e-5. */
-static void attention_vs_cpu(ss_backend *gpu, int64_t dh, int with_pattern, double *max_diff) {
+ * The fp32 kernels (plain attention by default, with the pattern asked for,
+ * or at head size 32) agree to 2e-5. */
+static void attention_vs_cpu(ss_backend *gpu, int64_t dh, int with_pattern, int lowp, double *max_diff) {
     *max_diff = INFINITY;
     const ss_backend *cpu = ss_backend_cpu();
     const int64_t H = 2, Hkv = 1, n_seq = 2, start[2] = {0, 70}, len[2] = {70, 5}, rows = 75;
@@ -297,15 +304,19 @@ static void attention_vs_cpu(ss_backend *gpu, int64_t dh, int with_pattern, doub
     if (with_pattern) CHECK_OK(gpu->alloc(gpu, (size_t)npat * sizeof(float), "pattern", &dp));
     CHECK_OK(gpu->upload(gpu, dqkv, qkv, (size_t)(rows * ld) * sizeof(float)));
     const float *q = dqkv;
-    CHECK_OK(gpu->attention(gpu, dz, q, q + d, q + d + Hkv * dh, ld, n_seq, start, len, H, Hkv, dh, scale, dp,
-                            with_pattern ? poff : NULL));
+    if (lowp)
+        CHECK_OK(gpu->attention_lowp(gpu, dz, q, q + d, q + d + Hkv * dh, ld, n_seq, start, len, H, Hkv, dh, scale));
+    else
+        CHECK_OK(gpu->attention(gpu, dz, q, q + d, q + d + Hkv * dh, ld, n_seq, start, len, H, Hkv, dh, scale, dp,
+                                with_pattern ? poff : NULL));
     CHECK_OK(gpu->download(gpu, zg, dz, (size_t)(rows * d) * sizeof(float)));
     double e = nmse(zg, zc, (size_t)(rows * d)), worst = 0;
     for (int64_t i = 0; i < rows * d; i++) {
         double x = fabs((double)zg[i] - zc[i]);
         worst = x > worst ? x : worst;
     }
-    printf(" [dh %lld%s: nmse %.3e, max %.3e]", (long long)dh, with_pattern ? " pattern" : "", e, worst);
+    printf(" [dh %lld%s%s: nmse %.3e, max %.3e]", (long long)dh, with_pattern ? " pattern" : "", lowp ? " lowp" : "", e,
+           worst);
     CHECK(e <= 1e-4);
     gpu->release(gpu, dqkv), gpu->release(gpu, dz);
     if (dp) gpu->release(gpu, dp);
@@ -313,23 +324,93 @@ static void attention_vs_cpu(ss_backend *gpu, int64_t dh, int with_pattern, doub
     *max_diff = worst;
 }
 
-TEST(cuda_emulated_tensor_core_attention_is_opt_in) {
-    ss_backend *gpu = NULL;
-    setenv("SUBSCOPE_ATTN_TC", "1", 1);
-    ss_status st = ss_backend_cuda_open(0, NULL, &gpu);
+static ss_status cuda_with_attn_tc(const char *value, ss_backend **gpu) {
+    if (value) setenv("SUBSCOPE_ATTN_TC", value, 1);
+    ss_status st = ss_backend_cuda_open(0, NULL, gpu);
     unsetenv("SUBSCOPE_ATTN_TC");
-    CHECK_OK(st);
-    double w[5];
-    attention_vs_cpu(gpu, 64, 0, &w[0]);
-    attention_vs_cpu(gpu, 128, 0, &w[1]);
-    attention_vs_cpu(gpu, 64, 1, &w[2]);
-    attention_vs_cpu(gpu, 32, 0, &w[3]);
+    return st;
+}
+
+TEST(cuda_emulated_tensor_core_attention_settings) {
+    double w[7];
+    ss_backend *gpu = NULL;
+    CHECK_OK(cuda_with_attn_tc(NULL, &gpu)); /* default: attention_lowp only */
+    CHECK(gpu->attention_lowp != NULL);
+    attention_vs_cpu(gpu, 64, 0, 1, &w[0]);
+    attention_vs_cpu(gpu, 32, 0, 1, &w[1]); /* a head size the kernel does not take: fp32 */
+    attention_vs_cpu(gpu, 64, 0, 0, &w[2]);
     ss_backend_cuda_close(gpu);
-    CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
-    attention_vs_cpu(gpu, 64, 0, &w[4]);
+    CHECK_OK(cuda_with_attn_tc("1", &gpu)); /* every call without the pattern */
+    attention_vs_cpu(gpu, 64, 0, 0, &w[3]);
+    attention_vs_cpu(gpu, 128, 0, 0, &w[4]);
+    attention_vs_cpu(gpu, 64, 1, 0, &w[5]);
     ss_backend_cuda_close(gpu);
-    CHECK(w[0] > 1e-5 && w[1] > 1e-5);                  /* tensor cores */
-    CHECK(w[2] <= 2e-5 && w[3] <= 2e-5 && w[4] <= 2e-5); /* fp32 kernels */
+    CHECK_OK(cuda_with_attn_tc("0", &gpu));
+    CHECK(gpu->attention_lowp == NULL);
+    attention_vs_cpu(gpu, 64, 0, 0, &w[6]);
+    ss_backend_cuda_close(gpu);
+    CHECK(w[0] > 1e-5 && w[3] > 1e-5 && w[4] > 1e-5);                /* tensor cores */
+    CHECK(w[1] <= 2e-5 && w[2] <= 2e-5 && w[5] <= 2e-5 && w[6] <= 2e-5); /* fp32 kernels */
+}
+
+/* The forward pass takes attention_lowp for a bf16 model only, and not where
+ * the layer's pattern is wanted: a GPT-2 of head size 64 (random weights,
+ * attention sharpened) on the emulated GPU, placed in bf16 on backends with
+ * and without attention_lowp. With it the logits move by bf16 rounding of
+ * attention (more than nothing, NMSE < 1e-4); with every layer's pattern
+ * wanted, or float32 weights, they are bit for bit those without it. */
+static ss_status ignore_site(void *ctx, const ss_site *site, float *data, int64_t ld, const ss_packing *pk,
+                             const int64_t *pattern_off) {
+    (void)ctx, (void)site, (void)data, (void)ld, (void)pk, (void)pattern_off;
+    return SS_OK;
+}
+
+static void forward_logits(int wdtype, const char *attn_tc, const char *globs, float **lg) {
+    ss_config c = {.n_layer = 2, .n_head = 2, .n_embd = 128, .n_positions = 64, .vocab_size = 97, .n_inner = 256,
+                   .ln_eps = 1e-5, .tie_word_embeddings = 1, .scale_attn_weights = 1};
+    ss_model *m = NULL;
+    ss_backend *gpu = NULL;
+    *lg = NULL;
+    CHECK_OK(ss_model_create(&c, &m));
+    ss_model_init_gpt2(m, 3);
+    for (int l = 0; l < 2; l++) { /* q and k columns x 12: attention far from uniform */
+        float *aw = (float *)(uintptr_t)m->w.layers[l].attn_w; /* ss_model_create owns it */
+        for (int64_t r = 0; r < 128; r++)
+            for (int64_t j = 0; j < 256; j++) aw[r * 384 + j] *= 12.f;
+    }
+    CHECK_OK(cuda_with_attn_tc(attn_tc, &gpu));
+    CHECK_OK(ss_model_place(m, gpu, wdtype));
+    uint8_t *want = calloc((size_t)ss_sites_count(&c), 1);
+    int nsel = 0;
+    if (globs) CHECK_OK(ss_sites_select(&c, globs, want, &nsel));
+    int32_t toks[70];
+    for (int i = 0; i < 70; i++) toks[i] = (int32_t)((i * 31 + 7) % 97);
+    int64_t start[2] = {0, 64}, len[2] = {64, 6};
+    ss_packing pk = {2, 70, start, len, 0};
+    ss_forward_opts o = {.logits = SS_LOGITS_ALL, .want = globs ? want : NULL, .hook = ignore_site};
+    CHECK_OK(ss_forward(m, gpu, toks, &pk, &o, lg));
+    free(want);
+    ss_model_free(m);
+    ss_backend_cuda_close(gpu);
+}
+
+TEST(cuda_emulated_forward_takes_tensor_core_attention_for_bf16_models) {
+    const size_t n = 70 * 97;
+    const char *pg = "blocks.*.attn.hook_pattern";
+    float *ref, *lowp, *pat, *pat_ref, *f32a, *f32b;
+    forward_logits(SS_WDTYPE_BF16, "0", NULL, &ref);
+    forward_logits(SS_WDTYPE_BF16, NULL, NULL, &lowp);
+    forward_logits(SS_WDTYPE_BF16, NULL, pg, &pat);
+    forward_logits(SS_WDTYPE_BF16, "0", pg, &pat_ref);
+    forward_logits(SS_WDTYPE_F32, "0", NULL, &f32a);
+    forward_logits(SS_WDTYPE_F32, NULL, NULL, &f32b);
+    if (!ref || !lowp || !pat || !pat_ref || !f32a || !f32b) return;
+    double e = nmse(lowp, ref, n);
+    printf(" [bf16 model: nmse tensor-core vs fp32 attention %.2e]", e);
+    CHECK(e > 0 && e < 1e-4);
+    CHECK(!memcmp(pat, pat_ref, n * sizeof(float)));
+    CHECK(!memcmp(f32a, f32b, n * sizeof(float)));
+    free(ref), free(lowp), free(pat), free(pat_ref), free(f32a), free(f32b);
 }
 
 /* collect on the (emulated) GPU: sites reduced on the device per batch with
