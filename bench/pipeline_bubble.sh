@@ -38,7 +38,11 @@ lengths=$(python3 -c "print(','.join(['64'] * ($M * $B)))" 2>/dev/null || printf
 bin/mkmodel --out "$W/model" --layers 8 --d 512 --heads 8 --vocab 2048 --positions 128 --seed 7 \
     --prompts "$W/prompts.jsonl" --lengths "$lengths" >/dev/null
 export SUBSCOPE_THREADS=1 OMPI_MCA_btl_vader_single_copy_mechanism=none
-MPI="mpirun --allow-run-as-root --oversubscribe"
+# no binding (as dist_scaling.sh): with OpenMPI's default binding, the H100 node (16 cores, a
+# VM) measured bubbles of 43%, 71%, 85% at 2, 4, 8 stages, close to what ranks sharing one core
+# would give (50%, 75%, 87.5%), against 4.7% at 2 stages on the 2-core development VM; why is
+# not established (no second run there yet)
+MPI="mpirun --allow-run-as-root --oversubscribe --bind-to none"
 opts=(--model "$W/model" --input "$W/prompts.jsonl" --sites 'blocks.*.hook_resid_post' --stats mean --batch $B)
 now() { date +%s.%N; }
 calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }

@@ -103,6 +103,37 @@ TEST(stats_moments_match_two_pass) {
         for (int64_t j = 0; j < d; j++) CHECK(cov[i * d + j] == cov[j * d + i]);
 }
 
+/* Covariance and correlation fill their upper triangle by a tiled mirror
+ * (32 x 32): at widths around and across the tile edges every entry must be
+ * the two-pass reference, and exactly symmetric. */
+TEST(stats_cov_corr_whole_matrix_across_tiles) {
+    const int64_t widths[4] = {1, 32, 33, 70}, n = 120;
+    for (int w = 0; w < 4; w++) {
+        const int64_t d = widths[w];
+        float *x = make_data(n, d, -1.0, 2.0, 5 + w);
+        double *ref_cov = malloc(sizeof(double) * (size_t)(d * d)), *ref_mean = malloc(sizeof(double) * (size_t)d);
+        double *cov = malloc(sizeof(double) * (size_t)(d * d)), *corr = malloc(sizeof(double) * (size_t)(d * d));
+        ref_moments(x, n, d, ref_mean, ref_cov);
+        ss_moments m;
+        CHECK_OK(ss_moments_init(&m, d, 1));
+        CHECK_OK(ss_moments_add_f32(&m, x, n, d));
+        for (int64_t i = 0; i < d * d; i++) cov[i] = corr[i] = NAN;
+        CHECK_OK(ss_moments_cov(&m, cov));
+        CHECK_OK(ss_moments_corr(&m, corr));
+        CHECK_MSG(cov_rel_err(cov, ref_cov, d) <= 1e-13, "d %lld: cov rel err %g", (long long)d, cov_rel_err(cov, ref_cov, d));
+        int bad = 0;
+        for (int64_t i = 0; i < d; i++)
+            for (int64_t j = 0; j < d; j++) {
+                double r = ref_cov[i * d + j] / sqrt(ref_cov[i * d + i] * ref_cov[j * d + j]);
+                bad += cov[i * d + j] != cov[j * d + i] || corr[i * d + j] != corr[j * d + i] ||
+                       !(fabs(corr[i * d + j] - r) <= 1e-12);
+            }
+        CHECK_MSG(bad == 0, "d %lld: %d entries asymmetric or off the reference", (long long)d, bad);
+        ss_moments_free(&m);
+        free(x), free(ref_cov), free(ref_mean), free(cov), free(corr);
+    }
+}
+
 TEST(stats_strided_rows_and_mean_only) {
     /* rows with ld > d; and want_m2 = 0 gives the same mean without m2 */
     const int64_t n = 50, d = 5, ld = 8;
