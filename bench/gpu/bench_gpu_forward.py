@@ -13,7 +13,8 @@ SUBSCOPE_ATTN_GEMM_MIN_LEN=0, the attention kernels instead of the cuBLAS path; 
 SUBSCOPE_ATTN_TC=1 / 0, the tensor-core attention kernel with bf16 operands for every model /
 for none (a bf16 model's default is on); +epi / +noepi: SUBSCOPE_BIAS_EPILOGUE=1 / 0, the bias
 in cuBLASLt's epilogue for every product / for none (default: 16-bit weights'); +nofuse:
-SUBSCOPE_FUSE=0, no fused product + bias + GELU or product + residual add; variants combine,
+SUBSCOPE_FUSE=0, no fused product + bias + GELU or product + residual add; +tc2:
+SUBSCOPE_ATTN_TC_V2=1, the second tensor-core attention kernel; variants combine,
 bf16+notc+noepi),
 subscope runs as a fresh process: one untimed warm run, --reps runs of a
 one-token prompt (the fixed cost: process start, CUDA context, cuBLAS, reading and
@@ -115,12 +116,12 @@ class GpuMemSampler:
 
 MODE_FLAGS = {"fp32": [], "tf32": ["--tf32"], "bf16": ["--dtype", "bfloat16"]}
 # A mode may carry a variant, MODE+VARIANT: the same flags with these environment settings
-# ("bf16+attnk": long prompts keep the attention kernels instead of the cuBLAS path;
-# "bf16+tc": attention on tensor cores, kernels/flash_attention_tc.cu; "bf16+epi": the
-# products' bias in cuBLASLt's epilogue). Variants combine: "bf16+tc+epi".
+# (see the docstring; "tc2": the second tensor-core attention kernel, flash_attention_tc2.cu).
+# Variants combine: "bf16+notc+noepi".
 VARIANT_ENV = {"attnk": {"SUBSCOPE_ATTN_GEMM_MIN_LEN": "0"}, "tc": {"SUBSCOPE_ATTN_TC": "1"},
                "epi": {"SUBSCOPE_BIAS_EPILOGUE": "1"}, "nofuse": {"SUBSCOPE_FUSE": "0"},
-               "notc": {"SUBSCOPE_ATTN_TC": "0"}, "noepi": {"SUBSCOPE_BIAS_EPILOGUE": "0"}}
+               "notc": {"SUBSCOPE_ATTN_TC": "0"}, "noepi": {"SUBSCOPE_BIAS_EPILOGUE": "0"},
+               "tc2": {"SUBSCOPE_ATTN_TC_V2": "1"}}
 
 
 def mode_parts(mode):

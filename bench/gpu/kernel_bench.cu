@@ -498,6 +498,13 @@ static void bench_attention(int64_t rows) {
                  return ss_cuda_attention_flash_bf16(z.f(), q, k, v, 3 * d, n_seq, start, len, T, H, H, dh, scale,
                                                      G.stream);
              });
+    run_case(mk("kernel", "attention.flash_bf16_v2", "ss_cuda_attention_flash_bf16_v2", shape,
+                "f32 in and out, bf16 tensor-core products, 128-row blocks, prefetched float4 K/V", io, flops, "bf16",
+                false, false),
+             [&] {
+                 return ss_cuda_attention_flash_bf16_v2(z.f(), q, k, v, 3 * d, n_seq, start, len, T, H, H, dh, scale,
+                                                        G.stream);
+             });
     run_case(mk("kernel", "attention.pattern", "ss_cuda_attention_pattern", shape, "f32",
                 io + 4.0 * n_seq * H * T * T, flops, "fp32", false, false),
              [&] {

@@ -87,11 +87,17 @@ int ss_cuda_attention_flash(float *z, const float *q, const float *k, const floa
                             const int64_t *start, const int64_t *len, int64_t max_len, int64_t H, int64_t Hkv,
                             int64_t dh, float scale, cudaStream_t stream);
 /* The same on tensor cores with Q, K, V and the probabilities rounded to bf16
- * (fp32 accumulation and softmax); dh 64 or 128 only. The backend calls it
- * when SUBSCOPE_ATTN_TC=1 (kernels/flash_attention_tc.cu). */
+ * (fp32 accumulation and softmax); dh 64 or 128 only. The backend's
+ * attention_lowp (bf16 models) calls it (kernels/flash_attention_tc.cu). */
 int ss_cuda_attention_flash_bf16(float *z, const float *q, const float *k, const float *v, int64_t ld_qkv,
                                  int64_t n_seq, const int64_t *start, const int64_t *len, int64_t max_len, int64_t H,
                                  int64_t Hkv, int64_t dh, float scale, cudaStream_t stream);
+/* Its second version, same contract (kernels/flash_attention_tc2.cu: 128-row
+ * blocks, float4 K/V loads prefetched a tile ahead); k, v or ld_qkv not
+ * 16-byte aligned go to the first. Opt-in: SUBSCOPE_ATTN_TC_V2=1. */
+int ss_cuda_attention_flash_bf16_v2(float *z, const float *q, const float *k, const float *v, int64_t ld_qkv,
+                                    int64_t n_seq, const int64_t *start, const int64_t *len, int64_t max_len, int64_t H,
+                                    int64_t Hkv, int64_t dh, float scale, cudaStream_t stream);
 
 /* Site capture: dst[r, 0:cols] = src[row(r)*ld_src + 0:cols] for r < rows,
  * row(r) = row_idx[r] (a device array) or r when row_idx is NULL. */

@@ -52,6 +52,7 @@ typedef struct {
     size_t ws_cap;          /* in floats */
     int64_t attn_gemm_min_len; /* prompts this long take the cuBLAS attention path (0: never) */
     int attn_tc;            /* SUBSCOPE_ATTN_TC: -1 (unset) attention_lowp on tensor cores, 0 never, 1 every call without the pattern */
+    int attn_tc_v2;         /* SUBSCOPE_ATTN_TC_V2=1: kernels/flash_attention_tc2.cu for those calls */
     int cov_kernel;         /* collect's products: 0 cublasSsyrk, 1 kernels/cov_lower.cu, 2 cov_lower_tc.cu */
     int64_t *mseq;          /* device copy of a masked forward's sequences (start, len, prompt, mask) */
     size_t mseq_cap;        /* in int64 elements */
@@ -772,8 +773,8 @@ static ss_status attention_any(const ss_backend *be, float *z, const float *q, c
     if (tc && !pattern_out && (dh == 64 || dh == 128) && H <= 65535 && max_len > 0 &&
         n_seq * ((max_len + 63) / 64) <= INT32_MAX) {
         SS_TRY(meta_put(be, n_seq, start, len, NULL));
-        KL(ss_cuda_attention_flash_bf16(z, q, k, v, ld_qkv, n_seq, c->meta, c->meta + n_seq, max_len, H, Hkv, dh, scale,
-                                        c->stream),
+        KL((c->attn_tc_v2 ? ss_cuda_attention_flash_bf16_v2 : ss_cuda_attention_flash_bf16)(
+               z, q, k, v, ld_qkv, n_seq, c->meta, c->meta + n_seq, max_len, H, Hkv, dh, scale, c->stream),
            "tensor-core attention kernel");
         return SS_OK;
     }
@@ -1154,6 +1155,10 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
      * pattern, fp32 models' too. */
     const char *tc = getenv("SUBSCOPE_ATTN_TC");
     c->attn_tc = tc && !strcmp(tc, "1") ? 1 : tc && !strcmp(tc, "0") ? 0 : -1;
+    /* SUBSCOPE_ATTN_TC_V2=1: the second tensor-core kernel (flash_attention_tc2.cu),
+     * opt-in until a GPU run has checked and timed it against the first. */
+    const char *tc2 = getenv("SUBSCOPE_ATTN_TC_V2");
+    c->attn_tc_v2 = tc2 && !strcmp(tc2, "1");
     const char *ck = getenv("SUBSCOPE_COV_KERNEL");
     c->cov_kernel = !ck ? 0 : !strcmp(ck, "1") ? 1 : !strcmp(ck, "tc") ? 2 : 0;
     *be = (ss_backend){

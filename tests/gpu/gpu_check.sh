@@ -381,6 +381,11 @@ elif [ $BUILD_OK = 1 ]; then
                 CMP_NMSE=$BF16_NMSE compare_forward \
                     "forward gpt2-small shape, 1024 tok, bf16, tensor-core attention (nmse $BF16_NMSE)" "$m" \
                     "$WORK/models/small-long.jsonl" "$(flash_sites 0)" --dtype bfloat16
+            # the second tensor-core kernel (flash_attention_tc2.cu, opt-in), judged the same way
+            [ -s "$WORK/models/small-long.jsonl" ] &&
+                SUBSCOPE_ATTN_TC_V2=1 CMP_NMSE=$BF16_NMSE compare_forward \
+                    "forward gpt2-small shape, 1024 tok, bf16, tensor-core attention v2 (nmse $BF16_NMSE)" "$m" \
+                    "$WORK/models/small-long.jsonl" "$(flash_sites 0)" --dtype bfloat16
             [ $KEEP = 1 ] || rm -rf "$m"
         fi
         # wider: d 1024, 8 heads of 128, 2048 positions, bf16 weights, untied
@@ -394,6 +399,10 @@ elif [ $BUILD_OK = 1 ]; then
             [ -s "$WORK/models/wide-long.jsonl" ] &&
                 SUBSCOPE_ATTN_TC=1 CMP_NMSE=$BF16_NMSE compare_forward \
                     "forward wide-bf16 (dh 128), 2048 tok, tensor-core attention (nmse $BF16_NMSE)" "$m" \
+                    "$WORK/models/wide-long.jsonl" "$(flash_sites 0)" --no-logits
+            [ -s "$WORK/models/wide-long.jsonl" ] &&
+                SUBSCOPE_ATTN_TC=1 SUBSCOPE_ATTN_TC_V2=1 CMP_NMSE=$BF16_NMSE compare_forward \
+                    "forward wide-bf16 (dh 128), 2048 tok, tensor-core attention v2 (nmse $BF16_NMSE)" "$m" \
                     "$WORK/models/wide-long.jsonl" "$(flash_sites 0)" --no-logits
             [ $KEEP = 1 ] || rm -rf "$m"
         fi

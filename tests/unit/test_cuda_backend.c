@@ -351,6 +351,16 @@ TEST(cuda_emulated_tensor_core_attention_settings) {
     ss_backend_cuda_close(gpu);
     CHECK(w[0] > 1e-5 && w[3] > 1e-5 && w[4] > 1e-5);                /* tensor cores */
     CHECK(w[1] <= 2e-5 && w[2] <= 2e-5 && w[5] <= 2e-5 && w[6] <= 2e-5); /* fp32 kernels */
+    /* SUBSCOPE_ATTN_TC_V2=1: the second kernel behind attention_lowp, the same bound */
+    double w2[2];
+    setenv("SUBSCOPE_ATTN_TC_V2", "1", 1);
+    ss_status st = cuda_with_attn_tc(NULL, &gpu);
+    unsetenv("SUBSCOPE_ATTN_TC_V2");
+    CHECK_OK(st);
+    attention_vs_cpu(gpu, 64, 0, 1, &w2[0]);
+    attention_vs_cpu(gpu, 128, 0, 1, &w2[1]);
+    ss_backend_cuda_close(gpu);
+    CHECK(w2[0] > 1e-5 && w2[1] > 1e-5);
 }
 
 /* The forward pass takes attention_lowp for a bf16 model only, and not where

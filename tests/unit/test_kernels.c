@@ -517,14 +517,22 @@ static void run_att(void *v) {
  * that the softmax is peaked and a masking or indexing error moves z by O(0.1). */
 static float bf16r(float x) { return ss_bf16_to_f32(ss_f32_to_bf16(x)); }
 
-TEST(kernel_attention_tc_bf16_vs_cpu) {
+typedef int (*tc_attention_fn)(float *, const float *, const float *, const float *, int64_t, int64_t,
+                               const int64_t *, const int64_t *, int64_t, int64_t, int64_t, int64_t, float, cudaStream_t);
+
+/* Both versions (flash_attention_tc.cu, flash_attention_tc2.cu) are held to
+ * the same bound; the second's shapes also cross its 128-row query blocks and
+ * its 32-key tiles at dh 128, and a misaligned ld sends it to the first. */
+static void attention_tc_vs_cpu(tc_attention_fn fn, const char *which) {
     const ss_backend *be = ss_backend_cpu();
     struct { int n_seq; int64_t len[3]; int64_t H, Hkv, dh; } cases[] = {
         {2, {70, 5}, 2, 1, 64},   /* two query tiles, a partial key tile, grouped-query */
         {1, {20}, 2, 2, 128},     /* dh 128 */
         {3, {1, 64, 65}, 1, 1, 64}, /* one token; exactly one tile; one past it */
+        {2, {130, 40}, 2, 1, 128}, /* dh 128 past one 128-row block, five 32-key tiles */
+        {1, {200}, 1, 1, 64},     /* two 128-row blocks, the second partial */
     };
-    for (int ci = 0; ci < 3; ci++) {
+    for (int ci = 0; ci < 5; ci++) {
         int64_t H = cases[ci].H, Hkv = cases[ci].Hkv, dh = cases[ci].dh, d = H * dh, ld = (H + 2 * Hkv) * dh;
         int64_t n_seq = cases[ci].n_seq, start[3], len[3], rows = 0, max_len = 0;
         for (int sq = 0; sq < n_seq; sq++) {
@@ -544,23 +552,36 @@ TEST(kernel_attention_tc_bf16_vs_cpu) {
         /* every output written (NaN poison), the same in both schedules bit for bit */
         float *z2 = ss_test_fvec(rows * d, NAN);
         for (int64_t i = 0; i < rows * d; i++) z[i] = NAN;
-        CHECK(ss_cuda_attention_flash_bf16(z, qkv, qkv + d, qkv + d + Hkv * dh, ld, n_seq, start, len, max_len, H, Hkv,
-                                           dh, scale, NULL) == 0);
+        CHECK(fn(z, qkv, qkv + d, qkv + d + Hkv * dh, ld, n_seq, start, len, max_len, H, Hkv, dh, scale, NULL) == 0);
         ss_emu_set_schedule(SS_EMU_REVERSE, 0);
-        CHECK(ss_cuda_attention_flash_bf16(z2, qkv, qkv + d, qkv + d + Hkv * dh, ld, n_seq, start, len, max_len, H, Hkv,
-                                           dh, scale, NULL) == 0);
+        CHECK(fn(z2, qkv, qkv + d, qkv + d + Hkv * dh, ld, n_seq, start, len, max_len, H, Hkv, dh, scale, NULL) == 0);
         ss_emu_set_schedule(SS_EMU_FORWARD, 0);
         CHECK(memcmp(z2, z, (size_t)(rows * d) * sizeof(float)) == 0);
         free(z2);
         char nm[96];
-        snprintf(nm, sizeof nm, "attention tc bf16 seqs=%d H=%lld Hkv=%lld dh=%lld", (int)n_seq, (long long)H,
+        snprintf(nm, sizeof nm, "attention %s bf16 seqs=%d H=%lld Hkv=%lld dh=%lld", which, (int)n_seq, (long long)H,
                  (long long)Hkv, (long long)dh);
         CHECK(ss_test_compare(nm, z, zr, rows * d, 4e-3, 0) == 0);
         free(qkv), free(r), free(z), free(zr);
     }
     float one = 0.f;
     const int64_t st0 = 0, l0 = 1;
-    CHECK(ss_cuda_attention_flash_bf16(&one, &one, &one, &one, 96, 1, &st0, &l0, 1, 1, 1, 96, 1.f, NULL) == 1); /* dh 96 */
+    CHECK(fn(&one, &one, &one, &one, 96, 1, &st0, &l0, 1, 1, 1, 96, 1.f, NULL) == 1); /* dh 96 */
+}
+
+TEST(kernel_attention_tc_bf16_vs_cpu) { attention_tc_vs_cpu(ss_cuda_attention_flash_bf16, "tc"); }
+
+TEST(kernel_attention_tc2_bf16_vs_cpu) {
+    attention_tc_vs_cpu(ss_cuda_attention_flash_bf16_v2, "tc2");
+    /* ld not a multiple of 4 floats: the first version's result, bit for bit */
+    const int64_t H = 1, dh = 64, ld = 3 * dh + 2, rows = 9, start = 0, len = 9;
+    float *qkv = ss_test_rvec(rows * ld, 5, 1.f), *z1 = ss_test_fvec(rows * dh, 0), *z2 = ss_test_fvec(rows * dh, 0);
+    CHECK(ss_cuda_attention_flash_bf16(z1, qkv, qkv + dh, qkv + 2 * dh, ld, 1, &start, &len, len, H, H, dh, 0.125f,
+                                       NULL) == 0);
+    CHECK(ss_cuda_attention_flash_bf16_v2(z2, qkv, qkv + dh, qkv + 2 * dh, ld, 1, &start, &len, len, H, H, dh, 0.125f,
+                                          NULL) == 0);
+    CHECK(memcmp(z1, z2, (size_t)(rows * dh) * sizeof(float)) == 0);
+    free(qkv), free(z1), free(z2);
 }
 
 /* Tolerance: fp32 dot products of dh terms and an fp32 online softmax
