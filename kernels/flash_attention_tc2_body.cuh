@@ -9,9 +9,10 @@ SS_TC2_KERNEL_(TC_NAME, (float *, z), (const float *, q), (const float *, k), (c
                (const int64_t *, start), (const int64_t *, len), (int64_t, n_qt), (int, group), (float, scale)) {
     /* K as [key][dh], V transposed as [dh][key], both bf16 with padded rows,
      * so that every fragment register is one 32-bit load from 32 banks */
-    __shared__ uint16_t Ks[TC_BC * (TC_DH + TC_PAD)];
-    __shared__ uint16_t Vt[TC_DH * (TC_BC + TC_PAD)];
     enum { SK = TC_DH + TC_PAD, SV = TC_BC + TC_PAD, QUADS = TC_DH / 4, NF = TC_BC * QUADS / TC2_THREADS };
+    /* declared as words: the 32-bit accesses below need 4-byte alignment */
+    __shared__ uint32_t Ks_w[TC_BC * SK / 2], Vt_w[TC_DH * SV / 2];
+    uint16_t *Ks = (uint16_t *)Ks_w, *Vt = (uint16_t *)Vt_w;
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int64_t s = blockIdx.x / n_qt, q0 = (blockIdx.x % n_qt) * TC2_BR;
     const int64_t L = len[s], r0 = start[s], h = blockIdx.y, H = gridDim.y;
