@@ -768,8 +768,9 @@ static ss_status attention_any(const ss_backend *be, float *z, const float *q, c
     for (int64_t s = 0; s < n_seq; s++)
         if (len[s] > max_len) max_len = len[s];
     /* Tensor cores come before the cuBLAS path, which they replace at every
-     * length (an H100: 1.25 ms against the cuBLAS path's ~3.5 ms for a layer
-     * of 16 x 1024 tokens, GPT-2 small's heads). */
+     * length (an H100, a layer of 16 x 1024 tokens with GPT-2 small's heads:
+     * 1.25 ms against the fp32 flash kernel's 3.5; the bf16 forward went from
+     * 359k tokens/s with the cuBLAS path to 581k). */
     if (tc && !pattern_out && (dh == 64 || dh == 128) && H <= 65535 && max_len > 0 &&
         n_seq * ((max_len + 63) / 64) <= INT32_MAX) {
         SS_TRY(meta_put(be, n_seq, start, len, NULL));
