@@ -521,18 +521,20 @@ typedef int (*tc_attention_fn)(float *, const float *, const float *, const floa
                                const int64_t *, const int64_t *, int64_t, int64_t, int64_t, int64_t, float, cudaStream_t);
 
 /* Both versions (flash_attention_tc.cu, flash_attention_tc2.cu) are held to
- * the same bound; the second's shapes also cross its 128-row query blocks and
- * its 32-key tiles at dh 128, and a misaligned ld sends it to the first. */
-static void attention_tc_vs_cpu(tc_attention_fn fn, const char *which) {
+ * the same bound; the second also on shapes that cross its 128-row query
+ * blocks and its 32-key tiles at dh 128, and a misaligned ld sends it to the
+ * first. */
+static void attention_tc_vs_cpu(tc_attention_fn fn, const char *which, int n_cases) {
     const ss_backend *be = ss_backend_cpu();
     struct { int n_seq; int64_t len[3]; int64_t H, Hkv, dh; } cases[] = {
         {2, {70, 5}, 2, 1, 64},   /* two query tiles, a partial key tile, grouped-query */
         {1, {20}, 2, 2, 128},     /* dh 128 */
         {3, {1, 64, 65}, 1, 1, 64}, /* one token; exactly one tile; one past it */
+        /* (the second version's shapes: its blocks and key tiles differ) */
         {2, {130, 40}, 2, 1, 128}, /* dh 128 past one 128-row block, five 32-key tiles */
         {1, {200}, 1, 1, 64},     /* two 128-row blocks, the second partial */
     };
-    for (int ci = 0; ci < 5; ci++) {
+    for (int ci = 0; ci < n_cases; ci++) {
         int64_t H = cases[ci].H, Hkv = cases[ci].Hkv, dh = cases[ci].dh, d = H * dh, ld = (H + 2 * Hkv) * dh;
         int64_t n_seq = cases[ci].n_seq, start[3], len[3], rows = 0, max_len = 0;
         for (int sq = 0; sq < n_seq; sq++) {
@@ -569,10 +571,10 @@ static void attention_tc_vs_cpu(tc_attention_fn fn, const char *which) {
     CHECK(fn(&one, &one, &one, &one, 96, 1, &st0, &l0, 1, 1, 1, 96, 1.f, NULL) == 1); /* dh 96 */
 }
 
-TEST(kernel_attention_tc_bf16_vs_cpu) { attention_tc_vs_cpu(ss_cuda_attention_flash_bf16, "tc"); }
+TEST(kernel_attention_tc_bf16_vs_cpu) { attention_tc_vs_cpu(ss_cuda_attention_flash_bf16, "tc", 3); }
 
 TEST(kernel_attention_tc2_bf16_vs_cpu) {
-    attention_tc_vs_cpu(ss_cuda_attention_flash_bf16_v2, "tc2");
+    attention_tc_vs_cpu(ss_cuda_attention_flash_bf16_v2, "tc2", 5);
     /* ld not a multiple of 4 floats: the first version's result, bit for bit */
     const int64_t H = 1, dh = 64, ld = 3 * dh + 2, rows = 9, start = 0, len = 9;
     float *qkv = ss_test_rvec(rows * ld, 5, 1.f), *z1 = ss_test_fvec(rows * dh, 0), *z2 = ss_test_fvec(rows * dh, 0);
