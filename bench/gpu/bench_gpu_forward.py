@@ -14,7 +14,8 @@ SUBSCOPE_ATTN_TC=1 / 0, the tensor-core attention kernel with bf16 operands for 
 for none (a bf16 model's default is on); +epi / +noepi: SUBSCOPE_BIAS_EPILOGUE=1 / 0, the bias
 in cuBLASLt's epilogue for every product / for none (default: 16-bit weights'); +nofuse:
 SUBSCOPE_FUSE=0, no fused product + bias + GELU or product + residual add; +tc2:
-SUBSCOPE_ATTN_TC_V2=1, the second tensor-core attention kernel; variants combine,
+SUBSCOPE_ATTN_TC_V2=1, the second tensor-core attention kernel; +mlp16: SUBSCOPE_MLP16=1,
+GELU's output kept in bf16 between the MLP's products; variants combine,
 bf16+notc+noepi),
 subscope runs as a fresh process: one untimed warm run, --reps runs of a
 one-token prompt (the fixed cost: process start, CUDA context, cuBLAS, reading and
@@ -121,7 +122,7 @@ MODE_FLAGS = {"fp32": [], "tf32": ["--tf32"], "bf16": ["--dtype", "bfloat16"]}
 VARIANT_ENV = {"attnk": {"SUBSCOPE_ATTN_GEMM_MIN_LEN": "0"}, "tc": {"SUBSCOPE_ATTN_TC": "1"},
                "epi": {"SUBSCOPE_BIAS_EPILOGUE": "1"}, "nofuse": {"SUBSCOPE_FUSE": "0"},
                "notc": {"SUBSCOPE_ATTN_TC": "0"}, "noepi": {"SUBSCOPE_BIAS_EPILOGUE": "0"},
-               "tc2": {"SUBSCOPE_ATTN_TC_V2": "1"}}
+               "tc2": {"SUBSCOPE_ATTN_TC_V2": "1"}, "mlp16": {"SUBSCOPE_MLP16": "1"}}
 
 
 def mode_parts(mode):

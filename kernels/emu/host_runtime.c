@@ -14,6 +14,7 @@
 #include "host/cuda_runtime.h"
 #include "host/cusolverDn.h"
 #include "subscope/stats.h"
+#include "subscope/util.h"
 
 #define DEV_MAGIC 0x5ce0de70c0ffee51ULL
 
@@ -372,8 +373,10 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
 struct ss_emu_lt {
     int unused;
 };
-static long emu_lt_products, emu_lt_gelu; /* cublasLtMatmul calls that succeeded (with GELU), for the tests */
+/* cublasLtMatmul calls that succeeded: all, with GELU, with a 16-bit D (for the tests) */
+static long emu_lt_products, emu_lt_gelu, emu_lt_d16;
 long ss_emu_lt_products(int gelu_only) { return gelu_only ? emu_lt_gelu : emu_lt_products; }
+long ss_emu_lt_products_d16(void) { return emu_lt_d16; }
 struct ss_emu_lt_desc {
     cublasComputeType_t compute;
     cublasOperation_t ta, tb;
@@ -460,24 +463,31 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
     if (k != kb || dd->rows != m || dd->cols != n || cd->rows != m || cd->cols != n || cd->ld != dd->ld ||
         m > INT32_MAX || n > INT32_MAX || k > INT32_MAX)
         return CUBLAS_STATUS_INVALID_VALUE;
-    if (C != D || cd->type != CUDA_R_32F || dd->type != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
+    /* D is fp32, or bf16/fp16 with beta 0 (computed in fp32, rounded once after the epilogue) */
+    const int d16 = dd->type == CUDA_R_16BF || dd->type == CUDA_R_16F;
+    if (C != D || cd->type != dd->type || (dd->type != CUDA_R_32F && !d16) ||
+        (d16 && *(const float *)beta != 0.f))
+        return CUBLAS_STATUS_NOT_SUPPORTED;
     const int with_bias = d->epilogue == CUBLASLT_EPILOGUE_BIAS || d->epilogue == CUBLASLT_EPILOGUE_GELU_BIAS;
     const int gelu = d->epilogue == CUBLASLT_EPILOGUE_GELU || d->epilogue == CUBLASLT_EPILOGUE_GELU_BIAS;
     if (with_bias && !d->bias) return CUBLAS_STATUS_INVALID_VALUE;
+    float *out = d16 ? malloc(sizeof(float) * (size_t)(dd->ld * n)) : D;
+    if (!out) return CUBLAS_STATUS_ALLOC_FAILED;
     cublasStatus_t st = cublasGemmEx(NULL, d->ta, d->tb, (int)m, (int)n, (int)k, alpha, A, ad->type, (int)ad->ld, B,
-                                     bd->type, (int)bd->ld, beta, D, CUDA_R_32F, (int)dd->ld, CUBLAS_COMPUTE_32F,
+                                     bd->type, (int)bd->ld, beta, out, CUDA_R_32F, (int)dd->ld, CUBLAS_COMPUTE_32F,
                                      CUBLAS_GEMM_DEFAULT);
-    if (st == CUBLAS_STATUS_SUCCESS) emu_lt_products++, emu_lt_gelu += gelu;
-    if (st != CUBLAS_STATUS_SUCCESS || (!with_bias && !gelu)) return st;
-    float *out = D;
+    if (st == CUBLAS_STATUS_SUCCESS) emu_lt_products++, emu_lt_gelu += gelu, emu_lt_d16 += d16;
     const float kg = 0.7978845608028654f; /* sqrt(2/pi) */
-    for (uint64_t j = 0; j < n; j++)
+    for (uint64_t j = 0; st == CUBLAS_STATUS_SUCCESS && j < n; j++)
         for (uint64_t i = 0; i < m; i++) {
-            float v = out[i + j * (uint64_t)dd->ld] + (with_bias ? d->bias[i] : 0.f);
+            const uint64_t at = i + j * (uint64_t)dd->ld;
+            float v = out[at] + (with_bias ? d->bias[i] : 0.f);
             if (gelu) v = 0.5f * v * (1.f + tanhf(kg * (v + 0.044715f * v * v * v)));
-            out[i + j * (uint64_t)dd->ld] = v;
+            if (!d16) out[at] = v;
+            else ((uint16_t *)D)[at] = dd->type == CUDA_R_16BF ? ss_f32_to_bf16(v) : ss_f32_to_f16(v);
         }
-    return CUBLAS_STATUS_SUCCESS;
+    if (d16) free(out);
+    return st;
 }
 
 /* Column-major C = alpha op(A) op(A)^T + beta C on the uplo triangle of

@@ -53,6 +53,8 @@ typedef struct {
     int64_t attn_gemm_min_len; /* prompts this long take the cuBLAS attention path (0: never) */
     int attn_tc;            /* SUBSCOPE_ATTN_TC: -1 (unset) attention_lowp on tensor cores, 0 never, 1 every call without the pattern */
     int attn_tc_v2;         /* SUBSCOPE_ATTN_TC_V2=1: kernels/flash_attention_tc2.cu for those calls */
+    uint16_t *h16;          /* mlp_add's 16-bit GELU output */
+    size_t h16_cap;         /* in elements */
     int cov_kernel;         /* collect's products: 0 cublasSsyrk, 1 kernels/cov_lower.cu, 2 cov_lower_tc.cu */
     int64_t *mseq;          /* device copy of a masked forward's sequences (start, len, prompt, mask) */
     size_t mseq_cap;        /* in int64 elements */
@@ -514,13 +516,14 @@ static ss_status cu_sync(const ss_backend *be) {
  * cuBLAS and cuBLASLt are called with the operands swapped.
  *
  * lt_matmul: C = act(A op(B) + bias) (+ C with accumulate) through
- * cuBLASLt, the bias and the GELU (tanh) in the product's epilogue instead of
+ * cuBLASLt (lt_matmul_to: C of type tc, fp32 or, without accumulate, 16-bit), the bias and the GELU (tanh) in the product's epilogue instead of
  * a pass of the bias kernel over C (one read and one write of C saved). A is
  * of type t, fp32 or the weights' 16-bit type; B the weights, [N,K]
  * (trans_b) or [K,N]. Returns cuBLASLt's status; the caller falls back on
  * anything but success. */
-static cublasStatus_t lt_matmul(cuda_impl *c, float *C, const void *A, const void *B, cudaDataType t, const float *bias,
-                                int gelu, int accumulate, int64_t M, int64_t N, int64_t K, int trans_b) {
+static cublasStatus_t lt_matmul_to(cuda_impl *c, void *C, cudaDataType tc, const void *A, const void *B, cudaDataType t,
+                                   const float *bias, int gelu, int accumulate, int64_t M, int64_t N, int64_t K,
+                                   int trans_b) {
     cublasLtMatmulDesc_t desc = NULL;
     cublasLtMatrixLayout_t ad = NULL, bd = NULL, cd = NULL;
     const int32_t ta = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, tb = CUBLAS_OP_N;
@@ -537,7 +540,7 @@ static cublasStatus_t lt_matmul(cuda_impl *c, float *C, const void *A, const voi
     if (!s) s = trans_b ? cublasLtMatrixLayoutCreate(&ad, t, (uint64_t)K, (uint64_t)N, K)
                         : cublasLtMatrixLayoutCreate(&ad, t, (uint64_t)N, (uint64_t)K, N);
     if (!s) s = cublasLtMatrixLayoutCreate(&bd, t, (uint64_t)K, (uint64_t)M, K);
-    if (!s) s = cublasLtMatrixLayoutCreate(&cd, CUDA_R_32F, (uint64_t)N, (uint64_t)M, N);
+    if (!s) s = cublasLtMatrixLayoutCreate(&cd, tc, (uint64_t)N, (uint64_t)M, N);
     if (!s) s = cublasLtMatmul(c->lt, desc, &one, B, ad, A, bd, accumulate ? &one : &zero, C, cd, C, cd, NULL, NULL, 0,
                                c->stream);
     if (cd) cublasLtMatrixLayoutDestroy(cd);
@@ -545,6 +548,22 @@ static cublasStatus_t lt_matmul(cuda_impl *c, float *C, const void *A, const voi
     if (ad) cublasLtMatrixLayoutDestroy(ad);
     if (desc) cublasLtMatmulDescDestroy(desc);
     return s;
+}
+
+static cublasStatus_t lt_matmul(cuda_impl *c, float *C, const void *A, const void *B, cudaDataType t, const float *bias,
+                                int gelu, int accumulate, int64_t M, int64_t N, int64_t K, int trans_b) {
+    return lt_matmul_to(c, C, CUDA_R_32F, A, B, t, bias, gelu, accumulate, M, N, K, trans_b);
+}
+
+/* *buf holds at least n 16-bit elements (grown as needed; *cap in elements). */
+static ss_status scratch16(const ss_backend *be, uint16_t **buf, size_t *cap, size_t n, const char *what) {
+    if (n <= *cap) return SS_OK;
+    if (*buf) cu_release(be, *buf);
+    *buf = NULL;
+    *cap = 0;
+    SS_TRY(cu_alloc(be, n * sizeof(uint16_t), what, (void **)buf));
+    *cap = n;
+    return SS_OK;
 }
 
 /* C = act(A op(B) + bias), act one of SS_CUDA_GELU_TANH, _ERF, _ACT_NONE, or
@@ -570,13 +589,7 @@ static ss_status cu_product(const ss_backend *be, float *C, const float *A, cons
          * the activations into a scratch buffer, accumulate and write C in fp32. */
         const int f16 = b_dtype == SS_WDTYPE_F16;
         size_t need = (size_t)(M * K);
-        if (need > c->a16_cap) {
-            if (c->a16) cu_release(be, c->a16);
-            c->a16 = NULL;
-            c->a16_cap = 0;
-            SS_TRY(cu_alloc(be, need * sizeof(uint16_t), "bf16 activations", (void **)&c->a16));
-            c->a16_cap = need;
-        }
+        SS_TRY(scratch16(be, &c->a16, &c->a16_cap, need, "bf16 activations"));
         KL(ss_cuda_convert(c->a16, f16 ? SS_CUDA_F16 : SS_CUDA_BF16, A, SS_CUDA_F32, (int64_t)need, c->stream),
            "16-bit conversion");
         const cudaDataType t16 = f16 ? CUDA_R_16F : CUDA_R_16BF;
@@ -616,6 +629,33 @@ static ss_status cu_matmul_gelu(const ss_backend *be, float *C, const float *A, 
                                 const float *bias, int64_t M, int64_t N, int64_t K, int trans_b, ss_act act) {
     return cu_product(be, C, A, B, b_dtype, bias, M, N, K, trans_b,
                       act == SS_ACT_GELU_ERF ? SS_CUDA_GELU_ERF : SS_CUDA_GELU_TANH, 0);
+}
+
+/* The ops table's mlp_add (SUBSCOPE_MLP16=1): x += GELU(a W1 + b1) W2 + b2
+ * with 16-bit weights, GELU's output written by cuBLASLt's GELU_BIAS
+ * epilogue straight in the weights' type (it is rounded to it on the way into
+ * W2 anyway: the same numbers as matmul_gelu + matmul_add, without the fp32
+ * intermediate and its conversion pass). Where cuBLASLt declines, or for fp32
+ * weights or the erf GELU, those two ops run, through post. */
+static ss_status cu_mlp_add(const ss_backend *be, float *x, float *post, const float *a, const void *w1,
+                            const float *b1, const void *w2, const float *b2, int wdtype, int64_t rows, int64_t d,
+                            int64_t dm, int trans_b, ss_act act) {
+    cuda_impl *c = IMPL(be);
+    const int w16 = wdtype == SS_WDTYPE_BF16 || wdtype == SS_WDTYPE_F16;
+    if (c->lt && w16 && act == SS_ACT_GELU_TANH && rows > 0 && rows <= INT32_MAX && d <= INT32_MAX &&
+        dm <= INT32_MAX) {
+        const int f16 = wdtype == SS_WDTYPE_F16;
+        const cudaDataType t16 = f16 ? CUDA_R_16F : CUDA_R_16BF;
+        SS_TRY(scratch16(be, &c->a16, &c->a16_cap, (size_t)(rows * d), "bf16 activations"));
+        SS_TRY(scratch16(be, &c->h16, &c->h16_cap, (size_t)(rows * dm), "bf16 MLP activations"));
+        KL(ss_cuda_convert(c->a16, f16 ? SS_CUDA_F16 : SS_CUDA_BF16, a, SS_CUDA_F32, rows * d, c->stream),
+           "16-bit conversion");
+        if (lt_matmul_to(c, c->h16, t16, c->a16, w1, t16, b1, 1, 0, rows, dm, d, trans_b) == CUBLAS_STATUS_SUCCESS &&
+            lt_matmul(c, x, c->h16, w2, t16, b2, 0, 1, rows, d, dm, trans_b) == CUBLAS_STATUS_SUCCESS)
+            return SS_OK;
+    }
+    SS_TRY(cu_matmul_gelu(be, post, a, w1, wdtype, b1, rows, dm, d, trans_b, act));
+    return cu_matmul_add(be, x, post, w2, wdtype, b2, rows, d, dm, trans_b);
 }
 
 static ss_status cu_layernorm(const ss_backend *be, float *out, const float *x, const float *w, const float *b,
@@ -1187,6 +1227,10 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
      * the forward pass then runs them as separate ops (benchmarks compare). */
     const char *fuse = getenv("SUBSCOPE_FUSE");
     if (fuse && !strcmp(fuse, "0")) be->matmul_gelu = NULL, be->matmul_add = NULL;
+    /* SUBSCOPE_MLP16=1: GPT-2's MLP keeps GELU's output in 16 bits (mlp_add);
+     * opt-in until a GPU run has compared and timed it */
+    const char *m16 = getenv("SUBSCOPE_MLP16");
+    if (m16 && !strcmp(m16, "1") && be->matmul_gelu) be->mlp_add = cu_mlp_add;
     if (c->attn_tc) be->attention_lowp = cu_attention_lowp;
     struct cudaDeviceProp prop;
     ss_status st = SS_OK;

@@ -370,6 +370,11 @@ elif [ $BUILD_OK = 1 ]; then
             SUBSCOPE_BIAS_EPILOGUE=0 SUBSCOPE_ATTN_TC=0 CMP_NMSE=$BF16_NMSE compare_forward \
                 "forward gpt2-small shape, --dtype bfloat16, bias kernel, fp32 attention (nmse $BF16_NMSE)" \
                 "$m" "$WORK/models/small-short.jsonl" "$(flash_sites 0)" --dtype bfloat16
+            # GELU's output kept in bf16 by cuBLASLt's epilogue (SUBSCOPE_MLP16=1, opt-in); the
+            # sites asked for leave the MLPs' insides alone, so every layer takes the path
+            SUBSCOPE_MLP16=1 CMP_NMSE=$BF16_NMSE compare_forward \
+                "forward gpt2-small shape, --dtype bfloat16, 16-bit MLP activations (nmse $BF16_NMSE)" \
+                "$m" "$WORK/models/small-short.jsonl" "$(flash_sites 0)" --dtype bfloat16
             # the tensor-core attention (kernels/flash_attention_tc.cu, bf16 Q, K, V and
             # probabilities; a bf16 model's default) on every layer but the one whose pattern is asked for;
             # bf16 rounding of attention's operands on top of the products', judged the same way.

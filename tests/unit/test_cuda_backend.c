@@ -18,6 +18,7 @@
 
 void ss_emu_set_device_memory_limit(size_t bytes); /* kernels/emu/host_runtime.c */
 long ss_emu_lt_products(int gelu_only);
+long ss_emu_lt_products_d16(void);
 
 typedef struct {
     float *store[128];
@@ -170,6 +171,68 @@ TEST(cuda_emulated_bias_epilogue_matches_cpu) {
     }
     CHECK(memcmp(lg[0], lg[1], 12 * 101 * sizeof(float)) == 0);
     free(lg[0]), free(lg[1]);
+}
+
+/* SUBSCOPE_MLP16=1: GPT-2's MLP, where nothing reads its sites, keeps GELU's
+ * output in bf16 (cuBLASLt's GELU_BIAS epilogue writing a bf16 D, mlp_add):
+ * the logits equal, bit for bit, those of the fp32 intermediate that the
+ * second product rounds to bf16 anyway (the emulated epilogue rounds once,
+ * to nearest even, as the conversion kernel does); with hook_post wanted
+ * the layer does not take the path, and an erf-GELU model never does. */
+static ss_status ignore_site(void *ctx, const ss_site *site, float *data, int64_t ld, const ss_packing *pk,
+                             const int64_t *pattern_off) {
+    (void)ctx, (void)site, (void)data, (void)ld, (void)pk, (void)pattern_off;
+    return SS_OK;
+}
+
+static void mlp16_logits(const char *model, const char *mlp16, const char *globs, float **lg, int64_t *n, long *d16) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/models/%s", ss_test_data_dir(), model);
+    ss_model *m = NULL;
+    ss_backend *gpu = NULL;
+    *lg = NULL;
+    if (mlp16) setenv("SUBSCOPE_MLP16", mlp16, 1);
+    ss_status st = ss_backend_cuda_open(0, NULL, &gpu);
+    unsetenv("SUBSCOPE_MLP16");
+    CHECK_OK(st);
+    CHECK(!mlp16 == !gpu->mlp_add);
+    CHECK_OK(ss_model_load(dir, &m));
+    CHECK_OK(ss_model_place(m, gpu, SS_WDTYPE_BF16));
+    const int64_t V = m->cfg.vocab_size;
+    uint8_t *want = calloc((size_t)ss_sites_count(&m->cfg), 1);
+    int nsel = 0;
+    if (globs) CHECK_OK(ss_sites_select(&m->cfg, globs, want, &nsel));
+    int32_t toks[12];
+    for (int i = 0; i < 12; i++) toks[i] = (int32_t)((i * 29 + 5) % V);
+    int64_t start[2] = {0, 5}, len[2] = {5, 7};
+    ss_packing pk = {2, 12, start, len, 0};
+    ss_forward_opts o = {.logits = SS_LOGITS_ALL, .want = globs ? want : NULL, .hook = ignore_site};
+    long before = ss_emu_lt_products_d16();
+    CHECK_OK(ss_forward(m, gpu, toks, &pk, &o, lg));
+    *d16 = ss_emu_lt_products_d16() - before;
+    *n = 12 * V;
+    free(want);
+    ss_model_free(m);
+    ss_backend_cuda_close(gpu);
+}
+
+TEST(cuda_emulated_mlp16_matches_fp32_intermediate) {
+    float *ref, *fused, *hooked, *erf_ref, *erf;
+    long n_ref, n_fused, n_hooked, n_erf_ref, n_erf;
+    int64_t n, n2;
+    mlp16_logits("prefix-f32", NULL, NULL, &ref, &n, &n_ref);
+    mlp16_logits("prefix-f32", "1", NULL, &fused, &n, &n_fused);
+    mlp16_logits("prefix-f32", "1", "blocks.1.mlp.hook_post", &hooked, &n, &n_hooked);
+    mlp16_logits("noprefix-odd-untied", NULL, NULL, &erf_ref, &n2, &n_erf_ref);
+    mlp16_logits("noprefix-odd-untied", "1", NULL, &erf, &n2, &n_erf);
+    if (!ref || !fused || !hooked || !erf_ref || !erf) return;
+    printf(" [16-bit GELU outputs: %ld products, %ld with hook_post on layer 1, %ld with the erf GELU]", n_fused,
+           n_hooked, n_erf);
+    CHECK(n_ref == 0 && n_fused == 2 && n_hooked == 1 && n_erf == 0); /* 2 layers */
+    CHECK(!memcmp(ref, fused, (size_t)n * sizeof(float)));
+    CHECK(!memcmp(ref, hooked, (size_t)n * sizeof(float)));
+    CHECK(!memcmp(erf_ref, erf, (size_t)n2 * sizeof(float)));
+    free(ref), free(fused), free(hooked), free(erf_ref), free(erf);
 }
 
 /* The Llama family: rmsnorm, rope, swiglu and grouped-query attention kernels
@@ -369,12 +432,6 @@ TEST(cuda_emulated_tensor_core_attention_settings) {
  * and without attention_lowp. With it the logits move by bf16 rounding of
  * attention (more than nothing, NMSE < 1e-4); with every layer's pattern
  * wanted, or float32 weights, they are bit for bit those without it. */
-static ss_status ignore_site(void *ctx, const ss_site *site, float *data, int64_t ld, const ss_packing *pk,
-                             const int64_t *pattern_off) {
-    (void)ctx, (void)site, (void)data, (void)ld, (void)pk, (void)pattern_off;
-    return SS_OK;
-}
-
 static void forward_logits(int wdtype, const char *attn_tc, const char *globs, float **lg) {
     ss_config c = {.n_layer = 2, .n_head = 2, .n_embd = 128, .n_positions = 64, .vocab_size = 97, .n_inner = 256,
                    .ln_eps = 1e-5, .tie_word_embeddings = 1, .scale_attn_weights = 1};

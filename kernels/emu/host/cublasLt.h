@@ -40,8 +40,9 @@ cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l);
 /* D = alpha op(A) op(B) + beta C, then the epilogue (BIAS: bias[i] added to
  * row i of D; GELU: the tanh approximation, computed as kernels/bias_act.cu
  * does, so that the emulation tells layouts apart, not GELU formulas). Here C and D must be the same matrix, A and B both fp32 or
- * both bf16/fp16, C and D fp32, compute 32F (or 32F_FAST_TF32, computed in
- * fp32 as the emulated Sgemm does under TF32 math). */
+ * both bf16/fp16, C and D fp32, or bf16/fp16 with beta 0 (the epilogue in
+ * fp32, its result rounded to nearest even once), compute 32F (or
+ * 32F_FAST_TF32, computed in fp32 as the emulated Sgemm does under TF32 math). */
 cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const void *alpha, const void *A,
                               cublasLtMatrixLayout_t ad, const void *B, cublasLtMatrixLayout_t bd, const void *beta,
                               const void *C, cublasLtMatrixLayout_t cd, void *D, cublasLtMatrixLayout_t dd,
