@@ -381,7 +381,8 @@ struct ss_emu_lt_desc {
     cublasComputeType_t compute;
     cublasOperation_t ta, tb;
     cublasLtEpilogue_t epilogue;
-    const float *bias;
+    const void *bias;
+    int32_t bias_type; /* -1: D's type */
 };
 struct ss_emu_lt_layout {
     cudaDataType type;
@@ -403,6 +404,7 @@ cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *d, cublasComputeTy
     *d = calloc(1, sizeof **d);
     if (!*d) return CUBLAS_STATUS_NOT_INITIALIZED;
     (*d)->compute = compute, (*d)->ta = (*d)->tb = CUBLAS_OP_N, (*d)->epilogue = CUBLASLT_EPILOGUE_DEFAULT;
+    (*d)->bias_type = -1;
     return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) {
@@ -434,6 +436,10 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMa
     case CUBLASLT_MATMUL_DESC_BIAS_POINTER:
         if (size != sizeof(void *)) return CUBLAS_STATUS_INVALID_VALUE;
         memcpy(&d->bias, buf, sizeof(void *));
+        return CUBLAS_STATUS_SUCCESS;
+    case CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE:
+        if (size != sizeof d->bias_type) return CUBLAS_STATUS_INVALID_VALUE;
+        memcpy(&d->bias_type, buf, sizeof d->bias_type);
         return CUBLAS_STATUS_SUCCESS;
     }
     return CUBLAS_STATUS_NOT_SUPPORTED;
@@ -471,6 +477,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
     const int with_bias = d->epilogue == CUBLASLT_EPILOGUE_BIAS || d->epilogue == CUBLASLT_EPILOGUE_GELU_BIAS;
     const int gelu = d->epilogue == CUBLASLT_EPILOGUE_GELU || d->epilogue == CUBLASLT_EPILOGUE_GELU_BIAS;
     if (with_bias && !d->bias) return CUBLAS_STATUS_INVALID_VALUE;
+    const int32_t bt = d->bias_type < 0 ? (int32_t)dd->type : d->bias_type;
+    if (with_bias && bt != CUDA_R_32F && bt != CUDA_R_16BF && bt != CUDA_R_16F) return CUBLAS_STATUS_NOT_SUPPORTED;
     float *out = d16 ? malloc(sizeof(float) * (size_t)(dd->ld * n)) : D;
     if (!out) return CUBLAS_STATUS_ALLOC_FAILED;
     cublasStatus_t st = cublasGemmEx(NULL, d->ta, d->tb, (int)m, (int)n, (int)k, alpha, A, ad->type, (int)ad->ld, B,
@@ -481,7 +489,9 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
     for (uint64_t j = 0; st == CUBLAS_STATUS_SUCCESS && j < n; j++)
         for (uint64_t i = 0; i < m; i++) {
             const uint64_t at = i + j * (uint64_t)dd->ld;
-            float v = out[at] + (with_bias ? d->bias[i] : 0.f);
+            float v = out[at];
+            if (with_bias)
+                v += bt == CUDA_R_32F ? ((const float *)d->bias)[i] : bt == CUDA_R_16BF ? bf16_at(d->bias, i) : f16_at(d->bias, i);
             if (gelu) v = 0.5f * v * (1.f + tanhf(kg * (v + 0.044715f * v * v * v)));
             if (!d16) out[at] = v;
             else ((uint16_t *)D)[at] = dd->type == CUDA_R_16BF ? ss_f32_to_bf16(v) : ss_f32_to_f16(v);

@@ -536,6 +536,10 @@ static cublasStatus_t lt_matmul_to(cuda_impl *c, void *C, cudaDataType tc, const
     if (!s) s = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
     if (!s) s = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi);
     if (!s && bias) s = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
+    /* the bias is fp32; cuBLASLt reads it as D's type unless told (a 16-bit D) */
+    const int32_t bias_type = CUDA_R_32F;
+    if (!s && bias && tc != CUDA_R_32F)
+        s = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type);
     /* stored shapes, column-major: the weights N x K (ld K) transposed or N x K as [K,N] row-major (ld N) */
     if (!s) s = trans_b ? cublasLtMatrixLayoutCreate(&ad, t, (uint64_t)K, (uint64_t)N, K)
                         : cublasLtMatrixLayoutCreate(&ad, t, (uint64_t)N, (uint64_t)K, N);

@@ -20,6 +20,7 @@ typedef enum {
     CUBLASLT_MATMUL_DESC_TRANSB = 4,
     CUBLASLT_MATMUL_DESC_EPILOGUE = 7,
     CUBLASLT_MATMUL_DESC_BIAS_POINTER = 8,
+    CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE = 26, /* int32_t; default -1: the bias has D's type */
 } cublasLtMatmulDescAttributes_t;
 typedef enum {
     CUBLASLT_EPILOGUE_DEFAULT = 1,
@@ -41,7 +42,8 @@ cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l);
  * row i of D; GELU: the tanh approximation, computed as kernels/bias_act.cu
  * does, so that the emulation tells layouts apart, not GELU formulas). Here C and D must be the same matrix, A and B both fp32 or
  * both bf16/fp16, C and D fp32, or bf16/fp16 with beta 0 (the epilogue in
- * fp32, its result rounded to nearest even once), compute 32F (or
+ * fp32, its result rounded to nearest even once; the bias read as D's type
+ * unless BIAS_DATA_TYPE says CUDA_R_32F, as cuBLASLt documents), compute 32F (or
  * 32F_FAST_TF32, computed in fp32 as the emulated Sgemm does under TF32 math). */
 cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const void *alpha, const void *A,
                               cublasLtMatrixLayout_t ad, const void *B, cublasLtMatrixLayout_t bd, const void *beta,
