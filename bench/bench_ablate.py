@@ -8,7 +8,8 @@ Each repetition runs, alternating: subscope with its default masks-per-forward,
 subscope with --mask-batch 1 (one mask per forward: the unbatched engine), and the peer.
 subscope is timed as a whole process (wall, so its start, model load, clean pass and
 HDF5 file count against it); the peer's time is its sweep loop only (torch import and
-model load excluded). Losses are compared: subscope's /ablate/<mask>/loss against the
+model load excluded). subscope's passes alone (clean and masked, SUBSCOPE_TIMING=1) are
+reported beside, the like-for-like comparison on a GPU, where start-up is most of the wall. Losses are compared: subscope's /ablate/<mask>/loss against the
 peer's, as a check that both ran the same masks.
 
     bench_ablate.py --model models/tiny-gpt2 --model bench/work/gpt2-small --python PY \\
@@ -20,6 +21,7 @@ import json
 import os
 import platform
 import random
+import re
 import resource
 import statistics
 import subprocess
@@ -54,16 +56,22 @@ def bench_masks(cfg, n, seed=7):
     return out
 
 
+PASSES_RE = re.compile(r"subscope ablate: timing: passes ([0-9.]+) s")
+
+
 def timed(cmd, env):
-    """Wall and CPU (user + system) seconds of a child process, and its stdout."""
+    """Wall and CPU (user + system) seconds of a child process, its stdout, and (for subscope,
+    run with SUBSCOPE_TIMING=1) the seconds of its clean and masked passes, or None."""
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.run(cmd, env=dict(env, SUBSCOPE_TIMING="1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True)
     wall = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if p.returncode:
         sys.exit(f"bench_ablate.py: {' '.join(cmd)} failed ({p.returncode}):\n{p.stderr[-2000:]}")
-    return wall, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime), p.stdout
+    m = PASSES_RE.search(p.stderr)
+    return wall, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime), p.stdout, float(m[1]) if m else None
 
 
 def main():
@@ -127,6 +135,7 @@ def main():
                     "--device", a.device]
         runs = {k: [] for k in variants}
         cpus = {k: [] for k in variants}
+        passes = {k: [] for k in variants}
         peer_cpu = []
         peer_runs, peer = [], None
         per_forward = None
@@ -137,15 +146,17 @@ def main():
             order = order[rep % len(order):] + order[:rep % len(order)]  # who goes first rotates
             for who in order:
                 if who == "peer":
-                    _, _, so = timed(peer_cmd, env)
+                    _, _, so, _ = timed(peer_cmd, env)
                     peer = json.loads(so)
                     peer_runs.append(peer["pass_s"][0])
                     peer_cpu.append(peer["pass_cpu_s"][0])
                     print(f"   peer hook loop   {peer_runs[-1]:8.2f} s (cpu {peer['pass_cpu_s'][0]:.2f} s)", file=sys.stderr)
                 else:
-                    wall, cpu, so = timed(variants[who], env)
+                    wall, cpu, so, ps = timed(variants[who], env)
                     runs[who].append(wall)
                     cpus[who].append(cpu)
+                    if ps is not None:
+                        passes[who].append(ps)
                     for line in so.splitlines():
                         if "per forward" in line and who == "batched":
                             per_forward = line.strip()
@@ -162,7 +173,12 @@ def main():
                       "median_cpu_s": statistics.median(peer_cpu), "load_s": peer["load_s"],
                       "import_s": peer["import_s"], "versions": peer["versions"], "threads": peer["threads"]},
              "max_abs_loss_diff_vs_peer": diff}
+        for k, v in passes.items():
+            if v:  # the passes alone, as the peer's sweep loop is timed (SUBSCOPE_TIMING)
+                r["subscope"][k]["median_passes_s"] = statistics.median(v)
         r["speedup_vs_peer"] = r["peer"]["median_s"] / r["subscope"]["batched"]["median_wall_s"]
+        if "median_passes_s" in r["subscope"]["batched"]:
+            r["speedup_vs_peer_passes_only"] = r["peer"]["median_s"] / r["subscope"]["batched"]["median_passes_s"]
         r["cpu_time_ratio_peer_over_subscope"] = r["peer"]["median_cpu_s"] / r["subscope"]["batched"]["median_cpu_s"]
         r["masked_over_clean_throughput"] = (r["subscope"]["identity"]["median_wall_s"] /
                                              r["subscope"]["batched"]["median_wall_s"])
@@ -195,6 +211,9 @@ def main():
         print(f"{name:14s} {r['masks']:5d} {r['prompts']:4d}x{r['tokens']:<4d} {sb:10.2f} {ub:8.2f} "
               f"{r['peer']['median_s']:8.2f} {r['speedup_vs_peer']:7.1f}x "
               f"{r.get('speedup_batched_over_unbatched', float('nan')):6.1f}x {r['max_abs_loss_diff_vs_peer']:8.1e}")
+        if "speedup_vs_peer_passes_only" in r:
+            print(f"   subscope's passes alone (in the process): {r['subscope']['batched']['median_passes_s']:.2f} s, "
+                  f"{r['speedup_vs_peer_passes_only']:.1f}x the peer's loop")
         print(f"   cpu seconds: subscope {r['subscope']['batched']['median_cpu_s']:.2f}, K=1 "
               f"{r['subscope'].get('unbatched', {}).get('median_cpu_s', float('nan')):.2f}, peer "
               f"{r['peer']['median_cpu_s']:.2f} (peer/subscope {r['cpu_time_ratio_peer_over_subscope']:.1f}x)")

@@ -56,6 +56,7 @@ BENCH = os.path.dirname(HERE)
 ROOT = os.path.dirname(BENCH)
 sys.path.insert(0, BENCH)
 from bench_forward import config_summary, matmul_params, model_flops, shape_of  # noqa: E402  (standard library only)
+from bench_attribute import later_batches  # noqa: E402
 
 
 def log(msg):
@@ -148,9 +149,6 @@ def host_peak_mib(path):
         return None
 
 
-TIMING_RE = re.compile(r"timing: first batch ([0-9.]+) s \(([0-9]+) prompts\), later batches ([0-9.]+) s \(([0-9]+) prompts\)")
-
-
 def run_subscope(exe, model, prompts, batch, mode, env, workdir, tag, timeout):
     """(wall seconds, subscope's reported peak device memory in MiB or None, its peak resident host memory in
     MiB or None, (later batches' seconds, their prompts) from SUBSCOPE_TIMING or None)."""
@@ -168,9 +166,7 @@ def run_subscope(exe, model, prompts, batch, mode, env, workdir, tag, timeout):
         host = host_peak_mib(out)
         os.remove(out)
     m = PEAK_RE.search(p.stderr)
-    t = TIMING_RE.search(p.stderr)
-    later = (float(t.group(3)), int(t.group(4))) if t and int(t.group(4)) > 0 else None
-    return wall, float(m.group(1)) if m else None, host, later
+    return wall, float(m.group(1)) if m else None, host, later_batches(p.stderr)
 
 
 def peer_status(python):

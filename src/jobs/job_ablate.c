@@ -971,6 +971,11 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
     /* Progress: rank 0's own share (the other ranks have as many prompts or one batch fewer). */
     const int64_t work = (hi - lo) * (n_masks + 1);
     if (progress) progress(job->progress_ctx, 0, work);
+    /* SUBSCOPE_TIMING=1: the passes' time (clean and masked, every batch; the
+     * device synchronised at the end) on stderr, for the benchmarks */
+    const char *tv = getenv("SUBSCOPE_TIMING");
+    const int timing = tv && *tv && strcmp(tv, "0");
+    const double t_passes = ss_now();
     for (int64_t b0 = lo; b0 < hi; b0 += B) {
         int64_t nb = hi - b0 < B ? hi - b0 : B;
         ss_packing pk;
@@ -1026,6 +1031,11 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
             done += kn * nb;
             if (progress) progress(job->progress_ctx, done, work);
         }
+    }
+    if (timing) {
+        if ((st = run.be->sync(run.be))) goto out;
+        fprintf(stderr, "subscope ablate%s: timing: passes %.4f s (%lld prompts, %d masks)\n", size > 1 ? " (a rank)" : "",
+                ss_now() - t_passes, (long long)(hi - lo), n_masks);
     }
 
     /* Every copy's last stage (every rank without a pipeline) has its share

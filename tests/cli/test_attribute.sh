@@ -83,4 +83,10 @@ expect_fail "corrupt file with fewer lines" "paired line by line" "$SUBSCOPE" at
 expect_fail "--stats without ig" "used by --method ig only" "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.0.*' --stats "$TMP/st.h5" --out "$TMP/x.h5"
 expect_fail "ig baseline for a site the stats file lacks" "has no /stats/blocks.0.mlp.hook_post/mean" "$SUBSCOPE" attribute --model $M --input $P --sites blocks.0.mlp.hook_post --method ig:4 --stats "$TMP/st.h5" --out "$TMP/x.h5"
 [ ! -e "$TMP/x.h5" ] && pass "failed runs write no file" || fail "failed runs write no file"
+# SUBSCOPE_TIMING=1: first and later batches timed apart, their prompts adding up to the input's
+n=$(grep -c . $P)
+tl=$(SUBSCOPE_TIMING=1 "$SUBSCOPE" attribute --model $M --input $P --sites blocks.0.mlp.hook_post --batch 2 --out "$TMP/t.h5" 2>&1 >/dev/null | grep "timing:")
+if printf '%s' "$tl" | grep -Eq "^subscope attribute: timing: first batch [0-9.]+ s \(2 prompts\), later batches [0-9.]+ s \($((n - 2)) prompts\)$"; then
+    pass "SUBSCOPE_TIMING=1 times attribute's first batch and the later ones"
+else fail "SUBSCOPE_TIMING=1 attribute" "got: $tl"; fi
 finish
