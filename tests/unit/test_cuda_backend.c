@@ -173,18 +173,19 @@ TEST(cuda_emulated_bias_epilogue_matches_cpu) {
     free(lg[0]), free(lg[1]);
 }
 
-/* SUBSCOPE_MLP16=1: GPT-2's MLP, where nothing reads its sites, keeps GELU's
- * output in bf16 (cuBLASLt's GELU_BIAS epilogue writing a bf16 D, mlp_add):
- * the logits equal, bit for bit, those of the fp32 intermediate that the
- * second product rounds to bf16 anyway (the emulated epilogue rounds once,
- * to nearest even, as the conversion kernel does); with hook_post wanted
- * the layer does not take the path, and an erf-GELU model never does. */
+/* A hook that wants its sites computed and does nothing with them. */
 static ss_status ignore_site(void *ctx, const ss_site *site, float *data, int64_t ld, const ss_packing *pk,
                              const int64_t *pattern_off) {
     (void)ctx, (void)site, (void)data, (void)ld, (void)pk, (void)pattern_off;
     return SS_OK;
 }
 
+/* SUBSCOPE_MLP16=1: GPT-2's MLP, where nothing reads its sites, keeps GELU's
+ * output in bf16 (cuBLASLt's GELU_BIAS epilogue writing a bf16 D, mlp_add):
+ * the logits equal, bit for bit, those of the fp32 intermediate that the
+ * second product rounds to bf16 anyway (the emulated epilogue rounds once,
+ * to nearest even, as the conversion kernel does); with hook_post wanted
+ * the layer does not take the path, and an erf-GELU model never does. */
 static void mlp16_logits(const char *model, const char *mlp16, const char *globs, float **lg, int64_t *n, long *d16) {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/models/%s", ss_test_data_dir(), model);
