@@ -101,6 +101,13 @@ ss_status ss_run_place(ss_run *r, const ss_run_opts *o);
 /* Packs prompts [b0, b0+nb) into the batch buffers and describes them in pk. */
 void ss_run_pack(ss_run *r, int64_t b0, int64_t nb, ss_packing *pk);
 void ss_run_close(ss_run *r);
+/* SUBSCOPE_TIMING is set and not "0": jobs say on stderr where their time
+ * went (the benchmarks read it). */
+int ss_timing_on(void);
+/* forward's and attribute's line: the first batch (from t_start to t_first)
+ * and the later ones (to now), with their prompts; rank named when size > 1. */
+void ss_timing_batches(const char *job, int rank, int size, double t_start, double t_first, int64_t first_prompts,
+                       int64_t later_prompts);
 
 /* Reads and tokenizes a prompt file paired line by line with the run's
  * prompts: the same count, and each pair the same number of tokens. */

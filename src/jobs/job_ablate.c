@@ -973,8 +973,7 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
     if (progress) progress(job->progress_ctx, 0, work);
     /* SUBSCOPE_TIMING=1: the passes' time (clean and masked, every batch; the
      * device synchronised at the end) on stderr, for the benchmarks */
-    const char *tv = getenv("SUBSCOPE_TIMING");
-    const int timing = tv && *tv && strcmp(tv, "0");
+    const int timing = ss_timing_on();
     const double t_passes = ss_now();
     for (int64_t b0 = lo; b0 < hi; b0 += B) {
         int64_t nb = hi - b0 < B ? hi - b0 : B;

@@ -352,8 +352,7 @@ compute:;
     const int64_t n_steps = hi > lo ? (hi - lo + B - 1) / B : 0;
     /* SUBSCOPE_TIMING=1: the first batch (forward, backward and its attributions)
      * and the later ones timed apart, as forward does (benchmarks read it) */
-    const char *tv = getenv("SUBSCOPE_TIMING");
-    const int timing = tv && *tv && strcmp(tv, "0");
+    const int timing = ss_timing_on();
     double t_start = ss_now(), t_first = 0;
     int64_t first_prompts = 0;
     m->pipe_hold = w_all > 1; /* every stage, the last too: its neighbour's exchange waits for its receive */
@@ -554,10 +553,7 @@ compute:;
     m->pipe_hold = 0; /* the last pass's blocks went with its release */
     if (timing && n_steps > 0) {
         if ((st = run.be->sync(run.be))) goto out;
-        char who[32] = "";
-        if (size > 1) snprintf(who, sizeof who, " (rank %d)", rank);
-        fprintf(stderr, "subscope attribute%s: timing: first batch %.4f s (%lld prompts), later batches %.4f s (%lld prompts)\n",
-                who, t_first - t_start, (long long)first_prompts, ss_now() - t_first, (long long)(hi - lo - first_prompts));
+        ss_timing_batches("attribute", rank, size, t_start, t_first, first_prompts, hi - lo - first_prompts);
     }
 
     /* Rank 0 takes the per-prompt metrics (IG: and baseline metrics, completeness

@@ -609,8 +609,7 @@ ss_status ss_job_collect(const ss_collect_job *job) {
     }
     if (progress) progress(job->progress_ctx, done, p->n);
     /* SUBSCOPE_TIMING=1: where the time went, on stderr (benchmarks read it) */
-    const char *tv = getenv("SUBSCOPE_TIMING");
-    const int timing = tv && *tv && strcmp(tv, "0");
+    const int timing = ss_timing_on();
     double t_batches = 0, t_totals = 0, t_write = 0, t_mark = ss_now();
     /* Rounds end at checkpoints; batches start at the round's start, every B
      * prompts, as in one process; each rank takes a block of whole batches. */

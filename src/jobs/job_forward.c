@@ -416,8 +416,7 @@ compute:;
     /* SUBSCOPE_TIMING=1: the first batch (lazy module loads, cuBLAS's first
      * choices) and the later ones timed apart, the device synchronised at each
      * mark, on stderr: benchmarks read the steady rate from it */
-    const char *tv = getenv("SUBSCOPE_TIMING");
-    const int timing = tv && *tv && strcmp(tv, "0");
+    const int timing = ss_timing_on();
     double t_start = ss_now(), t_first = 0;
     int64_t first_prompts = 0;
     for (int64_t k = 0;; k++) {
@@ -462,10 +461,7 @@ compute:;
     if ((st = ss_capture_flush(cap))) goto out;
     if (timing && hi > lo) {
         if ((st = be->sync(be))) goto out;
-        char who[32] = "";
-        if (size > 1) snprintf(who, sizeof who, " (rank %d)", rank);
-        fprintf(stderr, "subscope forward%s: timing: first batch %.4f s (%lld prompts), later batches %.4f s (%lld prompts)\n",
-                who, t_first - t_start, (long long)first_prompts, ss_now() - t_first, (long long)(hi - lo - first_prompts));
+        ss_timing_batches("forward", rank, size, t_start, t_first, first_prompts, hi - lo - first_prompts);
     }
     if (rank != c.writer && deferred && hi > lo && (st = end_batch(&c))) goto out;
     if (rank == c.writer && deferred && steps > 0) {

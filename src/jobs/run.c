@@ -192,6 +192,19 @@ void ss_run_pack(ss_run *r, int64_t b0, int64_t nb, ss_packing *pk) {
     *pk = (ss_packing){nb, rows, r->start, r->len, b0};
 }
 
+int ss_timing_on(void) {
+    const char *v = getenv("SUBSCOPE_TIMING");
+    return v && *v && strcmp(v, "0");
+}
+
+void ss_timing_batches(const char *job, int rank, int size, double t_start, double t_first, int64_t first_prompts,
+                       int64_t later_prompts) {
+    char who[32] = "";
+    if (size > 1) snprintf(who, sizeof who, " (rank %d)", rank);
+    fprintf(stderr, "subscope %s%s: timing: first batch %.4f s (%lld prompts), later batches %.4f s (%lld prompts)\n",
+            job, who, t_first - t_start, (long long)first_prompts, ss_now() - t_first, (long long)later_prompts);
+}
+
 void ss_run_close(ss_run *r) {
     free(r->packed);
     free(r->start);
