@@ -28,6 +28,8 @@
 #          +epi, +noepi, +nofuse: see bench/gpu/bench_gpu_forward.py),
 #          --llama-models LIST (gpu_llama's shapes, default llama-1b,llama-7b),
 #          --llama-prompts N (gpu_llama: prompts of 1024 tokens, default 64; batch 16 = 16k tokens),
+#          --llama-modes LIST (gpu_llama's subscope modes, default bf16; the variants of --gpu-modes,
+#          e.g. bf16,bf16+tc2 to time the second tensor-core attention at head size 128),
 #          --no-cpu-1b (cpu_llama: skip the one subscope-only run of the llama-1b shape).
 # Environment: BENCH_PYTHON (an interpreter that has torch, transformers, safetensors,
 #          h5py, numpy; default python3, or a venv made in bench/work/venv if those are
@@ -50,7 +52,7 @@ WORK="${BENCH_WORK:-$ROOT/bench/work}"
 SMALL=0 PROMPTS=32 TOKENS=128 BATCH=16 THREADS="$(nproc)" REPS=3 PEER_H5=1 ONLY="" HOST=""
 QUICK=0 GPU_ONLY=0 INSTALL=1 BUILD=1 GPU_MODELS="gpt2-small,gpt2-medium,gpt2-large" GPU_PROMPTS=128
 GPU_MODES="fp32,tf32,bf16"
-LLAMA_MODELS="llama-1b,llama-7b" LLAMA_PROMPTS=64 CPU_1B=1
+LLAMA_MODELS="llama-1b,llama-7b" LLAMA_PROMPTS=64 LLAMA_MODES=bf16 CPU_1B=1
 PY=""          # interpreter with the peer's packages, or empty
 PEER_WHY=""    # why there is none
 GPU_WORK="$WORK/gpu"
@@ -79,6 +81,7 @@ while [ $# -gt 0 ]; do
         --gpu-modes) GPU_MODES="${2:?}"; shift ;;
         --llama-models) LLAMA_MODELS="${2:?}"; shift ;;
         --llama-prompts) LLAMA_PROMPTS="${2:?}"; shift ;;
+        --llama-modes) LLAMA_MODES="${2:?}"; shift ;;
         --no-cpu-1b) CPU_1B=0 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option '$1' (--help lists them)" ;;
@@ -319,7 +322,7 @@ bench_gpu_llama() {
     rm -f "$GPU_WORK/llama.json"
     say "gpu_llama: subscope forward --device cuda --dtype bfloat16 vs HF bf16 eager/sdpa ($LLAMA_PROMPTS prompts x 1024 tokens, batch 16)"
     python3 bench/gpu/bench_gpu_forward.py --models "$(IFS=,; echo "${models[*]}")" ${PY:+--python "$PY"} \
-        --modes bf16 --peer-dtypes bf16 --peer-attn eager,sdpa --prompts "$LLAMA_PROMPTS" --tokens 1024 --batch 16 \
+        --modes "$LLAMA_MODES" --peer-dtypes bf16 --peer-attn eager,sdpa --prompts "$LLAMA_PROMPTS" --tokens 1024 --batch 16 \
         --reps "$reps" --peaks "$GPU_WORK/kernels.json" --json "$GPU_WORK/llama.json" \
         --workdir "$GPU_WORK/scratch" || rc=$?
     [ "$rc" = 0 ] || NOTES+=("gpu_llama: some runs failed (exit $rc; llama.results[].subscope.*.error)")

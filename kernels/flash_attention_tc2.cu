@@ -1,31 +1,61 @@
 /* Causal attention on tensor cores, second version, opt-in
  * (SUBSCOPE_ATTN_TC_V2=1, cuda_backend.c) until a GPU run has checked and
- * timed it against the first (flash_attention_tc.cu), whose contract and
- * numerics it keeps: Q, K, V and the probabilities rounded to bf16, mma.sync
- * m16n8k16 with fp32 accumulation, fp32 online softmax, head sizes 64 and 128.
+ * timed it against the first (flash_attention_tc.cu), whose numerics it
+ * keeps: Q (scaled), K, V and the probabilities rounded to bf16, mma.sync
+ * m16n8k16 with fp32 accumulation, an fp32 online softmax, head sizes 64
+ * and 128.
  *
- * Written after the second H100 run, where the first version took 1.25 ms per
- * layer of 16 x 1024 tokens (20.6 TFLOP/s, 62% of a bf16 forward): its K and
- * V tiles arrive as scalar fp32 loads converted one at a time between two
- * barriers, with nothing overlapping them, and each fragment register is two
- * 16-bit shared loads. Here:
- *   - 128 query rows per block (8 warps), so each K/V tile serves twice the rows;
- *   - K and V arrive as float4 loads, the next tile's issued before the current
- *     tile's products (register double-buffering), converted after them;
- *   - V is stored transposed ([dh][key]), so B fragments of P V, like those of
- *     Q K^T, are single 32-bit loads (padded rows: 32 distinct banks);
- *   - a warp skips the products of tiles wholly in its causal future.
- * dh 128 takes 32-key tiles to keep the prefetch registers at 32. The loads
- * need 16-byte alignment (q, k, v and ld a multiple of 4 floats); the launcher
- * hands anything else to the first version. */
+ * Written after the second H100 run, where the first version took 1.25 ms
+ * per layer of 16 x 1024 tokens (20.6 TFLOP/s, 62% of a bf16 forward). Its
+ * PTX shows why: each K/V tile arrives through a loop of 32 scalar fp32
+ * loads per thread that the compiler does not unroll, each converted and
+ * stored before the next is issued, between two barriers; about 12,500 SM
+ * cycles per 64 x 64 tile, where the tile's 64 products per warp need a few
+ * hundred. This version is the flash-attention-2 layout:
+ *   - a pack kernel first writes Q * scale, K and V of every row once as
+ *     bf16, in rows of (H + 2 Hkv) dh halves (the workspace; the same
+ *     roundings as the first version, so the same numbers up to the order of
+ *     fp32 additions and exp2 for exp);
+ *   - K and V tiles go from there to shared memory by cp.async, 16 bytes a
+ *     copy, the next tile in flight while the current one is used (two
+ *     buffers, one barrier pair per tile);
+ *   - fragments come from shared memory by ldmatrix (.trans for V), one
+ *     instruction per two products, from rows padded to avoid bank conflicts;
+ *   - Q's fragments are read once from global memory, 32 bits each;
+ *   - the causal mask only on the tiles that cross the diagonal or the end;
+ *     warps skip tiles wholly in their future; the longest query tiles are
+ *     launched first so the short ones fill the tail.
+ * 64 query rows per block (4 warps, 16 rows each); key tiles of 64 (dh 64)
+ * or 32 (dh 128), so the four tiles take 36 or 34 KB of static shared memory.
+ * Under the emulation cp.async is held back until its wait (cuda_emu.c), so
+ * reading a tile too early shows up in the tests. */
 #include <stdint.h>
 
 #include "ss_cuda.cuh"
 #include "mma.cuh"
 
-#define TC2_BR 128      /* query rows per block (16 per warp) */
-#define TC2_THREADS 256 /* 8 warps */
-#define TC_PAD 8        /* halves of padding per shared row */
+#define TC2_BR 64      /* query rows per block (16 per warp) */
+#define TC2_THREADS 128 /* 4 warps */
+#define TC2_PAD 8      /* halves of padding per shared row */
+
+/* out[r, :] = bf16(q[r, 0:dq] * scale), bf16(k[r, 0:dkv]), bf16(v[r, 0:dkv]):
+ * blocks stride over the rows, threads over pairs of columns (dq and dkv
+ * are multiples of 64, so a pair never straddles two of the three). */
+SS_KERNEL(ss_k_attn_pack_bf16, (uint16_t *, out), (const float *, q), (const float *, k), (const float *, v),
+          (int64_t, ld), (int64_t, n_rows), (int64_t, dq), (int64_t, dkv), (float, scale)) {
+    const int64_t ld16 = dq + 2 * dkv;
+    for (int64_t r = blockIdx.x; r < n_rows; r += gridDim.x) {
+        uint32_t *o = (uint32_t *)(out + r * ld16);
+        for (int64_t c = 2 * (int64_t)threadIdx.x; c < ld16; c += 2 * (int64_t)blockDim.x) {
+            const float *src;
+            float f = 1.f;
+            if (c < dq) src = q + r * ld + c, f = scale;
+            else if (c < dq + dkv) src = k + r * ld + (c - dq);
+            else src = v + r * ld + (c - dq - dkv);
+            o[c / 2] = ss_pack_bf16(src[0] * f, src[1] * f);
+        }
+    }
+}
 
 #define TC_DH 64
 #define TC_BC 64
@@ -42,22 +72,30 @@
 #undef TC_BC
 #undef TC_NAME
 
+SS_EXTERN_C int64_t ss_cuda_attention_flash_bf16_v2_ws(int64_t n_rows, int64_t H, int64_t Hkv, int64_t dh) {
+    return n_rows > 0 ? n_rows * (H + 2 * Hkv) * dh : 0;
+}
+
 SS_EXTERN_C int ss_cuda_attention_flash_bf16_v2(float *z, const float *q, const float *k, const float *v,
                                                 int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len,
-                                                int64_t max_len, int64_t H, int64_t Hkv, int64_t dh, float scale,
-                                                cudaStream_t stream) {
+                                                int64_t max_len, int64_t n_rows, int64_t H, int64_t Hkv, int64_t dh,
+                                                float scale, void *ws, cudaStream_t stream) {
     if (n_seq <= 0 || max_len <= 0 || H <= 0) return 0;
-    if ((dh != 64 && dh != 128) || H > 65535 || Hkv < 1 || H % Hkv || ld_qkv < H * dh) return 1;
-    if (((uintptr_t)k | (uintptr_t)v) % 16 || ld_qkv % 4)
-        return ss_cuda_attention_flash_bf16(z, q, k, v, ld_qkv, n_seq, start, len, max_len, H, Hkv, dh, scale, stream);
-    int64_t n_qt = ss_cdiv(max_len, TC2_BR);
-    if (n_seq * n_qt > 0x7fffffff) return 1;
+    if ((dh != 64 && dh != 128) || Hkv < 1 || H % Hkv || ld_qkv < H * dh || n_rows < 1 || (uintptr_t)ws % 16)
+        return 1;
+    const int64_t n_qt = ss_cdiv(max_len, TC2_BR);
+    if (n_seq * H > 0x7fffffff || n_qt > 65535) return 1;
+    SS_LAUNCH(ss_k_attn_pack_bf16, SS_MIN(n_rows, (int64_t)1 << 20), 256, 0, stream, (uint16_t *)ws, q, k, v, ld_qkv,
+              n_rows, H * dh, Hkv * dh, scale);
+    const int st = SS_LAUNCH_STATUS();
+    if (st) return st;
+    const int64_t ld16 = (H + 2 * Hkv) * dh;
     const int group = (int)(H / Hkv);
     if (dh == 64)
-        SS_LAUNCH(ss_k_attn_tc2_64, SS_DIM3(n_seq * n_qt, H, 1), TC2_THREADS, 0, stream, z, q, k, v, ld_qkv, start,
-                  len, n_qt, group, scale);
+        SS_LAUNCH(ss_k_attn_tc2_64, SS_DIM3(n_seq * H, n_qt, 1), TC2_THREADS, 0, stream, z, (const uint16_t *)ws,
+                  ld16, H * dh, (H + Hkv) * dh, start, len, (int)n_seq, group);
     else
-        SS_LAUNCH(ss_k_attn_tc2_128, SS_DIM3(n_seq * n_qt, H, 1), TC2_THREADS, 0, stream, z, q, k, v, ld_qkv, start,
-                  len, n_qt, group, scale);
+        SS_LAUNCH(ss_k_attn_tc2_128, SS_DIM3(n_seq * H, n_qt, 1), TC2_THREADS, 0, stream, z, (const uint16_t *)ws,
+                  ld16, H * dh, (H + Hkv) * dh, start, len, (int)n_seq, group);
     return SS_LAUNCH_STATUS();
 }

@@ -1,4 +1,4 @@
-/* The tensor-core product D = A B + D of one warp, m16n8k16 with bf16
+/* Tensor-core helpers: the product D = A B + D of one warp, m16n8k16 with bf16
  * operands and fp32 accumulation (PTX mma.sync, sm_80 and later), and its
  * emulation. Fragments as the PTX ISA lays them out, with g = lane / 4 and
  * t = lane % 4, and the lower-indexed element of each pair in the low half:
@@ -45,6 +45,63 @@ SS_DEV void ss_mma_bf16_16816(float *c, const uint32_t *a, const uint32_t *b) {
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
+#endif
+
+/* ldmatrix.x4: four 8x8 matrices of 16-bit elements from shared memory, lane
+ * l giving the address of row l % 8 of matrix l / 8 (16-byte aligned); r[m]
+ * receives matrix m as an mma fragment: M[g][2t..2t+1], or with _t (.trans)
+ * M[2t..2t+1][g], so that a row-major tile serves as a B operand by column.
+ * Under the emulation each lane reads its two elements through the row
+ * addresses shuffled from the lanes that hold them. */
+#ifdef SS_CUDA_EMU
+SS_DEV void ss_ldsm_x4_any(uint32_t *r, const uint16_t *row, int trans, const char *file, int line) {
+    ss_emu_check_align_(row, 16, "ldmatrix", file, line);
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    for (int m = 0; m < 4; m++) {
+        if (!trans) {
+            const uint16_t *p = (const uint16_t *)__shfl_sync(SS_FULL_MASK, (unsigned long)row, 8 * m + g);
+            r[m] = (uint32_t)p[2 * t] | ((uint32_t)p[2 * t + 1] << 16);
+        } else {
+            const uint16_t *p0 = (const uint16_t *)__shfl_sync(SS_FULL_MASK, (unsigned long)row, 8 * m + 2 * t);
+            const uint16_t *p1 = (const uint16_t *)__shfl_sync(SS_FULL_MASK, (unsigned long)row, 8 * m + 2 * t + 1);
+            r[m] = (uint32_t)p0[g] | ((uint32_t)p1[g] << 16);
+        }
+    }
+}
+#define ss_ldsm_x4(r, row) ss_ldsm_x4_any((r), (row), 0, __FILE__, __LINE__)
+#define ss_ldsm_x4_t(r, row) ss_ldsm_x4_any((r), (row), 1, __FILE__, __LINE__)
+#else
+SS_DEV void ss_ldsm_x4(uint32_t *r, const uint16_t *row) {
+    const unsigned a = (unsigned)__cvta_generic_to_shared(row);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+SS_DEV void ss_ldsm_x4_t(uint32_t *r, const uint16_t *row) {
+    const unsigned a = (unsigned)__cvta_generic_to_shared(row);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+#endif
+
+/* cp.async (sm_80): 16 bytes from global to shared memory without passing
+ * through registers, the last 16 - src_bytes of them zero (src_bytes 0: a
+ * zero fill, src still a valid address); copies are grouped by commit and
+ * waited for by wait(n), which returns when at most the n newest groups
+ * are still in flight (n a constant). A thread sees its own copies after
+ * the wait, other threads' after the wait and a __syncthreads. */
+#ifdef SS_CUDA_EMU
+#define ss_cp_async16(dst, src, src_bytes) ss_emu_cp_async_((dst), (src), 16, (src_bytes), __FILE__, __LINE__)
+#define ss_cp_async_commit() ss_emu_cp_async_commit_(__FILE__, __LINE__)
+#define ss_cp_async_wait(n) ss_emu_cp_async_wait_((n), __FILE__, __LINE__)
+#else
+SS_DEV void ss_cp_async16(void *dst, const void *src, int src_bytes) {
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes) : "memory");
+}
+#define ss_cp_async_commit() asm volatile("cp.async.commit_group;\n" ::: "memory")
+#define ss_cp_async_wait(n) asm volatile("cp.async.wait_group %0;\n" ::"n"(n) : "memory")
 #endif
 
 #endif

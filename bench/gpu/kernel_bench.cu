@@ -498,12 +498,13 @@ static void bench_attention(int64_t rows) {
                  return ss_cuda_attention_flash_bf16(z.f(), q, k, v, 3 * d, n_seq, start, len, T, H, H, dh, scale,
                                                      G.stream);
              });
+    Buf ws(ss_cuda_attention_flash_bf16_v2_ws(R_, H, H, dh) * 2);
     run_case(mk("kernel", "attention.flash_bf16_v2", "ss_cuda_attention_flash_bf16_v2", shape,
-                "f32 in and out, bf16 tensor-core products, 128-row blocks, prefetched float4 K/V", io, flops, "bf16",
-                false, false),
+                "f32 in and out, packed to bf16 first (timed), cp.async K/V tiles, ldmatrix fragments", io, flops,
+                "bf16", false, false),
              [&] {
-                 return ss_cuda_attention_flash_bf16_v2(z.f(), q, k, v, 3 * d, n_seq, start, len, T, H, H, dh, scale,
-                                                        G.stream);
+                 return ss_cuda_attention_flash_bf16_v2(z.f(), q, k, v, 3 * d, n_seq, start, len, T, R_, H, H, dh,
+                                                        scale, ws.p, G.stream);
              });
     run_case(mk("kernel", "attention.pattern", "ss_cuda_attention_pattern", shape, "f32",
                 io + 4.0 * n_seq * H * T * T, flops, "fp32", false, false),

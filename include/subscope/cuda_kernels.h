@@ -92,12 +92,16 @@ int ss_cuda_attention_flash(float *z, const float *q, const float *k, const floa
 int ss_cuda_attention_flash_bf16(float *z, const float *q, const float *k, const float *v, int64_t ld_qkv,
                                  int64_t n_seq, const int64_t *start, const int64_t *len, int64_t max_len, int64_t H,
                                  int64_t Hkv, int64_t dh, float scale, cudaStream_t stream);
-/* Its second version, same contract (kernels/flash_attention_tc2.cu: 128-row
- * blocks, float4 K/V loads prefetched a tile ahead); k, v or ld_qkv not
- * 16-byte aligned go to the first. Opt-in: SUBSCOPE_ATTN_TC_V2=1. */
+/* Its second version (kernels/flash_attention_tc2.cu: Q, K, V packed to bf16
+ * in ws first, then cp.async tiles and ldmatrix fragments), the same
+ * contract plus n_rows (every row start[s] + i, i < len[s], is below it) and
+ * ws, 16-byte aligned, of ss_cuda_attention_flash_bf16_v2_ws 16-bit elements.
+ * Opt-in: SUBSCOPE_ATTN_TC_V2=1. */
+int64_t ss_cuda_attention_flash_bf16_v2_ws(int64_t n_rows, int64_t H, int64_t Hkv, int64_t dh);
 int ss_cuda_attention_flash_bf16_v2(float *z, const float *q, const float *k, const float *v, int64_t ld_qkv,
-                                    int64_t n_seq, const int64_t *start, const int64_t *len, int64_t max_len, int64_t H,
-                                    int64_t Hkv, int64_t dh, float scale, cudaStream_t stream);
+                                    int64_t n_seq, const int64_t *start, const int64_t *len, int64_t max_len,
+                                    int64_t n_rows, int64_t H, int64_t Hkv, int64_t dh, float scale, void *ws,
+                                    cudaStream_t stream);
 
 /* Site capture: dst[r, 0:cols] = src[row(r)*ld_src + 0:cols] for r < rows,
  * row(r) = row_idx[r] (a device array) or r when row_idx is NULL. */

@@ -35,6 +35,7 @@ _Thread_local uint3 ss_emu_threadIdx_, ss_emu_blockIdx_;
 _Thread_local dim3 ss_emu_blockDim_, ss_emu_gridDim_;
 
 #define MAX_THREADS 1024
+#define MAX_ASYNC 32 /* cp.async copies in flight per thread */
 #define DEFAULT_SHARED (48u * 1024u)
 #define MAX_OPTIN_SHARED (227u * 1024u) /* sm_90: 228 KB per SM, 227 KB per block */
 
@@ -53,6 +54,9 @@ typedef struct fiber {
     int op, param, width, pred;
     unsigned mask;
     uint64_t val, result;
+    /* cp.async copies not yet written (group -1: not committed yet) */
+    int n_async, next_group;
+    struct { void *dst; int bytes, group; unsigned char data[16]; } async[MAX_ASYNC];
 } fiber;
 
 typedef struct launch {
@@ -76,6 +80,7 @@ static _Thread_local unsigned char *dyn_shared;
 static _Thread_local size_t dyn_shared_len;
 static _Thread_local ss_emu_schedule schedule = SS_EMU_FORWARD;
 static _Thread_local unsigned shuffle_state = 1;
+static _Thread_local ss_emu_copy_timing copy_timing = SS_EMU_COPY_AT_WAIT;
 static _Thread_local ss_emu_stats stats;
 #ifdef SS_EMU_ASAN
 static _Thread_local const void *main_stack_bottom;
@@ -108,6 +113,8 @@ void ss_emu_set_schedule(ss_emu_schedule s, unsigned seed) {
 }
 
 ss_emu_stats ss_emu_get_stats(void) { return stats; }
+
+void ss_emu_set_copy_timing(ss_emu_copy_timing when) { copy_timing = when; }
 
 void ss_emu_set_max_dyn_shared_(const char *kernel, size_t bytes) {
     if (bytes > MAX_OPTIN_SHARED) {
@@ -384,6 +391,60 @@ uint64_t ss_emu_warp_op_(int op, unsigned mask, uint64_t val, int param, int wid
     f->line = line;
     yield();
     return fibers[cur].result;
+}
+
+static fiber *kernel_fiber(const char *what, const char *file, int line) {
+    if (!in_kernel || cur < 0) {
+        fprintf(stderr, "cuda_emu: %s at %s:%d outside a kernel\n", what, file, line);
+        abort();
+    }
+    return &fibers[cur];
+}
+
+void ss_emu_cp_async_(void *dst, const void *src, int cp_bytes, int src_bytes, const char *file, int line) {
+    fiber *f = kernel_fiber("cp.async", file, line);
+    if ((cp_bytes != 4 && cp_bytes != 8 && cp_bytes != 16) || src_bytes < 0 || src_bytes > cp_bytes ||
+        ((uintptr_t)dst | (uintptr_t)src) % (unsigned)cp_bytes)
+        die("cp.async at %s:%d: %d bytes (%d from the source), dst %p, src %p: sizes are 4, 8 or 16 bytes and both "
+            "addresses aligned to them",
+            file, line, cp_bytes, src_bytes, dst, src);
+    if (copy_timing == SS_EMU_COPY_AT_ISSUE) {
+        memset(dst, 0, (size_t)cp_bytes);
+        if (src_bytes) memcpy(dst, src, (size_t)src_bytes);
+        return;
+    }
+    if (f->n_async == MAX_ASYNC)
+        die("cp.async at %s:%d: more than %d copies of one thread in flight (wait for some first)", file, line,
+            MAX_ASYNC);
+    int i = f->n_async++;
+    f->async[i].dst = dst;
+    f->async[i].bytes = cp_bytes;
+    f->async[i].group = -1;
+    memset(f->async[i].data, 0, sizeof f->async[i].data);
+    if (src_bytes) memcpy(f->async[i].data, src, (size_t)src_bytes);
+}
+
+void ss_emu_check_align_(const void *p, unsigned align, const char *what, const char *file, int line) {
+    if ((uintptr_t)p % align) die("%s at %s:%d: address %p is not a multiple of %u bytes", what, file, line, p, align);
+}
+
+void ss_emu_cp_async_commit_(const char *file, int line) {
+    fiber *f = kernel_fiber("cp.async.commit_group", file, line);
+    for (int i = 0; i < f->n_async; i++)
+        if (f->async[i].group < 0) f->async[i].group = f->next_group;
+    f->next_group++;
+}
+
+void ss_emu_cp_async_wait_(int newest_pending, const char *file, int line) {
+    fiber *f = kernel_fiber("cp.async.wait_group", file, line);
+    int keep = 0;
+    for (int i = 0; i < f->n_async; i++) {
+        int g = f->async[i].group;
+        if (g >= 0 && g < f->next_group - newest_pending)
+            memcpy(f->async[i].dst, f->async[i].data, (size_t)f->async[i].bytes);
+        else f->async[keep++] = f->async[i];
+    }
+    f->n_async = keep;
 }
 
 /* Separate from the loop in run_block: getcontext returns twice, which

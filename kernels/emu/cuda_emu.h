@@ -161,6 +161,22 @@ SS_EMU_WOP_T(shfl_ull, unsigned long long)
                            0, 0, 32, __FILE__, __LINE__))
 #define __activemask() 0xffffffffu
 
+/* ---- asynchronous copies (cp.async, sm_80) -------------------------------
+ * Each thread's copies are held back, as on the GPU, until it waits for
+ * their group: ss_emu_cp_async_ reads the source at once (global memory
+ * does not change under a kernel) and queues the write to shared memory;
+ * commit closes the thread's open group; wait(n) writes every committed
+ * group but the newest n. A kernel that reads the destination before its
+ * wait (and the __syncthreads after it, for other threads' copies) reads
+ * what was there before, and the tests see it (ss_emu_set_copy_timing
+ * below lands them at once instead). Used through mma.cuh's
+ * ss_cp_async16 / ss_cp_async_commit / ss_cp_async_wait. */
+void ss_emu_cp_async_(void *dst, const void *src, int cp_bytes, int src_bytes, const char *file, int line);
+void ss_emu_cp_async_commit_(const char *file, int line);
+void ss_emu_cp_async_wait_(int newest_pending, const char *file, int line);
+/* Aborts naming what and where unless p is a multiple of align bytes. */
+void ss_emu_check_align_(const void *p, unsigned align, const char *what, const char *file, int line);
+
 /* ---- atomics (the old value is returned, as in CUDA) -------------------- */
 static inline float ss_emu_atomic_add_f_(float *p, float v) { float o = *p; *p = o + v; return o; }
 static inline double ss_emu_atomic_add_d_(double *p, double v) { double o = *p; *p = o + v; return o; }
@@ -237,6 +253,12 @@ void ss_emu_set_max_dyn_shared_(const char *kernel, size_t bytes);
  * order; running tests in more than one exposes missing barriers. */
 typedef enum { SS_EMU_FORWARD, SS_EMU_REVERSE, SS_EMU_SHUFFLE } ss_emu_schedule;
 void ss_emu_set_schedule(ss_emu_schedule s, unsigned seed);
+/* When cp.async copies land: at the wait for their group (the default,
+ * the latest a GPU may take: reading too early shows up), or at once when
+ * issued (the earliest: overwriting a buffer that another warp still reads,
+ * for want of a __syncthreads, shows up when another warp runs ahead). */
+typedef enum { SS_EMU_COPY_AT_WAIT, SS_EMU_COPY_AT_ISSUE } ss_emu_copy_timing;
+void ss_emu_set_copy_timing(ss_emu_copy_timing when);
 typedef struct {
     uint64_t launches, blocks, threads, switches;
 } ss_emu_stats;

@@ -55,6 +55,8 @@ typedef struct {
     int attn_tc_v2;         /* SUBSCOPE_ATTN_TC_V2=1: kernels/flash_attention_tc2.cu for those calls */
     uint16_t *h16;          /* mlp_add's 16-bit GELU output */
     size_t h16_cap;         /* in elements */
+    uint16_t *qkv16;        /* the second tensor-core attention's bf16 Q, K, V */
+    size_t qkv16_cap;       /* in elements */
     int cov_kernel;         /* collect's products: 0 cublasSsyrk, 1 kernels/cov_lower.cu, 2 cov_lower_tc.cu */
     int64_t *mseq;          /* device copy of a masked forward's sequences (start, len, prompt, mask) */
     size_t mseq_cap;        /* in int64 elements */
@@ -816,11 +818,23 @@ static ss_status attention_any(const ss_backend *be, float *z, const float *q, c
      * 1.25 ms against the fp32 flash kernel's 3.5; the bf16 forward went from
      * 359k tokens/s with the cuBLAS path to 581k). */
     if (tc && !pattern_out && (dh == 64 || dh == 128) && H <= 65535 && max_len > 0 &&
-        n_seq * ((max_len + 63) / 64) <= INT32_MAX) {
+        n_seq * ((max_len + 63) / 64) <= INT32_MAX &&
+        (!c->attn_tc_v2 || ((max_len + 63) / 64 <= 65535 && n_seq * H <= INT32_MAX))) {
         SS_TRY(meta_put(be, n_seq, start, len, NULL));
-        KL((c->attn_tc_v2 ? ss_cuda_attention_flash_bf16_v2 : ss_cuda_attention_flash_bf16)(
-               z, q, k, v, ld_qkv, n_seq, c->meta, c->meta + n_seq, max_len, H, Hkv, dh, scale, c->stream),
-           "tensor-core attention kernel");
+        if (c->attn_tc_v2) {
+            int64_t n_rows = 0;
+            for (int64_t s = 0; s < n_seq; s++)
+                if (start[s] + len[s] > n_rows) n_rows = start[s] + len[s];
+            SS_TRY(scratch16(be, &c->qkv16, &c->qkv16_cap,
+                             (size_t)ss_cuda_attention_flash_bf16_v2_ws(n_rows, H, Hkv, dh), "bf16 Q, K, V"));
+            KL(ss_cuda_attention_flash_bf16_v2(z, q, k, v, ld_qkv, n_seq, c->meta, c->meta + n_seq, max_len, n_rows, H,
+                                               Hkv, dh, scale, c->qkv16, c->stream),
+               "tensor-core attention kernel (v2)");
+        } else {
+            KL(ss_cuda_attention_flash_bf16(z, q, k, v, ld_qkv, n_seq, c->meta, c->meta + n_seq, max_len, H, Hkv, dh,
+                                            scale, c->stream),
+               "tensor-core attention kernel");
+        }
         return SS_OK;
     }
     /* The cuBLAS path: when a sequence is long enough, and the scores of one

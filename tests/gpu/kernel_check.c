@@ -814,12 +814,22 @@ static int launch_att(void *v) {
  * probabilities' rounding before P.V remains, |dz| <= 2 * 2^-9 * max|v| =
  * 4e-3 (as in test_kernels.c). q and k are scaled by 3 so that a masking or
  * fragment-layout error moves z by O(0.1). */
-typedef struct { float *z; const float *qkv; int64_t ld, n_seq, max_len, H, Hkv, dh; const int64_t *start, *len; float scale; int v2; } tc_ctx;
+typedef struct {
+    float *z;
+    const float *qkv;
+    int64_t ld, n_seq, max_len, n_rows, H, Hkv, dh;
+    const int64_t *start, *len;
+    float scale;
+    void *ws; /* the second version's bf16 Q, K, V; NULL: the first version */
+} tc_ctx;
 static int launch_tc(void *v) {
     tc_ctx *c = v;
     const float *q = c->qkv, *k = q + c->H * c->dh, *vv = k + c->Hkv * c->dh;
-    return (c->v2 ? ss_cuda_attention_flash_bf16_v2 : ss_cuda_attention_flash_bf16)(
-        c->z, q, k, vv, c->ld, c->n_seq, c->start, c->len, c->max_len, c->H, c->Hkv, c->dh, c->scale, g_stream);
+    if (c->ws)
+        return ss_cuda_attention_flash_bf16_v2(c->z, q, k, vv, c->ld, c->n_seq, c->start, c->len, c->max_len,
+                                               c->n_rows, c->H, c->Hkv, c->dh, c->scale, c->ws, g_stream);
+    return ss_cuda_attention_flash_bf16(c->z, q, k, vv, c->ld, c->n_seq, c->start, c->len, c->max_len, c->H, c->Hkv,
+                                        c->dh, c->scale, g_stream);
 }
 
 static void case_attention_tc(void) {
@@ -863,11 +873,13 @@ static void case_attention_tc(void) {
             int64_t meta[12];
             for (int sq = 0; sq < n_seq; sq++) meta[sq] = start[sq], meta[n_seq + sq] = len[sq];
             int64_t *dmeta = dup_to_dev(meta, (size_t)(2 * n_seq) * sizeof(int64_t));
-            tc_ctx c = {dz, dqkv, ld, n_seq, max_len, H, Hkv, dh, dmeta, dmeta + n_seq, scale, v2};
+            void *ws = v2 ? dalloc((size_t)ss_cuda_attention_flash_bf16_v2_ws(rows, H, Hkv, dh) * 2) : NULL;
+            tc_ctx c = {dz, dqkv, ld, n_seq, max_len, rows, H, Hkv, dh, dmeta, dmeta + n_seq, scale, ws};
             out_buf ob = {dz, (size_t)(rows * d) * 4, z};
             double ms = 0;
             if (run_twice(name, launch_tc, &c, &ob, 1, &ms)) fail_case();
             else check(name, z, zr, rows * d, 4e-3, 0, ms, 0);
+            if (ws) dfree(ws);
             dfree(dqkv), dfree(dz), dfree(dmeta);
         }
         free(qkv), free(r), free(zr), free(z);

@@ -16,6 +16,7 @@
 
 #include "../../kernels/emu/cuda_emu.h"
 #include "../../kernels/ss_cuda.cuh"
+#include "../../kernels/mma.cuh"
 #include "subscope/backend.h"
 #include "subscope/cuda_kernels.h"
 #include "subscope/safetensors.h"
@@ -520,22 +521,42 @@ static float bf16r(float x) { return ss_bf16_to_f32(ss_f32_to_bf16(x)); }
 typedef int (*tc_attention_fn)(float *, const float *, const float *, const float *, int64_t, int64_t,
                                const int64_t *, const int64_t *, int64_t, int64_t, int64_t, int64_t, float, cudaStream_t);
 
+/* The second version behind the first one's signature: its workspace
+ * allocated here, poisoned with bf16 NaNs so that reading a row the pack
+ * kernel did not write shows up. */
+static int tc2_call(float *z, const float *q, const float *k, const float *v, int64_t ld, int64_t n_seq,
+                    const int64_t *start, const int64_t *len, int64_t max_len, int64_t H, int64_t Hkv, int64_t dh,
+                    float scale, cudaStream_t stream) {
+    int64_t n_rows = 0;
+    for (int64_t sq = 0; sq < n_seq; sq++)
+        if (start[sq] + len[sq] > n_rows) n_rows = start[sq] + len[sq];
+    size_t bytes = (size_t)ss_cuda_attention_flash_bf16_v2_ws(n_rows, H, Hkv, dh) * sizeof(uint16_t);
+    bytes = (bytes + 15) / 16 * 16 + 16;
+    void *ws = aligned_alloc(16, bytes);
+    memset(ws, 0xff, bytes);
+    int r = ss_cuda_attention_flash_bf16_v2(z, q, k, v, ld, n_seq, start, len, max_len, n_rows, H, Hkv, dh, scale, ws,
+                                            stream);
+    free(ws);
+    return r;
+}
+
 /* Both versions (flash_attention_tc.cu, flash_attention_tc2.cu) are held to
- * the same bound; the second also on shapes that cross its 128-row query
- * blocks and its 32-key tiles at dh 128, and a misaligned ld sends it to the
- * first. */
+ * the same bound; the second also on shapes that run its two-buffer
+ * pipeline over many key tiles (and its 32-key tiles at dh 128) and with
+ * an ld that is not a multiple of 4 floats. */
 static void attention_tc_vs_cpu(tc_attention_fn fn, const char *which, int n_cases) {
     const ss_backend *be = ss_backend_cpu();
-    struct { int n_seq; int64_t len[3]; int64_t H, Hkv, dh; } cases[] = {
-        {2, {70, 5}, 2, 1, 64},   /* two query tiles, a partial key tile, grouped-query */
-        {1, {20}, 2, 2, 128},     /* dh 128 */
-        {3, {1, 64, 65}, 1, 1, 64}, /* one token; exactly one tile; one past it */
-        /* (the second version's shapes: its blocks and key tiles differ) */
-        {2, {130, 40}, 2, 1, 128}, /* dh 128 past one 128-row block, five 32-key tiles */
-        {1, {200}, 1, 1, 64},     /* two 128-row blocks, the second partial */
+    struct { int n_seq; int64_t len[3]; int64_t H, Hkv, dh, pad; } cases[] = {
+        {2, {70, 5}, 2, 1, 64, 0},     /* two query tiles, a partial key tile, grouped-query */
+        {1, {20}, 2, 2, 128, 0},       /* dh 128 */
+        {3, {1, 64, 65}, 1, 1, 64, 0}, /* one token; exactly one tile; one past it */
+        /* (the second version's shapes) */
+        {2, {130, 40}, 2, 1, 128, 0},  /* dh 128: three query tiles, five 32-key tiles */
+        {2, {200, 3}, 1, 1, 64, 3},    /* four key tiles through both buffers; an odd ld */
     };
     for (int ci = 0; ci < n_cases; ci++) {
-        int64_t H = cases[ci].H, Hkv = cases[ci].Hkv, dh = cases[ci].dh, d = H * dh, ld = (H + 2 * Hkv) * dh;
+        int64_t H = cases[ci].H, Hkv = cases[ci].Hkv, dh = cases[ci].dh, d = H * dh,
+                ld = (H + 2 * Hkv) * dh + cases[ci].pad;
         int64_t n_seq = cases[ci].n_seq, start[3], len[3], rows = 0, max_len = 0;
         for (int sq = 0; sq < n_seq; sq++) {
             len[sq] = cases[ci].len[sq], start[sq] = rows, rows += len[sq];
@@ -555,9 +576,13 @@ static void attention_tc_vs_cpu(tc_attention_fn fn, const char *which, int n_cas
         float *z2 = ss_test_fvec(rows * d, NAN);
         for (int64_t i = 0; i < rows * d; i++) z[i] = NAN;
         CHECK(fn(z, qkv, qkv + d, qkv + d + Hkv * dh, ld, n_seq, start, len, max_len, H, Hkv, dh, scale, NULL) == 0);
+        /* the second run also lands cp.async copies when issued (not at their
+         * wait): a buffer reloaded before every warp has read it differs */
         ss_emu_set_schedule(SS_EMU_REVERSE, 0);
+        ss_emu_set_copy_timing(SS_EMU_COPY_AT_ISSUE);
         CHECK(fn(z2, qkv, qkv + d, qkv + d + Hkv * dh, ld, n_seq, start, len, max_len, H, Hkv, dh, scale, NULL) == 0);
         ss_emu_set_schedule(SS_EMU_FORWARD, 0);
+        ss_emu_set_copy_timing(SS_EMU_COPY_AT_WAIT);
         CHECK(memcmp(z2, z, (size_t)(rows * d) * sizeof(float)) == 0);
         free(z2);
         char nm[96];
@@ -574,16 +599,14 @@ static void attention_tc_vs_cpu(tc_attention_fn fn, const char *which, int n_cas
 TEST(kernel_attention_tc_bf16_vs_cpu) { attention_tc_vs_cpu(ss_cuda_attention_flash_bf16, "tc", 3); }
 
 TEST(kernel_attention_tc2_bf16_vs_cpu) {
-    attention_tc_vs_cpu(ss_cuda_attention_flash_bf16_v2, "tc2", 5);
-    /* ld not a multiple of 4 floats: the first version's result, bit for bit */
-    const int64_t H = 1, dh = 64, ld = 3 * dh + 2, rows = 9, start = 0, len = 9;
-    float *qkv = ss_test_rvec(rows * ld, 5, 1.f), *z1 = ss_test_fvec(rows * dh, 0), *z2 = ss_test_fvec(rows * dh, 0);
-    CHECK(ss_cuda_attention_flash_bf16(z1, qkv, qkv + dh, qkv + 2 * dh, ld, 1, &start, &len, len, H, H, dh, 0.125f,
-                                       NULL) == 0);
-    CHECK(ss_cuda_attention_flash_bf16_v2(z2, qkv, qkv + dh, qkv + 2 * dh, ld, 1, &start, &len, len, H, H, dh, 0.125f,
-                                          NULL) == 0);
-    CHECK(memcmp(z1, z2, (size_t)(rows * dh) * sizeof(float)) == 0);
-    free(qkv), free(z1), free(z2);
+    attention_tc_vs_cpu(tc2_call, "tc2", 5);
+    /* a workspace that is not 16-byte aligned is refused */
+    float x[3 * 64] = {0};
+    const int64_t st0 = 0, l0 = 1;
+    uint16_t ws[3 * 64 + 8];
+    void *odd = (char *)ws + ((uintptr_t)ws % 16 ? 0 : 2);
+    CHECK(ss_cuda_attention_flash_bf16_v2(x, x, x + 64, x + 128, 192, 1, &st0, &l0, 1, 1, 1, 1, 64, 0.125f, odd,
+                                          NULL) == 1);
 }
 
 /* Tolerance: fp32 dot products of dh terms and an fp32 online softmax
@@ -956,6 +979,76 @@ TEST(emu_warp_ops_barriers_shared_atomics) {
     CHECK(__bfloat162float(__float2bfloat16(-2.5f)) == -2.5f);
     ss_emu_stats st = ss_emu_get_stats();
     CHECK(st.launches > 0 && st.switches > 0);
+}
+
+/* cp.async: a copy lands at its group's wait, not before; a zero fill
+ * (src_bytes < 16) writes zeros past the bytes it copies. Thread t copies
+ * 16 bytes of src to its own 4 ints in two groups (ints 0-3, then the same
+ * again with 8 bytes from src + 64 and the rest zero-filled). */
+SS_KERNEL(emu_k_async, (int *, out), (const int *, src)) {
+    __shared__ __align__(16) int buf[32 * 4];
+    const int t = (int)threadIdx.x;
+    int *o = out + 6 * t, *b = buf + 4 * t;
+    b[0] = b[1] = b[2] = b[3] = -1;
+    ss_cp_async16(b, src + 4 * t, 16);
+    o[0] = b[0]; /* held back: -1 */
+    ss_cp_async_commit();
+    ss_cp_async16(b, src + 128 + 4 * t, 8);
+    ss_cp_async_commit();
+    ss_cp_async_wait(1); /* the first group only */
+    o[1] = b[0], o[2] = b[3];
+    ss_cp_async_wait(0);
+    o[3] = b[0], o[4] = b[1], o[5] = b[3];
+}
+
+/* ldmatrix.x4: four 8x8 matrices of M_m[r][c] = 1000 m + 10 r + c in rows
+ * of 16 halves (so each lane's row address is 16-byte aligned); lane l
+ * points at row l % 8 of matrix l / 8. */
+SS_KERNEL(emu_k_ldsm, (uint32_t *, out)) {
+    __shared__ __align__(16) uint16_t m[4 * 8 * 16];
+    const int lane = (int)threadIdx.x;
+    for (int i = lane; i < 4 * 8 * 16; i += 32) {
+        const int mm = i / 128, r = i / 16 % 8, c = i % 16;
+        m[i] = (uint16_t)(c < 8 ? 1000 * mm + 10 * r + c : 0xffff);
+    }
+    __syncwarp();
+    ss_ldsm_x4(out + 8 * lane, &m[(lane / 8) * 128 + (lane % 8) * 16]);
+    ss_ldsm_x4_t(out + 8 * lane + 4, &m[(lane / 8) * 128 + (lane % 8) * 16]);
+}
+
+TEST(emu_cp_async_and_ldmatrix) {
+    int src[256], out[32 * 6];
+    for (int i = 0; i < 256; i++) src[i] = 7 * i + 1;
+    for (int pass = 0; pass < 2; pass++) { /* copies landing at their wait, then at once */
+        ss_emu_set_schedule(pass ? SS_EMU_REVERSE : SS_EMU_FORWARD, 0);
+        ss_emu_set_copy_timing(pass ? SS_EMU_COPY_AT_ISSUE : SS_EMU_COPY_AT_WAIT);
+        SS_LAUNCH(emu_k_async, 1, 32, 0, NULL, out, src);
+        for (int t = 0; t < 32; t++) {
+            const int *o = out + 6 * t;
+            if (!pass) {
+                CHECK(o[0] == -1);
+                CHECK(o[1] == src[4 * t] && o[2] == src[4 * t + 3]);
+            } else {
+                CHECK(o[0] == src[4 * t]);
+                CHECK(o[1] == src[128 + 4 * t] && o[2] == 0);
+            }
+            CHECK(o[3] == src[128 + 4 * t] && o[4] == src[128 + 4 * t + 1] && o[5] == 0);
+        }
+    }
+    ss_emu_set_schedule(SS_EMU_FORWARD, 0);
+    ss_emu_set_copy_timing(SS_EMU_COPY_AT_WAIT);
+    uint32_t f[32 * 8];
+    SS_LAUNCH(emu_k_ldsm, 1, 32, 0, NULL, f);
+    for (int lane = 0; lane < 32; lane++) {
+        const int g = lane / 4, t = lane % 4;
+        for (int mm = 0; mm < 4; mm++) {
+            const uint32_t plain = f[8 * lane + mm], trans = f[8 * lane + 4 + mm];
+            CHECK((plain & 0xffff) == (uint32_t)(1000 * mm + 10 * g + 2 * t));
+            CHECK((plain >> 16) == (uint32_t)(1000 * mm + 10 * g + 2 * t + 1));
+            CHECK((trans & 0xffff) == (uint32_t)(1000 * mm + 10 * (2 * t) + g));
+            CHECK((trans >> 16) == (uint32_t)(1000 * mm + 10 * (2 * t + 1) + g));
+        }
+    }
 }
 
 /* Misuse must abort with a message, not hang: run it in a child process. */
