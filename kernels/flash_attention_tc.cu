@@ -24,6 +24,7 @@
 #define TC_BR 64 /* query rows per block (16 per warp) */
 #define TC_BC 64 /* keys per tile */
 #define TC_PAD 8 /* halves of padding per shared row */
+#define TC_THREADS 128 /* 4 warps */
 
 #define TC_DH 64
 #define TC_NAME ss_k_attn_tc64
@@ -45,10 +46,10 @@ SS_EXTERN_C int ss_cuda_attention_flash_bf16(float *z, const float *q, const flo
     if (n_seq * n_qt > 0x7fffffff) return 1;
     const int group = (int)(H / Hkv);
     if (dh == 64)
-        SS_LAUNCH(ss_k_attn_tc64, SS_DIM3(n_seq * n_qt, H, 1), 128, 0, stream, z, q, k, v, ld_qkv, start, len, n_qt,
-                  group, scale);
+        SS_LAUNCH(ss_k_attn_tc64, SS_DIM3(n_seq * n_qt, H, 1), TC_THREADS, 0, stream, z, q, k, v, ld_qkv, start, len,
+                  n_qt, group, scale);
     else
-        SS_LAUNCH(ss_k_attn_tc128, SS_DIM3(n_seq * n_qt, H, 1), 128, 0, stream, z, q, k, v, ld_qkv, start, len, n_qt,
-                  group, scale);
+        SS_LAUNCH(ss_k_attn_tc128, SS_DIM3(n_seq * n_qt, H, 1), TC_THREADS, 0, stream, z, q, k, v, ld_qkv, start, len,
+                  n_qt, group, scale);
     return SS_LAUNCH_STATUS();
 }
