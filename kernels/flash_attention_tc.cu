@@ -2,12 +2,11 @@
  * ss_cuda_attention_flash (include/subscope/cuda_kernels.h) for head sizes 64
  * and 128, with Q, K, V and the probabilities rounded to bf16 for the
  * products (mma.sync m16n8k16, fp32 accumulation) and the softmax in fp32.
- * Opt-in (SUBSCOPE_ATTN_TC=1, cuda_backend.c's cu_attention): its results
- * differ from the fp32 kernels by bf16 rounding, and it has not run on a GPU
- * yet (written after the first H100 lease, whose profile put 74% of a bf16
- * forward in the fp32 SIMT attention kernel). kernel_check compares it with
- * the CPU, gpu-check compares whole forwards with it, and kernel_bench and
- * the gpu_forward bench step (MODE+tc) time it.
+ * The default for bf16 models where the pattern is not wanted (the ops
+ * table's attention_lowp; SUBSCOPE_ATTN_TC, cuda_backend.c); checked on an
+ * H100 by kernel_check and gpu-check, timed by kernel_bench and the
+ * gpu_forward bench step. A second version in flash-attention-2's layout
+ * (flash_attention_tc2.cu) waits for a GPU to time it against this one.
  *
  * Design (flash-attention 2): grid (n_seq * ceil(max_len/64), H), 4 warps, warp
  * w owns query rows 16w..16w+15 of the block's 64; Q's fragments are read
