@@ -31,7 +31,8 @@ for _ in $(seq 1 $(( (PROMPTS + n0 - 1) / n0 ))); do cat data/demo_prompts.jsonl
 export OMPI_MCA_btl_vader_single_copy_mechanism=none
 MPI="mpirun --allow-run-as-root --oversubscribe --bind-to none"
 ck=(); [ "$CKPT" -gt 0 ] && ck=(--checkpoint-every "$CKPT")
-opts=(--model "$MODEL" --input "$W/in.jsonl" --sites "$SITES" --stats "$STATS" --batch "$BATCH" "${ck[@]}")
+# CPU ranks: the default device is a GPU whenever one is visible (every rank of a node would share it)
+opts=(--model "$MODEL" --input "$W/in.jsonl" --sites "$SITES" --stats "$STATS" --batch "$BATCH" "${ck[@]}" --device cpu)
 # run KEY CMD...: time one run; append the wall seconds to $W/KEY.t and the CPU seconds (user +
 # system of the command and every process it waited for: mpirun's ranks included) to $W/KEY.cpu.
 # CPU time hardly depends on what else the machine runs; wall time does.

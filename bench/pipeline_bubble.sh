@@ -38,12 +38,14 @@ lengths=$(python3 -c "print(','.join(['64'] * ($M * $B)))" 2>/dev/null || printf
 bin/mkmodel --out "$W/model" --layers 8 --d 512 --heads 8 --vocab 2048 --positions 128 --seed 7 \
     --prompts "$W/prompts.jsonl" --lengths "$lengths" >/dev/null
 export SUBSCOPE_THREADS=1 OMPI_MCA_btl_vader_single_copy_mechanism=none
-# no binding (as dist_scaling.sh): with OpenMPI's default binding, the H100 node (16 cores, a
-# VM) measured bubbles of 43%, 71%, 85% at 2, 4, 8 stages, close to what ranks sharing one core
-# would give (50%, 75%, 87.5%), against 4.7% at 2 stages on the 2-core development VM; why is
-# not established (no second run there yet)
+# CPU ranks, one thread each, unbound (as dist_scaling.sh), and --device cpu everywhere: the
+# default device is a GPU whenever one is visible, and on the H100 node (16 cores, one GPU) every
+# stage then ran on that one GPU, time-sliced, so the bubbles measured 43%, 71%, 85% at 2, 4, 8
+# stages, close to a serial pipeline's (P-1)/P (50%, 75%, 87.5%), against 4.7% at 2 stages on
+# the 2-core development VM, which has no GPU
 MPI="mpirun --allow-run-as-root --oversubscribe --bind-to none"
-opts=(--model "$W/model" --input "$W/prompts.jsonl" --sites 'blocks.*.hook_resid_post' --stats mean --batch $B)
+opts=(--model "$W/model" --input "$W/prompts.jsonl" --sites 'blocks.*.hook_resid_post' --stats mean --batch $B
+      --device cpu)
 now() { date +%s.%N; }
 calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
 t0=$(now); bin/subscope collect "${opts[@]}" --out "$W/p1.h5" 2>/dev/null; t1=$(now)
@@ -67,7 +69,7 @@ done
 # next forward; 2; default P), against one process. Ideal bubble (P-1)/(M+P-1) for M = 16 batches
 # (W >= 2), (P-1)/P with W = 1.
 head -n $((16 * B)) "$W/prompts.jsonl" >"$W/prompts16.jsonl"
-aopts=(--model "$W/model" --input "$W/prompts16.jsonl" --sites 'blocks.*.hook_resid_post' --method gradxact
+aopts=(--device cpu --model "$W/model" --input "$W/prompts16.jsonl" --sites 'blocks.*.hook_resid_post' --method gradxact
        --reduce prompts --batch $B)
 t0=$(now); bin/subscope attribute "${aopts[@]}" --out "$W/a1.h5" >/dev/null 2>&1; t1=$(now)
 abase=$(calc "$t1 - $t0")
@@ -99,7 +101,7 @@ printf '\nsplit of 2 stages, head = 2.7 blocks (median of 3)\n%-10s %9s %9s %9s 
 for job in attribute ablate; do
     if [ $job = attribute ]; then jo=(attribute --sites 'blocks.*.hook_resid_post' --method gradxact --reduce prompts)
     else jo=(ablate --mask 'blocks.6.mlp.hook_post[1,2,3]' --metrics loss,kl); fi
-    jo+=(--model "$W/bighead" --input "$W/bh.jsonl" --batch $B)
+    jo+=(--model "$W/bighead" --input "$W/bh.jsonl" --batch $B --device cpu)
     one=() bal=() even=()
     for _ in 1 2 3; do
         one+=("$(timed bin/subscope "${jo[@]}" --out "$W/s1.h5")")
