@@ -48,13 +48,14 @@ def later_batches(stderr):
     return (float(t.group(3)), int(t.group(4))) if t and int(t.group(4)) > 0 else None
 
 
-def steady(cmd, reps):
+def steady(cmd, reps, env=None):
     """Median seconds per prompt over the batches after the first, from --reps runs of cmd with
-    SUBSCOPE_TIMING=1: the steady cost, without process start, model load or first-batch setup."""
+    SUBSCOPE_TIMING=1 (and env's variables): the steady cost, without process start, model load
+    or first-batch setup."""
     per = []
     for _ in range(reps):
         r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                           env=dict(os.environ, SUBSCOPE_TIMING="1"))
+                           env=dict(os.environ, SUBSCOPE_TIMING="1", **(env or {})))
         if r.returncode:
             sys.exit(f"{os.path.basename(sys.argv[0])}: {' '.join(cmd)} failed:\n{r.stderr}")
         lb = later_batches(r.stderr)
@@ -120,8 +121,18 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--atp-pairs", type=int, default=32, help="pairs for the atp case (tests/data/patch repeated)")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME:VAR=VALUE[,VAR=VALUE]",
+                    help="also measure the steady per-batch cost with these environment variables "
+                         "(e.g. attnk:SUBSCOPE_ATTN_GEMM_MIN_LEN=0, the attention kernels instead of cuBLAS)")
     ap.add_argument("--json", required=True)
     a = ap.parse_args()
+    variants = []
+    for v in a.variant:
+        name, _, assigns = v.partition(":")
+        env = dict(x.split("=", 1) for x in assigns.split(",") if "=" in x)
+        if not name or not env:
+            sys.exit(f"{os.path.basename(sys.argv[0])}: --variant wants NAME:VAR=VALUE (got {v!r})")
+        variants.append((name, env))
     cfg = json.load(open(os.path.join(a.model, "config.json")))
     layer = cfg["n_layer"] // 2
     site = f"blocks.{layer}.mlp.hook_post"
@@ -146,6 +157,17 @@ def main():
                                                         "attribute_gradxact": ats},
                                 "steady_ratio_vs_forward_no_logits": ats / fs,
                                 "steady_ratio_vs_forward_with_logits": ats / fls})
+        # the same steady costs under each --variant's environment (forward and attribute both)
+        for name, env in variants:
+            vf = steady([SS, "forward", *common, "--no-logits", "--compress", "0", "--out", f"{tmp}/f.h5"], a.reps, env)
+            vfl = steady([SS, "forward", *common, "--compress", "0", "--out", f"{tmp}/fl.h5"], a.reps, env)
+            va = steady([SS, "attribute", *common, "--sites", site, "--method", "gradxact", "--metric", "loss",
+                         "--reduce", "positions", "--out", f"{tmp}/a.h5"], a.reps, env)
+            if vf and vfl and va:
+                out.setdefault("variants", {})[name] = {
+                    "env": env, "steady_s_per_prompt": {"forward_no_logits": vf, "forward_logits_stored": vfl,
+                                                        "attribute_gradxact": va},
+                    "steady_ratio_vs_forward_no_logits": va / vf, "steady_ratio_vs_forward_with_logits": va / vfl}
         if not a.no_peer:
             try:
                 peer = peer_gradxact(a.model, a.prompts, a.batch, a.device, a.reps, layer)
@@ -176,6 +198,11 @@ def main():
         print(f"  per batch, in the process (batches after the first): {c['steady_ratio_vs_forward_no_logits']:.2f}x "
               f"forward --no-logits, {c['steady_ratio_vs_forward_with_logits']:.2f}x forward with logits "
               f"(target <= 2.2x)")
+    for name, v in out.get("variants", {}).items():
+        sp = v["steady_s_per_prompt"]
+        print(f"  variant {name} ({', '.join(f'{k}={x}' for k, x in v['env'].items())}): attribute "
+              f"{sp['attribute_gradxact'] * 1e3:.2f} ms/prompt = {v['steady_ratio_vs_forward_no_logits']:.2f}x forward "
+              f"--no-logits, {v['steady_ratio_vs_forward_with_logits']:.2f}x forward with logits")
     if "peer_pytorch_fwd_bwd_s" in c:
         print(f"  PyTorch forward+backward to the same site: {c['peer_pytorch_fwd_bwd_s']:.2f} s "
               f"(subscope {c['subscope_vs_peer']:.2f}x as fast)")

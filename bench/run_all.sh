@@ -381,8 +381,10 @@ bench_gpu_attribute() {
     python3 bench/make_model.py --out "$model" --shape gpt2-small --stdlib --prompts "$prompts" --n-prompts 16 --tokens 1024 >&2
     [ -n "$PY" ] || peer=(--no-peer)
     say "gpu_attribute: attribute gradxact vs forward on the GPU (16 x 1024 tokens); atp vs patch --per neuron"
+    # variant attnk: the attention kernels instead of cuBLAS for these 1024-token prompts, forward and backward
     ${PY:-python3} bench/bench_attribute.py --model "$model" --prompts "$prompts" --device cuda --batch 8 \
-        --reps 3 "${peer[@]}" --json "$GPU_WORK/attribute.json" || NOTES+=("gpu_attribute failed")
+        --reps 3 "${peer[@]}" --variant attnk:SUBSCOPE_ATTN_GEMM_MIN_LEN=0 --json "$GPU_WORK/attribute.json" ||
+        NOTES+=("gpu_attribute failed")
 }
 
 # Issue 5 on the GPU, against the PyTorch hook loop on the same GPU: cpu_ablate's 256-mask sweep

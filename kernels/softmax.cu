@@ -81,3 +81,30 @@ SS_EXTERN_C int ss_cuda_softmax_causal(float *x, int64_t rows, int64_t L, cudaSt
     SS_LAUNCH(ss_k_softmax_causal, ss_cdiv(rows, SM_WARPS), 32 * SM_WARPS, 0, stream, x, rows, L);
     return SS_LAUNCH_STATUS();
 }
+
+/* The backward of the causal softmax above, for the cuBLAS attention
+ * backward: ds holds dL/dP on entry and becomes scale * P (dP - D) with
+ * D = sum_j P_j dP_j over the row's keys 0..i (i = r % L), 0 beyond them
+ * (whatever dP held there). One warp per row; D is summed in fp32 in lane
+ * order, then a warp reduction. */
+SS_KERNEL(ss_k_softmax_causal_backward, (float *, ds), (const float *, p), (int64_t, rows), (int64_t, L),
+          (float, scale)) {
+    int lane = threadIdx.x & 31;
+    int64_t row = (int64_t)blockIdx.x * SM_WARPS + (threadIdx.x >> 5);
+    if (row >= rows) return;
+    float *dr = ds + row * L;
+    const float *pr = p + row * L;
+    const int64_t n = row % L + 1;
+    float acc = 0.f;
+    for (int64_t i = lane; i < n; i += 32) acc += pr[i] * dr[i];
+    const float D = ss_warp_sum(acc);
+    for (int64_t i = lane; i < L; i += 32) dr[i] = i < n ? scale * pr[i] * (dr[i] - D) : 0.f;
+}
+
+SS_EXTERN_C int ss_cuda_softmax_causal_backward(float *ds, const float *p, int64_t rows, int64_t L, float scale,
+                                                cudaStream_t stream) {
+    if (rows <= 0 || L <= 0) return 0;
+    if (ss_cdiv(rows, SM_WARPS) > 0x7fffffff) return 1;
+    SS_LAUNCH(ss_k_softmax_causal_backward, ss_cdiv(rows, SM_WARPS), 32 * SM_WARPS, 0, stream, ds, p, rows, L, scale);
+    return SS_LAUNCH_STATUS();
+}

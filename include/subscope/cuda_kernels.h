@@ -68,6 +68,11 @@ int ss_cuda_softmax(float *out, const float *x, int64_t rows, int64_t cols, cuda
 /* In place over [*, L, L] blocks of scores: row r (query r % L) becomes the
  * softmax of its keys 0..r % L, zeros beyond (causal attention). */
 int ss_cuda_softmax_causal(float *x, int64_t rows, int64_t L, cudaStream_t stream);
+/* Its backward over the same [*, L, L] blocks: ds holds dL/dP on entry and
+ * becomes scale * P (dP - rowsum(P dP)) on keys 0..r % L, 0 beyond; p holds
+ * the probabilities (kernels/softmax.cu). */
+int ss_cuda_softmax_causal_backward(float *ds, const float *p, int64_t rows, int64_t L, float scale,
+                                    cudaStream_t stream);
 
 /* Causal attention as ss_backend.attention (include/subscope/backend.h):
  * n_seq sequences packed in rows, sequence s has len[s] rows from start[s]

@@ -749,18 +749,24 @@ static ss_status meta_put(const ss_backend *be, int64_t n_seq, const int64_t *st
 
 /* Strided-batched Sgemm on the backend's stream (the handle's math mode:
  * fp32, or TF32 when asked for), its status as an error naming the step. */
-static ss_status sgemm_batched(const ss_backend *be, const char *what, cublasOperation_t ta, cublasOperation_t tb,
-                               int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda, int64_t sa,
-                               const float *B, int64_t ldb, int64_t sb, float *C, int64_t ldc, int64_t sc,
-                               int64_t batch) {
-    const float zero = 0.f;
+static ss_status sgemm_batched_beta(const ss_backend *be, const char *what, cublasOperation_t ta, cublasOperation_t tb,
+                                    int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda,
+                                    int64_t sa, const float *B, int64_t ldb, int64_t sb, float beta, float *C,
+                                    int64_t ldc, int64_t sc, int64_t batch) {
     cublasStatus_t st = cublasSgemmStridedBatched(IMPL(be)->blas, ta, tb, (int)m, (int)n, (int)k, &alpha, A, (int)lda,
-                                                  sa, B, (int)ldb, sb, &zero, C, (int)ldc, sc, (int)batch);
+                                                  sa, B, (int)ldb, sb, &beta, C, (int)ldc, sc, (int)batch);
     if (st != CUBLAS_STATUS_SUCCESS)
         return ss_errorf(SS_ERR_IO, "%s: attention %s (cublasSgemmStridedBatched %lld x %lld x %lld, %lld heads): %s",
                          be->name, what, (long long)m, (long long)n, (long long)k, (long long)batch,
                          cublasGetStatusString(st));
     return SS_OK;
+}
+
+static ss_status sgemm_batched(const ss_backend *be, const char *what, cublasOperation_t ta, cublasOperation_t tb,
+                               int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda, int64_t sa,
+                               const float *B, int64_t ldb, int64_t sb, float *C, int64_t ldc, int64_t sc,
+                               int64_t batch) {
+    return sgemm_batched_beta(be, what, ta, tb, m, n, k, alpha, A, lda, sa, B, ldb, sb, 0.f, C, ldc, sc, batch);
 }
 
 /* Attention of one sequence through cuBLAS: for each batch of heads, the
@@ -1078,6 +1084,42 @@ static ss_status cu_attention_lowp(const ss_backend *be, float *z, const float *
     return attention_any(be, z, q, k, v, ld_qkv, n_seq, start, len, H, Hkv, dh, scale, NULL, NULL, 1);
 }
 
+/* The attention backward of one sequence through cuBLAS, as the forward's
+ * cuBLAS path (attention_gemm_seq) and in its column-major reading of the
+ * row-major matrices: per batch of hc key/value heads and query head g of
+ * their group, P again (scores, causal softmax) into p, dP = dZ V^T into
+ * ds, then dS = scale P (dP - rowsum(P dP)) in place (the causal softmax's
+ * backward kernel), dQ = dS K, dK = dS^T Q and dV = P^T dZ, strided-batched
+ * over heads; dK and dV of a key/value head add up its group's query heads
+ * (beta 1 after the first). */
+static ss_status attention_backward_gemm_seq(const ss_backend *be, float *dq, float *dk, float *dv, int64_t ldd,
+                                             const float *dz, const float *q, const float *k, const float *v,
+                                             int64_t ld, int64_t r0, int64_t L, int64_t H, int64_t Hkv, int64_t dh,
+                                             float scale, float *p, float *ds, int64_t hc) {
+    const int64_t group = H / Hkv, LL = L * L, ldz = H * dh;
+    const float *q0 = q + r0 * ld, *k0 = k + r0 * ld, *v0 = v + r0 * ld, *dz0 = dz + r0 * ldz;
+    float *dq0 = dq + r0 * ldd, *dk0 = dk + r0 * ldd, *dv0 = dv + r0 * ldd;
+    for (int64_t g = 0; g < group; g++)
+        for (int64_t j0 = 0; j0 < Hkv; j0 += hc) {
+            const int64_t jn = hc < Hkv - j0 ? hc : Hkv - j0, h0 = j0 * group + g;
+            const float beta = g ? 1.f : 0.f;
+            SS_TRY(sgemm_batched(be, "backward scores", CUBLAS_OP_T, CUBLAS_OP_N, L, L, dh, scale, k0 + j0 * dh, ld,
+                                 dh, q0 + h0 * dh, ld, group * dh, p, L, LL, jn));
+            KL(ss_cuda_softmax_causal(p, jn * L, L, IMPL(be)->stream), "causal softmax kernel");
+            SS_TRY(sgemm_batched(be, "dP = dZ V^T", CUBLAS_OP_T, CUBLAS_OP_N, L, L, dh, 1.f, v0 + j0 * dh, ld, dh,
+                                 dz0 + h0 * dh, ldz, group * dh, ds, L, LL, jn));
+            KL(ss_cuda_softmax_causal_backward(ds, p, jn * L, L, scale, IMPL(be)->stream),
+               "causal softmax backward kernel");
+            SS_TRY(sgemm_batched(be, "dQ = dS K", CUBLAS_OP_N, CUBLAS_OP_N, dh, L, L, 1.f, k0 + j0 * dh, ld, dh, ds, L,
+                                 LL, dq0 + h0 * dh, ldd, group * dh, jn));
+            SS_TRY(sgemm_batched_beta(be, "dK = dS^T Q", CUBLAS_OP_N, CUBLAS_OP_T, dh, L, L, 1.f, q0 + h0 * dh, ld,
+                                      group * dh, ds, L, LL, beta, dk0 + j0 * dh, ldd, dh, jn));
+            SS_TRY(sgemm_batched_beta(be, "dV = P^T dZ", CUBLAS_OP_N, CUBLAS_OP_T, dh, L, L, 1.f, dz0 + h0 * dh, ldz,
+                                      group * dh, p, L, LL, beta, dv0 + j0 * dh, ldd, dh, jn));
+        }
+    return SS_OK;
+}
+
 static ss_status cu_attention_backward(const ss_backend *be, float *dq, float *dk, float *dv, int64_t ld_dqkv,
                                        const float *dz, const float *q, const float *k, const float *v,
                                        int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len,
@@ -1087,6 +1129,29 @@ static ss_status cu_attention_backward(const ss_backend *be, float *dq, float *d
         return ss_errorf(SS_ERR_ARG, "%s: attention_backward: %lld key/value heads do not divide %lld heads", be->name,
                          (long long)Hkv, (long long)H);
     if (n_seq <= 0 || H <= 0) return SS_OK;
+    /* Batches with a prompt of attn_gemm_min_len tokens or more: cuBLAS, as
+     * the forward (two [hc, L, L] buffers at a time within the workspace
+     * budget); every sequence then, the short ones too, so that the batch's
+     * gradients come from one path. */
+    {
+        int64_t mx = 0;
+        for (int64_t s = 0; s < n_seq; s++) mx = len[s] > mx ? len[s] : mx;
+        const int64_t min_len = c->attn_gemm_min_len, ws_floats = (int64_t)(c->attn_ws_max / sizeof(float));
+        if (min_len > 0 && mx >= min_len && mx <= INT32_MAX && ld_qkv <= INT32_MAX && ld_dqkv <= INT32_MAX &&
+            H * dh <= INT32_MAX && 2 * mx * mx <= ws_floats) {
+            int64_t hc = ws_floats / (2 * mx * mx);
+            if (hc > Hkv) hc = Hkv;
+            float *buf = NULL;
+            SS_TRY(cu_alloc(be, (size_t)(2 * hc * mx * mx) * sizeof(float), "attention backward scores", (void **)&buf));
+            ss_status st = SS_OK;
+            for (int64_t s = 0; s < n_seq && !st; s++)
+                if (len[s] > 0)
+                    st = attention_backward_gemm_seq(be, dq, dk, dv, ld_dqkv, dz, q, k, v, ld_qkv, start[s], len[s], H,
+                                                     Hkv, dh, scale, buf, buf + hc * mx * mx, hc);
+            cu_release(be, buf);
+            return st;
+        }
+    }
     /* P and dS of every (sequence, head): 2 sum_s H len^2 floats. */
     int64_t max_len = 0, half = 0;
     int64_t *at = ss_malloc((size_t)n_seq * sizeof(int64_t), "attention_backward offsets");

@@ -314,6 +314,11 @@ elif [ $BUILD_OK = 1 ]; then
     SUBSCOPE_ATTN_BWD_WORKSPACE_MB=0 RUN_CMD=attribute compare_forward \
         "attribute tiny-gpt2 1..128 tokens, loss grad, recomputed attention backward" "$tiny" \
         "$WORK/models/tiny-lengths.jsonl" '*' --metric loss --method grad --batch 3
+    # the attention backward through cuBLAS (P again, dP, the softmax's backward kernel, dQ/dK/dV
+    # products), forced for these short prompts as the long ones take it
+    SUBSCOPE_ATTN_GEMM_MIN_LEN=1 RUN_CMD=attribute compare_forward \
+        "attribute tiny-gpt2 1..128 tokens, loss grad, attention backward through cuBLAS" "$tiny" \
+        "$WORK/models/tiny-lengths.jsonl" '*' --metric loss --method grad --batch 3
     # collect: the device's fp64 means, fp32-accumulated covariance and cuSOLVER's components
     # against the CPU's float64 and LAPACK (covariances ~0.1..10; fp32 accumulation over a few
     # thousand rows: 1e-5 relative, so 1e-4 absolute + 1e-3 relative on every statistic)

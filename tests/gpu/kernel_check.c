@@ -783,6 +783,49 @@ static void case_softmax_causal(void) {
     }
 }
 
+typedef struct { float *ds; const float *p; int64_t rows, L; float scale; } smcb_ctx;
+static int launch_smcb(void *v) {
+    smcb_ctx *c = v;
+    return ss_cuda_softmax_causal_backward(c->ds, c->p, c->rows, c->L, c->scale, g_stream);
+}
+
+/* Its backward (the cuBLAS attention backward): dP (1e3 above the diagonal,
+ * which must become 0) into scale P (dP - rowsum(P dP)) in place, against
+ * double; fp32 sums of up to L terms |P dP| <= 1: atol 1e-6 + rtol 1e-5. */
+static void case_softmax_causal_backward(void) {
+    int64_t shapes[][2] = {{1, 1}, {3, 5}, {2, 33}, {12, 1024}, {32, 2048}}; /* heads, L */
+    int ns = g_quick ? 3 : 5;
+    const float scale = 0.125f;
+    for (int si = 0; si < ns; si++) {
+        int64_t L = shapes[si][1], rows = shapes[si][0] * L, n = rows * L;
+        char name[96];
+        snprintf(name, sizeof name, "softmax_causal_backward %lld heads, L=%lld", (long long)shapes[si][0],
+                 (long long)L);
+        if (!selected(name)) continue;
+        float *sc = rvec(n, 16, 4.f), *dp = rvec(n, 17, 1.f), *p = fvec(n, 0), *got = fvec(n, 0), *ref = fvec(n, 0);
+        for (int64_t r = 0; r < rows; r++) {
+            const int64_t nk = r % L + 1;
+            double mx = -INFINITY, s = 0, D = 0;
+            for (int64_t j = 0; j < nk; j++) mx = fmax(mx, sc[r * L + j]);
+            for (int64_t j = 0; j < nk; j++) s += exp((double)sc[r * L + j] - mx);
+            for (int64_t j = 0; j < L; j++) p[r * L + j] = j < nk ? (float)(exp((double)sc[r * L + j] - mx) / s) : 0.f;
+            for (int64_t j = nk; j < L; j++) dp[r * L + j] = 1e3f;
+            for (int64_t j = 0; j < nk; j++) D += (double)p[r * L + j] * dp[r * L + j];
+            for (int64_t j = 0; j < L; j++)
+                ref[r * L + j] = j < nk ? (float)(scale * (double)p[r * L + j] * (dp[r * L + j] - D)) : 0.f;
+        }
+        float *dds = dalloc((size_t)n * 4), *dpp = dup_to_dev(p, (size_t)n * 4);
+        smcb_ctx c = {dds, dpp, rows, L, scale};
+        out_buf ob = {dds, (size_t)n * 4, got};
+        const float *init[1] = {dp};
+        double ms = 0;
+        if (run_twice_from(name, launch_smcb, &c, &ob, init, 1, 1, &ms)) fail_case();
+        else check(name, got, ref, n, 1e-6, 1e-5, ms, 0);
+        dfree(dds), dfree(dpp);
+        free(sc), free(dp), free(p), free(got), free(ref);
+    }
+}
+
 /* ---- attention --------------------------------------------------------- */
 
 typedef struct {
@@ -2008,6 +2051,7 @@ int main(int argc, char **argv) {
     case_embed_bwd();
     case_softmax_xent();
     case_softmax_causal();
+    case_softmax_causal_backward();
     case_attention_tc();
     case_backend_bwd();
     case_backend_matmul16();

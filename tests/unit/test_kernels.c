@@ -486,6 +486,47 @@ TEST(kernel_softmax_causal_vs_reference) {
     CHECK(ss_cuda_softmax_causal(NULL, 0, 5, NULL) == 0); /* nothing to do */
 }
 
+/* Its backward (the cuBLAS attention backward): ds = scale P (dP - D),
+ * D = sum_{j <= i} P_j dP_j, against double; above the diagonal dP holds
+ * 1e3 (what the product left there is not a gradient) and the result must be
+ * 0. fp32 sums of up to L terms |P dP| <= 1: atol 1e-6 + rtol 1e-5. */
+typedef struct { float *ds; const float *dp0, *p; int64_t rows, L; float scale; } smcb_ctx;
+static void run_smcb(void *v) {
+    smcb_ctx *c = v;
+    memcpy(c->ds, c->dp0, (size_t)(c->rows * c->L) * sizeof(float));
+    CHECK(ss_cuda_softmax_causal_backward(c->ds, c->p, c->rows, c->L, c->scale, NULL) == 0);
+}
+
+TEST(kernel_softmax_causal_backward_vs_reference) {
+    int64_t shapes[][2] = {{1, 1}, {3, 5}, {2, 33}, {1, 100}}; /* heads, L */
+    const float scale = 0.3f;
+    for (int si = 0; si < 4; si++) {
+        int64_t L = shapes[si][1], rows = shapes[si][0] * L, n = rows * L;
+        float *sc = ss_test_rvec(n, 16, 4.0f), *p = ss_test_fvec(n, 0), *dp = ss_test_rvec(n, 17, 1.0f);
+        float *out = ss_test_fvec(n, 0), *ref = ss_test_fvec(n, 0);
+        for (int64_t r = 0; r < rows; r++) {
+            const int64_t nk = r % L + 1;
+            double mx = -INFINITY, s = 0, D = 0;
+            for (int64_t j = 0; j < nk; j++) mx = fmax(mx, sc[r * L + j]);
+            for (int64_t j = 0; j < nk; j++) s += exp((double)sc[r * L + j] - mx);
+            for (int64_t j = 0; j < L; j++) p[r * L + j] = j < nk ? (float)(exp((double)sc[r * L + j] - mx) / s) : 0.f;
+            for (int64_t j = nk; j < L; j++) dp[r * L + j] = 1e3f;
+            for (int64_t j = 0; j < nk; j++) D += (double)p[r * L + j] * dp[r * L + j];
+            for (int64_t j = 0; j < L; j++)
+                ref[r * L + j] = j < nk ? (float)(scale * (double)p[r * L + j] * (dp[r * L + j] - D)) : 0.f;
+        }
+        smcb_ctx c = {out, dp, p, rows, L, scale};
+        CHECK(both_orders(run_smcb, &c, &out, &n, 1));
+        char nm[64];
+        snprintf(nm, sizeof nm, "softmax_causal_backward %lld heads, L=%lld", (long long)shapes[si][0], (long long)L);
+        CHECK(ss_test_compare(nm, out, ref, n, 1e-6, 1e-5) == 0);
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t j = r % L + 1; j < L; j++) CHECK(out[r * L + j] == 0.f);
+        free(sc), free(p), free(dp), free(out), free(ref);
+    }
+    CHECK(ss_cuda_softmax_causal_backward(NULL, NULL, 0, 5, 1.f, NULL) == 0); /* nothing to do */
+}
+
 /* ---- attention --------------------------------------------------------- */
 
 typedef struct {

@@ -51,9 +51,27 @@ static const ss_backend *gpu_rc(void) {
     return g_gpu_rc;
 }
 
+/* A third whose attention_backward goes through cuBLAS for every length
+ * (SUBSCOPE_ATTN_GEMM_MIN_LEN=1), with a workspace of 0.05 MB (13107
+ * floats: one head's P and dS at 70 tokens, three at 45), so that heads go
+ * in batches of one to three. */
+static ss_backend *g_gpu_gemm;
+static const ss_backend *gpu_gemm(void) {
+    if (!g_gpu_gemm) {
+        setenv("SUBSCOPE_ATTN_GEMM_MIN_LEN", "1", 1);
+        setenv("SUBSCOPE_ATTN_BWD_WORKSPACE_MB", "0.05", 1);
+        ss_status st = ss_backend_cuda_open(0, NULL, &g_gpu_gemm);
+        unsetenv("SUBSCOPE_ATTN_GEMM_MIN_LEN");
+        unsetenv("SUBSCOPE_ATTN_BWD_WORKSPACE_MB");
+        if (st) return NULL;
+    }
+    return g_gpu_gemm;
+}
+
 __attribute__((destructor)) static void close_gpu(void) {
     ss_backend_cuda_close(g_gpu);
     ss_backend_cuda_close(g_gpu_rc);
+    ss_backend_cuda_close(g_gpu_gemm);
 }
 
 static void *dev_put(const void *h, size_t bytes) {
@@ -712,6 +730,21 @@ TEST(cuda_bwd_attention_vs_reference) {
             c.be = gpu();
             free(grc), free(pgrc);
         }
+        /* Through cuBLAS (cuda_backend.c's attention_backward_gemm_seq: P again,
+         * dP = dZ V^T, the causal softmax's backward kernel, three products;
+         * dK, dV summed over a group with beta 1): the same bound against the
+         * reference. */
+        {
+            c.be = gpu_gemm();
+            float *gg = ss_test_fvec(nout, 0), *pgg = ss_test_fvec(npk, 0);
+            dout og = {dqkv, NULL, nout, gg};
+            CHECK(c.be && run_both(op_ab, &c, &og, 1, 1));
+            ab_pack(&c, gg, nout, pgg, &stray);
+            CHECK_MSG(stray == 0, "cuBLAS path: %lld elements written outside dq, dk, dv", (long long)stray);
+            CHECK(ss_test_compare("  through cuBLAS", pgg, pref, npk, 2e-5, 1e-4) == 0);
+            c.be = gpu();
+            free(gg), free(pgg);
+        }
         if (cases[ci].len[0] == 1 && n_seq == 1) { /* one token: exact zeros for dq, dk; dv = the group's sum of dz */
             for (int64_t e = 0; e < d; e++) CHECK(pgot[e] == 0.f);
             for (int64_t e = 0; e < dkv; e++) CHECK(pgot[d + e] == 0.f);
@@ -906,6 +939,11 @@ static size_t grad_block_floats(const ss_model *m) {
     return total / 4;
 }
 
+/* The emulated GPU the whole-model tests below run on: the default one, or
+ * (cuda_bwd_forward_backward_through_cublas_attention) the one whose
+ * attention backward goes through cuBLAS. */
+static const ss_backend *(*model_gpu)(void) = gpu;
+
 /* ss_forward_backward on "cuda:0" (emulated kernels and cuBLAS) against the
  * CPU reference: the metric, the gradient at every per-token site and every
  * weight gradient. The kernels reduce in other orders than the CPU ops, and
@@ -918,7 +956,7 @@ static void backward_matches_cpu(const char *model, ss_metric_kind kind) {
     snprintf(dir, sizeof dir, "%s/models/%s", ss_test_data_dir(), model);
     ss_model *m = NULL;
     CHECK_OK(ss_model_load(dir, &m));
-    const ss_backend *be = gpu(), *cpu = ss_backend_cpu();
+    const ss_backend *be = model_gpu(), *cpu = ss_backend_cpu();
     CHECK(be);
     ss_status st = ss_model_place(m, be, SS_WDTYPE_F32);
     if (st) { ss_model_free(m); CHECK_OK(st); }
@@ -1001,7 +1039,7 @@ static void llama_backward_matches_cpu(const char *model, ss_metric_kind kind) {
     snprintf(dir, sizeof dir, "%s/models/%s", ss_test_data_dir(), model);
     ss_model *m = NULL;
     CHECK_OK(ss_model_load(dir, &m));
-    const ss_backend *be = gpu(), *cpu = ss_backend_cpu();
+    const ss_backend *be = model_gpu(), *cpu = ss_backend_cpu();
     CHECK(be);
     ss_status st = ss_model_place(m, be, SS_WDTYPE_F32);
     if (st) { ss_model_free(m); CHECK_OK(st); }
@@ -1072,6 +1110,15 @@ TEST(cuda_bwd_llama_forward_backward_matches_cpu) {
     llama_backward_matches_cpu("llama-gqa-llama3", SS_METRIC_LOSS);
     llama_backward_matches_cpu("qwen2-bias-tied", SS_METRIC_LOGITDIFF);
     llama_backward_matches_cpu("llama-hd6-bias", SS_METRIC_LOSS);
+}
+
+/* The same whole-model gradients with every attention (forward and
+ * backward) through cuBLAS: a GPT-2 and a grouped-query Llama model. */
+TEST(cuda_bwd_forward_backward_through_cublas_attention) {
+    model_gpu = gpu_gemm;
+    backward_matches_cpu("prefix-f32", SS_METRIC_LOSS);
+    llama_backward_matches_cpu("llama-gqa-llama3", SS_METRIC_LOGITDIFF);
+    model_gpu = gpu;
 }
 
 /* A target outside the vocabulary: the CPU op reports an error (it can
