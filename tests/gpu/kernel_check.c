@@ -39,6 +39,7 @@
 #include "subscope/cuda_kernels.h"
 #include "subscope/masks.h"
 #include "subscope/util.h"
+#include "../unit/ref_softmax.h"
 
 static int g_quick, g_cases, g_failed;
 static const char *g_filter;
@@ -764,13 +765,7 @@ static void case_softmax_causal(void) {
         snprintf(name, sizeof name, "softmax_causal %lld heads, L=%lld", (long long)shapes[si][0], (long long)L);
         if (!selected(name)) continue;
         float *x = rvec(n, 15, 6.f), *got = fvec(n, 0), *ref = fvec(n, 0);
-        for (int64_t r = 0; r < rows; r++) {
-            const int64_t nk = r % L + 1;
-            double mx = -INFINITY, s = 0;
-            for (int64_t j = 0; j < nk; j++) mx = fmax(mx, x[r * L + j]);
-            for (int64_t j = 0; j < nk; j++) s += exp((double)x[r * L + j] - mx);
-            for (int64_t j = 0; j < L; j++) ref[r * L + j] = j < nk ? (float)(exp((double)x[r * L + j] - mx) / s) : 0.f;
-        }
+        ss_ref_softmax_causal(ref, x, rows, L);
         float *dx = dalloc((size_t)n * 4);
         smc_ctx c = {dx, rows, L};
         out_buf ob = {dx, (size_t)n * 4, got};
@@ -803,17 +798,10 @@ static void case_softmax_causal_backward(void) {
                  (long long)L);
         if (!selected(name)) continue;
         float *sc = rvec(n, 16, 4.f), *dp = rvec(n, 17, 1.f), *p = fvec(n, 0), *got = fvec(n, 0), *ref = fvec(n, 0);
-        for (int64_t r = 0; r < rows; r++) {
-            const int64_t nk = r % L + 1;
-            double mx = -INFINITY, s = 0, D = 0;
-            for (int64_t j = 0; j < nk; j++) mx = fmax(mx, sc[r * L + j]);
-            for (int64_t j = 0; j < nk; j++) s += exp((double)sc[r * L + j] - mx);
-            for (int64_t j = 0; j < L; j++) p[r * L + j] = j < nk ? (float)(exp((double)sc[r * L + j] - mx) / s) : 0.f;
-            for (int64_t j = nk; j < L; j++) dp[r * L + j] = 1e3f;
-            for (int64_t j = 0; j < nk; j++) D += (double)p[r * L + j] * dp[r * L + j];
-            for (int64_t j = 0; j < L; j++)
-                ref[r * L + j] = j < nk ? (float)(scale * (double)p[r * L + j] * (dp[r * L + j] - D)) : 0.f;
-        }
+        ss_ref_softmax_causal(p, sc, rows, L);
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t j = r % L + 1; j < L; j++) dp[r * L + j] = 1e3f;
+        ss_ref_softmax_causal_backward(ref, p, dp, rows, L, scale);
         float *dds = dalloc((size_t)n * 4), *dpp = dup_to_dev(p, (size_t)n * 4);
         smcb_ctx c = {dds, dpp, rows, L, scale};
         out_buf ob = {dds, (size_t)n * 4, got};

@@ -17,6 +17,7 @@
 #include "../../kernels/emu/cuda_emu.h"
 #include "../../kernels/ss_cuda.cuh"
 #include "../../kernels/mma.cuh"
+#include "ref_softmax.h"
 #include "subscope/backend.h"
 #include "subscope/cuda_kernels.h"
 #include "subscope/safetensors.h"
@@ -467,13 +468,7 @@ TEST(kernel_softmax_causal_vs_reference) {
         int64_t L = shapes[si][1], rows = shapes[si][0] * L, n = rows * L;
         float *src = ss_test_rvec(n, 15, 6.0f), *out = ss_test_fvec(n, 0), *ref = ss_test_fvec(n, 0);
         if (L > 3) src[2 * L] = 40.f; /* row 2: the first key far above the second and third */
-        for (int64_t r = 0; r < rows; r++) {
-            const int64_t nk = r % L + 1;
-            double mx = -INFINITY, s = 0;
-            for (int64_t j = 0; j < nk; j++) mx = fmax(mx, src[r * L + j]);
-            for (int64_t j = 0; j < nk; j++) s += exp((double)src[r * L + j] - mx);
-            for (int64_t j = 0; j < L; j++) ref[r * L + j] = j < nk ? (float)(exp((double)src[r * L + j] - mx) / s) : 0.f;
-        }
+        ss_ref_softmax_causal(ref, src, rows, L);
         smc_ctx c = {out, src, rows, L};
         CHECK(both_orders(run_smc, &c, &out, &n, 1));
         char nm[64];
@@ -504,17 +499,10 @@ TEST(kernel_softmax_causal_backward_vs_reference) {
         int64_t L = shapes[si][1], rows = shapes[si][0] * L, n = rows * L;
         float *sc = ss_test_rvec(n, 16, 4.0f), *p = ss_test_fvec(n, 0), *dp = ss_test_rvec(n, 17, 1.0f);
         float *out = ss_test_fvec(n, 0), *ref = ss_test_fvec(n, 0);
-        for (int64_t r = 0; r < rows; r++) {
-            const int64_t nk = r % L + 1;
-            double mx = -INFINITY, s = 0, D = 0;
-            for (int64_t j = 0; j < nk; j++) mx = fmax(mx, sc[r * L + j]);
-            for (int64_t j = 0; j < nk; j++) s += exp((double)sc[r * L + j] - mx);
-            for (int64_t j = 0; j < L; j++) p[r * L + j] = j < nk ? (float)(exp((double)sc[r * L + j] - mx) / s) : 0.f;
-            for (int64_t j = nk; j < L; j++) dp[r * L + j] = 1e3f;
-            for (int64_t j = 0; j < nk; j++) D += (double)p[r * L + j] * dp[r * L + j];
-            for (int64_t j = 0; j < L; j++)
-                ref[r * L + j] = j < nk ? (float)(scale * (double)p[r * L + j] * (dp[r * L + j] - D)) : 0.f;
-        }
+        ss_ref_softmax_causal(p, sc, rows, L);
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t j = r % L + 1; j < L; j++) dp[r * L + j] = 1e3f;
+        ss_ref_softmax_causal_backward(ref, p, dp, rows, L, scale);
         smcb_ctx c = {out, dp, p, rows, L, scale};
         CHECK(both_orders(run_smcb, &c, &out, &n, 1));
         char nm[64];

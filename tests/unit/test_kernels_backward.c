@@ -652,6 +652,29 @@ static int64_t ab_pack(const ab_ctx *c, const float *buf, int64_t nbuf, float *p
     return n;
 }
 
+/* The same op on another emulated GPU (be: one that recomputes P, or goes
+ * through cuBLAS), into the same device buffers, in both thread orders; its
+ * written elements packed as ab_pack does (NULL if it failed or wrote
+ * outside dq, dk, dv: the test fails). The caller frees the result. */
+static float *ab_variant(ab_ctx *c, const ss_backend *be, int64_t nout, int64_t npk, const char *what) {
+    const ss_backend *keep = c->be;
+    float *raw = ss_test_fvec(nout, 0), *packed = ss_test_fvec(npk, 0);
+    dout o = {c->dqkv, NULL, nout, raw};
+    int64_t stray = 0;
+    c->be = be;
+    int ok = be && run_both(op_ab, c, &o, 1, 1);
+    c->be = keep;
+    if (ok) ab_pack(c, raw, nout, packed, &stray);
+    if (!ok) ss_test_fail(__FILE__, __LINE__, "%s: the op failed", what);
+    if (stray) ss_test_fail(__FILE__, __LINE__, "%s: %lld elements written outside dq, dk, dv", what, (long long)stray);
+    free(raw);
+    if (!ok || stray) {
+        free(packed);
+        return NULL;
+    }
+    return packed;
+}
+
 /* fp32 dot products of dh terms, an fp32 softmax, and fp32 sums of up to len
  * terms (times H/Hkv heads for dk, dv) for D, dq, dk, dv, against double.
  * Inputs uniform in [-amp, amp]; amp = 2.5 makes scores reach ~+-10 (peaked
@@ -719,32 +742,16 @@ TEST(cuda_bwd_attention_vs_reference) {
         /* The variant that recomputes P (kernels/attention_backward_rc.cu, what a
          * backend with no room for P and dS runs): the same arithmetic in the
          * same order, so the same bits here. */
-        {
-            c.be = gpu_rc();
-            float *grc = ss_test_fvec(nout, 0), *pgrc = ss_test_fvec(npk, 0);
-            dout orc = {dqkv, NULL, nout, grc};
-            CHECK(c.be && run_both(op_ab, &c, &orc, 1, 1));
-            ab_pack(&c, grc, nout, pgrc, &stray);
-            CHECK_MSG(stray == 0, "recompute variant: %lld elements written outside dq, dk, dv", (long long)stray);
-            CHECK_MSG(!memcmp(pgrc, pgot, (size_t)npk * sizeof(float)), "%s: the recompute variant differs", nm);
-            c.be = gpu();
-            free(grc), free(pgrc);
-        }
+        float *pv = ab_variant(&c, gpu_rc(), nout, npk, "recompute variant");
+        CHECK_MSG(pv && !memcmp(pv, pgot, (size_t)npk * sizeof(float)), "%s: the recompute variant differs", nm);
+        free(pv);
         /* Through cuBLAS (cuda_backend.c's attention_backward_gemm_seq: P again,
          * dP = dZ V^T, the causal softmax's backward kernel, three products;
          * dK, dV summed over a group with beta 1): the same bound against the
          * reference. */
-        {
-            c.be = gpu_gemm();
-            float *gg = ss_test_fvec(nout, 0), *pgg = ss_test_fvec(npk, 0);
-            dout og = {dqkv, NULL, nout, gg};
-            CHECK(c.be && run_both(op_ab, &c, &og, 1, 1));
-            ab_pack(&c, gg, nout, pgg, &stray);
-            CHECK_MSG(stray == 0, "cuBLAS path: %lld elements written outside dq, dk, dv", (long long)stray);
-            CHECK(ss_test_compare("  through cuBLAS", pgg, pref, npk, 2e-5, 1e-4) == 0);
-            c.be = gpu();
-            free(gg), free(pgg);
-        }
+        pv = ab_variant(&c, gpu_gemm(), nout, npk, "cuBLAS path");
+        CHECK(pv && ss_test_compare("  through cuBLAS", pv, pref, npk, 2e-5, 1e-4) == 0);
+        free(pv);
         if (cases[ci].len[0] == 1 && n_seq == 1) { /* one token: exact zeros for dq, dk; dv = the group's sum of dz */
             for (int64_t e = 0; e < d; e++) CHECK(pgot[e] == 0.f);
             for (int64_t e = 0; e < dkv; e++) CHECK(pgot[d + e] == 0.f);
