@@ -8,18 +8,42 @@
  * per element and a warp reads 32 consecutive gate and up values. Plain
  * fp32 loads (2*dm is rarely the point of a float4 path: the op is a
  * fraction of the matrix products around it). Deterministic. out must not
- * overlap gu. Limits: dm < 2^31 * 256. */
+ * overlap gu. Limits: dm < 2^31 * 256.
+ *
+ * ss_cuda_swiglu_16 writes the same fp32 value rounded to fp16 or bf16 (to
+ * nearest even, as ss_cuda_convert rounds), for a down projection with
+ * 16-bit weights that would round it so anyway (the backend's mlp_add). */
 #include "ss_cuda.cuh"
 
 #define SWIGLU_THREADS 256
 
+SS_DEV float ss_swiglu_at(const float *gu, int64_t r, int64_t c, int64_t dm) {
+    const float g = gu[r * 2 * dm + c], u = gu[r * 2 * dm + dm + c];
+    return g / (1.0f + expf(-g)) * u;
+}
+
 SS_KERNEL(ss_k_swiglu, (float *, out), (const float *, gu), (int64_t, rows), (int64_t, dm)) {
     const int64_t c = (int64_t)blockIdx.x * SWIGLU_THREADS + threadIdx.x;
     if (c >= dm) return;
+    for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) out[r * dm + c] = ss_swiglu_at(gu, r, c, dm);
+}
+
+SS_KERNEL(ss_k_swiglu16, (uint16_t *, out), (int, f16), (const float *, gu), (int64_t, rows), (int64_t, dm)) {
+    const int64_t c = (int64_t)blockIdx.x * SWIGLU_THREADS + threadIdx.x;
+    if (c >= dm) return;
     for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
-        const float g = gu[r * 2 * dm + c], u = gu[r * 2 * dm + dm + c];
-        out[r * dm + c] = g / (1.0f + expf(-g)) * u;
+        const float y = ss_swiglu_at(gu, r, c, dm);
+        out[r * dm + c] = f16 ? __half_as_ushort(__float2half_rn(y)) : __bfloat16_as_ushort(__float2bfloat16_rn(y));
     }
+}
+
+SS_EXTERN_C int ss_cuda_swiglu_16(void *out, int out_dtype, const float *gu, int64_t rows, int64_t dm,
+                                  cudaStream_t stream) {
+    if (rows <= 0 || dm <= 0) return 0;
+    if ((out_dtype != SS_CUDA_F16 && out_dtype != SS_CUDA_BF16) || ss_cdiv(dm, SWIGLU_THREADS) > 0x7fffffff) return 1;
+    SS_LAUNCH(ss_k_swiglu16, SS_DIM3(ss_cdiv(dm, SWIGLU_THREADS), SS_MIN(rows, (int64_t)65535), 1), SWIGLU_THREADS, 0,
+              stream, (uint16_t *)out, out_dtype == SS_CUDA_F16, gu, rows, dm);
+    return SS_LAUNCH_STATUS();
 }
 
 SS_EXTERN_C int ss_cuda_swiglu(float *out, const float *gu, int64_t rows, int64_t dm, cudaStream_t stream) {

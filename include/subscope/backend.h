@@ -139,14 +139,16 @@ struct ss_backend {
      * pre-activation (no hook on hook_pre, no backward pass). */
     ss_status (*matmul_gelu)(const ss_backend *be, float *C, const float *A, const void *B, int b_dtype,
                              const float *bias, int64_t M, int64_t N, int64_t K, int trans_b, ss_act act);
-    /* Optional (NULL: matmul_gelu, then matmul_add): GPT-2's MLP where nothing
-     * reads hook_pre, hook_post or mlp_out: x += act(a · op(W1) + b1) · op(W2)
-     * + b2, x [rows,d], a [rows,d], the hidden width dm; the backend may keep
-     * the activation's output in the weights' 16-bit type, into which the
-     * second product rounds it anyway; post [rows,dm] is scratch it may use. */
-    ss_status (*mlp_add)(const ss_backend *be, float *x, float *post, const float *a, const void *w1, const float *b1,
-                         const void *w2, const float *b2, int wdtype, int64_t rows, int64_t d, int64_t dm, int trans_b,
-                         ss_act act);
+    /* Optional (NULL: the separate ops): an MLP where nothing reads its sites
+     * (hook_pre, hook_pre_linear, hook_post, mlp_out): x += act(a · op(W1) +
+     * b1) · op(W2) + b2, x [rows,d], a [rows,d], the hidden width dm; act a
+     * GELU (GPT-2) or SS_ACT_SILU (Llama's SwiGLU, W1 the gate|up [2dm] product).
+     * The backend may keep the activation's output in the weights' 16-bit
+     * type, into which the second product rounds it anyway; pre [rows, dm or
+     * 2dm] and post [rows,dm] are scratch it may use. */
+    ss_status (*mlp_add)(const ss_backend *be, float *x, float *pre, float *post, const float *a, const void *w1,
+                         const float *b1, const void *w2, const float *b2, int wdtype, int64_t rows, int64_t d,
+                         int64_t dm, int trans_b, ss_act act);
     /* Optional (NULL: matmul into scratch, then add): C += A · op(B) + bias, for
      * the products that end a block's halves where nothing reads their output
      * (no hook on attn_out / mlp_out): the residual stream takes them directly. */

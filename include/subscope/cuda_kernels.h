@@ -55,6 +55,8 @@ int ss_cuda_rope(float *x, int64_t ld, int64_t rows, int64_t n_heads, int64_t dh
 /* SwiGLU: out[r,c] = silu(gu[r,c]) * gu[r,dm+c] for gu [rows, 2*dm] (gate,
  * then up), out [rows, dm]; out must not overlap gu. */
 int ss_cuda_swiglu(float *out, const float *gu, int64_t rows, int64_t dm, cudaStream_t stream);
+/* The same rounded to out_dtype (SS_CUDA_F16 or SS_CUDA_BF16, nearest even). */
+int ss_cuda_swiglu_16(void *out, int out_dtype, const float *gu, int64_t rows, int64_t dm, cudaStream_t stream);
 
 /* out[r,c] = act(x[r,c] + bias[c]); bias may be NULL; out may equal x. */
 int ss_cuda_bias_act(float *out, const float *x, const void *bias, int wdtype, int64_t rows, int64_t cols, int act,

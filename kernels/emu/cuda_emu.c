@@ -496,6 +496,26 @@ static void run_block(void) {
     }
 }
 
+/* Launches per kernel name (names are SS_KERNEL's string literals). */
+static _Thread_local struct { const char *name; long n; } launch_counts[512];
+static _Thread_local int n_launch_counts;
+
+static void count_launch(const char *kernel) {
+    for (int i = 0; i < n_launch_counts; i++)
+        if (!strcmp(launch_counts[i].name, kernel)) {
+            launch_counts[i].n++;
+            return;
+        }
+    if (n_launch_counts < (int)(sizeof launch_counts / sizeof launch_counts[0]))
+        launch_counts[n_launch_counts].name = kernel, launch_counts[n_launch_counts++].n = 1;
+}
+
+long ss_emu_launch_count(const char *kernel) {
+    for (int i = 0; i < n_launch_counts; i++)
+        if (!strcmp(launch_counts[i].name, kernel)) return launch_counts[i].n;
+    return 0;
+}
+
 void ss_emu_launch_(const char *kernel, void (*thunk)(void *), void *args) {
     if (!cfg.pending || strcmp(cfg.kernel, kernel)) {
         fprintf(stderr, "cuda_emu: kernel %s called directly; launch it with SS_LAUNCH\n", kernel);
@@ -518,6 +538,7 @@ void ss_emu_launch_(const char *kernel, void (*thunk)(void *), void *args) {
     cur_args = args;
     in_kernel = 1;
     stats.launches++;
+    count_launch(kernel);
     for (unsigned z = 0; z < cfg.grid.z; z++)
         for (unsigned y = 0; y < cfg.grid.y; y++)
             for (unsigned x = 0; x < cfg.grid.x; x++) {

@@ -60,6 +60,7 @@ static inline float __bfloat162float(__nv_bfloat16 h) { return ss_bf16_to_f32(h.
 static inline __nv_bfloat16 __float2bfloat16(float f) { __nv_bfloat16 h = {ss_f32_to_bf16(f)}; return h; }
 static inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __float2bfloat16(f); }
 static inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 h) { return h.x; }
+static inline unsigned short __half_as_ushort(__half h) { return h.x; }
 
 /* ---- qualifiers ------------------------------------------------------- */
 #define __global__
@@ -263,5 +264,8 @@ typedef struct {
     uint64_t launches, blocks, threads, switches;
 } ss_emu_stats;
 ss_emu_stats ss_emu_get_stats(void);
+/* How many times a kernel (by its name, as SS_KERNEL declared it) has been
+ * launched on this thread: for tests that must know a path was taken. */
+long ss_emu_launch_count(const char *kernel);
 
 #endif

@@ -53,7 +53,7 @@ typedef struct {
     int64_t attn_gemm_min_len; /* prompts this long take the cuBLAS attention path (0: never) */
     int attn_tc;            /* SUBSCOPE_ATTN_TC: -1 (unset) attention_lowp on tensor cores, 0 never, 1 every call without the pattern */
     int attn_tc_v2;         /* SUBSCOPE_ATTN_TC_V2=1: kernels/flash_attention_tc2.cu for those calls */
-    uint16_t *h16;          /* mlp_add's 16-bit GELU output */
+    uint16_t *h16;          /* mlp_add's 16-bit GELU / SwiGLU output */
     size_t h16_cap;         /* in elements */
     uint16_t *qkv16;        /* the second tensor-core attention's bf16 Q, K, V */
     size_t qkv16_cap;       /* in elements */
@@ -572,6 +572,39 @@ static ss_status scratch16(const ss_backend *be, uint16_t **buf, size_t *cap, si
     return SS_OK;
 }
 
+/* The end of a product that cuBLAS (not cuBLASLt) ran: its status checked,
+ * then the bias and the activation in one pass of the bias kernel. */
+static ss_status product_done(const ss_backend *be, cublasStatus_t s, float *C, const float *bias, int64_t M,
+                              int64_t N, int64_t K, int b_dtype, int act) {
+    if (s != CUBLAS_STATUS_SUCCESS)
+        return ss_errorf(SS_ERR_IO, "%s: cuBLAS product (%lld x %lld x %lld, %s): %s", be->name, (long long)M,
+                         (long long)N, (long long)K,
+                         b_dtype == SS_WDTYPE_BF16 ? "bf16" : b_dtype == SS_WDTYPE_F16 ? "fp16" : "fp32",
+                         cublasGetStatusString(s));
+    if (bias || act != SS_CUDA_ACT_NONE)
+        KL(ss_cuda_bias_act(C, C, bias, SS_CUDA_F32, M, N, act, IMPL(be)->stream),
+           act == SS_CUDA_ACT_NONE ? "bias" : "bias + GELU");
+    return SS_OK;
+}
+
+/* cu_product's 16-bit half (below) from activations already in the weights'
+ * 16-bit type, A16 [M, K]: cuBLASLt with the bias and GELU in its epilogue,
+ * or cublasGemmEx and the bias kernel; fp32 accumulation and C. */
+static ss_status product16(const ss_backend *be, float *C, const uint16_t *A16, const void *B, int b_dtype,
+                           const float *bias, int64_t M, int64_t N, int64_t K, int trans_b, int act, int accumulate) {
+    cuda_impl *c = IMPL(be);
+    const cudaDataType t16 = b_dtype == SS_WDTYPE_F16 ? CUDA_R_16F : CUDA_R_16BF;
+    const int lt = c->lt && (bias || act == SS_CUDA_GELU_TANH) && act != SS_CUDA_GELU_ERF;
+    if (lt && lt_matmul(c, C, A16, B, t16, bias, act == SS_CUDA_GELU_TANH, accumulate, M, N, K, trans_b) ==
+                  CUBLAS_STATUS_SUCCESS)
+        return SS_OK;
+    const float one = 1.f, zero = 0.f, *beta = accumulate ? &one : &zero;
+    cublasStatus_t s = cublasGemmEx(c->blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, (int)N, (int)M, (int)K,
+                                    &one, B, t16, trans_b ? (int)K : (int)N, A16, t16, (int)K, beta, C, CUDA_R_32F,
+                                    (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    return product_done(be, s, C, bias, M, N, K, b_dtype, act);
+}
+
 /* C = act(A op(B) + bias), act one of SS_CUDA_GELU_TANH, _ERF, _ACT_NONE, or
  * with accumulate (act none) C += A op(B) + bias: the product by cuBLAS (beta
  * 1 to accumulate), then the bias and the activation in one pass of the bias
@@ -584,12 +617,7 @@ static ss_status cu_product(const ss_backend *be, float *C, const float *A, cons
         return ss_errorf(SS_ERR_UNSUPPORTED, "%s: matrix product %lld x %lld x %lld exceeds cuBLAS's 32-bit sizes",
                          be->name, (long long)M, (long long)N, (long long)K);
     cuda_impl *c = IMPL(be);
-    const float one = 1.f, zero = 0.f, *beta = accumulate ? &one : &zero;
-    cublasOperation_t opb = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-    int ldb = trans_b ? (int)K : (int)N;
-    const int lt = c->lt && (c->epilogue == 1 || b_dtype != SS_WDTYPE_F32) && (bias || act == SS_CUDA_GELU_TANH) &&
-                   act != SS_CUDA_GELU_ERF;
-    cublasStatus_t s;
+    const int lt32 = c->lt && c->epilogue == 1 && (bias || act == SS_CUDA_GELU_TANH) && act != SS_CUDA_GELU_ERF;
     if (b_dtype == SS_WDTYPE_BF16 || b_dtype == SS_WDTYPE_F16) {
         /* Tensor cores take both operands in the weights' 16-bit type: round
          * the activations into a scratch buffer, accumulate and write C in fp32. */
@@ -598,27 +626,17 @@ static ss_status cu_product(const ss_backend *be, float *C, const float *A, cons
         SS_TRY(scratch16(be, &c->a16, &c->a16_cap, need, "bf16 activations"));
         KL(ss_cuda_convert(c->a16, f16 ? SS_CUDA_F16 : SS_CUDA_BF16, A, SS_CUDA_F32, (int64_t)need, c->stream),
            "16-bit conversion");
-        const cudaDataType t16 = f16 ? CUDA_R_16F : CUDA_R_16BF;
-        if (lt && lt_matmul(c, C, c->a16, B, t16, bias, act == SS_CUDA_GELU_TANH, accumulate, M, N, K, trans_b) ==
-                      CUBLAS_STATUS_SUCCESS)
-            return SS_OK;
-        s = cublasGemmEx(c->blas, opb, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one, B, t16, ldb, c->a16, t16, (int)K, beta,
-                         C, CUDA_R_32F, (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-    } else if (b_dtype == SS_WDTYPE_F32) {
-        if (lt && lt_matmul(c, C, A, B, CUDA_R_32F, bias, act == SS_CUDA_GELU_TANH, accumulate, M, N, K, trans_b) ==
-                      CUBLAS_STATUS_SUCCESS)
-            return SS_OK;
-        s = cublasSgemm(c->blas, opb, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one, B, ldb, A, (int)K, beta, C, (int)N);
-    } else {
-        return ss_errorf(SS_ERR_UNSUPPORTED, "%s: matrix products with weight dtype %d", be->name, b_dtype);
+        return product16(be, C, c->a16, B, b_dtype, bias, M, N, K, trans_b, act, accumulate);
     }
-    if (s != CUBLAS_STATUS_SUCCESS)
-        return ss_errorf(SS_ERR_IO, "%s: cuBLAS product (%lld x %lld x %lld, %s): %s", be->name, (long long)M,
-                         (long long)N, (long long)K, b_dtype == SS_WDTYPE_BF16 ? "bf16" : b_dtype == SS_WDTYPE_F16 ? "fp16" : "fp32",
-                         cublasGetStatusString(s));
-    if (bias || act != SS_CUDA_ACT_NONE)
-        KL(ss_cuda_bias_act(C, C, bias, SS_CUDA_F32, M, N, act, c->stream), act == SS_CUDA_ACT_NONE ? "bias" : "bias + GELU");
-    return SS_OK;
+    if (b_dtype != SS_WDTYPE_F32)
+        return ss_errorf(SS_ERR_UNSUPPORTED, "%s: matrix products with weight dtype %d", be->name, b_dtype);
+    if (lt32 && lt_matmul(c, C, A, B, CUDA_R_32F, bias, act == SS_CUDA_GELU_TANH, accumulate, M, N, K, trans_b) ==
+                  CUBLAS_STATUS_SUCCESS)
+        return SS_OK;
+    const float one = 1.f, zero = 0.f, *beta = accumulate ? &one : &zero;
+    cublasStatus_t s = cublasSgemm(c->blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, (int)N, (int)M, (int)K,
+                                   &one, B, trans_b ? (int)K : (int)N, A, (int)K, beta, C, (int)N);
+    return product_done(be, s, C, bias, M, N, K, b_dtype, act);
 }
 
 static ss_status cu_matmul(const ss_backend *be, float *C, const float *A, const void *B, int b_dtype,
@@ -637,23 +655,38 @@ static ss_status cu_matmul_gelu(const ss_backend *be, float *C, const float *A, 
                       act == SS_ACT_GELU_ERF ? SS_CUDA_GELU_ERF : SS_CUDA_GELU_TANH, 0);
 }
 
-/* The ops table's mlp_add (SUBSCOPE_MLP16=1): x += GELU(a W1 + b1) W2 + b2
- * with 16-bit weights, GELU's output written by cuBLASLt's GELU_BIAS
- * epilogue straight in the weights' type (it is rounded to it on the way into
- * W2 anyway: the same numbers as matmul_gelu + matmul_add, without the fp32
- * intermediate and its conversion pass). Where cuBLASLt declines, or for fp32
- * weights or the erf GELU, those two ops run, through post. */
-static ss_status cu_mlp_add(const ss_backend *be, float *x, float *post, const float *a, const void *w1,
+/* The ops table's mlp_add (SUBSCOPE_MLP16=1), for 16-bit weights: the MLP's
+ * activation output goes straight into the weights' 16-bit type, into which
+ * the down projection rounds it anyway (the same numbers as the separate
+ * ops, without the fp32 intermediate and its conversion pass):
+ *   GPT-2, x += GELU(a W1 + b1) W2 + b2: cuBLASLt's GELU_BIAS epilogue writes
+ *   it (tanh GELU only);
+ *   Llama, x += SwiGLU(a W1 + b1) W2 + b2: gate|up in fp32 into pre, then the
+ *   SwiGLU kernel writes it, and product16 (the call matmul_add makes after
+ *   its conversion) reads it.
+ * Otherwise (fp32 weights, the erf GELU, cuBLASLt declining) the separate
+ * ops run, through pre and post. */
+static ss_status cu_mlp_add(const ss_backend *be, float *x, float *pre, float *post, const float *a, const void *w1,
                             const float *b1, const void *w2, const float *b2, int wdtype, int64_t rows, int64_t d,
                             int64_t dm, int trans_b, ss_act act) {
     cuda_impl *c = IMPL(be);
-    const int w16 = wdtype == SS_WDTYPE_BF16 || wdtype == SS_WDTYPE_F16;
-    if (c->lt && w16 && act == SS_ACT_GELU_TANH && rows > 0 && rows <= INT32_MAX && d <= INT32_MAX &&
-        dm <= INT32_MAX) {
-        const int f16 = wdtype == SS_WDTYPE_F16;
+    const int w16 = wdtype == SS_WDTYPE_BF16 || wdtype == SS_WDTYPE_F16, f16 = wdtype == SS_WDTYPE_F16;
+    const int fits = rows > 0 && rows <= INT32_MAX && d <= INT32_MAX && 2 * dm <= INT32_MAX;
+    if (act == SS_ACT_SILU) {
+        SS_TRY(cu_matmul(be, pre, a, w1, wdtype, b1, rows, 2 * dm, d, trans_b));
+        if (w16 && fits) {
+            SS_TRY(scratch16(be, &c->h16, &c->h16_cap, (size_t)(rows * dm), "16-bit MLP activations"));
+            KL(ss_cuda_swiglu_16(c->h16, f16 ? SS_CUDA_F16 : SS_CUDA_BF16, pre, rows, dm, c->stream),
+               "SwiGLU kernel (16-bit output)");
+            return product16(be, x, c->h16, w2, wdtype, b2, rows, d, dm, trans_b, SS_CUDA_ACT_NONE, 1);
+        }
+        KL(ss_cuda_swiglu(post, pre, rows, dm, c->stream), "SwiGLU kernel");
+        return cu_matmul_add(be, x, post, w2, wdtype, b2, rows, d, dm, trans_b);
+    }
+    if (c->lt && w16 && act == SS_ACT_GELU_TANH && fits) {
         const cudaDataType t16 = f16 ? CUDA_R_16F : CUDA_R_16BF;
         SS_TRY(scratch16(be, &c->a16, &c->a16_cap, (size_t)(rows * d), "bf16 activations"));
-        SS_TRY(scratch16(be, &c->h16, &c->h16_cap, (size_t)(rows * dm), "bf16 MLP activations"));
+        SS_TRY(scratch16(be, &c->h16, &c->h16_cap, (size_t)(rows * dm), "16-bit MLP activations"));
         KL(ss_cuda_convert(c->a16, f16 ? SS_CUDA_F16 : SS_CUDA_BF16, a, SS_CUDA_F32, rows * d, c->stream),
            "16-bit conversion");
         if (lt_matmul_to(c, c->h16, t16, c->a16, w1, t16, b1, 1, 0, rows, dm, d, trans_b) == CUBLAS_STATUS_SUCCESS &&

@@ -314,11 +314,12 @@ ss_status ss_block_forward(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, floa
     if (b->save_mid) SS_TRY(be->copy_rows(be, b->save_mid, x, d, R, d));
     SS_TRY(norm(be, c, b->ln2, x, L->ln2_w, L->ln2_b, R, d));
     SS_TRY(ss_hook_site(f, SS_SITE_LN2, l, b->ln2, Rd, 0, d));
-    if (!D.llama && be->mlp_add && !b->keep_pre && !ss_hook_wants(f, SS_SITE_MLP_PRE, l) &&
-        !ss_hook_wants(f, SS_SITE_MLP_POST, l) && !ss_hook_wants(f, SS_SITE_MLP_OUT, l)) {
+    if (be->mlp_add && !b->keep_pre && !ss_hook_wants(f, SS_SITE_MLP_PRE, l) &&
+        !(D.llama && ss_hook_wants(f, SS_SITE_MLP_PRE_LINEAR, l)) && !ss_hook_wants(f, SS_SITE_MLP_POST, l) &&
+        !ss_hook_wants(f, SS_SITE_MLP_OUT, l)) {
         /* nobody reads the MLP's insides: the backend may keep them in 16 bits */
-        SS_TRY(be->mlp_add(be, x, b->post, b->ln2, L->fc_w, L->fc_b, L->fc2_w, L->fc2_b, w->wdtype, R, d, D.dm,
-                           w->trans, c->act));
+        SS_TRY(be->mlp_add(be, x, b->pre, b->post, b->ln2, L->fc_w, L->fc_b, L->fc2_w, L->fc2_b, w->wdtype, R, d, D.dm,
+                           w->trans, D.llama ? SS_ACT_SILU : c->act));
         return ss_hook_site(f, SS_SITE_RESID_POST, l, x, Rd, 0, d);
     }
     if (!D.llama && be->matmul_gelu && !b->keep_pre && !ss_hook_wants(f, SS_SITE_MLP_PRE, l)) {

@@ -314,6 +314,19 @@ elif [ $BUILD_OK = 1 ]; then
     SUBSCOPE_ATTN_BWD_WORKSPACE_MB=0 RUN_CMD=attribute compare_forward \
         "attribute tiny-gpt2 1..128 tokens, loss grad, recomputed attention backward" "$tiny" \
         "$WORK/models/tiny-lengths.jsonl" '*' --metric loss --method grad --batch 3
+    # the Llama family (tests/data/models: grouped-query attention with llama3 rotary scaling,
+    # Qwen2's q/k/v biases with tied embeddings, head size 6 with biases, Mistral): every site, then
+    # the backward pass, then bf16 products with SwiGLU's output kept in 16 bits (SUBSCOPE_MLP16=1)
+    for lm in llama-gqa-llama3:113 qwen2-bias-tied:97 llama-hd6-bias:89 mistral-small:71; do
+        d=tests/data/models/${lm%%:*}
+        prompts "${lm%%:*}" "${lm##*:}" "$WORK/models/${lm%%:*}.jsonl" 1,7,20,24 || continue
+        compare_forward "forward ${lm%%:*}, all sites" "$d" "$WORK/models/${lm%%:*}.jsonl" '*'
+        RUN_CMD=attribute compare_forward "attribute ${lm%%:*}, loss grad, all sites" "$d" "$WORK/models/${lm%%:*}.jsonl" \
+            '*' --metric loss --method grad
+        SUBSCOPE_MLP16=1 CMP_NMSE=$BF16_NMSE compare_forward \
+            "forward ${lm%%:*}, --dtype bfloat16, 16-bit SwiGLU outputs (nmse $BF16_NMSE)" "$d" \
+            "$WORK/models/${lm%%:*}.jsonl" 'blocks.*.hook_resid_post,ln_final.hook_normalized' --dtype bfloat16
+    done
     # the attention backward through cuBLAS (P again, dP, the softmax's backward kernel, dQ/dK/dV
     # products), forced for these short prompts as the long ones take it
     SUBSCOPE_ATTN_GEMM_MIN_LEN=1 RUN_CMD=attribute compare_forward \

@@ -19,6 +19,7 @@
 void ss_emu_set_device_memory_limit(size_t bytes); /* kernels/emu/host_runtime.c */
 long ss_emu_lt_products(int gelu_only);
 long ss_emu_lt_products_d16(void);
+long ss_emu_launch_count(const char *kernel);
 
 typedef struct {
     float *store[128];
@@ -186,7 +187,8 @@ static ss_status ignore_site(void *ctx, const ss_site *site, float *data, int64_
  * second product rounds to bf16 anyway (the emulated epilogue rounds once,
  * to nearest even, as the conversion kernel does); with hook_post wanted
  * the layer does not take the path, and an erf-GELU model never does. */
-static void mlp16_logits(const char *model, const char *mlp16, const char *globs, float **lg, int64_t *n, long *d16) {
+static void mlp16_logits(const char *model, const char *mlp16, const char *globs, float **lg, int64_t *n, long *d16,
+                         long *sw16) {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/models/%s", ss_test_data_dir(), model);
     ss_model *m = NULL;
@@ -208,9 +210,10 @@ static void mlp16_logits(const char *model, const char *mlp16, const char *globs
     int64_t start[2] = {0, 5}, len[2] = {5, 7};
     ss_packing pk = {2, 12, start, len, 0};
     ss_forward_opts o = {.logits = SS_LOGITS_ALL, .want = globs ? want : NULL, .hook = ignore_site};
-    long before = ss_emu_lt_products_d16();
+    long before = ss_emu_lt_products_d16(), sw_before = ss_emu_launch_count("ss_k_swiglu16");
     CHECK_OK(ss_forward(m, gpu, toks, &pk, &o, lg));
     *d16 = ss_emu_lt_products_d16() - before;
+    *sw16 = ss_emu_launch_count("ss_k_swiglu16") - sw_before;
     *n = 12 * V;
     free(want);
     ss_model_free(m);
@@ -219,13 +222,13 @@ static void mlp16_logits(const char *model, const char *mlp16, const char *globs
 
 TEST(cuda_emulated_mlp16_matches_fp32_intermediate) {
     float *ref, *fused, *hooked, *erf_ref, *erf;
-    long n_ref, n_fused, n_hooked, n_erf_ref, n_erf;
+    long n_ref, n_fused, n_hooked, n_erf_ref, n_erf, sw;
     int64_t n, n2;
-    mlp16_logits("prefix-f32", NULL, NULL, &ref, &n, &n_ref);
-    mlp16_logits("prefix-f32", "1", NULL, &fused, &n, &n_fused);
-    mlp16_logits("prefix-f32", "1", "blocks.1.mlp.hook_post", &hooked, &n, &n_hooked);
-    mlp16_logits("noprefix-odd-untied", NULL, NULL, &erf_ref, &n2, &n_erf_ref);
-    mlp16_logits("noprefix-odd-untied", "1", NULL, &erf, &n2, &n_erf);
+    mlp16_logits("prefix-f32", NULL, NULL, &ref, &n, &n_ref, &sw);
+    mlp16_logits("prefix-f32", "1", NULL, &fused, &n, &n_fused, &sw);
+    mlp16_logits("prefix-f32", "1", "blocks.1.mlp.hook_post", &hooked, &n, &n_hooked, &sw);
+    mlp16_logits("noprefix-odd-untied", NULL, NULL, &erf_ref, &n2, &n_erf_ref, &sw);
+    mlp16_logits("noprefix-odd-untied", "1", NULL, &erf, &n2, &n_erf, &sw);
     if (!ref || !fused || !hooked || !erf_ref || !erf) return;
     printf(" [16-bit GELU outputs: %ld products, %ld with hook_post on layer 1, %ld with the erf GELU]", n_fused,
            n_hooked, n_erf);
@@ -234,6 +237,35 @@ TEST(cuda_emulated_mlp16_matches_fp32_intermediate) {
     CHECK(!memcmp(ref, hooked, (size_t)n * sizeof(float)));
     CHECK(!memcmp(erf_ref, erf, (size_t)n2 * sizeof(float)));
     free(ref), free(fused), free(hooked), free(erf_ref), free(erf);
+}
+
+/* The same for the Llama family: SwiGLU's output written in 16 bits by its
+ * kernel (ss_k_swiglu16) and read by the down projection, bit for bit the
+ * logits of the fp32 output that matmul_add rounds to 16 bits; not in a layer
+ * where hook_post or hook_pre_linear (the up projection) is wanted. Two
+ * models: grouped-query attention with llama3 rotary scaling, and biases. */
+TEST(cuda_emulated_mlp16_llama_matches_fp32_intermediate) {
+    const char *models[] = {"llama-gqa-llama3", "llama-hd6-bias"};
+    const long layers[] = {2, 3};
+    for (int mi = 0; mi < 2; mi++) {
+        float *ref = NULL, *fused = NULL, *hooked = NULL, *hooked2 = NULL;
+        long d16, sw_ref, sw_fused, sw_hooked, sw_hooked2;
+        int64_t n;
+        mlp16_logits(models[mi], NULL, NULL, &ref, &n, &d16, &sw_ref);
+        mlp16_logits(models[mi], "1", NULL, &fused, &n, &d16, &sw_fused);
+        mlp16_logits(models[mi], "1", "blocks.0.mlp.hook_post", &hooked, &n, &d16, &sw_hooked);
+        mlp16_logits(models[mi], "1", "blocks.1.mlp.hook_pre_linear", &hooked2, &n, &d16, &sw_hooked2);
+        if (ref && fused && hooked && hooked2) {
+            printf(" [%s: %ld 16-bit SwiGLU outputs, %ld with a layer's hook_post, %ld with hook_pre_linear]",
+                   models[mi], sw_fused, sw_hooked, sw_hooked2);
+            const long L = layers[mi];
+            CHECK(sw_ref == 0 && sw_fused == L && sw_hooked == L - 1 && sw_hooked2 == L - 1);
+            CHECK(!memcmp(ref, fused, (size_t)n * sizeof(float)));
+            CHECK(!memcmp(ref, hooked, (size_t)n * sizeof(float)));
+            CHECK(!memcmp(ref, hooked2, (size_t)n * sizeof(float)));
+        }
+        free(ref), free(fused), free(hooked), free(hooked2);
+    }
 }
 
 /* The Llama family: rmsnorm, rope, swiglu and grouped-query attention kernels

@@ -373,6 +373,17 @@ TEST(kernel_swiglu_vs_cpu) {
         snprintf(nm, sizeof nm, "swiglu %lldx%lld", (long long)rows, (long long)dm);
         CHECK(ss_test_compare(nm, out, ref, n, 1e-6, 1e-5) == 0);
         CHECK(ss_test_compare("  vs double loop", out, dref, n, 1e-6, 1e-5) == 0);
+        /* the 16-bit output (mlp_add's): the fp32 result rounded to nearest even, bit for bit */
+        uint16_t *o16 = malloc((size_t)n * sizeof(uint16_t));
+        for (int dt = SS_CUDA_F16; dt <= SS_CUDA_BF16; dt++) {
+            CHECK(ss_cuda_swiglu_16(o16, dt, gu, rows, dm, NULL) == 0);
+            for (int64_t i = 0; i < n; i++)
+                CHECK_MSG(o16[i] == (dt == SS_CUDA_BF16 ? ss_f32_to_bf16(out[i]) : ss_f32_to_f16(out[i])),
+                          "swiglu_16 %s element %lld: 0x%04x, rounded fp32 0x%04x", dt == SS_CUDA_BF16 ? "bf16" : "fp16",
+                          (long long)i, o16[i], dt == SS_CUDA_BF16 ? ss_f32_to_bf16(out[i]) : ss_f32_to_f16(out[i]));
+        }
+        CHECK(ss_cuda_swiglu_16(o16, SS_CUDA_F32, gu, rows, dm, NULL) == 1); /* not a 16-bit type */
+        free(o16);
         free(gu); free(out); free(ref); free(dref);
     }
 }
