@@ -1170,7 +1170,7 @@ static ss_status cu_attention_backward(const ss_backend *be, float *dq, float *d
         int64_t mx = 0;
         for (int64_t s = 0; s < n_seq; s++) mx = len[s] > mx ? len[s] : mx;
         const int64_t min_len = c->attn_gemm_min_len, ws_floats = (int64_t)(c->attn_ws_max / sizeof(float));
-        if (min_len > 0 && mx >= min_len && mx <= INT32_MAX && ld_qkv <= INT32_MAX && ld_dqkv <= INT32_MAX &&
+        if (min_len > 0 && mx >= min_len && mx <= (int64_t)1 << 30 && ld_qkv <= INT32_MAX && ld_dqkv <= INT32_MAX &&
             H * dh <= INT32_MAX && 2 * mx * mx <= ws_floats) {
             int64_t hc = ws_floats / (2 * mx * mx);
             if (hc > Hkv) hc = Hkv;
