@@ -101,6 +101,9 @@ ABLATE_JSON="$ROOT/bench/results/cpu-ablate-$HOST-$(date -u +%Y%m%d).json"
 ATTR_JSON="$ROOT/bench/results/cpu-attribute-$HOST-$(date -u +%Y%m%d).json"
 COLLECT_JSON="$ROOT/bench/results/cpu-collect-$HOST-$(date -u +%Y%m%d).json"
 LLAMA_CPU_JSON="$ROOT/bench/results/cpu-llama-$HOST-$(date -u +%Y%m%d).json"
+GPU_COLLECT_JSON="$ROOT/bench/results/gpu-collect-$HOST-$(date -u +%Y%m%d).json"
+GPU_ABLATE_JSON="$ROOT/bench/results/gpu-ablate-$HOST-$(date -u +%Y%m%d).json"
+GPU_ABLATE_LARGE_JSON="$ROOT/bench/results/gpu-ablate-large-$HOST-$(date -u +%Y%m%d).json"
 # A quick run is a smoke test: its CPU numbers (128 tokens) stay out of bench/results.
 [ "$QUICK" = 0 ] || CPU_JSON="$WORK/cpu-quick-$HOST.json" ABLATE_JSON="$WORK/cpu-ablate-quick-$HOST.json" ATTR_JSON="$WORK/cpu-attribute-quick-$HOST.json" COLLECT_JSON="$WORK/cpu-collect-quick-$HOST.json" LLAMA_CPU_JSON="$WORK/cpu-llama-quick-$HOST.json"
 
@@ -367,7 +370,7 @@ bench_gpu_collect() {
     [ -f "$GPU_WORK/kernels.json" ] && kern=(--kernels "$GPU_WORK/kernels.json")
     say "gpu_collect: collect --stats mean,cov at 12 MLP sites vs the forward pass (32 x 1024 tokens, batch 16)"
     python3 bench/bench_collect.py --model "$model" --prompts "$prompts" --device cuda --batch 16 --reps "$reps" \
-        ${kern[@]+"${kern[@]}"} --json "$ROOT/bench/results/gpu-collect-$HOST-$(date -u +%Y%m%d).json" || NOTES+=("gpu_collect failed")
+        ${kern[@]+"${kern[@]}"} --json "$GPU_COLLECT_JSON" || NOTES+=("gpu_collect failed")
 }
 
 bench_gpu_attribute() {
@@ -398,16 +401,15 @@ bench_gpu_ablate() {
     if [ -z "$PY" ]; then
         say "gpu_ablate skipped: it compares with PyTorch on the GPU; $PEER_WHY"; NOTES+=("gpu_ablate skipped: $PEER_WHY"); return
     fi
-    local model day
+    local model
     model=$(gpu_model gpt2-small)
-    day=$(date -u +%Y%m%d)
     say "gpu_ablate: subscope ablate vs a PyTorch hook loop on the GPU (256 masks, 8 x 16 tokens; 32 masks, 16 x 512)"
     "$PY" bench/bench_ablate.py --model "$model" --python "$PY" --device cuda --step gpu_ablate --masks 256 --prompts 8 \
         --tokens 16 --reps 3 --host "$HOST" --workdir "$GPU_WORK/ablate" \
-        --json "$ROOT/bench/results/gpu-ablate-$HOST-$day.json" || NOTES+=("gpu_ablate (sweep) failed")
+        --json "$GPU_ABLATE_JSON" || NOTES+=("gpu_ablate (sweep) failed")
     "$PY" bench/bench_ablate.py --model "$model" --python "$PY" --device cuda --step gpu_ablate_large --masks 32 \
         --prompts 16 --tokens 512 --reps 3 --no-unbatched --host "$HOST" --workdir "$GPU_WORK/ablate-large" \
-        --json "$ROOT/bench/results/gpu-ablate-large-$HOST-$day.json" || NOTES+=("gpu_ablate (large batches) failed")
+        --json "$GPU_ABLATE_LARGE_JSON" || NOTES+=("gpu_ablate (large batches) failed")
 }
 
 bench_gpu_forward() {
@@ -459,7 +461,7 @@ if [ "$GPU" = 1 ]; then
     done
 fi
 
-# The targets of issues 3 and 9 with pass/fail; on a GPU machine also the merged
+# The targets of issues 3, 4, 5, 6 and 9 with pass/fail; on a GPU machine also the merged
 # bench/results/<device>-<date>.json. Each GPU step replaces its own file in
 # $GPU_WORK, so `--only gpu_kernels` then `--only gpu_forward` (two shorter calls)
 # merge into one result; the forward step takes its peaks from kernels.json.
@@ -469,6 +471,10 @@ if [ "$GPU" = 1 ]; then
     [ -f "$GPU_WORK/kernels.json" ] && report+=(--kernels "$GPU_WORK/kernels.json")
     [ -f "$GPU_WORK/forward.json" ] && report+=(--forward "$GPU_WORK/forward.json")
     [ -f "$GPU_WORK/llama.json" ] && report+=(--llama "$GPU_WORK/llama.json")
+    [ -f "$GPU_COLLECT_JSON" ] && report+=(--collect "$GPU_COLLECT_JSON")
+    [ -f "$GPU_ABLATE_JSON" ] && report+=(--ablate "$GPU_ABLATE_JSON")
+    [ -f "$GPU_ABLATE_LARGE_JSON" ] && report+=(--ablate-large "$GPU_ABLATE_LARGE_JSON")
+    [ -f "$GPU_WORK/attribute.json" ] && report+=(--attribute "$GPU_WORK/attribute.json")
     report+=(--results bench/results)
     for n in "${NOTES[@]+"${NOTES[@]}"}"; do report+=(--note "$n"); done
 fi

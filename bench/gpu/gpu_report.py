@@ -22,6 +22,17 @@ Targets (issue 9), from --llama (bench_gpu_forward.py on Llama-family shapes):
       FLOP utilisation of the bf16 dense peak on one H100/H200
   L2  ... faster than Hugging Face eager attention (bf16) in the same run
   L3  ... faster than Hugging Face sdpa attention (bf16) in the same run
+Targets of issues 4, 5 and 6, from their GPU steps when given (--collect, --ablate,
+--ablate-large, --attribute) and the kernel JSON's covariance cases:
+  C1  collect's batches <= 1.15 x the forward's + the d^2 products at cublasSsyrk's rate
+  C2  the triangular covariance kernel >= 1.4x faster than the full bf16 cublasGemmEx (best
+      of cov_lower.bf16 and cov_lower_tc.bf16, per width)
+  C3  cov_lower.f32 >= 90% of cublasSsyrk's useful-FLOP rate (per width)
+  A1  a 256-mask sweep over short prompts >= 20x the PyTorch hook loop on the same GPU
+  A2  masked forwards of large batches >= 80% of the clean forward's throughput
+  G1  attribute gradxact per batch <= 2.2x the forward (steady, in the process; judged against
+      the forward that computes the logits the loss needs, the --no-logits ratio in the note)
+  G2  attribution patching over a site's units >= 50x patch --per neuron
 """
 import argparse
 import datetime
@@ -144,7 +155,74 @@ def llama_targets(llama, kern):
     return rows
 
 
-def targets(kern, fwd, cpu, llama=None):
+def issue_targets(kern, collect, ablate, ablate_large, attribute):
+    """Rows C1-C3 (issue 4), A1-A2 (issue 5), G1-G2 (issue 6); "not run" where a step is missing."""
+    rows = []
+    if collect and collect.get("batches_target_s"):
+        b = collect["collect_phases"]["batches_s"]
+        rows.append(("C1", "collect batches vs 1.15 fwd + Ssyrk products", f"{b:.3f}s", f"<= {collect['batches_target_s']:.3f}s",
+                     "PASS" if collect.get("batches_target_met") else "FAIL",
+                     f"{collect['n_sites']} sites of {collect['width']}, {collect['rows']} rows; whole job "
+                     f"{collect['collect_net_s']:.2f}s net (totals {collect['collect_phases']['totals_s']:.2f}s, "
+                     f"write {collect['collect_phases']['write_s']:.2f}s)"))
+    else:
+        rows.append(("C1", "collect batches vs 1.15 fwd + Ssyrk products", None, "<= 1x", "not run", "no gpu_collect result"))
+    ms = {r["name"]: r["median_ms"] for r in (kern or {}).get("results", []) if "error" not in r and "median_ms" in r}
+    widths = sorted({int(m.group(1)) for n in ms for m in [re.match(r"cov\.d(\d+)\.", n)] if m})
+    if not widths:
+        rows.append(("C2", "triangular cov kernel vs full bf16 GemmEx", None, ">= 1.4x", "not run", "no covariance cases"))
+        rows.append(("C3", "cov_lower.f32 vs Ssyrk useful-FLOP rate", None, ">= 90%", "not run", ""))
+    for d in widths:
+        gx, syrk, f32 = ms.get(f"cov.d{d}.gemmex_full.bf16"), ms.get(f"cov.d{d}.ssyrk.fp32"), ms.get(f"cov.d{d}.cov_lower.f32")
+        kern16 = {k: ms.get(f"cov.d{d}.{k}") for k in ("cov_lower.bf16", "cov_lower_tc.bf16")}
+        best = min(((t, k) for k, t in kern16.items() if t), default=None)
+        r = gx / best[0] if gx and best else None
+        rows.append(("C2", f"cov d {d}: triangle vs full bf16 GemmEx", fmt(r, ".2f", "x"), ">= 1.4x",
+                     "not run" if r is None else "PASS" if r >= 1.4 else "FAIL",
+                     f"{best[1]} {best[0]:.3f} ms vs GemmEx {gx:.3f} ms" if r is not None else ""))
+        r3 = syrk / f32 if syrk and f32 else None
+        rows.append(("C3", f"cov d {d}: cov_lower.f32 vs Ssyrk rate", fmt(None if r3 is None else 100 * r3, ".0f", "%"),
+                     ">= 90%", "not run" if r3 is None else "PASS" if r3 >= 0.9 else "FAIL",
+                     f"{f32:.3f} ms vs Ssyrk {syrk:.3f} ms" if r3 is not None else ""))
+
+    def first(doc):
+        return next(iter((doc or {}).get("results", {}).values()), None)
+
+    a = first(ablate)
+    if a and "speedup_vs_peer" in a:
+        note = f"{a['masks']} masks, {a['prompts']} x {a['tokens']} tokens"
+        if "speedup_vs_peer_passes_only" in a:
+            note += f"; passes alone {a['speedup_vs_peer_passes_only']:.1f}x"
+        rows.append(("A1", "256-mask sweep vs PyTorch hook loop", fmt(a["speedup_vs_peer"], ".1f", "x"), ">= 20x",
+                     "PASS" if a["speedup_vs_peer"] >= 20 else "FAIL", note))
+    else:
+        rows.append(("A1", "256-mask sweep vs PyTorch hook loop", None, ">= 20x", "not run", "no gpu_ablate result"))
+    a = first(ablate_large)
+    if a and "masked_over_clean_throughput" in a:
+        v = a["masked_over_clean_throughput"]
+        rows.append(("A2", "masked vs clean forward throughput", fmt(100 * v, ".0f", "%"), ">= 80%",
+                     "PASS" if v >= 0.8 else "FAIL", f"{a['masks']} masks, {a['prompts']} x {a['tokens']} tokens"))
+    else:
+        rows.append(("A2", "masked vs clean forward throughput", None, ">= 80%", "not run", "no gpu_ablate_large result"))
+    c = (attribute or {}).get("cost", {})
+    if "steady_ratio_vs_forward_with_logits" in c:
+        v = c["steady_ratio_vs_forward_with_logits"]
+        note = f"{c['steady_ratio_vs_forward_no_logits']:.2f}x the --no-logits forward"
+        for name, var in (attribute.get("variants") or {}).items():
+            note += f"; {name}: {var['steady_ratio_vs_forward_with_logits']:.2f}x"
+        rows.append(("G1", "attribute gradxact vs forward, per batch", fmt(v, ".2f", "x"), "<= 2.2x",
+                     "PASS" if v <= 2.2 else "FAIL", note))
+    else:
+        rows.append(("G1", "attribute gradxact vs forward, per batch", None, "<= 2.2x", "not run",
+                     "no gpu_attribute result with later batches"))
+    t = (attribute or {}).get("atp")
+    rows.append(("G2", "atp over a site vs patch --per neuron", fmt(t["speedup"], ".0f", "x") if t else None, ">= 50x",
+                 ("PASS" if t["speedup"] >= 50 else "FAIL") if t else "not run",
+                 f"{t['pairs']} pairs at {t['site']}" if t else "no gpu_attribute result"))
+    return rows
+
+
+def targets(kern, fwd, cpu, llama=None, issues=None):
     rows = []  # (id, what, value, threshold, status, note)
     is_hopper = kern and re.search(r"H100|H200", kern["device"]["name"] or "")
     # T1 / T2: GPT-2 small forward.
@@ -216,6 +294,7 @@ def targets(kern, fwd, cpu, llama=None):
                              "PASS" if s >= 1 / 1.5 else "FAIL",
                              f"{cpu['settings']['threads']} threads, {cpu['settings']['tokens']} tokens"))
     rows += llama_targets(llama, kern)
+    rows += issue_targets(kern, *(issues or (None,) * 4))
     return [dict(zip(("id", "what", "value", "threshold", "status", "note"), row)) for row in rows]
 
 
@@ -262,7 +341,7 @@ def print_tables(kern, fwd, tg, llama=None):
         print_forward(fwd, "forward --no-logits on the GPU")
     if llama:
         print_forward(llama, "Llama-family forward --no-logits on the GPU (issue 9)")
-    print("\ntargets (issue 3: T1-T4; issue 9: L1-L3)")
+    print("\ntargets (issue 3: T1-T4; issue 9: L1-L3; issue 4: C1-C3; issue 5: A1-A2; issue 6: G1-G2)")
     print(f"{'':3} {'what':44} {'value':>8} {'target':>9} {'status':>8}  note")
     for t in tg:
         print(f"{t['id']:3} {t['what'][:44]:44} {t['value'] or '-':>8} {t['threshold']:>9} {t['status']:>8}  {t['note']}")
@@ -274,12 +353,17 @@ def main():
     ap.add_argument("--forward")
     ap.add_argument("--cpu")
     ap.add_argument("--llama", help="bench_gpu_forward.py's JSON for the Llama-family shapes (run_all.sh's gpu_llama)")
+    ap.add_argument("--collect", help="bench_collect.py's JSON on the GPU (run_all.sh's gpu_collect)")
+    ap.add_argument("--ablate", help="bench_ablate.py's JSON of the 256-mask sweep on the GPU (gpu_ablate)")
+    ap.add_argument("--ablate-large", help="bench_ablate.py's JSON of the large batches on the GPU (gpu_ablate)")
+    ap.add_argument("--attribute", help="bench_attribute.py's JSON on the GPU (gpu_attribute)")
     ap.add_argument("--results", default=None, help="directory for <device>-<date>.json (omit: print only)")
     ap.add_argument("--out", default=None, help="exact output path (overrides --results)")
     ap.add_argument("--note", action="append", default=[], help="a line to record (e.g. why a step was skipped)")
     a = ap.parse_args()
     kern, fwd, cpu, llama = load(a.kernels), load(a.forward), load(a.cpu), load(a.llama)
-    tg = targets(kern, fwd, cpu, llama)
+    issues = (load(a.collect), load(a.ablate), load(a.ablate_large), load(a.attribute))
+    tg = targets(kern, fwd, cpu, llama, issues)
     print_tables(kern, fwd, tg, llama)
     if not (a.results or a.out):
         return
@@ -300,6 +384,7 @@ def main():
         "kernels": kern,
         "forward": fwd,
         "llama": llama,
+        "collect": issues[0], "ablate": issues[1], "ablate_large": issues[2], "attribute": issues[3],
         "cpu": {"file": os.path.relpath(a.cpu, os.path.dirname(BENCH)) if a.cpu else None} if cpu else None,
     }
     path = a.out or os.path.join(a.results, f"{slug(name)}-{date.strftime('%Y%m%d')}.json")

@@ -55,7 +55,8 @@ python3 - "$T/merged.json" <<'EOF' || fail "merged JSON: see above"
 import json, sys
 d = json.load(open(sys.argv[1]))
 ids = {t["id"] for t in d["targets"]}
-assert ids == {"T1", "T2", "T3", "T4", "L1", "L2", "L3"}, ids
+assert ids == {"T1", "T2", "T3", "T4", "L1", "L2", "L3", "C1", "C2", "C3", "A1", "A2", "G1", "G2"}, ids
+assert all(t["status"] == "not run" for t in d["targets"] if t["id"] in ("C1", "A1", "A2", "G1", "G2")), d["targets"]
 k = d["kernels"]
 assert k["device"]["peaks"]["bf16_tflops"] == 989.4 and k["copy_gbs"] == 2600
 assert any("error" in r for r in k["results"]) and any(r.get("pct_of_copy") for r in k["results"])
@@ -93,5 +94,27 @@ assert r["subscope"]["bf16"]["tokens_per_s"] > 0, r["subscope"]
 for k in ("bf16-eager", "bf16-sdpa"):
     assert r["peer"][k]["tokens_per_s"] > 0 and r["peer"][k]["attn_implementation"] == k[5:], r["peer"][k]
     assert f"subscope_bf16_over_peer_{k}" in r["speedup"]
+PYEOF
+# issues 4, 5, 6: the report reads their steps' JSON (here the CPU runs' files and an attribute
+# run on the tiny model, CPU numbers standing in) and the kernel JSON's covariance cases
+"$ROOT/bin/mkmodel" --vocab 1024 --seed 3 --prompts "$T/attr.jsonl" --lengths 16,16,16,16 >/dev/null
+python3 bench/bench_attribute.py --model models/tiny-gpt2 --prompts "$T/attr.jsonl" --device cpu --batch 2 --reps 1 \
+    --no-peer --atp-pairs 2 --variant attnk:SUBSCOPE_ATTN_GEMM_MIN_LEN=0 --json "$T/attribute.json" >/dev/null 2>&1 ||
+    fail "bench_attribute.py --variant"
+python3 bench/gpu/gpu_report.py --kernels "$T/kernels.json" --attribute "$T/attribute.json" \
+    --ablate bench/results/cpu-ablate-vm-20261126.json --ablate-large bench/results/cpu-ablate-masked-vm-20261126.json \
+    --collect bench/results/h100-collect-20261126T1307Z.json --out "$T/merged3.json" >"$T/report3.out" ||
+    fail "gpu_report.py with the issue steps: $(tail -5 "$T/report3.out")"
+python3 - "$T/merged3.json" <<'PYEOF' || fail "merged JSON (issue steps): see above"
+import json, sys
+d = json.load(open(sys.argv[1]))
+t = {}
+for x in d["targets"]:
+    t.setdefault(x["id"], []).append(x)
+for k in ("C1", "C2", "C3", "A1", "A2", "G1", "G2"):
+    assert k in t, (k, sorted(t))
+assert t["C1"][0]["status"] == "PASS" and t["A1"][0]["status"] == "FAIL" and t["A2"][0]["status"] == "PASS", t
+assert t["G1"][0]["status"] in ("PASS", "FAIL") and "attnk" in t["G1"][0]["note"], t["G1"]
+assert t["G2"][0]["status"] in ("PASS", "FAIL") and d["attribute"]["variants"]["attnk"]["env"], d["attribute"]
 PYEOF
 echo "selftest: ok"

@@ -132,7 +132,7 @@ if [ "$PROF_S" -gt 0 ]; then
 fi
 tar czf "$OUTDIR/logs.tgz" build/gpu-check/logs bench/work/gpu/*.json 2>/dev/null
 [ -f "$OUTDIR/gpu-check.txt" ] && sed -n '/== gpu-check summary/,$p' "$OUTDIR/gpu-check.txt"
-[ -f "$OUTDIR/bench.txt" ] && sed -n '/^targets/,$p' "$OUTDIR/bench.txt" | tail -n 20
+[ -f "$OUTDIR/bench.txt" ] && sed -n '/^targets/,$p' "$OUTDIR/bench.txt" | tail -n 45
 [ -f "$OUTDIR/pipeline.txt" ] && tail -n 20 "$OUTDIR/pipeline.txt"
 [ -f "$OUTDIR/profile.txt" ] && cat "$OUTDIR/profile.txt"
 echo "run_bundle.sh: $(($(date +%s) - T0)) s in all; results in $OUTDIR"
