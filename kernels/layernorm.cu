@@ -17,18 +17,21 @@
  * memory once and nothing is read again. On an H100 the three-sweep kernel
  * ran at 72% (d 768) and 48% (d 3072) of copy bandwidth: the later sweeps
  * miss L1 once many 3-12 KB rows are in flight per SM. Same two-pass mean
- * and variance; only the order of the fp32 additions differs. */
+ * and variance; only the order of the fp32 additions differs.
+ *
+ * ss_cuda_layernorm_to writes the same values in fp16 or bf16 (rounded to
+ * nearest even, as ss_cuda_convert rounds the fp32 output), for a product
+ * with 16-bit weights that would round them so anyway (norm_matmul). */
 #include "ss_cuda.cuh"
 
 #define LN_WARPS 4
 
-SS_KERNEL(ss_k_layernorm, (float *, out), (const float *, x), (const void *, w), (const void *, b), (int, wdt),
-          (int64_t, rows), (int64_t, d), (float, eps), (int, vec)) {
+SS_KERNEL(ss_k_layernorm, (void *, out), (int, odt), (const float *, x), (const void *, w), (const void *, b),
+          (int, wdt), (int64_t, rows), (int64_t, d), (float, eps), (int, vec)) {
     int lane = threadIdx.x & 31;
     int64_t row = (int64_t)blockIdx.x * LN_WARPS + (threadIdx.x >> 5);
     if (row >= rows) return;
     const float *xr = x + row * d;
-    float *o = out + row * d;
     int64_t d4 = vec ? d / 4 : 0;
     float s = 0.f;
     for (int64_t i = lane; i < d4; i += 32) {
@@ -56,19 +59,19 @@ SS_KERNEL(ss_k_layernorm, (float *, out), (const float *, x), (const void *, w),
         r.y = (v.y - mean) * rstd * ss_load_weight(w, wdt, e + 1) + (b ? ss_load_weight(b, wdt, e + 1) : 0.f);
         r.z = (v.z - mean) * rstd * ss_load_weight(w, wdt, e + 2) + (b ? ss_load_weight(b, wdt, e + 2) : 0.f);
         r.w = (v.w - mean) * rstd * ss_load_weight(w, wdt, e + 3) + (b ? ss_load_weight(b, wdt, e + 3) : 0.f);
-        ((float4 *)o)[i] = r;
+        ss_store_act4(out, odt, row * (d / 4) + i, r);
     }
     for (int64_t i = d4 * 4 + lane; i < d; i += 32)
-        o[i] = (xr[i] - mean) * rstd * ss_load_weight(w, wdt, i) + (b ? ss_load_weight(b, wdt, i) : 0.f);
+        ss_store_act(out, odt, row * d + i,
+                     (xr[i] - mean) * rstd * ss_load_weight(w, wdt, i) + (b ? ss_load_weight(b, wdt, i) : 0.f));
 }
 
 #define LN_V 4
 
-SS_KERNEL(ss_k_layernorm_reg, (float *, out), (const float *, x), (const void *, w), (const void *, b), (int, wdt),
-          (int64_t, d), (float, eps)) {
+SS_KERNEL(ss_k_layernorm_reg, (void *, out), (int, odt), (const float *, x), (const void *, w), (const void *, b),
+          (int, wdt), (int64_t, d), (float, eps)) {
     __shared__ float red[32];
     const float4 *xr = (const float4 *)(x + (int64_t)blockIdx.x * d);
-    float4 *o = (float4 *)(out + (int64_t)blockIdx.x * d);
     const int64_t d4 = d / 4;
     const int t = threadIdx.x, T = blockDim.x;
     float4 v[LN_V];
@@ -98,22 +101,29 @@ SS_KERNEL(ss_k_layernorm_reg, (float *, out), (const float *, x), (const void *,
             r.y = (v[k].y - mean) * rstd * ss_load_weight(w, wdt, e + 1) + (b ? ss_load_weight(b, wdt, e + 1) : 0.f);
             r.z = (v[k].z - mean) * rstd * ss_load_weight(w, wdt, e + 2) + (b ? ss_load_weight(b, wdt, e + 2) : 0.f);
             r.w = (v[k].w - mean) * rstd * ss_load_weight(w, wdt, e + 3) + (b ? ss_load_weight(b, wdt, e + 3) : 0.f);
-            o[i] = r;
+            ss_store_act4(out, odt, (int64_t)blockIdx.x * d4 + i, r);
         }
     }
 }
 
-SS_EXTERN_C int ss_cuda_layernorm(float *out, const float *x, const void *w, const void *b, int wdtype, int64_t rows,
-                                  int64_t d, float eps, cudaStream_t stream) {
+SS_EXTERN_C int ss_cuda_layernorm_to(void *out, int out_dtype, const float *x, const void *w, const void *b,
+                                     int wdtype, int64_t rows, int64_t d, float eps, cudaStream_t stream) {
     if (rows <= 0 || d <= 0) return 0;
-    if (wdtype < SS_CUDA_F32 || wdtype > SS_CUDA_BF16 || ss_cdiv(rows, LN_WARPS) > 0x7fffffff) return 1;
+    if (wdtype < SS_CUDA_F32 || wdtype > SS_CUDA_BF16 || out_dtype < SS_CUDA_F32 || out_dtype > SS_CUDA_BF16 ||
+        ss_cdiv(rows, LN_WARPS) > 0x7fffffff)
+        return 1;
     int vec = d % 4 == 0 && ss_aligned16(x) && ss_aligned16(out);
     if (vec && d / 4 <= 1024 * LN_V && rows <= 0x7fffffff) {
         const int threads = (int)(ss_cdiv(ss_cdiv(d / 4, LN_V), 32) * 32);
-        SS_LAUNCH(ss_k_layernorm_reg, rows, threads, 0, stream, out, x, w, b, wdtype, d, eps);
+        SS_LAUNCH(ss_k_layernorm_reg, rows, threads, 0, stream, out, out_dtype, x, w, b, wdtype, d, eps);
         return SS_LAUNCH_STATUS();
     }
-    SS_LAUNCH(ss_k_layernorm, ss_cdiv(rows, LN_WARPS), 32 * LN_WARPS, 0, stream, out, x, w, b, wdtype, rows, d, eps,
-              vec);
+    SS_LAUNCH(ss_k_layernorm, ss_cdiv(rows, LN_WARPS), 32 * LN_WARPS, 0, stream, out, out_dtype, x, w, b, wdtype, rows,
+              d, eps, vec);
     return SS_LAUNCH_STATUS();
+}
+
+SS_EXTERN_C int ss_cuda_layernorm(float *out, const float *x, const void *w, const void *b, int wdtype, int64_t rows,
+                                  int64_t d, float eps, cudaStream_t stream) {
+    return ss_cuda_layernorm_to(out, SS_CUDA_F32, x, w, b, wdtype, rows, d, eps, stream);
 }

@@ -6,18 +6,18 @@
  * shared memory; two sweeps (sum of squares, output), float4 when d % 4 == 0
  * and x/out are 16-byte aligned. Limits: rows < 2^31 * 4. Rows that fit in
  * registers (d % 4 == 0, aligned, d <= 4 * RMS_V * 1024) take
- * ss_k_rmsnorm_reg: a block per row, read from memory once (layernorm.cu). */
+ * ss_k_rmsnorm_reg: a block per row, read from memory once (layernorm.cu).
+ * ss_cuda_rmsnorm_to writes fp16 or bf16, as ss_cuda_layernorm_to does. */
 #include "ss_cuda.cuh"
 
 #define RMS_WARPS 4
 
-SS_KERNEL(ss_k_rmsnorm, (float *, out), (const float *, x), (const void *, w), (int, wdt), (int64_t, rows),
-          (int64_t, d), (float, eps), (int, vec)) {
+SS_KERNEL(ss_k_rmsnorm, (void *, out), (int, odt), (const float *, x), (const void *, w), (int, wdt),
+          (int64_t, rows), (int64_t, d), (float, eps), (int, vec)) {
     int lane = threadIdx.x & 31;
     int64_t row = (int64_t)blockIdx.x * RMS_WARPS + (threadIdx.x >> 5);
     if (row >= rows) return;
     const float *xr = x + row * d;
-    float *o = out + row * d;
     int64_t d4 = vec ? d / 4 : 0;
     float ss = 0.f;
     for (int64_t i = lane; i < d4; i += 32) {
@@ -29,20 +29,19 @@ SS_KERNEL(ss_k_rmsnorm, (float *, out), (const float *, x), (const void *, w), (
     for (int64_t i = lane; i < d4; i += 32) {
         float4 v = ((const float4 *)xr)[i];
         int64_t e = 4 * i;
-        ((float4 *)o)[i] = make_float4(v.x * r * ss_load_weight(w, wdt, e), v.y * r * ss_load_weight(w, wdt, e + 1),
-                                       v.z * r * ss_load_weight(w, wdt, e + 2),
-                                       v.w * r * ss_load_weight(w, wdt, e + 3));
+        ss_store_act4(out, odt, row * (d / 4) + i,
+                      make_float4(v.x * r * ss_load_weight(w, wdt, e), v.y * r * ss_load_weight(w, wdt, e + 1),
+                                  v.z * r * ss_load_weight(w, wdt, e + 2), v.w * r * ss_load_weight(w, wdt, e + 3)));
     }
-    for (int64_t i = d4 * 4 + lane; i < d; i += 32) o[i] = xr[i] * r * ss_load_weight(w, wdt, i);
+    for (int64_t i = d4 * 4 + lane; i < d; i += 32) ss_store_act(out, odt, row * d + i, xr[i] * r * ss_load_weight(w, wdt, i));
 }
 
 #define RMS_V 4
 
-SS_KERNEL(ss_k_rmsnorm_reg, (float *, out), (const float *, x), (const void *, w), (int, wdt), (int64_t, d),
-          (float, eps)) {
+SS_KERNEL(ss_k_rmsnorm_reg, (void *, out), (int, odt), (const float *, x), (const void *, w), (int, wdt),
+          (int64_t, d), (float, eps)) {
     __shared__ float red[32];
     const float4 *xr = (const float4 *)(x + (int64_t)blockIdx.x * d);
-    float4 *o = (float4 *)(out + (int64_t)blockIdx.x * d);
     const int64_t d4 = d / 4;
     const int t = threadIdx.x, T = blockDim.x;
     float4 v[RMS_V];
@@ -58,21 +57,31 @@ SS_KERNEL(ss_k_rmsnorm_reg, (float *, out), (const float *, x), (const void *, w
     for (int k = 0; k < RMS_V; k++) {
         const int64_t i = t + (int64_t)k * T, e = 4 * i;
         if (i < d4)
-            o[i] = make_float4(v[k].x * r * ss_load_weight(w, wdt, e), v[k].y * r * ss_load_weight(w, wdt, e + 1),
-                               v[k].z * r * ss_load_weight(w, wdt, e + 2), v[k].w * r * ss_load_weight(w, wdt, e + 3));
+            ss_store_act4(out, odt, (int64_t)blockIdx.x * d4 + i,
+                          make_float4(v[k].x * r * ss_load_weight(w, wdt, e), v[k].y * r * ss_load_weight(w, wdt, e + 1),
+                                      v[k].z * r * ss_load_weight(w, wdt, e + 2),
+                                      v[k].w * r * ss_load_weight(w, wdt, e + 3)));
     }
+}
+
+SS_EXTERN_C int ss_cuda_rmsnorm_to(void *out, int out_dtype, const float *x, const void *w, int wdtype, int64_t rows,
+                                   int64_t d, float eps, cudaStream_t stream) {
+    if (rows <= 0 || d <= 0) return 0;
+    if (wdtype < SS_CUDA_F32 || wdtype > SS_CUDA_BF16 || out_dtype < SS_CUDA_F32 || out_dtype > SS_CUDA_BF16 ||
+        ss_cdiv(rows, RMS_WARPS) > 0x7fffffff)
+        return 1;
+    int vec = d % 4 == 0 && ss_aligned16(x) && ss_aligned16(out);
+    if (vec && d / 4 <= 1024 * RMS_V && rows <= 0x7fffffff) {
+        const int threads = (int)(ss_cdiv(ss_cdiv(d / 4, RMS_V), 32) * 32);
+        SS_LAUNCH(ss_k_rmsnorm_reg, rows, threads, 0, stream, out, out_dtype, x, w, wdtype, d, eps);
+        return SS_LAUNCH_STATUS();
+    }
+    SS_LAUNCH(ss_k_rmsnorm, ss_cdiv(rows, RMS_WARPS), 32 * RMS_WARPS, 0, stream, out, out_dtype, x, w, wdtype, rows, d,
+              eps, vec);
+    return SS_LAUNCH_STATUS();
 }
 
 SS_EXTERN_C int ss_cuda_rmsnorm(float *out, const float *x, const void *w, int wdtype, int64_t rows, int64_t d,
                                 float eps, cudaStream_t stream) {
-    if (rows <= 0 || d <= 0) return 0;
-    if (wdtype < SS_CUDA_F32 || wdtype > SS_CUDA_BF16 || ss_cdiv(rows, RMS_WARPS) > 0x7fffffff) return 1;
-    int vec = d % 4 == 0 && ss_aligned16(x) && ss_aligned16(out);
-    if (vec && d / 4 <= 1024 * RMS_V && rows <= 0x7fffffff) {
-        const int threads = (int)(ss_cdiv(ss_cdiv(d / 4, RMS_V), 32) * 32);
-        SS_LAUNCH(ss_k_rmsnorm_reg, rows, threads, 0, stream, out, x, w, wdtype, d, eps);
-        return SS_LAUNCH_STATUS();
-    }
-    SS_LAUNCH(ss_k_rmsnorm, ss_cdiv(rows, RMS_WARPS), 32 * RMS_WARPS, 0, stream, out, x, w, wdtype, rows, d, eps, vec);
-    return SS_LAUNCH_STATUS();
+    return ss_cuda_rmsnorm_to(out, SS_CUDA_F32, x, w, wdtype, rows, d, eps, stream);
 }

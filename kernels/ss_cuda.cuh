@@ -58,6 +58,26 @@
 #define SS_HD static __host__ __device__ __forceinline__
 #endif
 
+/* Stores of an fp32 activation in the output type odt (SS_CUDA_F32, _F16 or
+ * _BF16; the 16-bit ones rounded to nearest even, as ss_cuda_convert does):
+ * one value at index i, or four at 4*i4 (out 16-byte aligned for fp32, 8 for
+ * the 16-bit types). */
+SS_DEV void ss_store_act(void *out, int odt, int64_t i, float v) {
+    if (odt == SS_CUDA_F32) ((float *)out)[i] = v;
+    else if (odt == SS_CUDA_F16) ((uint16_t *)out)[i] = __half_as_ushort(__float2half_rn(v));
+    else ((uint16_t *)out)[i] = __bfloat16_as_ushort(__float2bfloat16_rn(v));
+}
+SS_DEV void ss_store_act4(void *out, int odt, int64_t i4, float4 r) {
+    if (odt == SS_CUDA_F32) {
+        ((float4 *)out)[i4] = r;
+        return;
+    }
+    ss_store_act(out, odt, 4 * i4, r.x);
+    ss_store_act(out, odt, 4 * i4 + 1, r.y);
+    ss_store_act(out, odt, 4 * i4 + 2, r.z);
+    ss_store_act(out, odt, 4 * i4 + 3, r.w);
+}
+
 SS_DEV float ss_warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(SS_FULL_MASK, v, o);
     return v;

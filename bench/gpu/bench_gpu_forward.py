@@ -15,8 +15,9 @@ for none (a bf16 model's default is on); +epi / +noepi: SUBSCOPE_BIAS_EPILOGUE=1
 in cuBLASLt's epilogue for every product / for none (default: 16-bit weights'); +nofuse:
 SUBSCOPE_FUSE=0, no fused product + bias + GELU or product + residual add; +tc2:
 SUBSCOPE_ATTN_TC_V2=1, the second tensor-core attention kernel; +mlp16: SUBSCOPE_MLP16=1,
-GELU's output kept in bf16 between the MLP's products; variants combine,
-bf16+notc+noepi),
+the MLP's activation output (GELU or SwiGLU) kept in bf16 between its products; +norm16:
+SUBSCOPE_NORM16=1, the norms write the rows of the products they feed in bf16; variants
+combine, bf16+notc+noepi),
 subscope runs as a fresh process: one untimed warm run, --reps runs of a
 one-token prompt (the fixed cost: process start, CUDA context, cuBLAS, reading and
 uploading the weights, HDF5 file), and --reps runs of the prompts. tokens/s and TFLOP/s are
@@ -123,7 +124,8 @@ MODE_FLAGS = {"fp32": [], "tf32": ["--tf32"], "bf16": ["--dtype", "bfloat16"]}
 VARIANT_ENV = {"attnk": {"SUBSCOPE_ATTN_GEMM_MIN_LEN": "0"}, "tc": {"SUBSCOPE_ATTN_TC": "1"},
                "epi": {"SUBSCOPE_BIAS_EPILOGUE": "1"}, "nofuse": {"SUBSCOPE_FUSE": "0"},
                "notc": {"SUBSCOPE_ATTN_TC": "0"}, "noepi": {"SUBSCOPE_BIAS_EPILOGUE": "0"},
-               "tc2": {"SUBSCOPE_ATTN_TC_V2": "1"}, "mlp16": {"SUBSCOPE_MLP16": "1"}}
+               "tc2": {"SUBSCOPE_ATTN_TC_V2": "1"}, "mlp16": {"SUBSCOPE_MLP16": "1"},
+               "norm16": {"SUBSCOPE_NORM16": "1"}}
 
 
 def mode_parts(mode):

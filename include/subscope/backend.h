@@ -149,6 +149,16 @@ struct ss_backend {
     ss_status (*mlp_add)(const ss_backend *be, float *x, float *pre, float *post, const float *a, const void *w1,
                          const float *b1, const void *w2, const float *b2, int wdtype, int64_t rows, int64_t d,
                          int64_t dm, int trans_b, ss_act act);
+    /* Optional (NULL: the norm, then matmul or matmul_gelu): C = act(norm(x)
+     * · op(W) + bias), x [M,K], C [M,N], where nothing reads norm(x) (no hook
+     * on the norm's site, no backward pass); with 16-bit weights the backend
+     * may write the normalised rows straight in that type, into which the
+     * product rounds them anyway. rms: RMSNorm (nw), else LayerNorm (nw, nb);
+     * gelu: 0 no activation, else act (a GELU); scratch [M,K] is the fp32
+     * buffer the norm would otherwise fill, for the backend's own use. */
+    ss_status (*norm_matmul)(const ss_backend *be, float *C, float *scratch, const float *x, const float *nw,
+                             const float *nb, float eps, int rms, const void *W, int wdtype, const float *bias,
+                             int64_t M, int64_t N, int64_t K, int trans_b, int gelu, ss_act act);
     /* Optional (NULL: matmul into scratch, then add): C += A · op(B) + bias, for
      * the products that end a block's halves where nothing reads their output
      * (no hook on attn_out / mlp_out): the residual stream takes them directly. */

@@ -38,10 +38,17 @@ int ss_cuda_embed(float *tok_out, float *pos_out, float *sum_out, const int32_t 
 /* Per row of x[rows,d]: (x - mean)/sqrt(var + eps) * w + b (b may be NULL). */
 int ss_cuda_layernorm(float *out, const float *x, const void *w, const void *b, int wdtype, int64_t rows, int64_t d,
                       float eps, cudaStream_t stream);
+/* The same written in out_dtype (SS_CUDA_F32, or F16/BF16 rounded to nearest
+ * even): for a product with 16-bit weights, which would round it so anyway. */
+int ss_cuda_layernorm_to(void *out, int out_dtype, const float *x, const void *w, const void *b, int wdtype,
+                         int64_t rows, int64_t d, float eps, cudaStream_t stream);
 
 /* Per row: x / sqrt(mean(x^2) + eps) * w (Llama's RMSNorm, all in fp32). */
 int ss_cuda_rmsnorm(float *out, const float *x, const void *w, int wdtype, int64_t rows, int64_t d, float eps,
                     cudaStream_t stream);
+/* The same written in out_dtype, as ss_cuda_layernorm_to. */
+int ss_cuda_rmsnorm_to(void *out, int out_dtype, const float *x, const void *w, int wdtype, int64_t rows, int64_t d,
+                       float eps, cudaStream_t stream);
 
 /* Rotary embedding in place, as ss_backend.rope (include/subscope/backend.h):
  * the first n_heads heads (width dh) of each of the rows of x (row stride

@@ -730,6 +730,30 @@ static ss_status cu_rmsnorm(const ss_backend *be, float *out, const float *x, co
     return SS_OK;
 }
 
+/* The ops table's norm_matmul (SUBSCOPE_NORM16=1): with 16-bit weights the
+ * norm kernel writes its rows straight into the product's 16-bit operand
+ * (the conversion kernel's rounding of the same fp32 values), and product16
+ * makes the call cu_product makes after its conversion: the same numbers
+ * without the fp32 rows and the conversion pass. Otherwise the norm into
+ * scratch, then cu_product. */
+static ss_status cu_norm_matmul(const ss_backend *be, float *C, float *scratch, const float *x, const float *nw,
+                                const float *nb, float eps, int rms, const void *W, int wdtype, const float *bias,
+                                int64_t M, int64_t N, int64_t K, int trans_b, int gelu, ss_act act) {
+    cuda_impl *c = IMPL(be);
+    const int cact = !gelu ? SS_CUDA_ACT_NONE : act == SS_ACT_GELU_ERF ? SS_CUDA_GELU_ERF : SS_CUDA_GELU_TANH;
+    if ((wdtype == SS_WDTYPE_BF16 || wdtype == SS_WDTYPE_F16) && M > 0 && M <= INT32_MAX && N <= INT32_MAX &&
+        K <= INT32_MAX) {
+        const int t16 = wdtype == SS_WDTYPE_F16 ? SS_CUDA_F16 : SS_CUDA_BF16;
+        SS_TRY(scratch16(be, &c->a16, &c->a16_cap, (size_t)(M * K), "bf16 activations"));
+        KL(rms ? ss_cuda_rmsnorm_to(c->a16, t16, x, nw, SS_CUDA_F32, M, K, eps, c->stream)
+               : ss_cuda_layernorm_to(c->a16, t16, x, nw, nb, SS_CUDA_F32, M, K, eps, c->stream),
+           "norm kernel (16-bit output)");
+        return product16(be, C, c->a16, W, wdtype, bias, M, N, K, trans_b, cact, 0);
+    }
+    SS_TRY(rms ? cu_rmsnorm(be, scratch, x, nw, M, K, eps) : cu_layernorm(be, scratch, x, nw, nb, M, K, eps));
+    return cu_product(be, C, scratch, W, wdtype, bias, M, N, K, trans_b, cact, 0);
+}
+
 static ss_status cu_rope(const ss_backend *be, float *x, int64_t ld, int64_t rows, int64_t n_heads, int64_t dh,
                          const int32_t *pos, const float *inv_freq, int inverse) {
     int rc = ss_cuda_rope(x, ld, rows, n_heads, dh, pos, inv_freq, inverse, IMPL(be)->stream);
@@ -1347,6 +1371,10 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
      * opt-in until a GPU run has compared and timed it */
     const char *m16 = getenv("SUBSCOPE_MLP16");
     if (m16 && !strcmp(m16, "1") && be->matmul_gelu) be->mlp_add = cu_mlp_add;
+    /* SUBSCOPE_NORM16=1: norms whose rows only feed a product write them in the
+     * weights' 16-bit type (norm_matmul; opt-in until a GPU has timed it). */
+    const char *n16 = getenv("SUBSCOPE_NORM16");
+    if (n16 && !strcmp(n16, "1")) be->norm_matmul = cu_norm_matmul;
     if (c->attn_tc) be->attention_lowp = cu_attention_lowp;
     struct cudaDeviceProp prop;
     ss_status st = SS_OK;

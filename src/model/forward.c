@@ -276,9 +276,16 @@ ss_status ss_block_forward(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, floa
 
     if (!b->resumed) SS_TRY(ss_hook_site(f, SS_SITE_RESID_PRE, l, x, Rd, 0, d));
     if (b->save_pre) SS_TRY(be->copy_rows(be, b->save_pre, x, d, R, d));
-    SS_TRY(norm(be, c, b->ln1, x, L->ln1_w, L->ln1_b, R, d));
-    SS_TRY(ss_hook_site(f, SS_SITE_LN1, l, b->ln1, Rd, 0, d));
-    SS_TRY(ss_linear(be, w, b->qkv, b->ln1, L->attn_w, L->attn_b, R, D.qw, d));
+    /* nobody reads the normalised rows: the backend may write them in the product's 16 bits */
+    const int norm16 = be->norm_matmul && (w->wdtype == SS_WDTYPE_BF16 || w->wdtype == SS_WDTYPE_F16) && !b->keep_pre;
+    if (norm16 && !ss_hook_wants(f, SS_SITE_LN1, l)) {
+        SS_TRY(be->norm_matmul(be, b->qkv, b->ln1, x, L->ln1_w, L->ln1_b, (float)c->ln_eps, D.llama, L->attn_w,
+                               w->wdtype, L->attn_b, R, D.qw, d, w->trans, 0, c->act));
+    } else {
+        SS_TRY(norm(be, c, b->ln1, x, L->ln1_w, L->ln1_b, R, d));
+        SS_TRY(ss_hook_site(f, SS_SITE_LN1, l, b->ln1, Rd, 0, d));
+        SS_TRY(ss_linear(be, w, b->qkv, b->ln1, L->attn_w, L->attn_b, R, D.qw, d));
+    }
     /* q, k and v share one buffer; each hook sees it whole with its own offset. */
     SS_TRY(ss_hook_site(f, SS_SITE_Q, l, b->qkv, Rq, 0, D.qw));
     SS_TRY(ss_hook_site(f, SS_SITE_K, l, b->qkv, Rq, D.zw, D.qw));
@@ -312,11 +319,16 @@ ss_status ss_block_forward(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, floa
     }
     SS_TRY(ss_hook_site(f, SS_SITE_RESID_MID, l, x, Rd, 0, d));
     if (b->save_mid) SS_TRY(be->copy_rows(be, b->save_mid, x, d, R, d));
-    SS_TRY(norm(be, c, b->ln2, x, L->ln2_w, L->ln2_b, R, d));
-    SS_TRY(ss_hook_site(f, SS_SITE_LN2, l, b->ln2, Rd, 0, d));
-    if (be->mlp_add && !b->keep_pre && !ss_hook_wants(f, SS_SITE_MLP_PRE, l) &&
-        !(D.llama && ss_hook_wants(f, SS_SITE_MLP_PRE_LINEAR, l)) && !ss_hook_wants(f, SS_SITE_MLP_POST, l) &&
-        !ss_hook_wants(f, SS_SITE_MLP_OUT, l)) {
+    const int mlp16 = be->mlp_add && !b->keep_pre && !ss_hook_wants(f, SS_SITE_MLP_PRE, l) &&
+                      !(D.llama && ss_hook_wants(f, SS_SITE_MLP_PRE_LINEAR, l)) &&
+                      !ss_hook_wants(f, SS_SITE_MLP_POST, l) && !ss_hook_wants(f, SS_SITE_MLP_OUT, l);
+    /* the MLP's first product takes the normalised rows in 16 bits, unless mlp_add takes them */
+    const int ln2_16 = norm16 && !mlp16 && !ss_hook_wants(f, SS_SITE_LN2, l);
+    if (!ln2_16) {
+        SS_TRY(norm(be, c, b->ln2, x, L->ln2_w, L->ln2_b, R, d));
+        SS_TRY(ss_hook_site(f, SS_SITE_LN2, l, b->ln2, Rd, 0, d));
+    }
+    if (mlp16) {
         /* nobody reads the MLP's insides: the backend may keep them in 16 bits */
         SS_TRY(be->mlp_add(be, x, b->pre, b->post, b->ln2, L->fc_w, L->fc_b, L->fc2_w, L->fc2_b, w->wdtype, R, d, D.dm,
                            w->trans, D.llama ? SS_ACT_SILU : c->act));
@@ -324,9 +336,17 @@ ss_status ss_block_forward(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, floa
     }
     if (!D.llama && be->matmul_gelu && !b->keep_pre && !ss_hook_wants(f, SS_SITE_MLP_PRE, l)) {
         /* nobody reads the pre-activation: the backend may fuse the GELU into the product */
-        SS_TRY(be->matmul_gelu(be, b->post, b->ln2, L->fc_w, w->wdtype, L->fc_b, R, D.dm, d, w->trans, c->act));
+        if (ln2_16)
+            SS_TRY(be->norm_matmul(be, b->post, b->ln2, x, L->ln2_w, L->ln2_b, (float)c->ln_eps, 0, L->fc_w, w->wdtype,
+                                   L->fc_b, R, D.dm, d, w->trans, 1, c->act));
+        else
+            SS_TRY(be->matmul_gelu(be, b->post, b->ln2, L->fc_w, w->wdtype, L->fc_b, R, D.dm, d, w->trans, c->act));
     } else {
-        SS_TRY(ss_linear(be, w, b->pre, b->ln2, L->fc_w, L->fc_b, R, D.pw, d));
+        if (ln2_16)
+            SS_TRY(be->norm_matmul(be, b->pre, b->ln2, x, L->ln2_w, L->ln2_b, (float)c->ln_eps, D.llama, L->fc_w,
+                                   w->wdtype, L->fc_b, R, D.pw, d, w->trans, 0, c->act));
+        else
+            SS_TRY(ss_linear(be, w, b->pre, b->ln2, L->fc_w, L->fc_b, R, D.pw, d));
         SS_TRY(ss_hook_site(f, SS_SITE_MLP_PRE, l, b->pre, Rpw, 0, D.pw));
         if (D.llama) {
             SS_TRY(ss_hook_site(f, SS_SITE_MLP_PRE_LINEAR, l, b->pre, Rpw, D.dm, D.pw));

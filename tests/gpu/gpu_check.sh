@@ -316,15 +316,16 @@ elif [ $BUILD_OK = 1 ]; then
         "$WORK/models/tiny-lengths.jsonl" '*' --metric loss --method grad --batch 3
     # the Llama family (tests/data/models: grouped-query attention with llama3 rotary scaling,
     # Qwen2's q/k/v biases with tied embeddings, head size 6 with biases, Mistral): every site, then
-    # the backward pass, then bf16 products with SwiGLU's output kept in 16 bits (SUBSCOPE_MLP16=1)
+    # the backward pass, then bf16 products with SwiGLU's and RMSNorm's outputs kept in 16 bits
+    # (SUBSCOPE_MLP16=1, SUBSCOPE_NORM16=1)
     for lm in llama-gqa-llama3:113 qwen2-bias-tied:97 llama-hd6-bias:89 mistral-small:71; do
         d=tests/data/models/${lm%%:*}
         prompts "${lm%%:*}" "${lm##*:}" "$WORK/models/${lm%%:*}.jsonl" 1,7,20,24 || continue
         compare_forward "forward ${lm%%:*}, all sites" "$d" "$WORK/models/${lm%%:*}.jsonl" '*'
         RUN_CMD=attribute compare_forward "attribute ${lm%%:*}, loss grad, all sites" "$d" "$WORK/models/${lm%%:*}.jsonl" \
             '*' --metric loss --method grad
-        SUBSCOPE_MLP16=1 CMP_NMSE=$BF16_NMSE compare_forward \
-            "forward ${lm%%:*}, --dtype bfloat16, 16-bit SwiGLU outputs (nmse $BF16_NMSE)" "$d" \
+        SUBSCOPE_MLP16=1 SUBSCOPE_NORM16=1 CMP_NMSE=$BF16_NMSE compare_forward \
+            "forward ${lm%%:*}, --dtype bfloat16, 16-bit SwiGLU and RMSNorm outputs (nmse $BF16_NMSE)" "$d" \
             "$WORK/models/${lm%%:*}.jsonl" 'blocks.*.hook_resid_post,ln_final.hook_normalized' --dtype bfloat16
     done
     # the attention backward through cuBLAS (P again, dP, the softmax's backward kernel, dQ/dK/dV
@@ -392,6 +393,14 @@ elif [ $BUILD_OK = 1 ]; then
             # sites asked for leave the MLPs' insides alone, so every layer takes the path
             SUBSCOPE_MLP16=1 CMP_NMSE=$BF16_NMSE compare_forward \
                 "forward gpt2-small shape, --dtype bfloat16, 16-bit MLP activations (nmse $BF16_NMSE)" \
+                "$m" "$WORK/models/small-short.jsonl" "$(flash_sites 0)" --dtype bfloat16
+            # the norms writing the products' rows in bf16 (SUBSCOPE_NORM16=1, opt-in), with and
+            # without the MLP's 16-bit activations (which then take the MLP's rows themselves)
+            SUBSCOPE_NORM16=1 CMP_NMSE=$BF16_NMSE compare_forward \
+                "forward gpt2-small shape, --dtype bfloat16, 16-bit norm outputs (nmse $BF16_NMSE)" \
+                "$m" "$WORK/models/small-short.jsonl" "$(flash_sites 0)" --dtype bfloat16
+            SUBSCOPE_NORM16=1 SUBSCOPE_MLP16=1 CMP_NMSE=$BF16_NMSE compare_forward \
+                "forward gpt2-small shape, --dtype bfloat16, 16-bit norms and MLP activations (nmse $BF16_NMSE)" \
                 "$m" "$WORK/models/small-short.jsonl" "$(flash_sites 0)" --dtype bfloat16
             # the tensor-core attention (kernels/flash_attention_tc.cu, bf16 Q, K, V and
             # probabilities; a bf16 model's default) on every layer but the one whose pattern is asked for;

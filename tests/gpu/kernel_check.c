@@ -542,6 +542,26 @@ static void case_norm(void) {
                     double ms = 0;
                     if (run_twice(name, launch_norm, &c, &ob, 1, &ms)) fail_case();
                     else check(name, got, ref, n, atol, 1e-5, ms, 0);
+                    if (dt == SS_CUDA_F32) { /* the bf16 output (norm_matmul's): the fp32 rows rounded, bit for bit */
+                        char n16[112];
+                        snprintf(n16, sizeof n16, "%s to bf16 %lldx%lld = rounded fp32", rms ? "rmsnorm" : "layernorm",
+                                 (long long)rows, (long long)d);
+                        uint16_t *d16 = dalloc((size_t)n * 2), *h16 = malloc((size_t)n * 2);
+                        float *g16 = fvec(n, 0), *r16 = fvec(n, 0);
+                        int rc = rms ? ss_cuda_rmsnorm_to(d16, SS_CUDA_BF16, dx, dw, dt, rows, d, 1e-5f, g_stream)
+                                     : ss_cuda_layernorm_to(d16, SS_CUDA_BF16, dx, dw, db, dt, rows, d, 1e-5f, g_stream);
+                        if (!rc) rc = (int)cudaStreamSynchronize(g_stream);
+                        if (rc) {
+                            printf("CASE %s FAIL (%s)\n", n16, cudaGetErrorString((cudaError_t)rc));
+                            fail_case();
+                        } else {
+                            to_host(h16, d16, (size_t)n * 2);
+                            for (int64_t i = 0; i < n; i++)
+                                g16[i] = ss_bf16_to_f32(h16[i]), r16[i] = ss_bf16_to_f32(ss_f32_to_bf16(got[i]));
+                            check(n16, g16, r16, n, 0, 0, 0, 0);
+                        }
+                        dfree(d16), free(h16), free(g16), free(r16);
+                    }
                     dfree(dx), dfree(dout);
                 }
             next:

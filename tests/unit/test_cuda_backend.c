@@ -187,18 +187,22 @@ static ss_status ignore_site(void *ctx, const ss_site *site, float *data, int64_
  * second product rounds to bf16 anyway (the emulated epilogue rounds once,
  * to nearest even, as the conversion kernel does); with hook_post wanted
  * the layer does not take the path, and an erf-GELU model never does. */
-static void mlp16_logits(const char *model, const char *mlp16, const char *globs, float **lg, int64_t *n, long *d16,
-                         long *sw16) {
+typedef struct { long d16, sw16, convert; } path_counts; /* 16-bit D products, ss_k_swiglu16, ss_k_convert */
+
+/* A bf16 forward of a test model with the environment variable var set to
+ * value (NULL: unset) when the backend opens; the logits, and how often the
+ * paths ran. */
+static void logits16(const char *model, const char *var, const char *value, const char *globs, float **lg, int64_t *n,
+                     path_counts *pc) {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/models/%s", ss_test_data_dir(), model);
     ss_model *m = NULL;
     ss_backend *gpu = NULL;
     *lg = NULL;
-    if (mlp16) setenv("SUBSCOPE_MLP16", mlp16, 1);
+    if (value) setenv(var, value, 1);
     ss_status st = ss_backend_cuda_open(0, NULL, &gpu);
-    unsetenv("SUBSCOPE_MLP16");
+    unsetenv(var);
     CHECK_OK(st);
-    CHECK(!mlp16 == !gpu->mlp_add);
     CHECK_OK(ss_model_load(dir, &m));
     CHECK_OK(ss_model_place(m, gpu, SS_WDTYPE_BF16));
     const int64_t V = m->cfg.vocab_size;
@@ -210,10 +214,12 @@ static void mlp16_logits(const char *model, const char *mlp16, const char *globs
     int64_t start[2] = {0, 5}, len[2] = {5, 7};
     ss_packing pk = {2, 12, start, len, 0};
     ss_forward_opts o = {.logits = SS_LOGITS_ALL, .want = globs ? want : NULL, .hook = ignore_site};
-    long before = ss_emu_lt_products_d16(), sw_before = ss_emu_launch_count("ss_k_swiglu16");
+    path_counts before = {ss_emu_lt_products_d16(), ss_emu_launch_count("ss_k_swiglu16"),
+                          ss_emu_launch_count("ss_k_convert")};
     CHECK_OK(ss_forward(m, gpu, toks, &pk, &o, lg));
-    *d16 = ss_emu_lt_products_d16() - before;
-    *sw16 = ss_emu_launch_count("ss_k_swiglu16") - sw_before;
+    pc->d16 = ss_emu_lt_products_d16() - before.d16;
+    pc->sw16 = ss_emu_launch_count("ss_k_swiglu16") - before.sw16;
+    pc->convert = ss_emu_launch_count("ss_k_convert") - before.convert;
     *n = 12 * V;
     free(want);
     ss_model_free(m);
@@ -222,14 +228,16 @@ static void mlp16_logits(const char *model, const char *mlp16, const char *globs
 
 TEST(cuda_emulated_mlp16_matches_fp32_intermediate) {
     float *ref, *fused, *hooked, *erf_ref, *erf;
-    long n_ref, n_fused, n_hooked, n_erf_ref, n_erf, sw;
+    path_counts pr, pf, ph, per, pe;
     int64_t n, n2;
-    mlp16_logits("prefix-f32", NULL, NULL, &ref, &n, &n_ref, &sw);
-    mlp16_logits("prefix-f32", "1", NULL, &fused, &n, &n_fused, &sw);
-    mlp16_logits("prefix-f32", "1", "blocks.1.mlp.hook_post", &hooked, &n, &n_hooked, &sw);
-    mlp16_logits("noprefix-odd-untied", NULL, NULL, &erf_ref, &n2, &n_erf_ref, &sw);
-    mlp16_logits("noprefix-odd-untied", "1", NULL, &erf, &n2, &n_erf, &sw);
+    const char *v = "SUBSCOPE_MLP16";
+    logits16("prefix-f32", v, NULL, NULL, &ref, &n, &pr);
+    logits16("prefix-f32", v, "1", NULL, &fused, &n, &pf);
+    logits16("prefix-f32", v, "1", "blocks.1.mlp.hook_post", &hooked, &n, &ph);
+    logits16("noprefix-odd-untied", v, NULL, NULL, &erf_ref, &n2, &per);
+    logits16("noprefix-odd-untied", v, "1", NULL, &erf, &n2, &pe);
     if (!ref || !fused || !hooked || !erf_ref || !erf) return;
+    const long n_ref = pr.d16, n_fused = pf.d16, n_hooked = ph.d16, n_erf = pe.d16;
     printf(" [16-bit GELU outputs: %ld products, %ld with hook_post on layer 1, %ld with the erf GELU]", n_fused,
            n_hooked, n_erf);
     CHECK(n_ref == 0 && n_fused == 2 && n_hooked == 1 && n_erf == 0); /* 2 layers */
@@ -249,12 +257,14 @@ TEST(cuda_emulated_mlp16_llama_matches_fp32_intermediate) {
     const long layers[] = {2, 3};
     for (int mi = 0; mi < 2; mi++) {
         float *ref = NULL, *fused = NULL, *hooked = NULL, *hooked2 = NULL;
-        long d16, sw_ref, sw_fused, sw_hooked, sw_hooked2;
+        path_counts p0, p1, p2, p3;
         int64_t n;
-        mlp16_logits(models[mi], NULL, NULL, &ref, &n, &d16, &sw_ref);
-        mlp16_logits(models[mi], "1", NULL, &fused, &n, &d16, &sw_fused);
-        mlp16_logits(models[mi], "1", "blocks.0.mlp.hook_post", &hooked, &n, &d16, &sw_hooked);
-        mlp16_logits(models[mi], "1", "blocks.1.mlp.hook_pre_linear", &hooked2, &n, &d16, &sw_hooked2);
+        const char *v = "SUBSCOPE_MLP16";
+        logits16(models[mi], v, NULL, NULL, &ref, &n, &p0);
+        logits16(models[mi], v, "1", NULL, &fused, &n, &p1);
+        logits16(models[mi], v, "1", "blocks.0.mlp.hook_post", &hooked, &n, &p2);
+        logits16(models[mi], v, "1", "blocks.1.mlp.hook_pre_linear", &hooked2, &n, &p3);
+        const long sw_ref = p0.sw16, sw_fused = p1.sw16, sw_hooked = p2.sw16, sw_hooked2 = p3.sw16;
         if (ref && fused && hooked && hooked2) {
             printf(" [%s: %ld 16-bit SwiGLU outputs, %ld with a layer's hook_post, %ld with hook_pre_linear]",
                    models[mi], sw_fused, sw_hooked, sw_hooked2);
@@ -265,6 +275,32 @@ TEST(cuda_emulated_mlp16_llama_matches_fp32_intermediate) {
             CHECK(!memcmp(ref, hooked2, (size_t)n * sizeof(float)));
         }
         free(ref), free(fused), free(hooked), free(hooked2);
+    }
+}
+
+/* SUBSCOPE_NORM16=1 (norm_matmul): the norms whose rows only feed a product
+ * write them in 16 bits, so the conversion passes of the QKV and MLP-in
+ * products go (2 per layer), except where the norm's site is wanted, or
+ * where mlp_add (SUBSCOPE_MLP16) takes the MLP's rows; the logits are the
+ * same bit for bit (the kernels round the same fp32 values as the
+ * conversion kernel). A GPT-2 and a Llama model of 2 layers. */
+TEST(cuda_emulated_norm16_matches_fp32_rows) {
+    const char *models[] = {"prefix-f32", "llama-gqa-llama3"};
+    for (int mi = 0; mi < 2; mi++) {
+        float *ref = NULL, *n16 = NULL, *hooked = NULL;
+        path_counts p0, p1, p2;
+        int64_t n;
+        logits16(models[mi], "SUBSCOPE_NORM16", NULL, NULL, &ref, &n, &p0);
+        logits16(models[mi], "SUBSCOPE_NORM16", "1", NULL, &n16, &n, &p1);
+        logits16(models[mi], "SUBSCOPE_NORM16", "1", "blocks.0.ln1.hook_normalized", &hooked, &n, &p2);
+        if (ref && n16 && hooked) {
+            printf(" [%s: %ld conversions, %ld with 16-bit norms, %ld with layer 0's ln1 wanted]", models[mi],
+                   p0.convert, p1.convert, p2.convert);
+            CHECK(p1.convert == p0.convert - 4 && p2.convert == p0.convert - 3);
+            CHECK(!memcmp(ref, n16, (size_t)n * sizeof(float)));
+            CHECK(!memcmp(ref, hooked, (size_t)n * sizeof(float)));
+        }
+        free(ref), free(n16), free(hooked);
     }
 }
 

@@ -208,6 +208,24 @@ static void run_norm(void *v) {
     else CHECK(ss_cuda_layernorm(c->out, c->x, c->w, c->b, c->dt, c->rows, c->d, 1e-5f, NULL) == 0);
 }
 
+/* The _to launchers' 16-bit outputs (norm_matmul's): the fp32 result c->out
+ * holds, rounded to nearest even, bit for bit, in both types. */
+static void norm16_matches(const norm_ctx *c) {
+    int64_t n = c->rows * c->d;
+    uint16_t *o16 = malloc((size_t)n * sizeof(uint16_t));
+    for (int odt = SS_CUDA_F16; odt <= SS_CUDA_BF16; odt++) {
+        if (c->rms) CHECK(ss_cuda_rmsnorm_to(o16, odt, c->x, c->w, c->dt, c->rows, c->d, 1e-5f, NULL) == 0);
+        else CHECK(ss_cuda_layernorm_to(o16, odt, c->x, c->w, c->b, c->dt, c->rows, c->d, 1e-5f, NULL) == 0);
+        for (int64_t i = 0; i < n; i++) {
+            const uint16_t want = odt == SS_CUDA_BF16 ? ss_f32_to_bf16(c->out[i]) : ss_f32_to_f16(c->out[i]);
+            CHECK_MSG(o16[i] == want, "%s to %s, %lldx%lld, element %lld: 0x%04x, the fp32 output rounded 0x%04x",
+                      c->rms ? "rmsnorm" : "layernorm", odt == SS_CUDA_BF16 ? "bf16" : "fp16", (long long)c->rows,
+                      (long long)c->d, (long long)i, o16[i], want);
+        }
+    }
+    free(o16);
+}
+
 /* Tolerance: the kernel accumulates d fp32 terms per row (d/32 per lane,
  * then a 5-level tree) where the reference uses double; for |x| ~ 1 that is
  * a relative error of a few 1e-7, so atol = rtol = 1e-5 has ~10x margin.
@@ -234,6 +252,7 @@ TEST(kernel_layernorm_rmsnorm_vs_reference) {
             char nm[64];
             snprintf(nm, sizeof nm, "layernorm %s %lldx%lld", dt_name[dt], (long long)rows, (long long)d);
             CHECK(ss_test_compare(nm, out, ref, n, atol, 1e-5) == 0);
+            norm16_matches(&c);
             /* RMSNorm against a double loop */
             for (int64_t r = 0; r < rows; r++) {
                 double ss = 0;
@@ -245,6 +264,7 @@ TEST(kernel_layernorm_rmsnorm_vs_reference) {
             CHECK(both_orders(run_norm, &c, &out, &n, 1));
             snprintf(nm, sizeof nm, "rmsnorm %s %lldx%lld", dt_name[dt], (long long)rows, (long long)d);
             CHECK(ss_test_compare(nm, out, ref, n, 1e-5, 1e-5) == 0);
+            norm16_matches(&c);
             CHECK_OK(be->rmsnorm(be, ref, x, w32, rows, d, 1e-5f));
             CHECK(ss_test_compare("  vs cpu op", out, ref, n, 1e-5, 1e-5) == 0);
             free(x); free(w); free(b); free(w32); free(b32); free(wd); free(bd); free(out); free(ref);
