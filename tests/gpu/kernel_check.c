@@ -487,6 +487,23 @@ static void case_embed(void) {
     }
 }
 
+/* A kernel's 16-bit output: d16 (n bf16 values, from a launch that returned
+ * rc) must equal the fp32 result got rounded to bf16, bit for bit. */
+static void check_bf16_rounded(const char *name, int rc, const uint16_t *d16, const float *got, int64_t n) {
+    if (!rc) rc = (int)cudaStreamSynchronize(g_stream);
+    if (rc) {
+        printf("CASE %s FAIL (%s)\n", name, cudaGetErrorString((cudaError_t)rc));
+        fail_case();
+        return;
+    }
+    uint16_t *h16 = malloc((size_t)n * 2);
+    float *g16 = fvec(n, 0), *r16 = fvec(n, 0);
+    to_host(h16, d16, (size_t)n * 2);
+    for (int64_t i = 0; i < n; i++) g16[i] = ss_bf16_to_f32(h16[i]), r16[i] = ss_bf16_to_f32(ss_f32_to_bf16(got[i]));
+    check(name, g16, r16, n, 0, 0, 0, 0);
+    free(h16), free(g16), free(r16);
+}
+
 /* ---- layernorm / RMSNorm ----------------------------------------------- */
 
 typedef struct { float *out; const float *x; const void *w, *b; int dt; int64_t rows, d; int rms; } norm_ctx;
@@ -546,21 +563,11 @@ static void case_norm(void) {
                         char n16[112];
                         snprintf(n16, sizeof n16, "%s to bf16 %lldx%lld = rounded fp32", rms ? "rmsnorm" : "layernorm",
                                  (long long)rows, (long long)d);
-                        uint16_t *d16 = dalloc((size_t)n * 2), *h16 = malloc((size_t)n * 2);
-                        float *g16 = fvec(n, 0), *r16 = fvec(n, 0);
+                        uint16_t *d16 = dalloc((size_t)n * 2);
                         int rc = rms ? ss_cuda_rmsnorm_to(d16, SS_CUDA_BF16, dx, dw, dt, rows, d, 1e-5f, g_stream)
                                      : ss_cuda_layernorm_to(d16, SS_CUDA_BF16, dx, dw, db, dt, rows, d, 1e-5f, g_stream);
-                        if (!rc) rc = (int)cudaStreamSynchronize(g_stream);
-                        if (rc) {
-                            printf("CASE %s FAIL (%s)\n", n16, cudaGetErrorString((cudaError_t)rc));
-                            fail_case();
-                        } else {
-                            to_host(h16, d16, (size_t)n * 2);
-                            for (int64_t i = 0; i < n; i++)
-                                g16[i] = ss_bf16_to_f32(h16[i]), r16[i] = ss_bf16_to_f32(ss_f32_to_bf16(got[i]));
-                            check(n16, g16, r16, n, 0, 0, 0, 0);
-                        }
-                        dfree(d16), free(h16), free(g16), free(r16);
+                        check_bf16_rounded(n16, rc, d16, got, n);
+                        dfree(d16);
                     }
                     dfree(dx), dfree(dout);
                 }
@@ -657,19 +664,9 @@ static void case_swiglu(void) {
             /* the bf16 output (mlp_add's): the GPU's fp32 result rounded, bit for bit */
             char n16[112];
             snprintf(n16, sizeof n16, "swiglu_16 bf16 %lldx%lld = rounded swiglu", (long long)rows, (long long)dm);
-            uint16_t *d16 = dalloc((size_t)n * 2), *h16 = malloc((size_t)n * 2);
-            float *g16 = fvec(n, 0), *r16 = fvec(n, 0);
-            int rc = ss_cuda_swiglu_16(d16, SS_CUDA_BF16, dgu, rows, dm, g_stream);
-            if (!rc) rc = (int)cudaStreamSynchronize(g_stream);
-            if (rc) {
-                printf("CASE %s FAIL (%s)\n", n16, cudaGetErrorString((cudaError_t)rc));
-                fail_case();
-            } else {
-                to_host(h16, d16, (size_t)n * 2);
-                for (int64_t i = 0; i < n; i++) g16[i] = ss_bf16_to_f32(h16[i]), r16[i] = ss_bf16_to_f32(ss_f32_to_bf16(got[i]));
-                check(n16, g16, r16, n, 0, 0, 0, 0);
-            }
-            dfree(d16), free(h16), free(g16), free(r16);
+            uint16_t *d16 = dalloc((size_t)n * 2);
+            check_bf16_rounded(n16, ss_cuda_swiglu_16(d16, SS_CUDA_BF16, dgu, rows, dm, g_stream), d16, got, n);
+            dfree(d16);
             dfree(dgu), dfree(dout);
         }
         free(gu), free(ref), free(got);
