@@ -60,8 +60,7 @@
 
 /* Stores of an fp32 activation in the output type odt (SS_CUDA_F32, _F16 or
  * _BF16; the 16-bit ones rounded to nearest even, as ss_cuda_convert does):
- * one value at index i, or four at 4*i4 (out 16-byte aligned for fp32, 8 for
- * the 16-bit types). */
+ * one value at index i, or four at 4*i4 (then out 16-byte aligned for fp32). */
 SS_DEV void ss_store_act(void *out, int odt, int64_t i, float v) {
     if (odt == SS_CUDA_F32) ((float *)out)[i] = v;
     else if (odt == SS_CUDA_F16) ((uint16_t *)out)[i] = __half_as_ushort(__float2half_rn(v));

@@ -28,13 +28,10 @@ SS_KERNEL(ss_k_swiglu, (float *, out), (const float *, gu), (int64_t, rows), (in
     for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) out[r * dm + c] = ss_swiglu_at(gu, r, c, dm);
 }
 
-SS_KERNEL(ss_k_swiglu16, (uint16_t *, out), (int, f16), (const float *, gu), (int64_t, rows), (int64_t, dm)) {
+SS_KERNEL(ss_k_swiglu16, (void *, out), (int, odt), (const float *, gu), (int64_t, rows), (int64_t, dm)) {
     const int64_t c = (int64_t)blockIdx.x * SWIGLU_THREADS + threadIdx.x;
     if (c >= dm) return;
-    for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
-        const float y = ss_swiglu_at(gu, r, c, dm);
-        out[r * dm + c] = f16 ? __half_as_ushort(__float2half_rn(y)) : __bfloat16_as_ushort(__float2bfloat16_rn(y));
-    }
+    for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) ss_store_act(out, odt, r * dm + c, ss_swiglu_at(gu, r, c, dm));
 }
 
 SS_EXTERN_C int ss_cuda_swiglu_16(void *out, int out_dtype, const float *gu, int64_t rows, int64_t dm,
@@ -42,7 +39,7 @@ SS_EXTERN_C int ss_cuda_swiglu_16(void *out, int out_dtype, const float *gu, int
     if (rows <= 0 || dm <= 0) return 0;
     if ((out_dtype != SS_CUDA_F16 && out_dtype != SS_CUDA_BF16) || ss_cdiv(dm, SWIGLU_THREADS) > 0x7fffffff) return 1;
     SS_LAUNCH(ss_k_swiglu16, SS_DIM3(ss_cdiv(dm, SWIGLU_THREADS), SS_MIN(rows, (int64_t)65535), 1), SWIGLU_THREADS, 0,
-              stream, (uint16_t *)out, out_dtype == SS_CUDA_F16, gu, rows, dm);
+              stream, out, out_dtype, gu, rows, dm);
     return SS_LAUNCH_STATUS();
 }
 
