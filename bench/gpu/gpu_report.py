@@ -28,7 +28,8 @@ Targets of issues 4, 5 and 6, from their GPU steps when given (--collect, --abla
   C2  the triangular covariance kernel >= 1.4x faster than the full bf16 cublasGemmEx (best
       of cov_lower.bf16 and cov_lower_tc.bf16, per width)
   C3  cov_lower.f32 >= 90% of cublasSsyrk's useful-FLOP rate (per width)
-  A1  a 256-mask sweep over short prompts >= 20x the PyTorch hook loop on the same GPU
+  A1  a 256-mask sweep over short prompts >= 20x the PyTorch hook loop on the same GPU (both
+      timed without start-up: subscope's passes alone where SUBSCOPE_TIMING gave them)
   A2  masked forwards of large batches >= 80% of the clean forward's throughput
   G1  attribute gradxact per batch <= 2.2x the forward (steady, in the process; judged against
       the forward that computes the logits the loss needs, the --no-logits ratio in the note)
@@ -190,11 +191,14 @@ def issue_targets(kern, collect, ablate, ablate_large, attribute):
 
     a = first(ablate)
     if a and "speedup_vs_peer" in a:
+        # the peer's loop is timed without its import and model load, so subscope's passes are
+        # judged alone too (SUBSCOPE_TIMING) where the run has them; the whole process in the note
+        v = a.get("speedup_vs_peer_passes_only", a["speedup_vs_peer"])
         note = f"{a['masks']} masks, {a['prompts']} x {a['tokens']} tokens"
-        if "speedup_vs_peer_passes_only" in a:
-            note += f"; passes alone {a['speedup_vs_peer_passes_only']:.1f}x"
-        rows.append(("A1", "256-mask sweep vs PyTorch hook loop", fmt(a["speedup_vs_peer"], ".1f", "x"), ">= 20x",
-                     "PASS" if a["speedup_vs_peer"] >= 20 else "FAIL", note))
+        note += (f"; whole process {a['speedup_vs_peer']:.1f}x" if "speedup_vs_peer_passes_only" in a
+                 else "; whole process (no pass timing in this run)")
+        rows.append(("A1", "256-mask sweep vs PyTorch hook loop", fmt(v, ".1f", "x"), ">= 20x",
+                     "PASS" if v >= 20 else "FAIL", note))
     else:
         rows.append(("A1", "256-mask sweep vs PyTorch hook loop", None, ">= 20x", "not run", "no gpu_ablate result"))
     a = first(ablate_large)
