@@ -379,6 +379,21 @@ static void bench_elementwise(int64_t rows) {
         run_case(mk("kernel", fmt("rmsnorm.d%lld", (long long)d), "ss_cuda_rmsnorm", shape, "f32", 2 * io + 4.0 * d, 0,
                     "", true, false),
                  [&] { return ss_cuda_rmsnorm(o.f(), x.f(), w.p, SS_CUDA_F32, rows, d, 1e-5f, G.stream); });
+        /* the 16-bit outputs (SUBSCOPE_NORM16's norm_matmul): half the bytes written */
+        run_case(mk("kernel", fmt("layernorm_to_bf16.d%lld", (long long)d), "ss_cuda_layernorm_to", shape,
+                    "f32 in, bf16 out", io + 2.0 * n + 8.0 * d, 0, "", true, false),
+                 [&] { return ss_cuda_layernorm_to(o.p, SS_CUDA_BF16, x.f(), w.p, bb.p, SS_CUDA_F32, rows, d, 1e-5f, G.stream); });
+        run_case(mk("kernel", fmt("rmsnorm_to_bf16.d%lld", (long long)d), "ss_cuda_rmsnorm_to", shape,
+                    "f32 in, bf16 out", io + 2.0 * n + 4.0 * d, 0, "", true, false),
+                 [&] { return ss_cuda_rmsnorm_to(o.p, SS_CUDA_BF16, x.f(), w.p, SS_CUDA_F32, rows, d, 1e-5f, G.stream); });
+        /* SwiGLU from [rows, 2d] gate|up, fp32 and bf16 out (SUBSCOPE_MLP16's) */
+        run_case(mk("kernel", fmt("swiglu.d%lld", (long long)d), "ss_cuda_swiglu", fmt("%lldx%lld", (long long)rows / 2,
+                    (long long)d), "f32", 3.0 * (n / 2) * 4, 0, "", true, false),
+                 [&] { return ss_cuda_swiglu(o.f(), x.f(), rows / 2, d, G.stream); });
+        run_case(mk("kernel", fmt("swiglu_16.d%lld", (long long)d), "ss_cuda_swiglu_16", fmt("%lldx%lld",
+                    (long long)rows / 2, (long long)d), "f32 in, bf16 out", 2.0 * (n / 2) * 4 + (n / 2) * 2, 0, "", true,
+                    false),
+                 [&] { return ss_cuda_swiglu_16(o.p, SS_CUDA_BF16, x.f(), rows / 2, d, G.stream); });
         /* As the backend calls them: GELU on the whole buffer as one row, and
          * the bias after a matrix product (in place); plus the fused form. */
         run_case(mk("kernel", fmt("gelu_tanh.d%lld", (long long)d), "ss_cuda_bias_act", shape, "f32", 2 * io, 0, "",
