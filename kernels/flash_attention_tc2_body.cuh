@@ -2,12 +2,13 @@
  * included once per head size TC_DH (64, 128) with its key tile TC_BC under
  * the name TC_NAME: the kernels are C under the emulation, so the include
  * stands in for a template (the fragment arrays need compile-time sizes to
- * stay in registers). qkv holds the bf16 rows that the pack kernel wrote:
- * Q (already scaled) at column 0, K at kofs, V at vofs, ld16 halves a row. */
+ * stay in registers). qkv holds bf16 rows, ld16 halves each (16-byte
+ * aligned): Q at column 0, K at kofs, V at vofs; the scores Q K^T are scaled
+ * by sl / log2 e (1 when the pack kernel scaled Q already). */
 #define SS_TC2_KERNEL_(name, ...) SS_KERNEL(name, __VA_ARGS__)
 
 SS_TC2_KERNEL_(TC_NAME, (float *, z), (const uint16_t *, qkv), (int64_t, ld16), (int64_t, kofs), (int64_t, vofs),
-               (const int64_t *, start), (const int64_t *, len), (int, n_seq), (int, group)) {
+               (const int64_t *, start), (const int64_t *, len), (int, n_seq), (int, group), (float, sl)) {
     /* K and V tiles as stored ([key][dh], bf16), two of each for the
      * pipeline; rows padded to SK halves (16-byte multiples whose 8-row
      * ldmatrix reads fall on distinct banks) */
@@ -58,9 +59,9 @@ SS_TC2_KERNEL_(TC_NAME, (float *, z), (const uint16_t *, qkv), (int64_t, ld16), 
     float o[TC_DH / 8][4];
     SS_UNROLL
     for (int dn = 0; dn < TC_DH / 8; dn++) o[dn][0] = o[dn][1] = o[dn][2] = o[dn][3] = 0.f;
-    /* running maxima in score units, sums of exp2((s - m) log2 e) */
+    /* running maxima in the products' units, sums of exp2((s - m) sl): sl is
+     * log2 e times the scale still to apply (1 when Q came scaled) */
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
-    const float LOG2E = 1.4426950408889634f;
     /* this lane's ldmatrix row addresses within a tile: K by rows (keys) for
      * Q K^T's B operand, V transposed for P V's */
     const int lm = lane >> 3, lr = lane & 7;
@@ -115,13 +116,13 @@ SS_TC2_KERNEL_(TC_NAME, (float *, z), (const uint16_t *, qkv), (int64_t, ld16), 
             mx1 = fmaxf(mx1, __shfl_xor_sync(SS_FULL_MASK, mx1, 1));
             mx1 = fmaxf(mx1, __shfl_xor_sync(SS_FULL_MASK, mx1, 2));
             const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
-            const float al0 = exp2f((m0 - mn0) * LOG2E), al1 = exp2f((m1 - mn1) * LOG2E); /* 0 on the first tile */
-            const float mb0 = mn0 * LOG2E, mb1 = mn1 * LOG2E;
+            const float al0 = exp2f((m0 - mn0) * sl), al1 = exp2f((m1 - mn1) * sl); /* 0 on the first tile */
+            const float mb0 = mn0 * sl, mb1 = mn1 * sl;
             float sum0 = 0.f, sum1 = 0.f;
             SS_UNROLL
             for (int nt = 0; nt < TC_BC / 8; nt++) {
-                sc[nt][0] = exp2f(fmaf(sc[nt][0], LOG2E, -mb0)), sc[nt][1] = exp2f(fmaf(sc[nt][1], LOG2E, -mb0));
-                sc[nt][2] = exp2f(fmaf(sc[nt][2], LOG2E, -mb1)), sc[nt][3] = exp2f(fmaf(sc[nt][3], LOG2E, -mb1));
+                sc[nt][0] = exp2f(fmaf(sc[nt][0], sl, -mb0)), sc[nt][1] = exp2f(fmaf(sc[nt][1], sl, -mb0));
+                sc[nt][2] = exp2f(fmaf(sc[nt][2], sl, -mb1)), sc[nt][3] = exp2f(fmaf(sc[nt][3], sl, -mb1));
                 sum0 += sc[nt][0] + sc[nt][1];
                 sum1 += sc[nt][2] + sc[nt][3];
             }

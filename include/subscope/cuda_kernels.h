@@ -116,6 +116,14 @@ int ss_cuda_attention_flash_bf16_v2(float *z, const float *q, const float *k, co
                                     int64_t n_seq, const int64_t *start, const int64_t *len, int64_t max_len,
                                     int64_t n_rows, int64_t H, int64_t Hkv, int64_t dh, float scale, void *ws,
                                     cudaStream_t stream);
+/* Its attention alone, from bf16 rows already made (the pack kernel's, or a
+ * product's 16-bit output): qkv16 [rows, ld16] (16-byte aligned, ld16 a
+ * multiple of 8) holds Q at column 0, K at H*dh and V at (H+Hkv)*dh; the
+ * scores Q K^T are scaled by sscale in fp32 (1 for the pack kernel's Q,
+ * which carries the scale). */
+int ss_cuda_attention_flash_bf16_v2_from16(float *z, const uint16_t *qkv16, int64_t ld16, int64_t n_seq,
+                                           const int64_t *start, const int64_t *len, int64_t max_len, int64_t H,
+                                           int64_t Hkv, int64_t dh, float sscale, cudaStream_t stream);
 
 /* Site capture: dst[r, 0:cols] = src[row(r)*ld_src + 0:cols] for r < rows,
  * row(r) = row_idx[r] (a device array) or r when row_idx is NULL. */

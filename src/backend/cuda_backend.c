@@ -529,7 +529,8 @@ static cublasStatus_t lt_matmul_to(cuda_impl *c, void *C, cudaDataType tc, const
     cublasLtMatmulDesc_t desc = NULL;
     cublasLtMatrixLayout_t ad = NULL, bd = NULL, cd = NULL;
     const int32_t ta = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, tb = CUBLAS_OP_N;
-    const uint32_t epi = bias ? (gelu ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_BIAS) : CUBLASLT_EPILOGUE_GELU;
+    const uint32_t epi = bias ? (gelu ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_BIAS)
+                              : (gelu ? CUBLASLT_EPILOGUE_GELU : CUBLASLT_EPILOGUE_DEFAULT);
     const float one = 1.f, zero = 0.f;
     /* fp32 products follow the handle's TF32 switch, as cublasSgemm does */
     cublasComputeType_t ct = t == CUDA_R_32F && c->tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
@@ -1177,6 +1178,54 @@ static ss_status attention_backward_gemm_seq(const ss_backend *be, float *dq, fl
     return SS_OK;
 }
 
+/* The ops table's attention_lowp_qkv (SUBSCOPE_QKV16=1 with the second
+ * tensor-core attention, SUBSCOPE_ATTN_TC_V2=1): the QKV product writes q, k
+ * and v straight in bf16 (cuBLASLt, the bias in its epilogue, from a 16-bit
+ * a: x normalised by the norm kernel's 16-bit output, or x converted) and
+ * the attention reads them, scaling the scores in fp32; the fp32 qkv and the
+ * pack kernel's pass go. At head size 64 the scale is a power of two, so
+ * the result is the pack path's bit for bit; at 128 q is rounded before the
+ * scale rather than after. Otherwise (no cuBLASLt, a shape the kernel does
+ * not take, fp16 weights) the separate ops run through ln and qkv. */
+static ss_status cu_attention_lowp_qkv(const ss_backend *be, float *z, float *qkv, float *ln, const float *x,
+                                       const float *nw, const float *nb, float eps, int rms, const void *W, int wdtype,
+                                       const float *bias, int trans_b, int64_t R, int64_t d, int64_t n_seq,
+                                       const int64_t *start, const int64_t *len, int64_t H, int64_t Hkv, int64_t dh,
+                                       float scale) {
+    cuda_impl *c = IMPL(be);
+    const int64_t N = (H + 2 * Hkv) * dh;
+    int64_t max_len = 0;
+    for (int64_t s = 0; s < n_seq; s++) max_len = len[s] > max_len ? len[s] : max_len;
+    if (c->lt && wdtype == SS_WDTYPE_BF16 && (dh == 64 || dh == 128) && Hkv >= 1 && H % Hkv == 0 && R > 0 &&
+        R <= INT32_MAX && N <= INT32_MAX && d <= INT32_MAX && max_len > 0 && (max_len + 63) / 64 <= 65535 &&
+        n_seq * H <= INT32_MAX) {
+        SS_TRY(scratch16(be, &c->a16, &c->a16_cap, (size_t)(R * d), "bf16 activations"));
+        if (nw)
+            KL(rms ? ss_cuda_rmsnorm_to(c->a16, SS_CUDA_BF16, x, nw, SS_CUDA_F32, R, d, eps, c->stream)
+                   : ss_cuda_layernorm_to(c->a16, SS_CUDA_BF16, x, nw, nb, SS_CUDA_F32, R, d, eps, c->stream),
+               "norm kernel (16-bit output)");
+        else
+            KL(ss_cuda_convert(c->a16, SS_CUDA_BF16, x, SS_CUDA_F32, R * d, c->stream), "16-bit conversion");
+        SS_TRY(scratch16(be, &c->qkv16, &c->qkv16_cap, (size_t)(R * N), "bf16 Q, K, V"));
+        if (lt_matmul_to(c, c->qkv16, CUDA_R_16BF, c->a16, W, CUDA_R_16BF, bias, 0, 0, R, N, d, trans_b) ==
+            CUBLAS_STATUS_SUCCESS) {
+            SS_TRY(meta_put(be, n_seq, start, len, NULL));
+            KL(ss_cuda_attention_flash_bf16_v2_from16(z, c->qkv16, N, n_seq, c->meta, c->meta + n_seq, max_len, H, Hkv,
+                                                      dh, scale, c->stream),
+               "tensor-core attention kernel (v2, from the product's bf16 rows)");
+            return SS_OK;
+        }
+    }
+    const float *a = x;
+    if (nw) {
+        SS_TRY(rms ? cu_rmsnorm(be, ln, x, nw, R, d, eps) : cu_layernorm(be, ln, x, nw, nb, R, d, eps));
+        a = ln;
+    }
+    SS_TRY(cu_product(be, qkv, a, W, wdtype, bias, R, N, d, trans_b, SS_CUDA_ACT_NONE, 0));
+    return attention_any(be, z, qkv, qkv + H * dh, qkv + (H + Hkv) * dh, N, n_seq, start, len, H, Hkv, dh, scale, NULL,
+                         NULL, 1);
+}
+
 static ss_status cu_attention_backward(const ss_backend *be, float *dq, float *dk, float *dv, int64_t ld_dqkv,
                                        const float *dz, const float *q, const float *k, const float *v,
                                        int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len,
@@ -1375,6 +1424,10 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
      * weights' 16-bit type (norm_matmul; opt-in until a GPU has timed it). */
     const char *n16 = getenv("SUBSCOPE_NORM16");
     if (n16 && !strcmp(n16, "1")) be->norm_matmul = cu_norm_matmul;
+    /* SUBSCOPE_QKV16=1, with the second tensor-core attention: GPT-2's QKV product
+     * writes q, k, v in bf16 for it (attention_lowp_qkv; opt-in until a GPU has timed it). */
+    const char *q16 = getenv("SUBSCOPE_QKV16");
+    if (q16 && !strcmp(q16, "1") && c->attn_tc && c->attn_tc_v2) be->attention_lowp_qkv = cu_attention_lowp_qkv;
     if (c->attn_tc) be->attention_lowp = cu_attention_lowp;
     struct cudaDeviceProp prop;
     ss_status st = SS_OK;

@@ -278,34 +278,49 @@ ss_status ss_block_forward(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, floa
     if (b->save_pre) SS_TRY(be->copy_rows(be, b->save_pre, x, d, R, d));
     /* nobody reads the normalised rows: the backend may write them in the product's 16 bits */
     const int norm16 = be->norm_matmul && (w->wdtype == SS_WDTYPE_BF16 || w->wdtype == SS_WDTYPE_F16) && !b->keep_pre;
-    if (norm16 && !ss_hook_wants(f, SS_SITE_LN1, l)) {
-        SS_TRY(be->norm_matmul(be, b->qkv, b->ln1, x, L->ln1_w, L->ln1_b, (float)c->ln_eps, D.llama, L->attn_w,
-                               w->wdtype, L->attn_b, R, D.qw, d, w->trans, 0, c->act));
+    const int wp = ss_hook_wants(f, SS_SITE_PATTERN, l);
+    /* nobody reads q, k, v (GPT-2: no rotation), nor the pattern, nor a backward pass: the
+     * QKV product may write them in bf16 for a tensor-core attention, normalising x itself
+     * unless the norm's site is wanted */
+    if (be->attention_lowp_qkv && w->wdtype == SS_WDTYPE_BF16 && !D.llama && !wp && !b->keep_pre &&
+        !ss_hook_wants(f, SS_SITE_Q, l) && !ss_hook_wants(f, SS_SITE_K, l) && !ss_hook_wants(f, SS_SITE_V, l)) {
+        const int ln_wanted = ss_hook_wants(f, SS_SITE_LN1, l);
+        if (ln_wanted) {
+            SS_TRY(norm(be, c, b->ln1, x, L->ln1_w, L->ln1_b, R, d));
+            SS_TRY(ss_hook_site(f, SS_SITE_LN1, l, b->ln1, Rd, 0, d));
+        }
+        SS_TRY(be->attention_lowp_qkv(be, b->z, b->qkv, b->ln1, ln_wanted ? b->ln1 : x, ln_wanted ? NULL : L->ln1_w,
+                                      L->ln1_b, (float)c->ln_eps, 0, L->attn_w, w->wdtype, L->attn_b, w->trans, R, d,
+                                      pk->n_seq, pk->start, pk->len, D.H, D.Hkv, D.dh, scale));
     } else {
-        SS_TRY(norm(be, c, b->ln1, x, L->ln1_w, L->ln1_b, R, d));
-        SS_TRY(ss_hook_site(f, SS_SITE_LN1, l, b->ln1, Rd, 0, d));
-        SS_TRY(ss_linear(be, w, b->qkv, b->ln1, L->attn_w, L->attn_b, R, D.qw, d));
+        if (norm16 && !ss_hook_wants(f, SS_SITE_LN1, l)) {
+            SS_TRY(be->norm_matmul(be, b->qkv, b->ln1, x, L->ln1_w, L->ln1_b, (float)c->ln_eps, D.llama, L->attn_w,
+                                   w->wdtype, L->attn_b, R, D.qw, d, w->trans, 0, c->act));
+        } else {
+            SS_TRY(norm(be, c, b->ln1, x, L->ln1_w, L->ln1_b, R, d));
+            SS_TRY(ss_hook_site(f, SS_SITE_LN1, l, b->ln1, Rd, 0, d));
+            SS_TRY(ss_linear(be, w, b->qkv, b->ln1, L->attn_w, L->attn_b, R, D.qw, d));
+        }
+        /* q, k and v share one buffer; each hook sees it whole with its own offset. */
+        SS_TRY(ss_hook_site(f, SS_SITE_Q, l, b->qkv, Rq, 0, D.qw));
+        SS_TRY(ss_hook_site(f, SS_SITE_K, l, b->qkv, Rq, D.zw, D.qw));
+        SS_TRY(ss_hook_site(f, SS_SITE_V, l, b->qkv, Rq, D.zw + kvw, D.qw));
+        if (D.llama) {
+            /* q and k are adjacent: one rotation covers the H + Hkv heads. */
+            SS_TRY(be->rope(be, b->qkv, D.qw, R, D.H + D.Hkv, D.dh, f->pos_b, w->rope_inv_freq, 0));
+            SS_TRY(ss_hook_site(f, SS_SITE_ROT_Q, l, b->qkv, Rq, 0, D.qw));
+            SS_TRY(ss_hook_site(f, SS_SITE_ROT_K, l, b->qkv, Rq, D.zw, D.qw));
+        }
+        /* A bf16 model's attention may round its operands to bf16 as its products
+         * do (tensor cores on a GPU), unless its pattern is wanted or a backward
+         * pass, which differentiates fp32 attention, will read this block. */
+        if (be->attention_lowp && w->wdtype == SS_WDTYPE_BF16 && !wp && !b->keep_pre)
+            SS_TRY(be->attention_lowp(be, b->z, b->qkv, b->qkv + D.zw, b->qkv + D.zw + kvw, D.qw, pk->n_seq, pk->start,
+                                      pk->len, D.H, D.Hkv, D.dh, scale));
+        else
+            SS_TRY(be->attention(be, b->z, b->qkv, b->qkv + D.zw, b->qkv + D.zw + kvw, D.qw, pk->n_seq, pk->start,
+                                 pk->len, D.H, D.Hkv, D.dh, scale, wp ? f->pattern : NULL, f->pattern_off));
     }
-    /* q, k and v share one buffer; each hook sees it whole with its own offset. */
-    SS_TRY(ss_hook_site(f, SS_SITE_Q, l, b->qkv, Rq, 0, D.qw));
-    SS_TRY(ss_hook_site(f, SS_SITE_K, l, b->qkv, Rq, D.zw, D.qw));
-    SS_TRY(ss_hook_site(f, SS_SITE_V, l, b->qkv, Rq, D.zw + kvw, D.qw));
-    if (D.llama) {
-        /* q and k are adjacent: one rotation covers the H + Hkv heads. */
-        SS_TRY(be->rope(be, b->qkv, D.qw, R, D.H + D.Hkv, D.dh, f->pos_b, w->rope_inv_freq, 0));
-        SS_TRY(ss_hook_site(f, SS_SITE_ROT_Q, l, b->qkv, Rq, 0, D.qw));
-        SS_TRY(ss_hook_site(f, SS_SITE_ROT_K, l, b->qkv, Rq, D.zw, D.qw));
-    }
-    int wp = ss_hook_wants(f, SS_SITE_PATTERN, l);
-    /* A bf16 model's attention may round its operands to bf16 as its products
-     * do (tensor cores on a GPU), unless its pattern is wanted or a backward
-     * pass, which differentiates fp32 attention, will read this block. */
-    if (be->attention_lowp && w->wdtype == SS_WDTYPE_BF16 && !wp && !b->keep_pre)
-        SS_TRY(be->attention_lowp(be, b->z, b->qkv, b->qkv + D.zw, b->qkv + D.zw + kvw, D.qw, pk->n_seq, pk->start,
-                                  pk->len, D.H, D.Hkv, D.dh, scale));
-    else
-        SS_TRY(be->attention(be, b->z, b->qkv, b->qkv + D.zw, b->qkv + D.zw + kvw, D.qw, pk->n_seq, pk->start,
-                             pk->len, D.H, D.Hkv, D.dh, scale, wp ? f->pattern : NULL, f->pattern_off));
     /* The pattern is reported after z is computed from it, so editing it has no effect. */
     if (wp) SS_TRY(ss_hook_site(f, SS_SITE_PATTERN, l, f->pattern, (size_t)f->pat_total, 0, 0));
     SS_TRY(ss_hook_site(f, SS_SITE_Z, l, b->z, (size_t)(R * D.zw), 0, D.zw));

@@ -418,6 +418,12 @@ elif [ $BUILD_OK = 1 ]; then
                 SUBSCOPE_ATTN_TC_V2=1 CMP_NMSE=$BF16_NMSE compare_forward \
                     "forward gpt2-small shape, 1024 tok, bf16, tensor-core attention v2 (nmse $BF16_NMSE)" "$m" \
                     "$WORK/models/small-long.jsonl" "$(flash_sites 0)" --dtype bfloat16
+            # ... fed by the QKV product's bf16 output (SUBSCOPE_QKV16=1, opt-in; layer 0 keeps
+            # its pattern, so the other layers take it)
+            [ -s "$WORK/models/small-long.jsonl" ] &&
+                SUBSCOPE_ATTN_TC_V2=1 SUBSCOPE_QKV16=1 CMP_NMSE=$BF16_NMSE compare_forward \
+                    "forward gpt2-small shape, 1024 tok, bf16, attention v2 from bf16 q/k/v (nmse $BF16_NMSE)" "$m" \
+                    "$WORK/models/small-long.jsonl" "$(flash_sites 0)" --dtype bfloat16
             [ $KEEP = 1 ] || rm -rf "$m"
         fi
         # wider: d 1024, 8 heads of 128, 2048 positions, bf16 weights, untied

@@ -247,6 +247,49 @@ TEST(cuda_emulated_mlp16_matches_fp32_intermediate) {
     free(ref), free(fused), free(hooked), free(erf_ref), free(erf);
 }
 
+/* mlp_add without the second product's bias (b2 NULL): its cuBLASLt product
+ * must take the default epilogue, not GELU's (lt_matmul_to picked GELU for any
+ * product without a bias, until the QKV16 work read it); the result equals
+ * matmul_gelu + matmul_add's bit for bit. d 64, dm 128, 12 rows, bf16 weights. */
+TEST(cuda_emulated_mlp16_without_output_bias) {
+    const int64_t R = 12, d = 64, dm = 128;
+    ss_backend *gpu = NULL;
+    setenv("SUBSCOPE_MLP16", "1", 1);
+    ss_status st = ss_backend_cuda_open(0, NULL, &gpu);
+    unsetenv("SUBSCOPE_MLP16");
+    CHECK_OK(st);
+    CHECK(gpu->mlp_add != NULL);
+    float *a = ss_test_rvec(R * d, 61, 1.f), *b1 = ss_test_rvec(dm, 62, 0.5f), *x0 = ss_test_rvec(R * d, 63, 1.f);
+    float *w1f = ss_test_rvec(d * dm, 64, 0.2f), *w2f = ss_test_rvec(dm * d, 65, 0.2f);
+    uint16_t *w1 = malloc((size_t)(d * dm) * 2), *w2 = malloc((size_t)(dm * d) * 2);
+    for (int64_t i = 0; i < d * dm; i++) w1[i] = ss_f32_to_bf16(w1f[i]), w2[i] = ss_f32_to_bf16(w2f[i]);
+    void *da, *db1, *dx, *dw1, *dw2, *dpre, *dpost;
+    CHECK_OK(gpu->alloc(gpu, (size_t)(R * d) * 4, "a", &da));
+    CHECK_OK(gpu->alloc(gpu, (size_t)dm * 4, "b1", &db1));
+    CHECK_OK(gpu->alloc(gpu, (size_t)(R * d) * 4, "x", &dx));
+    CHECK_OK(gpu->alloc(gpu, (size_t)(d * dm) * 2, "w1", &dw1));
+    CHECK_OK(gpu->alloc(gpu, (size_t)(dm * d) * 2, "w2", &dw2));
+    CHECK_OK(gpu->alloc(gpu, (size_t)(R * dm) * 4, "pre", &dpre));
+    CHECK_OK(gpu->alloc(gpu, (size_t)(R * dm) * 4, "post", &dpost));
+    CHECK_OK(gpu->upload(gpu, da, a, (size_t)(R * d) * 4));
+    CHECK_OK(gpu->upload(gpu, db1, b1, (size_t)dm * 4));
+    CHECK_OK(gpu->upload(gpu, dw1, w1, (size_t)(d * dm) * 2));
+    CHECK_OK(gpu->upload(gpu, dw2, w2, (size_t)(dm * d) * 2));
+    float *got = ss_test_fvec(R * d, 0), *want = ss_test_fvec(R * d, 0);
+    CHECK_OK(gpu->upload(gpu, dx, x0, (size_t)(R * d) * 4));
+    CHECK_OK(gpu->mlp_add(gpu, dx, dpre, dpost, da, dw1, db1, dw2, NULL, SS_WDTYPE_BF16, R, d, dm, 0, SS_ACT_GELU_TANH));
+    CHECK_OK(gpu->download(gpu, got, dx, (size_t)(R * d) * 4));
+    CHECK_OK(gpu->upload(gpu, dx, x0, (size_t)(R * d) * 4));
+    CHECK_OK(gpu->matmul_gelu(gpu, dpost, da, dw1, SS_WDTYPE_BF16, db1, R, dm, d, 0, SS_ACT_GELU_TANH));
+    CHECK_OK(gpu->matmul_add(gpu, dx, dpost, dw2, SS_WDTYPE_BF16, NULL, R, d, dm, 0));
+    CHECK_OK(gpu->download(gpu, want, dx, (size_t)(R * d) * 4));
+    CHECK(!memcmp(got, want, (size_t)(R * d) * 4));
+    void *bufs[] = {da, db1, dx, dw1, dw2, dpre, dpost};
+    for (int i = 0; i < 7; i++) gpu->release(gpu, bufs[i]);
+    ss_backend_cuda_close(gpu);
+    free(a), free(b1), free(x0), free(w1f), free(w2f), free(w1), free(w2), free(got), free(want);
+}
+
 /* The same for the Llama family: SwiGLU's output written in 16 bits by its
  * kernel (ss_k_swiglu16) and read by the down projection, bit for bit the
  * logits of the fp32 output that matmul_add rounds to 16 bits; not in a layer
@@ -501,9 +544,9 @@ TEST(cuda_emulated_tensor_core_attention_settings) {
  * and without attention_lowp. With it the logits move by bf16 rounding of
  * attention (more than nothing, NMSE < 1e-4); with every layer's pattern
  * wanted, or float32 weights, they are bit for bit those without it. */
-static void forward_logits(int wdtype, const char *attn_tc, const char *globs, float **lg) {
-    ss_config c = {.n_layer = 2, .n_head = 2, .n_embd = 128, .n_positions = 64, .vocab_size = 97, .n_inner = 256,
-                   .ln_eps = 1e-5, .tie_word_embeddings = 1, .scale_attn_weights = 1};
+static void forward_logits_heads(int wdtype, const char *attn_tc, const char *globs, int n_head, float **lg) {
+    ss_config c = {.n_layer = 2, .n_head = n_head, .n_embd = 128, .n_positions = 64, .vocab_size = 97,
+                   .n_inner = 256, .ln_eps = 1e-5, .tie_word_embeddings = 1, .scale_attn_weights = 1};
     ss_model *m = NULL;
     ss_backend *gpu = NULL;
     *lg = NULL;
@@ -528,6 +571,11 @@ static void forward_logits(int wdtype, const char *attn_tc, const char *globs, f
     free(want);
     ss_model_free(m);
     ss_backend_cuda_close(gpu);
+}
+
+/* Two heads of 64. */
+static void forward_logits(int wdtype, const char *attn_tc, const char *globs, float **lg) {
+    forward_logits_heads(wdtype, attn_tc, globs, 2, lg);
 }
 
 TEST(cuda_emulated_forward_takes_tensor_core_attention_for_bf16_models) {
@@ -561,6 +609,49 @@ TEST(cuda_emulated_forward_takes_tensor_core_attention_for_bf16_models) {
     }
     free(lowp2);
     free(ref), free(lowp), free(pat), free(pat_ref), free(f32a), free(f32b);
+}
+
+/* SUBSCOPE_QKV16=1 with SUBSCOPE_ATTN_TC_V2=1 (attention_lowp_qkv): GPT-2's QKV
+ * product writes q, k, v in bf16 for the second tensor-core attention, which
+ * scales the scores itself; the pack kernel no longer runs. At head size 64
+ * (scale 1/8, a power of two) the logits are the pack path's bit for bit,
+ * with the norm fused or (layer 0's hook_normalized wanted) not; at 128 they
+ * differ by q's rounding before the scale instead of after, as much as either
+ * rounding differs from fp32 attention (7.6e-5 here): the bf16-attention bound
+ * above, NMSE < 1e-4. With hook_q wanted in layer 1 that layer packs again. */
+static void qkv16_logits(const char *qkv16, const char *globs, int n_head, float **lg, long *packs) {
+    setenv("SUBSCOPE_ATTN_TC_V2", "1", 1);
+    if (qkv16) setenv("SUBSCOPE_QKV16", qkv16, 1);
+    long before = ss_emu_launch_count("ss_k_attn_pack_bf16");
+    forward_logits_heads(SS_WDTYPE_BF16, NULL, globs, n_head, lg);
+    *packs = ss_emu_launch_count("ss_k_attn_pack_bf16") - before;
+    unsetenv("SUBSCOPE_QKV16");
+    unsetenv("SUBSCOPE_ATTN_TC_V2");
+}
+
+TEST(cuda_emulated_qkv16_matches_packed_attention) {
+    const size_t n = 70 * 97;
+    float *ref = NULL, *fused = NULL, *ln = NULL, *hq = NULL, *ref128 = NULL, *f128 = NULL, *ref8 = NULL, *f8 = NULL;
+    long p_ref, p_fused, p_ln, p_hq, p_ref128, p_f128, p_ref8, p_f8;
+    qkv16_logits(NULL, NULL, 2, &ref, &p_ref);
+    qkv16_logits("1", NULL, 2, &fused, &p_fused);
+    qkv16_logits("1", "blocks.0.ln1.hook_normalized", 2, &ln, &p_ln);
+    qkv16_logits("1", "blocks.1.attn.hook_q", 2, &hq, &p_hq);
+    qkv16_logits(NULL, NULL, 1, &ref128, &p_ref128);
+    qkv16_logits("1", NULL, 1, &f128, &p_f128);
+    qkv16_logits(NULL, NULL, 16, &ref8, &p_ref8); /* head size 8: no tensor cores, the separate ops */
+    qkv16_logits("1", NULL, 16, &f8, &p_f8);
+    if (!ref || !fused || !ln || !hq || !ref128 || !f128 || !ref8 || !f8) goto out;
+    printf(" [pack launches: %ld packed, %ld from the product, %ld with layer 1's hook_q; dh 128: nmse %.2e]", p_ref,
+           p_fused, p_hq, nmse(f128, ref128, n));
+    CHECK(p_ref == 2 && p_fused == 0 && p_ln == 0 && p_hq == 1 && p_ref128 == 2 && p_f128 == 0);
+    CHECK(!memcmp(ref, fused, n * sizeof(float)));
+    CHECK(!memcmp(ref, ln, n * sizeof(float)));
+    CHECK(!memcmp(ref, hq, n * sizeof(float)));
+    CHECK(nmse(f128, ref128, n) < 1e-4);
+    CHECK(p_ref8 == 0 && p_f8 == 0 && !memcmp(ref8, f8, n * sizeof(float)));
+out:
+    free(ref), free(fused), free(ln), free(hq), free(ref128), free(f128), free(ref8), free(f8);
 }
 
 /* collect on the (emulated) GPU: sites reduced on the device per batch with

@@ -658,8 +658,41 @@ static void attention_tc_vs_cpu(tc_attention_fn fn, const char *which, int n_cas
 
 TEST(kernel_attention_tc_bf16_vs_cpu) { attention_tc_vs_cpu(ss_cuda_attention_flash_bf16, "tc", 3); }
 
+/* The second version from bf16 rows a product wrote (ss_cuda_attention_flash_bf16_v2_from16):
+ * Q unscaled, the scale applied to the fp32 scores. Against the CPU op given the same bf16
+ * operands and the scale: the bound above. At dh 64 the scale is 1/8, a power of two, so
+ * the result equals the pack path's bit for bit (bf16(q)/8 = bf16(q/8)). GQA, two sequences. */
+static void attention_tc2_from16(int64_t dh) {
+    const ss_backend *be = ss_backend_cpu();
+    const int64_t H = 2, Hkv = 1, d = H * dh, ld = (H + 2 * Hkv) * dh, n_seq = 2, start[2] = {0, 70}, len[2] = {70, 9},
+                  rows = 79;
+    const float scale = (float)(1.0 / sqrt((double)dh));
+    float *x = ss_test_rvec(rows * ld, 77, 1.f), *r = ss_test_fvec(rows * ld, 0), *z = ss_test_fvec(rows * d, NAN),
+          *zr = ss_test_fvec(rows * d, 0), *zp = ss_test_fvec(rows * d, NAN);
+    uint16_t *q16 = aligned_alloc(16, (size_t)(rows * ld) * sizeof(uint16_t));
+    for (int64_t i = 0; i < rows * ld; i++) {
+        x[i] *= i % ld < d + Hkv * dh ? 3.f : 1.f;
+        q16[i] = ss_f32_to_bf16(x[i]);
+        r[i] = ss_bf16_to_f32(q16[i]);
+    }
+    CHECK_OK(be->attention(be, zr, r, r + d, r + d + Hkv * dh, ld, n_seq, start, len, H, Hkv, dh, scale, NULL, NULL));
+    CHECK(ss_cuda_attention_flash_bf16_v2_from16(z, q16, ld, n_seq, start, len, 70, H, Hkv, dh, scale, NULL) == 0);
+    char nm[64];
+    snprintf(nm, sizeof nm, "attention tc2 from bf16 rows, dh=%lld", (long long)dh);
+    CHECK(ss_test_compare(nm, z, zr, rows * d, 4e-3, 0) == 0);
+    if (dh == 64) {
+        CHECK(tc2_call(zp, x, x + d, x + d + Hkv * dh, ld, n_seq, start, len, 70, H, Hkv, dh, scale, NULL) == 0);
+        CHECK_MSG(!memcmp(z, zp, (size_t)(rows * d) * sizeof(float)), "dh 64: not the pack path's result bit for bit");
+    }
+    CHECK(ss_cuda_attention_flash_bf16_v2_from16(z, q16, ld + 4, n_seq, start, len, 70, H, Hkv, dh, scale, NULL) ==
+          1); /* rows not 16-byte multiples */
+    free(x), free(r), free(z), free(zr), free(zp), free(q16);
+}
+
 TEST(kernel_attention_tc2_bf16_vs_cpu) {
     attention_tc_vs_cpu(tc2_call, "tc2", 5);
+    attention_tc2_from16(64);
+    attention_tc2_from16(128);
     /* a workspace that is not 16-byte aligned is refused */
     float x[3 * 64] = {0};
     const int64_t st0 = 0, l0 = 1;
