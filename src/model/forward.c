@@ -264,21 +264,19 @@ static ss_status norm(const ss_backend *be, const ss_config *c, float *out, cons
                                         : be->layernorm(be, out, x, w, b, R, d, (float)c->ln_eps);
 }
 
-ss_status ss_block_forward(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, float *x, const ss_block_bufs *b) {
+/* The attention half of a block up to z: the norm, the QKV product, q/k/v's
+ * hooks and rotation, attention (with the pattern when wp). norm16: the
+ * backend's norm_matmul may take the norm and the product. */
+static ss_status block_attention(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, const float *x,
+                                 const ss_block_bufs *b, int norm16, int wp) {
     const ss_backend *be = f->be;
     const ss_config *c = &f->m->cfg;
     const ss_packing *pk = f->pk;
     const ss_gpt2_layer *L = &w->layers[l];
     const ss_dims D = ss_model_dims(c);
     const int64_t d = D.d, R = pk->rows, kvw = D.Hkv * D.dh;
-    const size_t Rd = (size_t)(R * d), Rpw = (size_t)(R * D.pw), Rdm = (size_t)(R * D.dm), Rq = (size_t)(R * D.qw);
+    const size_t Rd = (size_t)(R * d), Rq = (size_t)(R * D.qw);
     const float scale = c->scale_attn_weights ? (float)(1.0 / sqrt((double)D.dh)) : 1.0f;
-
-    if (!b->resumed) SS_TRY(ss_hook_site(f, SS_SITE_RESID_PRE, l, x, Rd, 0, d));
-    if (b->save_pre) SS_TRY(be->copy_rows(be, b->save_pre, x, d, R, d));
-    /* nobody reads the normalised rows: the backend may write them in the product's 16 bits */
-    const int norm16 = be->norm_matmul && (w->wdtype == SS_WDTYPE_BF16 || w->wdtype == SS_WDTYPE_F16) && !b->keep_pre;
-    const int wp = ss_hook_wants(f, SS_SITE_PATTERN, l);
     /* nobody reads q, k, v (GPT-2: no rotation), nor the pattern, nor a backward pass: the
      * QKV product may write them in bf16 for a tensor-core attention, normalising x itself
      * unless the norm's site is wanted */
@@ -321,6 +319,24 @@ ss_status ss_block_forward(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, floa
             SS_TRY(be->attention(be, b->z, b->qkv, b->qkv + D.zw, b->qkv + D.zw + kvw, D.qw, pk->n_seq, pk->start,
                                  pk->len, D.H, D.Hkv, D.dh, scale, wp ? f->pattern : NULL, f->pattern_off));
     }
+    return SS_OK;
+}
+
+ss_status ss_block_forward(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, float *x, const ss_block_bufs *b) {
+    const ss_backend *be = f->be;
+    const ss_config *c = &f->m->cfg;
+    const ss_packing *pk = f->pk;
+    const ss_gpt2_layer *L = &w->layers[l];
+    const ss_dims D = ss_model_dims(c);
+    const int64_t d = D.d, R = pk->rows;
+    const size_t Rd = (size_t)(R * d), Rpw = (size_t)(R * D.pw), Rdm = (size_t)(R * D.dm);
+
+    if (!b->resumed) SS_TRY(ss_hook_site(f, SS_SITE_RESID_PRE, l, x, Rd, 0, d));
+    if (b->save_pre) SS_TRY(be->copy_rows(be, b->save_pre, x, d, R, d));
+    /* nobody reads the normalised rows: the backend may write them in the product's 16 bits */
+    const int norm16 = be->norm_matmul && (w->wdtype == SS_WDTYPE_BF16 || w->wdtype == SS_WDTYPE_F16) && !b->keep_pre;
+    const int wp = ss_hook_wants(f, SS_SITE_PATTERN, l);
+    SS_TRY(block_attention(f, w, l, x, b, norm16, wp));
     /* The pattern is reported after z is computed from it, so editing it has no effect. */
     if (wp) SS_TRY(ss_hook_site(f, SS_SITE_PATTERN, l, f->pattern, (size_t)f->pat_total, 0, 0));
     SS_TRY(ss_hook_site(f, SS_SITE_Z, l, b->z, (size_t)(R * D.zw), 0, D.zw));
