@@ -573,6 +573,22 @@ static ss_status scratch16(const ss_backend *be, uint16_t **buf, size_t *cap, si
     return SS_OK;
 }
 
+/* c->a16 = x [M, K] in the 16-bit type t16 (SS_CUDA_F16 or SS_CUDA_BF16),
+ * converted, or with nw normalised first (RMSNorm with rms, else LayerNorm
+ * with nb; fp32 weights), rounded to nearest even either way: the 16-bit
+ * operand of the products below. */
+static ss_status rows16(const ss_backend *be, const float *x, const float *nw, const float *nb, float eps, int rms,
+                        int64_t M, int64_t K, int t16) {
+    cuda_impl *c = IMPL(be);
+    SS_TRY(scratch16(be, &c->a16, &c->a16_cap, (size_t)(M * K), "bf16 activations"));
+    if (!nw) KL(ss_cuda_convert(c->a16, t16, x, SS_CUDA_F32, M * K, c->stream), "16-bit conversion");
+    else
+        KL(rms ? ss_cuda_rmsnorm_to(c->a16, t16, x, nw, SS_CUDA_F32, M, K, eps, c->stream)
+               : ss_cuda_layernorm_to(c->a16, t16, x, nw, nb, SS_CUDA_F32, M, K, eps, c->stream),
+           "norm kernel (16-bit output)");
+    return SS_OK;
+}
+
 /* The end of a product that cuBLAS (not cuBLASLt) ran: its status checked,
  * then the bias and the activation in one pass of the bias kernel. */
 static ss_status product_done(const ss_backend *be, cublasStatus_t s, float *C, const float *bias, int64_t M,
@@ -622,11 +638,7 @@ static ss_status cu_product(const ss_backend *be, float *C, const float *A, cons
     if (b_dtype == SS_WDTYPE_BF16 || b_dtype == SS_WDTYPE_F16) {
         /* Tensor cores take both operands in the weights' 16-bit type: round
          * the activations into a scratch buffer, accumulate and write C in fp32. */
-        const int f16 = b_dtype == SS_WDTYPE_F16;
-        size_t need = (size_t)(M * K);
-        SS_TRY(scratch16(be, &c->a16, &c->a16_cap, need, "bf16 activations"));
-        KL(ss_cuda_convert(c->a16, f16 ? SS_CUDA_F16 : SS_CUDA_BF16, A, SS_CUDA_F32, (int64_t)need, c->stream),
-           "16-bit conversion");
+        SS_TRY(rows16(be, A, NULL, NULL, 0.f, 0, M, K, b_dtype == SS_WDTYPE_F16 ? SS_CUDA_F16 : SS_CUDA_BF16));
         return product16(be, C, c->a16, B, b_dtype, bias, M, N, K, trans_b, act, accumulate);
     }
     if (b_dtype != SS_WDTYPE_F32)
@@ -686,10 +698,8 @@ static ss_status cu_mlp_add(const ss_backend *be, float *x, float *pre, float *p
     }
     if (c->lt && w16 && act == SS_ACT_GELU_TANH && fits) {
         const cudaDataType t16 = f16 ? CUDA_R_16F : CUDA_R_16BF;
-        SS_TRY(scratch16(be, &c->a16, &c->a16_cap, (size_t)(rows * d), "bf16 activations"));
         SS_TRY(scratch16(be, &c->h16, &c->h16_cap, (size_t)(rows * dm), "16-bit MLP activations"));
-        KL(ss_cuda_convert(c->a16, f16 ? SS_CUDA_F16 : SS_CUDA_BF16, a, SS_CUDA_F32, rows * d, c->stream),
-           "16-bit conversion");
+        SS_TRY(rows16(be, a, NULL, NULL, 0.f, 0, rows, d, f16 ? SS_CUDA_F16 : SS_CUDA_BF16));
         if (lt_matmul_to(c, c->h16, t16, c->a16, w1, t16, b1, 1, 0, rows, dm, d, trans_b) == CUBLAS_STATUS_SUCCESS &&
             lt_matmul(c, x, c->h16, w2, t16, b2, 0, 1, rows, d, dm, trans_b) == CUBLAS_STATUS_SUCCESS)
             return SS_OK;
@@ -745,10 +755,7 @@ static ss_status cu_norm_matmul(const ss_backend *be, float *C, float *scratch, 
     if ((wdtype == SS_WDTYPE_BF16 || wdtype == SS_WDTYPE_F16) && M > 0 && M <= INT32_MAX && N <= INT32_MAX &&
         K <= INT32_MAX) {
         const int t16 = wdtype == SS_WDTYPE_F16 ? SS_CUDA_F16 : SS_CUDA_BF16;
-        SS_TRY(scratch16(be, &c->a16, &c->a16_cap, (size_t)(M * K), "bf16 activations"));
-        KL(rms ? ss_cuda_rmsnorm_to(c->a16, t16, x, nw, SS_CUDA_F32, M, K, eps, c->stream)
-               : ss_cuda_layernorm_to(c->a16, t16, x, nw, nb, SS_CUDA_F32, M, K, eps, c->stream),
-           "norm kernel (16-bit output)");
+        SS_TRY(rows16(be, x, nw, nb, eps, rms, M, K, t16));
         return product16(be, C, c->a16, W, wdtype, bias, M, N, K, trans_b, cact, 0);
     }
     SS_TRY(rms ? cu_rmsnorm(be, scratch, x, nw, M, K, eps) : cu_layernorm(be, scratch, x, nw, nb, M, K, eps));
@@ -1199,13 +1206,7 @@ static ss_status cu_attention_lowp_qkv(const ss_backend *be, float *z, float *qk
     if (c->lt && wdtype == SS_WDTYPE_BF16 && (dh == 64 || dh == 128) && Hkv >= 1 && H % Hkv == 0 && R > 0 &&
         R <= INT32_MAX && N <= INT32_MAX && d <= INT32_MAX && max_len > 0 && (max_len + 63) / 64 <= 65535 &&
         n_seq * H <= INT32_MAX) {
-        SS_TRY(scratch16(be, &c->a16, &c->a16_cap, (size_t)(R * d), "bf16 activations"));
-        if (nw)
-            KL(rms ? ss_cuda_rmsnorm_to(c->a16, SS_CUDA_BF16, x, nw, SS_CUDA_F32, R, d, eps, c->stream)
-                   : ss_cuda_layernorm_to(c->a16, SS_CUDA_BF16, x, nw, nb, SS_CUDA_F32, R, d, eps, c->stream),
-               "norm kernel (16-bit output)");
-        else
-            KL(ss_cuda_convert(c->a16, SS_CUDA_BF16, x, SS_CUDA_F32, R * d, c->stream), "16-bit conversion");
+        SS_TRY(rows16(be, x, nw, nb, eps, rms, R, d, SS_CUDA_BF16));
         SS_TRY(scratch16(be, &c->qkv16, &c->qkv16_cap, (size_t)(R * N), "bf16 Q, K, V"));
         if (lt_matmul_to(c, c->qkv16, CUDA_R_16BF, c->a16, W, CUDA_R_16BF, bias, 0, 0, R, N, d, trans_b) ==
             CUBLAS_STATUS_SUCCESS) {
