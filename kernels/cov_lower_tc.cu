@@ -6,105 +6,152 @@
  * (relative 2^-9), which averages out over the rows but bounds each term.
  * The comparison the issue asks for: the triangle on tensor cores against
  * cublasGemmEx's full bf16 product of the same data (bench/gpu/kernel_bench.cu).
- * Opt-in for collect (SUBSCOPE_COV_KERNEL=tc); written without a GPU, so
- * kernel_check must confirm it and kernel_bench time it before it is more.
+ * Opt-in for collect (SUBSCOPE_COV_KERNEL=tc).
  *
- * Design: one block of 8 warps per 128 x 128 tile of C on or below the
- * diagonal (the tile decoded from the linear block index, as in cov_lower);
- * warp (wm, wn) owns rows 64 wm .. +63 and columns 32 wn .. +31 of the tile:
- * 4 x 4 products of 16 x 8. Per step, 32 rows of X pass through shared memory
- * transposed, column-major with the rows contiguous (As[col][row], a row of
- * 32 + 8 halves = 20 words), which is the layout both fragments want: A is
- * Xc^T's 16 x 16 (rows = columns of X, k = rows of X) and B is Xc's 16 x 8 by
- * column, so every fragment register is one aligned 32-bit load, and the
- * 20-word stride puts the 32 lanes of a fragment load on 32 banks (g * 20 + t
- * mod 32 is distinct for g < 8, t < 4). Each thread loads two rows of one
- * column per slot (coalesced across the warp) and stores them as one word.
- * A diagonal tile loads its strip once and skips the two warps whose block
- * lies wholly above the diagonal. Rows past n and columns past d load as 0.
- * No register prefetch or cp.async pipeline yet (the emulation has no
- * cp.async): two blocks per SM hide the loads. */
+ * Three kernels, in the order they run:
+ * 1. ss_k_cov_center writes Xc once into the workspace: bf16, rows padded
+ *    with zeros to a multiple of the 32-row step, each row ldw = d rounded up
+ *    to 8 halves (16 bytes) with zeros after d. The first kernel (H100, d
+ *    3072: 6.0 ms, 26 TFLOP/s per useful FLOP) centred and converted every
+ *    value as it loaded it, one scalar load at a time, with no pipeline: the
+ *    loads, not the products, set its pace. Centring first lets cp.async
+ *    bring 16-byte chunks of Xc straight into shared memory.
+ * 2. ss_k_cov_lower_tc: one block of 4 warps per 128 x 128 tile of C on or
+ *    below the diagonal (tile from the linear block index); warp (wm, wn)
+ *    owns the 64 x 64 block at rows 64 wm, columns 64 wn, 4 x 8 products of
+ *    16 x 8 per 16 rows of Xc (64 x 64 per warp halves the shared-memory reads
+ *    per product of 64 x 32). 32-row steps of Xc pass through a 4-stage
+ *    cp.async pipeline, stored as in global memory ([row][column], rows
+ *    padded to 136 halves so that the 8 rows of an ldmatrix fall on distinct
+ *    banks); ldmatrix.x4.trans gives both operands' fragments from that
+ *    layout (A = Xc^T by rows, B = Xc by columns). A diagonal tile loads one
+ *    strip for both operands; warps wholly above the diagonal or past d do
+ *    no products. With few tiles (small d) the rows are split over
+ *    blockIdx.y so that the GPU fills (about two waves of an H100's 132 SMs,
+ *    each split at least 8 steps): split s writes its partial triangle to
+ *    the workspace.
+ * 3. ss_k_cov_sum_splits adds the splits' partial triangles in split order
+ *    (deterministic: no atomics) into C.
+ * The split count depends only on n and d, never on the device, so the
+ * result is the same on every GPU and under the emulation. */
 #include "ss_cuda.cuh"
 #include "mma.cuh"
 
-#define TC_T 128                        /* tile edge */
-#define TC_K 32                         /* rows of X per step */
-#define TC_W (TC_K / 2 + 4)             /* words per shared row: 32 halves + 8 of padding */
-#define TC_THREADS 256
-#define TC_SLOTS (TC_K / 2 * TC_T / TC_THREADS) /* row pairs each thread loads per strip: 8 */
+#define CT_T 128                        /* tile edge */
+#define CT_K 32                         /* rows of Xc per pipeline step */
+#define CT_STAGES 4                     /* pipeline depth */
+#define CT_SK (CT_T + 8)                /* halves per shared row (272 bytes: ldmatrix rows on distinct banks) */
+#define CT_THREADS 128                  /* 4 warps */
+#define CT_STAGE (2 * CT_K * CT_SK)     /* halves per stage: A's strip, then B's */
+#define CT_SMEM (CT_STAGES * CT_STAGE * 2) /* bytes of dynamic shared memory: 69632 */
+#define CT_CHUNKS (CT_K * CT_T / 8 / CT_THREADS) /* 16-byte chunks per thread per strip: 4 */
+#define CT_FILL_BLOCKS 264              /* split until about this many blocks */
+#define CT_MIN_STEPS 8                  /* ... keeping at least this many steps per split */
 
-/* Rows r and r + 1 of column c of X, centred in fp32 and rounded to bf16,
- * packed low/high; 0 outside [0, n) x [0, d). */
-SS_DEV uint32_t tc_pair(const void *x, int dt, int64_t ld, int64_t r, int64_t c, float m, int64_t n, int64_t d) {
-    float a = 0.f, b = 0.f;
-    if (c < d) {
-        if (r < n) a = ss_load_weight(x, dt, r * ld + c) - m;
-        if (r + 1 < n) b = ss_load_weight(x, dt, (r + 1) * ld + c) - m;
+/* 1. Xc[r][c] = bf16(x[r][c] - m[c]) for r < n, c < d; 0 elsewhere in n_pad x ldw. */
+SS_KERNEL(ss_k_cov_center, (uint32_t *, xc), (int64_t, ldw), (const void *, x), (int, dt), (int64_t, ldx),
+          (const float *, mean), (int64_t, n), (int64_t, n_pad), (int64_t, d)) {
+    const int64_t per_row = ldw / 8, total = n_pad * per_row;
+    for (int64_t q = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; q < total; q += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = q / per_row, c0 = 8 * (q % per_row);
+        uint32_t w[4];
+        SS_UNROLL
+        for (int e = 0; e < 4; e++) {
+            float v[2] = {0.f, 0.f};
+            SS_UNROLL
+            for (int h = 0; h < 2; h++) {
+                const int64_t c = c0 + 2 * e + h;
+                if (r < n && c < d) v[h] = ss_load_weight(x, dt, r * ldx + c) - (mean ? mean[c] : 0.f);
+            }
+            w[e] = ss_pack_bf16(v[0], v[1]);
+        }
+        uint32_t *o = xc + (r * ldw + c0) / 2;
+        o[0] = w[0], o[1] = w[1], o[2] = w[2], o[3] = w[3];
     }
-    return ss_pack_bf16(a, b);
 }
 
-SS_KERNEL(ss_k_cov_lower_tc, (float *, cm), (int64_t, ldc), (const void *, x), (int, dt), (int64_t, ldx),
-          (const float *, mean), (int64_t, n), (int64_t, d)) {
-    __shared__ uint32_t As[TC_T * TC_W];
-    __shared__ uint32_t Bs[TC_T * TC_W];
-
+/* 2. The products of one tile over split blockIdx.y's steps [k_first, k_end):
+ * c is C (ldc) with one split, else the partial triangles, cstride apart. */
+SS_KERNEL(ss_k_cov_lower_tc, (float *, c), (int64_t, ldc), (int64_t, cstride), (const uint16_t *, xc),
+          (int64_t, ldw), (int64_t, d), (int64_t, steps), (int64_t, steps_per)) {
+    SS_DYN_SHARED(uint16_t, sm);
     /* Linear block index b -> tile (ti, tj), ti >= tj, b = ti(ti+1)/2 + tj. */
     const int64_t b = blockIdx.x;
     int64_t ti = (int64_t)((sqrt(8.0 * (double)b + 1.0) - 1.0) * 0.5);
     while (ti * (ti + 1) / 2 > b) ti--;
     while ((ti + 1) * (ti + 2) / 2 <= b) ti++;
-    const int64_t tj = b - ti * (ti + 1) / 2, i0 = ti * TC_T, j0 = tj * TC_T;
+    const int64_t tj = b - ti * (ti + 1) / 2, i0 = ti * CT_T, j0 = tj * CT_T;
     const int diag = ti == tj;
+    const int64_t k_first = (int64_t)blockIdx.y * steps_per, nk = SS_MIN(steps, k_first + steps_per) - k_first;
+    c += (int64_t)blockIdx.y * cstride;
 
     const int tid = (int)threadIdx.x, lane = tid & 31, w = tid >> 5, g = lane >> 2, t = lane & 3;
-    const int wm = w >> 2, wn = w & 3;
-    /* the warp's block lies above the diagonal: rows 64wm..64wm+63 < columns 32wn.. */
-    const int idle = diag && 32 * wn > 64 * wm + 63;
-    /* load slot: column lc of the strip, row pairs lp, lp + 2, ... */
-    const int lc = tid & (TC_T - 1), lp = tid >> 7;
-    float ma = 0.f, mb = 0.f;
-    if (mean) {
-        if (i0 + lc < d) ma = mean[i0 + lc];
-        if (j0 + lc < d) mb = mean[j0 + lc];
-    }
-    const uint32_t *bsrc = diag ? As : Bs;
+    const int wm = w >> 1, wn = w & 1, lm = lane >> 3, lr = lane & 7;
+    /* no products for a warp wholly above the diagonal, or whose rows or columns start past d */
+    const int idle = (diag && wn > wm) || i0 + 64 * wm >= d || j0 + 64 * wn >= d;
 
-    float acc[4][4][4];
+    /* This thread's chunks of a strip: chunk q = tid + CT_THREADS * i is row
+     * q / 16, columns 8 (q % 16) ..+7; columns past ldw are zero-filled. */
+#define CT_LOAD(step, buf)                                                                                          \
+    do {                                                                                                            \
+        uint16_t *as_ = sm + (buf)*CT_STAGE;                                                                        \
+        const uint16_t *src_ = xc + (k_first + (step)) * CT_K * ldw;                                                \
+        SS_UNROLL                                                                                                   \
+        for (int i_ = 0; i_ < CT_CHUNKS; i_++) {                                                                    \
+            const int q_ = tid + CT_THREADS * i_, row_ = q_ >> 4, col_ = 8 * (q_ & 15);                             \
+            const uint16_t *rs_ = src_ + row_ * ldw;                                                                \
+            ss_cp_async16(as_ + row_ * CT_SK + col_, rs_ + (i0 + col_ < ldw ? i0 + col_ : 0), i0 + col_ < ldw ? 16 : 0); \
+            if (!diag)                                                                                              \
+                ss_cp_async16(as_ + CT_K * CT_SK + row_ * CT_SK + col_, rs_ + (j0 + col_ < ldw ? j0 + col_ : 0),    \
+                              j0 + col_ < ldw ? 16 : 0);                                                            \
+        }                                                                                                           \
+        ss_cp_async_commit();                                                                                       \
+    } while (0)
+
+    SS_UNROLL
+    for (int st = 0; st < CT_STAGES - 1; st++) {
+        if (st < nk) CT_LOAD(st, st);
+        else ss_cp_async_commit(); /* an empty group keeps the count the waits rely on */
+    }
+
+    float acc[4][8][4];
     SS_UNROLL
     for (int mt = 0; mt < 4; mt++)
         SS_UNROLL
-        for (int nt = 0; nt < 4; nt++) acc[mt][nt][0] = acc[mt][nt][1] = acc[mt][nt][2] = acc[mt][nt][3] = 0.f;
+        for (int nt = 0; nt < 8; nt++) acc[mt][nt][0] = acc[mt][nt][1] = acc[mt][nt][2] = acc[mt][nt][3] = 0.f;
+    /* ldmatrix row addresses (.trans): lane l gives row lr of matrix lm. A's
+     * matrices (rows i, k-pairs): (k +0, i +0), (k +0, i +8), (k +8, i +0),
+     * (k +8, i +8) = a[0..3]; B's: (k +0, j +0), (k +8, j +0) = b[0..1] of one
+     * 8-column tile, the same at j +8 for the next. */
+    const int a_off = (8 * (lm >> 1) + lr) * CT_SK + 64 * wm + 8 * (lm & 1);
+    const int b_off = (8 * (lm & 1) + lr) * CT_SK + 64 * wn + 8 * (lm >> 1);
 
-    for (int64_t k0 = 0; k0 < n; k0 += TC_K) {
-        __syncthreads(); /* the previous step's fragments are read */
-        SS_UNROLL
-        for (int q = 0; q < TC_SLOTS; q++) {
-            const int p = lp + 2 * q; /* row pair: rows k0 + 2p, k0 + 2p + 1 */
-            As[lc * TC_W + p] = tc_pair(x, dt, ldx, k0 + 2 * p, i0 + lc, ma, n, d);
-            if (!diag) Bs[lc * TC_W + p] = tc_pair(x, dt, ldx, k0 + 2 * p, j0 + lc, mb, n, d);
-        }
-        __syncthreads();
+    for (int64_t it = 0; it < nk; it++) {
+        ss_cp_async_wait(CT_STAGES - 2); /* this thread's copies of step it have landed */
+        __syncthreads();                 /* everyone's have, and step it - 1's buffer is read */
+        if (it + CT_STAGES - 1 < nk) CT_LOAD(it + CT_STAGES - 1, (it + CT_STAGES - 1) % CT_STAGES);
+        else ss_cp_async_commit();
         if (idle) continue;
+        const uint16_t *as = sm + (it % CT_STAGES) * CT_STAGE, *bs = diag ? as : as + CT_K * CT_SK;
         SS_UNROLL
-        for (int ks = 0; ks < TC_K / 16; ks++) {
-            uint32_t af[4][4], bf[4][2];
+        for (int ks = 0; ks < CT_K / 16; ks++) {
+            uint32_t af[4][4];
             SS_UNROLL
-            for (int mt = 0; mt < 4; mt++) {
-                const uint32_t *r0 = As + (64 * wm + 16 * mt + g) * TC_W + 8 * ks + t, *r1 = r0 + 8 * TC_W;
-                af[mt][0] = r0[0], af[mt][1] = r1[0], af[mt][2] = r0[4], af[mt][3] = r1[4];
-            }
+            for (int mt = 0; mt < 4; mt++) ss_ldsm_x4_t(af[mt], as + 16 * ks * CT_SK + a_off + 16 * mt);
             SS_UNROLL
-            for (int nt = 0; nt < 4; nt++) {
-                const uint32_t *r = bsrc + (32 * wn + 8 * nt + g) * TC_W + 8 * ks + t;
-                bf[nt][0] = r[0], bf[nt][1] = r[4];
-            }
-            SS_UNROLL
-            for (int mt = 0; mt < 4; mt++)
+            for (int np = 0; np < 4; np++) {
+                uint32_t bf[4];
+                ss_ldsm_x4_t(bf, bs + 16 * ks * CT_SK + b_off + 16 * np);
                 SS_UNROLL
-                for (int nt = 0; nt < 4; nt++) ss_mma_bf16_16816(acc[mt][nt], af[mt], bf[nt]);
+                for (int mt = 0; mt < 4; mt++) {
+                    ss_mma_bf16_16816(acc[mt][2 * np], af[mt], bf);
+                    ss_mma_bf16_16816(acc[mt][2 * np + 1], af[mt], bf + 2);
+                }
+            }
         }
     }
+    ss_cp_async_wait(0);
+#undef CT_LOAD
     if (idle) return;
     SS_UNROLL
     for (int mt = 0; mt < 4; mt++)
@@ -113,21 +160,75 @@ SS_KERNEL(ss_k_cov_lower_tc, (float *, cm), (int64_t, ldc), (const void *, x), (
             const int64_t i = i0 + 64 * wm + 16 * mt + g + 8 * h;
             if (i >= d) continue;
             SS_UNROLL
-            for (int nt = 0; nt < 4; nt++)
+            for (int nt = 0; nt < 8; nt++)
                 SS_UNROLL
                 for (int e = 0; e < 2; e++) {
-                    const int64_t j = j0 + 32 * wn + 8 * nt + 2 * t + e;
-                    if (j <= i && j < d) cm[i * ldc + j] = acc[mt][nt][2 * h + e];
+                    const int64_t j = j0 + 64 * wn + 8 * nt + 2 * t + e;
+                    if (j <= i) c[i * ldc + j] = acc[mt][nt][2 * h + e];
                 }
         }
 }
 
+/* 3. C's lower triangle = the sum of the splits' partial triangles (d x d each), in split order. */
+SS_KERNEL(ss_k_cov_sum_splits, (float *, c), (int64_t, ldc), (const float *, part), (int64_t, d), (int, splits)) {
+    const int64_t i = blockIdx.x;
+    for (int64_t j = threadIdx.x; j <= i; j += blockDim.x) {
+        float s = 0.f;
+        for (int p = 0; p < splits; p++) s += part[(int64_t)p * d * d + i * d + j];
+        c[i * ldc + j] = s;
+    }
+}
+
+/* The work's shape for n rows of width d: the workspace row (ldw halves),
+ * the 32-row steps, the splits and their steps, and the workspace's two
+ * parts (Xc, then the partial triangles when there is more than one split). */
+typedef struct {
+    int64_t ldw, steps, steps_per, splits, tiles;
+    size_t xc_bytes, part_bytes;
+} ct_plan;
+
+static ct_plan ct_plan_of(int64_t n, int64_t d) {
+    ct_plan p;
+    const int64_t tt = ss_cdiv(d, CT_T);
+    p.tiles = tt * (tt + 1) / 2;
+    p.ldw = ss_cdiv(d, 8) * 8;
+    p.steps = ss_cdiv(n, CT_K);
+    int64_t s = ss_cdiv(CT_FILL_BLOCKS, p.tiles), most = p.steps / CT_MIN_STEPS;
+    if (s > most) s = most;
+    if (s < 1) s = 1;
+    p.steps_per = p.steps ? ss_cdiv(p.steps, s) : 1;
+    p.splits = p.steps ? ss_cdiv(p.steps, p.steps_per) : 1;
+    p.xc_bytes = (size_t)ss_cdiv(p.steps * CT_K * p.ldw * 2, 256) * 256;
+    p.part_bytes = p.splits > 1 ? (size_t)(p.splits * d * d) * sizeof(float) : 0;
+    return p;
+}
+
+SS_EXTERN_C int64_t ss_cuda_cov_lower_tc_ws(int64_t n, int64_t d) {
+    if (n < 0 || d <= 0) return 0;
+    ct_plan p = ct_plan_of(n, d);
+    return (int64_t)(p.xc_bytes + p.part_bytes);
+}
+
 SS_EXTERN_C int ss_cuda_cov_lower_tc(float *c, int64_t ldc, const void *x, int xdtype, int64_t ldx,
-                                     const float *mean, int64_t n, int64_t d, cudaStream_t stream) {
+                                     const float *mean, int64_t n, int64_t d, void *ws, cudaStream_t stream) {
     if (d <= 0) return 0;
     if (ldc < d || ldx < d || n < 0 || xdtype < SS_CUDA_F32 || xdtype > SS_CUDA_BF16) return 1;
-    int64_t tt = ss_cdiv(d, TC_T), tiles = tt * (tt + 1) / 2;
-    if (tiles > 0x7fffffff) return 1;
-    SS_LAUNCH(ss_k_cov_lower_tc, tiles, TC_THREADS, 0, stream, c, ldc, x, xdtype, ldx, mean, n, d);
+    const ct_plan p = ct_plan_of(n, d);
+    if (p.tiles > 0x7fffffff || p.splits > 65535 || (p.xc_bytes && !ws)) return 1;
+    uint16_t *xc = (uint16_t *)ws;
+    float *part = p.part_bytes ? (float *)((char *)ws + p.xc_bytes) : NULL;
+    const int64_t chunks = p.steps * CT_K * (p.ldw / 8);
+    if (chunks) {
+        SS_LAUNCH(ss_k_cov_center, SS_MIN(ss_cdiv(chunks, 256), 1 << 20), 256, 0, stream, (uint32_t *)xc, p.ldw, x,
+                  xdtype, ldx, mean, n, p.steps * CT_K, d);
+        int e = SS_LAUNCH_STATUS();
+        if (e) return e;
+    }
+    SS_SET_MAX_DYN_SHARED(ss_k_cov_lower_tc, CT_SMEM);
+    SS_LAUNCH(ss_k_cov_lower_tc, SS_DIM3(p.tiles, p.splits, 1), CT_THREADS, CT_SMEM, stream, part ? part : c,
+              part ? d : ldc, part ? d * d : 0, xc, p.ldw, d, p.steps, p.steps_per);
+    int e = SS_LAUNCH_STATUS();
+    if (e || !part) return e;
+    SS_LAUNCH(ss_k_cov_sum_splits, d, 256, 0, stream, c, ldc, part, d, (int)p.splits);
     return SS_LAUNCH_STATUS();
 }

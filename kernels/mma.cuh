@@ -6,9 +6,10 @@
  *                          a[2] = A[g][2t+8..+9],   a[3] = A[g+8][2t+8..+9];
  *   B (16 x 8, by column)  b[0] = B[2t..2t+1][g],   b[1] = B[2t+8..+9][g];
  *   C, D (16 x 8, fp32)    c[0..1] = C[g][2t..2t+1], c[2..3] = C[g+8][2t..2t+1].
- * Under the emulation each lane gathers the rows and columns it needs with
- * shuffles and sums the 16 products in order; the hardware's order of the
- * fp32 additions is its own, so results agree to fp32 rounding. */
+ * Under the emulation the warp's 32 lanes meet at the instruction (a
+ * warp-wide collective of kernels/emu) and the product of the assembled
+ * 16 x 16 and 16 x 8 matrices is summed in k order; the hardware's order of
+ * the fp32 additions is its own, so results agree to fp32 rounding. */
 #ifndef SS_MMA_CUH
 #define SS_MMA_CUH
 
@@ -21,23 +22,34 @@ SS_DEV uint32_t ss_pack_bf16(float x, float y) {
 #ifdef SS_CUDA_EMU
 SS_DEV float ss_bf16_half(uint32_t r, int hi) { return ss_bf16_to_f32((uint16_t)(hi ? r >> 16 : r & 0xffffu)); }
 
-SS_DEV void ss_mma_bf16_16816(float *c, const uint32_t *a, const uint32_t *b) {
-    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    float acc[4] = {c[0], c[1], c[2], c[3]};
-    for (int k = 0; k < 16; k++) {
-        const int ka = k < 8 ? 0 : 2, kb = k < 8 ? 0 : 1, sub = (k & 7) >> 1, hi = k & 1;
-        /* every lane shuffles the same register, each from its own source lane */
-        const float a0 = ss_bf16_half(__shfl_sync(SS_FULL_MASK, (unsigned)a[ka], 4 * g + sub), hi);
-        const float a1 = ss_bf16_half(__shfl_sync(SS_FULL_MASK, (unsigned)a[ka + 1], 4 * g + sub), hi);
-        const float b0 = ss_bf16_half(__shfl_sync(SS_FULL_MASK, (unsigned)b[kb], 4 * (2 * t) + sub), hi);
-        const float b1 = ss_bf16_half(__shfl_sync(SS_FULL_MASK, (unsigned)b[kb], 4 * (2 * t + 1) + sub), hi);
-        acc[0] += a0 * b0;
-        acc[1] += a0 * b1;
-        acc[2] += a1 * b0;
-        acc[3] += a1 * b1;
+typedef struct { float *c; const uint32_t *a, *b; } ss_emu_mma_args;
+/* The warp's product at once: A and B assembled from the 32 lanes'
+ * fragments, each lane's four sums taken from its c in k order. */
+SS_DEV void ss_emu_mma_bf16_all(void *const *lane_args) {
+    float A[16][16], B[16][8];
+    for (int l = 0; l < 32; l++) {
+        const ss_emu_mma_args *p = (const ss_emu_mma_args *)lane_args[l];
+        const int g = l >> 2, t = l & 3;
+        for (int h = 0; h < 2; h++) {
+            A[g][2 * t + h] = ss_bf16_half(p->a[0], h), A[g + 8][2 * t + h] = ss_bf16_half(p->a[1], h);
+            A[g][2 * t + 8 + h] = ss_bf16_half(p->a[2], h), A[g + 8][2 * t + 8 + h] = ss_bf16_half(p->a[3], h);
+            B[2 * t + h][g] = ss_bf16_half(p->b[0], h), B[2 * t + 8 + h][g] = ss_bf16_half(p->b[1], h);
+        }
     }
-    for (int i = 0; i < 4; i++) c[i] = acc[i];
+    for (int l = 0; l < 32; l++) {
+        float *c = ((const ss_emu_mma_args *)lane_args[l])->c;
+        const int g = l >> 2, t = l & 3;
+        for (int i = 0; i < 4; i++) {
+            const int row = g + 8 * (i >> 1), col = 2 * t + (i & 1);
+            float acc = c[i];
+            for (int k = 0; k < 16; k++) acc += A[row][k] * B[k][col];
+            c[i] = acc;
+        }
+    }
 }
+#define ss_mma_bf16_16816(c, a, b)                                                                      \
+    ss_emu_warp_collective_(ss_emu_mma_bf16_all, &(ss_emu_mma_args){(c), (a), (b)}, "mma.sync", __FILE__, \
+                            __LINE__)
 #else
 SS_DEV void ss_mma_bf16_16816(float *c, const uint32_t *a, const uint32_t *b) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
@@ -51,25 +63,37 @@ SS_DEV void ss_mma_bf16_16816(float *c, const uint32_t *a, const uint32_t *b) {
  * l giving the address of row l % 8 of matrix l / 8 (16-byte aligned); r[m]
  * receives matrix m as an mma fragment: M[g][2t..2t+1], or with _t (.trans)
  * M[2t..2t+1][g], so that a row-major tile serves as a B operand by column.
- * Under the emulation each lane reads its two elements through the row
- * addresses shuffled from the lanes that hold them. */
+ * Under the emulation the warp meets at the instruction and each lane's
+ * elements are read through the row addresses of the lanes that give them. */
 #ifdef SS_CUDA_EMU
-SS_DEV void ss_ldsm_x4_any(uint32_t *r, const uint16_t *row, int trans, const char *file, int line) {
-    ss_emu_check_align_(row, 16, "ldmatrix", file, line);
-    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    for (int m = 0; m < 4; m++) {
-        if (!trans) {
-            const uint16_t *p = (const uint16_t *)__shfl_sync(SS_FULL_MASK, (unsigned long)row, 8 * m + g);
-            r[m] = (uint32_t)p[2 * t] | ((uint32_t)p[2 * t + 1] << 16);
-        } else {
-            const uint16_t *p0 = (const uint16_t *)__shfl_sync(SS_FULL_MASK, (unsigned long)row, 8 * m + 2 * t);
-            const uint16_t *p1 = (const uint16_t *)__shfl_sync(SS_FULL_MASK, (unsigned long)row, 8 * m + 2 * t + 1);
-            r[m] = (uint32_t)p0[g] | ((uint32_t)p1[g] << 16);
+typedef struct { uint32_t *r; const uint16_t *row; } ss_emu_ldsm_args;
+SS_DEV void ss_emu_ldsm_all(void *const *lane_args, int trans) {
+    for (int l = 0; l < 32; l++) {
+        uint32_t *r = ((const ss_emu_ldsm_args *)lane_args[l])->r;
+        const int g = l >> 2, t = l & 3;
+        for (int m = 0; m < 4; m++) {
+            if (!trans) {
+                const uint16_t *p = ((const ss_emu_ldsm_args *)lane_args[8 * m + g])->row;
+                r[m] = (uint32_t)p[2 * t] | ((uint32_t)p[2 * t + 1] << 16);
+            } else {
+                const uint16_t *p0 = ((const ss_emu_ldsm_args *)lane_args[8 * m + 2 * t])->row;
+                const uint16_t *p1 = ((const ss_emu_ldsm_args *)lane_args[8 * m + 2 * t + 1])->row;
+                r[m] = (uint32_t)p0[g] | ((uint32_t)p1[g] << 16);
+            }
         }
     }
 }
-#define ss_ldsm_x4(r, row) ss_ldsm_x4_any((r), (row), 0, __FILE__, __LINE__)
-#define ss_ldsm_x4_t(r, row) ss_ldsm_x4_any((r), (row), 1, __FILE__, __LINE__)
+SS_DEV void ss_emu_ldsm_n(void *const *lane_args) { ss_emu_ldsm_all(lane_args, 0); }
+SS_DEV void ss_emu_ldsm_t(void *const *lane_args) { ss_emu_ldsm_all(lane_args, 1); }
+/* every lane's row address checked before the warp waits: 16-byte aligned */
+#define ss_ldsm_x4_any_(r, row, fn, what)                                                         \
+    do {                                                                                          \
+        const uint16_t *row_ = (row);                                                             \
+        ss_emu_check_align_(row_, 16, "ldmatrix", __FILE__, __LINE__);                            \
+        ss_emu_warp_collective_(fn, &(ss_emu_ldsm_args){(r), row_}, what, __FILE__, __LINE__);    \
+    } while (0)
+#define ss_ldsm_x4(r, row) ss_ldsm_x4_any_((r), (row), ss_emu_ldsm_n, "ldmatrix.x4")
+#define ss_ldsm_x4_t(r, row) ss_ldsm_x4_any_((r), (row), ss_emu_ldsm_t, "ldmatrix.x4.trans")
 #else
 SS_DEV void ss_ldsm_x4(uint32_t *r, const uint16_t *row) {
     const unsigned a = (unsigned)__cvta_generic_to_shared(row);

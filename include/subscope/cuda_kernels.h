@@ -161,9 +161,13 @@ int ss_cuda_moments_merge(double *mean_a, double *m2, int64_t ldm, const double 
                           cudaStream_t stream);
 /* The same on tensor cores (kernels/cov_lower_tc.cu): each centred value
  * x - mean (fp32) is rounded to bf16 before the products, which accumulate
- * in fp32. Same arguments, limits and writes as ss_cuda_cov_lower. */
+ * in fp32. Same arguments, limits and writes as ss_cuda_cov_lower, plus ws:
+ * ss_cuda_cov_lower_tc_ws(n, d) bytes of device scratch, 16-byte aligned
+ * (the centred bf16 rows, and the partial triangles when small d splits
+ * the rows); NULL allowed when that is 0. */
+int64_t ss_cuda_cov_lower_tc_ws(int64_t n, int64_t d);
 int ss_cuda_cov_lower_tc(float *c, int64_t ldc, const void *x, int xdtype, int64_t ldx, const float *mean,
-                         int64_t n, int64_t d, cudaStream_t stream);
+                         int64_t n, int64_t d, void *ws, cudaStream_t stream);
 
 /* Masks of ablate's masked forwards, ss_mask_apply's semantics
  * (include/subscope/masks.h) on device rows. One mask at one site: */

@@ -42,7 +42,8 @@ _Thread_local dim3 ss_emu_blockDim_, ss_emu_gridDim_;
 enum { F_RUN, F_BARRIER, F_WARP, F_DONE };
 static const char *state_name[] = {"running", "at __syncthreads", "at a warp operation", "exited"};
 static const char *wop_name[] = {"__syncwarp", "__shfl_sync", "__shfl_xor_sync", "__shfl_down_sync",
-                                 "__shfl_up_sync", "__ballot_sync", "__any_sync", "__all_sync"};
+                                 "__shfl_up_sync", "__ballot_sync", "__any_sync", "__all_sync",
+                                 "a warp-wide instruction"};
 
 typedef struct fiber {
     ucontext_t ctx;
@@ -54,6 +55,8 @@ typedef struct fiber {
     int op, param, width, pred;
     unsigned mask;
     uint64_t val, result;
+    void (*collective)(void *const *); /* SS_EMU_WOP_COLLECTIVE's work */
+    const char *what;                  /* and its name */
     /* cp.async copies not yet written (group -1: not committed yet) */
     int n_async, next_group;
     struct { void *dst; int bytes, group; unsigned char data[16]; } async[MAX_ASYNC];
@@ -324,6 +327,19 @@ static void check_warp(int t) {
             die("warp %d diverged: lane %d at %s (%s:%d), lane %d at %s (%s:%d)", w, lane, wop_name[f->op], f->file,
                 f->line, l, wop_name[g->op], g->file, g->line);
     }
+    if (f->op == SS_EMU_WOP_COLLECTIVE) {
+        void *args[32];
+        for (int l = 0; l < lanes; l++) {
+            const fiber *g = &fibers[w * 32 + l];
+            if (g->collective != f->collective)
+                die("warp %d diverged: lanes %d and %d run different warp-wide instructions at %s:%d", w, lane, l,
+                    f->file, f->line);
+            args[l] = (void *)(uintptr_t)g->val;
+        }
+        f->collective(args);
+        for (int l = 0; l < lanes; l++) fibers[w * 32 + l].state = F_RUN;
+        return;
+    }
     unsigned ballot = 0;
     for (int l = 0; l < lanes; l++)
         if (mask >> l & 1 && fibers[w * 32 + l].val) ballot |= 1u << l;
@@ -391,6 +407,28 @@ uint64_t ss_emu_warp_op_(int op, unsigned mask, uint64_t val, int param, int wid
     f->line = line;
     yield();
     return fibers[cur].result;
+}
+
+void ss_emu_warp_collective_(void (*fn)(void *const *lane_args), void *args, const char *what, const char *file,
+                             int line) {
+    if (!in_kernel || cur < 0) {
+        fprintf(stderr, "cuda_emu: %s at %s:%d outside a kernel\n", what, file, line);
+        abort();
+    }
+    if (warp_lanes(cur / 32) != 32)
+        die("%s at %s:%d in a warp of %d threads: it needs all 32 lanes", what, file, line, warp_lanes(cur / 32));
+    fiber *f = &fibers[cur];
+    f->state = F_WARP;
+    f->op = SS_EMU_WOP_COLLECTIVE;
+    f->mask = 0xffffffffu;
+    f->val = (uint64_t)(uintptr_t)args;
+    f->param = 0;
+    f->width = 32;
+    f->collective = fn;
+    f->what = what;
+    f->file = file;
+    f->line = line;
+    yield();
 }
 
 static fiber *kernel_fiber(const char *what, const char *file, int line) {

@@ -118,7 +118,7 @@ int ss_emu_syncthreads_(int kind, int pred, const char *file, int line);
 #define __threadfence_block() ((void)0)
 
 enum { SS_EMU_WOP_SYNC, SS_EMU_WOP_IDX, SS_EMU_WOP_XOR, SS_EMU_WOP_DOWN, SS_EMU_WOP_UP,
-       SS_EMU_WOP_BALLOT, SS_EMU_WOP_ANY, SS_EMU_WOP_ALL };
+       SS_EMU_WOP_BALLOT, SS_EMU_WOP_ANY, SS_EMU_WOP_ALL, SS_EMU_WOP_COLLECTIVE };
 /* One lane's part of a warp operation: blocks until every lane in mask has
  * arrived at the same operation, then returns this lane's result. */
 uint64_t ss_emu_warp_op_(int op, unsigned mask, uint64_t val, int param, int width, const char *file, int line);
@@ -161,6 +161,13 @@ SS_EMU_WOP_T(shfl_ull, unsigned long long)
                                                                       sizeof(unsigned) - 1],        \
                            0, 0, 32, __FILE__, __LINE__))
 #define __activemask() 0xffffffffu
+/* A warp-wide instruction (mma.sync, ldmatrix) done at once: each of the 32
+ * lanes (all must take part) passes a pointer to its operands; when the last
+ * one arrives, fn runs once with the 32 pointers (lane order) and computes
+ * every lane's result, then the lanes go on. One switch per lane instead of
+ * the dozens of shuffles that would gather the operands. */
+void ss_emu_warp_collective_(void (*fn)(void *const *lane_args), void *args, const char *what, const char *file,
+                             int line);
 
 /* ---- asynchronous copies (cp.async, sm_80) -------------------------------
  * Each thread's copies are held back, as on the GPU, until it waits for

@@ -57,6 +57,8 @@ typedef struct {
     size_t h16_cap;         /* in elements */
     uint16_t *qkv16;        /* the second tensor-core attention's bf16 Q, K, V */
     size_t qkv16_cap;       /* in elements */
+    uint16_t *cov_ws;       /* the tensor-core covariance kernel's workspace */
+    size_t cov_ws_cap;      /* in 16-bit elements */
     int cov_kernel;         /* collect's products: 0 cublasSsyrk, 1 kernels/cov_lower.cu, 2 cov_lower_tc.cu */
     int64_t *mseq;          /* device copy of a masked forward's sequences (start, len, prompt, mask) */
     size_t mseq_cap;        /* in int64 elements */
@@ -248,6 +250,8 @@ static ss_status cu_copy_rows(const ss_backend *be, float *dst, const float *src
     return SS_OK;
 }
 
+static ss_status scratch16(const ss_backend *be, uint16_t **buf, size_t *cap, size_t n, const char *what);
+
 /* The centred products sum_r (x_r - m32)(x_r - m32)^T of the gathered rows
  * g[n, d], one triangle (row-major lower) into cc, fp32 accumulation. By
  * default cublasSsyrk on the rows centred in place (-m32 in a scratch buffer for
@@ -256,16 +260,20 @@ static ss_status cu_copy_rows(const ss_backend *be, float *dst, const float *src
  * (d = 768, 3072) faster than the kernel (bench/README.md), so it is the
  * default; the kernel stays for the comparison the benchmark makes.
  * SUBSCOPE_COV_KERNEL=tc takes the tensor-core kernel, which rounds the
- * centred values to bf16 (not yet run on a GPU). TF32 is switched off
- * around Ssyrk: statistics are fp32 whatever the forward uses. */
+ * centred values to bf16 (the pipelined rewrite not yet timed on a GPU).
+ * TF32 is switched off around Ssyrk: statistics are fp32 whatever the
+ * forward uses. */
 static ss_status centred_products(const ss_backend *be, float *cc, float *g, float *m32, const float *h_m32, int64_t n,
                                   int64_t d) {
     cuda_impl *c = IMPL(be);
     if (c->cov_kernel == 1)
         return cuda_check(be, ss_cuda_cov_lower(cc, d, g, SS_CUDA_F32, d, m32, n, d, c->stream), "covariance kernel");
-    if (c->cov_kernel == 2)
-        return cuda_check(be, ss_cuda_cov_lower_tc(cc, d, g, SS_CUDA_F32, d, m32, n, d, c->stream),
+    if (c->cov_kernel == 2) {
+        SS_TRY(scratch16(be, &c->cov_ws, &c->cov_ws_cap, (size_t)(ss_cuda_cov_lower_tc_ws(n, d) + 1) / 2,
+                         "tensor-core covariance workspace"));
+        return cuda_check(be, ss_cuda_cov_lower_tc(cc, d, g, SS_CUDA_F32, d, m32, n, d, c->cov_ws, c->stream),
                           "tensor-core covariance kernel");
+    }
     if (n > INT32_MAX || d > INT32_MAX)
         return ss_errorf(SS_ERR_UNSUPPORTED, "%s: covariance of %lld rows x %lld exceeds cuBLAS's 32-bit sizes", be->name,
                          (long long)n, (long long)d);

@@ -1066,14 +1066,23 @@ static int launch_cm(void *v) {
     return ss_cuda_colmean(c->m64, c->m32, c->x, c->dt, c->ld, c->n, c->d, g_stream);
 }
 
-typedef struct { float *c; int64_t ldc; const void *x; int dt; int64_t ldx; const float *mean; int64_t n, d; } cv_ctx;
+typedef struct {
+    float *c;
+    int64_t ldc;
+    const void *x;
+    int dt;
+    int64_t ldx;
+    const float *mean;
+    int64_t n, d;
+    void *ws; /* the tensor-core kernel's workspace */
+} cv_ctx;
 static int launch_cv(void *v) {
     cv_ctx *c = v;
     return ss_cuda_cov_lower(c->c, c->ldc, c->x, c->dt, c->ldx, c->mean, c->n, c->d, g_stream);
 }
 static int launch_cv_tc(void *v) {
     cv_ctx *c = v;
-    return ss_cuda_cov_lower_tc(c->c, c->ldc, c->x, c->dt, c->ldx, c->mean, c->n, c->d, g_stream);
+    return ss_cuda_cov_lower_tc(c->c, c->ldc, c->x, c->dt, c->ldx, c->mean, c->n, c->d, c->ws, g_stream);
 }
 
 /* One shape: the means from ss_cuda_colmean against fp64 sums (rtol 1e-12,
@@ -1127,7 +1136,8 @@ static void cov_one(int64_t n, int64_t d, int64_t ldx, int64_t ldc, int dt, int 
     /* C */
     size_t cbytes = (size_t)d * (size_t)ldc * 4;
     float *c = xmalloc(cbytes), *dc = dalloc(cbytes);
-    cv_ctx cc = {dc, ldc, dx, dt, ldx, dm32, n, d};
+    void *dws = tc ? dalloc((size_t)ss_cuda_cov_lower_tc_ws(n, d)) : NULL;
+    cv_ctx cc = {dc, ldc, dx, dt, ldx, dm32, n, d, dws};
     out_buf co = {dc, cbytes, c};
     if (run_twice(name, tc ? launch_cv_tc : launch_cv, &cc, &co, 1, &ms)) {
         fail_case();
@@ -1180,15 +1190,19 @@ static void cov_one(int64_t n, int64_t d, int64_t ldx, int64_t ldc, int dt, int 
         fflush(stdout);
     }
     dfree(dx), dfree(dm64), dfree(dm32), dfree(dc);
+    if (dws) dfree(dws);
     free(x), free(xv), free(m64), free(m32), free(c);
 }
 
 static void case_cov(void) {
-    /* the unit tests' shapes, then model-sized: GPT-2 small's MLP width with
-     * a 4096-row batch, and d = 16384 (C = 1 GiB) with a few rows */
-    int64_t shapes[][4] = {{37, 70, 70, 73}, {130, 33, 35, 33}, {5, 1, 1, 1}, {9, 129, 131, 130},
-                           {4096, 3072, 3072, 3072}, {1000, 777, 781, 777}, {8, 16384, 16384, 16384}};
-    int ns = g_quick ? 4 : 7;
+    /* the unit tests' shapes; one whose rows the tensor-core kernel splits
+     * over 8 blocks (3 tiles, 64 steps); then model-sized: GPT-2 small's MLP
+     * width with a 4096-row batch, 777 wide (split over 4), and d = 16384
+     * (C = 1 GiB) with a few rows */
+    int64_t shapes[][4] = {{37, 70, 70, 73},       {130, 33, 35, 33},     {5, 1, 1, 1},
+                           {9, 129, 131, 130},     {2048, 200, 200, 201}, {4096, 3072, 3072, 3072},
+                           {1000, 777, 781, 777},  {8, 16384, 16384, 16384}};
+    int ns = g_quick ? 5 : 8;
     for (int si = 0; si < ns; si++)
         for (int dt = SS_CUDA_F32; dt <= SS_CUDA_BF16; dt += 2)
             for (int tc = 0; tc < 2; tc++) cov_one(shapes[si][0], shapes[si][1], shapes[si][2], shapes[si][3], dt, tc);

@@ -819,7 +819,16 @@ TEST(kernel_colmean_fp64_sum) {
     CHECK(ss_cuda_colmean(NULL, &one, &one, SS_CUDA_F32, 1, 1, 2, NULL) == 1); /* ld < d */
 }
 
-typedef struct { float *c; int64_t ldc; const void *x; int dt; int64_t ldx; const float *mean; int64_t n, d; } cv_ctx;
+typedef struct {
+    float *c;
+    int64_t ldc;
+    const void *x;
+    int dt;
+    int64_t ldx;
+    const float *mean;
+    int64_t n, d;
+    void *ws; /* the tensor-core kernel's workspace */
+} cv_ctx;
 static void run_cv(void *v) {
     cv_ctx *c = v;
     CHECK(ss_cuda_cov_lower(c->c, c->ldc, c->x, c->dt, c->ldx, c->mean, c->n, c->d, NULL) == 0);
@@ -862,7 +871,7 @@ TEST(kernel_cov_lower_vs_fp64) {
                 int64_t n = shapes[si][0], d = shapes[si][1], ldx = shapes[si][2], ldc = shapes[si][3];
                 cv_data v = cv_make(n, d, ldx, ldc, dt, 31 + (unsigned)si, centred);
                 const float *xv = v.xv, *m = v.m;
-                cv_ctx c = {v.cm, ldc, v.xd, dt, ldx, centred ? m : NULL, n, d};
+                cv_ctx c = {v.cm, ldc, v.xd, dt, ldx, centred ? m : NULL, n, d, NULL};
                 int64_t nc = d * ldc;
                 CHECK(both_orders(run_cv, &c, &v.cm, &nc, 1));
                 const float *cm = v.cm;
@@ -904,7 +913,7 @@ TEST(kernel_cov_lower_vs_fp64) {
 
 static void run_cv_tc(void *v) {
     cv_ctx *c = v;
-    CHECK(ss_cuda_cov_lower_tc(c->c, c->ldc, c->x, c->dt, c->ldx, c->mean, c->n, c->d, NULL) == 0);
+    CHECK(ss_cuda_cov_lower_tc(c->c, c->ldc, c->x, c->dt, c->ldx, c->mean, c->n, c->d, c->ws, NULL) == 0);
 }
 
 /* The tensor-core version (kernels/cov_lower_tc.cu, mma.sync emulated by
@@ -914,22 +923,37 @@ static void run_cv_tc(void *v) {
  * 2 (n + 2) 2^-24 S bound as the fp32 kernel, S = sum_r |a_ri a_rj|. A
  * misread fragment layout pairs wrong rows or columns and is off by O(S).
  * Shapes: three tiles (two edges) with d, ldx and ldc ragged and n not a
- * multiple of the 32-row step; one partial tile with an odd n; n = 0. Nothing
- * above the diagonal or past d is written (NaN fill). The rounding to bf16
+ * multiple of the 32-row step; one partial tile with an odd n; n = 0; and
+ * two whose rows the kernel splits (3 splits of 9, 9 and 7 steps over one
+ * tile of width 20, which is not a multiple of 8; 2 splits over three tiles),
+ * so the partial triangles and their sum run, with more steps per split
+ * than pipeline stages. Nothing above the diagonal or past d is written
+ * (NaN fill). The rounding to bf16
  * itself is checked against the exact centred sums: each factor moves by at
  * most 2^-8 of itself (bf16's unit roundoff: 8 significant bits), so each
  * term by 2^-7, within 2^-7 S plus the accumulation's bound. */
 TEST(kernel_cov_lower_tc_vs_bf16_operands) {
-    int64_t shapes[][4] = {{40, 136, 140, 137}, {33, 20, 20, 21}, {0, 3, 3, 3}};
-    for (int si = 0; si < 3; si++) {
+    int64_t shapes[][4] = {{40, 136, 140, 137}, {33, 20, 20, 21}, {0, 3, 3, 3}, {800, 20, 22, 20}, {520, 136, 136, 136}};
+    for (int si = 0; si < 5; si++) {
         for (int dt = SS_CUDA_F32; dt <= SS_CUDA_BF16; dt += SS_CUDA_BF16 - SS_CUDA_F32) {
+            if (si == 4 && dt != SS_CUDA_F32) continue; /* the emulated products' time */
             for (int centred = 1; centred >= (si == 1 ? 0 : 1); centred--) {
                 int64_t n = shapes[si][0], d = shapes[si][1], ldx = shapes[si][2], ldc = shapes[si][3];
                 cv_data v = cv_make(n, d, ldx, ldc, dt, 61 + (unsigned)si, centred);
                 const float *xv = v.xv, *m = v.m;
-                cv_ctx c = {v.cm, ldc, v.xd, dt, ldx, centred ? m : NULL, n, d};
+                void *ws = aligned_alloc(256, (size_t)ss_cuda_cov_lower_tc_ws(n, d) + 256);
+                cv_ctx c = {v.cm, ldc, v.xd, dt, ldx, centred ? m : NULL, n, d, ws};
                 int64_t nc = d * ldc;
+                /* again with cp.async landing when issued: a stage reloaded
+                 * before every warp has read it gives other sums */
+                float *first = malloc((size_t)(nc ? nc : 1) * sizeof(float));
+                ss_emu_set_copy_timing(SS_EMU_COPY_AT_ISSUE);
                 CHECK(both_orders(run_cv_tc, &c, &v.cm, &nc, 1));
+                ss_emu_set_copy_timing(SS_EMU_COPY_AT_WAIT);
+                memcpy(first, v.cm, (size_t)nc * sizeof(float));
+                CHECK(both_orders(run_cv_tc, &c, &v.cm, &nc, 1));
+                CHECK(memcmp(first, v.cm, (size_t)nc * sizeof(float)) == 0);
+                free(first);
                 const float *cm = v.cm;
                 int64_t bad = 0, far = 0, written_above = 0;
                 double maxr = 0, maxq = 0;
@@ -960,14 +984,19 @@ TEST(kernel_cov_lower_tc_vs_bf16_operands) {
                 CHECK_MSG(far == 0, "%lld elements further than 2^-7 S from the exact sums", (long long)far);
                 CHECK_MSG(written_above == 0, "%lld elements written above the diagonal or past d",
                           (long long)written_above);
+                free(ws);
                 cv_free(&v);
             }
         }
     }
     float one = 1.f;
-    CHECK(ss_cuda_cov_lower_tc(&one, 1, &one, SS_CUDA_F32, 1, NULL, 1, 2, NULL) == 1); /* ld < d */
-    CHECK(ss_cuda_cov_lower_tc(&one, 2, &one, 9, 2, NULL, 1, 2, NULL) == 1);           /* bad dtype */
-    CHECK(ss_cuda_cov_lower_tc(NULL, 1, NULL, SS_CUDA_F32, 1, NULL, 5, 0, NULL) == 0);  /* d = 0: nothing */
+    CHECK(ss_cuda_cov_lower_tc(&one, 1, &one, SS_CUDA_F32, 1, NULL, 1, 2, &one, NULL) == 1); /* ld < d */
+    CHECK(ss_cuda_cov_lower_tc(&one, 2, &one, 9, 2, NULL, 1, 2, &one, NULL) == 1);           /* bad dtype */
+    CHECK(ss_cuda_cov_lower_tc(&one, 2, &one, SS_CUDA_F32, 2, NULL, 1, 2, NULL, NULL) == 1); /* no workspace */
+    CHECK(ss_cuda_cov_lower_tc(NULL, 1, NULL, SS_CUDA_F32, 1, NULL, 5, 0, NULL, NULL) == 0);  /* d = 0: nothing */
+    /* the plan: one split for 3 tiles of 10 steps; 3 of 9, 9, 7 steps for one tile of 25 */
+    CHECK(ss_cuda_cov_lower_tc_ws(40, 136) == 2 * 32 * 136 * 2);
+    CHECK(ss_cuda_cov_lower_tc_ws(800, 20) == 25 * 32 * 24 * 2 + 3 * 20 * 20 * 4);
 }
 
 /* The header's correction: with a mean 10^4 times the spread, centring on
