@@ -16,27 +16,29 @@
  * blocks) does not fill a large GPU; it is still a read of n*d elements next
  * to the n*d^2 of the product.
  *
- * ss_cuda_cov_lower. Design: a GEMM tiled like the classic SIMT SGEMM, 128 x
- * 128 tiles of C, 8 rows of X per k-step, 256 threads each owning an 8 x 8
- * micro-tile (two 4-wide column groups 64 apart, so the float4 shared-memory
- * reads of a warp hit distinct banks). One block per tile on or below the
- * diagonal, the tile index decoded from the linear block index: tiles above
- * the diagonal are never launched, which is the ~2x saving over a full
- * product. Both operands are column strips of the same X, loaded k-major
- * (row r of X is contiguous, so a warp's loads are coalesced), centred on
- * load (x - mean[col], exact when x and mean are within a factor 2,
- * Sterbenz), out-of-range rows/columns loaded as 0 so any n and d work; a
- * diagonal tile loads its strip once. The next k-step's values are
- * prefetched into registers while the current one is multiplied. fp32
- * accumulation; diagonal tiles compute the whole tile and write only
- * i >= j. Nothing is written above the diagonal; no workspace (C is the
- * only output, so d = 16384 needs just C's 1 GiB).
+ * ss_cuda_cov_center writes the centred rows once into the workspace of
+ * both product kernels (cov_split.cuh): fp32 for this one, bf16 for
+ * cov_lower_tc.cu; 16 bytes per thread and loop step, zeros past n and d.
  *
- * Not here: a tensor-core (mma/wgmma) bf16 path, which is where Hopper's
- * speed is but which the emulation cannot run; and split-K over rows, so a
- * small d launches few blocks (d = 768: 21 tiles). Both are for a version
- * that can be measured on a GPU. */
+ * ss_cuda_cov_lower. Design: a GEMM tiled like the classic SIMT SGEMM, 128 x
+ * 128 tiles of C, 256 threads each owning an 8 x 8 micro-tile (two 4-wide
+ * column groups 64 apart, so the float4 shared-memory reads of a warp hit
+ * distinct banks). One block per tile on or below the diagonal, the tile
+ * index decoded from the linear block index: tiles above the diagonal are
+ * never launched, which is the ~2x saving over a full product. Both operands
+ * are column strips of the centred rows, 16 rows a step through a 4-stage
+ * cp.async pipeline (64 KB of shared memory; one barrier a step); a diagonal
+ * tile loads its strip once. fp32 accumulation; diagonal tiles compute the
+ * whole tile and write only i >= j. Where d gives few tiles, the rows are
+ * split over blockIdx.y (cov_split.cuh; ss_cuda_cov_sum_splits adds them).
+ * The values multiplied are x - mean[col] rounded to fp32, the same as when
+ * the first version of this kernel centred on load; that version (scalar
+ * loads with bounds checks and the subtraction in the loop, 8 rows between
+ * two barriers, no split) ran at 27-37% of cublasSsyrk's rate on an H100,
+ * 2 TFLOP/s at d 768 where its 21 tiles left 111 of 132 SMs idle. */
 #include "ss_cuda.cuh"
+#include "mma.cuh"
+#include "cov_split.cuh"
 
 /* ---- column means ------------------------------------------------------ */
 
@@ -72,45 +74,112 @@ SS_EXTERN_C int ss_cuda_colmean(double *mean64, float *mean32, const void *x, in
     return SS_LAUNCH_STATUS();
 }
 
-/* ---- lower-triangular centred X^T X ----------------------------------- */
+/* ---- centring into the workspace, and the sum of split partials ------- */
 
-#define CV_T 128     /* tile edge (rows and columns of C) */
-#define CV_K 8       /* rows of X per k-step */
-#define CV_THREADS 256
-#define CV_LOADS (CV_K * CV_T / CV_THREADS) /* elements of one strip each thread loads per k-step: 4 */
-
-/* Row r, column c of X centred, 0 outside [0,n) x [0,d). */
-SS_DEV float cv_load(const void *x, int dt, int64_t ld, int64_t r, int64_t c, float m, int64_t n, int64_t d) {
-    if (r >= n || c >= d) return 0.0f;
-    return ss_load_weight(x, dt, r * ld + c) - m;
+SS_KERNEL(ss_k_cov_center, (void *, xc), (int, odt), (int64_t, ldw), (const void *, x), (int, dt), (int64_t, ldx),
+          (const float *, mean), (int64_t, n), (int64_t, n_pad), (int64_t, d)) {
+    const int per = odt == SS_CUDA_F32 ? 4 : 8; /* values per 16 bytes */
+    const int64_t per_row = ldw / per, total = n_pad * per_row;
+    for (int64_t q = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; q < total; q += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = q / per_row, c0 = per * (q % per_row);
+        float v[8];
+        SS_UNROLL
+        for (int e = 0; e < 8; e++) {
+            const int64_t c = c0 + e;
+            v[e] = e < per && r < n && c < d ? ss_load_weight(x, dt, r * ldx + c) - (mean ? mean[c] : 0.f) : 0.f;
+        }
+        if (odt == SS_CUDA_F32) {
+            ((float4 *)xc)[q] = make_float4(v[0], v[1], v[2], v[3]);
+        } else {
+            uint32_t *o = (uint32_t *)xc + 4 * q;
+            o[0] = ss_pack_bf16(v[0], v[1]), o[1] = ss_pack_bf16(v[2], v[3]);
+            o[2] = ss_pack_bf16(v[4], v[5]), o[3] = ss_pack_bf16(v[6], v[7]);
+        }
+    }
 }
 
-SS_KERNEL(ss_k_cov_lower, (float *, cm), (int64_t, ldc), (const void *, x), (int, dt), (int64_t, ldx),
-          (const float *, mean), (int64_t, n), (int64_t, d)) {
-    __shared__ float4 sa4[CV_K][CV_T / 4];
-    __shared__ float4 sb4[CV_K][CV_T / 4];
-    float *sa = (float *)sa4, *sb = (float *)sb4;
+SS_EXTERN_C int ss_cuda_cov_center(void *xc, int odt, int64_t ldw, const void *x, int xdtype, int64_t ldx,
+                                   const float *mean, int64_t n, int64_t n_pad, int64_t d, cudaStream_t stream) {
+    const int per = odt == SS_CUDA_F32 ? 4 : 8;
+    if ((odt != SS_CUDA_F32 && odt != SS_CUDA_BF16) || ldw < d || ldw % per || ldx < d || n < 0 || n_pad < n ||
+        xdtype < SS_CUDA_F32 || xdtype > SS_CUDA_BF16)
+        return 1;
+    const int64_t chunks = n_pad * (ldw / per);
+    if (!chunks) return 0;
+    SS_LAUNCH(ss_k_cov_center, SS_MIN(ss_cdiv(chunks, 256), 1 << 20), 256, 0, stream, xc, odt, ldw, x, xdtype, ldx,
+              mean, n, n_pad, d);
+    return SS_LAUNCH_STATUS();
+}
 
+SS_KERNEL(ss_k_cov_sum_splits, (float *, c), (int64_t, ldc), (const float *, part), (int64_t, d), (int, splits)) {
+    const int64_t i = blockIdx.x;
+    for (int64_t j = threadIdx.x; j <= i; j += blockDim.x) {
+        float s = 0.f;
+        for (int p = 0; p < splits; p++) s += part[(int64_t)p * d * d + i * d + j];
+        c[i * ldc + j] = s;
+    }
+}
+
+SS_EXTERN_C int ss_cuda_cov_sum_splits(float *c, int64_t ldc, const float *part, int64_t d, int splits,
+                                       cudaStream_t stream) {
+    if (d <= 0) return 0;
+    if (ldc < d || splits < 1 || d > 0x7fffffff) return 1;
+    SS_LAUNCH(ss_k_cov_sum_splits, d, 256, 0, stream, c, ldc, part, d, splits);
+    return SS_LAUNCH_STATUS();
+}
+
+/* ---- lower-triangular centred X^T X ----------------------------------- */
+
+#define CV_T 128                         /* tile edge (rows and columns of C) */
+#define CV_K 16                          /* rows per pipeline step */
+#define CV_STAGES 4
+#define CV_THREADS 256
+#define CV_STAGE (2 * CV_K * CV_T)       /* floats per stage: A's strip, then B's */
+#define CV_SMEM (CV_STAGES * CV_STAGE * 4) /* 65536 bytes */
+#define CV_CHUNKS (CV_K * CV_T / 4 / CV_THREADS) /* 16-byte chunks per thread per strip: 2 */
+#define CV_FILL 1056                     /* split until about 8 blocks per SM of an H100 */
+
+/* c: C (ldc) with one split, else the partial triangles, cstride apart. */
+SS_KERNEL(ss_k_cov_lower, (float *, c), (int64_t, ldc), (int64_t, cstride), (const float *, xc), (int64_t, ldw),
+          (int64_t, d), (int64_t, steps), (int64_t, steps_per)) {
+    SS_DYN_SHARED(float, sm);
     /* Linear block index b -> tile (ti, tj), ti >= tj, b = ti(ti+1)/2 + tj. */
-    int64_t b = blockIdx.x;
+    const int64_t b = blockIdx.x;
     int64_t ti = (int64_t)((sqrt(8.0 * (double)b + 1.0) - 1.0) * 0.5);
     while (ti * (ti + 1) / 2 > b) ti--;
     while ((ti + 1) * (ti + 2) / 2 <= b) ti++;
-    int64_t tj = b - ti * (ti + 1) / 2;
-    int diag = ti == tj;
-    int64_t i0 = ti * CV_T, j0 = tj * CV_T;
-
-    int tid = (int)threadIdx.x;
-    /* This thread's load slot: one column of each strip, rows lr + 2q. */
-    int lc = tid % CV_T, lr = tid / CV_T;
-    float ma = 0.0f, mb = 0.0f;
-    if (mean) {
-        if (i0 + lc < d) ma = mean[i0 + lc];
-        if (j0 + lc < d) mb = mean[j0 + lc];
-    }
+    const int64_t tj = b - ti * (ti + 1) / 2, i0 = ti * CV_T, j0 = tj * CV_T;
+    const int diag = ti == tj;
+    const int64_t k_first = (int64_t)blockIdx.y * steps_per, nk = SS_MIN(steps, k_first + steps_per) - k_first;
+    c += (int64_t)blockIdx.y * cstride;
+    const int tid = (int)threadIdx.x;
     /* This thread's micro-tile: rows ty*4 + {0..3} and 64 + ty*4 + {0..3} of
      * the tile, columns likewise from tx. */
-    int ty = tid / 16, tx = tid % 16;
+    const int ty = tid / 16, tx = tid % 16;
+
+    /* This thread's chunks of a strip: chunk q = tid + CV_THREADS * i is row
+     * q / 32, columns 4 (q % 32) ..+3; columns past ldw are zero-filled. */
+#define CV_LOAD(step, buf)                                                                                         \
+    do {                                                                                                           \
+        float *as_ = sm + (buf)*CV_STAGE;                                                                          \
+        const float *src_ = xc + (k_first + (step)) * CV_K * ldw;                                                  \
+        SS_UNROLL                                                                                                  \
+        for (int i_ = 0; i_ < CV_CHUNKS; i_++) {                                                                   \
+            const int q_ = tid + CV_THREADS * i_, row_ = q_ >> 5, col_ = 4 * (q_ & 31);                            \
+            const float *rs_ = src_ + row_ * ldw;                                                                  \
+            ss_cp_async16(as_ + row_ * CV_T + col_, rs_ + (i0 + col_ < ldw ? i0 + col_ : 0), i0 + col_ < ldw ? 16 : 0); \
+            if (!diag)                                                                                             \
+                ss_cp_async16(as_ + CV_K * CV_T + row_ * CV_T + col_, rs_ + (j0 + col_ < ldw ? j0 + col_ : 0),     \
+                              j0 + col_ < ldw ? 16 : 0);                                                           \
+        }                                                                                                          \
+        ss_cp_async_commit();                                                                                      \
+    } while (0)
+
+    SS_UNROLL
+    for (int st = 0; st < CV_STAGES - 1; st++) {
+        if (st < nk) CV_LOAD(st, st);
+        else ss_cp_async_commit(); /* an empty group keeps the count the waits rely on */
+    }
 
     float acc[8][8];
     SS_UNROLL
@@ -119,34 +188,15 @@ SS_KERNEL(ss_k_cov_lower, (float *, cm), (int64_t, ldc), (const void *, x), (int
         for (int e = 0; e < 8; e++) acc[a][e] = 0.0f;
     }
 
-    float pa[CV_LOADS], pb[CV_LOADS];
-    SS_UNROLL
-    for (int q = 0; q < CV_LOADS; q++) {
-        int64_t r = lr + 2 * q;
-        pa[q] = cv_load(x, dt, ldx, r, i0 + lc, ma, n, d);
-        pb[q] = diag ? 0.0f : cv_load(x, dt, ldx, r, j0 + lc, mb, n, d);
-    }
-    const float *bsrc = diag ? sa : sb;
-
-    for (int64_t k0 = 0; k0 < n; k0 += CV_K) {
-        __syncthreads(); /* the previous step's reads of the tiles are done */
-        SS_UNROLL
-        for (int q = 0; q < CV_LOADS; q++) {
-            sa[(lr + 2 * q) * CV_T + lc] = pa[q];
-            if (!diag) sb[(lr + 2 * q) * CV_T + lc] = pb[q];
-        }
-        __syncthreads();
-        if (k0 + CV_K < n) {
-            SS_UNROLL
-            for (int q = 0; q < CV_LOADS; q++) {
-                int64_t r = k0 + CV_K + lr + 2 * q;
-                pa[q] = cv_load(x, dt, ldx, r, i0 + lc, ma, n, d);
-                if (!diag) pb[q] = cv_load(x, dt, ldx, r, j0 + lc, mb, n, d);
-            }
-        }
+    for (int64_t it = 0; it < nk; it++) {
+        ss_cp_async_wait(CV_STAGES - 2); /* this thread's copies of step it have landed */
+        __syncthreads();                 /* everyone's have, and step it - 1's buffer is read */
+        if (it + CV_STAGES - 1 < nk) CV_LOAD(it + CV_STAGES - 1, (it + CV_STAGES - 1) % CV_STAGES);
+        else ss_cp_async_commit();
+        const float *sa = sm + (it % CV_STAGES) * CV_STAGE, *sb = diag ? sa : sa + CV_K * CV_T;
         SS_UNROLL
         for (int k = 0; k < CV_K; k++) {
-            const float4 *ra = (const float4 *)(sa + k * CV_T), *rb = (const float4 *)(bsrc + k * CV_T);
+            const float4 *ra = (const float4 *)(sa + k * CV_T), *rb = (const float4 *)(sb + k * CV_T);
             float4 a0 = ra[ty], a1 = ra[16 + ty], b0 = rb[tx], b1 = rb[16 + tx];
             float av[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
             float bv[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
@@ -157,6 +207,8 @@ SS_KERNEL(ss_k_cov_lower, (float *, cm), (int64_t, ldc), (const void *, x), (int
             }
         }
     }
+    ss_cp_async_wait(0);
+#undef CV_LOAD
 
     SS_UNROLL
     for (int a = 0; a < 8; a++) {
@@ -165,17 +217,30 @@ SS_KERNEL(ss_k_cov_lower, (float *, cm), (int64_t, ldc), (const void *, x), (int
         SS_UNROLL
         for (int e = 0; e < 8; e++) {
             int64_t j = j0 + (e < 4 ? tx * 4 + e : 64 + tx * 4 + e - 4);
-            if (j <= i && j < d) cm[i * ldc + j] = acc[a][e];
+            if (j <= i) c[i * ldc + j] = acc[a][e];
         }
     }
 }
 
+SS_EXTERN_C int64_t ss_cuda_cov_lower_ws(int64_t n, int64_t d) {
+    if (n < 0 || d <= 0) return 0;
+    ss_cov_plan p = ss_cov_plan_of(n, d, CV_T, CV_K, 4, CV_FILL, 8);
+    return (int64_t)(p.xc_bytes + p.part_bytes);
+}
+
 SS_EXTERN_C int ss_cuda_cov_lower(float *c, int64_t ldc, const void *x, int xdtype, int64_t ldx, const float *mean,
-                                  int64_t n, int64_t d, cudaStream_t stream) {
+                                  int64_t n, int64_t d, void *ws, cudaStream_t stream) {
     if (d <= 0) return 0;
     if (ldc < d || ldx < d || n < 0 || xdtype < SS_CUDA_F32 || xdtype > SS_CUDA_BF16) return 1;
-    int64_t t = ss_cdiv(d, CV_T), tiles = t * (t + 1) / 2;
-    if (tiles > 0x7fffffff) return 1;
-    SS_LAUNCH(ss_k_cov_lower, tiles, CV_THREADS, 0, stream, c, ldc, x, xdtype, ldx, mean, n, d);
-    return SS_LAUNCH_STATUS();
+    const ss_cov_plan p = ss_cov_plan_of(n, d, CV_T, CV_K, 4, CV_FILL, 8);
+    if (p.tiles > 0x7fffffff || p.splits > 65535 || (p.xc_bytes && !ws)) return 1;
+    float *xc = (float *)ws, *part = p.part_bytes ? (float *)((char *)ws + p.xc_bytes) : NULL;
+    int e = ss_cuda_cov_center(xc, SS_CUDA_F32, p.ldw, x, xdtype, ldx, mean, n, p.steps * CV_K, d, stream);
+    if (e) return e;
+    SS_SET_MAX_DYN_SHARED(ss_k_cov_lower, CV_SMEM);
+    SS_LAUNCH(ss_k_cov_lower, SS_DIM3(p.tiles, p.splits, 1), CV_THREADS, CV_SMEM, stream, part ? part : c,
+              part ? d : ldc, part ? d * d : 0, xc, p.ldw, d, p.steps, p.steps_per);
+    e = SS_LAUNCH_STATUS();
+    if (e || !part) return e;
+    return ss_cuda_cov_sum_splits(c, ldc, part, d, (int)p.splits, stream);
 }

@@ -9,13 +9,14 @@
  * Opt-in for collect (SUBSCOPE_COV_KERNEL=tc).
  *
  * Three kernels, in the order they run:
- * 1. ss_k_cov_center writes Xc once into the workspace: bf16, rows padded
- *    with zeros to a multiple of the 32-row step, each row ldw = d rounded up
- *    to 8 halves (16 bytes) with zeros after d. The first kernel (H100, d
- *    3072: 6.0 ms, 26 TFLOP/s per useful FLOP) centred and converted every
- *    value as it loaded it, one scalar load at a time, with no pipeline: the
- *    loads, not the products, set its pace. Centring first lets cp.async
- *    bring 16-byte chunks of Xc straight into shared memory.
+ * 1. ss_cuda_cov_center (cov_lower.cu) writes Xc once into the workspace
+ *    (cov_split.cuh): bf16, rows padded with zeros to a multiple of the
+ *    32-row step, each row d rounded up to 8 halves (16 bytes). The first
+ *    version of this kernel (H100, d 3072: 6.0 ms, 26 TFLOP/s per useful
+ *    FLOP) centred and converted every value as it loaded it, one scalar
+ *    load at a time, with no pipeline: the loads, not the products, set its
+ *    pace. Centring first lets cp.async bring 16-byte chunks of Xc straight
+ *    into shared memory.
  * 2. ss_k_cov_lower_tc: one block of 4 warps per 128 x 128 tile of C on or
  *    below the diagonal (tile from the linear block index); warp (wm, wn)
  *    owns the 64 x 64 block at rows 64 wm, columns 64 wn, 4 x 8 products of
@@ -27,15 +28,15 @@
  *    layout (A = Xc^T by rows, B = Xc by columns). A diagonal tile loads one
  *    strip for both operands; warps wholly above the diagonal or past d do
  *    no products. With few tiles (small d) the rows are split over
- *    blockIdx.y so that the GPU fills (about two waves of an H100's 132 SMs,
- *    each split at least 8 steps): split s writes its partial triangle to
- *    the workspace.
- * 3. ss_k_cov_sum_splits adds the splits' partial triangles in split order
- *    (deterministic: no atomics) into C.
+ *    blockIdx.y so that the GPU fills (about two waves of an H100's 132 SMs
+ *    at three blocks per SM, each split at least 8 steps).
+ * 3. ss_cuda_cov_sum_splits (cov_lower.cu) adds the splits' partial
+ *    triangles in split order (deterministic: no atomics) into C.
  * The split count depends only on n and d, never on the device, so the
  * result is the same on every GPU and under the emulation. */
 #include "ss_cuda.cuh"
 #include "mma.cuh"
+#include "cov_split.cuh"
 
 #define CT_T 128                        /* tile edge */
 #define CT_K 32                         /* rows of Xc per pipeline step */
@@ -48,29 +49,7 @@
 #define CT_FILL_BLOCKS 264              /* split until about this many blocks */
 #define CT_MIN_STEPS 8                  /* ... keeping at least this many steps per split */
 
-/* 1. Xc[r][c] = bf16(x[r][c] - m[c]) for r < n, c < d; 0 elsewhere in n_pad x ldw. */
-SS_KERNEL(ss_k_cov_center, (uint32_t *, xc), (int64_t, ldw), (const void *, x), (int, dt), (int64_t, ldx),
-          (const float *, mean), (int64_t, n), (int64_t, n_pad), (int64_t, d)) {
-    const int64_t per_row = ldw / 8, total = n_pad * per_row;
-    for (int64_t q = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; q < total; q += (int64_t)gridDim.x * blockDim.x) {
-        const int64_t r = q / per_row, c0 = 8 * (q % per_row);
-        uint32_t w[4];
-        SS_UNROLL
-        for (int e = 0; e < 4; e++) {
-            float v[2] = {0.f, 0.f};
-            SS_UNROLL
-            for (int h = 0; h < 2; h++) {
-                const int64_t c = c0 + 2 * e + h;
-                if (r < n && c < d) v[h] = ss_load_weight(x, dt, r * ldx + c) - (mean ? mean[c] : 0.f);
-            }
-            w[e] = ss_pack_bf16(v[0], v[1]);
-        }
-        uint32_t *o = xc + (r * ldw + c0) / 2;
-        o[0] = w[0], o[1] = w[1], o[2] = w[2], o[3] = w[3];
-    }
-}
-
-/* 2. The products of one tile over split blockIdx.y's steps [k_first, k_end):
+/* The products of one tile over split blockIdx.y's steps [k_first, k_end):
  * c is C (ldc) with one split, else the partial triangles, cstride apart. */
 SS_KERNEL(ss_k_cov_lower_tc, (float *, c), (int64_t, ldc), (int64_t, cstride), (const uint16_t *, xc),
           (int64_t, ldw), (int64_t, d), (int64_t, steps), (int64_t, steps_per)) {
@@ -169,43 +148,9 @@ SS_KERNEL(ss_k_cov_lower_tc, (float *, c), (int64_t, ldc), (int64_t, cstride), (
         }
 }
 
-/* 3. C's lower triangle = the sum of the splits' partial triangles (d x d each), in split order. */
-SS_KERNEL(ss_k_cov_sum_splits, (float *, c), (int64_t, ldc), (const float *, part), (int64_t, d), (int, splits)) {
-    const int64_t i = blockIdx.x;
-    for (int64_t j = threadIdx.x; j <= i; j += blockDim.x) {
-        float s = 0.f;
-        for (int p = 0; p < splits; p++) s += part[(int64_t)p * d * d + i * d + j];
-        c[i * ldc + j] = s;
-    }
-}
-
-/* The work's shape for n rows of width d: the workspace row (ldw halves),
- * the 32-row steps, the splits and their steps, and the workspace's two
- * parts (Xc, then the partial triangles when there is more than one split). */
-typedef struct {
-    int64_t ldw, steps, steps_per, splits, tiles;
-    size_t xc_bytes, part_bytes;
-} ct_plan;
-
-static ct_plan ct_plan_of(int64_t n, int64_t d) {
-    ct_plan p;
-    const int64_t tt = ss_cdiv(d, CT_T);
-    p.tiles = tt * (tt + 1) / 2;
-    p.ldw = ss_cdiv(d, 8) * 8;
-    p.steps = ss_cdiv(n, CT_K);
-    int64_t s = ss_cdiv(CT_FILL_BLOCKS, p.tiles), most = p.steps / CT_MIN_STEPS;
-    if (s > most) s = most;
-    if (s < 1) s = 1;
-    p.steps_per = p.steps ? ss_cdiv(p.steps, s) : 1;
-    p.splits = p.steps ? ss_cdiv(p.steps, p.steps_per) : 1;
-    p.xc_bytes = (size_t)ss_cdiv(p.steps * CT_K * p.ldw * 2, 256) * 256;
-    p.part_bytes = p.splits > 1 ? (size_t)(p.splits * d * d) * sizeof(float) : 0;
-    return p;
-}
-
 SS_EXTERN_C int64_t ss_cuda_cov_lower_tc_ws(int64_t n, int64_t d) {
     if (n < 0 || d <= 0) return 0;
-    ct_plan p = ct_plan_of(n, d);
+    ss_cov_plan p = ss_cov_plan_of(n, d, CT_T, CT_K, 2, CT_FILL_BLOCKS, CT_MIN_STEPS);
     return (int64_t)(p.xc_bytes + p.part_bytes);
 }
 
@@ -213,22 +158,16 @@ SS_EXTERN_C int ss_cuda_cov_lower_tc(float *c, int64_t ldc, const void *x, int x
                                      const float *mean, int64_t n, int64_t d, void *ws, cudaStream_t stream) {
     if (d <= 0) return 0;
     if (ldc < d || ldx < d || n < 0 || xdtype < SS_CUDA_F32 || xdtype > SS_CUDA_BF16) return 1;
-    const ct_plan p = ct_plan_of(n, d);
+    const ss_cov_plan p = ss_cov_plan_of(n, d, CT_T, CT_K, 2, CT_FILL_BLOCKS, CT_MIN_STEPS);
     if (p.tiles > 0x7fffffff || p.splits > 65535 || (p.xc_bytes && !ws)) return 1;
     uint16_t *xc = (uint16_t *)ws;
     float *part = p.part_bytes ? (float *)((char *)ws + p.xc_bytes) : NULL;
-    const int64_t chunks = p.steps * CT_K * (p.ldw / 8);
-    if (chunks) {
-        SS_LAUNCH(ss_k_cov_center, SS_MIN(ss_cdiv(chunks, 256), 1 << 20), 256, 0, stream, (uint32_t *)xc, p.ldw, x,
-                  xdtype, ldx, mean, n, p.steps * CT_K, d);
-        int e = SS_LAUNCH_STATUS();
-        if (e) return e;
-    }
+    int e = ss_cuda_cov_center(xc, SS_CUDA_BF16, p.ldw, x, xdtype, ldx, mean, n, p.steps * CT_K, d, stream);
+    if (e) return e;
     SS_SET_MAX_DYN_SHARED(ss_k_cov_lower_tc, CT_SMEM);
     SS_LAUNCH(ss_k_cov_lower_tc, SS_DIM3(p.tiles, p.splits, 1), CT_THREADS, CT_SMEM, stream, part ? part : c,
               part ? d : ldc, part ? d * d : 0, xc, p.ldw, d, p.steps, p.steps_per);
-    int e = SS_LAUNCH_STATUS();
+    e = SS_LAUNCH_STATUS();
     if (e || !part) return e;
-    SS_LAUNCH(ss_k_cov_sum_splits, d, 256, 0, stream, c, ldc, part, d, (int)p.splits);
-    return SS_LAUNCH_STATUS();
+    return ss_cuda_cov_sum_splits(c, ldc, part, d, (int)p.splits, stream);
 }

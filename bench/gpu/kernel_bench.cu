@@ -624,7 +624,7 @@ static void bench_cov(int64_t n) {
         if (!any) continue;
         const double useful = (double)n * d * (d + 1), nd = (double)n * d, cb = 4.0 * d * (d + 1) / 2;
         Buf x32(n * d * 4), x16(n * d * 2), c(d * d * 4), m64(d * 8), m32(d * 4);
-        Buf tcws((size_t)ss_cuda_cov_lower_tc_ws(n, d));
+        Buf ws((size_t)ss_cuda_cov_lower_ws(n, d)), tcws((size_t)ss_cuda_cov_lower_tc_ws(n, d));
         fill(x32);
         fill_bf16(x16);
         CK(cudaMemset(c.p, 0, c.bytes));
@@ -638,10 +638,10 @@ static void bench_cov(int64_t n) {
                  [&] { return ss_cuda_colmean((double *)m64.p, m32.f(), x16.p, SS_CUDA_BF16, d, n, d, G.stream); });
         run_case(mk("kernel", base + ".cov_lower.f32", "ss_cuda_cov_lower", shape, "f32 in, fp32 accumulate",
                     4 * nd + cb, useful, "fp32", false, false),
-                 [&] { return ss_cuda_cov_lower(c.f(), d, x32.p, SS_CUDA_F32, d, m32.f(), n, d, G.stream); });
+                 [&] { return ss_cuda_cov_lower(c.f(), d, x32.p, SS_CUDA_F32, d, m32.f(), n, d, ws.p, G.stream); });
         run_case(mk("kernel", base + ".cov_lower.bf16", "ss_cuda_cov_lower", shape, "bf16 in, fp32 accumulate",
                     2 * nd + cb, useful, "fp32", false, false),
-                 [&] { return ss_cuda_cov_lower(c.f(), d, x16.p, SS_CUDA_BF16, d, m32.f(), n, d, G.stream); });
+                 [&] { return ss_cuda_cov_lower(c.f(), d, x16.p, SS_CUDA_BF16, d, m32.f(), n, d, ws.p, G.stream); });
         run_case(mk("kernel", base + ".cov_lower_tc.bf16", "ss_cuda_cov_lower_tc", shape,
                     "bf16 in, bf16 tensor-core products, fp32 accumulate", 2 * nd + cb, useful, "bf16", false, false),
                  [&] { return ss_cuda_cov_lower_tc(c.f(), d, x16.p, SS_CUDA_BF16, d, m32.f(), n, d, tcws.p, G.stream); });

@@ -147,9 +147,20 @@ int ss_cuda_colmean(double *mean64, float *mean32, const void *x, int xdtype, in
  * exact batch mean m, the exactly centred sums are c - n (m - m32)(m - m32)^T
  * (since sum_r (x_r - m32) = n (m - m32)); the host applies that with m from
  * ss_cuda_colmean's mean64 when the mean is large next to the spread. Needs
- * ldc >= d and ldx >= d; no memory beyond c. */
+ * ldc >= d and ldx >= d, and ws: ss_cuda_cov_lower_ws(n, d) bytes of device
+ * scratch, 16-byte aligned (the centred rows in fp32, and the partial
+ * triangles when a small d splits the rows; NULL allowed when that is 0). */
+int64_t ss_cuda_cov_lower_ws(int64_t n, int64_t d);
 int ss_cuda_cov_lower(float *c, int64_t ldc, const void *x, int xdtype, int64_t ldx, const float *mean, int64_t n,
-                      int64_t d, cudaStream_t stream);
+                      int64_t d, void *ws, cudaStream_t stream);
+/* The covariance kernels' steps, on their own: xc [n_pad, ldw] = x - mean
+ * (fp32, then stored as odt: SS_CUDA_F32 or _BF16, nearest even) for r < n
+ * and c < d, zero elsewhere; ldw a multiple of 16 bytes' values. And the sum
+ * of `splits` partial triangles part [splits][d][d] (lower triangles, in
+ * split order) into c's lower triangle. */
+int ss_cuda_cov_center(void *xc, int odt, int64_t ldw, const void *x, int xdtype, int64_t ldx, const float *mean,
+                       int64_t n, int64_t n_pad, int64_t d, cudaStream_t stream);
+int ss_cuda_cov_sum_splits(float *c, int64_t ldc, const float *part, int64_t d, int splits, cudaStream_t stream);
 /* Chan's merge of one batch into running statistics on the device
  * (kernels/moments_merge.cu): the batch's nb rows have the fp64 mean mean_b
  * and the fp32 products c about m32 (lower triangle, ldc), as
@@ -161,10 +172,8 @@ int ss_cuda_moments_merge(double *mean_a, double *m2, int64_t ldm, const double 
                           cudaStream_t stream);
 /* The same on tensor cores (kernels/cov_lower_tc.cu): each centred value
  * x - mean (fp32) is rounded to bf16 before the products, which accumulate
- * in fp32. Same arguments, limits and writes as ss_cuda_cov_lower, plus ws:
- * ss_cuda_cov_lower_tc_ws(n, d) bytes of device scratch, 16-byte aligned
- * (the centred bf16 rows, and the partial triangles when small d splits
- * the rows); NULL allowed when that is 0. */
+ * in fp32. Same arguments, limits and writes as ss_cuda_cov_lower, with
+ * ss_cuda_cov_lower_tc_ws(n, d) bytes of ws (the centred rows in bf16). */
 int64_t ss_cuda_cov_lower_tc_ws(int64_t n, int64_t d);
 int ss_cuda_cov_lower_tc(float *c, int64_t ldc, const void *x, int xdtype, int64_t ldx, const float *mean,
                          int64_t n, int64_t d, void *ws, cudaStream_t stream);

@@ -57,7 +57,7 @@ typedef struct {
     size_t h16_cap;         /* in elements */
     uint16_t *qkv16;        /* the second tensor-core attention's bf16 Q, K, V */
     size_t qkv16_cap;       /* in elements */
-    uint16_t *cov_ws;       /* the tensor-core covariance kernel's workspace */
+    uint16_t *cov_ws;       /* the covariance kernels' workspace */
     size_t cov_ws_cap;      /* in 16-bit elements */
     int cov_kernel;         /* collect's products: 0 cublasSsyrk, 1 kernels/cov_lower.cu, 2 cov_lower_tc.cu */
     int64_t *mseq;          /* device copy of a masked forward's sequences (start, len, prompt, mask) */
@@ -266,13 +266,14 @@ static ss_status scratch16(const ss_backend *be, uint16_t **buf, size_t *cap, si
 static ss_status centred_products(const ss_backend *be, float *cc, float *g, float *m32, const float *h_m32, int64_t n,
                                   int64_t d) {
     cuda_impl *c = IMPL(be);
-    if (c->cov_kernel == 1)
-        return cuda_check(be, ss_cuda_cov_lower(cc, d, g, SS_CUDA_F32, d, m32, n, d, c->stream), "covariance kernel");
-    if (c->cov_kernel == 2) {
-        SS_TRY(scratch16(be, &c->cov_ws, &c->cov_ws_cap, (size_t)(ss_cuda_cov_lower_tc_ws(n, d) + 1) / 2,
-                         "tensor-core covariance workspace"));
-        return cuda_check(be, ss_cuda_cov_lower_tc(cc, d, g, SS_CUDA_F32, d, m32, n, d, c->cov_ws, c->stream),
-                          "tensor-core covariance kernel");
+    if (c->cov_kernel) {
+        const int64_t ws = c->cov_kernel == 1 ? ss_cuda_cov_lower_ws(n, d) : ss_cuda_cov_lower_tc_ws(n, d);
+        SS_TRY(scratch16(be, &c->cov_ws, &c->cov_ws_cap, (size_t)(ws + 1) / 2, "covariance kernel workspace"));
+        return cuda_check(be,
+                          c->cov_kernel == 1
+                              ? ss_cuda_cov_lower(cc, d, g, SS_CUDA_F32, d, m32, n, d, c->cov_ws, c->stream)
+                              : ss_cuda_cov_lower_tc(cc, d, g, SS_CUDA_F32, d, m32, n, d, c->cov_ws, c->stream),
+                          c->cov_kernel == 1 ? "covariance kernel" : "tensor-core covariance kernel");
     }
     if (n > INT32_MAX || d > INT32_MAX)
         return ss_errorf(SS_ERR_UNSUPPORTED, "%s: covariance of %lld rows x %lld exceeds cuBLAS's 32-bit sizes", be->name,

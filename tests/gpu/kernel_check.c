@@ -1074,11 +1074,11 @@ typedef struct {
     int64_t ldx;
     const float *mean;
     int64_t n, d;
-    void *ws; /* the tensor-core kernel's workspace */
+    void *ws; /* the kernel's workspace */
 } cv_ctx;
 static int launch_cv(void *v) {
     cv_ctx *c = v;
-    return ss_cuda_cov_lower(c->c, c->ldc, c->x, c->dt, c->ldx, c->mean, c->n, c->d, g_stream);
+    return ss_cuda_cov_lower(c->c, c->ldc, c->x, c->dt, c->ldx, c->mean, c->n, c->d, c->ws, g_stream);
 }
 static int launch_cv_tc(void *v) {
     cv_ctx *c = v;
@@ -1136,7 +1136,7 @@ static void cov_one(int64_t n, int64_t d, int64_t ldx, int64_t ldc, int dt, int 
     /* C */
     size_t cbytes = (size_t)d * (size_t)ldc * 4;
     float *c = xmalloc(cbytes), *dc = dalloc(cbytes);
-    void *dws = tc ? dalloc((size_t)ss_cuda_cov_lower_tc_ws(n, d)) : NULL;
+    void *dws = dalloc((size_t)(tc ? ss_cuda_cov_lower_tc_ws(n, d) : ss_cuda_cov_lower_ws(n, d)));
     cv_ctx cc = {dc, ldc, dx, dt, ldx, dm32, n, d, dws};
     out_buf co = {dc, cbytes, c};
     if (run_twice(name, tc ? launch_cv_tc : launch_cv, &cc, &co, 1, &ms)) {
@@ -1190,15 +1190,15 @@ static void cov_one(int64_t n, int64_t d, int64_t ldx, int64_t ldc, int dt, int 
         fflush(stdout);
     }
     dfree(dx), dfree(dm64), dfree(dm32), dfree(dc);
-    if (dws) dfree(dws);
+    dfree(dws);
     free(x), free(xv), free(m64), free(m32), free(c);
 }
 
 static void case_cov(void) {
-    /* the unit tests' shapes; one whose rows the tensor-core kernel splits
-     * over 8 blocks (3 tiles, 64 steps); then model-sized: GPT-2 small's MLP
-     * width with a 4096-row batch, 777 wide (split over 4), and d = 16384
-     * (C = 1 GiB) with a few rows */
+    /* the unit tests' shapes; one whose rows both kernels split (3 tiles:
+     * the tensor-core kernel over 8 blocks, the fp32 one over 16); then
+     * model-sized: GPT-2 small's MLP width with a 4096-row batch, 777 wide
+     * (split over 4 and 7), and d = 16384 (C = 1 GiB) with a few rows */
     int64_t shapes[][4] = {{37, 70, 70, 73},       {130, 33, 35, 33},     {5, 1, 1, 1},
                            {9, 129, 131, 130},     {2048, 200, 200, 201}, {4096, 3072, 3072, 3072},
                            {1000, 777, 781, 777},  {8, 16384, 16384, 16384}};

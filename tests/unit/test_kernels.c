@@ -827,11 +827,11 @@ typedef struct {
     int64_t ldx;
     const float *mean;
     int64_t n, d;
-    void *ws; /* the tensor-core kernel's workspace */
+    void *ws; /* the kernel's workspace */
 } cv_ctx;
 static void run_cv(void *v) {
     cv_ctx *c = v;
-    CHECK(ss_cuda_cov_lower(c->c, c->ldc, c->x, c->dt, c->ldx, c->mean, c->n, c->d, NULL) == 0);
+    CHECK(ss_cuda_cov_lower(c->c, c->ldc, c->x, c->dt, c->ldx, c->mean, c->n, c->d, c->ws, NULL) == 0);
 }
 
 /* The covariance kernels' input: X [n, ldx] of random values with column
@@ -862,18 +862,25 @@ static void cv_free(cv_data *v) { free(v->x), free(v->xv), free(v->xd), free(v->
  * magnitude. Every element above the diagonal and every column past d in a
  * row of ldc must still hold the NaN fill: the kernel writes nothing there. */
 TEST(kernel_cov_lower_vs_fp64) {
-    int64_t shapes[][4] = {{37, 70, 70, 73}, {130, 33, 35, 33}, {5, 1, 1, 1}, {9, 129, 131, 130}, {1, 40, 40, 40},
-                           {0, 3, 3, 3}};
-    for (int si = 0; si < 6; si++) {
+    /* the last two split their rows: 5 splits (9, 9, 9, 9, 8 steps of 16)
+     * over one tile, 2 over three tiles */
+    int64_t shapes[][4] = {{37, 70, 70, 73}, {130, 33, 35, 33}, {5, 1, 1, 1},      {9, 129, 131, 130},
+                           {1, 40, 40, 40},  {0, 3, 3, 3},      {700, 20, 22, 21}, {300, 136, 136, 137}};
+    for (int si = 0; si < 8; si++) {
         for (int dt = SS_CUDA_F32; dt <= SS_CUDA_BF16; dt++) {
             if (dt == SS_CUDA_F16 && si != 0) continue;
             for (int centred = 1; centred >= (si == 1 ? 0 : 1); centred--) {
                 int64_t n = shapes[si][0], d = shapes[si][1], ldx = shapes[si][2], ldc = shapes[si][3];
                 cv_data v = cv_make(n, d, ldx, ldc, dt, 31 + (unsigned)si, centred);
                 const float *xv = v.xv, *m = v.m;
-                cv_ctx c = {v.cm, ldc, v.xd, dt, ldx, centred ? m : NULL, n, d, NULL};
+                void *ws = aligned_alloc(256, (size_t)ss_cuda_cov_lower_ws(n, d) + 256);
+                cv_ctx c = {v.cm, ldc, v.xd, dt, ldx, centred ? m : NULL, n, d, ws};
                 int64_t nc = d * ldc;
+                ss_emu_set_copy_timing(SS_EMU_COPY_AT_ISSUE); /* see the tensor-core test below */
                 CHECK(both_orders(run_cv, &c, &v.cm, &nc, 1));
+                ss_emu_set_copy_timing(SS_EMU_COPY_AT_WAIT);
+                CHECK(both_orders(run_cv, &c, &v.cm, &nc, 1));
+                free(ws);
                 const float *cm = v.cm;
                 int64_t bad = 0, written_above = 0;
                 double maxr = 0;
@@ -906,9 +913,16 @@ TEST(kernel_cov_lower_vs_fp64) {
         }
     }
     float one = 1.f;
-    CHECK(ss_cuda_cov_lower(&one, 1, &one, SS_CUDA_F32, 1, NULL, 1, 2, NULL) == 1); /* ld < d */
-    CHECK(ss_cuda_cov_lower(&one, 2, &one, 9, 2, NULL, 1, 2, NULL) == 1);           /* bad dtype */
-    CHECK(ss_cuda_cov_lower(NULL, 1, NULL, SS_CUDA_F32, 1, NULL, 5, 0, NULL) == 0);  /* d = 0: nothing */
+    CHECK(ss_cuda_cov_lower(&one, 1, &one, SS_CUDA_F32, 1, NULL, 1, 2, &one, NULL) == 1); /* ld < d */
+    CHECK(ss_cuda_cov_lower(&one, 2, &one, 9, 2, NULL, 1, 2, &one, NULL) == 1);           /* bad dtype */
+    CHECK(ss_cuda_cov_lower(&one, 2, &one, SS_CUDA_F32, 2, NULL, 1, 2, NULL, NULL) == 1); /* no workspace */
+    CHECK(ss_cuda_cov_lower(NULL, 1, NULL, SS_CUDA_F32, 1, NULL, 5, 0, NULL, NULL) == 0);  /* d = 0: nothing */
+    CHECK(ss_cuda_cov_lower_ws(700, 20) == 44 * 16 * 20 * 4 + 5 * 20 * 20 * 4);
+    CHECK(ss_cuda_cov_center(&one, SS_CUDA_F16, 8, &one, SS_CUDA_F32, 1, NULL, 1, 1, 1, NULL) == 1); /* odt */
+    CHECK(ss_cuda_cov_center(&one, SS_CUDA_F32, 6, &one, SS_CUDA_F32, 6, NULL, 1, 1, 5, NULL) == 1); /* ldw % 4 */
+    CHECK(ss_cuda_cov_center(&one, SS_CUDA_F32, 4, &one, SS_CUDA_F32, 4, NULL, 2, 1, 4, NULL) == 1); /* n_pad < n */
+    CHECK(ss_cuda_cov_sum_splits(&one, 1, &one, 2, 1, NULL) == 1);                                  /* ldc < d */
+    CHECK(ss_cuda_cov_sum_splits(&one, 1, &one, 1, 0, NULL) == 1);                                  /* no splits */
 }
 
 static void run_cv_tc(void *v) {
@@ -1012,7 +1026,9 @@ TEST(kernel_cov_lower_large_mean_correction) {
     double m64[5];
     float m32[5], cm[25];
     CHECK(ss_cuda_colmean(m64, m32, x, SS_CUDA_F32, d, n, d, NULL) == 0);
-    CHECK(ss_cuda_cov_lower(cm, d, x, SS_CUDA_F32, d, m32, n, d, NULL) == 0);
+    void *ws = malloc((size_t)ss_cuda_cov_lower_ws(n, d));
+    CHECK(ss_cuda_cov_lower(cm, d, x, SS_CUDA_F32, d, m32, n, d, ws, NULL) == 0);
+    free(ws);
     double maxr = 0;
     for (int64_t i = 0; i < d; i++)
         for (int64_t j = 0; j <= i; j++) {

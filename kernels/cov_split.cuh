@@ -1,0 +1,43 @@
+/* The shape of a covariance update (cov_lower.cu, cov_lower_tc.cu): both
+ * kernels multiply centred rows that ss_cuda_cov_center wrote once into a
+ * workspace (rows padded with zeros to a multiple of the step, each row ldw
+ * values, a multiple of 16 bytes, zeros after d), in T x T tiles on or below
+ * the diagonal, `step` rows at a time. Where there are too few tiles to fill
+ * the GPU (small d), the steps are split over blockIdx.y: split s writes its
+ * partial triangle (d x d) after the rows in the workspace, and
+ * ss_cuda_cov_sum_splits adds the partials in split order (deterministic).
+ * The split count depends on n, d and the kernel only, never on the device,
+ * so a result is the same on every GPU and under the emulation. */
+#ifndef SS_COV_SPLIT_CUH
+#define SS_COV_SPLIT_CUH
+
+typedef struct {
+    int64_t ldw;               /* values per workspace row */
+    int64_t steps, steps_per;  /* steps of the whole batch, and of one split */
+    int64_t splits, tiles;     /* blockIdx.y and blockIdx.x extents */
+    size_t xc_bytes, part_bytes; /* the workspace: centred rows, then the partial triangles */
+} ss_cov_plan;
+
+/* T: tile edge; step: rows per step; esize: bytes per centred value; fill:
+ * the blocks to aim for, each split keeping at least min_steps steps; the
+ * partial triangles are held to 2^26 floats (256 MB) unless one split each
+ * would already exceed that. */
+static inline ss_cov_plan ss_cov_plan_of(int64_t n, int64_t d, int64_t T, int64_t step, int64_t esize, int64_t fill,
+                                         int64_t min_steps) {
+    ss_cov_plan p;
+    const int64_t tt = ss_cdiv(d, T), per16 = 16 / esize;
+    p.tiles = tt * (tt + 1) / 2;
+    p.ldw = ss_cdiv(d, per16) * per16;
+    p.steps = ss_cdiv(n, step);
+    int64_t s = ss_cdiv(fill, p.tiles), most = p.steps / min_steps, room = ((int64_t)1 << 26) / (d * d);
+    if (s > most) s = most;
+    if (s > room) s = room;
+    if (s < 1) s = 1;
+    p.steps_per = p.steps ? ss_cdiv(p.steps, s) : 1;
+    p.splits = p.steps ? ss_cdiv(p.steps, p.steps_per) : 1;
+    p.xc_bytes = (size_t)ss_cdiv(p.steps * step * p.ldw * esize, 256) * 256;
+    p.part_bytes = p.splits > 1 ? (size_t)(p.splits * d * d) * sizeof(float) : 0;
+    return p;
+}
+
+#endif
