@@ -136,21 +136,15 @@ SS_EXTERN_C int ss_cuda_cov_sum_splits(float *c, int64_t ldc, const float *part,
 #define CV_THREADS 256
 #define CV_STAGE (2 * CV_K * CV_T)       /* floats per stage: A's strip, then B's */
 #define CV_SMEM (CV_STAGES * CV_STAGE * 4) /* 65536 bytes */
-#define CV_CHUNKS (CV_K * CV_T / 4 / CV_THREADS) /* 16-byte chunks per thread per strip: 2 */
 #define CV_FILL 1056                     /* split until about 8 blocks per SM of an H100 */
 
 /* c: C (ldc) with one split, else the partial triangles, cstride apart. */
 SS_KERNEL(ss_k_cov_lower, (float *, c), (int64_t, ldc), (int64_t, cstride), (const float *, xc), (int64_t, ldw),
           (int64_t, d), (int64_t, steps), (int64_t, steps_per)) {
     SS_DYN_SHARED(float, sm);
-    /* Linear block index b -> tile (ti, tj), ti >= tj, b = ti(ti+1)/2 + tj. */
-    const int64_t b = blockIdx.x;
-    int64_t ti = (int64_t)((sqrt(8.0 * (double)b + 1.0) - 1.0) * 0.5);
-    while (ti * (ti + 1) / 2 > b) ti--;
-    while ((ti + 1) * (ti + 2) / 2 <= b) ti++;
-    const int64_t tj = b - ti * (ti + 1) / 2, i0 = ti * CV_T, j0 = tj * CV_T;
-    const int diag = ti == tj;
-    const int64_t k_first = (int64_t)blockIdx.y * steps_per, nk = SS_MIN(steps, k_first + steps_per) - k_first;
+    int64_t i0, j0, k_first, nk;
+    ss_cov_block(CV_T, steps, steps_per, &i0, &j0, &k_first, &nk);
+    const int diag = i0 == j0;
     c += (int64_t)blockIdx.y * cstride;
     const int tid = (int)threadIdx.x;
     /* This thread's micro-tile: rows ty*4 + {0..3} and 64 + ty*4 + {0..3} of
@@ -164,7 +158,7 @@ SS_KERNEL(ss_k_cov_lower, (float *, c), (int64_t, ldc), (int64_t, cstride), (con
         float *as_ = sm + (buf)*CV_STAGE;                                                                          \
         const float *src_ = xc + (k_first + (step)) * CV_K * ldw;                                                  \
         SS_UNROLL                                                                                                  \
-        for (int i_ = 0; i_ < CV_CHUNKS; i_++) {                                                                   \
+        for (int i_ = 0; i_ < CV_K * CV_T / 4 / CV_THREADS; i_++) {                                                \
             const int q_ = tid + CV_THREADS * i_, row_ = q_ >> 5, col_ = 4 * (q_ & 31);                            \
             const float *rs_ = src_ + row_ * ldw;                                                                  \
             ss_cp_async16(as_ + row_ * CV_T + col_, rs_ + (i0 + col_ < ldw ? i0 + col_ : 0), i0 + col_ < ldw ? 16 : 0); \

@@ -45,7 +45,6 @@
 #define CT_THREADS 128                  /* 4 warps */
 #define CT_STAGE (2 * CT_K * CT_SK)     /* halves per stage: A's strip, then B's */
 #define CT_SMEM (CT_STAGES * CT_STAGE * 2) /* bytes of dynamic shared memory: 69632 */
-#define CT_CHUNKS (CT_K * CT_T / 8 / CT_THREADS) /* 16-byte chunks per thread per strip: 4 */
 #define CT_FILL_BLOCKS 264              /* split until about this many blocks */
 #define CT_MIN_STEPS 8                  /* ... keeping at least this many steps per split */
 
@@ -54,14 +53,9 @@
 SS_KERNEL(ss_k_cov_lower_tc, (float *, c), (int64_t, ldc), (int64_t, cstride), (const uint16_t *, xc),
           (int64_t, ldw), (int64_t, d), (int64_t, steps), (int64_t, steps_per)) {
     SS_DYN_SHARED(uint16_t, sm);
-    /* Linear block index b -> tile (ti, tj), ti >= tj, b = ti(ti+1)/2 + tj. */
-    const int64_t b = blockIdx.x;
-    int64_t ti = (int64_t)((sqrt(8.0 * (double)b + 1.0) - 1.0) * 0.5);
-    while (ti * (ti + 1) / 2 > b) ti--;
-    while ((ti + 1) * (ti + 2) / 2 <= b) ti++;
-    const int64_t tj = b - ti * (ti + 1) / 2, i0 = ti * CT_T, j0 = tj * CT_T;
-    const int diag = ti == tj;
-    const int64_t k_first = (int64_t)blockIdx.y * steps_per, nk = SS_MIN(steps, k_first + steps_per) - k_first;
+    int64_t i0, j0, k_first, nk;
+    ss_cov_block(CT_T, steps, steps_per, &i0, &j0, &k_first, &nk);
+    const int diag = i0 == j0;
     c += (int64_t)blockIdx.y * cstride;
 
     const int tid = (int)threadIdx.x, lane = tid & 31, w = tid >> 5, g = lane >> 2, t = lane & 3;
@@ -70,13 +64,15 @@ SS_KERNEL(ss_k_cov_lower_tc, (float *, c), (int64_t, ldc), (int64_t, cstride), (
     const int idle = (diag && wn > wm) || i0 + 64 * wm >= d || j0 + 64 * wn >= d;
 
     /* This thread's chunks of a strip: chunk q = tid + CT_THREADS * i is row
-     * q / 16, columns 8 (q % 16) ..+7; columns past ldw are zero-filled. */
+     * q / 16, columns 8 (q % 16) ..+7; columns past ldw are zero-filled. (A
+     * helper shared with cov_lower.cu's loads took ptxas from 163 to 230
+     * registers here, two blocks per SM instead of three.) */
 #define CT_LOAD(step, buf)                                                                                          \
     do {                                                                                                            \
         uint16_t *as_ = sm + (buf)*CT_STAGE;                                                                        \
         const uint16_t *src_ = xc + (k_first + (step)) * CT_K * ldw;                                                \
         SS_UNROLL                                                                                                   \
-        for (int i_ = 0; i_ < CT_CHUNKS; i_++) {                                                                    \
+        for (int i_ = 0; i_ < CT_K * CT_T / 8 / CT_THREADS; i_++) {                                                 \
             const int q_ = tid + CT_THREADS * i_, row_ = q_ >> 4, col_ = 8 * (q_ & 15);                             \
             const uint16_t *rs_ = src_ + row_ * ldw;                                                                \
             ss_cp_async16(as_ + row_ * CT_SK + col_, rs_ + (i0 + col_ < ldw ? i0 + col_ : 0), i0 + col_ < ldw ? 16 : 0); \

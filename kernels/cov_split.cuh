@@ -10,6 +10,7 @@
  * so a result is the same on every GPU and under the emulation. */
 #ifndef SS_COV_SPLIT_CUH
 #define SS_COV_SPLIT_CUH
+/* (after ss_cuda.cuh and mma.cuh) */
 
 typedef struct {
     int64_t ldw;               /* values per workspace row */
@@ -38,6 +39,20 @@ static inline ss_cov_plan ss_cov_plan_of(int64_t n, int64_t d, int64_t T, int64_
     p.xc_bytes = (size_t)ss_cdiv(p.steps * step * p.ldw * esize, 256) * 256;
     p.part_bytes = p.splits > 1 ? (size_t)(p.splits * d * d) * sizeof(float) : 0;
     return p;
+}
+
+/* Block (blockIdx.x, blockIdx.y) -> its tile's first row i0 and column j0
+ * of C (i0 >= j0; linear block index b = ti(ti+1)/2 + tj) and its split's
+ * steps: k_first and how many (nk). */
+SS_DEV void ss_cov_block(int64_t T, int64_t steps, int64_t steps_per, int64_t *i0, int64_t *j0, int64_t *k_first,
+                         int64_t *nk) {
+    const int64_t b = blockIdx.x;
+    int64_t ti = (int64_t)((sqrt(8.0 * (double)b + 1.0) - 1.0) * 0.5);
+    while (ti * (ti + 1) / 2 > b) ti--;
+    while ((ti + 1) * (ti + 2) / 2 <= b) ti++;
+    *i0 = ti * T, *j0 = (b - ti * (ti + 1) / 2) * T;
+    *k_first = (int64_t)blockIdx.y * steps_per;
+    *nk = SS_MIN(steps, *k_first + steps_per) - *k_first;
 }
 
 #endif

@@ -1218,6 +1218,13 @@ SS_KERNEL(emu_k_dyn, (int, n)) {
     SS_DYN_SHARED(float, s);
     s[threadIdx.x] = (float)n;
 }
+/* mma.sync in a block of fewer than 32 threads, or from two different lines */
+SS_KERNEL(emu_k_mma, (int, n)) {
+    float c[4] = {0, 0, 0, 0};
+    uint32_t a[4] = {0, 0, 0, 0}, b[2] = {0, 0};
+    if (n && (threadIdx.x & 1)) ss_mma_bf16_16816(c, a, b);
+    else ss_mma_bf16_16816(c, a, b);
+}
 
 static void misuse(int which) {
     switch (which) {
@@ -1228,6 +1235,8 @@ static void misuse(int which) {
     case 4: SS_LAUNCH(emu_k_dyn, 1, 32, 49 * 1024, NULL, 1); break;
     case 5: SS_LAUNCH(emu_k_dyn, 1, 2048, 0, NULL, 1); break;
     case 6: emu_k_dyn(1); break;
+    case 7: SS_LAUNCH(emu_k_mma, 1, 16, 0, NULL, 0); break;
+    case 8: SS_LAUNCH(emu_k_mma, 1, 32, 0, NULL, 1); break;
     default: break;
     }
 }
@@ -1236,8 +1245,9 @@ TEST(emu_misuse_aborts_with_a_message) {
     static const char *want[] = {"__syncthreads not reached by every thread", "different __syncthreads",
                                  "exited but is named in the mask", "warp 0 diverged",
                                  "above 48 KB needs SS_SET_MAX_DYN_SHARED", "exceeds 1024 threads",
-                                 "called directly; launch it with SS_LAUNCH"};
-    for (int which = 0; which < 7; which++) {
+                                 "called directly; launch it with SS_LAUNCH", "it needs all 32 lanes",
+                                 "warp 0 diverged"};
+    for (int which = 0; which < 9; which++) {
         int fds[2];
         CHECK(pipe(fds) == 0);
         fflush(stdout);
