@@ -55,6 +55,15 @@ NVCCFLAGS ?= -O3 -lineinfo
 NVCC_ARCH := $(foreach a,$(CUDA_ARCH),-gencode arch=compute_$(a),code=sm_$(a)) \
              -gencode arch=compute_$(firstword $(CUDA_ARCH)),code=compute_$(firstword $(CUDA_ARCH))
 NVCC_ALL := -std=c++17 -Iinclude -Ikernels -Xcompiler -fPIC --Werror all-warnings $(NVCC_ARCH) $(NVCCFLAGS)
+# kernels/cov_lower_wg.cu uses wgmma, which only sm_90a has: where CUDA_ARCH
+# has 90 it is built for sm_90a instead (no PTX: 90a code runs on 9.0 only)
+# and told so (SS_HAVE_SM90A); its other architectures get a kernel that the
+# launcher never starts (ss_cuda_cov_lower_wg_supported).
+comma := ,
+NVCC_ARCH_WG := $(foreach a,$(filter-out 90,$(CUDA_ARCH)),-gencode arch=compute_$(a),code=sm_$(a)) \
+                $(if $(filter 90,$(CUDA_ARCH)),-gencode arch=compute_90a$(comma)code=sm_90a -DSS_HAVE_SM90A)
+$(BUILD)/kernels/cov_lower_wg.o: NVCC_ALL := -std=c++17 -Iinclude -Ikernels -Xcompiler -fPIC --Werror all-warnings \
+                                            $(NVCC_ARCH_WG) $(NVCCFLAGS)
 
 # The CUDA backend (src/backend/cuda_backend.c) needs nvcc (for the kernels)
 # and cuBLAS. The unit-test binary always carries a second copy of it built

@@ -17,8 +17,9 @@
  * to the n*d^2 of the product.
  *
  * ss_cuda_cov_center writes the centred rows once into the workspace of
- * both product kernels (cov_split.cuh): fp32 for this one, bf16 for
+ * the product kernels (cov_split.cuh): fp32 for this one, bf16 for
  * cov_lower_tc.cu; 16 bytes per thread and loop step, zeros past n and d.
+ * ss_cuda_cov_center_t writes them transposed (bf16) for cov_lower_wg.cu.
  *
  * ss_cuda_cov_lower. Design: a GEMM tiled like the classic SIMT SGEMM, 128 x
  * 128 tiles of C, 256 threads each owning an 8 x 8 micro-tile (two 4-wide
@@ -108,6 +109,36 @@ SS_EXTERN_C int ss_cuda_cov_center(void *xc, int odt, int64_t ldw, const void *x
     if (!chunks) return 0;
     SS_LAUNCH(ss_k_cov_center, SS_MIN(ss_cdiv(chunks, 256), 1 << 20), 256, 0, stream, xc, odt, ldw, x, xdtype, ldx,
               mean, n, n_pad, d);
+    return SS_LAUNCH_STATUS();
+}
+
+/* Transposed, for the wgmma kernel: a 32 x 32 tile of X through shared
+ * memory, read along rows and written along columns (both coalesced). */
+SS_KERNEL(ss_k_cov_center_t, (uint16_t *, xct), (int64_t, ldt), (const void *, x), (int, dt), (int64_t, ldx),
+          (const float *, mean), (int64_t, n), (int64_t, n_pad), (int64_t, d), (int64_t, d_pad)) {
+    __shared__ float tile[32][33];
+    const int64_t r0 = (int64_t)blockIdx.x * 32, c0 = (int64_t)blockIdx.y * 32;
+    const int tx = (int)threadIdx.x, ty = (int)threadIdx.y;
+    for (int j = ty; j < 32; j += 8) {
+        const int64_t r = r0 + j, c = c0 + tx;
+        tile[j][tx] = r < n && c < d ? ss_load_weight(x, dt, r * ldx + c) - (mean ? mean[c] : 0.f) : 0.f;
+    }
+    __syncthreads();
+    for (int j = ty; j < 32; j += 8) {
+        const int64_t c = c0 + j, r = r0 + tx;
+        if (c < d_pad && r < n_pad) xct[c * ldt + r] = __bfloat16_as_ushort(__float2bfloat16_rn(tile[tx][j]));
+    }
+}
+
+SS_EXTERN_C int ss_cuda_cov_center_t(uint16_t *xct, int64_t ldt, const void *x, int xdtype, int64_t ldx,
+                                     const float *mean, int64_t n, int64_t n_pad, int64_t d, int64_t d_pad,
+                                     cudaStream_t stream) {
+    if (ldt < n_pad || ldx < d || n < 0 || n_pad < n || d_pad < d || xdtype < SS_CUDA_F32 || xdtype > SS_CUDA_BF16 ||
+        ss_cdiv(d_pad, 32) > 65535)
+        return 1;
+    if (!n_pad || !d_pad) return 0;
+    SS_LAUNCH(ss_k_cov_center_t, SS_DIM3(ss_cdiv(n_pad, 32), ss_cdiv(d_pad, 32), 1), SS_DIM3(32, 8, 1), 0, stream, xct,
+              ldt, x, xdtype, ldx, mean, n, n_pad, d, d_pad);
     return SS_LAUNCH_STATUS();
 }
 

@@ -48,7 +48,7 @@ SS_DEV void ss_emu_mma_bf16_all(void *const *lane_args) {
     }
 }
 #define ss_mma_bf16_16816(c, a, b)                                                                      \
-    ss_emu_warp_collective_(ss_emu_mma_bf16_all, &(ss_emu_mma_args){(c), (a), (b)}, "mma.sync", __FILE__, \
+    ss_emu_warp_collective_(ss_emu_mma_bf16_all, &(ss_emu_mma_args){(c), (a), (b)}, 32, "mma.sync", __FILE__, \
                             __LINE__)
 #else
 SS_DEV void ss_mma_bf16_16816(float *c, const uint32_t *a, const uint32_t *b) {
@@ -90,7 +90,7 @@ SS_DEV void ss_emu_ldsm_t(void *const *lane_args) { ss_emu_ldsm_all(lane_args, 1
     do {                                                                                          \
         const uint16_t *row_ = (row);                                                             \
         ss_emu_check_align_(row_, 16, "ldmatrix", __FILE__, __LINE__);                            \
-        ss_emu_warp_collective_(fn, &(ss_emu_ldsm_args){(r), row_}, what, __FILE__, __LINE__);    \
+        ss_emu_warp_collective_(fn, &(ss_emu_ldsm_args){(r), row_}, 32, what, __FILE__, __LINE__); \
     } while (0)
 #define ss_ldsm_x4(r, row) ss_ldsm_x4_any_((r), (row), ss_emu_ldsm_n, "ldmatrix.x4")
 #define ss_ldsm_x4_t(r, row) ss_ldsm_x4_any_((r), (row), ss_emu_ldsm_t, "ldmatrix.x4.trans")

@@ -610,8 +610,9 @@ static void bench_gemm(int64_t M) {
  * line's rate is half its raw one. The targets: cov_lower.bf16 >= 1.4x
  * faster than gemmex_full.bf16, and >= 90% of Ssyrk's useful-FLOP rate for
  * cov_lower.f32; the ratios are printed after the cases. cov_lower_tc.bf16
- * is the tensor-core kernel (bf16 operands, kernels/cov_lower_tc.cu), the
- * one meant for the first target. */
+ * and cov_lower_wg.bf16 are the tensor-core kernels (bf16 operands;
+ * kernels/cov_lower_tc.cu on mma.sync, cov_lower_wg.cu on wgmma, the latter
+ * only where it is supported), the ones meant for the first target. */
 static void bench_cov(int64_t n) {
     const int64_t widths[] = {768, 3072, 16384};
     for (int64_t d : widths) {
@@ -619,12 +620,13 @@ static void bench_cov(int64_t n) {
         std::string base = fmt("cov.d%lld", (long long)d);
         bool any = false;
         for (const char *c : {".colmean.f32", ".colmean.bf16", ".cov_lower.f32", ".cov_lower.bf16",
-                              ".cov_lower_tc.bf16", ".ssyrk.fp32", ".gemmex_full.bf16"})
+                              ".cov_lower_tc.bf16", ".cov_lower_wg.bf16", ".ssyrk.fp32", ".gemmex_full.bf16"})
             any = any || selected(base + c);
         if (!any) continue;
         const double useful = (double)n * d * (d + 1), nd = (double)n * d, cb = 4.0 * d * (d + 1) / 2;
         Buf x32(n * d * 4), x16(n * d * 2), c(d * d * 4), m64(d * 8), m32(d * 4);
         Buf ws((size_t)ss_cuda_cov_lower_ws(n, d)), tcws((size_t)ss_cuda_cov_lower_tc_ws(n, d));
+        Buf wgws((size_t)ss_cuda_cov_lower_wg_ws(n, d));
         fill(x32);
         fill_bf16(x16);
         CK(cudaMemset(c.p, 0, c.bytes));
@@ -645,6 +647,13 @@ static void bench_cov(int64_t n) {
         run_case(mk("kernel", base + ".cov_lower_tc.bf16", "ss_cuda_cov_lower_tc", shape,
                     "bf16 in, bf16 tensor-core products, fp32 accumulate", 2 * nd + cb, useful, "bf16", false, false),
                  [&] { return ss_cuda_cov_lower_tc(c.f(), d, x16.p, SS_CUDA_BF16, d, m32.f(), n, d, tcws.p, G.stream); });
+        if (ss_cuda_cov_lower_wg_supported())
+            run_case(mk("kernel", base + ".cov_lower_wg.bf16", "ss_cuda_cov_lower_wg", shape,
+                        "bf16 in, bf16 wgmma products, fp32 accumulate", 2 * nd + cb, useful, "bf16", false, false),
+                     [&] {
+                         return ss_cuda_cov_lower_wg(c.f(), d, x16.p, SS_CUDA_BF16, d, m32.f(), n, d, wgws.p,
+                                                     G.stream);
+                     });
         cublasSetMathMode(G.blas, CUBLAS_DEFAULT_MATH);
         /* Row-major X[n,d] is column-major A[d,n] (lda = d); A A^T is the d x d
          * product, its column-major upper triangle the row-major lower one. */
@@ -671,7 +680,7 @@ static void bench_cov(int64_t n) {
         };
         double f32 = ms_of(base + ".cov_lower.f32"), b16 = ms_of(base + ".cov_lower.bf16");
         double syrk = ms_of(base + ".ssyrk.fp32"), gx = ms_of(base + ".gemmex_full.bf16");
-        double tc = ms_of(base + ".cov_lower_tc.bf16");
+        double tc = ms_of(base + ".cov_lower_tc.bf16"), wg = ms_of(base + ".cov_lower_wg.bf16");
         if (f32 > 0 && syrk > 0)
             fprintf(stderr, "  %s: cov_lower.f32 runs at %.0f%% of Ssyrk's useful-FLOP rate (target >= 90%%)\n",
                     base.c_str(), 100.0 * syrk / f32);
@@ -681,6 +690,9 @@ static void bench_cov(int64_t n) {
         if (tc > 0 && gx > 0)
             fprintf(stderr, "  %s: cov_lower_tc.bf16 is %.2fx faster than the full bf16 GemmEx (target >= 1.4x)\n",
                     base.c_str(), gx / tc);
+        if (wg > 0 && gx > 0)
+            fprintf(stderr, "  %s: cov_lower_wg.bf16 is %.2fx faster than the full bf16 GemmEx (target >= 1.4x)\n",
+                    base.c_str(), gx / wg);
     }
 }
 

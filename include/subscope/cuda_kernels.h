@@ -161,6 +161,11 @@ int ss_cuda_cov_lower(float *c, int64_t ldc, const void *x, int xdtype, int64_t 
 int ss_cuda_cov_center(void *xc, int odt, int64_t ldw, const void *x, int xdtype, int64_t ldx, const float *mean,
                        int64_t n, int64_t n_pad, int64_t d, cudaStream_t stream);
 int ss_cuda_cov_sum_splits(float *c, int64_t ldc, const float *part, int64_t d, int splits, cudaStream_t stream);
+/* The same centring, transposed and in bf16: xct [d_pad, ldt] with
+ * xct[c*ldt + r] = x[r, c] - mean[c] for r < n, c < d, zero for the other
+ * r < n_pad, c < d_pad (ldt >= n_pad). */
+int ss_cuda_cov_center_t(uint16_t *xct, int64_t ldt, const void *x, int xdtype, int64_t ldx, const float *mean,
+                         int64_t n, int64_t n_pad, int64_t d, int64_t d_pad, cudaStream_t stream);
 /* Chan's merge of one batch into running statistics on the device
  * (kernels/moments_merge.cu): the batch's nb rows have the fp64 mean mean_b
  * and the fp32 products c about m32 (lower triangle, ldc), as
@@ -176,6 +181,15 @@ int ss_cuda_moments_merge(double *mean_a, double *m2, int64_t ldm, const double 
  * ss_cuda_cov_lower_tc_ws(n, d) bytes of ws (the centred rows in bf16). */
 int64_t ss_cuda_cov_lower_tc_ws(int64_t n, int64_t d);
 int ss_cuda_cov_lower_tc(float *c, int64_t ldc, const void *x, int xdtype, int64_t ldx, const float *mean,
+                         int64_t n, int64_t d, void *ws, cudaStream_t stream);
+/* The same products on Hopper's warpgroup instructions (kernels/cov_lower_wg.cu):
+ * the same roundings, limits and writes, with ss_cuda_cov_lower_wg_ws(n, d)
+ * bytes of ws. Only where ss_cuda_cov_lower_wg_supported() (a build for
+ * sm_90a, on a GPU of compute capability 9.0; always under the emulation);
+ * elsewhere it returns 1 without running. */
+int ss_cuda_cov_lower_wg_supported(void);
+int64_t ss_cuda_cov_lower_wg_ws(int64_t n, int64_t d);
+int ss_cuda_cov_lower_wg(float *c, int64_t ldc, const void *x, int xdtype, int64_t ldx, const float *mean,
                          int64_t n, int64_t d, void *ws, cudaStream_t stream);
 
 /* Masks of ablate's masked forwards, ss_mask_apply's semantics

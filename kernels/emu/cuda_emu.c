@@ -161,6 +161,24 @@ void ss_emu_configure_(dim3 grid, dim3 block, size_t shmem, cudaStream_t stream,
     cfg.line = line;
 }
 
+uint32_t ss_emu_smem_offset_(const void *p, const char *what, const char *file, int line) {
+    if (!in_kernel) die("%s at %s:%d outside a kernel", what, file, line);
+    const unsigned char *q = (const unsigned char *)p;
+    if (!dyn_shared_len || q < dyn_shared || q >= dyn_shared + dyn_shared_len)
+        die("%s at %s:%d: %p is not in the launch's dynamic shared memory (the emulation encodes only those "
+            "addresses)",
+            what, file, line, p);
+    return (uint32_t)(q - dyn_shared);
+}
+
+const void *ss_emu_smem_at_(uint64_t offset, uint64_t bytes, const char *what) {
+    if (!in_kernel) die("%s outside a kernel", what);
+    if (offset + bytes > dyn_shared_len)
+        die("%s reads %llu bytes at shared-memory offset %llu, past the %zu bytes of the launch", what,
+            (unsigned long long)bytes, (unsigned long long)offset, dyn_shared_len);
+    return dyn_shared + offset;
+}
+
 void *ss_emu_dyn_shared_(void) {
     if (!in_kernel) die("dynamic shared memory used outside a kernel");
     if (!dyn_shared_len) die("SS_DYN_SHARED used but the launch asked for 0 bytes of dynamic shared memory");
@@ -309,8 +327,34 @@ static int warp_lanes(int w) {
     return n > 32 ? 32 : n;
 }
 
+/* A warp-wide (32) or warpgroup-wide (128) instruction: when every thread
+ * of the group waits at it, run its function once with their operands. */
+static void check_collective(int t) {
+    fiber *f = &fibers[t];
+    const int n = f->width, base = t / n * n;
+    void *args[128] = {0};
+    for (int l = 0; l < n; l++) {
+        const fiber *g = &fibers[base + l];
+        if (g->state == F_DONE)
+            die("thread %d exited but its %s of %d threads runs %s at %s:%d", base + l, n == 32 ? "warp" : "warpgroup",
+                n, f->what, f->file, f->line);
+        if (g->state != F_WARP) return; /* not all here yet */
+        if (g->op != f->op || g->line != f->line || g->file != f->file || g->collective != f->collective)
+            die("%s %d diverged: thread %d at %s (%s:%d), thread %d at %s (%s:%d)", n == 32 ? "warp" : "warpgroup",
+                base / n, t, f->what, f->file, f->line, base + l, g->op == f->op ? g->what : wop_name[g->op], g->file,
+                g->line);
+        args[l] = (void *)(uintptr_t)g->val;
+    }
+    f->collective(args);
+    for (int l = 0; l < n; l++) fibers[base + l].state = F_RUN;
+}
+
 static void check_warp(int t) {
     fiber *f = &fibers[t];
+    if (f->op == SS_EMU_WOP_COLLECTIVE) {
+        check_collective(t);
+        return;
+    }
     int w = t / 32, lanes = warp_lanes(w), lane = t % 32;
     unsigned mask = f->mask & (lanes == 32 ? 0xffffffffu : ((1u << lanes) - 1));
     if (!(f->mask >> lane & 1))
@@ -326,19 +370,6 @@ static void check_warp(int t) {
         if (g->op != f->op || g->line != f->line || g->file != f->file)
             die("warp %d diverged: lane %d at %s (%s:%d), lane %d at %s (%s:%d)", w, lane, wop_name[f->op], f->file,
                 f->line, l, wop_name[g->op], g->file, g->line);
-    }
-    if (f->op == SS_EMU_WOP_COLLECTIVE) {
-        void *args[32];
-        for (int l = 0; l < lanes; l++) {
-            const fiber *g = &fibers[w * 32 + l];
-            if (g->collective != f->collective)
-                die("warp %d diverged: lanes %d and %d run different warp-wide instructions at %s:%d", w, lane, l,
-                    f->file, f->line);
-            args[l] = (void *)(uintptr_t)g->val;
-        }
-        f->collective(args);
-        for (int l = 0; l < lanes; l++) fibers[w * 32 + l].state = F_RUN;
-        return;
     }
     unsigned ballot = 0;
     for (int l = 0; l < lanes; l++)
@@ -409,21 +440,23 @@ uint64_t ss_emu_warp_op_(int op, unsigned mask, uint64_t val, int param, int wid
     return fibers[cur].result;
 }
 
-void ss_emu_warp_collective_(void (*fn)(void *const *lane_args), void *args, const char *what, const char *file,
-                             int line) {
+void ss_emu_warp_collective_(void (*fn)(void *const *lane_args), void *args, int threads, const char *what,
+                             const char *file, int line) {
     if (!in_kernel || cur < 0) {
         fprintf(stderr, "cuda_emu: %s at %s:%d outside a kernel\n", what, file, line);
         abort();
     }
-    if (warp_lanes(cur / 32) != 32)
-        die("%s at %s:%d in a warp of %d threads: it needs all 32 lanes", what, file, line, warp_lanes(cur / 32));
+    if (threads != 32 && threads != 128) die("%s at %s:%d: a group of %d threads (32 or 128)", what, file, line, threads);
+    if (cur / threads * threads + threads > nthreads)
+        die("%s at %s:%d in a block of %d threads: it needs all %d threads of its %s", what, file, line, nthreads,
+            threads, threads == 32 ? "warp" : "warpgroup");
     fiber *f = &fibers[cur];
     f->state = F_WARP;
     f->op = SS_EMU_WOP_COLLECTIVE;
     f->mask = 0xffffffffu;
     f->val = (uint64_t)(uintptr_t)args;
     f->param = 0;
-    f->width = 32;
+    f->width = threads;
     f->collective = fn;
     f->what = what;
     f->file = file;

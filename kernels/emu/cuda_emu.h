@@ -161,13 +161,14 @@ SS_EMU_WOP_T(shfl_ull, unsigned long long)
                                                                       sizeof(unsigned) - 1],        \
                            0, 0, 32, __FILE__, __LINE__))
 #define __activemask() 0xffffffffu
-/* A warp-wide instruction (mma.sync, ldmatrix) done at once: each of the 32
- * lanes (all must take part) passes a pointer to its operands; when the last
- * one arrives, fn runs once with the 32 pointers (lane order) and computes
- * every lane's result, then the lanes go on. One switch per lane instead of
- * the dozens of shuffles that would gather the operands. */
-void ss_emu_warp_collective_(void (*fn)(void *const *lane_args), void *args, const char *what, const char *file,
-                             int line);
+/* A warp-wide instruction (mma.sync, ldmatrix; threads = 32) or a
+ * warpgroup-wide one (wgmma; 128) done at once: each thread of the group (all
+ * must take part) passes a pointer to its operands; when the last one
+ * arrives, fn runs once with the pointers (in thread order) and computes
+ * every thread's result, then the threads go on. One switch per thread
+ * instead of the dozens of shuffles that would gather the operands. */
+void ss_emu_warp_collective_(void (*fn)(void *const *lane_args), void *args, int threads, const char *what,
+                             const char *file, int line);
 
 /* ---- asynchronous copies (cp.async, sm_80) -------------------------------
  * Each thread's copies are held back, as on the GPU, until it waits for
@@ -223,6 +224,12 @@ void ss_emu_configure_(dim3 grid, dim3 block, size_t shmem, cudaStream_t stream,
                        const char *file, int line);
 void ss_emu_launch_(const char *kernel, void (*thunk)(void *), void *args);
 void *ss_emu_dyn_shared_(void);
+/* Shared-memory addresses as the GPU encodes them (offsets from the start of
+ * the launch's dynamic shared memory, the only shared memory whose address
+ * the emulation can give a number): p's offset, or the bytes at an offset,
+ * aborting when they are not in it. For wgmma's matrix descriptors. */
+uint32_t ss_emu_smem_offset_(const void *p, const char *what, const char *file, int line);
+const void *ss_emu_smem_at_(uint64_t offset, uint64_t bytes, const char *what);
 void ss_emu_set_max_dyn_shared_(const char *kernel, size_t bytes);
 
 /* A kernel becomes three functions: the body (run by every fiber), a thunk

@@ -59,7 +59,8 @@ typedef struct {
     size_t qkv16_cap;       /* in elements */
     uint16_t *cov_ws;       /* the covariance kernels' workspace */
     size_t cov_ws_cap;      /* in 16-bit elements */
-    int cov_kernel;         /* collect's products: 0 cublasSsyrk, 1 kernels/cov_lower.cu, 2 cov_lower_tc.cu */
+    int cov_kernel;         /* collect's products: 0 cublasSsyrk, 1 kernels/cov_lower.cu, 2 cov_lower_tc.cu,
+                               3 cov_lower_wg.cu */
     int64_t *mseq;          /* device copy of a masked forward's sequences (start, len, prompt, mask) */
     size_t mseq_cap;        /* in int64 elements */
     int64_t *mseq_host;     /* what mseq holds now (mseq_n elements; 0: nothing) ... */
@@ -260,20 +261,32 @@ static ss_status scratch16(const ss_backend *be, uint16_t **buf, size_t *cap, si
  * (d = 768, 3072) faster than the kernel (bench/README.md), so it is the
  * default; the kernel stays for the comparison the benchmark makes.
  * SUBSCOPE_COV_KERNEL=tc takes the tensor-core kernel, which rounds the
- * centred values to bf16 (the pipelined rewrite not yet timed on a GPU).
+ * centred values to bf16 (the pipelined rewrite not yet timed on a GPU);
+ * wg the same roundings on Hopper's wgmma (sm_90a only; not yet run).
  * TF32 is switched off around Ssyrk: statistics are fp32 whatever the
  * forward uses. */
 static ss_status centred_products(const ss_backend *be, float *cc, float *g, float *m32, const float *h_m32, int64_t n,
                                   int64_t d) {
     cuda_impl *c = IMPL(be);
     if (c->cov_kernel) {
-        const int64_t ws = c->cov_kernel == 1 ? ss_cuda_cov_lower_ws(n, d) : ss_cuda_cov_lower_tc_ws(n, d);
-        SS_TRY(scratch16(be, &c->cov_ws, &c->cov_ws_cap, (size_t)(ws + 1) / 2, "covariance kernel workspace"));
-        return cuda_check(be,
-                          c->cov_kernel == 1
-                              ? ss_cuda_cov_lower(cc, d, g, SS_CUDA_F32, d, m32, n, d, c->cov_ws, c->stream)
-                              : ss_cuda_cov_lower_tc(cc, d, g, SS_CUDA_F32, d, m32, n, d, c->cov_ws, c->stream),
-                          c->cov_kernel == 1 ? "covariance kernel" : "tensor-core covariance kernel");
+        typedef int (*cov_fn)(float *, int64_t, const void *, int, int64_t, const float *, int64_t, int64_t, void *,
+                              cudaStream_t);
+        static const struct {
+            cov_fn fn;
+            int64_t (*ws)(int64_t, int64_t);
+            const char *what;
+        } k[] = {{ss_cuda_cov_lower, ss_cuda_cov_lower_ws, "covariance kernel"},
+                 {ss_cuda_cov_lower_tc, ss_cuda_cov_lower_tc_ws, "tensor-core covariance kernel"},
+                 {ss_cuda_cov_lower_wg, ss_cuda_cov_lower_wg_ws, "wgmma covariance kernel"}};
+        const int i = c->cov_kernel - 1;
+        if (c->cov_kernel == 3 && !ss_cuda_cov_lower_wg_supported())
+            return ss_errorf(SS_ERR_UNSUPPORTED,
+                             "%s: SUBSCOPE_COV_KERNEL=wg needs a GPU of compute capability 9.0 (H100/H200) and a "
+                             "build with CUDA_ARCH including 90 (its wgmma code is for sm_90a)",
+                             be->name);
+        SS_TRY(scratch16(be, &c->cov_ws, &c->cov_ws_cap, (size_t)(k[i].ws(n, d) + 1) / 2,
+                         "covariance kernel workspace"));
+        return cuda_check(be, k[i].fn(cc, d, g, SS_CUDA_F32, d, m32, n, d, c->cov_ws, c->stream), k[i].what);
     }
     if (n > INT32_MAX || d > INT32_MAX)
         return ss_errorf(SS_ERR_UNSUPPORTED, "%s: covariance of %lld rows x %lld exceeds cuBLAS's 32-bit sizes", be->name,
@@ -1382,7 +1395,7 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
      * attention call down the cuBLAS path (default 512: below it the kernels'
      * single launch for every prompt wins over three launches per prompt, by
      * the H100 profile's rates: 7.3 TFLOP/s for the flash kernel, ~47 for
-     * Sgemm); 0 keeps the kernels. SUBSCOPE_COV_KERNEL=1|tc: centred_products. */
+     * Sgemm); 0 keeps the kernels. SUBSCOPE_COV_KERNEL=1|tc|wg: centred_products. */
     const char *gml = getenv("SUBSCOPE_ATTN_GEMM_MIN_LEN");
     char *gend = NULL;
     long long ml = gml && *gml ? strtoll(gml, &gend, 10) : 512;
@@ -1400,7 +1413,7 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
     const char *tc2 = getenv("SUBSCOPE_ATTN_TC_V2");
     c->attn_tc_v2 = tc2 && !strcmp(tc2, "1");
     const char *ck = getenv("SUBSCOPE_COV_KERNEL");
-    c->cov_kernel = !ck ? 0 : !strcmp(ck, "1") ? 1 : !strcmp(ck, "tc") ? 2 : 0;
+    c->cov_kernel = !ck ? 0 : !strcmp(ck, "1") ? 1 : !strcmp(ck, "tc") ? 2 : !strcmp(ck, "wg") ? 3 : 0;
     *be = (ss_backend){
         .name = c->name, .description = c->device_name, .impl = c, .host_memory = 0,
         .alloc = cu_alloc, .release = cu_release, .upload = cu_upload, .download = cu_download, .sync = cu_sync,

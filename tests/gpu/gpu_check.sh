@@ -346,6 +346,12 @@ elif [ $BUILD_OK = 1 ]; then
     SUBSCOPE_COV_KERNEL=tc CMP_NMSE=$BF16_NMSE RUN_CMD=collect compare_forward \
         "collect tiny-gpt2 mean, cov (tensor-core cov_lower_tc, nmse $BF16_NMSE)" \
         "$tiny" data/demo_prompts.jsonl 'blocks.*.mlp.hook_post,blocks.2.hook_resid_post' --stats mean,cov
+    # and with the wgmma kernel (cov_lower_wg.cu, the same roundings; Hopper only)
+    if [ "$ARCH" = 90 ]; then
+        SUBSCOPE_COV_KERNEL=wg CMP_NMSE=$BF16_NMSE RUN_CMD=collect compare_forward \
+            "collect tiny-gpt2 mean, cov (wgmma cov_lower_wg, nmse $BF16_NMSE)" \
+            "$tiny" data/demo_prompts.jsonl 'blocks.*.mlp.hook_post,blocks.2.hook_resid_post' --stats mean,cov
+    fi
     t0=$(now)
     a=$(timeout 120 "$B/subscope" predict --model "$tiny" --prompt 'The cat says' --generate 24 --device cpu 2>"$LOGS/predict-cpu.log")
     g=$(timeout 120 "$B/subscope" predict --model "$tiny" --prompt 'The cat says' --generate 24 --device "$DEV" 2>"$LOGS/predict-cuda.log")

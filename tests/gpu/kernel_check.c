@@ -1084,6 +1084,10 @@ static int launch_cv_tc(void *v) {
     cv_ctx *c = v;
     return ss_cuda_cov_lower_tc(c->c, c->ldc, c->x, c->dt, c->ldx, c->mean, c->n, c->d, c->ws, g_stream);
 }
+static int launch_cv_wg(void *v) {
+    cv_ctx *c = v;
+    return ss_cuda_cov_lower_wg(c->c, c->ldc, c->x, c->dt, c->ldx, c->mean, c->n, c->d, c->ws, g_stream);
+}
 
 /* One shape: the means from ss_cuda_colmean against fp64 sums (rtol 1e-12,
  * and mean32 == (float)mean64), then C centred on the device's mean32
@@ -1093,17 +1097,23 @@ static int launch_cv_tc(void *v) {
  * a sample (all tile-edge rows/columns 0, 127, 128, d-1 crossed, plus 4096
  * random pairs; the fp64 reference of the whole of C would take the host
  * minutes). Above the diagonal and past d in a row of ldc, every element
- * must keep the NaN fill. With tc, the tensor-core kernel (cov_lower_tc.cu)
- * against the same sums of its bf16 operands, bf16(x - m32), the same bound
+ * must keep the NaN fill. With tc 1 or 2, the tensor-core kernels
+ * (cov_lower_tc.cu, mma.sync; cov_lower_wg.cu, wgmma: skipped where
+ * unsupported) against the same sums of their bf16 operands, bf16(x - m32), the same bound
  * (products of bf16 values are exact in fp32); the means are not rechecked. */
 static void cov_one(int64_t n, int64_t d, int64_t ldx, int64_t ldc, int dt, int tc) {
     char name[96];
-    snprintf(name, sizeof name, "cov_lower%s %s n=%lld d=%lld ldx=%lld ldc=%lld", tc ? "_tc" : "", dt_name[dt],
+    snprintf(name, sizeof name, "cov_lower%s %s n=%lld d=%lld ldx=%lld ldc=%lld", tc == 2 ? "_wg" : tc ? "_tc" : "",
+             dt_name[dt],
              (long long)n, (long long)d, (long long)ldx, (long long)ldc);
     char mname[96];
     snprintf(mname, sizeof mname, "colmean %s n=%lld d=%lld ldx=%lld", dt_name[dt], (long long)n, (long long)d,
              (long long)ldx);
     if (!selected(name) && (tc || !selected(mname))) return;
+    if (tc == 2 && !ss_cuda_cov_lower_wg_supported()) {
+        printf("CASE %-62s skipped (wgmma: needs compute capability 9.0 and a CUDA_ARCH=90 build)\n", name);
+        return;
+    }
     float *x = rvec(n * ldx, 41 + (unsigned)d, 2.f), *xv = fvec(n * ldx, 0);
     for (int64_t i = 0; i < n * ldx; i++) x[i] += 3.f * (float)(i % 5);
     void *dx = weights_dev(x, n * ldx, dt, xv);
@@ -1136,10 +1146,12 @@ static void cov_one(int64_t n, int64_t d, int64_t ldx, int64_t ldc, int dt, int 
     /* C */
     size_t cbytes = (size_t)d * (size_t)ldc * 4;
     float *c = xmalloc(cbytes), *dc = dalloc(cbytes);
-    void *dws = dalloc((size_t)(tc ? ss_cuda_cov_lower_tc_ws(n, d) : ss_cuda_cov_lower_ws(n, d)));
+    void *dws = dalloc((size_t)(tc == 2 ? ss_cuda_cov_lower_wg_ws(n, d)
+                                : tc    ? ss_cuda_cov_lower_tc_ws(n, d)
+                                        : ss_cuda_cov_lower_ws(n, d)));
     cv_ctx cc = {dc, ldc, dx, dt, ldx, dm32, n, d, dws};
     out_buf co = {dc, cbytes, c};
-    if (run_twice(name, tc ? launch_cv_tc : launch_cv, &cc, &co, 1, &ms)) {
+    if (run_twice(name, tc == 2 ? launch_cv_wg : tc ? launch_cv_tc : launch_cv, &cc, &co, 1, &ms)) {
         fail_case();
     } else {
         int full = d <= 512;
@@ -1205,7 +1217,7 @@ static void case_cov(void) {
     int ns = g_quick ? 5 : 8;
     for (int si = 0; si < ns; si++)
         for (int dt = SS_CUDA_F32; dt <= SS_CUDA_BF16; dt += 2)
-            for (int tc = 0; tc < 2; tc++) cov_one(shapes[si][0], shapes[si][1], shapes[si][2], shapes[si][3], dt, tc);
+            for (int tc = 0; tc < 3; tc++) cov_one(shapes[si][0], shapes[si][1], shapes[si][2], shapes[si][3], dt, tc);
 }
 
 /* collect's merge on the device (kernels/moments_merge.cu) against the same

@@ -751,8 +751,8 @@ static void collect_matches_cpu(double cov_tol, int64_t checkpoint_every) {
 }
 
 /* The products by cublasSsyrk on centred rows (the default), by the
- * triangular kernel (SUBSCOPE_COV_KERNEL=1), and by the tensor-core kernel
- * (SUBSCOPE_COV_KERNEL=tc), whose bf16 operands (unit roundoff 2^-8) move
+ * triangular kernel (SUBSCOPE_COV_KERNEL=1), and by the tensor-core kernels
+ * (SUBSCOPE_COV_KERNEL=tc, wg), whose bf16 operands (unit roundoff 2^-8) move
  * each term by at most 2^-7 of itself: sum |a_i a_j| <= (n - 1)
  * sqrt(var_i var_j) (Cauchy-Schwarz), so 2^-7 (plus the fp32 kernels' 1e-5)
  * bounds the covariance difference over sqrt(var_i var_j). */
@@ -763,6 +763,8 @@ TEST(cuda_emulated_collect_cov_kernel_matches_cpu) {
     setenv("SUBSCOPE_COV_KERNEL", "1", 1);
     collect_matches_cpu(1e-5, 0);
     setenv("SUBSCOPE_COV_KERNEL", "tc", 1);
+    collect_matches_cpu(0x1p-7 + 1e-5, 0);
+    setenv("SUBSCOPE_COV_KERNEL", "wg", 1);
     collect_matches_cpu(0x1p-7 + 1e-5, 0);
     unsetenv("SUBSCOPE_COV_KERNEL");
 }

@@ -925,13 +925,20 @@ TEST(kernel_cov_lower_vs_fp64) {
     CHECK(ss_cuda_cov_sum_splits(&one, 1, &one, 1, 0, NULL) == 1);                                  /* no splits */
 }
 
-static void run_cv_tc(void *v) {
-    cv_ctx *c = v;
-    CHECK(ss_cuda_cov_lower_tc(c->c, c->ldc, c->x, c->dt, c->ldx, c->mean, c->n, c->d, c->ws, NULL) == 0);
+typedef int (*cov16_fn)(float *, int64_t, const void *, int, int64_t, const float *, int64_t, int64_t, void *,
+                        cudaStream_t);
+typedef struct {
+    cv_ctx c;
+    cov16_fn fn;
+} cv16_ctx;
+static void run_cv16(void *v) {
+    cv16_ctx *k = v;
+    const cv_ctx *c = &k->c;
+    CHECK(k->fn(c->c, c->ldc, c->x, c->dt, c->ldx, c->mean, c->n, c->d, c->ws, NULL) == 0);
 }
 
-/* The tensor-core version (kernels/cov_lower_tc.cu, mma.sync emulated by
- * mma.cuh) against fp64 sums of the same bf16 operands: a_ri = bf16(x_ri - m_i)
+/* The bf16 tensor-core versions (kernels/cov_lower_tc.cu: mma.sync,
+ * emulated by mma.cuh; cov_lower_wg.cu: wgmma, by wgmma.cuh) against fp64 sums of the same bf16 operands: a_ri = bf16(x_ri - m_i)
  * with the subtraction in fp32, as the kernel does. Products of bf16 values
  * are exact in fp32, so what remains is fp32 accumulation: the same
  * 2 (n + 2) 2^-24 S bound as the fp32 kernel, S = sum_r |a_ri a_rj|. A
@@ -946,26 +953,26 @@ static void run_cv_tc(void *v) {
  * itself is checked against the exact centred sums: each factor moves by at
  * most 2^-8 of itself (bf16's unit roundoff: 8 significant bits), so each
  * term by 2^-7, within 2^-7 S plus the accumulation's bound. */
-TEST(kernel_cov_lower_tc_vs_bf16_operands) {
-    int64_t shapes[][4] = {{40, 136, 140, 137}, {33, 20, 20, 21}, {0, 3, 3, 3}, {800, 20, 22, 20}, {520, 136, 136, 136}};
-    for (int si = 0; si < 5; si++) {
+static void cov16_vs_bf16_operands(const char *name, cov16_fn fn, int64_t (*ws_bytes)(int64_t, int64_t),
+                                   int64_t (*shapes)[4], int ns, int f32_only_from) {
+    for (int si = 0; si < ns; si++) {
         for (int dt = SS_CUDA_F32; dt <= SS_CUDA_BF16; dt += SS_CUDA_BF16 - SS_CUDA_F32) {
-            if (si == 4 && dt != SS_CUDA_F32) continue; /* the emulated products' time */
+            if (si >= f32_only_from && dt != SS_CUDA_F32) continue; /* the emulated products' time */
             for (int centred = 1; centred >= (si == 1 ? 0 : 1); centred--) {
                 int64_t n = shapes[si][0], d = shapes[si][1], ldx = shapes[si][2], ldc = shapes[si][3];
                 cv_data v = cv_make(n, d, ldx, ldc, dt, 61 + (unsigned)si, centred);
                 const float *xv = v.xv, *m = v.m;
-                void *ws = aligned_alloc(256, (size_t)ss_cuda_cov_lower_tc_ws(n, d) + 256);
-                cv_ctx c = {v.cm, ldc, v.xd, dt, ldx, centred ? m : NULL, n, d, ws};
+                void *ws = aligned_alloc(256, (size_t)ws_bytes(n, d) + 256);
+                cv16_ctx k = {{v.cm, ldc, v.xd, dt, ldx, centred ? m : NULL, n, d, ws}, fn};
                 int64_t nc = d * ldc;
                 /* again with cp.async landing when issued: a stage reloaded
                  * before every warp has read it gives other sums */
                 float *first = malloc((size_t)(nc ? nc : 1) * sizeof(float));
                 ss_emu_set_copy_timing(SS_EMU_COPY_AT_ISSUE);
-                CHECK(both_orders(run_cv_tc, &c, &v.cm, &nc, 1));
+                CHECK(both_orders(run_cv16, &k, &v.cm, &nc, 1));
                 ss_emu_set_copy_timing(SS_EMU_COPY_AT_WAIT);
                 memcpy(first, v.cm, (size_t)nc * sizeof(float));
-                CHECK(both_orders(run_cv_tc, &c, &v.cm, &nc, 1));
+                CHECK(both_orders(run_cv16, &k, &v.cm, &nc, 1));
                 CHECK(memcmp(first, v.cm, (size_t)nc * sizeof(float)) == 0);
                 free(first);
                 const float *cm = v.cm;
@@ -990,9 +997,8 @@ TEST(kernel_cov_lower_tc_vs_bf16_operands) {
                         bad += !(e <= 2.0 * (double)(n + 2) * 0x1p-24 * s);
                         far += !(q <= (0x1p-7 + 2.0 * (double)(n + 2) * 0x1p-24) * s);
                     }
-                printf("\n    cov_lower_tc %s n=%lld d=%lld ldx=%lld ldc=%lld%s: max|err|/S=%.2e vs bf16 operands, "
-                       "%.2e vs exact",
-                       dt_name[dt], (long long)n, (long long)d, (long long)ldx, (long long)ldc,
+                printf("\n    %s %s n=%lld d=%lld ldx=%lld ldc=%lld%s: max|err|/S=%.2e vs bf16 operands, %.2e vs exact",
+                       name, dt_name[dt], (long long)n, (long long)d, (long long)ldx, (long long)ldc,
                        centred ? "" : " uncentred", maxr, maxq);
                 CHECK_MSG(bad == 0, "%lld lower-triangle elements outside the bound", (long long)bad);
                 CHECK_MSG(far == 0, "%lld elements further than 2^-7 S from the exact sums", (long long)far);
@@ -1004,13 +1010,34 @@ TEST(kernel_cov_lower_tc_vs_bf16_operands) {
         }
     }
     float one = 1.f;
-    CHECK(ss_cuda_cov_lower_tc(&one, 1, &one, SS_CUDA_F32, 1, NULL, 1, 2, &one, NULL) == 1); /* ld < d */
-    CHECK(ss_cuda_cov_lower_tc(&one, 2, &one, 9, 2, NULL, 1, 2, &one, NULL) == 1);           /* bad dtype */
-    CHECK(ss_cuda_cov_lower_tc(&one, 2, &one, SS_CUDA_F32, 2, NULL, 1, 2, NULL, NULL) == 1); /* no workspace */
-    CHECK(ss_cuda_cov_lower_tc(NULL, 1, NULL, SS_CUDA_F32, 1, NULL, 5, 0, NULL, NULL) == 0);  /* d = 0: nothing */
+    CHECK(fn(&one, 1, &one, SS_CUDA_F32, 1, NULL, 1, 2, &one, NULL) == 1); /* ld < d */
+    CHECK(fn(&one, 2, &one, 9, 2, NULL, 1, 2, &one, NULL) == 1);           /* bad dtype */
+    CHECK(fn(&one, 2, &one, SS_CUDA_F32, 2, NULL, 1, 2, NULL, NULL) == 1); /* no workspace */
+    CHECK(fn(NULL, 1, NULL, SS_CUDA_F32, 1, NULL, 5, 0, NULL, NULL) == 0);  /* d = 0: nothing */
+}
+
+TEST(kernel_cov_lower_tc_vs_bf16_operands) {
+    int64_t shapes[][4] = {{40, 136, 140, 137}, {33, 20, 20, 21}, {0, 3, 3, 3}, {800, 20, 22, 20}, {520, 136, 136, 136}};
+    cov16_vs_bf16_operands("cov_lower_tc", ss_cuda_cov_lower_tc, ss_cuda_cov_lower_tc_ws, shapes, 5, 4);
     /* the plan: one split for 3 tiles of 10 steps; 3 of 9, 9, 7 steps for one tile of 25 */
     CHECK(ss_cuda_cov_lower_tc_ws(40, 136) == 2 * 32 * 136 * 2);
     CHECK(ss_cuda_cov_lower_tc_ws(800, 20) == 25 * 32 * 24 * 2 + 3 * 20 * 20 * 4);
+}
+
+/* The wgmma kernel's shapes: 3 tiles in one (partial) 64-row step; one
+ * tile of 20 whose second warpgroup has no rows; n = 0; and two split ones
+ * with more steps per split than pipeline stages (2 splits of 5 steps over
+ * one tile; 2 of 5 and 4 over three tiles). Under the emulation the
+ * products run when their group is waited for, and read shared memory then:
+ * a stage reloaded before its products finished, or accumulators read
+ * before the wait, fail here. */
+TEST(kernel_cov_lower_wg_vs_bf16_operands) {
+    int64_t shapes[][4] = {{40, 136, 140, 137}, {33, 20, 20, 21}, {0, 3, 3, 3}, {600, 20, 22, 20}, {520, 136, 136, 136}};
+    CHECK(ss_cuda_cov_lower_wg_supported());
+    cov16_vs_bf16_operands("cov_lower_wg", ss_cuda_cov_lower_wg, ss_cuda_cov_lower_wg_ws, shapes, 5, 4);
+    /* the workspace: XcT of d padded to 128 rows of n padded to 64, and 2 partial triangles for 600 x 20 */
+    CHECK(ss_cuda_cov_lower_wg_ws(40, 136) == 256 * 64 * 2);
+    CHECK(ss_cuda_cov_lower_wg_ws(600, 20) == 128 * 640 * 2 + 2 * 20 * 20 * 4);
 }
 
 /* The header's correction: with a mean 10^4 times the spread, centring on
@@ -1245,7 +1272,7 @@ TEST(emu_misuse_aborts_with_a_message) {
     static const char *want[] = {"__syncthreads not reached by every thread", "different __syncthreads",
                                  "exited but is named in the mask", "warp 0 diverged",
                                  "above 48 KB needs SS_SET_MAX_DYN_SHARED", "exceeds 1024 threads",
-                                 "called directly; launch it with SS_LAUNCH", "it needs all 32 lanes",
+                                 "called directly; launch it with SS_LAUNCH", "it needs all 32 threads",
                                  "warp 0 diverged"};
     for (int which = 0; which < 9; which++) {
         int fds[2];

@@ -34,6 +34,7 @@ struct cudaDeviceProp {
 };
 
 cudaError_t cudaGetDeviceCount(int *n);
+cudaError_t cudaGetDevice(int *dev);
 cudaError_t cudaSetDevice(int dev);
 cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *p, int dev);
 cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes);
