@@ -834,6 +834,10 @@ static void run_cv(void *v) {
     CHECK(ss_cuda_cov_lower(c->c, c->ldc, c->x, c->dt, c->ldx, c->mean, c->n, c->d, c->ws, NULL) == 0);
 }
 
+/* A kernel's workspace: 256-byte aligned, as cudaMalloc's (aligned_alloc
+ * wants a multiple of the alignment). */
+static void *ws_alloc(int64_t bytes) { return aligned_alloc(256, ((size_t)bytes + 256) / 256 * 256); }
+
 /* The covariance kernels' input: X [n, ldx] of random values with column
  * offsets (so centring matters), in dtype dt (xv: the values as fp32), the
  * fp32-rounded column means of its first d columns in m (zero without
@@ -873,7 +877,7 @@ TEST(kernel_cov_lower_vs_fp64) {
                 int64_t n = shapes[si][0], d = shapes[si][1], ldx = shapes[si][2], ldc = shapes[si][3];
                 cv_data v = cv_make(n, d, ldx, ldc, dt, 31 + (unsigned)si, centred);
                 const float *xv = v.xv, *m = v.m;
-                void *ws = aligned_alloc(256, (size_t)ss_cuda_cov_lower_ws(n, d) + 256);
+                void *ws = ws_alloc(ss_cuda_cov_lower_ws(n, d));
                 cv_ctx c = {v.cm, ldc, v.xd, dt, ldx, centred ? m : NULL, n, d, ws};
                 int64_t nc = d * ldc;
                 ss_emu_set_copy_timing(SS_EMU_COPY_AT_ISSUE); /* see the tensor-core test below */
@@ -962,7 +966,7 @@ static void cov16_vs_bf16_operands(const char *name, cov16_fn fn, int64_t (*ws_b
                 int64_t n = shapes[si][0], d = shapes[si][1], ldx = shapes[si][2], ldc = shapes[si][3];
                 cv_data v = cv_make(n, d, ldx, ldc, dt, 61 + (unsigned)si, centred);
                 const float *xv = v.xv, *m = v.m;
-                void *ws = aligned_alloc(256, (size_t)ws_bytes(n, d) + 256);
+                void *ws = ws_alloc(ws_bytes(n, d));
                 cv16_ctx k = {{v.cm, ldc, v.xd, dt, ldx, centred ? m : NULL, n, d, ws}, fn};
                 int64_t nc = d * ldc;
                 /* again with cp.async landing when issued: a stage reloaded
