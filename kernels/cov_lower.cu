@@ -200,11 +200,7 @@ SS_KERNEL(ss_k_cov_lower, (float *, c), (int64_t, ldc), (int64_t, cstride), (con
         ss_cp_async_commit();                                                                                      \
     } while (0)
 
-    SS_UNROLL
-    for (int st = 0; st < CV_STAGES - 1; st++) {
-        if (st < nk) CV_LOAD(st, st);
-        else ss_cp_async_commit(); /* an empty group keeps the count the waits rely on */
-    }
+    SS_COV_PIPE_FILL(CV_STAGES, nk, CV_LOAD);
 
     float acc[8][8];
     SS_UNROLL
@@ -216,8 +212,7 @@ SS_KERNEL(ss_k_cov_lower, (float *, c), (int64_t, ldc), (int64_t, cstride), (con
     for (int64_t it = 0; it < nk; it++) {
         ss_cp_async_wait(CV_STAGES - 2); /* this thread's copies of step it have landed */
         __syncthreads();                 /* everyone's have, and step it - 1's buffer is read */
-        if (it + CV_STAGES - 1 < nk) CV_LOAD(it + CV_STAGES - 1, (it + CV_STAGES - 1) % CV_STAGES);
-        else ss_cp_async_commit();
+        SS_COV_PIPE_NEXT(CV_STAGES, it, nk, CV_LOAD);
         const float *sa = sm + (it % CV_STAGES) * CV_STAGE, *sb = diag ? sa : sa + CV_K * CV_T;
         SS_UNROLL
         for (int k = 0; k < CV_K; k++) {

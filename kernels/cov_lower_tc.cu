@@ -83,11 +83,7 @@ SS_KERNEL(ss_k_cov_lower_tc, (float *, c), (int64_t, ldc), (int64_t, cstride), (
         ss_cp_async_commit();                                                                                       \
     } while (0)
 
-    SS_UNROLL
-    for (int st = 0; st < CT_STAGES - 1; st++) {
-        if (st < nk) CT_LOAD(st, st);
-        else ss_cp_async_commit(); /* an empty group keeps the count the waits rely on */
-    }
+    SS_COV_PIPE_FILL(CT_STAGES, nk, CT_LOAD);
 
     float acc[4][8][4];
     SS_UNROLL
@@ -104,8 +100,7 @@ SS_KERNEL(ss_k_cov_lower_tc, (float *, c), (int64_t, ldc), (int64_t, cstride), (
     for (int64_t it = 0; it < nk; it++) {
         ss_cp_async_wait(CT_STAGES - 2); /* this thread's copies of step it have landed */
         __syncthreads();                 /* everyone's have, and step it - 1's buffer is read */
-        if (it + CT_STAGES - 1 < nk) CT_LOAD(it + CT_STAGES - 1, (it + CT_STAGES - 1) % CT_STAGES);
-        else ss_cp_async_commit();
+        SS_COV_PIPE_NEXT(CT_STAGES, it, nk, CT_LOAD);
         if (idle) continue;
         const uint16_t *as = sm + (it % CT_STAGES) * CT_STAGE, *bs = diag ? as : as + CT_K * CT_SK;
         SS_UNROLL

@@ -67,11 +67,7 @@ SS_KERNEL(ss_k_cov_lower_wg, (float *, c), (int64_t, ldc), (int64_t, cstride), (
         ss_cp_async_commit();                                                                                  \
     } while (0)
 
-    SS_UNROLL
-    for (int st = 0; st < WG_STAGES - 1; st++) {
-        if (st < nk) WG_LOAD(st, st);
-        else ss_cp_async_commit(); /* an empty group keeps the count the waits rely on */
-    }
+    SS_COV_PIPE_FILL(WG_STAGES, nk, WG_LOAD);
 
     float acc[64];
     SS_UNROLL
@@ -82,8 +78,7 @@ SS_KERNEL(ss_k_cov_lower_wg, (float *, c), (int64_t, ldc), (int64_t, cstride), (
         ss_cp_async_wait(WG_STAGES - 2); /* this thread's copies of step it have landed */
         ss_fence_proxy_async();          /* ... and are visible to the products' reads */
         __syncthreads();                 /* everyone's are, and step it - 1's products are done */
-        if (it + WG_STAGES - 1 < nk) WG_LOAD(it + WG_STAGES - 1, (it + WG_STAGES - 1) % WG_STAGES);
-        else ss_cp_async_commit();
+        SS_COV_PIPE_NEXT(WG_STAGES, it, nk, WG_LOAD);
         if (idle) continue;
         const uint16_t *as = sm + (it % WG_STAGES) * WG_STAGE, *bs = diag ? as : as + WG_OPER;
         ss_wgmma_fence();

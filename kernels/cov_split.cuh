@@ -55,4 +55,23 @@ SS_DEV void ss_cov_block(int64_t T, int64_t steps, int64_t steps_per, int64_t *i
     *nk = SS_MIN(steps, *k_first + steps_per) - *k_first;
 }
 
+/* The cp.async pipeline of the covariance kernels, whose LOAD(step, stage)
+ * copies one step's strips and commits them as one group: before the loop
+ * the first stages - 1 steps; at step it, after its wait and barrier, step
+ * it + stages - 1 into the stage that step it - 1 used. A step past nk
+ * commits an empty group, which keeps the count the waits rely on. */
+#define SS_COV_PIPE_FILL(stages, nk, LOAD)                            \
+    do {                                                              \
+        SS_UNROLL                                                     \
+        for (int st_ = 0; st_ < (stages)-1; st_++) {                  \
+            if (st_ < (nk)) LOAD(st_, st_);                           \
+            else ss_cp_async_commit();                                \
+        }                                                             \
+    } while (0)
+#define SS_COV_PIPE_NEXT(stages, it, nk, LOAD)                                             \
+    do {                                                                                   \
+        if ((it) + (stages)-1 < (nk)) LOAD((it) + (stages)-1, ((it) + (stages)-1) % (stages)); \
+        else ss_cp_async_commit();                                                         \
+    } while (0)
+
 #endif
