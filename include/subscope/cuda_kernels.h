@@ -148,8 +148,9 @@ int ss_cuda_colmean(double *mean64, float *mean32, const void *x, int xdtype, in
  * (since sum_r (x_r - m32) = n (m - m32)); the host applies that with m from
  * ss_cuda_colmean's mean64 when the mean is large next to the spread. Needs
  * ldc >= d and ldx >= d, and ws: ss_cuda_cov_lower_ws(n, d) bytes of device
- * scratch, 16-byte aligned (the centred rows in fp32, and the partial
- * triangles when a small d splits the rows; NULL allowed when that is 0). */
+ * scratch, 16-byte aligned (the centred rows in fp32, n x d floats: 1 GiB at
+ * d 16384 and 16k rows; and the partial triangles, at most 256 MB, when a
+ * small d splits the rows; NULL allowed when that is 0). */
 int64_t ss_cuda_cov_lower_ws(int64_t n, int64_t d);
 int ss_cuda_cov_lower(float *c, int64_t ldc, const void *x, int xdtype, int64_t ldx, const float *mean, int64_t n,
                       int64_t d, void *ws, cudaStream_t stream);

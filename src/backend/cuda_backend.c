@@ -268,6 +268,9 @@ static ss_status scratch16(const ss_backend *be, uint16_t **buf, size_t *cap, si
 static ss_status centred_products(const ss_backend *be, float *cc, float *g, float *m32, const float *h_m32, int64_t n,
                                   int64_t d) {
     cuda_impl *c = IMPL(be);
+    if (c->cov_kernel < 0)
+        return ss_errorf(SS_ERR_ARG, "%s: SUBSCOPE_COV_KERNEL=%s: unknown (1, tc or wg; unset for cublasSsyrk)",
+                         be->name, getenv("SUBSCOPE_COV_KERNEL") ? getenv("SUBSCOPE_COV_KERNEL") : "");
     if (c->cov_kernel) {
         typedef int (*cov_fn)(float *, int64_t, const void *, int, int64_t, const float *, int64_t, int64_t, void *,
                               cudaStream_t);
@@ -1413,7 +1416,11 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
     const char *tc2 = getenv("SUBSCOPE_ATTN_TC_V2");
     c->attn_tc_v2 = tc2 && !strcmp(tc2, "1");
     const char *ck = getenv("SUBSCOPE_COV_KERNEL");
-    c->cov_kernel = !ck ? 0 : !strcmp(ck, "1") ? 1 : !strcmp(ck, "tc") ? 2 : !strcmp(ck, "wg") ? 3 : 0;
+    c->cov_kernel = !ck || !*ck          ? 0
+                    : !strcmp(ck, "1")  ? 1
+                    : !strcmp(ck, "tc") ? 2
+                    : !strcmp(ck, "wg") ? 3
+                                        : -1; /* refused when collect gets there */
     *be = (ss_backend){
         .name = c->name, .description = c->device_name, .impl = c, .host_memory = 0,
         .alloc = cu_alloc, .release = cu_release, .upload = cu_upload, .download = cu_download, .sync = cu_sync,
