@@ -339,6 +339,8 @@ static void check_collective(int t) {
             die("thread %d exited but its %s of %d threads runs %s at %s:%d", base + l, n == 32 ? "warp" : "warpgroup",
                 n, f->what, f->file, f->line);
         if (g->state != F_WARP) return; /* not all here yet */
+        /* another warp of the warpgroup at a warp-level operation of its own is on its way */
+        if ((base + l) / 32 != t / 32 && (g->op != SS_EMU_WOP_COLLECTIVE || g->width != n)) return;
         if (g->op != f->op || g->line != f->line || g->file != f->file || g->collective != f->collective)
             die("%s %d diverged: thread %d at %s (%s:%d), thread %d at %s (%s:%d)", n == 32 ? "warp" : "warpgroup",
                 base / n, t, f->what, f->file, f->line, base + l, g->op == f->op ? g->what : wop_name[g->op], g->file,

@@ -17,6 +17,7 @@
 #include "../../kernels/emu/cuda_emu.h"
 #include "../../kernels/ss_cuda.cuh"
 #include "../../kernels/mma.cuh"
+#include "../../kernels/wgmma.cuh"
 #include "ref_softmax.h"
 #include "subscope/backend.h"
 #include "subscope/cuda_kernels.h"
@@ -1189,6 +1190,33 @@ SS_KERNEL(emu_k_ldsm, (uint32_t *, out)) {
     __syncwarp();
     ss_ldsm_x4(out + 8 * lane, &m[(lane / 8) * 128 + (lane % 8) * 16]);
     ss_ldsm_x4_t(out + 8 * lane + 4, &m[(lane / 8) * 128 + (lane % 8) * 16]);
+}
+
+/* A warpgroup-wide instruction waits for warps still busy with a warp-level
+ * one of their own (here warp 0's mma.sync before the warpgroup's commit):
+ * on a GPU the warps arrive when they arrive, which is no divergence. */
+SS_KERNEL(emu_k_wg_mixed, (float *, out)) {
+    float c[4] = {0.f, 0.f, 0.f, 0.f};
+    const uint32_t a[4] = {0x3f803f80u, 0x3f803f80u, 0x3f803f80u, 0x3f803f80u}, b[2] = {0x3f803f80u, 0x3f803f80u};
+    if (threadIdx.x < 32) ss_mma_bf16_16816(c, a, b); /* all ones: 16 in every sum */
+    ss_wgmma_commit();
+    ss_wgmma_wait(0);
+    out[threadIdx.x] = c[0] + c[3];
+}
+static void run_wg_mixed(void *v) { SS_LAUNCH(emu_k_wg_mixed, 1, 128, 0, NULL, (float *)v); }
+TEST(emu_warpgroup_waits_for_warp_level_work) {
+    float out[128];
+    float *o = out;
+    int64_t n = 128;
+    CHECK(both_orders(run_wg_mixed, out, &o, &n, 1));
+    for (int i = 0; i < 128; i++) CHECK(out[i] == (i < 32 ? 32.f : 0.f));
+    /* shuffled schedules put warp 0 at its mma.sync while other warps check the commit */
+    for (unsigned seed = 1; seed <= 8; seed++) {
+        ss_emu_set_schedule(SS_EMU_SHUFFLE, seed);
+        run_wg_mixed(out);
+        for (int i = 0; i < 128; i++) CHECK(out[i] == (i < 32 ? 32.f : 0.f));
+    }
+    ss_emu_set_schedule(SS_EMU_FORWARD, 0);
 }
 
 TEST(emu_cp_async_and_ldmatrix) {
