@@ -179,6 +179,7 @@ SS_DEV void ss_fence_proxy_async(void) {}
 /* the accumulators as inputs and outputs of an empty instruction: no access
  * to them moves across it (put one after each wait, and before the first product) */
 SS_DEV void ss_wgmma_fence_operands(float *d, int n) {
+    SS_UNROLL
     for (int i = 0; i < n; i++) asm volatile("" : "+f"(d[i])::"memory");
 }
 #endif
