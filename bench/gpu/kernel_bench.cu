@@ -112,6 +112,7 @@ static struct {
     int64_t flush_floats = 0;
     int grid = 0; /* blocks for grid-stride helper kernels */
     int failures = 0;
+    bool late = false; /* the second pass: the kernels not yet proven on a GPU */
 } G;
 
 struct Peaks {
@@ -209,7 +210,15 @@ static void flush_l2() {
     k_flush<<<G.grid, 256, 0, G.stream>>>((const float4 *)G.flush, G.flush_floats / 4, G.sink);
 }
 
-static bool selected(const std::string &name) { return !G.only || strstr(name.c_str(), G.only); }
+/* Kernels that have not yet run right on a GPU are timed in a second pass
+ * after all the others: a fault in one leaves a sticky CUDA error that fails
+ * every later case, and the first pass's numbers should survive it. */
+static bool unproven(const std::string &name) {
+    return name == "attention.flash_bf16_v2" || name.find(".cov_lower_wg.") != std::string::npos;
+}
+static bool selected(const std::string &name) {
+    return (!G.only || strstr(name.c_str(), G.only)) && unproven(name) == G.late;
+}
 
 /* op() enqueues one launch on G.stream and returns 0 or an error code (a
  * cudaError_t or cublasStatus_t, as the string err_str() makes of it). */
@@ -630,8 +639,8 @@ static void bench_cov(int64_t n) {
         fill(x32);
         fill_bf16(x16);
         CK(cudaMemset(c.p, 0, c.bytes));
+        CK(cudaMemset(m32.p, 0, m32.bytes)); /* the late pass has no colmean case to set it */
         const float one = 1.f, zero = 0.f;
-        size_t before = R.size();
         run_case(mk("kernel", base + ".colmean.f32", "ss_cuda_colmean", shape, "f32", 4 * nd + 12.0 * d, 0, "", true,
                     false),
                  [&] { return ss_cuda_colmean((double *)m64.p, m32.f(), x32.p, SS_CUDA_F32, d, n, d, G.stream); });
@@ -673,24 +682,24 @@ static void bench_cov(int64_t n) {
                                               (int)d, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
                  },
                  blas_err_str);
-        auto ms_of = [&](const std::string &nm) {
-            for (size_t i = before; i < R.size(); i++)
+        auto ms_of = [&](const std::string &nm) { /* this pass's case, or the first pass's */
+            for (size_t i = 0; i < R.size(); i++)
                 if (R[i].name == nm && R[i].error.empty()) return R[i].median_ms;
             return 0.0;
         };
         double f32 = ms_of(base + ".cov_lower.f32"), b16 = ms_of(base + ".cov_lower.bf16");
         double syrk = ms_of(base + ".ssyrk.fp32"), gx = ms_of(base + ".gemmex_full.bf16");
         double tc = ms_of(base + ".cov_lower_tc.bf16"), wg = ms_of(base + ".cov_lower_wg.bf16");
-        if (f32 > 0 && syrk > 0)
+        if (f32 > 0 && syrk > 0 && !G.late)
             fprintf(stderr, "  %s: cov_lower.f32 runs at %.0f%% of Ssyrk's useful-FLOP rate (target >= 90%%)\n",
                     base.c_str(), 100.0 * syrk / f32);
-        if (b16 > 0 && gx > 0)
+        if (b16 > 0 && gx > 0 && !G.late)
             fprintf(stderr, "  %s: cov_lower.bf16 is %.2fx faster than the full bf16 GemmEx (target >= 1.4x)\n",
                     base.c_str(), gx / b16);
-        if (tc > 0 && gx > 0)
+        if (tc > 0 && gx > 0 && !G.late)
             fprintf(stderr, "  %s: cov_lower_tc.bf16 is %.2fx faster than the full bf16 GemmEx (target >= 1.4x)\n",
                     base.c_str(), gx / tc);
-        if (wg > 0 && gx > 0)
+        if (wg > 0 && gx > 0 && G.late)
             fprintf(stderr, "  %s: cov_lower_wg.bf16 is %.2fx faster than the full bf16 GemmEx (target >= 1.4x)\n",
                     base.c_str(), gx / wg);
     }
@@ -897,6 +906,9 @@ int main(int argc, char **argv) {
     bench_embed(G.tokens);
     bench_attention(G.tokens);
     bench_gemm(G.tokens);
+    bench_cov(G.tokens);
+    G.late = true;
+    bench_attention(G.tokens);
     bench_cov(G.tokens);
 
     FILE *f = stdout;
