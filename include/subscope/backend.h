@@ -256,6 +256,16 @@ struct ss_backend {
      * alias logits; targets, weights and loss are backend buffers. */
     ss_status (*softmax_xent)(const ss_backend *be, float *dlogits, float *loss, const float *logits,
                               const int32_t *targets, const float *weights, int64_t rows, int64_t V);
+    /* Scores of the rows of logits[rows,V] for the metrics of `ablate`, so that
+     * the logits need not leave the backend: lz[r] = log sum_v exp(row[v]) in
+     * fp64; best[r] (if best is not NULL) = the first index of the row's
+     * largest value; kl[r] (if kl is not NULL) = sum_v p(v)(log p(v) - log q(v))
+     * in fp64, q the row's softmax and p that of ref[r % ref_rows], whose
+     * log-partition is ref_lz[r % ref_rows]. Every pointer is a backend buffer. */
+    ss_status (*logit_scores)(const ss_backend *be, double *lz, int32_t *best, double *kl, const float *logits,
+                              int64_t rows, int64_t V, const float *ref, const double *ref_lz, int64_t ref_rows);
+    /* out[i] = src[idx[i]] for i < n (backend buffers; idx within src). */
+    ss_status (*gather)(const ss_backend *be, float *out, const float *src, const int64_t *idx, int64_t n);
 };
 
 const ss_backend *ss_backend_cpu(void);

@@ -293,6 +293,15 @@ int ss_cuda_embed_backward(float *dwte, float *dwpe, const float *dx, const int3
 int ss_cuda_softmax_xent(float *dlogits, float *loss, const float *logits, const int32_t *targets,
                          const float *weights, int64_t rows, int64_t V, cudaStream_t stream);
 
+/* Scores of logits rows, per row r of logits[rows,V] (see kernels/logit_scores.cu):
+ * lz[r] = log sum exp(row) in fp64; best[r] (if best) = the first index of the
+ * row's largest value; kl[r] (if kl) = KL(softmax(ref[r % ref_rows]) ||
+ * softmax(row)) in fp64, ref_lz holding the reference rows' log-partitions. */
+int ss_cuda_logit_scores(double *lz, int32_t *best, double *kl, const float *logits, int64_t rows, int64_t V,
+                         const float *ref, const double *ref_lz, int64_t ref_rows, cudaStream_t stream);
+/* out[i] = src[idx[i]] for i < n. */
+int ss_cuda_gather(float *out, const float *src, const int64_t *idx, int64_t n, cudaStream_t stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -71,6 +71,13 @@ typedef struct ss_forward_opts {
      * before that block are not produced. 0: the whole model. */
     int start_layer;
     const float *start_resid;
+    /* With logits requested: called (on the pipeline's last stage) with the
+     * logits where the backend holds them, [n, V] rows as `logits` says,
+     * before they are released; they are then not returned. The hook works
+     * on them through the backend's ops (logit_scores, gather), so that only
+     * what it keeps leaves a device. */
+    ss_status (*logits_hook)(void *ctx, const float *logits, int64_t n, int64_t V);
+    void *logits_ctx;
 } ss_forward_opts;
 
 /* Runs the model over packed tokens. *logits (if requested) is malloc'd.

@@ -385,6 +385,55 @@ static ss_status cpu_copy_rows(const ss_backend *be, float *dst, const float *sr
     return SS_OK;
 }
 
+/* The reference of logit_scores: one row per task, fp64 throughout. */
+typedef struct {
+    double *lz, *kl;
+    int32_t *best;
+    const float *x, *ref;
+    const double *ref_lz;
+    int64_t V, ref_rows;
+} scores_ctx;
+
+static void scores_row(void *vctx, int64_t r) {
+    const scores_ctx *c = vctx;
+    const float *x = c->x + r * c->V;
+    double mx = -INFINITY, sum = 0;
+    int64_t best = 0;
+    for (int64_t v = 0; v < c->V; v++) mx = x[v] > mx ? x[v] : mx;
+    for (int64_t v = 0; v < c->V; v++) sum += exp((double)x[v] - mx);
+    const double z = mx + log(sum);
+    c->lz[r] = z;
+    if (c->best) {
+        for (int64_t v = 1; v < c->V; v++)
+            if (x[v] > x[best]) best = v;
+        c->best[r] = (int32_t)best;
+    }
+    if (c->kl) {
+        const int64_t rr = r % c->ref_rows;
+        const float *p = c->ref + rr * c->V;
+        double k = 0;
+        for (int64_t v = 0; v < c->V; v++) {
+            const double lp = (double)p[v] - c->ref_lz[rr], lq = (double)x[v] - z;
+            k += exp(lp) * (lp - lq);
+        }
+        c->kl[r] = k;
+    }
+}
+
+static ss_status cpu_logit_scores(const ss_backend *be, double *lz, int32_t *best, double *kl, const float *logits,
+                                  int64_t rows, int64_t V, const float *ref, const double *ref_lz, int64_t ref_rows) {
+    if (kl && (!ref || !ref_lz || ref_rows <= 0))
+        return ss_errorf(SS_ERR_INTERNAL, "logit_scores: KL needs reference rows");
+    scores_ctx c = {lz, kl, best, logits, ref, ref_lz, V, ref_rows};
+    ss_parallel_for(rows, scores_row, &c);
+    return SS_OK;
+}
+
+static ss_status cpu_gather(const ss_backend *be, float *out, const float *src, const int64_t *idx, int64_t n) {
+    for (int64_t i = 0; i < n; i++) out[i] = src[idx[i]];
+    return SS_OK;
+}
+
 static const ss_backend cpu_backend = {
     .name = "cpu",
 #ifdef SS_HAVE_BLAS
@@ -423,6 +472,8 @@ static const ss_backend cpu_backend = {
     .swiglu_backward = ss_cpu_swiglu_backward,
     .embed_backward = ss_cpu_embed_backward,
     .softmax_xent = ss_cpu_softmax_xent,
+    .logit_scores = cpu_logit_scores,
+    .gather = cpu_gather,
     .mask_program_create = ss_cpu_mask_program_create,
     .mask_program_free = ss_cpu_mask_program_free,
     .apply_masks = ss_cpu_apply_masks,

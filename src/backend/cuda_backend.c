@@ -28,6 +28,9 @@
 #include "subscope/stats.h"
 #include "subscope/util.h"
 
+/* collect's centred products (centred_products): cuBLAS's Ssyrk or one of the kernels */
+enum cov_choice { COV_AUTO, COV_F32, COV_TC, COV_WG, COV_SSYRK };
+
 typedef struct {
     int device;
     cudaStream_t stream;
@@ -59,8 +62,7 @@ typedef struct {
     size_t qkv16_cap;       /* in elements */
     uint16_t *cov_ws;       /* the covariance kernels' workspace */
     size_t cov_ws_cap;      /* in 16-bit elements */
-    int cov_kernel;         /* collect's products: 0 cublasSsyrk, 1 kernels/cov_lower.cu, 2 cov_lower_tc.cu,
-                               3 cov_lower_wg.cu */
+    int cov_kernel;         /* collect's products (SUBSCOPE_COV_KERNEL): a cov_choice, -1 unknown */
     int64_t *mseq;          /* device copy of a masked forward's sequences (start, len, prompt, mask) */
     size_t mseq_cap;        /* in int64 elements */
     int64_t *mseq_host;     /* what mseq holds now (mseq_n elements; 0: nothing) ... */
@@ -254,24 +256,26 @@ static ss_status cu_copy_rows(const ss_backend *be, float *dst, const float *src
 static ss_status scratch16(const ss_backend *be, uint16_t **buf, size_t *cap, size_t n, const char *what);
 
 /* The centred products sum_r (x_r - m32)(x_r - m32)^T of the gathered rows
- * g[n, d], one triangle (row-major lower) into cc, fp32 accumulation. By
- * default cublasSsyrk on the rows centred in place (-m32 in a scratch buffer for
- * the bias kernel); SUBSCOPE_COV_KERNEL=1 takes kernels/cov_lower.cu, which
- * centres as it multiplies. On an H100 Ssyrk ran 2.7x (d = 16384) to 3.7x
- * (d = 768, 3072) faster than the kernel (bench/README.md), so it is the
- * default; the kernel stays for the comparison the benchmark makes.
- * SUBSCOPE_COV_KERNEL=tc takes the tensor-core kernel, which rounds the
- * centred values to bf16 (the pipelined rewrite not yet timed on a GPU);
- * wg the same roundings on Hopper's wgmma (sm_90a only; not yet run).
- * TF32 is switched off around Ssyrk: statistics are fp32 whatever the
- * forward uses. */
+ * g[n, d], one triangle (row-major lower) into cc, fp32 accumulation, by
+ * cublasSsyrk on the rows centred in place (-m32 in a scratch buffer for the
+ * bias kernel) or by kernels/cov_lower.cu (centred into a workspace, a
+ * pipelined fp32 product of the triangle's tiles). By default the kernel
+ * below d = 3072 and Ssyrk from there: on an H100 (bench/results, 16384
+ * rows) the kernel took 0.30 ms at d = 768 against Ssyrk's 1.27, 3.46 ms
+ * against 3.43 at d = 3072 and 87.8 against 82.6 at d = 16384.
+ * SUBSCOPE_COV_KERNEL picks one: 1 the kernel, ssyrk cuBLAS, tc the
+ * tensor-core kernel (the centred values rounded to bf16: 5x to 15x faster
+ * than Ssyrk, at bf16's accuracy), wg the same roundings on Hopper's wgmma
+ * (sm_90a only; checked, but slower than tc so far). TF32 is switched off
+ * around Ssyrk: statistics are fp32 whatever the forward uses. */
 static ss_status centred_products(const ss_backend *be, float *cc, float *g, float *m32, const float *h_m32, int64_t n,
                                   int64_t d) {
     cuda_impl *c = IMPL(be);
     if (c->cov_kernel < 0)
-        return ss_errorf(SS_ERR_ARG, "%s: SUBSCOPE_COV_KERNEL=%s: unknown (1, tc or wg; unset for cublasSsyrk)",
+        return ss_errorf(SS_ERR_ARG, "%s: SUBSCOPE_COV_KERNEL=%s: unknown (1, ssyrk, tc or wg; unset for the default)",
                          be->name, getenv("SUBSCOPE_COV_KERNEL") ? getenv("SUBSCOPE_COV_KERNEL") : "");
-    if (c->cov_kernel) {
+    const int kernel = c->cov_kernel == COV_AUTO ? (d < 3072 ? COV_F32 : COV_SSYRK) : c->cov_kernel;
+    if (kernel != COV_SSYRK) {
         typedef int (*cov_fn)(float *, int64_t, const void *, int, int64_t, const float *, int64_t, int64_t, void *,
                               cudaStream_t);
         static const struct {
@@ -281,8 +285,8 @@ static ss_status centred_products(const ss_backend *be, float *cc, float *g, flo
         } k[] = {{ss_cuda_cov_lower, ss_cuda_cov_lower_ws, "covariance kernel"},
                  {ss_cuda_cov_lower_tc, ss_cuda_cov_lower_tc_ws, "tensor-core covariance kernel"},
                  {ss_cuda_cov_lower_wg, ss_cuda_cov_lower_wg_ws, "wgmma covariance kernel"}};
-        const int i = c->cov_kernel - 1;
-        if (c->cov_kernel == 3 && !ss_cuda_cov_lower_wg_supported())
+        const int i = kernel - COV_F32;
+        if (kernel == COV_WG && !ss_cuda_cov_lower_wg_supported())
             return ss_errorf(SS_ERR_UNSUPPORTED,
                              "%s: SUBSCOPE_COV_KERNEL=wg needs a GPU of compute capability 9.0 (H100/H200) and a "
                              "build with CUDA_ARCH including 90 (its wgmma code is for sm_90a)",
@@ -1355,6 +1359,18 @@ static ss_status cu_softmax_xent(const ss_backend *be, float *dlogits, float *lo
     return SS_OK;
 }
 
+static ss_status cu_logit_scores(const ss_backend *be, double *lz, int32_t *best, double *kl, const float *logits,
+                                 int64_t rows, int64_t V, const float *ref, const double *ref_lz, int64_t ref_rows) {
+    KL(ss_cuda_logit_scores(lz, best, kl, logits, rows, V, ref, ref_lz, ref_rows, IMPL(be)->stream),
+       "logit_scores kernel");
+    return SS_OK;
+}
+
+static ss_status cu_gather(const ss_backend *be, float *out, const float *src, const int64_t *idx, int64_t n) {
+    KL(ss_cuda_gather(out, src, idx, n, IMPL(be)->stream), "gather kernel");
+    return SS_OK;
+}
+
 int ss_cuda_device_count(void) {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess) {
@@ -1416,11 +1432,12 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
     const char *tc2 = getenv("SUBSCOPE_ATTN_TC_V2");
     c->attn_tc_v2 = tc2 && !strcmp(tc2, "1");
     const char *ck = getenv("SUBSCOPE_COV_KERNEL");
-    c->cov_kernel = !ck || !*ck          ? 0
-                    : !strcmp(ck, "1")  ? 1
-                    : !strcmp(ck, "tc") ? 2
-                    : !strcmp(ck, "wg") ? 3
-                                        : -1; /* refused when collect gets there */
+    c->cov_kernel = !ck || !*ck             ? COV_AUTO
+                    : !strcmp(ck, "1")     ? COV_F32
+                    : !strcmp(ck, "tc")    ? COV_TC
+                    : !strcmp(ck, "wg")    ? COV_WG
+                    : !strcmp(ck, "ssyrk") ? COV_SSYRK
+                                           : -1; /* refused when collect gets there */
     *be = (ss_backend){
         .name = c->name, .description = c->device_name, .impl = c, .host_memory = 0,
         .alloc = cu_alloc, .release = cu_release, .upload = cu_upload, .download = cu_download, .sync = cu_sync,
@@ -1439,6 +1456,8 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
         .attention_backward = cu_attention_backward, .rmsnorm_backward = cu_rmsnorm_backward,
         .swiglu_backward = cu_swiglu_backward, .embed_backward = cu_embed_backward,
         .softmax_xent = cu_softmax_xent,
+        .logit_scores = cu_logit_scores,
+        .gather = cu_gather,
         .mask_program_create = cu_mask_program_create, .mask_program_free = cu_mask_program_free,
         .apply_masks = cu_apply_masks,
     };

@@ -102,66 +102,144 @@ typedef struct {
     const int32_t *answer, *wrong; /* per prompt of the batch, -1 if absent */
 } metric_ctx;
 
-/* Metrics of one sequence of n tokens from its logits and log-partitions
- * (and the clean ones, for KL). Undefined values are NaN. */
-static void prompt_metrics(const metric_ctx *mc, const int32_t *tok, int64_t n, int64_t V, const float *lg,
-                           const double *lz, const float *lg_clean, const double *lz_clean, int32_t answer,
-                           int32_t wrong, float *out) {
-    double loss = 0, acc = 0, kw = 0;
-    int64_t nkw = 0;
-    const int need_best = mc->want[M_ACC] || mc->want[M_KEYWORD]; /* a pass over V per row */
-    for (int64_t t = 0; t + 1 < n; t++) {
-        const float *row = lg + t * V;
-        int32_t next = tok[t + 1];
-        int64_t best = 0;
-        for (int64_t v = 1; need_best && v < V; v++)
-            if (row[v] > row[best]) best = v;
-        loss += lz[t] - row[next];
-        acc += best == next;
-        if (mc->is_kw && mc->is_kw[next]) kw += best == next, nkw++;
+/* What a forward's logits give the metrics, computed where the logits are
+ * (the backend's logit_scores and gather) so that only a few numbers per row
+ * leave a device: per row its log-partition, the logit of the next token,
+ * the best token (acc, keyword) and, for masked runs, the KL from the clean
+ * row; per sequence the answer's and the wrong token's logits at its last
+ * row. The clean run's logits and log-partitions stay on the backend for
+ * the KL of the masked runs. Gathered values: g[r] is row r's next-token
+ * logit (rows without a next token gather column 0, unused), then
+ * g[rows + 2s] and g[rows + 2s + 1] sequence s's answer and wrong logits. */
+typedef struct {
+    const ss_backend *be;
+    const metric_ctx *mc;
+    int want_best, want_kl;
+    int64_t cap_rows, cap_seq, R;          /* R: the clean run's rows */
+    double *d_lz, *d_kl, *d_clean_lz;      /* backend buffers */
+    int32_t *d_best;
+    float *d_g, *d_clean;
+    int64_t *d_idx;
+    double *lz, *kl;                       /* host copies of the last forward's */
+    int32_t *best;
+    float *g;
+    int64_t *idx;
+    int clean;                             /* the next forward is the clean run */
+    int64_t rows, n_seq;                   /* of the next forward */
+} scorer;
+
+static ss_status scorer_open(scorer *sc, const ss_backend *be, const metric_ctx *mc, int64_t V, int64_t cap_rows,
+                             int64_t cap_seq, int64_t clean_rows) {
+    *sc = (scorer){.be = be, .mc = mc, .want_best = mc->want[M_ACC] || mc->want[M_KEYWORD], .want_kl = mc->want[M_KL],
+                   .cap_rows = cap_rows, .cap_seq = cap_seq};
+    const int64_t n_g = cap_rows + 2 * cap_seq;
+    SS_TRY(be->alloc(be, (size_t)cap_rows * sizeof(double), "log-partitions", (void **)&sc->d_lz));
+    SS_TRY(be->alloc(be, (size_t)n_g * sizeof(float), "gathered logits", (void **)&sc->d_g));
+    SS_TRY(be->alloc(be, (size_t)n_g * sizeof(int64_t), "gathered logits", (void **)&sc->d_idx));
+    if (sc->want_best) SS_TRY(be->alloc(be, (size_t)cap_rows * sizeof(int32_t), "best tokens", (void **)&sc->d_best));
+    if (sc->want_kl) {
+        size_t bytes;
+        if (!ss_mul_ok((size_t)clean_rows * sizeof(float), (size_t)V, &bytes))
+            return ss_errorf(SS_ERR_ARG, "ablate: the clean logits of %lld rows are too large", (long long)clean_rows);
+        SS_TRY(be->alloc(be, (size_t)cap_rows * sizeof(double), "KL divergences", (void **)&sc->d_kl));
+        SS_TRY(be->alloc(be, bytes, "clean logits", (void **)&sc->d_clean));
+        SS_TRY(be->alloc(be, (size_t)clean_rows * sizeof(double), "log-partitions", (void **)&sc->d_clean_lz));
     }
+    sc->lz = ss_malloc((size_t)cap_rows * sizeof(double), "log-partitions");
+    sc->kl = ss_malloc((size_t)cap_rows * sizeof(double), "KL divergences");
+    sc->best = ss_malloc((size_t)cap_rows * sizeof(int32_t), "best tokens");
+    sc->g = ss_malloc((size_t)n_g * sizeof(float), "gathered logits");
+    sc->idx = ss_malloc((size_t)n_g * sizeof(int64_t), "gathered logits");
+    return sc->lz && sc->kl && sc->best && sc->g && sc->idx ? SS_OK : SS_ERR_NOMEM;
+}
+
+static void scorer_close(scorer *sc) {
+    const ss_backend *be = sc->be;
+    if (!be) return;
+    void *dev[] = {sc->d_lz, sc->d_kl, sc->d_clean_lz, sc->d_best, sc->d_g, sc->d_clean, sc->d_idx};
+    for (size_t i = 0; i < sizeof dev / sizeof *dev; i++)
+        if (dev[i]) be->release(be, dev[i]);
+    free(sc->lz), free(sc->kl), free(sc->best), free(sc->g), free(sc->idx);
+}
+
+/* Before a forward over copies [0, K) of a batch (packing pk, tokens tok,
+ * prompts b0..b0+nb-1): the indices of the logits to gather. */
+static void scorer_prepare(scorer *sc, int clean, int K, const ss_packing *pk, const int32_t *tok, int64_t b0,
+                           int64_t V) {
+    const metric_ctx *mc = sc->mc;
+    const int64_t R = pk->rows, rows = K * R, nb = pk->n_seq;
+    sc->clean = clean, sc->rows = rows, sc->n_seq = K * nb;
+    if (clean) sc->R = R;
+    for (int64_t r = 0; r < R; r++) sc->idx[r] = r * V; /* column 0 unless the row has a next token */
+    for (int64_t q = 0; q < nb; q++) {
+        const int64_t s0 = pk->start[q], n = pk->len[q], last = (s0 + n - 1) * V;
+        for (int64_t t = 0; t + 1 < n; t++) sc->idx[s0 + t] = (s0 + t) * V + tok[s0 + t + 1];
+        const int32_t a = mc->answer[b0 + q], w = mc->wrong[b0 + q];
+        sc->idx[rows + 2 * q] = last + (a >= 0 ? a : 0);
+        sc->idx[rows + 2 * q + 1] = last + (w >= 0 ? w : 0);
+    }
+    /* the copies repeat the first one's indices, R rows further each */
+    for (int k = 1; k < K; k++) {
+        for (int64_t r = 0; r < R; r++) sc->idx[k * R + r] = sc->idx[r] + k * R * V;
+        for (int64_t q = 0; q < 2 * nb; q++) sc->idx[rows + 2 * k * nb + q] = sc->idx[rows + q] + k * R * V;
+    }
+}
+
+/* The forward's logits hook. */
+static ss_status score_logits(void *vctx, const float *lg, int64_t n, int64_t V) {
+    scorer *sc = vctx;
+    const ss_backend *be = sc->be;
+    const int64_t n_g = sc->rows + 2 * sc->n_seq;
+    if (n != sc->rows) return ss_errorf(SS_ERR_INTERNAL, "ablate: %lld rows of logits, %lld expected", (long long)n, (long long)sc->rows);
+    const int kl = sc->want_kl && !sc->clean;
+    double *lz = sc->clean && sc->want_kl ? sc->d_clean_lz : sc->d_lz;
+    SS_TRY(be->upload(be, sc->d_idx, sc->idx, (size_t)n_g * sizeof(int64_t)));
+    SS_TRY(be->gather(be, sc->d_g, lg, sc->d_idx, n_g));
+    SS_TRY(be->logit_scores(be, lz, sc->want_best ? sc->d_best : NULL, kl ? sc->d_kl : NULL, lg, n, V, sc->d_clean,
+                            sc->d_clean_lz, sc->R));
+    if (sc->clean && sc->want_kl) SS_TRY(be->copy_rows(be, sc->d_clean, lg, V, n, V));
+    SS_TRY(be->download(be, sc->g, sc->d_g, (size_t)n_g * sizeof(float)));
+    SS_TRY(be->download(be, sc->lz, lz, (size_t)n * sizeof(double)));
+    if (sc->want_best) SS_TRY(be->download(be, sc->best, sc->d_best, (size_t)n * sizeof(int32_t)));
+    if (kl) SS_TRY(be->download(be, sc->kl, sc->d_kl, (size_t)n * sizeof(double)));
+    return SS_OK;
+}
+
+/* Metrics of copy k's prompt q (global index gi) from the last forward's
+ * scores. Undefined values are NaN; the clean run's KL is 0. */
+static void prompt_metrics(const scorer *sc, const ss_packing *pk, const int32_t *tok, int k, int64_t q, int64_t gi,
+                           float *out) {
+    const metric_ctx *mc = sc->mc;
+    const int64_t s0 = pk->start[q], n = pk->len[q], r0 = k * pk->rows + s0, sq = k * pk->n_seq + q;
+    double loss = 0, acc = 0, kw = 0, kl = 0;
+    int64_t nkw = 0;
+    for (int64_t t = 0; t + 1 < n; t++) {
+        const int32_t next = tok[s0 + t + 1];
+        const int hit = sc->want_best && sc->best[r0 + t] == next;
+        loss += sc->lz[r0 + t] - sc->g[r0 + t];
+        acc += hit;
+        if (mc->is_kw && mc->is_kw[next]) kw += hit, nkw++;
+    }
+    if (mc->want[M_KL] && !sc->clean)
+        for (int64_t t = 0; t < n; t++) kl += sc->kl[r0 + t];
+    const float *ld = sc->g + sc->rows + 2 * sq;
     out[M_LOSS] = n > 1 ? (float)(loss / (double)(n - 1)) : NAN;
     out[M_ACC] = n > 1 ? (float)(acc / (double)(n - 1)) : NAN;
     out[M_KEYWORD] = nkw ? (float)(kw / (double)nkw) : NAN;
-    out[M_LOGITDIFF] = answer >= 0 && wrong >= 0 ? lg[(n - 1) * V + answer] - lg[(n - 1) * V + wrong] : NAN;
-    double kl = 0;
-    if (lg_clean)
-        for (int64_t t = 0; t < n; t++)
-            for (int64_t v = 0; v < V; v++) {
-                double lpc = lg_clean[t * V + v] - lz_clean[t], lp = lg[t * V + v] - lz[t];
-                kl += exp(lpc) * (lpc - lp);
-            }
-    out[M_KL] = lg_clean ? (float)(kl / (double)n) : 0.f;
+    out[M_LOGITDIFF] = mc->answer[gi] >= 0 && mc->wrong[gi] >= 0 ? ld[0] - ld[1] : NAN;
+    out[M_KL] = sc->clean ? 0.f : (float)(kl / (double)n);
 }
 
-/* The metrics of one forward over K copies of a batch (K = 1 for the clean
- * run, lg_clean NULL): item k*nb + q is copy k's prompt q. Each item takes
- * its own rows' log-partitions, so items run in parallel. */
-typedef struct {
-    const metric_ctx *mc;
-    const ss_packing *pk;          /* one copy */
-    const int32_t *tokens;         /* one copy */
-    int64_t V, b0, nb;
-    const float *lg;               /* [K * rows, V] */
-    double *lz;                    /* [K * rows], filled here */
-    const float *lg_clean;         /* [rows, V] */
-    const double *lz_clean;
-    const int *slot;               /* per copy: its index in vals */
-    float *(*vals)[M_COUNT];
-} metrics_job;
-
-static void metrics_task(void *vctx, int64_t i) {
-    const metrics_job *j = vctx;
-    const metric_ctx *mc = j->mc;
-    int64_t k = i / j->nb, q = i % j->nb, s0 = j->pk->start[q], n = j->pk->len[q], r0 = k * j->pk->rows + s0;
-    int64_t gi = j->b0 + q;
-    ss_log_partition(j->lg + r0 * j->V, n, j->V, j->lz + r0);
-    float out[M_COUNT];
-    prompt_metrics(mc, j->tokens + s0, n, j->V, j->lg + r0 * j->V, j->lz + r0,
-                   j->lg_clean && mc->want[M_KL] ? j->lg_clean + s0 * j->V : NULL, j->lg_clean ? j->lz_clean + s0 : NULL,
-                   mc->answer[gi], mc->wrong[gi], out);
-    for (int mt = 0; mt < M_COUNT; mt++)
-        if (mc->want[mt]) j->vals[j->slot[k]][mt][gi] = out[mt];
+/* The metrics of every prompt of the last forward: copy k's go to slot[k]. */
+static void score_prompts(const scorer *sc, const ss_packing *pk, const int32_t *tok, int64_t b0, int K,
+                          const int *slot, float *(*vals)[M_COUNT]) {
+    for (int k = 0; k < K; k++)
+        for (int64_t q = 0; q < pk->n_seq; q++) {
+            float out[M_COUNT];
+            prompt_metrics(sc, pk, tok, k, q, b0 + q, out);
+            for (int mt = 0; mt < M_COUNT; mt++)
+                if (sc->mc->want[mt]) vals[slot[k]][mt][b0 + q] = out[mt];
+        }
 }
 
 /* Masks per forward when --mask-batch is not given. On the CPU one: the
@@ -672,8 +750,7 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
     unit_stats us = {0};
     ss_mask_stats *mstats = NULL;
     float *vals[1 + 512][M_COUNT];
-    float *lg_clean = NULL, *lg = NULL;
-    double *lz_clean = NULL, *lz = NULL;
+    scorer sc = {0};
     int32_t *answer = NULL, *wrong = NULL;
     int *group = NULL;
     char **labels = NULL;
@@ -933,9 +1010,7 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
     kmasks = ss_malloc((size_t)K * sizeof *kmasks, "mask batch");
     kdonor = ss_malloc((size_t)K * sizeof *kdonor, "mask batch");
     kslot = ss_malloc((size_t)K * sizeof *kslot, "mask batch");
-    lz_clean = ss_malloc((size_t)rows_max * sizeof(double), "log-partitions");
-    lz = ss_malloc(krows * sizeof(double), "log-partitions");
-    if (!ktok || !kstart || !klen || !kwant || !kmasks || !kdonor || !kslot || !lz_clean || !lz) { st = SS_ERR_NOMEM; goto out; }
+    if (!ktok || !kstart || !klen || !kwant || !kmasks || !kdonor || !kslot) { st = SS_ERR_NOMEM; goto out; }
     for (int l = 1; l < cfg->n_layer && !kresid; l++)
         if (prefix.resid[l] && !(kresid = ss_malloc(krows * (size_t)cfg->n_embd * sizeof(float), "mask batch residuals")))
             { st = SS_ERR_NOMEM; goto out; }
@@ -968,6 +1043,7 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
         for (int mt = 0; mt < M_COUNT; mt++)
             if (want[mt] && !(vals[k][mt] = ss_malloc((size_t)N * sizeof(float), "metrics"))) { st = SS_ERR_NOMEM; goto out; }
     metric_ctx mc = {want, is_kw, answer, wrong};
+    if (last_stage && (st = scorer_open(&sc, run.be, &mc, V, (int64_t)krows, (int64_t)K * B, rows_max))) goto out;
     /* Progress: rank 0's own share (the other ranks have as many prompts or one batch fewer). */
     const int64_t work = (hi - lo) * (n_masks + 1);
     if (progress) progress(job->progress_ctx, 0, work);
@@ -982,13 +1058,11 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
         const int64_t R = pk.rows;
         for (int64_t q = 0; q < nb; q++) prompt_index[q] = b0 + q;
         ss_forward_opts cfo = {.want = prefix_want, .hook = prefix_hook, .hook_ctx = &prefix,
-                               .logits = SS_LOGITS_ALL, .read_only = 1};
-        free(lg_clean);
-        lg_clean = NULL;
-        if ((st = ss_forward(run.m, run.be, run.packed, &pk, &cfo, &lg_clean))) goto out;
-        int clean_slot = 0;
-        metrics_job cj = {&mc, &pk, run.packed, V, b0, nb, lg_clean, lz_clean, NULL, NULL, &clean_slot, vals};
-        if (last_stage) ss_parallel_for(nb, metrics_task, &cj);
+                               .logits = SS_LOGITS_ALL, .read_only = 1, .logits_hook = score_logits, .logits_ctx = &sc};
+        if (last_stage) scorer_prepare(&sc, 1, 1, &pk, run.packed, b0, V);
+        if ((st = ss_forward(run.m, run.be, run.packed, &pk, &cfo, NULL))) goto out;
+        const int clean_slot = 0;
+        if (last_stage) score_prompts(&sc, &pk, run.packed, b0, 1, &clean_slot, vals);
         int64_t done = (b0 - lo) * (n_masks + 1) + nb;
         if (progress) progress(job->progress_ctx, done, work);
 
@@ -1009,7 +1083,8 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
             ss_packing kpk = {kn * nb, kn * R, kstart, klen, 0};
             mask_hook_ctx hc = {kmasks, kn, mstats, kdonor, &pk, prompt_index};
             ss_forward_opts fo = {.want = kwant, .hook = mask_hook, .hook_ctx = &hc, .logits = SS_LOGITS_ALL,
-                                  .start_layer = first, .start_resid = first > 0 ? kresid : NULL};
+                                  .start_layer = first, .start_resid = first > 0 ? kresid : NULL,
+                                  .logits_hook = score_logits, .logits_ctx = &sc};
             dev_mask_ctx dc = {run.be, progs ? progs + (size_t)g * ns : NULL, kn * nb, kprompt, kwhich};
             if (dev_group && dev_group[g]) {
                 for (int k = 0; k < kn; k++)
@@ -1018,15 +1093,13 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
                 fo.hook_ctx = &dc;
                 fo.hook_on_device = 1;
             }
-            free(lg);
-            lg = NULL;
-            if ((st = ss_forward(run.m, run.be, ktok, &kpk, &fo, &lg))) {
+            if (last_stage) scorer_prepare(&sc, 0, kn, &pk, run.packed, b0, V);
+            if ((st = ss_forward(run.m, run.be, ktok, &kpk, &fo, NULL))) {
                 if (kn == 1) ss_error_context(st, "mask '%s'", kmasks[0]->name);
                 else ss_error_context(st, "masks '%s' .. '%s' (run together)", kmasks[0]->name, kmasks[kn - 1]->name);
                 goto out;
             }
-            metrics_job mj = {&mc, &pk, run.packed, V, b0, nb, lg, lz, lg_clean, lz_clean, kslot, vals};
-            if (last_stage) ss_parallel_for(kn * nb, metrics_task, &mj);
+            if (last_stage) score_prompts(&sc, &pk, run.packed, b0, kn, kslot, vals);
             done += kn * nb;
             if (progress) progress(job->progress_ctx, done, work);
         }
@@ -1162,10 +1235,7 @@ out:
     free(need_stats);
     free(touched);
     free(is_kw);
-    free(lg);
-    free(lg_clean);
-    free(lz);
-    free(lz_clean);
+    scorer_close(&sc);
     free(answer);
     free(wrong);
     free(group);

@@ -554,9 +554,9 @@ ss_status ss_forward_taped(const ss_model *m, const ss_backend *be, const int32_
     SS_TRY(ss_packing_check(m, tokens, pk));
     const double t_start = ss_now(), wait_before = m->pipe_wait_s;
     /* Only the last stage of a pipeline has the head. */
-    const int64_t n_lrows = !opts || opts->logits == SS_LOGITS_NONE || (!logits && !tape) || m->end_layer < c->n_layer ? 0
-                            : opts->logits == SS_LOGITS_ALL                                  ? R
-                                                                                             : pk->n_seq;
+    const int head = opts && opts->logits != SS_LOGITS_NONE && (logits || tape || opts->logits_hook) &&
+                     m->end_layer >= c->n_layer;
+    const int64_t n_lrows = !head ? 0 : opts->logits == SS_LOGITS_ALL ? R : pk->n_seq;
     /* With a tape, its buffers stand in for the forward's own. */
     const int own_layers = !tape || tape->recompute;
     const size_t Rs = (size_t)R;
@@ -652,13 +652,14 @@ ss_status ss_forward_taped(const ss_model *m, const ss_backend *be, const int32_
             src = tmp;
         }
         RUN(be->matmul(be, out_logits, src, w->lm_head, w->wdtype, NULL, n_lrows, V, d, 1));
+        if (opts->logits_hook && !tape) RUN(opts->logits_hook(opts->logits_ctx, out_logits, n_lrows, V));
     }
     /* With a capture, the previous batch's sites go to the hook here, while
      * the device still computes this one (the logits' download waits for it). */
     RUN(ss_hook_ctx_deliver(&f));
     if (n_lrows) {
-        if (tape) {
-            /* stays on the backend for the backward pass */
+        if (tape || opts->logits_hook) {
+            /* stays on the backend: for the backward pass, or the hook has taken what it needs */
         } else if (be->host_memory) {
             lg = buf[B_LOGITS];
             buf[B_LOGITS] = NULL; /* handed to the caller */

@@ -1767,6 +1767,90 @@ static void case_softmax_xent(void) {
         }
 }
 
+typedef struct {
+    double *lz, *kl;
+    int32_t *best;
+    const float *x, *ref;
+    const double *ref_lz;
+    int64_t rows, V, ref_rows;
+    float *g;
+    const int64_t *idx;
+    int64_t n_idx;
+} ls_ctx;
+static int launch_ls(void *v) {
+    ls_ctx *c = v;
+    return ss_cuda_logit_scores(c->lz, c->best, c->kl, c->x, c->rows, c->V, c->ref, c->ref_lz, c->ref_rows, g_stream) ||
+           ss_cuda_gather(c->g, c->x, c->idx, c->n_idx, g_stream);
+}
+
+/* logit_scores and gather against the CPU op: logits in [-8, 8] with a tie
+ * for the largest value in row 1 (the first index wins), -inf entries in
+ * row 0 and a constant row 2; more rows than reference rows. Both sides
+ * sum in fp64 from the same fp32 values (only the order differs): the
+ * checks are on the relative error of lz (<= 1e-12) and on the KL error
+ * over 1e-3 + |KL| (<= 1e-9), both against 0; best tokens and gathered
+ * logits must be equal. */
+static void case_logit_scores(void) {
+    const ss_backend *be = ss_backend_cpu();
+    int64_t shapes[][3] = {{1, 1, 1}, {3, 50, 3}, {5, 1000, 2}, {4, 257, 4}, {1024, 50257, 256}, {4096, 50257, 1024}};
+    int ns = g_quick ? 4 : 6;
+    for (int si = 0; si < ns; si++) {
+        int64_t rows = shapes[si][0], V = shapes[si][1], rr = shapes[si][2], n = rows * V, n_idx = rows + 7;
+        char name[96];
+        snprintf(name, sizeof name, "logit_scores %lldx%lld ref %lld", (long long)rows, (long long)V, (long long)rr);
+        if (!selected(name)) continue;
+        float *x = rvec(n, 95 + (unsigned)si, 8.f), *ref = rvec(rr * V, 96 + (unsigned)si, 8.f);
+        if (V >= 50) {
+            x[V + 3] = x[V + 40] = 20.f;
+            for (int64_t v = 0; v < V; v += 7) x[v] = -INFINITY;
+            if (rows > 2)
+                for (int64_t v = 0; v < V; v++) x[2 * V + v] = 1.5f;
+        }
+        int64_t *idx = xmalloc((size_t)n_idx * 8);
+        for (int64_t i = 0; i < n_idx; i++) idx[i] = (i * 7919 + 13) % n;
+        double *rlz = xmalloc((size_t)rr * 8), *clz = xmalloc((size_t)rows * 8), *ckl = xmalloc((size_t)rows * 8),
+               *glz = xmalloc((size_t)rows * 8), *gkl = xmalloc((size_t)rows * 8);
+        int32_t *cbest = xmalloc((size_t)rows * 4), *gbest = xmalloc((size_t)rows * 4);
+        float *cg = fvec(n_idx, 0), *gg = fvec(n_idx, 0), *e_lz = fvec(rows, 0), *e_kl = fvec(rows, 0),
+              *zero = fvec(rows, 0), *fb_c = fvec(rows, 0), *fb_g = fvec(rows, 0);
+        if (be->logit_scores(be, rlz, NULL, NULL, ref, rr, V, NULL, NULL, 0) ||
+            be->logit_scores(be, clz, cbest, ckl, x, rows, V, ref, rlz, rr) || be->gather(be, cg, x, idx, n_idx)) {
+            cpu_ref_failed(name);
+        } else {
+            float *dx = dup_to_dev(x, (size_t)n * 4), *dref = dup_to_dev(ref, (size_t)(rr * V) * 4),
+                  *dg = dalloc((size_t)n_idx * 4);
+            double *drlz = dup_to_dev(rlz, (size_t)rr * 8), *dlz = dalloc((size_t)rows * 8), *dkl = dalloc((size_t)rows * 8);
+            int32_t *dbest = dalloc((size_t)rows * 4);
+            int64_t *didx = dup_to_dev(idx, (size_t)n_idx * 8);
+            ls_ctx c = {dlz, dkl, dbest, dx, dref, drlz, rows, V, rr, dg, didx, n_idx};
+            out_buf ob[4] = {{dlz, (size_t)rows * 8, glz}, {dkl, (size_t)rows * 8, gkl}, {dbest, (size_t)rows * 4, gbest},
+                             {dg, (size_t)n_idx * 4, gg}};
+            const float *init[4] = {NULL, NULL, NULL, NULL};
+            double ms = 0;
+            if (run_twice_from(name, launch_ls, &c, ob, init, 4, 1, &ms)) fail_case();
+            else {
+                for (int64_t r = 0; r < rows; r++) {
+                    e_lz[r] = glz[r] == clz[r] ? 0.f : (float)((glz[r] - clz[r]) / fabs(clz[r]));
+                    e_kl[r] = gkl[r] == ckl[r] ? 0.f : (float)((gkl[r] - ckl[r]) / (1e-3 + fabs(ckl[r])));
+                    fb_c[r] = (float)cbest[r], fb_g[r] = (float)gbest[r];
+                }
+                char nm[128];
+                snprintf(nm, sizeof nm, "%s: lz relative error", name);
+                check(nm, e_lz, zero, rows, 1e-12, 0, ms, 0);
+                snprintf(nm, sizeof nm, "%s: KL error / (1e-3 + |KL|)", name);
+                check(nm, e_kl, zero, rows, 1e-9, 0, ms, 0);
+                snprintf(nm, sizeof nm, "%s: best token", name);
+                check(nm, fb_g, fb_c, rows, 0, 0, ms, 0);
+                snprintf(nm, sizeof nm, "%s: gather", name);
+                check(nm, gg, cg, n_idx, 0, 0, ms, 0);
+            }
+            dfree(dx), dfree(dref), dfree(dg), dfree(drlz), dfree(dlz), dfree(dkl), dfree(dbest), dfree(didx);
+        }
+        free(x), free(ref), free(idx), free(rlz), free(clz), free(ckl), free(glz), free(gkl), free(cbest), free(gbest);
+        free(cg), free(gg), free(e_lz), free(e_kl), free(zero), free(fb_c), free(fb_g);
+    }
+}
+
 /* The end of a case run through the CUDA backend: its status, the time since
  * t0 (after a sync), then the device result n floats at dC against ref. */
 static void backend_case_done(const char *name, ss_backend *gpu, ss_status st, double t0, float *got, const float *dC,
@@ -2102,6 +2186,7 @@ int main(int argc, char **argv) {
     case_attention_bwd();
     case_embed_bwd();
     case_softmax_xent();
+    case_logit_scores();
     case_softmax_causal();
     case_softmax_causal_backward();
     case_backend_bwd();

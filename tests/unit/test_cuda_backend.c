@@ -750,8 +750,9 @@ static void collect_matches_cpu(double cov_tol, int64_t checkpoint_every) {
     ss_h5_close_read(rb);
 }
 
-/* The products by cublasSsyrk on centred rows (the default), by the
- * triangular kernel (SUBSCOPE_COV_KERNEL=1), and by the tensor-core kernels
+/* The products by the triangular fp32 kernel (the default below d = 3072,
+ * SUBSCOPE_COV_KERNEL=1), by cublasSsyrk on centred rows (the default from
+ * there, SUBSCOPE_COV_KERNEL=ssyrk), and by the tensor-core kernels
  * (SUBSCOPE_COV_KERNEL=tc, wg), whose bf16 operands (unit roundoff 2^-8) move
  * each term by at most 2^-7 of itself: sum |a_i a_j| <= (n - 1)
  * sqrt(var_i var_j) (Cauchy-Schwarz), so 2^-7 (plus the fp32 kernels' 1e-5)
@@ -761,6 +762,8 @@ static void collect_matches_cpu(double cov_tol, int64_t checkpoint_every) {
 TEST(cuda_emulated_collect_matches_cpu) { collect_matches_cpu(1e-5, 3); }
 TEST(cuda_emulated_collect_cov_kernel_matches_cpu) {
     setenv("SUBSCOPE_COV_KERNEL", "1", 1);
+    collect_matches_cpu(1e-5, 0);
+    setenv("SUBSCOPE_COV_KERNEL", "ssyrk", 1);
     collect_matches_cpu(1e-5, 0);
     setenv("SUBSCOPE_COV_KERNEL", "tc", 1);
     collect_matches_cpu(0x1p-7 + 1e-5, 0);

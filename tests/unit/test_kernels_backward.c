@@ -911,6 +911,112 @@ TEST(cuda_bwd_softmax_xent_vs_reference) {
         }
 }
 
+/* ---- logit_scores, gather ---------------------------------------------- */
+
+typedef struct {
+    double *lz, *kl;
+    int32_t *best;
+    const float *x, *ref;
+    const double *ref_lz;
+    int64_t rows, V, ref_rows;
+    float *g;
+    const int64_t *idx;
+    int64_t n_idx;
+} ls_ctx;
+static ss_status op_ls(void *v) {
+    ls_ctx *c = v;
+    SS_TRY(gpu()->logit_scores(gpu(), c->lz, c->best, c->kl, c->x, c->rows, c->V, c->ref, c->ref_lz, c->ref_rows));
+    return gpu()->gather(gpu(), c->g, c->x, c->idx, c->n_idx);
+}
+
+static int close_d(const char *what, const double *got, const double *want, int64_t n, double atol, double rtol) {
+    for (int64_t i = 0; i < n; i++)
+        if (got[i] != want[i] && !(fabs(got[i] - want[i]) <= atol + rtol * fabs(want[i]))) { /* equal: also inf */
+            printf("\n    %s[%lld]: %.17g, expected %.17g", what, (long long)i, got[i], want[i]);
+            return 0;
+        }
+    return 1;
+}
+
+/* The CPU op against closed forms: a constant row of V values has
+ * log-partition c + log V and its first index as the best; V = 2 rows
+ * (0, 0) against (log 3, 0) have KL 0.5 log(4/3). */
+TEST(cpu_logit_scores_closed_forms) {
+    const ss_backend *cpu = ss_backend_cpu();
+    CHECK(cpu->logit_scores && cpu->gather);
+    float x[1000], p2[2] = {0.f, 0.f}, q2[2] = {(float)log(3.0), 0.f};
+    for (int i = 0; i < 1000; i++) x[i] = 2.5f;
+    double lz, lzp, lzq, kl, kl0;
+    int32_t best = -1;
+    CHECK_OK(cpu->logit_scores(cpu, &lz, &best, NULL, x, 1, 1000, NULL, NULL, 0));
+    CHECK(fabs(lz - (2.5 + log(1000.0))) < 1e-12 && best == 0);
+    CHECK_OK(cpu->logit_scores(cpu, &lzp, NULL, NULL, p2, 1, 2, NULL, NULL, 0));
+    CHECK_OK(cpu->logit_scores(cpu, &lzq, NULL, &kl, q2, 1, 2, p2, &lzp, 1));
+    CHECK_MSG(fabs(kl - 0.5 * log(4.0 / 3.0)) < 1e-7, "KL %.17g", kl); /* log 3 rounded to fp32 */
+    CHECK_OK(cpu->logit_scores(cpu, &lzp, NULL, &kl0, p2, 1, 2, p2, &lzp, 1));
+    CHECK(kl0 == 0.0);
+    CHECK_ERR(cpu->logit_scores(cpu, &lz, NULL, &kl, x, 1, 1000, NULL, NULL, 0), SS_ERR_INTERNAL, "reference");
+    int64_t idx[3] = {999, 0, 17};
+    float g[3];
+    x[17] = -1.f;
+    CHECK_OK(cpu->gather(cpu, g, x, idx, 3));
+    CHECK(g[0] == 2.5f && g[1] == 2.5f && g[2] == -1.f);
+}
+
+/* The kernel against the CPU op. Logits uniform in [-8, 8], with ties for
+ * the largest value (the first index must win), rows holding -inf, a
+ * constant row, and more rows than reference rows (row r compares with
+ * reference row r % ref_rows). Both compute in fp64 from the same fp32
+ * values and differ only in the order of the sums: lz within 1e-12
+ * relative; KL, a sum of V terms of either sign, within 1e-12 + 1e-9
+ * relative; best and the gathered values exactly. Forward and reverse
+ * thread orders give the same bits (fixed-order merges). */
+TEST(cuda_logit_scores_vs_cpu) {
+    const ss_backend *be = gpu(), *cpu = ss_backend_cpu();
+    CHECK(be && be->logit_scores && be->gather);
+    int64_t shapes[][3] = {{1, 1, 1}, {3, 50, 3}, {5, 1000, 2}, {4, 257, 4}, {2, 3001, 1}};
+    for (int si = 0; si < 5; si++) {
+        int64_t rows = shapes[si][0], V = shapes[si][1], rr = shapes[si][2], n = rows * V;
+        float *x = ss_test_rvec(n, 70 + (unsigned)si, 8.f), *ref = ss_test_rvec(rr * V, 80 + (unsigned)si, 8.f);
+        if (V >= 50) {
+            x[V + 3] = x[V + 40] = 20.f;                 /* row 1: a tie, first index 3 */
+            for (int64_t v = 0; v < V; v += 7) x[v] = -INFINITY; /* row 0: -inf entries */
+            if (rows > 2)
+                for (int64_t v = 0; v < V; v++) x[2 * V + v] = 1.5f; /* row 2: constant */
+        }
+        int64_t n_idx = rows + 3, *idx = malloc((size_t)n_idx * sizeof(int64_t));
+        for (int64_t i = 0; i < n_idx; i++) idx[i] = (i * 7919 + 13) % n;
+        double *rlz = malloc((size_t)rr * 8), *clz = malloc((size_t)rows * 8), *ckl = malloc((size_t)rows * 8),
+               *glz = malloc((size_t)rows * 8), *gkl = malloc((size_t)rows * 8);
+        int32_t *cbest = malloc((size_t)rows * 4), *gbest = malloc((size_t)rows * 4);
+        float *cg = malloc((size_t)n_idx * 4), *gg = malloc((size_t)n_idx * 4);
+        CHECK_OK(cpu->logit_scores(cpu, rlz, NULL, NULL, ref, rr, V, NULL, NULL, 0));
+        CHECK_OK(cpu->logit_scores(cpu, clz, cbest, ckl, x, rows, V, ref, rlz, rr));
+        CHECK_OK(cpu->gather(cpu, cg, x, idx, n_idx));
+        float *dx = dev_put(x, (size_t)n * 4), *dref = dev_put(ref, (size_t)(rr * V) * 4), *dg = dev_put(NULL, (size_t)n_idx * 4);
+        double *drlz = dev_put(rlz, (size_t)rr * 8), *dlz = dev_put(NULL, (size_t)rows * 8), *dkl = dev_put(NULL, (size_t)rows * 8);
+        int32_t *dbest = dev_put(NULL, (size_t)rows * 4);
+        int64_t *didx = dev_put(idx, (size_t)n_idx * 8);
+        ls_ctx c = {dlz, dkl, dbest, dx, dref, drlz, rows, V, rr, dg, didx, n_idx};
+        dout o[4] = {{(float *)dlz, NULL, 2 * rows, (float *)glz}, {(float *)dkl, NULL, 2 * rows, (float *)gkl},
+                     {(float *)dbest, NULL, rows, (float *)gbest}, {dg, NULL, n_idx, gg}};
+        CHECK(run_both(op_ls, &c, o, 4, 1));
+        printf(" [%lldx%lld]", (long long)rows, (long long)V);
+        CHECK(close_d("lz", glz, clz, rows, 0, 1e-12));
+        CHECK(close_d("kl", gkl, ckl, rows, 1e-12, 1e-9));
+        CHECK(memcmp(gbest, cbest, (size_t)rows * 4) == 0);
+        CHECK(memcmp(gg, cg, (size_t)n_idx * 4) == 0);
+        if (V >= 50) CHECK(gbest[1] == 3 && (rows <= 2 || gbest[2] == 0));
+        /* no best, no KL: lz alone */
+        CHECK_OK(be->logit_scores(be, dlz, NULL, NULL, dx, rows, V, NULL, NULL, 0));
+        CHECK_OK(be->download(be, glz, dlz, (size_t)rows * 8));
+        CHECK(close_d("lz alone", glz, clz, rows, 0, 1e-12));
+        dev_free(dx), dev_free(dref), dev_free(dg), dev_free(drlz), dev_free(dlz), dev_free(dkl), dev_free(dbest), dev_free(didx);
+        free(x), free(ref), free(idx), free(rlz), free(clz), free(ckl), free(glz), free(gkl), free(cbest), free(gbest);
+        free(cg), free(gg);
+    }
+}
+
 /* ---- the whole backward pass on the emulated device --------------------- */
 
 #include "subscope/backward.h"
