@@ -29,7 +29,7 @@
 #          --llama-models LIST (gpu_llama's shapes, default llama-1b,llama-7b),
 #          --llama-prompts N (gpu_llama: prompts of 1024 tokens, default 64; batch 16 = 16k tokens),
 #          --llama-modes LIST (gpu_llama's subscope modes, default bf16; the variants of --gpu-modes,
-#          e.g. bf16,bf16+tc2 to time the second tensor-core attention at head size 128),
+#          e.g. bf16,bf16+notc to time bf16 without the tensor-core attention at head size 128 too),
 #          --no-cpu-1b (cpu_llama: skip the one subscope-only run of the llama-1b shape).
 # Environment: BENCH_PYTHON (an interpreter that has torch, transformers, safetensors,
 #          h5py, numpy; default python3, or a venv made in bench/work/venv if those are

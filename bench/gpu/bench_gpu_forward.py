@@ -13,12 +13,11 @@ SUBSCOPE_ATTN_GEMM_MIN_LEN=0, the attention kernels instead of the cuBLAS path; 
 SUBSCOPE_ATTN_TC=1 / 0, the tensor-core attention kernel with bf16 operands for every model /
 for none (a bf16 model's default is on); +epi / +noepi: SUBSCOPE_BIAS_EPILOGUE=1 / 0, the bias
 in cuBLASLt's epilogue for every product / for none (default: 16-bit weights'); +nofuse:
-SUBSCOPE_FUSE=0, no fused product + bias + GELU or product + residual add; +tc2:
-SUBSCOPE_ATTN_TC_V2=1, the second tensor-core attention kernel; +mlp16: SUBSCOPE_MLP16=1,
-the MLP's activation output (GELU or SwiGLU) kept in bf16 between its products; +norm16:
-SUBSCOPE_NORM16=1, the norms write the rows of the products they feed in bf16; +qkv16:
-SUBSCOPE_QKV16=1, GPT-2's QKV product writes q, k, v in bf16 for the second tensor-core
-attention (with +tc2); variants combine, bf16+notc+noepi),
+SUBSCOPE_FUSE=0, no fused product + bias + GELU or product + residual add; +mlp16:
+SUBSCOPE_MLP16=1, the MLP's activation output (GELU or SwiGLU) kept in bf16 between its
+products; +norm16: SUBSCOPE_NORM16=1, the norms write the rows of the products they feed in
+bf16; +qkv16: SUBSCOPE_QKV16=1, GPT-2's QKV product writes q, k, v in bf16 for the
+tensor-core attention; variants combine, bf16+notc+noepi),
 subscope runs as a fresh process: one untimed warm run, --reps runs of a
 one-token prompt (the fixed cost: process start, CUDA context, cuBLAS, reading and
 uploading the weights, HDF5 file), and --reps runs of the prompts. tokens/s and TFLOP/s are
@@ -120,13 +119,13 @@ class GpuMemSampler:
 
 MODE_FLAGS = {"fp32": [], "tf32": ["--tf32"], "bf16": ["--dtype", "bfloat16"]}
 # A mode may carry a variant, MODE+VARIANT: the same flags with these environment settings
-# (see the docstring; "tc2": the second tensor-core attention kernel, flash_attention_tc2.cu).
+# (see the docstring).
 # Variants combine: "bf16+notc+noepi".
 VARIANT_ENV = {"attnk": {"SUBSCOPE_ATTN_GEMM_MIN_LEN": "0"}, "tc": {"SUBSCOPE_ATTN_TC": "1"},
                "epi": {"SUBSCOPE_BIAS_EPILOGUE": "1"}, "nofuse": {"SUBSCOPE_FUSE": "0"},
                "notc": {"SUBSCOPE_ATTN_TC": "0"}, "noepi": {"SUBSCOPE_BIAS_EPILOGUE": "0"},
-               "tc2": {"SUBSCOPE_ATTN_TC_V2": "1"}, "mlp16": {"SUBSCOPE_MLP16": "1"},
-               "norm16": {"SUBSCOPE_NORM16": "1"}, "qkv16": {"SUBSCOPE_QKV16": "1"}}
+               "mlp16": {"SUBSCOPE_MLP16": "1"}, "norm16": {"SUBSCOPE_NORM16": "1"},
+               "qkv16": {"SUBSCOPE_QKV16": "1"}}
 
 
 def mode_parts(mode):

@@ -101,29 +101,26 @@ int ss_cuda_attention_flash(float *z, const float *q, const float *k, const floa
                             const int64_t *start, const int64_t *len, int64_t max_len, int64_t H, int64_t Hkv,
                             int64_t dh, float scale, cudaStream_t stream);
 /* The same on tensor cores with Q, K, V and the probabilities rounded to bf16
- * (fp32 accumulation and softmax); dh 64 or 128 only. The backend's
- * attention_lowp (bf16 models) calls it (kernels/flash_attention_tc.cu). */
+ * (fp32 accumulation and softmax); dh 64 or 128 only
+ * (kernels/flash_attention_tc.cu: Q * scale, K, V packed to bf16 in ws first,
+ * then cp.async tiles and ldmatrix fragments). The contract above plus n_rows
+ * (every row start[s] + i, i < len[s], is below it) and ws, 16-byte aligned,
+ * of ss_cuda_attention_flash_bf16_ws 16-bit elements; ceil(max_len/64) <=
+ * 65535 and n_seq * H < 2^31, else cudaErrorInvalidValue. The backend's
+ * attention_lowp (bf16 models) calls it. */
+int64_t ss_cuda_attention_flash_bf16_ws(int64_t n_rows, int64_t H, int64_t Hkv, int64_t dh);
 int ss_cuda_attention_flash_bf16(float *z, const float *q, const float *k, const float *v, int64_t ld_qkv,
-                                 int64_t n_seq, const int64_t *start, const int64_t *len, int64_t max_len, int64_t H,
-                                 int64_t Hkv, int64_t dh, float scale, cudaStream_t stream);
-/* Its second version (kernels/flash_attention_tc2.cu: Q, K, V packed to bf16
- * in ws first, then cp.async tiles and ldmatrix fragments), the same
- * contract plus n_rows (every row start[s] + i, i < len[s], is below it) and
- * ws, 16-byte aligned, of ss_cuda_attention_flash_bf16_v2_ws 16-bit elements.
- * Opt-in: SUBSCOPE_ATTN_TC_V2=1. */
-int64_t ss_cuda_attention_flash_bf16_v2_ws(int64_t n_rows, int64_t H, int64_t Hkv, int64_t dh);
-int ss_cuda_attention_flash_bf16_v2(float *z, const float *q, const float *k, const float *v, int64_t ld_qkv,
-                                    int64_t n_seq, const int64_t *start, const int64_t *len, int64_t max_len,
-                                    int64_t n_rows, int64_t H, int64_t Hkv, int64_t dh, float scale, void *ws,
-                                    cudaStream_t stream);
+                                 int64_t n_seq, const int64_t *start, const int64_t *len, int64_t max_len,
+                                 int64_t n_rows, int64_t H, int64_t Hkv, int64_t dh, float scale, void *ws,
+                                 cudaStream_t stream);
 /* Its attention alone, from bf16 rows already made (the pack kernel's, or a
  * product's 16-bit output): qkv16 [rows, ld16] (16-byte aligned, ld16 a
  * multiple of 8) holds Q at column 0, K at H*dh and V at (H+Hkv)*dh; the
  * scores Q K^T are scaled by sscale in fp32 (1 for the pack kernel's Q,
  * which carries the scale). */
-int ss_cuda_attention_flash_bf16_v2_from16(float *z, const uint16_t *qkv16, int64_t ld16, int64_t n_seq,
-                                           const int64_t *start, const int64_t *len, int64_t max_len, int64_t H,
-                                           int64_t Hkv, int64_t dh, float sscale, cudaStream_t stream);
+int ss_cuda_attention_flash_bf16_from16(float *z, const uint16_t *qkv16, int64_t ld16, int64_t n_seq,
+                                        const int64_t *start, const int64_t *len, int64_t max_len, int64_t H,
+                                        int64_t Hkv, int64_t dh, float sscale, cudaStream_t stream);
 
 /* Site capture: dst[r, 0:cols] = src[row(r)*ld_src + 0:cols] for r < rows,
  * row(r) = row_idx[r] (a device array) or r when row_idx is NULL. */

@@ -55,10 +55,9 @@ typedef struct {
     size_t ws_cap;          /* in floats */
     int64_t attn_gemm_min_len; /* prompts this long take the cuBLAS attention path (0: never) */
     int attn_tc;            /* SUBSCOPE_ATTN_TC: -1 (unset) attention_lowp on tensor cores, 0 never, 1 every call without the pattern */
-    int attn_tc_v2;         /* SUBSCOPE_ATTN_TC_V2=1: kernels/flash_attention_tc2.cu for those calls */
     uint16_t *h16;          /* mlp_add's 16-bit GELU / SwiGLU output */
     size_t h16_cap;         /* in elements */
-    uint16_t *qkv16;        /* the second tensor-core attention's bf16 Q, K, V */
+    uint16_t *qkv16;        /* the tensor-core attention's bf16 Q, K, V */
     size_t qkv16_cap;       /* in elements */
     uint16_t *cov_ws;       /* the covariance kernels' workspace */
     size_t cov_ws_cap;      /* in 16-bit elements */
@@ -915,26 +914,21 @@ static ss_status attention_any(const ss_backend *be, float *z, const float *q, c
         if (len[s] > max_len) max_len = len[s];
     /* Tensor cores come before the cuBLAS path, which they replace at every
      * length (an H100, a layer of 16 x 1024 tokens with GPT-2 small's heads:
-     * 1.25 ms against the fp32 flash kernel's 3.5; the bf16 forward went from
-     * 359k tokens/s with the cuBLAS path to 581k). */
-    if (tc && !pattern_out && (dh == 64 || dh == 128) && H <= 65535 && max_len > 0 &&
-        n_seq * ((max_len + 63) / 64) <= INT32_MAX &&
-        (!c->attn_tc_v2 || ((max_len + 63) / 64 <= 65535 && n_seq * H <= INT32_MAX))) {
+     * the first tensor-core kernel took 1.25 ms against the fp32 flash
+     * kernel's 3.5, and the bf16 forward went from 359k tokens/s with the
+     * cuBLAS path to 581k; kernels/flash_attention_tc.cu, which replaced it,
+     * takes 0.304 ms). Shapes the kernel does not take fall through. */
+    if (tc && !pattern_out && (dh == 64 || dh == 128) && max_len > 0 && (max_len + 63) / 64 <= 65535 &&
+        n_seq * H <= INT32_MAX) {
         SS_TRY(meta_put(be, n_seq, start, len, NULL));
-        if (c->attn_tc_v2) {
-            int64_t n_rows = 0;
-            for (int64_t s = 0; s < n_seq; s++)
-                if (start[s] + len[s] > n_rows) n_rows = start[s] + len[s];
-            SS_TRY(scratch16(be, &c->qkv16, &c->qkv16_cap,
-                             (size_t)ss_cuda_attention_flash_bf16_v2_ws(n_rows, H, Hkv, dh), "bf16 Q, K, V"));
-            KL(ss_cuda_attention_flash_bf16_v2(z, q, k, v, ld_qkv, n_seq, c->meta, c->meta + n_seq, max_len, n_rows, H,
-                                               Hkv, dh, scale, c->qkv16, c->stream),
-               "tensor-core attention kernel (v2)");
-        } else {
-            KL(ss_cuda_attention_flash_bf16(z, q, k, v, ld_qkv, n_seq, c->meta, c->meta + n_seq, max_len, H, Hkv, dh,
-                                            scale, c->stream),
-               "tensor-core attention kernel");
-        }
+        int64_t n_rows = 0;
+        for (int64_t s = 0; s < n_seq; s++)
+            if (start[s] + len[s] > n_rows) n_rows = start[s] + len[s];
+        SS_TRY(scratch16(be, &c->qkv16, &c->qkv16_cap, (size_t)ss_cuda_attention_flash_bf16_ws(n_rows, H, Hkv, dh),
+                         "bf16 Q, K, V"));
+        KL(ss_cuda_attention_flash_bf16(z, q, k, v, ld_qkv, n_seq, c->meta, c->meta + n_seq, max_len, n_rows, H, Hkv,
+                                        dh, scale, c->qkv16, c->stream),
+           "tensor-core attention kernel");
         return SS_OK;
     }
     /* The cuBLAS path: when a sequence is long enough, and the scores of one
@@ -1214,8 +1208,8 @@ static ss_status attention_backward_gemm_seq(const ss_backend *be, float *dq, fl
     return SS_OK;
 }
 
-/* The ops table's attention_lowp_qkv (SUBSCOPE_QKV16=1 with the second
- * tensor-core attention, SUBSCOPE_ATTN_TC_V2=1): the QKV product writes q, k
+/* The ops table's attention_lowp_qkv (SUBSCOPE_QKV16=1, with the
+ * tensor-core attention not turned off): the QKV product writes q, k
  * and v straight in bf16 (cuBLASLt, the bias in its epilogue, from a 16-bit
  * a: x normalised by the norm kernel's 16-bit output, or x converted) and
  * the attention reads them, scaling the scores in fp32; the fp32 qkv and the
@@ -1240,9 +1234,9 @@ static ss_status cu_attention_lowp_qkv(const ss_backend *be, float *z, float *qk
         if (lt_matmul_to(c, c->qkv16, CUDA_R_16BF, c->a16, W, CUDA_R_16BF, bias, 0, 0, R, N, d, trans_b) ==
             CUBLAS_STATUS_SUCCESS) {
             SS_TRY(meta_put(be, n_seq, start, len, NULL));
-            KL(ss_cuda_attention_flash_bf16_v2_from16(z, c->qkv16, N, n_seq, c->meta, c->meta + n_seq, max_len, H, Hkv,
-                                                      dh, scale, c->stream),
-               "tensor-core attention kernel (v2, from the product's bf16 rows)");
+            KL(ss_cuda_attention_flash_bf16_from16(z, c->qkv16, N, n_seq, c->meta, c->meta + n_seq, max_len, H, Hkv, dh,
+                                                   scale, c->stream),
+               "tensor-core attention kernel (from the product's bf16 rows)");
             return SS_OK;
         }
     }
@@ -1427,10 +1421,6 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
      * pattern, fp32 models' too. */
     const char *tc = getenv("SUBSCOPE_ATTN_TC");
     c->attn_tc = tc && !strcmp(tc, "1") ? 1 : tc && !strcmp(tc, "0") ? 0 : -1;
-    /* SUBSCOPE_ATTN_TC_V2=1: the second tensor-core kernel (flash_attention_tc2.cu),
-     * opt-in until a GPU run has checked and timed it against the first. */
-    const char *tc2 = getenv("SUBSCOPE_ATTN_TC_V2");
-    c->attn_tc_v2 = tc2 && !strcmp(tc2, "1");
     const char *ck = getenv("SUBSCOPE_COV_KERNEL");
     c->cov_kernel = !ck || !*ck             ? COV_AUTO
                     : !strcmp(ck, "1")     ? COV_F32
@@ -1473,10 +1463,10 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
      * weights' 16-bit type (norm_matmul; opt-in until a GPU has timed it). */
     const char *n16 = getenv("SUBSCOPE_NORM16");
     if (n16 && !strcmp(n16, "1")) be->norm_matmul = cu_norm_matmul;
-    /* SUBSCOPE_QKV16=1, with the second tensor-core attention: GPT-2's QKV product
-     * writes q, k, v in bf16 for it (attention_lowp_qkv; opt-in until a GPU has timed it). */
+    /* SUBSCOPE_QKV16=1, with the tensor-core attention (not SUBSCOPE_ATTN_TC=0): GPT-2's
+     * QKV product writes q, k, v in bf16 for it (attention_lowp_qkv; opt-in until a GPU has timed it). */
     const char *q16 = getenv("SUBSCOPE_QKV16");
-    if (q16 && !strcmp(q16, "1") && c->attn_tc && c->attn_tc_v2) be->attention_lowp_qkv = cu_attention_lowp_qkv;
+    if (q16 && !strcmp(q16, "1") && c->attn_tc) be->attention_lowp_qkv = cu_attention_lowp_qkv;
     if (c->attn_tc) be->attention_lowp = cu_attention_lowp;
     struct cudaDeviceProp prop;
     ss_status st = SS_OK;

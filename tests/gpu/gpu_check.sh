@@ -413,22 +413,18 @@ elif [ $BUILD_OK = 1 ]; then
             # bf16 rounding of attention's operands on top of the products', judged the same way.
             # The pattern is layer 0's: on an H100, layer 11's pattern (fp32 kernel, fed by 11
             # layers of bf16 attention) differed at NMSE 1.7e-4 while hook_z of layer 0 (the kernel
-            # alone) differed at 1.6e-5 and every residual at <= 3.5e-5; a sharp softmax of these
+            # alone) differed at 1.6e-5 and every residual at <= 3.5e-5 (measured with the first
+            # tensor-core kernel, since replaced; the same roundings); a sharp softmax of these
             # random weights amplifies the score differences upstream rounding leaves
             [ -s "$WORK/models/small-long.jsonl" ] &&
                 CMP_NMSE=$BF16_NMSE compare_forward \
                     "forward gpt2-small shape, 1024 tok, bf16, tensor-core attention (nmse $BF16_NMSE)" "$m" \
                     "$WORK/models/small-long.jsonl" "$(flash_sites 0)" --dtype bfloat16
-            # the second tensor-core kernel (flash_attention_tc2.cu, opt-in), judged the same way
-            [ -s "$WORK/models/small-long.jsonl" ] &&
-                SUBSCOPE_ATTN_TC_V2=1 CMP_NMSE=$BF16_NMSE compare_forward \
-                    "forward gpt2-small shape, 1024 tok, bf16, tensor-core attention v2 (nmse $BF16_NMSE)" "$m" \
-                    "$WORK/models/small-long.jsonl" "$(flash_sites 0)" --dtype bfloat16
             # ... fed by the QKV product's bf16 output (SUBSCOPE_QKV16=1, opt-in; layer 0 keeps
             # its pattern, so the other layers take it)
             [ -s "$WORK/models/small-long.jsonl" ] &&
-                SUBSCOPE_ATTN_TC_V2=1 SUBSCOPE_QKV16=1 CMP_NMSE=$BF16_NMSE compare_forward \
-                    "forward gpt2-small shape, 1024 tok, bf16, attention v2 from bf16 q/k/v (nmse $BF16_NMSE)" "$m" \
+                SUBSCOPE_QKV16=1 CMP_NMSE=$BF16_NMSE compare_forward \
+                    "forward gpt2-small shape, 1024 tok, bf16, tensor-core attention from bf16 q/k/v (nmse $BF16_NMSE)" "$m" \
                     "$WORK/models/small-long.jsonl" "$(flash_sites 0)" --dtype bfloat16
             [ $KEEP = 1 ] || rm -rf "$m"
         fi
@@ -443,10 +439,6 @@ elif [ $BUILD_OK = 1 ]; then
             [ -s "$WORK/models/wide-long.jsonl" ] &&
                 SUBSCOPE_ATTN_TC=1 CMP_NMSE=$BF16_NMSE compare_forward \
                     "forward wide-bf16 (dh 128), 2048 tok, tensor-core attention (nmse $BF16_NMSE)" "$m" \
-                    "$WORK/models/wide-long.jsonl" "$(flash_sites 0)" --no-logits
-            [ -s "$WORK/models/wide-long.jsonl" ] &&
-                SUBSCOPE_ATTN_TC=1 SUBSCOPE_ATTN_TC_V2=1 CMP_NMSE=$BF16_NMSE compare_forward \
-                    "forward wide-bf16 (dh 128), 2048 tok, tensor-core attention v2 (nmse $BF16_NMSE)" "$m" \
                     "$WORK/models/wide-long.jsonl" "$(flash_sites 0)" --no-logits
             [ $KEEP = 1 ] || rm -rf "$m"
         fi

@@ -873,7 +873,7 @@ static int launch_att(void *v) {
  * [-amp, amp]; with amp = 2.5 the scores reach ~+-10 so patterns are peaked
  * (a softmax or masking error cannot hide in a near-uniform average):
  * z atol 1e-5 rtol 1e-4 (z = O(1)), pattern atol 1e-6 rtol 1e-4. */
-/* The tensor-core kernels (kernels/flash_attention_tc.cu, _tc2.cu) against the CPU op
+/* The tensor-core kernel (kernels/flash_attention_tc.cu) against the CPU op
  * given the same bf16 operands (q*scale, k, v rounded; scale 1): only the
  * probabilities' rounding before P.V remains, |dz| <= 2 * 2^-9 * max|v| =
  * 4e-3 (as in test_kernels.c). q and k are scaled by 3 so that a masking or
@@ -884,16 +884,13 @@ typedef struct {
     int64_t ld, n_seq, max_len, n_rows, H, Hkv, dh;
     const int64_t *start, *len;
     float scale;
-    void *ws; /* the second version's bf16 Q, K, V; NULL: the first version */
+    void *ws; /* the kernel's bf16 Q, K, V */
 } tc_ctx;
 static int launch_tc(void *v) {
     tc_ctx *c = v;
     const float *q = c->qkv, *k = q + c->H * c->dh, *vv = k + c->Hkv * c->dh;
-    if (c->ws)
-        return ss_cuda_attention_flash_bf16_v2(c->z, q, k, vv, c->ld, c->n_seq, c->start, c->len, c->max_len,
-                                               c->n_rows, c->H, c->Hkv, c->dh, c->scale, c->ws, g_stream);
-    return ss_cuda_attention_flash_bf16(c->z, q, k, vv, c->ld, c->n_seq, c->start, c->len, c->max_len, c->H, c->Hkv,
-                                        c->dh, c->scale, g_stream);
+    return ss_cuda_attention_flash_bf16(c->z, q, k, vv, c->ld, c->n_seq, c->start, c->len, c->max_len, c->n_rows,
+                                        c->H, c->Hkv, c->dh, c->scale, c->ws, g_stream);
 }
 
 static void case_attention_tc(void) {
@@ -907,9 +904,7 @@ static void case_attention_tc(void) {
         {2, {1024, 333}, 32, 8, 128, 0},
         {1, {777}, 9, 3, 64, 0},
     };
-    /* both versions: flash_attention_tc.cu ("tc") and flash_attention_tc2.cu ("tc2") */
-    for (int vi = 0; vi < 2 * (int)(sizeof cases / sizeof cases[0]); vi++) {
-        const int ci = vi / 2, v2 = vi % 2;
+    for (int ci = 0; ci < (int)(sizeof cases / sizeof cases[0]); ci++) {
         if (g_quick && !cases[ci].quick) continue;
         int64_t H = cases[ci].H, Hkv = cases[ci].Hkv, dh = cases[ci].dh, d = H * dh, ld = (H + 2 * Hkv) * dh;
         int64_t n_seq = cases[ci].n_seq, start[6], len[6], rows = 0, max_len = 0;
@@ -918,8 +913,8 @@ static void case_attention_tc(void) {
             if (len[sq] > max_len) max_len = len[sq];
         }
         char name[128];
-        snprintf(name, sizeof name, "attention %s bf16 seqs=%d max_len=%lld H=%lld Hkv=%lld dh=%lld", v2 ? "tc2" : "tc",
-                 (int)n_seq, (long long)max_len, (long long)H, (long long)Hkv, (long long)dh);
+        snprintf(name, sizeof name, "attention tc bf16 seqs=%d max_len=%lld H=%lld Hkv=%lld dh=%lld", (int)n_seq,
+                 (long long)max_len, (long long)H, (long long)Hkv, (long long)dh);
         if (!selected(name)) continue;
         const float scale = (float)(1.0 / sqrt((double)dh));
         float *qkv = rvec(rows * ld, 40 + (unsigned)ci, 1.f), *r = fvec(rows * ld, 0), *zr = fvec(rows * d, 0),
@@ -937,13 +932,13 @@ static void case_attention_tc(void) {
             int64_t meta[12];
             for (int sq = 0; sq < n_seq; sq++) meta[sq] = start[sq], meta[n_seq + sq] = len[sq];
             int64_t *dmeta = dup_to_dev(meta, (size_t)(2 * n_seq) * sizeof(int64_t));
-            void *ws = v2 ? dalloc((size_t)ss_cuda_attention_flash_bf16_v2_ws(rows, H, Hkv, dh) * 2) : NULL;
+            void *ws = dalloc((size_t)ss_cuda_attention_flash_bf16_ws(rows, H, Hkv, dh) * 2);
             tc_ctx c = {dz, dqkv, ld, n_seq, max_len, rows, H, Hkv, dh, dmeta, dmeta + n_seq, scale, ws};
             out_buf ob = {dz, (size_t)(rows * d) * 4, z};
             double ms = 0;
             if (run_twice(name, launch_tc, &c, &ob, 1, &ms)) fail_case();
             else check(name, z, zr, rows * d, 4e-3, 0, ms, 0);
-            if (ws) dfree(ws);
+            dfree(ws);
             dfree(dqkv), dfree(dz), dfree(dmeta);
         }
         free(qkv), free(r), free(zr), free(z);
@@ -2189,13 +2184,13 @@ int main(int argc, char **argv) {
     case_logit_scores();
     case_softmax_causal();
     case_softmax_causal_backward();
+    case_attention_tc();
     case_backend_bwd();
     case_backend_matmul16();
     case_backend_pca();
     case_mask_apply();
-    /* last: kernels not yet proven on a GPU (the second tensor-core
-     * attention is among these; the first one's cases run before it) */
-    case_attention_tc();
+    /* last: the wgmma covariance kernel (a fault in it would leave a sticky
+     * CUDA error that fails every later case) */
     case_cov_wg();
     CU(cudaEventDestroy(g_ev0), "event");
     CU(cudaEventDestroy(g_ev1), "event");

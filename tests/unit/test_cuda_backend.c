@@ -507,11 +507,12 @@ static ss_status cuda_with_attn_tc(const char *value, ss_backend **gpu) {
 }
 
 TEST(cuda_emulated_tensor_core_attention_settings) {
-    double w[7];
+    double w[8];
     ss_backend *gpu = NULL;
     CHECK_OK(cuda_with_attn_tc(NULL, &gpu)); /* default: attention_lowp only */
     CHECK(gpu->attention_lowp != NULL);
     attention_vs_cpu(gpu, 64, 0, 1, &w[0]);
+    attention_vs_cpu(gpu, 128, 0, 1, &w[7]);
     attention_vs_cpu(gpu, 32, 0, 1, &w[1]); /* a head size the kernel does not take: fp32 */
     attention_vs_cpu(gpu, 64, 0, 0, &w[2]);
     ss_backend_cuda_close(gpu);
@@ -524,18 +525,8 @@ TEST(cuda_emulated_tensor_core_attention_settings) {
     CHECK(gpu->attention_lowp == NULL);
     attention_vs_cpu(gpu, 64, 0, 0, &w[6]);
     ss_backend_cuda_close(gpu);
-    CHECK(w[0] > 1e-5 && w[3] > 1e-5 && w[4] > 1e-5);                /* tensor cores */
+    CHECK(w[0] > 1e-5 && w[7] > 1e-5 && w[3] > 1e-5 && w[4] > 1e-5);  /* tensor cores */
     CHECK(w[1] <= 2e-5 && w[2] <= 2e-5 && w[5] <= 2e-5 && w[6] <= 2e-5); /* fp32 kernels */
-    /* SUBSCOPE_ATTN_TC_V2=1: the second kernel behind attention_lowp, the same bound */
-    double w2[2];
-    setenv("SUBSCOPE_ATTN_TC_V2", "1", 1);
-    ss_status st = cuda_with_attn_tc(NULL, &gpu);
-    unsetenv("SUBSCOPE_ATTN_TC_V2");
-    CHECK_OK(st);
-    attention_vs_cpu(gpu, 64, 0, 1, &w2[0]);
-    attention_vs_cpu(gpu, 128, 0, 1, &w2[1]);
-    ss_backend_cuda_close(gpu);
-    CHECK(w2[0] > 1e-5 && w2[1] > 1e-5);
 }
 
 /* The forward pass takes attention_lowp for a bf16 model only, and not where
@@ -594,25 +585,11 @@ TEST(cuda_emulated_forward_takes_tensor_core_attention_for_bf16_models) {
     CHECK(e > 0 && e < 1e-4);
     CHECK(!memcmp(pat, pat_ref, n * sizeof(float)));
     CHECK(!memcmp(f32a, f32b, n * sizeof(float)));
-    /* the second tensor-core kernel (SUBSCOPE_ATTN_TC_V2=1): the same roundings, so
-     * as close to the fp32 attention as the first, and closer still to the first
-     * (here equal: z is rounded to bf16 for the output product, which hides the
-     * two kernels' different fp32 sums unless one straddles a rounding boundary) */
-    float *lowp2 = NULL;
-    setenv("SUBSCOPE_ATTN_TC_V2", "1", 1);
-    forward_logits(SS_WDTYPE_BF16, NULL, NULL, &lowp2);
-    unsetenv("SUBSCOPE_ATTN_TC_V2");
-    if (lowp2) {
-        double e2 = nmse(lowp2, ref, n), e12 = nmse(lowp2, lowp, n);
-        printf(" [v2: nmse vs fp32 attention %.2e, vs v1 %.2e]", e2, e12);
-        CHECK(e2 > 0 && e2 < 1e-4 && e12 < 1e-5);
-    }
-    free(lowp2);
     free(ref), free(lowp), free(pat), free(pat_ref), free(f32a), free(f32b);
 }
 
-/* SUBSCOPE_QKV16=1 with SUBSCOPE_ATTN_TC_V2=1 (attention_lowp_qkv): GPT-2's QKV
- * product writes q, k, v in bf16 for the second tensor-core attention, which
+/* SUBSCOPE_QKV16=1 (attention_lowp_qkv): GPT-2's QKV
+ * product writes q, k, v in bf16 for the tensor-core attention, which
  * scales the scores itself; the pack kernel no longer runs. At head size 64
  * (scale 1/8, a power of two) the logits are the pack path's bit for bit,
  * with the norm fused or (layer 0's hook_normalized wanted) not; at 128 they
@@ -620,13 +597,11 @@ TEST(cuda_emulated_forward_takes_tensor_core_attention_for_bf16_models) {
  * rounding differs from fp32 attention (7.6e-5 here): the bf16-attention bound
  * above, NMSE < 1e-4. With hook_q wanted in layer 1 that layer packs again. */
 static void qkv16_logits(const char *qkv16, const char *globs, int n_head, float **lg, long *packs) {
-    setenv("SUBSCOPE_ATTN_TC_V2", "1", 1);
     if (qkv16) setenv("SUBSCOPE_QKV16", qkv16, 1);
     long before = ss_emu_launch_count("ss_k_attn_pack_bf16");
     forward_logits_heads(SS_WDTYPE_BF16, NULL, globs, n_head, lg);
     *packs = ss_emu_launch_count("ss_k_attn_pack_bf16") - before;
     unsetenv("SUBSCOPE_QKV16");
-    unsetenv("SUBSCOPE_ATTN_TC_V2");
 }
 
 TEST(cuda_emulated_qkv16_matches_packed_attention) {

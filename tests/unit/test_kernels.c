@@ -576,7 +576,7 @@ static void run_att(void *v) {
                                         c->max_len, c->H, c->Hkv, c->dh, c->scale, NULL) == 0);
 }
 
-/* The tensor-core candidate (kernels/flash_attention_tc.cu: bf16 products,
+/* The tensor-core attention (kernels/flash_attention_tc.cu: bf16 products,
  * fp32 accumulation and softmax; the products emulated by mma.cuh) against
  * the CPU op given the same bf16 operands: q*scale, k and v rounded to bf16
  * (and scale 1). What remains is the probabilities' rounding to bf16 before
@@ -585,43 +585,37 @@ static void run_att(void *v) {
  * that the softmax is peaked and a masking or indexing error moves z by O(0.1). */
 static float bf16r(float x) { return ss_bf16_to_f32(ss_f32_to_bf16(x)); }
 
-typedef int (*tc_attention_fn)(float *, const float *, const float *, const float *, int64_t, int64_t,
-                               const int64_t *, const int64_t *, int64_t, int64_t, int64_t, int64_t, float, cudaStream_t);
-
-/* The second version behind the first one's signature: its workspace
- * allocated here, poisoned with bf16 NaNs so that reading a row the pack
- * kernel did not write shows up. */
-static int tc2_call(float *z, const float *q, const float *k, const float *v, int64_t ld, int64_t n_seq,
-                    const int64_t *start, const int64_t *len, int64_t max_len, int64_t H, int64_t Hkv, int64_t dh,
-                    float scale, cudaStream_t stream) {
+/* The kernel with its workspace allocated here, poisoned with bf16 NaNs so
+ * that reading a row the pack kernel did not write shows up. */
+static int tc_call(float *z, const float *q, const float *k, const float *v, int64_t ld, int64_t n_seq,
+                   const int64_t *start, const int64_t *len, int64_t max_len, int64_t H, int64_t Hkv, int64_t dh,
+                   float scale, cudaStream_t stream) {
     int64_t n_rows = 0;
     for (int64_t sq = 0; sq < n_seq; sq++)
         if (start[sq] + len[sq] > n_rows) n_rows = start[sq] + len[sq];
-    size_t bytes = (size_t)ss_cuda_attention_flash_bf16_v2_ws(n_rows, H, Hkv, dh) * sizeof(uint16_t);
+    size_t bytes = (size_t)ss_cuda_attention_flash_bf16_ws(n_rows, H, Hkv, dh) * sizeof(uint16_t);
     bytes = (bytes + 15) / 16 * 16 + 16;
     void *ws = aligned_alloc(16, bytes);
     memset(ws, 0xff, bytes);
-    int r = ss_cuda_attention_flash_bf16_v2(z, q, k, v, ld, n_seq, start, len, max_len, n_rows, H, Hkv, dh, scale, ws,
-                                            stream);
+    int r = ss_cuda_attention_flash_bf16(z, q, k, v, ld, n_seq, start, len, max_len, n_rows, H, Hkv, dh, scale, ws,
+                                         stream);
     free(ws);
     return r;
 }
 
-/* Both versions (flash_attention_tc.cu, flash_attention_tc2.cu) are held to
- * the same bound; the second also on shapes that run its two-buffer
- * pipeline over many key tiles (and its 32-key tiles at dh 128) and with
- * an ld that is not a multiple of 4 floats. */
-static void attention_tc_vs_cpu(tc_attention_fn fn, const char *which, int n_cases) {
+/* The shapes include ones that run the two-buffer pipeline over many key
+ * tiles (and the 32-key tiles at dh 128) and an ld that is not a multiple
+ * of 4 floats. */
+static void attention_tc_vs_cpu(void) {
     const ss_backend *be = ss_backend_cpu();
     struct { int n_seq; int64_t len[3]; int64_t H, Hkv, dh, pad; } cases[] = {
         {2, {70, 5}, 2, 1, 64, 0},     /* two query tiles, a partial key tile, grouped-query */
         {1, {20}, 2, 2, 128, 0},       /* dh 128 */
         {3, {1, 64, 65}, 1, 1, 64, 0}, /* one token; exactly one tile; one past it */
-        /* (the second version's shapes) */
         {2, {130, 40}, 2, 1, 128, 0},  /* dh 128: three query tiles, five 32-key tiles */
         {2, {200, 3}, 1, 1, 64, 3},    /* four key tiles through both buffers; an odd ld */
     };
-    for (int ci = 0; ci < n_cases; ci++) {
+    for (int ci = 0; ci < (int)(sizeof cases / sizeof cases[0]); ci++) {
         int64_t H = cases[ci].H, Hkv = cases[ci].Hkv, dh = cases[ci].dh, d = H * dh,
                 ld = (H + 2 * Hkv) * dh + cases[ci].pad;
         int64_t n_seq = cases[ci].n_seq, start[3], len[3], rows = 0, max_len = 0;
@@ -642,34 +636,32 @@ static void attention_tc_vs_cpu(tc_attention_fn fn, const char *which, int n_cas
         /* every output written (NaN poison), the same in both schedules bit for bit */
         float *z2 = ss_test_fvec(rows * d, NAN);
         for (int64_t i = 0; i < rows * d; i++) z[i] = NAN;
-        CHECK(fn(z, qkv, qkv + d, qkv + d + Hkv * dh, ld, n_seq, start, len, max_len, H, Hkv, dh, scale, NULL) == 0);
+        CHECK(tc_call(z, qkv, qkv + d, qkv + d + Hkv * dh, ld, n_seq, start, len, max_len, H, Hkv, dh, scale, NULL) == 0);
         /* the second run also lands cp.async copies when issued (not at their
          * wait): a buffer reloaded before every warp has read it differs */
         ss_emu_set_schedule(SS_EMU_REVERSE, 0);
         ss_emu_set_copy_timing(SS_EMU_COPY_AT_ISSUE);
-        CHECK(fn(z2, qkv, qkv + d, qkv + d + Hkv * dh, ld, n_seq, start, len, max_len, H, Hkv, dh, scale, NULL) == 0);
+        CHECK(tc_call(z2, qkv, qkv + d, qkv + d + Hkv * dh, ld, n_seq, start, len, max_len, H, Hkv, dh, scale, NULL) == 0);
         ss_emu_set_schedule(SS_EMU_FORWARD, 0);
         ss_emu_set_copy_timing(SS_EMU_COPY_AT_WAIT);
         CHECK(memcmp(z2, z, (size_t)(rows * d) * sizeof(float)) == 0);
         free(z2);
         char nm[96];
-        snprintf(nm, sizeof nm, "attention %s bf16 seqs=%d H=%lld Hkv=%lld dh=%lld", which, (int)n_seq, (long long)H,
+        snprintf(nm, sizeof nm, "attention tc bf16 seqs=%d H=%lld Hkv=%lld dh=%lld", (int)n_seq, (long long)H,
                  (long long)Hkv, (long long)dh);
         CHECK(ss_test_compare(nm, z, zr, rows * d, 4e-3, 0) == 0);
         free(qkv), free(r), free(z), free(zr);
     }
     float one = 0.f;
     const int64_t st0 = 0, l0 = 1;
-    CHECK(fn(&one, &one, &one, &one, 96, 1, &st0, &l0, 1, 1, 1, 96, 1.f, NULL) == 1); /* dh 96 */
+    CHECK(tc_call(&one, &one, &one, &one, 96, 1, &st0, &l0, 1, 1, 1, 96, 1.f, NULL) == 1); /* dh 96 */
 }
 
-TEST(kernel_attention_tc_bf16_vs_cpu) { attention_tc_vs_cpu(ss_cuda_attention_flash_bf16, "tc", 3); }
-
-/* The second version from bf16 rows a product wrote (ss_cuda_attention_flash_bf16_v2_from16):
+/* The kernel from bf16 rows a product wrote (ss_cuda_attention_flash_bf16_from16):
  * Q unscaled, the scale applied to the fp32 scores. Against the CPU op given the same bf16
  * operands and the scale: the bound above. At dh 64 the scale is 1/8, a power of two, so
  * the result equals the pack path's bit for bit (bf16(q)/8 = bf16(q/8)). GQA, two sequences. */
-static void attention_tc2_from16(int64_t dh) {
+static void attention_tc_from16(int64_t dh) {
     const ss_backend *be = ss_backend_cpu();
     const int64_t H = 2, Hkv = 1, d = H * dh, ld = (H + 2 * Hkv) * dh, n_seq = 2, start[2] = {0, 70}, len[2] = {70, 9},
                   rows = 79;
@@ -683,30 +675,30 @@ static void attention_tc2_from16(int64_t dh) {
         r[i] = ss_bf16_to_f32(q16[i]);
     }
     CHECK_OK(be->attention(be, zr, r, r + d, r + d + Hkv * dh, ld, n_seq, start, len, H, Hkv, dh, scale, NULL, NULL));
-    CHECK(ss_cuda_attention_flash_bf16_v2_from16(z, q16, ld, n_seq, start, len, 70, H, Hkv, dh, scale, NULL) == 0);
+    CHECK(ss_cuda_attention_flash_bf16_from16(z, q16, ld, n_seq, start, len, 70, H, Hkv, dh, scale, NULL) == 0);
     char nm[64];
-    snprintf(nm, sizeof nm, "attention tc2 from bf16 rows, dh=%lld", (long long)dh);
+    snprintf(nm, sizeof nm, "attention tc from bf16 rows, dh=%lld", (long long)dh);
     CHECK(ss_test_compare(nm, z, zr, rows * d, 4e-3, 0) == 0);
     if (dh == 64) {
-        CHECK(tc2_call(zp, x, x + d, x + d + Hkv * dh, ld, n_seq, start, len, 70, H, Hkv, dh, scale, NULL) == 0);
+        CHECK(tc_call(zp, x, x + d, x + d + Hkv * dh, ld, n_seq, start, len, 70, H, Hkv, dh, scale, NULL) == 0);
         CHECK_MSG(!memcmp(z, zp, (size_t)(rows * d) * sizeof(float)), "dh 64: not the pack path's result bit for bit");
     }
-    CHECK(ss_cuda_attention_flash_bf16_v2_from16(z, q16, ld + 4, n_seq, start, len, 70, H, Hkv, dh, scale, NULL) ==
+    CHECK(ss_cuda_attention_flash_bf16_from16(z, q16, ld + 4, n_seq, start, len, 70, H, Hkv, dh, scale, NULL) ==
           1); /* rows not 16-byte multiples */
     free(x), free(r), free(z), free(zr), free(zp), free(q16);
 }
 
-TEST(kernel_attention_tc2_bf16_vs_cpu) {
-    attention_tc_vs_cpu(tc2_call, "tc2", 5);
-    attention_tc2_from16(64);
-    attention_tc2_from16(128);
+TEST(kernel_attention_tc_bf16_vs_cpu) {
+    attention_tc_vs_cpu();
+    attention_tc_from16(64);
+    attention_tc_from16(128);
     /* a workspace that is not 16-byte aligned is refused */
     float x[3 * 64] = {0};
     const int64_t st0 = 0, l0 = 1;
     uint16_t ws[3 * 64 + 8];
     void *odd = (char *)ws + ((uintptr_t)ws % 16 ? 0 : 2);
-    CHECK(ss_cuda_attention_flash_bf16_v2(x, x, x + 64, x + 128, 192, 1, &st0, &l0, 1, 1, 1, 1, 64, 0.125f, odd,
-                                          NULL) == 1);
+    CHECK(ss_cuda_attention_flash_bf16(x, x, x + 64, x + 128, 192, 1, &st0, &l0, 1, 1, 1, 1, 64, 0.125f, odd,
+                                       NULL) == 1);
 }
 
 /* Tolerance: fp32 dot products of dh terms and an fp32 online softmax
