@@ -229,10 +229,13 @@ compare_forward() {
     local cmd=(forward --compress 0)
     [ "${RUN_CMD:-forward}" = attribute ] && cmd=(attribute)
     [ "${RUN_CMD:-forward}" = collect ] && cmd=(collect)
+    [ "${RUN_CMD:-forward}" = ablate ] && cmd=(ablate)
+    local sarg=(--sites "$sites")
+    [ "$sites" = - ] && sarg=() # ablate: the masks name the sites
     t0=$(now)
     out=$WORK/out/$tag
     run_logged "$LOGS/fwd-$tag-cpu.log" 300 "$B/subscope" "${cmd[@]}" --model "$model" --input "$prompts" \
-        --out "$out-cpu.h5" --sites "$sites" --device cpu "$@"
+        --out "$out-cpu.h5" "${sarg[@]}" --device cpu "$@"
     rc=$?
     budget_skip "$name" $rc 0 && return
     if [ $rc != 0 ]; then
@@ -240,7 +243,7 @@ compare_forward() {
         return
     fi
     run_logged "$LOGS/fwd-$tag-cuda.log" 300 "$B/subscope" "${cmd[@]}" --model "$model" --input "$prompts" \
-        --out "$out-cuda.h5" --sites "$sites" --device "$DEV" "$@"
+        --out "$out-cuda.h5" "${sarg[@]}" --device "$DEV" "$@"
     rc=$?
     if [ $rc != 0 ]; then
         budget_skip "$name" $rc 0 || record "$name" FAIL "GPU forward failed: $(why "$LOGS/fwd-$tag-cuda.log" $rc)" "$(elapsed "$t0")"
@@ -304,6 +307,10 @@ elif [ $BUILD_OK = 1 ]; then
         data/demo_prompts.jsonl '*'
     # the backward pass: attribute on both devices (gradients are O(1e-3..1), so the
     # forward's tolerance holds; the GPU attention backward reads P and dS from scratch)
+    # ablate: every metric, scored on the device (logit_scores, gather); the losses, accuracies
+    # and logit differences carry the forward's rounding, and the KL values are O(1e-3..1)
+    RUN_CMD=ablate compare_forward "ablate tiny-gpt2 zero/scale/mean/resample masks, every metric" "$tiny" \
+        tests/data/ablate/prompts.jsonl - --masks tests/data/ablate/masks.jsonl --metrics loss,acc,logitdiff,kl
     RUN_CMD=attribute compare_forward "attribute tiny-gpt2 logitdiff gradxact, all sites" "$tiny" tests/data/ablate/prompts.jsonl '*' \
         --metric logitdiff --method gradxact
     RUN_CMD=attribute compare_forward "attribute tiny-gpt2 1..128 tokens, loss grad, all sites" "$tiny" "$WORK/models/tiny-lengths.jsonl" '*' \
