@@ -188,9 +188,10 @@ def main():
         results[name] = r
     with open("/proc/loadavg") as f:
         load_after = f.read().split()[:3]
+    commit = os.environ.get("SUBSCOPE_GIT_COMMIT")  # run_bundle.sh: the bundle's commit
     try:
-        commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True).stdout.strip()
+        commit = commit or subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                          text=True).stdout.strip()
     except OSError:
         commit = None
     doc = {"step": a.step, "device": a.device, "host": a.host, "git_commit": commit,

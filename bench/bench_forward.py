@@ -77,6 +77,10 @@ def cpu_info():
 
 
 def git_commit():
+    """The commit of the programs measured: SUBSCOPE_GIT_COMMIT where the run was given it
+    (tests/gpu/run_bundle.sh, from the bundle), else the checkout's."""
+    if os.environ.get("SUBSCOPE_GIT_COMMIT"):
+        return os.environ["SUBSCOPE_GIT_COMMIT"]
     try:
         c = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
                            check=True).stdout.strip()

@@ -99,6 +99,11 @@ while read -r name path; do
     n=$((n + 1))
 done < <(for r in "${reals[@]}"; do ldd "$r"; done | awk '$2 == "=>" { print $1, $3 }' | sort -u)
 
+# the commit the programs were built from: the device's copy of the tree may not say (the
+# benchmarks and gpu_check record SUBSCOPE_GIT_COMMIT, which run_bundle.sh sets from this)
+c=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD -- src include kernels Makefile 2>/dev/null || c="$c-dirty"
+echo "$c" >"$STAGE/.bundle/commit"
 mkdir -p "$(dirname "$OUT")"
 tar -C "$STAGE" -caf "$OUT" .
 echo "bundle.sh: $OUT ($(du -h "$OUT" | cut -f1); ${#reals[@]} programs, $n libraries); unpack it at the root of a checkout of $(git rev-parse --short HEAD 2>/dev/null || echo this commit)"

@@ -591,8 +591,11 @@ json_str() { # a JSON string literal
           if (NR > 1) print "\\n"; print }
         END { print "\"" }'
 }
-COMMIT=$(git rev-parse HEAD 2>/dev/null || echo unknown)
-git diff --quiet HEAD 2>/dev/null || COMMIT="$COMMIT-dirty"
+if [ -n "${SUBSCOPE_GIT_COMMIT:-}" ]; then COMMIT=$SUBSCOPE_GIT_COMMIT # run_bundle.sh: the bundle's commit
+else
+    COMMIT=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+    git diff --quiet HEAD 2>/dev/null || COMMIT="$COMMIT-dirty"
+fi
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 SAFE_NAME=$(printf '%s' "$GPU_NAME" | tr -c 'A-Za-z0-9._-' '-' | sed 's/--*/-/g; s/^-//; s/-$//')
 mkdir -p bench/results

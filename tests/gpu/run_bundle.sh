@@ -7,7 +7,8 @@
 #                           [--bench-seconds S] [--bench-args "ARGS"] [--pipeline-seconds S]
 #                           [--profile-seconds S] [--profile-env "VAR=VALUE ..."]
 #
-#   1. unpacks the bundle (bin/, build/config.mk, .bundle/lib);
+#   1. unpacks the bundle (bin/, build/config.mk, .bundle/lib; .bundle/commit becomes
+#      SUBSCOPE_GIT_COMMIT, the commit the results record);
 #   2. finds the directories of cuBLAS, cuSOLVER, the CUDA runtime and NCCL (ldconfig,
 #      then /usr/local/cuda and Python's nvidia-* wheels) for SUBSCOPE_CUDA_LIBS;
 #   3. runs tests/gpu/gpu_check.sh --no-build with GPU_CHECK_BUDGET=S (default 300;
@@ -51,6 +52,7 @@ for v in "$CHECK_BUDGET" "$BENCH_S" "$PIPE_S" "$PROF_S"; do
 done
 mkdir -p "$OUTDIR" || exit 1
 tar xf "$BUNDLE" || { echo "run_bundle.sh: cannot unpack $BUNDLE" >&2; exit 1; }
+[ -s .bundle/commit ] && export SUBSCOPE_GIT_COMMIT=$(cat .bundle/commit)
 
 dirs=""
 for n in libcublas.so.13 libcublasLt.so.13 libcusolver.so.12 libcusparse.so.12 libnvJitLink.so.13 libcudart.so.13 \
