@@ -59,6 +59,9 @@ typedef struct {
     size_t h16_cap;         /* in elements */
     uint16_t *qkv16;        /* the tensor-core attention's bf16 Q, K, V */
     size_t qkv16_cap;       /* in elements */
+    uint16_t *padc;         /* product_padded's rows (floats, counted in 16-bit elements) */
+    size_t padc_cap;
+    size_t pad_bytes;       /* product_padded's scratch (SUBSCOPE_PAD_PRODUCTS; 0: never pads) */
     uint16_t *cov_ws;       /* the covariance kernels' workspace */
     size_t cov_ws_cap;      /* in 16-bit elements */
     int cov_kernel;         /* collect's products (SUBSCOPE_COV_KERNEL): a cov_choice, -1 unknown */
@@ -632,6 +635,47 @@ static ss_status product_done(const ss_backend *be, cublasStatus_t s, float *C, 
     return SS_OK;
 }
 
+/* cuBLAS's tensor-core kernels move 16-byte vectors: an fp32 C whose rows
+ * are not a multiple of 4 floats (GPT-2's vocabulary of 50257: the
+ * unembedding) gets slow fallback kernels. On an H100 (kernel_bench,
+ * 16384 x 50257 x 768) bf16 ran at 97 TFLOP/s and TF32 at 131, where the
+ * aligned products of the same model reach 490-810 and 260-400. Such a
+ * product without bias or accumulation (t: CUDA_R_32F under the handle's
+ * TF32 switch, or the 16-bit type of A and B) writes its rows padded to a
+ * multiple of 8 floats into a scratch buffer, at most c->pad_bytes at a time,
+ * and the capture kernel packs them into C (the products' values are the
+ * same; the packing reads and writes C once more). */
+static int wants_padding(const cuda_impl *c, const float *bias, int act, int accumulate, int64_t M, int64_t N) {
+    return c->pad_bytes && N % 4 && !bias && act == SS_CUDA_ACT_NONE && !accumulate && M >= 64;
+}
+
+static ss_status product_padded(const ss_backend *be, float *C, const void *A, const void *B, cudaDataType t,
+                                int64_t M, int64_t N, int64_t K, int trans_b, int b_dtype) {
+    cuda_impl *c = IMPL(be);
+    const int64_t Np = (N + 7) / 8 * 8;
+    int64_t chunk = (int64_t)(c->pad_bytes / ((size_t)Np * sizeof(float)));
+    chunk = chunk < 1 ? 1 : chunk > M ? M : chunk;
+    SS_TRY(scratch16(be, &c->padc, &c->padc_cap, (size_t)(chunk * Np) * 2, "padded product rows"));
+    float *P = (float *)c->padc;
+    const size_t esz = t == CUDA_R_32F ? sizeof(float) : sizeof(uint16_t);
+    const float one = 1.f, zero = 0.f;
+    const cublasOperation_t opb = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    for (int64_t r0 = 0; r0 < M; r0 += chunk) {
+        const int64_t m = M - r0 < chunk ? M - r0 : chunk;
+        const void *Ar = (const char *)A + (size_t)(r0 * K) * esz;
+        cublasStatus_t s =
+            t == CUDA_R_32F
+                ? cublasSgemm(c->blas, opb, CUBLAS_OP_N, (int)N, (int)m, (int)K, &one, B, trans_b ? (int)K : (int)N,
+                              Ar, (int)K, &zero, P, (int)Np)
+                : cublasGemmEx(c->blas, opb, CUBLAS_OP_N, (int)N, (int)m, (int)K, &one, B, t,
+                               trans_b ? (int)K : (int)N, Ar, t, (int)K, &zero, P, CUDA_R_32F, (int)Np,
+                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        SS_TRY(product_done(be, s, P, NULL, m, N, K, b_dtype, SS_CUDA_ACT_NONE));
+        KL(ss_cuda_capture(C + r0 * N, P, Np, NULL, m, N, c->stream), "capture kernel (padded product rows)");
+    }
+    return SS_OK;
+}
+
 /* cu_product's 16-bit half (below) from activations already in the weights'
  * 16-bit type, A16 [M, K]: cuBLASLt with the bias and GELU in its epilogue,
  * or cublasGemmEx and the bias kernel; fp32 accumulation and C. */
@@ -639,6 +683,7 @@ static ss_status product16(const ss_backend *be, float *C, const uint16_t *A16, 
                            const float *bias, int64_t M, int64_t N, int64_t K, int trans_b, int act, int accumulate) {
     cuda_impl *c = IMPL(be);
     const cudaDataType t16 = b_dtype == SS_WDTYPE_F16 ? CUDA_R_16F : CUDA_R_16BF;
+    if (wants_padding(c, bias, act, accumulate, M, N)) return product_padded(be, C, A16, B, t16, M, N, K, trans_b, b_dtype);
     const int lt = c->lt && (bias || act == SS_CUDA_GELU_TANH) && act != SS_CUDA_GELU_ERF;
     if (lt && lt_matmul(c, C, A16, B, t16, bias, act == SS_CUDA_GELU_TANH, accumulate, M, N, K, trans_b) ==
                   CUBLAS_STATUS_SUCCESS)
@@ -674,6 +719,8 @@ static ss_status cu_product(const ss_backend *be, float *C, const float *A, cons
     if (lt32 && lt_matmul(c, C, A, B, CUDA_R_32F, bias, act == SS_CUDA_GELU_TANH, accumulate, M, N, K, trans_b) ==
                   CUBLAS_STATUS_SUCCESS)
         return SS_OK;
+    if (c->tf32 && wants_padding(c, bias, act, accumulate, M, N)) /* fp32 SIMT kernels do not mind */
+        return product_padded(be, C, A, B, CUDA_R_32F, M, N, K, trans_b, b_dtype);
     const float one = 1.f, zero = 0.f, *beta = accumulate ? &one : &zero;
     cublasStatus_t s = cublasSgemm(c->blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, (int)N, (int)M, (int)K,
                                    &one, B, trans_b ? (int)K : (int)N, A, (int)K, beta, C, (int)N);
@@ -1421,6 +1468,13 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
      * pattern, fp32 models' too. */
     const char *tc = getenv("SUBSCOPE_ATTN_TC");
     c->attn_tc = tc && !strcmp(tc, "1") ? 1 : tc && !strcmp(tc, "0") ? 0 : -1;
+    /* SUBSCOPE_PAD_PRODUCTS: product_padded's scratch in bytes (default 256 MiB; the tests make
+     * it small to cut products into several pieces); 0: products with unaligned rows of C are
+     * not padded */
+    const char *pp = getenv("SUBSCOPE_PAD_PRODUCTS");
+    char *pend = NULL;
+    long long pb = pp && *pp ? strtoll(pp, &pend, 10) : -1;
+    c->pad_bytes = pb >= 0 && pend && !*pend ? (size_t)pb : (size_t)256 << 20;
     const char *ck = getenv("SUBSCOPE_COV_KERNEL");
     c->cov_kernel = !ck || !*ck             ? COV_AUTO
                     : !strcmp(ck, "1")     ? COV_F32

@@ -1191,3 +1191,60 @@ TEST(cuda_emulated_forward_job_matches_cpu) {
     ss_h5_close_read(ra);
     ss_h5_close_read(rb);
 }
+
+/* Products whose rows of C are not a multiple of 4 floats (the unembedding's
+ * 50257) go through product_padded: rows padded to 8 floats in a scratch
+ * buffer, in pieces of SUBSCOPE_PAD_PRODUCTS bytes, then packed into C. The
+ * products are the same, so C must equal, bit for bit, what the unpadded
+ * path (SUBSCOPE_PAD_PRODUCTS=0) writes: bf16 weights stored [N, K] (the
+ * tied head) and [K, N], and fp32 weights under TF32 (fp32 without TF32 is
+ * never padded). 70 rows of 40 floats in 2048-byte pieces: 12 rows a piece,
+ * the last one short. The padded run holds its scratch, which shows it took
+ * that path. */
+static int padded_product(const char *pad, int b_dtype, int trans_b, int tf32, float *out, size_t *in_use) {
+    const int64_t M = 70, N = 37, K = 24;
+    float *a = ss_test_rvec(M * K, 91, 1.f), *w = ss_test_rvec(N * K, 92, 0.5f);
+    uint16_t *w16 = malloc((size_t)(N * K) * sizeof(uint16_t));
+    for (int64_t i = 0; i < N * K; i++) w16[i] = ss_f32_to_bf16(w[i]);
+    if (pad) setenv("SUBSCOPE_PAD_PRODUCTS", pad, 1);
+    else unsetenv("SUBSCOPE_PAD_PRODUCTS");
+    ss_backend_opts o = {.tf32 = tf32};
+    ss_backend *gpu = NULL;
+    int ok = ss_backend_cuda_open(0, &o, &gpu) == SS_OK;
+    unsetenv("SUBSCOPE_PAD_PRODUCTS");
+    void *da = NULL, *dw = NULL, *dc = NULL;
+    const size_t wb = b_dtype == SS_WDTYPE_BF16 ? sizeof(uint16_t) : sizeof(float);
+    ok = ok && !gpu->alloc(gpu, (size_t)(M * K) * 4, "a", &da) && !gpu->alloc(gpu, (size_t)(N * K) * wb, "w", &dw) &&
+         !gpu->alloc(gpu, (size_t)(M * N) * 4, "c", &dc) && !gpu->upload(gpu, da, a, (size_t)(M * K) * 4) &&
+         !gpu->upload(gpu, dw, b_dtype == SS_WDTYPE_BF16 ? (void *)w16 : (void *)w, (size_t)(N * K) * wb) &&
+         !gpu->matmul(gpu, dc, da, dw, b_dtype, NULL, M, N, K, trans_b) &&
+         !gpu->download(gpu, out, dc, (size_t)(M * N) * 4);
+    size_t peak = 0;
+    if (gpu) gpu->memory_stats(gpu, in_use, &peak);
+    if (!ok) printf("\n    %s", ss_last_error());
+    if (gpu) ss_backend_cuda_close(gpu);
+    free(a), free(w), free(w16);
+    return ok;
+}
+
+TEST(cuda_emulated_unaligned_products_padded) {
+    const struct { int dtype, trans_b, tf32; } cfg[] = {
+        {SS_WDTYPE_BF16, 1, 0}, {SS_WDTYPE_BF16, 0, 0}, {SS_WDTYPE_F32, 1, 1}};
+    for (int i = 0; i < 3; i++) {
+        float ref[70 * 37], got[70 * 37], dflt[70 * 37];
+        size_t use_ref = 0, use_pad = 0, use_dflt = 0;
+        CHECK(padded_product("0", cfg[i].dtype, cfg[i].trans_b, cfg[i].tf32, ref, &use_ref));
+        CHECK(padded_product("2048", cfg[i].dtype, cfg[i].trans_b, cfg[i].tf32, got, &use_pad));
+        CHECK(padded_product(NULL, cfg[i].dtype, cfg[i].trans_b, cfg[i].tf32, dflt, &use_dflt));
+        CHECK_MSG(memcmp(ref, got, sizeof ref) == 0, "config %d: padded in pieces differs", i);
+        CHECK_MSG(memcmp(ref, dflt, sizeof ref) == 0, "config %d: padded at once differs", i);
+        CHECK_MSG(use_pad >= use_ref + 12 * 40 * 4 && use_dflt >= use_ref + 70 * 40 * 4,
+                  "config %d: scratch held %zu / %zu bytes beyond %zu", i, use_pad, use_dflt, use_ref);
+    }
+    /* fp32 without TF32 is left alone */
+    float ref[70 * 37];
+    size_t use_off = 0, use_on = 0;
+    CHECK(padded_product("0", SS_WDTYPE_F32, 1, 0, ref, &use_off));
+    CHECK(padded_product(NULL, SS_WDTYPE_F32, 1, 0, ref, &use_on));
+    CHECK(use_on == use_off);
+}
