@@ -87,6 +87,8 @@ def main():
     ap.add_argument("--no-unbatched", action="store_true", help="skip the --mask-batch 1 runs")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU step (subscope and the peer)")
     ap.add_argument("--step", default="cpu_ablate", help="the step name recorded in the JSON")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                    help="the products' type on both sides (subscope --dtype, the peer's weights)")
     ap.add_argument("--workdir", default=os.path.join(ROOT, "bench", "work", "ablate"))
     ap.add_argument("--host", default=platform.node())
     ap.add_argument("--json", required=True)
@@ -116,7 +118,7 @@ def main():
                 f.write(json.dumps(m) + "\n")
         out = os.path.join(a.workdir, f"{name}-ablate.h5")
         base = [a.subscope, "ablate", "--model", model, "--input", prompts, "--masks", masks_path,
-                "--metrics", "loss", "--batch", str(a.prompts), "--device", a.device, "--out", out]
+                "--metrics", "loss", "--batch", str(a.prompts), "--device", a.device, "--dtype", a.dtype, "--out", out]
         # The same masks as identities (scale by 1): every forward, copy of the rows and metric
         # as in the batched run, but nothing masked, so the batched run's time over this one's is
         # the cost of applying the masks (issue 5: masked forwards >= 80% of clean throughput).
@@ -132,7 +134,7 @@ def main():
             del variants["unbatched"]
         peer_cmd = [a.python, os.path.join(ROOT, "bench", "peer_ablate.py"), "--model", model, "--prompts", prompts,
                     "--masks", masks_path, "--threads", str(a.threads), "--batch", str(a.prompts), "--reps", "1",
-                    "--device", a.device]
+                    "--device", a.device, "--dtype", a.dtype]
         runs = {k: [] for k in variants}
         cpus = {k: [] for k in variants}
         passes = {k: [] for k in variants}
@@ -194,7 +196,7 @@ def main():
                                           text=True).stdout.strip()
     except OSError:
         commit = None
-    doc = {"step": a.step, "device": a.device, "host": a.host, "git_commit": commit,
+    doc = {"step": a.step, "device": a.device, "dtype": a.dtype, "host": a.host, "git_commit": commit,
            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
            "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), None),
            "logical_cpus": os.cpu_count(), "threads": a.threads, "reps": a.reps,
@@ -203,7 +205,7 @@ def main():
     os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
     with open(a.json, "w") as f:
         json.dump(doc, f, indent=1)
-    print(f"\n{a.step} ({a.device}, {a.threads} threads; subscope: whole process; peer: its hook loop only)")
+    print(f"\n{a.step} ({a.device}, {a.dtype}, {a.threads} threads; subscope: whole process; peer: its hook loop only)")
     print(f"{'model':14s} {'masks':>5s} {'prompts':>9s} {'subscope s':>10s} {'K=1 s':>8s} {'peer s':>8s} "
           f"{'vs peer':>8s} {'vs K=1':>7s} {'|dloss|':>8s}")
     for name, r in results.items():

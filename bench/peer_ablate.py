@@ -11,6 +11,10 @@ or "heads", mode zero or scale. Prints one JSON object: pass_s (each timed sweep
 load_s, import_s, versions, and losses[mask][prompt] of the last sweep.
 
     peer_ablate.py --model DIR --prompts P.jsonl --masks M.jsonl --threads 2 --batch 8 --reps 1 [--device cuda]
+                   [--dtype bfloat16]
+
+With --dtype bfloat16 the model's weights and activations are bf16 (losses from float32
+log-softmax either way).
 
 (.tolist() of each mask's losses waits for the device, so the timing is the sweep's.)
 """
@@ -29,6 +33,7 @@ def main():
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--device", default="cpu", help="cpu or cuda (the GPU step)")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     a = ap.parse_args()
 
     t0 = time.perf_counter()
@@ -39,7 +44,7 @@ def main():
     torch.set_num_threads(a.threads)
 
     t0 = time.perf_counter()
-    model = GPT2LMHeadModel.from_pretrained(a.model, torch_dtype=torch.float32).eval().to(a.device)
+    model = GPT2LMHeadModel.from_pretrained(a.model, torch_dtype=getattr(torch, a.dtype)).eval().to(a.device)
     load_s = time.perf_counter() - t0
     cfg = model.config
     dh = cfg.n_embd // cfg.n_head

@@ -104,6 +104,7 @@ LLAMA_CPU_JSON="$ROOT/bench/results/cpu-llama-$HOST-$(date -u +%Y%m%d).json"
 GPU_COLLECT_JSON="$ROOT/bench/results/gpu-collect-$HOST-$(date -u +%Y%m%d).json"
 GPU_ABLATE_JSON="$ROOT/bench/results/gpu-ablate-$HOST-$(date -u +%Y%m%d).json"
 GPU_ABLATE_LARGE_JSON="$ROOT/bench/results/gpu-ablate-large-$HOST-$(date -u +%Y%m%d).json"
+GPU_ABLATE_BF16_JSON="$ROOT/bench/results/gpu-ablate-bf16-$HOST-$(date -u +%Y%m%d).json"
 # A quick run is a smoke test: its CPU numbers (128 tokens) stay out of bench/results.
 [ "$QUICK" = 0 ] || CPU_JSON="$WORK/cpu-quick-$HOST.json" ABLATE_JSON="$WORK/cpu-ablate-quick-$HOST.json" ATTR_JSON="$WORK/cpu-attribute-quick-$HOST.json" COLLECT_JSON="$WORK/cpu-collect-quick-$HOST.json" LLAMA_CPU_JSON="$WORK/cpu-llama-quick-$HOST.json"
 
@@ -410,6 +411,11 @@ bench_gpu_ablate() {
     "$PY" bench/bench_ablate.py --model "$model" --python "$PY" --device cuda --step gpu_ablate_large --masks 32 \
         --prompts 16 --tokens 512 --reps 3 --no-unbatched --host "$HOST" --workdir "$GPU_WORK/ablate-large" \
         --json "$GPU_ABLATE_LARGE_JSON" || NOTES+=("gpu_ablate (large batches) failed")
+    # the sweep again with bf16 products on both sides: float32 bounds it by the fp32 rate
+    # (bench/README.md), where the peer's loop is bound by its launches either way
+    "$PY" bench/bench_ablate.py --model "$model" --python "$PY" --device cuda --step gpu_ablate_bf16 --masks 256 \
+        --prompts 8 --tokens 16 --reps 3 --dtype bfloat16 --no-unbatched --host "$HOST" --workdir "$GPU_WORK/ablate-bf16" \
+        --json "$GPU_ABLATE_BF16_JSON" || NOTES+=("gpu_ablate (bf16 sweep) failed")
 }
 
 bench_gpu_forward() {
@@ -474,6 +480,7 @@ if [ "$GPU" = 1 ]; then
     [ -f "$GPU_COLLECT_JSON" ] && report+=(--collect "$GPU_COLLECT_JSON")
     [ -f "$GPU_ABLATE_JSON" ] && report+=(--ablate "$GPU_ABLATE_JSON")
     [ -f "$GPU_ABLATE_LARGE_JSON" ] && report+=(--ablate-large "$GPU_ABLATE_LARGE_JSON")
+    [ -f "$GPU_ABLATE_BF16_JSON" ] && report+=(--ablate-bf16 "$GPU_ABLATE_BF16_JSON")
     [ -f "$GPU_WORK/attribute.json" ] && report+=(--attribute "$GPU_WORK/attribute.json")
     report+=(--results bench/results)
     for n in "${NOTES[@]+"${NOTES[@]}"}"; do report+=(--note "$n"); done

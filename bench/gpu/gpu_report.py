@@ -29,7 +29,8 @@ Targets of issues 4, 5 and 6, from their GPU steps when given (--collect, --abla
       of cov_lower.bf16, cov_lower_tc.bf16 and cov_lower_wg.bf16, per width)
   C3  cov_lower.f32 >= 90% of cublasSsyrk's useful-FLOP rate (per width)
   A1  a 256-mask sweep over short prompts >= 20x the PyTorch hook loop on the same GPU (both
-      timed without start-up: subscope's passes alone where SUBSCOPE_TIMING gave them)
+      timed without start-up: subscope's passes alone where SUBSCOPE_TIMING gave them); in
+      float32 and, from --ablate-bf16, with bf16 products on both sides
   A2  masked forwards of large batches >= 80% of the clean forward's throughput
   G1  attribute gradxact per batch <= 2.2x the forward (steady, in the process; judged against
       the forward that computes the logits the loss needs, the --no-logits ratio in the note)
@@ -156,7 +157,7 @@ def llama_targets(llama, kern):
     return rows
 
 
-def issue_targets(kern, collect, ablate, ablate_large, attribute):
+def issue_targets(kern, collect, ablate, ablate_large, attribute, ablate_bf16=None):
     """Rows C1-C3 (issue 4), A1-A2 (issue 5), G1-G2 (issue 6); "not run" where a step is missing."""
     rows = []
     if collect and collect.get("batches_target_s"):
@@ -189,18 +190,20 @@ def issue_targets(kern, collect, ablate, ablate_large, attribute):
     def first(doc):
         return next(iter((doc or {}).get("results", {}).values()), None)
 
-    a = first(ablate)
-    if a and "speedup_vs_peer" in a:
-        # the peer's loop is timed without its import and model load, so subscope's passes are
-        # judged alone too (SUBSCOPE_TIMING) where the run has them; the whole process in the note
-        v = a.get("speedup_vs_peer_passes_only", a["speedup_vs_peer"])
-        note = f"{a['masks']} masks, {a['prompts']} x {a['tokens']} tokens"
-        note += (f"; whole process {a['speedup_vs_peer']:.1f}x" if "speedup_vs_peer_passes_only" in a
-                 else "; whole process (no pass timing in this run)")
-        rows.append(("A1", "256-mask sweep vs PyTorch hook loop", fmt(v, ".1f", "x"), ">= 20x",
-                     "PASS" if v >= 20 else "FAIL", note))
-    else:
-        rows.append(("A1", "256-mask sweep vs PyTorch hook loop", None, ">= 20x", "not run", "no gpu_ablate result"))
+    # the sweep in float32 (gpu_ablate) and, where it ran, in bf16 on both sides (gpu_ablate_bf16)
+    for doc, what, missing in ((ablate, "256-mask sweep vs PyTorch hook loop", "no gpu_ablate result"),
+                               (ablate_bf16, "the same, both sides bf16", None)):
+        a = first(doc)
+        if a and "speedup_vs_peer" in a:
+            # the peer's loop is timed without its import and model load, so subscope's passes are
+            # judged alone too (SUBSCOPE_TIMING) where the run has them; the whole process in the note
+            v = a.get("speedup_vs_peer_passes_only", a["speedup_vs_peer"])
+            note = f"{a['masks']} masks, {a['prompts']} x {a['tokens']} tokens"
+            note += (f"; whole process {a['speedup_vs_peer']:.1f}x" if "speedup_vs_peer_passes_only" in a
+                     else "; whole process (no pass timing in this run)")
+            rows.append(("A1", what, fmt(v, ".1f", "x"), ">= 20x", "PASS" if v >= 20 else "FAIL", note))
+        elif missing:
+            rows.append(("A1", what, None, ">= 20x", "not run", missing))
     a = first(ablate_large)
     if a and "masked_over_clean_throughput" in a:
         v = a["masked_over_clean_throughput"]
@@ -298,7 +301,7 @@ def targets(kern, fwd, cpu, llama=None, issues=None):
                              "PASS" if s >= 1 / 1.5 else "FAIL",
                              f"{cpu['settings']['threads']} threads, {cpu['settings']['tokens']} tokens"))
     rows += llama_targets(llama, kern)
-    rows += issue_targets(kern, *(issues or (None,) * 4))
+    rows += issue_targets(kern, *(issues or (None,) * 5))
     return [dict(zip(("id", "what", "value", "threshold", "status", "note"), row)) for row in rows]
 
 
@@ -360,13 +363,14 @@ def main():
     ap.add_argument("--collect", help="bench_collect.py's JSON on the GPU (run_all.sh's gpu_collect)")
     ap.add_argument("--ablate", help="bench_ablate.py's JSON of the 256-mask sweep on the GPU (gpu_ablate)")
     ap.add_argument("--ablate-large", help="bench_ablate.py's JSON of the large batches on the GPU (gpu_ablate)")
+    ap.add_argument("--ablate-bf16", help="bench_ablate.py's JSON of the sweep with bf16 on both sides (gpu_ablate)")
     ap.add_argument("--attribute", help="bench_attribute.py's JSON on the GPU (gpu_attribute)")
     ap.add_argument("--results", default=None, help="directory for <device>-<date>.json (omit: print only)")
     ap.add_argument("--out", default=None, help="exact output path (overrides --results)")
     ap.add_argument("--note", action="append", default=[], help="a line to record (e.g. why a step was skipped)")
     a = ap.parse_args()
     kern, fwd, cpu, llama = load(a.kernels), load(a.forward), load(a.cpu), load(a.llama)
-    issues = (load(a.collect), load(a.ablate), load(a.ablate_large), load(a.attribute))
+    issues = (load(a.collect), load(a.ablate), load(a.ablate_large), load(a.attribute), load(a.ablate_bf16))
     tg = targets(kern, fwd, cpu, llama, issues)
     print_tables(kern, fwd, tg, llama)
     if not (a.results or a.out):
@@ -389,6 +393,7 @@ def main():
         "forward": fwd,
         "llama": llama,
         "collect": issues[0], "ablate": issues[1], "ablate_large": issues[2], "attribute": issues[3],
+        "ablate_bf16": issues[4],
         "cpu": {"file": os.path.relpath(a.cpu, os.path.dirname(BENCH)) if a.cpu else None} if cpu else None,
     }
     path = a.out or os.path.join(a.results, f"{slug(name)}-{date.strftime('%Y%m%d')}.json")

@@ -103,7 +103,7 @@ python3 bench/bench_attribute.py --model models/tiny-gpt2 --prompts "$T/attr.jso
     fail "bench_attribute.py --variant"
 python3 bench/gpu/gpu_report.py --kernels "$T/kernels.json" --attribute "$T/attribute.json" \
     --ablate bench/results/cpu-ablate-vm-20261126.json --ablate-large bench/results/cpu-ablate-masked-vm-20261126.json \
-    --collect bench/results/h100-collect-20261126T1307Z.json --out "$T/merged3.json" >"$T/report3.out" ||
+    --ablate-bf16 bench/results/h100-gpu-ablate-20261126T1905Z.json --collect bench/results/h100-collect-20261126T1307Z.json --out "$T/merged3.json" >"$T/report3.out" ||
     fail "gpu_report.py with the issue steps: $(tail -5 "$T/report3.out")"
 python3 - "$T/merged3.json" <<'PYEOF' || fail "merged JSON (issue steps): see above"
 import json, sys
@@ -114,6 +114,8 @@ for x in d["targets"]:
 for k in ("C1", "C2", "C3", "A1", "A2", "G1", "G2"):
     assert k in t, (k, sorted(t))
 assert t["C1"][0]["status"] == "PASS" and t["A1"][0]["status"] == "FAIL" and t["A2"][0]["status"] == "PASS", t
+assert len(t["A1"]) == 2 and "bf16" in t["A1"][1]["what"] and t["A1"][1]["value"] == "5.3x", t["A1"]
+assert d["ablate_bf16"]["results"], "the bf16 sweep's JSON is kept in the merged file"
 assert t["G1"][0]["status"] in ("PASS", "FAIL") and "attnk" in t["G1"][0]["note"], t["G1"]
 assert t["G2"][0]["status"] in ("PASS", "FAIL") and d["attribute"]["variants"]["attnk"]["env"], d["attribute"]
 PYEOF
