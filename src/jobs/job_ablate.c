@@ -172,7 +172,7 @@ static void scorer_prepare(scorer *sc, int clean, int K, const ss_packing *pk, c
     if (clean) sc->R = R;
     for (int64_t r = 0; r < R; r++) sc->idx[r] = r * V; /* column 0 unless the row has a next token */
     for (int64_t q = 0; q < nb; q++) {
-        const int64_t s0 = pk->start[q], n = pk->len[q], last = (s0 + n - 1) * V;
+        const int64_t s0 = pk->start[q], n = pk->len[q], last = n > 0 ? (s0 + n - 1) * V : 0; /* prompts have tokens */
         for (int64_t t = 0; t + 1 < n; t++) sc->idx[s0 + t] = (s0 + t) * V + tok[s0 + t + 1];
         const int32_t a = mc->answer[b0 + q], w = mc->wrong[b0 + q];
         sc->idx[rows + 2 * q] = last + (a >= 0 ? a : 0);
@@ -190,7 +190,8 @@ static ss_status score_logits(void *vctx, const float *lg, int64_t n, int64_t V)
     scorer *sc = vctx;
     const ss_backend *be = sc->be;
     const int64_t n_g = sc->rows + 2 * sc->n_seq;
-    if (n != sc->rows) return ss_errorf(SS_ERR_INTERNAL, "ablate: %lld rows of logits, %lld expected", (long long)n, (long long)sc->rows);
+    if (n != sc->rows)
+        return ss_errorf(SS_ERR_INTERNAL, "ablate: %lld rows of logits, %lld expected", (long long)n, (long long)sc->rows);
     const int kl = sc->want_kl && !sc->clean;
     double *lz = sc->clean && sc->want_kl ? sc->d_clean_lz : sc->d_lz;
     SS_TRY(be->upload(be, sc->d_idx, sc->idx, (size_t)n_g * sizeof(int64_t)));
