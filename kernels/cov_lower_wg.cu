@@ -5,7 +5,10 @@
  * target (>= 1.4x cuBLAS's full bf16 product) is beyond it. sm_90a only:
  * the Makefile builds this file for sm_90a where CUDA_ARCH has 90, and the
  * launcher refuses other GPUs and builds (ss_cuda_cov_lower_wg_supported).
- * Opt-in for collect (SUBSCOPE_COV_KERNEL=wg).
+ * Opt-in for collect (SUBSCOPE_COV_KERNEL=wg). Its first H100 run (2026-11-26)
+ * found it right but at half cov_lower_tc's speed (16384 rows: 0.168 / 1.870 /
+ * 32.97 ms at d 768 / 3072 / 16384); since then the copies' shared-memory
+ * writes are spread over all banks (WG_LOAD below), not yet timed.
  *
  * 1. ss_cuda_cov_center_t (cov_lower.cu) writes Xc transposed into the
  *    workspace: row i of XcT holds column i of X centred, rows of n_pad
@@ -40,6 +43,9 @@
 #define WG_SMEM (WG_STAGES * WG_STAGE * 2)   /* 98304 bytes */
 #define WG_FILL 264                          /* split until about this many blocks (two per SM of an H100) */
 #define WG_MIN_STEPS 4
+#if WG_OPER / 8 != 1024 || WG_THREADS != 256
+#error "WG_LOAD's chunk numbering assumes 1024 chunks per strip, 4 per thread"
+#endif
 
 SS_KERNEL(ss_k_cov_lower_wg, (float *, c), (int64_t, ldc), (int64_t, cstride), (const uint16_t *, xct),
           (int64_t, ldt), (int64_t, d), (int64_t, steps), (int64_t, steps_per)) {
@@ -51,15 +57,21 @@ SS_KERNEL(ss_k_cov_lower_wg, (float *, c), (int64_t, ldc), (int64_t, cstride), (
     const int tid = (int)threadIdx.x, wg = tid >> 7;
     const int idle = i0 + 64 * wg >= d; /* the warpgroup's rows all past d */
 
-    /* Chunk q = tid + WG_THREADS * i: row q / 8 of the strip (XcT row i0 + q / 8),
-     * K values 8 (q % 8) ..+7 of the step, into core matrix (row / 8, q % 8). */
+    /* Chunk q = tid + WG_THREADS * i: row r of the strip (XcT row i0 + r), K values
+     * 8 kc ..+7 of the step, into core matrix (r / 8, kc), whose rows are 16 bytes apart:
+     * a chunk's bank group is r % 8. A warp takes 8 consecutive rows (q bits 0-2) and 4
+     * of the 8 chunks of each (bits 3-4; bit 9 the other 4; bits 5-8 the row's group of
+     * 8), so its 32 writes fall evenly on the 8 groups (4 wavefronts, the least for
+     * 512 bytes) and each row's 64 bytes are contiguous in global memory. (r = q / 8,
+     * kc = q % 8 put a warp's 32 writes on 4 groups: 8 wavefronts.) */
 #define WG_LOAD(step, buf)                                                                                     \
     do {                                                                                                       \
         uint16_t *as_ = sm + (buf)*WG_STAGE;                                                                   \
         const int64_t k_ = (k_first + (step)) * WG_K;                                                          \
         SS_UNROLL                                                                                              \
         for (int i_ = 0; i_ < WG_OPER / 8 / WG_THREADS; i_++) {                                                \
-            const int q_ = tid + WG_THREADS * i_, r_ = q_ >> 3, kc_ = q_ & 7;                                  \
+            const int q_ = tid + WG_THREADS * i_, r_ = (q_ & 7) | ((q_ >> 5 & 15) << 3);                       \
+            const int kc_ = (q_ >> 3 & 3) | ((q_ >> 9 & 1) << 2);                                              \
             const int so_ = (r_ >> 3) * 512 + kc_ * 64 + (r_ & 7) * 8;                                         \
             ss_cp_async16(as_ + so_, xct + (i0 + r_) * ldt + k_ + 8 * kc_, 16);                                \
             if (!diag) ss_cp_async16(as_ + WG_OPER + so_, xct + (j0 + r_) * ldt + k_ + 8 * kc_, 16);           \
