@@ -12,7 +12,7 @@ reading config and mmap-ing the weights, reading the prompts, creating the HDF5 
 writing provenance. That fixed cost is measured by running the same flags on a single
 one-token prompt and is subtracted ("net"); the raw numbers are kept too. The HDF5
 writing of logits / activations is real work of the job and stays in the net time; the
-peer's "+h5" variants do the same writing with h5py (same chunks, shuffle + gzip 4).
+peer's "+h5" variants do the same writing with h5py (same chunks; raw, as subscope's default).
 
 cases
   hidden   subscope --no-logits                                  peer: GPT2Model

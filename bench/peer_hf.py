@@ -22,7 +22,8 @@ Modes (each matches one `subscope forward` run):
 sdpa).
 --h5 FILE additionally writes what the mode produced (logits, or the captured
 activations) with h5py using subscope's layout: chunks of ~1 MiB along the last axes,
-shuffle + gzip level 4, NaN fill -- the end-to-end equivalent of subscope's job.
+NaN fill, and with --compress L > 0 shuffle + gzip at level L (default 0: raw, as
+`subscope forward` writes by default) -- the end-to-end equivalent of subscope's job.
 Prompts must all have the same length (make_model.py writes them so): no padding.
 """
 import argparse
@@ -83,6 +84,8 @@ def main():
     ap.add_argument("--serve", action="store_true",
                     help="after the warm-up, run one pass per 'pass' line on stdin; 'done' ends with the summary")
     ap.add_argument("--h5", default=None, help="also write the results to this HDF5 file (timed)")
+    ap.add_argument("--compress", type=int, default=0, choices=range(10), metavar="0-9",
+                    help="with --h5: shuffle + gzip at this level (default 0: none, as subscope forward)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--attn", choices=["eager", "sdpa"], default=None,
                     help="attention implementation (default: transformers' default)")
@@ -164,6 +167,8 @@ def main():
             return out
         return base(input_ids=x, use_cache=False).last_hidden_state
 
+    deflate = dict(shuffle=True, compression="gzip", compression_opts=a.compress) if a.compress else {}
+
     def write_h5(path):
         import h5py
         tmp = path + ".tmp"
@@ -171,11 +176,11 @@ def main():
             f.create_dataset("tokens", data=ids.cpu().numpy().astype(np.int32))
             if logits_out is not None:
                 f.create_dataset("logits", data=logits_out, chunks=chunk_like_subscope(logits_out.shape),
-                                 shuffle=True, compression="gzip", compression_opts=4, fillvalue=np.nan)
+                                 fillvalue=np.nan, **deflate)
             if captured is not None:
                 for l, buf in enumerate(captured):
                     f.create_dataset(f"acts/blocks.{l}.mlp.hook_post", data=buf, chunks=chunk_like_subscope(buf.shape),
-                                     shuffle=True, compression="gzip", compression_opts=4, fillvalue=np.nan)
+                                     fillvalue=np.nan, **deflate)
         os.replace(tmp, path)
 
     passes, compute, cpu = [], [], []

@@ -10,7 +10,7 @@ static cli_opt fwd_opts[] = {
     {.name = "out", .metavar = "OUT.h5", .help = "output HDF5 file (written to OUT.h5.tmp.<pid>, renamed when complete)"},
     {.name = "sites", .metavar = "GLOBS", .help = "comma-separated site globs to store, '*' matches anything (e.g. 'blocks.*.mlp.hook_post')"},
     {.name = "no-logits", .metavar = NULL, .help = "do not store /logits"},
-    {.name = "compress", .metavar = "LEVEL", .help = "deflate level 0-9 for the datasets (default 1; 0 = none, fastest)"},
+    {.name = "compress", .metavar = "LEVEL", .help = "deflate level 0-9 for the datasets (default 0: none; float activations shrink only 10-20% at ~50 MB/s a core)"},
     {0},
 };
 
@@ -24,7 +24,7 @@ static int run_forward(cli_cmd *cmd) {
         .progress_ctx = "prompts",
     };
     int64_t level;
-    if (cli_run_opts(cmd, &j.run) || cli_require(cmd, "out") || cli_int(cmd, "compress", 0, 9, 1, &level)) return 1;
+    if (cli_run_opts(cmd, &j.run) || cli_require(cmd, "out") || cli_int(cmd, "compress", 0, 9, 0, &level)) return 1;
     j.compress = (int)level;
     ss_status st = ss_job_forward(&j);
     if (st) return cli_fail(cmd, st);
