@@ -254,6 +254,7 @@ typedef struct ss_attribute_job {
      * activations (0: 2P). */
     int micro_batches;
     int top;                      /* units per site in the table (0: 10) */
+    int compress;                 /* deflate level 0..9 for the output (0: none) */
     const char *command_line;
     FILE *table;
     ss_progress_fn progress;

@@ -16,12 +16,13 @@ static cli_opt attribute_opts[] = {
     {.name = "recompute", .help = "keep only each block's input and recompute the block in the backward pass (less memory, one more forward)"},
     {.name = "micro-batches", .metavar = "M", .help = "with --pipeline P: stage s keeps at most max(1, M-s) batches (ig: integration steps of a batch) in flight, each with its activations (default P: one forward, one backward; 1: one at a time)"},
     {.name = "top", .metavar = "K", .help = "units per site in the printed table (default 10)"},
+    {.name = "compress", .metavar = "LEVEL", .help = "deflate level 0-9 for the output (default 0: none; attributions shrink little)"},
     {.name = "out", .metavar = "OUT.h5", .help = "output HDF5 file"},
     {0},
 };
 
 static int run_attribute(cli_cmd *cmd) {
-    int64_t top, micro;
+    int64_t top, micro, level;
     ss_attribute_job j = {
         .out = cli_get(cmd, "out"),
         .sites = cli_get(cmd, "sites"),
@@ -37,8 +38,10 @@ static int run_attribute(cli_cmd *cmd) {
         .progress_ctx = "prompt passes",
     };
     if (cli_run_opts(cmd, &j.run) || cli_require(cmd, "sites") || cli_require(cmd, "out") ||
-        cli_int(cmd, "top", 1, 1000000, 10, &top) || cli_int(cmd, "micro-batches", 1, 4096, 0, &micro))
+        cli_int(cmd, "top", 1, 1000000, 10, &top) || cli_int(cmd, "micro-batches", 1, 4096, 0, &micro) ||
+        cli_int(cmd, "compress", 0, 9, 0, &level))
         return 1;
+    j.compress = (int)level;
     j.top = (int)top;
     j.micro_batches = (int)micro;
     ss_status st = ss_job_attribute(&j);
@@ -51,7 +54,8 @@ cli_cmd cmd_attribute = {
     "attribute", "score every unit of chosen sites by how much it drives a metric (gradients, attribution patching, IG)",
     "subscope attribute --model DIR --input FILE --sites GLOBS [--metric loss|logitdiff|logprob]\n"
     "                          [--method grad|gradxact|atp|ig[:STEPS]] [--corrupt FILE] [--stats STATS.h5]\n"
-    "                          [--reduce none|positions|prompts] [--recompute] [--pipeline P [--micro-batches M]] --out OUT.h5",
+    "                          [--reduce none|positions|prompts] [--recompute] [--pipeline P [--micro-batches M]]\n"
+    "                          [--compress LEVEL] --out OUT.h5",
     "Each prompt's metric is differentiated with respect to the value at every chosen site (one forward and\n"
     "one backward pass per batch; ig: one per step and site). grad writes the gradient, gradxact gradient x\n"
     "activation, atp (corrupt - clean activation) x gradient at the clean run, and ig the integrated gradients\n"

@@ -269,7 +269,7 @@ static ss_status attribute(const ss_attribute_job *job, ss_comm *comm) {
 
     /* The file and its datasets, written batch by batch (rank 0 alone has the file). */
     if (rank != 0) goto compute;
-    if ((st = ss_h5_create(job->out, &h))) goto out;
+    if ((st = ss_h5_create(job->out, &h)) || (st = ss_h5_set_deflate(h, job->compress))) goto out;
     if ((st = ss_write_provenance(h, m, job->command_line, run.be)) ||
         (st = ss_h5_attr_str(h, "/", "input_path", job->run.input)) ||
         (st = ss_h5_attr_str(h, "/", "sites", job->sites)) ||

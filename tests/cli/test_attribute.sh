@@ -85,6 +85,17 @@ expect_fail "ig baseline for a site the stats file lacks" "has no /stats/blocks.
 [ ! -e "$TMP/x.h5" ] && pass "failed runs write no file" || fail "failed runs write no file"
 # SUBSCOPE_TIMING=1: first and later batches timed apart, their prompts adding up to the input's
 n=$(grep -c . $P)
+# --compress: raw by default, shuffle + deflate at the level asked; the same values either way
+filters() { h5dump -p -H -d /attr/blocks.1.mlp.hook_post "$1" 2>/dev/null | grep -E "SHUFFLE|DEFLATE" | tr -s ' \n' ' '; }
+"$SUBSCOPE" attribute --model $M --input $P --sites blocks.1.mlp.hook_post --out "$TMP/z0.h5" >/dev/null 2>&1
+"$SUBSCOPE" attribute --model $M --input $P --sites blocks.1.mlp.hook_post --compress 6 --out "$TMP/z6.h5" >/dev/null 2>&1
+f0=$(filters "$TMP/z0.h5") f6=$(filters "$TMP/z6.h5")
+if [ -z "$f0" ] && printf '%s' "$f6" | grep -q "SHUFFLE" && printf '%s' "$f6" | grep -q "DEFLATE { LEVEL 6 }"; then
+    expect_ok "--compress 6 deflates /attr at level 6 (default raw), same values" "$H5CMP" --quiet --atol 0 --rtol 0 \
+        "$TMP/z0.h5" "$TMP/z6.h5"
+else fail "--compress" "default: '$f0'; --compress 6: '$f6'"; fi
+expect_fail "--compress out of range" "--compress" "$SUBSCOPE" attribute --model $M --input $P --sites blocks.1.mlp.hook_post \
+    --compress 10 --out "$TMP/z10.h5"
 tl=$(SUBSCOPE_TIMING=1 "$SUBSCOPE" attribute --model $M --input $P --sites blocks.0.mlp.hook_post --batch 2 --out "$TMP/t.h5" 2>&1 >/dev/null | grep "timing:")
 if printf '%s' "$tl" | grep -Eq "^subscope attribute: timing: first batch [0-9.]+ s \(2 prompts\), later batches [0-9.]+ s \($((n - 2)) prompts\)$"; then
     pass "SUBSCOPE_TIMING=1 times attribute's first batch and the later ones"

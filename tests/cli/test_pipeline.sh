@@ -304,11 +304,11 @@ hang_test() { # hang_test NAME STAGE JOB OPTIONS...
         pass "$name: stage $hung hung, the other stops the job after the 2 s timeout (exit $rc, ${dt}s), naming it and its host"
     else fail "$name: hung stage" "pid '$r', exit $rc after ${dt}s" "$(tail -n 5 "$TMP/h.log")"; fi
 }
-# (the forward pass gets 8 times the prompts: it must still be running when a stage is stopped,
-# and without deflate it gets through huge.jsonl in under a second)
+# (both get 8 times the prompts: a job must still be running when a stage is stopped, and
+# with raw output they get through huge.jsonl in about a second)
 for i in $(seq 1 8); do cat "$TMP/huge.jsonl"; done >"$TMP/huger.jsonl"
 hang_test forward 0 forward --model $M --input "$TMP/huger.jsonl" --batch 4
-hang_test "attribute (1F1B)" 1 attribute --model $M --input "$TMP/huge.jsonl" --sites 'blocks.*.mlp.hook_post' --batch 2
+hang_test "attribute (1F1B)" 1 attribute --model $M --input "$TMP/huger.jsonl" --sites 'blocks.*.mlp.hook_post' --batch 2
 
 # Refusals.
 expect_fail "--pipeline needs one rank per stage" "--pipeline 3 needs a multiple of 3 ranks (one per stage), but the job has 2" \
