@@ -52,12 +52,13 @@ static ss_status patch_hook(void *vctx, const ss_site *s, float *data, int64_t l
     return SS_OK;
 }
 
-/* The metric of one run: logitdiff at the last position, or the mean
- * next-token loss on the target tokens. */
+/* The metric of one run: logitdiff at the last position (lg: that row
+ * alone, SS_LOGITS_LAST), or the mean next-token loss on the target tokens
+ * (lg: every row). */
 static double metric_of(const float *lg, int64_t n, int64_t V, int logitdiff, int32_t answer, int32_t wrong,
                         const int32_t *targets) {
     if (!lg) return NAN; /* a pipeline stage without the head */
-    if (logitdiff) return (double)lg[(n - 1) * V + answer] - lg[(n - 1) * V + wrong];
+    if (logitdiff) return (double)lg[answer] - lg[wrong];
     double loss = 0, lz;
     for (int64_t t = 0; t + 1 < n; t++) {
         ss_log_partition(lg + t * V, 1, V, &lz);
@@ -66,11 +67,14 @@ static double metric_of(const float *lg, int64_t n, int64_t V, int logitdiff, in
     return n > 1 ? loss / (double)(n - 1) : NAN;
 }
 
+/* One forward pass of one prompt; with last_only the unembedding runs for
+ * the last position alone (logitdiff needs no other). */
 static ss_status run_one(ss_run *r, const int32_t *tok, int64_t n, const uint8_t *want, ss_hook_fn hook, void *ctx,
-                         float **lg) {
+                         int last_only, float **lg) {
     int64_t start = 0;
     ss_packing pk = {1, n, &start, &n, 0};
-    ss_forward_opts o = {.want = want, .hook = hook, .hook_ctx = ctx, .logits = SS_LOGITS_ALL};
+    ss_forward_opts o = {.want = want, .hook = hook, .hook_ctx = ctx,
+                         .logits = last_only ? SS_LOGITS_LAST : SS_LOGITS_ALL};
     free(*lg);
     *lg = NULL;
     return ss_forward(r->m, r->be, tok, &pk, &o, lg);
@@ -173,9 +177,9 @@ static ss_status patch(const ss_patch_job *job, ss_comm *comm) {
         int32_t answer = -1, wrong = -1;
         if (logitdiff && (st = ss_prompt_answer_ids(clean.m->tok, clean.p, cp, &answer, &wrong))) goto out;
         /* Both runs, keeping every selected site. */
-        if ((st = run_one(&clean, cp->tokens, n, want, keep_rows, &sc, &lg))) goto out;
+        if ((st = run_one(&clean, cp->tokens, n, want, keep_rows, &sc, logitdiff, &lg))) goto out;
         double mc = metric_of(lg, n, V, logitdiff, answer, wrong, cp->tokens);
-        if ((st = run_one(&clean, kp->tokens, n, want, keep_rows, &sk, &lg))) goto out;
+        if ((st = run_one(&clean, kp->tokens, n, want, keep_rows, &sk, logitdiff, &lg))) goto out;
         double mk = metric_of(lg, n, V, logitdiff, answer, wrong, cp->tokens);
         m_clean[i] = (float)mc;
         m_corrupt[i] = (float)mk;
@@ -197,7 +201,7 @@ static ss_status patch(const ss_patch_job *job, ss_comm *comm) {
                 } else if (per_unit) {
                     pc.from = p, pc.to = p + 1;
                 }
-                if ((st = run_one(&clean, base, n, one, patch_hook, &pc, &lg))) goto out;
+                if ((st = run_one(&clean, base, n, one, patch_hook, &pc, logitdiff, &lg))) goto out;
                 double mp = metric_of(lg, n, V, logitdiff, answer, wrong, cp->tokens);
                 patched[k][i * n_pieces[k] + p] = (float)mp;
                 effect[k][i * n_pieces[k] + p] = mc != mk ? (float)((mp - mk) / (mc - mk)) : NAN;
