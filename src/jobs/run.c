@@ -316,14 +316,10 @@ ss_status ss_read_unit_stats(const char *path, const ss_config *cfg, const uint8
     return st;
 }
 
+/* The CPU backend's logit_scores computes it (fp64; it fails only for a KL without reference rows). */
 void ss_log_partition(const float *lg, int64_t rows, int64_t V, double *lz) {
-    for (int64_t r = 0; r < rows; r++) {
-        const float *x = lg + r * V;
-        double mx = -INFINITY, sum = 0;
-        for (int64_t v = 0; v < V; v++) mx = x[v] > mx ? x[v] : mx;
-        for (int64_t v = 0; v < V; v++) sum += exp((double)x[v] - mx);
-        lz[r] = mx + log(sum);
-    }
+    const ss_backend *cpu = ss_backend_cpu();
+    (void)cpu->logit_scores(cpu, lz, NULL, NULL, lg, rows, V, NULL, NULL, 0);
 }
 
 ss_status ss_pipeline_report(const ss_model *m, int root, ss_h5 *h, int print) {
