@@ -11,6 +11,7 @@
 #
 #   bench/pipeline_bubble.sh                 P = 2 and 4, M = 32 batches of 4 prompts x 64 tokens
 #   bench/pipeline_bubble.sh --stages 2,4,8 --batches 64 --host LABEL
+#   bench/pipeline_bubble.sh --stages 4 --batches 128 --collect-only    (the collect rows alone)
 #
 # On a machine with fewer cores than P ranks the stages share cores: the measured waiting then
 # includes time a stage's core was busy with another stage, and the JSON says how many cores
@@ -18,13 +19,14 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-STAGES=2,4 M=32 HOST="$(hostname -s 2>/dev/null || hostname)"
+STAGES=2,4 M=32 HOST="$(hostname -s 2>/dev/null || hostname)" ONLY_COLLECT=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --stages) STAGES="${2:?}"; shift ;;
         --batches) M="${2:?}"; shift ;;
         --host) HOST="${2:?}"; shift ;;
-        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --collect-only) ONLY_COLLECT=1 ;;
+        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "pipeline_bubble.sh: unknown option '$1'" >&2; exit 2 ;;
     esac
     shift
@@ -64,6 +66,21 @@ for P in ${STAGES//,/ }; do
     printf '%-7s %9.2f %8.2f %15.1f%% %13.1f%%\n' "$P" "$sec" "$sp" "$(calc "100 * $bub")" "$(calc "100 * $ideal")" >&2
     rows="$rows, {\"stages\": $P, \"seconds\": $sec, \"speedup\": $sp, \"bubble_measured\": $bub, \"bubble_ideal\": $ideal}"
 done
+sends=$(mpirun --allow-run-as-root --oversubscribe -np 2 bin/subscope info --dist 2>/dev/null | sed -n 's/^sends *//p')
+echo "sends between stages: ${sends:-?}" >&2
+collect_json="{\"benchmark\": \"pipeline_bubble\", \"host\": \"$HOST\", \"cores\": $(nproc), \"date\": \"$(date -u +%FT%TZ)\",
+ \"commit\": \"$(git rev-parse --short HEAD 2>/dev/null || echo "${SUBSCOPE_GIT_COMMIT:-?}")\", \"sends\": \"$sends\",
+ \"model\": \"random GPT-2, 8 blocks, d 512, 8 heads, vocab 2048\", \"micro_batches\": $M, \"prompts_per_batch\": $B,
+ \"tokens_per_prompt\": 64, \"threads_per_rank\": 1, \"job\": \"collect --sites 'blocks.*.hook_resid_post' --stats mean\",
+ \"runs\": [$rows]"
+if [ "$ONLY_COLLECT" = 1 ]; then
+    out="bench/results/pipeline-$HOST-$(date -u +%Y%m%d)-collect.json"
+    cat >"$out" <<JSON
+$collect_json}
+JSON
+    echo "wrote $out" >&2
+    exit 0
+fi
 # attribute (gradxact, the forward and the backward pass) on the first 16 batches: the 1F1B schedule
 # with at most --micro-batches W batches in flight per stage (1: a batch's backward pass before the
 # next forward; 2; default P), against one process. Ideal bubble (P-1)/(M+P-1) for M = 16 batches
@@ -114,10 +131,7 @@ for job in attribute ablate; do
 done
 out="bench/results/pipeline-$HOST-$(date -u +%Y%m%d).json"
 cat >"$out" <<JSON
-{"benchmark": "pipeline_bubble", "host": "$HOST", "cores": $(nproc), "date": "$(date -u +%FT%TZ)",
- "model": "random GPT-2, 8 blocks, d 512, 8 heads, vocab 2048", "micro_batches": $M, "prompts_per_batch": $B,
- "tokens_per_prompt": 64, "threads_per_rank": 1, "job": "collect --sites 'blocks.*.hook_resid_post' --stats mean",
- "runs": [$rows],
+$collect_json,
  "attribute_job": "attribute --method gradxact --reduce prompts, 16 batches, 1F1B with at most micro_batches in flight per stage (ideal bubble: (P-1)/(16+P-1); with 1, (P-1)/P)",
  "attribute_runs": [$arows],
  "split_job": "2 stages of a random GPT-2 with 8 blocks of d 512 and vocabulary 16384 (head = 2.7 blocks), 16 batches of 4 x 64 tokens: attribute gradxact, ablate one mask at block 6 (loss, kl); default split (balanced, 5,3) vs --pipeline-blocks even (4,4), median of 3",

@@ -151,9 +151,14 @@ def host_peak_mib(path):
         return None
 
 
+SPLIT_RE = re.compile(r"later batches: ([0-9.]+) s in ss_forward before its closing device sync, ([0-9.]+) s waiting")
+
+
 def run_subscope(exe, model, prompts, batch, mode, env, workdir, tag, timeout):
     """(wall seconds, subscope's reported peak device memory in MiB or None, its peak resident host memory in
-    MiB or None, (later batches' seconds, their prompts) from SUBSCOPE_TIMING or None)."""
+    MiB or None, (later batches' seconds, their prompts) from SUBSCOPE_TIMING or None, and how those batches'
+    time split between ss_forward's host side and its closing device sync, or None). A sync wait near zero
+    means the device waited for the host."""
     out = os.path.join(workdir, f"{tag}.h5")
     cmd = [exe, "forward", "--model", model, "--input", prompts, "--out", out, "--batch", str(batch),
            "--no-logits", "--device", "cuda", "--compress", "0"] + MODE_FLAGS[mode_parts(mode)[0]]
@@ -168,7 +173,9 @@ def run_subscope(exe, model, prompts, batch, mode, env, workdir, tag, timeout):
         host = host_peak_mib(out)
         os.remove(out)
     m = PEAK_RE.search(p.stderr)
-    return wall, float(m.group(1)) if m else None, host, later_batches(p.stderr)
+    sp = SPLIT_RE.search(p.stderr)
+    split = {"host_s": float(sp.group(1)), "sync_wait_s": float(sp.group(2))} if sp else None
+    return wall, float(m.group(1)) if m else None, host, later_batches(p.stderr), split
 
 
 def peer_status(python):
@@ -336,6 +343,7 @@ def main():
                 r.update({"runs_s": runs, "fixed_runs_s": fixed, "median_wall_s": wall, "fixed_wall_s": fixed_wall,
                           "net_wall_s": net, "tokens_per_s": rate, "rate_method": method,
                           "later_batches": [{"seconds": sec, "prompts": n} for sec, n in later],
+                          "later_batches_split": [x[4] for x in full if x[4]],
                           "tokens_per_s_wall_net": tokens / net, "tokens_per_s_raw": tokens / wall,
                           "tflops": tfl, "mfu_pct": pct(tfl, peak_of[base]), "mfu_vs_bf16_peak_pct": pct(tfl, peak_of["bf16"]),
                           "gpu_mem_used_mib": mem.used_mib(), "device_memory_peak_mib": full[0][1],

@@ -87,6 +87,11 @@ ss_status ss_comm_recv(ss_comm *c, int src, int tag, void *buf, size_t n);
 typedef struct ss_comm_req ss_comm_req;
 ss_status ss_comm_isend(ss_comm *c, int dest, int tag, const void *buf, size_t n, ss_comm_req **req);
 ss_status ss_comm_wait(ss_comm *c, ss_comm_req *req);
+/* 1 if an isend's block moves while the caller computes (MPI with the
+ * sender thread, src/dist/comm_mpi.c); 0 if it moves only while the caller
+ * is inside the communicator (in a later send, receive or wait), so that a
+ * receiver may wait for the sender's next call. */
+int ss_comm_sends_in_background(const ss_comm *c);
 
 /* Ends every rank of a multi-rank job, after printing "subscope: error on
  * rank R of N (host H), stopping every rank: message" on stderr; exit status code. One rank cannot simply

@@ -43,8 +43,10 @@ typedef struct ss_gpt2_weights {
 struct ss_backend;
 
 /* A block of bytes to or from a neighbouring pipeline stage (at most
- * SS_PIPE_HELD held or fetched ahead at a time). */
+ * SS_PIPE_HELD held or fetched ahead at a time, and SS_PIPE_SENDING sent in
+ * the background and not yet taken). */
 #define SS_PIPE_HELD 4
+#define SS_PIPE_SENDING 2
 typedef struct ss_pipe_block {
     void *buf;
     size_t bytes;
@@ -88,12 +90,21 @@ typedef struct ss_model {
     int replica, n_replicas, pipe_owned;
     int *stage_first;               /* [n_stages + 1]: the first block of each stage, then n_layer */
     double pipe_wait_s, pipe_busy_s; /* seconds waiting for / running this stage's part */
+    /* ss_forward's seconds before its closing device sync (the host queueing
+     * the pass and doing its own work) and inside it (waiting for the device):
+     * where the device waits for the host, the second is near zero. */
+    double fwd_host_s, fwd_sync_s;
     /* pipe_hold: a block a pass sends to a neighbour is held until
      * ss_model_pipe_release, which may also fetch the next pass's first
      * block (ahead), for schedules that alternate forward and backward. */
     int pipe_hold;
     ss_pipe_block held[SS_PIPE_HELD], ahead[SS_PIPE_HELD];
     int n_held, n_ahead;
+    /* Blocks in flight to a neighbour where the communicator sends in the
+     * background (oldest first), each with its request. */
+    ss_pipe_block sending[SS_PIPE_SENDING];
+    struct ss_comm_req *send_req[SS_PIPE_SENDING];
+    int n_sending;
     int inspect_only;               /* ss_model_inspect: weights checked, not converted; cannot run */
 } ss_model;
 
@@ -131,6 +142,10 @@ ss_status ss_model_set_pipeline(ss_model *m, struct ss_comm *comm, const int *fi
  * need it (src/model/forward.c). A no-op without a pipeline. */
 typedef enum { SS_PIPE_NEXT_NONE, SS_PIPE_NEXT_FORWARD, SS_PIPE_NEXT_BACKWARD } ss_pipe_next;
 ss_status ss_model_pipe_release(ss_model *m, ss_pipe_next next, int64_t rows, int64_t n_seq, int n_passes);
+/* Waits until every block this stage sent in the background has been taken
+ * (the time counts as waiting); its error if a send failed. A no-op without
+ * a pipeline. ss_pipeline_report and ss_model_free call it. */
+ss_status ss_model_pipe_flush(ss_model *m);
 /* The split of c's blocks over n_stages pipeline stages, as
  * first_of[n_stages+1] (first_of[0] = 0, first_of[n_stages] = n_layer).
  * `blocks` lists each stage's block count ("9,3"; every stage at least one,

@@ -69,6 +69,10 @@ static int run_info_dist(cli_cmd *cmd) {
         }
         printf("hosts    %d\n", hosts);
         printf("timeout  %g s (SUBSCOPE_DIST_TIMEOUT)\n", ss_comm_timeout(c));
+        if (size > 1)
+            printf("sends    %s\n", ss_comm_sends_in_background(c)
+                                        ? "in the background (a sender thread; SUBSCOPE_SEND_THREAD=0: off)"
+                                        : "blocking, or progressed only inside the communicator's calls");
         size_t total = 0;
         for (int r = 0; r < size; r++) total += counts[r];
         fwrite(all, 1, total, stdout);

@@ -33,7 +33,7 @@ static ss_status single_recv(ss_comm *c, int src, int tag, void *buf, size_t n, 
 }
 static void single_abort(ss_comm *c, int code) { (void)c, (void)code; }
 static void single_free(ss_comm *c) { (void)c; }
-static const ss_comm_ops single_ops = {single_send, single_recv, single_abort, single_free, NULL, NULL, NULL, NULL};
+static const ss_comm_ops single_ops = {single_send, single_recv, single_abort, single_free, NULL, NULL, NULL, NULL, NULL};
 
 static double env_timeout(void) {
     const char *e = getenv("SUBSCOPE_DIST_TIMEOUT");
@@ -217,10 +217,12 @@ static ss_status group_isend(ss_comm *c, int dest, int tag, const void *buf, siz
     return g->parent->ops->isend(g->parent, g->ranks[dest], g->tag_base + tag, buf, n, req);
 }
 static ss_status group_wait(ss_comm *c, ss_comm_req *req) { return GROUP(c)->parent->ops->wait(GROUP(c)->parent, req); }
+static int group_background(const ss_comm *c) { return ss_comm_sends_in_background(GROUP(c)->parent); }
 
-static const ss_comm_ops group_ops = {group_send, group_recv, group_abort, group_free, NULL, NULL, group_isend, group_wait};
-static const ss_comm_ops group_dev_ops = {group_send,        group_recv,        group_abort, group_free,
-                                          group_dev_to_host, group_host_to_dev, group_isend, group_wait};
+static const ss_comm_ops group_ops = {group_send, group_recv, group_abort,      group_free,
+                                      NULL,       NULL,       group_isend, group_wait, group_background};
+static const ss_comm_ops group_dev_ops = {group_send,        group_recv,        group_abort, group_free,      group_dev_to_host,
+                                          group_host_to_dev, group_isend,       group_wait,  group_background};
 
 ss_status ss_comm_group(ss_comm *parent, const int *ranks, int n, int space, ss_comm **out) {
     *out = NULL;
@@ -315,6 +317,8 @@ ss_status ss_comm_isend(ss_comm *c, int dest, int tag, const void *buf, size_t n
 }
 
 ss_status ss_comm_wait(ss_comm *c, ss_comm_req *req) { return req ? c->ops->wait(c, req) : SS_OK; }
+
+int ss_comm_sends_in_background(const ss_comm *c) { return c->ops->background && c->ops->background(c); }
 
 ss_status ss_comm_recv(ss_comm *c, int src, int tag, void *buf, size_t n) {
     if (tag < 0 || tag > SS_COMM_MAX_TAG) return ss_errorf(SS_ERR_ARG, "recv: tag %d outside 0..%d", tag, SS_COMM_MAX_TAG);

@@ -26,6 +26,9 @@ typedef struct ss_comm_ops {
      * later, in ss_comm_wait, within c->timeout from the wait's start. */
     ss_status (*isend)(ss_comm *c, int dest, int tag, const void *buf, size_t n, ss_comm_req **req);
     ss_status (*wait)(ss_comm *c, ss_comm_req *req);
+    /* Optional (NULL: no): whether an isend moves while the caller computes
+     * (ss_comm_sends_in_background). */
+    int (*background)(const ss_comm *c);
 } ss_comm_ops;
 
 struct ss_comm {

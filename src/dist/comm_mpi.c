@@ -8,11 +8,26 @@
  * (mpirun does when a rank exits; a rank that hangs, or srun without
  * --kill-on-bad-exit, is not noticed). Polling backs off to 1 ms sleeps so a
  * waiting rank leaves the cores to the ranks still computing (several ranks
- * often share a node's cores). Only the main thread calls MPI
- * (MPI_THREAD_FUNNELED); the worker threads of the CPU backend never do. */
+ * often share a node's cores). The worker threads of the CPU backend never
+ * call MPI.
+ *
+ * Sends in the background. A large message (above the transport's eager
+ * limit) moves only while both sides are inside MPI: Open MPI's shared-memory
+ * transport without single-copy, and TCP, push its fragments from the
+ * sender's progress calls. A nonblocking send from a rank that then computes
+ * for a while therefore holds its receiver up until the sender's next MPI
+ * call. Where MPI grants MPI_THREAD_MULTIPLE, ss_comm_isend hands the send to
+ * one sender thread, which posts it and polls it to completion while the main
+ * thread computes; sends stay in the order they were issued (the thread takes
+ * them first come, first served, and a blocking send waits for the queue to
+ * empty before it goes). Without MPI_THREAD_MULTIPLE, or with
+ * SUBSCOPE_SEND_THREAD=0, only the main thread calls MPI (MPI_THREAD_FUNNELED)
+ * and a nonblocking send is posted at once and progressed only inside later
+ * MPI calls (docs/DECISIONS.md, "Pipeline sends"). */
 #ifdef SS_HAVE_MPI
 
 #include <mpi.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +40,10 @@
  * which arrive in order (same source, tag and communicator). */
 #define CHUNK ((size_t)1 << 30)
 
+static void sender_stop(void);
+
 static void finalize_at_exit(void) {
+    sender_stop();
     int init = 0, fin = 0;
     MPI_Initialized(&init);
     MPI_Finalized(&fin);
@@ -39,8 +57,26 @@ static ss_status mpi_fail(const ss_comm *c, int rc, const char *call, int peer, 
     return ss_errorf(SS_ERR_IO, "%s with rank %d (host %s): %s failed: %s", what, peer, ss_comm_host(c, peer), call, s);
 }
 
-/* Completes rq by polling until c->timeout seconds have passed. */
-static ss_status wait_for(const ss_comm *c, MPI_Request *rq, MPI_Status *status, int peer, const char *what, int sending) {
+static ss_status timed_out(const ss_comm *c, int peer, const char *what, int sending) {
+    return ss_errorf(SS_ERR_IO,
+                     "%s: rank %d (host %s) did not %s within %g s: it died, hangs or is far behind "
+                     "(SUBSCOPE_DIST_TIMEOUT sets the limit)",
+                     what, peer, ss_comm_host(c, peer), sending ? "take the data sent to it" : "send its data", c->timeout);
+}
+
+/* Backs off after 100 fruitless polls: 10 us more per poll, up to the cap,
+ * so quick answers stay quick and long waits cost no CPU. */
+static void backoff(unsigned spins, long max_sleep_ns) {
+    if (spins <= 100) return;
+    long ns = (long)(spins - 100) * 10000L;
+    struct timespec ts = {0, ns < max_sleep_ns ? ns : max_sleep_ns};
+    nanosleep(&ts, NULL);
+}
+
+/* Completes rq by polling until c->timeout seconds have passed, sleeping at
+ * most max_sleep_ns between polls once an answer is slow to come. */
+static ss_status wait_for(const ss_comm *c, MPI_Request *rq, MPI_Status *status, int peer, const char *what, int sending,
+                          long max_sleep_ns) {
     const double deadline = ss_now() + c->timeout;
     unsigned spins = 0;
     for (;;) {
@@ -52,29 +88,26 @@ static ss_status wait_for(const ss_comm *c, MPI_Request *rq, MPI_Status *status,
                 MPI_Cancel(rq);
                 MPI_Request_free(rq);
             }
-            return ss_errorf(SS_ERR_IO,
-                             "%s: rank %d (host %s) did not %s within %g s: it died, hangs or is far behind "
-                             "(SUBSCOPE_DIST_TIMEOUT sets the limit)",
-                             what, peer, ss_comm_host(c, peer), sending ? "take the data sent to it" : "send its data",
-                             c->timeout);
+            return timed_out(c, peer, what, sending);
         }
-        if (++spins > 100) {
-            /* 10 us more per round, up to 1 ms: quick answers stay quick, long waits cost no CPU. */
-            long ns = (long)(spins - 100) * 10000L;
-            struct timespec ts = {0, ns < 1000000L ? ns : 1000000L};
-            nanosleep(&ts, NULL);
-        }
+        backoff(++spins, max_sleep_ns);
     }
 }
 
-static ss_status mpi_send(ss_comm *c, int dest, int tag, const void *buf, size_t n, const char *what) {
+/* The main thread's polls sleep up to 1 ms; the sender thread's up to 50 us,
+ * because every fragment of a large message waits for one of its polls
+ * (about 1% of a core while a send waits for a busy receiver). */
+#define MAIN_SLEEP_NS 1000000L
+#define SENDER_SLEEP_NS 50000L
+
+static ss_status send_now(ss_comm *c, int dest, int tag, const void *buf, size_t n, const char *what, long max_sleep_ns) {
     size_t off = 0;
     do {
         size_t len = n - off < CHUNK ? n - off : CHUNK;
         MPI_Request rq;
         int rc = MPI_Isend((const char *)buf + off, (int)len, MPI_BYTE, dest, tag, MPI_COMM_WORLD, &rq);
         if (rc != MPI_SUCCESS) return mpi_fail(c, rc, "MPI_Isend", dest, what);
-        SS_TRY(wait_for(c, &rq, MPI_STATUS_IGNORE, dest, what, 1));
+        SS_TRY(wait_for(c, &rq, MPI_STATUS_IGNORE, dest, what, 1, max_sleep_ns));
         off += len;
     } while (off < n);
     return SS_OK;
@@ -88,7 +121,7 @@ static ss_status mpi_recv(ss_comm *c, int src, int tag, void *buf, size_t n, con
         MPI_Status status;
         int rc = MPI_Irecv((char *)buf + off, (int)len, MPI_BYTE, src, tag, MPI_COMM_WORLD, &rq);
         if (rc != MPI_SUCCESS) return mpi_fail(c, rc, "MPI_Irecv", src, what);
-        SS_TRY(wait_for(c, &rq, &status, src, what, 0));
+        SS_TRY(wait_for(c, &rq, &status, src, what, 0, MAIN_SLEEP_NS));
         int got = 0;
         MPI_Get_count(&status, MPI_BYTE, &got);
         if ((size_t)got != len)
@@ -99,38 +132,198 @@ static ss_status mpi_recv(ss_comm *c, int src, int tag, void *buf, size_t n, con
     return SS_OK;
 }
 
-/* A nonblocking send: its chunks' requests, completed in mpi_wait. */
+/* ---- the sender thread ---- */
+
+/* A nonblocking send: its chunks' MPI requests. Without the sender thread,
+ * posted at once and completed in mpi_wait. With it, queued; the thread
+ * posts it (in issue order, as soon as it wakes), polls it with the others
+ * in flight, and sets done (st and msg on failure) under the lock. */
 struct ss_comm_req {
-    int dest, n;
+    int dest, tag, n, done;
+    const void *buf;
+    size_t bytes;
+    double deadline; /* posted + timeout */
+    ss_status st;
+    char msg[512];
+    struct ss_comm_req *next; /* in the queue, then in the thread's list of sends in flight */
     MPI_Request rq[];
 };
 
-static ss_status mpi_isend(ss_comm *c, int dest, int tag, const void *buf, size_t n, ss_comm_req **out) {
-    const int chunks = n ? (int)((n + CHUNK - 1) / CHUNK) : 1;
-    ss_comm_req *q = ss_malloc(sizeof *q + (size_t)chunks * sizeof(MPI_Request), "send request");
-    if (!q) return SS_ERR_NOMEM;
-    q->dest = dest;
-    q->n = 0;
+typedef struct sender {
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t wake; /* work queued, or stop */
+    pthread_cond_t done; /* a send finished, or the queue was posted */
+    ss_comm_req *head, *tail; /* queued, not posted yet */
+    int posting, stop;        /* posting: the thread took the queue and is posting it */
+    ss_comm *c;
+} sender;
+
+static sender *the_sender; /* one per process: MPI_COMM_WORLD's communicator opens once */
+
+/* Posts q's chunks (MPI keeps the order of sends posted by one thread). */
+static ss_status post(ss_comm *c, ss_comm_req *q) {
     size_t off = 0;
     do {
-        size_t len = n - off < CHUNK ? n - off : CHUNK;
-        int rc = MPI_Isend((const char *)buf + off, (int)len, MPI_BYTE, dest, tag, MPI_COMM_WORLD, &q->rq[q->n]);
-        if (rc != MPI_SUCCESS) {
-            free(q); /* started chunks are left to the abort that follows the error */
-            return mpi_fail(c, rc, "MPI_Isend", dest, "send");
-        }
+        size_t len = q->bytes - off < CHUNK ? q->bytes - off : CHUNK;
+        int rc = MPI_Isend((const char *)q->buf + off, (int)len, MPI_BYTE, q->dest, q->tag, MPI_COMM_WORLD, &q->rq[q->n]);
+        if (rc != MPI_SUCCESS) return mpi_fail(c, rc, "MPI_Isend", q->dest, "send"); /* started chunks: left to the abort */
         q->n++;
         off += len;
-    } while (off < n);
+    } while (off < q->bytes);
+    q->deadline = ss_now() + c->timeout;
+    return SS_OK;
+}
+
+static void finish(sender *s, ss_comm_req *q, ss_status st) {
+    pthread_mutex_lock(&s->lock);
+    if (st) snprintf(q->msg, sizeof q->msg, "%s", ss_last_error());
+    q->st = st;
+    q->done = 1;
+    pthread_cond_broadcast(&s->done);
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void *sender_main(void *arg) {
+    sender *s = arg;
+    ss_comm_req *flight = NULL; /* posted, not finished; only this thread touches the list */
+    unsigned spins = 0;
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        while (!s->head && !flight && !s->stop) pthread_cond_wait(&s->wake, &s->lock);
+        if (!s->head && !flight) break; /* stopping with nothing left */
+        ss_comm_req *take = s->head;
+        s->head = s->tail = NULL;
+        s->posting = take != NULL;
+        pthread_mutex_unlock(&s->lock);
+        ss_comm_req **end = &flight;
+        while (*end) end = &(*end)->next;
+        for (ss_comm_req *q = take, *next; q; q = next) {
+            next = q->next;
+            q->next = NULL;
+            ss_status st = post(s->c, q);
+            if (st) finish(s, q, st);
+            else *end = q, end = &q->next;
+        }
+        if (take) {
+            spins = 0;
+            pthread_mutex_lock(&s->lock);
+            s->posting = 0;
+            pthread_cond_broadcast(&s->done);
+            pthread_mutex_unlock(&s->lock);
+        }
+        int finished = 0;
+        for (ss_comm_req **pp = &flight; *pp;) {
+            ss_comm_req *q = *pp;
+            int all = 0, rc = MPI_Testall(q->n, q->rq, &all, MPI_STATUSES_IGNORE);
+            ss_status st = rc != MPI_SUCCESS ? mpi_fail(s->c, rc, "MPI_Isend", q->dest, "send")
+                           : !all && ss_now() > q->deadline ? timed_out(s->c, q->dest, "send", 1) /* left to the abort */
+                                                            : SS_OK;
+            if (!all && !st) {
+                pp = &q->next;
+                continue;
+            }
+            *pp = q->next;
+            finish(s, q, st);
+            finished = 1;
+        }
+        spins = finished ? 0 : spins + 1;
+        if (flight) backoff(spins, SENDER_SLEEP_NS);
+        pthread_mutex_lock(&s->lock);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+/* Stops the thread once every queued send has finished or failed. */
+static void sender_stop(void) {
+    sender *s = the_sender;
+    if (!s) return;
+    the_sender = NULL;
+    pthread_mutex_lock(&s->lock);
+    s->stop = 1;
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->lock);
+    pthread_join(s->thread, NULL);
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->wake);
+    pthread_cond_destroy(&s->done);
+    free(s);
+}
+
+static ss_status sender_start(ss_comm *c) {
+    sender *s = ss_calloc(1, sizeof *s, "MPI sender thread");
+    if (!s) return SS_ERR_NOMEM;
+    s->c = c;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->wake, NULL);
+    pthread_cond_init(&s->done, NULL);
+    int e = pthread_create(&s->thread, NULL, sender_main, s);
+    if (e) {
+        pthread_mutex_destroy(&s->lock);
+        pthread_cond_destroy(&s->wake);
+        pthread_cond_destroy(&s->done);
+        free(s);
+        return ss_errorf(SS_ERR_IO, "cannot start the MPI sender thread: %s", strerror(e));
+    }
+    the_sender = s;
+    return SS_OK;
+}
+
+static ss_status mpi_send(ss_comm *c, int dest, int tag, const void *buf, size_t n, const char *what) {
+    sender *s = the_sender;
+    if (s) { /* after the thread has posted every send queued before this one: messages keep their order */
+        pthread_mutex_lock(&s->lock);
+        while (s->head || s->posting) pthread_cond_wait(&s->done, &s->lock);
+        pthread_mutex_unlock(&s->lock);
+    }
+    return send_now(c, dest, tag, buf, n, what, MAIN_SLEEP_NS);
+}
+
+static ss_status mpi_isend(ss_comm *c, int dest, int tag, const void *buf, size_t n, ss_comm_req **out) {
+    sender *s = the_sender;
+    const int chunks = n ? (int)((n + CHUNK - 1) / CHUNK) : 1;
+    ss_comm_req *q = ss_calloc(1, sizeof *q + (size_t)chunks * sizeof(MPI_Request), "send request");
+    if (!q) return SS_ERR_NOMEM;
+    q->dest = dest, q->tag = tag, q->buf = buf, q->bytes = n;
+    if (!s) {
+        ss_status st = post(c, q);
+        if (st) {
+            free(q);
+            return st;
+        }
+        *out = q;
+        return SS_OK;
+    }
+    pthread_mutex_lock(&s->lock);
+    if (s->tail) s->tail->next = q;
+    else s->head = q;
+    s->tail = q;
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->lock);
     *out = q;
     return SS_OK;
 }
 
 static ss_status mpi_wait(ss_comm *c, ss_comm_req *q) {
     ss_status st = SS_OK;
-    for (int i = 0; i < q->n && !st; i++) st = wait_for(c, &q->rq[i], MPI_STATUS_IGNORE, q->dest, "send", 1);
+    sender *s = the_sender;
+    if (s) { /* the thread gives up on a send c->timeout after posting it */
+        pthread_mutex_lock(&s->lock);
+        while (!q->done) pthread_cond_wait(&s->done, &s->lock);
+        pthread_mutex_unlock(&s->lock);
+        st = q->st ? ss_errorf(q->st, "%s", q->msg) : SS_OK;
+    } else {
+        for (int i = 0; i < q->n && !st; i++)
+            st = wait_for(c, &q->rq[i], MPI_STATUS_IGNORE, q->dest, "send", 1, MAIN_SLEEP_NS);
+    }
     free(q);
     return st;
+}
+
+static int mpi_background(const ss_comm *c) {
+    (void)c;
+    return the_sender != NULL;
 }
 
 static void mpi_abort(ss_comm *c, int code) {
@@ -138,9 +331,12 @@ static void mpi_abort(ss_comm *c, int code) {
     MPI_Abort(MPI_COMM_WORLD, code);
 }
 
-static void mpi_free(ss_comm *c) { (void)c; /* MPI itself is finalised at exit: it cannot be initialised twice */ }
+/* MPI itself is finalised at exit: it cannot be initialised twice. */
+static void mpi_free(ss_comm *c) {
+    if (the_sender && the_sender->c == c) sender_stop();
+}
 
-static const ss_comm_ops mpi_ops = {mpi_send, mpi_recv, mpi_abort, mpi_free, NULL, NULL, mpi_isend, mpi_wait};
+static const ss_comm_ops mpi_ops = {mpi_send, mpi_recv, mpi_abort, mpi_free, NULL, NULL, mpi_isend, mpi_wait, mpi_background};
 
 ss_status ss_comm_mpi_open(ss_comm **out) {
     *out = NULL;
@@ -148,11 +344,15 @@ ss_status ss_comm_mpi_open(ss_comm **out) {
     MPI_Initialized(&init);
     MPI_Finalized(&fin);
     if (fin) return ss_errorf(SS_ERR_ARG, "MPI was already finalised in this process");
+    const char *env = getenv("SUBSCOPE_SEND_THREAD");
+    const int want_thread = !(env && !strcmp(env, "0"));
+    int provided = 0;
     if (!init) {
-        int provided = 0;
-        int rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
+        int rc = MPI_Init_thread(NULL, NULL, want_thread ? MPI_THREAD_MULTIPLE : MPI_THREAD_FUNNELED, &provided);
         if (rc != MPI_SUCCESS) return ss_errorf(SS_ERR_IO, "MPI_Init_thread failed (error %d)", rc);
         atexit(finalize_at_exit);
+    } else {
+        MPI_Query_thread(&provided);
     }
     /* Errors come back as codes, turned into messages that name the peer. */
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
@@ -168,6 +368,7 @@ ss_status ss_comm_mpi_open(ss_comm **out) {
     lib[strcspn(lib, ",\n")] = 0; /* "Open MPI v4.1.4, package: ..." -> "Open MPI v4.1.4" */
     snprintf(c->library, sizeof c->library, "%.*s", (int)sizeof c->library - 1, lib);
     ss_status st = ss_comm_exchange_hosts(c);
+    if (!st && want_thread && provided >= MPI_THREAD_MULTIPLE && !the_sender) st = sender_start(c);
     if (st) {
         ss_comm_free(c);
         return st;

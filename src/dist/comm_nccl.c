@@ -327,7 +327,7 @@ static void nc_free(ss_comm *c) {
 }
 
 /* Sends are staged through one device buffer: ss_comm_isend sends at once (no isend/wait). */
-static const ss_comm_ops nccl_ops = {nc_send, nc_recv, nc_abort, nc_free, nc_dev_to_host, nc_host_to_dev, NULL, NULL};
+static const ss_comm_ops nccl_ops = {nc_send, nc_recv, nc_abort, nc_free, nc_dev_to_host, nc_host_to_dev, NULL, NULL, NULL};
 
 /* The rank's device: its place among the ranks on its host (the launcher's
  * local rank) modulo the devices it sees; with one visible device (Slurm's

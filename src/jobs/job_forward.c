@@ -417,7 +417,7 @@ compute:;
      * choices) and the later ones timed apart, the device synchronised at each
      * mark, on stderr: benchmarks read the steady rate from it */
     const int timing = ss_timing_on();
-    double t_start = ss_now(), t_first = 0;
+    double t_start = ss_now(), t_first = 0, host0 = 0, sync0 = 0;
     int64_t first_prompts = 0;
     for (int64_t k = 0;; k++) {
         int64_t b0 = lo + k * B;
@@ -430,6 +430,7 @@ compute:;
             if ((st = be->sync(be))) goto out;
             t_first = ss_now();
             first_prompts = nb;
+            host0 = m->fwd_host_s, sync0 = m->fwd_sync_s;
         }
         if (rank != c.writer && deferred && k > 0 && (st = end_batch(&c))) goto out; /* batch k-1's sites came in this pass */
         if (lg) {
@@ -462,6 +463,10 @@ compute:;
     if (timing && hi > lo) {
         if ((st = be->sync(be))) goto out;
         ss_timing_batches("forward", rank, size, t_start, t_first, first_prompts, hi - lo - first_prompts);
+        fprintf(stderr,
+                "subscope forward: timing: later batches: %.4f s in ss_forward before its closing device sync, "
+                "%.4f s waiting in it\n",
+                m->fwd_host_s - host0, m->fwd_sync_s - sync0);
     }
     if (rank != c.writer && deferred && hi > lo && (st = end_batch(&c))) goto out;
     if (rank == c.writer && deferred && steps > 0) {

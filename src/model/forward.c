@@ -401,20 +401,60 @@ ss_status ss_block_forward(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, floa
 
 /* ---- pipeline stages: the residual stream between neighbours ---- */
 
-/* Blocks between neighbouring stages. Normally each is sent and received
- * as the pass reaches it (blocking). With m->pipe_hold (attribute's 1F1B
- * schedule) the blocks a pass sends are held, and ss_model_pipe_release
- * exchanges them, between passes, for the blocks the next pass will
- * receive from the same neighbour: both sides post everything before they
- * wait, so a stage sending batch k+1's residual stream forward and its
- * neighbour sending batch k's gradient back cannot wait on each other, and
- * every transfer completes inside the exchange (no send left to progress
- * while the stage computes). */
+/* Blocks between neighbouring stages. Normally each is sent as the pass
+ * reaches it: in the background where the communicator can move it while
+ * this stage computes (MPI with its sender thread; up to SS_PIPE_SENDING
+ * blocks in flight, so a stage runs ahead of a neighbour that is briefly
+ * slower instead of waiting for it), blocking otherwise. With m->pipe_hold
+ * (attribute's 1F1B schedule) the blocks a pass sends are held, and
+ * ss_model_pipe_release exchanges them, between passes, for the blocks the
+ * next pass will receive from the same neighbour: both sides post
+ * everything before they wait, so a stage sending batch k+1's residual
+ * stream forward and its neighbour sending batch k's gradient back cannot
+ * wait on each other, and every transfer completes inside the exchange (no
+ * send left to progress while the stage computes, where the communicator
+ * cannot progress it itself). */
 static ss_status send_now(ss_model *m, int to, int tag, const void *buf, size_t bytes) {
     const double t0 = ss_now();
     ss_status st = ss_comm_send(m->pipe, to, tag, buf, bytes);
     m->pipe_wait_s += ss_now() - t0;
     return st ? ss_error_context(st, "pipeline stage %d sending to stage %d", m->stage, to) : SS_OK;
+}
+
+/* Waits for the oldest block in flight and frees it. */
+static ss_status sent_oldest(ss_model *m) {
+    const double t0 = ss_now();
+    ss_status st = ss_comm_wait(m->pipe, m->send_req[0]);
+    m->pipe_wait_s += ss_now() - t0;
+    if (st) st = ss_error_context(st, "pipeline stage %d sending to stage %d", m->stage, m->sending[0].peer);
+    free(m->sending[0].buf);
+    m->n_sending--;
+    memmove(m->sending, m->sending + 1, (size_t)m->n_sending * sizeof *m->sending);
+    memmove(m->send_req, m->send_req + 1, (size_t)m->n_sending * sizeof *m->send_req);
+    return st;
+}
+
+/* Sends `owned` (malloc'd; the model frees it) in the background. */
+static ss_status send_background(ss_model *m, int to, int tag, void *owned, size_t bytes) {
+    ss_status st = m->n_sending == SS_PIPE_SENDING ? sent_oldest(m) : SS_OK;
+    ss_comm_req *rq = NULL;
+    if (!st) st = ss_comm_isend(m->pipe, to, tag, owned, bytes, &rq);
+    if (st) {
+        free(owned);
+        return ss_error_context(st, "pipeline stage %d sending to stage %d", m->stage, to);
+    }
+    m->sending[m->n_sending] = (ss_pipe_block){owned, bytes, to, tag};
+    m->send_req[m->n_sending++] = rq;
+    return SS_OK;
+}
+
+ss_status ss_model_pipe_flush(ss_model *m) {
+    ss_status st = SS_OK;
+    while (m->n_sending) {
+        ss_status w = sent_oldest(m);
+        if (!st) st = w;
+    }
+    return st;
 }
 
 static ss_status send_held(ss_model *m) {
@@ -439,13 +479,16 @@ static ss_status hold(ss_model *m, int to, int tag, void *owned, size_t bytes) {
     return SS_OK;
 }
 
+/* Whether a block sent now goes in the background (then the model takes a copy). */
+static int background(const ss_model *m) { return !m->pipe_hold && ss_comm_sends_in_background(m->pipe); }
+
 ss_status ss_pipe_send_bytes(const ss_model *m, int to, int tag, const void *buf, size_t bytes) {
-    ss_model *mm = (ss_model *)m; /* the wait counters and held blocks are the model's only mutable state */
-    if (!m->pipe_hold) return send_now(mm, to, tag, buf, bytes);
+    ss_model *mm = (ss_model *)m; /* the wait counters and blocks in transit are the model's only mutable state */
+    if (!m->pipe_hold && !background(m)) return send_now(mm, to, tag, buf, bytes);
     void *copy = ss_malloc(bytes + 1, "a block for a neighbouring stage");
     if (!copy) return SS_ERR_NOMEM;
     memcpy(copy, buf, bytes);
-    return hold(mm, to, tag, copy, bytes);
+    return m->pipe_hold ? hold(mm, to, tag, copy, bytes) : send_background(mm, to, tag, copy, bytes);
 }
 
 ss_status ss_pipe_recv_bytes(const ss_model *m, int from, int tag, void *buf, size_t bytes) {
@@ -482,7 +525,9 @@ ss_status ss_pipe_send(const ss_model *m, const ss_backend *be, int to, int tag,
     float *h = ss_malloc(n * sizeof(float) + 1, "residual stream for the next stage");
     if (!h) return SS_ERR_NOMEM;
     ss_status st = be->download(be, h, x, n * sizeof(float));
-    if (!st && m->pipe_hold) return hold((ss_model *)m, to, tag, h, n * sizeof(float)); /* the download is the copy */
+    /* The download is the copy that a held or background send needs. */
+    if (!st && m->pipe_hold) return hold((ss_model *)m, to, tag, h, n * sizeof(float));
+    if (!st && background(m)) return send_background((ss_model *)m, to, tag, h, n * sizeof(float));
     if (!st) st = ss_pipe_send_bytes(m, to, tag, h, n * sizeof(float));
     free(h);
     return st;
@@ -670,8 +715,11 @@ ss_status ss_forward_taped(const ss_model *m, const ss_backend *be, const int32_
     }
 finished:
     RUN(ss_hook_ctx_deliver(&f));
+    const double t_sync = ss_now();
     RUN(be->sync(be));
 #undef RUN
+    ((ss_model *)m)->fwd_host_s += t_sync - t_start;
+    ((ss_model *)m)->fwd_sync_s += ss_now() - t_sync;
     if (logits) *logits = lg;
     lg = NULL;
     if (m->pipe) ((ss_model *)m)->pipe_busy_s += ss_now() - t_start - (m->pipe_wait_s - wait_before);

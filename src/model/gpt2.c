@@ -344,6 +344,7 @@ void ss_model_free(ss_model *m) {
     if (!m) return;
     for (int i = 0; i < m->n_held; i++) free(m->held[i].buf); /* a job that failed between passes */
     for (int i = 0; i < m->n_ahead; i++) free(m->ahead[i].buf);
+    (void)ss_model_pipe_flush(m); /* a failed send was reported by whoever got its error */
     if (m->pipe_owned) ss_comm_free(m->pipe);
     free(m->stage_first);
     for (size_t i = 0; i < m->n_owned; i++) free(m->owned[i]);

@@ -23,6 +23,12 @@ out=$($MPI -np 2 "$SUBSCOPE" info --dist 2>&1)
 if printf '%s' "$out" | grep -q "^backend  mpi" && printf '%s' "$out" | grep -q "^ranks    2" &&
    printf '%s' "$out" | grep -q "^rank 1 .*host"; then pass "info --dist under mpirun -np 2: mpi backend, 2 ranks, one line each"
 else fail "info --dist under mpirun" "$(printf '%s' "$out" | tail -n 4)"; fi
+printf '%s' "$out" | grep -q "^sends    in the background" &&
+    pass "info --dist under mpirun: MPI_THREAD_MULTIPLE granted, sends go through the sender thread" ||
+    fail "info --dist: background sends" "$(printf '%s' "$out" | grep '^sends')"
+out=$(SUBSCOPE_SEND_THREAD=0 $MPI -np 2 "$SUBSCOPE" info --dist 2>&1)
+printf '%s' "$out" | grep -q "^sends    blocking" && pass "info --dist with SUBSCOPE_SEND_THREAD=0: no sender thread" ||
+    fail "info --dist, SUBSCOPE_SEND_THREAD=0" "$(printf '%s' "$out" | grep '^sends')"
 out=$("$SUBSCOPE" info --dist 2>&1)
 printf '%s' "$out" | grep -q "^backend  single" && pass "info --dist alone: single process" || fail "info --dist alone" "$out"
 # Each rank says what it can do with GPUs: the plugin loaded (and the devices it sees), or why not.

@@ -44,9 +44,14 @@ for n in 2 3; do
     api_run "communicator API, NCCL code over its emulation, $n ranks (1000-byte staging)" $n dist_api \
         SS_TEST_BACKEND=nccl SUBSCOPE_DIST=nccl SUBSCOPE_NCCL_CHUNK=1000
 done
-api_run "MPI: a rank that never sends is named after 1 s" 2 dist_stall
-api_run "NCCL (emulated): a rank that never sends is named, the communicator aborted" 2 dist_stall SUBSCOPE_DIST=nccl
-api_run "NCCL (emulated): a send that never leaves is named" 2 dist_stall SUBSCOPE_DIST=nccl SS_TEST_STALL=send
+api_run "communicator API, MPI without the sender thread (SUBSCOPE_SEND_THREAD=0), 2 ranks" 2 dist_api \
+    SS_TEST_BACKEND=mpi SUBSCOPE_SEND_THREAD=0
+api_run "MPI: a rank that never sends is named after 1 s" 2 dist_stall_times
+api_run "MPI: a background send that is never received is named after 1 s" 2 dist_stall_isend
+api_run "MPI without the sender thread: a send that is never received is named after 1 s" 2 dist_stall_isend \
+    SUBSCOPE_SEND_THREAD=0
+api_run "NCCL (emulated): a rank that never sends is named, the communicator aborted" 2 dist_stall_times SUBSCOPE_DIST=nccl
+api_run "NCCL (emulated): a send that never leaves is named" 2 dist_stall_times SUBSCOPE_DIST=nccl SS_TEST_STALL=send
 # Whole jobs with the NCCL communicator (its emulation) as the world: data-parallel collect and
 # forward on 2 and 3 ranks, and 2 copies of a 2-stage pipeline on 4, against one process.
 export SUBSCOPE_THREADS=1

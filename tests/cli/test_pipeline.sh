@@ -4,7 +4,8 @@
 # (forward, collect, ablate, attribute and patch also with copies of the pipeline side by side: 4 and 6 ranks)
 # against one process (bit for bit: every stage runs the same batches through the same code),
 # GPT-2 and Llama; checkpoints and --resume across stage counts; --max-memory (a model that does not fit
-# one rank runs split in two); a stage that hangs stops the job naming it; the refusals.
+# one rank runs split in two); a stage that hangs stops the job naming it; the refusals. Stages send
+# through the MPI communicator's sender thread; one collect runs without it (SUBSCOPE_SEND_THREAD=0).
 source "$(dirname "$0")/lib.sh"
 H5CMP=${TOOLBIN}h5cmp
 D=${SS_TEST_DATA:-tests/data}
@@ -48,6 +49,11 @@ for n in 2 3; do
     expect_ok "collect --pipeline $n = one process, bit for bit (per label too)" \
         "$H5CMP" --quiet --atol 0 --rtol 0 --only /stats --only /groups "$TMP/c1.h5" "$TMP/c$n.h5"
 done
+# The same without the communicator's sender thread: each stage's send then waits for the next stage.
+if res=$(SUBSCOPE_SEND_THREAD=0 $MPI -np 3 "$SUBSCOPE" collect "${copts[@]}" --pipeline 3 --out "$TMP/c3b.h5" 2>&1); then
+    expect_ok "collect --pipeline 3 with blocking sends (SUBSCOPE_SEND_THREAD=0) = one process, bit for bit" \
+        "$H5CMP" --quiet --atol 0 --rtol 0 --only /stats --only /groups "$TMP/c1.h5" "$TMP/c3b.h5"
+else fail "collect --pipeline 3 with SUBSCOPE_SEND_THREAD=0 runs" "$(printf '%s' "$res" | tail -3)"; fi
 
 # ablate: masks act on the stage that computes their site (a mask spanning blocks of two
 # stages included), the last stage scores; mean statistics, resample donors and the clean

@@ -163,6 +163,48 @@ TEST(dist_api_point_to_point) {
     CHECK_OK(ss_comm_barrier(c));
 }
 
+/* Nonblocking sends keep the order of ss_comm_send: several large isends on
+ * one tag, a blocking send on the same tag after them, and an isend on
+ * another tag arrive in issue order per tag, whether the communicator moves
+ * them in the background (MPI with its sender thread) or not
+ * (SUBSCOPE_SEND_THREAD=0, NCCL). The buffers are left untouched until the
+ * waits, as the API asks. */
+TEST(dist_api_isend_order) {
+    WORLD(c);
+    if (ss_comm_size(c) < 2) return;
+    const int rank = ss_comm_rank(c);
+    enum { BIG = 300007, K = 3 };
+    unsigned char *big[K];
+    for (int k = 0; k < K; k++) big[k] = malloc(BIG);
+    int64_t last = 0, other = 0;
+    if (rank == 0) {
+        ss_comm_req *rq[K + 1] = {0};
+        for (int k = 0; k < K; k++) {
+            for (size_t i = 0; i < BIG; i++) big[k][i] = (unsigned char)(i * 13 + 29 * k + 1);
+            CHECK_OK(ss_comm_isend(c, 1, 7, big[k], BIG, &rq[k]));
+        }
+        other = 55;
+        CHECK_OK(ss_comm_isend(c, 1, 6, &other, sizeof other, &rq[K]));
+        last = 4242;
+        CHECK_OK(ss_comm_send(c, 1, 7, &last, sizeof last)); /* behind the isends on tag 7 */
+        for (int k = 0; k <= K; k++) CHECK_OK(ss_comm_wait(c, rq[k]));
+    } else if (rank == 1) {
+        CHECK_OK(ss_comm_recv(c, 0, 6, &other, sizeof other));
+        CHECK(other == 55);
+        for (int k = 0; k < K; k++) {
+            memset(big[k], 0, BIG);
+            CHECK_OK(ss_comm_recv(c, 0, 7, big[k], BIG));
+            int ok = 1;
+            for (size_t i = 0; i < BIG && ok; i++) ok = big[k][i] == (unsigned char)(i * 13 + 29 * k + 1);
+            CHECK(ok);
+        }
+        CHECK_OK(ss_comm_recv(c, 0, 7, &last, sizeof last));
+        CHECK(last == 4242);
+    }
+    for (int k = 0; k < K; k++) free(big[k]);
+    CHECK_OK(ss_comm_barrier(c));
+}
+
 /* Groups: with 3+ ranks, "pairs" {0,1} and "rest" {2..}; with 2, each rank
  * alone and both reversed; with 1, the rank alone. Collectives and
  * point-to-point inside a group map ranks, keep to their members, and do not
@@ -247,6 +289,29 @@ TEST(dist_stall_times_out) {
     CHECK_MSG(dt >= 0.9 && dt < 5, "gave up after %.2f s", dt);
     if (!strcmp(ss_comm_backend(c), "nccl")) /* aborted: every later call fails at once */
         CHECK_ERR(ss_comm_send(c, 1, 0, &v, sizeof v), SS_ERR_IO, "aborted after an earlier error");
+}
+
+/* Run alone (filter "dist_stall_isend"): rank 0's nonblocking send of a
+ * block far above any eager limit, which rank 1 never receives, fails in
+ * the wait within about the timeout, naming rank 1, whether the sender
+ * thread or the wait itself polls it. */
+TEST(dist_stall_isend_times_out) {
+    WORLD(c);
+    if (ss_comm_size(c) < 2 || ss_comm_rank(c) != 0) return;
+    ss_comm_set_timeout(c, 1);
+    enum { N = 4 << 20 };
+    char *big = calloc(1, N);
+    ss_comm_req *rq = NULL;
+    const double t0 = ss_now();
+    CHECK_OK(ss_comm_isend(c, 1, 12, big, N, &rq));
+    ss_status st = ss_comm_wait(c, rq);
+    const double dt = ss_now() - t0;
+    CHECK(st == SS_ERR_IO);
+    char msg[512];
+    snprintf(msg, sizeof msg, "rank 1 (host %s) did not take the data sent to it within 1 s", ss_comm_host(c, 1));
+    CHECK_MSG(strstr(ss_last_error(), msg), "error \"%s\" lacks \"%s\"", ss_last_error(), msg);
+    CHECK_MSG(dt >= 0.9 && dt < 5, "gave up after %.2f s", dt);
+    free(big); /* the abandoned send is left to the job's abort, as after any send that timed out */
 }
 
 /* Whole jobs over whatever communicator the world is, when the script names
