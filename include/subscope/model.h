@@ -89,7 +89,11 @@ typedef struct ss_model {
      * model (a group of the world's ranks) and goes with it. */
     int replica, n_replicas, pipe_owned;
     int *stage_first;               /* [n_stages + 1]: the first block of each stage, then n_layer */
-    double pipe_wait_s, pipe_busy_s; /* seconds waiting for / running this stage's part */
+    /* A stage's time in the pipeline: from its first pass's start (pipe_t0)
+     * to the end of its last pass or wait for a neighbour (pipe_t1), of which
+     * pipe_wait_s went waiting for a neighbour; the rest is its own work
+     * (passes forward and backward, and the job's work between them). */
+    double pipe_wait_s, pipe_t0, pipe_t1;
     /* ss_forward's seconds before its closing device sync (the host queueing
      * the pass and doing its own work) and inside it (waiting for the device):
      * where the device waits for the host, the second is near zero. */
@@ -146,6 +150,10 @@ ss_status ss_model_pipe_release(ss_model *m, ss_pipe_next next, int64_t rows, in
  * (the time counts as waiting); its error if a send failed. A no-op without
  * a pipeline. ss_pipeline_report and ss_model_free call it. */
 ss_status ss_model_pipe_flush(ss_model *m);
+/* Marks the start (end 0: the first call counts) or the end (end 1: the
+ * latest counts) of this stage's part of the pipeline; passes call it. A
+ * no-op without a pipeline. */
+void ss_model_pipe_mark(ss_model *m, int end);
 /* The split of c's blocks over n_stages pipeline stages, as
  * first_of[n_stages+1] (first_of[0] = 0, first_of[n_stages] = n_layer).
  * `blocks` lists each stage's block count ("9,3"; every stage at least one,

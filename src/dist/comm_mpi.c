@@ -6,7 +6,7 @@
  * polling MPI_Test against a deadline, because a blocking MPI call waits for a
  * dead peer forever unless the launcher happens to notice and kill the job
  * (mpirun does when a rank exits; a rank that hangs, or srun without
- * --kill-on-bad-exit, is not noticed). Polling backs off to 1 ms sleeps so a
+ * --kill-on-bad-exit, is not noticed). Polling backs off to 100 us sleeps so a
  * waiting rank leaves the cores to the ranks still computing (several ranks
  * often share a node's cores). The worker threads of the CPU backend never
  * call MPI.
@@ -94,10 +94,12 @@ static ss_status wait_for(const ss_comm *c, MPI_Request *rq, MPI_Status *status,
     }
 }
 
-/* The main thread's polls sleep up to 1 ms; the sender thread's up to 50 us,
- * because every fragment of a large message waits for one of its polls
- * (about 1% of a core while a send waits for a busy receiver). */
-#define MAIN_SLEEP_NS 1000000L
+/* The main thread's polls sleep up to 100 us, the sender thread's up to
+ * 50 us: every fragment of a large message waits for one of the two sides'
+ * polls, and a 512 KB block took ~1.5 ms to arrive with 1 ms sleeps. A
+ * waiting rank still leaves its core to the others (an MPI_Test costs about
+ * a microsecond). (docs/DECISIONS.md, "Pipeline sends".) */
+#define MAIN_SLEEP_NS 100000L
 #define SENDER_SLEEP_NS 50000L
 
 static ss_status send_now(ss_comm *c, int dest, int tag, const void *buf, size_t n, const char *what, long max_sleep_ns) {

@@ -52,32 +52,83 @@ static ss_status patch_hook(void *vctx, const ss_site *s, float *data, int64_t l
     return SS_OK;
 }
 
-/* The metric of one run: logitdiff at the last position (lg: that row
- * alone, SS_LOGITS_LAST), or the mean next-token loss on the target tokens
- * (lg: every row). */
-static double metric_of(const float *lg, int64_t n, int64_t V, int logitdiff, int32_t answer, int32_t wrong,
-                        const int32_t *targets) {
-    if (!lg) return NAN; /* a pipeline stage without the head */
-    if (logitdiff) return (double)lg[answer] - lg[wrong];
-    double loss = 0, lz;
-    for (int64_t t = 0; t + 1 < n; t++) {
-        ss_log_partition(lg + t * V, 1, V, &lz);
-        loss += lz - lg[t * V + targets[t + 1]];
-    }
-    return n > 1 ? loss / (double)(n - 1) : NAN;
+/* The metric of a run, scored where the logits are (the backend's gather and
+ * logit_scores) so that a few numbers per row leave a device instead of the
+ * logits: logitdiff = logit(answer) - logit(wrong) at the last position (the
+ * unembedding runs for that row alone, SS_LOGITS_LAST), or loss = the mean
+ * next-token cross-entropy over the prompt, log-partition minus the target's
+ * logit per row. Buffers for prompts of up to cap tokens. */
+typedef struct {
+    const ss_backend *be;
+    int logitdiff;
+    int64_t cap;
+    int32_t answer, wrong;    /* logitdiff: of the current pair */
+    const int32_t *targets;   /* loss: the clean prompt's tokens */
+    int64_t *idx, *d_idx;     /* what to gather: [cap] */
+    float *g, *d_g;           /* gathered logits */
+    double *lz, *d_lz;        /* log-partitions */
+    double value;             /* the last run's metric; NaN on a stage without the head */
+} scorer;
+
+static ss_status scorer_open(scorer *sc, const ss_backend *be, int logitdiff, int64_t cap) {
+    *sc = (scorer){.be = be, .logitdiff = logitdiff, .cap = cap < 2 ? 2 : cap};
+    const size_t n = (size_t)sc->cap;
+    SS_TRY(be->alloc(be, n * sizeof(int64_t), "logit indices", (void **)&sc->d_idx));
+    SS_TRY(be->alloc(be, n * sizeof(float), "gathered logits", (void **)&sc->d_g));
+    SS_TRY(be->alloc(be, n * sizeof(double), "log-partitions", (void **)&sc->d_lz));
+    sc->idx = ss_malloc(n * sizeof(int64_t), "logit indices");
+    sc->g = ss_malloc(n * sizeof(float), "gathered logits");
+    sc->lz = ss_malloc(n * sizeof(double), "log-partitions");
+    return sc->idx && sc->g && sc->lz ? SS_OK : SS_ERR_NOMEM;
 }
 
-/* One forward pass of one prompt; with last_only the unembedding runs for
- * the last position alone (logitdiff needs no other). */
-static ss_status run_one(ss_run *r, const int32_t *tok, int64_t n, const uint8_t *want, ss_hook_fn hook, void *ctx,
-                         int last_only, float **lg) {
+static void scorer_close(scorer *sc) {
+    if (!sc->be) return;
+    if (sc->d_idx) sc->be->release(sc->be, sc->d_idx);
+    if (sc->d_g) sc->be->release(sc->be, sc->d_g);
+    if (sc->d_lz) sc->be->release(sc->be, sc->d_lz);
+    free(sc->idx), free(sc->g), free(sc->lz);
+}
+
+/* The forward's logits hook: n rows (1 for logitdiff). */
+static ss_status score(void *vctx, const float *lg, int64_t n, int64_t V) {
+    scorer *sc = vctx;
+    const ss_backend *be = sc->be;
+    if (sc->logitdiff) {
+        sc->idx[0] = sc->answer, sc->idx[1] = sc->wrong;
+        SS_TRY(be->upload(be, sc->d_idx, sc->idx, 2 * sizeof(int64_t)));
+        SS_TRY(be->gather(be, sc->d_g, lg, sc->d_idx, 2));
+        SS_TRY(be->download(be, sc->g, sc->d_g, 2 * sizeof(float)));
+        sc->value = (double)sc->g[0] - sc->g[1];
+        return SS_OK;
+    }
+    const int64_t m = n - 1; /* rows with a next token */
+    if (m < 1) return SS_OK;
+    if (m > sc->cap) return ss_errorf(SS_ERR_INTERNAL, "patch: %lld rows of logits, room for %lld", (long long)n, (long long)sc->cap);
+    for (int64_t t = 0; t < m; t++) sc->idx[t] = t * V + sc->targets[t + 1];
+    SS_TRY(be->upload(be, sc->d_idx, sc->idx, (size_t)m * sizeof(int64_t)));
+    SS_TRY(be->gather(be, sc->d_g, lg, sc->d_idx, m));
+    SS_TRY(be->logit_scores(be, sc->d_lz, NULL, NULL, lg, m, V, NULL, NULL, 0));
+    SS_TRY(be->download(be, sc->g, sc->d_g, (size_t)m * sizeof(float)));
+    SS_TRY(be->download(be, sc->lz, sc->d_lz, (size_t)m * sizeof(double)));
+    double loss = 0;
+    for (int64_t t = 0; t < m; t++) loss += sc->lz[t] - sc->g[t];
+    sc->value = loss / (double)m;
+    return SS_OK;
+}
+
+/* One forward pass of one prompt; *metric its metric (NaN on a pipeline
+ * stage without the head, or for a one-token prompt's loss). */
+static ss_status run_one(ss_run *r, scorer *sc, const int32_t *tok, int64_t n, const uint8_t *want, ss_hook_fn hook,
+                         void *ctx, double *metric) {
     int64_t start = 0;
     ss_packing pk = {1, n, &start, &n, 0};
     ss_forward_opts o = {.want = want, .hook = hook, .hook_ctx = ctx,
-                         .logits = last_only ? SS_LOGITS_LAST : SS_LOGITS_ALL};
-    free(*lg);
-    *lg = NULL;
-    return ss_forward(r->m, r->be, tok, &pk, &o, lg);
+                         .logits = sc->logitdiff ? SS_LOGITS_LAST : SS_LOGITS_ALL, .logits_hook = score, .logits_ctx = sc};
+    sc->value = NAN;
+    ss_status st = ss_forward(r->m, r->be, tok, &pk, &o, NULL);
+    *metric = sc->value;
+    return st;
 }
 
 static ss_status patch(const ss_patch_job *job, ss_comm *comm);
@@ -96,7 +147,8 @@ static ss_status patch(const ss_patch_job *job, ss_comm *comm) {
     ss_status st;
     uint8_t *want = NULL, *one = NULL;
     site_store sc = {0}, sk = {0};
-    float *lg = NULL, **effect = NULL, **patched = NULL, *m_clean = NULL, *m_corrupt = NULL;
+    float **effect = NULL, **patched = NULL, *m_clean = NULL, *m_corrupt = NULL;
+    scorer scr = {0};
     int *site_ids = NULL, n_sites = 0;
     int64_t *n_pieces = NULL;
     ss_h5 *h = NULL;
@@ -118,7 +170,7 @@ static ss_status patch(const ss_patch_job *job, ss_comm *comm) {
     if ((st = ss_run_open(&ro, &clean))) return st;
     const ss_config *cfg = &clean.m->cfg;
     const int last_stage = clean.m->end_layer == cfg->n_layer; /* has the logits (or is the only process) */
-    const int64_t N = clean.p->n, V = cfg->vocab_size, T = clean.T;
+    const int64_t N = clean.p->n, T = clean.T;
     /* This rank's pairs [lo, hi): a share of its own, or of its copy of the
      * pipeline; dcomm: the ranks that run the same blocks on other shares. */
     int part, parts;
@@ -128,6 +180,7 @@ static ss_status patch(const ss_patch_job *job, ss_comm *comm) {
     if ((st = ss_model_data_comm(clean.m, comm, &dcomm, &dcomm_owned))) goto out;
     const int writer = last_stage && ss_comm_rank(dcomm) == 0;
     if ((st = ss_run_read_paired(&clean, job->corrupt, job->run.truncate, &kps))) goto out;
+    if ((st = scorer_open(&scr, clean.be, logitdiff, T))) goto out;
 
     /* Sites, and how many pieces each is cut into. */
     int ns = ss_sites_count(cfg), nsel;
@@ -177,10 +230,10 @@ static ss_status patch(const ss_patch_job *job, ss_comm *comm) {
         int32_t answer = -1, wrong = -1;
         if (logitdiff && (st = ss_prompt_answer_ids(clean.m->tok, clean.p, cp, &answer, &wrong))) goto out;
         /* Both runs, keeping every selected site. */
-        if ((st = run_one(&clean, cp->tokens, n, want, keep_rows, &sc, logitdiff, &lg))) goto out;
-        double mc = metric_of(lg, n, V, logitdiff, answer, wrong, cp->tokens);
-        if ((st = run_one(&clean, kp->tokens, n, want, keep_rows, &sk, logitdiff, &lg))) goto out;
-        double mk = metric_of(lg, n, V, logitdiff, answer, wrong, cp->tokens);
+        scr.answer = answer, scr.wrong = wrong, scr.targets = cp->tokens;
+        double mc, mk;
+        if ((st = run_one(&clean, &scr, cp->tokens, n, want, keep_rows, &sc, &mc))) goto out;
+        if ((st = run_one(&clean, &scr, kp->tokens, n, want, keep_rows, &sk, &mk))) goto out;
         m_clean[i] = (float)mc;
         m_corrupt[i] = (float)mk;
         /* The base run takes pieces from the other one. */
@@ -201,8 +254,8 @@ static ss_status patch(const ss_patch_job *job, ss_comm *comm) {
                 } else if (per_unit) {
                     pc.from = p, pc.to = p + 1;
                 }
-                if ((st = run_one(&clean, base, n, one, patch_hook, &pc, logitdiff, &lg))) goto out;
-                double mp = metric_of(lg, n, V, logitdiff, answer, wrong, cp->tokens);
+                double mp;
+                if ((st = run_one(&clean, &scr, base, n, one, patch_hook, &pc, &mp))) goto out;
                 patched[k][i * n_pieces[k] + p] = (float)mp;
                 effect[k][i * n_pieces[k] + p] = mc != mk ? (float)((mp - mk) / (mc - mk)) : NAN;
             }
@@ -290,7 +343,7 @@ out:
     free(one);
     free(site_ids);
     free(n_pieces);
-    free(lg);
+    scorer_close(&scr);
     ss_prompts_free(kps);
     ss_run_close(&clean);
     return st;

@@ -328,7 +328,9 @@ ss_status ss_pipeline_report(const ss_model *m, int root, ss_h5 *h, int print) {
     if (!comm) return SS_OK;
     const int rank = ss_comm_rank(comm), P = ss_comm_size(comm);
     SS_TRY(ss_model_pipe_flush((ss_model *)m)); /* the last sends' waiting counts */
-    double mine[4] = {m->first_layer, m->end_layer, m->pipe_busy_s, m->pipe_wait_s};
+    /* busy: the stage's time in the pipeline less its waiting */
+    const double span = m->pipe_t1 > m->pipe_t0 && m->pipe_t0 > 0 ? m->pipe_t1 - m->pipe_t0 : 0;
+    double mine[4] = {m->first_layer, m->end_layer, span > m->pipe_wait_s ? span - m->pipe_wait_s : 0, m->pipe_wait_s};
     if (rank != root) return ss_comm_send(comm, root, TAG_TIMING, mine, sizeof mine);
     double *all = ss_malloc((size_t)P * 4 * sizeof(double), "pipeline timing");
     if (!all) return SS_ERR_NOMEM;

@@ -390,6 +390,7 @@ delivered:
     RUN(ss_hook_ctx_deliver(&gh));
     RUN(be->sync(be));
 #undef RUN
+    ss_model_pipe_mark((ss_model *)m, 1);
 done:
     ss_hook_ctx_close(&gh);
     ss_hook_ctx_close(&rh);

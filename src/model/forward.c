@@ -414,10 +414,24 @@ ss_status ss_block_forward(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, floa
  * wait on each other, and every transfer completes inside the exchange (no
  * send left to progress while the stage computes, where the communicator
  * cannot progress it itself). */
+/* Counts a wait for a neighbour that began at t0 and ends now. */
+static void waited(ss_model *m, double t0) {
+    const double t = ss_now();
+    m->pipe_wait_s += t - t0;
+    m->pipe_t1 = t;
+}
+
+void ss_model_pipe_mark(ss_model *m, int end) {
+    if (!m->pipe) return;
+    const double t = ss_now();
+    if (end) m->pipe_t1 = t;
+    else if (m->pipe_t0 == 0) m->pipe_t0 = t;
+}
+
 static ss_status send_now(ss_model *m, int to, int tag, const void *buf, size_t bytes) {
     const double t0 = ss_now();
     ss_status st = ss_comm_send(m->pipe, to, tag, buf, bytes);
-    m->pipe_wait_s += ss_now() - t0;
+    waited(m, t0);
     return st ? ss_error_context(st, "pipeline stage %d sending to stage %d", m->stage, to) : SS_OK;
 }
 
@@ -425,7 +439,7 @@ static ss_status send_now(ss_model *m, int to, int tag, const void *buf, size_t 
 static ss_status sent_oldest(ss_model *m) {
     const double t0 = ss_now();
     ss_status st = ss_comm_wait(m->pipe, m->send_req[0]);
-    m->pipe_wait_s += ss_now() - t0;
+    waited(m, t0);
     if (st) st = ss_error_context(st, "pipeline stage %d sending to stage %d", m->stage, m->sending[0].peer);
     free(m->sending[0].buf);
     m->n_sending--;
@@ -507,7 +521,7 @@ ss_status ss_pipe_recv_bytes(const ss_model *m, int from, int tag, void *buf, si
     }
     const double t0 = ss_now();
     ss_status st = ss_comm_recv(m->pipe, from, tag, buf, bytes);
-    mm->pipe_wait_s += ss_now() - t0;
+    waited(mm, t0);
     return st ? ss_error_context(st, "pipeline stage %d receiving from stage %d", m->stage, from) : SS_OK;
 }
 
@@ -555,7 +569,7 @@ static ss_status exchange(ss_model *m, int from, int n_want, const int *tags, co
         ss_status w = ss_comm_wait(m->pipe, req[i]);
         if (!st) st = w;
     }
-    m->pipe_wait_s += ss_now() - t0;
+    waited(m, t0);
     for (int i = 0; i < m->n_held; i++) free(m->held[i].buf);
     m->n_held = 0;
     return st ? ss_error_context(st, "pipeline stage %d exchanging blocks with stage %d", m->stage, from) : SS_OK;
@@ -597,7 +611,8 @@ ss_status ss_forward_taped(const ss_model *m, const ss_backend *be, const int32_
     if (D.llama && (!be->rmsnorm || !be->rope || !be->swiglu))
         return ss_errorf(SS_ERR_UNSUPPORTED, "backend %s lacks the Llama family's ops (rmsnorm, rope, swiglu)", be->name);
     SS_TRY(ss_packing_check(m, tokens, pk));
-    const double t_start = ss_now(), wait_before = m->pipe_wait_s;
+    const double t_start = ss_now();
+    ss_model_pipe_mark((ss_model *)m, 0);
     /* Only the last stage of a pipeline has the head. */
     const int head = opts && opts->logits != SS_LOGITS_NONE && (logits || tape || opts->logits_hook) &&
                      m->end_layer >= c->n_layer;
@@ -722,7 +737,7 @@ finished:
     ((ss_model *)m)->fwd_sync_s += ss_now() - t_sync;
     if (logits) *logits = lg;
     lg = NULL;
-    if (m->pipe) ((ss_model *)m)->pipe_busy_s += ss_now() - t_start - (m->pipe_wait_s - wait_before);
+    ss_model_pipe_mark((ss_model *)m, 1);
 done: /* every failing path above has set the message */
     for (int i = 0; i < B_COUNT; i++)
         if (buf[i]) be->release(be, buf[i]);

@@ -8,6 +8,7 @@
  * host libm's, and every product and sum is the host's (no FMA), so noise
  * is bit-identical too; kernels/mask_apply.cu says what may differ on a GPU
  * (tests/gpu/kernel_check.c checks that there with a one-ulp tolerance). */
+#include <math.h>
 #include <stdlib.h>
 
 #include "../../kernels/emu/cuda_emu.h"
@@ -331,4 +332,58 @@ TEST(ablate_device_masks_on_emulated_cuda) {
             free(va), free(vb), free(vc);
         }
     printf(" [max |cpu - cuda| %.1e]", worst);
+}
+
+/* ---- patch's metrics scored on the device ----------------------------- */
+
+/* patch scores its runs where the logits are (gather, logit_scores): on the
+ * emulated GPU, loss and logitdiff give the CPU's metrics (clean, corrupt, patched) within
+ * the forward's tolerance, and the CPU's loss equals ablate's clean loss (the
+ * same definition) bit for bit. */
+TEST(patch_metrics_on_emulated_cuda) {
+    const char *C = "tests/data/patch/clean.jsonl", *K = "tests/data/patch/corrupt.jsonl";
+    ss_backend *gpu = NULL;
+    CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
+    const char *metric[2] = {"loss", "logitdiff"};
+    for (int mt = 0; mt < 2; mt++) {
+        char out[2][512];
+        for (int b = 0; b < 2; b++) {
+            snprintf(out[b], sizeof out[b], "%s/patch_%s_%d.h5", ss_test_tmp_dir(), metric[mt], b);
+            ss_patch_job j = {.run = {.model_dir = "models/tiny-gpt2", .input = C, .device = "cpu",
+                                      .backend = b ? gpu : NULL},
+                              .corrupt = K, .out = out[b], .sites = "blocks.1.hook_resid_pre", .per = "position",
+                              .metric = metric[mt]};
+            CHECK_MSG(ss_job_patch(&j) == SS_OK, "patch --metric %s on %s: %s", metric[mt], b ? "cuda" : "cpu",
+                      ss_last_error());
+        }
+        /* (the effects divide by clean - corrupt, as small as 1e-3 here, so the metrics are compared) */
+        const char *paths[] = {"/clean_metric", "/corrupt_metric", "/patched_metric/blocks.1.hook_resid_pre"};
+        for (int p = 0; p < 3; p++) {
+            size_t na = 0, nb = 0;
+            float *va = read_f32(out[0], paths[p], &na), *vb = read_f32(out[1], paths[p], &nb);
+            CHECK_MSG(va && vb && na == nb && na >= 4, "%s: %s missing", metric[mt], paths[p]);
+            for (size_t i = 0; va && vb && i < na && i < nb; i++) {
+                if (isnan(va[i]) || isnan(vb[i])) {
+                    CHECK_MSG(isnan(va[i]) && isnan(vb[i]), "%s %s[%zu]: cpu %g cuda %g", metric[mt], paths[p], i, va[i], vb[i]);
+                    continue;
+                }
+                CHECK_MSG(fabs((double)va[i] - vb[i]) <= 1e-4 + 1e-4 * fabs(va[i]), "%s %s[%zu]: cpu %.9g cuda %.9g",
+                          metric[mt], paths[p], i, va[i], vb[i]);
+            }
+            free(va), free(vb);
+        }
+        if (mt == 0) { /* loss: ablate's clean loss on the same prompts */
+            char ab[512];
+            snprintf(ab, sizeof ab, "%s/patch_ablate.h5", ss_test_tmp_dir());
+            const char *spec[1] = {"blocks.0.mlp.hook_post[1]"};
+            ss_ablate_job j = {.run = {.model_dir = "models/tiny-gpt2", .input = C, .device = "cpu"},
+                               .out = ab, .mask_specs = spec, .n_mask_specs = 1, .metrics = "loss"};
+            CHECK_MSG(ss_job_ablate(&j) == SS_OK, "ablate: %s", ss_last_error());
+            size_t na = 0, nb = 0;
+            float *va = read_f32(out[0], "/clean_metric", &na), *vb = read_f32(ab, "/clean/loss", &nb);
+            CHECK_MSG(va && vb && na == nb && !memcmp(va, vb, na * sizeof(float)), "patch's loss differs from ablate's");
+            free(va), free(vb);
+        }
+    }
+    ss_backend_cuda_close(gpu);
 }
