@@ -462,15 +462,71 @@ cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l) {
     return CUBLAS_STATUS_SUCCESS;
 }
 
+struct ss_emu_lt_pref {
+    uint64_t max_ws;
+};
+static long emu_lt_heuristics;
+long ss_emu_lt_heuristics(void) { return emu_lt_heuristics; }
+
+cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t *p) {
+    *p = calloc(1, sizeof **p);
+    return *p ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_ALLOC_FAILED;
+}
+cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t p) {
+    free(p);
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p, cublasLtMatmulPreferenceAttributes_t attr,
+                                                    const void *buf, size_t size) {
+    if (attr != CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES || size != sizeof p->max_ws) return CUBLAS_STATUS_INVALID_VALUE;
+    memcpy(&p->max_ws, buf, sizeof p->max_ws);
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+/* What an emulated algorithm records: a tag, the shape (m, n, k) and the workspace it needs. */
+#define EMU_ALGO_TAG 0x53534c54u
+static void emu_lt_shape(cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t ad, cublasLtMatrixLayout_t bd, uint64_t *m,
+                         uint64_t *n, uint64_t *k, uint64_t *kb) {
+    *m = d->ta == CUBLAS_OP_N ? ad->rows : ad->cols, *k = d->ta == CUBLAS_OP_N ? ad->cols : ad->rows;
+    *kb = d->tb == CUBLAS_OP_N ? bd->rows : bd->cols, *n = d->tb == CUBLAS_OP_N ? bd->cols : bd->rows;
+}
+
+cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t ad,
+                                              cublasLtMatrixLayout_t bd, cublasLtMatrixLayout_t cd,
+                                              cublasLtMatrixLayout_t dd, cublasLtMatmulPreference_t p, int requested,
+                                              cublasLtMatmulHeuristicResult_t *results, int *returned) {
+    (void)h, (void)cd;
+    if (!d || !ad || !bd || !dd || !p || requested < 1 || !results || !returned) return CUBLAS_STATUS_INVALID_VALUE;
+    uint64_t m, n, k, kb;
+    emu_lt_shape(d, ad, bd, &m, &n, &k, &kb);
+    emu_lt_heuristics++;
+    *returned = 0;
+    if (k != kb || dd->rows != m || dd->cols != n) return CUBLAS_STATUS_SUCCESS; /* nothing fits */
+    uint64_t ws = p->max_ws / 2;
+    if (ws > (1u << 20)) ws = 1u << 20;
+    memset(&results[0], 0, sizeof results[0]);
+    results[0].algo.data[0] = EMU_ALGO_TAG, results[0].algo.data[1] = m, results[0].algo.data[2] = n;
+    results[0].algo.data[3] = k, results[0].algo.data[4] = ws;
+    results[0].workspaceSize = (size_t)ws;
+    results[0].state = CUBLAS_STATUS_SUCCESS;
+    *returned = 1;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
 cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const void *alpha, const void *A,
                               cublasLtMatrixLayout_t ad, const void *B, cublasLtMatrixLayout_t bd, const void *beta,
                               const void *C, cublasLtMatrixLayout_t cd, void *D, cublasLtMatrixLayout_t dd,
                               const cublasLtMatmulAlgo_t *algo, void *workspace, size_t workspace_bytes,
                               cudaStream_t stream) {
-    (void)h, (void)algo, (void)workspace, (void)workspace_bytes, (void)stream;
+    (void)h, (void)stream;
     /* op(A) is m x k, op(B) k x n, D m x n: the layouts must agree */
-    const uint64_t m = d->ta == CUBLAS_OP_N ? ad->rows : ad->cols, k = d->ta == CUBLAS_OP_N ? ad->cols : ad->rows;
-    const uint64_t kb = d->tb == CUBLAS_OP_N ? bd->rows : bd->cols, n = d->tb == CUBLAS_OP_N ? bd->cols : bd->rows;
+    uint64_t m, n, k, kb;
+    emu_lt_shape(d, ad, bd, &m, &n, &k, &kb);
+    /* an algorithm must be the heuristic's for this shape, with its workspace */
+    if (algo && (algo->data[0] != EMU_ALGO_TAG || algo->data[1] != m || algo->data[2] != n || algo->data[3] != k ||
+                 workspace_bytes < algo->data[4] || (algo->data[4] && !workspace)))
+        return CUBLAS_STATUS_INVALID_VALUE;
+    if (!algo && workspace_bytes && !workspace) return CUBLAS_STATUS_INVALID_VALUE;
     if (k != kb || dd->rows != m || dd->cols != n || cd->rows != m || cd->cols != n || cd->ld != dd->ld ||
         m > INT32_MAX || n > INT32_MAX || k > INT32_MAX)
         return CUBLAS_STATUS_INVALID_VALUE;

@@ -70,6 +70,12 @@ typedef struct {
     int64_t *mseq_host;     /* what mseq holds now (mseq_n elements; 0: nothing) ... */
     int64_t *mseq_next;     /* ... and the next call's, compared with it so a forward uploads once */
     size_t mseq_n;
+    /* cuBLASLt products: their descriptors and the heuristic's algorithm per
+     * shape, made once (lt_plan_for), and the workspace they may use. */
+    struct lt_plan *plans;
+    int n_plans, next_plan, use_plans;
+    void *lt_ws;
+    size_t lt_ws_bytes;
     char name[32];
     char device_name[256];
     /* Live allocations, to report the memory a run needed. */
@@ -554,31 +560,116 @@ static ss_status cu_sync(const ss_backend *be) {
  * of type t, fp32 or the weights' 16-bit type; B the weights, [N,K]
  * (trans_b) or [K,N]. Returns cuBLASLt's status; the caller falls back on
  * anything but success. */
+/* A cuBLASLt plan: the descriptors of one product's shape, types and
+ * epilogue, and the algorithm cuBLASLt's heuristic chose for it with the
+ * backend's workspace. Made at a shape's first product and kept (up to
+ * LT_PLANS, the oldest replaced), because cublasLtMatmul without an
+ * algorithm runs the heuristic at every call, on the host, and without a
+ * workspace may only choose algorithms that need none. Only the bias
+ * pointer changes between calls. SUBSCOPE_LT_PLANS=0: the old way (no plan,
+ * no workspace; to compare), SUBSCOPE_LT_WORKSPACE_MB: the workspace
+ * (default 32; 0 none). */
+#define LT_PLANS 64
+typedef struct lt_plan {
+    int64_t M, N, K;
+    int t, tc, ct, epi, accumulate, trans_b, used;
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t ad, bd, cd;
+    cublasLtMatmulAlgo_t algo;
+} lt_plan;
+
+static void lt_plan_free(lt_plan *p) {
+    if (p->cd) cublasLtMatrixLayoutDestroy(p->cd);
+    if (p->bd) cublasLtMatrixLayoutDestroy(p->bd);
+    if (p->ad) cublasLtMatrixLayoutDestroy(p->ad);
+    if (p->desc) cublasLtMatmulDescDestroy(p->desc);
+    memset(p, 0, sizeof *p);
+}
+
+/* The descriptors of a product (desc without its bias pointer). */
+static cublasStatus_t lt_describe(cudaDataType tc, cudaDataType t, cublasComputeType_t ct, uint32_t epi, int bias16,
+                                  int64_t M, int64_t N, int64_t K, int trans_b, cublasLtMatmulDesc_t *desc,
+                                  cublasLtMatrixLayout_t *ad, cublasLtMatrixLayout_t *bd, cublasLtMatrixLayout_t *cd) {
+    const int32_t ta = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, tb = CUBLAS_OP_N;
+    cublasStatus_t s = cublasLtMatmulDescCreate(desc, ct, CUDA_R_32F);
+    if (!s) s = cublasLtMatmulDescSetAttribute(*desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
+    if (!s) s = cublasLtMatmulDescSetAttribute(*desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
+    if (!s) s = cublasLtMatmulDescSetAttribute(*desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi);
+    /* the bias is fp32; cuBLASLt reads it as D's type unless told (a 16-bit D) */
+    const int32_t bias_type = CUDA_R_32F;
+    if (!s && bias16) s = cublasLtMatmulDescSetAttribute(*desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type);
+    /* stored shapes, column-major: the weights N x K (ld K) transposed or N x K as [K,N] row-major (ld N) */
+    if (!s) s = trans_b ? cublasLtMatrixLayoutCreate(ad, t, (uint64_t)K, (uint64_t)N, K)
+                        : cublasLtMatrixLayoutCreate(ad, t, (uint64_t)N, (uint64_t)K, N);
+    if (!s) s = cublasLtMatrixLayoutCreate(bd, t, (uint64_t)K, (uint64_t)M, K);
+    if (!s) s = cublasLtMatrixLayoutCreate(cd, tc, (uint64_t)N, (uint64_t)M, N);
+    return s;
+}
+
+/* The plan for a product, made (descriptors and heuristic) if new; NULL
+ * where cuBLASLt has no algorithm for it or on an error (the caller falls
+ * back to the old way, which then fails or not as it always did). */
+static lt_plan *lt_plan_for(cuda_impl *c, cudaDataType tc, cudaDataType t, cublasComputeType_t ct, uint32_t epi,
+                            int accumulate, int64_t M, int64_t N, int64_t K, int trans_b) {
+    for (int i = 0; i < c->n_plans; i++) {
+        lt_plan *p = &c->plans[i];
+        if (p->M == M && p->N == N && p->K == K && p->t == (int)t && p->tc == (int)tc && p->ct == (int)ct &&
+            p->epi == (int)epi && p->accumulate == accumulate && p->trans_b == trans_b)
+            return p->used ? p : NULL; /* (not used: cuBLASLt declined the shape) */
+    }
+    if (!c->plans && !(c->plans = calloc(LT_PLANS, sizeof *c->plans))) return NULL;
+    lt_plan *p = &c->plans[c->n_plans < LT_PLANS ? c->n_plans++ : c->next_plan];
+    if (c->n_plans == LT_PLANS) c->next_plan = (int)((p - c->plans + 1) % LT_PLANS);
+    lt_plan_free(p);
+    *p = (lt_plan){.M = M, .N = N, .K = K, .t = (int)t, .tc = (int)tc, .ct = (int)ct, .epi = (int)epi,
+                   .accumulate = accumulate, .trans_b = trans_b, .used = 1};
+    const int bias = epi == CUBLASLT_EPILOGUE_BIAS || epi == CUBLASLT_EPILOGUE_GELU_BIAS;
+    cublasStatus_t s = lt_describe(tc, t, ct, epi, bias && tc != CUDA_R_32F, M, N, K, trans_b, &p->desc, &p->ad, &p->bd,
+                                   &p->cd);
+    /* the heuristic looks at the bias pointer's presence, not its value: any non-NULL one */
+    const void *any = c->lt_ws ? c->lt_ws : (const void *)p;
+    if (!s && bias) s = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &any, sizeof any);
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasLtMatmulHeuristicResult_t res;
+    int found = 0;
+    const uint64_t ws = c->lt_ws_bytes;
+    if (!s) s = cublasLtMatmulPreferenceCreate(&pref);
+    if (!s) s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+    if (!s) s = cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->ad, p->bd, p->cd, p->cd, pref, 1, &res, &found);
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (s || found < 1 || res.state != CUBLAS_STATUS_SUCCESS || res.workspaceSize > ws) {
+        /* remembered as declined: the same shape does not ask again */
+        lt_plan_free(p);
+        *p = (lt_plan){.M = M, .N = N, .K = K, .t = (int)t, .tc = (int)tc, .ct = (int)ct, .epi = (int)epi,
+                       .accumulate = accumulate, .trans_b = trans_b, .used = 0};
+        return NULL;
+    }
+    p->algo = res.algo;
+    return p;
+}
+
 static cublasStatus_t lt_matmul_to(cuda_impl *c, void *C, cudaDataType tc, const void *A, const void *B, cudaDataType t,
                                    const float *bias, int gelu, int accumulate, int64_t M, int64_t N, int64_t K,
                                    int trans_b) {
-    cublasLtMatmulDesc_t desc = NULL;
-    cublasLtMatrixLayout_t ad = NULL, bd = NULL, cd = NULL;
-    const int32_t ta = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, tb = CUBLAS_OP_N;
     const uint32_t epi = bias ? (gelu ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_BIAS)
                               : (gelu ? CUBLASLT_EPILOGUE_GELU : CUBLASLT_EPILOGUE_DEFAULT);
     const float one = 1.f, zero = 0.f;
     /* fp32 products follow the handle's TF32 switch, as cublasSgemm does */
     cublasComputeType_t ct = t == CUDA_R_32F && c->tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-    cublasStatus_t s = cublasLtMatmulDescCreate(&desc, ct, CUDA_R_32F);
-    if (!s) s = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
-    if (!s) s = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
-    if (!s) s = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi);
+    if (c->use_plans) {
+        lt_plan *p = lt_plan_for(c, tc, t, ct, epi, accumulate, M, N, K, trans_b);
+        if (!p) return CUBLAS_STATUS_NOT_SUPPORTED; /* the caller's fallback: cuBLAS and the bias kernel */
+        cublasStatus_t s = bias ? cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias)
+                                : CUBLAS_STATUS_SUCCESS;
+        if (!s)
+            s = cublasLtMatmul(c->lt, p->desc, &one, B, p->ad, A, p->bd, accumulate ? &one : &zero, C, p->cd, C, p->cd,
+                               &p->algo, c->lt_ws, c->lt_ws_bytes, c->stream);
+        return s;
+    }
+    cublasLtMatmulDesc_t desc = NULL;
+    cublasLtMatrixLayout_t ad = NULL, bd = NULL, cd = NULL;
+    cublasStatus_t s = lt_describe(tc, t, ct, epi, bias && tc != CUDA_R_32F, M, N, K, trans_b, &desc, &ad, &bd, &cd);
     if (!s && bias) s = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
-    /* the bias is fp32; cuBLASLt reads it as D's type unless told (a 16-bit D) */
-    const int32_t bias_type = CUDA_R_32F;
-    if (!s && bias && tc != CUDA_R_32F)
-        s = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type);
-    /* stored shapes, column-major: the weights N x K (ld K) transposed or N x K as [K,N] row-major (ld N) */
-    if (!s) s = trans_b ? cublasLtMatrixLayoutCreate(&ad, t, (uint64_t)K, (uint64_t)N, K)
-                        : cublasLtMatrixLayoutCreate(&ad, t, (uint64_t)N, (uint64_t)K, N);
-    if (!s) s = cublasLtMatrixLayoutCreate(&bd, t, (uint64_t)K, (uint64_t)M, K);
-    if (!s) s = cublasLtMatrixLayoutCreate(&cd, tc, (uint64_t)N, (uint64_t)M, N);
     if (!s) s = cublasLtMatmul(c->lt, desc, &one, B, ad, A, bd, accumulate ? &one : &zero, C, cd, C, cd, NULL, NULL, 0,
                                c->stream);
     if (cd) cublasLtMatrixLayoutDestroy(cd);
@@ -1556,6 +1647,12 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
             st = ss_errorf(SS_ERR_IO, "%s (%s): cuBLASLt could not be initialised", c->name, c->device_name);
         c->lt = NULL; /* by default: the bias kernel does without */
     }
+    /* cuBLASLt plans and their workspace (lt_plan_for) */
+    const char *pl = getenv("SUBSCOPE_LT_PLANS"), *wsm = getenv("SUBSCOPE_LT_WORKSPACE_MB");
+    c->use_plans = !(pl && !strcmp(pl, "0"));
+    const long ws_mb = wsm && *wsm ? strtol(wsm, NULL, 10) : 32;
+    c->lt_ws_bytes = c->use_plans && ws_mb > 0 ? (size_t)ws_mb << 20 : 0;
+    if (!st && c->lt && c->lt_ws_bytes) st = cu_alloc(be, c->lt_ws_bytes, "cuBLASLt workspace", &c->lt_ws);
     if (st) {
         ss_backend_cuda_close(be);
         return st;
@@ -1569,6 +1666,8 @@ void ss_backend_cuda_close(ss_backend *be) {
     cuda_impl *c = IMPL(be);
     if (c) {
         if (c->blas) cublasDestroy(c->blas);
+        for (int i = 0; i < c->n_plans; i++) lt_plan_free(&c->plans[i]);
+        free(c->plans);
         if (c->lt) cublasLtDestroy(c->lt);
 #ifdef SS_CUDA_PCA
         if (c->solver) cusolverDnDestroy(c->solver);

@@ -19,6 +19,7 @@
 void ss_emu_set_device_memory_limit(size_t bytes); /* kernels/emu/host_runtime.c */
 long ss_emu_lt_products(int gelu_only);
 long ss_emu_lt_products_d16(void);
+long ss_emu_lt_heuristics(void);
 long ss_emu_launch_count(const char *kernel);
 
 typedef struct {
@@ -118,6 +119,69 @@ TEST(cuda_emulated_cublas_attention_matches_cpu) {
     compare_backends("prefix-f32", "blocks.*.attn.hook_z", 1);
     unsetenv("SUBSCOPE_ATTN_BWD_WORKSPACE_MB");
     unsetenv("SUBSCOPE_ATTN_GEMM_MIN_LEN");
+}
+
+/* cuBLASLt plans (cuda_backend.c's lt_plan_for): a bf16 model's products
+ * ask the heuristic once per shape, on the first forward, and run with its
+ * algorithm and the workspace afterwards; every layer's product of one
+ * shape shares a plan, so the bias pointer set per call must be the layer's
+ * own (a stale one changes the logits). The logits equal those without
+ * plans (SUBSCOPE_LT_PLANS=0: no heuristic, no workspace) bit for bit, and a
+ * workspace too small for an algorithm (the emulated heuristic asks for half
+ * the allowed size) is refused by the emulated cublasLtMatmul. */
+TEST(cuda_emulated_lt_plans) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/models/noprefix-odd-untied", ss_test_data_dir());
+    int32_t toks[12];
+    for (int i = 0; i < 12; i++) toks[i] = (int32_t)((i * 31 + 7) % 101);
+    int64_t start[2] = {0, 5}, len[2] = {5, 7};
+    ss_packing pk = {2, 12, start, len, 0};
+    ss_forward_opts o = {.logits = SS_LOGITS_ALL};
+    float *lg[3] = {NULL, NULL, NULL};
+    long asked[3] = {0, 0, 0};
+    for (int plans = 1; plans >= 0; plans--) {
+        ss_model *m = NULL;
+        ss_backend *gpu = NULL;
+        if (!plans) setenv("SUBSCOPE_LT_PLANS", "0", 1);
+        CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
+        unsetenv("SUBSCOPE_LT_PLANS");
+        CHECK_OK(ss_model_load(dir, &m));
+        CHECK_OK(ss_model_place(m, gpu, SS_WDTYPE_BF16));
+        long h0 = ss_emu_lt_heuristics(), p0 = ss_emu_lt_products(0);
+        CHECK_OK(ss_forward(m, gpu, toks, &pk, &o, &lg[plans]));
+        asked[plans] = ss_emu_lt_heuristics() - h0;
+        long products = ss_emu_lt_products(0) - p0;
+        CHECK(products > 0);
+        if (plans) {
+            CHECK_MSG(asked[1] > 0 && asked[1] < products, "%ld heuristic calls for %ld products", asked[1], products);
+            float *again = NULL;
+            h0 = ss_emu_lt_heuristics();
+            CHECK_OK(ss_forward(m, gpu, toks, &pk, &o, &again));
+            CHECK_MSG(ss_emu_lt_heuristics() == h0, "the second forward asked the heuristic %ld times",
+                      ss_emu_lt_heuristics() - h0);
+            CHECK(again && !memcmp(again, lg[1], 12 * 101 * sizeof(float)));
+            free(again);
+        }
+        ss_model_free(m);
+        ss_backend_cuda_close(gpu);
+    }
+    CHECK(asked[0] == 0);
+    CHECK(lg[0] && lg[1] && !memcmp(lg[0], lg[1], 12 * 101 * sizeof(float)));
+    /* A 1 MB workspace: the emulated algorithms want 0.5 MB, fine; the plans still run. */
+    setenv("SUBSCOPE_LT_WORKSPACE_MB", "1", 1);
+    ss_backend *gpu = NULL;
+    ss_model *m = NULL;
+    CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
+    unsetenv("SUBSCOPE_LT_WORKSPACE_MB");
+    CHECK_OK(ss_model_load(dir, &m));
+    CHECK_OK(ss_model_place(m, gpu, SS_WDTYPE_BF16));
+    long p0 = ss_emu_lt_products(0);
+    CHECK_OK(ss_forward(m, gpu, toks, &pk, &o, &lg[2]));
+    CHECK(ss_emu_lt_products(0) > p0);
+    CHECK(lg[2] && !memcmp(lg[0], lg[2], 12 * 101 * sizeof(float)));
+    ss_model_free(m);
+    ss_backend_cuda_close(gpu);
+    free(lg[0]), free(lg[1]), free(lg[2]);
 }
 
 /* Products with a bias go through cuBLASLt with the bias (and, where

@@ -14,7 +14,16 @@
 typedef struct ss_emu_lt *cublasLtHandle_t;
 typedef struct ss_emu_lt_desc *cublasLtMatmulDesc_t;
 typedef struct ss_emu_lt_layout *cublasLtMatrixLayout_t;
+typedef struct ss_emu_lt_pref *cublasLtMatmulPreference_t;
 typedef struct { uint64_t data[8]; } cublasLtMatmulAlgo_t;
+typedef struct {
+    cublasLtMatmulAlgo_t algo;
+    size_t workspaceSize;
+    cublasStatus_t state;
+    float wavesCount;
+    int reserved[4];
+} cublasLtMatmulHeuristicResult_t;
+typedef enum { CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES = 1 } cublasLtMatmulPreferenceAttributes_t;
 typedef enum {
     CUBLASLT_MATMUL_DESC_TRANSA = 3,
     CUBLASLT_MATMUL_DESC_TRANSB = 4,
@@ -38,6 +47,19 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMa
 cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *l, cudaDataType type, uint64_t rows, uint64_t cols,
                                           int64_t ld);
 cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l);
+cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t *p);
+cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t p);
+/* MAX_WORKSPACE_BYTES only (uint64_t). */
+cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p, cublasLtMatmulPreferenceAttributes_t attr,
+                                                    const void *buf, size_t size);
+/* One algorithm for any product cublasLtMatmul below takes (needing half
+ * the allowed workspace, at most 1 MiB, so that a caller that passes too
+ * little is caught); an algorithm carries the shape it was chosen for, and
+ * cublasLtMatmul refuses it for another. Counted (ss_emu_lt_heuristics). */
+cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t ad,
+                                              cublasLtMatrixLayout_t bd, cublasLtMatrixLayout_t cd,
+                                              cublasLtMatrixLayout_t dd, cublasLtMatmulPreference_t p, int requested,
+                                              cublasLtMatmulHeuristicResult_t *results, int *returned);
 /* D = alpha op(A) op(B) + beta C, then the epilogue (BIAS: bias[i] added to
  * row i of D; GELU: the tanh approximation, computed as kernels/bias_act.cu
  * does, so that the emulation tells layouts apart, not GELU formulas). Here C and D must be the same matrix, A and B both fp32 or
