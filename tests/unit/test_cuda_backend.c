@@ -121,6 +121,19 @@ TEST(cuda_emulated_cublas_attention_matches_cpu) {
     unsetenv("SUBSCOPE_ATTN_GEMM_MIN_LEN");
 }
 
+/* The emulated GPU opened with env=val for the open alone (env NULL: as it
+ * is), and the bf16 copy of models/noprefix-odd-untied placed on it. */
+static ss_status bf16_untied_on_gpu(const char *env, const char *val, ss_backend **gpu, ss_model **m) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/models/noprefix-odd-untied", ss_test_data_dir());
+    if (env) setenv(env, val, 1);
+    ss_status st = ss_backend_cuda_open(0, NULL, gpu);
+    if (env) unsetenv(env);
+    if (!st) st = ss_model_load(dir, m);
+    if (!st) st = ss_model_place(*m, *gpu, SS_WDTYPE_BF16);
+    return st;
+}
+
 /* cuBLASLt plans (cuda_backend.c's lt_plan_for): a bf16 model's products
  * ask the heuristic once per shape, on the first forward, and run with its
  * algorithm and the workspace afterwards; every layer's product of one
@@ -130,8 +143,6 @@ TEST(cuda_emulated_cublas_attention_matches_cpu) {
  * workspace too small for an algorithm (the emulated heuristic asks for half
  * the allowed size) is refused by the emulated cublasLtMatmul. */
 TEST(cuda_emulated_lt_plans) {
-    char dir[512];
-    snprintf(dir, sizeof dir, "%s/models/noprefix-odd-untied", ss_test_data_dir());
     int32_t toks[12];
     for (int i = 0; i < 12; i++) toks[i] = (int32_t)((i * 31 + 7) % 101);
     int64_t start[2] = {0, 5}, len[2] = {5, 7};
@@ -142,11 +153,7 @@ TEST(cuda_emulated_lt_plans) {
     for (int plans = 1; plans >= 0; plans--) {
         ss_model *m = NULL;
         ss_backend *gpu = NULL;
-        if (!plans) setenv("SUBSCOPE_LT_PLANS", "0", 1);
-        CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
-        unsetenv("SUBSCOPE_LT_PLANS");
-        CHECK_OK(ss_model_load(dir, &m));
-        CHECK_OK(ss_model_place(m, gpu, SS_WDTYPE_BF16));
+        CHECK_OK(bf16_untied_on_gpu(plans ? NULL : "SUBSCOPE_LT_PLANS", "0", &gpu, &m));
         long h0 = ss_emu_lt_heuristics(), p0 = ss_emu_lt_products(0);
         CHECK_OK(ss_forward(m, gpu, toks, &pk, &o, &lg[plans]));
         asked[plans] = ss_emu_lt_heuristics() - h0;
@@ -168,13 +175,9 @@ TEST(cuda_emulated_lt_plans) {
     CHECK(asked[0] == 0);
     CHECK(lg[0] && lg[1] && !memcmp(lg[0], lg[1], 12 * 101 * sizeof(float)));
     /* A 1 MB workspace: the emulated algorithms want 0.5 MB, fine; the plans still run. */
-    setenv("SUBSCOPE_LT_WORKSPACE_MB", "1", 1);
     ss_backend *gpu = NULL;
     ss_model *m = NULL;
-    CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
-    unsetenv("SUBSCOPE_LT_WORKSPACE_MB");
-    CHECK_OK(ss_model_load(dir, &m));
-    CHECK_OK(ss_model_place(m, gpu, SS_WDTYPE_BF16));
+    CHECK_OK(bf16_untied_on_gpu("SUBSCOPE_LT_WORKSPACE_MB", "1", &gpu, &m));
     long p0 = ss_emu_lt_products(0);
     CHECK_OK(ss_forward(m, gpu, toks, &pk, &o, &lg[2]));
     CHECK(ss_emu_lt_products(0) > p0);
@@ -214,15 +217,9 @@ TEST(cuda_emulated_bias_epilogue_matches_cpu) {
      * emulation adds the bias to the same fp32 sums). */
     float *lg[2] = {NULL, NULL};
     for (int on = 1; on >= 0; on--) {
-        char dir[512];
-        snprintf(dir, sizeof dir, "%s/models/noprefix-odd-untied", ss_test_data_dir());
         ss_model *m = NULL;
         ss_backend *gpu = NULL;
-        if (!on) setenv("SUBSCOPE_BIAS_EPILOGUE", "0", 1);
-        CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
-        unsetenv("SUBSCOPE_BIAS_EPILOGUE");
-        CHECK_OK(ss_model_load(dir, &m));
-        CHECK_OK(ss_model_place(m, gpu, SS_WDTYPE_BF16));
+        CHECK_OK(bf16_untied_on_gpu(on ? NULL : "SUBSCOPE_BIAS_EPILOGUE", "0", &gpu, &m));
         int32_t toks[12];
         for (int i = 0; i < 12; i++) toks[i] = (int32_t)((i * 29 + 5) % 101);
         int64_t start[2] = {0, 5}, len[2] = {5, 7};
