@@ -69,7 +69,7 @@ done
 sends=$(mpirun --allow-run-as-root --oversubscribe -np 2 bin/subscope info --dist 2>/dev/null | sed -n 's/^sends *//p')
 echo "sends between stages: ${sends:-?}" >&2
 collect_json="{\"benchmark\": \"pipeline_bubble\", \"host\": \"$HOST\", \"cores\": $(nproc), \"date\": \"$(date -u +%FT%TZ)\",
- \"commit\": \"$(git rev-parse --short HEAD 2>/dev/null || echo "${SUBSCOPE_GIT_COMMIT:-?}")\", \"sends\": \"$sends\",
+ \"commit\": \"${SUBSCOPE_GIT_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo ?)}\", \"sends\": \"$sends\",
  \"model\": \"random GPT-2, 8 blocks, d 512, 8 heads, vocab 2048\", \"micro_batches\": $M, \"prompts_per_batch\": $B,
  \"tokens_per_prompt\": 64, \"threads_per_rank\": 1, \"job\": \"collect --sites 'blocks.*.hook_resid_post' --stats mean\",
  \"runs\": [$rows]"

@@ -5,7 +5,7 @@
 #
 #   tests/gpu/run_bundle.sh BUNDLE.tar.xz --out DIR [--check-budget S] [--bench STEPS]
 #                           [--bench-seconds S] [--bench-args "ARGS"] [--pipeline-seconds S]
-#                           [--profile-seconds S] [--profile-env "VAR=VALUE ..."]
+#                           [--pipeline-args "ARGS"] [--profile-seconds S] [--profile-env "VAR=VALUE ..."]
 #
 #   1. unpacks the bundle (bin/, build/config.mk, .bundle/lib; .bundle/commit becomes
 #      SUBSCOPE_GIT_COMMIT, the commit the results record);
@@ -17,8 +17,9 @@
 #      gpu_kernels,gpu_forward; "none" skips them) with --gpu-only --no-build
 #      --no-install --quick and ARGS, all of them within S seconds (default 150);
 #   5. with --pipeline-seconds S (default 0: skip), where mpirun runs the bundled
-#      program on several ranks, bench/pipeline_bubble.sh --stages 2,4,8 on the node's CPU
-#      cores within S seconds (the 4-stage bubble of issue 8 wants >= 4 free cores);
+#      program on several ranks, bench/pipeline_bubble.sh ARGS (--pipeline-args; default
+#      --stages 2,4,8) on the node's CPU cores within S seconds (the 4-stage bubble of
+#      issue 8 wants >= 4 free cores; e.g. "--stages 4 --batches 128 --collect-only");
 #   5b. with --profile-seconds S (default 0: skip; needs the bench's bench/work/gpt2-small),
 #      ncu's per-kernel summary of one bf16 forward batch (16 prompts x 1024 tokens) and of
 #      one collect batch at the 12 MLP sites, under the --profile-env variables, within S seconds;
@@ -29,7 +30,7 @@
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 T0=$(date +%s)
-BUNDLE="" OUTDIR="" CHECK_BUDGET=300 STEPS=gpu_kernels,gpu_forward BENCH_S=150 BENCH_ARGS="" PIPE_S=0 PROF_S=0 PROF_ENV=""
+BUNDLE="" OUTDIR="" CHECK_BUDGET=300 STEPS=gpu_kernels,gpu_forward BENCH_S=150 BENCH_ARGS="" PIPE_S=0 PIPE_ARGS="--stages 2,4,8" PROF_S=0 PROF_ENV=""
 while [ $# -gt 0 ]; do
     case $1 in
     --out) OUTDIR=${2:?--out needs a directory}; shift ;;
@@ -38,6 +39,7 @@ while [ $# -gt 0 ]; do
     --bench-seconds) BENCH_S=${2:?}; shift ;;
     --bench-args) BENCH_ARGS=${2:-}; shift ;;
     --pipeline-seconds) PIPE_S=${2:?}; shift ;;
+    --pipeline-args) PIPE_ARGS=${2:-}; shift ;;
     --profile-seconds) PROF_S=${2:?}; shift ;;
     --profile-env) PROF_ENV=${2:-}; shift ;;
     -h | --help) sed -n '2,/^set -u/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
@@ -95,7 +97,8 @@ if [ "$PIPE_S" -gt 0 ]; then
         # the results are named after the GPU node (its GPU), not this machine's hostname
         label=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1 | tr -c 'A-Za-z0-9\n' - |
             tr 'A-Z' 'a-z' | sed 's/-*$//')
-        timeout -k 5 "$PIPE_S" bash bench/pipeline_bubble.sh --stages 2,4,8 --host "${label:-$(hostname -s)}-node-cpu" \
+        # shellcheck disable=SC2086 # the arguments are words on purpose
+        timeout -k 5 "$PIPE_S" bash bench/pipeline_bubble.sh $PIPE_ARGS --host "${label:-$(hostname -s)}-node-cpu" \
             >"$OUTDIR/pipeline.txt" 2>&1
         echo "run_bundle.sh: pipeline_bubble exit $? after $(($(date +%s) - tp)) s on $(nproc) cores"
         find bench/results -name 'pipeline-*.json' -newermt "@$T0" -exec cp {} "$OUTDIR/" \;
