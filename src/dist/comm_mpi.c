@@ -16,11 +16,13 @@
  * transport without single-copy, and TCP, push its fragments from the
  * sender's progress calls. A nonblocking send from a rank that then computes
  * for a while therefore holds its receiver up until the sender's next MPI
- * call. Where MPI grants MPI_THREAD_MULTIPLE, ss_comm_isend hands the send to
- * one sender thread, which posts it and polls it to completion while the main
- * thread computes; sends stay in the order they were issued (the thread takes
- * them first come, first served, and a blocking send waits for the queue to
- * empty before it goes). Without MPI_THREAD_MULTIPLE, or with
+ * call. Where MPI grants MPI_THREAD_MULTIPLE, ss_comm_isend queues the send
+ * for one sender thread, which posts what is queued, in order, as soon as it
+ * wakes and polls every send it posted until each completes, while the main
+ * thread computes; a blocking send first waits until the thread has posted
+ * everything queued before it, so sends keep the order they were issued in
+ * (and MPI's matching by tag is untouched: a send never waits behind another
+ * to be received). Without MPI_THREAD_MULTIPLE, or with
  * SUBSCOPE_SEND_THREAD=0, only the main thread calls MPI (MPI_THREAD_FUNNELED)
  * and a nonblocking send is posted at once and progressed only inside later
  * MPI calls (docs/DECISIONS.md, "Pipeline sends"). */
@@ -64,6 +66,14 @@ static ss_status timed_out(const ss_comm *c, int peer, const char *what, int sen
                      what, peer, ss_comm_host(c, peer), sending ? "take the data sent to it" : "send its data", c->timeout);
 }
 
+/* The main thread's polls sleep up to 100 us, the sender thread's up to
+ * 50 us: every fragment of a large message waits for one of the two sides'
+ * polls, and a 512 KB block took ~1.5 ms to arrive with 1 ms sleeps. A
+ * waiting rank still leaves its core to the others (an MPI_Test costs about
+ * a microsecond). (docs/DECISIONS.md, "Pipeline sends".) */
+#define MAIN_SLEEP_NS 100000L
+#define SENDER_SLEEP_NS 50000L
+
 /* Backs off after 100 fruitless polls: 10 us more per poll, up to the cap,
  * so quick answers stay quick and long waits cost no CPU. */
 static void backoff(unsigned spins, long max_sleep_ns) {
@@ -73,10 +83,8 @@ static void backoff(unsigned spins, long max_sleep_ns) {
     nanosleep(&ts, NULL);
 }
 
-/* Completes rq by polling until c->timeout seconds have passed, sleeping at
- * most max_sleep_ns between polls once an answer is slow to come. */
-static ss_status wait_for(const ss_comm *c, MPI_Request *rq, MPI_Status *status, int peer, const char *what, int sending,
-                          long max_sleep_ns) {
+/* Completes rq by polling until c->timeout seconds have passed. */
+static ss_status wait_for(const ss_comm *c, MPI_Request *rq, MPI_Status *status, int peer, const char *what, int sending) {
     const double deadline = ss_now() + c->timeout;
     unsigned spins = 0;
     for (;;) {
@@ -90,26 +98,18 @@ static ss_status wait_for(const ss_comm *c, MPI_Request *rq, MPI_Status *status,
             }
             return timed_out(c, peer, what, sending);
         }
-        backoff(++spins, max_sleep_ns);
+        backoff(++spins, MAIN_SLEEP_NS);
     }
 }
 
-/* The main thread's polls sleep up to 100 us, the sender thread's up to
- * 50 us: every fragment of a large message waits for one of the two sides'
- * polls, and a 512 KB block took ~1.5 ms to arrive with 1 ms sleeps. A
- * waiting rank still leaves its core to the others (an MPI_Test costs about
- * a microsecond). (docs/DECISIONS.md, "Pipeline sends".) */
-#define MAIN_SLEEP_NS 100000L
-#define SENDER_SLEEP_NS 50000L
-
-static ss_status send_now(ss_comm *c, int dest, int tag, const void *buf, size_t n, const char *what, long max_sleep_ns) {
+static ss_status send_now(ss_comm *c, int dest, int tag, const void *buf, size_t n, const char *what) {
     size_t off = 0;
     do {
         size_t len = n - off < CHUNK ? n - off : CHUNK;
         MPI_Request rq;
         int rc = MPI_Isend((const char *)buf + off, (int)len, MPI_BYTE, dest, tag, MPI_COMM_WORLD, &rq);
         if (rc != MPI_SUCCESS) return mpi_fail(c, rc, "MPI_Isend", dest, what);
-        SS_TRY(wait_for(c, &rq, MPI_STATUS_IGNORE, dest, what, 1, max_sleep_ns));
+        SS_TRY(wait_for(c, &rq, MPI_STATUS_IGNORE, dest, what, 1));
         off += len;
     } while (off < n);
     return SS_OK;
@@ -123,7 +123,7 @@ static ss_status mpi_recv(ss_comm *c, int src, int tag, void *buf, size_t n, con
         MPI_Status status;
         int rc = MPI_Irecv((char *)buf + off, (int)len, MPI_BYTE, src, tag, MPI_COMM_WORLD, &rq);
         if (rc != MPI_SUCCESS) return mpi_fail(c, rc, "MPI_Irecv", src, what);
-        SS_TRY(wait_for(c, &rq, &status, src, what, 0, MAIN_SLEEP_NS));
+        SS_TRY(wait_for(c, &rq, &status, src, what, 0));
         int got = 0;
         MPI_Get_count(&status, MPI_BYTE, &got);
         if ((size_t)got != len)
@@ -279,7 +279,7 @@ static ss_status mpi_send(ss_comm *c, int dest, int tag, const void *buf, size_t
         while (s->head || s->posting) pthread_cond_wait(&s->done, &s->lock);
         pthread_mutex_unlock(&s->lock);
     }
-    return send_now(c, dest, tag, buf, n, what, MAIN_SLEEP_NS);
+    return send_now(c, dest, tag, buf, n, what);
 }
 
 static ss_status mpi_isend(ss_comm *c, int dest, int tag, const void *buf, size_t n, ss_comm_req **out) {
@@ -317,7 +317,7 @@ static ss_status mpi_wait(ss_comm *c, ss_comm_req *q) {
         st = q->st ? ss_errorf(q->st, "%s", q->msg) : SS_OK;
     } else {
         for (int i = 0; i < q->n && !st; i++)
-            st = wait_for(c, &q->rq[i], MPI_STATUS_IGNORE, q->dest, "send", 1, MAIN_SLEEP_NS);
+            st = wait_for(c, &q->rq[i], MPI_STATUS_IGNORE, q->dest, "send", 1);
     }
     free(q);
     return st;

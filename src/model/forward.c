@@ -401,19 +401,6 @@ ss_status ss_block_forward(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, floa
 
 /* ---- pipeline stages: the residual stream between neighbours ---- */
 
-/* Blocks between neighbouring stages. Normally each is sent as the pass
- * reaches it: in the background where the communicator can move it while
- * this stage computes (MPI with its sender thread; up to SS_PIPE_SENDING
- * blocks in flight, so a stage runs ahead of a neighbour that is briefly
- * slower instead of waiting for it), blocking otherwise. With m->pipe_hold
- * (attribute's 1F1B schedule) the blocks a pass sends are held, and
- * ss_model_pipe_release exchanges them, between passes, for the blocks the
- * next pass will receive from the same neighbour: both sides post
- * everything before they wait, so a stage sending batch k+1's residual
- * stream forward and its neighbour sending batch k's gradient back cannot
- * wait on each other, and every transfer completes inside the exchange (no
- * send left to progress while the stage computes, where the communicator
- * cannot progress it itself). */
 /* Counts a wait for a neighbour that began at t0 and ends now. */
 static void waited(ss_model *m, double t0) {
     const double t = ss_now();
@@ -428,6 +415,19 @@ void ss_model_pipe_mark(ss_model *m, int end) {
     else if (m->pipe_t0 == 0) m->pipe_t0 = t;
 }
 
+/* Blocks between neighbouring stages. Normally each is sent as the pass
+ * reaches it: in the background where the communicator can move it while
+ * this stage computes (MPI with its sender thread; up to SS_PIPE_SENDING
+ * blocks in flight, so a stage runs ahead of a neighbour that is briefly
+ * slower instead of waiting for it), blocking otherwise. With m->pipe_hold
+ * (attribute's 1F1B schedule) the blocks a pass sends are held, and
+ * ss_model_pipe_release exchanges them, between passes, for the blocks the
+ * next pass will receive from the same neighbour: both sides post
+ * everything before they wait, so a stage sending batch k+1's residual
+ * stream forward and its neighbour sending batch k's gradient back cannot
+ * wait on each other, and every transfer completes inside the exchange (no
+ * send left to progress while the stage computes, where the communicator
+ * cannot progress it itself). */
 static ss_status send_now(ss_model *m, int to, int tag, const void *buf, size_t bytes) {
     const double t0 = ss_now();
     ss_status st = ss_comm_send(m->pipe, to, tag, buf, bytes);
