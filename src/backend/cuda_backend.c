@@ -74,8 +74,9 @@ typedef struct {
      * shape, made once (lt_plan_for), and the workspace they may use. */
     struct lt_plan *plans;
     int n_plans, next_plan, use_plans;
-    void *lt_ws;
+    void *lt_ws;            /* allocated with the first plan; without it (out of memory) plans do without */
     size_t lt_ws_bytes;
+    const ss_backend *self; /* the backend this is the state of (for allocations from lt_plan_for) */
     char name[32];
     char device_name[256];
     /* Live allocations, to report the memory a run needed. */
@@ -627,6 +628,9 @@ static lt_plan *lt_plan_for(cuda_impl *c, cudaDataType tc, cudaDataType t, cubla
     cublasStatus_t s = lt_describe(tc, t, ct, epi, bias && tc != CUDA_R_32F, M, N, K, trans_b, &p->desc, &p->ad, &p->bd,
                                    &p->cd);
     /* the heuristic looks at the bias pointer's presence, not its value: any non-NULL one */
+    if (c->lt_ws_bytes && !c->lt_ws && cu_alloc(c->self, c->lt_ws_bytes, "cuBLASLt workspace", &c->lt_ws)) {
+        c->lt_ws_bytes = 0; /* no room: algorithms that need no workspace (the message is dropped) */
+    }
     const void *any = c->lt_ws ? c->lt_ws : (const void *)p;
     if (!s && bias) s = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &any, sizeof any);
     cublasLtMatmulPreference_t pref = NULL;
@@ -1652,7 +1656,7 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
     c->use_plans = !(pl && !strcmp(pl, "0"));
     const long ws_mb = wsm && *wsm ? strtol(wsm, NULL, 10) : 32;
     c->lt_ws_bytes = c->use_plans && ws_mb > 0 ? (size_t)ws_mb << 20 : 0;
-    if (!st && c->lt && c->lt_ws_bytes) st = cu_alloc(be, c->lt_ws_bytes, "cuBLASLt workspace", &c->lt_ws);
+    c->self = be;
     if (st) {
         ss_backend_cuda_close(be);
         return st;

@@ -78,8 +78,18 @@ grep -q "40 masks, 1 per forward at most (40 forwards" "$TMP/sw1.txt" && grep -q
     grep -q "40 masks, 1 per forward at most" "$TMP/swauto.txt" &&
     pass "--mask-batch sets the masks per forward (groups of even size); the CPU default is one" ||
     fail "masks per forward" "$(grep -h "per forward" "$TMP"/sw*.txt)"
+# logitdiff is a difference of two logits (~1..10), so its rounding is absolute at the logits'
+# scale even where the difference is small (an AVX-512 machine's OpenBLAS: 2.9e-6 on -0.042):
+# atol 1e-5 for it, the tolerance above for the rest.
+ld=() rest=()
+for d in $(h5ls -r "$TMP/sw1.h5" | awk '$2 == "Dataset" {print $1}'); do
+    case $d in */logitdiff) ld+=(--only "$d") ;; *) rest+=(--only "$d") ;; esac
+done
 for v in sw7 sw40 swb3; do
-    expect_ok "40-mask sweep: --mask-batch 1 equals $v" "$H5CMP" --quiet --atol 1e-6 --rtol 1e-5 "$TMP/sw1.h5" "$TMP/$v.h5"
+    expect_ok "40-mask sweep: --mask-batch 1 equals $v (all but logitdiff: $((${#rest[@]} / 2)) datasets)" "$H5CMP" --quiet \
+        --atol 1e-6 --rtol 1e-5 "${rest[@]}" "$TMP/sw1.h5" "$TMP/$v.h5"
+    expect_ok "40-mask sweep: --mask-batch 1 equals $v (logitdiff: $((${#ld[@]} / 2)) datasets)" "$H5CMP" --quiet \
+        --atol 1e-5 --rtol 1e-5 "${ld[@]}" "$TMP/sw1.h5" "$TMP/$v.h5"
 done
 nz() { [ -n "$1" ] && [ "$(printf '%s' "$1" | tr -d '0,.')" != "" ]; }
 nz "$(vals /ablate/s04_noise/kl "$TMP/sw40.h5")" && nz "$(vals /ablate/s24_zero/kl "$TMP/sw40.h5")" &&
