@@ -34,8 +34,16 @@ H=$(hostname -s 2>/dev/null)
 C=$TMP/cluster
 mkdir -p "$C/munge" "$C/state" "$C/spool" "$C/log" && chmod 700 "$C/munge"
 head -c 1024 /dev/urandom >"$C/munge/key" && chmod 400 "$C/munge/key"
-# Ports from this shell's pid, so that two suites on one machine do not meet.
-PORT=$((20000 + ($$ % 10000) * 2))
+# Ports from this shell's pid, so that two suites on one machine do not meet, below the
+# kernel's ephemeral range (32768 and up on Linux: an outgoing connection of any process may
+# hold such a port, and slurmctld then dies with "Address already in use"), and skipping a
+# pair something already listens on.
+port_busy() { ss -Htan 2>/dev/null | awk -v p=":$1\$" '$4 ~ p {f = 1} END {exit !f}'; }
+PORT=$((12000 + ($$ % 9000) * 2))
+for _ in $(seq 1 20); do
+    port_busy $PORT || port_busy $((PORT + 1)) || break
+    PORT=$((12000 + (PORT - 12000 + 2) % 18000))
+done
 export SLURM_CONF=$C/slurm.conf
 # No cgroups (a container may not allow them): processes are tracked by parent pid.
 cat >"$SLURM_CONF" <<EOF
@@ -99,11 +107,21 @@ slurmctld -D -i -f "$SLURM_CONF" >"$C/log/slurmctld.out" 2>&1 &
 pids+=($!)
 slurmd -D -N "$H" -f "$SLURM_CONF" >"$C/log/slurmd.out" 2>&1 &
 pids+=($!)
+# Up to 30 s, and not a moment longer once a daemon has died (sinfo without a controller
+# waits for its own timeout at every call).
 state=
-for _ in $(seq 1 150); do state=$(sinfo -h -n "$H" -o %T 2>/dev/null); [ "$state" = idle ] && break; sleep 0.2; done
+while [ $((SECONDS - t0)) -lt 30 ]; do
+    dead=0
+    for i in "${pids[@]}"; do kill -0 "$i" 2>/dev/null || dead=1; done
+    [ $dead = 1 ] && break
+    state=$(timeout 5 sinfo -h -n "$H" -o %T 2>/dev/null)
+    [ "$state" = idle ] && break
+    sleep 0.2
+done
 if [ "$state" = idle ]; then pass "local Slurm cluster up: munged, slurmctld, slurmd; node $H (hostname -s) idle after $((SECONDS - t0)) s"
 else
-    fail "local Slurm cluster: node $H is '${state:-absent}' after 30 s" "$(tail -n 3 "$C/log/slurmctld.log" "$C/log/slurmd.log" "$C/log/"*.out 2>&1)"
+    fail "local Slurm cluster: node $H is '${state:-absent}' after $((SECONDS - t0)) s (port $PORT)" \
+        "$(tail -n 3 "$C/log/slurmctld.log" "$C/log/slurmd.log" "$C/log/"*.out 2>&1)"
     finish; exit
 fi
 
