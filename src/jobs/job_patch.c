@@ -104,7 +104,8 @@ static ss_status score(void *vctx, const float *lg, int64_t n, int64_t V) {
     }
     const int64_t m = n - 1; /* rows with a next token */
     if (m < 1) return SS_OK;
-    if (m > sc->cap) return ss_errorf(SS_ERR_INTERNAL, "patch: %lld rows of logits, room for %lld", (long long)n, (long long)sc->cap);
+    if (m > sc->cap)
+        return ss_errorf(SS_ERR_INTERNAL, "patch: %lld rows of logits, room for %lld", (long long)n, (long long)sc->cap);
     for (int64_t t = 0; t < m; t++) sc->idx[t] = t * V + sc->targets[t + 1];
     SS_TRY(be->upload(be, sc->d_idx, sc->idx, (size_t)m * sizeof(int64_t)));
     SS_TRY(be->gather(be, sc->d_g, lg, sc->d_idx, m));
