@@ -552,15 +552,6 @@ static ss_status cu_sync(const ss_backend *be) {
     return SS_OK;
 }
 
-/* Row-major C[M,N] = A[M,K]·op(B) is column-major C^T = op(B)^T·A^T, so
- * cuBLAS and cuBLASLt are called with the operands swapped.
- *
- * lt_matmul: C = act(A op(B) + bias) (+ C with accumulate) through
- * cuBLASLt (lt_matmul_to: C of type tc, fp32 or, without accumulate, 16-bit), the bias and the GELU (tanh) in the product's epilogue instead of
- * a pass of the bias kernel over C (one read and one write of C saved). A is
- * of type t, fp32 or the weights' 16-bit type; B the weights, [N,K]
- * (trans_b) or [K,N]. Returns cuBLASLt's status; the caller falls back on
- * anything but success. */
 /* A cuBLASLt plan: the descriptors of one product's shape, types and
  * epilogue, and the algorithm cuBLASLt's heuristic chose for it with the
  * backend's workspace. Made at a shape's first product and kept (up to
@@ -621,16 +612,16 @@ static lt_plan *lt_plan_for(cuda_impl *c, cudaDataType tc, cudaDataType t, cubla
     if (!c->plans && !(c->plans = calloc(LT_PLANS, sizeof *c->plans))) return NULL;
     lt_plan *p = &c->plans[c->n_plans < LT_PLANS ? c->n_plans++ : c->next_plan];
     if (c->n_plans == LT_PLANS) c->next_plan = (int)((p - c->plans + 1) % LT_PLANS);
+    const lt_plan key = {.M = M, .N = N, .K = K, .t = (int)t, .tc = (int)tc, .ct = (int)ct, .epi = (int)epi,
+                         .accumulate = accumulate, .trans_b = trans_b, .used = 1};
     lt_plan_free(p);
-    *p = (lt_plan){.M = M, .N = N, .K = K, .t = (int)t, .tc = (int)tc, .ct = (int)ct, .epi = (int)epi,
-                   .accumulate = accumulate, .trans_b = trans_b, .used = 1};
+    *p = key;
+    if (c->lt_ws_bytes && !c->lt_ws && cu_alloc(c->self, c->lt_ws_bytes, "cuBLASLt workspace", &c->lt_ws))
+        c->lt_ws_bytes = 0; /* no room: algorithms that need no workspace (the message is dropped) */
     const int bias = epi == CUBLASLT_EPILOGUE_BIAS || epi == CUBLASLT_EPILOGUE_GELU_BIAS;
     cublasStatus_t s = lt_describe(tc, t, ct, epi, bias && tc != CUDA_R_32F, M, N, K, trans_b, &p->desc, &p->ad, &p->bd,
                                    &p->cd);
     /* the heuristic looks at the bias pointer's presence, not its value: any non-NULL one */
-    if (c->lt_ws_bytes && !c->lt_ws && cu_alloc(c->self, c->lt_ws_bytes, "cuBLASLt workspace", &c->lt_ws)) {
-        c->lt_ws_bytes = 0; /* no room: algorithms that need no workspace (the message is dropped) */
-    }
     const void *any = c->lt_ws ? c->lt_ws : (const void *)p;
     if (!s && bias) s = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &any, sizeof any);
     cublasLtMatmulPreference_t pref = NULL;
@@ -642,16 +633,24 @@ static lt_plan *lt_plan_for(cuda_impl *c, cudaDataType tc, cudaDataType t, cubla
     if (!s) s = cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->ad, p->bd, p->cd, p->cd, pref, 1, &res, &found);
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
     if (s || found < 1 || res.state != CUBLAS_STATUS_SUCCESS || res.workspaceSize > ws) {
-        /* remembered as declined: the same shape does not ask again */
         lt_plan_free(p);
-        *p = (lt_plan){.M = M, .N = N, .K = K, .t = (int)t, .tc = (int)tc, .ct = (int)ct, .epi = (int)epi,
-                       .accumulate = accumulate, .trans_b = trans_b, .used = 0};
+        *p = key;
+        p->used = 0; /* remembered as declined: the same shape does not ask again */
         return NULL;
     }
     p->algo = res.algo;
     return p;
 }
 
+/* Row-major C[M,N] = A[M,K]·op(B) is column-major C^T = op(B)^T·A^T, so
+ * cuBLAS and cuBLASLt are called with the operands swapped.
+ *
+ * lt_matmul: C = act(A op(B) + bias) (+ C with accumulate) through
+ * cuBLASLt (lt_matmul_to: C of type tc, fp32 or, without accumulate, 16-bit), the bias and the GELU (tanh) in the product's epilogue instead of
+ * a pass of the bias kernel over C (one read and one write of C saved). A is
+ * of type t, fp32 or the weights' 16-bit type; B the weights, [N,K]
+ * (trans_b) or [K,N]. Returns cuBLASLt's status; the caller falls back on
+ * anything but success. */
 static cublasStatus_t lt_matmul_to(cuda_impl *c, void *C, cudaDataType tc, const void *A, const void *B, cudaDataType t,
                                    const float *bias, int gelu, int accumulate, int64_t M, int64_t N, int64_t K,
                                    int trans_b) {
