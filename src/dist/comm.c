@@ -219,10 +219,10 @@ static ss_status group_isend(ss_comm *c, int dest, int tag, const void *buf, siz
 static ss_status group_wait(ss_comm *c, ss_comm_req *req) { return GROUP(c)->parent->ops->wait(GROUP(c)->parent, req); }
 static int group_background(const ss_comm *c) { return ss_comm_sends_in_background(GROUP(c)->parent); }
 
-static const ss_comm_ops group_ops = {group_send, group_recv, group_abort,      group_free,
-                                      NULL,       NULL,       group_isend, group_wait, group_background};
-static const ss_comm_ops group_dev_ops = {group_send,        group_recv,        group_abort, group_free,      group_dev_to_host,
-                                          group_host_to_dev, group_isend,       group_wait,  group_background};
+static const ss_comm_ops group_ops = {group_send, group_recv,  group_abort, group_free,      NULL,
+                                      NULL,       group_isend, group_wait,  group_background};
+static const ss_comm_ops group_dev_ops = {group_send,        group_recv,  group_abort, group_free,      group_dev_to_host,
+                                          group_host_to_dev, group_isend, group_wait,  group_background};
 
 ss_status ss_comm_group(ss_comm *parent, const int *ranks, int n, int space, ss_comm **out) {
     *out = NULL;
