@@ -14,6 +14,8 @@ cd "$ROOT"
 T="$(mktemp -d)"
 trap 'rm -rf "$T"' EXIT
 fail() { echo "selftest: FAIL: $*" >&2; exit 1; }
+python3 -c "import torch, transformers" 2>/dev/null ||
+    fail "the peer double needs python3 with torch and transformers (pip install torch transformers), which this machine lacks"
 
 make -j2 >/dev/null
 make -f bench/gpu/Makefile build/bench/kernel_bench build/bench/kernel_bench_json_selftest >/dev/null
