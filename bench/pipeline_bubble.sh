@@ -60,11 +60,14 @@ for P in ${STAGES//,/ }; do
     $MPI -np "$P" bin/subscope collect "${opts[@]}" --pipeline "$P" --out "$W/p$P.h5" 2>/dev/null
     t1=$(now)
     sec=$(calc "$t1 - $t0")
-    bub=$(h5dump -a /pipeline_bubble_fraction "$W/p$P.h5" | sed -n 's/.*(0): \(.*\)$/\1/p')
+    attr() { h5dump -a "$1" "$W/p$P.h5" | sed -n 's/.*(0): \(.*\)$/\1/p'; }
+    bub=$(attr /pipeline_bubble_fraction)
     ideal=$(calc "($P - 1) / ($M + $P - 1)")
     sp=$(calc "$base / $sec")
-    printf '%-7s %9.2f %8.2f %15.1f%% %13.1f%%\n' "$P" "$sec" "$sp" "$(calc "100 * $bub")" "$(calc "100 * $ideal")" >&2
-    rows="$rows, {\"stages\": $P, \"seconds\": $sec, \"speedup\": $sp, \"bubble_measured\": $bub, \"bubble_ideal\": $ideal}"
+    printf '%-7s %9.2f %8.2f %15.1f%% %13.1f%%   waits per stage (s): %s\n' "$P" "$sec" "$sp" "$(calc "100 * $bub")" \
+        "$(calc "100 * $ideal")" "$(attr /pipeline_wait_seconds)" >&2
+    rows="$rows, {\"stages\": $P, \"seconds\": $sec, \"speedup\": $sp, \"bubble_measured\": $bub, \"bubble_ideal\": $ideal,"
+    rows="$rows \"stage_busy_seconds\": [$(attr /pipeline_busy_seconds)], \"stage_wait_seconds\": [$(attr /pipeline_wait_seconds)]}"
 done
 sends=$(mpirun --allow-run-as-root --oversubscribe -np 2 bin/subscope info --dist 2>/dev/null | sed -n 's/^sends *//p')
 echo "sends between stages: ${sends:-?}" >&2
