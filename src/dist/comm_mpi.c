@@ -237,6 +237,13 @@ static void *sender_main(void *arg) {
     return NULL;
 }
 
+static void sender_free(sender *s) {
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->wake);
+    pthread_cond_destroy(&s->done);
+    free(s);
+}
+
 /* Stops the thread once every queued send has finished or failed. */
 static void sender_stop(void) {
     sender *s = the_sender;
@@ -247,10 +254,7 @@ static void sender_stop(void) {
     pthread_cond_signal(&s->wake);
     pthread_mutex_unlock(&s->lock);
     pthread_join(s->thread, NULL);
-    pthread_mutex_destroy(&s->lock);
-    pthread_cond_destroy(&s->wake);
-    pthread_cond_destroy(&s->done);
-    free(s);
+    sender_free(s);
 }
 
 static ss_status sender_start(ss_comm *c) {
@@ -262,10 +266,7 @@ static ss_status sender_start(ss_comm *c) {
     pthread_cond_init(&s->done, NULL);
     int e = pthread_create(&s->thread, NULL, sender_main, s);
     if (e) {
-        pthread_mutex_destroy(&s->lock);
-        pthread_cond_destroy(&s->wake);
-        pthread_cond_destroy(&s->done);
-        free(s);
+        sender_free(s);
         return ss_errorf(SS_ERR_IO, "cannot start the MPI sender thread: %s", strerror(e));
     }
     the_sender = s;
