@@ -133,6 +133,15 @@ wait_job() {
     job_state "$1"
 }
 
+# job_diag ID: what Slurm says about a job that went wrong (state, reason, exit code) and the
+# daemons' log lines about it, for a failure message.
+job_diag() {
+    scontrol show job "$1" 2>/dev/null | grep -o 'JobState=[^ ]*\|Reason=[^ ]*\|ExitCode=[^ ]*\|Restarts=[^ ]*' | tr '\n' ' '
+    echo
+    grep -h -i "jobid=$1\b\|job $1\b\|job_id $1\b\|StepId=$1\." "$C/log/slurmctld.log" "$C/log/slurmd.log" 2>/dev/null | tail -n 15
+    tail -n 5 "$C/log/slurmd.log" 2>/dev/null
+}
+
 # 1. A 2-task collect through the CPU template (srun --mpi=pmix: each task is an MPI rank)
 # against one process: counts exact, statistics within 1e-12 (as in test_dist.sh).
 awk 'NR % 3 == 0 {sub(/}$/, ", \"label\": \"a\"}")} NR % 3 {sub(/}$/, ", \"label\": \"b\"}")} {print}' $P >"$TMP/lab.jsonl"
@@ -144,7 +153,7 @@ CS='blocks.0.hook_resid_pre,blocks.*.mlp.hook_post'
 j=$(MODEL=$M INPUT="$TMP/lab.jsonl" OUT="$TMP/c2.h5" SITES="$CS" STATS=mean,cov,corr BATCH=3 EXTRA="--group-by label" \
     sbatch --parsable --ntasks=2 --cpus-per-task=1 --output="$TMP/c2.log" scripts/slurm/collect-cpu.sbatch 2>&1)
 st=$(wait_job "$j" 60)
-if [ "$st" != COMPLETED ]; then fail "sbatch collect-cpu.sbatch (2 tasks)" "job '$j' ended $st" "$(tail -n 4 "$TMP/c2.log" 2>&1)"
+if [ "$st" != COMPLETED ]; then fail "sbatch collect-cpu.sbatch (2 tasks)" "job '$j' ended $st" "$(tail -n 4 "$TMP/c2.log" 2>&1)" "$(job_diag "$j")"
 elif ! grep -q "2 ranks x 1 threads" "$TMP/c2.log"; then fail "the collect job ran 2 ranks" "$(head -n 3 "$TMP/c2.log")"
 elif res=$("$H5CMP" --quiet --atol 1e-14 --rtol 1e-12 "$TMP/c1.h5" "$TMP/c2.h5" 2>&1); then
     ranks=$(h5dump -a /ranks "$TMP/c2.h5" 2>/dev/null | sed -n 's/.*(0): \([0-9]*\).*/\1/p')
@@ -158,7 +167,7 @@ FS='blocks.*.mlp.hook_post,blocks.1.attn.hook_pattern'
 j=$(sbatch --parsable --ntasks=2 --cpus-per-task=1 --output="$TMP/f2.log" \
     --wrap "srun --mpi=pmix --kill-on-bad-exit=1 '$SUBSCOPE' forward --model $M --input $P --sites '$FS' --batch 3 --out '$TMP/f2.h5'" 2>&1)
 st=$(wait_job "$j" 60)
-if [ "$st" != COMPLETED ]; then fail "sbatch forward (2 tasks)" "job '$j' ended $st" "$(tail -n 4 "$TMP/f2.log" 2>&1)"
+if [ "$st" != COMPLETED ]; then fail "sbatch forward (2 tasks)" "job '$j' ended $st" "$(tail -n 4 "$TMP/f2.log" 2>&1)" "$(job_diag "$j")"
 elif res=$("$H5CMP" --quiet --atol 0 --rtol 0 "$TMP/f1.h5" "$TMP/f2.h5" 2>&1); then
     pass "sbatch forward, 2 tasks = one process, bit for bit"
 else fail "sbatch forward (2 tasks) vs one process" "$(printf '%s' "$res" | head -n 4)"; fi
@@ -186,10 +195,14 @@ j=$(MODEL=$M INPUT="$TMP/big.jsonl" OUT="$TMP/rq.h5" SITES="$BS" STATS=mean,cov 
 for _ in $(seq 1 300); do [ -e "$TMP/rq.h5.ckpt" ] && break; sleep 0.1; done
 k0=$(h5dump -a /prompts_done "$TMP/rq.h5.ckpt" 2>/dev/null | sed -n 's/.*(0): \([0-9]*\).*/\1/p')
 scancel --batch --signal=USR1 "$j"
-# Slurm holds a requeued job for about 2 minutes (EligibleTime); release it at once.
+# Slurm holds a requeued job for about 2 minutes (EligibleTime), the lifetime of the launch
+# credential that the requeue revoked; release it 2 s later instead. Not at once: slurmd refuses
+# a credential made in the same second as that revocation ("Job credential revoked"), and the
+# job then fails without running. (StartTime=now+2 would wait for the scheduler's next
+# periodic pass, up to a minute; StartTime=now schedules at once.)
 st=
 for _ in $(seq 1 300); do
-    st=$(job_state "$j"); [ "$st" = PENDING ] && scontrol update jobid="$j" StartTime=now >/dev/null 2>&1 && break
+    st=$(job_state "$j"); [ "$st" = PENDING ] && sleep 2 && scontrol update jobid="$j" StartTime=now >/dev/null 2>&1 && break
     case $st in COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL) break ;; esac
     sleep 0.1
 done
@@ -200,7 +213,7 @@ if [ "$st" = PENDING ] && [ "$st2" = COMPLETED ] && [ "${restarts:-0}" = 1 ] && 
    [ -n "$k" ] && [ -n "$k0" ] && [ "$k" -gt "$k0" ] && [ "$k" -lt 9600 ]; then
     pass "USR1 half-way: requeued right after the next checkpoint (prompt $k0 -> $k of 9600), restarted once with --resume"
 else fail "requeue and resume" "state after the signal '$st', final '$st2', restarts '${restarts:-}', checkpoint at signal '${k0:-}', resumed at '${k:-}'" \
-    "$(grep -v '^srun\|^slurmstepd' "$TMP/rq.log" | tail -n 6)"; fi
+    "$(tail -n 12 "$TMP/rq.log")" "$(job_diag "$j")"; fi
 expect_ok "the requeued and resumed collect = one uninterrupted process" "$H5CMP" --quiet --atol 1e-14 --rtol 1e-12 "$TMP/b1.h5" "$TMP/rq.h5"
 [ ! -e "$TMP/rq.h5.ckpt" ] && pass "checkpoint removed once the result is whole" || fail "checkpoint left behind after the resumed job"
 echo "  ($((SECONDS - t0)) s with the cluster up)"
