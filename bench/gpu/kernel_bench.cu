@@ -48,6 +48,7 @@
 #include <vector>
 
 #include "subscope/cuda_kernels.h"
+#include "subscope/cov_blk.h"
 
 /* ---------------- device helpers ---------------- */
 
@@ -648,21 +649,32 @@ static void bench_gemm(int64_t M) {
  * cov_lower.f32; the ratios are printed after the cases. cov_lower_tc.bf16
  * and cov_lower_wg.bf16 are the tensor-core kernels (bf16 operands;
  * kernels/cov_lower_tc.cu on mma.sync, cov_lower_wg.cu on wgmma, the latter
- * only where it is supported), the ones meant for the first target. */
+ * only where it is supported), the ones meant for the first target, and
+ * cov_lower_blk*.bf16 the same products as cuBLAS's batched product of the
+ * triangle's square blocks (kernels/cov_lower_blk.cu) at several block widths. */
 static void bench_cov(int64_t n) {
     const int64_t widths[] = {768, 3072, 16384};
     for (int64_t d : widths) {
         std::string shape = fmt("n=%lld d=%lld", (long long)n, (long long)d);
         std::string base = fmt("cov.d%lld", (long long)d);
         bool any = false;
+        /* the blocked triangle at its default block width and at the others worth trying */
+        std::vector<int64_t> leaves = {0};
+        for (int64_t w : {256, 512, 1024, 2048, 4096})
+            if (w < d && w != ss_cuda_cov_blk_leaf(d, 0) && d / w <= 32) leaves.push_back(w);
+        auto blk_name = [&](int64_t w) { return base + (w ? fmt(".cov_lower_blk%lld.bf16", (long long)w) : ".cov_lower_blk.bf16"); };
         for (const char *c : {".colmean.f32", ".colmean.bf16", ".cov_lower.f32", ".cov_lower.bf16",
                               ".cov_lower_tc.bf16", ".cov_lower_wg.bf16", ".ssyrk.fp32", ".gemmex_full.bf16"})
             any = any || selected(base + c);
+        for (int64_t w : leaves) any = any || selected(blk_name(w));
         if (!any) continue;
         const double useful = (double)n * d * (d + 1), nd = (double)n * d, cb = 4.0 * d * (d + 1) / 2;
         Buf x32(n * d * 4), x16(n * d * 2), c(d * d * 4), m64(d * 8), m32(d * 4);
         Buf ws((size_t)ss_cuda_cov_lower_ws(n, d)), tcws((size_t)ss_cuda_cov_lower_tc_ws(n, d));
         Buf wgws((size_t)ss_cuda_cov_lower_wg_ws(n, d));
+        int64_t blk_ws = 0;
+        for (int64_t w : leaves) blk_ws = std::max(blk_ws, ss_cuda_cov_lower_blk_ws(n, d, w));
+        Buf blkws((size_t)blk_ws);
         fill(x32);
         fill_bf16(x16);
         CK(cudaMemset(c.p, 0, c.bytes));
@@ -689,6 +701,17 @@ static void bench_cov(int64_t n) {
                      [&] {
                          return ss_cuda_cov_lower_wg(c.f(), d, x16.p, SS_CUDA_BF16, d, m32.f(), n, d, wgws.p,
                                                      G.stream);
+                     });
+        for (int64_t w : leaves)
+            run_case(mk("gemm", blk_name(w), "ss_cov_lower_blk", shape + fmt(" block=%lld", (long long)ss_cuda_cov_blk_leaf(d, w)),
+                        "bf16 in, cuBLAS batched bf16 products of the triangle's blocks, fp32 accumulate", 2 * nd + cb,
+                        useful, "bf16", false, false),
+                     [&] {
+                         cublasStatus_t bs = CUBLAS_STATUS_SUCCESS;
+                         int e = ss_cov_lower_blk(G.blas, c.f(), d, x16.p, SS_CUDA_BF16, d, m32.f(), n, d, w, blkws.p,
+                                                  G.stream, &bs);
+                         if (e == -1) fprintf(stderr, "cublasGemmBatchedEx: %s\n", cublasGetStatusString(bs));
+                         return e == -1 ? 1 : e;
                      });
         cublasSetMathMode(G.blas, CUBLAS_DEFAULT_MATH);
         /* Row-major X[n,d] is column-major A[d,n] (lda = d); A A^T is the d x d
@@ -729,6 +752,12 @@ static void bench_cov(int64_t n) {
         if (wg > 0 && gx > 0 && G.late)
             fprintf(stderr, "  %s: cov_lower_wg.bf16 is %.2fx faster than the full bf16 GemmEx (target >= 1.4x)\n",
                     base.c_str(), gx / wg);
+        for (int64_t w : leaves) {
+            double b = ms_of(blk_name(w));
+            if (b > 0 && gx > 0 && !G.late)
+                fprintf(stderr, "  %s: %s is %.2fx faster than the full bf16 GemmEx (target >= 1.4x)\n", base.c_str(),
+                        blk_name(w).c_str() + base.size() + 1, gx / b);
+        }
     }
 }
 

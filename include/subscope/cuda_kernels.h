@@ -180,6 +180,29 @@ int ss_cuda_moments_merge(double *mean_a, double *m2, int64_t ldm, const double 
 int64_t ss_cuda_cov_lower_tc_ws(int64_t n, int64_t d);
 int ss_cuda_cov_lower_tc(float *c, int64_t ldc, const void *x, int xdtype, int64_t ldx, const float *mean,
                          int64_t n, int64_t d, void *ws, cudaStream_t stream);
+/* The same roundings through cuBLAS (kernels/cov_lower_blk.cu; the calls in
+ * include/subscope/cov_blk.h): the triangle cut into square blocks of leaf x
+ * leaf (ss_cuda_cov_blk_leaf: a multiple of 64, at most d; leaf <= 0 picks
+ * about d / 8, at least 256), those on or below the diagonal one batched bf16
+ * product. _prepare centres x into ws (ss_cuda_cov_lower_blk_ws(n, d, leaf)
+ * bytes), writes the batch's pointer arrays there and describes the calls in
+ * *p (at most three groups of one shape each; none for d = 0). The diagonal
+ * blocks are computed whole, so the upper triangles of those blocks are
+ * written too; nothing else above the diagonal is. */
+typedef struct ss_cuda_cov_blk_group {
+    int m, n, batch;           /* each product's rows and columns (column-major), how many */
+    const void **a, **b;       /* device arrays of the batch's operands: bf16, lda apart */
+    void **c;                  /* ... and of its fp32 outputs, ldc apart */
+} ss_cuda_cov_blk_group;
+typedef struct ss_cuda_cov_blk {
+    int groups, k, lda, ldc;   /* k: the rows of x */
+    ss_cuda_cov_blk_group g[3];
+} ss_cuda_cov_blk;
+int64_t ss_cuda_cov_blk_leaf(int64_t d, int64_t leaf);
+int64_t ss_cuda_cov_lower_blk_ws(int64_t n, int64_t d, int64_t leaf);
+int ss_cuda_cov_lower_blk_prepare(ss_cuda_cov_blk *p, float *c, int64_t ldc, const void *x, int xdtype, int64_t ldx,
+                                  const float *mean, int64_t n, int64_t d, int64_t leaf, void *ws,
+                                  cudaStream_t stream);
 /* The same products on Hopper's warpgroup instructions (kernels/cov_lower_wg.cu):
  * the same roundings, limits and writes, with ss_cuda_cov_lower_wg_ws(n, d)
  * bytes of ws. Only where ss_cuda_cov_lower_wg_supported() (a build for

@@ -25,11 +25,12 @@
 #include "cpu_internal.h" /* the mask program checks every backend shares */
 #include "subscope/backend.h"
 #include "subscope/cuda_kernels.h"
+#include "subscope/cov_blk.h"
 #include "subscope/stats.h"
 #include "subscope/util.h"
 
 /* collect's centred products (centred_products): cuBLAS's Ssyrk or one of the kernels */
-enum cov_choice { COV_AUTO, COV_F32, COV_TC, COV_WG, COV_SSYRK };
+enum cov_choice { COV_AUTO, COV_F32, COV_TC, COV_WG, COV_SSYRK, COV_BLK };
 
 typedef struct {
     int device;
@@ -65,6 +66,7 @@ typedef struct {
     uint16_t *cov_ws;       /* the covariance kernels' workspace */
     size_t cov_ws_cap;      /* in 16-bit elements */
     int cov_kernel;         /* collect's products (SUBSCOPE_COV_KERNEL): a cov_choice, -1 unknown */
+    int64_t cov_block;      /* SUBSCOPE_COV_BLOCK: blk's block width (0: its default) */
     int64_t *mseq;          /* device copy of a masked forward's sequences (start, len, prompt, mask) */
     size_t mseq_cap;        /* in int64 elements */
     int64_t *mseq_host;     /* what mseq holds now (mseq_n elements; 0: nothing) ... */
@@ -275,15 +277,27 @@ static ss_status scratch16(const ss_backend *be, uint16_t **buf, size_t *cap, si
  * SUBSCOPE_COV_KERNEL picks one: 1 the kernel, ssyrk cuBLAS, tc the
  * tensor-core kernel (the centred values rounded to bf16: 5x to 15x faster
  * than Ssyrk, at bf16's accuracy), wg the same roundings on Hopper's wgmma
- * (sm_90a only; checked, but slower than tc so far). TF32 is switched off
- * around Ssyrk: statistics are fp32 whatever the forward uses. */
+ * (sm_90a only; checked, but slower than tc so far), blk the same roundings
+ * with the triangle's square blocks as one batched cuBLAS product
+ * (kernels/cov_lower_blk.cu; SUBSCOPE_COV_BLOCK sets the block width). TF32
+ * is switched off around Ssyrk: statistics are fp32 whatever the forward uses. */
 static ss_status centred_products(const ss_backend *be, float *cc, float *g, float *m32, const float *h_m32, int64_t n,
                                   int64_t d) {
     cuda_impl *c = IMPL(be);
     if (c->cov_kernel < 0)
-        return ss_errorf(SS_ERR_ARG, "%s: SUBSCOPE_COV_KERNEL=%s: unknown (1, ssyrk, tc or wg; unset for the default)",
+        return ss_errorf(SS_ERR_ARG, "%s: SUBSCOPE_COV_KERNEL=%s: unknown (1, ssyrk, tc, wg or blk; unset for the default)",
                          be->name, getenv("SUBSCOPE_COV_KERNEL") ? getenv("SUBSCOPE_COV_KERNEL") : "");
     const int kernel = c->cov_kernel == COV_AUTO ? (d < 3072 ? COV_F32 : COV_SSYRK) : c->cov_kernel;
+    if (kernel == COV_BLK) {
+        SS_TRY(scratch16(be, &c->cov_ws, &c->cov_ws_cap, (size_t)(ss_cuda_cov_lower_blk_ws(n, d, c->cov_block) + 1) / 2,
+                         "covariance workspace"));
+        cublasStatus_t bs = CUBLAS_STATUS_SUCCESS;
+        int e = ss_cov_lower_blk(c->blas, cc, d, g, SS_CUDA_F32, d, m32, n, d, c->cov_block, c->cov_ws, c->stream, &bs);
+        if (e == -1)
+            return ss_errorf(SS_ERR_IO, "%s: blocked covariance (d = %lld, %lld rows): cublasGemmBatchedEx: %s",
+                             be->name, (long long)d, (long long)n, cublasGetStatusString(bs));
+        return cuda_check(be, e, "blocked covariance");
+    }
     if (kernel != COV_SSYRK) {
         typedef int (*cov_fn)(float *, int64_t, const void *, int, int64_t, const float *, int64_t, int64_t, void *,
                               cudaStream_t);
@@ -1549,7 +1563,7 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
      * attention call down the cuBLAS path (default 512: below it the kernels'
      * single launch for every prompt wins over three launches per prompt, by
      * the H100 profile's rates: 7.3 TFLOP/s for the flash kernel, ~47 for
-     * Sgemm); 0 keeps the kernels. SUBSCOPE_COV_KERNEL=1|tc|wg: centred_products. */
+     * Sgemm); 0 keeps the kernels. SUBSCOPE_COV_KERNEL=1|tc|wg|blk: centred_products. */
     const char *gml = getenv("SUBSCOPE_ATTN_GEMM_MIN_LEN");
     char *gend = NULL;
     long long ml = gml && *gml ? strtoll(gml, &gend, 10) : 512;
@@ -1575,7 +1589,12 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
                     : !strcmp(ck, "tc")    ? COV_TC
                     : !strcmp(ck, "wg")    ? COV_WG
                     : !strcmp(ck, "ssyrk") ? COV_SSYRK
+                    : !strcmp(ck, "blk")   ? COV_BLK
                                            : -1; /* refused when collect gets there */
+    const char *cb = getenv("SUBSCOPE_COV_BLOCK");
+    char *cbend = NULL;
+    long long cbw = cb && *cb ? strtoll(cb, &cbend, 10) : 0;
+    c->cov_block = cb && *cb && !*cbend && cbw > 0 ? (int64_t)cbw : 0;
     *be = (ss_backend){
         .name = c->name, .description = c->device_name, .impl = c, .host_memory = 0,
         .alloc = cu_alloc, .release = cu_release, .upload = cu_upload, .download = cu_download, .sync = cu_sync,

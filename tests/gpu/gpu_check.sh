@@ -353,6 +353,12 @@ elif [ $BUILD_OK = 1 ]; then
     SUBSCOPE_COV_KERNEL=tc CMP_NMSE=$BF16_NMSE RUN_CMD=collect compare_forward \
         "collect tiny-gpt2 mean, cov (tensor-core cov_lower_tc, nmse $BF16_NMSE)" \
         "$tiny" data/demo_prompts.jsonl 'blocks.*.mlp.hook_post,blocks.2.hook_resid_post' --stats mean,cov
+    # and the blocked triangle through cuBLAS (cov_lower_blk.cu, the same roundings), in blocks
+    # of 192: the 512-wide MLP sites take all three of its calls (inner blocks, a narrower last
+    # row, the corner)
+    SUBSCOPE_COV_KERNEL=blk SUBSCOPE_COV_BLOCK=192 CMP_NMSE=$BF16_NMSE RUN_CMD=collect compare_forward \
+        "collect tiny-gpt2 mean, cov (blocked cuBLAS triangle, nmse $BF16_NMSE)" \
+        "$tiny" data/demo_prompts.jsonl 'blocks.*.mlp.hook_post,blocks.2.hook_resid_post' --stats mean,cov
     # and with the wgmma kernel (cov_lower_wg.cu, the same roundings; Hopper only)
     if [ "$ARCH" = 90 ]; then
         SUBSCOPE_COV_KERNEL=wg CMP_NMSE=$BF16_NMSE RUN_CMD=collect compare_forward \

@@ -28,6 +28,7 @@
  * the emulation (host memory, both thread orders, tiny shapes), this one
  * needs device buffers and timing; they share only the tolerances' reasoning
  * (see the comments there). */
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdio.h>
@@ -37,6 +38,7 @@
 #include "subscope/backend.h"
 #include "subscope/stats.h"
 #include "subscope/cuda_kernels.h"
+#include "subscope/cov_blk.h"
 #include "subscope/masks.h"
 #include "subscope/util.h"
 #include "../unit/ref_softmax.h"
@@ -1083,6 +1085,17 @@ static int launch_cv_wg(void *v) {
     cv_ctx *c = v;
     return ss_cuda_cov_lower_wg(c->c, c->ldc, c->x, c->dt, c->ldx, c->mean, c->n, c->d, c->ws, g_stream);
 }
+/* the blocked triangle through cuBLAS (cov_blk.h), its default block width */
+static int launch_cv_blk(void *v) {
+    cv_ctx *c = v;
+    static cublasHandle_t h;
+    if (!h && (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS || cublasSetStream(h, g_stream) != CUBLAS_STATUS_SUCCESS))
+        return 1;
+    cublasStatus_t bs = CUBLAS_STATUS_SUCCESS;
+    int e = ss_cov_lower_blk(h, c->c, c->ldc, c->x, c->dt, c->ldx, c->mean, c->n, c->d, 0, c->ws, g_stream, &bs);
+    if (e == -1) fprintf(stderr, "cublasGemmBatchedEx: %s\n", cublasGetStatusString(bs));
+    return e;
+}
 
 /* One shape: the means from ss_cuda_colmean against fp64 sums (rtol 1e-12,
  * and mean32 == (float)mean64), then C centred on the device's mean32
@@ -1095,10 +1108,13 @@ static int launch_cv_wg(void *v) {
  * must keep the NaN fill. With tc 1 or 2, the tensor-core kernels
  * (cov_lower_tc.cu, mma.sync; cov_lower_wg.cu, wgmma: skipped where
  * unsupported) against the same sums of their bf16 operands, bf16(x - m32), the same bound
- * (products of bf16 values are exact in fp32); the means are not rechecked. */
+ * (products of bf16 values are exact in fp32); the means are not rechecked. tc 3: the
+ * blocked triangle (cov_lower_blk.cu, cuBLAS's batched bf16 product), the same sums and
+ * bound, which may also write the upper halves of its diagonal blocks. */
 static void cov_one(int64_t n, int64_t d, int64_t ldx, int64_t ldc, int dt, int tc) {
     char name[96];
-    snprintf(name, sizeof name, "cov_lower%s %s n=%lld d=%lld ldx=%lld ldc=%lld", tc == 2 ? "_wg" : tc ? "_tc" : "",
+    snprintf(name, sizeof name, "cov_lower%s %s n=%lld d=%lld ldx=%lld ldc=%lld",
+             tc == 3 ? "_blk" : tc == 2 ? "_wg" : tc ? "_tc" : "",
              dt_name[dt],
              (long long)n, (long long)d, (long long)ldx, (long long)ldc);
     char mname[96];
@@ -1141,18 +1157,20 @@ static void cov_one(int64_t n, int64_t d, int64_t ldx, int64_t ldc, int dt, int 
     /* C */
     size_t cbytes = (size_t)d * (size_t)ldc * 4;
     float *c = xmalloc(cbytes), *dc = dalloc(cbytes);
-    void *dws = dalloc((size_t)(tc == 2 ? ss_cuda_cov_lower_wg_ws(n, d)
-                                : tc    ? ss_cuda_cov_lower_tc_ws(n, d)
-                                        : ss_cuda_cov_lower_ws(n, d)));
+    void *dws = dalloc((size_t)(tc == 3   ? ss_cuda_cov_lower_blk_ws(n, d, 0)
+                                : tc == 2 ? ss_cuda_cov_lower_wg_ws(n, d)
+                                : tc      ? ss_cuda_cov_lower_tc_ws(n, d)
+                                          : ss_cuda_cov_lower_ws(n, d)));
     cv_ctx cc = {dc, ldc, dx, dt, ldx, dm32, n, d, dws};
     out_buf co = {dc, cbytes, c};
-    if (run_twice(name, tc == 2 ? launch_cv_wg : tc ? launch_cv_tc : launch_cv, &cc, &co, 1, &ms)) {
+    if (run_twice(name, tc == 3 ? launch_cv_blk : tc == 2 ? launch_cv_wg : tc ? launch_cv_tc : launch_cv, &cc, &co, 1,
+                  &ms)) {
         fail_case();
     } else {
         int full = d <= 512;
-        int64_t above = 0, bad = 0, checked = 0;
+        int64_t above = 0, bad = 0, checked = 0, leaf = tc == 3 ? ss_cuda_cov_blk_leaf(d, 0) : 1;
         for (int64_t i = 0; i < d; i++)
-            for (int64_t j = i + 1; j < ldc; j++) above += !isnan(c[i * ldc + j]);
+            for (int64_t j = i + 1; j < ldc; j++) above += !isnan(c[i * ldc + j]) && !(tc == 3 && j < d && i / leaf == j / leaf);
         int64_t edges[] = {0, 1, 127, 128, 129, d / 2, d - 2, d - 1};
         unsigned s = 7;
         int64_t npairs = full ? d * (d + 1) / 2 : 64 + 4096;
@@ -1217,7 +1235,12 @@ static void cov_cases(int first, int last) {
             for (int k = first; k <= last; k++)
                 cov_one(cov_shapes[si][0], cov_shapes[si][1], cov_shapes[si][2], cov_shapes[si][3], dt, k);
 }
-static void case_cov(void) { cov_cases(0, 1); }
+/* the blocked triangle (3) not in --quick, the sanitizers' run: its products are cuBLAS's,
+ * whose Hopper kernels the sanitizers misreport (case_backend_matmul16) */
+static void case_cov(void) {
+    cov_cases(0, 1);
+    if (!g_quick) cov_cases(3, 3);
+}
 static void case_cov_wg(void) { cov_cases(2, 2); }
 
 /* collect's merge on the device (kernels/moments_merge.cu) against the same

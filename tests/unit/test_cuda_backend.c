@@ -789,7 +789,8 @@ static void collect_matches_cpu(double cov_tol, int64_t checkpoint_every) {
 /* The products by the triangular fp32 kernel (the default below d = 3072,
  * SUBSCOPE_COV_KERNEL=1), by cublasSsyrk on centred rows (the default from
  * there, SUBSCOPE_COV_KERNEL=ssyrk), and by the tensor-core kernels
- * (SUBSCOPE_COV_KERNEL=tc, wg), whose bf16 operands (unit roundoff 2^-8) move
+ * (SUBSCOPE_COV_KERNEL=tc, wg) and cuBLAS's batched bf16 product of the
+ * triangle's blocks (blk), whose bf16 operands (unit roundoff 2^-8) move
  * each term by at most 2^-7 of itself: sum |a_i a_j| <= (n - 1)
  * sqrt(var_i var_j) (Cauchy-Schwarz), so 2^-7 (plus the fp32 kernels' 1e-5)
  * bounds the covariance difference over sqrt(var_i var_j). */
@@ -805,6 +806,14 @@ TEST(cuda_emulated_collect_cov_kernel_matches_cpu) {
     collect_matches_cpu(0x1p-7 + 1e-5, 0);
     setenv("SUBSCOPE_COV_KERNEL", "wg", 1);
     collect_matches_cpu(0x1p-7 + 1e-5, 0);
+    /* blocks of 64 (residual 128: 3 blocks; MLP 512: 36, one call) and of 192 (128: one
+     * block; 512: 3 inner, 2 in a last row 128 wide, the corner: three calls) */
+    setenv("SUBSCOPE_COV_KERNEL", "blk", 1);
+    setenv("SUBSCOPE_COV_BLOCK", "64", 1);
+    collect_matches_cpu(0x1p-7 + 1e-5, 0);
+    setenv("SUBSCOPE_COV_BLOCK", "192", 1);
+    collect_matches_cpu(0x1p-7 + 1e-5, 0);
+    unsetenv("SUBSCOPE_COV_BLOCK");
     /* a value that names no kernel stops collect with a message naming it */
     setenv("SUBSCOPE_COV_KERNEL", "tensor", 1);
     char in[512], out[512];

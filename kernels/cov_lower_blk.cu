@@ -1,0 +1,99 @@
+/* The covariance update's triangle in square blocks, for cuBLAS's batched
+ * bf16 product (the host half is include/subscope/cov_blk.h).
+ *
+ * cuBLAS has no bf16 SYRK, and its full bf16 product of Xc^T Xc does twice
+ * the work the lower triangle needs. Our own triangle kernels
+ * (cov_lower_tc.cu on mma.sync, cov_lower_wg.cu on wgmma) skip the upper
+ * tiles, but on an H100 they ran at 0.41-0.78x the full product's speed: the
+ * product itself is slower than cuBLAS's by more than the half they save.
+ * So this path cuts the lower triangle into square blocks of L x L (L a
+ * multiple of 64, by default about d/8) and hands cuBLAS the blocks on or
+ * below the diagonal as one batched product: with nb blocks a side that is
+ * (nb + 1) / (2 nb) of the full product's work (0.5625 at nb = 8), each
+ * block a product cuBLAS's Hopper kernels run at their usual rate. The
+ * diagonal blocks are computed whole, so this path also writes the upper
+ * triangles of its diagonal blocks (never beyond them): unlike the other
+ * kernels, it leaves the rest of C's upper triangle alone but not that.
+ *
+ * Here: the centring (ss_cuda_cov_center, bf16, the same roundings as
+ * cov_lower_tc.cu) and the batch's pointer arrays, written by a kernel so
+ * that nothing waits for the host. Block b = I (I + 1) / 2 + J (I >= J, row
+ * I of blocks) multiplies columns J and I of Xc: in cuBLAS's column-major
+ * terms Xc is A [ldw, n], and the row-major lower block C[I, J] is the
+ * column-major block at rows J, columns I of A A^T. The last row of blocks
+ * may be narrower (last = d - (nb - 1) L); its blocks, and the corner, are
+ * the second and third groups, since one batched call takes one shape. */
+#include "ss_cuda.cuh"
+
+SS_KERNEL(ss_k_cov_blk_ptrs, (const void **, pa), (const void **, pb), (void **, pc), (const uint16_t *, xc),
+          (float *, c), (int64_t, ldc), (int64_t, leaf), (int64_t, blocks)) {
+    const int64_t b = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (b >= blocks) return;
+    int64_t bi = (int64_t)((sqrt(8.0 * (double)b + 1.0) - 1.0) * 0.5);
+    while (bi * (bi + 1) / 2 > b) bi--;
+    while ((bi + 1) * (bi + 2) / 2 <= b) bi++;
+    const int64_t bj = b - bi * (bi + 1) / 2;
+    pa[b] = xc + bj * leaf;
+    pb[b] = xc + bi * leaf;
+    pc[b] = c + bj * leaf + bi * leaf * ldc;
+}
+
+SS_EXTERN_C int64_t ss_cuda_cov_blk_leaf(int64_t d, int64_t leaf) {
+    if (d <= 0) return 0;
+    if (leaf <= 0) leaf = SS_MAX(256, ss_cdiv(d, 8));
+    leaf = ss_cdiv(leaf, 64) * 64;
+    return SS_MIN(leaf, d);
+}
+
+/* The workspace: the centred rows (bf16, rows of ldw = d rounded up to 8),
+ * then the three pointer arrays of nb (nb + 1) / 2 entries each. */
+static void blk_sizes(int64_t n, int64_t d, int64_t leaf, int64_t *ldw, int64_t *blocks, size_t *xc_bytes) {
+    const int64_t nb = ss_cdiv(d, leaf);
+    *ldw = ss_cdiv(d, 8) * 8;
+    *blocks = nb * (nb + 1) / 2;
+    *xc_bytes = (size_t)ss_cdiv(n * *ldw * 2, 256) * 256;
+}
+
+SS_EXTERN_C int64_t ss_cuda_cov_lower_blk_ws(int64_t n, int64_t d, int64_t leaf) {
+    if (n < 0 || d <= 0) return 0;
+    int64_t ldw, blocks;
+    size_t xc;
+    blk_sizes(n, d, ss_cuda_cov_blk_leaf(d, leaf), &ldw, &blocks, &xc);
+    return (int64_t)xc + 3 * blocks * (int64_t)sizeof(void *);
+}
+
+static void group(ss_cuda_cov_blk *p, int64_t m, int64_t n, int64_t batch, const void **a, const void **b, void **c) {
+    ss_cuda_cov_blk_group *g = &p->g[p->groups++];
+    g->m = (int)m, g->n = (int)n, g->batch = (int)batch, g->a = a, g->b = b, g->c = c;
+}
+
+SS_EXTERN_C int ss_cuda_cov_lower_blk_prepare(ss_cuda_cov_blk *p, float *c, int64_t ldc, const void *x, int xdtype,
+                                              int64_t ldx, const float *mean, int64_t n, int64_t d, int64_t leaf,
+                                              void *ws, cudaStream_t stream) {
+    const ss_cuda_cov_blk none = {0};
+    *p = none;
+    if (d <= 0) return 0;
+    if (ldc < d || ldx < d || n < 0 || !ws || xdtype < SS_CUDA_F32 || xdtype > SS_CUDA_BF16) return 1;
+    leaf = ss_cuda_cov_blk_leaf(d, leaf);
+    int64_t ldw, blocks;
+    size_t xc_bytes;
+    blk_sizes(n, d, leaf, &ldw, &blocks, &xc_bytes);
+    if (n > 0x7fffffff || ldw > 0x7fffffff || ldc > 0x7fffffff || blocks > 0x7fffffff) return 1;
+    uint16_t *xc = (uint16_t *)ws;
+    const void **pa = (const void **)((char *)ws + xc_bytes), **pb = pa + blocks;
+    void **pc = (void **)(pb + blocks);
+    int e = ss_cuda_cov_center(xc, SS_CUDA_BF16, ldw, x, xdtype, ldx, mean, n, n, d, stream);
+    if (e) return e;
+    SS_LAUNCH(ss_k_cov_blk_ptrs, ss_cdiv(blocks, 128), 128, 0, stream, pa, pb, pc, xc, c, ldc, leaf, blocks);
+    if ((e = SS_LAUNCH_STATUS())) return e;
+    const int64_t nb = ss_cdiv(d, leaf), last = d - (nb - 1) * leaf, inner = (nb - 1) * nb / 2;
+    p->k = (int)n, p->lda = (int)ldw, p->ldc = (int)ldc;
+    if (last == leaf) { /* every block the same shape: one call */
+        group(p, leaf, leaf, blocks, pa, pb, pc);
+        return 0;
+    }
+    if (inner) group(p, leaf, leaf, inner, pa, pb, pc);
+    if (nb > 1) group(p, leaf, last, nb - 1, pa + inner, pb + inner, pc + inner);
+    group(p, last, last, 1, pa + blocks - 1, pb + blocks - 1, pc + blocks - 1);
+    return 0;
+}

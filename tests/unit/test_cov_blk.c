@@ -1,0 +1,113 @@
+/* The blocked covariance triangle (kernels/cov_lower_blk.cu and
+ * include/subscope/cov_blk.h) under the emulation: the centring kernel, the
+ * pointer-array kernel and the emulated cublasGemmBatchedEx, against fp64
+ * sums of the same bf16 operands, as test_kernels.c checks the tensor-core
+ * kernels. This file includes the emulated runtime's cuBLAS header, which
+ * cannot share a file with the kernel emulation's (cuda_emu.h). */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include "../../kernels/emu/host/cublas_v2.h"
+#include "subscope/cuda_kernels.h"
+#include "subscope/cov_blk.h"
+#include "subscope/util.h"
+#include "test.h"
+
+/* One shape: x [n, ldx] (fp32 or bf16 storage), centred on its fp32 column
+ * means; c [d, ldc] filled with NaN first. Every lower element is checked
+ * against the fp64 sum of the bf16-rounded centred factors (the emulated
+ * product accumulates in fp32 in row order: 2 (n + 2) 2^-24 S, S = sum |a b|)
+ * and against the exact centred sum (2^-7 S more, bf16's rounding of both
+ * factors). Above the diagonal, only the diagonal blocks' upper halves may be
+ * written. */
+static void blk_case(cublasHandle_t h, int64_t n, int64_t d, int64_t ldx, int64_t ldc, int64_t leaf, int bf16_in,
+                     int expect_groups) {
+    const int64_t L = ss_cuda_cov_blk_leaf(d, leaf);
+    float *xv = malloc((size_t)(n * ldx + 1) * sizeof(float)), *m = calloc((size_t)d, sizeof(float));
+    uint16_t *x16 = malloc((size_t)(n * ldx + 1) * sizeof(uint16_t));
+    float *c = malloc((size_t)(d * ldc) * sizeof(float));
+    unsigned s = 7 + (unsigned)(n * 31 + d);
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t j = 0; j < ldx; j++) {
+            float v = 3.f + ss_test_frand(&s) * (1.f + (float)(j % 5)); /* offset mean, uneven spreads */
+            if (bf16_in) x16[r * ldx + j] = ss_f32_to_bf16(v), v = ss_bf16_to_f32(x16[r * ldx + j]);
+            xv[r * ldx + j] = v;
+        }
+    for (int64_t j = 0; j < d; j++) {
+        double a = 0;
+        for (int64_t r = 0; r < n; r++) a += xv[r * ldx + j];
+        m[j] = n ? (float)(a / (double)n) : 0.f;
+    }
+    for (int64_t i = 0; i < d * ldc; i++) c[i] = NAN;
+    void *ws = malloc((size_t)ss_cuda_cov_lower_blk_ws(n, d, leaf));
+    ss_cuda_cov_blk plan;
+    CHECK(ss_cuda_cov_lower_blk_prepare(&plan, c, ldc, bf16_in ? (void *)x16 : (void *)xv,
+                                        bf16_in ? SS_CUDA_BF16 : SS_CUDA_F32, ldx, m, n, d, leaf, ws, NULL) == 0);
+    CHECK_MSG(plan.groups == expect_groups, "d %lld, block %lld: %d groups, want %d", (long long)d, (long long)L,
+              plan.groups, expect_groups);
+    cublasStatus_t bs = 0;
+    CHECK(ss_cov_lower_blk(h, c, ldc, bf16_in ? (void *)x16 : (void *)xv, bf16_in ? SS_CUDA_BF16 : SS_CUDA_F32, ldx, m,
+                           n, d, leaf, ws, NULL, &bs) == 0);
+    int64_t bad = 0, far = 0, stray = 0;
+    double maxr = 0;
+    for (int64_t i = 0; i < d; i++)
+        for (int64_t j = 0; j < ldc; j++) {
+            const float g = c[i * ldc + j];
+            if (j > i || j >= d) {
+                stray += !isnan(g) && !(j < d && i / L == j / L);
+                continue;
+            }
+            double ref = 0, sum = 0, exact = 0;
+            for (int64_t r = 0; r < n; r++) {
+                float ai = xv[r * ldx + i] - m[i], aj = xv[r * ldx + j] - m[j];
+                double a = ss_bf16_to_f32(ss_f32_to_bf16(ai)), b = ss_bf16_to_f32(ss_f32_to_bf16(aj));
+                ref += a * b, sum += fabs(a * b), exact += (double)ai * aj;
+            }
+            const double e = fabs((double)g - ref), q = fabs((double)g - exact);
+            if (sum > 0 && e / sum > maxr) maxr = e / sum;
+            bad += !(e <= 2.0 * (double)(n + 2) * 0x1p-24 * sum);
+            far += !(q <= (0x1p-7 + 2.0 * (double)(n + 2) * 0x1p-24) * sum);
+        }
+    printf("\n    blocked n=%lld d=%lld block=%lld %s: %d call(s), max|err|/S=%.2e vs bf16 operands", (long long)n,
+           (long long)d, (long long)L, bf16_in ? "bf16" : "f32", plan.groups, maxr);
+    CHECK_MSG(bad == 0, "%lld lower-triangle elements outside the bound", (long long)bad);
+    CHECK_MSG(far == 0, "%lld elements further than 2^-7 S from the exact sums", (long long)far);
+    CHECK_MSG(stray == 0, "%lld elements written above the diagonal outside the diagonal blocks", (long long)stray);
+    free(xv), free(m), free(x16), free(c), free(ws);
+}
+
+TEST(cov_lower_blk_vs_bf16_operands) {
+    cublasHandle_t h;
+    CHECK(cublasCreate(&h) == CUBLAS_STATUS_SUCCESS);
+    /* blocks of 64 over 136 columns: 3 inner blocks, a last row 8 wide (2), the corner */
+    blk_case(h, 40, 136, 140, 137, 64, 0, 3);
+    blk_case(h, 40, 136, 140, 137, 64, 1, 3);
+    /* every block 64 wide: one call of 10 */
+    blk_case(h, 100, 256, 256, 256, 64, 1, 1);
+    /* 128 (a width of 100 rounded up to 64s) over 200: one block of each shape */
+    blk_case(h, 70, 200, 203, 200, 100, 0, 3);
+    /* the default width (256 at least) over 20 columns: the whole triangle as one block */
+    blk_case(h, 33, 20, 20, 21, 0, 0, 1);
+    /* no rows: zeros */
+    blk_case(h, 0, 3, 3, 3, 0, 0, 1);
+    cublasDestroy(h);
+}
+
+TEST(cov_lower_blk_plan) {
+    CHECK(ss_cuda_cov_blk_leaf(768, 0) == 256);    /* at least 256 */
+    CHECK(ss_cuda_cov_blk_leaf(3072, 0) == 384);   /* d / 8 */
+    CHECK(ss_cuda_cov_blk_leaf(16384, 0) == 2048);
+    CHECK(ss_cuda_cov_blk_leaf(100, 0) == 100);    /* never past d */
+    CHECK(ss_cuda_cov_blk_leaf(1000, 100) == 128); /* multiples of 64 */
+    CHECK(ss_cuda_cov_blk_leaf(0, 64) == 0);
+    /* 40 rows of 136 bf16 values (10880 bytes, rounded to 256s), then 3 arrays of 6 pointers */
+    CHECK(ss_cuda_cov_lower_blk_ws(40, 136, 64) == 11008 + 3 * 6 * (int64_t)sizeof(void *));
+    ss_cuda_cov_blk p;
+    float one = 1.f;
+    CHECK(ss_cuda_cov_lower_blk_prepare(&p, &one, 1, &one, SS_CUDA_F32, 2, NULL, 1, 2, 0, &one, NULL) == 1); /* ldc < d */
+    CHECK(ss_cuda_cov_lower_blk_prepare(&p, &one, 2, &one, 9, 2, NULL, 1, 2, 0, &one, NULL) == 1);           /* dtype */
+    CHECK(ss_cuda_cov_lower_blk_prepare(&p, &one, 2, &one, SS_CUDA_F32, 2, NULL, 1, 2, 0, NULL, NULL) == 1); /* no ws */
+    CHECK(ss_cuda_cov_lower_blk_prepare(&p, NULL, 1, NULL, SS_CUDA_F32, 1, NULL, 5, 0, 0, NULL, NULL) == 0 &&
+          p.groups == 0); /* d = 0: nothing to do */
+}
