@@ -35,6 +35,22 @@ static cudaError_t fail(cudaError_t e) {
 
 void ss_emu_set_device_memory_limit(size_t bytes) { dev_limit = bytes; }
 
+/* Calls of the runtime and cuBLASLt that make the host wait for the device or
+ * cost it time each, counted for the tests (a forward pass that repeats
+ * the last one's shapes should allocate nothing, test_cuda_backend.c). */
+enum { API_MALLOC, API_FREE, API_MEMCPY, API_H2D_ASYNC, API_D2H_ASYNC, API_STREAM_SYNC, API_DEVICE_SYNC,
+       API_EVENT_SYNC, API_LT_HEURISTIC, API_LT_DESC, API_LT_LAYOUT, API_N };
+static const char *const api_names[API_N] = {"cudaMalloc", "cudaFree", "cudaMemcpy", "cudaMemcpyAsync H2D",
+                                             "cudaMemcpyAsync D2H", "cudaStreamSynchronize", "cudaDeviceSynchronize",
+                                             "cudaEventSynchronize", "cublasLtMatmulAlgoGetHeuristic",
+                                             "cublasLtMatmulDescCreate", "cublasLtMatrixLayoutCreate"};
+static long api_calls[API_N];
+long ss_emu_api_calls(const char *name) {
+    for (int i = 0; i < API_N; i++)
+        if (!strcmp(api_names[i], name)) return api_calls[i];
+    return -1;
+}
+
 cudaError_t cudaGetDeviceCount(int *n) {
     *n = 1;
     return cudaSuccess;
@@ -65,6 +81,7 @@ cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
 }
 
 cudaError_t cudaMalloc(void **p, size_t bytes) {
+    api_calls[API_MALLOC]++;
     *p = NULL;
     if (dev_limit && dev_used + bytes > dev_limit) return fail(cudaErrorMemoryAllocation);
     dev_hdr *h = malloc(sizeof *h + (bytes ? bytes : 1));
@@ -77,6 +94,7 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
 }
 
 cudaError_t cudaFree(void *p) {
+    api_calls[API_FREE]++;
     if (!p) return cudaSuccess;
     dev_hdr *h = (dev_hdr *)p - 1;
     if (h->magic != DEV_MAGIC) return fail(cudaErrorInvalidValue);
@@ -140,6 +158,7 @@ static void complete_all(void) {
 }
 
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
+    api_calls[API_MEMCPY]++;
     if (bytes && (!dst || !src)) return fail(cudaErrorInvalidValue);
     complete_all(); /* the legacy default stream waits for the others */
     if (bytes) memmove(dst, src, bytes);
@@ -147,6 +166,8 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind 
 }
 
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, cudaStream_t s) {
+    if (s && kind == cudaMemcpyHostToDevice) api_calls[API_H2D_ASYNC]++;
+    if (s && kind == cudaMemcpyDeviceToHost) api_calls[API_D2H_ASYNC]++;
     if (bytes && (!dst || !src)) return fail(cudaErrorInvalidValue);
     if (!s) return cudaMemcpy(dst, src, bytes, kind);
     if (kind != cudaMemcpyDeviceToHost || !bytes) {
@@ -200,12 +221,14 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
 }
 
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+    api_calls[API_STREAM_SYNC]++;
     if (s) complete(s, UINT64_MAX);
     else complete_all();
     return cudaSuccess;
 }
 
 cudaError_t cudaDeviceSynchronize(void) {
+    api_calls[API_DEVICE_SYNC]++;
     complete_all();
     return cudaSuccess;
 }
@@ -242,6 +265,7 @@ cudaError_t cudaEventQuery(cudaEvent_t e) {
 }
 
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+    api_calls[API_EVENT_SYNC]++;
     if (!e) return fail(cudaErrorInvalidValue);
     complete(e->s, e->seq);
     return cudaSuccess;
@@ -418,6 +442,7 @@ cublasStatus_t cublasLtDestroy(cublasLtHandle_t h) {
     return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *d, cublasComputeType_t compute, cudaDataType scale) {
+    api_calls[API_LT_DESC]++;
     if (scale != CUDA_R_32F || (compute != CUBLAS_COMPUTE_32F && compute != CUBLAS_COMPUTE_32F_FAST_TF32))
         return CUBLAS_STATUS_NOT_SUPPORTED;
     *d = calloc(1, sizeof **d);
@@ -465,6 +490,7 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMa
 }
 cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *l, cudaDataType type, uint64_t rows, uint64_t cols,
                                           int64_t ld) {
+    api_calls[API_LT_LAYOUT]++;
     if (ld < (int64_t)(rows > 1 ? rows : 1)) return CUBLAS_STATUS_INVALID_VALUE;
     *l = calloc(1, sizeof **l);
     if (!*l) return CUBLAS_STATUS_NOT_INITIALIZED;
@@ -509,6 +535,7 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmul
                                               cublasLtMatrixLayout_t bd, cublasLtMatrixLayout_t cd,
                                               cublasLtMatrixLayout_t dd, cublasLtMatmulPreference_t p, int requested,
                                               cublasLtMatmulHeuristicResult_t *results, int *returned) {
+    api_calls[API_LT_HEURISTIC]++;
     (void)h, (void)cd;
     if (!d || !ad || !bd || !dd || !p || requested < 1 || !results || !returned) return CUBLAS_STATUS_INVALID_VALUE;
     uint64_t m, n, k, kb;

@@ -21,6 +21,7 @@ long ss_emu_lt_products(int gelu_only);
 long ss_emu_lt_products_d16(void);
 long ss_emu_lt_heuristics(void);
 long ss_emu_launch_count(const char *kernel);
+long ss_emu_api_calls(const char *name); /* kernels/emu/host_runtime.c */
 
 typedef struct {
     float *store[128];
@@ -161,11 +162,20 @@ TEST(cuda_emulated_lt_plans) {
         CHECK(products > 0);
         if (plans) {
             CHECK_MSG(asked[1] > 0 && asked[1] < products, "%ld heuristic calls for %ld products", asked[1], products);
+            /* the same shapes again: no heuristic, and nothing allocated or freed on the device
+             * (the caching allocator), no descriptors made */
             float *again = NULL;
             h0 = ss_emu_lt_heuristics();
+            long a0 = ss_emu_api_calls("cudaMalloc") + ss_emu_api_calls("cudaFree"),
+                 d0 = ss_emu_api_calls("cublasLtMatmulDescCreate"), s0 = ss_emu_api_calls("cudaStreamSynchronize");
             CHECK_OK(ss_forward(m, gpu, toks, &pk, &o, &again));
             CHECK_MSG(ss_emu_lt_heuristics() == h0, "the second forward asked the heuristic %ld times",
                       ss_emu_lt_heuristics() - h0);
+            long allocs = ss_emu_api_calls("cudaMalloc") + ss_emu_api_calls("cudaFree") - a0;
+            CHECK_MSG(allocs == 0, "the second forward called cudaMalloc/cudaFree %ld times", allocs);
+            CHECK(ss_emu_api_calls("cublasLtMatmulDescCreate") == d0);
+            printf(" [the second forward: %ld stream synchronisations]",
+                   ss_emu_api_calls("cudaStreamSynchronize") - s0);
             CHECK(again && !memcmp(again, lg[1], 12 * 101 * sizeof(float)));
             free(again);
         }
