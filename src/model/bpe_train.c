@@ -633,6 +633,21 @@ static char *text_buf(const ss_bpe_model *m) {
     return malloc(2 * mx + 1);
 }
 
+/* Opens a memory stream for *text and a scratch buffer of text_buf's size
+ * (two with buf2); NULL when out of memory, with nothing left allocated. */
+static FILE *open_text(const ss_bpe_model *m, char **text, size_t *len, char **buf, char **buf2) {
+    *text = NULL;
+    *len = 0;
+    FILE *f = open_memstream(text, len);
+    *buf = text_buf(m);
+    if (buf2) *buf2 = text_buf(m);
+    if (f && *buf && (!buf2 || *buf2)) return f;
+    if (f) fclose(f), free(*text), *text = NULL;
+    free(*buf), *buf = NULL;
+    if (buf2) free(*buf2), *buf2 = NULL;
+    return NULL;
+}
+
 /* Closes the memory stream; on failure frees what it held. */
 static ss_status finish(FILE *f, char *buf, char **text, size_t *len, const char *what) {
     free(buf);
@@ -656,15 +671,9 @@ static void put_vocab(FILE *f, const ss_bpe_model *m, char *buf, const char *ind
 }
 
 ss_status ss_bpe_model_tokenizer_json(const ss_bpe_model *m, char **text, size_t *len) {
-    *text = NULL;
-    *len = 0;
-    FILE *f = open_memstream(text, len);
-    char *buf = text_buf(m), *buf2 = text_buf(m);
-    if (!f || !buf || !buf2) {
-        if (f) fclose(f), free(*text), *text = NULL;
-        free(buf), free(buf2);
-        return nomem();
-    }
+    char *buf, *buf2;
+    FILE *f = open_text(m, text, len, &buf, &buf2);
+    if (!f) return nomem();
     fputs("{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n  \"added_tokens\": [\n"
           "    {\n      \"id\": 0,\n      \"content\": ",
           f);
@@ -706,15 +715,9 @@ ss_status ss_bpe_model_tokenizer_json(const ss_bpe_model *m, char **text, size_t
 }
 
 ss_status ss_bpe_model_vocab_json(const ss_bpe_model *m, char **text, size_t *len) {
-    *text = NULL;
-    *len = 0;
-    FILE *f = open_memstream(text, len);
-    char *buf = text_buf(m);
-    if (!f || !buf) {
-        if (f) fclose(f), free(*text), *text = NULL;
-        free(buf);
-        return nomem();
-    }
+    char *buf;
+    FILE *f = open_text(m, text, len, &buf, NULL);
+    if (!f) return nomem();
     fputs("{\n", f);
     put_vocab(f, m, buf, "  ");
     fputs("}\n", f);
@@ -722,15 +725,9 @@ ss_status ss_bpe_model_vocab_json(const ss_bpe_model *m, char **text, size_t *le
 }
 
 ss_status ss_bpe_model_merges_txt(const ss_bpe_model *m, char **text, size_t *len) {
-    *text = NULL;
-    *len = 0;
-    FILE *f = open_memstream(text, len);
-    char *buf = text_buf(m);
-    if (!f || !buf) {
-        if (f) fclose(f), free(*text), *text = NULL;
-        free(buf);
-        return nomem();
-    }
+    char *buf;
+    FILE *f = open_text(m, text, len, &buf, NULL);
+    if (!f) return nomem();
     fputs("#version: 0.2\n", f);
     for (int32_t r = 0; r < m->n_merges; r++) {
         ss_bpe_token_text(m, m->merges[r][0], buf);
