@@ -38,6 +38,12 @@ SS_KERNEL(ss_k_cov_blk_ptrs, (const void **, pa), (const void **, pb), (void **,
     pc[b] = c + bj * leaf + bi * leaf * ldc;
 }
 
+/* No rows: zeros in the lower triangle, and no product (cuBLAS is not asked for k = 0). */
+SS_KERNEL(ss_k_cov_blk_zero, (float *, c), (int64_t, ldc)) {
+    const int64_t i = blockIdx.x;
+    for (int64_t j = threadIdx.x; j <= i; j += blockDim.x) c[i * ldc + j] = 0.f;
+}
+
 SS_EXTERN_C int64_t ss_cuda_cov_blk_leaf(int64_t d, int64_t leaf) {
     if (d <= 0) return 0;
     if (leaf <= 0) leaf = SS_MAX(256, ss_cdiv(d, 8));
@@ -79,6 +85,11 @@ SS_EXTERN_C int ss_cuda_cov_lower_blk_prepare(ss_cuda_cov_blk *p, float *c, int6
     size_t xc_bytes;
     blk_sizes(n, d, leaf, &ldw, &blocks, &xc_bytes);
     if (n > 0x7fffffff || ldw > 0x7fffffff || ldc > 0x7fffffff || blocks > 0x7fffffff) return 1;
+    if (n == 0) {
+        if (d > 0x7fffffff) return 1;
+        SS_LAUNCH(ss_k_cov_blk_zero, d, 256, 0, stream, c, ldc);
+        return SS_LAUNCH_STATUS();
+    }
     uint16_t *xc = (uint16_t *)ws;
     const void **pa = (const void **)((char *)ws + xc_bytes), **pb = pa + blocks;
     void **pc = (void **)(pb + blocks);

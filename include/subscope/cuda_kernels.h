@@ -186,7 +186,8 @@ int ss_cuda_cov_lower_tc(float *c, int64_t ldc, const void *x, int xdtype, int64
  * about d / 8, at least 256), those on or below the diagonal one batched bf16
  * product. _prepare centres x into ws (ss_cuda_cov_lower_blk_ws(n, d, leaf)
  * bytes), writes the batch's pointer arrays there and describes the calls in
- * *p (at most three groups of one shape each; none for d = 0). The diagonal
+ * *p (at most three groups of one shape each; none for d = 0, nor for n = 0,
+ * whose zeros it writes itself). The diagonal
  * blocks are computed whole, so the upper triangles of those blocks are
  * written too; nothing else above the diagonal is. */
 typedef struct ss_cuda_cov_blk_group {

@@ -89,8 +89,8 @@ TEST(cov_lower_blk_vs_bf16_operands) {
     blk_case(h, 70, 200, 203, 200, 100, 0, 3);
     /* the default width (256 at least) over 20 columns: the whole triangle as one block */
     blk_case(h, 33, 20, 20, 21, 0, 0, 1);
-    /* no rows: zeros */
-    blk_case(h, 0, 3, 3, 3, 0, 0, 1);
+    /* no rows: zeros, written by a kernel (no product of k = 0) */
+    blk_case(h, 0, 3, 3, 3, 0, 0, 0);
     cublasDestroy(h);
 }
 
