@@ -143,12 +143,15 @@ struct ss_backend {
      * (hook_pre, hook_pre_linear, hook_post, mlp_out): x += act(a · op(W1) +
      * b1) · op(W2) + b2, x [rows,d], a [rows,d], the hidden width dm; act a
      * GELU (GPT-2) or SS_ACT_SILU (Llama's SwiGLU, W1 the gate|up [2dm] product).
-     * The backend may keep the activation's output in the weights' 16-bit
-     * type, into which the second product rounds it anyway; pre [rows, dm or
-     * 2dm] and post [rows,dm] are scratch it may use. */
-    ss_status (*mlp_add)(const ss_backend *be, float *x, float *pre, float *post, const float *a, const void *w1,
-                         const float *b1, const void *w2, const float *b2, int wdtype, int64_t rows, int64_t d,
-                         int64_t dm, int trans_b, ss_act act);
+     * With nw non-NULL the input is norm(x) instead (LayerNorm with nb,
+     * RMSNorm with rms; nothing reads it either) and a is the fp32 buffer the
+     * norm would fill, for the backend's own use. The backend may keep the
+     * activation's output, and the normalised rows, in the weights' 16-bit
+     * type, into which the products round them anyway; pre [rows, dm or 2dm]
+     * and post [rows,dm] are scratch it may use. */
+    ss_status (*mlp_add)(const ss_backend *be, float *x, float *pre, float *post, float *a, const float *nw,
+                         const float *nb, float eps, int rms, const void *w1, const float *b1, const void *w2,
+                         const float *b2, int wdtype, int64_t rows, int64_t d, int64_t dm, int trans_b, ss_act act);
     /* Optional (NULL: the norm, then matmul or matmul_gelu): C = act(norm(x)
      * · op(W) + bias), x [M,K], C [M,N], where nothing reads norm(x) (no hook
      * on the norm's site, no backward pass); with 16-bit weights the backend

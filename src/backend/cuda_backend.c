@@ -851,46 +851,6 @@ static ss_status cu_matmul_gelu(const ss_backend *be, float *C, const float *A, 
                       act == SS_ACT_GELU_ERF ? SS_CUDA_GELU_ERF : SS_CUDA_GELU_TANH, 0);
 }
 
-/* The ops table's mlp_add (SUBSCOPE_MLP16=1), for 16-bit weights: the MLP's
- * activation output goes straight into the weights' 16-bit type, into which
- * the down projection rounds it anyway (the same numbers as the separate
- * ops, without the fp32 intermediate and its conversion pass):
- *   GPT-2, x += GELU(a W1 + b1) W2 + b2: cuBLASLt's GELU_BIAS epilogue writes
- *   it (tanh GELU only);
- *   Llama, x += SwiGLU(a W1 + b1) W2 + b2: gate|up in fp32 into pre, then the
- *   SwiGLU kernel writes it, and product16 (the call matmul_add makes after
- *   its conversion) reads it.
- * Otherwise (fp32 weights, the erf GELU, cuBLASLt declining) the separate
- * ops run, through pre and post. */
-static ss_status cu_mlp_add(const ss_backend *be, float *x, float *pre, float *post, const float *a, const void *w1,
-                            const float *b1, const void *w2, const float *b2, int wdtype, int64_t rows, int64_t d,
-                            int64_t dm, int trans_b, ss_act act) {
-    cuda_impl *c = IMPL(be);
-    const int w16 = wdtype == SS_WDTYPE_BF16 || wdtype == SS_WDTYPE_F16, f16 = wdtype == SS_WDTYPE_F16;
-    const int fits = rows > 0 && rows <= INT32_MAX && d <= INT32_MAX && 2 * dm <= INT32_MAX;
-    if (act == SS_ACT_SILU) {
-        SS_TRY(cu_matmul(be, pre, a, w1, wdtype, b1, rows, 2 * dm, d, trans_b));
-        if (w16 && fits) {
-            SS_TRY(scratch16(be, &c->h16, &c->h16_cap, (size_t)(rows * dm), "16-bit MLP activations"));
-            KL(ss_cuda_swiglu_16(c->h16, f16 ? SS_CUDA_F16 : SS_CUDA_BF16, pre, rows, dm, c->stream),
-               "SwiGLU kernel (16-bit output)");
-            return product16(be, x, c->h16, w2, wdtype, b2, rows, d, dm, trans_b, SS_CUDA_ACT_NONE, 1);
-        }
-        KL(ss_cuda_swiglu(post, pre, rows, dm, c->stream), "SwiGLU kernel");
-        return cu_matmul_add(be, x, post, w2, wdtype, b2, rows, d, dm, trans_b);
-    }
-    if (c->lt && w16 && act == SS_ACT_GELU_TANH && fits) {
-        const cudaDataType t16 = f16 ? CUDA_R_16F : CUDA_R_16BF;
-        SS_TRY(scratch16(be, &c->h16, &c->h16_cap, (size_t)(rows * dm), "16-bit MLP activations"));
-        SS_TRY(rows16(be, a, NULL, NULL, 0.f, 0, rows, d, f16 ? SS_CUDA_F16 : SS_CUDA_BF16));
-        if (lt_matmul_to(c, c->h16, t16, c->a16, w1, t16, b1, 1, 0, rows, dm, d, trans_b) == CUBLAS_STATUS_SUCCESS &&
-            lt_matmul(c, x, c->h16, w2, t16, b2, 0, 1, rows, d, dm, trans_b) == CUBLAS_STATUS_SUCCESS)
-            return SS_OK;
-    }
-    SS_TRY(cu_matmul_gelu(be, post, a, w1, wdtype, b1, rows, dm, d, trans_b, act));
-    return cu_matmul_add(be, x, post, w2, wdtype, b2, rows, d, dm, trans_b);
-}
-
 static ss_status cu_layernorm(const ss_backend *be, float *out, const float *x, const float *w, const float *b,
                               int64_t rows, int64_t d, float eps) {
     KL(ss_cuda_layernorm(out, x, w, b, SS_CUDA_F32, rows, d, eps, IMPL(be)->stream), "layernorm kernel");
@@ -922,6 +882,55 @@ static ss_status cu_rmsnorm(const ss_backend *be, float *out, const float *x, co
                             float eps) {
     KL(ss_cuda_rmsnorm(out, x, w, SS_CUDA_F32, rows, d, eps, IMPL(be)->stream), "rmsnorm kernel");
     return SS_OK;
+}
+
+/* The ops table's mlp_add (SUBSCOPE_MLP16=1), for 16-bit weights: the MLP's
+ * activation output goes straight into the weights' 16-bit type, into which
+ * the down projection rounds it anyway (the same numbers as the separate
+ * ops, without the fp32 intermediate and its conversion pass):
+ *   GPT-2, x += GELU(a W1 + b1) W2 + b2: cuBLASLt's GELU_BIAS epilogue writes
+ *   it (tanh GELU only);
+ *   Llama, x += SwiGLU(a W1 + b1) W2 + b2: gate|up in fp32 into pre, then the
+ *   SwiGLU kernel writes it, and product16 reads it.
+ * With nw the input rows are norm(x), which the norm kernel writes in 16 bits
+ * for the first product (rows16, as norm_matmul does): no fp32 rows and no
+ * conversion pass either. Otherwise (fp32 weights, the erf GELU, cuBLASLt
+ * declining) the separate ops run, through a (the norm's rows), pre and post. */
+static ss_status cu_mlp_add(const ss_backend *be, float *x, float *pre, float *post, float *a, const float *nw,
+                            const float *nb, float eps, int rms, const void *w1, const float *b1, const void *w2,
+                            const float *b2, int wdtype, int64_t rows, int64_t d, int64_t dm, int trans_b, ss_act act) {
+    cuda_impl *c = IMPL(be);
+    const int w16 = wdtype == SS_WDTYPE_BF16 || wdtype == SS_WDTYPE_F16, f16 = wdtype == SS_WDTYPE_F16;
+    const int t16 = f16 ? SS_CUDA_F16 : SS_CUDA_BF16;
+    const int fits = rows > 0 && rows <= INT32_MAX && d <= INT32_MAX && 2 * dm <= INT32_MAX;
+    const int silu16 = act == SS_ACT_SILU && w16 && fits;
+    const int gelu16 = c->lt && w16 && act == SS_ACT_GELU_TANH && fits;
+    /* the input rows in fp32 in a, for the separate ops */
+#define MLP_ROWS_F32()                                                                                         do {                                                                                                           if (nw) SS_TRY(rms ? cu_rmsnorm(be, a, x, nw, rows, d, eps) : cu_layernorm(be, a, x, nw, nb, rows, d, eps));     } while (0)
+    if (silu16 || gelu16) SS_TRY(rows16(be, nw ? x : a, nw, nb, eps, rms, rows, d, t16));
+    else MLP_ROWS_F32();
+    if (silu16) {
+        SS_TRY(product16(be, pre, c->a16, w1, wdtype, b1, rows, 2 * dm, d, trans_b, SS_CUDA_ACT_NONE, 0));
+        SS_TRY(scratch16(be, &c->h16, &c->h16_cap, (size_t)(rows * dm), "16-bit MLP activations"));
+        KL(ss_cuda_swiglu_16(c->h16, t16, pre, rows, dm, c->stream), "SwiGLU kernel (16-bit output)");
+        return product16(be, x, c->h16, w2, wdtype, b2, rows, d, dm, trans_b, SS_CUDA_ACT_NONE, 1);
+    }
+    if (act == SS_ACT_SILU) {
+        SS_TRY(cu_matmul(be, pre, a, w1, wdtype, b1, rows, 2 * dm, d, trans_b));
+        KL(ss_cuda_swiglu(post, pre, rows, dm, c->stream), "SwiGLU kernel");
+        return cu_matmul_add(be, x, post, w2, wdtype, b2, rows, d, dm, trans_b);
+    }
+    if (gelu16) {
+        const cudaDataType ct16 = f16 ? CUDA_R_16F : CUDA_R_16BF;
+        SS_TRY(scratch16(be, &c->h16, &c->h16_cap, (size_t)(rows * dm), "16-bit MLP activations"));
+        if (lt_matmul_to(c, c->h16, ct16, c->a16, w1, ct16, b1, 1, 0, rows, dm, d, trans_b) == CUBLAS_STATUS_SUCCESS &&
+            lt_matmul(c, x, c->h16, w2, ct16, b2, 0, 1, rows, d, dm, trans_b) == CUBLAS_STATUS_SUCCESS)
+            return SS_OK;
+        MLP_ROWS_F32(); /* cuBLASLt declined: the separate ops need the rows in fp32 */
+    }
+#undef MLP_ROWS_F32
+    SS_TRY(cu_matmul_gelu(be, post, a, w1, wdtype, b1, rows, dm, d, trans_b, act));
+    return cu_matmul_add(be, x, post, w2, wdtype, b2, rows, d, dm, trans_b);
 }
 
 /* The ops table's norm_matmul (SUBSCOPE_NORM16=1): with 16-bit weights the

@@ -353,16 +353,17 @@ ss_status ss_block_forward(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, floa
     const int mlp16 = be->mlp_add && !b->keep_pre && !ss_hook_wants(f, SS_SITE_MLP_PRE, l) &&
                       !(D.llama && ss_hook_wants(f, SS_SITE_MLP_PRE_LINEAR, l)) &&
                       !ss_hook_wants(f, SS_SITE_MLP_POST, l) && !ss_hook_wants(f, SS_SITE_MLP_OUT, l);
-    /* the MLP's first product takes the normalised rows in 16 bits, unless mlp_add takes them */
-    const int ln2_16 = norm16 && !mlp16 && !ss_hook_wants(f, SS_SITE_LN2, l);
+    /* nobody reads the normalised rows: the MLP's first product (or mlp_add) takes them in 16 bits */
+    const int ln2_16 = norm16 && !ss_hook_wants(f, SS_SITE_LN2, l);
     if (!ln2_16) {
         SS_TRY(norm(be, c, b->ln2, x, L->ln2_w, L->ln2_b, R, d));
         SS_TRY(ss_hook_site(f, SS_SITE_LN2, l, b->ln2, Rd, 0, d));
     }
     if (mlp16) {
         /* nobody reads the MLP's insides: the backend may keep them in 16 bits */
-        SS_TRY(be->mlp_add(be, x, b->pre, b->post, b->ln2, L->fc_w, L->fc_b, L->fc2_w, L->fc2_b, w->wdtype, R, d, D.dm,
-                           w->trans, D.llama ? SS_ACT_SILU : c->act));
+        SS_TRY(be->mlp_add(be, x, b->pre, b->post, b->ln2, ln2_16 ? L->ln2_w : NULL, L->ln2_b, (float)c->ln_eps,
+                           D.llama, L->fc_w, L->fc_b, L->fc2_w, L->fc2_b, w->wdtype, R, d, D.dm, w->trans,
+                           D.llama ? SS_ACT_SILU : c->act));
         return ss_hook_site(f, SS_SITE_RESID_POST, l, x, Rd, 0, d);
     }
     if (!D.llama && be->matmul_gelu && !b->keep_pre && !ss_hook_wants(f, SS_SITE_MLP_PRE, l)) {

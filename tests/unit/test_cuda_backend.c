@@ -348,7 +348,8 @@ TEST(cuda_emulated_mlp16_without_output_bias) {
     CHECK_OK(gpu->upload(gpu, dw2, w2, (size_t)(dm * d) * 2));
     float *got = ss_test_fvec(R * d, 0), *want = ss_test_fvec(R * d, 0);
     CHECK_OK(gpu->upload(gpu, dx, x0, (size_t)(R * d) * 4));
-    CHECK_OK(gpu->mlp_add(gpu, dx, dpre, dpost, da, dw1, db1, dw2, NULL, SS_WDTYPE_BF16, R, d, dm, 0, SS_ACT_GELU_TANH));
+    CHECK_OK(gpu->mlp_add(gpu, dx, dpre, dpost, da, NULL, NULL, 0.f, 0, dw1, db1, dw2, NULL, SS_WDTYPE_BF16, R, d, dm,
+                          0, SS_ACT_GELU_TANH));
     CHECK_OK(gpu->download(gpu, got, dx, (size_t)(R * d) * 4));
     CHECK_OK(gpu->upload(gpu, dx, x0, (size_t)(R * d) * 4));
     CHECK_OK(gpu->matmul_gelu(gpu, dpost, da, dw1, SS_WDTYPE_BF16, db1, R, dm, d, 0, SS_ACT_GELU_TANH));
@@ -415,6 +416,33 @@ TEST(cuda_emulated_norm16_matches_fp32_rows) {
             CHECK(!memcmp(ref, hooked, (size_t)n * sizeof(float)));
         }
         free(ref), free(n16), free(hooked);
+    }
+}
+
+/* Both: mlp_add normalises its own input (norm(x) written in 16 bits for
+ * the first product), so a layer converts neither norm's rows nor the
+ * activation's output: 3 conversions fewer per layer than the default, 2
+ * in a layer whose ln2 is wanted (its rows are computed in fp32 for the hook
+ * and mlp_add converts them); the logits bit for bit the default's. */
+TEST(cuda_emulated_norm16_mlp16_together) {
+    const char *models[] = {"prefix-f32", "llama-gqa-llama3"};
+    for (int mi = 0; mi < 2; mi++) {
+        float *ref = NULL, *both = NULL, *hooked = NULL;
+        path_counts p0, p1, p2;
+        int64_t n;
+        logits16(models[mi], "SUBSCOPE_MLP16", NULL, NULL, &ref, &n, &p0);
+        setenv("SUBSCOPE_NORM16", "1", 1);
+        logits16(models[mi], "SUBSCOPE_MLP16", "1", NULL, &both, &n, &p1);
+        logits16(models[mi], "SUBSCOPE_MLP16", "1", "blocks.0.ln2.hook_normalized", &hooked, &n, &p2);
+        unsetenv("SUBSCOPE_NORM16");
+        if (ref && both && hooked) {
+            printf(" [%s: %ld conversions, %ld with both, %ld with layer 0's ln2 wanted]", models[mi], p0.convert,
+                   p1.convert, p2.convert);
+            CHECK(p1.convert == p0.convert - 6 && p2.convert == p0.convert - 5); /* 2 layers */
+            CHECK(!memcmp(ref, both, (size_t)n * sizeof(float)));
+            CHECK(!memcmp(ref, hooked, (size_t)n * sizeof(float)));
+        }
+        free(ref), free(both), free(hooked);
     }
 }
 
