@@ -82,39 +82,41 @@ SS_EXTERN_C int64_t ss_cuda_attention_flash_bf16_ws(int64_t n_rows, int64_t H, i
     return n_rows > 0 ? n_rows * (H + 2 * Hkv) * dh : 0;
 }
 
-SS_EXTERN_C int ss_cuda_attention_flash_bf16_from16(float *z, const uint16_t *qkv16, int64_t ld16, int64_t n_seq,
-                                                    const int64_t *start, const int64_t *len, int64_t max_len,
-                                                    int64_t H, int64_t Hkv, int64_t dh, float sscale,
+SS_EXTERN_C int ss_cuda_attention_flash_bf16_from16(void *z, int zdt, const uint16_t *qkv16, int64_t ld16,
+                                                    int64_t n_seq, const int64_t *start, const int64_t *len,
+                                                    int64_t max_len, int64_t H, int64_t Hkv, int64_t dh, float sscale,
                                                     cudaStream_t stream) {
     if (n_seq <= 0 || max_len <= 0 || H <= 0) return 0;
     if ((dh != 64 && dh != 128) || Hkv < 1 || H % Hkv || ld16 < (H + 2 * Hkv) * dh || ld16 % 8 ||
-        (uintptr_t)qkv16 % 16)
+        (uintptr_t)qkv16 % 16 || (zdt != SS_CUDA_F32 && zdt != SS_CUDA_BF16) || (uintptr_t)z % 8)
         return 1;
+    const int z16 = zdt == SS_CUDA_BF16;
     const int64_t n_qt = ss_cdiv(max_len, TC_BR);
     if (n_seq * H > 0x7fffffff || n_qt > 65535) return 1;
     const int group = (int)(H / Hkv);
     const float sl = sscale * 1.4426950408889634f; /* log2 e */
     if (dh == 64)
-        SS_LAUNCH(ss_k_attn_tc_64, SS_DIM3(n_seq * H, n_qt, 1), TC_THREADS, 0, stream, z, qkv16, ld16, H * dh,
+        SS_LAUNCH(ss_k_attn_tc_64, SS_DIM3(n_seq * H, n_qt, 1), TC_THREADS, 0, stream, z, z16, qkv16, ld16, H * dh,
                   (H + Hkv) * dh, start, len, (int)n_seq, group, sl);
     else
-        SS_LAUNCH(ss_k_attn_tc_128, SS_DIM3(n_seq * H, n_qt, 1), TC_THREADS, 0, stream, z, qkv16, ld16, H * dh,
+        SS_LAUNCH(ss_k_attn_tc_128, SS_DIM3(n_seq * H, n_qt, 1), TC_THREADS, 0, stream, z, z16, qkv16, ld16, H * dh,
                   (H + Hkv) * dh, start, len, (int)n_seq, group, sl);
     return SS_LAUNCH_STATUS();
 }
 
-SS_EXTERN_C int ss_cuda_attention_flash_bf16(float *z, const float *q, const float *k, const float *v,
+SS_EXTERN_C int ss_cuda_attention_flash_bf16(void *z, int zdt, const float *q, const float *k, const float *v,
                                              int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len,
                                              int64_t max_len, int64_t n_rows, int64_t H, int64_t Hkv, int64_t dh,
                                              float scale, void *ws, cudaStream_t stream) {
     if (n_seq <= 0 || max_len <= 0 || H <= 0) return 0;
-    if ((dh != 64 && dh != 128) || Hkv < 1 || H % Hkv || ld_qkv < H * dh || n_rows < 1 || (uintptr_t)ws % 16)
+    if ((dh != 64 && dh != 128) || Hkv < 1 || H % Hkv || ld_qkv < H * dh || n_rows < 1 || (uintptr_t)ws % 16 ||
+        (zdt != SS_CUDA_F32 && zdt != SS_CUDA_BF16))
         return 1;
     if (n_seq * H > 0x7fffffff || ss_cdiv(max_len, TC_BR) > 65535) return 1;
     SS_LAUNCH(ss_k_attn_pack_bf16, SS_MIN(n_rows, (int64_t)1 << 20), 256, 0, stream, (uint16_t *)ws, q, k, v, ld_qkv,
               n_rows, H * dh, Hkv * dh, scale);
     const int st = SS_LAUNCH_STATUS();
     if (st) return st;
-    return ss_cuda_attention_flash_bf16_from16(z, (const uint16_t *)ws, (H + 2 * Hkv) * dh, n_seq, start, len,
+    return ss_cuda_attention_flash_bf16_from16(z, zdt, (const uint16_t *)ws, (H + 2 * Hkv) * dh, n_seq, start, len,
                                                max_len, H, Hkv, dh, 1.f, stream);
 }

@@ -7,7 +7,7 @@
  * by sl / log2 e (1 when the pack kernel scaled Q already). */
 #define SS_TC_KERNEL_(name, ...) SS_KERNEL(name, __VA_ARGS__)
 
-SS_TC_KERNEL_(TC_NAME, (float *, z), (const uint16_t *, qkv), (int64_t, ld16), (int64_t, kofs), (int64_t, vofs),
+SS_TC_KERNEL_(TC_NAME, (void *, z), (int, z16), (const uint16_t *, qkv), (int64_t, ld16), (int64_t, kofs), (int64_t, vofs),
               (const int64_t *, start), (const int64_t *, len), (int, n_seq), (int, group), (float, sl)) {
     /* K and V tiles as stored ([key][dh], bf16), two of each for the
      * pipeline; rows padded to SK halves (16-byte multiples whose 8-row
@@ -160,7 +160,13 @@ SS_TC_KERNEL_(TC_NAME, (float *, z), (const uint16_t *, qkv), (int64_t, ld16), (
     SS_UNROLL
     for (int dn = 0; dn < TC_DH / 8; dn++) {
         const int e = 8 * dn + 2 * t;
-        if (qr0 < L) *(float2 *)(z + (r0 + qr0) * H_dh + col + e) = make_float2(o[dn][0] * inv0, o[dn][1] * inv0);
-        if (qr1 < L) *(float2 *)(z + (r0 + qr1) * H_dh + col + e) = make_float2(o[dn][2] * inv1, o[dn][3] * inv1);
+        const int64_t at0 = (r0 + qr0) * H_dh + col + e, at1 = (r0 + qr1) * H_dh + col + e;
+        if (z16) { /* rounded as the conversion kernel rounds the fp32 values below */
+            if (qr0 < L) *(uint32_t *)((uint16_t *)z + at0) = ss_pack_bf16(o[dn][0] * inv0, o[dn][1] * inv0);
+            if (qr1 < L) *(uint32_t *)((uint16_t *)z + at1) = ss_pack_bf16(o[dn][2] * inv1, o[dn][3] * inv1);
+        } else {
+            if (qr0 < L) *(float2 *)((float *)z + at0) = make_float2(o[dn][0] * inv0, o[dn][1] * inv0);
+            if (qr1 < L) *(float2 *)((float *)z + at1) = make_float2(o[dn][2] * inv1, o[dn][3] * inv1);
+        }
     }
 }

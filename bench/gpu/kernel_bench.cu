@@ -524,7 +524,7 @@ static void bench_attention(int64_t rows) {
                 "f32 in and out, packed to bf16 first (timed), cp.async K/V tiles, ldmatrix fragments", io, flops,
                 "bf16", false, false),
              [&] {
-                 return ss_cuda_attention_flash_bf16(z.f(), q, k, v, 3 * d, n_seq, start, len, T, R_, H, H, dh, scale,
+                 return ss_cuda_attention_flash_bf16(z.f(), SS_CUDA_F32, q, k, v, 3 * d, n_seq, start, len, T, R_, H, H, dh, scale,
                                                      ws.p, G.stream);
              });
     run_case(mk("kernel", "attention.pattern", "ss_cuda_attention_pattern", shape, "f32",

@@ -43,6 +43,21 @@ typedef struct ss_mask_program ss_mask_program;
 typedef struct ss_dev_moments ss_dev_moments; /* running statistics in a backend's memory */
 
 /* Backend options: a TF32 switch for float32 matrix products on GPUs. */
+/* The output product that follows an attention op where nothing reads z or
+ * the product's own output (no hook on hook_z or attn_out, no backward
+ * pass): x += z · op(W) + bias, z [rows, H*dh], x [rows, d], W as matmul_add
+ * takes it. An attention op given one runs it itself and leaves z's contents
+ * unspecified, so a backend may hand z to the product in the weights' 16-bit
+ * type without an fp32 copy and a conversion pass. */
+typedef struct ss_attn_out {
+    float *x;
+    const void *w;
+    int wdtype;
+    const float *bias;
+    int64_t rows, d;
+    int trans_b;
+} ss_attn_out;
+
 typedef struct ss_backend_opts {
     int tf32;
 } ss_backend_opts;
@@ -168,12 +183,13 @@ struct ss_backend {
      * q, k, v or the pattern and no rotation applies (GPT-2): the backend may
      * write qkv in bf16 for a tensor-core attention that scales the scores
      * itself. qkv and ln are the fp32 buffers [R, (H+2Hkv)dh] and [R, d] the
-     * separate ops would fill, for the backend's own use. */
+     * separate ops would fill, for the backend's own use. out (or NULL): the
+     * output product, run by the op (ss_attn_out). */
     ss_status (*attention_lowp_qkv)(const ss_backend *be, float *z, float *qkv, float *ln, const float *x,
                                     const float *nw, const float *nb, float eps, int rms, const void *W, int wdtype,
                                     const float *bias, int trans_b, int64_t R, int64_t d, int64_t n_seq,
                                     const int64_t *start, const int64_t *len, int64_t H, int64_t Hkv, int64_t dh,
-                                    float scale);
+                                    float scale, const ss_attn_out *out);
     /* Optional (NULL: matmul into scratch, then add): C += A · op(B) + bias, for
      * the products that end a block's halves where nothing reads their output
      * (no hook on attn_out / mlp_out): the residual stream takes them directly. */
@@ -199,10 +215,11 @@ struct ss_backend {
     /* Optional (NULL: use attention): attention as above without the pattern,
      * for a model whose matrix products already round their inputs to bf16;
      * an implementation may round Q, K, V and the probabilities to bf16 too
-     * (fp32 accumulation and softmax), e.g. to use tensor cores. */
+     * (fp32 accumulation and softmax), e.g. to use tensor cores. out (or
+     * NULL): the output product, run by the op (ss_attn_out). */
     ss_status (*attention_lowp)(const ss_backend *be, float *z, const float *q, const float *k, const float *v,
                                 int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H,
-                                int64_t Hkv, int64_t dh, float scale);
+                                int64_t Hkv, int64_t dh, float scale, const ss_attn_out *out);
     /* Per row of x[rows,d]: x / sqrt(mean(x^2) + eps) * w (RMSNorm; w fp32). */
     ss_status (*rmsnorm)(const ss_backend *be, float *out, const float *x, const float *w, int64_t rows, int64_t d,
                          float eps);

@@ -106,10 +106,12 @@ int ss_cuda_attention_flash(float *z, const float *q, const float *k, const floa
  * then cp.async tiles and ldmatrix fragments). The contract above plus n_rows
  * (every row start[s] + i, i < len[s], is below it) and ws, 16-byte aligned,
  * of ss_cuda_attention_flash_bf16_ws 16-bit elements; ceil(max_len/64) <=
- * 65535 and n_seq * H < 2^31, else cudaErrorInvalidValue. The backend's
+ * 65535 and n_seq * H < 2^31, else cudaErrorInvalidValue. z is written
+ * as zdt: SS_CUDA_F32, or SS_CUDA_BF16 (each value the fp32 one rounded to
+ * nearest even, as ss_cuda_convert rounds; z 8-byte aligned). The backend's
  * attention_lowp (bf16 models) calls it. */
 int64_t ss_cuda_attention_flash_bf16_ws(int64_t n_rows, int64_t H, int64_t Hkv, int64_t dh);
-int ss_cuda_attention_flash_bf16(float *z, const float *q, const float *k, const float *v, int64_t ld_qkv,
+int ss_cuda_attention_flash_bf16(void *z, int zdt, const float *q, const float *k, const float *v, int64_t ld_qkv,
                                  int64_t n_seq, const int64_t *start, const int64_t *len, int64_t max_len,
                                  int64_t n_rows, int64_t H, int64_t Hkv, int64_t dh, float scale, void *ws,
                                  cudaStream_t stream);
@@ -118,7 +120,7 @@ int ss_cuda_attention_flash_bf16(float *z, const float *q, const float *k, const
  * multiple of 8) holds Q at column 0, K at H*dh and V at (H+Hkv)*dh; the
  * scores Q K^T are scaled by sscale in fp32 (1 for the pack kernel's Q,
  * which carries the scale). */
-int ss_cuda_attention_flash_bf16_from16(float *z, const uint16_t *qkv16, int64_t ld16, int64_t n_seq,
+int ss_cuda_attention_flash_bf16_from16(void *z, int zdt, const uint16_t *qkv16, int64_t ld16, int64_t n_seq,
                                         const int64_t *start, const int64_t *len, int64_t max_len, int64_t H,
                                         int64_t Hkv, int64_t dh, float sscale, cudaStream_t stream);
 

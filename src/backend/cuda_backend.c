@@ -55,6 +55,7 @@ typedef struct {
                              * forward's cuBLAS path keeps its scores within it too */
     size_t ws_cap;          /* in floats */
     int64_t attn_gemm_min_len; /* prompts this long take the cuBLAS attention path (0: never) */
+    int z16;                /* SUBSCOPE_Z16=1: attention hands z to its output product in bf16 (attn_out_product) */
     int attn_tc;            /* SUBSCOPE_ATTN_TC: -1 (unset) attention_lowp on tensor cores, 0 never, 1 every call without the pattern */
     uint16_t *h16;          /* mlp_add's 16-bit GELU / SwiGLU output */
     size_t h16_cap;         /* in elements */
@@ -1063,13 +1064,34 @@ static ss_status attention_gemm_seq(const ss_backend *be, float *z, const float 
     return SS_OK;
 }
 
+/* Whether the tensor-core attention may write z in bf16 into c->a16 for the
+ * output product o (SUBSCOPE_Z16=1): bf16 weights, z's rows all the product's
+ * rows, sizes cuBLAS takes. */
+static int z16_for(const cuda_impl *c, const ss_attn_out *o, int64_t n_rows, int64_t zw) {
+    return o && c->z16 && o->wdtype == SS_WDTYPE_BF16 && n_rows == o->rows && o->rows <= INT32_MAX &&
+           o->d <= INT32_MAX && zw <= INT32_MAX;
+}
+
+/* The output product of an attention op (ss_attn_out): from the bf16 z the
+ * kernel left in c->a16 (used16), the same call matmul_add makes after its
+ * conversion of z, so the same numbers; else matmul_add itself. */
+static ss_status attn_out_product(const ss_backend *be, const float *z, int used16, const ss_attn_out *o, int64_t zw) {
+    if (used16)
+        return product16(be, o->x, IMPL(be)->a16, o->w, o->wdtype, o->bias, o->rows, o->d, zw, o->trans_b,
+                         SS_CUDA_ACT_NONE, 1);
+    return cu_matmul_add(be, o->x, z, o->w, o->wdtype, o->bias, o->rows, o->d, zw, o->trans_b);
+}
+
 /* Attention; with tc, on tensor cores where the pattern is not wanted and
- * the shape is one the kernel takes (bf16 Q, K, V and probabilities). */
+ * the shape is one the kernel takes (bf16 Q, K, V and probabilities). With
+ * out, the tensor-core kernel writes z in bf16 into c->a16 instead where
+ * z16_for allows, and says so in *used16. */
 static ss_status attention_any(const ss_backend *be, float *z, const float *q, const float *k, const float *v,
                                int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H,
                                int64_t Hkv, int64_t dh, float scale, float *pattern_out, const int64_t *pattern_off,
-                               int tc) {
+                               int tc, const ss_attn_out *out, int *used16) {
     cuda_impl *c = IMPL(be);
+    if (used16) *used16 = 0;
     if (Hkv < 1 || H % Hkv)
         return ss_errorf(SS_ERR_ARG, "%s: attention: %lld key/value heads do not divide %lld heads", be->name,
                          (long long)Hkv, (long long)H);
@@ -1090,9 +1112,13 @@ static ss_status attention_any(const ss_backend *be, float *z, const float *q, c
             if (start[s] + len[s] > n_rows) n_rows = start[s] + len[s];
         SS_TRY(scratch16(be, &c->qkv16, &c->qkv16_cap, (size_t)ss_cuda_attention_flash_bf16_ws(n_rows, H, Hkv, dh),
                          "bf16 Q, K, V"));
-        KL(ss_cuda_attention_flash_bf16(z, q, k, v, ld_qkv, n_seq, c->meta, c->meta + n_seq, max_len, n_rows, H, Hkv,
-                                        dh, scale, c->qkv16, c->stream),
+        const int z16 = z16_for(c, out, n_rows, H * dh);
+        if (z16) SS_TRY(scratch16(be, &c->a16, &c->a16_cap, (size_t)(n_rows * H * dh), "bf16 z"));
+        KL(ss_cuda_attention_flash_bf16(z16 ? (void *)c->a16 : z, z16 ? SS_CUDA_BF16 : SS_CUDA_F32, q, k, v, ld_qkv,
+                                        n_seq, c->meta, c->meta + n_seq, max_len, n_rows, H, Hkv, dh, scale, c->qkv16,
+                                        c->stream),
            "tensor-core attention kernel");
+        if (used16) *used16 = z16;
         return SS_OK;
     }
     /* The cuBLAS path: when a sequence is long enough, and the scores of one
@@ -1326,14 +1352,16 @@ static ss_status cu_attention(const ss_backend *be, float *z, const float *q, co
                               int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H,
                               int64_t Hkv, int64_t dh, float scale, float *pattern_out, const int64_t *pattern_off) {
     return attention_any(be, z, q, k, v, ld_qkv, n_seq, start, len, H, Hkv, dh, scale, pattern_out, pattern_off,
-                         IMPL(be)->attn_tc == 1);
+                         IMPL(be)->attn_tc == 1, NULL, NULL);
 }
 
 /* The ops table's attention_lowp: what a model whose products are bf16 asks for. */
 static ss_status cu_attention_lowp(const ss_backend *be, float *z, const float *q, const float *k, const float *v,
                                    int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H,
-                                   int64_t Hkv, int64_t dh, float scale) {
-    return attention_any(be, z, q, k, v, ld_qkv, n_seq, start, len, H, Hkv, dh, scale, NULL, NULL, 1);
+                                   int64_t Hkv, int64_t dh, float scale, const ss_attn_out *out) {
+    int used16 = 0;
+    SS_TRY(attention_any(be, z, q, k, v, ld_qkv, n_seq, start, len, H, Hkv, dh, scale, NULL, NULL, 1, out, &used16));
+    return out ? attn_out_product(be, z, used16, out, H * dh) : SS_OK;
 }
 
 /* The attention backward of one sequence through cuBLAS, as the forward's
@@ -1385,7 +1413,7 @@ static ss_status cu_attention_lowp_qkv(const ss_backend *be, float *z, float *qk
                                        const float *nw, const float *nb, float eps, int rms, const void *W, int wdtype,
                                        const float *bias, int trans_b, int64_t R, int64_t d, int64_t n_seq,
                                        const int64_t *start, const int64_t *len, int64_t H, int64_t Hkv, int64_t dh,
-                                       float scale) {
+                                       float scale, const ss_attn_out *out) {
     cuda_impl *c = IMPL(be);
     const int64_t N = (H + 2 * Hkv) * dh;
     int64_t max_len = 0;
@@ -1398,10 +1426,16 @@ static ss_status cu_attention_lowp_qkv(const ss_backend *be, float *z, float *qk
         if (lt_matmul_to(c, c->qkv16, CUDA_R_16BF, c->a16, W, CUDA_R_16BF, bias, 0, 0, R, N, d, trans_b) ==
             CUBLAS_STATUS_SUCCESS) {
             SS_TRY(meta_put(be, n_seq, start, len, NULL));
-            KL(ss_cuda_attention_flash_bf16_from16(z, c->qkv16, N, n_seq, c->meta, c->meta + n_seq, max_len, H, Hkv, dh,
+            int64_t n_rows = 0;
+            for (int64_t s = 0; s < n_seq; s++) n_rows = start[s] + len[s] > n_rows ? start[s] + len[s] : n_rows;
+            /* the QKV product has read c->a16 (stream order) before z may go there */
+            const int z16 = z16_for(c, out, n_rows, H * dh);
+            if (z16) SS_TRY(scratch16(be, &c->a16, &c->a16_cap, (size_t)(n_rows * H * dh), "bf16 z"));
+            KL(ss_cuda_attention_flash_bf16_from16(z16 ? (void *)c->a16 : z, z16 ? SS_CUDA_BF16 : SS_CUDA_F32,
+                                                   c->qkv16, N, n_seq, c->meta, c->meta + n_seq, max_len, H, Hkv, dh,
                                                    scale, c->stream),
                "tensor-core attention kernel (from the product's bf16 rows)");
-            return SS_OK;
+            return out ? attn_out_product(be, z, z16, out, H * dh) : SS_OK;
         }
     }
     const float *a = x;
@@ -1410,8 +1444,10 @@ static ss_status cu_attention_lowp_qkv(const ss_backend *be, float *z, float *qk
         a = ln;
     }
     SS_TRY(cu_product(be, qkv, a, W, wdtype, bias, R, N, d, trans_b, SS_CUDA_ACT_NONE, 0));
-    return attention_any(be, z, qkv, qkv + H * dh, qkv + (H + Hkv) * dh, N, n_seq, start, len, H, Hkv, dh, scale, NULL,
-                         NULL, 1);
+    int used16 = 0;
+    SS_TRY(attention_any(be, z, qkv, qkv + H * dh, qkv + (H + Hkv) * dh, N, n_seq, start, len, H, Hkv, dh, scale, NULL,
+                         NULL, 1, out, &used16));
+    return out ? attn_out_product(be, z, used16, out, H * dh) : SS_OK;
 }
 
 static ss_status cu_attention_backward(const ss_backend *be, float *dq, float *dk, float *dv, int64_t ld_dqkv,
@@ -1644,6 +1680,10 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
     const char *q16 = getenv("SUBSCOPE_QKV16");
     if (q16 && !strcmp(q16, "1") && c->attn_tc) be->attention_lowp_qkv = cu_attention_lowp_qkv;
     if (c->attn_tc) be->attention_lowp = cu_attention_lowp;
+    /* SUBSCOPE_Z16=1: where the forward hands an attention op its output product, the
+     * tensor-core kernel writes z in bf16 for it (attn_out_product; opt-in until a GPU has timed it) */
+    const char *z16 = getenv("SUBSCOPE_Z16");
+    c->z16 = z16 && !strcmp(z16, "1");
     struct cudaDeviceProp prop;
     ss_status st = SS_OK;
     cudaError_t e;

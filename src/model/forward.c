@@ -266,9 +266,11 @@ static ss_status norm(const ss_backend *be, const ss_config *c, float *out, cons
 
 /* The attention half of a block up to z: the norm, the QKV product, q/k/v's
  * hooks and rotation, attention (with the pattern when wp). norm16: the
- * backend's norm_matmul may take the norm and the product. */
-static ss_status block_attention(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, const float *x,
-                                 const ss_block_bufs *b, int norm16, int wp) {
+ * backend's norm_matmul may take the norm and the product. *z_done: the
+ * attention op also ran the output product into x (nothing reads z or
+ * attn_out), so z was never written. */
+static ss_status block_attention(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, float *x, const ss_block_bufs *b,
+                                 int norm16, int wp, int *z_done) {
     const ss_backend *be = f->be;
     const ss_config *c = &f->m->cfg;
     const ss_packing *pk = f->pk;
@@ -277,6 +279,13 @@ static ss_status block_attention(ss_hook_ctx *f, const ss_gpt2_weights *w, int l
     const int64_t d = D.d, R = pk->rows, kvw = D.Hkv * D.dh;
     const size_t Rd = (size_t)(R * d), Rq = (size_t)(R * D.qw);
     const float scale = c->scale_attn_weights ? (float)(1.0 / sqrt((double)D.dh)) : 1.0f;
+    /* nobody reads z or the output product's result: a low-precision attention op may run
+     * that product itself (ss_attn_out) */
+    const ss_attn_out out = {x, L->proj_w, w->wdtype, L->proj_b, R, d, w->trans};
+    const ss_attn_out *op = be->matmul_add && !ss_hook_wants(f, SS_SITE_Z, l) && !ss_hook_wants(f, SS_SITE_ATTN_OUT, l)
+                                ? &out
+                                : NULL;
+    *z_done = 0;
     /* nobody reads q, k, v (GPT-2: no rotation), nor the pattern, nor a backward pass: the
      * QKV product may write them in bf16 for a tensor-core attention, normalising x itself
      * unless the norm's site is wanted */
@@ -289,7 +298,8 @@ static ss_status block_attention(ss_hook_ctx *f, const ss_gpt2_weights *w, int l
         }
         SS_TRY(be->attention_lowp_qkv(be, b->z, b->qkv, b->ln1, ln_wanted ? b->ln1 : x, ln_wanted ? NULL : L->ln1_w,
                                       L->ln1_b, (float)c->ln_eps, 0, L->attn_w, w->wdtype, L->attn_b, w->trans, R, d,
-                                      pk->n_seq, pk->start, pk->len, D.H, D.Hkv, D.dh, scale));
+                                      pk->n_seq, pk->start, pk->len, D.H, D.Hkv, D.dh, scale, op));
+        *z_done = op != NULL;
     } else {
         if (norm16 && !ss_hook_wants(f, SS_SITE_LN1, l)) {
             SS_TRY(be->norm_matmul(be, b->qkv, b->ln1, x, L->ln1_w, L->ln1_b, (float)c->ln_eps, D.llama, L->attn_w,
@@ -312,10 +322,11 @@ static ss_status block_attention(ss_hook_ctx *f, const ss_gpt2_weights *w, int l
         /* A bf16 model's attention may round its operands to bf16 as its products
          * do (tensor cores on a GPU), unless its pattern is wanted or a backward
          * pass, which differentiates fp32 attention, will read this block. */
-        if (be->attention_lowp && w->wdtype == SS_WDTYPE_BF16 && !wp && !b->keep_pre)
+        if (be->attention_lowp && w->wdtype == SS_WDTYPE_BF16 && !wp && !b->keep_pre) {
             SS_TRY(be->attention_lowp(be, b->z, b->qkv, b->qkv + D.zw, b->qkv + D.zw + kvw, D.qw, pk->n_seq, pk->start,
-                                      pk->len, D.H, D.Hkv, D.dh, scale));
-        else
+                                      pk->len, D.H, D.Hkv, D.dh, scale, op));
+            *z_done = op != NULL;
+        } else
             SS_TRY(be->attention(be, b->z, b->qkv, b->qkv + D.zw, b->qkv + D.zw + kvw, D.qw, pk->n_seq, pk->start,
                                  pk->len, D.H, D.Hkv, D.dh, scale, wp ? f->pattern : NULL, f->pattern_off));
     }
@@ -336,17 +347,20 @@ ss_status ss_block_forward(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, floa
     /* nobody reads the normalised rows: the backend may write them in the product's 16 bits */
     const int norm16 = be->norm_matmul && (w->wdtype == SS_WDTYPE_BF16 || w->wdtype == SS_WDTYPE_F16) && !b->keep_pre;
     const int wp = ss_hook_wants(f, SS_SITE_PATTERN, l);
-    SS_TRY(block_attention(f, w, l, x, b, norm16, wp));
+    int z_done;
+    SS_TRY(block_attention(f, w, l, x, b, norm16, wp, &z_done));
     /* The pattern is reported after z is computed from it, so editing it has no effect. */
     if (wp) SS_TRY(ss_hook_site(f, SS_SITE_PATTERN, l, f->pattern, (size_t)f->pat_total, 0, 0));
-    SS_TRY(ss_hook_site(f, SS_SITE_Z, l, b->z, (size_t)(R * D.zw), 0, D.zw));
-    if (be->matmul_add && !ss_hook_wants(f, SS_SITE_ATTN_OUT, l)) {
-        /* nobody reads attn_out: the product adds itself into the residual stream */
-        SS_TRY(be->matmul_add(be, x, b->z, L->proj_w, w->wdtype, L->proj_b, R, d, D.zw, w->trans));
-    } else {
-        SS_TRY(ss_linear(be, w, b->attn_out, b->z, L->proj_w, L->proj_b, R, d, D.zw));
-        SS_TRY(ss_hook_site(f, SS_SITE_ATTN_OUT, l, b->attn_out, Rd, 0, d));
-        SS_TRY(be->add(be, x, x, b->attn_out, R * d));
+    if (!z_done) { /* else the attention op added its output product into x already */
+        SS_TRY(ss_hook_site(f, SS_SITE_Z, l, b->z, (size_t)(R * D.zw), 0, D.zw));
+        if (be->matmul_add && !ss_hook_wants(f, SS_SITE_ATTN_OUT, l)) {
+            /* nobody reads attn_out: the product adds itself into the residual stream */
+            SS_TRY(be->matmul_add(be, x, b->z, L->proj_w, w->wdtype, L->proj_b, R, d, D.zw, w->trans));
+        } else {
+            SS_TRY(ss_linear(be, w, b->attn_out, b->z, L->proj_w, L->proj_b, R, d, D.zw));
+            SS_TRY(ss_hook_site(f, SS_SITE_ATTN_OUT, l, b->attn_out, Rd, 0, d));
+            SS_TRY(be->add(be, x, x, b->attn_out, R * d));
+        }
     }
     SS_TRY(ss_hook_site(f, SS_SITE_RESID_MID, l, x, Rd, 0, d));
     if (b->save_mid) SS_TRY(be->copy_rows(be, b->save_mid, x, d, R, d));

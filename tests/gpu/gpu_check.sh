@@ -439,6 +439,13 @@ elif [ $BUILD_OK = 1 ]; then
                 SUBSCOPE_QKV16=1 CMP_NMSE=$BF16_NMSE compare_forward \
                     "forward gpt2-small shape, 1024 tok, bf16, tensor-core attention from bf16 q/k/v (nmse $BF16_NMSE)" "$m" \
                     "$WORK/models/small-long.jsonl" "$(flash_sites 0)" --dtype bfloat16
+            # ... and every 16-bit path at once, z handed to its output product in bf16 too
+            # (SUBSCOPE_Z16=1, opt-in; hook_z is not asked for, so layers 1..11 convert nothing)
+            [ -s "$WORK/models/small-long.jsonl" ] &&
+                SUBSCOPE_QKV16=1 SUBSCOPE_Z16=1 SUBSCOPE_NORM16=1 SUBSCOPE_MLP16=1 CMP_NMSE=$BF16_NMSE compare_forward \
+                    "forward gpt2-small shape, 1024 tok, bf16, all 16-bit paths (nmse $BF16_NMSE)" "$m" \
+                    "$WORK/models/small-long.jsonl" "blocks.0.attn.hook_pattern,blocks.*.hook_resid_post,ln_final.hook_normalized" \
+                    --dtype bfloat16
             [ $KEEP = 1 ] || rm -rf "$m"
         fi
         # wider: d 1024, 8 heads of 128, 2048 positions, bf16 weights, untied

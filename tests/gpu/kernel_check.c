@@ -891,7 +891,7 @@ typedef struct {
 static int launch_tc(void *v) {
     tc_ctx *c = v;
     const float *q = c->qkv, *k = q + c->H * c->dh, *vv = k + c->Hkv * c->dh;
-    return ss_cuda_attention_flash_bf16(c->z, q, k, vv, c->ld, c->n_seq, c->start, c->len, c->max_len, c->n_rows,
+    return ss_cuda_attention_flash_bf16(c->z, SS_CUDA_F32, q, k, vv, c->ld, c->n_seq, c->start, c->len, c->max_len, c->n_rows,
                                         c->H, c->Hkv, c->dh, c->scale, c->ws, g_stream);
 }
 

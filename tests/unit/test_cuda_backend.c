@@ -579,7 +579,7 @@ static void attention_vs_cpu(ss_backend *gpu, int64_t dh, int with_pattern, int 
     CHECK_OK(gpu->upload(gpu, dqkv, qkv, (size_t)(rows * ld) * sizeof(float)));
     const float *q = dqkv;
     if (lowp)
-        CHECK_OK(gpu->attention_lowp(gpu, dz, q, q + d, q + d + Hkv * dh, ld, n_seq, start, len, H, Hkv, dh, scale));
+        CHECK_OK(gpu->attention_lowp(gpu, dz, q, q + d, q + d + Hkv * dh, ld, n_seq, start, len, H, Hkv, dh, scale, NULL));
     else
         CHECK_OK(gpu->attention(gpu, dz, q, q + d, q + d + Hkv * dh, ld, n_seq, start, len, H, Hkv, dh, scale, dp,
                                 with_pattern ? poff : NULL));
@@ -726,6 +726,46 @@ TEST(cuda_emulated_qkv16_matches_packed_attention) {
     CHECK(p_ref8 == 0 && p_f8 == 0 && !memcmp(ref8, f8, n * sizeof(float)));
 out:
     free(ref), free(fused), free(ln), free(hq), free(ref128), free(f128), free(ref8), free(f8);
+}
+
+/* SUBSCOPE_Z16=1: where nothing reads z or attn_out, the attention op runs
+ * the output product itself, and the tensor-core kernel hands it z in bf16
+ * (the conversion matmul_add would make, done in the kernel's store): one
+ * conversion pass fewer per layer and the logits bit for bit, from packed
+ * q/k/v and (QKV16) from the product's bf16 rows, at head sizes 64 and 128. A
+ * layer whose hook_z or attn_out is wanted converts as before. */
+static void z16_logits(const char *z16, const char *qkv16, const char *globs, int n_head, float **lg, long *converts) {
+    if (z16) setenv("SUBSCOPE_Z16", z16, 1);
+    if (qkv16) setenv("SUBSCOPE_QKV16", qkv16, 1);
+    long before = ss_emu_launch_count("ss_k_convert");
+    forward_logits_heads(SS_WDTYPE_BF16, NULL, globs, n_head, lg);
+    *converts = ss_emu_launch_count("ss_k_convert") - before;
+    unsetenv("SUBSCOPE_Z16");
+    unsetenv("SUBSCOPE_QKV16");
+}
+
+TEST(cuda_emulated_z16_matches_converted_z) {
+    const size_t n = 70 * 97;
+    struct { const char *qkv16, *globs; int heads; long fewer; } cases[] = {
+        {NULL, NULL, 2, 2},                         /* packed q/k/v, dh 64: both layers */
+        {"1", NULL, 2, 2},                          /* from the QKV product's bf16 rows */
+        {NULL, NULL, 1, 2},                         /* dh 128 */
+        {"1", NULL, 1, 2},
+        {NULL, "blocks.1.attn.hook_z", 2, 1},       /* layer 1 hands z to a hook */
+        {"1", "blocks.0.hook_attn_out", 2, 1},      /* layer 0's output product is read */
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        float *ref = NULL, *got = NULL;
+        long c_ref = 0, c_got = 0;
+        z16_logits(NULL, cases[ci].qkv16, cases[ci].globs, cases[ci].heads, &ref, &c_ref);
+        z16_logits("1", cases[ci].qkv16, cases[ci].globs, cases[ci].heads, &got, &c_got);
+        if (ref && got) {
+            printf(" [%zu: %ld -> %ld conversions]", ci, c_ref, c_got);
+            CHECK_MSG(c_ref - c_got == cases[ci].fewer, "case %zu: %ld conversions, then %ld", ci, c_ref, c_got);
+            CHECK_MSG(!memcmp(ref, got, n * sizeof(float)), "case %zu: other logits", ci);
+        }
+        free(ref), free(got);
+    }
 }
 
 /* collect on the (emulated) GPU: sites reduced on the device per batch with

@@ -597,8 +597,8 @@ static int tc_call(float *z, const float *q, const float *k, const float *v, int
     bytes = (bytes + 15) / 16 * 16 + 16;
     void *ws = aligned_alloc(16, bytes);
     memset(ws, 0xff, bytes);
-    int r = ss_cuda_attention_flash_bf16(z, q, k, v, ld, n_seq, start, len, max_len, n_rows, H, Hkv, dh, scale, ws,
-                                         stream);
+    int r = ss_cuda_attention_flash_bf16(z, SS_CUDA_F32, q, k, v, ld, n_seq, start, len, max_len, n_rows, H, Hkv, dh,
+                                         scale, ws, stream);
     free(ws);
     return r;
 }
@@ -675,16 +675,29 @@ static void attention_tc_from16(int64_t dh) {
         r[i] = ss_bf16_to_f32(q16[i]);
     }
     CHECK_OK(be->attention(be, zr, r, r + d, r + d + Hkv * dh, ld, n_seq, start, len, H, Hkv, dh, scale, NULL, NULL));
-    CHECK(ss_cuda_attention_flash_bf16_from16(z, q16, ld, n_seq, start, len, 70, H, Hkv, dh, scale, NULL) == 0);
+    CHECK(ss_cuda_attention_flash_bf16_from16(z, SS_CUDA_F32, q16, ld, n_seq, start, len, 70, H, Hkv, dh, scale,
+                                              NULL) == 0);
     char nm[64];
     snprintf(nm, sizeof nm, "attention tc from bf16 rows, dh=%lld", (long long)dh);
     CHECK(ss_test_compare(nm, z, zr, rows * d, 4e-3, 0) == 0);
+    /* z written in bf16: the fp32 values rounded to nearest even, bit for bit (the
+     * conversion that the output product's 16-bit path applies otherwise) */
+    uint16_t *z16 = aligned_alloc(16, (size_t)(rows * d) * sizeof(uint16_t));
+    memset(z16, 0xff, (size_t)(rows * d) * sizeof(uint16_t));
+    CHECK(ss_cuda_attention_flash_bf16_from16(z16, SS_CUDA_BF16, q16, ld, n_seq, start, len, 70, H, Hkv, dh, scale,
+                                              NULL) == 0);
+    int64_t off16 = 0;
+    for (int64_t i = 0; i < rows * d; i++) off16 += z16[i] != ss_f32_to_bf16(z[i]);
+    CHECK_MSG(off16 == 0, "%lld bf16 outputs differ from the rounded fp32 ones", (long long)off16);
+    CHECK(ss_cuda_attention_flash_bf16_from16(z16, 7, q16, ld, n_seq, start, len, 70, H, Hkv, dh, scale, NULL) ==
+          1); /* an output type that is neither */
+    free(z16);
     if (dh == 64) {
         CHECK(tc_call(zp, x, x + d, x + d + Hkv * dh, ld, n_seq, start, len, 70, H, Hkv, dh, scale, NULL) == 0);
         CHECK_MSG(!memcmp(z, zp, (size_t)(rows * d) * sizeof(float)), "dh 64: not the pack path's result bit for bit");
     }
-    CHECK(ss_cuda_attention_flash_bf16_from16(z, q16, ld + 4, n_seq, start, len, 70, H, Hkv, dh, scale, NULL) ==
-          1); /* rows not 16-byte multiples */
+    CHECK(ss_cuda_attention_flash_bf16_from16(z, SS_CUDA_F32, q16, ld + 4, n_seq, start, len, 70, H, Hkv, dh, scale,
+                                              NULL) == 1); /* rows not 16-byte multiples */
     free(x), free(r), free(z), free(zr), free(zp), free(q16);
 }
 
@@ -697,8 +710,8 @@ TEST(kernel_attention_tc_bf16_vs_cpu) {
     const int64_t st0 = 0, l0 = 1;
     uint16_t ws[3 * 64 + 8];
     void *odd = (char *)ws + ((uintptr_t)ws % 16 ? 0 : 2);
-    CHECK(ss_cuda_attention_flash_bf16(x, x, x + 64, x + 128, 192, 1, &st0, &l0, 1, 1, 1, 1, 64, 0.125f, odd,
-                                       NULL) == 1);
+    CHECK(ss_cuda_attention_flash_bf16(x, SS_CUDA_F32, x, x + 64, x + 128, 192, 1, &st0, &l0, 1, 1, 1, 1, 64, 0.125f,
+                                       odd, NULL) == 1);
 }
 
 /* Tolerance: fp32 dot products of dh terms and an fp32 online softmax
