@@ -885,6 +885,12 @@ static ss_status cu_rmsnorm(const ss_backend *be, float *out, const float *x, co
     return SS_OK;
 }
 
+/* RMSNorm (rms) or LayerNorm of x's rows into out, fp32. */
+static ss_status cu_norm(const ss_backend *be, float *out, const float *x, const float *nw, const float *nb, float eps,
+                         int rms, int64_t rows, int64_t d) {
+    return rms ? cu_rmsnorm(be, out, x, nw, rows, d, eps) : cu_layernorm(be, out, x, nw, nb, rows, d, eps);
+}
+
 /* The ops table's mlp_add (SUBSCOPE_MLP16=1), for 16-bit weights: the MLP's
  * activation output goes straight into the weights' 16-bit type, into which
  * the down projection rounds it anyway (the same numbers as the separate
@@ -906,10 +912,8 @@ static ss_status cu_mlp_add(const ss_backend *be, float *x, float *pre, float *p
     const int fits = rows > 0 && rows <= INT32_MAX && d <= INT32_MAX && 2 * dm <= INT32_MAX;
     const int silu16 = act == SS_ACT_SILU && w16 && fits;
     const int gelu16 = c->lt && w16 && act == SS_ACT_GELU_TANH && fits;
-    /* the input rows in fp32 in a, for the separate ops */
-#define MLP_ROWS_F32()                                                                                         do {                                                                                                           if (nw) SS_TRY(rms ? cu_rmsnorm(be, a, x, nw, rows, d, eps) : cu_layernorm(be, a, x, nw, nb, rows, d, eps));     } while (0)
     if (silu16 || gelu16) SS_TRY(rows16(be, nw ? x : a, nw, nb, eps, rms, rows, d, t16));
-    else MLP_ROWS_F32();
+    else if (nw) SS_TRY(cu_norm(be, a, x, nw, nb, eps, rms, rows, d)); /* the separate ops' fp32 rows */
     if (silu16) {
         SS_TRY(product16(be, pre, c->a16, w1, wdtype, b1, rows, 2 * dm, d, trans_b, SS_CUDA_ACT_NONE, 0));
         SS_TRY(scratch16(be, &c->h16, &c->h16_cap, (size_t)(rows * dm), "16-bit MLP activations"));
@@ -927,9 +931,8 @@ static ss_status cu_mlp_add(const ss_backend *be, float *x, float *pre, float *p
         if (lt_matmul_to(c, c->h16, ct16, c->a16, w1, ct16, b1, 1, 0, rows, dm, d, trans_b) == CUBLAS_STATUS_SUCCESS &&
             lt_matmul(c, x, c->h16, w2, ct16, b2, 0, 1, rows, d, dm, trans_b) == CUBLAS_STATUS_SUCCESS)
             return SS_OK;
-        MLP_ROWS_F32(); /* cuBLASLt declined: the separate ops need the rows in fp32 */
+        if (nw) SS_TRY(cu_norm(be, a, x, nw, nb, eps, rms, rows, d)); /* cuBLASLt declined: fp32 rows after all */
     }
-#undef MLP_ROWS_F32
     SS_TRY(cu_matmul_gelu(be, post, a, w1, wdtype, b1, rows, dm, d, trans_b, act));
     return cu_matmul_add(be, x, post, w2, wdtype, b2, rows, d, dm, trans_b);
 }
@@ -951,7 +954,7 @@ static ss_status cu_norm_matmul(const ss_backend *be, float *C, float *scratch, 
         SS_TRY(rows16(be, x, nw, nb, eps, rms, M, K, t16));
         return product16(be, C, c->a16, W, wdtype, bias, M, N, K, trans_b, cact, 0);
     }
-    SS_TRY(rms ? cu_rmsnorm(be, scratch, x, nw, M, K, eps) : cu_layernorm(be, scratch, x, nw, nb, M, K, eps));
+    SS_TRY(cu_norm(be, scratch, x, nw, nb, eps, rms, M, K));
     return cu_product(be, C, scratch, W, wdtype, bias, M, N, K, trans_b, cact, 0);
 }
 
@@ -1440,7 +1443,7 @@ static ss_status cu_attention_lowp_qkv(const ss_backend *be, float *z, float *qk
     }
     const float *a = x;
     if (nw) {
-        SS_TRY(rms ? cu_rmsnorm(be, ln, x, nw, R, d, eps) : cu_layernorm(be, ln, x, nw, nb, R, d, eps));
+        SS_TRY(cu_norm(be, ln, x, nw, nb, eps, rms, R, d));
         a = ln;
     }
     SS_TRY(cu_product(be, qkv, a, W, wdtype, bias, R, N, d, trans_b, SS_CUDA_ACT_NONE, 0));
