@@ -395,23 +395,29 @@ TEST(cuda_emulated_mlp16_llama_matches_fp32_intermediate) {
 
 /* SUBSCOPE_NORM16=1 (norm_matmul): the norms whose rows only feed a product
  * write them in 16 bits, so the conversion passes of the QKV and MLP-in
- * products go (2 per layer), except where the norm's site is wanted, or
- * where mlp_add (SUBSCOPE_MLP16) takes the MLP's rows; the logits are the
- * same bit for bit (the kernels round the same fp32 values as the
- * conversion kernel). A GPT-2 and a Llama model of 2 layers. */
-TEST(cuda_emulated_norm16_matches_fp32_rows) {
+ * products go (2 per layer), except where the norm's site is wanted; the
+ * logits are the same bit for bit (the kernels round the same fp32 values as
+ * the conversion kernel). With SUBSCOPE_MLP16=1 too, mlp_add normalises its
+ * own input the same way, so a layer converts neither norm's rows nor the
+ * activation's output (3 fewer per layer than the default; 2 in a layer
+ * whose ln2 is wanted: its rows are computed in fp32 for the hook and
+ * mlp_add converts them). A GPT-2 and a Llama model of 2 layers; hooked: the
+ * site whose layer keeps one conversion more. */
+static void norm16_paths(int mlp16, const char *hooked_site, long fewer) {
     const char *models[] = {"prefix-f32", "llama-gqa-llama3"};
     for (int mi = 0; mi < 2; mi++) {
         float *ref = NULL, *n16 = NULL, *hooked = NULL;
         path_counts p0, p1, p2;
         int64_t n;
         logits16(models[mi], "SUBSCOPE_NORM16", NULL, NULL, &ref, &n, &p0);
+        if (mlp16) setenv("SUBSCOPE_MLP16", "1", 1);
         logits16(models[mi], "SUBSCOPE_NORM16", "1", NULL, &n16, &n, &p1);
-        logits16(models[mi], "SUBSCOPE_NORM16", "1", "blocks.0.ln1.hook_normalized", &hooked, &n, &p2);
+        logits16(models[mi], "SUBSCOPE_NORM16", "1", hooked_site, &hooked, &n, &p2);
+        unsetenv("SUBSCOPE_MLP16");
         if (ref && n16 && hooked) {
-            printf(" [%s: %ld conversions, %ld with 16-bit norms, %ld with layer 0's ln1 wanted]", models[mi],
-                   p0.convert, p1.convert, p2.convert);
-            CHECK(p1.convert == p0.convert - 4 && p2.convert == p0.convert - 3);
+            printf(" [%s: %ld conversions, %ld with 16-bit norms%s, %ld with %s wanted]", models[mi], p0.convert,
+                   p1.convert, mlp16 ? " and MLP" : "", p2.convert, hooked_site);
+            CHECK(p1.convert == p0.convert - fewer && p2.convert == p0.convert - fewer + 1);
             CHECK(!memcmp(ref, n16, (size_t)n * sizeof(float)));
             CHECK(!memcmp(ref, hooked, (size_t)n * sizeof(float)));
         }
@@ -419,32 +425,8 @@ TEST(cuda_emulated_norm16_matches_fp32_rows) {
     }
 }
 
-/* Both: mlp_add normalises its own input (norm(x) written in 16 bits for
- * the first product), so a layer converts neither norm's rows nor the
- * activation's output: 3 conversions fewer per layer than the default, 2
- * in a layer whose ln2 is wanted (its rows are computed in fp32 for the hook
- * and mlp_add converts them); the logits bit for bit the default's. */
-TEST(cuda_emulated_norm16_mlp16_together) {
-    const char *models[] = {"prefix-f32", "llama-gqa-llama3"};
-    for (int mi = 0; mi < 2; mi++) {
-        float *ref = NULL, *both = NULL, *hooked = NULL;
-        path_counts p0, p1, p2;
-        int64_t n;
-        logits16(models[mi], "SUBSCOPE_MLP16", NULL, NULL, &ref, &n, &p0);
-        setenv("SUBSCOPE_NORM16", "1", 1);
-        logits16(models[mi], "SUBSCOPE_MLP16", "1", NULL, &both, &n, &p1);
-        logits16(models[mi], "SUBSCOPE_MLP16", "1", "blocks.0.ln2.hook_normalized", &hooked, &n, &p2);
-        unsetenv("SUBSCOPE_NORM16");
-        if (ref && both && hooked) {
-            printf(" [%s: %ld conversions, %ld with both, %ld with layer 0's ln2 wanted]", models[mi], p0.convert,
-                   p1.convert, p2.convert);
-            CHECK(p1.convert == p0.convert - 6 && p2.convert == p0.convert - 5); /* 2 layers */
-            CHECK(!memcmp(ref, both, (size_t)n * sizeof(float)));
-            CHECK(!memcmp(ref, hooked, (size_t)n * sizeof(float)));
-        }
-        free(ref), free(both), free(hooked);
-    }
-}
+TEST(cuda_emulated_norm16_matches_fp32_rows) { norm16_paths(0, "blocks.0.ln1.hook_normalized", 4); }
+TEST(cuda_emulated_norm16_mlp16_together) { norm16_paths(1, "blocks.0.ln2.hook_normalized", 6); }
 
 /* The Llama family: rmsnorm, rope, swiglu and grouped-query attention kernels
  * through whole models, every site (patterns included) and the flash path. */
