@@ -85,8 +85,7 @@ SS_EXTERN_C int ss_cuda_cov_lower_blk_prepare(ss_cuda_cov_blk *p, float *c, int6
     size_t xc_bytes;
     blk_sizes(n, d, leaf, &ldw, &blocks, &xc_bytes);
     if (n > 0x7fffffff || ldw > 0x7fffffff || ldc > 0x7fffffff || blocks > 0x7fffffff) return 1;
-    if (n == 0) {
-        if (d > 0x7fffffff) return 1;
+    if (n == 0) { /* d <= ldc fits an int, checked above */
         SS_LAUNCH(ss_k_cov_blk_zero, d, 256, 0, stream, c, ldc);
         return SS_LAUNCH_STATUS();
     }
