@@ -67,7 +67,7 @@ typedef struct {
     uint16_t *cov_ws;       /* the covariance kernels' workspace */
     size_t cov_ws_cap;      /* in 16-bit elements */
     int cov_kernel;         /* collect's products (SUBSCOPE_COV_KERNEL): a cov_choice, -1 unknown */
-    int64_t cov_block;      /* SUBSCOPE_COV_BLOCK: blk's block width (0: its default) */
+    int64_t cov_block;      /* SUBSCOPE_COV_BLOCK: blk's block width (0: its default, -1: not a number) */
     int64_t *mseq;          /* device copy of a masked forward's sequences (start, len, prompt, mask) */
     size_t mseq_cap;        /* in int64 elements */
     int64_t *mseq_host;     /* what mseq holds now (mseq_n elements; 0: nothing) ... */
@@ -290,6 +290,9 @@ static ss_status centred_products(const ss_backend *be, float *cc, float *g, flo
                          be->name, getenv("SUBSCOPE_COV_KERNEL") ? getenv("SUBSCOPE_COV_KERNEL") : "");
     const int kernel = c->cov_kernel == COV_AUTO ? (d < 3072 ? COV_F32 : COV_SSYRK) : c->cov_kernel;
     if (kernel == COV_BLK) {
+        if (c->cov_block < 0)
+            return ss_errorf(SS_ERR_ARG, "%s: SUBSCOPE_COV_BLOCK=%s: not a positive whole number of columns", be->name,
+                             getenv("SUBSCOPE_COV_BLOCK") ? getenv("SUBSCOPE_COV_BLOCK") : "");
         SS_TRY(scratch16(be, &c->cov_ws, &c->cov_ws_cap, (size_t)(ss_cuda_cov_lower_blk_ws(n, d, c->cov_block) + 1) / 2,
                          "covariance workspace"));
         cublasStatus_t bs = CUBLAS_STATUS_SUCCESS;
@@ -1642,7 +1645,7 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
     const char *cb = getenv("SUBSCOPE_COV_BLOCK");
     char *cbend = NULL;
     long long cbw = cb && *cb ? strtoll(cb, &cbend, 10) : 0;
-    c->cov_block = cb && *cb && !*cbend && cbw > 0 ? (int64_t)cbw : 0;
+    c->cov_block = !cb || !*cb ? 0 : !*cbend && cbw > 0 ? (int64_t)cbw : -1; /* -1: refused when used */
     *be = (ss_backend){
         .name = c->name, .description = c->device_name, .impl = c, .host_memory = 0,
         .alloc = cu_alloc, .release = cu_release, .upload = cu_upload, .download = cu_download, .sync = cu_sync,

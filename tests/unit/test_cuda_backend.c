@@ -873,6 +873,18 @@ TEST(cuda_emulated_collect_cov_kernel_matches_cpu) {
     collect_matches_cpu(0x1p-7 + 1e-5, 0);
     setenv("SUBSCOPE_COV_BLOCK", "192", 1);
     collect_matches_cpu(0x1p-7 + 1e-5, 0);
+    /* a width that is not a number stops collect with a message naming it */
+    setenv("SUBSCOPE_COV_BLOCK", "wide", 1);
+    {
+        char in[512], out[512];
+        snprintf(in, sizeof in, "%s/lab.jsonl", ss_test_tmp_dir());
+        snprintf(out, sizeof out, "%s/col_badblock.h5", ss_test_tmp_dir());
+        ss_backend *gpu = NULL;
+        CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
+        CHECK(!collect_to(out, gpu, in, 0));
+        CHECK_MSG(strstr(ss_last_error(), "SUBSCOPE_COV_BLOCK=wide") != NULL, "message: %s", ss_last_error());
+        ss_backend_cuda_close(gpu);
+    }
     unsetenv("SUBSCOPE_COV_BLOCK");
     /* a value that names no kernel stops collect with a message naming it */
     setenv("SUBSCOPE_COV_KERNEL", "tensor", 1);
