@@ -42,7 +42,6 @@ typedef struct ss_backend_mask {
 typedef struct ss_mask_program ss_mask_program;
 typedef struct ss_dev_moments ss_dev_moments; /* running statistics in a backend's memory */
 
-/* Backend options: a TF32 switch for float32 matrix products on GPUs. */
 /* The output product that follows an attention op where nothing reads z or
  * the product's own output (no hook on hook_z or attn_out, no backward
  * pass): x += z · op(W) + bias, z [rows, H*dh], x [rows, d], W as matmul_add
@@ -58,9 +57,11 @@ typedef struct ss_attn_out {
     int trans_b;
 } ss_attn_out;
 
+/* Backend options: a TF32 switch for float32 matrix products on GPUs. */
 typedef struct ss_backend_opts {
     int tf32;
 } ss_backend_opts;
+
 struct ss_backend {
     const char *name;     /* "cpu", "cuda:0", ... */
     const char *description; /* the hardware, e.g. "NVIDIA H100 80GB HBM3" */

@@ -268,7 +268,7 @@ static ss_status norm(const ss_backend *be, const ss_config *c, float *out, cons
  * hooks and rotation, attention (with the pattern when wp). norm16: the
  * backend's norm_matmul may take the norm and the product. *z_done: the
  * attention op also ran the output product into x (nothing reads z or
- * attn_out), so z was never written. */
+ * attn_out), and z's contents are unspecified. */
 static ss_status block_attention(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, float *x, const ss_block_bufs *b,
                                  int norm16, int wp, int *z_done) {
     const ss_backend *be = f->be;
