@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "subscope/util.h"
 #include "test.h"
 
 float ss_test_frand(unsigned *s) {
@@ -40,4 +41,14 @@ int64_t ss_test_compare(const char *what, const float *got, const float *ref, in
         printf("  %lld outside tolerance, first [%lld] got %.9g ref %.9g", (long long)bad, (long long)first,
                got[first], ref[first]);
     return bad;
+}
+
+void ss_test_cov16_pair(const float *x, int64_t ldx, const float *m, int64_t n, int64_t i, int64_t j, double *ref,
+                        double *sum, double *exact) {
+    *ref = *sum = *exact = 0;
+    for (int64_t r = 0; r < n; r++) {
+        const float ai = x[r * ldx + i] - m[i], aj = x[r * ldx + j] - m[j];
+        const double a = ss_bf16_to_f32(ss_f32_to_bf16(ai)), b = ss_bf16_to_f32(ss_f32_to_bf16(aj));
+        *ref += a * b, *sum += fabs(a * b), *exact += (double)ai * aj;
+    }
 }

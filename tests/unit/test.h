@@ -24,6 +24,11 @@ float ss_test_frand(unsigned *s);
 float *ss_test_rvec(int64_t n, unsigned seed, float amp);
 float *ss_test_fvec(int64_t n, float val);
 int64_t ss_test_compare(const char *what, const float *got, const float *ref, int64_t n, double atol, double rtol);
+/* Column pair (i, j) of x [n rows, stride ldx] centred on m, each factor x - m (in fp32)
+ * rounded to bf16 as the tensor-core covariance paths round it: *ref = the fp64 sum of the
+ * rounded products, *sum = of their magnitudes, *exact = of the unrounded fp32 factors'. */
+void ss_test_cov16_pair(const float *x, int64_t ldx, const float *m, int64_t n, int64_t i, int64_t j, double *ref,
+                        double *sum, double *exact);
 
 #define TEST(name)                                                            \
     static void name(void);                                                   \

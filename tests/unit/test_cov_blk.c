@@ -58,12 +58,8 @@ static void blk_case(cublasHandle_t h, int64_t n, int64_t d, int64_t ldx, int64_
                 stray += !isnan(g) && !(j < d && i / L == j / L);
                 continue;
             }
-            double ref = 0, sum = 0, exact = 0;
-            for (int64_t r = 0; r < n; r++) {
-                float ai = xv[r * ldx + i] - m[i], aj = xv[r * ldx + j] - m[j];
-                double a = ss_bf16_to_f32(ss_f32_to_bf16(ai)), b = ss_bf16_to_f32(ss_f32_to_bf16(aj));
-                ref += a * b, sum += fabs(a * b), exact += (double)ai * aj;
-            }
+            double ref, sum, exact;
+            ss_test_cov16_pair(xv, ldx, m, n, i, j, &ref, &sum, &exact);
             const double e = fabs((double)g - ref), q = fabs((double)g - exact);
             if (sum > 0 && e / sum > maxr) maxr = e / sum;
             bad += !(e <= 2.0 * (double)(n + 2) * 0x1p-24 * sum);

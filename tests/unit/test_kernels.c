@@ -995,12 +995,8 @@ static void cov16_vs_bf16_operands(const char *name, cov16_fn fn, int64_t (*ws_b
                             written_above += !isnan(g);
                             continue;
                         }
-                        double ref = 0, s = 0, exact = 0;
-                        for (int64_t r = 0; r < n; r++) {
-                            float ai = xv[r * ldx + i] - m[i], aj = xv[r * ldx + j] - m[j];
-                            double a = ss_bf16_to_f32(ss_f32_to_bf16(ai)), b = ss_bf16_to_f32(ss_f32_to_bf16(aj));
-                            ref += a * b, s += fabs(a * b), exact += (double)ai * aj;
-                        }
+                        double ref, s, exact;
+                        ss_test_cov16_pair(xv, ldx, m, n, i, j, &ref, &s, &exact);
                         double e = fabs((double)g - ref), q = fabs((double)g - exact);
                         if (s > 0 && e / s > maxr) maxr = e / s;
                         if (s > 0 && q / s > maxq) maxq = q / s;
