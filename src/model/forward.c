@@ -333,6 +333,20 @@ static ss_status block_attention(ss_hook_ctx *f, const ss_gpt2_weights *w, int l
     return SS_OK;
 }
 
+/* The product that ends a block's half, x += a · W + bias (a [R, K]): added
+ * straight into the residual stream where nobody reads its site (attn_out or
+ * mlp_out), else into out, reported there, then added. */
+static ss_status residual_product(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, float *x, const float *a,
+                                  const void *W, const void *bias, int64_t K, ss_site_kind site, float *out) {
+    const ss_backend *be = f->be;
+    const int64_t R = f->pk->rows, d = ss_model_dims(&f->m->cfg).d;
+    if (be->matmul_add && !ss_hook_wants(f, site, l))
+        return be->matmul_add(be, x, a, W, w->wdtype, bias, R, d, K, w->trans);
+    SS_TRY(ss_linear(be, w, out, a, W, bias, R, d, K));
+    SS_TRY(ss_hook_site(f, site, l, out, (size_t)(R * d), 0, d));
+    return be->add(be, x, x, out, R * d);
+}
+
 ss_status ss_block_forward(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, float *x, const ss_block_bufs *b) {
     const ss_backend *be = f->be;
     const ss_config *c = &f->m->cfg;
@@ -353,14 +367,7 @@ ss_status ss_block_forward(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, floa
     if (wp) SS_TRY(ss_hook_site(f, SS_SITE_PATTERN, l, f->pattern, (size_t)f->pat_total, 0, 0));
     if (!z_done) { /* else the attention op added its output product into x already */
         SS_TRY(ss_hook_site(f, SS_SITE_Z, l, b->z, (size_t)(R * D.zw), 0, D.zw));
-        if (be->matmul_add && !ss_hook_wants(f, SS_SITE_ATTN_OUT, l)) {
-            /* nobody reads attn_out: the product adds itself into the residual stream */
-            SS_TRY(be->matmul_add(be, x, b->z, L->proj_w, w->wdtype, L->proj_b, R, d, D.zw, w->trans));
-        } else {
-            SS_TRY(ss_linear(be, w, b->attn_out, b->z, L->proj_w, L->proj_b, R, d, D.zw));
-            SS_TRY(ss_hook_site(f, SS_SITE_ATTN_OUT, l, b->attn_out, Rd, 0, d));
-            SS_TRY(be->add(be, x, x, b->attn_out, R * d));
-        }
+        SS_TRY(residual_product(f, w, l, x, b->z, L->proj_w, L->proj_b, D.zw, SS_SITE_ATTN_OUT, b->attn_out));
     }
     SS_TRY(ss_hook_site(f, SS_SITE_RESID_MID, l, x, Rd, 0, d));
     if (b->save_mid) SS_TRY(be->copy_rows(be, b->save_mid, x, d, R, d));
@@ -402,13 +409,7 @@ ss_status ss_block_forward(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, floa
         }
     }
     SS_TRY(ss_hook_site(f, SS_SITE_MLP_POST, l, b->post, Rdm, 0, D.dm));
-    if (be->matmul_add && !ss_hook_wants(f, SS_SITE_MLP_OUT, l)) {
-        SS_TRY(be->matmul_add(be, x, b->post, L->fc2_w, w->wdtype, L->fc2_b, R, d, D.dm, w->trans));
-    } else {
-        SS_TRY(ss_linear(be, w, b->mlp_out, b->post, L->fc2_w, L->fc2_b, R, d, D.dm));
-        SS_TRY(ss_hook_site(f, SS_SITE_MLP_OUT, l, b->mlp_out, Rd, 0, d));
-        SS_TRY(be->add(be, x, x, b->mlp_out, R * d));
-    }
+    SS_TRY(residual_product(f, w, l, x, b->post, L->fc2_w, L->fc2_b, D.dm, SS_SITE_MLP_OUT, b->mlp_out));
     return ss_hook_site(f, SS_SITE_RESID_POST, l, x, Rd, 0, d);
 }
 

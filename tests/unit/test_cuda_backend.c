@@ -856,6 +856,19 @@ static void collect_matches_cpu(double cov_tol, int64_t checkpoint_every) {
  * bounds the covariance difference over sqrt(var_i var_j). */
 /* The default run writes checkpoints every 3 prompts: the device's running
  * totals (moments_acc_*) go to the host at the end of each round of 3. */
+/* collect on a backend opened with the environment as it is fails with a
+ * message that contains what */
+static void collect_refused(const char *what) {
+    char in[512], out[512];
+    snprintf(in, sizeof in, "%s/lab.jsonl", ss_test_tmp_dir());
+    snprintf(out, sizeof out, "%s/col_refused.h5", ss_test_tmp_dir());
+    ss_backend *gpu = NULL;
+    CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
+    CHECK(!collect_to(out, gpu, in, 0));
+    CHECK_MSG(strstr(ss_last_error(), what) != NULL, "message: %s", ss_last_error());
+    ss_backend_cuda_close(gpu);
+}
+
 TEST(cuda_emulated_collect_matches_cpu) { collect_matches_cpu(1e-5, 3); }
 TEST(cuda_emulated_collect_cov_kernel_matches_cpu) {
     setenv("SUBSCOPE_COV_KERNEL", "1", 1);
@@ -875,27 +888,11 @@ TEST(cuda_emulated_collect_cov_kernel_matches_cpu) {
     collect_matches_cpu(0x1p-7 + 1e-5, 0);
     /* a width that is not a number stops collect with a message naming it */
     setenv("SUBSCOPE_COV_BLOCK", "wide", 1);
-    {
-        char in[512], out[512];
-        snprintf(in, sizeof in, "%s/lab.jsonl", ss_test_tmp_dir());
-        snprintf(out, sizeof out, "%s/col_badblock.h5", ss_test_tmp_dir());
-        ss_backend *gpu = NULL;
-        CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
-        CHECK(!collect_to(out, gpu, in, 0));
-        CHECK_MSG(strstr(ss_last_error(), "SUBSCOPE_COV_BLOCK=wide") != NULL, "message: %s", ss_last_error());
-        ss_backend_cuda_close(gpu);
-    }
+    collect_refused("SUBSCOPE_COV_BLOCK=wide");
     unsetenv("SUBSCOPE_COV_BLOCK");
     /* a value that names no kernel stops collect with a message naming it */
     setenv("SUBSCOPE_COV_KERNEL", "tensor", 1);
-    char in[512], out[512];
-    snprintf(in, sizeof in, "%s/lab.jsonl", ss_test_tmp_dir());
-    snprintf(out, sizeof out, "%s/col_bad.h5", ss_test_tmp_dir());
-    ss_backend *gpu = NULL;
-    CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
-    CHECK(!collect_to(out, gpu, in, 0));
-    CHECK_MSG(strstr(ss_last_error(), "SUBSCOPE_COV_KERNEL=tensor: unknown") != NULL, "message: %s", ss_last_error());
-    ss_backend_cuda_close(gpu);
+    collect_refused("SUBSCOPE_COV_KERNEL=tensor: unknown");
     unsetenv("SUBSCOPE_COV_KERNEL");
 }
 
