@@ -212,6 +212,14 @@ static ss_status set_layer_range(ss_model *m, int first, int end) {
 }
 
 /* Hugging Face LlamaForCausalLM names (Mistral and Qwen2 use the same). */
+/* nm[i] = "model.layers.<l>.<suffix i>" for the non-NULL suffixes: the
+ * names of the tensors that load_weights_llama stacks into one matrix. */
+static void layer_names(char nm[][128], int64_t l, const char *s0, const char *s1, const char *s2) {
+    const char *sfx[3] = {s0, s1, s2};
+    for (int i = 0; i < 3; i++)
+        if (sfx[i]) snprintf(nm[i], 128, "model.layers.%lld.%s", (long long)l, sfx[i]);
+}
+
 static ss_status load_weights_llama(ss_model *m) {
     const ss_config *c = &m->cfg;
     const int64_t d = c->n_embd, V = c->vocab_size, dm = c->n_inner, dh = ss_config_d_head(c);
@@ -230,19 +238,19 @@ static ss_status load_weights_llama(ss_model *m) {
     for (int64_t l = m->first_layer; l < m->end_layer; l++) {
         ss_gpt2_layer *L = &m->w.layers[l];
         T1(NM(0, "input_layernorm.weight"), d, L->ln1_w);
-        NM(0, "self_attn.q_proj.weight"), NM(1, "self_attn.k_proj.weight"), NM(2, "self_attn.v_proj.weight");
+        layer_names(nm, l, "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight");
         SS_TRY(get_stacked(m, 3, nm, qkv_rows, d, &L->attn_w));
         if (c->qkv_bias) {
-            NM(0, "self_attn.q_proj.bias"), NM(1, "self_attn.k_proj.bias"), NM(2, "self_attn.v_proj.bias");
+            layer_names(nm, l, "self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias");
             SS_TRY(get_stacked(m, 3, nm, qkv_rows, 0, &L->attn_b));
         }
         T2(NM(0, "self_attn.o_proj.weight"), d, H * dh, L->proj_w);
         if (c->o_bias) T1(NM(0, "self_attn.o_proj.bias"), d, L->proj_b);
         T1(NM(0, "post_attention_layernorm.weight"), d, L->ln2_w);
-        NM(0, "mlp.gate_proj.weight"), NM(1, "mlp.up_proj.weight");
+        layer_names(nm, l, "mlp.gate_proj.weight", "mlp.up_proj.weight", NULL);
         SS_TRY(get_stacked(m, 2, nm, gu_rows, d, &L->fc_w));
         if (c->mlp_bias) {
-            NM(0, "mlp.gate_proj.bias"), NM(1, "mlp.up_proj.bias");
+            layer_names(nm, l, "mlp.gate_proj.bias", "mlp.up_proj.bias", NULL);
             SS_TRY(get_stacked(m, 2, nm, gu_rows, 0, &L->fc_b));
         }
         T2(NM(0, "mlp.down_proj.weight"), d, dm, L->fc2_w);

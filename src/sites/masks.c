@@ -188,7 +188,11 @@ static const char *trim_start(const char *s, const char *e) {
     return s;
 }
 
-static ss_status parse_items(const char *b, const char *e, const char *where, ilist *units, ilist *heads, ilist *pos) {
+/* The items of SITE[ITEMS] into units, heads and positions; a range A-B of
+ * units must end below width (the widest selected site's units per token),
+ * so that it is refused before it is spelled out. */
+static ss_status parse_items(const char *b, const char *e, const char *where, int64_t width, ilist *units, ilist *heads,
+                             ilist *pos) {
     if (trim_start(b, e) == e) return ss_errorf(SS_ERR_ARG, "%s: empty unit list '[]'", where);
     ss_status st = SS_OK;
     while (st == SS_OK) {
@@ -207,8 +211,9 @@ static ss_status parse_items(const char *b, const char *e, const char *where, il
             int64_t a = parse_index(num, dash), z = parse_index(dash + 1, t);
             if (a < 0 || z < 0 || z < a)
                 return ss_errorf(SS_ERR_ARG, "%s: bad unit range '%.*s' (want A-B with A <= B)", where, len, s);
-            if (z - a >= ((int64_t)1 << 32))
-                return ss_errorf(SS_ERR_ARG, "%s: unit range '%.*s' is too large", where, len, s);
+            if (z >= width)
+                return ss_errorf(SS_ERR_ARG, "%s: unit range '%.*s' goes past the %lld units per token of the site",
+                                 where, len, s, (long long)width);
             for (int64_t v = a; v <= z && st == SS_OK; v++) st = ilist_push(units, v);
         } else {
             int64_t v = parse_index(num, t);
@@ -242,7 +247,6 @@ ss_status ss_mask_parse_spec(const ss_config *cfg, const char *spec, ss_mask *ou
         st = ss_errorf(SS_ERR_ARG, "%s: ']' without '['", where);
     else if (br && memchr(br + 1, '[', (size_t)(end - 1 - (br + 1))))
         st = ss_errorf(SS_ERR_ARG, "%s: more than one '['", where);
-    if (st == SS_OK && br) st = parse_items(br + 1, end - 1, where, &units, &heads, &pos);
     char *name = NULL;
     if (st == SS_OK) {
         name = ss_strndup(s, (size_t)(name_end - s));
@@ -251,6 +255,13 @@ ss_status ss_mask_parse_spec(const ss_config *cfg, const char *spec, ss_mask *ou
     }
     int n_sel = 0;
     if (st == SS_OK) st = resolve_sites(cfg, name, where, want, &n_sel);
+    if (st == SS_OK && br) {
+        int64_t width = 0;
+        ss_site site;
+        for (int i = 0; i < ss_sites_count(cfg); i++)
+            if (want[i]) ss_site_get(cfg, i, &site), width = site.width > width ? site.width : width;
+        st = parse_items(br + 1, end - 1, where, width, &units, &heads, &pos);
+    }
     if (st == SS_OK) st = add_targets(cfg, out, want, &units, &heads, where);
     if (st == SS_OK) st = set_positions(cfg, out, &pos, where);
     if (st == SS_OK) snprintf(out->name, sizeof out->name, "%.*s", (int)(end - s), s);

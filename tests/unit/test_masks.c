@@ -76,6 +76,13 @@ TEST(mask_spec_errors) {
     CHECK_ERR(ss_mask_parse_spec(&c, "blocks.0.hook_resid_pre[1.5]", &m), SS_ERR_ARG, "bad item '1.5'");
     CHECK_ERR(ss_mask_parse_spec(&c, "blocks.0.hook_resid_pre[-1]", &m), SS_ERR_ARG, "bad unit range '-1'");
     CHECK_ERR(ss_mask_parse_spec(&c, "blocks.0.hook_resid_pre[5-2]", &m), SS_ERR_ARG, "bad unit range '5-2'");
+    /* a range past the site is refused before it is spelled out (fuzz_masks: 3-344446465 took 2.7 GB) */
+    CHECK_ERR(ss_mask_parse_spec(&c, "blocks.0.hook_resid_pre[3-344446465]", &m), SS_ERR_ARG,
+              "unit range '3-344446465' goes past the 32 units per token");
+    CHECK_ERR(ss_mask_parse_spec(&c, "blocks.*.mlp.hook_post[0-128]", &m), SS_ERR_ARG, "goes past the 128 units");
+    CHECK_OK(ss_mask_parse_spec(&c, "blocks.*.mlp.hook_post[0-127]", &m));
+    CHECK(m.n_targets == c.n_layer && m.targets[0].n_units == 128);
+    ss_mask_free(&m);
     CHECK_ERR(ss_mask_parse_spec(&c, "blocks.0.hook_resid_pre[pos=16]", &m), SS_ERR_ARG, "position 16 out of range");
     CHECK_ERR(ss_mask_parse_spec(&c, "blocks.0.hook_resid_pre[99999999999999999999]", &m), SS_ERR_ARG, "bad item");
     CHECK_ERR(ss_mask_parse_spec(&c, "[3]", &m), SS_ERR_ARG, "empty site name");
