@@ -63,19 +63,34 @@ SS_KERNEL(ss_k_attn_pack_bf16, (uint16_t *, out), (const float *, q), (const flo
     }
 }
 
+/* the variants: (head size, key tile, query tiles per warp) */
 #define TC_DH 64
 #define TC_BC 64
+#define TC_MT 1
 #define TC_NAME ss_k_attn_tc_64
+#include "flash_attention_tc_body.cuh"
+#undef TC_MT
+#undef TC_NAME
+#define TC_MT 2
+#define TC_NAME ss_k_attn_tc_64x2
 #include "flash_attention_tc_body.cuh"
 #undef TC_DH
 #undef TC_BC
+#undef TC_MT
 #undef TC_NAME
 #define TC_DH 128
 #define TC_BC 32
+#define TC_MT 1
 #define TC_NAME ss_k_attn_tc_128
+#include "flash_attention_tc_body.cuh"
+#undef TC_MT
+#undef TC_NAME
+#define TC_MT 2
+#define TC_NAME ss_k_attn_tc_128x2
 #include "flash_attention_tc_body.cuh"
 #undef TC_DH
 #undef TC_BC
+#undef TC_MT
 #undef TC_NAME
 
 SS_EXTERN_C int64_t ss_cuda_attention_flash_bf16_ws(int64_t n_rows, int64_t H, int64_t Hkv, int64_t dh) {
@@ -85,32 +100,38 @@ SS_EXTERN_C int64_t ss_cuda_attention_flash_bf16_ws(int64_t n_rows, int64_t H, i
 SS_EXTERN_C int ss_cuda_attention_flash_bf16_from16(void *z, int zdt, const uint16_t *qkv16, int64_t ld16,
                                                     int64_t n_seq, const int64_t *start, const int64_t *len,
                                                     int64_t max_len, int64_t H, int64_t Hkv, int64_t dh, float sscale,
-                                                    cudaStream_t stream) {
+                                                    int qt, cudaStream_t stream) {
     if (n_seq <= 0 || max_len <= 0 || H <= 0) return 0;
     if ((dh != 64 && dh != 128) || Hkv < 1 || H % Hkv || ld16 < (H + 2 * Hkv) * dh || ld16 % 8 ||
-        (uintptr_t)qkv16 % 16 || (zdt != SS_CUDA_F32 && zdt != SS_CUDA_BF16) || (uintptr_t)z % 8)
+        (uintptr_t)qkv16 % 16 || (zdt != SS_CUDA_F32 && zdt != SS_CUDA_BF16) || (uintptr_t)z % 8 || qt < 0 || qt > 2)
         return 1;
-    const int z16 = zdt == SS_CUDA_BF16;
-    const int64_t n_qt = ss_cdiv(max_len, TC_BR);
+    const int z16 = zdt == SS_CUDA_BF16, two = qt == 2;
+    const int64_t n_qt = ss_cdiv(max_len, TC_BR * (two ? 2 : 1));
     if (n_seq * H > 0x7fffffff || n_qt > 65535) return 1;
     const int group = (int)(H / Hkv);
     const float sl = sscale * 1.4426950408889634f; /* log2 e */
-    if (dh == 64)
-        SS_LAUNCH(ss_k_attn_tc_64, SS_DIM3(n_seq * H, n_qt, 1), TC_THREADS, 0, stream, z, z16, qkv16, ld16, H * dh,
-                  (H + Hkv) * dh, start, len, (int)n_seq, group, sl);
-    else
-        SS_LAUNCH(ss_k_attn_tc_128, SS_DIM3(n_seq * H, n_qt, 1), TC_THREADS, 0, stream, z, z16, qkv16, ld16, H * dh,
-                  (H + Hkv) * dh, start, len, (int)n_seq, group, sl);
+    const dim3 grid = SS_DIM3(n_seq * H, n_qt, 1);
+#define TC_GO(kernel)                                                                                               \
+    SS_LAUNCH(kernel, grid, TC_THREADS, 0, stream, z, z16, qkv16, ld16, H * dh, (H + Hkv) * dh, start, len, (int)n_seq, \
+              group, sl)
+    if (dh == 64) {
+        if (two) TC_GO(ss_k_attn_tc_64x2);
+        else TC_GO(ss_k_attn_tc_64);
+    } else {
+        if (two) TC_GO(ss_k_attn_tc_128x2);
+        else TC_GO(ss_k_attn_tc_128);
+    }
+#undef TC_GO
     return SS_LAUNCH_STATUS();
 }
 
 SS_EXTERN_C int ss_cuda_attention_flash_bf16(void *z, int zdt, const float *q, const float *k, const float *v,
                                              int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len,
                                              int64_t max_len, int64_t n_rows, int64_t H, int64_t Hkv, int64_t dh,
-                                             float scale, void *ws, cudaStream_t stream) {
+                                             float scale, void *ws, int qt, cudaStream_t stream) {
     if (n_seq <= 0 || max_len <= 0 || H <= 0) return 0;
     if ((dh != 64 && dh != 128) || Hkv < 1 || H % Hkv || ld_qkv < H * dh || n_rows < 1 || (uintptr_t)ws % 16 ||
-        (zdt != SS_CUDA_F32 && zdt != SS_CUDA_BF16))
+        (zdt != SS_CUDA_F32 && zdt != SS_CUDA_BF16) || qt < 0 || qt > 2)
         return 1;
     if (n_seq * H > 0x7fffffff || ss_cdiv(max_len, TC_BR) > 65535) return 1;
     SS_LAUNCH(ss_k_attn_pack_bf16, SS_MIN(n_rows, (int64_t)1 << 20), 256, 0, stream, (uint16_t *)ws, q, k, v, ld_qkv,
@@ -118,5 +139,5 @@ SS_EXTERN_C int ss_cuda_attention_flash_bf16(void *z, int zdt, const float *q, c
     const int st = SS_LAUNCH_STATUS();
     if (st) return st;
     return ss_cuda_attention_flash_bf16_from16(z, zdt, (const uint16_t *)ws, (H + 2 * Hkv) * dh, n_seq, start, len,
-                                               max_len, H, Hkv, dh, 1.f, stream);
+                                               max_len, H, Hkv, dh, 1.f, qt, stream);
 }

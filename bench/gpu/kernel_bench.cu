@@ -525,7 +525,13 @@ static void bench_attention(int64_t rows) {
                 "bf16", false, false),
              [&] {
                  return ss_cuda_attention_flash_bf16(z.f(), SS_CUDA_F32, q, k, v, 3 * d, n_seq, start, len, T, R_, H, H, dh, scale,
-                                                     ws.p, G.stream);
+                                                     ws.p, 1, G.stream);
+             });
+    run_case(mk("kernel", "attention.flash_bf16.qt2", "ss_cuda_attention_flash_bf16", shape,
+                "the same with two 16-row query tiles per warp (SUBSCOPE_ATTN_QT=2)", io, flops, "bf16", false, false),
+             [&] {
+                 return ss_cuda_attention_flash_bf16(z.f(), SS_CUDA_F32, q, k, v, 3 * d, n_seq, start, len, T, R_, H, H, dh, scale,
+                                                     ws.p, 2, G.stream);
              });
     run_case(mk("kernel", "attention.pattern", "ss_cuda_attention_pattern", shape, "f32",
                 io + 4.0 * n_seq * H * T * T, flops, "fp32", false, false),
@@ -533,6 +539,33 @@ static void bench_attention(int64_t rows) {
                  return ss_cuda_attention_pattern(z.f(), pat.f(), q, k, v, 3 * d, n_seq, start, len, poff, T, H, H, dh,
                                                   scale, G.stream);
              });
+}
+
+/* The tensor-core attention alone at a Llama-7B head shape (32 heads of 128,
+ * from bf16 rows a product would write: Q, K, V in rows of 3 * 4096 halves),
+ * one and two query tiles per warp: gpu_llama's attention. */
+static void bench_attention_dh128(int64_t rows) {
+    const int64_t T = 1024, H = 32, dh = 128, ld16 = 3 * H * dh;
+    const int64_t n_seq = rows / T > 0 ? rows / T : 1, R_ = n_seq * T;
+    std::vector<int64_t> meta(2 * n_seq);
+    for (int64_t s = 0; s < n_seq; s++) meta[s] = s * T, meta[n_seq + s] = T;
+    Buf m(meta.size() * 8), qkv(R_ * ld16 * 2), z(R_ * H * dh * 4);
+    CK(cudaMemcpy(m.p, meta.data(), meta.size() * 8, cudaMemcpyHostToDevice));
+    fill_bf16(qkv);
+    const int64_t *start = (const int64_t *)m.p, *len = start + n_seq;
+    const float scale = 1.0f / sqrtf((float)dh);
+    const double flops = 4.0 * n_seq * H * dh * (T * (T + 1) / 2.0);
+    const double io = 2.0 * R_ * ld16 + 4.0 * R_ * H * dh;
+    std::string shape = fmt("B=%lld T=%lld H=%lld dh=%lld", (long long)n_seq, (long long)T, (long long)H, (long long)dh);
+    for (int qt = 1; qt <= 2; qt++)
+        run_case(mk("kernel", qt == 1 ? "attention.flash_bf16_from16" : "attention.flash_bf16_from16.qt2",
+                    "ss_cuda_attention_flash_bf16_from16", shape,
+                    qt == 1 ? "bf16 Q, K, V rows in, f32 z out" : "the same with two query tiles per warp", io, flops,
+                    "bf16", false, false),
+                 [&] {
+                     return ss_cuda_attention_flash_bf16_from16(z.f(), SS_CUDA_F32, (const uint16_t *)qkv.p, ld16, n_seq,
+                                                                start, len, T, H, H, dh, scale, qt, G.stream);
+                 });
 }
 
 /* Row-major C[M,N] = A[M,K] . op(B), issued exactly as cu_matmul in
@@ -961,6 +994,7 @@ int main(int argc, char **argv) {
     bench_elementwise(G.tokens);
     bench_embed(G.tokens);
     bench_attention(G.tokens);
+    bench_attention_dh128(G.tokens);
     bench_gemm(G.tokens);
     bench_cov(G.tokens);
     G.late = true; /* the wgmma covariance kernel */

@@ -108,12 +108,14 @@ int ss_cuda_attention_flash(float *z, const float *q, const float *k, const floa
  * of ss_cuda_attention_flash_bf16_ws 16-bit elements; ceil(max_len/64) <=
  * 65535 and n_seq * H < 2^31, else cudaErrorInvalidValue. z is written
  * as zdt: SS_CUDA_F32, or SS_CUDA_BF16 (each value the fp32 one rounded to
- * nearest even, as ss_cuda_convert rounds; z 8-byte aligned). The backend's
- * attention_lowp (bf16 models) calls it. */
+ * nearest even, as ss_cuda_convert rounds; z 8-byte aligned). qt: the
+ * 16-row query tiles a warp takes, 1 (or 0) or 2 (128 query rows a block,
+ * each K/V fragment read once for both; the same result bit for bit). The
+ * backend's attention_lowp (bf16 models) calls it. */
 int64_t ss_cuda_attention_flash_bf16_ws(int64_t n_rows, int64_t H, int64_t Hkv, int64_t dh);
 int ss_cuda_attention_flash_bf16(void *z, int zdt, const float *q, const float *k, const float *v, int64_t ld_qkv,
                                  int64_t n_seq, const int64_t *start, const int64_t *len, int64_t max_len,
-                                 int64_t n_rows, int64_t H, int64_t Hkv, int64_t dh, float scale, void *ws,
+                                 int64_t n_rows, int64_t H, int64_t Hkv, int64_t dh, float scale, void *ws, int qt,
                                  cudaStream_t stream);
 /* Its attention alone, from bf16 rows already made (the pack kernel's, or a
  * product's 16-bit output): qkv16 [rows, ld16] (16-byte aligned, ld16 a
@@ -122,7 +124,7 @@ int ss_cuda_attention_flash_bf16(void *z, int zdt, const float *q, const float *
  * which carries the scale). */
 int ss_cuda_attention_flash_bf16_from16(void *z, int zdt, const uint16_t *qkv16, int64_t ld16, int64_t n_seq,
                                         const int64_t *start, const int64_t *len, int64_t max_len, int64_t H,
-                                        int64_t Hkv, int64_t dh, float sscale, cudaStream_t stream);
+                                        int64_t Hkv, int64_t dh, float sscale, int qt, cudaStream_t stream);
 
 /* Site capture: dst[r, 0:cols] = src[row(r)*ld_src + 0:cols] for r < rows,
  * row(r) = row_idx[r] (a device array) or r when row_idx is NULL. */

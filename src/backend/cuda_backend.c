@@ -57,6 +57,7 @@ typedef struct {
     int64_t attn_gemm_min_len; /* prompts this long take the cuBLAS attention path (0: never) */
     int z16;                /* SUBSCOPE_Z16=1: attention hands z to its output product in bf16 (attn_out_product) */
     int attn_tc;            /* SUBSCOPE_ATTN_TC: -1 (unset) attention_lowp on tensor cores, 0 never, 1 every call without the pattern */
+    int attn_qt;            /* SUBSCOPE_ATTN_QT: the tensor-core kernel's query tiles per warp, 1 or 2 (-1: refused when used) */
     uint16_t *h16;          /* mlp_add's 16-bit GELU / SwiGLU output */
     size_t h16_cap;         /* in elements */
     uint16_t *qkv16;        /* the tensor-core attention's bf16 Q, K, V */
@@ -1070,6 +1071,15 @@ static ss_status attention_gemm_seq(const ss_backend *be, float *z, const float 
     return SS_OK;
 }
 
+/* The tensor-core kernel's query tiles per warp (SUBSCOPE_ATTN_QT), or an
+ * error naming the variable's value. */
+static ss_status attn_qt(const ss_backend *be, int *qt) {
+    *qt = IMPL(be)->attn_qt;
+    if (*qt > 0) return SS_OK;
+    return ss_errorf(SS_ERR_ARG, "%s: SUBSCOPE_ATTN_QT=%s: must be 1 or 2 (query tiles per warp)", be->name,
+                     getenv("SUBSCOPE_ATTN_QT") ? getenv("SUBSCOPE_ATTN_QT") : "");
+}
+
 /* Whether the tensor-core attention may write z in bf16 into c->a16 for the
  * output product o (SUBSCOPE_Z16=1): bf16 weights, z's rows all the product's
  * rows, sizes cuBLAS takes. */
@@ -1120,9 +1130,11 @@ static ss_status attention_any(const ss_backend *be, float *z, const float *q, c
                          "bf16 Q, K, V"));
         const int z16 = z16_for(c, out, n_rows, H * dh);
         if (z16) SS_TRY(scratch16(be, &c->a16, &c->a16_cap, (size_t)(n_rows * H * dh), "bf16 z"));
+        int qt;
+        SS_TRY(attn_qt(be, &qt));
         KL(ss_cuda_attention_flash_bf16(z16 ? (void *)c->a16 : z, z16 ? SS_CUDA_BF16 : SS_CUDA_F32, q, k, v, ld_qkv,
                                         n_seq, c->meta, c->meta + n_seq, max_len, n_rows, H, Hkv, dh, scale, c->qkv16,
-                                        c->stream),
+                                        qt, c->stream),
            "tensor-core attention kernel");
         if (used16) *used16 = z16;
         return SS_OK;
@@ -1437,9 +1449,11 @@ static ss_status cu_attention_lowp_qkv(const ss_backend *be, float *z, float *qk
             /* the QKV product has read c->a16 (stream order) before z may go there */
             const int z16 = z16_for(c, out, n_rows, H * dh);
             if (z16) SS_TRY(scratch16(be, &c->a16, &c->a16_cap, (size_t)(n_rows * H * dh), "bf16 z"));
+            int qt;
+            SS_TRY(attn_qt(be, &qt));
             KL(ss_cuda_attention_flash_bf16_from16(z16 ? (void *)c->a16 : z, z16 ? SS_CUDA_BF16 : SS_CUDA_F32,
                                                    c->qkv16, N, n_seq, c->meta, c->meta + n_seq, max_len, H, Hkv, dh,
-                                                   scale, c->stream),
+                                                   scale, qt, c->stream),
                "tensor-core attention kernel (from the product's bf16 rows)");
             return out ? attn_out_product(be, z, z16, out, H * dh) : SS_OK;
         }
@@ -1627,6 +1641,10 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
      * pattern, fp32 models' too. */
     const char *tc = getenv("SUBSCOPE_ATTN_TC");
     c->attn_tc = tc && !strcmp(tc, "1") ? 1 : tc && !strcmp(tc, "0") ? 0 : -1;
+    /* SUBSCOPE_ATTN_QT=2: that kernel with two 16-row query tiles per warp
+     * (the same numbers; opt-in until a GPU has timed it) */
+    const char *qt = getenv("SUBSCOPE_ATTN_QT");
+    c->attn_qt = !qt || !*qt || !strcmp(qt, "1") ? 1 : !strcmp(qt, "2") ? 2 : -1;
     /* SUBSCOPE_PAD_PRODUCTS: product_padded's scratch in bytes (default 256 MiB; the tests make
      * it small to cut products into several pieces); 0: products with unaligned rows of C are
      * not padded */

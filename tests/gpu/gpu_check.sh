@@ -439,6 +439,12 @@ elif [ $BUILD_OK = 1 ]; then
                 SUBSCOPE_QKV16=1 CMP_NMSE=$BF16_NMSE compare_forward \
                     "forward gpt2-small shape, 1024 tok, bf16, tensor-core attention from bf16 q/k/v (nmse $BF16_NMSE)" "$m" \
                     "$WORK/models/small-long.jsonl" "$(flash_sites 0)" --dtype bfloat16
+            # ... with two query tiles per warp (SUBSCOPE_ATTN_QT=2, opt-in; the same arithmetic
+            # per row, so kernel_check also asks it to equal the one-tile kernel bit for bit)
+            [ -s "$WORK/models/small-long.jsonl" ] &&
+                SUBSCOPE_ATTN_QT=2 CMP_NMSE=$BF16_NMSE compare_forward \
+                    "forward gpt2-small shape, 1024 tok, bf16, tensor-core attention, 2 query tiles a warp (nmse $BF16_NMSE)" "$m" \
+                    "$WORK/models/small-long.jsonl" "$(flash_sites 0)" --dtype bfloat16
             # ... and every 16-bit path at once, z handed to its output product in bf16 too
             # (SUBSCOPE_Z16=1, opt-in; hook_z is not asked for, so layers 1..11 convert nothing)
             [ -s "$WORK/models/small-long.jsonl" ] &&

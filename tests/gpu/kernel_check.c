@@ -887,12 +887,13 @@ typedef struct {
     const int64_t *start, *len;
     float scale;
     void *ws; /* the kernel's bf16 Q, K, V */
+    int qt;   /* query tiles per warp */
 } tc_ctx;
 static int launch_tc(void *v) {
     tc_ctx *c = v;
     const float *q = c->qkv, *k = q + c->H * c->dh, *vv = k + c->Hkv * c->dh;
     return ss_cuda_attention_flash_bf16(c->z, SS_CUDA_F32, q, k, vv, c->ld, c->n_seq, c->start, c->len, c->max_len, c->n_rows,
-                                        c->H, c->Hkv, c->dh, c->scale, c->ws, g_stream);
+                                        c->H, c->Hkv, c->dh, c->scale, c->ws, c->qt, g_stream);
 }
 
 static void case_attention_tc(void) {
@@ -914,36 +915,49 @@ static void case_attention_tc(void) {
             len[sq] = cases[ci].len[sq], start[sq] = rows, rows += len[sq];
             if (len[sq] > max_len) max_len = len[sq];
         }
-        char name[128];
-        snprintf(name, sizeof name, "attention tc bf16 seqs=%d max_len=%lld H=%lld Hkv=%lld dh=%lld", (int)n_seq,
-                 (long long)max_len, (long long)H, (long long)Hkv, (long long)dh);
-        if (!selected(name)) continue;
         const float scale = (float)(1.0 / sqrt((double)dh));
         float *qkv = rvec(rows * ld, 40 + (unsigned)ci, 1.f), *r = fvec(rows * ld, 0), *zr = fvec(rows * d, 0),
-              *z = fvec(rows * d, 0);
+              *z = fvec(rows * d, 0), *z1 = fvec(rows * d, NAN);
         for (int64_t i = 0; i < rows; i++)
             for (int64_t e = 0; e < ld; e++) {
                 const float x = qkv[i * ld + e] * (e < d + Hkv * dh ? 3.f : 1.f);
                 qkv[i * ld + e] = x;
                 r[i * ld + e] = ss_bf16_to_f32(ss_f32_to_bf16(e < d ? x * scale : x));
             }
-        if (be->attention(be, zr, r, r + d, r + d + Hkv * dh, ld, n_seq, start, len, H, Hkv, dh, 1.f, NULL, NULL)) {
-            cpu_ref_failed(name);
-        } else {
+        int ref_done = 0, have1 = 0;
+        /* one and two 16-row query tiles per warp (SUBSCOPE_ATTN_QT): two must equal one bit for bit */
+        for (int qt = 1; qt <= 2; qt++) {
+            char name[160];
+            snprintf(name, sizeof name, "attention tc bf16 seqs=%d max_len=%lld H=%lld Hkv=%lld dh=%lld qt=%d",
+                     (int)n_seq, (long long)max_len, (long long)H, (long long)Hkv, (long long)dh, qt);
+            if (!selected(name)) continue;
+            if (!ref_done && be->attention(be, zr, r, r + d, r + d + Hkv * dh, ld, n_seq, start, len, H, Hkv, dh, 1.f,
+                                           NULL, NULL)) {
+                cpu_ref_failed(name);
+                break;
+            }
+            ref_done = 1;
             float *dqkv = dup_to_dev(qkv, (size_t)(rows * ld) * 4), *dz = dalloc((size_t)(rows * d) * 4);
             int64_t meta[12];
             for (int sq = 0; sq < n_seq; sq++) meta[sq] = start[sq], meta[n_seq + sq] = len[sq];
             int64_t *dmeta = dup_to_dev(meta, (size_t)(2 * n_seq) * sizeof(int64_t));
             void *ws = dalloc((size_t)ss_cuda_attention_flash_bf16_ws(rows, H, Hkv, dh) * 2);
-            tc_ctx c = {dz, dqkv, ld, n_seq, max_len, rows, H, Hkv, dh, dmeta, dmeta + n_seq, scale, ws};
+            tc_ctx c = {dz, dqkv, ld, n_seq, max_len, rows, H, Hkv, dh, dmeta, dmeta + n_seq, scale, ws, qt};
             out_buf ob = {dz, (size_t)(rows * d) * 4, z};
             double ms = 0;
-            if (run_twice(name, launch_tc, &c, &ob, 1, &ms)) fail_case();
-            else check(name, z, zr, rows * d, 4e-3, 0, ms, 0);
+            if (run_twice(name, launch_tc, &c, &ob, 1, &ms)) {
+                fail_case();
+            } else if (qt == 2 && have1 && memcmp(z, z1, (size_t)(rows * d) * 4)) {
+                printf("CASE %-62s FAIL (differs from qt=1, whose arithmetic per row is the same)\n", name);
+                fail_case();
+            } else {
+                check(name, z, zr, rows * d, 4e-3, 0, ms, 0);
+                if (qt == 1) memcpy(z1, z, (size_t)(rows * d) * 4), have1 = 1;
+            }
             dfree(ws);
             dfree(dqkv), dfree(dz), dfree(dmeta);
         }
-        free(qkv), free(r), free(zr), free(z);
+        free(qkv), free(r), free(zr), free(z), free(z1);
     }
 }
 

@@ -616,7 +616,9 @@ TEST(cuda_emulated_tensor_core_attention_settings) {
  * and without attention_lowp. With it the logits move by bf16 rounding of
  * attention (more than nothing, NMSE < 1e-4); with every layer's pattern
  * wanted, or float32 weights, they are bit for bit those without it. */
-static void forward_logits_heads(int wdtype, const char *attn_tc, const char *globs, int n_head, float **lg) {
+/* The forward's status into *fst, or checked to be SS_OK without fst (setup
+ * failures are checks of their own). */
+static void forward_heads(int wdtype, const char *attn_tc, const char *globs, int n_head, float **lg, ss_status *fst) {
     ss_config c = {.n_layer = 2, .n_head = n_head, .n_embd = 128, .n_positions = 64, .vocab_size = 97,
                    .n_inner = 256, .ln_eps = 1e-5, .tie_word_embeddings = 1, .scale_attn_weights = 1};
     ss_model *m = NULL;
@@ -639,10 +641,16 @@ static void forward_logits_heads(int wdtype, const char *attn_tc, const char *gl
     int64_t start[2] = {0, 64}, len[2] = {64, 6};
     ss_packing pk = {2, 70, start, len, 0};
     ss_forward_opts o = {.logits = SS_LOGITS_ALL, .want = globs ? want : NULL, .hook = ignore_site};
-    CHECK_OK(ss_forward(m, gpu, toks, &pk, &o, lg));
+    ss_status st = ss_forward(m, gpu, toks, &pk, &o, lg);
+    if (fst) *fst = st;
+    else CHECK_OK(st);
     free(want);
     ss_model_free(m);
     ss_backend_cuda_close(gpu);
+}
+
+static void forward_logits_heads(int wdtype, const char *attn_tc, const char *globs, int n_head, float **lg) {
+    forward_heads(wdtype, attn_tc, globs, n_head, lg, NULL);
 }
 
 /* Two heads of 64. */
@@ -748,6 +756,41 @@ TEST(cuda_emulated_z16_matches_converted_z) {
         }
         free(ref), free(got);
     }
+}
+
+/* SUBSCOPE_ATTN_QT=2: the tensor-core kernel with two query tiles per warp,
+ * whose arithmetic per row is the one-tile kernel's, so the same logits bit
+ * for bit (dh 64 and 128; packed Q/K/V and the QKV product's bf16 rows);
+ * any other value than 1 or 2 stops the forward with a message naming it. */
+TEST(cuda_emulated_attn_qt2_matches_qt1) {
+    const size_t n = 70 * 97;
+    struct { const char *qkv16; int heads; const char *kernel; } cases[] = {
+        {NULL, 2, "ss_k_attn_tc_64x2"}, {"1", 2, "ss_k_attn_tc_64x2"},
+        {NULL, 1, "ss_k_attn_tc_128x2"}, {"1", 1, "ss_k_attn_tc_128x2"},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        float *ref = NULL, *got = NULL;
+        if (cases[ci].qkv16) setenv("SUBSCOPE_QKV16", cases[ci].qkv16, 1);
+        forward_logits_heads(SS_WDTYPE_BF16, NULL, NULL, cases[ci].heads, &ref);
+        setenv("SUBSCOPE_ATTN_QT", "2", 1);
+        const long before = ss_emu_launch_count(cases[ci].kernel);
+        forward_logits_heads(SS_WDTYPE_BF16, NULL, NULL, cases[ci].heads, &got);
+        const long launched = ss_emu_launch_count(cases[ci].kernel) - before;
+        unsetenv("SUBSCOPE_ATTN_QT");
+        unsetenv("SUBSCOPE_QKV16");
+        CHECK_MSG(launched == 2, "case %zu: %ld launches of %s (one per layer expected)", ci, launched,
+                  cases[ci].kernel);
+        if (ref && got) CHECK_MSG(!memcmp(ref, got, n * sizeof(float)), "case %zu: other logits", ci);
+        free(ref), free(got);
+    }
+    setenv("SUBSCOPE_ATTN_QT", "3", 1);
+    float *lg = NULL;
+    ss_status st = SS_OK;
+    forward_heads(SS_WDTYPE_BF16, NULL, NULL, 2, &lg, &st);
+    unsetenv("SUBSCOPE_ATTN_QT");
+    CHECK(st != SS_OK);
+    CHECK_MSG(strstr(ss_last_error(), "SUBSCOPE_ATTN_QT=3"), "message: %s", ss_last_error());
+    free(lg);
 }
 
 /* collect on the (emulated) GPU: sites reduced on the device per batch with

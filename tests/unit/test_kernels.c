@@ -589,7 +589,7 @@ static float bf16r(float x) { return ss_bf16_to_f32(ss_f32_to_bf16(x)); }
  * that reading a row the pack kernel did not write shows up. */
 static int tc_call(float *z, const float *q, const float *k, const float *v, int64_t ld, int64_t n_seq,
                    const int64_t *start, const int64_t *len, int64_t max_len, int64_t H, int64_t Hkv, int64_t dh,
-                   float scale, cudaStream_t stream) {
+                   float scale, int qt, cudaStream_t stream) {
     int64_t n_rows = 0;
     for (int64_t sq = 0; sq < n_seq; sq++)
         if (start[sq] + len[sq] > n_rows) n_rows = start[sq] + len[sq];
@@ -598,7 +598,7 @@ static int tc_call(float *z, const float *q, const float *k, const float *v, int
     void *ws = aligned_alloc(16, bytes);
     memset(ws, 0xff, bytes);
     int r = ss_cuda_attention_flash_bf16(z, SS_CUDA_F32, q, k, v, ld, n_seq, start, len, max_len, n_rows, H, Hkv, dh,
-                                         scale, ws, stream);
+                                         scale, ws, qt, stream);
     free(ws);
     return r;
 }
@@ -636,15 +636,26 @@ static void attention_tc_vs_cpu(void) {
         /* every output written (NaN poison), the same in both schedules bit for bit */
         float *z2 = ss_test_fvec(rows * d, NAN);
         for (int64_t i = 0; i < rows * d; i++) z[i] = NAN;
-        CHECK(tc_call(z, qkv, qkv + d, qkv + d + Hkv * dh, ld, n_seq, start, len, max_len, H, Hkv, dh, scale, NULL) == 0);
+        CHECK(tc_call(z, qkv, qkv + d, qkv + d + Hkv * dh, ld, n_seq, start, len, max_len, H, Hkv, dh, scale, 1, NULL) == 0);
         /* the second run also lands cp.async copies when issued (not at their
          * wait): a buffer reloaded before every warp has read it differs */
         ss_emu_set_schedule(SS_EMU_REVERSE, 0);
         ss_emu_set_copy_timing(SS_EMU_COPY_AT_ISSUE);
-        CHECK(tc_call(z2, qkv, qkv + d, qkv + d + Hkv * dh, ld, n_seq, start, len, max_len, H, Hkv, dh, scale, NULL) == 0);
+        CHECK(tc_call(z2, qkv, qkv + d, qkv + d + Hkv * dh, ld, n_seq, start, len, max_len, H, Hkv, dh, scale, 1, NULL) == 0);
         ss_emu_set_schedule(SS_EMU_FORWARD, 0);
         ss_emu_set_copy_timing(SS_EMU_COPY_AT_WAIT);
         CHECK(memcmp(z2, z, (size_t)(rows * d) * sizeof(float)) == 0);
+        /* two query tiles per warp (128-row blocks): every output, the same bit for bit,
+         * also with the copies landing at issue */
+        for (int pass = 0; pass < 2; pass++) {
+            for (int64_t i = 0; i < rows * d; i++) z2[i] = NAN;
+            if (pass) ss_emu_set_copy_timing(SS_EMU_COPY_AT_ISSUE);
+            CHECK(tc_call(z2, qkv, qkv + d, qkv + d + Hkv * dh, ld, n_seq, start, len, max_len, H, Hkv, dh, scale, 2,
+                          NULL) == 0);
+            ss_emu_set_copy_timing(SS_EMU_COPY_AT_WAIT);
+            CHECK_MSG(!memcmp(z2, z, (size_t)(rows * d) * sizeof(float)),
+                      "case %d: two query tiles per warp differ from one (copies at %s)", ci, pass ? "issue" : "wait");
+        }
         free(z2);
         char nm[96];
         snprintf(nm, sizeof nm, "attention tc bf16 seqs=%d H=%lld Hkv=%lld dh=%lld", (int)n_seq, (long long)H,
@@ -654,7 +665,8 @@ static void attention_tc_vs_cpu(void) {
     }
     float one = 0.f;
     const int64_t st0 = 0, l0 = 1;
-    CHECK(tc_call(&one, &one, &one, &one, 96, 1, &st0, &l0, 1, 1, 1, 96, 1.f, NULL) == 1); /* dh 96 */
+    CHECK(tc_call(&one, &one, &one, &one, 96, 1, &st0, &l0, 1, 1, 1, 96, 1.f, 1, NULL) == 1); /* dh 96 */
+    CHECK(tc_call(&one, &one, &one, &one, 192, 1, &st0, &l0, 1, 1, 1, 64, 1.f, 3, NULL) == 1); /* 3 query tiles */
 }
 
 /* The kernel from bf16 rows a product wrote (ss_cuda_attention_flash_bf16_from16):
@@ -675,8 +687,14 @@ static void attention_tc_from16(int64_t dh) {
         r[i] = ss_bf16_to_f32(q16[i]);
     }
     CHECK_OK(be->attention(be, zr, r, r + d, r + d + Hkv * dh, ld, n_seq, start, len, H, Hkv, dh, scale, NULL, NULL));
-    CHECK(ss_cuda_attention_flash_bf16_from16(z, SS_CUDA_F32, q16, ld, n_seq, start, len, 70, H, Hkv, dh, scale,
+    CHECK(ss_cuda_attention_flash_bf16_from16(z, SS_CUDA_F32, q16, ld, n_seq, start, len, 70, H, Hkv, dh, scale, 1,
                                               NULL) == 0);
+    float *z2 = ss_test_fvec(rows * d, NAN);
+    CHECK(ss_cuda_attention_flash_bf16_from16(z2, SS_CUDA_F32, q16, ld, n_seq, start, len, 70, H, Hkv, dh, scale, 2,
+                                              NULL) == 0);
+    CHECK_MSG(!memcmp(z, z2, (size_t)(rows * d) * sizeof(float)), "dh %lld: two query tiles per warp differ",
+              (long long)dh);
+    free(z2);
     char nm[64];
     snprintf(nm, sizeof nm, "attention tc from bf16 rows, dh=%lld", (long long)dh);
     CHECK(ss_test_compare(nm, z, zr, rows * d, 4e-3, 0) == 0);
@@ -685,19 +703,19 @@ static void attention_tc_from16(int64_t dh) {
     uint16_t *z16 = aligned_alloc(16, (size_t)(rows * d) * sizeof(uint16_t));
     memset(z16, 0xff, (size_t)(rows * d) * sizeof(uint16_t));
     CHECK(ss_cuda_attention_flash_bf16_from16(z16, SS_CUDA_BF16, q16, ld, n_seq, start, len, 70, H, Hkv, dh, scale,
-                                              NULL) == 0);
+                                              2, NULL) == 0);
     int64_t off16 = 0;
     for (int64_t i = 0; i < rows * d; i++) off16 += z16[i] != ss_f32_to_bf16(z[i]);
     CHECK_MSG(off16 == 0, "%lld bf16 outputs differ from the rounded fp32 ones", (long long)off16);
-    CHECK(ss_cuda_attention_flash_bf16_from16(z16, 7, q16, ld, n_seq, start, len, 70, H, Hkv, dh, scale, NULL) ==
+    CHECK(ss_cuda_attention_flash_bf16_from16(z16, 7, q16, ld, n_seq, start, len, 70, H, Hkv, dh, scale, 1, NULL) ==
           1); /* an output type that is neither */
     free(z16);
     if (dh == 64) {
-        CHECK(tc_call(zp, x, x + d, x + d + Hkv * dh, ld, n_seq, start, len, 70, H, Hkv, dh, scale, NULL) == 0);
+        CHECK(tc_call(zp, x, x + d, x + d + Hkv * dh, ld, n_seq, start, len, 70, H, Hkv, dh, scale, 1, NULL) == 0);
         CHECK_MSG(!memcmp(z, zp, (size_t)(rows * d) * sizeof(float)), "dh 64: not the pack path's result bit for bit");
     }
     CHECK(ss_cuda_attention_flash_bf16_from16(z, SS_CUDA_F32, q16, ld + 4, n_seq, start, len, 70, H, Hkv, dh, scale,
-                                              NULL) == 1); /* rows not 16-byte multiples */
+                                              1, NULL) == 1); /* rows not 16-byte multiples */
     free(x), free(r), free(z), free(zr), free(zp), free(q16);
 }
 
@@ -711,7 +729,7 @@ TEST(kernel_attention_tc_bf16_vs_cpu) {
     uint16_t ws[3 * 64 + 8];
     void *odd = (char *)ws + ((uintptr_t)ws % 16 ? 0 : 2);
     CHECK(ss_cuda_attention_flash_bf16(x, SS_CUDA_F32, x, x + 64, x + 128, 192, 1, &st0, &l0, 1, 1, 1, 1, 64, 0.125f,
-                                       odd, NULL) == 1);
+                                       odd, 1, NULL) == 1);
 }
 
 /* Tolerance: fp32 dot products of dh terms and an fp32 online softmax
