@@ -178,19 +178,22 @@ struct ss_backend {
     ss_status (*norm_matmul)(const ss_backend *be, float *C, float *scratch, const float *x, const float *nw,
                              const float *nb, float eps, int rms, const void *W, int wdtype, const float *bias,
                              int64_t M, int64_t N, int64_t K, int trans_b, int gelu, ss_act act);
-    /* Optional (NULL: the norm, the QKV product, then attention_lowp): z [R, H*dh] =
-     * attention of qkv = a · op(W) + bias [R, (H+2Hkv)dh] with a = x, or with nw
-     * a = norm(x) (LayerNorm with nb, RMSNorm with rms), where nothing reads a,
-     * q, k, v or the pattern and no rotation applies (GPT-2): the backend may
-     * write qkv in bf16 for a tensor-core attention that scales the scores
-     * itself. qkv and ln are the fp32 buffers [R, (H+2Hkv)dh] and [R, d] the
-     * separate ops would fill, for the backend's own use. out (or NULL): the
-     * output product, run by the op (ss_attn_out). */
+    /* Optional (NULL: the norm, the QKV product, the rotation, then
+     * attention_lowp): z [R, H*dh] = attention of qkv = a · op(W) + bias
+     * [R, (H+2Hkv)dh] with a = x, or with nw a = norm(x) (LayerNorm with nb,
+     * RMSNorm with rms), q and k rotated as rope rotates them when pos and
+     * inv_freq are given (the Llama family; NULL: no rotation, GPT-2), where
+     * nothing reads a, q, k, v, their rotations or the pattern: the backend
+     * may write qkv in bf16 for a tensor-core attention that scales the scores
+     * itself, and rotate the bf16 values. qkv and ln are the fp32 buffers
+     * [R, (H+2Hkv)dh] and [R, d] the separate ops would fill, for the
+     * backend's own use. out (or NULL): the output product, run by the op
+     * (ss_attn_out). */
     ss_status (*attention_lowp_qkv)(const ss_backend *be, float *z, float *qkv, float *ln, const float *x,
                                     const float *nw, const float *nb, float eps, int rms, const void *W, int wdtype,
                                     const float *bias, int trans_b, int64_t R, int64_t d, int64_t n_seq,
                                     const int64_t *start, const int64_t *len, int64_t H, int64_t Hkv, int64_t dh,
-                                    float scale, const ss_attn_out *out);
+                                    float scale, const int32_t *pos, const float *inv_freq, const ss_attn_out *out);
     /* Optional (NULL: matmul into scratch, then add): C += A · op(B) + bias, for
      * the products that end a block's halves where nothing reads their output
      * (no hook on attn_out / mlp_out): the residual stream takes them directly. */

@@ -58,6 +58,12 @@ int ss_cuda_rmsnorm_to(void *out, int out_dtype, const float *x, const void *w, 
  * cudaErrorInvalidValue. */
 int ss_cuda_rope(float *x, int64_t ld, int64_t rows, int64_t n_heads, int64_t dh, const int32_t *pos,
                  const float *inv_freq, int inverse, cudaStream_t stream);
+/* The same rotation (not inverse) of bf16 rows in place, each value rotated
+ * in fp32 and rounded to nearest even: bf16 of what ss_cuda_rope gives for
+ * the rows' values. dh a multiple of 4, ld even, x 4-byte aligned, else
+ * cudaErrorInvalidValue. */
+int ss_cuda_rope_bf16(uint16_t *x, int64_t ld, int64_t rows, int64_t n_heads, int64_t dh, const int32_t *pos,
+                      const float *inv_freq, cudaStream_t stream);
 
 /* SwiGLU: out[r,c] = silu(gu[r,c]) * gu[r,dm+c] for gu [rows, 2*dm] (gate,
  * then up), out [rows, dm]; out must not overlap gu. */

@@ -1425,13 +1425,18 @@ static ss_status attention_backward_gemm_seq(const ss_backend *be, float *dq, fl
  * the attention reads them, scaling the scores in fp32; the fp32 qkv and the
  * pack kernel's pass go. At head size 64 the scale is a power of two, so
  * the result is the pack path's bit for bit; at 128 q is rounded before the
- * scale rather than after. Otherwise (no cuBLASLt, a shape the kernel does
- * not take, fp16 weights) the separate ops run through ln and qkv. */
+ * scale rather than after. With pos (the Llama family) the rope kernel
+ * rotates q and k in bf16 (ss_cuda_rope_bf16: each value rotated in fp32
+ * and rounded again), in place of the fp32 rotation's pass over q and k and
+ * the pack kernel's: one rounding more on q and k than the default path.
+ * Otherwise (no cuBLASLt, a shape the kernel does not take, fp16 weights)
+ * the separate ops run through ln and qkv. */
 static ss_status cu_attention_lowp_qkv(const ss_backend *be, float *z, float *qkv, float *ln, const float *x,
                                        const float *nw, const float *nb, float eps, int rms, const void *W, int wdtype,
                                        const float *bias, int trans_b, int64_t R, int64_t d, int64_t n_seq,
                                        const int64_t *start, const int64_t *len, int64_t H, int64_t Hkv, int64_t dh,
-                                       float scale, const ss_attn_out *out) {
+                                       float scale, const int32_t *pos, const float *inv_freq,
+                                       const ss_attn_out *out) {
     cuda_impl *c = IMPL(be);
     const int64_t N = (H + 2 * Hkv) * dh;
     int64_t max_len = 0;
@@ -1443,6 +1448,8 @@ static ss_status cu_attention_lowp_qkv(const ss_backend *be, float *z, float *qk
         SS_TRY(scratch16(be, &c->qkv16, &c->qkv16_cap, (size_t)(R * N), "bf16 Q, K, V"));
         if (lt_matmul_to(c, c->qkv16, CUDA_R_16BF, c->a16, W, CUDA_R_16BF, bias, 0, 0, R, N, d, trans_b) ==
             CUBLAS_STATUS_SUCCESS) {
+            if (pos) /* q and k are adjacent: one rotation covers the H + Hkv heads */
+                KL(ss_cuda_rope_bf16(c->qkv16, N, R, H + Hkv, dh, pos, inv_freq, c->stream), "rope kernel (bf16 q, k)");
             SS_TRY(meta_put(be, n_seq, start, len, NULL));
             int64_t n_rows = 0;
             for (int64_t s = 0; s < n_seq; s++) n_rows = start[s] + len[s] > n_rows ? start[s] + len[s] : n_rows;
@@ -1464,6 +1471,7 @@ static ss_status cu_attention_lowp_qkv(const ss_backend *be, float *z, float *qk
         a = ln;
     }
     SS_TRY(cu_product(be, qkv, a, W, wdtype, bias, R, N, d, trans_b, SS_CUDA_ACT_NONE, 0));
+    if (pos) SS_TRY(cu_rope(be, qkv, N, R, H + Hkv, dh, pos, inv_freq, 0));
     int used16 = 0;
     SS_TRY(attention_any(be, z, qkv, qkv + H * dh, qkv + (H + Hkv) * dh, N, n_seq, start, len, H, Hkv, dh, scale, NULL,
                          NULL, 1, out, &used16));
@@ -1699,8 +1707,9 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
      * weights' 16-bit type (norm_matmul; opt-in until a GPU has timed it). */
     const char *n16 = getenv("SUBSCOPE_NORM16");
     if (n16 && !strcmp(n16, "1")) be->norm_matmul = cu_norm_matmul;
-    /* SUBSCOPE_QKV16=1, with the tensor-core attention (not SUBSCOPE_ATTN_TC=0): GPT-2's
-     * QKV product writes q, k, v in bf16 for it (attention_lowp_qkv; opt-in until a GPU has timed it). */
+    /* SUBSCOPE_QKV16=1, with the tensor-core attention (not SUBSCOPE_ATTN_TC=0): the
+     * QKV product writes q, k, v in bf16 for it, Llama's rotated in bf16 (attention_lowp_qkv;
+     * opt-in until a GPU has timed it). */
     const char *q16 = getenv("SUBSCOPE_QKV16");
     if (q16 && !strcmp(q16, "1") && c->attn_tc) be->attention_lowp_qkv = cu_attention_lowp_qkv;
     if (c->attn_tc) be->attention_lowp = cu_attention_lowp;

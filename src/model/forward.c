@@ -286,19 +286,21 @@ static ss_status block_attention(ss_hook_ctx *f, const ss_gpt2_weights *w, int l
                                 ? &out
                                 : NULL;
     *z_done = 0;
-    /* nobody reads q, k, v (GPT-2: no rotation), nor the pattern, nor a backward pass: the
-     * QKV product may write them in bf16 for a tensor-core attention, normalising x itself
-     * unless the norm's site is wanted */
-    if (be->attention_lowp_qkv && w->wdtype == SS_WDTYPE_BF16 && !D.llama && !wp && !b->keep_pre &&
-        !ss_hook_wants(f, SS_SITE_Q, l) && !ss_hook_wants(f, SS_SITE_K, l) && !ss_hook_wants(f, SS_SITE_V, l)) {
+    /* nobody reads q, k, v or their rotations, nor the pattern, nor a backward pass: the
+     * QKV product may write them in bf16 for a tensor-core attention (rotating them there),
+     * normalising x itself unless the norm's site is wanted */
+    if (be->attention_lowp_qkv && w->wdtype == SS_WDTYPE_BF16 && !wp && !b->keep_pre &&
+        !ss_hook_wants(f, SS_SITE_Q, l) && !ss_hook_wants(f, SS_SITE_K, l) && !ss_hook_wants(f, SS_SITE_V, l) &&
+        !(D.llama && (ss_hook_wants(f, SS_SITE_ROT_Q, l) || ss_hook_wants(f, SS_SITE_ROT_K, l)))) {
         const int ln_wanted = ss_hook_wants(f, SS_SITE_LN1, l);
         if (ln_wanted) {
             SS_TRY(norm(be, c, b->ln1, x, L->ln1_w, L->ln1_b, R, d));
             SS_TRY(ss_hook_site(f, SS_SITE_LN1, l, b->ln1, Rd, 0, d));
         }
         SS_TRY(be->attention_lowp_qkv(be, b->z, b->qkv, b->ln1, ln_wanted ? b->ln1 : x, ln_wanted ? NULL : L->ln1_w,
-                                      L->ln1_b, (float)c->ln_eps, 0, L->attn_w, w->wdtype, L->attn_b, w->trans, R, d,
-                                      pk->n_seq, pk->start, pk->len, D.H, D.Hkv, D.dh, scale, op));
+                                      L->ln1_b, (float)c->ln_eps, D.llama, L->attn_w, w->wdtype, L->attn_b, w->trans,
+                                      R, d, pk->n_seq, pk->start, pk->len, D.H, D.Hkv, D.dh, scale,
+                                      D.llama ? f->pos_b : NULL, D.llama ? w->rope_inv_freq : NULL, op));
         *z_done = op != NULL;
     } else {
         if (norm16 && !ss_hook_wants(f, SS_SITE_LN1, l)) {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# bin/mkmodel (random GPT-2 directories for the GPU checks and benchmarks):
-# the models load, `info` counts the parameters mkmodel reports and the
-# GPT-2 formula gives, forward runs on its prompts, the same seed gives the
+# bin/mkmodel (random GPT-2 and Llama directories for the GPU checks and
+# benchmarks): the models load, `info` counts the parameters mkmodel reports
+# and the GPT-2 or Llama formula gives, forward runs on its prompts, the same seed gives the
 # same bytes, and bad arguments are refused.
 source "$(dirname "$0")/lib.sh"
 MK=${TOOLBIN}mkmodel
@@ -10,6 +10,11 @@ MK=${TOOLBIN}mkmodel
 params() { # params L D V P M UNTIED
     local L=$1 D=$2 V=$3 P=$4 M=$5 U=$6
     echo $(( V*D + P*D + 2*D + L*(2*D + D*3*D + 3*D + D*D + D + 2*D + D*M + M + M*D + D) + U*V*D ))
+}
+# Llama: embed_tokens, norm, per layer two norms, q, k, v, o, gate, up, down; lm_head when untied
+lparams() { # lparams L D V M H KV DH UNTIED
+    local L=$1 D=$2 V=$3 M=$4 H=$5 KV=$6 DH=$7 U=$8
+    echo $(( V*D + D + L*(2*D + D*H*DH + 2*D*KV*DH + H*DH*D + 3*D*M) + U*V*D ))
 }
 check_model() { # check_model NAME EXPECTED-PARAMS DTYPE LENGTHS MKMODEL-ARGS...
     local name=$1 want=$2 dt=$3 lens=$4; shift 4
@@ -41,6 +46,14 @@ check_model untied-bf16 "$(params 3 48 777 40 100 1)" BF16 40,1,2 \
     --layers 3 --d 48 --heads 6 --vocab 777 --positions 40 --inner 100 --untied --dtype bf16 --seed 5 --act gelu
 check_model noprefix-f16 "$(params 1 20 50 16 80 0)" F16 3 --layers 1 --d 20 --heads 4 --vocab 50 --positions 16 \
     --dtype f16 --no-prefix
+# Llama: grouped-query heads of 64 (wider than d / heads), untied, bf16; and the defaults (tied)
+check_model llama-gqa-bf16 "$(lparams 2 96 300 160 4 2 64 1)" BF16 70,3 --family llama --layers 2 --d 96 --heads 4 \
+    --kv-heads 2 --head-dim 64 --vocab 300 --positions 80 --inner 160 --untied --dtype bf16 --rope-theta 500000
+check_model llama-tied "$(lparams 2 64 1000 256 4 4 16 0)" F32 4,9 --family llama
+if grep -q '"rope_theta": 500000,' "$TMP/llama-gqa-bf16/config.json" &&
+    "$SUBSCOPE" info --model "$TMP/llama-gqa-bf16" 2>&1 | grep -q "2 key/value heads (grouped-query)"; then
+    pass "llama config: rope_theta and grouped-query heads as given"
+else fail "llama config" "$(cat "$TMP/llama-gqa-bf16/config.json")"; fi
 
 # deterministic: same seed, same bytes; another seed, other weights
 "$MK" --out "$TMP/a" --seed 9 >/dev/null && "$MK" --out "$TMP/b" --seed 9 >/dev/null && "$MK" --out "$TMP/c" --seed 10 >/dev/null
@@ -65,6 +78,10 @@ expect_usage "nothing to do" "nothing to do"
 expect_usage "--lengths without --prompts" "go together" --out "$TMP/bad2" --lengths 3
 expect_usage "bad dtype" "--dtype must be" --out "$TMP/bad3" --dtype f64
 expect_usage "bad size" "positive integer" --out "$TMP/bad4" --layers 0
+expect_usage "bad family" "--family must be" --out "$TMP/bad5" --family t5
+expect_usage "kv-heads without llama" "need --family llama" --out "$TMP/bad6" --kv-heads 2
+expect_usage "kv-heads not dividing heads" "kv-heads must divide heads" --out "$TMP/bad7" --family llama --heads 4 --kv-heads 3
+expect_usage "odd head-dim" "head-dim even" --out "$TMP/bad8" --family llama --head-dim 7
 out=$("$MK" --vocab 5 --prompts "$TMP/bad.jsonl" --lengths 3,x 2>&1); rc=$?
 if [ $rc -eq 1 ] && printf '%s' "$out" | grep -q "positive integers" && [ ! -e "$TMP/bad.jsonl" ]; then pass "bad --lengths refused, no file left"
 else fail "bad --lengths" "exit $rc: $out"; fi

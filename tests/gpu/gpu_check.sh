@@ -468,6 +468,30 @@ elif [ $BUILD_OK = 1 ]; then
                     "$WORK/models/wide-long.jsonl" "$(flash_sites 0)" --no-logits
             [ $KEEP = 1 ] || rm -rf "$m"
         fi
+        # the Llama family through the tensor-core attention, which the small models of
+        # tests/data (heads of 6 and 8) never reach: rotary q and k, 8 query heads over 2
+        # key/value heads of 64 and of 128, prompts to 1024 tokens, bf16. The default (fp32
+        # rotation, the pack kernel), q/k/v from the QKV product in bf16 rotated there
+        # (SUBSCOPE_QKV16=1), then every 16-bit path with two query tiles a warp
+        for spec in "llama-gqa64:--d 512 --head-dim 64" "llama-gqa128:--d 1024 --head-dim 128"; do
+            ln=${spec%%:*}
+            # shellcheck disable=SC2086
+            make_model "$ln" --family llama --layers 4 ${spec#*:} --heads 8 --kv-heads 2 --vocab 4096 \
+                --positions 2048 --rope-theta 500000 --dtype bf16 --untied --std 0.04 --seed 4 || continue
+            m=$WORK/models/$ln
+            if prompts "$ln" 4096 "$WORK/models/$ln.jsonl" 1,64,129,1024; then
+                lsites='blocks.*.hook_resid_post,ln_final.hook_normalized'
+                CMP_NMSE=$BF16_NMSE compare_forward "forward $ln, bf16, tensor-core attention (nmse $BF16_NMSE)" \
+                    "$m" "$WORK/models/$ln.jsonl" "$lsites" --dtype bfloat16
+                SUBSCOPE_QKV16=1 CMP_NMSE=$BF16_NMSE compare_forward \
+                    "forward $ln, bf16, q/k/v from the product, rotated in bf16 (nmse $BF16_NMSE)" \
+                    "$m" "$WORK/models/$ln.jsonl" "$lsites" --dtype bfloat16
+                SUBSCOPE_QKV16=1 SUBSCOPE_NORM16=1 SUBSCOPE_MLP16=1 SUBSCOPE_Z16=1 SUBSCOPE_ATTN_QT=2 CMP_NMSE=$BF16_NMSE \
+                    compare_forward "forward $ln, bf16, every 16-bit path, 2 query tiles a warp (nmse $BF16_NMSE)" \
+                    "$m" "$WORK/models/$ln.jsonl" "$lsites" --dtype bfloat16
+            fi
+            [ $KEEP = 1 ] || rm -rf "$m"
+        done
     fi
 else
     record "forward cpu vs cuda" SKIP "build failed"

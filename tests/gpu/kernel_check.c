@@ -635,6 +635,59 @@ static void case_rope(void) {
     }
 }
 
+typedef struct { uint16_t *x; int64_t ld, rows, nh, dh; const int32_t *pos; const float *inv; } rope16_ctx;
+static int launch_rope16(void *v) {
+    rope16_ctx *c = v;
+    return ss_cuda_rope_bf16(c->x, c->ld, c->rows, c->nh, c->dh, c->pos, c->inv, g_stream);
+}
+
+/* The bf16 rotation (a product's 16-bit q|k, SUBSCOPE_QKV16 for Llama) in
+ * place: against the CPU op on the same bf16 values, rounded to bf16. The
+ * GPU's FMAs and 2-ulp cosf/sinf move a value before its rounding by ~1e-7
+ * relative, which can flip the rounding: atol 1e-6 + rtol 2^-8 (one bf16
+ * step); v's columns must come back unchanged. */
+static void case_rope16(void) {
+    const ss_backend *be = ss_backend_cpu();
+    struct { int64_t rows, nh, dh, ld; double theta; int quick; } cases[] = {
+        {9, 6, 64, 512, 1e4, 1}, {5, 3, 128, 512, 5e5, 1}, {4096, 40, 128, 6144, 5e5, 0}, {2048, 12, 64, 960, 1e5, 0},
+    };
+    const int32_t posv[] = {0, 4000, 1, 8191, 100000, 37, 2047, 131071, 12};
+    for (int ci = 0; ci < (int)(sizeof cases / sizeof cases[0]); ci++) {
+        if (g_quick && !cases[ci].quick) continue;
+        const int64_t rows = cases[ci].rows, nh = cases[ci].nh, dh = cases[ci].dh, ld = cases[ci].ld, n = rows * ld;
+        char name[128];
+        snprintf(name, sizeof name, "rope bf16 rows=%lld heads=%lld dh=%lld ld=%lld", (long long)rows, (long long)nh,
+                 (long long)dh, (long long)ld);
+        if (!selected(name)) continue;
+        float *x = rvec(n, 140 + (unsigned)ci, 2.f), *ref = fvec(n, 0), *got = fvec(n, 0), *inv = fvec(dh / 2, 0);
+        uint16_t *h = xmalloc((size_t)n * 2), *g16 = xmalloc((size_t)n * 2);
+        int32_t *pos = xmalloc((size_t)rows * 4);
+        for (int64_t r = 0; r < rows; r++) pos[r] = r < 9 ? posv[(r + ci) % 9] : (int32_t)(r * 31 % 131072);
+        for (int64_t i = 0; i < dh / 2; i++) inv[i] = (float)(1.0 / pow(cases[ci].theta, (double)(2 * i) / (double)dh));
+        for (int64_t i = 0; i < n; i++) h[i] = ss_f32_to_bf16(x[i]), ref[i] = ss_bf16_to_f32(h[i]);
+        if (be->rope(be, ref, ld, rows, nh, dh, pos, inv, 0)) {
+            cpu_ref_failed(name);
+        } else {
+            for (int64_t i = 0; i < n; i++) ref[i] = ss_bf16_to_f32(ss_f32_to_bf16(ref[i]));
+            uint16_t *dx = dalloc((size_t)n * 2);
+            float *dinv = dup_to_dev(inv, (size_t)(dh / 2) * 4);
+            int32_t *dpos = dup_to_dev(pos, (size_t)rows * 4);
+            rope16_ctx c = {dx, ld, rows, nh, dh, dpos, dinv};
+            out_buf ob = {dx, (size_t)n * 2, (float *)g16};
+            const float *init[1] = {(const float *)h};
+            double ms = 0;
+            if (run_twice_from(name, launch_rope16, &c, &ob, init, 1, 1, &ms)) {
+                fail_case();
+            } else {
+                for (int64_t i = 0; i < n; i++) got[i] = ss_bf16_to_f32(g16[i]);
+                check(name, got, ref, n, 1e-6, 1.0 / 256, ms, 0);
+            }
+            dfree(dx), dfree(dinv), dfree(dpos);
+        }
+        free(x), free(ref), free(got), free(inv), free(h), free(g16), free(pos);
+    }
+}
+
 typedef struct { float *out; const float *gu; int64_t rows, dm; } swiglu_ctx;
 static int launch_swiglu(void *v) {
     swiglu_ctx *c = v;
@@ -2204,6 +2257,7 @@ int main(int argc, char **argv) {
     case_embed();
     case_norm();
     case_rope();
+    case_rope16();
     case_swiglu();
     case_bias_act();
     case_softmax();

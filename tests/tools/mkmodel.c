@@ -1,12 +1,18 @@
-/* mkmodel: writes a random-weight GPT-2 model directory in Hugging Face's
- * layout (config.json + model.safetensors) and/or a prompts JSONL of random
- * token ids, so GPU checks and benchmarks get models of any shape without
- * Python or a download.
+/* mkmodel: writes a random-weight GPT-2 or Llama model directory in Hugging
+ * Face's layout (config.json + model.safetensors) and/or a prompts JSONL of
+ * random token ids, so GPU checks and benchmarks get models of any shape
+ * without Python or a download.
  *
  *   mkmodel [--out DIR] [--layers L] [--d D] [--heads H] [--vocab V]
  *           [--positions P] [--inner M] [--dtype f32|f16|bf16] [--seed S]
  *           [--std X] [--untied] [--act NAME] [--no-prefix]
+ *           [--family gpt2|llama] [--kv-heads K] [--head-dim D] [--rope-theta T]
  *           [--prompts FILE --lengths N,N,...]
+ *
+ * --family llama writes a LlamaForCausalLM (RMSNorm, rotary q and k with
+ * rope_theta T, default 10000; K key/value heads, default H; heads of D,
+ * default d/H; SwiGLU of M, default 4d; q/k/v/o and gate/up/down without
+ * biases; --act, --no-prefix do not apply), tied unless --untied.
  *
  * Weights are seeded normals: matrices and embeddings N(0, std) (default
  * std 0.02, Hugging Face's initializer_range), the two residual output
@@ -69,6 +75,9 @@ typedef struct {
     double std;
     int untied, prefix;
     const char *act;
+    int llama;                  /* --family llama */
+    int64_t kv_heads, head_dim; /* Llama: 0 = heads, d / heads */
+    double rope_theta;
 } spec_t;
 
 static const char *dtype_st[] = {"F32", "F16", "BF16"};
@@ -77,7 +86,8 @@ static const char *dtype_hf[] = {"float32", "float16", "bfloat16"};
 static int add_tensor(tensor_t *t, int *n, const spec_t *sp, const char *name, int ndim, int64_t a, int64_t b,
                       int kind) {
     tensor_t *x = &t[(*n)++];
-    snprintf(x->name, sizeof x->name, "%s%s", sp->prefix && strcmp(name, "lm_head.weight") ? "transformer." : "", name);
+    snprintf(x->name, sizeof x->name, "%s%s",
+             sp->prefix && !sp->llama && strcmp(name, "lm_head.weight") ? "transformer." : "", name);
     x->ndim = ndim;
     x->shape[0] = a;
     x->shape[1] = b;
@@ -85,7 +95,33 @@ static int add_tensor(tensor_t *t, int *n, const spec_t *sp, const char *name, i
     return 0;
 }
 
+/* LlamaForCausalLM's tensors as save_pretrained names them ([out, in] matrices). */
+static int build_llama(const spec_t *sp, tensor_t *t) {
+    int n = 0;
+    const int64_t d = sp->d, dm = sp->inner, q = sp->heads * sp->head_dim, kv = sp->kv_heads * sp->head_dim;
+    char nm[96];
+    add_tensor(t, &n, sp, "model.embed_tokens.weight", 2, sp->vocab, d, K_MATRIX);
+    for (int64_t l = 0; l < sp->layers; l++) {
+#define T(suffix, nd, a, b, k) \
+    (snprintf(nm, sizeof nm, "model.layers.%lld.%s", (long long)l, suffix), add_tensor(t, &n, sp, nm, nd, a, b, k))
+        T("input_layernorm.weight", 1, d, 0, K_LN_W);
+        T("self_attn.q_proj.weight", 2, q, d, K_MATRIX);
+        T("self_attn.k_proj.weight", 2, kv, d, K_MATRIX);
+        T("self_attn.v_proj.weight", 2, kv, d, K_MATRIX);
+        T("self_attn.o_proj.weight", 2, d, q, K_OUTPROJ);
+        T("post_attention_layernorm.weight", 1, d, 0, K_LN_W);
+        T("mlp.gate_proj.weight", 2, dm, d, K_MATRIX);
+        T("mlp.up_proj.weight", 2, dm, d, K_MATRIX);
+        T("mlp.down_proj.weight", 2, d, dm, K_OUTPROJ);
+#undef T
+    }
+    add_tensor(t, &n, sp, "model.norm.weight", 1, d, 0, K_LN_W);
+    if (sp->untied) add_tensor(t, &n, sp, "lm_head.weight", 2, sp->vocab, d, K_MATRIX);
+    return n;
+}
+
 static int build_list(const spec_t *sp, tensor_t *t) {
+    if (sp->llama) return build_llama(sp, t);
     int n = 0;
     int64_t d = sp->d, dm = sp->inner;
     char nm[96];
@@ -124,6 +160,19 @@ static int write_config(const spec_t *sp, const char *dir) {
         free(path);
         return 1;
     }
+    if (sp->llama)
+        fprintf(f,
+                "{\n  \"architectures\": [\"LlamaForCausalLM\"],\n  \"bos_token_id\": 0,\n  \"eos_token_id\": 1,\n"
+                "  \"head_dim\": %lld,\n  \"hidden_act\": \"silu\",\n  \"hidden_size\": %lld,\n"
+                "  \"initializer_range\": %g,\n  \"intermediate_size\": %lld,\n  \"max_position_embeddings\": %lld,\n"
+                "  \"model_type\": \"llama\",\n  \"num_attention_heads\": %lld,\n  \"num_hidden_layers\": %lld,\n"
+                "  \"num_key_value_heads\": %lld,\n  \"rms_norm_eps\": 1e-05,\n  \"rope_theta\": %.17g,\n"
+                "  \"tie_word_embeddings\": %s,\n  \"torch_dtype\": \"%s\",\n  \"vocab_size\": %lld,\n"
+                "  \"subscope_mkmodel_seed\": %llu\n}\n",
+                (long long)sp->head_dim, (long long)sp->d, sp->std, (long long)sp->inner, (long long)sp->positions,
+                (long long)sp->heads, (long long)sp->layers, (long long)sp->kv_heads, sp->rope_theta,
+                sp->untied ? "false" : "true", dtype_hf[sp->dtype], (long long)sp->vocab, (unsigned long long)sp->seed);
+    else
     fprintf(f,
             "{\n  \"activation_function\": \"%s\",\n  \"architectures\": [\"GPT2LMHeadModel\"],\n"
             "  \"attn_pdrop\": 0.0,\n  \"bos_token_id\": 0,\n  \"embd_pdrop\": 0.0,\n  \"eos_token_id\": 0,\n"
@@ -143,7 +192,7 @@ static int write_config(const spec_t *sp, const char *dir) {
 }
 
 static int write_weights(const spec_t *sp, const char *dir, int64_t *n_params) {
-    int max_t = 5 + 12 * (int)sp->layers;
+    int max_t = 5 + 12 * (int)sp->layers; /* GPT-2's count; Llama's 3 + 9 per layer is fewer */
     tensor_t *t = calloc((size_t)max_t, sizeof *t);
     if (!t) return 1;
     int n = build_list(sp, t);
@@ -257,9 +306,11 @@ static void usage(FILE *f) {
             "usage: mkmodel [--out DIR] [--layers L] [--d D] [--heads H] [--vocab V] [--positions P]\n"
             "               [--inner M] [--dtype f32|f16|bf16] [--seed S] [--std X] [--untied]\n"
             "               [--act gelu_new|gelu] [--no-prefix] [--prompts FILE --lengths N,N,...]\n"
-            "  writes a random GPT-2 (config.json + model.safetensors) to DIR and/or a JSONL of\n"
-            "  random token-id prompts of the given lengths; defaults: 2 layers, d 64, 4 heads,\n"
-            "  vocab 1000, 128 positions, inner 4d, f32, seed 1, std 0.02, tied, gelu_new\n");
+            "               [--family gpt2|llama] [--kv-heads K] [--head-dim D] [--rope-theta T]\n"
+            "  writes a random GPT-2 or Llama (config.json + model.safetensors) to DIR and/or a JSONL of\n"
+            "  random token-id prompts of the given lengths; defaults: gpt2, 2 layers, d 64, 4 heads,\n"
+            "  vocab 1000, 128 positions, inner 4d, f32, seed 1, std 0.02, tied, gelu_new; Llama:\n"
+            "  K = heads, D = d/heads, T = 10000\n");
 }
 
 static int parse_i64(const char *opt, const char *s, int64_t *out) {
@@ -275,7 +326,7 @@ static int parse_i64(const char *opt, const char *s, int64_t *out) {
 }
 
 int main(int argc, char **argv) {
-    spec_t sp = {2, 64, 4, 1000, 128, 0, 0, 1, 0.02, 0, 1, "gelu_new"};
+    spec_t sp = {2, 64, 4, 1000, 128, 0, 0, 1, 0.02, 0, 1, "gelu_new", 0, 0, 0, 10000.0};
     const char *out = NULL, *prompts = NULL, *lengths = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -313,6 +364,19 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "mkmodel: --dtype must be f32, f16 or bf16\n");
                 return 2;
             }
+        } else if (!strcmp(a, "--family")) {
+            if (strcmp(v, "gpt2") && strcmp(v, "llama")) {
+                fprintf(stderr, "mkmodel: --family must be gpt2 or llama\n");
+                return 2;
+            }
+            sp.llama = !strcmp(v, "llama");
+        } else if (!strcmp(a, "--rope-theta")) {
+            char *end;
+            sp.rope_theta = strtod(v, &end);
+            if (end == v || *end || !(sp.rope_theta > 0) || !isfinite(sp.rope_theta)) {
+                fprintf(stderr, "mkmodel: --rope-theta needs a positive number\n");
+                return 2;
+            }
         } else if (!strcmp(a, "--std")) {
             char *end;
             sp.std = strtod(v, &end);
@@ -335,6 +399,8 @@ int main(int argc, char **argv) {
                            : !strcmp(a, "--vocab")     ? &sp.vocab
                            : !strcmp(a, "--positions") ? &sp.positions
                            : !strcmp(a, "--inner")     ? &sp.inner
+                           : !strcmp(a, "--kv-heads")  ? &sp.kv_heads
+                           : !strcmp(a, "--head-dim")  ? &sp.head_dim
                                                        : NULL;
             if (!dst) {
                 fprintf(stderr, "mkmodel: unknown option %s\n", a);
@@ -355,11 +421,24 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (sp.inner == 0) sp.inner = 4 * sp.d;
-    /* Sizes far beyond any real GPT-2 are refused rather than filling the disk. */
-    if (sp.d % sp.heads || sp.layers > 4096 || sp.d > 65536 || sp.inner > 262144 || sp.vocab > 1 << 24 ||
-        sp.positions > 1 << 20) {
-        fprintf(stderr, "mkmodel: unsupported shape (d must be a multiple of heads; layers <= 4096, d <= 65536, "
-                        "inner <= 262144, vocab <= 2^24, positions <= 2^20)\n");
+    if ((sp.kv_heads || sp.head_dim) && !sp.llama) {
+        fprintf(stderr, "mkmodel: --kv-heads and --head-dim need --family llama\n");
+        return 2;
+    }
+    if (sp.llama) {
+        if (!sp.kv_heads) sp.kv_heads = sp.heads;
+        if (!sp.head_dim) sp.head_dim = sp.d / sp.heads;
+        if (sp.heads % sp.kv_heads || sp.head_dim % 2 || sp.head_dim > 65536 || sp.head_dim * sp.heads > 262144) {
+            fprintf(stderr, "mkmodel: unsupported Llama heads (kv-heads must divide heads; head-dim even, at most "
+                            "65536; heads x head-dim <= 262144)\n");
+            return 2;
+        }
+    }
+    /* Sizes far beyond any real model are refused rather than filling the disk. */
+    if ((!sp.llama && sp.d % sp.heads) || sp.layers > 4096 || sp.d > 65536 || sp.inner > 262144 ||
+        sp.vocab > 1 << 24 || sp.positions > 1 << 20) {
+        fprintf(stderr, "mkmodel: unsupported shape (GPT-2's d must be a multiple of heads; layers <= 4096, "
+                        "d <= 65536, inner <= 262144, vocab <= 2^24, positions <= 2^20)\n");
         return 2;
     }
     if (out) {

@@ -361,6 +361,44 @@ TEST(kernel_rope_vs_cpu) {
     CHECK(ss_cuda_rope(buf, 8, 0, 2, 4, &p0, buf, 0, NULL) == 0); /* no rows: nothing */
 }
 
+/* The bf16 rotation (a product's 16-bit q|k rows, SUBSCOPE_QKV16 for Llama):
+ * bf16 rows widened to fp32, rotated by ss_cuda_rope, rounded to nearest even,
+ * bit for bit; columns past n_heads*dh untouched. Shapes: q+k of a GQA row
+ * with v after it (dh 64), dh 128, the smallest dh (4), positions to 131071. */
+TEST(kernel_rope_bf16_is_rounded_rope) {
+    struct { int64_t rows, nh, dh, ld; double theta; } cases[] = {
+        {9, 6, 64, 512, 10000.}, {5, 3, 128, 512, 500000.}, {4, 2, 4, 10, 10000.},
+    };
+    const int32_t posv[] = {0, 4000, 1, 8191, 100000, 37, 2047, 131071, 12};
+    for (int ci = 0; ci < (int)(sizeof cases / sizeof cases[0]); ci++) {
+        const int64_t rows = cases[ci].rows, nh = cases[ci].nh, dh = cases[ci].dh, ld = cases[ci].ld, n = rows * ld;
+        float *f = ss_test_rvec(n, 90 + (unsigned)ci, 2.0f), *inv = ss_test_fvec(dh / 2, 0);
+        uint16_t *h = malloc((size_t)n * 2), *h0 = malloc((size_t)n * 2);
+        int32_t pos[16];
+        for (int64_t r = 0; r < rows; r++) pos[r] = posv[(r + ci) % 9];
+        for (int64_t i = 0; i < dh / 2; i++) inv[i] = (float)(1.0 / pow(cases[ci].theta, (double)(2 * i) / (double)dh));
+        for (int64_t i = 0; i < n; i++) h0[i] = h[i] = ss_f32_to_bf16(f[i]), f[i] = ss_bf16_to_f32(h[i]);
+        CHECK(ss_cuda_rope(f, ld, rows, nh, dh, pos, inv, 0, NULL) == 0);
+        CHECK(ss_cuda_rope_bf16(h, ld, rows, nh, dh, pos, inv, NULL) == 0);
+        int64_t off = 0;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < ld; c++) {
+                const int64_t i = r * ld + c;
+                off += c < nh * dh ? h[i] != ss_f32_to_bf16(f[i]) : h[i] != h0[i];
+            }
+        CHECK_MSG(off == 0, "case %d: %lld values differ from the rounded fp32 rotation", ci, (long long)off);
+        free(f), free(inv), free(h), free(h0);
+    }
+    uint32_t words[8] = {0};
+    uint16_t *buf = (uint16_t *)words; /* 4-byte aligned */
+    int32_t p0 = 0;
+    float inv1[4] = {1, 1, 1, 1};
+    CHECK(ss_cuda_rope_bf16(buf, 8, 1, 1, 6, &p0, inv1, NULL) == 1);  /* dh not a multiple of 4 */
+    CHECK(ss_cuda_rope_bf16(buf, 7, 1, 2, 4, &p0, inv1, NULL) == 1);  /* ld < n_heads*dh */
+    CHECK(ss_cuda_rope_bf16(buf + 1, 8, 1, 2, 4, &p0, inv1, NULL) == 1); /* rows not 4-byte aligned */
+    CHECK(ss_cuda_rope_bf16(buf, 8, 0, 2, 4, &p0, inv1, NULL) == 0);  /* no rows: nothing */
+}
+
 typedef struct { float *out; const float *gu; int64_t rows, dm; } swiglu_ctx;
 static void run_swiglu(void *v) {
     swiglu_ctx *c = v;
