@@ -70,6 +70,8 @@ int ss_cuda_rope_bf16(uint16_t *x, int64_t ld, int64_t rows, int64_t n_heads, in
 int ss_cuda_swiglu(float *out, const float *gu, int64_t rows, int64_t dm, cudaStream_t stream);
 /* The same rounded to out_dtype (SS_CUDA_F16 or SS_CUDA_BF16, nearest even). */
 int ss_cuda_swiglu_16(void *out, int out_dtype, const float *gu, int64_t rows, int64_t dm, cudaStream_t stream);
+/* The same from gu in that 16-bit type (SS_CUDA_F16 or _BF16) too. */
+int ss_cuda_swiglu_16from16(void *out, int dtype, const void *gu, int64_t rows, int64_t dm, cudaStream_t stream);
 
 /* out[r,c] = act(x[r,c] + bias[c]); bias may be NULL; out may equal x. */
 int ss_cuda_bias_act(float *out, const float *x, const void *bias, int wdtype, int64_t rows, int64_t cols, int act,

@@ -59,6 +59,9 @@ typedef struct {
     int attn_tc;            /* SUBSCOPE_ATTN_TC: -1 (unset) attention_lowp on tensor cores, 0 never, 1 every call without the pattern */
     int attn_qt;            /* SUBSCOPE_ATTN_QT: the tensor-core kernel's query tiles per warp, 1 or 2 (-1: refused when used) */
     uint16_t *h16;          /* mlp_add's 16-bit GELU / SwiGLU output */
+    uint16_t *gu16;         /* SUBSCOPE_GU16=1: mlp_add's 16-bit gate|up product (Llama) */
+    size_t gu16_cap;        /* in elements */
+    int gu16_on;
     size_t h16_cap;         /* in elements */
     uint16_t *qkv16;        /* the tensor-core attention's bf16 Q, K, V */
     size_t qkv16_cap;       /* in elements */
@@ -902,7 +905,11 @@ static ss_status cu_norm(const ss_backend *be, float *out, const float *x, const
  *   GPT-2, x += GELU(a W1 + b1) W2 + b2: cuBLASLt's GELU_BIAS epilogue writes
  *   it (tanh GELU only);
  *   Llama, x += SwiGLU(a W1 + b1) W2 + b2: gate|up in fp32 into pre, then the
- *   SwiGLU kernel writes it, and product16 reads it.
+ *   SwiGLU kernel writes it, and product16 reads it. With SUBSCOPE_GU16=1
+ *   the gate|up product writes its output in the 16-bit type too (cuBLASLt)
+ *   and the SwiGLU kernel reads that: half the product's write and the
+ *   kernel's read, at the price of one rounding more (gate and up rounded
+ *   before SwiGLU, as a bf16 model in PyTorch has them).
  * With nw the input rows are norm(x), which the norm kernel writes in 16 bits
  * for the first product (rows16, as norm_matmul does): no fp32 rows and no
  * conversion pass either. Otherwise (fp32 weights, the erf GELU, cuBLASLt
@@ -919,9 +926,20 @@ static ss_status cu_mlp_add(const ss_backend *be, float *x, float *pre, float *p
     if (silu16 || gelu16) SS_TRY(rows16(be, nw ? x : a, nw, nb, eps, rms, rows, d, t16));
     else if (nw) SS_TRY(cu_norm(be, a, x, nw, nb, eps, rms, rows, d)); /* the separate ops' fp32 rows */
     if (silu16) {
-        SS_TRY(product16(be, pre, c->a16, w1, wdtype, b1, rows, 2 * dm, d, trans_b, SS_CUDA_ACT_NONE, 0));
         SS_TRY(scratch16(be, &c->h16, &c->h16_cap, (size_t)(rows * dm), "16-bit MLP activations"));
-        KL(ss_cuda_swiglu_16(c->h16, t16, pre, rows, dm, c->stream), "SwiGLU kernel (16-bit output)");
+        const cudaDataType ct16 = f16 ? CUDA_R_16F : CUDA_R_16BF;
+        int gu_done = 0;
+        if (c->gu16_on && c->lt) {
+            SS_TRY(scratch16(be, &c->gu16, &c->gu16_cap, (size_t)(rows * 2 * dm), "16-bit gate|up product"));
+            gu_done = lt_matmul_to(c, c->gu16, ct16, c->a16, w1, ct16, b1, 0, 0, rows, 2 * dm, d, trans_b) ==
+                      CUBLAS_STATUS_SUCCESS;
+        }
+        if (gu_done) {
+            KL(ss_cuda_swiglu_16from16(c->h16, t16, c->gu16, rows, dm, c->stream), "SwiGLU kernel (16-bit in and out)");
+        } else {
+            SS_TRY(product16(be, pre, c->a16, w1, wdtype, b1, rows, 2 * dm, d, trans_b, SS_CUDA_ACT_NONE, 0));
+            KL(ss_cuda_swiglu_16(c->h16, t16, pre, rows, dm, c->stream), "SwiGLU kernel (16-bit output)");
+        }
         return product16(be, x, c->h16, w2, wdtype, b2, rows, d, dm, trans_b, SS_CUDA_ACT_NONE, 1);
     }
     if (act == SS_ACT_SILU) {
@@ -1705,6 +1723,10 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
     if (m16 && !strcmp(m16, "1") && be->matmul_gelu) be->mlp_add = cu_mlp_add;
     /* SUBSCOPE_NORM16=1: norms whose rows only feed a product write them in the
      * weights' 16-bit type (norm_matmul; opt-in until a GPU has timed it). */
+    /* SUBSCOPE_GU16=1 (with MLP16): Llama's gate|up product writes 16 bits for the SwiGLU
+     * kernel, one rounding more (opt-in until a GPU has timed it) */
+    const char *g16 = getenv("SUBSCOPE_GU16");
+    c->gu16_on = g16 && !strcmp(g16, "1");
     const char *n16 = getenv("SUBSCOPE_NORM16");
     if (n16 && !strcmp(n16, "1")) be->norm_matmul = cu_norm_matmul;
     /* SUBSCOPE_QKV16=1, with the tensor-core attention (not SUBSCOPE_ATTN_TC=0): the

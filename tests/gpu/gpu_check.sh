@@ -472,7 +472,8 @@ elif [ $BUILD_OK = 1 ]; then
         # tests/data (heads of 6 and 8) never reach: rotary q and k, 8 query heads over 2
         # key/value heads of 64 and of 128, prompts to 1024 tokens, bf16. The default (fp32
         # rotation, the pack kernel), q/k/v from the QKV product in bf16 rotated there
-        # (SUBSCOPE_QKV16=1), then every 16-bit path with two query tiles a warp
+        # (SUBSCOPE_QKV16=1), then every 16-bit path (the gate|up product's too) with two
+        # query tiles a warp
         for spec in "llama-gqa64:--d 512 --head-dim 64" "llama-gqa128:--d 1024 --head-dim 128"; do
             ln=${spec%%:*}
             # shellcheck disable=SC2086
@@ -486,8 +487,9 @@ elif [ $BUILD_OK = 1 ]; then
                 SUBSCOPE_QKV16=1 CMP_NMSE=$BF16_NMSE compare_forward \
                     "forward $ln, bf16, q/k/v from the product, rotated in bf16 (nmse $BF16_NMSE)" \
                     "$m" "$WORK/models/$ln.jsonl" "$lsites" --dtype bfloat16
-                SUBSCOPE_QKV16=1 SUBSCOPE_NORM16=1 SUBSCOPE_MLP16=1 SUBSCOPE_Z16=1 SUBSCOPE_ATTN_QT=2 CMP_NMSE=$BF16_NMSE \
-                    compare_forward "forward $ln, bf16, every 16-bit path, 2 query tiles a warp (nmse $BF16_NMSE)" \
+                SUBSCOPE_QKV16=1 SUBSCOPE_NORM16=1 SUBSCOPE_MLP16=1 SUBSCOPE_Z16=1 SUBSCOPE_GU16=1 SUBSCOPE_ATTN_QT=2 \
+                    CMP_NMSE=$BF16_NMSE compare_forward \
+                    "forward $ln, bf16, every 16-bit path, 2 query tiles a warp (nmse $BF16_NMSE)" \
                     "$m" "$WORK/models/$ln.jsonl" "$lsites" --dtype bfloat16
             fi
             [ $KEEP = 1 ] || rm -rf "$m"

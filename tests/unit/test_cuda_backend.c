@@ -856,7 +856,7 @@ static int write_llama(const char *dir, int64_t H, int64_t Hkv, int64_t dh, unsi
     return st == SS_OK;
 }
 
-typedef struct { long tc, rope, rope16, pack, convert; } llama_counts;
+typedef struct { long tc, rope, rope16, pack, convert, gu16; } llama_counts;
 
 /* The bf16 logits of a written Llama model (two sequences of 64 and 6
  * tokens) with the environment as it is, and the launches that tell the
@@ -880,11 +880,13 @@ static void llama_logits(const char *dir, const char *globs, float **lg, llama_c
     ss_forward_opts o = {.logits = SS_LOGITS_ALL, .want = globs ? want : NULL, .hook = ignore_site};
     const char *tc = ss_config_d_head(&m->cfg) == 64 ? "ss_k_attn_tc_64" : "ss_k_attn_tc_128";
     llama_counts b = {ss_emu_launch_count(tc), ss_emu_launch_count("ss_k_rope"), ss_emu_launch_count("ss_k_rope_bf16"),
-                      ss_emu_launch_count("ss_k_attn_pack_bf16"), ss_emu_launch_count("ss_k_convert")};
+                      ss_emu_launch_count("ss_k_attn_pack_bf16"), ss_emu_launch_count("ss_k_convert"),
+                      ss_emu_launch_count("ss_k_swiglu16_16")};
     CHECK_OK(ss_forward(m, gpu, toks, &pk, &o, lg));
     *k = (llama_counts){ss_emu_launch_count(tc) - b.tc, ss_emu_launch_count("ss_k_rope") - b.rope,
                         ss_emu_launch_count("ss_k_rope_bf16") - b.rope16,
-                        ss_emu_launch_count("ss_k_attn_pack_bf16") - b.pack, ss_emu_launch_count("ss_k_convert") - b.convert};
+                        ss_emu_launch_count("ss_k_attn_pack_bf16") - b.pack, ss_emu_launch_count("ss_k_convert") - b.convert,
+                        ss_emu_launch_count("ss_k_swiglu16_16") - b.gu16};
     free(want);
     ss_model_free(m);
     ss_backend_cuda_close(gpu);
@@ -898,7 +900,9 @@ static void llama_logits(const char *dir, const char *globs, float **lg, llama_c
  * (no fp32 rotation, no pack kernel), one rounding more on q and k, within
  * the same bound of the default; where hook_rot_q is wanted (layer 1) that
  * layer takes the fp32 path. With every 16-bit variable and two query tiles
- * per warp as well, a layer launches no conversion at all (4 by default). */
+ * per warp as well, a layer launches no conversion at all (4 by default);
+ * SUBSCOPE_GU16=1 on top (the gate|up product in 16 bits, the SwiGLU kernel
+ * reading them: one rounding more) stays within the same bound. */
 TEST(cuda_emulated_llama_tensor_core_attention) {
     struct { int64_t H, Hkv, dh; } shapes[] = {{4, 2, 64}, {2, 1, 128}};
     const size_t n = 70 * 97;
@@ -906,8 +910,8 @@ TEST(cuda_emulated_llama_tensor_core_attention) {
         char dir[512];
         snprintf(dir, sizeof dir, "%s/llama-dh%lld", ss_test_tmp_dir(), (long long)shapes[si].dh);
         CHECK_MSG(write_llama(dir, shapes[si].H, shapes[si].Hkv, shapes[si].dh, 500 + (unsigned)si), "writing %s", dir);
-        float *f32 = NULL, *tc = NULL, *q16 = NULL, *rot = NULL, *all = NULL;
-        llama_counts k0, k1, k2, k3, k4;
+        float *f32 = NULL, *tc = NULL, *q16 = NULL, *rot = NULL, *all = NULL, *gu = NULL;
+        llama_counts k0, k1, k2, k3, k4, k5;
         setenv("SUBSCOPE_ATTN_TC", "0", 1);
         llama_logits(dir, NULL, &f32, &k0);
         unsetenv("SUBSCOPE_ATTN_TC");
@@ -918,14 +922,19 @@ TEST(cuda_emulated_llama_tensor_core_attention) {
         setenv("SUBSCOPE_NORM16", "1", 1), setenv("SUBSCOPE_MLP16", "1", 1), setenv("SUBSCOPE_Z16", "1", 1);
         setenv("SUBSCOPE_ATTN_QT", "2", 1);
         llama_logits(dir, NULL, &all, &k4);
+        setenv("SUBSCOPE_GU16", "1", 1);
+        llama_logits(dir, NULL, &gu, &k5);
         unsetenv("SUBSCOPE_QKV16"), unsetenv("SUBSCOPE_NORM16"), unsetenv("SUBSCOPE_MLP16"), unsetenv("SUBSCOPE_Z16");
-        unsetenv("SUBSCOPE_ATTN_QT");
-        if (f32 && tc && q16 && rot && all) {
+        unsetenv("SUBSCOPE_ATTN_QT"), unsetenv("SUBSCOPE_GU16");
+        if (f32 && tc && q16 && rot && all && gu) {
             const double e_tc = nmse(tc, f32, n), e_q16 = nmse(q16, tc, n), e_rot = nmse(rot, tc, n),
-                         e_all = nmse(all, tc, n);
+                         e_all = nmse(all, tc, n), e_gu = nmse(gu, tc, n);
             printf(" [dh %lld: nmse tc vs fp32 attention %.1e, bf16 rotation vs tc %.1e (%.1e with rot_q), all 16-bit "
-                   "paths %.1e; conversions %ld -> %ld]",
-                   (long long)shapes[si].dh, e_tc, e_q16, e_rot, e_all, k1.convert, k4.convert);
+                   "paths %.1e, and 16-bit gate|up %.1e; conversions %ld -> %ld]",
+                   (long long)shapes[si].dh, e_tc, e_q16, e_rot, e_all, e_gu, k1.convert, k4.convert);
+            CHECK_MSG(k4.gu16 == 0 && k5.gu16 == 2 && k5.convert == 1, "SwiGLU from 16 bits: %ld then %ld, %ld conversions",
+                      k4.gu16, k5.gu16, k5.convert);
+            CHECK(e_gu > 0 && e_gu < 1e-4 && memcmp(gu, all, n * sizeof(float)));
             CHECK_MSG(k0.tc == 0 && k1.tc == 2 && k1.rope == 2 && k1.pack == 2 && k1.rope16 == 0,
                       "default: tc %ld rope %ld pack %ld rope16 %ld", k1.tc, k1.rope, k1.pack, k1.rope16);
             CHECK_MSG(k2.tc == 2 && k2.rope == 0 && k2.pack == 0 && k2.rope16 == 2,
@@ -941,7 +950,7 @@ TEST(cuda_emulated_llama_tensor_core_attention) {
             CHECK(e_rot > 0 && e_rot < 1e-4);
             CHECK(e_all > 0 && e_all < 1e-4);
         }
-        free(f32), free(tc), free(q16), free(rot), free(all);
+        free(f32), free(tc), free(q16), free(rot), free(all), free(gu);
     }
 }
 

@@ -442,6 +442,22 @@ TEST(kernel_swiglu_vs_cpu) {
                           (long long)i, o16[i], dt == SS_CUDA_BF16 ? ss_f32_to_bf16(out[i]) : ss_f32_to_f16(out[i]));
         }
         CHECK(ss_cuda_swiglu_16(o16, SS_CUDA_F32, gu, rows, dm, NULL) == 1); /* not a 16-bit type */
+        /* from a 16-bit gate|up (SUBSCOPE_GU16): the fp32 kernel's result on the widened values,
+         * rounded, bit for bit */
+        uint16_t *g16 = malloc((size_t)(2 * n) * sizeof(uint16_t)), *r16 = malloc((size_t)n * sizeof(uint16_t));
+        float *gw = ss_test_fvec(2 * n, 0);
+        for (int dt = SS_CUDA_F16; dt <= SS_CUDA_BF16; dt++) {
+            for (int64_t i = 0; i < 2 * n; i++) {
+                g16[i] = dt == SS_CUDA_BF16 ? ss_f32_to_bf16(gu[i]) : ss_f32_to_f16(gu[i]);
+                gw[i] = dt == SS_CUDA_BF16 ? ss_bf16_to_f32(g16[i]) : ss_f16_to_f32(g16[i]);
+            }
+            CHECK(ss_cuda_swiglu_16(r16, dt, gw, rows, dm, NULL) == 0);
+            CHECK(ss_cuda_swiglu_16from16(o16, dt, g16, rows, dm, NULL) == 0);
+            CHECK_MSG(!memcmp(o16, r16, (size_t)n * sizeof(uint16_t)), "swiglu_16from16 %s %lldx%lld",
+                      dt == SS_CUDA_BF16 ? "bf16" : "fp16", (long long)rows, (long long)dm);
+        }
+        CHECK(ss_cuda_swiglu_16from16(o16, SS_CUDA_F32, g16, rows, dm, NULL) == 1);
+        free(g16), free(r16), free(gw);
         free(o16);
         free(gu); free(out); free(ref); free(dref);
     }
