@@ -325,6 +325,18 @@ static int parse_i64(const char *opt, const char *s, int64_t *out) {
     return 1;
 }
 
+/* A positive finite number, or a message naming the option. */
+static int parse_positive(const char *opt, const char *s, double *out) {
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || *end || !(v > 0) || !isfinite(v)) {
+        fprintf(stderr, "mkmodel: %s needs a positive number\n", opt);
+        return 0;
+    }
+    *out = v;
+    return 1;
+}
+
 int main(int argc, char **argv) {
     spec_t sp = {2, 64, 4, 1000, 128, 0, 0, 1, 0.02, 0, 1, "gelu_new", 0, 0, 0, 10000.0};
     const char *out = NULL, *prompts = NULL, *lengths = NULL;
@@ -371,19 +383,9 @@ int main(int argc, char **argv) {
             }
             sp.llama = !strcmp(v, "llama");
         } else if (!strcmp(a, "--rope-theta")) {
-            char *end;
-            sp.rope_theta = strtod(v, &end);
-            if (end == v || *end || !(sp.rope_theta > 0) || !isfinite(sp.rope_theta)) {
-                fprintf(stderr, "mkmodel: --rope-theta needs a positive number\n");
-                return 2;
-            }
+            if (!parse_positive(a, v, &sp.rope_theta)) return 2;
         } else if (!strcmp(a, "--std")) {
-            char *end;
-            sp.std = strtod(v, &end);
-            if (end == v || *end || !(sp.std > 0) || !isfinite(sp.std)) {
-                fprintf(stderr, "mkmodel: --std needs a positive number\n");
-                return 2;
-            }
+            if (!parse_positive(a, v, &sp.std)) return 2;
         } else if (!strcmp(a, "--seed")) {
             char *end;
             errno = 0;
