@@ -33,7 +33,8 @@
 #                   detection and the build always run)
 # Environment: GPU_CHECK_ATOL/GPU_CHECK_RTOL (CPU-vs-GPU forward tolerance,
 # default 2e-4 each; GPU_CHECK_BF16_NMSE, default 1e-4, the whole-dataset NMSE bound for
-# --dtype bfloat16), GPU_CHECK_JOBS (make -j, default: cores up to 16),
+# --dtype bfloat16; GPU_CHECK_LLAMA_NMSE, default 1e-3, the same for the random Llama models
+# through the tensor-core attention), GPU_CHECK_JOBS (make -j, default: cores up to 16),
 # GPU_CHECK_DEVICE (what the forward checks compare with the CPU, default
 # cuda; "cpu" dry-runs the comparison plumbing on a machine without a GPU),
 # GPU_CHECK_BUDGET (seconds for the whole run, default 540: a step that
@@ -71,9 +72,10 @@ DEV=${GPU_CHECK_DEVICE:-cuda}
 RTOL=${GPU_CHECK_RTOL:-2e-4}
 BUDGET=${GPU_CHECK_BUDGET:-540}
 BF16_NMSE=${GPU_CHECK_BF16_NMSE:-1e-4}
+LLAMA_NMSE=${GPU_CHECK_LLAMA_NMSE:-1e-3} # the random Llama models through the tensor-core attention (below)
 num_re='^[0-9]+([.][0-9]*)?([eE][-+]?[0-9]+)?$'
-for v in "$ATOL" "$RTOL" "$BUDGET" "$BF16_NMSE"; do
-    [[ $v =~ $num_re ]] || { echo "gpu_check: GPU_CHECK_ATOL/RTOL/BUDGET/BF16_NMSE must be numbers (got \"$v\")" >&2; exit 2; }
+for v in "$ATOL" "$RTOL" "$BUDGET" "$BF16_NMSE" "$LLAMA_NMSE"; do
+    [[ $v =~ $num_re ]] || { echo "gpu_check: GPU_CHECK_ATOL/RTOL/BUDGET/BF16_NMSE/LLAMA_NMSE must be numbers (got \"$v\")" >&2; exit 2; }
 done
 # fp32 means fp32: the CPU-vs-GPU tolerances assume TF32 is off.
 unset SUBSCOPE_TF32
@@ -473,7 +475,11 @@ elif [ $BUILD_OK = 1 ]; then
         # key/value heads of 64 and of 128, prompts to 1024 tokens, bf16. The default (fp32
         # rotation, the pack kernel), q/k/v from the QKV product in bf16 rotated there
         # (SUBSCOPE_QKV16=1), then every 16-bit path (the gate|up product's too) with two
-        # query tiles a warp
+        # query tiles a warp. Judged at NMSE 1e-3 ($LLAMA_NMSE): the emulated backend on the
+        # first model with prompts of 1, 64, 129 and 300 tokens measured the logits at 2.5e-5
+        # from the CPU with fp32 attention, 9.9e-5 with the tensor-core attention, 1.06e-4
+        # with q/k/v from the product and 1.29e-4 with every path (4 layers of bf16 attention,
+        # each about 2e-5); a wrong rotation or head mapping moves them by 1e-2 or more
         for spec in "llama-gqa64:--d 512 --head-dim 64" "llama-gqa128:--d 1024 --head-dim 128"; do
             ln=${spec%%:*}
             # shellcheck disable=SC2086
@@ -482,14 +488,14 @@ elif [ $BUILD_OK = 1 ]; then
             m=$WORK/models/$ln
             if prompts "$ln" 4096 "$WORK/models/$ln.jsonl" 1,64,129,1024; then
                 lsites='blocks.*.hook_resid_post,ln_final.hook_normalized'
-                CMP_NMSE=$BF16_NMSE compare_forward "forward $ln, bf16, tensor-core attention (nmse $BF16_NMSE)" \
+                CMP_NMSE=$LLAMA_NMSE compare_forward "forward $ln, bf16, tensor-core attention (nmse $LLAMA_NMSE)" \
                     "$m" "$WORK/models/$ln.jsonl" "$lsites" --dtype bfloat16
-                SUBSCOPE_QKV16=1 CMP_NMSE=$BF16_NMSE compare_forward \
-                    "forward $ln, bf16, q/k/v from the product, rotated in bf16 (nmse $BF16_NMSE)" \
+                SUBSCOPE_QKV16=1 CMP_NMSE=$LLAMA_NMSE compare_forward \
+                    "forward $ln, bf16, q/k/v from the product, rotated in bf16 (nmse $LLAMA_NMSE)" \
                     "$m" "$WORK/models/$ln.jsonl" "$lsites" --dtype bfloat16
                 SUBSCOPE_QKV16=1 SUBSCOPE_NORM16=1 SUBSCOPE_MLP16=1 SUBSCOPE_Z16=1 SUBSCOPE_GU16=1 SUBSCOPE_ATTN_QT=2 \
-                    CMP_NMSE=$BF16_NMSE compare_forward \
-                    "forward $ln, bf16, every 16-bit path, 2 query tiles a warp (nmse $BF16_NMSE)" \
+                    CMP_NMSE=$LLAMA_NMSE compare_forward \
+                    "forward $ln, bf16, every 16-bit path, 2 query tiles a warp (nmse $LLAMA_NMSE)" \
                     "$m" "$WORK/models/$ln.jsonl" "$lsites" --dtype bfloat16
             fi
             [ $KEEP = 1 ] || rm -rf "$m"
