@@ -64,6 +64,7 @@ SS_KERNEL(ss_k_attn_pack_bf16, (uint16_t *, out), (const float *, q), (const flo
 }
 
 /* the variants: (head size, key tile, query tiles per warp) */
+#define TC_QSMEM 0
 #define TC_DH 64
 #define TC_BC 64
 #define TC_MT 1
@@ -85,6 +86,8 @@ SS_KERNEL(ss_k_attn_pack_bf16, (uint16_t *, out), (const float *, q), (const flo
 #include "flash_attention_tc_body.cuh"
 #undef TC_MT
 #undef TC_NAME
+#undef TC_QSMEM
+#define TC_QSMEM 1 /* Q from shared memory: in registers it spilled */
 #define TC_MT 2
 #define TC_NAME ss_k_attn_tc_128x2
 #include "flash_attention_tc_body.cuh"
@@ -92,6 +95,9 @@ SS_KERNEL(ss_k_attn_pack_bf16, (uint16_t *, out), (const float *, q), (const flo
 #undef TC_BC
 #undef TC_MT
 #undef TC_NAME
+#undef TC_QSMEM
+/* dynamic shared memory of ss_k_attn_tc_128x2: its 128 query rows of 128 + TC_PAD halves */
+#define TC_128X2_QSMEM (128 * (128 + TC_PAD) * 2)
 
 SS_EXTERN_C int64_t ss_cuda_attention_flash_bf16_ws(int64_t n_rows, int64_t H, int64_t Hkv, int64_t dh) {
     return n_rows > 0 ? n_rows * (H + 2 * Hkv) * dh : 0;
@@ -117,9 +123,12 @@ SS_EXTERN_C int ss_cuda_attention_flash_bf16_from16(void *z, int zdt, const uint
     if (dh == 64) {
         if (two) TC_GO(ss_k_attn_tc_64x2);
         else TC_GO(ss_k_attn_tc_64);
+    } else if (!two) {
+        TC_GO(ss_k_attn_tc_128);
     } else {
-        if (two) TC_GO(ss_k_attn_tc_128x2);
-        else TC_GO(ss_k_attn_tc_128);
+        SS_SET_MAX_DYN_SHARED(ss_k_attn_tc_128x2, TC_128X2_QSMEM);
+        SS_LAUNCH(ss_k_attn_tc_128x2, grid, TC_THREADS, TC_128X2_QSMEM, stream, z, z16, qkv16, ld16, H * dh,
+                  (H + Hkv) * dh, start, len, (int)n_seq, group, sl);
     }
 #undef TC_GO
     return SS_LAUNCH_STATUS();

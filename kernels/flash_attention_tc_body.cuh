@@ -8,6 +8,11 @@
  * scores Q K^T are scaled by sl / log2 e (1 when the pack kernel scaled Q
  * already).
  *
+ * TC_QSMEM 1: Q's block rows wait in dynamic shared memory (BR x SK halves,
+ * the launcher's to give) and each warp reads its fragments from there by
+ * ldmatrix at every tile, instead of holding them in registers (64 of them
+ * at dh 128 with two query tiles, which then spilled).
+ *
  * With TC_MT 2 a warp's two query tiles share each K and V fragment that
  * ldmatrix brings from shared memory (half the reads per product), a block
  * loads each K/V tile for 128 query rows instead of 64, and a warp has two
@@ -52,8 +57,24 @@ SS_TC_KERNEL_(TC_NAME, (void *, z), (int, z16), (const uint16_t *, qkv), (int64_
         }                                                                                                          \
         ss_cp_async_commit();                                                                                      \
     } while (0)
+#if TC_QSMEM
+    /* Q's block rows [BR][SK] in dynamic shared memory, copied with tile 0's K
+     * and V (one group); rows past L zero-filled */
+    SS_DYN_SHARED(uint16_t, Qs);
+    {
+        enum { QCH = BR * CH / TC_THREADS };
+        SS_UNROLL
+        for (int i_ = 0; i_ < QCH; i_++) {
+            const int c_ = (int)threadIdx.x + TC_THREADS * i_, row_ = c_ / CH, e_ = 8 * (c_ % CH);
+            const int64_t qr_ = q0 + row_;
+            ss_cp_async16(&Qs[row_ * SK + e_], qkv + (r0 + (qr_ < L ? qr_ : 0)) * ld16 + (int64_t)h * TC_DH + e_,
+                          qr_ < L ? 16 : 0);
+        }
+    }
+#endif
     TC_LOAD(0, 0);
 
+#if !TC_QSMEM
     /* Q's A fragments straight from global memory, 32 bits each; rows past L read as zero */
     uint32_t qa[TC_MT][TC_DH / 16][4];
     SS_UNROLL
@@ -69,6 +90,7 @@ SS_TC_KERNEL_(TC_NAME, (void *, z), (int, z16), (const uint16_t *, qkv), (int64_
             qa[mt][ks][3] = qr1 < L ? *(const uint32_t *)(q_1 + 16 * ks + 8) : 0u;
         }
     }
+#endif
     float o[TC_MT][TC_DH / 8][4];
     /* running maxima in the products' units, sums of exp2((s - m) sl): sl is
      * log2 e times the scale still to apply (1 when Q came scaled); per query
@@ -100,6 +122,34 @@ SS_TC_KERNEL_(TC_NAME, (void *, z), (int, z16), (const uint16_t *, qkv), (int64_
         if (w0 < L && j0 <= w0 + RW - 1) {
             /* S = Q K^T, 8-key column tiles; one ldmatrix.x4 gives two k-steps, for every query tile */
             float sc[TC_MT][TC_BC / 8][4];
+#if TC_QSMEM
+            /* Q's fragments from shared memory, two k-steps of every query tile at a time (k2
+             * outside, so each accumulator still adds its k-steps in order: the same sums) */
+            SS_UNROLL
+            for (int nt = 0; nt < TC_BC / 8; nt++)
+                SS_UNROLL
+                for (int mt = 0; mt < TC_MT; mt++) sc[mt][nt][0] = sc[mt][nt][1] = sc[mt][nt][2] = sc[mt][nt][3] = 0.f;
+            SS_UNROLL
+            for (int k2 = 0; k2 < TC_DH / 32; k2++) {
+                uint32_t qf[TC_MT][2][4];
+                SS_UNROLL
+                for (int mt = 0; mt < TC_MT; mt++) {
+                    const uint16_t *qrow = &Qs[(RW * w + 16 * mt + (lane & 15)) * SK + 32 * k2 + 8 * (lane >> 4)];
+                    ss_ldsm_x4(qf[mt][0], qrow);
+                    ss_ldsm_x4(qf[mt][1], qrow + 16);
+                }
+                SS_UNROLL
+                for (int nt = 0; nt < TC_BC / 8; nt++) {
+                    uint32_t kb[4];
+                    ss_ldsm_x4(kb, &Ks[b][8 * nt * SK + 32 * k2 + k_off]);
+                    SS_UNROLL
+                    for (int mt = 0; mt < TC_MT; mt++) {
+                        ss_mma_bf16_16816(sc[mt][nt], qf[mt][0], kb);
+                        ss_mma_bf16_16816(sc[mt][nt], qf[mt][1], kb + 2);
+                    }
+                }
+            }
+#else
             SS_UNROLL
             for (int nt = 0; nt < TC_BC / 8; nt++) {
                 SS_UNROLL
@@ -115,6 +165,7 @@ SS_TC_KERNEL_(TC_NAME, (void *, z), (int, z16), (const uint16_t *, qkv), (int64_
                     }
                 }
             }
+#endif
             SS_UNROLL
             for (int mt = 0; mt < TC_MT; mt++) {
                 const int64_t wm = w0 + 16 * mt, qr0 = wm + g, qr1 = qr0 + 8;
