@@ -63,4 +63,24 @@ out=$(bash "$RB" x.tar.xz --out "$TMP/o" --profile-seconds 1m 2>&1); rc=$?
 out=$(bash "$RB" "$TMP/nonexistent.tar.xz" --out "$TMP/o" 2>&1); rc=$?
 [ $rc = 1 ] && printf '%s' "$out" | grep -q "cannot unpack" && pass "run_bundle.sh names a missing bundle" ||
     fail "run_bundle.sh missing bundle" "exit $rc: $out"
+# tests/gpu/ncu_batch.py (the profile's steady batch): two runs' ncu CSVs, the second less the
+# first per kernel, units converted, the job's own lines before the header skipped
+if command -v python3 >/dev/null 2>&1; then
+    hdr='"ID","Process ID","Process Name","Host Name","Kernel Name","Context","Stream","Block Size","Grid Size","Device","CC","Section Name","Metric Name","Metric Unit","Metric Value"'
+    row() { printf '"%s","1","subscope","h","%s","1","7","(256, 1, 1)","(64, 1, 1)","0","9.0","Command line profiler metrics","gpu__time_duration.sum","%s","%s"\n' "$@"; }
+    { echo "==PROF== Connected to process 1"; echo "$hdr"; row 0 "ss_k_convert(unsigned short *, int)" usecond 40; row 1 "ss_k_layernorm(float *)" usecond 30; } >"$TMP/one.csv"
+    { echo "$hdr"; row 0 "ss_k_convert(unsigned short *, int)" usecond 40; row 1 "ss_k_layernorm(float *)" usecond 30
+      row 2 "ss_k_layernorm(float *)" nsecond "31,000"; row 3 "void gemm_kernel<(int)1>(Params)" msecond 1.5; } >"$TMP/two.csv"
+    out=$(python3 tests/gpu/ncu_batch.py "$TMP/one.csv" "$TMP/two.csv" 2>&1)
+    if printf '%s\n' "$out" | grep -q "one steady batch: 2 launches, 1.531 ms" &&
+        printf '%s\n' "$out" | grep -qE "^ss_k_layernorm +1 +0.031" && printf '%s\n' "$out" | grep -qF "void gemm_kernel<(int)1> " &&
+        ! printf '%s\n' "$out" | grep -q ss_k_convert; then
+        pass "ncu_batch.py: one steady batch from two runs"
+    else fail "ncu_batch.py" "$out"; fi
+    out=$(python3 tests/gpu/ncu_batch.py "$TMP/one.csv" /dev/null 2>&1); rc=$?
+    [ $rc != 0 ] && printf '%s' "$out" | grep -q "no ncu CSV header" && pass "ncu_batch.py names a file that is not ncu's CSV" ||
+        fail "ncu_batch.py on a non-CSV" "exit $rc: $out"
+else
+    pass "ncu_batch.py not checked: no python3 here"
+fi
 finish

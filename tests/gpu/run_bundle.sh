@@ -21,8 +21,10 @@
 #      --stages 2,4,8) on the node's CPU cores within S seconds (the 4-stage bubble of
 #      issue 8 wants >= 4 free cores; e.g. "--stages 4 --batches 128 --collect-only");
 #   5b. with --profile-seconds S (default 0: skip; needs the bench's bench/work/gpt2-small),
-#      ncu's per-kernel summary of one bf16 forward batch (16 prompts x 1024 tokens) and of
-#      one collect batch at the 12 MLP sites, under the --profile-env variables, within S seconds;
+#      one steady bf16 forward batch's kernels (16 prompts x 1024 tokens: a run of two batches
+#      less a run of one, tests/gpu/ncu_batch.py, so the load does not count) and ncu's
+#      per-kernel summary of one collect batch at the 12 MLP sites, under the --profile-env
+#      variables, within S seconds;
 #   6. writes gpu-check.txt, bench.txt, pipeline.txt, profile.txt, the result JSON files and logs.tgz
 #      (every log) to DIR and prints the summaries last.
 # Exit status: gpu_check's (0 passed, 1 a check failed, 2 no GPU), or 1 when the
@@ -127,8 +129,25 @@ if [ "$PROF_S" -gt 0 ]; then
                 grep -v "^==PROF== Profiling" | cut -c 1-600
             echo "exit ${PIPESTATUS[0]}"
         }
+        # one steady forward batch: the kernels of a run with two batches less those of a run with
+        # one (tests/gpu/ncu_batch.py), so the load's conversions and first-batch work cancel
+        head -n 16 /tmp/profile-prompts.jsonl >/tmp/profile-1.jsonl
+        { cat /tmp/profile-prompts.jsonl; cat /tmp/profile-prompts.jsonl; } >/tmp/profile-2.jsonl
+        csvprof() { # csvprof PROMPTS OUT.csv: every launch's GPU time, ncu's raw CSV
+            left=$((PROF_S - ($(date +%s) - tp)))
+            [ $left -ge 10 ] || return 1
+            # shellcheck disable=SC2086 # PROF_ENV is a list of assignments
+            timeout -k 5 $left env $PROF_ENV "$ncu" --clock-control none --metrics gpu__time_duration.sum --csv \
+                bin/subscope forward --dtype bfloat16 --no-logits --out /tmp/prof-f.h5 --model "$m" --input "$1" \
+                --device cuda --batch 16 --compress 0 >"$2" 2>/dev/null
+        }
         {
-            prof "forward --dtype bfloat16, one batch" 400 forward --dtype bfloat16 --no-logits --out /tmp/prof-f.h5
+            echo "== forward --dtype bfloat16, one steady batch of 16 x 1024 tokens (env: ${PROF_ENV:-none})"
+            if csvprof /tmp/profile-1.jsonl "$OUTDIR/profile-1batch.csv" && csvprof /tmp/profile-2.jsonl "$OUTDIR/profile-2batch.csv"; then
+                python3 tests/gpu/ncu_batch.py "$OUTDIR/profile-1batch.csv" "$OUTDIR/profile-2batch.csv"
+            else
+                echo "skipped or failed (time, or ncu's exit status); the CSV files are in $OUTDIR"
+            fi
             prof "collect --stats mean,cov at blocks.*.mlp.hook_post, fp32, one batch" 300 collect \
                 --sites 'blocks.*.mlp.hook_post' --stats mean,cov --out /tmp/prof-c.h5
         } >"$OUTDIR/profile.txt" 2>&1
