@@ -59,10 +59,10 @@ typedef struct {
     int attn_tc;            /* SUBSCOPE_ATTN_TC: -1 (unset) attention_lowp on tensor cores, 0 never, 1 every call without the pattern */
     int attn_qt;            /* SUBSCOPE_ATTN_QT: the tensor-core kernel's query tiles per warp, 1 or 2 (-1: refused when used) */
     uint16_t *h16;          /* mlp_add's 16-bit GELU / SwiGLU output */
-    uint16_t *gu16;         /* SUBSCOPE_GU16=1: mlp_add's 16-bit gate|up product (Llama) */
-    size_t gu16_cap;        /* in elements */
-    int gu16_on;
     size_t h16_cap;         /* in elements */
+    int gu16_on;            /* SUBSCOPE_GU16=1: mlp_add's gate|up product (Llama) in 16 bits, into gu16 */
+    uint16_t *gu16;
+    size_t gu16_cap;        /* in elements */
     uint16_t *qkv16;        /* the tensor-core attention's bf16 Q, K, V */
     size_t qkv16_cap;       /* in elements */
     uint16_t *padc;         /* product_padded's rows (floats, counted in 16-bit elements) */
@@ -1721,12 +1721,12 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
      * opt-in until a GPU run has compared and timed it */
     const char *m16 = getenv("SUBSCOPE_MLP16");
     if (m16 && !strcmp(m16, "1") && be->matmul_gelu) be->mlp_add = cu_mlp_add;
-    /* SUBSCOPE_NORM16=1: norms whose rows only feed a product write them in the
-     * weights' 16-bit type (norm_matmul; opt-in until a GPU has timed it). */
     /* SUBSCOPE_GU16=1 (with MLP16): Llama's gate|up product writes 16 bits for the SwiGLU
      * kernel, one rounding more (opt-in until a GPU has timed it) */
     const char *g16 = getenv("SUBSCOPE_GU16");
     c->gu16_on = g16 && !strcmp(g16, "1");
+    /* SUBSCOPE_NORM16=1: norms whose rows only feed a product write them in the
+     * weights' 16-bit type (norm_matmul; opt-in until a GPU has timed it). */
     const char *n16 = getenv("SUBSCOPE_NORM16");
     if (n16 && !strcmp(n16, "1")) be->norm_matmul = cu_norm_matmul;
     /* SUBSCOPE_QKV16=1, with the tensor-core attention (not SUBSCOPE_ATTN_TC=0): the

@@ -211,7 +211,6 @@ static ss_status set_layer_range(ss_model *m, int first, int end) {
     return SS_OK;
 }
 
-/* Hugging Face LlamaForCausalLM names (Mistral and Qwen2 use the same). */
 /* nm[i] = "model.layers.<l>.<suffix i>" for the non-NULL suffixes: the
  * names of the tensors that load_weights_llama stacks into one matrix. */
 static void layer_names(char nm[][128], int64_t l, const char *s0, const char *s1, const char *s2) {
@@ -220,6 +219,7 @@ static void layer_names(char nm[][128], int64_t l, const char *s0, const char *s
         if (sfx[i]) snprintf(nm[i], 128, "model.layers.%lld.%s", (long long)l, sfx[i]);
 }
 
+/* Hugging Face LlamaForCausalLM names (Mistral and Qwen2 use the same). */
 static ss_status load_weights_llama(ss_model *m) {
     const ss_config *c = &m->cfg;
     const int64_t d = c->n_embd, V = c->vocab_size, dm = c->n_inner, dh = ss_config_d_head(c);
