@@ -861,7 +861,7 @@ typedef struct { long tc, rope, rope16, pack, convert, gu16; } llama_counts;
 /* The bf16 logits of a written Llama model (two sequences of 64 and 6
  * tokens) with the environment as it is, and the launches that tell the
  * paths apart. */
-static void llama_logits(const char *dir, const char *globs, float **lg, llama_counts *k) {
+static void llama_logits_as(const char *dir, int wdtype, const char *globs, float **lg, llama_counts *k) {
     ss_model *m = NULL;
     ss_backend *gpu = NULL;
     *lg = NULL;
@@ -869,7 +869,7 @@ static void llama_logits(const char *dir, const char *globs, float **lg, llama_c
     ss_status st = ss_backend_cuda_open(0, NULL, &gpu);
     if (st) ss_model_free(m);
     CHECK_OK(st);
-    CHECK_OK(ss_model_place(m, gpu, SS_WDTYPE_BF16));
+    CHECK_OK(ss_model_place(m, gpu, wdtype));
     uint8_t *want = calloc((size_t)ss_sites_count(&m->cfg), 1);
     int nsel = 0;
     if (globs) CHECK_OK(ss_sites_select(&m->cfg, globs, want, &nsel));
@@ -890,6 +890,10 @@ static void llama_logits(const char *dir, const char *globs, float **lg, llama_c
     free(want);
     ss_model_free(m);
     ss_backend_cuda_close(gpu);
+}
+
+static void llama_logits(const char *dir, const char *globs, float **lg, llama_counts *k) {
+    llama_logits_as(dir, SS_WDTYPE_BF16, globs, lg, k);
 }
 
 /* The Llama family through the tensor-core attention (rotary q and k,
@@ -952,6 +956,29 @@ TEST(cuda_emulated_llama_tensor_core_attention) {
         }
         free(f32), free(tc), free(q16), free(rot), free(all), free(gu);
     }
+}
+
+/* SUBSCOPE_GU16 with fp16 weights: the gate|up product and the SwiGLU kernel in
+ * fp16 (11-bit significands, so a bound ten times tighter than bf16's), against
+ * MLP16 alone. */
+TEST(cuda_emulated_llama_gu16_fp16_weights) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/llama-gu16-f16", ss_test_tmp_dir());
+    CHECK_MSG(write_llama(dir, 4, 2, 64, 700), "writing %s", dir);
+    float *ref = NULL, *gu = NULL;
+    llama_counts k0, k1;
+    setenv("SUBSCOPE_MLP16", "1", 1);
+    llama_logits_as(dir, SS_WDTYPE_F16, NULL, &ref, &k0);
+    setenv("SUBSCOPE_GU16", "1", 1);
+    llama_logits_as(dir, SS_WDTYPE_F16, NULL, &gu, &k1);
+    unsetenv("SUBSCOPE_MLP16"), unsetenv("SUBSCOPE_GU16");
+    if (ref && gu) {
+        const double e = nmse(gu, ref, 70 * 97);
+        printf(" [fp16 gate|up: nmse %.1e against MLP16 alone]", e);
+        CHECK_MSG(k0.gu16 == 0 && k1.gu16 == 2, "SwiGLU from 16 bits: %ld then %ld", k0.gu16, k1.gu16);
+        CHECK(e > 0 && e < 1e-5);
+    }
+    free(ref), free(gu);
 }
 
 /* collect on the (emulated) GPU: sites reduced on the device per batch with
