@@ -406,6 +406,14 @@ static void bench_elementwise(int64_t rows) {
                     (long long)rows / 2, (long long)d), "f32 in, bf16 out", 2.0 * (n / 2) * 4 + (n / 2) * 2, 0, "", true,
                     false),
                  [&] { return ss_cuda_swiglu_16(o.p, SS_CUDA_BF16, x.f(), rows / 2, d, G.stream); });
+        {   /* and from a bf16 gate|up (SUBSCOPE_GU16's) */
+            Buf gu16(rows * d * 2);
+            fill_bf16(gu16);
+            run_case(mk("kernel", fmt("swiglu_16from16.d%lld", (long long)d), "ss_cuda_swiglu_16from16",
+                        fmt("%lldx%lld", (long long)rows / 2, (long long)d), "bf16 in, bf16 out", 3.0 * n, 0, "", true,
+                        false),
+                     [&] { return ss_cuda_swiglu_16from16(o.p, SS_CUDA_BF16, gu16.p, rows / 2, d, G.stream); });
+        }
         /* As the backend calls them: GELU on the whole buffer as one row, and
          * the bias after a matrix product (in place); plus the fused form. */
         run_case(mk("kernel", fmt("gelu_tanh.d%lld", (long long)d), "ss_cuda_bias_act", shape, "f32", 2 * io, 0, "",
@@ -538,6 +546,27 @@ static void bench_attention(int64_t rows) {
              [&] {
                  return ss_cuda_attention_pattern(z.f(), pat.f(), q, k, v, 3 * d, n_seq, start, len, poff, T, H, H, dh,
                                                   scale, G.stream);
+             });
+}
+
+/* The rotary embedding at a Llama-7B row (q and k: 64 heads of 128 in rows of 3 * 4096), on
+ * fp32 rows (the default) and on the QKV product's bf16 rows (SUBSCOPE_QKV16's). */
+static void bench_rope(int64_t rows) {
+    const int64_t nh = 64, dh = 128, ld = 3 * 32 * dh;
+    std::string shape = fmt("%lld rows, %lld heads of %lld", (long long)rows, (long long)nh, (long long)dh);
+    Buf x(rows * ld * 4), pos(rows * 4), inv(dh / 2 * 4);
+    fill(x);
+    fill_ids(pos, 1024);
+    fill(inv, 0.5f);
+    const double moved = (double)rows * nh * dh;
+    run_case(mk("kernel", "rope.dh128", "ss_cuda_rope", shape, "f32 in place", 8.0 * moved, 0, "", true, false),
+             [&] {
+                 return ss_cuda_rope(x.f(), ld, rows, nh, dh, (const int32_t *)pos.p, inv.f(), 0, G.stream);
+             });
+    run_case(mk("kernel", "rope_bf16.dh128", "ss_cuda_rope_bf16", shape, "bf16 in place", 4.0 * moved, 0, "", true,
+                false),
+             [&] {
+                 return ss_cuda_rope_bf16((uint16_t *)x.p, ld, rows, nh, dh, (const int32_t *)pos.p, inv.f(), G.stream);
              });
 }
 
@@ -1015,6 +1044,7 @@ int main(int argc, char **argv) {
     bench_embed(G.tokens);
     bench_attention(G.tokens);
     bench_attention_dh128(G.tokens);
+    bench_rope(G.tokens);
     bench_gemm(G.tokens);
     bench_cov(G.tokens);
     G.late = true; /* the wgmma covariance kernel */
