@@ -205,7 +205,6 @@ static ss_status patch(const ss_patch_job *job, ss_comm *comm) {
         if (!(sc.rows[i] = ss_malloc((size_t)(T * s.width) * sizeof(float), "clean values")) ||
             !(sk.rows[i] = ss_malloc((size_t)(T * s.width) * sizeof(float), "corrupt values"))) { st = SS_ERR_NOMEM; goto out; }
     }
-    if (!n_sites) { st = ss_errorf(SS_ERR_ARG, "--sites '%s' selects no site", job->sites); goto out; }
     sc.T = sk.T = T;
     if ((st = ss_run_place(&clean, &job->run))) goto out;
 

@@ -89,7 +89,6 @@ static ss_status resolve_sites(const ss_config *cfg, const char *name, const cha
         return ss_errorf(SS_ERR_ARG, "%s: site '%s' contains ',' (one site or glob per entry)", where, name);
     ss_status st = ss_sites_select(cfg, name, want, n_sel);
     if (st != SS_OK) return ss_error_context(st, "%s", where);
-    if (!*n_sel) return ss_errorf(SS_ERR_ARG, "%s: site '%s' names no site", where, name);
     int n = ss_sites_count(cfg);
     ss_site s;
     for (int i = 0; i < n; i++) {

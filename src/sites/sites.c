@@ -162,11 +162,13 @@ ss_status ss_sites_select(const ss_config *cfg, const char *globs, uint8_t *want
     ss_status st = SS_OK;
     ss_site s;
     char *save = NULL;
+    int named = 0;
     for (char *g = strtok_r(copy, ",", &save); g; g = strtok_r(NULL, ",", &save)) {
         while (*g == ' ') g++;
         size_t gl = strlen(g);
         while (gl && g[gl - 1] == ' ') g[--gl] = 0;
         if (!gl) continue;
+        named = 1;
         int hits = 0, best = -1, best_d = 1 << 20;
         for (int i = 0; i < n; i++) {
             ss_site_get(cfg, i, &s);
@@ -190,5 +192,7 @@ ss_status ss_sites_select(const ss_config *cfg, const char *globs, uint8_t *want
         }
     }
     free(copy);
+    /* blanks and commas alone name nothing: an error, not a selection of no site */
+    if (st == SS_OK && !named && globs && *globs) st = ss_errorf(SS_ERR_ARG, "'%s' names no site", globs);
     return st;
 }

@@ -186,7 +186,7 @@ TEST(masks_jsonl_errors_name_file_line_mask_and_field) {
     CHECK(bad_line(&c, "{\"name\": \"a\", \"site\": \"hook_embed,hook_pos_embed\"}", SS_ERR_ARG, "contains ','"));
     CHECK(bad_line(&c, "{\"name\": \"a\", \"site\": \"blocks.1.attn.hook_pattern\"}", SS_ERR_ARG, "cannot be masked"));
     /* a site of blanks selects nothing: refused, not a mask that changes nothing (fuzz_masks) */
-    CHECK(bad_line(&c, "{\"name\": \"a\", \"site\": \" \"}", SS_ERR_ARG, "mask 'a': site ' ' names no site"));
+    CHECK(bad_line(&c, "{\"name\": \"a\", \"site\": \" \"}", SS_ERR_ARG, "mask 'a': ' ' names no site"));
     CHECK(bad_line(&c, "{\"name\": \"a\", \"site\": \"hook_embed\", \"units\": 3}", SS_ERR_FORMAT, "field 'units' must be an array"));
     CHECK(bad_line(&c, "{\"name\": \"a\", \"site\": \"hook_embed\", \"units\": [1, -2]}", SS_ERR_FORMAT,
                    "field 'units' item 1 is not a non-negative integer"));

@@ -60,4 +60,8 @@ TEST(sites_select_globs_and_unknown_names) {
     CHECK_ERR(ss_sites_select(&c, "blocks.0.mlp.hook_postt", want, &n), SS_ERR_ARG,
               "unknown site 'blocks.0.mlp.hook_postt' (did you mean 'blocks.0.mlp.hook_post'?");
     CHECK_ERR(ss_sites_select(&c, "blocks.9.*", want, &n), SS_ERR_ARG, "unknown site 'blocks.9.*'");
+    /* blanks and commas name nothing: refused (an empty string selects nothing, for callers to judge) */
+    CHECK_ERR(ss_sites_select(&c, " , ,", want, &n), SS_ERR_ARG, "' , ,' names no site");
+    CHECK_OK(ss_sites_select(&c, "", want, &n));
+    CHECK(n == 0);
 }
