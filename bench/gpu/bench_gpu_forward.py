@@ -18,9 +18,10 @@ SUBSCOPE_MLP16=1, the MLP's activation output (GELU or SwiGLU) kept in bf16 betw
 products; +norm16: SUBSCOPE_NORM16=1, the norms write the rows of the products they feed in
 bf16; +qkv16: SUBSCOPE_QKV16=1, GPT-2's QKV product writes q, k, v in bf16 for the
 tensor-core attention; +z16: SUBSCOPE_Z16=1, the tensor-core attention hands z to its output
-product in bf16; +qt2: SUBSCOPE_ATTN_QT=2, the tensor-core attention with two 16-row query
-tiles per warp; +gu16: SUBSCOPE_GU16=1, Llama's gate|up product written in bf16 for the
-SwiGLU kernel (with +mlp16); +noplans: SUBSCOPE_LT_PLANS=0, cuBLASLt without cached plans or workspace
+product in bf16; +gu16: SUBSCOPE_GU16=1, Llama's gate|up product written in bf16 for the
+SwiGLU kernel (with +mlp16); these five are a Llama-family model's default since
+2026-11-27, GPT-2's opt-in, and +no16 sets all five to 0; +qt1 / +qt2: SUBSCOPE_ATTN_QT=1 / 2,
+the tensor-core attention with one / two 16-row query tiles per warp (default 2); +noplans: SUBSCOPE_LT_PLANS=0, cuBLASLt without cached plans or workspace
 (its heuristic at every product, as before 2026-11-26); variants combine, bf16+notc+noepi),
 subscope runs as a fresh process: one untimed warm run, --reps runs of a
 one-token prompt (the fixed cost: process start, CUDA context, cuBLAS, reading and
@@ -129,8 +130,10 @@ VARIANT_ENV = {"attnk": {"SUBSCOPE_ATTN_GEMM_MIN_LEN": "0"}, "tc": {"SUBSCOPE_AT
                "epi": {"SUBSCOPE_BIAS_EPILOGUE": "1"}, "nofuse": {"SUBSCOPE_FUSE": "0"},
                "notc": {"SUBSCOPE_ATTN_TC": "0"}, "noepi": {"SUBSCOPE_BIAS_EPILOGUE": "0"},
                "mlp16": {"SUBSCOPE_MLP16": "1"}, "norm16": {"SUBSCOPE_NORM16": "1"},
-               "qkv16": {"SUBSCOPE_QKV16": "1"}, "z16": {"SUBSCOPE_Z16": "1"}, "qt2": {"SUBSCOPE_ATTN_QT": "2"},
-               "gu16": {"SUBSCOPE_GU16": "1"},
+               "qkv16": {"SUBSCOPE_QKV16": "1"}, "z16": {"SUBSCOPE_Z16": "1"}, "gu16": {"SUBSCOPE_GU16": "1"},
+               "no16": {v: "0" for v in ("SUBSCOPE_MLP16", "SUBSCOPE_NORM16", "SUBSCOPE_QKV16", "SUBSCOPE_Z16",
+                                         "SUBSCOPE_GU16")},
+               "qt1": {"SUBSCOPE_ATTN_QT": "1"}, "qt2": {"SUBSCOPE_ATTN_QT": "2"},
                "noplans": {"SUBSCOPE_LT_PLANS": "0"}}
 
 

@@ -46,8 +46,8 @@ typedef struct ss_dev_moments ss_dev_moments; /* running statistics in a backend
  * the product's own output (no hook on hook_z or attn_out, no backward
  * pass): x += z · op(W) + bias, z [rows, H*dh], x [rows, d], W as matmul_add
  * takes it. An attention op given one runs it itself and leaves z's contents
- * unspecified, so a backend may hand z to the product in the weights' 16-bit
- * type without an fp32 copy and a conversion pass. */
+ * unspecified, so with z16 set a backend may hand z to the product in the
+ * weights' 16-bit type without an fp32 copy and a conversion pass. */
 typedef struct ss_attn_out {
     float *x;
     const void *w;
@@ -55,7 +55,17 @@ typedef struct ss_attn_out {
     const float *bias;
     int64_t rows, d;
     int trans_b;
+    int z16;
 } ss_attn_out;
+
+/* The optional 16-bit paths for models with 16-bit weights, bits of
+ * ss_backend.lowp16 (docs/DECISIONS.md, "16-bit paths by family"). */
+enum {
+    SS_LOWP16_QKV = 1,  /* attention_lowp_qkv */
+    SS_LOWP16_NORM = 2, /* norm_matmul, and mlp_add normalising itself */
+    SS_LOWP16_MLP = 4,  /* mlp_add */
+    SS_LOWP16_Z = 8,    /* ss_attn_out.z16 */
+};
 
 /* Backend options: a TF32 switch for float32 matrix products on GPUs. */
 typedef struct ss_backend_opts {
@@ -67,6 +77,10 @@ struct ss_backend {
     const char *description; /* the hardware, e.g. "NVIDIA H100 80GB HBM3" */
     void *impl;           /* backend state (streams, library handles) */
     int host_memory;      /* 1 if buffers are ordinary host memory */
+    /* Which of the optional 16-bit paths the forward pass takes (SS_LOWP16_*
+     * bits), for GPT-2 ([0]) and for the Llama family ([1]); the hooks they
+     * name must be non-NULL too. */
+    unsigned lowp16[2];
 
     /* Buffers in the backend's memory. alloc sets a message naming `what`. */
     ss_status (*alloc)(const ss_backend *be, size_t bytes, const char *what, void **out);

@@ -55,12 +55,11 @@ typedef struct {
                              * forward's cuBLAS path keeps its scores within it too */
     size_t ws_cap;          /* in floats */
     int64_t attn_gemm_min_len; /* prompts this long take the cuBLAS attention path (0: never) */
-    int z16;                /* SUBSCOPE_Z16=1: attention hands z to its output product in bf16 (attn_out_product) */
     int attn_tc;            /* SUBSCOPE_ATTN_TC: -1 (unset) attention_lowp on tensor cores, 0 never, 1 every call without the pattern */
     int attn_qt;            /* SUBSCOPE_ATTN_QT: the tensor-core kernel's query tiles per warp, 1 or 2 (-1: refused when used) */
     uint16_t *h16;          /* mlp_add's 16-bit GELU / SwiGLU output */
     size_t h16_cap;         /* in elements */
-    int gu16_on;            /* SUBSCOPE_GU16=1: mlp_add's gate|up product (Llama) in 16 bits, into gu16 */
+    int gu16_on;            /* SUBSCOPE_GU16 (default on): mlp_add's gate|up product (Llama) in 16 bits, into gu16 */
     uint16_t *gu16;
     size_t gu16_cap;        /* in elements */
     uint16_t *qkv16;        /* the tensor-core attention's bf16 Q, K, V */
@@ -898,14 +897,14 @@ static ss_status cu_norm(const ss_backend *be, float *out, const float *x, const
     return rms ? cu_rmsnorm(be, out, x, nw, rows, d, eps) : cu_layernorm(be, out, x, nw, nb, rows, d, eps);
 }
 
-/* The ops table's mlp_add (SUBSCOPE_MLP16=1), for 16-bit weights: the MLP's
+/* The ops table's mlp_add (SUBSCOPE_MLP16, SS_LOWP16_MLP), for 16-bit weights: the MLP's
  * activation output goes straight into the weights' 16-bit type, into which
  * the down projection rounds it anyway (the same numbers as the separate
  * ops, without the fp32 intermediate and its conversion pass):
  *   GPT-2, x += GELU(a W1 + b1) W2 + b2: cuBLASLt's GELU_BIAS epilogue writes
  *   it (tanh GELU only);
  *   Llama, x += SwiGLU(a W1 + b1) W2 + b2: gate|up in fp32 into pre, then the
- *   SwiGLU kernel writes it, and product16 reads it. With SUBSCOPE_GU16=1
+ *   SwiGLU kernel writes it, and product16 reads it. With SUBSCOPE_GU16 on
  *   the gate|up product writes its output in the 16-bit type too (cuBLASLt)
  *   and the SwiGLU kernel reads that: half the product's write and the
  *   kernel's read, at the price of one rounding more (gate and up rounded
@@ -959,7 +958,7 @@ static ss_status cu_mlp_add(const ss_backend *be, float *x, float *pre, float *p
     return cu_matmul_add(be, x, post, w2, wdtype, b2, rows, d, dm, trans_b);
 }
 
-/* The ops table's norm_matmul (SUBSCOPE_NORM16=1): with 16-bit weights the
+/* The ops table's norm_matmul (SUBSCOPE_NORM16, SS_LOWP16_NORM): with 16-bit weights the
  * norm kernel writes its rows straight into the product's 16-bit operand
  * (the conversion kernel's rounding of the same fp32 values), and product16
  * makes the call cu_product makes after its conversion: the same numbers
@@ -1089,6 +1088,21 @@ static ss_status attention_gemm_seq(const ss_backend *be, float *z, const float 
     return SS_OK;
 }
 
+/* The variables of the 16-bit paths (ss_backend.lowp16; GU16 has no bit: it
+ * is the backend's own, Llama's mlp_add only). */
+static const struct { const char *var; unsigned bit; } l16[] = {
+    {"SUBSCOPE_MLP16", SS_LOWP16_MLP}, {"SUBSCOPE_NORM16", SS_LOWP16_NORM},
+    {"SUBSCOPE_QKV16", SS_LOWP16_QKV}, {"SUBSCOPE_Z16", SS_LOWP16_Z}, {"SUBSCOPE_GU16", 0}};
+
+/* Which families (bit 0 GPT-2, bit 1 Llama) a 16-bit path's variable turns
+ * it on for: unset or empty, the Llama family's alone (measured faster on a 7B
+ * Llama, slower on GPT-2 small: docs/DECISIONS.md); "1", both; "0", neither;
+ * -1 for any other value. */
+static int lowp16_env(const char *var) {
+    const char *v = getenv(var);
+    return !v || !*v ? 2 : !strcmp(v, "1") ? 3 : !strcmp(v, "0") ? 0 : -1;
+}
+
 /* The tensor-core kernel's query tiles per warp (SUBSCOPE_ATTN_QT), or an
  * error naming the variable's value. */
 static ss_status attn_qt(const ss_backend *be, int *qt) {
@@ -1099,10 +1113,10 @@ static ss_status attn_qt(const ss_backend *be, int *qt) {
 }
 
 /* Whether the tensor-core attention may write z in bf16 into c->a16 for the
- * output product o (SUBSCOPE_Z16=1): bf16 weights, z's rows all the product's
- * rows, sizes cuBLAS takes. */
-static int z16_for(const cuda_impl *c, const ss_attn_out *o, int64_t n_rows, int64_t zw) {
-    return o && c->z16 && o->wdtype == SS_WDTYPE_BF16 && n_rows == o->rows && o->rows <= INT32_MAX &&
+ * output product o (o->z16, SS_LOWP16_Z): bf16 weights, z's rows all the
+ * product's rows, sizes cuBLAS takes. */
+static int z16_for(const ss_attn_out *o, int64_t n_rows, int64_t zw) {
+    return o && o->z16 && o->wdtype == SS_WDTYPE_BF16 && n_rows == o->rows && o->rows <= INT32_MAX &&
            o->d <= INT32_MAX && zw <= INT32_MAX;
 }
 
@@ -1146,7 +1160,7 @@ static ss_status attention_any(const ss_backend *be, float *z, const float *q, c
             if (start[s] + len[s] > n_rows) n_rows = start[s] + len[s];
         SS_TRY(scratch16(be, &c->qkv16, &c->qkv16_cap, (size_t)ss_cuda_attention_flash_bf16_ws(n_rows, H, Hkv, dh),
                          "bf16 Q, K, V"));
-        const int z16 = z16_for(c, out, n_rows, H * dh);
+        const int z16 = z16_for(out, n_rows, H * dh);
         if (z16) SS_TRY(scratch16(be, &c->a16, &c->a16_cap, (size_t)(n_rows * H * dh), "bf16 z"));
         int qt;
         SS_TRY(attn_qt(be, &qt));
@@ -1436,7 +1450,7 @@ static ss_status attention_backward_gemm_seq(const ss_backend *be, float *dq, fl
     return SS_OK;
 }
 
-/* The ops table's attention_lowp_qkv (SUBSCOPE_QKV16=1, with the
+/* The ops table's attention_lowp_qkv (SUBSCOPE_QKV16, SS_LOWP16_QKV, with the
  * tensor-core attention not turned off): the QKV product writes q, k
  * and v straight in bf16 (cuBLASLt, the bias in its epilogue, from a 16-bit
  * a: x normalised by the norm kernel's 16-bit output, or x converted) and
@@ -1472,7 +1486,7 @@ static ss_status cu_attention_lowp_qkv(const ss_backend *be, float *z, float *qk
             int64_t n_rows = 0;
             for (int64_t s = 0; s < n_seq; s++) n_rows = start[s] + len[s] > n_rows ? start[s] + len[s] : n_rows;
             /* the QKV product has read c->a16 (stream order) before z may go there */
-            const int z16 = z16_for(c, out, n_rows, H * dh);
+            const int z16 = z16_for(out, n_rows, H * dh);
             if (z16) SS_TRY(scratch16(be, &c->a16, &c->a16_cap, (size_t)(n_rows * H * dh), "bf16 z"));
             int qt;
             SS_TRY(attn_qt(be, &qt));
@@ -1634,6 +1648,10 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
     if (device < 0 || device >= n)
         return ss_errorf(SS_ERR_ARG, "cuda:%d: there %s %d CUDA device%s (cuda:0..cuda:%d)", device, n == 1 ? "is" : "are",
                          n, n == 1 ? "" : "s", n - 1);
+    for (size_t i = 0; i < sizeof l16 / sizeof l16[0]; i++)
+        if (lowp16_env(l16[i].var) < 0)
+            return ss_errorf(SS_ERR_ARG, "cuda:%d: %s=%s: must be 1 (on), 0 (off) or unset (on for Llama-family models)",
+                             device, l16[i].var, getenv(l16[i].var));
     ss_backend *be = ss_calloc(1, sizeof *be, "CUDA backend");
     cuda_impl *c = ss_calloc(1, sizeof *c, "CUDA backend");
     if (!be || !c) {
@@ -1667,10 +1685,11 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
      * pattern, fp32 models' too. */
     const char *tc = getenv("SUBSCOPE_ATTN_TC");
     c->attn_tc = tc && !strcmp(tc, "1") ? 1 : tc && !strcmp(tc, "0") ? 0 : -1;
-    /* SUBSCOPE_ATTN_QT=2: that kernel with two 16-row query tiles per warp
-     * (the same numbers; opt-in until a GPU has timed it) */
+    /* SUBSCOPE_ATTN_QT: that kernel's 16-row query tiles per warp, 2 by default
+     * (the same numbers as 1; 1.09x faster at heads of 64, 1.44x at 128 on an
+     * H100: bench/results/h100-bench-log-20261127T0451Z.txt) */
     const char *qt = getenv("SUBSCOPE_ATTN_QT");
-    c->attn_qt = !qt || !*qt || !strcmp(qt, "1") ? 1 : !strcmp(qt, "2") ? 2 : -1;
+    c->attn_qt = !qt || !*qt || !strcmp(qt, "2") ? 2 : !strcmp(qt, "1") ? 1 : -1;
     /* SUBSCOPE_PAD_PRODUCTS: product_padded's scratch in bytes (default 256 MiB; the tests make
      * it small to cut products into several pieces); 0: products with unaligned rows of C are
      * not padded */
@@ -1717,28 +1736,25 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
      * the forward pass then runs them as separate ops (benchmarks compare). */
     const char *fuse = getenv("SUBSCOPE_FUSE");
     if (fuse && !strcmp(fuse, "0")) be->matmul_gelu = NULL, be->matmul_add = NULL;
-    /* SUBSCOPE_MLP16=1: GPT-2's MLP keeps GELU's output in 16 bits (mlp_add);
-     * opt-in until a GPU run has compared and timed it */
-    const char *m16 = getenv("SUBSCOPE_MLP16");
-    if (m16 && !strcmp(m16, "1") && be->matmul_gelu) be->mlp_add = cu_mlp_add;
-    /* SUBSCOPE_GU16=1 (with MLP16): Llama's gate|up product writes 16 bits for the SwiGLU
-     * kernel, one rounding more (opt-in until a GPU has timed it) */
-    const char *g16 = getenv("SUBSCOPE_GU16");
-    c->gu16_on = g16 && !strcmp(g16, "1");
-    /* SUBSCOPE_NORM16=1: norms whose rows only feed a product write them in the
-     * weights' 16-bit type (norm_matmul; opt-in until a GPU has timed it). */
-    const char *n16 = getenv("SUBSCOPE_NORM16");
-    if (n16 && !strcmp(n16, "1")) be->norm_matmul = cu_norm_matmul;
-    /* SUBSCOPE_QKV16=1, with the tensor-core attention (not SUBSCOPE_ATTN_TC=0): the
-     * QKV product writes q, k, v in bf16 for it, Llama's rotated in bf16 (attention_lowp_qkv;
-     * opt-in until a GPU has timed it). */
-    const char *q16 = getenv("SUBSCOPE_QKV16");
-    if (q16 && !strcmp(q16, "1") && c->attn_tc) be->attention_lowp_qkv = cu_attention_lowp_qkv;
+    /* The 16-bit paths (SS_LOWP16_*): see lowp16_env. SUBSCOPE_MLP16: the MLP
+     * keeps its activation's output in 16 bits (mlp_add); SUBSCOPE_NORM16: norms
+     * whose rows only feed a product write them in the weights' 16-bit type
+     * (norm_matmul); SUBSCOPE_QKV16, with the tensor-core attention: the QKV
+     * product writes q, k, v in bf16 for it, Llama's rotated in bf16
+     * (attention_lowp_qkv); SUBSCOPE_Z16: where the forward hands an attention
+     * op its output product, the kernel writes z in bf16 for it; SUBSCOPE_GU16
+     * (with MLP16, Llama only): the gate|up product in 16 bits for the SwiGLU
+     * kernel, one rounding more. */
+    for (size_t i = 0; i < sizeof l16 / sizeof l16[0]; i++) {
+        const int fam = lowp16_env(l16[i].var);
+        for (int f = 0; f < 2; f++)
+            if (fam & (1 << f)) be->lowp16[f] |= l16[i].bit;
+        if (!l16[i].bit) c->gu16_on = (fam & 2) != 0;
+    }
+    if ((be->lowp16[0] | be->lowp16[1]) & SS_LOWP16_MLP && be->matmul_gelu) be->mlp_add = cu_mlp_add;
+    if ((be->lowp16[0] | be->lowp16[1]) & SS_LOWP16_NORM) be->norm_matmul = cu_norm_matmul;
+    if ((be->lowp16[0] | be->lowp16[1]) & SS_LOWP16_QKV && c->attn_tc) be->attention_lowp_qkv = cu_attention_lowp_qkv;
     if (c->attn_tc) be->attention_lowp = cu_attention_lowp;
-    /* SUBSCOPE_Z16=1: where the forward hands an attention op its output product, the
-     * tensor-core kernel writes z in bf16 for it (attn_out_product; opt-in until a GPU has timed it) */
-    const char *z16 = getenv("SUBSCOPE_Z16");
-    c->z16 = z16 && !strcmp(z16, "1");
     struct cudaDeviceProp prop;
     ss_status st = SS_OK;
     cudaError_t e;

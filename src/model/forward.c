@@ -281,7 +281,8 @@ static ss_status block_attention(ss_hook_ctx *f, const ss_gpt2_weights *w, int l
     const float scale = c->scale_attn_weights ? (float)(1.0 / sqrt((double)D.dh)) : 1.0f;
     /* nobody reads z or the output product's result: a low-precision attention op may run
      * that product itself (ss_attn_out) */
-    const ss_attn_out out = {x, L->proj_w, w->wdtype, L->proj_b, R, d, w->trans};
+    const unsigned l16 = be->lowp16[D.llama];
+    const ss_attn_out out = {x, L->proj_w, w->wdtype, L->proj_b, R, d, w->trans, (l16 & SS_LOWP16_Z) != 0};
     const ss_attn_out *op = be->matmul_add && !ss_hook_wants(f, SS_SITE_Z, l) && !ss_hook_wants(f, SS_SITE_ATTN_OUT, l)
                                 ? &out
                                 : NULL;
@@ -289,7 +290,7 @@ static ss_status block_attention(ss_hook_ctx *f, const ss_gpt2_weights *w, int l
     /* nobody reads q, k, v or their rotations, nor the pattern, nor a backward pass: the
      * QKV product may write them in bf16 for a tensor-core attention (rotating them there),
      * normalising x itself unless the norm's site is wanted */
-    if (be->attention_lowp_qkv && w->wdtype == SS_WDTYPE_BF16 && !wp && !b->keep_pre &&
+    if (be->attention_lowp_qkv && (l16 & SS_LOWP16_QKV) && w->wdtype == SS_WDTYPE_BF16 && !wp && !b->keep_pre &&
         !ss_hook_wants(f, SS_SITE_Q, l) && !ss_hook_wants(f, SS_SITE_K, l) && !ss_hook_wants(f, SS_SITE_V, l) &&
         !(D.llama && (ss_hook_wants(f, SS_SITE_ROT_Q, l) || ss_hook_wants(f, SS_SITE_ROT_K, l)))) {
         const int ln_wanted = ss_hook_wants(f, SS_SITE_LN1, l);
@@ -361,7 +362,9 @@ ss_status ss_block_forward(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, floa
     if (!b->resumed) SS_TRY(ss_hook_site(f, SS_SITE_RESID_PRE, l, x, Rd, 0, d));
     if (b->save_pre) SS_TRY(be->copy_rows(be, b->save_pre, x, d, R, d));
     /* nobody reads the normalised rows: the backend may write them in the product's 16 bits */
-    const int norm16 = be->norm_matmul && (w->wdtype == SS_WDTYPE_BF16 || w->wdtype == SS_WDTYPE_F16) && !b->keep_pre;
+    const unsigned l16 = be->lowp16[D.llama];
+    const int norm16 = be->norm_matmul && (l16 & SS_LOWP16_NORM) &&
+                       (w->wdtype == SS_WDTYPE_BF16 || w->wdtype == SS_WDTYPE_F16) && !b->keep_pre;
     const int wp = ss_hook_wants(f, SS_SITE_PATTERN, l);
     int z_done;
     SS_TRY(block_attention(f, w, l, x, b, norm16, wp, &z_done));
@@ -373,7 +376,7 @@ ss_status ss_block_forward(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, floa
     }
     SS_TRY(ss_hook_site(f, SS_SITE_RESID_MID, l, x, Rd, 0, d));
     if (b->save_mid) SS_TRY(be->copy_rows(be, b->save_mid, x, d, R, d));
-    const int mlp16 = be->mlp_add && !b->keep_pre && !ss_hook_wants(f, SS_SITE_MLP_PRE, l) &&
+    const int mlp16 = be->mlp_add && (l16 & SS_LOWP16_MLP) && !b->keep_pre && !ss_hook_wants(f, SS_SITE_MLP_PRE, l) &&
                       !(D.llama && ss_hook_wants(f, SS_SITE_MLP_PRE_LINEAR, l)) &&
                       !ss_hook_wants(f, SS_SITE_MLP_POST, l) && !ss_hook_wants(f, SS_SITE_MLP_OUT, l);
     /* nobody reads the normalised rows: the MLP's first product (or mlp_add) takes them in 16 bits */

@@ -644,8 +644,10 @@ static int launch_rope16(void *v) {
 /* The bf16 rotation (a product's 16-bit q|k, SUBSCOPE_QKV16 for Llama) in
  * place: against the CPU op on the same bf16 values, rounded to bf16. The
  * GPU's FMAs and 2-ulp cosf/sinf move a value before its rounding by ~1e-7
- * relative, which can flip the rounding: atol 1e-6 + rtol 2^-8 (one bf16
- * step); v's columns must come back unchanged. */
+ * relative, which can flip the rounding by one bf16 step: atol 1e-6 + rtol
+ * 2^-7 (bf16 keeps 8 significant bits, so one step is at most 2^-7 of the
+ * value; 2^-8, this case's first bound, failed 355 of 25M values by exactly one
+ * step on an H100); v's columns must come back unchanged. */
 static void case_rope16(void) {
     const ss_backend *be = ss_backend_cpu();
     struct { int64_t rows, nh, dh, ld; double theta; int quick; } cases[] = {
@@ -680,7 +682,7 @@ static void case_rope16(void) {
                 fail_case();
             } else {
                 for (int64_t i = 0; i < n; i++) got[i] = ss_bf16_to_f32(g16[i]);
-                check(name, got, ref, n, 1e-6, 1.0 / 256, ms, 0);
+                check(name, got, ref, n, 1e-6, 1.0 / 128, ms, 0);
             }
             dfree(dx), dfree(dinv), dfree(dpos);
         }

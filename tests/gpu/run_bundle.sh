@@ -3,7 +3,7 @@
 # toolkit's libraries, from a tarball made by tests/gpu/bundle.sh (a short lease, a
 # cluster's compute node). At the root of a checkout of the bundle's commit:
 #
-#   tests/gpu/run_bundle.sh BUNDLE.tar.xz --out DIR [--check-budget S] [--bench STEPS]
+#   tests/gpu/run_bundle.sh BUNDLE.tar.xz --out DIR [--check-budget S] [--check-steps STEPS] [--bench STEPS]
 #                           [--bench-seconds S] [--bench-args "ARGS"] [--pipeline-seconds S]
 #                           [--pipeline-args "ARGS"] [--profile-seconds S] [--profile-env "VAR=VALUE ..."]
 #
@@ -12,7 +12,8 @@
 #   2. finds the directories of cuBLAS, cuSOLVER, the CUDA runtime and NCCL (ldconfig,
 #      then /usr/local/cuda and Python's nvidia-* wheels) for SUBSCOPE_CUDA_LIBS;
 #   3. runs tests/gpu/gpu_check.sh --no-build with GPU_CHECK_BUDGET=S (default 300;
-#      0 skips it);
+#      0 skips it), with --check-steps only those of kernels,forward,nccl,sanitizer
+#      (gpu_check's --only);
 #   4. runs each of the comma-separated bench/run_all.sh steps (default
 #      gpu_kernels,gpu_forward; "none" skips them) with --gpu-only --no-build
 #      --no-install --quick and ARGS, all of them within S seconds (default 150);
@@ -32,11 +33,12 @@
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 T0=$(date +%s)
-BUNDLE="" OUTDIR="" CHECK_BUDGET=300 STEPS=gpu_kernels,gpu_forward BENCH_S=150 BENCH_ARGS="" PIPE_S=0 PIPE_ARGS="--stages 2,4,8" PROF_S=0 PROF_ENV=""
+BUNDLE="" OUTDIR="" CHECK_BUDGET=300 CHECK_STEPS=kernels,forward,nccl,sanitizer STEPS=gpu_kernels,gpu_forward BENCH_S=150 BENCH_ARGS="" PIPE_S=0 PIPE_ARGS="--stages 2,4,8" PROF_S=0 PROF_ENV=""
 while [ $# -gt 0 ]; do
     case $1 in
     --out) OUTDIR=${2:?--out needs a directory}; shift ;;
     --check-budget) CHECK_BUDGET=${2:?}; shift ;;
+    --check-steps) CHECK_STEPS=${2:?}; shift ;;
     --bench) STEPS=${2:?}; shift ;;
     --bench-seconds) BENCH_S=${2:?}; shift ;;
     --bench-args) BENCH_ARGS=${2:-}; shift ;;
@@ -74,7 +76,7 @@ bin/subscope info --dist 2>&1 | tail -n 1
 
 rc=0
 if [ "$CHECK_BUDGET" -gt 0 ]; then
-    GPU_CHECK_BUDGET=$CHECK_BUDGET bash tests/gpu/gpu_check.sh --no-build >"$OUTDIR/gpu-check.txt" 2>&1
+    GPU_CHECK_BUDGET=$CHECK_BUDGET bash tests/gpu/gpu_check.sh --no-build --only "$CHECK_STEPS" >"$OUTDIR/gpu-check.txt" 2>&1
     rc=$?
     find bench/results -name 'gpu-check-*.json' -newermt "@$T0" -exec cp {} "$OUTDIR/" \;
     echo "run_bundle.sh: gpu_check exit $rc after $(($(date +%s) - T0)) s"

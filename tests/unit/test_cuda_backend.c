@@ -262,9 +262,23 @@ static ss_status ignore_site(void *ctx, const ss_site *site, float *data, int64_
  * the layer does not take the path, and an erf-GELU model never does. */
 typedef struct { long d16, sw16, convert; } path_counts; /* 16-bit D products, ss_k_swiglu16, ss_k_convert */
 
+/* Every 16-bit path off and one query tile per warp (GPT-2's defaults; a
+ * Llama model takes them all by default), so that a test turns on only the
+ * paths it is about; lowp16_reset unsets the variables again. */
+static const char *const lowp16_vars[] = {"SUBSCOPE_MLP16", "SUBSCOPE_NORM16", "SUBSCOPE_QKV16", "SUBSCOPE_Z16",
+                                          "SUBSCOPE_GU16"};
+static void lowp16_off(void) {
+    for (int i = 0; i < 5; i++) setenv(lowp16_vars[i], "0", 1);
+    setenv("SUBSCOPE_ATTN_QT", "1", 1);
+}
+static void lowp16_reset(void) {
+    for (int i = 0; i < 5; i++) unsetenv(lowp16_vars[i]);
+    unsetenv("SUBSCOPE_ATTN_QT");
+}
+
 /* A bf16 forward of a test model with the environment variable var set to
- * value (NULL: unset) when the backend opens; the logits, and how often the
- * paths ran. */
+ * value (NULL: "0", off) when the backend opens, the other 16-bit paths as
+ * the caller left them (lowp16_off); the logits, and how often the paths ran. */
 static void logits16(const char *model, const char *var, const char *value, const char *globs, float **lg, int64_t *n,
                      path_counts *pc) {
     char dir[512];
@@ -272,9 +286,9 @@ static void logits16(const char *model, const char *var, const char *value, cons
     ss_model *m = NULL;
     ss_backend *gpu = NULL;
     *lg = NULL;
-    if (value) setenv(var, value, 1);
+    setenv(var, value ? value : "0", 1);
     ss_status st = ss_backend_cuda_open(0, NULL, &gpu);
-    unsetenv(var);
+    setenv(var, "0", 1);
     CHECK_OK(st);
     CHECK_OK(ss_model_load(dir, &m));
     CHECK_OK(ss_model_place(m, gpu, SS_WDTYPE_BF16));
@@ -304,11 +318,13 @@ TEST(cuda_emulated_mlp16_matches_fp32_intermediate) {
     path_counts pr, pf, ph, per, pe;
     int64_t n, n2;
     const char *v = "SUBSCOPE_MLP16";
+    lowp16_off();
     logits16("prefix-f32", v, NULL, NULL, &ref, &n, &pr);
     logits16("prefix-f32", v, "1", NULL, &fused, &n, &pf);
     logits16("prefix-f32", v, "1", "blocks.1.mlp.hook_post", &hooked, &n, &ph);
     logits16("noprefix-odd-untied", v, NULL, NULL, &erf_ref, &n2, &per);
     logits16("noprefix-odd-untied", v, "1", NULL, &erf, &n2, &pe);
+    lowp16_reset();
     if (!ref || !fused || !hooked || !erf_ref || !erf) return;
     const long n_ref = pr.d16, n_fused = pf.d16, n_hooked = ph.d16, n_erf = pe.d16;
     printf(" [16-bit GELU outputs: %ld products, %ld with hook_post on layer 1, %ld with the erf GELU]", n_fused,
@@ -377,10 +393,12 @@ TEST(cuda_emulated_mlp16_llama_matches_fp32_intermediate) {
         path_counts p0, p1, p2, p3;
         int64_t n;
         const char *v = "SUBSCOPE_MLP16";
+        lowp16_off();
         logits16(models[mi], v, NULL, NULL, &ref, &n, &p0);
         logits16(models[mi], v, "1", NULL, &fused, &n, &p1);
         logits16(models[mi], v, "1", "blocks.0.mlp.hook_post", &hooked, &n, &p2);
         logits16(models[mi], v, "1", "blocks.1.mlp.hook_pre_linear", &hooked2, &n, &p3);
+        lowp16_reset();
         const long sw_ref = p0.sw16, sw_fused = p1.sw16, sw_hooked = p2.sw16, sw_hooked2 = p3.sw16;
         if (ref && fused && hooked && hooked2) {
             printf(" [%s: %ld 16-bit SwiGLU outputs, %ld with a layer's hook_post, %ld with hook_pre_linear]",
@@ -411,11 +429,12 @@ static void norm16_paths(int mlp16, const char *hooked_site, long fewer) {
         float *ref = NULL, *n16 = NULL, *hooked = NULL;
         path_counts p0, p1, p2;
         int64_t n;
+        lowp16_off();
         logits16(models[mi], "SUBSCOPE_NORM16", NULL, NULL, &ref, &n, &p0);
         if (mlp16) setenv("SUBSCOPE_MLP16", "1", 1);
         logits16(models[mi], "SUBSCOPE_NORM16", "1", NULL, &n16, &n, &p1);
         logits16(models[mi], "SUBSCOPE_NORM16", "1", hooked_site, &hooked, &n, &p2);
-        unsetenv("SUBSCOPE_MLP16");
+        lowp16_reset();
         if (ref && n16 && hooked) {
             printf(" [%s: %ld conversions, %ld with 16-bit norms%s, %ld with %s wanted]", models[mi], p0.convert,
                    p1.convert, mlp16 ? " and MLP" : "", p2.convert, hooked_site);
@@ -760,28 +779,31 @@ TEST(cuda_emulated_z16_matches_converted_z) {
     }
 }
 
-/* SUBSCOPE_ATTN_QT=2: the tensor-core kernel with two query tiles per warp,
- * whose arithmetic per row is the one-tile kernel's, so the same logits bit
- * for bit (dh 64 and 128; packed Q/K/V and the QKV product's bf16 rows);
- * any other value than 1 or 2 stops the forward with a message naming it. */
+/* SUBSCOPE_ATTN_QT: the tensor-core kernel takes two query tiles per warp
+ * by default, whose arithmetic per row is the one-tile kernel's
+ * (SUBSCOPE_ATTN_QT=1), so the same logits bit for bit (dh 64 and 128;
+ * packed Q/K/V and the QKV product's bf16 rows); any other value than 1 or 2
+ * stops the forward with a message naming it. */
 TEST(cuda_emulated_attn_qt2_matches_qt1) {
     const size_t n = 70 * 97;
-    struct { const char *qkv16; int heads; const char *kernel; } cases[] = {
-        {NULL, 2, "ss_k_attn_tc_64x2"}, {"1", 2, "ss_k_attn_tc_64x2"},
-        {NULL, 1, "ss_k_attn_tc_128x2"}, {"1", 1, "ss_k_attn_tc_128x2"},
+    struct { const char *qkv16; int heads; const char *one, *two; } cases[] = {
+        {NULL, 2, "ss_k_attn_tc_64", "ss_k_attn_tc_64x2"}, {"1", 2, "ss_k_attn_tc_64", "ss_k_attn_tc_64x2"},
+        {NULL, 1, "ss_k_attn_tc_128", "ss_k_attn_tc_128x2"}, {"1", 1, "ss_k_attn_tc_128", "ss_k_attn_tc_128x2"},
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         float *ref = NULL, *got = NULL;
         if (cases[ci].qkv16) setenv("SUBSCOPE_QKV16", cases[ci].qkv16, 1);
+        setenv("SUBSCOPE_ATTN_QT", "1", 1);
+        long before = ss_emu_launch_count(cases[ci].one);
         forward_logits_heads(SS_WDTYPE_BF16, NULL, NULL, cases[ci].heads, &ref);
-        setenv("SUBSCOPE_ATTN_QT", "2", 1);
-        const long before = ss_emu_launch_count(cases[ci].kernel);
-        forward_logits_heads(SS_WDTYPE_BF16, NULL, NULL, cases[ci].heads, &got);
-        const long launched = ss_emu_launch_count(cases[ci].kernel) - before;
+        const long one = ss_emu_launch_count(cases[ci].one) - before;
         unsetenv("SUBSCOPE_ATTN_QT");
+        before = ss_emu_launch_count(cases[ci].two);
+        forward_logits_heads(SS_WDTYPE_BF16, NULL, NULL, cases[ci].heads, &got);
+        const long two = ss_emu_launch_count(cases[ci].two) - before;
         unsetenv("SUBSCOPE_QKV16");
-        CHECK_MSG(launched == 2, "case %zu: %ld launches of %s (one per layer expected)", ci, launched,
-                  cases[ci].kernel);
+        CHECK_MSG(one == 2 && two == 2, "case %zu: %ld launches of %s with SUBSCOPE_ATTN_QT=1, %ld of %s by default "
+                  "(one per layer expected)", ci, one, cases[ci].one, two, cases[ci].two);
         if (ref && got) CHECK_MSG(!memcmp(ref, got, n * sizeof(float)), "case %zu: other logits", ci);
         free(ref), free(got);
     }
@@ -793,6 +815,13 @@ TEST(cuda_emulated_attn_qt2_matches_qt1) {
     CHECK(st != SS_OK);
     CHECK_MSG(strstr(ss_last_error(), "SUBSCOPE_ATTN_QT=3"), "message: %s", ss_last_error());
     free(lg);
+    /* a 16-bit path's variable is 0, 1 or unset: the backend refuses to open on another value */
+    ss_backend *gpu = NULL;
+    setenv("SUBSCOPE_Z16", "yes", 1);
+    st = ss_backend_cuda_open(0, NULL, &gpu);
+    unsetenv("SUBSCOPE_Z16");
+    CHECK(st != SS_OK && gpu == NULL);
+    CHECK_MSG(strstr(ss_last_error(), "SUBSCOPE_Z16=yes"), "message: %s", ss_last_error());
 }
 
 /* A random Llama directory written here (the test models have heads of 6
@@ -904,9 +933,11 @@ static void llama_logits(const char *dir, const char *globs, float **lg, llama_c
  * (no fp32 rotation, no pack kernel), one rounding more on q and k, within
  * the same bound of the default; where hook_rot_q is wanted (layer 1) that
  * layer takes the fp32 path. With every 16-bit variable and two query tiles
- * per warp as well, a layer launches no conversion at all (4 by default);
+ * per warp as well, a layer launches no conversion at all (4 without them);
  * SUBSCOPE_GU16=1 on top (the gate|up product in 16 bits, the SwiGLU kernel
- * reading them: one rounding more) stays within the same bound. */
+ * reading them: one rounding more) stays within the same bound. With no
+ * variable set a Llama model takes all of these paths: the last run's logits
+ * bit for bit. */
 TEST(cuda_emulated_llama_tensor_core_attention) {
     struct { int64_t H, Hkv, dh; } shapes[] = {{4, 2, 64}, {2, 1, 128}};
     const size_t n = 70 * 97;
@@ -914,8 +945,9 @@ TEST(cuda_emulated_llama_tensor_core_attention) {
         char dir[512];
         snprintf(dir, sizeof dir, "%s/llama-dh%lld", ss_test_tmp_dir(), (long long)shapes[si].dh);
         CHECK_MSG(write_llama(dir, shapes[si].H, shapes[si].Hkv, shapes[si].dh, 500 + (unsigned)si), "writing %s", dir);
-        float *f32 = NULL, *tc = NULL, *q16 = NULL, *rot = NULL, *all = NULL, *gu = NULL;
-        llama_counts k0, k1, k2, k3, k4, k5;
+        float *f32 = NULL, *tc = NULL, *q16 = NULL, *rot = NULL, *all = NULL, *gu = NULL, *def = NULL;
+        llama_counts k0, k1, k2, k3, k4, k5, k6;
+        lowp16_off();
         setenv("SUBSCOPE_ATTN_TC", "0", 1);
         llama_logits(dir, NULL, &f32, &k0);
         unsetenv("SUBSCOPE_ATTN_TC");
@@ -928,9 +960,9 @@ TEST(cuda_emulated_llama_tensor_core_attention) {
         llama_logits(dir, NULL, &all, &k4);
         setenv("SUBSCOPE_GU16", "1", 1);
         llama_logits(dir, NULL, &gu, &k5);
-        unsetenv("SUBSCOPE_QKV16"), unsetenv("SUBSCOPE_NORM16"), unsetenv("SUBSCOPE_MLP16"), unsetenv("SUBSCOPE_Z16");
-        unsetenv("SUBSCOPE_ATTN_QT"), unsetenv("SUBSCOPE_GU16");
-        if (f32 && tc && q16 && rot && all && gu) {
+        lowp16_reset();
+        llama_logits(dir, NULL, &def, &k6);
+        if (f32 && tc && q16 && rot && all && gu && def) {
             const double e_tc = nmse(tc, f32, n), e_q16 = nmse(q16, tc, n), e_rot = nmse(rot, tc, n),
                          e_all = nmse(all, tc, n), e_gu = nmse(gu, tc, n);
             printf(" [dh %lld: nmse tc vs fp32 attention %.1e, bf16 rotation vs tc %.1e (%.1e with rot_q), all 16-bit "
@@ -939,6 +971,10 @@ TEST(cuda_emulated_llama_tensor_core_attention) {
             CHECK_MSG(k4.gu16 == 0 && k5.gu16 == 2 && k5.convert == 1, "SwiGLU from 16 bits: %ld then %ld, %ld conversions",
                       k4.gu16, k5.gu16, k5.convert);
             CHECK(e_gu > 0 && e_gu < 1e-4 && memcmp(gu, all, n * sizeof(float)));
+            CHECK_MSG(!memcmp(def, gu, n * sizeof(float)) && k6.tc == 0 && k6.rope16 == 2 && k6.gu16 == 2 &&
+                          k6.convert == 1,
+                      "defaults: other logits, or one-tile tc %ld rope16 %ld SwiGLU from 16 bits %ld conversions %ld",
+                      k6.tc, k6.rope16, k6.gu16, k6.convert);
             CHECK_MSG(k0.tc == 0 && k1.tc == 2 && k1.rope == 2 && k1.pack == 2 && k1.rope16 == 0,
                       "default: tc %ld rope %ld pack %ld rope16 %ld", k1.tc, k1.rope, k1.pack, k1.rope16);
             CHECK_MSG(k2.tc == 2 && k2.rope == 0 && k2.pack == 0 && k2.rope16 == 2,
@@ -954,7 +990,7 @@ TEST(cuda_emulated_llama_tensor_core_attention) {
             CHECK(e_rot > 0 && e_rot < 1e-4);
             CHECK(e_all > 0 && e_all < 1e-4);
         }
-        free(f32), free(tc), free(q16), free(rot), free(all), free(gu);
+        free(f32), free(tc), free(q16), free(rot), free(all), free(gu), free(def);
     }
 }
 
@@ -967,11 +1003,12 @@ TEST(cuda_emulated_llama_gu16_fp16_weights) {
     CHECK_MSG(write_llama(dir, 4, 2, 64, 700), "writing %s", dir);
     float *ref = NULL, *gu = NULL;
     llama_counts k0, k1;
+    lowp16_off();
     setenv("SUBSCOPE_MLP16", "1", 1);
     llama_logits_as(dir, SS_WDTYPE_F16, NULL, &ref, &k0);
     setenv("SUBSCOPE_GU16", "1", 1);
     llama_logits_as(dir, SS_WDTYPE_F16, NULL, &gu, &k1);
-    unsetenv("SUBSCOPE_MLP16"), unsetenv("SUBSCOPE_GU16");
+    lowp16_reset();
     if (ref && gu) {
         const double e = nmse(gu, ref, 70 * 97);
         printf(" [fp16 gate|up: nmse %.1e against MLP16 alone]", e);
