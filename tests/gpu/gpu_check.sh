@@ -21,7 +21,7 @@
 #   4. run compute-sanitizer (memcheck, racecheck, synccheck, initcheck) over
 #      kernel_check --quick and memcheck/racecheck over a small forward;
 #   5. print one summary table and write it, with nvidia-smi's report, the
-#      driver, toolkit and commit, to bench/results/gpu-check-<gpu>-<date>.json.
+#      driver, toolkit and commit, to bench/results/gpu-check-<gpu>-<date>.json (a dry run's to build/gpu-check/).
 #
 # usage: tests/gpu/gpu_check.sh [--quick] [--keep] [--no-sanitizer] [--only STEPS] [--no-build]
 #   --quick         bundled and ragged models only, kernel_check --quick, memcheck only
@@ -654,8 +654,12 @@ else
 fi
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 SAFE_NAME=$(printf '%s' "$GPU_NAME" | tr -c 'A-Za-z0-9._-' '-' | sed 's/--*/-/g; s/^-//; s/-$//')
-mkdir -p bench/results
-RES=bench/results/gpu-check-$SAFE_NAME-$STAMP.json
+# a dry run (GPU_CHECK_DEVICE other than cuda) measured nothing on the GPU it names: its
+# record stays in the work directory, out of bench/results
+RES_DIR=bench/results
+[ "$DEV" = cuda ] || RES_DIR=$WORK
+mkdir -p "$RES_DIR"
+RES=$RES_DIR/gpu-check-$SAFE_NAME-$STAMP.json
 {
     echo "{"
     echo "  \"benchmark\": \"gpu-check\","
