@@ -2,7 +2,9 @@
  * "Device" memory is host memory with a small header so that frees of
  * foreign pointers and a memory limit can be checked. Kernels and most
  * calls complete before they return; only the host side of device-to-host
- * copies on a stream is held back until a synchronisation (cuda_runtime.h). */
+ * copies on a stream is held back until a synchronisation (cuda_runtime.h),
+ * and, where a test asks, host-to-device copies from pinned memory
+ * (ss_emu_hold_pinned_uploads). */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -104,12 +106,30 @@ cudaError_t cudaFree(void *p) {
     return cudaSuccess;
 }
 
+/* Pinned allocations, so that a copy can tell whether its source is one. */
+static struct { const char *p; size_t bytes; } *pinned;
+static size_t n_pinned;
+
+static int is_pinned(const void *p, size_t bytes) {
+    for (size_t i = 0; i < n_pinned; i++)
+        if ((const char *)p >= pinned[i].p && (const char *)p + bytes <= pinned[i].p + pinned[i].bytes) return 1;
+    return 0;
+}
+
 cudaError_t cudaMallocHost(void **p, size_t bytes) {
+    void *grown = realloc(pinned, (n_pinned + 1) * sizeof *pinned);
+    if (!grown) return fail(cudaErrorMemoryAllocation);
+    pinned = grown;
     *p = malloc(bytes ? bytes : 1);
-    return *p ? cudaSuccess : fail(cudaErrorMemoryAllocation);
+    if (!*p) return fail(cudaErrorMemoryAllocation);
+    pinned[n_pinned].p = *p, pinned[n_pinned].bytes = bytes;
+    n_pinned++;
+    return cudaSuccess;
 }
 
 cudaError_t cudaFreeHost(void *p) {
+    for (size_t i = 0; i < n_pinned; i++)
+        if (pinned[i].p == p) pinned[i] = pinned[--n_pinned];
     free(p);
     return cudaSuccess;
 }
@@ -117,7 +137,8 @@ cudaError_t cudaFreeHost(void *p) {
 /* ---- streams and events (see cuda_runtime.h) ---- */
 
 typedef struct pending_copy {
-    void *dst, *snap;
+    void *dst, *snap;       /* snap: a device-to-host copy's source as it was at issue */
+    const void *src;        /* a held upload's pinned source, read when it completes */
     size_t bytes;
     uint64_t seq;
     struct pending_copy *next;
@@ -137,14 +158,24 @@ struct CUevent_st {
 
 static struct CUstream_st *streams;
 static size_t n_pending;
+static int hold_pinned;
 
 size_t ss_emu_pending_copies(void) { return n_pending; }
+
+/* A test's switch: host-to-device copies on a stream from pinned memory are
+ * held back as well, and read their source only when they complete (at a
+ * synchronisation that covers them, or before the stream's next copy that
+ * is not held), as a copy engine reads it some time after the call. Code
+ * that refills such a buffer before waiting for its copy then uploads the
+ * wrong bytes. Kernels and library calls do not complete held uploads, so a
+ * test that turns this on must synchronise before it launches any. */
+void ss_emu_hold_pinned_uploads(int on) { hold_pinned = on; }
 
 /* Completes s's held-back copies up to and including number upto. */
 static void complete(cudaStream_t s, uint64_t upto) {
     while (s && s->head && s->head->seq <= upto) {
         pending_copy *p = s->head;
-        memcpy(p->dst, p->snap, p->bytes);
+        memcpy(p->dst, p->snap ? p->snap : p->src, p->bytes);
         s->head = p->next;
         if (!s->head) s->tail = NULL;
         free(p->snap);
@@ -170,20 +201,22 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpy
     if (s && kind == cudaMemcpyDeviceToHost) api_calls[API_D2H_ASYNC]++;
     if (bytes && (!dst || !src)) return fail(cudaErrorInvalidValue);
     if (!s) return cudaMemcpy(dst, src, bytes, kind);
-    if (kind != cudaMemcpyDeviceToHost || !bytes) {
+    const int held_upload = hold_pinned && kind == cudaMemcpyHostToDevice && bytes && is_pinned(src, bytes);
+    if (!held_upload && (kind != cudaMemcpyDeviceToHost || !bytes)) {
         complete(s, UINT64_MAX); /* keeps stream order for what runs at once */
         if (bytes) memmove(dst, src, bytes);
         return cudaSuccess;
     }
+    if (hold_pinned && !held_upload) complete(s, UINT64_MAX); /* the device's bytes after the held uploads */
     pending_copy *p = malloc(sizeof *p);
-    void *snap = malloc(bytes);
-    if (!p || !snap) {
+    void *snap = held_upload ? NULL : malloc(bytes);
+    if (!p || (!held_upload && !snap)) {
         free(p);
         free(snap);
         return fail(cudaErrorMemoryAllocation);
     }
-    memcpy(snap, src, bytes);
-    *p = (pending_copy){.dst = dst, .snap = snap, .bytes = bytes, .seq = ++s->issued};
+    if (snap) memcpy(snap, src, bytes);
+    *p = (pending_copy){.dst = dst, .snap = snap, .src = src, .bytes = bytes, .seq = ++s->issued};
     if (s->tail) s->tail->next = p;
     else s->head = p;
     s->tail = p;

@@ -1365,6 +1365,47 @@ TEST(cuda_emulated_deferred_load_places_from_the_files) {
 /* ---- overlapped copy-out (download_async, ss_capture) ---- */
 
 size_t ss_emu_pending_copies(void); /* kernels/emu/host_runtime.c */
+void ss_emu_hold_pinned_uploads(int on);
+
+/* upload through its two pinned staging buffers (SUBSCOPE_UPLOAD_STAGE bytes
+ * each; 4096 here), the emulation holding back every copy from pinned memory
+ * until a wait covers it, so that refilling a buffer whose copy has not been
+ * waited for would land the wrong bytes: sizes below, at and across the
+ * chunk, odd ones, an unaligned source and destination, each in
+ * ceil(n / 4096) copies and complete when upload returns; and the plain copy
+ * with staging off (0). Dropping the wait before a buffer is refilled fails
+ * this test. */
+TEST(cuda_emulated_upload_through_pinned_buffers) {
+    const size_t sizes[] = {1, 1000, 4095, 4096, 4097, 3 * 4096 + 13, 100007};
+    for (int staged = 1; staged >= 0; staged--) {
+        ss_backend *gpu = NULL;
+        setenv("SUBSCOPE_UPLOAD_STAGE", staged ? "4096" : "0", 1);
+        ss_status st = ss_backend_cuda_open(0, NULL, &gpu);
+        unsetenv("SUBSCOPE_UPLOAD_STAGE");
+        CHECK_OK(st);
+        if (st) return;
+        ss_emu_hold_pinned_uploads(1);
+        for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+            const size_t n = sizes[si];
+            unsigned char *src = malloc(n + 1), *back = malloc(n + 3), *dev = NULL;
+            uint32_t r = 2463534242u + (uint32_t)si; /* xorshift: no period a chunk could hide in */
+            for (size_t i = 0; i <= n; i++) r ^= r << 13, r ^= r >> 17, r ^= r << 5, src[i] = (unsigned char)(r >> 24);
+            CHECK_OK(gpu->alloc(gpu, n + 3, "test", (void **)&dev));
+            const long h2d = ss_emu_api_calls("cudaMemcpyAsync H2D");
+            CHECK_OK(gpu->upload(gpu, dev + 3, src + 1, n));
+            const long copies = ss_emu_api_calls("cudaMemcpyAsync H2D") - h2d;
+            const long want = staged && n >= 4096 ? (long)((n + 4095) / 4096) : 1;
+            CHECK_MSG(copies == want && ss_emu_pending_copies() == 0, "%zu bytes%s: %ld copies (%ld expected), %zu pending",
+                      n, staged ? " staged" : "", copies, want, ss_emu_pending_copies());
+            CHECK_OK(gpu->download(gpu, back, dev, n + 3));
+            CHECK_MSG(!memcmp(back + 3, src + 1, n), "%zu bytes%s: other bytes on the device", n, staged ? " staged" : "");
+            gpu->release(gpu, dev);
+            free(src), free(back);
+        }
+        ss_emu_hold_pinned_uploads(0);
+        ss_backend_cuda_close(gpu);
+    }
+}
 
 /* The emulated runtime holds back the host side of a stream's device-to-host
  * copy until a synchronisation covers it, so code that reads early fails
