@@ -670,6 +670,63 @@ static void forward_heads(int wdtype, const char *attn_tc, const char *globs, in
     ss_backend_cuda_close(gpu);
 }
 
+/* A second bf16 forward of the same shapes costs the host nothing more than
+ * launches: no cudaMalloc or cudaFree (each would stall the device), no
+ * cuBLASLt heuristic or descriptor, and no more synchronisations than the
+ * logits' copy needs; by default and with every 16-bit path (GPT-2, heads of
+ * 64 and 128, the tensor-core attention; the 16-bit paths' scratch buffers
+ * grow once and stay). */
+TEST(cuda_emulated_second_forward_is_steady) {
+    struct { const char *qkv16, *rest; int heads; } cases[] = {{"0", "0", 2}, {"1", "1", 2}, {"1", "1", 1}, {"0", "0", 1}};
+    const char *rest[] = {"SUBSCOPE_MLP16", "SUBSCOPE_NORM16", "SUBSCOPE_Z16"};
+    long syncs[4] = {0, 0, 0, 0};
+    for (int ci = 0; ci < 4; ci++) {
+        setenv("SUBSCOPE_QKV16", cases[ci].qkv16, 1);
+        for (int i = 0; i < 3; i++) setenv(rest[i], cases[ci].rest, 1);
+        ss_config c = {.n_layer = 2, .n_head = cases[ci].heads, .n_embd = 128, .n_positions = 64, .vocab_size = 97,
+                       .n_inner = 256, .ln_eps = 1e-5, .tie_word_embeddings = 1, .scale_attn_weights = 1};
+        ss_model *m = NULL;
+        ss_backend *gpu = NULL;
+        CHECK_OK(ss_model_create(&c, &m));
+        ss_model_init_gpt2(m, 3);
+        ss_status st = ss_backend_cuda_open(0, NULL, &gpu);
+        lowp16_reset();
+        CHECK_OK(st);
+        if (st) {
+            ss_model_free(m);
+            return;
+        }
+        CHECK_OK(ss_model_place(m, gpu, SS_WDTYPE_BF16));
+        int32_t toks[70];
+        for (int i = 0; i < 70; i++) toks[i] = (int32_t)((i * 31 + 7) % 97);
+        int64_t start[2] = {0, 64}, len[2] = {64, 6};
+        ss_packing pk = {2, 70, start, len, 0};
+        ss_forward_opts o = {.logits = SS_LOGITS_ALL};
+        float *a = NULL, *b = NULL;
+        CHECK_OK(ss_forward(m, gpu, toks, &pk, &o, &a));
+        const long h0 = ss_emu_lt_heuristics(), m0 = ss_emu_api_calls("cudaMalloc") + ss_emu_api_calls("cudaFree"),
+                   d0 = ss_emu_api_calls("cublasLtMatmulDescCreate") + ss_emu_api_calls("cublasLtMatrixLayoutCreate"),
+                   s0 = ss_emu_api_calls("cudaStreamSynchronize") + ss_emu_api_calls("cudaDeviceSynchronize") +
+                        ss_emu_api_calls("cudaEventSynchronize");
+        CHECK_OK(ss_forward(m, gpu, toks, &pk, &o, &b));
+        syncs[ci] = ss_emu_api_calls("cudaStreamSynchronize") + ss_emu_api_calls("cudaDeviceSynchronize") +
+                    ss_emu_api_calls("cudaEventSynchronize") - s0;
+        const long allocs = ss_emu_api_calls("cudaMalloc") + ss_emu_api_calls("cudaFree") - m0,
+                   heur = ss_emu_lt_heuristics() - h0,
+                   descs = ss_emu_api_calls("cublasLtMatmulDescCreate") + ss_emu_api_calls("cublasLtMatrixLayoutCreate") - d0;
+        CHECK_MSG(allocs == 0 && heur == 0 && descs == 0,
+                  "case %d: the second forward made %ld allocations, %ld heuristic calls, %ld descriptors", ci, allocs,
+                  heur, descs);
+        CHECK(a && b && !memcmp(a, b, 70 * 97 * sizeof(float)));
+        free(a), free(b);
+        ss_model_free(m);
+        ss_backend_cuda_close(gpu);
+    }
+    printf(" [synchronisations in the second forward: %ld, %ld with the 16-bit paths (dh 64); %ld, %ld (dh 128)]",
+           syncs[0], syncs[1], syncs[3], syncs[2]);
+    CHECK(syncs[1] <= syncs[0] && syncs[2] <= syncs[3]);
+}
+
 static void forward_logits_heads(int wdtype, const char *attn_tc, const char *globs, int n_head, float **lg) {
     forward_heads(wdtype, attn_tc, globs, n_head, lg, NULL);
 }
