@@ -59,7 +59,7 @@ typedef struct ss_attn_out {
 } ss_attn_out;
 
 /* The optional 16-bit paths for models with 16-bit weights, bits of
- * ss_backend.lowp16 (docs/DECISIONS.md, "16-bit paths by family"). */
+ * ss_backend.lowp16 (docs/DECISIONS.md, "What the fourth H100 run decided"). */
 enum {
     SS_LOWP16_QKV = 1,  /* attention_lowp_qkv */
     SS_LOWP16_NORM = 2, /* norm_matmul, and mlp_add normalising itself */

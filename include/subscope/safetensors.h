@@ -69,6 +69,10 @@ void ss_weights_release(ss_weights *w, const char *name);
  * used; they are read again if touched. A no-op for bytes outside the files
  * (in-memory sets, buffers of the caller). */
 void ss_weights_drop_pages(const ss_weights *w, const void *data, size_t n);
+/* Starts reading the pages of bytes [data, data + n) of w's files in the
+ * background (ss_mmap_prefetch), for a tensor about to be copied; a no-op
+ * outside the files. */
+void ss_weights_prefetch(const ss_weights *w, const void *data, size_t n);
 /* Copies a tensor into fp32 (converting F16/BF16/F64), after checking that its
  * element count equals n. dst must hold n floats. */
 ss_status ss_tensor_to_f32(const ss_tensor_info *t, float *dst, size_t n);

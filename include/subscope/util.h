@@ -47,6 +47,9 @@ void ss_mmap_close(ss_mmap *m);
  * now: the whole pages among them leave this process's resident memory and
  * are read from the file again if touched (the mapping is read-only). */
 void ss_mmap_drop(const ss_mmap *m, const void *p, size_t n);
+/* Tells the kernel that bytes [p, p + n) of mapping m will be read soon: it
+ * starts reading their pages from the file in the background. */
+void ss_mmap_prefetch(const ss_mmap *m, const void *p, size_t n);
 
 /* The address of `symbol` in the plugin `file` ("libsubscope-cuda.so"),
  * loaded on first use from SUBSCOPE_PLUGIN_DIR or the running program's

@@ -409,6 +409,13 @@ static int weight_slots(const ss_config *c, ss_gpt2_weights *w, weight_slot *slo
     return n;
 }
 
+/* The file source of a deferred weight slot, or NULL if the slot holds its values. */
+static const ss_weight_src *file_src(const ss_model *m, const void *const *slot) {
+    for (size_t j = 0; j < m->n_srcs; j++)
+        if (m->srcs[j].slot == slot) return &m->srcs[j];
+    return NULL;
+}
+
 ss_status ss_model_place(ss_model *m, const ss_backend *be, int wdtype) {
     if (wdtype == SS_WDTYPE_AUTO)
         wdtype = be->host_memory                        ? SS_WDTYPE_F32
@@ -451,9 +458,11 @@ ss_status ss_model_place(ss_model *m, const ss_backend *be, int wdtype) {
     m->placed_on = be;
     char *p = m->placed_block;
     for (int i = 0; i < n && !st; i++) {
-        const ss_weight_src *w = NULL; /* still in the files (ss_model_load_deferred) */
-        for (size_t j = 0; j < m->n_srcs && !w; j++)
-            if (m->srcs[j].slot == src[i].ptr) w = &m->srcs[j];
+        const ss_weight_src *w = file_src(m, src[i].ptr); /* still in the files (ss_model_load_deferred) */
+        /* the next tensor's pages come from disk while this one is copied (a cold page cache) */
+        const ss_weight_src *next = i + 1 < n ? file_src(m, src[i + 1].ptr) : NULL;
+        for (int j = 0; next && j < next->n_parts; j++)
+            ss_weights_prefetch(m->weights, next->part[j]->data, next->part[j]->nbytes);
         const size_t count = src[i].count, es = src[i].matrix ? esz : 4, bytes = count * es;
         if (w && w->count != count) {
             st = ss_errorf(SS_ERR_INTERNAL, "%s: '%s' holds %zu elements, not %zu", m->dir, w->part[0]->name, w->count,

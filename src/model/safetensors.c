@@ -597,6 +597,11 @@ void ss_weights_drop_pages(const ss_weights *w, const void *data, size_t n) {
     for (size_t i = 0; i < w->n_shards; i++) ss_mmap_drop(&w->shards[i]->map, data, n); /* only the shard holding it */
 }
 
+void ss_weights_prefetch(const ss_weights *w, const void *data, size_t n) {
+    if (!w || w->owned || !data) return;
+    for (size_t i = 0; i < w->n_shards; i++) ss_mmap_prefetch(&w->shards[i]->map, data, n);
+}
+
 size_t ss_weights_count(const ss_weights *w) { return w ? w->n : 0; }
 
 const ss_tensor_info *ss_weights_at(const ss_weights *w, size_t i) { return w && i < w->n ? w->list[i] : NULL; }

@@ -151,6 +151,14 @@ void ss_mmap_drop(const ss_mmap *m, const void *p, size_t n) {
     if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
+void ss_mmap_prefetch(const ss_mmap *m, const void *p, size_t n) {
+    const uintptr_t lo = (uintptr_t)m->data, hi = lo + m->size, page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)p, b = a + n;
+    if (!m->data || a < lo || b > hi || b <= a) return;
+    a = a / page * page; /* every page the bytes touch */
+    madvise((void *)a, b - a, MADV_WILLNEED);
+}
+
 double ss_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -1425,37 +1425,40 @@ size_t ss_emu_pending_copies(void); /* kernels/emu/host_runtime.c */
 void ss_emu_hold_pinned_uploads(int on);
 
 /* upload through its two pinned staging buffers (SUBSCOPE_UPLOAD_STAGE bytes
- * each; 4096 here), the emulation holding back every copy from pinned memory
- * until a wait covers it, so that refilling a buffer whose copy has not been
- * waited for would land the wrong bytes: sizes below, at and across the
- * chunk, odd ones, an unaligned source and destination, each in
- * ceil(n / 4096) copies and complete when upload returns; and the plain copy
- * with staging off (0). Dropping the wait before a buffer is refilled fails
- * this test. */
+ * each), the emulation holding back every copy from pinned memory until a
+ * wait covers it, so that refilling a buffer whose copy has not been waited
+ * for would land the wrong bytes: with buffers of 4096 bytes, sizes below, at
+ * and across a chunk, odd ones, an unaligned source and destination, each in
+ * ceil(n / 4096) copies and complete when upload returns; with buffers of
+ * 3 MiB + 1, whose chunks the thread pool copies in pieces of 1 MiB, 7 MiB +
+ * 5 bytes in 3 copies; and the plain copy with staging off (0). Dropping the
+ * wait before a buffer is refilled fails this test. */
 TEST(cuda_emulated_upload_through_pinned_buffers) {
-    const size_t sizes[] = {1, 1000, 4095, 4096, 4097, 3 * 4096 + 13, 100007};
-    for (int staged = 1; staged >= 0; staged--) {
+    const size_t small[] = {1, 1000, 4095, 4096, 4097, 3 * 4096 + 13, 100007, 0}, big[] = {(7 << 20) + 5, 0};
+    struct { const char *stage; size_t chunk; const size_t *sizes; } cfg[] = {
+        {"4096", 4096, small}, {"3145729", 3145729, big}, {"0", 0, small}};
+    for (int ci = 0; ci < 3; ci++) {
         ss_backend *gpu = NULL;
-        setenv("SUBSCOPE_UPLOAD_STAGE", staged ? "4096" : "0", 1);
+        setenv("SUBSCOPE_UPLOAD_STAGE", cfg[ci].stage, 1);
         ss_status st = ss_backend_cuda_open(0, NULL, &gpu);
         unsetenv("SUBSCOPE_UPLOAD_STAGE");
         CHECK_OK(st);
         if (st) return;
         ss_emu_hold_pinned_uploads(1);
-        for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
-            const size_t n = sizes[si];
+        for (const size_t *np = cfg[ci].sizes; *np; np++) {
+            const size_t n = *np, chunk = cfg[ci].chunk;
             unsigned char *src = malloc(n + 1), *back = malloc(n + 3), *dev = NULL;
-            uint32_t r = 2463534242u + (uint32_t)si; /* xorshift: no period a chunk could hide in */
+            uint32_t r = 2463534242u + (uint32_t)n; /* xorshift: no period a chunk could hide in */
             for (size_t i = 0; i <= n; i++) r ^= r << 13, r ^= r >> 17, r ^= r << 5, src[i] = (unsigned char)(r >> 24);
             CHECK_OK(gpu->alloc(gpu, n + 3, "test", (void **)&dev));
             const long h2d = ss_emu_api_calls("cudaMemcpyAsync H2D");
             CHECK_OK(gpu->upload(gpu, dev + 3, src + 1, n));
             const long copies = ss_emu_api_calls("cudaMemcpyAsync H2D") - h2d;
-            const long want = staged && n >= 4096 ? (long)((n + 4095) / 4096) : 1;
-            CHECK_MSG(copies == want && ss_emu_pending_copies() == 0, "%zu bytes%s: %ld copies (%ld expected), %zu pending",
-                      n, staged ? " staged" : "", copies, want, ss_emu_pending_copies());
+            const long want = chunk && n >= (chunk < (1 << 20) ? chunk : (1 << 20)) ? (long)((n + chunk - 1) / chunk) : 1;
+            CHECK_MSG(copies == want && ss_emu_pending_copies() == 0, "%zu bytes, stage %s: %ld copies (%ld expected), "
+                      "%zu pending", n, cfg[ci].stage, copies, want, ss_emu_pending_copies());
             CHECK_OK(gpu->download(gpu, back, dev, n + 3));
-            CHECK_MSG(!memcmp(back + 3, src + 1, n), "%zu bytes%s: other bytes on the device", n, staged ? " staged" : "");
+            CHECK_MSG(!memcmp(back + 3, src + 1, n), "%zu bytes, stage %s: other bytes on the device", n, cfg[ci].stage);
             gpu->release(gpu, dev);
             free(src), free(back);
         }
