@@ -5,7 +5,7 @@
 #
 #   tests/gpu/run_bundle.sh BUNDLE.tar.xz --out DIR [--check-budget S] [--check-steps STEPS] [--bench STEPS]
 #                           [--bench-seconds S] [--bench-args "ARGS"] [--pipeline-seconds S]
-#                           [--pipeline-args "ARGS"] [--profile-seconds S] [--profile-env "VAR=VALUE ..."]
+#                           [--pipeline-args "ARGS"] [--profile-seconds S] [--profile-env "VAR=VALUE ...[; VAR=VALUE ...]"]
 #
 #   1. unpacks the bundle (bin/, build/config.mk, .bundle/lib; .bundle/commit becomes
 #      SUBSCOPE_GIT_COMMIT, the commit the results record);
@@ -25,7 +25,8 @@
 #      one steady bf16 forward batch's kernels (16 prompts x 1024 tokens: a run of two batches
 #      less a run of one, tests/gpu/ncu_batch.py, so the load does not count) and ncu's
 #      per-kernel summary of one collect batch at the 12 MLP sites, under the --profile-env
-#      variables, within S seconds;
+#      variables (several sets separated by ";": the forward is profiled under each in turn,
+#      the collect batch under the first), within S seconds;
 #   6. writes gpu-check.txt, bench.txt, pipeline.txt, profile.txt, the result JSON files and logs.tgz
 #      (every log) to DIR and prints the summaries last.
 # Exit status: gpu_check's (0 passed, 1 a check failed, 2 no GPU), or 1 when the
@@ -135,28 +136,38 @@ if [ "$PROF_S" -gt 0 ]; then
         # one (tests/gpu/ncu_batch.py), so the load's conversions and first-batch work cancel
         head -n 16 /tmp/profile-prompts.jsonl >/tmp/profile-1.jsonl
         { cat /tmp/profile-prompts.jsonl; cat /tmp/profile-prompts.jsonl; } >/tmp/profile-2.jsonl
-        csvprof() { # csvprof PROMPTS OUT.csv: every launch's GPU time, ncu's raw CSV
+        csvprof() { # csvprof ENV PROMPTS OUT.csv: every launch's GPU time, ncu's raw CSV
             left=$((PROF_S - ($(date +%s) - tp)))
             [ $left -ge 10 ] || return 1
-            # shellcheck disable=SC2086 # PROF_ENV is a list of assignments
-            timeout -k 5 $left env $PROF_ENV "$ncu" --clock-control none --metrics gpu__time_duration.sum --csv \
-                bin/subscope forward --dtype bfloat16 --no-logits --out /tmp/prof-f.h5 --model "$m" --input "$1" \
-                --device cuda --batch 16 --compress 0 >"$2" 2>/dev/null
+            # shellcheck disable=SC2086 # $1 is a list of assignments
+            timeout -k 5 $left env $1 "$ncu" --clock-control none --metrics gpu__time_duration.sum --csv \
+                bin/subscope forward --dtype bfloat16 --no-logits --out /tmp/prof-f.h5 --model "$m" --input "$2" \
+                --device cuda --batch 16 --compress 0 >"$3" 2>/dev/null
         }
+        # --profile-env: one set of variables, or several separated by ";" (each set's forward
+        # profiled in turn; the CSV files go to build/gpu-profile/, which logs.tgz holds)
+        IFS=';' read -ra prof_sets <<<"${PROF_ENV:-}"
+        [ ${#prof_sets[@]} -gt 0 ] || prof_sets=("")
+        mkdir -p build/gpu-profile
         {
-            echo "== forward --dtype bfloat16, one steady batch of 16 x 1024 tokens (env: ${PROF_ENV:-none})"
-            if csvprof /tmp/profile-1.jsonl "$OUTDIR/profile-1batch.csv" && csvprof /tmp/profile-2.jsonl "$OUTDIR/profile-2batch.csv"; then
-                python3 tests/gpu/ncu_batch.py "$OUTDIR/profile-1batch.csv" "$OUTDIR/profile-2batch.csv"
-            else
-                echo "skipped or failed (time, or ncu's exit status); the CSV files are in $OUTDIR"
-            fi
+            for i in "${!prof_sets[@]}"; do
+                penv=$(printf '%s' "${prof_sets[$i]}" | xargs) # trimmed
+                echo "== forward --dtype bfloat16, one steady batch of 16 x 1024 tokens (env: ${penv:-none})"
+                one=build/gpu-profile/forward-$i-1batch.csv two=build/gpu-profile/forward-$i-2batch.csv
+                if csvprof "$penv" /tmp/profile-1.jsonl "$one" && csvprof "$penv" /tmp/profile-2.jsonl "$two"; then
+                    python3 tests/gpu/ncu_batch.py "$one" "$two"
+                else
+                    echo "skipped or failed (time, or ncu's exit status); the CSV files are in build/gpu-profile/"
+                fi
+            done
+            PROF_ENV=$(printf '%s' "${prof_sets[0]}" | xargs)
             prof "collect --stats mean,cov at blocks.*.mlp.hook_post, fp32, one batch" 300 collect \
                 --sites 'blocks.*.mlp.hook_post' --stats mean,cov --out /tmp/prof-c.h5
         } >"$OUTDIR/profile.txt" 2>&1
         echo "run_bundle.sh: profile done after $(($(date +%s) - tp)) s"
     fi
 fi
-tar czf "$OUTDIR/logs.tgz" build/gpu-check/logs bench/work/gpu/*.json 2>/dev/null
+tar czf "$OUTDIR/logs.tgz" build/gpu-check/logs bench/work/gpu/*.json build/gpu-profile 2>/dev/null
 [ -f "$OUTDIR/gpu-check.txt" ] && sed -n '/== gpu-check summary/,$p' "$OUTDIR/gpu-check.txt"
 [ -f "$OUTDIR/bench.txt" ] && sed -n '/^targets/,$p' "$OUTDIR/bench.txt" | tail -n 45
 [ -f "$OUTDIR/pipeline.txt" ] && tail -n 20 "$OUTDIR/pipeline.txt"
