@@ -30,6 +30,7 @@
  *
  * Exit status: 0 done (individual cases that fail are recorded with their
  * error and make the status 1), 2 bad arguments, 3 no usable GPU. */
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -597,6 +598,97 @@ static void bench_attention_dh128(int64_t rows) {
                  });
 }
 
+/* The products as the forward pass issues them through cuBLASLt
+ * (src/backend/cuda_backend.c: lt_describe, lt_plan_for, lt_matmul_to): bf16
+ * operands, fp32 accumulation, the bias (and the tanh GELU) in the epilogue,
+ * the heuristic's first algorithm within a 32 MiB workspace (the backend's
+ * default), D in fp32 (the default path) or in bf16 (the 16-bit paths:
+ * SUBSCOPE_QKV16, MLP16, GU16), and the products that end a block's halves
+ * adding into the fp32 residual stream (beta 1). kernel_bench's GemmEx cases
+ * time neither the epilogues nor the heuristic's choice. */
+static void bench_lt(int64_t M) {
+    const uint32_t NONE = CUBLASLT_EPILOGUE_DEFAULT, BIAS = CUBLASLT_EPILOGUE_BIAS, GELU = CUBLASLT_EPILOGUE_GELU_BIAS;
+    const struct {
+        const char *model, *what;
+        int64_t N, K;
+        int trans_b;
+        uint32_t epi;
+        int out16, acc;
+    } cases[] = {
+        {"gpt2-small", "qkv", 2304, 768, 0, BIAS, 0, 0},       {"gpt2-small", "qkv", 2304, 768, 0, BIAS, 1, 0},
+        {"gpt2-small", "mlp_in", 3072, 768, 0, GELU, 0, 0},    {"gpt2-small", "mlp_in", 3072, 768, 0, GELU, 1, 0},
+        {"gpt2-small", "attn_out", 768, 768, 0, BIAS, 0, 1},   {"gpt2-small", "mlp_out", 768, 3072, 0, BIAS, 0, 1},
+        {"llama-7b", "qkv", 12288, 4096, 1, NONE, 0, 0},       {"llama-7b", "qkv", 12288, 4096, 1, NONE, 1, 0},
+        {"llama-7b", "gate_up", 22016, 4096, 1, NONE, 0, 0},   {"llama-7b", "gate_up", 22016, 4096, 1, NONE, 1, 0},
+        {"llama-7b", "o", 4096, 4096, 1, NONE, 0, 1},          {"llama-7b", "down", 4096, 11008, 1, NONE, 0, 1},
+    };
+    cublasLtHandle_t lt = nullptr;
+    if (cublasLtCreate(&lt) != CUBLAS_STATUS_SUCCESS) die(1, "cublasLtCreate failed");
+    const uint64_t ws_bytes = (uint64_t)32 << 20;
+    Buf ws(ws_bytes);
+    for (auto &c : cases) {
+        const int64_t N = c.N, K = c.K;
+        const char *ep = c.epi == GELU ? "gelu_bias" : c.epi == BIAS ? "bias" : "plain";
+        const std::string name = fmt("lt.%s.%s.%s%s%s", c.model, c.what, ep, c.out16 ? ".bf16_out" : "", c.acc ? ".acc" : "");
+        if (!selected(name)) continue;
+        const cudaDataType tc = c.out16 ? CUDA_R_16BF : CUDA_R_32F;
+        const int es = c.out16 ? 2 : 4;
+        Buf A(M * K * 2), B(K * N * 2), C(M * N * es), bias(N * 4);
+        fill_bf16(A);
+        fill_bf16(B, 0.05f);
+        fill(bias, 0.1f);
+        if (c.out16) fill_bf16(C); else fill(C);
+        cublasLtMatmulDesc_t desc = nullptr;
+        cublasLtMatrixLayout_t ad = nullptr, bd = nullptr, cd = nullptr;
+        cublasLtMatmulPreference_t pref = nullptr;
+        cublasLtMatmulHeuristicResult_t res;
+        int found = 0;
+        const int32_t ta = c.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, tb = CUBLAS_OP_N, bias_type = CUDA_R_32F;
+        const uint32_t epi = c.epi;
+        const void *bp = bias.p;
+        cublasStatus_t st = cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+        if (!st) st = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
+        if (!st) st = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
+        if (!st) st = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi);
+        if (!st && c.epi != NONE) {
+            st = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof bp);
+            if (!st && c.out16)
+                st = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type);
+        }
+        if (!st) st = c.trans_b ? cublasLtMatrixLayoutCreate(&ad, CUDA_R_16BF, (uint64_t)K, (uint64_t)N, K)
+                                : cublasLtMatrixLayoutCreate(&ad, CUDA_R_16BF, (uint64_t)N, (uint64_t)K, N);
+        if (!st) st = cublasLtMatrixLayoutCreate(&bd, CUDA_R_16BF, (uint64_t)K, (uint64_t)M, K);
+        if (!st) st = cublasLtMatrixLayoutCreate(&cd, tc, (uint64_t)N, (uint64_t)M, N);
+        if (!st) st = cublasLtMatmulPreferenceCreate(&pref);
+        if (!st) st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes,
+                                                           sizeof ws_bytes);
+        if (!st) st = cublasLtMatmulAlgoGetHeuristic(lt, desc, ad, bd, cd, cd, pref, 1, &res, &found);
+        const std::string shape = fmt("M=%lld N=%lld K=%lld%s", (long long)M, (long long)N, (long long)K,
+                                      c.trans_b ? " B^T" : "");
+        const double io = 2.0 * (M * K + K * N) + (double)es * M * N * (c.acc ? 2 : 1) + (c.epi != NONE ? 4.0 * N : 0);
+        if (st || found < 1) {
+            fprintf(stderr, "%s: cuBLASLt has no algorithm (%s)\n", name.c_str(), cublasGetStatusString(st));
+            G.failures++;
+        } else {
+            const float one = 1.f, zero = 0.f;
+            run_case(mk("gemm", name, "cublasLtMatmul", shape,
+                        c.out16 ? "bf16 in and out, fp32 accumulate" : "bf16 in, fp32 out and accumulate", io,
+                        2.0 * M * N * K, "bf16", false, false),
+                     [&] {
+                         return (int)cublasLtMatmul(lt, desc, &one, B.p, ad, A.p, bd, c.acc ? &one : &zero, C.p, cd,
+                                                    C.p, cd, &res.algo, ws.p, ws_bytes, G.stream);
+                     },
+                     blas_err_str);
+        }
+        if (pref) cublasLtMatmulPreferenceDestroy(pref);
+        if (cd) cublasLtMatrixLayoutDestroy(cd);
+        if (bd) cublasLtMatrixLayoutDestroy(bd);
+        if (ad) cublasLtMatrixLayoutDestroy(ad);
+        if (desc) cublasLtMatmulDescDestroy(desc);
+    }
+    cublasLtDestroy(lt);
+}
+
 /* Row-major C[M,N] = A[M,K] . op(B), issued exactly as cu_matmul in
  * src/backend/cuda_backend.c does (operands swapped for column-major). */
 static void bench_gemm(int64_t M) {
@@ -1046,6 +1138,7 @@ int main(int argc, char **argv) {
     bench_attention_dh128(G.tokens);
     bench_rope(G.tokens);
     bench_gemm(G.tokens);
+    bench_lt(G.tokens);
     bench_cov(G.tokens);
     G.late = true; /* the wgmma covariance kernel */
     bench_cov(G.tokens);

@@ -37,6 +37,8 @@
 # through the tensor-core attention), GPU_CHECK_JOBS (make -j, default: cores up to 16),
 # GPU_CHECK_DEVICE (what the forward checks compare with the CPU, default
 # cuda; "cpu" dry-runs the comparison plumbing on a machine without a GPU),
+# GPU_CHECK_MATCH (an extended regular expression: the CPU-vs-GPU comparisons whose
+# name it does not match are skipped, to spend a short lease on a few),
 # GPU_CHECK_BUDGET (seconds for the whole run, default 540: a step that
 # would start later is skipped, a running one is stopped at the deadline, and
 # the summary is still written), NVIDIA_SMI (the nvidia-smi to run; the CLI
@@ -228,6 +230,10 @@ fi
 compare_forward() {
     local name=$1 model=$2 prompts=$3 sites=$4; shift 4
     local tag=${name//[^A-Za-z0-9_.-]/_} t0 rc out det
+    if [ -n "${GPU_CHECK_MATCH:-}" ] && ! [[ $name =~ $GPU_CHECK_MATCH ]]; then
+        record "$name" SKIP "not selected (GPU_CHECK_MATCH)" 0
+        return
+    fi
     local cmd=(forward --compress 0)
     [ "${RUN_CMD:-forward}" = attribute ] && cmd=(attribute)
     [ "${RUN_CMD:-forward}" = collect ] && cmd=(collect)
