@@ -222,6 +222,19 @@ $(dir $(SUBSCOPE))kernel_check: $(BUILD)/tests/gpu/kernel_check.o $(LIBA)
 	$(Q)$(CC) $(LDSAN) -o $@ $< $(LIBA) $(LIBS) $(CUDA_LIBS) $(NCCL_LIBS)
 $(BUILD)/tests/gpu/kernel_check.o: CFLAGS_ALL += $(CUDA_CFLAGS)
 
+# kernel_check built against the emulated runtime and kernels: `make test` runs its cases
+# (tests/cli/test_kernel_check_emu.sh), so that the first tool of a GPU lease has run
+# before any GPU runs it.
+KCHECK_EMU := $(dir $(SUBSCOPE))kernel_check_emu
+$(KCHECK_EMU): $(BUILD)/tests/gpu/kernel_check.emu.o $(KERN_EMU_OBJ) $(CUDA_EMU_OBJ) $(LIBA)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDSAN) -o $@ $(filter %.o,$^) $(LIBA) $(LIBS)
+$(BUILD)/tests/gpu/kernel_check.emu.o: tests/gpu/kernel_check.c $(O)/config.mk
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC-EMU  $<")
+	$(Q)$(CC) $(CFLAGS_ALL) -DSS_CUDA_EMULATED=1 -Ikernels/emu/host -MMD -MP -c $< -o $@
+
 # Host memory of loading and placing a model on the emulated GPU (bench/load_memory.sh).
 $(BUILD)/bench/load_memory: $(BUILD)/bench/load_memory.o $(KERN_EMU_OBJ) $(CUDA_EMU_OBJ) $(LIBA)
 	@mkdir -p $(dir $@)
@@ -236,7 +249,7 @@ gpu-check:
 	@bash tests/gpu/gpu_check.sh
 
 test: deps
-	@$(MAKE) --no-print-directory features $(SUBSCOPE) $(TEST_BIN) $(TOOLS)
+	@$(MAKE) --no-print-directory features $(SUBSCOPE) $(TEST_BIN) $(TOOLS) $(KCHECK_EMU)
 	@SUBSCOPE=$(SUBSCOPE) TEST_BIN=$(TEST_BIN) TOOLBIN=$(dir $(SUBSCOPE)) SAN=$(SAN) bash tests/run.sh
 
 asan:

@@ -154,6 +154,7 @@ struct CUevent_st {
     cudaStream_t s; /* NULL: not recorded, or recorded on the default stream */
     uint64_t seq;   /* the stream's copies issued before the record */
     int asked;      /* cudaEventQuery has said "not ready" once */
+    double t;       /* the host's clock at the record (ss_now), for cudaEventElapsedTime */
 };
 
 static struct CUstream_st *streams;
@@ -275,6 +276,15 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
     if (!e) return fail(cudaErrorInvalidValue);
     e->s = s;
     e->seq = s ? s->issued : 0;
+    e->t = ss_now();
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventCreate(cudaEvent_t *e) { return cudaEventCreateWithFlags(e, 0); }
+
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end) {
+    if (!ms || !start || !end) return fail(cudaErrorInvalidValue);
+    *ms = (float)((end->t - start->t) * 1e3);
     return cudaSuccess;
 }
 
@@ -325,6 +335,23 @@ const char *cudaGetErrorString(cudaError_t e) {
     case cudaErrorNotReady: return "device not ready";
     }
     return "unknown error";
+}
+
+const char *cudaGetErrorName(cudaError_t e) { return e == cudaSuccess ? "cudaSuccess" : "cudaErrorEmulated"; }
+
+cudaError_t cudaDriverGetVersion(int *v) {
+    *v = 0; /* no driver: the emulation */
+    return cudaSuccess;
+}
+
+cudaError_t cudaRuntimeGetVersion(int *v) {
+    *v = 0;
+    return cudaSuccess;
+}
+
+cudaError_t cudaDeviceReset(void) {
+    cudaDeviceSynchronize();
+    return cudaSuccess;
 }
 
 struct ss_emu_cublas {

@@ -723,6 +723,20 @@ static void case_swiglu(void) {
             snprintf(n16, sizeof n16, "swiglu_16 bf16 %lldx%lld = rounded swiglu", (long long)rows, (long long)dm);
             uint16_t *d16 = dalloc((size_t)n * 2);
             check_bf16_rounded(n16, ss_cuda_swiglu_16(d16, SS_CUDA_BF16, dgu, rows, dm, g_stream), d16, got, n);
+            /* from a bf16 gate|up (SUBSCOPE_GU16): the fp32 kernel's result on the widened
+             * values, rounded, bit for bit */
+            snprintf(n16, sizeof n16, "swiglu_16from16 bf16 %lldx%lld = rounded swiglu", (long long)rows, (long long)dm);
+            uint16_t *gu16 = xmalloc((size_t)(2 * n) * 2);
+            float *wide = fvec(2 * n, 0), *got_w = fvec(n, 0);
+            for (int64_t i = 0; i < 2 * n; i++) gu16[i] = ss_f32_to_bf16(gu[i]), wide[i] = ss_bf16_to_f32(gu16[i]);
+            CU(cudaMemcpy(dgu, wide, (size_t)(2 * n) * 4, cudaMemcpyHostToDevice), "copy to device");
+            int rc = ss_cuda_swiglu(dout, dgu, rows, dm, g_stream);
+            if (!rc) rc = (int)cudaStreamSynchronize(g_stream);
+            if (!rc) to_host(got_w, dout, (size_t)n * 4);
+            uint16_t *dgu16 = dup_to_dev(gu16, (size_t)(2 * n) * 2);
+            check_bf16_rounded(n16, rc ? rc : ss_cuda_swiglu_16from16(d16, SS_CUDA_BF16, dgu16, rows, dm, g_stream), d16,
+                               got_w, n);
+            dfree(dgu16), free(gu16), free(wide), free(got_w);
             dfree(d16);
             dfree(dgu), dfree(dout);
         }

@@ -60,6 +60,14 @@ cudaError_t cudaEventDestroy(cudaEvent_t e);
 cudaError_t cudaDeviceSynchronize(void);
 cudaError_t cudaGetLastError(void);
 const char *cudaGetErrorString(cudaError_t e);
+/* For tools built against the emulation (tests/gpu/kernel_check.c): events
+ * made with cudaEventCreate time the host between two records. */
+cudaError_t cudaEventCreate(cudaEvent_t *e);
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end);
+const char *cudaGetErrorName(cudaError_t e);
+cudaError_t cudaDriverGetVersion(int *v);
+cudaError_t cudaRuntimeGetVersion(int *v);
+cudaError_t cudaDeviceReset(void);
 
 /* Streams (other than the legacy default stream, 0) hold back the host side
  * of a device-to-host cudaMemcpyAsync: the source is read when the copy is
