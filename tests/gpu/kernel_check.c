@@ -965,6 +965,15 @@ static int launch_tc(void *v) {
                                         c->H, c->Hkv, c->dh, c->scale, c->ws, c->qt, g_stream);
 }
 
+/* The same attention from bf16 rows a product wrote (ss_cuda_attention_flash_bf16_from16,
+ * SUBSCOPE_QKV16): q unscaled, the scores scaled in fp32. */
+typedef struct { float *z; const uint16_t *qkv16; int64_t ld, n_seq, max_len, H, Hkv, dh; const int64_t *start, *len; float scale; int qt; } tc16_ctx;
+static int launch_tc16(void *v) {
+    tc16_ctx *c = v;
+    return ss_cuda_attention_flash_bf16_from16(c->z, SS_CUDA_F32, c->qkv16, c->ld, c->n_seq, c->start, c->len, c->max_len,
+                                               c->H, c->Hkv, c->dh, c->scale, c->qt, g_stream);
+}
+
 static void case_attention_tc(void) {
     const ss_backend *be = ss_backend_cpu();
     struct { int n_seq; int64_t len[6]; int64_t H, Hkv, dh; int quick; } cases[] = {
@@ -986,14 +995,17 @@ static void case_attention_tc(void) {
         }
         const float scale = (float)(1.0 / sqrt((double)dh));
         float *qkv = rvec(rows * ld, 40 + (unsigned)ci, 1.f), *r = fvec(rows * ld, 0), *zr = fvec(rows * d, 0),
-              *z = fvec(rows * d, 0), *z1 = fvec(rows * d, NAN);
+              *z = fvec(rows * d, 0), *z1 = fvec(rows * d, NAN), *r16 = fvec(rows * ld, 0), *zr16 = fvec(rows * d, 0),
+              *z16 = fvec(rows * d, 0);
+        uint16_t *h16 = xmalloc((size_t)(rows * ld) * 2);
         for (int64_t i = 0; i < rows; i++)
             for (int64_t e = 0; e < ld; e++) {
                 const float x = qkv[i * ld + e] * (e < d + Hkv * dh ? 3.f : 1.f);
                 qkv[i * ld + e] = x;
                 r[i * ld + e] = ss_bf16_to_f32(ss_f32_to_bf16(e < d ? x * scale : x));
+                h16[i * ld + e] = ss_f32_to_bf16(x), r16[i * ld + e] = ss_bf16_to_f32(h16[i * ld + e]);
             }
-        int ref_done = 0, have1 = 0;
+        int ref_done = 0, have1 = 0, ref16_done = 0;
         /* one and two 16-row query tiles per warp (SUBSCOPE_ATTN_QT): two must equal one bit for bit */
         for (int qt = 1; qt <= 2; qt++) {
             char name[160];
@@ -1023,10 +1035,33 @@ static void case_attention_tc(void) {
                 check(name, z, zr, rows * d, 4e-3, 0, ms, 0);
                 if (qt == 1) memcpy(z1, z, (size_t)(rows * d) * 4), have1 = 1;
             }
+            /* from bf16 rows as the QKV product writes them (q unscaled): against the CPU op on
+             * those rows within the same bound, and at heads of 64 (a scale of 1/8, which
+             * commutes with rounding) equal to the packed path's z bit for bit */
+            snprintf(name, sizeof name, "attention tc from16 seqs=%d max_len=%lld H=%lld Hkv=%lld dh=%lld qt=%d",
+                     (int)n_seq, (long long)max_len, (long long)H, (long long)Hkv, (long long)dh, qt);
+            if (!ref16_done && be->attention(be, zr16, r16, r16 + d, r16 + d + Hkv * dh, ld, n_seq, start, len, H, Hkv,
+                                             dh, scale, NULL, NULL)) {
+                cpu_ref_failed(name);
+            } else {
+                ref16_done = 1;
+                uint16_t *d16 = dup_to_dev(h16, (size_t)(rows * ld) * 2);
+                tc16_ctx c16 = {dz, d16, ld, n_seq, max_len, H, Hkv, dh, dmeta, dmeta + n_seq, scale, qt};
+                out_buf ob16 = {dz, (size_t)(rows * d) * 4, z16};
+                if (run_twice(name, launch_tc16, &c16, &ob16, 1, &ms)) {
+                    fail_case();
+                } else if (dh == 64 && memcmp(z16, z, (size_t)(rows * d) * 4)) {
+                    printf("CASE %-62s FAIL (differs from the packed path's z at a scale of 1/8)\n", name);
+                    fail_case();
+                } else {
+                    check(name, z16, zr16, rows * d, 4e-3, 0, ms, 0);
+                }
+                dfree(d16);
+            }
             dfree(ws);
             dfree(dqkv), dfree(dz), dfree(dmeta);
         }
-        free(qkv), free(r), free(zr), free(z), free(z1);
+        free(qkv), free(r), free(zr), free(z), free(z1), free(r16), free(zr16), free(z16), free(h16);
     }
 }
 
