@@ -252,15 +252,15 @@ static ss_status cu_upload(const ss_backend *be, void *dst, const void *src, siz
         CU(cudaStreamSynchronize(c->stream), "copy to device");
         return SS_OK;
     }
-    int used[2] = {0, 0};
     for (size_t off = 0, k = 0; off < bytes; off += chunk, k ^= 1) {
         const size_t len = bytes - off < chunk ? bytes - off : chunk;
-        if (used[k]) CU(cudaEventSynchronize(c->stage_done[k]), "copy to device"); /* its last chunk has left */
+        /* from the third chunk on, the buffer's last chunk must have left (the previous
+         * upload's have: it ended synchronised) */
+        if (off >= 2 * chunk) CU(cudaEventSynchronize(c->stage_done[k]), "copy to device");
         stage_copy j = {c->stage[k], (const char *)src + off, len};
         ss_parallel_for((int64_t)((len + ((size_t)1 << 20) - 1) >> 20), stage_piece, &j);
         CU(cudaMemcpyAsync((char *)dst + off, c->stage[k], len, cudaMemcpyHostToDevice, c->stream), "copy to device");
         CU(cudaEventRecord(c->stage_done[k], c->stream), "copy to device");
-        used[k] = 1;
     }
     CU(cudaStreamSynchronize(c->stream), "copy to device");
     return SS_OK;
