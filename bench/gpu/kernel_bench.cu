@@ -50,6 +50,7 @@
 
 #include "subscope/cuda_kernels.h"
 #include "subscope/cov_blk.h"
+#include "subscope/gemm_split.h"
 
 /* ---------------- device helpers ---------------- */
 
@@ -472,6 +473,31 @@ static void bench_elementwise(int64_t rows) {
                     "f32", 8.0 * rows_s * T, 0, "", true, false),
                  [&] { return ss_cuda_softmax(o.f(), x.f(), rows_s, T, G.stream); });
     }
+    {
+        /* ablate's scores of one masked forward (job_ablate.c): 4096 rows of GPT-2
+         * logits, K = 32 copies of a batch of 128 rows, each compared with the
+         * clean rows for KL; lz and the best token always. Bytes: the logits
+         * once (and the reference rows once more each, with KL). */
+        const int64_t R = 4096, V = 50257, ref_rows = 128;
+        Buf x(R * V * 4), ref(ref_rows * V * 4), lz(R * 8), kl(R * 8), best(R * 4), rlz(ref_rows * 8);
+        fill(x, 8.f);
+        fill(ref, 8.f);
+        if (ss_cuda_logit_scores((double *)rlz.p, nullptr, nullptr, ref.f(), ref_rows, V, nullptr, nullptr, 0, G.stream))
+            die(1, "logit_scores: the reference rows' launch failed");
+        const std::string shape = fmt("%lldx%lld", (long long)R, (long long)V);
+        run_case(mk("kernel", "logit_scores.lz_best", "ss_cuda_logit_scores", shape, "f32 in, f64 sums", 4.0 * R * V, 0,
+                    "", true, false),
+                 [&] {
+                     return ss_cuda_logit_scores((double *)lz.p, (int32_t *)best.p, nullptr, x.f(), R, V, nullptr,
+                                                 nullptr, 0, G.stream);
+                 });
+        run_case(mk("kernel", "logit_scores.lz_best_kl", "ss_cuda_logit_scores", shape + fmt(" ref %lld", (long long)ref_rows),
+                    "f32 in, f64 sums", 8.0 * R * V, 0, "", true, false),
+                 [&] {
+                     return ss_cuda_logit_scores((double *)lz.p, (int32_t *)best.p, (double *)kl.p, x.f(), R, V,
+                                                 ref.f(), (const double *)rlz.p, ref_rows, G.stream);
+                 });
+    }
 }
 
 static void bench_embed(int64_t rows) {
@@ -787,6 +813,49 @@ static void bench_gemm(int64_t M) {
                                                   (int)Np, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
                      },
                      blas_err_str);
+            /* The backend's split (include/subscope/gemm_split.h): the first N rounded
+             * down to 64 columns, then the rest, into C with rows of N (split) or of
+             * Np floats (split_ldc8: padded and split, the backend's default); and
+             * llm.c's remedy for the same product, the weights' rows padded to a
+             * multiple of 64 (50304) with C as wide (vpad64). */
+            const float zero = 0.f;
+            for (int tf32 = 0; tf32 <= 1; tf32++) {
+                if (cublasSetMathMode(G.blas, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH) !=
+                    CUBLAS_STATUS_SUCCESS)
+                    die(1, "cublasSetMathMode failed");
+                const cudaDataType t = tf32 ? CUDA_R_32F : CUDA_R_16BF;
+                const void *a = tf32 ? A.p : A16.p, *b = tf32 ? B.p : B16.p;
+                const double ab = (tf32 ? 4.0 : 2.0) * (M * K + K * N);
+                for (int padded = 0; padded <= 1; padded++) {
+                    const int64_t ldc = padded ? Np : N;
+                    run_case(mk("gemm", base + (tf32 ? ".tf32" : ".bf16") + (padded ? "_split_ldc8" : "_split"),
+                                tf32 ? "cublasSgemm x2" : "cublasGemmEx x2",
+                                shape + fmt(" as %lld + %lld%s", (long long)ss_gemm_split_at(N, 1),
+                                            (long long)(N - ss_gemm_split_at(N, 1)),
+                                            padded ? fmt(" ldc=%lld", (long long)Np).c_str() : ""),
+                                tf32 ? "f32 (TF32 tensor ops), two products" : "bf16 in, fp32 out and accumulate, two products",
+                                ab + 4.0 * M * ldc, flops, tf32 ? "tf32" : "bf16", false, false),
+                             [&] {
+                                 return (int)ss_gemm_rows(G.blas, 1, t, s.trans_b, M, N, K, a, b, &zero, C.f(), ldc);
+                             },
+                             blas_err_str);
+                }
+            }
+            cublasSetMathMode(G.blas, CUBLAS_DEFAULT_MATH);
+            if (s.trans_b) {
+                const int64_t Nv = (N + 63) / 64 * 64;
+                Buf Bv(Nv * K * 2), Cv(M * Nv * 4);
+                fill_bf16(Bv, 0.05f);
+                run_case(mk("gemm", base + ".bf16_vpad64", "cublasGemmEx", fmt("M=%lld N=%lld K=%lld B^T", (long long)M,
+                                                                               (long long)Nv, (long long)K),
+                            "bf16 in, fp32 out and accumulate, weights padded to a multiple of 64 rows",
+                            2.0 * (M * K + K * Nv) + 4.0 * M * Nv, flops, "bf16", false, false),
+                         [&] {
+                             return (int)ss_gemm_rows(G.blas, 0, CUDA_R_16BF, 1, M, Nv, K, A16.p, Bv.p, &zero, Cv.f(),
+                                                      Nv);
+                         },
+                         blas_err_str);
+            }
         }
     }
 }

@@ -41,11 +41,12 @@ void ss_emu_set_device_memory_limit(size_t bytes) { dev_limit = bytes; }
  * cost it time each, counted for the tests (a forward pass that repeats
  * the last one's shapes should allocate nothing, test_cuda_backend.c). */
 enum { API_MALLOC, API_FREE, API_MEMCPY, API_H2D_ASYNC, API_D2H_ASYNC, API_STREAM_SYNC, API_DEVICE_SYNC,
-       API_EVENT_SYNC, API_LT_HEURISTIC, API_LT_DESC, API_LT_LAYOUT, API_N };
+       API_EVENT_SYNC, API_LT_HEURISTIC, API_LT_DESC, API_LT_LAYOUT, API_SGEMM, API_GEMMEX, API_N };
 static const char *const api_names[API_N] = {"cudaMalloc", "cudaFree", "cudaMemcpy", "cudaMemcpyAsync H2D",
                                              "cudaMemcpyAsync D2H", "cudaStreamSynchronize", "cudaDeviceSynchronize",
                                              "cudaEventSynchronize", "cublasLtMatmulAlgoGetHeuristic",
-                                             "cublasLtMatmulDescCreate", "cublasLtMatrixLayoutCreate"};
+                                             "cublasLtMatmulDescCreate", "cublasLtMatrixLayoutCreate", "cublasSgemm",
+                                             "cublasGemmEx"};
 static long api_calls[API_N];
 long ss_emu_api_calls(const char *name) {
     for (int i = 0; i < API_N; i++)
@@ -389,9 +390,9 @@ static float emu_dot(const float *A, int lda, cublasOperation_t ta, int i, const
 }
 
 /* Column-major C = alpha op(A) op(B) + beta C, op(A) m x k, op(B) k x n. */
-cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                           const float *alpha, const float *A, int lda, const float *B, int ldb, const float *beta,
-                           float *C, int ldc) {
+static cublasStatus_t emu_sgemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float *alpha,
+                                const float *A, int lda, const float *B, int ldb, const float *beta, float *C,
+                                int ldc) {
     if (m < 0 || n < 0 || k < 0 || ldc < (m > 1 ? m : 1)) return CUBLAS_STATUS_INVALID_VALUE;
     if (lda < ((ta == CUBLAS_OP_N ? m : k) > 1 ? (ta == CUBLAS_OP_N ? m : k) : 1)) return CUBLAS_STATUS_INVALID_VALUE;
     if (ldb < ((tb == CUBLAS_OP_N ? k : n) > 1 ? (tb == CUBLAS_OP_N ? k : n) : 1)) return CUBLAS_STATUS_INVALID_VALUE;
@@ -403,6 +404,14 @@ cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperati
     return CUBLAS_STATUS_SUCCESS;
 }
 
+/* Calls counted (ss_emu_api_calls), the products that others build on not. */
+cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                           const float *alpha, const float *A, int lda, const float *B, int ldb, const float *beta,
+                           float *C, int ldc) {
+    api_calls[API_SGEMM]++;
+    return emu_sgemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
 /* batch independent Sgemms, operand i at base + i * stride. */
 cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
                                          int k, const float *alpha, const float *A, int lda, long long strideA,
@@ -410,8 +419,8 @@ cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta,
                                          int ldc, long long strideC, int batch) {
     if (batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
     for (int i = 0; i < batch; i++) {
-        cublasStatus_t st = cublasSgemm(h, ta, tb, m, n, k, alpha, A + i * strideA, lda, B + i * strideB, ldb, beta,
-                                        C + i * strideC, ldc);
+        cublasStatus_t st = emu_sgemm(ta, tb, m, n, k, alpha, A + i * strideA, lda, B + i * strideB, ldb, beta,
+                                      C + i * strideC, ldc);
         if (st != CUBLAS_STATUS_SUCCESS) return st;
     }
     return CUBLAS_STATUS_SUCCESS;
@@ -432,12 +441,11 @@ static float f16_at(const void *p, size_t i) {
     return (h & 0x8000) ? -v : v;
 }
 
-cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                            const void *alpha, const void *A, cudaDataType at, int lda, const void *B, cudaDataType bt,
-                            int ldb, const void *beta, void *C, cudaDataType ct, int ldc, cublasComputeType_t compute,
-                            cublasGemmAlgo_t algo) {
+static cublasStatus_t emu_gemm_ex(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const void *alpha,
+                                  const void *A, cudaDataType at, int lda, const void *B, cudaDataType bt, int ldb,
+                                  const void *beta, void *C, cudaDataType ct, int ldc, cublasComputeType_t compute) {
     if (ct != CUDA_R_32F || compute != CUBLAS_COMPUTE_32F || at != bt) return CUBLAS_STATUS_INVALID_VALUE;
-    if (at == CUDA_R_32F) return cublasSgemm(h, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (at == CUDA_R_32F) return emu_sgemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
     if (at != CUDA_R_16BF && at != CUDA_R_16F) return CUBLAS_STATUS_INVALID_VALUE;
     if (m < 0 || n < 0 || k < 0 || ldc < (m > 1 ? m : 1)) return CUBLAS_STATUS_INVALID_VALUE;
     float (*at16)(const void *, size_t) = at == CUDA_R_16F ? f16_at : bf16_at;
@@ -457,6 +465,15 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
     return CUBLAS_STATUS_SUCCESS;
 }
 
+cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                            const void *alpha, const void *A, cudaDataType at, int lda, const void *B, cudaDataType bt,
+                            int ldb, const void *beta, void *C, cudaDataType ct, int ldc, cublasComputeType_t compute,
+                            cublasGemmAlgo_t algo) {
+    (void)h, (void)algo;
+    api_calls[API_GEMMEX]++;
+    return emu_gemm_ex(ta, tb, m, n, k, alpha, A, at, lda, B, bt, ldb, beta, C, ct, ldc, compute);
+}
+
 cublasStatus_t cublasGemmBatchedEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                                    const void *alpha, const void *const A[], cudaDataType at, int lda,
                                    const void *const B[], cudaDataType bt, int ldb, const void *beta, void *const C[],
@@ -464,8 +481,8 @@ cublasStatus_t cublasGemmBatchedEx(cublasHandle_t h, cublasOperation_t ta, cubla
                                    cublasGemmAlgo_t algo) {
     if (batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
     for (int i = 0; i < batch; i++) {
-        cublasStatus_t st = cublasGemmEx(h, ta, tb, m, n, k, alpha, A[i], at, lda, B[i], bt, ldb, beta, C[i], ct, ldc,
-                                         compute, algo);
+        cublasStatus_t st = emu_gemm_ex(ta, tb, m, n, k, alpha, A[i], at, lda, B[i], bt, ldb, beta, C[i], ct, ldc,
+                                        compute);
         if (st != CUBLAS_STATUS_SUCCESS) return st;
     }
     return CUBLAS_STATUS_SUCCESS;
@@ -643,9 +660,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
     if (with_bias && bt != CUDA_R_32F && bt != CUDA_R_16BF && bt != CUDA_R_16F) return CUBLAS_STATUS_NOT_SUPPORTED;
     float *out = d16 ? malloc(sizeof(float) * (size_t)(dd->ld * n)) : D;
     if (!out) return CUBLAS_STATUS_ALLOC_FAILED;
-    cublasStatus_t st = cublasGemmEx(NULL, d->ta, d->tb, (int)m, (int)n, (int)k, alpha, A, ad->type, (int)ad->ld, B,
-                                     bd->type, (int)bd->ld, beta, out, CUDA_R_32F, (int)dd->ld, CUBLAS_COMPUTE_32F,
-                                     CUBLAS_GEMM_DEFAULT);
+    cublasStatus_t st = emu_gemm_ex(d->ta, d->tb, (int)m, (int)n, (int)k, alpha, A, ad->type, (int)ad->ld, B, bd->type,
+                                    (int)bd->ld, beta, out, CUDA_R_32F, (int)dd->ld, CUBLAS_COMPUTE_32F);
     if (st == CUBLAS_STATUS_SUCCESS) emu_lt_products++, emu_lt_gelu += gelu, emu_lt_d16 += d16;
     const float kg = 0.7978845608028654f; /* sqrt(2/pi) */
     for (uint64_t j = 0; st == CUBLAS_STATUS_SUCCESS && j < n; j++)

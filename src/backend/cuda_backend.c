@@ -26,6 +26,7 @@
 #include "subscope/backend.h"
 #include "subscope/cuda_kernels.h"
 #include "subscope/cov_blk.h"
+#include "subscope/gemm_split.h"
 #include "subscope/stats.h"
 #include "subscope/util.h"
 
@@ -67,6 +68,7 @@ typedef struct {
     uint16_t *padc;         /* product_padded's rows (floats, counted in 16-bit elements) */
     size_t padc_cap;
     size_t pad_bytes;       /* product_padded's scratch (SUBSCOPE_PAD_PRODUCTS; 0: never pads) */
+    int split;              /* SUBSCOPE_SPLIT_PRODUCTS: unaligned widths in two products (gemm_split.h) */
     size_t stage_bytes;     /* each of upload's two pinned staging buffers (SUBSCOPE_UPLOAD_STAGE; 0: none) */
     void *stage[2];         /* allocated on the first large upload; NULL until then, or if that failed */
     cudaEvent_t stage_done[2]; /* recorded after each buffer's last copy */
@@ -828,18 +830,11 @@ static ss_status product_padded(const ss_backend *be, float *C, const void *A, c
     SS_TRY(scratch16(be, &c->padc, &c->padc_cap, (size_t)(chunk * Np) * 2, "padded product rows"));
     float *P = (float *)c->padc;
     const size_t esz = t == CUDA_R_32F ? sizeof(float) : sizeof(uint16_t);
-    const float one = 1.f, zero = 0.f;
-    const cublasOperation_t opb = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const float zero = 0.f;
     for (int64_t r0 = 0; r0 < M; r0 += chunk) {
         const int64_t m = M - r0 < chunk ? M - r0 : chunk;
         const void *Ar = (const char *)A + (size_t)(r0 * K) * esz;
-        cublasStatus_t s =
-            t == CUDA_R_32F
-                ? cublasSgemm(c->blas, opb, CUBLAS_OP_N, (int)N, (int)m, (int)K, &one, B, trans_b ? (int)K : (int)N,
-                              Ar, (int)K, &zero, P, (int)Np)
-                : cublasGemmEx(c->blas, opb, CUBLAS_OP_N, (int)N, (int)m, (int)K, &one, B, t,
-                               trans_b ? (int)K : (int)N, Ar, t, (int)K, &zero, P, CUDA_R_32F, (int)Np,
-                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        cublasStatus_t s = ss_gemm_rows(c->blas, c->split, t, trans_b, m, N, K, Ar, B, &zero, P, Np);
         SS_TRY(product_done(be, s, P, NULL, m, N, K, b_dtype, SS_CUDA_ACT_NONE));
         KL(ss_cuda_capture(C + r0 * N, P, Np, NULL, m, N, c->stream), "capture kernel (padded product rows)");
     }
@@ -859,9 +854,7 @@ static ss_status product16(const ss_backend *be, float *C, const uint16_t *A16, 
                   CUBLAS_STATUS_SUCCESS)
         return SS_OK;
     const float one = 1.f, zero = 0.f, *beta = accumulate ? &one : &zero;
-    cublasStatus_t s = cublasGemmEx(c->blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, (int)N, (int)M, (int)K,
-                                    &one, B, t16, trans_b ? (int)K : (int)N, A16, t16, (int)K, beta, C, CUDA_R_32F,
-                                    (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    cublasStatus_t s = ss_gemm_rows(c->blas, c->split, t16, trans_b, M, N, K, A16, B, beta, C, N);
     return product_done(be, s, C, bias, M, N, K, b_dtype, act);
 }
 
@@ -892,8 +885,7 @@ static ss_status cu_product(const ss_backend *be, float *C, const float *A, cons
     if (c->tf32 && wants_padding(c, bias, act, accumulate, M, N)) /* fp32 SIMT kernels do not mind */
         return product_padded(be, C, A, B, CUDA_R_32F, M, N, K, trans_b, b_dtype);
     const float one = 1.f, zero = 0.f, *beta = accumulate ? &one : &zero;
-    cublasStatus_t s = cublasSgemm(c->blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, (int)N, (int)M, (int)K,
-                                   &one, B, trans_b ? (int)K : (int)N, A, (int)K, beta, C, (int)N);
+    cublasStatus_t s = ss_gemm_rows(c->blas, c->split && c->tf32, CUDA_R_32F, trans_b, M, N, K, A, B, beta, C, N);
     return product_done(be, s, C, bias, M, N, K, b_dtype, act);
 }
 
@@ -1707,6 +1699,10 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
         if (lowp16_env(l16[i].var) < 0)
             return ss_errorf(SS_ERR_ARG, "cuda:%d: %s=%s: must be 1 (on), 0 (off) or unset (on for Llama-family models)",
                              device, l16[i].var, getenv(l16[i].var));
+    const char *sp = getenv("SUBSCOPE_SPLIT_PRODUCTS");
+    if (sp && *sp && strcmp(sp, "0") && strcmp(sp, "1"))
+        return ss_errorf(SS_ERR_ARG, "cuda:%d: SUBSCOPE_SPLIT_PRODUCTS=%s: must be 1 (on, the default) or 0 (off)",
+                         device, sp);
     ss_backend *be = ss_calloc(1, sizeof *be, "CUDA backend");
     cuda_impl *c = ss_calloc(1, sizeof *c, "CUDA backend");
     if (!be || !c) {
@@ -1752,6 +1748,10 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
     char *pend = NULL;
     long long pb = pp && *pp ? strtoll(pp, &pend, 10) : -1;
     c->pad_bytes = pb >= 0 && pend && !*pend ? (size_t)pb : (size_t)256 << 20;
+    /* SUBSCOPE_SPLIT_PRODUCTS: 0 runs a tensor-core product whose width is not a
+     * multiple of 8 as one cuBLAS call, as before 2026-11-27; unset or 1: the
+     * aligned columns and the rest apart (include/subscope/gemm_split.h) */
+    c->split = !sp || strcmp(sp, "0"); /* checked above */
     /* SUBSCOPE_UPLOAD_STAGE: the bytes of each of upload's two pinned staging buffers (default
      * 32 MiB; the tests make it small to cut an upload into many chunks); 0: the driver's own
      * copy from pageable memory */

@@ -1706,27 +1706,34 @@ TEST(cuda_emulated_forward_job_matches_cpu) {
  * products are the same, so C must equal, bit for bit, what the unpadded
  * path (SUBSCOPE_PAD_PRODUCTS=0) writes: bf16 weights stored [N, K] (the
  * tied head) and [K, N], and fp32 weights under TF32 (fp32 without TF32 is
- * never padded). 70 rows of 40 floats in 2048-byte pieces: 12 rows a piece,
- * the last one short. The padded run holds its scratch, which shows it took
- * that path. */
-static int padded_product(const char *pad, int b_dtype, int trans_b, int tf32, float *out, size_t *in_use) {
-    const int64_t M = 70, N = 37, K = 24;
+ * never padded). 70 rows of N = 37 floats in 2048-byte pieces: 12 rows a
+ * piece, the last one short. The padded run holds its scratch, which shows
+ * it took that path. split: SUBSCOPE_SPLIT_PRODUCTS (NULL: unset); *calls:
+ * the cuBLAS products (Sgemm and GemmEx) the matmul issued. */
+static int padded_product(const char *pad, const char *split, int64_t N, int b_dtype, int trans_b, int tf32,
+                          float *out, size_t *in_use, long *calls) {
+    const int64_t M = 70, K = 24;
     float *a = ss_test_rvec(M * K, 91, 1.f), *w = ss_test_rvec(N * K, 92, 0.5f);
     uint16_t *w16 = malloc((size_t)(N * K) * sizeof(uint16_t));
     for (int64_t i = 0; i < N * K; i++) w16[i] = ss_f32_to_bf16(w[i]);
     if (pad) setenv("SUBSCOPE_PAD_PRODUCTS", pad, 1);
     else unsetenv("SUBSCOPE_PAD_PRODUCTS");
+    if (split) setenv("SUBSCOPE_SPLIT_PRODUCTS", split, 1);
+    else unsetenv("SUBSCOPE_SPLIT_PRODUCTS");
     ss_backend_opts o = {.tf32 = tf32};
     ss_backend *gpu = NULL;
     int ok = ss_backend_cuda_open(0, &o, &gpu) == SS_OK;
     unsetenv("SUBSCOPE_PAD_PRODUCTS");
+    unsetenv("SUBSCOPE_SPLIT_PRODUCTS");
     void *da = NULL, *dw = NULL, *dc = NULL;
     const size_t wb = b_dtype == SS_WDTYPE_BF16 ? sizeof(uint16_t) : sizeof(float);
     ok = ok && !gpu->alloc(gpu, (size_t)(M * K) * 4, "a", &da) && !gpu->alloc(gpu, (size_t)(N * K) * wb, "w", &dw) &&
          !gpu->alloc(gpu, (size_t)(M * N) * 4, "c", &dc) && !gpu->upload(gpu, da, a, (size_t)(M * K) * 4) &&
-         !gpu->upload(gpu, dw, b_dtype == SS_WDTYPE_BF16 ? (void *)w16 : (void *)w, (size_t)(N * K) * wb) &&
-         !gpu->matmul(gpu, dc, da, dw, b_dtype, NULL, M, N, K, trans_b) &&
-         !gpu->download(gpu, out, dc, (size_t)(M * N) * 4);
+         !gpu->upload(gpu, dw, b_dtype == SS_WDTYPE_BF16 ? (void *)w16 : (void *)w, (size_t)(N * K) * wb);
+    const long c0 = ss_emu_api_calls("cublasSgemm") + ss_emu_api_calls("cublasGemmEx");
+    ok = ok && !gpu->matmul(gpu, dc, da, dw, b_dtype, NULL, M, N, K, trans_b);
+    *calls = ss_emu_api_calls("cublasSgemm") + ss_emu_api_calls("cublasGemmEx") - c0;
+    ok = ok && !gpu->download(gpu, out, dc, (size_t)(M * N) * 4);
     size_t peak = 0;
     if (gpu) gpu->memory_stats(gpu, in_use, &peak);
     if (!ok) printf("\n    %s", ss_last_error());
@@ -1738,12 +1745,13 @@ static int padded_product(const char *pad, int b_dtype, int trans_b, int tf32, f
 TEST(cuda_emulated_unaligned_products_padded) {
     const struct { int dtype, trans_b, tf32; } cfg[] = {
         {SS_WDTYPE_BF16, 1, 0}, {SS_WDTYPE_BF16, 0, 0}, {SS_WDTYPE_F32, 1, 1}};
+    long calls;
     for (int i = 0; i < 3; i++) {
         float ref[70 * 37], got[70 * 37], dflt[70 * 37];
         size_t use_ref = 0, use_pad = 0, use_dflt = 0;
-        CHECK(padded_product("0", cfg[i].dtype, cfg[i].trans_b, cfg[i].tf32, ref, &use_ref));
-        CHECK(padded_product("2048", cfg[i].dtype, cfg[i].trans_b, cfg[i].tf32, got, &use_pad));
-        CHECK(padded_product(NULL, cfg[i].dtype, cfg[i].trans_b, cfg[i].tf32, dflt, &use_dflt));
+        CHECK(padded_product("0", NULL, 37, cfg[i].dtype, cfg[i].trans_b, cfg[i].tf32, ref, &use_ref, &calls));
+        CHECK(padded_product("2048", NULL, 37, cfg[i].dtype, cfg[i].trans_b, cfg[i].tf32, got, &use_pad, &calls));
+        CHECK(padded_product(NULL, NULL, 37, cfg[i].dtype, cfg[i].trans_b, cfg[i].tf32, dflt, &use_dflt, &calls));
         CHECK_MSG(memcmp(ref, got, sizeof ref) == 0, "config %d: padded in pieces differs", i);
         CHECK_MSG(memcmp(ref, dflt, sizeof ref) == 0, "config %d: padded at once differs", i);
         CHECK_MSG(use_pad >= use_ref + 12 * 40 * 4 && use_dflt >= use_ref + 70 * 40 * 4,
@@ -1752,7 +1760,48 @@ TEST(cuda_emulated_unaligned_products_padded) {
     /* fp32 without TF32 is left alone */
     float ref[70 * 37];
     size_t use_off = 0, use_on = 0;
-    CHECK(padded_product("0", SS_WDTYPE_F32, 1, 0, ref, &use_off));
-    CHECK(padded_product(NULL, SS_WDTYPE_F32, 1, 0, ref, &use_on));
+    CHECK(padded_product("0", NULL, 37, SS_WDTYPE_F32, 1, 0, ref, &use_off, &calls));
+    CHECK(padded_product(NULL, NULL, 37, SS_WDTYPE_F32, 1, 0, ref, &use_on, &calls));
     CHECK(use_on == use_off);
+}
+
+/* A tensor-core product whose width N is not a multiple of 8 (and at least
+ * 64) runs as two cuBLAS calls, N rounded down to 64 columns and the rest
+ * (include/subscope/gemm_split.h). Each element is the same dot product, so
+ * C must equal the single call's (SUBSCOPE_SPLIT_PRODUCTS=0) bit for bit,
+ * padded or not, in pieces or at once; the calls double only where a split
+ * is due: not at N = 37 (too narrow), 136 (a multiple of 8), nor for fp32
+ * without TF32. N = 133: 128 + 5 columns; 70: 64 + 6. */
+TEST(cuda_emulated_unaligned_products_split) {
+    const struct { int dtype, trans_b, tf32; } cfg[] = {
+        {SS_WDTYPE_BF16, 1, 0}, {SS_WDTYPE_BF16, 0, 0}, {SS_WDTYPE_F32, 1, 1}, {SS_WDTYPE_F32, 0, 0}};
+    const int64_t widths[] = {37, 70, 133, 136};
+    const char *pads[] = {"0", "2048", NULL};
+    float *ref = malloc(70 * 136 * sizeof(float)), *got = malloc(70 * 136 * sizeof(float));
+    for (int i = 0; i < 4; i++)
+        for (int w = 0; w < 4; w++)
+            for (int p = 0; p < 3; p++) {
+                const int64_t N = widths[w];
+                size_t use = 0;
+                long c_one = 0, c_split = 0, c_dflt = 0;
+                CHECK(padded_product(pads[p], "0", N, cfg[i].dtype, cfg[i].trans_b, cfg[i].tf32, ref, &use, &c_one));
+                CHECK(padded_product(pads[p], "1", N, cfg[i].dtype, cfg[i].trans_b, cfg[i].tf32, got, &use, &c_split));
+                CHECK_MSG(memcmp(ref, got, (size_t)(70 * N) * sizeof(float)) == 0,
+                          "config %d, N = %lld, pad %s: the split product differs", i, (long long)N,
+                          pads[p] ? pads[p] : "default");
+                CHECK(padded_product(pads[p], NULL, N, cfg[i].dtype, cfg[i].trans_b, cfg[i].tf32, got, &use, &c_dflt));
+                CHECK(c_dflt == c_split);
+                const int due = N % 8 && N >= 64 && (cfg[i].dtype == SS_WDTYPE_BF16 || cfg[i].tf32);
+                CHECK_MSG(c_split == (due ? 2 : 1) * c_one, "config %d, N = %lld, pad %s: %ld calls split, %ld not",
+                          i, (long long)N, pads[p] ? pads[p] : "default", c_split, c_one);
+            }
+    free(ref);
+    free(got);
+    /* anything but 0 and 1 is refused, by name */
+    setenv("SUBSCOPE_SPLIT_PRODUCTS", "yes", 1);
+    ss_backend_opts o = {0};
+    ss_backend *gpu = NULL;
+    CHECK(ss_backend_cuda_open(0, &o, &gpu) == SS_ERR_ARG && !gpu);
+    CHECK(strstr(ss_last_error(), "SUBSCOPE_SPLIT_PRODUCTS=yes") != NULL);
+    unsetenv("SUBSCOPE_SPLIT_PRODUCTS");
 }

@@ -1017,6 +1017,38 @@ TEST(cuda_logit_scores_vs_cpu) {
     }
 }
 
+/* Rows the sums must get exactly: a row equal to its reference row has KL 0
+ * (the kernel's one-sweep form sum p (ref - x) + (z - zp) sum p is 0 term by
+ * term there, as the CPU's is, when the reference's log-partition comes
+ * from the same kernel, as in ablate), and a row of -inf alone has a NaN
+ * log-partition on both sides (exp(-inf - -inf)), best index 0. V = 1031:
+ * more than four values a thread, and a remainder. */
+TEST(cuda_logit_scores_exact_rows) {
+    const ss_backend *be = gpu(), *cpu = ss_backend_cpu();
+    const int64_t V = 1031;
+    float *x = ss_test_rvec(2 * V, 71, 8.f);
+    for (int64_t v = 0; v < V; v++) x[V + v] = -INFINITY;
+    double rlz, clz[2], ckl[2], glz[2], gkl[2];
+    int32_t cbest[2], gbest[2];
+    CHECK_OK(cpu->logit_scores(cpu, &rlz, NULL, NULL, x, 1, V, NULL, NULL, 0));
+    CHECK_OK(cpu->logit_scores(cpu, clz, cbest, ckl, x, 2, V, x, &rlz, 1));
+    /* the reference's log-partition from the device, as ablate has it */
+    float *dx = dev_put(x, (size_t)(2 * V) * 4);
+    double *drlz = dev_put(NULL, 8), *dlz = dev_put(NULL, 16), *dkl = dev_put(NULL, 16);
+    int32_t *dbest = dev_put(NULL, 8);
+    CHECK_OK(be->logit_scores(be, drlz, NULL, NULL, dx, 1, V, NULL, NULL, 0));
+    CHECK_OK(be->logit_scores(be, dlz, dbest, dkl, dx, 2, V, dx, drlz, 1));
+    CHECK_OK(be->download(be, glz, dlz, 16));
+    CHECK_OK(be->download(be, gkl, dkl, 16));
+    CHECK_OK(be->download(be, gbest, dbest, 8));
+    CHECK_MSG(ckl[0] == 0.0 && gkl[0] == 0.0, "KL of a row with itself: CPU %.17g, device %.17g", ckl[0], gkl[0]);
+    CHECK(close_d("lz", glz, clz, 1, 0, 1e-12));
+    CHECK(isnan(clz[1]) && isnan(glz[1]));
+    CHECK(gbest[0] == cbest[0] && gbest[1] == 0 && cbest[1] == 0);
+    dev_free(dx), dev_free(drlz), dev_free(dlz), dev_free(dkl), dev_free(dbest);
+    free(x);
+}
+
 /* ---- the whole backward pass on the emulated device --------------------- */
 
 #include "subscope/backward.h"
