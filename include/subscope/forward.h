@@ -71,6 +71,11 @@ typedef struct ss_forward_opts {
      * before that block are not produced. 0: the whole model. */
     int start_layer;
     const float *start_resid;
+    /* With start_resid: it holds the rows of one copy, [rows / start_copies,
+     * d_model], and the batch is start_copies copies of them one after
+     * another (ablate's K masked copies of a batch). The rows go to a device
+     * once and are copied there. 0 or 1: start_resid holds every row. */
+    int64_t start_copies;
     /* With logits requested: called (on the pipeline's last stage) with the
      * logits where the backend holds them, [n, V] rows as `logits` says,
      * before they are released; they are then not returned. The hook works

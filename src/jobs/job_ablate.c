@@ -766,7 +766,6 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
     int32_t *ktok = NULL;
     int64_t *kstart = NULL, *klen = NULL;
     uint8_t *kwant = NULL;
-    float *kresid = NULL;
     const ss_mask **kmasks = NULL;
     donor_ref *kdonor = NULL;
     ss_h5 *h = NULL;
@@ -1012,10 +1011,6 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
     kdonor = ss_malloc((size_t)K * sizeof *kdonor, "mask batch");
     kslot = ss_malloc((size_t)K * sizeof *kslot, "mask batch");
     if (!ktok || !kstart || !klen || !kwant || !kmasks || !kdonor || !kslot) { st = SS_ERR_NOMEM; goto out; }
-    for (int l = 1; l < cfg->n_layer && !kresid; l++)
-        if (prefix.resid[l] && !(kresid = ss_malloc(krows * (size_t)cfg->n_embd * sizeof(float), "mask batch residuals")))
-            { st = SS_ERR_NOMEM; goto out; }
-
     /* Device groups: their programs, made once for every batch. */
     if (!run.be->host_memory && run.be->apply_masks && run.be->mask_program_create && run.be->mask_program_free) {
         dev_group = ss_calloc((size_t)n_groups, 1, "mask groups");
@@ -1078,14 +1073,12 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
                 for (int i = 0; i < ns; i++) kwant[i] |= touched[mi * ns + i];
                 memcpy(ktok + k * R, run.packed, (size_t)R * sizeof *ktok);
                 for (int64_t q = 0; q < nb; q++) kstart[k * nb + q] = k * R + pk.start[q], klen[k * nb + q] = pk.len[q];
-                if (first > 0)
-                    memcpy(kresid + k * R * cfg->n_embd, prefix.resid[first], (size_t)(R * cfg->n_embd) * sizeof(float));
             }
             ss_packing kpk = {kn * nb, kn * R, kstart, klen, 0};
             mask_hook_ctx hc = {kmasks, kn, mstats, kdonor, &pk, prompt_index};
             ss_forward_opts fo = {.want = kwant, .hook = mask_hook, .hook_ctx = &hc, .logits = SS_LOGITS_ALL,
-                                  .start_layer = first, .start_resid = first > 0 ? kresid : NULL,
-                                  .logits_hook = score_logits, .logits_ctx = &sc};
+                                  .start_layer = first, .start_resid = first > 0 ? prefix.resid[first] : NULL,
+                                  .start_copies = kn, .logits_hook = score_logits, .logits_ctx = &sc};
             dev_mask_ctx dc = {run.be, progs ? progs + (size_t)g * ns : NULL, kn * nb, kprompt, kwhich};
             if (dev_group && dev_group[g]) {
                 for (int k = 0; k < kn; k++)
@@ -1227,7 +1220,6 @@ out:
     free(kstart);
     free(klen);
     free(kwant);
-    free(kresid);
     free(kmasks);
     free(kdonor);
     free(donors.rows);

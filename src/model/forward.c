@@ -675,9 +675,12 @@ ss_status ss_forward_taped(const ss_model *m, const ss_backend *be, const int32_
     const size_t Rd = Rs * (size_t)d;
 #define RUN(call) do { if ((st = (call))) goto done; } while (0)
     const int first = opts && opts->start_layer > 0 ? opts->start_layer : 0;
-    if (first > c->n_layer || (first && !opts->start_resid) || (first && tape)) {
-        st = ss_errorf(SS_ERR_ARG, "forward: start_layer %d needs a residual, at most %lld layers and no backward pass",
-                       first, (long long)c->n_layer);
+    const int64_t copies = first && opts->start_copies > 1 ? opts->start_copies : 1;
+    if (first > c->n_layer || (first && !opts->start_resid) || (first && tape) || R % copies) {
+        st = ss_errorf(SS_ERR_ARG,
+                       "forward: start_layer %d needs a residual, at most %lld layers, no backward pass and rows (%lld) "
+                       "a multiple of its copies (%lld)",
+                       first, (long long)c->n_layer, (long long)R, (long long)copies);
         goto done;
     }
     /* One stage of a pipeline runs its own blocks: the residual stream comes
@@ -689,7 +692,10 @@ ss_status ss_forward_taped(const ss_model *m, const ss_backend *be, const int32_
     if ((first > 0 && first >= m->first_layer) || (first == 0 && m->first_layer == 0)) {
         if (first) {
             /* Resume from an earlier run's residual stream: the blocks before are skipped. */
-            RUN(be->upload(be, x, opts->start_resid, Rd * sizeof(float)));
+            const int64_t rc = R / copies; /* rows of one copy; copied on the backend, doubling */
+            RUN(be->upload(be, x, opts->start_resid, (size_t)(rc * d) * sizeof(float)));
+            for (int64_t have = rc; have < R; have += have < R - have ? have : R - have)
+                RUN(be->copy_rows(be, x + have * d, x, d, have < R - have ? have : R - have, d));
         } else if (D.llama) { /* rotary models: the residual stream starts as the token embedding */
             RUN(be->embed(be, x, NULL, tok_b, pos_b, w->wte, NULL, w->wdtype, R, d));
             RUN(ss_hook_site(&f, SS_SITE_EMBED, -1, x, Rd, 0, d));

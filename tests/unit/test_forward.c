@@ -169,6 +169,23 @@ TEST(forward_resumes_from_a_layer_bit_exactly) {
     ss_forward_opts part = {.logits = SS_LOGITS_ALL, .start_layer = 2, .start_resid = resid};
     CHECK_OK(ss_forward(m, ss_backend_cpu(), toks, &pk, &part, &lb));
     CHECK(!memcmp(la, lb, 9 * 101 * sizeof(float)));
+    /* three copies of the batch from one copy's rows (start_copies), as
+     * ablate runs K masks: each copy's logits are the batch's */
+    int32_t toks3[27];
+    int64_t start3[6], len3[6];
+    for (int k = 0; k < 3; k++) {
+        memcpy(toks3 + 9 * k, toks, sizeof toks);
+        for (int q = 0; q < 2; q++) start3[2 * k + q] = 9 * k + start[q], len3[2 * k + q] = len[q];
+    }
+    ss_packing pk3 = {6, 27, start3, len3, 0};
+    ss_forward_opts three = {.logits = SS_LOGITS_ALL, .start_layer = 2, .start_resid = resid, .start_copies = 3};
+    float *l3 = NULL;
+    CHECK_OK(ss_forward(m, ss_backend_cpu(), toks3, &pk3, &three, &l3));
+    for (int k = 0; l3 && k < 3; k++) CHECK(!memcmp(la, l3 + k * 9 * 101, 9 * 101 * sizeof(float)));
+    free(l3);
+    three.start_copies = 2; /* 27 rows are not 2 copies */
+    l3 = NULL;
+    CHECK_ERR(ss_forward(m, ss_backend_cpu(), toks3, &pk3, &three, &l3), SS_ERR_ARG, "a multiple of its copies (2)");
     ss_forward_opts bad = {.logits = SS_LOGITS_ALL, .start_layer = 2};
     float *lc = NULL;
     CHECK_ERR(ss_forward(m, ss_backend_cpu(), toks, &pk, &bad, &lc), SS_ERR_ARG, "start_layer 2 needs a residual");
