@@ -597,11 +597,14 @@ static void bench_rope(int64_t rows) {
              });
 }
 
-/* The tensor-core attention alone at a Llama-7B head shape (32 heads of 128,
- * from bf16 rows a product would write: Q, K, V in rows of 3 * 4096 halves),
- * one and two query tiles per warp: gpu_llama's attention. */
-static void bench_attention_dh128(int64_t rows) {
-    const int64_t T = 1024, H = 32, dh = 128, ld16 = 3 * H * dh;
+/* The tensor-core attention alone from bf16 rows a product would write (Q, K,
+ * V in rows of 3 H dh halves), one and two query tiles per warp: at a
+ * Llama-7B head shape (32 heads of 128, gpu_llama's attention; names without
+ * a suffix) and at GPT-2 small's (12 heads of 64, SUBSCOPE_QKV16's; ".dh64"),
+ * the latter also writing z in bf16 for the output product (SUBSCOPE_Z16's,
+ * ".z16"). */
+static void bench_attention_from16(int64_t rows, int64_t H, int64_t dh, const char *suffix, bool z16) {
+    const int64_t T = 1024, ld16 = 3 * H * dh;
     const int64_t n_seq = rows / T > 0 ? rows / T : 1, R_ = n_seq * T;
     std::vector<int64_t> meta(2 * n_seq);
     for (int64_t s = 0; s < n_seq; s++) meta[s] = s * T, meta[n_seq + s] = T;
@@ -611,17 +614,21 @@ static void bench_attention_dh128(int64_t rows) {
     const int64_t *start = (const int64_t *)m.p, *len = start + n_seq;
     const float scale = 1.0f / sqrtf((float)dh);
     const double flops = 4.0 * n_seq * H * dh * (T * (T + 1) / 2.0);
-    const double io = 2.0 * R_ * ld16 + 4.0 * R_ * H * dh;
     std::string shape = fmt("B=%lld T=%lld H=%lld dh=%lld", (long long)n_seq, (long long)T, (long long)H, (long long)dh);
-    for (int qt = 1; qt <= 2; qt++)
-        run_case(mk("kernel", qt == 1 ? "attention.flash_bf16_from16" : "attention.flash_bf16_from16.qt2",
-                    "ss_cuda_attention_flash_bf16_from16", shape,
-                    qt == 1 ? "bf16 Q, K, V rows in, f32 z out" : "the same with two query tiles per warp", io, flops,
-                    "bf16", false, false),
-                 [&] {
-                     return ss_cuda_attention_flash_bf16_from16(z.f(), SS_CUDA_F32, (const uint16_t *)qkv.p, ld16, n_seq,
-                                                                start, len, T, H, H, dh, scale, qt, G.stream);
-                 });
+    for (int zo = 0; zo <= (z16 ? 1 : 0); zo++)
+        for (int qt = 1; qt <= 2; qt++) {
+            const double io = 2.0 * R_ * ld16 + (zo ? 2.0 : 4.0) * R_ * H * dh;
+            run_case(mk("kernel", fmt("attention.flash_bf16_from16%s%s%s", suffix, zo ? ".z16" : "", qt == 2 ? ".qt2" : ""),
+                        "ss_cuda_attention_flash_bf16_from16", shape,
+                        fmt("bf16 Q, K, V rows in, %s z out%s", zo ? "bf16" : "f32",
+                            qt == 2 ? ", two query tiles per warp" : "").c_str(),
+                        io, flops, "bf16", false, false),
+                     [&] {
+                         return ss_cuda_attention_flash_bf16_from16(z.f(), zo ? SS_CUDA_BF16 : SS_CUDA_F32,
+                                                                    (const uint16_t *)qkv.p, ld16, n_seq, start, len, T,
+                                                                    H, H, dh, scale, qt, G.stream);
+                     });
+        }
 }
 
 /* The products as the forward pass issues them through cuBLASLt
@@ -1204,7 +1211,8 @@ int main(int argc, char **argv) {
     bench_elementwise(G.tokens);
     bench_embed(G.tokens);
     bench_attention(G.tokens);
-    bench_attention_dh128(G.tokens);
+    bench_attention_from16(G.tokens, 32, 128, "", false);
+    bench_attention_from16(G.tokens, 12, 64, ".dh64", true);
     bench_rope(G.tokens);
     bench_gemm(G.tokens);
     bench_lt(G.tokens);
