@@ -77,17 +77,52 @@ SS_EXTERN_C int ss_cuda_colmean(double *mean64, float *mean32, const void *x, in
 
 /* ---- centring into the workspace, and the sum of split partials ------- */
 
+/* A bf16 value from the low 16 bits of a word. */
+SS_DEV float cc_bf16(unsigned w) { return __uint_as_float((w & 0xffffu) << 16); }
+
+/* Each thread writes 16 bytes of xc: 4 floats or 8 bf16. vec (the launcher's
+ * finding that x's rows and the means are 16-byte aligned, x fp32 or bf16):
+ * chunks wholly inside a row's d values load with 16-byte (or, 4 bf16 for
+ * fp32 output, two 4-byte) loads instead of one load a value; the values,
+ * and so the roundings, are the same. */
 SS_KERNEL(ss_k_cov_center, (void *, xc), (int, odt), (int64_t, ldw), (const void *, x), (int, dt), (int64_t, ldx),
-          (const float *, mean), (int64_t, n), (int64_t, n_pad), (int64_t, d)) {
+          (const float *, mean), (int64_t, n), (int64_t, n_pad), (int64_t, d), (int, vec)) {
     const int per = odt == SS_CUDA_F32 ? 4 : 8; /* values per 16 bytes */
     const int64_t per_row = ldw / per, total = n_pad * per_row;
     for (int64_t q = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; q < total; q += (int64_t)gridDim.x * blockDim.x) {
         const int64_t r = q / per_row, c0 = per * (q % per_row);
         float v[8];
-        SS_UNROLL
-        for (int e = 0; e < 8; e++) {
-            const int64_t c = c0 + e;
-            v[e] = e < per && r < n && c < d ? ss_load_weight(x, dt, r * ldx + c) - (mean ? mean[c] : 0.f) : 0.f;
+        if (vec && r < n && c0 + per <= d) {
+            if (dt == SS_CUDA_F32) {
+                const float4 *p = (const float4 *)((const float *)x + r * ldx + c0);
+                const float4 a = p[0];
+                v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w;
+                if (per == 8) {
+                    const float4 b = p[1];
+                    v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+                }
+            } else {
+                const unsigned *p = (const unsigned *)((const uint16_t *)x + r * ldx + c0);
+                unsigned w[4];
+                if (per == 8) {
+                    const int4 a = *(const int4 *)p;
+                    w[0] = (unsigned)a.x, w[1] = (unsigned)a.y, w[2] = (unsigned)a.z, w[3] = (unsigned)a.w;
+                } else {
+                    w[0] = p[0], w[1] = p[1];
+                }
+                SS_UNROLL
+                for (int e = 0; e < 4; e++)
+                    if (2 * e < per) v[2 * e] = cc_bf16(w[e]), v[2 * e + 1] = cc_bf16(w[e] >> 16);
+            }
+            SS_UNROLL
+            for (int e = 0; e < 8; e++)
+                if (e < per) v[e] = v[e] - (mean ? mean[c0 + e] : 0.f);
+        } else {
+            SS_UNROLL
+            for (int e = 0; e < 8; e++) {
+                const int64_t c = c0 + e;
+                v[e] = e < per && r < n && c < d ? ss_load_weight(x, dt, r * ldx + c) - (mean ? mean[c] : 0.f) : 0.f;
+            }
         }
         if (odt == SS_CUDA_F32) {
             ((float4 *)xc)[q] = make_float4(v[0], v[1], v[2], v[3]);
@@ -107,8 +142,11 @@ SS_EXTERN_C int ss_cuda_cov_center(void *xc, int odt, int64_t ldw, const void *x
         return 1;
     const int64_t chunks = n_pad * (ldw / per);
     if (!chunks) return 0;
+    const int64_t esz = xdtype == SS_CUDA_F32 ? 4 : 2;
+    const int vec = (xdtype == SS_CUDA_F32 || xdtype == SS_CUDA_BF16) && ss_aligned16(x) && (ldx * esz) % 16 == 0 &&
+                    (!mean || ss_aligned16(mean));
     SS_LAUNCH(ss_k_cov_center, SS_MIN(ss_cdiv(chunks, 256), 1 << 20), 256, 0, stream, xc, odt, ldw, x, xdtype, ldx,
-              mean, n, n_pad, d);
+              mean, n, n_pad, d, vec);
     return SS_LAUNCH_STATUS();
 }
 

@@ -395,6 +395,58 @@ static void case_convert(void) {
     }
 }
 
+/* ---- the covariance paths' centring ----------------------------------- */
+
+/* ss_cuda_cov_center (cov_lower.cu: the centred operand of the blocked and
+ * tensor-core triangles) against the host, bit for bit: x - mean in fp32,
+ * kept or rounded to bf16 (nearest even), zeros past n rows and d columns.
+ * Rows and means 16-byte aligned (the kernel's 16-byte loads) and x one
+ * element off (a load a value); d = 37 leaves a ragged last chunk. */
+static void case_cov_center(void) {
+    const int64_t shapes[][3] = {{13, 16, 37}, {4096, 4096, 3072}}; /* n, n_pad, d */
+    for (int si = 0; si < (g_quick ? 1 : 2); si++)
+        for (int dt = SS_CUDA_F32; dt <= SS_CUDA_BF16; dt++)
+            for (int odt = SS_CUDA_F32; odt <= SS_CUDA_BF16; odt += SS_CUDA_BF16 - SS_CUDA_F32)
+                for (int off = 0; off <= 1; off++) {
+                    const int64_t n = shapes[si][0], n_pad = shapes[si][1], d = shapes[si][2];
+                    const int64_t per = odt == SS_CUDA_F32 ? 4 : 8, ldw = (d + per - 1) / per * per;
+                    const int64_t ldx = off ? d + 1 : (d + 7) / 8 * 8, nx = n * ldx + 1;
+                    char name[96];
+                    snprintf(name, sizeof name, "cov_center %s->%s n=%lld d=%lld %s", dt_name[dt], dt_name[odt],
+                             (long long)n, (long long)d, off ? "unaligned" : "aligned");
+                    if (!selected(name)) continue;
+                    float *x = rvec(nx, 61 + (unsigned)si, 3.f), *xv = fvec(nx, 0), *m = rvec(d, 62, 1.f);
+                    char *dx = weights_dev(x, nx, dt, xv);
+                    float *dm = dup_to_dev(m, (size_t)d * 4);
+                    const size_t oes = odt == SS_CUDA_F32 ? 4 : 2, esz = dt == SS_CUDA_F32 ? 4 : 2;
+                    void *dout = dalloc((size_t)(n_pad * ldw) * oes), *out = xmalloc((size_t)(n_pad * ldw) * oes);
+                    int rc = ss_cuda_cov_center(dout, odt, ldw, dx + (off ? esz : 0), dt, ldx, dm, n, n_pad, d, g_stream);
+                    if (rc) {
+                        printf("CASE %-62s FAIL (launcher returned %d)\n", name, rc);
+                        fail_case();
+                    } else {
+                        CU(cudaStreamSynchronize(g_stream), name);
+                        to_host(out, dout, (size_t)(n_pad * ldw) * oes);
+                        const float *xs = xv + (off ? 1 : 0);
+                        int64_t bad = 0;
+                        for (int64_t r = 0; r < n_pad; r++)
+                            for (int64_t c = 0; c < ldw; c++) {
+                                const float v = r < n && c < d ? xs[r * ldx + c] - m[c] : 0.f;
+                                const size_t at = (size_t)(r * ldw + c);
+                                bad += odt == SS_CUDA_F32 ? memcmp((float *)out + at, &v, 4) != 0
+                                                          : ((uint16_t *)out)[at] != ss_f32_to_bf16(v);
+                            }
+                        g_cases++;
+                        printf("CASE %-62s n=%-9lld %s", name, (long long)(n_pad * ldw), bad ? "FAIL" : "ok");
+                        if (bad) printf(" (%lld values differ from the host's)", (long long)bad);
+                        printf("\n");
+                        if (bad) g_failed++;
+                    }
+                    dfree(dx), dfree(dm), dfree(dout);
+                    free(x), free(xv), free(m), free(out);
+                }
+}
+
 /* ---- embeddings -------------------------------------------------------- */
 
 typedef struct {
@@ -2313,6 +2365,7 @@ int main(int argc, char **argv) {
     case_bias_act();
     case_softmax();
     case_attention();
+    case_cov_center();
     case_cov();
     case_moments_merge();
     case_sum_rows();

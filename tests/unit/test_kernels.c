@@ -1007,6 +1007,51 @@ TEST(kernel_cov_lower_vs_fp64) {
     CHECK(ss_cuda_cov_sum_splits(&one, 1, &one, 1, 0, NULL) == 1);                                  /* no splits */
 }
 
+/* ss_cuda_cov_center against the host, bit for bit: xc[r, c] = x[r, c] -
+ * mean[c] for r < n and c < d, else 0, rounded to bf16 (nearest even) or
+ * kept in fp32. Each input type, both outputs, with and without means, rows
+ * and means aligned (the 16-byte loads) and not (x one element off: one
+ * load a value), d a multiple of 8 and not (the row's last chunk then takes
+ * the scalar loads), padding rows past n. */
+TEST(kernel_cov_center_exact) {
+    const int64_t n = 13, n_pad = 16;
+    const int64_t ds[] = {37, 48};
+    for (int di = 0; di < 2; di++)
+        for (int dt = SS_CUDA_F32; dt <= SS_CUDA_BF16; dt++)
+            for (int odt = SS_CUDA_F32; odt <= SS_CUDA_BF16; odt += SS_CUDA_BF16 - SS_CUDA_F32)
+                for (int off = 0; off <= 1; off++)
+                    for (int with_mean = 0; with_mean <= 1; with_mean++) {
+                        const int64_t d = ds[di], per = odt == SS_CUDA_F32 ? 4 : 8, ldw = (d + per - 1) / per * per;
+                        const int64_t ldx = off ? d + 1 : (d + 7) / 8 * 8;
+                        const size_t esz = dt == SS_CUDA_F32 ? 4 : 2, oes = odt == SS_CUDA_F32 ? 4 : 2;
+                        float *xf = ss_test_rvec(n * ldx + 1, 21 + (unsigned)d, 3.f), *m = ss_test_rvec(d, 22, 1.f);
+                        unsigned char *xb = malloc((size_t)(n * ldx + 1) * esz + 16);
+                        for (int64_t i = 0; i < n * ldx + 1; i++) {
+                            if (dt == SS_CUDA_F32) memcpy(xb + i * esz, &xf[i], 4);
+                            else {
+                                uint16_t h = dt == SS_CUDA_BF16 ? ss_f32_to_bf16(xf[i]) : ss_f32_to_f16(xf[i]);
+                                memcpy(xb + i * esz, &h, 2);
+                                xf[i] = dt == SS_CUDA_BF16 ? ss_bf16_to_f32(h) : ss_f16_to_f32(h);
+                            }
+                        }
+                        void *out = calloc((size_t)(n_pad * ldw), oes);
+                        const void *x = xb + (off ? esz : 0);
+                        const float *xv = xf + (off ? 1 : 0);
+                        CHECK(ss_cuda_cov_center(out, odt, ldw, x, dt, ldx, with_mean ? m : NULL, n, n_pad, d, NULL) == 0);
+                        int64_t bad = 0;
+                        for (int64_t r = 0; r < n_pad; r++)
+                            for (int64_t c = 0; c < ldw; c++) {
+                                const float v = r < n && c < d ? xv[r * ldx + c] - (with_mean ? m[c] : 0.f) : 0.f;
+                                const size_t at = (size_t)(r * ldw + c);
+                                if (odt == SS_CUDA_F32) bad += memcmp((float *)out + at, &v, 4) != 0;
+                                else bad += ((uint16_t *)out)[at] != ss_f32_to_bf16(v);
+                            }
+                        CHECK_MSG(bad == 0, "d %lld, in %d, out %d, offset %d, means %d: %lld values differ",
+                                  (long long)d, dt, odt, off, with_mean, (long long)bad);
+                        free(xf), free(m), free(xb), free(out);
+                    }
+}
+
 typedef int (*cov16_fn)(float *, int64_t, const void *, int, int64_t, const float *, int64_t, int64_t, void *,
                         cudaStream_t);
 typedef struct {
