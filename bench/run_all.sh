@@ -327,7 +327,7 @@ bench_gpu_llama() {
     say "gpu_llama: subscope forward --device cuda --dtype bfloat16 vs HF bf16 eager/sdpa ($LLAMA_PROMPTS prompts x 1024 tokens, batch 16)"
     python3 bench/gpu/bench_gpu_forward.py --models "$(IFS=,; echo "${models[*]}")" ${PY:+--python "$PY"} \
         --modes "$LLAMA_MODES" --peer-dtypes bf16 --peer-attn eager,sdpa --prompts "$LLAMA_PROMPTS" --tokens 1024 --batch 16 \
-        --reps "$reps" --peaks "$GPU_WORK/kernels.json" --json "$GPU_WORK/llama.json" \
+        --reps "$reps" --fixed-reps 1 --warm-once --peaks "$GPU_WORK/kernels.json" --json "$GPU_WORK/llama.json" \
         --workdir "$GPU_WORK/scratch" || rc=$?
     [ "$rc" = 0 ] || NOTES+=("gpu_llama: some runs failed (exit $rc; llama.results[].subscope.*.error)")
 }

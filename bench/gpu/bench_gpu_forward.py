@@ -23,8 +23,8 @@ SwiGLU kernel (with +mlp16); these five are a Llama-family model's default since
 2026-11-27, GPT-2's opt-in, and +no16 sets all five to 0; +qt1 / +qt2: SUBSCOPE_ATTN_QT=1 / 2,
 the tensor-core attention with one / two 16-row query tiles per warp (default 2); +noplans: SUBSCOPE_LT_PLANS=0, cuBLASLt without cached plans or workspace
 (its heuristic at every product, as before 2026-11-26); variants combine, bf16+notc+noepi),
-subscope runs as a fresh process: one untimed warm run, --reps runs of a
-one-token prompt (the fixed cost: process start, CUDA context, cuBLAS, reading and
+subscope runs as a fresh process: one untimed warm run (--warm-once: for a model's first mode
+only), --reps runs of a one-token prompt (--fixed-reps; the fixed cost: process start, CUDA context, cuBLAS, reading and
 uploading the weights, HDF5 file), and --reps runs of the prompts. tokens/s and TFLOP/s are
 the steady rate that subscope's own clock gives (SUBSCOPE_TIMING=1: the batches after the
 first, the device synchronised at both ends, median over the runs), as the peer's are timed
@@ -261,6 +261,12 @@ def main():
     ap.add_argument("--tokens", type=int, default=1024, help="tokens per prompt (default 1024)")
     ap.add_argument("--batch", type=int, default=16, help="prompts per forward pass (default 16: 16k tokens)")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--fixed-reps", type=int, default=None,
+                    help="runs of the one-token prompt per mode, for the fixed cost (default: --reps; a 7B run's fixed "
+                         "cost is ~20 s a run, so gpu_llama takes 1)")
+    ap.add_argument("--warm-once", action="store_true",
+                    help="the untimed warm run for a model's first mode only (its files are then in the page cache for "
+                         "the others)")
     ap.add_argument("--modes", default="fp32,tf32,bf16", help="subscope precisions: fp32, tf32, bf16")
     ap.add_argument("--peer-dtypes", default="fp32,tf32,bf16")
     ap.add_argument("--peer-attn", default="",
@@ -326,13 +332,14 @@ def main():
                  "n_prompts": a.prompts, "tokens_per_prompt": T, "tokens": tokens,
                  "tokens_per_batch": min(a.batch, a.prompts) * T, "model_gflop": flops / 1e9,
                  "subscope": {}, "peer": {}}
-        for mode in modes:
+        for mi, mode in enumerate(modes):
             base, venv = mode_parts(mode)
             r = {"dtype": MODE_DTYPE[base], "flags": MODE_FLAGS[base], "env": venv, "peak_kind": base}
             try:
-                run_subscope(a.subscope, model, one, a.batch, mode, env, workdir, "warm", a.timeout)
+                if mi == 0 or not a.warm_once:
+                    run_subscope(a.subscope, model, one, a.batch, mode, env, workdir, "warm", a.timeout)
                 fixed = [run_subscope(a.subscope, model, one, a.batch, mode, env, workdir, f"fixed{i}", a.timeout)[0]
-                         for i in range(a.reps)]
+                         for i in range(max(1, a.fixed_reps if a.fixed_reps is not None else a.reps))]
                 with GpuMemSampler() as mem:
                     full = [run_subscope(a.subscope, model, prompts, a.batch, mode, env, workdir, f"run{i}", a.timeout)
                             for i in range(a.reps)]
