@@ -22,7 +22,9 @@ product in bf16; +gu16: SUBSCOPE_GU16=1, Llama's gate|up product written in bf16
 SwiGLU kernel (with +mlp16); these five are a Llama-family model's default since
 2026-11-27, GPT-2's opt-in, and +no16 sets all five to 0; +qt1 / +qt2: SUBSCOPE_ATTN_QT=1 / 2,
 the tensor-core attention with one / two 16-row query tiles per warp (default 2); +noplans: SUBSCOPE_LT_PLANS=0, cuBLASLt without cached plans or workspace
-(its heuristic at every product, as before 2026-11-26); variants combine, bf16+notc+noepi),
+(its heuristic at every product, as before 2026-11-26); +bias16 / +bias32: SUBSCOPE_BIAS16=1 / 0,
+a 16-bit output's bias always rounded to its type / never (default: where cuBLASLt declines the
+fp32 one; the JSON's cublaslt_notes say whether it did); variants combine, bf16+notc+noepi),
 subscope runs as a fresh process: one untimed warm run (--warm-once: for a model's first mode
 only), --reps runs of a one-token prompt (--fixed-reps; the fixed cost: process start, CUDA context, cuBLAS, reading and
 uploading the weights, HDF5 file), and --reps runs of the prompts. tokens/s and TFLOP/s are
@@ -134,7 +136,8 @@ VARIANT_ENV = {"attnk": {"SUBSCOPE_ATTN_GEMM_MIN_LEN": "0"}, "tc": {"SUBSCOPE_AT
                "no16": {v: "0" for v in ("SUBSCOPE_MLP16", "SUBSCOPE_NORM16", "SUBSCOPE_QKV16", "SUBSCOPE_Z16",
                                          "SUBSCOPE_GU16")},
                "qt1": {"SUBSCOPE_ATTN_QT": "1"}, "qt2": {"SUBSCOPE_ATTN_QT": "2"},
-               "noplans": {"SUBSCOPE_LT_PLANS": "0"}}
+               "noplans": {"SUBSCOPE_LT_PLANS": "0"},
+               "bias16": {"SUBSCOPE_BIAS16": "1"}, "bias32": {"SUBSCOPE_BIAS16": "0"}}
 
 
 def mode_parts(mode):
@@ -161,13 +164,15 @@ def host_peak_mib(path):
 
 
 SPLIT_RE = re.compile(r"later batches: ([0-9.]+) s in ss_forward before its closing device sync, ([0-9.]+) s waiting")
+# what the CUDA backend says at its close under SUBSCOPE_TIMING when cuBLASLt declined products
+LT_RE = re.compile(r"^cuda:\d+: cuBLASLt (?:declined|took no fp32 bias).*$", re.M)
 
 
 def run_subscope(exe, model, prompts, batch, mode, env, workdir, tag, timeout):
     """(wall seconds, subscope's reported peak device memory in MiB or None, its peak resident host memory in
-    MiB or None, (later batches' seconds, their prompts) from SUBSCOPE_TIMING or None, and how those batches'
-    time split between ss_forward's host side and its closing device sync, or None). A sync wait near zero
-    means the device waited for the host."""
+    MiB or None, (later batches' seconds, their prompts) from SUBSCOPE_TIMING or None, how those batches'
+    time split between ss_forward's host side and its closing device sync, or None, and the CUDA backend's
+    lines on products cuBLASLt declined). A sync wait near zero means the device waited for the host."""
     out = os.path.join(workdir, f"{tag}.h5")
     cmd = [exe, "forward", "--model", model, "--input", prompts, "--out", out, "--batch", str(batch),
            "--no-logits", "--device", "cuda", "--compress", "0"] + MODE_FLAGS[mode_parts(mode)[0]]
@@ -184,7 +189,7 @@ def run_subscope(exe, model, prompts, batch, mode, env, workdir, tag, timeout):
     m = PEAK_RE.search(p.stderr)
     sp = SPLIT_RE.search(p.stderr)
     split = {"host_s": float(sp.group(1)), "sync_wait_s": float(sp.group(2))} if sp else None
-    return wall, float(m.group(1)) if m else None, host, later_batches(p.stderr), split
+    return wall, float(m.group(1)) if m else None, host, later_batches(p.stderr), split, LT_RE.findall(p.stderr)
 
 
 def peer_status(python):
@@ -360,6 +365,7 @@ def main():
                           "net_wall_s": net, "tokens_per_s": rate, "rate_method": method,
                           "later_batches": [{"seconds": sec, "prompts": n} for sec, n in later],
                           "later_batches_split": [x[4] for x in full if x[4]],
+                          "cublaslt_notes": sorted({n for x in full for n in x[5]}),
                           "tokens_per_s_wall_net": tokens / net, "tokens_per_s_raw": tokens / wall,
                           "tflops": tfl, "mfu_pct": pct(tfl, peak_of[base]), "mfu_vs_bf16_peak_pct": pct(tfl, peak_of["bf16"]),
                           "gpu_mem_used_mib": mem.used_mib(), "device_memory_peak_mib": full[0][1],

@@ -600,6 +600,18 @@ cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p
     return CUBLAS_STATUS_SUCCESS;
 }
 
+/* ss_emu_lt_refuse_bias32_d16(1): the heuristic finds no algorithm, and
+ * cublasLtMatmul says NOT_SUPPORTED, for a bias epilogue with a 16-bit D and
+ * an fp32 bias (the tests of the backend's fallbacks for a cuBLASLt that
+ * takes no such bias). */
+static int refuse_bias32_d16;
+void ss_emu_lt_refuse_bias32_d16(int on) { refuse_bias32_d16 = on; }
+static int emu_lt_refused(cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t dd) {
+    const int with_bias = d->epilogue == CUBLASLT_EPILOGUE_BIAS || d->epilogue == CUBLASLT_EPILOGUE_GELU_BIAS;
+    return refuse_bias32_d16 && with_bias && (dd->type == CUDA_R_16BF || dd->type == CUDA_R_16F) &&
+           d->bias_type == CUDA_R_32F;
+}
+
 /* What an emulated algorithm records: a tag, the shape (m, n, k) and the workspace it needs. */
 #define EMU_ALGO_TAG 0x53534c54u
 static void emu_lt_shape(cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t ad, cublasLtMatrixLayout_t bd, uint64_t *m,
@@ -619,7 +631,7 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmul
     emu_lt_shape(d, ad, bd, &m, &n, &k, &kb);
     emu_lt_heuristics++;
     *returned = 0;
-    if (k != kb || dd->rows != m || dd->cols != n) return CUBLAS_STATUS_SUCCESS; /* nothing fits */
+    if (k != kb || dd->rows != m || dd->cols != n || emu_lt_refused(d, dd)) return CUBLAS_STATUS_SUCCESS; /* nothing fits */
     uint64_t ws = p->max_ws / 2;
     if (ws > (1u << 20)) ws = 1u << 20;
     memset(&results[0], 0, sizeof results[0]);
@@ -653,6 +665,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
     if (C != D || cd->type != dd->type || (dd->type != CUDA_R_32F && !d16) ||
         (d16 && *(const float *)beta != 0.f))
         return CUBLAS_STATUS_NOT_SUPPORTED;
+    if (emu_lt_refused(d, dd)) return CUBLAS_STATUS_NOT_SUPPORTED;
     const int with_bias = d->epilogue == CUBLASLT_EPILOGUE_BIAS || d->epilogue == CUBLASLT_EPILOGUE_GELU_BIAS;
     const int gelu = d->epilogue == CUBLASLT_EPILOGUE_GELU || d->epilogue == CUBLASLT_EPILOGUE_GELU_BIAS;
     if (with_bias && !d->bias) return CUBLAS_STATUS_INVALID_VALUE;
@@ -694,7 +707,12 @@ cublasStatus_t cublasSsyrk(cublasHandle_t h, cublasFillMode_t uplo, cublasOperat
 }
 
 const char *cublasGetStatusString(cublasStatus_t s) {
-    return s == CUBLAS_STATUS_SUCCESS ? "CUBLAS_STATUS_SUCCESS" : s == CUBLAS_STATUS_INVALID_VALUE ? "CUBLAS_STATUS_INVALID_VALUE" : "CUBLAS_STATUS_NOT_INITIALIZED";
+    return s == CUBLAS_STATUS_SUCCESS            ? "CUBLAS_STATUS_SUCCESS"
+           : s == CUBLAS_STATUS_INVALID_VALUE    ? "CUBLAS_STATUS_INVALID_VALUE"
+           : s == CUBLAS_STATUS_ALLOC_FAILED     ? "CUBLAS_STATUS_ALLOC_FAILED"
+           : s == CUBLAS_STATUS_EXECUTION_FAILED ? "CUBLAS_STATUS_EXECUTION_FAILED"
+           : s == CUBLAS_STATUS_NOT_SUPPORTED    ? "CUBLAS_STATUS_NOT_SUPPORTED"
+                                                 : "CUBLAS_STATUS_NOT_INITIALIZED";
 }
 
 /* ---- cuSOLVER's symmetric eigensolver (see cusolverDn.h) ---- */

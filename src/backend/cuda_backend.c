@@ -86,6 +86,12 @@ typedef struct {
      * shape, made once (lt_plan_for), and the workspace they may use. */
     struct lt_plan *plans;
     int n_plans, next_plan, use_plans;
+    int bias16;             /* SUBSCOPE_BIAS16: a 16-bit D's bias in D's type: 1 always, 0 never, -1 where fp32 is declined */
+    int lt_log;             /* SUBSCOPE_LT_LOG=1: each new plan on stderr */
+    long lt_declined;       /* products (with plans: shapes) cuBLASLt declined, run the old way instead */
+    long lt_bias16;         /* of the shapes, those that took the 16-bit bias because the fp32 one was declined */
+    uint16_t *bias16buf;    /* the bias rounded to D's type, for the product being run */
+    size_t bias16cap;
     void *lt_ws;            /* allocated with the first plan; without it (out of memory) plans do without */
     size_t lt_ws_bytes;
     const ss_backend *self; /* the backend this is the state of (for allocations from lt_plan_for) */
@@ -642,7 +648,7 @@ static ss_status cu_sync(const ss_backend *be) {
 #define LT_PLANS 64
 typedef struct lt_plan {
     int64_t M, N, K;
-    int t, tc, ct, epi, accumulate, trans_b, used;
+    int t, tc, ct, epi, accumulate, trans_b, bias16, used;
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t ad, bd, cd;
     cublasLtMatmulAlgo_t algo;
@@ -656,8 +662,10 @@ static void lt_plan_free(lt_plan *p) {
     memset(p, 0, sizeof *p);
 }
 
-/* The descriptors of a product (desc without its bias pointer). */
-static cublasStatus_t lt_describe(cudaDataType tc, cudaDataType t, cublasComputeType_t ct, uint32_t epi, int bias16,
+/* The descriptors of a product (desc without its bias pointer). bias32: a
+ * 16-bit D whose bias is fp32, which cuBLASLt must be told (it reads the
+ * bias as D's type otherwise). */
+static cublasStatus_t lt_describe(cudaDataType tc, cudaDataType t, cublasComputeType_t ct, uint32_t epi, int bias32,
                                   int64_t M, int64_t N, int64_t K, int trans_b, cublasLtMatmulDesc_t *desc,
                                   cublasLtMatrixLayout_t *ad, cublasLtMatrixLayout_t *bd, cublasLtMatrixLayout_t *cd) {
     const int32_t ta = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, tb = CUBLAS_OP_N;
@@ -665,9 +673,8 @@ static cublasStatus_t lt_describe(cudaDataType tc, cudaDataType t, cublasCompute
     if (!s) s = cublasLtMatmulDescSetAttribute(*desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
     if (!s) s = cublasLtMatmulDescSetAttribute(*desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
     if (!s) s = cublasLtMatmulDescSetAttribute(*desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi);
-    /* the bias is fp32; cuBLASLt reads it as D's type unless told (a 16-bit D) */
     const int32_t bias_type = CUDA_R_32F;
-    if (!s && bias16) s = cublasLtMatmulDescSetAttribute(*desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type);
+    if (!s && bias32) s = cublasLtMatmulDescSetAttribute(*desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type);
     /* stored shapes, column-major: the weights N x K (ld K) transposed or N x K as [K,N] row-major (ld N) */
     if (!s) s = trans_b ? cublasLtMatrixLayoutCreate(ad, t, (uint64_t)K, (uint64_t)N, K)
                         : cublasLtMatrixLayoutCreate(ad, t, (uint64_t)N, (uint64_t)K, N);
@@ -676,29 +683,47 @@ static cublasStatus_t lt_describe(cudaDataType tc, cudaDataType t, cublasCompute
     return s;
 }
 
+static const char *lt_type_name(int t) {
+    return t == CUDA_R_32F ? "fp32" : t == CUDA_R_16BF ? "bf16" : t == CUDA_R_16F ? "fp16" : "?";
+}
+
+/* SUBSCOPE_LT_LOG=1: a line per new plan, what cuBLASLt said to it. */
+static void lt_log_plan(const cuda_impl *c, const lt_plan *p, int ok, cublasStatus_t s, size_t ws) {
+    if (!c->lt_log) return;
+    const int bias = p->epi == CUBLASLT_EPILOGUE_BIAS || p->epi == CUBLASLT_EPILOGUE_GELU_BIAS;
+    const int gelu = p->epi == CUBLASLT_EPILOGUE_GELU || p->epi == CUBLASLT_EPILOGUE_GELU_BIAS;
+    fprintf(stderr, "%s: cuBLASLt %lld x %lld x %lld, A/B %s, D %s%s%s%s%s: ", c->name, (long long)p->M,
+            (long long)p->N, (long long)p->K, lt_type_name(p->t), lt_type_name(p->tc), gelu ? ", GELU" : "",
+            bias ? (p->bias16 || p->tc == CUDA_R_32F ? ", bias in D's type" : ", fp32 bias") : "",
+            p->accumulate ? ", adding into D" : "", p->ct == CUBLAS_COMPUTE_32F_FAST_TF32 ? ", TF32" : "");
+    if (ok) fprintf(stderr, "an algorithm (workspace %zu bytes)\n", ws);
+    else if (s) fprintf(stderr, "declined (%s)\n", cublasGetStatusString(s));
+    else fprintf(stderr, "declined (no algorithm)\n");
+}
+
 /* The plan for a product, made (descriptors and heuristic) if new; NULL
  * where cuBLASLt has no algorithm for it or on an error (the caller falls
  * back to the old way, which then fails or not as it always did). */
 static lt_plan *lt_plan_for(cuda_impl *c, cudaDataType tc, cudaDataType t, cublasComputeType_t ct, uint32_t epi,
-                            int accumulate, int64_t M, int64_t N, int64_t K, int trans_b) {
+                            int accumulate, int bias16, int64_t M, int64_t N, int64_t K, int trans_b) {
     for (int i = 0; i < c->n_plans; i++) {
         lt_plan *p = &c->plans[i];
         if (p->M == M && p->N == N && p->K == K && p->t == (int)t && p->tc == (int)tc && p->ct == (int)ct &&
-            p->epi == (int)epi && p->accumulate == accumulate && p->trans_b == trans_b)
+            p->epi == (int)epi && p->accumulate == accumulate && p->trans_b == trans_b && p->bias16 == bias16)
             return p->used ? p : NULL; /* (not used: cuBLASLt declined the shape) */
     }
     if (!c->plans && !(c->plans = calloc(LT_PLANS, sizeof *c->plans))) return NULL;
     lt_plan *p = &c->plans[c->n_plans < LT_PLANS ? c->n_plans++ : c->next_plan];
     if (c->n_plans == LT_PLANS) c->next_plan = (int)((p - c->plans + 1) % LT_PLANS);
     const lt_plan key = {.M = M, .N = N, .K = K, .t = (int)t, .tc = (int)tc, .ct = (int)ct, .epi = (int)epi,
-                         .accumulate = accumulate, .trans_b = trans_b, .used = 1};
+                         .accumulate = accumulate, .trans_b = trans_b, .bias16 = bias16, .used = 1};
     lt_plan_free(p);
     *p = key;
     if (c->lt_ws_bytes && !c->lt_ws && cu_alloc(c->self, c->lt_ws_bytes, "cuBLASLt workspace", &c->lt_ws))
         c->lt_ws_bytes = 0; /* no room: algorithms that need no workspace (the message is dropped) */
     const int bias = epi == CUBLASLT_EPILOGUE_BIAS || epi == CUBLASLT_EPILOGUE_GELU_BIAS;
-    cublasStatus_t s = lt_describe(tc, t, ct, epi, bias && tc != CUDA_R_32F, M, N, K, trans_b, &p->desc, &p->ad, &p->bd,
-                                   &p->cd);
+    cublasStatus_t s = lt_describe(tc, t, ct, epi, bias && tc != CUDA_R_32F && !bias16, M, N, K, trans_b, &p->desc,
+                                   &p->ad, &p->bd, &p->cd);
     /* the heuristic looks at the bias pointer's presence, not its value: any non-NULL one */
     const void *any = c->lt_ws ? c->lt_ws : (const void *)p;
     if (!s && bias) s = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &any, sizeof any);
@@ -710,13 +735,17 @@ static lt_plan *lt_plan_for(cuda_impl *c, cudaDataType tc, cudaDataType t, cubla
     if (!s) s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
     if (!s) s = cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->ad, p->bd, p->cd, p->cd, pref, 1, &res, &found);
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
-    if (s || found < 1 || res.state != CUBLAS_STATUS_SUCCESS || res.workspaceSize > ws) {
+    const int ok = !s && found >= 1 && res.state == CUBLAS_STATUS_SUCCESS && res.workspaceSize <= ws;
+    lt_log_plan(c, p, ok, s, ok ? (size_t)res.workspaceSize : 0);
+    if (!ok) {
         lt_plan_free(p);
         *p = key;
         p->used = 0; /* remembered as declined: the same shape does not ask again */
+        c->lt_declined++;
         return NULL;
     }
     p->algo = res.algo;
+    if (bias16 && c->bias16 < 0) c->lt_bias16++; /* the fp32 bias was declined for this shape */
     return p;
 }
 
@@ -729,6 +758,16 @@ static lt_plan *lt_plan_for(cuda_impl *c, cudaDataType tc, cudaDataType t, cubla
  * of type t, fp32 or the weights' 16-bit type; B the weights, [N,K]
  * (trans_b) or [K,N]. Returns cuBLASLt's status; the caller falls back on
  * anything but success. */
+/* The bias rounded to D's 16-bit type tc, in c->bias16buf: the product's
+ * bias where cuBLASLt takes no fp32 bias with a 16-bit D (SUBSCOPE_BIAS16). */
+static int bias_to16(cuda_impl *c, const float *bias, int64_t N, cudaDataType tc, const void **out) {
+    if (scratch16(c->self, &c->bias16buf, &c->bias16cap, (size_t)N, "16-bit bias")) return 1;
+    if (ss_cuda_convert(c->bias16buf, tc == CUDA_R_16F ? SS_CUDA_F16 : SS_CUDA_BF16, bias, SS_CUDA_F32, N, c->stream))
+        return 1;
+    *out = c->bias16buf;
+    return 0;
+}
+
 static cublasStatus_t lt_matmul_to(cuda_impl *c, void *C, cudaDataType tc, const void *A, const void *B, cudaDataType t,
                                    const float *bias, int gelu, int accumulate, int64_t M, int64_t N, int64_t K,
                                    int trans_b) {
@@ -737,26 +776,45 @@ static cublasStatus_t lt_matmul_to(cuda_impl *c, void *C, cudaDataType tc, const
     const float one = 1.f, zero = 0.f;
     /* fp32 products follow the handle's TF32 switch, as cublasSgemm does */
     cublasComputeType_t ct = t == CUDA_R_32F && c->tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    /* A 16-bit D's bias: fp32 (cuBLASLt told so), or rounded to D's type first:
+     * always with SUBSCOPE_BIAS16=1, never with 0, by default where cuBLASLt
+     * declines the fp32 one. */
+    const int d16_bias = bias && tc != CUDA_R_32F;
+    int b16 = d16_bias && c->bias16 == 1;
+    const void *bp = bias;
     if (c->use_plans) {
-        lt_plan *p = lt_plan_for(c, tc, t, ct, epi, accumulate, M, N, K, trans_b);
+        lt_plan *p = lt_plan_for(c, tc, t, ct, epi, accumulate, b16, M, N, K, trans_b);
+        if (!p && d16_bias && c->bias16 < 0) {
+            if ((p = lt_plan_for(c, tc, t, ct, epi, accumulate, 1, M, N, K, trans_b))) b16 = 1;
+        }
         if (!p) return CUBLAS_STATUS_NOT_SUPPORTED; /* the caller's fallback: cuBLAS and the bias kernel */
-        cublasStatus_t s = bias ? cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias)
+        if (b16 && bias_to16(c, bias, N, tc, &bp)) return CUBLAS_STATUS_EXECUTION_FAILED;
+        cublasStatus_t s = bias ? cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof bp)
                                 : CUBLAS_STATUS_SUCCESS;
         if (!s)
             s = cublasLtMatmul(c->lt, p->desc, &one, B, p->ad, A, p->bd, accumulate ? &one : &zero, C, p->cd, C, p->cd,
                                &p->algo, c->lt_ws, c->lt_ws_bytes, c->stream);
         return s;
     }
-    cublasLtMatmulDesc_t desc = NULL;
-    cublasLtMatrixLayout_t ad = NULL, bd = NULL, cd = NULL;
-    cublasStatus_t s = lt_describe(tc, t, ct, epi, bias && tc != CUDA_R_32F, M, N, K, trans_b, &desc, &ad, &bd, &cd);
-    if (!s && bias) s = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
-    if (!s) s = cublasLtMatmul(c->lt, desc, &one, B, ad, A, bd, accumulate ? &one : &zero, C, cd, C, cd, NULL, NULL, 0,
-                               c->stream);
-    if (cd) cublasLtMatrixLayoutDestroy(cd);
-    if (bd) cublasLtMatrixLayoutDestroy(bd);
-    if (ad) cublasLtMatrixLayoutDestroy(ad);
-    if (desc) cublasLtMatmulDescDestroy(desc);
+    cublasStatus_t s = CUBLAS_STATUS_NOT_SUPPORTED;
+    for (int pass = 0; pass < 2 && s != CUBLAS_STATUS_SUCCESS; pass++) {
+        if (pass == 1 && !(d16_bias && c->bias16 < 0 && !b16)) break;
+        if (pass == 1) b16 = 1;
+        bp = bias;
+        if (b16 && bias_to16(c, bias, N, tc, &bp)) return CUBLAS_STATUS_EXECUTION_FAILED;
+        cublasLtMatmulDesc_t desc = NULL;
+        cublasLtMatrixLayout_t ad = NULL, bd = NULL, cd = NULL;
+        s = lt_describe(tc, t, ct, epi, d16_bias && !b16, M, N, K, trans_b, &desc, &ad, &bd, &cd);
+        if (!s && bias) s = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof bp);
+        if (!s) s = cublasLtMatmul(c->lt, desc, &one, B, ad, A, bd, accumulate ? &one : &zero, C, cd, C, cd, NULL, NULL, 0,
+                                   c->stream);
+        if (cd) cublasLtMatrixLayoutDestroy(cd);
+        if (bd) cublasLtMatrixLayoutDestroy(bd);
+        if (ad) cublasLtMatrixLayoutDestroy(ad);
+        if (desc) cublasLtMatmulDescDestroy(desc);
+    }
+    if (s != CUBLAS_STATUS_SUCCESS) c->lt_declined++;
+    else if (b16 && c->bias16 < 0) c->lt_bias16++, c->lt_declined++; /* as a plan counts its declined fp32 bias */
     return s;
 }
 
@@ -1699,10 +1757,15 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
         if (lowp16_env(l16[i].var) < 0)
             return ss_errorf(SS_ERR_ARG, "cuda:%d: %s=%s: must be 1 (on), 0 (off) or unset (on for Llama-family models)",
                              device, l16[i].var, getenv(l16[i].var));
-    const char *sp = getenv("SUBSCOPE_SPLIT_PRODUCTS");
+    const char *sp = getenv("SUBSCOPE_SPLIT_PRODUCTS"), *bs = getenv("SUBSCOPE_BIAS16");
     if (sp && *sp && strcmp(sp, "0") && strcmp(sp, "1"))
         return ss_errorf(SS_ERR_ARG, "cuda:%d: SUBSCOPE_SPLIT_PRODUCTS=%s: must be 1 (on, the default) or 0 (off)",
                          device, sp);
+    if (bs && *bs && strcmp(bs, "0") && strcmp(bs, "1"))
+        return ss_errorf(SS_ERR_ARG,
+                         "cuda:%d: SUBSCOPE_BIAS16=%s: must be 1 (always), 0 (never) or unset (where cuBLASLt declines "
+                         "an fp32 bias)",
+                         device, bs);
     ss_backend *be = ss_calloc(1, sizeof *be, "CUDA backend");
     cuda_impl *c = ss_calloc(1, sizeof *c, "CUDA backend");
     if (!be || !c) {
@@ -1854,6 +1917,10 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
     /* cuBLASLt plans and their workspace (lt_plan_for) */
     const char *pl = getenv("SUBSCOPE_LT_PLANS"), *wsm = getenv("SUBSCOPE_LT_WORKSPACE_MB");
     c->use_plans = !(pl && !strcmp(pl, "0"));
+    /* SUBSCOPE_BIAS16 (checked above) and SUBSCOPE_LT_LOG: lt_matmul_to, lt_log_plan */
+    const char *b16 = getenv("SUBSCOPE_BIAS16"), *ll = getenv("SUBSCOPE_LT_LOG");
+    c->bias16 = b16 && !strcmp(b16, "1") ? 1 : b16 && !strcmp(b16, "0") ? 0 : -1;
+    c->lt_log = ll && !strcmp(ll, "1");
     const long ws_mb = wsm && *wsm ? strtol(wsm, NULL, 10) : 32;
     c->lt_ws_bytes = c->use_plans && ws_mb > 0 ? (size_t)ws_mb << 20 : 0;
     c->self = be;
@@ -1868,6 +1935,17 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
 void ss_backend_cuda_close(ss_backend *be) {
     if (!be) return;
     cuda_impl *c = IMPL(be);
+    if (c && (c->lt_log || getenv("SUBSCOPE_TIMING"))) {
+        if (c->lt_bias16)
+            fprintf(stderr, "%s: cuBLASLt took no fp32 bias with a 16-bit output for %ld product shape%s; their bias was "
+                            "rounded to the output's type (SUBSCOPE_BIAS16)\n",
+                    c->name, c->lt_bias16, c->lt_bias16 == 1 ? "" : "s");
+        if (c->lt_declined > c->lt_bias16)
+            fprintf(stderr, "%s: cuBLASLt declined %ld product%s; %s ran through cuBLAS and separate kernels "
+                            "(SUBSCOPE_LT_LOG=1 names them)\n",
+                    c->name, c->lt_declined - c->lt_bias16, c->lt_declined - c->lt_bias16 == 1 ? "" : "s",
+                    c->lt_declined - c->lt_bias16 == 1 ? "it" : "they");
+    }
     if (c) {
         if (c->blas) cublasDestroy(c->blas);
         for (int i = 0; i < c->n_plans; i++) lt_plan_free(&c->plans[i]);

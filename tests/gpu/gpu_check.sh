@@ -460,6 +460,13 @@ elif [ $BUILD_OK = 1 ]; then
                     "forward gpt2-small shape, 1024 tok, bf16, all 16-bit paths (nmse $BF16_NMSE)" "$m" \
                     "$WORK/models/small-long.jsonl" "blocks.0.attn.hook_pattern,blocks.*.hook_resid_post,ln_final.hook_normalized" \
                     --dtype bfloat16
+            # ... with the QKV and MLP-in products' bias rounded to bf16 (SUBSCOPE_BIAS16=1; by
+            # default only where cuBLASLt declines an fp32 bias with a bf16 output)
+            [ -s "$WORK/models/small-long.jsonl" ] &&
+                SUBSCOPE_BIAS16=1 SUBSCOPE_QKV16=1 SUBSCOPE_Z16=1 SUBSCOPE_NORM16=1 SUBSCOPE_MLP16=1 CMP_NMSE=$BF16_NMSE \
+                    compare_forward "forward gpt2-small shape, 1024 tok, bf16, all 16-bit paths, bf16 bias (nmse $BF16_NMSE)" \
+                    "$m" "$WORK/models/small-long.jsonl" \
+                    "blocks.0.attn.hook_pattern,blocks.*.hook_resid_post,ln_final.hook_normalized" --dtype bfloat16
             [ $KEEP = 1 ] || rm -rf "$m"
         fi
         # wider: d 1024, 8 heads of 128, 2048 positions, bf16 weights, untied

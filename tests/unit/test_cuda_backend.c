@@ -6,6 +6,9 @@
  * reduce in a different order from the CPU (warp trees, online softmax) and
  * activations here are O(1..10), so differences are a few fp32 ulps. */
 #include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <unistd.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +27,7 @@ long ss_emu_lt_products_d16(void);
 long ss_emu_lt_heuristics(void);
 long ss_emu_launch_count(const char *kernel);
 long ss_emu_api_calls(const char *name); /* kernels/emu/host_runtime.c */
+void ss_emu_lt_refuse_bias32_d16(int on);
 
 typedef struct {
     float *store[128];
@@ -834,6 +838,109 @@ TEST(cuda_emulated_z16_matches_converted_z) {
         }
         free(ref), free(got);
     }
+}
+
+/* A cuBLASLt that takes no fp32 bias with a 16-bit D (the emulation's
+ * ss_emu_lt_refuse_bias32_d16), under GPT-2's four 16-bit paths, where the
+ * QKV and MLP-in products write bf16 with a bias. The fourth H100 run found
+ * those paths slower than none; if cuBLASLt had declined them, each would
+ * have run its fallback after a wasted norm. So:
+ *   - SUBSCOPE_BIAS16=0: those products decline and fall back; the logits
+ *     are the paths-off logits bit for bit, and no 16-bit D product runs;
+ *   - unset: the bias is rounded to bf16 instead (a 16-bit D product each),
+ *     the logits equal SUBSCOPE_BIAS16=1's on a cuBLASLt that takes both,
+ *     with or without plans, and are within the 16-bit paths' NMSE of the
+ *     paths-off logits; with SUBSCOPE_TIMING set, closing the backend says so.
+ * Biases are made non-zero (GPT-2's initialisation leaves them 0), so that
+ * their rounding shows. */
+static void bias16_logits(const char *paths, const char *bias16, const char *plans, int refuse, float **lg, long *d16,
+                          char *said, size_t said_cap) {
+    const char *vars[] = {"SUBSCOPE_MLP16", "SUBSCOPE_NORM16", "SUBSCOPE_QKV16", "SUBSCOPE_Z16"};
+    for (int i = 0; i < 4; i++) setenv(vars[i], paths, 1);
+    if (bias16) setenv("SUBSCOPE_BIAS16", bias16, 1);
+    if (plans) setenv("SUBSCOPE_LT_PLANS", plans, 1);
+    ss_config c = {.n_layer = 2, .n_head = 2, .n_embd = 128, .n_positions = 64, .vocab_size = 97, .n_inner = 256,
+                   .ln_eps = 1e-5, .tie_word_embeddings = 1, .scale_attn_weights = 1};
+    ss_model *m = NULL;
+    ss_backend *gpu = NULL;
+    *lg = NULL;
+    CHECK_OK(ss_model_create(&c, &m));
+    ss_model_init_gpt2(m, 5);
+    for (int l = 0; l < 2; l++) { /* ss_model_create owns the weights */
+        float *ab = (float *)(uintptr_t)m->w.layers[l].attn_b, *fb = (float *)(uintptr_t)m->w.layers[l].fc_b;
+        for (int64_t j = 0; j < 384; j++) ab[j] = 0.37f * sinf(0.7f * (float)(j + 100 * l));
+        for (int64_t j = 0; j < 256; j++) fb[j] = 0.29f * cosf(0.3f * (float)(j + 50 * l));
+    }
+    ss_status st = ss_backend_cuda_open(0, NULL, &gpu);
+    for (int i = 0; i < 4; i++) unsetenv(vars[i]);
+    unsetenv("SUBSCOPE_BIAS16");
+    unsetenv("SUBSCOPE_LT_PLANS");
+    CHECK_OK(st);
+    if (!st) {
+        ss_emu_lt_refuse_bias32_d16(refuse);
+        CHECK_OK(ss_model_place(m, gpu, SS_WDTYPE_BF16));
+        int32_t toks[70];
+        for (int i = 0; i < 70; i++) toks[i] = (int32_t)((i * 31 + 7) % 97);
+        int64_t start[2] = {0, 64}, len[2] = {64, 6};
+        ss_packing pk = {2, 70, start, len, 0};
+        ss_forward_opts o = {.logits = SS_LOGITS_ALL};
+        const long before = ss_emu_lt_products_d16();
+        CHECK_OK(ss_forward(m, gpu, toks, &pk, &o, lg));
+        *d16 = ss_emu_lt_products_d16() - before;
+        /* what closing the backend says, with SUBSCOPE_TIMING set */
+        char path[512];
+        snprintf(path, sizeof path, "%s/bias16_said.txt", ss_test_tmp_dir());
+        fflush(stderr);
+        int saved = dup(2), fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        setenv("SUBSCOPE_TIMING", "1", 1);
+        if (fd >= 0) dup2(fd, 2);
+        ss_backend_cuda_close(gpu);
+        gpu = NULL;
+        fflush(stderr);
+        if (saved >= 0) dup2(saved, 2), close(saved);
+        if (fd >= 0) close(fd);
+        unsetenv("SUBSCOPE_TIMING");
+        ss_emu_lt_refuse_bias32_d16(0);
+        FILE *f = fopen(path, "r");
+        size_t got = f ? fread(said, 1, said_cap - 1, f) : 0;
+        said[got] = 0;
+        if (f) fclose(f);
+    }
+    ss_model_free(m);
+    ss_backend_cuda_close(gpu);
+}
+
+TEST(cuda_emulated_lt_declined_bias_falls_back) {
+    const size_t n = 70 * 97;
+    float *off = NULL, *fallback = NULL, *rounded = NULL, *forced = NULL, *noplans = NULL;
+    long d_off, d_fb, d_r, d_f, d_np;
+    char s_off[512], s_fb[512], s_r[512], s_f[512], s_np[512];
+    bias16_logits("0", NULL, NULL, 0, &off, &d_off, s_off, sizeof s_off);
+    bias16_logits("1", "0", NULL, 1, &fallback, &d_fb, s_fb, sizeof s_fb);
+    bias16_logits("1", NULL, NULL, 1, &rounded, &d_r, s_r, sizeof s_r);
+    bias16_logits("1", "1", NULL, 0, &forced, &d_f, s_f, sizeof s_f);
+    bias16_logits("1", NULL, "0", 1, &noplans, &d_np, s_np, sizeof s_np);
+    if (off && fallback && rounded && forced && noplans) {
+        printf(" [16-bit D products: %ld off, %ld declined, %ld with the rounded bias; nmse vs off %.2e]", d_off, d_fb,
+               d_r, nmse(rounded, off, n));
+        CHECK(d_off == 0 && d_fb == 0 && d_r == 4 && d_f == 4 && d_np == 4); /* QKV and MLP-in, 2 layers */
+        CHECK(!memcmp(off, fallback, n * sizeof(float)));
+        CHECK(!memcmp(rounded, forced, n * sizeof(float)));
+        CHECK(!memcmp(rounded, noplans, n * sizeof(float)));
+        CHECK(memcmp(rounded, off, n * sizeof(float)) != 0);
+        CHECK(nmse(rounded, off, n) < 1e-4);
+        CHECK_MSG(strstr(s_fb, "declined 2 products") != NULL, "said: %s", s_fb);
+        CHECK_MSG(strstr(s_r, "no fp32 bias with a 16-bit output for 2 product shapes") != NULL &&
+                      !strstr(s_r, "declined"), "said: %s", s_r);
+        CHECK_MSG(!*s_off && !*s_f, "said: %s / %s", s_off, s_f);
+    }
+    free(off), free(fallback), free(rounded), free(forced), free(noplans);
+    /* anything but 0 and 1 is refused, by name */
+    setenv("SUBSCOPE_BIAS16", "2", 1);
+    ss_backend *gpu = NULL;
+    CHECK(ss_backend_cuda_open(0, NULL, &gpu) == SS_ERR_ARG && !gpu);
+    CHECK(strstr(ss_last_error(), "SUBSCOPE_BIAS16=2") != NULL);
+    unsetenv("SUBSCOPE_BIAS16");
 }
 
 /* SUBSCOPE_ATTN_QT: the tensor-core kernel takes two query tiles per warp
