@@ -643,6 +643,20 @@ TEST(cuda_emulated_tensor_core_attention_settings) {
  * wanted, or float32 weights, they are bit for bit those without it. */
 /* The forward's status into *fst, or checked to be SS_OK without fst (setup
  * failures are checks of their own). */
+/* The batch of the tensor-core attention's forward tests: two sequences of 64
+ * and 6 tokens of a 97-token vocabulary, packed. */
+typedef struct {
+    int32_t toks[70];
+    int64_t start[2], len[2];
+    ss_packing pk;
+} batch70;
+static void batch70_init(batch70 *b) {
+    for (int i = 0; i < 70; i++) b->toks[i] = (int32_t)((i * 31 + 7) % 97);
+    b->start[0] = 0, b->start[1] = 64, b->len[0] = 64, b->len[1] = 6;
+    const ss_packing pk = {2, 70, b->start, b->len, 0};
+    b->pk = pk;
+}
+
 static void forward_heads(int wdtype, const char *attn_tc, const char *globs, int n_head, float **lg, ss_status *fst) {
     ss_config c = {.n_layer = 2, .n_head = n_head, .n_embd = 128, .n_positions = 64, .vocab_size = 97,
                    .n_inner = 256, .ln_eps = 1e-5, .tie_word_embeddings = 1, .scale_attn_weights = 1};
@@ -661,12 +675,10 @@ static void forward_heads(int wdtype, const char *attn_tc, const char *globs, in
     uint8_t *want = calloc((size_t)ss_sites_count(&c), 1);
     int nsel = 0;
     if (globs) CHECK_OK(ss_sites_select(&c, globs, want, &nsel));
-    int32_t toks[70];
-    for (int i = 0; i < 70; i++) toks[i] = (int32_t)((i * 31 + 7) % 97);
-    int64_t start[2] = {0, 64}, len[2] = {64, 6};
-    ss_packing pk = {2, 70, start, len, 0};
+    batch70 bt;
+    batch70_init(&bt);
     ss_forward_opts o = {.logits = SS_LOGITS_ALL, .want = globs ? want : NULL, .hook = ignore_site};
-    ss_status st = ss_forward(m, gpu, toks, &pk, &o, lg);
+    ss_status st = ss_forward(m, gpu, bt.toks, &bt.pk, &o, lg);
     if (fst) *fst = st;
     else CHECK_OK(st);
     free(want);
@@ -701,18 +713,16 @@ TEST(cuda_emulated_second_forward_is_steady) {
             return;
         }
         CHECK_OK(ss_model_place(m, gpu, SS_WDTYPE_BF16));
-        int32_t toks[70];
-        for (int i = 0; i < 70; i++) toks[i] = (int32_t)((i * 31 + 7) % 97);
-        int64_t start[2] = {0, 64}, len[2] = {64, 6};
-        ss_packing pk = {2, 70, start, len, 0};
+        batch70 bt;
+        batch70_init(&bt);
         ss_forward_opts o = {.logits = SS_LOGITS_ALL};
         float *a = NULL, *b = NULL;
-        CHECK_OK(ss_forward(m, gpu, toks, &pk, &o, &a));
+        CHECK_OK(ss_forward(m, gpu, bt.toks, &bt.pk, &o, &a));
         const long h0 = ss_emu_lt_heuristics(), m0 = ss_emu_api_calls("cudaMalloc") + ss_emu_api_calls("cudaFree"),
                    d0 = ss_emu_api_calls("cublasLtMatmulDescCreate") + ss_emu_api_calls("cublasLtMatrixLayoutCreate"),
                    s0 = ss_emu_api_calls("cudaStreamSynchronize") + ss_emu_api_calls("cudaDeviceSynchronize") +
                         ss_emu_api_calls("cudaEventSynchronize");
-        CHECK_OK(ss_forward(m, gpu, toks, &pk, &o, &b));
+        CHECK_OK(ss_forward(m, gpu, bt.toks, &bt.pk, &o, &b));
         syncs[ci] = ss_emu_api_calls("cudaStreamSynchronize") + ss_emu_api_calls("cudaDeviceSynchronize") +
                     ss_emu_api_calls("cudaEventSynchronize") - s0;
         const long allocs = ss_emu_api_calls("cudaMalloc") + ss_emu_api_calls("cudaFree") - m0,
@@ -879,13 +889,11 @@ static void bias16_logits(const char *paths, const char *bias16, const char *pla
     if (!st) {
         ss_emu_lt_refuse_bias32_d16(refuse);
         CHECK_OK(ss_model_place(m, gpu, SS_WDTYPE_BF16));
-        int32_t toks[70];
-        for (int i = 0; i < 70; i++) toks[i] = (int32_t)((i * 31 + 7) % 97);
-        int64_t start[2] = {0, 64}, len[2] = {64, 6};
-        ss_packing pk = {2, 70, start, len, 0};
+        batch70 bt;
+        batch70_init(&bt);
         ss_forward_opts o = {.logits = SS_LOGITS_ALL};
         const long before = ss_emu_lt_products_d16();
-        CHECK_OK(ss_forward(m, gpu, toks, &pk, &o, lg));
+        CHECK_OK(ss_forward(m, gpu, bt.toks, &bt.pk, &o, lg));
         *d16 = ss_emu_lt_products_d16() - before;
         /* what closing the backend says, with SUBSCOPE_TIMING set */
         char path[512];
@@ -1066,16 +1074,14 @@ static void llama_logits_as(const char *dir, int wdtype, const char *globs, floa
     uint8_t *want = calloc((size_t)ss_sites_count(&m->cfg), 1);
     int nsel = 0;
     if (globs) CHECK_OK(ss_sites_select(&m->cfg, globs, want, &nsel));
-    int32_t toks[70];
-    for (int i = 0; i < 70; i++) toks[i] = (int32_t)((i * 31 + 7) % 97);
-    int64_t start[2] = {0, 64}, len[2] = {64, 6};
-    ss_packing pk = {2, 70, start, len, 0};
+    batch70 bt;
+    batch70_init(&bt);
     ss_forward_opts o = {.logits = SS_LOGITS_ALL, .want = globs ? want : NULL, .hook = ignore_site};
     const char *tc = ss_config_d_head(&m->cfg) == 64 ? "ss_k_attn_tc_64" : "ss_k_attn_tc_128";
     llama_counts b = {ss_emu_launch_count(tc), ss_emu_launch_count("ss_k_rope"), ss_emu_launch_count("ss_k_rope_bf16"),
                       ss_emu_launch_count("ss_k_attn_pack_bf16"), ss_emu_launch_count("ss_k_convert"),
                       ss_emu_launch_count("ss_k_swiglu16_16")};
-    CHECK_OK(ss_forward(m, gpu, toks, &pk, &o, lg));
+    CHECK_OK(ss_forward(m, gpu, bt.toks, &bt.pk, &o, lg));
     *k = (llama_counts){ss_emu_launch_count(tc) - b.tc, ss_emu_launch_count("ss_k_rope") - b.rope,
                         ss_emu_launch_count("ss_k_rope_bf16") - b.rope16,
                         ss_emu_launch_count("ss_k_attn_pack_bf16") - b.pack, ss_emu_launch_count("ss_k_convert") - b.convert,
