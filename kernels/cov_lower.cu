@@ -4,9 +4,10 @@
  * input). The collect job merges the batches' (count, mean, C) on the host
  * with Chan's update in fp64.
  *
- * ss_cuda_colmean. Design: a block of 32 columns x 16 row phases; a warp
+ * ss_cuda_colmean. Design: a block of 32 columns x 32 row phases; a warp
  * reads 32 consecutive columns of one row (coalesced), each thread sums its
- * rows in fp64 and the 16 phases are combined in a fixed order through
+ * rows in fp64 (four rows' loads issued before their adds) and the 32 phases
+ * are combined in a fixed order through
  * shared memory (deterministic: no atomics). fp64 because a per-thread fp32
  * sum of up to n/16 rows loses ~log2(n/16) bits to rounding growth, and the
  * mean is what every later centring depends on; the kernel is bound by the
@@ -14,7 +15,10 @@
  * shows, while fp32 per-block + fp64 combine or Kahan would add code for no
  * speed. Limit: one block per 32 columns, so a narrow site (d = 768: 24
  * blocks) does not fill a large GPU; it is still a read of n*d elements next
- * to the n*d^2 of the product.
+ * to the n*d^2 of the product. On an H100 (16 row phases, one load at a
+ * time) d = 768 ran at 12% of the copy bandwidth and d = 16384 at 99%; since
+ * 2026-11-27 the blocks have twice the phases and four loads in flight per
+ * thread, for the narrow sites (untimed).
  *
  * ss_cuda_cov_center writes the centred rows once into the workspace of
  * the product kernels (cov_split.cuh): fp32 for this one, bf16 for
@@ -44,7 +48,7 @@
 /* ---- column means ------------------------------------------------------ */
 
 #define CM_COLS 32
-#define CM_PHASES 16
+#define CM_PHASES 32
 
 SS_KERNEL(ss_k_colmean, (double *, mean64), (float *, mean32), (const void *, x), (int, dt), (int64_t, ld),
           (int64_t, n), (int64_t, d)) {
@@ -52,8 +56,20 @@ SS_KERNEL(ss_k_colmean, (double *, mean64), (float *, mean32), (const void *, x)
     int tx = (int)threadIdx.x, ty = (int)threadIdx.y;
     int64_t c = (int64_t)blockIdx.x * CM_COLS + tx;
     double s = 0.0;
-    if (c < d)
-        for (int64_t r = ty; r < n; r += CM_PHASES) s += (double)ss_load_weight(x, dt, r * ld + c);
+    if (c < d) {
+        /* four rows' loads in flight before their adds, which keep the rows' order */
+        int64_t r = ty;
+        for (; r + 3 * CM_PHASES < n; r += 4 * CM_PHASES) {
+            const float v0 = ss_load_weight(x, dt, r * ld + c), v1 = ss_load_weight(x, dt, (r + CM_PHASES) * ld + c),
+                        v2 = ss_load_weight(x, dt, (r + 2 * CM_PHASES) * ld + c),
+                        v3 = ss_load_weight(x, dt, (r + 3 * CM_PHASES) * ld + c);
+            s += (double)v0;
+            s += (double)v1;
+            s += (double)v2;
+            s += (double)v3;
+        }
+        for (; r < n; r += CM_PHASES) s += (double)ss_load_weight(x, dt, r * ld + c);
+    }
     part[ty][tx] = s;
     __syncthreads();
     if (ty == 0 && c < d) {
