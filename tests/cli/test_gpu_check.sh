@@ -63,6 +63,24 @@ out=$(bash "$RB" x.tar.xz --out "$TMP/o" --profile-seconds 1m 2>&1); rc=$?
 out=$(bash "$RB" "$TMP/nonexistent.tar.xz" --out "$TMP/o" 2>&1); rc=$?
 [ $rc = 1 ] && printf '%s' "$out" | grep -q "cannot unpack" && pass "run_bundle.sh names a missing bundle" ||
     fail "run_bundle.sh missing bundle" "exit $rc: $out"
+# run_bundle.sh --kernel-filters: kernel_check once per filter before anything else, into
+# kernel-check-filters.txt. In a copy of the scripts (run_bundle unpacks its bundle at the
+# root it runs from), with a bundle whose kernel_check is the emulated one.
+if [ -x "${TOOLBIN}kernel_check_emu" ]; then
+    R=$TMP/rb && mkdir -p "$R/tests/gpu" "$R/bin" "$R/pack/bin" && cp "$RB" "$R/tests/gpu/" &&
+        cp "${TOOLBIN}kernel_check_emu" "$R/pack/bin/kernel_check" && cp "$SUBSCOPE" "$R/pack/bin/subscope" &&
+        tar -C "$R/pack" -cf "$R/b.tar" bin
+    out=$(bash "$R/tests/gpu/run_bundle.sh" "$R/b.tar" --out "$R/o" --kernel-filters "cov_center f32->bf16 n=13; add " \
+        --check-budget 0 --bench none 2>&1); rc=$?
+    k="$R/o/kernel-check-filters.txt"
+    if [ $rc = 0 ] && [ "$(grep -c '^== bin/kernel_check --filter' "$k" 2>/dev/null)" = 2 ] &&
+        grep -q '^CASE cov_center f32->bf16 n=13 d=37 aligned .* ok' "$k" && ! grep -q '^CASE cov_center f32->f32' "$k" &&
+        printf '%s' "$out" | grep -qE "kernel_check filters done after [0-9]+ s: [1-9][0-9]* ok, 0 failed"; then
+        pass "run_bundle.sh --kernel-filters runs kernel_check per filter"
+    else fail "run_bundle.sh --kernel-filters" "exit $rc: $(printf '%s' "$out" | tail -n 5) / $(head -n 5 "$k" 2>/dev/null)"; fi
+else
+    pass "run_bundle.sh --kernel-filters not checked: no kernel_check_emu"
+fi
 # tests/gpu/ncu_batch.py (the profile's steady batch): two runs' ncu CSVs, the second less the
 # first per kernel, units converted, the job's own lines before the header skipped
 if command -v python3 >/dev/null 2>&1; then

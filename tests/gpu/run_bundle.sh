@@ -3,7 +3,7 @@
 # toolkit's libraries, from a tarball made by tests/gpu/bundle.sh (a short lease, a
 # cluster's compute node). At the root of a checkout of the bundle's commit:
 #
-#   tests/gpu/run_bundle.sh BUNDLE.tar.xz --out DIR [--check-budget S] [--check-steps STEPS] [--bench STEPS]
+#   tests/gpu/run_bundle.sh BUNDLE.tar.xz --out DIR [--kernel-filters "F;F..."] [--check-budget S] [--check-steps STEPS] [--bench STEPS]
 #                           [--bench-seconds S] [--bench-args "ARGS"] [--pipeline-seconds S]
 #                           [--pipeline-args "ARGS"] [--profile-seconds S] [--profile-env "VAR=VALUE ...[; VAR=VALUE ...]"]
 #
@@ -11,6 +11,9 @@
 #      SUBSCOPE_GIT_COMMIT, the commit the results record);
 #   2. finds the directories of cuBLAS, cuSOLVER, the CUDA runtime and NCCL (ldconfig,
 #      then /usr/local/cuda and Python's nvidia-* wheels) for SUBSCOPE_CUDA_LIBS;
+#   2b. with --kernel-filters, bin/kernel_check --filter F for each F (separated by ";"),
+#      at most 120 s each, into kernel-check-filters.txt: the cases a change touched,
+#      before the rest;
 #   3. runs tests/gpu/gpu_check.sh --no-build with GPU_CHECK_BUDGET=S (default 300;
 #      0 skips it), with --check-steps only those of kernels,forward,nccl,sanitizer
 #      (gpu_check's --only);
@@ -34,10 +37,11 @@
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 T0=$(date +%s)
-BUNDLE="" OUTDIR="" CHECK_BUDGET=300 CHECK_STEPS=kernels,forward,nccl,sanitizer STEPS=gpu_kernels,gpu_forward BENCH_S=150 BENCH_ARGS="" PIPE_S=0 PIPE_ARGS="--stages 2,4,8" PROF_S=0 PROF_ENV=""
+BUNDLE="" OUTDIR="" KFILTERS="" CHECK_BUDGET=300 CHECK_STEPS=kernels,forward,nccl,sanitizer STEPS=gpu_kernels,gpu_forward BENCH_S=150 BENCH_ARGS="" PIPE_S=0 PIPE_ARGS="--stages 2,4,8" PROF_S=0 PROF_ENV=""
 while [ $# -gt 0 ]; do
     case $1 in
     --out) OUTDIR=${2:?--out needs a directory}; shift ;;
+    --kernel-filters) KFILTERS=${2:-}; shift ;;
     --check-budget) CHECK_BUDGET=${2:?}; shift ;;
     --check-steps) CHECK_STEPS=${2:?}; shift ;;
     --bench) STEPS=${2:?}; shift ;;
@@ -76,6 +80,20 @@ echo "run_bundle.sh: SUBSCOPE_CUDA_LIBS=$SUBSCOPE_CUDA_LIBS"
 bin/subscope info --dist 2>&1 | tail -n 1
 
 rc=0
+if [ -n "$KFILTERS" ]; then
+    IFS=';' read -ra kfs <<<"$KFILTERS"
+    for f in "${kfs[@]}"; do
+        f=$(printf '%s' "$f" | xargs) # trimmed
+        [ -n "$f" ] || continue
+        echo "== bin/kernel_check --filter \"$f\""
+        timeout -k 5 120 bin/kernel_check --filter "$f" 2>&1
+        echo "exit $?"
+    done >"$OUTDIR/kernel-check-filters.txt"
+    echo "run_bundle.sh: kernel_check filters done after $(($(date +%s) - T0)) s:" \
+        "$(grep -c '^CASE .* ok' "$OUTDIR/kernel-check-filters.txt") ok," \
+        "$(grep -c '^CASE .*FAIL' "$OUTDIR/kernel-check-filters.txt") failed"
+    grep -E '^CASE .*FAIL|^exit [^0]' "$OUTDIR/kernel-check-filters.txt" | head -n 20
+fi
 if [ "$CHECK_BUDGET" -gt 0 ]; then
     GPU_CHECK_BUDGET=$CHECK_BUDGET bash tests/gpu/gpu_check.sh --no-build --only "$CHECK_STEPS" >"$OUTDIR/gpu-check.txt" 2>&1
     rc=$?
