@@ -88,8 +88,8 @@ typedef struct {
     int n_plans, next_plan, use_plans;
     int bias16;             /* SUBSCOPE_BIAS16: a 16-bit D's bias in D's type: 1 always, 0 never, -1 where fp32 is declined */
     int lt_log;             /* SUBSCOPE_LT_LOG=1: each new plan on stderr */
-    long lt_declined;       /* products (with plans: shapes) cuBLASLt declined, run the old way instead */
-    long lt_bias16;         /* of the shapes, those that took the 16-bit bias because the fp32 one was declined */
+    long lt_declined;       /* products cuBLASLt declined (with plans: shapes; without: calls) */
+    long lt_bias16;         /* of those, the ones that ran with the 16-bit bias instead of falling back */
     uint16_t *bias16buf;    /* the bias rounded to D's type, for the product being run */
     size_t bias16cap;
     void *lt_ws;            /* allocated with the first plan; without it (out of memory) plans do without */
@@ -741,12 +741,44 @@ static lt_plan *lt_plan_for(cuda_impl *c, cudaDataType tc, cudaDataType t, cubla
         lt_plan_free(p);
         *p = key;
         p->used = 0; /* remembered as declined: the same shape does not ask again */
-        c->lt_declined++;
+        if (!(bias16 && c->bias16 < 0)) c->lt_declined++; /* (a retry's decline: its shape is counted) */
         return NULL;
     }
     p->algo = res.algo;
     if (bias16 && c->bias16 < 0) c->lt_bias16++; /* the fp32 bias was declined for this shape */
     return p;
+}
+
+/* The bias rounded to D's 16-bit type tc, in c->bias16buf: the product's
+ * bias where cuBLASLt takes no fp32 bias with a 16-bit D (SUBSCOPE_BIAS16). */
+static int bias_to16(cuda_impl *c, const float *bias, int64_t N, cudaDataType tc, const void **out) {
+    if (scratch16(c->self, &c->bias16buf, &c->bias16cap, (size_t)N, "16-bit bias")) return 1;
+    if (ss_cuda_convert(c->bias16buf, tc == CUDA_R_16F ? SS_CUDA_F16 : SS_CUDA_BF16, bias, SS_CUDA_F32, N, c->stream))
+        return 1;
+    *out = c->bias16buf;
+    return 0;
+}
+
+/* One cuBLASLt product without a plan: its descriptors made and dropped
+ * around the call; b16: the bias rounded to D's type first. */
+static cublasStatus_t lt_matmul_once(cuda_impl *c, void *C, cudaDataType tc, const void *A, const void *B,
+                                     cudaDataType t, cublasComputeType_t ct, uint32_t epi, const float *bias, int b16,
+                                     int accumulate, int64_t M, int64_t N, int64_t K, int trans_b) {
+    const float one = 1.f, zero = 0.f;
+    const void *bp = bias;
+    if (b16 && bias_to16(c, bias, N, tc, &bp)) return CUBLAS_STATUS_EXECUTION_FAILED;
+    cublasLtMatmulDesc_t desc = NULL;
+    cublasLtMatrixLayout_t ad = NULL, bd = NULL, cd = NULL;
+    cublasStatus_t s = lt_describe(tc, t, ct, epi, bias && tc != CUDA_R_32F && !b16, M, N, K, trans_b, &desc, &ad,
+                                   &bd, &cd);
+    if (!s && bias) s = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof bp);
+    if (!s) s = cublasLtMatmul(c->lt, desc, &one, B, ad, A, bd, accumulate ? &one : &zero, C, cd, C, cd, NULL, NULL, 0,
+                               c->stream);
+    if (cd) cublasLtMatrixLayoutDestroy(cd);
+    if (bd) cublasLtMatrixLayoutDestroy(bd);
+    if (ad) cublasLtMatrixLayoutDestroy(ad);
+    if (desc) cublasLtMatmulDescDestroy(desc);
+    return s;
 }
 
 /* Row-major C[M,N] = A[M,K]·op(B) is column-major C^T = op(B)^T·A^T, so
@@ -758,16 +790,6 @@ static lt_plan *lt_plan_for(cuda_impl *c, cudaDataType tc, cudaDataType t, cubla
  * of type t, fp32 or the weights' 16-bit type; B the weights, [N,K]
  * (trans_b) or [K,N]. Returns cuBLASLt's status; the caller falls back on
  * anything but success. */
-/* The bias rounded to D's 16-bit type tc, in c->bias16buf: the product's
- * bias where cuBLASLt takes no fp32 bias with a 16-bit D (SUBSCOPE_BIAS16). */
-static int bias_to16(cuda_impl *c, const float *bias, int64_t N, cudaDataType tc, const void **out) {
-    if (scratch16(c->self, &c->bias16buf, &c->bias16cap, (size_t)N, "16-bit bias")) return 1;
-    if (ss_cuda_convert(c->bias16buf, tc == CUDA_R_16F ? SS_CUDA_F16 : SS_CUDA_BF16, bias, SS_CUDA_F32, N, c->stream))
-        return 1;
-    *out = c->bias16buf;
-    return 0;
-}
-
 static cublasStatus_t lt_matmul_to(cuda_impl *c, void *C, cudaDataType tc, const void *A, const void *B, cudaDataType t,
                                    const float *bias, int gelu, int accumulate, int64_t M, int64_t N, int64_t K,
                                    int trans_b) {
@@ -796,25 +818,16 @@ static cublasStatus_t lt_matmul_to(cuda_impl *c, void *C, cudaDataType tc, const
                                &p->algo, c->lt_ws, c->lt_ws_bytes, c->stream);
         return s;
     }
-    cublasStatus_t s = CUBLAS_STATUS_NOT_SUPPORTED;
-    for (int pass = 0; pass < 2 && s != CUBLAS_STATUS_SUCCESS; pass++) {
-        if (pass == 1 && !(d16_bias && c->bias16 < 0 && !b16)) break;
-        if (pass == 1) b16 = 1;
-        bp = bias;
-        if (b16 && bias_to16(c, bias, N, tc, &bp)) return CUBLAS_STATUS_EXECUTION_FAILED;
-        cublasLtMatmulDesc_t desc = NULL;
-        cublasLtMatrixLayout_t ad = NULL, bd = NULL, cd = NULL;
-        s = lt_describe(tc, t, ct, epi, d16_bias && !b16, M, N, K, trans_b, &desc, &ad, &bd, &cd);
-        if (!s && bias) s = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof bp);
-        if (!s) s = cublasLtMatmul(c->lt, desc, &one, B, ad, A, bd, accumulate ? &one : &zero, C, cd, C, cd, NULL, NULL, 0,
-                                   c->stream);
-        if (cd) cublasLtMatrixLayoutDestroy(cd);
-        if (bd) cublasLtMatrixLayoutDestroy(bd);
-        if (ad) cublasLtMatrixLayoutDestroy(ad);
-        if (desc) cublasLtMatmulDescDestroy(desc);
+    /* no plans (SUBSCOPE_LT_PLANS=0, to compare): descriptors for this call alone;
+     * counted per call, where plans count per shape */
+    cublasStatus_t s = lt_matmul_once(c, C, tc, A, B, t, ct, epi, bias, b16, accumulate, M, N, K, trans_b);
+    if (s != CUBLAS_STATUS_SUCCESS && d16_bias && c->bias16 < 0 && !b16) {
+        c->lt_declined++; /* the fp32 bias */
+        s = lt_matmul_once(c, C, tc, A, B, t, ct, epi, bias, 1, accumulate, M, N, K, trans_b);
+        if (s == CUBLAS_STATUS_SUCCESS) c->lt_bias16++;
+    } else if (s != CUBLAS_STATUS_SUCCESS) {
+        c->lt_declined++;
     }
-    if (s != CUBLAS_STATUS_SUCCESS) c->lt_declined++;
-    else if (b16 && c->bias16 < 0) c->lt_bias16++, c->lt_declined++; /* as a plan counts its declined fp32 bias */
     return s;
 }
 
