@@ -24,7 +24,8 @@ SwiGLU kernel (with +mlp16); these five are a Llama-family model's default since
 the tensor-core attention with one / two 16-row query tiles per warp (default 2); +noplans: SUBSCOPE_LT_PLANS=0, cuBLASLt without cached plans or workspace
 (its heuristic at every product, as before 2026-11-26); +bias16 / +bias32: SUBSCOPE_BIAS16=1 / 0,
 a 16-bit output's bias always rounded to its type / never (default: where cuBLASLt declines the
-fp32 one; the JSON's cublaslt_notes say whether it did); variants combine, bf16+notc+noepi),
+fp32 one; each mode's cublaslt_notes in the JSON list the product shapes cuBLASLt declined, from
+the runs' SUBSCOPE_LT_LOG=1, and the backend's counts); variants combine, bf16+notc+noepi),
 subscope runs as a fresh process: one untimed warm run (--warm-once: for a model's first mode
 only), --reps runs of a one-token prompt (--fixed-reps; the fixed cost: process start, CUDA context, cuBLAS, reading and
 uploading the weights, HDF5 file), and --reps runs of the prompts. tokens/s and TFLOP/s are
@@ -164,8 +165,9 @@ def host_peak_mib(path):
 
 
 SPLIT_RE = re.compile(r"later batches: ([0-9.]+) s in ss_forward before its closing device sync, ([0-9.]+) s waiting")
-# what the CUDA backend says at its close under SUBSCOPE_TIMING when cuBLASLt declined products
-LT_RE = re.compile(r"^cuda:\d+: cuBLASLt (?:declined|took no fp32 bias).*$", re.M)
+# what the CUDA backend says about products cuBLASLt declined: each declined shape under
+# SUBSCOPE_LT_LOG=1 ("...: declined (...)"), and the counts at its close
+LT_RE = re.compile(r"^cuda:\d+: cuBLASLt (?:declined|took no fp32 bias|.*: declined \().*$", re.M)
 
 
 def run_subscope(exe, model, prompts, batch, mode, env, workdir, tag, timeout):
@@ -176,7 +178,7 @@ def run_subscope(exe, model, prompts, batch, mode, env, workdir, tag, timeout):
     out = os.path.join(workdir, f"{tag}.h5")
     cmd = [exe, "forward", "--model", model, "--input", prompts, "--out", out, "--batch", str(batch),
            "--no-logits", "--device", "cuda", "--compress", "0"] + MODE_FLAGS[mode_parts(mode)[0]]
-    env = dict(env, SUBSCOPE_TIMING="1", **mode_parts(mode)[1])
+    env = dict(env, SUBSCOPE_TIMING="1", SUBSCOPE_LT_LOG="1", **mode_parts(mode)[1])
     t0 = time.perf_counter()
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     wall = time.perf_counter() - t0

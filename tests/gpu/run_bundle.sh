@@ -160,7 +160,7 @@ if [ "$PROF_S" -gt 0 ]; then
             # shellcheck disable=SC2086 # $1 is a list of assignments
             timeout -k 5 $left env $1 "$ncu" --clock-control none --metrics gpu__time_duration.sum --csv \
                 bin/subscope forward --dtype bfloat16 --no-logits --out /tmp/prof-f.h5 --model "$m" --input "$2" \
-                --device cuda --batch 16 --compress 0 >"$3" 2>/dev/null
+                --device cuda --batch 16 --compress 0 >"$3" 2>"${3%.csv}.err"
         }
         # --profile-env: one set of variables, or several separated by ";" (each set's forward
         # profiled in turn; the CSV files go to build/gpu-profile/, which logs.tgz holds)
@@ -174,6 +174,8 @@ if [ "$PROF_S" -gt 0 ]; then
                 one=build/gpu-profile/forward-$i-1batch.csv two=build/gpu-profile/forward-$i-2batch.csv
                 if csvprof "$penv" /tmp/profile-1.jsonl "$one" && csvprof "$penv" /tmp/profile-2.jsonl "$two"; then
                     python3 tests/gpu/ncu_batch.py "$one" "$two"
+                    # what the backend said of cuBLASLt (SUBSCOPE_LT_LOG=1 in the set: each plan)
+                    grep -h "cuBLASLt" "${two%.csv}.err" 2>/dev/null | sort -u
                 else
                     echo "skipped or failed (time, or ncu's exit status); the CSV files are in build/gpu-profile/"
                 fi
