@@ -874,6 +874,7 @@ static void bias16_logits(const char *paths, const char *bias16, const char *pla
     ss_model *m = NULL;
     ss_backend *gpu = NULL;
     *lg = NULL;
+    *said = 0;
     CHECK_OK(ss_model_create(&c, &m));
     ss_model_init_gpt2(m, 5);
     for (int l = 0; l < 2; l++) { /* ss_model_create owns the weights */
@@ -895,7 +896,10 @@ static void bias16_logits(const char *paths, const char *bias16, const char *pla
         const long before = ss_emu_lt_products_d16();
         CHECK_OK(ss_forward(m, gpu, bt.toks, &bt.pk, &o, lg));
         *d16 = ss_emu_lt_products_d16() - before;
-        /* what closing the backend says, with SUBSCOPE_TIMING set */
+        /* what closing the backend says, with SUBSCOPE_TIMING set (the model's
+         * device weights go first: they are the backend's) */
+        ss_model_free(m);
+        m = NULL;
         char path[512];
         snprintf(path, sizeof path, "%s/bias16_said.txt", ss_test_tmp_dir());
         fflush(stderr);
