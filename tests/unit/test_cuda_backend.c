@@ -643,6 +643,14 @@ TEST(cuda_emulated_tensor_core_attention_settings) {
  * wanted, or float32 weights, they are bit for bit those without it. */
 /* The forward's status into *fst, or checked to be SS_OK without fst (setup
  * failures are checks of their own). */
+/* The GPT-2 of the tensor-core attention's forward tests: 2 layers, d 128 in
+ * n_head heads (2: heads of 64, 1: of 128), a 97-token vocabulary. */
+static ss_config tc_config(int64_t n_head) {
+    const ss_config c = {.n_layer = 2, .n_head = n_head, .n_embd = 128, .n_positions = 64, .vocab_size = 97,
+                         .n_inner = 256, .ln_eps = 1e-5, .tie_word_embeddings = 1, .scale_attn_weights = 1};
+    return c;
+}
+
 /* The batch of the tensor-core attention's forward tests: two sequences of 64
  * and 6 tokens of a 97-token vocabulary, packed. */
 typedef struct {
@@ -658,8 +666,7 @@ static void batch70_init(batch70 *b) {
 }
 
 static void forward_heads(int wdtype, const char *attn_tc, const char *globs, int n_head, float **lg, ss_status *fst) {
-    ss_config c = {.n_layer = 2, .n_head = n_head, .n_embd = 128, .n_positions = 64, .vocab_size = 97,
-                   .n_inner = 256, .ln_eps = 1e-5, .tie_word_embeddings = 1, .scale_attn_weights = 1};
+    const ss_config c = tc_config(n_head);
     ss_model *m = NULL;
     ss_backend *gpu = NULL;
     *lg = NULL;
@@ -699,8 +706,7 @@ TEST(cuda_emulated_second_forward_is_steady) {
     for (int ci = 0; ci < 4; ci++) {
         setenv("SUBSCOPE_QKV16", cases[ci].qkv16, 1);
         for (int i = 0; i < 3; i++) setenv(rest[i], cases[ci].rest, 1);
-        ss_config c = {.n_layer = 2, .n_head = cases[ci].heads, .n_embd = 128, .n_positions = 64, .vocab_size = 97,
-                       .n_inner = 256, .ln_eps = 1e-5, .tie_word_embeddings = 1, .scale_attn_weights = 1};
+        const ss_config c = tc_config(cases[ci].heads);
         ss_model *m = NULL;
         ss_backend *gpu = NULL;
         CHECK_OK(ss_model_create(&c, &m));
@@ -869,8 +875,7 @@ static void bias16_logits(const char *paths, const char *bias16, const char *pla
     for (int i = 0; i < 4; i++) setenv(vars[i], paths, 1);
     if (bias16) setenv("SUBSCOPE_BIAS16", bias16, 1);
     if (plans) setenv("SUBSCOPE_LT_PLANS", plans, 1);
-    ss_config c = {.n_layer = 2, .n_head = 2, .n_embd = 128, .n_positions = 64, .vocab_size = 97, .n_inner = 256,
-                   .ln_eps = 1e-5, .tie_word_embeddings = 1, .scale_attn_weights = 1};
+    const ss_config c = tc_config(2);
     ss_model *m = NULL;
     ss_backend *gpu = NULL;
     *lg = NULL;
