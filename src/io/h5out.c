@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -228,6 +229,15 @@ ss_status ss_h5_create(const char *final_path, ss_h5 **out) {
     }
     hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
     hid_t fapl = make_fapl();
+    /* The 1.10 file format: a checksum on every piece of metadata (superblock,
+     * object headers, B-trees, heaps, and the chunk indexes, which in the
+     * 1.8 format were version 1 B-trees without one), so a reader finds
+     * damaged metadata by its checksum instead of trusting it. HDF5 1.10
+     * and later read it (docs/DECISIONS.md). */
+    if (fapl >= 0 && H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110) < 0) {
+        H5Pclose(fapl);
+        fapl = -1;
+    }
     /* netCDF-4 readers expect tracked link creation order in groups. */
     if (fcpl >= 0) H5Pset_link_creation_order(fcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED);
     h->file = fcpl < 0 || fapl < 0 ? -1 : H5Fcreate(h->tmp_path, H5F_ACC_TRUNC, fcpl, fapl);
@@ -734,15 +744,17 @@ static ss_status attr_write(ss_h5 *h, const char *obj, const char *name, hid_t f
 
 ss_status ss_h5_attr_str(ss_h5 *h, const char *obj_path, const char *name, const char *value) {
     if (!value) return ss_errorf(SS_ERR_ARG, "%s: %s: attribute %s: NULL string", h->final_path, obj_path, name);
-    /* Scalar variable-length UTF-8: h5py gives str, xarray a plain attribute,
-     * h5dump prints the text. */
+    /* Scalar fixed-length UTF-8, NUL-terminated. A variable-length string
+     * would live in the global heap, the one part of the file whose bytes no
+     * checksum covers (and which libhdf5 trusts when it reads them); a
+     * fixed-length one is stored in the object header, under its checksum. */
     hid_t t = H5Tcopy(H5T_C_S1);
     hid_t sp = H5Screate(H5S_SCALAR);
     ss_status st = SS_OK;
-    if (t < 0 || sp < 0 || H5Tset_size(t, H5T_VARIABLE) < 0 || H5Tset_cset(t, H5T_CSET_UTF8) < 0 ||
+    if (t < 0 || sp < 0 || H5Tset_size(t, strlen(value) + 1) < 0 || H5Tset_cset(t, H5T_CSET_UTF8) < 0 ||
         H5Tset_strpad(t, H5T_STR_NULLTERM) < 0)
         st = h5_fail(SS_ERR_IO, "%s: %s: string type for attribute %s", h->final_path, obj_path, name);
-    if (st == SS_OK) st = attr_write(h, obj_path, name, t, t, sp, &value);
+    if (st == SS_OK) st = attr_write(h, obj_path, name, t, t, sp, value);
     if (t >= 0) H5Tclose(t);
     if (sp >= 0) H5Sclose(sp);
     return st;
@@ -773,9 +785,21 @@ ss_status ss_h5_attr_f64_array(ss_h5 *h, const char *obj_path, const char *name,
 
 /* ----------------------------------------------------------------- reader */
 
+typedef struct {
+    haddr_t obj; /* the dataset's address */
+    int dim;     /* its axis */
+    int scale;   /* index into scale_names */
+} dim_ref;
+
 struct ss_h5_reader {
     char *path;
     hid_t file;
+    /* Axis names, read once from the scales' REFERENCE_LIST (ss_h5_dim_names). */
+    int refs_read;
+    dim_ref *refs; /* sorted by (obj, dim) */
+    size_t n_refs;
+    char **scale_names;
+    size_t n_scales;
 };
 
 const char *ss_h5_reader_path(const ss_h5_reader *r) { return r ? r->path : NULL; }
@@ -814,6 +838,8 @@ ss_status ss_h5_open_read(const char *path, ss_h5_reader **out) {
 
 void ss_h5_close_read(ss_h5_reader *r) {
     if (!r) return;
+    free(r->refs);
+    ss_h5_free_names(r->scale_names, r->n_scales);
     if (r->file >= 0) H5Fclose(r->file);
     H5Eclear2(H5E_DEFAULT);
     free(r->path);
@@ -1079,54 +1105,131 @@ void ss_h5_free_names(char **names, size_t n) {
     free(names);
 }
 
-typedef struct {
-    char *name;
-} scale_name_ctx;
+/* An object's address in the file: the key of its REFERENCE_LIST entries. */
+static int object_addr(hid_t id, haddr_t *addr) {
+#if H5_VERSION_GE(1, 12, 0)
+    H5O_info2_t oi;
+    return H5Oget_info3(id, &oi, H5O_INFO_BASIC) < 0 || H5VLnative_token_to_addr(id, oi.token, addr) < 0 ? -1 : 0;
+#else
+    H5O_info_t oi;
+    if (H5Oget_info2(id, &oi, H5O_INFO_BASIC) < 0) return -1;
+    *addr = oi.addr;
+    return 0;
+#endif
+}
 
-static herr_t first_scale(hid_t did, unsigned dim, hid_t dsid, void *p) {
-    scale_name_ctx *c = p;
-    ssize_t len = H5DSget_scale_name(dsid, NULL, 0);
-    if (len > 0) {
-        c->name = malloc((size_t)len + 1);
-        if (c->name && H5DSget_scale_name(dsid, c->name, (size_t)len + 1) < 0) {
-            free(c->name);
-            c->name = NULL;
+static int cmp_dim_ref(const void *a, const void *b) {
+    const dim_ref *x = a, *y = b;
+    return x->obj != y->obj ? (x->obj < y->obj ? -1 : 1) : (x->dim > y->dim) - (x->dim < y->dim);
+}
+
+/* A scale's name: its NAME attribute, else its dataset's name (malloc'd). */
+static char *scale_name(hid_t id, const char *path) {
+    ssize_t len = H5DSget_scale_name(id, NULL, 0);
+    char *name = len > 0 ? malloc((size_t)len + 1) : NULL;
+    if (name && H5DSget_scale_name(id, name, (size_t)len + 1) < 0) {
+        free(name);
+        name = NULL;
+    }
+    return name ? name : ss_strdup(base_name(path));
+}
+
+/* Every scale's REFERENCE_LIST: which axis of which dataset it labels.
+ * The datasets' own DIMENSION_LIST says the same, but it is variable-length
+ * data in the global heap, which no checksum covers and which libhdf5
+ * trusts when it reads it; a scale's REFERENCE_LIST is fixed-size data in
+ * its object header, under that header's checksum. Refs to objects that are
+ * gone or unreadable are skipped. */
+static ss_status read_dim_refs(ss_h5_reader *r) {
+    if (r->refs_read) return SS_OK;
+    char **paths = NULL;
+    size_t np = 0, cap = 0;
+    SS_TRY(ss_h5_list(r, "/", 1, &paths, &np));
+    ss_status st = SS_OK;
+    typedef struct {
+        hobj_ref_t ref;
+        int dim;
+    } ref_entry;
+    hid_t mt = H5Tcreate(H5T_COMPOUND, sizeof(ref_entry));
+    if (mt < 0 || H5Tinsert(mt, "dataset", offsetof(ref_entry, ref), H5T_STD_REF_OBJ) < 0 ||
+        H5Tinsert(mt, "dimension", offsetof(ref_entry, dim), H5T_NATIVE_INT) < 0)
+        st = h5_fail(SS_ERR_IO, "%s: reference list type", r->path);
+    for (size_t i = 0; i < np && st == SS_OK; i++) {
+        hid_t id = H5Dopen2(r->file, paths[i], H5P_DEFAULT);
+        if (id < 0) {
+            st = h5_fail(SS_ERR_FORMAT, "%s: %s: opening dataset", r->path, paths[i]);
+            break;
         }
+        hid_t a = H5DSis_scale(id) > 0 && H5Aexists(id, "REFERENCE_LIST") > 0 ? H5Aopen(id, "REFERENCE_LIST", H5P_DEFAULT) : -1;
+        hid_t sp = a >= 0 ? H5Aget_space(a) : -1;
+        hssize_t n = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : 0;
+        ref_entry *e = n > 0 ? ss_malloc((size_t)n * sizeof *e, "dimension scale references") : NULL;
+        if (n > 0 && !e) st = SS_ERR_NOMEM;
+        else if (e && H5Aread(a, mt, e) >= 0) {
+            char *name = scale_name(id, paths[i]);
+            char **sn = name ? realloc(r->scale_names, (r->n_scales + 1) * sizeof *sn) : NULL;
+            if (!sn) {
+                free(name);
+                st = ss_errorf(SS_ERR_NOMEM, "%s: out of memory reading dimension scales", r->path);
+            } else {
+                r->scale_names = sn;
+                sn[r->n_scales] = name;
+                for (hssize_t k = 0; k < n && st == SS_OK; k++) {
+                    hid_t o = H5Rdereference2(id, H5P_DEFAULT, H5R_OBJECT, &e[k].ref);
+                    haddr_t addr;
+                    if (o >= 0 && object_addr(o, &addr) == 0) {
+                        if (r->n_refs == cap) {
+                            cap = cap ? 2 * cap : 64;
+                            dim_ref *nr = realloc(r->refs, cap * sizeof *nr);
+                            if (!nr) st = ss_errorf(SS_ERR_NOMEM, "%s: out of memory reading dimension scales", r->path);
+                            else r->refs = nr;
+                        }
+                        if (st == SS_OK)
+                            r->refs[r->n_refs++] = (dim_ref){addr, e[k].dim, (int)r->n_scales};
+                    }
+                    if (o >= 0) H5Oclose(o);
+                }
+                r->n_scales++;
+            }
+        }
+        free(e);
+        if (sp >= 0) H5Sclose(sp);
+        if (a >= 0) H5Aclose(a);
+        H5Dclose(id);
     }
-    if (!c->name) {
-        /* A scale without a NAME attribute is known by its dataset name. */
-        ssize_t pl = H5Iget_name(dsid, NULL, 0);
-        char *p2 = pl > 0 ? malloc((size_t)pl + 1) : NULL;
-        if (p2 && H5Iget_name(dsid, p2, (size_t)pl + 1) > 0) c->name = ss_strdup(base_name(p2));
-        free(p2);
-    }
-    return 1; /* stop at the first scale */
+    if (mt >= 0) H5Tclose(mt);
+    ss_h5_free_names(paths, np);
+    H5Eclear2(H5E_DEFAULT);
+    if (st != SS_OK) return st;
+    if (r->n_refs > 1) qsort(r->refs, r->n_refs, sizeof *r->refs, cmp_dim_ref);
+    r->refs_read = 1;
+    return SS_OK;
 }
 
 ss_status ss_h5_dim_names(ss_h5_reader *r, const char *path, char ***names, int *ndim) {
     *names = NULL;
     *ndim = 0;
+    SS_TRY(read_dim_refs(r));
     hid_t id;
     SS_TRY(open_dset(r, path, &id));
     ss_h5_info info;
     ss_status st = info_of(r, path, id, &info);
+    haddr_t addr = 0;
+    if (st == SS_OK && info.ndim > 0 && object_addr(id, &addr) < 0)
+        st = h5_fail(SS_ERR_FORMAT, "%s: %s: object address", r->path, path);
+    H5Dclose(id);
     char **out = NULL;
     if (st == SS_OK && info.ndim > 0) {
         out = ss_calloc((size_t)info.ndim, sizeof *out, "dimension names");
         if (!out) st = SS_ERR_NOMEM;
     }
     for (int i = 0; st == SS_OK && i < info.ndim; i++) {
-        int ns = H5DSget_num_scales(id, (unsigned)i);
-        if (ns <= 0) continue;
-        scale_name_ctx c = {NULL};
-        if (H5DSiterate_scales(id, (unsigned)i, NULL, first_scale, &c) < 0)
-            st = h5_fail(SS_ERR_FORMAT, "%s: %s: reading the dimension scale of axis %d", r->path, path, i);
-        out[i] = c.name;
+        const dim_ref key = {addr, i, 0};
+        const dim_ref *f = r->n_refs ? bsearch(&key, r->refs, r->n_refs, sizeof key, cmp_dim_ref) : NULL;
+        if (f && !(out[i] = ss_strdup(r->scale_names[f->scale]))) st = SS_ERR_NOMEM;
     }
-    H5Eclear2(H5E_DEFAULT);
-    H5Dclose(id);
     if (st != SS_OK) {
-        ss_h5_free_names(out, (size_t)info.ndim);
+        ss_h5_free_names(out, out ? (size_t)info.ndim : 0);
         return st;
     }
     *names = out;
@@ -1187,8 +1290,12 @@ ss_status ss_h5_list(ss_h5_reader *r, const char *group, int recursive, char ***
         return ss_errorf(SS_ERR_ARG, "%s: %s is not a group", r->path, group);
     }
     list_ctx c = {group, NULL, 0, 0, 0};
-    herr_t rc = recursive ? H5Lvisit(g, H5_INDEX_NAME, H5_ITER_INC, list_cb, &c)
-                          : H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, list_cb, &c);
+    /* In native order (the paths are sorted below): for a group with many
+     * links, any other order first copies the links into a table, and when
+     * a damaged B-tree node fails its checksum half-way, libhdf5 1.10 frees
+     * that table's unfilled entries, garbage (an ASan-found crash). */
+    herr_t rc = recursive ? H5Lvisit(g, H5_INDEX_NAME, H5_ITER_NATIVE, list_cb, &c)
+                          : H5Literate(g, H5_INDEX_NAME, H5_ITER_NATIVE, NULL, list_cb, &c);
     ss_status st = SS_OK;
     if (c.oom) st = ss_errorf(SS_ERR_NOMEM, "%s: out of memory listing %s", r->path, group);
     else if (rc < 0) st = h5_fail(SS_ERR_FORMAT, "%s: %s: listing datasets", r->path, group);

@@ -106,5 +106,24 @@ expect_fail "a good file then a missing one" "nope.h5" "$SUBSCOPE" report --in "
 expect_fail "no input" "no input" "$SUBSCOPE" report --out "$TMP/x.html"
 expect_fail "unwritable output" "cannot create" "$SUBSCOPE" report --in "$TMP/sw.h5" --out "$TMP/no/such/dir/x.html"
 [ -z "$(ls "$TMP" | grep '^x\.html')" ] && pass "failed reports write no file and leave no temporary" || fail "no file on failure" "$(ls "$TMP")"
+
+# A file damaged after it was written: its metadata carry checksums (the HDF5 1.10 format), so
+# a changed byte there is refused, naming the file, rather than parsed. One byte at a time,
+# every 61st of the first 6 KB (superblock, root group, the first objects' headers), then
+# every 8191st to the end (B-tree nodes, heaps, data): each run ends with exit 0 (a byte
+# nothing reads, or a value) or 1, never a crash, and some are checksum errors.
+crashed="" refused=0 runs=0
+size=$(stat -c %s "$TMP/sw.h5")
+for off in $(seq 0 61 6144) $(seq 6205 8191 $((size - 1))); do
+    cp "$TMP/sw.h5" "$TMP/dmg.h5"
+    printf '\x5a' | dd of="$TMP/dmg.h5" bs=1 seek=$off conv=notrunc 2>/dev/null
+    for c in "report --in $TMP/dmg.h5 --out $TMP/dmg.html" "show --file $TMP/dmg.h5"; do
+        "$SUBSCOPE" $c >/dev/null 2>"$TMP/dmg.err"; rc=$? runs=$((runs + 1))
+        { [ $rc -gt 1 ] || grep -q 'Sanitizer\|runtime error' "$TMP/dmg.err"; } && crashed="$crashed $off:${c%% *}:$rc"
+        [ $rc -eq 1 ] && grep -q "dmg.h5.*checksum" "$TMP/dmg.err" && refused=$((refused + 1))
+    done
+done
+[ -z "$crashed" ] && [ $refused -gt 0 ] && pass "a damaged file is refused by its checksums ($refused of $runs runs), never a crash" ||
+    fail "damaged files" "crashed:${crashed:- none}, checksum refusals: $refused"
 expect_fail "--controls too large" "at most 512 per run" "$SUBSCOPE" ablate --model $M --input $P --masks "$TMP/sweep.jsonl" --controls 100 --out "$TMP/x.h5"
 finish

@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <hdf5.h>
+
 #include "subscope/h5out.h"
 #include "subscope/util.h"
 #include "test.h"
@@ -333,6 +335,59 @@ TEST(h5_attributes) {
     CHECK_ERR(ss_h5_read_attr_i64(r, "/acts/blocks.0.hook_resid_pre", "full_shape", &i), SS_ERR_FORMAT,
               "has 3 elements");
     ss_h5_close_read(r);
+    free(path);
+}
+
+/* Files carry checksums on all their metadata (the 1.10 format) and keep no
+ * string in the global heap, which has none; a byte changed in the
+ * superblock is refused by its checksum. Files in the earlier layout
+ * (variable-length strings, the earliest format) still read. */
+TEST(h5_checksummed_metadata) {
+    char *path = tmp_file("ck.h5");
+    ss_h5 *h;
+    CHECK_OK(ss_h5_create(path, &h));
+    int64_t dims[] = {3};
+    const char *names[] = {"prompt"};
+    float v[] = {1, 2, 3};
+    CHECK_OK(ss_h5_write_array(h, "/x", SS_H5_F32, 1, dims, names, v));
+    CHECK_OK(ss_h5_attr_str(h, "/", "model_path", "models/tiny-gpt2"));
+    CHECK_OK(ss_h5_commit(h));
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    CHECK(f >= 0);
+    H5F_info2_t fi;
+    CHECK(H5Fget_info2(f, &fi) >= 0 && fi.super.version >= 3);
+    hid_t a = H5Aopen(f, "model_path", H5P_DEFAULT), t = H5Aget_type(a);
+    CHECK(a >= 0 && t >= 0 && H5Tget_class(t) == H5T_STRING && H5Tis_variable_str(t) == 0);
+    H5Tclose(t);
+    H5Aclose(a);
+    H5Fclose(f);
+
+    /* one byte of the superblock changed */
+    FILE *fp = fopen(path, "r+b");
+    CHECK(fp && fseek(fp, 20, SEEK_SET) == 0);
+    int c = fgetc(fp);
+    CHECK(fseek(fp, 20, SEEK_SET) == 0 && fputc(c ^ 0x5a, fp) != EOF && fclose(fp) == 0);
+    ss_h5_reader *r;
+    CHECK_ERR(ss_h5_open_read(path, &r), SS_ERR_FORMAT, "checksum");
+
+    /* the 1.0 layout: a variable-length string attribute in the earliest format */
+    f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t vt = H5Tcopy(H5T_C_S1), sp = H5Screate(H5S_SCALAR);
+    CHECK(f >= 0 && vt >= 0 && sp >= 0 && H5Tset_size(vt, H5T_VARIABLE) >= 0);
+    const char *old = "written as 1.0";
+    a = H5Acreate2(f, "model_path", vt, sp, H5P_DEFAULT, H5P_DEFAULT);
+    CHECK(a >= 0 && H5Awrite(a, vt, &old) >= 0);
+    H5Aclose(a);
+    H5Sclose(sp);
+    H5Tclose(vt);
+    H5Fclose(f);
+    CHECK_OK(ss_h5_open_read(path, &r));
+    char *s = NULL;
+    CHECK_OK(ss_h5_read_attr_str(r, "/", "model_path", &s));
+    CHECK(s && !strcmp(s, old));
+    free(s);
+    ss_h5_close_read(r);
+    unlink(path);
     free(path);
 }
 
