@@ -141,6 +141,9 @@ struct ss_backend;
 ss_status ss_write_provenance(ss_h5 *h, const ss_model *m, const char *command_line, const struct ss_backend *be);
 /* The part of it that needs no model: format, versions, command line, time. */
 ss_status ss_write_provenance_base(ss_h5 *h, const char *command_line);
+/* The model's config as the files' model_config attribute holds it: the
+ * directory's config.json, or the equivalent one of a GGUF file (malloc'd). */
+ss_status ss_model_config_text(const ss_model *m, char **out);
 /* A forward hook (ss_hook_fn) that copies each per-token site with rows[id]
  * non-NULL into rows[id] as packed [rows, width] (ctx: ss_site_rows). */
 typedef struct ss_site_rows {
@@ -150,10 +153,12 @@ ss_status ss_keep_rows_hook(void *ctx, const ss_site *s, float *data, int64_t ld
                             const int64_t *pattern_off);
 
 /* Per-unit means (and, if std is non-NULL, standard deviations from the
- * covariance diagonal) of the sites with need[id] set, from a collect file,
+ * covariance diagonal) of m's sites with need[id] set, from a collect file,
  * into mean[id] / std[id] (malloc'd). require: 0 skips sites the file lacks,
- * 1 requires their means, 2 their means and covariances. */
-ss_status ss_read_unit_stats(const char *path, const ss_config *cfg, const uint8_t *need, int require, double **mean,
+ * 1 requires their means, 2 their means and covariances. A file collected
+ * from a model with another config gets a warning on stderr: its widths
+ * may still fit, but its statistics describe another model. */
+ss_status ss_read_unit_stats(const char *path, const ss_model *m, const uint8_t *need, int require, double **mean,
                              double **std);
 
 /* /tokens [N, T] (-1 past each prompt's end) and /lengths [N] of a prompt file. */

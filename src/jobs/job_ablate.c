@@ -891,7 +891,7 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
     /* Per-unit statistics for mean / relative-noise masks. */
     if (any_stats) {
         if (job->stats) {
-            if ((st = ss_read_unit_stats(job->stats, cfg, need_stats, 2, us.mean, us.std))) goto out;
+            if ((st = ss_read_unit_stats(job->stats, run.m, need_stats, 2, us.mean, us.std))) goto out;
         } else {
             us.m2 = ss_calloc((size_t)ns, sizeof *us.m2, "unit stats");
             us.count = ss_calloc((size_t)ns, sizeof *us.count, "unit stats");

@@ -236,7 +236,7 @@ static ss_status attribute(const ss_attribute_job *job, ss_comm *comm) {
         /* read by site id, kept by position in site_ids */
         double **by_id = ss_calloc((size_t)ns, sizeof(double *), "baselines");
         if (!by_id) { st = SS_ERR_NOMEM; goto out; }
-        st = ss_read_unit_stats(job->stats, cfg, want, 1, by_id, NULL);
+        st = ss_read_unit_stats(job->stats, run.m, want, 1, by_id, NULL);
         for (int k = 0; k < n_sites; k++) base[k] = by_id[site_ids[k]], by_id[site_ids[k]] = NULL;
         for (int i = 0; i < ns; i++) free(by_id[i]);
         free(by_id);

@@ -64,6 +64,17 @@ ss_status ss_write_tokens(ss_h5 *h, const ss_prompts *p, int64_t T) {
     return st;
 }
 
+ss_status ss_model_config_text(const ss_model *m, char **out) {
+    *out = NULL;
+    if (ss_model_path_is_gguf(m->dir)) return ss_gguf_config_json(&m->cfg, out);
+    char *cfg_path = ss_path_join(m->dir, "config.json");
+    size_t len;
+    if (!cfg_path) return SS_ERR_NOMEM;
+    ss_status st = ss_file_read(cfg_path, out, &len);
+    free(cfg_path);
+    return st;
+}
+
 ss_status ss_write_provenance(ss_h5 *h, const ss_model *m, const char *command_line, const ss_backend *be) {
     SS_TRY(ss_write_provenance_base(h, command_line));
     char device[320];
@@ -77,31 +88,23 @@ ss_status ss_write_provenance(ss_h5 *h, const ss_model *m, const char *command_l
     SS_TRY(ss_h5_attr_str(h, "/", "model_arch", m->cfg.arch));
     SS_TRY(ss_h5_attr_str(h, "/", "model_weight_dtypes", m->weight_dtypes));
     SS_TRY(ss_h5_attr_i64(h, "/", "model_n_params", m->n_params));
-    char *cfg = NULL;
-    ss_status st;
     if (ss_model_path_is_gguf(m->dir)) {
-        /* A GGUF file has no config.json: record the equivalent one, and the
-         * rotary divisors of a Llama 3.x file, which no config key holds. */
+        /* A Llama 3.x GGUF file's rotary divisors, which no config key
+         * holds, are recorded beside the config. */
         const ss_tensor_info *rf = m->weights ? ss_weights_find(m->weights, SS_GGUF_ROPE_FREQS) : NULL;
         if (rf && rf->dtype == SS_DTYPE_F32) {
             size_t n = rf->nbytes / sizeof(float);
             double *v = ss_malloc(n * sizeof(double) + 1, "rope_freqs");
             if (!v) return SS_ERR_NOMEM;
             for (size_t i = 0; i < n; i++) v[i] = ((const float *)rf->data)[i];
-            st = ss_h5_attr_f64_array(h, "/", "model_rope_freqs", v, n);
+            ss_status st = ss_h5_attr_f64_array(h, "/", "model_rope_freqs", v, n);
             free(v);
             SS_TRY(st);
         }
-        st = ss_gguf_config_json(&m->cfg, &cfg);
-    } else {
-        char *cfg_path = ss_path_join(m->dir, "config.json");
-        size_t len;
-        if (!cfg_path) return SS_ERR_NOMEM;
-        st = ss_file_read(cfg_path, &cfg, &len);
-        free(cfg_path);
     }
-    if (st) return st;
-    st = ss_h5_attr_str(h, "/", "model_config", cfg);
+    char *cfg = NULL;
+    SS_TRY(ss_model_config_text(m, &cfg));
+    ss_status st = ss_h5_attr_str(h, "/", "model_config", cfg);
     free(cfg);
     return st;
 }

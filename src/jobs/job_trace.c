@@ -152,7 +152,7 @@ static ss_status trace(const ss_trace_job *job) {
         }
     }
     /* Per-unit mean and std of the sub-models' sites, for mean masks and activity in standard units. */
-    if (job->stats && (st = ss_read_unit_stats(job->stats, cfg, want, 0, mean, std))) goto out;
+    if (job->stats && (st = ss_read_unit_stats(job->stats, m, want, 0, mean, std))) goto out;
     for (int k = 0; k < n_masks; k++) {
         int need_mean, need_std;
         ss_mask_needs_stats(&masks[k], &need_mean, &need_std);

@@ -273,10 +273,28 @@ ss_status ss_keep_rows_hook(void *ctx, const ss_site *s, float *data, int64_t ld
     return SS_OK;
 }
 
-ss_status ss_read_unit_stats(const char *path, const ss_config *cfg, const uint8_t *need, int require, double **mean,
+/* A warning when a collect file's model_config is not this model's. */
+static void warn_other_model(ss_h5_reader *r, const char *path, const ss_model *m) {
+    char *theirs = NULL, *ours = NULL, *their_path = NULL;
+    if (ss_h5_read_attr_str(r, "/", "model_config", &theirs) == SS_OK && ss_model_config_text(m, &ours) == SS_OK &&
+        strcmp(theirs, ours)) {
+        if (ss_h5_read_attr_str(r, "/", "model_path", &their_path) != SS_OK) their_path = NULL;
+        fprintf(stderr, "subscope: warning: %s was collected from %s, whose config is not that of %s: its statistics "
+                        "describe another model\n",
+                path, their_path ? their_path : "another model", m->dir);
+    }
+    ss_error_clear(); /* a file without the attributes (older, or not ours) is no error */
+    free(theirs);
+    free(ours);
+    free(their_path);
+}
+
+ss_status ss_read_unit_stats(const char *path, const ss_model *m, const uint8_t *need, int require, double **mean,
                              double **std) {
     ss_h5_reader *r;
+    const ss_config *cfg = &m->cfg;
     SS_TRY(ss_h5_open_read(path, &r));
+    warn_other_model(r, path, m);
     ss_status st = SS_OK;
     for (int i = 0; i < ss_sites_count(cfg) && !st; i++) {
         if (!need[i]) continue;

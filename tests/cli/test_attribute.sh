@@ -68,6 +68,13 @@ if "$SUBSCOPE" attribute --model $M --input $P --sites blocks.2.mlp.hook_post --
     c=$(h5dump -a /ig/blocks.2.mlp.hook_post/completeness_max_rel_error "$TMP/ig.h5" | awk '/\(0\)/{print $2}')
     awk -v c="$c" 'BEGIN{exit !(c != "" && c < 0.01)}' && pass "IG from the mean baseline, 64 steps: completeness within 1% ($c)" || fail "IG completeness" "$c"
 else fail "IG with --stats runs" "$(cat "$TMP/err")"; fi
+grep -q warning "$TMP/err" && fail "no warning for a stats file of the same model" "$(cat "$TMP/err")" ||
+    pass "no warning for a stats file of the same model"
+# The same widths from another model (the topic model: another vocabulary and context): warned, not refused.
+if "$SUBSCOPE" attribute --model models/topics-all --input $P --sites blocks.2.mlp.hook_post --metric logitdiff --method ig:4 --stats "$TMP/st.h5" --out "$TMP/ig2.h5" >/dev/null 2>"$TMP/err" &&
+    grep -q "warning: $TMP/st.h5 was collected from $M, whose config is not that of models/topics-all" "$TMP/err"; then
+    pass "a stats file of another model is named in a warning"
+else fail "a stats file of another model is named in a warning" "$(cat "$TMP/err")"; fi
 
 # Bad input.
 expect_fail "unknown method" "unknown --method 'saliency'" "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.0.*' --method saliency --out "$TMP/x.h5"
