@@ -1123,15 +1123,17 @@ static int cmp_dim_ref(const void *a, const void *b) {
     return x->obj != y->obj ? (x->obj < y->obj ? -1 : 1) : (x->dim > y->dim) - (x->dim < y->dim);
 }
 
-/* A scale's name: its NAME attribute, else its dataset's name (malloc'd). */
-static char *scale_name(hid_t id, const char *path) {
-    ssize_t len = H5DSget_scale_name(id, NULL, 0);
-    char *name = len > 0 ? malloc((size_t)len + 1) : NULL;
-    if (name && H5DSget_scale_name(id, name, (size_t)len + 1) < 0) {
+/* A scale's name: its NAME attribute, else its dataset's name (malloc'd).
+ * Read as any string attribute is (H5DSget_scale_name trusts the attribute
+ * to be a string and overruns its buffer when it is not). */
+static char *scale_name(ss_h5_reader *r, const char *path) {
+    char *name = NULL;
+    if (ss_h5_read_attr_str(r, path, "NAME", &name) != SS_OK || !name[0]) {
         free(name);
-        name = NULL;
+        name = ss_strdup(base_name(path));
     }
-    return name ? name : ss_strdup(base_name(path));
+    ss_error_clear();
+    return name;
 }
 
 /* Every scale's REFERENCE_LIST: which axis of which dataset it labels.
@@ -1166,7 +1168,7 @@ static ss_status read_dim_refs(ss_h5_reader *r) {
         ref_entry *e = n > 0 ? ss_malloc((size_t)n * sizeof *e, "dimension scale references") : NULL;
         if (n > 0 && !e) st = SS_ERR_NOMEM;
         else if (e && H5Aread(a, mt, e) >= 0) {
-            char *name = scale_name(id, paths[i]);
+            char *name = scale_name(r, paths[i]);
             char **sn = name ? realloc(r->scale_names, (r->n_scales + 1) * sizeof *sn) : NULL;
             if (!sn) {
                 free(name);

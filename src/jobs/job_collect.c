@@ -286,6 +286,7 @@ static ss_status read_checkpoint(collect_ctx *c, const char *path, const char *i
                        "run without --resume). Checkpoint: %s; this run: %s",
                        path, have, id);
     if (!st) st = ss_h5_read_attr_i64(r, "/", "prompts_done", done);
+    if (!st && *done < 0) st = ss_errorf(SS_ERR_FORMAT, "%s: prompts_done is %lld", path, (long long)*done);
     char base[600], p[800];
     for (int g = 0; g < c->n_groups && !st; g++)
         for (int i = 0; i < c->n_sites && !st; i++) {
@@ -298,6 +299,8 @@ static ss_status read_checkpoint(collect_ctx *c, const char *path, const char *i
             size_t n;
             snprintf(p, sizeof p, "%s/%s/count", base, s.name);
             st = ss_h5_read_i64(r, p, &cnt, &n, NULL);
+            if (!st && (n != 1 || cnt[0] < 0))
+                st = ss_errorf(SS_ERR_FORMAT, "%s: %s is not one count of zero or more", path, p);
             if (!st) m->count = cnt[0];
             free(cnt);
             snprintf(p, sizeof p, "%s/%s/mean", base, s.name);

@@ -96,6 +96,25 @@ static ss_status show_neurons(ss_h5_reader *r, FILE *out, const char *path, cons
     return SS_OK;
 }
 
+static ss_status forward_shapes(const char *path, const ss_h5_info *ti, const int32_t *lens, size_t n) {
+    if (ti->ndim != 2 || (int64_t)n != ti->dims[0])
+        return ss_errorf(SS_ERR_FORMAT, "%s: /tokens and /lengths do not have the shapes [N, T] and [N] of a forward file",
+                         path);
+    for (size_t i = 0; i < n; i++)
+        if (lens[i] < 1 || lens[i] > ti->dims[1])
+            return ss_errorf(SS_ERR_FORMAT, "%s: /lengths[%zu] is %d, outside 1..%lld", path, i, lens[i],
+                             (long long)ti->dims[1]);
+    return SS_OK;
+}
+
+/* A [N, T, width] dataset of the forward file whose tokens are [N, T]. */
+static ss_status same_rows(const char *path, const char *name, const ss_h5_info *in, const ss_h5_info *ti) {
+    if (in->ndim != 3 || in->dims[0] != ti->dims[0] || in->dims[1] != ti->dims[1] || in->dims[2] < 1)
+        return ss_errorf(SS_ERR_FORMAT, "%s: %s is not [%lld, %lld, width] like /tokens", path, name,
+                         (long long)ti->dims[0], (long long)ti->dims[1]);
+    return SS_OK;
+}
+
 ss_status ss_job_show(const char *path, int64_t max_prompts, FILE *out) {
     ss_h5_reader *r;
     SS_TRY(ss_h5_open_read(path, &r));
@@ -134,11 +153,15 @@ ss_status ss_job_show(const char *path, int64_t max_prompts, FILE *out) {
         size_t n;
         if ((st = ss_h5_read_i32(r, "/tokens", &tokens, &n, &ti)) || (st = ss_h5_read_i32(r, "/lengths", &lens, &n, NULL)))
             goto out;
+        /* A forward file's shapes agree: tokens [N, T], lengths [N] in 1..T,
+         * logits and sites [N, T, ...]. Anything else is not read further. */
+        if ((st = forward_shapes(path, &ti, lens, n))) goto out;
         char *model = NULL;
         if (ss_h5_read_attr_str(r, "/", "model_path", &model) == SS_OK && ss_tokenizer_load_dir(model, &tok) != SS_OK)
             tok = NULL; /* the model may have moved; ids are shown instead */
         free(model);
-        if (ss_h5_exists(r, "/logits") && (st = ss_h5_dset_info(r, "/logits", &li)) == SS_OK)
+        if (ss_h5_exists(r, "/logits") && (st = ss_h5_dset_info(r, "/logits", &li)) == SS_OK &&
+            (st = same_rows(path, "/logits", &li, &ti)) == SS_OK)
             st = show_predictions(r, out, tok, ti.dims[0], ti.dims[1], li.dims[2], tokens, lens, max_prompts);
         if (st) goto out;
         int header = 0;
@@ -146,7 +169,7 @@ ss_status ss_job_show(const char *path, int64_t max_prompts, FILE *out) {
             size_t pl = strlen(paths[i]);
             if (strncmp(paths[i], "/acts/", 6) || pl < 14 || strcmp(paths[i] + pl - 14, ".mlp.hook_post")) continue;
             ss_h5_info in;
-            if ((st = ss_h5_dset_info(r, paths[i], &in))) goto out;
+            if ((st = ss_h5_dset_info(r, paths[i], &in)) || (st = same_rows(path, paths[i], &in, &ti))) goto out;
             if (!header++) fprintf(out, "\nMLP neurons:\n");
             if ((st = show_neurons(r, out, paths[i], &in, lens))) goto out;
         }

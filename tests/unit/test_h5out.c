@@ -11,6 +11,7 @@
 #include <hdf5.h>
 
 #include "subscope/h5out.h"
+#include "subscope/jobs.h"
 #include "subscope/util.h"
 #include "test.h"
 
@@ -387,6 +388,82 @@ TEST(h5_checksummed_metadata) {
     CHECK(s && !strcmp(s, old));
     free(s);
     ss_h5_close_read(r);
+    unlink(path);
+    free(path);
+}
+
+/* A raw int dataset written with the HDF5 API (the files below are not
+ * subscope's: they are what another program, or a hand, could make). */
+static void raw_i32(hid_t f, const char *name, int rank, const hsize_t *dims, const int32_t *v) {
+    hid_t sp = H5Screate_simple(rank, dims, NULL);
+    hid_t d = H5Dcreate2(f, name, H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    CHECK(sp >= 0 && d >= 0 && H5Dwrite(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0);
+    H5Dclose(d);
+    H5Sclose(sp);
+}
+
+/* show reads a forward file's datasets only where their shapes agree, and a
+ * scale's NAME only when it is a string (each was an overrun before). */
+TEST(h5_show_refuses_inconsistent_shapes) {
+    char *path = tmp_file("shapes.h5");
+    FILE *devnull = fopen("/dev/null", "w");
+    CHECK(devnull != NULL);
+    const int32_t tok[8] = {1, 2, 3, 4, 5, 6, 7, 8}, one_len[1] = {4}, long_len[2] = {4, 9};
+    const hsize_t d24[2] = {2, 4}, d1[1] = {1}, d2[1] = {2}, d8[1] = {8};
+    struct {
+        const hsize_t *tdims, *ldims;
+        int trank;
+        const int32_t *lens;
+        const char *want;
+    } cases[] = {
+        {d24, d1, 2, one_len, "do not have the shapes [N, T] and [N]"},
+        {d8, d2, 1, long_len, "do not have the shapes [N, T] and [N]"},
+        {d24, d2, 2, long_len, "/lengths[1] is 9, outside 1..4"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+        CHECK(f >= 0);
+        raw_i32(f, "tokens", cases[k].trank, cases[k].tdims, tok);
+        raw_i32(f, "lengths", 1, cases[k].ldims, cases[k].lens);
+        H5Fclose(f);
+        CHECK_ERR(ss_job_show(path, 8, devnull), SS_ERR_FORMAT, cases[k].want);
+    }
+    /* logits of another shape than [N, T, V] */
+    const int32_t lens[2] = {4, 2};
+    const hsize_t d23[2] = {2, 3};
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    raw_i32(f, "tokens", 2, d24, tok);
+    raw_i32(f, "lengths", 1, d2, lens);
+    raw_i32(f, "logits", 2, d23, tok);
+    H5Fclose(f);
+    CHECK_ERR(ss_job_show(path, 8, devnull), SS_ERR_FORMAT, "/logits is not [2, 4, width] like /tokens");
+
+    /* a dimension scale whose NAME is an int array: known by its dataset name */
+    ss_h5 *h;
+    int64_t dims[] = {2};
+    const char *names[] = {"prompt"};
+    float v[] = {1, 2};
+    CHECK_OK(ss_h5_create(path, &h));
+    CHECK_OK(ss_h5_write_array(h, "/x", SS_H5_F32, 1, dims, names, v));
+    CHECK_OK(ss_h5_commit(h));
+    f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    CHECK(f >= 0 && H5Adelete_by_name(f, "prompt", "NAME", H5P_DEFAULT) >= 0);
+    hid_t sp = H5Screate_simple(1, d8, NULL), o = H5Dopen2(f, "prompt", H5P_DEFAULT);
+    hid_t a = H5Acreate2(o, "NAME", H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    CHECK(a >= 0 && H5Awrite(a, H5T_NATIVE_INT32, tok) >= 0);
+    H5Aclose(a);
+    H5Dclose(o);
+    H5Sclose(sp);
+    H5Fclose(f);
+    ss_h5_reader *r;
+    char **dn;
+    int nd;
+    CHECK_OK(ss_h5_open_read(path, &r));
+    CHECK_OK(ss_h5_dim_names(r, "/x", &dn, &nd));
+    CHECK(nd == 1 && dn[0] && !strcmp(dn[0], "prompt"));
+    ss_h5_free_names(dn, (size_t)nd);
+    ss_h5_close_read(r);
+    fclose(devnull);
     unlink(path);
     free(path);
 }
