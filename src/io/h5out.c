@@ -869,6 +869,19 @@ static ss_status open_dset(ss_h5_reader *r, const char *path, hid_t *id) {
     return SS_OK;
 }
 
+/* A dimension scale: CLASS is the string "DIMENSION_SCALE", read with the
+ * checks of any string attribute (one element, a string type), as the
+ * scale's NAME is below. */
+static int is_scale(ss_h5_reader *r, const char *path) {
+    char *c = NULL;
+    int yes = H5Aexists_by_name(r->file, path, "CLASS", H5P_DEFAULT) > 0 &&
+              ss_h5_read_attr_str(r, path, "CLASS", &c) == SS_OK && !strcmp(c, "DIMENSION_SCALE");
+    free(c);
+    ss_error_clear();
+    H5Eclear2(H5E_DEFAULT);
+    return yes;
+}
+
 static ss_status info_of(ss_h5_reader *r, const char *path, hid_t id, ss_h5_info *info) {
     memset(info, 0, sizeof *info);
     ss_status st = SS_OK;
@@ -901,8 +914,7 @@ static ss_status info_of(ss_h5_reader *r, const char *path, hid_t id, ss_h5_info
                                      : SS_H5_CLASS_OTHER;
         info->elem_size = H5Tget_size(t);
         info->is_signed = c == H5T_INTEGER && H5Tget_sign(t) == H5T_SGN_2;
-        htri_t sc = H5DSis_scale(id);
-        info->is_scale = sc > 0;
+        info->is_scale = is_scale(r, path);
         if (H5Pget_layout(dcpl) == H5D_CHUNKED) {
             hsize_t hc[SS_H5_MAX_DIMS];
             int nc = H5Pget_chunk(dcpl, SS_H5_MAX_DIMS, hc);
@@ -1162,7 +1174,7 @@ static ss_status read_dim_refs(ss_h5_reader *r) {
             st = h5_fail(SS_ERR_FORMAT, "%s: %s: opening dataset", r->path, paths[i]);
             break;
         }
-        hid_t a = H5DSis_scale(id) > 0 && H5Aexists(id, "REFERENCE_LIST") > 0 ? H5Aopen(id, "REFERENCE_LIST", H5P_DEFAULT) : -1;
+        hid_t a = is_scale(r, paths[i]) && H5Aexists(id, "REFERENCE_LIST") > 0 ? H5Aopen(id, "REFERENCE_LIST", H5P_DEFAULT) : -1;
         hid_t sp = a >= 0 ? H5Aget_space(a) : -1;
         hssize_t n = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : 0;
         ref_entry *e = n > 0 ? ss_malloc((size_t)n * sizeof *e, "dimension scale references") : NULL;
