@@ -1157,7 +1157,7 @@ static char *scale_name(ss_h5_reader *r, const char *path) {
 static ss_status read_dim_refs(ss_h5_reader *r) {
     if (r->refs_read) return SS_OK;
     char **paths = NULL;
-    size_t np = 0, cap = 0;
+    size_t np = 0;
     SS_TRY(ss_h5_list(r, "/", 1, &paths, &np));
     ss_status st = SS_OK;
     typedef struct {
@@ -1181,26 +1181,20 @@ static ss_status read_dim_refs(ss_h5_reader *r) {
         if (n > 0 && !e) st = SS_ERR_NOMEM;
         else if (e && H5Aread(a, mt, e) >= 0) {
             char *name = scale_name(r, paths[i]);
-            char **sn = name ? realloc(r->scale_names, (r->n_scales + 1) * sizeof *sn) : NULL;
-            if (!sn) {
+            char **sn = name ? ss_realloc(r->scale_names, (r->n_scales + 1) * sizeof *sn, "dimension scale names") : NULL;
+            if (sn) r->scale_names = sn;
+            dim_ref *nr = sn ? ss_realloc(r->refs, (r->n_refs + (size_t)n) * sizeof *nr, "dimension scale references") : NULL;
+            if (!nr) {
                 free(name);
-                st = ss_errorf(SS_ERR_NOMEM, "%s: out of memory reading dimension scales", r->path);
+                st = SS_ERR_NOMEM;
             } else {
-                r->scale_names = sn;
+                r->refs = nr;
                 sn[r->n_scales] = name;
-                for (hssize_t k = 0; k < n && st == SS_OK; k++) {
+                for (hssize_t k = 0; k < n; k++) {
                     hid_t o = H5Rdereference2(id, H5P_DEFAULT, H5R_OBJECT, &e[k].ref);
                     haddr_t addr;
-                    if (o >= 0 && object_addr(o, &addr) == 0) {
-                        if (r->n_refs == cap) {
-                            cap = cap ? 2 * cap : 64;
-                            dim_ref *nr = realloc(r->refs, cap * sizeof *nr);
-                            if (!nr) st = ss_errorf(SS_ERR_NOMEM, "%s: out of memory reading dimension scales", r->path);
-                            else r->refs = nr;
-                        }
-                        if (st == SS_OK)
-                            r->refs[r->n_refs++] = (dim_ref){addr, e[k].dim, (int)r->n_scales};
-                    }
+                    if (o >= 0 && object_addr(o, &addr) == 0)
+                        r->refs[r->n_refs++] = (dim_ref){addr, e[k].dim, (int)r->n_scales};
                     if (o >= 0) H5Oclose(o);
                 }
                 r->n_scales++;
