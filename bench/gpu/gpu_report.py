@@ -26,8 +26,9 @@ Targets of issues 4, 5 and 6, from their GPU steps when given (--collect, --abla
 --ablate-large, --attribute) and the kernel JSON's covariance cases:
   C1  collect's batches <= 1.15 x the forward's + the d^2 products at cublasSsyrk's rate
   C2  the triangular covariance kernel >= 1.4x faster than the full bf16 cublasGemmEx (best
-      of cov_lower.bf16, cov_lower_tc.bf16, cov_lower_wg.bf16 and the blocked triangle
-      cov_lower_blk*.bf16 at each block width tried, per width; the note names the winner)
+      of cov_lower.bf16, cov_lower_tc.bf16, cov_lower_wg.bf16 and the blocked triangle's two
+      plans cov_lower_blk*.bf16 and cov_lower_rec*.bf16 at each block width tried, per width;
+      the note names the winner)
   C3  cov_lower.f32 >= 90% of cublasSsyrk's useful-FLOP rate (per width)
   A1  a 256-mask sweep over short prompts >= 20x the PyTorch hook loop on the same GPU (both
       timed without start-up: subscope's passes alone where SUBSCOPE_TIMING gave them); in
@@ -189,9 +190,9 @@ def issue_targets(kern, collect, ablate, ablate_large, attribute, ablate_bf16=No
     for d in widths:
         gx, syrk, f32 = ms.get(f"cov.d{d}.gemmex_full.bf16"), ms.get(f"cov.d{d}.ssyrk.fp32"), ms.get(f"cov.d{d}.cov_lower.f32")
         kern16 = {k: ms.get(f"cov.d{d}.{k}") for k in ("cov_lower.bf16", "cov_lower_tc.bf16", "cov_lower_wg.bf16")}
-        # the blocked triangle through cuBLAS, at each block width the benchmark tried
+        # the blocked triangle through cuBLAS, both plans, at each block width the benchmark tried
         kern16.update({n[len(f"cov.d{d}."):]: t for n, t in ms.items()
-                       if n.startswith(f"cov.d{d}.cov_lower_blk") and n.endswith(".bf16")})
+                       if re.match(rf"cov\.d{d}\.cov_lower_(blk|rec)", n) and n.endswith(".bf16")})
         best = min(((t, k) for k, t in kern16.items() if t), default=None)
         r = gx / best[0] if gx and best else None
         cgx = ms.get(f"cov.d{d}.center_gemmex_full.bf16")

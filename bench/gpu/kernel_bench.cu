@@ -887,7 +887,9 @@ static void bench_gemm(int64_t M) {
  * kernels/cov_lower_tc.cu on mma.sync, cov_lower_wg.cu on wgmma, the latter
  * only where it is supported), the ones meant for the first target, and
  * cov_lower_blk*.bf16 the same products as cuBLAS's batched product of the
- * triangle's square blocks (kernels/cov_lower_blk.cu) at several block widths.
+ * triangle's square blocks (kernels/cov_lower_blk.cu) at several block widths,
+ * cov_lower_rec*.bf16 as its recursive plan (a few larger products; the
+ * number is the width of the diagonal blocks, none for the default).
  * center_gemmex_full.bf16 is the whole cuBLAS path (the centring pass the
  * triangle kernels include, then the full product): reported, not the target's
  * measure. */
@@ -897,23 +899,38 @@ static void bench_cov(int64_t n) {
         std::string shape = fmt("n=%lld d=%lld", (long long)n, (long long)d);
         std::string base = fmt("cov.d%lld", (long long)d);
         bool any = false;
-        /* the blocked triangle at its default block width and at the others worth trying */
-        std::vector<int64_t> leaves = {0};
+        /* the blocked triangle's two plans at their default widths and at the others worth trying:
+         * blk's block widths, rec's diagonal widths (each once; never the whole d, the full product) */
+        struct blk_var {
+            int rec;
+            int64_t w;
+        };
+        std::vector<blk_var> vars = {{0, 0}, {1, 0}};
         for (int64_t w : {256, 512, 1024, 2048, 4096})
-            if (w < d && w != ss_cuda_cov_blk_leaf(d, 0) && d / w <= 32) leaves.push_back(w);
-        auto blk_name = [&](int64_t w) { return base + (w ? fmt(".cov_lower_blk%lld.bf16", (long long)w) : ".cov_lower_blk.bf16"); };
+            if (w < d && w != ss_cuda_cov_blk_leaf(d, 0) && d / w <= 32) vars.push_back({0, w});
+        std::vector<int64_t> rec_seen = {ss_cuda_cov_rec_leaf(d, 0)};
+        for (int64_t w : {128, 256, 512, 1024, 2048, 4096}) {
+            const int64_t L = ss_cuda_cov_rec_leaf(d, w);
+            if (L < d && std::find(rec_seen.begin(), rec_seen.end(), L) == rec_seen.end())
+                rec_seen.push_back(L), vars.push_back({1, L});
+        }
+        auto blk_name = [&](const blk_var &v) {
+            const char *plan = v.rec ? "rec" : "blk";
+            return base + (v.w ? fmt(".cov_lower_%s%lld.bf16", plan, (long long)v.w) : fmt(".cov_lower_%s.bf16", plan));
+        };
         for (const char *c : {".colmean.f32", ".colmean.bf16", ".cov_lower.f32", ".cov_lower.bf16",
                               ".cov_lower_tc.bf16", ".cov_lower_wg.bf16", ".ssyrk.fp32", ".gemmex_full.bf16",
                               ".center_gemmex_full.bf16"})
             any = any || selected(base + c);
-        for (int64_t w : leaves) any = any || selected(blk_name(w));
+        for (const blk_var &v : vars) any = any || selected(blk_name(v));
         if (!any) continue;
         const double useful = (double)n * d * (d + 1), nd = (double)n * d, cb = 4.0 * d * (d + 1) / 2;
         Buf x32(n * d * 4), x16(n * d * 2), c(d * d * 4), m64(d * 8), m32(d * 4);
         Buf ws((size_t)ss_cuda_cov_lower_ws(n, d)), tcws((size_t)ss_cuda_cov_lower_tc_ws(n, d));
         Buf wgws((size_t)ss_cuda_cov_lower_wg_ws(n, d));
-        int64_t blk_ws = 0;
-        for (int64_t w : leaves) blk_ws = std::max(blk_ws, ss_cuda_cov_lower_blk_ws(n, d, w));
+        int64_t blk_ws = ss_cuda_cov_lower_rec_ws(n, d);
+        for (const blk_var &v : vars)
+            if (!v.rec) blk_ws = std::max(blk_ws, ss_cuda_cov_lower_blk_ws(n, d, v.w));
         Buf blkws((size_t)blk_ws);
         fill(x32);
         fill_bf16(x16);
@@ -942,17 +959,24 @@ static void bench_cov(int64_t n) {
                          return ss_cuda_cov_lower_wg(c.f(), d, x16.p, SS_CUDA_BF16, d, m32.f(), n, d, wgws.p,
                                                      G.stream);
                      });
-        for (int64_t w : leaves)
-            run_case(mk("gemm", blk_name(w), "ss_cov_lower_blk", shape + fmt(" block=%lld", (long long)ss_cuda_cov_blk_leaf(d, w)),
-                        "bf16 in, cuBLAS batched bf16 products of the triangle's blocks, fp32 accumulate", 2 * nd + cb,
-                        useful, "bf16", false, false),
+        for (const blk_var &v : vars) {
+            const int64_t L = v.rec ? ss_cuda_cov_rec_leaf(d, v.w) : ss_cuda_cov_blk_leaf(d, v.w);
+            run_case(mk("gemm", blk_name(v), "ss_cov_lower_blk",
+                        shape + fmt(v.rec ? " diagonal=%lld" : " block=%lld", (long long)L),
+                        v.rec ? "bf16 in, cuBLAS strided-batched bf16 products of the triangle halved recursively, "
+                                "fp32 accumulate"
+                              : "bf16 in, cuBLAS batched bf16 products of the triangle's blocks, fp32 accumulate",
+                        2 * nd + cb, useful, "bf16", false, false),
                      [&] {
                          cublasStatus_t bs = CUBLAS_STATUS_SUCCESS;
-                         int e = ss_cov_lower_blk(G.blas, c.f(), d, x16.p, SS_CUDA_BF16, d, m32.f(), n, d, w, blkws.p,
-                                                  G.stream, &bs);
-                         if (e == -1) fprintf(stderr, "cublasGemmBatchedEx: %s\n", cublasGetStatusString(bs));
+                         int e = ss_cov_lower_blk(G.blas, v.rec, c.f(), d, x16.p, SS_CUDA_BF16, d, m32.f(), n, d, v.w,
+                                                  blkws.p, G.stream, &bs);
+                         if (e == -1)
+                             fprintf(stderr, "%s: %s\n", v.rec ? "cublasGemmStridedBatchedEx" : "cublasGemmBatchedEx",
+                                     cublasGetStatusString(bs));
                          return e == -1 ? 1 : e;
                      });
+        }
         cublasSetMathMode(G.blas, CUBLAS_DEFAULT_MATH);
         /* Row-major X[n,d] is column-major A[d,n] (lda = d); A A^T is the d x d
          * product, its column-major upper triangle the row-major lower one. */
@@ -1008,11 +1032,11 @@ static void bench_cov(int64_t n) {
         if (wg > 0 && gx > 0 && G.late)
             fprintf(stderr, "  %s: cov_lower_wg.bf16 is %.2fx faster than the full bf16 GemmEx (target >= 1.4x)\n",
                     base.c_str(), gx / wg);
-        for (int64_t w : leaves) {
-            double b = ms_of(blk_name(w));
+        for (const blk_var &v : vars) {
+            double b = ms_of(blk_name(v));
             if (b > 0 && gx > 0 && !G.late)
                 fprintf(stderr, "  %s: %s is %.2fx faster than the full bf16 GemmEx (target >= 1.4x)\n", base.c_str(),
-                        blk_name(w).c_str() + base.size() + 1, gx / b);
+                        blk_name(v).c_str() + base.size() + 1, gx / b);
         }
     }
 }

@@ -193,27 +193,41 @@ int64_t ss_cuda_cov_lower_tc_ws(int64_t n, int64_t d);
 int ss_cuda_cov_lower_tc(float *c, int64_t ldc, const void *x, int xdtype, int64_t ldx, const float *mean,
                          int64_t n, int64_t d, void *ws, cudaStream_t stream);
 /* The same roundings through cuBLAS (kernels/cov_lower_blk.cu; the calls in
- * include/subscope/cov_blk.h): the triangle cut into square blocks of leaf x
- * leaf (ss_cuda_cov_blk_leaf: a multiple of 64, at most d; leaf <= 0 picks
- * about d / 8, at least 256), those on or below the diagonal one batched bf16
- * product. _prepare centres x into ws (ss_cuda_cov_lower_blk_ws(n, d, leaf)
- * bytes), writes the batch's pointer arrays there and describes the calls in
- * *p (at most three groups of one shape each; none for d = 0, nor for n = 0,
- * whose zeros it writes itself). The diagonal
- * blocks are computed whole, so the upper triangles of those blocks are
- * written too; nothing else above the diagonal is. */
+ * include/subscope/cov_blk.h), in one of two plans.
+ * blk: the triangle cut into square blocks of leaf x leaf (ss_cuda_cov_blk_leaf:
+ * a multiple of 64, at most d; leaf <= 0 picks about d / 8, at least 256),
+ * those on or below the diagonal one batched bf16 product; _prepare centres x
+ * into ws (ss_cuda_cov_lower_blk_ws(n, d, leaf) bytes) and writes the batch's
+ * pointer arrays there (at most three groups of one shape each).
+ * rec: the triangle halved recursively: at each of k levels the square below
+ * the diagonal of each half is one product, the 2^(l-1) of level l one strided
+ * batch, and the 2^k diagonal blocks of width ss_cuda_cov_rec_leaf(d, leaf)
+ * (d halved while wider than leaf and a multiple of 16; the same default)
+ * one more; ws holds the centred rows (ss_cuda_cov_lower_rec_ws(n, d) bytes).
+ * Both describe the calls in *p (none for d = 0, nor for n = 0, whose zeros
+ * they write themselves). The diagonal blocks are computed whole, so the upper
+ * triangles of those blocks are written too; nothing else above the diagonal is. */
+#define SS_CUDA_COV_GROUPS 24
 typedef struct ss_cuda_cov_blk_group {
     int m, n, batch;           /* each product's rows and columns (column-major), how many */
-    const void **a, **b;       /* device arrays of the batch's operands: bf16, lda apart */
+    const void **a, **b;       /* blk: device arrays of the batch's operands: bf16, lda apart */
     void **c;                  /* ... and of its fp32 outputs, ldc apart */
+    const void *a0, *b0;       /* rec (a == NULL): the first product's operands, */
+    void *c0;                  /* its output, */
+    long long sab, sc;         /* and the elements from one product's operands / output to the next's */
 } ss_cuda_cov_blk_group;
 typedef struct ss_cuda_cov_blk {
     int groups, k, lda, ldc;   /* k: the rows of x */
-    ss_cuda_cov_blk_group g[3];
+    ss_cuda_cov_blk_group g[SS_CUDA_COV_GROUPS];
 } ss_cuda_cov_blk;
 int64_t ss_cuda_cov_blk_leaf(int64_t d, int64_t leaf);
 int64_t ss_cuda_cov_lower_blk_ws(int64_t n, int64_t d, int64_t leaf);
 int ss_cuda_cov_lower_blk_prepare(ss_cuda_cov_blk *p, float *c, int64_t ldc, const void *x, int xdtype, int64_t ldx,
+                                  const float *mean, int64_t n, int64_t d, int64_t leaf, void *ws,
+                                  cudaStream_t stream);
+int64_t ss_cuda_cov_rec_leaf(int64_t d, int64_t leaf);
+int64_t ss_cuda_cov_lower_rec_ws(int64_t n, int64_t d);
+int ss_cuda_cov_lower_rec_prepare(ss_cuda_cov_blk *p, float *c, int64_t ldc, const void *x, int xdtype, int64_t ldx,
                                   const float *mean, int64_t n, int64_t d, int64_t leaf, void *ws,
                                   cudaStream_t stream);
 /* The same products on Hopper's warpgroup instructions (kernels/cov_lower_wg.cu):

@@ -488,6 +488,25 @@ cublasStatus_t cublasGemmBatchedEx(cublasHandle_t h, cublasOperation_t ta, cubla
     return CUBLAS_STATUS_SUCCESS;
 }
 
+static size_t dt_bytes(cudaDataType t) { return t == CUDA_R_64F ? 8 : t == CUDA_R_32F ? 4 : 2; }
+
+cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                                          int k, const void *alpha, const void *A, cudaDataType at, int lda,
+                                          long long strideA, const void *B, cudaDataType bt, int ldb,
+                                          long long strideB, const void *beta, void *C, cudaDataType ct, int ldc,
+                                          long long strideC, int batch, cublasComputeType_t compute,
+                                          cublasGemmAlgo_t algo) {
+    (void)h, (void)algo;
+    if (batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
+    for (int i = 0; i < batch; i++) {
+        cublasStatus_t st = emu_gemm_ex(ta, tb, m, n, k, alpha, (const char *)A + i * strideA * (long long)dt_bytes(at),
+                                        at, lda, (const char *)B + i * strideB * (long long)dt_bytes(bt), bt, ldb, beta,
+                                        (char *)C + i * strideC * (long long)dt_bytes(ct), ct, ldc, compute);
+        if (st != CUBLAS_STATUS_SUCCESS) return st;
+    }
+    return CUBLAS_STATUS_SUCCESS;
+}
+
 /* ---- cuBLASLt: descriptors hold what was set; the product is GemmEx's ---- */
 
 struct ss_emu_lt {

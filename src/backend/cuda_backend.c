@@ -31,7 +31,7 @@
 #include "subscope/util.h"
 
 /* collect's centred products (centred_products): cuBLAS's Ssyrk or one of the kernels */
-enum cov_choice { COV_AUTO, COV_F32, COV_TC, COV_WG, COV_SSYRK, COV_BLK };
+enum cov_choice { COV_AUTO, COV_F32, COV_TC, COV_WG, COV_SSYRK, COV_BLK, COV_REC };
 
 typedef struct {
     int device;
@@ -76,7 +76,7 @@ typedef struct {
     uint16_t *cov_ws;       /* the covariance kernels' workspace */
     size_t cov_ws_cap;      /* in 16-bit elements */
     int cov_kernel;         /* collect's products (SUBSCOPE_COV_KERNEL): a cov_choice, -1 unknown */
-    int64_t cov_block;      /* SUBSCOPE_COV_BLOCK: blk's block width (0: its default, -1: not a number) */
+    int64_t cov_block;      /* SUBSCOPE_COV_BLOCK: blk's block width, rec's widest diagonal block (0: the default, -1: not a number) */
     int64_t *mseq;          /* device copy of a masked forward's sequences (start, len, prompt, mask) */
     size_t mseq_cap;        /* in int64 elements */
     int64_t *mseq_host;     /* what mseq holds now (mseq_n elements; 0: nothing) ... */
@@ -345,27 +345,31 @@ static ss_status scratch16(const ss_backend *be, uint16_t **buf, size_t *cap, si
  * tensor-core kernel (the centred values rounded to bf16: 5x to 15x faster
  * than Ssyrk, at bf16's accuracy), wg the same roundings on Hopper's wgmma
  * (sm_90a only; checked, but slower than tc so far), blk the same roundings
- * with the triangle's square blocks as one batched cuBLAS product
+ * with the triangle's square blocks as one batched cuBLAS product, rec the
+ * same with the triangle halved recursively into a few larger products
  * (kernels/cov_lower_blk.cu; SUBSCOPE_COV_BLOCK sets the block width). TF32
  * is switched off around Ssyrk: statistics are fp32 whatever the forward uses. */
 static ss_status centred_products(const ss_backend *be, float *cc, float *g, float *m32, const float *h_m32, int64_t n,
                                   int64_t d) {
     cuda_impl *c = IMPL(be);
     if (c->cov_kernel < 0)
-        return ss_errorf(SS_ERR_ARG, "%s: SUBSCOPE_COV_KERNEL=%s: unknown (1, ssyrk, tc, wg or blk; unset for the default)",
+        return ss_errorf(SS_ERR_ARG, "%s: SUBSCOPE_COV_KERNEL=%s: unknown (1, ssyrk, tc, wg, blk or rec; unset for the default)",
                          be->name, getenv("SUBSCOPE_COV_KERNEL") ? getenv("SUBSCOPE_COV_KERNEL") : "");
     const int kernel = c->cov_kernel == COV_AUTO ? (d < 3072 ? COV_F32 : COV_SSYRK) : c->cov_kernel;
-    if (kernel == COV_BLK) {
+    if (kernel == COV_BLK || kernel == COV_REC) {
+        const int rec = kernel == COV_REC;
         if (c->cov_block < 0)
             return ss_errorf(SS_ERR_ARG, "%s: SUBSCOPE_COV_BLOCK=%s: not a positive whole number of columns", be->name,
                              getenv("SUBSCOPE_COV_BLOCK") ? getenv("SUBSCOPE_COV_BLOCK") : "");
-        SS_TRY(scratch16(be, &c->cov_ws, &c->cov_ws_cap, (size_t)(ss_cuda_cov_lower_blk_ws(n, d, c->cov_block) + 1) / 2,
-                         "covariance workspace"));
+        const int64_t ws = rec ? ss_cuda_cov_lower_rec_ws(n, d) : ss_cuda_cov_lower_blk_ws(n, d, c->cov_block);
+        SS_TRY(scratch16(be, &c->cov_ws, &c->cov_ws_cap, (size_t)(ws + 1) / 2, "covariance workspace"));
         cublasStatus_t bs = CUBLAS_STATUS_SUCCESS;
-        int e = ss_cov_lower_blk(c->blas, cc, d, g, SS_CUDA_F32, d, m32, n, d, c->cov_block, c->cov_ws, c->stream, &bs);
+        int e = ss_cov_lower_blk(c->blas, rec, cc, d, g, SS_CUDA_F32, d, m32, n, d, c->cov_block, c->cov_ws, c->stream,
+                                 &bs);
         if (e == -1)
-            return ss_errorf(SS_ERR_IO, "%s: blocked covariance (d = %lld, %lld rows): cublasGemmBatchedEx: %s",
-                             be->name, (long long)d, (long long)n, cublasGetStatusString(bs));
+            return ss_errorf(SS_ERR_IO, "%s: blocked covariance (d = %lld, %lld rows): %s: %s", be->name, (long long)d,
+                             (long long)n, rec ? "cublasGemmStridedBatchedEx" : "cublasGemmBatchedEx",
+                             cublasGetStatusString(bs));
         return cuda_check(be, e, "blocked covariance");
     }
     if (kernel != COV_SSYRK) {
@@ -1842,6 +1846,7 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
                     : !strcmp(ck, "wg")    ? COV_WG
                     : !strcmp(ck, "ssyrk") ? COV_SSYRK
                     : !strcmp(ck, "blk")   ? COV_BLK
+                    : !strcmp(ck, "rec")   ? COV_REC
                                            : -1; /* refused when collect gets there */
     const char *cb = getenv("SUBSCOPE_COV_BLOCK");
     char *cbend = NULL;

@@ -367,6 +367,11 @@ elif [ $BUILD_OK = 1 ]; then
     SUBSCOPE_COV_KERNEL=blk SUBSCOPE_COV_BLOCK=192 CMP_NMSE=$BF16_NMSE RUN_CMD=collect compare_forward \
         "collect tiny-gpt2 mean, cov (blocked cuBLAS triangle, nmse $BF16_NMSE)" \
         "$tiny" data/demo_prompts.jsonl 'blocks.*.mlp.hook_post,blocks.2.hook_resid_post' --stats mean,cov
+    # and its recursive plan (strided batches) halved down to 64: 128-wide sites one level,
+    # the 512-wide MLP sites three
+    SUBSCOPE_COV_KERNEL=rec SUBSCOPE_COV_BLOCK=64 CMP_NMSE=$BF16_NMSE RUN_CMD=collect compare_forward \
+        "collect tiny-gpt2 mean, cov (recursive cuBLAS triangle, nmse $BF16_NMSE)" \
+        "$tiny" data/demo_prompts.jsonl 'blocks.*.mlp.hook_post,blocks.2.hook_resid_post' --stats mean,cov
     # and with the wgmma kernel (cov_lower_wg.cu, the same roundings; Hopper only)
     if [ "$ARCH" = 90 ]; then
         SUBSCOPE_COV_KERNEL=wg CMP_NMSE=$BF16_NMSE RUN_CMD=collect compare_forward \

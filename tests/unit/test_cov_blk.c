@@ -1,6 +1,7 @@
 /* The blocked covariance triangle (kernels/cov_lower_blk.cu and
- * include/subscope/cov_blk.h) under the emulation: the centring kernel, the
- * pointer-array kernel and the emulated cublasGemmBatchedEx, against fp64
+ * include/subscope/cov_blk.h) under the emulation, both plans: the centring
+ * kernel, the pointer-array kernel and the emulated cublasGemmBatchedEx
+ * (blk), the emulated cublasGemmStridedBatchedEx (rec), against fp64
  * sums of the same bf16 operands, as test_kernels.c checks the tensor-core
  * kernels. This file includes the emulated runtime's cuBLAS header, which
  * cannot share a file with the kernel emulation's (cuda_emu.h). */
@@ -21,9 +22,9 @@
  * and against the exact centred sum (2^-7 S more, bf16's rounding of both
  * factors). Above the diagonal, only the diagonal blocks' upper halves may be
  * written. */
-static void blk_case(cublasHandle_t h, int64_t n, int64_t d, int64_t ldx, int64_t ldc, int64_t leaf, int bf16_in,
-                     int expect_groups) {
-    const int64_t L = ss_cuda_cov_blk_leaf(d, leaf);
+static void blk_case(cublasHandle_t h, int rec, int64_t n, int64_t d, int64_t ldx, int64_t ldc, int64_t leaf,
+                     int bf16_in, int expect_groups) {
+    const int64_t L = rec ? ss_cuda_cov_rec_leaf(d, leaf) : ss_cuda_cov_blk_leaf(d, leaf);
     float *xv = malloc((size_t)(n * ldx + 1) * sizeof(float)), *m = calloc((size_t)d, sizeof(float));
     uint16_t *x16 = malloc((size_t)(n * ldx + 1) * sizeof(uint16_t));
     float *c = malloc((size_t)(d * ldc) * sizeof(float));
@@ -40,14 +41,15 @@ static void blk_case(cublasHandle_t h, int64_t n, int64_t d, int64_t ldx, int64_
         m[j] = n ? (float)(a / (double)n) : 0.f;
     }
     for (int64_t i = 0; i < d * ldc; i++) c[i] = NAN;
-    void *ws = malloc((size_t)ss_cuda_cov_lower_blk_ws(n, d, leaf));
+    void *ws = malloc((size_t)(rec ? ss_cuda_cov_lower_rec_ws(n, d) : ss_cuda_cov_lower_blk_ws(n, d, leaf)) + 1);
     ss_cuda_cov_blk plan;
-    CHECK(ss_cuda_cov_lower_blk_prepare(&plan, c, ldc, bf16_in ? (void *)x16 : (void *)xv,
-                                        bf16_in ? SS_CUDA_BF16 : SS_CUDA_F32, ldx, m, n, d, leaf, ws, NULL) == 0);
+    CHECK((rec ? ss_cuda_cov_lower_rec_prepare : ss_cuda_cov_lower_blk_prepare)(
+              &plan, c, ldc, bf16_in ? (void *)x16 : (void *)xv, bf16_in ? SS_CUDA_BF16 : SS_CUDA_F32, ldx, m, n, d, leaf,
+              ws, NULL) == 0);
     CHECK_MSG(plan.groups == expect_groups, "d %lld, block %lld: %d groups, want %d", (long long)d, (long long)L,
               plan.groups, expect_groups);
     cublasStatus_t bs = 0;
-    CHECK(ss_cov_lower_blk(h, c, ldc, bf16_in ? (void *)x16 : (void *)xv, bf16_in ? SS_CUDA_BF16 : SS_CUDA_F32, ldx, m,
+    CHECK(ss_cov_lower_blk(h, rec, c, ldc, bf16_in ? (void *)x16 : (void *)xv, bf16_in ? SS_CUDA_BF16 : SS_CUDA_F32, ldx, m,
                            n, d, leaf, ws, NULL, &bs) == 0);
     int64_t bad = 0, far = 0, stray = 0;
     double maxr = 0;
@@ -65,8 +67,8 @@ static void blk_case(cublasHandle_t h, int64_t n, int64_t d, int64_t ldx, int64_
             bad += !(e <= 2.0 * (double)(n + 2) * 0x1p-24 * sum);
             far += !(q <= (0x1p-7 + 2.0 * (double)(n + 2) * 0x1p-24) * sum);
         }
-    printf("\n    blocked n=%lld d=%lld block=%lld %s: %d call(s), max|err|/S=%.2e vs bf16 operands", (long long)n,
-           (long long)d, (long long)L, bf16_in ? "bf16" : "f32", plan.groups, maxr);
+    printf("\n    %s n=%lld d=%lld block=%lld %s: %d call(s), max|err|/S=%.2e vs bf16 operands", rec ? "rec" : "blk",
+           (long long)n, (long long)d, (long long)L, bf16_in ? "bf16" : "f32", plan.groups, maxr);
     CHECK_MSG(bad == 0, "%lld lower-triangle elements outside the bound", (long long)bad);
     CHECK_MSG(far == 0, "%lld elements further than 2^-7 S from the exact sums", (long long)far);
     CHECK_MSG(stray == 0, "%lld elements written above the diagonal outside the diagonal blocks", (long long)stray);
@@ -77,16 +79,33 @@ TEST(cov_lower_blk_vs_bf16_operands) {
     cublasHandle_t h;
     CHECK(cublasCreate(&h) == CUBLAS_STATUS_SUCCESS);
     /* blocks of 64 over 136 columns: 3 inner blocks, a last row 8 wide (2), the corner */
-    blk_case(h, 40, 136, 140, 137, 64, 0, 3);
-    blk_case(h, 40, 136, 140, 137, 64, 1, 3);
+    blk_case(h, 0, 40, 136, 140, 137, 64, 0, 3);
+    blk_case(h, 0, 40, 136, 140, 137, 64, 1, 3);
     /* every block 64 wide: one call of 10 */
-    blk_case(h, 100, 256, 256, 256, 64, 1, 1);
+    blk_case(h, 0, 100, 256, 256, 256, 64, 1, 1);
     /* 128 (a width of 100 rounded up to 64s) over 200: one block of each shape */
-    blk_case(h, 70, 200, 203, 200, 100, 0, 3);
+    blk_case(h, 0, 70, 200, 203, 200, 100, 0, 3);
     /* the default width (256 at least) over 20 columns: the whole triangle as one block */
-    blk_case(h, 33, 20, 20, 21, 0, 0, 1);
+    blk_case(h, 0, 33, 20, 20, 21, 0, 0, 1);
     /* no rows: zeros, written by a kernel (no product of k = 0) */
-    blk_case(h, 0, 3, 3, 3, 0, 0, 0);
+    blk_case(h, 0, 0, 3, 3, 3, 0, 0, 0);
+    cublasDestroy(h);
+}
+
+TEST(cov_lower_rec_vs_bf16_operands) {
+    cublasHandle_t h;
+    CHECK(cublasCreate(&h) == CUBLAS_STATUS_SUCCESS);
+    /* 256 halved to 32: squares of 128, 2 x 64, 4 x 32, then 8 diagonal blocks of 32 */
+    blk_case(h, 1, 50, 256, 260, 257, 32, 0, 4);
+    blk_case(h, 1, 50, 256, 256, 256, 32, 1, 4);
+    /* 272 = 17 x 16: one halving to 136, which is not a multiple of 16: 1 square, 2 blocks */
+    blk_case(h, 1, 30, 272, 272, 275, 64, 0, 2);
+    /* 200 is not a multiple of 16: never halved, one block (the full product) */
+    blk_case(h, 1, 21, 200, 203, 200, 64, 1, 1);
+    /* the default (256 at least) over 384: one halving to 192 */
+    blk_case(h, 1, 40, 384, 384, 384, 0, 1, 2);
+    /* no rows: zeros */
+    blk_case(h, 1, 0, 3, 3, 3, 0, 0, 0);
     cublasDestroy(h);
 }
 
@@ -106,4 +125,18 @@ TEST(cov_lower_blk_plan) {
     CHECK(ss_cuda_cov_lower_blk_prepare(&p, &one, 2, &one, SS_CUDA_F32, 2, NULL, 1, 2, 0, NULL, NULL) == 1); /* no ws */
     CHECK(ss_cuda_cov_lower_blk_prepare(&p, NULL, 1, NULL, SS_CUDA_F32, 1, NULL, 5, 0, 0, NULL, NULL) == 0 &&
           p.groups == 0); /* d = 0: nothing to do */
+    /* rec: halved while wider than the width asked and a multiple of 16 */
+    CHECK(ss_cuda_cov_rec_leaf(768, 0) == 192);   /* the default asks for 256: 768, 384, 192 */
+    CHECK(ss_cuda_cov_rec_leaf(3072, 0) == 384);  /* d / 8 */
+    CHECK(ss_cuda_cov_rec_leaf(16384, 0) == 2048);
+    CHECK(ss_cuda_cov_rec_leaf(16384, 500) == 256);
+    CHECK(ss_cuda_cov_rec_leaf(11008, 512) == 344); /* 11008 = 43 x 256: 5504, 2752, 1376, 688, 344 */
+    CHECK(ss_cuda_cov_rec_leaf(777, 64) == 777);    /* odd: never halved, the full product */
+    CHECK(ss_cuda_cov_rec_leaf(200, 64) == 200);    /* 200 = 8 x 25: halving would leave 100, not a multiple of 8 */
+    CHECK(ss_cuda_cov_rec_leaf(1 << 30, 1) == (1 << 30) >> (SS_CUDA_COV_GROUPS - 1)); /* at most this many levels */
+    CHECK(ss_cuda_cov_rec_leaf(0, 64) == 0);
+    CHECK(ss_cuda_cov_lower_rec_ws(40, 136) == 11008); /* the centred rows only */
+    CHECK(ss_cuda_cov_lower_rec_prepare(&p, &one, 1, &one, SS_CUDA_F32, 2, NULL, 1, 2, 0, &one, NULL) == 1); /* ldc < d */
+    CHECK(ss_cuda_cov_lower_rec_prepare(&p, NULL, 1, NULL, SS_CUDA_F32, 1, NULL, 5, 0, 0, NULL, NULL) == 0 &&
+          p.groups == 0);
 }

@@ -1296,8 +1296,8 @@ static void collect_matches_cpu(double cov_tol, int64_t checkpoint_every) {
 /* The products by the triangular fp32 kernel (the default below d = 3072,
  * SUBSCOPE_COV_KERNEL=1), by cublasSsyrk on centred rows (the default from
  * there, SUBSCOPE_COV_KERNEL=ssyrk), and by the tensor-core kernels
- * (SUBSCOPE_COV_KERNEL=tc, wg) and cuBLAS's batched bf16 product of the
- * triangle's blocks (blk), whose bf16 operands (unit roundoff 2^-8) move
+ * (SUBSCOPE_COV_KERNEL=tc, wg) and cuBLAS's batched bf16 products of the
+ * triangle's blocks (blk, rec), whose bf16 operands (unit roundoff 2^-8) move
  * each term by at most 2^-7 of itself: sum |a_i a_j| <= (n - 1)
  * sqrt(var_i var_j) (Cauchy-Schwarz), so 2^-7 (plus the fp32 kernels' 1e-5)
  * bounds the covariance difference over sqrt(var_i var_j). */
@@ -1332,6 +1332,13 @@ TEST(cuda_emulated_collect_cov_kernel_matches_cpu) {
     setenv("SUBSCOPE_COV_BLOCK", "64", 1);
     collect_matches_cpu(0x1p-7 + 1e-5, 0);
     setenv("SUBSCOPE_COV_BLOCK", "192", 1);
+    collect_matches_cpu(0x1p-7 + 1e-5, 0);
+    /* halved down to 64 (residual 128: 1 level; MLP 512: 3), and the default (128 and 512
+     * both below 256: one diagonal block, the full product) */
+    setenv("SUBSCOPE_COV_KERNEL", "rec", 1);
+    setenv("SUBSCOPE_COV_BLOCK", "64", 1);
+    collect_matches_cpu(0x1p-7 + 1e-5, 0);
+    unsetenv("SUBSCOPE_COV_BLOCK");
     collect_matches_cpu(0x1p-7 + 1e-5, 0);
     /* a width that is not a number stops collect with a message naming it */
     setenv("SUBSCOPE_COV_BLOCK", "wide", 1);

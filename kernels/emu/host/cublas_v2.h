@@ -35,6 +35,13 @@ cublasStatus_t cublasGemmBatchedEx(cublasHandle_t h, cublasOperation_t ta, cubla
                                    const void *const B[], cudaDataType bt, int ldb, const void *beta, void *const C[],
                                    cudaDataType ct, int ldc, int batch, cublasComputeType_t compute,
                                    cublasGemmAlgo_t algo);
+/* The same per batch entry, each operand and output strideX elements after the one before. */
+cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                                          int k, const void *alpha, const void *A, cudaDataType at, int lda,
+                                          long long strideA, const void *B, cudaDataType bt, int ldb,
+                                          long long strideB, const void *beta, void *C, cudaDataType ct, int ldc,
+                                          long long strideC, int batch, cublasComputeType_t compute,
+                                          cublasGemmAlgo_t algo);
 cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
                                          int k, const float *alpha, const float *A, int lda, long long strideA,
                                          const float *B, int ldb, long long strideB, const float *beta, float *C,
