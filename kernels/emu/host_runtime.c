@@ -135,6 +135,12 @@ cudaError_t cudaFreeHost(void *p) {
     return cudaSuccess;
 }
 
+cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes *a, const void *p) {
+    if (!a) return fail(cudaErrorInvalidValue);
+    a->type = is_pinned(p, 1) ? cudaMemoryTypeHost : cudaMemoryTypeUnregistered;
+    return cudaSuccess;
+}
+
 /* ---- streams and events (see cuda_runtime.h) ---- */
 
 typedef struct pending_copy {

@@ -1553,15 +1553,17 @@ TEST(cuda_emulated_deferred_load_places_from_the_files) {
 size_t ss_emu_pending_copies(void); /* kernels/emu/host_runtime.c */
 void ss_emu_hold_pinned_uploads(int on);
 
-/* upload through its two pinned staging buffers (SUBSCOPE_UPLOAD_STAGE bytes
- * each), the emulation holding back every copy from pinned memory until a
- * wait covers it, so that refilling a buffer whose copy has not been waited
- * for would land the wrong bytes: with buffers of 4096 bytes, sizes below, at
- * and across a chunk, odd ones, an unaligned source and destination, each in
- * ceil(n / 4096) copies and complete when upload returns; with buffers of
- * 3 MiB + 1, whose chunks the thread pool copies in pieces of 1 MiB, 7 MiB +
- * 5 bytes in 3 copies; and the plain copy with staging off (0). Dropping the
- * wait before a buffer is refilled fails this test. */
+/* upload and download through their two pinned staging buffers
+ * (SUBSCOPE_UPLOAD_STAGE bytes each), the emulation holding back every copy
+ * from pinned memory, and every copy to the host, until a wait covers it, so
+ * that refilling a buffer whose copy has not been waited for would land the
+ * wrong bytes, and emptying one too early would read stale ones: with buffers
+ * of 4096 bytes, sizes below, at and across a chunk, odd ones, an unaligned
+ * source and destination, each in ceil(n / 4096) copies and complete when
+ * upload returns, and back the same way; with buffers of 3 MiB + 1, whose
+ * chunks the thread pool copies in pieces of 1 MiB, 7 MiB + 5 bytes in 3
+ * copies; and the plain copy with staging off (0). Dropping either wait
+ * fails this test. Pinned memory (alloc_host's) is never staged. */
 TEST(cuda_emulated_upload_through_pinned_buffers) {
     const size_t small[] = {1, 1000, 4095, 4096, 4097, 3 * 4096 + 13, 100007, 0}, big[] = {(7 << 20) + 5, 0};
     struct { const char *stage; size_t chunk; const size_t *sizes; } cfg[] = {
@@ -1586,8 +1588,28 @@ TEST(cuda_emulated_upload_through_pinned_buffers) {
             const long want = chunk && n >= (chunk < (1 << 20) ? chunk : (1 << 20)) ? (long)((n + chunk - 1) / chunk) : 1;
             CHECK_MSG(copies == want && ss_emu_pending_copies() == 0, "%zu bytes, stage %s: %ld copies (%ld expected), "
                       "%zu pending", n, cfg[ci].stage, copies, want, ss_emu_pending_copies());
+            const long d2h = ss_emu_api_calls("cudaMemcpyAsync D2H");
             CHECK_OK(gpu->download(gpu, back, dev, n + 3));
-            CHECK_MSG(!memcmp(back + 3, src + 1, n), "%zu bytes, stage %s: other bytes on the device", n, cfg[ci].stage);
+            const long back_copies = ss_emu_api_calls("cudaMemcpyAsync D2H") - d2h;
+            const long back_want =
+                chunk && n + 3 >= (chunk < (1 << 20) ? chunk : (1 << 20)) ? (long)((n + 3 + chunk - 1) / chunk) : 1;
+            CHECK_MSG(back_copies == back_want && ss_emu_pending_copies() == 0,
+                      "%zu bytes back, stage %s: %ld copies (%ld expected), %zu pending", n + 3, cfg[ci].stage,
+                      back_copies, back_want, ss_emu_pending_copies());
+            CHECK_MSG(!memcmp(back + 3, src + 1, n), "%zu bytes, stage %s: other bytes on the device or back", n,
+                      cfg[ci].stage);
+            /* memory that is pinned already (alloc_host's) is copied straight, in one copy each way */
+            unsigned char *pin = NULL;
+            CHECK_OK(gpu->alloc_host(gpu, n, "test", (void **)&pin));
+            const long h0 = ss_emu_api_calls("cudaMemcpyAsync H2D"), d0 = ss_emu_api_calls("cudaMemcpyAsync D2H");
+            memset(pin, 0, n);
+            CHECK_OK(gpu->download(gpu, pin, dev + 3, n));
+            CHECK_OK(gpu->upload(gpu, dev, pin, n));
+            CHECK_MSG(ss_emu_api_calls("cudaMemcpyAsync H2D") - h0 == 1 && ss_emu_api_calls("cudaMemcpyAsync D2H") - d0 == 1,
+                      "%zu pinned bytes, stage %s: %ld copies up, %ld down (1 each expected)", n, cfg[ci].stage,
+                      ss_emu_api_calls("cudaMemcpyAsync H2D") - h0, ss_emu_api_calls("cudaMemcpyAsync D2H") - d0);
+            CHECK_MSG(!memcmp(pin, src + 1, n), "%zu pinned bytes, stage %s: other bytes", n, cfg[ci].stage);
+            gpu->release_host(gpu, pin);
             gpu->release(gpu, dev);
             free(src), free(back);
         }
