@@ -50,8 +50,11 @@
 #define CM_COLS 32
 #define CM_PHASES 32
 
+/* Row r of the batch is x's row rows[r] (rows NULL: row r). */
+SS_DEV int64_t cm_row(const int64_t *rows, int64_t r) { return rows ? rows[r] : r; }
+
 SS_KERNEL(ss_k_colmean, (double *, mean64), (float *, mean32), (const void *, x), (int, dt), (int64_t, ld),
-          (int64_t, n), (int64_t, d)) {
+          (const int64_t *, rows), (int64_t, n), (int64_t, d)) {
     __shared__ double part[CM_PHASES][CM_COLS + 1];
     int tx = (int)threadIdx.x, ty = (int)threadIdx.y;
     int64_t c = (int64_t)blockIdx.x * CM_COLS + tx;
@@ -60,15 +63,16 @@ SS_KERNEL(ss_k_colmean, (double *, mean64), (float *, mean32), (const void *, x)
         /* four rows' loads in flight before their adds, which keep the rows' order */
         int64_t r = ty;
         for (; r + 3 * CM_PHASES < n; r += 4 * CM_PHASES) {
-            const float v0 = ss_load_weight(x, dt, r * ld + c), v1 = ss_load_weight(x, dt, (r + CM_PHASES) * ld + c),
-                        v2 = ss_load_weight(x, dt, (r + 2 * CM_PHASES) * ld + c),
-                        v3 = ss_load_weight(x, dt, (r + 3 * CM_PHASES) * ld + c);
+            const float v0 = ss_load_weight(x, dt, cm_row(rows, r) * ld + c),
+                        v1 = ss_load_weight(x, dt, cm_row(rows, r + CM_PHASES) * ld + c),
+                        v2 = ss_load_weight(x, dt, cm_row(rows, r + 2 * CM_PHASES) * ld + c),
+                        v3 = ss_load_weight(x, dt, cm_row(rows, r + 3 * CM_PHASES) * ld + c);
             s += (double)v0;
             s += (double)v1;
             s += (double)v2;
             s += (double)v3;
         }
-        for (; r < n; r += CM_PHASES) s += (double)ss_load_weight(x, dt, r * ld + c);
+        for (; r < n; r += CM_PHASES) s += (double)ss_load_weight(x, dt, cm_row(rows, r) * ld + c);
     }
     part[ty][tx] = s;
     __syncthreads();
@@ -81,13 +85,13 @@ SS_KERNEL(ss_k_colmean, (double *, mean64), (float *, mean32), (const void *, x)
     }
 }
 
-SS_EXTERN_C int ss_cuda_colmean(double *mean64, float *mean32, const void *x, int xdtype, int64_t ld, int64_t n,
-                                int64_t d, cudaStream_t stream) {
+SS_EXTERN_C int ss_cuda_colmean(double *mean64, float *mean32, const void *x, int xdtype, int64_t ld,
+                                const int64_t *rows, int64_t n, int64_t d, cudaStream_t stream) {
     if (n <= 0 || d <= 0) return 0;
     if (ld < d || xdtype < SS_CUDA_F32 || xdtype > SS_CUDA_BF16 || (!mean64 && !mean32)) return 1;
     if (ss_cdiv(d, CM_COLS) > 0x7fffffff) return 1;
     SS_LAUNCH(ss_k_colmean, ss_cdiv(d, CM_COLS), SS_DIM3(CM_COLS, CM_PHASES, 1), 0, stream, mean64, mean32, x,
-              xdtype, ld, n, d);
+              xdtype, ld, rows, n, d);
     return SS_LAUNCH_STATUS();
 }
 
@@ -102,15 +106,15 @@ SS_DEV float cc_bf16(unsigned w) { return __uint_as_float((w & 0xffffu) << 16); 
  * fp32 output, two 4-byte) loads instead of one load a value; the values,
  * and so the roundings, are the same. */
 SS_KERNEL(ss_k_cov_center, (void *, xc), (int, odt), (int64_t, ldw), (const void *, x), (int, dt), (int64_t, ldx),
-          (const float *, mean), (int64_t, n), (int64_t, n_pad), (int64_t, d), (int, vec)) {
+          (const int64_t *, rows), (const float *, mean), (int64_t, n), (int64_t, n_pad), (int64_t, d), (int, vec)) {
     const int per = odt == SS_CUDA_F32 ? 4 : 8; /* values per 16 bytes */
     const int64_t per_row = ldw / per, total = n_pad * per_row;
     for (int64_t q = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; q < total; q += (int64_t)gridDim.x * blockDim.x) {
-        const int64_t r = q / per_row, c0 = per * (q % per_row);
+        const int64_t r = q / per_row, c0 = per * (q % per_row), xr = r < n ? cm_row(rows, r) : 0;
         float v[8];
         if (vec && r < n && c0 + per <= d) {
             if (dt == SS_CUDA_F32) {
-                const float4 *p = (const float4 *)((const float *)x + r * ldx + c0);
+                const float4 *p = (const float4 *)((const float *)x + xr * ldx + c0);
                 const float4 a = p[0];
                 v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w;
                 if (per == 8) {
@@ -118,7 +122,7 @@ SS_KERNEL(ss_k_cov_center, (void *, xc), (int, odt), (int64_t, ldw), (const void
                     v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
                 }
             } else {
-                const unsigned *p = (const unsigned *)((const uint16_t *)x + r * ldx + c0);
+                const unsigned *p = (const unsigned *)((const uint16_t *)x + xr * ldx + c0);
                 unsigned w[4];
                 if (per == 8) {
                     const int4 a = *(const int4 *)p;
@@ -137,7 +141,7 @@ SS_KERNEL(ss_k_cov_center, (void *, xc), (int, odt), (int64_t, ldw), (const void
             SS_UNROLL
             for (int e = 0; e < 8; e++) {
                 const int64_t c = c0 + e;
-                v[e] = e < per && r < n && c < d ? ss_load_weight(x, dt, r * ldx + c) - (mean ? mean[c] : 0.f) : 0.f;
+                v[e] = e < per && r < n && c < d ? ss_load_weight(x, dt, xr * ldx + c) - (mean ? mean[c] : 0.f) : 0.f;
             }
         }
         if (odt == SS_CUDA_F32) {
@@ -151,7 +155,8 @@ SS_KERNEL(ss_k_cov_center, (void *, xc), (int, odt), (int64_t, ldw), (const void
 }
 
 SS_EXTERN_C int ss_cuda_cov_center(void *xc, int odt, int64_t ldw, const void *x, int xdtype, int64_t ldx,
-                                   const float *mean, int64_t n, int64_t n_pad, int64_t d, cudaStream_t stream) {
+                                   const int64_t *rows, const float *mean, int64_t n, int64_t n_pad, int64_t d,
+                                   cudaStream_t stream) {
     const int per = odt == SS_CUDA_F32 ? 4 : 8;
     if ((odt != SS_CUDA_F32 && odt != SS_CUDA_BF16) || ldw < d || ldw % per || ldx < d || n < 0 || n_pad < n ||
         xdtype < SS_CUDA_F32 || xdtype > SS_CUDA_BF16)
@@ -162,7 +167,7 @@ SS_EXTERN_C int ss_cuda_cov_center(void *xc, int odt, int64_t ldw, const void *x
     const int vec = (xdtype == SS_CUDA_F32 || xdtype == SS_CUDA_BF16) && ss_aligned16(x) && (ldx * esz) % 16 == 0 &&
                     (!mean || ss_aligned16(mean));
     SS_LAUNCH(ss_k_cov_center, SS_MIN(ss_cdiv(chunks, 256), 1 << 20), 256, 0, stream, xc, odt, ldw, x, xdtype, ldx,
-              mean, n, n_pad, d, vec);
+              rows, mean, n, n_pad, d, vec);
     return SS_LAUNCH_STATUS();
 }
 
@@ -309,7 +314,7 @@ SS_EXTERN_C int ss_cuda_cov_lower(float *c, int64_t ldc, const void *x, int xdty
     const ss_cov_plan p = ss_cov_plan_of(n, d, CV_T, CV_K, 4, CV_FILL, 8);
     if (p.tiles > 0x7fffffff || p.splits > 65535 || (p.xc_bytes && !ws)) return 1;
     float *xc = (float *)ws, *part = p.part_bytes ? (float *)((char *)ws + p.xc_bytes) : NULL;
-    int e = ss_cuda_cov_center(xc, SS_CUDA_F32, p.ldw, x, xdtype, ldx, mean, n, p.steps * CV_K, d, stream);
+    int e = ss_cuda_cov_center(xc, SS_CUDA_F32, p.ldw, x, xdtype, ldx, NULL, mean, n, p.steps * CV_K, d, stream);
     if (e) return e;
     SS_SET_MAX_DYN_SHARED(ss_k_cov_lower, CV_SMEM);
     SS_LAUNCH(ss_k_cov_lower, SS_DIM3(p.tiles, p.splits, 1), CV_THREADS, CV_SMEM, stream, part ? part : c,

@@ -64,11 +64,13 @@ SS_EXTERN_C int64_t ss_cuda_cov_blk_leaf(int64_t d, int64_t leaf) {
     return SS_MIN(leaf, d);
 }
 
+SS_EXTERN_C int64_t ss_cuda_cov_blk_ldw(int64_t d) { return d > 0 ? ss_cdiv(d, 8) * 8 : 0; }
+
 /* The workspace: the centred rows (bf16, rows of ldw = d rounded up to 8),
  * then the three pointer arrays of nb (nb + 1) / 2 entries each. */
 static void blk_sizes(int64_t n, int64_t d, int64_t leaf, int64_t *ldw, int64_t *blocks, size_t *xc_bytes) {
     const int64_t nb = ss_cdiv(d, leaf);
-    *ldw = ss_cdiv(d, 8) * 8;
+    *ldw = ss_cuda_cov_blk_ldw(d);
     *blocks = nb * (nb + 1) / 2;
     *xc_bytes = (size_t)ss_cdiv(n * *ldw * 2, 256) * 256;
 }
@@ -87,21 +89,22 @@ static void group(ss_cuda_cov_blk *p, int64_t m, int64_t n, int64_t batch, const
 }
 
 /* What both plans check and do first: the arguments, the sizes cuBLAS takes
- * as int, n = 0 (zeros, no product), and the centring into ws. Returns 0 with
- * *go = 1 when the products are still to be planned. */
+ * as int, n = 0 (zeros, no product), and the centring into ws (unless x is
+ * NULL: the caller has centred the rows into ws). Returns 0 with *go = 1 when
+ * the products are still to be planned. */
 static int start(ss_cuda_cov_blk *p, int *go, float *c, int64_t ldc, const void *x, int xdtype, int64_t ldx,
                  const float *mean, int64_t n, int64_t d, int64_t ldw, int64_t blocks, void *ws, cudaStream_t stream) {
     const ss_cuda_cov_blk none = {0};
     *p = none;
     *go = 0;
     if (d <= 0) return 0;
-    if (ldc < d || ldx < d || n < 0 || !ws || xdtype < SS_CUDA_F32 || xdtype > SS_CUDA_BF16) return 1;
+    if (ldc < d || n < 0 || !ws || (x && (ldx < d || xdtype < SS_CUDA_F32 || xdtype > SS_CUDA_BF16))) return 1;
     if (n > 0x7fffffff || ldw > 0x7fffffff || ldc > 0x7fffffff || blocks > 0x7fffffff) return 1;
     if (n == 0) { /* d <= ldc fits an int, checked above */
         SS_LAUNCH(ss_k_cov_blk_zero, d, 256, 0, stream, c, ldc);
         return SS_LAUNCH_STATUS();
     }
-    int e = ss_cuda_cov_center((uint16_t *)ws, SS_CUDA_BF16, ldw, x, xdtype, ldx, mean, n, n, d, stream);
+    int e = x ? ss_cuda_cov_center((uint16_t *)ws, SS_CUDA_BF16, ldw, x, xdtype, ldx, NULL, mean, n, n, d, stream) : 0;
     if (e) return e;
     p->k = (int)n, p->lda = (int)ldw, p->ldc = (int)ldc;
     *go = 1;

@@ -153,7 +153,7 @@ SS_EXTERN_C int ss_cuda_cov_lower_tc(float *c, int64_t ldc, const void *x, int x
     if (p.tiles > 0x7fffffff || p.splits > 65535 || (p.xc_bytes && !ws)) return 1;
     uint16_t *xc = (uint16_t *)ws;
     float *part = p.part_bytes ? (float *)((char *)ws + p.xc_bytes) : NULL;
-    int e = ss_cuda_cov_center(xc, SS_CUDA_BF16, p.ldw, x, xdtype, ldx, mean, n, p.steps * CT_K, d, stream);
+    int e = ss_cuda_cov_center(xc, SS_CUDA_BF16, p.ldw, x, xdtype, ldx, NULL, mean, n, p.steps * CT_K, d, stream);
     if (e) return e;
     SS_SET_MAX_DYN_SHARED(ss_k_cov_lower_tc, CT_SMEM);
     SS_LAUNCH(ss_k_cov_lower_tc, SS_DIM3(p.tiles, p.splits, 1), CT_THREADS, CT_SMEM, stream, part ? part : c,

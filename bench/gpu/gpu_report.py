@@ -28,7 +28,8 @@ Targets of issues 4, 5 and 6, from their GPU steps when given (--collect, --abla
   C2  the triangular covariance kernel >= 1.4x faster than the full bf16 cublasGemmEx (best
       of cov_lower.bf16, cov_lower_tc.bf16, cov_lower_wg.bf16 and the blocked triangle's two
       plans cov_lower_blk*.bf16 and cov_lower_rec*.bf16 at each block width tried, per width;
-      the note names the winner)
+      the note names the winner; the blocked plans multiply rows that collect's gather has
+      centred, as GemmEx multiplies the same rows, where the kernels include a centring pass)
   C3  cov_lower.f32 >= 90% of cublasSsyrk's useful-FLOP rate (per width)
   A1  a 256-mask sweep over short prompts >= 20x the PyTorch hook loop on the same GPU (both
       timed without start-up: subscope's passes alone where SUBSCOPE_TIMING gave them); in

@@ -889,7 +889,10 @@ static void bench_gemm(int64_t M) {
  * cov_lower_blk*.bf16 the same products as cuBLAS's batched product of the
  * triangle's square blocks (kernels/cov_lower_blk.cu) at several block widths,
  * cov_lower_rec*.bf16 as its recursive plan (a few larger products; the
- * number is the width of the diagonal blocks, none for the default).
+ * number is the width of the diagonal blocks, none for the default). These
+ * two multiply rows already centred to bf16, as collect hands them over:
+ * its gather centres them (center_rows.bf16, timed on its own), where the
+ * tensor-core kernels' times include a centring pass of their own.
  * center_gemmex_full.bf16 is the whole cuBLAS path (the centring pass the
  * triangle kernels include, then the full product): reported, not the target's
  * measure. */
@@ -939,10 +942,10 @@ static void bench_cov(int64_t n) {
         const float one = 1.f, zero = 0.f;
         run_case(mk("kernel", base + ".colmean.f32", "ss_cuda_colmean", shape, "f32", 4 * nd + 12.0 * d, 0, "", true,
                     false),
-                 [&] { return ss_cuda_colmean((double *)m64.p, m32.f(), x32.p, SS_CUDA_F32, d, n, d, G.stream); });
+                 [&] { return ss_cuda_colmean((double *)m64.p, m32.f(), x32.p, SS_CUDA_F32, d, NULL, n, d, G.stream); });
         run_case(mk("kernel", base + ".colmean.bf16", "ss_cuda_colmean", shape, "bf16", 2 * nd + 12.0 * d, 0, "", true,
                     false),
-                 [&] { return ss_cuda_colmean((double *)m64.p, m32.f(), x16.p, SS_CUDA_BF16, d, n, d, G.stream); });
+                 [&] { return ss_cuda_colmean((double *)m64.p, m32.f(), x16.p, SS_CUDA_BF16, d, NULL, n, d, G.stream); });
         run_case(mk("kernel", base + ".cov_lower.f32", "ss_cuda_cov_lower", shape, "f32 in, fp32 accumulate",
                     4 * nd + cb, useful, "fp32", false, false),
                  [&] { return ss_cuda_cov_lower(c.f(), d, x32.p, SS_CUDA_F32, d, m32.f(), n, d, ws.p, G.stream); });
@@ -959,17 +962,37 @@ static void bench_cov(int64_t n) {
                          return ss_cuda_cov_lower_wg(c.f(), d, x16.p, SS_CUDA_BF16, d, m32.f(), n, d, wgws.p,
                                                      G.stream);
                      });
+        /* collect gathers the batch's rows and centres them to bf16 in one pass (fp32 sites, a row
+         * list: here every row in order); the blocked triangle then multiplies those rows */
+        const int64_t ldw = ss_cuda_cov_blk_ldw(d);
+        Buf rows((size_t)n * 8);
+        {
+            std::vector<int64_t> hr((size_t)n);
+            for (int64_t r = 0; r < n; r++) hr[(size_t)r] = r;
+            CK(cudaMemcpy(rows.p, hr.data(), rows.bytes, cudaMemcpyHostToDevice));
+        }
+        run_case(mk("kernel", base + ".center_rows.bf16", "ss_cuda_cov_center", shape,
+                    "f32 rows from a row list, centred, to bf16 (collect's gather for the blocked triangle)",
+                    4 * nd + 2.0 * n * ldw + 8.0 * n + 4.0 * d, 0, "", true, false),
+                 [&] {
+                     return ss_cuda_cov_center(blkws.p, SS_CUDA_BF16, ldw, x32.p, SS_CUDA_F32, d, (const int64_t *)rows.p,
+                                               m32.f(), n, n, d, G.stream);
+                 });
+        /* the blocked cases' operand, whether or not that case ran */
+        CK(ss_cuda_cov_center(blkws.p, SS_CUDA_BF16, ldw, x32.p, SS_CUDA_F32, d, (const int64_t *)rows.p, m32.f(), n, n,
+                              d, G.stream) == 0 ? cudaSuccess : cudaErrorInvalidValue);
         for (const blk_var &v : vars) {
             const int64_t L = v.rec ? ss_cuda_cov_rec_leaf(d, v.w) : ss_cuda_cov_blk_leaf(d, v.w);
             run_case(mk("gemm", blk_name(v), "ss_cov_lower_blk",
                         shape + fmt(v.rec ? " diagonal=%lld" : " block=%lld", (long long)L),
-                        v.rec ? "bf16 in, cuBLAS strided-batched bf16 products of the triangle halved recursively, "
-                                "fp32 accumulate"
-                              : "bf16 in, cuBLAS batched bf16 products of the triangle's blocks, fp32 accumulate",
-                        2 * nd + cb, useful, "bf16", false, false),
+                        v.rec ? "centred bf16 rows in (center_rows), cuBLAS strided-batched bf16 products of the "
+                                "triangle halved recursively, fp32 accumulate"
+                              : "centred bf16 rows in (center_rows), cuBLAS batched bf16 products of the triangle's "
+                                "blocks, fp32 accumulate",
+                        2.0 * n * ldw + cb, useful, "bf16", false, false),
                      [&] {
                          cublasStatus_t bs = CUBLAS_STATUS_SUCCESS;
-                         int e = ss_cov_lower_blk(G.blas, v.rec, c.f(), d, x16.p, SS_CUDA_BF16, d, m32.f(), n, d, v.w,
+                         int e = ss_cov_lower_blk(G.blas, v.rec, c.f(), d, NULL, SS_CUDA_BF16, d, NULL, n, d, v.w,
                                                   blkws.p, G.stream, &bs);
                          if (e == -1)
                              fprintf(stderr, "%s: %s\n", v.rec ? "cublasGemmStridedBatchedEx" : "cublasGemmBatchedEx",
@@ -1005,7 +1028,7 @@ static void bench_cov(int64_t n) {
                     "bf16 in, centred to bf16, then the full d x d product to fp32 (FLOPs counted: one triangle)",
                     4 * nd + 4.0 * d * d, useful, "bf16", false, false),
                  [&] {
-                     int e = ss_cuda_cov_center(xc16.p, SS_CUDA_BF16, d, x16.p, SS_CUDA_BF16, d, m32.f(), n, n, d,
+                     int e = ss_cuda_cov_center(xc16.p, SS_CUDA_BF16, d, x16.p, SS_CUDA_BF16, d, NULL, m32.f(), n, n, d,
                                                 G.stream);
                      if (e) return e;
                      return (int)cublasGemmEx(G.blas, CUBLAS_OP_N, CUBLAS_OP_T, (int)d, (int)d, (int)n, &one, xc16.p,

@@ -144,9 +144,11 @@ int ss_cuda_convert(void *dst, int dst_dtype, const void *src, int src_dtype, in
 
 /* Column means of x[n,d] (row stride ld, dtype SS_CUDA_F32/F16/BF16),
  * summed in fp64: mean64[c] in fp64 and/or mean32[c] rounded to fp32 (either
- * may be NULL, not both). Deterministic (no atomics). */
-int ss_cuda_colmean(double *mean64, float *mean32, const void *x, int xdtype, int64_t ld, int64_t n, int64_t d,
-                    cudaStream_t stream);
+ * may be NULL, not both). rows: NULL, or n row numbers of x on the device
+ * (the batch's row r is x's row rows[r]: a gather without a copy).
+ * Deterministic (no atomics). */
+int ss_cuda_colmean(double *mean64, float *mean32, const void *x, int xdtype, int64_t ld, const int64_t *rows,
+                    int64_t n, int64_t d, cudaStream_t stream);
 
 /* Centred second moments of one batch, lower triangle: for d > i >= j,
  * c[i*ldc + j] = sum_{r<n} (x[r,i] - mean[i]) (x[r,j] - mean[j]), fp32
@@ -165,11 +167,12 @@ int ss_cuda_cov_lower(float *c, int64_t ldc, const void *x, int xdtype, int64_t 
                       int64_t d, void *ws, cudaStream_t stream);
 /* The covariance kernels' steps, on their own: xc [n_pad, ldw] = x - mean
  * (fp32, then stored as odt: SS_CUDA_F32 or _BF16, nearest even) for r < n
- * and c < d, zero elsewhere; ldw a multiple of 16 bytes' values. And the sum
+ * and c < d, zero elsewhere; ldw a multiple of 16 bytes' values; rows as in
+ * ss_cuda_colmean (xc's row r from x's row rows[r]). And the sum
  * of `splits` partial triangles part [splits][d][d] (lower triangles, in
  * split order) into c's lower triangle. */
-int ss_cuda_cov_center(void *xc, int odt, int64_t ldw, const void *x, int xdtype, int64_t ldx, const float *mean,
-                       int64_t n, int64_t n_pad, int64_t d, cudaStream_t stream);
+int ss_cuda_cov_center(void *xc, int odt, int64_t ldw, const void *x, int xdtype, int64_t ldx, const int64_t *rows,
+                       const float *mean, int64_t n, int64_t n_pad, int64_t d, cudaStream_t stream);
 int ss_cuda_cov_sum_splits(float *c, int64_t ldc, const float *part, int64_t d, int splits, cudaStream_t stream);
 /* The same centring, transposed and in bf16: xct [d_pad, ldt] with
  * xct[c*ldt + r] = x[r, c] - mean[c] for r < n, c < d, zero for the other
@@ -205,7 +208,10 @@ int ss_cuda_cov_lower_tc(float *c, int64_t ldc, const void *x, int xdtype, int64
  * (d halved while wider than leaf and a multiple of 16; the same default)
  * one more; ws holds the centred rows (ss_cuda_cov_lower_rec_ws(n, d) bytes).
  * Both describe the calls in *p (none for d = 0, nor for n = 0, whose zeros
- * they write themselves). The diagonal blocks are computed whole, so the upper
+ * they write themselves). With x NULL, ws already holds the centred rows
+ * (ss_cuda_cov_center's bf16 output, ldw = ss_cuda_cov_blk_ldw(d), n_pad = n:
+ * collect centres them as it gathers them) and ldx, xdtype and mean are not
+ * used. The diagonal blocks are computed whole, so the upper
  * triangles of those blocks are written too; nothing else above the diagonal is. */
 #define SS_CUDA_COV_GROUPS 24
 typedef struct ss_cuda_cov_blk_group {
@@ -220,6 +226,7 @@ typedef struct ss_cuda_cov_blk {
     int groups, k, lda, ldc;   /* k: the rows of x */
     ss_cuda_cov_blk_group g[SS_CUDA_COV_GROUPS];
 } ss_cuda_cov_blk;
+int64_t ss_cuda_cov_blk_ldw(int64_t d);
 int64_t ss_cuda_cov_blk_leaf(int64_t d, int64_t leaf);
 int64_t ss_cuda_cov_lower_blk_ws(int64_t n, int64_t d, int64_t leaf);
 int ss_cuda_cov_lower_blk_prepare(ss_cuda_cov_blk *p, float *c, int64_t ldc, const void *x, int xdtype, int64_t ldx,

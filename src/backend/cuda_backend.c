@@ -376,6 +376,42 @@ static ss_status cu_copy_rows(const ss_backend *be, float *dst, const float *src
 
 static ss_status scratch16(const ss_backend *be, uint16_t **buf, size_t *cap, size_t n, const char *what);
 
+/* Which kernel forms a batch's products at width d: SUBSCOPE_COV_KERNEL's,
+ * or the default; an error for a value that names none. */
+static ss_status cov_kernel_for(const ss_backend *be, int64_t d, int *kernel) {
+    const cuda_impl *c = IMPL(be);
+    if (c->cov_kernel < 0)
+        return ss_errorf(SS_ERR_ARG, "%s: SUBSCOPE_COV_KERNEL=%s: unknown (1, ssyrk, tc, wg, blk or rec; unset for the default)",
+                         be->name, getenv("SUBSCOPE_COV_KERNEL") ? getenv("SUBSCOPE_COV_KERNEL") : "");
+    *kernel = c->cov_kernel == COV_AUTO ? (d < 3072 ? COV_F32 : COV_SSYRK) : c->cov_kernel;
+    if ((*kernel == COV_BLK || *kernel == COV_REC) && c->cov_block < 0)
+        return ss_errorf(SS_ERR_ARG, "%s: SUBSCOPE_COV_BLOCK=%s: not a positive whole number of columns", be->name,
+                         getenv("SUBSCOPE_COV_BLOCK") ? getenv("SUBSCOPE_COV_BLOCK") : "");
+    return SS_OK;
+}
+
+/* The blocked triangle (blk or rec) of n rows of x (fp32, row stride ld)
+ * picked by the row list idx: gathered and centred on m32 to bf16 in one
+ * pass (ss_cuda_cov_center), then cuBLAS's products (cov_blk.h). */
+static ss_status blocked_products(const ss_backend *be, int rec, float *cc, const float *x, int64_t ld,
+                                  const int64_t *idx, const float *m32, int64_t n, int64_t d) {
+    cuda_impl *c = IMPL(be);
+    const int64_t ws = rec ? ss_cuda_cov_lower_rec_ws(n, d) : ss_cuda_cov_lower_blk_ws(n, d, c->cov_block);
+    SS_TRY(scratch16(be, &c->cov_ws, &c->cov_ws_cap, (size_t)(ws + 1) / 2, "covariance workspace"));
+    SS_TRY(cuda_check(be,
+                      ss_cuda_cov_center(c->cov_ws, SS_CUDA_BF16, ss_cuda_cov_blk_ldw(d), x, SS_CUDA_F32, ld, idx, m32,
+                                         n, n, d, c->stream),
+                      "gathering and centring kernel"));
+    cublasStatus_t bs = CUBLAS_STATUS_SUCCESS;
+    int e = ss_cov_lower_blk(c->blas, rec, cc, d, NULL, SS_CUDA_BF16, d, NULL, n, d, c->cov_block, c->cov_ws, c->stream,
+                             &bs);
+    if (e == -1)
+        return ss_errorf(SS_ERR_IO, "%s: blocked covariance (d = %lld, %lld rows): %s: %s", be->name, (long long)d,
+                         (long long)n, rec ? "cublasGemmStridedBatchedEx" : "cublasGemmBatchedEx",
+                         cublasGetStatusString(bs));
+    return cuda_check(be, e, "blocked covariance");
+}
+
 /* The centred products sum_r (x_r - m32)(x_r - m32)^T of the gathered rows
  * g[n, d], one triangle (row-major lower) into cc, fp32 accumulation, by
  * cublasSsyrk on the rows centred in place (-m32 in a scratch buffer for the
@@ -387,34 +423,12 @@ static ss_status scratch16(const ss_backend *be, uint16_t **buf, size_t *cap, si
  * SUBSCOPE_COV_KERNEL picks one: 1 the kernel, ssyrk cuBLAS, tc the
  * tensor-core kernel (the centred values rounded to bf16: 5x to 15x faster
  * than Ssyrk, at bf16's accuracy), wg the same roundings on Hopper's wgmma
- * (sm_90a only; checked, but slower than tc so far), blk the same roundings
- * with the triangle's square blocks as one batched cuBLAS product, rec the
- * same with the triangle halved recursively into a few larger products
- * (kernels/cov_lower_blk.cu; SUBSCOPE_COV_BLOCK sets the block width). TF32
- * is switched off around Ssyrk: statistics are fp32 whatever the forward uses. */
-static ss_status centred_products(const ss_backend *be, float *cc, float *g, float *m32, const float *h_m32, int64_t n,
-                                  int64_t d) {
+ * (sm_90a only; checked, but slower than tc so far); blk and rec, the same
+ * roundings through cuBLAS, are blocked_products'. TF32 is switched off
+ * around Ssyrk: statistics are fp32 whatever the forward uses. */
+static ss_status centred_products(const ss_backend *be, int kernel, float *cc, float *g, float *m32,
+                                  const float *h_m32, int64_t n, int64_t d) {
     cuda_impl *c = IMPL(be);
-    if (c->cov_kernel < 0)
-        return ss_errorf(SS_ERR_ARG, "%s: SUBSCOPE_COV_KERNEL=%s: unknown (1, ssyrk, tc, wg, blk or rec; unset for the default)",
-                         be->name, getenv("SUBSCOPE_COV_KERNEL") ? getenv("SUBSCOPE_COV_KERNEL") : "");
-    const int kernel = c->cov_kernel == COV_AUTO ? (d < 3072 ? COV_F32 : COV_SSYRK) : c->cov_kernel;
-    if (kernel == COV_BLK || kernel == COV_REC) {
-        const int rec = kernel == COV_REC;
-        if (c->cov_block < 0)
-            return ss_errorf(SS_ERR_ARG, "%s: SUBSCOPE_COV_BLOCK=%s: not a positive whole number of columns", be->name,
-                             getenv("SUBSCOPE_COV_BLOCK") ? getenv("SUBSCOPE_COV_BLOCK") : "");
-        const int64_t ws = rec ? ss_cuda_cov_lower_rec_ws(n, d) : ss_cuda_cov_lower_blk_ws(n, d, c->cov_block);
-        SS_TRY(scratch16(be, &c->cov_ws, &c->cov_ws_cap, (size_t)(ws + 1) / 2, "covariance workspace"));
-        cublasStatus_t bs = CUBLAS_STATUS_SUCCESS;
-        int e = ss_cov_lower_blk(c->blas, rec, cc, d, g, SS_CUDA_F32, d, m32, n, d, c->cov_block, c->cov_ws, c->stream,
-                                 &bs);
-        if (e == -1)
-            return ss_errorf(SS_ERR_IO, "%s: blocked covariance (d = %lld, %lld rows): %s: %s", be->name, (long long)d,
-                             (long long)n, rec ? "cublasGemmStridedBatchedEx" : "cublasGemmBatchedEx",
-                             cublasGetStatusString(bs));
-        return cuda_check(be, e, "blocked covariance");
-    }
     if (kernel != COV_SSYRK) {
         typedef int (*cov_fn)(float *, int64_t, const void *, int, int64_t, const float *, int64_t, int64_t, void *,
                               cudaStream_t);
@@ -464,7 +478,10 @@ static ss_status centred_products(const ss_backend *be, float *cc, float *g, flo
 
 /* One batch of a site reduced on the device: its rows gathered (g), their
  * fp64 and fp32 column means (m64, m32) and, with want_m2, the products
- * about m32 (cc, fp32, lower triangle), with m32's host copy (h_m32). */
+ * about m32 (cc, fp32, lower triangle), with m32's host copy (h_m32). The
+ * blocked triangle's paths gather nothing in fp32: the means read the rows
+ * through the row list, and the products' bf16 operand is gathered and
+ * centred in one pass (g stays NULL). */
 typedef struct {
     int64_t *idx;
     float *g, *m32, *cc, *h_m32;
@@ -484,19 +501,29 @@ static ss_status batch_reduce(const ss_backend *be, const float *x, int64_t ld, 
     cuda_impl *c = IMPL(be);
     memset(b, 0, sizeof *b);
     ss_status st;
+    int kernel = COV_AUTO;
+    if (want_m2) SS_TRY(cov_kernel_for(be, d, &kernel));
+    const int blocked = want_m2 && (kernel == COV_BLK || kernel == COV_REC);
     if ((st = cu_alloc(be, (size_t)n * sizeof(int64_t), "row list", (void **)&b->idx)) ||
-        (st = cu_alloc(be, (size_t)(n * d) * sizeof(float), "gathered rows", (void **)&b->g)) ||
+        (!blocked && (st = cu_alloc(be, (size_t)(n * d) * sizeof(float), "gathered rows", (void **)&b->g))) ||
         (st = cu_alloc(be, (size_t)d * sizeof(float), "means", (void **)&b->m32)) ||
         (st = cu_alloc(be, (size_t)d * sizeof(double), "means", (void **)&b->m64)))
         return st;
     SS_TRY(cu_upload(be, b->idx, row_idx, (size_t)n * sizeof(int64_t)));
-    SS_TRY(cuda_check(be, ss_cuda_capture(b->g, x, ld, b->idx, n, d, c->stream), "gather kernel"));
-    SS_TRY(cuda_check(be, ss_cuda_colmean(b->m64, b->m32, b->g, SS_CUDA_F32, d, n, d, c->stream), "column-mean kernel"));
+    if (blocked) {
+        SS_TRY(cuda_check(be, ss_cuda_colmean(b->m64, b->m32, x, SS_CUDA_F32, ld, b->idx, n, d, c->stream),
+                          "column-mean kernel"));
+    } else {
+        SS_TRY(cuda_check(be, ss_cuda_capture(b->g, x, ld, b->idx, n, d, c->stream), "gather kernel"));
+        SS_TRY(cuda_check(be, ss_cuda_colmean(b->m64, b->m32, b->g, SS_CUDA_F32, d, NULL, n, d, c->stream),
+                          "column-mean kernel"));
+    }
     if (!want_m2) return SS_OK;
     SS_TRY(cu_alloc(be, (size_t)(d * d) * sizeof(float), "covariance", (void **)&b->cc));
     if (!(b->h_m32 = ss_malloc((size_t)d * sizeof(float), "means"))) return SS_ERR_NOMEM;
     SS_TRY(cu_download(be, b->h_m32, b->m32, (size_t)d * sizeof(float)));
-    return centred_products(be, b->cc, b->g, b->m32, b->h_m32, n, d);
+    if (blocked) return blocked_products(be, kernel == COV_REC, b->cc, x, ld, b->idx, b->m32, n, d);
+    return centred_products(be, kernel, b->cc, b->g, b->m32, b->h_m32, n, d);
 }
 
 /* Gathers the rows, takes their fp64 column means and fp32-accumulated

@@ -401,26 +401,33 @@ static void case_convert(void) {
  * tensor-core triangles) against the host, bit for bit: x - mean in fp32,
  * kept or rounded to bf16 (nearest even), zeros past n rows and d columns.
  * Rows and means 16-byte aligned (the kernel's 16-byte loads) and x one
- * element off (a load a value); d = 37 leaves a ragged last chunk. */
+ * element off (a load a value); d = 37 leaves a ragged last chunk. "rows":
+ * the batch's rows from a row list (x's rows shuffled, some twice, some left
+ * out), as collect gathers them. */
 static void case_cov_center(void) {
     const int64_t shapes[][3] = {{13, 16, 37}, {4096, 4096, 3072}}; /* n, n_pad, d */
     for (int si = 0; si < (g_quick ? 1 : 2); si++)
+        for (int with_rows = 0; with_rows <= 1; with_rows++)
         for (int dt = SS_CUDA_F32; dt <= SS_CUDA_BF16; dt++)
             for (int odt = SS_CUDA_F32; odt <= SS_CUDA_BF16; odt += SS_CUDA_BF16 - SS_CUDA_F32)
                 for (int off = 0; off <= 1; off++) {
                     const int64_t n = shapes[si][0], n_pad = shapes[si][1], d = shapes[si][2];
                     const int64_t per = odt == SS_CUDA_F32 ? 4 : 8, ldw = (d + per - 1) / per * per;
-                    const int64_t ldx = off ? d + 1 : (d + 7) / 8 * 8, nx = n * ldx + 1;
+                    const int64_t ldx = off ? d + 1 : (d + 7) / 8 * 8, xrows = n + 4 * with_rows, nx = xrows * ldx + 1;
                     char name[96];
-                    snprintf(name, sizeof name, "cov_center %s->%s n=%lld d=%lld %s", dt_name[dt], dt_name[odt],
-                             (long long)n, (long long)d, off ? "unaligned" : "aligned");
+                    snprintf(name, sizeof name, "cov_center %s->%s n=%lld d=%lld %s%s", dt_name[dt], dt_name[odt],
+                             (long long)n, (long long)d, off ? "unaligned" : "aligned", with_rows ? " rows" : "");
                     if (!selected(name)) continue;
+                    int64_t *rows = xmalloc((size_t)n * sizeof(int64_t));
+                    for (int64_t r = 0; r < n; r++) rows[r] = with_rows ? (r * 7 + 3) % xrows : r;
+                    int64_t *drows = with_rows ? dup_to_dev(rows, (size_t)n * sizeof(int64_t)) : NULL;
                     float *x = rvec(nx, 61 + (unsigned)si, 3.f), *xv = fvec(nx, 0), *m = rvec(d, 62, 1.f);
                     char *dx = weights_dev(x, nx, dt, xv);
                     float *dm = dup_to_dev(m, (size_t)d * 4);
                     const size_t oes = odt == SS_CUDA_F32 ? 4 : 2, esz = dt == SS_CUDA_F32 ? 4 : 2;
                     void *dout = dalloc((size_t)(n_pad * ldw) * oes), *out = xmalloc((size_t)(n_pad * ldw) * oes);
-                    int rc = ss_cuda_cov_center(dout, odt, ldw, dx + (off ? esz : 0), dt, ldx, dm, n, n_pad, d, g_stream);
+                    int rc = ss_cuda_cov_center(dout, odt, ldw, dx + (off ? esz : 0), dt, ldx, drows, dm, n, n_pad, d,
+                                                g_stream);
                     if (rc) {
                         printf("CASE %-62s FAIL (launcher returned %d)\n", name, rc);
                         fail_case();
@@ -431,7 +438,7 @@ static void case_cov_center(void) {
                         int64_t bad = 0;
                         for (int64_t r = 0; r < n_pad; r++)
                             for (int64_t c = 0; c < ldw; c++) {
-                                const float v = r < n && c < d ? xs[r * ldx + c] - m[c] : 0.f;
+                                const float v = r < n && c < d ? xs[rows[r] * ldx + c] - m[c] : 0.f;
                                 const size_t at = (size_t)(r * ldw + c);
                                 bad += odt == SS_CUDA_F32 ? memcmp((float *)out + at, &v, 4) != 0
                                                           : ((uint16_t *)out)[at] != ss_f32_to_bf16(v);
@@ -443,7 +450,8 @@ static void case_cov_center(void) {
                         if (bad) g_failed++;
                     }
                     dfree(dx), dfree(dm), dfree(dout);
-                    free(x), free(xv), free(m), free(out);
+                    if (drows) dfree(drows);
+                    free(x), free(xv), free(m), free(out), free(rows);
                 }
 }
 
@@ -1230,7 +1238,7 @@ static void case_attention(void) {
 typedef struct { double *m64; float *m32; const void *x; int dt; int64_t ld, n, d; } cm_ctx;
 static int launch_cm(void *v) {
     cm_ctx *c = v;
-    return ss_cuda_colmean(c->m64, c->m32, c->x, c->dt, c->ld, c->n, c->d, g_stream);
+    return ss_cuda_colmean(c->m64, c->m32, c->x, c->dt, c->ld, NULL, c->n, c->d, g_stream);
 }
 
 typedef struct {

@@ -1,7 +1,8 @@
 /* The blocked covariance triangle (kernels/cov_lower_blk.cu and
  * include/subscope/cov_blk.h) under the emulation, both plans: the centring
  * kernel, the pointer-array kernel and the emulated cublasGemmBatchedEx
- * (blk), the emulated cublasGemmStridedBatchedEx (rec), against fp64
+ * (blk), the emulated cublasGemmStridedBatchedEx (rec), each from x and from
+ * rows centred beforehand (as collect hands them over), against fp64
  * sums of the same bf16 operands, as test_kernels.c checks the tensor-core
  * kernels. This file includes the emulated runtime's cuBLAS header, which
  * cannot share a file with the kernel emulation's (cuda_emu.h). */
@@ -22,6 +23,10 @@
  * and against the exact centred sum (2^-7 S more, bf16's rounding of both
  * factors). Above the diagonal, only the diagonal blocks' upper halves may be
  * written. */
+/* pre: the rows centred into the workspace first (ss_cuda_cov_center, as
+ * collect gathers them) and the plan handed x = NULL */
+static int pre;
+
 static void blk_case(cublasHandle_t h, int rec, int64_t n, int64_t d, int64_t ldx, int64_t ldc, int64_t leaf,
                      int bf16_in, int expect_groups) {
     const int64_t L = rec ? ss_cuda_cov_rec_leaf(d, leaf) : ss_cuda_cov_blk_leaf(d, leaf);
@@ -42,15 +47,19 @@ static void blk_case(cublasHandle_t h, int rec, int64_t n, int64_t d, int64_t ld
     }
     for (int64_t i = 0; i < d * ldc; i++) c[i] = NAN;
     void *ws = malloc((size_t)(rec ? ss_cuda_cov_lower_rec_ws(n, d) : ss_cuda_cov_lower_blk_ws(n, d, leaf)) + 1);
+    const void *x = bf16_in ? (void *)x16 : (void *)xv;
+    const int xdt = bf16_in ? SS_CUDA_BF16 : SS_CUDA_F32;
+    if (pre) {
+        CHECK(ss_cuda_cov_center(ws, SS_CUDA_BF16, ss_cuda_cov_blk_ldw(d), x, xdt, ldx, NULL, m, n, n, d, NULL) == 0);
+        x = NULL;
+    }
     ss_cuda_cov_blk plan;
-    CHECK((rec ? ss_cuda_cov_lower_rec_prepare : ss_cuda_cov_lower_blk_prepare)(
-              &plan, c, ldc, bf16_in ? (void *)x16 : (void *)xv, bf16_in ? SS_CUDA_BF16 : SS_CUDA_F32, ldx, m, n, d, leaf,
-              ws, NULL) == 0);
+    CHECK((rec ? ss_cuda_cov_lower_rec_prepare : ss_cuda_cov_lower_blk_prepare)(&plan, c, ldc, x, xdt, ldx, m, n, d,
+                                                                                leaf, ws, NULL) == 0);
     CHECK_MSG(plan.groups == expect_groups, "d %lld, block %lld: %d groups, want %d", (long long)d, (long long)L,
               plan.groups, expect_groups);
     cublasStatus_t bs = 0;
-    CHECK(ss_cov_lower_blk(h, rec, c, ldc, bf16_in ? (void *)x16 : (void *)xv, bf16_in ? SS_CUDA_BF16 : SS_CUDA_F32, ldx, m,
-                           n, d, leaf, ws, NULL, &bs) == 0);
+    CHECK(ss_cov_lower_blk(h, rec, c, ldc, x, xdt, ldx, m, n, d, leaf, ws, NULL, &bs) == 0);
     int64_t bad = 0, far = 0, stray = 0;
     double maxr = 0;
     for (int64_t i = 0; i < d; i++)
@@ -67,8 +76,8 @@ static void blk_case(cublasHandle_t h, int rec, int64_t n, int64_t d, int64_t ld
             bad += !(e <= 2.0 * (double)(n + 2) * 0x1p-24 * sum);
             far += !(q <= (0x1p-7 + 2.0 * (double)(n + 2) * 0x1p-24) * sum);
         }
-    printf("\n    %s n=%lld d=%lld block=%lld %s: %d call(s), max|err|/S=%.2e vs bf16 operands", rec ? "rec" : "blk",
-           (long long)n, (long long)d, (long long)L, bf16_in ? "bf16" : "f32", plan.groups, maxr);
+    printf("\n    %s%s n=%lld d=%lld block=%lld %s: %d call(s), max|err|/S=%.2e vs bf16 operands", rec ? "rec" : "blk",
+           pre ? " (centred rows)" : "", (long long)n, (long long)d, (long long)L, bf16_in ? "bf16" : "f32", plan.groups, maxr);
     CHECK_MSG(bad == 0, "%lld lower-triangle elements outside the bound", (long long)bad);
     CHECK_MSG(far == 0, "%lld elements further than 2^-7 S from the exact sums", (long long)far);
     CHECK_MSG(stray == 0, "%lld elements written above the diagonal outside the diagonal blocks", (long long)stray);
@@ -78,34 +87,38 @@ static void blk_case(cublasHandle_t h, int rec, int64_t n, int64_t d, int64_t ld
 TEST(cov_lower_blk_vs_bf16_operands) {
     cublasHandle_t h;
     CHECK(cublasCreate(&h) == CUBLAS_STATUS_SUCCESS);
-    /* blocks of 64 over 136 columns: 3 inner blocks, a last row 8 wide (2), the corner */
-    blk_case(h, 0, 40, 136, 140, 137, 64, 0, 3);
-    blk_case(h, 0, 40, 136, 140, 137, 64, 1, 3);
-    /* every block 64 wide: one call of 10 */
-    blk_case(h, 0, 100, 256, 256, 256, 64, 1, 1);
-    /* 128 (a width of 100 rounded up to 64s) over 200: one block of each shape */
-    blk_case(h, 0, 70, 200, 203, 200, 100, 0, 3);
-    /* the default width (256 at least) over 20 columns: the whole triangle as one block */
-    blk_case(h, 0, 33, 20, 20, 21, 0, 0, 1);
-    /* no rows: zeros, written by a kernel (no product of k = 0) */
-    blk_case(h, 0, 0, 3, 3, 3, 0, 0, 0);
+    for (pre = 0; pre <= 1; pre++) {
+        /* blocks of 64 over 136 columns: 3 inner blocks, a last row 8 wide (2), the corner */
+        blk_case(h, 0, 40, 136, 140, 137, 64, 0, 3);
+        blk_case(h, 0, 40, 136, 140, 137, 64, 1, 3);
+        /* every block 64 wide: one call of 10 */
+        blk_case(h, 0, 100, 256, 256, 256, 64, 1, 1);
+        /* 128 (a width of 100 rounded up to 64s) over 200: one block of each shape */
+        blk_case(h, 0, 70, 200, 203, 200, 100, 0, 3);
+        /* the default width (256 at least) over 20 columns: the whole triangle as one block */
+        blk_case(h, 0, 33, 20, 20, 21, 0, 0, 1);
+        /* no rows: zeros, written by a kernel (no product of k = 0) */
+        blk_case(h, 0, 0, 3, 3, 3, 0, 0, 0);
+    }
     cublasDestroy(h);
 }
 
 TEST(cov_lower_rec_vs_bf16_operands) {
     cublasHandle_t h;
     CHECK(cublasCreate(&h) == CUBLAS_STATUS_SUCCESS);
-    /* 256 halved to 32: squares of 128, 2 x 64, 4 x 32, then 8 diagonal blocks of 32 */
-    blk_case(h, 1, 50, 256, 260, 257, 32, 0, 4);
-    blk_case(h, 1, 50, 256, 256, 256, 32, 1, 4);
-    /* 272 = 17 x 16: one halving to 136, which is not a multiple of 16: 1 square, 2 blocks */
-    blk_case(h, 1, 30, 272, 272, 275, 64, 0, 2);
-    /* 200 is not a multiple of 16: never halved, one block (the full product) */
-    blk_case(h, 1, 21, 200, 203, 200, 64, 1, 1);
-    /* the default (256 at least) over 384: one halving to 192 */
-    blk_case(h, 1, 40, 384, 384, 384, 0, 1, 2);
-    /* no rows: zeros */
-    blk_case(h, 1, 0, 3, 3, 3, 0, 0, 0);
+    for (pre = 0; pre <= 1; pre++) {
+        /* 256 halved to 32: squares of 128, 2 x 64, 4 x 32, then 8 diagonal blocks of 32 */
+        blk_case(h, 1, 50, 256, 260, 257, 32, 0, 4);
+        blk_case(h, 1, 50, 256, 256, 256, 32, 1, 4);
+        /* 272 = 17 x 16: one halving to 136, which is not a multiple of 16: 1 square, 2 blocks */
+        blk_case(h, 1, 30, 272, 272, 275, 64, 0, 2);
+        /* 200 is not a multiple of 16: never halved, one block (the full product) */
+        blk_case(h, 1, 21, 200, 203, 200, 64, 1, 1);
+        /* the default (256 at least) over 384: one halving to 192 */
+        blk_case(h, 1, 40, 384, 384, 384, 0, 1, 2);
+        /* no rows: zeros */
+        blk_case(h, 1, 0, 3, 3, 3, 0, 0, 0);
+    }
     cublasDestroy(h);
 }
 

@@ -852,27 +852,31 @@ TEST(kernel_attention_vs_cpu_packed_sequences) {
 
 /* ---- batch covariance: column means, lower-triangular X^T X ------------ */
 
-typedef struct { double *m64; float *m32; const void *x; int dt; int64_t ld, n, d; } cm_ctx;
+typedef struct { double *m64; float *m32; const void *x; int dt; int64_t ld; const int64_t *rows; int64_t n, d; } cm_ctx;
 static void run_cm(void *v) {
     cm_ctx *c = v;
-    CHECK(ss_cuda_colmean(c->m64, c->m32, c->x, c->dt, c->ld, c->n, c->d, NULL) == 0);
+    CHECK(ss_cuda_colmean(c->m64, c->m32, c->x, c->dt, c->ld, c->rows, c->n, c->d, NULL) == 0);
 }
 
 /* The mean is checked against an fp64 sum of the same (dtype-rounded)
  * values with rtol 1e-12: the kernel sums in fp64, whose rounding over n <=
  * 1000 terms is ~1e-13 relative at worst; an fp32 sum of 1000 values near
- * 100 (the offset below) would be ~1e-5 off and fail. */
+ * 100 (the offset below) would be ~1e-5 off and fail. With a row list, the
+ * batch's rows are x's rows in another order, some twice, some not at all. */
 TEST(kernel_colmean_fp64_sum) {
     int64_t shapes[][3] = {{1, 1, 1}, {1000, 70, 73}, {37, 33, 33}, {5, 130, 131}};
-    for (int si = 0; si < 4; si++) {
+    for (int si = 0; si < 4; si++)
+        for (int with_rows = 0; with_rows <= 1; with_rows++)
         for (int dt = SS_CUDA_F32; dt <= SS_CUDA_BF16; dt += 2) {
-            int64_t n = shapes[si][0], d = shapes[si][1], ld = shapes[si][2];
-            float *x = ss_test_rvec(n * ld, 21 + si, 1.0f), *xv = ss_test_fvec(n * ld, 0);
-            for (int64_t i = 0; i < n * ld; i++) x[i] += 100.f + (float)(i % ld); /* mean >> spread */
-            void *xd = to_dtype(x, n * ld, dt, xv);
+            int64_t n = shapes[si][0], d = shapes[si][1], ld = shapes[si][2], nx = n + 3 * with_rows;
+            float *x = ss_test_rvec(nx * ld, 21 + si, 1.0f), *xv = ss_test_fvec(nx * ld, 0);
+            for (int64_t i = 0; i < nx * ld; i++) x[i] += 100.f + (float)(i % ld) + (float)(i / ld % 3); /* mean >> spread */
+            void *xd = to_dtype(x, nx * ld, dt, xv);
             double *m64 = malloc((size_t)d * sizeof(double));
             float *m32 = ss_test_fvec(d, 0);
-            cm_ctx c = {m64, m32, xd, dt, ld, n, d};
+            int64_t *rows = malloc((size_t)n * sizeof(int64_t));
+            for (int64_t r = 0; r < n; r++) rows[r] = with_rows ? (r * 5 + 2) % nx : r;
+            cm_ctx c = {m64, m32, xd, dt, ld, with_rows ? rows : NULL, n, d};
             float *outs[2] = {(float *)m64, m32};
             int64_t sizes[2] = {2 * d, d};
             CHECK(both_orders(run_cm, &c, outs, sizes, 2));
@@ -880,21 +884,20 @@ TEST(kernel_colmean_fp64_sum) {
             double maxe = 0;
             for (int64_t j = 0; j < d; j++) {
                 double s = 0;
-                for (int64_t r = 0; r < n; r++) s += xv[r * ld + j];
+                for (int64_t r = 0; r < n; r++) s += xv[rows[r] * ld + j];
                 s /= (double)n;
                 double e = fabs(m64[j] - s);
                 if (e > maxe) maxe = e;
                 if (!(e <= 1e-12 * fabs(s)) || m32[j] != (float)m64[j]) bad++;
             }
-            printf("\n    colmean %s n=%lld d=%lld ld=%lld: max|err|=%.2e", dt_name[dt], (long long)n, (long long)d,
-                   (long long)ld, maxe);
+            printf("\n    colmean %s n=%lld d=%lld ld=%lld%s: max|err|=%.2e", dt_name[dt], (long long)n, (long long)d,
+                   (long long)ld, with_rows ? " row list" : "", maxe);
             CHECK_MSG(bad == 0, "%lld of %lld means off", (long long)bad, (long long)d);
-            free(x); free(xv); free(xd); free(m64); free(m32);
+            free(x); free(xv); free(xd); free(m64); free(m32); free(rows);
         }
-    }
     float one = 1.f;
-    CHECK(ss_cuda_colmean(NULL, NULL, &one, SS_CUDA_F32, 1, 1, 1, NULL) == 1); /* no output */
-    CHECK(ss_cuda_colmean(NULL, &one, &one, SS_CUDA_F32, 1, 1, 2, NULL) == 1); /* ld < d */
+    CHECK(ss_cuda_colmean(NULL, NULL, &one, SS_CUDA_F32, 1, NULL, 1, 1, NULL) == 1); /* no output */
+    CHECK(ss_cuda_colmean(NULL, &one, &one, SS_CUDA_F32, 1, NULL, 1, 2, NULL) == 1); /* ld < d */
 }
 
 typedef struct {
@@ -1000,9 +1003,9 @@ TEST(kernel_cov_lower_vs_fp64) {
     CHECK(ss_cuda_cov_lower(&one, 2, &one, SS_CUDA_F32, 2, NULL, 1, 2, NULL, NULL) == 1); /* no workspace */
     CHECK(ss_cuda_cov_lower(NULL, 1, NULL, SS_CUDA_F32, 1, NULL, 5, 0, NULL, NULL) == 0);  /* d = 0: nothing */
     CHECK(ss_cuda_cov_lower_ws(700, 20) == 44 * 16 * 20 * 4 + 5 * 20 * 20 * 4);
-    CHECK(ss_cuda_cov_center(&one, SS_CUDA_F16, 8, &one, SS_CUDA_F32, 1, NULL, 1, 1, 1, NULL) == 1); /* odt */
-    CHECK(ss_cuda_cov_center(&one, SS_CUDA_F32, 6, &one, SS_CUDA_F32, 6, NULL, 1, 1, 5, NULL) == 1); /* ldw % 4 */
-    CHECK(ss_cuda_cov_center(&one, SS_CUDA_F32, 4, &one, SS_CUDA_F32, 4, NULL, 2, 1, 4, NULL) == 1); /* n_pad < n */
+    CHECK(ss_cuda_cov_center(&one, SS_CUDA_F16, 8, &one, SS_CUDA_F32, 1, NULL, NULL, 1, 1, 1, NULL) == 1); /* odt */
+    CHECK(ss_cuda_cov_center(&one, SS_CUDA_F32, 6, &one, SS_CUDA_F32, 6, NULL, NULL, 1, 1, 5, NULL) == 1); /* ldw % 4 */
+    CHECK(ss_cuda_cov_center(&one, SS_CUDA_F32, 4, &one, SS_CUDA_F32, 4, NULL, NULL, 2, 1, 4, NULL) == 1); /* n_pad < n */
     CHECK(ss_cuda_cov_sum_splits(&one, 1, &one, 2, 1, NULL) == 1);                                  /* ldc < d */
     CHECK(ss_cuda_cov_sum_splits(&one, 1, &one, 1, 0, NULL) == 1);                                  /* no splits */
 }
@@ -1012,10 +1015,14 @@ TEST(kernel_cov_lower_vs_fp64) {
  * kept in fp32. Each input type, both outputs, with and without means, rows
  * and means aligned (the 16-byte loads) and not (x one element off: one
  * load a value), d a multiple of 8 and not (the row's last chunk then takes
- * the scalar loads), padding rows past n. */
+ * the scalar loads), padding rows past n, and rows in order or from a row
+ * list (x's rows shuffled, some twice, some left out). */
 TEST(kernel_cov_center_exact) {
-    const int64_t n = 13, n_pad = 16;
+    const int64_t n = 13, n_pad = 16, nx = n + 4;
     const int64_t ds[] = {37, 48};
+    int64_t rows[13];
+    for (int64_t r = 0; r < n; r++) rows[r] = (r * 7 + 3) % nx;
+    for (int with_rows = 0; with_rows <= 1; with_rows++)
     for (int di = 0; di < 2; di++)
         for (int dt = SS_CUDA_F32; dt <= SS_CUDA_BF16; dt++)
             for (int odt = SS_CUDA_F32; odt <= SS_CUDA_BF16; odt += SS_CUDA_BF16 - SS_CUDA_F32)
@@ -1024,9 +1031,9 @@ TEST(kernel_cov_center_exact) {
                         const int64_t d = ds[di], per = odt == SS_CUDA_F32 ? 4 : 8, ldw = (d + per - 1) / per * per;
                         const int64_t ldx = off ? d + 1 : (d + 7) / 8 * 8;
                         const size_t esz = dt == SS_CUDA_F32 ? 4 : 2, oes = odt == SS_CUDA_F32 ? 4 : 2;
-                        float *xf = ss_test_rvec(n * ldx + 1, 21 + (unsigned)d, 3.f), *m = ss_test_rvec(d, 22, 1.f);
-                        unsigned char *xb = malloc((size_t)(n * ldx + 1) * esz + 16);
-                        for (int64_t i = 0; i < n * ldx + 1; i++) {
+                        float *xf = ss_test_rvec(nx * ldx + 1, 21 + (unsigned)d, 3.f), *m = ss_test_rvec(d, 22, 1.f);
+                        unsigned char *xb = malloc((size_t)(nx * ldx + 1) * esz + 16);
+                        for (int64_t i = 0; i < nx * ldx + 1; i++) {
                             if (dt == SS_CUDA_F32) memcpy(xb + i * esz, &xf[i], 4);
                             else {
                                 uint16_t h = dt == SS_CUDA_BF16 ? ss_f32_to_bf16(xf[i]) : ss_f32_to_f16(xf[i]);
@@ -1037,17 +1044,19 @@ TEST(kernel_cov_center_exact) {
                         void *out = calloc((size_t)(n_pad * ldw), oes);
                         const void *x = xb + (off ? esz : 0);
                         const float *xv = xf + (off ? 1 : 0);
-                        CHECK(ss_cuda_cov_center(out, odt, ldw, x, dt, ldx, with_mean ? m : NULL, n, n_pad, d, NULL) == 0);
+                        CHECK(ss_cuda_cov_center(out, odt, ldw, x, dt, ldx, with_rows ? rows : NULL, with_mean ? m : NULL,
+                                                 n, n_pad, d, NULL) == 0);
                         int64_t bad = 0;
                         for (int64_t r = 0; r < n_pad; r++)
                             for (int64_t c = 0; c < ldw; c++) {
-                                const float v = r < n && c < d ? xv[r * ldx + c] - (with_mean ? m[c] : 0.f) : 0.f;
+                                const int64_t xr = r < n && with_rows ? rows[r] : r;
+                                const float v = r < n && c < d ? xv[xr * ldx + c] - (with_mean ? m[c] : 0.f) : 0.f;
                                 const size_t at = (size_t)(r * ldw + c);
                                 if (odt == SS_CUDA_F32) bad += memcmp((float *)out + at, &v, 4) != 0;
                                 else bad += ((uint16_t *)out)[at] != ss_f32_to_bf16(v);
                             }
-                        CHECK_MSG(bad == 0, "d %lld, in %d, out %d, offset %d, means %d: %lld values differ",
-                                  (long long)d, dt, odt, off, with_mean, (long long)bad);
+                        CHECK_MSG(bad == 0, "d %lld, in %d, out %d, offset %d, means %d, row list %d: %lld values differ",
+                                  (long long)d, dt, odt, off, with_mean, with_rows, (long long)bad);
                         free(xf), free(m), free(xb), free(out);
                     }
 }
@@ -1175,7 +1184,7 @@ TEST(kernel_cov_lower_large_mean_correction) {
     for (int64_t i = 0; i < n * d; i++) x[i] = 1e4f * (float)(1 + i % d) + ss_test_frand(&s);
     double m64[5];
     float m32[5], cm[25];
-    CHECK(ss_cuda_colmean(m64, m32, x, SS_CUDA_F32, d, n, d, NULL) == 0);
+    CHECK(ss_cuda_colmean(m64, m32, x, SS_CUDA_F32, d, NULL, n, d, NULL) == 0);
     void *ws = malloc((size_t)ss_cuda_cov_lower_ws(n, d));
     CHECK(ss_cuda_cov_lower(cm, d, x, SS_CUDA_F32, d, m32, n, d, ws, NULL) == 0);
     free(ws);
