@@ -412,11 +412,11 @@ static ss_status blocked_products(const ss_backend *be, int rec, float *cc, cons
     return cuda_check(be, e, "blocked covariance");
 }
 
-/* The centred products sum_r (x_r - m32)(x_r - m32)^T of the gathered rows
- * g[n, d], one triangle (row-major lower) into cc, fp32 accumulation, by
- * cublasSsyrk on the rows centred in place (-m32 in a scratch buffer for the
- * bias kernel) or by kernels/cov_lower.cu (centred into a workspace, a
- * pipelined fp32 product of the triangle's tiles). By default the kernel
+/* The centred products sum_r (x_r - m32)(x_r - m32)^T of a batch's rows,
+ * one triangle (row-major lower) into cc, fp32 accumulation, by cublasSsyrk
+ * on rows centred as they were gathered (ssyrk_products) or by
+ * kernels/cov_lower.cu on the gathered rows g[n, d] (centred into a
+ * workspace, a pipelined fp32 product of the triangle's tiles). By default the kernel
  * below d = 3072 and Ssyrk from there: on an H100 (bench/results, 16384
  * rows) the kernel took 0.30 ms at d = 768 against Ssyrk's 1.27, 3.46 ms
  * against 3.43 at d = 3072 and 87.8 against 82.6 at d = 16384.
@@ -426,10 +426,10 @@ static ss_status blocked_products(const ss_backend *be, int rec, float *cc, cons
  * (sm_90a only; checked, but slower than tc so far); blk and rec, the same
  * roundings through cuBLAS, are blocked_products'. TF32 is switched off
  * around Ssyrk: statistics are fp32 whatever the forward uses. */
-static ss_status centred_products(const ss_backend *be, int kernel, float *cc, float *g, float *m32,
-                                  const float *h_m32, int64_t n, int64_t d) {
+static ss_status centred_products(const ss_backend *be, int kernel, float *cc, const float *g, const float *m32,
+                                  int64_t n, int64_t d) {
     cuda_impl *c = IMPL(be);
-    if (kernel != COV_SSYRK) {
+    {
         typedef int (*cov_fn)(float *, int64_t, const void *, int, int64_t, const float *, int64_t, int64_t, void *,
                               cudaStream_t);
         static const struct {
@@ -449,25 +449,19 @@ static ss_status centred_products(const ss_backend *be, int kernel, float *cc, f
                          "covariance kernel workspace"));
         return cuda_check(be, k[i].fn(cc, d, g, SS_CUDA_F32, d, m32, n, d, c->cov_ws, c->stream), k[i].what);
     }
-    if (n > INT32_MAX || d > INT32_MAX)
+}
+
+/* cublasSsyrk on the centred rows g [n, ldg] (fp32, centred as gathered). */
+static ss_status ssyrk_products(const ss_backend *be, float *cc, const float *g, int64_t ldg, int64_t n, int64_t d) {
+    cuda_impl *c = IMPL(be);
+    if (n > INT32_MAX || ldg > INT32_MAX)
         return ss_errorf(SS_ERR_UNSUPPORTED, "%s: covariance of %lld rows x %lld exceeds cuBLAS's 32-bit sizes", be->name,
                          (long long)n, (long long)d);
-    /* -m32 for the bias kernel, in a buffer of its own: m32 itself is read later (moments_merge) */
-    float *neg = ss_malloc((size_t)d * sizeof(float), "means"), *dneg = NULL;
-    if (!neg) return SS_ERR_NOMEM;
-    for (int64_t i = 0; i < d; i++) neg[i] = -h_m32[i];
-    ss_status st = cu_alloc(be, (size_t)d * sizeof(float), "negated means", (void **)&dneg);
-    if (!st) st = cu_upload(be, dneg, neg, (size_t)d * sizeof(float));
-    free(neg);
-    if (!st) st = cuda_check(be, ss_cuda_bias_act(g, g, dneg, SS_CUDA_F32, n, d, SS_CUDA_ACT_NONE, c->stream),
-                             "centring (bias kernel)");
-    if (dneg) cu_release(be, dneg);
-    if (st) return st;
     const float one = 1.f, zero = 0.f;
     if (c->tf32) cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH);
-    /* Row-major g[n, d] is column-major A[d, n] (lda = d); A A^T's column-major
+    /* Row-major g[n, ldg] is column-major A[d, n] (lda = ldg); A A^T's column-major
      * upper triangle is the row-major lower one. */
-    cublasStatus_t s = cublasSsyrk(c->blas, CUBLAS_FILL_MODE_UPPER, CUBLAS_OP_N, (int)d, (int)n, &one, g, (int)d, &zero,
+    cublasStatus_t s = cublasSsyrk(c->blas, CUBLAS_FILL_MODE_UPPER, CUBLAS_OP_N, (int)d, (int)n, &one, g, (int)ldg, &zero,
                                    cc, (int)d);
     if (c->tf32) cublasSetMathMode(c->blas, CUBLAS_TF32_TENSOR_OP_MATH);
     if (s != CUBLAS_STATUS_SUCCESS)
@@ -478,10 +472,12 @@ static ss_status centred_products(const ss_backend *be, int kernel, float *cc, f
 
 /* One batch of a site reduced on the device: its rows gathered (g), their
  * fp64 and fp32 column means (m64, m32) and, with want_m2, the products
- * about m32 (cc, fp32, lower triangle), with m32's host copy (h_m32). The
- * blocked triangle's paths gather nothing in fp32: the means read the rows
- * through the row list, and the products' bf16 operand is gathered and
- * centred in one pass (g stays NULL). */
+ * about m32 (cc, fp32, lower triangle), with m32's host copy (h_m32). For
+ * cublasSsyrk and the blocked triangle the means read the rows through the
+ * row list, and the rows are gathered once the means are known, centred as
+ * they are copied (fp32 into g for Ssyrk, bf16 into the workspace for the
+ * blocked triangle: g stays NULL); the kernels gather first and centre in
+ * their own workspace. */
 typedef struct {
     int64_t *idx;
     float *g, *m32, *cc, *h_m32;
@@ -504,13 +500,15 @@ static ss_status batch_reduce(const ss_backend *be, const float *x, int64_t ld, 
     int kernel = COV_AUTO;
     if (want_m2) SS_TRY(cov_kernel_for(be, d, &kernel));
     const int blocked = want_m2 && (kernel == COV_BLK || kernel == COV_REC);
+    const int late_gather = blocked || (want_m2 && kernel == COV_SSYRK);
+    const int64_t ldg = want_m2 && kernel == COV_SSYRK ? (d + 3) / 4 * 4 : d; /* cov_center's fp32 rows: 16-byte multiples */
     if ((st = cu_alloc(be, (size_t)n * sizeof(int64_t), "row list", (void **)&b->idx)) ||
-        (!blocked && (st = cu_alloc(be, (size_t)(n * d) * sizeof(float), "gathered rows", (void **)&b->g))) ||
+        (!blocked && (st = cu_alloc(be, (size_t)(n * ldg) * sizeof(float), "gathered rows", (void **)&b->g))) ||
         (st = cu_alloc(be, (size_t)d * sizeof(float), "means", (void **)&b->m32)) ||
         (st = cu_alloc(be, (size_t)d * sizeof(double), "means", (void **)&b->m64)))
         return st;
     SS_TRY(cu_upload(be, b->idx, row_idx, (size_t)n * sizeof(int64_t)));
-    if (blocked) {
+    if (late_gather) {
         SS_TRY(cuda_check(be, ss_cuda_colmean(b->m64, b->m32, x, SS_CUDA_F32, ld, b->idx, n, d, c->stream),
                           "column-mean kernel"));
     } else {
@@ -523,7 +521,13 @@ static ss_status batch_reduce(const ss_backend *be, const float *x, int64_t ld, 
     if (!(b->h_m32 = ss_malloc((size_t)d * sizeof(float), "means"))) return SS_ERR_NOMEM;
     SS_TRY(cu_download(be, b->h_m32, b->m32, (size_t)d * sizeof(float)));
     if (blocked) return blocked_products(be, kernel == COV_REC, b->cc, x, ld, b->idx, b->m32, n, d);
-    return centred_products(be, kernel, b->cc, b->g, b->m32, b->h_m32, n, d);
+    if (kernel == COV_SSYRK) {
+        SS_TRY(cuda_check(be, ss_cuda_cov_center(b->g, SS_CUDA_F32, ldg, x, SS_CUDA_F32, ld, b->idx, b->m32, n, n, d,
+                                                 c->stream),
+                          "gathering and centring kernel"));
+        return ssyrk_products(be, b->cc, b->g, ldg, n, d);
+    }
+    return centred_products(be, kernel, b->cc, b->g, b->m32, n, d);
 }
 
 /* Gathers the rows, takes their fp64 column means and fp32-accumulated

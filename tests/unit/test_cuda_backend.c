@@ -1357,11 +1357,22 @@ TEST(cuda_emulated_collect_cov_kernel_matches_cpu) {
  * scale sqrt(m2_ii m2_jj); and against the CPU's fp64 accumulation of all
  * rows, to the fp32 products' 1e-5. Rows are picked out of order from a
  * strided buffer with an offset mean (so centring matters); take() starts
- * again from empty; a means-only accumulator has no co-moments. */
-TEST(cuda_emulated_device_moments_match_host_merges) {
+ * again from empty; a means-only accumulator has no co-moments. With each
+ * way of forming the products: the default (the fp32 kernel at this width),
+ * cublasSsyrk and the blocked triangle's two plans, whose rows are gathered
+ * and centred in one pass through the row list (fp32 rows of 40 for Ssyrk,
+ * bf16 for the blocked triangle, whose operands bound the difference from
+ * the CPU by 2^-7, as in cuda_emulated_collect_cov_kernel_matches_cpu). */
+static void device_moments_case(const char *kernel, const char *block, double cpu_tol, int64_t d, int64_t ld) {
+    if (kernel) setenv("SUBSCOPE_COV_KERNEL", kernel, 1);
+    if (block) setenv("SUBSCOPE_COV_BLOCK", block, 1);
     ss_backend *gpu = NULL;
-    CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
-    const int64_t d = 37, ld = 41, rows = 50;
+    ss_status st = ss_backend_cuda_open(0, NULL, &gpu);
+    unsetenv("SUBSCOPE_COV_KERNEL");
+    unsetenv("SUBSCOPE_COV_BLOCK");
+    CHECK_OK(st);
+    if (st) return;
+    const int64_t rows = 50;
     float *x = ss_test_rvec(rows * ld, 5, 1.0f);
     for (int64_t i = 0; i < rows * ld; i++) x[i] = 2.f * x[i] + 10.f + (float)(i % 7);
     int64_t idx[50];
@@ -1411,8 +1422,9 @@ TEST(cuda_emulated_device_moments_match_host_merges) {
             worst_cpu = e2 > worst_cpu ? e2 : worst_cpu;
         }
     }
-    printf(" [m2 vs host merges %.1e, vs CPU fp64 %.1e of sqrt(m2_ii m2_jj)]", worst_chunk, worst_cpu);
-    CHECK(worst_chunk <= 1e-12 && worst_cpu <= 1e-5);
+    printf(" [%s d %lld: m2 vs host merges %.1e, vs CPU fp64 %.1e of sqrt(m2_ii m2_jj)]", kernel ? kernel : "default",
+           (long long)d, worst_chunk, worst_cpu);
+    CHECK_MSG(worst_chunk <= 1e-12 && worst_cpu <= cpu_tol, "%s, d %lld", kernel ? kernel : "default", (long long)d);
     gpu->moments_acc_free(gpu, acc);
     gpu->moments_acc_free(gpu, acc1);
     gpu->release(gpu, dx);
@@ -1420,6 +1432,15 @@ TEST(cuda_emulated_device_moments_match_host_merges) {
     ss_moments_free(&mean_only);
     free(mean), free(m2), free(x);
     ss_backend_cuda_close(gpu);
+}
+
+TEST(cuda_emulated_device_moments_match_host_merges) {
+    device_moments_case(NULL, NULL, 1e-5, 37, 41);
+    device_moments_case("ssyrk", NULL, 1e-5, 37, 41);
+    device_moments_case("blk", "64", 0x1p-7 + 1e-5, 37, 41);  /* one block of 37 */
+    device_moments_case("rec", "64", 0x1p-7 + 1e-5, 37, 41);  /* 37 is not halved: one block */
+    device_moments_case("blk", "64", 0x1p-7 + 1e-5, 160, 163); /* 3 blocks a side, the last 32 wide */
+    device_moments_case("rec", "16", 0x1p-7 + 1e-5, 160, 163); /* 80, 40: two levels */
 }
 
 /* Running statistics that do not fit in device memory: collect says so,
