@@ -472,7 +472,7 @@ static ss_status ssyrk_products(const ss_backend *be, float *cc, const float *g,
 
 /* One batch of a site reduced on the device: its rows gathered (g), their
  * fp64 and fp32 column means (m64, m32) and, with want_m2, the products
- * about m32 (cc, fp32, lower triangle), with m32's host copy (h_m32). For
+ * about m32 (cc, fp32, lower triangle); nothing waits for the device. For
  * cublasSsyrk and the blocked triangle the means read the rows through the
  * row list, and the rows are gathered once the means are known, centred as
  * they are copied (fp32 into g for Ssyrk, bf16 into the workspace for the
@@ -480,7 +480,7 @@ static ss_status ssyrk_products(const ss_backend *be, float *cc, const float *g,
  * their own workspace. */
 typedef struct {
     int64_t *idx;
-    float *g, *m32, *cc, *h_m32;
+    float *g, *m32, *cc;
     double *m64;
 } batch_moments;
 
@@ -488,7 +488,6 @@ static void batch_free(const ss_backend *be, batch_moments *b) {
     void *dev[] = {b->idx, b->g, b->m32, b->cc, b->m64};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
         if (dev[i]) cu_release(be, dev[i]);
-    free(b->h_m32);
     memset(b, 0, sizeof *b);
 }
 
@@ -518,8 +517,6 @@ static ss_status batch_reduce(const ss_backend *be, const float *x, int64_t ld, 
     }
     if (!want_m2) return SS_OK;
     SS_TRY(cu_alloc(be, (size_t)(d * d) * sizeof(float), "covariance", (void **)&b->cc));
-    if (!(b->h_m32 = ss_malloc((size_t)d * sizeof(float), "means"))) return SS_ERR_NOMEM;
-    SS_TRY(cu_download(be, b->h_m32, b->m32, (size_t)d * sizeof(float)));
     if (blocked) return blocked_products(be, kernel == COV_REC, b->cc, x, ld, b->idx, b->m32, n, d);
     if (kernel == COV_SSYRK) {
         SS_TRY(cuda_check(be, ss_cuda_cov_center(b->g, SS_CUDA_F32, ldg, x, SS_CUDA_F32, ld, b->idx, b->m32, n, n, d,
@@ -537,20 +534,23 @@ static ss_status cu_moments_chunk(const ss_backend *be, const float *x, int64_t 
                                   int64_t d, double *mean, double *m2) {
     if (n <= 0) return ss_errorf(SS_ERR_INTERNAL, "%s: moments of an empty chunk", be->name);
     batch_moments b;
-    float *h_c = NULL;
+    float *h_c = NULL, *h_m32 = NULL;
     ss_status st = batch_reduce(be, x, ld, row_idx, n, d, m2 != NULL, &b);
     if (!st) st = cu_download(be, mean, b.m64, (size_t)d * sizeof(double));
     if (!st && m2) {
         size_t dd = (size_t)(d * d);
-        if (!(h_c = ss_malloc(dd * sizeof(float), "covariance"))) st = SS_ERR_NOMEM;
+        if (!(h_c = ss_malloc(dd * sizeof(float), "covariance")) || !(h_m32 = ss_malloc((size_t)d * sizeof(float), "means")))
+            st = SS_ERR_NOMEM;
+        if (!st) st = cu_download(be, h_m32, b.m32, (size_t)d * sizeof(float));
         if (!st) st = cu_download(be, h_c, b.cc, dd * sizeof(float));
         for (int64_t i = 0; !st && i < d; i++) {
-            double ei = mean[i] - b.h_m32[i];
-            for (int64_t j = 0; j <= i; j++) m2[i * d + j] = (double)h_c[i * d + j] - (double)n * ei * (mean[j] - b.h_m32[j]);
+            double ei = mean[i] - h_m32[i];
+            for (int64_t j = 0; j <= i; j++) m2[i * d + j] = (double)h_c[i * d + j] - (double)n * ei * (mean[j] - h_m32[j]);
         }
     }
     batch_free(be, &b);
     free(h_c);
+    free(h_m32);
     return st;
 }
 
