@@ -167,7 +167,7 @@ static void strided(ss_cuda_cov_blk *p, const uint16_t *xc, float *c, int64_t m,
 SS_EXTERN_C int ss_cuda_cov_lower_rec_prepare(ss_cuda_cov_blk *p, float *c, int64_t ldc, const void *x, int xdtype,
                                               int64_t ldx, const float *mean, int64_t n, int64_t d, int64_t leaf,
                                               void *ws, cudaStream_t stream) {
-    const int64_t L = ss_cuda_cov_rec_leaf(d, leaf), ldw = ss_cdiv(SS_MAX(d, 1), 8) * 8;
+    const int64_t L = ss_cuda_cov_rec_leaf(d, leaf), ldw = ss_cuda_cov_blk_ldw(d);
     int go, e = start(p, &go, c, ldc, x, xdtype, ldx, mean, n, d, ldw, d > 0 ? d / L : 0, ws, stream);
     if (e || !go) return e;
     const uint16_t *xc = (const uint16_t *)ws;
