@@ -30,7 +30,7 @@
 #include "subscope/stats.h"
 #include "subscope/util.h"
 
-/* collect's centred products (centred_products): cuBLAS's Ssyrk or one of the kernels */
+/* collect's centred products: cuBLAS's Ssyrk, one of the kernels or the blocked triangle through cuBLAS */
 enum cov_choice { COV_AUTO, COV_F32, COV_TC, COV_WG, COV_SSYRK, COV_BLK, COV_REC };
 
 typedef struct {
@@ -429,26 +429,24 @@ static ss_status blocked_products(const ss_backend *be, int rec, float *cc, cons
 static ss_status centred_products(const ss_backend *be, int kernel, float *cc, const float *g, const float *m32,
                                   int64_t n, int64_t d) {
     cuda_impl *c = IMPL(be);
-    {
-        typedef int (*cov_fn)(float *, int64_t, const void *, int, int64_t, const float *, int64_t, int64_t, void *,
-                              cudaStream_t);
-        static const struct {
-            cov_fn fn;
-            int64_t (*ws)(int64_t, int64_t);
-            const char *what;
-        } k[] = {{ss_cuda_cov_lower, ss_cuda_cov_lower_ws, "covariance kernel"},
-                 {ss_cuda_cov_lower_tc, ss_cuda_cov_lower_tc_ws, "tensor-core covariance kernel"},
-                 {ss_cuda_cov_lower_wg, ss_cuda_cov_lower_wg_ws, "wgmma covariance kernel"}};
-        const int i = kernel - COV_F32;
-        if (kernel == COV_WG && !ss_cuda_cov_lower_wg_supported())
-            return ss_errorf(SS_ERR_UNSUPPORTED,
-                             "%s: SUBSCOPE_COV_KERNEL=wg needs a GPU of compute capability 9.0 (H100/H200) and a "
-                             "build with CUDA_ARCH including 90 (its wgmma code is for sm_90a)",
-                             be->name);
-        SS_TRY(scratch16(be, &c->cov_ws, &c->cov_ws_cap, (size_t)(k[i].ws(n, d) + 1) / 2,
-                         "covariance kernel workspace"));
-        return cuda_check(be, k[i].fn(cc, d, g, SS_CUDA_F32, d, m32, n, d, c->cov_ws, c->stream), k[i].what);
-    }
+    typedef int (*cov_fn)(float *, int64_t, const void *, int, int64_t, const float *, int64_t, int64_t, void *,
+                          cudaStream_t);
+    static const struct {
+        cov_fn fn;
+        int64_t (*ws)(int64_t, int64_t);
+        const char *what;
+    } k[] = {{ss_cuda_cov_lower, ss_cuda_cov_lower_ws, "covariance kernel"},
+             {ss_cuda_cov_lower_tc, ss_cuda_cov_lower_tc_ws, "tensor-core covariance kernel"},
+             {ss_cuda_cov_lower_wg, ss_cuda_cov_lower_wg_ws, "wgmma covariance kernel"}};
+    const int i = kernel - COV_F32;
+    if (kernel == COV_WG && !ss_cuda_cov_lower_wg_supported())
+        return ss_errorf(SS_ERR_UNSUPPORTED,
+                         "%s: SUBSCOPE_COV_KERNEL=wg needs a GPU of compute capability 9.0 (H100/H200) and a "
+                         "build with CUDA_ARCH including 90 (its wgmma code is for sm_90a)",
+                         be->name);
+    SS_TRY(scratch16(be, &c->cov_ws, &c->cov_ws_cap, (size_t)(k[i].ws(n, d) + 1) / 2,
+                     "covariance kernel workspace"));
+    return cuda_check(be, k[i].fn(cc, d, g, SS_CUDA_F32, d, m32, n, d, c->cov_ws, c->stream), k[i].what);
 }
 
 /* cublasSsyrk on the centred rows g [n, ldg] (fp32, centred as gathered). */
@@ -472,7 +470,8 @@ static ss_status ssyrk_products(const ss_backend *be, float *cc, const float *g,
 
 /* One batch of a site reduced on the device: its rows gathered (g), their
  * fp64 and fp32 column means (m64, m32) and, with want_m2, the products
- * about m32 (cc, fp32, lower triangle); nothing waits for the device. For
+ * about m32 (cc, fp32, lower triangle); nothing but the row list's upload
+ * waits for the device. For
  * cublasSsyrk and the blocked triangle the means read the rows through the
  * row list, and the rows are gathered once the means are known, centred as
  * they are copied (fp32 into g for Ssyrk, bf16 into the workspace for the
