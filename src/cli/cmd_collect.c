@@ -50,7 +50,8 @@ cli_cmd cmd_collect = {
     "                        [--positions all|last|FROM:TO] [--skip-bos] [--group-by label] [--batch B]\n"
     "                        [--checkpoint-every N] [--resume] [--device DEV]",
     "Statistics accumulate in float64 with Chan's parallel update: batch size and checkpoints change\n"
-    "nothing but rounding. Layout: docs/FORMAT.md.\n\n"
+    "nothing but rounding. On a GPU each batch's centred products are summed in float32 first\n"
+    "(SUBSCOPE_COV_KERNEL picks how, bfloat16 operands included: README). Layout: docs/FORMAT.md.\n\n"
     "examples:\n"
     "  subscope collect --model models/tiny-gpt2 --input data/demo_prompts.jsonl \\\n"
     "      --sites 'blocks.*.mlp.hook_post' --stats mean,cov,corr,pca:8 --out out/stats.h5\n"
