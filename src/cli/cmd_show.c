@@ -1,3 +1,5 @@
+#include <stdio.h>
+
 #include "cli.h"
 #include "subscope/jobs.h"
 
@@ -8,7 +10,15 @@ static cli_opt show_opts[] = {
 };
 
 static int run_show(cli_cmd *cmd) {
-    if (cli_require(cmd, "file")) return 1;
+    if (!cli_get(cmd, "file")) {
+        fprintf(stderr, "subscope show: error: no file given (subscope show OUT.h5; see subscope show --help)\n");
+        return 1;
+    }
+    if (show_opts[0].n > 1) {
+        fprintf(stderr, "subscope show: error: one file at a time (got %d: '%s', '%s'%s)\n", show_opts[0].n,
+                show_opts[0].all[0], show_opts[0].all[1], show_opts[0].n > 2 ? ", ..." : "");
+        return 1;
+    }
     const char *file = cli_get(cmd, "file");
     int64_t n;
     if (cli_int(cmd, "prompts", 1, 1 << 30, 8, &n)) return 1;
@@ -18,7 +28,7 @@ static int run_show(cli_cmd *cmd) {
 
 cli_cmd cmd_show = {
     "show", "summarise a subscope HDF5 file: provenance, datasets and axes, predictions, top neurons",
-    "subscope show --file OUT.h5 [--prompts N]",
-    "example:\n  subscope show --file out/demo.h5\n",
-    show_opts, run_show, NULL, NULL,
+    "subscope show OUT.h5 [--prompts N]   (or --file OUT.h5)",
+    "example:\n  subscope show out/demo.h5\n",
+    show_opts, run_show, "file", NULL,
 };

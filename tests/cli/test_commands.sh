@@ -88,6 +88,11 @@ if printf '%s' "$out" | grep -q "/acts/blocks.1.mlp.hook_post *float32 \[prompt 
     printf '%s' "$out" | grep -q "most active neurons"; then pass "show lists datasets with named axes"
 else fail "show lists datasets with named axes" "$out"; fi
 expect_fail "show on a non-HDF5 file" "$M/config.json" "$SUBSCOPE" show --file "$M/config.json"
+# the file may also be given bare, one only
+out2=$("$SUBSCOPE" show "$TMP/f.h5" 2>&1)
+if [ "$out2" = "$out" ]; then pass "show FILE = show --file FILE"; else fail "show FILE = show --file FILE" "$out2"; fi
+expect_fail "show with two files" "one file at a time" "$SUBSCOPE" show "$TMP/f.h5" "$TMP/f.h5"
+expect_fail "show without a file" "no file given" "$SUBSCOPE" show
 
 # Top level.
 expect_ok "--help" "$SUBSCOPE" --help
