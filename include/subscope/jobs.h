@@ -126,6 +126,7 @@ typedef struct ss_forward_job {
     const char *out;          /* HDF5 path; written as <out>.tmp.<pid>, renamed when complete */
     const char *sites;        /* comma-separated globs, NULL or "": none */
     int no_logits;
+    int loss;                 /* also store /loss [N]: each prompt's mean next-token cross-entropy */
     int compress;             /* deflate level 0..9 for float datasets (0: none) */
     const char *command_line; /* recorded in the file */
     ss_progress_fn progress;

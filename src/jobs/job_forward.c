@@ -115,6 +115,7 @@ typedef struct {
     int64_t T;              /* padded length */
     ss_h5_dset **acts;      /* by site id (NULL where not requested) */
     ss_h5_dset *logits;
+    ss_h5_dset *loss;       /* --loss: [N] */
     int n_sites;
     ss_comm *comm;
     int rank, writer;       /* the writer (rank 0; a pipeline's last stage) has the file */
@@ -137,8 +138,13 @@ struct outgoing {
 
 /* Messages from a rank to rank 0: a header, then (unless it ends the batch) the block. */
 enum { TAG_HEADER = 1, TAG_BLOCK = 2 };
-enum { DS_END = -2, DS_LOGITS = -1 };
+enum { DS_LOSS = -3, DS_END = -2, DS_LOGITS = -1 };
 enum { H_DS, H_NDIM, H_START, H_COUNT = H_START + 4, H_BYTES = H_COUNT + 4, H_LEN };
+
+/* The dataset a block number names (NULL: none such in this job). */
+static ss_h5_dset *dset_of(const fwd_job_ctx *c, int64_t ds) {
+    return ds == DS_LOGITS ? c->logits : ds == DS_LOSS ? c->loss : ds >= 0 && ds < c->n_sites ? c->acts[ds] : NULL;
+}
 
 /* Writes buf (malloc'd, consumed) to hyperslab [start, start+count) of
  * dataset ds: queued on rank 0, sent to rank 0 elsewhere. */
@@ -217,7 +223,7 @@ static ss_status end_batch(fwd_job_ctx *c) {
 static ss_status emit(fwd_job_ctx *c, int64_t ds, int nd, const int64_t *start, const int64_t *count, void *buf,
                       size_t bytes) {
     if (c->rank == c->writer)
-        return ss_h5_queue_write(c->q, ds == DS_LOGITS ? c->logits : c->acts[ds], nd, start, count, buf, bytes);
+        return ss_h5_queue_write(c->q, dset_of(c, ds), nd, start, count, buf, bytes);
     int64_t hdr[H_LEN] = {ds, nd};
     for (int i = 0; i < nd; i++) hdr[H_START + i] = start[i], hdr[H_COUNT + i] = count[i];
     hdr[H_BYTES] = (int64_t)bytes;
@@ -232,7 +238,7 @@ static ss_status receive_batch(fwd_job_ctx *c, int r, int64_t b0, int64_t nb) {
         SS_TRY(ss_comm_recv(c->comm, r, TAG_HEADER, hdr, sizeof hdr));
         if (hdr[H_DS] == DS_END) return SS_OK;
         int64_t ds = hdr[H_DS], nd = hdr[H_NDIM];
-        int known = ds == DS_LOGITS ? c->logits != NULL : ds >= 0 && ds < c->n_sites && c->acts[ds];
+        int known = dset_of(c, ds) != NULL;
         size_t bytes = sizeof(float);
         for (int i = 0; known && nd >= 1 && nd <= 4 && i < nd; i++)
             if (hdr[H_COUNT + i] < 0 || !ss_mul_ok(bytes, (size_t)hdr[H_COUNT + i], &bytes)) known = 0;
@@ -246,8 +252,7 @@ static ss_status receive_batch(fwd_job_ctx *c, int r, int64_t b0, int64_t nb) {
             free(buf);
             return st;
         }
-        SS_TRY(ss_h5_queue_write(c->q, ds == DS_LOGITS ? c->logits : c->acts[ds], (int)nd, hdr + H_START, hdr + H_COUNT,
-                                 buf, bytes));
+        SS_TRY(ss_h5_queue_write(c->q, dset_of(c, ds), (int)nd, hdr + H_START, hdr + H_COUNT, buf, bytes));
     }
 }
 
@@ -269,6 +274,72 @@ static ss_status receive_step(fwd_job_ctx *c, int64_t k, int parts, int P, int64
         }
         *written += qnb;
     }
+    return SS_OK;
+}
+
+/* --loss: each prompt's mean next-token cross-entropy over its real
+ * positions, log-partition minus the next token's logit per row, scored
+ * where the logits are (the backend's gather and logit_scores) so that two
+ * numbers per row leave a device instead of the logits. One-token prompts
+ * have no next token: NaN, as ablate's /clean/loss. */
+typedef struct {
+    const ss_backend *be;     /* where the logits are: the job's, or the CPU for logits already on the host */
+    int64_t cap;              /* rows */
+    const int32_t *tok;       /* the batch's packed tokens */
+    const ss_packing *pk;
+    int64_t *idx, *d_idx;     /* row r's next-token logit: r*V + tok[r+1] (column 0 for a prompt's last row) */
+    float *g, *d_g;
+    double *lz, *d_lz;
+    float *loss;              /* [n_seq] of the last batch scored */
+    int scored;               /* the last pass called the hook (a pipeline's last stage) */
+} loss_scorer;
+
+static ss_status loss_open(loss_scorer *sc, const ss_backend *be, int64_t cap_rows, int64_t cap_seq) {
+    *sc = (loss_scorer){.be = be, .cap = cap_rows};
+    const size_t n = (size_t)cap_rows;
+    SS_TRY(be->alloc(be, n * sizeof(int64_t), "loss: logit indices", (void **)&sc->d_idx));
+    SS_TRY(be->alloc(be, n * sizeof(float), "loss: next-token logits", (void **)&sc->d_g));
+    SS_TRY(be->alloc(be, n * sizeof(double), "loss: log-partitions", (void **)&sc->d_lz));
+    sc->idx = ss_malloc(n * sizeof(int64_t), "loss: logit indices");
+    sc->g = ss_malloc(n * sizeof(float), "loss: next-token logits");
+    sc->lz = ss_malloc(n * sizeof(double), "loss: log-partitions");
+    sc->loss = ss_malloc((size_t)cap_seq * sizeof(float), "loss");
+    return sc->idx && sc->g && sc->lz && sc->loss ? SS_OK : SS_ERR_NOMEM;
+}
+
+static void loss_close(loss_scorer *sc) {
+    if (!sc->be) return;
+    void *dev[] = {sc->d_idx, sc->d_g, sc->d_lz};
+    for (size_t i = 0; i < sizeof dev / sizeof *dev; i++)
+        if (dev[i]) sc->be->release(sc->be, dev[i]);
+    free(sc->idx), free(sc->g), free(sc->lz), free(sc->loss);
+    *sc = (loss_scorer){0};
+}
+
+/* The forward's logits hook (and, on the host, a plain call): n packed rows of V. */
+static ss_status loss_score(void *vctx, const float *lg, int64_t n, int64_t V) {
+    loss_scorer *sc = vctx;
+    const ss_backend *be = sc->be;
+    const ss_packing *pk = sc->pk;
+    if (n != pk->rows || n > sc->cap)
+        return ss_errorf(SS_ERR_INTERNAL, "forward --loss: %lld rows of logits, %lld expected (room for %lld)",
+                         (long long)n, (long long)pk->rows, (long long)sc->cap);
+    for (int64_t r = 0; r < n; r++) sc->idx[r] = r * V;
+    for (int64_t q = 0; q < pk->n_seq; q++)
+        for (int64_t t = 0, s0 = pk->start[q]; t + 1 < pk->len[q]; t++)
+            sc->idx[s0 + t] = (s0 + t) * V + sc->tok[s0 + t + 1];
+    SS_TRY(be->upload(be, sc->d_idx, sc->idx, (size_t)n * sizeof(int64_t)));
+    SS_TRY(be->gather(be, sc->d_g, lg, sc->d_idx, n));
+    SS_TRY(be->logit_scores(be, sc->d_lz, NULL, NULL, lg, n, V, NULL, NULL, 0));
+    SS_TRY(be->download(be, sc->g, sc->d_g, (size_t)n * sizeof(float)));
+    SS_TRY(be->download(be, sc->lz, sc->d_lz, (size_t)n * sizeof(double)));
+    for (int64_t q = 0; q < pk->n_seq; q++) {
+        const int64_t s0 = pk->start[q], len = pk->len[q];
+        double sum = 0;
+        for (int64_t t = 0; t + 1 < len; t++) sum += sc->lz[s0 + t] - sc->g[s0 + t];
+        sc->loss[q] = len > 1 ? (float)(sum / (double)(len - 1)) : NAN;
+    }
+    sc->scored = 1;
     return SS_OK;
 }
 
@@ -316,6 +387,7 @@ ss_status ss_job_forward(const ss_forward_job *job) {
     uint8_t *want = NULL;
     float *lg = NULL;
     fwd_job_ctx c = {0};
+    loss_scorer ls = {0};
     ss_capture *cap = NULL;
     int ns = 0;
     ss_status st;
@@ -327,7 +399,7 @@ ss_status ss_job_forward(const ss_forward_job *job) {
     c.rank = rank;
     ss_run_opts ro = job->run;
     ro.pipeline_replicas = 1; /* copies of a pipeline each run their share */
-    ro.no_logits = job->no_logits;
+    ro.no_logits = job->no_logits && !job->loss; /* --loss needs the head even where /logits is not stored */
     if ((st = ss_run_open(&ro, &run))) return ss_comm_check(comm, st);
     c.piped = run.m->pipe != NULL;
     /* Ranks per copy of the model; the writer is the first copy's last stage (rank 0 without a pipeline). */
@@ -367,9 +439,13 @@ ss_status ss_job_forward(const ss_forward_job *job) {
         const char *n3[3] = {"prompt", "position", "vocab"};
         if ((st = ss_h5_dset_create(h, "/logits", SS_H5_F32, 3, d3, n3, &c.logits))) goto out;
     }
+    if (job->loss) {
+        const char *n1[1] = {"prompt"};
+        if ((st = ss_h5_dset_create(h, "/loss", SS_H5_F32, 1, &N, n1, &c.loss))) goto out;
+    }
     /* One dataset per requested site; the bytes one batch adds to them all
      * bound the writer's queue. */
-    size_t batch_bytes = job->no_logits ? 0 : (size_t)(T * V) * sizeof(float);
+    size_t batch_bytes = (job->no_logits ? 0 : (size_t)(T * V) * sizeof(float)) + (job->loss ? sizeof(float) : 0);
     for (int i = 0; i < ns; i++) {
         if (!want[i]) continue;
         ss_site s;
@@ -397,10 +473,15 @@ ss_status ss_job_forward(const ss_forward_job *job) {
     if ((st = ss_h5_queue_start(batch_bytes, &c.q))) goto out;
 
 compute:;
+    /* --loss: scored on the device where the logits stay there, else from
+     * the host copy that /logits takes anyway. */
+    if (job->loss && (st = loss_open(&ls, job->no_logits ? be : ss_backend_cpu(), B * T, B))) goto out;
     /* On a GPU, a batch's sites reach the hook while the next batch computes. */
     if ((st = ss_capture_open(&cap))) goto out;
     ss_forward_opts fo = {.want = want, .hook = capture, .hook_ctx = &c,
-                          .logits = job->no_logits ? SS_LOGITS_NONE : SS_LOGITS_ALL, .read_only = 1, .capture = cap};
+                          .logits = job->no_logits && !job->loss ? SS_LOGITS_NONE : SS_LOGITS_ALL, .read_only = 1,
+                          .capture = cap};
+    if (job->loss && job->no_logits) fo.logits_hook = loss_score, fo.logits_ctx = &ls;
     ss_progress_fn progress = rank == c.writer ? job->progress : NULL;
     if (progress) progress(job->progress_ctx, 0, N);
     /* Step k: every copy of the model its k-th batch (a copy is one rank, or
@@ -428,7 +509,15 @@ compute:;
         int64_t nb = hi - b0 < B ? hi - b0 : B;
         ss_packing pk;
         ss_run_pack(&run, b0, nb, &pk);
+        ls.tok = run.packed, ls.pk = &pk, ls.scored = 0;
         if ((st = ss_forward(m, be, run.packed, &pk, &fo, job->no_logits ? NULL : &lg))) goto out;
+        if (job->loss && lg && (st = loss_score(&ls, lg, pk.rows, V))) goto out;
+        if (ls.scored) { /* this rank has the head */
+            float *lb = ss_malloc((size_t)nb * sizeof(float), "loss");
+            if (!lb) { st = SS_ERR_NOMEM; goto out; }
+            memcpy(lb, ls.loss, (size_t)nb * sizeof(float));
+            if ((st = emit(&c, DS_LOSS, 1, &b0, &nb, lb, (size_t)nb * sizeof(float)))) goto out;
+        }
         if (timing && k == 0) {
             if ((st = be->sync(be))) goto out;
             t_first = ss_now();
@@ -486,9 +575,11 @@ compute:;
         if (c.acts[i] && (st = ss_h5_dset_close(c.acts[i]))) { c.acts[i] = NULL; goto out; }
         c.acts[i] = NULL;
     }
-    if (c.logits) {
-        st = ss_h5_dset_close(c.logits);
-        c.logits = NULL;
+    ss_h5_dset **ds1[] = {&c.logits, &c.loss};
+    for (size_t i = 0; i < sizeof ds1 / sizeof *ds1; i++) {
+        if (!*ds1[i]) continue;
+        st = ss_h5_dset_close(*ds1[i]);
+        *ds1[i] = NULL;
         if (st) goto out;
     }
     size_t in_use, peak;
@@ -514,7 +605,9 @@ out: /* on failure: stop the writer, close what is open, then drop the temporary
     for (int i = 0; c.acts && i < ns; i++)
         if (c.acts[i]) ss_h5_dset_close(c.acts[i]);
     if (c.logits) ss_h5_dset_close(c.logits);
+    if (c.loss) ss_h5_dset_close(c.loss);
     if (h) ss_h5_abort(h);
+    loss_close(&ls);
     ss_capture_close(cap);
     drop_outgoing(&c);
     free(c.acts);

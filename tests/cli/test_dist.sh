@@ -75,12 +75,12 @@ ranks=$(h5dump -a /ranks "$TMP/c3.h5" 2>/dev/null | sed -n 's/.*(0): \([0-9]*\).
 
 # Forward: each rank runs whole batches of the one-process run, so values are identical.
 FS='blocks.0.hook_resid_pre,blocks.*.mlp.hook_post,blocks.1.attn.hook_pattern'
-"$SUBSCOPE" forward --model $M --input $P --sites "$FS" --batch 3 --out "$TMP/f1.h5" 2>/dev/null
+"$SUBSCOPE" forward --model $M --input $P --sites "$FS" --batch 3 --loss --out "$TMP/f1.h5" 2>/dev/null
 for n in 2 3; do
-    if ! res=$($MPI -np $n "$SUBSCOPE" forward --model $M --input $P --sites "$FS" --batch 3 --out "$TMP/f$n.h5" 2>&1); then
+    if ! res=$($MPI -np $n "$SUBSCOPE" forward --model $M --input $P --sites "$FS" --batch 3 --loss --out "$TMP/f$n.h5" 2>&1); then
         fail "forward -np $n runs" "$res"; continue; fi
     if res=$("$H5CMP" --quiet --atol 0 --rtol 0 "$TMP/f1.h5" "$TMP/f$n.h5" 2>&1); then
-        pass "forward -np $n = one process, bit for bit (tokens, logits, activations, patterns in input order)"
+        pass "forward -np $n = one process, bit for bit (tokens, logits, losses, activations, patterns in input order)"
     else fail "forward -np $n vs one process" "$(printf '%s' "$res" | head -n 4)"; fi
 done
 

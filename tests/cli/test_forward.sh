@@ -48,6 +48,29 @@ if [ "$list" = "/acts/blocks.0.mlp.hook_post /acts/blocks.1.mlp.hook_post /acts/
     pass "--sites glob selects exactly the matching sites; --no-logits"
 else fail "--sites selection" "got: $list"; fi
 
+# --loss: each prompt's mean next-token cross-entropy, against the clean losses that
+# transformers computed for ablate's goldens (same model, same prompts; tolerance as there:
+# 1e-5 absolute + 1e-4 relative on losses of ~1..5). Scored on the logits where they are
+# (--no-logits) or from the host copy /logits takes: the same sums, bit for bit.
+v1() { h5dump -y -m '%.9g' -d "$1" "$2" 2>/dev/null | awk '/DATA {/{f=1;next} f&&/}/{exit} f' | tr -d ' \n'; }
+AP=$D/ablate/prompts.jsonl
+if "$SUBSCOPE" forward --model models/tiny-gpt2 --input "$AP" --batch 3 --no-logits --loss --out "$TMP/loss.h5" 2>"$TMP/err" &&
+    "$SUBSCOPE" forward --model models/tiny-gpt2 --input "$AP" --batch 3 --loss --out "$TMP/loss2.h5" 2>>"$TMP/err"; then
+    want=$(v1 /clean/loss "$D/golden/ablate-tiny-gpt2.h5") got=$(v1 /loss "$TMP/loss.h5")
+    if [ -n "$got" ] && paste -d' ' <(printf '%s' "$want" | tr ',' '\n') <(printf '%s' "$got" | tr ',' '\n') |
+        awk 'function a(x){return x<0?-x:x} NF != 2 || a($1-$2) > 1e-5 + 1e-4*a($1) {bad=1} END {exit bad || NR != 8}'; then
+        pass "--loss equals transformers' per-prompt loss"
+    else fail "--loss vs transformers" "want $want" "got  $got"; fi
+    [ "$got" = "$(v1 /loss "$TMP/loss2.h5")" ] && pass "--loss with and without --no-logits: the same values, bit for bit" ||
+        fail "--loss with and without --no-logits" "$got" "$(v1 /loss "$TMP/loss2.h5")"
+    h5ls "$TMP/loss.h5/logits" >/dev/null 2>&1 && fail "--no-logits --loss stores no /logits" || pass "--no-logits --loss stores no /logits"
+else fail "forward --loss runs" "$(cat "$TMP/err")"; fi
+# A one-token prompt has no next token: NaN, and its neighbours are unaffected.
+printf '{"tokens": [464, 397, 257]}\n{"tokens": [464]}\n' >"$TMP/one.jsonl"
+"$SUBSCOPE" forward --model models/tiny-gpt2 --input "$TMP/one.jsonl" --no-logits --loss --out "$TMP/one.h5" 2>/dev/null
+got=$(v1 /loss "$TMP/one.h5")
+case "$got" in [0-9]*,nan) pass "--loss of a one-token prompt is NaN ($got)" ;; *) fail "--loss of a one-token prompt" "$got" ;; esac
+
 # Provenance attributes.
 attrs=$(h5dump -A "$TMP/sel.h5" 2>/dev/null)
 ok=1

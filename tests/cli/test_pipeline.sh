@@ -19,17 +19,17 @@ export SUBSCOPE_THREADS=1
 export ASAN_OPTIONS=detect_leaks=0 OMPI_MCA_btl_vader_single_copy_mechanism=none
 MPI="mpirun --allow-run-as-root --oversubscribe"
 
-# forward: logits and every site, in input order, identical to one process.
+# forward: logits, losses and every site, in input order, identical to one process.
 for model in "$M" "$D/models/llama-hd6-bias"; do
     input=$P
     [ "$model" = "$M" ] || input=$D/golden/llama-hd6-bias.jsonl
     name=$(basename "$model")
-    "$SUBSCOPE" forward --model "$model" --input "$input" --sites '*' --batch 2 --out "$TMP/f1.h5" 2>/dev/null
+    "$SUBSCOPE" forward --model "$model" --input "$input" --sites '*' --batch 2 --loss --out "$TMP/f1.h5" 2>/dev/null
     for n in 2 3; do
         if ! res=$($MPI -np $n "$SUBSCOPE" forward --model "$model" --input "$input" --sites '*' --batch 2 --pipeline $n \
-            --out "$TMP/f$n.h5" 2>&1); then fail "$name forward --pipeline $n runs" "$(printf '%s' "$res" | tail -3)"; continue; fi
-        if res=$("$H5CMP" --quiet --atol 0 --rtol 0 --only /acts --only /logits --only /tokens "$TMP/f1.h5" "$TMP/f$n.h5" 2>&1); then
-            pass "$name forward --pipeline $n = one process, bit for bit (every site, logits)"
+            --loss --out "$TMP/f$n.h5" 2>&1); then fail "$name forward --pipeline $n runs" "$(printf '%s' "$res" | tail -3)"; continue; fi
+        if res=$("$H5CMP" --quiet --atol 0 --rtol 0 --only /acts --only /logits --only /loss --only /tokens "$TMP/f1.h5" "$TMP/f$n.h5" 2>&1); then
+            pass "$name forward --pipeline $n = one process, bit for bit (every site, logits, --loss)"
         else fail "$name forward --pipeline $n vs one process" "$(printf '%s' "$res" | head -n 4)"; fi
     done
 done
@@ -135,9 +135,17 @@ for np_p in "4 2" "6 3" "6 2"; do
     set -- $np_p
     if ! res=$($MPI -np $1 "$SUBSCOPE" forward --model $M --input $P --sites '*' --batch 2 --pipeline $2 \
         --out "$TMP/fc.h5" 2>&1); then fail "forward: $1 ranks, --pipeline $2 runs" "$(printf '%s' "$res" | tail -3)"; continue; fi
-    "$SUBSCOPE" forward --model $M --input $P --sites '*' --batch 2 --out "$TMP/f1.h5" 2>/dev/null
+    "$SUBSCOPE" forward --model $M --input $P --sites '*' --batch 2 --loss --out "$TMP/f1.h5" 2>/dev/null
     expect_ok "forward: $(( $1 / $2 )) copies of a $2-stage pipeline ($1 ranks) = one process, bit for bit" \
         "$H5CMP" --quiet --atol 0 --rtol 0 --only /acts --only /logits --only /tokens "$TMP/f1.h5" "$TMP/fc.h5"
+    # --no-logits --loss: each copy's last stage scores its logits in place and sends the writer the losses
+    if [ "$1" = 4 ]; then
+        if res=$($MPI -np $1 "$SUBSCOPE" forward --model $M --input $P --batch 2 --pipeline $2 --no-logits --loss \
+            --out "$TMP/fl.h5" 2>&1); then
+            expect_ok "forward --no-logits --loss: 2 copies of a 2-stage pipeline = one process, bit for bit" \
+                "$H5CMP" --quiet --atol 0 --rtol 0 --only /loss "$TMP/f1.h5" "$TMP/fl.h5"
+        else fail "forward --no-logits --loss: 4 ranks, --pipeline 2 runs" "$(printf '%s' "$res" | tail -3)"; fi
+    fi
     if ! res=$($MPI -np $1 "$SUBSCOPE" collect "${copts[@]}" --pipeline $2 --out "$TMP/cc.h5" 2>&1); then
         fail "collect: $1 ranks, --pipeline $2 runs" "$(printf '%s' "$res" | tail -3)"; continue; fi
     expect_ok "collect: $(( $1 / $2 )) copies of a $2-stage pipeline = one process within 1e-12 (per label, PCA)" \

@@ -1819,9 +1819,10 @@ TEST(cuda_emulated_capture_errors_and_early_close) {
  * capture one batch late, writes the file the CPU writes: every prompt in
  * its place, padding NaN in the same places, values within the tolerance
  * above. 5 prompts in batches of 2 (the last one short). */
-static int forward_to(const char *out, ss_backend *be, const char *input) {
+static int forward_to(const char *out, ss_backend *be, const char *input, int no_logits) {
     ss_forward_job j = {.run = {.model_dir = "models/tiny-gpt2", .input = input, .batch = 2, .backend = be},
-                        .out = out, .sites = "blocks.0.attn.hook_pattern,blocks.1.mlp.hook_post,blocks.2.hook_resid_post"};
+                        .out = out, .sites = "blocks.0.attn.hook_pattern,blocks.1.mlp.hook_post,blocks.2.hook_resid_post",
+                        .no_logits = no_logits, .loss = 1};
     return ss_job_forward(&j) == SS_OK;
 }
 
@@ -1837,11 +1838,16 @@ TEST(cuda_emulated_forward_job_matches_cpu) {
     fclose(f);
     ss_backend *gpu = NULL;
     CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
-    int ok_cpu = forward_to(a, (ss_backend *)ss_backend_cpu(), in);
+    int ok_cpu = forward_to(a, (ss_backend *)ss_backend_cpu(), in, 0);
     CHECK_MSG(ok_cpu, "cpu forward: %s", ss_last_error());
-    int ok_gpu = forward_to(b, gpu, in);
-    ss_backend_cuda_close(gpu);
+    int ok_gpu = forward_to(b, gpu, in, 0);
     CHECK_MSG(ok_gpu, "gpu forward: %s", ss_last_error());
+    /* --no-logits --loss: the losses scored on the device (gather, logit_scores) */
+    char c[512];
+    snprintf(c, sizeof c, "%s/fwd_gpu_loss.h5", ss_test_tmp_dir());
+    int ok_loss = forward_to(c, gpu, in, 1);
+    ss_backend_cuda_close(gpu);
+    CHECK_MSG(ok_loss, "gpu forward --no-logits --loss: %s", ss_last_error());
     CHECK(ss_emu_pending_copies() == 0);
     ss_h5_reader *ra, *rb;
     CHECK_OK(ss_h5_open_read(a, &ra));
@@ -1868,6 +1874,24 @@ TEST(cuda_emulated_forward_job_matches_cpu) {
         free(xa);
         free(xb);
     }
+    /* Losses (a few nats): the CPU's, the GPU's from its downloaded logits
+     * and the GPU's scored on the device, within the logits' tolerance. */
+    ss_h5_reader *rc;
+    CHECK_OK(ss_h5_open_read(c, &rc));
+    float *la, *lb, *lc;
+    size_t n1, n2, n3;
+    CHECK_OK(ss_h5_read_f32(ra, "/loss", &la, &n1, NULL));
+    CHECK_OK(ss_h5_read_f32(rb, "/loss", &lb, &n2, NULL));
+    CHECK_OK(ss_h5_read_f32(rc, "/loss", &lc, &n3, NULL));
+    CHECK(n1 == 5 && n2 == 5 && n3 == 5);
+    CHECK(!ss_h5_exists(rc, "/logits"));
+    for (size_t i = 0; i < n1 && n1 == n2 && n1 == n3; i++) {
+        CHECK_MSG(la[i] > 0.1f && fabsf(la[i] - lb[i]) <= 2e-5f + 2e-5f * la[i] &&
+                      fabsf(la[i] - lc[i]) <= 2e-5f + 2e-5f * la[i],
+                  "loss %zu: cpu %.9g gpu %.9g gpu on the device %.9g", i, la[i], lb[i], lc[i]);
+    }
+    free(la), free(lb), free(lc);
+    ss_h5_close_read(rc);
     ss_h5_close_read(ra);
     ss_h5_close_read(rb);
 }
