@@ -66,6 +66,11 @@ ss_status ss_forward_backward(const ss_model *m, const ss_backend *be, const int
  * pass, also on error. The stages of a pipeline must call both halves for
  * the same batches in the same order. ss_fb_free drops a pass unfinished. */
 typedef struct ss_fb_pass ss_fb_pass;
+/* The backward pass stops below the deepest wanted site (without weight
+ * gradients): whether, with g, a pipeline stage gets a gradient from the
+ * stage after it, which ss_model_pipe_release must know. 0 on the last
+ * stage and without a pipeline. */
+int ss_backward_gets_grad(const ss_model *m, const ss_grad_opts *g);
 ss_status ss_fb_forward(const ss_model *m, const ss_backend *be, const int32_t *tokens, const ss_packing *pk,
                         const ss_forward_opts *fwd, const ss_metric *metric, const ss_grad_opts *g, double *metric_out,
                         ss_fb_pass **out);

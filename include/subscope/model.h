@@ -140,12 +140,14 @@ ss_status ss_model_set_pipeline(ss_model *m, struct ss_comm *comm, const int *fi
  * wait for this, called between passes with what comes next: a forward
  * pass (n_passes of them on the same rows: ATP's corrupt and clean runs)
  * or the backward pass of a batch of `rows` rows and n_seq prompts whose
- * metric comes with the gradient (0: a pass without one), or nothing. If the next pass first receives from the stage the held blocks go
+ * metric comes first (0: a pass without one) and then, if grad, the
+ * gradient (ss_backward_gets_grad: a pass that stops above this stage has
+ * none to hand down), or nothing. If the next pass first receives from the stage the held blocks go
  * to, they are exchanged for its blocks, which it then finds here;
  * otherwise they are sent as they are. One-forward-one-backward schedules
  * need it (src/model/forward.c). A no-op without a pipeline. */
 typedef enum { SS_PIPE_NEXT_NONE, SS_PIPE_NEXT_FORWARD, SS_PIPE_NEXT_BACKWARD } ss_pipe_next;
-ss_status ss_model_pipe_release(ss_model *m, ss_pipe_next next, int64_t rows, int64_t n_seq, int n_passes);
+ss_status ss_model_pipe_release(ss_model *m, ss_pipe_next next, int64_t rows, int64_t n_seq, int n_passes, int grad);
 /* Waits until every block this stage sent in the background has been taken
  * (the time counts as waiting); its error if a send failed. A no-op without
  * a pipeline. ss_pipeline_report and ss_model_free call it. */

@@ -406,7 +406,10 @@ compute:;
                 rows = slots[nbk % W].pk.rows, n_seq = slots[nbk % W].pk.n_seq;
                 next = SS_PIPE_NEXT_BACKWARD;
             }
-            if ((st = ss_model_pipe_release(m, next, rows, n_seq, method == A_ATP ? 2 : 1))) goto out;
+            const ss_grad_opts gw = {.want = want}; /* the batches' backward passes (none for ig) */
+            if ((st = ss_model_pipe_release(m, next, rows, n_seq, method == A_ATP ? 2 : 1,
+                                            method != A_IG && ss_backward_gets_grad(m, &gw))))
+                goto out;
         }
         if (forward) continue;
         {
@@ -459,7 +462,8 @@ compute:;
                             const ss_pipe_next next = bi >= steps                  ? SS_PIPE_NEXT_NONE
                                                       : fi < steps && fi - bi < Wig ? SS_PIPE_NEXT_FORWARD
                                                                                     : SS_PIPE_NEXT_BACKWARD;
-                            if ((st = ss_model_pipe_release(m, next, pk.rows, 0, 1))) goto out;
+                            if ((st = ss_model_pipe_release(m, next, pk.rows, 0, 1, ss_backward_gets_grad(m, &go))))
+                                goto out;
                         }
                     }
                     m->pipe_hold = 0;

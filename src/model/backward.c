@@ -1,6 +1,7 @@
 /* The backward pass (GPT-2 and the Llama family): the forward keeps a tape of activations, the
  * metric's gradient at the logits is propagated back through every block
  * with the backend's ops, and each wanted site's gradient goes to a hook. */
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -244,6 +245,52 @@ done:
     return st;
 }
 
+/* How far down the backward pass must go. Its steps in order: 0, the final
+ * norm's output (after the unembedding's gradient); then, block by block
+ * from the top, nine phases, each the point where sites get their gradient:
+ *   0 resid_post, mlp_out   1 mlp.hook_post      2 mlp.hook_pre(_linear)
+ *   3 ln2                   4 resid_mid, attn_out 5 attn.hook_z
+ *   6 q, k, v, rot_q, rot_k 7 ln1                8 resid_pre
+ * and last the embeddings. Below the deepest wanted site nothing is read,
+ * so the pass stops there (the lower blocks' gradients would cost as much
+ * as their forward again) unless weight gradients are wanted. */
+enum { BW_PHASES = 9 };
+
+static int bw_step(const ss_config *c, int layer, int phase) {
+    return 1 + (c->n_layer - 1 - layer) * BW_PHASES + phase;
+}
+
+static int bw_need(const ss_config *c, const ss_grad_opts *g) {
+    if (g->wgrad) return INT_MAX;
+    int need = -1;
+    const int n = ss_sites_count(c);
+    for (int i = 0; g->want && i < n; i++) {
+        if (!g->want[i]) continue;
+        ss_site s;
+        ss_site_get(c, i, &s);
+        int step;
+        switch (s.kind) {
+        case SS_SITE_LNF: step = 0; break;
+        case SS_SITE_EMBED: case SS_SITE_POS_EMBED: step = bw_step(c, -1, 0); break;
+        case SS_SITE_RESID_POST: case SS_SITE_MLP_OUT: step = bw_step(c, s.layer, 0); break;
+        case SS_SITE_MLP_POST: step = bw_step(c, s.layer, 1); break;
+        case SS_SITE_MLP_PRE: case SS_SITE_MLP_PRE_LINEAR: step = bw_step(c, s.layer, 2); break;
+        case SS_SITE_LN2: step = bw_step(c, s.layer, 3); break;
+        case SS_SITE_RESID_MID: case SS_SITE_ATTN_OUT: step = bw_step(c, s.layer, 4); break;
+        case SS_SITE_Z: step = bw_step(c, s.layer, 5); break;
+        case SS_SITE_LN1: step = bw_step(c, s.layer, 7); break;
+        case SS_SITE_RESID_PRE: step = bw_step(c, s.layer, 8); break;
+        default: step = bw_step(c, s.layer, 6); break; /* q, k, v, rot_q, rot_k */
+        }
+        if (step > need) need = step;
+    }
+    return need;
+}
+
+int ss_backward_gets_grad(const ss_model *m, const ss_grad_opts *g) {
+    return g && m->end_layer < m->cfg.n_layer && bw_need(&m->cfg, g) >= bw_step(&m->cfg, m->end_layer - 1, 0);
+}
+
 ss_status ss_fb_backward(ss_fb_pass *ps) {
     const ss_model *m = ps->m;
     const ss_backend *be = ps->be;
@@ -276,6 +323,7 @@ ss_status ss_fb_backward(ss_fb_pass *ps) {
     if (!g) goto done;
 
     ss_gpt2_weights *wg = g->wgrad;
+    const int need = bw_need(c, g);
     const size_t Rd = (size_t)(R * d), Rdm = (size_t)(R * dm), Rq = (size_t)(R * D.qw), Rp = (size_t)(R * D.pw);
     const float scale = c->scale_attn_weights ? (float)(1.0 / sqrt((double)D.dh)) : 1.0f;
     const ss_forward_opts go = {.want = g->want, .hook = g->hook, .hook_ctx = g->hook_ctx, .read_only = 1,
@@ -285,10 +333,12 @@ ss_status ss_fb_backward(ss_fb_pass *ps) {
     if (recompute) RUN(ss_hook_ctx_open(&rh, m, be, fwd && !fwd->read_only ? fwd : NULL, pk));
     rh.pos_b = p.tape.pos_b;
 
-    if (!last_stage) {
+    if (!last_stage) { /* the stage above sends its input's gradient when this stage needs it */
+        if (!ss_backward_gets_grad(m, g)) goto delivered;
         RUN(ss_pipe_recv(m, be, m->stage + 1, SS_PIPE_TAG_GRAD, p.dx, Rd));
         goto blocks;
     }
+    if (need < 0) goto delivered;
     /* Unembedding: logits = lnf · lm_headᵀ (of each sequence's last row only, for the last-token metrics). */
     if (fo.logits == SS_LOGITS_LAST) {
         if (wg) {
@@ -314,7 +364,9 @@ blocks:
         const ss_gpt2_layer *L = &w->layers[l];
         ss_gpt2_layer *G = wg ? &wg->layers[l] : NULL;
         ss_block_bufs b = p.tape.blocks[l];
-        if (recompute) {
+#define PHASE(k) do { if (bw_step(c, l, (k)) > need) goto delivered; } while (0)
+        PHASE(0);
+        if (recompute && bw_step(c, l, 1) <= need) {
             b = p.scratch;
             b.save_pre = p.tape.blocks[l].save_pre;
             RUN(be->copy_rows(be, p.x_work, b.save_pre, d, R, d));
@@ -326,12 +378,14 @@ blocks:
         /* x_post = x_mid + mlp_out: both see the residual gradient dx. */
         RUN(ss_hook_site(&gh, SS_SITE_RESID_POST, l, p.dx, Rd, 0, d));
         RUN(ss_hook_site(&gh, SS_SITE_MLP_OUT, l, p.dx, Rd, 0, d));
+        PHASE(1);
         RUN(ss_linear_dx(be, w, p.dh, p.dx, L->fc2_w, R, d, dm));
         if (G) {
             RUN(ss_linear_dw(be, w, (void *)G->fc2_w, b.post, p.dx, R, d, dm));
             if (G->fc2_b) RUN(be->sum_rows(be, (float *)G->fc2_b, p.dx, R, d));
         }
         RUN(ss_hook_site(&gh, SS_SITE_MLP_POST, l, p.dh, Rdm, 0, dm));
+        PHASE(2);
         float *dpre = p.dh; /* the gradient at the MLP's first projection, [R, pw] */
         if (D.llama) {
             RUN(be->swiglu_backward(be, p.dgu, p.dh, b.pre, R, dm));
@@ -342,22 +396,26 @@ blocks:
             RUN(be->gelu_backward(be, p.dh, p.dh, b.pre, R * dm, c->act));
             RUN(ss_hook_site(&gh, SS_SITE_MLP_PRE, l, p.dh, Rdm, 0, dm));
         }
+        PHASE(3);
         RUN(ss_linear_dx(be, w, p.dln, dpre, L->fc_w, R, D.pw, d));
         if (G) {
             RUN(ss_linear_dw(be, w, (void *)G->fc_w, b.ln2, dpre, R, D.pw, d));
             if (G->fc_b) RUN(be->sum_rows(be, (float *)G->fc_b, dpre, R, D.pw));
         }
         RUN(ss_hook_site(&gh, SS_SITE_LN2, l, p.dln, Rd, 0, d));
+        PHASE(4);
         RUN(norm_backward(be, c, p.dx, G ? G->ln2_w : NULL, G ? G->ln2_b : NULL, p.dln, b.save_mid, L->ln2_w, R));
         /* x_mid = x_pre + attn_out. */
         RUN(ss_hook_site(&gh, SS_SITE_RESID_MID, l, p.dx, Rd, 0, d));
         RUN(ss_hook_site(&gh, SS_SITE_ATTN_OUT, l, p.dx, Rd, 0, d));
+        PHASE(5);
         RUN(ss_linear_dx(be, w, p.dz, p.dx, L->proj_w, R, d, D.zw));
         if (G) {
             RUN(ss_linear_dw(be, w, (void *)G->proj_w, b.z, p.dx, R, d, D.zw));
             if (G->proj_b) RUN(be->sum_rows(be, (float *)G->proj_b, p.dx, R, d));
         }
         RUN(ss_hook_site(&gh, SS_SITE_Z, l, p.dz, (size_t)(R * D.zw), 0, D.zw));
+        PHASE(6);
         RUN(be->attention_backward(be, p.dqkv, p.dqkv + D.zw, p.dqkv + D.zw + kvw, D.qw, p.dz, b.qkv, b.qkv + D.zw,
                                    b.qkv + D.zw + kvw, D.qw, pk->n_seq, pk->start, pk->len, D.H, D.Hkv, D.dh, scale));
         if (D.llama) {
@@ -369,19 +427,23 @@ blocks:
         RUN(ss_hook_site(&gh, SS_SITE_Q, l, p.dqkv, Rq, 0, D.qw));
         RUN(ss_hook_site(&gh, SS_SITE_K, l, p.dqkv, Rq, D.zw, D.qw));
         RUN(ss_hook_site(&gh, SS_SITE_V, l, p.dqkv, Rq, D.zw + kvw, D.qw));
+        PHASE(7);
         RUN(ss_linear_dx(be, w, p.dln, p.dqkv, L->attn_w, R, D.qw, d));
         if (G) {
             RUN(ss_linear_dw(be, w, (void *)G->attn_w, b.ln1, p.dqkv, R, D.qw, d));
             if (G->attn_b) RUN(be->sum_rows(be, (float *)G->attn_b, p.dqkv, R, D.qw));
         }
         RUN(ss_hook_site(&gh, SS_SITE_LN1, l, p.dln, Rd, 0, d));
+        PHASE(8);
         RUN(norm_backward(be, c, p.dx, G ? G->ln1_w : NULL, G ? G->ln1_b : NULL, p.dln, b.save_pre, L->ln1_w, R));
         RUN(ss_hook_site(&gh, SS_SITE_RESID_PRE, l, p.dx, Rd, 0, d));
+#undef PHASE
     }
     if (m->first_layer > 0) {
-        RUN(ss_pipe_send(m, be, m->stage - 1, SS_PIPE_TAG_GRAD, p.dx, Rd));
+        if (need >= bw_step(c, m->first_layer - 1, 0)) RUN(ss_pipe_send(m, be, m->stage - 1, SS_PIPE_TAG_GRAD, p.dx, Rd));
         goto delivered;
     }
+    if (need < bw_step(c, -1, 0)) goto delivered;
     /* x_0 = wte[token] + wpe[position] (GPT-2) or wte[token]. */
     RUN(ss_hook_site(&gh, SS_SITE_EMBED, -1, p.dx, Rd, 0, d));
     RUN(ss_hook_site(&gh, SS_SITE_POS_EMBED, -1, p.dx, Rd, 0, d));

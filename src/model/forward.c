@@ -596,7 +596,7 @@ static ss_status exchange(ss_model *m, int from, int n_want, const int *tags, co
     return st ? ss_error_context(st, "pipeline stage %d exchanging blocks with stage %d", m->stage, from) : SS_OK;
 }
 
-ss_status ss_model_pipe_release(ss_model *m, ss_pipe_next next, int64_t rows, int64_t n_seq, int n_passes) {
+ss_status ss_model_pipe_release(ss_model *m, ss_pipe_next next, int64_t rows, int64_t n_seq, int n_passes, int grad) {
     if (!m->pipe) return SS_OK;
     const size_t rb = (size_t)(rows * m->cfg.n_embd) * sizeof(float);
     int tags[SS_PIPE_HELD], from = -1, n = 0;
@@ -607,7 +607,7 @@ ss_status ss_model_pipe_release(ss_model *m, ss_pipe_next next, int64_t rows, in
     } else if (next == SS_PIPE_NEXT_BACKWARD && m->stage + 1 < m->n_stages) { /* the metric if any, then the gradient */
         from = m->stage + 1;
         if (n_seq > 0) tags[n] = SS_PIPE_TAG_METRIC, bytes[n++] = (size_t)n_seq * sizeof(double);
-        tags[n] = SS_PIPE_TAG_GRAD, bytes[n++] = rb;
+        if (grad) tags[n] = SS_PIPE_TAG_GRAD, bytes[n++] = rb;
     }
     if (!m->n_held) return SS_OK;
     if (from < 0 || from != m->held[0].peer) return send_held(m);

@@ -95,6 +95,16 @@ for meth in grad gradxact atp ig:4; do
         else fail "attribute $meth $red --pipeline 3 vs one process" "$("$H5CMP" --quiet --atol 0 --rtol 0 "$TMP/t1.h5" "$TMP/t3.h5" 2>&1 | head -3)"; fi
     done
 done
+# The backward pass stops below the deepest wanted site: stages below it neither wait for a
+# gradient nor compute one (a site on the last stage, on the middle one, the final norm's).
+for AS2 in blocks.3.mlp.hook_post blocks.1.attn.hook_z ln_final.hook_normalized; do
+    at=(--model $M --input $A/prompts.jsonl --sites "$AS2" --metric loss --method gradxact --batch 2)
+    "$SUBSCOPE" attribute "${at[@]}" --out "$TMP/s1.h5" >/dev/null 2>&1
+    if $MPI -np 3 "$SUBSCOPE" attribute "${at[@]}" --pipeline 3 --out "$TMP/s3.h5" >"$TMP/s3.log" 2>&1; then
+        expect_ok "attribute at $AS2 only, --pipeline 3 = one process, bit for bit" \
+            "$H5CMP" --quiet --atol 0 --rtol 0 --only /attr --only /metric "$TMP/s1.h5" "$TMP/s3.h5"
+    else fail "attribute at $AS2 --pipeline 3 runs" "$(tail -3 "$TMP/s3.log")"; fi
+done
 L=llama-hd6-bias
 if $MPI -np 3 "$SUBSCOPE" attribute --model "$D/models/$L" --input "$D/golden/$L.jsonl" --sites '*' --metric loss --method grad \
     --pipeline 3 --recompute --out "$TMP/l3.h5" >"$TMP/l3.log" 2>&1; then

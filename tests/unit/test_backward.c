@@ -403,6 +403,71 @@ TEST(backward_recompute_is_bit_identical) {
     ss_model_free(m);
 }
 
+/* The pass stops below the deepest wanted site: asked for one site, it
+ * gives that site the same gradient, bit for bit, as a pass asked for every
+ * site (with and without recompute), and runs the attention backward only
+ * in the blocks at or above the site (counted through a copy of the CPU
+ * backend). */
+static int attn_bw_calls;
+static ss_status (*attn_bw_cpu)(const ss_backend *, float *, float *, float *, int64_t, const float *, const float *,
+                                const float *, const float *, int64_t, int64_t, const int64_t *, const int64_t *, int64_t,
+                                int64_t, int64_t, float);
+static ss_status attn_bw_counted(const ss_backend *be, float *dq, float *dk, float *dv, int64_t ldd, const float *dz,
+                                 const float *q, const float *k, const float *v, int64_t ld, int64_t n_seq,
+                                 const int64_t *start, const int64_t *len, int64_t H, int64_t Hkv, int64_t dh,
+                                 float scale) {
+    attn_bw_calls++;
+    return attn_bw_cpu(be, dq, dk, dv, ldd, dz, q, k, v, ld, n_seq, start, len, H, Hkv, dh, scale);
+}
+
+TEST(backward_stops_below_the_deepest_site) {
+    ss_model *m = load("prefix-f32");
+    if (!m) return;
+    const ss_config *c = &m->cfg;
+    const int ns = ss_sites_count(c);
+    ss_backend counted = *ss_backend_cpu();
+    attn_bw_cpu = counted.attention_backward;
+    counted.attention_backward = attn_bw_counted;
+    uint8_t *all = calloc((size_t)ns, 1), *one = calloc((size_t)ns, 1);
+    ss_site s;
+    for (int i = 0; i < ns; i++) {
+        ss_site_get(c, i, &s);
+        all[i] = (uint8_t)s.per_token;
+    }
+    ss_packing pk = {2, 9, START, LEN, 0};
+    ss_metric mt = {SS_METRIC_LOSS, NULL, NULL};
+    grads a = {{0}};
+    ss_grad_opts ga = {.want = all, .hook = keep, .hook_ctx = &a};
+    attn_bw_calls = 0;
+    CHECK_OK(ss_forward_backward(m, &counted, TOKS, &pk, NULL, &mt, &ga, NULL));
+    CHECK(attn_bw_calls == c->n_layer);
+    for (int i = 0; i < ns; i++) {
+        ss_site_get(c, i, &s);
+        if (!s.per_token) continue;
+        for (int rc = 0; rc < 2; rc++) {
+            memset(one, 0, (size_t)ns);
+            one[i] = 1;
+            grads b = {{0}};
+            ss_grad_opts gb = {.want = one, .hook = keep, .hook_ctx = &b, .recompute = rc};
+            attn_bw_calls = 0;
+            CHECK_OK(ss_forward_backward(m, &counted, TOKS, &pk, NULL, &mt, &gb, NULL));
+            CHECK_MSG(b.store[i] && !memcmp(a.store[i], b.store[i], (size_t)(9 * s.width) * sizeof(float)),
+                      "%s (recompute %d): not the all-sites pass's gradient", s.name, rc);
+            /* blocks above the site's, and its own from hook_q/k/v on down */
+            const int below_attn = s.kind == SS_SITE_Q || s.kind == SS_SITE_K || s.kind == SS_SITE_V ||
+                                   s.kind == SS_SITE_LN1 || s.kind == SS_SITE_RESID_PRE;
+            const int want_calls = s.layer < 0 ? (s.kind == SS_SITE_LNF ? 0 : c->n_layer)
+                                               : c->n_layer - 1 - s.layer + below_attn;
+            CHECK_MSG(attn_bw_calls == want_calls, "%s: %d attention backward passes, %d expected", s.name,
+                      attn_bw_calls, want_calls);
+            grads_free(&b);
+        }
+    }
+    grads_free(&a);
+    free(all), free(one);
+    ss_model_free(m);
+}
+
 TEST(backward_errors) {
     ss_model *m = load("prefix-f32");
     if (!m) return;
