@@ -30,6 +30,8 @@
 #include "subscope/stats.h"
 #include "subscope/util.h"
 
+#define SS_PINNED_CACHE 8 /* released pinned host blocks kept for reuse */
+
 /* collect's centred products: cuBLAS's Ssyrk, one of the kernels or the blocked triangle through cuBLAS */
 enum cov_choice { COV_AUTO, COV_F32, COV_TC, COV_WG, COV_SSYRK, COV_BLK, COV_REC };
 
@@ -101,6 +103,12 @@ typedef struct {
     void **blk;
     size_t *blk_bytes, n_blk, cap_blk, in_use, peak, reserved;
     unsigned char *blk_live;  /* 0: released, cached for reuse */
+    /* Pinned host memory (alloc_host): the live blocks' sizes, and released
+     * blocks kept for reuse, each with events recorded on both streams at
+     * its release (see cu_alloc_host). */
+    struct pinned_blk { void *p; size_t bytes; cudaEvent_t done[2]; } *pin_live, pin_free[SS_PINNED_CACHE];
+    size_t n_pin_live, cap_pin_live;
+    int n_pin_free;
 } cuda_impl;
 
 #define IMPL(be) ((cuda_impl *)(be)->impl)
@@ -355,18 +363,93 @@ static ss_status cu_wait_copy(const ss_backend *be, void *ticket) {
     return SS_OK;
 }
 
+/* Pinned host memory, cached like device memory: pinning and unpinning
+ * pages costs milliseconds per 100 MB (cudaMallocHost, cudaFreeHost), and a
+ * job that captures sites outside a capture (attribute, IG's steps) takes a
+ * buffer per pass. A released block waits, with events recorded on the
+ * compute and copy streams, until a request it fits (at most twice its
+ * size) takes it after those events, so a copy still in flight when the
+ * block was released finishes before anyone else writes it, as
+ * cudaFreeHost's implicit synchronisation used to ensure. */
+static void pin_drop(struct pinned_blk *b) {
+    for (int k = 0; k < 2; k++) {
+        cudaEventSynchronize(b->done[k]);
+        cudaEventDestroy(b->done[k]);
+    }
+    cudaFreeHost(b->p);
+}
+
 static ss_status cu_alloc_host(const ss_backend *be, size_t bytes, const char *what, void **out) {
+    cuda_impl *c = IMPL(be);
     *out = NULL;
-    cudaError_t e = cudaMallocHost(out, bytes ? bytes : 1);
+    if (!bytes) bytes = 1;
+    if (c->n_pin_live == c->cap_pin_live) {
+        size_t cap = c->cap_pin_live ? 2 * c->cap_pin_live : 8;
+        struct pinned_blk *n = realloc(c->pin_live, cap * sizeof *n);
+        if (!n) return ss_errorf(SS_ERR_NOMEM, "out of host memory tracking pinned buffers");
+        c->pin_live = n, c->cap_pin_live = cap;
+    }
+    int best = -1;
+    for (int i = 0; i < c->n_pin_free; i++)
+        if (c->pin_free[i].bytes >= bytes && c->pin_free[i].bytes / 2 <= bytes &&
+            (best < 0 || c->pin_free[i].bytes < c->pin_free[best].bytes))
+            best = i;
+    if (best >= 0) {
+        struct pinned_blk b = c->pin_free[best];
+        c->pin_free[best] = c->pin_free[--c->n_pin_free];
+        for (int k = 0; k < 2; k++) {
+            cudaEventSynchronize(b.done[k]);
+            cudaEventDestroy(b.done[k]);
+        }
+        c->pin_live[c->n_pin_live++] = (struct pinned_blk){b.p, b.bytes, {0, 0}};
+        *out = b.p;
+        return SS_OK;
+    }
+    cudaError_t e = cudaMallocHost(out, bytes);
+    if (e != cudaSuccess && c->n_pin_free) { /* give the cache back and try once more */
+        cudaGetLastError();
+        while (c->n_pin_free) pin_drop(&c->pin_free[--c->n_pin_free]);
+        e = cudaMallocHost(out, bytes);
+    }
     if (e != cudaSuccess) {
         cudaGetLastError();
+        *out = NULL;
         return ss_errorf(SS_ERR_NOMEM, "%s: cannot allocate %.1f MiB of pinned host memory for %s: %s", be->name,
                          (double)bytes / 1048576.0, what, cudaGetErrorString(e));
     }
+    c->pin_live[c->n_pin_live++] = (struct pinned_blk){*out, bytes, {0, 0}};
     return SS_OK;
 }
 
-static void cu_release_host(const ss_backend *be, void *p) { cudaFreeHost(p); }
+static void cu_release_host(const ss_backend *be, void *p) {
+    cuda_impl *c = IMPL(be);
+    size_t i = 0;
+    while (i < c->n_pin_live && c->pin_live[i].p != p) i++;
+    if (i == c->n_pin_live) return; /* not ours (or NULL) */
+    struct pinned_blk b = c->pin_live[i];
+    c->pin_live[i] = c->pin_live[--c->n_pin_live];
+    int ok = 1;
+    cudaStream_t streams[2] = {c->stream, c->copy};
+    for (int k = 0; k < 2; k++) {
+        b.done[k] = NULL;
+        if (ok && (cudaEventCreateWithFlags(&b.done[k], cudaEventDisableTiming) != cudaSuccess ||
+                   cudaEventRecord(b.done[k], streams[k]) != cudaSuccess))
+            ok = 0;
+    }
+    if (!ok) { /* no events: release it the old way */
+        cudaGetLastError();
+        for (int k = 0; k < 2; k++)
+            if (b.done[k]) cudaEventDestroy(b.done[k]);
+        cudaFreeHost(b.p);
+        return;
+    }
+    if (c->n_pin_free == SS_PINNED_CACHE) { /* the oldest goes */
+        pin_drop(&c->pin_free[0]);
+        memmove(c->pin_free, c->pin_free + 1, (SS_PINNED_CACHE - 1) * sizeof *c->pin_free);
+        c->n_pin_free--;
+    }
+    c->pin_free[c->n_pin_free++] = b;
+}
 
 static ss_status cu_copy_rows(const ss_backend *be, float *dst, const float *src, int64_t ld_src, int64_t rows,
                               int64_t width) {
@@ -2045,6 +2128,10 @@ void ss_backend_cuda_close(ss_backend *be) {
 #ifdef SS_CUDA_PCA
         if (c->solver) cusolverDnDestroy(c->solver);
 #endif
+        /* pinned blocks first: their events belong to the streams */
+        while (c->n_pin_free) pin_drop(&c->pin_free[--c->n_pin_free]);
+        for (size_t i = 0; i < c->n_pin_live; i++) cudaFreeHost(c->pin_live[i].p); /* a caller's leak: freed with the backend */
+        free(c->pin_live);
         if (c->stream) cudaStreamDestroy(c->stream);
         if (c->copy) cudaStreamDestroy(c->copy);
         for (int k = 0; k < 2; k++) {

@@ -1667,6 +1667,52 @@ TEST(cuda_emulated_async_download_is_visible_only_after_wait) {
     ss_backend_cuda_close(gpu);
 }
 
+/* Released pinned blocks are reused by requests they fit (at most twice
+ * their size), only after the copies in flight into them have landed: a
+ * download still pending on the copy stream when its buffer is released
+ * is complete once alloc_host hands the buffer out again. */
+TEST(cuda_emulated_pinned_blocks_are_reused_after_their_copies) {
+    ss_backend *gpu = NULL;
+    CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
+    const size_t n = 4096;
+    float *src = malloc(n * sizeof(float)), *dev = NULL, *h1 = NULL, *h2 = NULL, *h3 = NULL;
+    for (size_t i = 0; i < n; i++) src[i] = (float)i + 0.5f;
+    CHECK_OK(gpu->alloc(gpu, n * sizeof(float), "test", (void **)&dev));
+    CHECK_OK(gpu->upload(gpu, dev, src, n * sizeof(float)));
+    CHECK_OK(gpu->alloc_host(gpu, n * sizeof(float), "test", (void **)&h1));
+    for (size_t i = 0; i < n; i++) h1[i] = -1.f;
+    void *ticket = NULL;
+    CHECK_OK(gpu->download_async(gpu, h1, dev, n * sizeof(float), &ticket));
+    CHECK(ss_emu_pending_copies() == 1);
+    gpu->release_host(gpu, h1); /* the copy is still in flight */
+    CHECK_OK(gpu->alloc_host(gpu, n * sizeof(float) * 3 / 4, "test", (void **)&h2));
+    CHECK(h2 == h1);                        /* reused ... */
+    CHECK(ss_emu_pending_copies() == 0);    /* ... once the copy had landed */
+    int same = 1;
+    for (size_t i = 0; i < n; i++) same &= h2[i] == src[i];
+    CHECK(same);
+    CHECK_OK(gpu->wait_copy(gpu, ticket));
+    CHECK_OK(gpu->alloc_host(gpu, n * sizeof(float), "test", (void **)&h3)); /* h2 is live: a new block */
+    CHECK(h3 != h2);
+    gpu->release_host(gpu, h2);
+    gpu->release_host(gpu, h3);
+    float *h4 = NULL;
+    CHECK_OK(gpu->alloc_host(gpu, n * sizeof(float) * 3, "test", (void **)&h4)); /* fits neither cached block */
+    CHECK(h4 != h2 && h4 != h3);
+    float *h5 = NULL;
+    CHECK_OK(gpu->alloc_host(gpu, n * sizeof(float) / 4, "test", (void **)&h5)); /* they are more than twice it */
+    CHECK(h5 != h2 && h5 != h3 && h5 != h4);
+    gpu->release_host(gpu, h4);
+    gpu->release_host(gpu, h5);
+    /* more released blocks than the cache keeps: the oldest are freed */
+    float *many[12];
+    for (int i = 0; i < 12; i++) CHECK_OK(gpu->alloc_host(gpu, 64 << i, "test", (void **)&many[i]));
+    for (int i = 0; i < 12; i++) gpu->release_host(gpu, many[i]);
+    gpu->release(gpu, dev);
+    ss_backend_cuda_close(gpu);
+    free(src);
+}
+
 typedef struct {
     const ss_config *cfg;
     float *store[8][128]; /* by batch (pk->first), site id */
