@@ -304,6 +304,15 @@ struct ss_backend {
                               int64_t rows, int64_t V, const float *ref, const double *ref_lz, int64_t ref_rows);
     /* out[i] = src[idx[i]] for i < n (backend buffers; idx within src). */
     ss_status (*gather)(const ss_backend *be, float *out, const float *src, const int64_t *idx, int64_t n);
+    /* attribute's products, on rows [rows, w]: out = (c - a) * g with c,
+     * g * a with a alone, g without either, elementwise in fp32 in that
+     * order; g has row stride ldg, out, a and c stride w. */
+    ss_status (*attr_product)(const ss_backend *be, float *out, const float *g, int64_t ldg, const float *a,
+                              const float *c, int64_t rows, int64_t w);
+    /* out[s*w+u] = sum over t < len[s] of x[(start[s]+t)*w+u] in fp64, t in
+     * order, for s < n_seq (start and len are backend buffers). */
+    ss_status (*seq_sums)(const ss_backend *be, double *out, const float *x, int64_t w, int64_t n_seq,
+                          const int64_t *start, const int64_t *len);
 };
 
 const ss_backend *ss_backend_cpu(void);

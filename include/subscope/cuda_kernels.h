@@ -279,6 +279,15 @@ int ss_cuda_mask_apply(float *data, int64_t ld, int64_t width, int site_id, cons
  * summation order (deterministic, no atomics). */
 int ss_cuda_sum_rows(float *out, const float *x, int64_t M, int64_t N, cudaStream_t stream);
 
+/* attribute on the device (see kernels/attr_reduce.cu): out[r,u] =
+ * (c - a)[r,u] * g[r*ldg+u], (g * a) without c, g without a and c; and
+ * per-sequence fp64 sums over rows, out[s,u] = sum_t x[(start[s]+t)*w+u]
+ * (start, len: device arrays of n_seq). */
+int ss_cuda_attr_product(float *out, const float *g, int64_t ldg, const float *a, const float *c, int64_t rows,
+                         int64_t w, cudaStream_t stream);
+int ss_cuda_seq_sums(double *out, const float *x, int64_t w, int64_t n_seq, const int64_t *start, const int64_t *len,
+                     cudaStream_t stream);
+
 /* LayerNorm backward for y = layernorm(x; w, b) (fp32 w): per row,
  * dx += rstd (g - mean(g) - xhat mean(g xhat)) with g = dy w; and, when
  * non-NULL, dw[c] += sum_r dy xhat, db[c] += sum_r dy. ws is a device

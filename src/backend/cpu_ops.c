@@ -434,6 +434,30 @@ static ss_status cpu_gather(const ss_backend *be, float *out, const float *src, 
     return SS_OK;
 }
 
+static ss_status cpu_attr_product(const ss_backend *be, float *out, const float *g, int64_t ldg, const float *a,
+                                   const float *c, int64_t rows, int64_t w) {
+    (void)be;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t u = 0; u < w; u++) {
+            const int64_t i = r * w + u;
+            const float gv = g[r * ldg + u];
+            out[i] = c ? (c[i] - a[i]) * gv : a ? gv * a[i] : gv;
+        }
+    return SS_OK;
+}
+
+static ss_status cpu_seq_sums(const ss_backend *be, double *out, const float *x, int64_t w, int64_t n_seq,
+                              const int64_t *start, const int64_t *len) {
+    (void)be;
+    for (int64_t s = 0; s < n_seq; s++)
+        for (int64_t u = 0; u < w; u++) {
+            double sum = 0;
+            for (int64_t t = 0; t < len[s]; t++) sum += x[(start[s] + t) * w + u];
+            out[s * w + u] = sum;
+        }
+    return SS_OK;
+}
+
 static const ss_backend cpu_backend = {
     .name = "cpu",
 #ifdef SS_HAVE_BLAS
@@ -473,6 +497,8 @@ static const ss_backend cpu_backend = {
     .embed_backward = ss_cpu_embed_backward,
     .softmax_xent = ss_cpu_softmax_xent,
     .logit_scores = cpu_logit_scores,
+    .attr_product = cpu_attr_product,
+    .seq_sums = cpu_seq_sums,
     .gather = cpu_gather,
     .mask_program_create = ss_cpu_mask_program_create,
     .mask_program_free = ss_cpu_mask_program_free,

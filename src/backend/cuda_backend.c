@@ -1654,6 +1654,18 @@ static ss_status cu_matmul_tn(const ss_backend *be, float *C, const float *A, co
     return SS_OK;
 }
 
+static ss_status cu_attr_product(const ss_backend *be, float *out, const float *g, int64_t ldg, const float *a,
+                                 const float *c, int64_t rows, int64_t w) {
+    KL(ss_cuda_attr_product(out, g, ldg, a, c, rows, w, IMPL(be)->stream), "attr_product kernel");
+    return SS_OK;
+}
+
+static ss_status cu_seq_sums(const ss_backend *be, double *out, const float *x, int64_t w, int64_t n_seq,
+                             const int64_t *start, const int64_t *len) {
+    KL(ss_cuda_seq_sums(out, x, w, n_seq, start, len, IMPL(be)->stream), "seq_sums kernel");
+    return SS_OK;
+}
+
 static ss_status cu_sum_rows(const ss_backend *be, float *out, const float *x, int64_t M, int64_t N) {
     KL(ss_cuda_sum_rows(out, x, M, N, IMPL(be)->stream), "sum_rows kernel");
     return SS_OK;
@@ -2021,7 +2033,7 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
 #endif
         .matmul = cu_matmul, .matmul_gelu = cu_matmul_gelu, .matmul_add = cu_matmul_add, .layernorm = cu_layernorm, .gelu = cu_gelu, .add = cu_add, .embed = cu_embed,
         .attention = cu_attention, .rmsnorm = cu_rmsnorm, .rope = cu_rope, .swiglu = cu_swiglu,
-        .zero = cu_zero, .matmul_tn = cu_matmul_tn, .sum_rows = cu_sum_rows,
+        .zero = cu_zero, .matmul_tn = cu_matmul_tn, .sum_rows = cu_sum_rows, .attr_product = cu_attr_product, .seq_sums = cu_seq_sums,
         .layernorm_backward = cu_layernorm_backward, .gelu_backward = cu_gelu_backward,
         .attention_backward = cu_attention_backward, .rmsnorm_backward = cu_rmsnorm_backward,
         .swiglu_backward = cu_swiglu_backward, .embed_backward = cu_embed_backward,

@@ -184,12 +184,47 @@ static ss_status receive_site(ss_comm *comm, int from, const ss_site *s, ss_h5_d
     return st ? ss_error_context(st, "attributions at %s from rank %d", s->name, from) : SS_OK;
 }
 
+/* On a device, for every method but ig, a site's rows stay there: the
+ * forward hook copies the activations into device buffers of the batch's
+ * slot (dev_keep), the gradient hook forms the attributions from them into
+ * a device buffer per site (dev_attr_hook: the backend's attr_product, the
+ * host loop's arithmetic), and after the pass only the sums over positions
+ * ([prompts, d], seq_sums) or, for the other reductions, the attributions
+ * come back: not the activations and the gradients both. */
+typedef struct {
+    const ss_backend *be;
+    float **rows;             /* by site id: [B*T, width] device buffers (NULL: not kept here) */
+} dev_rows;
+
+static ss_status dev_keep(void *vctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
+                          const int64_t *pattern_off) {
+    (void)pattern_off;
+    const dev_rows *k = vctx;
+    return k->rows[s->id] ? k->be->copy_rows(k->be, k->rows[s->id], data, ld, pk->rows, s->width) : SS_OK;
+}
+
+typedef struct {
+    const ss_backend *be;
+    float **attr;             /* by site id: the attributions [B*T, width] */
+    float *const *a, *const *c; /* the slot whose backward pass runs: its (corrupt) activations; NULL: none */
+} dev_attr;
+
+static ss_status dev_attr_hook(void *vctx, const ss_site *s, float *g, int64_t ld, const ss_packing *pk,
+                               const int64_t *pattern_off) {
+    (void)pattern_off;
+    const dev_attr *d = vctx;
+    if (!d->attr[s->id]) return SS_OK;
+    return d->be->attr_product(d->be, d->attr[s->id], g, ld, d->a ? d->a[s->id] : NULL, d->c ? d->c[s->id] : NULL,
+                               pk->rows, s->width);
+}
+
 /* A batch between its forward and its backward pass (a pipeline stage keeps several). */
 typedef struct {
     ss_fb_pass *ps;
     ss_packing pk;
     int64_t *seq;             /* pk's start and len */
     ss_site_rows acts, cacts; /* its activations (slot 0: the job's own buffers) */
+    dev_rows dacts, dcacts;   /* on a device: the same in device memory */
 } slot_t;
 
 static ss_status attribute(const ss_attribute_job *job, ss_comm *comm) {
@@ -241,6 +276,9 @@ static ss_status attribute(const ss_attribute_job *job, ss_comm *comm) {
     uint8_t *want = NULL, *one = NULL;
     int *site_ids = NULL, n_sites = 0;
     ss_site_rows acts = {0}, grads = {0}, cacts = {0};
+    dev_attr dattr = {0};     /* the device path's attributions, sums and their packing */
+    int64_t *d_seq = NULL;
+    double *d_sums = NULL, *hsum = NULL;
     slot_t *slots = NULL;
     int W = 1, Wig = 1;
     ig_point *ig_pts = NULL;
@@ -307,6 +345,8 @@ static ss_status attribute(const ss_attribute_job *job, ss_comm *comm) {
             if ((st = ss_prompt_answer_ids(m->tok, run.p, &run.p->items[i], &a, mk == SS_METRIC_LOGITDIFF ? &w : NULL)))
                 goto out;
         }
+    /* the device path (dev_rows): on a device backend, for all but ig */
+    const int dpath = !run.be->host_memory && method != A_IG && run.be->attr_product && run.be->seq_sums;
     int64_t widest = 0;
     for (int k = 0; k < n_sites; k++) {
         ss_site s;
@@ -314,8 +354,8 @@ static ss_status attribute(const ss_attribute_job *job, ss_comm *comm) {
         size_t n = (size_t)(B * T * s.width);
         widest = s.width > widest ? s.width : widest;
         if (!(grads.rows[s.id] = ss_malloc(n * sizeof(float), "gradients"))) { st = SS_ERR_NOMEM; goto out; }
-        if (method != A_GRAD && !(acts.rows[s.id] = ss_malloc(n * sizeof(float), "activations"))) { st = SS_ERR_NOMEM; goto out; }
-        if (method == A_ATP && !(cacts.rows[s.id] = ss_malloc(n * sizeof(float), "activations"))) { st = SS_ERR_NOMEM; goto out; }
+        if (!dpath && method != A_GRAD && !(acts.rows[s.id] = ss_malloc(n * sizeof(float), "activations"))) { st = SS_ERR_NOMEM; goto out; }
+        if (!dpath && method == A_ATP && !(cacts.rows[s.id] = ss_malloc(n * sizeof(float), "activations"))) { st = SS_ERR_NOMEM; goto out; }
         /* Sums over prompts: the output (--reduce prompts, [T, width]), else the table's scores ([width]). */
         if (!(red_sum[k] = ss_calloc((size_t)((red == R_PROMPTS ? T : 1) * s.width), sizeof(double), "sums"))) { st = SS_ERR_NOMEM; goto out; }
     }
@@ -325,6 +365,24 @@ static ss_status attribute(const ss_attribute_job *job, ss_comm *comm) {
         goto out;
     }
     if ((st = ss_run_place(&run, &job->run))) goto out;
+    if (dpath) {
+        dattr = (dev_attr){.be = run.be, .attr = ss_calloc((size_t)ns, sizeof(float *), "attributions")};
+        if (!dattr.attr || !(hsum = ss_malloc((size_t)(B * widest) * sizeof(double), "sums over positions"))) {
+            st = SS_ERR_NOMEM;
+            goto out;
+        }
+        if ((st = run.be->alloc(run.be, (size_t)(2 * B) * sizeof(int64_t), "batch packing", (void **)&d_seq)) ||
+            (st = run.be->alloc(run.be, (size_t)(B * widest) * sizeof(double), "sums over positions", (void **)&d_sums)))
+            goto out;
+        for (int k = 0; k < n_sites; k++) {
+            ss_site s;
+            ss_site_get(cfg, site_ids[k], &s);
+            if (ss_model_computes_site(m, &s) &&
+                (st = run.be->alloc(run.be, (size_t)(B * T * s.width) * sizeof(float), "attributions",
+                                    (void **)&dattr.attr[s.id])))
+                goto out;
+        }
+    }
 
     /* The file and its datasets, written batch by batch (rank 0 alone has the file). */
     if (rank != 0) goto compute;
@@ -391,6 +449,20 @@ compute:;
     for (int j = 0; j < W; j++) {
         slot_t *sl = &slots[j];
         if (!(sl->seq = ss_malloc((size_t)(2 * B) * sizeof(int64_t), "batch packing"))) { st = SS_ERR_NOMEM; goto out; }
+        if (dpath) { /* the slot's activations in device memory, for this stage's sites */
+            sl->dacts = (dev_rows){run.be, ss_calloc((size_t)ns, sizeof(float *), "activations")};
+            sl->dcacts = (dev_rows){run.be, ss_calloc((size_t)ns, sizeof(float *), "activations")};
+            if (!sl->dacts.rows || !sl->dcacts.rows) { st = SS_ERR_NOMEM; goto out; }
+            for (int k = 0; k < n_sites; k++) {
+                ss_site s;
+                ss_site_get(cfg, site_ids[k], &s);
+                const size_t n = (size_t)(B * T * s.width) * sizeof(float);
+                if (!ss_model_computes_site(m, &s)) continue;
+                if ((method != A_GRAD && (st = run.be->alloc(run.be, n, "activations", (void **)&sl->dacts.rows[s.id]))) ||
+                    (method == A_ATP && (st = run.be->alloc(run.be, n, "activations", (void **)&sl->dcacts.rows[s.id]))))
+                    goto out;
+            }
+        }
         if (j == 0) continue;
         sl->acts.rows = ss_calloc((size_t)ns, sizeof(float *), "activations");
         sl->cacts.rows = ss_calloc((size_t)ns, sizeof(float *), "corrupt activations");
@@ -437,6 +509,7 @@ compute:;
                 for (int64_t i = 0; i < nb; i++)
                     memcpy(ctok + rp.start[i], kps->items[b0 + i].tokens, (size_t)rp.len[i] * sizeof(int32_t));
                 ss_forward_opts fo = {.want = want, .hook = ss_keep_rows_hook, .hook_ctx = &sl->cacts, .read_only = 1};
+                if (dpath) fo.hook = dev_keep, fo.hook_ctx = &sl->dcacts, fo.hook_on_device = 1;
                 st = ss_forward(m, run.be, ctok, &rp, &fo, NULL);
                 free(ctok);
                 if (st) goto out;
@@ -444,10 +517,15 @@ compute:;
             /* The clean pass: metric, activations (gradxact, atp, ig) and gradients (all but ig). */
             ss_forward_opts fo = {.want = want, .hook = ss_keep_rows_hook, .hook_ctx = &sl->acts, .read_only = 1};
             ss_grad_opts go = {.want = want, .hook = ss_keep_rows_hook, .hook_ctx = &grads, .recompute = job->recompute};
+            if (dpath) {
+                fo.hook = dev_keep, fo.hook_ctx = &sl->dacts, fo.hook_on_device = 1;
+                go.hook = dev_attr_hook, go.hook_ctx = &dattr, go.hook_on_device = 1;
+            }
             if ((st = ss_fb_forward(m, run.be, run.packed, &rp, method == A_GRAD ? NULL : &fo, &mt,
                                     method == A_IG ? NULL : &go, metric + b0, &sl->ps)))
                 goto out;
         } else {
+            dattr.a = slots[bk % W].dacts.rows, dattr.c = slots[bk % W].dcacts.rows; /* the batch whose gradients come */
             st = ss_fb_backward(slots[bk % W].ps);
             slots[bk % W].ps = NULL;
             if (st) goto out;
@@ -484,7 +562,16 @@ compute:;
                 const int mine = ss_model_computes_site(m, &s); /* (a pipeline stage: else another stage's site) */
                 const float *g = grads.rows[s.id], *a = sl->acts.rows[s.id], *c = sl->cacts.rows[s.id];
                 float *attr = grads.rows[s.id]; /* computed in place */
-                if ((method == A_GRADXACT || method == A_ATP) && mine) {
+                const int dsum = dpath && mine && red == R_POSITIONS; /* only the sums over positions come back */
+                if (dpath && mine && !dsum) {
+                    if ((st = run.be->download(run.be, attr, dattr.attr[s.id], (size_t)n * sizeof(float)))) goto out;
+                } else if (dsum) {
+                    /* the slot's starts and lengths, one array (sl->seq) */
+                    if ((st = run.be->upload(run.be, d_seq, sl->seq, (size_t)(2 * nb) * sizeof(int64_t))) ||
+                        (st = run.be->seq_sums(run.be, d_sums, dattr.attr[s.id], w, nb, d_seq, d_seq + nb)) ||
+                        (st = run.be->download(run.be, hsum, d_sums, (size_t)(nb * w) * sizeof(double))))
+                        goto out;
+                } else if ((method == A_GRADXACT || method == A_ATP) && mine) {
                     host_work hw = {.op = H_PRODUCT, .attr = attr, .g = g, .a = a, .c = method == A_ATP ? c : NULL, .n = n};
                     host_run(&hw, 1 << 16);
                 } else if (method == A_IG) {
@@ -565,6 +652,10 @@ compute:;
                     for (int64_t i = 0; i < nb; i++)
                         memcpy(outbuf + i * T * w, attr + pk.start[i] * w, (size_t)(pk.len[i] * w) * sizeof(float));
                     count[nd++] = T;
+                } else if (dsum) { /* the device's sums; NaN for a prompt without a metric */
+                    for (int64_t i = 0; i < nb; i++)
+                        for (int64_t u = 0; u < w; u++)
+                            outbuf[i * w + u] = isnan(metric[b0 + i]) ? NAN : (float)hsum[i * w + u];
                 } else {
                     host_work hw = {.op = H_POSITIONS, .attr = attr, .pk = &pk, .w = w, .n = w, .out = outbuf};
                     host_run(&hw, 64);
@@ -575,7 +666,13 @@ compute:;
                     st = ss_comm_send(comm, 0, piped ? s.id : k, outbuf,
                                       (size_t)(nb * (red == R_NONE ? T : 1) * w) * sizeof(float));
                 if (st) goto out;
-                /* The table's scores: the sum over prompts and positions, kept in red_sum when not reducing prompts. */
+                /* The table's scores: the sum over prompts and positions, kept in red_sum when not reducing
+                 * prompts (on the device path, of each prompt's sum over positions). */
+                if (dsum) {
+                    for (int64_t i = 0; i < nb; i++)
+                        for (int64_t u = 0; u < w && !isnan(metric[b0 + i]); u++) red_sum[k][u] += hsum[i * w + u];
+                    continue;
+                }
                 host_work hw = {.op = H_TABLE, .attr = attr, .pk = &pk, .metric = metric + b0, .w = w, .n = w,
                                 .sum = red_sum[k]};
                 host_run(&hw, 64);
@@ -739,6 +836,12 @@ out:
     for (int j = 0; slots && j < W; j++) {
         ss_fb_free(slots[j].ps);
         free(slots[j].seq);
+        for (int i = 0; i < ns; i++) {
+            if (slots[j].dacts.rows && slots[j].dacts.rows[i]) run.be->release(run.be, slots[j].dacts.rows[i]);
+            if (slots[j].dcacts.rows && slots[j].dcacts.rows[i]) run.be->release(run.be, slots[j].dcacts.rows[i]);
+        }
+        free(slots[j].dacts.rows);
+        free(slots[j].dcacts.rows);
         if (j == 0) continue; /* the job's own buffers, freed below */
         for (int i = 0; i < ns; i++) {
             if (slots[j].acts.rows) free(slots[j].acts.rows[i]);
@@ -755,6 +858,12 @@ out:
     for (int k = 0; dsets && k < n_sites; k++)
         if (dsets[k]) ss_h5_dset_close(dsets[k]);
     if (h) ss_h5_abort(h);
+    for (int i = 0; dattr.attr && i < ns; i++)
+        if (dattr.attr[i]) run.be->release(run.be, dattr.attr[i]);
+    free(dattr.attr);
+    if (d_seq) run.be->release(run.be, d_seq);
+    if (d_sums) run.be->release(run.be, d_sums);
+    free(hsum);
     for (int i = 0; i < ns; i++) {
         if (acts.rows) free(acts.rows[i]);
         if (grads.rows) free(grads.rows[i]);

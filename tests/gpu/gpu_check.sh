@@ -323,6 +323,10 @@ elif [ $BUILD_OK = 1 ]; then
         --metric logitdiff --method gradxact
     RUN_CMD=attribute compare_forward "attribute tiny-gpt2 1..128 tokens, loss grad, all sites" "$tiny" "$WORK/models/tiny-lengths.jsonl" '*' \
         --metric loss --method grad --batch 3
+    # attributions formed on the device (attr_product), only the sums over positions brought back (seq_sums)
+    RUN_CMD=attribute compare_forward "attribute tiny-gpt2 atp --reduce positions, device sums" "$tiny" \
+        tests/data/patch/clean.jsonl 'blocks.*.mlp.hook_post,blocks.2.attn.hook_z' --metric logitdiff --method atp \
+        --corrupt tests/data/patch/corrupt.jsonl --reduce positions
     RUN_CMD=attribute compare_forward "attribute tiny-gpt2 ig:8 --recompute" "$tiny" tests/data/patch/clean.jsonl \
         'blocks.1.mlp.hook_post,blocks.2.attn.hook_z' --metric logitdiff --method ig:8 --recompute
     # the attention backward that recomputes P (kernels/attention_backward_rc.cu), forced by a zero budget

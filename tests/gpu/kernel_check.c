@@ -1590,6 +1590,72 @@ static void case_sum_rows(void) {
     }
 }
 
+typedef struct { float *out; const float *g, *a, *c; int64_t ldg, rows, w; } ap_ctx;
+static int launch_ap(void *v) {
+    ap_ctx *c = v;
+    return ss_cuda_attr_product(c->out, c->g, c->ldg, c->a, c->c, c->rows, c->w, g_stream);
+}
+typedef struct { double *out; const float *x; int64_t w, n_seq; const int64_t *start, *len; } ss_ctx;
+static int launch_ss(void *v) {
+    ss_ctx *c = v;
+    return ss_cuda_seq_sums(c->out, c->x, c->w, c->n_seq, c->start, c->len, g_stream);
+}
+
+/* attribute's device ops: the products (one fp32 subtraction and product)
+ * and the per-sequence fp64 sums (rows in order, no product to fuse) equal
+ * the CPU ops bit for bit; gradient rows strided (ldg > w); the last shape
+ * is a batch of 16 x 1024 tokens at an MLP site of GPT-2 small. */
+static void case_attr(void) {
+    const ss_backend *be = ss_backend_cpu();
+    int64_t shapes[][3] = {{1, 1, 1}, {7, 33, 33}, {300, 37, 45}, {16384, 3072, 3072}};
+    int ns = g_quick ? 3 : 4;
+    for (int si = 0; si < ns; si++) {
+        const int64_t rows = shapes[si][0], w = shapes[si][1], ldg = shapes[si][2];
+        float *g = rvec(rows * ldg, 70, 2.f), *a = rvec(rows * w, 71, 3.f), *c = rvec(rows * w, 72, 3.f);
+        float *ref = fvec(rows * w, 0), *got = fvec(rows * w, 0);
+        float *dg = dup_to_dev(g, (size_t)(rows * ldg) * 4), *da = dup_to_dev(a, (size_t)(rows * w) * 4),
+              *dc = dup_to_dev(c, (size_t)(rows * w) * 4), *dout = dalloc((size_t)(rows * w) * 4);
+        for (int mode = 0; mode < 3; mode++) {
+            char name[96];
+            snprintf(name, sizeof name, "attr_product %s %lldx%lld ldg %lld", mode == 0 ? "grad" : mode == 1 ? "gradxact" : "atp",
+                     (long long)rows, (long long)w, (long long)ldg);
+            if (!selected(name)) continue;
+            if (be->attr_product(be, ref, g, ldg, mode ? a : NULL, mode == 2 ? c : NULL, rows, w)) { cpu_ref_failed(name); continue; }
+            ap_ctx cx = {dout, dg, mode ? da : NULL, mode == 2 ? dc : NULL, ldg, rows, w};
+            out_buf ob = {dout, (size_t)(rows * w) * 4, got};
+            double ms = 0;
+            if (run_twice(name, launch_ap, &cx, &ob, 1, &ms)) fail_case();
+            else check(name, got, ref, rows * w, 0, 0, ms, 0);
+        }
+        char name[96];
+        snprintf(name, sizeof name, "seq_sums %lldx%lld", (long long)rows, (long long)w);
+        if (selected(name)) { /* sequences of the rows: 0, 1, most, the rest */
+            int64_t n_seq = 4, st4[4] = {0, 0, rows > 1 ? 1 : 0, rows > 1 ? 1 + (rows - 1) / 2 : 0};
+            int64_t ln4[4] = {0, rows > 0, rows > 1 ? (rows - 1) / 2 : 0, rows > 1 ? rows - 1 - (rows - 1) / 2 : 0};
+            double *sref = xmalloc((size_t)(n_seq * w) * sizeof(double)), *sgot = xmalloc((size_t)(n_seq * w) * sizeof(double));
+            int64_t *dst = dup_to_dev(st4, sizeof st4), *dln = dup_to_dev(ln4, sizeof ln4);
+            double *dsum = dalloc((size_t)(n_seq * w) * sizeof(double));
+            if (be->seq_sums(be, sref, a, w, n_seq, st4, ln4)) cpu_ref_failed(name);
+            else {
+                ss_ctx cx = {dsum, da, w, n_seq, dst, dln};
+                out_buf ob = {dsum, (size_t)(n_seq * w) * sizeof(double), sgot};
+                double ms = 0;
+                if (run_twice(name, launch_ss, &cx, &ob, 1, &ms)) fail_case();
+                else {
+                    int64_t bad = 0;
+                    for (int64_t i = 0; i < n_seq * w; i++) bad += sgot[i] != sref[i];
+                    g_cases++;
+                    printf("CASE %-62s n=%-9lld gpu_ms=%.3f exact %s\n", name, (long long)(n_seq * w), ms, bad ? "FAIL" : "ok");
+                    if (bad) g_failed++;
+                }
+            }
+            dfree(dst), dfree(dln), dfree(dsum), free(sref), free(sgot);
+        }
+        dfree(dg), dfree(da), dfree(dc), dfree(dout);
+        free(g), free(a), free(c), free(ref), free(got);
+    }
+}
+
 typedef struct { float *dx, *dw, *db; const float *dy, *x, *w; int64_t rows, d; float *ws; } lnb_ctx;
 static int launch_lnb(void *v) {
     lnb_ctx *c = v;
@@ -2386,6 +2452,7 @@ int main(int argc, char **argv) {
     case_cov();
     case_moments_merge();
     case_sum_rows();
+    case_attr();
     case_layernorm_bwd();
     case_rmsnorm_bwd();
     case_gelu_bwd();

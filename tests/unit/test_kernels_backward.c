@@ -228,6 +228,54 @@ TEST(cuda_bwd_sum_rows_vs_reference) {
     }
 }
 
+/* ---- attr_product, seq_sums (attribute on the device) ------------------- */
+
+/* Both equal the CPU ops bit for bit: one fp32 subtraction and product per
+ * element, fp64 sums in row order. Gradient rows strided (ldg > w, as a
+ * site inside q|k|v is), every mode, sequences of length 0 and 1. */
+TEST(cuda_attr_product_and_seq_sums_equal_the_cpu_ops) {
+    const ss_backend *be = gpu(), *cpu = ss_backend_cpu();
+    CHECK(be && be->attr_product && be->seq_sums && cpu->attr_product && cpu->seq_sums);
+    int64_t shapes[][3] = {{1, 1, 1}, {7, 33, 33}, {300, 37, 45}, {65, 129, 200}};
+    for (int si = 0; si < 4; si++) {
+        const int64_t rows = shapes[si][0], w = shapes[si][1], ldg = shapes[si][2];
+        float *g = ss_test_rvec(rows * ldg, 11, 2.f), *a = ss_test_rvec(rows * w, 12, 3.f), *c = ss_test_rvec(rows * w, 13, 3.f);
+        float *dg = dev_put(g, (size_t)(rows * ldg) * 4), *da = dev_put(a, (size_t)(rows * w) * 4),
+              *dc = dev_put(c, (size_t)(rows * w) * 4), *dout_ = dev_put(NULL, (size_t)(rows * w) * 4);
+        float *ref = ss_test_fvec(rows * w, 0), *got = ss_test_fvec(rows * w, 0);
+        for (int mode = 0; mode < 3; mode++) { /* gradient, gradient x activation, attribution patching */
+            const float *ha = mode ? a : NULL, *hc = mode == 2 ? c : NULL;
+            CHECK_OK(cpu->attr_product(cpu, ref, g, ldg, ha, hc, rows, w));
+            CHECK_OK(be->attr_product(be, dout_, dg, ldg, mode ? da : NULL, mode == 2 ? dc : NULL, rows, w));
+            CHECK_OK(be->download(be, got, dout_, (size_t)(rows * w) * 4));
+            CHECK_MSG(!memcmp(got, ref, (size_t)(rows * w) * 4), "attr_product %lldx%lld ldg %lld mode %d differs",
+                      (long long)rows, (long long)w, (long long)ldg, mode);
+            if (mode == 2) { /* the arithmetic itself, against the plain expression */
+                int ok = 1;
+                for (int64_t r = 0; r < rows; r++)
+                    for (int64_t u = 0; u < w; u++) ok &= ref[r * w + u] == (c[r * w + u] - a[r * w + u]) * g[r * ldg + u];
+                CHECK(ok);
+            }
+        }
+        /* sequences over the rows: lengths 0, 1 and the rest */
+        int64_t start[4] = {0, 0, rows > 1 ? 1 : 0, rows > 1 ? 1 : 0}, len[4] = {0, rows > 0, rows > 1 ? rows - 1 : 0, 0};
+        int64_t *dst = dev_put(start, sizeof start), *dln = dev_put(len, sizeof len);
+        double *dsum = dev_put(NULL, (size_t)(4 * w) * sizeof(double));
+        double *sref = calloc((size_t)(4 * w), sizeof(double)), *sgot = calloc((size_t)(4 * w), sizeof(double));
+        CHECK_OK(cpu->seq_sums(cpu, sref, ref, w, 4, start, len));
+        CHECK_OK(be->seq_sums(be, dsum, dout_, w, 4, dst, dln));
+        CHECK_OK(be->download(be, sgot, dsum, (size_t)(4 * w) * sizeof(double)));
+        CHECK_MSG(!memcmp(sgot, sref, (size_t)(4 * w) * sizeof(double)), "seq_sums %lldx%lld differ", (long long)rows,
+                  (long long)w);
+        double direct = 0;
+        for (int64_t t = 0; t < len[2]; t++) direct += ref[(start[2] + t) * w + w - 1];
+        CHECK(sref[2 * w + w - 1] == direct && sref[0] == 0 && sref[3 * w] == 0);
+        dev_free(dst), dev_free(dln), dev_free(dsum), free(sref), free(sgot);
+        dev_free(dg), dev_free(da), dev_free(dc), dev_free(dout_);
+        free(g), free(a), free(c), free(ref), free(got);
+    }
+}
+
 /* ---- layernorm_backward ------------------------------------------------ */
 
 static void ln_bwd_ref(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w, int64_t rows,
