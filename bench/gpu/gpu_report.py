@@ -257,9 +257,13 @@ def issue_targets(kern, collect, ablate, ablate_large, attribute, ablate_bf16=No
         rows.append(("G1", "attribute gradxact vs forward, per batch", None, "<= 2.2x", "not run",
                      "no gpu_attribute result with later batches"))
     t = (attribute or {}).get("atp")
-    rows.append(("G2", "atp over a site vs patch --per neuron", fmt(t["speedup"], ".0f", "x") if t else None, ">= 50x",
-                 ("PASS" if t["speedup"] >= 50 else "FAIL") if t else "not run",
-                 f"{t['pairs']} pairs at {t['site']}" if t else "no gpu_attribute result"))
+    # per pair in the process where measured (both commands' start-up, the CUDA context's
+    # included, is the same fixed cost); whole processes in older results and in the note
+    v = t and t.get("steady_speedup", t["speedup"])
+    note = (f"{t['pairs']} pairs at {t['site']}" + (f", per pair in the process; whole processes {t['speedup']:.0f}x"
+                                                    if "steady_speedup" in t else ", whole processes")) if t else None
+    rows.append(("G2", "atp over a site vs patch --per neuron", fmt(v, ".0f", "x") if t else None, ">= 50x",
+                 ("PASS" if v >= 50 else "FAIL") if t else "not run", note or "no gpu_attribute result"))
     return rows
 
 

@@ -38,4 +38,9 @@ expect_fail "--per head on a site without heads" "has no heads" "$SUBSCOPE" patc
 expect_fail "logitdiff without answers" "needs \"answer\" and \"wrong\"" "$SUBSCOPE" patch --model $M --input $K --corrupt $K --sites blocks.0.hook_resid_pre --out "$TMP/x.h5"
 expect_fail "bad --per" "--per must be" "$SUBSCOPE" patch --model $M --input $C --corrupt $K --sites blocks.0.hook_resid_pre --per layer --out "$TMP/x.h5"
 [ ! -e "$TMP/x.h5" ] && pass "failed runs write no file" || fail "failed runs write no file"
+n=$(grep -c . "$C")
+tl=$(SUBSCOPE_TIMING=1 "$SUBSCOPE" patch --model $M --input $C --corrupt $K --sites blocks.0.hook_resid_pre --out "$TMP/t.h5" 2>&1 >/dev/null | grep "timing:")
+if printf '%s' "$tl" | grep -Eq "^subscope patch: timing: first batch [0-9.]+ s \(1 prompts\), later batches [0-9.]+ s \($((n - 1)) prompts\)$"; then
+    pass "SUBSCOPE_TIMING=1 times patch's first pair and the later ones"
+else fail "SUBSCOPE_TIMING=1 patch" "got: $tl"; fi
 finish
