@@ -164,6 +164,26 @@ ss_status ss_job_show(const char *path, int64_t max_prompts, FILE *out) {
             (st = same_rows(path, "/logits", &li, &ti)) == SS_OK)
             st = show_predictions(r, out, tok, ti.dims[0], ti.dims[1], li.dims[2], tokens, lens, max_prompts);
         if (st) goto out;
+        if (ss_h5_exists(r, "/loss")) { /* forward --loss: [N] */
+            float *loss = NULL;
+            size_t nl;
+            if ((st = ss_h5_read_f32(r, "/loss", &loss, &nl, NULL))) goto out;
+            if ((int64_t)nl != ti.dims[0]) {
+                free(loss);
+                st = ss_errorf(SS_ERR_FORMAT, "%s: /loss has %zu values for %lld prompts", path, nl, (long long)ti.dims[0]);
+                goto out;
+            }
+            double sum = 0;
+            int64_t k = 0;
+            fprintf(out, "\nloss (mean next-token cross-entropy, nats):");
+            for (size_t i = 0; i < nl; i++) {
+                if ((int64_t)i < max_prompts) fprintf(out, " %.3f", loss[i]);
+                if (!isnan(loss[i])) sum += loss[i], k++;
+            }
+            fprintf(out, "%s\n  mean %.4f over %lld prompts%s\n", (int64_t)nl > max_prompts ? " ..." : "",
+                    k ? sum / (double)k : NAN, (long long)k, k < (int64_t)nl ? " (one-token prompts have none)" : "");
+            free(loss);
+        }
         int header = 0;
         for (size_t i = 0; i < np; i++) {
             size_t pl = strlen(paths[i]);

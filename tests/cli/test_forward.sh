@@ -70,6 +70,10 @@ printf '{"tokens": [464, 397, 257]}\n{"tokens": [464]}\n' >"$TMP/one.jsonl"
 "$SUBSCOPE" forward --model models/tiny-gpt2 --input "$TMP/one.jsonl" --no-logits --loss --out "$TMP/one.h5" 2>/dev/null
 got=$(v1 /loss "$TMP/one.h5")
 case "$got" in [0-9]*,nan) pass "--loss of a one-token prompt is NaN ($got)" ;; *) fail "--loss of a one-token prompt" "$got" ;; esac
+sh=$("$SUBSCOPE" show "$TMP/one.h5" 2>&1)
+printf '%s' "$sh" | grep -q "^loss (mean next-token cross-entropy, nats): [0-9.]* nan" &&
+    printf '%s' "$sh" | grep -q "mean [0-9.]* over 1 prompts (one-token prompts have none)" &&
+    pass "show prints the losses and their mean" || fail "show of a --loss file" "$sh"
 
 # Provenance attributes.
 attrs=$(h5dump -A "$TMP/sel.h5" 2>/dev/null)
