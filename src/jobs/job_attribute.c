@@ -95,7 +95,7 @@ static ss_status attribute(const ss_attribute_job *job, ss_comm *comm);
  * the next batch. Each item is a range of columns (or of elements), and
  * within it every sum adds its terms in the order one thread would, so the
  * results do not depend on the number of threads. */
-typedef enum { H_PRODUCT, H_POSITIONS, H_TABLE, H_PROMPTS } host_op;
+typedef enum { H_PRODUCT, H_POSITIONS, H_TABLE, H_PROMPTS, H_IG_ADD, H_IG_ATTR } host_op;
 typedef struct {
     host_op op;
     float *attr;              /* [rows, w] */
@@ -104,7 +104,10 @@ typedef struct {
     const double *metric;     /* the batch's; a prompt with a NaN metric adds nothing to the sums */
     int64_t w, n, chunk;      /* n: elements (H_PRODUCT, H_PROMPTS) or columns */
     float *out;               /* H_POSITIONS: [n_seq, w] */
-    double *sum;              /* H_TABLE: [w] += over prompts and positions; H_PROMPTS: [T*w] += over prompts */
+    double *sum;              /* H_TABLE: [w] += over prompts and positions; H_PROMPTS: [T*w] += over prompts;
+                               * H_IG_ADD: += g elementwise (a step's gradient); H_IG_ATTR: the steps' sum */
+    const double *base;       /* H_IG_ATTR: the baseline per unit (NULL: zero) */
+    int steps;                /* H_IG_ATTR: attr = (a - base) * sum / steps */
 } host_work;
 
 static void host_item(void *vctx, int64_t item) {
@@ -132,6 +135,13 @@ static void host_item(void *vctx, int64_t item) {
             for (int64_t t = 0; t < pk->len[i]; t++)
                 for (int64_t u = lo; u < hi; u++) h->sum[u] += h->attr[(pk->start[i] + t) * w + u];
         }
+        break;
+    case H_IG_ADD:
+        for (int64_t q = lo; q < hi; q++) h->sum[q] += h->g[q];
+        break;
+    case H_IG_ATTR:
+        for (int64_t q = lo; q < hi; q++)
+            h->attr[q] = (float)(((double)h->a[q] - (h->base ? h->base[q % w] : 0.0)) * h->sum[q] / h->steps);
         break;
     case H_PROMPTS:
         for (int64_t i = 0; i < pk->n_seq; i++) {
@@ -597,7 +607,10 @@ compute:;
                             st = ss_fb_backward(ig_pass[bi % Wig]);
                             ig_pass[bi % Wig] = NULL;
                             if (st) goto out;
-                            for (int64_t q = 0; q < n && mine; q++) gsum[q] += g[q];
+                            if (mine) {
+                                host_work hw = {.op = H_IG_ADD, .g = g, .n = n, .sum = gsum};
+                                host_run(&hw, 1 << 16);
+                            }
                             bi++;
                             if (progress)
                                 progress(job->progress_ctx, (b0 - lo) * passes + nb * (1 + k * (steps + 1) + bi),
@@ -616,9 +629,10 @@ compute:;
                     ss_forward_opts fo = {.want = one, .hook = ig_hook, .hook_ctx = &pt};
                     if ((st = ss_forward_backward(m, run.be, run.packed, &pk, &fo, &mt, NULL, base_metric + k * N + b0)))
                         goto out;
-                    for (int64_t q = 0; q < n && mine; q++) {
-                        double bu = base[k] ? base[k][q % w] : 0.0;
-                        attr[q] = (float)(((double)a[q] - bu) * gsum[q] / steps);
+                    if (mine) {
+                        host_work hw = {.op = H_IG_ATTR, .attr = attr, .a = a, .w = w, .n = n, .sum = gsum,
+                                        .base = base[k], .steps = steps};
+                        host_run(&hw, 1 << 16);
                     }
                     /* Completeness: the attributions of a prompt add up to metric - metric(baseline). */
                     for (int64_t i = 0; i < nb && mine; i++) {
