@@ -118,6 +118,27 @@ ss_status ss_run_read_paired(const ss_run *r, const char *path, int truncate, ss
  * errors name the file and line. */
 ss_status ss_prompt_answer_ids(const ss_tokenizer *tok, const ss_prompts *p, const ss_prompt *it, int32_t *answer,
                                int32_t *wrong);
+/* Each prompt's mean next-token cross-entropy over its real positions
+ * (log-partition minus the next token's logit per row), scored where the
+ * logits are (the backend's gather and logit_scores), so that two numbers
+ * per row leave a device instead of the logits; NaN for a one-token prompt
+ * (forward --loss, patch's loss metric). Set tok (the batch's packed
+ * tokens) and pk before each pass; ss_loss_score is a forward logits hook
+ * (ctx: the scorer) and may be called directly on logits the backend holds. */
+typedef struct ss_loss_scorer {
+    const struct ss_backend *be; /* where the logits are */
+    int64_t cap;              /* rows */
+    const int32_t *tok;
+    const ss_packing *pk;
+    int64_t *idx, *d_idx;     /* row r's next-token logit: r*V + tok[r+1] (column 0 for a prompt's last row) */
+    float *g, *d_g;
+    double *lz, *d_lz;
+    double *loss;             /* [n_seq] of the last batch scored */
+    int scored;               /* set by each scoring (a pipeline's last stage scores; clear it before a pass) */
+} ss_loss_scorer;
+ss_status ss_loss_open(ss_loss_scorer *sc, const struct ss_backend *be, int64_t cap_rows, int64_t cap_seq);
+void ss_loss_close(ss_loss_scorer *sc);
+ss_status ss_loss_score(void *sc, const float *logits, int64_t n, int64_t V);
 /* log(sum_v exp(x_v)) of each of rows x V logits (float64). */
 void ss_log_partition(const float *lg, int64_t rows, int64_t V, double *lz);
 

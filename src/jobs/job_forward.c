@@ -277,72 +277,6 @@ static ss_status receive_step(fwd_job_ctx *c, int64_t k, int parts, int P, int64
     return SS_OK;
 }
 
-/* --loss: each prompt's mean next-token cross-entropy over its real
- * positions, log-partition minus the next token's logit per row, scored
- * where the logits are (the backend's gather and logit_scores) so that two
- * numbers per row leave a device instead of the logits. One-token prompts
- * have no next token: NaN, as ablate's /clean/loss. */
-typedef struct {
-    const ss_backend *be;     /* where the logits are: the job's, or the CPU for logits already on the host */
-    int64_t cap;              /* rows */
-    const int32_t *tok;       /* the batch's packed tokens */
-    const ss_packing *pk;
-    int64_t *idx, *d_idx;     /* row r's next-token logit: r*V + tok[r+1] (column 0 for a prompt's last row) */
-    float *g, *d_g;
-    double *lz, *d_lz;
-    float *loss;              /* [n_seq] of the last batch scored */
-    int scored;               /* the last pass called the hook (a pipeline's last stage) */
-} loss_scorer;
-
-static ss_status loss_open(loss_scorer *sc, const ss_backend *be, int64_t cap_rows, int64_t cap_seq) {
-    *sc = (loss_scorer){.be = be, .cap = cap_rows};
-    const size_t n = (size_t)cap_rows;
-    SS_TRY(be->alloc(be, n * sizeof(int64_t), "loss: logit indices", (void **)&sc->d_idx));
-    SS_TRY(be->alloc(be, n * sizeof(float), "loss: next-token logits", (void **)&sc->d_g));
-    SS_TRY(be->alloc(be, n * sizeof(double), "loss: log-partitions", (void **)&sc->d_lz));
-    sc->idx = ss_malloc(n * sizeof(int64_t), "loss: logit indices");
-    sc->g = ss_malloc(n * sizeof(float), "loss: next-token logits");
-    sc->lz = ss_malloc(n * sizeof(double), "loss: log-partitions");
-    sc->loss = ss_malloc((size_t)cap_seq * sizeof(float), "loss");
-    return sc->idx && sc->g && sc->lz && sc->loss ? SS_OK : SS_ERR_NOMEM;
-}
-
-static void loss_close(loss_scorer *sc) {
-    if (!sc->be) return;
-    void *dev[] = {sc->d_idx, sc->d_g, sc->d_lz};
-    for (size_t i = 0; i < sizeof dev / sizeof *dev; i++)
-        if (dev[i]) sc->be->release(sc->be, dev[i]);
-    free(sc->idx), free(sc->g), free(sc->lz), free(sc->loss);
-    *sc = (loss_scorer){0};
-}
-
-/* The forward's logits hook (and, on the host, a plain call): n packed rows of V. */
-static ss_status loss_score(void *vctx, const float *lg, int64_t n, int64_t V) {
-    loss_scorer *sc = vctx;
-    const ss_backend *be = sc->be;
-    const ss_packing *pk = sc->pk;
-    if (n != pk->rows || n > sc->cap)
-        return ss_errorf(SS_ERR_INTERNAL, "forward --loss: %lld rows of logits, %lld expected (room for %lld)",
-                         (long long)n, (long long)pk->rows, (long long)sc->cap);
-    for (int64_t r = 0; r < n; r++) sc->idx[r] = r * V;
-    for (int64_t q = 0; q < pk->n_seq; q++)
-        for (int64_t t = 0, s0 = pk->start[q]; t + 1 < pk->len[q]; t++)
-            sc->idx[s0 + t] = (s0 + t) * V + sc->tok[s0 + t + 1];
-    SS_TRY(be->upload(be, sc->d_idx, sc->idx, (size_t)n * sizeof(int64_t)));
-    SS_TRY(be->gather(be, sc->d_g, lg, sc->d_idx, n));
-    SS_TRY(be->logit_scores(be, sc->d_lz, NULL, NULL, lg, n, V, NULL, NULL, 0));
-    SS_TRY(be->download(be, sc->g, sc->d_g, (size_t)n * sizeof(float)));
-    SS_TRY(be->download(be, sc->lz, sc->d_lz, (size_t)n * sizeof(double)));
-    for (int64_t q = 0; q < pk->n_seq; q++) {
-        const int64_t s0 = pk->start[q], len = pk->len[q];
-        double sum = 0;
-        for (int64_t t = 0; t + 1 < len; t++) sum += sc->lz[s0 + t] - sc->g[s0 + t];
-        sc->loss[q] = len > 1 ? (float)(sum / (double)(len - 1)) : NAN;
-    }
-    sc->scored = 1;
-    return SS_OK;
-}
-
 /* Scatters one site's packed rows into a NaN-padded [B, T, ...] block (or
  * [B, H, T, T] for patterns) and queues it as one hyperslab write. */
 static ss_status capture(void *vctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
@@ -387,7 +321,7 @@ ss_status ss_job_forward(const ss_forward_job *job) {
     uint8_t *want = NULL;
     float *lg = NULL;
     fwd_job_ctx c = {0};
-    loss_scorer ls = {0};
+    ss_loss_scorer ls = {0};
     ss_capture *cap = NULL;
     int ns = 0;
     ss_status st;
@@ -475,13 +409,13 @@ ss_status ss_job_forward(const ss_forward_job *job) {
 compute:;
     /* --loss: scored on the device where the logits stay there, else from
      * the host copy that /logits takes anyway. */
-    if (job->loss && (st = loss_open(&ls, job->no_logits ? be : ss_backend_cpu(), B * T, B))) goto out;
+    if (job->loss && (st = ss_loss_open(&ls, job->no_logits ? be : ss_backend_cpu(), B * T, B))) goto out;
     /* On a GPU, a batch's sites reach the hook while the next batch computes. */
     if ((st = ss_capture_open(&cap))) goto out;
     ss_forward_opts fo = {.want = want, .hook = capture, .hook_ctx = &c,
                           .logits = job->no_logits && !job->loss ? SS_LOGITS_NONE : SS_LOGITS_ALL, .read_only = 1,
                           .capture = cap};
-    if (job->loss && job->no_logits) fo.logits_hook = loss_score, fo.logits_ctx = &ls;
+    if (job->loss && job->no_logits) fo.logits_hook = ss_loss_score, fo.logits_ctx = &ls;
     ss_progress_fn progress = rank == c.writer ? job->progress : NULL;
     if (progress) progress(job->progress_ctx, 0, N);
     /* Step k: every copy of the model its k-th batch (a copy is one rank, or
@@ -511,11 +445,11 @@ compute:;
         ss_run_pack(&run, b0, nb, &pk);
         ls.tok = run.packed, ls.pk = &pk, ls.scored = 0;
         if ((st = ss_forward(m, be, run.packed, &pk, &fo, job->no_logits ? NULL : &lg))) goto out;
-        if (job->loss && lg && (st = loss_score(&ls, lg, pk.rows, V))) goto out;
+        if (job->loss && lg && (st = ss_loss_score(&ls, lg, pk.rows, V))) goto out;
         if (ls.scored) { /* this rank has the head */
             float *lb = ss_malloc((size_t)nb * sizeof(float), "loss");
             if (!lb) { st = SS_ERR_NOMEM; goto out; }
-            memcpy(lb, ls.loss, (size_t)nb * sizeof(float));
+            for (int64_t i = 0; i < nb; i++) lb[i] = (float)ls.loss[i];
             if ((st = emit(&c, DS_LOSS, 1, &b0, &nb, lb, (size_t)nb * sizeof(float)))) goto out;
         }
         if (timing && k == 0) {
@@ -607,7 +541,7 @@ out: /* on failure: stop the writer, close what is open, then drop the temporary
     if (c.logits) ss_h5_dset_close(c.logits);
     if (c.loss) ss_h5_dset_close(c.loss);
     if (h) ss_h5_abort(h);
-    loss_close(&ls);
+    ss_loss_close(&ls);
     ss_capture_close(cap);
     drop_outgoing(&c);
     free(c.acts);

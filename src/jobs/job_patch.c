@@ -53,68 +53,50 @@ static ss_status patch_hook(void *vctx, const ss_site *s, float *data, int64_t l
 }
 
 /* The metric of a run, scored where the logits are (the backend's gather and
- * logit_scores) so that a few numbers per row leave a device instead of the
- * logits: logitdiff = logit(answer) - logit(wrong) at the last position (the
+ * logit_scores) so that a few numbers leave a device instead of the logits:
+ * logitdiff = logit(answer) - logit(wrong) at the last position (the
  * unembedding runs for that row alone, SS_LOGITS_LAST), or loss = the mean
- * next-token cross-entropy over the prompt, log-partition minus the target's
- * logit per row. Buffers for prompts of up to cap tokens. */
+ * next-token cross-entropy over the prompt against the clean prompt's tokens
+ * (ss_loss_scorer, as forward --loss). Buffers for prompts of up to cap tokens. */
 typedef struct {
     const ss_backend *be;
     int logitdiff;
-    int64_t cap;
     int32_t answer, wrong;    /* logitdiff: of the current pair */
     const int32_t *targets;   /* loss: the clean prompt's tokens */
-    int64_t *idx, *d_idx;     /* what to gather: [cap] */
-    float *g, *d_g;           /* gathered logits */
-    double *lz, *d_lz;        /* log-partitions */
+    int64_t *idx, *d_idx;     /* logitdiff: the two logits to gather */
+    float *g, *d_g;
+    ss_loss_scorer loss;
     double value;             /* the last run's metric; NaN on a stage without the head */
 } scorer;
 
 static ss_status scorer_open(scorer *sc, const ss_backend *be, int logitdiff, int64_t cap) {
-    *sc = (scorer){.be = be, .logitdiff = logitdiff, .cap = cap < 2 ? 2 : cap};
-    const size_t n = (size_t)sc->cap;
-    SS_TRY(be->alloc(be, n * sizeof(int64_t), "logit indices", (void **)&sc->d_idx));
-    SS_TRY(be->alloc(be, n * sizeof(float), "gathered logits", (void **)&sc->d_g));
-    SS_TRY(be->alloc(be, n * sizeof(double), "log-partitions", (void **)&sc->d_lz));
-    sc->idx = ss_malloc(n * sizeof(int64_t), "logit indices");
-    sc->g = ss_malloc(n * sizeof(float), "gathered logits");
-    sc->lz = ss_malloc(n * sizeof(double), "log-partitions");
-    return sc->idx && sc->g && sc->lz ? SS_OK : SS_ERR_NOMEM;
+    *sc = (scorer){.be = be, .logitdiff = logitdiff};
+    if (!logitdiff) return ss_loss_open(&sc->loss, be, cap, 1);
+    SS_TRY(be->alloc(be, 2 * sizeof(int64_t), "logit indices", (void **)&sc->d_idx));
+    SS_TRY(be->alloc(be, 2 * sizeof(float), "gathered logits", (void **)&sc->d_g));
+    sc->idx = ss_malloc(2 * sizeof(int64_t), "logit indices");
+    sc->g = ss_malloc(2 * sizeof(float), "gathered logits");
+    return sc->idx && sc->g ? SS_OK : SS_ERR_NOMEM;
 }
 
 static void scorer_close(scorer *sc) {
     if (!sc->be) return;
     if (sc->d_idx) sc->be->release(sc->be, sc->d_idx);
     if (sc->d_g) sc->be->release(sc->be, sc->d_g);
-    if (sc->d_lz) sc->be->release(sc->be, sc->d_lz);
-    free(sc->idx), free(sc->g), free(sc->lz);
+    free(sc->idx), free(sc->g);
+    ss_loss_close(&sc->loss);
 }
 
-/* The forward's logits hook: n rows (1 for logitdiff). */
-static ss_status score(void *vctx, const float *lg, int64_t n, int64_t V) {
+/* The forward's logits hook for logitdiff: the last row. */
+static ss_status score_logitdiff(void *vctx, const float *lg, int64_t n, int64_t V) {
+    (void)n, (void)V;
     scorer *sc = vctx;
     const ss_backend *be = sc->be;
-    if (sc->logitdiff) {
-        sc->idx[0] = sc->answer, sc->idx[1] = sc->wrong;
-        SS_TRY(be->upload(be, sc->d_idx, sc->idx, 2 * sizeof(int64_t)));
-        SS_TRY(be->gather(be, sc->d_g, lg, sc->d_idx, 2));
-        SS_TRY(be->download(be, sc->g, sc->d_g, 2 * sizeof(float)));
-        sc->value = (double)sc->g[0] - sc->g[1];
-        return SS_OK;
-    }
-    const int64_t m = n - 1; /* rows with a next token */
-    if (m < 1) return SS_OK;
-    if (m > sc->cap)
-        return ss_errorf(SS_ERR_INTERNAL, "patch: %lld rows of logits, room for %lld", (long long)n, (long long)sc->cap);
-    for (int64_t t = 0; t < m; t++) sc->idx[t] = t * V + sc->targets[t + 1];
-    SS_TRY(be->upload(be, sc->d_idx, sc->idx, (size_t)m * sizeof(int64_t)));
-    SS_TRY(be->gather(be, sc->d_g, lg, sc->d_idx, m));
-    SS_TRY(be->logit_scores(be, sc->d_lz, NULL, NULL, lg, m, V, NULL, NULL, 0));
-    SS_TRY(be->download(be, sc->g, sc->d_g, (size_t)m * sizeof(float)));
-    SS_TRY(be->download(be, sc->lz, sc->d_lz, (size_t)m * sizeof(double)));
-    double loss = 0;
-    for (int64_t t = 0; t < m; t++) loss += sc->lz[t] - sc->g[t];
-    sc->value = loss / (double)m;
+    sc->idx[0] = sc->answer, sc->idx[1] = sc->wrong;
+    SS_TRY(be->upload(be, sc->d_idx, sc->idx, 2 * sizeof(int64_t)));
+    SS_TRY(be->gather(be, sc->d_g, lg, sc->d_idx, 2));
+    SS_TRY(be->download(be, sc->g, sc->d_g, 2 * sizeof(float)));
+    sc->value = (double)sc->g[0] - sc->g[1];
     return SS_OK;
 }
 
@@ -124,11 +106,15 @@ static ss_status run_one(ss_run *r, scorer *sc, const int32_t *tok, int64_t n, c
                          void *ctx, double *metric) {
     int64_t start = 0;
     ss_packing pk = {1, n, &start, &n, 0};
-    ss_forward_opts o = {.want = want, .hook = hook, .hook_ctx = ctx,
-                         .logits = sc->logitdiff ? SS_LOGITS_LAST : SS_LOGITS_ALL, .logits_hook = score, .logits_ctx = sc};
+    ss_forward_opts o = {.want = want, .hook = hook, .hook_ctx = ctx, .logits = SS_LOGITS_LAST,
+                         .logits_hook = score_logitdiff, .logits_ctx = sc};
+    if (!sc->logitdiff) {
+        o.logits = SS_LOGITS_ALL, o.logits_hook = ss_loss_score, o.logits_ctx = &sc->loss;
+        sc->loss.tok = sc->targets, sc->loss.pk = &pk, sc->loss.scored = 0;
+    }
     sc->value = NAN;
     ss_status st = ss_forward(r->m, r->be, tok, &pk, &o, NULL);
-    *metric = sc->value;
+    *metric = sc->logitdiff ? sc->value : sc->loss.scored ? sc->loss.loss[0] : NAN;
     return st;
 }
 

@@ -334,6 +334,54 @@ ss_status ss_read_unit_stats(const char *path, const ss_model *m, const uint8_t 
     return st;
 }
 
+ss_status ss_loss_open(ss_loss_scorer *sc, const ss_backend *be, int64_t cap_rows, int64_t cap_seq) {
+    *sc = (ss_loss_scorer){.be = be, .cap = cap_rows};
+    const size_t n = (size_t)cap_rows;
+    SS_TRY(be->alloc(be, n * sizeof(int64_t), "loss: logit indices", (void **)&sc->d_idx));
+    SS_TRY(be->alloc(be, n * sizeof(float), "loss: next-token logits", (void **)&sc->d_g));
+    SS_TRY(be->alloc(be, n * sizeof(double), "loss: log-partitions", (void **)&sc->d_lz));
+    sc->idx = ss_malloc(n * sizeof(int64_t), "loss: logit indices");
+    sc->g = ss_malloc(n * sizeof(float), "loss: next-token logits");
+    sc->lz = ss_malloc(n * sizeof(double), "loss: log-partitions");
+    sc->loss = ss_malloc((size_t)cap_seq * sizeof(double), "loss");
+    return sc->idx && sc->g && sc->lz && sc->loss ? SS_OK : SS_ERR_NOMEM;
+}
+
+void ss_loss_close(ss_loss_scorer *sc) {
+    if (!sc->be) return;
+    void *dev[] = {sc->d_idx, sc->d_g, sc->d_lz};
+    for (size_t i = 0; i < sizeof dev / sizeof *dev; i++)
+        if (dev[i]) sc->be->release(sc->be, dev[i]);
+    free(sc->idx), free(sc->g), free(sc->lz), free(sc->loss);
+    *sc = (ss_loss_scorer){0};
+}
+
+ss_status ss_loss_score(void *vctx, const float *lg, int64_t n, int64_t V) {
+    ss_loss_scorer *sc = vctx;
+    const ss_backend *be = sc->be;
+    const ss_packing *pk = sc->pk;
+    if (n != pk->rows || n > sc->cap)
+        return ss_errorf(SS_ERR_INTERNAL, "loss: %lld rows of logits, %lld expected (room for %lld)",
+                         (long long)n, (long long)pk->rows, (long long)sc->cap);
+    for (int64_t r = 0; r < n; r++) sc->idx[r] = r * V;
+    for (int64_t q = 0; q < pk->n_seq; q++)
+        for (int64_t t = 0, s0 = pk->start[q]; t + 1 < pk->len[q]; t++)
+            sc->idx[s0 + t] = (s0 + t) * V + sc->tok[s0 + t + 1];
+    SS_TRY(be->upload(be, sc->d_idx, sc->idx, (size_t)n * sizeof(int64_t)));
+    SS_TRY(be->gather(be, sc->d_g, lg, sc->d_idx, n));
+    SS_TRY(be->logit_scores(be, sc->d_lz, NULL, NULL, lg, n, V, NULL, NULL, 0));
+    SS_TRY(be->download(be, sc->g, sc->d_g, (size_t)n * sizeof(float)));
+    SS_TRY(be->download(be, sc->lz, sc->d_lz, (size_t)n * sizeof(double)));
+    for (int64_t q = 0; q < pk->n_seq; q++) {
+        const int64_t s0 = pk->start[q], len = pk->len[q];
+        double sum = 0;
+        for (int64_t t = 0; t + 1 < len; t++) sum += sc->lz[s0 + t] - sc->g[s0 + t];
+        sc->loss[q] = len > 1 ? sum / (double)(len - 1) : NAN;
+    }
+    sc->scored = 1;
+    return SS_OK;
+}
+
 /* The CPU backend's logit_scores computes it (fp64; it fails only for a KL without reference rows). */
 void ss_log_partition(const float *lg, int64_t rows, int64_t V, double *lz) {
     const ss_backend *cpu = ss_backend_cpu();
