@@ -565,6 +565,10 @@ compute:;
             bk++;
             const ss_packing pk = sl->pk;
             const int64_t b0 = pk.first, nb = pk.n_seq;
+            /* the device's sums over positions read the batch's starts and lengths (sl->seq, one array) */
+            if (dpath && red == R_POSITIONS &&
+                (st = run.be->upload(run.be, d_seq, sl->seq, (size_t)(2 * nb) * sizeof(int64_t))))
+                goto out;
             for (int k = 0; k < n_sites; k++) {
                 ss_site s;
                 ss_site_get(cfg, site_ids[k], &s);
@@ -576,9 +580,7 @@ compute:;
                 if (dpath && mine && !dsum) {
                     if ((st = run.be->download(run.be, attr, dattr.attr[s.id], (size_t)n * sizeof(float)))) goto out;
                 } else if (dsum) {
-                    /* the slot's starts and lengths, one array (sl->seq) */
-                    if ((st = run.be->upload(run.be, d_seq, sl->seq, (size_t)(2 * nb) * sizeof(int64_t))) ||
-                        (st = run.be->seq_sums(run.be, d_sums, dattr.attr[s.id], w, nb, d_seq, d_seq + nb)) ||
+                    if ((st = run.be->seq_sums(run.be, d_sums, dattr.attr[s.id], w, nb, d_seq, d_seq + nb)) ||
                         (st = run.be->download(run.be, hsum, d_sums, (size_t)(nb * w) * sizeof(double))))
                         goto out;
                 } else if ((method == A_GRADXACT || method == A_ATP) && mine) {
