@@ -313,6 +313,18 @@ struct ss_backend {
      * order, for s < n_seq (start and len are backend buffers). */
     ss_status (*seq_sums)(const ss_backend *be, double *out, const float *x, int64_t w, int64_t n_seq,
                           const int64_t *start, const int64_t *len);
+    /* Integrated gradients on rows [rows, w] (attribute --method ig), b =
+     * base[u] in fp64 (NULL: 0), clean stride w:
+     * ig_point: a step's point on the path, x[r*ldx+u] = (float)(b + alpha *
+     *   ((double)clean[r*w+u] - b));
+     * ig_add: a step's gradient into the sum, sum[r*w+u] += g[r*ldg+u] in fp64;
+     * ig_attr: out[r*w+u] = (float)(((double)clean[r*w+u] - b) * sum[r*w+u] / steps).
+     * Each is the host's arithmetic in its order, without fused multiply-adds. */
+    ss_status (*ig_point)(const ss_backend *be, float *x, int64_t ldx, const float *clean, const double *base,
+                          double alpha, int64_t rows, int64_t w);
+    ss_status (*ig_add)(const ss_backend *be, double *sum, const float *g, int64_t ldg, int64_t rows, int64_t w);
+    ss_status (*ig_attr)(const ss_backend *be, float *out, const float *clean, const double *base, const double *sum,
+                         int steps, int64_t rows, int64_t w);
 };
 
 const ss_backend *ss_backend_cpu(void);

@@ -287,6 +287,13 @@ int ss_cuda_attr_product(float *out, const float *g, int64_t ldg, const float *a
                          int64_t w, cudaStream_t stream);
 int ss_cuda_seq_sums(double *out, const float *x, int64_t w, int64_t n_seq, const int64_t *start, const int64_t *len,
                      cudaStream_t stream);
+/* Integrated gradients' steps on the device (the backend's ig_point, ig_add
+ * and ig_attr, defined there): base is fp64 [w] or NULL. */
+int ss_cuda_ig_point(float *x, int64_t ldx, const float *clean, const double *base, double alpha, int64_t rows,
+                     int64_t w, cudaStream_t stream);
+int ss_cuda_ig_add(double *sum, const float *g, int64_t ldg, int64_t rows, int64_t w, cudaStream_t stream);
+int ss_cuda_ig_attr(float *out, const float *clean, const double *base, const double *sum, int steps, int64_t rows,
+                    int64_t w, cudaStream_t stream);
 
 /* LayerNorm backward for y = layernorm(x; w, b) (fp32 w): per row,
  * dx += rstd (g - mean(g) - xhat mean(g xhat)) with g = dy w; and, when

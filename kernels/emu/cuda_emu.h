@@ -86,6 +86,10 @@ static inline unsigned short __half_as_ushort(__half h) { return h.x; }
 #define __fmaf_rn(a, b, c) fmaf(a, b, c)
 #define __fadd_rn(a, b) ((a) + (b))
 #define __fmul_rn(a, b) ((a) * (b))
+#define __dadd_rn(a, b) ((double)(a) + (double)(b))
+#define __dsub_rn(a, b) ((double)(a) - (double)(b))
+#define __dmul_rn(a, b) ((double)(a) * (double)(b))
+#define __ddiv_rn(a, b) ((double)(a) / (double)(b))
 #define __saturatef(x) fminf(fmaxf((x), 0.0f), 1.0f)
 #define __ldg(p) (*(p))
 static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }

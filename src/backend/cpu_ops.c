@@ -458,6 +458,60 @@ static ss_status cpu_seq_sums(const ss_backend *be, double *out, const float *x,
     return SS_OK;
 }
 
+/* Integrated gradients' elementwise steps, on the thread pool by blocks of
+ * rows (every element alone, so the values do not depend on the threads). */
+typedef enum { IG_POINT, IG_ADD, IG_ATTR } ig_op;
+typedef struct {
+    ig_op op;
+    float *x;                 /* IG_POINT: the site's rows (stride ld); IG_ATTR: out */
+    const float *src;         /* IG_POINT, IG_ATTR: the clean rows; IG_ADD: the gradient (stride ld) */
+    const double *base;       /* [w] or NULL */
+    double *acc;              /* IG_ADD: the sums */
+    const double *sum;        /* IG_ATTR: the sums */
+    double alpha;
+    int steps;
+    int64_t ld, rows, w;
+} ig_ctx;
+
+#define IG_ROWS 16
+
+static void ig_task(void *vctx, int64_t item) {
+    const ig_ctx *c = vctx;
+    const int64_t r0 = item * IG_ROWS, r1 = r0 + IG_ROWS < c->rows ? r0 + IG_ROWS : c->rows, w = c->w;
+    for (int64_t r = r0; r < r1; r++)
+        for (int64_t u = 0; u < w; u++) {
+            const int64_t i = r * w + u;
+            const double b = c->base ? c->base[u] : 0.0;
+            switch (c->op) {
+            case IG_POINT: c->x[r * c->ld + u] = (float)(b + c->alpha * ((double)c->src[i] - b)); break;
+            case IG_ADD: c->acc[i] += c->src[r * c->ld + u]; break;
+            case IG_ATTR: c->x[i] = (float)(((double)c->src[i] - b) * c->sum[i] / c->steps); break;
+            }
+        }
+}
+
+static ss_status ig_run(ig_ctx c) {
+    ss_parallel_for((c.rows + IG_ROWS - 1) / IG_ROWS, ig_task, &c);
+    return SS_OK;
+}
+
+static ss_status cpu_ig_point(const ss_backend *be, float *x, int64_t ldx, const float *clean, const double *base,
+                              double alpha, int64_t rows, int64_t w) {
+    (void)be;
+    return ig_run((ig_ctx){.op = IG_POINT, .x = x, .ld = ldx, .src = clean, .base = base, .alpha = alpha, .rows = rows, .w = w});
+}
+
+static ss_status cpu_ig_add(const ss_backend *be, double *sum, const float *g, int64_t ldg, int64_t rows, int64_t w) {
+    (void)be;
+    return ig_run((ig_ctx){.op = IG_ADD, .acc = sum, .src = g, .ld = ldg, .rows = rows, .w = w});
+}
+
+static ss_status cpu_ig_attr(const ss_backend *be, float *out, const float *clean, const double *base,
+                             const double *sum, int steps, int64_t rows, int64_t w) {
+    (void)be;
+    return ig_run((ig_ctx){.op = IG_ATTR, .x = out, .src = clean, .base = base, .sum = sum, .steps = steps, .rows = rows, .w = w});
+}
+
 static const ss_backend cpu_backend = {
     .name = "cpu",
 #ifdef SS_HAVE_BLAS
@@ -499,6 +553,9 @@ static const ss_backend cpu_backend = {
     .logit_scores = cpu_logit_scores,
     .attr_product = cpu_attr_product,
     .seq_sums = cpu_seq_sums,
+    .ig_point = cpu_ig_point,
+    .ig_add = cpu_ig_add,
+    .ig_attr = cpu_ig_attr,
     .gather = cpu_gather,
     .mask_program_create = ss_cpu_mask_program_create,
     .mask_program_free = ss_cpu_mask_program_free,

@@ -1666,6 +1666,23 @@ static ss_status cu_seq_sums(const ss_backend *be, double *out, const float *x, 
     return SS_OK;
 }
 
+static ss_status cu_ig_point(const ss_backend *be, float *x, int64_t ldx, const float *clean, const double *base,
+                             double alpha, int64_t rows, int64_t w) {
+    KL(ss_cuda_ig_point(x, ldx, clean, base, alpha, rows, w, IMPL(be)->stream), "ig_point kernel");
+    return SS_OK;
+}
+
+static ss_status cu_ig_add(const ss_backend *be, double *sum, const float *g, int64_t ldg, int64_t rows, int64_t w) {
+    KL(ss_cuda_ig_add(sum, g, ldg, rows, w, IMPL(be)->stream), "ig_add kernel");
+    return SS_OK;
+}
+
+static ss_status cu_ig_attr(const ss_backend *be, float *out, const float *clean, const double *base, const double *sum,
+                            int steps, int64_t rows, int64_t w) {
+    KL(ss_cuda_ig_attr(out, clean, base, sum, steps, rows, w, IMPL(be)->stream), "ig_attr kernel");
+    return SS_OK;
+}
+
 static ss_status cu_sum_rows(const ss_backend *be, float *out, const float *x, int64_t M, int64_t N) {
     KL(ss_cuda_sum_rows(out, x, M, N, IMPL(be)->stream), "sum_rows kernel");
     return SS_OK;
@@ -2034,6 +2051,7 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
         .matmul = cu_matmul, .matmul_gelu = cu_matmul_gelu, .matmul_add = cu_matmul_add, .layernorm = cu_layernorm, .gelu = cu_gelu, .add = cu_add, .embed = cu_embed,
         .attention = cu_attention, .rmsnorm = cu_rmsnorm, .rope = cu_rope, .swiglu = cu_swiglu,
         .zero = cu_zero, .matmul_tn = cu_matmul_tn, .sum_rows = cu_sum_rows, .attr_product = cu_attr_product, .seq_sums = cu_seq_sums,
+        .ig_point = cu_ig_point, .ig_add = cu_ig_add, .ig_attr = cu_ig_attr,
         .layernorm_backward = cu_layernorm_backward, .gelu_backward = cu_gelu_backward,
         .attention_backward = cu_attention_backward, .rmsnorm_backward = cu_rmsnorm_backward,
         .swiglu_backward = cu_swiglu_backward, .embed_backward = cu_embed_backward,

@@ -28,8 +28,10 @@
 typedef enum { A_GRAD, A_GRADXACT, A_ATP, A_IG } attr_method;
 typedef enum { R_NONE, R_POSITIONS, R_PROMPTS } attr_reduce;
 
-/* Integrated gradients: the value at one site becomes baseline + alpha·(value - baseline). */
+/* Integrated gradients: the value at one site becomes baseline + alpha·(value - baseline),
+ * by the ig_point op of be (the CPU's on host rows, the device's on a device path). */
 typedef struct {
+    const ss_backend *be;
     int site;
     const float *clean;     /* packed [rows, width] */
     const double *baseline; /* [width], NULL: zero */
@@ -41,12 +43,22 @@ static ss_status ig_hook(void *vctx, const ss_site *s, float *data, int64_t ld, 
     (void)pattern_off;
     const ig_point *p = vctx;
     if (s->id != p->site) return SS_OK;
-    for (int64_t r = 0; r < pk->rows; r++)
-        for (int64_t u = 0; u < s->width; u++) {
-            double b = p->baseline ? p->baseline[u] : 0.0;
-            data[r * ld + u] = (float)(b + p->alpha * ((double)p->clean[r * s->width + u] - b));
-        }
-    return SS_OK;
+    return p->be->ig_point(p->be, data, ld, p->clean, p->baseline, p->alpha, pk->rows, s->width);
+}
+
+/* A step's gradient at the site into the sums (a backward hook): sum += g. */
+typedef struct {
+    const ss_backend *be;
+    int site;
+    double *sum;            /* [rows, width] */
+} ig_sum;
+
+static ss_status ig_add_hook(void *vctx, const ss_site *s, float *g, int64_t ld, const ss_packing *pk,
+                             const int64_t *pattern_off) {
+    (void)pattern_off;
+    const ig_sum *p = vctx;
+    if (s->id != p->site) return SS_OK;
+    return p->be->ig_add(p->be, p->sum, g, ld, pk->rows, s->width);
 }
 
 static ss_status parse_method(const char *s, attr_method *m, int *steps) {
@@ -95,7 +107,7 @@ static ss_status attribute(const ss_attribute_job *job, ss_comm *comm);
  * the next batch. Each item is a range of columns (or of elements), and
  * within it every sum adds its terms in the order one thread would, so the
  * results do not depend on the number of threads. */
-typedef enum { H_PRODUCT, H_POSITIONS, H_TABLE, H_PROMPTS, H_IG_ADD, H_IG_ATTR } host_op;
+typedef enum { H_PRODUCT, H_POSITIONS, H_TABLE, H_PROMPTS } host_op;
 typedef struct {
     host_op op;
     float *attr;              /* [rows, w] */
@@ -104,10 +116,7 @@ typedef struct {
     const double *metric;     /* the batch's; a prompt with a NaN metric adds nothing to the sums */
     int64_t w, n, chunk;      /* n: elements (H_PRODUCT, H_PROMPTS) or columns */
     float *out;               /* H_POSITIONS: [n_seq, w] */
-    double *sum;              /* H_TABLE: [w] += over prompts and positions; H_PROMPTS: [T*w] += over prompts;
-                               * H_IG_ADD: += g elementwise (a step's gradient); H_IG_ATTR: the steps' sum */
-    const double *base;       /* H_IG_ATTR: the baseline per unit (NULL: zero) */
-    int steps;                /* H_IG_ATTR: attr = (a - base) * sum / steps */
+    double *sum;              /* H_TABLE: [w] += over prompts and positions; H_PROMPTS: [T*w] += over prompts */
 } host_work;
 
 static void host_item(void *vctx, int64_t item) {
@@ -135,13 +144,6 @@ static void host_item(void *vctx, int64_t item) {
             for (int64_t t = 0; t < pk->len[i]; t++)
                 for (int64_t u = lo; u < hi; u++) h->sum[u] += h->attr[(pk->start[i] + t) * w + u];
         }
-        break;
-    case H_IG_ADD:
-        for (int64_t q = lo; q < hi; q++) h->sum[q] += h->g[q];
-        break;
-    case H_IG_ATTR:
-        for (int64_t q = lo; q < hi; q++)
-            h->attr[q] = (float)(((double)h->a[q] - (h->base ? h->base[q % w] : 0.0)) * h->sum[q] / h->steps);
         break;
     case H_PROMPTS:
         for (int64_t i = 0; i < pk->n_seq; i++) {
@@ -293,7 +295,7 @@ static ss_status attribute(const ss_attribute_job *job, ss_comm *comm) {
     int W = 1, Wig = 1;
     ig_point *ig_pts = NULL;
     ss_fb_pass **ig_pass = NULL;
-    double **base = NULL, **red_sum = NULL, *metric = NULL, *site_rel = NULL, *base_metric = NULL, *complete = NULL, *gsum = NULL;
+    double **base = NULL, **red_sum = NULL, *metric = NULL, *site_rel = NULL, *base_metric = NULL, *complete = NULL, *gsum = NULL, **dbase = NULL;
     float *metric_f = NULL, *outbuf = NULL;
     int32_t *answer = NULL, *wrong = NULL;
     ss_h5 *h = NULL;
@@ -355,26 +357,43 @@ static ss_status attribute(const ss_attribute_job *job, ss_comm *comm) {
             if ((st = ss_prompt_answer_ids(m->tok, run.p, &run.p->items[i], &a, mk == SS_METRIC_LOGITDIFF ? &w : NULL)))
                 goto out;
         }
-    /* the device path (dev_rows): on a device backend, for all but ig */
-    const int dpath = !run.be->host_memory && method != A_IG && run.be->attr_product && run.be->seq_sums;
+    /* the device path (dev_rows): on a device backend with the ops */
+    const int dpath = !run.be->host_memory && run.be->attr_product && run.be->seq_sums &&
+                      (method != A_IG || (run.be->ig_point && run.be->ig_add && run.be->ig_attr));
+    /* integrated gradients' steps: the device's ops there, else the CPU's on host rows */
+    const ss_backend *ib = dpath ? run.be : ss_backend_cpu();
+    /* on the device path with --reduce positions only the sums over positions come back (not for ig,
+     * whose completeness errors add each prompt's attributions as the host does) */
+    const int dsum_all = dpath && red == R_POSITIONS && method != A_IG;
     int64_t widest = 0;
     for (int k = 0; k < n_sites; k++) {
         ss_site s;
         ss_site_get(cfg, site_ids[k], &s);
         size_t n = (size_t)(B * T * s.width);
         widest = s.width > widest ? s.width : widest;
-        if (!(grads.rows[s.id] = ss_malloc(n * sizeof(float), "gradients"))) { st = SS_ERR_NOMEM; goto out; }
+        if (!dsum_all && !(grads.rows[s.id] = ss_malloc(n * sizeof(float), "gradients"))) { st = SS_ERR_NOMEM; goto out; }
         if (!dpath && method != A_GRAD && !(acts.rows[s.id] = ss_malloc(n * sizeof(float), "activations"))) { st = SS_ERR_NOMEM; goto out; }
         if (!dpath && method == A_ATP && !(cacts.rows[s.id] = ss_malloc(n * sizeof(float), "activations"))) { st = SS_ERR_NOMEM; goto out; }
         /* Sums over prompts: the output (--reduce prompts, [T, width]), else the table's scores ([width]). */
         if (!(red_sum[k] = ss_calloc((size_t)((red == R_PROMPTS ? T : 1) * s.width), sizeof(double), "sums"))) { st = SS_ERR_NOMEM; goto out; }
     }
-    if (!(outbuf = ss_malloc((size_t)(B * T * widest) * sizeof(float), "attributions")) ||
-        (method == A_IG && !(gsum = ss_malloc((size_t)(B * T * widest) * sizeof(double), "gradient sums")))) {
+    if (!(outbuf = ss_malloc((size_t)(B * T * widest) * sizeof(float), "attributions"))) {
         st = SS_ERR_NOMEM;
         goto out;
     }
     if ((st = ss_run_place(&run, &job->run))) goto out;
+    if (method == A_IG) { /* the steps' gradient sums and the baselines where the steps run */
+        if (!(dbase = ss_calloc((size_t)n_sites, sizeof *dbase, "baselines"))) { st = SS_ERR_NOMEM; goto out; }
+        if ((st = ib->alloc(ib, (size_t)(B * T * widest) * sizeof(double), "gradient sums", (void **)&gsum))) goto out;
+        for (int k = 0; k < n_sites && base[k]; k++) {
+            ss_site s;
+            ss_site_get(cfg, site_ids[k], &s);
+            if (!dpath) dbase[k] = base[k];
+            else if ((st = ib->alloc(ib, (size_t)s.width * sizeof(double), "baselines", (void **)&dbase[k])) ||
+                     (st = ib->upload(ib, dbase[k], base[k], (size_t)s.width * sizeof(double))))
+                goto out;
+        }
+    }
     if (dpath) {
         dattr = (dev_attr){.be = run.be, .attr = ss_calloc((size_t)ns, sizeof(float *), "attributions")};
         if (!dattr.attr || !(hsum = ss_malloc((size_t)(B * widest) * sizeof(double), "sums over positions"))) {
@@ -576,22 +595,15 @@ compute:;
                 const int mine = ss_model_computes_site(m, &s); /* (a pipeline stage: else another stage's site) */
                 const float *g = grads.rows[s.id], *a = sl->acts.rows[s.id], *c = sl->cacts.rows[s.id];
                 float *attr = grads.rows[s.id]; /* computed in place */
-                const int dsum = dpath && mine && red == R_POSITIONS; /* only the sums over positions come back */
-                if (dpath && mine && !dsum) {
-                    if ((st = run.be->download(run.be, attr, dattr.attr[s.id], (size_t)n * sizeof(float)))) goto out;
-                } else if (dsum) {
-                    if ((st = run.be->seq_sums(run.be, d_sums, dattr.attr[s.id], w, nb, d_seq, d_seq + nb)) ||
-                        (st = run.be->download(run.be, hsum, d_sums, (size_t)(nb * w) * sizeof(double))))
-                        goto out;
-                } else if ((method == A_GRADXACT || method == A_ATP) && mine) {
-                    host_work hw = {.op = H_PRODUCT, .attr = attr, .g = g, .a = a, .c = method == A_ATP ? c : NULL, .n = n};
-                    host_run(&hw, 1 << 16);
-                } else if (method == A_IG) {
+                const int dsum = dsum_all && mine;
+                if (method == A_IG) {
                     /* Midpoint rule over alpha in (0, 1), then (a - baseline) · mean gradient. */
                     memset(one, 0, (size_t)ns);
                     one[s.id] = 1;
-                    for (int64_t q = 0; q < n; q++) gsum[q] = 0;
-                    ss_grad_opts go = {.want = one, .hook = ss_keep_rows_hook, .hook_ctx = &grads,
+                    const float *clean = dpath ? sl->dacts.rows[s.id] : a;
+                    if (mine && (st = ib->zero(ib, gsum, (size_t)n * sizeof(double)))) goto out;
+                    ig_sum igs = {ib, s.id, gsum};
+                    ss_grad_opts go = {.want = one, .hook = ig_add_hook, .hook_ctx = &igs, .hook_on_device = dpath,
                                        .recompute = job->recompute};
                     /* The steps' passes are independent: a pipeline runs them one
                      * forward, one backward like the batches (each step its own alpha,
@@ -600,8 +612,9 @@ compute:;
                     m->pipe_hold = w_ig > 1;
                     for (int fi = 0, bi = 0; bi < steps;) {
                         if (fi < steps && fi - bi < Wig) {
-                            ig_pts[fi % Wig] = (ig_point){s.id, a, base[k], (fi + 0.5) / steps};
-                            ss_forward_opts fo = {.want = one, .hook = ig_hook, .hook_ctx = &ig_pts[fi % Wig]};
+                            ig_pts[fi % Wig] = (ig_point){ib, s.id, clean, dbase[k], (fi + 0.5) / steps};
+                            ss_forward_opts fo = {.want = one, .hook = ig_hook, .hook_ctx = &ig_pts[fi % Wig],
+                                                  .hook_on_device = dpath};
                             if ((st = ss_fb_forward(m, run.be, run.packed, &pk, &fo, &mt, &go, NULL, &ig_pass[fi % Wig])))
                                 goto out;
                             fi++;
@@ -609,10 +622,6 @@ compute:;
                             st = ss_fb_backward(ig_pass[bi % Wig]);
                             ig_pass[bi % Wig] = NULL;
                             if (st) goto out;
-                            if (mine) {
-                                host_work hw = {.op = H_IG_ADD, .g = g, .n = n, .sum = gsum};
-                                host_run(&hw, 1 << 16);
-                            }
                             bi++;
                             if (progress)
                                 progress(job->progress_ctx, (b0 - lo) * passes + nb * (1 + k * (steps + 1) + bi),
@@ -627,21 +636,29 @@ compute:;
                         }
                     }
                     m->pipe_hold = 0;
-                    ig_point pt = {s.id, a, base[k], 0};
-                    ss_forward_opts fo = {.want = one, .hook = ig_hook, .hook_ctx = &pt};
+                    ig_point pt = {ib, s.id, clean, dbase[k], 0};
+                    ss_forward_opts fo = {.want = one, .hook = ig_hook, .hook_ctx = &pt, .hook_on_device = dpath};
                     if ((st = ss_forward_backward(m, run.be, run.packed, &pk, &fo, &mt, NULL, base_metric + k * N + b0)))
                         goto out;
-                    if (mine) {
-                        host_work hw = {.op = H_IG_ATTR, .attr = attr, .a = a, .w = w, .n = n, .sum = gsum,
-                                        .base = base[k], .steps = steps};
-                        host_run(&hw, 1 << 16);
-                    }
+                    if (mine && ((st = ib->ig_attr(ib, dpath ? dattr.attr[s.id] : attr, clean, dbase[k], gsum, steps,
+                                                   pk.rows, w)) ||
+                                 (dpath && (st = run.be->download(run.be, attr, dattr.attr[s.id], (size_t)n * sizeof(float))))))
+                        goto out;
                     /* Completeness: the attributions of a prompt add up to metric - metric(baseline). */
                     for (int64_t i = 0; i < nb && mine; i++) {
                         double sum = 0;
                         for (int64_t q = pk.start[i] * w; q < (pk.start[i] + pk.len[i]) * w; q++) sum += attr[q];
                         complete[k * N + b0 + i] = sum - (metric[b0 + i] - base_metric[k * N + b0 + i]);
                     }
+                } else if (dpath && mine && !dsum) {
+                    if ((st = run.be->download(run.be, attr, dattr.attr[s.id], (size_t)n * sizeof(float)))) goto out;
+                } else if (dsum) {
+                    if ((st = run.be->seq_sums(run.be, d_sums, dattr.attr[s.id], w, nb, d_seq, d_seq + nb)) ||
+                        (st = run.be->download(run.be, hsum, d_sums, (size_t)(nb * w) * sizeof(double))))
+                        goto out;
+                } else if ((method == A_GRADXACT || method == A_ATP) && mine) {
+                    host_work hw = {.op = H_PRODUCT, .attr = attr, .g = g, .a = a, .c = method == A_ATP ? c : NULL, .n = n};
+                    host_run(&hw, 1 << 16);
                 }
                 if (!mine) {
                     /* Rank 0 takes this site's block from the stage that computed it, now, in site order. */
@@ -651,7 +668,7 @@ compute:;
                     continue;
                 }
                 /* A prompt without a metric (the loss of one token) has no attributions either. */
-                for (int64_t i = 0; i < nb; i++)
+                for (int64_t i = 0; i < nb && !dsum; i++)
                     if (isnan(metric[b0 + i]))
                         for (int64_t q = pk.start[i] * w; q < (pk.start[i] + pk.len[i]) * w; q++) attr[q] = NAN;
                 /* Out: NaN-padded [nb, T, ...], or summed over positions or over prompts. */
@@ -879,6 +896,10 @@ out:
     free(dattr.attr);
     if (d_seq) run.be->release(run.be, d_seq);
     if (d_sums) run.be->release(run.be, d_sums);
+    if (gsum) ib->release(ib, gsum);
+    for (int k = 0; dbase && dpath && k < n_sites; k++)
+        if (dbase[k]) ib->release(ib, dbase[k]);
+    free(dbase);
     free(hsum);
     for (int i = 0; i < ns; i++) {
         if (acts.rows) free(acts.rows[i]);
@@ -888,7 +909,7 @@ out:
         if (red_sum) free(red_sum[i]);
     }
     free(acts.rows), free(grads.rows), free(cacts.rows), free(base), free(red_sum), free(dsets);
-    free(want), free(one), free(site_ids), free(metric), free(metric_f), free(base_metric), free(complete), free(site_rel), free(gsum);
+    free(want), free(one), free(site_ids), free(metric), free(metric_f), free(base_metric), free(complete), free(site_rel);
     free(outbuf), free(answer), free(wrong);
     ss_prompts_free(kps);
     ss_run_close(&run);

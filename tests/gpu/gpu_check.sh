@@ -327,6 +327,7 @@ elif [ $BUILD_OK = 1 ]; then
     RUN_CMD=attribute compare_forward "attribute tiny-gpt2 atp --reduce positions, device sums" "$tiny" \
         tests/data/patch/clean.jsonl 'blocks.*.mlp.hook_post,blocks.2.attn.hook_z' --metric logitdiff --method atp \
         --corrupt tests/data/patch/corrupt.jsonl --reduce positions
+    # integrated gradients' steps on the device (ig_point, ig_add, ig_attr)
     RUN_CMD=attribute compare_forward "attribute tiny-gpt2 ig:8 --recompute" "$tiny" tests/data/patch/clean.jsonl \
         'blocks.1.mlp.hook_post,blocks.2.attn.hook_z' --metric logitdiff --method ig:8 --recompute
     # the attention backward that recomputes P (kernels/attention_backward_rc.cu), forced by a zero budget

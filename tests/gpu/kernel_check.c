@@ -1590,6 +1590,16 @@ static void case_sum_rows(void) {
     }
 }
 
+/* fp64 results that must equal the CPU's bit for bit */
+static void check_exact_f64(const char *name, const double *got, const double *ref, int64_t n, double ms) {
+    int64_t bad = 0;
+    for (int64_t i = 0; i < n; i++) bad += memcmp(&got[i], &ref[i], sizeof(double)) != 0;
+    g_cases++;
+    printf("CASE %-62s n=%-9lld gpu_ms=%.3f exact %s\n", name, (long long)n, ms, bad ? "FAIL" : "ok");
+    if (bad) g_failed++;
+    fflush(stdout);
+}
+
 typedef struct { float *out; const float *g, *a, *c; int64_t ldg, rows, w; } ap_ctx;
 static int launch_ap(void *v) {
     ap_ctx *c = v;
@@ -1641,18 +1651,84 @@ static void case_attr(void) {
                 out_buf ob = {dsum, (size_t)(n_seq * w) * sizeof(double), sgot};
                 double ms = 0;
                 if (run_twice(name, launch_ss, &cx, &ob, 1, &ms)) fail_case();
-                else {
-                    int64_t bad = 0;
-                    for (int64_t i = 0; i < n_seq * w; i++) bad += sgot[i] != sref[i];
-                    g_cases++;
-                    printf("CASE %-62s n=%-9lld gpu_ms=%.3f exact %s\n", name, (long long)(n_seq * w), ms, bad ? "FAIL" : "ok");
-                    if (bad) g_failed++;
-                }
+                else check_exact_f64(name, sgot, sref, n_seq * w, ms);
             }
             dfree(dst), dfree(dln), dfree(dsum), free(sref), free(sgot);
         }
         dfree(dg), dfree(da), dfree(dc), dfree(dout);
         free(g), free(a), free(c), free(ref), free(got);
+    }
+}
+
+typedef struct {
+    int op; /* 0 point, 1 add, 2 attr */
+    float *x;
+    double *sum;
+    const float *src;
+    const double *base, *csum;
+    double alpha;
+    int steps;
+    int64_t ld, rows, w;
+} ig_ctx;
+static int launch_ig(void *v) {
+    ig_ctx *c = v;
+    return c->op == 0   ? ss_cuda_ig_point(c->x, c->ld, c->src, c->base, c->alpha, c->rows, c->w, g_stream)
+           : c->op == 1 ? ss_cuda_ig_add(c->sum, c->src, c->ld, c->rows, c->w, g_stream)
+                        : ss_cuda_ig_attr(c->x, c->src, c->base, c->csum, c->steps, c->rows, c->w, g_stream);
+}
+
+/* Integrated gradients' device ops (attribute --method ig): a step's point
+ * on the path (into strided rows, the columns past w kept), a step's
+ * gradient into fp64 sums, the attributions from the sums; with a mean
+ * baseline. fp64 with the rounding intrinsics: the CPU's values bit for
+ * bit. The last shape is a batch of 16 x 1024 tokens at an MLP site of
+ * GPT-2 small. */
+static void case_ig(void) {
+    const ss_backend *be = ss_backend_cpu();
+    int64_t shapes[][3] = {{1, 1, 1}, {7, 33, 40}, {300, 37, 37}, {16384, 3072, 3072}};
+    int ns = g_quick ? 3 : 4;
+    for (int si = 0; si < ns; si++) {
+        const int64_t rows = shapes[si][0], w = shapes[si][1], ld = shapes[si][2], n = rows * w;
+        float *clean = rvec(n, 73, 3.f), *g = rvec(rows * ld, 74, 2.f), *x0 = rvec(rows * ld, 75, 1.f);
+        float *ref = fvec(rows * ld, 0), *got = fvec(rows * ld, 0);
+        double *base = xmalloc((size_t)w * sizeof(double)), *sum0 = xmalloc((size_t)n * sizeof(double)),
+               *sref = xmalloc((size_t)n * sizeof(double)), *sgot = xmalloc((size_t)n * sizeof(double));
+        for (int64_t u = 0; u < w; u++) base[u] = 0.1 * (double)(u % 17) - 0.7;
+        for (int64_t i = 0; i < n; i++) sum0[i] = 5.0 * g[(i / w) * ld + i % w] + 0.25 * clean[i];
+        float *dclean = dup_to_dev(clean, (size_t)n * 4), *dg = dup_to_dev(g, (size_t)(rows * ld) * 4),
+              *dx = dalloc((size_t)(rows * ld) * 4);
+        double *dbase = dup_to_dev(base, (size_t)w * sizeof(double)), *dsum = dalloc((size_t)n * sizeof(double)),
+               *dsum0 = dup_to_dev(sum0, (size_t)n * sizeof(double));
+        for (int op = 0; op < 3; op++) {
+            char name[96];
+            snprintf(name, sizeof name, "ig_%s %lldx%lld ld %lld", op == 0 ? "point" : op == 1 ? "add" : "attr",
+                     (long long)rows, (long long)w, (long long)ld);
+            if (!selected(name)) continue;
+            ig_ctx cx = {op, dx, dsum, op == 1 ? dg : dclean, dbase, dsum0, 0.3125, 7, ld, rows, w};
+            double ms = 0;
+            if (op == 0) { /* into x0's rows: the columns past w stay */
+                memcpy(ref, x0, (size_t)(rows * ld) * 4);
+                if (be->ig_point(be, ref, ld, clean, base, cx.alpha, rows, w)) { cpu_ref_failed(name); continue; }
+                out_buf ob = {dx, (size_t)(rows * ld) * 4, got};
+                const float *init[1] = {x0};
+                if (run_twice_from(name, launch_ig, &cx, &ob, init, 1, 1, &ms)) fail_case();
+                else check(name, got, ref, rows * ld, 0, 0, ms, 0);
+            } else if (op == 1) { /* onto sums already there */
+                memcpy(sref, sum0, (size_t)n * sizeof(double));
+                if (be->ig_add(be, sref, g, ld, rows, w)) { cpu_ref_failed(name); continue; }
+                out_buf ob = {dsum, (size_t)n * sizeof(double), sgot};
+                const float *init[1] = {(const float *)sum0};
+                if (run_twice_from(name, launch_ig, &cx, &ob, init, 1, 1, &ms)) fail_case();
+                else check_exact_f64(name, sgot, sref, n, ms);
+            } else {
+                if (be->ig_attr(be, ref, clean, base, sum0, cx.steps, rows, w)) { cpu_ref_failed(name); continue; }
+                out_buf ob = {dx, (size_t)n * 4, got};
+                if (run_twice(name, launch_ig, &cx, &ob, 1, &ms)) fail_case();
+                else check(name, got, ref, n, 0, 0, ms, 0);
+            }
+        }
+        dfree(dclean), dfree(dg), dfree(dx), dfree(dbase), dfree(dsum), dfree(dsum0);
+        free(clean), free(g), free(x0), free(ref), free(got), free(base), free(sum0), free(sref), free(sgot);
     }
 }
 
@@ -2453,6 +2529,7 @@ int main(int argc, char **argv) {
     case_moments_merge();
     case_sum_rows();
     case_attr();
+    case_ig();
     case_layernorm_bwd();
     case_rmsnorm_bwd();
     case_gelu_bwd();

@@ -64,13 +64,14 @@ TEST(attribute_reduce_positions_and_prompts_are_sums) {
     }
 }
 
-/* On a device, attribute forms the attributions there (attr_product) and
- * brings back the sums over positions (seq_sums) or the attributions: the
- * same files as the CPU's within the products' rounding, for every method
- * and reduction, with the device ops counted through a copy of the
+/* On a device, attribute forms the attributions there (attr_product; ig:
+ * ig_point, ig_add and ig_attr) and brings back the sums over positions
+ * (seq_sums) or the attributions: the same files as the CPU's within the
+ * products' rounding, for every method and reduction (ig with a zero and a
+ * mean baseline), with the device ops counted through a copy of the
  * emulated backend so that the test fails if the path is not taken. */
 static const ss_backend *gpu_real;
-static int n_products, n_sums;
+static int n_products, n_sums, n_ig;
 static ss_status count_product(const ss_backend *be, float *out, const float *g, int64_t ldg, const float *a,
                                const float *c, int64_t rows, int64_t w) {
     n_products++;
@@ -81,6 +82,40 @@ static ss_status count_sums(const ss_backend *be, double *out, const float *x, i
     n_sums++;
     return gpu_real->seq_sums(be, out, x, w, n_seq, start, len);
 }
+static ss_status count_ig_point(const ss_backend *be, float *x, int64_t ldx, const float *clean, const double *base,
+                                double alpha, int64_t rows, int64_t w) {
+    n_ig++;
+    return gpu_real->ig_point(be, x, ldx, clean, base, alpha, rows, w);
+}
+static ss_status count_ig_add(const ss_backend *be, double *sum, const float *g, int64_t ldg, int64_t rows, int64_t w) {
+    n_ig++;
+    return gpu_real->ig_add(be, sum, g, ldg, rows, w);
+}
+static ss_status count_ig_attr(const ss_backend *be, float *out, const float *clean, const double *base,
+                               const double *sum, int steps, int64_t rows, int64_t w) {
+    n_ig++;
+    return gpu_real->ig_attr(be, out, clean, base, sum, steps, rows, w);
+}
+
+/* h5 dataset `path` of files a and b: equal within 1e-5 + 1e-4 relative, NaN where NaN */
+static void check_close_f32(const char *a, const char *b, const char *path, const char *what) {
+    float *x = NULL, *y = NULL;
+    size_t nx = 0, ny = 0;
+    ss_h5_reader *r;
+    CHECK_OK(ss_h5_open_read(a, &r));
+    CHECK_OK(ss_h5_read_f32(r, path, &x, &nx, NULL));
+    ss_h5_close_read(r);
+    CHECK_OK(ss_h5_open_read(b, &r));
+    CHECK_OK(ss_h5_read_f32(r, path, &y, &ny, NULL));
+    ss_h5_close_read(r);
+    CHECK(nx == ny && nx > 0);
+    /* gradients ~1e-3..1 through different products: 1e-5 + 1e-4 relative (the forward's bound) */
+    size_t bad = 0;
+    for (size_t i = 0; i < nx && nx == ny; i++)
+        if (isnan(x[i]) != isnan(y[i]) || (!isnan(x[i]) && fabs((double)x[i] - y[i]) > 1e-5 + 1e-4 * fabs(x[i]))) bad++;
+    CHECK_MSG(!bad, "%s %s: %zu of %zu values differ", what, path, bad, nx);
+    free(x), free(y);
+}
 
 TEST(attribute_on_the_emulated_gpu_matches_the_cpu) {
     ss_backend *gpu = NULL;
@@ -89,44 +124,44 @@ TEST(attribute_on_the_emulated_gpu_matches_the_cpu) {
     gpu_real = gpu;
     ss_backend counted = *gpu;
     counted.attr_product = count_product, counted.seq_sums = count_sums;
-    char clean[512], corrupt[512], a[600], b[600];
+    counted.ig_point = count_ig_point, counted.ig_add = count_ig_add, counted.ig_attr = count_ig_attr;
+    char clean[512], corrupt[512], a[600], b[600], stats[600], what[64];
     snprintf(clean, sizeof clean, "%s/patch/clean.jsonl", ss_test_data_dir());
     snprintf(corrupt, sizeof corrupt, "%s/patch/corrupt.jsonl", ss_test_data_dir());
-    const char *methods[3] = {"grad", "gradxact", "atp"}, *reduces[3] = {"none", "positions", "prompts"};
-    const char *sites[2] = {"/attr/blocks.1.mlp.hook_post", "/attr/blocks.2.attn.hook_z"};
-    for (int mi = 0; mi < 3; mi++)
+    snprintf(stats, sizeof stats, "%s/attr_stats.h5", ss_test_tmp_dir());
+    const ss_collect_job cj = {.run = {.model_dir = "models/tiny-gpt2", .input = clean, .device = "cpu"}, .out = stats,
+                               .sites = "blocks.1.mlp.hook_post,blocks.2.attn.hook_z", .stats = "mean"};
+    CHECK_OK(ss_job_collect(&cj));
+    const char *methods[5] = {"grad", "gradxact", "atp", "ig:3", "ig:2"}, *reduces[3] = {"none", "positions", "prompts"};
+    const char *sites[2] = {"blocks.1.mlp.hook_post", "blocks.2.attn.hook_z"};
+    for (int mi = 0; mi < 5; mi++)
         for (int ri = 0; ri < 3; ri++) {
+            if ((mi == 3 && ri != 1) || (mi == 4 && ri != 0)) continue; /* ig's many passes: two cases */
             snprintf(a, sizeof a, "%s/attr_cpu.h5", ss_test_tmp_dir());
             snprintf(b, sizeof b, "%s/attr_gpu.h5", ss_test_tmp_dir());
             ss_attribute_job j = {.run = {.model_dir = "models/tiny-gpt2", .input = clean, .batch = 3, .device = "cpu"},
                                   .out = a, .sites = "blocks.1.mlp.hook_post,blocks.2.attn.hook_z",
                                   .metric = "logitdiff", .method = methods[mi], .reduce = reduces[ri],
-                                  .corrupt = mi == 2 ? corrupt : NULL};
+                                  .corrupt = mi == 2 ? corrupt : NULL, .stats = mi == 4 ? stats : NULL};
             CHECK_OK(ss_job_attribute(&j));
             j.run.device = NULL, j.run.backend = &counted, j.out = b;
-            n_products = n_sums = 0;
+            n_products = n_sums = n_ig = 0;
             ss_status st = ss_job_attribute(&j);
-            CHECK_MSG(st == SS_OK, "%s %s on the GPU: %s", methods[mi], reduces[ri], ss_last_error());
-            CHECK_MSG(n_products > 0 && (n_sums > 0) == (ri == 1), "%s %s: %d products, %d sums on the device",
-                      methods[mi], reduces[ri], n_products, n_sums);
+            snprintf(what, sizeof what, "%s%s %s", methods[mi], mi == 4 ? " (mean)" : "", reduces[ri]);
+            CHECK_MSG(st == SS_OK, "%s on the GPU: %s", what, ss_last_error());
+            /* ig: per site and batch (2 of 5 prompts), steps + 1 points, steps sums and one attr_product */
+            const int ig = mi >= 3, steps = mi == 3 ? 3 : 2;
+            CHECK_MSG(ig ? n_ig == 2 * 2 * (2 * steps + 2) && n_products == 0 && n_sums == 0
+                         : n_products > 0 && (n_sums > 0) == (ri == 1) && n_ig == 0,
+                      "%s: %d products, %d sums, %d ig ops on the device", what, n_products, n_sums, n_ig);
+            char path[160];
             for (int k = 0; k < 2 && st == SS_OK; k++) {
-                float *x, *y;
-                size_t nx, ny;
-                ss_h5_reader *r;
-                CHECK_OK(ss_h5_open_read(a, &r));
-                CHECK_OK(ss_h5_read_f32(r, sites[k], &x, &nx, NULL));
-                ss_h5_close_read(r);
-                CHECK_OK(ss_h5_open_read(b, &r));
-                CHECK_OK(ss_h5_read_f32(r, sites[k], &y, &ny, NULL));
-                ss_h5_close_read(r);
-                CHECK(nx == ny && nx > 0);
-                /* gradients ~1e-3..1 through different products: 1e-5 + 1e-4 relative (the forward's bound) */
-                size_t bad = 0;
-                for (size_t i = 0; i < nx && nx == ny; i++)
-                    if (isnan(x[i]) != isnan(y[i]) || (!isnan(x[i]) && fabs((double)x[i] - y[i]) > 1e-5 + 1e-4 * fabs(x[i])))
-                        bad++;
-                CHECK_MSG(!bad, "%s %s %s: %zu of %zu values differ", methods[mi], reduces[ri], sites[k], bad, nx);
-                free(x), free(y);
+                snprintf(path, sizeof path, "/attr/%s", sites[k]);
+                check_close_f32(a, b, path, what);
+                if (ig) {
+                    snprintf(path, sizeof path, "/ig/%s/baseline_metric", sites[k]);
+                    check_close_f32(a, b, path, what);
+                }
             }
         }
     ss_backend_cuda_close(gpu);

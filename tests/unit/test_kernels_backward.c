@@ -276,6 +276,68 @@ TEST(cuda_attr_product_and_seq_sums_equal_the_cpu_ops) {
     }
 }
 
+/* ---- ig_point, ig_add, ig_attr (integrated gradients on the device) ---- */
+
+/* All three equal the CPU ops bit for bit, with and without a baseline,
+ * on strided rows (ldx > w); the CPU ops equal the plain expressions, and
+ * the path's ends are the baseline (alpha 0) and the clean rows (alpha 1). */
+TEST(cuda_ig_ops_equal_the_cpu_ops) {
+    const ss_backend *be = gpu(), *cpu = ss_backend_cpu();
+    CHECK(be && be->ig_point && be->ig_add && be->ig_attr && cpu->ig_point && cpu->ig_add && cpu->ig_attr);
+    int64_t shapes[][3] = {{1, 1, 1}, {7, 33, 40}, {300, 37, 37}, {65, 129, 200}};
+    for (int si = 0; si < 4; si++) {
+        const int64_t rows = shapes[si][0], w = shapes[si][1], ld = shapes[si][2], n = rows * w;
+        float *clean = ss_test_rvec(n, 21, 3.f), *g = ss_test_rvec(rows * ld, 22, 2.f), *x = ss_test_fvec(rows * ld, 0);
+        float *got = ss_test_fvec(rows * ld, 0), *attr = ss_test_fvec(n, 0), *gattr = ss_test_fvec(n, 0);
+        double *base = malloc((size_t)w * sizeof(double)), *sum = calloc((size_t)n, sizeof(double)),
+               *gsum = calloc((size_t)n, sizeof(double));
+        for (int64_t u = 0; u < w; u++) base[u] = 0.1 * (double)u - 0.7;
+        float *dclean = dev_put(clean, (size_t)n * 4), *dg = dev_put(g, (size_t)(rows * ld) * 4),
+              *dx = dev_put(x, (size_t)(rows * ld) * 4), *dattr = dev_put(NULL, (size_t)n * 4);
+        double *dbase = dev_put(base, (size_t)w * sizeof(double)), *dsum = dev_put(sum, (size_t)n * sizeof(double));
+        for (int wb = 0; wb < 2; wb++) {
+            const double *hb = wb ? base : NULL, *db = wb ? dbase : NULL;
+            const double alphas[3] = {0, 0.3125, 1};
+            for (int ai = 0; ai < 3; ai++) {
+                CHECK_OK(cpu->ig_point(cpu, x, ld, clean, hb, alphas[ai], rows, w));
+                CHECK_OK(be->ig_point(be, dx, ld, dclean, db, alphas[ai], rows, w));
+                CHECK_OK(be->download(be, got, dx, (size_t)(rows * ld) * 4));
+                CHECK_MSG(!memcmp(got, x, (size_t)(rows * ld) * 4), "ig_point %lldx%lld ld %lld alpha %g base %d differs",
+                          (long long)rows, (long long)w, (long long)ld, alphas[ai], wb);
+                int ends = 1;
+                for (int64_t r = 0; r < rows && ai != 1; r++)
+                    for (int64_t u = 0; u < w; u++)
+                        ends &= x[r * ld + u] == (ai == 2 ? clean[r * w + u] : (float)(hb ? hb[u] : 0.0));
+                CHECK_MSG(ends, "ig_point alpha %g is not the path's end", alphas[ai]);
+                /* a step's gradient into the sums (three steps, so the sums carry) */
+                CHECK_OK(cpu->ig_add(cpu, sum, g, ld, rows, w));
+                CHECK_OK(be->ig_add(be, dsum, dg, ld, rows, w));
+            }
+            CHECK_OK(be->download(be, gsum, dsum, (size_t)n * sizeof(double)));
+            CHECK_MSG(!memcmp(gsum, sum, (size_t)n * sizeof(double)), "ig_add %lldx%lld differs", (long long)rows,
+                      (long long)w);
+            int sums = 1;
+            for (int64_t r = 0; r < rows; r++)
+                for (int64_t u = 0; u < w; u++) sums &= sum[r * w + u] == (double)g[r * ld + u] * 3 * (wb + 1);
+            CHECK(sums);
+            CHECK_OK(cpu->ig_attr(cpu, attr, clean, hb, sum, 7, rows, w));
+            CHECK_OK(be->ig_attr(be, dattr, dclean, db, dsum, 7, rows, w));
+            CHECK_OK(be->download(be, gattr, dattr, (size_t)n * 4));
+            CHECK_MSG(!memcmp(gattr, attr, (size_t)n * 4), "ig_attr %lldx%lld base %d differs", (long long)rows,
+                      (long long)w, wb);
+            int plain = 1;
+            for (int64_t r = 0; r < rows; r++)
+                for (int64_t u = 0; u < w; u++) {
+                    const int64_t i = r * w + u;
+                    plain &= attr[i] == (float)(((double)clean[i] - (hb ? hb[u] : 0.0)) * sum[i] / 7);
+                }
+            CHECK(plain);
+        }
+        dev_free(dclean), dev_free(dg), dev_free(dx), dev_free(dattr), dev_free(dbase), dev_free(dsum);
+        free(clean), free(g), free(x), free(got), free(attr), free(gattr), free(base), free(sum), free(gsum);
+    }
+}
+
 /* ---- layernorm_backward ------------------------------------------------ */
 
 static void ln_bwd_ref(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w, int64_t rows,
