@@ -55,16 +55,22 @@ int cli_dtype(const cli_cmd *cmd, int *wdtype);
 int cli_bytes(const cli_cmd *cmd, const char *name, int64_t *out);
 
 /* The options of every command that runs the model over a prompt file, for
- * its option table, and their reader (--model and --input are required). */
-#define CLI_RUN_OPTIONS                                                                                        \
+ * its option table, and their reader (--model and --input are required):
+ * CLI_RUN_OPTIONS, or CLI_RUN_INPUT, a --batch of the command's own and
+ * CLI_RUN_LIMITS where a batch means something else (patch). */
+#define CLI_RUN_INPUT                                                                                          \
     {.name = "model", .metavar = "DIR", .help = "Hugging Face model directory, or a llama-architecture .gguf file"},                                                     \
-    {.name = "input", .metavar = "FILE", .help = "prompts: JSONL ({\"text\": ...} or {\"tokens\": [...]}, optional \"label\") or plain text, one per line"}, \
-    {.name = "batch", .metavar = "B", .help = "prompts per forward pass (default 16)"},                                            \
+    {.name = "input", .metavar = "FILE", .help = "prompts: JSONL ({\"text\": ...} or {\"tokens\": [...]}, optional \"label\") or plain text, one per line"}
+#define CLI_RUN_LIMITS                                                                                         \
     {.name = "max-len", .metavar = "T", .help = "longest prompt allowed, in tokens (default and maximum: n_positions)"},           \
     {.name = "truncate", .metavar = NULL, .help = "cut prompts longer than --max-len instead of failing"},                          \
     {.name = "device", .metavar = "DEV", .help = "cpu, cuda, cuda:N or auto (default: auto = a GPU if this build has CUDA and one is visible; cuda and auto take the GPU of the rank on its node)"}, \
     {.name = "dtype", .metavar = "T", .help = "matrix products: float32 (default), bfloat16, float16 (GPU) or auto (the files' dtype on a GPU; weights stored so, fp32 accumulation)"}, \
     {.name = "tf32", .metavar = NULL, .help = "allow TF32 tensor-core math for float32 products on GPUs"}
+#define CLI_RUN_OPTIONS                                                                                        \
+    CLI_RUN_INPUT,                                                                                             \
+    {.name = "batch", .metavar = "B", .help = "prompts per forward pass (default 16)"},                                            \
+    CLI_RUN_LIMITS
 /* Pipeline parallelism, for the commands that implement it. */
 #define CLI_PIPELINE_OPTIONS                                                                                   \
     {.name = "pipeline", .metavar = "P", .help = "split the model's blocks over P ranks (mpirun -np P), each loading only its own; stages pass the residual stream batch by batch (forward, collect, ablate, attribute, patch: any multiple of P ranks runs copies of the pipeline side by side)"}, \

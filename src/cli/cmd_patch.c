@@ -6,7 +6,9 @@
 #include "subscope/jobs.h"
 
 static cli_opt patch_opts[] = {
-    CLI_RUN_OPTIONS,
+    CLI_RUN_INPUT,
+    {.name = "batch", .metavar = "K", .help = "patched copies of a prompt per forward pass, each with its own piece (default: about 2048 rows a pass)"},
+    CLI_RUN_LIMITS,
     CLI_PIPELINE_OPTIONS,
     {.name = "clean", .metavar = "FILE", .help = "clean prompts (the same as --input)"},
     {.name = "corrupt", .metavar = "FILE", .help = "corrupt prompts, paired line by line with --input (same token counts)"},
@@ -41,7 +43,8 @@ static int run_patch(cli_cmd *cmd) {
         .progress = cli_progress,
         .progress_ctx = "patches",
     };
-    if (cli_run_opts(cmd, &j.run) || cli_require(cmd, "corrupt") || cli_require(cmd, "sites") || cli_require(cmd, "out"))
+    if (cli_run_opts(cmd, &j.run) || cli_int(cmd, "batch", 1, 1 << 20, 0, &j.batch) || cli_require(cmd, "corrupt") ||
+        cli_require(cmd, "sites") || cli_require(cmd, "out"))
         return 1;
     ss_status st = ss_job_patch(&j);
     if (st) return cli_fail(cmd, st);
@@ -52,10 +55,11 @@ static int run_patch(cli_cmd *cmd) {
 cli_cmd cmd_patch = {
     "patch", "activation patching between clean and corrupt prompts: which sites, positions or heads carry the difference",
     "subscope patch --model DIR --clean FILE --corrupt FILE --sites GLOBS [--per site|position|head|neuron]\n"
-    "                      [--metric logitdiff|loss] [--denoise] --out OUT.h5",
+    "                      [--metric logitdiff|loss] [--denoise] [--batch K] --out OUT.h5",
     "For each pair, the model runs on the corrupt prompt with one piece of a site taken from the clean run\n"
     "(with --denoise: on the clean prompt with a piece from the corrupt run); the normalised effect is\n"
-    "(patched - corrupt) / (clean - corrupt). Layout: docs/FORMAT.md.\n\n"
+    "(patched - corrupt) / (clean - corrupt). A pass runs K copies of the prompt, each with its own piece,\n"
+    "from the patched site's block (the blocks before it are the same in every copy). Layout: docs/FORMAT.md.\n\n"
     "example:\n"
     "  subscope patch --model models/tiny-gpt2 --clean clean.jsonl --corrupt corrupt.jsonl \\\n"
     "      --sites 'blocks.*.hook_resid_pre' --per position --out out/patch.h5\n",

@@ -34,22 +34,56 @@ static ss_status keep_rows(void *vctx, const ss_site *s, float *data, int64_t ld
     return SS_OK;
 }
 
+typedef enum { PER_SITE, PER_POSITION, PER_HEAD, PER_NEURON } patch_per;
+
+/* One forward pass patches kn copies of the base prompt (n rows each, one
+ * after another): copy c takes piece p0 + c of the site from the other run. */
 typedef struct {
     const float *src;    /* the other run's [T, width] at the patched site */
     int site_id;
-    int64_t pos;         /* -1: all positions */
-    int64_t from, to;    /* units [from, to) */
-} patch_piece;
+    patch_per per;
+    int64_t head_dim;    /* per head: the units of one head */
+    int64_t n, p0;
+    int kn;
+} patch_batch;
 
 static ss_status patch_hook(void *vctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
                             const int64_t *pattern_off) {
-    const patch_piece *p = vctx;
-    if (s->id != p->site_id) return SS_OK;
-    for (int64_t t = 0; t < pk->len[0]; t++) {
-        if (p->pos >= 0 && t != p->pos) continue;
-        memcpy(data + t * ld + p->from, p->src + t * s->width + p->from, (size_t)(p->to - p->from) * sizeof(float));
+    const patch_batch *b = vctx;
+    if (s->id != b->site_id) return SS_OK;
+    if (pk->rows != b->kn * b->n)
+        return ss_errorf(SS_ERR_INTERNAL, "patch hook: %lld rows for %d copies of %lld", (long long)pk->rows, b->kn,
+                         (long long)b->n);
+    for (int c = 0; c < b->kn; c++) {
+        const int64_t p = b->p0 + c;
+        int64_t pos = -1, from = 0, to = s->width; /* the piece: position pos (-1: all), units [from, to) */
+        if (b->per == PER_POSITION) pos = p;
+        else if (b->per == PER_HEAD) from = p * b->head_dim, to = from + b->head_dim;
+        else if (b->per == PER_NEURON) from = p, to = p + 1;
+        float *rows = data + c * b->n * ld;
+        for (int64_t t = pos < 0 ? 0 : pos; t < (pos < 0 ? b->n : pos + 1); t++)
+            memcpy(rows + t * ld + from, b->src + t * s->width + from, (size_t)(to - from) * sizeof(float));
     }
     return SS_OK;
+}
+
+/* The block a patched pass starts at: the site's own (its input, the base
+ * run's blocks.L.hook_resid_pre, is the same in every copy), 0 for the
+ * embeddings, the last block for ln_final. */
+static int patch_start(const ss_config *cfg, const ss_site *s) {
+    if (s->kind == SS_SITE_EMBED || s->kind == SS_SITE_POS_EMBED) return 0;
+    return s->layer >= 0 ? s->layer : (int)cfg->n_layer - 1;
+}
+
+int64_t ss_patch_auto_batch(const ss_config *cfg, int64_t n, int loss) {
+    if (n < 1) n = 1;
+    /* per row: the residual stream, q/k/v, three activation buffers, two MLP
+     * buffers in float, and with loss a row of logits */
+    const double budget = 512.0 * 1024 * 1024,
+                 per_row = 4.0 * (double)(8 * cfg->n_embd + 2 * cfg->n_inner + (loss ? cfg->vocab_size : 0));
+    double k = floor(2048.0 / (double)n), kmem = floor(budget / ((double)n * per_row));
+    if (kmem < k) k = kmem;
+    return k < 1 ? 1 : (int64_t)k;
 }
 
 /* The metric of a run, scored where the logits are (the backend's gather and
@@ -62,20 +96,23 @@ typedef struct {
     const ss_backend *be;
     int logitdiff;
     int32_t answer, wrong;    /* logitdiff: of the current pair */
-    const int32_t *targets;   /* loss: the clean prompt's tokens */
-    int64_t *idx, *d_idx;     /* logitdiff: the two logits to gather */
+    const int32_t *targets;   /* loss: the clean prompt's tokens, once per copy */
+    int64_t *idx, *d_idx;     /* logitdiff: the two logits of each copy to gather */
     float *g, *d_g;
     ss_loss_scorer loss;
-    double value;             /* the last run's metric; NaN on a stage without the head */
+    int64_t copies;           /* of the prompt in the last run */
+    double *value;            /* [copies]: the last run's metrics; NaN on a stage without the head */
 } scorer;
 
-static ss_status scorer_open(scorer *sc, const ss_backend *be, int logitdiff, int64_t cap) {
+/* Buffers for up to K copies of a prompt of up to cap tokens. */
+static ss_status scorer_open(scorer *sc, const ss_backend *be, int logitdiff, int64_t cap, int64_t K) {
     *sc = (scorer){.be = be, .logitdiff = logitdiff};
-    if (!logitdiff) return ss_loss_open(&sc->loss, be, cap, 1);
-    SS_TRY(be->alloc(be, 2 * sizeof(int64_t), "logit indices", (void **)&sc->d_idx));
-    SS_TRY(be->alloc(be, 2 * sizeof(float), "gathered logits", (void **)&sc->d_g));
-    sc->idx = ss_malloc(2 * sizeof(int64_t), "logit indices");
-    sc->g = ss_malloc(2 * sizeof(float), "gathered logits");
+    if (!(sc->value = ss_malloc((size_t)K * sizeof(double), "metrics"))) return SS_ERR_NOMEM;
+    if (!logitdiff) return ss_loss_open(&sc->loss, be, cap * K, K);
+    SS_TRY(be->alloc(be, (size_t)(2 * K) * sizeof(int64_t), "logit indices", (void **)&sc->d_idx));
+    SS_TRY(be->alloc(be, (size_t)(2 * K) * sizeof(float), "gathered logits", (void **)&sc->d_g));
+    sc->idx = ss_malloc((size_t)(2 * K) * sizeof(int64_t), "logit indices");
+    sc->g = ss_malloc((size_t)(2 * K) * sizeof(float), "gathered logits");
     return sc->idx && sc->g ? SS_OK : SS_ERR_NOMEM;
 }
 
@@ -83,38 +120,46 @@ static void scorer_close(scorer *sc) {
     if (!sc->be) return;
     if (sc->d_idx) sc->be->release(sc->be, sc->d_idx);
     if (sc->d_g) sc->be->release(sc->be, sc->d_g);
-    free(sc->idx), free(sc->g);
+    free(sc->idx), free(sc->g), free(sc->value);
     ss_loss_close(&sc->loss);
 }
 
-/* The forward's logits hook for logitdiff: the last row. */
+/* The forward's logits hook for logitdiff: each copy's last row. */
 static ss_status score_logitdiff(void *vctx, const float *lg, int64_t n, int64_t V) {
-    (void)n, (void)V;
     scorer *sc = vctx;
     const ss_backend *be = sc->be;
-    sc->idx[0] = sc->answer, sc->idx[1] = sc->wrong;
-    SS_TRY(be->upload(be, sc->d_idx, sc->idx, 2 * sizeof(int64_t)));
-    SS_TRY(be->gather(be, sc->d_g, lg, sc->d_idx, 2));
-    SS_TRY(be->download(be, sc->g, sc->d_g, 2 * sizeof(float)));
-    sc->value = (double)sc->g[0] - sc->g[1];
+    if (n != sc->copies)
+        return ss_errorf(SS_ERR_INTERNAL, "logitdiff: %lld last rows for %lld copies", (long long)n, (long long)sc->copies);
+    for (int64_t c = 0; c < n; c++) sc->idx[2 * c] = c * V + sc->answer, sc->idx[2 * c + 1] = c * V + sc->wrong;
+    SS_TRY(be->upload(be, sc->d_idx, sc->idx, (size_t)(2 * n) * sizeof(int64_t)));
+    SS_TRY(be->gather(be, sc->d_g, lg, sc->d_idx, 2 * n));
+    SS_TRY(be->download(be, sc->g, sc->d_g, (size_t)(2 * n) * sizeof(float)));
+    for (int64_t c = 0; c < n; c++) sc->value[c] = (double)sc->g[2 * c] - sc->g[2 * c + 1];
     return SS_OK;
 }
 
-/* One forward pass of one prompt; *metric its metric (NaN on a pipeline
- * stage without the head, or for a one-token prompt's loss). */
-static ss_status run_one(ss_run *r, scorer *sc, const int32_t *tok, int64_t n, const uint8_t *want, ss_hook_fn hook,
-                         void *ctx, double *metric) {
-    int64_t start = 0;
-    ss_packing pk = {1, n, &start, &n, 0};
+/* One forward pass of kn copies of a prompt of n tokens, tok holding them
+ * one after another (and the scorer's targets as many copies of the clean
+ * prompt's), from block `start` with the base run's residual stream there
+ * (resid [n, d]; start 0: from the tokens); metric[c] is copy c's metric
+ * (NaN on a pipeline stage without the head, or for a one-token prompt's
+ * loss). seq: room for 2 kn offsets. */
+static ss_status run_copies(ss_run *r, scorer *sc, const int32_t *tok, int64_t n, int kn, int start,
+                            const float *resid, const uint8_t *want, ss_hook_fn hook, void *ctx, int64_t *seq,
+                            double *metric) {
+    for (int c = 0; c < kn; c++) seq[c] = c * n, seq[kn + c] = n;
+    ss_packing pk = {kn, kn * n, seq, seq + kn, 0};
     ss_forward_opts o = {.want = want, .hook = hook, .hook_ctx = ctx, .logits = SS_LOGITS_LAST,
-                         .logits_hook = score_logitdiff, .logits_ctx = sc};
+                         .logits_hook = score_logitdiff, .logits_ctx = sc, .start_layer = start,
+                         .start_resid = start > 0 ? resid : NULL, .start_copies = kn};
     if (!sc->logitdiff) {
         o.logits = SS_LOGITS_ALL, o.logits_hook = ss_loss_score, o.logits_ctx = &sc->loss;
         sc->loss.tok = sc->targets, sc->loss.pk = &pk, sc->loss.scored = 0;
     }
-    sc->value = NAN;
+    sc->copies = kn;
+    for (int c = 0; c < kn; c++) sc->value[c] = NAN;
     ss_status st = ss_forward(r->m, r->be, tok, &pk, &o, NULL);
-    *metric = sc->logitdiff ? sc->value : sc->loss.scored ? sc->loss.loss[0] : NAN;
+    for (int c = 0; c < kn; c++) metric[c] = sc->logitdiff ? sc->value[c] : sc->loss.scored ? sc->loss.loss[c] : NAN;
     return st;
 }
 
@@ -137,7 +182,9 @@ static ss_status patch(const ss_patch_job *job, ss_comm *comm) {
     float **effect = NULL, **patched = NULL, *m_clean = NULL, *m_corrupt = NULL;
     scorer scr = {0};
     int *site_ids = NULL, n_sites = 0;
-    int64_t *n_pieces = NULL;
+    int64_t *n_pieces = NULL, *kseq = NULL;
+    int32_t *ktok = NULL, *ktarget = NULL;
+    double *mp = NULL;
     ss_h5 *h = NULL;
     ss_comm *dcomm = NULL;
     int dcomm_owned = 0;
@@ -147,6 +194,8 @@ static ss_status patch(const ss_patch_job *job, ss_comm *comm) {
         per_unit = !strcmp(per, "neuron");
     if (!per_site && !per_pos && !per_head && !per_unit)
         return ss_errorf(SS_ERR_ARG, "--per must be site, position, head or neuron, got '%s'", per);
+    const patch_per per_kind = per_site ? PER_SITE : per_pos ? PER_POSITION : per_head ? PER_HEAD : PER_NEURON;
+    if (job->batch < 0) return ss_errorf(SS_ERR_ARG, "--batch must be at least 1, got %lld", (long long)job->batch);
     const char *metric = job->metric ? job->metric : "logitdiff";
     int logitdiff = !strcmp(metric, "logitdiff");
     if (!logitdiff && strcmp(metric, "loss")) return ss_errorf(SS_ERR_ARG, "--metric must be logitdiff or loss, got '%s'", metric);
@@ -167,7 +216,15 @@ static ss_status patch(const ss_patch_job *job, ss_comm *comm) {
     if ((st = ss_model_data_comm(clean.m, comm, &dcomm, &dcomm_owned))) goto out;
     const int writer = last_stage && ss_comm_rank(dcomm) == 0;
     if ((st = ss_run_read_paired(&clean, job->corrupt, job->run.truncate, &kps))) goto out;
-    if ((st = scorer_open(&scr, clean.be, logitdiff, T))) goto out;
+    /* Copies of a prompt per patched pass: the same on every rank, so that a
+     * pair's values do not depend on which rank ran it. */
+    const int64_t K = job->batch > 0 ? job->batch : ss_patch_auto_batch(cfg, T, !logitdiff);
+    if ((st = scorer_open(&scr, clean.be, logitdiff, T, K))) goto out;
+    kseq = ss_malloc((size_t)(2 * K) * sizeof *kseq, "packing");
+    ktok = ss_malloc((size_t)(K * T) * sizeof *ktok, "tokens");
+    ktarget = ss_malloc((size_t)(K * T) * sizeof *ktarget, "tokens");
+    mp = ss_malloc((size_t)K * sizeof *mp, "metrics");
+    if (!kseq || !ktok || !ktarget || !mp) { st = SS_ERR_NOMEM; goto out; }
 
     /* Sites, and how many pieces each is cut into. */
     int ns = ss_sites_count(cfg), nsel;
@@ -190,6 +247,17 @@ static ss_status patch(const ss_patch_job *job, ss_comm *comm) {
         site_ids[n_sites++] = i;
         if (!(sc.rows[i] = ss_malloc((size_t)(T * s.width) * sizeof(float), "clean values")) ||
             !(sk.rows[i] = ss_malloc((size_t)(T * s.width) * sizeof(float), "corrupt values"))) { st = SS_ERR_NOMEM; goto out; }
+    }
+    /* Both runs also keep the residual stream entering each patched site's
+     * block: the base run's is where its patched passes start. */
+    for (int k = 0; k < n_sites; k++) {
+        ss_site s;
+        ss_site_get(cfg, site_ids[k], &s);
+        const int L = patch_start(cfg, &s), r = L > 0 ? ss_site_id(cfg, SS_SITE_RESID_PRE, L) : -1;
+        if (r < 0 || sc.rows[r]) continue;
+        want[r] = 1;
+        if (!(sc.rows[r] = ss_malloc((size_t)(T * cfg->n_embd) * sizeof(float), "clean values")) ||
+            !(sk.rows[r] = ss_malloc((size_t)(T * cfg->n_embd) * sizeof(float), "corrupt values"))) { st = SS_ERR_NOMEM; goto out; }
     }
     sc.T = sk.T = T;
     if ((st = ss_run_place(&clean, &job->run))) goto out;
@@ -224,34 +292,36 @@ static ss_status patch(const ss_patch_job *job, ss_comm *comm) {
         int32_t answer = -1, wrong = -1;
         if (logitdiff && (st = ss_prompt_answer_ids(clean.m->tok, clean.p, cp, &answer, &wrong))) goto out;
         /* Both runs, keeping every selected site. */
-        scr.answer = answer, scr.wrong = wrong, scr.targets = cp->tokens;
+        scr.answer = answer, scr.wrong = wrong, scr.targets = ktarget;
+        for (int64_t c = 0; c < K; c++) memcpy(ktarget + c * n, cp->tokens, (size_t)n * sizeof *ktarget);
         double mc, mk;
-        if ((st = run_one(&clean, &scr, cp->tokens, n, want, keep_rows, &sc, &mc))) goto out;
-        if ((st = run_one(&clean, &scr, kp->tokens, n, want, keep_rows, &sk, &mk))) goto out;
+        if ((st = run_copies(&clean, &scr, cp->tokens, n, 1, 0, NULL, want, keep_rows, &sc, kseq, &mc)) ||
+            (st = run_copies(&clean, &scr, kp->tokens, n, 1, 0, NULL, want, keep_rows, &sk, kseq, &mk)))
+            goto out;
         m_clean[i] = (float)mc;
         m_corrupt[i] = (float)mk;
-        /* The base run takes pieces from the other one. */
+        /* The base run takes pieces from the other one, K of them (one per copy) a pass. */
         const int32_t *base = job->denoise ? cp->tokens : kp->tokens;
-        site_store *from = job->denoise ? &sk : &sc;
+        const site_store *from = job->denoise ? &sk : &sc, *into = job->denoise ? &sc : &sk;
+        for (int64_t c = 0; c < K; c++) memcpy(ktok + c * n, base, (size_t)n * sizeof *ktok);
         for (int k = 0; k < n_sites; k++) {
             ss_site s;
             ss_site_get(cfg, site_ids[k], &s);
             memset(one, 0, (size_t)ns);
             one[s.id] = 1;
-            for (int64_t p = 0; p < n_pieces[k]; p++) {
-                patch_piece pc = {from->rows[s.id], s.id, -1, 0, s.width};
-                if (per_pos) {
-                    if (p >= n) break; /* positions past this prompt stay NaN */
-                    pc.pos = p;
-                } else if (per_head) {
-                    pc.from = p * s.dims[1], pc.to = (p + 1) * s.dims[1];
-                } else if (per_unit) {
-                    pc.from = p, pc.to = p + 1;
+            const int L = patch_start(cfg, &s);
+            const float *resid = L > 0 ? into->rows[ss_site_id(cfg, SS_SITE_RESID_PRE, L)] : NULL;
+            /* positions past this prompt stay NaN */
+            const int64_t np = per_pos && n_pieces[k] > n ? n : n_pieces[k];
+            for (int64_t p0 = 0; p0 < np; p0 += K) {
+                const int kn = (int)(np - p0 < K ? np - p0 : K);
+                patch_batch pb = {from->rows[s.id], s.id, per_kind, per_head ? s.dims[1] : 0, n, p0, kn};
+                if ((st = run_copies(&clean, &scr, ktok, n, kn, L, resid, one, patch_hook, &pb, kseq, mp))) goto out;
+                for (int c = 0; c < kn; c++) {
+                    patched[k][i * n_pieces[k] + p0 + c] = (float)mp[c];
+                    effect[k][i * n_pieces[k] + p0 + c] = mc != mk ? (float)((mp[c] - mk) / (mc - mk)) : NAN;
                 }
-                double mp;
-                if ((st = run_one(&clean, &scr, base, n, one, patch_hook, &pc, &mp))) goto out;
-                patched[k][i * n_pieces[k] + p] = (float)mp;
-                effect[k][i * n_pieces[k] + p] = mc != mk ? (float)((mp - mk) / (mc - mk)) : NAN;
+                if (job->progress && writer) job->progress(job->progress_ctx, done + p0 + kn, total);
             }
             done += n_pieces[k];
             if (job->progress && writer) job->progress(job->progress_ctx, done, total);
@@ -340,6 +410,7 @@ out:
     free(one);
     free(site_ids);
     free(n_pieces);
+    free(kseq), free(ktok), free(ktarget), free(mp);
     scorer_close(&scr);
     ss_prompts_free(kps);
     ss_run_close(&clean);
