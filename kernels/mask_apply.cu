@@ -29,13 +29,8 @@
 
 #define MASK_THREADS 128
 
-#ifdef SS_CUDA_EMU
-#define MASK_DMUL(a, b) ((a) * (b))
-#define MASK_DADD(a, b) ((a) + (b))
-#else
-#define MASK_DMUL(a, b) __dmul_rn((a), (b))
+#define MASK_DMUL(a, b) __dmul_rn((a), (b)) /* (the emulation defines both as the plain operators) */
 #define MASK_DADD(a, b) __dadd_rn((a), (b))
-#endif
 
 SS_DEV uint64_t mask_mix64(uint64_t z) { /* splitmix64's finaliser, as ss_mask_noise's mix */
     z += 0x9E3779B97F4A7C15ull;

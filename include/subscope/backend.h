@@ -28,6 +28,9 @@ typedef struct ss_backend ss_backend;
  * other prompts' clean rows, which live on the host (see job_ablate.c). */
 enum { SS_BMASK_NONE = -1, SS_BMASK_ZERO = 0, SS_BMASK_MEAN = 1, SS_BMASK_SCALE = 2, SS_BMASK_NOISE = 3,
        SS_BMASK_NEGNOISE = 4 };
+/* What one of patch's pieces is (the backend's patch_pieces). */
+enum { SS_PIECE_SITE = 0, SS_PIECE_POSITION = 1, SS_PIECE_HEAD = 2, SS_PIECE_NEURON = 3 };
+
 typedef struct ss_backend_mask {
     int mode;                        /* SS_BMASK_*; NONE: leaves its sequences alone */
     int sigma_relative;              /* NOISE/NEGNOISE: sigma x std[unit] */
@@ -325,6 +328,13 @@ struct ss_backend {
     ss_status (*ig_add)(const ss_backend *be, double *sum, const float *g, int64_t ldg, int64_t rows, int64_t w);
     ss_status (*ig_attr)(const ss_backend *be, float *out, const float *clean, const double *base, const double *sum,
                          int steps, int64_t rows, int64_t w);
+    /* patch's pieces: kn copies of a prompt of n rows one after another in x
+     * (row stride ld), copy c taking piece p0 + c from src [n, w]: per
+     * SS_PIECE_SITE every row and unit, SS_PIECE_POSITION row p0 + c (none
+     * past n), SS_PIECE_HEAD units [p*hd, (p+1)*hd) and SS_PIECE_NEURON unit p
+     * of every row. A copy of values, exact. */
+    ss_status (*patch_pieces)(const ss_backend *be, float *x, int64_t ld, const float *src, int64_t n, int64_t w,
+                              int kn, int per, int64_t p0, int64_t hd);
 };
 
 const ss_backend *ss_backend_cpu(void);

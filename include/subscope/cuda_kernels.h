@@ -294,6 +294,9 @@ int ss_cuda_ig_point(float *x, int64_t ldx, const float *clean, const double *ba
 int ss_cuda_ig_add(double *sum, const float *g, int64_t ldg, int64_t rows, int64_t w, cudaStream_t stream);
 int ss_cuda_ig_attr(float *out, const float *clean, const double *base, const double *sum, int steps, int64_t rows,
                     int64_t w, cudaStream_t stream);
+/* patch's pieces written into kn copies of a prompt (the backend's patch_pieces). */
+int ss_cuda_patch_pieces(float *x, int64_t ld, const float *src, int64_t n, int64_t w, int kn, int per, int64_t p0,
+                         int64_t hd, cudaStream_t stream);
 
 /* LayerNorm backward for y = layernorm(x; w, b) (fp32 w): per row,
  * dx += rstd (g - mean(g) - xhat mean(g xhat)) with g = dy w; and, when

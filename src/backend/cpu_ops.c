@@ -512,6 +512,21 @@ static ss_status cpu_ig_attr(const ss_backend *be, float *out, const float *clea
     return ig_run((ig_ctx){.op = IG_ATTR, .x = out, .src = clean, .base = base, .sum = sum, .steps = steps, .rows = rows, .w = w});
 }
 
+static ss_status cpu_patch_pieces(const ss_backend *be, float *x, int64_t ld, const float *src, int64_t n, int64_t w,
+                                  int kn, int per, int64_t p0, int64_t hd) {
+    (void)be;
+    for (int c = 0; c < kn; c++) {
+        const int64_t p = p0 + c;
+        int64_t t0 = 0, t1 = n, u0 = 0, u1 = w; /* the piece: rows [t0, t1), units [u0, u1) */
+        if (per == SS_PIECE_POSITION) t0 = p, t1 = p + 1 < n ? p + 1 : n;
+        else if (per == SS_PIECE_HEAD) u0 = p * hd, u1 = u0 + hd;
+        else if (per == SS_PIECE_NEURON) u0 = p, u1 = p + 1;
+        for (int64_t t = t0; t < t1; t++)
+            memcpy(x + (c * n + t) * ld + u0, src + t * w + u0, (size_t)(u1 - u0) * sizeof(float));
+    }
+    return SS_OK;
+}
+
 static const ss_backend cpu_backend = {
     .name = "cpu",
 #ifdef SS_HAVE_BLAS
@@ -556,6 +571,7 @@ static const ss_backend cpu_backend = {
     .ig_point = cpu_ig_point,
     .ig_add = cpu_ig_add,
     .ig_attr = cpu_ig_attr,
+    .patch_pieces = cpu_patch_pieces,
     .gather = cpu_gather,
     .mask_program_create = ss_cpu_mask_program_create,
     .mask_program_free = ss_cpu_mask_program_free,

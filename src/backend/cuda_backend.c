@@ -1677,6 +1677,12 @@ static ss_status cu_ig_add(const ss_backend *be, double *sum, const float *g, in
     return SS_OK;
 }
 
+static ss_status cu_patch_pieces(const ss_backend *be, float *x, int64_t ld, const float *src, int64_t n, int64_t w,
+                                 int kn, int per, int64_t p0, int64_t hd) {
+    KL(ss_cuda_patch_pieces(x, ld, src, n, w, kn, per, p0, hd, IMPL(be)->stream), "patch_pieces kernel");
+    return SS_OK;
+}
+
 static ss_status cu_ig_attr(const ss_backend *be, float *out, const float *clean, const double *base, const double *sum,
                             int steps, int64_t rows, int64_t w) {
     KL(ss_cuda_ig_attr(out, clean, base, sum, steps, rows, w, IMPL(be)->stream), "ig_attr kernel");
@@ -2052,6 +2058,7 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
         .attention = cu_attention, .rmsnorm = cu_rmsnorm, .rope = cu_rope, .swiglu = cu_swiglu,
         .zero = cu_zero, .matmul_tn = cu_matmul_tn, .sum_rows = cu_sum_rows, .attr_product = cu_attr_product, .seq_sums = cu_seq_sums,
         .ig_point = cu_ig_point, .ig_add = cu_ig_add, .ig_attr = cu_ig_attr,
+        .patch_pieces = cu_patch_pieces,
         .layernorm_backward = cu_layernorm_backward, .gelu_backward = cu_gelu_backward,
         .attention_backward = cu_attention_backward, .rmsnorm_backward = cu_rmsnorm_backward,
         .swiglu_backward = cu_swiglu_backward, .embed_backward = cu_embed_backward,

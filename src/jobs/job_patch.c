@@ -34,14 +34,15 @@ static ss_status keep_rows(void *vctx, const ss_site *s, float *data, int64_t ld
     return SS_OK;
 }
 
-typedef enum { PER_SITE, PER_POSITION, PER_HEAD, PER_NEURON } patch_per;
-
 /* One forward pass patches kn copies of the base prompt (n rows each, one
- * after another): copy c takes piece p0 + c of the site from the other run. */
+ * after another): copy c takes piece p0 + c of the site from the other run,
+ * by be's patch_pieces (the CPU's on host rows; a device's on its own rows,
+ * from the other run's values uploaded there, hook_on_device). */
 typedef struct {
-    const float *src;    /* the other run's [T, width] at the patched site */
+    const ss_backend *be;
+    const float *src;    /* the other run's [n, width] at the patched site */
     int site_id;
-    patch_per per;
+    int per;             /* SS_PIECE_* */
     int64_t head_dim;    /* per head: the units of one head */
     int64_t n, p0;
     int kn;
@@ -54,17 +55,7 @@ static ss_status patch_hook(void *vctx, const ss_site *s, float *data, int64_t l
     if (pk->rows != b->kn * b->n)
         return ss_errorf(SS_ERR_INTERNAL, "patch hook: %lld rows for %d copies of %lld", (long long)pk->rows, b->kn,
                          (long long)b->n);
-    for (int c = 0; c < b->kn; c++) {
-        const int64_t p = b->p0 + c;
-        int64_t pos = -1, from = 0, to = s->width; /* the piece: position pos (-1: all), units [from, to) */
-        if (b->per == PER_POSITION) pos = p;
-        else if (b->per == PER_HEAD) from = p * b->head_dim, to = from + b->head_dim;
-        else if (b->per == PER_NEURON) from = p, to = p + 1;
-        float *rows = data + c * b->n * ld;
-        for (int64_t t = pos < 0 ? 0 : pos; t < (pos < 0 ? b->n : pos + 1); t++)
-            memcpy(rows + t * ld + from, b->src + t * s->width + from, (size_t)(to - from) * sizeof(float));
-    }
-    return SS_OK;
+    return b->be->patch_pieces(b->be, data, ld, b->src, b->n, s->width, b->kn, b->per, b->p0, b->head_dim);
 }
 
 /* The block a patched pass starts at: the site's own (its input, the base
@@ -138,6 +129,9 @@ static ss_status score_logitdiff(void *vctx, const float *lg, int64_t n, int64_t
     return SS_OK;
 }
 
+/* How run_copies's hook sees the sites. */
+enum { HOOK_READS, HOOK_EDITS, HOOK_ON_DEVICE };
+
 /* One forward pass of kn copies of a prompt of n tokens, tok holding them
  * one after another (and the scorer's targets as many copies of the clean
  * prompt's), from block `start` with the base run's residual stream there
@@ -146,12 +140,13 @@ static ss_status score_logitdiff(void *vctx, const float *lg, int64_t n, int64_t
  * loss). seq: room for 2 kn offsets. */
 static ss_status run_copies(ss_run *r, scorer *sc, const int32_t *tok, int64_t n, int kn, int start,
                             const float *resid, const uint8_t *want, ss_hook_fn hook, void *ctx, int64_t *seq,
-                            double *metric) {
+                            double *metric, int hook_kind) {
     for (int c = 0; c < kn; c++) seq[c] = c * n, seq[kn + c] = n;
     ss_packing pk = {kn, kn * n, seq, seq + kn, 0};
     ss_forward_opts o = {.want = want, .hook = hook, .hook_ctx = ctx, .logits = SS_LOGITS_LAST,
                          .logits_hook = score_logitdiff, .logits_ctx = sc, .start_layer = start,
-                         .start_resid = start > 0 ? resid : NULL, .start_copies = kn};
+                         .start_resid = start > 0 ? resid : NULL, .start_copies = kn,
+                         .read_only = hook_kind == HOOK_READS, .hook_on_device = hook_kind == HOOK_ON_DEVICE};
     if (!sc->logitdiff) {
         o.logits = SS_LOGITS_ALL, o.logits_hook = ss_loss_score, o.logits_ctx = &sc->loss;
         sc->loss.tok = sc->targets, sc->loss.pk = &pk, sc->loss.scored = 0;
@@ -183,6 +178,7 @@ static ss_status patch(const ss_patch_job *job, ss_comm *comm) {
     scorer scr = {0};
     int *site_ids = NULL, n_sites = 0;
     int64_t *n_pieces = NULL, *kseq = NULL;
+    float *d_src = NULL; /* on a device: the other run's values at the site being patched */
     int32_t *ktok = NULL, *ktarget = NULL;
     double *mp = NULL;
     ss_h5 *h = NULL;
@@ -194,7 +190,7 @@ static ss_status patch(const ss_patch_job *job, ss_comm *comm) {
         per_unit = !strcmp(per, "neuron");
     if (!per_site && !per_pos && !per_head && !per_unit)
         return ss_errorf(SS_ERR_ARG, "--per must be site, position, head or neuron, got '%s'", per);
-    const patch_per per_kind = per_site ? PER_SITE : per_pos ? PER_POSITION : per_head ? PER_HEAD : PER_NEURON;
+    const int per_kind = per_site ? SS_PIECE_SITE : per_pos ? SS_PIECE_POSITION : per_head ? SS_PIECE_HEAD : SS_PIECE_NEURON;
     if (job->batch < 0) return ss_errorf(SS_ERR_ARG, "--batch must be at least 1, got %lld", (long long)job->batch);
     const char *metric = job->metric ? job->metric : "logitdiff";
     int logitdiff = !strcmp(metric, "logitdiff");
@@ -261,6 +257,18 @@ static ss_status patch(const ss_patch_job *job, ss_comm *comm) {
     }
     sc.T = sk.T = T;
     if ((st = ss_run_place(&clean, &job->run))) goto out;
+    /* On a device the pieces are written there (patch_pieces) from the other
+     * run's values, uploaded once per pair and site: the K copies' rows stay. */
+    const ss_backend *pb_be = clean.be->host_memory || !clean.be->patch_pieces ? ss_backend_cpu() : clean.be;
+    int64_t widest = 0;
+    for (int k = 0; k < n_sites; k++) {
+        ss_site s;
+        ss_site_get(cfg, site_ids[k], &s);
+        widest = s.width > widest ? s.width : widest;
+    }
+    if (pb_be != ss_backend_cpu() &&
+        (st = clean.be->alloc(clean.be, (size_t)(T * widest) * sizeof(float), "patch values", (void **)&d_src)))
+        goto out;
 
     effect = ss_calloc((size_t)n_sites, sizeof *effect, "effects");
     patched = ss_calloc((size_t)n_sites, sizeof *patched, "effects");
@@ -295,8 +303,8 @@ static ss_status patch(const ss_patch_job *job, ss_comm *comm) {
         scr.answer = answer, scr.wrong = wrong, scr.targets = ktarget;
         for (int64_t c = 0; c < K; c++) memcpy(ktarget + c * n, cp->tokens, (size_t)n * sizeof *ktarget);
         double mc, mk;
-        if ((st = run_copies(&clean, &scr, cp->tokens, n, 1, 0, NULL, want, keep_rows, &sc, kseq, &mc)) ||
-            (st = run_copies(&clean, &scr, kp->tokens, n, 1, 0, NULL, want, keep_rows, &sk, kseq, &mk)))
+        if ((st = run_copies(&clean, &scr, cp->tokens, n, 1, 0, NULL, want, keep_rows, &sc, kseq, &mc, HOOK_READS)) ||
+            (st = run_copies(&clean, &scr, kp->tokens, n, 1, 0, NULL, want, keep_rows, &sk, kseq, &mk, HOOK_READS)))
             goto out;
         m_clean[i] = (float)mc;
         m_corrupt[i] = (float)mk;
@@ -313,10 +321,17 @@ static ss_status patch(const ss_patch_job *job, ss_comm *comm) {
             const float *resid = L > 0 ? into->rows[ss_site_id(cfg, SS_SITE_RESID_PRE, L)] : NULL;
             /* positions past this prompt stay NaN */
             const int64_t np = per_pos && n_pieces[k] > n ? n : n_pieces[k];
+            const float *src = from->rows[s.id];
+            if (d_src && ss_model_computes_site(clean.m, &s)) {
+                if ((st = clean.be->upload(clean.be, d_src, src, (size_t)(n * s.width) * sizeof(float)))) goto out;
+                src = d_src;
+            }
             for (int64_t p0 = 0; p0 < np; p0 += K) {
                 const int kn = (int)(np - p0 < K ? np - p0 : K);
-                patch_batch pb = {from->rows[s.id], s.id, per_kind, per_head ? s.dims[1] : 0, n, p0, kn};
-                if ((st = run_copies(&clean, &scr, ktok, n, kn, L, resid, one, patch_hook, &pb, kseq, mp))) goto out;
+                patch_batch pb = {pb_be, src, s.id, per_kind, per_head ? s.dims[1] : 0, n, p0, kn};
+                if ((st = run_copies(&clean, &scr, ktok, n, kn, L, resid, one, patch_hook, &pb, kseq, mp,
+                                     d_src ? HOOK_ON_DEVICE : HOOK_EDITS)))
+                    goto out;
                 for (int c = 0; c < kn; c++) {
                     patched[k][i * n_pieces[k] + p0 + c] = (float)mp[c];
                     effect[k][i * n_pieces[k] + p0 + c] = mc != mk ? (float)((mp[c] - mk) / (mc - mk)) : NAN;
@@ -411,6 +426,7 @@ out:
     free(site_ids);
     free(n_pieces);
     free(kseq), free(ktok), free(ktarget), free(mp);
+    if (d_src) clean.be->release(clean.be, d_src);
     scorer_close(&scr);
     ss_prompts_free(kps);
     ss_run_close(&clean);

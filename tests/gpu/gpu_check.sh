@@ -238,6 +238,7 @@ compare_forward() {
     [ "${RUN_CMD:-forward}" = attribute ] && cmd=(attribute)
     [ "${RUN_CMD:-forward}" = collect ] && cmd=(collect)
     [ "${RUN_CMD:-forward}" = ablate ] && cmd=(ablate)
+    [ "${RUN_CMD:-forward}" = patch ] && cmd=(patch)
     local sarg=(--sites "$sites")
     [ "$sites" = - ] && sarg=() # ablate: the masks name the sites
     t0=$(now)
@@ -260,6 +261,8 @@ compare_forward() {
     fi
     local tol=(--atol "${CMP_ATOL:-$ATOL}" --rtol "${CMP_RTOL:-$RTOL}")
     [ -n "${CMP_NMSE:-}" ] && tol=(--nmse "$CMP_NMSE")
+    local only
+    for only in ${CMP_ONLY:-}; do tol+=(--only "$only"); done
     run_logged "$LOGS/cmp-$tag.log" 300 "$B/h5cmp" "${tol[@]}" "$out-cpu.h5" "$out-cuda.h5"
     rc=$?
     if budget_skip "$name" $rc 0; then rm -f "$out-cpu.h5" "$out-cuda.h5"; return; fi
@@ -327,6 +330,11 @@ elif [ $BUILD_OK = 1 ]; then
     RUN_CMD=attribute compare_forward "attribute tiny-gpt2 atp --reduce positions, device sums" "$tiny" \
         tests/data/patch/clean.jsonl 'blocks.*.mlp.hook_post,blocks.2.attn.hook_z' --metric logitdiff --method atp \
         --corrupt tests/data/patch/corrupt.jsonl --reduce positions
+    # patch: K copies of a prompt a pass from the patched block, the pieces written on the device
+    # (patch_pieces); the metrics (the effects divide by clean - corrupt, 1e-3 for one pair)
+    CMP_ONLY="/clean_metric /corrupt_metric /patched_metric" RUN_CMD=patch compare_forward \
+        "patch tiny-gpt2 per neuron, pieces on the device" "$tiny" tests/data/patch/clean.jsonl \
+        'blocks.2.mlp.hook_post,blocks.1.attn.hook_z,hook_embed' --corrupt tests/data/patch/corrupt.jsonl --per neuron
     # integrated gradients' steps on the device (ig_point, ig_add, ig_attr)
     RUN_CMD=attribute compare_forward "attribute tiny-gpt2 ig:8 --recompute" "$tiny" tests/data/patch/clean.jsonl \
         'blocks.1.mlp.hook_post,blocks.2.attn.hook_z' --metric logitdiff --method ig:8 --recompute

@@ -1732,6 +1732,45 @@ static void case_ig(void) {
     }
 }
 
+typedef struct { float *x; const float *src; int64_t ld, n, w, p0, hd; int kn, per; } pp_ctx;
+static int launch_pp(void *v) {
+    pp_ctx *c = v;
+    return ss_cuda_patch_pieces(c->x, c->ld, c->src, c->n, c->w, c->kn, c->per, c->p0, c->hd, g_stream);
+}
+
+/* patch's pieces written into K copies of a prompt: every kind of piece,
+ * exactly the CPU op's values (a copy), the other rows and columns kept;
+ * the last shape is 128 copies of 16 tokens at an MLP site of GPT-2 small. */
+static void case_patch_pieces(void) {
+    const ss_backend *be = ss_backend_cpu();
+    int64_t shapes[][4] = {{1, 1, 1, 1}, {7, 24, 30, 5}, {16, 3072, 3072, 128}}; /* n, w, ld, copies */
+    int ns = g_quick ? 2 : 3;
+    for (int si = 0; si < ns; si++) {
+        const int64_t n = shapes[si][0], w = shapes[si][1], ld = shapes[si][2], total = shapes[si][3] * n * ld;
+        const int kn = (int)shapes[si][3];
+        float *src = rvec(n * w, 76, 1.f), *x0 = rvec(total, 77, 1.f), *ref = fvec(total, 0), *got = fvec(total, 0);
+        float *dsrc = dup_to_dev(src, (size_t)(n * w) * 4), *dx = dalloc((size_t)total * 4);
+        const char *kinds[4] = {"site", "position", "head", "neuron"};
+        for (int per = SS_PIECE_SITE; per <= SS_PIECE_NEURON; per++) {
+            const int64_t hd = w % 4 ? 1 : w / 4, p0 = per == SS_PIECE_NEURON ? w - kn / 2 - 1 : per == SS_PIECE_POSITION ? n / 2 : 0;
+            const int k = per == SS_PIECE_HEAD ? (int)(w / hd < kn ? w / hd : kn) : per == SS_PIECE_NEURON ? kn / 2 + 1 : kn;
+            char name[96];
+            snprintf(name, sizeof name, "patch_pieces %s n=%lld w=%lld x%d", kinds[per], (long long)n, (long long)w, k);
+            if (!selected(name)) continue;
+            memcpy(ref, x0, (size_t)total * 4);
+            if (be->patch_pieces(be, ref, ld, src, n, w, k, per, p0, hd)) { cpu_ref_failed(name); continue; }
+            pp_ctx cx = {dx, dsrc, ld, n, w, p0, hd, k, per};
+            out_buf ob = {dx, (size_t)total * 4, got};
+            const float *init[1] = {x0};
+            double ms = 0;
+            if (run_twice_from(name, launch_pp, &cx, &ob, init, 1, 1, &ms)) fail_case();
+            else check(name, got, ref, total, 0, 0, ms, 0);
+        }
+        dfree(dsrc), dfree(dx);
+        free(src), free(x0), free(ref), free(got);
+    }
+}
+
 typedef struct { float *dx, *dw, *db; const float *dy, *x, *w; int64_t rows, d; float *ws; } lnb_ctx;
 static int launch_lnb(void *v) {
     lnb_ctx *c = v;
@@ -2530,6 +2569,7 @@ int main(int argc, char **argv) {
     case_sum_rows();
     case_attr();
     case_ig();
+    case_patch_pieces();
     case_layernorm_bwd();
     case_rmsnorm_bwd();
     case_gelu_bwd();

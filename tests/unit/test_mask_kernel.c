@@ -10,6 +10,7 @@
  * (tests/gpu/kernel_check.c checks that there with a one-ulp tolerance). */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "../../kernels/emu/cuda_emu.h"
 #include "subscope/backend.h"
@@ -334,45 +335,130 @@ TEST(ablate_device_masks_on_emulated_cuda) {
     printf(" [max |cpu - cuda| %.1e]", worst);
 }
 
-/* ---- patch's metrics scored on the device ----------------------------- */
+/* ---- patch's pieces and metrics on the device ------------------------- */
 
-/* patch scores its runs where the logits are (gather, logit_scores): on the
- * emulated GPU, loss and logitdiff give the CPU's metrics (clean, corrupt, patched) within
- * the forward's tolerance, and the CPU's loss equals ablate's clean loss (the
- * same definition) bit for bit. */
-TEST(patch_metrics_on_emulated_cuda) {
+/* patch_pieces on the emulated GPU writes what the CPU op writes, exactly,
+ * for every kind of piece, into strided rows (the columns past w and the
+ * rows of other pieces untouched), positions past the prompt included. */
+TEST(cuda_patch_pieces_equal_the_cpu_op) {
+    ss_backend *gpu = NULL;
+    CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
+    const ss_backend *cpu = ss_backend_cpu();
+    CHECK(gpu->patch_pieces && cpu->patch_pieces);
+    const int64_t n = 7, w = 24, ld = 30, hd = 6;
+    const int kn = 5;
+    float *src = ss_test_rvec(n * w, 31, 1.f), *x0 = ss_test_rvec(kn * n * ld, 32, 1.f);
+    float *ref = malloc((size_t)(kn * n * ld) * sizeof(float)), *got = malloc((size_t)(kn * n * ld) * sizeof(float));
+    float *dsrc = NULL, *dx = NULL;
+    CHECK_OK(gpu->alloc(gpu, (size_t)(n * w) * sizeof(float), "src", (void **)&dsrc));
+    CHECK_OK(gpu->alloc(gpu, (size_t)(kn * n * ld) * sizeof(float), "x", (void **)&dx));
+    CHECK_OK(gpu->upload(gpu, dsrc, src, (size_t)(n * w) * sizeof(float)));
+    const int pers[4] = {SS_PIECE_SITE, SS_PIECE_POSITION, SS_PIECE_HEAD, SS_PIECE_NEURON};
+    const int64_t p0s[4] = {0, 4, 0, 19}; /* positions 4..8 run past n = 7 */
+    for (int k = 0; k < 4; k++) {
+        const int per = pers[k], kk = per == SS_PIECE_HEAD ? 4 : kn; /* 4 heads of 6 */
+        memcpy(ref, x0, (size_t)(kn * n * ld) * sizeof(float));
+        CHECK_OK(cpu->patch_pieces(cpu, ref, ld, src, n, w, kk, per, p0s[k], hd));
+        CHECK_OK(gpu->upload(gpu, dx, x0, (size_t)(kn * n * ld) * sizeof(float)));
+        CHECK_OK(gpu->patch_pieces(gpu, dx, ld, dsrc, n, w, kk, per, p0s[k], hd));
+        CHECK_OK(gpu->download(gpu, got, dx, (size_t)(kn * n * ld) * sizeof(float)));
+        CHECK_MSG(!memcmp(ref, got, (size_t)(kn * n * ld) * sizeof(float)), "patch_pieces per %d differs", per);
+        /* the CPU op itself: copy c's piece from src, everything else as it was */
+        int64_t wrong = 0;
+        for (int c = 0; c < kn; c++)
+            for (int64_t t = 0; t < n; t++)
+                for (int64_t u = 0; u < ld; u++) {
+                    const int64_t p = p0s[k] + c;
+                    int in = c < kk && u < w;
+                    if (per == SS_PIECE_POSITION) in &= t == p;
+                    else if (per == SS_PIECE_HEAD) in &= u / hd == p;
+                    else if (per == SS_PIECE_NEURON) in &= u == p;
+                    const int64_t i = (c * n + t) * ld + u;
+                    wrong += ref[i] != (in ? src[t * w + u] : x0[i]);
+                }
+        CHECK_MSG(!wrong, "patch_pieces per %d: %lld values wrong", per, (long long)wrong);
+    }
+    gpu->release(gpu, dsrc), gpu->release(gpu, dx);
+    free(src), free(x0), free(ref), free(got);
+    ss_backend_cuda_close(gpu);
+}
+
+/* patch scores its runs where the logits are (gather, logit_scores) and
+ * writes its pieces there (patch_pieces, counted through a copy of the
+ * emulated backend so that the test fails if the path is not taken): loss
+ * and logitdiff give the CPU's metrics (clean, corrupt, patched) within the
+ * forward's tolerance for pieces of every kind and sites at every kind of
+ * start, and the CPU's loss equals ablate's clean loss (the same
+ * definition) bit for bit. */
+static const ss_backend *patch_gpu;
+static int n_pieces_calls;
+static ss_status count_pieces(const ss_backend *be, float *x, int64_t ld, const float *src, int64_t n, int64_t w,
+                              int kn, int per, int64_t p0, int64_t hd) {
+    n_pieces_calls++;
+    return patch_gpu->patch_pieces(be, x, ld, src, n, w, kn, per, p0, hd);
+}
+
+TEST(patch_on_emulated_cuda) {
     const char *C = "tests/data/patch/clean.jsonl", *K = "tests/data/patch/corrupt.jsonl";
     ss_backend *gpu = NULL;
     CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
-    const char *metric[2] = {"loss", "logitdiff"};
-    for (int mt = 0; mt < 2; mt++) {
+    patch_gpu = gpu;
+    ss_backend counted = *gpu;
+    counted.patch_pieces = count_pieces;
+    /* neurons on a small Llama (GQA: keys of 2 kv heads), a pair of prompts as token ids (the
+     * emulated forward of a Llama is slow: few passes) */
+    char lc[512], lk[512];
+    snprintf(lc, sizeof lc, "%s/patch_llama_clean.jsonl", ss_test_tmp_dir());
+    snprintf(lk, sizeof lk, "%s/patch_llama_corrupt.jsonl", ss_test_tmp_dir());
+    FILE *f = fopen(lc, "w");
+    fputs("{\"tokens\": [1, 5, 9, 13, 20, 7]}\n", f);
+    fclose(f);
+    f = fopen(lk, "w");
+    fputs("{\"tokens\": [1, 5, 9, 14, 21, 7]}\n", f);
+    fclose(f);
+    const char *tiny = "models/tiny-gpt2", *llama = "tests/data/models/llama-gqa-llama3";
+    const struct { const char *model, *clean, *corrupt, *metric, *per, *sites; int64_t batch; } cases[] = {
+        {tiny, C, K, "loss", "position", "blocks.1.hook_resid_pre", 0},
+        {tiny, C, K, "logitdiff", "position", "hook_embed,blocks.1.hook_resid_pre", 0},
+        {tiny, C, K, "logitdiff", "head", "blocks.1.attn.hook_z", 3},
+        {llama, lc, lk, "loss", "neuron", "blocks.1.mlp.hook_post,blocks.1.attn.hook_k", 80},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
         char out[2][512];
         for (int b = 0; b < 2; b++) {
-            snprintf(out[b], sizeof out[b], "%s/patch_%s_%d.h5", ss_test_tmp_dir(), metric[mt], b);
-            ss_patch_job j = {.run = {.model_dir = "models/tiny-gpt2", .input = C, .device = "cpu",
-                                      .backend = b ? gpu : NULL},
-                              .corrupt = K, .out = out[b], .sites = "blocks.1.hook_resid_pre", .per = "position",
-                              .metric = metric[mt]};
-            CHECK_MSG(ss_job_patch(&j) == SS_OK, "patch --metric %s on %s: %s", metric[mt], b ? "cuda" : "cpu",
-                      ss_last_error());
+            snprintf(out[b], sizeof out[b], "%s/patch_%zu_%d.h5", ss_test_tmp_dir(), ci, b);
+            ss_patch_job j = {.run = {.model_dir = cases[ci].model, .input = cases[ci].clean, .device = "cpu",
+                                      .backend = b ? &counted : NULL},
+                              .corrupt = cases[ci].corrupt, .out = out[b], .sites = cases[ci].sites, .per = cases[ci].per,
+                              .metric = cases[ci].metric, .batch = cases[ci].batch};
+            n_pieces_calls = 0;
+            CHECK_MSG(ss_job_patch(&j) == SS_OK, "patch %s --per %s on %s: %s", cases[ci].metric, cases[ci].per,
+                      b ? "cuda" : "cpu", ss_last_error());
+            CHECK_MSG(!b || n_pieces_calls > 0, "patch --per %s on the GPU wrote no pieces there", cases[ci].per);
         }
         /* (the effects divide by clean - corrupt, as small as 1e-3 here, so the metrics are compared) */
-        const char *paths[] = {"/clean_metric", "/corrupt_metric", "/patched_metric/blocks.1.hook_resid_pre"};
-        for (int p = 0; p < 3; p++) {
+        char sites[256], paths[8][160];
+        int np = 0;
+        snprintf(paths[np++], sizeof paths[0], "/clean_metric");
+        snprintf(paths[np++], sizeof paths[0], "/corrupt_metric");
+        snprintf(sites, sizeof sites, "%s", cases[ci].sites);
+        for (char *t = strtok(sites, ","); t && np < 8; t = strtok(NULL, ","))
+            snprintf(paths[np++], sizeof paths[0], "/patched_metric/%s", t);
+        for (int p = 0; p < np; p++) {
             size_t na = 0, nb = 0;
             float *va = read_f32(out[0], paths[p], &na), *vb = read_f32(out[1], paths[p], &nb);
-            CHECK_MSG(va && vb && na == nb && na >= 4, "%s: %s missing", metric[mt], paths[p]);
+            CHECK_MSG(va && vb && na == nb && na >= 1, "case %zu: %s missing", ci, paths[p]);
             for (size_t i = 0; va && vb && i < na && i < nb; i++) {
                 if (isnan(va[i]) || isnan(vb[i])) {
-                    CHECK_MSG(isnan(va[i]) && isnan(vb[i]), "%s %s[%zu]: cpu %g cuda %g", metric[mt], paths[p], i, va[i], vb[i]);
+                    CHECK_MSG(isnan(va[i]) && isnan(vb[i]), "case %zu %s[%zu]: cpu %g cuda %g", ci, paths[p], i, va[i], vb[i]);
                     continue;
                 }
-                CHECK_MSG(fabs((double)va[i] - vb[i]) <= 1e-4 + 1e-4 * fabs(va[i]), "%s %s[%zu]: cpu %.9g cuda %.9g",
-                          metric[mt], paths[p], i, va[i], vb[i]);
+                CHECK_MSG(fabs((double)va[i] - vb[i]) <= 1e-4 + 1e-4 * fabs(va[i]), "case %zu %s[%zu]: cpu %.9g cuda %.9g",
+                          ci, paths[p], i, va[i], vb[i]);
             }
             free(va), free(vb);
         }
-        if (mt == 0) { /* loss: ablate's clean loss on the same prompts */
+        if (ci == 0) { /* loss: ablate's clean loss on the same prompts */
             char ab[512];
             snprintf(ab, sizeof ab, "%s/patch_ablate.h5", ss_test_tmp_dir());
             const char *spec[1] = {"blocks.0.mlp.hook_post[1]"};
