@@ -259,16 +259,13 @@ typedef struct ss_patch_job {
     const char *metric;           /* "logitdiff" (NULL; answer/wrong of the clean line) or "loss" (on the clean tokens) */
     int denoise;                  /* patch the corrupt run's pieces into the clean run instead */
     int64_t batch;                /* patched copies of a prompt per forward pass, each with its own piece
-                                   * (0: ss_patch_auto_batch) */
+                                   * (0: about 2048 rows a pass, within 512 MB of the pass's buffers) */
     const char *command_line;
     FILE *table;
     ss_progress_fn progress;
     void *progress_ctx;
 } ss_patch_job;
 
-/* patch's default copies per forward pass for a prompt of n tokens: about
- * 2048 rows within a budget for the pass's buffers (loss: every row's logits). */
-int64_t ss_patch_auto_batch(const ss_config *cfg, int64_t n, int loss);
 
 ss_status ss_job_patch(const ss_patch_job *job);
 

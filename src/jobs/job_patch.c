@@ -66,7 +66,9 @@ static int patch_start(const ss_config *cfg, const ss_site *s) {
     return s->layer >= 0 ? s->layer : (int)cfg->n_layer - 1;
 }
 
-int64_t ss_patch_auto_batch(const ss_config *cfg, int64_t n, int loss) {
+/* The default copies per pass for prompts of up to n tokens: about 2048
+ * rows within a budget for the pass's buffers (loss: every row's logits). */
+static int64_t auto_batch(const ss_config *cfg, int64_t n, int loss) {
     if (n < 1) n = 1;
     /* per row: the residual stream, q/k/v, three activation buffers, two MLP
      * buffers in float, and with loss a row of logits */
@@ -214,7 +216,7 @@ static ss_status patch(const ss_patch_job *job, ss_comm *comm) {
     if ((st = ss_run_read_paired(&clean, job->corrupt, job->run.truncate, &kps))) goto out;
     /* Copies of a prompt per patched pass: the same on every rank, so that a
      * pair's values do not depend on which rank ran it. */
-    const int64_t K = job->batch > 0 ? job->batch : ss_patch_auto_batch(cfg, T, !logitdiff);
+    const int64_t K = job->batch > 0 ? job->batch : auto_batch(cfg, T, !logitdiff);
     if ((st = scorer_open(&scr, clean.be, logitdiff, T, K))) goto out;
     kseq = ss_malloc((size_t)(2 * K) * sizeof *kseq, "packing");
     ktok = ss_malloc((size_t)(K * T) * sizeof *ktok, "tokens");
