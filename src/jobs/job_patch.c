@@ -214,15 +214,6 @@ static ss_status patch(const ss_patch_job *job, ss_comm *comm) {
     if ((st = ss_model_data_comm(clean.m, comm, &dcomm, &dcomm_owned))) goto out;
     const int writer = last_stage && ss_comm_rank(dcomm) == 0;
     if ((st = ss_run_read_paired(&clean, job->corrupt, job->run.truncate, &kps))) goto out;
-    /* Copies of a prompt per patched pass: the same on every rank, so that a
-     * pair's values do not depend on which rank ran it. */
-    const int64_t K = job->batch > 0 ? job->batch : auto_batch(cfg, T, !logitdiff);
-    if ((st = scorer_open(&scr, clean.be, logitdiff, T, K))) goto out;
-    kseq = ss_malloc((size_t)(2 * K) * sizeof *kseq, "packing");
-    ktok = ss_malloc((size_t)(K * T) * sizeof *ktok, "tokens");
-    ktarget = ss_malloc((size_t)(K * T) * sizeof *ktarget, "tokens");
-    mp = ss_malloc((size_t)K * sizeof *mp, "metrics");
-    if (!kseq || !ktok || !ktarget || !mp) { st = SS_ERR_NOMEM; goto out; }
 
     /* Sites, and how many pieces each is cut into. */
     int ns = ss_sites_count(cfg), nsel;
@@ -258,6 +249,18 @@ static ss_status patch(const ss_patch_job *job, ss_comm *comm) {
             !(sk.rows[r] = ss_malloc((size_t)(T * cfg->n_embd) * sizeof(float), "corrupt values"))) { st = SS_ERR_NOMEM; goto out; }
     }
     sc.T = sk.T = T;
+    /* Copies of a prompt per patched pass (no more than a site has pieces):
+     * the same on every rank, so that a pair's values do not depend on which
+     * rank ran it. */
+    int64_t K = job->batch > 0 ? job->batch : auto_batch(cfg, T, !logitdiff), most = 1;
+    for (int k = 0; k < n_sites; k++) most = n_pieces[k] > most ? n_pieces[k] : most;
+    if (K > most) K = most;
+    if ((st = scorer_open(&scr, clean.be, logitdiff, T, K))) goto out;
+    kseq = ss_malloc((size_t)(2 * K) * sizeof *kseq, "packing");
+    ktok = ss_malloc((size_t)(K * T) * sizeof *ktok, "tokens");
+    ktarget = ss_malloc((size_t)(K * T) * sizeof *ktarget, "tokens");
+    mp = ss_malloc((size_t)K * sizeof *mp, "metrics");
+    if (!kseq || !ktok || !ktarget || !mp) { st = SS_ERR_NOMEM; goto out; }
     if ((st = ss_run_place(&clean, &job->run))) goto out;
     /* On a device the pieces are written there (patch_pieces) from the other
      * run's values, uploaded once per pair and site: the K copies' rows stay. */
