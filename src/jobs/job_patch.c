@@ -367,7 +367,7 @@ static ss_status patch(const ss_patch_job *job, ss_comm *comm) {
     if ((st = ss_h5_attr_str(h, "/", "clean_path", job->run.input)) || (st = ss_h5_attr_str(h, "/", "corrupt_path", job->corrupt)) ||
         (st = ss_h5_attr_str(h, "/", "metric", metric)) || (st = ss_h5_attr_str(h, "/", "per", per)) ||
         (st = ss_h5_attr_str(h, "/", "direction", job->denoise ? "corrupt into clean (--denoise)" : "clean into corrupt")) ||
-        (st = ss_h5_attr_i64(h, "/", "ranks", ss_comm_size(comm))) ||
+        (st = ss_h5_attr_i64(h, "/", "batch", K)) || (st = ss_h5_attr_i64(h, "/", "ranks", ss_comm_size(comm))) ||
         (st = ss_h5_attr_i64(h, "/", "pipeline_stages", clean.m->pipe ? clean.m->n_stages : 1)))
         goto out;
     const char *dn1[1] = {"pair"};

@@ -42,6 +42,8 @@ for met in logitdiff loss; do
     "$SUBSCOPE" patch --model $M --input $C --corrupt $K --sites "$S1" --per neuron --metric $met --batch 7 --out "$TMP/b7.h5" >/dev/null 2>&1
     expect_ok "--batch 7 equals --batch 1 within rounding ($met, per neuron)" "$H5CMP" --quiet --atol 1e-5 --rtol 1e-5 --only /patched_metric "$TMP/b1.h5" "$TMP/b7.h5"
 done
+b=$(h5dump -a /batch "$TMP/b7.h5" 2>/dev/null | awk '/\(0\)/{print $2}')
+[ "$b" = 7 ] && pass "the root attribute batch records the copies a pass ran" || fail "batch attribute" "got '$b'"
 "$SUBSCOPE" patch --model $M --input $C --corrupt $K --sites blocks.1.hook_resid_mid --out "$TMP/s.h5" --metric loss >"$TMP/t" 2>&1
 grep -q "blocks.1.hook_resid_mid" "$TMP/t" && pass "--per site --metric loss prints its summary" || fail "--per site --metric loss" "$(cat "$TMP/t")"
 
