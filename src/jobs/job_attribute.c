@@ -385,9 +385,10 @@ static ss_status attribute(const ss_attribute_job *job, ss_comm *comm) {
     if (method == A_IG) { /* the steps' gradient sums and the baselines where the steps run */
         if (!(dbase = ss_calloc((size_t)n_sites, sizeof *dbase, "baselines"))) { st = SS_ERR_NOMEM; goto out; }
         if ((st = ib->alloc(ib, (size_t)(B * T * widest) * sizeof(double), "gradient sums", (void **)&gsum))) goto out;
-        for (int k = 0; k < n_sites && base[k]; k++) {
+        for (int k = 0; k < n_sites; k++) {
             ss_site s;
             ss_site_get(cfg, site_ids[k], &s);
+            if (!base[k]) continue; /* a zero baseline */
             if (!dpath) dbase[k] = base[k];
             else if ((st = ib->alloc(ib, (size_t)s.width * sizeof(double), "baselines", (void **)&dbase[k])) ||
                      (st = ib->upload(ib, dbase[k], base[k], (size_t)s.width * sizeof(double))))
