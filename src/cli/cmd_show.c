@@ -27,8 +27,11 @@ static int run_show(cli_cmd *cmd) {
 }
 
 cli_cmd cmd_show = {
-    "show", "summarise a subscope HDF5 file: provenance, datasets and axes, predictions, top neurons",
+    "show", "summarise a subscope HDF5 file: provenance, datasets and axes, predictions, top neurons, units and pieces",
     "subscope show OUT.h5 [--prompts N]   (or --file OUT.h5)",
+    "Forward files: each prompt's next-token guess, losses, the most active MLP neurons. collect files:\n"
+    "the principal components' share of variance. attribute files: each site's top units by |attribution|\n"
+    "summed over prompts and positions. patch files: each site's pieces by |mean normalised effect|.\n\n"
     "example:\n  subscope show out/demo.h5\n",
     show_opts, run_show, "file", NULL,
 };

@@ -115,6 +115,124 @@ static ss_status same_rows(const char *path, const char *name, const ss_h5_info 
     return SS_OK;
 }
 
+/* The (up to) k entries of v[0..n) largest in magnitude, largest first
+ * (NaN skipped), into idx; returns how many. */
+static int top_by_magnitude(const double *v, int64_t n, int k, int64_t *idx) {
+    int got = 0;
+    for (; got < k; got++) {
+        int64_t best = -1;
+        for (int64_t i = 0; i < n; i++) {
+            if (isnan(v[i])) continue;
+            int taken = 0;
+            for (int q = 0; q < got && !taken; q++) taken = idx[q] == i;
+            if (!taken && (best < 0 || fabs(v[i]) > fabs(v[best]))) best = i;
+        }
+        if (best < 0) break;
+        idx[got] = best;
+    }
+    return got;
+}
+
+/* attribute files: per site, the units with the largest |attribution|
+ * summed over prompts and positions (what attribute's table printed), read
+ * one prompt (or position) at a time. The leading axes summed are
+ * [prompt, position] (--reduce none) or the one that is left. */
+static ss_status show_attributions(ss_h5_reader *r, FILE *out, const char *path, char **paths, size_t np) {
+    char *reduce = NULL;
+    if (ss_h5_read_attr_str(r, "/", "reduce", &reduce) != SS_OK) return SS_OK; /* not an attribute file */
+    const int lead = strcmp(reduce, "none") ? 1 : 2;
+    free(reduce);
+    int header = 0;
+    for (size_t i = 0; i < np; i++) {
+        if (strncmp(paths[i], "/attr/", 6)) continue;
+        ss_h5_info in;
+        SS_TRY(ss_h5_dset_info(r, paths[i], &in));
+        if (in.ndim < lead + 1 || in.ndim > lead + 2 || in.cls != SS_H5_CLASS_FLOAT)
+            return ss_errorf(SS_ERR_FORMAT, "%s: %s has %d axes, not the %d or %d of attributions", path, paths[i],
+                             in.ndim, lead + 1, lead + 2);
+        int64_t per = 1, width = 1; /* values per leading index; units */
+        for (int d = 1; d < in.ndim; d++) {
+            if (in.dims[d] < 1) { per = 0; break; }
+            if (per > ((int64_t)1 << 40) / in.dims[d])
+                return ss_errorf(SS_ERR_FORMAT, "%s: %s is too large to summarise", path, paths[i]);
+            per *= in.dims[d];
+        }
+        if (per <= 0 || in.dims[0] < 1) continue;
+        for (int d = lead; d < in.ndim; d++) width *= in.dims[d];
+        float *blk = malloc((size_t)per * sizeof(float));
+        double *sum = calloc((size_t)width, sizeof(double));
+        if (!blk || !sum) { free(blk); free(sum); return ss_errorf(SS_ERR_NOMEM, "out of memory"); }
+        int64_t start[4] = {0, 0, 0, 0}, count[4] = {1, 0, 0, 0};
+        for (int d = 1; d < in.ndim; d++) count[d] = in.dims[d];
+        int any = 0;
+        for (int64_t a = 0; a < in.dims[0]; a++) {
+            start[0] = a;
+            ss_status st = ss_h5_read_slab(r, paths[i], SS_H5_F32, start, count, blk);
+            if (st) { free(blk); free(sum); return st; }
+            for (int64_t q = 0; q < per; q++)
+                if (!isnan(blk[q])) sum[q % width] += blk[q], any = 1;
+        }
+        if (!any) for (int64_t u = 0; u < width; u++) sum[u] = NAN;
+        int64_t top[5];
+        const int k = top_by_magnitude(sum, width, 5, top);
+        if (!header++) fprintf(out, "\nattributions (top units per site by |sum over prompts and positions|):\n");
+        fprintf(out, "  %s:", paths[i] + 6);
+        for (int q = 0; q < k; q++) {
+            if (in.ndim == lead + 2)
+                fprintf(out, "  h%lld.%lld %+.3g", (long long)(top[q] / in.dims[lead + 1]),
+                        (long long)(top[q] % in.dims[lead + 1]), sum[top[q]]);
+            else fprintf(out, "  %lld %+.3g", (long long)top[q], sum[top[q]]);
+        }
+        fprintf(out, "%s\n", k ? "" : "  (no values)");
+        free(blk);
+        free(sum);
+    }
+    return SS_OK;
+}
+
+/* patch files: per site, the pieces whose mean normalised effect over the
+ * pairs (NaN skipped) is largest in magnitude. */
+static ss_status show_patch_effects(ss_h5_reader *r, FILE *out, const char *path, char **paths, size_t np) {
+    int header = 0;
+    for (size_t i = 0; i < np; i++) {
+        if (strncmp(paths[i], "/effect/", 8)) continue;
+        float *eff = NULL;
+        size_t n;
+        ss_h5_info in;
+        SS_TRY(ss_h5_read_f32(r, paths[i], &eff, &n, &in));
+        if (in.ndim != 2 || in.dims[1] < 1) {
+            free(eff);
+            return ss_errorf(SS_ERR_FORMAT, "%s: %s is not [pair, piece]", path, paths[i]);
+        }
+        const int64_t P = in.dims[0], W = in.dims[1];
+        double *mean = malloc((size_t)W * sizeof(double));
+        if (!mean) { free(eff); return ss_errorf(SS_ERR_NOMEM, "out of memory"); }
+        for (int64_t u = 0; u < W; u++) {
+            double s = 0;
+            int64_t c = 0;
+            for (int64_t a = 0; a < P; a++)
+                if (!isnan(eff[a * W + u])) s += eff[a * W + u], c++;
+            mean[u] = c ? s / (double)c : NAN;
+        }
+        char **dn = NULL;
+        int nd = 0;
+        ss_status st = ss_h5_dim_names(r, paths[i], &dn, &nd);
+        if (!st) {
+            int64_t top[5];
+            const int k = top_by_magnitude(mean, W, 5, top);
+            if (!header++) fprintf(out, "\npatching (pieces per site by |mean normalised effect| over %lld pairs):\n", (long long)P);
+            fprintf(out, "  %s (%s):", paths[i] + 8, nd == 2 && dn && dn[1] ? dn[1] : "piece");
+            for (int q = 0; q < k; q++) fprintf(out, "  %lld %+.3f", (long long)top[q], mean[top[q]]);
+            fprintf(out, "%s\n", k ? "" : "  (no values)");
+        }
+        ss_h5_free_names(dn, (size_t)nd);
+        free(mean);
+        free(eff);
+        if (st) return st;
+    }
+    return SS_OK;
+}
+
 ss_status ss_job_show(const char *path, int64_t max_prompts, FILE *out) {
     ss_h5_reader *r;
     SS_TRY(ss_h5_open_read(path, &r));
@@ -194,6 +312,7 @@ ss_status ss_job_show(const char *path, int64_t max_prompts, FILE *out) {
             if ((st = show_neurons(r, out, paths[i], &in, lens))) goto out;
         }
     }
+    if ((st = show_attributions(r, out, path, paths, np)) || (st = show_patch_effects(r, out, path, paths, np))) goto out;
     /* collect files: the share of variance the top principal components explain. */
     int header = 0;
     for (size_t i = 0; i < np; i++) {

@@ -40,6 +40,17 @@ golden attr-tiny-logitdiff-gradxact --model $M --input $A/prompts.jsonl --sites 
 golden attr-tiny-logprob-grad --model $M --input $A/prompts.jsonl --sites 'blocks.3.*,ln_final.hook_normalized' --metric logprob --method grad
 golden attr-tiny-logitdiff-atp --model $M --input $A/prompts.jsonl --corrupt $A/corrupt.jsonl --sites 'hook_embed,hook_pos_embed,blocks.1.hook_*,blocks.2.attn.*' --metric logitdiff --method atp
 golden attr-tiny-loss-grad-positions --model $M --input $A/prompts.jsonl --sites 'blocks.*.mlp.hook_post,blocks.*.attn.hook_z' --metric loss --method grad --reduce positions
+# show: the top units per site from the file, as attribute's own table ranked them (heads too),
+# for the unreduced file and one summed over positions
+for red in none positions; do
+    "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.1.attn.hook_z,blocks.2.mlp.hook_post' --metric logitdiff \
+        --reduce $red --out "$TMP/show-$red.h5" >"$TMP/table-$red" 2>&1
+    "$SUBSCOPE" show --file "$TMP/show-$red.h5" >"$TMP/show-$red" 2>&1
+    want=$(awk '$1 ~ /^blocks\./ && NF > 3 {print $1, $2, $4}' "$TMP/table-$red")
+    got=$(awk '/^attributions/{f=1; next} f && $1 ~ /^blocks\./ {sub(":", "", $1); print $1, $2, $4}' "$TMP/show-$red")
+    [ -n "$want" ] && [ "$want" = "$got" ] && pass "show ranks the units as attribute's table (--reduce $red)" ||
+        fail "show's attributions (--reduce $red)" "table: $want; show: $got"
+done
 golden attr-tiny-logprob-gradxact-prompts --model $M --input $A/prompts.jsonl --sites 'blocks.*.hook_resid_post' --metric logprob --method gradxact --reduce prompts
 golden attr-tiny-logitdiff-ig16 --model $M --input $A/prompts.jsonl --sites 'blocks.*.mlp.hook_post,blocks.1.hook_resid_pre' --metric logitdiff --method ig:16
 

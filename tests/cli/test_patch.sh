@@ -46,6 +46,12 @@ b=$(h5dump -a /batch "$TMP/b7.h5" 2>/dev/null | awk '/\(0\)/{print $2}')
 [ "$b" = 7 ] && pass "the root attribute batch records the copies a pass ran" || fail "batch attribute" "got '$b'"
 "$SUBSCOPE" patch --model $M --input $C --corrupt $K --sites blocks.1.hook_resid_mid --out "$TMP/s.h5" --metric loss >"$TMP/t" 2>&1
 grep -q "blocks.1.hook_resid_mid" "$TMP/t" && pass "--per site --metric loss prints its summary" || fail "--per site --metric loss" "$(cat "$TMP/t")"
+# show: each site's pieces by mean effect over the pairs (NaN skipped): one piece here, its mean
+m=$(h5dump -y -m '%.9g' -d /effect/blocks.1.hook_resid_mid "$TMP/s.h5" | awk '/DATA {/{f=1;next} f&&/}/{exit} f' | tr ',' '\n' |
+    awk '$1 != "nan" && NF {s += $1; n++} END {if (n) printf "%+.3f", s / n}')
+"$SUBSCOPE" show --file "$TMP/s.h5" >"$TMP/sh" 2>&1
+grep -q "^  blocks.1.hook_resid_mid (all):  0 $m\$" "$TMP/sh" && pass "show: a site's mean patching effect" ||
+    fail "show's patching effects (want 0 $m)" "$(tail -3 "$TMP/sh")"
 
 # Refusals.
 expect_fail "--clean and --input disagree" "name different files" "$SUBSCOPE" patch --model $M --clean $C --input $K --corrupt $K --sites blocks.0.hook_resid_pre --out "$TMP/x.h5"
