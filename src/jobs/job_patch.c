@@ -179,7 +179,7 @@ static ss_status patch(const ss_patch_job *job, ss_comm *comm) {
     float **effect = NULL, **patched = NULL, *m_clean = NULL, *m_corrupt = NULL;
     scorer scr = {0};
     int *site_ids = NULL, n_sites = 0;
-    int64_t *n_pieces = NULL, *kseq = NULL;
+    int64_t *n_pieces = NULL, *kseq = NULL, most = 1, widest = 0; /* the most pieces, the widest site */
     float *d_src = NULL; /* on a device: the other run's values at the site being patched */
     int32_t *ktok = NULL, *ktarget = NULL;
     double *mp = NULL;
@@ -233,6 +233,8 @@ static ss_status patch(const ss_patch_job *job, ss_comm *comm) {
         if (!s.per_token) { st = ss_errorf(SS_ERR_ARG, "site %s cannot be patched (no per-token vector)", s.name); goto out; }
         if (per_head && s.ndim != 2) { st = ss_errorf(SS_ERR_ARG, "--per head: site %s has no heads (use q/k/v/z sites)", s.name); goto out; }
         n_pieces[n_sites] = per_site ? 1 : per_pos ? T : per_head ? s.dims[0] : s.width;
+        most = n_pieces[n_sites] > most ? n_pieces[n_sites] : most;
+        widest = s.width > widest ? s.width : widest;
         site_ids[n_sites++] = i;
         if (!(sc.rows[i] = ss_malloc((size_t)(T * s.width) * sizeof(float), "clean values")) ||
             !(sk.rows[i] = ss_malloc((size_t)(T * s.width) * sizeof(float), "corrupt values"))) { st = SS_ERR_NOMEM; goto out; }
@@ -252,8 +254,7 @@ static ss_status patch(const ss_patch_job *job, ss_comm *comm) {
     /* Copies of a prompt per patched pass (no more than a site has pieces):
      * the same on every rank, so that a pair's values do not depend on which
      * rank ran it. */
-    int64_t K = job->batch > 0 ? job->batch : auto_batch(cfg, T, !logitdiff), most = 1;
-    for (int k = 0; k < n_sites; k++) most = n_pieces[k] > most ? n_pieces[k] : most;
+    int64_t K = job->batch > 0 ? job->batch : auto_batch(cfg, T, !logitdiff);
     if (K > most) K = most;
     if ((st = scorer_open(&scr, clean.be, logitdiff, T, K))) goto out;
     kseq = ss_malloc((size_t)(2 * K) * sizeof *kseq, "packing");
@@ -265,12 +266,6 @@ static ss_status patch(const ss_patch_job *job, ss_comm *comm) {
     /* On a device the pieces are written there (patch_pieces) from the other
      * run's values, uploaded once per pair and site: the K copies' rows stay. */
     const ss_backend *pb_be = clean.be->host_memory || !clean.be->patch_pieces ? ss_backend_cpu() : clean.be;
-    int64_t widest = 0;
-    for (int k = 0; k < n_sites; k++) {
-        ss_site s;
-        ss_site_get(cfg, site_ids[k], &s);
-        widest = s.width > widest ? s.width : widest;
-    }
     if (pb_be != ss_backend_cpu() &&
         (st = clean.be->alloc(clean.be, (size_t)(T * widest) * sizeof(float), "patch values", (void **)&d_src)))
         goto out;
