@@ -19,8 +19,9 @@ products; +norm16: SUBSCOPE_NORM16=1, the norms write the rows of the products t
 bf16; +qkv16: SUBSCOPE_QKV16=1, GPT-2's QKV product writes q, k, v in bf16 for the
 tensor-core attention; +z16: SUBSCOPE_Z16=1, the tensor-core attention hands z to its output
 product in bf16; +gu16: SUBSCOPE_GU16=1, Llama's gate|up product written in bf16 for the
-SwiGLU kernel (with +mlp16); these five are a Llama-family model's default since
-2026-11-27, GPT-2's opt-in, and +no16 sets all five to 0; +qt1 / +qt2: SUBSCOPE_ATTN_QT=1 / 2,
+SwiGLU kernel (with +mlp16); these five are every 16-bit model's default (a Llama-family
+model's since the fourth H100 run, GPT-2's since the twentieth session's), and +no16 sets all
+five to 0; +qt1 / +qt2: SUBSCOPE_ATTN_QT=1 / 2,
 the tensor-core attention with one / two 16-row query tiles per warp (default 2); +noplans: SUBSCOPE_LT_PLANS=0, cuBLASLt without cached plans or workspace
 (its heuristic at every product, as before 2026-11-26); +bias16 / +bias32: SUBSCOPE_BIAS16=1 / 0,
 a 16-bit output's bias always rounded to its type / never (default: where cuBLASLt declines the
@@ -168,13 +169,17 @@ SPLIT_RE = re.compile(r"later batches: ([0-9.]+) s in ss_forward before its clos
 # what the CUDA backend says about products cuBLASLt declined: each declined shape under
 # SUBSCOPE_LT_LOG=1 ("...: declined (...)"), and the counts at its close
 LT_RE = re.compile(r"^cuda:\d+: cuBLASLt (?:declined|took no fp32 bias|.*: declined \().*$", re.M)
+# SUBSCOPE_TIMING's setup line (src/jobs/run.c): where a run's fixed cost goes before the first batch
+SETUP_RE = re.compile(r"timing: setup ([0-9.]+) s: backend ([0-9.]+) s, model files ([0-9.]+) s, prompts ([0-9.]+) s, "
+                      r"placing the weights ([0-9.]+) s")
 
 
 def run_subscope(exe, model, prompts, batch, mode, env, workdir, tag, timeout):
     """(wall seconds, subscope's reported peak device memory in MiB or None, its peak resident host memory in
     MiB or None, (later batches' seconds, their prompts) from SUBSCOPE_TIMING or None, how those batches'
     time split between ss_forward's host side and its closing device sync, or None, and the CUDA backend's
-    lines on products cuBLASLt declined). A sync wait near zero means the device waited for the host."""
+    lines on products cuBLASLt declined, and the setup's parts in seconds or None). A sync wait near zero
+    means the device waited for the host."""
     out = os.path.join(workdir, f"{tag}.h5")
     cmd = [exe, "forward", "--model", model, "--input", prompts, "--out", out, "--batch", str(batch),
            "--no-logits", "--device", "cuda", "--compress", "0"] + MODE_FLAGS[mode_parts(mode)[0]]
@@ -191,7 +196,11 @@ def run_subscope(exe, model, prompts, batch, mode, env, workdir, tag, timeout):
     m = PEAK_RE.search(p.stderr)
     sp = SPLIT_RE.search(p.stderr)
     split = {"host_s": float(sp.group(1)), "sync_wait_s": float(sp.group(2))} if sp else None
-    return wall, float(m.group(1)) if m else None, host, later_batches(p.stderr), split, LT_RE.findall(p.stderr)
+    su = SETUP_RE.search(p.stderr)
+    setup = dict(zip(("setup_s", "backend_s", "model_files_s", "prompts_s", "place_s"),
+                     (float(x) for x in su.groups()))) if su else None
+    return (wall, float(m.group(1)) if m else None, host, later_batches(p.stderr), split, LT_RE.findall(p.stderr),
+            setup)
 
 
 def peer_status(python):
@@ -345,8 +354,9 @@ def main():
             try:
                 if mi == 0 or not a.warm_once:
                     run_subscope(a.subscope, model, one, a.batch, mode, env, workdir, "warm", a.timeout)
-                fixed = [run_subscope(a.subscope, model, one, a.batch, mode, env, workdir, f"fixed{i}", a.timeout)[0]
-                         for i in range(max(1, a.fixed_reps if a.fixed_reps is not None else a.reps))]
+                fixed_full = [run_subscope(a.subscope, model, one, a.batch, mode, env, workdir, f"fixed{i}", a.timeout)
+                              for i in range(max(1, a.fixed_reps if a.fixed_reps is not None else a.reps))]
+                fixed = [x[0] for x in fixed_full]
                 with GpuMemSampler() as mem:
                     full = [run_subscope(a.subscope, model, prompts, a.batch, mode, env, workdir, f"run{i}", a.timeout)
                             for i in range(a.reps)]
@@ -364,6 +374,7 @@ def main():
                     rate, method = tokens / net, "wall minus the one-token run"
                 tfl = flops / tokens * rate / 1e12
                 r.update({"runs_s": runs, "fixed_runs_s": fixed, "median_wall_s": wall, "fixed_wall_s": fixed_wall,
+                          "fixed_setup": [x[6] for x in fixed_full if x[6]],
                           "net_wall_s": net, "tokens_per_s": rate, "rate_method": method,
                           "later_batches": [{"seconds": sec, "prompts": n} for sec, n in later],
                           "later_batches_split": [x[4] for x in full if x[4]],

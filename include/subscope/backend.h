@@ -62,7 +62,8 @@ typedef struct ss_attn_out {
 } ss_attn_out;
 
 /* The optional 16-bit paths for models with 16-bit weights, bits of
- * ss_backend.lowp16 (docs/DECISIONS.md, "What the fourth H100 run decided"). */
+ * ss_backend.lowp16 (docs/DECISIONS.md, "What the fourth H100 run decided" and
+ * "GPT-2 takes the 16-bit paths too"). */
 enum {
     SS_LOWP16_QKV = 1,  /* attention_lowp_qkv */
     SS_LOWP16_NORM = 2, /* norm_matmul, and mlp_add normalising itself */
@@ -81,9 +82,9 @@ struct ss_backend {
     void *impl;           /* backend state (streams, library handles) */
     int host_memory;      /* 1 if buffers are ordinary host memory */
     /* Which of the optional 16-bit paths the forward pass takes (SS_LOWP16_*
-     * bits), for GPT-2 ([0]) and for the Llama family ([1]); the hooks they
-     * name must be non-NULL too. */
-    unsigned lowp16[2];
+     * bits) for models with 16-bit weights; the hooks they name must be
+     * non-NULL too. */
+    unsigned lowp16;
 
     /* Buffers in the backend's memory. alloc sets a message naming `what`. */
     ss_status (*alloc)(const ss_backend *be, size_t bytes, const char *what, void **out);

@@ -1372,13 +1372,12 @@ static const struct { const char *var; unsigned bit; } l16[] = {
     {"SUBSCOPE_MLP16", SS_LOWP16_MLP}, {"SUBSCOPE_NORM16", SS_LOWP16_NORM},
     {"SUBSCOPE_QKV16", SS_LOWP16_QKV}, {"SUBSCOPE_Z16", SS_LOWP16_Z}, {"SUBSCOPE_GU16", 0}};
 
-/* Which families (bit 0 GPT-2, bit 1 Llama) a 16-bit path's variable turns
- * it on for: unset or empty, the Llama family's alone (measured faster on a 7B
- * Llama, slower on GPT-2 small: docs/DECISIONS.md); "1", both; "0", neither;
- * -1 for any other value. */
+/* Whether a 16-bit path's variable turns it on: unset, empty or "1", on (for
+ * every family since an H100 measured GPT-2 small 1.6x faster with them, as a
+ * 7B Llama 1.2x: docs/DECISIONS.md); "0", off; -1 for any other value. */
 static int lowp16_env(const char *var) {
     const char *v = getenv(var);
-    return !v || !*v ? 2 : !strcmp(v, "1") ? 3 : !strcmp(v, "0") ? 0 : -1;
+    return !v || !*v || !strcmp(v, "1") ? 1 : !strcmp(v, "0") ? 0 : -1;
 }
 
 /* The tensor-core kernel's query tiles per warp (SUBSCOPE_ATTN_QT), or an
@@ -1963,7 +1962,7 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
                          n, n == 1 ? "" : "s", n - 1);
     for (size_t i = 0; i < sizeof l16 / sizeof l16[0]; i++)
         if (lowp16_env(l16[i].var) < 0)
-            return ss_errorf(SS_ERR_ARG, "cuda:%d: %s=%s: must be 1 (on), 0 (off) or unset (on for Llama-family models)",
+            return ss_errorf(SS_ERR_ARG, "cuda:%d: %s=%s: must be 1 or unset (on) or 0 (off)",
                              device, l16[i].var, getenv(l16[i].var));
     const char *sp = getenv("SUBSCOPE_SPLIT_PRODUCTS"), *bs = getenv("SUBSCOPE_BIAS16");
     if (sp && *sp && strcmp(sp, "0") && strcmp(sp, "1"))
@@ -2082,14 +2081,13 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
      * (with MLP16, Llama only): the gate|up product in 16 bits for the SwiGLU
      * kernel, one rounding more. */
     for (size_t i = 0; i < sizeof l16 / sizeof l16[0]; i++) {
-        const int fam = lowp16_env(l16[i].var);
-        for (int f = 0; f < 2; f++)
-            if (fam & (1 << f)) be->lowp16[f] |= l16[i].bit;
-        if (!l16[i].bit) c->gu16_on = (fam & 2) != 0;
+        const int on = lowp16_env(l16[i].var) == 1;
+        if (on) be->lowp16 |= l16[i].bit;
+        if (!l16[i].bit) c->gu16_on = on;
     }
-    if ((be->lowp16[0] | be->lowp16[1]) & SS_LOWP16_MLP && be->matmul_gelu) be->mlp_add = cu_mlp_add;
-    if ((be->lowp16[0] | be->lowp16[1]) & SS_LOWP16_NORM) be->norm_matmul = cu_norm_matmul;
-    if ((be->lowp16[0] | be->lowp16[1]) & SS_LOWP16_QKV && c->attn_tc) be->attention_lowp_qkv = cu_attention_lowp_qkv;
+    if (be->lowp16 & SS_LOWP16_MLP && be->matmul_gelu) be->mlp_add = cu_mlp_add;
+    if (be->lowp16 & SS_LOWP16_NORM) be->norm_matmul = cu_norm_matmul;
+    if (be->lowp16 & SS_LOWP16_QKV && c->attn_tc) be->attention_lowp_qkv = cu_attention_lowp_qkv;
     if (c->attn_tc) be->attention_lowp = cu_attention_lowp;
     struct cudaDeviceProp prop;
     ss_status st = SS_OK;

@@ -281,7 +281,7 @@ static ss_status block_attention(ss_hook_ctx *f, const ss_gpt2_weights *w, int l
     const float scale = c->scale_attn_weights ? (float)(1.0 / sqrt((double)D.dh)) : 1.0f;
     /* nobody reads z or the output product's result: a low-precision attention op may run
      * that product itself (ss_attn_out) */
-    const unsigned l16 = be->lowp16[D.llama];
+    const unsigned l16 = be->lowp16;
     const ss_attn_out out = {x, L->proj_w, w->wdtype, L->proj_b, R, d, w->trans, (l16 & SS_LOWP16_Z) != 0};
     const ss_attn_out *op = be->matmul_add && !ss_hook_wants(f, SS_SITE_Z, l) && !ss_hook_wants(f, SS_SITE_ATTN_OUT, l)
                                 ? &out
@@ -362,7 +362,7 @@ ss_status ss_block_forward(ss_hook_ctx *f, const ss_gpt2_weights *w, int l, floa
     if (!b->resumed) SS_TRY(ss_hook_site(f, SS_SITE_RESID_PRE, l, x, Rd, 0, d));
     if (b->save_pre) SS_TRY(be->copy_rows(be, b->save_pre, x, d, R, d));
     /* nobody reads the normalised rows: the backend may write them in the product's 16 bits */
-    const unsigned l16 = be->lowp16[D.llama];
+    const unsigned l16 = be->lowp16;
     const int norm16 = be->norm_matmul && (l16 & SS_LOWP16_NORM) &&
                        (w->wdtype == SS_WDTYPE_BF16 || w->wdtype == SS_WDTYPE_F16) && !b->keep_pre;
     const int wp = ss_hook_wants(f, SS_SITE_PATTERN, l);

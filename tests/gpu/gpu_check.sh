@@ -427,28 +427,31 @@ elif [ $BUILD_OK = 1 ]; then
             # of the last layer's elements moved by up to 0.05 while each dataset's
             # NMSE stayed <= 2.5e-5. So each dataset is judged as a whole:
             # NMSE <= GPU_CHECK_BF16_NMSE (default 1e-4, a 1% relative norm error).
-            # (the defaults: the bias in cuBLASLt's epilogue and tensor-core attention where no
-            # pattern is wanted; then without either)
+            # (the defaults: the bias in cuBLASLt's epilogue, tensor-core attention where no
+            # pattern is wanted and every 16-bit path; then without any of them)
             CMP_NMSE=$BF16_NMSE compare_forward "forward gpt2-small shape, --dtype bfloat16 (nmse $BF16_NMSE)" \
                 "$m" "$WORK/models/small-short.jsonl" "$(flash_sites 0)" --dtype bfloat16
-            SUBSCOPE_BIAS_EPILOGUE=0 SUBSCOPE_ATTN_TC=0 CMP_NMSE=$BF16_NMSE compare_forward \
+            SUBSCOPE_BIAS_EPILOGUE=0 SUBSCOPE_ATTN_TC=0 SUBSCOPE_MLP16=0 SUBSCOPE_NORM16=0 SUBSCOPE_QKV16=0 SUBSCOPE_Z16=0 \
+                CMP_NMSE=$BF16_NMSE compare_forward \
                 "forward gpt2-small shape, --dtype bfloat16, bias kernel, fp32 attention (nmse $BF16_NMSE)" \
                 "$m" "$WORK/models/small-short.jsonl" "$(flash_sites 0)" --dtype bfloat16
-            # GELU's output kept in bf16 by cuBLASLt's epilogue (SUBSCOPE_MLP16=1, opt-in); the
-            # sites asked for leave the MLPs' insides alone, so every layer takes the path
-            SUBSCOPE_MLP16=1 CMP_NMSE=$BF16_NMSE compare_forward \
+            # GELU's output kept in bf16 by cuBLASLt's epilogue (SUBSCOPE_MLP16, alone: the
+            # other 16-bit paths, on by default, off); the sites asked for leave the MLPs'
+            # insides alone, so every layer takes the path
+            SUBSCOPE_MLP16=1 SUBSCOPE_NORM16=0 SUBSCOPE_QKV16=0 SUBSCOPE_Z16=0 CMP_NMSE=$BF16_NMSE compare_forward \
                 "forward gpt2-small shape, --dtype bfloat16, 16-bit MLP activations (nmse $BF16_NMSE)" \
                 "$m" "$WORK/models/small-short.jsonl" "$(flash_sites 0)" --dtype bfloat16
-            # the norms writing the products' rows in bf16 (SUBSCOPE_NORM16=1, opt-in), with and
+            # the norms writing the products' rows in bf16 (SUBSCOPE_NORM16 alone), with and
             # without the MLP's 16-bit activations (which then take the MLP's rows themselves)
-            SUBSCOPE_NORM16=1 CMP_NMSE=$BF16_NMSE compare_forward \
+            SUBSCOPE_NORM16=1 SUBSCOPE_MLP16=0 SUBSCOPE_QKV16=0 SUBSCOPE_Z16=0 CMP_NMSE=$BF16_NMSE compare_forward \
                 "forward gpt2-small shape, --dtype bfloat16, 16-bit norm outputs (nmse $BF16_NMSE)" \
                 "$m" "$WORK/models/small-short.jsonl" "$(flash_sites 0)" --dtype bfloat16
-            SUBSCOPE_NORM16=1 SUBSCOPE_MLP16=1 CMP_NMSE=$BF16_NMSE compare_forward \
+            SUBSCOPE_NORM16=1 SUBSCOPE_MLP16=1 SUBSCOPE_QKV16=0 SUBSCOPE_Z16=0 CMP_NMSE=$BF16_NMSE compare_forward \
                 "forward gpt2-small shape, --dtype bfloat16, 16-bit norms and MLP activations (nmse $BF16_NMSE)" \
                 "$m" "$WORK/models/small-short.jsonl" "$(flash_sites 0)" --dtype bfloat16
             # the tensor-core attention (kernels/flash_attention_tc.cu, bf16 Q, K, V and
-            # probabilities; a bf16 model's default) on every layer but the one whose pattern is asked for;
+            # probabilities; a bf16 model's default; here without the 16-bit paths) on every layer
+            # but the one whose pattern is asked for;
             # bf16 rounding of attention's operands on top of the products', judged the same way.
             # The pattern is layer 0's: on an H100, layer 11's pattern (fp32 kernel, fed by 11
             # layers of bf16 attention) differed at NMSE 1.7e-4 while hook_z of layer 0 (the kernel
@@ -456,13 +459,13 @@ elif [ $BUILD_OK = 1 ]; then
             # tensor-core kernel, since replaced; the same roundings); a sharp softmax of these
             # random weights amplifies the score differences upstream rounding leaves
             [ -s "$WORK/models/small-long.jsonl" ] &&
-                CMP_NMSE=$BF16_NMSE compare_forward \
+                SUBSCOPE_MLP16=0 SUBSCOPE_NORM16=0 SUBSCOPE_QKV16=0 SUBSCOPE_Z16=0 CMP_NMSE=$BF16_NMSE compare_forward \
                     "forward gpt2-small shape, 1024 tok, bf16, tensor-core attention (nmse $BF16_NMSE)" "$m" \
                     "$WORK/models/small-long.jsonl" "$(flash_sites 0)" --dtype bfloat16
-            # ... fed by the QKV product's bf16 output (SUBSCOPE_QKV16=1, opt-in; layer 0 keeps
+            # ... fed by the QKV product's bf16 output (SUBSCOPE_QKV16 alone; layer 0 keeps
             # its pattern, so the other layers take it)
             [ -s "$WORK/models/small-long.jsonl" ] &&
-                SUBSCOPE_QKV16=1 CMP_NMSE=$BF16_NMSE compare_forward \
+                SUBSCOPE_QKV16=1 SUBSCOPE_MLP16=0 SUBSCOPE_NORM16=0 SUBSCOPE_Z16=0 CMP_NMSE=$BF16_NMSE compare_forward \
                     "forward gpt2-small shape, 1024 tok, bf16, tensor-core attention from bf16 q/k/v (nmse $BF16_NMSE)" "$m" \
                     "$WORK/models/small-long.jsonl" "$(flash_sites 0)" --dtype bfloat16
             # ... with one query tile per warp (SUBSCOPE_ATTN_QT=1; the default takes two, with
@@ -471,8 +474,9 @@ elif [ $BUILD_OK = 1 ]; then
                 SUBSCOPE_ATTN_QT=1 CMP_NMSE=$BF16_NMSE compare_forward \
                     "forward gpt2-small shape, 1024 tok, bf16, tensor-core attention, 1 query tile a warp (nmse $BF16_NMSE)" "$m" \
                     "$WORK/models/small-long.jsonl" "$(flash_sites 0)" --dtype bfloat16
-            # ... and every 16-bit path at once, z handed to its output product in bf16 too
-            # (SUBSCOPE_Z16=1, opt-in; hook_z is not asked for, so layers 1..11 convert nothing)
+            # ... and every 16-bit path at once (the default since the twentieth session's H100
+            # run), z handed to its output product in bf16 too (hook_z is not asked for, so
+            # layers 1..11 convert nothing)
             [ -s "$WORK/models/small-long.jsonl" ] &&
                 SUBSCOPE_QKV16=1 SUBSCOPE_Z16=1 SUBSCOPE_NORM16=1 SUBSCOPE_MLP16=1 CMP_NMSE=$BF16_NMSE compare_forward \
                     "forward gpt2-small shape, 1024 tok, bf16, all 16-bit paths (nmse $BF16_NMSE)" "$m" \
