@@ -57,11 +57,14 @@ def bench_masks(cfg, n, seed=7):
 
 
 PASSES_RE = re.compile(r"subscope ablate: timing: passes ([0-9.]+) s")
+# ... and how they split (src/jobs/job_ablate.c): the forwards themselves, which end when the
+# metrics' scores are back, and the rest (masks' copies, the host's scoring)
+SPLIT_RE = re.compile(r"clean forwards ([0-9.]+) s, (\d+) masked forwards ([0-9.]+) s, the rest ([0-9.]+) s")
 
 
 def timed(cmd, env):
     """Wall and CPU (user + system) seconds of a child process, its stdout, and (for subscope,
-    run with SUBSCOPE_TIMING=1) the seconds of its clean and masked passes, or None."""
+    run with SUBSCOPE_TIMING=1) the seconds of its clean and masked passes, or None, and their split, or None."""
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     p = subprocess.run(cmd, env=dict(env, SUBSCOPE_TIMING="1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -70,8 +73,11 @@ def timed(cmd, env):
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if p.returncode:
         sys.exit(f"bench_ablate.py: {' '.join(cmd)} failed ({p.returncode}):\n{p.stderr[-2000:]}")
-    m = PASSES_RE.search(p.stderr)
-    return wall, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime), p.stdout, float(m[1]) if m else None
+    m, sp = PASSES_RE.search(p.stderr), SPLIT_RE.search(p.stderr)
+    split = {"clean_s": float(sp[1]), "masked_forwards": int(sp[2]), "masked_s": float(sp[3]),
+             "rest_s": float(sp[4])} if sp else None
+    return (wall, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime), p.stdout, float(m[1]) if m else None,
+            split)
 
 
 def main():
@@ -138,6 +144,7 @@ def main():
         runs = {k: [] for k in variants}
         cpus = {k: [] for k in variants}
         passes = {k: [] for k in variants}
+        splits = {k: [] for k in variants}
         peer_cpu = []
         peer_runs, peer = [], None
         per_forward = None
@@ -148,17 +155,19 @@ def main():
             order = order[rep % len(order):] + order[:rep % len(order)]  # who goes first rotates
             for who in order:
                 if who == "peer":
-                    _, _, so, _ = timed(peer_cmd, env)
+                    so = timed(peer_cmd, env)[2]
                     peer = json.loads(so)
                     peer_runs.append(peer["pass_s"][0])
                     peer_cpu.append(peer["pass_cpu_s"][0])
                     print(f"   peer hook loop   {peer_runs[-1]:8.2f} s (cpu {peer['pass_cpu_s'][0]:.2f} s)", file=sys.stderr)
                 else:
-                    wall, cpu, so, ps = timed(variants[who], env)
+                    wall, cpu, so, ps, split = timed(variants[who], env)
                     runs[who].append(wall)
                     cpus[who].append(cpu)
                     if ps is not None:
                         passes[who].append(ps)
+                    if split:
+                        splits[who].append(split)
                     for line in so.splitlines():
                         if "per forward" in line and who == "batched":
                             per_forward = line.strip()
@@ -178,6 +187,7 @@ def main():
         for k, v in passes.items():
             if v:  # the passes alone, as the peer's sweep loop is timed (SUBSCOPE_TIMING)
                 r["subscope"][k]["median_passes_s"] = statistics.median(v)
+                r["subscope"][k]["passes_split"] = splits[k]
         r["speedup_vs_peer"] = r["peer"]["median_s"] / r["subscope"]["batched"]["median_wall_s"]
         if "median_passes_s" in r["subscope"]["batched"]:
             r["speedup_vs_peer_passes_only"] = r["peer"]["median_s"] / r["subscope"]["batched"]["median_passes_s"]

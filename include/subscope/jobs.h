@@ -54,10 +54,13 @@ typedef struct ss_run {
     int64_t max_len, T, B;      /* length limit, longest prompt, batch size */
     int32_t *packed;
     int64_t *start, *len;
+    double t_open, t_backend, t_model, t_prompts; /* ss_run_open's start and the seconds of its parts */
 } ss_run;
 
 /* Opens the backend, loads the model and reads and tokenizes the prompts;
- * the weights are not placed yet, so a job can check its other inputs first. */
+ * the weights are not placed yet, so a job can check its other inputs first.
+ * With SUBSCOPE_TIMING set, ss_run_place prints how long each part and the
+ * placing took (the benchmarks' fixed cost, taken apart). */
 ss_status ss_run_open(const ss_run_opts *o, ss_run *r);
 /* 1 if this process computes site s: always, except on a pipeline stage
  * that does not run its block (the embeddings belong to the first stage,

@@ -1047,6 +1047,8 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
      * device synchronised at the end) on stderr, for the benchmarks */
     const int timing = ss_timing_on();
     const double t_passes = ss_now();
+    double t_clean = 0, t_masked = 0, t0; /* SUBSCOPE_TIMING's split: the clean and the masked forwards */
+    long n_masked = 0;
     for (int64_t b0 = lo; b0 < hi; b0 += B) {
         int64_t nb = hi - b0 < B ? hi - b0 : B;
         ss_packing pk;
@@ -1056,7 +1058,9 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
         ss_forward_opts cfo = {.want = prefix_want, .hook = prefix_hook, .hook_ctx = &prefix,
                                .logits = SS_LOGITS_ALL, .read_only = 1, .logits_hook = score_logits, .logits_ctx = &sc};
         if (last_stage) scorer_prepare(&sc, 1, 1, &pk, run.packed, b0, V);
+        t0 = ss_now();
         if ((st = ss_forward(run.m, run.be, run.packed, &pk, &cfo, NULL))) goto out;
+        t_clean += ss_now() - t0;
         const int clean_slot = 0;
         if (last_stage) score_prompts(&sc, &pk, run.packed, b0, 1, &clean_slot, vals);
         int64_t done = (b0 - lo) * (n_masks + 1) + nb;
@@ -1088,11 +1092,13 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
                 fo.hook_on_device = 1;
             }
             if (last_stage) scorer_prepare(&sc, 0, kn, &pk, run.packed, b0, V);
+            t0 = ss_now();
             if ((st = ss_forward(run.m, run.be, ktok, &kpk, &fo, NULL))) {
                 if (kn == 1) ss_error_context(st, "mask '%s'", kmasks[0]->name);
                 else ss_error_context(st, "masks '%s' .. '%s' (run together)", kmasks[0]->name, kmasks[kn - 1]->name);
                 goto out;
             }
+            t_masked += ss_now() - t0, n_masked++;
             if (last_stage) score_prompts(&sc, &pk, run.packed, b0, kn, kslot, vals);
             done += kn * nb;
             if (progress) progress(job->progress_ctx, done, work);
@@ -1100,8 +1106,12 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
     }
     if (timing) {
         if ((st = run.be->sync(run.be))) goto out;
-        fprintf(stderr, "subscope ablate%s: timing: passes %.4f s (%lld prompts, %d masks)\n", size > 1 ? " (a rank)" : "",
-                ss_now() - t_passes, (long long)(hi - lo), n_masks);
+        const double t_all = ss_now() - t_passes;
+        fprintf(stderr,
+                "subscope ablate%s: timing: passes %.4f s (%lld prompts, %d masks): clean forwards %.4f s, "
+                "%ld masked forwards %.4f s, the rest %.4f s\n",
+                size > 1 ? " (a rank)" : "", t_all, (long long)(hi - lo), n_masks, t_clean, n_masked, t_masked,
+                t_all - t_clean - t_masked);
     }
 
     /* Every copy's last stage (every rank without a pipeline) has its share

@@ -139,6 +139,7 @@ void ss_model_data_part(const ss_model *m, const ss_comm *world, int *part, int 
 ss_status ss_run_open(const ss_run_opts *o, ss_run *r) {
     memset(r, 0, sizeof *r);
     ss_status st;
+    double t = r->t_open = ss_now();
     if (o->backend) {
         r->be = o->backend;
     } else {
@@ -146,7 +147,9 @@ ss_status ss_run_open(const ss_run_opts *o, ss_run *r) {
         if ((st = ss_backend_open(o->device, &bo, &r->be))) return st;
         r->owns_be = 1;
     }
+    r->t_backend = ss_now() - t, t = ss_now();
     if ((st = ss_model_open_stage(o, &r->m))) goto fail;
+    r->t_model = ss_now() - t, t = ss_now();
     const ss_config *cfg = &r->m->cfg;
     r->max_len = o->max_len > 0 && o->max_len < cfg->n_positions ? o->max_len : cfg->n_positions;
     if ((st = ss_prompts_read(o->input, &r->p))) goto fail;
@@ -159,6 +162,7 @@ ss_status ss_run_open(const ss_run_opts *o, ss_run *r) {
         goto fail;
     }
     if (!o->lazy_tokenize && (st = ss_run_tokenize(r, o, 0, r->p->n))) goto fail;
+    r->t_prompts = ss_now() - t;
     return SS_OK;
 fail:
     ss_run_close(r);
@@ -178,7 +182,16 @@ ss_status ss_run_tokenize(ss_run *r, const ss_run_opts *o, int64_t first, int64_
     return SS_OK;
 }
 
-ss_status ss_run_place(ss_run *r, const ss_run_opts *o) { return ss_model_place(r->m, r->be, o->wdtype); }
+ss_status ss_run_place(ss_run *r, const ss_run_opts *o) {
+    const double t = ss_now();
+    SS_TRY(ss_model_place(r->m, r->be, o->wdtype));
+    if (ss_timing_on())
+        fprintf(stderr,
+                "subscope: timing: setup %.3f s: backend %.3f s, model files %.3f s, prompts %.3f s, placing the "
+                "weights %.3f s\n",
+                ss_now() - r->t_open, r->t_backend, r->t_model, r->t_prompts, ss_now() - t);
+    return SS_OK;
+}
 
 void ss_run_pack(ss_run *r, int64_t b0, int64_t nb, ss_packing *pk) {
     int64_t rows = 0;
