@@ -235,6 +235,16 @@ $(BUILD)/tests/gpu/kernel_check.emu.o: tests/gpu/kernel_check.c $(O)/config.mk
 	@$(if $(Q),echo "  CC-EMU  $<")
 	$(Q)$(CC) $(CFLAGS_ALL) -DSS_CUDA_EMULATED=1 -Ikernels/emu/host -MMD -MP -c $< -o $@
 
+# The CUDA plugin built from the emulated runtime and kernels, in a directory of its own:
+# SUBSCOPE_PLUGIN_DIR=bin/emu bin/subscope ... --device cuda runs any command's GPU path on
+# the CPU (slowly), and SS_EMU_CENSUS=1 then lists at exit what it asked of the "GPU"
+# (launches per kernel, copies, syncs, products by shape; tests/cli/test_emu_plugin.sh).
+EMU_PLUGIN := $(dir $(SUBSCOPE))emu/libsubscope-cuda.so
+$(EMU_PLUGIN): $(CUDA_EMU_OBJ) $(KERN_EMU_OBJ)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDSAN) -shared -o $@ $^ -lm -pthread
+
 # Host memory of loading and placing a model on the emulated GPU (bench/load_memory.sh).
 $(BUILD)/bench/load_memory: $(BUILD)/bench/load_memory.o $(KERN_EMU_OBJ) $(CUDA_EMU_OBJ) $(LIBA)
 	@mkdir -p $(dir $@)
@@ -249,7 +259,7 @@ gpu-check:
 	@bash tests/gpu/gpu_check.sh
 
 test: deps
-	@$(MAKE) --no-print-directory features $(SUBSCOPE) $(TEST_BIN) $(TOOLS) $(KCHECK_EMU)
+	@$(MAKE) --no-print-directory features $(SUBSCOPE) $(TEST_BIN) $(TOOLS) $(KCHECK_EMU) $(EMU_PLUGIN)
 	@SUBSCOPE=$(SUBSCOPE) TEST_BIN=$(TEST_BIN) TOOLBIN=$(dir $(SUBSCOPE)) SAN=$(SAN) bash tests/run.sh
 
 asan:

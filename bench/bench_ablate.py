@@ -59,7 +59,8 @@ def bench_masks(cfg, n, seed=7):
 PASSES_RE = re.compile(r"subscope ablate: timing: passes ([0-9.]+) s")
 # ... and how they split (src/jobs/job_ablate.c): the forwards themselves, which end when the
 # metrics' scores are back, and the rest (masks' copies, the host's scoring)
-SPLIT_RE = re.compile(r"clean forwards ([0-9.]+) s, (\d+) masked forwards ([0-9.]+) s, the rest ([0-9.]+) s")
+SPLIT_RE = re.compile(r"clean forwards ([0-9.]+) s, (\d+) masked forwards ([0-9.]+) s, the rest ([0-9.]+) s"
+                      r"(?:; the first masked forward ([0-9.]+) s)?")
 
 
 def timed(cmd, env):
@@ -75,7 +76,7 @@ def timed(cmd, env):
         sys.exit(f"bench_ablate.py: {' '.join(cmd)} failed ({p.returncode}):\n{p.stderr[-2000:]}")
     m, sp = PASSES_RE.search(p.stderr), SPLIT_RE.search(p.stderr)
     split = {"clean_s": float(sp[1]), "masked_forwards": int(sp[2]), "masked_s": float(sp[3]),
-             "rest_s": float(sp[4])} if sp else None
+             "rest_s": float(sp[4]), "first_masked_s": float(sp[5]) if sp[5] else None} if sp else None
     return (wall, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime), p.stdout, float(m[1]) if m else None,
             split)
 
@@ -227,6 +228,13 @@ def main():
         if "speedup_vs_peer_passes_only" in r:
             print(f"   subscope's passes alone (in the process): {r['subscope']['batched']['median_passes_s']:.2f} s, "
                   f"{r['speedup_vs_peer_passes_only']:.1f}x the peer's loop")
+            sp = r["subscope"]["batched"].get("passes_split") or []
+            if sp:  # the run whose passes were the median's (or the nearest)
+                med = r["subscope"]["batched"]["median_passes_s"]
+                m = min(sp, key=lambda x: abs(x["clean_s"] + x["masked_s"] + x["rest_s"] - med))
+                first = f" (the first {m['first_masked_s']:.4f} s)" if m.get("first_masked_s") is not None else ""
+                print(f"   passes split: clean forwards {m['clean_s']:.4f} s, {m['masked_forwards']} masked forwards "
+                      f"{m['masked_s']:.4f} s{first}, the rest {m['rest_s']:.4f} s")
         print(f"   cpu seconds: subscope {r['subscope']['batched']['median_cpu_s']:.2f}, K=1 "
               f"{r['subscope'].get('unbatched', {}).get('median_cpu_s', float('nan')):.2f}, peer "
               f"{r['peer']['median_cpu_s']:.2f} (peer/subscope {r['cpu_time_ratio_peer_over_subscope']:.1f}x)")

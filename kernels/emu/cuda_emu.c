@@ -12,6 +12,7 @@
 #define _GNU_SOURCE
 #include "cuda_emu.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -583,6 +584,51 @@ static void count_launch(const char *kernel) {
         launch_counts[n_launch_counts].name = kernel, launch_counts[n_launch_counts++].n = 1;
 }
 
+/* SS_EMU_CENSUS=1: every launch of the process tallied by kernel (launches, blocks,
+ * threads per block) and printed to stderr at exit with the runtime's and cuBLAS's
+ * calls (host_runtime.c), to see what a job asks of a GPU without one: a launch per
+ * row or per mask, a one-block grid, a product run as many small ones. */
+void ss_emu_census_api(FILE *f); /* host_runtime.c */
+int ss_emu_census_enabled(void);
+static pthread_mutex_t census_mu = PTHREAD_MUTEX_INITIALIZER;
+typedef struct census_row { const char *name; long launches, blocks, min_blocks; unsigned threads; } census_row;
+static census_row census[512];
+static int n_census, census_on = -1;
+
+static void census_print(void) {
+    fprintf(stderr, "cuda_emu census: %-44s %10s %14s %10s %8s\n", "kernel", "launches", "blocks", "min grid",
+            "block");
+    for (int i = 0; i < n_census; i++)
+        fprintf(stderr, "cuda_emu census: %-44s %10ld %14ld %10ld %8u\n", census[i].name, census[i].launches,
+                census[i].blocks, census[i].min_blocks, census[i].threads);
+    ss_emu_census_api(stderr);
+}
+
+int ss_emu_census_enabled(void) {
+    pthread_mutex_lock(&census_mu);
+    if (census_on < 0) {
+        const char *e = getenv("SS_EMU_CENSUS");
+        census_on = e && *e && strcmp(e, "0");
+        if (census_on) atexit(census_print);
+    }
+    pthread_mutex_unlock(&census_mu);
+    return census_on;
+}
+
+static void census_launch(const char *kernel, long blocks, unsigned threads) {
+    if (!ss_emu_census_enabled()) return;
+    pthread_mutex_lock(&census_mu);
+    int i = 0;
+    while (i < n_census && strcmp(census[i].name, kernel)) i++;
+    if (i == n_census && n_census < (int)(sizeof census / sizeof census[0]))
+        census[n_census++] = (census_row){.name = kernel, .min_blocks = blocks};
+    if (i < n_census) {
+        census[i].launches++, census[i].blocks += blocks, census[i].threads = threads;
+        if (blocks < census[i].min_blocks) census[i].min_blocks = blocks;
+    }
+    pthread_mutex_unlock(&census_mu);
+}
+
 long ss_emu_launch_count(const char *kernel) {
     for (int i = 0; i < n_launch_counts; i++)
         if (!strcmp(launch_counts[i].name, kernel)) return launch_counts[i].n;
@@ -612,6 +658,7 @@ void ss_emu_launch_(const char *kernel, void (*thunk)(void *), void *args) {
     in_kernel = 1;
     stats.launches++;
     count_launch(kernel);
+    census_launch(kernel, (long)cfg.grid.x * cfg.grid.y * cfg.grid.z, (unsigned)nthreads);
     for (unsigned z = 0; z < cfg.grid.z; z++)
         for (unsigned y = 0; y < cfg.grid.y; y++)
             for (unsigned x = 0; x < cfg.grid.x; x++) {

@@ -6,6 +6,7 @@
  * and, where a test asks, host-to-device copies from pinned memory
  * (ss_emu_hold_pinned_uploads). */
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +49,57 @@ static const char *const api_names[API_N] = {"cudaMalloc", "cudaFree", "cudaMemc
                                              "cublasLtMatmulDescCreate", "cublasLtMatrixLayoutCreate", "cublasSgemm",
                                              "cublasGemmEx"};
 static long api_calls[API_N];
+/* SS_EMU_CENSUS (cuda_emu.c): the products by shape, the copies by direction. */
+int ss_emu_census_enabled(void);
+void ss_emu_census_api(FILE *f);
+typedef struct { const char *api; long long m, n, k, batch; int types; long calls; } census_product;
+static census_product products[256];
+static int n_products;
+static long long copy_bytes[4], copy_calls[4]; /* H2D, D2H, D2D, memset */
+static pthread_mutex_t census_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void census_gemm(const char *api, long long m, long long n, long long k, long long batch, int types) {
+    if (!ss_emu_census_enabled()) return;
+    pthread_mutex_lock(&census_mu);
+    int i = 0;
+    while (i < n_products && (products[i].api != api || products[i].m != m || products[i].n != n ||
+                              products[i].k != k || products[i].batch != batch || products[i].types != types))
+        i++;
+    if (i == n_products && n_products < (int)(sizeof products / sizeof products[0]))
+        products[n_products++] = (census_product){api, m, n, k, batch, types, 0};
+    if (i < n_products) products[i].calls++;
+    pthread_mutex_unlock(&census_mu);
+}
+
+static void census_copy(int dir, size_t bytes) {
+    if (!ss_emu_census_enabled()) return;
+    pthread_mutex_lock(&census_mu);
+    copy_bytes[dir] += (long long)bytes, copy_calls[dir]++;
+    pthread_mutex_unlock(&census_mu);
+}
+
+static const char *type_name(int t) {
+    return t == CUDA_R_32F ? "f32" : t == CUDA_R_16BF ? "bf16" : t == CUDA_R_16F ? "f16" : t == CUDA_R_64F ? "f64" : "?";
+}
+
+void ss_emu_census_api(FILE *f) {
+    static const char *dir[4] = {"host to device", "device to host", "device to device", "memset"};
+    for (int i = 0; i < 4; i++)
+        if (copy_calls[i])
+            fprintf(f, "cuda_emu census: copies %-16s %10lld calls %14lld bytes\n", dir[i], copy_calls[i],
+                    copy_bytes[i]);
+    for (int i = 0; i < API_N; i++)
+        if (api_calls[i]) fprintf(f, "cuda_emu census: calls of %-32s %10ld\n", api_names[i], api_calls[i]);
+    for (int i = 0; i < n_products; i++) {
+        const census_product *p = &products[i];
+        fprintf(f, "cuda_emu census: product %-28s m %6lld n %6lld k %6lld batch %5lld %4s x %4s -> %4s %8ld calls\n",
+                p->api, p->m, p->n, p->k, p->batch, type_name(p->types & 0xff), type_name((p->types >> 8) & 0xff),
+                type_name((p->types >> 16) & 0xff), p->calls);
+    }
+}
+
+#define CENSUS_TYPES(a, b, c) ((int)(a) | (int)(b) << 8 | (int)(c) << 16)
+
 long ss_emu_api_calls(const char *name) {
     for (int i = 0; i < API_N; i++)
         if (!strcmp(api_names[i], name)) return api_calls[i];
@@ -198,6 +250,7 @@ static void complete_all(void) {
 
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
     api_calls[API_MEMCPY]++;
+    census_copy(kind == cudaMemcpyHostToDevice ? 0 : kind == cudaMemcpyDeviceToHost ? 1 : 2, bytes);
     if (bytes && (!dst || !src)) return fail(cudaErrorInvalidValue);
     complete_all(); /* the legacy default stream waits for the others */
     if (bytes) memmove(dst, src, bytes);
@@ -209,6 +262,7 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpy
     if (s && kind == cudaMemcpyDeviceToHost) api_calls[API_D2H_ASYNC]++;
     if (bytes && (!dst || !src)) return fail(cudaErrorInvalidValue);
     if (!s) return cudaMemcpy(dst, src, bytes, kind);
+    census_copy(kind == cudaMemcpyHostToDevice ? 0 : kind == cudaMemcpyDeviceToHost ? 1 : 2, bytes);
     const int held_upload = hold_pinned && kind == cudaMemcpyHostToDevice && bytes && is_pinned(src, bytes);
     if (!held_upload && (kind != cudaMemcpyDeviceToHost || !bytes)) {
         complete(s, UINT64_MAX); /* keeps stream order for what runs at once */
@@ -234,6 +288,7 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpy
 
 cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t s) {
     if (bytes && !p) return fail(cudaErrorInvalidValue);
+    census_copy(3, bytes);
     complete(s, UINT64_MAX);
     if (bytes) memset(p, value, bytes);
     return cudaSuccess;
@@ -415,6 +470,7 @@ cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperati
                            const float *alpha, const float *A, int lda, const float *B, int ldb, const float *beta,
                            float *C, int ldc) {
     api_calls[API_SGEMM]++;
+    census_gemm("cublasSgemm", m, n, k, 1, CENSUS_TYPES(CUDA_R_32F, CUDA_R_32F, CUDA_R_32F));
     return emu_sgemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
@@ -424,6 +480,7 @@ cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta,
                                          const float *B, int ldb, long long strideB, const float *beta, float *C,
                                          int ldc, long long strideC, int batch) {
     if (batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
+    census_gemm("cublasSgemmStridedBatched", m, n, k, batch, CENSUS_TYPES(CUDA_R_32F, CUDA_R_32F, CUDA_R_32F));
     for (int i = 0; i < batch; i++) {
         cublasStatus_t st = emu_sgemm(ta, tb, m, n, k, alpha, A + i * strideA, lda, B + i * strideB, ldb, beta,
                                       C + i * strideC, ldc);
@@ -477,6 +534,7 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
                             cublasGemmAlgo_t algo) {
     (void)h, (void)algo;
     api_calls[API_GEMMEX]++;
+    census_gemm("cublasGemmEx", m, n, k, 1, CENSUS_TYPES(at, bt, ct));
     return emu_gemm_ex(ta, tb, m, n, k, alpha, A, at, lda, B, bt, ldb, beta, C, ct, ldc, compute);
 }
 
@@ -486,6 +544,7 @@ cublasStatus_t cublasGemmBatchedEx(cublasHandle_t h, cublasOperation_t ta, cubla
                                    cudaDataType ct, int ldc, int batch, cublasComputeType_t compute,
                                    cublasGemmAlgo_t algo) {
     if (batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
+    census_gemm("cublasGemmBatchedEx", m, n, k, batch, CENSUS_TYPES(at, bt, ct));
     for (int i = 0; i < batch; i++) {
         cublasStatus_t st = emu_gemm_ex(ta, tb, m, n, k, alpha, A[i], at, lda, B[i], bt, ldb, beta, C[i], ct, ldc,
                                         compute);
@@ -504,6 +563,7 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta
                                           cublasGemmAlgo_t algo) {
     (void)h, (void)algo;
     if (batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
+    census_gemm("cublasGemmStridedBatchedEx", m, n, k, batch, CENSUS_TYPES(at, bt, ct));
     for (int i = 0; i < batch; i++) {
         cublasStatus_t st = emu_gemm_ex(ta, tb, m, n, k, alpha, (const char *)A + i * strideA * (long long)dt_bytes(at),
                                         at, lda, (const char *)B + i * strideB * (long long)dt_bytes(bt), bt, ldb, beta,
@@ -701,6 +761,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
     cublasStatus_t st = emu_gemm_ex(d->ta, d->tb, (int)m, (int)n, (int)k, alpha, A, ad->type, (int)ad->ld, B, bd->type,
                                     (int)bd->ld, beta, out, CUDA_R_32F, (int)dd->ld, CUBLAS_COMPUTE_32F);
     if (st == CUBLAS_STATUS_SUCCESS) emu_lt_products++, emu_lt_gelu += gelu, emu_lt_d16 += d16;
+    census_gemm(gelu ? "cublasLtMatmul (GELU)" : with_bias ? "cublasLtMatmul (bias)" : "cublasLtMatmul", (long long)m,
+                (long long)n, (long long)k, 1, CENSUS_TYPES(ad->type, bd->type, dd->type));
     const float kg = 0.7978845608028654f; /* sqrt(2/pi) */
     for (uint64_t j = 0; st == CUBLAS_STATUS_SUCCESS && j < n; j++)
         for (uint64_t i = 0; i < m; i++) {
@@ -722,6 +784,7 @@ cublasStatus_t cublasSsyrk(cublasHandle_t h, cublasFillMode_t uplo, cublasOperat
                            const float *alpha, const float *A, int lda, const float *beta, float *C, int ldc) {
     const int rows_a = trans == CUBLAS_OP_N ? n : k;
     if (n < 0 || k < 0 || ldc < (n > 1 ? n : 1) || lda < (rows_a > 1 ? rows_a : 1)) return CUBLAS_STATUS_INVALID_VALUE;
+    census_gemm("cublasSsyrk", n, n, k, 1, CENSUS_TYPES(CUDA_R_32F, CUDA_R_32F, CUDA_R_32F));
     const cublasOperation_t tt = trans == CUBLAS_OP_N ? CUBLAS_OP_T : CUBLAS_OP_N; /* op(A)^T as the right factor */
     for (int j = 0; j < n; j++)
         for (int i = uplo == CUBLAS_FILL_MODE_UPPER ? 0 : j; i < (uplo == CUBLAS_FILL_MODE_UPPER ? j + 1 : n); i++) {

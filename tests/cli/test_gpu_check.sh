@@ -81,6 +81,29 @@ if [ -x "${TOOLBIN}kernel_check_emu" ]; then
 else
     pass "run_bundle.sh --kernel-filters not checked: no kernel_check_emu"
 fi
+# run_bundle.sh --pipeline-cpus: the pipeline bench from the start on those cores, the checks on
+# the others, its summary after theirs; a tiny pipeline (2 stages, 2 micro-batches) in a copy
+out=$(bash "$RB" x.tar.xz --out "$TMP/o" --pipeline-cpus 3-1 --pipeline-seconds 9 2>&1); rc=$?
+[ $rc = 1 ] && printf '%s' "$out" | grep -q "pipeline-cpus wants A-B" && pass "run_bundle.sh refuses a bad --pipeline-cpus" ||
+    fail "run_bundle.sh bad --pipeline-cpus" "exit $rc: $out"
+out=$(bash "$RB" x.tar.xz --out "$TMP/o" --pipeline-cpus 0-0 2>&1); rc=$?
+[ $rc = 1 ] && printf '%s' "$out" | grep -q "needs --pipeline-seconds" && pass "run_bundle.sh: --pipeline-cpus needs a time" ||
+    fail "run_bundle.sh --pipeline-cpus without a time" "exit $rc: $out"
+if command -v mpirun >/dev/null && command -v taskset >/dev/null && [ -x "${TOOLBIN}mkmodel" ] &&
+    [ "$(nproc)" -ge 2 ]; then
+    R=$TMP/rbp && mkdir -p "$R/tests/gpu" "$R/bench/results" "$R/pack/bin" && cp "$RB" "$R/tests/gpu/" &&
+        cp bench/pipeline_bubble.sh "$R/bench/" && cp "${TOOLBIN}mkmodel" "$SUBSCOPE" "$R/pack/bin/" &&
+        tar -C "$R/pack" -cf "$R/b.tar" bin
+    out=$(bash "$R/tests/gpu/run_bundle.sh" "$R/b.tar" --out "$R/o" --check-budget 0 --bench none --pipeline-cpus 1-1 \
+        --pipeline-seconds 120 --pipeline-args "--stages 2 --batches 2 --collect-only" 2>&1); rc=$?
+    if [ $rc = 0 ] && printf '%s' "$out" | grep -q "pipeline bench runs alongside on cores 1-1, the rest on 0" &&
+        printf '%s' "$out" | grep -q "pipeline_bubble exit 0" && grep -qE '^2 +[0-9.]+ +[0-9.]+ +[0-9.]+%' "$R/o/pipeline.txt" &&
+        ls "$R"/o/pipeline-*-collect.json >/dev/null 2>&1; then
+        pass "run_bundle.sh --pipeline-cpus runs the pipeline bench alongside"
+    else fail "run_bundle.sh --pipeline-cpus" "exit $rc: $(printf '%s' "$out" | tail -n 8) / $(tail -n 5 "$R/o/pipeline.txt" 2>/dev/null)"; fi
+else
+    pass "run_bundle.sh --pipeline-cpus not run: needs mpirun, taskset, mkmodel and 2 cores"
+fi
 # tests/gpu/ncu_batch.py (the profile's steady batch): two runs' ncu CSVs, the second less the
 # first per kernel, units converted, the job's own lines before the header skipped
 if command -v python3 >/dev/null 2>&1; then

@@ -5,7 +5,8 @@
 #
 #   tests/gpu/run_bundle.sh BUNDLE.tar.xz --out DIR [--kernel-filters "F;F..."] [--check-budget S] [--check-steps STEPS] [--bench STEPS]
 #                           [--bench-seconds S] [--bench-args "ARGS"] [--pipeline-seconds S]
-#                           [--pipeline-args "ARGS"] [--profile-seconds S] [--profile-env "VAR=VALUE ...[; VAR=VALUE ...]"]
+#                           [--pipeline-args "ARGS"] [--pipeline-cpus A-B] [--profile-seconds S]
+#                           [--profile-env "VAR=VALUE ...[; VAR=VALUE ...]"]
 #
 #   1. unpacks the bundle (bin/, build/config.mk, .bundle/lib; .bundle/commit becomes
 #      SUBSCOPE_GIT_COMMIT, the commit the results record);
@@ -24,6 +25,9 @@
 #      program on several ranks, bench/pipeline_bubble.sh ARGS (--pipeline-args; default
 #      --stages 2,4,8) on the node's CPU cores within S seconds (the 4-stage bubble of
 #      issue 8 wants >= 4 free cores; e.g. "--stages 4 --batches 128 --collect-only");
+#      with --pipeline-cpus A-B it runs from the start instead, alongside steps 2b-4, on cores
+#      A..B (taskset) while they run on the others: for steps that time nothing on the host
+#      (kernel_check, the sanitizers), so that a lease's minutes are not spent twice;
 #   5b. with --profile-seconds S (default 0: skip; needs the bench's bench/work/gpt2-small),
 #      one steady bf16 forward batch's kernels (16 prompts x 1024 tokens: a run of two batches
 #      less a run of one, tests/gpu/ncu_batch.py, so the load does not count) and ncu's
@@ -37,7 +41,7 @@
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 T0=$(date +%s)
-BUNDLE="" OUTDIR="" KFILTERS="" CHECK_BUDGET=300 CHECK_STEPS=kernels,forward,nccl,sanitizer STEPS=gpu_kernels,gpu_forward BENCH_S=150 BENCH_ARGS="" PIPE_S=0 PIPE_ARGS="--stages 2,4,8" PROF_S=0 PROF_ENV=""
+BUNDLE="" OUTDIR="" KFILTERS="" CHECK_BUDGET=300 CHECK_STEPS=kernels,forward,nccl,sanitizer STEPS=gpu_kernels,gpu_forward BENCH_S=150 BENCH_ARGS="" PIPE_S=0 PIPE_ARGS="--stages 2,4,8" PIPE_CPUS="" PROF_S=0 PROF_ENV=""
 while [ $# -gt 0 ]; do
     case $1 in
     --out) OUTDIR=${2:?--out needs a directory}; shift ;;
@@ -49,6 +53,7 @@ while [ $# -gt 0 ]; do
     --bench-args) BENCH_ARGS=${2:-}; shift ;;
     --pipeline-seconds) PIPE_S=${2:?}; shift ;;
     --pipeline-args) PIPE_ARGS=${2:-}; shift ;;
+    --pipeline-cpus) PIPE_CPUS=${2:?}; shift ;;
     --profile-seconds) PROF_S=${2:?}; shift ;;
     --profile-env) PROF_ENV=${2:-}; shift ;;
     -h | --help) sed -n '2,/^set -u/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
@@ -61,6 +66,13 @@ done
 for v in "$CHECK_BUDGET" "$BENCH_S" "$PIPE_S" "$PROF_S"; do
     [[ $v =~ ^[0-9]+$ ]] || { echo "run_bundle.sh: --check-budget, --bench-seconds, --pipeline-seconds and --profile-seconds take whole seconds (got \"$v\")" >&2; exit 1; }
 done
+if [ -n "$PIPE_CPUS" ]; then
+    [[ $PIPE_CPUS =~ ^([0-9]+)-([0-9]+)$ ]] && [ "${BASH_REMATCH[1]}" -le "${BASH_REMATCH[2]}" ] &&
+        [ "${BASH_REMATCH[2]}" -lt "$(nproc)" ] ||
+        { echo "run_bundle.sh: --pipeline-cpus wants A-B, cores of this machine's $(nproc) (got \"$PIPE_CPUS\")" >&2; exit 1; }
+    [ "$PIPE_S" -gt 0 ] || { echo "run_bundle.sh: --pipeline-cpus needs --pipeline-seconds S" >&2; exit 1; }
+    command -v taskset >/dev/null || { echo "run_bundle.sh: --pipeline-cpus needs taskset (util-linux)" >&2; exit 1; }
+fi
 mkdir -p "$OUTDIR" || exit 1
 tar xf "$BUNDLE" || { echo "run_bundle.sh: cannot unpack $BUNDLE" >&2; exit 1; }
 [ -s .bundle/commit ] && export SUBSCOPE_GIT_COMMIT=$(cat .bundle/commit)
@@ -79,6 +91,33 @@ export SUBSCOPE_CUDA_LIBS PATH="$PWD/bin:$PATH"
 echo "run_bundle.sh: SUBSCOPE_CUDA_LIBS=$SUBSCOPE_CUDA_LIBS"
 bin/subscope info --dist 2>&1 | tail -n 1
 
+pipeline_bench() {
+    # the bundled program must run under this node's mpirun (its MPI library is the bundle's)
+    if command -v mpirun >/dev/null &&
+        timeout 60 mpirun --allow-run-as-root --oversubscribe -np 2 bin/subscope info --dist 2>&1 | grep -q "^ranks    2"; then
+        tp=$(date +%s)
+        # the results are named after the GPU node (its GPU), not this machine's hostname
+        label=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1 | tr -c 'A-Za-z0-9\n' - |
+            tr 'A-Z' 'a-z' | sed 's/-*$//')
+        # shellcheck disable=SC2086 # the arguments are words on purpose
+        timeout -k 5 "$PIPE_S" bash bench/pipeline_bubble.sh $PIPE_ARGS --host "${label:-$(hostname -s)}-node-cpu" \
+            >"$OUTDIR/pipeline.txt" 2>&1
+        echo "run_bundle.sh: pipeline_bubble exit $? after $(($(date +%s) - tp)) s on $(nproc) cores"
+        find bench/results -name 'pipeline-*.json' -newermt "@$T0" -exec cp {} "$OUTDIR/" \;
+    else
+        echo "run_bundle.sh: pipeline bench skipped: no mpirun that runs the bundled program on 2 ranks"
+    fi
+}
+pipe_pid=""
+if [ -n "$PIPE_CPUS" ]; then
+    # alongside the steps below: it on cores PIPE_CPUS, this shell (and so they) on the others
+    others=$(seq 0 $(($(nproc) - 1)) | awk -v a="${PIPE_CPUS%-*}" -v b="${PIPE_CPUS#*-}" '$1 < a || $1 > b' | paste -sd,)
+    taskset -c "$PIPE_CPUS" bash -c "$(declare -f pipeline_bench); $(declare -p PIPE_S PIPE_ARGS OUTDIR T0); pipeline_bench" \
+        >"$OUTDIR/pipeline-alongside.txt" 2>&1 &
+    pipe_pid=$!
+    [ -n "$others" ] && taskset -pc "$others" $$ >/dev/null
+    echo "run_bundle.sh: the pipeline bench runs alongside on cores $PIPE_CPUS, the rest on ${others:-the same cores}"
+fi
 rc=0
 if [ -n "$KFILTERS" ]; then
     IFS=';' read -ra kfs <<<"$KFILTERS"
@@ -112,22 +151,12 @@ if [ "$STEPS" != none ] && [ "$rc" != 2 ]; then
     done
     find bench/results -name '*.json' ! -name 'gpu-check-*' -newermt "@$T0" -exec cp {} "$OUTDIR/" \;
 fi
-if [ "$PIPE_S" -gt 0 ]; then
-    # the bundled program must run under this node's mpirun (its MPI library is the bundle's)
-    if command -v mpirun >/dev/null &&
-        timeout 60 mpirun --allow-run-as-root --oversubscribe -np 2 bin/subscope info --dist 2>&1 | grep -q "^ranks    2"; then
-        tp=$(date +%s)
-        # the results are named after the GPU node (its GPU), not this machine's hostname
-        label=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1 | tr -c 'A-Za-z0-9\n' - |
-            tr 'A-Z' 'a-z' | sed 's/-*$//')
-        # shellcheck disable=SC2086 # the arguments are words on purpose
-        timeout -k 5 "$PIPE_S" bash bench/pipeline_bubble.sh $PIPE_ARGS --host "${label:-$(hostname -s)}-node-cpu" \
-            >"$OUTDIR/pipeline.txt" 2>&1
-        echo "run_bundle.sh: pipeline_bubble exit $? after $(($(date +%s) - tp)) s on $(nproc) cores"
-        find bench/results -name 'pipeline-*.json' -newermt "@$T0" -exec cp {} "$OUTDIR/" \;
-    else
-        echo "run_bundle.sh: pipeline bench skipped: no mpirun that runs the bundled program on 2 ranks"
-    fi
+if [ "$PIPE_S" -gt 0 ] && [ -z "$PIPE_CPUS" ]; then
+    pipeline_bench
+elif [ -n "$pipe_pid" ]; then
+    wait "$pipe_pid"
+    cat "$OUTDIR/pipeline-alongside.txt"
+    echo "run_bundle.sh: waited for the pipeline bench alongside until $(($(date +%s) - T0)) s"
 fi
 if [ "$PROF_S" -gt 0 ]; then
     ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -n 1)

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The CUDA plugin built from the emulated runtime and kernels (bin/emu/libsubscope-cuda.so,
+# Makefile's EMU_PLUGIN): the program's own GPU path, from the command line through the
+# plugin's loading to the kernels, run without a GPU; and SS_EMU_CENSUS, which lists at exit
+# what a command asked of the device.
+source "$(dirname "$0")/lib.sh"
+EMU=${TOOLBIN}emu
+if [ ! -f "$EMU/libsubscope-cuda.so" ]; then
+    fail "emulated plugin built" "$EMU/libsubscope-cuda.so is missing (make test builds it)"
+    finish
+fi
+M=$TMP/m
+"${TOOLBIN}mkmodel" --out "$M" --layers 2 --d 64 --heads 4 --vocab 300 --positions 32 --seed 3 \
+    --prompts "$TMP/p.jsonl" --lengths 9,12,5,12 >/dev/null
+printf '%s\n' '{"name": "z", "site": "blocks.0.mlp.hook_post", "units": [1, 5, 17, 40]}' \
+    '{"name": "h", "site": "blocks.1.attn.hook_z", "heads": [2], "mode": "scale", "factor": 0.5}' \
+    '{"name": "r", "site": "blocks.1.hook_resid_mid", "mode": "noise", "sigma": 0.3, "seed": 4}' >"$TMP/masks.jsonl"
+run() { # run DEVICE OUT [VAR=VALUE...]: ablate's three masks, K = 2 per forward
+    local dev=$1 out=$2; shift 2
+    env SUBSCOPE_PLUGIN_DIR="$EMU" "$@" "$SUBSCOPE" ablate --model "$M" --input "$TMP/p.jsonl" --masks "$TMP/masks.jsonl" \
+        --metrics loss,acc,kl --mask-batch 2 --device "$dev" --out "$out"
+}
+out=$(run cuda "$TMP/gpu.h5" 2>&1); rc=$?
+if [ $rc != 0 ] && printf '%s' "$out" | grep -q "not in this build"; then
+    pass "emulated plugin not run: this subscope was built without CUDA"
+    finish
+fi
+[ $rc = 0 ] || fail "ablate --device cuda on the emulated plugin" "exit $rc: $(printf '%s' "$out" | tail -n 3)"
+if [ $rc = 0 ] && run cpu "$TMP/cpu.h5" >/dev/null 2>&1 &&
+    "${TOOLBIN}h5cmp" --quiet --atol 2e-5 --rtol 1e-4 --only /clean --only /ablate "$TMP/cpu.h5" "$TMP/gpu.h5"; then
+    pass "ablate --device cuda through the emulated plugin equals the CPU (2e-5 + 1e-4 relative)"
+else
+    fail "ablate on the emulated plugin against the CPU" "$("${TOOLBIN}h5cmp" --quiet --atol 2e-5 --rtol 1e-4 \
+        --only /clean --only /ablate "$TMP/cpu.h5" "$TMP/gpu.h5" 2>&1 | head -n 3)"
+fi
+# the census: the device's masks and scores were used, every allocation was freed
+out=$(run cuda "$TMP/gpu2.h5" SS_EMU_CENSUS=1 2>&1 >/dev/null); rc=$?
+cnt() { printf '%s\n' "$out" | awk -v k="$1" '$3 == "calls" && $4 == "of" && $5 == k { print $NF }'; }
+if [ $rc = 0 ] && printf '%s\n' "$out" | grep -qE '^cuda_emu census: ss_k_mask_apply +[1-9]' &&
+    printf '%s\n' "$out" | grep -qE '^cuda_emu census: ss_k_logit_scores +[1-9]' &&
+    printf '%s\n' "$out" | grep -qE '^cuda_emu census: product cublas.* m +300 n +[0-9]+ k +64' &&
+    [ -n "$(cnt cudaMalloc)" ] && [ "$(cnt cudaMalloc)" = "$(cnt cudaFree)" ]; then
+    pass "SS_EMU_CENSUS: the kernels, products and calls of a run ($(cnt cudaMalloc) allocations, all freed)"
+else
+    fail "SS_EMU_CENSUS" "exit $rc: $(printf '%s\n' "$out" | grep census | head -n 12)"
+fi
+out=$(run cuda "$TMP/gpu3.h5" 2>&1 >/dev/null); [ -z "$(printf '%s' "$out" | grep census)" ] &&
+    pass "no census without SS_EMU_CENSUS" || fail "census printed unasked" "$(printf '%s' "$out" | head -n 3)"
+expect_fail "a plugin directory without the plugin is named" "$TMP/none/libsubscope-cuda.so: not found" \
+    env SUBSCOPE_PLUGIN_DIR="$TMP/none" "$SUBSCOPE" ablate --model "$M" --input "$TMP/p.jsonl" \
+    --masks "$TMP/masks.jsonl" --device cuda --out "$TMP/x.h5"
+[ ! -e "$TMP/x.h5" ] && pass "no output file when the plugin is missing" || fail "output file left behind"
+finish
