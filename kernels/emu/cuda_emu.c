@@ -587,13 +587,27 @@ static void count_launch(const char *kernel) {
 /* SS_EMU_CENSUS=1: every launch of the process tallied by kernel (launches, blocks,
  * threads per block) and printed to stderr at exit with the runtime's and cuBLAS's
  * calls (host_runtime.c), to see what a job asks of a GPU without one: a launch per
- * row or per mask, a one-block grid, a product run as many small ones. */
+ * row or per mask, a one-block grid, a product run as many small ones.
+ * SS_EMU_CENSUS=trace: also each allocation and heuristic as it happens. */
 void ss_emu_census_api(FILE *f); /* host_runtime.c */
 int ss_emu_census_enabled(void);
 static pthread_mutex_t census_mu = PTHREAD_MUTEX_INITIALIZER;
 typedef struct census_row { const char *name; long launches, blocks, min_blocks; unsigned threads; } census_row;
 static census_row census[512];
-static int n_census, census_on = -1;
+static int n_census, census_on = -1, census_tracing;
+static long census_total;
+static const char *census_last;
+
+int ss_emu_census_trace(void) { return ss_emu_census_enabled() && census_tracing; }
+
+/* Launches so far (census on), and the last one's kernel. */
+const char *ss_emu_census_launches(long *n) {
+    pthread_mutex_lock(&census_mu);
+    *n = census_total;
+    const char *last = census_last;
+    pthread_mutex_unlock(&census_mu);
+    return last;
+}
 
 static void census_print(void) {
     fprintf(stderr, "cuda_emu census: %-44s %10s %14s %10s %8s\n", "kernel", "launches", "blocks", "min grid",
@@ -609,6 +623,7 @@ int ss_emu_census_enabled(void) {
     if (census_on < 0) {
         const char *e = getenv("SS_EMU_CENSUS");
         census_on = e && *e && strcmp(e, "0");
+        census_tracing = census_on && !strcmp(e, "trace");
         if (census_on) atexit(census_print);
     }
     pthread_mutex_unlock(&census_mu);
@@ -618,6 +633,7 @@ int ss_emu_census_enabled(void) {
 static void census_launch(const char *kernel, long blocks, unsigned threads) {
     if (!ss_emu_census_enabled()) return;
     pthread_mutex_lock(&census_mu);
+    census_total++, census_last = kernel;
     int i = 0;
     while (i < n_census && strcmp(census[i].name, kernel)) i++;
     if (i == n_census && n_census < (int)(sizeof census / sizeof census[0]))

@@ -51,12 +51,31 @@ static const char *const api_names[API_N] = {"cudaMalloc", "cudaFree", "cudaMemc
 static long api_calls[API_N];
 /* SS_EMU_CENSUS (cuda_emu.c): the products by shape, the copies by direction. */
 int ss_emu_census_enabled(void);
+int ss_emu_census_trace(void);
+const char *ss_emu_census_launches(long *n);
 void ss_emu_census_api(FILE *f);
 typedef struct { const char *api; long long m, n, k, batch; int types; long calls; } census_product;
 static census_product products[256];
 static int n_products;
 static long long copy_bytes[4], copy_calls[4]; /* H2D, D2H, D2D, memset */
 static pthread_mutex_t census_mu = PTHREAD_MUTEX_INITIALIZER;
+static long long dev_allocs, dev_alloc_bytes, dev_peak, pinned_allocs, pinned_bytes;
+
+/* SS_EMU_CENSUS=trace: also each allocation, release and cuBLASLt heuristic as it happens,
+ * after how many launches (and which was the last), to place them in a job's passes. */
+static void census_event(const char *what, size_t bytes) {
+    if (!ss_emu_census_enabled()) return;
+    pthread_mutex_lock(&census_mu);
+    if (!strcmp(what, "cudaMalloc")) dev_allocs++, dev_alloc_bytes += (long long)bytes;
+    if (!strcmp(what, "cudaMallocHost")) pinned_allocs++, pinned_bytes += (long long)bytes;
+    pthread_mutex_unlock(&census_mu);
+    if (ss_emu_census_trace()) {
+        long n = 0;
+        const char *last = ss_emu_census_launches(&n);
+        fprintf(stderr, "cuda_emu trace: after %ld launches (the last %s): %s %zu bytes\n", n, last ? last : "none",
+                what, bytes);
+    }
+}
 
 static void census_gemm(const char *api, long long m, long long n, long long k, long long batch, int types) {
     if (!ss_emu_census_enabled()) return;
@@ -88,6 +107,8 @@ void ss_emu_census_api(FILE *f) {
         if (copy_calls[i])
             fprintf(f, "cuda_emu census: copies %-16s %10lld calls %14lld bytes\n", dir[i], copy_calls[i],
                     copy_bytes[i]);
+    fprintf(f, "cuda_emu census: device allocations %lld (%lld bytes, %lld at most in use), pinned %lld (%lld bytes)\n",
+            dev_allocs, dev_alloc_bytes, dev_peak, pinned_allocs, pinned_bytes);
     for (int i = 0; i < API_N; i++)
         if (api_calls[i]) fprintf(f, "cuda_emu census: calls of %-32s %10ld\n", api_names[i], api_calls[i]);
     for (int i = 0; i < n_products; i++) {
@@ -144,6 +165,8 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
     h->magic = DEV_MAGIC;
     h->bytes = bytes;
     dev_used += bytes;
+    if ((long long)dev_used > dev_peak) dev_peak = (long long)dev_used;
+    census_event("cudaMalloc", bytes);
     *p = h + 1;
     return cudaSuccess;
 }
@@ -155,6 +178,7 @@ cudaError_t cudaFree(void *p) {
     if (h->magic != DEV_MAGIC) return fail(cudaErrorInvalidValue);
     h->magic = 0;
     dev_used -= h->bytes;
+    census_event("cudaFree", h->bytes);
     free(h);
     return cudaSuccess;
 }
@@ -177,6 +201,7 @@ cudaError_t cudaMallocHost(void **p, size_t bytes) {
     if (!*p) return fail(cudaErrorMemoryAllocation);
     pinned[n_pinned].p = *p, pinned[n_pinned].bytes = bytes;
     n_pinned++;
+    census_event("cudaMallocHost", bytes);
     return cudaSuccess;
 }
 
@@ -710,6 +735,7 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmul
                                               cublasLtMatrixLayout_t dd, cublasLtMatmulPreference_t p, int requested,
                                               cublasLtMatmulHeuristicResult_t *results, int *returned) {
     api_calls[API_LT_HEURISTIC]++;
+    census_event("cublasLtMatmulAlgoGetHeuristic", 0);
     (void)h, (void)cd;
     if (!d || !ad || !bd || !dd || !p || requested < 1 || !results || !returned) return CUBLAS_STATUS_INVALID_VALUE;
     uint64_t m, n, k, kb;

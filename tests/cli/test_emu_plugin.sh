@@ -44,6 +44,15 @@ if [ $rc = 0 ] && printf '%s\n' "$out" | grep -qE '^cuda_emu census: ss_k_mask_a
 else
     fail "SS_EMU_CENSUS" "exit $rc: $(printf '%s\n' "$out" | grep census | head -n 12)"
 fi
+# trace: each allocation and plan as it happens, placed by the launches before it
+out=$(run cuda "$TMP/gpu4.h5" SS_EMU_CENSUS=trace 2>&1 >/dev/null); rc=$?
+if [ $rc = 0 ] && printf '%s\n' "$out" | grep -qE '^cuda_emu trace: after [1-9][0-9]* launches \(the last ss_k_[a-z0-9_]+\): cudaMalloc [0-9]+ bytes$' &&
+    printf '%s\n' "$out" | grep -qE '^cuda_emu trace: after 0 launches \(the last none\): cudaMalloc' &&
+    [ "$(printf '%s\n' "$out" | grep -c ': cudaMalloc ')" = "$(printf '%s\n' "$out" | grep -c ': cudaFree ')" ]; then
+    pass "SS_EMU_CENSUS=trace places each allocation after the launches before it"
+else
+    fail "SS_EMU_CENSUS=trace" "exit $rc: $(printf '%s\n' "$out" | grep trace | head -n 5)"
+fi
 out=$(run cuda "$TMP/gpu3.h5" 2>&1 >/dev/null); [ -z "$(printf '%s' "$out" | grep census)" ] &&
     pass "no census without SS_EMU_CENSUS" || fail "census printed unasked" "$(printf '%s' "$out" | head -n 3)"
 expect_fail "a plugin directory without the plugin is named" "$TMP/none/libsubscope-cuda.so: not found" \
