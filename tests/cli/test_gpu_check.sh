@@ -27,6 +27,26 @@ no_gpu "CUDA_VISIBLE_DEVICES empty" "CUDA_VISIBLE_DEVICES is set to the empty st
 out=$(bash "$GC" --bogus 2>&1); rc=$?
 [ $rc -eq 2 ] && printf '%s' "$out" | grep -q "unknown option --bogus" && pass "unknown option refused" || fail "unknown option" "exit $rc: $out"
 bash "$GC" --help | grep -q "compute-sanitizer" && pass "--help describes the checks" || fail "--help"
+# --emulated (or a SUBSCOPE_PLUGIN_DIR holding the emulated plugin): the forward step's
+# comparisons through bin/emu's plugin, no nvidia-smi, the record kept out of bench/results
+if [ "${SAN:-0}" = 1 ]; then
+    pass "gpu_check --emulated not run under the sanitizers (it runs bin/'s programs)"
+elif [ -f bin/emu/libsubscope-cuda.so ] && [ -x bin/kernel_check_emu ] && grep -q '^HAVE_CUBLAS := 1' build/config.mk 2>/dev/null; then
+    before=$(ls bench/results | wc -l)
+    out=$(SUBSCOPE_PLUGIN_DIR=$PWD/bin/emu NVIDIA_SMI="$TMP/nonexistent" GPU_CHECK_MATCH='^forward tiny-gpt2 demo prompts, all sites$' \
+        bash "$GC" --only forward 2>&1); rc=$?
+    res=$(printf '%s\n' "$out" | sed -n 's/^gpu_check: results in //p')
+    if [ $rc = 0 ] && printf '%s' "$out" | grep -q "holds the emulated plugin: running as --emulated" &&
+        printf '%s\n' "$out" | grep -qE '^forward tiny-gpt2 demo prompts, all sites +PASS' &&
+        printf '%s\n' "$out" | grep -qE '^predict --generate 24, cpu = cuda +PASS' &&
+        [ "${res#"$PWD"/build/gpu-check/}" != "$res" ] && grep -q '"emulated": 1' "$res" &&
+        [ "$(ls bench/results | wc -l)" = "$before" ]; then
+        pass "gpu_check on the emulated plugin: forward and predict against the CPU, recorded in build/gpu-check"
+    else fail "gpu_check on the emulated plugin" "exit $rc: $(printf '%s\n' "$out" | grep -vE 'SKIP|^  ' | tail -n 6)"; fi
+    rm -f "$res"
+else
+    pass "gpu_check --emulated not run: needs a build with CUDA and make test's bin/emu and kernel_check_emu"
+fi
 # tests/gpu/bundle.sh: the build packed with its libraries; unpacked elsewhere, the
 # wrapped programs run with none of this machine's library paths.
 if grep -q '^HAVE_CUBLAS := 1' build/config.mk 2>/dev/null; then

@@ -23,8 +23,12 @@
 #   5. print one summary table and write it, with nvidia-smi's report, the
 #      driver, toolkit and commit, to bench/results/gpu-check-<gpu>-<date>.json (a dry run's to build/gpu-check/).
 #
-# usage: tests/gpu/gpu_check.sh [--quick] [--keep] [--no-sanitizer] [--only STEPS] [--no-build]
+# usage: tests/gpu/gpu_check.sh [--quick] [--keep] [--no-sanitizer] [--only STEPS] [--no-build] [--emulated]
 #   --quick         bundled and ragged models only, kernel_check --quick, memcheck only
+#   --emulated      no GPU: the tree's build (bin/) with the CUDA plugin built from the emulated
+#                   kernels (bin/emu, kernels/README.md) and kernel_check_emu, slowly; NCCL and
+#                   the sanitizers skipped; a rehearsal of the checks' plumbing and of the host
+#                   code, not of a GPU's arithmetic, recorded under build/gpu-check/
 #   --no-build      use the tree's build as it is (bin/, build/config.mk), e.g. unpacked from
 #                   tests/gpu/bundle.sh's tarball on a node without compilers or HDF5 headers
 #   --keep          keep the random models and HDF5 outputs under build/gpu-check/
@@ -51,7 +55,7 @@ set -u
 cd "$(dirname "$0")/../.." || exit 2
 ROOT=$(pwd)
 
-QUICK=0 KEEP=0 SANITIZE=1 BUILD=1 STEPS=kernels,forward,nccl,sanitizer
+QUICK=0 KEEP=0 SANITIZE=1 BUILD=1 EMU=0 STEPS=kernels,forward,nccl,sanitizer
 while [ $# -gt 0 ]; do
     a=$1; shift
     case $a in
@@ -59,6 +63,7 @@ while [ $# -gt 0 ]; do
     --keep) KEEP=1 ;;
     --no-sanitizer) SANITIZE=0 ;;
     --no-build) BUILD=0 ;;
+    --emulated) EMU=1 BUILD=0 ;;
     --only)
         STEPS=${1:-}; shift
         [[ $STEPS =~ ^((kernels|forward|nccl|sanitizer),?)+$ ]] || { echo "gpu_check: --only takes kernels,forward,nccl,sanitizer" >&2; exit 2; } ;;
@@ -89,8 +94,22 @@ no_gpu() {
     echo "gpu_check: make gpu-check needs a machine with an NVIDIA GPU and its driver; nothing was run." >&2
     exit 2
 }
-command -v "$NVIDIA_SMI" >/dev/null 2>&1 || no_gpu "nvidia-smi not found (no NVIDIA driver on this machine)"
-if [ -n "${CUDA_VISIBLE_DEVICES+x}" ] && [ -z "$CUDA_VISIBLE_DEVICES" ]; then
+# A plugin directory holding the emulated plugin (its census's text is in it) makes any run an
+# emulated one, so that its results are never filed as a GPU's.
+if [ $EMU = 0 ] && [ -n "${SUBSCOPE_PLUGIN_DIR:-}" ] &&
+    grep -aq "cuda_emu census" "$SUBSCOPE_PLUGIN_DIR/libsubscope-cuda.so" 2>/dev/null; then
+    echo "gpu_check: SUBSCOPE_PLUGIN_DIR holds the emulated plugin: running as --emulated" >&2
+    EMU=1 BUILD=0
+fi
+if [ $EMU = 1 ]; then
+    export SUBSCOPE_PLUGIN_DIR=${SUBSCOPE_PLUGIN_DIR:-$ROOT/bin/emu}
+    NVIDIA_SMI=true
+elif ! command -v "$NVIDIA_SMI" >/dev/null 2>&1; then
+    no_gpu "nvidia-smi not found (no NVIDIA driver on this machine)"
+fi
+if [ $EMU = 1 ]; then
+    q="emulated, 9.0, -, -, $SUBSCOPE_PLUGIN_DIR/libsubscope-cuda.so"
+elif [ -n "${CUDA_VISIBLE_DEVICES+x}" ] && [ -z "$CUDA_VISIBLE_DEVICES" ]; then
     no_gpu "CUDA_VISIBLE_DEVICES is set to the empty string"
 fi
 # CUDA's device 0 is the first entry of CUDA_VISIBLE_DEVICES when it is set.
@@ -98,7 +117,9 @@ sel=()
 first=${CUDA_VISIBLE_DEVICES:-}
 first=${first%%,*}
 [ -n "$first" ] && sel=(-i "$first")
-if ! q=$("$NVIDIA_SMI" "${sel[@]}" --query-gpu=name,compute_cap,memory.total,driver_version,pci.bus_id --format=csv,noheader 2>&1); then
+if [ $EMU = 1 ]; then
+    :
+elif ! q=$("$NVIDIA_SMI" "${sel[@]}" --query-gpu=name,compute_cap,memory.total,driver_version,pci.bus_id --format=csv,noheader 2>&1); then
     no_gpu "nvidia-smi failed: $(printf '%s' "$q" | head -n 2 | tr '\n' ' ')"
 fi
 q=$(printf '%s\n' "$q" | grep -v '^[[:space:]]*$' | head -n 1)
@@ -167,6 +188,14 @@ if [ $build_rc = 0 ]; then
         { [ -e "$B/libsubscope-cuda.so" ] || [ -e "$B/.real/libsubscope-cuda.so" ]; }; then
         BUILD_OK=1
     fi
+    # emulated: the program must load a CUDA plugin at all (built with CUDA), and the emulated
+    # plugin and kernel_check must be there (make test builds both)
+    if [ $EMU = 1 ]; then
+        BUILD_OK=0
+        grep -q '^HAVE_CUBLAS := 1' "$O/config.mk" && grep -q '^NVCC :=' "$O/config.mk" &&
+            [ -e "$SUBSCOPE_PLUGIN_DIR/libsubscope-cuda.so" ] && [ -x "$B/kernel_check_emu" ] && BUILD_OK=1
+        [ $BUILD_OK = 1 ] || echo "--emulated needs a build with CUDA, $SUBSCOPE_PLUGIN_DIR/libsubscope-cuda.so and $B/kernel_check_emu (make test builds them)" >>"$LOGS/build.log"
+    fi
 fi
 NVCC=$(sed -n 's/^NVCC := //p' "$O/config.mk" 2>/dev/null)
 CUDA_HOME=$(sed -n 's/^CUDA_HOME := //p' "$O/config.mk" 2>/dev/null)
@@ -202,7 +231,8 @@ if ! want kernels; then
 elif [ $BUILD_OK = 1 ]; then
     t0=$(now)
     kq=(); [ $QUICK = 1 ] && kq=(--quick)
-    run_logged "$LOGS/kernel_check.log" 300 "$B/kernel_check" "${kq[@]}"
+    kc=$B/kernel_check; [ $EMU = 1 ] && kc=$B/kernel_check_emu
+    run_logged "$LOGS/kernel_check.log" 300 "$kc" "${kq[@]}"
     rc=$?
     if ! budget_skip "kernels vs CPU reference" $rc 0; then
         res=PASS; [ $rc -ne 0 ] && res=FAIL
@@ -566,6 +596,8 @@ nccl_collect() {
 }
 if ! want nccl; then
     :
+elif [ $EMU = 1 ]; then
+    record "nccl communicator" SKIP "emulated: no NCCL (tests/cli/test_nccl.sh tests it over an emulation of NCCL)"
 elif [ $BUILD_OK = 0 ]; then
     record "nccl communicator" SKIP "build failed"
 elif ! grep -q '^HAVE_NCCL := 1' "$O/config.mk"; then
@@ -636,6 +668,8 @@ if ! want sanitizer; then
     :
 elif [ $SANITIZE = 0 ]; then
     record "compute-sanitizer" SKIP "--no-sanitizer"
+elif [ $EMU = 1 ]; then
+    record "compute-sanitizer" SKIP "emulated: no GPU to watch"
 elif [ $BUILD_OK = 0 ]; then
     record "compute-sanitizer" SKIP "build failed"
 elif [ -z "$CS" ]; then
@@ -692,7 +726,7 @@ SAFE_NAME=$(printf '%s' "$GPU_NAME" | tr -c 'A-Za-z0-9._-' '-' | sed 's/--*/-/g;
 # a dry run (GPU_CHECK_DEVICE other than cuda) measured nothing on the GPU it names: its
 # record stays in the work directory, out of bench/results
 RES_DIR=bench/results
-[ "$DEV" = cuda ] || RES_DIR=$WORK
+[ "$DEV" = cuda ] && [ $EMU = 0 ] || RES_DIR=$WORK
 mkdir -p "$RES_DIR"
 RES=$RES_DIR/gpu-check-$SAFE_NAME-$STAMP.json
 {
@@ -701,7 +735,7 @@ RES=$RES_DIR/gpu-check-$SAFE_NAME-$STAMP.json
     echo "  \"date\": $(json_str "$(date -u +%Y-%m-%dT%H:%M:%SZ)"),"
     echo "  \"git_commit\": $(json_str "$COMMIT"),"
     echo "  \"host\": $(json_str "$(hostname 2>/dev/null || echo unknown)"),"
-    echo "  \"options\": {\"quick\": $QUICK, \"sanitizer\": $SANITIZE, \"steps\": $(json_str "$STEPS"), \"atol\": $ATOL, \"rtol\": $RTOL, \"budget_s\": $BUDGET},"
+    echo "  \"options\": {\"quick\": $QUICK, \"emulated\": $EMU, \"sanitizer\": $SANITIZE, \"steps\": $(json_str "$STEPS"), \"atol\": $ATOL, \"rtol\": $RTOL, \"budget_s\": $BUDGET},"
     echo "  \"gpu\": {"
     echo "    \"name\": $(json_str "$GPU_NAME"), \"compute_capability\": $(json_str "$GPU_CC"), \"cuda_arch\": $(json_str "$ARCH"),"
     echo "    \"memory_total\": $(json_str "$GPU_MEM"), \"pci_bus_id\": $(json_str "$GPU_BUS"),"
