@@ -30,7 +30,10 @@
 #          --llama-prompts N (gpu_llama: prompts of 1024 tokens, default 64; batch 16 = 16k tokens),
 #          --llama-modes LIST (gpu_llama's subscope modes, default bf16; the variants of --gpu-modes,
 #          e.g. bf16,bf16+notc to time bf16 without the tensor-core attention at head size 128 too),
-#          --no-cpu-1b (cpu_llama: skip the one subscope-only run of the llama-1b shape).
+#          --no-cpu-1b (cpu_llama: skip the one subscope-only run of the llama-1b shape),
+#          --ablate-runs LIST (gpu_ablate's runs, default sweep,large,bf16: the 256-mask sweep in
+#          fp32, the large masked batches, the sweep in bf16 on both sides; each takes about 70 s,
+#          most of it the peer's start-up, so a short lease runs the one it needs).
 # Environment: BENCH_PYTHON (an interpreter that has torch, transformers, safetensors,
 #          h5py, numpy; default python3, or a venv made in bench/work/venv if those are
 #          missing), BENCH_WORK (models and scratch, default bench/work), MAKE_JOBS (2;
@@ -52,7 +55,7 @@ WORK="${BENCH_WORK:-$ROOT/bench/work}"
 SMALL=0 PROMPTS=32 TOKENS=128 BATCH=16 THREADS="$(nproc)" REPS=3 PEER_H5=1 ONLY="" HOST=""
 QUICK=0 GPU_ONLY=0 INSTALL=1 BUILD=1 GPU_MODELS="gpt2-small,gpt2-medium,gpt2-large" GPU_PROMPTS=128
 GPU_MODES="fp32,tf32,bf16"
-LLAMA_MODELS="llama-1b,llama-7b" LLAMA_PROMPTS=64 LLAMA_MODES=bf16 CPU_1B=1
+LLAMA_MODELS="llama-1b,llama-7b" LLAMA_PROMPTS=64 LLAMA_MODES=bf16 CPU_1B=1 ABLATE_RUNS=sweep,large,bf16
 PY=""          # interpreter with the peer's packages, or empty
 PEER_WHY=""    # why there is none
 GPU_WORK="$WORK/gpu"
@@ -83,6 +86,8 @@ while [ $# -gt 0 ]; do
         --llama-prompts) LLAMA_PROMPTS="${2:?}"; shift ;;
         --llama-modes) LLAMA_MODES="${2:?}"; shift ;;
         --no-cpu-1b) CPU_1B=0 ;;
+        --ablate-runs) ABLATE_RUNS="${2:?}"; shift
+            [[ ,$ABLATE_RUNS, =~ ^(,(sweep|large|bf16))+,$ ]] || die "--ablate-runs takes sweep,large,bf16 (got '$ABLATE_RUNS')" ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option '$1' (--help lists them)" ;;
     esac
@@ -404,15 +409,16 @@ bench_gpu_ablate() {
     fi
     local model
     model=$(gpu_model gpt2-small)
-    say "gpu_ablate: subscope ablate vs a PyTorch hook loop on the GPU (256 masks, 8 x 16 tokens; 32 masks, 16 x 512)"
-    "$PY" bench/bench_ablate.py --model "$model" --python "$PY" --device cuda --step gpu_ablate --masks 256 --prompts 8 \
+    say "gpu_ablate: subscope ablate vs a PyTorch hook loop on the GPU ($ABLATE_RUNS: 256 masks, 8 x 16 tokens; 32 masks, 16 x 512)"
+    [[ ,$ABLATE_RUNS, == *,sweep,* ]] && { "$PY" bench/bench_ablate.py --model "$model" --python "$PY" --device cuda --step gpu_ablate --masks 256 --prompts 8 \
         --tokens 16 --reps 3 --host "$HOST" --workdir "$GPU_WORK/ablate" \
-        --json "$GPU_ABLATE_JSON" || NOTES+=("gpu_ablate (sweep) failed")
-    "$PY" bench/bench_ablate.py --model "$model" --python "$PY" --device cuda --step gpu_ablate_large --masks 32 \
+        --json "$GPU_ABLATE_JSON" || NOTES+=("gpu_ablate (sweep) failed"); }
+    [[ ,$ABLATE_RUNS, == *,large,* ]] && { "$PY" bench/bench_ablate.py --model "$model" --python "$PY" --device cuda --step gpu_ablate_large --masks 32 \
         --prompts 16 --tokens 512 --reps 3 --no-unbatched --host "$HOST" --workdir "$GPU_WORK/ablate-large" \
-        --json "$GPU_ABLATE_LARGE_JSON" || NOTES+=("gpu_ablate (large batches) failed")
+        --json "$GPU_ABLATE_LARGE_JSON" || NOTES+=("gpu_ablate (large batches) failed"); }
     # the sweep again with bf16 products on both sides: float32 bounds it by the fp32 rate
     # (bench/README.md), where the peer's loop is bound by its launches either way
+    [[ ,$ABLATE_RUNS, == *,bf16,* ]] || return 0
     "$PY" bench/bench_ablate.py --model "$model" --python "$PY" --device cuda --step gpu_ablate_bf16 --masks 256 \
         --prompts 8 --tokens 16 --reps 3 --dtype bfloat16 --no-unbatched --host "$HOST" --workdir "$GPU_WORK/ablate-bf16" \
         --json "$GPU_ABLATE_BF16_JSON" || NOTES+=("gpu_ablate (bf16 sweep) failed")
