@@ -81,7 +81,7 @@ static void census_gemm(const char *api, long long m, long long n, long long k, 
     if (!ss_emu_census_enabled()) return;
     pthread_mutex_lock(&census_mu);
     int i = 0;
-    while (i < n_products && (products[i].api != api || products[i].m != m || products[i].n != n ||
+    while (i < n_products && (strcmp(products[i].api, api) || products[i].m != m || products[i].n != n ||
                               products[i].k != k || products[i].batch != batch || products[i].types != types))
         i++;
     if (i == n_products && n_products < (int)(sizeof products / sizeof products[0]))

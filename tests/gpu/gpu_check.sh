@@ -28,7 +28,8 @@
 #   --emulated      no GPU: the tree's build (bin/) with the CUDA plugin built from the emulated
 #                   kernels (bin/emu, kernels/README.md) and kernel_check_emu, slowly; NCCL and
 #                   the sanitizers skipped; a rehearsal of the checks' plumbing and of the host
-#                   code, not of a GPU's arithmetic, recorded under build/gpu-check/
+#                   code, not of a GPU's arithmetic, recorded under build/gpu-check/; each
+#                   step's time limit 20 times a GPU's, GPU_CHECK_BUDGET 10800 unless set
 #   --no-build      use the tree's build as it is (bin/, build/config.mk), e.g. unpacked from
 #                   tests/gpu/bundle.sh's tarball on a node without compilers or HDF5 headers
 #   --keep          keep the random models and HDF5 outputs under build/gpu-check/
@@ -104,6 +105,7 @@ fi
 if [ $EMU = 1 ]; then
     export SUBSCOPE_PLUGIN_DIR=${SUBSCOPE_PLUGIN_DIR:-$ROOT/bin/emu}
     NVIDIA_SMI=true
+    [ -n "${GPU_CHECK_BUDGET:-}" ] || BUDGET=10800 # its steps take about 20 times as long
 elif ! command -v "$NVIDIA_SMI" >/dev/null 2>&1; then
     no_gpu "nvidia-smi not found (no NVIDIA driver on this machine)"
 fi
@@ -150,6 +152,7 @@ elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 # nothing) when the budget is spent.
 run_logged() { # run_logged LOG SECONDS CMD...
     local log=$1 lim=$2 left; shift 2
+    [ $EMU = 1 ] && lim=$((lim * 20)) # the emulation runs a GPU's steps about that much slower
     left=$(( T_START + ${BUDGET%.*} - $(date +%s) ))
     echo "\$ $*" >"$log"
     if [ $left -lt 5 ]; then echo "skipped: the time budget (GPU_CHECK_BUDGET=${BUDGET}s) is spent" >>"$log"; return 125; fi
