@@ -139,6 +139,12 @@ def main():
                                 base[base.index("--masks") + 2:base.index("--out") + 1] + [ident_out]}
         if a.no_unbatched:
             del variants["unbatched"]
+        if a.device.startswith("cuda"):
+            # the batched run with every kernel loaded when the process starts instead of at its
+            # first launch (CUDA's default loads lazily): if the passes shrink by much, their time
+            # was one-off loading, which the peer's warm-up forward keeps out of its loop
+            eager_out = os.path.join(a.workdir, f"{name}-eager.h5")
+            variants["eager"] = ["env", "CUDA_MODULE_LOADING=EAGER"] + base[:-1] + [eager_out]
         peer_cmd = [a.python, os.path.join(ROOT, "bench", "peer_ablate.py"), "--model", model, "--prompts", prompts,
                     "--masks", masks_path, "--threads", str(a.threads), "--batch", str(a.prompts), "--reps", "1",
                     "--device", a.device, "--dtype", a.dtype]
@@ -228,6 +234,10 @@ def main():
         if "speedup_vs_peer_passes_only" in r:
             print(f"   subscope's passes alone (in the process): {r['subscope']['batched']['median_passes_s']:.2f} s, "
                   f"{r['speedup_vs_peer_passes_only']:.1f}x the peer's loop")
+            if "eager" in r["subscope"] and "median_passes_s" in r["subscope"]["eager"]:
+                e = r["subscope"]["eager"]
+                print(f"   with CUDA_MODULE_LOADING=EAGER: passes {e['median_passes_s']:.3f} s, whole process "
+                      f"{e['median_wall_s']:.2f} s")
             sp = r["subscope"]["batched"].get("passes_split") or []
             if sp:  # the run whose passes were the median's (or the nearest)
                 med = r["subscope"]["batched"]["median_passes_s"]
