@@ -226,6 +226,14 @@ def issue_targets(kern, collect, ablate, ablate_large, attribute, ablate_bf16=No
             note = f"{a['masks']} masks, {a['prompts']} x {a['tokens']} tokens"
             note += (f"; whole process {a['speedup_vs_peer']:.1f}x" if "speedup_vs_peer_passes_only" in a
                      else "; whole process (no pass timing in this run)")
+            b, e = a["subscope"]["batched"], a["subscope"].get("eager", {})
+            sp = min(b.get("passes_split") or [None], key=lambda x: abs(
+                x["clean_s"] + x["masked_s"] + x["rest_s"] - b.get("median_passes_s", 0)) if x else 0)
+            if sp and sp.get("first_masked_s") is not None:  # what the passes spend where (bench_ablate.py)
+                note += (f"; passes {b['median_passes_s']:.3f} s: clean {sp['clean_s']:.3f}, "
+                         f"{sp['masked_forwards']} masked {sp['masked_s']:.3f} (first {sp['first_masked_s']:.3f})")
+            if "median_passes_s" in e:
+                note += f"; eager loading {e['median_passes_s']:.3f} s"
             rows.append(("A1", what, fmt(v, ".1f", "x"), ">= 20x", "PASS" if v >= 20 else "FAIL", note))
         elif missing:
             rows.append(("A1", what, None, ">= 20x", "not run", missing))
