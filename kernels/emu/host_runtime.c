@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "host/cublasLt.h"
 #include "host/cublas_v2.h"
@@ -476,17 +477,16 @@ static float emu_dot(const float *A, int lda, cublasOperation_t ta, int i, const
 }
 
 /* Column-major C = alpha op(A) op(B) + beta C, op(A) m x k, op(B) k x n. */
+static void emu_gemm_run(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float al, const void *A,
+                         cudaDataType at, int lda, const void *B, cudaDataType bt, int ldb, float be, float *C, int ldc);
+
 static cublasStatus_t emu_sgemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float *alpha,
                                 const float *A, int lda, const float *B, int ldb, const float *beta, float *C,
                                 int ldc) {
     if (m < 0 || n < 0 || k < 0 || ldc < (m > 1 ? m : 1)) return CUBLAS_STATUS_INVALID_VALUE;
     if (lda < ((ta == CUBLAS_OP_N ? m : k) > 1 ? (ta == CUBLAS_OP_N ? m : k) : 1)) return CUBLAS_STATUS_INVALID_VALUE;
     if (ldb < ((tb == CUBLAS_OP_N ? k : n) > 1 ? (tb == CUBLAS_OP_N ? k : n) : 1)) return CUBLAS_STATUS_INVALID_VALUE;
-    for (int j = 0; j < n; j++)
-        for (int i = 0; i < m; i++) {
-            float *c = &C[i + (size_t)j * ldc];
-            *c = *alpha * emu_dot(A, lda, ta, i, B, ldb, tb, j, k) + (*beta == 0.f ? 0.f : *beta * *c);
-        }
+    emu_gemm_run(ta, tb, m, n, k, *alpha, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb, *beta, C, ldc);
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -529,6 +529,78 @@ static float f16_at(const void *p, size_t i) {
     return (h & 0x8000) ? -v : v;
 }
 
+/* Every product of the emulation: C = al op(A) op(B) + be C, column-major, each element
+ * the sum over p in increasing order of the fp32 products of its operands (fp32, or
+ * bf16/fp16 decoded exactly), then al * sum + be * c (be 0: c is not read). op(A)'s rows
+ * and op(B)'s columns are first copied out contiguous in fp32 and the columns of C shared
+ * among threads: the same operations in the same order as a loop element by element, so
+ * the same bits, several times faster (the emulated products dominate an emulated model
+ * run). */
+static float emu_at(const void *X, cudaDataType t, size_t i) {
+    return t == CUDA_R_32F ? ((const float *)X)[i] : t == CUDA_R_16F ? f16_at(X, i) : bf16_at(X, i);
+}
+
+typedef struct {
+    const float *a, *b; /* op(A) rows, op(B) columns, k floats each */
+    float *C;
+    int m, k, ldc, j0, j1;
+    float al, be;
+} emu_gemm_part;
+
+static void *emu_gemm_cols(void *arg) {
+    const emu_gemm_part *g = arg;
+    for (int j = g->j0; j < g->j1; j++) {
+        const float *b = g->b + (size_t)j * g->k;
+        for (int i = 0; i < g->m; i++) {
+            const float *a = g->a + (size_t)i * g->k;
+            float acc = 0.f;
+            for (int p = 0; p < g->k; p++) acc += a[p] * b[p];
+            float *dst = &g->C[i + (size_t)j * g->ldc];
+            *dst = g->al * acc + (g->be == 0.f ? 0.f : g->be * *dst);
+        }
+    }
+    return NULL;
+}
+
+static void emu_gemm_run(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float al, const void *A,
+                         cudaDataType at, int lda, const void *B, cudaDataType bt, int ldb, float be, float *C, int ldc) {
+    if (m <= 0 || n <= 0) return;
+    float *a = malloc(sizeof(float) * ((size_t)m * k + (size_t)n * k) + 1), *b = a ? a + (size_t)m * k : NULL;
+    if (!a) { /* the same sums, element by element from the operands */
+        for (int j = 0; j < n; j++)
+            for (int i = 0; i < m; i++) {
+                float acc = 0.f;
+                for (int p = 0; p < k; p++)
+                    acc += emu_at(A, at, ta == CUBLAS_OP_N ? i + (size_t)p * lda : p + (size_t)i * lda) *
+                           emu_at(B, bt, tb == CUBLAS_OP_N ? p + (size_t)j * ldb : j + (size_t)p * ldb);
+                float *dst = &C[i + (size_t)j * ldc];
+                *dst = al * acc + (be == 0.f ? 0.f : be * *dst);
+            }
+        return;
+    }
+    for (int i = 0; i < m; i++)
+        for (int p = 0; p < k; p++) a[(size_t)i * k + p] = emu_at(A, at, ta == CUBLAS_OP_N ? i + (size_t)p * lda : p + (size_t)i * lda);
+    for (int j = 0; j < n; j++)
+        for (int p = 0; p < k; p++) b[(size_t)j * k + p] = emu_at(B, bt, tb == CUBLAS_OP_N ? p + (size_t)j * ldb : j + (size_t)p * ldb);
+    enum { MAX_PARTS = 8 };
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int parts = (double)m * n * k < 4e6 || cores < 2 ? 1 : cores < MAX_PARTS ? (int)cores : MAX_PARTS;
+    if (parts > n) parts = n;
+    emu_gemm_part g[MAX_PARTS];
+    pthread_t th[MAX_PARTS];
+    int started[MAX_PARTS] = {0};
+    for (int t = 0; t < parts; t++) {
+        g[t] = (emu_gemm_part){a, b, C, m, k, ldc, (int)((long long)n * t / parts), (int)((long long)n * (t + 1) / parts), al, be};
+        if (t > 0) started[t] = !pthread_create(&th[t], NULL, emu_gemm_cols, &g[t]);
+    }
+    emu_gemm_cols(&g[0]);
+    for (int t = 1; t < parts; t++) {
+        if (started[t]) pthread_join(th[t], NULL);
+        else emu_gemm_cols(&g[t]); /* no thread: this one does it */
+    }
+    free(a);
+}
+
 static cublasStatus_t emu_gemm_ex(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const void *alpha,
                                   const void *A, cudaDataType at, int lda, const void *B, cudaDataType bt, int ldb,
                                   const void *beta, void *C, cudaDataType ct, int ldc, cublasComputeType_t compute) {
@@ -536,20 +608,7 @@ static cublasStatus_t emu_gemm_ex(cublasOperation_t ta, cublasOperation_t tb, in
     if (at == CUDA_R_32F) return emu_sgemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
     if (at != CUDA_R_16BF && at != CUDA_R_16F) return CUBLAS_STATUS_INVALID_VALUE;
     if (m < 0 || n < 0 || k < 0 || ldc < (m > 1 ? m : 1)) return CUBLAS_STATUS_INVALID_VALUE;
-    float (*at16)(const void *, size_t) = at == CUDA_R_16F ? f16_at : bf16_at;
-    const float al = *(const float *)alpha, be = *(const float *)beta;
-    float *c = C;
-    for (int j = 0; j < n; j++)
-        for (int i = 0; i < m; i++) {
-            float acc = 0.f;
-            for (int p = 0; p < k; p++) {
-                float a = ta == CUBLAS_OP_N ? at16(A, i + (size_t)p * lda) : at16(A, p + (size_t)i * lda);
-                float b = tb == CUBLAS_OP_N ? at16(B, p + (size_t)j * ldb) : at16(B, j + (size_t)p * ldb);
-                acc += a * b;
-            }
-            float *dst = &c[i + (size_t)j * ldc];
-            *dst = al * acc + (be == 0.f ? 0.f : be * *dst);
-        }
+    emu_gemm_run(ta, tb, m, n, k, *(const float *)alpha, A, at, lda, B, bt, ldb, *(const float *)beta, C, ldc);
     return CUBLAS_STATUS_SUCCESS;
 }
 
