@@ -106,11 +106,9 @@ if [ $EMU = 1 ]; then
     export SUBSCOPE_PLUGIN_DIR=${SUBSCOPE_PLUGIN_DIR:-$ROOT/bin/emu}
     NVIDIA_SMI=true
     [ -n "${GPU_CHECK_BUDGET:-}" ] || BUDGET=10800 # its steps take about 20 times as long
+    q="emulated, 9.0, -, -, $SUBSCOPE_PLUGIN_DIR/libsubscope-cuda.so" # as nvidia-smi's query below
 elif ! command -v "$NVIDIA_SMI" >/dev/null 2>&1; then
     no_gpu "nvidia-smi not found (no NVIDIA driver on this machine)"
-fi
-if [ $EMU = 1 ]; then
-    q="emulated, 9.0, -, -, $SUBSCOPE_PLUGIN_DIR/libsubscope-cuda.so"
 elif [ -n "${CUDA_VISIBLE_DEVICES+x}" ] && [ -z "$CUDA_VISIBLE_DEVICES" ]; then
     no_gpu "CUDA_VISIBLE_DEVICES is set to the empty string"
 fi
@@ -119,9 +117,7 @@ sel=()
 first=${CUDA_VISIBLE_DEVICES:-}
 first=${first%%,*}
 [ -n "$first" ] && sel=(-i "$first")
-if [ $EMU = 1 ]; then
-    :
-elif ! q=$("$NVIDIA_SMI" "${sel[@]}" --query-gpu=name,compute_cap,memory.total,driver_version,pci.bus_id --format=csv,noheader 2>&1); then
+if [ $EMU = 0 ] && ! q=$("$NVIDIA_SMI" "${sel[@]}" --query-gpu=name,compute_cap,memory.total,driver_version,pci.bus_id --format=csv,noheader 2>&1); then
     no_gpu "nvidia-smi failed: $(printf '%s' "$q" | head -n 2 | tr '\n' ' ')"
 fi
 q=$(printf '%s\n' "$q" | grep -v '^[[:space:]]*$' | head -n 1)
