@@ -477,8 +477,9 @@ static float emu_dot(const float *A, int lda, cublasOperation_t ta, int i, const
 }
 
 /* Column-major C = alpha op(A) op(B) + beta C, op(A) m x k, op(B) k x n. */
-static void emu_gemm_run(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float al, const void *A,
-                         cudaDataType at, int lda, const void *B, cudaDataType bt, int ldb, float be, float *C, int ldc);
+static cublasStatus_t emu_gemm_run(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float al,
+                                   const void *A, cudaDataType at, int lda, const void *B, cudaDataType bt, int ldb,
+                                   float be, float *C, int ldc);
 
 static cublasStatus_t emu_sgemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float *alpha,
                                 const float *A, int lda, const float *B, int ldb, const float *beta, float *C,
@@ -486,8 +487,7 @@ static cublasStatus_t emu_sgemm(cublasOperation_t ta, cublasOperation_t tb, int 
     if (m < 0 || n < 0 || k < 0 || ldc < (m > 1 ? m : 1)) return CUBLAS_STATUS_INVALID_VALUE;
     if (lda < ((ta == CUBLAS_OP_N ? m : k) > 1 ? (ta == CUBLAS_OP_N ? m : k) : 1)) return CUBLAS_STATUS_INVALID_VALUE;
     if (ldb < ((tb == CUBLAS_OP_N ? k : n) > 1 ? (tb == CUBLAS_OP_N ? k : n) : 1)) return CUBLAS_STATUS_INVALID_VALUE;
-    emu_gemm_run(ta, tb, m, n, k, *alpha, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb, *beta, C, ldc);
-    return CUBLAS_STATUS_SUCCESS;
+    return emu_gemm_run(ta, tb, m, n, k, *alpha, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb, *beta, C, ldc);
 }
 
 /* Calls counted (ss_emu_api_calls), the products that others build on not. */
@@ -562,22 +562,13 @@ static void *emu_gemm_cols(void *arg) {
     return NULL;
 }
 
-static void emu_gemm_run(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float al, const void *A,
-                         cudaDataType at, int lda, const void *B, cudaDataType bt, int ldb, float be, float *C, int ldc) {
-    if (m <= 0 || n <= 0) return;
-    float *a = malloc(sizeof(float) * ((size_t)m * k + (size_t)n * k) + 1), *b = a ? a + (size_t)m * k : NULL;
-    if (!a) { /* the same sums, element by element from the operands */
-        for (int j = 0; j < n; j++)
-            for (int i = 0; i < m; i++) {
-                float acc = 0.f;
-                for (int p = 0; p < k; p++)
-                    acc += emu_at(A, at, ta == CUBLAS_OP_N ? i + (size_t)p * lda : p + (size_t)i * lda) *
-                           emu_at(B, bt, tb == CUBLAS_OP_N ? p + (size_t)j * ldb : j + (size_t)p * ldb);
-                float *dst = &C[i + (size_t)j * ldc];
-                *dst = al * acc + (be == 0.f ? 0.f : be * *dst);
-            }
-        return;
-    }
+static cublasStatus_t emu_gemm_run(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float al,
+                                   const void *A, cudaDataType at, int lda, const void *B, cudaDataType bt, int ldb,
+                                   float be, float *C, int ldc) {
+    if (m <= 0 || n <= 0) return CUBLAS_STATUS_SUCCESS;
+    float *a = malloc(sizeof(float) * ((size_t)m * k + (size_t)n * k) + 1);
+    if (!a) return CUBLAS_STATUS_ALLOC_FAILED;
+    float *b = a + (size_t)m * k;
     for (int i = 0; i < m; i++)
         for (int p = 0; p < k; p++) a[(size_t)i * k + p] = emu_at(A, at, ta == CUBLAS_OP_N ? i + (size_t)p * lda : p + (size_t)i * lda);
     for (int j = 0; j < n; j++)
@@ -599,6 +590,7 @@ static void emu_gemm_run(cublasOperation_t ta, cublasOperation_t tb, int m, int 
         else emu_gemm_cols(&g[t]); /* no thread: this one does it */
     }
     free(a);
+    return CUBLAS_STATUS_SUCCESS;
 }
 
 static cublasStatus_t emu_gemm_ex(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const void *alpha,
@@ -608,8 +600,7 @@ static cublasStatus_t emu_gemm_ex(cublasOperation_t ta, cublasOperation_t tb, in
     if (at == CUDA_R_32F) return emu_sgemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
     if (at != CUDA_R_16BF && at != CUDA_R_16F) return CUBLAS_STATUS_INVALID_VALUE;
     if (m < 0 || n < 0 || k < 0 || ldc < (m > 1 ? m : 1)) return CUBLAS_STATUS_INVALID_VALUE;
-    emu_gemm_run(ta, tb, m, n, k, *(const float *)alpha, A, at, lda, B, bt, ldb, *(const float *)beta, C, ldc);
-    return CUBLAS_STATUS_SUCCESS;
+    return emu_gemm_run(ta, tb, m, n, k, *(const float *)alpha, A, at, lda, B, bt, ldb, *(const float *)beta, C, ldc);
 }
 
 cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
