@@ -887,7 +887,10 @@ static void bench_gemm(int64_t M) {
  * kernels/cov_lower_tc.cu on mma.sync, cov_lower_wg.cu on wgmma, the latter
  * only where it is supported), the ones meant for the first target, and
  * cov_lower_blk*.bf16 the same products as cuBLAS's batched product of the
- * triangle's square blocks (kernels/cov_lower_blk.cu) at several block widths,
+ * triangle's square blocks (kernels/cov_lower_blk.cu) at several block widths
+ * (the number; none for the default) and, where the default cuts the rows into
+ * slices (small d), at its width without slices (s1) and with half and twice
+ * as many (sN; the slices' partial sum included in the time),
  * cov_lower_rec*.bf16 as its recursive plan (a few larger products; the
  * number is the width of the diagonal blocks, none for the default). These
  * two multiply rows already centred to bf16, as collect hands them over:
@@ -906,20 +909,26 @@ static void bench_cov(int64_t n) {
          * blk's block widths, rec's diagonal widths (each once; never the whole d, the full product) */
         struct blk_var {
             int rec;
-            int64_t w;
+            int64_t w, s; /* s: blk's row slices asked for (0: its default) */
         };
-        std::vector<blk_var> vars = {{0, 0}, {1, 0}};
-        for (int64_t w : {256, 512, 1024, 2048, 4096})
-            if (w < d && w != ss_cuda_cov_blk_leaf(d, 0) && d / w <= 32) vars.push_back({0, w});
+        std::vector<blk_var> vars = {{0, 0, 0}, {1, 0, 0}};
+        for (int64_t w : {128, 256, 512, 1024, 2048, 4096})
+            if (w < d && w != ss_cuda_cov_blk_leaf(d, 0) && d / w <= 32) vars.push_back({0, w, 0});
+        /* where the default width's rows are sliced: the same without slices, and with others */
+        const int64_t s0 = ss_cuda_cov_blk_splits(n, d, 0, 0);
+        if (s0 > 1)
+            for (int64_t sl : {(int64_t)1, s0 / 2, 2 * s0})
+                if (sl >= 1 && sl != s0 && ss_cuda_cov_blk_splits(n, d, 0, sl) == sl) vars.push_back({0, 0, sl});
         std::vector<int64_t> rec_seen = {ss_cuda_cov_rec_leaf(d, 0)};
         for (int64_t w : {128, 256, 512, 1024, 2048, 4096}) {
             const int64_t L = ss_cuda_cov_rec_leaf(d, w);
             if (L < d && std::find(rec_seen.begin(), rec_seen.end(), L) == rec_seen.end())
-                rec_seen.push_back(L), vars.push_back({1, L});
+                rec_seen.push_back(L), vars.push_back({1, L, 0});
         }
         auto blk_name = [&](const blk_var &v) {
             const char *plan = v.rec ? "rec" : "blk";
-            return base + (v.w ? fmt(".cov_lower_%s%lld.bf16", plan, (long long)v.w) : fmt(".cov_lower_%s.bf16", plan));
+            return base + fmt(".cov_lower_%s", plan) + (v.w ? fmt("%lld", (long long)v.w) : "") +
+                   (v.s ? fmt("s%lld", (long long)v.s) : "") + ".bf16";
         };
         for (const char *c : {".colmean.f32", ".colmean.bf16", ".cov_lower.f32", ".cov_lower.bf16",
                               ".cov_lower_tc.bf16", ".cov_lower_wg.bf16", ".ssyrk.fp32", ".gemmex_full.bf16",
@@ -933,7 +942,7 @@ static void bench_cov(int64_t n) {
         Buf wgws((size_t)ss_cuda_cov_lower_wg_ws(n, d));
         int64_t blk_ws = ss_cuda_cov_lower_rec_ws(n, d);
         for (const blk_var &v : vars)
-            if (!v.rec) blk_ws = std::max(blk_ws, ss_cuda_cov_lower_blk_ws(n, d, v.w));
+            if (!v.rec) blk_ws = std::max(blk_ws, ss_cuda_cov_lower_blk_ws(n, d, v.w, v.s));
         Buf blkws((size_t)blk_ws);
         fill(x32);
         fill_bf16(x16);
@@ -983,17 +992,23 @@ static void bench_cov(int64_t n) {
                               d, G.stream) == 0 ? cudaSuccess : cudaErrorInvalidValue);
         for (const blk_var &v : vars) {
             const int64_t L = v.rec ? ss_cuda_cov_rec_leaf(d, v.w) : ss_cuda_cov_blk_leaf(d, v.w);
+            const int64_t sl = v.rec ? 1 : ss_cuda_cov_blk_splits(n, d, v.w, v.s);
             run_case(mk("gemm", blk_name(v), "ss_cov_lower_blk",
-                        shape + fmt(v.rec ? " diagonal=%lld" : " block=%lld", (long long)L),
+                        shape + fmt(v.rec ? " diagonal=%lld" : " block=%lld", (long long)L) +
+                            (sl > 1 ? fmt(" slices=%lld", (long long)sl) : ""),
                         v.rec ? "centred bf16 rows in (center_rows), cuBLAS strided-batched bf16 products of the "
                                 "triangle halved recursively, fp32 accumulate"
-                              : "centred bf16 rows in (center_rows), cuBLAS batched bf16 products of the triangle's "
-                                "blocks, fp32 accumulate",
-                        2.0 * n * ldw + cb, useful, "bf16", false, false),
+                        : sl > 1 ? "centred bf16 rows in (center_rows), cuBLAS batched bf16 products of the "
+                                   "triangle's blocks by slices of the rows, fp32 accumulate, the slices' partial "
+                                   "triangles summed"
+                                 : "centred bf16 rows in (center_rows), cuBLAS batched bf16 products of the "
+                                   "triangle's blocks, fp32 accumulate",
+                        2.0 * n * ldw + cb + (sl > 1 ? sl * cb + 4.0 * sl * d * d : 0), useful, "bf16", false,
+                        false),
                      [&] {
                          cublasStatus_t bs = CUBLAS_STATUS_SUCCESS;
                          int e = ss_cov_lower_blk(G.blas, v.rec, c.f(), d, NULL, SS_CUDA_BF16, d, NULL, n, d, v.w,
-                                                  blkws.p, G.stream, &bs);
+                                                  v.s, blkws.p, G.stream, &bs);
                          if (e == -1)
                              fprintf(stderr, "%s: %s\n", v.rec ? "cublasGemmStridedBatchedEx" : "cublasGemmBatchedEx",
                                      cublasGetStatusString(bs));

@@ -1,20 +1,22 @@
 /* The host half of the blocked covariance triangle (kernels/cov_lower_blk.cu
  * says why it exists): centre, then per group of same-shaped blocks one
  * cublasGemmBatchedEx (the blk plan) or cublasGemmStridedBatchedEx (rec, when
- * `rec` is set), bf16 operands, fp32 accumulation and output. Shared by
- * the CUDA backend, kernel_check and kernel_bench, so that all three run the
- * same calls; include cublas_v2.h and subscope/cuda_kernels.h first. The
- * handle must already be on `stream`. Returns 0, a launcher's error (1 for
- * bad arguments, else a cudaError_t), or -1 with cuBLAS's status in *bs. */
+ * `rec` is set), bf16 operands, fp32 accumulation and output, then (blk with
+ * the rows in slices) the partial triangles' sum. Shared by the CUDA backend,
+ * kernel_check and kernel_bench, so that all three run the same calls;
+ * include cublas_v2.h and subscope/cuda_kernels.h first. `splits` is blk's
+ * (ss_cuda_cov_blk_splits; rec has none). The handle must already be on
+ * `stream`. Returns 0, a launcher's error (1 for bad arguments, else a
+ * cudaError_t), or -1 with cuBLAS's status in *bs. */
 #ifndef SUBSCOPE_COV_BLK_H
 #define SUBSCOPE_COV_BLK_H
 
-static inline int ss_cov_lower_blk(cublasHandle_t h, int rec, float *c, int64_t ldc, const void *x, int xdtype, int64_t ldx,
-                                   const float *mean, int64_t n, int64_t d, int64_t leaf, void *ws,
-                                   cudaStream_t stream, cublasStatus_t *bs) {
+static inline int ss_cov_lower_blk(cublasHandle_t h, int rec, float *c, int64_t ldc, const void *x, int xdtype,
+                                   int64_t ldx, const float *mean, int64_t n, int64_t d, int64_t leaf,
+                                   int64_t splits, void *ws, cudaStream_t stream, cublasStatus_t *bs) {
     ss_cuda_cov_blk p;
-    int e = (rec ? ss_cuda_cov_lower_rec_prepare : ss_cuda_cov_lower_blk_prepare)(&p, c, ldc, x, xdtype, ldx, mean, n,
-                                                                                  d, leaf, ws, stream);
+    int e = rec ? ss_cuda_cov_lower_rec_prepare(&p, c, ldc, x, xdtype, ldx, mean, n, d, leaf, ws, stream)
+                : ss_cuda_cov_lower_blk_prepare(&p, c, ldc, x, xdtype, ldx, mean, n, d, leaf, splits, ws, stream);
     if (e) return e;
     const float one = 1.f, zero = 0.f;
     for (int i = 0; i < p.groups; i++) {
@@ -34,7 +36,7 @@ static inline int ss_cov_lower_blk(cublasHandle_t h, int rec, float *c, int64_t 
             return -1;
         }
     }
-    return 0;
+    return p.splits > 1 ? ss_cuda_cov_sum_splits(c, ldc, p.part, d, p.splits, stream) : 0;
 }
 
 #endif

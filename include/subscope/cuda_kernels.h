@@ -200,8 +200,14 @@ int ss_cuda_cov_lower_tc(float *c, int64_t ldc, const void *x, int xdtype, int64
  * blk: the triangle cut into square blocks of leaf x leaf (ss_cuda_cov_blk_leaf:
  * a multiple of 64, at most d; leaf <= 0 picks about d / 8, at least 256),
  * those on or below the diagonal one batched bf16 product; _prepare centres x
- * into ws (ss_cuda_cov_lower_blk_ws(n, d, leaf) bytes) and writes the batch's
- * pointer arrays there (at most three groups of one shape each).
+ * into ws (ss_cuda_cov_lower_blk_ws(n, d, leaf, splits) bytes) and writes the
+ * batch's pointer arrays there (at most three groups of one shape each).
+ * Where the blocks are too few to fill a GPU (small d), the rows are cut
+ * into slices too (ss_cuda_cov_blk_splits: splits <= 0 picks the count from
+ * n, d and leaf, never from the device; 1: none): every block times every
+ * slice is one product of the batch, into `splits` partial triangles in ws
+ * that ss_cov_lower_blk then sums in slice order (ss_cuda_cov_sum_splits);
+ * the rows past n up to the slices' end are zeros that _prepare writes.
  * rec: the triangle halved recursively: at each of k levels the square below
  * the diagonal of each half is one product, the 2^(l-1) of level l one strided
  * batch, and the 2^k diagonal blocks of width ss_cuda_cov_rec_leaf(d, leaf)
@@ -211,7 +217,7 @@ int ss_cuda_cov_lower_tc(float *c, int64_t ldc, const void *x, int xdtype, int64
  * they write themselves). With x NULL, ws already holds the centred rows
  * (ss_cuda_cov_center's bf16 output, ldw = ss_cuda_cov_blk_ldw(d), n_pad = n:
  * collect centres them as it gathers them) and ldx, xdtype and mean are not
- * used. The diagonal blocks are computed whole, so the upper
+ * used. The diagonal blocks are computed whole, so without slices the upper
  * triangles of those blocks are written too; nothing else above the diagonal is. */
 #define SS_CUDA_COV_GROUPS 24
 typedef struct ss_cuda_cov_blk_group {
@@ -223,14 +229,17 @@ typedef struct ss_cuda_cov_blk_group {
     long long sab, sc;         /* and the elements from one product's operands / output to the next's */
 } ss_cuda_cov_blk_group;
 typedef struct ss_cuda_cov_blk {
-    int groups, k, lda, ldc;   /* k: the rows of x */
+    int groups, k, lda, ldc;   /* k: the rows of x (of a slice); ldc: of the products' outputs */
+    int splits;                /* the slices of the rows: > 1, partial triangles to sum into C */
+    float *part;               /* ... [splits][d][d] in ws (ss_cuda_cov_sum_splits's layout) */
     ss_cuda_cov_blk_group g[SS_CUDA_COV_GROUPS];
 } ss_cuda_cov_blk;
 int64_t ss_cuda_cov_blk_ldw(int64_t d);
 int64_t ss_cuda_cov_blk_leaf(int64_t d, int64_t leaf);
-int64_t ss_cuda_cov_lower_blk_ws(int64_t n, int64_t d, int64_t leaf);
+int64_t ss_cuda_cov_blk_splits(int64_t n, int64_t d, int64_t leaf, int64_t splits);
+int64_t ss_cuda_cov_lower_blk_ws(int64_t n, int64_t d, int64_t leaf, int64_t splits);
 int ss_cuda_cov_lower_blk_prepare(ss_cuda_cov_blk *p, float *c, int64_t ldc, const void *x, int xdtype, int64_t ldx,
-                                  const float *mean, int64_t n, int64_t d, int64_t leaf, void *ws,
+                                  const float *mean, int64_t n, int64_t d, int64_t leaf, int64_t splits, void *ws,
                                   cudaStream_t stream);
 int64_t ss_cuda_cov_rec_leaf(int64_t d, int64_t leaf);
 int64_t ss_cuda_cov_lower_rec_ws(int64_t n, int64_t d);

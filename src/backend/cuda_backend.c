@@ -479,14 +479,14 @@ static ss_status cov_kernel_for(const ss_backend *be, int64_t d, int *kernel) {
 static ss_status blocked_products(const ss_backend *be, int rec, float *cc, const float *x, int64_t ld,
                                   const int64_t *idx, const float *m32, int64_t n, int64_t d) {
     cuda_impl *c = IMPL(be);
-    const int64_t ws = rec ? ss_cuda_cov_lower_rec_ws(n, d) : ss_cuda_cov_lower_blk_ws(n, d, c->cov_block);
+    const int64_t ws = rec ? ss_cuda_cov_lower_rec_ws(n, d) : ss_cuda_cov_lower_blk_ws(n, d, c->cov_block, 0);
     SS_TRY(scratch16(be, &c->cov_ws, &c->cov_ws_cap, (size_t)(ws + 1) / 2, "covariance workspace"));
     SS_TRY(cuda_check(be,
                       ss_cuda_cov_center(c->cov_ws, SS_CUDA_BF16, ss_cuda_cov_blk_ldw(d), x, SS_CUDA_F32, ld, idx, m32,
                                          n, n, d, c->stream),
                       "gathering and centring kernel"));
     cublasStatus_t bs = CUBLAS_STATUS_SUCCESS;
-    int e = ss_cov_lower_blk(c->blas, rec, cc, d, NULL, SS_CUDA_BF16, d, NULL, n, d, c->cov_block, c->cov_ws, c->stream,
+    int e = ss_cov_lower_blk(c->blas, rec, cc, d, NULL, SS_CUDA_BF16, d, NULL, n, d, c->cov_block, 0, c->cov_ws, c->stream,
                              &bs);
     if (e == -1)
         return ss_errorf(SS_ERR_IO, "%s: blocked covariance (d = %lld, %lld rows): %s: %s", be->name, (long long)d,

@@ -1263,19 +1263,23 @@ static int launch_cv_wg(void *v) {
     cv_ctx *c = v;
     return ss_cuda_cov_lower_wg(c->c, c->ldc, c->x, c->dt, c->ldx, c->mean, c->n, c->d, c->ws, g_stream);
 }
-/* the blocked triangle through cuBLAS (cov_blk.h), its default block width: blk's plan, or rec's */
-static int launch_cv_blocks(cv_ctx *c, int rec) {
+/* the blocked triangle through cuBLAS (cov_blk.h), its default block width: blk's plan (its rows
+ * in the default slices, or in `splits`), or rec's */
+static int launch_cv_blocks(cv_ctx *c, int rec, int64_t splits) {
     static cublasHandle_t h;
     if (!h && (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS || cublasSetStream(h, g_stream) != CUBLAS_STATUS_SUCCESS))
         return 1;
     cublasStatus_t bs = CUBLAS_STATUS_SUCCESS;
-    int e = ss_cov_lower_blk(h, rec, c->c, c->ldc, c->x, c->dt, c->ldx, c->mean, c->n, c->d, 0, c->ws, g_stream, &bs);
+    int e = ss_cov_lower_blk(h, rec, c->c, c->ldc, c->x, c->dt, c->ldx, c->mean, c->n, c->d, 0, splits, c->ws,
+                             g_stream, &bs);
     if (e == -1)
         fprintf(stderr, "%s: %s\n", rec ? "cublasGemmStridedBatchedEx" : "cublasGemmBatchedEx", cublasGetStatusString(bs));
     return e;
 }
-static int launch_cv_blk(void *v) { return launch_cv_blocks(v, 0); }
-static int launch_cv_rec(void *v) { return launch_cv_blocks(v, 1); }
+static int launch_cv_blk(void *v) { return launch_cv_blocks(v, 0, 0); }
+static int launch_cv_rec(void *v) { return launch_cv_blocks(v, 1, 0); }
+#define CV_BLK_SPLITS 3 /* kernel 5: blk with its rows in this many slices, whatever the default */
+static int launch_cv_blk_split(void *v) { return launch_cv_blocks(v, 0, CV_BLK_SPLITS); }
 
 /* One shape: the means from ss_cuda_colmean against fp64 sums (rtol 1e-12,
  * and mean32 == (float)mean64), then C centred on the device's mean32
@@ -1290,11 +1294,12 @@ static int launch_cv_rec(void *v) { return launch_cv_blocks(v, 1); }
  * unsupported) against the same sums of their bf16 operands, bf16(x - m32), the same bound
  * (products of bf16 values are exact in fp32); the means are not rechecked. tc 3 and 4: the
  * blocked triangle (cov_lower_blk.cu, cuBLAS's batched bf16 products; plans blk and rec),
- * the same sums and bound, which may also write the upper halves of its diagonal blocks. */
+ * the same sums and bound, which may also write the upper halves of its diagonal blocks; tc 5:
+ * blk with its rows cut into CV_BLK_SPLITS slices (partial triangles summed after). */
 static void cov_one(int64_t n, int64_t d, int64_t ldx, int64_t ldc, int dt, int tc) {
     char name[96];
     snprintf(name, sizeof name, "cov_lower%s %s n=%lld d=%lld ldx=%lld ldc=%lld",
-             tc == 4 ? "_rec" : tc == 3 ? "_blk" : tc == 2 ? "_wg" : tc ? "_tc" : "",
+             tc == 5 ? "_blk_split" : tc == 4 ? "_rec" : tc == 3 ? "_blk" : tc == 2 ? "_wg" : tc ? "_tc" : "",
              dt_name[dt],
              (long long)n, (long long)d, (long long)ldx, (long long)ldc);
     char mname[96];
@@ -1338,14 +1343,16 @@ static void cov_one(int64_t n, int64_t d, int64_t ldx, int64_t ldc, int dt, int 
     size_t cbytes = (size_t)d * (size_t)ldc * 4;
     float *c = xmalloc(cbytes), *dc = dalloc(cbytes);
     void *dws = dalloc((size_t)(tc == 4   ? ss_cuda_cov_lower_rec_ws(n, d)
-                                : tc == 3 ? ss_cuda_cov_lower_blk_ws(n, d, 0)
+                                : tc == 5 ? ss_cuda_cov_lower_blk_ws(n, d, 0, CV_BLK_SPLITS)
+                                : tc == 3 ? ss_cuda_cov_lower_blk_ws(n, d, 0, 0)
                                 : tc == 2 ? ss_cuda_cov_lower_wg_ws(n, d)
                                 : tc      ? ss_cuda_cov_lower_tc_ws(n, d)
                                           : ss_cuda_cov_lower_ws(n, d)));
     cv_ctx cc = {dc, ldc, dx, dt, ldx, dm32, n, d, dws};
     out_buf co = {dc, cbytes, c};
     if (run_twice(name,
-                  tc == 4   ? launch_cv_rec
+                  tc == 5   ? launch_cv_blk_split
+                  : tc == 4 ? launch_cv_rec
                   : tc == 3 ? launch_cv_blk
                   : tc == 2 ? launch_cv_wg
                   : tc      ? launch_cv_tc
@@ -1355,7 +1362,7 @@ static void cov_one(int64_t n, int64_t d, int64_t ldx, int64_t ldc, int dt, int 
     } else {
         int full = d <= 512;
         int64_t above = 0, bad = 0, checked = 0,
-                leaf = tc == 4 ? ss_cuda_cov_rec_leaf(d, 0) : tc == 3 ? ss_cuda_cov_blk_leaf(d, 0) : 1;
+                leaf = tc == 4 ? ss_cuda_cov_rec_leaf(d, 0) : tc >= 3 ? ss_cuda_cov_blk_leaf(d, 0) : 1;
         for (int64_t i = 0; i < d; i++)
             for (int64_t j = i + 1; j < ldc; j++) above += !isnan(c[i * ldc + j]) && !(tc >= 3 && j < d && i / leaf == j / leaf);
         int64_t edges[] = {0, 1, 127, 128, 129, d / 2, d - 2, d - 1};
@@ -1422,11 +1429,11 @@ static void cov_cases(int first, int last) {
             for (int k = first; k <= last; k++)
                 cov_one(cov_shapes[si][0], cov_shapes[si][1], cov_shapes[si][2], cov_shapes[si][3], dt, k);
 }
-/* the blocked triangle (3, 4) not in --quick, the sanitizers' run: its products are cuBLAS's,
+/* the blocked triangle (3, 4, 5) not in --quick, the sanitizers' run: its products are cuBLAS's,
  * whose Hopper kernels the sanitizers misreport (case_backend_matmul16) */
 static void case_cov(void) {
     cov_cases(0, 1);
-    if (!g_quick) cov_cases(3, 4);
+    if (!g_quick) cov_cases(3, 5);
 }
 static void case_cov_wg(void) { cov_cases(2, 2); }
 

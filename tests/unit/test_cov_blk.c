@@ -26,6 +26,8 @@
 /* pre: the rows centred into the workspace first (ss_cuda_cov_center, as
  * collect gathers them) and the plan handed x = NULL */
 static int pre;
+/* blk's row slices asked for (0: its default) */
+static int64_t slices;
 
 static void blk_case(cublasHandle_t h, int rec, int64_t n, int64_t d, int64_t ldx, int64_t ldc, int64_t leaf,
                      int bf16_in, int expect_groups) {
@@ -46,7 +48,11 @@ static void blk_case(cublasHandle_t h, int rec, int64_t n, int64_t d, int64_t ld
         m[j] = n ? (float)(a / (double)n) : 0.f;
     }
     for (int64_t i = 0; i < d * ldc; i++) c[i] = NAN;
-    void *ws = malloc((size_t)(rec ? ss_cuda_cov_lower_rec_ws(n, d) : ss_cuda_cov_lower_blk_ws(n, d, leaf)) + 1);
+    const int64_t sl = rec ? 1 : ss_cuda_cov_blk_splits(n, d, leaf, slices);
+    const size_t wsb = (size_t)(rec ? ss_cuda_cov_lower_rec_ws(n, d) : ss_cuda_cov_lower_blk_ws(n, d, leaf, slices));
+    /* NaN-filled (0xff bytes): the slices' padding must be zeroed by the plan, not found zero */
+    void *ws = malloc(wsb + 1);
+    memset(ws, 0xff, wsb + 1);
     const void *x = bf16_in ? (void *)x16 : (void *)xv;
     const int xdt = bf16_in ? SS_CUDA_BF16 : SS_CUDA_F32;
     if (pre) {
@@ -54,30 +60,33 @@ static void blk_case(cublasHandle_t h, int rec, int64_t n, int64_t d, int64_t ld
         x = NULL;
     }
     ss_cuda_cov_blk plan;
-    CHECK((rec ? ss_cuda_cov_lower_rec_prepare : ss_cuda_cov_lower_blk_prepare)(&plan, c, ldc, x, xdt, ldx, m, n, d,
-                                                                                leaf, ws, NULL) == 0);
+    CHECK((rec ? ss_cuda_cov_lower_rec_prepare(&plan, c, ldc, x, xdt, ldx, m, n, d, leaf, ws, NULL)
+               : ss_cuda_cov_lower_blk_prepare(&plan, c, ldc, x, xdt, ldx, m, n, d, leaf, slices, ws, NULL)) == 0);
     CHECK_MSG(plan.groups == expect_groups, "d %lld, block %lld: %d groups, want %d", (long long)d, (long long)L,
               plan.groups, expect_groups);
+    CHECK(n == 0 || d == 0 || plan.splits == (int)sl);
     cublasStatus_t bs = 0;
-    CHECK(ss_cov_lower_blk(h, rec, c, ldc, x, xdt, ldx, m, n, d, leaf, ws, NULL, &bs) == 0);
+    CHECK(ss_cov_lower_blk(h, rec, c, ldc, x, xdt, ldx, m, n, d, leaf, slices, ws, NULL, &bs) == 0);
     int64_t bad = 0, far = 0, stray = 0;
     double maxr = 0;
     for (int64_t i = 0; i < d; i++)
         for (int64_t j = 0; j < ldc; j++) {
             const float g = c[i * ldc + j];
             if (j > i || j >= d) {
-                stray += !isnan(g) && !(j < d && i / L == j / L);
+                stray += !isnan(g) && !(j < d && i / L == j / L && sl == 1); /* slices: the sum writes the lower only */
                 continue;
             }
             double ref, sum, exact;
             ss_test_cov16_pair(xv, ldx, m, n, i, j, &ref, &sum, &exact);
             const double e = fabs((double)g - ref), q = fabs((double)g - exact);
             if (sum > 0 && e / sum > maxr) maxr = e / sum;
-            bad += !(e <= 2.0 * (double)(n + 2) * 0x1p-24 * sum);
-            far += !(q <= (0x1p-7 + 2.0 * (double)(n + 2) * 0x1p-24) * sum);
+            /* the emulated products sum each slice in row order, then the slices are added: n + sl terms */
+            bad += !(e <= 2.0 * (double)(n + sl + 2) * 0x1p-24 * sum);
+            far += !(q <= (0x1p-7 + 2.0 * (double)(n + sl + 2) * 0x1p-24) * sum);
         }
-    printf("\n    %s%s n=%lld d=%lld block=%lld %s: %d call(s), max|err|/S=%.2e vs bf16 operands", rec ? "rec" : "blk",
-           pre ? " (centred rows)" : "", (long long)n, (long long)d, (long long)L, bf16_in ? "bf16" : "f32", plan.groups, maxr);
+    printf("\n    %s%s n=%lld d=%lld block=%lld slices=%lld %s: %d call(s), max|err|/S=%.2e vs bf16 operands",
+           rec ? "rec" : "blk", pre ? " (centred rows)" : "", (long long)n, (long long)d, (long long)L, (long long)sl,
+           bf16_in ? "bf16" : "f32", plan.groups, maxr);
     CHECK_MSG(bad == 0, "%lld lower-triangle elements outside the bound", (long long)bad);
     CHECK_MSG(far == 0, "%lld elements further than 2^-7 S from the exact sums", (long long)far);
     CHECK_MSG(stray == 0, "%lld elements written above the diagonal outside the diagonal blocks", (long long)stray);
@@ -99,6 +108,17 @@ TEST(cov_lower_blk_vs_bf16_operands) {
         blk_case(h, 0, 33, 20, 20, 21, 0, 0, 1);
         /* no rows: zeros, written by a kernel (no product of k = 0) */
         blk_case(h, 0, 0, 3, 3, 3, 0, 0, 0);
+        /* the rows in slices: 300 rows in 3 of 128 (84 zero rows after the last), each block
+         * once per slice, the partial triangles summed; the same three groups, 3x the products */
+        slices = 3;
+        blk_case(h, 0, 300, 136, 140, 137, 64, 1, 3);
+        blk_case(h, 0, 300, 256, 256, 256, 64, 0, 1);
+        /* 5 asked of 130 rows: at most one slice per 64 rows, so 3 (of 64, 64 and 2) */
+        slices = 5;
+        blk_case(h, 0, 130, 70, 70, 73, 0, 1, 1);
+        /* fewer rows than a slice: none */
+        blk_case(h, 0, 40, 70, 70, 70, 0, 0, 1);
+        slices = 0;
     }
     cublasDestroy(h);
 }
@@ -129,14 +149,26 @@ TEST(cov_lower_blk_plan) {
     CHECK(ss_cuda_cov_blk_leaf(100, 0) == 100);    /* never past d */
     CHECK(ss_cuda_cov_blk_leaf(1000, 100) == 128); /* multiples of 64 */
     CHECK(ss_cuda_cov_blk_leaf(0, 64) == 0);
-    /* 40 rows of 136 bf16 values (10880 bytes, rounded to 256s), then 3 arrays of 6 pointers */
-    CHECK(ss_cuda_cov_lower_blk_ws(40, 136, 64) == 11008 + 3 * 6 * (int64_t)sizeof(void *));
+    /* 40 rows of 136 bf16 values (10880 bytes, rounded to 256s), then 3 arrays of 6 pointers (to 256s) */
+    CHECK(ss_cuda_cov_lower_blk_ws(40, 136, 64, 0) == 11008 + 256);
+    /* 300 rows in 3 slices of 128: 384 rows (104448 bytes), 3 x 18 pointers (512 bytes), 3 partial triangles */
+    CHECK(ss_cuda_cov_lower_blk_ws(300, 136, 64, 3) == 104448 + 512 + 3 * 136 * 136 * 4);
+    /* the default slices: enough for about 128 tiles of 128 x 128, 1024 rows each at least,
+     * partial triangles of 2^26 floats at most, never more than one per 64 rows */
+    CHECK(ss_cuda_cov_blk_splits(16384, 768, 0, 0) == 6);      /* 6 blocks of 256: 24 tiles */
+    CHECK(ss_cuda_cov_blk_splits(16384, 768, 128, 0) == 7);    /* 21 blocks of 128 */
+    CHECK(ss_cuda_cov_blk_splits(3000, 768, 0, 0) == 2);       /* rows for 2 slices of 1024 */
+    CHECK(ss_cuda_cov_blk_splits(16384, 3072, 0, 0) == 1);     /* 36 blocks of 384: 324 tiles */
+    CHECK(ss_cuda_cov_blk_splits(1 << 20, 16384, 0, 0) == 1);
+    CHECK(ss_cuda_cov_blk_splits(1 << 20, 1024, 1024, 0) == 2); /* one block of 8 x 8 tiles */
+    CHECK(ss_cuda_cov_blk_splits(100, 64, 0, 8) == 2);          /* asked 8 of 100 rows: slices of 64 */
+    CHECK(ss_cuda_cov_blk_splits(0, 64, 0, 8) == 1);
     ss_cuda_cov_blk p;
     float one = 1.f;
-    CHECK(ss_cuda_cov_lower_blk_prepare(&p, &one, 1, &one, SS_CUDA_F32, 2, NULL, 1, 2, 0, &one, NULL) == 1); /* ldc < d */
-    CHECK(ss_cuda_cov_lower_blk_prepare(&p, &one, 2, &one, 9, 2, NULL, 1, 2, 0, &one, NULL) == 1);           /* dtype */
-    CHECK(ss_cuda_cov_lower_blk_prepare(&p, &one, 2, &one, SS_CUDA_F32, 2, NULL, 1, 2, 0, NULL, NULL) == 1); /* no ws */
-    CHECK(ss_cuda_cov_lower_blk_prepare(&p, NULL, 1, NULL, SS_CUDA_F32, 1, NULL, 5, 0, 0, NULL, NULL) == 0 &&
+    CHECK(ss_cuda_cov_lower_blk_prepare(&p, &one, 1, &one, SS_CUDA_F32, 2, NULL, 1, 2, 0, 0, &one, NULL) == 1); /* ldc < d */
+    CHECK(ss_cuda_cov_lower_blk_prepare(&p, &one, 2, &one, 9, 2, NULL, 1, 2, 0, 0, &one, NULL) == 1);        /* dtype */
+    CHECK(ss_cuda_cov_lower_blk_prepare(&p, &one, 2, &one, SS_CUDA_F32, 2, NULL, 1, 2, 0, 0, NULL, NULL) == 1); /* no ws */
+    CHECK(ss_cuda_cov_lower_blk_prepare(&p, NULL, 1, NULL, SS_CUDA_F32, 1, NULL, 5, 0, 0, 0, NULL, NULL) == 0 &&
           p.groups == 0); /* d = 0: nothing to do */
     /* rec: halved while wider than the width asked and a multiple of 16 */
     CHECK(ss_cuda_cov_rec_leaf(768, 0) == 192);   /* the default asks for 256: 768, 384, 192 */
