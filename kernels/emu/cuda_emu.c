@@ -645,6 +645,20 @@ static void census_launch(const char *kernel, long blocks, unsigned threads) {
     pthread_mutex_unlock(&census_mu);
 }
 
+/* SS_EMU_HOST_ONLY=1: launches are checked and counted but no block runs,
+ * and the emulated cuBLAS checks its arguments and computes nothing
+ * (host_runtime.c), so a run's time is what its host side costs: its own
+ * work, the copies and the calls. The values it reads back are meaningless
+ * (device memory is zeros from cudaMalloc on). */
+int ss_emu_host_only(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("SS_EMU_HOST_ONLY");
+        on = e && *e && strcmp(e, "0");
+    }
+    return on;
+}
+
 long ss_emu_launch_count(const char *kernel) {
     for (int i = 0; i < n_launch_counts; i++)
         if (!strcmp(launch_counts[i].name, kernel)) return launch_counts[i].n;
@@ -675,7 +689,7 @@ void ss_emu_launch_(const char *kernel, void (*thunk)(void *), void *args) {
     stats.launches++;
     count_launch(kernel);
     census_launch(kernel, (long)cfg.grid.x * cfg.grid.y * cfg.grid.z, (unsigned)nthreads);
-    for (unsigned z = 0; z < cfg.grid.z; z++)
+    for (unsigned z = 0; z < (ss_emu_host_only() ? 0 : cfg.grid.z); z++)
         for (unsigned y = 0; y < cfg.grid.y; y++)
             for (unsigned x = 0; x < cfg.grid.x; x++) {
                 ss_emu_blockIdx_ = (uint3){x, y, z};

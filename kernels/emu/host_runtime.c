@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -52,6 +53,7 @@ static const char *const api_names[API_N] = {"cudaMalloc", "cudaFree", "cudaMemc
 static long api_calls[API_N];
 /* SS_EMU_CENSUS (cuda_emu.c): the products by shape, the copies by direction. */
 int ss_emu_census_enabled(void);
+int ss_emu_host_only(void); /* cuda_emu.c: SS_EMU_HOST_ONLY */
 int ss_emu_census_trace(void);
 const char *ss_emu_census_launches(long *n);
 void ss_emu_census_api(FILE *f);
@@ -161,7 +163,12 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
     api_calls[API_MALLOC]++;
     *p = NULL;
     if (dev_limit && dev_used + bytes > dev_limit) return fail(cudaErrorMemoryAllocation);
-    dev_hdr *h = malloc(sizeof *h + (bytes ? bytes : 1));
+    /* zeros where no kernel will write (SS_EMU_HOST_ONLY): the values read back stay finite. A
+     * fixed mmap threshold keeps large blocks fresh pages, which calloc need not clear: a GPU's
+     * cudaMalloc touches no host memory, and clearing here would be host time it does not spend. */
+    static int fixed_threshold;
+    if (ss_emu_host_only() && !fixed_threshold) fixed_threshold = mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    dev_hdr *h = ss_emu_host_only() ? calloc(1, sizeof *h + (bytes ? bytes : 1)) : malloc(sizeof *h + (bytes ? bytes : 1));
     if (!h) return fail(cudaErrorMemoryAllocation);
     h->magic = DEV_MAGIC;
     h->bytes = bytes;
@@ -565,7 +572,7 @@ static void *emu_gemm_cols(void *arg) {
 static cublasStatus_t emu_gemm_run(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float al,
                                    const void *A, cudaDataType at, int lda, const void *B, cudaDataType bt, int ldb,
                                    float be, float *C, int ldc) {
-    if (m <= 0 || n <= 0) return CUBLAS_STATUS_SUCCESS;
+    if (m <= 0 || n <= 0 || ss_emu_host_only()) return CUBLAS_STATUS_SUCCESS;
     float *a = malloc(sizeof(float) * ((size_t)m * k + (size_t)n * k) + 1);
     if (!a) return CUBLAS_STATUS_ALLOC_FAILED;
     float *b = a + (size_t)m * k;
@@ -840,7 +847,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
     census_gemm(gelu ? "cublasLtMatmul (GELU)" : with_bias ? "cublasLtMatmul (bias)" : "cublasLtMatmul", (long long)m,
                 (long long)n, (long long)k, 1, CENSUS_TYPES(ad->type, bd->type, dd->type));
     const float kg = 0.7978845608028654f; /* sqrt(2/pi) */
-    for (uint64_t j = 0; st == CUBLAS_STATUS_SUCCESS && j < n; j++)
+    for (uint64_t j = 0; st == CUBLAS_STATUS_SUCCESS && !ss_emu_host_only() && j < n; j++)
         for (uint64_t i = 0; i < m; i++) {
             const uint64_t at = i + j * (uint64_t)dd->ld;
             float v = out[at];
@@ -861,6 +868,7 @@ cublasStatus_t cublasSsyrk(cublasHandle_t h, cublasFillMode_t uplo, cublasOperat
     const int rows_a = trans == CUBLAS_OP_N ? n : k;
     if (n < 0 || k < 0 || ldc < (n > 1 ? n : 1) || lda < (rows_a > 1 ? rows_a : 1)) return CUBLAS_STATUS_INVALID_VALUE;
     census_gemm("cublasSsyrk", n, n, k, 1, CENSUS_TYPES(CUDA_R_32F, CUDA_R_32F, CUDA_R_32F));
+    if (ss_emu_host_only()) return CUBLAS_STATUS_SUCCESS;
     const cublasOperation_t tt = trans == CUBLAS_OP_N ? CUBLAS_OP_T : CUBLAS_OP_N; /* op(A)^T as the right factor */
     for (int j = 0; j < n; j++)
         for (int i = uplo == CUBLAS_FILL_MODE_UPPER ? 0 : j; i < (uplo == CUBLAS_FILL_MODE_UPPER ? j + 1 : n); i++) {

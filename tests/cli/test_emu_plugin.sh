@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The CUDA plugin built from the emulated runtime and kernels (bin/emu/libsubscope-cuda.so,
 # Makefile's EMU_PLUGIN): the program's own GPU path, from the command line through the
-# plugin's loading to the kernels, run without a GPU; and SS_EMU_CENSUS, which lists at exit
-# what a command asked of the device.
+# plugin's loading to the kernels, run without a GPU; SS_EMU_CENSUS, which lists at exit
+# what a command asked of the device; and SS_EMU_HOST_ONLY, which asks it without computing.
 source "$(dirname "$0")/lib.sh"
 EMU=${TOOLBIN}emu
 if [ ! -f "$EMU/libsubscope-cuda.so" ]; then
@@ -52,6 +52,18 @@ if [ $rc = 0 ] && printf '%s\n' "$out" | grep -qE '^cuda_emu trace: after [1-9][
     pass "SS_EMU_CENSUS=trace places each allocation after the launches before it"
 else
     fail "SS_EMU_CENSUS=trace" "exit $rc: $(printf '%s\n' "$out" | grep trace | head -n 5)"
+fi
+# SS_EMU_HOST_ONLY: the same launches and products asked for, none computed (the losses read
+# back are the zeros of fresh device memory), so that the run's time is its host side's
+launches() { printf '%s\n' "$1" | awk '$1 == "cuda_emu" && $3 ~ /^ss_k_/ { print $3, $4 }'; }
+full=$out
+out=$(run cuda "$TMP/host.h5" SS_EMU_CENSUS=1 SS_EMU_HOST_ONLY=1 2>&1 >/dev/null); rc=$?
+zeros=$(h5dump -d /clean/loss "$TMP/host.h5" 2>/dev/null | awk '/DATA \{/ { getline; print; exit }')
+if [ $rc = 0 ] && [ -n "$(launches "$out")" ] && [ "$(launches "$out")" = "$(launches "$full")" ] &&
+    printf '%s\n' "$zeros" | grep -qE '^ *\(0\): 0(, 0)*$'; then
+    pass "SS_EMU_HOST_ONLY: the same launches, nothing computed (clean losses $zeros)"
+else
+    fail "SS_EMU_HOST_ONLY" "exit $rc; losses '$zeros'; $(diff <(launches "$full") <(launches "$out") | head -n 4)"
 fi
 out=$(run cuda "$TMP/gpu3.h5" 2>&1 >/dev/null); [ -z "$(printf '%s' "$out" | grep census)" ] &&
     pass "no census without SS_EMU_CENSUS" || fail "census printed unasked" "$(printf '%s' "$out" | head -n 3)"
