@@ -7,11 +7,11 @@ source "$(dirname "$0")/lib.sh"
 EMU=${TOOLBIN}emu
 if ! python3 -c "import h5py" 2>/dev/null; then
     pass "bench_ablate.py not run: needs python3 with h5py"
-    finish
+    finish; exit
 fi
 if [ ! -f "$EMU/libsubscope-cuda.so" ] || ! grep -q '^HAVE_CUBLAS := 1' build/config.mk 2>/dev/null; then
     pass "bench_ablate.py not run: needs a build with CUDA and the emulated plugin"
-    finish
+    finish; exit
 fi
 M=$TMP/m
 "${TOOLBIN}mkmodel" --out "$M" --layers 2 --d 64 --heads 2 --vocab 300 --positions 32 --seed 5 >/dev/null

@@ -7,7 +7,7 @@ source "$(dirname "$0")/lib.sh"
 EMU=${TOOLBIN}emu
 if [ ! -f "$EMU/libsubscope-cuda.so" ]; then
     fail "emulated plugin built" "$EMU/libsubscope-cuda.so is missing (make test builds it)"
-    finish
+    finish; exit
 fi
 M=$TMP/m
 "${TOOLBIN}mkmodel" --out "$M" --layers 2 --d 64 --heads 4 --vocab 300 --positions 32 --seed 3 \
@@ -23,7 +23,7 @@ run() { # run DEVICE OUT [VAR=VALUE...]: ablate's three masks, K = 2 per forward
 out=$(run cuda "$TMP/gpu.h5" 2>&1); rc=$?
 if [ $rc != 0 ] && printf '%s' "$out" | grep -q "not in this build"; then
     pass "emulated plugin not run: this subscope was built without CUDA"
-    finish
+    finish; exit
 fi
 [ $rc = 0 ] || fail "ablate --device cuda on the emulated plugin" "exit $rc: $(printf '%s' "$out" | tail -n 3)"
 if [ $rc = 0 ] && run cpu "$TMP/cpu.h5" >/dev/null 2>&1 &&

@@ -8,7 +8,7 @@ source "$(dirname "$0")/lib.sh"
 KC=${TOOLBIN}kernel_check_emu
 if [ ! -x "$KC" ]; then
     fail "kernel_check_emu built" "$KC is missing (make test builds it)"
-    finish
+    finish; exit
 fi
 out=$("$KC" --quick 2>&1); rc=$?
 sum=$(printf '%s\n' "$out" | grep -E '^kernel_check: [0-9]+ cases, [0-9]+ failed' | tail -n 1)
