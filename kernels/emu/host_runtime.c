@@ -5,11 +5,11 @@
  * copies on a stream is held back until a synchronisation (cuda_runtime.h),
  * and, where a test asks, host-to-device copies from pinned memory
  * (ss_emu_hold_pinned_uploads). */
+#include <malloc.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
