@@ -279,7 +279,8 @@ def issue_targets(kern, collect, ablate, ablate_large, attribute, ablate_bf16=No
 
 def targets(kern, fwd, cpu, llama=None, issues=None):
     rows = []  # (id, what, value, threshold, status, note)
-    is_hopper = kern and re.search(r"H100|H200", kern["device"]["name"] or "")
+    gpu = ((kern or {}).get("device") or {}).get("name") or (fwd or {}).get("gpu_name") or ""
+    is_hopper = re.search(r"H100|H200", gpu)
     # T1 / T2: GPT-2 small forward.
     small = None
     if fwd:
