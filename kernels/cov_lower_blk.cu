@@ -88,30 +88,20 @@ SS_EXTERN_C int64_t ss_cuda_cov_blk_leaf(int64_t d, int64_t leaf) {
 SS_EXTERN_C int64_t ss_cuda_cov_blk_ldw(int64_t d) { return d > 0 ? ss_cdiv(d, 8) * 8 : 0; }
 
 /* Splitting the rows: a product's rows come in slices of ks (a multiple of
- * 64) so that a few blocks still make enough products to fill a GPU. By
- * default, enough slices for about SS_COV_BLK_FILL tiles of 128 x 128 in
- * all, each slice at least SS_COV_BLK_MIN_ROWS rows, the partial triangles
- * at most 2^26 floats (256 MB); asked for (splits > 0), that many, at most
- * one per 64 rows. The count depends on n, d, the width and the request,
- * never on the device. */
-#define SS_COV_BLK_FILL 128
-#define SS_COV_BLK_MIN_ROWS 1024
-
-static int64_t blk_splits(int64_t n, int64_t d, int64_t leaf, int64_t splits, int64_t *ks) {
-    int64_t s = splits;
-    if (s <= 0) {
-        const int64_t nb = ss_cdiv(d, leaf), t = ss_cdiv(leaf, 128), tiles = nb * (nb + 1) / 2 * t * t;
-        s = SS_MIN(ss_cdiv(SS_COV_BLK_FILL, tiles), SS_MIN(n / SS_COV_BLK_MIN_ROWS, ((int64_t)1 << 26) / (d * d)));
-    }
-    s = SS_MAX(1, SS_MIN(s, ss_cdiv(n, 64)));
+ * 64), every block times every slice one product of the batch, the slices'
+ * partial triangles summed in slice order. Only when asked for (splits > 0;
+ * at most one slice per 64 rows): the twenty-third session's H100 run timed
+ * d 768's six default slices at 0.054 ms against 0.035 without
+ * (docs/DECISIONS.md), so splits <= 0 means none. */
+static int64_t blk_splits(int64_t n, int64_t splits, int64_t *ks) {
+    const int64_t s = SS_MAX(1, SS_MIN(splits, ss_cdiv(n, 64)));
     *ks = s > 1 ? ss_cdiv(ss_cdiv(n, s), 64) * 64 : n;
     return s > 1 ? ss_cdiv(n, *ks) : 1;
 }
 
-SS_EXTERN_C int64_t ss_cuda_cov_blk_splits(int64_t n, int64_t d, int64_t leaf, int64_t splits) {
+SS_EXTERN_C int64_t ss_cuda_cov_blk_splits(int64_t n, int64_t splits) {
     int64_t ks;
-    if (n <= 0 || d <= 0) return 1;
-    return blk_splits(n, d, ss_cuda_cov_blk_leaf(d, leaf), splits, &ks);
+    return n > 0 ? blk_splits(n, splits, &ks) : 1;
 }
 
 /* The workspace: the centred rows (bf16, rows of ldw = d rounded up to 8;
@@ -128,7 +118,7 @@ static blk_layout blk_sizes(int64_t n, int64_t d, int64_t leaf, int64_t splits) 
     const int64_t nb = ss_cdiv(d, leaf);
     l.ldw = ss_cuda_cov_blk_ldw(d);
     l.blocks = nb * (nb + 1) / 2;
-    l.splits = n > 0 ? blk_splits(n, d, leaf, splits, &l.ks) : 1;
+    l.splits = n > 0 ? blk_splits(n, splits, &l.ks) : 1;
     if (n <= 0) l.ks = 0;
     l.xc_bytes = (size_t)ss_cdiv(l.splits * l.ks * l.ldw * 2, 256) * 256;
     l.ptr_bytes = (size_t)ss_cdiv(3 * l.blocks * l.splits * (int64_t)sizeof(void *), 256) * 256;

@@ -914,11 +914,10 @@ static void bench_cov(int64_t n) {
         std::vector<blk_var> vars = {{0, 0, 0}, {1, 0, 0}};
         for (int64_t w : {128, 256, 512, 1024, 2048, 4096})
             if (w < d && w != ss_cuda_cov_blk_leaf(d, 0) && d / w <= 32) vars.push_back({0, w, 0});
-        /* where the default width's rows are sliced: the same without slices, and with others */
-        const int64_t s0 = ss_cuda_cov_blk_splits(n, d, 0, 0);
-        if (s0 > 1)
-            for (int64_t sl : {(int64_t)1, s0 / 2, 2 * s0})
-                if (sl >= 1 && sl != s0 && ss_cuda_cov_blk_splits(n, d, 0, sl) == sl) vars.push_back({0, 0, sl});
+        /* where the blocks are few (d <= 1024), the default width with its rows in slices */
+        if (d <= 1024)
+            for (int64_t sl : {3, 6, 12})
+                if (ss_cuda_cov_blk_splits(n, sl) == sl) vars.push_back({0, 0, sl});
         std::vector<int64_t> rec_seen = {ss_cuda_cov_rec_leaf(d, 0)};
         for (int64_t w : {128, 256, 512, 1024, 2048, 4096}) {
             const int64_t L = ss_cuda_cov_rec_leaf(d, w);
@@ -992,7 +991,7 @@ static void bench_cov(int64_t n) {
                               d, G.stream) == 0 ? cudaSuccess : cudaErrorInvalidValue);
         for (const blk_var &v : vars) {
             const int64_t L = v.rec ? ss_cuda_cov_rec_leaf(d, v.w) : ss_cuda_cov_blk_leaf(d, v.w);
-            const int64_t sl = v.rec ? 1 : ss_cuda_cov_blk_splits(n, d, v.w, v.s);
+            const int64_t sl = v.rec ? 1 : ss_cuda_cov_blk_splits(n, v.s);
             run_case(mk("gemm", blk_name(v), "ss_cov_lower_blk",
                         shape + fmt(v.rec ? " diagonal=%lld" : " block=%lld", (long long)L) +
                             (sl > 1 ? fmt(" slices=%lld", (long long)sl) : ""),

@@ -202,9 +202,8 @@ int ss_cuda_cov_lower_tc(float *c, int64_t ldc, const void *x, int xdtype, int64
  * those on or below the diagonal one batched bf16 product; _prepare centres x
  * into ws (ss_cuda_cov_lower_blk_ws(n, d, leaf, splits) bytes) and writes the
  * batch's pointer arrays there (at most three groups of one shape each).
- * Where the blocks are too few to fill a GPU (small d), the rows are cut
- * into slices too (ss_cuda_cov_blk_splits: splits <= 0 picks the count from
- * n, d and leaf, never from the device; 1: none): every block times every
+ * Asked for (splits > 1; <= 0 or 1: none), the rows are cut into slices too
+ * (ss_cuda_cov_blk_splits: the count that n allows): every block times every
  * slice is one product of the batch, into `splits` partial triangles in ws
  * that ss_cov_lower_blk then sums in slice order (ss_cuda_cov_sum_splits);
  * the rows past n up to the slices' end are zeros that _prepare writes.
@@ -236,7 +235,7 @@ typedef struct ss_cuda_cov_blk {
 } ss_cuda_cov_blk;
 int64_t ss_cuda_cov_blk_ldw(int64_t d);
 int64_t ss_cuda_cov_blk_leaf(int64_t d, int64_t leaf);
-int64_t ss_cuda_cov_blk_splits(int64_t n, int64_t d, int64_t leaf, int64_t splits);
+int64_t ss_cuda_cov_blk_splits(int64_t n, int64_t splits);
 int64_t ss_cuda_cov_lower_blk_ws(int64_t n, int64_t d, int64_t leaf, int64_t splits);
 int ss_cuda_cov_lower_blk_prepare(ss_cuda_cov_blk *p, float *c, int64_t ldc, const void *x, int xdtype, int64_t ldx,
                                   const float *mean, int64_t n, int64_t d, int64_t leaf, int64_t splits, void *ws,

@@ -48,7 +48,7 @@ static void blk_case(cublasHandle_t h, int rec, int64_t n, int64_t d, int64_t ld
         m[j] = n ? (float)(a / (double)n) : 0.f;
     }
     for (int64_t i = 0; i < d * ldc; i++) c[i] = NAN;
-    const int64_t sl = rec ? 1 : ss_cuda_cov_blk_splits(n, d, leaf, slices);
+    const int64_t sl = rec ? 1 : ss_cuda_cov_blk_splits(n, slices);
     const size_t wsb = (size_t)(rec ? ss_cuda_cov_lower_rec_ws(n, d) : ss_cuda_cov_lower_blk_ws(n, d, leaf, slices));
     /* NaN-filled (0xff bytes): the slices' padding must be zeroed by the plan, not found zero */
     void *ws = malloc(wsb + 1);
@@ -153,16 +153,12 @@ TEST(cov_lower_blk_plan) {
     CHECK(ss_cuda_cov_lower_blk_ws(40, 136, 64, 0) == 11008 + 256);
     /* 300 rows in 3 slices of 128: 384 rows (104448 bytes), 3 x 18 pointers (512 bytes), 3 partial triangles */
     CHECK(ss_cuda_cov_lower_blk_ws(300, 136, 64, 3) == 104448 + 512 + 3 * 136 * 136 * 4);
-    /* the default slices: enough for about 128 tiles of 128 x 128, 1024 rows each at least,
-     * partial triangles of 2^26 floats at most, never more than one per 64 rows */
-    CHECK(ss_cuda_cov_blk_splits(16384, 768, 0, 0) == 6);      /* 6 blocks of 256: 24 tiles */
-    CHECK(ss_cuda_cov_blk_splits(16384, 768, 128, 0) == 7);    /* 21 blocks of 128 */
-    CHECK(ss_cuda_cov_blk_splits(3000, 768, 0, 0) == 2);       /* rows for 2 slices of 1024 */
-    CHECK(ss_cuda_cov_blk_splits(16384, 3072, 0, 0) == 1);     /* 36 blocks of 384: 324 tiles */
-    CHECK(ss_cuda_cov_blk_splits(1 << 20, 16384, 0, 0) == 1);
-    CHECK(ss_cuda_cov_blk_splits(1 << 20, 1024, 1024, 0) == 2); /* one block of 8 x 8 tiles */
-    CHECK(ss_cuda_cov_blk_splits(100, 64, 0, 8) == 2);          /* asked 8 of 100 rows: slices of 64 */
-    CHECK(ss_cuda_cov_blk_splits(0, 64, 0, 8) == 1);
+    /* slices only when asked for, never more than one per 64 rows */
+    CHECK(ss_cuda_cov_blk_splits(16384, 0) == 1);  /* none unless asked */
+    CHECK(ss_cuda_cov_blk_splits(16384, 1) == 1);
+    CHECK(ss_cuda_cov_blk_splits(16384, 6) == 6);  /* slices of 2752 rows */
+    CHECK(ss_cuda_cov_blk_splits(100, 8) == 2);    /* asked 8 of 100 rows: slices of 64 */
+    CHECK(ss_cuda_cov_blk_splits(0, 8) == 1);
     ss_cuda_cov_blk p;
     float one = 1.f;
     CHECK(ss_cuda_cov_lower_blk_prepare(&p, &one, 1, &one, SS_CUDA_F32, 2, NULL, 1, 2, 0, 0, &one, NULL) == 1); /* ldc < d */
