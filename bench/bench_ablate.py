@@ -60,7 +60,8 @@ PASSES_RE = re.compile(r"subscope ablate: timing: passes ([0-9.]+) s")
 # ... and how they split (src/jobs/job_ablate.c): the forwards themselves, which end when the
 # metrics' scores are back, and the rest (masks' copies, the host's scoring)
 SPLIT_RE = re.compile(r"clean forwards ([0-9.]+) s, (\d+) masked forwards ([0-9.]+) s, the rest ([0-9.]+) s"
-                      r"(?:; the first masked forward ([0-9.]+) s)?")
+                      r"(?:; the first masked forward ([0-9.]+) s)?"
+                      r"(?:; past the first batch of prompts ([0-9.]+) s \((\d+) batches\))?")
 
 
 def timed(cmd, env):
@@ -76,7 +77,8 @@ def timed(cmd, env):
         sys.exit(f"bench_ablate.py: {' '.join(cmd)} failed ({p.returncode}):\n{p.stderr[-2000:]}")
     m, sp = PASSES_RE.search(p.stderr), SPLIT_RE.search(p.stderr)
     split = {"clean_s": float(sp[1]), "masked_forwards": int(sp[2]), "masked_s": float(sp[3]),
-             "rest_s": float(sp[4]), "first_masked_s": float(sp[5]) if sp[5] else None} if sp else None
+             "rest_s": float(sp[4]), "first_masked_s": float(sp[5]) if sp[5] else None,
+             "past_first_batch_s": float(sp[6]) if sp[6] else None, "batches": int(sp[7]) if sp[7] else None} if sp else None
     return (wall, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime), p.stdout, float(m[1]) if m else None,
             split)
 
@@ -86,7 +88,10 @@ def main():
     ap.add_argument("--model", action="append", required=True, help="model directory (repeatable)")
     ap.add_argument("--python", default=sys.executable, help="interpreter with torch + transformers for the peer")
     ap.add_argument("--subscope", default=os.path.join(ROOT, "bin", "subscope"))
-    ap.add_argument("--prompts", type=int, default=8)
+    ap.add_argument("--prompts", type=int, default=8, help="prompts in a batch (both sides' --batch)")
+    ap.add_argument("--prompt-batches", type=int, default=1,
+                    help="batches of prompts in the sweep; past 1, the steady cost per batch is compared too "
+                         "(each side past its first batch: subscope's timing, the peer's loop less its share)")
     ap.add_argument("--tokens", type=int, default=16)
     ap.add_argument("--masks", type=int, default=256)
     ap.add_argument("--threads", type=int, default=1)
@@ -117,7 +122,7 @@ def main():
         prompts = os.path.join(a.workdir, f"{name}-prompts.jsonl")
         masks_path = os.path.join(a.workdir, f"{name}-masks.jsonl")
         with open(prompts, "w") as f:
-            for _ in range(a.prompts):
+            for _ in range(a.prompts * a.prompt_batches):
                 f.write(json.dumps({"tokens": [rng.randrange(cfg["vocab_size"]) for _ in range(a.tokens)]}) + "\n")
         masks = bench_masks(cfg, a.masks)
         with open(masks_path, "w") as f:
@@ -183,7 +188,8 @@ def main():
                         with h5py.File(out, "r") as h:
                             ours = {m["name"]: h[f"/ablate/{m['name']}/loss"][...].tolist() for m in masks}
         diff = max(abs(x - y) for i, m in enumerate(masks) for x, y in zip(ours[m["name"]], peer["losses"][i]))
-        r = {"model": model, "config": cfg, "prompts": a.prompts, "tokens": a.tokens, "masks": a.masks,
+        r = {"model": model, "config": cfg, "prompts": a.prompts, "prompt_batches": a.prompt_batches,
+             "tokens": a.tokens, "masks": a.masks,
              "subscope_per_forward": per_forward,
              "subscope": {k: {"wall_s": v, "cpu_s": cpus[k], "median_wall_s": statistics.median(v),
                               "median_cpu_s": statistics.median(cpus[k])} for k, v in runs.items()},
@@ -198,6 +204,17 @@ def main():
         r["speedup_vs_peer"] = r["peer"]["median_s"] / r["subscope"]["batched"]["median_wall_s"]
         if "median_passes_s" in r["subscope"]["batched"]:
             r["speedup_vs_peer_passes_only"] = r["peer"]["median_s"] / r["subscope"]["batched"]["median_passes_s"]
+        steady = [x["past_first_batch_s"] for x in splits["batched"] if x and x.get("past_first_batch_s")]
+        if a.prompt_batches > 1 and steady:
+            # Each side's steady cost of one batch of prompts (all its masks): subscope's passes
+            # past its first batch, which paid the process's first-use costs (kernels loaded,
+            # libraries' plans, allocations), per later batch, against the peer's loop per batch,
+            # whose warm-up forward kept those costs out of it. Subscope's batches include the
+            # clean forward, which the peer's loop does not run.
+            k = a.prompt_batches
+            r["subscope"]["batched"]["median_steady_batch_s"] = statistics.median(steady) / (k - 1)
+            r["peer"]["per_batch_s"] = r["peer"]["median_s"] / k
+            r["speedup_vs_peer_steady"] = r["peer"]["per_batch_s"] / r["subscope"]["batched"]["median_steady_batch_s"]
         r["cpu_time_ratio_peer_over_subscope"] = r["peer"]["median_cpu_s"] / r["subscope"]["batched"]["median_cpu_s"]
         r["masked_over_clean_throughput"] = (r["subscope"]["identity"]["median_wall_s"] /
                                              r["subscope"]["batched"]["median_wall_s"])
@@ -228,7 +245,7 @@ def main():
     for name, r in results.items():
         sb = r["subscope"]["batched"]["median_wall_s"]
         ub = r["subscope"].get("unbatched", {}).get("median_wall_s", float("nan"))
-        print(f"{name:14s} {r['masks']:5d} {r['prompts']:4d}x{r['tokens']:<4d} {sb:10.2f} {ub:8.2f} "
+        print(f"{name:14s} {r['masks']:5d} {r['prompts'] * r['prompt_batches']:4d}x{r['tokens']:<4d} {sb:10.2f} {ub:8.2f} "
               f"{r['peer']['median_s']:8.2f} {r['speedup_vs_peer']:7.1f}x "
               f"{r.get('speedup_batched_over_unbatched', float('nan')):6.1f}x {r['max_abs_loss_diff_vs_peer']:8.1e}")
         if "speedup_vs_peer_passes_only" in r:
@@ -245,6 +262,10 @@ def main():
                 first = f" (the first {m['first_masked_s']:.4f} s)" if m.get("first_masked_s") is not None else ""
                 print(f"   passes split: clean forwards {m['clean_s']:.4f} s, {m['masked_forwards']} masked forwards "
                       f"{m['masked_s']:.4f} s{first}, the rest {m['rest_s']:.4f} s")
+        if "speedup_vs_peer_steady" in r:
+            print(f"   one batch of {r['prompts']} prompts, each side past its first of {r['prompt_batches']}: subscope "
+                  f"{r['subscope']['batched']['median_steady_batch_s']:.4f} s, the peer "
+                  f"{r['peer']['per_batch_s']:.4f} s: {r['speedup_vs_peer_steady']:.1f}x")
         print(f"   cpu seconds: subscope {r['subscope']['batched']['median_cpu_s']:.2f}, K=1 "
               f"{r['subscope'].get('unbatched', {}).get('median_cpu_s', float('nan')):.2f}, peer "
               f"{r['peer']['median_cpu_s']:.2f} (peer/subscope {r['cpu_time_ratio_peer_over_subscope']:.1f}x)")

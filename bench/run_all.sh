@@ -409,9 +409,9 @@ bench_gpu_ablate() {
     fi
     local model
     model=$(gpu_model gpt2-small)
-    say "gpu_ablate: subscope ablate vs a PyTorch hook loop on the GPU ($ABLATE_RUNS: 256 masks, 8 x 16 tokens; 32 masks, 16 x 512)"
+    say "gpu_ablate: subscope ablate vs a PyTorch hook loop on the GPU ($ABLATE_RUNS: 256 masks, 2 batches of 8 x 16 tokens; 32 masks, 16 x 512)"
     [[ ,$ABLATE_RUNS, == *,sweep,* ]] && { "$PY" bench/bench_ablate.py --model "$model" --python "$PY" --device cuda --step gpu_ablate --masks 256 --prompts 8 \
-        --tokens 16 --reps 3 --host "$HOST" --workdir "$GPU_WORK/ablate" \
+        --prompt-batches 2 --tokens 16 --reps 3 --host "$HOST" --workdir "$GPU_WORK/ablate" \
         --json "$GPU_ABLATE_JSON" || NOTES+=("gpu_ablate (sweep) failed"); }
     [[ ,$ABLATE_RUNS, == *,large,* ]] && { "$PY" bench/bench_ablate.py --model "$model" --python "$PY" --device cuda --step gpu_ablate_large --masks 32 \
         --prompts 16 --tokens 512 --reps 3 --no-unbatched --host "$HOST" --workdir "$GPU_WORK/ablate-large" \
@@ -420,7 +420,7 @@ bench_gpu_ablate() {
     # (bench/README.md), where the peer's loop is bound by its launches either way
     [[ ,$ABLATE_RUNS, == *,bf16,* ]] || return 0
     "$PY" bench/bench_ablate.py --model "$model" --python "$PY" --device cuda --step gpu_ablate_bf16 --masks 256 \
-        --prompts 8 --tokens 16 --reps 3 --dtype bfloat16 --no-unbatched --host "$HOST" --workdir "$GPU_WORK/ablate-bf16" \
+        --prompts 8 --prompt-batches 2 --tokens 16 --reps 3 --dtype bfloat16 --no-unbatched --host "$HOST" --workdir "$GPU_WORK/ablate-bf16" \
         --json "$GPU_ABLATE_BF16_JSON" || NOTES+=("gpu_ablate (bf16 sweep) failed")
 }
 

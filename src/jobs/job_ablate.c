@@ -1049,9 +1049,12 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
     const double t_passes = ss_now();
     /* SUBSCOPE_TIMING's split: the clean and the masked forwards, and the first of these
      * alone (a process's first forward of a shape pays for loading its kernels) */
-    double t_clean = 0, t_masked = 0, t_first = 0, t0;
+    double t_clean = 0, t_masked = 0, t_first = 0, t_batch1 = 0, t0;
     long n_masked = 0;
+    /* ... and the passes past the first batch of prompts, which has paid
+     * every first-use cost: a sweep's steady cost per batch */
     for (int64_t b0 = lo; b0 < hi; b0 += B) {
+        if (b0 == lo + B) t_batch1 = ss_now() - t_passes;
         int64_t nb = hi - b0 < B ? hi - b0 : B;
         ss_packing pk;
         ss_run_pack(&run, b0, nb, &pk);
@@ -1113,9 +1116,11 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
         const double t_all = ss_now() - t_passes;
         fprintf(stderr,
                 "subscope ablate%s: timing: passes %.4f s (%lld prompts, %d masks): clean forwards %.4f s, "
-                "%ld masked forwards %.4f s, the rest %.4f s; the first masked forward %.4f s\n",
+                "%ld masked forwards %.4f s, the rest %.4f s; the first masked forward %.4f s; "
+                "past the first batch of prompts %.4f s (%lld batches)\n",
                 size > 1 ? " (a rank)" : "", t_all, (long long)(hi - lo), n_masks, t_clean, n_masked, t_masked,
-                t_all - t_clean - t_masked, t_first);
+                t_all - t_clean - t_masked, t_first, hi - lo > B ? t_all - t_batch1 : 0.0,
+                (long long)((hi - lo + B - 1) / B));
     }
 
     /* Every copy's last stage (every rank without a pipeline) has its share
