@@ -141,7 +141,13 @@ expect_fail "--patch-from without patch masks" "mode patch only" "$SUBSCOPE" abl
 head -2 $PK >"$TMP/short.jsonl"
 expect_fail "--patch-from with fewer lines" "paired line by line" "$SUBSCOPE" ablate --model $M --input $PC --patch-from "$TMP/short.jsonl" --masks "$TMP/pm.jsonl" --out "$TMP/x.h5"
 tl=$(SUBSCOPE_TIMING=1 "$SUBSCOPE" ablate --model $M --input $P --mask 'blocks.1.mlp.hook_post[1,2]' --mask 'blocks.0.attn.hook_z[head=1]' --out "$TMP/t.h5" 2>&1 >/dev/null | grep "timing:")
-printf '%s\n' "$tl" | grep -Eq "^subscope ablate: timing: passes [0-9.]+ s \($(grep -c . $P) prompts, 2 masks\): clean forwards [0-9.]+ s, [1-9][0-9]* masked forwards [0-9.]+ s, the rest [0-9.]+ s; the first masked forward [0-9.]+ s$" &&
+printf '%s\n' "$tl" | grep -Eq "^subscope ablate: timing: passes [0-9.]+ s \($(grep -c . $P) prompts, 2 masks\): clean forwards [0-9.]+ s, [1-9][0-9]* masked forwards [0-9.]+ s, the rest [0-9.]+ s; the first masked forward [0-9.]+ s; past the first batch of prompts 0.0000 s \(1 batches\)$" &&
     printf '%s\n' "$tl" | grep -Eq "^subscope: timing: setup [0-9.]+ s: backend [0-9.]+ s, model files [0-9.]+ s, prompts [0-9.]+ s, placing the weights [0-9.]+ s$" &&
     pass "SUBSCOPE_TIMING=1 times ablate's setup and passes" || fail "SUBSCOPE_TIMING=1 ablate" "got: $tl"
+tl=$(SUBSCOPE_TIMING=1 "$SUBSCOPE" ablate --model $M --input $P --batch 1 --mask 'blocks.1.mlp.hook_post[1,2]' --out "$TMP/t.h5" 2>&1 >/dev/null | grep "timing: passes")
+np=$(grep -c . $P)
+pa=$(printf '%s\n' "$tl" | sed -nE 's/.*timing: passes ([0-9.]+) s.*/\1/p')
+pf=$(printf '%s\n' "$tl" | sed -nE "s/.*past the first batch of prompts ([0-9.]+) s \($np batches\)$/\1/p")
+[ -n "$pf" ] && awk -v a="$pa" -v f="$pf" 'BEGIN { exit !(f > 0 && f < a) }' &&
+    pass "SUBSCOPE_TIMING=1: the passes past the first batch of prompts" || fail "ablate timing past the first batch" "got: $tl"
 finish
