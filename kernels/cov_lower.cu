@@ -13,9 +13,12 @@
  * mean is what every later centring depends on; the kernel is bound by the
  * reads (one add per 2 or 4 bytes loaded), so fp64 adds cost nothing that
  * shows, while fp32 per-block + fp64 combine or Kahan would add code for no
- * speed. Limit: one block per 32 columns, so a narrow site (d = 768: 24
- * blocks) does not fill a large GPU; it is still a read of n*d elements next
- * to the n*d^2 of the product. On an H100 (16 row phases, one load at a
+ * speed. With a workspace (ss_cuda_colmean_ws) the rows are also cut into
+ * slices of at least 1024 (at most 16 slices; from n alone), whose fp64
+ * sums a second small kernel adds in slice order: one block per 32 columns
+ * walking all n rows is a chain of n/128 dependent round trips to memory,
+ * which took 0.22-0.23 ms at d 768 and 3072 alike (16384 rows) on an H100,
+ * 7% of the copy bandwidth at d 3072 (the twenty-third session's lease). On an H100 (16 row phases, one load at a
  * time) d = 768 ran at 12% of the copy bandwidth and d = 16384 at 99%; since
  * 2026-11-27 the blocks have twice the phases and four loads in flight per
  * thread, for the narrow sites (untimed).
@@ -53,16 +56,19 @@
 /* Row r of the batch is x's row rows[r] (rows NULL: row r). */
 SS_DEV int64_t cm_row(const int64_t *rows, int64_t r) { return rows ? rows[r] : r; }
 
-SS_KERNEL(ss_k_colmean, (double *, mean64), (float *, mean32), (const void *, x), (int, dt), (int64_t, ld),
-          (const int64_t *, rows), (int64_t, n), (int64_t, d)) {
-    __shared__ double part[CM_PHASES][CM_COLS + 1];
+/* Rows [r0, r1) of columns blockIdx.x * CM_COLS ..: with one slice, the
+ * means; with slices (blockIdx.y), slice y's sums into part[y * d + c]. */
+SS_KERNEL(ss_k_colmean, (double *, mean64), (float *, mean32), (double *, part), (const void *, x), (int, dt),
+          (int64_t, ld), (const int64_t *, rows), (int64_t, n), (int64_t, d), (int64_t, ks)) {
+    __shared__ double sh[CM_PHASES][CM_COLS + 1];
     int tx = (int)threadIdx.x, ty = (int)threadIdx.y;
     int64_t c = (int64_t)blockIdx.x * CM_COLS + tx;
+    const int64_t r0 = (int64_t)blockIdx.y * ks, r1 = r0 + ks < n ? r0 + ks : n;
     double s = 0.0;
     if (c < d) {
         /* four rows' loads in flight before their adds, which keep the rows' order */
-        int64_t r = ty;
-        for (; r + 3 * CM_PHASES < n; r += 4 * CM_PHASES) {
+        int64_t r = r0 + ty;
+        for (; r + 3 * CM_PHASES < r1; r += 4 * CM_PHASES) {
             const float v0 = ss_load_weight(x, dt, cm_row(rows, r) * ld + c),
                         v1 = ss_load_weight(x, dt, cm_row(rows, r + CM_PHASES) * ld + c),
                         v2 = ss_load_weight(x, dt, cm_row(rows, r + 2 * CM_PHASES) * ld + c),
@@ -72,26 +78,63 @@ SS_KERNEL(ss_k_colmean, (double *, mean64), (float *, mean32), (const void *, x)
             s += (double)v2;
             s += (double)v3;
         }
-        for (; r < n; r += CM_PHASES) s += (double)ss_load_weight(x, dt, cm_row(rows, r) * ld + c);
+        for (; r < r1; r += CM_PHASES) s += (double)ss_load_weight(x, dt, cm_row(rows, r) * ld + c);
     }
-    part[ty][tx] = s;
+    sh[ty][tx] = s;
     __syncthreads();
     if (ty == 0 && c < d) {
         double t = 0.0;
-        for (int p = 0; p < CM_PHASES; p++) t += part[p][tx];
-        t /= (double)n;
-        if (mean64) mean64[c] = t;
-        if (mean32) mean32[c] = (float)t;
+        for (int p = 0; p < CM_PHASES; p++) t += sh[p][tx];
+        if (gridDim.y > 1) {
+            part[(int64_t)blockIdx.y * d + c] = t;
+        } else {
+            t /= (double)n;
+            if (mean64) mean64[c] = t;
+            if (mean32) mean32[c] = (float)t;
+        }
     }
 }
 
+/* The slices' sums added in slice order, then the means. */
+SS_KERNEL(ss_k_colmean_sum, (double *, mean64), (float *, mean32), (const double *, part), (int64_t, slices),
+          (int64_t, n), (int64_t, d)) {
+    const int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= d) return;
+    double t = 0.0;
+    for (int64_t y = 0; y < slices; y++) t += part[y * d + c];
+    t /= (double)n;
+    if (mean64) mean64[c] = t;
+    if (mean32) mean32[c] = (float)t;
+}
+
+/* Slices of the rows: one per CM_SLICE_ROWS rows (32 loads a thread), at
+ * most CM_MAX_SLICES; from n alone, so a result never depends on the device. */
+#define CM_SLICE_ROWS 1024
+#define CM_MAX_SLICES 16
+
+static int64_t cm_slices(int64_t n) {
+    const int64_t s = ss_cdiv(n, CM_SLICE_ROWS);
+    return s < 1 ? 1 : s > CM_MAX_SLICES ? CM_MAX_SLICES : s;
+}
+
+SS_EXTERN_C int64_t ss_cuda_colmean_ws(int64_t n, int64_t d) {
+    const int64_t s = cm_slices(n);
+    return n > 0 && d > 0 && s > 1 ? s * d * (int64_t)sizeof(double) : 0;
+}
+
 SS_EXTERN_C int ss_cuda_colmean(double *mean64, float *mean32, const void *x, int xdtype, int64_t ld,
-                                const int64_t *rows, int64_t n, int64_t d, cudaStream_t stream) {
+                                const int64_t *rows, int64_t n, int64_t d, double *ws, cudaStream_t stream) {
     if (n <= 0 || d <= 0) return 0;
     if (ld < d || xdtype < SS_CUDA_F32 || xdtype > SS_CUDA_BF16 || (!mean64 && !mean32)) return 1;
     if (ss_cdiv(d, CM_COLS) > 0x7fffffff) return 1;
-    SS_LAUNCH(ss_k_colmean, ss_cdiv(d, CM_COLS), SS_DIM3(CM_COLS, CM_PHASES, 1), 0, stream, mean64, mean32, x,
-              xdtype, ld, rows, n, d);
+    const int64_t sl = ws ? cm_slices(n) : 1, ks = ss_cdiv(n, sl), slices = ss_cdiv(n, ks);
+    SS_LAUNCH(ss_k_colmean, SS_DIM3(ss_cdiv(d, CM_COLS), slices, 1), SS_DIM3(CM_COLS, CM_PHASES, 1), 0, stream,
+              mean64, mean32, ws, x, xdtype, ld, rows, n, d, ks);
+    if (slices > 1) {
+        const int e = SS_LAUNCH_STATUS();
+        if (e) return e;
+        SS_LAUNCH(ss_k_colmean_sum, ss_cdiv(d, 256), 256, 0, stream, mean64, mean32, ws, slices, n, d);
+    }
     return SS_LAUNCH_STATUS();
 }
 

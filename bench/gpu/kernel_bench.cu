@@ -939,6 +939,7 @@ static void bench_cov(int64_t n) {
         Buf x32(n * d * 4), x16(n * d * 2), c(d * d * 4), m64(d * 8), m32(d * 4);
         Buf ws((size_t)ss_cuda_cov_lower_ws(n, d)), tcws((size_t)ss_cuda_cov_lower_tc_ws(n, d));
         Buf wgws((size_t)ss_cuda_cov_lower_wg_ws(n, d));
+        Buf cmws((size_t)ss_cuda_colmean_ws(n, d));
         int64_t blk_ws = ss_cuda_cov_lower_rec_ws(n, d);
         for (const blk_var &v : vars)
             if (!v.rec) blk_ws = std::max(blk_ws, ss_cuda_cov_lower_blk_ws(n, d, v.w, v.s));
@@ -950,10 +951,10 @@ static void bench_cov(int64_t n) {
         const float one = 1.f, zero = 0.f;
         run_case(mk("kernel", base + ".colmean.f32", "ss_cuda_colmean", shape, "f32", 4 * nd + 12.0 * d, 0, "", true,
                     false),
-                 [&] { return ss_cuda_colmean((double *)m64.p, m32.f(), x32.p, SS_CUDA_F32, d, NULL, n, d, G.stream); });
+                 [&] { return ss_cuda_colmean((double *)m64.p, m32.f(), x32.p, SS_CUDA_F32, d, NULL, n, d, (double *)cmws.p, G.stream); });
         run_case(mk("kernel", base + ".colmean.bf16", "ss_cuda_colmean", shape, "bf16", 2 * nd + 12.0 * d, 0, "", true,
                     false),
-                 [&] { return ss_cuda_colmean((double *)m64.p, m32.f(), x16.p, SS_CUDA_BF16, d, NULL, n, d, G.stream); });
+                 [&] { return ss_cuda_colmean((double *)m64.p, m32.f(), x16.p, SS_CUDA_BF16, d, NULL, n, d, (double *)cmws.p, G.stream); });
         run_case(mk("kernel", base + ".cov_lower.f32", "ss_cuda_cov_lower", shape, "f32 in, fp32 accumulate",
                     4 * nd + cb, useful, "fp32", false, false),
                  [&] { return ss_cuda_cov_lower(c.f(), d, x32.p, SS_CUDA_F32, d, m32.f(), n, d, ws.p, G.stream); });

@@ -145,10 +145,14 @@ int ss_cuda_convert(void *dst, int dst_dtype, const void *src, int src_dtype, in
 /* Column means of x[n,d] (row stride ld, dtype SS_CUDA_F32/F16/BF16),
  * summed in fp64: mean64[c] in fp64 and/or mean32[c] rounded to fp32 (either
  * may be NULL, not both). rows: NULL, or n row numbers of x on the device
- * (the batch's row r is x's row rows[r]: a gather without a copy).
- * Deterministic (no atomics). */
+ * (the batch's row r is x's row rows[r]: a gather without a copy). ws:
+ * NULL, or ss_cuda_colmean_ws(n, d) bytes (0: none needed), with which the
+ * rows are summed in slices in parallel, then the slices in order.
+ * Deterministic (no atomics); the slices, from n alone, change the order of
+ * the fp64 sums, not what they depend on. */
+int64_t ss_cuda_colmean_ws(int64_t n, int64_t d);
 int ss_cuda_colmean(double *mean64, float *mean32, const void *x, int xdtype, int64_t ld, const int64_t *rows,
-                    int64_t n, int64_t d, cudaStream_t stream);
+                    int64_t n, int64_t d, double *ws, cudaStream_t stream);
 
 /* Centred second moments of one batch, lower triangle: for d > i >= j,
  * c[i*ldc + j] = sum_{r<n} (x[r,i] - mean[i]) (x[r,j] - mean[j]), fp32

@@ -563,11 +563,11 @@ static ss_status ssyrk_products(const ss_backend *be, float *cc, const float *g,
 typedef struct {
     int64_t *idx;
     float *g, *m32, *cc;
-    double *m64;
+    double *m64, *msum; /* msum: the column sums' slices (ss_cuda_colmean_ws) */
 } batch_moments;
 
 static void batch_free(const ss_backend *be, batch_moments *b) {
-    void *dev[] = {b->idx, b->g, b->m32, b->cc, b->m64};
+    void *dev[] = {b->idx, b->g, b->m32, b->cc, b->m64, b->msum};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
         if (dev[i]) cu_release(be, dev[i]);
     memset(b, 0, sizeof *b);
@@ -588,13 +588,15 @@ static ss_status batch_reduce(const ss_backend *be, const float *x, int64_t ld, 
         (st = cu_alloc(be, (size_t)d * sizeof(float), "means", (void **)&b->m32)) ||
         (st = cu_alloc(be, (size_t)d * sizeof(double), "means", (void **)&b->m64)))
         return st;
+    const int64_t msb = ss_cuda_colmean_ws(n, d);
+    if (msb && (st = cu_alloc(be, (size_t)msb, "column sums", (void **)&b->msum))) return st;
     SS_TRY(cu_upload(be, b->idx, row_idx, (size_t)n * sizeof(int64_t)));
     if (late_gather) {
-        SS_TRY(cuda_check(be, ss_cuda_colmean(b->m64, b->m32, x, SS_CUDA_F32, ld, b->idx, n, d, c->stream),
+        SS_TRY(cuda_check(be, ss_cuda_colmean(b->m64, b->m32, x, SS_CUDA_F32, ld, b->idx, n, d, b->msum, c->stream),
                           "column-mean kernel"));
     } else {
         SS_TRY(cuda_check(be, ss_cuda_capture(b->g, x, ld, b->idx, n, d, c->stream), "gather kernel"));
-        SS_TRY(cuda_check(be, ss_cuda_colmean(b->m64, b->m32, b->g, SS_CUDA_F32, d, NULL, n, d, c->stream),
+        SS_TRY(cuda_check(be, ss_cuda_colmean(b->m64, b->m32, b->g, SS_CUDA_F32, d, NULL, n, d, b->msum, c->stream),
                           "column-mean kernel"));
     }
     if (!want_m2) return SS_OK;

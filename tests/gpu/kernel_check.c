@@ -1235,10 +1235,10 @@ static void case_attention(void) {
 
 /* ---- batch covariance: column means and lower-triangular X^T X --------- */
 
-typedef struct { double *m64; float *m32; const void *x; int dt; int64_t ld, n, d; } cm_ctx;
+typedef struct { double *m64; float *m32; const void *x; int dt; int64_t ld, n, d; double *ws; } cm_ctx;
 static int launch_cm(void *v) {
     cm_ctx *c = v;
-    return ss_cuda_colmean(c->m64, c->m32, c->x, c->dt, c->ld, NULL, c->n, c->d, g_stream);
+    return ss_cuda_colmean(c->m64, c->m32, c->x, c->dt, c->ld, NULL, c->n, c->d, c->ws, g_stream);
 }
 
 typedef struct {
@@ -1303,8 +1303,8 @@ static void cov_one(int64_t n, int64_t d, int64_t ldx, int64_t ldc, int dt, int 
              dt_name[dt],
              (long long)n, (long long)d, (long long)ldx, (long long)ldc);
     char mname[96];
-    snprintf(mname, sizeof mname, "colmean %s n=%lld d=%lld ldx=%lld", dt_name[dt], (long long)n, (long long)d,
-             (long long)ldx);
+    snprintf(mname, sizeof mname, "colmean %s n=%lld d=%lld ldx=%lld%s", dt_name[dt], (long long)n, (long long)d,
+             (long long)ldx, ss_cuda_colmean_ws(n, d) ? " slices" : "");
     if (!selected(name) && (tc || !selected(mname))) return;
     if (tc == 2 && !ss_cuda_cov_lower_wg_supported()) {
         printf("CASE %-62s skipped (wgmma: needs compute capability 9.0 and a CUDA_ARCH=90 build)\n", name);
@@ -1318,7 +1318,9 @@ static void cov_one(int64_t n, int64_t d, int64_t ldx, int64_t ldc, int dt, int 
     double *dm64 = dalloc((size_t)d * 8);
     float *dm32 = dalloc((size_t)d * 4);
     /* means */
-    cm_ctx mc = {dm64, dm32, dx, dt, ldx, n, d};
+    const int64_t cmwsb = ss_cuda_colmean_ws(n, d); /* the rows in slices where n > 1024 */
+    double *dcmws = cmwsb ? dalloc((size_t)cmwsb) : NULL;
+    cm_ctx mc = {dm64, dm32, dx, dt, ldx, n, d, dcmws};
     out_buf mo[2] = {{dm64, (size_t)d * 8, m64}, {dm32, (size_t)d * 4, m32}};
     double ms = 0;
     if (run_twice(mname, launch_cm, &mc, mo, 2, &ms)) {
@@ -1409,6 +1411,7 @@ static void cov_one(int64_t n, int64_t d, int64_t ldx, int64_t ldc, int dt, int 
         fflush(stdout);
     }
     dfree(dx), dfree(dm64), dfree(dm32), dfree(dc);
+    if (dcmws) dfree(dcmws);
     dfree(dws);
     free(x), free(xv), free(m64), free(m32), free(c);
 }

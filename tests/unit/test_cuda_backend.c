@@ -1376,11 +1376,11 @@ static void device_moments_case(const char *kernel, const char *block, double cp
     unsetenv("SUBSCOPE_COV_BLOCK");
     CHECK_OK(st);
     if (st) return;
-    const int64_t rows = 50;
+    const int64_t rows = 1500;
     float *x = ss_test_rvec(rows * ld, 5, 1.0f);
     for (int64_t i = 0; i < rows * ld; i++) x[i] = 2.f * x[i] + 10.f + (float)(i % 7);
-    int64_t idx[50];
-    for (int i = 0; i < 50; i++) idx[i] = (i * 17) % 50; /* a permutation */
+    int64_t *idx = malloc((size_t)rows * sizeof *idx);
+    for (int64_t i = 0; i < rows; i++) idx[i] = (i * 17) % rows; /* a permutation */
     void *dx;
     CHECK_OK(gpu->alloc(gpu, (size_t)(rows * ld) * sizeof(float), "x", &dx));
     CHECK_OK(gpu->upload(gpu, dx, x, (size_t)(rows * ld) * sizeof(float)));
@@ -1393,8 +1393,9 @@ static void device_moments_case(const char *kernel, const char *block, double cp
     ss_dev_moments *acc = NULL, *acc1 = NULL;
     CHECK_OK(gpu->moments_acc_create(gpu, d, 1, &acc));
     CHECK_OK(gpu->moments_acc_create(gpu, d, 0, &acc1));
-    /* batches of 1, 19 and 30 rows; the accumulator is taken after the second and at the end */
-    const int64_t cut[4] = {0, 1, 20, 50};
+    /* batches of 1, 19 and 1480 rows (the last one's column sums in two slices of rows,
+     * ss_cuda_colmean_ws); the accumulator is taken after the second and at the end */
+    const int64_t cut[4] = {0, 1, 20, 1500};
     for (int k = 0; k < 3; k++) {
         const int64_t *r = idx + cut[k], n = cut[k + 1] - cut[k];
         CHECK_OK(gpu->moments_chunk(gpu, dx, ld, r, n, d, mean, m2));
@@ -1405,14 +1406,14 @@ static void device_moments_case(const char *kernel, const char *block, double cp
         if (k == 1 || k == 2) {
             int64_t cnt;
             CHECK_OK(gpu->moments_acc_take(gpu, acc, &cnt, mean, m2));
-            CHECK(cnt == (k == 1 ? 20 : 30));
+            CHECK(cnt == (k == 1 ? 20 : 1480));
             CHECK_OK(ss_moments_add_partial(&dev, cnt, mean, m2));
         }
     }
     int64_t cnt1;
     CHECK_OK(gpu->moments_acc_take(gpu, acc1, &cnt1, mean, NULL));
     CHECK_OK(ss_moments_add_partial(&mean_only, cnt1, mean, NULL));
-    CHECK(dev.count == 50 && chunked.count == 50 && cpu.count == 50 && mean_only.count == 50);
+    CHECK(dev.count == rows && chunked.count == rows && cpu.count == rows && mean_only.count == rows);
     double worst_chunk = 0, worst_cpu = 0;
     for (int64_t i = 0; i < d; i++) {
         CHECK_NEAR(dev.mean[i], chunked.mean[i], 1e-12 * fabs(chunked.mean[i]));
@@ -1434,7 +1435,7 @@ static void device_moments_case(const char *kernel, const char *block, double cp
     gpu->release(gpu, dx);
     ss_moments_free(&chunked), ss_moments_free(&dev), ss_moments_free(&cpu);
     ss_moments_free(&mean_only);
-    free(mean), free(m2), free(x);
+    free(mean), free(m2), free(x), free(idx);
     ss_backend_cuda_close(gpu);
 }
 

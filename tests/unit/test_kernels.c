@@ -852,21 +852,35 @@ TEST(kernel_attention_vs_cpu_packed_sequences) {
 
 /* ---- batch covariance: column means, lower-triangular X^T X ------------ */
 
-typedef struct { double *m64; float *m32; const void *x; int dt; int64_t ld; const int64_t *rows; int64_t n, d; } cm_ctx;
+typedef struct {
+    double *m64;
+    float *m32;
+    const void *x;
+    int dt;
+    int64_t ld;
+    const int64_t *rows;
+    int64_t n, d;
+    double *ws;
+} cm_ctx;
 static void run_cm(void *v) {
     cm_ctx *c = v;
-    CHECK(ss_cuda_colmean(c->m64, c->m32, c->x, c->dt, c->ld, c->rows, c->n, c->d, NULL) == 0);
+    CHECK(ss_cuda_colmean(c->m64, c->m32, c->x, c->dt, c->ld, c->rows, c->n, c->d, c->ws, NULL) == 0);
 }
 
 /* The mean is checked against an fp64 sum of the same (dtype-rounded)
  * values with rtol 1e-12: the kernel sums in fp64, whose rounding over n <=
  * 1000 terms is ~1e-13 relative at worst; an fp32 sum of 1000 values near
  * 100 (the offset below) would be ~1e-5 off and fail. With a row list, the
- * batch's rows are x's rows in another order, some twice, some not at all. */
+ * batch's rows are x's rows in another order, some twice, some not at all.
+ * With a workspace, 2500 rows are summed in three slices (1024, 1024, 452),
+ * then the slices in order; without one, in one pass. */
 TEST(kernel_colmean_fp64_sum) {
-    int64_t shapes[][3] = {{1, 1, 1}, {1000, 70, 73}, {37, 33, 33}, {5, 130, 131}};
-    for (int si = 0; si < 4; si++)
+    int64_t shapes[][3] = {{1, 1, 1}, {1000, 70, 73}, {37, 33, 33}, {5, 130, 131}, {2500, 70, 73}};
+    CHECK(ss_cuda_colmean_ws(1024, 70) == 0 && ss_cuda_colmean_ws(2500, 70) == 3 * 70 * 8 &&
+          ss_cuda_colmean_ws(1 << 20, 8) == 16 * 8 * 8 && ss_cuda_colmean_ws(0, 8) == 0);
+    for (int si = 0; si < 5; si++)
         for (int with_rows = 0; with_rows <= 1; with_rows++)
+        for (int with_ws = 0; with_ws <= 1; with_ws++)
         for (int dt = SS_CUDA_F32; dt <= SS_CUDA_BF16; dt += 2) {
             int64_t n = shapes[si][0], d = shapes[si][1], ld = shapes[si][2], nx = n + 3 * with_rows;
             float *x = ss_test_rvec(nx * ld, 21 + si, 1.0f), *xv = ss_test_fvec(nx * ld, 0);
@@ -876,7 +890,13 @@ TEST(kernel_colmean_fp64_sum) {
             float *m32 = ss_test_fvec(d, 0);
             int64_t *rows = malloc((size_t)n * sizeof(int64_t));
             for (int64_t r = 0; r < n; r++) rows[r] = with_rows ? (r * 5 + 2) % nx : r;
-            cm_ctx c = {m64, m32, xd, dt, ld, with_rows ? rows : NULL, n, d};
+            const int64_t wsb = with_ws ? ss_cuda_colmean_ws(n, d) : 0;
+            if (with_ws && !wsb) { /* no slices at this n: the same as without */
+                free(x); free(xv); free(xd); free(m64); free(m32); free(rows);
+                continue;
+            }
+            double *ws = wsb ? malloc((size_t)wsb) : NULL;
+            cm_ctx c = {m64, m32, xd, dt, ld, with_rows ? rows : NULL, n, d, ws};
             float *outs[2] = {(float *)m64, m32};
             int64_t sizes[2] = {2 * d, d};
             CHECK(both_orders(run_cm, &c, outs, sizes, 2));
@@ -890,14 +910,14 @@ TEST(kernel_colmean_fp64_sum) {
                 if (e > maxe) maxe = e;
                 if (!(e <= 1e-12 * fabs(s)) || m32[j] != (float)m64[j]) bad++;
             }
-            printf("\n    colmean %s n=%lld d=%lld ld=%lld%s: max|err|=%.2e", dt_name[dt], (long long)n, (long long)d,
-                   (long long)ld, with_rows ? " row list" : "", maxe);
+            printf("\n    colmean %s n=%lld d=%lld ld=%lld%s%s: max|err|=%.2e", dt_name[dt], (long long)n, (long long)d,
+                   (long long)ld, with_rows ? " row list" : "", ws ? " in slices" : "", maxe);
             CHECK_MSG(bad == 0, "%lld of %lld means off", (long long)bad, (long long)d);
-            free(x); free(xv); free(xd); free(m64); free(m32); free(rows);
+            free(x); free(xv); free(xd); free(m64); free(m32); free(rows); free(ws);
         }
     float one = 1.f;
-    CHECK(ss_cuda_colmean(NULL, NULL, &one, SS_CUDA_F32, 1, NULL, 1, 1, NULL) == 1); /* no output */
-    CHECK(ss_cuda_colmean(NULL, &one, &one, SS_CUDA_F32, 1, NULL, 1, 2, NULL) == 1); /* ld < d */
+    CHECK(ss_cuda_colmean(NULL, NULL, &one, SS_CUDA_F32, 1, NULL, 1, 1, NULL, NULL) == 1); /* no output */
+    CHECK(ss_cuda_colmean(NULL, &one, &one, SS_CUDA_F32, 1, NULL, 1, 2, NULL, NULL) == 1); /* ld < d */
 }
 
 typedef struct {
@@ -1184,7 +1204,7 @@ TEST(kernel_cov_lower_large_mean_correction) {
     for (int64_t i = 0; i < n * d; i++) x[i] = 1e4f * (float)(1 + i % d) + ss_test_frand(&s);
     double m64[5];
     float m32[5], cm[25];
-    CHECK(ss_cuda_colmean(m64, m32, x, SS_CUDA_F32, d, NULL, n, d, NULL) == 0);
+    CHECK(ss_cuda_colmean(m64, m32, x, SS_CUDA_F32, d, NULL, n, d, NULL, NULL) == 0);
     void *ws = malloc((size_t)ss_cuda_cov_lower_ws(n, d));
     CHECK(ss_cuda_cov_lower(cm, d, x, SS_CUDA_F32, d, m32, n, d, ws, NULL) == 0);
     free(ws);
