@@ -18,10 +18,9 @@
  * sums a second small kernel adds in slice order: one block per 32 columns
  * walking all n rows is a chain of n/128 dependent round trips to memory,
  * which took 0.22-0.23 ms at d 768 and 3072 alike (16384 rows) on an H100,
- * 7% of the copy bandwidth at d 3072 (the twenty-third session's lease). On an H100 (16 row phases, one load at a
- * time) d = 768 ran at 12% of the copy bandwidth and d = 16384 at 99%; since
- * 2026-11-27 the blocks have twice the phases and four loads in flight per
- * thread, for the narrow sites (untimed).
+ * 7% of the copy bandwidth at d 3072 (the twenty-third session's lease,
+ * with 32 row phases and four loads in flight per thread; with 16 phases
+ * and one load at a time, d = 768 had run at 12% of copy, d = 16384 at 99%).
  *
  * ss_cuda_cov_center writes the centred rows once into the workspace of
  * the product kernels (cov_split.cuh): fp32 for this one, bf16 for
