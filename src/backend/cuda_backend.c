@@ -35,6 +35,16 @@
 /* collect's centred products: cuBLAS's Ssyrk, one of the kernels or the blocked triangle through cuBLAS */
 enum cov_choice { COV_AUTO, COV_F32, COV_TC, COV_WG, COV_SSYRK, COV_BLK, COV_REC };
 
+/* A small table of int64s that the device keeps (the sequences of a pass),
+ * uploaded only when it differs from what the device holds already. */
+typedef struct {
+    int64_t *dev;           /* the device's copy (among the backend's blocks) */
+    size_t cap;             /* in int64 elements */
+    int64_t *host;          /* what dev holds now (n elements; 0: nothing) ... */
+    int64_t *next;          /* ... and the next call's, compared with it */
+    size_t n;
+} dev_table;
+
 typedef struct {
     int device;
     cudaStream_t stream;
@@ -46,11 +56,7 @@ typedef struct {
 #ifdef SS_CUDA_PCA
     cusolverDnHandle_t solver; /* made on first use */
 #endif
-    int64_t *meta;          /* device copy of start/len/pattern_off for attention */
-    size_t meta_cap;        /* in int64 elements */
-    int64_t *meta_host;     /* what meta holds now (meta_n elements; 0: nothing) ... */
-    int64_t *meta_next;     /* ... and the next call's, compared with it so a pass uploads once */
-    size_t meta_n;
+    dev_table meta;         /* start/len/pattern_off of the sequences, for attention */
     uint16_t *a16;          /* bf16 copy of the activations of a bf16 product */
     size_t a16_cap;         /* in elements */
     float *ws;              /* workspace of the backward kernels (attention P/dS, layernorm row stats) */
@@ -79,11 +85,7 @@ typedef struct {
     size_t cov_ws_cap;      /* in 16-bit elements */
     int cov_kernel;         /* collect's products (SUBSCOPE_COV_KERNEL): a cov_choice, -1 unknown */
     int64_t cov_block;      /* SUBSCOPE_COV_BLOCK: blk's block width, rec's widest diagonal block (0: the default, -1: not a number) */
-    int64_t *mseq;          /* device copy of a masked forward's sequences (start, len, prompt, mask) */
-    size_t mseq_cap;        /* in int64 elements */
-    int64_t *mseq_host;     /* what mseq holds now (mseq_n elements; 0: nothing) ... */
-    int64_t *mseq_next;     /* ... and the next call's, compared with it so a forward uploads once */
-    size_t mseq_n;
+    dev_table mseq;         /* a masked forward's sequences (start, len, prompt, mask) */
     /* cuBLASLt products: their descriptors and the heuristic's algorithm per
      * shape, made once (lt_plan_for), and the workspace they may use. */
     struct lt_plan *plans;
@@ -1275,38 +1277,53 @@ static ss_status cu_swiglu(const ss_backend *be, float *out, const float *gu, in
     return SS_OK;
 }
 
-/* Puts [start | len | third] of n_seq sequences in c->meta, uploading only
- * when that differs from what the device holds already: the layers of a
- * pass share one packing, so a pass uploads (and waits for the stream) once
+/* The host array to fill with the next `need` elements of t, grown (device
+ * copy too) when it is too small. */
+static ss_status table_next(const ss_backend *be, dev_table *t, size_t need, const char *what, int64_t **out) {
+    if (need > t->cap) {
+        if (t->dev) cu_release(be, t->dev);
+        free(t->host);
+        free(t->next);
+        *t = (dev_table){0};
+        if (!(t->host = ss_malloc(need * sizeof(int64_t), what)) || !(t->next = ss_malloc(need * sizeof(int64_t), what)))
+            return SS_ERR_NOMEM;
+        SS_TRY(cu_alloc(be, need * sizeof(int64_t), what, (void **)&t->dev));
+        t->cap = need;
+    }
+    *out = t->next;
+    return SS_OK;
+}
+
+/* Uploads the `need` elements table_next gave, unless their first `compared`
+ * are what the device holds already. */
+static ss_status table_put(const ss_backend *be, dev_table *t, size_t need, size_t compared) {
+    if (need == t->n && !memcmp(t->next, t->host, compared * sizeof(int64_t))) return SS_OK;
+    t->n = 0; /* unknown until the copy succeeds */
+    SS_TRY(cu_upload(be, t->dev, t->next, need * sizeof(int64_t)));
+    int64_t *h = t->host;
+    t->host = t->next;
+    t->next = h;
+    t->n = need;
+    return SS_OK;
+}
+
+static void table_free(dev_table *t) {
+    free(t->host);
+    free(t->next);
+}
+
+/* Puts [start | len | third] of n_seq sequences in c->meta: the layers of
+ * a pass share one packing, so a pass uploads (and waits for the stream) once
  * rather than at every layer, and the host can run ahead of the device.
  * third NULL: that part is not used, so not compared. */
 static ss_status meta_put(const ss_backend *be, int64_t n_seq, const int64_t *start, const int64_t *len,
                           const int64_t *third) {
     cuda_impl *c = IMPL(be);
     size_t need = (size_t)(3 * n_seq);
-    if (need > c->meta_cap) {
-        if (c->meta) cu_release(be, c->meta);
-        free(c->meta_host);
-        free(c->meta_next);
-        c->meta = NULL;
-        c->meta_host = c->meta_next = NULL;
-        c->meta_cap = c->meta_n = 0;
-        if (!(c->meta_host = ss_malloc(need * sizeof(int64_t), "attention metadata")) ||
-            !(c->meta_next = ss_malloc(need * sizeof(int64_t), "attention metadata")))
-            return SS_ERR_NOMEM;
-        SS_TRY(cu_alloc(be, need * sizeof(int64_t), "attention metadata", (void **)&c->meta));
-        c->meta_cap = need;
-    }
-    int64_t *t = c->meta_next;
+    int64_t *t;
+    SS_TRY(table_next(be, &c->meta, need, "attention metadata", &t));
     for (int64_t s = 0; s < n_seq; s++) t[s] = start[s], t[n_seq + s] = len[s], t[2 * n_seq + s] = third ? third[s] : 0;
-    size_t used = third ? need : (size_t)(2 * n_seq);
-    if (need == c->meta_n && !memcmp(t, c->meta_host, used * sizeof(int64_t))) return SS_OK;
-    c->meta_n = 0; /* unknown until the copy succeeds */
-    SS_TRY(cu_upload(be, c->meta, t, need * sizeof(int64_t)));
-    c->meta_next = c->meta_host;
-    c->meta_host = t;
-    c->meta_n = need;
-    return SS_OK;
+    return table_put(be, &c->meta, need, third ? need : (size_t)(2 * n_seq));
 }
 
 /* Strided-batched Sgemm on the backend's stream (the handle's math mode:
@@ -1444,7 +1461,7 @@ static ss_status attention_any(const ss_backend *be, float *z, const float *q, c
         int qt;
         SS_TRY(attn_qt(be, &qt));
         KL(ss_cuda_attention_flash_bf16(z16 ? (void *)c->a16 : z, z16 ? SS_CUDA_BF16 : SS_CUDA_F32, q, k, v, ld_qkv,
-                                        n_seq, c->meta, c->meta + n_seq, max_len, n_rows, H, Hkv, dh, scale, c->qkv16,
+                                        n_seq, c->meta.dev, c->meta.dev + n_seq, max_len, n_rows, H, Hkv, dh, scale, c->qkv16,
                                         qt, c->stream),
            "tensor-core attention kernel");
         if (used16) *used16 = z16;
@@ -1473,11 +1490,11 @@ static ss_status attention_any(const ss_backend *be, float *z, const float *q, c
     }
     SS_TRY(meta_put(be, n_seq, start, len, pattern_out ? pattern_off : NULL));
     if (pattern_out)
-        KL(ss_cuda_attention_pattern(z, pattern_out, q, k, v, ld_qkv, n_seq, c->meta, c->meta + n_seq,
-                                     c->meta + 2 * n_seq, max_len, H, Hkv, dh, scale, c->stream),
+        KL(ss_cuda_attention_pattern(z, pattern_out, q, k, v, ld_qkv, n_seq, c->meta.dev, c->meta.dev + n_seq,
+                                     c->meta.dev + 2 * n_seq, max_len, H, Hkv, dh, scale, c->stream),
            "attention kernel");
     else
-        KL(ss_cuda_attention_flash(z, q, k, v, ld_qkv, n_seq, c->meta, c->meta + n_seq, max_len, H, Hkv, dh, scale,
+        KL(ss_cuda_attention_flash(z, q, k, v, ld_qkv, n_seq, c->meta.dev, c->meta.dev + n_seq, max_len, H, Hkv, dh, scale,
                                    c->stream),
            "flash attention kernel");
     return SS_OK;
@@ -1587,30 +1604,12 @@ static ss_status cu_apply_masks(const ss_backend *be, const ss_mask_program *pro
     }
     if (!slots) return SS_OK;
     size_t need = (size_t)(4 * n_seq);
-    if (need > c->mseq_cap) {
-        if (c->mseq) cu_release(be, c->mseq);
-        free(c->mseq_host);
-        free(c->mseq_next);
-        c->mseq = NULL;
-        c->mseq_host = c->mseq_next = NULL;
-        c->mseq_cap = c->mseq_n = 0;
-        if (!(c->mseq_host = ss_malloc(need * sizeof(int64_t), "mask sequences")) ||
-            !(c->mseq_next = ss_malloc(need * sizeof(int64_t), "mask sequences")))
-            return SS_ERR_NOMEM;
-        SS_TRY(cu_alloc(be, need * sizeof(int64_t), "mask sequences", (void **)&c->mseq));
-        c->mseq_cap = need;
-    }
-    int64_t *t = c->mseq_next;
+    int64_t *t;
+    SS_TRY(table_next(be, &c->mseq, need, "mask sequences", &t));
     for (int64_t q = 0; q < n_seq; q++)
         t[q] = start[q], t[n_seq + q] = len[q], t[2 * n_seq + q] = prompt ? prompt[q] : q, t[3 * n_seq + q] = which[q];
-    if (need != c->mseq_n || memcmp(t, c->mseq_host, need * sizeof(int64_t))) {
-        c->mseq_n = 0; /* unknown until the copy succeeds */
-        SS_TRY(cu_upload(be, c->mseq, t, need * sizeof(int64_t)));
-        c->mseq_next = c->mseq_host;
-        c->mseq_host = t;
-        c->mseq_n = need;
-    }
-    int rc = ss_cuda_mask_apply(data, ld, p->width, p->site_id, p->ops, p->idx, p->vals, n_seq, c->mseq, slots,
+    SS_TRY(table_put(be, &c->mseq, need, need));
+    int rc = ss_cuda_mask_apply(data, ld, p->width, p->site_id, p->ops, p->idx, p->vals, n_seq, c->mseq.dev, slots,
                                 c->stream);
     if (rc == cudaErrorInvalidValue)
         return ss_errorf(SS_ERR_UNSUPPORTED, "%s: masks over %lld sequences x %lld positions exceed the kernel's grid",
@@ -1805,7 +1804,7 @@ static ss_status cu_attention_lowp_qkv(const ss_backend *be, float *z, float *qk
             int qt;
             SS_TRY(attn_qt(be, &qt));
             KL(ss_cuda_attention_flash_bf16_from16(z16 ? (void *)c->a16 : z, z16 ? SS_CUDA_BF16 : SS_CUDA_F32,
-                                                   c->qkv16, N, n_seq, c->meta, c->meta + n_seq, max_len, H, Hkv, dh,
+                                                   c->qkv16, N, n_seq, c->meta.dev, c->meta.dev + n_seq, max_len, H, Hkv, dh,
                                                    scale, qt, c->stream),
                "tensor-core attention kernel (from the product's bf16 rows)");
             return out ? attn_out_product(be, z, z16, out, H * dh) : SS_OK;
@@ -1884,10 +1883,10 @@ static ss_status cu_attention_backward(const ss_backend *be, float *dq, float *d
     if (!st && max_len) st = meta_put(be, n_seq, start, len, at);
     free(at);
     if (st || !max_len) return st;
-    int rc = recompute ? ss_cuda_attention_backward_rc(dq, dk, dv, ld_dqkv, dz, q, k, v, ld_qkv, n_seq, c->meta,
-                                                       c->meta + n_seq, max_len, H, Hkv, dh, scale, ws, c->stream)
-                       : ss_cuda_attention_backward(dq, dk, dv, ld_dqkv, dz, q, k, v, ld_qkv, n_seq, c->meta,
-                                                    c->meta + n_seq, c->meta + 2 * n_seq, max_len, H, Hkv, dh, scale, ws,
+    int rc = recompute ? ss_cuda_attention_backward_rc(dq, dk, dv, ld_dqkv, dz, q, k, v, ld_qkv, n_seq, c->meta.dev,
+                                                       c->meta.dev + n_seq, max_len, H, Hkv, dh, scale, ws, c->stream)
+                       : ss_cuda_attention_backward(dq, dk, dv, ld_dqkv, dz, q, k, v, ld_qkv, n_seq, c->meta.dev,
+                                                    c->meta.dev + n_seq, c->meta.dev + 2 * n_seq, max_len, H, Hkv, dh, scale, ws,
                                                     half, c->stream);
     if (rc == cudaErrorInvalidValue)
         return ss_errorf(SS_ERR_UNSUPPORTED, "%s: attention_backward: H=%lld dh=%lld ld_qkv=%lld ld_dqkv=%lld is not "
@@ -2176,10 +2175,8 @@ void ss_backend_cuda_close(ss_backend *be) {
             if (c->stage_done[k]) cudaEventDestroy(c->stage_done[k]);
         }
         for (size_t i = 0; i < c->n_blk; i++) cudaFree(c->blk[i]); /* meta, a16 and ws are among them */
-        free(c->meta_host);
-        free(c->meta_next);
-        free(c->mseq_host);
-        free(c->mseq_next);
+        table_free(&c->meta);
+        table_free(&c->mseq);
         free(c->blk);
         free(c->blk_bytes);
         free(c->blk_live);
