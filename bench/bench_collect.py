@@ -6,8 +6,10 @@
              (`blocks.0.hook_resid_pre`, mean): the forward pass and the job's own costs
   fixed      that small job on the first prompt alone: process start, model load, HDF5
 
-all on the same prompts, device and batch, each --reps times as a fresh process (medians).
-net = median - fixed. The target: collect_net <= 1.15 x forward_net + the covariance
+all on the same prompts, device and batch, each --reps times as a fresh process, the three
+interleaved (who goes first rotates, so a drift of the machine's speed reaches all three
+alike) and each with SUBSCOPE_TIMING=1: medians of the wall and of each phase the job
+reports (its batches, the totals' download, the file). net = median - fixed. The target: collect_net <= 1.15 x forward_net + the covariance
 products' time at cuBLAS's rate, where the products are one triangle of X^T X per site and
 batch, n d (d+1) FLOPs for n rows of width d, and the rate is cublasSsyrk's from
 kernel_bench's JSON (--kernels: the cov.d<D>.ssyrk.fp32 line nearest each width) or
@@ -19,11 +21,13 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
-from bench_attribute import SS, log, timed  # fresh-process timing: (median, min) of --reps runs
+from bench_attribute import SS, log
 
 
 def syrk_rates(path):
@@ -36,13 +40,41 @@ def syrk_rates(path):
     return rates
 
 
-def phases_of(cmd):
-    """{batches_s, totals_s, write_s} of one run of a collect command, from SUBSCOPE_TIMING=1, or {}."""
+PHASES_RE = re.compile(r"timing: batches \(forward and statistics\) ([0-9.]+) s, device totals to the host "
+                       r"([0-9.]+) s, results and file ([0-9.]+) s")
+
+
+def run_once(cmd):
+    """Wall seconds of one run of a collect command and its phases {batches_s, totals_s, write_s}
+    from SUBSCOPE_TIMING=1 ({} if the job did not print them)."""
+    t0 = time.perf_counter()
     r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                        env=dict(os.environ, SUBSCOPE_TIMING="1"))
-    m = re.search(r"timing: batches \(forward and statistics\) ([0-9.]+) s, device totals to the host ([0-9.]+) s, "
-                  r"results and file ([0-9.]+) s", r.stderr)
-    return {"batches_s": float(m[1]), "totals_s": float(m[2]), "write_s": float(m[3])} if m else {}
+    wall = time.perf_counter() - t0
+    if r.returncode:
+        sys.exit(f"bench_collect: {' '.join(cmd)} failed:\n{r.stderr}")
+    m = PHASES_RE.search(r.stderr)
+    return wall, ({"batches_s": float(m[1]), "totals_s": float(m[2]), "write_s": float(m[3])} if m else {})
+
+
+def interleaved(cmds, reps):
+    """{name: (median wall, median phases, every run's batches_s)} of reps runs of each command,
+    the commands taking turns and who goes first rotating from one repetition to the next."""
+    names = list(cmds)
+    walls = {k: [] for k in names}
+    phases = {k: [] for k in names}
+    for rep in range(reps):
+        for k in names[rep % len(names):] + names[:rep % len(names)]:
+            w, ph = run_once(cmds[k])
+            walls[k].append(w)
+            phases[k].append(ph)
+    out = {}
+    for k in names:
+        ph = {}
+        if all(phases[k]):
+            ph = {f: statistics.median(p[f] for p in phases[k]) for f in phases[k][0]}
+        out[k] = (statistics.median(walls[k]), ph, [p.get("batches_s") for p in phases[k]])
+    return out
 
 
 def main():
@@ -70,23 +102,22 @@ def main():
         first = os.path.join(tmp, "first.jsonl")
         with open(first, "w") as f:
             f.write(lines[0])
-        log(f"collect ({a.device}): fixed cost, forward, statistics at {a.sites}")
-        fixed, _ = timed([SS, "collect", *common, *small, "--input", first, "--out", f"{tmp}/x.h5"], a.reps)
-        fwd_cmd = [SS, "collect", *common, *small, "--input", a.prompts, "--out", f"{tmp}/f.h5"]
-        fwd, _ = timed(fwd_cmd, a.reps)
-        col_cmd = [SS, "collect", *common, "--sites", a.sites, "--stats", "mean,cov", "--input", a.prompts,
-                   "--out", f"{tmp}/c.h5"]
-        col, _ = timed(col_cmd, a.reps)
-        # one more run of each that says where its time went (SUBSCOPE_TIMING=1)
-        phases = phases_of(col_cmd)
-        fwd_phases = phases_of(fwd_cmd)
+        log(f"collect ({a.device}): fixed cost, forward, statistics at {a.sites}, {a.reps} runs each, interleaved")
+        cmds = {"fixed": [SS, "collect", *common, *small, "--input", first, "--out", f"{tmp}/x.h5"],
+                "forward": [SS, "collect", *common, *small, "--input", a.prompts, "--out", f"{tmp}/f.h5"],
+                "collect": [SS, "collect", *common, "--sites", a.sites, "--stats", "mean,cov", "--input", a.prompts,
+                            "--out", f"{tmp}/c.h5"]}
+        runs = interleaved(cmds, a.reps)
+        fixed, fwd, col = runs["fixed"][0], runs["forward"][0], runs["collect"][0]
+        phases, fwd_phases = runs["collect"][1], runs["forward"][1]
     flops = float(n_layer) * rows * width * (width + 1)
     fwd_net, col_net = fwd - fixed, col - fixed
     out = {"device": a.device, "model": a.model, "prompts": a.prompts, "n_prompts": len(lines), "rows": rows,
            "batch": a.batch, "reps": a.reps, "sites": a.sites, "n_sites": n_layer, "width": width,
            "fixed_s": fixed, "forward_s": fwd, "collect_s": col, "forward_net_s": fwd_net, "collect_net_s": col_net,
            "ratio": col_net / fwd_net if fwd_net > 0 else None, "cov_flops": flops, "collect_phases": phases,
-           "forward_phases": fwd_phases}
+           "forward_phases": fwd_phases, "collect_batches_s_runs": runs["collect"][2],
+           "forward_batches_s_runs": runs["forward"][2]}
     rate = a.syrk_tflops
     if a.kernels and not rate:
         rates = syrk_rates(a.kernels)
@@ -106,12 +137,14 @@ def main():
     print(f"collect ({a.device}, {len(lines)} prompts, {rows} rows, {n_layer} sites of {width}): "
           f"{col_net:.2f} s net vs forward {fwd_net:.2f} s = {out['ratio']:.2f}x (fixed {fixed:.2f} s)")
     if phases:
-        print(f"  one collect run: batches (forward and statistics) {phases['batches_s']:.2f} s, device totals to the "
-              f"host {phases['totals_s']:.2f} s, results and file {phases['write_s']:.2f} s"
-              + (f"; the forward-only job's batches {fwd_phases['batches_s']:.2f} s" if fwd_phases else ""))
+        print(f"  collect's phases (medians): batches (forward and statistics) {phases['batches_s']:.3f} s, device "
+              f"totals to the host {phases['totals_s']:.2f} s, results and file {phases['write_s']:.2f} s"
+              + (f"; the forward-only job's batches {fwd_phases['batches_s']:.3f} s" if fwd_phases else ""))
+        print("  batches per run: collect " + " ".join(f"{b:.3f}" for b in runs["collect"][2] if b is not None)
+              + ", forward " + " ".join(f"{b:.3f}" for b in runs["forward"][2] if b is not None))
     if "batches_target_s" in out:
-        print(f"  batches alone: {phases['batches_s']:.2f} s against <= 1.15 x {fwd_phases['batches_s']:.2f} s + "
-              f"{out['cov_at_cublas_s']:.3f} s = {out['batches_target_s']:.2f} s: "
+        print(f"  batches alone: {phases['batches_s']:.3f} s against <= 1.15 x {fwd_phases['batches_s']:.3f} s + "
+              f"{out['cov_at_cublas_s']:.3f} s = {out['batches_target_s']:.3f} s: "
               f"{'PASS' if out['batches_target_met'] else 'FAIL'}")
     if rate:
         print(f"  target: <= 1.15 x forward + {out['cov_at_cublas_s']:.3f} s of products at {rate:.1f} TFLOP/s "
