@@ -119,9 +119,10 @@ struct ss_backend {
      * the host. create: an empty accumulator for d units (want_m2: with
      * co-moments). add: rows row_idx[0..n) of x (as moments_chunk), merged
      * with Chan's update in float64 on the device. take: the count, mean [d]
-     * and co-moments (lower triangle of [d,d], float64; m2 may be NULL) so
-     * far, to host arrays, for ss_moments_add_partial; the accumulator starts
-     * again from empty. */
+     * and co-moments ([d,d] float64, the lower triangle with zeros above it;
+     * m2 may be NULL) so far, to host arrays, for ss_moments_add_partial or,
+     * into an empty ss_moments, as its state; the accumulator starts again
+     * from empty. */
     ss_status (*moments_acc_create)(const ss_backend *be, int64_t d, int want_m2, ss_dev_moments **out);
     ss_status (*moments_acc_add)(const ss_backend *be, ss_dev_moments *acc, const float *x, int64_t ld,
                                  const int64_t *row_idx, int64_t n);

@@ -655,6 +655,12 @@ static void cu_moments_acc_free(const ss_backend *be, ss_dev_moments *a) {
     free(a);
 }
 
+static ss_status cu_zero(const ss_backend *be, void *p, size_t bytes) {
+    if (!bytes) return SS_OK;
+    CU(cudaMemsetAsync(p, 0, bytes, IMPL(be)->stream), "zero (cudaMemsetAsync)");
+    return SS_OK;
+}
+
 static ss_status cu_moments_acc_create(const ss_backend *be, int64_t d, int want_m2, ss_dev_moments **out) {
     *out = NULL;
     ss_dev_moments *a = ss_calloc(1, sizeof *a, "device statistics");
@@ -663,7 +669,9 @@ static ss_status cu_moments_acc_create(const ss_backend *be, int64_t d, int want
     ss_status st;
     if ((st = cu_alloc(be, (size_t)d * sizeof(double), "statistics (mean)", (void **)&a->mean)) ||
         (st = cu_alloc(be, (size_t)(2 * d) * sizeof(double), "statistics (scratch)", (void **)&a->ws)) ||
-        (want_m2 && (st = cu_alloc(be, (size_t)(d * d) * sizeof(double), "statistics (co-moments)", (void **)&a->m2)))) {
+        (want_m2 && (st = cu_alloc(be, (size_t)(d * d) * sizeof(double), "statistics (co-moments)", (void **)&a->m2))) ||
+        /* the merges write the lower triangle only; above it, zeros, as in the host's totals */
+        (want_m2 && (st = cu_zero(be, a->m2, (size_t)(d * d) * sizeof(double))))) {
         cu_moments_acc_free(be, a);
         return st;
     }
@@ -693,12 +701,6 @@ static ss_status cu_moments_acc_take(const ss_backend *be, ss_dev_moments *a, in
         if (a->m2 && m2) SS_TRY(cu_download(be, m2, a->m2, (size_t)(a->d * a->d) * sizeof(double)));
     }
     a->count = 0; /* the next merge overwrites */
-    return SS_OK;
-}
-
-static ss_status cu_zero(const ss_backend *be, void *p, size_t bytes) {
-    if (!bytes) return SS_OK;
-    CU(cudaMemsetAsync(p, 0, bytes, IMPL(be)->stream), "zero (cudaMemsetAsync)");
     return SS_OK;
 }
 

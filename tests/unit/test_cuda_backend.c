@@ -1405,8 +1405,13 @@ static void device_moments_case(const char *kernel, const char *block, double cp
         for (int64_t q = 0; q < n; q++) CHECK_OK(ss_moments_add_f32(&cpu, x + r[q] * ld, 1, ld));
         if (k == 1 || k == 2) {
             int64_t cnt;
+            for (int64_t e = 0; e < d * d; e++) m2[e] = NAN; /* take writes every entry: zeros above the diagonal */
             CHECK_OK(gpu->moments_acc_take(gpu, acc, &cnt, mean, m2));
             CHECK(cnt == (k == 1 ? 20 : 1480));
+            int64_t upper_nonzero = 0;
+            for (int64_t i = 0; i < d; i++)
+                for (int64_t j = i + 1; j < d; j++) upper_nonzero += !(m2[i * d + j] == 0.0);
+            CHECK_MSG(upper_nonzero == 0, "%lld entries above the diagonal are not zero", (long long)upper_nonzero);
             CHECK_OK(ss_moments_add_partial(&dev, cnt, mean, m2));
         }
     }
