@@ -86,6 +86,7 @@ typedef struct {
     int cov_kernel;         /* collect's products (SUBSCOPE_COV_KERNEL): a cov_choice, -1 unknown */
     int64_t cov_block;      /* SUBSCOPE_COV_BLOCK: blk's block width, rec's widest diagonal block (0: the default, -1: not a number) */
     dev_table mseq;         /* a masked forward's sequences (start, len, prompt, mask) */
+    dev_table rows;         /* the row list of a batch's statistics (the same for every site of a batch) */
     /* cuBLASLt products: their descriptors and the heuristic's algorithm per
      * shape, made once (lt_plan_for), and the workspace they may use. */
     struct lt_plan *plans;
@@ -298,6 +299,42 @@ static ss_status cu_upload(const ss_backend *be, void *dst, const void *src, siz
     CU(cudaStreamSynchronize(c->stream), "copy to device");
     return SS_OK;
 }
+
+/* The host array to fill with the next `need` elements of t, grown (device
+ * copy too) when it is too small. */
+static ss_status table_next(const ss_backend *be, dev_table *t, size_t need, const char *what, int64_t **out) {
+    if (need > t->cap) {
+        if (t->dev) cu_release(be, t->dev);
+        free(t->host);
+        free(t->next);
+        *t = (dev_table){0};
+        if (!(t->host = ss_malloc(need * sizeof(int64_t), what)) || !(t->next = ss_malloc(need * sizeof(int64_t), what)))
+            return SS_ERR_NOMEM;
+        SS_TRY(cu_alloc(be, need * sizeof(int64_t), what, (void **)&t->dev));
+        t->cap = need;
+    }
+    *out = t->next;
+    return SS_OK;
+}
+
+/* Uploads the `need` elements table_next gave, unless their first `compared`
+ * are what the device holds already. */
+static ss_status table_put(const ss_backend *be, dev_table *t, size_t need, size_t compared) {
+    if (need == t->n && !memcmp(t->next, t->host, compared * sizeof(int64_t))) return SS_OK;
+    t->n = 0; /* unknown until the copy succeeds */
+    SS_TRY(cu_upload(be, t->dev, t->next, need * sizeof(int64_t)));
+    int64_t *h = t->host;
+    t->host = t->next;
+    t->next = h;
+    t->n = need;
+    return SS_OK;
+}
+
+static void table_free(dev_table *t) {
+    free(t->host);
+    free(t->next);
+}
+
 
 /* A copy out of the staging buffer that chunk i went to, once it is there. */
 static ss_status stage_drain(const ss_backend *be, char *dst, size_t bytes, size_t i) {
@@ -555,21 +592,21 @@ static ss_status ssyrk_products(const ss_backend *be, float *cc, const float *g,
 
 /* One batch of a site reduced on the device: its rows gathered (g), their
  * fp64 and fp32 column means (m64, m32) and, with want_m2, the products
- * about m32 (cc, fp32, lower triangle); nothing but the row list's upload
- * waits for the device. For
+ * about m32 (cc, fp32, lower triangle); nothing waits for the device but
+ * the row list's upload, where the rows differ from the last call's. For
  * cublasSsyrk and the blocked triangle the means read the rows through the
  * row list, and the rows are gathered once the means are known, centred as
  * they are copied (fp32 into g for Ssyrk, bf16 into the workspace for the
  * blocked triangle: g stays NULL); the kernels gather first and centre in
  * their own workspace. */
 typedef struct {
-    int64_t *idx;
+    const int64_t *idx; /* the backend's row table (c->rows), not the batch's */
     float *g, *m32, *cc;
     double *m64, *msum; /* msum: the column sums' slices (ss_cuda_colmean_ws) */
 } batch_moments;
 
 static void batch_free(const ss_backend *be, batch_moments *b) {
-    void *dev[] = {b->idx, b->g, b->m32, b->cc, b->m64, b->msum};
+    void *dev[] = {b->g, b->m32, b->cc, b->m64, b->msum};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
         if (dev[i]) cu_release(be, dev[i]);
     memset(b, 0, sizeof *b);
@@ -585,14 +622,19 @@ static ss_status batch_reduce(const ss_backend *be, const float *x, int64_t ld, 
     const int blocked = want_m2 && (kernel == COV_BLK || kernel == COV_REC);
     const int late_gather = blocked || (want_m2 && kernel == COV_SSYRK);
     const int64_t ldg = want_m2 && kernel == COV_SSYRK ? (d + 3) / 4 * 4 : d; /* cov_center's fp32 rows: 16-byte multiples */
-    if ((st = cu_alloc(be, (size_t)n * sizeof(int64_t), "row list", (void **)&b->idx)) ||
-        (!blocked && (st = cu_alloc(be, (size_t)(n * ldg) * sizeof(float), "gathered rows", (void **)&b->g))) ||
+    if ((!blocked && (st = cu_alloc(be, (size_t)(n * ldg) * sizeof(float), "gathered rows", (void **)&b->g))) ||
         (st = cu_alloc(be, (size_t)d * sizeof(float), "means", (void **)&b->m32)) ||
         (st = cu_alloc(be, (size_t)d * sizeof(double), "means", (void **)&b->m64)))
         return st;
     const int64_t msb = ss_cuda_colmean_ws(n, d);
     if (msb && (st = cu_alloc(be, (size_t)msb, "column sums", (void **)&b->msum))) return st;
-    SS_TRY(cu_upload(be, b->idx, row_idx, (size_t)n * sizeof(int64_t)));
+    /* The sites of a batch share its rows: uploaded (a wait for the stream)
+     * only when they differ from the last site's */
+    int64_t *t;
+    SS_TRY(table_next(be, &c->rows, (size_t)n, "row list", &t));
+    memcpy(t, row_idx, (size_t)n * sizeof(int64_t));
+    SS_TRY(table_put(be, &c->rows, (size_t)n, (size_t)n));
+    b->idx = c->rows.dev;
     if (late_gather) {
         SS_TRY(cuda_check(be, ss_cuda_colmean(b->m64, b->m32, x, SS_CUDA_F32, ld, b->idx, n, d, b->msum, c->stream),
                           "column-mean kernel"));
@@ -1277,41 +1319,6 @@ static ss_status cu_rope(const ss_backend *be, float *x, int64_t ld, int64_t row
 static ss_status cu_swiglu(const ss_backend *be, float *out, const float *gu, int64_t rows, int64_t dm) {
     KL(ss_cuda_swiglu(out, gu, rows, dm, IMPL(be)->stream), "swiglu kernel");
     return SS_OK;
-}
-
-/* The host array to fill with the next `need` elements of t, grown (device
- * copy too) when it is too small. */
-static ss_status table_next(const ss_backend *be, dev_table *t, size_t need, const char *what, int64_t **out) {
-    if (need > t->cap) {
-        if (t->dev) cu_release(be, t->dev);
-        free(t->host);
-        free(t->next);
-        *t = (dev_table){0};
-        if (!(t->host = ss_malloc(need * sizeof(int64_t), what)) || !(t->next = ss_malloc(need * sizeof(int64_t), what)))
-            return SS_ERR_NOMEM;
-        SS_TRY(cu_alloc(be, need * sizeof(int64_t), what, (void **)&t->dev));
-        t->cap = need;
-    }
-    *out = t->next;
-    return SS_OK;
-}
-
-/* Uploads the `need` elements table_next gave, unless their first `compared`
- * are what the device holds already. */
-static ss_status table_put(const ss_backend *be, dev_table *t, size_t need, size_t compared) {
-    if (need == t->n && !memcmp(t->next, t->host, compared * sizeof(int64_t))) return SS_OK;
-    t->n = 0; /* unknown until the copy succeeds */
-    SS_TRY(cu_upload(be, t->dev, t->next, need * sizeof(int64_t)));
-    int64_t *h = t->host;
-    t->host = t->next;
-    t->next = h;
-    t->n = need;
-    return SS_OK;
-}
-
-static void table_free(dev_table *t) {
-    free(t->host);
-    free(t->next);
 }
 
 /* Puts [start | len | third] of n_seq sequences in c->meta: the layers of
@@ -2179,6 +2186,7 @@ void ss_backend_cuda_close(ss_backend *be) {
         for (size_t i = 0; i < c->n_blk; i++) cudaFree(c->blk[i]); /* meta, a16 and ws are among them */
         table_free(&c->meta);
         table_free(&c->mseq);
+        table_free(&c->rows);
         free(c->blk);
         free(c->blk_bytes);
         free(c->blk_live);
