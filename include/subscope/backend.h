@@ -369,8 +369,7 @@ int ss_cuda_device_count(void);
 void ss_matmul_builtin(float *C, const float *A, const float *B, const float *bias, int64_t M, int64_t N, int64_t K,
                        int trans_b);
 
-/* Runs fn(ctx, i) for i in [0,n) on up to ss_num_threads() threads. */
-void ss_parallel_for(int64_t n, void (*fn)(void *ctx, int64_t i), void *ctx);
+/* ss_parallel_for: include/subscope/util.h */
 
 #ifdef __cplusplus
 }

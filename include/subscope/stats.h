@@ -34,7 +34,9 @@ ss_status ss_moments_add_partial(ss_moments *m, int64_t count, const double *mea
 /* a += b (Chan's update). Both must have the same d and want_m2. */
 ss_status ss_moments_merge(ss_moments *a, const ss_moments *b);
 
-/* Sample covariance M2/(count-1), full symmetric [d,d]; needs count >= 2. */
+/* Sample covariance M2/(count-1), full symmetric [d,d]; needs count >= 2.
+ * Here and in ss_moments_corr the output may be m->m2 itself (in place).
+ * Both run on the thread pool (ss_parallel_for), bit for bit as one thread. */
 ss_status ss_moments_cov(const ss_moments *m, double *cov);
 /* Correlation cov_ij / sqrt(cov_ii cov_jj), full [d,d], 1 on the diagonal;
  * entries involving a unit of zero variance are NaN (undefined, not 0). */

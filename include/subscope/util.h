@@ -77,6 +77,9 @@ double ss_keyed_normal(uint64_t seed, int64_t prompt, int64_t position, int site
 
 /* Number of worker threads to use (SUBSCOPE_THREADS, else online CPUs). */
 int ss_num_threads(void);
+/* Runs fn(ctx, i) for i in [0,n) on up to ss_num_threads() threads
+ * (src/backend/parallel.c; a nested call runs on the calling thread). */
+void ss_parallel_for(int64_t n, void (*fn)(void *ctx, int64_t i), void *ctx);
 
 /* Grows the array *pp (a pointer to the array pointer; elem-byte items, *cap of
  * them) to hold at least need, doubling; 1 on success, 0 on overflow or no memory

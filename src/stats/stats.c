@@ -222,28 +222,53 @@ static ss_status need_m2(const ss_moments *m, const char *what) {
     return SS_OK;
 }
 
-/* cov may alias m->m2: each element of the lower triangle is read before
- * anything but itself is written, and the upper triangle is never read. */
-/* a[j][i] = a[i][j] for j < i, in 32 x 32 tiles: each tile's rows and
- * columns stay in cache (a row-by-row mirror writes a new cache line per
- * element once d is in the thousands: ~1 s for 12 sites of 3072). */
-static void mirror_lower(double *a, int64_t d) {
-    enum { TB = 32 };
-    for (int64_t ib = 0; ib < d; ib += TB)
-        for (int64_t jb = 0; jb <= ib; jb += TB) {
-            const int64_t ie = ib + TB < d ? ib + TB : d, je = jb + TB < d ? jb + TB : d;
-            for (int64_t j = jb; j < je; j++)
-                for (int64_t i = ib > j + 1 ? ib : j + 1; i < ie; i++) a[j * d + i] = a[i * d + j];
+/* The covariance or correlation from the co-moments, [d,d] with both
+ * triangles, in 32-row blocks on the thread pool. Block b scales its rows'
+ * lower triangle (i in [b TB, b TB + TB), j <= i) and then mirrors them into
+ * the upper triangle's columns of the same i, tile by tile (each tile's rows
+ * and columns stay in cache: a row-by-row mirror writes a new cache line per
+ * element once d is in the thousands, ~1 s for 12 sites of 3072). The blocks
+ * write disjoint entries: a lower one (r, c <= r) of another block is never an
+ * upper one (j, i > j) of this one. out may alias m2: each lower entry is read
+ * before anything but itself is written, and the upper triangle is never
+ * read. */
+enum { TRI_TB = 32 };
+typedef struct {
+    const double *m2;
+    double *out;
+    int64_t d;
+    double inv;       /* cov: 1 / (count - 1) */
+    const double *sd; /* corr: sqrt of the diagonal; NULL for cov */
+} tri_job;
+
+static void tri_block(void *ctx, int64_t b) {
+    const tri_job *t = ctx;
+    const int64_t d = t->d, ib = b * TRI_TB, ie = ib + TRI_TB < d ? ib + TRI_TB : d;
+    for (int64_t i = ib; i < ie; i++)
+        for (int64_t j = 0; j <= i; j++) {
+            double v;
+            if (!t->sd) v = t->m2[i * d + j] * t->inv;
+            else if (!(t->sd[i] > 0.0) || !(t->sd[j] > 0.0)) v = NAN;
+            else if (i == j) v = 1.0;
+            else {
+                v = t->m2[i * d + j] / (t->sd[i] * t->sd[j]);
+                if (v > 1.0) v = 1.0; /* rounding only */
+                if (v < -1.0) v = -1.0;
+            }
+            t->out[i * d + j] = v;
         }
+    double *a = t->out;
+    for (int64_t jb = 0; jb <= ib; jb += TRI_TB) {
+        const int64_t je = jb + TRI_TB < d ? jb + TRI_TB : d;
+        for (int64_t j = jb; j < je; j++)
+            for (int64_t i = ib > j + 1 ? ib : j + 1; i < ie; i++) a[j * d + i] = a[i * d + j];
+    }
 }
 
 ss_status ss_moments_cov(const ss_moments *m, double *cov) {
     SS_TRY(need_m2(m, "covariance"));
-    int64_t d = m->d;
-    double inv = 1.0 / (double)(m->count - 1);
-    for (int64_t i = 0; i < d; i++)
-        for (int64_t j = 0; j <= i; j++) cov[i * d + j] = m->m2[i * d + j] * inv;
-    mirror_lower(cov, d);
+    tri_job t = {m->m2, cov, m->d, 1.0 / (double)(m->count - 1), NULL};
+    ss_parallel_for((m->d + TRI_TB - 1) / TRI_TB, tri_block, &t);
     return SS_OK;
 }
 
@@ -253,19 +278,8 @@ ss_status ss_moments_corr(const ss_moments *m, double *corr) {
     double *sd = ss_malloc((size_t)d * sizeof(double), "moments: standard deviations");
     if (!sd) return SS_ERR_NOMEM;
     for (int64_t i = 0; i < d; i++) sd[i] = sqrt(m->m2[i * d + i]); /* the 1/(count-1) cancels */
-    for (int64_t i = 0; i < d; i++)
-        for (int64_t j = 0; j <= i; j++) {
-            double v;
-            if (!(sd[i] > 0.0) || !(sd[j] > 0.0)) v = NAN;
-            else if (i == j) v = 1.0;
-            else {
-                v = m->m2[i * d + j] / (sd[i] * sd[j]);
-                if (v > 1.0) v = 1.0; /* rounding only */
-                if (v < -1.0) v = -1.0;
-            }
-            corr[i * d + j] = v;
-        }
-    mirror_lower(corr, d);
+    tri_job t = {m->m2, corr, d, 0.0, sd};
+    ss_parallel_for((d + TRI_TB - 1) / TRI_TB, tri_block, &t);
     free(sd);
     return SS_OK;
 }

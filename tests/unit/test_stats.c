@@ -129,6 +129,15 @@ TEST(stats_cov_corr_whole_matrix_across_tiles) {
                        !(fabs(corr[i * d + j] - r) <= 1e-12);
             }
         CHECK_MSG(bad == 0, "d %lld: %d entries asymmetric or off the reference", (long long)d, bad);
+        /* in place (out = m2, which the header allows): the same matrices */
+        ss_moments m_in;
+        CHECK_OK(ss_moments_init(&m_in, d, 1));
+        CHECK_OK(ss_moments_merge(&m_in, &m));
+        CHECK_OK(ss_moments_corr(&m_in, m_in.m2));
+        CHECK_MSG(!memcmp(m_in.m2, corr, sizeof(double) * (size_t)(d * d)), "d %lld: corr in place differs", (long long)d);
+        CHECK_OK(ss_moments_cov(&m, m.m2));
+        CHECK_MSG(!memcmp(m.m2, cov, sizeof(double) * (size_t)(d * d)), "d %lld: cov in place differs", (long long)d);
+        ss_moments_free(&m_in);
         ss_moments_free(&m);
         free(x), free(ref_cov), free(ref_mean), free(cov), free(corr);
     }
