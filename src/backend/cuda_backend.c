@@ -335,7 +335,6 @@ static void table_free(dev_table *t) {
     free(t->next);
 }
 
-
 /* A copy out of the staging buffer that chunk i went to, once it is there. */
 static ss_status stage_drain(const ss_backend *be, char *dst, size_t bytes, size_t i) {
     cuda_impl *c = IMPL(be);
