@@ -10,8 +10,9 @@ all on the same prompts, device and batch, each --reps times as a fresh process,
 interleaved (who goes first rotates, so a drift of the machine's speed reaches all three
 alike) and each with SUBSCOPE_TIMING=1: medians of the wall and of each phase the job
 reports (its batches, the totals' download, the file). net = median - fixed. The target:
-collect_net <= 1.15 x forward_net + the covariance products' time at cuBLAS's rate, where the products are one triangle of X^T X per site and
-batch, n d (d+1) FLOPs for n rows of width d, and the rate is cublasSsyrk's from
+collect_net <= 1.15 x forward_net + the covariance products' time at cuBLAS's rate, where
+the products are one triangle of X^T X per site and batch, n d (d+1) FLOPs for n rows of
+width d, and the rate is cublasSsyrk's from
 kernel_bench's JSON (--kernels: the cov.d<D>.ssyrk.fp32 line nearest each width) or
 --syrk-tflops. Without either (a CPU run) only the ratio collect_net / forward_net is given.
 
