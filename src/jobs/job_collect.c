@@ -125,17 +125,15 @@ static ss_status take_device_totals(collect_ctx *c) {
     for (int i = 0; c->acc && i < c->n_groups * c->n_sites; i++) {
         if (!c->acc[i]) continue; /* no rows yet (another stage's site, a group absent from this share) */
         ss_moments *m = &c->mom[i];
+        /* Nothing on the host yet (a job's first round): the totals are the
+         * host's as they come, with no pass over d^2 to add them to zeros (the
+         * device keeps zeros above the diagonal, like the host); else a partial */
+        const int empty = m->count == 0;
+        double *mean = empty ? m->mean : c->mean, *m2 = !m->want_m2 ? NULL : empty ? m->m2 : c->m2;
         int64_t n;
-        if (m->count == 0) {
-            /* Nothing on the host yet (a job's first round): the totals are the
-             * host's as they come, with no pass over d^2 to add them to zeros
-             * (the device keeps zeros above the diagonal, like the host) */
-            SS_TRY(c->be->moments_acc_take(c->be, c->acc[i], &n, m->mean, m->want_m2 ? m->m2 : NULL));
-            m->count = n;
-            continue;
-        }
-        SS_TRY(c->be->moments_acc_take(c->be, c->acc[i], &n, c->mean, m->want_m2 ? c->m2 : NULL));
-        SS_TRY(ss_moments_add_partial(m, n, c->mean, m->want_m2 ? c->m2 : NULL));
+        SS_TRY(c->be->moments_acc_take(c->be, c->acc[i], &n, mean, m2));
+        if (empty) m->count = n;
+        else SS_TRY(ss_moments_add_partial(m, n, mean, m2));
     }
     return SS_OK;
 }
