@@ -10,7 +10,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include "subscope/error.h"
+#include "subscope/util.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -60,6 +62,12 @@ int ss_json_get_int(const ss_json *obj, const char *key, int64_t *out);
 int ss_json_get_num(const ss_json *obj, const char *key, double *out);
 int ss_json_get_bool(const ss_json *obj, const char *key, int *out);
 int ss_json_get_str(const ss_json *obj, const char *key, const char **out);
+
+/* Writers: s[0..n) as a JSON string literal, with quotes, backslashes and
+ * control bytes escaped (\n, \t and \uXXXX) and the other bytes (UTF-8) as
+ * they are; to a file, or appended to a text buffer. */
+void ss_json_write_str(FILE *f, const char *s, size_t n);
+void ss_json_sb_str(ss_sbuf *b, const char *s, size_t n);
 
 #ifdef __cplusplus
 }

@@ -86,6 +86,18 @@ void ss_parallel_for(int64_t n, void (*fn)(void *ctx, int64_t i), void *ctx);
  * (the array is then unchanged). */
 int ss_grow(void *pp, size_t *cap, size_t need, size_t elem);
 
+/* A growing text buffer, NUL-terminated after every call (p is NULL while
+ * empty). After an allocation fails, oom is set and every later call does
+ * nothing, so a writer checks once at the end; the owner frees p. */
+typedef struct {
+    char *p;
+    size_t n, cap;
+    int oom;
+} ss_sbuf;
+void ss_sb_put(ss_sbuf *b, const char *s, size_t n);
+void ss_sb_str(ss_sbuf *b, const char *s);
+void ss_sb_printf(ss_sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 #ifdef __cplusplus
 }
 #endif

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "subscope/h5out.h"
+#include "subscope/json.h"
 #include "subscope/hash.h"
 #include "subscope/masks.h"
 #include "subscope/sites.h"
@@ -718,15 +719,6 @@ static ss_status write_h5(ss_h5 *h, const ctx *c) {
     return SS_OK;
 }
 
-static void json_str(FILE *f, const char *s) {
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
-        else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
-        else fputc(*p, f);
-    }
-    fputc('"', f);
-}
 
 static void json_units(FILE *f, const part *p) {
     fputc('[', f);
@@ -742,17 +734,17 @@ static ss_status write_masks(const char *path, const ctx *c) {
     for (int i = 0; i < c->out.n; i++) {
         const submodel *s = &c->out.v[i];
         fputs("{\"name\": ", f);
-        json_str(f, s->name);
+        ss_json_write_str(f, s->name, strlen(s->name));
         if (s->n_parts == 1) {
             fputs(", \"site\": ", f);
-            json_str(f, s->parts[0].site);
+            ss_json_write_str(f, s->parts[0].site, strlen(s->parts[0].site));
             fputs(", \"units\": ", f);
             json_units(f, &s->parts[0]);
         } else {
             fputs(", \"sites\": [", f);
             for (int j = 0; j < s->n_parts; j++) {
                 fputs(j ? ", {\"site\": " : "{\"site\": ", f);
-                json_str(f, s->parts[j].site);
+                ss_json_write_str(f, s->parts[j].site, strlen(s->parts[j].site));
                 fputs(", \"units\": ", f);
                 json_units(f, &s->parts[j]);
                 fputc('}', f);

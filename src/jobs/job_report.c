@@ -15,7 +15,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,46 +62,22 @@ ss_report_verdict ss_report_judge(double index, const double *ctrl_index, int n_
 
 /* ------------------------------------------------------------ text buffer */
 
-typedef struct {
-    char *p;
-    size_t n, cap;
-    int oom;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    if (b->oom) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int k = vsnprintf(b->p ? b->p + b->n : NULL, b->p ? b->cap - b->n : 0, fmt, ap);
-        va_end(ap);
-        if (k < 0) { b->oom = 1; return; }
-        if (b->p && b->n + (size_t)k < b->cap) { b->n += (size_t)k; return; }
-        size_t cap = b->cap ? b->cap : 1 << 16;
-        while (cap <= b->n + (size_t)k) cap *= 2;
-        char *q = realloc(b->p, cap);
-        if (!q) { b->oom = 1; return; }
-        b->p = q, b->cap = cap;
-    }
-}
-
 /* Text for HTML body or attribute values. */
-static void sb_esc(sbuf *b, const char *s) {
+static void sb_esc(ss_sbuf *b, const char *s) {
     for (; s && *s; s++) switch (*s) {
-        case '&': sb_printf(b, "&amp;"); break;
-        case '<': sb_printf(b, "&lt;"); break;
-        case '>': sb_printf(b, "&gt;"); break;
-        case '"': sb_printf(b, "&quot;"); break;
-        default: sb_printf(b, "%c", *s);
+        case '&': ss_sb_printf(b, "&amp;"); break;
+        case '<': ss_sb_printf(b, "&lt;"); break;
+        case '>': ss_sb_printf(b, "&gt;"); break;
+        case '"': ss_sb_printf(b, "&quot;"); break;
+        default: ss_sb_printf(b, "%c", *s);
         }
 }
 
 /* A number for the tables: 4 significant digits, "n/a" for NaN. */
-static void sb_num(sbuf *b, double v, int sign) {
-    if (isnan(v)) sb_printf(b, "n/a");
-    else if (sign) sb_printf(b, "%+.4g", v);
-    else sb_printf(b, "%.4g", v);
+static void sb_num(ss_sbuf *b, double v, int sign) {
+    if (isnan(v)) ss_sb_printf(b, "n/a");
+    else if (sign) ss_sb_printf(b, "%+.4g", v);
+    else ss_sb_printf(b, "%.4g", v);
 }
 
 /* ------------------------------------------------------------ inputs */
@@ -491,31 +466,31 @@ static ss_status analyse(report *rp) {
     return SS_OK;
 }
 
-static void sb_verdict(sbuf *b, const report *rp, const rsub *g, int html) {
+static void sb_verdict(ss_sbuf *b, const report *rp, const rsub *g, int html) {
     const char *target = g->target >= 0 ? rp->topics[g->target] : "";
     switch (g->verdict) {
     case SS_VERDICT_SPECIFIC:
-        sb_printf(b, "topic-specific to ");
+        ss_sb_printf(b, "topic-specific to ");
         if (html) sb_esc(b, target);
-        else sb_printf(b, "%s", target);
+        else ss_sb_printf(b, "%s", target);
         break;
     case SS_VERDICT_NONE:
-        sb_printf(b, g->too_small ? "no topic-specific effect (too small: under %g%% of the topic's clean value)"
+        ss_sb_printf(b, g->too_small ? "no topic-specific effect (too small: under %g%% of the topic's clean value)"
                                   : "no topic-specific effect", 100 * SS_REPORT_MIN_EFFECT);
         break;
-    case SS_VERDICT_ONE_TOPIC: sb_printf(b, "no topic-specific effect (one topic: nothing to compare)"); break;
+    case SS_VERDICT_ONE_TOPIC: ss_sb_printf(b, "no topic-specific effect (one topic: nothing to compare)"); break;
     case SS_VERDICT_UNTESTED:
-        sb_printf(b, "untested: index %s %g for ", html ? "&ge;" : ">=", SS_REPORT_MIN_INDEX);
+        ss_sb_printf(b, "untested: index %s %g for ", html ? "&ge;" : ">=", SS_REPORT_MIN_INDEX);
         if (html) sb_esc(b, target);
-        else sb_printf(b, "%s", target);
-        sb_printf(b, " but fewer than %d controls (run ablate --controls K)", SS_REPORT_MIN_CONTROLS);
+        else ss_sb_printf(b, "%s", target);
+        ss_sb_printf(b, " but fewer than %d controls (run ablate --controls K)", SS_REPORT_MIN_CONTROLS);
         break;
     }
 }
 
-static void sb_controls(sbuf *b, const rsub *g, int html) {
-    if (!g->n_ctrl_used) sb_printf(b, "none");
-    else sb_printf(b, "%.3g %s %.3g (n=%d)", g->ctrl_mean, html ? "&plusmn;" : "+-", g->ctrl_sd, g->n_ctrl_used);
+static void sb_controls(ss_sbuf *b, const rsub *g, int html) {
+    if (!g->n_ctrl_used) ss_sb_printf(b, "none");
+    else ss_sb_printf(b, "%.3g %s %.3g (n=%d)", g->ctrl_mean, html ? "&plusmn;" : "+-", g->ctrl_sd, g->n_ctrl_used);
 }
 
 /* ------------------------------------------------------------ SVG */
@@ -530,10 +505,10 @@ static double nice_step(double range) {
     return (f < 1.5 ? 1 : f < 3.5 ? 2 : f < 7.5 ? 5 : 10) * e;
 }
 
-static void sb_tick(sbuf *b, double v, double step) {
+static void sb_tick(ss_sbuf *b, double v, double step) {
     int dec = step >= 1 ? 0 : (int)ceil(-log10(step) - 1e-9);
     if (fabs(v) < step * 1e-6) v = 0;
-    sb_printf(b, "%.*f", dec > 9 ? 9 : dec, v);
+    ss_sb_printf(b, "%.*f", dec > 9 ? 9 : dec, v);
 }
 
 typedef struct {
@@ -543,7 +518,7 @@ typedef struct {
     const double *x, *y;
 } series;
 
-static void svg_plot(sbuf *b, const char *title, const char *xlabel, const char *ylabel, const series *S, int ns,
+static void svg_plot(ss_sbuf *b, const char *title, const char *xlabel, const char *ylabel, const series *S, int ns,
                      double xmax) {
     const double ML = 70, MR = 190, MT = 14, MB = 46, PW = 330;
     double PH = 230, H = MT + PH + MB;
@@ -560,51 +535,51 @@ static void svg_plot(sbuf *b, const char *title, const char *xlabel, const char 
     xmax = ceil(xmax / xstep - 1e-9) * xstep;
 #define PX(v) (ML + (v) / xmax * PW)
 #define PY(v) (MT + (ymax - (v)) / (ymax - ymin) * PH)
-    sb_printf(b, "<svg class=\"plot\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" role=\"img\" aria-label=\"",
+    ss_sb_printf(b, "<svg class=\"plot\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" role=\"img\" aria-label=\"",
               W, H, W, H);
     sb_esc(b, title);
-    sb_printf(b, "\"><title>");
+    ss_sb_printf(b, "\"><title>");
     sb_esc(b, title);
-    sb_printf(b, "</title>\n<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" class=\"frame\"/>\n", ML, MT, PW, PH);
+    ss_sb_printf(b, "</title>\n<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" class=\"frame\"/>\n", ML, MT, PW, PH);
     for (double v = ymin; v <= ymax + ystep * 1e-6; v += ystep) {
-        sb_printf(b, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.2f\" y2=\"%.2f\" class=\"%s\"/>", ML, ML + PW, PY(v), PY(v),
+        ss_sb_printf(b, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.2f\" y2=\"%.2f\" class=\"%s\"/>", ML, ML + PW, PY(v), PY(v),
                   fabs(v) < ystep * 1e-6 ? "zero" : "grid");
-        sb_printf(b, "<text x=\"%.0f\" y=\"%.2f\" class=\"yt\">", ML - 6, PY(v) + 4);
+        ss_sb_printf(b, "<text x=\"%.0f\" y=\"%.2f\" class=\"yt\">", ML - 6, PY(v) + 4);
         sb_tick(b, v, ystep);
-        sb_printf(b, "</text>\n");
+        ss_sb_printf(b, "</text>\n");
     }
     for (double v = 0; v <= xmax + xstep * 1e-6; v += xstep) {
-        sb_printf(b, "<line x1=\"%.2f\" x2=\"%.2f\" y1=\"%.0f\" y2=\"%.0f\" class=\"grid\"/>", PX(v), PX(v), MT, MT + PH);
-        sb_printf(b, "<text x=\"%.2f\" y=\"%.0f\" class=\"xt\">", PX(v), MT + PH + 16);
+        ss_sb_printf(b, "<line x1=\"%.2f\" x2=\"%.2f\" y1=\"%.0f\" y2=\"%.0f\" class=\"grid\"/>", PX(v), PX(v), MT, MT + PH);
+        ss_sb_printf(b, "<text x=\"%.2f\" y=\"%.0f\" class=\"xt\">", PX(v), MT + PH + 16);
         sb_tick(b, v, xstep);
-        sb_printf(b, "</text>\n");
+        ss_sb_printf(b, "</text>\n");
     }
-    sb_printf(b, "<text x=\"%.0f\" y=\"%.0f\" class=\"xl\">", ML + PW / 2, MT + PH + 36);
+    ss_sb_printf(b, "<text x=\"%.0f\" y=\"%.0f\" class=\"xl\">", ML + PW / 2, MT + PH + 36);
     sb_esc(b, xlabel);
-    sb_printf(b, "</text>\n<text transform=\"translate(16 %.0f) rotate(-90)\" class=\"xl\">", MT + PH / 2);
+    ss_sb_printf(b, "</text>\n<text transform=\"translate(16 %.0f) rotate(-90)\" class=\"xl\">", MT + PH / 2);
     sb_esc(b, ylabel);
-    sb_printf(b, "</text>\n");
+    ss_sb_printf(b, "</text>\n");
     for (int s = 0; s < ns; s++) {
         const series *e = &S[s];
         const char *dash = e->dashed ? " stroke-dasharray=\"5 3\"" : "";
         if (e->line && e->n > 1) {
-            sb_printf(b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s points=\"", e->colour, dash);
+            ss_sb_printf(b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s points=\"", e->colour, dash);
             for (int i = 0; i < e->n; i++)
-                if (isfinite(e->y[i])) sb_printf(b, "%s%.2f,%.2f", i ? " " : "", PX(e->x[i]), PY(e->y[i]));
-            sb_printf(b, "\"/>\n");
+                if (isfinite(e->y[i])) ss_sb_printf(b, "%s%.2f,%.2f", i ? " " : "", PX(e->x[i]), PY(e->y[i]));
+            ss_sb_printf(b, "\"/>\n");
         }
         for (int i = 0; i < e->n; i++)
             if (isfinite(e->y[i]))
-                sb_printf(b, "<circle cx=\"%.2f\" cy=\"%.2f\" r=\"%s\" fill=\"%s\"/>", PX(e->x[i]), PY(e->y[i]),
+                ss_sb_printf(b, "<circle cx=\"%.2f\" cy=\"%.2f\" r=\"%s\" fill=\"%s\"/>", PX(e->x[i]), PY(e->y[i]),
                           e->dashed ? "2.5" : "3.5", e->colour);
         double ly = MT + 10 + 18.0 * s, lx = ML + PW + 14;
-        sb_printf(b, "\n<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"%s\" stroke-width=\"2\"%s/>", lx,
+        ss_sb_printf(b, "\n<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"%s\" stroke-width=\"2\"%s/>", lx,
                   lx + 22, ly, ly, e->colour, dash);
-        sb_printf(b, "<text x=\"%.0f\" y=\"%.0f\" class=\"lg\">", lx + 28, ly + 4);
+        ss_sb_printf(b, "<text x=\"%.0f\" y=\"%.0f\" class=\"lg\">", lx + 28, ly + 4);
         sb_esc(b, e->name);
-        sb_printf(b, "</text>\n");
+        ss_sb_printf(b, "</text>\n");
     }
-    sb_printf(b, "</svg>\n");
+    ss_sb_printf(b, "</svg>\n");
 #undef PX
 #undef PY
 }
@@ -616,7 +591,7 @@ static int cmp_x_ctx_sort(const rmask *ms, int a, int b) {
 
 /* The curves of sub-model g in mode kind k: one series per topic, and the
  * mean over each setting's controls on the target topic. */
-static ss_status plot_kind(sbuf *b, const report *rp, const rsub *g, int k) {
+static ss_status plot_kind(ss_sbuf *b, const report *rp, const rsub *g, int k) {
     int idx[g->n + 1], n = 0;
     for (int i = 0; i < g->n; i++)
         if (rp->masks[g->m[i]].kind == k) {
@@ -661,11 +636,11 @@ static ss_status plot_kind(sbuf *b, const report *rp, const rsub *g, int k) {
     char title[256], ylabel[96];
     snprintf(title, sizeof title, "%s: %s", g->name, kind_title[k]);
     snprintf(ylabel, sizeof ylabel, "change in %s from clean", rp->metric);
-    sb_printf(b, "<figure><figcaption>");
+    ss_sb_printf(b, "<figure><figcaption>");
     sb_esc(b, kind_title[k]);
-    sb_printf(b, "</figcaption>\n");
+    ss_sb_printf(b, "</figcaption>\n");
     svg_plot(b, title, kind_x[k], ylabel, S, ns, xmax);
-    sb_printf(b, "</figure>\n");
+    ss_sb_printf(b, "</figure>\n");
     free(x);
     free(y);
     free(S);
@@ -691,76 +666,76 @@ static const char *verdict_class(ss_report_verdict v) {
     return v == SS_VERDICT_SPECIFIC ? "specific" : v == SS_VERDICT_UNTESTED ? "untested" : "none";
 }
 
-static void sb_intensity(sbuf *b, const rmask *m) {
-    if (m->kind == K_SCALE) sb_printf(b, "%.4g (factor %.4g)", m->x, m->factor);
-    else if (m->kind <= K_NEG_REL) sb_printf(b, "σ %.4g%s", m->sigma, m->relative ? " × std" : "");
-    else sb_printf(b, "1");
+static void sb_intensity(ss_sbuf *b, const rmask *m) {
+    if (m->kind == K_SCALE) ss_sb_printf(b, "%.4g (factor %.4g)", m->x, m->factor);
+    else if (m->kind <= K_NEG_REL) ss_sb_printf(b, "σ %.4g%s", m->sigma, m->relative ? " × std" : "");
+    else ss_sb_printf(b, "1");
 }
 
-static ss_status write_page(const report *rp, sbuf *b) {
+static ss_status write_page(const report *rp, ss_sbuf *b) {
     const ss_report_job *job = rp->job;
     const char *title = job->title && *job->title ? job->title : "subscope report";
-    sb_printf(b, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>");
+    ss_sb_printf(b, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>");
     sb_esc(b, title);
-    sb_printf(b, "</title>\n<style>%s</style>\n</head>\n<body>\n<h1>", css);
+    ss_sb_printf(b, "</title>\n<style>%s</style>\n</head>\n<body>\n<h1>", css);
     sb_esc(b, title);
-    sb_printf(b, "</h1>\n");
+    ss_sb_printf(b, "</h1>\n");
 
     int n_spec = 0;
     for (int s = 0; s < rp->n_subs; s++) n_spec += rp->subs[s].verdict == SS_VERDICT_SPECIFIC;
-    sb_printf(b, "<p>Metric: <b>");
+    ss_sb_printf(b, "<p>Metric: <b>");
     sb_esc(b, rp->metric);
-    sb_printf(b, "</b> (impairment = %s change). %d input file%s, %d sub-model%s, %d mask%s, %d topic%s%s.</p>\n",
+    ss_sb_printf(b, "</b> (impairment = %s change). %d input file%s, %d sub-model%s, %d mask%s, %d topic%s%s.</p>\n",
               rp->sign > 0 ? "its" : "minus its", job->n_inputs, job->n_inputs == 1 ? "" : "s", rp->n_subs,
               rp->n_subs == 1 ? "" : "s", rp->n_masks, rp->n_masks == 1 ? "" : "s", rp->n_topics,
               rp->n_topics == 1 ? "" : "s", rp->labelled ? "" : " (the prompts have no \"label\": one topic, all prompts)");
-    sb_printf(b, "<p><b>Conclusion:</b> ");
+    ss_sb_printf(b, "<p><b>Conclusion:</b> ");
     if (n_spec) {
-        sb_printf(b, "%d of %d sub-model%s %s topic-specific:", n_spec, rp->n_subs, rp->n_subs == 1 ? "" : "s",
+        ss_sb_printf(b, "%d of %d sub-model%s %s topic-specific:", n_spec, rp->n_subs, rp->n_subs == 1 ? "" : "s",
                   n_spec == 1 ? "is" : "are");
         for (int s = 0, k = 0; s < rp->n_subs; s++)
             if (rp->subs[s].verdict == SS_VERDICT_SPECIFIC) {
-                sb_printf(b, "%s S%d (", k++ ? "," : "", s + 1);
+                ss_sb_printf(b, "%s S%d (", k++ ? "," : "", s + 1);
                 sb_esc(b, rp->topics[rp->subs[s].target]);
-                sb_printf(b, ")");
+                ss_sb_printf(b, ")");
             }
-        sb_printf(b, ".</p>\n");
+        ss_sb_printf(b, ".</p>\n");
     } else {
-        sb_printf(b, "no sub-model has a topic-specific effect: these runs contain no comparable topic-specific "
+        ss_sb_printf(b, "no sub-model has a topic-specific effect: these runs contain no comparable topic-specific "
                      "sub-model.</p>\n");
     }
 
     /* Verdicts. */
-    sb_printf(b, "<h2>Sub-models</h2>\n<table>\n<tr><th>#</th><th>sub-model</th><th>sites</th><th>units</th>"
+    ss_sb_printf(b, "<h2>Sub-models</h2>\n<table>\n<tr><th>#</th><th>sub-model</th><th>sites</th><th>units</th>"
                  "<th>strongest setting</th><th>target topic</th><th>&Delta; target</th><th>index</th>"
                  "<th>controls' index (mean &plusmn; sd)</th><th>verdict</th></tr>\n");
     for (int s = 0; s < rp->n_subs; s++) {
         const rsub *g = &rp->subs[s];
         const rmask *m = &rp->masks[g->strongest];
-        sb_printf(b, "<tr class=\"%s\"><td>S%d</td><td class=\"mono\">", verdict_class(g->verdict), s + 1);
+        ss_sb_printf(b, "<tr class=\"%s\"><td>S%d</td><td class=\"mono\">", verdict_class(g->verdict), s + 1);
         sb_esc(b, g->name);
-        sb_printf(b, "</td><td class=\"mono\">");
+        ss_sb_printf(b, "</td><td class=\"mono\">");
         sb_esc(b, m->sites);
-        sb_printf(b, "</td><td class=\"n\">%lld%s</td><td class=\"mono\">", (long long)m->n_units,
+        ss_sb_printf(b, "</td><td class=\"n\">%lld%s</td><td class=\"mono\">", (long long)m->n_units,
                   m->n_positions ? " (some positions)" : "");
         sb_esc(b, m->name);
-        sb_printf(b, " (%s, ", m->mode);
+        ss_sb_printf(b, " (%s, ", m->mode);
         sb_intensity(b, m);
-        sb_printf(b, ")</td><td>");
+        ss_sb_printf(b, ")</td><td>");
         sb_esc(b, g->target >= 0 ? rp->topics[g->target] : "n/a");
-        sb_printf(b, "</td><td class=\"n\">");
+        ss_sb_printf(b, "</td><td class=\"n\">");
         sb_num(b, g->target >= 0 ? m->chg[g->target] : NAN, 1);
-        sb_printf(b, "</td><td class=\"n\">");
+        ss_sb_printf(b, "</td><td class=\"n\">");
         sb_num(b, g->index, 0);
-        sb_printf(b, "</td><td class=\"n\">");
+        ss_sb_printf(b, "</td><td class=\"n\">");
         sb_controls(b, g, 1);
-        sb_printf(b, "</td><td>");
+        ss_sb_printf(b, "</td><td>");
         sb_verdict(b, rp, g, 1);
-        sb_printf(b, "</td></tr>\n");
+        ss_sb_printf(b, "</td></tr>\n");
     }
-    sb_printf(b, "</table>\n");
+    ss_sb_printf(b, "</table>\n");
 
-    sb_printf(b,
+    ss_sb_printf(b,
               "<h2>How to read this page</h2>\n<ul>\n"
               "<li>A <b>sub-model</b> is a set of units (sites, units and positions); masks that mask the same set in "
               "different modes or at different intensities are one sub-model, whatever their names.</li>\n"
@@ -792,80 +767,80 @@ static ss_status write_page(const report *rp, sbuf *b) {
     for (int s = 0; s < rp->n_subs; s++) {
         const rsub *g = &rp->subs[s];
         const rmask *m = &rp->masks[g->m[0]];
-        sb_printf(b, "<h2>S%d ", s + 1);
+        ss_sb_printf(b, "<h2>S%d ", s + 1);
         sb_esc(b, g->name);
-        sb_printf(b, "</h2>\n<p class=\"note\">");
+        ss_sb_printf(b, "</h2>\n<p class=\"note\">");
         sb_esc(b, m->sites);
-        sb_printf(b, ", %lld units%s; %d setting%s; verdict: ", (long long)m->n_units,
+        ss_sb_printf(b, ", %lld units%s; %d setting%s; verdict: ", (long long)m->n_units,
                   m->n_positions ? " at some positions" : "", g->n, g->n == 1 ? "" : "s");
         sb_verdict(b, rp, g, 1);
-        sb_printf(b, "</p>\n");
+        ss_sb_printf(b, "</p>\n");
         for (int k = 0; k < K_COUNT; k++) SS_TRY(plot_kind(b, rp, g, k));
     }
 
     /* Every mask. */
-    sb_printf(b, "<h2>Every mask: change in %s from clean, per topic</h2>\n<table>\n<tr><th>mask</th><th>file</th>"
+    ss_sb_printf(b, "<h2>Every mask: change in %s from clean, per topic</h2>\n<table>\n<tr><th>mask</th><th>file</th>"
                  "<th>sub-model</th><th>mode</th><th>intensity</th><th>sites</th><th>units</th><th>all prompts</th>",
               rp->metric);
     for (int t = 0; t < rp->n_topics; t++) {
-        sb_printf(b, "<th>");
+        ss_sb_printf(b, "<th>");
         sb_esc(b, rp->topics[t]);
-        sb_printf(b, "</th>");
+        ss_sb_printf(b, "</th>");
     }
-    sb_printf(b, "</tr>\n");
+    ss_sb_printf(b, "</tr>\n");
     for (int i = 0; i < rp->n_masks; i++) {
         const rmask *m = &rp->masks[i];
-        sb_printf(b, "<tr><td class=\"mono\">");
+        ss_sb_printf(b, "<tr><td class=\"mono\">");
         sb_esc(b, m->name);
-        sb_printf(b, "</td><td class=\"n\">%d</td><td>", m->file + 1);
-        if (m->sub >= 0) sb_printf(b, "S%d", m->sub + 1);
-        else if (m->parent >= 0) sb_printf(b, "control of S%d", rp->masks[m->parent].sub + 1);
+        ss_sb_printf(b, "</td><td class=\"n\">%d</td><td>", m->file + 1);
+        if (m->sub >= 0) ss_sb_printf(b, "S%d", m->sub + 1);
+        else if (m->parent >= 0) ss_sb_printf(b, "control of S%d", rp->masks[m->parent].sub + 1);
         else {
-            sb_printf(b, "control of ");
+            ss_sb_printf(b, "control of ");
             sb_esc(b, m->control_of);
-            sb_printf(b, " (not in the file)");
+            ss_sb_printf(b, " (not in the file)");
         }
-        sb_printf(b, "</td><td>%s</td><td>", m->mode);
+        ss_sb_printf(b, "</td><td>%s</td><td>", m->mode);
         sb_intensity(b, m);
-        sb_printf(b, "</td><td class=\"mono\">");
+        ss_sb_printf(b, "</td><td class=\"mono\">");
         sb_esc(b, m->sites);
-        sb_printf(b, "</td><td class=\"n\">%lld</td><td class=\"n\">", (long long)m->n_units);
+        ss_sb_printf(b, "</td><td class=\"n\">%lld</td><td class=\"n\">", (long long)m->n_units);
         sb_num(b, m->chg_all, 1);
-        sb_printf(b, "</td>");
+        ss_sb_printf(b, "</td>");
         for (int t = 0; t < rp->n_topics; t++) {
-            sb_printf(b, "<td class=\"n\">");
+            ss_sb_printf(b, "<td class=\"n\">");
             sb_num(b, m->chg[t], 1);
-            sb_printf(b, "</td>");
+            ss_sb_printf(b, "</td>");
         }
-        sb_printf(b, "</tr>\n");
+        ss_sb_printf(b, "</tr>\n");
     }
-    sb_printf(b, "</table>\n");
+    ss_sb_printf(b, "</table>\n");
 
     /* Provenance. */
-    sb_printf(b, "<h2>Inputs</h2>\n<table>\n<tr><th>file</th><th>path</th><th>command line</th><th>model</th>"
+    ss_sb_printf(b, "<h2>Inputs</h2>\n<table>\n<tr><th>file</th><th>path</th><th>command line</th><th>model</th>"
                  "<th>prompts</th><th>created</th><th>subscope</th><th>device</th></tr>\n");
     for (int f = 0; f < job->n_inputs; f++) {
         const rfile *fi = &rp->files[f];
-        sb_printf(b, "<tr><td class=\"n\">%d</td><td class=\"mono\">", f + 1);
+        ss_sb_printf(b, "<tr><td class=\"n\">%d</td><td class=\"mono\">", f + 1);
         sb_esc(b, fi->path);
-        sb_printf(b, "</td><td class=\"mono\">");
+        ss_sb_printf(b, "</td><td class=\"mono\">");
         sb_esc(b, fi->command_line ? fi->command_line : "n/a");
-        sb_printf(b, "</td><td class=\"mono\">");
+        ss_sb_printf(b, "</td><td class=\"mono\">");
         sb_esc(b, fi->model_path ? fi->model_path : "n/a");
-        sb_printf(b, "</td><td class=\"mono\">");
+        ss_sb_printf(b, "</td><td class=\"mono\">");
         sb_esc(b, fi->input_path ? fi->input_path : "n/a");
-        if (fi->n_prompts >= 0) sb_printf(b, " (%lld)", (long long)fi->n_prompts);
-        sb_printf(b, "</td><td>");
+        if (fi->n_prompts >= 0) ss_sb_printf(b, " (%lld)", (long long)fi->n_prompts);
+        ss_sb_printf(b, "</td><td>");
         sb_esc(b, fi->created ? fi->created : "n/a");
-        sb_printf(b, "</td><td>");
+        ss_sb_printf(b, "</td><td>");
         sb_esc(b, fi->subscope_version ? fi->subscope_version : "n/a");
-        sb_printf(b, " ");
+        ss_sb_printf(b, " ");
         sb_esc(b, fi->git_commit ? fi->git_commit : "");
-        sb_printf(b, "</td><td>");
+        ss_sb_printf(b, "</td><td>");
         sb_esc(b, fi->device ? fi->device : "n/a");
-        sb_printf(b, "</td></tr>\n");
+        ss_sb_printf(b, "</td></tr>\n");
     }
-    sb_printf(b, "</table>\n</body>\n</html>\n");
+    ss_sb_printf(b, "</table>\n</body>\n</html>\n");
     return b->oom ? ss_errorf(SS_ERR_NOMEM, "%s: out of memory building the page", job->out) : SS_OK;
 }
 
@@ -918,28 +893,28 @@ ss_status ss_job_report(const ss_report_job *job) {
     for (int i = 0; i < 3; i++) if (!strcmp(rp.metric, down[i])) rp.sign = -1;
     if (!rp.sign) return ss_errorf(SS_ERR_ARG, "--metric %s: unknown (loss, acc, keyword, logitdiff, kl)", rp.metric);
     ss_status st = SS_OK;
-    sbuf b = {0};
+    ss_sbuf b = {0};
     if (!(rp.files = ss_calloc((size_t)job->n_inputs, sizeof *rp.files, "inputs"))) return SS_ERR_NOMEM;
     if ((st = collect_topics(&rp))) goto out;
     for (int f = 0; f < job->n_inputs && !st; f++) st = read_file(&rp, f);
     if (st || (st = analyse(&rp)) || (st = write_page(&rp, &b))) goto out;
     if ((st = write_atomic(job->out, b.p, b.n))) goto out;
     if (job->summary) {
-        sbuf t = {0};
+        ss_sbuf t = {0};
         for (int s = 0; s < rp.n_subs; s++) {
             const rsub *g = &rp.subs[s];
-            sb_printf(&t, "S%d %s (%s, %lld units): target %s, index %.3g, controls ", s + 1, g->name,
+            ss_sb_printf(&t, "S%d %s (%s, %lld units): target %s, index %.3g, controls ", s + 1, g->name,
                       rp.masks[g->m[0]].sites, (long long)rp.masks[g->m[0]].n_units,
                       g->target >= 0 ? rp.topics[g->target] : "n/a", g->index);
             sb_controls(&t, g, 0);
-            sb_printf(&t, " -> ");
+            ss_sb_printf(&t, " -> ");
             sb_verdict(&t, &rp, g, 0);
-            sb_printf(&t, "\n");
+            ss_sb_printf(&t, "\n");
         }
         int n_spec = 0;
         for (int s = 0; s < rp.n_subs; s++) n_spec += rp.subs[s].verdict == SS_VERDICT_SPECIFIC;
-        if (n_spec) sb_printf(&t, "%d of %d sub-models topic-specific\n", n_spec, rp.n_subs);
-        else sb_printf(&t, "no topic-specific sub-model among %d\n", rp.n_subs);
+        if (n_spec) ss_sb_printf(&t, "%d of %d sub-models topic-specific\n", n_spec, rp.n_subs);
+        else ss_sb_printf(&t, "no topic-specific sub-model among %d\n", rp.n_subs);
         if (t.oom) st = SS_ERR_NOMEM;
         else fputs(t.p, job->summary);
         free(t.p);

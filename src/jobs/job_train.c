@@ -23,16 +23,6 @@
 
 /* ---- config.json: the given one, re-serialised, with what Hugging Face needs ---- */
 
-static void put_json_string(FILE *f, const char *s, size_t n) {
-    fputc('"', f);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (c < 0x20) fprintf(f, "\\u%04x", c);
-        else fputc(c, f);
-    }
-    fputc('"', f);
-}
 
 static void put_json_number(FILE *f, const ss_json *v) {
     if (v->is_int) {
@@ -52,7 +42,7 @@ static void put_json(FILE *f, const ss_json *v) {
     case SS_JSON_NULL: fputs("null", f); break;
     case SS_JSON_BOOL: fputs(v->boolean ? "true" : "false", f); break;
     case SS_JSON_NUMBER: put_json_number(f, v); break;
-    case SS_JSON_STRING: put_json_string(f, v->str, v->len); break;
+    case SS_JSON_STRING: ss_json_write_str(f, v->str, v->len); break;
     case SS_JSON_ARRAY:
         fputc('[', f);
         for (size_t i = 0; i < v->len; i++) {
@@ -65,7 +55,7 @@ static void put_json(FILE *f, const ss_json *v) {
         fputc('{', f);
         for (size_t i = 0; i < v->len; i++) {
             if (i) fputs(", ", f);
-            put_json_string(f, v->keys[i], v->key_lens[i]);
+            ss_json_write_str(f, v->keys[i], v->key_lens[i]);
             fputs(": ", f);
             put_json(f, &v->items[i]);
         }
@@ -87,7 +77,7 @@ static ss_status config_text(const ss_json *root, const ss_config *cfg, int32_t 
         for (int k = 0; k < 3; k++) skip |= !strcmp(root->keys[i], ours[k]);
         if (skip) continue;
         fputs("  ", f);
-        put_json_string(f, root->keys[i], root->key_lens[i]);
+        ss_json_write_str(f, root->keys[i], root->key_lens[i]);
         fputs(": ", f);
         put_json(f, &root->items[i]);
         fputs(",\n", f);
@@ -573,14 +563,14 @@ static ss_status provenance_text(const trainer *t, const ss_train_result *r, cha
     FILE *f = open_memstream(out, len);
     if (!f) return ss_errorf(SS_ERR_NOMEM, "out of memory");
     fprintf(f, "{\n  \"subscope_version\": ");
-    put_json_string(f, ss_version(), strlen(ss_version()));
+    ss_json_write_str(f, ss_version(), strlen(ss_version()));
     fprintf(f, ",\n  \"git_commit\": ");
-    put_json_string(f, ss_git_commit(), strlen(ss_git_commit()));
+    ss_json_write_str(f, ss_git_commit(), strlen(ss_git_commit()));
     const char *strs[][2] = {{"command_line", j->command_line}, {"config", j->config}, {"data", j->data},
                              {"tokenizer", j->tokenizer}, {"device", t->be->name}};
     for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) {
         fprintf(f, ",\n  \"%s\": ", strs[i][0]);
-        if (strs[i][1]) put_json_string(f, strs[i][1], strlen(strs[i][1]));
+        if (strs[i][1]) ss_json_write_str(f, strs[i][1], strlen(strs[i][1]));
         else fputs("null", f);
     }
     fprintf(f, ",\n  \"trained_tokenizer\": ");

@@ -23,6 +23,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include "subscope/json.h"
 #include "subscope/tokenizer.h"
 #include "subscope/util.h"
 
@@ -614,16 +615,6 @@ size_t ss_bpe_token_text(const ss_bpe_model *m, int32_t id, char *buf) {
     return o;
 }
 
-static void put_json_str(FILE *f, const char *s, size_t n) {
-    fputc('"', f);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (c < 0x20) fprintf(f, "\\u%04x", c);
-        else fputc(c, f);
-    }
-    fputc('"', f);
-}
 
 /* A scratch buffer big enough for the longest token's text. */
 static char *text_buf(const ss_bpe_model *m) {
@@ -665,7 +656,7 @@ static void put_vocab(FILE *f, const ss_bpe_model *m, char *buf, const char *ind
     for (int32_t i = 0; i < m->n_tokens; i++) {
         size_t l = ss_bpe_token_text(m, i, buf);
         fputs(indent, f);
-        put_json_str(f, buf, l);
+        ss_json_write_str(f, buf, l);
         fprintf(f, ": %d%s\n", i, i + 1 < m->n_tokens ? "," : "");
     }
 }
@@ -677,7 +668,7 @@ ss_status ss_bpe_model_tokenizer_json(const ss_bpe_model *m, char **text, size_t
     fputs("{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n  \"added_tokens\": [\n"
           "    {\n      \"id\": 0,\n      \"content\": ",
           f);
-    put_json_str(f, m->tok[0], m->tok_len[0]);
+    ss_json_write_str(f, m->tok[0], m->tok_len[0]);
     fputs(",\n      \"single_word\": false,\n      \"lstrip\": false,\n      \"rstrip\": false,\n"
           "      \"normalized\": false,\n      \"special\": true\n    }\n  ],\n  \"normalizer\": null,\n"
           "  \"pre_tokenizer\": {\n    \"type\": \"ByteLevel\",\n    \"add_prefix_space\": false,\n"

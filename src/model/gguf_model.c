@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "subscope/json.h"
 #include "subscope/util.h"
 
 /* ---------------------------------------------------------------- config */
@@ -343,44 +344,6 @@ static ss_status load_tensors(loader *L, ss_config *c) {
 
 /* ------------------------------------------------------------- tokenizer */
 
-typedef struct {
-    char *p;
-    size_t n, cap;
-    int oom;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap && !ss_grow(&b->p, &b->cap, b->n + n + 1, 1)) {
-        b->oom = 1;
-        return;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
-static void sb_str(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-
-/* A JSON string literal: quotes, backslashes and control bytes escaped; the
- * other bytes (UTF-8) as they are. */
-static void sb_json_str(sbuf *b, const char *s, size_t n) {
-    sb_put(b, "\"", 1);
-    size_t run = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (ch >= 0x20 && ch != '"' && ch != '\\') continue;
-        sb_put(b, s + run, i - run);
-        char esc[8];
-        if (ch == '"' || ch == '\\') snprintf(esc, sizeof esc, "\\%c", ch);
-        else snprintf(esc, sizeof esc, "\\u%04x", ch);
-        sb_str(b, esc);
-        run = i + 1;
-    }
-    sb_put(b, s + run, n - run);
-    sb_put(b, "\"", 1);
-}
-
 enum { TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER_DEFINED = 4, TT_UNUSED = 5, TT_BYTE = 6 };
 
 ss_status ss_gguf_model_config(const ss_gguf *g, ss_config *c) {
@@ -432,9 +395,9 @@ ss_status ss_gguf_tokenizer_json(const ss_gguf *g, char **json, size_t *len) {
                              (unsigned long long)types->count, n_tok);
     }
 
-    sbuf b = {0};
+    ss_sbuf b = {0};
     char num[64];
-    sb_str(&b, "{\"version\":\"1.0\",\"truncation\":null,\"padding\":null,\"added_tokens\":[");
+    ss_sb_str(&b, "{\"version\":\"1.0\",\"truncation\":null,\"padding\":null,\"added_tokens\":[");
     int first = 1;
     for (size_t i = 0; i < n_tok && types; i++) {
         ss_gguf_value v;
@@ -447,36 +410,36 @@ ss_status ss_gguf_tokenizer_json(const ss_gguf *g, char **json, size_t *len) {
         int64_t ty = v.type == SS_GGUF_INT32 || v.type == SS_GGUF_INT8 || v.type == SS_GGUF_INT16 ? v.i : (int64_t)v.u;
         if (ty != TT_CONTROL && ty != TT_USER_DEFINED) continue;
         snprintf(num, sizeof num, "%s{\"id\":%zu,\"content\":", first ? "" : ",", i);
-        sb_str(&b, num);
-        sb_json_str(&b, tokens[i].s, tokens[i].len);
-        sb_str(&b, ",\"single_word\":false,\"lstrip\":false,\"rstrip\":false,\"normalized\":false,\"special\":");
-        sb_str(&b, ty == TT_CONTROL ? "true}" : "false}");
+        ss_sb_str(&b, num);
+        ss_json_sb_str(&b, tokens[i].s, tokens[i].len);
+        ss_sb_str(&b, ",\"single_word\":false,\"lstrip\":false,\"rstrip\":false,\"normalized\":false,\"special\":");
+        ss_sb_str(&b, ty == TT_CONTROL ? "true}" : "false}");
         first = 0;
     }
-    sb_str(&b, "],\"normalizer\":null,\"pre_tokenizer\":");
+    ss_sb_str(&b, "],\"normalizer\":null,\"pre_tokenizer\":");
     if (digits)
-        sb_str(&b, "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Digits\",\"individual_digits\":true},");
-    sb_str(&b, "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":true,\"use_regex\":true}");
-    if (digits) sb_str(&b, "]}");
-    sb_str(&b, ",\"post_processor\":null,\"decoder\":{\"type\":\"ByteLevel\",\"add_prefix_space\":true,"
+        ss_sb_str(&b, "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Digits\",\"individual_digits\":true},");
+    ss_sb_str(&b, "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":true,\"use_regex\":true}");
+    if (digits) ss_sb_str(&b, "]}");
+    ss_sb_str(&b, ",\"post_processor\":null,\"decoder\":{\"type\":\"ByteLevel\",\"add_prefix_space\":true,"
                "\"trim_offsets\":true,\"use_regex\":true},");
     /* No unk token: every byte has a token in a byte-level vocabulary (HF drops
      * a byte that has none, and so does the tokenizer module). */
-    sb_str(&b, "\"model\":{\"type\":\"BPE\",\"dropout\":null,\"unk_token\":null,\"continuing_subword_prefix\":null,"
+    ss_sb_str(&b, "\"model\":{\"type\":\"BPE\",\"dropout\":null,\"unk_token\":null,\"continuing_subword_prefix\":null,"
                "\"end_of_word_suffix\":null,\"fuse_unk\":false,\"byte_fallback\":false,\"ignore_merges\":false,"
                "\"vocab\":{");
     for (size_t i = 0; i < n_tok; i++) {
-        if (i) sb_put(&b, ",", 1);
-        sb_json_str(&b, tokens[i].s, tokens[i].len);
+        if (i) ss_sb_put(&b, ",", 1);
+        ss_json_sb_str(&b, tokens[i].s, tokens[i].len);
         snprintf(num, sizeof num, ":%zu", i);
-        sb_str(&b, num);
+        ss_sb_str(&b, num);
     }
-    sb_str(&b, "},\"merges\":[");
+    ss_sb_str(&b, "},\"merges\":[");
     for (size_t i = 0; i < n_merge; i++) {
-        if (i) sb_put(&b, ",", 1);
-        sb_json_str(&b, merges[i].s, merges[i].len);
+        if (i) ss_sb_put(&b, ",", 1);
+        ss_json_sb_str(&b, merges[i].s, merges[i].len);
     }
-    sb_str(&b, "]}}");
+    ss_sb_str(&b, "]}}");
     if (b.oom) {
         free(b.p);
         return ss_errorf(SS_ERR_NOMEM, "%s: out of memory building the tokenizer", path);

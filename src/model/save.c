@@ -2,13 +2,13 @@
  * initialisation, and writing them as a safetensors file Hugging Face loads. */
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "subscope/backend.h"
+#include "subscope/json.h"
 #include "subscope/safetensors.h"
 #include "subscope/train.h"
 #include "subscope/util.h"
@@ -162,62 +162,15 @@ void ss_model_init_gpt2(ss_model *m, uint64_t seed) {
 
 /* ---- safetensors writer ---- */
 
-typedef struct {
-    char *s;
-    size_t len, cap;
-    int oom;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t nc = b->cap ? b->cap : 256;
-        while (nc < b->len + n + 1) nc *= 2;
-        char *ns = realloc(b->s, nc);
-        if (!ns) { b->oom = 1; return; }
-        b->s = ns, b->cap = nc;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = 0;
-}
-
-static void sb_str(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    char tmp[128];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n >= 0) sb_put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
-}
-
-static void sb_json_string(sbuf *b, const char *s) {
-    sb_put(b, "\"", 1);
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') {
-            char e[2] = {'\\', (char)ch};
-            sb_put(b, e, 2);
-        } else if (ch < 0x20) {
-            sb_printf(b, "\\u%04x", ch);
-        } else {
-            sb_put(b, (const char *)&ch, 1);
-        }
-    }
-    sb_put(b, "\"", 1);
-}
 
 ss_status ss_safetensors_write_f32(const char *path, const ss_st_write *t, int n) {
     const uint16_t probe = 1;
     if (*(const uint8_t *)&probe != 1)
         return ss_errorf(SS_ERR_UNSUPPORTED, "%s: writing safetensors needs a little-endian host", path);
-    sbuf h = {0};
+    ss_sbuf h = {0};
     size_t off = 0;
     ss_status st = SS_OK;
-    sb_put(&h, "{", 1);
+    ss_sb_put(&h, "{", 1);
     for (int i = 0; i < n; i++) {
         if (t[i].ndim < 0 || t[i].ndim > SS_MAX_DIMS) {
             st = ss_errorf(SS_ERR_ARG, "%s: tensor %s has %d dimensions", path, t[i].name, t[i].ndim);
@@ -229,15 +182,15 @@ ss_status ss_safetensors_write_f32(const char *path, const ss_st_write *t, int n
             st = ss_errorf(SS_ERR_NOMEM, "%s: tensor %s is too large", path, t[i].name);
             goto out;
         }
-        if (i) sb_put(&h, ",", 1);
-        sb_json_string(&h, t[i].name);
-        sb_str(&h, ":{\"dtype\":\"F32\",\"shape\":[");
-        for (int k = 0; k < t[i].ndim; k++) sb_printf(&h, "%s%lld", k ? "," : "", (long long)t[i].shape[k]);
-        sb_printf(&h, "],\"data_offsets\":[%zu,%zu]}", off, bytes);
+        if (i) ss_sb_put(&h, ",", 1);
+        ss_json_sb_str(&h, t[i].name, strlen(t[i].name));
+        ss_sb_str(&h, ":{\"dtype\":\"F32\",\"shape\":[");
+        for (int k = 0; k < t[i].ndim; k++) ss_sb_printf(&h, "%s%lld", k ? "," : "", (long long)t[i].shape[k]);
+        ss_sb_printf(&h, "],\"data_offsets\":[%zu,%zu]}", off, bytes);
         off = bytes;
     }
-    sb_str(&h, n ? ",\"__metadata__\":{\"format\":\"pt\"}}" : "\"__metadata__\":{\"format\":\"pt\"}}");
-    while (!h.oom && h.len % 8) sb_put(&h, " ", 1); /* so the data after the 8-byte length starts 8-byte aligned */
+    ss_sb_str(&h, n ? ",\"__metadata__\":{\"format\":\"pt\"}}" : "\"__metadata__\":{\"format\":\"pt\"}}");
+    while (!h.oom && h.n % 8) ss_sb_put(&h, " ", 1); /* so the data after the 8-byte length starts 8-byte aligned */
     if (h.oom) {
         st = ss_errorf(SS_ERR_NOMEM, "%s: out of memory for the header", path);
         goto out;
@@ -253,10 +206,10 @@ ss_status ss_safetensors_write_f32(const char *path, const ss_st_write *t, int n
         free(tmp);
         goto out;
     }
-    uint64_t hl = (uint64_t)h.len;
+    uint64_t hl = (uint64_t)h.n;
     uint8_t le[8];
     for (int k = 0; k < 8; k++) le[k] = (uint8_t)(hl >> (8 * k));
-    int ok = fwrite(le, 1, 8, f) == 8 && fwrite(h.s, 1, h.len, f) == h.len;
+    int ok = fwrite(le, 1, 8, f) == 8 && fwrite(h.p, 1, h.n, f) == h.n;
     for (int i = 0; ok && i < n; i++) {
         size_t count;
         ss_dims_product(t[i].shape, t[i].ndim, &count, t[i].name);
@@ -272,7 +225,7 @@ ss_status ss_safetensors_write_f32(const char *path, const ss_st_write *t, int n
     }
     free(tmp);
 out:
-    free(h.s);
+    free(h.p);
     return st;
 }
 

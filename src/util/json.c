@@ -439,3 +439,50 @@ int ss_json_get_str(const ss_json *obj, const char *key, const char **out) {
     *out = v->str;
     return 1;
 }
+
+/* ---------------------------------------------------------------- writers */
+
+/* The escape for byte c inside a JSON string (written to esc), or NULL if it
+ * stands as it is. */
+static const char *json_escape(unsigned char c, char esc[8]) {
+    switch (c) {
+    case '"': return "\\\"";
+    case '\\': return "\\\\";
+    case '\n': return "\\n";
+    case '\t': return "\\t";
+    default:
+        if (c >= 0x20) return NULL;
+        snprintf(esc, 8, "\\u%04x", c);
+        return esc;
+    }
+}
+
+void ss_json_write_str(FILE *f, const char *s, size_t n) {
+    char buf[8];
+    fputc('"', f);
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *e = json_escape((unsigned char)s[i], buf);
+        if (!e) continue;
+        fwrite(s + run, 1, i - run, f);
+        fputs(e, f);
+        run = i + 1;
+    }
+    fwrite(s + run, 1, n - run, f);
+    fputc('"', f);
+}
+
+void ss_json_sb_str(ss_sbuf *b, const char *s, size_t n) {
+    char buf[8];
+    ss_sb_put(b, "\"", 1);
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *e = json_escape((unsigned char)s[i], buf);
+        if (!e) continue;
+        ss_sb_put(b, s + run, i - run);
+        ss_sb_str(b, e);
+        run = i + 1;
+    }
+    ss_sb_put(b, s + run, n - run);
+    ss_sb_put(b, "\"", 1);
+}

@@ -257,6 +257,43 @@ int ss_grow(void *pp, size_t *cap, size_t need, size_t elem) {
     return 1;
 }
 
+void ss_sb_put(ss_sbuf *b, const char *s, size_t n) {
+    if (b->oom) return;
+    if (n > SIZE_MAX - 1 - b->n || !ss_grow(&b->p, &b->cap, b->n + n + 1, 1)) {
+        b->oom = 1;
+        return;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+
+void ss_sb_str(ss_sbuf *b, const char *s) { ss_sb_put(b, s, strlen(s)); }
+
+void ss_sb_printf(ss_sbuf *b, const char *fmt, ...) {
+    if (b->oom) return;
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(b->p ? b->p + b->n : NULL, b->p ? b->cap - b->n : 0, fmt, ap);
+    va_end(ap);
+    if (k < 0) {
+        b->oom = 1;
+        return;
+    }
+    if (b->p && b->n + (size_t)k < b->cap) {
+        b->n += (size_t)k;
+        return;
+    }
+    if (!ss_grow(&b->p, &b->cap, b->n + (size_t)k + 1, 1)) {
+        b->oom = 1;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->n, b->cap - b->n, fmt, ap);
+    va_end(ap);
+    b->n += (size_t)k;
+}
+
 uint64_t ss_mix64(uint64_t z) {
     z += 0x9E3779B97F4A7C15ull;
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;

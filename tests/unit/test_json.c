@@ -72,6 +72,55 @@ TEST(json_depth_is_limited) {
     ss_json_free(d);
 }
 
+/* The writers' literals parse back to the bytes they were given: every byte
+ * below 0x80 (NUL, controls, quote, backslash among them) and some UTF-8. */
+TEST(json_writers_round_trip) {
+    char src[140];
+    size_t n = 0;
+    for (int c = 0; c < 0x80; c++) src[n++] = (char)c;
+    memcpy(src + n, "\xc3\xa9\xf0\x9f\x98\x80", 6), n += 6;
+    ss_sbuf b = {0};
+    ss_sb_put(&b, "[", 1);
+    ss_json_sb_str(&b, src, n);
+    ss_sb_str(&b, ", ");
+    ss_json_sb_str(&b, "", 0);
+    ss_sb_put(&b, "]", 1);
+    CHECK(!b.oom && b.p[b.n] == 0 && strlen(b.p) == b.n);
+    CHECK(strstr(b.p, "\\n\\u000b") && strstr(b.p, "\\\"") && strstr(b.p, "\\\\"));
+    ss_json_doc *d;
+    CHECK_OK(parse(b.p, &d));
+    const ss_json *r = ss_json_root(d);
+    CHECK(r->len == 2 && r->items[0].len == n && !memcmp(r->items[0].str, src, n) && r->items[1].len == 0);
+    ss_json_free(d);
+
+    /* to a file: the same text as the buffer's */
+    FILE *f = tmpfile();
+    CHECK(f != NULL);
+    ss_json_write_str(f, src, n);
+    long len = ftell(f);
+    rewind(f);
+    char *back = malloc((size_t)len + 1);
+    CHECK(back && fread(back, 1, (size_t)len, f) == (size_t)len);
+    fclose(f);
+    CHECK((size_t)len == b.n - 6 && !memcmp(back, b.p + 1, (size_t)len)); /* less "[", ", \"\"]" */
+    free(back);
+    free(b.p);
+}
+
+/* ss_sb_printf as snprintf, across growth of the buffer. */
+TEST(util_sbuf_printf_grows) {
+    ss_sbuf b = {0};
+    char want[40000];
+    size_t w = 0;
+    for (int i = 0; i < 3000; i++) {
+        ss_sb_printf(&b, "%d:%s;", i, i % 7 ? "x" : "yyyyyyyyyyyy");
+        w += (size_t)snprintf(want + w, sizeof want - w, "%d:%s;", i, i % 7 ? "x" : "yyyyyyyyyyyy");
+    }
+    ss_sb_printf(&b, "%s", ""); /* nothing added */
+    CHECK(!b.oom && b.n == w && !memcmp(b.p, want, w) && b.p[w] == 0);
+    free(b.p);
+}
+
 TEST(util_half_conversions_round_trip) {
     /* Every finite half value converts to fp32 and back unchanged. */
     for (uint32_t h = 0; h < 0x10000; h++) {
