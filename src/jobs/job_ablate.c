@@ -377,6 +377,27 @@ static ss_status stats_pass_hook(void *vctx, const ss_site *s, float *data, int6
     return SS_OK;
 }
 
+/* The needed sites' (count, mean[w], M2[w]) to buf, one after another, or
+ * (unpack) back from it. */
+static void pack_unit_stats(const ss_config *cfg, const uint8_t *need, unit_stats *us, double *buf, int unpack) {
+    size_t o = 0;
+    for (int i = 0; i < ss_sites_count(cfg); i++) {
+        if (!need[i]) continue;
+        ss_site s;
+        ss_site_get(cfg, i, &s);
+        const size_t w = (size_t)s.width * sizeof(double);
+        if (unpack) {
+            us->count[i] = (int64_t)buf[o++];
+            memcpy(us->mean[i], buf + o, w), o += (size_t)s.width;
+            memcpy(us->m2[i], buf + o, w), o += (size_t)s.width;
+        } else {
+            buf[o++] = (double)us->count[i];
+            memcpy(buf + o, us->mean[i], w), o += (size_t)s.width;
+            memcpy(buf + o, us->m2[i], w), o += (size_t)s.width;
+        }
+    }
+}
+
 /* Several ranks: every rank's (count, mean, M2) per unit, merged at rank 0
  * in rank order with Chan's update (the one collect uses) and broadcast, so
  * every rank masks with the same bits. They differ from one process's
@@ -394,15 +415,7 @@ static ss_status merge_unit_stats(ss_comm *comm, const ss_config *cfg, const uin
     if (!ss_mul_ok(L * sizeof(double), (size_t)size, &all_n)) return ss_errorf(SS_ERR_NOMEM, "unit statistics of %d ranks", size);
     double *buf = ss_malloc(L * sizeof(double) + 1, "unit statistics"), *all = rank == 0 ? ss_malloc(all_n + 1, "unit statistics") : NULL;
     ss_status st = !buf || (rank == 0 && !all) ? SS_ERR_NOMEM : SS_OK;
-    size_t o = 0;
-    for (int i = 0; i < ns && !st; i++) { /* pack: count, mean[w], m2[w] per site */
-        if (!need[i]) continue;
-        ss_site s;
-        ss_site_get(cfg, i, &s);
-        buf[o++] = (double)us->count[i];
-        memcpy(buf + o, us->mean[i], (size_t)s.width * sizeof(double)), o += (size_t)s.width;
-        memcpy(buf + o, us->m2[i], (size_t)s.width * sizeof(double)), o += (size_t)s.width;
-    }
+    if (!st) pack_unit_stats(cfg, need, us, buf, 0);
     if (!st) st = ss_comm_gather(comm, buf, L * sizeof(double), all);
     if (!st && rank == 0) {
         for (int r = 1; r < size; r++) {
@@ -429,26 +442,10 @@ static ss_status merge_unit_stats(ss_comm *comm, const ss_config *cfg, const uin
                 us->count[i] = n;
             }
         }
-        o = 0;
-        for (int i = 0; i < ns; i++) { /* repack the merged totals */
-            if (!need[i]) continue;
-            ss_site s;
-            ss_site_get(cfg, i, &s);
-            buf[o++] = (double)us->count[i];
-            memcpy(buf + o, us->mean[i], (size_t)s.width * sizeof(double)), o += (size_t)s.width;
-            memcpy(buf + o, us->m2[i], (size_t)s.width * sizeof(double)), o += (size_t)s.width;
-        }
+        pack_unit_stats(cfg, need, us, buf, 0); /* the merged totals */
     }
     if (!st) st = ss_comm_bcast(comm, buf, L * sizeof(double), 0);
-    o = 0;
-    for (int i = 0; i < ns && !st && rank != 0; i++) {
-        if (!need[i]) continue;
-        ss_site s;
-        ss_site_get(cfg, i, &s);
-        us->count[i] = (int64_t)buf[o++];
-        memcpy(us->mean[i], buf + o, (size_t)s.width * sizeof(double)), o += (size_t)s.width;
-        memcpy(us->m2[i], buf + o, (size_t)s.width * sizeof(double)), o += (size_t)s.width;
-    }
+    if (!st && rank != 0) pack_unit_stats(cfg, need, us, buf, 1);
     free(buf);
     free(all);
     return st ? ss_error_context(st, "merging the unit statistics of the ranks") : SS_OK;

@@ -364,6 +364,16 @@ static ss_status write_results(ss_h5 *h, const collect_ctx *c, const stat_set *s
             snprintf(p, sizeof p, "%s/%s/count", base, s.name);
             if ((st = ss_h5_write_array(h, p, SS_H5_I64, 0, NULL, NULL, &m->count))) break;
             snprintf(p, sizeof p, "%s/%s/mean", base, s.name);
+            if (!m->count) { /* no rows, no mean: NaN, not the zeros the totals start from */
+                double *nan_mean = ss_malloc((size_t)d * sizeof(double), "mean");
+                if (!nan_mean) { st = SS_ERR_NOMEM; break; }
+                for (int64_t u = 0; u < d; u++) nan_mean[u] = NAN;
+                st = ss_h5_write_array(h, p, SS_H5_F64, 1, &d, n1, nan_mean);
+                free(nan_mean);
+                snprintf(p, sizeof p, "%s/%s", base, s.name);
+                if (st || (st = ss_h5_attr_str(h, p, "note", "no rows: mean NaN; no covariance, correlation or PCA"))) break;
+                continue;
+            }
             if ((st = ss_h5_write_array(h, p, SS_H5_F64, 1, &d, n1, m->mean))) break;
             if (!m->want_m2) continue;
             if (m->count < 2) {

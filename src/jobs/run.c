@@ -320,6 +320,20 @@ ss_status ss_read_unit_stats(const char *path, const ss_model *m, const uint8_t 
             if (require) st = ss_errorf(SS_ERR_FORMAT, "%s has no %s (collect the site first)", path, p);
             continue;
         }
+        /* a site that saw no rows has no mean (collect writes NaN; older files, zeros) */
+        snprintf(p, sizeof p, "/stats/%s/count", s.name);
+        int64_t *cnt = NULL;
+        if (ss_h5_exists(r, p)) {
+            if ((st = ss_h5_read_i64(r, p, &cnt, &n, NULL))) break;
+            const int64_t rows = n == 1 ? cnt[0] : -1;
+            free(cnt);
+            if (rows < 1) {
+                st = rows < 0 ? ss_errorf(SS_ERR_FORMAT, "%s: %s is not a scalar count", path, p)
+                              : ss_errorf(SS_ERR_ARG, "%s: %s is 0: the site saw no rows, so it has no mean or spread", path, p);
+                break;
+            }
+        }
+        snprintf(p, sizeof p, "/stats/%s/mean", s.name);
         if ((st = ss_h5_read_f64(r, p, &mean[i], &n, NULL))) break;
         if (n != (size_t)s.width) {
             st = ss_errorf(SS_ERR_FORMAT, "%s: %s has %zu values, the site has %lld", path, p, n, (long long)s.width);

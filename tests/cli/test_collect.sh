@@ -53,7 +53,7 @@ n=$(h5dump -d /stats/blocks.0.mlp.hook_post/pca/values "$TMP/c16.h5" 2>/dev/null
 # Groups: per-label statistics, counts add up.
 awk 'NR % 2 {sub(/}$/, ", \"label\": \"odd\"}")} !(NR % 2) {sub(/}$/, ", \"label\": \"even\"}")} {print}' $P >"$TMP/lab.jsonl"
 "$SUBSCOPE" collect --model $M --input "$TMP/lab.jsonl" --sites blocks.1.mlp.hook_post --group-by label --out "$TMP/g.h5" 2>/dev/null
-cnt() { h5dump -d "$1" "$TMP/g.h5" 2>/dev/null | sed -n 's/.*(0): \([0-9]*\).*/\1/p; s/^ *\([0-9][0-9]*\) *$/\1/p' | head -n 1; }
+cnt() { h5dump -d "$1" "${2:-$TMP/g.h5}" 2>/dev/null | sed -n 's/.*(0): \([0-9]*\).*/\1/p; s/^ *\([0-9][0-9]*\) *$/\1/p' | head -n 1; }
 all=$(cnt /stats/blocks.1.mlp.hook_post/count); odd=$(cnt /groups/odd/stats/blocks.1.mlp.hook_post/count); even=$(cnt /groups/even/stats/blocks.1.mlp.hook_post/count)
 [ -n "$all" ] && [ -n "$odd" ] && [ $((odd + even)) = "$all" ] && pass "--group-by label: group counts add up ($odd + $even = $all)" || fail "--group-by label" "all=$all odd=$odd even=$even"
 expect_fail "--group-by without labels" "has no \"label\"" "$SUBSCOPE" collect --model $M --input $P --sites blocks.1.mlp.hook_post --group-by label --out "$TMP/x.h5"
@@ -82,6 +82,16 @@ else fail "a glob sweeping up hook_pattern collects the other sites"; fi
 tl=$(SUBSCOPE_TIMING=1 "$SUBSCOPE" collect --model $M --input $P --sites 'blocks.*.mlp.hook_post' --out "$TMP/t.h5" 2>&1 >/dev/null | grep "timing:")
 printf '%s' "$tl" | grep -Eq '^subscope collect: timing: batches \(forward and statistics\) [0-9.]+ s, device totals to the host [0-9.]+ s, results and file [0-9.]+ s$' &&
     pass "SUBSCOPE_TIMING=1: where collect's time went" || fail "SUBSCOPE_TIMING=1 collect" "got: $tl"
+# A site that sees no rows (every prompt shorter than --positions' start) has count 0 and a NaN
+# mean with a note, not zeros that look like data; ablate's mean modes refuse such a file.
+"$SUBSCOPE" collect --model $M --input $P --sites blocks.1.mlp.hook_post --positions 500: --out "$TMP/none.h5" 2>/dev/null
+nm=$(h5dump -d /stats/blocks.1.mlp.hook_post/mean "$TMP/none.h5" 2>/dev/null | grep -c -i nan)
+note=$(h5dump -a /stats/blocks.1.mlp.hook_post/note "$TMP/none.h5" 2>/dev/null | grep -c "no rows")
+[ "$nm" -ge 1 ] && [ "$note" = 1 ] && [ "$(cnt /stats/blocks.1.mlp.hook_post/count "$TMP/none.h5")" = 0 ] &&
+    pass "a site with no rows: count 0, mean NaN and a note" || fail "a site with no rows" "nan lines $nm, note $note"
+echo '{"name": "m", "site": "blocks.1.mlp.hook_post", "units": [1, 2], "mode": "mean"}' >"$TMP/mean_mask.jsonl"
+expect_fail "ablate refuses the means of a site with no rows" "count is 0: the site saw no rows" \
+    "$SUBSCOPE" ablate --model $M --input $P --masks "$TMP/mean_mask.jsonl" --stats "$TMP/none.h5" --out "$TMP/x.h5"
 expect_fail "unknown statistic" "unknown statistic 'median'" "$SUBSCOPE" collect --model $M --input $P --sites blocks.0.mlp.hook_post --stats mean,median --out "$TMP/x.h5"
 expect_fail "bad positions" "--positions" "$SUBSCOPE" collect --model $M --input $P --sites blocks.0.mlp.hook_post --positions 5:2 --out "$TMP/x.h5"
 expect_fail "--sites required" "--sites is required" "$SUBSCOPE" collect --model $M --input $P --out "$TMP/x.h5"
