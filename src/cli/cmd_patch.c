@@ -58,9 +58,10 @@ cli_cmd cmd_patch = {
     "                      [--metric logitdiff|loss] [--denoise] [--batch K] --out OUT.h5",
     "For each pair, the model runs on the corrupt prompt with one piece of a site taken from the clean run\n"
     "(with --denoise: on the clean prompt with a piece from the corrupt run); the normalised effect is\n"
-    "(patched - corrupt) / (clean - corrupt). (In Heimersheim & Nanda's terms the default is denoising and\n"
-    "--denoise is noising; the output's 'direction' attribute says which ran.) A pass runs K copies of the prompt, each with its own piece,\n"
-    "from the patched site's block (the blocks before it are the same in every copy). Layout: docs/FORMAT.md.\n\n"
+    "(patched - corrupt) / (clean - corrupt). In Heimersheim & Nanda's terms the default is denoising and\n"
+    "--denoise is noising; the output's 'direction' attribute says which ran. A pass runs K copies of the\n"
+    "prompt, each with its own piece, from the patched site's block (the blocks before it are the same in\n"
+    "every copy). Layout: docs/FORMAT.md.\n\n"
     "example:\n"
     "  subscope patch --model models/tiny-gpt2 --clean clean.jsonl --corrupt corrupt.jsonl \\\n"
     "      --sites 'blocks.*.hook_resid_pre' --per position --out out/patch.h5\n",
