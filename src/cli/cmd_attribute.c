@@ -61,9 +61,10 @@ cli_cmd cmd_attribute = {
     "activation, atp (corrupt - clean activation) x gradient at the clean run, and ig the integrated gradients\n"
     "along the straight path from the baseline, with the completeness error. Layout: docs/FORMAT.md.\n\n"
     "examples:\n"
-    "  subscope attribute --model models/tiny-gpt2 --input data/demo_prompts.jsonl \\\n"
+    "  subscope attribute --model models/tiny-gpt2 --input tests/data/ablate/prompts.jsonl \\\n"
     "      --sites 'blocks.*.mlp.hook_post' --metric logitdiff --out out/attr.h5\n"
-    "  subscope attribute --model models/tiny-gpt2 --input clean.jsonl --corrupt corrupt.jsonl \\\n"
+    "  subscope attribute --model models/tiny-gpt2 --input tests/data/patch/clean.jsonl \\\n"
+    "      --corrupt tests/data/patch/corrupt.jsonl \\\n"
     "      --sites 'blocks.*.attn.hook_z' --metric logitdiff --method atp --reduce positions --out out/atp.h5\n",
     attribute_opts, run_attribute, NULL, cli_any_ranks,
 };

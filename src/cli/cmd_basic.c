@@ -10,6 +10,8 @@
 #include "subscope/backend.h"
 #include "subscope/dist.h"
 #include "subscope/forward.h"
+#include "subscope/gguf.h"
+#include "subscope/gguf_model.h"
 #include "subscope/json.h"
 #include "subscope/model.h"
 #include "subscope/prompts.h"
@@ -258,16 +260,27 @@ cli_cmd cmd_info = {
 /* ---- tokenize ---- */
 
 static cli_opt tok_opts[] = {
-    {.name = "model", .metavar = "DIR", .help = "model (or tokenizer-only) directory with tokenizer.json or vocab.json + merges.txt"},
+    {.name = "model", .metavar = "DIR", .help = "model (or tokenizer-only) directory with tokenizer.json or vocab.json + merges.txt, or a .gguf file"},
     {.name = "text", .metavar = "TEXT", .help = "text to encode; with --decode, a JSON array of token ids"},
     {.name = "decode", .metavar = NULL, .help = "decode ids to text instead of encoding"},
     {0},
 };
 
+/* The tokenizer of a model directory, or the one inside a .gguf file. */
+static ss_status load_tokenizer(const char *path, ss_tokenizer **out) {
+    if (!ss_model_path_is_gguf(path)) return ss_tokenizer_load_dir(path, out);
+    ss_gguf *g;
+    SS_TRY(ss_gguf_open(path, &g));
+    ss_status st = ss_gguf_find(g, "tokenizer.ggml.model") ? ss_gguf_tokenizer_load(g, out)
+                                                           : ss_errorf(SS_ERR_FORMAT, "%s has no tokenizer (no tokenizer.ggml.model)", path);
+    ss_gguf_free(g);
+    return st;
+}
+
 static int run_tokenize(cli_cmd *cmd) {
     if (cli_require(cmd, "model") || cli_require(cmd, "text")) return 1;
     ss_tokenizer *t;
-    ss_status st = ss_tokenizer_load_dir(cli_get(cmd, "model"), &t);
+    ss_status st = load_tokenizer(cli_get(cmd, "model"), &t);
     if (st) return cli_fail(cmd, st);
     const char *text = cli_get(cmd, "text");
     int rc = 0;
@@ -322,7 +335,7 @@ cli_cmd cmd_tokenize = {
     "tokenize", "encode text to token ids (or --decode ids to text) as the model's tokenizer does",
     "subscope tokenize --model DIR --text TEXT [--decode]",
     "examples:\n  subscope tokenize --model models/tiny-gpt2 --text 'The cat says meow.'\n"
-    "  subscope tokenize --model models/tiny-gpt2 --decode --text '[464, 3797]'\n",
+    "  subscope tokenize --model models/tiny-gpt2 --decode --text '[335, 656]'\n",
     tok_opts, run_tokenize, NULL, NULL,
 };
 

@@ -59,8 +59,10 @@ cli_cmd cmd_trace = {
     "of FILE): the mean activation of its units there, gradient x activation of log p(prediction) summed over\n"
     "its units at this and earlier positions, and the change in log p(prediction) when the mask is applied.\n"
     "Layout: docs/FORMAT.md.\n\n"
-    "example:\n"
+    "examples (the sub-models' mean masks need the statistics of collect):\n"
+    "  subscope collect --model models/tiny-gpt2 --input data/demo_prompts.jsonl \\\n"
+    "      --sites 'blocks.*.mlp.hook_post' --out out/stats.h5\n"
     "  subscope trace --model models/tiny-gpt2 --prompt 'The cat says' --answer ' meow' \\\n"
-    "      --submodels data/demo_submodels.jsonl --out out/trace.h5\n",
+    "      --submodels data/demo_submodels.jsonl --stats out/stats.h5 --out out/trace.h5\n",
     trace_opts, run_trace, NULL, trace_ranks,
 };

@@ -22,6 +22,13 @@ a=$($SUBSCOPE predict --model $D/tiny-f32.gguf --prompt "Sefa Kestrup is a 12" -
 b=$($SUBSCOPE predict --model $D/hf --prompt "Sefa Kestrup is a 12" --top 5 --device cpu 2>&1)
 if [ -n "$a" ] && [ "$a" = "$b" ]; then pass predict_same_as_hf; else fail predict_same_as_hf "$a" "$b"; fi
 
+# tokenize reads the tokenizer inside the file: the ids of the Hugging Face directory, and back.
+a=$($SUBSCOPE tokenize --model $D/tiny-f32.gguf --text "Sefa Kestrup is a 12" 2>&1)
+b=$($SUBSCOPE tokenize --model $D/hf --text "Sefa Kestrup is a 12" 2>&1)
+if [ -n "$a" ] && [ "$a" = "$b" ]; then pass tokenize_same_as_hf; else fail tokenize_same_as_hf "$a" "$b"; fi
+expect_out tokenize_decode "Sefa Kestrup is a 12" $SUBSCOPE tokenize --model $D/tiny-f32.gguf --decode --text "$a"
+expect_fail tokenize_no_tokenizer "has no tokenizer" $SUBSCOPE tokenize --model $D/llama3-ropefreqs.gguf --text hi
+
 printf '{"text": "Thank you for the tea, 2024.", "label": "harmless"}\n' >"$TMP/p.jsonl"
 expect_ok forward $SUBSCOPE forward --model $D/tiny-q4_1.gguf --input "$TMP/p.jsonl" --sites 'blocks.*.mlp.hook_post' \
     --out "$TMP/f.h5" --device cpu
