@@ -85,6 +85,9 @@ struct ss_backend {
      * bits) for models with 16-bit weights; the hooks they name must be
      * non-NULL too. */
     unsigned lowp16;
+    /* 1 if float32 matrix products may use TF32 tensor-core math (a GPU
+     * backend made with ss_backend_opts.tf32); recorded in every file. */
+    int tf32;
 
     /* Buffers in the backend's memory. alloc sets a message naming `what`. */
     ss_status (*alloc)(const ss_backend *be, size_t bytes, const char *what, void **out);

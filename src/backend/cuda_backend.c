@@ -2115,6 +2115,7 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
         st = ss_errorf(SS_ERR_IO, "%s: cublasSetStream failed", c->name);
     /* fp32 means fp32: TF32 tensor-core math stays off unless asked for. */
     c->tf32 = opts && opts->tf32;
+    be->tf32 = c->tf32;
     if (!st && cublasSetMathMode(c->blas, c->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH) !=
                    CUBLAS_STATUS_SUCCESS)
         st = ss_errorf(SS_ERR_IO, "%s: cublasSetMathMode failed", c->name);

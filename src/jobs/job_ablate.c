@@ -1185,13 +1185,18 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
         FILE *t = job->table;
         fprintf(t, "\n%d mask%s, %d per forward at most (%d forward%s per batch of prompts after the clean one)\n", n_masks,
                 n_masks == 1 ? "" : "s", K, n_groups, n_groups == 1 ? "" : "s");
-        fprintf(t, "\nchange from clean (mean over prompts; clean value in the first row)\n%-32s %-10s", "mask", "label");
+        /* columns as wide as the longest name and label (a mask's controls differ at the end) */
+        int wn = 7, wl = 5;
+        for (int k = 0; k < n_masks; k++) wn = (int)strlen(masks[k].name) > wn ? (int)strlen(masks[k].name) : wn;
+        for (int g = 0; g < n_labels; g++) wl = (int)strlen(labels[g]) > wl ? (int)strlen(labels[g]) : wl;
+        wn = wn < 120 ? wn : 120, wl = wl < 40 ? wl : 40;
+        fprintf(t, "\nchange from clean (mean over prompts; clean value in the first row)\n%-*s %-*s", wn, "mask", wl, "label");
         for (int mt = 0; mt < M_COUNT; mt++)
             if (want[mt]) fprintf(t, " %10s", metric_names[mt]);
         fputc('\n', t);
         for (int k = 0; k <= n_masks; k++)
             for (int g = -1; g < n_labels; g++) {
-                fprintf(t, "%-32.32s %-10.10s", k ? masks[k - 1].name : "(clean)", g < 0 ? "all" : labels[g]);
+                fprintf(t, "%-*.*s %-*.*s", wn, wn, k ? masks[k - 1].name : "(clean)", wl, wl, g < 0 ? "all" : labels[g]);
                 for (int mt = 0; mt < M_COUNT; mt++) {
                     if (!want[mt]) continue;
                     double v = mean_over(vals[k][mt], group, g, N);

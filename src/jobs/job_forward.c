@@ -80,6 +80,7 @@ ss_status ss_write_provenance(ss_h5 *h, const ss_model *m, const char *command_l
     char device[320];
     snprintf(device, sizeof device, "%s (%s)", be->name, be->description);
     SS_TRY(ss_h5_attr_str(h, "/", "device", device));
+    SS_TRY(ss_h5_attr_i64(h, "/", "tf32", be->tf32));
     const ss_gpt2_weights *w = ss_model_weights(m, be);
     SS_TRY(ss_h5_attr_str(h, "/", "dtype", w && w->wdtype == SS_WDTYPE_BF16  ? "bfloat16 products, float32 activations"
                                            : w && w->wdtype == SS_WDTYPE_F16 ? "float16 products, float32 activations"
@@ -363,7 +364,6 @@ ss_status ss_job_forward(const ss_forward_job *job) {
     if ((st = ss_h5_attr_str(h, "/", "input_path", job->run.input))) goto out;
     if ((st = ss_h5_attr_i64(h, "/", "n_prompts", N))) goto out;
     if ((st = ss_h5_attr_str(h, "/", "sites", job->sites ? job->sites : ""))) goto out;
-    if ((st = ss_h5_attr_i64(h, "/", "tf32", job->run.tf32))) goto out;
     if ((st = ss_h5_attr_i64(h, "/", "ranks", size))) goto out;
     if ((st = ss_h5_attr_i64(h, "/", "pipeline_stages", P))) goto out;
 

@@ -33,6 +33,13 @@ else
     fail "ablate on the emulated plugin against the CPU" "$("${TOOLBIN}h5cmp" --quiet --atol 2e-5 --rtol 1e-4 \
         --only /clean --only /ablate "$TMP/cpu.h5" "$TMP/gpu.h5" 2>&1 | head -n 3)"
 fi
+# the root attribute tf32: what the backend did with --tf32 (the GPU's products may use it; the CPU's not)
+tf() { h5dump -a /tf32 "$1" 2>/dev/null | sed -n 's/.*(0): \([0-9]*\).*/\1/p'; }
+tfrun() { SUBSCOPE_PLUGIN_DIR="$EMU" "$SUBSCOPE" forward --model "$M" --input "$TMP/p.jsonl" --no-logits --tf32 --device "$@" >/dev/null 2>&1; }
+if [ $rc = 0 ] && tfrun cuda --out "$TMP/tf.h5" && tfrun cpu --out "$TMP/tfc.h5" &&
+    [ "$(tf "$TMP/tf.h5")" = 1 ] && [ "$(tf "$TMP/tfc.h5")" = 0 ] && [ "$(tf "$TMP/gpu.h5")" = 0 ]; then
+    pass "root attribute tf32: 1 for --tf32 on the GPU, 0 on the CPU and without it"
+else fail "root attribute tf32" "gpu --tf32: $(tf "$TMP/tf.h5"), cpu --tf32: $(tf "$TMP/tfc.h5"), gpu: $(tf "$TMP/gpu.h5")"; fi
 # the census: the device's masks and scores were used, every allocation was freed
 out=$(run cuda "$TMP/gpu2.h5" SS_EMU_CENSUS=1 2>&1 >/dev/null); rc=$?
 cnt() { printf '%s\n' "$out" | awk -v k="$1" '$3 == "calls" && $4 == "of" && $5 == k { print $NF }'; }
