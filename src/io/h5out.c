@@ -36,6 +36,15 @@ static herr_t walk_first(unsigned n, const H5E_error2_t *e, void *p) {
     if (n == 0 && e) {
         f->got = 1;
         snprintf(f->desc, sizeof f->desc, "%s", e->desc ? e->desc : "");
+        /* The POSIX driver's "file write failed: time = ..., error message =
+         * 'File too large', ..." (over lines): keep its head and the message. */
+        char *t = strstr(f->desc, ": time = "), *m = strstr(f->desc, "error message = '");
+        if (t && m && m > t) {
+            m += strlen("error message = '");
+            size_t k = strcspn(m, "'");
+            memmove(t + 2, m, k);
+            t[2 + k] = 0;
+        }
         if (H5Eget_msg(e->min_num, NULL, f->minor, sizeof f->minor) < 0) f->minor[0] = 0;
     }
     return 0;
@@ -62,6 +71,13 @@ static ss_status h5_fail(ss_status code, const char *fmt, ...) {
 }
 
 static void h5_quiet(void) {
+    /* No close of the library at exit: where a failed write (a full disk)
+     * left a file that HDF5 could not close, its exit handler would try
+     * again on freed state and crash after the error was reported. Every
+     * file is closed, or its temporary removed, before exit; this is the
+     * first HDF5 call of each way in, so it comes before the library's start. */
+    static int once;
+    if (!once) H5dont_atexit(), once = 1;
     /* Library code never prints; errors come back through h5_fail. */
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
 }

@@ -94,6 +94,30 @@ if [ "$out2" = "$out" ]; then pass "show FILE = show --file FILE"; else fail "sh
 expect_fail "show with two files" "one file at a time" "$SUBSCOPE" show "$TMP/f.h5" "$TMP/f.h5"
 expect_fail "show without a file" "no file given" "$SUBSCOPE" show
 
+# A write that fails (here the file-size limit, as a full disk would) is an error naming the
+# output, exit 1, with no output or temporary file left; before, HDF5's exit handler then
+# crashed on the file it could not close.
+TM=models/tiny-gpt2 TP=tests/data/ablate/prompts.jsonl
+"$SUBSCOPE" collect --model $TM --input $TP --sites 'blocks.*.mlp.hook_post' --out "$TMP/st.h5" >/dev/null 2>&1
+mkdir -p "$TMP/full"
+full() { # full NAME CMD...: run under a 4 KiB file-size limit
+    local n=$1 out rc; shift
+    out=$(trap '' XFSZ; ulimit -f 4; "$@" 2>&1 >/dev/null); rc=$?
+    if [ $rc = 1 ] && printf '%s' "$out" | grep -q "File too large" && [ -z "$(ls -A "$TMP/full")" ]; then pass "$n"
+    else fail "$n" "exit $rc (want 1), left: $(ls -A "$TMP/full")" "$(printf '%s' "$out" | tail -n 2)"; fi
+    rm -f "$TMP/full"/*
+}
+full "forward: write failure" "$SUBSCOPE" forward --model $TM --input $TP --out "$TMP/full/o.h5"
+full "collect: write failure" "$SUBSCOPE" collect --model $TM --input $TP --sites 'blocks.*.mlp.hook_post' --out "$TMP/full/o.h5"
+full "ablate: write failure" "$SUBSCOPE" ablate --model $TM --input $TP --mask 'blocks.1.mlp.hook_post[1]' --out "$TMP/full/o.h5"
+full "attribute: write failure" "$SUBSCOPE" attribute --model $TM --input $TP --sites 'blocks.*.mlp.hook_post' --out "$TMP/full/o.h5"
+full "patch: write failure" "$SUBSCOPE" patch --model $TM --clean tests/data/patch/clean.jsonl \
+    --corrupt tests/data/patch/corrupt.jsonl --sites 'blocks.*.hook_resid_pre' --out "$TMP/full/o.h5"
+full "trace: write failure" "$SUBSCOPE" trace --model $TM --prompt 'The cat says' --submodels data/demo_submodels.jsonl \
+    --stats "$TMP/st.h5" --out "$TMP/full/o.h5"
+full "discover: write failure" "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites 'blocks.*.mlp.hook_post' --method cluster \
+    --out "$TMP/full/o.h5"
+
 # Top level.
 expect_ok "--help" "$SUBSCOPE" --help
 expect_ok "--version" "$SUBSCOPE" --version
