@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,6 +24,27 @@ static void print_help(const cli_cmd *cmd) {
     }
     printf("  %-24s %s\n", "--help", "show this help");
     if (cmd->details) printf("\n%s", cmd->details);
+}
+
+/* An output (--out, --masks-out) that names an existing file or folder
+ * given to another option (by device and inode, so ./x and x are one) would
+ * replace an input when the job renames its finished file into place:
+ * refused before anything runs. 1 (printed) if so. */
+static int outputs_not_inputs(const cli_cmd *cmd) {
+    for (const cli_opt *o = cmd->opts; o->name; o++) {
+        struct stat so, si;
+        if ((strcmp(o->name, "out") && strcmp(o->name, "masks-out")) || !o->value || stat(o->value, &so)) continue;
+        for (const cli_opt *i = cmd->opts; i->name; i++)
+            for (int k = 0; i != o && i->metavar && k < i->n; k++)
+                if (!stat(i->all[k], &si) && si.st_dev == so.st_dev && si.st_ino == so.st_ino) {
+                    const int pos = cmd->positional && !strcmp(i->name, cmd->positional);
+                    fprintf(stderr, "subscope %s: error: --%s %s is the same %s as %s%s %s: it would be overwritten\n",
+                            cmd->name, o->name, o->value, S_ISDIR(so.st_mode) ? "folder" : "file", pos ? "the input" : "--",
+                            pos ? "" : i->name, i->all[k]);
+                    return 1;
+                }
+    }
+    return 0;
 }
 
 int cli_parse(cli_cmd *cmd, int argc, char **argv) {
@@ -74,7 +96,7 @@ int cli_parse(cli_cmd *cmd, int argc, char **argv) {
         }
         o->all[o->n++] = o->value;
     }
-    return 0;
+    return outputs_not_inputs(cmd);
 }
 
 const char *cli_get(const cli_cmd *cmd, const char *name) {

@@ -369,6 +369,9 @@ static ss_status read_inputs(trainer *t) {
     if (!st) st = ss_config_parse(text, tl, j->config, &t->cfg);
     free(text);
     if (st) return st;
+    if (t->cfg.family != SS_FAMILY_GPT2)
+        return ss_errorf(SS_ERR_ARG, "%s: model_type \"%s\": train trains GPT-2 models only (model_type \"gpt2\", or none)",
+                         j->config, t->cfg.arch);
     t->T = j->seq > 0 ? j->seq : t->cfg.n_positions;
     if (t->T < 2 || t->T > t->cfg.n_positions)
         return ss_errorf(SS_ERR_ARG, "--seq %lld must be between 2 and the config's n_positions %lld", (long long)t->T,

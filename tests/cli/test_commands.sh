@@ -118,6 +118,20 @@ full "trace: write failure" "$SUBSCOPE" trace --model $TM --prompt 'The cat says
 full "discover: write failure" "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites 'blocks.*.mlp.hook_post' --method cluster \
     --out "$TMP/full/o.h5"
 
+# An output that names an input (by inode: ./x is x) is refused before anything runs, and the
+# input is left as it was.
+cp $TP "$TMP/pp.jsonl"
+expect_fail "--out naming --input is refused" "is the same file as --input" \
+    "$SUBSCOPE" collect --model $TM --input "$TMP/pp.jsonl" --sites blocks.1.mlp.hook_post --out "$TMP/./pp.jsonl"
+cmp -s $TP "$TMP/pp.jsonl" && pass "the input is untouched" || fail "the input is untouched"
+expect_fail "--out naming --stats is refused (discover)" "is the same file as --stats" \
+    "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites 'blocks.*' --method cluster --out "$TMP/../$(basename "$TMP")/st.h5"
+expect_fail "--out naming a positional input is refused (report)" "is the same file as the input" \
+    "$SUBSCOPE" report "$TMP/st.h5" --out "$TMP/st.h5"
+cp -r $TM "$TMP/tm" # a copy: were the check to fail, train would replace the folder's model
+expect_fail "train's --out naming its --tokenizer folder is refused" "is the same folder as --tokenizer" \
+    "$SUBSCOPE" train --config "$TMP/tm/config.json" --tokenizer "$TMP/tm" --data $TP --steps 1 --out "$TMP/tm/"
+
 # Top level.
 expect_ok "--help" "$SUBSCOPE" --help
 expect_ok "--version" "$SUBSCOPE" --version

@@ -43,6 +43,9 @@ expect_fail "config without n_head" 'missing required key "n_head"' \
 echo '{"n_layer": 1, "n_head": 2, "n_embd": 32, "n_positions": 32, "vocab_size": 100}' >"$TMP/v100.json"
 expect_fail "vocab_size below the tokenizer's" "vocab_size 100 is smaller than the tokenizer's 1024 ids" \
     "$SUBSCOPE" train --config "$TMP/v100.json" --data "$TMP/corpus.txt" --tokenizer $TOK --out "$TMP/bad"
+echo '{"model_type": "llama", "num_hidden_layers": 1, "num_attention_heads": 2, "hidden_size": 16, "intermediate_size": 32, "max_position_embeddings": 16, "vocab_size": 1024}' >"$TMP/llama.json"
+expect_fail "a Llama config is refused (train makes GPT-2s)" 'train trains GPT-2 models only' \
+    "$SUBSCOPE" train --config "$TMP/llama.json" --data "$TMP/corpus.txt" --tokenizer $TOK --out "$TMP/bad"
 : >"$TMP/empty.txt"
 expect_fail "empty data file" "no prompts in the file" \
     "$SUBSCOPE" train --config "$TMP/small.json" --data "$TMP/empty.txt" --tokenizer $TOK --out "$TMP/bad"
