@@ -20,4 +20,12 @@ void ss_sha256_hex(ss_sha256 *s, char out[65]);
 /* Hash and size of a whole file. */
 ss_status ss_file_sha256(const char *path, char out[65], int64_t *size);
 
+/* A fast 64-bit hash of n bytes (not cryptographic: four lanes of
+ * multiply-rotate over little-endian 8-byte words, then a final mix), for
+ * telling whether large files changed, where SHA-256 runs at ~0.3 GB/s. */
+uint64_t ss_hash64(const void *data, size_t n, uint64_t seed);
+/* A file's fingerprint: SHA-256 over the ss_hash64 of each 1 MiB block, as
+ * 64 hex characters, and its size; several GB/s from the page cache. */
+ss_status ss_file_fingerprint(const char *path, char out[65], int64_t *size);
+
 #endif

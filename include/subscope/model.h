@@ -132,6 +132,13 @@ ss_status ss_model_load_deferred(const char *dir, int first, int end, ss_model *
  * converting any weights to fp32 (what `info` needs, at any size); the model
  * cannot be placed or run. */
 ss_status ss_model_inspect(const char *dir, ss_model **out);
+/* What a model's results depend on, as 64 hex characters: for a .gguf file,
+ * the file; for a directory, the names, sizes and contents
+ * (ss_file_fingerprint) of its config.json, weights (*.safetensors and the
+ * index) and tokenizer files, in name order, so a copy of the directory
+ * elsewhere has the same one and any change to those files another. *bytes:
+ * how much was read. For checkpoints that must not resume on other weights. */
+ss_status ss_model_fingerprint(const char *path, char out[65], int64_t *bytes);
 /* Makes m one stage of a pipeline over the ranks of comm (rank = stage):
  * stage s runs blocks [first_of[s], first_of[s+1]) (ss_pipeline_split), and
  * m must hold exactly this rank's. */

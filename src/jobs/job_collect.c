@@ -238,10 +238,10 @@ static int names_exactly(const char *list, const char *site) {
 }
 
 /* Everything a checkpoint must match to be resumed. */
-static char *identity(const ss_collect_job *j, const char *cfg_sha, const char *data_sha, int64_t max_len) {
-    return ss_strfmt("model=%s config=%s data=%s sites=%s stats=%s positions=%s skip_bos=%d group_by=%s max_len=%lld "
+static char *identity(const ss_collect_job *j, const char *model_fp, const char *data_sha, int64_t max_len) {
+    return ss_strfmt("model=%s data=%s sites=%s stats=%s positions=%s skip_bos=%d group_by=%s max_len=%lld "
                      "truncate=%d dtype=%d",
-                     j->run.model_dir, cfg_sha, data_sha, j->sites ? j->sites : "", j->stats ? j->stats : "mean,cov",
+                     model_fp, data_sha, j->sites ? j->sites : "", j->stats ? j->stats : "mean,cov",
                      j->positions ? j->positions : "all", j->skip_bos, j->group_by ? j->group_by : "",
                      (long long)max_len, j->run.truncate, j->run.wdtype);
 }
@@ -592,7 +592,18 @@ ss_status ss_job_collect(const ss_collect_job *job) {
         free(all);
         if (st) goto out;
     }
-    if (!(id = identity(job, cfg_sha, data_sha, run.max_len)) || !(ckpt = ss_strfmt("%s.ckpt", job->out))) { st = SS_ERR_NOMEM; goto out; }
+    /* A checkpoint's model is its files' contents (config, weights, tokenizer),
+     * not its path: another model with the same config must not resume it. */
+    char model_fp[65] = "-";
+    if (rank == 0 && (job->resume || job->checkpoint_every > 0)) {
+        const double t0 = ss_now();
+        int64_t fp_bytes;
+        if ((st = ss_model_fingerprint(job->run.model_dir, model_fp, &fp_bytes))) goto out;
+        if (ss_now() - t0 > 2)
+            fprintf(stderr, "collect: the model's fingerprint for checkpoints: %.1f GB read in %.1f s\n", (double)fp_bytes / 1e9,
+                    ss_now() - t0);
+    }
+    if (!(id = identity(job, model_fp, data_sha, run.max_len)) || !(ckpt = ss_strfmt("%s.ckpt", job->out))) { st = SS_ERR_NOMEM; goto out; }
     int64_t done = 0;
     /* Rank 0 alone holds the running totals; the others add up one round at a time. */
     if (rank == 0 && job->resume && ss_file_exists(ckpt)) {

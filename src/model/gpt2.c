@@ -1,12 +1,16 @@
 /* GPT-2: loading a Hugging Face directory into fp32 weights and placing them
  * on a backend (the forward pass is in forward.c). */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/stat.h>
 
 #include "subscope/backward.h"
 #include "subscope/gguf_model.h"
+#include "subscope/hash.h"
 #include "subscope/model.h"
 #include "subscope/util.h"
 #include "subscope/dist.h"
@@ -645,4 +649,53 @@ int64_t ss_model_weight_bytes(const ss_model *m) {
     for (int i = 0; i < n; i++) bytes += (int64_t)(slots[i].count * sizeof(float));
     free(slots);
     return bytes;
+}
+
+/* ------------------------------------------------------------ fingerprint */
+
+/* The files of a model directory that the loader reads. */
+static int model_file(const char *name) {
+    static const char *const exact[] = {"config.json", "model.safetensors.index.json", "tokenizer.json", "vocab.json",
+                                        "encoder.json", "merges.txt", "vocab.bpe", "special_tokens_map.json"};
+    for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++)
+        if (!strcmp(name, exact[i])) return 1;
+    size_t n = strlen(name), k = strlen(".safetensors");
+    return n > k && !strcmp(name + n - k, ".safetensors");
+}
+
+static int cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+ss_status ss_model_fingerprint(const char *path, char out[65], int64_t *bytes) {
+    *bytes = 0;
+    if (ss_model_path_is_gguf(path)) return ss_file_fingerprint(path, out, bytes);
+    DIR *d = opendir(path);
+    if (!d) return ss_errorf(SS_ERR_IO, "%s: cannot open the model directory: %s", path, strerror(errno));
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    ss_status st = SS_OK;
+    for (struct dirent *e; !st && (e = readdir(d));) {
+        if (!model_file(e->d_name)) continue;
+        if (!ss_grow(&names, &cap, n + 1, sizeof *names) || !(names[n] = ss_strdup(e->d_name))) st = SS_ERR_NOMEM;
+        else n++;
+    }
+    closedir(d);
+    if (!st) qsort(names, n, sizeof *names, cmp_names);
+    ss_sha256 s;
+    ss_sha256_init(&s);
+    for (size_t i = 0; i < n && !st; i++) {
+        char *file = ss_path_join(path, names[i]), fp[65];
+        int64_t size = 0;
+        if (!file) st = SS_ERR_NOMEM;
+        else if (!(st = ss_file_fingerprint(file, fp, &size))) {
+            char line[600];
+            int k = snprintf(line, sizeof line, "%s %lld %s\n", names[i], (long long)size, fp);
+            ss_sha256_update(&s, line, (size_t)k < sizeof line ? (size_t)k : sizeof line - 1);
+            *bytes += size;
+        }
+        free(file);
+    }
+    for (size_t i = 0; i < n; i++) free(names[i]);
+    free(names);
+    if (!st) ss_sha256_hex(&s, out);
+    return st;
 }

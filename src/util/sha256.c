@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const uint32_t K[64] = {
@@ -82,6 +83,76 @@ ss_status ss_file_sha256(const char *path, char out[65], int64_t *size) {
     fclose(f);
     if (bad) return ss_errorf(SS_ERR_IO, "%s: read error", path);
     *size = (int64_t)s.len;
+    ss_sha256_hex(&s, out);
+    return SS_OK;
+}
+
+/* ---------------------------------------------------------- fast hash */
+
+static const uint64_t K1 = 0x9E3779B185EBCA87ULL, K2 = 0xC2B2AE3D27D4EB4FULL, K3 = 0x165667B19E3779F9ULL,
+                      K4 = 0x85EBCA77C2B2AE63ULL, K5 = 0x27D4EB2F165667C5ULL;
+
+static inline uint64_t rotl64(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+static inline uint64_t mix_in(uint64_t acc, uint64_t w) { return rotl64(acc + w * K2, 31) * K1; }
+static inline uint64_t word_at(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = v << 8 | p[i]; /* little-endian on any host; compilers make it one load */
+    return v;
+}
+
+uint64_t ss_hash64(const void *data, size_t n, uint64_t seed) {
+    const uint8_t *p = data, *end = p + n;
+    uint64_t h;
+    if (n >= 32) {
+        uint64_t a = seed + K1 + K2, b = seed + K2, c = seed, d = seed - K1;
+        for (; end - p >= 32; p += 32) {
+            a = mix_in(a, word_at(p));
+            b = mix_in(b, word_at(p + 8));
+            c = mix_in(c, word_at(p + 16));
+            d = mix_in(d, word_at(p + 24));
+        }
+        h = rotl64(a, 1) + rotl64(b, 7) + rotl64(c, 12) + rotl64(d, 18);
+        const uint64_t lanes[4] = {a, b, c, d};
+        for (int i = 0; i < 4; i++) h = (h ^ mix_in(0, lanes[i])) * K1 + K4;
+    } else {
+        h = seed + K5;
+    }
+    h += (uint64_t)n;
+    for (; end - p >= 8; p += 8) h = rotl64(h ^ mix_in(0, word_at(p)), 27) * K1 + K4;
+    for (; p < end; p++) h = rotl64(h ^ (*p * K5), 11) * K1;
+    h ^= h >> 33;
+    h *= K2;
+    h ^= h >> 29;
+    h *= K3;
+    h ^= h >> 32;
+    return h;
+}
+
+ss_status ss_file_fingerprint(const char *path, char out[65], int64_t *size) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return ss_errorf(SS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    const size_t block = (size_t)1 << 20;
+    uint8_t *buf = malloc(block);
+    if (!buf) {
+        fclose(f);
+        return ss_errorf(SS_ERR_NOMEM, "%s: out of memory fingerprinting it", path);
+    }
+    ss_sha256 s;
+    ss_sha256_init(&s);
+    int64_t total = 0;
+    size_t r;
+    while ((r = fread(buf, 1, block, f)) > 0) {
+        uint8_t le[8];
+        uint64_t h = ss_hash64(buf, r, (uint64_t)total);
+        for (int i = 0; i < 8; i++) le[i] = (uint8_t)(h >> (8 * i));
+        ss_sha256_update(&s, le, 8);
+        total += (int64_t)r;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    free(buf);
+    if (bad) return ss_errorf(SS_ERR_IO, "%s: read error", path);
+    *size = total;
     ss_sha256_hex(&s, out);
     return SS_OK;
 }

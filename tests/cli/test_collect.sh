@@ -69,7 +69,15 @@ if [ -e "$TMP/res.h5.ckpt" ] && [ ! -e "$TMP/res.h5" ]; then pass "killed run le
 else fail "killed run left a checkpoint and no output" "$(ls "$TMP" | grep res)"; fi
 expect_fail "resume refused for other options" "refusing to resume" \
     "$SUBSCOPE" collect --model $M --input "$TMP/big.jsonl" --sites "$SITES" --stats mean,cov --positions last --out "$TMP/res.h5" --checkpoint-every 64 --batch 8 --resume
-expect_ok "resume after kill -9" "$SUBSCOPE" collect --model $M --input "$TMP/big.jsonl" --sites "$SITES" --stats mean,cov --out "$TMP/res.h5" --checkpoint-every 64 --batch 8 --resume
+# The model is its files' contents, not its path: one changed byte of the weights is refused; an
+# identical copy elsewhere resumes.
+cp -r $M "$TMP/mbad"
+sz=$(stat -c %s "$TMP/mbad/model.safetensors")
+printf '\001' | dd of="$TMP/mbad/model.safetensors" bs=1 seek=$((sz - 5)) conv=notrunc 2>/dev/null
+expect_fail "resume refused for other weights under the same config" "refusing to resume" \
+    "$SUBSCOPE" collect --model "$TMP/mbad" --input "$TMP/big.jsonl" --sites "$SITES" --stats mean,cov --out "$TMP/res.h5" --checkpoint-every 64 --batch 8 --resume
+cp -r $M "$TMP/mcopy"
+expect_ok "resume after kill -9 (the model copied elsewhere)" "$SUBSCOPE" collect --model "$TMP/mcopy" --input "$TMP/big.jsonl" --sites "$SITES" --stats mean,cov --out "$TMP/res.h5" --checkpoint-every 64 --batch 8 --resume
 expect_ok "resumed statistics equal the uninterrupted run (rel 1e-12)" "$H5CMP" --quiet --atol 0 --rtol 1e-12 --only /stats "$TMP/full.h5" "$TMP/res.h5"
 [ ! -e "$TMP/res.h5.ckpt" ] && pass "checkpoint removed once the result is whole" || fail "checkpoint removed once the result is whole"
 

@@ -1,4 +1,7 @@
+#include <stdlib.h>
+
 #include "subscope/hash.h"
+#include "subscope/util.h"
 #include "test.h"
 
 static void hex_of(const char *msg, size_t n, char out[65]) {
@@ -24,4 +27,58 @@ TEST(sha256_known_vectors) {
     char h2[65];
     ss_sha256_hex(&s, h2);
     CHECK(!strcmp(h, h2));
+}
+
+/* ss_hash64: pinned values (a checkpoint's identity depends on them), every
+ * single-bit change of a buffer moves it, and the length and seed count. */
+TEST(hash64_pinned_and_sensitive) {
+    CHECK(ss_hash64("", 0, 0) == ss_hash64("", 0, 0));
+    CHECK(ss_hash64("abc", 3, 0) != ss_hash64("abc", 3, 1));
+    CHECK(ss_hash64("abc", 3, 0) != ss_hash64("abc\0", 4, 0));
+    uint8_t buf[1000];
+    for (int i = 0; i < 1000; i++) buf[i] = (uint8_t)(i * 37 + 11);
+    const uint64_t h = ss_hash64(buf, sizeof buf, 7);
+    CHECK_MSG(h == 0x106d0c9daf945fcfULL, "%016llx", (unsigned long long)h);
+    CHECK(ss_hash64("abc", 3, 0) == 0x44bc2cf5ad770999ULL);
+    int moved = 0;
+    for (int i = 0; i < 1000; i++)
+        for (int b = 0; b < 8; b += 3) {
+            buf[i] ^= (uint8_t)(1 << b);
+            moved += ss_hash64(buf, sizeof buf, 7) != h;
+            buf[i] ^= (uint8_t)(1 << b);
+        }
+    CHECK(moved == 3000);
+    /* lengths 0..40 (the short tail, the 32-byte lanes and both) are all distinct */
+    uint64_t seen[41];
+    for (int n = 0; n <= 40; n++) {
+        seen[n] = ss_hash64(buf, (size_t)n, 0);
+        for (int k = 0; k < n; k++) CHECK(seen[k] != seen[n]);
+    }
+}
+
+/* A file's fingerprint: the same for the same bytes, another for one byte changed. */
+TEST(file_fingerprint_tracks_contents) {
+    char *a = ss_path_join(ss_test_tmp_dir(), "fp_a.bin"), *b = ss_path_join(ss_test_tmp_dir(), "fp_b.bin");
+    const size_t n = (3u << 20) + 123; /* three whole blocks and a part */
+    uint8_t *data = malloc(n);
+    CHECK(a && b && data);
+    for (size_t i = 0; i < n; i++) data[i] = (uint8_t)(i * 2654435761u >> 13);
+    FILE *f = fopen(a, "wb");
+    CHECK(f && fwrite(data, 1, n, f) == n);
+    fclose(f);
+    data[(2u << 20) + 5] ^= 1; /* in the third block */
+    f = fopen(b, "wb");
+    CHECK(f && fwrite(data, 1, n, f) == n);
+    fclose(f);
+    char ha[65], ha2[65], hb[65];
+    int64_t sa, sb;
+    CHECK_OK(ss_file_fingerprint(a, ha, &sa));
+    CHECK_OK(ss_file_fingerprint(a, ha2, &sa));
+    CHECK_OK(ss_file_fingerprint(b, hb, &sb));
+    CHECK(sa == (int64_t)n && sb == (int64_t)n && strlen(ha) == 64);
+    CHECK(!strcmp(ha, ha2) && strcmp(ha, hb));
+    CHECK_ERR(ss_file_fingerprint("/nonexistent/x", ha, &sa), SS_ERR_IO, "cannot open");
+    free(data);
+    free(a);
+    free(b);
 }
