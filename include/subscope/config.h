@@ -56,6 +56,11 @@ static inline int64_t ss_config_kv_heads(const ss_config *c) { return c->n_kv_he
 /* Parameters the forward pass uses (a tied lm_head counted once), from the
  * config alone; equals a loaded model's n_params. */
 int64_t ss_config_n_params(const ss_config *c);
+/* SS_ERR_FORMAT, naming path, unless every size is at most 2^24 and the
+ * parameter count (in floating point) at most 2^60, so that the counts and
+ * products the program forms from them cannot overflow. ss_config_parse and
+ * the GGUF reader call it. */
+ss_status ss_config_check_sizes(const ss_config *c, const char *path);
 /* Parameters a pipeline stage running blocks [first, end) holds: its blocks,
  * the embeddings on the first stage, the final norm and the head on the last
  * (a tied head's wte counted there too when the last stage is not also the

@@ -313,6 +313,7 @@ ss_status ss_config_parse(const char *text, size_t len, const char *path, ss_con
     SS_TRY(ss_json_parse(text, len, path, &doc));
     ss_status s = parse_root(ss_json_root(doc), path, cfg);
     ss_json_free(doc);
+    if (s == SS_OK) s = ss_config_check_sizes(cfg, path);
     if (s != SS_OK) memset(cfg, 0, sizeof *cfg);
     return s;
 }
@@ -347,6 +348,29 @@ int64_t ss_config_stage_params(const ss_config *c, int64_t first, int64_t end) {
 }
 
 int64_t ss_config_n_params(const ss_config *c) { return ss_config_stage_params(c, 0, c->n_layer); }
+
+ss_status ss_config_check_sizes(const ss_config *c, const char *path) {
+    const int64_t max = (int64_t)1 << 24;
+    const struct {
+        const char *what;
+        int64_t v;
+    } dims[] = {{"layers", c->n_layer},         {"heads", c->n_head},           {"key/value heads", ss_config_kv_heads(c)},
+                {"width", c->n_embd},           {"MLP width", c->n_inner},      {"head dimension", ss_config_d_head(c)},
+                {"vocabulary", c->vocab_size},  {"positions", c->n_positions}};
+    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
+        if (dims[i].v > max)
+            return ss_errorf(SS_ERR_FORMAT, "%s: %s %lld is beyond what subscope handles (at most %lld)", path, dims[i].what,
+                             (long long)dims[i].v, (long long)max);
+    /* the parameter count's terms in floating point, before any int64 product */
+    const double d = (double)c->n_embd, dm = (double)c->n_inner, dh = (double)ss_config_d_head(c),
+                 heads = (double)(c->n_head + 2 * ss_config_kv_heads(c)), V = (double)c->vocab_size;
+    const double per_layer = 4 * d * d + heads * dh * d + 3 * dm * d + 3 * dm + 10 * d + heads * dh;
+    const double total = (double)c->n_layer * per_layer + 2 * V * d + (double)c->n_positions * d;
+    if (!(total <= 0x1p60))
+        return ss_errorf(SS_ERR_FORMAT, "%s: %lld layers of width %lld (MLP %lld, vocabulary %lld) make %.3g parameters, beyond what subscope handles",
+                         path, (long long)c->n_layer, (long long)c->n_embd, (long long)c->n_inner, (long long)c->vocab_size, total);
+    return SS_OK;
+}
 
 int64_t ss_config_block_macs(const ss_config *c) {
     const int64_t d = c->n_embd, dh = ss_config_d_head(c);

@@ -131,7 +131,7 @@ static ss_status read_config(const ss_gguf *g, ss_config *c) {
     SS_TRY(rope_scaling(g, c));
     SS_TRY(token_id(g, "tokenizer.ggml.bos_token_id", &c->bos_token_id));
     SS_TRY(token_id(g, "tokenizer.ggml.eos_token_id", &c->eos_token_id));
-    return SS_OK;
+    return ss_config_check_sizes(c, path);
 }
 
 /* --------------------------------------------------------------- tensors */

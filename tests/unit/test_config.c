@@ -219,3 +219,24 @@ TEST(config_rope_inv_freq) {
     const float l3[4] = {0.57605636f, 0.0047007538f, 0.00017677668f, 6.6478697e-06f};
     for (int i = 0; i < 4; i++) CHECK_NEAR(f[i], l3[i], 2e-7 * l3[i]);
 }
+
+/* Sizes past 2^24, or a parameter count past 2^60, are refused by name, so no
+ * count or product formed from them overflows; GPT-3's shape passes. */
+TEST(config_sizes_bounded) {
+    ss_config c;
+    CHECK_ERR(parse("{\"model_type\": \"gpt2\", \"n_layer\": 1099511627776, \"n_head\": 2, \"n_embd\": 16, "
+                    "\"n_positions\": 16, \"vocab_size\": 100}", &c),
+              SS_ERR_FORMAT, "layers 1099511627776 is beyond what subscope handles");
+    CHECK_ERR(parse("{\"model_type\": \"gpt2\", \"n_layer\": 2, \"n_head\": 2, \"n_embd\": 16, "
+                    "\"n_positions\": 16, \"vocab_size\": 2147483648}", &c),
+              SS_ERR_FORMAT, "vocabulary 2147483648");
+    CHECK_ERR(parse("{\"model_type\": \"gpt2\", \"n_layer\": 16777216, \"n_head\": 4, \"n_embd\": 4194304, "
+                    "\"n_inner\": 16, \"n_positions\": 16, \"vocab_size\": 100}", &c),
+              SS_ERR_FORMAT, "parameters, beyond what subscope handles");
+    CHECK_ERR(parse("{\"model_type\": \"llama\", \"num_hidden_layers\": 2, \"num_attention_heads\": 2, \"hidden_size\": 16, "
+                    "\"intermediate_size\": 32, \"vocab_size\": 100, \"head_dim\": 33554432}", &c),
+              SS_ERR_FORMAT, "head dimension 33554432");
+    CHECK_OK(parse("{\"model_type\": \"gpt2\", \"n_layer\": 96, \"n_head\": 96, \"n_embd\": 12288, "
+                   "\"n_positions\": 2048, \"vocab_size\": 50257}", &c));
+    CHECK(ss_config_n_params(&c) > 170000000000LL);
+}
