@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include "subscope/error.h"
 
 #ifdef __cplusplus
@@ -30,6 +31,9 @@ char *ss_strndup(const char *s, size_t n);
 /* Formatted string in a new allocation (NULL on OOM). */
 char *ss_strfmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Opens path for reading; a folder, or a file that cannot be opened, is an
+ * error naming it (fopen opens folders, whose reads then fail unexplained). */
+ss_status ss_open_read(const char *path, FILE **f);
 /* Reads a whole file into a NUL-terminated buffer. */
 ss_status ss_file_read(const char *path, char **data, size_t *len);
 int ss_file_exists(const char *path);

@@ -349,9 +349,9 @@ static ss_status json_mask(const ss_config *cfg, const ss_json *root, const char
         if (name->type != SS_JSON_STRING) return ss_errorf(SS_ERR_FORMAT, "%s: field 'name' must be a string", where);
         if (!name->len || name->len >= sizeof m->name || strlen(name->str) != name->len)
             return ss_errorf(SS_ERR_FORMAT, "%s: field 'name' must be 1 to %zu bytes", where, sizeof m->name - 1);
-        if (strchr(name->str, '/'))
-            return ss_errorf(SS_ERR_FORMAT, "%s: field 'name' \"%s\" contains '/' (names become HDF5 groups)", where,
-                             name->str);
+        if (strchr(name->str, '/') || !strcmp(name->str, ".") || !strcmp(name->str, ".."))
+            return ss_errorf(SS_ERR_FORMAT, "%s: field 'name' \"%s\" %s (names become HDF5 groups)", where, name->str,
+                             strchr(name->str, '/') ? "contains '/'" : "is a path component");
         snprintf(m->name, sizeof m->name, "%s", name->str);
     } else {
         snprintf(m->name, sizeof m->name, "line%d", line);

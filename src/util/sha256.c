@@ -1,5 +1,6 @@
 /* SHA-256 (FIPS 180-4), written from the specification. */
 #include "subscope/hash.h"
+#include "subscope/util.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -72,8 +73,8 @@ void ss_sha256_hex(ss_sha256 *s, char out[65]) {
 }
 
 ss_status ss_file_sha256(const char *path, char out[65], int64_t *size) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return ss_errorf(SS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    FILE *f;
+    SS_TRY(ss_open_read(path, &f));
     ss_sha256 s;
     ss_sha256_init(&s);
     uint8_t buf[1 << 16];
@@ -129,8 +130,8 @@ uint64_t ss_hash64(const void *data, size_t n, uint64_t seed) {
 }
 
 ss_status ss_file_fingerprint(const char *path, char out[65], int64_t *size) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return ss_errorf(SS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    FILE *f;
+    SS_TRY(ss_open_read(path, &f));
     const size_t block = (size_t)1 << 20;
     uint8_t *buf = malloc(block);
     if (!buf) {

@@ -68,11 +68,22 @@ char *ss_strfmt(const char *fmt, ...) {
     return s;
 }
 
+ss_status ss_open_read(const char *path, FILE **f) {
+    struct stat sb;
+    if (!(*f = fopen(path, "rb"))) return ss_errorf(SS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (!fstat(fileno(*f), &sb) && S_ISDIR(sb.st_mode)) {
+        fclose(*f);
+        *f = NULL;
+        return ss_errorf(SS_ERR_IO, "%s: is a folder, not a file", path);
+    }
+    return SS_OK;
+}
+
 ss_status ss_file_read(const char *path, char **data, size_t *len) {
     *data = NULL;
     *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return ss_errorf(SS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    FILE *f;
+    SS_TRY(ss_open_read(path, &f));
     size_t cap = 1 << 16, n = 0;
     char *buf = ss_malloc(cap, path);
     if (!buf) { fclose(f); return SS_ERR_NOMEM; }

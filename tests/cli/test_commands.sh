@@ -132,6 +132,8 @@ cp -r $TM "$TMP/tm" # a copy: were the check to fail, train would replace the fo
 expect_fail "train's --out naming its --tokenizer folder is refused" "is the same folder as --tokenizer" \
     "$SUBSCOPE" train --config "$TMP/tm/config.json" --tokenizer "$TMP/tm" --data $TP --steps 1 --out "$TMP/tm/"
 
+expect_fail "--input naming a folder" "is a folder, not a file" "$SUBSCOPE" forward --model $TM --input "$TMP" --out "$TMP/x.h5"
+
 # Top level.
 expect_ok "--help" "$SUBSCOPE" --help
 expect_ok "--version" "$SUBSCOPE" --version

@@ -162,6 +162,8 @@ TEST(masks_jsonl_errors_name_file_line_mask_and_field) {
     CHECK(bad_line(&c, "{\"name\": 3, \"site\": \"hook_embed\"}", SS_ERR_FORMAT, "field 'name' must be a string"));
     CHECK(bad_line(&c, "{\"name\": \"\", \"site\": \"hook_embed\"}", SS_ERR_FORMAT, "field 'name' must be 1 to 63"));
     CHECK(bad_line(&c, "{\"name\": \"a/b\", \"site\": \"hook_embed\"}", SS_ERR_FORMAT, "contains '/'"));
+    CHECK(bad_line(&c, "{\"name\": \".\", \"site\": \"hook_embed\"}", SS_ERR_FORMAT, "is a path component"));
+    CHECK(bad_line(&c, "{\"name\": \"..\", \"site\": \"hook_embed\"}", SS_ERR_FORMAT, "is a path component"));
     CHECK(bad_line(&c, "{\"name\": \"ok\", \"site\": \"hook_embed\"}", SS_ERR_ARG, "mask name 'ok' used twice"));
     CHECK(bad_line(&c, "{\"name\": \"a\", \"site\": \"hook_embed\", \"mode\": \"splice\"}", SS_ERR_ARG,
                    "mask 'a': field 'mode': unknown mode 'splice'"));
