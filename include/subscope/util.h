@@ -34,6 +34,15 @@ char *ss_strfmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Opens path for reading; a folder, or a file that cannot be opened, is an
  * error naming it (fopen opens folders, whose reads then fail unexplained). */
 ss_status ss_open_read(const char *path, FILE **f);
+
+/* A temporary file (an output being written, renamed into place when whole)
+ * to remove if the process is stopped by SIGINT, SIGTERM or SIGHUP: the first
+ * registration installs a handler for those whose action is the default,
+ * which unlinks every registered path and then dies of the signal as before.
+ * path must stay valid until unregistered; at most 64 at once (more are not
+ * cleaned up). */
+void ss_tmp_register(const char *path);
+void ss_tmp_unregister(const char *path);
 /* Reads a whole file into a NUL-terminated buffer. */
 ss_status ss_file_read(const char *path, char **data, size_t *len);
 int ss_file_exists(const char *path);

@@ -256,6 +256,7 @@ ss_status ss_h5_create(const char *final_path, ss_h5 **out) {
     }
     /* netCDF-4 readers expect tracked link creation order in groups. */
     if (fcpl >= 0) H5Pset_link_creation_order(fcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED);
+    ss_tmp_register(h->tmp_path); /* removed if a signal stops the process */
     h->file = fcpl < 0 || fapl < 0 ? -1 : H5Fcreate(h->tmp_path, H5F_ACC_TRUNC, fcpl, fapl);
     /* Capture the stack now: the next API call (H5Pclose) clears it. */
     ss_status st = h->file < 0 ? h5_fail(SS_ERR_IO, "%s: cannot create temporary output file %s", final_path,
@@ -264,6 +265,7 @@ ss_status ss_h5_create(const char *final_path, ss_h5 **out) {
     if (fcpl >= 0) H5Pclose(fcpl);
     if (fapl >= 0) H5Pclose(fapl);
     if (st != SS_OK) {
+        ss_tmp_unregister(h->tmp_path);
         free(h->final_path);
         free(h->tmp_path);
         free(h);
@@ -307,6 +309,7 @@ static ss_status close_all(ss_h5 *h) {
 }
 
 static void free_writer(ss_h5 *h) {
+    ss_tmp_unregister(h->tmp_path);
     for (size_t i = 0; i < h->n_scales; i++) {
         free(h->scales[i].name);
         free(h->scales[i].first_user);

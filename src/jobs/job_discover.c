@@ -935,6 +935,7 @@ ss_status ss_job_discover(const ss_discover_job *job) {
         st = SS_ERR_NOMEM;
         goto out;
     }
+    ss_tmp_register(masks_tmp);
     if ((st = write_masks(masks_tmp, &c))) goto out;
     if ((st = ss_h5_create(job->out, &h))) goto out;
     if ((st = ss_h5_set_deflate(h, 0))) goto out;
@@ -950,7 +951,7 @@ ss_status ss_job_discover(const ss_discover_job *job) {
     if (job->table) print_table(job->table, &c);
 out:
     if (h) ss_h5_abort(h);
-    if (masks_tmp) unlink(masks_tmp);
+    if (masks_tmp) unlink(masks_tmp), ss_tmp_unregister(masks_tmp);
     free(masks_tmp);
     free(masks_path);
     if (labels) ss_h5_free_names(labels, (size_t)n_labels);

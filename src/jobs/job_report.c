@@ -848,9 +848,11 @@ static ss_status write_page(const report *rp, ss_sbuf *b) {
 static ss_status write_atomic(const char *path, const char *data, size_t n) {
     char *tmp = ss_strfmt("%s.tmp.%ld", path, (long)getpid());
     if (!tmp) return SS_ERR_NOMEM;
+    ss_tmp_register(tmp);
     FILE *f = fopen(tmp, "wb");
     if (!f) {
         ss_status st = ss_errorf(SS_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+        ss_tmp_unregister(tmp);
         free(tmp);
         return st;
     }
@@ -861,6 +863,7 @@ static ss_status write_atomic(const char *path, const char *data, size_t n) {
     if (bad) st = ss_errorf(SS_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
     else if (rename(tmp, path)) st = ss_errorf(SS_ERR_IO, "%s: cannot rename %s over it: %s", path, tmp, strerror(errno));
     if (st) remove(tmp);
+    ss_tmp_unregister(tmp);
     free(tmp);
     return st;
 }

@@ -200,9 +200,11 @@ ss_status ss_safetensors_write_f32(const char *path, const ss_st_write *t, int n
         st = SS_ERR_NOMEM;
         goto out;
     }
+    ss_tmp_register(tmp);
     FILE *f = fopen(tmp, "wb");
     if (!f) {
         st = ss_errorf(SS_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+        ss_tmp_unregister(tmp);
         free(tmp);
         goto out;
     }
@@ -223,6 +225,7 @@ ss_status ss_safetensors_write_f32(const char *path, const ss_st_write *t, int n
         st = ss_errorf(SS_ERR_IO, "%s: write failed: %s", path, strerror(err));
         unlink(tmp);
     }
+    ss_tmp_unregister(tmp);
     free(tmp);
 out:
     free(h.p);

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdatomic.h>
@@ -77,6 +78,43 @@ ss_status ss_open_read(const char *path, FILE **f) {
         return ss_errorf(SS_ERR_IO, "%s: is a folder, not a file", path);
     }
     return SS_OK;
+}
+
+enum { TMP_SLOTS = 64 };
+static _Atomic(const char *) tmp_slots[TMP_SLOTS];
+
+static void tmp_on_signal(int sig) {
+    for (int i = 0; i < TMP_SLOTS; i++) {
+        const char *p = atomic_load(&tmp_slots[i]);
+        if (p) unlink(p); /* async-signal-safe */
+    }
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+void ss_tmp_register(const char *path) {
+    static atomic_int installed;
+    if (!atomic_exchange(&installed, 1)) {
+        const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+        for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+            struct sigaction old, sa = {0};
+            if (sigaction(sigs[i], NULL, &old) || old.sa_handler != SIG_DFL) continue; /* ignored or someone's */
+            sa.sa_handler = tmp_on_signal;
+            sigemptyset(&sa.sa_mask);
+            sigaction(sigs[i], &sa, NULL);
+        }
+    }
+    for (int i = 0; i < TMP_SLOTS; i++) {
+        const char *none = NULL;
+        if (atomic_compare_exchange_strong(&tmp_slots[i], &none, path)) return;
+    }
+}
+
+void ss_tmp_unregister(const char *path) {
+    for (int i = 0; i < TMP_SLOTS; i++) {
+        const char *p = path;
+        if (atomic_compare_exchange_strong(&tmp_slots[i], &p, NULL)) return;
+    }
 }
 
 ss_status ss_file_read(const char *path, char **data, size_t *len) {

@@ -132,6 +132,17 @@ cp -r $TM "$TMP/tm" # a copy: were the check to fail, train would replace the fo
 expect_fail "train's --out naming its --tokenizer folder is refused" "is the same folder as --tokenizer" \
     "$SUBSCOPE" train --config "$TMP/tm/config.json" --tokenizer "$TMP/tm" --data $TP --steps 1 --out "$TMP/tm/"
 
+# Stopped by SIGTERM (a scheduler's, a user's kill) in the middle of writing: the temporary file
+# goes too, and there is no output.
+for i in $(seq 1 3000); do echo '{"text": "The cat sat on the mat and the dog ran after the ball."}'; done >"$TMP/long.jsonl"
+"$SUBSCOPE" forward --model $TM --input "$TMP/long.jsonl" --sites '*' --batch 1 --out "$TMP/full/k.h5" 2>/dev/null &
+pid=$!
+for _ in $(seq 1 200); do [ -n "$(ls -A "$TMP/full")" ] && break; sleep 0.05; done
+had=$(ls -A "$TMP/full")
+kill -TERM $pid 2>/dev/null; wait $pid; rc=$?
+if [ -n "$had" ] && [ $rc = 143 ] && [ -z "$(ls -A "$TMP/full")" ]; then pass "SIGTERM while writing: the temporary file is removed, no output"
+else fail "SIGTERM while writing" "seen: '$had', exit $rc, left: $(ls -A "$TMP/full")"; fi
+rm -f "$TMP/full"/*
 expect_fail "--input naming a folder" "is a folder, not a file" "$SUBSCOPE" forward --model $TM --input "$TMP" --out "$TMP/x.h5"
 
 # Top level.
