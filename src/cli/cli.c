@@ -192,7 +192,7 @@ int cli_bytes(const cli_cmd *cmd, const char *name, int64_t *out) {
         }
         if (unit && end[1] && strcmp(end + 1, "B") && strcmp(end + 1, "iB") && strcmp(end + 1, "b")) unit = 0;
     }
-    if (errno || end == v || !unit || !(x > 0) || x * unit > 9.0e18) {
+    if (errno || end == v || !unit || !(x * unit >= 1) || x * unit > 9.0e18) {
         fprintf(stderr, "subscope %s: error: --%s must be a positive size such as 300000000, 512M or 2G, got '%s'\n",
                 cmd->name, name, v);
         return 1;

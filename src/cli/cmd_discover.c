@@ -16,7 +16,7 @@ static cli_opt disc_opts[] = {
     {.name = "top", .metavar = "N", .help = "cluster: best clusters kept per site (default 10)"},
     {.name = "min-corr", .metavar = "R", .help = "cluster: clusters merge only above this mean correlation (default 0.1)"},
     {.name = "seed", .metavar = "S", .help = "recorded in the output (both methods are deterministic; default 0)"},
-    {.name = "mode", .metavar = "MODE", .help = "mode of the exported masks: zero (default), mean, scale, noise, negnoise, resample"},
+    {.name = "mode", .metavar = "MODE", .help = "mode of the exported masks: zero (default), mean, scale, noise, negnoise, resample, patch (ablate --patch-from)"},
     {.name = "factor", .metavar = "F", .help = "factor of the exported masks (mode scale)"},
     {.name = "sigma", .metavar = "S", .help = "sigma of the exported masks (modes noise, negnoise)"},
     {.name = "out", .metavar = "SUBMODELS.h5", .help = "output HDF5 file"},

@@ -139,6 +139,8 @@ static ss_status read_site(ss_h5_reader *r, const char *prefix, const char *site
     out->count = n == 1 ? cnt[0] : -1;
     free(cnt);
     if (out->count < 0) return ss_errorf(SS_ERR_FORMAT, "%s: %s is not a scalar count", file, p);
+    if (out->count > ((int64_t)1 << 53)) /* beyond doubles' integers: no collect wrote it */
+        return ss_errorf(SS_ERR_FORMAT, "%s: %s is %lld, not a count of vectors", file, p, (long long)out->count);
     snprintf(p, sizeof p, "%s/%s/mean", prefix, site);
     ss_h5_info info;
     if ((st = ss_h5_read_f64(r, p, &out->mean, &n, &info))) goto fail;
@@ -808,7 +810,7 @@ static ss_status check_job(const ss_discover_job *job, char **la, char **lb) {
         return ss_errorf(SS_ERR_ARG, "--min-corr %g is outside [-1, 1)", job->min_corr);
     ss_mask_mode mode = SS_MASK_ZERO;
     if (job->mode && ss_mask_mode_parse(job->mode, &mode))
-        return ss_errorf(SS_ERR_ARG, "--mode: unknown mode '%s' (zero, mean, scale, noise, negnoise, resample)", job->mode);
+        return ss_errorf(SS_ERR_ARG, "--mode: unknown mode '%s' (zero, mean, scale, noise, negnoise, resample, patch)", job->mode);
     if (job->has_factor && !(job->factor >= 0 && job->factor <= 1))
         return ss_errorf(SS_ERR_ARG, "--factor %g is outside [0, 1]", job->factor);
     if (mode == SS_MASK_SCALE && !job->has_factor) return ss_errorf(SS_ERR_ARG, "--mode scale needs --factor in [0, 1]");

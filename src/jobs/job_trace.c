@@ -133,9 +133,9 @@ static ss_status trace(const ss_trace_job *job) {
     std = ss_calloc((size_t)ns, sizeof(double *), "stds");
     if (!want || !acts.rows || !pacts.rows || !grads.rows || !mean || !std) { st = SS_ERR_NOMEM; goto out; }
     for (int k = 0; k < n_masks; k++) {
-        if (masks[k].mode == SS_MASK_RESAMPLE) {
-            st = ss_errorf(SS_ERR_ARG, "%s: sub-model '%s' uses mode resample, which needs other prompts; trace runs one",
-                           job->submodels, masks[k].name);
+        if (masks[k].mode == SS_MASK_RESAMPLE || masks[k].mode == SS_MASK_PATCH) {
+            st = ss_errorf(SS_ERR_ARG, "%s: sub-model '%s' uses mode %s, which needs other prompts; trace runs one",
+                           job->submodels, masks[k].name, ss_mask_mode_name(masks[k].mode));
             goto out;
         }
         for (int q = 0; q < masks[k].n_targets; q++) want[masks[k].targets[q].site_id] = 1;
@@ -159,6 +159,17 @@ static ss_status trace(const ss_trace_job *job) {
         if ((need_mean || need_std) && !job->stats) {
             st = ss_errorf(SS_ERR_ARG, "sub-model '%s' (mode %s) needs --stats", masks[k].name, ss_mask_mode_name(masks[k].mode));
             goto out;
+        }
+        for (int q = 0; q < masks[k].n_targets && job->stats; q++) {
+            const int id = masks[k].targets[q].site_id;
+            if ((need_mean && !mean[id]) || (need_std && !std[id])) {
+                ss_site s;
+                ss_site_get(&m->cfg, id, &s);
+                st = ss_errorf(SS_ERR_ARG, "sub-model '%s' (mode %s): %s has no /stats/%s/%s (%s)", masks[k].name,
+                               ss_mask_mode_name(masks[k].mode), job->stats, s.name, !mean[id] ? "mean" : "cov",
+                               !mean[id] ? "collect the site" : "collect it with --stats mean,cov");
+                goto out;
+            }
         }
     }
     if ((st = ss_model_place(m, be, job->wdtype))) goto out;

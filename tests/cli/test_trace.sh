@@ -37,6 +37,12 @@ printf '{"name": "r", "site": "blocks.1.mlp.hook_post", "mode": "resample"}\n' >
 expect_fail "resample sub-models refused" "needs other prompts" "$SUBSCOPE" trace --model $M --prompt "$PROMPT" --submodels "$TMP/r.jsonl"
 printf '{"name": "mm", "site": "blocks.1.mlp.hook_post", "mode": "mean"}\n' >"$TMP/m.jsonl"
 expect_fail "mean sub-models need --stats" "needs --stats" "$SUBSCOPE" trace --model $M --prompt "$PROMPT" --submodels "$TMP/m.jsonl"
+printf '{"name": "p", "site": "blocks.1.mlp.hook_post", "mode": "patch"}\n' >"$TMP/p.jsonl"
+expect_fail "patch sub-models refused (one prompt)" "uses mode patch, which needs other prompts" \
+    "$SUBSCOPE" trace --model $M --prompt "$PROMPT" --submodels "$TMP/p.jsonl"
+"$SUBSCOPE" collect --model $M --input data/demo_prompts.jsonl --sites blocks.0.mlp.hook_post --out "$TMP/s0.h5" 2>/dev/null
+expect_fail "a --stats file without the sub-model's site is named" "s0.h5 has no /stats/blocks.1.mlp.hook_post/mean" \
+    "$SUBSCOPE" trace --model $M --prompt "$PROMPT" --submodels "$TMP/m.jsonl" --stats "$TMP/s0.h5"
 expect_fail "unknown site in the sub-models file" "blocks.9" "$SUBSCOPE" trace --model $M --prompt "$PROMPT" --submodels <(printf '{"site": "blocks.9.mlp.hook_post"}\n')
 expect_fail "missing --submodels" "--submodels" "$SUBSCOPE" trace --model $M --prompt "$PROMPT"
 finish
