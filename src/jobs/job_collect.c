@@ -365,6 +365,9 @@ static ss_status write_results(ss_h5 *h, const collect_ctx *c, const stat_set *s
             if ((st = ss_h5_write_array(h, p, SS_H5_I64, 0, NULL, NULL, &m->count))) break;
             snprintf(p, sizeof p, "%s/%s/mean", base, s.name);
             if (!m->count) { /* no rows, no mean: NaN, not the zeros the totals start from */
+                if (g == 0)
+                    fprintf(stderr, "collect: note: %s saw no rows (are --positions%s past every prompt?): its mean is NaN\n",
+                            s.name, c->skip_bos ? " and --skip-bos" : "");
                 double *nan_mean = ss_malloc((size_t)d * sizeof(double), "mean");
                 if (!nan_mean) { st = SS_ERR_NOMEM; break; }
                 for (int64_t u = 0; u < d; u++) nan_mean[u] = NAN;
