@@ -31,14 +31,38 @@ import time
 from bench_attribute import SS, log
 
 
-def syrk_rates(path):
-    """{d: TFLOP/s} of cublasSsyrk from kernel_bench's JSON (useful FLOPs, as it reports them)."""
+def syrk_rates(kernels):
+    """{d: TFLOP/s} of cublasSsyrk from kernel_bench's JSON, a path or the loaded document
+    (useful FLOPs, as it reports them)."""
+    doc = json.load(open(kernels)) if isinstance(kernels, str) else kernels or {}
     rates = {}
-    for r in json.load(open(path)).get("results", []):
+    for r in doc.get("results", []):
         n = r.get("name", "")
         if n.startswith("cov.d") and n.endswith(".ssyrk.fp32") and r.get("tflops"):
             rates[int(n[len("cov.d"):-len(".ssyrk.fp32")])] = r["tflops"]
     return rates
+
+
+def nearest_syrk_rate(kernels, width):
+    """cublasSsyrk's rate at the width nearest `width` in kernel_bench's JSON, or None."""
+    rates = syrk_rates(kernels)
+    return rates[min(rates, key=lambda d: abs(d - width))] if rates else None
+
+
+def add_targets(out, rate):
+    """Adds the target of issue 4 to a result (`out`, as main writes it) given Ssyrk's rate in
+    TFLOP/s: the whole job against 1.15 x the forward + the d^2 products at that rate, and (C1)
+    the batches alone. gpu_report.py calls it too, for a result whose run had no kernel JSON yet."""
+    cov_s = out["cov_flops"] / (rate * 1e12)
+    budget = 1.15 * out["forward_net_s"] + cov_s
+    out.update({"syrk_tflops": rate, "cov_at_cublas_s": cov_s, "target_s": budget,
+                "target_met": out["collect_net_s"] <= budget})
+    phases, fwd_phases = out.get("collect_phases"), out.get("forward_phases")
+    if phases and fwd_phases:
+        # the streaming part alone: the batches, which grow with the data; the totals' download
+        # and the file are paid once per job (d^2 float64 per site, whatever the data's size)
+        sb = 1.15 * fwd_phases["batches_s"] + cov_s
+        out.update({"batches_target_s": sb, "batches_target_met": phases["batches_s"] <= sb})
 
 
 PHASES_RE = re.compile(r"timing: batches \(forward and statistics\) ([0-9.]+) s, device totals to the host "
@@ -119,20 +143,9 @@ def main():
            "ratio": col_net / fwd_net if fwd_net > 0 else None, "cov_flops": flops, "collect_phases": phases,
            "forward_phases": fwd_phases, "collect_batches_s_runs": runs["collect"][2],
            "forward_batches_s_runs": runs["forward"][2]}
-    rate = a.syrk_tflops
-    if a.kernels and not rate:
-        rates = syrk_rates(a.kernels)
-        if rates:
-            rate = rates[min(rates, key=lambda d: abs(d - width))]
+    rate = a.syrk_tflops or (nearest_syrk_rate(a.kernels, width) if a.kernels else None)
     if rate:
-        budget = 1.15 * fwd_net + flops / (rate * 1e12)
-        out.update({"syrk_tflops": rate, "cov_at_cublas_s": flops / (rate * 1e12), "target_s": budget,
-                    "target_met": col_net <= budget})
-        if phases and fwd_phases:
-            # the streaming part alone: the batches, which grow with the data; the totals' download
-            # and the file are paid once per job (d^2 float64 per site, whatever the data's size)
-            sb = 1.15 * fwd_phases["batches_s"] + flops / (rate * 1e12)
-            out.update({"batches_target_s": sb, "batches_target_met": phases["batches_s"] <= sb})
+        add_targets(out, rate)
     with open(a.json, "w") as f:
         json.dump(out, f, indent=1)
     print(f"collect ({a.device}, {len(lines)} prompts, {rows} rows, {n_layer} sites of {width}): "

@@ -14,6 +14,8 @@
 #   bench/run_all.sh --only cpu_collect    statistics at every MLP site vs the forward pass
 #   bench/run_all.sh --only cpu_llama      SmolLM2-135M shape: subscope vs transformers Llama on the CPU
 #   bench/run_all.sh --only gpu_llama --no-install   Llama 1B / 7B shapes in bf16 on the GPU vs HF
+#   bench/run_all.sh --gpu-only --no-build --only report   no step: merge what the steps left
+#                                          in bench/work and print the targets (after a step was cut)
 #
 # Options: --small, --prompts N, --tokens T, --batch B, --threads N, --reps R,
 #          --no-peer-h5, --only STEP (a step name below), --host LABEL, --quick,
@@ -446,8 +448,8 @@ bench_gpu_forward() {
 # ---- main ----
 
 known=0
-for step in $CPU_STEPS $GPU_STEPS; do [ "$ONLY" != "$step" ] || known=1; done
-[ -n "$ONLY" ] && [ "$known" = 0 ] && die "no step named '$ONLY' (have: $CPU_STEPS $GPU_STEPS)"
+for step in $CPU_STEPS $GPU_STEPS report; do [ "$ONLY" != "$step" ] || known=1; done
+[ -n "$ONLY" ] && [ "$known" = 0 ] && die "no step named '$ONLY' (have: $CPU_STEPS $GPU_STEPS report)"
 # Every step writes under $WORK; on a fresh checkout (a GPU machine) it does not exist yet.
 mkdir -p "$WORK" || die "cannot create $WORK"
 GPU=0

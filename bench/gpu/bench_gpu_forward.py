@@ -330,6 +330,29 @@ def main():
 
     results = []
     t_start = time.time()
+
+    def write_doc(complete):
+        """The JSON so far: after each model too (complete false), so that a run cut by a time
+        limit keeps the models it finished."""
+        doc = {"benchmark": "forward-gpu", "elapsed_s": time.time() - t_start, "complete": complete,
+               "settings": {"prompts": a.prompts, "tokens": a.tokens, "batch": a.batch, "reps": a.reps, "modes": modes,
+                            "peer_dtypes": peer_dtypes if peer_ok else [], "peer_attn": a.peer_attn or "default",
+                            "subscope_flags": "--no-logits --device cuda "
+                            "--compress 0"},
+               "peaks_tflops": peak_of, "peaks_source": peaks.get("source"), "gpu_name": name_smi,
+               "flop_formula": "2 * matmul_params * tokens + 2 * L * H * d_head * T * (T + 1) per sequence (QK^T and "
+                               "PV over the causal triangle); matmul_params = per-layer q/k/v/o (+ gate/up/down or "
+                               "c_fc/c_proj) weights x L, no embeddings, no logits (--no-logits)",
+               "peer_available": peer_ok, "peer_note": peer_why or None,
+               "notes": "subscope bf16 = bf16 matrix products (weights stored in bf16, activations rounded per "
+                        "product), everything else fp32; HF bf16 = the whole model in bf16.",
+               "results": results}
+        os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
+        tmp = a.json + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(doc, f, indent=1)
+            f.write("\n")
+        os.replace(tmp, a.json)
     for model in [m for m in a.models.split(",") if m]:
         with open(os.path.join(model, "config.json")) as f:
             cfg = json.load(f)
@@ -413,24 +436,9 @@ def main():
                     ratios[f"subscope_{mode}_over_peer_{dt}"] = s["tokens_per_s"] / p["tokens_per_s"]
         entry["speedup"] = ratios
         results.append(entry)
+        write_doc(False)
 
-    doc = {"benchmark": "forward-gpu", "elapsed_s": time.time() - t_start,
-           "settings": {"prompts": a.prompts, "tokens": a.tokens, "batch": a.batch, "reps": a.reps, "modes": modes,
-                        "peer_dtypes": peer_dtypes if peer_ok else [], "peer_attn": a.peer_attn or "default",
-                        "subscope_flags": "--no-logits --device cuda "
-                        "--compress 0"},
-           "peaks_tflops": peak_of, "peaks_source": peaks.get("source"), "gpu_name": name_smi,
-           "flop_formula": "2 * matmul_params * tokens + 2 * L * H * d_head * T * (T + 1) per sequence (QK^T and PV "
-                           "over the causal triangle); matmul_params = per-layer q/k/v/o (+ gate/up/down or "
-                           "c_fc/c_proj) weights x L, no embeddings, no logits (--no-logits)",
-           "peer_available": peer_ok, "peer_note": peer_why or None,
-           "notes": "subscope bf16 = bf16 matrix products (weights stored in bf16, activations rounded per "
-                    "product), everything else fp32; HF bf16 = the whole model in bf16.",
-           "results": results}
-    os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
-    with open(a.json, "w") as f:
-        json.dump(doc, f, indent=1)
-        f.write("\n")
+    write_doc(True)
     if not a.workdir:
         for n in os.listdir(workdir):
             os.remove(os.path.join(workdir, n))

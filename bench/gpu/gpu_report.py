@@ -4,6 +4,7 @@ issue's targets with pass/fail. Standard library only.
 
     gpu_report.py --kernels K.json --forward F.json [--llama L.json] [--cpu C.json] --results bench/results
     gpu_report.py --cpu C.json                      # no GPU: the targets table alone
+    gpu_report.py --merge EARLIER.json --collect C.json --out M.json   # add one call's step to another's
 
 Inputs: kernel_bench's JSON, bench_gpu_forward.py's JSON, and optionally the CPU
 benchmark's JSON of the same run (for the CPU target). Any may be missing (a step that
@@ -53,6 +54,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BENCH = os.path.dirname(HERE)
 sys.path.insert(0, BENCH)
 from bench_forward import git_commit  # noqa: E402
+from bench_collect import add_targets, nearest_syrk_rate  # noqa: E402
 
 
 def load(path):
@@ -175,13 +177,21 @@ def llama_targets(llama, kern):
 def issue_targets(kern, collect, ablate, ablate_large, attribute, ablate_bf16=None):
     """Rows C1-C3 (issue 4), A1-A2 (issue 5), G1-G2 (issue 6); "not run" where a step is missing."""
     rows = []
+    if collect and not collect.get("batches_target_s") and collect.get("cov_flops"):
+        # gpu_collect ran before this run's gpu_kernels (or in another call): judge it by the
+        # Ssyrk rate of the kernel JSON given here, and say so in the note
+        rate = nearest_syrk_rate(kern, collect["width"])
+        if rate:
+            collect = dict(collect, syrk_from="the report's kernel JSON")
+            add_targets(collect, rate)
     if collect and collect.get("batches_target_s"):
         b = collect["collect_phases"]["batches_s"]
         rows.append(("C1", "collect batches vs 1.15 fwd + Ssyrk products", f"{b:.3f}s", f"<= {collect['batches_target_s']:.3f}s",
                      "PASS" if collect.get("batches_target_met") else "FAIL",
                      f"{collect['n_sites']} sites of {collect['width']}, {collect['rows']} rows; whole job "
                      f"{collect['collect_net_s']:.2f}s net (totals {collect['collect_phases']['totals_s']:.2f}s, "
-                     f"write {collect['collect_phases']['write_s']:.2f}s)"))
+                     f"write {collect['collect_phases']['write_s']:.2f}s)"
+                     + (f"; Ssyrk's rate from {collect['syrk_from']}" if collect.get("syrk_from") else "")))
     else:
         rows.append(("C1", "collect batches vs 1.15 fwd + Ssyrk products", None, "<= 1x", "not run", "no gpu_collect result"))
     ms = {r["name"]: r["median_ms"] for r in (kern or {}).get("results", []) if "error" not in r and "median_ms" in r}
@@ -425,26 +435,36 @@ def main():
     ap.add_argument("--results", default=None, help="directory for <device>-<date>.json (omit: print only)")
     ap.add_argument("--out", default=None, help="exact output path (overrides --results)")
     ap.add_argument("--note", action="append", default=[], help="a line to record (e.g. why a step was skipped)")
+    ap.add_argument("--merge", help="an earlier merged file of the same device and commit (another call of one "
+                    "lease): each step not given here is taken from it, with its device, commit and notes")
     a = ap.parse_args()
-    kern, fwd, cpu, llama = load(a.kernels), load(a.forward), load(a.cpu), load(a.llama)
-    issues = (load(a.collect), load(a.ablate), load(a.ablate_large), load(a.attribute), load(a.ablate_bf16))
+    prev = load(a.merge) or {}
+    if a.merge and not prev:
+        sys.exit(f"gpu_report.py: --merge {a.merge}: no such file")
+
+    def step(path, key):
+        return load(path) if path else prev.get(key)
+    kern, fwd, cpu, llama = step(a.kernels, "kernels"), step(a.forward, "forward"), load(a.cpu), step(a.llama, "llama")
+    issues = (step(a.collect, "collect"), step(a.ablate, "ablate"), step(a.ablate_large, "ablate_large"),
+              step(a.attribute, "attribute"), step(a.ablate_bf16, "ablate_bf16"))
     tg = targets(kern, fwd, cpu, llama, issues)
     print_tables(kern, fwd, tg, llama)
     if not (a.results or a.out):
         return
-    smi = nvidia_smi()
+    smi = nvidia_smi() or prev.get("device", {}).get("nvidia_smi") or {}
     name = (kern or {}).get("device", {}).get("name") or smi.get("name") or "unknown-gpu"
     date = datetime.datetime.now(datetime.timezone.utc)
     doc = {
         "benchmark": "gpu",
         "date": date.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "git_commit": git_commit(),
-        "host": socket.gethostname().split(".")[0],
+        "git_commit": prev.get("git_commit") or git_commit(),
+        "host": prev.get("host") or socket.gethostname().split(".")[0],
         "device": {"name": name, "nvidia_smi": smi, "cuda": (kern or {}).get("device")},
         "versions": {"driver": smi.get("driver_version"), "driver_cuda": smi.get("driver_cuda_version"),
                      "cuda_runtime": (kern or {}).get("versions", {}).get("runtime"),
-                     "cublas": (kern or {}).get("versions", {}).get("cublas"), "nvcc": nvcc_version()},
-        "notes": a.note,
+                     "cublas": (kern or {}).get("versions", {}).get("cublas"),
+                     "nvcc": prev.get("versions", {}).get("nvcc") or nvcc_version()},
+        "notes": prev.get("notes", []) + a.note,
         "targets": tg,
         "kernels": kern,
         "forward": fwd,

@@ -141,14 +141,23 @@ if [ "$CHECK_BUDGET" -gt 0 ]; then
 fi
 tb=$(date +%s)
 if [ "$STEPS" != none ] && [ "$rc" != 2 ]; then
+    cut=0
     for s in ${STEPS//,/ }; do
         left=$((BENCH_S - ($(date +%s) - tb)))
         if [ $left -lt 10 ]; then echo "run_bundle.sh: bench $s skipped (time)"; continue; fi
         # shellcheck disable=SC2086 # BENCH_ARGS is a list of options
         timeout -k 5 $left bash bench/run_all.sh --gpu-only --no-build --no-install --quick --only "$s" $BENCH_ARGS \
             >>"$OUTDIR/bench.txt" 2>&1
-        echo "run_bundle.sh: bench $s exit $? after $(($(date +%s) - T0)) s"
+        src=$?
+        echo "run_bundle.sh: bench $s exit $src after $(($(date +%s) - T0)) s"
+        [ $src = 124 ] || [ $src = 137 ] && cut=1
     done
+    # a step cut by the time limit merged nothing: merge what the steps left (gpu_forward
+    # keeps each finished model), outside the limit, as it only reads small JSON files
+    if [ $cut = 1 ]; then
+        timeout 120 bash bench/run_all.sh --gpu-only --no-build --no-install --only report >>"$OUTDIR/bench.txt" 2>&1
+        echo "run_bundle.sh: report of the cut steps exit $? after $(($(date +%s) - T0)) s"
+    fi
     find bench/results -name '*.json' ! -name 'gpu-check-*' -newermt "@$T0" -exec cp {} "$OUTDIR/" \;
 fi
 if [ "$PIPE_S" -gt 0 ] && [ -z "$PIPE_CPUS" ]; then
