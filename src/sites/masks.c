@@ -362,9 +362,14 @@ static ss_status json_mask(const ss_config *cfg, const ss_json *root, const char
     const ss_json *mode = ss_json_get(root, "mode");
     if (mode) {
         if (mode->type != SS_JSON_STRING) return ss_errorf(SS_ERR_FORMAT, "%s: field 'mode' must be a string", where);
-        if (ss_mask_mode_parse(mode->str, &m->mode))
-            return ss_errorf(SS_ERR_ARG, "%s: field 'mode': unknown mode '%s' (zero, mean, scale, noise, negnoise)",
-                             where, mode->str);
+        if (ss_mask_mode_parse(mode->str, &m->mode)) {
+            char list[128] = "";
+            for (int i = 0; i < N_MODES; i++) {
+                size_t l = strlen(list);
+                snprintf(list + l, sizeof list - l, "%s%s", i ? ", " : "", mode_names[i]);
+            }
+            return ss_errorf(SS_ERR_ARG, "%s: field 'mode': unknown mode '%s' (%s)", where, mode->str, list);
+        }
     }
     int r = ss_json_get_num(root, "factor", &m->factor);
     if (r < 0) return ss_errorf(SS_ERR_FORMAT, "%s: field 'factor' must be a number", where);
@@ -388,6 +393,18 @@ static ss_status json_mask(const ss_config *cfg, const ss_json *root, const char
         seed = sv->i;
     }
     m->seed = (uint64_t)seed;
+    /* a field that the mode does not read is a mistake (say, "factor" on a zero mask meant
+     * as a scale): refused rather than ignored ("relative": false is harmless). "seed" is
+     * not checked, as mask files carry the seed that made a random control mask whatever
+     * its mode. */
+    const int noisy = m->mode == SS_MASK_NOISE || m->mode == SS_MASK_NEGNOISE;
+    const char *unread = m->mode != SS_MASK_SCALE && ss_json_get(root, "factor") ? "factor"
+                         : !noisy && ss_json_get(root, "sigma")                  ? "sigma"
+                         : !noisy && m->sigma_relative                           ? "relative"
+                                                                                 : NULL;
+    if (unread)
+        return ss_errorf(SS_ERR_ARG, "%s: field '%s' is for mode %s, not %s", where, unread,
+                         !strcmp(unread, "factor") ? "scale" : "noise or negnoise", ss_mask_mode_name(m->mode));
 
     const ss_json *site = ss_json_get(root, "site"), *sites = ss_json_get(root, "sites");
     ss_status st = SS_OK;

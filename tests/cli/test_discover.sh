@@ -58,6 +58,8 @@ expect_fail "no per-label statistics" "no per-label statistics (collect with --g
 expect_fail "site not in the stats file" "'blocks.0.hook_resid_pre' matches no site" "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites blocks.0.hook_resid_pre --method cluster --out "$X"
 expect_fail "fraction 0" "--fraction 0 is outside (0, 1]" "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method cluster --fraction 0 --out "$X"
 expect_fail "fraction 2" "--fraction 2 is outside (0, 1]" "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method cluster --fraction 2 --out "$X"
+expect_fail "--factor without --mode scale" "--factor is for --mode scale, not zero" "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method cluster --factor 0.5 --out "$X"
+expect_fail "--sigma with --mode mean" "--sigma is for --mode noise or negnoise, not mean" "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method cluster --mode mean --sigma 1 --out "$X"
 expect_fail "fraction not a number" "--fraction must be a number" "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method cluster --fraction abc --out "$X"
 expect_fail "unknown method" "want cluster or contrast" "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method kmeans --out "$X"
 expect_fail "contrast without --contrast" "needs --contrast" "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method contrast --out "$X"

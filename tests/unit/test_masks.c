@@ -173,6 +173,15 @@ TEST(masks_jsonl_errors_name_file_line_mask_and_field) {
     CHECK(bad_line(&c, "{\"name\": \"a\", \"site\": \"hook_embed\", \"factor\": -0.1}", SS_ERR_ARG, "outside [0,1]"));
     CHECK(bad_line(&c, "{\"name\": \"a\", \"site\": \"hook_embed\", \"factor\": \"x\"}", SS_ERR_FORMAT, "field 'factor' must be a number"));
     CHECK(bad_line(&c, "{\"name\": \"a\", \"site\": \"hook_embed\", \"mode\": \"scale\"}", SS_ERR_ARG, "field 'factor' missing"));
+    /* a field that the mode does not read is refused, not ignored */
+    CHECK(bad_line(&c, "{\"name\": \"a\", \"site\": \"hook_embed\", \"factor\": 0.5}", SS_ERR_ARG,
+                   "mask 'a': field 'factor' is for mode scale, not zero"));
+    CHECK(bad_line(&c, "{\"name\": \"a\", \"site\": \"hook_embed\", \"mode\": \"mean\", \"sigma\": 1}", SS_ERR_ARG,
+                   "field 'sigma' is for mode noise or negnoise, not mean"));
+    CHECK(bad_line(&c, "{\"name\": \"a\", \"site\": \"hook_embed\", \"mode\": \"scale\", \"factor\": 0.5, \"relative\": true}",
+                   SS_ERR_ARG, "field 'relative' is for mode noise or negnoise, not scale"));
+    CHECK(bad_line(&c, "{\"name\": \"a\", \"site\": \"hook_embed\", \"mode\": \"slice\"}", SS_ERR_ARG,
+                   "(zero, mean, scale, noise, negnoise, resample, patch)"));
     CHECK(bad_line(&c, "{\"name\": \"a\", \"site\": \"hook_embed\", \"mode\": \"noise\", \"sigma\": -1}", SS_ERR_ARG,
                    "mask 'a': field 'sigma' -1 is negative"));
     CHECK(bad_line(&c, "{\"name\": \"a\", \"site\": \"hook_embed\", \"mode\": \"negnoise\"}", SS_ERR_ARG, "field 'sigma' missing"));
@@ -349,7 +358,7 @@ TEST(mask_identity_settings_leave_bits_unchanged) {
     o[2 * TLD + 3] = NAN;
     const char *ident[] = {
         TINY_MASK("\"mode\": \"scale\", \"factor\": 1"),
-        TINY_MASK("\"mode\": \"scale\", \"factor\": 1.0, \"sigma\": 3"),
+        TINY_MASK("\"mode\": \"scale\", \"factor\": 1.0, \"seed\": 3"),
         TINY_MASK("\"mode\": \"noise\", \"sigma\": 0"),
         TINY_MASK("\"mode\": \"negnoise\", \"sigma\": 0"),
         /* positions no sequence reaches */
