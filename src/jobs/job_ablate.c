@@ -823,6 +823,20 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
             if (!strcmp(masks[i].name, masks[j].name)) { st = ss_errorf(SS_ERR_ARG, "two masks are named '%s'", masks[i].name); goto out; }
     }
 
+    /* A mask whose positions all lie past the longest prompt changes nothing: said, as a
+     * position list written for other prompts is the likely cause. */
+    if (rank == 0 && job->table) {
+        int64_t longest = 0;
+        for (int64_t i = 0; i < N; i++)
+            if (run.p->items[i].n_tokens > longest) longest = run.p->items[i].n_tokens;
+        for (int i = 0; i < n_masks; i++)
+            if (masks[i].n_positions && masks[i].positions[0] >= longest)
+                fprintf(job->table,
+                        "note: mask '%s': its positions (from %lld) lie past every prompt (the longest has %lld "
+                        "tokens): it changes nothing\n",
+                        masks[i].name, (long long)masks[i].positions[0], (long long)longest);
+    }
+
     /* Which sites need per-unit statistics, and which each mask touches. */
     need_stats = ss_calloc((size_t)ns, 1, "sites");
     touched = ss_calloc((size_t)(ns * n_masks), 1, "sites");

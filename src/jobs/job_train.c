@@ -243,14 +243,41 @@ out:
 
 /* ---- the job ---- */
 
-static ss_status check_out_dir(const char *out, int *exists) {
+/* Every name that write_output may give a file in the output directory. */
+static const char *const written_names[] = {"model.safetensors", "config.json",   "tokenizer.json",
+                                            "vocab.json",        "merges.txt",    "tokenizer_config.json",
+                                            "special_tokens_map.json", "subscope_train.json"};
+
+/* An input (--config, --data) that is one of the files the output directory will
+ * receive would be replaced: refused, however the paths are spelt. (The CLI refuses an
+ * --out that is an input itself; this is the case of a file inside it.) */
+static ss_status check_inputs_not_replaced(const ss_train_job *job) {
+    const char *inputs[][2] = {{"--config", job->config}, {"--data", job->data}};
+    for (size_t i = 0; i < sizeof inputs / sizeof *inputs; i++) {
+        struct stat si, so;
+        if (!inputs[i][1] || stat(inputs[i][1], &si) != 0) continue;
+        for (size_t k = 0; k < sizeof written_names / sizeof *written_names; k++) {
+            char *p = ss_path_join(job->out, written_names[k]);
+            if (!p) return SS_ERR_NOMEM;
+            const int same = stat(p, &so) == 0 && so.st_dev == si.st_dev && so.st_ino == si.st_ino;
+            free(p);
+            if (same)
+                return ss_errorf(SS_ERR_ARG, "%s %s is the %s that --out %s would replace", inputs[i][0], inputs[i][1],
+                                 written_names[k], job->out);
+        }
+    }
+    return SS_OK;
+}
+
+static ss_status check_out_dir(const ss_train_job *job, int *exists) {
+    const char *out = job->out;
     struct stat sb;
     *exists = 0;
     if (!out || !*out) return ss_errorf(SS_ERR_ARG, "no output directory given");
     if (stat(out, &sb) == 0) {
         if (!S_ISDIR(sb.st_mode)) return ss_errorf(SS_ERR_ARG, "%s exists and is not a directory", out);
         *exists = 1;
-        return SS_OK;
+        return check_inputs_not_replaced(job);
     }
     char *parent = ss_strdup(out);
     if (!parent) return SS_ERR_NOMEM;
@@ -641,7 +668,7 @@ ss_status ss_job_train(const ss_train_job *job) {
     ss_train_result res = {0};
     int dir_existed = 0;
     ss_status st;
-    if ((st = read_inputs(&t)) || (st = check_out_dir(job->out, &dir_existed)) || (st = open_model(&t)) ||
+    if ((st = check_out_dir(job, &dir_existed)) || (st = read_inputs(&t)) || (st = open_model(&t)) ||
         (st = train_loop(&t, &res)) || (st = write_output(&t, &res, dir_existed)))
         goto done;
     if (job->result) *job->result = res;

@@ -150,4 +150,8 @@ pa=$(printf '%s\n' "$tl" | sed -nE 's/.*timing: passes ([0-9.]+) s.*/\1/p')
 pf=$(printf '%s\n' "$tl" | sed -nE "s/.*past the first batch of prompts ([0-9.]+) s \($np batches\)$/\1/p")
 [ -n "$pf" ] && awk -v a="$pa" -v f="$pf" 'BEGIN { exit !(f > 0 && f < a) }' &&
     pass "SUBSCOPE_TIMING=1: the passes past the first batch of prompts" || fail "ablate timing past the first batch" "got: $tl"
+# A mask whose positions lie past every prompt changes nothing, and says so.
+"$SUBSCOPE" ablate --model $M --input $P --mask 'blocks.1.mlp.hook_post[pos=120]' --out "$TMP/far.h5" >"$TMP/far.txt" 2>&1
+grep -q "note: mask 'blocks.1.mlp.hook_post\[pos=120\]': its positions (from 120) lie past every prompt" "$TMP/far.txt" &&
+    pass "a mask past every prompt is named" || fail "mask past every prompt" "$(head -c 400 "$TMP/far.txt")"
 finish

@@ -51,5 +51,11 @@ expect_fail "empty data file" "no prompts in the file" \
     "$SUBSCOPE" train --config "$TMP/small.json" --data "$TMP/empty.txt" --tokenizer $TOK --out "$TMP/bad"
 expect_fail "--lr 0" "--lr must be positive" run --out "$TMP/bad" --lr 0
 [ -e "$TMP/bad" ] && fail "failed runs left $TMP/bad" || pass "failed runs created no output directory"
+# An input that is one of the files --out DIR would receive is refused, and left as it was.
+mkdir -p "$TMP/own" && cp "$TMP/m1/config.json" "$TMP/own/config.json"
+expect_fail "--config DIR/config.json with --out DIR" "is the config.json that --out" \
+    "$SUBSCOPE" train --config "$TMP/own/config.json" --data "$TMP/corpus.txt" --tokenizer $TOK --steps 1 --out "$TMP/own/."
+cmp -s "$TMP/m1/config.json" "$TMP/own/config.json" && [ ! -e "$TMP/own/model.safetensors" ] &&
+    pass "the refused run left the folder alone" || fail "refused train left the folder alone"
 "$SUBSCOPE" train --help | grep -q "subscope train --config small.json" && pass "--help has an example" || fail "--help example"
 finish
