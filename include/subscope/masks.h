@@ -14,6 +14,10 @@
 extern "C" {
 #endif
 
+/* The largest noise sigma a mask may ask for: past it the noise leaves float32's range
+ * (about 3.4e38) and every metric becomes NaN. Relative sigmas are bounded alike. */
+#define SS_MASK_SIGMA_MAX 1e30
+
 typedef enum ss_mask_mode {
     SS_MASK_ZERO, SS_MASK_MEAN, SS_MASK_SCALE, SS_MASK_NOISE, SS_MASK_NEGNOISE,
     SS_MASK_RESAMPLE, /* the value another prompt of the input has at the same unit (see ss_mask_resample_source) */

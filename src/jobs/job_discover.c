@@ -815,6 +815,8 @@ static ss_status check_job(const ss_discover_job *job, char **la, char **lb) {
         return ss_errorf(SS_ERR_ARG, "--factor %g is outside [0, 1]", job->factor);
     if (mode == SS_MASK_SCALE && !job->has_factor) return ss_errorf(SS_ERR_ARG, "--mode scale needs --factor in [0, 1]");
     if (job->has_sigma && !(job->sigma >= 0)) return ss_errorf(SS_ERR_ARG, "--sigma %g is negative", job->sigma);
+    if (job->has_sigma && job->sigma > SS_MASK_SIGMA_MAX)
+        return ss_errorf(SS_ERR_ARG, "--sigma %g is above %g", job->sigma, SS_MASK_SIGMA_MAX);
     if (job->has_factor && mode != SS_MASK_SCALE)
         return ss_errorf(SS_ERR_ARG, "--factor is for --mode scale, not %s", ss_mask_mode_name(mode));
     if (job->has_sigma && mode != SS_MASK_NOISE && mode != SS_MASK_NEGNOISE)

@@ -380,6 +380,8 @@ static ss_status json_mask(const ss_config *cfg, const ss_json *root, const char
     r = ss_json_get_num(root, "sigma", &m->sigma);
     if (r < 0) return ss_errorf(SS_ERR_FORMAT, "%s: field 'sigma' must be a number", where);
     if (r > 0 && !(m->sigma >= 0)) return ss_errorf(SS_ERR_ARG, "%s: field 'sigma' %g is negative", where, m->sigma);
+    if (r > 0 && m->sigma > SS_MASK_SIGMA_MAX) /* noise past float32's range would turn every metric into NaN */
+        return ss_errorf(SS_ERR_ARG, "%s: field 'sigma' %g is above %g", where, m->sigma, SS_MASK_SIGMA_MAX);
     if (r == 0 && (m->mode == SS_MASK_NOISE || m->mode == SS_MASK_NEGNOISE))
         return ss_errorf(SS_ERR_ARG, "%s: field 'sigma' missing (mode %s needs sigma >= 0)", where,
                          ss_mask_mode_name(m->mode));

@@ -185,6 +185,8 @@ TEST(masks_jsonl_errors_name_file_line_mask_and_field) {
     CHECK(bad_line(&c, "{\"name\": \"a\", \"site\": \"hook_embed\", \"mode\": \"noise\", \"sigma\": -1}", SS_ERR_ARG,
                    "mask 'a': field 'sigma' -1 is negative"));
     CHECK(bad_line(&c, "{\"name\": \"a\", \"site\": \"hook_embed\", \"mode\": \"negnoise\"}", SS_ERR_ARG, "field 'sigma' missing"));
+    CHECK(bad_line(&c, "{\"name\": \"a\", \"site\": \"hook_embed\", \"mode\": \"noise\", \"sigma\": 1e308}", SS_ERR_ARG,
+                   "field 'sigma' 1e+308 is above 1e+30"));
     CHECK(bad_line(&c, "{\"name\": \"a\", \"site\": \"hook_embed\", \"sigma\": [1]}", SS_ERR_FORMAT, "field 'sigma' must be a number"));
     CHECK(bad_line(&c, "{\"name\": \"a\", \"site\": \"hook_embed\", \"relative\": 1}", SS_ERR_FORMAT, "field 'relative'"));
     CHECK(bad_line(&c, "{\"name\": \"a\", \"site\": \"hook_embed\", \"seed\": -3}", SS_ERR_FORMAT, "field 'seed'"));
