@@ -22,7 +22,9 @@
  * merges its batches: the same robustness to a large common offset as two
  * passes over the row, with one reduction (one barrier) where the mean and then
  * the variance took two (four barriers). On an H200 the two reductions ran at
- * 78% of copy bandwidth at d 768, where rmsnorm's single one ran at 89%.
+ * 78% of copy bandwidth at d 768, where rmsnorm's single one ran at 89%. fp32
+ * weight and bias vectors on 16-byte boundaries are read a float4 at a time
+ * (two loads per four outputs instead of eight).
  *
  * ss_cuda_layernorm_to writes the same values in fp16 or bf16 (rounded to
  * nearest even, as ss_cuda_convert rounds the fp32 output), for a product
@@ -145,15 +147,17 @@ SS_KERNEL(ss_k_layernorm_reg, (void *, out), (int, odt), (const float *, x), (co
     }
     ln_block_moments(&n, &mean, &q, red);
     const float rstd = rsqrtf(q / (float)d + eps);
+    const int w4 = ss_weight_vec4(w, wdt), b4 = ss_weight_vec4(b, wdt);
     SS_UNROLL
     for (int k = 0; k < LN_V; k++) {
-        const int64_t i = t + (int64_t)k * T, e = 4 * i;
+        const int64_t i = t + (int64_t)k * T;
         if (i < d4) {
+            const float4 g = ss_load_weight4(w, wdt, 4 * i, w4), c = ss_load_weight4(b, wdt, 4 * i, b4);
             float4 r;
-            r.x = (v[k].x - mean) * rstd * ss_load_weight(w, wdt, e) + (b ? ss_load_weight(b, wdt, e) : 0.f);
-            r.y = (v[k].y - mean) * rstd * ss_load_weight(w, wdt, e + 1) + (b ? ss_load_weight(b, wdt, e + 1) : 0.f);
-            r.z = (v[k].z - mean) * rstd * ss_load_weight(w, wdt, e + 2) + (b ? ss_load_weight(b, wdt, e + 2) : 0.f);
-            r.w = (v[k].w - mean) * rstd * ss_load_weight(w, wdt, e + 3) + (b ? ss_load_weight(b, wdt, e + 3) : 0.f);
+            r.x = (v[k].x - mean) * rstd * g.x + c.x;
+            r.y = (v[k].y - mean) * rstd * g.y + c.y;
+            r.z = (v[k].z - mean) * rstd * g.z + c.z;
+            r.w = (v[k].w - mean) * rstd * g.w + c.w;
             ss_store_act4(out, odt, (int64_t)blockIdx.x * d4 + i, r);
         }
     }

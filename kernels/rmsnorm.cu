@@ -53,14 +53,15 @@ SS_KERNEL(ss_k_rmsnorm_reg, (void *, out), (int, odt), (const float *, x), (cons
         ss += (v[k].x * v[k].x + v[k].y * v[k].y) + (v[k].z * v[k].z + v[k].w * v[k].w);
     }
     const float r = rsqrtf(ss_block_sum(ss, red) / (float)d + eps);
+    const int w4 = ss_weight_vec4(w, wdt);
     SS_UNROLL
     for (int k = 0; k < RMS_V; k++) {
-        const int64_t i = t + (int64_t)k * T, e = 4 * i;
-        if (i < d4)
+        const int64_t i = t + (int64_t)k * T;
+        if (i < d4) {
+            const float4 g = ss_load_weight4(w, wdt, 4 * i, w4);
             ss_store_act4(out, odt, (int64_t)blockIdx.x * d4 + i,
-                          make_float4(v[k].x * r * ss_load_weight(w, wdt, e), v[k].y * r * ss_load_weight(w, wdt, e + 1),
-                                      v[k].z * r * ss_load_weight(w, wdt, e + 2),
-                                      v[k].w * r * ss_load_weight(w, wdt, e + 3)));
+                          make_float4(v[k].x * r * g.x, v[k].y * r * g.y, v[k].z * r * g.z, v[k].w * r * g.w));
+        }
     }
 }
 

@@ -111,6 +111,17 @@ SS_DEV float ss_load_weight(const void *w, int dtype, int64_t i) {
 
 SS_HD int ss_aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
+/* Elements e..e+3 (e a multiple of 4) of a weight vector: one float4 load where
+ * vec4 (an fp32 vector on a 16-byte boundary: ss_weight_vec4), else four loads.
+ * A NULL vector reads as zeros (an absent bias). */
+SS_HD int ss_weight_vec4(const void *w, int dtype) { return dtype == SS_CUDA_F32 && ss_aligned16(w); }
+SS_DEV float4 ss_load_weight4(const void *w, int dtype, int64_t e, int vec4) {
+    if (!w) return make_float4(0.f, 0.f, 0.f, 0.f);
+    if (vec4) return ((const float4 *)w)[e / 4];
+    return make_float4(ss_load_weight(w, dtype, e), ss_load_weight(w, dtype, e + 1), ss_load_weight(w, dtype, e + 2),
+                       ss_load_weight(w, dtype, e + 3));
+}
+
 #define SS_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define SS_MAX(a, b) ((a) > (b) ? (a) : (b))
 

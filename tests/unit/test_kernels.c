@@ -271,6 +271,20 @@ TEST(kernel_layernorm_rmsnorm_vs_reference) {
             free(x); free(w); free(b); free(w32); free(b32); free(wd); free(bd); free(out); free(ref);
         }
     }
+    /* fp32 weights off a 16-byte boundary take the four-loads path (ss_load_weight4) */
+    {
+        const int64_t rows = 3, d = 768, n = rows * d;
+        float *x = ss_test_rvec(n, 12, 1.0f), *wb = ss_test_rvec(2 * d + 2, 13, 1.0f);
+        float *out = ss_test_fvec(n, 0), *ref = ss_test_fvec(n, 0);
+        const float *w = wb + 1, *b = wb + d + 2; /* 4 and 8 bytes past a boundary */
+        CHECK_OK(be->layernorm(be, ref, x, w, b, rows, d, 1e-5f));
+        CHECK(ss_cuda_layernorm(out, x, w, b, SS_CUDA_F32, rows, d, 1e-5f, NULL) == 0);
+        CHECK(ss_test_compare("layernorm f32 3x768, unaligned w, b", out, ref, n, 1e-5, 1e-5) == 0);
+        CHECK_OK(be->rmsnorm(be, ref, x, w, rows, d, 1e-5f));
+        CHECK(ss_cuda_rmsnorm(out, x, w, SS_CUDA_F32, rows, d, 1e-5f, NULL) == 0);
+        CHECK(ss_test_compare("rmsnorm f32 3x768, unaligned w", out, ref, n, 1e-5, 1e-5) == 0);
+        free(x); free(wb); free(out); free(ref);
+    }
 }
 
 /* ---- rotary embeddings, SwiGLU ----------------------------------------- */
