@@ -294,16 +294,22 @@ static int key_in(const char *k, const char *const *allowed) {
     return 0;
 }
 
+/* names[0..n) (n < 0: up to a NULL) as "a, b, c" in list, for messages. */
+static const char *join_names(const char *const *names, int n, char *list, size_t cap) {
+    list[0] = 0;
+    for (int i = 0; n < 0 ? names[i] != NULL : i < n; i++) {
+        size_t l = strlen(list);
+        snprintf(list + l, cap - l, "%s%s", i ? ", " : "", names[i]);
+    }
+    return list;
+}
+
 static ss_status check_keys(const ss_json *obj, const char *const *allowed, const char *where, const char *what) {
+    char list[256];
     for (size_t i = 0; i < obj->len; i++)
-        if (!key_in(obj->keys[i], allowed)) {
-            char list[256] = "";
-            for (const char *const *a = allowed; *a; a++) {
-                size_t l = strlen(list);
-                snprintf(list + l, sizeof list - l, "%s%s", l ? ", " : "", *a);
-            }
-            return ss_errorf(SS_ERR_FORMAT, "%s: unknown field '%s' in %s (known: %s)", where, obj->keys[i], what, list);
-        }
+        if (!key_in(obj->keys[i], allowed))
+            return ss_errorf(SS_ERR_FORMAT, "%s: unknown field '%s' in %s (known: %s)", where, obj->keys[i], what,
+                             join_names(allowed, -1, list, sizeof list));
     return SS_OK;
 }
 
@@ -363,12 +369,9 @@ static ss_status json_mask(const ss_config *cfg, const ss_json *root, const char
     if (mode) {
         if (mode->type != SS_JSON_STRING) return ss_errorf(SS_ERR_FORMAT, "%s: field 'mode' must be a string", where);
         if (ss_mask_mode_parse(mode->str, &m->mode)) {
-            char list[128] = "";
-            for (int i = 0; i < N_MODES; i++) {
-                size_t l = strlen(list);
-                snprintf(list + l, sizeof list - l, "%s%s", i ? ", " : "", mode_names[i]);
-            }
-            return ss_errorf(SS_ERR_ARG, "%s: field 'mode': unknown mode '%s' (%s)", where, mode->str, list);
+            char list[128];
+            return ss_errorf(SS_ERR_ARG, "%s: field 'mode': unknown mode '%s' (%s)", where, mode->str,
+                             join_names(mode_names, N_MODES, list, sizeof list));
         }
     }
     int r = ss_json_get_num(root, "factor", &m->factor);
