@@ -110,6 +110,7 @@ typedef struct ss_model {
     struct ss_comm_req *send_req[SS_PIPE_SENDING];
     int n_sending;
     int inspect_only;               /* ss_model_inspect: weights checked, not converted; cannot run */
+    int finite_checked;             /* every weight scanned for NaN and infinities (check_weights) */
 } ss_model;
 
 /* Loads config.json, the weights and (optionally) the tokenizer from dir, or

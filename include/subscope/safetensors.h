@@ -78,6 +78,11 @@ void ss_weights_prefetch(const ss_weights *w, const void *data, size_t n);
 ss_status ss_tensor_to_f32(const ss_tensor_info *t, float *dst, size_t n);
 /* The same for elements [first, first + len) of a tensor of n elements. */
 ss_status ss_tensor_to_f32_range(const ss_tensor_info *t, size_t n, size_t first, size_t len, float *dst);
+/* Whether a float tensor (F32, F16, BF16, F64) holds a NaN or an infinity
+ * (for F64, also a finite value beyond float32's range): NULL when it holds
+ * none (or is not a float type), else what the first one is, "NaN" or
+ * "an infinity", with its element index (row-major) in *at. */
+const char *ss_tensor_nonfinite(const ss_tensor_info *t, size_t *at);
 
 #ifdef __cplusplus
 }

@@ -105,8 +105,11 @@ static ss_status src_to_f32(const ss_weight_src *w, size_t first, size_t len, fl
     return SS_OK;
 }
 
+static ss_status check_weights(ss_model *m);
+
 /* Converts every waiting weight into a float32 buffer the model owns. */
 static ss_status materialize(ss_model *m) {
+    SS_TRY(check_weights(m));
     const int tied = m->w.lm_head && m->w.lm_head == m->w.wte;
     for (size_t i = 0; i < m->n_srcs; i++) {
         const ss_weight_src *w = &m->srcs[i];
@@ -420,6 +423,45 @@ static const ss_weight_src *file_src(const ss_model *m, const void *const *slot)
     return NULL;
 }
 
+/* A NaN or an infinity in a weight spreads to every output it reaches,
+ * silently. So each weight's file tensors are scanned once, before they are
+ * converted or uploaded: their pages are read then anyway. */
+static ss_status check_tensor(const ss_tensor_info *t) {
+    size_t at;
+    const char *bad = ss_tensor_nonfinite(t, &at);
+    if (!bad) return SS_OK;
+    char where[64] = "";
+    if (t->ndim == 2 && t->shape[1] > 0)
+        snprintf(where, sizeof where, " (row %zu, column %zu)", at / (size_t)t->shape[1], at % (size_t)t->shape[1]);
+    return ss_errorf(SS_ERR_FORMAT, "%s: tensor '%s' holds %s at element %zu%s; the weights are corrupt", t->file,
+                     t->name, bad, at, where);
+}
+
+/* The file tensors behind one weight slot: a deferred weight's parts, or
+ * the F32 tensor used in place. A buffer of the model's own (converted and
+ * so checked already, or computed) has none. */
+static ss_status check_slot(const ss_model *m, const void *const *slot) {
+    const ss_weight_src *w = file_src(m, slot);
+    for (int j = 0; w && j < w->n_parts; j++) SS_TRY(check_tensor(w->part[j]));
+    for (size_t i = 0; !w && i < ss_weights_count(m->weights); i++) {
+        const ss_tensor_info *t = ss_weights_at(m->weights, i);
+        if (t->data && t->data == *slot) return check_tensor(t);
+    }
+    return SS_OK;
+}
+
+static ss_status check_weights(ss_model *m) {
+    if (m->finite_checked) return SS_OK;
+    weight_slot *slots = ss_malloc((size_t)max_slots(&m->cfg) * sizeof *slots, "weight list");
+    if (!slots) return SS_ERR_NOMEM;
+    ss_status st = SS_OK;
+    const int n = weight_slots(&m->cfg, &m->w, slots);
+    for (int i = 0; i < n && !st; i++) st = check_slot(m, slots[i].ptr);
+    free(slots);
+    m->finite_checked = !st;
+    return st;
+}
+
 ss_status ss_model_place(ss_model *m, const ss_backend *be, int wdtype) {
     if (wdtype == SS_WDTYPE_AUTO)
         wdtype = be->host_memory                        ? SS_WDTYPE_F32
@@ -468,6 +510,7 @@ ss_status ss_model_place(ss_model *m, const ss_backend *be, int wdtype) {
         for (int j = 0; next && j < next->n_parts; j++)
             ss_weights_prefetch(m->weights, next->part[j]->data, next->part[j]->nbytes);
         const size_t count = src[i].count, es = src[i].matrix ? esz : 4, bytes = count * es;
+        if (!m->finite_checked && (st = check_slot(m, src[i].ptr))) break;
         if (w && w->count != count) {
             st = ss_errorf(SS_ERR_INTERNAL, "%s: '%s' holds %zu elements, not %zu", m->dir, w->part[0]->name, w->count,
                            count);
@@ -498,6 +541,7 @@ ss_status ss_model_place(ss_model *m, const ss_backend *be, int wdtype) {
         p += (bytes + 255) & ~(size_t)255;
     }
     if (st) goto out;
+    m->finite_checked = 1;
     if (m->w.lm_head == m->w.wte) m->placed.lm_head = m->placed.wte;
     st = be->sync(be);
 out:

@@ -3,6 +3,8 @@
  * handed out, because the files come from the internet. */
 #include "subscope/safetensors.h"
 
+#include <float.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -611,6 +613,74 @@ const ss_tensor_info *ss_weights_find(const ss_weights *w, const char *name) {
 }
 
 /* ---- conversion ---- */
+
+/* The index of the first of n elements whose exponent bits (exp) are all set
+ * (NaN or infinity), or n. A whole block is ORed first, with a constant count
+ * so that the loop vectorises (one function per width); only a block that
+ * has one, or the last partial block, is searched element by element. memcpy
+ * per element: the data may be unaligned inside the mapping. */
+#define NF_BLOCK 4096
+#define NONFINITE_SCAN(fn, T)                                                   \
+    static size_t fn(const unsigned char *p, size_t n, T exp) {                 \
+        for (size_t b = 0; b < n; b += NF_BLOCK) {                              \
+            const size_t e = n - b < NF_BLOCK ? n : b + NF_BLOCK;               \
+            T any = 0;                                                          \
+            if (e - b == NF_BLOCK) { /* a constant count: no scalar tail */     \
+                const unsigned char *q = p + sizeof(T) * b;                     \
+                for (size_t i = 0; i < NF_BLOCK; i++) {                         \
+                    T u;                                                        \
+                    memcpy(&u, q + sizeof(T) * i, sizeof(T));                  \
+                    any |= (T)((u & exp) == exp);                               \
+                }                                                               \
+            } else {                                                            \
+                any = 1;                                                        \
+            }                                                                   \
+            for (size_t i = b; any && i < e; i++) {                             \
+                T u;                                                            \
+                memcpy(&u, p + sizeof(T) * i, sizeof(T));                      \
+                if ((u & exp) == exp) return i;                                 \
+            }                                                                   \
+        }                                                                       \
+        return n;                                                               \
+    }
+NONFINITE_SCAN(nonfinite16, uint16_t)
+NONFINITE_SCAN(nonfinite32, uint32_t)
+#undef NONFINITE_SCAN
+
+const char *ss_tensor_nonfinite(const ss_tensor_info *t, size_t *at) {
+    size_t n = 0, bytes = 0;
+    *at = 0;
+    if (!t->data || ss_dims_product(t->shape, t->ndim, &n, t->name) != SS_OK ||
+        !ss_mul_ok(n, ss_dtype_size(t->dtype), &bytes) || bytes > t->nbytes)
+        return NULL;
+    const unsigned char *p = t->data;
+    size_t i = n;
+    switch (t->dtype) {
+    case SS_DTYPE_F32: i = nonfinite32(p, n, 0x7f800000u); break;
+    case SS_DTYPE_F16: i = nonfinite16(p, n, 0x7c00u); break;
+    case SS_DTYPE_BF16: i = nonfinite16(p, n, 0x7f80u); break;
+    case SS_DTYPE_F64:
+        /* finite, but past float32's largest value, would be an infinity once converted */
+        for (size_t k = 0; k < n; k++) {
+            double v;
+            memcpy(&v, p + 8 * k, 8);
+            if (!(fabs(v) <= FLT_MAX)) {
+                *at = k;
+                return isnan(v) ? "NaN" : isinf(v) ? "an infinity" : "a value beyond float32's range";
+            }
+        }
+        return NULL;
+    default: return NULL;
+    }
+    if (i == n) return NULL;
+    *at = i;
+    uint32_t u32 = 0;
+    uint16_t u16 = 0;
+    if (t->dtype == SS_DTYPE_F32) memcpy(&u32, p + 4 * i, 4);
+    else memcpy(&u16, p + 2 * i, 2);
+    const uint32_t mant = t->dtype == SS_DTYPE_F32 ? u32 & 0x7fffffu : u16 & (t->dtype == SS_DTYPE_F16 ? 0x3ffu : 0x7fu);
+    return mant ? "NaN" : "an infinity";
+}
 
 ss_status ss_tensor_to_f32(const ss_tensor_info *t, float *dst, size_t n) {
     return ss_tensor_to_f32_range(t, n, 0, n, dst);

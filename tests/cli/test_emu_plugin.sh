@@ -78,4 +78,21 @@ expect_fail "a plugin directory without the plugin is named" "$TMP/none/libsubsc
     env SUBSCOPE_PLUGIN_DIR="$TMP/none" "$SUBSCOPE" ablate --model "$M" --input "$TMP/p.jsonl" \
     --masks "$TMP/masks.jsonl" --device cuda --out "$TMP/x.h5"
 [ ! -e "$TMP/x.h5" ] && pass "no output file when the plugin is missing" || fail "output file left behind"
+# A NaN or an infinity in a weight is found as the weights go to the device: float32 weights
+# uploaded from the file in place, bfloat16 ones uploaded as they are.
+nonfinite_case() { # nonfinite_case NAME DTYPE BYTES WANTED
+    local d=$TMP/nf_$2 out rc size
+    "${TOOLBIN}mkmodel" --out "$d" --layers 2 --d 64 --heads 4 --vocab 300 --positions 32 --seed 3 --dtype "$2" >/dev/null
+    size=$(stat -c %s "$d/model.safetensors")
+    printf "$3" | dd of="$d/model.safetensors" bs=1 seek=$((size - ${#3} / 4)) conv=notrunc 2>/dev/null
+    out=$(SUBSCOPE_PLUGIN_DIR="$EMU" "$SUBSCOPE" forward --model "$d" --input "$TMP/p.jsonl" --device cuda \
+        --out "$TMP/nf.h5" 2>&1); rc=$?
+    if [ $rc = 1 ] && printf '%s' "$out" | grep -q "$4" && [ ! -e "$TMP/nf.h5" ]; then pass "$1"
+    else fail "$1" "exit $rc: $(printf '%s' "$out" | tail -n 2)"; fi
+}
+nonfinite_case "a NaN in float32 weights is refused on the device path" f32 '\x00\x00\xc0\x7f' \
+    "model.safetensors: tensor '.*' holds NaN at element [0-9]*.*; the weights are corrupt"
+nonfinite_case "an infinity in bfloat16 weights is refused on the device path" bf16 '\x80\x7f' \
+    "model.safetensors: tensor '.*' holds an infinity at element [0-9]*.*; the weights are corrupt"
+
 finish

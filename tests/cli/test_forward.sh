@@ -115,6 +115,18 @@ expect_fail "truncated safetensors" "trunc_model/model.safetensors" "$SUBSCOPE" 
 cp -r "$M" "$TMP/hdr_model"
 printf '\xff\xff\xff\x00\x00\x00\x00\x00' | dd of="$TMP/hdr_model/model.safetensors" bs=1 count=8 conv=notrunc 2>/dev/null
 expect_fail "header length beyond the file" "hdr_model/model.safetensors" "$SUBSCOPE" forward --model "$TMP/hdr_model" --input "$P" --out "$TMP/x.h5"
+# A NaN or an infinity in a weight the model uses: refused, naming the file, tensor and element.
+cp -r "$M" "$TMP/nan_model"
+size=$(stat -c %s "$M/model.safetensors")
+printf '\x00\x00\xc0\x7f' | dd of="$TMP/nan_model/model.safetensors" bs=1 seek=$((size - 4)) conv=notrunc 2>/dev/null
+expect_fail "NaN in a float32 weight" "nan_model/model.safetensors: tensor 'wte.weight' holds NaN at element 2423 (row 100, column 23); the weights are corrupt" \
+    "$SUBSCOPE" forward --model "$TMP/nan_model" --input "$P" --out "$TMP/x.h5"
+cp -r "$D/models/bf16" "$TMP/inf_model"
+size=$(stat -c %s "$D/models/bf16/model.safetensors")
+printf '\x80\xff' | dd of="$TMP/inf_model/model.safetensors" bs=1 seek=$((size - 2)) conv=notrunc 2>/dev/null
+expect_fail "infinity in a bfloat16 weight" "tensor 'wte.weight' holds an infinity at element" \
+    "$SUBSCOPE" forward --model "$TMP/inf_model" --input "$D/golden/bf16.jsonl" --out "$TMP/x.h5"
+expect_ok "info still opens a model with a NaN weight" "$SUBSCOPE" info --model "$TMP/nan_model"
 cp -r "$M" "$TMP/cfg_model"
 sed -i 's/"n_embd": 24/"n_embd": 48/' "$TMP/cfg_model/config.json"
 expect_fail "config disagrees with the weights" "has shape [101,24] but config.json implies [101,48]" "$SUBSCOPE" forward --model "$TMP/cfg_model" --input "$P" --out "$TMP/x.h5"

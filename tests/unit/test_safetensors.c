@@ -1,6 +1,7 @@
 /* safetensors: files are built byte by byte here so every corruption the
  * reader must refuse can be produced exactly. */
 #include <fcntl.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,6 +121,57 @@ TEST(safetensors_roundtrip_f32_f16_bf16_f64) {
     CHECK_ERR(ss_tensor_to_f32(t, out, 3), SS_ERR_ARG, "w.f64");
     ss_safetensors_free(st);
     free(path);
+}
+
+/* ss_tensor_nonfinite finds the first NaN or infinity at any offset (in a
+ * full block of 4096, in the partial last one), unaligned, in each float
+ * dtype, and F64 values that float32 cannot hold. */
+static const char *nonfinite_at(ss_dtype dt, const void *data, size_t n, size_t *at) {
+    ss_tensor_info t = {.name = "t", .dtype = dt, .ndim = 1, .data = data};
+    t.shape[0] = (int64_t)n;
+    t.nbytes = n * ss_dtype_size(dt);
+    return ss_tensor_nonfinite(&t, at);
+}
+
+TEST(safetensors_nonfinite_weights) {
+    enum { N = 3 * 4096 + 17 };
+    unsigned char *buf = calloc(1, N * 8 + 1), *p = buf + 1; /* unaligned */
+    size_t at = 99;
+    const size_t spots[] = {0, 4095, 4096, 3 * 4096 + 5, N - 1};
+    for (size_t k = 0; k < sizeof spots / sizeof spots[0]; k++) {
+        const size_t i = spots[k];
+        const struct { ss_dtype dt; uint32_t nan, inf, big; } cases[] = {
+            {SS_DTYPE_F32, 0x7fc00000u, 0xff800000u, 0x7f7fffffu},
+            {SS_DTYPE_F16, 0x7e00u, 0x7c00u, 0x7bffu},
+            {SS_DTYPE_BF16, 0xffc1u, 0x7f80u, 0x7f7fu},
+        };
+        for (size_t c = 0; c < 3; c++) {
+            const size_t es = ss_dtype_size(cases[c].dt);
+            memset(buf, 0, N * 8 + 1);
+            memcpy(p + es * i, &cases[c].big, es); /* the largest finite value: not refused */
+            CHECK(nonfinite_at(cases[c].dt, p, N, &at) == NULL);
+            memcpy(p + es * i, &cases[c].nan, es);
+            const char *r = nonfinite_at(cases[c].dt, p, N, &at);
+            CHECK_MSG(r && !strcmp(r, "NaN") && at == i, "%s at %zu: %s at %zu", ss_dtype_name(cases[c].dt), i,
+                      r ? r : "none", at);
+            memcpy(p + es * i, &cases[c].inf, es);
+            if (i) memcpy(p + es * (i - 1), &cases[c].big, es);
+            r = nonfinite_at(cases[c].dt, p, N, &at);
+            CHECK_MSG(r && !strcmp(r, "an infinity") && at == i, "%s at %zu: %s at %zu", ss_dtype_name(cases[c].dt),
+                      i, r ? r : "none", at);
+        }
+    }
+    double d[3] = {1.0, -3.5e38, 2.0};
+    CHECK(nonfinite_at(SS_DTYPE_F64, d, 3, &at) && at == 1);
+    CHECK(!strcmp(nonfinite_at(SS_DTYPE_F64, d, 3, &at), "a value beyond float32's range"));
+    d[1] = -3.4e38;
+    CHECK(nonfinite_at(SS_DTYPE_F64, d, 3, &at) == NULL);
+    d[2] = NAN;
+    CHECK(nonfinite_at(SS_DTYPE_F64, d, 3, &at) && at == 2);
+    memset(buf, 0xff, N * 8 + 1); /* all bits set: not a float type, nothing to check */
+    CHECK(nonfinite_at(SS_DTYPE_I32, p, N, &at) == NULL);
+    CHECK(nonfinite_at(SS_DTYPE_F32, p, 0, &at) == NULL);
+    free(buf);
 }
 
 TEST(safetensors_dtype_names_sizes) {
