@@ -112,7 +112,17 @@ typedef struct {
     int n;
 } staging;
 
+/* Every name that write_output may give a file in the output directory: the
+ * input check (check_inputs_not_replaced) reads this list, and stage() refuses
+ * a name not on it, so the two cannot drift apart. */
+static const char *const written_names[] = {"model.safetensors", "config.json",   "tokenizer.json",
+                                            "vocab.json",        "merges.txt",    "tokenizer_config.json",
+                                            "special_tokens_map.json", "subscope_train.json"};
+
 static ss_status stage(staging *sg, const char *dir, const char *name, char **tmp_out) {
+    int listed = 0;
+    for (size_t k = 0; k < sizeof written_names / sizeof *written_names; k++) listed |= !strcmp(name, written_names[k]);
+    if (!listed) return ss_errorf(SS_ERR_INTERNAL, "%s: an output file missing from written_names", name);
     if (sg->n == MAX_STAGED) return ss_errorf(SS_ERR_INTERNAL, "too many output files");
     char *fin = ss_path_join(dir, name), *tmp = ss_strfmt("%s/.%s.staged.%ld", dir, name, (long)getpid());
     if (!fin || !tmp) {
@@ -242,11 +252,6 @@ out:
 }
 
 /* ---- the job ---- */
-
-/* Every name that write_output may give a file in the output directory. */
-static const char *const written_names[] = {"model.safetensors", "config.json",   "tokenizer.json",
-                                            "vocab.json",        "merges.txt",    "tokenizer_config.json",
-                                            "special_tokens_map.json", "subscope_train.json"};
 
 /* An input (--config, --data) that is one of the files the output directory will
  * receive would be replaced: refused, however the paths are spelt. (The CLI refuses an
