@@ -888,9 +888,9 @@ static void bench_gemm(int64_t M) {
  * only where it is supported), the ones meant for the first target, and
  * cov_lower_blk*.bf16 the same products as cuBLAS's batched product of the
  * triangle's square blocks (kernels/cov_lower_blk.cu) at several block widths
- * (the number; none for the default) and, where the default cuts the rows into
- * slices (small d), at its width without slices (s1) and with half and twice
- * as many (sN; the slices' partial sum included in the time),
+ * (the number; none for the default) and, at d <= 1024, with the rows cut
+ * into N slices (sN; the slices' partial sum included in the time) at the
+ * default width and at 128 and 192,
  * cov_lower_rec*.bf16 as its recursive plan (a few larger products; the
  * number is the width of the diagonal blocks, none for the default). These
  * two multiply rows already centred to bf16, as collect hands them over:
@@ -918,6 +918,12 @@ static void bench_cov(int64_t n) {
         if (d <= 1024)
             for (int64_t sl : {3, 6, 12})
                 if (ss_cuda_cov_blk_splits(n, sl) == sl) vars.push_back({0, 0, sl});
+        /* and narrower blocks with slices: at d 768 the default's six blocks leave most SMs idle, where
+         * 128 x 128 blocks (21, 0.58 of the full product's work) in 2-6 slices make 42-126 products */
+        if (d <= 1024)
+            for (int64_t w : {128, 192})
+                for (int64_t sl : {2, 3, 4, 6})
+                    if (w < d && ss_cuda_cov_blk_splits(n, sl) == sl) vars.push_back({0, w, sl});
         std::vector<int64_t> rec_seen = {ss_cuda_cov_rec_leaf(d, 0)};
         for (int64_t w : {128, 256, 512, 1024, 2048, 4096}) {
             const int64_t L = ss_cuda_cov_rec_leaf(d, w);
