@@ -26,6 +26,16 @@
  * weight and bias vectors on 16-byte boundaries are read a float4 at a time
  * (two loads per four outputs instead of eight).
  *
+ * Rows of up to 1024 floats (GPT-2 small and medium) take a third kernel by
+ * default, ss_k_layernorm_warp6/8: one warp per row, 6 or 8 float4 of it per
+ * lane, merged by shuffles only. No barrier and no shared memory between a
+ * row's loads and its stores, and each warp's rows independent of the
+ * others'. At 63 registers it keeps 32 rows per SM in flight on an H100/H200,
+ * where the block kernel (48 registers, 64 threads a row at d 768) keeps 21.
+ * Untimed when written (the twenty-seventh session): kernel_bench times both
+ * at d 768 (layernorm.d768, layernorm_block.d768), and ss_cuda_layernorm_plan
+ * picks any of the three by name.
+ *
  * ss_cuda_layernorm_to writes the same values in fp16 or bf16 (rounded to
  * nearest even, as ss_cuda_convert rounds the fp32 output), for a product
  * with 16-bit weights that would round them so anyway (norm_matmul). */
@@ -121,6 +131,64 @@ SS_DEV void ln_block_moments(float *n, float *m, float *q, float *red) {
     ln_warp_moments(n, m, q);
 }
 
+/* One warp per row, the row in registers: v float4 per lane (a compile-time
+ * constant once inlined, so the loops unroll and the unused slots of x[]
+ * take no registers), the moments merged by shuffles alone (no shared
+ * memory, no barrier), LN_WARPS rows per block. For rows of up to 32 v
+ * float4 (d <= 768 with v = 6, d <= 1024 with v = 8). */
+#define LN_WMAX 8
+SS_DEV void ln_warp_row(void *out, int odt, const float *x, const void *w, const void *b, int wdt, int64_t rows,
+                        int64_t d, float eps, const int v) {
+    const int lane = threadIdx.x & 31;
+    const int64_t row = (int64_t)blockIdx.x * LN_WARPS + (threadIdx.x >> 5);
+    if (row >= rows) return;
+    const float4 *xr = (const float4 *)(x + row * d);
+    const int64_t d4 = d / 4;
+    float4 xv[LN_WMAX];
+    float s = 0.f, n = 0.f;
+    SS_UNROLL
+    for (int k = 0; k < v; k++) {
+        const int64_t i = lane + 32 * k;
+        xv[k] = i < d4 ? xr[i] : make_float4(0.f, 0.f, 0.f, 0.f);
+        s += (xv[k].x + xv[k].y) + (xv[k].z + xv[k].w);
+        n += i < d4 ? 4.f : 0.f;
+    }
+    float mean = n > 0.f ? s / n : 0.f, q = 0.f;
+    SS_UNROLL
+    for (int k = 0; k < v; k++) {
+        if (lane + 32 * k < d4) {
+            const float a0 = xv[k].x - mean, a1 = xv[k].y - mean, a2 = xv[k].z - mean, a3 = xv[k].w - mean;
+            q += (a0 * a0 + a1 * a1) + (a2 * a2 + a3 * a3);
+        }
+    }
+    ln_warp_moments(&n, &mean, &q);
+    const float rstd = rsqrtf(q / (float)d + eps);
+    const int w4 = ss_weight_vec4(w, wdt), b4 = ss_weight_vec4(b, wdt);
+    SS_UNROLL
+    for (int k = 0; k < v; k++) {
+        const int64_t i = lane + 32 * k;
+        if (i < d4) {
+            const float4 g = ss_load_weight4(w, wdt, 4 * i, w4), c = ss_load_weight4(b, wdt, 4 * i, b4);
+            float4 r;
+            r.x = (xv[k].x - mean) * rstd * g.x + c.x;
+            r.y = (xv[k].y - mean) * rstd * g.y + c.y;
+            r.z = (xv[k].z - mean) * rstd * g.z + c.z;
+            r.w = (xv[k].w - mean) * rstd * g.w + c.w;
+            ss_store_act4(out, odt, row * d4 + i, r);
+        }
+    }
+}
+
+SS_KERNEL(ss_k_layernorm_warp6, (void *, out), (int, odt), (const float *, x), (const void *, w), (const void *, b),
+          (int, wdt), (int64_t, rows), (int64_t, d), (float, eps)) {
+    ln_warp_row(out, odt, x, w, b, wdt, rows, d, eps, 6);
+}
+
+SS_KERNEL(ss_k_layernorm_warp8, (void *, out), (int, odt), (const float *, x), (const void *, w), (const void *, b),
+          (int, wdt), (int64_t, rows), (int64_t, d), (float, eps)) {
+    ln_warp_row(out, odt, x, w, b, wdt, rows, d, eps, LN_WMAX);
+}
+
 SS_KERNEL(ss_k_layernorm_reg, (void *, out), (int, odt), (const float *, x), (const void *, w), (const void *, b),
           (int, wdt), (int64_t, d), (float, eps)) {
     __shared__ float red[96];
@@ -163,21 +231,36 @@ SS_KERNEL(ss_k_layernorm_reg, (void *, out), (int, odt), (const float *, x), (co
     }
 }
 
-SS_EXTERN_C int ss_cuda_layernorm_to(void *out, int out_dtype, const float *x, const void *w, const void *b,
-                                     int wdtype, int64_t rows, int64_t d, float eps, cudaStream_t stream) {
+SS_EXTERN_C int ss_cuda_layernorm_plan(void *out, int out_dtype, const float *x, const void *w, const void *b,
+                                       int wdtype, int64_t rows, int64_t d, float eps, int plan, cudaStream_t stream) {
     if (rows <= 0 || d <= 0) return 0;
     if (wdtype < SS_CUDA_F32 || wdtype > SS_CUDA_BF16 || out_dtype < SS_CUDA_F32 || out_dtype > SS_CUDA_BF16 ||
-        ss_cdiv(rows, LN_WARPS) > 0x7fffffff)
+        ss_cdiv(rows, LN_WARPS) > 0x7fffffff || plan < SS_CUDA_LN_AUTO || plan > SS_CUDA_LN_SWEEP)
         return 1;
-    int vec = d % 4 == 0 && ss_aligned16(x) && ss_aligned16(out);
-    if (vec && d / 4 <= 1024 * LN_V && rows <= 0x7fffffff) {
+    const int vec = d % 4 == 0 && ss_aligned16(x) && ss_aligned16(out);
+    const int warp_ok = vec && d / 4 <= 32 * LN_WMAX, block_ok = vec && d / 4 <= 1024 * LN_V && rows <= 0x7fffffff;
+    if (plan == SS_CUDA_LN_AUTO) plan = warp_ok ? SS_CUDA_LN_WARP : block_ok ? SS_CUDA_LN_BLOCK : SS_CUDA_LN_SWEEP;
+    if ((plan == SS_CUDA_LN_WARP && !warp_ok) || (plan == SS_CUDA_LN_BLOCK && !block_ok)) return 1;
+    if (plan == SS_CUDA_LN_WARP) {
+        if (d / 4 <= 32 * 6)
+            SS_LAUNCH(ss_k_layernorm_warp6, ss_cdiv(rows, LN_WARPS), 32 * LN_WARPS, 0, stream, out, out_dtype, x, w, b,
+                      wdtype, rows, d, eps);
+        else
+            SS_LAUNCH(ss_k_layernorm_warp8, ss_cdiv(rows, LN_WARPS), 32 * LN_WARPS, 0, stream, out, out_dtype, x, w, b,
+                      wdtype, rows, d, eps);
+    } else if (plan == SS_CUDA_LN_BLOCK) {
         const int threads = (int)(ss_cdiv(ss_cdiv(d / 4, LN_V), 32) * 32);
         SS_LAUNCH(ss_k_layernorm_reg, rows, threads, 0, stream, out, out_dtype, x, w, b, wdtype, d, eps);
-        return SS_LAUNCH_STATUS();
+    } else {
+        SS_LAUNCH(ss_k_layernorm, ss_cdiv(rows, LN_WARPS), 32 * LN_WARPS, 0, stream, out, out_dtype, x, w, b, wdtype,
+                  rows, d, eps, vec);
     }
-    SS_LAUNCH(ss_k_layernorm, ss_cdiv(rows, LN_WARPS), 32 * LN_WARPS, 0, stream, out, out_dtype, x, w, b, wdtype, rows,
-              d, eps, vec);
     return SS_LAUNCH_STATUS();
+}
+
+SS_EXTERN_C int ss_cuda_layernorm_to(void *out, int out_dtype, const float *x, const void *w, const void *b,
+                                     int wdtype, int64_t rows, int64_t d, float eps, cudaStream_t stream) {
+    return ss_cuda_layernorm_plan(out, out_dtype, x, w, b, wdtype, rows, d, eps, SS_CUDA_LN_AUTO, stream);
 }
 
 SS_EXTERN_C int ss_cuda_layernorm(float *out, const float *x, const void *w, const void *b, int wdtype, int64_t rows,

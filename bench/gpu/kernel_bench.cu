@@ -387,6 +387,13 @@ static void bench_elementwise(int64_t rows) {
         run_case(mk("kernel", fmt("layernorm.d%lld", (long long)d), "ss_cuda_layernorm", shape, "f32", 2 * io + 8.0 * d,
                     0, "", true, true),
                  [&] { return ss_cuda_layernorm(o.f(), x.f(), w.p, bb.p, SS_CUDA_F32, rows, d, 1e-5f, G.stream); });
+        if (d <= 1024) /* the default there is one warp a row; the block-a-row kernel beside it */
+            run_case(mk("kernel", fmt("layernorm_block.d%lld", (long long)d), "ss_cuda_layernorm_plan (block)", shape,
+                        "f32", 2 * io + 8.0 * d, 0, "", true, false),
+                     [&] {
+                         return ss_cuda_layernorm_plan(o.p, SS_CUDA_F32, x.f(), w.p, bb.p, SS_CUDA_F32, rows, d, 1e-5f,
+                                                       SS_CUDA_LN_BLOCK, G.stream);
+                     });
         run_case(mk("kernel", fmt("layernorm.d%lld.bf16w", (long long)d), "ss_cuda_layernorm", shape, "f32 (bf16 w,b)",
                     2 * io + 4.0 * d, 0, "", true, false),
                  [&] { return ss_cuda_layernorm(o.f(), x.f(), wbf.p, bbf.p, SS_CUDA_BF16, rows, d, 1e-5f, G.stream); });

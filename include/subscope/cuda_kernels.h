@@ -43,6 +43,17 @@ int ss_cuda_layernorm(float *out, const float *x, const void *w, const void *b, 
 int ss_cuda_layernorm_to(void *out, int out_dtype, const float *x, const void *w, const void *b, int wdtype,
                          int64_t rows, int64_t d, float eps, cudaStream_t stream);
 
+/* The same by a chosen kernel (kernels/layernorm.cu): SS_CUDA_LN_WARP one
+ * warp per row held in registers (d <= 1024, d % 4 == 0, x and out 16-byte
+ * aligned), SS_CUDA_LN_BLOCK one block per row held in registers (d <= 16384,
+ * the same alignment), SS_CUDA_LN_SWEEP three sweeps over the row (any
+ * shape), SS_CUDA_LN_AUTO the first of these the shape allows (what
+ * ss_cuda_layernorm_to does). A plan the shape does not allow returns 1. For
+ * the benchmark and the checks, which compare the plans. */
+enum { SS_CUDA_LN_AUTO, SS_CUDA_LN_WARP, SS_CUDA_LN_BLOCK, SS_CUDA_LN_SWEEP };
+int ss_cuda_layernorm_plan(void *out, int out_dtype, const float *x, const void *w, const void *b, int wdtype,
+                           int64_t rows, int64_t d, float eps, int plan, cudaStream_t stream);
+
 /* Per row: x / sqrt(mean(x^2) + eps) * w (Llama's RMSNorm, all in fp32). */
 int ss_cuda_rmsnorm(float *out, const float *x, const void *w, int wdtype, int64_t rows, int64_t d, float eps,
                     cudaStream_t stream);

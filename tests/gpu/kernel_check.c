@@ -568,10 +568,14 @@ static void check_bf16_rounded(const char *name, int rc, const uint16_t *d16, co
 
 /* ---- layernorm / RMSNorm ----------------------------------------------- */
 
-typedef struct { float *out; const float *x; const void *w, *b; int dt; int64_t rows, d; int rms; } norm_ctx;
+/* plan: 0 ss_cuda_layernorm's own choice, else that kernel (ss_cuda_layernorm_plan) */
+typedef struct { float *out; const float *x; const void *w, *b; int dt; int64_t rows, d; int rms, plan; } norm_ctx;
 static int launch_norm(void *v) {
     norm_ctx *c = v;
     if (c->rms) return ss_cuda_rmsnorm(c->out, c->x, c->w, c->dt, c->rows, c->d, 1e-5f, g_stream);
+    if (c->plan)
+        return ss_cuda_layernorm_plan(c->out, SS_CUDA_F32, c->x, c->w, c->b, c->dt, c->rows, c->d, 1e-5f, c->plan,
+                                      g_stream);
     return ss_cuda_layernorm(c->out, c->x, c->w, c->b, c->dt, c->rows, c->d, 1e-5f, g_stream);
 }
 
@@ -616,11 +620,24 @@ static void case_norm(void) {
                 }
                 {
                     float *dx = dup_to_dev(x, (size_t)n * 4), *dout = dalloc((size_t)n * 4);
-                    norm_ctx c = {dout, dx, dw, db, dt, rows, d, rms};
+                    norm_ctx c = {dout, dx, dw, db, dt, rows, d, rms, 0};
                     out_buf ob = {dout, (size_t)n * 4, got};
                     double ms = 0;
                     if (run_twice(name, launch_norm, &c, &ob, 1, &ms)) fail_case();
                     else check(name, got, ref, n, atol, 1e-5, ms, 0);
+                    /* each layernorm kernel the shape allows, by name (the default is one of them) */
+                    for (c.plan = SS_CUDA_LN_WARP; !rms && dt == SS_CUDA_F32 && c.plan <= SS_CUDA_LN_SWEEP; c.plan++) {
+                        static const char *const plan_name[] = {"", "warp", "block", "sweep"};
+                        if (c.plan != SS_CUDA_LN_SWEEP && (d % 4 || d > (c.plan == SS_CUDA_LN_WARP ? 1024 : 16384)))
+                            continue;
+                        char np[112];
+                        snprintf(np, sizeof np, "layernorm.%s f32 %lldx%lld", plan_name[c.plan], (long long)rows,
+                                 (long long)d);
+                        if (!selected(np)) continue;
+                        if (run_twice(np, launch_norm, &c, &ob, 1, &ms)) fail_case();
+                        else check(np, got, ref, n, atol, 1e-5, ms, 0);
+                    }
+                    c.plan = 0;
                     if (dt == SS_CUDA_F32) { /* the bf16 output (norm_matmul's): the fp32 rows rounded, bit for bit */
                         char n16[112];
                         snprintf(n16, sizeof n16, "%s to bf16 %lldx%lld = rounded fp32", rms ? "rmsnorm" : "layernorm",

@@ -235,11 +235,13 @@ static void norm16_matches(const norm_ctx *c) {
  * ~3e-5 / std(x) in the output: atol 2e-4 for that shape. */
 TEST(kernel_layernorm_rmsnorm_vs_reference) {
     const ss_backend *be = ss_backend_cpu();
-    int64_t shapes[][2] = {{5, 24}, {1, 1}, {1, 768}, {7, 33}, {6, 100}, {9, 130}, {3, 1600}};
-    for (int si = 0; si < 7; si++) {
+    /* 768 and 1024: the warp kernel's two register widths (6 and 8 float4 per lane); 1028 the block kernel's
+     * smallest; 1600 past the warp kernel's limit; 33 and 130 not multiples of 4 (the three sweeps) */
+    int64_t shapes[][2] = {{5, 24}, {1, 1}, {1, 768}, {7, 33}, {6, 100}, {9, 130}, {3, 1600}, {2, 1024}, {2, 1028}};
+    for (int si = 0; si < 9; si++) {
         int64_t rows = shapes[si][0], d = shapes[si][1];
         for (int dt = SS_CUDA_F32; dt <= SS_CUDA_BF16; dt++) {
-            if ((si == 2 || si == 3 || si == 6) && dt != SS_CUDA_F32) continue; /* keep the test short */
+            if ((si == 2 || si == 3 || si >= 6) && dt != SS_CUDA_F32) continue; /* keep the test short */
             float *x = ss_test_rvec(rows * d, 9, 1.0f), *w = ss_test_rvec(d, 10, 1.0f), *b = ss_test_rvec(d, 11, 1.0f), *w32 = ss_test_fvec(d, 0), *b32 = ss_test_fvec(d, 0);
             if (si == 0)
                 for (int64_t i = 0; i < d; i++) x[d + i] += 1000.f;
@@ -254,6 +256,15 @@ TEST(kernel_layernorm_rmsnorm_vs_reference) {
             snprintf(nm, sizeof nm, "layernorm %s %lldx%lld", dt_name[dt], (long long)rows, (long long)d);
             CHECK(ss_test_compare(nm, out, ref, n, atol, 1e-5) == 0);
             norm16_matches(&c);
+            /* each kernel by name: the ones the shape allows match the reference, the others refuse */
+            for (int plan = SS_CUDA_LN_WARP; plan <= SS_CUDA_LN_SWEEP; plan++) {
+                const int allowed = plan == SS_CUDA_LN_SWEEP || (d % 4 == 0 && d <= (plan == SS_CUDA_LN_WARP ? 1024 : 16384));
+                memset(out, 0xff, (size_t)n * sizeof *out);
+                const int rc = ss_cuda_layernorm_plan(out, SS_CUDA_F32, x, wd, bd, dt, rows, d, 1e-5f, plan, NULL);
+                CHECK_MSG(rc == !allowed, "plan %d at d %lld: %d", plan, (long long)d, rc);
+                snprintf(nm, sizeof nm, "layernorm plan %d %s %lldx%lld", plan, dt_name[dt], (long long)rows, (long long)d);
+                if (!rc) CHECK(ss_test_compare(nm, out, ref, n, atol, 1e-5) == 0);
+            }
             /* RMSNorm against a double loop */
             for (int64_t r = 0; r < rows; r++) {
                 double ss = 0;
@@ -280,6 +291,8 @@ TEST(kernel_layernorm_rmsnorm_vs_reference) {
         CHECK_OK(be->layernorm(be, ref, x, w, b, rows, d, 1e-5f));
         CHECK(ss_cuda_layernorm(out, x, w, b, SS_CUDA_F32, rows, d, 1e-5f, NULL) == 0);
         CHECK(ss_test_compare("layernorm f32 3x768, unaligned w, b", out, ref, n, 1e-5, 1e-5) == 0);
+        CHECK(ss_cuda_layernorm_plan(out, SS_CUDA_F32, x, w, b, SS_CUDA_F32, rows, d, 1e-5f, SS_CUDA_LN_BLOCK, NULL) == 0);
+        CHECK(ss_test_compare("layernorm f32 3x768 by blocks, unaligned w, b", out, ref, n, 1e-5, 1e-5) == 0);
         CHECK_OK(be->rmsnorm(be, ref, x, w, rows, d, 1e-5f));
         CHECK(ss_cuda_rmsnorm(out, x, w, SS_CUDA_F32, rows, d, 1e-5f, NULL) == 0);
         CHECK(ss_test_compare("rmsnorm f32 3x768, unaligned w", out, ref, n, 1e-5, 1e-5) == 0);
