@@ -1,6 +1,7 @@
 /* libFuzzer target: the input is a whole .safetensors file. Whatever the
  * parser accepts must be safe to read: every tensor's bytes are touched,
- * floating ones through ss_tensor_to_f32 in bounded chunks. */
+ * floating ones through ss_tensor_to_f32 in bounded chunks and scanned for
+ * NaN and infinities (ss_tensor_nonfinite). */
 #include <stdint.h>
 #include <string.h>
 
@@ -38,6 +39,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         switch (t->dtype) {
         case SS_DTYPE_F32: case SS_DTYPE_F16: case SS_DTYPE_BF16: case SS_DTYPE_F64:
             touch_float(t);
+            /* The scan for NaN and infinities: an index inside the tensor, or none. */
+            {
+                size_t at = 0;
+                const char *bad = ss_tensor_nonfinite(t, &at);
+                if (bad && at >= t->nbytes / ss_dtype_size(t->dtype)) __builtin_trap();
+            }
             /* The whole-tensor call must agree on the element count check. */
             if (t->nbytes / ss_dtype_size(t->dtype) != 1 && ss_tensor_to_f32(t, sink, 1) == SS_OK) __builtin_trap();
             break;
