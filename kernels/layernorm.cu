@@ -30,8 +30,8 @@
  * default, ss_k_layernorm_warp6/8: one warp per row, 6 or 8 float4 of it per
  * lane, merged by shuffles only. No barrier and no shared memory between a
  * row's loads and its stores, and each warp's rows independent of the
- * others'. At 63 registers it keeps 32 rows per SM in flight on an H100/H200,
- * where the block kernel (48 registers, 64 threads a row at d 768) keeps 21.
+ * others'. At 54 registers (sm_90) it keeps 36 rows per SM in flight, where
+ * the block kernel (48 registers, 64 threads a row at d 768) keeps 21.
  * Untimed when written (the twenty-seventh session): kernel_bench times both
  * at d 768 (layernorm.d768, layernorm_block.d768), and ss_cuda_layernorm_plan
  * picks any of the three by name.
@@ -131,42 +131,39 @@ SS_DEV void ln_block_moments(float *n, float *m, float *q, float *red) {
     ln_warp_moments(n, m, q);
 }
 
-/* One warp per row, the row in registers: v float4 per lane (a compile-time
- * constant once inlined, so the loops unroll and the unused slots of x[]
- * take no registers), the moments merged by shuffles alone (no shared
- * memory, no barrier), LN_WARPS rows per block. For rows of up to 32 v
- * float4 (d <= 768 with v = 6, d <= 1024 with v = 8). */
-#define LN_WMAX 8
-SS_DEV void ln_warp_row(void *out, int odt, const float *x, const void *w, const void *b, int wdt, int64_t rows,
-                        int64_t d, float eps, const int v) {
-    const int lane = threadIdx.x & 31;
-    const int64_t row = (int64_t)blockIdx.x * LN_WARPS + (threadIdx.x >> 5);
-    if (row >= rows) return;
-    const float4 *xr = (const float4 *)(x + row * d);
-    const int64_t d4 = d / 4;
-    float4 xv[LN_WMAX];
-    float s = 0.f, n = 0.f;
+/* The register kernels' two halves. A thread holds float4 t + k T of its row
+ * (k < v, those below d4) in xv: ln_load reads them and takes their count,
+ * mean and squared deviations; ln_store writes them normalised. v is a
+ * compile-time constant once inlined, so the loops unroll and xv's unused
+ * slots take no registers. */
+SS_DEV void ln_load(float4 *xv, const float4 *xr, int64_t d4, int t, int T, const int v, float *n, float *mean,
+                    float *q) {
+    float s = 0.f;
+    *n = 0.f;
     SS_UNROLL
     for (int k = 0; k < v; k++) {
-        const int64_t i = lane + 32 * k;
+        const int64_t i = t + (int64_t)k * T;
         xv[k] = i < d4 ? xr[i] : make_float4(0.f, 0.f, 0.f, 0.f);
         s += (xv[k].x + xv[k].y) + (xv[k].z + xv[k].w);
-        n += i < d4 ? 4.f : 0.f;
+        *n += i < d4 ? 4.f : 0.f;
     }
-    float mean = n > 0.f ? s / n : 0.f, q = 0.f;
+    *mean = *n > 0.f ? s / *n : 0.f;
+    *q = 0.f;
     SS_UNROLL
     for (int k = 0; k < v; k++) {
-        if (lane + 32 * k < d4) {
-            const float a0 = xv[k].x - mean, a1 = xv[k].y - mean, a2 = xv[k].z - mean, a3 = xv[k].w - mean;
-            q += (a0 * a0 + a1 * a1) + (a2 * a2 + a3 * a3);
+        if (t + (int64_t)k * T < d4) {
+            const float a0 = xv[k].x - *mean, a1 = xv[k].y - *mean, a2 = xv[k].z - *mean, a3 = xv[k].w - *mean;
+            *q += (a0 * a0 + a1 * a1) + (a2 * a2 + a3 * a3);
         }
     }
-    ln_warp_moments(&n, &mean, &q);
-    const float rstd = rsqrtf(q / (float)d + eps);
+}
+
+SS_DEV void ln_store(void *out, int odt, int64_t row, const float4 *xv, int64_t d4, int t, int T, const int v,
+                     float mean, float rstd, const void *w, const void *b, int wdt) {
     const int w4 = ss_weight_vec4(w, wdt), b4 = ss_weight_vec4(b, wdt);
     SS_UNROLL
     for (int k = 0; k < v; k++) {
-        const int64_t i = lane + 32 * k;
+        const int64_t i = t + (int64_t)k * T;
         if (i < d4) {
             const float4 g = ss_load_weight4(w, wdt, 4 * i, w4), c = ss_load_weight4(b, wdt, 4 * i, b4);
             float4 r;
@@ -179,6 +176,22 @@ SS_DEV void ln_warp_row(void *out, int odt, const float *x, const void *w, const
     }
 }
 
+/* One warp per row, v float4 of it per lane, the moments merged by shuffles
+ * alone (no shared memory, no barrier), LN_WARPS rows per block: rows of up
+ * to 32 v float4 (d <= 768 with v = 6, d <= 1024 with v = 8). */
+#define LN_WMAX 8
+SS_DEV void ln_warp_row(void *out, int odt, const float *x, const void *w, const void *b, int wdt, int64_t rows,
+                        int64_t d, float eps, const int v) {
+    const int lane = threadIdx.x & 31;
+    const int64_t row = (int64_t)blockIdx.x * LN_WARPS + (threadIdx.x >> 5);
+    if (row >= rows) return;
+    float4 xv[LN_WMAX];
+    float n, mean, q;
+    ln_load(xv, (const float4 *)(x + row * d), d / 4, lane, 32, v, &n, &mean, &q);
+    ln_warp_moments(&n, &mean, &q);
+    ln_store(out, odt, row, xv, d / 4, lane, 32, v, mean, rsqrtf(q / (float)d + eps), w, b, wdt);
+}
+
 SS_KERNEL(ss_k_layernorm_warp6, (void *, out), (int, odt), (const float *, x), (const void *, w), (const void *, b),
           (int, wdt), (int64_t, rows), (int64_t, d), (float, eps)) {
     ln_warp_row(out, odt, x, w, b, wdt, rows, d, eps, 6);
@@ -189,46 +202,17 @@ SS_KERNEL(ss_k_layernorm_warp8, (void *, out), (int, odt), (const float *, x), (
     ln_warp_row(out, odt, x, w, b, wdt, rows, d, eps, LN_WMAX);
 }
 
+/* One block per row, LN_V float4 of it per thread; each thread's moments,
+ * then the block's (one barrier). */
 SS_KERNEL(ss_k_layernorm_reg, (void *, out), (int, odt), (const float *, x), (const void *, w), (const void *, b),
           (int, wdt), (int64_t, d), (float, eps)) {
     __shared__ float red[96];
-    const float4 *xr = (const float4 *)(x + (int64_t)blockIdx.x * d);
-    const int64_t d4 = d / 4;
-    const int t = threadIdx.x, T = blockDim.x;
-    float4 v[LN_V];
-    float s = 0.f, n = 0.f;
-    SS_UNROLL
-    for (int k = 0; k < LN_V; k++) {
-        const int64_t i = t + (int64_t)k * T;
-        v[k] = i < d4 ? xr[i] : make_float4(0.f, 0.f, 0.f, 0.f);
-        s += (v[k].x + v[k].y) + (v[k].z + v[k].w);
-        n += i < d4 ? 4.f : 0.f;
-    }
-    /* this thread's mean and squared deviations, then the block's */
-    float mean = n > 0.f ? s / n : 0.f, q = 0.f;
-    SS_UNROLL
-    for (int k = 0; k < LN_V; k++) {
-        if (t + (int64_t)k * T < d4) {
-            float a0 = v[k].x - mean, a1 = v[k].y - mean, a2 = v[k].z - mean, a3 = v[k].w - mean;
-            q += (a0 * a0 + a1 * a1) + (a2 * a2 + a3 * a3);
-        }
-    }
+    const int64_t row = blockIdx.x;
+    float4 xv[LN_V];
+    float n, mean, q;
+    ln_load(xv, (const float4 *)(x + row * d), d / 4, threadIdx.x, blockDim.x, LN_V, &n, &mean, &q);
     ln_block_moments(&n, &mean, &q, red);
-    const float rstd = rsqrtf(q / (float)d + eps);
-    const int w4 = ss_weight_vec4(w, wdt), b4 = ss_weight_vec4(b, wdt);
-    SS_UNROLL
-    for (int k = 0; k < LN_V; k++) {
-        const int64_t i = t + (int64_t)k * T;
-        if (i < d4) {
-            const float4 g = ss_load_weight4(w, wdt, 4 * i, w4), c = ss_load_weight4(b, wdt, 4 * i, b4);
-            float4 r;
-            r.x = (v[k].x - mean) * rstd * g.x + c.x;
-            r.y = (v[k].y - mean) * rstd * g.y + c.y;
-            r.z = (v[k].z - mean) * rstd * g.z + c.z;
-            r.w = (v[k].w - mean) * rstd * g.w + c.w;
-            ss_store_act4(out, odt, (int64_t)blockIdx.x * d4 + i, r);
-        }
-    }
+    ln_store(out, odt, row, xv, d / 4, threadIdx.x, blockDim.x, LN_V, mean, rsqrtf(q / (float)d + eps), w, b, wdt);
 }
 
 SS_EXTERN_C int ss_cuda_layernorm_plan(void *out, int out_dtype, const float *x, const void *w, const void *b,
