@@ -243,12 +243,39 @@ SS_EXTERN_C int ss_cuda_cov_center_t(uint16_t *xct, int64_t ldt, const void *x, 
     return SS_LAUNCH_STATUS();
 }
 
-SS_KERNEL(ss_k_cov_sum_splits, (float *, c), (int64_t, ldc), (const float *, part), (int64_t, d), (int, splits)) {
-    const int64_t i = blockIdx.x;
-    for (int64_t j = threadIdx.x; j <= i; j += blockDim.x) {
-        float s = 0.f;
-        for (int p = 0; p < splits; p++) s += part[(int64_t)p * d * d + i * d + j];
-        c[i * ldc + j] = s;
+/* Row i = blockIdx.x of C's lower triangle, the partials added in split
+ * order (s = 0 + p0 + p1 + ...: the same sums whichever path). vec: d and
+ * ldc multiples of 4 and both pointers 16-byte aligned, so each thread takes
+ * four columns with float4 loads (a row of 768 is 192 threads, where one a
+ * column left most of a 256-thread block idle on the short rows), the last
+ * group stored only up to the diagonal; it reads the partials' values just
+ * above the diagonal in that group and drops them. Else one column a thread. */
+SS_KERNEL(ss_k_cov_sum_splits, (float *, c), (int64_t, ldc), (const float *, part), (int64_t, d), (int, splits),
+          (int, vec)) {
+    const int64_t i = blockIdx.x, dd = d * d;
+    if (!vec) {
+        for (int64_t j = threadIdx.x; j <= i; j += blockDim.x) {
+            float s = 0.f;
+            for (int p = 0; p < splits; p++) s += part[(int64_t)p * dd + i * d + j];
+            c[i * ldc + j] = s;
+        }
+        return;
+    }
+    for (int64_t j = 4 * (int64_t)threadIdx.x; j <= i; j += 4 * (int64_t)blockDim.x) {
+        const float *src = part + i * d + j;
+        float4 s = make_float4(0.f, 0.f, 0.f, 0.f);
+        for (int p = 0; p < splits; p++) {
+            const float4 v = *(const float4 *)(src + (int64_t)p * dd);
+            s.x += v.x, s.y += v.y, s.z += v.z, s.w += v.w;
+        }
+        float *o = c + i * ldc + j;
+        if (j + 3 <= i) {
+            *(float4 *)o = s;
+        } else {
+            o[0] = s.x;
+            if (j + 1 <= i) o[1] = s.y;
+            if (j + 2 <= i) o[2] = s.z;
+        }
     }
 }
 
@@ -256,7 +283,8 @@ SS_EXTERN_C int ss_cuda_cov_sum_splits(float *c, int64_t ldc, const float *part,
                                        cudaStream_t stream) {
     if (d <= 0) return 0;
     if (ldc < d || splits < 1 || d > 0x7fffffff) return 1;
-    SS_LAUNCH(ss_k_cov_sum_splits, d, 256, 0, stream, c, ldc, part, d, splits);
+    const int vec = d % 4 == 0 && ldc % 4 == 0 && (uintptr_t)c % 16 == 0 && (uintptr_t)part % 16 == 0;
+    SS_LAUNCH(ss_k_cov_sum_splits, d, vec ? 128 : 256, 0, stream, c, ldc, part, d, splits, vec);
     return SS_LAUNCH_STATUS();
 }
 

@@ -1193,7 +1193,7 @@ static void bench_cov(int64_t n) {
                               ".center_gemmex_full.bf16"})
             any = any || selected(base + c);
         for (const blk_var &v : vars) any = any || selected(blk_name(v));
-        if (d <= 1024) any = any || lt_any(base);
+        if (d <= 1024) any = any || lt_any(base) || selected(base + ".sum_splits6");
         if (!any) continue;
         const double useful = (double)n * d * (d + 1), nd = (double)n * d, cb = 4.0 * d * (d + 1) / 2;
         Buf x32(n * d * 4), x16(n * d * 2), c(d * d * 4), m64(d * 8), m32(d * 4);
@@ -1274,6 +1274,14 @@ static void bench_cov(int64_t n) {
                                      cublasGetStatusString(bs));
                          return e == -1 ? 1 : e;
                      });
+        }
+        /* the slices' partial triangles summed (part of every sliced case above): 6 of them */
+        if (d <= 1024 && selected(base + ".sum_splits6")) {
+            Buf part((size_t)(6 * d * d * 4));
+            fill(part);
+            run_case(mk("kernel", base + ".sum_splits6", "ss_cuda_cov_sum_splits", shape + " splits=6",
+                        "f32 partial triangles to C's lower triangle", 7 * cb, 0, "", true, false),
+                     [&] { return ss_cuda_cov_sum_splits(c.f(), d, part.f(), d, 6, G.stream); });
         }
         cublasSetMathMode(G.blas, CUBLAS_DEFAULT_MATH);
         /* Row-major X[n,d] is column-major A[d,n] (lda = d); A A^T is the d x d

@@ -1057,6 +1057,46 @@ TEST(kernel_cov_lower_vs_fp64) {
     CHECK(ss_cuda_cov_sum_splits(&one, 1, &one, 1, 0, NULL) == 1);                                  /* no splits */
 }
 
+/* ss_cuda_cov_sum_splits against the host, bit for bit: C's lower triangle
+ * is the partials added in split order from zero; nothing else of C is
+ * written. d a multiple of 4 (the float4 path) and not, ldc = d, d + 1 (a
+ * row of C then misaligned: one column a thread) and d + 4, C itself one
+ * float off its alignment, the partials' upper triangles NaN (the float4
+ * path reads a few of them and must drop them). */
+TEST(kernel_cov_sum_splits_exact) {
+    const int64_t ds[] = {1, 3, 8, 12, 130, 132};
+    const int splits[] = {1, 2, 5};
+    for (int di = 0; di < 6; di++)
+        for (int si = 0; si < 3; si++)
+            for (int li = 0; li < 4; li++) {
+                const int64_t d = ds[di], ldc = d + (li == 1 ? 1 : li == 2 ? 4 : 0), S = splits[si];
+                const int mis = li == 3;
+                float *part = ss_test_rvec(S * d * d, (unsigned)(40 + di * 3 + si), 1.0f);
+                float *cbuf = ss_test_fvec(d * ldc + 1, 7.f), *c = cbuf + mis;
+                for (int64_t p = 0; p < S; p++)
+                    for (int64_t i = 0; i < d; i++)
+                        for (int64_t j = i + 1; j < d; j++) part[p * d * d + i * d + j] = NAN;
+                CHECK(ss_cuda_cov_sum_splits(c, ldc, part, d, (int)S, NULL) == 0);
+                int64_t bad = 0, touched = 0;
+                for (int64_t i = 0; i < d; i++)
+                    for (int64_t j = 0; j < ldc; j++) {
+                        if (j > i) {
+                            touched += c[i * ldc + j] != 7.f;
+                            continue;
+                        }
+                        float ref = 0.f;
+                        for (int64_t p = 0; p < S; p++) ref += part[p * d * d + i * d + j];
+                        bad += memcmp(&ref, &c[i * ldc + j], sizeof ref) != 0;
+                    }
+                touched += mis && cbuf[0] != 7.f;
+                CHECK_MSG(bad == 0 && touched == 0, "d=%lld ldc=%lld splits=%lld%s: %lld sums differ, %lld written "
+                          "outside the lower triangle", (long long)d, (long long)ldc, (long long)S,
+                          mis ? " misaligned" : "", (long long)bad, (long long)touched);
+                free(part);
+                free(cbuf);
+            }
+}
+
 /* ss_cuda_cov_center against the host, bit for bit: xc[r, c] = x[r, c] -
  * mean[c] for r < n and c < d, else 0, rounded to bf16 (nearest even) or
  * kept in fp32. Each input type, both outputs, with and without means, rows
