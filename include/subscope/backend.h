@@ -367,6 +367,10 @@ const char *ss_backend_cuda_status(char *buf, size_t n);
 ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backend **out);
 void ss_backend_cuda_close(ss_backend *be);
 int ss_cuda_device_count(void);
+/* The CPU backend's BLAS, ready: SS_OK, or (under an address-space limit,
+ * ulimit -v) an error where OpenBLAS's work buffers do not fit; set up once
+ * (src/backend/cpu_ops.c says why). ss_backend_open reports it. */
+ss_status ss_cpu_blas_ready(void);
 /* The built-in blocked GEMM (what the CPU backend uses when built without
  * BLAS); exported so tests can check it against BLAS and a naive loop. */
 void ss_matmul_builtin(float *C, const float *A, const float *B, const float *bias, int64_t M, int64_t N, int64_t K,

@@ -93,6 +93,8 @@ int ss_num_threads(void);
 /* Runs fn(ctx, i) for i in [0,n) on up to ss_num_threads() threads
  * (src/backend/parallel.c; a nested call runs on the calling thread). */
 void ss_parallel_for(int64_t n, void (*fn)(void *ctx, int64_t i), void *ctx);
+/* The threads a parallel_for runs on, the caller's included (starts the pool). */
+int ss_parallel_width(void);
 
 /* Grows the array *pp (a pointer to the array pointer; elem-byte items, *cap of
  * them) to hold at least need, doubling; 1 on success, 0 on overflow or no memory

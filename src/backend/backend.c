@@ -74,6 +74,12 @@ int ss_local_rank(void) {
 
 int ss_device_for_rank(int local_rank, int n_devices) { return n_devices > 0 ? local_rank % n_devices : 0; }
 
+static ss_status open_cpu(ss_backend **out) {
+    ss_status st = ss_cpu_blas_ready();
+    if (!st) *out = (ss_backend *)ss_backend_cpu();
+    return st;
+}
+
 ss_status ss_backend_open(const char *spec, const ss_backend_opts *opts, ss_backend **out) {
     *out = NULL;
     /* "cuda" and "auto" without a number: the GPU of this process's rank on
@@ -88,13 +94,9 @@ ss_status ss_backend_open(const char *spec, const ss_backend_opts *opts, ss_back
         const int n = api ? api->count() : 0;
         if (n > 0) return api->open(ss_device_for_rank(ss_local_rank(), n), opts, out);
 #endif
-        *out = (ss_backend *)ss_backend_cpu();
-        return SS_OK;
+        return open_cpu(out);
     }
-    if (!strcmp(spec, "cpu")) {
-        *out = (ss_backend *)ss_backend_cpu();
-        return SS_OK;
-    }
+    if (!strcmp(spec, "cpu")) return open_cpu(out);
     if (!strncmp(spec, "cuda", 4) && (spec[4] == 0 || spec[4] == ':')) {
         int dev = 0;
 #ifdef SS_HAVE_CUDA

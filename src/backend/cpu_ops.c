@@ -1,3 +1,4 @@
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS, MAP_NORESERVE */
 /* The fp32 CPU reference ops. Layernorm statistics and softmax sums
  * accumulate in double so that this backend can serve as the oracle for
  * faster ones; the O(n·d) inner loops stay in float so they vectorise. */
@@ -14,6 +15,10 @@
 
 #ifdef SS_HAVE_BLAS
 #include <cblas.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <time.h>
 #endif
 
 typedef struct {
@@ -69,8 +74,87 @@ static ss_status matmul_f32(float *C, const float *A, const float *B, const floa
  * cores while the other ops run; one set of threads for everything is
  * faster, and the same for every op. */
 void openblas_set_num_threads(int n) __attribute__((weak));
-static void blas_single_thread(void) {
+
+/* OpenBLAS maps a work buffer of 128 MiB (and a page) of address space the
+ * first time a call finds none of its buffers free, keeps it for the
+ * process, and where the mapping fails it retries forever: under an
+ * address-space limit (ulimit -v, RLIMIT_AS, which some batch systems set) a
+ * forward near the limit spun at 100% of a core instead of reporting the
+ * shortage. So where such a limit is set, the backend's start checks that
+ * the buffers of the pool's P threads fit (P mappings of 160 MiB held
+ * together, then unmapped: malloc would keep the address space, main.c
+ * having raised its mmap threshold); without the room, an error that names
+ * the limit. Then it has the buffers made at once: they sit in one table
+ * for all threads, a call taking any free one, so P products of 512^3 (a
+ * few ms each) start together after a barrier. This narrows the hang but
+ * does not close it: with OpenBLAS 0.3.21 a forward a few MiB under its
+ * limit still had a buffer made mid-run in some runs (not understood), and
+ * hung there. With one thread (SUBSCOPE_THREADS=1) every run tried ended
+ * in the error. docs/DECISIONS.md, "Out of memory under ulimit -v". */
+#define BLAS_PROBE_BYTES ((size_t)160 << 20)
+#define BLAS_WARM 512 /* a product of some ms, so that the P calls overlap */
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t all_here;
+    int arrived, want;
+    const float *a;
+    float *c;
+} blas_warm_ctx;
+
+static void blas_warm(void *vctx, int64_t p) {
+    blas_warm_ctx *w = vctx;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 2; /* a pool short of threads (or busy) runs the items in turn: go on alone */
+    pthread_mutex_lock(&w->mu);
+    if (++w->arrived == w->want) pthread_cond_broadcast(&w->all_here);
+    while (w->arrived < w->want)
+        if (pthread_cond_timedwait(&w->all_here, &w->mu, &until) != 0) break;
+    pthread_mutex_unlock(&w->mu);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, BLAS_WARM, BLAS_WARM, BLAS_WARM, 1.0f, w->a, BLAS_WARM, w->a,
+                BLAS_WARM, 0.0f, w->c + p * BLAS_WARM * BLAS_WARM, BLAS_WARM);
+}
+
+static ss_status blas_status = SS_OK;
+static char blas_error[320];
+
+static void blas_setup(void) {
     if (openblas_set_num_threads) openblas_set_num_threads(1);
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return;
+    const int P = ss_parallel_width();
+    void **probe = calloc((size_t)P, sizeof *probe);
+    int got = 0;
+    while (probe && got < P) {
+        void *m = mmap(NULL, BLAS_PROBE_BYTES, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (m == MAP_FAILED) break;
+        probe[got++] = m;
+    }
+    for (int i = 0; i < got; i++) munmap(probe[i], BLAS_PROBE_BYTES);
+    free(probe);
+    blas_warm_ctx w = {.mu = PTHREAD_MUTEX_INITIALIZER, .all_here = PTHREAD_COND_INITIALIZER, .want = P};
+    float *a = got == P ? calloc(BLAS_WARM * BLAS_WARM, sizeof(float)) : NULL;
+    float *c = a ? malloc((size_t)P * BLAS_WARM * BLAS_WARM * sizeof(float)) : NULL;
+    if (!c) {
+        blas_status = SS_ERR_NOMEM;
+        snprintf(blas_error, sizeof blas_error,
+                 "out of memory: the address-space limit (ulimit -v: %llu MiB) leaves no room for the BLAS library's "
+                 "work buffers, about 128 MiB for each of %d threads (OpenBLAS would retry forever); raise the limit, "
+                 "or set SUBSCOPE_THREADS to fewer threads",
+                 (unsigned long long)(rl.rlim_cur >> 20), P);
+    } else {
+        w.a = a, w.c = c;
+        ss_parallel_for(P, blas_warm, &w);
+    }
+    free(a);
+    free(c);
+}
+
+ss_status ss_cpu_blas_ready(void) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, blas_setup);
+    return blas_status ? ss_errorf(blas_status, "%s", blas_error) : SS_OK;
 }
 
 typedef struct {
@@ -578,10 +662,11 @@ static const ss_backend cpu_backend = {
     .apply_masks = ss_cpu_apply_masks,
 };
 
-const ss_backend *ss_backend_cpu(void) {
-#ifdef SS_HAVE_BLAS
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, blas_single_thread);
+#ifndef SS_HAVE_BLAS
+ss_status ss_cpu_blas_ready(void) { return SS_OK; }
 #endif
+
+const ss_backend *ss_backend_cpu(void) {
+    (void)ss_cpu_blas_ready(); /* its error is ss_backend_open's to report */
     return &cpu_backend;
 }

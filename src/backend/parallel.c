@@ -66,6 +66,12 @@ static void pool_start(void) {
     pthread_attr_destroy(&at);
 }
 
+int ss_parallel_width(void) {
+    if (ss_num_threads() <= 1) return 1;
+    pthread_once(&pool_once, pool_start);
+    return pool.n_workers + 1;
+}
+
 void ss_parallel_for(int64_t n, void (*fn)(void *ctx, int64_t i), void *ctx) {
     if (n <= 0) return;
     if (n == 1 || ss_num_threads() <= 1 || atomic_flag_test_and_set(&pool.in_use)) {

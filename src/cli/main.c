@@ -2,6 +2,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
@@ -38,7 +40,23 @@ static int refuse_ranks(const cli_cmd *cmd) {
     return 1;
 }
 
+/* OpenBLAS starts its own threads as it loads (one per core, unless
+ * OPENBLAS_NUM_THREADS says otherwise), and each maps a 128 MiB work buffer,
+ * retrying forever where that fails. subscope never uses those threads (its
+ * products run single-threaded in its own pool: src/backend/cpu_ops.c), so
+ * they only cost address space, which under a limit (ulimit -v) is scarce:
+ * a tight limit left them spinning before main and the process hung at exit.
+ * Under such a limit, then, the process starts again at once with
+ * OPENBLAS_NUM_THREADS=1 (no such threads), before anything else is done. */
+static void restart_without_blas_threads(char **argv) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || getenv("OPENBLAS_NUM_THREADS")) return;
+    if (setenv("OPENBLAS_NUM_THREADS", "1", 1) != 0) return;
+    execv("/proc/self/exe", argv); /* returns only on failure: go on as we are */
+}
+
 int main(int argc, char **argv) {
+    restart_without_blas_threads(argv);
     cli_set_command_line(argc, argv);
 #ifdef __GLIBC__
     /* Jobs that run many small forward passes (patch, ablate, attribute) allocate

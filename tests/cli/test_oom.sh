@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Out of memory under an address-space limit (ulimit -v, as some batch systems set): a clear
+# error and exit 1 within the timeout, never a hang (OpenBLAS retries a failed buffer mapping
+# forever: src/backend/cpu_ops.c and src/cli/main.c say what subscope does about it), and no
+# output file left behind. A random GPT-2 whose logits (8 x 512 x 20000 floats, 328 MB) cannot
+# fit under the limits used here.
+source "$(dirname "$0")/lib.sh"
+if [ "${SAN:-0}" = 1 ]; then
+    pass "out-of-memory checks not run: the sanitizers reserve more address space than these limits"
+    finish; exit
+fi
+if ! (ulimit -v 400000) 2>/dev/null; then
+    pass "out-of-memory checks not run: ulimit -v cannot be set here"
+    finish; exit
+fi
+M=$TMP/m
+"${TOOLBIN}mkmodel" --out "$M" --layers 2 --d 256 --heads 4 --vocab 20000 --positions 512 --seed 9 \
+    --prompts "$TMP/p.jsonl" --lengths 512,512,512,512,512,512,512,512 >/dev/null
+# oom NAME LIMIT_KB [ENV...]: forward under the limit must exit 1 saying "out of memory"
+oom() {
+    local n=$1 lim=$2; shift 2
+    local out rc
+    out=$(ulimit -v "$lim"; env "$@" timeout 60 "$SUBSCOPE" forward --model "$M" --input "$TMP/p.jsonl" \
+        --out "$TMP/$n.h5" --device cpu --batch 8 2>&1); rc=$?
+    if [ $rc = 1 ] && printf '%s' "$out" | grep -q "error: out of memory" && [ ! -e "$TMP/$n.h5" ]; then
+        pass "$n: exit 1, $(printf '%s' "$out" | grep -o 'out of memory[^,;(]*' | head -n 1)"
+    else
+        fail "$n" "exit $rc (124: it hung)$([ -e "$TMP/$n.h5" ] && echo ', and it left its output file')" \
+            "$(printf '%s' "$out" | tail -n 2)"
+    fi
+}
+# too tight for OpenBLAS's work buffers of every thread (the backend's start says so), or
+# on one thread for the logits
+oom "limit 290 MiB" 300000
+# one thread: the first allocation that does not fit is named
+oom "limit 370 MiB, one thread" 380000 SUBSCOPE_THREADS=1
+# a limit the run fits in: the same command succeeds (the limit alone is not refused)
+out=$(ulimit -v 4000000; timeout 120 "$SUBSCOPE" forward --model "$M" --input "$TMP/p.jsonl" --out "$TMP/ok.h5" \
+    --device cpu --batch 8 --no-logits 2>&1) && [ -s "$TMP/ok.h5" ] &&
+    pass "under a 3.8 GiB limit the forward runs" || fail "forward under a 3.8 GiB limit" "$(printf '%s' "$out" | tail -n 2)"
+finish
