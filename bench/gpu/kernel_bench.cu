@@ -919,6 +919,13 @@ static void bench_gemm(int64_t M) {
  * sizes; a larger difference fails the case. What each algorithm is (id,
  * tile, stages, split, reduction) goes to the case's "op". */
 #define LT_ALGOS 8
+static const int32_t lt_splits[] = {2, 3, 4, 6, 8};  /* SPLITK_NUM forced on the first algorithm */
+static const int64_t lt_widths[] = {128, 192, 256}; /* the blocked triangle's block widths */
+
+/* The case-name suffixes: the heuristic's i-th algorithm, or its first with
+ * the rows split s ways, reduced in place or through the workspace. */
+static std::string lt_suffix(int i) { return fmt("lt%d", i); }
+static std::string lt_suffix_split(int32_t s, bool inplace) { return fmt("lt0k%d%s", (int)s, inplace ? "in" : "ws"); }
 
 /* One problem, column-major: C (m x n, ldc, fp32) = A (m x k, lda) B^T with B
  * (n x k, lda), bf16 operands, fp32 compute; batch > 0: that many products by
@@ -985,7 +992,7 @@ static std::vector<std::pair<std::string, cublasLtMatmulAlgo_t>> lt_algos(cublas
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
     if (st) found = 0;
     for (int i = 0; i < found; i++)
-        if (res[i].state == CUBLAS_STATUS_SUCCESS) out.push_back({fmt("lt%d", i), res[i].algo});
+        if (res[i].state == CUBLAS_STATUS_SUCCESS) out.push_back({lt_suffix(i), res[i].algo});
     if (out.empty()) return out;
     int32_t splitk_ok = 0;
     uint32_t mask = 0;
@@ -994,7 +1001,7 @@ static std::vector<std::pair<std::string, cublasLtMatmulAlgo_t>> lt_algos(cublas
     cublasLtMatmulAlgoCapGetAttribute(&first, CUBLASLT_ALGO_CAP_SPLITK_SUPPORT, &splitk_ok, sizeof splitk_ok, &w);
     cublasLtMatmulAlgoCapGetAttribute(&first, CUBLASLT_ALGO_CAP_REDUCTION_SCHEME_MASK, &mask, sizeof mask, &w);
     if (!splitk_ok) return out;
-    for (int32_t s : {2, 3, 4, 6, 8})
+    for (int32_t s : lt_splits)
         for (uint32_t red : {(uint32_t)CUBLASLT_REDUCTION_SCHEME_INPLACE, (uint32_t)CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE}) {
             if (!(mask & red)) continue;
             cublasLtMatmulAlgo_t al = first;
@@ -1003,7 +1010,7 @@ static std::vector<std::pair<std::string, cublasLtMatmulAlgo_t>> lt_algos(cublas
                 cublasLtMatmulAlgoConfigSetAttribute(&al, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &red, sizeof red) ||
                 cublasLtMatmulAlgoCheck(lt, P.desc, P.a, P.b, P.c, P.c, &al, &chk) || chk.workspaceSize > ws_bytes)
                 continue;
-            out.push_back({fmt("lt0k%d%s", s, red == CUBLASLT_REDUCTION_SCHEME_INPLACE ? "in" : "ws"), al});
+            out.push_back({lt_suffix_split(s, red == CUBLASLT_REDUCTION_SCHEME_INPLACE), al});
         }
     return out;
 }
@@ -1059,9 +1066,19 @@ static void lt_cases(cublasLtHandle_t lt, const LtProblem &P, const std::string 
     }
 }
 
+static std::string lt_blk_plan(int64_t w) { return fmt("cov_lower_blk%lld", (long long)w); }
+
+/* Whether any case bench_cov_lt could name is selected (its references are
+ * computed only then): every plan with every suffix lt_algos can give. */
 static bool lt_any(const std::string &base) {
-    for (const char *plan : {"gemmex_full", "cov_lower_lt", "cov_lower_blk128", "cov_lower_blk192", "cov_lower_blk256"})
-        if (selected(base + "." + plan + ".lt0.bf16")) return true;
+    std::vector<std::string> plans = {"gemmex_full", "cov_lower_lt"}, sufs;
+    for (int64_t w : lt_widths) plans.push_back(lt_blk_plan(w));
+    for (int i = 0; i < LT_ALGOS; i++) sufs.push_back(lt_suffix(i));
+    for (int32_t s : lt_splits)
+        for (bool in : {true, false}) sufs.push_back(lt_suffix_split(s, in));
+    for (const std::string &plan : plans)
+        for (const std::string &suf : sufs)
+            if (selected(base + "." + plan + "." + suf + ".bf16")) return true;
     return false;
 }
 
@@ -1097,14 +1114,14 @@ static void bench_cov_lt(int64_t n, int64_t d, const std::string &base, const st
         lt_cases(lt, P, base, "cov_lower_lt", shape, "centred bf16 rows in (center_rows), cuBLASLt's fill-mode "
                  "(triangular) product, fp32 accumulate", 2.0 * n * ldw + cb, useful, xc.p, xc.p, c.p, c, d, ref_tri, ws);
     }
-    for (int64_t W : {128, 192, 256}) {
+    for (int64_t W : lt_widths) {
         ss_cuda_cov_blk p;
         if (ss_cuda_cov_lower_blk_prepare(&p, c.f(), d, NULL, SS_CUDA_BF16, d, NULL, n, d, W, 0, xc.p, G.stream) ||
             p.groups != 1 || p.splits != 1)
             continue; /* widths that do not divide d make three shapes: not here */
         const ss_cuda_cov_blk_group &g = p.g[0];
         LtProblem P(g.m, g.n, p.k, p.lda, p.ldc, g.batch, -1);
-        lt_cases(lt, P, base, fmt("cov_lower_blk%lld", (long long)W), shape + fmt(" block=%lld", (long long)W),
+        lt_cases(lt, P, base, lt_blk_plan(W), shape + fmt(" block=%lld", (long long)W),
                  "centred bf16 rows in (center_rows), cuBLASLt batched bf16 products of the triangle's blocks "
                  "(pointer arrays), fp32 accumulate",
                  2.0 * n * ldw + cb, useful, (const void *)g.a, (const void *)g.b, (void *)g.c, c, d, ref_tri, ws);
