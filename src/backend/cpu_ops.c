@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
-#include <time.h>
 #endif
 
 typedef struct {
@@ -75,46 +74,27 @@ static ss_status matmul_f32(float *C, const float *A, const float *B, const floa
  * faster, and the same for every op. */
 void openblas_set_num_threads(int n) __attribute__((weak));
 
-/* OpenBLAS maps a work buffer of 128 MiB (and a page) of address space the
- * first time a call finds none of its buffers free, keeps it for the
- * process, and where the mapping fails it retries forever: under an
- * address-space limit (ulimit -v, RLIMIT_AS, which some batch systems set) a
- * forward near the limit spun at 100% of a core instead of reporting the
- * shortage. So where such a limit is set, the backend's start checks that
- * the buffers of the pool's P threads fit (P mappings of 160 MiB held
- * together, then unmapped: malloc would keep the address space, main.c
- * having raised its mmap threshold); without the room, an error that names
- * the limit. Then it has the buffers made at once: they sit in one table
- * for all threads, a call taking any free one, so P products of 512^3 (a
- * few ms each) start together after a barrier. This narrows the hang but
- * does not close it: with OpenBLAS 0.3.21 a forward a few MiB under its
- * limit still had a buffer made mid-run in some runs (not understood), and
- * hung there. With one thread (SUBSCOPE_THREADS=1) every run tried ended
- * in the error. docs/DECISIONS.md, "Out of memory under ulimit -v". */
+/* OpenBLAS maps a work buffer of 128 MiB of address space the first time a
+ * call finds none of its buffers free, keeps it for the process, and where
+ * the mapping fails it retries forever: under an address-space limit
+ * (ulimit -v, RLIMIT_AS, which some batch systems set) a forward near the
+ * limit spun at 100% of a core instead of reporting the shortage. So where
+ * such a limit is set, the backend's start checks that the buffers of the
+ * pool's P threads fit (P mappings of 160 MiB held together, then unmapped:
+ * malloc would keep the address space, main.c having raised its mmap
+ * threshold); without the room, an error that names the limit. Then it has
+ * the P buffers made at once, by taking P of them from OpenBLAS's allocator
+ * together and giving them back: the buffers sit in one table for all
+ * threads and a call takes the first free one, so P calls at a time never
+ * need another. (Products run in parallel to the same end were not enough:
+ * on a busy machine one thread's product sometimes ended before the other's
+ * began, one buffer was made, and the first parallel product of the run
+ * hung.) Both functions are OpenBLAS's own exports, declared weak: another
+ * BLAS has neither, and no such retry to guard against. docs/DECISIONS.md,
+ * "Out of memory under ulimit -v". */
+void *blas_memory_alloc(int procpos) __attribute__((weak));
+void blas_memory_free(void *buffer) __attribute__((weak));
 #define BLAS_PROBE_BYTES ((size_t)160 << 20)
-#define BLAS_WARM 512 /* a product of some ms, so that the P calls overlap */
-
-typedef struct {
-    pthread_mutex_t mu;
-    pthread_cond_t all_here;
-    int arrived, want;
-    const float *a;
-    float *c;
-} blas_warm_ctx;
-
-static void blas_warm(void *vctx, int64_t p) {
-    blas_warm_ctx *w = vctx;
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += 2; /* a pool short of threads (or busy) runs the items in turn: go on alone */
-    pthread_mutex_lock(&w->mu);
-    if (++w->arrived == w->want) pthread_cond_broadcast(&w->all_here);
-    while (w->arrived < w->want)
-        if (pthread_cond_timedwait(&w->all_here, &w->mu, &until) != 0) break;
-    pthread_mutex_unlock(&w->mu);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, BLAS_WARM, BLAS_WARM, BLAS_WARM, 1.0f, w->a, BLAS_WARM, w->a,
-                BLAS_WARM, 0.0f, w->c + p * BLAS_WARM * BLAS_WARM, BLAS_WARM);
-}
 
 static ss_status blas_status = SS_OK;
 static char blas_error[320];
@@ -122,21 +102,17 @@ static char blas_error[320];
 static void blas_setup(void) {
     if (openblas_set_num_threads) openblas_set_num_threads(1);
     struct rlimit rl;
-    if (getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return;
+    if (!blas_memory_alloc || !blas_memory_free || getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return;
     const int P = ss_parallel_width();
-    void **probe = calloc((size_t)P, sizeof *probe);
+    void **held = calloc((size_t)P, sizeof *held);
     int got = 0;
-    while (probe && got < P) {
+    while (held && got < P) {
         void *m = mmap(NULL, BLAS_PROBE_BYTES, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (m == MAP_FAILED) break;
-        probe[got++] = m;
+        held[got++] = m;
     }
-    for (int i = 0; i < got; i++) munmap(probe[i], BLAS_PROBE_BYTES);
-    free(probe);
-    blas_warm_ctx w = {.mu = PTHREAD_MUTEX_INITIALIZER, .all_here = PTHREAD_COND_INITIALIZER, .want = P};
-    float *a = got == P ? calloc(BLAS_WARM * BLAS_WARM, sizeof(float)) : NULL;
-    float *c = a ? malloc((size_t)P * BLAS_WARM * BLAS_WARM * sizeof(float)) : NULL;
-    if (!c) {
+    for (int i = 0; i < got; i++) munmap(held[i], BLAS_PROBE_BYTES);
+    if (got < P) {
         blas_status = SS_ERR_NOMEM;
         snprintf(blas_error, sizeof blas_error,
                  "out of memory: the address-space limit (ulimit -v: %llu MiB) leaves no room for the BLAS library's "
@@ -144,11 +120,11 @@ static void blas_setup(void) {
                  "or set SUBSCOPE_THREADS to fewer threads",
                  (unsigned long long)(rl.rlim_cur >> 20), P);
     } else {
-        w.a = a, w.c = c;
-        ss_parallel_for(P, blas_warm, &w);
+        for (int i = 0; i < P; i++) held[i] = blas_memory_alloc(0);
+        for (int i = 0; i < P; i++)
+            if (held[i]) blas_memory_free(held[i]);
     }
-    free(a);
-    free(c);
+    free(held);
 }
 
 ss_status ss_cpu_blas_ready(void) {
