@@ -47,6 +47,19 @@ static int outputs_not_inputs(const cli_cmd *cmd) {
     return 0;
 }
 
+/* Whether an argument is one of the command's options (or --help, -h): the
+ * value an option expects is then missing. Without this check,
+ * `--out --help` wrote a file named --help. */
+static int names_option(const cli_cmd *cmd, const char *a) {
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) return 1;
+    if (strncmp(a, "--", 2) != 0) return 0;
+    const char *name = a + 2, *eq = strchr(name, '=');
+    const size_t nl = eq ? (size_t)(eq - name) : strlen(name);
+    for (const cli_opt *o = cmd->opts; o->name; o++)
+        if (strlen(o->name) == nl && !strncmp(o->name, name, nl)) return 1;
+    return 0;
+}
+
 int cli_parse(cli_cmd *cmd, int argc, char **argv) {
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -88,10 +101,11 @@ int cli_parse(cli_cmd *cmd, int argc, char **argv) {
             o->value = "1";
         } else if (eq) {
             o->value = eq + 1;
-        } else if (i + 1 < argc) {
+        } else if (i + 1 < argc && !names_option(cmd, argv[i + 1])) {
             o->value = argv[++i];
         } else {
-            fprintf(stderr, "subscope %s: error: --%s needs a value (%s)\n", cmd->name, o->name, o->metavar);
+            fprintf(stderr, "subscope %s: error: --%s needs a value (%s)%s%s\n", cmd->name, o->name, o->metavar,
+                    i + 1 < argc ? ", but the next argument is the option " : "", i + 1 < argc ? argv[i + 1] : "");
             return 1;
         }
         o->all[o->n++] = o->value;
