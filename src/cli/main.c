@@ -1,4 +1,5 @@
 /* subscope: find and test the sub-models inside a transformer. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +59,11 @@ static void restart_without_blas_threads(char **argv) {
 int main(int argc, char **argv) {
     restart_without_blas_threads(argv);
     cli_set_command_line(argc, argv);
+    /* Past the file-size limit (ulimit -f) a write raises SIGXFSZ, whose default kills the
+     * process and leaves its temporary file; ignored, the write fails with EFBIG and the job
+     * reports it, naming the output, and removes the file. */
+    struct sigaction xfsz;
+    if (!sigaction(SIGXFSZ, NULL, &xfsz) && xfsz.sa_handler == SIG_DFL) signal(SIGXFSZ, SIG_IGN);
 #ifdef __GLIBC__
     /* Jobs that run many small forward passes (patch, ablate, attribute) allocate
      * and free the same activation buffers each time; glibc would hand every
