@@ -53,6 +53,14 @@ static void restart_without_blas_threads(char **argv) {
     struct rlimit rl;
     if (getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || getenv("OPENBLAS_NUM_THREADS")) return;
     if (setenv("OPENBLAS_NUM_THREADS", "1", 1) != 0) return;
+    /* By the binary's own path, so that the process keeps its name (ps, pgrep, top):
+     * one started as /proc/self/exe is called "exe". */
+    char self[4096];
+    const ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0) {
+        self[n] = '\0';
+        execv(self, argv);
+    }
     execv("/proc/self/exe", argv); /* returns only on failure: go on as we are */
 }
 

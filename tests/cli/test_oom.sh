@@ -53,4 +53,14 @@ done
 out=$(ulimit -v 4000000; timeout 120 "$SUBSCOPE" forward --model "$M" --input "$TMP/p.jsonl" --out "$TMP/ok.h5" \
     --device cpu --batch 8 --no-logits 2>&1) && [ -s "$TMP/ok.h5" ] &&
     pass "under a 3.8 GiB limit the forward runs" || fail "forward under a 3.8 GiB limit" "$(printf '%s' "$out" | tail -n 2)"
+# the restart under a limit keeps the process's name (ps, pgrep): started again as
+# /proc/self/exe it was called "exe"
+(ulimit -v 4000000; exec "$SUBSCOPE" forward --model "$M" --input "$TMP/p.jsonl" --out "$TMP/name.h5" --device cpu \
+    --batch 8 --no-logits >/dev/null 2>&1) &
+pid=$! names=""
+for _ in $(seq 1 100); do c=$(cat "/proc/$pid/comm" 2>/dev/null) || break; names="$names $c"; sleep 0.01; done
+wait $pid
+case "$names" in *subscope*) case "$names" in *" exe"*) fail "the process's name after the restart" "$names" ;;
+    *) pass "the restart keeps the name 'subscope'" ;; esac ;;
+    *) fail "the process's name after the restart: never seen" "$names" ;; esac
 finish
