@@ -158,7 +158,9 @@ tl=$("$SUBSCOPE" forward --model "$M" --input "$TMP/seven.jsonl" --out "$TMP/t.h
 expect_fail "unknown option" "unknown option '--bogus'" "$SUBSCOPE" forward --bogus
 expect_fail "missing required option" "--out is required" "$SUBSCOPE" forward --model "$M" --input "$P"
 # an option where a value belongs: an error, not a file named --help
-(cd "$TMP" && "$SUBSCOPE" forward --model "$M" --input "$P" --out --help >/dev/null 2>"$TMP/val.err"); rc=$?
+abs() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+(S=$(abs "$SUBSCOPE") AM=$(abs "$M") AP=$(abs "$P"); cd "$TMP" && "$S" forward --model "$AM" --input "$AP" --out --help \
+    >/dev/null 2>"$TMP/val.err"); rc=$?
 [ $rc = 1 ] && grep -q "needs a value (OUT.h5), but the next argument is the option --help" "$TMP/val.err" && [ ! -e "$TMP/--help" ] &&
     pass "--out --help: needs a value, no file written" || fail "--out --help" "exit $rc: $(cat "$TMP/val.err")"
 expect_fail "an option as another's value" "--input needs a value (FILE), but the next argument is the option --out" \
