@@ -47,17 +47,21 @@ static int outputs_not_inputs(const cli_cmd *cmd) {
     return 0;
 }
 
+/* The option an argument "--name" or "--name=value" names, or NULL. */
+static cli_opt *find_option(cli_cmd *cmd, const char *a) {
+    if (strncmp(a, "--", 2) != 0) return NULL;
+    const char *name = a + 2;
+    const size_t nl = strcspn(name, "=");
+    for (cli_opt *o = cmd->opts; o->name; o++)
+        if (strlen(o->name) == nl && !strncmp(o->name, name, nl)) return o;
+    return NULL;
+}
+
 /* Whether an argument is one of the command's options (or --help, -h): the
  * value an option expects is then missing. Without this check,
  * `--out --help` wrote a file named --help. */
-static int names_option(const cli_cmd *cmd, const char *a) {
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) return 1;
-    if (strncmp(a, "--", 2) != 0) return 0;
-    const char *name = a + 2, *eq = strchr(name, '=');
-    const size_t nl = eq ? (size_t)(eq - name) : strlen(name);
-    for (const cli_opt *o = cmd->opts; o->name; o++)
-        if (strlen(o->name) == nl && !strncmp(o->name, name, nl)) return 1;
-    return 0;
+static int names_option(cli_cmd *cmd, const char *a) {
+    return !strcmp(a, "--help") || !strcmp(a, "-h") || find_option(cmd, a);
 }
 
 int cli_parse(cli_cmd *cmd, int argc, char **argv) {
@@ -80,13 +84,11 @@ int cli_parse(cli_cmd *cmd, int argc, char **argv) {
                     cmd->name);
             return 1;
         }
-        const char *name = a + 2, *eq = strchr(name, '=');
-        size_t nl = eq ? (size_t)(eq - name) : strlen(name);
-        cli_opt *o = cmd->opts;
-        while (o->name && !(strlen(o->name) == nl && !strncmp(o->name, name, nl))) o++;
-        if (!o->name) {
+        const char *eq = strchr(a + 2, '=');
+        cli_opt *o = find_option(cmd, a);
+        if (!o) {
             fprintf(stderr, "subscope %s: error: unknown option '--%.*s' (see subscope %s --help)\n", cmd->name,
-                    (int)nl, name, cmd->name);
+                    (int)strcspn(a + 2, "="), a + 2, cmd->name);
             return 1;
         }
         if (o->n == (int)(sizeof o->all / sizeof o->all[0])) {
