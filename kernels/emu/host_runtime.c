@@ -5,6 +5,7 @@
  * copies on a stream is held back until a synchronisation (cuda_runtime.h),
  * and, where a test asks, host-to-device copies from pinned memory
  * (ss_emu_hold_pinned_uploads). */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS, MAP_NORESERVE */
 #include <malloc.h>
 #include <math.h>
 #include <pthread.h>
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "host/cublasLt.h"
@@ -130,7 +132,23 @@ long ss_emu_api_calls(const char *name) {
     return -1;
 }
 
+/* The real driver reserves address space for unified addressing as it
+ * starts, more than the host's and the GPUs' memory together, and under a
+ * tight address-space limit (ulimit -v) its start fails with "out of
+ * memory" whatever the GPU holds. The emulation does the same with 8 GiB of
+ * inaccessible address space, kept for the process, so that the backend's
+ * error under such a limit can be tested (tests/cli/test_oom.sh). */
+static int driver_started;
+static void driver_start(void) {
+    void *p = mmap(NULL, (size_t)8 << 30, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    driver_started = p != MAP_FAILED;
+}
+
 cudaError_t cudaGetDeviceCount(int *n) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, driver_start);
+    *n = 0;
+    if (!driver_started) return fail(cudaErrorMemoryAllocation);
     *n = 1;
     return cudaSuccess;
 }

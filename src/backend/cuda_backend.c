@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "cpu_internal.h" /* the mask program checks every backend shares */
 #include "subscope/backend.h"
@@ -1955,15 +1956,31 @@ int ss_cuda_device_count(void) {
     return n;
 }
 
+/* The CUDA driver reserves far more address space than it uses, so under an
+ * address-space limit (ulimit -v; SGE's h_vmem sets one) its start fails
+ * with "out of memory" whatever the GPU holds. Where such a limit is set, the
+ * errors of the backend's start say so; "" elsewhere. */
+static const char *address_limit_hint(void) {
+    static _Thread_local char hint[200];
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return "";
+    snprintf(hint, sizeof hint,
+             "; note: an address-space limit is set (ulimit -v: %llu MiB), and the CUDA driver reserves far more "
+             "address space than it uses: lift it for GPU jobs",
+             (unsigned long long)(rl.rlim_cur >> 20));
+    return hint;
+}
+
 ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backend **out) {
     *out = NULL;
     int n = 0;
     cudaError_t ce = cudaGetDeviceCount(&n);
     if (ce != cudaSuccess) {
-        /* Say why: no driver, or a driver older than this build's CUDA runtime. */
+        /* Say why: no driver, a driver older than this build's CUDA runtime, or an address-space limit. */
         cudaGetLastError();
-        return ss_errorf(SS_ERR_UNSUPPORTED, "cuda:%d: no usable CUDA device: %s (check nvidia-smi and CUDA_VISIBLE_DEVICES)",
-                         device, cudaGetErrorString(ce));
+        return ss_errorf(SS_ERR_UNSUPPORTED,
+                         "cuda:%d: no usable CUDA device: %s (check nvidia-smi and CUDA_VISIBLE_DEVICES)%s", device,
+                         cudaGetErrorString(ce), address_limit_hint());
     }
     if (n == 0) return ss_errorf(SS_ERR_UNSUPPORTED, "cuda:%d: no CUDA device is visible (check nvidia-smi and CUDA_VISIBLE_DEVICES)", device);
     if (device < 0 || device >= n)
@@ -2111,6 +2128,11 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
     }
     if (!st && cublasCreate(&c->blas) != CUBLAS_STATUS_SUCCESS)
         st = ss_errorf(SS_ERR_IO, "%s (%s): cuBLAS could not be initialised", c->name, c->device_name);
+    if (st && *address_limit_hint()) {
+        char msg[2048]; /* the message is rewritten from a copy: ss_errorf writes where ss_last_error points */
+        snprintf(msg, sizeof msg, "%s", ss_last_error());
+        st = ss_errorf(st, "%s%s", msg, address_limit_hint());
+    }
     if (!st && cublasSetStream(c->blas, c->stream) != CUBLAS_STATUS_SUCCESS)
         st = ss_errorf(SS_ERR_IO, "%s: cublasSetStream failed", c->name);
     /* fp32 means fp32: TF32 tensor-core math stays off unless asked for. */

@@ -63,4 +63,17 @@ wait $pid
 case "$names" in *subscope*) case "$names" in *" exe"*) fail "the process's name after the restart" "$names" ;;
     *) pass "the restart keeps the name 'subscope'" ;; esac ;;
     *) fail "the process's name after the restart: never seen" "$names" ;; esac
+# --device cuda under a limit: the CUDA driver's start fails with "out of memory" (it reserves
+# far more address space than it uses; the emulated runtime does the same with 8 GiB), and the
+# error says that a limit is set
+EMU=${TOOLBIN}emu
+if [ -f "$EMU/libsubscope-cuda.so" ]; then
+    out=$(ulimit -v 2000000; SUBSCOPE_PLUGIN_DIR="$EMU" timeout 60 "$SUBSCOPE" forward --model "$M" \
+        --input "$TMP/p.jsonl" --out "$TMP/gpu.h5" --device cuda --batch 8 2>&1); rc=$?
+    [ $rc = 1 ] && printf '%s' "$out" | grep -q "no usable CUDA device: out of memory.*an address-space limit is set (ulimit -v: 1953 MiB)" &&
+        [ ! -e "$TMP/gpu.h5" ] && pass "--device cuda under a 1953 MiB limit: the error names the limit" ||
+        fail "--device cuda under a limit" "exit $rc" "$(printf '%s' "$out" | tail -n 2)"
+else
+    fail "emulated plugin built" "$EMU/libsubscope-cuda.so is missing (make test builds it)"
+fi
 finish
