@@ -88,6 +88,11 @@ uint64_t ss_mix64(uint64_t z);
  * defines it; the CPU and GPU mask ops compute the same). */
 double ss_keyed_normal(uint64_t seed, int64_t prompt, int64_t position, int site_id, int64_t unit);
 
+/* The process's address-space limit (ulimit -v, RLIMIT_AS) in bytes, or 0
+ * where none is set. Under one, OpenBLAS and the CUDA driver, which reserve
+ * more address space than they use, need care (cpu_ops.c, cuda_backend.c). */
+uint64_t ss_address_space_limit(void);
+
 /* Number of worker threads to use (SUBSCOPE_THREADS, else online CPUs). */
 int ss_num_threads(void);
 /* Runs fn(ctx, i) for i in [0,n) on up to ss_num_threads() threads

@@ -17,7 +17,6 @@
 #include <cblas.h>
 #include <stdio.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
 #endif
 
 typedef struct {
@@ -101,8 +100,8 @@ static char blas_error[320];
 
 static void blas_setup(void) {
     if (openblas_set_num_threads) openblas_set_num_threads(1);
-    struct rlimit rl;
-    if (!blas_memory_alloc || !blas_memory_free || getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return;
+    const uint64_t limit = ss_address_space_limit();
+    if (!blas_memory_alloc || !blas_memory_free || !limit) return;
     const int P = ss_parallel_width();
     void **held = calloc((size_t)P, sizeof *held);
     int got = 0;
@@ -118,7 +117,7 @@ static void blas_setup(void) {
                  "out of memory: the address-space limit (ulimit -v: %llu MiB) leaves no room for the BLAS library's "
                  "work buffers, about 128 MiB for each of %d threads (OpenBLAS would retry forever); raise the limit, "
                  "or set SUBSCOPE_THREADS to fewer threads",
-                 (unsigned long long)(rl.rlim_cur >> 20), P);
+                 (unsigned long long)(limit >> 20), P);
     } else {
         for (int i = 0; i < P; i++) held[i] = blas_memory_alloc(0);
         for (int i = 0; i < P; i++)

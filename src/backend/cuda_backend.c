@@ -21,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 
 #include "cpu_internal.h" /* the mask program checks every backend shares */
 #include "subscope/backend.h"
@@ -1962,12 +1961,12 @@ int ss_cuda_device_count(void) {
  * errors of the backend's start say so; "" elsewhere. */
 static const char *address_limit_hint(void) {
     static _Thread_local char hint[200];
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return "";
+    const uint64_t limit = ss_address_space_limit();
+    if (!limit) return "";
     snprintf(hint, sizeof hint,
              "; note: an address-space limit is set (ulimit -v: %llu MiB), and the CUDA driver reserves far more "
              "address space than it uses: lift it for GPU jobs",
-             (unsigned long long)(rl.rlim_cur >> 20));
+             (unsigned long long)(limit >> 20));
     return hint;
 }
 

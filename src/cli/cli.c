@@ -57,17 +57,17 @@ static cli_opt *find_option(cli_cmd *cmd, const char *a) {
     return NULL;
 }
 
+static int is_help(const char *a) { return !strcmp(a, "--help") || !strcmp(a, "-h"); }
+
 /* Whether an argument is one of the command's options (or --help, -h): the
  * value an option expects is then missing. Without this check,
  * `--out --help` wrote a file named --help. */
-static int names_option(cli_cmd *cmd, const char *a) {
-    return !strcmp(a, "--help") || !strcmp(a, "-h") || find_option(cmd, a);
-}
+static int names_option(cli_cmd *cmd, const char *a) { return is_help(a) || find_option(cmd, a); }
 
 int cli_parse(cli_cmd *cmd, int argc, char **argv) {
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+        if (is_help(a)) {
             print_help(cmd);
             return 2;
         }

@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <unistd.h>
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -11,6 +10,7 @@
 
 #include "cli.h"
 #include "subscope/dist.h"
+#include "subscope/util.h"
 #include "subscope/version.h"
 
 static cli_cmd *commands[] = {&cmd_info, &cmd_tokenize, &cmd_predict, &cmd_forward, &cmd_collect, &cmd_attribute, &cmd_discover,
@@ -50,8 +50,7 @@ static int refuse_ranks(const cli_cmd *cmd) {
  * Under such a limit, then, the process starts again at once with
  * OPENBLAS_NUM_THREADS=1 (no such threads), before anything else is done. */
 static void restart_without_blas_threads(char **argv) {
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || getenv("OPENBLAS_NUM_THREADS")) return;
+    if (!ss_address_space_limit() || getenv("OPENBLAS_NUM_THREADS")) return;
     if (setenv("OPENBLAS_NUM_THREADS", "1", 1) != 0) return;
     /* By the binary's own path, so that the process keeps its name (ps, pgrep, top):
      * one started as /proc/self/exe is called "exe". */

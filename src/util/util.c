@@ -276,6 +276,11 @@ uint16_t ss_f32_to_f16(float f) {
     return (uint16_t)(sign | (r >> 13));
 }
 
+uint64_t ss_address_space_limit(void) {
+    struct rlimit rl;
+    return getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ? 0 : (uint64_t)rl.rlim_cur;
+}
+
 int ss_num_threads(void) {
     /* Read once: sysconf opens a file under /sys each time. */
     static _Atomic int cached;
