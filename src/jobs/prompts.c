@@ -91,13 +91,16 @@ ss_status ss_prompts_read(const char *path, ss_prompts **out) {
         free(p);
         return SS_ERR_NOMEM;
     }
-    size_t first = 0;
+    /* A UTF-8 byte-order mark (Windows editors write one) is not text: it
+     * would be tokenized into the first prompt, and hide a JSONL file's '{'. */
+    size_t bom = len >= 3 && !memcmp(data, "\xef\xbb\xbf", 3) ? 3 : 0;
+    size_t first = bom;
     while (first < len && (data[first] == ' ' || data[first] == '\t' || data[first] == '\n' || data[first] == '\r')) first++;
     p->jsonl = ends_with(path, ".jsonl") || ends_with(path, ".json") || (first < len && data[first] == '{');
     ss_status st = SS_OK;
     size_t cap = 0;
     int64_t lineno = 0;
-    for (size_t pos = 0; pos < len && !st;) {
+    for (size_t pos = bom; pos < len && !st;) {
         char *nl = memchr(data + pos, '\n', len - pos);
         size_t end = nl ? (size_t)(nl - data) : len;
         lineno++;

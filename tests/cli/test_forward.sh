@@ -75,6 +75,21 @@ printf '%s' "$sh" | grep -q "^loss (mean next-token cross-entropy, nats): [0-9.]
     printf '%s' "$sh" | grep -q "mean [0-9.]* over 1 prompts (one-token prompts have none)" &&
     pass "show prints the losses and their mean" || fail "show of a --loss file" "$sh"
 
+# A UTF-8 byte-order mark at the start of a prompt file is not text: a plain-text file's first
+# prompt tokenizes as without it, and a JSONL file not named .jsonl is still read as JSONL.
+printf 'The cat says\r\nHi\r\n' >"$TMP/nobom.txt"
+printf '\357\273\277The cat says\r\nHi\r\n' >"$TMP/bom.txt"
+printf '\357\273\277{"text": "The cat says"}\n{"text": "Hi"}\n' >"$TMP/bomjson.txt"
+tk() { h5dump -y -d /tokens "$1" 2>/dev/null | awk '/DATA {/{f=1;next} f&&/}/{exit} f' | tr -d ' \n'; }
+if "$SUBSCOPE" forward --model models/tiny-gpt2 --input "$TMP/nobom.txt" --no-logits --out "$TMP/nobom.h5" 2>"$TMP/err" &&
+    "$SUBSCOPE" forward --model models/tiny-gpt2 --input "$TMP/bom.txt" --no-logits --out "$TMP/bom.h5" 2>>"$TMP/err" &&
+    "$SUBSCOPE" forward --model models/tiny-gpt2 --input "$TMP/bomjson.txt" --no-logits --out "$TMP/bomjson.h5" 2>>"$TMP/err"; then
+    want=$(tk "$TMP/nobom.h5")
+    [ -n "$want" ] && [ "$(tk "$TMP/bom.h5")" = "$want" ] && [ "$(tk "$TMP/bomjson.h5")" = "$want" ] &&
+        pass "a byte-order mark at a prompt file's start is skipped (plain text and JSONL): $want" ||
+        fail "byte-order mark at a prompt file's start" "want $want" "got  $(tk "$TMP/bom.h5") and $(tk "$TMP/bomjson.h5")"
+else fail "prompt files with a byte-order mark" "$(cat "$TMP/err")"; fi
+
 # Provenance attributes.
 attrs=$(h5dump -A "$TMP/sel.h5" 2>/dev/null)
 ok=1
