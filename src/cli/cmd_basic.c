@@ -399,8 +399,14 @@ static int run_predict(cli_cmd *cmd) {
     float *lg = NULL;
     int32_t *ids = NULL;
     if ((st = ss_prompts_from_text(cli_get(cmd, "prompt"), &p))) goto out;
-    if ((st = ss_prompts_tokenize(p, m->tok, V, ctx, 0, NULL))) goto out;
+    /* No limit here: the tokenizer's limit message suggests --truncate, which predict does not have. */
+    if ((st = ss_prompts_tokenize(p, m->tok, V, INT64_MAX, 0, NULL))) goto out;
     int64_t n = p->items[0].n_tokens;
+    if (n > ctx) {
+        st = ss_errorf(SS_ERR_ARG, "--prompt has %lld tokens, more than the model's context of %lld positions (shorten it)",
+                       (long long)n, (long long)ctx);
+        goto out;
+    }
     if (!gen) {
         if ((st = last_logits(m, be, p->items[0].tokens, n, &lg))) goto out;
         double mx = -INFINITY, sum = 0;

@@ -79,6 +79,10 @@ expect_fail "bad --dtype" "--dtype must be float32, bfloat16, float16 or auto" "
 
 # predict needs a tokenizer; the random models have none.
 expect_fail "predict without tokenizer" "has no tokenizer" "$SUBSCOPE" predict --model "$M" --prompt hi
+long=$(printf 'cat %.0s' $(seq 1 200))
+expect_fail "predict: a prompt longer than the context (no --truncate to suggest)" \
+    "tokens, more than the model's context of 128 positions (shorten it)" \
+    "$SUBSCOPE" predict --model models/tiny-gpt2 --prompt "$long" --top 1
 expect_fail "predict --top out of range" "--top must be an integer" "$SUBSCOPE" predict --model "$M" --prompt hi --top 0
 
 # show on a forward file.
