@@ -332,6 +332,18 @@ ss_status ss_pca_top_lapack(const double *sym, int64_t d, int64_t k, double *val
         return ss_errorf(SS_ERR_NOMEM, "pca: out of memory copying the [%lld, %lld] matrix (%s)", (long long)d,
                          (long long)d, sz);
     memcpy(a, sym, dd * sizeof(double));
+    /* The zero matrix (a site without variance): dsyevr returns zero vectors
+     * for it, where every vector is an eigenvector; the axes in order, as the
+     * Jacobi solver gives them. The lower triangle is the authoritative half. */
+    int zero = 1;
+    for (int64_t i = 0; i < d && zero; i++)
+        for (int64_t j = 0; j <= i && zero; j++) zero = sym[i * d + j] == 0;
+    if (zero) {
+        free(a);
+        memset(vectors, 0, (size_t)k * (size_t)d * sizeof(double));
+        for (int64_t r = 0; r < k; r++) values[r] = 0, vectors[r * d + r] = 1;
+        return SS_OK;
+    }
     int n = (int)d, lda = n, ldz = n, il = (int)(d - k + 1), iu = n, found = 0, info = 0;
     double vl = 0, vu = 0, abstol = 0, wq = 0;
     int iwq = 0, lwork = -1, liwork = -1;

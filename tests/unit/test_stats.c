@@ -475,6 +475,22 @@ TEST(stats_pca_sign_convention_and_ties) {
     }
 }
 
+TEST(stats_pca_of_zero_matrix) {
+    /* A site with no variance (one position of hook_pos_embed, a dead unit
+     * group): eigenvalues 0 and still unit vectors, the axes in order, as the
+     * Jacobi solver gives them (LAPACK's dsyevr returned zero vectors). */
+    double z[16] = {0}, vals[4], vecs[16];
+    pca_fn fns[3] = {ss_pca_top_jacobi, ss_pca_top, ss_pca_top_lapack};
+    for (int f = 0; f < (ss_stats_have_lapack() ? 3 : 2); f++)
+        for (int64_t k = 1; k <= 4; k++) {
+            CHECK_OK(fns[f](z, 4, k, vals, vecs));
+            for (int64_t r = 0; r < k; r++) {
+                CHECK(vals[r] == 0);
+                for (int64_t u = 0; u < 4; u++) CHECK(vecs[r * 4 + u] == (u == r ? 1.0 : 0.0));
+            }
+        }
+}
+
 TEST(stats_pca_errors) {
     double s[4] = {1, 0, 0, 1}, v[2], vec[4];
     CHECK_ERR(ss_pca_top(s, 0, 1, v, vec), SS_ERR_ARG, "d = 0");
