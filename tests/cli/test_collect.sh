@@ -57,6 +57,23 @@ cnt() { h5dump -d "$1" "${2:-$TMP/g.h5}" 2>/dev/null | sed -n 's/.*(0): \([0-9]*
 all=$(cnt /stats/blocks.1.mlp.hook_post/count); odd=$(cnt /groups/odd/stats/blocks.1.mlp.hook_post/count); even=$(cnt /groups/even/stats/blocks.1.mlp.hook_post/count)
 [ -n "$all" ] && [ -n "$odd" ] && [ $((odd + even)) = "$all" ] && pass "--group-by label: group counts add up ($odd + $even = $all)" || fail "--group-by label" "all=$all odd=$odd even=$even"
 expect_fail "--group-by without labels" "has no \"label\"" "$SUBSCOPE" collect --model $M --input $P --sites blocks.1.mlp.hook_post --group-by label --out "$TMP/x.h5"
+# Labels that cannot name a group are refused before any forward pass, naming the line: '.' is
+# HDF5's name for the group itself, and a label past 512 bytes would be cut in the group paths.
+# Up to 512 bytes, spaces, '..' and non-ASCII, each label is a group of that very name.
+printf '{"tokens": [1, 2], "label": "a"}\n{"tokens": [3, 4], "label": "."}\n' >"$TMP/dot.jsonl"
+expect_fail "--group-by: label '.' refused, naming the line" "dot.jsonl:2: label '.' cannot name an HDF5 group" \
+    "$SUBSCOPE" collect --model $M --input "$TMP/dot.jsonl" --sites hook_embed --group-by label --out "$TMP/x.h5"
+l587=$(printf 'L%.0s' $(seq 1 587)) l512=$(printf 'L%.0s' $(seq 1 512))
+printf '{"tokens": [1, 2], "label": "a"}\n{"tokens": [3, 4], "label": "%s"}\n' "$l587" >"$TMP/long.jsonl"
+expect_fail "--group-by: a label past 512 bytes refused, naming the line" "long.jsonl:2: label of 587 bytes, longer than the 512" \
+    "$SUBSCOPE" collect --model $M --input "$TMP/long.jsonl" --sites hook_embed --group-by label --out "$TMP/x.h5"
+printf '{"tokens": [1, 2], "label": "%s"}\n{"tokens": [3, 4], "label": ".."}\n{"tokens": [5, 6], "label": "a b \u00fc"}\n' "$l512" >"$TMP/odd.jsonl"
+if "$SUBSCOPE" collect --model $M --input "$TMP/odd.jsonl" --sites hook_embed --group-by label --out "$TMP/odd.h5" 2>"$TMP/err"; then
+    g=$(h5ls "$TMP/odd.h5/groups" 2>/dev/null | awk '{print length($1)}' | sort -n | tr '\n' ' ')
+    [ "$(cnt "/groups/$l512/stats/hook_embed/count" "$TMP/odd.h5")" = 2 ] && [ "$(cnt "/groups/../stats/hook_embed/count" "$TMP/odd.h5")" = 2 ] &&
+        [ "$(cnt "/groups/a b ü/stats/hook_embed/count" "$TMP/odd.h5")" = 2 ] &&
+        pass "--group-by: labels of 512 bytes, '..', spaces and non-ASCII name their groups" || fail "--group-by odd labels" "groups' name lengths: $g"
+else fail "--group-by odd labels" "$(cat "$TMP/err")"; fi
 
 # Checkpoints and resume after kill -9: the resumed result equals an uninterrupted one.
 for i in $(seq 1 40); do cat $P; done >"$TMP/big.jsonl"
