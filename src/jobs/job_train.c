@@ -282,6 +282,15 @@ static ss_status check_out_dir(const ss_train_job *job, int *exists) {
     if (stat(out, &sb) == 0) {
         if (!S_ISDIR(sb.st_mode)) return ss_errorf(SS_ERR_ARG, "%s exists and is not a directory", out);
         *exists = 1;
+        /* Loaders (subscope's and transformers') read a sharded model's index before
+         * model.safetensors: the trained weights would never be loaded. */
+        char *idx = ss_path_join(out, "model.safetensors.index.json");
+        if (!idx) return SS_ERR_NOMEM;
+        const int sharded = ss_file_exists(idx);
+        free(idx);
+        if (sharded)
+            return ss_errorf(SS_ERR_ARG, "%s holds model.safetensors.index.json, which loaders read before the model.safetensors "
+                                         "train writes (use a new or empty --out)", out);
         return check_inputs_not_replaced(job);
     }
     char *parent = ss_strdup(out);
@@ -658,6 +667,21 @@ static ss_status write_output(trainer *t, const ss_train_result *r, int dir_exis
             for (int k = 0; k < i; k++) unlink(sg.final[k]);
             goto fail;
         }
+    /* A file of written_names that this run did not write is a previous run's
+     * (a trained tokenizer's vocab.json beside a copied tokenizer.json, ...): it
+     * would describe another model, so it goes, unless --tokenizer is this
+     * directory, whose files are the tokenizer's own. */
+    struct stat so, stk;
+    const int tok_here = t->job->tokenizer && stat(out, &so) == 0 && stat(t->job->tokenizer, &stk) == 0 &&
+                         so.st_dev == stk.st_dev && so.st_ino == stk.st_ino;
+    for (size_t k = 0; !tok_here && k < sizeof written_names / sizeof *written_names; k++) {
+        int written = 0;
+        char *p = ss_path_join(out, written_names[k]);
+        if (!p) continue; /* out of memory: the file stays, as before */
+        for (int i = 0; i < sg.n; i++) written |= !strcmp(sg.final[i], p);
+        if (!written && unlink(p) == 0) fprintf(stderr, "train: removed %s, left by an earlier run\n", p);
+        free(p);
+    }
     staging_free(&sg, 0);
     return SS_OK;
 fail:

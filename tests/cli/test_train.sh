@@ -57,5 +57,21 @@ expect_fail "--config DIR/config.json with --out DIR" "is the config.json that -
     "$SUBSCOPE" train --config "$TMP/own/config.json" --data "$TMP/corpus.txt" --tokenizer $TOK --steps 1 --out "$TMP/own/."
 cmp -s "$TMP/m1/config.json" "$TMP/own/config.json" && [ ! -e "$TMP/own/model.safetensors" ] &&
     pass "the refused run left the folder alone" || fail "refused train left the folder alone"
+# Training again into a directory: files of an earlier run that this one does not write (a
+# trained tokenizer's vocab.json + merges.txt beside a copied tokenizer.json) are removed, so
+# the directory describes one model; a sharded model's index, which loaders read before
+# model.safetensors, is refused up front.
+mkdir -p "$TMP/again" && cp "$TMP/m1/config.json" "$TMP/again/" && echo '{"stale": 1}' >"$TMP/again/vocab.json" &&
+    echo '#stale' >"$TMP/again/merges.txt" && echo '{}' >"$TMP/again/tokenizer_config.json" && echo keep >"$TMP/again/notes.txt"
+if run --out "$TMP/again" --steps 2 2>"$TMP/log2"; then
+    [ ! -e "$TMP/again/vocab.json" ] && [ ! -e "$TMP/again/merges.txt" ] && [ ! -e "$TMP/again/tokenizer_config.json" ] &&
+        [ -e "$TMP/again/notes.txt" ] && grep -q "removed $TMP/again/vocab.json, left by an earlier run" "$TMP/log2" &&
+        pass "a rerun into a directory removes the earlier run's tokenizer files it does not write" ||
+        fail "rerun into a directory" "$(ls "$TMP/again")" "$(grep removed "$TMP/log2")"
+else fail "rerun into a directory" "$(tail -3 "$TMP/log2")"; fi
+mkdir -p "$TMP/sharded" && echo '{"weight_map": {}}' >"$TMP/sharded/model.safetensors.index.json"
+expect_fail "--out holding model.safetensors.index.json" "holds model.safetensors.index.json, which loaders read before" \
+    run --out "$TMP/sharded" --steps 1
+[ ! -e "$TMP/sharded/model.safetensors" ] && pass "the refused run wrote nothing" || fail "the refused sharded run wrote nothing"
 "$SUBSCOPE" train --help | grep -q "subscope train --config small.json" && pass "--help has an example" || fail "--help example"
 finish
