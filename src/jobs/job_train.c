@@ -445,7 +445,10 @@ static ss_status read_inputs(trainer *t) {
         return st;
     }
     if ((st = ss_prompts_tokenize(p, t->tok, t->cfg.vocab_size, INT64_MAX, 0, NULL))) {
-        if (!t->tok) st = ss_error_context(st, "without --tokenizer the data must be JSONL token ids");
+        /* (the context only where the culprit is text: an id out of range is no missing tokenizer) */
+        int has_text = 0;
+        for (int64_t i = 0; !t->tok && i < p->n && !has_text; i++) has_text = !p->items[i].tokens;
+        if (has_text) st = ss_error_context(st, "without --tokenizer the data must be JSONL token ids");
         ss_prompts_free(p);
         return st;
     }

@@ -50,6 +50,10 @@ expect_fail "a Llama config is refused (train makes GPT-2s)" 'train trains GPT-2
 expect_fail "empty data file" "no prompts in the file" \
     "$SUBSCOPE" train --config "$TMP/small.json" --data "$TMP/empty.txt" --tokenizer $TOK --out "$TMP/bad"
 expect_fail "--lr 0" "--lr must be positive" run --out "$TMP/bad" --lr 0
+printf '{"tokens": [1, 2, 3]}\n{"tokens": [5, 1024]}\n' >"$TMP/oov.jsonl"
+err=$("$SUBSCOPE" train --config "$TMP/small.json" --data "$TMP/oov.jsonl" --steps 1 --seq 2 --out "$TMP/bad" 2>&1)
+[ "$err" = "subscope train: error: $TMP/oov.jsonl:2: token id 1024 is outside the vocabulary (size 1024)" ] &&
+    pass "an id past vocab_size in token-id data: that error alone (no 'without --tokenizer')" || fail "token id past vocab_size" "$err"
 [ -e "$TMP/bad" ] && fail "failed runs left $TMP/bad" || pass "failed runs created no output directory"
 # An input that is one of the files --out DIR would receive is refused, and left as it was.
 mkdir -p "$TMP/own" && cp "$TMP/m1/config.json" "$TMP/own/config.json"
