@@ -111,7 +111,9 @@ static int run_info_config(cli_cmd *cmd) {
            (long long)ss_config_kv_heads(c), (long long)ss_config_d_head(c), (long long)c->n_inner,
            (long long)c->vocab_size);
     human_bytes(a, sizeof a, (double)P * 4), human_bytes(b, sizeof b, (double)P * 2);
-    printf("parameters   %lld (%.2f B): weights %s in float32, %s in bfloat16\n", (long long)P, (double)P / 1e9, a, b);
+    /* in billions from 1e9, else millions as `info --model` says: a small config is not "0.00 B" */
+    printf("parameters   %lld (%.2f %s): weights %s in float32, %s in bfloat16\n", (long long)P,
+           (double)P / (P >= 1000000000 ? 1e9 : 1e6), P >= 1000000000 ? "B" : "M", a, b);
     human_bytes(a, sizeof a, (double)fpt * 4), human_bytes(b, sizeof b, (double)tape * 4);
     human_bytes(e, sizeof e, (double)c->vocab_size * 4);
     printf("per token    forward %s in flight; a backward pass keeps %s on its tape (--recompute: %lld floats "

@@ -29,6 +29,9 @@ out=$("$SUBSCOPE" info --model "$D/models/noprefix-odd-untied")
 # noprefix-odd-untied: V=101, d=24, n_pos=24, L=3, d_mlp=40, untied lm_head
 want=$(( 101*24 + 24*24 + 2*24 + 3*(4*24 + 24*72 + 72 + 24*24 + 24 + 24*40 + 40 + 40*24 + 24) + 101*24 ))
 printf '%s' "$out" | grep -q "parameters   $want " && pass "parameter count" || fail "parameter count" "want $want" "$(printf '%s' "$out" | grep parameters)"
+out=$("$SUBSCOPE" info --config models/tiny-gpt2/config.json 2>&1)
+printf '%s' "$out" | grep -q "^parameters   940800 (0.94 M): weights 3.6 MiB in float32" && pass "info --config: a small model's parameters in millions, not '0.00 B'" ||
+    fail "info --config parameters of a small model" "$(printf '%s' "$out" | grep parameters)"
 
 # predict on the bundled model: the greedy continuation transformers produced
 # (tests/data/golden/tiny-gpt2-predict.json; its texts are plain ASCII, no escapes).
