@@ -64,7 +64,10 @@ typedef struct {
 
 static ss_status parse_stats(const char *spec, stat_set *s) {
     memset(s, 0, sizeof *s);
-    char *copy = ss_strdup(spec && *spec ? spec : "mean,cov"), *save = NULL;
+    /* an empty list (--stats '') would run the default but record "" as what was asked */
+    if (spec && !spec[strspn(spec, ", ")])
+        return ss_errorf(SS_ERR_ARG, "--stats is empty: give any of mean, cov, corr, pca:K (default mean,cov)");
+    char *copy = ss_strdup(spec ? spec : "mean,cov"), *save = NULL;
     if (!copy) return SS_ERR_NOMEM;
     ss_status st = SS_OK;
     for (char *t = strtok_r(copy, ",", &save); t && !st; t = strtok_r(NULL, ",", &save)) {

@@ -118,6 +118,7 @@ echo '{"name": "m", "site": "blocks.1.mlp.hook_post", "units": [1, 2], "mode": "
 expect_fail "ablate refuses the means of a site with no rows" "count is 0: the site saw no rows" \
     "$SUBSCOPE" ablate --model $M --input $P --masks "$TMP/mean_mask.jsonl" --stats "$TMP/none.h5" --out "$TMP/x.h5"
 expect_fail "unknown statistic" "unknown statistic 'median'" "$SUBSCOPE" collect --model $M --input $P --sites blocks.0.mlp.hook_post --stats mean,median --out "$TMP/x.h5"
+expect_fail "empty --stats refused (it would record \"\" as asked)" "--stats is empty" "$SUBSCOPE" collect --model $M --input $P --sites blocks.0.mlp.hook_post --stats= --out "$TMP/x.h5"
 expect_fail "bad positions" "--positions" "$SUBSCOPE" collect --model $M --input $P --sites blocks.0.mlp.hook_post --positions 5:2 --out "$TMP/x.h5"
 expect_fail "--sites required" "--sites is required" "$SUBSCOPE" collect --model $M --input $P --out "$TMP/x.h5"
 finish
