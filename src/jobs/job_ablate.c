@@ -65,14 +65,17 @@ static ss_status read_keywords(const char *path, const ss_tokenizer *tok, int64_
     SS_TRY(ss_file_read(path, &data, &len));
     uint8_t *is_kw = ss_calloc((size_t)V, 1, "keyword table");
     if (!is_kw) { free(data); return SS_ERR_NOMEM; }
-    int64_t n_words = 0, n_ids = 0;
-    for (char *line = data, *next; line && *line; line = next) {
+    int64_t n_words = 0, n_ids = 0, n_unmatched = 0;
+    /* (a UTF-8 byte-order mark would make the first word match nothing) */
+    char *start = len >= 3 && !memcmp(data, "\xef\xbb\xbf", 3) ? data + 3 : data;
+    for (char *line = start, *next; line && *line; line = next) {
         next = strchr(line, '\n');
         if (next) *next++ = 0;
         size_t l = strlen(line);
         while (l && (line[l - 1] == '\r' || line[l - 1] == ' ')) line[--l] = 0;
         if (!l) continue;
         n_words++;
+        const int64_t ids_before = n_ids;
         for (size_t i = 0; i < l; i++) line[i] = (char)(line[i] >= 'A' && line[i] <= 'Z' ? line[i] + 32 : line[i]);
         for (int32_t id = 0; id < V && id < ss_tokenizer_vocab_size(tok); id++) {
             char *txt = NULL;
@@ -86,7 +89,12 @@ static ss_status read_keywords(const char *path, const ss_tokenizer *tok, int64_
             if (same && !is_kw[id]) is_kw[id] = 1, n_ids++;
             free(txt);
         }
+        /* a word no entry spells (a typo, a word the tokenizer splits) would otherwise count for nothing unseen */
+        if (n_ids == ids_before && ++n_unmatched <= 5)
+            fprintf(stderr, "ablate: note: %s: '%s' is no single vocabulary entry (with or without a leading space); it is not counted\n",
+                    path, line);
     }
+    if (n_unmatched > 5) fprintf(stderr, "ablate: note: %s: %lld words in all match no vocabulary entry\n", path, (long long)n_unmatched);
     free(data);
     if (!n_words || !n_ids) {
         free(is_kw);
