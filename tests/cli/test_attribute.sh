@@ -93,6 +93,7 @@ expect_fail "ig with zero steps" "1..100000 steps" "$SUBSCOPE" attribute --model
 expect_fail "atp without --corrupt" "needs --corrupt" "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.0.*' --method atp --out "$TMP/x.h5"
 expect_fail "unknown metric" "unknown metric 'acc'" "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.0.*' --metric acc --out "$TMP/x.h5"
 expect_fail "hook_pattern named" "blocks.1.attn.hook_pattern has no per-token vector" "$SUBSCOPE" attribute --model $M --input $P --sites blocks.1.attn.hook_pattern --out "$TMP/x.h5"
+expect_fail "hook_pattern named beside a glob" "blocks.0.attn.hook_pattern has no per-token vector" "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.0.attn.hook_pattern,blocks.1.mlp.*' --out "$TMP/x.h5"
 expect_fail "unknown site" "blocks.9" "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.9.mlp.hook_post' --out "$TMP/x.h5"
 printf '{"text": "The cat says"}\n' >"$TMP/noans.jsonl"
 expect_fail "logprob without an answer" "noans.jsonl:1: the logprob metric needs \"answer\"" "$SUBSCOPE" attribute --model $M --input "$TMP/noans.jsonl" --sites 'blocks.0.*' --metric logprob --out "$TMP/x.h5"
