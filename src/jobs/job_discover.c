@@ -124,7 +124,8 @@ static void site_data_free(site_data *s) {
 }
 
 /* Reads <prefix>/<site>/{count,mean,cov,corr}; corr and cov only if asked
- * (want_corr: corr from the file, or computed from cov when it is absent). */
+ * (want_cov: 1 required, 2 when the file has it; want_corr: corr from the
+ * file, or computed from cov when it is absent). */
 static ss_status read_site(ss_h5_reader *r, const char *prefix, const char *site, int want_cov, int want_corr,
                            site_data *out) {
     memset(out, 0, sizeof *out);
@@ -163,7 +164,7 @@ static ss_status read_site(ss_h5_reader *r, const char *prefix, const char *site
             st = ss_errorf(SS_ERR_FORMAT, "%s: %s is not [%lld, %lld]", file, p, (long long)d, (long long)d);
             goto fail;
         }
-    } else if (want_cov) {
+    } else if (want_cov == 1) {
         st = ss_errorf(SS_ERR_ARG, "%s: no %s (collect with --stats mean,cov)", file, p);
         goto fail;
     }
@@ -493,7 +494,7 @@ static ss_status contrast_site(ctx *c, const char *site, int all_idx) {
     int64_t *idx = NULL;
     ss_status st = read_site(c->stats, pa, site, 1, 0, &A);
     if (st == SS_OK) st = read_site(c->stats, pb, site, 1, 0, &B);
-    if (st == SS_OK) st = read_site(c->stats, "/stats", site, 0, 0, &O);
+    if (st == SS_OK) st = read_site(c->stats, "/stats", site, 2, 0, &O); /* cov, if any: each unit's std */
     if (st != SS_OK) goto out;
     int64_t d = A.d;
     if (B.d != d || O.d != d) {

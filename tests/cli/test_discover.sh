@@ -37,6 +37,9 @@ if "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method contrast --co
 else fail "discover --method contrast" "$(cat "$TMP/err")"; fi
 [ "$(wc -l <"$TMP/ct.jsonl")" = 5 ] && grep -q '^{"name": "animals_vs_colours", "sites": \[{"site": "blocks.0.mlp.hook_post", "units": \[' "$TMP/ct.jsonl" && pass "contrast: 4 per-site masks + animals_vs_colours over all sites" || fail "contrast masks" "$(head -c 300 "$TMP/ct.jsonl")"
 h5dump -d "/submodels/animals_vs_colours@blocks.1.mlp.hook_post/blocks.1.mlp.hook_post/effect_size" "$TMP/ct.h5" >/dev/null 2>&1 && pass "effect sizes written" || fail "effect sizes written"
+# Each unit's overall std comes from /stats/<site>/cov, which st.h5 has: no NaN (it was NaN for contrast).
+sd=$(h5dump -d "/submodels/animals_vs_colours@blocks.1.mlp.hook_post/blocks.1.mlp.hook_post/std" "$TMP/ct.h5" 2>/dev/null | awk '/DATA {/{f=1;next} f&&/}/{exit} f')
+[ -n "$sd" ] && ! printf '%s' "$sd" | grep -qi nan && pass "contrast: std of each unit from the overall cov" || fail "contrast std" "$sd"
 grep -q "animals_vs_colours *4 sites *40" "$TMP/ct.txt" && pass "contrast table: 40 units over 4 sites" || fail "contrast table" "$(cat "$TMP/ct.txt")"
 
 # The exported masks are what ablate reads, as they are.
