@@ -107,7 +107,10 @@ static ss_status trace(const ss_trace_job *job) {
     const int64_t V = cfg->vocab_size;
     ns = ss_sites_count(cfg);
     if (!m->tok) { st = ss_errorf(SS_ERR_ARG, "%s has no tokenizer; trace needs one", job->model_dir); goto out; }
-    if ((st = ss_tokenizer_encode(m->tok, job->prompt, strlen(job->prompt), &tok, &n_tok))) goto out;
+    if ((st = ss_tokenizer_encode(m->tok, job->prompt, strlen(job->prompt), &tok, &n_tok))) {
+        ss_error_context(st, "--prompt");
+        goto out;
+    }
     if (!n_tok) { st = ss_errorf(SS_ERR_ARG, "--prompt is empty after tokenizing"); goto out; }
     if ((int64_t)n_tok > cfg->n_positions) {
         st = ss_errorf(SS_ERR_ARG, "--prompt has %zu tokens; the model takes at most %lld", n_tok, (long long)cfg->n_positions);
@@ -116,7 +119,10 @@ static ss_status trace(const ss_trace_job *job) {
     if (job->answer) {
         int32_t *ids;
         size_t na;
-        if ((st = ss_tokenizer_encode(m->tok, job->answer, strlen(job->answer), &ids, &na))) goto out;
+        if ((st = ss_tokenizer_encode(m->tok, job->answer, strlen(job->answer), &ids, &na))) {
+            ss_error_context(st, "--answer");
+            goto out;
+        }
         answer = na ? ids[0] : -1;
         free(ids);
         if (answer < 0) { st = ss_errorf(SS_ERR_ARG, "--answer is empty after tokenizing"); goto out; }

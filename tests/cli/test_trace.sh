@@ -44,5 +44,7 @@ expect_fail "patch sub-models refused (one prompt)" "uses mode patch, which need
 expect_fail "a --stats file without the sub-model's site is named" "s0.h5 has no /stats/blocks.1.mlp.hook_post/mean" \
     "$SUBSCOPE" trace --model $M --prompt "$PROMPT" --submodels "$TMP/m.jsonl" --stats "$TMP/s0.h5"
 expect_fail "unknown site in the sub-models file" "blocks.9" "$SUBSCOPE" trace --model $M --prompt "$PROMPT" --submodels <(printf '{"site": "blocks.9.mlp.hook_post"}\n')
+expect_fail "invalid UTF-8 in --prompt is named" "--prompt: text is not valid UTF-8" "$SUBSCOPE" trace --model $M --prompt $'The \xff cat' --submodels "$TMP/sm.jsonl"
+expect_fail "invalid UTF-8 in --answer is named" "--answer: text is not valid UTF-8" "$SUBSCOPE" trace --model $M --prompt "$PROMPT" --answer $'\xff' --submodels "$TMP/sm.jsonl"
 expect_fail "missing --submodels" "--submodels" "$SUBSCOPE" trace --model $M --prompt "$PROMPT"
 finish
