@@ -2,6 +2,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli.h"
 #include "subscope/discover.h"
@@ -64,6 +65,14 @@ static int run_discover(cli_cmd *cmd) {
         cli_int(cmd, "seed", 0, INT64_MAX, 0, &seed))
         return 1;
     j.seed = (uint64_t)seed;
+    /* Options of the other method would be silently ignored: refused, as --contrast is with cluster. */
+    const char *cluster_only[] = {"top", "min-corr"};
+    for (size_t k = 0; j.method && !strcmp(j.method, "contrast") && k < sizeof cluster_only / sizeof *cluster_only; k++)
+        if (cli_get(cmd, cluster_only[k])) {
+            fprintf(stderr, "subscope %s: error: --%s goes with --method cluster (contrast keeps round(fraction x d) units per site)\n",
+                    cmd->name, cluster_only[k]);
+            return 1;
+        }
     ss_status st = ss_job_discover(&j);
     if (st) return cli_fail(cmd, st);
     char *masks = j.masks_out ? NULL : ss_discover_masks_path(j.out);

@@ -65,6 +65,8 @@ expect_fail "--factor without --mode scale" "--factor is for --mode scale, not z
 expect_fail "--sigma with --mode mean" "--sigma is for --mode noise or negnoise, not mean" "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method cluster --mode mean --sigma 1 --out "$X"
 expect_fail "fraction not a number" "--fraction must be a number" "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method cluster --fraction abc --out "$X"
 expect_fail "unknown method" "want cluster or contrast" "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method kmeans --out "$X"
+expect_fail "--top with contrast (cluster's option)" "--top goes with --method cluster" "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method contrast --contrast animals:colours --top 3 --out "$X"
+expect_fail "--min-corr with contrast (cluster's option)" "--min-corr goes with --method cluster" "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method contrast --contrast animals:colours --min-corr 0.5 --out "$X"
 expect_fail "contrast without --contrast" "needs --contrast" "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method contrast --out "$X"
 expect_fail "attr file without the site" "no /attr/blocks.0.hook_resid_post" "$SUBSCOPE" discover --stats "$TMP/flat.h5" --attr "$TMP/at.h5" --sites 'blocks.0.hook_resid_post' --method cluster --out "$X"
 expect_fail "stats file missing" "nope.h5" "$SUBSCOPE" discover --stats "$TMP/nope.h5" --sites "$S" --method cluster --out "$X"
