@@ -55,6 +55,10 @@ int ss_glob_match(const char *pattern, const char *name);
  * bytes) is set to 1 for each selected site. A glob that matches nothing is an
  * SS_ERR_ARG error naming it (with a close site name as a hint). */
 ss_status ss_sites_select(const ss_config *cfg, const char *globs, uint8_t *want, int *n_selected);
+/* Whether one entry of a comma-separated list of globs is the site itself, not a
+ * glob that happens to match it (a site with no per-token vector is refused
+ * when named, left out when swept up by a glob). */
+int ss_sites_list_names(const char *list, const char *site);
 
 #ifdef __cplusplus
 }

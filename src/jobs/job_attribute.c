@@ -101,21 +101,6 @@ static int by_magnitude(const void *a, const void *b) {
 
 static ss_status attribute(const ss_attribute_job *job, ss_comm *comm);
 
-/* Whether one of the comma-separated entries of globs is name itself (not a glob). */
-static int names_site(const char *globs, const char *name) {
-    const size_t nl = strlen(name);
-    for (const char *g = globs; *g;) {
-        const char *e = strchr(g, ',');
-        if (!e) e = g + strlen(g);
-        const char *b = g, *t = e;
-        while (b < t && *b == ' ') b++;
-        while (t > b && t[-1] == ' ') t--;
-        if ((size_t)(t - b) == nl && !strncmp(b, name, nl)) return 1;
-        g = *e ? e + 1 : e;
-    }
-    return 0;
-}
-
 /* A batch's host work on one site's rows, on the thread pool: a batch of
  * 16 prompts of 1024 tokens at an MLP site of GPT-2 small is 50M values,
  * which one thread takes tens of milliseconds over while a GPU waits for
@@ -346,7 +331,7 @@ static ss_status attribute(const ss_attribute_job *job, ss_comm *comm) {
         if (!s.per_token) {
             /* A glob that sweeps up hook_pattern leaves it out; naming it is an error
              * (also beside globs: 'blocks.0.attn.hook_pattern,blocks.1.*'). */
-            if (!names_site(job->sites, s.name)) {
+            if (!ss_sites_list_names(job->sites, s.name)) {
                 want[i] = 0;
                 continue;
             }

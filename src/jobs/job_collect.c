@@ -226,20 +226,6 @@ static ss_status add_rows(void *vctx, const ss_site *s, float *data, int64_t ld,
     return SS_OK;
 }
 
-/* 1 if the comma-separated list names `site` literally (not through a glob). */
-static int names_exactly(const char *list, const char *site) {
-    size_t n = strlen(site);
-    for (const char *p = list; p && *p;) {
-        while (*p == ' ' || *p == ',') p++;
-        const char *e = strchr(p, ',');
-        size_t l = e ? (size_t)(e - p) : strlen(p);
-        while (l && p[l - 1] == ' ') l--;
-        if (l == n && !strncmp(p, site, n)) return 1;
-        p = e;
-    }
-    return 0;
-}
-
 /* Everything a checkpoint must match to be resumed. */
 static char *identity(const ss_collect_job *j, const char *model_fp, const char *data_sha, int64_t max_len) {
     return ss_strfmt("model=%s data=%s sites=%s stats=%s positions=%s skip_bos=%d group_by=%s max_len=%lld "
@@ -540,7 +526,7 @@ ss_status ss_job_collect(const ss_collect_job *job) {
         ss_site_get(cfg, i, &s);
         if (!s.per_token) {
             /* Named outright, it is a mistake; swept up by a glob such as '*', it is left out. */
-            if (names_exactly(job->sites, s.name)) {
+            if (ss_sites_list_names(job->sites, s.name)) {
                 st = ss_errorf(SS_ERR_ARG, "site %s has no per-token vector to collect statistics of (try blocks.%d.attn.hook_z)",
                                s.name, s.layer);
                 goto out;

@@ -196,3 +196,16 @@ ss_status ss_sites_select(const ss_config *cfg, const char *globs, uint8_t *want
     if (st == SS_OK && !named && globs && *globs) st = ss_errorf(SS_ERR_ARG, "'%s' names no site", globs);
     return st;
 }
+
+int ss_sites_list_names(const char *list, const char *site) {
+    size_t n = strlen(site);
+    for (const char *p = list; p && *p;) {
+        while (*p == ' ' || *p == ',') p++;
+        const char *e = strchr(p, ',');
+        size_t l = e ? (size_t)(e - p) : strlen(p);
+        while (l && p[l - 1] == ' ') l--;
+        if (l == n && !strncmp(p, site, n)) return 1;
+        p = e;
+    }
+    return 0;
+}
