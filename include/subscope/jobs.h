@@ -310,6 +310,8 @@ typedef struct ss_trace_job {
     int64_t max_memory;
     const char *command_line;
     FILE *table;
+    ss_progress_fn progress;      /* after each batch of prefixes of the attribution (done, total: positions) */
+    void *progress_ctx;
 } ss_trace_job;
 
 ss_status ss_job_trace(const ss_trace_job *job);

@@ -31,6 +31,8 @@ static int run_trace(cli_cmd *cmd) {
         .tf32 = cli_flag(cmd, "tf32"),
         .command_line = cli_command_line(),
         .table = stdout,
+        .progress = cli_progress,
+        .progress_ctx = "positions attributed",
     };
     int64_t pipe = 1;
     if (cli_require(cmd, "model") || cli_require(cmd, "prompt") || cli_require(cmd, "submodels") || cli_dtype(cmd, &j.wdtype) ||

@@ -7,8 +7,11 @@
  *
  * The model is causal, so one masked forward over the whole prompt gives the
  * ablated prediction at every position. Attribution needs one backward pass
- * per position; they run together as one packed batch of the prompt's
- * prefixes (lengths 1..n), each with its own last-token metric. */
+ * per position; they run as packed batches of the prompt's prefixes (lengths
+ * 1..n), each with its own last-token metric, at most TRACE_ROWS rows a batch
+ * (or one prefix): the n(n+1)/2 rows of all of them at once would need, for a
+ * 1024-token prompt, 6 GB per GPT-2-small MLP site for activations and as much
+ * again for gradients, besides the backward pass's own tape. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,6 +71,9 @@ static void print_token(FILE *f, const ss_tokenizer *tok, int32_t id, int width)
 }
 
 static ss_status trace(const ss_trace_job *job);
+
+/* Rows of one attribution batch of prefixes (a prefix longer than this goes alone). */
+#define TRACE_ROWS 4096
 
 /* With --pipeline every stage runs the same passes on its own blocks; the
  * per-sub-model sums are added over the stages, and the last stage (which
@@ -130,7 +136,10 @@ static ss_status trace(const ss_trace_job *job) {
     if ((st = ss_masks_read_jsonl(cfg, job->submodels, &masks, &n_masks))) goto out;
     if (!n_masks) { st = ss_errorf(SS_ERR_ARG, "%s holds no sub-models", job->submodels); goto out; }
 
-    const int64_t n = (int64_t)n_tok, prefix_rows = n * (n + 1) / 2;
+    /* the rows of the largest batch of prefixes: all n(n+1)/2 if no more than TRACE_ROWS, else
+     * TRACE_ROWS (or the longest prefix, n, if longer) */
+    const int64_t n = (int64_t)n_tok, all_rows = n * (n + 1) / 2;
+    const int64_t prefix_rows = all_rows <= TRACE_ROWS ? all_rows : n > TRACE_ROWS ? n : TRACE_ROWS;
     want = ss_calloc((size_t)ns, 1, "sites");
     acts.rows = ss_calloc((size_t)ns, sizeof(float *), "activations");
     pacts.rows = ss_calloc((size_t)ns, sizeof(float *), "activations");
@@ -238,42 +247,49 @@ static ss_status trace(const ss_trace_job *job) {
     for (int64_t q = 0; q < n * n_masks; q++) activity[q] = act_cnt[q] > 0 ? activity[q] / act_cnt[q] : NAN;
     free(act_cnt);
 
-    /* Attribution: the prefixes of lengths 1..n as one batch, each scored on its own prediction. */
+    /* Attribution: the prefixes of lengths 1..n in batches of about TRACE_ROWS rows, each
+     * prefix scored on its own prediction and summed over its positions into its row of attrib. */
     {
         packed = ss_malloc((size_t)prefix_rows * sizeof(int32_t), "prefixes");
         start = ss_malloc((size_t)n * sizeof(int64_t), "prefixes");
         len = ss_malloc((size_t)n * sizeof(int64_t), "prefixes");
         if (!packed || !start || !len) { st = SS_ERR_NOMEM; goto out; }
-        for (int64_t s = 0, r = 0; s < n; s++) {
-            start[s] = r, len[s] = s + 1;
-            memcpy(packed + r, tok, (size_t)(s + 1) * sizeof(int32_t));
-            r += s + 1;
-        }
-        ss_packing pk = {n, prefix_rows, start, len, 0};
-        ss_forward_opts fo = {.want = want, .hook = ss_keep_rows_hook, .hook_ctx = &pacts, .read_only = 1};
-        ss_grad_opts go = {.want = want, .hook = ss_keep_rows_hook, .hook_ctx = &grads};
-        ss_metric mt = {SS_METRIC_LOGPROB, preds, NULL};
-        if ((st = ss_forward_backward(m, be, packed, &pk, &fo, &mt, &go, NULL))) goto out;
-        for (int k = 0; k < n_masks; k++) {
-            const ss_mask *mk = &masks[k];
-            for (int64_t s = 0; s < n; s++) {
-                double sum = 0;
-                for (int q = 0; q < mk->n_targets; q++) {
-                    ss_site si;
-                    ss_site_get(cfg, mk->targets[q].site_id, &si);
-                    if (!ss_model_computes_site(m, &si)) continue;
-                    int64_t nu = mk->targets[q].n_units ? mk->targets[q].n_units : si.width;
-                    for (int64_t t = 0; t <= s; t++) {
-                        if (!in_positions(mk, t)) continue;
-                        const float *a = pacts.rows[si.id] + (start[s] + t) * si.width, *g = grads.rows[si.id] + (start[s] + t) * si.width;
-                        for (int64_t j = 0; j < nu; j++) {
-                            int64_t u = mk->targets[q].n_units ? mk->targets[q].units[j] : j;
-                            sum += (double)a[u] * g[u];
+        if (job->progress && last_stage) job->progress(job->progress_ctx, 0, n);
+        for (int64_t s0 = 0, s1; s0 < n; s0 = s1) {
+            int64_t r = 0;
+            for (s1 = s0; s1 < n && r + s1 + 1 <= prefix_rows; s1++) {
+                start[s1 - s0] = r, len[s1 - s0] = s1 + 1;
+                memcpy(packed + r, tok, (size_t)(s1 + 1) * sizeof(int32_t));
+                r += s1 + 1;
+            }
+            ss_packing pk = {s1 - s0, r, start, len, 0};
+            ss_forward_opts fo = {.want = want, .hook = ss_keep_rows_hook, .hook_ctx = &pacts, .read_only = 1};
+            ss_grad_opts go = {.want = want, .hook = ss_keep_rows_hook, .hook_ctx = &grads};
+            ss_metric mt = {SS_METRIC_LOGPROB, preds + s0, NULL};
+            if ((st = ss_forward_backward(m, be, packed, &pk, &fo, &mt, &go, NULL))) goto out;
+            for (int k = 0; k < n_masks; k++) {
+                const ss_mask *mk = &masks[k];
+                for (int64_t s = s0; s < s1; s++) {
+                    double sum = 0;
+                    for (int q = 0; q < mk->n_targets; q++) {
+                        ss_site si;
+                        ss_site_get(cfg, mk->targets[q].site_id, &si);
+                        if (!ss_model_computes_site(m, &si)) continue;
+                        int64_t nu = mk->targets[q].n_units ? mk->targets[q].n_units : si.width;
+                        for (int64_t t = 0; t <= s; t++) {
+                            if (!in_positions(mk, t)) continue;
+                            const int64_t row = start[s - s0] + t;
+                            const float *a = pacts.rows[si.id] + row * si.width, *g = grads.rows[si.id] + row * si.width;
+                            for (int64_t j = 0; j < nu; j++) {
+                                int64_t u = mk->targets[q].n_units ? mk->targets[q].units[j] : j;
+                                sum += (double)a[u] * g[u];
+                            }
                         }
                     }
+                    attrib[s * n_masks + k] = sum;
                 }
-                attrib[s * n_masks + k] = sum;
             }
+            if (job->progress && last_stage) job->progress(job->progress_ctx, s1, n);
         }
         if (comm && (st = ss_comm_allreduce_f64(comm, attrib, (size_t)(n * n_masks)))) goto out;
     }

@@ -63,6 +63,19 @@ wait $pid
 case "$names" in *subscope*) case "$names" in *" exe"*) fail "the process's name after the restart" "$names" ;;
     *) pass "the restart keeps the name 'subscope'" ;; esac ;;
     *) fail "the process's name after the restart: never seen" "$names" ;; esac
+# trace's attribution runs the prompt's prefixes in batches of about 4096 rows: a 235-token
+# prompt (27730 rows) fits in 1 GB; all its prefixes in one batch needed 1.25 GB for one
+# product's activations (about 2.5 GB at the peak)
+T=$TMP/tm
+"${TOOLBIN}mkmodel" --out "$T" --layers 2 --d 256 --heads 4 --vocab 1024 --positions 512 --seed 3 >/dev/null
+cp models/tiny-gpt2/tokenizer.json "$T/"
+S="The cow lives on a farm and the dog sleeps by the door while the cat watches birds in the old tree."
+printf '{"name": "m", "site": "blocks.1.mlp.hook_post", "units": [10, 20, 30]}\n' >"$TMP/sm.jsonl"
+out=$(ulimit -v 1000000; timeout 120 "$SUBSCOPE" trace --model "$T" --prompt "$S $S $S $S $S $S" --submodels "$TMP/sm.jsonl" \
+    --out "$TMP/trace.h5" --device cpu 2>&1); rc=$?
+[ $rc = 0 ] && [ -s "$TMP/trace.h5" ] && pass "trace of a 235-token prompt under a 1 GB limit (prefixes in batches)" ||
+    fail "trace of a 235-token prompt under 1 GB" "exit $rc" "$(printf '%s' "$out" | tail -n 2)"
+
 # --device cuda under a limit: the CUDA driver's start fails with "out of memory" (it reserves
 # far more address space than it uses; the emulated runtime does the same with 8 GiB), and the
 # error says that a limit is set

@@ -32,6 +32,24 @@ awk -v a="$got" -v b="$want" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a != 
 lp=$(last "$(vals /prediction/logprob "$TMP/t.h5")")
 awk -v a="$lp" 'BEGIN { exit !(a < 0 && a > -0.1) }' && pass "log p(' moo') after 'The cow says' is high ($lp)" || fail "prediction logprob" "$lp"
 
+# A prompt of 117 tokens takes its attribution's prefixes in two batches (1-90: 4095 rows; 91-117);
+# a position's attribution equals the last position's of a trace of that prefix alone (one batch).
+S="The cow lives on a farm and the dog sleeps by the door while the cat watches birds in the old tree."
+LONG="$S $S $S"
+ids=$("$SUBSCOPE" tokenize --model $M --text "$LONG")
+prefix() { "$SUBSCOPE" tokenize --model $M --decode --text "$(printf '%s' "$ids" | tr -d '[] ' | cut -d, -f1-"$1" | sed 's/^/[/; s/$/]/')"; }
+if "$SUBSCOPE" trace --model $M --prompt "$LONG" --submodels "$TMP/sm.jsonl" --out "$TMP/long.h5" >/dev/null 2>"$TMP/err"; then
+    full=$(vals /submodels/mlp1_a/attribution "$TMP/long.h5")
+    for k in 51 101; do
+        "$SUBSCOPE" trace --model $M --prompt "$(prefix $k)" --submodels "$TMP/sm.jsonl" --out "$TMP/p$k.h5" >/dev/null 2>&1
+        got=$(printf '%s' "$full" | cut -d, -f"$k")
+        want=$(last "$(vals /submodels/mlp1_a/attribution "$TMP/p$k.h5")")
+        awk -v a="$got" -v b="$want" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a != "" && b != "" && d <= 1e-6 + 1e-5 * (b < 0 ? -b : b)) }' &&
+            pass "117-token prompt: position $k's attribution (batch $([ $k -le 90 ] && echo 1 || echo 2) of prefixes) = a trace of that prefix ($got vs $want)" ||
+            fail "batched prefixes: position $k" "$got vs $want"
+    done
+else fail "trace of a 117-token prompt" "$(cat "$TMP/err")"; fi
+
 # Bad input.
 printf '{"name": "r", "site": "blocks.1.mlp.hook_post", "mode": "resample"}\n' >"$TMP/r.jsonl"
 expect_fail "resample sub-models refused" "needs other prompts" "$SUBSCOPE" trace --model $M --prompt "$PROMPT" --submodels "$TMP/r.jsonl"
