@@ -185,15 +185,17 @@ static ss_status open_input(const report *rp, const char *path, ss_h5_reader **o
     ss_h5_reader *r;
     SS_TRY(ss_h5_open_read(path, &r));
     char *fmt = attr_opt(r, "format"); /* files made outside subscope (goldens) may lack it */
-    int ok = (!fmt || !strcmp(fmt, "subscope")) && ss_h5_exists(r, "/clean") && ss_h5_exists(r, "/ablate");
+    /* kl has no clean value, so a run of `--metrics kl` alone has no /clean group */
+    const int kl = !strcmp(rp->metric, "kl");
+    int ok = (!fmt || !strcmp(fmt, "subscope")) && ss_h5_exists(r, "/ablate") && (fmt || ss_h5_exists(r, "/clean"));
     free(fmt);
     if (!ok) {
         ss_h5_close_read(r);
         return ss_errorf(SS_ERR_FORMAT, "%s is not a `subscope ablate` output (no /clean and /ablate groups)", path);
     }
     char p[64];
-    snprintf(p, sizeof p, "/clean/%s", strcmp(rp->metric, "kl") ? rp->metric : "loss");
-    if (!ss_h5_exists(r, p)) {
+    snprintf(p, sizeof p, "/clean/%s", rp->metric);
+    if (!kl && !ss_h5_exists(r, p)) {
         ss_h5_close_read(r);
         return ss_errorf(SS_ERR_ARG, "%s has no metric '%s' (rerun ablate with --metrics %s, or pick --metric)", path,
                          rp->metric, rp->metric);

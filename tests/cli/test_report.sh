@@ -93,6 +93,12 @@ grep -q 'no topic-specific effect (one topic' "$TMP/nl.txt" && grep -q '>all<' "
     grep -q 'no topic-specific sub-model among 1' "$TMP/nl.txt" &&
     pass "no labels: one topic 'all', no topic-specific sub-model" || fail "no labels" "$(cat "$TMP/nl.txt")"
 
+# kl alone: the clean run has no kl, so the file has no /clean group; report reads it by kl.
+"$SUBSCOPE" ablate --model $M --input $P --masks "$TMP/s1.jsonl" --metrics kl --controls 2 --out "$TMP/kl.h5" >/dev/null 2>&1
+"$SUBSCOPE" report "$TMP/kl.h5" --metric kl --out "$TMP/kl.html" >"$TMP/kl.txt" 2>&1 && [ "$(grep -c '^S[0-9] ' "$TMP/kl.txt")" = 1 ] &&
+    pass "ablate --metrics kl alone: report --metric kl reads it" || fail "report of a kl-only run" "$(cat "$TMP/kl.txt")"
+expect_fail "a kl-only run has no loss" "no metric 'loss'" "$SUBSCOPE" report "$TMP/kl.h5" --out "$TMP/x.html"
+
 # Refusals: nothing written, no temporary left.
 rm -f "$TMP"/x.html*
 expect_fail "missing file" "nope.h5" "$SUBSCOPE" report --in "$TMP/nope.h5" --out "$TMP/x.html"
