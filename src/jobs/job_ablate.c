@@ -898,7 +898,14 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
             int g = 0;
             while (g < n_labels && strcmp(labels[g], it->label)) g++;
             if (g == n_labels) {
-                if (strchr(it->label, '/')) { st = ss_errorf(SS_ERR_FORMAT, "%s:%lld: label contains '/'", run.p->path, (long long)it->line); goto out; }
+                /* labels name HDF5 groups (/by_label/<label>): refused here, naming the line,
+                 * rather than by the writer once every mask has run */
+                if (strchr(it->label, '/') || !*it->label || !strcmp(it->label, ".")) {
+                    st = ss_errorf(SS_ERR_FORMAT, "%s:%lld: label '%s' cannot name an HDF5 group (%s)", run.p->path,
+                                   (long long)it->line, it->label,
+                                   !*it->label ? "it is empty" : strchr(it->label, '/') ? "it contains '/'" : "it is '.'");
+                    goto out;
+                }
                 labels[n_labels++] = it->label;
             }
             group[i] = g;

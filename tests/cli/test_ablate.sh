@@ -123,6 +123,11 @@ printf '{"name": "bad", "site": "blocks.1.mlp.hook_post", "mode": "scale", "fact
 expect_fail "factor outside [0,1]" "m1.jsonl:1" "$SUBSCOPE" ablate --model $M --input $P --out "$TMP/x.h5" --masks "$TMP/m1.jsonl"
 printf '{"name": "a/b", "site": "blocks.1.mlp.hook_post"}\n' >"$TMP/m2.jsonl"
 expect_fail "mask name with a slash" "contains '/'" "$SUBSCOPE" ablate --model $M --input $P --out "$TMP/x.h5" --masks "$TMP/m2.jsonl"
+# Labels name HDF5 groups: one that cannot is refused at its line, before any mask runs.
+printf '{"text": "The cat says", "label": "q"}\n{"text": "The dog says", "label": "."}\n' >"$TMP/dotlabel.jsonl"
+printf '{"text": "The cat says", "label": ""}\n{"text": "The dog says", "label": "q"}\n' >"$TMP/nolabel.jsonl"
+expect_fail "label '.'" "dotlabel.jsonl:2: label '.' cannot name an HDF5 group" "$SUBSCOPE" ablate --model $M --input "$TMP/dotlabel.jsonl" --out "$TMP/x.h5" --mask 'blocks.1.mlp.hook_post[1]'
+expect_fail "empty label" "nolabel.jsonl:1: label '' cannot name an HDF5 group (it is empty)" "$SUBSCOPE" ablate --model $M --input "$TMP/nolabel.jsonl" --out "$TMP/x.h5" --mask 'blocks.1.mlp.hook_post[1]'
 expect_fail "no masks" "no masks" "$SUBSCOPE" ablate --model $M --input $P --out "$TMP/x.h5"
 expect_fail "logitdiff without answers" "needs \"answer\" and \"wrong\"" "$SUBSCOPE" ablate --model $M --input data/demo_prompts.jsonl --out "$TMP/x.h5" --mask 'blocks.1.mlp.hook_post[1]' --metrics logitdiff
 expect_fail "unknown metric" "unknown metric 'f1'" "$SUBSCOPE" ablate --model $M --input $P --out "$TMP/x.h5" --mask 'blocks.1.mlp.hook_post[1]' --metrics loss,f1
