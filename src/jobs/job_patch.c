@@ -373,7 +373,8 @@ static ss_status patch(const ss_patch_job *job, ss_comm *comm) {
         ss_site s;
         ss_site_get(cfg, site_ids[k], &s);
         char p[256], axis[32];
-        snprintf(axis, sizeof axis, "%s", per_site ? "all" : per_pos ? "position" : per_head ? "head" : s.dim_names[0]);
+        /* --per head: the site's own head axis (kv_head at a Llama's k/v sites, as in forward files) */
+        snprintf(axis, sizeof axis, "%s", per_site ? "all" : per_pos ? "position" : s.dim_names[0]);
         if (per_unit && s.ndim == 2) snprintf(axis, sizeof axis, "unit_%lld", (long long)s.width);
         int64_t dims[2] = {N, n_pieces[k]};
         const char *names[2] = {"pair", axis};

@@ -53,6 +53,18 @@ m=$(h5dump -y -m '%.9g' -d /effect/blocks.1.hook_resid_mid "$TMP/s.h5" | awk '/D
 grep -q "^  blocks.1.hook_resid_mid (all):  0 $m\$" "$TMP/sh" && pass "show: a site's mean patching effect" ||
     fail "show's patching effects (want 0 $m)" "$(tail -3 "$TMP/sh")"
 
+# Grouped-query attention: --per head cuts q into its 6 heads and k/v into the 2 key/value
+# heads, on axes of their own (head, kv_head, as forward names them), so both fit in one file.
+G=$D/models/llama-gqa-llama3
+printf '{"tokens": [5, 6, 7, 8]}\n{"tokens": [9, 10, 11]}\n' >"$TMP/gc.jsonl"
+printf '{"tokens": [5, 6, 9, 8]}\n{"tokens": [9, 12, 11]}\n' >"$TMP/gk.jsonl"
+if "$SUBSCOPE" patch --model $G --clean "$TMP/gc.jsonl" --corrupt "$TMP/gk.jsonl" --sites 'blocks.0.attn.hook_q,blocks.0.attn.hook_k,blocks.1.attn.hook_v' \
+    --per head --metric loss --out "$TMP/gqa.h5" >"$TMP/gqa.txt" 2>&1 &&
+    "$SUBSCOPE" show "$TMP/gqa.h5" | grep -q '/effect/blocks.0.attn.hook_q  *float32 \[pair 2, head 6\]' &&
+    "$SUBSCOPE" show "$TMP/gqa.h5" | grep -q '/effect/blocks.1.attn.hook_v  *float32 \[pair 2, kv_head 2\]'; then
+    pass "--per head with grouped-query attention: q on head, k/v on kv_head"
+else fail "--per head with grouped-query attention" "$(tail -2 "$TMP/gqa.txt")"; fi
+
 # Refusals.
 expect_fail "--clean and --input disagree" "name different files" "$SUBSCOPE" patch --model $M --clean $C --input $K --corrupt $K --sites blocks.0.hook_resid_pre --out "$TMP/x.h5"
 printf '{"text": "The dog says hello"}\n{"text": "a"}\n{"text": "b"}\n{"text": "c"}\n' >"$TMP/bad.jsonl"
