@@ -241,6 +241,11 @@ ss_status ss_mask_parse_spec(const ss_config *cfg, const char *spec, ss_mask *ou
     ilist units = {0}, heads = {0}, pos = {0};
     uint8_t *want = NULL;
     ss_status st = SS_OK;
+    /* The spec is the mask's name: cut short it would no longer be the spec (and two specs
+     * could meet in one name), so one too long is refused, as a JSONL name is. */
+    if ((size_t)(end - s) >= sizeof out->name)
+        return ss_errorf(SS_ERR_ARG, "%s: %zu bytes, but a mask's name (a --mask spec is its own) holds at most %zu: "
+                         "give it a \"name\" in a --masks file", where, (size_t)(end - s), sizeof out->name - 1);
     if (br && (end == br + 1 || end[-1] != ']'))
         st = ss_errorf(SS_ERR_ARG, "%s: '[' without a closing ']' at the end", where);
     else if (!br && memchr(s, ']', (size_t)(end - s)))

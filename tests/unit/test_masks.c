@@ -86,6 +86,13 @@ TEST(mask_spec_errors) {
     CHECK_ERR(ss_mask_parse_spec(&c, "blocks.0.hook_resid_pre[pos=16]", &m), SS_ERR_ARG, "position 16 out of range");
     CHECK_ERR(ss_mask_parse_spec(&c, "blocks.0.hook_resid_pre[99999999999999999999]", &m), SS_ERR_ARG, "bad item");
     CHECK_ERR(ss_mask_parse_spec(&c, "[3]", &m), SS_ERR_ARG, "empty site name");
+    /* the spec is the mask's name, so it must fit one whole: cut at 63 bytes it was no longer
+     * the spec, and two specs that differ past byte 63 met in one name */
+    CHECK_OK(ss_mask_parse_spec(&c, "blocks.1.mlp.hook_post[00,1,2,3,4,5,6,7,8,9,10,11,12,13,14,115]", &m));
+    CHECK(!strcmp(m.name, "blocks.1.mlp.hook_post[00,1,2,3,4,5,6,7,8,9,10,11,12,13,14,115]"));
+    ss_mask_free(&m);
+    CHECK_ERR(ss_mask_parse_spec(&c, "blocks.1.mlp.hook_post[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]", &m), SS_ERR_ARG,
+              "64 bytes, but a mask's name (a --mask spec is its own) holds at most 63");
     CHECK_ERR(ss_mask_parse_spec(&c, "nothing.like.this", &m), SS_ERR_ARG, "unknown site 'nothing.like.this'");
     /* a failed parse leaves nothing allocated and an empty mask */
     CHECK(m.n_targets == 0 && m.targets == NULL);
