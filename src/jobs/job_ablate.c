@@ -53,6 +53,9 @@ static ss_status parse_metrics(const char *spec, int *want) {
         else want[k] = 1;
     }
     free(copy);
+    int any = 0;
+    for (int k = 0; k < M_COUNT; k++) any |= want[k];
+    if (!st && !any) st = ss_errorf(SS_ERR_ARG, "--metrics '%s' names no metric (loss, acc, keyword, logitdiff, kl)", spec);
     return st;
 }
 

@@ -131,6 +131,7 @@ expect_fail "empty label" "nolabel.jsonl:1: label '' cannot name an HDF5 group (
 expect_fail "no masks" "no masks" "$SUBSCOPE" ablate --model $M --input $P --out "$TMP/x.h5"
 expect_fail "logitdiff without answers" "needs \"answer\" and \"wrong\"" "$SUBSCOPE" ablate --model $M --input data/demo_prompts.jsonl --out "$TMP/x.h5" --mask 'blocks.1.mlp.hook_post[1]' --metrics logitdiff
 expect_fail "unknown metric" "unknown metric 'f1'" "$SUBSCOPE" ablate --model $M --input $P --out "$TMP/x.h5" --mask 'blocks.1.mlp.hook_post[1]' --metrics loss,f1
+expect_fail "--metrics naming no metric" "names no metric" "$SUBSCOPE" ablate --model $M --input $P --out "$TMP/x.h5" --mask 'blocks.1.mlp.hook_post[1]' --metrics ,
 [ ! -e "$TMP/x.h5" ] && pass "failed runs write no file" || fail "failed runs write no file"
 # Mode patch = activation patching: on the clean prompts with the site taken from the paired
 # corrupt ones, the loss equals `patch --denoise --per site --metric loss` (same run, other
