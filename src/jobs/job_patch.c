@@ -34,6 +34,20 @@ static ss_status keep_rows(void *vctx, const ss_site *s, float *data, int64_t ld
     return SS_OK;
 }
 
+/* Is site one of the comma-separated names of list, spelled out (not matched by a glob)? */
+static int names_exactly(const char *list, const char *site) {
+    size_t n = strlen(site);
+    for (const char *p = list; p && *p;) {
+        while (*p == ' ' || *p == ',') p++;
+        const char *e = strchr(p, ',');
+        size_t l = e ? (size_t)(e - p) : strlen(p);
+        while (l && p[l - 1] == ' ') l--;
+        if (l == n && !strncmp(p, site, n)) return 1;
+        p = e;
+    }
+    return 0;
+}
+
 /* One forward pass patches kn copies of the base prompt (n rows each, one
  * after another): copy c takes piece p0 + c of the site from the other run,
  * by be's patch_pieces (the CPU's on host rows; a device's on its own rows,
@@ -230,7 +244,16 @@ static ss_status patch(const ss_patch_job *job, ss_comm *comm) {
         if (!want[i]) continue;
         ss_site s;
         ss_site_get(cfg, i, &s);
-        if (!s.per_token) { st = ss_errorf(SS_ERR_ARG, "site %s cannot be patched (no per-token vector)", s.name); goto out; }
+        if (!s.per_token) {
+            /* Named outright, it is a mistake; swept up by a glob such as '*', it is left out
+             * (as collect and attribute do). */
+            if (names_exactly(job->sites, s.name)) {
+                st = ss_errorf(SS_ERR_ARG, "site %s cannot be patched (no per-token vector)", s.name);
+                goto out;
+            }
+            want[i] = 0;
+            continue;
+        }
         if (per_head && s.ndim != 2) { st = ss_errorf(SS_ERR_ARG, "--per head: site %s has no heads (use q/k/v/z sites)", s.name); goto out; }
         n_pieces[n_sites] = per_site ? 1 : per_pos ? T : per_head ? s.dims[0] : s.width;
         most = n_pieces[n_sites] > most ? n_pieces[n_sites] : most;
@@ -250,6 +273,7 @@ static ss_status patch(const ss_patch_job *job, ss_comm *comm) {
         if (!(sc.rows[r] = ss_malloc((size_t)(T * cfg->n_embd) * sizeof(float), "clean values")) ||
             !(sk.rows[r] = ss_malloc((size_t)(T * cfg->n_embd) * sizeof(float), "corrupt values"))) { st = SS_ERR_NOMEM; goto out; }
     }
+    if (!n_sites) { st = ss_errorf(SS_ERR_ARG, "--sites '%s' selects no site with a per-token vector", job->sites); goto out; }
     sc.T = sk.T = T;
     /* Copies of a prompt per patched pass (no more than a site has pieces):
      * the same on every rank, so that a pair's values do not depend on which

@@ -65,6 +65,12 @@ if "$SUBSCOPE" patch --model $G --clean "$TMP/gc.jsonl" --corrupt "$TMP/gk.jsonl
     pass "--per head with grouped-query attention: q on head, k/v on kv_head"
 else fail "--per head with grouped-query attention" "$(tail -2 "$TMP/gqa.txt")"; fi
 
+# A glob that sweeps up hook_pattern (no per-token vector) leaves it out, as collect and
+# attribute do; named outright it is refused below.
+"$SUBSCOPE" patch --model $M --clean $C --corrupt $K --sites 'blocks.0.attn.*' --out "$TMP/attn.h5" >"$TMP/attn.txt" 2>&1 &&
+    [ "$(h5ls "$TMP/attn.h5/effect" 2>/dev/null | awk '{print $1}' | tr '\n' ' ')" = "blocks.0.attn.hook_k blocks.0.attn.hook_q blocks.0.attn.hook_v blocks.0.attn.hook_z " ] &&
+    pass "a glob over attn.* patches q, k, v and z, leaving hook_pattern out" || fail "glob with hook_pattern" "$(tail -2 "$TMP/attn.txt")"
+
 # Refusals.
 expect_fail "--clean and --input disagree" "name different files" "$SUBSCOPE" patch --model $M --clean $C --input $K --corrupt $K --sites blocks.0.hook_resid_pre --out "$TMP/x.h5"
 printf '{"text": "The dog says hello"}\n{"text": "a"}\n{"text": "b"}\n{"text": "c"}\n' >"$TMP/bad.jsonl"
@@ -72,6 +78,8 @@ expect_fail "unequal token counts" "pairs need equal lengths" "$SUBSCOPE" patch 
 head -n 2 $K >"$TMP/two.jsonl"
 expect_fail "unpaired files" "paired line by line" "$SUBSCOPE" patch --model $M --input $C --corrupt "$TMP/two.jsonl" --sites blocks.0.hook_resid_pre --out "$TMP/x.h5"
 expect_fail "--sites of blanks" "names no site" "$SUBSCOPE" patch --model $M --input $C --corrupt $K --sites ' , ' --out "$TMP/x.h5"
+expect_fail "hook_pattern named outright" "cannot be patched (no per-token vector)" "$SUBSCOPE" patch --model $M --input $C --corrupt $K --sites blocks.0.attn.hook_pattern --out "$TMP/x.h5"
+expect_fail "a glob of only patterns" "selects no site with a per-token vector" "$SUBSCOPE" patch --model $M --input $C --corrupt $K --sites 'blocks.*.attn.hook_pat*' --out "$TMP/x.h5"
 expect_fail "--per head on a site without heads" "has no heads" "$SUBSCOPE" patch --model $M --input $C --corrupt $K --sites blocks.0.hook_resid_pre --per head --out "$TMP/x.h5"
 expect_fail "logitdiff without answers" "needs \"answer\" and \"wrong\"" "$SUBSCOPE" patch --model $M --input $K --corrupt $K --sites blocks.0.hook_resid_pre --out "$TMP/x.h5"
 expect_fail "bad --per" "--per must be" "$SUBSCOPE" patch --model $M --input $C --corrupt $K --sites blocks.0.hook_resid_pre --per layer --out "$TMP/x.h5"
