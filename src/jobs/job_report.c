@@ -93,6 +93,7 @@ static const char *const kind_x[K_COUNT] = {
 typedef struct {
     const char *path;
     char *command_line, *model_path, *input_path, *created, *subscope_version, *git_commit, *device;
+    char *model_key;             /* model_path spelled one way: sub-models group by it */
     int64_t n_prompts;
     int has_labels;
     double *clean_t;             /* the clean metric per topic */
@@ -266,6 +267,28 @@ static int mask_kind(const rmask *m, double *x) {
     return -1;
 }
 
+/* A path spelled one way, so that `models/x/`, `./models/x` and `models//x` name one
+ * model: empty and "." components dropped (".." kept: a symbolic link may sit before it). */
+static char *path_key(const char *p) {
+    char *k = ss_malloc(strlen(p) + 2, "model path");
+    if (!k) return NULL;
+    size_t n = 0;
+    if (*p == '/') k[n++] = '/';
+    while (*p) {
+        while (*p == '/') p++;
+        const char *e = strchr(p, '/');
+        size_t l = e ? (size_t)(e - p) : strlen(p);
+        if (l && !(l == 1 && *p == '.')) {
+            if (n && k[n - 1] != '/') k[n++] = '/';
+            memcpy(k + n, p, l), n += l;
+        }
+        p += l;
+    }
+    if (!n) k[n++] = '.';
+    k[n] = 0;
+    return k;
+}
+
 /* Pass 2: one file's provenance and masks. */
 static ss_status read_file(report *rp, int f) {
     rfile *fi = &rp->files[f];
@@ -274,6 +297,10 @@ static ss_status read_file(report *rp, int f) {
     SS_TRY(open_input(rp, fi->path, &r));
     fi->command_line = attr_opt(r, "command_line");
     fi->model_path = attr_opt(r, "model_path");
+    if (fi->model_path && !(fi->model_key = path_key(fi->model_path))) {
+        ss_h5_close_read(r);
+        return SS_ERR_NOMEM;
+    }
     fi->input_path = attr_opt(r, "input_path");
     fi->created = attr_opt(r, "created");
     fi->subscope_version = attr_opt(r, "subscope_version");
@@ -373,7 +400,7 @@ static double mask_index(const report *rp, const rmask *m, int *target) {
 }
 
 static const char *model_of(const report *rp, const rmask *m) {
-    const char *s = rp->files[m->file].model_path;
+    const char *s = rp->files[m->file].model_key;
     return s ? s : "";
 }
 
@@ -873,7 +900,7 @@ static ss_status write_atomic(const char *path, const char *data, size_t n) {
 static void report_free(report *rp) {
     for (int f = 0; rp->files && f < rp->job->n_inputs; f++) {
         rfile *fi = &rp->files[f];
-        free(fi->command_line), free(fi->model_path), free(fi->input_path), free(fi->created);
+        free(fi->command_line), free(fi->model_path), free(fi->model_key), free(fi->input_path), free(fi->created);
         free(fi->subscope_version), free(fi->git_commit), free(fi->device), free(fi->clean_t);
     }
     free(rp->files);

@@ -85,6 +85,13 @@ head -3 "$TMP/sweep.jsonl" >"$TMP/s1.jsonl"; tail -n +4 "$TMP/sweep.jsonl" >"$TM
 [ "$(grep -c '^S[0-9] ' "$TMP/two.txt")" = 3 ] && grep -q 'index' "$TMP/two.txt" && grep -q 'p2.h5' "$TMP/two.html" &&
     pass "two files, --metric acc: the same 3 sub-models" || fail "two files" "$(cat "$TMP/two.txt")"
 
+# The model's path spelled two ways (a shell's completion adds the '/') is one model: the same
+# units are one sub-model, not two.
+"$SUBSCOPE" ablate --model $M/ --input $P --mask 'blocks.1.mlp.hook_post[3]' --out "$TMP/sp1.h5" >/dev/null 2>&1
+"$SUBSCOPE" ablate --model ./$M --input $P --mask 'blocks.1.mlp.hook_post[3]' --mask 'blocks.1.mlp.hook_post[4]' --out "$TMP/sp2.h5" >/dev/null 2>&1
+"$SUBSCOPE" report "$TMP/sp1.h5" "$TMP/sp2.h5" --out "$TMP/sp.html" >"$TMP/sp.txt" 2>&1
+[ "$(grep -c '^S[0-9] ' "$TMP/sp.txt")" = 2 ] && pass "models/x/ and ./models/x: one model, 2 sub-models" || fail "model path spellings" "$(cat "$TMP/sp.txt")"
+
 # No labels: one topic "all", no specificity verdict.
 sed 's/, "label": "[a-z]*"//' $P >"$TMP/nolabel.jsonl"
 "$SUBSCOPE" ablate --model $M --input "$TMP/nolabel.jsonl" --masks "$TMP/s1.jsonl" --controls 2 --out "$TMP/nl.h5" >/dev/null 2>&1
