@@ -659,7 +659,12 @@ static ss_status plot_kind(ss_sbuf *b, const report *rp, const rsub *g, int k) {
             yy[off + i] = c ? s / c : NAN;
             any |= c > 0;
         }
-        snprintf(cname, sizeof cname, "controls (%.40s)", rp->topics[g->target]);
+        /* the legend shows up to 40 bytes of the topic, cut between UTF-8 characters */
+        const char *tn = rp->topics[g->target];
+        int cut = (int)strlen(tn);
+        if (cut > 40)
+            for (cut = 40; cut > 0 && ((unsigned char)tn[cut] & 0xC0) == 0x80;) cut--;
+        snprintf(cname, sizeof cname, "controls (%.*s)", cut, tn);
         if (any) S[ns++] = (series){cname, "#888888", 1, sweep, npts, x, yy};
     }
     char title[256], ylabel[96];

@@ -92,6 +92,14 @@ head -3 "$TMP/sweep.jsonl" >"$TMP/s1.jsonl"; tail -n +4 "$TMP/sweep.jsonl" >"$TM
 "$SUBSCOPE" report "$TMP/sp1.h5" "$TMP/sp2.h5" --out "$TMP/sp.html" >"$TMP/sp.txt" 2>&1
 [ "$(grep -c '^S[0-9] ' "$TMP/sp.txt")" = 2 ] && pass "models/x/ and ./models/x: one model, 2 sub-models" || fail "model path spellings" "$(cat "$TMP/sp.txt")"
 
+# A long topic name is cut for the controls' legend between UTF-8 characters: the page stays UTF-8.
+L=$(printf 'a%.0s' $(seq 39))é
+printf '{"text": "The cat says", "label": "b"}\n{"text": "The dog says", "label": "b"}\n{"text": "Grass is", "label": "%s"}\n{"text": "Snow is", "label": "%s"}\n' "$L" "$L" >"$TMP/long.jsonl"
+"$SUBSCOPE" ablate --model $M --input "$TMP/long.jsonl" --mask 'blocks.0.mlp.hook_post[0-50]' --controls 2 --out "$TMP/long.h5" >/dev/null 2>&1
+"$SUBSCOPE" report "$TMP/long.h5" --out "$TMP/long.html" >"$TMP/long.txt" 2>&1
+grep -q "target $L" "$TMP/long.txt" && iconv -f UTF-8 -t UTF-8 "$TMP/long.html" >/dev/null 2>&1 &&
+    pass "a long multi-byte topic name: the page is valid UTF-8" || fail "UTF-8 of a cut topic name" "$(head -1 "$TMP/long.txt")"
+
 # No labels: one topic "all", no specificity verdict.
 sed 's/, "label": "[a-z]*"//' $P >"$TMP/nolabel.jsonl"
 "$SUBSCOPE" ablate --model $M --input "$TMP/nolabel.jsonl" --masks "$TMP/s1.jsonl" --controls 2 --out "$TMP/nl.h5" >/dev/null 2>&1
