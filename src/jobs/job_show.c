@@ -47,7 +47,12 @@ static ss_status show_predictions(ss_h5_reader *r, FILE *out, const ss_tokenizer
         size_t tl = 0, nl = 0;
         fprintf(out, "  [%lld] ", (long long)i);
         if (tok && ss_tokenizer_decode(tok, tokens + i * T, (size_t)lens[i], &txt, &tl) == SS_OK) {
-            if (tl > 48) { fputs("...", out); print_quoted(out, txt + tl - 45, 45); }
+            if (tl > 48) { /* the last 45 bytes or fewer, from the start of a UTF-8 character */
+                size_t from = tl - 45;
+                while (from < tl && ((unsigned char)txt[from] & 0xC0) == 0x80) from++;
+                fputs("...", out);
+                print_quoted(out, txt + from, tl - from);
+            }
             else print_quoted(out, txt, tl);
         } else {
             fprintf(out, "(%d tokens)", lens[i]);

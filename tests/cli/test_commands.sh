@@ -98,6 +98,12 @@ expect_fail "show on a non-HDF5 file" "$M/config.json" "$SUBSCOPE" show --file "
 # the file may also be given bare, one only
 out2=$("$SUBSCOPE" show "$TMP/f.h5" 2>&1)
 if [ "$out2" = "$out" ]; then pass "show FILE = show --file FILE"; else fail "show FILE = show --file FILE" "$out2"; fi
+# A long prompt is shown by its last 45 bytes at most, from the start of a UTF-8 character.
+printf '{"text": "xxx%s"}\n' "$(printf 'é%.0s' $(seq 30))" >"$TMP/utf.jsonl"
+"$SUBSCOPE" forward --model models/tiny-gpt2 --input "$TMP/utf.jsonl" --out "$TMP/utf.h5" >/dev/null 2>&1
+"$SUBSCOPE" show "$TMP/utf.h5" >"$TMP/utf.txt" 2>&1
+grep -q '\[0\] \.\.\."éé' "$TMP/utf.txt" && iconv -f UTF-8 -t UTF-8 "$TMP/utf.txt" >/dev/null 2>&1 &&
+    pass "show cuts a long prompt between UTF-8 characters" || fail "show's cut of a long prompt" "$(grep -a '\[0\]' "$TMP/utf.txt")"
 expect_fail "show with two files" "one file at a time" "$SUBSCOPE" show "$TMP/f.h5" "$TMP/f.h5"
 expect_fail "show without a file" "no file given" "$SUBSCOPE" show
 
