@@ -34,20 +34,6 @@ static ss_status keep_rows(void *vctx, const ss_site *s, float *data, int64_t ld
     return SS_OK;
 }
 
-/* Is site one of the comma-separated names of list, spelled out (not matched by a glob)? */
-static int names_exactly(const char *list, const char *site) {
-    size_t n = strlen(site);
-    for (const char *p = list; p && *p;) {
-        while (*p == ' ' || *p == ',') p++;
-        const char *e = strchr(p, ',');
-        size_t l = e ? (size_t)(e - p) : strlen(p);
-        while (l && p[l - 1] == ' ') l--;
-        if (l == n && !strncmp(p, site, n)) return 1;
-        p = e;
-    }
-    return 0;
-}
-
 /* One forward pass patches kn copies of the base prompt (n rows each, one
  * after another): copy c takes piece p0 + c of the site from the other run,
  * by be's patch_pieces (the CPU's on host rows; a device's on its own rows,
@@ -247,7 +233,7 @@ static ss_status patch(const ss_patch_job *job, ss_comm *comm) {
         if (!s.per_token) {
             /* Named outright, it is a mistake; swept up by a glob such as '*', it is left out
              * (as collect and attribute do). */
-            if (names_exactly(job->sites, s.name)) {
+            if (ss_sites_list_names(job->sites, s.name)) {
                 st = ss_errorf(SS_ERR_ARG, "site %s cannot be patched (no per-token vector)", s.name);
                 goto out;
             }
