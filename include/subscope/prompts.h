@@ -43,6 +43,15 @@ ss_status ss_prompts_tokenize_range(ss_prompts *p, const ss_tokenizer *tok, int6
                                     int truncate, int64_t first, int64_t end, int64_t *n_truncated);
 void ss_prompts_free(ss_prompts *p);
 
+/* The longest label a job takes as the name of an HDF5 group (collect's
+ * /groups/<label>/, ablate's /by_label/<label>/): their paths are built in
+ * fixed buffers sized for it. */
+#define SS_MAX_LABEL 512
+/* Whether prompt it's label can name an HDF5 group: not empty, not '.'
+ * (HDF5's name for the group itself), no '/', at most SS_MAX_LABEL bytes;
+ * the error names the file and line. */
+ss_status ss_prompt_label_check(const ss_prompts *p, const ss_prompt *it);
+
 #ifdef __cplusplus
 }
 #endif

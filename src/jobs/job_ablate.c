@@ -903,12 +903,7 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
             if (g == n_labels) {
                 /* labels name HDF5 groups (/by_label/<label>): refused here, naming the line,
                  * rather than by the writer once every mask has run */
-                if (strchr(it->label, '/') || !*it->label || !strcmp(it->label, ".")) {
-                    st = ss_errorf(SS_ERR_FORMAT, "%s:%lld: label '%s' cannot name an HDF5 group (%s)", run.p->path,
-                                   (long long)it->line, it->label,
-                                   !*it->label ? "it is empty" : strchr(it->label, '/') ? "it contains '/'" : "it is '.'");
-                    goto out;
-                }
+                if ((st = ss_prompt_label_check(run.p, it))) goto out;
                 labels[n_labels++] = it->label;
             }
             group[i] = g;
@@ -1203,7 +1198,7 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
         for (int k = 0; k <= n_masks; k++)
             for (int mt = 0; mt < M_COUNT; mt++) {
                 if (!want[mt] || (!k && mt == M_KL)) continue;
-                char p[512];
+                char p[SS_MAX_LABEL + 256]; /* (a mask's name is at most 63 bytes) */
                 if (k) snprintf(p, sizeof p, "/by_label/%s/ablate/%s/%s", labels[g], masks[k - 1].name, metric_names[mt]);
                 else snprintf(p, sizeof p, "/by_label/%s/clean/%s", labels[g], metric_names[mt]);
                 double v = mean_over(vals[k][mt], group, g, N);

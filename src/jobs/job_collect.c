@@ -235,10 +235,8 @@ static char *identity(const ss_collect_job *j, const char *model_fp, const char 
                      (long long)max_len, j->run.truncate, j->run.wdtype);
 }
 
-/* The longest label --group-by takes: "/groups/<label>/stats" fits group_prefix's
- * 600 bytes, and that plus a site and "/pca/explained_variance_ratio" the 800 of a path. */
-#define SS_MAX_LABEL 512
-
+/* (a label is at most SS_MAX_LABEL bytes: "/groups/<label>/stats" fits 600 bytes, and that
+ * plus a site and "/pca/explained_variance_ratio" the 800 of a path) */
 static const char *group_prefix(const collect_ctx *c, int g, char *buf, size_t n) {
     if (g == 0) snprintf(buf, n, "/stats");
     else snprintf(buf, n, "/groups/%s/stats", c->labels[g]);
@@ -546,10 +544,7 @@ ss_status ss_job_collect(const ss_collect_job *job) {
     for (int64_t i = 0; grouping && i < p->n; i++) {
         const char *lab = p->items[i].label;
         if (!lab) { st = ss_errorf(SS_ERR_FORMAT, "%s:%lld: --group-by label but this line has no \"label\"", p->path, (long long)p->items[i].line); goto out; }
-        /* '.' is HDF5's name for the group itself; the group paths are built
-         * in fixed buffers (group_prefix), which a longer label would cut. */
-        if (strchr(lab, '/') || !*lab || !strcmp(lab, ".")) { st = ss_errorf(SS_ERR_FORMAT, "%s:%lld: label '%s' cannot name an HDF5 group (empty, '.' or contains '/')", p->path, (long long)p->items[i].line, lab); goto out; }
-        if (strlen(lab) > SS_MAX_LABEL) { st = ss_errorf(SS_ERR_FORMAT, "%s:%lld: label of %zu bytes, longer than the %d that --group-by takes ('%.40s...')", p->path, (long long)p->items[i].line, strlen(lab), SS_MAX_LABEL, lab); goto out; }
+        if ((st = ss_prompt_label_check(p, &p->items[i]))) goto out;
         int g = 1;
         while (g < c.n_groups && strcmp(c.labels[g], lab)) g++;
         if (g == c.n_groups) c.labels[c.n_groups++] = (char *)lab;

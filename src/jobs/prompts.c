@@ -201,3 +201,14 @@ void ss_prompts_free(ss_prompts *p) {
     free(p->path);
     free(p);
 }
+
+ss_status ss_prompt_label_check(const ss_prompts *p, const ss_prompt *it) {
+    const char *lab = it->label;
+    if (strlen(lab) > SS_MAX_LABEL)
+        return ss_errorf(SS_ERR_FORMAT, "%s:%lld: label of %zu bytes, longer than the %d a group's name takes ('%.40s...')",
+                         p->path, (long long)it->line, strlen(lab), SS_MAX_LABEL, lab);
+    if (!*lab || !strcmp(lab, ".") || strchr(lab, '/'))
+        return ss_errorf(SS_ERR_FORMAT, "%s:%lld: label '%s' cannot name an HDF5 group (%s)", p->path, (long long)it->line,
+                         lab, !*lab ? "it is empty" : strchr(lab, '/') ? "it contains '/'" : "it is '.'");
+    return SS_OK;
+}

@@ -128,6 +128,17 @@ printf '{"text": "The cat says", "label": "q"}\n{"text": "The dog says", "label"
 printf '{"text": "The cat says", "label": ""}\n{"text": "The dog says", "label": "q"}\n' >"$TMP/nolabel.jsonl"
 expect_fail "label '.'" "dotlabel.jsonl:2: label '.' cannot name an HDF5 group" "$SUBSCOPE" ablate --model $M --input "$TMP/dotlabel.jsonl" --out "$TMP/x.h5" --mask 'blocks.1.mlp.hook_post[1]'
 expect_fail "empty label" "nolabel.jsonl:1: label '' cannot name an HDF5 group (it is empty)" "$SUBSCOPE" ablate --model $M --input "$TMP/nolabel.jsonl" --out "$TMP/x.h5" --mask 'blocks.1.mlp.hook_post[1]'
+# A label of 512 bytes with a mask name of 63 names its groups whole; a longer label is refused
+# (the paths were built in a 512-byte buffer, which cut them).
+l512=$(printf 'L%.0s' $(seq 1 512)) n63=$(printf 'n%.0s' $(seq 1 63))
+printf '{"text": "The cat says", "label": "%s"}\n{"text": "The dog says", "label": "%sX"}\n' "$l512" "$l512" >"$TMP/longlabel.jsonl"
+expect_fail "label past 512 bytes" "longlabel.jsonl:2: label of 513 bytes, longer than the 512" "$SUBSCOPE" ablate --model $M --input "$TMP/longlabel.jsonl" --out "$TMP/x.h5" --mask 'blocks.1.mlp.hook_post[1]'
+head -n 1 "$TMP/longlabel.jsonl" >"$TMP/l512.jsonl"
+printf '{"name": "%s", "site": "blocks.1.mlp.hook_post", "units": [1]}\n' "$n63" >"$TMP/n63.jsonl"
+if "$SUBSCOPE" ablate --model $M --input "$TMP/l512.jsonl" --masks "$TMP/n63.jsonl" --out "$TMP/ll.h5" >/dev/null 2>"$TMP/err" &&
+    h5dump -d "/by_label/$l512/ablate/$n63/loss" "$TMP/ll.h5" >/dev/null 2>&1; then
+    pass "a 512-byte label and a 63-byte mask name: /by_label/<label>/ablate/<mask>/loss whole"
+else fail "512-byte label" "$(cat "$TMP/err")" "$(h5ls -r "$TMP/ll.h5" 2>&1 | grep by_label | cut -c1-120 | tail -n 2)"; fi
 expect_fail "no masks" "no masks" "$SUBSCOPE" ablate --model $M --input $P --out "$TMP/x.h5"
 expect_fail "logitdiff without answers" "needs \"answer\" and \"wrong\"" "$SUBSCOPE" ablate --model $M --input data/demo_prompts.jsonl --out "$TMP/x.h5" --mask 'blocks.1.mlp.hook_post[1]' --metrics logitdiff
 expect_fail "unknown metric" "unknown metric 'f1'" "$SUBSCOPE" ablate --model $M --input $P --out "$TMP/x.h5" --mask 'blocks.1.mlp.hook_post[1]' --metrics loss,f1
