@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "subscope/h5out.h"
+#include "subscope/prompts.h"
 #include "subscope/util.h"
 
 /* ------------------------------------------------------------ the index */
@@ -309,7 +310,7 @@ static ss_status read_file(report *rp, int f) {
     if (ss_h5_read_attr_i64(r, "/", "n_prompts", &fi->n_prompts)) ss_error_clear(), fi->n_prompts = -1;
 
     const int kl = !strcmp(rp->metric, "kl");
-    char p[512], **paths = NULL;
+    char p[SS_MAX_LABEL + 256], **paths = NULL; /* /by_label/<label>/ablate/<mask (63 bytes)>/<metric> */
     size_t np = 0, nc = 0;
     double *clean = NULL, clean_all = 0, *clean_t = NULL; /* clean_t is kept in fi */
     ss_status st = ss_h5_list(r, "/ablate", 1, &paths, &np);

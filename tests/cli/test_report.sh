@@ -151,4 +151,12 @@ done
 [ -z "$crashed" ] && [ $refused -gt 0 ] && pass "a damaged file is refused by its checksums ($refused of $runs runs), never a crash" ||
     fail "damaged files" "crashed:${crashed:- none}, checksum refusals: $refused"
 expect_fail "--controls too large" "at most 512 per run" "$SUBSCOPE" ablate --model $M --input $P --masks "$TMP/sweep.jsonl" --controls 100 --out "$TMP/x.h5"
+# A topic named by a 512-byte label (the longest ablate takes) is read as any other: its
+# values' paths were built in 512 bytes, cut, and the topic left without values ("one topic").
+l512=$(printf 'L%.0s' $(seq 1 512))
+printf '{"text": "The cat says", "label": "%s"}\n{"text": "The dog runs", "label": "b"}\n' "$l512" >"$TMP/l512.jsonl"
+"$SUBSCOPE" ablate --model $M --input "$TMP/l512.jsonl" --mask 'blocks.1.mlp.hook_post[1-200]' --controls 2 --out "$TMP/l512.h5" >/dev/null 2>&1
+out=$("$SUBSCOPE" report "$TMP/l512.h5" --out "$TMP/l512.html" 2>&1)
+printf '%s' "$out" | grep -q "controls .* (n=2)" && ! printf '%s' "$out" | grep -q "one topic" &&
+    pass "report: a 512-byte topic name has its values" || fail "report with a 512-byte label" "$(printf '%s' "$out" | head -n 2 | cut -c1-200)"
 finish
