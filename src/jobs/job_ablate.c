@@ -74,8 +74,9 @@ static ss_status read_keywords(const char *path, const ss_tokenizer *tok, int64_
     for (char *line = start, *next; line && *line; line = next) {
         next = strchr(line, '\n');
         if (next) *next++ = 0;
+        while (*line == ' ' || *line == '\t') line++; /* (the vocabulary's own leading space is ignored below) */
         size_t l = strlen(line);
-        while (l && (line[l - 1] == '\r' || line[l - 1] == ' ')) line[--l] = 0;
+        while (l && (line[l - 1] == '\r' || line[l - 1] == ' ' || line[l - 1] == '\t')) line[--l] = 0;
         if (!l) continue;
         n_words++;
         const int64_t ids_before = n_ids;
