@@ -40,6 +40,11 @@ static ss_status find_tensor(ss_model *m, const char *name, int ndim, const int6
         return ss_errorf(SS_ERR_FORMAT, "%s: tensor '%s' has shape [%s] but config.json implies [%s]", t->file, t->name,
                          got, want);
     }
+    /* Refused here, not first at conversion: info (which converts nothing)
+     * would otherwise describe the model as loadable. */
+    if (t->dtype != SS_DTYPE_F32 && t->dtype != SS_DTYPE_F16 && t->dtype != SS_DTYPE_BF16 && t->dtype != SS_DTYPE_F64)
+        return ss_errorf(SS_ERR_UNSUPPORTED, "%s: tensor '%s' has dtype %s; weights must be F32, F16, BF16 or F64",
+                         t->file, t->name, ss_dtype_name(t->dtype));
     const char *dn = ss_dtype_name(t->dtype);
     if (!strstr(m->weight_dtypes, dn) && strlen(m->weight_dtypes) + strlen(dn) + 2 < sizeof m->weight_dtypes) {
         if (m->weight_dtypes[0]) strcat(m->weight_dtypes, ",");

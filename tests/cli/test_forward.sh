@@ -142,6 +142,16 @@ printf '\x80\xff' | dd of="$TMP/inf_model/model.safetensors" bs=1 seek=$((size -
 expect_fail "infinity in a bfloat16 weight" "tensor 'wte.weight' holds an infinity at element" \
     "$SUBSCOPE" forward --model "$TMP/inf_model" --input "$D/golden/bf16.jsonl" --out "$TMP/x.h5"
 expect_ok "info still opens a model with a NaN weight" "$SUBSCOPE" info --model "$TMP/nan_model"
+# A weight stored as integers (same byte size: the header says I32 for F32 data) is refused by
+# name when the model is opened, by info too: it used to pass info as "F32,I32 in the files".
+cp -r "$D/models/noprefix-odd-untied" "$TMP/int_model"
+key='"h.0.attn.c_attn.weight":{"dtype":"'
+off=$(grep -abo -F "$key" "$TMP/int_model/model.safetensors" | head -n 1 | cut -d: -f1)
+printf 'I' | dd of="$TMP/int_model/model.safetensors" bs=1 seek=$((off + ${#key})) conv=notrunc 2>/dev/null
+msg="int_model/model.safetensors: tensor 'h.0.attn.c_attn.weight' has dtype I32; weights must be F32, F16, BF16 or F64"
+expect_fail "an I32 weight is refused by info" "$msg" "$SUBSCOPE" info --model "$TMP/int_model"
+expect_fail "an I32 weight is refused by forward" "$msg" "$SUBSCOPE" forward --model "$TMP/int_model" \
+    --input "$D/golden/noprefix-odd-untied.jsonl" --out "$TMP/x.h5"
 cp -r "$M" "$TMP/cfg_model"
 sed -i 's/"n_embd": 24/"n_embd": 48/' "$TMP/cfg_model/config.json"
 expect_fail "config disagrees with the weights" "has shape [101,24] but config.json implies [101,48]" "$SUBSCOPE" forward --model "$TMP/cfg_model" --input "$P" --out "$TMP/x.h5"
