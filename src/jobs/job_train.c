@@ -282,8 +282,9 @@ static ss_status check_out_dir(const ss_train_job *job, int *exists) {
     if (stat(out, &sb) == 0) {
         if (!S_ISDIR(sb.st_mode)) return ss_errorf(SS_ERR_ARG, "%s exists and is not a directory", out);
         *exists = 1;
-        /* Loaders (subscope's and transformers') read a sharded model's index before
-         * model.safetensors: the trained weights would never be loaded. */
+        /* Some loaders (vLLM) read a sharded model's index before model.safetensors, so
+         * they would never load the trained weights (transformers and subscope read
+         * model.safetensors first): a directory holding both is ambiguous. */
         char *idx = ss_path_join(out, "model.safetensors.index.json");
         if (!idx) return SS_ERR_NOMEM;
         const int sharded = ss_file_exists(idx);

@@ -510,8 +510,11 @@ ss_status ss_weights_open(const char *dir, ss_weights **out) {
     ss_weights *w = ss_calloc(1, sizeof *w, "weights");
     ss_status s = SS_ERR_NOMEM;
     if (ipath && spath && w) {
-        if (ss_file_exists(ipath)) s = weights_index(dir, ipath, w);
-        else if (ss_file_exists(spath)) s = weights_single(spath, w);
+        /* model.safetensors first, as transformers' from_pretrained: an index
+         * beside it (left behind when a sharded model was saved again
+         * unsharded into the same directory) is not read. */
+        if (ss_file_exists(spath)) s = weights_single(spath, w);
+        else if (ss_file_exists(ipath)) s = weights_index(dir, ipath, w);
         else s = ss_errorf(SS_ERR_IO, "%s: neither model.safetensors nor model.safetensors.index.json found", dir);
     }
     free(ipath);

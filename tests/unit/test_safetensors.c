@@ -459,8 +459,6 @@ TEST(weights_sharded_index) {
     char *dir = make_dir("w_shard");
     write_shard(dir, "model-00001-of-00002.safetensors", "h.0.w", "h.0.b", 0);
     write_shard(dir, "model-00002-of-00002.safetensors", "h.1.w", "extra", 100);
-    /* The index wins over a model.safetensors next to it. */
-    write_shard(dir, "model.safetensors", "decoy", "decoy2", -1);
     write_text(dir, "model.safetensors.index.json",
                "{\"metadata\": {\"total_size\": 32},\n \"weight_map\": {\n"
                "  \"h.0.w\": \"model-00001-of-00002.safetensors\",\n"
@@ -480,7 +478,16 @@ TEST(weights_sharded_index) {
     CHECK_OK(ss_tensor_to_f32(t, out, 2));
     CHECK(out[0] == 2 && out[1] == 3);
     /* Only the index's tensors are visible. */
-    CHECK(ss_weights_find(w, "extra") == NULL && ss_weights_find(w, "decoy") == NULL);
+    CHECK(ss_weights_find(w, "extra") == NULL);
+    ss_weights_free(w);
+    /* A model.safetensors beside the index wins, as in transformers' from_pretrained (which
+     * checks for it first): the index is not even read, so a stale one whose shards are gone
+     * (what saving a sharded model again unsharded into its directory leaves) is no error. */
+    write_shard(dir, "model.safetensors", "decoy", "decoy2", -1);
+    write_text(dir, "model.safetensors.index.json", "{\"weight_map\": {\"h.0.w\": \"gone.safetensors\"}}");
+    CHECK_OK(ss_weights_open(dir, &w));
+    CHECK(ss_weights_count(w) == 2 && ss_weights_find(w, "decoy") && !ss_weights_find(w, "h.0.w"));
+    CHECK(strstr(ss_weights_find(w, "decoy")->file, "w_shard/model.safetensors"));
     ss_weights_free(w);
     free(dir);
 }
