@@ -191,8 +191,17 @@ static ss_status parse_llama(const ss_json *root, const char *path, const char *
     SS_TRY(req_pos_int(root, path, "hidden_size", &cfg->n_embd));
     SS_TRY(req_pos_int(root, path, "vocab_size", &cfg->vocab_size));
     SS_TRY(req_pos_int(root, path, "intermediate_size", &cfg->n_inner));
-    SS_TRY(opt_pos_int(root, path, "num_key_value_heads", cfg->n_head, &cfg->n_kv_head));
-    SS_TRY(opt_pos_int(root, path, "max_position_embeddings", 2048, &cfg->n_positions));
+    /* MistralConfig's defaults differ from LlamaConfig's: 8 key/value heads, 4096 * 32
+     * positions and a 4096-token sliding window (below); Qwen2Config's: 32 key/value heads
+     * and 32768 positions. An explicit null num_key_value_heads means num_attention_heads
+     * in all three. */
+    const int mistral = !strcmp(model_type, "mistral"), qwen2 = !strcmp(model_type, "qwen2");
+    const int64_t kv_default = !ss_json_get(root, "num_key_value_heads") && mistral  ? 8
+                               : !ss_json_get(root, "num_key_value_heads") && qwen2 ? 32
+                                                                                    : cfg->n_head;
+    SS_TRY(opt_pos_int(root, path, "num_key_value_heads", kv_default, &cfg->n_kv_head));
+    SS_TRY(opt_pos_int(root, path, "max_position_embeddings", mistral ? 4096 * 32 : qwen2 ? 32768 : 2048,
+                       &cfg->n_positions));
     if (cfg->n_head % cfg->n_kv_head)
         return ss_errorf(SS_ERR_FORMAT, "%s: \"num_attention_heads\" %lld is not a multiple of \"num_key_value_heads\" %lld",
                          path, (long long)cfg->n_head, (long long)cfg->n_kv_head);
@@ -225,7 +234,7 @@ static ss_status parse_llama(const ss_json *root, const char *path, const char *
                          act->type == SS_JSON_STRING ? "\"" : "", act->type == SS_JSON_STRING ? act->str : "(not a string)",
                          act->type == SS_JSON_STRING ? "\"" : "");
     int flag;
-    if (!strcmp(model_type, "qwen2")) {
+    if (qwen2) {
         cfg->qkv_bias = 1; /* Qwen2 always has q/k/v biases and none elsewhere */
         SS_TRY(opt_bool(root, path, "use_sliding_window", 0, &flag));
         if (flag) return ss_errorf(SS_ERR_UNSUPPORTED, "%s: \"use_sliding_window\": true is not supported", path);
@@ -238,10 +247,12 @@ static ss_status parse_llama(const ss_json *root, const char *path, const char *
      * sequences no longer than it are computed exactly, so the window bounds
      * the context instead of being approximated. */
     const ss_json *sw = ss_json_get(root, "sliding_window");
-    if (sw && sw->type != SS_JSON_NULL && strcmp(model_type, "qwen2")) {
+    if (sw && sw->type != SS_JSON_NULL && !qwen2) {
         int64_t win;
         SS_TRY(req_pos_int(root, path, "sliding_window", &win));
         if (win < cfg->n_positions) cfg->n_positions = win;
+    } else if (!sw && mistral && cfg->n_positions > 4096) {
+        cfg->n_positions = 4096; /* MistralConfig's default window; null means none */
     }
     const ss_json *pt = ss_json_get(root, "partial_rotary_factor");
     if (!pt && rp && rp->type == SS_JSON_OBJECT) pt = ss_json_get(rp, "partial_rotary_factor");

@@ -180,18 +180,32 @@ TEST(config_llama_family) {
     CHECK(ss_config_d_head(&c) == 6 && c.qkv_bias && c.o_bias && c.rope_type == SS_ROPE_LLAMA3 && c.rope_theta == 5e5);
     CHECK(c.rope_factor == 8 && c.rope_low_freq_factor == 1 && c.rope_high_freq_factor == 4 &&
           c.rope_original_max_positions == 16);
-    CHECK_OK(parse("{" LL ", \"model_type\": \"qwen2\"}", &c)); /* a duplicate key: the last one wins, as in Python */
+    CHECK_OK(parse("{" LL ", \"model_type\": \"qwen2\", \"num_key_value_heads\": 2}", &c)); /* a duplicate key: the last one wins, as in Python */
     CHECK(!strcmp(c.arch, "qwen2") && c.qkv_bias && !c.o_bias);
     /* Mistral's sliding window bounds the context rather than being approximated. */
-    CHECK_OK(parse("{" LL ", \"model_type\": \"mistral\", \"max_position_embeddings\": 32768, \"sliding_window\": 4096}", &c));
+    CHECK_OK(parse("{" LL ", \"model_type\": \"mistral\", \"num_key_value_heads\": 2, \"max_position_embeddings\": 32768, \"sliding_window\": 4096}", &c));
     CHECK(c.n_positions == 4096);
+    /* MistralConfig's and Qwen2Config's own defaults, not LlamaConfig's: without the keys,
+     * transformers runs a Mistral with 8 key/value heads, 131072 positions and a 4096-token
+     * window (so prompts past 4096 tokens are refused, not computed without the window), a
+     * Qwen2 with 32 key/value heads and 32768 positions; null heads mean num_attention_heads. */
+#define L16 "\"hidden_size\": 64, \"intermediate_size\": 4, \"num_hidden_layers\": 1, \"num_attention_heads\": 32, \"vocab_size\": 5"
+    CHECK_OK(parse("{" L16 ", \"model_type\": \"mistral\"}", &c));
+    CHECK(c.n_kv_head == 8 && c.n_positions == 4096);
+    CHECK_OK(parse("{" L16 ", \"model_type\": \"mistral\", \"sliding_window\": null, \"num_key_value_heads\": null}", &c));
+    CHECK(c.n_kv_head == 32 && c.n_positions == 131072);
+    CHECK_OK(parse("{" L16 ", \"model_type\": \"qwen2\", \"num_attention_heads\": 64, \"hidden_size\": 128}", &c));
+    CHECK(c.n_kv_head == 32 && c.n_positions == 32768);
+    CHECK_OK(parse("{" L16 ", \"model_type\": \"llama\"}", &c));
+    CHECK(c.n_kv_head == 32 && c.n_positions == 2048);
+#undef L16
     /* What would change the function is refused by name. */
     CHECK_ERR(parse("{" LL ", \"hidden_act\": \"gelu\"}", &c), SS_ERR_UNSUPPORTED, "\"hidden_act\" \"gelu\"");
     CHECK_ERR(parse("{" LL ", \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4.0}}", &c), SS_ERR_UNSUPPORTED,
               "rope_scaling type \"yarn\" is not supported");
     CHECK_ERR(parse("{" LL ", \"rope_parameters\": {\"rope_type\": \"dynamic\", \"factor\": 2.0}}", &c),
               SS_ERR_UNSUPPORTED, "rope_parameters type \"dynamic\"");
-    CHECK_ERR(parse("{" LL ", \"model_type\": \"qwen2\", \"use_sliding_window\": true}", &c), SS_ERR_UNSUPPORTED,
+    CHECK_ERR(parse("{" LL ", \"model_type\": \"qwen2\", \"num_key_value_heads\": 2, \"use_sliding_window\": true}", &c), SS_ERR_UNSUPPORTED,
               "use_sliding_window");
     CHECK_ERR(parse("{" LL ", \"partial_rotary_factor\": 0.5}", &c), SS_ERR_UNSUPPORTED, "partial_rotary_factor");
     CHECK_ERR(parse("{" LL ", \"num_key_value_heads\": 3, \"num_attention_heads\": 4, \"hidden_size\": 8}", &c),
