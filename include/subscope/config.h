@@ -23,6 +23,8 @@ typedef enum ss_family { SS_FAMILY_GPT2, SS_FAMILY_LLAMA } ss_family;
  * (long wavelengths divided by factor, a smooth blend in between). */
 typedef enum ss_rope_type { SS_ROPE_NONE, SS_ROPE_LINEAR, SS_ROPE_LLAMA3 } ss_rope_type;
 
+#define SS_MAX_EOS_IDS 16
+
 typedef struct ss_config {
     char arch[64];          /* model_type: "gpt2", "llama", "mistral", "qwen2" */
     ss_family family;
@@ -42,8 +44,15 @@ typedef struct ss_config {
     ss_rope_type rope_type;
     double rope_factor, rope_low_freq_factor, rope_high_freq_factor; /* rope_scaling */
     int64_t rope_original_max_positions;                           /* llama3 scaling */
-    int64_t bos_token_id, eos_token_id; /* -1 if absent */
+    int64_t bos_token_id, eos_token_id; /* -1 if absent; eos_token_id is eos_ids[0] */
+    int64_t eos_ids[SS_MAX_EOS_IDS];    /* every end-of-sequence id: a list eos_token_id (Llama 3's
+                                         * instruct models end a turn with <|eot_id|>, its third),
+                                         * or GGUF's eos and eot ids */
+    int n_eos;
 } ss_config;
+
+/* Whether id is one of the config's end-of-sequence ids. */
+int ss_config_is_eos(const ss_config *cfg, int64_t id);
 
 /* Parses config.json text; path is used in messages. Missing required keys,
  * wrong types, non-positive sizes, n_embd not divisible by n_head,

@@ -347,7 +347,7 @@ static cli_opt pred_opts[] = {
     {.name = "model", .metavar = "DIR", .help = "Hugging Face model directory, or a llama-architecture .gguf file"},
     {.name = "prompt", .metavar = "TEXT", .help = "the prompt"},
     {.name = "top", .metavar = "K", .help = "show the K most likely next tokens (default 10)"},
-    {.name = "generate", .metavar = "N", .help = "instead, continue the prompt greedily by N tokens (stops at <|endoftext|> or the model's eos_token_id)"},
+    {.name = "generate", .metavar = "N", .help = "instead, continue the prompt greedily by N tokens (stops at <|endoftext|> or any of the model's eos_token_id)"},
     {.name = "device", .metavar = "DEV", .help = "cpu, cuda, cuda:N or auto (default auto)"},
     {.name = "dtype", .metavar = "T", .help = "matrix products: float32 (default), bfloat16, float16 (GPU) or auto (the files' dtype on a GPU; fp32 accumulation)"},
     {.name = "tf32", .metavar = NULL, .help = "allow TF32 tensor-core math for float32 products on GPUs"},
@@ -450,7 +450,7 @@ static int run_predict(cli_cmd *cmd) {
             int32_t best = 0;
             for (int64_t v = 1; v < V; v++)
                 if (lg[v] > lg[best]) best = (int32_t)v;
-            if (best == eos || best == m->cfg.eos_token_id) break;
+            if (best == eos || ss_config_is_eos(&m->cfg, best)) break;
             ids[n++] = best;
             char *txt = NULL;
             size_t tl = 0;

@@ -57,6 +57,30 @@ static ss_status opt_token_id(const ss_json *root, const char *path, const char 
     return SS_OK;
 }
 
+/* eos_token_id: an id or a list of ids (every one is an end of sequence). */
+static ss_status opt_eos_ids(const ss_json *root, const char *path, ss_config *cfg) {
+    cfg->eos_token_id = -1, cfg->n_eos = 0;
+    const ss_json *v = ss_json_get(root, "eos_token_id");
+    if (!v || v->type == SS_JSON_NULL) return SS_OK;
+    const size_t n = v->type == SS_JSON_ARRAY ? v->len : 1;
+    if (n > SS_MAX_EOS_IDS)
+        return ss_errorf(SS_ERR_FORMAT, "%s: \"eos_token_id\" lists %zu ids, more than the %d taken", path, n, SS_MAX_EOS_IDS);
+    for (size_t k = 0; k < n; k++) {
+        const ss_json *e = v->type == SS_JSON_ARRAY ? &v->items[k] : v;
+        if (e->type != SS_JSON_NUMBER || !e->is_int || e->i < 0)
+            return ss_errorf(SS_ERR_FORMAT, "%s: \"eos_token_id\" must be a non-negative integer or a list of them", path);
+        cfg->eos_ids[cfg->n_eos++] = e->i;
+    }
+    if (cfg->n_eos) cfg->eos_token_id = cfg->eos_ids[0];
+    return SS_OK;
+}
+
+int ss_config_is_eos(const ss_config *cfg, int64_t id) {
+    for (int k = 0; k < cfg->n_eos; k++)
+        if (cfg->eos_ids[k] == id) return 1;
+    return 0;
+}
+
 static ss_status parse_gpt2(const ss_json *root, const char *path, ss_config *cfg) {
 
     snprintf(cfg->arch, sizeof cfg->arch, "gpt2");
@@ -129,8 +153,7 @@ static ss_status parse_gpt2(const ss_json *root, const char *path, ss_config *cf
     SS_TRY(opt_bool(root, path, "reorder_and_upcast_attn", 0, &flag));
 
     SS_TRY(opt_token_id(root, path, "bos_token_id", &cfg->bos_token_id));
-    SS_TRY(opt_token_id(root, path, "eos_token_id", &cfg->eos_token_id));
-    return SS_OK;
+    return opt_eos_ids(root, path, cfg);
 }
 
 
@@ -259,7 +282,7 @@ static ss_status parse_llama(const ss_json *root, const char *path, const char *
     if (pt && pt->type != SS_JSON_NULL && !(pt->type == SS_JSON_NUMBER && pt->num == 1.0))
         return ss_errorf(SS_ERR_UNSUPPORTED, "%s: \"partial_rotary_factor\" other than 1 is not supported", path);
     SS_TRY(opt_token_id(root, path, "bos_token_id", &cfg->bos_token_id));
-    return opt_token_id(root, path, "eos_token_id", &cfg->eos_token_id);
+    return opt_eos_ids(root, path, cfg);
 }
 
 static int has_architecture(const ss_json *root, const char *const *names) {

@@ -131,6 +131,12 @@ static ss_status read_config(const ss_gguf *g, ss_config *c) {
     SS_TRY(rope_scaling(g, c));
     SS_TRY(token_id(g, "tokenizer.ggml.bos_token_id", &c->bos_token_id));
     SS_TRY(token_id(g, "tokenizer.ggml.eos_token_id", &c->eos_token_id));
+    /* llama.cpp's generation also stops at the end-of-turn id (Llama 3's <|eot_id|>) */
+    int64_t eot;
+    SS_TRY(token_id(g, "tokenizer.ggml.eot_token_id", &eot));
+    c->n_eos = 0;
+    if (c->eos_token_id >= 0) c->eos_ids[c->n_eos++] = c->eos_token_id;
+    if (eot >= 0 && eot != c->eos_token_id) c->eos_ids[c->n_eos++] = eot;
     return ss_config_check_sizes(c, path);
 }
 
@@ -490,7 +496,7 @@ ss_status ss_gguf_config_json(const ss_config *c, char **json) {
     /* Hugging Face's attention_bias covers q/k/v and o together; q/k/v alone
      * is Qwen2's layout. */
     const int qwen2 = c->qkv_bias && !c->o_bias;
-    char scaling[256] = "null", ids[96] = "";
+    char scaling[256] = "null", ids[64 + 24 * SS_MAX_EOS_IDS] = "";
     if (c->rope_type == SS_ROPE_LINEAR)
         snprintf(scaling, sizeof scaling, "{\"rope_type\": \"linear\", \"factor\": %.17g}", c->rope_factor);
     else if (c->rope_type == SS_ROPE_LLAMA3)
@@ -500,8 +506,11 @@ ss_status ss_gguf_config_json(const ss_config *c, char **json) {
                  c->rope_factor, c->rope_low_freq_factor, c->rope_high_freq_factor,
                  (long long)c->rope_original_max_positions);
     if (c->bos_token_id >= 0) snprintf(ids, sizeof ids, ", \"bos_token_id\": %lld", (long long)c->bos_token_id);
-    if (c->eos_token_id >= 0)
-        snprintf(ids + strlen(ids), sizeof ids - strlen(ids), ", \"eos_token_id\": %lld", (long long)c->eos_token_id);
+    if (c->n_eos == 1)
+        snprintf(ids + strlen(ids), sizeof ids - strlen(ids), ", \"eos_token_id\": %lld", (long long)c->eos_ids[0]);
+    for (int k = 0; c->n_eos > 1 && k < c->n_eos; k++) /* a list, as Llama 3's configs give eos and eot */
+        snprintf(ids + strlen(ids), sizeof ids - strlen(ids), "%s%lld%s", k ? ", " : ", \"eos_token_id\": [",
+                 (long long)c->eos_ids[k], k == c->n_eos - 1 ? "]" : "");
     *json = ss_strfmt("{\"architectures\": [\"%s\"], \"model_type\": \"%s\", \"hidden_size\": %lld, "
                       "\"intermediate_size\": %lld, \"num_hidden_layers\": %lld, \"num_attention_heads\": %lld, "
                       "\"num_key_value_heads\": %lld, \"head_dim\": %lld, \"max_position_embeddings\": %lld, "

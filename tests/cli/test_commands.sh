@@ -40,6 +40,18 @@ text=$(grep -m1 '"text"' "$G" | sed 's/.*"text": "\(.*\)",*$/\1/')
 cont=$(grep -m1 '"greedy_text"' "$G" | sed 's/.*"greedy_text": "\(.*\)",*$/\1/')
 out=$("$SUBSCOPE" predict --model models/tiny-gpt2 --prompt "$text" --generate 12 2>&1)
 [ "$out" = "$text$cont" ] && pass "predict --generate equals transformers' greedy text" || fail "predict --generate" "got:  $out" "want: $text$cont"
+# an eos_token_id list (Llama 3's instruct models: <|end_of_text|>, <|eom_id|>, <|eot_id|>): the
+# continuation stops at any of them, here the list's second, the greedy continuation's third
+# token (' seven'; the first two are ' six' and ',')
+all=$("$SUBSCOPE" tokenize --model models/tiny-gpt2 --text "$text$cont" | tr -d '[] ')
+n0=$("$SUBSCOPE" tokenize --model models/tiny-gpt2 --text "$text" | tr -d '[] ' | awk -F, '{print NF}')
+stop=$(printf '%s' "$all" | cut -d, -f$((n0 + 3)))
+mkdir -p "$TMP/eosl" && cp models/tiny-gpt2/* "$TMP/eosl/"
+sed -i "s/\"eos_token_id\": *[0-9]*/\"eos_token_id\": [1000, $stop]/" "$TMP/eosl/config.json"
+two=$("$SUBSCOPE" tokenize --model models/tiny-gpt2 --decode --text "[$(printf '%s' "$all" | cut -d, -f$((n0 + 1))-$((n0 + 2)))]")
+out=$("$SUBSCOPE" predict --model "$TMP/eosl" --prompt "$text" --generate 12 2>&1)
+grep -q "\[1000, $stop\]" "$TMP/eosl/config.json" && [ "$two" = " six," ] && [ "$out" = "$text$two" ] &&
+    pass "predict --generate stops at any id of an eos_token_id list" || fail "eos_token_id list" "got:  $out" "want: $text$two"
 out=$("$SUBSCOPE" predict --model models/tiny-gpt2 --prompt "$text" --top 3 2>&1)
 first=$(printf '%s\n' "$out" | awk 'NR==2 {print $2}')
 want=$(grep -m1 '"id"' "$G" | tr -dc 0-9)

@@ -49,6 +49,7 @@ TEST(config_defaults_and_variants) {
     CHECK(c.n_positions == 16 && c.n_inner == 20 && c.ln_eps == 0.001 && c.act == SS_ACT_GELU_ERF);
     CHECK(c.tie_word_embeddings == 0 && c.scale_attn_weights == 0);
     CHECK(c.bos_token_id == -1 && c.eos_token_id == 7);
+    CHECK(c.n_eos == 2 && c.eos_ids[1] == 8 && ss_config_is_eos(&c, 8) && ss_config_is_eos(&c, 7) && !ss_config_is_eos(&c, 9));
 
     CHECK_OK(parse("{\"model_type\": \"gpt2\", \"n_layer\": 1, \"n_head\": 1, \"n_embd\": 8, \"n_positions\": 4,"
                    " \"vocab_size\": 3, \"n_inner\": null}", &c));
@@ -121,6 +122,8 @@ TEST(config_errors) {
               SS_ERR_FORMAT, "\"reorder_and_upcast_attn\" must be true or false");
     CHECK_ERR(parse("{\"model_type\": \"gpt2\", " MIN_KEYS ", \"eos_token_id\": -3}", &c), SS_ERR_FORMAT,
               "\"eos_token_id\" must be a non-negative integer");
+    CHECK_ERR(parse("{\"model_type\": \"gpt2\", " MIN_KEYS ", \"eos_token_id\": [2, -3]}", &c), SS_ERR_FORMAT,
+              "\"eos_token_id\" must be a non-negative integer or a list of them");
     CHECK_ERR(parse("{\"model_type\": \"gpt2\", " MIN_KEYS ", \"bos_token_id\": \"a\"}", &c), SS_ERR_FORMAT,
               "\"bos_token_id\"");
     CHECK_ERR(parse("[1]", &c), SS_ERR_FORMAT, "cfg/config.json: not a JSON object");

@@ -61,7 +61,54 @@ TEST(gguf_model_config_equals_hf_config) {
         CHECK(c.scale_attn_weights == hf.scale_attn_weights);
         CHECK(c.qkv_bias == hf.qkv_bias && c.o_bias == hf.o_bias && c.mlp_bias == hf.mlp_bias);
         CHECK(c.bos_token_id == hf.bos_token_id && c.eos_token_id == hf.eos_token_id);
+        CHECK(c.n_eos == hf.n_eos && c.n_eos == 1 && c.eos_ids[0] == c.eos_token_id);
     }
+}
+
+/* tiny-f32.gguf with tokenizer.ggml.eot_token_id = eot added in front of its
+ * keys, and a general.comment whose length makes the two 96 bytes: the data
+ * section moves by a multiple of the alignment (32), so offsets stay valid. */
+static uint8_t *with_eot(const uint8_t *in, size_t n, uint32_t eot, size_t *out_n) {
+    static const char k1[] = "tokenizer.ggml.eot_token_id", k2[] = "general.comment";
+    const size_t kv1 = 8 + strlen(k1) + 4 + 4, kv2 = 96 - kv1, vlen = kv2 - (8 + strlen(k2) + 4 + 8);
+    uint8_t *b = malloc(n + 96), *q = b;
+    if (!b) return NULL;
+    memcpy(q, in, 24), q += 24;
+    uint64_t nkv;
+    memcpy(&nkv, b + 16, 8), nkv += 2, memcpy(b + 16, &nkv, 8);
+    uint64_t l = strlen(k1);
+    uint32_t ty = 4; /* UINT32 */
+    memcpy(q, &l, 8), q += 8, memcpy(q, k1, l), q += l, memcpy(q, &ty, 4), q += 4, memcpy(q, &eot, 4), q += 4;
+    l = strlen(k2), ty = 8; /* STRING */
+    uint64_t vl = vlen;
+    memcpy(q, &l, 8), q += 8, memcpy(q, k2, l), q += l, memcpy(q, &ty, 4), q += 4, memcpy(q, &vl, 8), q += 8;
+    memset(q, 'x', vlen), q += vlen;
+    memcpy(q, in + 24, n - 24);
+    *out_n = n + 96;
+    return b;
+}
+
+TEST(gguf_model_eot_is_an_eos_id) {
+    char *p = dpath("tiny-f32.gguf");
+    char *raw = NULL;
+    size_t n = 0;
+    ss_status s = p ? ss_file_read(p, &raw, &n) : SS_ERR_NOMEM;
+    free(p);
+    CHECK_OK(s);
+    for (int v = 0; v < 2 && raw; v++) {
+        size_t m = 0;
+        uint8_t *b = with_eot((const uint8_t *)raw, n, v ? 2 : 5, &m); /* 2 is the file's eos */
+        CHECK(b != NULL);
+        ss_gguf *g = NULL;
+        ss_config c;
+        CHECK_OK(ss_gguf_parse(b, m, "eot.gguf", &g));
+        CHECK_OK(ss_gguf_model_config(g, &c));
+        CHECK(c.eos_token_id == 2 && c.eos_ids[0] == 2);
+        CHECK_MSG(v ? c.n_eos == 1 : c.n_eos == 2 && c.eos_ids[1] == 5 && ss_config_is_eos(&c, 5), "variant %d: %d ids", v, c.n_eos);
+        ss_gguf_free(g);
+        free(b);
+    }
+    free(raw);
 }
 
 /* Largest error the file's type allows for element x of a block (32
@@ -614,8 +661,9 @@ TEST(gguf_model_config_json_round_trip) {
     ss_weights *w = NULL;
     CHECK_OK(open_model("tiny-q8_0.gguf", &c, &w, NULL));
     ss_weights_free(w);
-    for (int v = 0; v < 4; v++) {
+    for (int v = 0; v < 5; v++) {
         ss_config x = c, back;
+        if (v == 4) x.eos_token_id = x.eos_ids[0] = 7, x.eos_ids[1] = 9, x.eos_ids[2] = 3, x.n_eos = 3; /* eos and eot ids */
         if (v == 1) x.qkv_bias = x.o_bias = x.mlp_bias = 1, x.tie_word_embeddings = 1, x.bos_token_id = -1;
         if (v == 2) x.qkv_bias = 1, x.rope_type = SS_ROPE_LINEAR, x.rope_factor = 2.5;
         if (v == 3)
