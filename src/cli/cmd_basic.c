@@ -203,7 +203,8 @@ static int run_info(cli_cmd *cmd) {
     printf("model        %s\n", m->dir);
     if (llama)
         printf("architecture %s (Llama family: RMSNorm, rotary, SwiGLU%s%s%s)\n", c->arch,
-               c->tie_word_embeddings ? ", tied lm_head" : ", separate lm_head", c->qkv_bias ? ", q/k/v biases" : "",
+               c->tie_word_embeddings ? ", tied lm_head" : ", separate lm_head",
+               c->qkv_bias && c->o_bias ? ", q/k/v/o biases" : c->qkv_bias ? ", q/k/v biases" : c->o_bias ? ", o biases" : "",
                c->mlp_bias ? ", MLP biases" : "");
     else
         printf("architecture GPT-2 (%s weight names%s)\n", m->has_prefix ? "transformer.-prefixed" : "unprefixed",

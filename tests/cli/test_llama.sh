@@ -23,6 +23,12 @@ printf '%s' "$out" | grep -q "architecture llama (Llama family" && printf '%s' "
     pass "info: Llama family, grouped-query heads, rotary and up-projection sites, no hook_pos_embed" ||
     fail "info on a Llama model" "$(printf '%s' "$out" | head -8)"
 
+# the architecture line names every bias: attention_bias is q/k/v and o (Llama), Qwen2's q/k/v alone
+a1=$("$SUBSCOPE" info --model "$D/models/llama-hd6-bias" | grep '^architecture')
+a2=$("$SUBSCOPE" info --model "$D/models/qwen2-bias-tied" | grep '^architecture')
+case "$a1|$a2" in *"q/k/v/o biases, MLP biases)|"*"tied lm_head, q/k/v biases)") pass "info: the biases named (attention_bias: q/k/v/o; Qwen2: q/k/v)" ;;
+    *) fail "info: biases" "$a1" "$a2" ;; esac
+
 # info --config: the parameter count from config.json alone equals the loaded model's, for
 # every golden model of both families; a Llama-2-7B-shaped config gives its known 6738415616.
 ok=1
