@@ -59,6 +59,11 @@ int ss_config_is_eos(const ss_config *cfg, int64_t id);
  * unsupported model_type/activation are errors naming the key. */
 ss_status ss_config_parse(const char *text, size_t len, const char *path, ss_config *cfg);
 ss_status ss_config_load(const char *path, ss_config *cfg);
+/* The same, but a config that names no model type (neither "model_type" nor
+ * "architectures") is read as GPT-2's: the small configs `train` (GPT-2 only)
+ * takes, which `info --config` plans for too. */
+ss_status ss_config_parse_gpt2_default(const char *text, size_t len, const char *path, ss_config *cfg);
+ss_status ss_config_load_gpt2_default(const char *path, ss_config *cfg);
 static inline int64_t ss_config_d_head(const ss_config *c) { return c->d_head ? c->d_head : c->n_embd / c->n_head; }
 /* Key/value heads (n_head when the config does not set them). */
 static inline int64_t ss_config_kv_heads(const ss_config *c) { return c->n_kv_head ? c->n_kv_head : c->n_head; }

@@ -97,7 +97,7 @@ static void human_bytes(char *buf, size_t n, double b) {
  * of another framework. */
 static int run_info_config(cli_cmd *cmd) {
     ss_config cfg;
-    ss_status st = ss_config_load(cli_get(cmd, "config"), &cfg);
+    ss_status st = ss_config_load_gpt2_default(cli_get(cmd, "config"), &cfg); /* (train's configs may name no type) */
     if (st) return cli_fail(cmd, st);
     int64_t T = 16384;
     if (cli_int(cmd, "tokens", 1, INT64_MAX / 1048576, 16384, &T)) return 1;

@@ -396,19 +396,8 @@ static ss_status read_inputs(trainer *t) {
     size_t tl;
     SS_TRY(ss_file_read(j->config, &text, &tl));
     ss_status st = ss_json_parse(text, tl, j->config, &t->cfg_doc);
-    const ss_json *root = st ? NULL : ss_json_root(t->cfg_doc);
-    if (root && root->type == SS_JSON_OBJECT && !ss_json_get(root, "model_type") &&
-        !ss_json_get(root, "architectures")) {
-        /* What is trained is a GPT-2 whatever the file says, so a config that
-         * names no model type is read as one. */
-        const char *brace = strchr(text, '{'), *rest = brace + 1;
-        while (*rest == ' ' || *rest == '\t' || *rest == '\n' || *rest == '\r') rest++;
-        char *fixed = ss_strfmt("{\"model_type\": \"gpt2\"%s%s", *rest == '}' ? "" : ", ", rest);
-        free(text);
-        if (!fixed) return SS_ERR_NOMEM;
-        text = fixed, tl = strlen(fixed);
-    }
-    if (!st) st = ss_config_parse(text, tl, j->config, &t->cfg);
+    /* What is trained is a GPT-2 whatever the file says, so a config that names no model type is read as one. */
+    if (!st) st = ss_config_parse_gpt2_default(text, tl, j->config, &t->cfg);
     free(text);
     if (st) return st;
     if (t->cfg.family != SS_FAMILY_GPT2)

@@ -340,27 +340,42 @@ void ss_config_rope_inv_freq(const ss_config *c, float *inv_freq) {
     }
 }
 
-ss_status ss_config_parse(const char *text, size_t len, const char *path, ss_config *cfg) {
+static ss_status parse_text(const char *text, size_t len, const char *path, int gpt2_default, ss_config *cfg) {
     if (!path) path = "config.json";
     memset(cfg, 0, sizeof *cfg);
     ss_json_doc *doc = NULL;
     SS_TRY(ss_json_parse(text, len, path, &doc));
-    ss_status s = parse_root(ss_json_root(doc), path, cfg);
+    const ss_json *root = ss_json_root(doc);
+    ss_status s = gpt2_default && root->type == SS_JSON_OBJECT && !ss_json_get(root, "model_type") &&
+                          !ss_json_get(root, "architectures")
+                      ? parse_gpt2(root, path, cfg)
+                      : parse_root(root, path, cfg);
     ss_json_free(doc);
     if (s == SS_OK) s = ss_config_check_sizes(cfg, path);
     if (s != SS_OK) memset(cfg, 0, sizeof *cfg);
     return s;
 }
 
-ss_status ss_config_load(const char *path, ss_config *cfg) {
+ss_status ss_config_parse(const char *text, size_t len, const char *path, ss_config *cfg) {
+    return parse_text(text, len, path, 0, cfg);
+}
+
+ss_status ss_config_parse_gpt2_default(const char *text, size_t len, const char *path, ss_config *cfg) {
+    return parse_text(text, len, path, 1, cfg);
+}
+
+static ss_status load(const char *path, int gpt2_default, ss_config *cfg) {
     char *text = NULL;
     size_t len = 0;
     memset(cfg, 0, sizeof *cfg);
     SS_TRY(ss_file_read(path, &text, &len));
-    ss_status s = ss_config_parse(text, len, path, cfg);
+    ss_status s = parse_text(text, len, path, gpt2_default, cfg);
     free(text);
     return s;
 }
+
+ss_status ss_config_load(const char *path, ss_config *cfg) { return load(path, 0, cfg); }
+ss_status ss_config_load_gpt2_default(const char *path, ss_config *cfg) { return load(path, 1, cfg); }
 
 static int64_t layer_params(const ss_config *c) {
     const int64_t d = c->n_embd, dm = c->n_inner, dh = ss_config_d_head(c);

@@ -32,6 +32,11 @@ printf '%s' "$out" | grep -q "parameters   $want " && pass "parameter count" || 
 out=$("$SUBSCOPE" info --config models/tiny-gpt2/config.json 2>&1)
 printf '%s' "$out" | grep -q "^parameters   940800 (0.94 M): weights 3.6 MiB in float32" && pass "info --config: a small model's parameters in millions, not '0.00 B'" ||
     fail "info --config parameters of a small model" "$(printf '%s' "$out" | grep parameters)"
+# a config that names no model type, as train takes (README's small.json): planned as GPT-2, as train reads it
+printf '{"n_layer": 4, "n_head": 4, "n_embd": 64, "n_positions": 64, "vocab_size": 1024}' >"$TMP/small.json"
+out=$("$SUBSCOPE" info --config "$TMP/small.json" 2>&1)
+printf '%s' "$out" | grep -q "^architecture gpt2, 4 layers, d_model 64" && printf '%s' "$out" | grep -q "^parameters   269696 " &&
+    pass "info --config of an untyped config (train's): GPT-2" || fail "info --config untyped" "$(printf '%s' "$out" | head -n 3)"
 
 # predict on the bundled model: the greedy continuation transformers produced
 # (tests/data/golden/tiny-gpt2-predict.json; its texts are plain ASCII, no escapes).
