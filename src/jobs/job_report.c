@@ -519,7 +519,9 @@ static void sb_verdict(ss_sbuf *b, const report *rp, const rsub *g, int html) {
 }
 
 static void sb_controls(ss_sbuf *b, const rsub *g, int html) {
-    if (!g->n_ctrl_used) ss_sb_printf(b, "none");
+    /* (with one topic no index exists, the controls' neither: they are there but not used) */
+    if (!g->n_ctrl_used && g->n_ctrl && g->verdict == SS_VERDICT_ONE_TOPIC) ss_sb_printf(b, "%d, no index with one topic", g->n_ctrl);
+    else if (!g->n_ctrl_used) ss_sb_printf(b, "none");
     else ss_sb_printf(b, "%.3g %s %.3g (n=%d)", g->ctrl_mean, html ? "&plusmn;" : "+-", g->ctrl_sd, g->n_ctrl_used);
 }
 

@@ -105,8 +105,8 @@ sed 's/, "label": "[a-z]*"//' $P >"$TMP/nolabel.jsonl"
 "$SUBSCOPE" ablate --model $M --input "$TMP/nolabel.jsonl" --masks "$TMP/s1.jsonl" --controls 2 --out "$TMP/nl.h5" >/dev/null 2>&1
 "$SUBSCOPE" report --in "$TMP/nl.h5" --out "$TMP/nl.html" >"$TMP/nl.txt" 2>&1
 grep -q 'no topic-specific effect (one topic' "$TMP/nl.txt" && grep -q '>all<' "$TMP/nl.html" &&
-    grep -q 'no topic-specific sub-model among 1' "$TMP/nl.txt" &&
-    pass "no labels: one topic 'all', no topic-specific sub-model" || fail "no labels" "$(cat "$TMP/nl.txt")"
+    grep -q 'no topic-specific sub-model among 1' "$TMP/nl.txt" && grep -q 'controls 2, no index with one topic' "$TMP/nl.txt" &&
+    pass "no labels: one topic 'all', no topic-specific sub-model (its 2 controls said, not 'none')" || fail "no labels" "$(cat "$TMP/nl.txt")"
 
 # kl alone: the clean run has no kl, so the file has no /clean group; report reads it by kl.
 "$SUBSCOPE" ablate --model $M --input $P --masks "$TMP/s1.jsonl" --metrics kl --controls 2 --out "$TMP/kl.h5" >/dev/null 2>&1
