@@ -88,7 +88,8 @@ ss_status ss_write_provenance(ss_h5 *h, const ss_model *m, const char *command_l
     SS_TRY(ss_h5_attr_str(h, "/", "model_path", m->dir));
     SS_TRY(ss_h5_attr_str(h, "/", "model_arch", m->cfg.arch));
     SS_TRY(ss_h5_attr_str(h, "/", "model_weight_dtypes", m->weight_dtypes));
-    SS_TRY(ss_h5_attr_i64(h, "/", "model_n_params", m->n_params));
+    /* a pipeline stage holds only its blocks: the file describes the whole model */
+    SS_TRY(ss_h5_attr_i64(h, "/", "model_n_params", m->pipe ? ss_config_n_params(&m->cfg) : m->n_params));
     if (ss_model_path_is_gguf(m->dir)) {
         /* A Llama 3.x GGUF file's rotary divisors, which no config key
          * holds, are recorded beside the config. */

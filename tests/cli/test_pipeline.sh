@@ -37,6 +37,11 @@ st=$(h5dump -a /pipeline_stages "$TMP/f3.h5" 2>/dev/null | sed -n 's/.*(0): \([0
 fb=$(h5dump -a /pipeline_first_block "$TMP/f3.h5" 2>/dev/null | sed -n 's/.*(0): \(.*\)$/\1/p')
 [ "$st" = 3 ] && [ "$fb" = "0, 1, 2" ] && h5dump -a /pipeline_bubble_fraction "$TMP/f3.h5" >/dev/null 2>&1 &&
     pass "the file records the stages, their first blocks and the bubble" || fail "pipeline attributes" "stages '$st', first blocks '$fb'"
+# The provenance describes the whole model, not the writing stage's share of it.
+np1=$(h5dump -a /model_n_params "$TMP/f1.h5" 2>/dev/null | sed -n 's/.*(0): \([0-9]*\).*/\1/p')
+np3=$(h5dump -a /model_n_params "$TMP/f3.h5" 2>/dev/null | sed -n 's/.*(0): \([0-9]*\).*/\1/p')
+[ -n "$np1" ] && [ "$np1" = "$np3" ] && pass "model_n_params of a 3-stage run is the whole model's ($np3)" ||
+    fail "model_n_params under --pipeline 3" "one process '$np1', 3 stages '$np3'"
 
 # collect: the statistics of each site come from the one stage that computes it.
 awk 'NR % 3 == 0 {sub(/}$/, ", \"label\": \"a\"}")} NR % 3 {sub(/}$/, ", \"label\": \"b\"}")} {print}' $P >"$TMP/lab.jsonl"
