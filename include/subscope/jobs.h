@@ -55,6 +55,8 @@ typedef struct ss_run {
     int32_t *packed;
     int64_t *start, *len;
     double t_open, t_backend, t_model, t_prompts; /* ss_run_open's start and the seconds of its parts */
+    char input_sha[65];         /* with several ranks: the prompt file's SHA-256 (ss_run_same_files); else "" */
+    int64_t input_size;
 } ss_run;
 
 /* Opens the backend, loads the model and reads and tokenizes the prompts;
@@ -113,8 +115,15 @@ void ss_timing_batches(const char *job, int rank, int size, double t_start, doub
                        int64_t later_prompts);
 
 /* Reads and tokenizes a prompt file paired line by line with the run's
- * prompts: the same count, and each pair the same number of tokens. */
+ * prompts: the same count, and each pair the same number of tokens. With
+ * several ranks, every rank must read the same file (ss_run_same_files). */
 ss_status ss_run_read_paired(const ss_run *r, const char *path, int truncate, ss_prompts **out);
+/* Several ranks must read the same files: a rank that reads another copy (a
+ * node's stale one) would mix other prompts into the result. Compares every
+ * rank's SHA-256 of n files (sha[i]: 64 hex digits) with rank 0's and names
+ * the first rank and file that differ (what[i] says what file i is). Every
+ * rank calls it; a no-op in one process. ss_run_open checks the prompt file. */
+ss_status ss_run_same_files(struct ss_comm *comm, int n, const char *const *sha, const char *const *what);
 
 /* The first token ids of a prompt's "answer" and "wrong" (logit differences
  * are taken on them; wrong may be NULL where only the answer is needed);

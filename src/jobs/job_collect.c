@@ -571,21 +571,13 @@ ss_status ss_job_collect(const ss_collect_job *job) {
     if (!cfg_path) { st = SS_ERR_NOMEM; goto out; }
     st = ss_file_sha256(cfg_path, cfg_sha, &cfg_size);
     free(cfg_path);
-    if (st || (st = ss_file_sha256(job->run.input, data_sha, &data_size))) goto out;
+    if (st) goto out;
+    /* (several ranks: ss_run_open hashed the input and compared it between them) */
+    if (run.input_sha[0]) memcpy(data_sha, run.input_sha, sizeof data_sha), data_size = run.input_size;
+    else if ((st = ss_file_sha256(job->run.input, data_sha, &data_size))) goto out;
     /* Ranks that read different files would merge nonsense. */
-    if (size > 1) {
-        char both[130] = {0}, *all = rank == 0 ? ss_malloc((size_t)size * sizeof both, "identities") : NULL;
-        if (rank == 0 && !all) { st = SS_ERR_NOMEM; goto out; }
-        snprintf(both, sizeof both, "%s%s", cfg_sha, data_sha);
-        st = ss_comm_gather(comm, both, sizeof both, all);
-        for (int r = 1; !st && rank == 0 && r < size; r++)
-            if (memcmp(all + (size_t)r * sizeof both, both, sizeof both))
-                st = ss_errorf(SS_ERR_ARG, "rank %d (host %s) reads a different %s than rank 0 (host %s)", r,
-                               ss_comm_host(comm, r), memcmp(all + (size_t)r * sizeof both, both, 64) ? "config.json" : "input file",
-                               ss_comm_host(comm, 0));
-        free(all);
-        if (st) goto out;
-    }
+    const char *cfg_shas[1] = {cfg_sha}, *cfg_what[1] = {"config.json"};
+    if ((st = ss_run_same_files(comm, 1, cfg_shas, cfg_what))) goto out;
     /* A checkpoint's model is its files' contents (config, weights, tokenizer),
      * not its path: another model with the same config must not resume it. */
     char model_fp[65] = "-";

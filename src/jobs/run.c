@@ -9,6 +9,7 @@
 #include "subscope/dist.h"
 #include "subscope/gguf_model.h"
 #include "subscope/h5out.h"
+#include "subscope/hash.h"
 #include "subscope/jobs.h"
 #include "subscope/util.h"
 
@@ -153,6 +154,17 @@ ss_status ss_run_open(const ss_run_opts *o, ss_run *r) {
     const ss_config *cfg = &r->m->cfg;
     r->max_len = o->max_len > 0 && o->max_len < cfg->n_positions ? o->max_len : cfg->n_positions;
     if ((st = ss_prompts_read(o->input, &r->p))) goto fail;
+    ss_comm *world;
+    if ((st = ss_comm_world(&world))) goto fail;
+    if (ss_comm_size(world) > 1) {
+        char *copy = ss_strfmt("copy of %s", o->input);
+        const char *sha[1] = {r->input_sha}, *what[1] = {copy};
+        if (!copy) st = SS_ERR_NOMEM;
+        if (!st) st = ss_file_sha256(o->input, r->input_sha, &r->input_size);
+        if (!st) st = ss_run_same_files(world, 1, sha, what);
+        free(copy);
+        if (st) goto fail;
+    }
     r->B = o->batch > 0 ? o->batch : 16;
     if (r->B > r->p->n) r->B = r->p->n;
     r->start = ss_malloc((size_t)r->B * sizeof(int64_t), "packing");
@@ -228,10 +240,40 @@ void ss_run_close(ss_run *r) {
     memset(r, 0, sizeof *r);
 }
 
+ss_status ss_run_same_files(ss_comm *comm, int n, const char *const *sha, const char *const *what) {
+    const int rank = ss_comm_rank(comm), size = ss_comm_size(comm);
+    if (size == 1) return SS_OK;
+    const size_t L = (size_t)n * 64;
+    char *mine = ss_malloc(L + 1, "file hashes"), *all = rank == 0 ? ss_malloc(L * (size_t)size + 1, "file hashes") : NULL;
+    ss_status st = !mine || (rank == 0 && !all) ? SS_ERR_NOMEM : SS_OK;
+    for (int i = 0; !st && i < n; i++) memcpy(mine + (size_t)i * 64, sha[i], 64);
+    if (!st) st = ss_comm_gather(comm, mine, L, all);
+    for (int r = 1; !st && rank == 0 && r < size; r++)
+        for (int i = 0; !st && i < n; i++)
+            if (memcmp(all + (size_t)r * L + (size_t)i * 64, mine + (size_t)i * 64, 64))
+                st = ss_errorf(SS_ERR_ARG, "rank %d (host %s) reads a different %s than rank 0 (host %s)", r,
+                               ss_comm_host(comm, r), what[i], ss_comm_host(comm, 0));
+    free(mine);
+    free(all);
+    return st;
+}
+
 ss_status ss_run_read_paired(const ss_run *r, const char *path, int truncate, ss_prompts **out) {
     *out = NULL;
     ss_prompts *q = NULL;
     ss_status st;
+    ss_comm *world;
+    if ((st = ss_comm_world(&world))) return st;
+    if (ss_comm_size(world) > 1) {
+        char sha[65], *copy = ss_strfmt("copy of %s", path);
+        int64_t size;
+        const char *shas[1] = {sha}, *what[1] = {copy};
+        if (!copy) return SS_ERR_NOMEM;
+        st = ss_file_sha256(path, sha, &size);
+        if (!st) st = ss_run_same_files(world, 1, shas, what);
+        free(copy);
+        if (st) return st;
+    }
     if ((st = ss_prompts_read(path, &q)) ||
         (st = ss_prompts_tokenize(q, r->m->tok, r->m->cfg.vocab_size, r->max_len, truncate, NULL)))
         goto fail;

@@ -128,6 +128,32 @@ res=$(timeout 60 $MPI -np 2 "$SUBSCOPE" ablate --model $M --input $P --mask 'blo
 if [ $rc -ne 0 ] && [ $rc -ne 124 ] && printf '%s' "$res" | grep -q "error on rank [01] of 2 .*stopping every rank:.*512" && [ ! -e "$TMP/bad.h5" ]; then
     pass "ablate -np 2 with a bad mask: every rank stops (exit $rc) with the message, no file"
 else fail "ablate -np 2 with a bad mask" "exit $rc" "$(printf '%s' "$res" | tail -n 3)"; fi
+# Each rank reads the files by itself: a rank that reads another copy (a node's stale one) is
+# refused, naming it, rather than mixing other prompts into the file (rank 1 reads $TMP/alt*).
+sed 's/The/A/' $P >"$TMP/alt.jsonl"
+sed 's/The/A/' $PK >"$TMP/altk.jsonl"
+cat >"$TMP/rank1.sh" <<EOF
+#!/bin/bash
+a=()
+for x in "\$@"; do
+    if [ "\$OMPI_COMM_WORLD_RANK" = 1 ]; then [ "\$x" = $P ] && x=$TMP/alt.jsonl; [ "\$x" = $PK ] && x=$TMP/altk.jsonl; fi
+    a+=("\$x")
+done
+exec "\${a[@]}"
+EOF
+chmod +x "$TMP/rank1.sh"
+other_copy() { # other_copy NAME FILE CMD...: rank 1 reads another copy of FILE
+    local name=$1 file=$2 res rc; shift 2
+    res=$(timeout 60 $MPI -np 2 "$TMP/rank1.sh" "$@" --out "$TMP/oc.h5" 2>&1); rc=$?
+    if [ $rc -ne 0 ] && [ $rc -ne 124 ] && printf '%s' "$res" | grep -q "rank 1 (host .*) reads a different copy of $file than rank 0" &&
+       [ ! -e "$TMP/oc.h5" ]; then pass "$name: rank 1 reading another copy of $file is refused, naming it; no file"
+    else fail "$name: rank 1 reads another copy of $file" "exit $rc" "$(printf '%s' "$res" | grep -m 2 'error\|wrote')"; fi
+}
+other_copy forward $P "$SUBSCOPE" forward --model $M --input $P --sites blocks.0.mlp.hook_post
+other_copy ablate $P "$SUBSCOPE" ablate --model $M --input $P --masks data/demo_masks.jsonl
+other_copy collect $P "$SUBSCOPE" collect --model $M --input $P --sites blocks.0.mlp.hook_post
+other_copy patch $PK "$SUBSCOPE" patch --model $M --clean $PC --corrupt $PK --sites blocks.1.hook_resid_pre
+other_copy "attribute --method atp" $PK "$SUBSCOPE" attribute --model $M --input $PC --corrupt $PK --method atp --sites blocks.1.mlp.hook_post
 
 
 # Checkpoints: 3 ranks write them (rank 0), a killed job leaves the last one, and 3 ranks
