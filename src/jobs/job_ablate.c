@@ -413,7 +413,9 @@ static void pack_unit_stats(const ss_config *cfg, const uint8_t *need, unit_stat
 /* Several ranks: every rank's (count, mean, M2) per unit, merged at rank 0
  * in rank order with Chan's update (the one collect uses) and broadcast, so
  * every rank masks with the same bits. They differ from one process's
- * Welford sums by the rounding of the merges only (~1e-16 relative). */
+ * Welford sums by the rounding of the merges only (~1e-16 of the rows'
+ * magnitude), which can still move a unit's float32 mean by one step
+ * (docs/DISTRIBUTED.md). */
 static ss_status merge_unit_stats(ss_comm *comm, const ss_config *cfg, const uint8_t *need, unit_stats *us) {
     const int size = ss_comm_size(comm), rank = ss_comm_rank(comm), ns = ss_sites_count(cfg);
     if (size == 1) return SS_OK;
