@@ -1,7 +1,8 @@
 # Checkpoint-and-requeue for subscope under Slurm; sourced by the sbatch templates in this
 # folder (scripts/slurm/README.md). Needs bash, and `sbatch --requeue --signal=B:USR1@SECS`.
 #
-# subscope has no signal handler: SIGTERM, SIGUSR1 or SIGKILL end it at once, and everything
+# subscope catches no signal to finish its work (on SIGTERM it only deletes its temporary files
+# first): SIGTERM, SIGUSR1 or SIGKILL end it at once, and everything
 # since its last checkpoint is lost. Its checkpoint (OUT.ckpt) is written by rank 0 at the end
 # of each round of --checkpoint-every prompts, under a temporary name renamed into place, so a
 # kill never damages it. Hence the plan here: the warning signal goes to the batch shell only
