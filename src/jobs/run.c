@@ -137,6 +137,22 @@ void ss_model_data_part(const ss_model *m, const ss_comm *world, int *part, int 
     }
 }
 
+/* Under several ranks, every rank hashes path (into sha, size) and rank 0
+ * names one that read another copy (a stale file on one node); one process
+ * hashes nothing and leaves sha as it is. */
+static ss_status same_copy_on_ranks(const char *path, char sha[65], int64_t *size) {
+    ss_comm *world;
+    SS_TRY(ss_comm_world(&world));
+    if (ss_comm_size(world) == 1) return SS_OK;
+    char *copy = ss_strfmt("copy of %s", path);
+    if (!copy) return SS_ERR_NOMEM;
+    const char *shas[1] = {sha}, *what[1] = {copy};
+    ss_status st = ss_file_sha256(path, sha, size);
+    if (!st) st = ss_run_same_files(world, 1, shas, what);
+    free(copy);
+    return st;
+}
+
 ss_status ss_run_open(const ss_run_opts *o, ss_run *r) {
     memset(r, 0, sizeof *r);
     ss_status st;
@@ -154,17 +170,7 @@ ss_status ss_run_open(const ss_run_opts *o, ss_run *r) {
     const ss_config *cfg = &r->m->cfg;
     r->max_len = o->max_len > 0 && o->max_len < cfg->n_positions ? o->max_len : cfg->n_positions;
     if ((st = ss_prompts_read(o->input, &r->p))) goto fail;
-    ss_comm *world;
-    if ((st = ss_comm_world(&world))) goto fail;
-    if (ss_comm_size(world) > 1) {
-        char *copy = ss_strfmt("copy of %s", o->input);
-        const char *sha[1] = {r->input_sha}, *what[1] = {copy};
-        if (!copy) st = SS_ERR_NOMEM;
-        if (!st) st = ss_file_sha256(o->input, r->input_sha, &r->input_size);
-        if (!st) st = ss_run_same_files(world, 1, sha, what);
-        free(copy);
-        if (st) goto fail;
-    }
+    if ((st = same_copy_on_ranks(o->input, r->input_sha, &r->input_size))) goto fail;
     r->B = o->batch > 0 ? o->batch : 16;
     if (r->B > r->p->n) r->B = r->p->n;
     r->start = ss_malloc((size_t)r->B * sizeof(int64_t), "packing");
@@ -262,18 +268,9 @@ ss_status ss_run_read_paired(const ss_run *r, const char *path, int truncate, ss
     *out = NULL;
     ss_prompts *q = NULL;
     ss_status st;
-    ss_comm *world;
-    if ((st = ss_comm_world(&world))) return st;
-    if (ss_comm_size(world) > 1) {
-        char sha[65], *copy = ss_strfmt("copy of %s", path);
-        int64_t size;
-        const char *shas[1] = {sha}, *what[1] = {copy};
-        if (!copy) return SS_ERR_NOMEM;
-        st = ss_file_sha256(path, sha, &size);
-        if (!st) st = ss_run_same_files(world, 1, shas, what);
-        free(copy);
-        if (st) return st;
-    }
+    char sha[65] = "";
+    int64_t size;
+    if ((st = same_copy_on_ranks(path, sha, &size))) return st;
     if ((st = ss_prompts_read(path, &q)) ||
         (st = ss_prompts_tokenize(q, r->m->tok, r->m->cfg.vocab_size, r->max_len, truncate, NULL)))
         goto fail;
