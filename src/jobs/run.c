@@ -70,7 +70,9 @@ ss_status ss_model_open_stage(const ss_run_opts *o, ss_model **out) {
         st = ss_errorf(SS_ERR_NOMEM, "%s: blocks %d..%d hold %.1f MiB of weights, more than --max-memory %.1f MiB%s",
                        model_dir, m->first_layer, m->end_layer - 1, (double)bytes / 1048576.0,
                        (double)max_memory / 1048576.0,
-                       pipeline > 1 ? "; use more pipeline stages" : "; split the model with --pipeline P");
+                       m->end_layer - m->first_layer == 1 && pipeline > 1 ? " (one block: more stages cannot help)"
+                       : pipeline > 1                                   ? "; use more pipeline stages"
+                                                                        : "; split the model with --pipeline P");
     if (st) {
         ss_model_free(m);
         return st;
