@@ -118,6 +118,13 @@ void ss_sb_put(ss_sbuf *b, const char *s, size_t n);
 void ss_sb_str(ss_sbuf *b, const char *s);
 void ss_sb_printf(ss_sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* A table cell: s cut to at most width characters (UTF-8 sequences kept
+ * whole) and padded with spaces to width characters, so that columns of
+ * non-ASCII names line up as ASCII ones do (printf's %-*.*s counts bytes). */
+void ss_fput_col(FILE *f, const char *s, int width);
+/* Characters of a UTF-8 string (its bytes that are not continuation bytes). */
+int ss_utf8_chars(const char *s);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1215,10 +1215,10 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
         FILE *t = job->table;
         fprintf(t, "\n%d mask%s, %d per forward at most (%d forward%s per batch of prompts after the clean one)\n", n_masks,
                 n_masks == 1 ? "" : "s", K, n_groups, n_groups == 1 ? "" : "s");
-        /* columns as wide as the longest name and label (a mask's controls differ at the end) */
+        /* columns as wide as the longest name and label in characters (a mask's controls differ at the end) */
         int wn = 7, wl = 5;
-        for (int k = 0; k < n_masks; k++) wn = (int)strlen(masks[k].name) > wn ? (int)strlen(masks[k].name) : wn;
-        for (int g = 0; g < n_labels; g++) wl = (int)strlen(labels[g]) > wl ? (int)strlen(labels[g]) : wl;
+        for (int k = 0; k < n_masks; k++) wn = ss_utf8_chars(masks[k].name) > wn ? ss_utf8_chars(masks[k].name) : wn;
+        for (int g = 0; g < n_labels; g++) wl = ss_utf8_chars(labels[g]) > wl ? ss_utf8_chars(labels[g]) : wl;
         wn = wn < 120 ? wn : 120, wl = wl < 40 ? wl : 40;
         fprintf(t, "\nchange from clean (mean over prompts; clean value in the first row)\n%-*s %-*s", wn, "mask", wl, "label");
         for (int mt = 0; mt < M_COUNT; mt++)
@@ -1226,7 +1226,9 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
         fputc('\n', t);
         for (int k = 0; k <= n_masks; k++)
             for (int g = -1; g < n_labels; g++) {
-                fprintf(t, "%-*.*s %-*.*s", wn, wn, k ? masks[k - 1].name : "(clean)", wl, wl, g < 0 ? "all" : labels[g]);
+                ss_fput_col(t, k ? masks[k - 1].name : "(clean)", wn);
+                fputc(' ', t);
+                ss_fput_col(t, g < 0 ? "all" : labels[g], wl);
                 for (int mt = 0; mt < M_COUNT; mt++) {
                     if (!want[mt]) continue;
                     double v = mean_over(vals[k][mt], group, g, N);

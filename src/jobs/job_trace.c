@@ -56,7 +56,8 @@ static void print_token(FILE *f, const ss_tokenizer *tok, int32_t id, int width)
     size_t n = 0, k = 0;
     if (tok && ss_tokenizer_decode(tok, &id, 1, &txt, &n) == SS_OK) {
         buf[k++] = '\'';
-        for (size_t i = 0; i < n && k < 40; i++) {
+        /* (up to 40 bytes, then the rest of a UTF-8 character begun) */
+        for (size_t i = 0; i < n && (k < 40 || ((unsigned char)txt[i] & 0xC0) == 0x80) && k < 60; i++) {
             unsigned char c = (unsigned char)txt[i];
             if (c == '\n') buf[k++] = '\\', buf[k++] = 'n';
             else buf[k++] = c >= 32 ? (char)c : '?';
@@ -67,7 +68,7 @@ static void print_token(FILE *f, const ss_tokenizer *tok, int32_t id, int width)
         snprintf(buf, sizeof buf, "#%d", id);
     }
     free(txt);
-    fprintf(f, "%-*s", width, buf);
+    ss_fput_col(f, buf, width);
 }
 
 static ss_status trace(const ss_trace_job *job);

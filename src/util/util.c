@@ -367,3 +367,21 @@ double ss_keyed_normal(uint64_t seed, int64_t prompt, int64_t position, int site
     const double two_pi = 6.283185307179586476925286766559;
     return sqrt(-2.0 * log(u1)) * cos(two_pi * u2);
 }
+
+void ss_fput_col(FILE *f, const char *s, int width) {
+    int chars = 0;
+    size_t n = 0;
+    while (s[n] && chars < width) { /* whole characters: a lead byte and its continuation bytes */
+        n++;
+        while (((unsigned char)s[n] & 0xC0) == 0x80) n++;
+        chars++;
+    }
+    fwrite(s, 1, n, f);
+    for (; chars < width; chars++) fputc(' ', f);
+}
+
+int ss_utf8_chars(const char *s) {
+    int n = 0;
+    for (; *s; s++) n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
+}

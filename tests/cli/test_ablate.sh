@@ -139,6 +139,12 @@ if "$SUBSCOPE" ablate --model $M --input "$TMP/l512.jsonl" --masks "$TMP/n63.jso
     h5dump -d "/by_label/$l512/ablate/$n63/loss" "$TMP/ll.h5" >/dev/null 2>&1; then
     pass "a 512-byte label and a 63-byte mask name: /by_label/<label>/ablate/<mask>/loss whole"
 else fail "512-byte label" "$(cat "$TMP/err")" "$(h5ls -r "$TMP/ll.h5" 2>&1 | grep by_label | cut -c1-120 | tail -n 2)"; fi
+# the table's columns line up for a non-ASCII label (widths in characters, not bytes)
+printf '{"text": "The cat says", "label": "Tiere \303\244\303\266\303\274"}\n{"text": "The dog runs", "label": "colours"}\n' >"$TMP/u8.jsonl"
+"$SUBSCOPE" ablate --model $M --input "$TMP/u8.jsonl" --mask 'blocks.1.mlp.hook_post[1-20]' --out "$TMP/u8.h5" >"$TMP/u8.txt" 2>/dev/null
+w1=$(grep -m1 "^(clean) *Tiere" "$TMP/u8.txt" | LC_ALL=C.UTF-8 wc -m) w2=$(grep -m1 "^(clean) *colours" "$TMP/u8.txt" | LC_ALL=C.UTF-8 wc -m)
+[ -n "$w1" ] && [ "$w1" -gt 20 ] && [ "$w1" = "$w2" ] && pass "table: a non-ASCII label's row is as wide as an ASCII one's ($w1 characters)" ||
+    fail "table widths with a non-ASCII label" "$w1 vs $w2" "$(tail -n 4 "$TMP/u8.txt")"
 expect_fail "no masks" "no masks" "$SUBSCOPE" ablate --model $M --input $P --out "$TMP/x.h5"
 expect_fail "logitdiff without answers" "needs \"answer\" and \"wrong\"" "$SUBSCOPE" ablate --model $M --input data/demo_prompts.jsonl --out "$TMP/x.h5" --mask 'blocks.1.mlp.hook_post[1]' --metrics logitdiff
 expect_fail "unknown metric" "unknown metric 'f1'" "$SUBSCOPE" ablate --model $M --input $P --out "$TMP/x.h5" --mask 'blocks.1.mlp.hook_post[1]' --metrics loss,f1
