@@ -178,7 +178,14 @@ $(BUILD)/kernels/%.o: kernels/%.cu $(O)/config.mk
 	$(Q)$(NVCC) $(NVCC_ALL) -MMD -MP -c $< -o $@
 
 $(BUILD)/src/util/version.o: CFLAGS_ALL += -DSS_VERSION='"$(VERSION)"' -DSS_GIT_COMMIT='"$(GIT_COMMIT)"'
-$(BUILD)/src/util/version.o: .FORCE
+# version.o is recompiled when the version or commit it records changes: the stamp is rewritten
+# only then. .FORCE must be phony: under the bare .SECONDARY below, a missing prerequisite with
+# no recipe does not make its target out of date, so a plain .FORCE left the commit stale.
+$(BUILD)/version.stamp: .FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(VERSION) $(GIT_COMMIT)' | cmp -s - $@ || echo '$(VERSION) $(GIT_COMMIT)' > $@
+$(BUILD)/src/util/version.o: $(BUILD)/version.stamp
+.PHONY: .FORCE
 .FORCE:
 
 $(LIBA): $(LIB_OBJ)

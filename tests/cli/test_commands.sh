@@ -179,6 +179,13 @@ expect_fail "--input naming a folder" "is a folder, not a file" "$SUBSCOPE" forw
 # Top level.
 expect_ok "--help" "$SUBSCOPE" --help
 expect_ok "--version" "$SUBSCOPE" --version
+# The commit a build records (--version, every file's git_commit) is the tree's HEAD once `make`
+# has run: version.o used to stay from an older build when only the commit had changed.
+if head=$(git rev-parse --short=12 HEAD 2>/dev/null); then
+    v=$("$SUBSCOPE" --version 2>&1)
+    case "$v" in *"($head)"* | *"($head-dirty)"*) pass "--version records HEAD's commit ($head)" ;;
+        *) fail "--version records HEAD's commit" "got '$v', HEAD is $head (built before the last commit without make?)" ;; esac
+fi
 for c in info tokenize predict forward show; do
     expect_ok "$c --help" "$SUBSCOPE" $c --help
 done
