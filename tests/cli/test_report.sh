@@ -159,4 +159,8 @@ printf '{"text": "The cat says", "label": "%s"}\n{"text": "The dog runs", "label
 out=$("$SUBSCOPE" report "$TMP/l512.h5" --out "$TMP/l512.html" 2>&1)
 printf '%s' "$out" | grep -q "controls .* (n=2)" && ! printf '%s' "$out" | grep -q "one topic" &&
     pass "report: a 512-byte topic name has its values" || fail "report with a 512-byte label" "$(printf '%s' "$out" | head -n 2 | cut -c1-200)"
+# --help states all three conditions of the verdict (FORMAT.md, README), the 1% floor included.
+h=$("$SUBSCOPE" report --help 2>&1)
+printf '%s' "$h" | grep -q "index >= 3" && printf '%s' "$h" | grep -q "mean + 2 sd" && printf '%s' "$h" | grep -q "at least 1% of its clean value" &&
+    pass "report --help: the verdict's three conditions" || fail "report --help lacks a condition of the verdict"
 finish
