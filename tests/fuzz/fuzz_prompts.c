@@ -24,6 +24,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (p->n < 1) __builtin_trap();
         for (int64_t i = 0; i < p->n; i++)
             if (!p->items[i].text && !p->items[i].tokens) __builtin_trap();
+        for (int64_t i = 0; i < p->n; i++)
+            if (p->items[i].label) (void)ss_prompt_label_check(p, &p->items[i]);
         ss_prompts_tokenize(p, NULL, 1000, 64, 1, NULL);
         ss_prompts_free(p);
     }
