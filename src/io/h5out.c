@@ -1269,6 +1269,7 @@ typedef struct {
     char **v;
     size_t n, cap;
     int oom, deep;
+    size_t visited; /* links seen: a damaged file's groups that link to each other more than once stay shallow */
 } list_ctx;
 
 /* H5Lvisit skips a group it has seen only when the group's header counts
@@ -1276,13 +1277,16 @@ typedef struct {
  * (count 1) was walked without end (a fuzz-found hang, memory growing):
  * a path nested deeper than subscope ever writes ends the listing. */
 #define SS_H5_MAX_DEPTH 64
+/* ... and one whose groups link to themselves more than once branches without getting deep: a
+ * listing ends after this many links (subscope's largest files hold some hundred thousand). */
+#define SS_H5_MAX_LINKS ((size_t)1 << 24)
 
 static herr_t list_cb(hid_t g, const char *name, const H5L_info_t *li, void *p) {
     list_ctx *c = p;
     if (li->type != H5L_TYPE_HARD) return 0;
     int depth = 0;
     for (const char *q = name; *q; q++) depth += *q == '/';
-    if (depth >= SS_H5_MAX_DEPTH) {
+    if (depth >= SS_H5_MAX_DEPTH || ++c->visited > SS_H5_MAX_LINKS) {
         c->deep = 1;
         return -1;
     }
@@ -1328,7 +1332,7 @@ ss_status ss_h5_list(ss_h5_reader *r, const char *group, int recursive, char ***
         H5Oclose(g);
         return ss_errorf(SS_ERR_ARG, "%s: %s is not a group", r->path, group);
     }
-    list_ctx c = {group, NULL, 0, 0, 0, 0};
+    list_ctx c = {group, NULL, 0, 0, 0, 0, 0};
     /* In native order (the paths are sorted below): for a group with many
      * links, any other order first copies the links into a table, and when
      * a damaged B-tree node fails its checksum half-way, libhdf5 1.10 frees
@@ -1338,8 +1342,8 @@ ss_status ss_h5_list(ss_h5_reader *r, const char *group, int recursive, char ***
     ss_status st = SS_OK;
     if (c.oom) st = ss_errorf(SS_ERR_NOMEM, "%s: out of memory listing %s", r->path, group);
     else if (c.deep)
-        st = ss_errorf(SS_ERR_FORMAT, "%s: %s: groups nested more than %d deep (a link cycle in a damaged file?)", r->path,
-                       group, SS_H5_MAX_DEPTH);
+        st = ss_errorf(SS_ERR_FORMAT, "%s: %s: groups nested more than %d deep, or more than %zu links (a link cycle in a damaged file?)",
+                       r->path, group, SS_H5_MAX_DEPTH, SS_H5_MAX_LINKS);
     else if (rc < 0) st = h5_fail(SS_ERR_FORMAT, "%s: %s: listing datasets", r->path, group);
     H5Oclose(g);
     if (st != SS_OK) {
