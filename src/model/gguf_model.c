@@ -137,6 +137,7 @@ static ss_status read_config(const ss_gguf *g, ss_config *c) {
     c->n_eos = 0;
     if (c->eos_token_id >= 0) c->eos_ids[c->n_eos++] = c->eos_token_id;
     if (eot >= 0 && eot != c->eos_token_id) c->eos_ids[c->n_eos++] = eot;
+    if (c->n_eos) c->eos_token_id = c->eos_ids[0]; /* (an eot alone is the end id, as config.json's first) */
     return ss_config_check_sizes(c, path);
 }
 
