@@ -134,7 +134,8 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--no-peer", nargs="?", const="--no-peer", default=None, metavar="WHY",
+                    help="skip the PyTorch peer; WHY is recorded as cost.peer_skipped and printed")
     ap.add_argument("--atp-pairs", type=int, default=32, help="pairs for the atp case (tests/data/patch repeated)")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME:VAR=VALUE[,VAR=VALUE]",
                     help="also measure the steady per-batch cost with these environment variables "
@@ -196,7 +197,9 @@ def main():
             res = steady_set(env)
             if res:
                 out.setdefault("variants", {})[name] = {"env": env, **res}
-        if not a.no_peer:
+        if a.no_peer:
+            out["cost"]["peer_skipped"] = a.no_peer
+        else:
             try:
                 peer = peer_gradxact(a.model, a.prompts, a.batch, a.device, a.reps, layer)
                 out["cost"]["peer_pytorch_fwd_bwd_s"] = peer
@@ -252,6 +255,8 @@ def main():
     if "peer_pytorch_fwd_bwd_s" in c:
         print(f"  PyTorch forward+backward to the same site: {c['peer_pytorch_fwd_bwd_s']:.2f} s "
               f"(subscope {c['subscope_vs_peer']:.2f}x as fast)")
+    if "peer_skipped" in c:
+        print(f"  PyTorch peer skipped: {c['peer_skipped']}")
     print(f"  atp over {t['site']}, {t['pairs']} pairs: {t['attribute_atp_s']:.3f} s vs patch --per neuron {t['patch_per_neuron_s']:.2f} s "
           f"= {t['speedup']:.0f}x (whole processes)")
     if "steady_speedup" in t:

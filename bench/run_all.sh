@@ -45,7 +45,9 @@
 # are skipped with a message elsewhere. A new benchmark is a function bench_<name> below
 # plus its name in one of the two lists. The peers (PyTorch / Hugging Face) run only
 # where python has torch and transformers; where it has not and pip cannot install them
-# (no network, --no-install), CPU steps are skipped and GPU steps run without a peer.
+# (no network, --no-install), the CPU steps that are comparisons with PyTorch (cpu_forward,
+# cpu_ablate, cpu_llama) are skipped, cpu_attribute runs without its peer, cpu_collect needs
+# none, and the GPU steps run without a peer (gpu_ablate is skipped).
 set -euo pipefail
 
 CPU_STEPS="cpu_forward cpu_ablate cpu_attribute cpu_collect cpu_llama"
@@ -90,7 +92,8 @@ while [ $# -gt 0 ]; do
         --no-cpu-1b) CPU_1B=0 ;;
         --ablate-runs) ABLATE_RUNS="${2:?}"; shift
             [[ ,$ABLATE_RUNS, =~ ^(,(sweep|large|bf16))+,$ ]] || die "--ablate-runs takes sweep,large,bf16 (got '$ABLATE_RUNS')" ;;
-        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+            echo "CPU_STEPS: $CPU_STEPS"; echo "GPU_STEPS: $GPU_STEPS"; echo "(--only also takes 'report')"; exit 0 ;;
         *) die "unknown option '$1' (--help lists them)" ;;
     esac
     shift
@@ -134,7 +137,9 @@ ensure_python() {
         PY="$WORK/venv/bin/python"; return
     fi
     if [ "$INSTALL" = 0 ]; then
-        PEER_WHY="peer skipped: not installed (python3 lacks torch/transformers/safetensors/h5py/numpy; --no-install)"
+        local missing
+        missing=$(python3 -c 'import importlib.util as u; print(" ".join(m for m in ("torch", "transformers", "safetensors", "h5py", "numpy") if u.find_spec(m) is None))' 2>/dev/null) || missing=""
+        PEER_WHY="peer skipped: not installed (python3 lacks ${missing:-torch/transformers/safetensors/h5py/numpy}; --no-install: pip install torch transformers safetensors h5py numpy, or set BENCH_PYTHON)"
         say "$PEER_WHY"; return
     fi
     # A venv, so that a system Python marked externally managed (PEP 668) is left alone.
@@ -146,7 +151,7 @@ ensure_python() {
         "$WORK/venv/bin/python" -m pip install --quiet --timeout 15 --retries 1 torch transformers safetensors h5py numpy; then
         PY="$WORK/venv/bin/python"; return
     fi
-    PEER_WHY="peer skipped: not installed (pip could not install torch/transformers into $WORK/venv)"
+    PEER_WHY="peer skipped: not installed (pip could not install torch transformers safetensors h5py numpy into $WORK/venv; no network? set BENCH_PYTHON to an interpreter that has them)"
     say "$PEER_WHY"
 }
 
@@ -346,7 +351,7 @@ bench_cpu_attribute() {
     local model="$WORK/$name" prompts="$WORK/$name/prompts-8x${TOKENS}.jsonl" peer=()
     python3 bench/make_model.py --out "$model" $([ "$SMALL" = 1 ] && echo --small) --stdlib \
         --prompts "$prompts" --n-prompts 8 --tokens "$TOKENS" >&2
-    [ -n "$PY" ] || peer=(--no-peer)
+    [ -n "$PY" ] || { peer=(--no-peer "${PEER_WHY#peer skipped: }"); say "cpu_attribute: its PyTorch peer is skipped: ${PEER_WHY#peer skipped: }"; }
     say "cpu_attribute: attribute gradxact vs forward${PY:+ and PyTorch}; atp vs patch --per neuron"
     ${PY:-python3} bench/bench_attribute.py --model "$model" --prompts "$prompts" --device cpu --batch 8 \
         --reps "$REPS" "${peer[@]}" --json "$ATTR_JSON"
@@ -390,7 +395,7 @@ bench_gpu_attribute() {
     prompts="$GPU_WORK/attr-prompts-16x1024.jsonl"
     mkdir -p "$GPU_WORK"
     python3 bench/make_model.py --out "$model" --shape gpt2-small --stdlib --prompts "$prompts" --n-prompts 16 --tokens 1024 >&2
-    [ -n "$PY" ] || peer=(--no-peer)
+    [ -n "$PY" ] || { peer=(--no-peer "${PEER_WHY#peer skipped: }"); say "gpu_attribute: its PyTorch peer is skipped: ${PEER_WHY#peer skipped: }"; }
     say "gpu_attribute: attribute gradxact vs forward on the GPU (16 x 1024 tokens); atp vs patch --per neuron"
     # variant attnk: the attention kernels instead of cuBLAS for these 1024-token prompts, forward and backward
     ${PY:-python3} bench/bench_attribute.py --model "$model" --prompts "$prompts" --device cuda --batch 8 \
