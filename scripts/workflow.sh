@@ -30,7 +30,7 @@ while [ $# -gt 0 ]; do
         --controls) CONTROLS=$2; shift ;;
         --fraction) FRACTION=$2; shift ;;
         --sites) SITES=$2; shift ;;
-        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "workflow.sh: unknown option '$1' (--help)" >&2; exit 2 ;;
     esac
     shift
@@ -46,7 +46,14 @@ step "collect: activation statistics per label" \
     "$SS" collect --model "$MODEL" --input "$DISC" --sites "$SITES" --stats mean,cov,corr --group-by label \
     --out "$OUT/stats.h5"
 # 2. attribution of the target label's loss to every unit
-grep "\"label\": \"$TARGET\"" "$DISC" >"$OUT/discover-$TARGET.jsonl" ||
+# (JSON-parsed, not grepped: any spacing, and a label is matched whole, not as a pattern)
+python3 -c 'import json, sys
+n = 0
+with open(sys.argv[1], encoding="utf-8-sig") as f, open(sys.argv[3], "w", encoding="utf-8") as out:
+    for line in f:
+        if line.strip() and json.loads(line).get("label") == sys.argv[2]:
+            out.write(line if line.endswith("\n") else line + "\n"); n += 1
+sys.exit(0 if n else 1)' "$DISC" "$TARGET" "$OUT/discover-$TARGET.jsonl" ||
     { echo "workflow.sh: no prompt of $DISC has label $TARGET" >&2; exit 1; }
 step "attribute: gradient x activation of the loss on the $TARGET prompts" \
     "$SS" attribute --model "$MODEL" --input "$OUT/discover-$TARGET.jsonl" --sites "$SITES" --metric loss \
@@ -57,7 +64,8 @@ step "discover: units that separate $TARGET from $VERSUS, weighted by attributio
     --contrast "$TARGET:$VERSUS" --fraction "$FRACTION" --out "$OUT/submodels.h5" --masks-out "$OUT/submodels.masks.jsonl"
 # The combined sub-model (every site) is the one the sweep tests.
 COMBINED="${TARGET}_vs_${VERSUS}"
-grep "\"name\": \"$COMBINED\"" "$OUT/submodels.masks.jsonl" >"$OUT/combined.jsonl"
+grep -F "\"name\": \"$COMBINED\"" "$OUT/submodels.masks.jsonl" >"$OUT/combined.jsonl" ||
+    { echo "workflow.sh: discover wrote no sub-model named $COMBINED to $OUT/submodels.masks.jsonl" >&2; exit 1; }
 # 4. trace prompts through the sub-models
 for i in "${!TRACES[@]}"; do
     step "trace: \"${TRACES[$i]}\"" "$SS" trace --model "$MODEL" --prompt "${TRACES[$i]}" \
