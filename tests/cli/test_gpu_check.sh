@@ -26,7 +26,10 @@ no_gpu "no compute capability" "nvidia-smi gave no usable compute capability" NV
 no_gpu "CUDA_VISIBLE_DEVICES empty" "CUDA_VISIBLE_DEVICES is set to the empty string" NVIDIA_SMI="$TMP/smi-ok" CUDA_VISIBLE_DEVICES=
 out=$(bash "$GC" --bogus 2>&1); rc=$?
 [ $rc -eq 2 ] && printf '%s' "$out" | grep -q "unknown option --bogus" && pass "unknown option refused" || fail "unknown option" "exit $rc: $out"
-bash "$GC" --help | grep -q "compute-sanitizer" && pass "--help describes the checks" || fail "--help"
+out=$(bash "$GC" --help)
+printf '%s' "$out" | grep -q "compute-sanitizer" && printf '%s' "$out" | grep -q -- "--only STEPS" &&
+    printf '%s' "$out" | grep -q "^Exit status" && ! printf '%s' "$out" | grep -q "^set -u" &&
+    pass "--help describes the checks, options and exit status" || fail "--help" "$(printf '%s' "$out" | tail -n 3)"
 # --emulated (or a SUBSCOPE_PLUGIN_DIR holding the emulated plugin): the forward step's
 # comparisons through bin/emu's plugin, no nvidia-smi, the record kept out of bench/results
 if [ "${SAN:-0}" = 1 ]; then

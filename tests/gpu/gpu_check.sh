@@ -68,7 +68,7 @@ while [ $# -gt 0 ]; do
     --only)
         STEPS=${1:-}; shift
         [[ $STEPS =~ ^((kernels|forward|nccl|sanitizer),?)+$ ]] || { echo "gpu_check: --only takes kernels,forward,nccl,sanitizer" >&2; exit 2; } ;;
-    -h | --help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,/^set -u$/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu_check: unknown option $a (see --help)" >&2; exit 2 ;;
     esac
 done
