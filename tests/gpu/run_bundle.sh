@@ -39,6 +39,7 @@
 # Exit status: gpu_check's (0 passed, 1 a check failed, 2 no GPU), or 1 when the
 # bundle cannot be unpacked.
 set -u
+CALLER=$PWD
 cd "$(dirname "$0")/../.." || exit 1
 T0=$(date +%s)
 BUNDLE="" OUTDIR="" KFILTERS="" CHECK_BUDGET=300 CHECK_STEPS=kernels,forward,nccl,sanitizer STEPS=gpu_kernels,gpu_forward BENCH_S=150 BENCH_ARGS="" PIPE_S=0 PIPE_ARGS="--stages 2,4,8" PIPE_CPUS="" PROF_S=0 PROF_ENV=""
@@ -63,6 +64,9 @@ while [ $# -gt 0 ]; do
     shift
 done
 [ -n "$BUNDLE" ] && [ -n "$OUTDIR" ] || { echo "run_bundle.sh: need BUNDLE.tar.xz and --out DIR (see --help)" >&2; exit 1; }
+# relative paths are the caller's, not the checkout root's this script runs in
+case $BUNDLE in /*) ;; *) BUNDLE=$CALLER/$BUNDLE ;; esac
+case $OUTDIR in /*) ;; *) OUTDIR=$CALLER/$OUTDIR ;; esac
 for v in "$CHECK_BUDGET" "$BENCH_S" "$PIPE_S" "$PROF_S"; do
     [[ $v =~ ^[0-9]+$ ]] || { echo "run_bundle.sh: --check-budget, --bench-seconds, --pipeline-seconds and --profile-seconds take whole seconds (got \"$v\")" >&2; exit 1; }
 done
