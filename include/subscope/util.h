@@ -124,6 +124,9 @@ void ss_sb_printf(ss_sbuf *b, const char *fmt, ...) __attribute__((format(printf
 void ss_fput_col(FILE *f, const char *s, int width);
 /* Characters of a UTF-8 string (its bytes that are not continuation bytes). */
 int ss_utf8_chars(const char *s);
+/* Bytes of a UTF-8 byte-order mark at the start of a text (3, or 0 if none): Windows
+ * editors write one, and it is not text (a prompt's, a keyword's, a JSON document's). */
+size_t ss_utf8_bom(const char *text, size_t len);
 
 #ifdef __cplusplus
 }

@@ -70,7 +70,7 @@ static ss_status read_keywords(const char *path, const ss_tokenizer *tok, int64_
     if (!is_kw) { free(data); return SS_ERR_NOMEM; }
     int64_t n_words = 0, n_ids = 0, n_unmatched = 0;
     /* (a UTF-8 byte-order mark would make the first word match nothing) */
-    char *start = len >= 3 && !memcmp(data, "\xef\xbb\xbf", 3) ? data + 3 : data;
+    char *start = data + ss_utf8_bom(data, len);
     for (char *line = start, *next; line && *line; line = next) {
         next = strchr(line, '\n');
         if (next) *next++ = 0;

@@ -93,7 +93,7 @@ ss_status ss_prompts_read(const char *path, ss_prompts **out) {
     }
     /* A UTF-8 byte-order mark (Windows editors write one) is not text: it
      * would be tokenized into the first prompt, and hide a JSONL file's '{'. */
-    size_t bom = len >= 3 && !memcmp(data, "\xef\xbb\xbf", 3) ? 3 : 0;
+    const size_t bom = ss_utf8_bom(data, len);
     size_t first = bom;
     while (first < len && (data[first] == ' ' || data[first] == '\t' || data[first] == '\n' || data[first] == '\r')) first++;
     p->jsonl = ends_with(path, ".jsonl") || ends_with(path, ".json") || (first < len && data[first] == '{');

@@ -370,7 +370,7 @@ ss_status ss_json_parse_at(const char *text, size_t len, const char *what, int f
     if (!doc) return ss_errorf(SS_ERR_NOMEM, "%s: out of memory", what);
     parser p = {.s = text, .end = text + len, .what = what, .line_start = text, .line = first_line, .doc = doc};
     /* A UTF-8 byte-order mark is tolerated, as many editors write one. */
-    if (len >= 3 && !memcmp(text, "\xef\xbb\xbf", 3)) p.s += 3, p.line_start = p.s;
+    p.s += ss_utf8_bom(text, len), p.line_start = p.s;
     ss_status st = parse_value(&p, &doc->root, 0);
     if (st == SS_OK) {
         skip_ws(&p);

@@ -385,3 +385,5 @@ int ss_utf8_chars(const char *s) {
     for (; *s; s++) n += ((unsigned char)*s & 0xC0) != 0x80;
     return n;
 }
+
+size_t ss_utf8_bom(const char *text, size_t len) { return len >= 3 && !memcmp(text, "\xef\xbb\xbf", 3) ? 3 : 0; }
