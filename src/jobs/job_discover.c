@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "subscope/h5out.h"
@@ -866,6 +867,13 @@ ss_status ss_job_discover(const ss_discover_job *job) {
     if (!strcmp(masks_path, job->out) || !strcmp(job->out, job->stats) || (job->attr && !strcmp(job->out, job->attr)) ||
         !strcmp(masks_path, job->stats) || (job->attr && !strcmp(masks_path, job->attr))) {
         st = ss_errorf(SS_ERR_ARG, "--out / --masks-out would overwrite an input or each other");
+        goto out;
+    }
+    /* Refused now: renamed last, after --out is in place, a masks path that is a
+     * folder would fail there and cost the --out of an earlier run. */
+    struct stat msb;
+    if (stat(masks_path, &msb) == 0 && S_ISDIR(msb.st_mode)) {
+        st = ss_errorf(SS_ERR_ARG, "%s: is a directory, not an output file name", masks_path);
         goto out;
     }
     if ((st = ss_h5_open_read(job->stats, &c.stats))) goto out;

@@ -70,5 +70,13 @@ expect_fail "--min-corr with contrast (cluster's option)" "--min-corr goes with 
 expect_fail "contrast without --contrast" "needs --contrast" "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method contrast --out "$X"
 expect_fail "attr file without the site" "no /attr/blocks.0.hook_resid_post" "$SUBSCOPE" discover --stats "$TMP/flat.h5" --attr "$TMP/at.h5" --sites 'blocks.0.hook_resid_post' --method cluster --out "$X"
 expect_fail "stats file missing" "nope.h5" "$SUBSCOPE" discover --stats "$TMP/nope.h5" --sites "$S" --method cluster --out "$X"
+# A --masks-out that is a folder is refused before anything is written: the masks are renamed
+# last, so the failed rename came after --out was in place, and the run removed it, losing the
+# previous run's file there.
+cp "$TMP/cl.h5" "$TMP/prev.h5" && mkdir "$TMP/mdir"
+expect_fail "--masks-out naming a folder" "mdir: is a directory, not an output file name" \
+    "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method cluster --out "$TMP/prev.h5" --masks-out "$TMP/mdir"
+cmp -s "$TMP/cl.h5" "$TMP/prev.h5" && [ -z "$(ls -A "$TMP/mdir")" ] && ! ls "$TMP"/prev.h5.tmp.* "$TMP"/mdir.tmp.* >/dev/null 2>&1 &&
+    pass "... and the previous --out is left as it was" || fail "... and the previous --out is left as it was" "$(ls "$TMP")"
 ls "$TMP"/x* >/dev/null 2>&1 && fail "refusals leave no output" "$(ls "$TMP"/x*)" || pass "refusals leave no output"
 finish
