@@ -38,7 +38,8 @@ ss_status ss_open_read(const char *path, FILE **f);
 /* A temporary file (an output being written, renamed into place when whole)
  * to remove if the process is stopped by SIGINT, SIGTERM or SIGHUP: the first
  * registration installs a handler for those whose action is the default,
- * which unlinks every registered path and then dies of the signal as before.
+ * which unlinks every registered path (then removes those that are empty
+ * folders) and then dies of the signal as before.
  * path must stay valid until unregistered; at most 64 at once (more are not
  * cleaned up). */
 void ss_tmp_register(const char *path);

@@ -130,6 +130,7 @@ static ss_status stage(staging *sg, const char *dir, const char *name, char **tm
         return SS_ERR_NOMEM;
     }
     sg->final[sg->n] = fin, sg->tmp[sg->n] = tmp, sg->n++;
+    ss_tmp_register(tmp); /* removed if a signal stops the process */
     *tmp_out = tmp;
     return SS_OK;
 }
@@ -137,6 +138,7 @@ static ss_status stage(staging *sg, const char *dir, const char *name, char **tm
 static void staging_free(staging *sg, int remove_tmp) {
     for (int i = 0; i < sg->n; i++) {
         if (remove_tmp) unlink(sg->tmp[i]);
+        ss_tmp_unregister(sg->tmp[i]);
         free(sg->tmp[i]), free(sg->final[i]);
     }
     sg->n = 0;
@@ -635,6 +637,7 @@ static ss_status write_output(trainer *t, const ss_train_result *r, int dir_exis
     const char *out = t->job->out;
     if (!dir_existed && mkdir(out, 0777) != 0 && errno != EEXIST)
         return ss_errorf(SS_ERR_IO, "cannot create %s: %s", out, strerror(errno));
+    if (!dir_existed) ss_tmp_register(out); /* a signal removes it once its staged files are gone */
     staging sg = {0};
     char *tmp, *text = NULL;
     size_t len = 0;
@@ -676,11 +679,12 @@ static ss_status write_output(trainer *t, const ss_train_result *r, int dir_exis
         free(p);
     }
     staging_free(&sg, 0);
+    if (!dir_existed) ss_tmp_unregister(out);
     return SS_OK;
 fail:
     free(text);
     staging_free(&sg, 1);
-    if (!dir_existed) rmdir(out);
+    if (!dir_existed) rmdir(out), ss_tmp_unregister(out);
     return st;
 }
 

@@ -88,6 +88,10 @@ static void tmp_on_signal(int sig) {
         const char *p = atomic_load(&tmp_slots[i]);
         if (p) unlink(p); /* async-signal-safe */
     }
+    for (int i = 0; i < TMP_SLOTS; i++) { /* then the folders, emptied above (rmdir fails on any other) */
+        const char *p = atomic_load(&tmp_slots[i]);
+        if (p) rmdir(p);
+    }
     signal(sig, SIG_DFL);
     raise(sig);
 }

@@ -77,5 +77,24 @@ mkdir -p "$TMP/sharded" && echo '{"weight_map": {}}' >"$TMP/sharded/model.safete
 expect_fail "--out holding model.safetensors.index.json" "holds model.safetensors.index.json, which loaders read before" \
     run --out "$TMP/sharded" --steps 1
 [ ! -e "$TMP/sharded/model.safetensors" ] && pass "the refused run wrote nothing" || fail "the refused sharded run wrote nothing"
+# Stopped by SIGTERM while its files are being written: the files it staged in the directory
+# go too (they were left, a whole model's worth, beside the user's files), and so does the
+# directory it created. A 32 MiB tokenizer_config.json (copied, not read) keeps the write
+# going long enough to be caught.
+mkdir -p "$TMP/bigtok" && cp $TOK/tokenizer.json "$TMP/bigtok/" &&
+    { printf '{"pad": "'; head -c $((32 << 20)) /dev/zero | tr '\0' x; printf '"}\n'; } >"$TMP/bigtok/tokenizer_config.json"
+set -m # background jobs keep SIGINT and SIGTERM's default actions
+for sig in TERM INT; do
+    "$SUBSCOPE" train --config "$TMP/small.json" --data "$TMP/corpus.txt" --tokenizer "$TMP/bigtok" --steps 2 --batch 4 \
+        --seq 32 --out "$TMP/stopped" 2>/dev/null &
+    pid=$!
+    for _ in $(seq 1 1000); do compgen -G "$TMP/stopped/.tokenizer_config.json.staged.*" >/dev/null && break; sleep 0.01; done
+    kill -$sig $pid 2>/dev/null; wait $pid; rc=$?
+    if [ $rc -gt 128 ] && [ ! -e "$TMP/stopped" ]; then pass "SIG$sig while writing: the staged files and the new directory are removed"
+    else fail "SIG$sig while writing" "exit $rc, left: $(ls -A "$TMP/stopped" 2>&1)"; fi
+    rm -rf "$TMP/stopped"
+done
+set +m
+rm -rf "$TMP/bigtok"
 "$SUBSCOPE" train --help | grep -q "subscope train --config small.json" && pass "--help has an example" || fail "--help example"
 finish
