@@ -1,4 +1,5 @@
 /* subscope: find and test the sub-models inside a transformer. */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +64,17 @@ static void restart_without_blas_threads(char **argv) {
     execv("/proc/self/exe", argv); /* returns only on failure: go on as we are */
 }
 
+/* What a command printed on stdout is part of its result (tokenize's ids, predict's tokens, a
+ * table): a write that failed there (a full disk, /dev/full; a closed pipe where SIGPIPE is
+ * ignored) is an error, as for a file, and not exit 0 with the output cut short. */
+static int check_stdout(const char *cmd, int rc) {
+    const int e = fflush(stdout) != 0 ? errno : 0;
+    if (!ferror(stdout)) return rc;
+    fprintf(stderr, "subscope%s%s: error: writing standard output: %s\n", cmd ? " " : "", cmd ? cmd : "",
+            e ? strerror(e) : "write error");
+    return rc ? rc : 1;
+}
+
 int main(int argc, char **argv) {
     restart_without_blas_threads(argv);
     cli_set_command_line(argc, argv);
@@ -85,19 +97,19 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
         printf("subscope %s (%s)\n", ss_version(), ss_git_commit());
-        return 0;
+        return check_stdout(NULL, 0);
     }
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(stdout);
-        return 0;
+        return check_stdout(NULL, 0);
     }
     for (size_t i = 0; i < N_COMMANDS; i++) {
         if (strcmp(argv[1], commands[i]->name)) continue;
         int r = cli_parse(commands[i], argc - 2, argv + 2);
-        if (r == 2) return 0;
+        if (r == 2) return check_stdout(argv[1], 0);
         if (r) return 1;
         if (refuse_ranks(commands[i])) return 1;
-        return commands[i]->run(commands[i]);
+        return check_stdout(argv[1], commands[i]->run(commands[i]));
     }
     fprintf(stderr, "subscope: error: unknown command '%s'\n\n", argv[1]);
     usage(stderr);

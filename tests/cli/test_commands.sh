@@ -153,6 +153,26 @@ full "trace: write failure" "$SUBSCOPE" trace --model $TM --prompt 'The cat says
 full "discover: write failure" "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites 'blocks.*.mlp.hook_post' --method cluster \
     --out "$TMP/full/o.h5"
 
+# Results printed on stdout (tokenize's ids, predict's tokens, show) are results too: a write
+# there that fails (a full disk; /dev/full) is an error, exit 1, not exit 0 with nothing written.
+if [ -w /dev/full ]; then
+    expect_fail "tokenize to a full stdout" "tokenize: error: writing standard output: No space left on device" \
+        sh -c '"$0" tokenize --model "$1" --text "The cat" >/dev/full' "$SUBSCOPE" $TM
+    expect_fail "predict to a full stdout" "predict: error: writing standard output" \
+        sh -c '"$0" predict --model "$1" --prompt "The cat" >/dev/full' "$SUBSCOPE" $TM
+    expect_fail "show to a full stdout" "show: error: writing standard output" sh -c '"$0" show "$1" >/dev/full' "$SUBSCOPE" "$TMP/st.h5"
+    expect_fail "--help to a full stdout" "error: writing standard output" sh -c '"$0" forward --help >/dev/full' "$SUBSCOPE"
+fi
+# A closed pipe (| head -1) ends show and report quietly, by SIGPIPE as for any filter: no error
+# storm on stderr, and report's page is whole.
+"$SUBSCOPE" ablate --model $TM --input $TP --masks tests/data/ablate/masks.jsonl --out "$TMP/ab.h5" >/dev/null 2>&1
+for c in "show $TMP/ab.h5" "report $TMP/ab.h5 --out $TMP/pipe.html"; do
+    err=$( { "$SUBSCOPE" $c | true; } 2>&1 >/dev/null)
+    [ "$(printf '%s' "$err" | grep -vc '^wrote ')" = 0 ] && pass "${c%% *} into a closed pipe: quiet" || fail "${c%% *} into a closed pipe" "$err"
+done
+grep -q '</html>' "$TMP/pipe.html" && ! ls "$TMP"/pipe.html.tmp.* >/dev/null 2>&1 && pass "report into a closed pipe: the page is whole" ||
+    fail "report into a closed pipe: the page is whole"
+
 # An output that names an input (by inode: ./x is x) is refused before anything runs, and the
 # input is left as it was.
 cp $TP "$TMP/pp.jsonl"
