@@ -86,4 +86,24 @@ out=$("$MK" --vocab 5 --prompts "$TMP/bad.jsonl" --lengths 3,x 2>&1); rc=$?
 if [ $rc -eq 1 ] && printf '%s' "$out" | grep -q "positive integers" && [ ! -e "$TMP/bad.jsonl" ]; then pass "bad --lengths refused, no file left"
 else fail "bad --lengths" "exit $rc: $out"; fi
 [ ! -e "$TMP/bad" ] && pass "a refused model writes nothing" || fail "a refused model writes nothing"
+
+# A write that fails (ulimit -f, as a full disk): exit 1 and a message naming the file, the files
+# of an earlier run left as they were, no new or temporary file; before, SIGXFSZ killed mkmodel
+# (exit 153) and left a cut-short model.safetensors under its name, beside a new config.json.
+"$MK" --out "$TMP/keep" --prompts "$TMP/keep.jsonl" --lengths 5 >/dev/null && cp -r "$TMP/keep" "$TMP/keep0" && cp "$TMP/keep.jsonl" "$TMP/keep0.jsonl"
+for args in "--out $TMP/keep --d 128 --seed 2" "--out $TMP/new --d 128" "--prompts $TMP/keep.jsonl --lengths 5000 --seed 2"; do
+    out=$(ulimit -f 8; "$MK" $args 2>&1 >/dev/null); rc=$?
+    if [ $rc = 1 ] && printf '%s' "$out" | grep -qE "error writing $TMP/(keep|new)/model.safetensors|error writing $TMP/keep.jsonl" &&
+        diff -r "$TMP/keep" "$TMP/keep0" >/dev/null && cmp -s "$TMP/keep.jsonl" "$TMP/keep0.jsonl" && [ ! -e "$TMP/new" ] &&
+        ! ls "$TMP"/*.tmp.* "$TMP"/keep/*.tmp.* >/dev/null 2>&1; then pass "write failure ($args): error, earlier files kept"
+    else fail "write failure ($args)" "exit $rc: $out" "$(ls -A "$TMP/keep" "$TMP/new" 2>&1 | tr '\n' ' ')"; fi
+done
+# Stopped by SIGTERM while writing the weights: the temporary file and the new directory go.
+set -m
+"$MK" --out "$TMP/stopped" --d 512 --layers 4 >/dev/null 2>&1 &
+pid=$!
+for _ in $(seq 1 500); do compgen -G "$TMP/stopped/model.safetensors.tmp.*" >/dev/null && break; sleep 0.01; done
+kill -TERM $pid 2>/dev/null; wait $pid; rc=$?
+set +m
+[ $rc = 143 ] && [ ! -e "$TMP/stopped" ] && pass "SIGTERM while writing: nothing left" || fail "SIGTERM while writing" "exit $rc: $(ls -A "$TMP/stopped" 2>&1)"
 finish

@@ -24,10 +24,12 @@
  * Exit 0 on success, 1 on an error (message on stderr), 2 on bad usage. */
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "subscope/util.h"
 
@@ -152,11 +154,43 @@ static int build_list(const spec_t *sp, tensor_t *t) {
 
 static int64_t numel(const tensor_t *t) { return t->ndim == 1 ? t->shape[0] : t->shape[0] * t->shape[1]; }
 
-static int write_config(const spec_t *sp, const char *dir) {
-    char *path = ss_path_join(dir, "config.json");
-    FILE *f = path ? fopen(path, "w") : NULL;
+/* Each file is written as PATH.tmp.<pid> and renamed over PATH when whole, as
+ * subscope writes its outputs: a failed write (a full disk, ulimit -f), or a
+ * run stopped by a signal (the temporary file is registered for removal) or
+ * killed, leaves PATH as it was, never cut short. */
+static FILE *open_tmp(const char *path, char **tmp) {
+    *tmp = ss_strfmt("%s.tmp.%ld", path, (long)getpid());
+    FILE *f = *tmp ? fopen(*tmp, "wb") : NULL;
     if (!f) {
-        fprintf(stderr, "mkmodel: cannot write %s: %s\n", path ? path : dir, strerror(errno));
+        fprintf(stderr, "mkmodel: cannot write %s: %s\n", path, strerror(errno));
+        free(*tmp);
+        *tmp = NULL;
+        return NULL;
+    }
+    ss_tmp_register(*tmp);
+    return f;
+}
+
+/* Closes f and renames tmp over path, or removes tmp if bad or that fails;
+ * returns nonzero on failure, with a message naming path. */
+static int close_tmp(FILE *f, char *tmp, const char *path, int bad) {
+    bad |= ferror(f);
+    int err = errno;
+    if (fclose(f) != 0 && !bad) bad = 1, err = errno;
+    if (!bad && rename(tmp, path) != 0) bad = 1, err = errno;
+    if (bad) {
+        fprintf(stderr, "mkmodel: error writing %s: %s\n", path, err ? strerror(err) : "write error");
+        unlink(tmp);
+    }
+    ss_tmp_unregister(tmp);
+    free(tmp);
+    return bad;
+}
+
+static int write_config(const spec_t *sp, const char *dir) {
+    char *path = ss_path_join(dir, "config.json"), *tmp;
+    FILE *f = path ? open_tmp(path, &tmp) : NULL;
+    if (!f) {
         free(path);
         return 1;
     }
@@ -184,9 +218,7 @@ static int write_config(const spec_t *sp, const char *dir) {
             sp->act, sp->std, (long long)sp->d, (long long)sp->heads, (long long)sp->inner, (long long)sp->layers,
             (long long)sp->positions, sp->untied ? "false" : "true", dtype_hf[sp->dtype], (long long)sp->vocab,
             (unsigned long long)sp->seed);
-    int bad = ferror(f);
-    bad |= fclose(f) != 0;
-    if (bad) fprintf(stderr, "mkmodel: error writing %s\n", path);
+    int bad = close_tmp(f, tmp, path, 0);
     free(path);
     return bad;
 }
@@ -224,10 +256,9 @@ static int write_weights(const spec_t *sp, const char *dir, int64_t *n_params) {
     len += (size_t)snprintf(hdr + len, cap - len, "}");
     while ((8 + len) % 8) hdr[len++] = ' ';
 
-    char *path = ss_path_join(dir, "model.safetensors");
-    FILE *f = path ? fopen(path, "wb") : NULL;
+    char *path = ss_path_join(dir, "model.safetensors"), *tmp;
+    FILE *f = path ? open_tmp(path, &tmp) : NULL;
     if (!f) {
-        fprintf(stderr, "mkmodel: cannot write %s: %s\n", path ? path : dir, strerror(errno));
         free(path), free(hdr), free(t);
         return 1;
     }
@@ -261,18 +292,15 @@ static int write_weights(const spec_t *sp, const char *dir, int64_t *n_params) {
             }
         }
     }
-    bad |= fclose(f) != 0;
-    if (bad) fprintf(stderr, "mkmodel: error writing %s (disk full?)\n", path);
+    bad = close_tmp(f, tmp, path, bad);
     free(buf), free(hb), free(path), free(hdr), free(t);
     return bad;
 }
 
 static int write_prompts(const char *path, const char *lengths, int64_t vocab, uint64_t seed) {
-    FILE *f = fopen(path, "w");
-    if (!f) {
-        fprintf(stderr, "mkmodel: cannot write %s: %s\n", path, strerror(errno));
-        return 1;
-    }
+    char *tmp;
+    FILE *f = open_tmp(path, &tmp);
+    if (!f) return 1;
     rng_t r = {seed + 1, 0, 0};
     const char *p = lengths;
     int bad = 0, count = 0;
@@ -295,10 +323,14 @@ static int write_prompts(const char *path, const char *lengths, int64_t vocab, u
         fprintf(stderr, "mkmodel: --lengths is empty\n");
         bad = 1;
     }
-    bad |= ferror(f);
-    bad |= fclose(f) != 0;
-    if (bad) remove(path);
-    return bad;
+    if (bad) { /* the message is out: drop the file quietly */
+        fclose(f);
+        unlink(tmp);
+        ss_tmp_unregister(tmp);
+        free(tmp);
+        return 1;
+    }
+    return close_tmp(f, tmp, path, 0);
 }
 
 static void usage(FILE *f) {
@@ -340,6 +372,9 @@ static int parse_positive(const char *opt, const char *s, double *out) {
 int main(int argc, char **argv) {
     spec_t sp = {2, 64, 4, 1000, 128, 0, 0, 1, 0.02, 0, 1, "gelu_new", 0, 0, 0, 10000.0};
     const char *out = NULL, *prompts = NULL, *lengths = NULL;
+    /* Past ulimit -f a write fails (EFBIG) and is reported, rather than SIGXFSZ killing the process. */
+    struct sigaction xfsz;
+    if (!sigaction(SIGXFSZ, NULL, &xfsz) && xfsz.sa_handler == SIG_DFL) signal(SIGXFSZ, SIG_IGN);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int64_t x;
@@ -444,12 +479,19 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (out) {
-        if (mkdir(out, 0777) != 0 && errno != EEXIST) {
+        const int created = mkdir(out, 0777) == 0;
+        if (!created && errno != EEXIST) {
             fprintf(stderr, "mkmodel: cannot create %s: %s\n", out, strerror(errno));
             return 1;
         }
         int64_t n_params = 0;
-        if (write_config(&sp, out) || write_weights(&sp, out, &n_params)) return 1;
+        /* The weights first: a failure there leaves no new config.json beside old weights. */
+        if (created) ss_tmp_register(out); /* a signal removes it once its files are gone */
+        if (write_weights(&sp, out, &n_params) || write_config(&sp, out)) {
+            if (created) rmdir(out);
+            return 1;
+        }
+        if (created) ss_tmp_unregister(out);
         printf("%lld\n", (long long)n_params);
     }
     if (prompts && write_prompts(prompts, lengths, sp.vocab, sp.seed)) return 1;
