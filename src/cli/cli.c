@@ -26,6 +26,24 @@ static void print_help(const cli_cmd *cmd) {
     if (cmd->details) printf("\n%s", cmd->details);
 }
 
+/* An output (--out, --masks-out) that exists and is neither a file nor a
+ * folder (/dev/null, a FIFO, a terminal): the finished file renamed over it
+ * would replace it, and /dev/null replaced by a file breaks the whole system
+ * for a root user. Refused before anything runs. 1 (printed) if so. */
+static int outputs_are_files(const cli_cmd *cmd) {
+    for (const cli_opt *o = cmd->opts; o->name; o++) {
+        struct stat so;
+        if ((strcmp(o->name, "out") && strcmp(o->name, "masks-out")) || !o->value || stat(o->value, &so) ||
+            S_ISREG(so.st_mode) || S_ISDIR(so.st_mode))
+            continue;
+        fprintf(stderr, "subscope %s: error: --%s %s is not a file (a device, pipe or socket): the output is written "
+                        "under a temporary name and renamed over it, which would replace it; give a file name\n",
+                cmd->name, o->name, o->value);
+        return 1;
+    }
+    return 0;
+}
+
 /* An output (--out, --masks-out) that names an existing file or folder
  * given to another option (by device and inode, so ./x and x are one) would
  * replace an input when the job renames its finished file into place:
@@ -112,7 +130,7 @@ int cli_parse(cli_cmd *cmd, int argc, char **argv) {
         }
         o->all[o->n++] = o->value;
     }
-    return outputs_not_inputs(cmd);
+    return outputs_are_files(cmd) || outputs_not_inputs(cmd);
 }
 
 const char *cli_get(const cli_cmd *cmd, const char *name) {

@@ -183,6 +183,15 @@ expect_fail "--out naming --stats is refused (discover)" "is the same file as --
     "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites 'blocks.*' --method cluster --out "$TMP/../$(basename "$TMP")/st.h5"
 expect_fail "--out naming a positional input is refused (report)" "is the same file as the input" \
     "$SUBSCOPE" report "$TMP/st.h5" --out "$TMP/st.h5"
+# An --out that exists and is not a file (/dev/null, a FIFO) is refused before anything runs:
+# the finished file was renamed over it, which (for root) replaced /dev/null with an HDF5 file.
+mkfifo "$TMP/fifo"
+expect_fail "--out naming a FIFO is refused" "--out $TMP/fifo is not a file (a device, pipe or socket)" \
+    "$SUBSCOPE" forward --model $TM --input $TP --out "$TMP/fifo"
+expect_fail "--masks-out naming a FIFO is refused (discover)" "--masks-out $TMP/fifo is not a file" \
+    "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites 'blocks.*' --method cluster --out "$TMP/dm.h5" --masks-out "$TMP/fifo"
+expect_fail "report --out naming a FIFO is refused" "is not a file" "$SUBSCOPE" report "$TMP/ab.h5" --out "$TMP/fifo"
+[ -p "$TMP/fifo" ] && [ ! -e "$TMP/dm.h5" ] && pass "... and the FIFO is still one" || fail "the FIFO is still one" "$(ls -l "$TMP/fifo")"
 cp -r $TM "$TMP/tm" # a copy: were the check to fail, train would replace the folder's model
 expect_fail "train's --out naming its --tokenizer folder is refused" "is the same folder as --tokenizer" \
     "$SUBSCOPE" train --config "$TMP/tm/config.json" --tokenizer "$TMP/tm" --data $TP --steps 1 --out "$TMP/tm/"
