@@ -98,6 +98,10 @@ for args in "--out $TMP/keep --d 128 --seed 2" "--out $TMP/new --d 128" "--promp
         ! ls "$TMP"/*.tmp.* "$TMP"/keep/*.tmp.* >/dev/null 2>&1; then pass "write failure ($args): error, earlier files kept"
     else fail "write failure ($args)" "exit $rc: $out" "$(ls -A "$TMP/keep" "$TMP/new" 2>&1 | tr '\n' ' ')"; fi
 done
+mkfifo "$TMP/fifo"
+out=$("$MK" --prompts "$TMP/fifo" --lengths 3 2>&1); rc=$?
+[ $rc = 1 ] && [ -p "$TMP/fifo" ] && printf '%s' "$out" | grep -q "fifo: not a regular file" && pass "--prompts naming a FIFO is refused, not replaced" ||
+    fail "--prompts naming a FIFO" "exit $rc: $out"
 # Stopped by SIGTERM while writing the weights: the temporary file and the new directory go.
 set -m
 "$MK" --out "$TMP/stopped" --d 512 --layers 4 >/dev/null 2>&1 &

@@ -159,6 +159,12 @@ static int64_t numel(const tensor_t *t) { return t->ndim == 1 ? t->shape[0] : t-
  * run stopped by a signal (the temporary file is registered for removal) or
  * killed, leaves PATH as it was, never cut short. */
 static FILE *open_tmp(const char *path, char **tmp) {
+    struct stat sb;
+    *tmp = NULL;
+    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) { /* renamed over, /dev/null would become a file */
+        fprintf(stderr, "mkmodel: cannot write %s: not a regular file\n", path);
+        return NULL;
+    }
     *tmp = ss_strfmt("%s.tmp.%ld", path, (long)getpid());
     FILE *f = *tmp ? fopen(*tmp, "wb") : NULL;
     if (!f) {
