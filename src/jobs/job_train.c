@@ -294,6 +294,17 @@ static ss_status check_out_dir(const ss_train_job *job, int *exists) {
         if (sharded)
             return ss_errorf(SS_ERR_ARG, "%s holds model.safetensors.index.json, which loaders read before the model.safetensors "
                                          "train writes (use a new or empty --out)", out);
+        /* A name train writes that is a folder (or a device, a FIFO) would fail its rename only
+         * after the files before it were renamed into place, and removing those then loses the
+         * earlier model: refused now. */
+        for (size_t k = 0; k < sizeof written_names / sizeof *written_names; k++) {
+            char *p = ss_path_join(out, written_names[k]);
+            if (!p) return SS_ERR_NOMEM;
+            const int bad = stat(p, &sb) == 0 && !S_ISREG(sb.st_mode);
+            ss_status st = bad ? ss_errorf(SS_ERR_ARG, "%s is not a file, and train writes %s there", p, written_names[k]) : SS_OK;
+            free(p);
+            if (st) return st;
+        }
         return check_inputs_not_replaced(job);
     }
     char *parent = ss_strdup(out);

@@ -96,5 +96,12 @@ for sig in TERM INT; do
 done
 set +m
 rm -rf "$TMP/bigtok"
+# A file name train writes that is a folder in --out is refused before training: its rename came
+# after the earlier files had been renamed into place, and removing those lost the earlier model.
+cp -r "$TMP/m1" "$TMP/m1dir" && rm "$TMP/m1dir/subscope_train.json" && mkdir "$TMP/m1dir/subscope_train.json"
+expect_fail "--out holding a folder named subscope_train.json" "m1dir/subscope_train.json is not a file, and train writes" \
+    run --out "$TMP/m1dir" --steps 1
+cmp -s "$TMP/m1/model.safetensors" "$TMP/m1dir/model.safetensors" && cmp -s "$TMP/m1/config.json" "$TMP/m1dir/config.json" &&
+    pass "... and the earlier model is kept" || fail "... and the earlier model is kept" "$(ls -A "$TMP/m1dir")"
 "$SUBSCOPE" train --help | grep -q "subscope train --config small.json" && pass "--help has an example" || fail "--help example"
 finish
