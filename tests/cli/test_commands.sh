@@ -150,6 +150,8 @@ full "patch: write failure" "$SUBSCOPE" patch --model $TM --clean tests/data/pat
     --corrupt tests/data/patch/corrupt.jsonl --sites 'blocks.*.hook_resid_pre' --out "$TMP/full/o.h5"
 full "trace: write failure" "$SUBSCOPE" trace --model $TM --prompt 'The cat says' --submodels data/demo_submodels.jsonl \
     --stats "$TMP/st.h5" --out "$TMP/full/o.h5"
+full "train: write failure (the directory it made goes too)" "$SUBSCOPE" train --config $TM/config.json --tokenizer $TM \
+    --data $TP --steps 1 --seq 8 --batch 1 --out "$TMP/full/m"
 full "discover: write failure" "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites 'blocks.*.mlp.hook_post' --method cluster \
     --out "$TMP/full/o.h5"
 
@@ -166,6 +168,7 @@ fi
 # A closed pipe (| head -1) ends show and report quietly, by SIGPIPE as for any filter: no error
 # storm on stderr, and report's page is whole.
 "$SUBSCOPE" ablate --model $TM --input $TP --masks tests/data/ablate/masks.jsonl --out "$TMP/ab.h5" >/dev/null 2>&1
+full "report: write failure" "$SUBSCOPE" report "$TMP/ab.h5" --out "$TMP/full/r.html"
 for c in "show $TMP/ab.h5" "report $TMP/ab.h5 --out $TMP/pipe.html"; do
     err=$( { "$SUBSCOPE" $c | true; } 2>&1 >/dev/null)
     [ "$(printf '%s' "$err" | grep -vc '^wrote ')" = 0 ] && pass "${c%% *} into a closed pipe: quiet" || fail "${c%% *} into a closed pipe" "$err"
