@@ -33,13 +33,30 @@ static void print_help(const cli_cmd *cmd) {
 static int outputs_are_files(const cli_cmd *cmd) {
     for (const cli_opt *o = cmd->opts; o->name; o++) {
         struct stat so;
-        if ((strcmp(o->name, "out") && strcmp(o->name, "masks-out")) || !o->value || stat(o->value, &so) ||
-            S_ISREG(so.st_mode) || S_ISDIR(so.st_mode))
-            continue;
-        fprintf(stderr, "subscope %s: error: --%s %s is not a file (a device, pipe or socket): the output is written "
-                        "under a temporary name and renamed over it, which would replace it; give a file name\n",
-                cmd->name, o->name, o->value);
-        return 1;
+        if ((strcmp(o->name, "out") && strcmp(o->name, "masks-out")) || !o->value) continue;
+        if (!stat(o->value, &so) && !S_ISREG(so.st_mode) && !S_ISDIR(so.st_mode)) {
+            fprintf(stderr, "subscope %s: error: --%s %s is not a file (a device, pipe or socket): the output is written "
+                            "under a temporary name and renamed over it, which would replace it; give a file name\n",
+                    cmd->name, o->name, o->value);
+            return 1;
+        }
+        /* The folder it goes in must be there now, not only when the results are ready to
+         * write (at the end of collect's or ablate's whole run). */
+        char dir[4096];
+        size_t n = strlen(o->value);
+        while (n > 1 && o->value[n - 1] == '/') n--; /* train's --out DIR/ */
+        while (n > 0 && o->value[n - 1] != '/') n--;
+        if (!n) continue; /* in the current folder */
+        if (n > 1) n--;   /* the folder without its last slash, or "/" */
+        if (n >= sizeof dir) continue;
+        memcpy(dir, o->value, n);
+        dir[n] = 0;
+        const char *why = stat(dir, &so) ? strerror(errno) : !S_ISDIR(so.st_mode) ? "not a folder"
+                          : access(dir, W_OK) ? "not writable" : NULL;
+        if (why) {
+            fprintf(stderr, "subscope %s: error: --%s %s: cannot write in %s: %s\n", cmd->name, o->name, o->value, dir, why);
+            return 1;
+        }
     }
     return 0;
 }

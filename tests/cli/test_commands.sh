@@ -195,6 +195,14 @@ expect_fail "--masks-out naming a FIFO is refused (discover)" "--masks-out $TMP/
     "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites 'blocks.*' --method cluster --out "$TMP/dm.h5" --masks-out "$TMP/fifo"
 expect_fail "report --out naming a FIFO is refused" "is not a file" "$SUBSCOPE" report "$TMP/ab.h5" --out "$TMP/fifo"
 [ -p "$TMP/fifo" ] && [ ! -e "$TMP/dm.h5" ] && pass "... and the FIFO is still one" || fail "the FIFO is still one" "$(ls -l "$TMP/fifo")"
+# An --out in a folder that is not there is refused before the run, not when its results are
+# ready to write (ablate and collect ran to the end first).
+expect_fail "ablate --out in a missing folder" "--out $TMP/nodir/a.h5: cannot write in $TMP/nodir: No such file or directory" \
+    "$SUBSCOPE" ablate --model $TM --input $TP --mask 'blocks.1.mlp.hook_post[1]' --out "$TMP/nodir/a.h5"
+expect_fail "collect --out under a file" "--out $TMP/st.h5/c.h5: cannot write in $TMP/st.h5: not a folder" \
+    "$SUBSCOPE" collect --model $TM --input $TP --sites blocks.1.mlp.hook_post --out "$TMP/st.h5/c.h5"
+expect_fail "discover --masks-out in a missing folder" "--masks-out $TMP/nodir/m.jsonl: cannot write in $TMP/nodir" \
+    "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites 'blocks.*' --method cluster --out "$TMP/dm.h5" --masks-out "$TMP/nodir/m.jsonl"
 cp -r $TM "$TMP/tm" # a copy: were the check to fail, train would replace the folder's model
 expect_fail "train's --out naming its --tokenizer folder is refused" "is the same folder as --tokenizer" \
     "$SUBSCOPE" train --config "$TMP/tm/config.json" --tokenizer "$TMP/tm" --data $TP --steps 1 --out "$TMP/tm/"

@@ -125,7 +125,7 @@ expect_fail "unknown metric" "unknown" "$SUBSCOPE" report --in "$TMP/sw.h5" --ou
 expect_fail "labelled and unlabelled inputs mixed" "report them separately" "$SUBSCOPE" report --in "$TMP/sw.h5" --in "$TMP/nl.h5" --out "$TMP/x.html"
 expect_fail "a good file then a missing one" "nope.h5" "$SUBSCOPE" report --in "$TMP/sw.h5" --in "$TMP/nope.h5" --out "$TMP/x.html"
 expect_fail "no input" "no input" "$SUBSCOPE" report --out "$TMP/x.html"
-expect_fail "unwritable output" "cannot create" "$SUBSCOPE" report --in "$TMP/sw.h5" --out "$TMP/no/such/dir/x.html"
+expect_fail "unwritable output" "cannot write in $TMP/no/such/dir: No such file or directory" "$SUBSCOPE" report --in "$TMP/sw.h5" --out "$TMP/no/such/dir/x.html"
 [ -z "$(ls "$TMP" | grep '^x\.html')" ] && pass "failed reports write no file and leave no temporary" || fail "no file on failure" "$(ls "$TMP")"
 
 # A file damaged after it was written: its metadata carry checksums (the HDF5 1.10 format), so
