@@ -40,6 +40,10 @@ static int outputs_are_files(const cli_cmd *cmd) {
                     cmd->name, o->name, o->value);
             return 1;
         }
+        if (!stat(o->value, &so) && S_ISDIR(so.st_mode) && strcmp(cmd->name, "train")) { /* train's --out is a folder */
+            fprintf(stderr, "subscope %s: error: --%s %s is a folder; give a file name\n", cmd->name, o->name, o->value);
+            return 1;
+        }
         /* The folder it goes in must be there now, not only when the results are ready to
          * write (at the end of collect's or ablate's whole run). */
         char dir[4096];

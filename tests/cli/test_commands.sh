@@ -199,6 +199,8 @@ expect_fail "report --out naming a FIFO is refused" "is not a file" "$SUBSCOPE" 
 # ready to write (ablate and collect ran to the end first).
 expect_fail "ablate --out in a missing folder" "--out $TMP/nodir/a.h5: cannot write in $TMP/nodir: No such file or directory" \
     "$SUBSCOPE" ablate --model $TM --input $TP --mask 'blocks.1.mlp.hook_post[1]' --out "$TMP/nodir/a.h5"
+expect_fail "ablate --out naming a folder" "--out $TMP/full is a folder; give a file name" \
+    "$SUBSCOPE" ablate --model $TM --input $TP --mask 'blocks.1.mlp.hook_post[1]' --out "$TMP/full"
 expect_fail "collect --out under a file" "--out $TMP/st.h5/c.h5: cannot write in $TMP/st.h5: not a folder" \
     "$SUBSCOPE" collect --model $TM --input $TP --sites blocks.1.mlp.hook_post --out "$TMP/st.h5/c.h5"
 expect_fail "discover --masks-out in a missing folder" "--masks-out $TMP/nodir/m.jsonl: cannot write in $TMP/nodir" \

@@ -74,7 +74,7 @@ expect_fail "stats file missing" "nope.h5" "$SUBSCOPE" discover --stats "$TMP/no
 # last, so the failed rename came after --out was in place, and the run removed it, losing the
 # previous run's file there.
 cp "$TMP/cl.h5" "$TMP/prev.h5" && mkdir "$TMP/mdir"
-expect_fail "--masks-out naming a folder" "mdir: is a directory, not an output file name" \
+expect_fail "--masks-out naming a folder" "mdir is a folder; give a file name" \
     "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method cluster --out "$TMP/prev.h5" --masks-out "$TMP/mdir"
 cmp -s "$TMP/cl.h5" "$TMP/prev.h5" && [ -z "$(ls -A "$TMP/mdir")" ] && ! ls "$TMP"/prev.h5.tmp.* "$TMP"/mdir.tmp.* >/dev/null 2>&1 &&
     pass "... and the previous --out is left as it was" || fail "... and the previous --out is left as it was" "$(ls "$TMP")"
