@@ -40,7 +40,7 @@ static int outputs_are_files(const cli_cmd *cmd) {
                     cmd->name, o->name, o->value);
             return 1;
         }
-        if (!stat(o->value, &so) && S_ISDIR(so.st_mode) && strcmp(cmd->name, "train")) { /* train's --out is a folder */
+        if (!stat(o->value, &so) && S_ISDIR(so.st_mode) && !(o->metavar && !strcmp(o->metavar, "DIR"))) { /* train --out DIR */
             fprintf(stderr, "subscope %s: error: --%s %s is a folder; give a file name\n", cmd->name, o->name, o->value);
             return 1;
         }
@@ -50,11 +50,11 @@ static int outputs_are_files(const cli_cmd *cmd) {
         size_t n = strlen(o->value);
         while (n > 1 && o->value[n - 1] == '/') n--; /* train's --out DIR/ */
         while (n > 0 && o->value[n - 1] != '/') n--;
-        if (!n) continue; /* in the current folder */
-        if (n > 1) n--;   /* the folder without its last slash, or "/" */
+        if (n > 1) n--; /* the folder without its last slash, or "/" */
         if (n >= sizeof dir) continue;
         memcpy(dir, o->value, n);
         dir[n] = 0;
+        if (!n) strcpy(dir, "."); /* in the current folder */
         const char *why = stat(dir, &so) ? strerror(errno) : !S_ISDIR(so.st_mode) ? "not a folder"
                           : access(dir, W_OK) ? "not writable" : NULL;
         if (why) {

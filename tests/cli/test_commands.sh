@@ -201,6 +201,13 @@ expect_fail "ablate --out in a missing folder" "--out $TMP/nodir/a.h5: cannot wr
     "$SUBSCOPE" ablate --model $TM --input $TP --mask 'blocks.1.mlp.hook_post[1]' --out "$TMP/nodir/a.h5"
 expect_fail "ablate --out naming a folder" "--out $TMP/full is a folder; give a file name" \
     "$SUBSCOPE" ablate --model $TM --input $TP --mask 'blocks.1.mlp.hook_post[1]' --out "$TMP/full"
+chmod 555 "$TMP/full"
+if [ ! -w "$TMP/full" ]; then # not for root, whom no mode stops
+    expect_fail "--out in an unwritable current folder" "--out o.h5: cannot write in .: not writable" \
+        sh -c 'cd "$1" && exec "$2" discover --stats "$3" --sites "blocks.*" --method cluster --out o.h5' sh \
+        "$TMP/full" "$(realpath "$SUBSCOPE")" "$TMP/st.h5"
+fi
+chmod 755 "$TMP/full"
 expect_fail "collect --out under a file" "--out $TMP/st.h5/c.h5: cannot write in $TMP/st.h5: not a folder" \
     "$SUBSCOPE" collect --model $TM --input $TP --sites blocks.1.mlp.hook_post --out "$TMP/st.h5/c.h5"
 expect_fail "discover --masks-out in a missing folder" "--masks-out $TMP/nodir/m.jsonl: cannot write in $TMP/nodir" \
