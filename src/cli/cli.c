@@ -34,13 +34,14 @@ static int outputs_are_files(const cli_cmd *cmd) {
     for (const cli_opt *o = cmd->opts; o->name; o++) {
         struct stat so;
         if ((strcmp(o->name, "out") && strcmp(o->name, "masks-out")) || !o->value) continue;
+        const int dir_out = o->metavar && !strcmp(o->metavar, "DIR"); /* train --out DIR */
         if (!stat(o->value, &so) && !S_ISREG(so.st_mode) && !S_ISDIR(so.st_mode)) {
             fprintf(stderr, "subscope %s: error: --%s %s is not a file (a device, pipe or socket): the output is written "
-                            "under a temporary name and renamed over it, which would replace it; give a file name\n",
-                    cmd->name, o->name, o->value);
+                            "under a temporary name and renamed over it, which would replace it; give a %s name\n",
+                    cmd->name, o->name, o->value, dir_out ? "folder" : "file");
             return 1;
         }
-        if (!stat(o->value, &so) && S_ISDIR(so.st_mode) && !(o->metavar && !strcmp(o->metavar, "DIR"))) { /* train --out DIR */
+        if (!stat(o->value, &so) && S_ISDIR(so.st_mode) && !dir_out) {
             fprintf(stderr, "subscope %s: error: --%s %s is a folder; give a file name\n", cmd->name, o->name, o->value);
             return 1;
         }
