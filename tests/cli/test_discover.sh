@@ -78,5 +78,13 @@ expect_fail "--masks-out naming a folder" "mdir is a folder; give a file name" \
     "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method cluster --out "$TMP/prev.h5" --masks-out "$TMP/mdir"
 cmp -s "$TMP/cl.h5" "$TMP/prev.h5" && [ -z "$(ls -A "$TMP/mdir")" ] && ! ls "$TMP"/prev.h5.tmp.* "$TMP"/mdir.tmp.* >/dev/null 2>&1 &&
     pass "... and the previous --out is left as it was" || fail "... and the previous --out is left as it was" "$(ls "$TMP")"
+# The masks file is synced before its rename, as the HDF5 output is: otherwise a crash soon after
+# could leave an empty file under its name (strace -y shows the file each fsync is for).
+if command -v strace >/dev/null && strace -o /dev/null true 2>/dev/null; then
+    strace -f -y -e trace=fsync -o "$TMP/sync.trace" "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method cluster \
+        --out "$TMP/sy.h5" >/dev/null 2>&1
+    grep -q 'fsync([0-9]*<[^>]*sy\.masks\.jsonl\.tmp\.[0-9]*>) *= 0' "$TMP/sync.trace" && pass "the masks file is synced before its rename" ||
+        fail "the masks file is synced before its rename" "$(grep fsync "$TMP/sync.trace")"
+fi
 ls "$TMP"/x* >/dev/null 2>&1 && fail "refusals leave no output" "$(ls "$TMP"/x*)" || pass "refusals leave no output"
 finish
