@@ -34,6 +34,11 @@ static int outputs_are_files(const cli_cmd *cmd) {
     for (const cli_opt *o = cmd->opts; o->name; o++) {
         struct stat so;
         if ((strcmp(o->name, "out") && strcmp(o->name, "masks-out")) || !o->value) continue;
+        if (!*o->value) { /* else found only when the results are written, after the run */
+            fprintf(stderr, "subscope %s: error: --%s is empty: give a %s name\n", cmd->name, o->name,
+                    o->metavar && !strcmp(o->metavar, "DIR") ? "folder" : "file");
+            return 1;
+        }
         const int dir_out = o->metavar && !strcmp(o->metavar, "DIR"); /* train --out DIR */
         if (!stat(o->value, &so) && !S_ISREG(so.st_mode) && !S_ISDIR(so.st_mode)) {
             fprintf(stderr, "subscope %s: error: --%s %s is not a file (a device, pipe or socket): the output is written "

@@ -199,6 +199,8 @@ expect_fail "report --out naming a FIFO is refused" "is not a file" "$SUBSCOPE" 
 # ready to write (ablate and collect ran to the end first).
 expect_fail "ablate --out in a missing folder" "--out $TMP/nodir/a.h5: cannot write in $TMP/nodir: No such file or directory" \
     "$SUBSCOPE" ablate --model $TM --input $TP --mask 'blocks.1.mlp.hook_post[1]' --out "$TMP/nodir/a.h5"
+expect_fail "ablate --out= (empty)" "--out is empty: give a file name" \
+    "$SUBSCOPE" ablate --model $TM --input $TP --mask 'blocks.1.mlp.hook_post[1]' --out=
 expect_fail "ablate --out naming a folder" "--out $TMP/full is a folder; give a file name" \
     "$SUBSCOPE" ablate --model $TM --input $TP --mask 'blocks.1.mlp.hook_post[1]' --out "$TMP/full"
 chmod 555 "$TMP/full"
