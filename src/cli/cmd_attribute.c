@@ -12,7 +12,7 @@ static cli_opt attribute_opts[] = {
     {.name = "method", .metavar = "M", .help = "gradxact (default: gradient x activation), grad, atp (attribution patching, needs --corrupt) or ig[:STEPS] (integrated gradients, 32 steps)"},
     {.name = "corrupt", .metavar = "FILE", .help = "atp: corrupt prompts, paired line by line with --input (same token counts)"},
     {.name = "stats", .metavar = "STATS.h5", .help = "ig: take the baseline from the means in this collect file (default: zero)"},
-    {.name = "reduce", .metavar = "R", .help = "none (default: [prompt, position, ...]), positions (sum over each prompt's positions) or prompts (sum over prompts)"},
+    {.name = "reduce", .metavar = "R", .help = "none (default: [prompt, position, ...]), positions (sum over each prompt's positions) or prompts (sum over prompts; NaN at a position no prompt with a metric reaches)"},
     {.name = "recompute", .help = "keep only each block's input and recompute the block in the backward pass (less memory, one more forward)"},
     {.name = "micro-batches", .metavar = "M", .help = "with --pipeline P: stage s keeps at most max(1, M-s) batches (ig: integration steps of a batch) in flight, each with its activations (default P: one forward, one backward; 1: one at a time)"},
     {.name = "top", .metavar = "K", .help = "units per site in the printed table (default 10)"},

@@ -295,7 +295,7 @@ static ss_status attribute(const ss_attribute_job *job, ss_comm *comm) {
     int W = 1, Wig = 1;
     ig_point *ig_pts = NULL;
     ss_fb_pass **ig_pass = NULL;
-    double **base = NULL, **red_sum = NULL, *metric = NULL, *site_rel = NULL, *base_metric = NULL, *complete = NULL, *gsum = NULL, **dbase = NULL;
+    double **base = NULL, **red_sum = NULL, **red_cnt = NULL, *metric = NULL, *site_rel = NULL, *base_metric = NULL, *complete = NULL, *gsum = NULL, **dbase = NULL;
     float *metric_f = NULL, *outbuf = NULL;
     int32_t *answer = NULL, *wrong = NULL;
     ss_h5 *h = NULL;
@@ -310,6 +310,7 @@ static ss_status attribute(const ss_attribute_job *job, ss_comm *comm) {
     cacts.rows = ss_calloc((size_t)ns, sizeof(float *), "corrupt activations");
     base = ss_calloc((size_t)ns, sizeof(double *), "baselines");
     red_sum = ss_calloc((size_t)ns, sizeof(double *), "sums");
+    red_cnt = ss_calloc((size_t)ns, sizeof(double *), "sums");
     dsets = ss_calloc((size_t)ns, sizeof *dsets, "datasets");
     metric = ss_malloc((size_t)N * sizeof(double), "metrics");
     metric_f = ss_malloc((size_t)N * sizeof(float) * 3, "metrics");
@@ -318,7 +319,7 @@ static ss_status attribute(const ss_attribute_job *job, ss_comm *comm) {
     site_rel = ss_calloc((size_t)ns, sizeof(double), "completeness");
     answer = ss_malloc((size_t)B * sizeof(int32_t), "answers");
     wrong = ss_malloc((size_t)B * sizeof(int32_t), "answers");
-    if (!want || !one || !site_ids || !acts.rows || !grads.rows || !cacts.rows || !base || !red_sum || !dsets ||
+    if (!want || !one || !site_ids || !acts.rows || !grads.rows || !cacts.rows || !base || !red_sum || !red_cnt || !dsets ||
         !metric || !metric_f || !site_rel || !base_metric || !complete || !answer || !wrong) {
         st = SS_ERR_NOMEM;
         goto out;
@@ -377,6 +378,8 @@ static ss_status attribute(const ss_attribute_job *job, ss_comm *comm) {
         if (!dpath && method == A_ATP && !(cacts.rows[s.id] = ss_malloc(n * sizeof(float), "activations"))) { st = SS_ERR_NOMEM; goto out; }
         /* Sums over prompts: the output (--reduce prompts, [T, width]), else the table's scores ([width]). */
         if (!(red_sum[k] = ss_calloc((size_t)((red == R_PROMPTS ? T : 1) * s.width), sizeof(double), "sums"))) { st = SS_ERR_NOMEM; goto out; }
+        /* --reduce prompts: how many prompts with a metric reach each position (none: NaN, not 0) */
+        if (red == R_PROMPTS && !(red_cnt[k] = ss_calloc((size_t)T, sizeof(double), "sums"))) { st = SS_ERR_NOMEM; goto out; }
     }
     if (!(outbuf = ss_malloc((size_t)(B * T * widest) * sizeof(float), "attributions"))) {
         st = SS_ERR_NOMEM;
@@ -678,6 +681,8 @@ compute:;
                     host_work hw = {.op = H_PROMPTS, .attr = attr, .pk = &pk, .metric = metric + b0, .w = w,
                                     .n = T * w, .sum = red_sum[k]};
                     host_run(&hw, 1 << 14);
+                    for (int64_t i = 0; i < nb; i++)
+                        for (int64_t t = 0; t < pk.len[i] && !isnan(metric[b0 + i]); t++) red_cnt[k][t] += 1;
                     continue;
                 }
                 int64_t start[4] = {b0, 0, 0, 0}, count[4] = {nb, 0, 0, 0};
@@ -779,6 +784,7 @@ compute:;
         ss_site s;
         ss_site_get(cfg, site_ids[k], &s);
         st = ss_comm_allreduce_f64(comm, red_sum[k], (size_t)((red == R_PROMPTS ? T : 1) * s.width));
+        if (!st && red == R_PROMPTS) st = ss_comm_allreduce_f64(comm, red_cnt[k], (size_t)T);
     }
     if (piped && !st) st = ss_pipeline_report(m, 0, h, 0);
     if (st) { ss_error_context(st, "gathering the metrics and sums of the ranks at rank 0"); goto out; }
@@ -796,7 +802,8 @@ compute:;
         if (red == R_PROMPTS) {
             float *v = ss_malloc((size_t)(T * s.width) * sizeof(float), "attributions");
             if (!v) { st = SS_ERR_NOMEM; goto out; }
-            for (int64_t q = 0; q < T * s.width; q++) v[q] = (float)red_sum[k][q];
+            /* a sum over no prompt (every one reaching position t has a NaN metric) is undefined: NaN */
+            for (int64_t q = 0; q < T * s.width; q++) v[q] = red_cnt[k][q / s.width] > 0 ? (float)red_sum[k][q] : NAN;
             int64_t dims[3] = {T, s.dims[0], s.dims[1]};
             const char *names[3] = {"position", s.dim_names[0], s.dim_names[1]};
             snprintf(path, sizeof path, "/attr/%s", s.name);
@@ -909,8 +916,9 @@ out:
         if (cacts.rows) free(cacts.rows[i]);
         if (base) free(base[i]);
         if (red_sum) free(red_sum[i]);
+        if (red_cnt) free(red_cnt[i]);
     }
-    free(acts.rows), free(grads.rows), free(cacts.rows), free(base), free(red_sum), free(dsets);
+    free(acts.rows), free(grads.rows), free(cacts.rows), free(base), free(red_sum), free(red_cnt), free(dsets);
     free(want), free(one), free(site_ids), free(metric), free(metric_f), free(base_metric), free(complete), free(site_rel);
     free(outbuf), free(answer), free(wrong);
     ss_prompts_free(kps);

@@ -52,6 +52,20 @@ for red in none positions; do
         fail "show's attributions (--reduce $red)" "table: $want; show: $got"
 done
 golden attr-tiny-logprob-gradxact-prompts --model $M --input $A/prompts.jsonl --sites 'blocks.*.hook_resid_post' --metric logprob --method gradxact --reduce prompts
+# --reduce prompts where no prompt with a metric reaches a position (one-token prompts: NaN loss):
+# a sum over no prompt is NaN, not 0; a 3-token prompt beside them makes every position's sum finite
+printf '{"text": " the"}\n{"text": " a"}\n' >"$TMP/one-tok.jsonl"
+printf '{"text": " the"}\n{"text": "Hello"}\n' >"$TMP/mixed-tok.jsonl"
+for f in one-tok mixed-tok; do
+    "$SUBSCOPE" attribute --model $M --input "$TMP/$f.jsonl" --sites blocks.0.mlp.hook_post --reduce prompts \
+        --out "$TMP/$f.h5" >/dev/null 2>"$TMP/err" || fail "--reduce prompts on $f runs" "$(cat "$TMP/err")"
+done
+v=$(vals /attr/blocks.0.mlp.hook_post "$TMP/one-tok.h5")
+[ -n "$v" ] && [ "$(printf '%s' "$v" | tr ',' '\n' | grep -vc '^nan$')" = 0 ] &&
+    pass "--reduce prompts: NaN where every prompt's metric is NaN" || fail "--reduce prompts of NaN metrics" "$(printf '%s' "$v" | head -c 200)"
+v=$(vals /attr/blocks.0.mlp.hook_post "$TMP/mixed-tok.h5")
+[ -n "$v" ] && ! printf '%s' "$v" | grep -q nan && pass "--reduce prompts: the prompts with a metric still sum" ||
+    fail "--reduce prompts beside a NaN metric" "$(printf '%s' "$v" | head -c 200)"
 golden attr-tiny-logitdiff-ig16 --model $M --input $A/prompts.jsonl --sites 'blocks.*.mlp.hook_post,blocks.1.hook_resid_pre' --metric logitdiff --method ig:16
 
 # atp with the clean prompts as their own corrupt twins: every attribution is exactly 0.
