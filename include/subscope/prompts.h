@@ -24,12 +24,20 @@ typedef struct ss_prompts {
     ss_prompt *items;
     int64_t n;
     int jsonl;
+    /* Read from a pipe (which cannot be read again to hash it): the SHA-256
+     * and size of the bytes read; "" and 0 for a file, which is hashed where
+     * needed (ss_prompts_sha256). */
+    char sha256[65];
+    int64_t size;
 } ss_prompts;
 
 /* Reads a prompt file. JSONL if the name ends in .jsonl/.json or the first
  * non-blank character is '{'; otherwise plain text. Blank lines are skipped.
  * Errors name the file and line. */
 ss_status ss_prompts_read(const char *path, ss_prompts **out);
+/* The SHA-256 and size of the prompt file p was read from (a pipe's: of the
+ * bytes read then; a file's: read again now). */
+ss_status ss_prompts_sha256(const ss_prompts *p, char out[65], int64_t *size);
 /* Builds a one-prompt set from a string (for --prompt). */
 ss_status ss_prompts_from_text(const char *text, ss_prompts **out);
 /* Tokenizes text prompts (tok may be NULL if every prompt has tokens) and

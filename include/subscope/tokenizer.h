@@ -32,8 +32,13 @@ ss_status ss_tokenizer_load_json_mem(const char *text, size_t len, const char *w
  * optional), set up as GPT-2 uses them: ByteLevel without prefix space, and
  * "<|endoftext|>" (when in the vocabulary) matched inside text as a special token. */
 ss_status ss_tokenizer_load_bpe(const char *vocab_path, const char *merges_path, ss_tokenizer **out);
-/* From a model directory: tokenizer.json if present, else vocab.json/encoder.json + merges.txt/vocab.bpe. */
+/* From a model directory: tokenizer.json if present, else vocab.json/encoder.json + merges.txt/vocab.bpe;
+ * with none of them, an error naming dir. */
 ss_status ss_tokenizer_load_dir(const char *dir, ss_tokenizer **out);
+/* The same, but with none of them SS_OK and *out NULL (a model runs on token
+ * ids). A file that is there but cannot be read, or is no file, is an error
+ * naming it. */
+ss_status ss_tokenizer_load_dir_opt(const char *dir, ss_tokenizer **out);
 void ss_tokenizer_free(ss_tokenizer *t);
 
 /* Encodes len bytes of UTF-8 text (invalid UTF-8: SS_ERR_ARG naming the byte

@@ -31,8 +31,13 @@ char *ss_strndup(const char *s, size_t n);
 /* Formatted string in a new allocation (NULL on OOM). */
 char *ss_strfmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* Opens path for reading; a folder, or a file that cannot be opened, is an
- * error naming it (fopen opens folders, whose reads then fail unexplained). */
+/* SS_OK if path is a regular file, or with pipe_ok a pipe (a FIFO, or bash's
+ * <(...)); else an error naming it and what it is (a folder, a character
+ * device such as /dev/zero, which reads forever, a block device, a socket,
+ * or a pipe where the file is read more than once), checked before opening. */
+ss_status ss_input_kind(const char *path, int pipe_ok);
+/* Opens path for reading: a regular file or a pipe (ss_input_kind); anything
+ * else, or a file that cannot be opened, is an error naming it. */
 ss_status ss_open_read(const char *path, FILE **f);
 
 /* A temporary file (an output being written, renamed into place when whole)
@@ -44,8 +49,15 @@ ss_status ss_open_read(const char *path, FILE **f);
  * cleaned up). */
 void ss_tmp_register(const char *path);
 void ss_tmp_unregister(const char *path);
-/* Reads a whole file into a NUL-terminated buffer. */
+/* Reads a whole file into a NUL-terminated buffer: a regular file, or a
+ * pipe of at most SS_PIPE_READ_MAX bytes (more is an error naming it: a
+ * pipe has no size to check first, and one that never ends must not take
+ * every byte of memory). */
+#define SS_PIPE_READ_MAX ((size_t)1 << 30)
 ss_status ss_file_read(const char *path, char **data, size_t *len);
+/* 1 if something is at path (a file, or a folder, device or pipe in a file's
+ * place, which ss_file_read or ss_mmap_open then refuses naming it, rather
+ * than the caller passing over it as absent). */
 int ss_file_exists(const char *path);
 /* Joins a directory and a file name into a new string. */
 char *ss_path_join(const char *dir, const char *name);

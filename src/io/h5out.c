@@ -830,6 +830,7 @@ ss_status ss_h5_open_read(const char *path, ss_h5_reader **out) {
     struct stat sb;
     if (stat(path, &sb) != 0) return ss_errorf(SS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     if (S_ISDIR(sb.st_mode)) return ss_errorf(SS_ERR_IO, "%s: is a directory, not an HDF5 file", path);
+    SS_TRY(ss_input_kind(path, 0)); /* HDF5 seeks: a pipe or a device is no HDF5 file */
     int fd = open(path, O_RDONLY);
     if (fd < 0) return ss_errorf(SS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     close(fd);

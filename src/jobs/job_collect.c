@@ -574,7 +574,7 @@ ss_status ss_job_collect(const ss_collect_job *job) {
     if (st) goto out;
     /* (several ranks: ss_run_open hashed the input and compared it between them) */
     if (run.input_sha[0]) memcpy(data_sha, run.input_sha, sizeof data_sha), data_size = run.input_size;
-    else if ((st = ss_file_sha256(job->run.input, data_sha, &data_size))) goto out;
+    else if ((st = ss_prompts_sha256(p, data_sha, &data_size))) goto out;
     /* Ranks that read different files would merge nonsense. */
     const char *cfg_shas[1] = {cfg_sha}, *cfg_what[1] = {"config.json"};
     if ((st = ss_run_same_files(comm, 1, cfg_shas, cfg_what))) goto out;

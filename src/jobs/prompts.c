@@ -3,7 +3,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "subscope/hash.h"
 #include "subscope/json.h"
 #include "subscope/util.h"
 
@@ -91,6 +93,14 @@ ss_status ss_prompts_read(const char *path, ss_prompts **out) {
         free(p);
         return SS_ERR_NOMEM;
     }
+    struct stat sb;
+    if (!stat(path, &sb) && S_ISFIFO(sb.st_mode)) {
+        ss_sha256 h;
+        ss_sha256_init(&h);
+        ss_sha256_update(&h, data, len);
+        ss_sha256_hex(&h, p->sha256);
+        p->size = (int64_t)len;
+    }
     /* A UTF-8 byte-order mark (Windows editors write one) is not text: it
      * would be tokenized into the first prompt, and hide a JSONL file's '{'. */
     const size_t bom = ss_utf8_bom(data, len);
@@ -133,6 +143,13 @@ ss_status ss_prompts_read(const char *path, ss_prompts **out) {
         return st;
     }
     *out = p;
+    return SS_OK;
+}
+
+ss_status ss_prompts_sha256(const ss_prompts *p, char out[65], int64_t *size) {
+    if (!p->sha256[0]) return ss_file_sha256(p->path, out, size);
+    memcpy(out, p->sha256, 65);
+    *size = p->size;
     return SS_OK;
 }
 

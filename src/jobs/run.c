@@ -142,14 +142,14 @@ void ss_model_data_part(const ss_model *m, const ss_comm *world, int *part, int 
 /* Under several ranks, every rank hashes path (into sha, size) and rank 0
  * names one that read another copy (a stale file on one node); one process
  * hashes nothing and leaves sha as it is. */
-static ss_status same_copy_on_ranks(const char *path, char sha[65], int64_t *size) {
+static ss_status same_copy_on_ranks(const ss_prompts *p, const char *path, char sha[65], int64_t *size) {
     ss_comm *world;
     SS_TRY(ss_comm_world(&world));
     if (ss_comm_size(world) == 1) return SS_OK;
     char *copy = ss_strfmt("copy of %s", path);
     if (!copy) return SS_ERR_NOMEM;
     const char *shas[1] = {sha}, *what[1] = {copy};
-    ss_status st = ss_file_sha256(path, sha, size);
+    ss_status st = ss_prompts_sha256(p, sha, size);
     if (!st) st = ss_run_same_files(world, 1, shas, what);
     free(copy);
     return st;
@@ -172,7 +172,7 @@ ss_status ss_run_open(const ss_run_opts *o, ss_run *r) {
     const ss_config *cfg = &r->m->cfg;
     r->max_len = o->max_len > 0 && o->max_len < cfg->n_positions ? o->max_len : cfg->n_positions;
     if ((st = ss_prompts_read(o->input, &r->p))) goto fail;
-    if ((st = same_copy_on_ranks(o->input, r->input_sha, &r->input_size))) goto fail;
+    if ((st = same_copy_on_ranks(r->p, o->input, r->input_sha, &r->input_size))) goto fail;
     r->B = o->batch > 0 ? o->batch : 16;
     if (r->B > r->p->n) r->B = r->p->n;
     r->start = ss_malloc((size_t)r->B * sizeof(int64_t), "packing");
@@ -272,8 +272,7 @@ ss_status ss_run_read_paired(const ss_run *r, const char *path, int truncate, ss
     ss_status st;
     char sha[65] = "";
     int64_t size;
-    if ((st = same_copy_on_ranks(path, sha, &size))) return st;
-    if ((st = ss_prompts_read(path, &q)) ||
+    if ((st = ss_prompts_read(path, &q)) || (st = same_copy_on_ranks(q, path, sha, &size)) ||
         (st = ss_prompts_tokenize(q, r->m->tok, r->m->cfg.vocab_size, r->max_len, truncate, NULL)))
         goto fail;
     if (q->n != r->p->n) {

@@ -339,13 +339,8 @@ static ss_status load(const char *dir, int first, int end, int mode, ss_model **
     if ((st = ss_weights_open(dir, &m->weights))) goto fail;
     if ((st = m->cfg.family == SS_FAMILY_LLAMA ? load_weights_llama(m) : load_weights(m))) goto fail;
     if (mode == LOAD_NOW && (st = materialize(m))) goto fail;
-    st = ss_tokenizer_load_dir(dir, &m->tok);
-    if (st == SS_ERR_IO && !m->tok) {
-        /* No tokenizer files: the model still runs on token ids. */
-        st = SS_OK;
-        m->tok = NULL;
-    }
-    if (st) goto fail;
+    /* No tokenizer files: m->tok NULL, and the model still runs on token ids. */
+    if ((st = ss_tokenizer_load_dir_opt(dir, &m->tok))) goto fail;
     if (m->tok && ss_tokenizer_vocab_size(m->tok) > m->cfg.vocab_size) {
         st = ss_errorf(SS_ERR_FORMAT, "%s: tokenizer has %d ids but config.json vocab_size is %lld", dir,
                        ss_tokenizer_vocab_size(m->tok), (long long)m->cfg.vocab_size);

@@ -914,7 +914,7 @@ ss_status ss_tokenizer_load_bpe(const char *vocab_path, const char *merges_path,
     return SS_OK;
 }
 
-ss_status ss_tokenizer_load_dir(const char *dir, ss_tokenizer **out) {
+ss_status ss_tokenizer_load_dir_opt(const char *dir, ss_tokenizer **out) {
     *out = NULL;
     char *p = ss_path_join(dir, "tokenizer.json");
     if (!p) return nomem(dir);
@@ -937,14 +937,19 @@ ss_status ss_tokenizer_load_dir(const char *dir, ss_tokenizer **out) {
         if (c && ss_file_exists(c)) mp = c;
         else free(c);
     }
-    ss_status st;
+    ss_status st = SS_OK; /* no tokenizer files: none, *out NULL */
     if (vp && mp) st = ss_tokenizer_load_bpe(vp, mp, out);
-    else
-        st = ss_errorf(SS_ERR_IO, "%s: no tokenizer.json, and no vocab.json/encoder.json + merges.txt/vocab.bpe pair",
-                       dir);
     free(vp);
     free(mp);
     return st;
+}
+
+ss_status ss_tokenizer_load_dir(const char *dir, ss_tokenizer **out) {
+    SS_TRY(ss_tokenizer_load_dir_opt(dir, out));
+    if (!*out)
+        return ss_errorf(SS_ERR_IO, "%s: no tokenizer.json, and no vocab.json/encoder.json + merges.txt/vocab.bpe pair",
+                         dir);
+    return SS_OK;
 }
 
 /* ------------------------------------------------------------------ */

@@ -74,6 +74,7 @@ void ss_sha256_hex(ss_sha256 *s, char out[65]) {
 
 ss_status ss_file_sha256(const char *path, char out[65], int64_t *size) {
     FILE *f;
+    SS_TRY(ss_input_kind(path, 0)); /* a file read again later: a pipe would be empty, or block */
     SS_TRY(ss_open_read(path, &f));
     ss_sha256 s;
     ss_sha256_init(&s);
@@ -131,6 +132,7 @@ uint64_t ss_hash64(const void *data, size_t n, uint64_t seed) {
 
 ss_status ss_file_fingerprint(const char *path, char out[65], int64_t *size) {
     FILE *f;
+    SS_TRY(ss_input_kind(path, 0)); /* a file read again later: a pipe would be empty, or block */
     SS_TRY(ss_open_read(path, &f));
     const size_t block = (size_t)1 << 20;
     uint8_t *buf = malloc(block);

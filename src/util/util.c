@@ -69,13 +69,28 @@ char *ss_strfmt(const char *fmt, ...) {
     return s;
 }
 
-ss_status ss_open_read(const char *path, FILE **f) {
+ss_status ss_input_kind(const char *path, int pipe_ok) {
     struct stat sb;
+    if (stat(path, &sb) != 0) return ss_errorf(SS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (S_ISREG(sb.st_mode) || (pipe_ok && S_ISFIFO(sb.st_mode))) return SS_OK;
+    if (S_ISDIR(sb.st_mode)) return ss_errorf(SS_ERR_IO, "%s: is a folder, not a file", path);
+    if (S_ISFIFO(sb.st_mode))
+        return ss_errorf(SS_ERR_IO, "%s: is a pipe, not a regular file (it is read more than once here: save it to a file)",
+                         path);
+    const char *kind = S_ISCHR(sb.st_mode) ? "a character device" : S_ISBLK(sb.st_mode) ? "a block device"
+                     : S_ISSOCK(sb.st_mode) ? "a socket" : "not a regular file";
+    return ss_errorf(SS_ERR_IO, "%s: is %s, not a file to read", path, kind);
+}
+
+ss_status ss_open_read(const char *path, FILE **f) {
+    *f = NULL;
+    SS_TRY(ss_input_kind(path, 1)); /* before opening: opening a device can do things */
     if (!(*f = fopen(path, "rb"))) return ss_errorf(SS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    if (!fstat(fileno(*f), &sb) && S_ISDIR(sb.st_mode)) {
+    struct stat sb;
+    if (fstat(fileno(*f), &sb) || !(S_ISREG(sb.st_mode) || S_ISFIFO(sb.st_mode))) { /* replaced since */
         fclose(*f);
         *f = NULL;
-        return ss_errorf(SS_ERR_IO, "%s: is a folder, not a file", path);
+        return ss_errorf(SS_ERR_IO, "%s: is not a regular file or a pipe", path);
     }
     return SS_OK;
 }
@@ -126,15 +141,25 @@ ss_status ss_file_read(const char *path, char **data, size_t *len) {
     *len = 0;
     FILE *f;
     SS_TRY(ss_open_read(path, &f));
+    struct stat sb;
+    const int pipe = !fstat(fileno(f), &sb) && S_ISFIFO(sb.st_mode);
     size_t cap = 1 << 16, n = 0;
     char *buf = ss_malloc(cap, path);
     if (!buf) { fclose(f); return SS_ERR_NOMEM; }
     for (;;) {
         if (cap - n < 2) {
-            char *nb = ss_realloc(buf, cap * 2, path);
+            if (pipe && n > SS_PIPE_READ_MAX) {
+                free(buf);
+                fclose(f);
+                return ss_errorf(SS_ERR_IO, "%s: a pipe of more than %d MiB: save it to a file and name that", path,
+                                 (int)(SS_PIPE_READ_MAX >> 20));
+            }
+            /* a pipe's buffer stops one byte past the most it may hold */
+            size_t nc = pipe && cap * 2 > SS_PIPE_READ_MAX + 2 ? SS_PIPE_READ_MAX + 2 : cap * 2;
+            char *nb = ss_realloc(buf, nc, path);
             if (!nb) { free(buf); fclose(f); return SS_ERR_NOMEM; }
             buf = nb;
-            cap *= 2;
+            cap = nc;
         }
         size_t r = fread(buf + n, 1, cap - n - 1, f);
         n += r;
@@ -151,7 +176,7 @@ ss_status ss_file_read(const char *path, char **data, size_t *len) {
 
 int ss_file_exists(const char *path) {
     struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+    return stat(path, &st) == 0; /* whatever it is: reading it then refuses what is no file, naming it */
 }
 
 char *ss_path_join(const char *dir, const char *name) {

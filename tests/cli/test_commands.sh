@@ -230,6 +230,31 @@ if [ -n "$had" ] && [ $rc = 143 ] && [ -z "$(ls -A "$TMP/full")" ]; then pass "S
 else fail "SIGTERM while writing" "seen: '$had', exit $rc, left: $(ls -A "$TMP/full")"; fi
 rm -f "$TMP/full"/*
 expect_fail "--input naming a folder" "is a folder, not a file" "$SUBSCOPE" forward --model $TM --input "$TMP" --out "$TMP/x.h5"
+# A character device is refused, naming it, wherever a file is read (/dev/zero was read until memory
+# ran out): --input, a model's config.json and tokenizer.json, --masks, --keywords, an HDF5 input.
+expect_fail "--input /dev/zero is refused" "/dev/zero: is a character device, not a file to read" \
+    timeout 20 "$SUBSCOPE" forward --model $TM --input /dev/zero --out "$TMP/x.h5"
+for f in config.json tokenizer.json; do
+    rm -rf "$TMP/devm" && mkdir "$TMP/devm" && ln -s "$PWD/$TM"/* "$TMP/devm/" && ln -sf /dev/zero "$TMP/devm/$f"
+    expect_fail "a model's $f that is /dev/zero is refused" "$TMP/devm/$f: is a character device" \
+        timeout 20 "$SUBSCOPE" forward --model "$TMP/devm" --input "$TP" --out "$TMP/x.h5"
+done
+expect_fail "--masks /dev/zero is refused" "/dev/zero: is a character device" \
+    timeout 20 "$SUBSCOPE" ablate --model $TM --input "$TP" --masks /dev/zero --out "$TMP/x.h5"
+expect_fail "--keywords /dev/zero is refused" "/dev/zero: is a character device" \
+    timeout 20 "$SUBSCOPE" ablate --model $TM --input "$TP" --mask 'blocks.0.mlp.hook_post[0]' --metrics keyword \
+    --keywords /dev/zero --out "$TMP/x.h5"
+expect_fail "an HDF5 input that is /dev/zero is refused" "/dev/zero: is a character device" \
+    timeout 20 "$SUBSCOPE" show --file /dev/zero
+# A pipe (bash's <(...), a FIFO) is read as --input; collect records the SHA-256 of the bytes it
+# read (hashing the path again found a spent pipe)
+if "$SUBSCOPE" collect --model $TM --input <(head -3 "$TP") --sites blocks.0.mlp.hook_post --stats mean \
+    --out "$TMP/pipe.h5" >/dev/null 2>"$TMP/err"; then
+    got=$(h5dump -a /data_sha256 "$TMP/pipe.h5" | awk -F'"' '/\(0\)/{print $2}') want=$(head -3 "$TP" | sha256sum | cut -d' ' -f1)
+    got_n=$(h5dump -a /n_prompts "$TMP/pipe.h5" | awk '/\(0\)/{print $2}')
+    [ "$got" = "$want" ] && [ "$got_n" = 3 ] && pass "--input from a pipe: read, and its bytes' SHA-256 recorded" ||
+        fail "--input from a pipe" "sha $got (want $want), n_prompts $got_n"
+else fail "collect --input from a pipe runs" "$(cat "$TMP/err")"; fi
 
 # Top level.
 expect_ok "--help" "$SUBSCOPE" --help
