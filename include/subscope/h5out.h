@@ -149,6 +149,8 @@ void ss_h5_close_read(ss_h5_reader *r);
 const char *ss_h5_reader_path(const ss_h5_reader *r);
 
 int ss_h5_exists(ss_h5_reader *r, const char *path);
+/* 1 if the object at obj_path has an attribute called name. */
+int ss_h5_attr_exists(ss_h5_reader *r, const char *obj_path, const char *name);
 ss_status ss_h5_dset_info(ss_h5_reader *r, const char *path, ss_h5_info *info);
 /* Reads a whole dataset converted to `as` into a new buffer (free() it);
  * *n is the element count.  info may be NULL. */

@@ -873,6 +873,16 @@ int ss_h5_exists(ss_h5_reader *r, const char *path) {
     return e > 0;
 }
 
+int ss_h5_attr_exists(ss_h5_reader *r, const char *obj_path, const char *name) {
+    if (!path_ok(obj_path, 1) || obj_exists(r->file, obj_path) <= 0) {
+        H5Eclear2(H5E_DEFAULT);
+        return 0;
+    }
+    htri_t ex = H5Aexists_by_name(r->file, obj_path, name, H5P_DEFAULT);
+    H5Eclear2(H5E_DEFAULT);
+    return ex > 0;
+}
+
 static ss_status open_dset(ss_h5_reader *r, const char *path, hid_t *id) {
     *id = -1;
     if (!path_ok(path, 0)) return ss_errorf(SS_ERR_ARG, "%s: invalid dataset path '%s'", r->path, path ? path : "(null)");

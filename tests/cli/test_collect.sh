@@ -84,6 +84,42 @@ for _ in $(seq 1 200); do [ -e "$TMP/res.h5.ckpt" ] && break; sleep 0.05; done
 kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
 if [ -e "$TMP/res.h5.ckpt" ] && [ ! -e "$TMP/res.h5" ]; then pass "killed run left a checkpoint and no output"
 else fail "killed run left a checkpoint and no output" "$(ls "$TMP" | grep res)"; fi
+# A checkpoint carries a checksum of its state: one whose data were altered (a NaN put in a mean by
+# hand, one bit of a co-moment flipped) is refused, naming it; HDF5 checksums its metadata only.
+cp "$TMP/res.h5.ckpt" "$TMP/good.ckpt"
+ckpt_edit() { # HOW: nan (a mean's first value) | flip (the last bit of a co-moment) | legacy (no checksum)
+    python3 - "$TMP/res.h5.ckpt" "$1" <<'PY'
+import sys, struct, h5py, numpy as np
+f = h5py.File(sys.argv[1], "r+")
+if sys.argv[2] == "legacy":
+    del f.attrs["state_checksum"]
+else:
+    name = [k for k in f["stats"]][0]
+    d = f["stats"][name]["mean" if sys.argv[2] == "nan" else "m2"]
+    v = d[()]
+    flat = v.reshape(-1)
+    if sys.argv[2] == "nan": flat[0] = np.nan
+    else: flat[1] = struct.unpack("<d", struct.pack("<Q", struct.unpack("<Q", struct.pack("<d", flat[1]))[0] ^ 1))[0]
+    d[...] = v
+PY
+}
+if python3 -c "import h5py" 2>/dev/null; then
+    for how in nan flip; do
+        cp "$TMP/good.ckpt" "$TMP/res.h5.ckpt" && ckpt_edit $how
+        expect_fail "a checkpoint with an altered value ($how) is refused, naming it" \
+            "$TMP/res.h5.ckpt: its statistics do not match the checksum written with them" \
+            "$SUBSCOPE" collect --model $M --input "$TMP/big.jsonl" --sites "$SITES" --stats mean,cov --out "$TMP/res.h5" --checkpoint-every 64 --batch 8 --resume
+        [ ! -e "$TMP/res.h5" ] || fail "no output from a refused checkpoint ($how)"
+    done
+    # A checkpoint from before the checksum resumes as before, with a note saying it was not checked.
+    cp "$TMP/good.ckpt" "$TMP/res.h5.ckpt" && ckpt_edit legacy && mv "$TMP/res.h5.ckpt" "$TMP/legacy.h5.ckpt"
+    if "$SUBSCOPE" collect --model $M --input "$TMP/big.jsonl" --sites "$SITES" --stats mean,cov --out "$TMP/legacy.h5" \
+        --checkpoint-every 64 --batch 8 --resume >/dev/null 2>"$TMP/err" && grep -q "no state_checksum" "$TMP/err"; then
+        expect_ok "a checkpoint without a checksum resumes, noted, to the uninterrupted result" "$H5CMP" --quiet --atol 0 \
+            --rtol 1e-12 --only /stats "$TMP/full.h5" "$TMP/legacy.h5"
+    else fail "a checkpoint without a checksum resumes with a note" "$(cat "$TMP/err")"; fi
+    cp "$TMP/good.ckpt" "$TMP/res.h5.ckpt"
+else pass "checkpoint checksum not tested: needs python3 with h5py"; fi
 expect_fail "resume refused for other options" "refusing to resume" \
     "$SUBSCOPE" collect --model $M --input "$TMP/big.jsonl" --sites "$SITES" --stats mean,cov --positions last --out "$TMP/res.h5" --checkpoint-every 64 --batch 8 --resume
 # The model is its files' contents, not its path: one changed byte of the weights is refused; an
