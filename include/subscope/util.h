@@ -49,6 +49,19 @@ ss_status ss_open_read(const char *path, FILE **f);
  * cleaned up). */
 void ss_tmp_register(const char *path);
 void ss_tmp_unregister(const char *path);
+/* The temporary name of an output being written: "<final_path>.tmp.<host>.<pid>",
+ * host as gethostname() has it with anything but letters, digits and '-' made
+ * '_' (so it has no dot), at most 64 characters. */
+char *ss_tmp_name(const char *final_path);
+/* Removes the temporaries of final_path that a run killed before renaming
+ * them into place (SIGKILL, a lost node) left behind: those named by
+ * ss_tmp_name on this host whose process is gone (kill(pid, 0) says so, and
+ * no flock is held on the file, as HDF5 holds one while writing), each with
+ * a line on stderr. Others are left: a writer on another host (under MPI or
+ * Slurm rank 0 may run anywhere; its pid means nothing here), or one with no
+ * host in its name (an older subscope's), each named in a note. Once per path
+ * and process. */
+void ss_tmp_sweep(const char *final_path);
 /* Reads a whole file into a NUL-terminated buffer: a regular file, or a
  * pipe of at most SS_PIPE_READ_MAX bytes (more is an error naming it: a
  * pipe has no size to check first, and one that never ends must not take

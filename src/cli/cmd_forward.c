@@ -7,7 +7,7 @@
 static cli_opt fwd_opts[] = {
     CLI_RUN_OPTIONS,
     CLI_PIPELINE_OPTIONS,
-    {.name = "out", .metavar = "OUT.h5", .help = "output HDF5 file (written to OUT.h5.tmp.<pid>, renamed when complete)"},
+    {.name = "out", .metavar = "OUT.h5", .help = "output HDF5 file (written to OUT.h5.tmp.<host>.<pid>, renamed when complete)"},
     {.name = "sites", .metavar = "GLOBS", .help = "comma-separated site globs to store, '*' matches anything (e.g. 'blocks.*.mlp.hook_post')"},
     {.name = "no-logits", .metavar = NULL, .help = "do not store /logits"},
     {.name = "loss", .metavar = NULL, .help = "also store /loss: each prompt's mean next-token cross-entropy (nats; NaN for a one-token prompt), computed where the logits are, also with --no-logits"},

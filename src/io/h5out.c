@@ -228,7 +228,7 @@ ss_status ss_h5_create(const char *final_path, ss_h5 **out) {
     h->file = -1;
     h->deflate = 4;
     h->final_path = ss_strdup(final_path);
-    h->tmp_path = ss_strfmt("%s.tmp.%ld", final_path, (long)getpid());
+    h->tmp_path = ss_tmp_name(final_path);
     if (!h->final_path || !h->tmp_path) {
         free(h->final_path);
         free(h->tmp_path);
@@ -243,6 +243,7 @@ ss_status ss_h5_create(const char *final_path, ss_h5 **out) {
         free(h);
         return st;
     }
+    ss_tmp_sweep(final_path); /* a killed run's temporaries of this output */
     hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
     hid_t fapl = make_fapl();
     /* The 1.10 file format: a checksum on every piece of metadata (superblock,

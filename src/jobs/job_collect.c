@@ -637,6 +637,7 @@ ss_status ss_job_collect(const ss_collect_job *job) {
     }
     if (!(id = identity(job, model_fp, data_sha, run.max_len)) || !(ckpt = ss_strfmt("%s.ckpt", job->out))) { st = SS_ERR_NOMEM; goto out; }
     int64_t done = 0;
+    if (rank == 0) ss_tmp_sweep(ckpt); /* a killed run's half-written checkpoint (the output's: when it is created) */
     /* Rank 0 alone holds the running totals; the others add up one round at a time. */
     if (rank == 0 && job->resume && ss_file_exists(ckpt)) {
         if ((st = read_checkpoint(&c, ckpt, id, &done))) goto out;

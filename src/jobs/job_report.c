@@ -883,8 +883,9 @@ static ss_status write_page(const report *rp, ss_sbuf *b) {
 
 /* The page appears at its path complete or not at all. */
 static ss_status write_atomic(const char *path, const char *data, size_t n) {
-    char *tmp = ss_strfmt("%s.tmp.%ld", path, (long)getpid());
+    char *tmp = ss_tmp_name(path);
     if (!tmp) return SS_ERR_NOMEM;
+    ss_tmp_sweep(path);
     ss_tmp_register(tmp);
     FILE *f = fopen(tmp, "wb");
     if (!f) {

@@ -124,7 +124,10 @@ static ss_status stage(staging *sg, const char *dir, const char *name, char **tm
     for (size_t k = 0; k < sizeof written_names / sizeof *written_names; k++) listed |= !strcmp(name, written_names[k]);
     if (!listed) return ss_errorf(SS_ERR_INTERNAL, "%s: an output file missing from written_names", name);
     if (sg->n == MAX_STAGED) return ss_errorf(SS_ERR_INTERNAL, "too many output files");
-    char *fin = ss_path_join(dir, name), *tmp = ss_strfmt("%s/.%s.staged.%ld", dir, name, (long)getpid());
+    /* DIR/.NAME.tmp.<host>.<pid>; a killed run's leftovers of the name go first */
+    char *fin = ss_path_join(dir, name), *hidden = ss_strfmt("%s/.%s", dir, name), *tmp = hidden ? ss_tmp_name(hidden) : NULL;
+    if (hidden) ss_tmp_sweep(hidden);
+    free(hidden);
     if (!fin || !tmp) {
         free(fin), free(tmp);
         return SS_ERR_NOMEM;

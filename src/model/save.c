@@ -195,7 +195,7 @@ ss_status ss_safetensors_write_f32(const char *path, const ss_st_write *t, int n
         st = ss_errorf(SS_ERR_NOMEM, "%s: out of memory for the header", path);
         goto out;
     }
-    char *tmp = ss_strfmt("%s.tmp.%ld", path, (long)getpid());
+    char *tmp = ss_tmp_name(path);
     if (!tmp) {
         st = SS_ERR_NOMEM;
         goto out;

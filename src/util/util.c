@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "subscope/util.h"
+#include "subscope/hash.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -10,6 +11,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -134,6 +137,97 @@ void ss_tmp_unregister(const char *path) {
         const char *p = path;
         if (atomic_compare_exchange_strong(&tmp_slots[i], &p, NULL)) return;
     }
+}
+
+/* This host's name as a temporary file's name has it: letters, digits and
+ * '-', anything else (the dots of a domain) '_', at most 64 characters. */
+static void tmp_host(char out[65]) {
+    char h[256] = "";
+    if (gethostname(h, sizeof h - 1) != 0 || !h[0]) snprintf(h, sizeof h, "localhost");
+    int n = 0;
+    for (; h[n] && n < 64; n++) {
+        const char ch = h[n];
+        out[n] = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ? ch : '_';
+    }
+    out[n] = 0;
+}
+
+char *ss_tmp_name(const char *final_path) {
+    char host[65];
+    tmp_host(host);
+    return ss_strfmt("%s.tmp.%s.%ld", final_path, host, (long)getpid());
+}
+
+/* s starts with "<host>.<pid>" (host without dots, pid digits); *end after it. */
+static int tmp_writer(const char *s, const char **host, size_t *host_len, long *pid, const char **end) {
+    const char *dot = strchr(s, '.');
+    if (!dot || dot == s || dot[1] < '0' || dot[1] > '9') return 0;
+    char *e;
+    errno = 0;
+    long p = strtol(dot + 1, &e, 10);
+    if (errno || p <= 0) return 0;
+    *host = s, *host_len = (size_t)(dot - s), *pid = p, *end = e;
+    return 1;
+}
+
+void ss_tmp_sweep(const char *final_path) {
+    /* once per path and process: a checkpoint is written again and again */
+    static uint64_t seen[16];
+    static int n_seen;
+    const uint64_t k = ss_hash64(final_path, strlen(final_path), 0);
+    for (int i = 0; i < n_seen; i++)
+        if (seen[i] == k) return;
+    if (n_seen < 16) seen[n_seen++] = k;
+
+    const char *slash = strrchr(final_path, '/'), *base = slash ? slash + 1 : final_path;
+    char *dir = slash ? ss_strndup(final_path, (size_t)(slash - final_path) + (slash == final_path)) : ss_strdup(".");
+    char *prefix = ss_strfmt("%s.tmp.", base);
+    DIR *d = dir && prefix ? opendir(dir) : NULL;
+    char host[65];
+    tmp_host(host);
+    const size_t pl = prefix ? strlen(prefix) : 0;
+    for (struct dirent *e; d && (e = readdir(d));) {
+        if (strncmp(e->d_name, prefix, pl) != 0) continue;
+        const char *rest = e->d_name + pl, *h, *end, *h2, *end2;
+        size_t hl, hl2;
+        long pid, pid2;
+        char *path = ss_path_join(dir, e->d_name);
+        struct stat sb;
+        if (!path || lstat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+            free(path);
+            continue;
+        }
+        if (strspn(rest, "0123456789") == strlen(rest) && *rest) { /* OUT.tmp.<pid>: before host names */
+            fprintf(stderr, "subscope: note: left %s, a temporary file of an older subscope (no host in its name, so "
+                            "this run cannot tell whether its writer is gone); delete it if no run still writes %s\n",
+                    path, final_path);
+            free(path);
+            continue;
+        }
+        /* <host>.<pid>, or a writer's own temporary of its temporary: <host>.<pid>.tmp.<host>.<pid> */
+        int ok = tmp_writer(rest, &h, &hl, &pid, &end);
+        if (ok && *end) ok = !strncmp(end, ".tmp.", 5) && tmp_writer(end + 5, &h2, &hl2, &pid2, &end2) && !*end2 &&
+                             hl2 == hl && !strncmp(h2, h, hl) && pid2 == pid;
+        if (!ok) {
+            free(path);
+            continue;
+        }
+        if (hl != strlen(host) || strncmp(h, host, hl) != 0) {
+            fprintf(stderr, "subscope: note: left %s, written on host %.*s by process %ld: this run cannot tell from "
+                            "here whether that run still writes it; delete it once none does\n",
+                    path, (int)hl, h, pid);
+        } else if (pid != (long)getpid() && kill((pid_t)pid, 0) != 0 && errno == ESRCH) {
+            /* this host's writer is gone; HDF5 holds an flock on a file it writes, one more sign of life */
+            int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+            if (fd >= 0 && (flock(fd, LOCK_EX | LOCK_NB) == 0 || errno != EWOULDBLOCK) && unlink(path) == 0)
+                fprintf(stderr, "subscope: removed %s, left by process %ld of this host, which is gone\n", path, pid);
+            if (fd >= 0) close(fd);
+        }
+        free(path);
+    }
+    if (d) closedir(d);
+    free(dir);
+    free(prefix);
 }
 
 ss_status ss_file_read(const char *path, char **data, size_t *len) {

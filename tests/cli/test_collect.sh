@@ -130,9 +130,15 @@ printf '\001' | dd of="$TMP/mbad/model.safetensors" bs=1 seek=$((sz - 5)) conv=n
 expect_fail "resume refused for other weights under the same config" "refusing to resume" \
     "$SUBSCOPE" collect --model "$TMP/mbad" --input "$TMP/big.jsonl" --sites "$SITES" --stats mean,cov --out "$TMP/res.h5" --checkpoint-every 64 --batch 8 --resume
 cp -r $M "$TMP/mcopy"
+# What a run killed between writing a checkpoint's (or the output's) temporary and renaming it
+# leaves, from this host and a process that is gone, the resumed run removes.
+H=$(hostname | sed 's/[^A-Za-z0-9-]/_/g' | cut -c1-64)
+touch "$TMP/res.h5.ckpt.tmp.$H.$pid" "$TMP/res.h5.tmp.$H.$pid"
 expect_ok "resume after kill -9 (the model copied elsewhere)" "$SUBSCOPE" collect --model "$TMP/mcopy" --input "$TMP/big.jsonl" --sites "$SITES" --stats mean,cov --out "$TMP/res.h5" --checkpoint-every 64 --batch 8 --resume
 expect_ok "resumed statistics equal the uninterrupted run (rel 1e-12)" "$H5CMP" --quiet --atol 0 --rtol 1e-12 --only /stats "$TMP/full.h5" "$TMP/res.h5"
 [ ! -e "$TMP/res.h5.ckpt" ] && pass "checkpoint removed once the result is whole" || fail "checkpoint removed once the result is whole"
+left=$(ls "$TMP" | grep '^res\.h5\..*tmp')
+[ -z "$left" ] && pass "the resumed run removed the killed run's OUT.ckpt.tmp.* and OUT.tmp.*" || fail "stale temporaries removed" "$left"
 
 # Refusals.
 expect_fail "hook_pattern named outright is refused" "has no per-token vector" "$SUBSCOPE" collect --model $M --input $P --sites blocks.0.attn.hook_pattern --out "$TMP/x.h5"

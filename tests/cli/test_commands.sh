@@ -229,6 +229,28 @@ kill -TERM $pid 2>/dev/null; wait $pid; rc=$?
 if [ -n "$had" ] && [ $rc = 143 ] && [ -z "$(ls -A "$TMP/full")" ]; then pass "SIGTERM while writing: the temporary file is removed, no output"
 else fail "SIGTERM while writing" "seen: '$had', exit $rc, left: $(ls -A "$TMP/full")"; fi
 rm -f "$TMP/full"/*
+# Killed by SIGKILL while writing: OUT.tmp.<host>.<pid> stays; the next run of the same OUT removes it,
+# as its writer (of this host) is gone, and says so. Another host's, a live writer's and an older
+# subscope's (no host in the name) are left: it cannot tell that their writers are gone.
+H=$(hostname | sed 's/[^A-Za-z0-9-]/_/g' | cut -c1-64)
+"$SUBSCOPE" forward --model $TM --input "$TMP/long.jsonl" --sites '*' --batch 1 --out "$TMP/full/k.h5" 2>/dev/null &
+pid=$!
+for _ in $(seq 1 200); do [ -n "$(ls -A "$TMP/full")" ] && break; sleep 0.05; done
+kill -KILL $pid 2>/dev/null; wait $pid 2>/dev/null
+left=$(ls -A "$TMP/full")
+sleep 300 & live=$!
+touch "$TMP/full/k.h5.tmp.othernode.$pid" "$TMP/full/k.h5.tmp.$H.$live" "$TMP/full/k.h5.tmp.$pid"
+if "$SUBSCOPE" forward --model $TM --input "$TP" --out "$TMP/full/k.h5" >/dev/null 2>"$TMP/err"; then
+    now=$(ls -A "$TMP/full" | sort | tr '\n' ' ')
+    want=$(printf '%s\n' k.h5 "k.h5.tmp.$H.$live" "k.h5.tmp.othernode.$pid" "k.h5.tmp.$pid" | sort | tr '\n' ' ')
+    [ "$left" = "k.h5.tmp.$H.$pid" ] && [ "$now" = "$want" ] && grep -q "removed $TMP/full/k.h5.tmp.$H.$pid, left by process $pid" "$TMP/err" &&
+        grep -q "left $TMP/full/k.h5.tmp.othernode.$pid, written on host othernode" "$TMP/err" &&
+        grep -q "left $TMP/full/k.h5.tmp.$pid, a temporary file of an older subscope" "$TMP/err" &&
+        pass "a SIGKILLed run's OUT.tmp.<host>.<pid> is removed by the next run; other hosts', live and older ones stay" ||
+        fail "leftover temporaries" "after the kill: $left; after the next run: $now" "$(cat "$TMP/err")"
+else fail "forward over leftover temporaries" "$(cat "$TMP/err")"; fi
+kill $live 2>/dev/null; wait $live 2>/dev/null
+rm -f "$TMP/full"/*
 expect_fail "--input naming a folder" "is a folder, not a file" "$SUBSCOPE" forward --model $TM --input "$TMP" --out "$TMP/x.h5"
 # A character device is refused, naming it, wherever a file is read (/dev/zero was read until memory
 # ran out): --input, a model's config.json and tokenizer.json, --masks, --keywords, an HDF5 input.

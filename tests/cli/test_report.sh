@@ -74,8 +74,13 @@ grep -q 'ablate --model models/tiny-gpt2' "$H" && grep -q "$P" "$H" && pass "pro
 # verdict lines are one of the defined ones
 bad=$(grep '^S[0-9]' "$TMP/sum.txt" | grep -v -e '-> topic-specific to ' -e '-> no topic-specific effect' -e '-> untested: ')
 [ -z "$bad" ] && pass "every sub-model has a verdict" || fail "verdicts" "$bad"
+# (with the temporary a killed report left beside r2.html, which this run removes: its writer is gone)
+hn=$(hostname | sed 's/[^A-Za-z0-9-]/_/g' | cut -c1-64)
+true & dead=$!; wait $dead
+touch "$TMP/r2.html.tmp.$hn.$dead"
 "$SUBSCOPE" report "$TMP/sw.h5" --out "$TMP/r2.html" --title "tiny sweep" >/dev/null 2>&1
 cmp -s "$H" "$TMP/r2.html" && pass "deterministic, and inputs as bare arguments equal --in: the same bytes" || fail "deterministic / bare arguments"
+[ ! -e "$TMP/r2.html.tmp.$hn.$dead" ] && pass "a killed report's REPORT.html.tmp.<host>.<pid> is removed" || fail "stale report temporary removed"
 
 # Several files: a sweep split over two runs is grouped into the same sub-models.
 head -3 "$TMP/sweep.jsonl" >"$TMP/s1.jsonl"; tail -n +4 "$TMP/sweep.jsonl" >"$TMP/s2.jsonl"

@@ -73,6 +73,17 @@ if run --out "$TMP/again" --steps 2 2>"$TMP/log2"; then
         pass "a rerun into a directory removes the earlier run's tokenizer files it does not write" ||
         fail "rerun into a directory" "$(ls "$TMP/again")" "$(grep removed "$TMP/log2")"
 else fail "rerun into a directory" "$(tail -3 "$TMP/log2")"; fi
+# A run killed while writing (SIGKILL) leaves its staged files, DIR/.NAME.tmp.<host>.<pid> (and the
+# weights writer's own temporary of one): the next run into DIR removes those of a writer that is gone.
+H=$(hostname | sed 's/[^A-Za-z0-9-]/_/g' | cut -c1-64)
+true & dead=$!; wait $dead
+touch "$TMP/again/.model.safetensors.tmp.$H.$dead" "$TMP/again/.model.safetensors.tmp.$H.$dead.tmp.$H.$dead" \
+    "$TMP/again/.config.json.tmp.$H.$dead"
+if run --out "$TMP/again" --steps 1 2>"$TMP/log3"; then
+    left=$(ls -A "$TMP/again" | grep tmp)
+    [ -z "$left" ] && [ "$(grep -c "^subscope: removed $TMP/again/\..*, left by process $dead" "$TMP/log3")" = 3 ] &&
+        pass "a rerun removes a killed run's staged files" || fail "a killed run's staged files" "left: $left" "$(cat "$TMP/log3")"
+else fail "rerun over a killed run's staged files" "$(tail -3 "$TMP/log3")"; fi
 mkdir -p "$TMP/sharded" && echo '{"weight_map": {}}' >"$TMP/sharded/model.safetensors.index.json"
 expect_fail "--out holding model.safetensors.index.json" "holds model.safetensors.index.json, which loaders read before" \
     run --out "$TMP/sharded" --steps 1

@@ -530,9 +530,13 @@ TEST(h5_commit_renames_and_replaces) {
     ss_h5 *h;
     CHECK_OK(ss_h5_create(path, &h));
     char *tmp = ss_strdup(ss_h5_tmp_path(h));
-    char want[600];
-    snprintf(want, sizeof want, "%s.tmp.%ld", path, (long)getpid());
-    CHECK(!strcmp(tmp, want));
+    /* <path>.tmp.<host>.<pid>, the host without dots or slashes */
+    char want[600], pid[32];
+    snprintf(want, sizeof want, "%s.tmp.", path);
+    snprintf(pid, sizeof pid, ".%ld", (long)getpid());
+    const size_t wl = strlen(want), tl = strlen(tmp), pl = strlen(pid);
+    CHECK(tl > wl + pl && !strncmp(tmp, want, wl) && !strcmp(tmp + tl - pl, pid));
+    CHECK(strcspn(tmp + wl, "./") == tl - wl - pl);
     CHECK(exists(tmp) && !exists(path));
     CHECK_OK(ss_h5_write_array(h, "/v", SS_H5_I32, 1, &one, NULL, &v1));
     /* A dataset left open is closed by commit; its handle may still be closed. */

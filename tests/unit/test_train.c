@@ -241,12 +241,13 @@ TEST(train_bad_input) {
     /* A failure while writing (here: config.json cannot be staged, after the
      * weights were) removes what was staged and leaves the directory as it was. */
     CHECK(mkdir(out, 0755) == 0);
-    char *blocker = ss_strfmt("%s/.config.json.staged.%ld", out, (long)getpid()), *w = ss_path_join(out, "model.safetensors");
-    char *wst = ss_strfmt("%s/.model.safetensors.staged.%ld", out, (long)getpid());
+    char *hc = ss_strfmt("%s/.config.json", out), *hw = ss_strfmt("%s/.model.safetensors", out);
+    char *blocker = ss_tmp_name(hc), *w = ss_path_join(out, "model.safetensors"), *wst = ss_tmp_name(hw);
+    free(hc), free(hw);
     CHECK(mkdir(blocker, 0755) == 0);
     j.steps = 2;
     ss_error_clear();
-    CHECK(ss_job_train(&j) == SS_ERR_IO && strstr(ss_last_error(), ".config.json.staged"));
+    CHECK(ss_job_train(&j) == SS_ERR_IO && strstr(ss_last_error(), ".config.json.tmp."));
     CHECK(!exists(w) && !exists(wst));
     CHECK(rmdir(blocker) == 0 && rmdir(out) == 0);
     free(blocker), free(w), free(wst);
