@@ -852,6 +852,10 @@ compute:;
         for (int k = 0; k < n_sites; k++) {
             ss_site s;
             ss_site_get(cfg, site_ids[k], &s);
+            if (!mn) { /* no prompt with a metric: sums over none, not scores of 0 (show: no values) */
+                fprintf(t, "%-28s (no values: every prompt's %s is NaN)\n", s.name, ss_metric_name(mk));
+                continue;
+            }
             scored *sc = ss_malloc((size_t)s.width * sizeof *sc, "scores");
             if (!sc) { st = SS_ERR_NOMEM; goto out; }
             for (int64_t u = 0; u < s.width; u++) {

@@ -63,6 +63,9 @@ done
 v=$(vals /attr/blocks.0.mlp.hook_post "$TMP/one-tok.h5")
 [ -n "$v" ] && [ "$(printf '%s' "$v" | tr ',' '\n' | grep -vc '^nan$')" = 0 ] &&
     pass "--reduce prompts: NaN where every prompt's metric is NaN" || fail "--reduce prompts of NaN metrics" "$(printf '%s' "$v" | head -c 200)"
+"$SUBSCOPE" attribute --model $M --input "$TMP/one-tok.jsonl" --sites blocks.0.mlp.hook_post --out "$TMP/one-none.h5" >"$TMP/table" 2>&1
+grep -q "^blocks.0.mlp.hook_post *(no values: every prompt's loss is NaN)$" "$TMP/table" &&
+    pass "the table says there are no values when every metric is NaN (not units of score +0)" || fail "table of NaN metrics" "$(cat "$TMP/table")"
 v=$(vals /attr/blocks.0.mlp.hook_post "$TMP/mixed-tok.h5")
 [ -n "$v" ] && ! printf '%s' "$v" | grep -q nan && pass "--reduce prompts: the prompts with a metric still sum" ||
     fail "--reduce prompts beside a NaN metric" "$(printf '%s' "$v" | head -c 200)"
