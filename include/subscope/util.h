@@ -62,12 +62,16 @@ char *ss_tmp_name(const char *final_path);
  * host in its name (an older subscope's), each named in a note. Once per path
  * and process. */
 void ss_tmp_sweep(const char *final_path);
-/* Reads a whole file into a NUL-terminated buffer: a regular file, or a
- * pipe of at most SS_PIPE_READ_MAX bytes (more is an error naming it: a
- * pipe has no size to check first, and one that never ends must not take
- * every byte of memory). */
-#define SS_PIPE_READ_MAX ((size_t)1 << 30)
+/* Reads a whole regular file into a NUL-terminated buffer; anything else
+ * (ss_input_kind, pipes included) is an error naming it. */
 ss_status ss_file_read(const char *path, char **data, size_t *len);
+/* The same for a text input the user names and that is read once (--input,
+ * --masks, --keywords, train's --config): a pipe is read too (a FIFO, bash's
+ * <(...)), up to SS_PIPE_READ_MAX bytes (more is an error naming it: a pipe
+ * has no size to check first, and one that never ends must not take every
+ * byte of memory). */
+#define SS_PIPE_READ_MAX ((size_t)1 << 30)
+ss_status ss_input_read(const char *path, char **data, size_t *len);
 /* 1 if something is at path (a file, or a folder, device or pipe in a file's
  * place, which ss_file_read or ss_mmap_open then refuses naming it, rather
  * than the caller passing over it as absent). */

@@ -65,7 +65,7 @@ static ss_status read_keywords(const char *path, const ss_tokenizer *tok, int64_
     if (!tok) return ss_errorf(SS_ERR_ARG, "--keywords needs a model with a tokenizer");
     char *data;
     size_t len;
-    SS_TRY(ss_file_read(path, &data, &len));
+    SS_TRY(ss_input_read(path, &data, &len));
     uint8_t *is_kw = ss_calloc((size_t)V, 1, "keyword table");
     if (!is_kw) { free(data); return SS_ERR_NOMEM; }
     int64_t n_words = 0, n_ids = 0, n_unmatched = 0;

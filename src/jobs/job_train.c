@@ -410,7 +410,7 @@ static ss_status read_inputs(trainer *t) {
 
     char *text;
     size_t tl;
-    SS_TRY(ss_file_read(j->config, &text, &tl));
+    SS_TRY(ss_input_read(j->config, &text, &tl));
     ss_status st = ss_json_parse(text, tl, j->config, &t->cfg_doc);
     /* What is trained is a GPT-2 whatever the file says, so a config that names no model type is read as one. */
     if (!st) st = ss_config_parse_gpt2_default(text, tl, j->config, &t->cfg);

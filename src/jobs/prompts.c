@@ -86,7 +86,7 @@ ss_status ss_prompts_read(const char *path, ss_prompts **out) {
     *out = NULL;
     char *data;
     size_t len;
-    SS_TRY(ss_file_read(path, &data, &len));
+    SS_TRY(ss_input_read(path, &data, &len));
     ss_prompts *p = ss_calloc(1, sizeof *p, "prompts");
     if (!p || !(p->path = ss_strdup(path))) {
         free(data);

@@ -506,7 +506,7 @@ ss_status ss_masks_read_jsonl(const ss_config *cfg, const char *path, ss_mask **
     *n = 0;
     char *text = NULL;
     size_t len = 0;
-    SS_TRY(ss_file_read(path, &text, &len));
+    SS_TRY(ss_input_read(path, &text, &len));
     ss_status st = ss_masks_parse_jsonl(cfg, text, len, path, out, n);
     free(text);
     return st;

@@ -78,8 +78,8 @@ ss_status ss_input_kind(const char *path, int pipe_ok) {
     if (S_ISREG(sb.st_mode) || (pipe_ok && S_ISFIFO(sb.st_mode))) return SS_OK;
     if (S_ISDIR(sb.st_mode)) return ss_errorf(SS_ERR_IO, "%s: is a folder, not a file", path);
     if (S_ISFIFO(sb.st_mode))
-        return ss_errorf(SS_ERR_IO, "%s: is a pipe, not a regular file (it is read more than once here: save it to a file)",
-                         path);
+        return ss_errorf(SS_ERR_IO, "%s: is a pipe, not a regular file (only a text input read once, such as --input, "
+                         "may be one: save it to a file)", path);
     const char *kind = S_ISCHR(sb.st_mode) ? "a character device" : S_ISBLK(sb.st_mode) ? "a block device"
                      : S_ISSOCK(sb.st_mode) ? "a socket" : "not a regular file";
     return ss_errorf(SS_ERR_IO, "%s: is %s, not a file to read", path, kind);
@@ -230,10 +230,11 @@ void ss_tmp_sweep(const char *final_path) {
     free(prefix);
 }
 
-ss_status ss_file_read(const char *path, char **data, size_t *len) {
+static ss_status file_read(const char *path, int pipe_ok, char **data, size_t *len) {
     *data = NULL;
     *len = 0;
     FILE *f;
+    SS_TRY(ss_input_kind(path, pipe_ok));
     SS_TRY(ss_open_read(path, &f));
     struct stat sb;
     const int pipe = !fstat(fileno(f), &sb) && S_ISFIFO(sb.st_mode);
@@ -268,6 +269,10 @@ ss_status ss_file_read(const char *path, char **data, size_t *len) {
     return SS_OK;
 }
 
+ss_status ss_file_read(const char *path, char **data, size_t *len) { return file_read(path, 0, data, len); }
+
+ss_status ss_input_read(const char *path, char **data, size_t *len) { return file_read(path, 1, data, len); }
+
 int ss_file_exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0; /* whatever it is: reading it then refuses what is no file, naming it */
@@ -282,6 +287,7 @@ char *ss_path_join(const char *dir, const char *name) {
 ss_status ss_mmap_open(const char *path, ss_mmap *m) {
     m->data = NULL;
     m->size = 0;
+    SS_TRY(ss_input_kind(path, 0)); /* before opening: a FIFO's open waits for a writer */
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return ss_errorf(SS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;

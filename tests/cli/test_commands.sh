@@ -268,6 +268,17 @@ expect_fail "--keywords /dev/zero is refused" "/dev/zero: is a character device"
     --keywords /dev/zero --out "$TMP/x.h5"
 expect_fail "an HDF5 input that is /dev/zero is refused" "/dev/zero: is a character device" \
     timeout 20 "$SUBSCOPE" show --file /dev/zero
+# A model's files and an HDF5 input are no pipe: refused before opening one (whose open would wait for
+# a writer); --masks may be one.
+rm -rf "$TMP/fifom" && mkdir "$TMP/fifom" && ln -s "$PWD/$TM"/* "$TMP/fifom/" && rm "$TMP/fifom/config.json" &&
+    mkfifo "$TMP/fifom/config.json" "$TMP/fifo.gguf" "$TMP/fifo.h5"
+expect_fail "a model's config.json that is a FIFO is refused" "$TMP/fifom/config.json: is a pipe, not a regular file" \
+    timeout 20 "$SUBSCOPE" forward --model "$TMP/fifom" --input "$TP" --out "$TMP/x.h5"
+expect_fail "a .gguf model that is a FIFO is refused" "$TMP/fifo.gguf: is a pipe" \
+    timeout 20 "$SUBSCOPE" forward --model "$TMP/fifo.gguf" --input "$TP" --out "$TMP/x.h5"
+expect_fail "an HDF5 input that is a FIFO is refused" "$TMP/fifo.h5: is a pipe" timeout 20 "$SUBSCOPE" show --file "$TMP/fifo.h5"
+expect_ok "--masks from a pipe" "$SUBSCOPE" ablate --model $TM --input "$TP" --out "$TMP/x.h5" \
+    --masks <(echo '{"name": "m", "site": "blocks.1.mlp.hook_post", "units": [1, 2]}')
 # A pipe (bash's <(...), a FIFO) is read as --input; collect records the SHA-256 of the bytes it
 # read (hashing the path again found a spent pipe)
 if "$SUBSCOPE" collect --model $TM --input <(head -3 "$TP") --sites blocks.0.mlp.hook_post --stats mean \
