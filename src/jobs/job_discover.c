@@ -958,10 +958,11 @@ ss_status ss_job_discover(const ss_discover_job *job) {
     }
     qsort(c.out.v, (size_t)c.out.n, sizeof *c.out.v, cmp_sm);
 
-    if (!(masks_tmp = ss_strfmt("%s.tmp.%ld", masks_path, (long)getpid()))) {
+    if (!(masks_tmp = ss_tmp_name(masks_path))) {
         st = SS_ERR_NOMEM;
         goto out;
     }
+    ss_tmp_sweep(masks_path); /* a killed run's masks temporary */
     ss_tmp_register(masks_tmp);
     if ((st = write_masks(masks_tmp, &c))) goto out;
     if ((st = ss_h5_create(job->out, &h))) goto out;

@@ -25,8 +25,14 @@ names=$(attr submodels "$TMP/cl.h5")
 big=$(grep -o '"units": \[[^]]*\]' "$TMP/cl.masks.jsonl" | awk -F, '{print NF}' | sort -n | tail -n 1)
 [ -n "$big" ] && [ "$big" -le 10 ] && [ "$big" -ge 2 ] && pass "clusters hold 2..10 units (2% of 512)" || fail "cluster sizes" "largest $big"
 grep -q "^1 *cluster1@blocks" "$TMP/cl.txt" && pass "table of sub-models printed" || fail "table" "$(head -3 "$TMP/cl.txt")"
+# (with what a killed run of the same outputs left, from this host and a process that is gone: removed)
+hn=$(hostname | sed 's/[^A-Za-z0-9-]/_/g' | cut -c1-64)
+true & dead=$!; wait $dead
+touch "$TMP/cl2.masks.jsonl.tmp.$hn.$dead" "$TMP/cl2.h5.tmp.$hn.$dead"
 "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method cluster --top 3 --seed 5 --out "$TMP/cl2.h5" >/dev/null 2>&1
 cmp -s "$TMP/cl.masks.jsonl" "$TMP/cl2.masks.jsonl" && [ "$(attr submodels "$TMP/cl2.h5")" = "$names" ] && pass "deterministic: same masks and order again" || fail "deterministic"
+left=$(ls "$TMP" | grep '^cl2\..*tmp')
+[ -z "$left" ] && pass "a killed run's OUT.tmp.* and MASKS.tmp.* are removed by the next" || fail "discover's stale temporaries" "$left"
 # Without corr in the file, the correlation comes from cov: the same clusters.
 "$SUBSCOPE" discover --stats "$TMP/flat.h5" --sites "$S" --method cluster --top 3 --out "$TMP/cl3.h5" >/dev/null 2>&1
 cmp -s "$TMP/cl.masks.jsonl" "$TMP/cl3.masks.jsonl" && pass "corr computed from cov gives the same clusters" || fail "corr from cov" "$(diff "$TMP/cl.masks.jsonl" "$TMP/cl3.masks.jsonl" | head -4)"
