@@ -99,7 +99,7 @@ for sig in TERM INT; do
     "$SUBSCOPE" train --config "$TMP/small.json" --data "$TMP/corpus.txt" --tokenizer "$TMP/bigtok" --steps 2 --batch 4 \
         --seq 32 --out "$TMP/stopped" 2>/dev/null &
     pid=$!
-    for _ in $(seq 1 1000); do compgen -G "$TMP/stopped/.tokenizer_config.json.staged.*" >/dev/null && break; sleep 0.01; done
+    for _ in $(seq 1 1000); do compgen -G "$TMP/stopped/.tokenizer_config.json.tmp.*" >/dev/null && break; sleep 0.01; done
     kill -$sig $pid 2>/dev/null; wait $pid; rc=$?
     if [ $rc -gt 128 ] && [ ! -e "$TMP/stopped" ]; then pass "SIG$sig while writing: the staged files and the new directory are removed"
     else fail "SIG$sig while writing" "exit $rc, left: $(ls -A "$TMP/stopped" 2>&1)"; fi
