@@ -19,14 +19,15 @@ void ss_sha256_update(ss_sha256 *s, const void *data, size_t n);
 void ss_sha256_hex(ss_sha256 *s, char out[65]);
 /* Hash and size of a whole file. */
 ss_status ss_file_sha256(const char *path, char out[65], int64_t *size);
-/* SHA-256 uses the x86 SHA instructions where the CPU has them (~1.5 GB/s
- * against ~0.4 GB/s, the same digests); enable 0 turns them off, 1 back on
+/* SHA-256 uses the x86 SHA instructions where the CPU has them (~1.3 GB/s
+ * against ~0.3 GB/s, the same digests); enable 0 turns them off, 1 back on
  * (tests compare the two). Returns 1 if they are now in use. */
 int ss_sha256_accelerated(int enable);
 
 /* A fast 64-bit hash of n bytes (not cryptographic: four lanes of
  * multiply-rotate over little-endian 8-byte words, then a final mix), for
- * telling whether large files changed, where SHA-256 runs at ~0.4 GB/s (~1.5 GB/s with the CPU's SHA instructions). */
+ * telling whether large files changed, where SHA-256 runs at ~0.3 GB/s
+ * (~1.3 GB/s with the CPU's SHA instructions). */
 uint64_t ss_hash64(const void *data, size_t n, uint64_t seed);
 /* A file's fingerprint: SHA-256 over the ss_hash64 of each 1 MiB block, as
  * 64 hex characters, and its size; several GB/s from the page cache. */

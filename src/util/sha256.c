@@ -90,9 +90,9 @@ static int cpu_has_sha_ni(void) {
 }
 #endif
 
-/* -1: not chosen yet; then 0 (portable) or 1 (SHA-NI). A race between two
- * first callers writes the same value. */
-static int use_accel = -1;
+/* -1: not chosen yet; then 0 (portable) or 1 (SHA-NI). Two first callers
+ * on different threads both store the same value. */
+static _Atomic int use_accel = -1;
 
 int ss_sha256_accelerated(int enable) {
 #ifdef SS_SHA_NI
