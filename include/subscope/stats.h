@@ -47,6 +47,9 @@ ss_status ss_moments_corr(const ss_moments *m, double *corr);
  * each vector's component of largest magnitude is positive (ties: lowest
  * index), so results are deterministic across runs and machines. */
 ss_status ss_pca_top(const double *sym, int64_t d, int64_t k, double *values, double *vectors);
+/* The same, using sym as the solver's workspace: its contents are lost. No
+ * copy of the matrix (2 GiB at d = 16384) is made on the way. */
+ss_status ss_pca_top_destroy(double *sym, int64_t d, int64_t k, double *values, double *vectors);
 /* That sign convention, applied to one vector of length d. */
 void ss_pca_fix_sign(double *v, int64_t d);
 

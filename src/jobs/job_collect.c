@@ -374,14 +374,16 @@ static void unit_dims(const ss_site *s, char a[32], char b[40]) {
 }
 
 /* Principal components on the device where the backend can (cuSOLVER), else
- * on the host; a device without room for the matrix falls back to the host. */
-static ss_status pca_top(const ss_backend *be, const double *cov, int64_t d, int64_t k, double *vals, double *vecs) {
+ * on the host; a device without room for the matrix falls back to the host.
+ * cov is lost: the host's solver works in it rather than in a copy (one d x d
+ * matrix less at the peak, 2 GiB at d = 16384). */
+static ss_status pca_top(const ss_backend *be, double *cov, int64_t d, int64_t k, double *vals, double *vecs) {
     if (be && be->pca_top) {
         ss_status st = be->pca_top(be, cov, d, k, vals, vecs);
         if (st != SS_ERR_NOMEM) return st;
         fprintf(stderr, "subscope: %s; computing the principal components on the host instead\n", ss_last_error());
     }
-    return ss_pca_top(cov, d, k, vals, vecs);
+    return ss_pca_top_destroy(cov, d, k, vals, vecs);
 }
 
 static ss_status write_results(ss_h5 *h, const collect_ctx *c, const stat_set *ss) {
@@ -440,6 +442,10 @@ static ss_status write_results(ss_h5 *h, const collect_ctx *c, const stat_set *s
                 vals = ss_malloc((size_t)k * sizeof(double), "PCA");
                 vecs = ss_malloc((size_t)(k * d) * sizeof(double), "PCA");
                 if (!vals || !vecs) { st = SS_ERR_NOMEM; break; }
+                /* Share of the total variance (the covariance's trace) per
+                 * component: the trace first, as pca_top overwrites buf. */
+                double trace = 0;
+                for (int64_t u = 0; u < d; u++) trace += buf[u * d + u];
                 if ((st = pca_top(c->be, buf, d, k, vals, vecs))) break;
                 /* K is clamped to each site's width, so the axis is named per unit kind. */
                 char dk[80];
@@ -449,9 +455,6 @@ static ss_status write_results(ss_h5 *h, const collect_ctx *c, const stat_set *s
                 if ((st = ss_h5_write_array(h, p, SS_H5_F64, 1, &k, nk, vals))) break;
                 snprintf(p, sizeof p, "%s/%s/pca/vectors", base, s.name);
                 if ((st = ss_h5_write_array(h, p, SS_H5_F64, 2, kd, nkd, vecs))) break;
-                /* Share of the total variance (the covariance's trace) per component. */
-                double trace = 0;
-                for (int64_t u = 0; u < d; u++) trace += buf[u * d + u];
                 for (int64_t q = 0; q < k; q++) vals[q] = trace > 0 ? vals[q] / trace : NAN;
                 snprintf(p, sizeof p, "%s/%s/pca/explained_variance_ratio", base, s.name);
                 if ((st = ss_h5_write_array(h, p, SS_H5_F64, 1, &k, nk, vals))) break;

@@ -319,27 +319,16 @@ extern void dsyevr_(const char *jobz, const char *range, const char *uplo, const
 
 int ss_stats_have_lapack(void) { return 1; }
 
-ss_status ss_pca_top_lapack(const double *sym, int64_t d, int64_t k, double *values, double *vectors) {
-    SS_TRY(pca_args(sym, d, k, values, vectors));
-    if (d > INT_MAX / 2) return ss_errorf(SS_ERR_UNSUPPORTED, "pca: d = %lld is too large for LAPACK's int sizes", (long long)d);
-    size_t dd = (size_t)d * (size_t)d;
-    char sz[32];
-    fmt_bytes(sz, sizeof sz, (double)dd * sizeof(double));
-    /* dsyevr overwrites its input. The row-major lower triangle is the
-     * column-major upper one, hence uplo 'U'. */
-    double *a = malloc(dd * sizeof(double));
-    if (!a)
-        return ss_errorf(SS_ERR_NOMEM, "pca: out of memory copying the [%lld, %lld] matrix (%s)", (long long)d,
-                         (long long)d, sz);
-    memcpy(a, sym, dd * sizeof(double));
+/* dsyevr on a, which it overwrites. The row-major lower triangle is the
+ * column-major upper one, hence uplo 'U'. */
+static ss_status lapack_top(double *a, int64_t d, int64_t k, double *values, double *vectors) {
     /* The zero matrix (a site without variance): dsyevr returns zero vectors
      * for it, where every vector is an eigenvector; the axes in order, as the
      * Jacobi solver gives them. The lower triangle is the authoritative half. */
     int zero = 1;
     for (int64_t i = 0; i < d && zero; i++)
-        for (int64_t j = 0; j <= i && zero; j++) zero = sym[i * d + j] == 0;
+        for (int64_t j = 0; j <= i && zero; j++) zero = a[i * d + j] == 0;
     if (zero) {
-        free(a);
         memset(vectors, 0, (size_t)k * (size_t)d * sizeof(double));
         for (int64_t r = 0; r < k; r++) values[r] = 0, vectors[r * d + r] = 1;
         return SS_OK;
@@ -387,12 +376,33 @@ ss_status ss_pca_top_lapack(const double *sym, int64_t d, int64_t k, double *val
         ss_pca_fix_sign(vectors + r * d, d);
     }
 out:
-    free(a);
     free(w);
     free(z);
     free(isuppz);
     free(work);
     free(iwork);
+    return st;
+}
+
+static ss_status lapack_args(const double *sym, int64_t d, int64_t k, const double *values, const double *vectors) {
+    SS_TRY(pca_args(sym, d, k, values, vectors));
+    if (d > INT_MAX / 2) return ss_errorf(SS_ERR_UNSUPPORTED, "pca: d = %lld is too large for LAPACK's int sizes", (long long)d);
+    return SS_OK;
+}
+
+ss_status ss_pca_top_lapack(const double *sym, int64_t d, int64_t k, double *values, double *vectors) {
+    SS_TRY(lapack_args(sym, d, k, values, vectors));
+    size_t dd = (size_t)d * (size_t)d;
+    double *a = malloc(dd * sizeof(double));
+    if (!a) {
+        char sz[32];
+        fmt_bytes(sz, sizeof sz, (double)dd * sizeof(double));
+        return ss_errorf(SS_ERR_NOMEM, "pca: out of memory copying the [%lld, %lld] matrix (%s)", (long long)d,
+                         (long long)d, sz);
+    }
+    memcpy(a, sym, dd * sizeof(double));
+    ss_status st = lapack_top(a, d, k, values, vectors);
+    free(a);
     return st;
 }
 #else
@@ -506,6 +516,15 @@ out:
 ss_status ss_pca_top(const double *sym, int64_t d, int64_t k, double *values, double *vectors) {
 #ifdef SS_HAVE_LAPACK
     return ss_pca_top_lapack(sym, d, k, values, vectors);
+#else
+    return ss_pca_top_jacobi(sym, d, k, values, vectors);
+#endif
+}
+
+ss_status ss_pca_top_destroy(double *sym, int64_t d, int64_t k, double *values, double *vectors) {
+#ifdef SS_HAVE_LAPACK
+    SS_TRY(lapack_args(sym, d, k, values, vectors));
+    return lapack_top(sym, d, k, values, vectors);
 #else
     return ss_pca_top_jacobi(sym, d, k, values, vectors);
 #endif

@@ -76,6 +76,18 @@ out=$(ulimit -v 1000000; timeout 120 "$SUBSCOPE" trace --model "$T" --prompt "$S
 [ $rc = 0 ] && [ -s "$TMP/trace.h5" ] && pass "trace of a 235-token prompt under a 1 GB limit (prefixes in batches)" ||
     fail "trace of a 235-token prompt under 1 GB" "exit $rc" "$(printf '%s' "$out" | tail -n 2)"
 
+# collect's PCA works in the covariance it has just written (dsyevr overwrites its input), not in
+# a copy of it: at d = 4096 (128 MiB a matrix) with one thread, mean,pca:4 fits in about 490 MB;
+# with the copy it needed about 610 MB, and under 527 MiB failed copying the matrix. At d = 16384
+# the copy was 2 GiB more at the peak.
+C=$TMP/c4k
+"${TOOLBIN}mkmodel" --out "$C" --layers 1 --d 32 --heads 2 --vocab 50 --positions 16 --inner 4096 --seed 3 \
+    --prompts "$TMP/c4k.jsonl" --lengths 16,16,9 >/dev/null
+out=$(ulimit -v 540000; SUBSCOPE_THREADS=1 timeout 120 "$SUBSCOPE" collect --model "$C" --input "$TMP/c4k.jsonl" \
+    --sites blocks.0.mlp.hook_post --stats mean,pca:4 --out "$TMP/c4k.h5" --device cpu 2>&1); rc=$?
+[ $rc = 0 ] && [ -s "$TMP/c4k.h5" ] && pass "collect pca:4 at d 4096 under 527 MiB (no copy of the covariance)" ||
+    fail "collect pca:4 at d 4096 under 527 MiB" "exit $rc" "$(printf '%s' "$out" | tail -n 2)"
+
 # --device cuda under a limit: the CUDA driver's start fails with "out of memory" (it reserves
 # far more address space than it uses; the emulated runtime does the same with 8 GiB), and the
 # error says that a limit is set

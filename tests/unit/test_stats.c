@@ -437,6 +437,15 @@ static int check_pca(pca_fn fn, const char *name, int64_t d, int64_t k, uint64_t
     return ok;
 }
 
+/* ss_pca_top_destroy through the pca_fn signature: on a copy it may spoil. */
+static ss_status pca_destroy_copy(const double *sym, int64_t d, int64_t k, double *values, double *vectors) {
+    double *a = malloc(sizeof(double) * (size_t)(d > 0 ? d * d : 1));
+    if (d > 0) memcpy(a, sym, sizeof(double) * (size_t)(d * d));
+    ss_status st = ss_pca_top_destroy(a, d, k, values, vectors);
+    free(a);
+    return st;
+}
+
 TEST(stats_pca_known_eigenpairs) {
     const int64_t ds[] = {1, 2, 9, 40};
     for (size_t i = 0; i < 4; i++) {
@@ -447,6 +456,8 @@ TEST(stats_pca_known_eigenpairs) {
         CHECK(check_pca(ss_pca_top, "ss_pca_top", d, 1, 40 + i));
         if (d > 3) CHECK(check_pca(ss_pca_top, "ss_pca_top", d, 3, 50 + i));
         if (ss_stats_have_lapack()) CHECK(check_pca(ss_pca_top_lapack, "lapack", d, d, 60 + i));
+        CHECK(check_pca(pca_destroy_copy, "ss_pca_top_destroy", d, d, 70 + i));
+        if (d > 3) CHECK(check_pca(pca_destroy_copy, "ss_pca_top_destroy", d, 3, 80 + i));
     }
 }
 
@@ -480,8 +491,8 @@ TEST(stats_pca_of_zero_matrix) {
      * group): eigenvalues 0 and still unit vectors, the axes in order, as the
      * Jacobi solver gives them (LAPACK's dsyevr returned zero vectors). */
     double z[16] = {0}, vals[4], vecs[16];
-    pca_fn fns[3] = {ss_pca_top_jacobi, ss_pca_top, ss_pca_top_lapack};
-    for (int f = 0; f < (ss_stats_have_lapack() ? 3 : 2); f++)
+    pca_fn fns[4] = {ss_pca_top_jacobi, ss_pca_top, pca_destroy_copy, ss_pca_top_lapack};
+    for (int f = 0; f < (ss_stats_have_lapack() ? 4 : 3); f++)
         for (int64_t k = 1; k <= 4; k++) {
             CHECK_OK(fns[f](z, 4, k, vals, vecs));
             for (int64_t r = 0; r < k; r++) {
@@ -496,6 +507,7 @@ TEST(stats_pca_errors) {
     CHECK_ERR(ss_pca_top(s, 0, 1, v, vec), SS_ERR_ARG, "d = 0");
     CHECK_ERR(ss_pca_top(s, 2, 3, v, vec), SS_ERR_ARG, "k = 3");
     CHECK_ERR(ss_pca_top(s, 2, 0, v, vec), SS_ERR_ARG, "k = 0");
+    CHECK_ERR(ss_pca_top_destroy(s, 2, 3, v, vec), SS_ERR_ARG, "k = 3");
     CHECK_ERR(ss_pca_top_jacobi(s, -1, 1, v, vec), SS_ERR_ARG, "d = -1");
     CHECK_ERR(ss_pca_top_jacobi(s, 2, 3, v, vec), SS_ERR_ARG, "must be in 1..d");
     CHECK_ERR(ss_pca_top_jacobi(s, SS_JACOBI_MAX_D + 1, 1, v, vec), SS_ERR_UNSUPPORTED, "Jacobi");
