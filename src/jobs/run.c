@@ -66,13 +66,21 @@ ss_status ss_model_open_stage(const ss_run_opts *o, ss_model **out) {
         m->n_replicas = ss_comm_size(world) / pipeline;
     }
     const int64_t bytes = ss_model_weight_bytes(m);
-    if (!st && max_memory > 0 && bytes > max_memory)
-        st = ss_errorf(SS_ERR_NOMEM, "%s: blocks %d..%d hold %.1f MiB of weights, more than --max-memory %.1f MiB%s",
-                       model_dir, m->first_layer, m->end_layer - 1, (double)bytes / 1048576.0,
-                       (double)max_memory / 1048576.0,
+    if (!st && max_memory > 0 && bytes > max_memory) {
+        /* in MiB, or in bytes where the MiB round to the same (a limit just below the weights) */
+        char have[40], lim[40];
+        snprintf(have, sizeof have, "%.1f MiB", (double)bytes / 1048576.0);
+        snprintf(lim, sizeof lim, "%.1f MiB", (double)max_memory / 1048576.0);
+        if (!strcmp(have, lim)) {
+            snprintf(have, sizeof have, "%lld bytes", (long long)bytes);
+            snprintf(lim, sizeof lim, "%lld bytes", (long long)max_memory);
+        }
+        st = ss_errorf(SS_ERR_NOMEM, "%s: blocks %d..%d hold %s of weights, more than --max-memory %s%s", model_dir,
+                       m->first_layer, m->end_layer - 1, have, lim,
                        m->end_layer - m->first_layer == 1 && pipeline > 1 ? " (one block: more stages cannot help)"
                        : pipeline > 1                                   ? "; use more pipeline stages"
                                                                         : "; split the model with --pipeline P");
+    }
     if (st) {
         ss_model_free(m);
         return st;

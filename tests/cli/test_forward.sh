@@ -191,4 +191,13 @@ abs() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 expect_fail "an option as another's value" "--input needs a value (FILE), but the next argument is the option --out" \
     "$SUBSCOPE" forward --model "$M" --input --out "$TMP/x.h5"
 expect_fail "bad --batch value" "--batch must be an integer" "$SUBSCOPE" forward --model "$M" --input "$P" --out "$TMP/x.h5" --batch 0
+# --max-memory one byte below the weights (430080 bytes: 2 blocks, d 64, vocab 100, 16 positions)
+# names both sizes in bytes: in MiB it read "0.4 MiB of weights, more than --max-memory 0.4 MiB"
+"${TOOLBIN}mkmodel" --out "$TMP/mm" --layers 2 --d 64 --heads 4 --vocab 100 --positions 16 \
+    --prompts "$TMP/mm.jsonl" --lengths 5 >/dev/null
+expect_fail "--max-memory just below the weights: the sizes in bytes" \
+    "hold 430080 bytes of weights, more than --max-memory 430079 bytes" \
+    "$SUBSCOPE" forward --model "$TMP/mm" --input "$TMP/mm.jsonl" --out "$TMP/mm.h5" --device cpu --max-memory 430079
+expect_ok "--max-memory equal to the weights runs" \
+    "$SUBSCOPE" forward --model "$TMP/mm" --input "$TMP/mm.jsonl" --out "$TMP/mm.h5" --device cpu --max-memory 430080
 finish
