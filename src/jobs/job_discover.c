@@ -113,20 +113,22 @@ static part *sm_add_part(submodel *s, const char *site, int64_t n, int with_attr
 typedef struct site_data {     /* what one site's statistics give */
     int64_t d, count;
     double *mean;              /* [d] */
-    double *cov;               /* [d,d] or NULL */
+    double *var;               /* [d]: the cov diagonal, or NULL */
     double *corr;              /* [d,d] or NULL */
 } site_data;
 
 static void site_data_free(site_data *s) {
     free(s->mean);
-    free(s->cov);
+    free(s->var);
     free(s->corr);
     memset(s, 0, sizeof *s);
 }
 
 /* Reads <prefix>/<site>/{count,mean,cov,corr}; corr and cov only if asked
  * (want_cov: 1 required, 2 when the file has it; want_corr: corr from the
- * file, or computed from cov when it is absent). */
+ * file, or computed from cov when it is absent). Of cov only the diagonal is
+ * kept, read a block of rows at a time: a whole [d,d] is held only for corr
+ * (2 GiB at d = 16384; cov whole as well was 2 GiB more, 6 GiB for contrast). */
 static ss_status read_site(ss_h5_reader *r, const char *prefix, const char *site, int want_cov, int want_corr,
                            site_data *out) {
     memset(out, 0, sizeof *out);
@@ -157,40 +159,60 @@ static ss_status read_site(ss_h5_reader *r, const char *prefix, const char *site
                        prefix, site, (long long)out->count);
         goto fail;
     }
+    char pc[1024];
+    snprintf(pc, sizeof pc, "%s/%s/corr", prefix, site);
+    const int have_corr = want_corr && ss_h5_exists(r, pc);
     snprintf(p, sizeof p, "%s/%s/cov", prefix, site);
     int have_cov = ss_h5_exists(r, p);
     if (have_cov && (want_cov || want_corr)) {
-        if ((st = ss_h5_read_f64(r, p, &out->cov, &n, &info))) goto fail;
+        if ((st = ss_h5_dset_info(r, p, &info))) goto fail;
         if (info.ndim != 2 || info.dims[0] != d || info.dims[1] != d) {
             st = ss_errorf(SS_ERR_FORMAT, "%s: %s is not [%lld, %lld]", file, p, (long long)d, (long long)d);
             goto fail;
+        }
+        if (!(out->var = ss_malloc((size_t)d * sizeof(double), "variances"))) {
+            st = SS_ERR_NOMEM;
+            goto fail;
+        }
+        if (want_corr && !have_corr) {
+            /* corr from the whole cov, in cov's own buffer; the same definition as
+             * collect's corr: NaN for zero-variance units. */
+            if ((st = ss_h5_read_f64(r, p, &out->corr, &n, NULL))) goto fail;
+            double *c = out->corr;
+            for (int64_t i = 0; i < d; i++) out->var[i] = c[i * d + i];
+            for (int64_t i = 0; i < d; i++)
+                for (int64_t j = 0; j < d; j++) {
+                    double a = out->var[i], b = out->var[j];
+                    c[i * d + j] = !(a > 0) || !(b > 0) ? NAN : i == j ? 1.0 : fmax(-1.0, fmin(1.0, c[i * d + j] / sqrt(a * b)));
+                }
+        } else {
+            /* the diagonal only, through a buffer of about 8 MiB of rows */
+            const int64_t rows = d <= (1 << 20) ? ((int64_t)1 << 20) / d + 1 : 1;
+            double *buf = ss_malloc((size_t)(rows * d) * sizeof(double), "covariance rows");
+            if (!buf) {
+                st = SS_ERR_NOMEM;
+                goto fail;
+            }
+            for (int64_t r0 = 0; r0 < d && !st; r0 += rows) {
+                const int64_t nr = d - r0 < rows ? d - r0 : rows, start[2] = {r0, 0}, count[2] = {nr, d};
+                if (!(st = ss_h5_read_slab(r, p, SS_H5_F64, start, count, buf)))
+                    for (int64_t i = 0; i < nr; i++) out->var[r0 + i] = buf[i * d + r0 + i];
+            }
+            free(buf);
+            if (st) goto fail;
         }
     } else if (want_cov == 1) {
         st = ss_errorf(SS_ERR_ARG, "%s: no %s (collect with --stats mean,cov)", file, p);
         goto fail;
     }
     if (want_corr) {
-        snprintf(p, sizeof p, "%s/%s/corr", prefix, site);
-        if (ss_h5_exists(r, p)) {
-            if ((st = ss_h5_read_f64(r, p, &out->corr, &n, &info))) goto fail;
+        if (have_corr) {
+            if ((st = ss_h5_read_f64(r, pc, &out->corr, &n, &info))) goto fail;
             if (info.ndim != 2 || info.dims[0] != d || info.dims[1] != d) {
-                st = ss_errorf(SS_ERR_FORMAT, "%s: %s is not [%lld, %lld]", file, p, (long long)d, (long long)d);
+                st = ss_errorf(SS_ERR_FORMAT, "%s: %s is not [%lld, %lld]", file, pc, (long long)d, (long long)d);
                 goto fail;
             }
-        } else if (out->cov) {
-            /* Same definition as collect's corr: NaN for zero-variance units. */
-            if (!(out->corr = ss_malloc((size_t)(d * d) * sizeof(double), "correlation"))) {
-                st = SS_ERR_NOMEM;
-                goto fail;
-            }
-            for (int64_t i = 0; i < d; i++)
-                for (int64_t j = 0; j < d; j++) {
-                    double a = out->cov[i * d + i], b = out->cov[j * d + j];
-                    out->corr[i * d + j] = !(a > 0) || !(b > 0) ? NAN
-                                           : i == j           ? 1.0
-                                                              : fmax(-1.0, fmin(1.0, out->cov[i * d + j] / sqrt(a * b)));
-                }
-        } else {
+        } else if (!out->corr) {
             st = ss_errorf(SS_ERR_ARG, "%s: %s/%s has neither corr nor cov (collect with --stats mean,cov,corr)", file,
                            prefix, site);
             goto fail;
@@ -480,7 +502,7 @@ static ss_status cluster_site(ctx *c, const char *site) {
         for (int64_t j = 0; j < p->n; j++) {
             int64_t u = p->units[j];
             p->mean[j] = sd.mean[u];
-            p->std[j] = sd.cov ? sqrt(sd.cov[u * d + u]) : NAN;
+            p->std[j] = sd.var ? sqrt(sd.var[u]) : NAN;
             if (attr) p->attr[j] = attr[u];
         }
     }
@@ -524,8 +546,8 @@ static ss_status contrast_site(ctx *c, const char *site, int all_idx) {
         goto out;
     }
     for (int64_t u = 0; u < d; u++) {
-        va[u] = A.cov[u * d + u];
-        vb[u] = B.cov[u * d + u];
+        va[u] = A.var[u];
+        vb[u] = B.var[u];
     }
     st = ss_cohens_d(A.count, A.mean, va, B.count, B.mean, vb, d, eff);
     free(va);
@@ -579,12 +601,12 @@ static ss_status contrast_site(ctx *c, const char *site, int all_idx) {
             if (!q) continue;
             q->units[j] = u;
             q->mean[j] = O.mean[u];
-            q->std[j] = O.cov ? sqrt(O.cov[u * d + u]) : NAN;
+            q->std[j] = O.var ? sqrt(O.var[u]) : NAN;
             q->stat[j] = eff[u];
             q->mean_a[j] = A.mean[u];
             q->mean_b[j] = B.mean[u];
-            q->std_a[j] = sqrt(A.cov[u * d + u]);
-            q->std_b[j] = sqrt(B.cov[u * d + u]);
+            q->std_a[j] = sqrt(A.var[u]);
+            q->std_b[j] = sqrt(B.var[u]);
             if (attr) q->attr[j] = attr[u];
         }
     }

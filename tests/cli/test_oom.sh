@@ -88,6 +88,27 @@ out=$(ulimit -v 540000; SUBSCOPE_THREADS=1 timeout 120 "$SUBSCOPE" collect --mod
 [ $rc = 0 ] && [ -s "$TMP/c4k.h5" ] && pass "collect pca:4 at d 4096 under 527 MiB (no copy of the covariance)" ||
     fail "collect pca:4 at d 4096 under 527 MiB" "exit $rc" "$(printf '%s' "$out" | tail -n 2)"
 
+# discover keeps only the diagonal of cov (each unit's variance), read a block of rows at a time:
+# contrast read three whole [d, d] covariances (the two labels' and the overall one, 3 x 128 MiB
+# at d 4096) and cluster both cov and corr, where it needs corr alone. One thread: contrast fits
+# in about 100 MB (it needed about 480), cluster in about 350 (it needed about 470).
+printf '%s\n' '{"tokens": [1, 2, 3, 4, 5, 6, 7], "label": "a"}' '{"tokens": [9, 8, 7, 6, 5], "label": "a"}' \
+    '{"tokens": [11, 12, 13, 14, 15, 16], "label": "b"}' '{"tokens": [21, 22, 23, 24, 3, 4, 5, 6], "label": "b"}' >"$TMP/g.jsonl"
+if "$SUBSCOPE" collect --model "$C" --input "$TMP/g.jsonl" --sites blocks.0.mlp.hook_post --stats mean,cov,corr \
+    --group-by label --out "$TMP/g.h5" --device cpu >/dev/null 2>&1; then
+    out=$(ulimit -v 200000; SUBSCOPE_THREADS=1 timeout 120 "$SUBSCOPE" discover --stats "$TMP/g.h5" --method contrast \
+        --contrast a:b --sites blocks.0.mlp.hook_post --out "$TMP/dc.h5" 2>&1); rc=$?
+    [ $rc = 0 ] && [ -s "$TMP/dc.h5" ] && pass "discover contrast at d 4096 under 195 MiB (variances, not covariances)" ||
+        fail "discover contrast at d 4096 under 195 MiB" "exit $rc" "$(printf '%s' "$out" | tail -n 2)"
+    out=$(ulimit -v 410000; SUBSCOPE_THREADS=1 timeout 120 "$SUBSCOPE" discover --stats "$TMP/g.h5" --method cluster \
+        --sites blocks.0.mlp.hook_post --out "$TMP/dk.h5" 2>&1); rc=$?
+    [ $rc = 0 ] && [ -s "$TMP/dk.h5" ] && pass "discover cluster at d 4096 under 400 MiB (corr, and of cov the diagonal)" ||
+        fail "discover cluster at d 4096 under 400 MiB" "exit $rc" "$(printf '%s' "$out" | tail -n 2)"
+else
+    fail "collect --group-by label at d 4096 for discover" "$("$SUBSCOPE" collect --model "$C" --input "$TMP/g.jsonl" \
+        --sites blocks.0.mlp.hook_post --stats mean,cov,corr --group-by label --out "$TMP/g.h5" --device cpu 2>&1 | tail -n 1)"
+fi
+
 # --device cuda under a limit: the CUDA driver's start fails with "out of memory" (it reserves
 # far more address space than it uses; the emulated runtime does the same with 8 GiB), and the
 # error says that a limit is set
