@@ -78,7 +78,8 @@ static ss_status parse_stats(const char *spec, stat_set *s) {
             char *end;
             long long k = strtoll(t + 4, &end, 10);
             if (end == t + 4 || *end || k < 1 || k > 1 << 20)
-                st = ss_errorf(SS_ERR_ARG, "--stats: '%s' needs a positive number of components, e.g. pca:16", t);
+                st = ss_errorf(SS_ERR_ARG, "--stats: '%s' needs a number of components in 1..%d, e.g. pca:16 (K is capped "
+                                           "at each site's width)", t, 1 << 20);
             else
                 s->pca_k = k;
         } else {

@@ -56,6 +56,11 @@ awk 'NR % 2 {sub(/}$/, ", \"label\": \"odd\"}")} !(NR % 2) {sub(/}$/, ", \"label
 cnt() { h5dump -d "$1" "${2:-$TMP/g.h5}" 2>/dev/null | sed -n 's/.*(0): \([0-9]*\).*/\1/p; s/^ *\([0-9][0-9]*\) *$/\1/p' | head -n 1; }
 all=$(cnt /stats/blocks.1.mlp.hook_post/count); odd=$(cnt /groups/odd/stats/blocks.1.mlp.hook_post/count); even=$(cnt /groups/even/stats/blocks.1.mlp.hook_post/count)
 [ -n "$all" ] && [ -n "$odd" ] && [ $((odd + even)) = "$all" ] && pass "--group-by label: group counts add up ($odd + $even = $all)" || fail "--group-by label" "all=$all odd=$odd even=$even"
+# pca:K past the largest K taken (2^20) was refused as if it were not positive
+expect_fail "pca:K too large: the range in the error" "--stats: 'pca:100000000' needs a number of components in 1..1048576" \
+    "$SUBSCOPE" collect --model $M --input $P --sites blocks.1.mlp.hook_post --stats mean,pca:100000000 --out "$TMP/x.h5"
+expect_fail "pca:0 refused" "--stats: 'pca:0' needs a number of components in 1..1048576" \
+    "$SUBSCOPE" collect --model $M --input $P --sites blocks.1.mlp.hook_post --stats mean,pca:0 --out "$TMP/x.h5"
 expect_fail "--group-by without labels" "has no \"label\"" "$SUBSCOPE" collect --model $M --input $P --sites blocks.1.mlp.hook_post --group-by label --out "$TMP/x.h5"
 # Labels that cannot name a group are refused before any forward pass, naming the line: '.' is
 # HDF5's name for the group itself, and a label past 512 bytes would be cut in the group paths.
