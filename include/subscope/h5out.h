@@ -163,6 +163,11 @@ ss_status ss_h5_read_i64(ss_h5_reader *r, const char *path, int64_t **data, size
 /* Reads the hyperslab [start, start+count) converted to `as` into buf. */
 ss_status ss_h5_read_slab(ss_h5_reader *r, const char *path, ss_h5_type as,
                           const int64_t *start, const int64_t *count, void *buf);
+/* The diagonal of a square [d, d] dataset as float64 into diag[d] (a
+ * covariance's variances), read a block of about 8 MiB of rows at a time: the
+ * whole matrix (2 GiB at d = 16384) is never held. Another shape is
+ * SS_ERR_FORMAT, naming the dataset. */
+ss_status ss_h5_read_diag(ss_h5_reader *r, const char *path, int64_t d, double *diag);
 
 /* Attribute readers: strings may be variable- or fixed-length (free() the
  * result); numeric attributes must be scalars or 1-element arrays. */

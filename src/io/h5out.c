@@ -1060,6 +1060,25 @@ ss_status ss_h5_read_slab(ss_h5_reader *r, const char *path, ss_h5_type as, cons
     return st;
 }
 
+ss_status ss_h5_read_diag(ss_h5_reader *r, const char *path, int64_t d, double *diag) {
+    ss_h5_info info;
+    SS_TRY(ss_h5_dset_info(r, path, &info));
+    if (info.ndim != 2 || info.dims[0] != d || info.dims[1] != d)
+        return ss_errorf(SS_ERR_FORMAT, "%s: %s is not [%lld, %lld]", r->path, path, (long long)d, (long long)d);
+    if (d <= 0) return SS_OK;
+    const int64_t rows = d <= ((int64_t)1 << 20) ? ((int64_t)1 << 20) / d + 1 : 1;
+    double *buf = ss_malloc((size_t)(rows * d) * sizeof(double), path);
+    if (!buf) return SS_ERR_NOMEM;
+    ss_status st = SS_OK;
+    for (int64_t r0 = 0; r0 < d && !st; r0 += rows) {
+        const int64_t nr = d - r0 < rows ? d - r0 : rows, start[2] = {r0, 0}, count[2] = {nr, d};
+        if (!(st = ss_h5_read_slab(r, path, SS_H5_F64, start, count, buf)))
+            for (int64_t i = 0; i < nr; i++) diag[r0 + i] = buf[i * d + r0 + i];
+    }
+    free(buf);
+    return st;
+}
+
 static ss_status open_attr(ss_h5_reader *r, const char *obj, const char *name, hid_t *a) {
     *a = -1;
     if (!path_ok(obj, 1)) return ss_errorf(SS_ERR_ARG, "%s: invalid object path '%s'", r->path, obj ? obj : "(null)");

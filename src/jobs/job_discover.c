@@ -165,11 +165,6 @@ static ss_status read_site(ss_h5_reader *r, const char *prefix, const char *site
     snprintf(p, sizeof p, "%s/%s/cov", prefix, site);
     int have_cov = ss_h5_exists(r, p);
     if (have_cov && (want_cov || want_corr)) {
-        if ((st = ss_h5_dset_info(r, p, &info))) goto fail;
-        if (info.ndim != 2 || info.dims[0] != d || info.dims[1] != d) {
-            st = ss_errorf(SS_ERR_FORMAT, "%s: %s is not [%lld, %lld]", file, p, (long long)d, (long long)d);
-            goto fail;
-        }
         if (!(out->var = ss_malloc((size_t)d * sizeof(double), "variances"))) {
             st = SS_ERR_NOMEM;
             goto fail;
@@ -177,7 +172,11 @@ static ss_status read_site(ss_h5_reader *r, const char *prefix, const char *site
         if (want_corr && !have_corr) {
             /* corr from the whole cov, in cov's own buffer; the same definition as
              * collect's corr: NaN for zero-variance units. */
-            if ((st = ss_h5_read_f64(r, p, &out->corr, &n, NULL))) goto fail;
+            if ((st = ss_h5_read_f64(r, p, &out->corr, &n, &info))) goto fail;
+            if (info.ndim != 2 || info.dims[0] != d || info.dims[1] != d) {
+                st = ss_errorf(SS_ERR_FORMAT, "%s: %s is not [%lld, %lld]", file, p, (long long)d, (long long)d);
+                goto fail;
+            }
             double *c = out->corr;
             for (int64_t i = 0; i < d; i++) out->var[i] = c[i * d + i];
             for (int64_t i = 0; i < d; i++)
@@ -185,21 +184,8 @@ static ss_status read_site(ss_h5_reader *r, const char *prefix, const char *site
                     double a = out->var[i], b = out->var[j];
                     c[i * d + j] = !(a > 0) || !(b > 0) ? NAN : i == j ? 1.0 : fmax(-1.0, fmin(1.0, c[i * d + j] / sqrt(a * b)));
                 }
-        } else {
-            /* the diagonal only, through a buffer of about 8 MiB of rows */
-            const int64_t rows = d <= (1 << 20) ? ((int64_t)1 << 20) / d + 1 : 1;
-            double *buf = ss_malloc((size_t)(rows * d) * sizeof(double), "covariance rows");
-            if (!buf) {
-                st = SS_ERR_NOMEM;
-                goto fail;
-            }
-            for (int64_t r0 = 0; r0 < d && !st; r0 += rows) {
-                const int64_t nr = d - r0 < rows ? d - r0 : rows, start[2] = {r0, 0}, count[2] = {nr, d};
-                if (!(st = ss_h5_read_slab(r, p, SS_H5_F64, start, count, buf)))
-                    for (int64_t i = 0; i < nr; i++) out->var[r0 + i] = buf[i * d + r0 + i];
-            }
-            free(buf);
-            if (st) goto fail;
+        } else if ((st = ss_h5_read_diag(r, p, d, out->var))) {
+            goto fail;
         }
     } else if (want_cov == 1) {
         st = ss_errorf(SS_ERR_ARG, "%s: no %s (collect with --stats mean,cov)", file, p);

@@ -393,17 +393,13 @@ ss_status ss_read_unit_stats(const char *path, const ss_model *m, const uint8_t 
             if (require > 1) st = ss_errorf(SS_ERR_FORMAT, "%s has no %s (collect it with --stats mean,cov)", path, p);
             continue;
         }
-        double *cov = NULL;
-        if ((st = ss_h5_read_f64(r, p, &cov, &n, NULL))) break;
-        if (n != (size_t)(s.width * s.width) || !(std[i] = ss_malloc((size_t)s.width * sizeof(double), "unit std"))) {
-            st = n != (size_t)(s.width * s.width)
-                     ? ss_errorf(SS_ERR_FORMAT, "%s: %s has %zu values, not %lld^2", path, p, n, (long long)s.width)
-                     : SS_ERR_NOMEM;
-            free(cov);
+        /* of cov only the diagonal: the whole matrix is 2 GiB at width 16384 */
+        if (!(std[i] = ss_malloc((size_t)s.width * sizeof(double), "unit std"))) {
+            st = SS_ERR_NOMEM;
             break;
         }
-        for (int64_t k = 0; k < s.width; k++) std[i][k] = sqrt(cov[k * s.width + k] > 0 ? cov[k * s.width + k] : 0);
-        free(cov);
+        if ((st = ss_h5_read_diag(r, p, s.width, std[i]))) break;
+        for (int64_t k = 0; k < s.width; k++) std[i][k] = sqrt(std[i][k] > 0 ? std[i][k] : 0);
     }
     ss_h5_close_read(r);
     return st;

@@ -104,6 +104,14 @@ if "$SUBSCOPE" collect --model "$C" --input "$TMP/g.jsonl" --sites blocks.0.mlp.
         --sites blocks.0.mlp.hook_post --out "$TMP/dk.h5" 2>&1); rc=$?
     [ $rc = 0 ] && [ -s "$TMP/dk.h5" ] && pass "discover cluster at d 4096 under 400 MiB (corr, and of cov the diagonal)" ||
         fail "discover cluster at d 4096 under 400 MiB" "exit $rc" "$(printf '%s' "$out" | tail -n 2)"
+    # ablate's units' spread (relative noise, also trace and patch) from the same diagonal: it read
+    # the whole covariance (one thread: about 320 MB needed, now about 240)
+    printf '%s\n' '{"name": "n", "site": "blocks.0.mlp.hook_post", "units": [1, 2, 3], "mode": "noise", "sigma": 0.5, "relative": true}' \
+        >"$TMP/noise.jsonl"
+    out=$(ulimit -v 290000; SUBSCOPE_THREADS=1 timeout 120 "$SUBSCOPE" ablate --model "$C" --input "$TMP/g.jsonl" \
+        --masks "$TMP/noise.jsonl" --stats "$TMP/g.h5" --out "$TMP/an.h5" --device cpu 2>&1); rc=$?
+    [ $rc = 0 ] && [ -s "$TMP/an.h5" ] && pass "ablate relative noise at d 4096 under 283 MiB (cov's diagonal only)" ||
+        fail "ablate relative noise at d 4096 under 283 MiB" "exit $rc" "$(printf '%s' "$out" | tail -n 2)"
 else
     fail "collect --group-by label at d 4096 for discover" "$("$SUBSCOPE" collect --model "$C" --input "$TMP/g.jsonl" \
         --sites blocks.0.mlp.hook_post --stats mean,cov,corr --group-by label --out "$TMP/g.h5" --device cpu 2>&1 | tail -n 1)"

@@ -173,6 +173,43 @@ TEST(h5_hyperslab_pieces_and_fill) {
     free(path);
 }
 
+TEST(h5_read_diag) {
+    /* Blocks of 2^20 / d + 1 rows (8 MiB): d = 300, one block; d = 1100, 954 rows a block, two
+     * blocks, the second partial. Values i * d + j, so each diagonal entry names its place. */
+    char *path = tmp_file("diag.h5");
+    ss_h5 *h;
+    CHECK_OK(ss_h5_create(path, &h));
+    const int64_t ds[2] = {300, 1100};
+    for (int t = 0; t < 2; t++) {
+        const int64_t d = ds[t], dims[2] = {d, d};
+        double *m = malloc(sizeof(double) * (size_t)(d * d));
+        for (int64_t i = 0; i < d * d; i++) m[i] = (double)i;
+        char name[16];
+        snprintf(name, sizeof name, "/m%d", t);
+        CHECK_OK(ss_h5_write_array(h, name, SS_H5_F64, 2, dims, NULL, m));
+        free(m);
+    }
+    const int64_t rect[2] = {3, 4};
+    float r34[12] = {0};
+    CHECK_OK(ss_h5_write_array(h, "/rect", SS_H5_F32, 2, rect, NULL, r34));
+    CHECK_OK(ss_h5_commit(h));
+    ss_h5_reader *r;
+    CHECK_OK(ss_h5_open_read(path, &r));
+    double diag[1100];
+    for (int t = 0; t < 2; t++) {
+        char name[16];
+        snprintf(name, sizeof name, "/m%d", t);
+        CHECK_OK(ss_h5_read_diag(r, name, ds[t], diag));
+        int bad = 0;
+        for (int64_t i = 0; i < ds[t]; i++) bad |= diag[i] != (double)(i * ds[t] + i);
+        CHECK_MSG(!bad, "diagonal of %s wrong", name);
+    }
+    CHECK_ERR(ss_h5_read_diag(r, "/rect", 3, diag), SS_ERR_FORMAT, "/rect is not [3, 3]");
+    CHECK_ERR(ss_h5_read_diag(r, "/m0", 299, diag), SS_ERR_FORMAT, "/m0 is not [299, 299]");
+    ss_h5_close_read(r);
+    free(path);
+}
+
 TEST(h5_chunk_filters_and_fill_override) {
     int64_t c[SS_H5_MAX_DIMS];
     int64_t d1[] = {12, 1024, 768};
