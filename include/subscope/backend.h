@@ -340,6 +340,15 @@ struct ss_backend {
      * of every row. A copy of values, exact. */
     ss_status (*patch_pieces)(const ss_backend *be, float *x, int64_t ld, const float *src, int64_t n, int64_t w,
                               int kn, int per, int64_t p0, int64_t hd);
+    /* Optional (NULL: no key/value cache; predict --generate recomputes the
+     * prompt): causal attention of n_q new query rows against cached keys and
+     * values, in attention's fp32 arithmetic. Query row i (q [n_q, H*dh], row
+     * stride ld_q) is at position q0 + i and attends keys 0..q0+i of k and v
+     * ([q0 + n_q, Hkv*dh], row stride ld_kv; grouped heads as in attention).
+     * z is [n_q, H*dh]. */
+    ss_status (*attention_kv)(const ss_backend *be, float *z, const float *q, int64_t ld_q, const float *k,
+                              const float *v, int64_t ld_kv, int64_t n_q, int64_t q0, int64_t H, int64_t Hkv,
+                              int64_t dh, float scale);
 };
 
 const ss_backend *ss_backend_cpu(void);

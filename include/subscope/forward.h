@@ -83,7 +83,23 @@ typedef struct ss_forward_opts {
      * what it keeps leaves a device. */
     ss_status (*logits_hook)(void *ctx, const float *logits, int64_t n, int64_t V);
     void *logits_ctx;
+    /* Continue the positions in this key/value cache (greedy generation): one
+     * sequence whose rows are positions len.. of the cache, attending to the
+     * cached keys and values too; their keys and values are appended. Without
+     * sites, a tape, start_layer or pipeline stages. NULL: positions from 0. */
+    struct ss_kv_cache *kv;
 } ss_forward_opts;
+
+/* Each layer's keys (rotated, in the Llama family) and values of the
+ * positions run so far, in backend memory: a forward pass with opts.kv then
+ * runs only the new rows through the blocks. */
+typedef struct ss_kv_cache ss_kv_cache;
+/* Room for n_ctx (1..n_positions) positions. SS_ERR_UNSUPPORTED when the
+ * backend has no attention_kv (the CUDA backend). */
+ss_status ss_kv_cache_open(const ss_model *m, const ss_backend *be, int64_t n_ctx, ss_kv_cache **out);
+/* The positions cached so far. */
+int64_t ss_kv_cache_len(const ss_kv_cache *kv);
+void ss_kv_cache_close(ss_kv_cache *kv);
 
 /* Runs the model over packed tokens. *logits (if requested) is malloc'd.
  * Token ids and lengths are validated (id < vocab, len <= n_positions). */

@@ -301,6 +301,9 @@ typedef struct {
     float scale;
     float *pattern;
     atomic_int failed;
+    /* attention_kv: one sequence of len[0] queries at positions q0.., keys and
+     * values 0..q0+len[0] with row stride ld_kv (0: attention, ld, q0 = 0) */
+    int64_t ld_kv, q0;
 } attn_ctx;
 
 /* One (sequence, head) per task. Keys are first transposed into a [dh, n]
@@ -310,7 +313,9 @@ typedef struct {
 static void attn_task(void *vctx, int64_t task) {
     const attn_ctx *c = vctx;
     int64_t s = task / c->H, h = task % c->H, hk = h / c->group;
-    int64_t n = c->len[s], r0 = c->start[s], dmodel = c->H * c->dh, dh = c->dh;
+    /* nq queries, the first at key position q0, against n keys */
+    int64_t nq = c->len[s], r0 = c->start[s], dmodel = c->H * c->dh, dh = c->dh;
+    const int64_t q0 = c->q0, n = q0 + nq, ldkv = c->ld_kv ? c->ld_kv : c->ld;
     float *kt = malloc((size_t)(dh * n + n + dh) * sizeof(float));
     if (!kt) {
         atomic_store(&((attn_ctx *)vctx)->failed, 1);
@@ -318,11 +323,12 @@ static void attn_task(void *vctx, int64_t task) {
     }
     float *sc = kt + dh * n, *acc = sc + n;
     for (int64_t j = 0; j < n; j++) {
-        const float *kj = c->k + (r0 + j) * c->ld + hk * dh;
+        const float *kj = c->k + (r0 + j) * ldkv + hk * dh;
         for (int64_t e = 0; e < dh; e++) kt[e * n + j] = kj[e];
     }
-    for (int64_t i = 0; i < n; i++) {
-        const float *qi = c->q + (r0 + i) * c->ld + h * dh;
+    for (int64_t iq = 0; iq < nq; iq++) {
+        const int64_t i = q0 + iq; /* the query's position: it sees keys 0..i */
+        const float *qi = c->q + (r0 + iq) * c->ld + h * dh;
         for (int64_t j = 0; j <= i; j++) sc[j] = 0.f;
         for (int64_t e = 0; e < dh; e++) {
             const float qe = qi[e] * c->scale, *kr = kt + e * n;
@@ -338,11 +344,11 @@ static void attn_task(void *vctx, int64_t task) {
         const float inv = (float)(1.0 / sum);
         for (int64_t e = 0; e < dh; e++) acc[e] = 0.f;
         for (int64_t j = 0; j <= i; j++) {
-            const float p = sc[j] * inv, *vj = c->v + (r0 + j) * c->ld + hk * dh;
+            const float p = sc[j] * inv, *vj = c->v + (r0 + j) * ldkv + hk * dh;
             sc[j] = p;
             for (int64_t e = 0; e < dh; e++) acc[e] += p * vj[e];
         }
-        memcpy(c->z + (r0 + i) * dmodel + h * dh, acc, (size_t)dh * sizeof(float));
+        memcpy(c->z + (r0 + iq) * dmodel + h * dh, acc, (size_t)dh * sizeof(float));
         if (c->pattern) {
             float *row = c->pattern + c->pattern_off[s] + (h * n + i) * n;
             memcpy(row, sc, (size_t)(i + 1) * sizeof(float));
@@ -357,8 +363,21 @@ static ss_status cpu_attention(const ss_backend *be, float *z, const float *q, c
                                int64_t Hkv, int64_t dh, float scale, float *pattern_out, const int64_t *pattern_off) {
     if (Hkv < 1 || H % Hkv) return ss_errorf(SS_ERR_ARG, "cpu: attention: %lld key/value heads do not divide %lld heads",
                                              (long long)Hkv, (long long)H);
-    attn_ctx c = {z, q, k, v, ld_qkv, H, H / Hkv, dh, start, len, pattern_off, scale, pattern_out, 0};
+    attn_ctx c = {z, q, k, v, ld_qkv, H, H / Hkv, dh, start, len, pattern_off, scale, pattern_out, 0, 0, 0};
     ss_parallel_for(n_seq * H, attn_task, &c);
+    if (atomic_load(&c.failed)) return ss_errorf(SS_ERR_NOMEM, "out of memory in attention scratch buffers");
+    return SS_OK;
+}
+
+/* The same task on one sequence whose first q0 keys and values are cached. */
+static ss_status cpu_attention_kv(const ss_backend *be, float *z, const float *q, int64_t ld_q, const float *k,
+                                  const float *v, int64_t ld_kv, int64_t n_q, int64_t q0, int64_t H, int64_t Hkv,
+                                  int64_t dh, float scale) {
+    if (Hkv < 1 || H % Hkv) return ss_errorf(SS_ERR_ARG, "cpu: attention: %lld key/value heads do not divide %lld heads",
+                                             (long long)Hkv, (long long)H);
+    const int64_t start = 0;
+    attn_ctx c = {z, q, k, v, ld_q, H, H / Hkv, dh, &start, &n_q, NULL, scale, NULL, 0, ld_kv, q0};
+    ss_parallel_for(H, attn_task, &c);
     if (atomic_load(&c.failed)) return ss_errorf(SS_ERR_NOMEM, "out of memory in attention scratch buffers");
     return SS_OK;
 }
@@ -611,6 +630,7 @@ static const ss_backend cpu_backend = {
     .add = cpu_add,
     .embed = cpu_embed,
     .attention = cpu_attention,
+    .attention_kv = cpu_attention_kv,
     .rmsnorm = cpu_rmsnorm,
     .rope = cpu_rope,
     .swiglu = cpu_swiglu,

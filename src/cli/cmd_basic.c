@@ -369,10 +369,12 @@ static void print_quoted(const char *s, size_t n) {
     putchar('"');
 }
 
-static ss_status last_logits(const ss_model *m, const ss_backend *be, const int32_t *ids, int64_t n, float **logits) {
+/* The logits after ids[0..n): with kv, ids continue the cached positions. */
+static ss_status last_logits(const ss_model *m, const ss_backend *be, ss_kv_cache *kv, const int32_t *ids, int64_t n,
+                             float **logits) {
     int64_t start = 0;
     ss_packing pk = {1, n, &start, &n, 0};
-    ss_forward_opts o = {.logits = SS_LOGITS_LAST};
+    ss_forward_opts o = {.logits = SS_LOGITS_LAST, .kv = kv};
     return ss_forward(m, be, ids, &pk, &o, logits);
 }
 
@@ -401,6 +403,7 @@ static int run_predict(cli_cmd *cmd) {
     ss_prompts *p = NULL;
     float *lg = NULL;
     int32_t *ids = NULL;
+    ss_kv_cache *kv = NULL;
     if ((st = ss_prompts_from_text(cli_get(cmd, "prompt"), &p))) goto out;
     /* No limit here: the tokenizer's limit message suggests --truncate, which predict does not have. */
     if ((st = ss_prompts_tokenize(p, m->tok, V, INT64_MAX, 0, NULL))) goto out;
@@ -411,7 +414,7 @@ static int run_predict(cli_cmd *cmd) {
         goto out;
     }
     if (!gen) {
-        if ((st = last_logits(m, be, p->items[0].tokens, n, &lg))) goto out;
+        if ((st = last_logits(m, be, NULL, p->items[0].tokens, n, &lg))) goto out;
         double mx = -INFINITY, sum = 0;
         for (int64_t v = 0; v < V; v++) mx = lg[v] > mx ? lg[v] : mx;
         for (int64_t v = 0; v < V; v++) sum += exp((double)lg[v] - mx);
@@ -440,14 +443,27 @@ static int run_predict(cli_cmd *cmd) {
         ids = malloc((size_t)(n + gen) * sizeof *ids);
         if (!ids) { st = ss_errorf(SS_ERR_NOMEM, "out of memory"); goto out; }
         memcpy(ids, p->items[0].tokens, (size_t)n * sizeof *ids);
+        /* The keys and values of the positions run so far are kept (on backends
+         * with attention_kv), so that each new token runs alone through the
+         * blocks; SUBSCOPE_PREDICT_RECOMPUTE=1 runs the whole prompt each time. */
+        const char *rc = getenv("SUBSCOPE_PREDICT_RECOMPUTE");
+        if (be->attention_kv && !(rc && *rc && strcmp(rc, "0")) &&
+            (st = ss_kv_cache_open(m, be, n + gen < ctx ? n + gen : ctx, &kv)))
+            goto out;
         fputs(cli_get(cmd, "prompt"), stdout);
         fflush(stdout);
         for (int64_t g = 0; g < gen; g++) {
-            /* Past the context window the oldest tokens drop out. */
-            int64_t from = n > ctx ? n - ctx : 0;
             free(lg);
             lg = NULL;
-            if ((st = last_logits(m, be, ids + from, n - from, &lg))) goto out;
+            if (kv && n <= ctx) {
+                const int64_t have = ss_kv_cache_len(kv);
+                if ((st = last_logits(m, be, kv, ids + have, n - have, &lg))) goto out;
+            } else {
+                /* Past the context window the oldest tokens drop out: their
+                 * positions shift, so the cache no longer serves. */
+                int64_t from = n > ctx ? n - ctx : 0;
+                if ((st = last_logits(m, be, NULL, ids + from, n - from, &lg))) goto out;
+            }
             int32_t best = 0;
             for (int64_t v = 1; v < V; v++)
                 if (lg[v] > lg[best]) best = (int32_t)v;
@@ -463,6 +479,7 @@ static int run_predict(cli_cmd *cmd) {
         putchar('\n');
     }
 out:
+    ss_kv_cache_close(kv);
     free(lg);
     free(ids);
     ss_prompts_free(p);
@@ -474,6 +491,10 @@ out:
 cli_cmd cmd_predict = {
     "predict", "show the most likely next tokens for a prompt, or continue it greedily",
     "subscope predict --model DIR --prompt TEXT [--top K | --generate N] [--device DEV] [--dtype T] [--tf32]",
+    "--generate on the CPU keeps each position's keys and values (a key/value cache), so each new token\n"
+    "runs alone through the blocks; past the model's n_positions the oldest tokens drop out and each token\n"
+    "recomputes the last n_positions. On a GPU (--device cuda) every token recomputes the whole prompt: the\n"
+    "CUDA backend has no cache yet. SUBSCOPE_PREDICT_RECOMPUTE=1 recomputes on the CPU too (tests compare).\n\n"
     "examples:\n  subscope predict --model models/tiny-gpt2 --prompt 'The cat says' --top 5\n"
     "  subscope predict --model models/tiny-gpt2 --prompt 'Let us count: four, five,' --generate 20\n",
     pred_opts, run_predict, NULL, NULL,

@@ -255,6 +255,56 @@ ss_status ss_packing_check(const ss_model *m, const int32_t *tokens, const ss_pa
     return SS_OK;
 }
 
+/* ---- the key/value cache (ss_kv_cache) ---- */
+
+struct ss_kv_cache {
+    const ss_backend *be;
+    const ss_model *m;
+    float *buf;     /* [n_layer][n_ctx][w]: each position's keys, then its values */
+    int64_t n_ctx, w, len;
+};
+
+ss_status ss_kv_cache_open(const ss_model *m, const ss_backend *be, int64_t n_ctx, ss_kv_cache **out) {
+    *out = NULL;
+    if (!be->attention_kv)
+        return ss_errorf(SS_ERR_UNSUPPORTED, "backend %s has no key/value cache (attention_kv)", be->name);
+    const ss_dims D = ss_model_dims(&m->cfg);
+    if (n_ctx < 1 || n_ctx > m->cfg.n_positions)
+        return ss_errorf(SS_ERR_ARG, "key/value cache of %lld positions; 1..%lld (n_positions)", (long long)n_ctx,
+                         (long long)m->cfg.n_positions);
+    ss_kv_cache *kv = ss_calloc(1, sizeof *kv, "key/value cache");
+    if (!kv) return SS_ERR_NOMEM;
+    *kv = (ss_kv_cache){.be = be, .m = m, .n_ctx = n_ctx, .w = 2 * D.Hkv * D.dh};
+    ss_status st = be->alloc(be, (size_t)(m->cfg.n_layer * n_ctx * kv->w) * sizeof(float), "key/value cache",
+                             (void **)&kv->buf);
+    if (st) {
+        free(kv);
+        return st;
+    }
+    *out = kv;
+    return SS_OK;
+}
+
+int64_t ss_kv_cache_len(const ss_kv_cache *kv) { return kv->len; }
+
+void ss_kv_cache_close(ss_kv_cache *kv) {
+    if (!kv) return;
+    if (kv->buf) kv->be->release(kv->be, kv->buf);
+    free(kv);
+}
+
+/* Appends the pass's keys and values (adjacent in qkv) to layer l's cache and
+ * attends to everything cached. */
+static ss_status attention_cached(ss_hook_ctx *f, int l, const ss_block_bufs *b, float scale) {
+    const ss_backend *be = f->be;
+    const ss_dims D = ss_model_dims(&f->m->cfg);
+    ss_kv_cache *kv = f->kv;
+    const int64_t R = f->pk->rows, kvw = D.Hkv * D.dh;
+    float *layer = kv->buf + (int64_t)l * kv->n_ctx * kv->w;
+    SS_TRY(be->copy_rows(be, layer + kv->len * kv->w, b->qkv + D.zw, D.qw, R, kv->w));
+    return be->attention_kv(be, b->z, b->qkv, D.qw, layer, layer + kvw, kv->w, R, kv->len, D.H, D.Hkv, D.dh, scale);
+}
+
 /* ---- one block ---- */
 
 /* Layer norm of either family: LayerNorm (GPT-2) or RMSNorm (Llama). */
@@ -290,7 +340,7 @@ static ss_status block_attention(ss_hook_ctx *f, const ss_gpt2_weights *w, int l
     /* nobody reads q, k, v or their rotations, nor the pattern, nor a backward pass: the
      * QKV product may write them in bf16 for a tensor-core attention (rotating them there),
      * normalising x itself unless the norm's site is wanted */
-    if (be->attention_lowp_qkv && (l16 & SS_LOWP16_QKV) && w->wdtype == SS_WDTYPE_BF16 && !wp && !b->keep_pre &&
+    if (be->attention_lowp_qkv && (l16 & SS_LOWP16_QKV) && w->wdtype == SS_WDTYPE_BF16 && !wp && !b->keep_pre && !f->kv &&
         !ss_hook_wants(f, SS_SITE_Q, l) && !ss_hook_wants(f, SS_SITE_K, l) && !ss_hook_wants(f, SS_SITE_V, l) &&
         !(D.llama && (ss_hook_wants(f, SS_SITE_ROT_Q, l) || ss_hook_wants(f, SS_SITE_ROT_K, l)))) {
         const int ln_wanted = ss_hook_wants(f, SS_SITE_LN1, l);
@@ -325,7 +375,9 @@ static ss_status block_attention(ss_hook_ctx *f, const ss_gpt2_weights *w, int l
         /* A bf16 model's attention may round its operands to bf16 as its products
          * do (tensor cores on a GPU), unless its pattern is wanted or a backward
          * pass, which differentiates fp32 attention, will read this block. */
-        if (be->attention_lowp && w->wdtype == SS_WDTYPE_BF16 && !wp && !b->keep_pre) {
+        if (f->kv) {
+            SS_TRY(attention_cached(f, l, b, scale));
+        } else if (be->attention_lowp && w->wdtype == SS_WDTYPE_BF16 && !wp && !b->keep_pre) {
             SS_TRY(be->attention_lowp(be, b->z, b->qkv, b->qkv + D.zw, b->qkv + D.zw + kvw, D.qw, pk->n_seq, pk->start,
                                       pk->len, D.H, D.Hkv, D.dh, scale, op));
             *z_done = op != NULL;
@@ -632,6 +684,15 @@ ss_status ss_forward_taped(const ss_model *m, const ss_backend *be, const int32_
     if (D.llama && (!be->rmsnorm || !be->rope || !be->swiglu))
         return ss_errorf(SS_ERR_UNSUPPORTED, "backend %s lacks the Llama family's ops (rmsnorm, rope, swiglu)", be->name);
     SS_TRY(ss_packing_check(m, tokens, pk));
+    ss_kv_cache *kv = opts ? opts->kv : NULL;
+    if (kv && (kv->m != m || kv->be != be || pk->n_seq != 1 || kv->len + R > kv->n_ctx || tape || opts->start_layer ||
+               (opts->want && opts->hook) || m->pipe || m->first_layer || m->end_layer < c->n_layer))
+        return ss_errorf(SS_ERR_ARG,
+                         "forward: a key/value cache takes one sequence of this model and backend that fits its %lld "
+                         "positions (%lld cached, %lld new), on the whole model, without sites, a backward pass or "
+                         "start_layer",
+                         (long long)kv->n_ctx, (long long)kv->len, (long long)R);
+    const int64_t p0 = kv ? kv->len : 0; /* the first row's position */
     const double t_start = ss_now();
     ss_model_pipe_mark((ss_model *)m, 0);
     /* Only the last stage of a pipeline has the head. */
@@ -663,12 +724,13 @@ ss_status ss_forward_taped(const ss_model *m, const ss_backend *be, const int32_
     for (int i = 0; i < B_COUNT; i++)
         if (bytes[i] && (st = be->alloc(be, bytes[i], what[i], &buf[i]))) goto done;
     if ((st = ss_hook_ctx_open(&f, m, be, opts, pk))) goto done;
+    f.kv = kv;
     int32_t *tok_b = tape ? tape->tok_b : buf[B_TOK], *pos_b = tape ? tape->pos_b : buf[B_POS];
     f.pos_b = pos_b;
     float *x = tape ? tape->resid_final : buf[B_X], *tmp = buf[B_TMP], *ln = tape ? tape->lnf : buf[B_LN];
     float *out_logits = tape ? tape->logits : buf[B_LOGITS];
     for (int64_t s = 0; s < pk->n_seq; s++)
-        for (int64_t i = 0; i < pk->len[s]; i++) pos[pk->start[s] + i] = (int32_t)i;
+        for (int64_t i = 0; i < pk->len[s]; i++) pos[pk->start[s] + i] = (int32_t)(p0 + i);
     if ((st = be->upload(be, tok_b, tokens, Rs * sizeof(int32_t))) || (st = be->upload(be, pos_b, pos, Rs * sizeof(int32_t))))
         goto done;
 
@@ -764,6 +826,7 @@ finished:
     ((ss_model *)m)->fwd_sync_s += ss_now() - t_sync;
     if (logits) *logits = lg;
     lg = NULL;
+    if (kv) kv->len += R; /* every layer has cached the rows */
     ss_model_pipe_mark((ss_model *)m, 1);
 done: /* every failing path above has set the message */
     for (int i = 0; i < B_COUNT; i++)

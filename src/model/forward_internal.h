@@ -23,6 +23,7 @@ typedef struct ss_hook_ctx {
     size_t arena_used;     /* floats */
     struct ss_capture *cap; /* the arena is a slot of this capture (opts->capture), not the pass's own */
     int delivered;         /* the capture has had this pass (ss_hook_ctx_deliver ran) */
+    struct ss_kv_cache *kv; /* the pass continues this cache (ss_forward_opts.kv) */
 } ss_hook_ctx;
 
 /* Allocates what handing sites to o's hook on be needs (o may be NULL). */

@@ -97,6 +97,39 @@ out=$("$SUBSCOPE" predict --model models/tiny-gpt2 --prompt "$text" --top 1 --dt
 h5dump -a dtype "$TMP/bf.h5" 2>/dev/null | grep -q "bfloat16 products" && pass "forward --dtype records bfloat16" || fail "forward --dtype records bfloat16"
 expect_fail "bad --dtype" "--dtype must be float32, bfloat16, float16 or auto" "$SUBSCOPE" forward --model "$M" --input "$D/golden/prefix-f32.jsonl" --out "$TMP/x.h5" --dtype fp8
 
+# predict --generate keeps each position's keys and values (CPU): a random GPT-2 and a random
+# Llama with grouped (4/2) key/value heads and rotations, std 0.3 so that greedy steps are far
+# apart and <|endoftext|> is rare, from a prompt 4-7 tokens short of the context of 64, 30 tokens
+# (past the context the oldest tokens drop out and each token recomputes the last 64), in fp32
+# and bf16 products, give the bytes of the full recompute (SUBSCOPE_PREDICT_RECOMPUTE=1).
+# tests/unit/test_forward.c compares each step's logits.
+"$TOOLBIN/mkmodel" --out "$TMP/kvg" --vocab 1024 --positions 64 --std 0.3 >/dev/null &&
+    cp models/tiny-gpt2/tokenizer.json "$TMP/kvg/"
+"$TOOLBIN/mkmodel" --out "$TMP/kvl" --family llama --heads 4 --kv-heads 2 --vocab 300 --positions 64 --std 0.3 >/dev/null &&
+    cp "$D/llama-gguf/hf/tokenizer.json" "$TMP/kvl/"
+pg=$(printf 'one two %.0s' $(seq 1 28))  # 57 tokens of tiny-gpt2's tokenizer
+pl=$(printf 'one two %.0s' $(seq 1 10))  # 60 of the Llama's
+for c in "kvg:$pg:float32" "kvg:$pg:bfloat16" "kvl:$pl:float32" "kvl:$pl:bfloat16"; do
+    mm=${c%%:*} pr=${c#*:} dt=${c##*:}
+    pr=${pr%:*}
+    n=$("$SUBSCOPE" tokenize --model "$TMP/$mm" --text "$pr" | tr ',' '\n' | wc -l)
+    "$SUBSCOPE" predict --model "$TMP/$mm" --prompt "$pr" --generate 30 --dtype $dt >"$TMP/kv.out" 2>&1
+    SUBSCOPE_PREDICT_RECOMPUTE=1 "$SUBSCOPE" predict --model "$TMP/$mm" --prompt "$pr" --generate 30 --dtype $dt >"$TMP/full.out" 2>&1
+    "$SUBSCOPE" predict --model "$TMP/$mm" --prompt "$pr" --generate $((64 - n)) --dtype $dt >"$TMP/ctx.out" 2>&1
+    # the continuation goes on past the context (longer than the one that fills it)
+    if [ "$n" -ge 57 ] && [ "$n" -le 60 ] && cmp -s "$TMP/kv.out" "$TMP/full.out" &&
+        [ "$(wc -c <"$TMP/kv.out")" -gt "$(wc -c <"$TMP/ctx.out")" ]; then
+        pass "predict --generate 30 with the key/value cache = full recompute ($mm, $n-token prompt, $dt)"
+    else fail "predict --generate with the key/value cache ($mm, $dt, $n tokens)" "$(cat "$TMP/kv.out")" "$(cat "$TMP/full.out")"; fi
+done
+# a prompt that fills the context: the first token from the cache, the rest recomputed
+pf="$(printf 'one two %.0s' $(seq 1 31))one two"
+"$SUBSCOPE" predict --model "$TMP/kvg" --prompt "$pf" --generate 5 >"$TMP/kv.out" 2>&1
+SUBSCOPE_PREDICT_RECOMPUTE=1 "$SUBSCOPE" predict --model "$TMP/kvg" --prompt "$pf" --generate 5 >"$TMP/full.out" 2>&1
+[ "$("$SUBSCOPE" tokenize --model "$TMP/kvg" --text "$pf" | tr ',' '\n' | wc -l)" = 64 ] && cmp -s "$TMP/kv.out" "$TMP/full.out" &&
+    pass "predict --generate from a prompt of n_positions tokens: cache = recompute" ||
+    fail "predict --generate from a full context" "$(cat "$TMP/kv.out")" "$(cat "$TMP/full.out")"
+
 # predict needs a tokenizer; the random models have none.
 expect_fail "predict without tokenizer" "has no tokenizer" "$SUBSCOPE" predict --model "$M" --prompt hi
 long=$(printf 'cat %.0s' $(seq 1 200))

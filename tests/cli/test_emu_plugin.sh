@@ -95,4 +95,14 @@ nonfinite_case "a NaN in float32 weights is refused on the device path" f32 '\x0
 nonfinite_case "an infinity in bfloat16 weights is refused on the device path" bf16 '\x80\x7f' \
     "model.safetensors: tensor '.*' holds an infinity at element [0-9]*.*; the weights are corrupt"
 
+# predict --generate: the CUDA backend has no key/value cache and recomputes the prompt for each
+# token; its continuation from a prompt 7 tokens short of the context, past it, is the CPU's
+# (cached) one
+"${TOOLBIN}mkmodel" --out "$TMP/g" --vocab 1024 --positions 64 --std 0.3 >/dev/null && cp models/tiny-gpt2/tokenizer.json "$TMP/g/"
+pg=$(printf 'one two %.0s' $(seq 1 28))
+gc=$(SUBSCOPE_PLUGIN_DIR="$EMU" "$SUBSCOPE" predict --model "$TMP/g" --prompt "$pg" --generate 12 --device cuda 2>"$TMP/gc.err")
+gp=$("$SUBSCOPE" predict --model "$TMP/g" --prompt "$pg" --generate 12 --device cpu 2>"$TMP/gp.err")
+[ -n "$gc" ] && [ "$gc" = "$gp" ] && [ "${#gc}" -gt "${#pg}" ] && pass "predict --generate --device cuda (recomputing) = the CPU's cached continuation" ||
+    fail "predict --generate on the emulated plugin" "cuda: $gc $(tail -n 2 "$TMP/gc.err")" "cpu:  $gp $(tail -n 2 "$TMP/gp.err")"
+
 finish
