@@ -336,11 +336,14 @@ static ss_status read_checkpoint(collect_ctx *c, const char *path, const char *i
                 else memcpy(m->mean, v, n * sizeof(double));
                 free(v);
             }
+            /* The co-moments straight into their totals: a copy read first was one d x d matrix
+             * more at the peak (2 GiB at d = 16384). */
             snprintf(p, sizeof p, "%s/%s/m2", base, s.name);
-            if (!st && m->want_m2 && !(st = ss_h5_read_f64(r, p, &v, &n, NULL))) {
-                if (n != (size_t)(m->d * m->d)) st = ss_errorf(SS_ERR_FORMAT, "%s: %s has the wrong size", path, p);
-                else memcpy(m->m2, v, n * sizeof(double));
-                free(v);
+            ss_h5_info info;
+            if (!st && m->want_m2 && !(st = ss_h5_dset_info(r, p, &info))) {
+                if (info.ndim != 2 || info.dims[0] != m->d || info.dims[1] != m->d)
+                    st = ss_errorf(SS_ERR_FORMAT, "%s: %s has the wrong size", path, p);
+                else st = ss_h5_read_slab(r, p, SS_H5_F64, (const int64_t[2]){0, 0}, info.dims, m->m2);
             }
         }
     /* The state read must be the state written (state_hash). A checkpoint from

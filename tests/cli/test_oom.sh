@@ -88,6 +88,27 @@ out=$(ulimit -v 540000; SUBSCOPE_THREADS=1 timeout 120 "$SUBSCOPE" collect --mod
 [ $rc = 0 ] && [ -s "$TMP/c4k.h5" ] && pass "collect pca:4 at d 4096 under 527 MiB (no copy of the covariance)" ||
     fail "collect pca:4 at d 4096 under 527 MiB" "exit $rc" "$(printf '%s' "$out" | tail -n 2)"
 
+# collect --resume reads each checkpointed co-moment matrix straight into its running totals: it
+# read a copy first (one d x d matrix more; 2 GiB at d 16384), and at d 4096 with one thread
+# needed about 580 MB, where a fresh run (and now the resumed one) needs about 470. The
+# checkpoint is the one a run killed after its first round leaves.
+"${TOOLBIN}mkmodel" --prompts "$TMP/r4k.jsonl" --vocab 50 --lengths "$(printf '16,%.0s' $(seq 1 39))16" >/dev/null
+SUBSCOPE_THREADS=1 "$SUBSCOPE" collect --model "$C" --input "$TMP/r4k.jsonl" --sites blocks.0.mlp.hook_post \
+    --stats mean,cov --out "$TMP/r4k.h5" --device cpu --checkpoint-every 1 --batch 1 >/dev/null 2>&1 &
+pid=$!
+for _ in $(seq 1 500); do [ -e "$TMP/r4k.h5.ckpt" ] && break; sleep 0.02; done
+kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
+if [ -e "$TMP/r4k.h5.ckpt" ] && [ ! -e "$TMP/r4k.h5" ]; then
+    out=$(ulimit -v 520000; SUBSCOPE_THREADS=1 timeout 120 "$SUBSCOPE" collect --model "$C" --input "$TMP/r4k.jsonl" \
+        --sites blocks.0.mlp.hook_post --stats mean,cov --out "$TMP/r4k.h5" --device cpu --checkpoint-every 1 \
+        --batch 1 --resume 2>&1); rc=$?
+    [ $rc = 0 ] && [ -s "$TMP/r4k.h5" ] && printf '%s' "$out" | grep -q "^resuming from" &&
+        pass "collect --resume at d 4096 under 508 MiB (the checkpoint's co-moments read in place)" ||
+        fail "collect --resume at d 4096 under 508 MiB" "exit $rc" "$(printf '%s' "$out" | tail -n 2)"
+else
+    fail "a killed collect at d 4096 left a checkpoint to resume"
+fi
+
 # discover keeps only the diagonal of cov (each unit's variance), read a block of rows at a time:
 # contrast read three whole [d, d] covariances (the two labels' and the overall one, 3 x 128 MiB
 # at d 4096) and cluster both cov and corr, where it needs corr alone. One thread: contrast fits
