@@ -380,6 +380,12 @@ int ss_cuda_device_count(void);
  * ulimit -v) an error where OpenBLAS's work buffers do not fit; set up once
  * (src/backend/cpu_ops.c says why). ss_backend_open reports it. */
 ss_status ss_cpu_blas_ready(void);
+/* wide 1: OpenBLAS's own threads for the large BLAS/LAPACK calls that follow, made by one thread
+ * while nothing else runs BLAS (as many as the pool's, ss_parallel_width; one under an
+ * address-space limit); wide 0: back to one thread, as the CPU backend runs it. Returns the
+ * number now set (1 where the BLAS is not OpenBLAS). Results can change in the last bits with
+ * that number, as products do with the thread count (docs/DECISIONS.md). */
+int ss_cpu_blas_threads(int wide);
 /* The built-in blocked GEMM (what the CPU backend uses when built without
  * BLAS); exported so tests can check it against BLAS and a naive loop. */
 void ss_matmul_builtin(float *C, const float *A, const float *B, const float *bias, int64_t M, int64_t N, int64_t K,

@@ -132,6 +132,18 @@ ss_status ss_cpu_blas_ready(void) {
     return blas_status ? ss_errorf(blas_status, "%s", blas_error) : SS_OK;
 }
 
+/* A large call made outside the pool, alone (LAPACK's eigen-solver in collect's results: 10 CPU
+ * minutes at d 16384 on one thread), may have OpenBLAS's own threads, as many as the pool has
+ * (SUBSCOPE_THREADS), and then one again. Not under an address-space limit: there OpenBLAS
+ * started with one thread (main.c), and each new one would map a work buffer, retrying forever
+ * where that fails. */
+int ss_cpu_blas_threads(int wide) {
+    if (!openblas_set_num_threads) return 1;
+    const int n = wide && !ss_address_space_limit() ? ss_parallel_width() : 1;
+    openblas_set_num_threads(n);
+    return n;
+}
+
 typedef struct {
     float *C;
     const float *A, *B;
@@ -659,6 +671,10 @@ static const ss_backend cpu_backend = {
 
 #ifndef SS_HAVE_BLAS
 ss_status ss_cpu_blas_ready(void) { return SS_OK; }
+int ss_cpu_blas_threads(int wide) {
+    (void)wide;
+    return 1;
+}
 #endif
 
 const ss_backend *ss_backend_cpu(void) {

@@ -6,7 +6,9 @@
 #include <string.h>
 
 #include "../../src/stats/stats_internal.h"
+#include "subscope/backend.h"
 #include "subscope/stats.h"
+#include "subscope/util.h"
 #include "test.h"
 
 static uint64_t rng_next(uint64_t *s) { /* splitmix64 */
@@ -459,6 +461,42 @@ TEST(stats_pca_known_eigenpairs) {
         CHECK(check_pca(pca_destroy_copy, "ss_pca_top_destroy", d, d, 70 + i));
         if (d > 3) CHECK(check_pca(pca_destroy_copy, "ss_pca_top_destroy", d, 3, 80 + i));
     }
+}
+
+/* collect runs the eigen-solver on OpenBLAS's own threads (ss_cpu_blas_threads): as many as the
+ * pool's (one under an address-space limit), then one again; the eigenpairs are right there and
+ * agree with one thread's to rounding. */
+int openblas_get_num_threads(void) __attribute__((weak));
+TEST(stats_pca_on_blas_threads) {
+    const int64_t d = 500, k = 4;
+    const int n = ss_cpu_blas_threads(1);
+    if (openblas_get_num_threads) {
+        CHECK_MSG(n == (ss_address_space_limit() ? 1 : ss_parallel_width()), "%d BLAS threads, pool %d", n,
+                  ss_parallel_width());
+        CHECK(openblas_get_num_threads() == n);
+    }
+    double *q = malloc(sizeof(double) * (size_t)(d * d)), *lambda = malloc(sizeof(double) * (size_t)d);
+    random_orthogonal(q, d, 91);
+    for (int64_t e = 0; e < d; e++) lambda[e] = (double)((e * 7) % d) * 1.5 - 2.0;
+    double *s = known_matrix(q, lambda, d);
+    double v1[4], vn[4], *x1 = malloc(sizeof(double) * (size_t)(k * d)), *xn = malloc(sizeof(double) * (size_t)(k * d));
+    const int wide_ok = check_pca(pca_destroy_copy, "ss_pca_top_destroy on the BLAS's threads", d, k, 91);
+    ss_status st = pca_destroy_copy(s, d, k, vn, xn);
+    const int one = ss_cpu_blas_threads(0);
+    if (!st) st = pca_destroy_copy(s, d, k, v1, x1);
+    double dv = 0, dx = 0;
+    for (int64_t r = 0; r < k; r++) dv = fmax(dv, fabs(vn[r] - v1[r]) / fabs(v1[r]));
+    for (int64_t i = 0; i < k * d; i++) dx = fmax(dx, fabs(xn[i] - x1[i]));
+    free(q);
+    free(lambda);
+    free(s);
+    free(x1);
+    free(xn);
+    CHECK(wide_ok);
+    CHECK_OK(st);
+    CHECK(one == 1);
+    if (openblas_get_num_threads) CHECK(openblas_get_num_threads() == 1);
+    CHECK_MSG(dv < 1e-13 && dx < 1e-12, "values differ by %g (relative), vectors by %g", dv, dx);
 }
 
 TEST(stats_pca_sign_convention_and_ties) {
