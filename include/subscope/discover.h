@@ -65,6 +65,9 @@ typedef struct ss_discover_job {
     const char *masks_out;      /* NULL: <out without .h5>.masks.jsonl */
     const char *command_line;
     FILE *table;                /* where the summary table goes (NULL: nowhere) */
+    /* after each site (done, total: the chosen sites); NULL: none */
+    void (*progress)(void *ctx, int64_t done, int64_t total);
+    void *progress_ctx;
 } ss_discover_job;
 
 /* Reads the inputs, finds the sub-models, writes out (atomically) and the

@@ -212,6 +212,7 @@ typedef struct ss_collect_job {
     const char *command_line;
     ss_progress_fn progress;
     void *progress_ctx;
+    void *results_progress_ctx; /* progress's ctx for the results, site by site (done, total: sites) */
 } ss_collect_job;
 
 ss_status ss_job_collect(const ss_collect_job *job);

@@ -31,6 +31,7 @@ static int run_collect(cli_cmd *cmd) {
         .command_line = cli_command_line(),
         .progress = cli_progress,
         .progress_ctx = "prompts",
+        .results_progress_ctx = "sites' results",
     };
     if (cli_run_opts(cmd, &j.run) || cli_require(cmd, "sites") || cli_require(cmd, "out") ||
         cli_int(cmd, "checkpoint-every", 1, INT64_MAX, 0, &j.checkpoint_every))

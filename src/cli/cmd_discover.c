@@ -56,6 +56,8 @@ static int run_discover(cli_cmd *cmd) {
         .masks_out = cli_get(cmd, "masks-out"),
         .command_line = cli_command_line(),
         .table = stdout,
+        .progress = cli_progress,
+        .progress_ctx = "sites",
     };
     int64_t seed;
     if (cli_require(cmd, "stats") || cli_require(cmd, "sites") || cli_require(cmd, "method") ||

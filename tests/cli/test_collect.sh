@@ -168,4 +168,20 @@ expect_fail "unknown statistic" "unknown statistic 'median'" "$SUBSCOPE" collect
 expect_fail "empty --stats refused (it would record \"\" as asked)" "--stats is empty" "$SUBSCOPE" collect --model $M --input $P --sites blocks.0.mlp.hook_post --stats= --out "$TMP/x.h5"
 expect_fail "bad positions" "--positions" "$SUBSCOPE" collect --model $M --input $P --sites blocks.0.mlp.hook_post --positions 5:2 --out "$TMP/x.h5"
 expect_fail "--sites required" "--sites is required" "$SUBSCOPE" collect --model $M --input $P --out "$TMP/x.h5"
+# Progress goes to a terminal only (cli_progress): the prompts, then the results site by site (a
+# wide site's covariance, PCA and correlation take long: 35 s without a line for 12 MLP sites at
+# d 3072); nothing of it where stderr is a file. `script` gives the run a terminal.
+if command -v script >/dev/null 2>&1; then
+    out=$(script -qec "'$SUBSCOPE' collect --model $M --input $P --sites '$SITES' --stats mean,cov,pca:2 --out '$TMP/tty.h5'" \
+        /dev/null 2>&1 | tr '\r' '\n')
+    printf '%s\n' "$out" | grep -q "^  0/6 sites' results" && printf '%s\n' "$out" | grep -q "^  6/6 sites' results" &&
+        printf '%s\n' "$out" | grep -q "prompts" && pass "on a terminal: progress of the prompts, then of the 6 sites' results" ||
+        fail "progress of the results on a terminal" "$(printf '%s' "$out" | tail -n 4)"
+    "$SUBSCOPE" collect --model $M --input $P --sites "$SITES" --stats mean,cov,pca:2 --out "$TMP/notty.h5" 2>"$TMP/err"
+    ! grep -q "sites' results\|prompts" "$TMP/err" && pass "stderr a file: no progress lines" ||
+        fail "stderr a file: no progress lines" "$(cat "$TMP/err")"
+else
+    pass "progress on a terminal not checked: no 'script' command here"
+fi
+
 finish

@@ -93,4 +93,17 @@ if command -v strace >/dev/null && strace -o /dev/null true 2>/dev/null; then
         fail "the masks file is synced before its rename" "$(grep fsync "$TMP/sync.trace")"
 fi
 ls "$TMP"/x* >/dev/null 2>&1 && fail "refusals leave no output" "$(ls "$TMP"/x*)" || pass "refusals leave no output"
+# Progress, site by site, on a terminal only (cluster at d 16384 takes 45 s a site); `script`
+# gives the run a terminal; where stderr is a file, no progress.
+if command -v script >/dev/null 2>&1; then
+    out=$(script -qec "'$SUBSCOPE' discover --stats '$TMP/st.h5' --sites '$S' --method cluster --top 3 --out '$TMP/tty.h5'" \
+        /dev/null 2>&1 | tr '\r' '\n')
+    printf '%s\n' "$out" | grep -q "^  0/4 sites" && printf '%s\n' "$out" | grep -q "^  4/4 sites" &&
+        pass "on a terminal: progress of the 4 sites" || fail "discover's progress on a terminal" "$(printf '%s' "$out" | tail -n 4)"
+    "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method cluster --top 3 --out "$TMP/notty.h5" >/dev/null 2>"$TMP/err"
+    [ -s "$TMP/notty.h5" ] && ! grep -q "/4 sites" "$TMP/err" && pass "stderr a file: no progress lines" || fail "discover: stderr a file: no progress lines" "$(cat "$TMP/err")"
+else
+    pass "progress on a terminal not checked: no 'script' command here"
+fi
+
 finish
