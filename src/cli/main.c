@@ -44,9 +44,10 @@ static int refuse_ranks(const cli_cmd *cmd) {
 
 /* OpenBLAS starts its own threads as it loads (one per core, unless
  * OPENBLAS_NUM_THREADS says otherwise), and each maps a 128 MiB work buffer,
- * retrying forever where that fails. subscope never uses those threads (its
- * products run single-threaded in its own pool: src/backend/cpu_ops.c), so
- * they only cost address space, which under a limit (ulimit -v) is scarce:
+ * retrying forever where that fails. subscope's products run single-threaded
+ * in its own pool (src/backend/cpu_ops.c); only collect's eigen-solver takes
+ * OpenBLAS's threads, for its one call (ss_cpu_blas_threads, not under a
+ * limit). They cost address space, which under a limit (ulimit -v) is scarce:
  * a tight limit left them spinning before main and the process hung at exit.
  * Under such a limit, then, the process starts again at once with
  * OPENBLAS_NUM_THREADS=1 (no such threads), before anything else is done. */
