@@ -119,6 +119,15 @@ int ss_cuda_attention_pattern(float *z, float *pattern, const float *q, const fl
 int ss_cuda_attention_flash(float *z, const float *q, const float *k, const float *v, int64_t ld_qkv, int64_t n_seq,
                             const int64_t *start, const int64_t *len, int64_t max_len, int64_t H, int64_t Hkv,
                             int64_t dh, float scale, cudaStream_t stream);
+/* Causal attention against a key/value cache, as ss_backend.attention_kv:
+ * query row i (q, stride ld_q, H heads) at position q0 + i attends keys
+ * 0..q0+i of k and v (stride ld_kv, Hkv heads, grouped as above); z is
+ * [n_q, H*dh] (kernels/attention_kv.cu: a block per (row, head), an online
+ * softmax over chunks of 32 keys, fixed shared memory). dh <= 256,
+ * H <= 65535, Hkv dividing H, else 1 (cudaErrorInvalidValue). */
+int ss_cuda_attention_kv(float *z, const float *q, int64_t ld_q, const float *k, const float *v, int64_t ld_kv,
+                         int64_t n_q, int64_t q0, int64_t H, int64_t Hkv, int64_t dh, float scale,
+                         cudaStream_t stream);
 /* The same on tensor cores with Q, K, V and the probabilities rounded to bf16
  * (fp32 accumulation and softmax); dh 64 or 128 only
  * (kernels/flash_attention_tc.cu: Q * scale, K, V packed to bf16 in ws first,

@@ -1508,6 +1508,22 @@ static ss_status attention_any(const ss_backend *be, float *z, const float *q, c
     return SS_OK;
 }
 
+/* Attention of new query rows against the key/value cache (predict --generate):
+ * kernels/attention_kv.cu, any context length. */
+static ss_status cu_attention_kv(const ss_backend *be, float *z, const float *q, int64_t ld_q, const float *k,
+                                 const float *v, int64_t ld_kv, int64_t n_q, int64_t q0, int64_t H, int64_t Hkv,
+                                 int64_t dh, float scale) {
+    if (Hkv < 1 || H % Hkv)
+        return ss_errorf(SS_ERR_ARG, "%s: attention: %lld key/value heads do not divide %lld heads", be->name,
+                         (long long)Hkv, (long long)H);
+    if (dh > 256)
+        return ss_errorf(SS_ERR_UNSUPPORTED, "%s: cached attention takes heads of at most 256 (%lld)", be->name,
+                         (long long)dh);
+    KL(ss_cuda_attention_kv(z, q, ld_q, k, v, ld_kv, n_q, q0, H, Hkv, dh, scale, IMPL(be)->stream),
+       "cached attention kernel");
+    return SS_OK;
+}
+
 /* ---- Masks ---- */
 
 /* A mask program on the device: one allocation holding the ops, then the
@@ -2079,7 +2095,7 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
         .pca_top = cu_pca_top,
 #endif
         .matmul = cu_matmul, .matmul_gelu = cu_matmul_gelu, .matmul_add = cu_matmul_add, .layernorm = cu_layernorm, .gelu = cu_gelu, .add = cu_add, .embed = cu_embed,
-        .attention = cu_attention, .rmsnorm = cu_rmsnorm, .rope = cu_rope, .swiglu = cu_swiglu,
+        .attention = cu_attention, .attention_kv = cu_attention_kv, .rmsnorm = cu_rmsnorm, .rope = cu_rope, .swiglu = cu_swiglu,
         .zero = cu_zero, .matmul_tn = cu_matmul_tn, .sum_rows = cu_sum_rows, .attr_product = cu_attr_product, .seq_sums = cu_seq_sums,
         .ig_point = cu_ig_point, .ig_add = cu_ig_add, .ig_attr = cu_ig_attr,
         .patch_pieces = cu_patch_pieces,

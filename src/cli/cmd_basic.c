@@ -491,10 +491,11 @@ out:
 cli_cmd cmd_predict = {
     "predict", "show the most likely next tokens for a prompt, or continue it greedily",
     "subscope predict --model DIR --prompt TEXT [--top K | --generate N] [--device DEV] [--dtype T] [--tf32]",
-    "--generate on the CPU keeps each position's keys and values (a key/value cache), so each new token\n"
-    "runs alone through the blocks; past the model's n_positions the oldest tokens drop out and each token\n"
-    "recomputes the last n_positions. On a GPU (--device cuda) every token recomputes the whole prompt: the\n"
-    "CUDA backend has no cache yet. SUBSCOPE_PREDICT_RECOMPUTE=1 recomputes on the CPU too (tests compare).\n\n"
+    "--generate keeps each position's keys and values (a key/value cache, on the CPU and on a GPU), so each\n"
+    "new token runs alone through the blocks; past the model's n_positions the oldest tokens drop out and\n"
+    "each token recomputes the last n_positions. The cached attention is fp32 on either device (a GPU's\n"
+    "recompute may round bf16 models' attention operands to bf16). SUBSCOPE_PREDICT_RECOMPUTE=1 recomputes\n"
+    "the whole prompt for every token instead (tests compare).\n\n"
     "examples:\n  subscope predict --model models/tiny-gpt2 --prompt 'The cat says' --top 5\n"
     "  subscope predict --model models/tiny-gpt2 --prompt 'Let us count: four, five,' --generate 20\n",
     pred_opts, run_predict, NULL, NULL,

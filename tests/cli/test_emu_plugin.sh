@@ -95,14 +95,35 @@ nonfinite_case "a NaN in float32 weights is refused on the device path" f32 '\x0
 nonfinite_case "an infinity in bfloat16 weights is refused on the device path" bf16 '\x80\x7f' \
     "model.safetensors: tensor '.*' holds an infinity at element [0-9]*.*; the weights are corrupt"
 
-# predict --generate: the CUDA backend has no key/value cache and recomputes the prompt for each
-# token; its continuation from a prompt 7 tokens short of the context, past it, is the CPU's
-# (cached) one
+# predict --generate on the CUDA backend keeps keys and values too (attention_kv,
+# kernels/attention_kv.cu): a random GPT-2 (57-token prompt) and a Llama with grouped (4/2)
+# key/value heads and rotations (60 tokens), 12 tokens past the context of 64, give the CPU's
+# (cached) continuation byte for byte; the census counts the cached kernel once a layer for the
+# prompt and each token up to the context (64 - n + 1 passes) and a full-prompt attention
+# (any other ss_k_attn_* or the causal softmax) only for the tokens past it, which recompute
 "${TOOLBIN}mkmodel" --out "$TMP/g" --vocab 1024 --positions 64 --std 0.3 >/dev/null && cp models/tiny-gpt2/tokenizer.json "$TMP/g/"
+"${TOOLBIN}mkmodel" --out "$TMP/gl" --family llama --heads 4 --kv-heads 2 --vocab 300 --positions 64 --std 0.3 >/dev/null &&
+    cp "$SS_TEST_DATA/llama-gguf/hf/tokenizer.json" "$TMP/gl/"
 pg=$(printf 'one two %.0s' $(seq 1 28))
-gc=$(SUBSCOPE_PLUGIN_DIR="$EMU" "$SUBSCOPE" predict --model "$TMP/g" --prompt "$pg" --generate 12 --device cuda 2>"$TMP/gc.err")
-gp=$("$SUBSCOPE" predict --model "$TMP/g" --prompt "$pg" --generate 12 --device cpu 2>"$TMP/gp.err")
-[ -n "$gc" ] && [ "$gc" = "$gp" ] && [ "${#gc}" -gt "${#pg}" ] && pass "predict --generate --device cuda (recomputing) = the CPU's cached continuation" ||
-    fail "predict --generate on the emulated plugin" "cuda: $gc $(tail -n 2 "$TMP/gc.err")" "cpu:  $gp $(tail -n 2 "$TMP/gp.err")"
+pl=$(printf 'one two %.0s' $(seq 1 10))
+launches() { # launches FILE REGEX: the launches of the census's kernels whose names match
+    awk -v re="$2" '$1 == "cuda_emu" && $2 == "census:" && $3 ~ re { s += $4 } END { print s + 0 }' "$1"
+}
+for c in "g:$pg" "gl:$pl"; do
+    mm=${c%%:*} pr=${c#*:}
+    n=$("$SUBSCOPE" tokenize --model "$TMP/$mm" --text "$pr" | tr ',' '\n' | wc -l)
+    gc=$(SUBSCOPE_PLUGIN_DIR="$EMU" SS_EMU_CENSUS=1 "$SUBSCOPE" predict --model "$TMP/$mm" --prompt "$pr" --generate 12 --device cuda 2>"$TMP/gc.err")
+    gp=$("$SUBSCOPE" predict --model "$TMP/$mm" --prompt "$pr" --generate 12 --device cpu 2>"$TMP/gp.err")
+    kv=$(launches "$TMP/gc.err" '^ss_k_attn_kv$')
+    full=$(launches "$TMP/gc.err" '^(ss_k_attn_|ss_k_softmax_causal$)')
+    full=$((full - kv))
+    want_kv=$((2 * (64 - n + 1))) want_full=$((2 * (12 - (64 - n + 1))))
+    if [ -n "$gc" ] && [ "$gc" = "$gp" ] && [ "${#gc}" -gt "${#pr}" ] && [ "$kv" = "$want_kv" ] && [ "$full" = "$want_full" ]; then
+        pass "predict --generate --device cuda with the key/value cache = the CPU's continuation ($mm, $n tokens; $kv cached attentions, $full full)"
+    else
+        fail "predict --generate on the emulated plugin ($mm, $n tokens)" "cuda: $gc $(tail -n 2 "$TMP/gc.err" | grep -v census)" \
+            "cpu:  $gp $(tail -n 2 "$TMP/gp.err")" "ss_k_attn_kv launches $kv (want $want_kv), full-prompt attention $full (want $want_full)"
+    fi
+done
 
 finish

@@ -425,6 +425,12 @@ elif [ $BUILD_OK = 1 ]; then
     g=$(timeout 120 "$B/subscope" predict --model "$tiny" --prompt 'The cat says' --generate 24 --device "$DEV" 2>"$LOGS/predict-cuda.log")
     if [ -n "$a" ] && [ "$a" = "$g" ]; then record "predict --generate 24, cpu = cuda" PASS "\"$(printf '%s' "$a" | head -c 80)\"" "$(elapsed "$t0")"
     else record "predict --generate 24, cpu = cuda" FAIL "cpu: \"$(printf '%s' "$a" | head -c 60)\" cuda: \"$(printf '%s' "$g" | head -c 60)\" $(tail -n 1 "$LOGS/predict-cuda.log")" "$(elapsed "$t0")"; fi
+    # the same on the GPU without its key/value cache (kernels/attention_kv.cu): the whole prompt
+    # through the tiled attention for every token
+    t0=$(now)
+    r=$(SUBSCOPE_PREDICT_RECOMPUTE=1 timeout 120 "$B/subscope" predict --model "$tiny" --prompt 'The cat says' --generate 24 --device "$DEV" 2>"$LOGS/predict-cuda-recompute.log")
+    if [ -n "$g" ] && [ "$r" = "$g" ]; then record "predict --generate 24 on cuda, cached = recomputed" PASS "" "$(elapsed "$t0")"
+    else record "predict --generate 24 on cuda, cached = recomputed" FAIL "cached: \"$(printf '%s' "$g" | head -c 60)\" recomputed: \"$(printf '%s' "$r" | head -c 60)\" $(tail -n 1 "$LOGS/predict-cuda-recompute.log")" "$(elapsed "$t0")"; fi
 
     # ragged: d 200, 5 heads of 40, d_mlp 700, vocab 1001, erf GELU, untied, f16 weights
     if make_model ragged --layers 3 --d 200 --heads 5 --inner 700 --vocab 1001 --positions 300 --act gelu --untied \

@@ -1250,6 +1250,75 @@ static void case_attention(void) {
     }
 }
 
+/* ---- attention against a key/value cache (kernels/attention_kv.cu) ---- */
+
+typedef struct {
+    float *z;
+    const float *q, *kv;
+    int64_t ld_q, ld_kv, n_q, q0, H, Hkv, dh;
+    float scale;
+} akv_ctx;
+/* kv rows are [k (Hkv heads) | v (Hkv heads)], the forward's cache layout;
+ * q rows are the queries of a fused projection (stride ld_q). */
+static int launch_akv(void *v) {
+    akv_ctx *c = v;
+    return ss_cuda_attention_kv(c->z, c->q, c->ld_q, c->kv, c->kv + c->Hkv * c->dh, c->ld_kv, c->n_q, c->q0, c->H,
+                                c->Hkv, c->dh, c->scale, g_stream);
+}
+
+/* Against the CPU op, attention's tolerance (atol 1e-5, rtol 1e-4; inputs of
+ * amplitude 2.5 for peaked patterns): one and several new rows, nothing and
+ * much cached, key counts off the 32-key chunks and the block's 128, GQA
+ * groups, dh 7 to 256; then model-sized steps: GPT-2 small after 1023
+ * tokens, a prompt pass of 211, Llama-3-8B heads at 4096 and 32768 keys,
+ * dh 80 heads, and a 16-row step of Qwen2-0.5B heads. */
+static void case_attention_kv(void) {
+    const ss_backend *be = ss_backend_cpu();
+    struct { int64_t n_q, q0, H, Hkv, dh; int quick; } cases[] = {
+        {1, 0, 1, 1, 8, 1},      {1, 200, 4, 2, 64, 1},    {5, 37, 6, 3, 80, 1},
+        {3, 130, 2, 2, 128, 1},  {33, 0, 2, 1, 7, 1},      {1, 999, 8, 2, 16, 1},
+        {2, 40, 2, 1, 256, 1},   {1, 1023, 12, 12, 64, 0}, {211, 0, 12, 12, 64, 0},
+        {1, 4095, 32, 8, 128, 0}, {1, 32767, 32, 8, 128, 0}, {3, 2000, 32, 32, 80, 0},
+        {16, 1000, 14, 2, 64, 0},
+    };
+    for (int ci = 0; ci < (int)(sizeof cases / sizeof cases[0]); ci++) {
+        if (g_quick && !cases[ci].quick) continue;
+        const int64_t n_q = cases[ci].n_q, q0 = cases[ci].q0, H = cases[ci].H, Hkv = cases[ci].Hkv,
+                      dh = cases[ci].dh, nk = q0 + n_q, ld_q = (H + 2 * Hkv) * dh, ld_kv = 2 * Hkv * dh,
+                      nz = n_q * H * dh;
+        char name[128];
+        snprintf(name, sizeof name, "attention_kv n_q=%lld q0=%lld H=%lld Hkv=%lld dh=%lld", (long long)n_q,
+                 (long long)q0, (long long)H, (long long)Hkv, (long long)dh);
+        if (!selected(name)) continue;
+        float *q = rvec(n_q * ld_q, 70 + (unsigned)ci, 2.5f), *kv = rvec(nk * ld_kv, 90 + (unsigned)ci, 2.5f);
+        float *z = fvec(nz, 0), *zr = fvec(nz, 0);
+        const float scale = (float)(1.0 / sqrt((double)dh));
+        if (be->attention_kv(be, zr, q, ld_q, kv, kv + Hkv * dh, ld_kv, n_q, q0, H, Hkv, dh, scale)) {
+            cpu_ref_failed(name);
+        } else {
+            float *dq = dup_to_dev(q, (size_t)(n_q * ld_q) * 4), *dkv = dup_to_dev(kv, (size_t)(nk * ld_kv) * 4),
+                  *dz = dalloc((size_t)nz * 4);
+            akv_ctx c = {dz, dq, dkv, ld_q, ld_kv, n_q, q0, H, Hkv, dh, scale};
+            out_buf ob = {dz, (size_t)nz * 4, z};
+            double ms = 0;
+            if (run_twice(name, launch_akv, &c, &ob, 1, &ms)) fail_case();
+            else check(name, z, zr, nz, 1e-5, 1e-4, ms, 0);
+            dfree(dq), dfree(dkv), dfree(dz);
+        }
+        free(q), free(kv), free(z), free(zr);
+    }
+    if (selected("attention_kv refuses")) {
+        /* dh above 256 and key/value heads not dividing H are refused, not mis-computed */
+        int rc1 = ss_cuda_attention_kv(NULL, NULL, 3 * 257, NULL, NULL, 2 * 257, 1, 0, 1, 1, 257, 1.f, g_stream);
+        int rc2 = ss_cuda_attention_kv(NULL, NULL, 16, NULL, NULL, 8, 1, 0, 4, 3, 4, 1.f, g_stream);
+        g_cases++;
+        int ok = rc1 == 1 && rc2 == 1;
+        printf("CASE %-62s %s (launchers returned %d and %d, want 1)\n", "attention_kv refuses dh > 256, Hkv not dividing H",
+               ok ? "ok" : "FAIL", rc1, rc2);
+        if (!ok) g_failed++;
+    }
+}
+
 /* ---- batch covariance: column means and lower-triangular X^T X --------- */
 
 typedef struct { double *m64; float *m32; const void *x; int dt; int64_t ld, n, d; double *ws; } cm_ctx;
@@ -2590,6 +2659,7 @@ int main(int argc, char **argv) {
     case_bias_act();
     case_softmax();
     case_attention();
+    case_attention_kv();
     case_cov_center();
     case_cov();
     case_moments_merge();

@@ -877,6 +877,63 @@ TEST(kernel_attention_vs_cpu_packed_sequences) {
     CHECK(ss_cuda_attention_pattern(buf, buf, buf, buf, buf, 16, 1, &st, &ln, &st, 1, 4, 3, 4, 1.f, NULL) == 1);
 }
 
+/* ---- attention against a key/value cache (kernels/attention_kv.cu) ---- */
+
+typedef struct {
+    float *z;
+    const float *q, *kv;
+    int64_t ld_q, ld_kv, n_q, q0, H, Hkv, dh;
+    float scale;
+} akv_ctx;
+/* Rows of kv are [k (Hkv heads) | v (Hkv heads)] as the forward's cache lays
+ * them out; q rows are the queries of a fused projection (stride ld_q). */
+static void run_akv(void *v) {
+    akv_ctx *c = v;
+    CHECK(ss_cuda_attention_kv(c->z, c->q, c->ld_q, c->kv, c->kv + c->Hkv * c->dh, c->ld_kv, c->n_q, c->q0, c->H,
+                               c->Hkv, c->dh, c->scale, NULL) == 0);
+}
+
+/* Against the CPU op (attention's own task with the queries offset by q0),
+ * atol 1e-5, rtol 1e-4 as attention's: fp32 dot products and an online
+ * softmax against the CPU's double sum. Inputs of amplitude 2.5 make scores
+ * of ~+-10, peaked patterns where a wrong key or mask moves z by O(1). Key
+ * counts 1, 33, 201, 1000 (not multiples of the 32-key chunks or of the
+ * block's 128), one and several query rows, groups of 1, 2, 4. */
+TEST(kernel_attention_kv_vs_cpu) {
+    const ss_backend *be = ss_backend_cpu();
+    struct { int64_t n_q, q0, H, Hkv, dh; } cases[] = {
+        {1, 0, 1, 1, 8},      /* one token, nothing cached */
+        {1, 200, 4, 2, 64},   /* one new row after 200 cached */
+        {5, 37, 6, 3, 80},    /* several rows, dh 80 */
+        {3, 130, 2, 2, 128},
+        {33, 0, 2, 1, 7},     /* a prompt pass: q0 0, odd small dh, multi-query */
+        {1, 999, 8, 2, 16},   /* a long context */
+        {2, 40, 2, 1, 256},   /* the largest dh */
+    };
+    for (int ci = 0; ci < (int)(sizeof cases / sizeof cases[0]); ci++) {
+        const int64_t n_q = cases[ci].n_q, q0 = cases[ci].q0, H = cases[ci].H, Hkv = cases[ci].Hkv,
+                      dh = cases[ci].dh, nk = q0 + n_q, ld_q = (H + 2 * Hkv) * dh, ld_kv = 2 * Hkv * dh;
+        float *q = ss_test_rvec(n_q * ld_q, 70 + (unsigned)ci, 2.5f), *kv = ss_test_rvec(nk * ld_kv, 90 + (unsigned)ci, 2.5f);
+        float *z = ss_test_fvec(n_q * H * dh, 0), *zr = ss_test_fvec(n_q * H * dh, 0);
+        const float scale = (float)(1.0 / sqrt((double)dh));
+        CHECK_OK(be->attention_kv(be, zr, q, ld_q, kv, kv + Hkv * dh, ld_kv, n_q, q0, H, Hkv, dh, scale));
+        akv_ctx c = {z, q, kv, ld_q, ld_kv, n_q, q0, H, Hkv, dh, scale};
+        int64_t size = n_q * H * dh;
+        CHECK(both_orders(run_akv, &c, &z, &size, 1));
+        char nm[96];
+        snprintf(nm, sizeof nm, "attention_kv n_q=%lld q0=%lld H=%lld Hkv=%lld dh=%lld", (long long)n_q, (long long)q0,
+                 (long long)H, (long long)Hkv, (long long)dh);
+        CHECK(ss_test_compare(nm, z, zr, size, 1e-5, 1e-4) == 0);
+        free(q); free(kv); free(z); free(zr);
+    }
+    /* refused, not mis-computed: dh above 256, key/value heads not dividing H */
+    float buf[64];
+    CHECK(ss_cuda_attention_kv(buf, buf, 3 * 257, buf, buf, 2 * 257, 1, 0, 1, 1, 257, 1.f, NULL) == 1);
+    CHECK(ss_cuda_attention_kv(buf, buf, 16, buf, buf, 8, 1, 0, 4, 3, 4, 1.f, NULL) == 1);
+    CHECK(ss_cuda_attention_kv(buf, buf, 16, buf, buf, 8, 1, 0, 4, 0, 4, 1.f, NULL) == 1);
+    CHECK(ss_cuda_attention_kv(buf, buf, 16, buf, buf, 8, 0, 0, 4, 1, 4, 1.f, NULL) == 0); /* no rows: nothing */
+}
+
 /* ---- batch covariance: column means, lower-triangular X^T X ------------ */
 
 typedef struct {
