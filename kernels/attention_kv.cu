@@ -3,7 +3,8 @@
  * stride ld_q, H heads) is at position q0 + i and attends keys 0..q0+i of k
  * and v (row stride ld_kv, Hkv heads; query head h reads key/value head
  * h / (H/Hkv)); z is [n_q, H*dh]. predict --generate runs it with one query
- * row a token (and once with the whole prompt at q0 = 0).
+ * row a token (the prompt's own pass, nothing cached, is the ordinary
+ * attention: src/model/forward.c, attention_cached).
  *
  * Design (flash-decoding without the split): grid (n_q, H), a block of
  * AKV_NW warps per (query row, head). The query row, times scale, sits in
@@ -16,9 +17,8 @@
  * (m, l, o) are merged in warp order through shared memory and thread e
  * writes column e. Shared memory is fixed (5.5 KB at any context
  * length); everything fp32, expf. Deterministic (no atomics, a fixed order).
- * A prompt pass (n_q rows at once) reads each key once per query row: its
- * K/V rows are not shared between queries as the tiled kernels share them,
- * a cost paid once per generation. Limits: dh <= 256, H <= 65535, n_q < 2^31,
+ * Several rows at once read each key once per query row: K/V rows are not
+ * shared between queries as the tiled kernels share them. Limits: dh <= 256, H <= 65535, n_q < 2^31,
  * Hkv dividing H, else 1 (cudaErrorInvalidValue). */
 #include "ss_cuda.cuh"
 

@@ -294,14 +294,21 @@ void ss_kv_cache_close(ss_kv_cache *kv) {
 }
 
 /* Appends the pass's keys and values (adjacent in qkv) to layer l's cache and
- * attends to everything cached. */
+ * attends to everything cached. The first pass (the prompt, nothing cached)
+ * is ordinary attention over its own rows: attention_kv reads each key once
+ * per query row, where the tiled kernels share a tile of keys among rows (on
+ * the CPU the two are one task, so the numbers are the same). */
 static ss_status attention_cached(ss_hook_ctx *f, int l, const ss_block_bufs *b, float scale) {
     const ss_backend *be = f->be;
     const ss_dims D = ss_model_dims(&f->m->cfg);
     ss_kv_cache *kv = f->kv;
-    const int64_t R = f->pk->rows, kvw = D.Hkv * D.dh;
+    const ss_packing *pk = f->pk;
+    const int64_t R = pk->rows, kvw = D.Hkv * D.dh;
     float *layer = kv->buf + (int64_t)l * kv->n_ctx * kv->w;
     SS_TRY(be->copy_rows(be, layer + kv->len * kv->w, b->qkv + D.zw, D.qw, R, kv->w));
+    if (!kv->len)
+        return be->attention(be, b->z, b->qkv, b->qkv + D.zw, b->qkv + D.zw + kvw, D.qw, pk->n_seq, pk->start, pk->len,
+                              D.H, D.Hkv, D.dh, scale, NULL, NULL);
     return be->attention_kv(be, b->z, b->qkv, D.qw, layer, layer + kvw, kv->w, R, kv->len, D.H, D.Hkv, D.dh, scale);
 }
 

@@ -98,9 +98,10 @@ nonfinite_case "an infinity in bfloat16 weights is refused on the device path" b
 # predict --generate on the CUDA backend keeps keys and values too (attention_kv,
 # kernels/attention_kv.cu): a random GPT-2 (57-token prompt) and a Llama with grouped (4/2)
 # key/value heads and rotations (60 tokens), 12 tokens past the context of 64, give the CPU's
-# (cached) continuation byte for byte; the census counts the cached kernel once a layer for the
-# prompt and each token up to the context (64 - n + 1 passes) and a full-prompt attention
-# (any other ss_k_attn_* or the causal softmax) only for the tokens past it, which recompute
+# (cached) continuation byte for byte; the census counts the cached kernel once a layer for
+# each token up to the context (64 - n passes) and a full-prompt attention (any other
+# ss_k_attn_* or the causal softmax) for the prompt's pass, which fills the cache, and for the
+# tokens past the context, which recompute
 "${TOOLBIN}mkmodel" --out "$TMP/g" --vocab 1024 --positions 64 --std 0.3 >/dev/null && cp models/tiny-gpt2/tokenizer.json "$TMP/g/"
 "${TOOLBIN}mkmodel" --out "$TMP/gl" --family llama --heads 4 --kv-heads 2 --vocab 300 --positions 64 --std 0.3 >/dev/null &&
     cp "$SS_TEST_DATA/llama-gguf/hf/tokenizer.json" "$TMP/gl/"
@@ -117,7 +118,7 @@ for c in "g:$pg" "gl:$pl"; do
     kv=$(launches "$TMP/gc.err" '^ss_k_attn_kv$')
     full=$(launches "$TMP/gc.err" '^(ss_k_attn_|ss_k_softmax_causal$)')
     full=$((full - kv))
-    want_kv=$((2 * (64 - n + 1))) want_full=$((2 * (12 - (64 - n + 1))))
+    want_kv=$((2 * (64 - n))) want_full=$((2 * (12 - (64 - n))))
     if [ -n "$gc" ] && [ "$gc" = "$gp" ] && [ "${#gc}" -gt "${#pr}" ] && [ "$kv" = "$want_kv" ] && [ "$full" = "$want_full" ]; then
         pass "predict --generate --device cuda with the key/value cache = the CPU's continuation ($mm, $n tokens; $kv cached attentions, $full full)"
     else
