@@ -154,7 +154,7 @@ static int build_list(const spec_t *sp, tensor_t *t) {
 
 static int64_t numel(const tensor_t *t) { return t->ndim == 1 ? t->shape[0] : t->shape[0] * t->shape[1]; }
 
-/* Each file is written as PATH.tmp.<pid> and renamed over PATH when whole, as
+/* Each file is written as PATH.tmp.<host>.<pid> (ss_tmp_name) and renamed over PATH when whole, as
  * subscope writes its outputs: a failed write (a full disk, ulimit -f), or a
  * run stopped by a signal (the temporary file is registered for removal) or
  * killed, leaves PATH as it was, never cut short. */
@@ -165,7 +165,7 @@ static FILE *open_tmp(const char *path, char **tmp) {
         fprintf(stderr, "mkmodel: cannot write %s: not a regular file\n", path);
         return NULL;
     }
-    *tmp = ss_strfmt("%s.tmp.%ld", path, (long)getpid());
+    *tmp = ss_tmp_name(path);
     FILE *f = *tmp ? fopen(*tmp, "wb") : NULL;
     if (!f) {
         fprintf(stderr, "mkmodel: cannot write %s: %s\n", path, strerror(errno));
