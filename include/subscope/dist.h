@@ -33,6 +33,11 @@ ss_status ss_comm_open(ss_comm **out);
  * started by one; -1: started by one that did not say how many), and the
  * variable that said so (*var; NULL when 0). Reads nothing but getenv. */
 int ss_comm_launched_size(const char **var);
+/* This process's rank as the launcher announced it (OMPI_COMM_WORLD_RANK,
+ * PMI_RANK, PMIX_RANK, or SLURM_PROCID under a Slurm step of several tasks);
+ * 0 when none says. Reads nothing but getenv: for checks made before MPI
+ * starts, such as the output folder that only rank 0 writes in. */
+int ss_comm_launched_rank(void);
 /* A one-rank communicator, whatever the environment. */
 ss_status ss_comm_open_single(ss_comm **out);
 /* The process's communicator, opened by ss_comm_open on first use and kept

@@ -51,7 +51,9 @@ static int outputs_are_files(const cli_cmd *cmd) {
             return 1;
         }
         /* The folder it goes in must be there now, not only when the results are ready to
-         * write (at the end of collect's or ablate's whole run). */
+         * write (at the end of collect's or ablate's whole run). Only rank 0 writes it: the
+         * others may run where that folder is not (a node-local --out). */
+        if (ss_comm_launched_rank() > 0) continue;
         char dir[4096];
         size_t n = strlen(o->value);
         while (n > 1 && o->value[n - 1] == '/') n--; /* train's --out DIR/ */

@@ -95,6 +95,16 @@ int ss_comm_launched_size(const char **var) {
     return 0;
 }
 
+int ss_comm_launched_rank(void) {
+    static const char *names[] = {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"};
+    const char *v = NULL;
+    for (size_t i = 0; i < sizeof names / sizeof names[0] && !(v && *v); i++) v = getenv(names[i]);
+    const char *n = getenv("SLURM_STEP_NUM_TASKS");
+    if (!(v && *v) && n && atoi(n) > 1) v = getenv("SLURM_PROCID");
+    const int r = v && *v ? atoi(v) : 0;
+    return r > 0 ? r : 0;
+}
+
 /* The MPI communicator, checked against the size the launcher announced. */
 static ss_status open_launched(int n, const char *var, ss_comm **out) {
 #ifdef SS_HAVE_MPI

@@ -56,6 +56,18 @@ res=$($MPI -np 2 "$SUBSCOPE" info --model $M 2>&1); rc=$?
 [ $rc -ne 0 ] && printf '%s' "$res" | grep -q "but info runs in one process (except info --dist)" &&
     pass "info --model under mpirun -np 2: refused" || fail "info --model under mpirun -np 2" "exit $rc" "$(printf '%s' "$res" | head -n 2)"
 expect_ok "a launcher's single task may run one-process commands" env OMPI_COMM_WORLD_SIZE=1 "$SUBSCOPE" tokenize --model $M --text hi
+# --out's folder is checked before the run, by rank 0 only, which writes it: another rank may run
+# where the folder is not (a node-local --out), here rank 1 in a working folder without sub/.
+mkdir -p "$TMP/wa/sub" "$TMP/wb"
+SS_ABS=$(cd "$(dirname "$SUBSCOPE")" && pwd)/$(basename "$SUBSCOPE")
+res=$($MPI -np 1 --wdir "$TMP/wa" "$SS_ABS" forward --model "$PWD/$M" --input "$PWD/$P" --out sub/x.h5 : \
+    -np 1 --wdir "$TMP/wb" "$SS_ABS" forward --model "$PWD/$M" --input "$PWD/$P" --out sub/x.h5 2>&1); rc=$?
+[ $rc = 0 ] && [ -s "$TMP/wa/sub/x.h5" ] && [ ! -e "$TMP/wb/sub" ] &&
+    pass "--out's folder is rank 0's: rank 1 runs where it is not" || fail "--out's folder on rank 1" "exit $rc" "$(printf '%s' "$res" | tail -n 3)"
+res=$($MPI -np 1 --wdir "$TMP/wb" "$SS_ABS" forward --model "$PWD/$M" --input "$PWD/$P" --out sub/x.h5 : \
+    -np 1 --wdir "$TMP/wa" "$SS_ABS" forward --model "$PWD/$M" --input "$PWD/$P" --out sub/x.h5 2>&1); rc=$?
+[ $rc != 0 ] && printf '%s' "$res" | grep -q "cannot write in sub" && pass "... and rank 0 refuses one it cannot write in" ||
+    fail "--out's folder missing on rank 0" "exit $rc" "$(printf '%s' "$res" | tail -n 3)"
 
 # Statistics: counts exact; the rest differs from one process only by the order of fp64 Chan
 # merges (a few ulps): 1e-12 relative, and 1e-14 absolute for entries that are nearly zero
