@@ -95,18 +95,18 @@ expect_fail "--out holding model.safetensors.index.json" "holds model.safetensor
 mkdir -p "$TMP/bigtok" && cp $TOK/tokenizer.json "$TMP/bigtok/" &&
     { printf '{"pad": "'; head -c $((32 << 20)) /dev/zero | tr '\0' x; printf '"}\n'; } >"$TMP/bigtok/tokenizer_config.json"
 set -m # background jobs keep SIGINT and SIGTERM's default actions
-# A run that finished before the signal reached it (exit 0: the window is tens of ms on a busy
-# machine) caught nothing, and is tried again, up to five times.
-for sig in TERM INT; do
-    for _try in 1 2 3 4 5; do
-        "$SUBSCOPE" train --config "$TMP/small.json" --data "$TMP/corpus.txt" --tokenizer "$TMP/bigtok" --steps 2 \
-            --batch 4 --seq 32 --out "$TMP/stopped" 2>/dev/null &
-        pid=$!
-        for _ in $(seq 1 1000); do compgen -G "$TMP/stopped/.tokenizer_config.json.tmp.*" >/dev/null && break; sleep 0.01; done
-        kill -$sig $pid 2>/dev/null; wait $pid; rc=$?
-        [ $rc = 0 ] || break
-        rm -rf "$TMP/stopped"
-    done
+# ... unless the signal was ignored when this shell started (a test run started in the background
+# by a non-interactive shell): then neither set -m nor the run can take it back, and subscope
+# leaves an ignored signal ignored, as it should; that case is skipped, saying so.
+sigs=TERM
+if [ -n "$(trap -p INT)" ]; then echo "  skip: SIGINT is ignored in this test's environment (started in the background)"
+else sigs="TERM INT"; fi
+for sig in $sigs; do
+    "$SUBSCOPE" train --config "$TMP/small.json" --data "$TMP/corpus.txt" --tokenizer "$TMP/bigtok" --steps 2 --batch 4 \
+        --seq 32 --out "$TMP/stopped" 2>/dev/null &
+    pid=$!
+    for _ in $(seq 1 1000); do compgen -G "$TMP/stopped/.tokenizer_config.json.tmp.*" >/dev/null && break; sleep 0.01; done
+    kill -$sig $pid 2>/dev/null; wait $pid; rc=$?
     if [ $rc -gt 128 ] && [ ! -e "$TMP/stopped" ]; then pass "SIG$sig while writing: the staged files and the new directory are removed"
     else fail "SIG$sig while writing" "exit $rc, left: $(ls -A "$TMP/stopped" 2>&1)"; fi
     rm -rf "$TMP/stopped"
