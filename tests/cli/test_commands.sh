@@ -199,12 +199,19 @@ if [ -w /dev/full ]; then
     expect_fail "--help to a full stdout" "error: writing standard output" sh -c '"$0" forward --help >/dev/full' "$SUBSCOPE"
 fi
 # A closed pipe (| head -1) ends show and report quietly, by SIGPIPE as for any filter: no error
-# storm on stderr, and report's page is whole.
+# storm on stderr, and report's page is whole. Where SIGPIPE was ignored when this test started
+# (a launcher such as Python leaves it so, and nothing here can take that back), the write fails
+# instead: one error naming standard output, as coreutils give, and a non-zero exit.
 "$SUBSCOPE" ablate --model $TM --input $TP --masks tests/data/ablate/masks.jsonl --out "$TMP/ab.h5" >/dev/null 2>&1
 full "report: write failure" "$SUBSCOPE" report "$TMP/ab.h5" --out "$TMP/full/r.html"
 for c in "show $TMP/ab.h5" "report $TMP/ab.h5 --out $TMP/pipe.html"; do
     err=$( { "$SUBSCOPE" $c | true; } 2>&1 >/dev/null)
-    [ "$(printf '%s' "$err" | grep -vc '^wrote ')" = 0 ] && pass "${c%% *} into a closed pipe: quiet" || fail "${c%% *} into a closed pipe" "$err"
+    if [ -n "$(trap -p PIPE)" ]; then
+        [ "$(printf '%s' "$err" | grep -vc '^wrote ')" = 1 ] && printf '%s' "$err" | grep -q 'error: writing standard output' &&
+            pass "${c%% *} into a closed pipe, SIGPIPE ignored: one error" || fail "${c%% *} into a closed pipe, SIGPIPE ignored" "$err"
+    else
+        [ "$(printf '%s' "$err" | grep -vc '^wrote ')" = 0 ] && pass "${c%% *} into a closed pipe: quiet" || fail "${c%% *} into a closed pipe" "$err"
+    fi
 done
 grep -q '</html>' "$TMP/pipe.html" && ! ls "$TMP"/pipe.html.tmp.* >/dev/null 2>&1 && pass "report into a closed pipe: the page is whole" ||
     fail "report into a closed pipe: the page is whole"
