@@ -166,14 +166,17 @@ static FILE *open_tmp(const char *path, char **tmp) {
         return NULL;
     }
     *tmp = ss_tmp_name(path);
+    /* registered before it exists: a signal between its creation and a later
+     * registration would leave it */
+    if (*tmp) ss_tmp_register(*tmp);
     FILE *f = *tmp ? fopen(*tmp, "wb") : NULL;
     if (!f) {
         fprintf(stderr, "mkmodel: cannot write %s: %s\n", path, strerror(errno));
+        if (*tmp) ss_tmp_unregister(*tmp);
         free(*tmp);
         *tmp = NULL;
         return NULL;
     }
-    ss_tmp_register(*tmp);
     return f;
 }
 
