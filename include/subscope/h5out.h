@@ -1,9 +1,11 @@
 /* HDF5 output (and the reading side used by jobs, tools and tests).
  *
  * This module is the only code in subscope that talks to HDF5.  Files are
- * written to "<final_path>.tmp.<pid>" in the same directory and renamed over
- * final_path only by ss_h5_commit, so a crash or kill never leaves a file at
- * final_path that looks complete.
+ * written to "<final_path>.tmp.<host>.<pid>" in the same directory and renamed
+ * over final_path only by ss_h5_commit, so a crash or kill never leaves a file
+ * at final_path that looks complete. A final_path that is a symbolic link is
+ * written through: the temporary goes beside the file it names, which the
+ * rename replaces, and the link stays (ss_out_target).
  *
  * Datasets are chunked, shuffled and deflated, use explicit little-endian
  * file types, are filled with NaN (floats) or -1 (integers) where never

@@ -61,8 +61,9 @@ typedef struct ss_st_write {
 
 /* Writes a safetensors file of F32 tensors (in the order given) with
  * __metadata__ {"format": "pt"}; the header is padded with spaces so the
- * data starts 8-byte aligned. Written to <path>.tmp.<pid> and renamed, so a
- * failure never leaves a file at path. */
+ * data starts 8-byte aligned. Written to <path>.tmp.<host>.<pid> and renamed,
+ * so a failure never leaves a file at path; a path that is a symbolic link is
+ * written through (ss_out_target). */
 ss_status ss_safetensors_write_f32(const char *path, const ss_st_write *t, int n);
 /* The model's host float32 weights as <path> with Hugging Face's GPT-2 names
  * (transformer.* and, untied, lm_head.weight). */

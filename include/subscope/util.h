@@ -53,6 +53,13 @@ void ss_tmp_unregister(const char *path);
  * host as gethostname() has it with anything but letters, digits and '-' made
  * '_' (so it has no dot), at most 64 characters. */
 char *ss_tmp_name(const char *final_path);
+/* The file an output written under path is renamed over, in a new string: path itself unless
+ * it is a symbolic link; for a link, the file at the end of its chain (realpath), or where the
+ * last link dangles, the file it names, to be created in its folder, which must be there (else
+ * an error naming the link and its target, as for a loop). The temporary goes beside it and is
+ * renamed over it, so a link stays a link and its target gets the new data, as a shell's
+ * redirection would have it, where a rename over the link itself replaced the link. */
+ss_status ss_out_target(const char *path, char **target);
 /* Removes the temporaries of final_path that a run killed before renaming
  * them into place (SIGKILL, a lost node) left behind: those named by
  * ss_tmp_name on this host whose process is gone (kill(pid, 0) says so, and
@@ -60,7 +67,8 @@ char *ss_tmp_name(const char *final_path);
  * a line on stderr. Others are left: a writer on another host (under MPI or
  * Slurm rank 0 may run anywhere; its pid means nothing here), or one with no
  * host in its name (an older subscope's), each named in a note. Once per path
- * and process. */
+ * and process. Where final_path is a symbolic link, those of its target
+ * (ss_out_target), beside which they are written. */
 void ss_tmp_sweep(const char *final_path);
 /* Reads a whole regular file into a NUL-terminated buffer; anything else
  * (ss_input_kind, pipes included) is an error naming it. */

@@ -29,7 +29,9 @@ static void print_help(const cli_cmd *cmd) {
 /* An output (--out, --masks-out) that exists and is neither a file nor a
  * folder (/dev/null, a FIFO, a terminal): the finished file renamed over it
  * would replace it, and /dev/null replaced by a file breaks the whole system
- * for a root user. Refused before anything runs. 1 (printed) if so. */
+ * for a root user. Refused before anything runs. 1 (printed) if so. A symbolic
+ * link is written through (the file it names is replaced, the link stays:
+ * ss_out_target), so these checks are of its target, named in the message. */
 static int outputs_are_files(const cli_cmd *cmd) {
     for (const cli_opt *o = cmd->opts; o->name; o++) {
         struct stat so;
@@ -40,35 +42,44 @@ static int outputs_are_files(const cli_cmd *cmd) {
             return 1;
         }
         const int dir_out = o->metavar && !strcmp(o->metavar, "DIR"); /* train --out DIR */
-        if (!stat(o->value, &so) && !S_ISREG(so.st_mode) && !S_ISDIR(so.st_mode)) {
-            fprintf(stderr, "subscope %s: error: --%s %s is not a file (a device, pipe or socket): the output is written "
-                            "under a temporary name and renamed over it, which would replace it; give a %s name\n",
-                    cmd->name, o->name, o->value, dir_out ? "folder" : "file");
+        char *target = NULL;
+        if (ss_out_target(o->value, &target)) {
+            /* a dangling link whose target's folder is missing: only where it is written (below) */
+            if (ss_comm_launched_rank() > 0) continue;
+            fprintf(stderr, "subscope %s: error: --%s %s\n", cmd->name, o->name, ss_last_error());
             return 1;
         }
-        if (!stat(o->value, &so) && S_ISDIR(so.st_mode) && !dir_out) {
-            fprintf(stderr, "subscope %s: error: --%s %s is a folder; give a file name\n", cmd->name, o->name, o->value);
-            return 1;
+        char link[4200] = "";
+        if (strcmp(target, o->value)) snprintf(link, sizeof link, " (a symbolic link to %s)", target);
+        const char *why = NULL;
+        if (!stat(target, &so) && !S_ISREG(so.st_mode) && !S_ISDIR(so.st_mode)) {
+            fprintf(stderr, "subscope %s: error: --%s %s%s is not a file (a device, pipe or socket): the output is written "
+                            "under a temporary name and renamed over it, which would replace it; give a %s name\n",
+                    cmd->name, o->name, o->value, link, dir_out ? "folder" : "file");
+            why = "";
+        } else if (!stat(target, &so) && S_ISDIR(so.st_mode) && !dir_out) {
+            fprintf(stderr, "subscope %s: error: --%s %s%s is a folder; give a file name\n", cmd->name, o->name, o->value, link);
+            why = "";
         }
         /* The folder it goes in must be there now, not only when the results are ready to
          * write (at the end of collect's or ablate's whole run). Only rank 0 writes it: the
          * others may run where that folder is not (a node-local --out). */
-        if (ss_comm_launched_rank() > 0) continue;
         char dir[4096];
-        size_t n = strlen(o->value);
-        while (n > 1 && o->value[n - 1] == '/') n--; /* train's --out DIR/ */
-        while (n > 0 && o->value[n - 1] != '/') n--;
-        if (n > 1) n--; /* the folder without its last slash, or "/" */
-        if (n >= sizeof dir) continue;
-        memcpy(dir, o->value, n);
-        dir[n] = 0;
-        if (!n) strcpy(dir, "."); /* in the current folder */
-        const char *why = stat(dir, &so) ? strerror(errno) : !S_ISDIR(so.st_mode) ? "not a folder"
-                          : access(dir, W_OK) ? "not writable" : NULL;
-        if (why) {
-            fprintf(stderr, "subscope %s: error: --%s %s: cannot write in %s: %s\n", cmd->name, o->name, o->value, dir, why);
-            return 1;
+        size_t n = strlen(target);
+        if (!why && ss_comm_launched_rank() <= 0 && n < sizeof dir) {
+            while (n > 1 && target[n - 1] == '/') n--; /* train's --out DIR/ */
+            while (n > 0 && target[n - 1] != '/') n--;
+            if (n > 1) n--; /* the folder without its last slash, or "/" */
+            memcpy(dir, target, n);
+            dir[n] = 0;
+            if (!n) strcpy(dir, "."); /* in the current folder */
+            why = stat(dir, &so) ? strerror(errno) : !S_ISDIR(so.st_mode) ? "not a folder"
+                  : access(dir, W_OK) ? "not writable" : NULL;
+            if (why) fprintf(stderr, "subscope %s: error: --%s %s%s: cannot write in %s: %s\n", cmd->name, o->name, o->value,
+                             link, dir, why);
         }
+        free(target);
+        if (why) return 1;
     }
     return 0;
 }

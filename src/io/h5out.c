@@ -186,7 +186,8 @@ typedef struct h5_scale {
 } h5_scale;
 
 struct ss_h5 {
-    char *final_path;
+    char *final_path;  /* as given, for messages */
+    char *target_path; /* what the rename replaces: final_path, or the file it links to (ss_out_target) */
     char *tmp_path;
     hid_t file;
     int deflate;
@@ -228,22 +229,25 @@ ss_status ss_h5_create(const char *final_path, ss_h5 **out) {
     h->file = -1;
     h->deflate = 4;
     h->final_path = ss_strdup(final_path);
-    h->tmp_path = ss_tmp_name(final_path);
-    if (!h->final_path || !h->tmp_path) {
+    ss_status lst = ss_out_target(final_path, &h->target_path);
+    h->tmp_path = h->target_path ? ss_tmp_name(h->target_path) : NULL;
+    if (lst || !h->final_path || !h->tmp_path) {
         free(h->final_path);
+        free(h->target_path);
         free(h->tmp_path);
         free(h);
-        return ss_errorf(SS_ERR_NOMEM, "%s: out of memory", final_path);
+        return lst ? lst : ss_errorf(SS_ERR_NOMEM, "%s: out of memory", final_path);
     }
     struct stat sb;
     if (stat(final_path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
         ss_status st = ss_errorf(SS_ERR_ARG, "%s: is a directory, not an output file name", final_path);
         free(h->final_path);
+        free(h->target_path);
         free(h->tmp_path);
         free(h);
         return st;
     }
-    ss_tmp_sweep(final_path); /* a killed run's temporaries of this output */
+    ss_tmp_sweep(h->target_path); /* a killed run's temporaries of this output */
     hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
     hid_t fapl = make_fapl();
     /* The 1.10 file format: a checksum on every piece of metadata (superblock,
@@ -268,6 +272,7 @@ ss_status ss_h5_create(const char *final_path, ss_h5 **out) {
     if (st != SS_OK) {
         ss_tmp_unregister(h->tmp_path);
         free(h->final_path);
+        free(h->target_path);
         free(h->tmp_path);
         free(h);
         return st;
@@ -317,6 +322,7 @@ static void free_writer(ss_h5 *h) {
     }
     free(h->scales);
     free(h->final_path);
+    free(h->target_path);
     free(h->tmp_path);
     free(h);
 }
@@ -338,7 +344,7 @@ ss_status ss_h5_commit(ss_h5 *h) {
     if (!h) return ss_errorf(SS_ERR_ARG, "ss_h5_commit: NULL writer");
     ss_status st = close_all(h);
     if (st == SS_OK) st = sync_path(h->tmp_path, 0);
-    if (st == SS_OK && rename(h->tmp_path, h->final_path) != 0)
+    if (st == SS_OK && rename(h->tmp_path, h->target_path) != 0)
         st = ss_errorf(SS_ERR_IO, "%s: cannot rename %s into place: %s", h->final_path, h->tmp_path,
                        strerror(errno));
     if (st != SS_OK) {
@@ -347,7 +353,7 @@ ss_status ss_h5_commit(ss_h5 *h) {
         return st;
     }
     /* Make the rename itself durable; best effort. */
-    char *dir = ss_strdup(h->final_path);
+    char *dir = ss_strdup(h->target_path);
     if (dir) {
         char *slash = strrchr(dir, '/');
         if (!slash) sync_path(".", 1);

@@ -863,6 +863,7 @@ static ss_status check_job(const ss_discover_job *job, char **la, char **lb) {
 ss_status ss_job_discover(const ss_discover_job *job) {
     ctx c = {.job = job};
     char *la = NULL, *lb = NULL, *masks_path = NULL, *masks_tmp = NULL, **labels = NULL;
+    char *masks_target = NULL, *out_target = NULL; /* what the renames replace: a link's target (ss_out_target) */
     int n_labels = 0, n_sel = 0;
     ss_h5 *h = NULL;
     ss_status st = check_job(job, &la, &lb);
@@ -886,6 +887,7 @@ ss_status ss_job_discover(const ss_discover_job *job) {
         st = ss_errorf(SS_ERR_ARG, "%s: is a directory, not an output file name", masks_path);
         goto out;
     }
+    if ((st = ss_out_target(masks_path, &masks_target)) || (st = ss_out_target(job->out, &out_target))) goto out;
     if ((st = ss_h5_open_read(job->stats, &c.stats))) goto out;
     if ((st = stats_sites(c.stats, &c.sites, &c.n_sites))) goto out;
     if (!(c.sel = ss_malloc((size_t)c.n_sites, "site selection"))) {
@@ -970,11 +972,11 @@ ss_status ss_job_discover(const ss_discover_job *job) {
     }
     qsort(c.out.v, (size_t)c.out.n, sizeof *c.out.v, cmp_sm);
 
-    if (!(masks_tmp = ss_tmp_name(masks_path))) {
+    if (!(masks_tmp = ss_tmp_name(masks_target))) {
         st = SS_ERR_NOMEM;
         goto out;
     }
-    ss_tmp_sweep(masks_path); /* a killed run's masks temporary */
+    ss_tmp_sweep(masks_target); /* a killed run's masks temporary */
     ss_tmp_register(masks_tmp);
     if ((st = write_masks(masks_tmp, &c))) goto out;
     if ((st = ss_h5_create(job->out, &h))) goto out;
@@ -983,9 +985,9 @@ ss_status ss_job_discover(const ss_discover_job *job) {
     st = ss_h5_commit(h);
     h = NULL;
     if (st) goto out;
-    if (rename(masks_tmp, masks_path)) {
+    if (rename(masks_tmp, masks_target)) {
         st = ss_errorf(SS_ERR_IO, "%s: cannot rename %s over it: %s", masks_path, masks_tmp, strerror(errno));
-        unlink(job->out);
+        unlink(out_target); /* the new --out, not a link to it */
         goto out;
     }
     if (job->table) print_table(job->table, &c);
@@ -994,6 +996,7 @@ out:
     if (masks_tmp) unlink(masks_tmp), ss_tmp_unregister(masks_tmp);
     free(masks_tmp);
     free(masks_path);
+    free(masks_target), free(out_target);
     if (labels) ss_h5_free_names(labels, (size_t)n_labels);
     if (c.sites) ss_h5_free_names(c.sites, (size_t)c.n_sites);
     free(c.sel);

@@ -881,28 +881,33 @@ static ss_status write_page(const report *rp, ss_sbuf *b) {
     return b->oom ? ss_errorf(SS_ERR_NOMEM, "%s: out of memory building the page", job->out) : SS_OK;
 }
 
-/* The page appears at its path complete or not at all. */
+/* The page appears at its path complete or not at all; a path that is a
+ * symbolic link is written through, its target replaced (ss_out_target). */
 static ss_status write_atomic(const char *path, const char *data, size_t n) {
-    char *tmp = ss_tmp_name(path);
-    if (!tmp) return SS_ERR_NOMEM;
-    ss_tmp_sweep(path);
+    char *target = NULL, *tmp = NULL;
+    ss_status st = ss_out_target(path, &target);
+    if (!st && !(tmp = ss_tmp_name(target))) st = SS_ERR_NOMEM;
+    if (st) {
+        free(target);
+        return st;
+    }
+    ss_tmp_sweep(target);
     ss_tmp_register(tmp);
     FILE *f = fopen(tmp, "wb");
     if (!f) {
-        ss_status st = ss_errorf(SS_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+        st = ss_errorf(SS_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
         ss_tmp_unregister(tmp);
-        free(tmp);
+        free(tmp), free(target);
         return st;
     }
     int bad = fwrite(data, 1, n, f) != n;
     bad |= fflush(f) != 0 || fsync(fileno(f)) != 0;
     bad |= fclose(f) != 0;
-    ss_status st = SS_OK;
     if (bad) st = ss_errorf(SS_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
-    else if (rename(tmp, path)) st = ss_errorf(SS_ERR_IO, "%s: cannot rename %s over it: %s", path, tmp, strerror(errno));
+    else if (rename(tmp, target)) st = ss_errorf(SS_ERR_IO, "%s: cannot rename %s over it: %s", target, tmp, strerror(errno));
     if (st) remove(tmp);
     ss_tmp_unregister(tmp);
-    free(tmp);
+    free(tmp), free(target);
     return st;
 }
 

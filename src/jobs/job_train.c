@@ -108,7 +108,7 @@ static ss_status write_file(const char *path, const char *data, size_t len) {
 /* Files staged in the output directory under temporary names. */
 #define MAX_STAGED 8
 typedef struct {
-    char *tmp[MAX_STAGED], *final[MAX_STAGED];
+    char *tmp[MAX_STAGED], *final[MAX_STAGED], *dest[MAX_STAGED]; /* dest: final, or the file it links to */
     int n;
 } staging;
 
@@ -124,15 +124,21 @@ static ss_status stage(staging *sg, const char *dir, const char *name, char **tm
     for (size_t k = 0; k < sizeof written_names / sizeof *written_names; k++) listed |= !strcmp(name, written_names[k]);
     if (!listed) return ss_errorf(SS_ERR_INTERNAL, "%s: an output file missing from written_names", name);
     if (sg->n == MAX_STAGED) return ss_errorf(SS_ERR_INTERNAL, "too many output files");
-    /* DIR/.NAME.tmp.<host>.<pid>; a killed run's leftovers of the name go first */
-    char *fin = ss_path_join(dir, name), *hidden = ss_strfmt("%s/.%s", dir, name), *tmp = hidden ? ss_tmp_name(hidden) : NULL;
-    if (hidden) ss_tmp_sweep(hidden);
-    free(hidden);
-    if (!fin || !tmp) {
-        free(fin), free(tmp);
-        return SS_ERR_NOMEM;
+    /* DIR/.NAME.tmp.<host>.<pid>, or where DIR/NAME is a symbolic link, the same beside the file
+     * it names, which is replaced, not the link (ss_out_target); a killed run's leftovers go first */
+    char *fin = ss_path_join(dir, name), *dest = NULL, *hidden = NULL, *tmp = NULL;
+    ss_status st = fin ? ss_out_target(fin, &dest) : SS_ERR_NOMEM;
+    if (!st) {
+        const char *slash = strrchr(dest, '/');
+        hidden = slash ? ss_strfmt("%.*s/.%s", (int)(slash - dest), dest, slash + 1) : ss_strfmt(".%s", dest);
     }
-    sg->final[sg->n] = fin, sg->tmp[sg->n] = tmp, sg->n++;
+    if (hidden && (tmp = ss_tmp_name(hidden))) ss_tmp_sweep(hidden);
+    free(hidden);
+    if (st || !tmp) {
+        free(fin), free(dest), free(tmp);
+        return st ? st : SS_ERR_NOMEM;
+    }
+    sg->final[sg->n] = fin, sg->dest[sg->n] = dest, sg->tmp[sg->n] = tmp, sg->n++;
     ss_tmp_register(tmp); /* removed if a signal stops the process */
     *tmp_out = tmp;
     return SS_OK;
@@ -142,7 +148,7 @@ static void staging_free(staging *sg, int remove_tmp) {
     for (int i = 0; i < sg->n; i++) {
         if (remove_tmp) unlink(sg->tmp[i]);
         ss_tmp_unregister(sg->tmp[i]);
-        free(sg->tmp[i]), free(sg->final[i]);
+        free(sg->tmp[i]), free(sg->final[i]), free(sg->dest[i]);
     }
     sg->n = 0;
 }
@@ -279,11 +285,14 @@ static ss_status check_inputs_not_replaced(const ss_train_job *job) {
     return SS_OK;
 }
 
-static ss_status check_out_dir(const ss_train_job *job, int *exists) {
+/* *target: the folder the files go in, --out or the folder a symbolic link there names (one to
+ * create where the link dangles: ss_out_target). */
+static ss_status check_out_dir(const ss_train_job *job, int *exists, char **target) {
     const char *out = job->out;
     struct stat sb;
     *exists = 0;
     if (!out || !*out) return ss_errorf(SS_ERR_ARG, "no output directory given");
+    SS_TRY(ss_out_target(out, target));
     if (stat(out, &sb) == 0) {
         if (!S_ISDIR(sb.st_mode)) return ss_errorf(SS_ERR_ARG, "%s exists and is not a directory", out);
         *exists = 1;
@@ -304,13 +313,15 @@ static ss_status check_out_dir(const ss_train_job *job, int *exists) {
             char *p = ss_path_join(out, written_names[k]);
             if (!p) return SS_ERR_NOMEM;
             const int bad = stat(p, &sb) == 0 && !S_ISREG(sb.st_mode);
-            ss_status st = bad ? ss_errorf(SS_ERR_ARG, "%s is not a file, and train writes %s there", p, written_names[k]) : SS_OK;
-            free(p);
+            char *dest = NULL; /* a symbolic link there is written through: one whose target's folder is gone fails now */
+            ss_status st = bad ? ss_errorf(SS_ERR_ARG, "%s is not a file, and train writes %s there", p, written_names[k])
+                               : ss_out_target(p, &dest);
+            free(p), free(dest);
             if (st) return st;
         }
         return check_inputs_not_replaced(job);
     }
-    char *parent = ss_strdup(out);
+    char *parent = ss_strdup(*target);
     if (!parent) return SS_ERR_NOMEM;
     size_t n = strlen(parent);
     while (n > 1 && parent[n - 1] == '/') parent[--n] = 0;
@@ -647,11 +658,11 @@ static ss_status provenance_text(const trainer *t, const ss_train_result *r, cha
     return SS_OK;
 }
 
-static ss_status write_output(trainer *t, const ss_train_result *r, int dir_existed) {
+static ss_status write_output(trainer *t, const ss_train_result *r, int dir_existed, const char *out_dir) {
     const char *out = t->job->out;
-    if (!dir_existed && mkdir(out, 0777) != 0 && errno != EEXIST)
-        return ss_errorf(SS_ERR_IO, "cannot create %s: %s", out, strerror(errno));
-    if (!dir_existed) ss_tmp_register(out); /* a signal removes it once its staged files are gone */
+    if (!dir_existed && mkdir(out_dir, 0777) != 0 && errno != EEXIST)
+        return ss_errorf(SS_ERR_IO, "cannot create %s: %s", out_dir, strerror(errno));
+    if (!dir_existed) ss_tmp_register(out_dir); /* a signal removes it once its staged files are gone */
     staging sg = {0};
     char *tmp, *text = NULL;
     size_t len = 0;
@@ -672,9 +683,9 @@ static ss_status write_output(trainer *t, const ss_train_result *r, int dir_exis
         goto fail;
     free(text), text = NULL;
     for (int i = 0; i < sg.n; i++)
-        if (rename(sg.tmp[i], sg.final[i]) != 0) {
+        if (rename(sg.tmp[i], sg.dest[i]) != 0) {
             st = ss_errorf(SS_ERR_IO, "%s: cannot rename into place: %s", sg.final[i], strerror(errno));
-            for (int k = 0; k < i; k++) unlink(sg.final[k]);
+            for (int k = 0; k < i; k++) unlink(sg.dest[k]);
             goto fail;
         }
     /* A file of written_names that this run did not write is a previous run's
@@ -693,12 +704,12 @@ static ss_status write_output(trainer *t, const ss_train_result *r, int dir_exis
         free(p);
     }
     staging_free(&sg, 0);
-    if (!dir_existed) ss_tmp_unregister(out);
+    if (!dir_existed) ss_tmp_unregister(out_dir);
     return SS_OK;
 fail:
     free(text);
     staging_free(&sg, 1);
-    if (!dir_existed) rmdir(out), ss_tmp_unregister(out);
+    if (!dir_existed) rmdir(out_dir), ss_tmp_unregister(out_dir);
     return st;
 }
 
@@ -707,9 +718,10 @@ ss_status ss_job_train(const ss_train_job *job) {
     trainer t = {.job = job};
     ss_train_result res = {0};
     int dir_existed = 0;
+    char *out_dir = NULL;
     ss_status st;
-    if ((st = check_out_dir(job, &dir_existed)) || (st = read_inputs(&t)) || (st = open_model(&t)) ||
-        (st = train_loop(&t, &res)) || (st = write_output(&t, &res, dir_existed)))
+    if ((st = check_out_dir(job, &dir_existed, &out_dir)) || (st = read_inputs(&t)) || (st = open_model(&t)) ||
+        (st = train_loop(&t, &res)) || (st = write_output(&t, &res, dir_existed, out_dir)))
         goto done;
     if (job->result) *job->result = res;
     if (job->model_out) {
@@ -732,5 +744,6 @@ done:
     for (int i = 0; i < 3; i++) free(t.trained_text[i]);
     ss_json_free(t.cfg_doc);
     if (t.owns_be) ss_backend_close(t.be);
+    free(out_dir);
     return st;
 }

@@ -195,9 +195,10 @@ ss_status ss_safetensors_write_f32(const char *path, const ss_st_write *t, int n
         st = ss_errorf(SS_ERR_NOMEM, "%s: out of memory for the header", path);
         goto out;
     }
-    char *tmp = ss_tmp_name(path);
-    if (!tmp) {
-        st = SS_ERR_NOMEM;
+    char *target = NULL, *tmp = NULL; /* a link is written through: its target is replaced, not it */
+    if ((st = ss_out_target(path, &target)) || !(tmp = ss_tmp_name(target))) {
+        if (!st) st = SS_ERR_NOMEM;
+        free(target);
         goto out;
     }
     ss_tmp_register(tmp);
@@ -205,7 +206,7 @@ ss_status ss_safetensors_write_f32(const char *path, const ss_st_write *t, int n
     if (!f) {
         st = ss_errorf(SS_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
         ss_tmp_unregister(tmp);
-        free(tmp);
+        free(tmp), free(target);
         goto out;
     }
     uint64_t hl = (uint64_t)h.n;
@@ -220,13 +221,13 @@ ss_status ss_safetensors_write_f32(const char *path, const ss_st_write *t, int n
     if (ok) ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
     int err = errno;
     if (fclose(f) != 0 && ok) ok = 0, err = errno;
-    if (ok && rename(tmp, path) != 0) ok = 0, err = errno;
+    if (ok && rename(tmp, target) != 0) ok = 0, err = errno;
     if (!ok) {
         st = ss_errorf(SS_ERR_IO, "%s: write failed: %s", path, strerror(err));
         unlink(tmp);
     }
     ss_tmp_unregister(tmp);
-    free(tmp);
+    free(tmp), free(target);
 out:
     free(h.p);
     return st;

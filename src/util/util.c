@@ -158,6 +158,55 @@ char *ss_tmp_name(const char *final_path) {
     return ss_strfmt("%s.tmp.%s.%ld", final_path, host, (long)getpid());
 }
 
+ss_status ss_out_target(const char *path, char **target) {
+    *target = NULL;
+    struct stat sb;
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/') n--; /* train's --out DIR/: the link itself, not what it names */
+    char *cur = ss_strndup(path, n);
+    if (!cur) return SS_ERR_NOMEM;
+    if (lstat(cur, &sb) != 0 || !S_ISLNK(sb.st_mode)) { /* no link: the name itself, as given */
+        free(cur);
+        return (*target = ss_strdup(path)) ? SS_OK : SS_ERR_NOMEM;
+    }
+    /* Each link in turn, as the kernel follows them (a relative one from its own folder), to the
+     * first name that is not a link, or is not there: realpath(3) follows a chain only to a name
+     * that exists, and a dangling link is a file to create where it points. */
+    ss_status st = SS_OK;
+    for (int hops = 0; !st && lstat(cur, &sb) == 0 && S_ISLNK(sb.st_mode); hops++) {
+        char to[4096];
+        const ssize_t len = hops < 40 ? readlink(cur, to, sizeof to) : -1; /* 40: Linux's own limit */
+        if (len < 0 || (size_t)len >= sizeof to) {
+            st = ss_errorf(SS_ERR_IO, "%s: cannot follow the symbolic link %s: %s", path, cur,
+                           hops >= 40 ? "more than 40 links (a loop?)" : len < 0 ? strerror(errno) : "its target is too long");
+            break;
+        }
+        to[len] = 0;
+        const char *slash = strrchr(cur, '/');
+        char *next = to[0] == '/' || !slash ? ss_strdup(to) : ss_strfmt("%.*s/%s", (int)(slash - cur), cur, to);
+        free(cur);
+        if (!(cur = next)) return SS_ERR_NOMEM;
+    }
+    if (!st && !(*target = realpath(cur, NULL))) {
+        /* A dangling link: its target is created, in a folder that must be there. */
+        const int e = errno;
+        char *slash = strrchr(cur, '/');
+        const char *base = slash ? slash + 1 : cur;
+        char *dir = slash ? ss_strndup(cur, (size_t)(slash - cur) + (slash == cur)) : ss_strdup(".");
+        char *rdir = e == ENOENT && dir ? realpath(dir, NULL) : NULL;
+        if (!dir) st = SS_ERR_NOMEM;
+        else if (e != ENOENT) st = ss_errorf(SS_ERR_IO, "%s: a symbolic link to %s, which cannot be used: %s", path, cur, strerror(e));
+        else if (!rdir) st = ss_errorf(SS_ERR_IO, "%s: a symbolic link to %s, whose folder %s cannot be used: %s", path, cur, dir, strerror(errno));
+        else if (!*base || !strcmp(base, ".") || !strcmp(base, ".."))
+            st = ss_errorf(SS_ERR_ARG, "%s: a symbolic link to %s, which names no file", path, cur);
+        else if (!(*target = ss_path_join(rdir, base))) st = SS_ERR_NOMEM;
+        free(dir);
+        free(rdir);
+    }
+    free(cur);
+    return st;
+}
+
 /* s starts with "<host>.<pid>" (host without dots, pid digits); *end after it. */
 static int tmp_writer(const char *s, const char **host, size_t *host_len, long *pid, const char **end) {
     const char *dot = strchr(s, '.');
@@ -170,7 +219,7 @@ static int tmp_writer(const char *s, const char **host, size_t *host_len, long *
     return 1;
 }
 
-void ss_tmp_sweep(const char *final_path) {
+static void tmp_sweep(const char *final_path) {
     /* once per path and process: a checkpoint is written again and again */
     static uint64_t seen[16];
     static int n_seen;
@@ -228,6 +277,13 @@ void ss_tmp_sweep(const char *final_path) {
     if (d) closedir(d);
     free(dir);
     free(prefix);
+}
+
+void ss_tmp_sweep(const char *final_path) {
+    char *target = NULL; /* the temporaries are beside the file a link names */
+    if (ss_out_target(final_path, &target) == SS_OK) tmp_sweep(target);
+    else ss_error_clear(); /* the write that follows says why */
+    free(target);
 }
 
 static ss_status file_read(const char *path, int pipe_ok, char **data, size_t *len) {

@@ -157,15 +157,21 @@ static int64_t numel(const tensor_t *t) { return t->ndim == 1 ? t->shape[0] : t-
 /* Each file is written as PATH.tmp.<host>.<pid> (ss_tmp_name) and renamed over PATH when whole, as
  * subscope writes its outputs: a failed write (a full disk, ulimit -f), or a
  * run stopped by a signal (the temporary file is registered for removal) or
- * killed, leaves PATH as it was, never cut short. */
-static FILE *open_tmp(const char *path, char **tmp) {
+ * killed, leaves PATH as it was, never cut short. A PATH that is a symbolic link
+ * is written through: *dest, what the rename replaces, is the file it names
+ * (ss_out_target), and the temporary goes beside that. */
+static FILE *open_tmp(const char *path, char **tmp, char **dest) {
     struct stat sb;
-    *tmp = NULL;
+    *tmp = *dest = NULL;
     if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) { /* renamed over, /dev/null would become a file */
         fprintf(stderr, "mkmodel: cannot write %s: not a regular file\n", path);
         return NULL;
     }
-    *tmp = ss_tmp_name(path);
+    if (ss_out_target(path, dest)) {
+        fprintf(stderr, "mkmodel: %s\n", ss_last_error());
+        return NULL;
+    }
+    *tmp = ss_tmp_name(*dest);
     /* registered before it exists: a signal between its creation and a later
      * registration would leave it */
     if (*tmp) ss_tmp_register(*tmp);
@@ -173,32 +179,32 @@ static FILE *open_tmp(const char *path, char **tmp) {
     if (!f) {
         fprintf(stderr, "mkmodel: cannot write %s: %s\n", path, strerror(errno));
         if (*tmp) ss_tmp_unregister(*tmp);
-        free(*tmp);
-        *tmp = NULL;
+        free(*tmp), free(*dest);
+        *tmp = *dest = NULL;
         return NULL;
     }
     return f;
 }
 
-/* Closes f and renames tmp over path, or removes tmp if bad or that fails;
- * returns nonzero on failure, with a message naming path. */
-static int close_tmp(FILE *f, char *tmp, const char *path, int bad) {
+/* Closes f and renames tmp over dest (open_tmp's), or removes tmp if bad or that fails;
+ * frees both; returns nonzero on failure, with a message naming path. */
+static int close_tmp(FILE *f, char *tmp, char *dest, const char *path, int bad) {
     bad |= ferror(f);
     int err = errno;
     if (fclose(f) != 0 && !bad) bad = 1, err = errno;
-    if (!bad && rename(tmp, path) != 0) bad = 1, err = errno;
+    if (!bad && rename(tmp, dest) != 0) bad = 1, err = errno;
     if (bad) {
         fprintf(stderr, "mkmodel: error writing %s: %s\n", path, err ? strerror(err) : "write error");
         unlink(tmp);
     }
     ss_tmp_unregister(tmp);
-    free(tmp);
+    free(tmp), free(dest);
     return bad;
 }
 
 static int write_config(const spec_t *sp, const char *dir) {
-    char *path = ss_path_join(dir, "config.json"), *tmp;
-    FILE *f = path ? open_tmp(path, &tmp) : NULL;
+    char *path = ss_path_join(dir, "config.json"), *tmp, *dest;
+    FILE *f = path ? open_tmp(path, &tmp, &dest) : NULL;
     if (!f) {
         free(path);
         return 1;
@@ -227,7 +233,7 @@ static int write_config(const spec_t *sp, const char *dir) {
             sp->act, sp->std, (long long)sp->d, (long long)sp->heads, (long long)sp->inner, (long long)sp->layers,
             (long long)sp->positions, sp->untied ? "false" : "true", dtype_hf[sp->dtype], (long long)sp->vocab,
             (unsigned long long)sp->seed);
-    int bad = close_tmp(f, tmp, path, 0);
+    int bad = close_tmp(f, tmp, dest, path, 0);
     free(path);
     return bad;
 }
@@ -265,8 +271,8 @@ static int write_weights(const spec_t *sp, const char *dir, int64_t *n_params) {
     len += (size_t)snprintf(hdr + len, cap - len, "}");
     while ((8 + len) % 8) hdr[len++] = ' ';
 
-    char *path = ss_path_join(dir, "model.safetensors"), *tmp;
-    FILE *f = path ? open_tmp(path, &tmp) : NULL;
+    char *path = ss_path_join(dir, "model.safetensors"), *tmp, *dest;
+    FILE *f = path ? open_tmp(path, &tmp, &dest) : NULL;
     if (!f) {
         free(path), free(hdr), free(t);
         return 1;
@@ -301,14 +307,14 @@ static int write_weights(const spec_t *sp, const char *dir, int64_t *n_params) {
             }
         }
     }
-    bad = close_tmp(f, tmp, path, bad);
+    bad = close_tmp(f, tmp, dest, path, bad);
     free(buf), free(hb), free(path), free(hdr), free(t);
     return bad;
 }
 
 static int write_prompts(const char *path, const char *lengths, int64_t vocab, uint64_t seed) {
-    char *tmp;
-    FILE *f = open_tmp(path, &tmp);
+    char *tmp, *dest;
+    FILE *f = open_tmp(path, &tmp, &dest);
     if (!f) return 1;
     rng_t r = {seed + 1, 0, 0};
     const char *p = lengths;
@@ -336,10 +342,10 @@ static int write_prompts(const char *path, const char *lengths, int64_t vocab, u
         fclose(f);
         unlink(tmp);
         ss_tmp_unregister(tmp);
-        free(tmp);
+        free(tmp), free(dest);
         return 1;
     }
-    return close_tmp(f, tmp, path, 0);
+    return close_tmp(f, tmp, dest, path, 0);
 }
 
 static void usage(FILE *f) {
@@ -488,19 +494,28 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (out) {
-        const int created = mkdir(out, 0777) == 0;
+        /* A symbolic link to a folder is written in; one that dangles, the folder it names is created */
+        char *dir = NULL;
+        if (ss_out_target(out, &dir)) {
+            fprintf(stderr, "mkmodel: %s\n", ss_last_error());
+            return 1;
+        }
+        const int created = mkdir(dir, 0777) == 0;
         if (!created && errno != EEXIST) {
-            fprintf(stderr, "mkmodel: cannot create %s: %s\n", out, strerror(errno));
+            fprintf(stderr, "mkmodel: cannot create %s: %s\n", dir, strerror(errno));
+            free(dir);
             return 1;
         }
         int64_t n_params = 0;
         /* The weights first: a failure there leaves no new config.json beside old weights. */
-        if (created) ss_tmp_register(out); /* a signal removes it once its files are gone */
+        if (created) ss_tmp_register(dir); /* a signal removes it once its files are gone */
         if (write_weights(&sp, out, &n_params) || write_config(&sp, out)) {
-            if (created) rmdir(out);
+            if (created) rmdir(dir);
+            free(dir);
             return 1;
         }
-        if (created) ss_tmp_unregister(out);
+        if (created) ss_tmp_unregister(dir);
+        free(dir);
         printf("%lld\n", (long long)n_params);
     }
     if (prompts && write_prompts(prompts, lengths, sp.vocab, sp.seed)) return 1;

@@ -1,5 +1,6 @@
 /* HDF5 output layer: round trips, hyperslabs, groups, attributes, dimension
  * scales, atomic commit/abort, and error messages. */
+#define _DEFAULT_SOURCE /* realpath */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -615,6 +616,62 @@ TEST(h5_commit_renames_and_replaces) {
     ss_h5_close_read(r);
     free(tmp);
     free(path);
+}
+
+/* An output that is a symbolic link is written through, as a shell's redirection would write it:
+ * the temporary goes beside the file the link names (at the end of a chain; created where the
+ * last link dangles) and replaces that file, and the link stays. Renamed over the link, it
+ * replaced the link with a regular file and left the link's target with the old data. */
+TEST(h5_commit_writes_through_a_link) {
+    char *dir = tmp_file("through"), *sub = tmp_file("through/sub"), *target = tmp_file("through/sub/data.h5"),
+         *link = tmp_file("through/link.h5"), *chain = tmp_file("through/chain.h5");
+    CHECK(mkdir(dir, 0777) == 0 && mkdir(sub, 0777) == 0);
+    FILE *f = fopen(target, "w");
+    CHECK(f && fputs("old\n", f) >= 0 && fclose(f) == 0);
+    CHECK(symlink("sub/data.h5", link) == 0 && symlink("link.h5", chain) == 0); /* relative, from their folder */
+    char *real = realpath(target, NULL), *got = NULL;
+    CHECK_OK(ss_out_target(chain, &got));
+    CHECK_MSG(got && !strcmp(got, real), "target %s, want %s", got ? got : "(null)", real);
+    free(got);
+    int64_t one = 1;
+    int32_t v = 7, *back;
+    size_t n;
+    ss_h5 *h;
+    CHECK_OK(ss_h5_create(chain, &h));
+    CHECK(!strncmp(ss_h5_tmp_path(h), real, strlen(real))); /* beside the target */
+    CHECK_OK(ss_h5_write_array(h, "/v", SS_H5_I32, 1, &one, NULL, &v));
+    CHECK_OK(ss_h5_commit(h));
+    struct stat sb;
+    char to[64] = "";
+    CHECK(lstat(chain, &sb) == 0 && S_ISLNK(sb.st_mode) && readlink(chain, to, sizeof to - 1) == 7 && !strcmp(to, "link.h5"));
+    CHECK(lstat(link, &sb) == 0 && S_ISLNK(sb.st_mode));
+    ss_h5_reader *r;
+    CHECK_OK(ss_h5_open_read(target, &r));
+    CHECK_OK(ss_h5_read_i32(r, "/v", &back, &n, NULL));
+    CHECK(n == 1 && back[0] == 7);
+    free(back);
+    ss_h5_close_read(r);
+    /* dangling: the file it names is created, in a folder that must be there */
+    char *dang = tmp_file("through/dangling.h5"), *made = tmp_file("through/sub/new.h5"), *gone = tmp_file("through/gone.h5");
+    CHECK(symlink("sub/new.h5", dang) == 0 && symlink("nodir/x.h5", gone) == 0);
+    CHECK_OK(ss_h5_create(dang, &h));
+    CHECK_OK(ss_h5_write_array(h, "/v", SS_H5_I32, 1, &one, NULL, &v));
+    CHECK_OK(ss_h5_commit(h));
+    CHECK(lstat(dang, &sb) == 0 && S_ISLNK(sb.st_mode) && lstat(made, &sb) == 0 && S_ISREG(sb.st_mode));
+    CHECK_ERR(ss_h5_create(gone, &h), SS_ERR_IO, "a symbolic link to");
+    CHECK_ERR(ss_h5_create(gone, &h), SS_ERR_IO, "whose folder");
+    CHECK(h == NULL);
+    /* a loop is an error, not a hang */
+    char *l1 = tmp_file("through/l1"), *l2 = tmp_file("through/l2");
+    CHECK(symlink("l2", l1) == 0 && symlink("l1", l2) == 0);
+    CHECK_ERR(ss_out_target(l1, &got), SS_ERR_IO, "more than 40 links");
+    CHECK(got == NULL);
+    /* a name that is no link is given back as it is */
+    CHECK_OK(ss_out_target(target, &got));
+    CHECK(!strcmp(got, target));
+    free(got);
+    free(l1), free(l2), free(dang), free(made), free(gone);
+    free(real), free(dir), free(sub), free(target), free(link), free(chain);
 }
 
 TEST(h5_commit_failure_cleans_up) {

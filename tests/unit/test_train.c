@@ -80,6 +80,16 @@ TEST(train_safetensors_writer_round_trip) {
         CHECK(!memcmp(ti->data, t[i].data, ti->nbytes)); /* bit for bit, NaN and -0 included */
     }
     ss_safetensors_free(st);
+    /* A path that is a symbolic link is written through: the file it names is replaced, the link stays. */
+    char *link = tmp_path("rt-link.safetensors");
+    CHECK(symlink(path, link) == 0 && truncate(path, 3) == 0);
+    CHECK_OK(ss_safetensors_write_f32(link, t, 3));
+    struct stat lsb;
+    CHECK(lstat(link, &lsb) == 0 && S_ISLNK(lsb.st_mode));
+    CHECK_OK(ss_safetensors_open(path, &st));
+    CHECK(ss_safetensors_count(st) == 3);
+    ss_safetensors_free(st);
+    free(link);
     /* An unwritable place: an error naming it, and no temporary file left behind. */
     char *bad = tmp_path("no/such/dir/x.safetensors");
     CHECK_ERR(ss_safetensors_write_f32(bad, t, 3), SS_ERR_IO, "no/such/dir");
