@@ -59,7 +59,8 @@ expect_fail "a link to a folder is refused" "--out $TMP/dir.h5 (a symbolic link 
     fwd "$TMP/dir.h5"
 mklink loop2 "$TMP/loop1"; mklink loop1 "$TMP/loop2"
 expect_fail "a loop of links is refused" "more than 40 links (a loop?)" fwd "$TMP/loop1"
-[ -L "$TMP/dir.h5" ] && [ -z "$(ls "$TMP/dir")" ] && [ ! -e "$TMP/nodir" ] && pass "... refused runs wrote nothing" ||
+[ -L "$TMP/dir.h5" ] && [ -L "$TMP/gone.h5" ] && [ -L "$TMP/null.h5" ] && [ -L "$TMP/loop1" ] && [ -z "$(ls "$TMP/dir")" ] &&
+    [ ! -e "$TMP/nodir" ] && pass "... refused runs wrote nothing" ||
     fail "refused runs wrote nothing" "$(ls -l "$TMP" "$TMP/dir")"
 
 # collect --out, and its checkpoint (written as the output is) beside a link
