@@ -834,10 +834,9 @@ ss_status ss_h5_open_read(const char *path, ss_h5_reader **out) {
     *out = NULL;
     h5_quiet();
     if (!path || !*path) return ss_errorf(SS_ERR_ARG, "HDF5 input: empty file name");
-    struct stat sb;
-    if (stat(path, &sb) != 0) return ss_errorf(SS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    if (S_ISDIR(sb.st_mode)) return ss_errorf(SS_ERR_IO, "%s: is a directory, not an HDF5 file", path);
-    SS_TRY(ss_input_kind(path, 0)); /* HDF5 seeks: a pipe or a device is no HDF5 file */
+    /* Before opening, for every caller: a missing file, a folder, a device or a pipe is refused
+     * naming it (HDF5 seeks; a FIFO's open waits for a writer). No folder test of its own here. */
+    SS_TRY(ss_input_kind(path, 0));
     int fd = open(path, O_RDONLY);
     if (fd < 0) return ss_errorf(SS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     close(fd);

@@ -741,6 +741,9 @@ TEST(h5_errors_name_the_file) {
     }
 
     ss_h5_reader *r = (ss_h5_reader *)1;
+    /* a folder: refused by ss_input_kind, as every input is, in its words */
+    CHECK_ERR(ss_h5_open_read(ss_test_tmp_dir(), &r), SS_ERR_IO, "is a folder, not a file");
+    CHECK(r == NULL);
     CHECK_ERR(ss_h5_open_read(plain, &r), SS_ERR_FORMAT, "not an HDF5 file");
     CHECK_ERR(ss_h5_open_read(plain, &r), SS_ERR_FORMAT, plain);
     CHECK(r == NULL);
