@@ -45,7 +45,10 @@ static int outputs_are_files(const cli_cmd *cmd) {
         char *target = NULL;
         if (ss_out_target(o->value, &target)) {
             /* a dangling link whose target's folder is missing: only where it is written (below) */
-            if (ss_comm_launched_rank() > 0) continue;
+            if (ss_comm_launched_rank() > 0) {
+                ss_error_clear();
+                continue;
+            }
             fprintf(stderr, "subscope %s: error: --%s %s\n", cmd->name, o->name, ss_last_error());
             return 1;
         }
