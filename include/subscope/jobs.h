@@ -156,7 +156,7 @@ void ss_log_partition(const float *lg, int64_t rows, int64_t V, double *lz);
 
 typedef struct ss_forward_job {
     ss_run_opts run;
-    const char *out;          /* HDF5 path; written as <out>.tmp.<pid>, renamed when complete */
+    const char *out;          /* HDF5 path; written as <out>.tmp.<host>.<pid> (beside the file a link names), renamed when complete */
     const char *sites;        /* comma-separated globs, NULL or "": none */
     int no_logits;
     int loss;                 /* also store /loss [N]: each prompt's mean next-token cross-entropy */

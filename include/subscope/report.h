@@ -54,7 +54,7 @@ ss_report_verdict ss_report_judge(double index, const double *ctrl_index, int n_
 typedef struct ss_report_job {
     const char *const *inputs;  /* ablate output files */
     int n_inputs;
-    const char *out;            /* HTML path; written as <out>.tmp.<pid>, renamed when complete */
+    const char *out;            /* HTML path; written as <out>.tmp.<host>.<pid> (beside the file a link names), renamed when complete */
     const char *metric;         /* loss (NULL), acc, keyword, logitdiff or kl */
     const char *title;          /* page title (NULL: "subscope report") */
     FILE *summary;              /* one line per sub-model (NULL: none) */
