@@ -123,11 +123,21 @@ int ss_cuda_attention_flash(float *z, const float *q, const float *k, const floa
  * query row i (q, stride ld_q, H heads) at position q0 + i attends keys
  * 0..q0+i of k and v (stride ld_kv, Hkv heads, grouped as above); z is
  * [n_q, H*dh] (kernels/attention_kv.cu: a block per (row, head), an online
- * softmax over chunks of 32 keys, fixed shared memory). dh <= 256,
- * H <= 65535, Hkv dividing H, else 1 (cudaErrorInvalidValue). */
+ * softmax over chunks of 32 keys, fixed shared memory). splits > 1 cuts each
+ * row's keys into at most that many chunks (a multiple of 32 keys each), a
+ * block per (row, head, chunk), whose partial softmaxes a second kernel
+ * merges (flash-decoding); ws then holds ss_cuda_attention_kv_ws(n_q, q0, H,
+ * dh, splits) floats (0: none needed, NULL allowed). splits <= 1: one block
+ * per (row, head), no ws. ss_cuda_attention_kv_splits is the count the
+ * backend asks for: 1 where the n_q*H blocks fill the current GPU's SMs or
+ * the keys are few (under 512), else enough to put about four blocks on each
+ * SM. dh <= 256, H <= 65535, Hkv dividing H, splits <= 65535, else 1
+ * (cudaErrorInvalidValue). */
+int64_t ss_cuda_attention_kv_splits(int64_t n_q, int64_t q0, int64_t H);
+int64_t ss_cuda_attention_kv_ws(int64_t n_q, int64_t q0, int64_t H, int64_t dh, int64_t splits);
 int ss_cuda_attention_kv(float *z, const float *q, int64_t ld_q, const float *k, const float *v, int64_t ld_kv,
-                         int64_t n_q, int64_t q0, int64_t H, int64_t Hkv, int64_t dh, float scale,
-                         cudaStream_t stream);
+                         int64_t n_q, int64_t q0, int64_t H, int64_t Hkv, int64_t dh, float scale, int64_t splits,
+                         float *ws, cudaStream_t stream);
 /* The same on tensor cores with Q, K, V and the probabilities rounded to bf16
  * (fp32 accumulation and softmax); dh 64 or 128 only
  * (kernels/flash_attention_tc.cu: Q * scale, K, V packed to bf16 in ws first,

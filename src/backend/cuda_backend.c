@@ -1508,8 +1508,12 @@ static ss_status attention_any(const ss_backend *be, float *z, const float *q, c
     return SS_OK;
 }
 
+static ss_status cu_workspace(const ss_backend *be, size_t floats, const char *what, float **out);
+
 /* Attention of new query rows against the key/value cache (predict --generate):
- * kernels/attention_kv.cu, any context length. */
+ * kernels/attention_kv.cu, any context length; a long cache against few rows
+ * splits each row's keys over blocks (ss_cuda_attention_kv_splits), their
+ * partial softmaxes in the workspace. */
 static ss_status cu_attention_kv(const ss_backend *be, float *z, const float *q, int64_t ld_q, const float *k,
                                  const float *v, int64_t ld_kv, int64_t n_q, int64_t q0, int64_t H, int64_t Hkv,
                                  int64_t dh, float scale) {
@@ -1519,7 +1523,10 @@ static ss_status cu_attention_kv(const ss_backend *be, float *z, const float *q,
     if (dh > 256)
         return ss_errorf(SS_ERR_UNSUPPORTED, "%s: cached attention takes heads of at most 256 (%lld)", be->name,
                          (long long)dh);
-    KL(ss_cuda_attention_kv(z, q, ld_q, k, v, ld_kv, n_q, q0, H, Hkv, dh, scale, IMPL(be)->stream),
+    const int64_t splits = ss_cuda_attention_kv_splits(n_q, q0, H), nws = ss_cuda_attention_kv_ws(n_q, q0, H, dh, splits);
+    float *ws = NULL;
+    if (nws > 0) SS_TRY(cu_workspace(be, (size_t)nws, "cached attention's partials", &ws));
+    KL(ss_cuda_attention_kv(z, q, ld_q, k, v, ld_kv, n_q, q0, H, Hkv, dh, scale, splits, ws, IMPL(be)->stream),
        "cached attention kernel");
     return SS_OK;
 }
@@ -1644,8 +1651,9 @@ static ss_status cu_apply_masks(const ss_backend *be, const ss_mask_program *pro
 
 /* ---- The backward pass ---- */
 
-/* The backward kernels' workspace, grown on demand and kept: the same
- * sizes recur layer after layer and batch after batch. */
+/* The backward kernels' workspace (and the cached attention's partials),
+ * grown on demand and kept: the same sizes recur layer after layer and batch
+ * after batch. */
 static ss_status cu_workspace(const ss_backend *be, size_t floats, const char *what, float **out) {
     cuda_impl *c = IMPL(be);
     if (floats > c->ws_cap) {

@@ -1257,13 +1257,51 @@ typedef struct {
     const float *q, *kv;
     int64_t ld_q, ld_kv, n_q, q0, H, Hkv, dh;
     float scale;
+    int64_t splits; /* 1: a block per (row, head); more: the keys split, partials in ws */
+    float *ws;
 } akv_ctx;
 /* kv rows are [k (Hkv heads) | v (Hkv heads)], the forward's cache layout;
  * q rows are the queries of a fused projection (stride ld_q). */
 static int launch_akv(void *v) {
     akv_ctx *c = v;
     return ss_cuda_attention_kv(c->z, c->q, c->ld_q, c->kv, c->kv + c->Hkv * c->dh, c->ld_kv, c->n_q, c->q0, c->H,
-                                c->Hkv, c->dh, c->scale, g_stream);
+                                c->Hkv, c->dh, c->scale, c->splits, c->ws, g_stream);
+}
+
+/* One case: splits 1 (a block per (row, head)), 0 (the count the backend
+ * asks for, ss_cuda_attention_kv_splits, which reads the GPU's SM count) or
+ * that many at most; the name gives the splits made. */
+static void akv_case(const ss_backend *be, int ci, int64_t n_q, int64_t q0, int64_t H, int64_t Hkv, int64_t dh,
+                     int64_t splits) {
+    const int64_t nk = q0 + n_q, ld_q = (H + 2 * Hkv) * dh, ld_kv = 2 * Hkv * dh, nz = n_q * H * dh;
+    const int auto_s = splits == 0;
+    if (auto_s) splits = ss_cuda_attention_kv_splits(n_q, q0, H);
+    const int64_t nws = ss_cuda_attention_kv_ws(n_q, q0, H, dh, splits), made = nws ? nws / (n_q * H * (dh + 2)) : 1;
+    char name[128];
+    if (splits == 1 && !auto_s)
+        snprintf(name, sizeof name, "attention_kv n_q=%lld q0=%lld H=%lld Hkv=%lld dh=%lld", (long long)n_q,
+                 (long long)q0, (long long)H, (long long)Hkv, (long long)dh);
+    else
+        snprintf(name, sizeof name, "attention_kv n_q=%lld q0=%lld H=%lld Hkv=%lld dh=%lld split %s%lld", (long long)n_q,
+                 (long long)q0, (long long)H, (long long)Hkv, (long long)dh, auto_s ? "auto " : "", (long long)made);
+    if (!selected(name)) return;
+    float *q = rvec(n_q * ld_q, 70 + (unsigned)ci, 2.5f), *kv = rvec(nk * ld_kv, 90 + (unsigned)ci, 2.5f);
+    float *z = fvec(nz, 0), *zr = fvec(nz, 0);
+    const float scale = (float)(1.0 / sqrt((double)dh));
+    if (be->attention_kv(be, zr, q, ld_q, kv, kv + Hkv * dh, ld_kv, n_q, q0, H, Hkv, dh, scale)) {
+        cpu_ref_failed(name);
+    } else {
+        float *dq = dup_to_dev(q, (size_t)(n_q * ld_q) * 4), *dkv = dup_to_dev(kv, (size_t)(nk * ld_kv) * 4),
+              *dz = dalloc((size_t)nz * 4), *dws = nws ? dalloc((size_t)nws * 4) : NULL;
+        akv_ctx c = {dz, dq, dkv, ld_q, ld_kv, n_q, q0, H, Hkv, dh, scale, splits, dws};
+        out_buf ob = {dz, (size_t)nz * 4, z};
+        double ms = 0;
+        if (run_twice(name, launch_akv, &c, &ob, 1, &ms)) fail_case();
+        else check(name, z, zr, nz, 1e-5, 1e-4, ms, 0);
+        dfree(dq), dfree(dkv), dfree(dz);
+        if (dws) dfree(dws);
+    }
+    free(q), free(kv), free(z), free(zr);
 }
 
 /* Against the CPU op, attention's tolerance (atol 1e-5, rtol 1e-4; inputs of
@@ -1271,7 +1309,13 @@ static int launch_akv(void *v) {
  * much cached, key counts off the 32-key chunks and the block's 128, GQA
  * groups, dh 7 to 256; then model-sized steps: GPT-2 small after 1023
  * tokens, a prompt pass of 211, Llama-3-8B heads at 4096 and 32768 keys,
- * dh 80 heads, and a 16-row step of Qwen2-0.5B heads. */
+ * dh 80 heads, and a 16-row step of Qwen2-0.5B heads. Each with a block per
+ * (row, head), and again with the backend's automatic split of the keys
+ * where it makes one (on this GPU's SM count: 16 under the emulation). Then
+ * the split forced: 201 keys in 2, 3 and 4 splits (the last of 9 keys), a
+ * split of one key, 40 prompt rows whose first rows have empty later splits,
+ * GQA, dh 7 to 256; GPT-2 small's heads at 4096 keys in 4 to 64 splits,
+ * Llama-3-8B's at 32768 in 64. */
 static void case_attention_kv(void) {
     const ss_backend *be = ss_backend_cpu();
     struct { int64_t n_q, q0, H, Hkv, dh; int quick; } cases[] = {
@@ -1283,38 +1327,34 @@ static void case_attention_kv(void) {
     };
     for (int ci = 0; ci < (int)(sizeof cases / sizeof cases[0]); ci++) {
         if (g_quick && !cases[ci].quick) continue;
-        const int64_t n_q = cases[ci].n_q, q0 = cases[ci].q0, H = cases[ci].H, Hkv = cases[ci].Hkv,
-                      dh = cases[ci].dh, nk = q0 + n_q, ld_q = (H + 2 * Hkv) * dh, ld_kv = 2 * Hkv * dh,
-                      nz = n_q * H * dh;
-        char name[128];
-        snprintf(name, sizeof name, "attention_kv n_q=%lld q0=%lld H=%lld Hkv=%lld dh=%lld", (long long)n_q,
-                 (long long)q0, (long long)H, (long long)Hkv, (long long)dh);
-        if (!selected(name)) continue;
-        float *q = rvec(n_q * ld_q, 70 + (unsigned)ci, 2.5f), *kv = rvec(nk * ld_kv, 90 + (unsigned)ci, 2.5f);
-        float *z = fvec(nz, 0), *zr = fvec(nz, 0);
-        const float scale = (float)(1.0 / sqrt((double)dh));
-        if (be->attention_kv(be, zr, q, ld_q, kv, kv + Hkv * dh, ld_kv, n_q, q0, H, Hkv, dh, scale)) {
-            cpu_ref_failed(name);
-        } else {
-            float *dq = dup_to_dev(q, (size_t)(n_q * ld_q) * 4), *dkv = dup_to_dev(kv, (size_t)(nk * ld_kv) * 4),
-                  *dz = dalloc((size_t)nz * 4);
-            akv_ctx c = {dz, dq, dkv, ld_q, ld_kv, n_q, q0, H, Hkv, dh, scale};
-            out_buf ob = {dz, (size_t)nz * 4, z};
-            double ms = 0;
-            if (run_twice(name, launch_akv, &c, &ob, 1, &ms)) fail_case();
-            else check(name, z, zr, nz, 1e-5, 1e-4, ms, 0);
-            dfree(dq), dfree(dkv), dfree(dz);
-        }
-        free(q), free(kv), free(z), free(zr);
+        akv_case(be, ci, cases[ci].n_q, cases[ci].q0, cases[ci].H, cases[ci].Hkv, cases[ci].dh, 1);
+        if (ss_cuda_attention_kv_splits(cases[ci].n_q, cases[ci].q0, cases[ci].H) > 1)
+            akv_case(be, ci, cases[ci].n_q, cases[ci].q0, cases[ci].H, cases[ci].Hkv, cases[ci].dh, 0);
+    }
+    struct { int64_t n_q, q0, H, Hkv, dh, splits; int quick; } forced[] = {
+        {1, 200, 4, 2, 64, 2, 1},   {1, 200, 4, 2, 64, 3, 1},    {1, 200, 4, 2, 64, 5, 1},
+        {1, 32, 2, 1, 16, 2, 1},    {40, 0, 2, 2, 8, 2, 1},      {5, 37, 6, 3, 80, 4, 1},
+        {3, 130, 2, 2, 128, 3, 1},  {33, 0, 2, 1, 7, 2, 1},      {1, 999, 8, 2, 16, 7, 1},
+        {2, 40, 2, 1, 256, 2, 1},   {1, 4095, 12, 12, 64, 4, 0}, {1, 4095, 12, 12, 64, 8, 0},
+        {1, 4095, 12, 12, 64, 16, 0}, {1, 4095, 12, 12, 64, 32, 0}, {1, 4095, 12, 12, 64, 64, 0},
+        {1, 32767, 32, 8, 128, 64, 0},
+    };
+    for (int ci = 0; ci < (int)(sizeof forced / sizeof forced[0]); ci++) {
+        if (g_quick && !forced[ci].quick) continue;
+        akv_case(be, 100 + ci, forced[ci].n_q, forced[ci].q0, forced[ci].H, forced[ci].Hkv, forced[ci].dh,
+                 forced[ci].splits);
     }
     if (selected("attention_kv refuses")) {
-        /* dh above 256 and key/value heads not dividing H are refused, not mis-computed */
-        int rc1 = ss_cuda_attention_kv(NULL, NULL, 3 * 257, NULL, NULL, 2 * 257, 1, 0, 1, 1, 257, 1.f, g_stream);
-        int rc2 = ss_cuda_attention_kv(NULL, NULL, 16, NULL, NULL, 8, 1, 0, 4, 3, 4, 1.f, g_stream);
+        /* dh above 256, key/value heads not dividing H and a split without its workspace are
+         * refused, not mis-computed */
+        int rc1 = ss_cuda_attention_kv(NULL, NULL, 3 * 257, NULL, NULL, 2 * 257, 1, 0, 1, 1, 257, 1.f, 1, NULL,
+                                       g_stream);
+        int rc2 = ss_cuda_attention_kv(NULL, NULL, 16, NULL, NULL, 8, 1, 0, 4, 3, 4, 1.f, 1, NULL, g_stream);
+        int rc3 = ss_cuda_attention_kv(NULL, NULL, 16, NULL, NULL, 8, 1, 63, 4, 1, 4, 1.f, 2, NULL, g_stream);
         g_cases++;
-        int ok = rc1 == 1 && rc2 == 1;
-        printf("CASE %-62s %s (launchers returned %d and %d, want 1)\n", "attention_kv refuses dh > 256, Hkv not dividing H",
-               ok ? "ok" : "FAIL", rc1, rc2);
+        int ok = rc1 == 1 && rc2 == 1 && rc3 == 1;
+        printf("CASE %-62s %s (launchers returned %d, %d and %d, want 1)\n",
+               "attention_kv refuses dh > 256, Hkv not dividing H, no split ws", ok ? "ok" : "FAIL", rc1, rc2, rc3);
         if (!ok) g_failed++;
     }
 }

@@ -2057,3 +2057,45 @@ TEST(cuda_emulated_unaligned_products_split) {
     CHECK(strstr(ss_last_error(), "SUBSCOPE_SPLIT_PRODUCTS=yes") != NULL);
     unsetenv("SUBSCOPE_SPLIT_PRODUCTS");
 }
+
+/* The cached attention (predict --generate's attention_kv) through the
+ * backend: where few rows meet a long cache (here 1 row x 2 heads x 1000
+ * keys, and 2 rows x 4 heads x 602 keys, against the emulation's 16 SMs)
+ * the keys are split over blocks, the partials in the backend's workspace
+ * and merged by a second kernel (one ss_k_attn_kv_merge launch); a short
+ * cache (101 keys) and enough rows (16 x 2 heads) are not split. z against
+ * the CPU op within attention's 1e-5 + 1e-4 relative. */
+TEST(cuda_emulated_attention_kv_splits_long_caches) {
+    const struct { int64_t n_q, q0, H, Hkv, dh; int split; } cases[] = {
+        {1, 999, 2, 1, 16, 1}, {2, 600, 4, 2, 32, 1}, {1, 100, 2, 1, 16, 0}, {16, 600, 2, 1, 8, 0}};
+    const ss_backend *cpu = ss_backend_cpu();
+    ss_backend *gpu = NULL;
+    CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
+    for (int ci = 0; ci < 4; ci++) {
+        const int64_t n_q = cases[ci].n_q, q0 = cases[ci].q0, H = cases[ci].H, Hkv = cases[ci].Hkv, dh = cases[ci].dh,
+                      ld_q = H * dh, ld_kv = 2 * Hkv * dh, nk = q0 + n_q, nz = n_q * H * dh;
+        float *q = ss_test_rvec(n_q * ld_q, 300 + (unsigned)ci, 2.5f), *kv = ss_test_rvec(nk * ld_kv, 310 + (unsigned)ci, 2.5f);
+        float *z = ss_test_fvec(nz, 0), *zr = ss_test_fvec(nz, 0);
+        const float scale = (float)(1.0 / sqrt((double)dh));
+        CHECK_OK(cpu->attention_kv(cpu, zr, q, ld_q, kv, kv + Hkv * dh, ld_kv, n_q, q0, H, Hkv, dh, scale));
+        void *dq, *dkv, *dz;
+        CHECK_OK(gpu->alloc(gpu, (size_t)(n_q * ld_q) * 4, "q", &dq));
+        CHECK_OK(gpu->alloc(gpu, (size_t)(nk * ld_kv) * 4, "kv", &dkv));
+        CHECK_OK(gpu->alloc(gpu, (size_t)nz * 4, "z", &dz));
+        CHECK_OK(gpu->upload(gpu, dq, q, (size_t)(n_q * ld_q) * 4));
+        CHECK_OK(gpu->upload(gpu, dkv, kv, (size_t)(nk * ld_kv) * 4));
+        const long merges = ss_emu_launch_count("ss_k_attn_kv_merge");
+        CHECK_OK(gpu->attention_kv(gpu, dz, dq, ld_q, dkv, (float *)dkv + Hkv * dh, ld_kv, n_q, q0, H, Hkv, dh, scale));
+        CHECK_OK(gpu->download(gpu, z, dz, (size_t)nz * 4));
+        CHECK_MSG(ss_emu_launch_count("ss_k_attn_kv_merge") == merges + cases[ci].split,
+                  "case %d: %ld merge launches, want %d", ci, ss_emu_launch_count("ss_k_attn_kv_merge") - merges,
+                  cases[ci].split);
+        char nm[96];
+        snprintf(nm, sizeof nm, "cuda attention_kv n_q=%lld q0=%lld H=%lld Hkv=%lld dh=%lld", (long long)n_q,
+                 (long long)q0, (long long)H, (long long)Hkv, (long long)dh);
+        CHECK(ss_test_compare(nm, z, zr, nz, 1e-5, 1e-4) == 0);
+        gpu->release(gpu, dq), gpu->release(gpu, dkv), gpu->release(gpu, dz);
+        free(q), free(kv), free(z), free(zr);
+    }
+    ss_backend_cuda_close(gpu);
+}

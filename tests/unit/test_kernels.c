@@ -884,13 +884,15 @@ typedef struct {
     const float *q, *kv;
     int64_t ld_q, ld_kv, n_q, q0, H, Hkv, dh;
     float scale;
+    int64_t splits; /* 1: a block per (row, head); more: the keys split, partials in ws */
+    float *ws;
 } akv_ctx;
 /* Rows of kv are [k (Hkv heads) | v (Hkv heads)] as the forward's cache lays
  * them out; q rows are the queries of a fused projection (stride ld_q). */
 static void run_akv(void *v) {
     akv_ctx *c = v;
     CHECK(ss_cuda_attention_kv(c->z, c->q, c->ld_q, c->kv, c->kv + c->Hkv * c->dh, c->ld_kv, c->n_q, c->q0, c->H,
-                               c->Hkv, c->dh, c->scale, NULL) == 0);
+                               c->Hkv, c->dh, c->scale, c->splits, c->ws, NULL) == 0);
 }
 
 /* Against the CPU op (attention's own task with the queries offset by q0),
@@ -917,7 +919,7 @@ TEST(kernel_attention_kv_vs_cpu) {
         float *z = ss_test_fvec(n_q * H * dh, 0), *zr = ss_test_fvec(n_q * H * dh, 0);
         const float scale = (float)(1.0 / sqrt((double)dh));
         CHECK_OK(be->attention_kv(be, zr, q, ld_q, kv, kv + Hkv * dh, ld_kv, n_q, q0, H, Hkv, dh, scale));
-        akv_ctx c = {z, q, kv, ld_q, ld_kv, n_q, q0, H, Hkv, dh, scale};
+        akv_ctx c = {z, q, kv, ld_q, ld_kv, n_q, q0, H, Hkv, dh, scale, 1, NULL};
         int64_t size = n_q * H * dh;
         CHECK(both_orders(run_akv, &c, &z, &size, 1));
         char nm[96];
@@ -928,10 +930,67 @@ TEST(kernel_attention_kv_vs_cpu) {
     }
     /* refused, not mis-computed: dh above 256, key/value heads not dividing H */
     float buf[64];
-    CHECK(ss_cuda_attention_kv(buf, buf, 3 * 257, buf, buf, 2 * 257, 1, 0, 1, 1, 257, 1.f, NULL) == 1);
-    CHECK(ss_cuda_attention_kv(buf, buf, 16, buf, buf, 8, 1, 0, 4, 3, 4, 1.f, NULL) == 1);
-    CHECK(ss_cuda_attention_kv(buf, buf, 16, buf, buf, 8, 1, 0, 4, 0, 4, 1.f, NULL) == 1);
-    CHECK(ss_cuda_attention_kv(buf, buf, 16, buf, buf, 8, 0, 0, 4, 1, 4, 1.f, NULL) == 0); /* no rows: nothing */
+    CHECK(ss_cuda_attention_kv(buf, buf, 3 * 257, buf, buf, 2 * 257, 1, 0, 1, 1, 257, 1.f, 1, NULL, NULL) == 1);
+    CHECK(ss_cuda_attention_kv(buf, buf, 16, buf, buf, 8, 1, 0, 4, 3, 4, 1.f, 1, NULL, NULL) == 1);
+    CHECK(ss_cuda_attention_kv(buf, buf, 16, buf, buf, 8, 1, 0, 4, 0, 4, 1.f, 1, NULL, NULL) == 1);
+    CHECK(ss_cuda_attention_kv(buf, buf, 16, buf, buf, 8, 0, 0, 4, 1, 4, 1.f, 1, NULL, NULL) == 0); /* no rows: nothing */
+}
+
+/* The keys split over blocks (flash-decoding: partial softmaxes merged by a
+ * second kernel), forced at several counts, against the CPU op at the same
+ * tolerance: chunks of 32 keys rounded up, so 201 keys in 2, 3 (the last 9
+ * keys) and 4 (asked 5) splits; a split of one key (33 keys); 40 rows of a
+ * prompt, whose first rows have one key and empty later splits; GQA groups
+ * of 2 and 4, dh 7 to 256, 1000 keys in 7 splits. The workspace is allocated
+ * at exactly ss_cuda_attention_kv_ws's size (ASan sees an overrun), and the
+ * merge kernel must have run once a launch (ss_emu_launch_count). Then the
+ * automatic count: split where a row's H blocks leave the SMs idle
+ * (emulation: 16 SMs) and the keys reach 512, not otherwise. */
+TEST(kernel_attention_kv_split_vs_cpu) {
+    const ss_backend *be = ss_backend_cpu();
+    struct { int64_t n_q, q0, H, Hkv, dh, splits, S; } cases[] = {
+        {1, 200, 4, 2, 64, 2, 2},  {1, 200, 4, 2, 64, 3, 3},  {1, 200, 4, 2, 64, 5, 4}, /* S: the splits made */
+        {1, 32, 2, 1, 16, 2, 2},   /* the second split has one key */
+        {40, 0, 2, 2, 8, 2, 2},    /* rows of 1..40 keys: rows 0..31 have an empty second split */
+        {5, 37, 6, 3, 80, 4, 2},   /* 42 keys: at most two chunks of 32 */
+        {3, 130, 2, 2, 128, 3, 3}, {33, 0, 2, 1, 7, 2, 2},  {1, 999, 8, 2, 16, 7, 7},
+        {2, 40, 2, 1, 256, 2, 2},
+    };
+    for (int ci = 0; ci < (int)(sizeof cases / sizeof cases[0]); ci++) {
+        const int64_t n_q = cases[ci].n_q, q0 = cases[ci].q0, H = cases[ci].H, Hkv = cases[ci].Hkv,
+                      dh = cases[ci].dh, splits = cases[ci].splits, nk = q0 + n_q, ld_q = (H + 2 * Hkv) * dh,
+                      ld_kv = 2 * Hkv * dh;
+        float *q = ss_test_rvec(n_q * ld_q, 170 + (unsigned)ci, 2.5f), *kv = ss_test_rvec(nk * ld_kv, 190 + (unsigned)ci, 2.5f);
+        float *z = ss_test_fvec(n_q * H * dh, 0), *zr = ss_test_fvec(n_q * H * dh, 0);
+        const int64_t nws = ss_cuda_attention_kv_ws(n_q, q0, H, dh, splits);
+        CHECK(nws == n_q * H * cases[ci].S * (dh + 2));
+        float *ws = malloc((size_t)nws * sizeof(float));
+        const float scale = (float)(1.0 / sqrt((double)dh));
+        CHECK_OK(be->attention_kv(be, zr, q, ld_q, kv, kv + Hkv * dh, ld_kv, n_q, q0, H, Hkv, dh, scale));
+        akv_ctx c = {z, q, kv, ld_q, ld_kv, n_q, q0, H, Hkv, dh, scale, splits, ws};
+        int64_t size = n_q * H * dh;
+        const long merges = ss_emu_launch_count("ss_k_attn_kv_merge");
+        CHECK(both_orders(run_akv, &c, &z, &size, 1));
+        CHECK(ss_emu_launch_count("ss_k_attn_kv_merge") == merges + 2);
+        char nm[112];
+        snprintf(nm, sizeof nm, "attention_kv split %lld/%lld n_q=%lld q0=%lld H=%lld Hkv=%lld dh=%lld",
+                 (long long)cases[ci].S, (long long)splits, (long long)n_q, (long long)q0, (long long)H, (long long)Hkv,
+                 (long long)dh);
+        CHECK(ss_test_compare(nm, z, zr, size, 1e-5, 1e-4) == 0);
+        free(q); free(kv); free(z); free(zr); free(ws);
+    }
+    /* the automatic count: 1 row x 2 heads x 1000 keys: min(ceil(4*16/2), 1000/256) = 3 */
+    CHECK(ss_cuda_attention_kv_splits(1, 999, 2) == 3);
+    CHECK(ss_cuda_attention_kv_splits(1, 510, 2) == 1);   /* 511 keys: short */
+    CHECK(ss_cuda_attention_kv_splits(1, 511, 2) == 2);   /* 512 */
+    CHECK(ss_cuda_attention_kv_splits(2, 4094, 8) == 1);  /* 16 blocks fill the 16 SMs */
+    CHECK(ss_cuda_attention_kv_splits(1, 4095, 12) == 6); /* ceil(64/12) */
+    CHECK(ss_cuda_attention_kv_ws(1, 999, 2, 64, 1) == 0);
+    CHECK(ss_cuda_attention_kv_ws(1, 0, 2, 64, 4) == 0); /* one key: no split */
+    /* a split without its workspace, or beyond the grid's 65535, is refused */
+    float buf[64];
+    CHECK(ss_cuda_attention_kv(buf, buf, 16, buf, buf, 8, 1, 63, 4, 1, 4, 1.f, 2, NULL, NULL) == 1);
+    CHECK(ss_cuda_attention_kv(buf, buf, 16, buf, buf, 8, 1, 63, 4, 1, 4, 1.f, 65536, buf, NULL) == 1);
 }
 
 /* ---- batch covariance: column means, lower-triangular X^T X ------------ */
