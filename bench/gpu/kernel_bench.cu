@@ -600,6 +600,40 @@ static void bench_attention(int64_t rows) {
              });
 }
 
+/* predict --generate's cached attention (ss_cuda_attention_kv): one new row
+ * against a cache of `keys` positions, as a decode step runs it (q in a
+ * fused projection's rows, the cache's rows [k | v] of 2 Hkv dh floats). One
+ * block per (row, head) (`.s1`: H blocks stream all the keys), the split the
+ * backend chooses on this GPU (`.auto`, the count in `op`), and fixed splits
+ * (`.sN`, at most N chunks), so that the lease shows split against unsplit
+ * and where the automatic count stands among the fixed ones. Bytes: the
+ * keys and values read once, q and z; FLOPs: QK and PV, 4 H dh keys. */
+static void bench_attention_kv(const char *model, int64_t H, int64_t Hkv, int64_t dh, int64_t keys,
+                               const std::vector<int64_t> &fixed) {
+    const int64_t q0 = keys - 1, ld_q = (H + 2 * Hkv) * dh, ld_kv = 2 * Hkv * dh;
+    Buf q(ld_q * 4), kv(keys * ld_kv * 4), z(H * dh * 4);
+    fill(q);
+    fill(kv);
+    const float scale = 1.0f / sqrtf((float)dh);
+    const double io = 4.0 * keys * ld_kv + 4.0 * H * dh * 2, flops = 4.0 * H * dh * keys;
+    std::string shape = fmt("1 row x %lld keys, H=%lld Hkv=%lld dh=%lld", (long long)keys, (long long)H, (long long)Hkv,
+                            (long long)dh);
+    std::vector<int64_t> splits = {1, 0};
+    splits.insert(splits.end(), fixed.begin(), fixed.end());
+    for (int64_t sp : splits) {
+        const int64_t s = sp ? sp : ss_cuda_attention_kv_splits(1, q0, H);
+        const int64_t nws = ss_cuda_attention_kv_ws(1, q0, H, dh, s), made = nws ? nws / (H * (dh + 2)) : 1;
+        Buf ws(nws * 4);
+        std::string name = sp ? fmt("attention_kv.%s.%lld.s%lld", model, (long long)keys, (long long)sp)
+                              : fmt("attention_kv.%s.%lld.auto", model, (long long)keys);
+        std::string op = fmt("ss_cuda_attention_kv (%lld split%s)", (long long)made, made == 1 ? "" : "s");
+        run_case(mk("kernel", name, op.c_str(), shape, "f32", io, flops, "fp32", true, false), [&] {
+            return ss_cuda_attention_kv(z.f(), q.f(), ld_q, kv.f(), kv.f() + Hkv * dh, ld_kv, 1, q0, H, Hkv, dh, scale,
+                                        s, ws.f(), G.stream);
+        });
+    }
+}
+
 /* The rotary embedding at a Llama-7B row (q and k: 64 heads of 128 in rows of 3 * 4096), on
  * fp32 rows (the default) and on the QKV product's bf16 rows (SUBSCOPE_QKV16's). */
 static void bench_rope(int64_t rows) {
@@ -1572,6 +1606,9 @@ int main(int argc, char **argv) {
     bench_attention(G.tokens);
     bench_attention_from16(G.tokens, 32, 128, "", false);
     bench_attention_from16(G.tokens, 12, 64, ".dh64", true);
+    bench_attention_kv("gpt2-small", 12, 12, 64, 4096, {4, 8, 16, 32, 64});
+    bench_attention_kv("llama3-8b", 32, 8, 128, 4096, {8, 16, 32});
+    bench_attention_kv("llama3-8b", 32, 8, 128, 32768, {16, 32, 64});
     bench_rope(G.tokens);
     bench_gemm(G.tokens);
     bench_lt(G.tokens);
