@@ -117,7 +117,7 @@ for c in "g:$pg" "gl:$pl"; do
     gp=$("$SUBSCOPE" predict --model "$TMP/$mm" --prompt "$pr" --generate 12 --device cpu 2>"$TMP/gp.err")
     kv=$(launches "$TMP/gc.err" '^ss_k_attn_kv$')
     full=$(launches "$TMP/gc.err" '^(ss_k_attn_|ss_k_softmax_causal$)')
-    full=$((full - kv))
+    full=$((full - kv - $(launches "$TMP/gc.err" '^ss_k_attn_kv_merge$')))
     want_kv=$((2 * (64 - n))) want_full=$((2 * (12 - (64 - n))))
     if [ -n "$gc" ] && [ "$gc" = "$gp" ] && [ "${#gc}" -gt "${#pr}" ] && [ "$kv" = "$want_kv" ] && [ "$full" = "$want_full" ]; then
         pass "predict --generate --device cuda with the key/value cache = the CPU's continuation ($mm, $n tokens; $kv cached attentions, $full full)"
@@ -126,5 +126,22 @@ for c in "g:$pg" "gl:$pl"; do
             "cpu:  $gp $(tail -n 2 "$TMP/gp.err")" "ss_k_attn_kv launches $kv (want $want_kv), full-prompt attention $full (want $want_full)"
     fi
 done
+
+# A cache long enough to split its keys over blocks (kernels/attention_kv.cu: one row of 4
+# heads leaves the emulation's 16 SMs idle, and the cache holds 512 keys or more): a GPT-2 of
+# 640 positions after a 561-token prompt gives the CPU's continuation byte for byte, each
+# cached pass running the cached kernel with two splits and the merge kernel once a layer
+"${TOOLBIN}mkmodel" --out "$TMP/gs" --vocab 1024 --positions 640 --std 0.3 >/dev/null && cp models/tiny-gpt2/tokenizer.json "$TMP/gs/"
+pr=$(printf 'one two %.0s' $(seq 1 280))
+gc=$(SUBSCOPE_PLUGIN_DIR="$EMU" SS_EMU_CENSUS=1 "$SUBSCOPE" predict --model "$TMP/gs" --prompt "$pr" --generate 6 --device cuda 2>"$TMP/gc.err")
+gp=$("$SUBSCOPE" predict --model "$TMP/gs" --prompt "$pr" --generate 6 --device cpu 2>"$TMP/gp.err")
+kv=$(launches "$TMP/gc.err" '^ss_k_attn_kv$') merge=$(launches "$TMP/gc.err" '^ss_k_attn_kv_merge$')
+kvb=$(awk '$1 == "cuda_emu" && $2 == "census:" && $3 == "ss_k_attn_kv" { print $5 }' "$TMP/gc.err")
+if [ -n "$gc" ] && [ "$gc" = "$gp" ] && [ "${#gc}" -gt "${#pr}" ] && [ "$kv" = 10 ] && [ "$merge" = 10 ] && [ "$kvb" = 80 ]; then
+    pass "predict --generate --device cuda with a split long cache = the CPU's continuation (561 tokens; $kv cached attentions, $merge merges)"
+else
+    fail "predict --generate with a split long cache on the emulated plugin" "cuda: $gc $(tail -n 2 "$TMP/gc.err" | grep -v census)" \
+        "cpu:  $gp $(tail -n 2 "$TMP/gp.err")" "ss_k_attn_kv launches $kv (want 10) of $kvb blocks (want 80), merges $merge (want 10)"
+fi
 
 finish
