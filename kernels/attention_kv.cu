@@ -38,7 +38,7 @@
  *
  * Several rows at once read each key once per query row: K/V rows are not
  * shared between queries as the tiled kernels share them. Limits: dh <= 256,
- * H <= 65535, n_q < 2^31, S <= 65535, Hkv dividing H, a workspace where
+ * H <= 65535, n_q < 2^31, splits <= 65535, Hkv dividing H, a workspace where
  * S > 1, else 1 (cudaErrorInvalidValue). */
 #include "ss_cuda.cuh"
 
