@@ -74,7 +74,7 @@ int cli_bytes(const cli_cmd *cmd, const char *name, int64_t *out);
 /* Pipeline parallelism, for the commands that implement it. */
 #define CLI_PIPELINE_OPTIONS                                                                                   \
     {.name = "pipeline", .metavar = "P", .help = "split the model's blocks over P ranks (mpirun -np P), each loading only its own; stages pass the residual stream batch by batch (forward, collect, ablate, attribute, patch: any multiple of P ranks runs copies of the pipeline side by side)"}, \
-    {.name = "pipeline-blocks", .metavar = "N,N,...", .help = "with --pipeline P: each stage's number of blocks, e.g. 5,3, or 'even' (default: balanced by multiply-adds, the last stage taking fewer blocks when it also computes the logits; `info --config` shows the split)"}, \
+    {.name = "pipeline-blocks", .metavar = "N,..", .help = "with --pipeline P: each stage's number of blocks, e.g. 5,3, or 'even' (default: balanced by multiply-adds, the last stage taking fewer blocks when it also computes the logits; `info --config` shows the split)"}, \
     {.name = "max-memory", .metavar = "BYTES", .help = "refuse to hold more weights than this per rank (e.g. 512M, 2G): simulates a memory limit"}
 struct ss_run_opts;
 int cli_run_opts(const cli_cmd *cmd, struct ss_run_opts *o);

@@ -55,7 +55,7 @@ cli_cmd cmd_attribute = {
     "subscope attribute --model DIR --input FILE --sites GLOBS [--metric loss|logitdiff|logprob]\n"
     "                          [--method grad|gradxact|atp|ig[:STEPS]] [--corrupt FILE] [--stats STATS.h5]\n"
     "                          [--reduce none|positions|prompts] [--recompute] [--pipeline P [--micro-batches M]]\n"
-    "                          [--compress LEVEL] --out OUT.h5",
+    "                          [--top K] [--compress LEVEL] --out OUT.h5",
     "Each prompt's metric is differentiated with respect to the value at every chosen site (one forward and\n"
     "one backward pass per batch; ig: one per step and site). grad writes the gradient, gradxact gradient x\n"
     "activation, atp (corrupt - clean activation) x gradient at the clean run, and ig the integrated gradients\n"

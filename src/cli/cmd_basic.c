@@ -22,10 +22,10 @@
 
 static cli_opt info_opts[] = {
     {.name = "model", .metavar = "DIR", .help = "Hugging Face model directory (config.json, *.safetensors, tokenizer.json) or a llama-architecture .gguf file"},
-    {.name = "config", .metavar = "FILE", .help = "plan memory from a config.json alone (no weights needed): parameters, weights per dtype, activations per token"},
+    {.name = "config", .metavar = "CONFIG.json", .help = "plan memory from a config.json alone (no weights needed): parameters, weights per dtype, activations per token"},
     {.name = "tokens", .metavar = "N", .help = "with --config: also the totals for a batch of N tokens (default 16384)"},
     {.name = "pipeline", .metavar = "P", .help = "with --config: the memory of each of P pipeline stages (--pipeline of the jobs)"},
-    {.name = "pipeline-blocks", .metavar = "N,N,...", .help = "with --pipeline: each stage's number of blocks, or 'even' (default: the jobs' balanced split)"},
+    {.name = "pipeline-blocks", .metavar = "N,..", .help = "with --pipeline: each stage's number of blocks, or 'even' (default: the jobs' balanced split)"},
     {.name = "max-memory", .metavar = "BYTES", .help = "with --pipeline: the default split as the jobs choose it under --max-memory (float32 weights per rank), and whether each stage fits"},
     {.name = "list-sites", .metavar = NULL, .help = "print every site name, one per line, and nothing else"},
     {.name = "dist", .metavar = NULL, .help = "print what the communicator sees (backend, ranks, hosts, devices); no --model needed"},

@@ -49,7 +49,7 @@ cli_cmd cmd_collect = {
     "collect", "streaming mean, covariance, correlation and principal components of activations at sites",
     "subscope collect --model DIR --input FILE --sites GLOBS --out STATS.h5 [--stats mean,cov,corr,pca:K]\n"
     "                        [--positions all|last|FROM:TO] [--skip-bos] [--group-by label] [--batch B]\n"
-    "                        [--checkpoint-every N] [--resume] [--device DEV]",
+    "                        [--compress LEVEL] [--checkpoint-every N] [--resume] [--device DEV]",
     "Statistics accumulate in float64 with Chan's parallel update: batch size and checkpoints change\n"
     "nothing but rounding. On a GPU each batch's centred products are summed in float32 first\n"
     "(SUBSCOPE_COV_KERNEL picks how, bfloat16 operands included: README). Layout: docs/FORMAT.md.\n\n"

@@ -21,7 +21,7 @@ static cli_opt disc_opts[] = {
     {.name = "factor", .metavar = "F", .help = "factor of the exported masks (mode scale)"},
     {.name = "sigma", .metavar = "S", .help = "sigma of the exported masks (modes noise, negnoise)"},
     {.name = "out", .metavar = "SUBMODELS.h5", .help = "output HDF5 file"},
-    {.name = "masks-out", .metavar = "FILE", .help = "masks JSONL for `ablate --masks` (default: OUT with .h5 -> .masks.jsonl)"},
+    {.name = "masks-out", .metavar = "MASKS.jsonl", .help = "masks JSONL for `ablate --masks` (default: OUT with .h5 -> .masks.jsonl)"},
     {0},
 };
 
@@ -86,8 +86,8 @@ static int run_discover(cli_cmd *cmd) {
 cli_cmd cmd_discover = {
     "discover", "find candidate sub-models (groups of units) from collect statistics and attributions",
     "subscope discover --stats STATS.h5 [--attr ATTR.h5] --sites GLOBS --method cluster|contrast\n"
-    "                         [--fraction 0.02] [--contrast A:B] [--top N] [--min-corr R] [--mode zero]\n"
-    "                         --out SUBMODELS.h5 [--masks-out MASKS.jsonl]",
+    "                         [--fraction 0.02] [--contrast A:B] [--top N] [--min-corr R] [--seed S]\n"
+    "                         [--mode zero [--factor F | --sigma S]] --out SUBMODELS.h5 [--masks-out MASKS.jsonl]",
     "cluster: per site, average-linkage clustering of the units on their correlation, clusters capped at\n"
     "  --fraction of the site's units; scored by mean within-cluster correlation (times the share of the\n"
     "  site's |attribution| with --attr); the best --top per site are kept.\n"

@@ -48,7 +48,7 @@ cli_cmd cmd_report = {
     "give one topic, \"all\", and no verdict of specificity. Shown: the most specific setting that passes,\n"
     "else the strongest (largest mean impairment). The page has no script and loads nothing.\n"
     "Prints one line per sub-model. Details: docs/FORMAT.md.\n\n"
-    "example:\n"
+    "examples:\n"
     "  subscope ablate --model models/tiny-gpt2 --input tests/data/ablate/prompts.jsonl --masks sweep.jsonl \\\n"
     "      --controls 3 --out out/sweep.h5\n"
     "  subscope report out/sweep.h5 --out out/sweep.html\n",

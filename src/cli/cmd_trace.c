@@ -56,7 +56,8 @@ static int trace_ranks(const cli_cmd *cmd) {
 
 cli_cmd cmd_trace = {
     "trace", "step through one prompt: each position's prediction and each sub-model's activity, attribution and ablation effect",
-    "subscope trace --model DIR --prompt TEXT --submodels FILE [--answer TEXT] [--stats STATS.h5] [--out OUT.h5]",
+    "subscope trace --model DIR --prompt TEXT --submodels FILE [--answer TEXT] [--stats STATS.h5] [--out OUT.h5]\n"
+    "                      [--device DEV] [--dtype T] [--tf32]",
     "For every position: the model's next-token prediction and its probability; for every sub-model (one mask\n"
     "of FILE): the mean activation of its units there, gradient x activation of log p(prediction) summed over\n"
     "its units at this and earlier positions, and the change in log p(prediction) when the mask is applied.\n"

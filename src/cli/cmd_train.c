@@ -101,7 +101,7 @@ cli_cmd cmd_train = {
     "DIR gets config.json (the given config with model_type gpt2, architectures [GPT2LMHeadModel] and\n"
     "tie_word_embeddings), model.safetensors (F32), the tokenizer files and subscope_train.json (the run's\n"
     "settings and losses). It loads in subscope and in Hugging Face transformers (docs/TRAIN.md).\n\n"
-    "example:\n"
+    "examples:\n"
     "  subscope train --config small.json --data corpus.txt --tokenizer models/tiny-gpt2 \\\n"
     "      --out out/small --steps 300 --batch 16 --seq 64 --lr 2e-3\n"
     "  subscope train --config small.json --data corpus.txt --vocab-size 1024 --out out/small2 --steps 300\n",

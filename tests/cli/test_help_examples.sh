@@ -4,6 +4,8 @@
 # of the commands below, so that an example may read what an earlier one wrote under out/.
 # Examples that name files a user brings (prompts.txt, clean.jsonl, ...) or that no example
 # before them wrote, elide options (...) or need MPI are illustrations, counted as skipped.
+# Then README's "Examples" block runs the same way in a folder with no out/ (a fresh clone's),
+# and each row of README's command table is checked against that command's --help.
 cd "$(dirname "$0")/../.." || exit 2
 source tests/cli/lib.sh
 ROOT=$PWD
@@ -12,20 +14,20 @@ W=$TMP/w
 mkdir -p "$W/out"
 for d in models data tests; do ln -s "$ROOT/$d" "$W/$d"; done
 skipped=0
-for c in info tokenize predict forward collect attribute discover trace ablate patch report train show; do
-    # The example lines, each with its continuation lines ("\" at the end) joined.
-    ex=$("$SUBSCOPE" "$c" --help | awk '/^examples?[ :(]/ {f = 1; next} f' | sed -e ':a' -e '/\\$/N; s/\\\n//; ta')
-    [ -n "$ex" ] || { fail "$c: --help has examples"; continue; }
+# run_examples LABEL DIR: runs the example lines on stdin (continuations joined; a trailing
+# "  # comment" dropped) that start with "subscope " (or "bin/subscope ", or are a mkdir), in DIR.
+run_examples() {
+    local label=$1 dir=$2 line cmd missing prev w out
     while IFS= read -r line; do
-        line=$(printf '%s' "$line" | sed 's/^ *//')
-        case $line in subscope\ *) ;; *) continue ;; esac
+        line=$(printf '%s' "$line" | sed -e 's/^ *//' -e 's/ \{1,\}# .*$//' -e 's|^bin/subscope |subscope |')
+        case $line in subscope\ * | mkdir\ *) ;; *) continue ;; esac
         line=$(printf '%s' "$line" | tr -s ' ')
         missing= prev=
         for w in $line; do
             w=${w//\'/}
             case $w in
-            out/*) [ "$prev" = --out ] || [ -e "$W/$w" ] || missing=$w ;; # read, not written: an earlier example's
-            *.jsonl | *.json | *.txt | *.h5 | *.gguf) [ -e "$W/$w" ] || missing=$w ;;
+            out/*) [ "$prev" = --out ] || [ -e "$dir/$w" ] || missing=$w ;; # read, not written: an earlier example's
+            *.jsonl | *.json | *.txt | *.h5 | *.gguf) [ -e "$dir/$w" ] || missing=$w ;;
             esac
             prev=$w
         done
@@ -33,9 +35,51 @@ for c in info tokenize predict forward collect attribute discover trace ablate p
             skipped=$((skipped + 1))
             continue
         fi
-        if out=$(cd "$W" && eval "\"\$SUBSCOPE\" ${line#subscope }" 2>&1); then pass "$c --help: $line"
-        else fail "$c --help: $line" "$(printf '%s' "$out" | tail -n 3)"; fi
-    done <<<"$ex"
+        cmd=$line
+        case $line in subscope\ *) cmd="\"\$SUBSCOPE\" ${line#subscope }" ;; esac
+        if out=$(cd "$dir" && eval "$cmd" 2>&1); then pass "$label: $line"
+        else fail "$label: $line" "$(printf '%s' "$out" | tail -n 3)"; fi
+    done
+}
+for c in info tokenize predict forward collect attribute discover trace ablate patch report train show; do
+    # The example lines, each with its continuation lines ("\" at the end) joined.
+    ex=$("$SUBSCOPE" "$c" --help | awk '/^examples?[ :(]/ {f = 1; next} f' | sed -e ':a' -e '/\\$/N; s/\\\n//; ta')
+    [ -n "$ex" ] || { fail "$c: --help has examples"; continue; }
+    run_examples "$c --help" "$W" <<<"$ex"
 done
+
+# README's examples, in a folder without out/. train (25 s each here) is left out, and so is
+# what reads its output.
+W2=$TMP/readme
+mkdir -p "$W2"
+for d in models data tests; do ln -s "$ROOT/$d" "$W2/$d"; done
+ex=$(awk '/^### Examples/ {f = 1; next} f && /^```/ {if (g) exit; g = 1; next} g' README.md |
+    sed -e ':a' -e '/\\$/N; s/\\\n//; ta' | grep -v ' train ')
+[ -n "$ex" ] || fail "README has an Examples block"
+run_examples README "$W2" <<<"$ex"
+
+# README's command table against --help: every option a row names is in the command's usage
+# line; every option of a row or of the usage line is in the options list, with the same
+# metavar where one in capitals is given (DIR, STATS.h5, N,..).
+while IFS= read -r row; do
+    spec=${row#'| `'}
+    spec=${spec%%'` |'*}
+    c=$(printf '%s' "$spec" | awk '{print $2}')
+    help=$("$SUBSCOPE" "$c" --help 2>&1)
+    usage=$(printf '%s\n' "$help" | sed '/^options:/,$d')
+    opts=$(printf '%s\n' "$help" | sed -n '/^options:/,/^$/p')
+    bad=
+    for src in row usage; do
+        text=$spec
+        [ $src = usage ] && text=$usage
+        while read -r o m; do
+            [ -n "$o" ] || continue
+            [ $src = row ] && ! grep -qE -- "${o}([] |)]|\$)" <<<"$usage" && bad="$bad; $o is not in the usage line"
+            line=$(grep -E -- "^  ${o}( |\$)" <<<"$opts") || { bad="$bad; $o is not in the options"; continue; }
+            [ -z "$m" ] || grep -qF -- "  $o $m " <<<"$line " || bad="$bad; $src: $o $m, options: $(awk '{print $1, $2}' <<<"$line")"
+        done < <(grep -oE -- '--[a-z][a-z0-9-]*( [A-Z][^] |)`]*)?' <<<"$text")
+    done
+    [ -z "$bad" ] && pass "README table: $spec" || fail "README table: $spec" "${bad#; }"
+done < <(grep '^| `subscope ' README.md)
 echo "  ($skipped examples with files a user brings, or elided options, not run)"
 finish
