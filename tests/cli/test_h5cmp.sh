@@ -68,6 +68,14 @@ expect_rc bad_tol_text 2 "--rtol needs a non-negative number" "$H5CMP" --rtol ab
 expect_rc unknown_option 2 "unknown option --frobnicate" "$H5CMP" --frobnicate "$TMP/base.h5" "$TMP/base.h5"
 expect_rc help 0 "usage: h5cmp" "$H5CMP" --help
 
+# h5fixture takes no options: --help prints its usage, another option is refused, and neither
+# writes a file named after it (both did, in the current folder).
+case $FIX in /*) AFIX=$FIX ;; *) AFIX=$PWD/$FIX ;; esac
+mkdir "$TMP/cwd"
+expect_rc fixture_help 0 "usage: h5fixture" sh -c 'cd "$1" && "$2" --help' sh "$TMP/cwd" "$AFIX"
+expect_rc fixture_unknown_option 1 "usage: h5fixture" sh -c 'cd "$1" && "$2" --bogus' sh "$TMP/cwd" "$AFIX"
+[ -z "$(ls -A "$TMP/cwd")" ] && pass fixture_no_file_for_option || fail fixture_no_file_for_option "$(ls -A "$TMP/cwd")"
+
 # The writer's temp-then-rename: a failed h5fixture leaves neither file.
 expect_fail fixture_unwritable_dir "$TMP/plain.txt/x.h5" "$FIX" "$TMP/plain.txt/x.h5"
 if ls "$TMP"/*.tmp.* >/dev/null 2>&1; then fail no_temp_files_left "$(ls "$TMP"/*.tmp.*)"; else pass no_temp_files_left; fi

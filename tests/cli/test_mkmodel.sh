@@ -75,6 +75,8 @@ expect_usage() { # expect_usage NAME SUBSTRING ARGS...
 }
 expect_usage "d not divisible by heads" "multiple of heads" --out "$TMP/bad" --d 10 --heads 3
 expect_usage "nothing to do" "nothing to do"
+expect_usage "unknown option" "unknown option --bogus" --bogus 3 --out "$TMP/bad1"
+expect_usage "unknown option last, not 'needs a value'" "unknown option --bogus" --bogus
 expect_usage "--lengths without --prompts" "go together" --out "$TMP/bad2" --lengths 3
 expect_usage "bad dtype" "--dtype must be" --out "$TMP/bad3" --dtype f64
 expect_usage "bad size" "positive integer" --out "$TMP/bad4" --layers 0

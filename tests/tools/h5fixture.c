@@ -13,7 +13,7 @@
  *   shape     the activation has one more position
  *   missing   /stats/mean is absent
  *   extra     an additional dataset /acts/extra (ignored by h5cmp)
- * Exit 0 on success, 1 (message on stderr) on failure. */
+ * Exit 0 on success (and for --help), 1 (message on stderr) on failure. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -93,8 +93,13 @@ static ss_status write_file(ss_h5 *h, const char *v) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2 || argc > 3) {
-        fprintf(stderr, "usage: h5fixture OUT.h5 [base|tiny|perturb|nanfill|nanval|token|shape|missing|extra]\n");
+    static const char usage[] = "usage: h5fixture OUT.h5 [base|tiny|perturb|nanfill|nanval|token|shape|missing|extra]\n";
+    if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    if (argc < 2 || argc > 3 || argv[1][0] == '-') { /* not a file named --bogus */
+        fputs(usage, stderr);
         return 1;
     }
     const char *v = argc == 3 ? argv[2] : "base";

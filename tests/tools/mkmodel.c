@@ -403,6 +403,17 @@ int main(int argc, char **argv) {
             sp.prefix = 0;
             continue;
         }
+        /* An unknown option is named as such, also as the last argument (not "needs a value"). */
+        static const char *valued[] = {"--out", "--prompts", "--lengths", "--act", "--dtype", "--family", "--rope-theta",
+                                       "--std", "--seed", "--layers", "--d", "--heads", "--vocab", "--positions",
+                                       "--inner", "--kv-heads", "--head-dim"};
+        int known = 0;
+        for (size_t k = 0; k < sizeof valued / sizeof *valued; k++) known |= !strcmp(a, valued[k]);
+        if (!known) {
+            fprintf(stderr, "mkmodel: unknown option %s\n", a);
+            usage(stderr);
+            return 2;
+        }
         if (!v) {
             fprintf(stderr, "mkmodel: %s needs a value\n", a);
             usage(stderr);
@@ -454,12 +465,7 @@ int main(int argc, char **argv) {
                            : !strcmp(a, "--kv-heads")  ? &sp.kv_heads
                            : !strcmp(a, "--head-dim")  ? &sp.head_dim
                                                        : NULL;
-            if (!dst) {
-                fprintf(stderr, "mkmodel: unknown option %s\n", a);
-                usage(stderr);
-                return 2;
-            }
-            if (!parse_i64(a, v, &x)) return 2;
+            if (!dst || !parse_i64(a, v, &x)) return 2; /* dst: every name of valued[] above */
             *dst = x;
         }
     }
