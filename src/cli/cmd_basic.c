@@ -102,6 +102,20 @@ static int run_info_config(cli_cmd *cmd) {
     int64_t T = 16384;
     if (cli_int(cmd, "tokens", 1, INT64_MAX / 1048576, 16384, &T)) return 1;
     const ss_config *c = &cfg;
+    /* The pipeline options are checked before anything is printed. */
+    int64_t P_st = 1;
+    if (cli_int(cmd, "pipeline", 1, 4096, 1, &P_st)) return 1;
+    const char *blocks = cli_get(cmd, "pipeline-blocks");
+    int first_of[4097];
+    const char *needs_p = blocks ? "pipeline-blocks" : cli_get(cmd, "max-memory") ? "max-memory" : NULL;
+    if (needs_p && P_st <= 1) {
+        fprintf(stderr, "subscope info: error: --%s '%s' plans a pipeline's stages: give --pipeline P too\n", needs_p,
+                cli_get(cmd, needs_p));
+        return 1;
+    }
+    int64_t max_mem = 0;
+    if (cli_bytes(cmd, "max-memory", &max_mem)) return 1;
+    if (P_st > 1 && ss_pipeline_split(c, (int)P_st, blocks, 1, max_mem, first_of)) return cli_fail(cmd, SS_ERR_ARG);
     const int64_t P = ss_config_n_params(c), fpt = ss_config_floats_per_token(c);
     const int64_t tape = ss_config_tape_floats_per_token_layer(c) * c->n_layer + 2 * c->n_embd;
     char a[32], b[32], e[32], f[32], g[32];
@@ -134,17 +148,6 @@ static int run_info_config(cli_cmd *cmd) {
     printf("collect      covariance statistics on a GPU (float64, per site and label group): %s per d_model site, "
            "%s per MLP site, %s for all %lld MLP sites\n", a, b, e, (long long)c->n_layer);
     /* --pipeline P: each stage holds its blocks' weights, the first the embeddings, the last the head. */
-    int64_t P_st = 1;
-    if (cli_int(cmd, "pipeline", 1, 4096, 1, &P_st)) return 1;
-    const char *blocks = cli_get(cmd, "pipeline-blocks");
-    int first_of[4097];
-    if (blocks && P_st <= 1) {
-        fprintf(stderr, "subscope info: error: --pipeline-blocks '%s' splits a pipeline: give --pipeline P too\n", blocks);
-        return 1;
-    }
-    int64_t max_mem = 0;
-    if (cli_bytes(cmd, "max-memory", &max_mem)) return 1;
-    if (P_st > 1 && ss_pipeline_split(c, (int)P_st, blocks, 1, max_mem, first_of)) return cli_fail(cmd, SS_ERR_ARG);
     if (P_st > 1) {
         char split[160] = "", even_split[160] = "";
         int even[4097];
@@ -178,6 +181,18 @@ static int run_info_config(cli_cmd *cmd) {
 }
 
 static int run_info(cli_cmd *cmd) {
+    /* info has three forms; an option of another form would be silently ignored: refused. */
+    const char *form = cli_flag(cmd, "dist") ? "dist" : cli_get(cmd, "config") ? "config" : "model";
+    for (const cli_opt *o = cmd->opts; o->name; o++) {
+        const int fits = !o->value || !strcmp(o->name, form) ||
+                         (!strcmp(form, "model") && !strcmp(o->name, "list-sites")) ||
+                         (!strcmp(form, "config") && (!strcmp(o->name, "tokens") || !strncmp(o->name, "pipeline", 8) ||
+                                                      !strcmp(o->name, "max-memory")));
+        if (!fits) {
+            fprintf(stderr, "subscope info: error: --%s does not go with --%s (see subscope info --help)\n", o->name, form);
+            return 1;
+        }
+    }
     if (cli_flag(cmd, "dist")) return run_info_dist(cmd);
     if (cli_get(cmd, "config")) return run_info_config(cmd);
     if (cli_require(cmd, "model")) return 1;
@@ -382,6 +397,10 @@ static int run_predict(cli_cmd *cmd) {
     if (cli_require(cmd, "model") || cli_require(cmd, "prompt")) return 1;
     int64_t topk, gen;
     if (cli_int(cmd, "top", 1, 1000000, 10, &topk) || cli_int(cmd, "generate", 1, 100000, 0, &gen)) return 1;
+    if (cli_get(cmd, "top") && gen) { /* --top would be ignored */
+        fprintf(stderr, "subscope predict: error: give --top K (the next tokens) or --generate N (a continuation), not both\n");
+        return 1;
+    }
     int wdtype;
     if (cli_dtype(cmd, &wdtype)) return 1;
     ss_backend *be;

@@ -15,7 +15,7 @@ static cli_opt col_opts[] = {
     {.name = "group-by", .metavar = "FIELD", .help = "also collect per value of the JSONL field (only 'label')"},
     {.name = "compress", .metavar = "LEVEL", .help = "deflate level 0-9 for the output (default 0: dense float64 matrices shrink ~10% at ~3x the time)"},
     {.name = "checkpoint-every", .metavar = "N", .help = "write the partial statistics to OUT.h5.ckpt every N prompts"},
-    {.name = "resume", .metavar = NULL, .help = "continue from OUT.h5.ckpt (refused if the model, data or options differ, or its data fail its checksum)"},
+    {.name = "resume", .metavar = NULL, .help = "continue from OUT.h5.ckpt when there is one, else start from the first prompt (refused if the model, data or options differ, or its data fail its checksum)"},
     {0},
 };
 

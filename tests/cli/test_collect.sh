@@ -89,6 +89,10 @@ for _ in $(seq 1 200); do [ -e "$TMP/res.h5.ckpt" ] && break; sleep 0.05; done
 kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
 if [ -e "$TMP/res.h5.ckpt" ] && [ ! -e "$TMP/res.h5" ]; then pass "killed run left a checkpoint and no output"
 else fail "killed run left a checkpoint and no output" "$(ls "$TMP" | grep res)"; fi
+# --resume with no checkpoint yet (the first start of a job that always passes it) runs from the start.
+expect_ok "--resume without a checkpoint starts from the first prompt (as --help and FORMAT.md say)" sh -c '
+    "$1" collect --model "$2" --input "$3" --sites "$4" --stats mean,cov --out "$5" --checkpoint-every 64 --batch 8 --resume 2>/dev/null &&
+    "$6" --quiet --atol 0 --rtol 0 --only /stats "$7" "$5"' sh "$SUBSCOPE" $M "$TMP/big.jsonl" "$SITES" "$TMP/fresh.h5" "$H5CMP" "$TMP/full.h5"
 # A checkpoint carries a checksum of its state: one whose data were altered (a NaN put in a mean by
 # hand, one bit of a co-moment flipped) is refused, naming it; HDF5 checksums its metadata only.
 cp "$TMP/res.h5.ckpt" "$TMP/good.ckpt"

@@ -37,6 +37,16 @@ printf '{"n_layer": 4, "n_head": 4, "n_embd": 64, "n_positions": 64, "vocab_size
 out=$("$SUBSCOPE" info --config "$TMP/small.json" 2>&1)
 printf '%s' "$out" | grep -q "^architecture gpt2, 4 layers, d_model 64" && printf '%s' "$out" | grep -q "^parameters   269696 " &&
     pass "info --config of an untyped config (train's): GPT-2" || fail "info --config untyped" "$(printf '%s' "$out" | head -n 3)"
+# An option of another of info's three forms would be ignored: refused, naming both, and --config's
+# pipeline options are checked before anything is printed.
+expect_fail "info --model --tokens refused" "--tokens does not go with --model" "$SUBSCOPE" info --model "$M" --tokens 5
+expect_fail "info --config --list-sites refused" "--list-sites does not go with --config" "$SUBSCOPE" info --config "$TMP/small.json" --list-sites
+expect_fail "info --config --model refused" "--model does not go with --config" "$SUBSCOPE" info --config "$TMP/small.json" --model "$M"
+expect_fail "info --dist --model refused" "--model does not go with --dist" "$SUBSCOPE" info --dist --model "$M"
+expect_fail "info --config --max-memory without --pipeline refused" "--max-memory '1G' plans a pipeline's stages: give --pipeline P" \
+    "$SUBSCOPE" info --config "$TMP/small.json" --max-memory 1G
+out=$("$SUBSCOPE" info --config "$TMP/small.json" --pipeline 2 --pipeline-blocks 1,1 2>/dev/null)
+[ $? = 1 ] && [ -z "$out" ] && pass "info --config: a bad --pipeline-blocks prints nothing on stdout" || fail "info --config bad split" "$out"
 
 # predict on the bundled model: the greedy continuation transformers produced
 # (tests/data/golden/tiny-gpt2-predict.json; its texts are plain ASCII, no escapes).
@@ -88,6 +98,8 @@ if [ -e "$BIN_DIR/libsubscope-nccl.so" ]; then
         --input data/demo_prompts.jsonl --out "$TMP/x.h5"
 fi
 expect_fail "unknown device" "unknown device 'gpu'" "$SUBSCOPE" predict --model models/tiny-gpt2 --prompt hi --device gpu
+expect_fail "predict --top with --generate refused (--top was ignored)" "give --top K (the next tokens) or --generate N" \
+    "$SUBSCOPE" predict --model models/tiny-gpt2 --prompt hi --top 3 --generate 2
 expect_fail "bad cuda device number" "expected cuda:N" "$SUBSCOPE" forward --model "$M" --input "$D/golden/prefix-f32.jsonl" --out "$TMP/x.h5" --device cuda:x
 
 # bf16 products on the CPU (the reference for the GPU's tensor-core path).
