@@ -12,7 +12,7 @@ static cli_opt abl_opts[] = {
     {.name = "masks", .metavar = "FILE", .help = "masks as JSONL: name, site|sites, units, heads, positions, mode, factor, sigma, relative, seed"},
     {.name = "out", .metavar = "OUT.h5", .help = "output HDF5 file"},
     {.name = "metrics", .metavar = "LIST", .help = "any of loss,acc,keyword,logitdiff,kl (default loss,acc,kl)"},
-    {.name = "keywords", .metavar = "FILE", .help = "words, one per line, for the keyword metric"},
+    {.name = "keywords", .metavar = "FILE", .help = "words, one per line, for the keyword metric (given with --metrics keyword only)"},
     {.name = "stats", .metavar = "STATS.h5", .help = "collect output with mean,cov for mean and relative-noise masks (default: computed over the input)"},
     {.name = "patch-from", .metavar = "FILE", .help = "prompts paired line by line with --input (same token counts): the values that masks of mode patch put in"},
     {.name = "controls", .metavar = "K", .help = "also run K control masks per mask: the same sites, mode and intensity, as many units per site drawn at random (default 0)"},

@@ -796,6 +796,8 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
     if ((st = parse_metrics(job->metrics, want))) return ss_comm_check(comm, st);
     if (want[M_KEYWORD] && !job->keywords)
         return ss_comm_check(comm, ss_errorf(SS_ERR_ARG, "--metrics keyword needs --keywords FILE"));
+    if (!want[M_KEYWORD] && job->keywords) /* else read for nothing: refused, as --patch-from without patch masks */
+        return ss_comm_check(comm, ss_errorf(SS_ERR_ARG, "--keywords is used by --metrics keyword only"));
     ss_run_opts ro = job->run;
     ro.pipeline_replicas = 1; /* copies of a pipeline each run their share */
     if ((st = ss_run_open(&ro, &run))) return ss_comm_check(comm, st);

@@ -102,6 +102,10 @@ expect_fail "--mask-batch 0" "mask-batch" "$SUBSCOPE" ablate --model $M --input 
 printf 'green\nWHITE\n' >"$TMP/kw.txt"
 "$SUBSCOPE" ablate --model $M --input $P --mask 'blocks.2.mlp.hook_post[0-99]' --metrics keyword --keywords "$TMP/kw.txt" --out "$TMP/k.h5" >/dev/null 2>&1
 kw=$(vals /clean/keyword "$TMP/k.h5")
+# --keywords without the keyword metric would be read for nothing: refused, naming it, no output.
+expect_fail "--keywords without --metrics keyword refused" "--keywords is used by --metrics keyword only" \
+    "$SUBSCOPE" ablate --model $M --input $P --mask 'blocks.2.mlp.hook_post[0-99]' --keywords "$TMP/kw.txt" --out "$TMP/knone.h5"
+[ ! -e "$TMP/knone.h5" ] || fail "no output after the --keywords refusal"
 # prompt 6 ("The sky is blue. Grass is green. Snow is") has "green" as a target; prompts without one are NaN.
 case "$kw" in nan,nan,nan,nan,nan,[01]*,nan,nan) pass "keyword metric: defined only where a keyword is the target ($kw)" ;;
     *) fail "keyword metric" "$kw" ;; esac
