@@ -47,6 +47,12 @@ list=$(h5ls -r "$TMP/sel.h5" 2>/dev/null | awk '{print $1}' | grep -E '^/(acts/|
 if [ "$list" = "/acts/blocks.0.mlp.hook_post /acts/blocks.1.mlp.hook_post /acts/blocks.2.mlp.hook_post " ]; then
     pass "--sites glob selects exactly the matching sites; --no-logits"
 else fail "--sites selection" "got: $list"; fi
+# An option given twice keeps its last value (README): --sites is not a list of its occurrences.
+"$SUBSCOPE" forward --model "$D/models/$m" --input "$D/golden/$m.jsonl" --out "$TMP/sel2.h5" \
+    --sites 'blocks.0.mlp.hook_post' --sites 'blocks.1.mlp.hook_post' --no-logits 2>/dev/null
+list=$(h5ls -r "$TMP/sel2.h5" 2>/dev/null | awk '{print $1}' | grep -E '^/acts/' | tr '\n' ' ')
+[ "$list" = "/acts/blocks.1.mlp.hook_post " ] && pass "an option given twice keeps its last value, as README says" ||
+    fail "--sites given twice" "got: $list"
 
 # --loss: each prompt's mean next-token cross-entropy, against the clean losses that
 # transformers computed for ablate's goldens (same model, same prompts; tolerance as there:
