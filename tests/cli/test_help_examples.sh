@@ -57,6 +57,14 @@ ex=$(awk '/^### Examples/ {f = 1; next} f && /^```/ {if (g) exit; g = 1; next} g
     sed -e ':a' -e '/\\$/N; s/\\\n//; ta' | grep -v ' train ')
 [ -n "$ex" ] || fail "README has an Examples block"
 run_examples README "$W2" <<<"$ex"
+# FORMAT.md's "Reading it" reads a README example's output: what it opens is in that file.
+rd=$(awk '/^### Reading it/ {f = 1; next} f && /^## / {exit} f' docs/FORMAT.md)
+file=$(printf '%s\n' "$rd" | grep -o 'h5py.File("[^"]*")' | head -n 1 | sed 's/.*("\(.*\)")/\1/')
+objs=$(printf '%s\n' "$rd" | sed -n 's/.*f\["\([^"]*\)"\].*/\1/p; s/.*group="\([^"]*\)".*/\1/p' | sort -u)
+for o in $objs; do
+    h5ls "$W2/$file/$o" >/dev/null 2>&1 && pass "FORMAT.md's Reading it: $file has /$o" || fail "FORMAT.md's Reading it: $file has no /$o"
+done
+[ -n "$objs" ] || fail "FORMAT.md's Reading it names datasets"
 
 # README's command table against --help: every option a row names is in the command's usage
 # line; every option of a row or of the usage line is in the options list, with the same
