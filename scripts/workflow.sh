@@ -35,8 +35,9 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-for v in MODEL DISC EVAL TARGET VERSUS OUT; do
-    [ -n "${!v}" ] || { echo "workflow.sh: --$(echo $v | tr 'A-Z' 'a-z') is required (--help)" >&2; exit 2; }
+for v in MODEL:model DISC:discover EVAL:eval TARGET:target VERSUS:versus OUT:out; do
+    var=${v%%:*}
+    [ -n "${!var}" ] || { echo "workflow.sh: --${v#*:} is required (--help)" >&2; exit 2; }
 done
 mkdir -p "$OUT"
 step() { printf '\n\033[1m-- %s\033[0m\n' "$1"; shift; printf '$ %s\n' "$*"; "$@"; }

@@ -7,6 +7,10 @@
 source "$(dirname "$0")/lib.sh"
 D=${SS_TEST_DATA:-tests/data}
 P=$D/ablate/prompts.jsonl
+# A missing option is named as the user spells it (it said --disc for --discover).
+out=$(bash scripts/workflow.sh --model models/tiny-gpt2 --eval $P --target a --versus b --out "$TMP/x" 2>&1); rc=$?
+[ $rc = 2 ] && [ "$out" = "workflow.sh: --discover is required (--help)" ] && pass "a missing --discover is named" ||
+    fail "missing --discover" "exit $rc: $out"
 if SUBSCOPE=$SUBSCOPE bash scripts/workflow.sh --model models/tiny-gpt2 --discover $P --eval $P --target animals \
     --versus colours --trace "The cat says" --controls 2 --out "$TMP/wf" >"$TMP/log" 2>&1; then
     pass "workflow.sh runs every step"
