@@ -108,7 +108,7 @@ ss_status ss_backend_open(const char *spec, const ss_backend_opts *opts, ss_back
             char *end;
             long v = strtol(spec + 5, &end, 10);
             if (end == spec + 5 || *end || v < 0 || v > 1024)
-                return ss_errorf(SS_ERR_ARG, "device '%s': expected cuda:N with N a device number", spec);
+                return ss_errorf(SS_ERR_ARG, "--device '%s': expected cuda:N with N a device number", spec);
             dev = (int)v;
         }
 #ifdef SS_HAVE_CUDA
@@ -120,7 +120,7 @@ ss_status ss_backend_open(const char *spec, const ss_backend_opts *opts, ss_back
                          "when it was built; `make` lists the features)", spec);
 #endif
     }
-    return ss_errorf(SS_ERR_ARG, "unknown device '%s' (use cpu, cuda, cuda:N or auto)", spec);
+    return ss_errorf(SS_ERR_ARG, "--device: unknown device '%s' (use cpu, cuda, cuda:N or auto)", spec);
 }
 
 void ss_backend_close(ss_backend *be) {

@@ -19,7 +19,7 @@ ss_status ss_metric_parse(const char *s, ss_metric_kind *out) {
             *out = (ss_metric_kind)i;
             return SS_OK;
         }
-    return ss_errorf(SS_ERR_ARG, "unknown metric '%s' (expected loss, logitdiff or logprob)", s ? s : "");
+    return ss_errorf(SS_ERR_ARG, "--metric: unknown metric '%s' (expected loss, logitdiff or logprob)", s ? s : "");
 }
 
 const char *ss_metric_name(ss_metric_kind k) { return (unsigned)k < 3 ? metric_names[k] : "?"; }

@@ -108,7 +108,7 @@ else fail "a stats file of another model is named in a warning" "$(cat "$TMP/err
 expect_fail "unknown method" "unknown --method 'saliency'" "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.0.*' --method saliency --out "$TMP/x.h5"
 expect_fail "ig with zero steps" "1..100000 steps" "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.0.*' --method ig:0 --out "$TMP/x.h5"
 expect_fail "atp without --corrupt" "needs --corrupt" "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.0.*' --method atp --out "$TMP/x.h5"
-expect_fail "unknown metric" "unknown metric 'acc'" "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.0.*' --metric acc --out "$TMP/x.h5"
+expect_fail "unknown metric, naming --metric" "--metric: unknown metric 'acc'" "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.0.*' --metric acc --out "$TMP/x.h5"
 expect_fail "hook_pattern named" "blocks.1.attn.hook_pattern has no per-token vector" "$SUBSCOPE" attribute --model $M --input $P --sites blocks.1.attn.hook_pattern --out "$TMP/x.h5"
 expect_fail "hook_pattern named beside a glob" "blocks.0.attn.hook_pattern has no per-token vector" "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.0.attn.hook_pattern,blocks.1.mlp.*' --out "$TMP/x.h5"
 expect_fail "unknown site" "blocks.9" "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.9.mlp.hook_post' --out "$TMP/x.h5"

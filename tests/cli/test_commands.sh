@@ -97,7 +97,7 @@ if [ -e "$BIN_DIR/libsubscope-nccl.so" ]; then
         env SUBSCOPE_PLUGIN_DIR=/nonexistent SUBSCOPE_DIST=nccl "$SUBSCOPE" forward --model models/tiny-gpt2 \
         --input data/demo_prompts.jsonl --out "$TMP/x.h5"
 fi
-expect_fail "unknown device" "unknown device 'gpu'" "$SUBSCOPE" predict --model models/tiny-gpt2 --prompt hi --device gpu
+expect_fail "unknown device, naming --device" "--device: unknown device 'gpu'" "$SUBSCOPE" predict --model models/tiny-gpt2 --prompt hi --device gpu
 expect_fail "predict --top with --generate refused (--top was ignored)" "give --top K (the next tokens) or --generate N" \
     "$SUBSCOPE" predict --model models/tiny-gpt2 --prompt hi --top 3 --generate 2
 expect_fail "bad cuda device number" "expected cuda:N" "$SUBSCOPE" forward --model "$M" --input "$D/golden/prefix-f32.jsonl" --out "$TMP/x.h5" --device cuda:x
