@@ -32,6 +32,14 @@ else fail q4_1_values "got: $out"; fi
 n=$($DUMP $D/llama.gguf --tensor blk.0.ffn_down.weight --count 100 | wc -l)
 if [ "$n" -eq 100 ]; then pass count_across_rows; else fail count_across_rows "got $n lines"; fi
 
+# --help is usage on stdout (exit 0); an unknown option or a bad --count is usage (exit 2)
+out=$($DUMP --help 2>/dev/null); rc=$?
+[ $rc = 0 ] && [ "${out#usage: gguf_dump}" != "$out" ] && pass help || fail help "exit $rc: $out"
+out=$($DUMP $D/llama.gguf --bogus 2>&1 >/dev/null); rc=$?
+[ $rc = 2 ] && printf '%s' "$out" | grep -q "unknown option --bogus" && pass unknown_option || fail unknown_option "exit $rc: $out"
+out=$($DUMP $D/llama.gguf --tensor token_embd.weight --count x 2>&1 >/dev/null); rc=$?
+[ $rc = 2 ] && printf '%s' "$out" | grep -q "count needs a positive integer, got 'x'" && pass bad_count || fail bad_count "exit $rc: $out"
+
 head -c 2000 $D/types.gguf > "$TMP/cut.gguf"
 expect_fail truncated_data 'cut.gguf: tensor "bf16.t3": bytes [160, +96) of the data section run past the end of the file' $DUMP "$TMP/cut.gguf"
 head -c 500 $D/types.gguf > "$TMP/cut2.gguf"

@@ -9,6 +9,7 @@
  *
  * Exit 0 on success, 1 on an error (the library's message on stderr), 2 on
  * bad usage. */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,18 +110,31 @@ static int dump_tensor(const ss_gguf *g, const char *name, size_t count) {
 int main(int argc, char **argv) {
     const char *path = NULL, *tensor = NULL;
     size_t count = 16;
+    static const char usage[] = "usage: gguf_dump FILE.gguf [--all] [--tensor NAME [--count N]]\n";
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--tensor") && i + 1 < argc) tensor = argv[++i];
-        else if (!strcmp(argv[i], "--count") && i + 1 < argc) count = (size_t)strtoull(argv[++i], NULL, 10);
-        else if (!strcmp(argv[i], "--all")) max_items = SIZE_MAX;
+        char *end = NULL;
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            fputs(usage, stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--tensor") && i + 1 < argc) tensor = argv[++i];
+        else if (!strcmp(argv[i], "--count") && i + 1 < argc) {
+            errno = 0;
+            count = (size_t)strtoull(argv[++i], &end, 10);
+            if (errno || end == argv[i] || *end || count == 0 || argv[i][0] == '-') {
+                fprintf(stderr, "gguf_dump: --count needs a positive integer, got '%s'\n", argv[i]);
+                return 2;
+            }
+        } else if (!strcmp(argv[i], "--all")) max_items = SIZE_MAX;
         else if (argv[i][0] != '-' && !path) path = argv[i];
         else {
-            fprintf(stderr, "usage: gguf_dump FILE.gguf [--all] [--tensor NAME [--count N]]\n");
+            if (argv[i][0] == '-' && strcmp(argv[i], "--tensor") && strcmp(argv[i], "--count"))
+                fprintf(stderr, "gguf_dump: unknown option %s\n", argv[i]);
+            fputs(usage, stderr);
             return 2;
         }
     }
     if (!path) {
-        fprintf(stderr, "usage: gguf_dump FILE.gguf [--all] [--tensor NAME [--count N]]\n");
+        fputs(usage, stderr);
         return 2;
     }
     ss_gguf *g;
