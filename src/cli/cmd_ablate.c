@@ -54,6 +54,10 @@ cli_cmd cmd_ablate = {
     "ablate", "rerun the model with units masked (zero, mean, scale, resample, noise, negnoise, patch) and measure what changes",
     "subscope ablate --model DIR --input FILE (--mask SPEC ... | --masks FILE) --out OUT.h5\n"
     "                       [--metrics loss,acc,keyword,logitdiff,kl] [--keywords FILE] [--stats STATS.h5] [--patch-from FILE] [--mask-batch K] [--controls K]",
+    "--mask SPEC is SITES[ITEMS]: SITES a site or a glob ('*' matches anything: every matching site);\n"
+    "ITEMS, comma-separated, are units N, ranges A-B (both ends included), head=H (every unit of head H of\n"
+    "a per-head site) and pos=P (only at token position P; without it, every position); without\n"
+    "[ITEMS], every unit. It zeroes them, and the spec is the mask's name.\n"
     "Modes (JSONL \"mode\"): zero; mean (unit means from --stats, else from the input); scale (\"factor\"\n"
     "in [0,1]); resample (the clean value of another prompt of the input, drawn with \"seed\"); patch (the\n"
     "value of the paired prompt of --patch-from at the same position: activation patching);\n"
@@ -70,6 +74,8 @@ cli_cmd cmd_ablate = {
     "report` compares each mask with its controls. Layout: docs/FORMAT.md.\n\n"
     "examples:\n"
     "  subscope ablate --model models/tiny-gpt2 --input data/demo_prompts.jsonl --out out/abl.h5 \\\n"
-    "      --mask 'blocks.1.mlp.hook_post[0,5,9]' --mask 'blocks.0.attn.hook_z[head=2]'\n",
+    "      --mask 'blocks.1.mlp.hook_post[0,5,9]' --mask 'blocks.0.attn.hook_z[head=2]'\n"
+    "  subscope ablate --model models/tiny-gpt2 --input data/demo_prompts.jsonl --out out/abl2.h5 \\\n"
+    "      --mask 'blocks.*.mlp.hook_post[0-9,pos=2]' --mask 'blocks.3.mlp.hook_post'\n",
     abl_opts, run_ablate, NULL, cli_any_ranks,
 };
