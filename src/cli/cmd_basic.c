@@ -28,7 +28,7 @@ static cli_opt info_opts[] = {
     {.name = "pipeline-blocks", .metavar = "N,..", .help = "with --pipeline: each stage's number of blocks, or 'even' (default: the jobs' balanced split)"},
     {.name = "max-memory", .metavar = "BYTES", .help = "with --pipeline: the default split as the jobs choose it under --max-memory (float32 weights per rank), and whether each stage fits"},
     {.name = "list-sites", .metavar = NULL, .help = "print every site name, one per line, and nothing else"},
-    {.name = "dist", .metavar = NULL, .help = "print what the communicator sees (backend, ranks, hosts, devices); no --model needed"},
+    {.name = "dist", .metavar = NULL, .help = "print what the communicator sees (backend, ranks, hosts, devices); takes no other option"},
     {0},
 };
 
