@@ -21,7 +21,7 @@ static cli_opt disc_opts[] = {
     {.name = "factor", .metavar = "F", .help = "factor of the exported masks (mode scale)"},
     {.name = "sigma", .metavar = "S", .help = "sigma of the exported masks (modes noise, negnoise)"},
     {.name = "out", .metavar = "SUBMODELS.h5", .help = "output HDF5 file"},
-    {.name = "masks-out", .metavar = "MASKS.jsonl", .help = "masks JSONL for `ablate --masks` (default: OUT with .h5 -> .masks.jsonl)"},
+    {.name = "masks-out", .metavar = "MASKS.jsonl", .help = "masks JSONL for `ablate --masks` (default: OUT with .h5 -> .masks.jsonl, or .masks.jsonl added to an OUT without .h5)"},
     {0},
 };
 

@@ -79,6 +79,17 @@ static void plant(int *group, int64_t d, int n_groups, int size, int zero_unit) 
     if (zero_unit >= 0) group[zero_unit] = -2;
 }
 
+/* The default --masks-out (discover --help, FORMAT.md): .h5 replaced, else appended. */
+TEST(discover_masks_path_default) {
+    const char *in[] = {"out/c.h5", "c.hdf5", "x", ".h5"}, *want[] = {"out/c.masks.jsonl", "c.hdf5.masks.jsonl",
+                                                                   "x.masks.jsonl", ".h5.masks.jsonl"};
+    for (int i = 0; i < 4; i++) {
+        char *p = ss_discover_masks_path(in[i]);
+        CHECK_MSG(p && !strcmp(p, want[i]), "%s -> %s, want %s", in[i], p ? p : "(null)", want[i]);
+        free(p);
+    }
+}
+
 TEST(discover_cluster_recovers_planted_groups_at_the_cap) {
     /* d = 60: 5 groups of 6 = the cap (fraction 0.1), 29 noise units, one
      * constant unit. Groups fill to the cap, so nothing else can join. */
