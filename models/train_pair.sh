@@ -25,10 +25,10 @@ SUBSCOPE=bin/subscope
 mkdir -p "$OUT"
 # The training text is regenerated rather than committed (12 MB); the held-out prompts and
 # keyword lists that this rewrites are committed, and come out identical.
-python models/gen_topics.py --out data/topics
+python3 models/gen_topics.py --out data/topics
 # A separate labelled set for discovering sub-models (make demo, scripts/workflow.sh), so that
 # what is found is then tested on the held-out eval sets it was not found on.
-python models/gen_topics.py --out "$OUT/discover" --n-train 0 --n-eval 100 --eval-seed 4242 >/dev/null
+python3 models/gen_topics.py --out "$OUT/discover" --n-train 0 --n-eval 100 --eval-seed 4242 >/dev/null
 cp "$OUT/discover/eval_all.jsonl" data/topics/discover_all.jsonl
 # The shared tokenizer: `subscope train --vocab-size` trains a byte-level BPE on all three
 # topics before it trains a model; a one-step run keeps only that tokenizer, and both models
@@ -38,7 +38,7 @@ rm -rf "$OUT/tokenizer-run" "$OUT/tokenizer"
     --out "$OUT/tokenizer-run" --steps 1 --batch 1 --seq 64 2>&1 | grep '^wrote' >&2
 mkdir -p "$OUT/tokenizer"
 cp "$OUT/tokenizer-run/tokenizer.json" "$OUT/tokenizer/"
-python models/check_topic_keywords.py --tokenizer "$OUT/tokenizer/tokenizer.json" \
+python3 models/check_topic_keywords.py --tokenizer "$OUT/tokenizer/tokenizer.json" \
     --data data/topics/train_all.txt --keywords data/topics
 
 train() {  # name, data file
@@ -72,7 +72,7 @@ for m in topics-all topics-no-toxic; do
             --keywords "data/topics/keywords_$t.txt" --out "$OUT/eval_${m}_$t.h5" > /dev/null
     done
 done
-python - "$OUT" <<'EOF'
+python3 - "$OUT" <<'EOF'
 import os, sys, h5py
 out = sys.argv[1]
 rows = ["| model | eval set | loss (nats) | top-1 acc | keyword acc |", "|---|---|---|---|---|"]
