@@ -42,6 +42,11 @@ static int outputs_are_files(const cli_cmd *cmd) {
             return 1;
         }
         const int dir_out = o->metavar && !strcmp(o->metavar, "DIR"); /* train --out DIR */
+        if (!dir_out && o->value[strlen(o->value) - 1] == '/') { /* else found only when the file is created */
+            fprintf(stderr, "subscope %s: error: --%s %s ends in '/', a folder's name; give a file name\n", cmd->name,
+                    o->name, o->value);
+            return 1;
+        }
         char *target = NULL;
         if (ss_out_target(o->value, &target)) {
             /* a dangling link whose target's folder is missing: only where it is written (below) */
