@@ -33,6 +33,12 @@ static void print_help(const cli_cmd *cmd) {
  * link is written through (the file it names is replaced, the link stays:
  * ss_out_target), so these checks are of its target, named in the message. */
 static int outputs_are_files(const cli_cmd *cmd) {
+    /* Only the writer checks the folder (rank 0, or a pipeline's last stage): the others may
+     * run where that folder is not (a node-local --out). */
+    const int last_stage_writes = !strcmp(cmd->name, "forward") || !strcmp(cmd->name, "patch") ||
+                                  !strcmp(cmd->name, "trace"); /* as their cli_wrote calls say */
+    const char *pipe = last_stage_writes ? cli_get(cmd, "pipeline") : NULL;
+    const int writes = ss_comm_launched_rank() == (pipe && atoi(pipe) > 1 ? atoi(pipe) - 1 : 0);
     for (const cli_opt *o = cmd->opts; o->name; o++) {
         struct stat so;
         if ((strcmp(o->name, "out") && strcmp(o->name, "masks-out")) || !o->value) continue;
@@ -50,7 +56,7 @@ static int outputs_are_files(const cli_cmd *cmd) {
         char *target = NULL;
         if (ss_out_target(o->value, &target)) {
             /* a dangling link whose target's folder is missing: only where it is written (below) */
-            if (ss_comm_launched_rank() > 0) {
+            if (!writes) {
                 ss_error_clear();
                 continue;
             }
@@ -70,11 +76,10 @@ static int outputs_are_files(const cli_cmd *cmd) {
             why = "";
         }
         /* The folder it goes in must be there now, not only when the results are ready to
-         * write (at the end of collect's or ablate's whole run). Only rank 0 writes it: the
-         * others may run where that folder is not (a node-local --out). */
+         * write (at the end of collect's or ablate's whole run). */
         char dir[4096];
         size_t n = strlen(target);
-        if (!why && ss_comm_launched_rank() <= 0 && n < sizeof dir) {
+        if (!why && writes && n < sizeof dir) {
             while (n > 1 && target[n - 1] == '/') n--; /* train's --out DIR/ */
             while (n > 0 && target[n - 1] != '/') n--;
             if (n > 1) n--; /* the folder without its last slash, or "/" */
@@ -85,6 +90,21 @@ static int outputs_are_files(const cli_cmd *cmd) {
                   : access(dir, W_OK) ? "not writable" : NULL;
             if (why) fprintf(stderr, "subscope %s: error: --%s %s%s: cannot write in %s: %s\n", cmd->name, o->name, o->value,
                              link, dir, why);
+            /* Its temporary (NAME.tmp.<host>.<pid> beside the target; collect's checkpoint
+             * NAME.ckpt.tmp...) must be a name the folder takes, or the file fails to be
+             * created after the run. */
+            const char *slash = strrchr(target, '/');
+            char *tmp = why || dir_out ? NULL : ss_tmp_name(slash ? slash + 1 : target);
+            const long name_max = tmp ? pathconf(dir, _PC_NAME_MAX) : -1;
+            const int ckpt = cli_get(cmd, "checkpoint-every") != NULL;
+            const size_t need = tmp ? strlen(tmp) + (ckpt ? strlen(".ckpt") : 0) : 0;
+            free(tmp);
+            if (name_max > 0 && need > (size_t)name_max) {
+                fprintf(stderr, "subscope %s: error: --%s %s%s: the temporary file it is written as (%s.tmp.<host>.<pid>) "
+                                "would have a name of %zu characters, more than %s takes (%ld); give a shorter name\n",
+                        cmd->name, o->name, o->value, link, ckpt ? "NAME.ckpt" : "NAME", need, dir, name_max);
+                why = "";
+            }
         }
         free(target);
         if (why) return 1;
