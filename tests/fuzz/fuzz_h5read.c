@@ -1,7 +1,7 @@
 /* libFuzzer target: subscope's HDF5 readers on a damaged file, the way
  * `show`, `report`, `discover` and `ablate --stats` read one: open it, read
  * the root's string attributes, list every dataset, and for each its shape,
- * axis names and (when small) its values. The seeds are small outputs of
+ * axis names and (when small) its values and, square, its diagonal. The seeds are small outputs of
  * forward, collect, attribute and ablate; the mutations are the damage.
  * Whatever the bytes, this must end in an error or in values, never a
  * crash (docs/DECISIONS.md, "A damaged file is refused by checksums").
@@ -51,7 +51,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             double *v = NULL;
             size_t m = 0;
             if (ss_h5_read_f64(r, paths[i], &v, &m, NULL) == SS_OK) free(v);
+            /* a covariance's variances, as discover and ablate's masks read them */
+            if (in.ndim == 2 && in.dims[0] == in.dims[1] && (v = malloc((size_t)in.dims[0] * sizeof(double) + 1))) {
+                (void)ss_h5_read_diag(r, paths[i], in.dims[0], v);
+                free(v);
+            }
+            (void)ss_h5_attr_exists(r, paths[i], "note");
         }
+        (void)ss_h5_attr_exists(r, "/", "state_checksum"); /* collect --resume */
         ss_h5_free_names(paths, n);
     }
     ss_h5_close_read(r);
