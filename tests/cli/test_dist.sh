@@ -68,6 +68,20 @@ res=$($MPI -np 1 --wdir "$TMP/wb" "$SS_ABS" forward --model "$PWD/$M" --input "$
     -np 1 --wdir "$TMP/wa" "$SS_ABS" forward --model "$PWD/$M" --input "$PWD/$P" --out sub/x.h5 2>&1); rc=$?
 [ $rc != 0 ] && printf '%s' "$res" | grep -q "cannot write in sub" && pass "... and rank 0 refuses one it cannot write in" ||
     fail "--out's folder missing on rank 0" "exit $rc" "$(printf '%s' "$res" | tail -n 3)"
+# Under --pipeline P, forward, patch and trace write from the first copy's last stage (rank P-1),
+# not rank 0: that rank checks. Rank 0 refused a folder only the writer has, and the writer's
+# missing folder was found only when the file was created.
+mkdir -p "$TMP/wc/sub"
+res=$($MPI -np 1 --wdir "$TMP/wb" "$SS_ABS" forward --model "$PWD/$M" --input "$PWD/$P" --pipeline 2 --out sub/p.h5 : \
+    -np 1 --wdir "$TMP/wc" "$SS_ABS" forward --model "$PWD/$M" --input "$PWD/$P" --pipeline 2 --out sub/p.h5 2>&1); rc=$?
+[ $rc = 0 ] && [ -s "$TMP/wc/sub/p.h5" ] && [ ! -e "$TMP/wb/sub" ] &&
+    pass "forward --pipeline 2: --out's folder is the last stage's (rank 1), not rank 0's" ||
+    fail "forward --pipeline 2, --out's folder on the writer only" "exit $rc" "$(printf '%s' "$res" | grep subscope | tail -n 3)"
+res=$($MPI -np 1 --wdir "$TMP/wc" "$SS_ABS" forward --model "$PWD/$M" --input "$PWD/$P" --pipeline 2 --out sub/q.h5 : \
+    -np 1 --wdir "$TMP/wb" "$SS_ABS" forward --model "$PWD/$M" --input "$PWD/$P" --pipeline 2 --out sub/q.h5 2>&1); rc=$?
+[ $rc != 0 ] && printf '%s' "$res" | grep -q "subscope forward: error: --out sub/q.h5: cannot write in sub" &&
+    pass "... and the last stage refuses one it cannot write in, before the run" ||
+    fail "forward --pipeline 2, --out's folder missing on the writer" "exit $rc" "$(printf '%s' "$res" | grep subscope | tail -n 3)"
 
 # Statistics: counts exact; the rest differs from one process only by the order of fp64 Chan
 # merges (a few ulps): 1e-12 relative, and 1e-14 absolute for entries that are nearly zero
