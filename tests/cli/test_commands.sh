@@ -270,15 +270,17 @@ expect_fail "discover --masks-out ending in a slash" "--masks-out $TMP/st.h5/ en
     "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites 'blocks.*' --method cluster --out "$TMP/dm.h5" --masks-out "$TMP/st.h5/"
 # A name the folder takes whose temporary (NAME.tmp.<host>.<pid>) is too long for it was found
 # only when the file was created, after the whole run (collect: 21 s of 3000 prompts of tiny-gpt2).
-host=$(uname -n | tr -c 'A-Za-z0-9\n-' _ | cut -c1-64)
-long=$(printf "%0$((255 - 13 - ${#host}))d" 0) # its temporary fits with any pid of up to 7 digits
-expect_fail "collect --out whose temporary's name is too long" "--out $TMP/${long}xxxxxxxxxxx: the temporary file it is written as (NAME.tmp.<host>.<pid>) would have a name of" \
-    "$SUBSCOPE" collect --model $TM --input $TP --sites blocks.1.mlp.hook_post --out "$TMP/${long}xxxxxxxxxxx"
-expect_fail "... and its checkpoint's (pids of 3 digits or more)" "(NAME.ckpt.tmp.<host>.<pid>) would have a name of" \
-    "$SUBSCOPE" collect --model $TM --input $TP --sites blocks.1.mlp.hook_post --out "$TMP/$long" --checkpoint-every 1
-"$SUBSCOPE" collect --model $TM --input $TP --sites blocks.1.mlp.hook_post --out "$TMP/$long" >/dev/null 2>&1 &&
-    [ -f "$TMP/$long" ] && pass "... a name whose temporary fits is written" || fail "a long name that fits is written"
-rm -f "$TMP/$long"
+if [ "$(getconf NAME_MAX "$TMP" 2>/dev/null)" = 255 ]; then # the lengths below assume it
+    host=$(uname -n | tr -c 'A-Za-z0-9\n-' _ | cut -c1-64)
+    long=$(printf "%0$((255 - 13 - ${#host}))d" 0) # its temporary fits with any pid of up to 7 digits
+    expect_fail "collect --out whose temporary's name is too long" "--out $TMP/${long}xxxxxxxxxxx: the temporary file it is written as (NAME.tmp.<host>.<pid>) would have a name of" \
+        "$SUBSCOPE" collect --model $TM --input $TP --sites blocks.1.mlp.hook_post --out "$TMP/${long}xxxxxxxxxxx"
+    expect_fail "... and its checkpoint's (pids of 3 digits or more)" "(NAME.ckpt.tmp.<host>.<pid>) would have a name of" \
+        "$SUBSCOPE" collect --model $TM --input $TP --sites blocks.1.mlp.hook_post --out "$TMP/$long" --checkpoint-every 1
+    "$SUBSCOPE" collect --model $TM --input $TP --sites blocks.1.mlp.hook_post --out "$TMP/$long" >/dev/null 2>&1 &&
+        [ -f "$TMP/$long" ] && pass "... a name whose temporary fits is written" || fail "a long name that fits is written"
+    rm -f "$TMP/$long"
+else echo "  skip: names of up to 255 bytes assumed, $TMP takes $(getconf NAME_MAX "$TMP")"; fi
 expect_fail "collect --out under a file" "--out $TMP/st.h5/c.h5: cannot write in $TMP/st.h5: not a folder" \
     "$SUBSCOPE" collect --model $TM --input $TP --sites blocks.1.mlp.hook_post --out "$TMP/st.h5/c.h5"
 expect_fail "discover --masks-out in a missing folder" "--masks-out $TMP/nodir/m.jsonl: cannot write in $TMP/nodir" \
