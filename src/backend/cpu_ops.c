@@ -172,23 +172,115 @@ static void blas_part(void *vctx, int64_t p) {
 #endif
 
 /* bf16 weights: the reference for tensor-core products, by rounding A to
- * bf16 and widening B, then an fp32 product. Slow (it widens B on every
- * call); the CPU path for real work is float32. */
+ * bf16 and widening B exactly, then fp32 products with fp32 accumulation.
+ * B is widened a panel at a time into a scratch of at most BF16_PANEL floats
+ * (2 MiB) per thread, kept for the thread's next call, so no weight-sized
+ * buffer is made (the whole of B widened on every call cost 154 MB and most
+ * of the time for GPT-2's unembedding). The parallel tasks are panels of C's
+ * columns, at least one per thread, each widening its columns of B and
+ * running one product of all M rows into them. A panel spans the whole of K
+ * where BF16_PANEL holds BF16_PANEL_MIN_N columns of it (K <= 8192), so the
+ * split is along N only and changes no sum of the built-in product (the same
+ * bits as it on the whole matrix); OpenBLAS's sums may take another order in
+ * another panel's shape (its edge and small-matrix kernels), as the
+ * whole-matrix product's did with the threads' split: fp32 summation-order
+ * rounding, bounded in tests/unit/test_backend.c. A longer K (backward.c's
+ * product with the unembedding, K = vocabulary) is taken in slices of K
+ * summed into C. */
+#define BF16_PANEL ((int64_t)1 << 19)
+#define BF16_PANEL_MIN_N 64
+
+typedef struct {
+    float *C;
+    const float *A, *bias;
+    const uint16_t *B;
+    int64_t M, N, K, nb, kb;
+    int trans_b;
+    atomic_int nomem;
+} bf16_ctx;
+
+static _Thread_local float *bf16_panel; /* BF16_PANEL floats, this thread's, kept for its life */
+
+static void bf16_part(void *vctx, int64_t p) {
+    bf16_ctx *c = vctx;
+    if (!bf16_panel && !(bf16_panel = malloc((size_t)BF16_PANEL * sizeof(float)))) {
+        atomic_store(&c->nomem, 1);
+        return;
+    }
+    float *w = bf16_panel;
+    const int64_t j0 = p * c->nb, nb = j0 + c->nb < c->N ? c->nb : c->N - j0;
+    for (int64_t k0 = 0; k0 < c->K; k0 += c->kb) {
+        const int64_t kb = k0 + c->kb < c->K ? c->kb : c->K - k0;
+        /* w: B[k0:k0+kb, j0:j0+nb] widened, as [nb][kb] (trans_b) or [kb][nb]. */
+        for (int64_t r = 0; r < (c->trans_b ? nb : kb); r++) {
+            const int64_t len = c->trans_b ? kb : nb;
+            const uint16_t *src = c->trans_b ? c->B + (j0 + r) * c->K + k0 : c->B + (k0 + r) * c->N + j0;
+            float *dst = w + r * len;
+            for (int64_t i = 0; i < len; i++) dst[i] = ss_bf16_to_f32(src[i]);
+        }
+        float *Cp = c->C + j0;
+#ifdef SS_HAVE_BLAS
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, c->trans_b ? CblasTrans : CblasNoTrans, (int)c->M, (int)nb, (int)kb,
+                    1.0f, c->A + k0, (int)c->K, w, c->trans_b ? (int)kb : (int)nb, k0 || c->bias ? 1.0f : 0.0f, Cp,
+                    (int)c->N);
+#else
+        /* ss_matmul_builtin's order: k ascending into C, then the bias. */
+        for (int64_t i = 0; i < c->M; i++) {
+            float *crow = Cp + i * c->N;
+            const float *arow = c->A + i * c->K + k0;
+            if (c->trans_b) {
+                for (int64_t j = 0; j < nb; j++) {
+                    const float *brow = w + j * kb;
+                    float acc = k0 ? crow[j] : 0.f;
+                    for (int64_t k = 0; k < kb; k++) acc += arow[k] * brow[k];
+                    crow[j] = acc;
+                }
+            } else {
+                if (!k0)
+                    for (int64_t j = 0; j < nb; j++) crow[j] = 0.f;
+                for (int64_t k = 0; k < kb; k++) {
+                    const float a = arow[k], *brow = w + k * nb;
+                    for (int64_t j = 0; j < nb; j++) crow[j] += a * brow[j];
+                }
+            }
+            if (c->bias && k0 + kb == c->K)
+                for (int64_t j = 0; j < nb; j++) crow[j] += c->bias[j0 + j];
+        }
+#endif
+    }
+}
+
 static ss_status matmul_bf16(float *C, const float *A, const uint16_t *B, const float *bias, int64_t M, int64_t N,
                              int64_t K, int trans_b) {
-    size_t na = (size_t)(M * K), nb = (size_t)(K * N);
-    float *a = ss_malloc(na * sizeof(float), "bf16 product"), *b = ss_malloc(nb * sizeof(float), "bf16 product");
-    if (!a || !b) {
-        free(a);
-        free(b);
-        return SS_ERR_NOMEM;
+    if (M <= 0 || N <= 0) return SS_OK;
+    if (M > INT_MAX || N > INT_MAX || K > INT_MAX)
+        return ss_errorf(SS_ERR_UNSUPPORTED, "matrix product %lld x %lld x %lld exceeds BLAS's 32-bit sizes", (long long)M,
+                         (long long)N, (long long)K);
+    if (K <= 0) {
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < N; j++) C[i * N + j] = bias ? bias[j] : 0.f;
+        return SS_OK;
     }
+    const size_t na = (size_t)(M * K);
+    float *a = ss_malloc(na * sizeof(float), "bf16 product");
+    if (!a) return SS_ERR_NOMEM;
     for (size_t i = 0; i < na; i++) a[i] = ss_bf16_to_f32(ss_f32_to_bf16(A[i]));
-    for (size_t i = 0; i < nb; i++) b[i] = ss_bf16_to_f32(B[i]);
-    ss_status st = matmul_f32(C, a, b, bias, M, N, K, trans_b);
+#ifdef SS_HAVE_BLAS
+    if (bias)
+        for (int64_t i = 0; i < M; i++) memcpy(C + i * N, bias, (size_t)N * sizeof(float));
+#endif
+    /* Panels as wide as the scratch allows, but at least one per thread. */
+    const int64_t P = ss_num_threads(), per_thread = (N + P - 1) / P;
+    int64_t nb = BF16_PANEL / K > BF16_PANEL_MIN_N ? BF16_PANEL / K : BF16_PANEL_MIN_N;
+    if (nb > per_thread) nb = per_thread;
+    bf16_ctx c = {.C = C, .A = a, .bias = bias, .B = B, .M = M, .N = N, .K = K, .nb = nb,
+                  .kb = nb * K <= BF16_PANEL ? K : BF16_PANEL / nb, .trans_b = trans_b};
+    ss_parallel_for((N + nb - 1) / nb, bf16_part, &c);
     free(a);
-    free(b);
-    return st;
+    if (atomic_load(&c.nomem))
+        return ss_errorf(SS_ERR_NOMEM, "out of memory allocating %lld bytes of scratch for a bf16 product",
+                         (long long)(BF16_PANEL * (int64_t)sizeof(float)));
+    return SS_OK;
 }
 
 static ss_status cpu_matmul(const ss_backend *be, float *C, const float *A, const void *B, int b_dtype,

@@ -1,7 +1,9 @@
 /* Every CPU op against a straightforward double-precision evaluation. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "subscope/backend.h"
+#include "subscope/util.h"
 #include "test.h"
 
 TEST(cpu_matmul_matches_naive_all_layouts) {
@@ -25,6 +27,52 @@ TEST(cpu_matmul_matches_naive_all_layouts) {
             }
         }
         free(A); free(B); free(bias); free(C); free(C2);
+    }
+}
+
+/* bf16 weights: the product widens B a panel of columns at a time (cpu_ops.c,
+ * matmul_bf16). Against the whole-matrix way it replaced, A rounded to bf16 and
+ * all of B widened, then one fp32 product: every element within 2^-20 of the
+ * sum of its terms' magnitudes, fp32 summation order (a lost or doubled term,
+ * about 1/K of that sum here, is far outside; measured at most 1e-5 where the
+ * bound is 2e-4). Without BLAS the sums are the built-in product's, the same
+ * bits. With OpenBLAS, the panels' shapes change which kernel sums an element
+ * (its edge and small-matrix kernels take another order), as the old
+ * product's own split among threads did, so the bits are counted, not
+ * required. Shapes: M, N or K of 1, N not a multiple of the panel (682
+ * columns at K 768, 524 at K 1000, at most N / threads), rows enough that the
+ * whole-matrix product splits by rows, and K 9000, taken in slices of K. */
+TEST(cpu_matmul_bf16_panels_match_whole_matrix) {
+    const ss_backend *be = ss_backend_cpu();
+    const int64_t P = ss_num_threads();
+    int64_t shapes[][3] = {{1, 1, 1}, {1, 1500, 768}, {5, 1, 1000}, {7, 300, 1}, {64 * P + 3, 1000, 1000},
+                           {3, 64 * P + 6, 9000}};
+    for (int si = 0; si < 6; si++) {
+        int64_t M = shapes[si][0], N = shapes[si][1], K = shapes[si][2], same = 0;
+        float *A = ss_test_rvec(M * K, 21, 1.0f), *Bf = ss_test_rvec(K * N, 22, 1.0f), *bias = ss_test_rvec(N, 23, 1.0f);
+        float *Ar = malloc((size_t)(M * K) * sizeof(float));
+        uint16_t *B = malloc((size_t)(K * N) * sizeof(uint16_t));
+        for (int64_t i = 0; i < M * K; i++) Ar[i] = ss_bf16_to_f32(ss_f32_to_bf16(A[i]));
+        for (int64_t i = 0; i < K * N; i++) B[i] = ss_f32_to_bf16(Bf[i]), Bf[i] = ss_bf16_to_f32(B[i]);
+        float *C = malloc((size_t)(M * N) * sizeof(float)), *Cw = malloc((size_t)(M * N) * sizeof(float));
+        for (int tb = 0; tb < 2; tb++)
+            for (int wb = 0; wb < 2; wb++) {
+                CHECK_OK(be->matmul(be, C, A, B, SS_WDTYPE_BF16, wb ? bias : NULL, M, N, K, tb));
+                CHECK_OK(be->matmul(be, Cw, Ar, Bf, SS_WDTYPE_F32, wb ? bias : NULL, M, N, K, tb));
+                for (int64_t i = 0; i < M; i++)
+                    for (int64_t j = 0; j < N; j++) {
+                        double mag = wb ? fabs(bias[j]) : 0;
+                        for (int64_t k = 0; k < K; k++) mag += fabs((double)Ar[i * K + k] * (tb ? Bf[j * K + k] : Bf[k * N + j]));
+                        CHECK_NEAR(C[i * N + j], Cw[i * N + j], ldexp(mag, -20));
+                    }
+                same += !memcmp(C, Cw, (size_t)(M * N) * sizeof(float));
+#ifndef SS_HAVE_BLAS
+                CHECK(!memcmp(C, Cw, (size_t)(M * N) * sizeof(float)));
+#endif
+            }
+        printf("\n    M %lld N %lld K %lld: %lld of 4 layouts bit for bit", (long long)M, (long long)N, (long long)K,
+               (long long)same);
+        free(A); free(Bf); free(bias); free(Ar); free(B); free(C); free(Cw);
     }
 }
 
