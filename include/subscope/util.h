@@ -116,7 +116,14 @@ int64_t ss_peak_host_bytes(void);
 
 /* Half-precision conversions (IEEE binary16 and bfloat16 to/from fp32). */
 float ss_f16_to_f32(uint16_t h);
-float ss_bf16_to_f32(uint16_t h);
+/* Inline: the CPU's bf16 products widen their weights with it, a panel at a
+ * time (cpu_ops.c), and a call per element cost more than the product. */
+static inline float ss_bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    __builtin_memcpy(&f, &bits, 4);
+    return f;
+}
 uint16_t ss_f32_to_f16(float f);
 uint16_t ss_f32_to_bf16(float f);
 /* splitmix64's finaliser of z + 0x9E3779B97F4A7C15: the seeded mixing of

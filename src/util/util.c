@@ -427,13 +427,6 @@ float ss_f16_to_f32(uint16_t h) {
     return f;
 }
 
-float ss_bf16_to_f32(uint16_t h) {
-    uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
 uint16_t ss_f32_to_bf16(float f) {
     uint32_t x;
     memcpy(&x, &f, 4);
