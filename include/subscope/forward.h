@@ -95,7 +95,7 @@ typedef struct ss_forward_opts {
  * runs only the new rows through the blocks. */
 typedef struct ss_kv_cache ss_kv_cache;
 /* Room for n_ctx (1..n_positions) positions. SS_ERR_UNSUPPORTED when the
- * backend has no attention_kv (the CUDA backend). */
+ * backend has no attention_kv (both the CPU and the CUDA backends have it). */
 ss_status ss_kv_cache_open(const ss_model *m, const ss_backend *be, int64_t n_ctx, ss_kv_cache **out);
 /* The positions cached so far. */
 int64_t ss_kv_cache_len(const ss_kv_cache *kv);
