@@ -68,6 +68,12 @@ expect_rc bad_tol_text 2 "--rtol needs a non-negative number" "$H5CMP" --rtol ab
 expect_rc unknown_option 2 "unknown option --frobnicate" "$H5CMP" --frobnicate "$TMP/base.h5" "$TMP/base.h5"
 expect_rc help 0 "usage: h5cmp" "$H5CMP" --help
 
+# The other test tools: --help prints the usage on stdout and exits 0; no arguments is a usage error.
+expect_rc statsref_help 0 "usage: statsref" "${TOOLBIN}statsref" --help
+expect_rc statsref_no_args 2 "usage: statsref" "${TOOLBIN}statsref"
+expect_rc tok_bench_help 0 "usage: " "${TOOLBIN}tok_bench" --help
+expect_rc tok_bench_no_args 2 "TOKENIZER_DIR_OR_JSON" "${TOOLBIN}tok_bench"
+
 # h5fixture takes no options: --help prints its usage, another option is refused, and neither
 # writes a file named after it (both did, in the current folder).
 case $FIX in /*) AFIX=$FIX ;; *) AFIX=$PWD/$FIX ;; esac

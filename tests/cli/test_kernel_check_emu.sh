@@ -10,6 +10,9 @@ if [ ! -x "$KC" ]; then
     fail "kernel_check_emu built" "$KC is missing (make test builds it)"
     finish; exit
 fi
+out=$("$KC" --help 2>/dev/null); rc=$?
+[ $rc = 0 ] && case $out in "usage: kernel_check"*) true ;; *) false ;; esac &&
+    pass "--help: usage on stdout, exit 0" || fail "--help: usage on stdout, exit 0" "rc=$rc: $out"
 out=$("$KC" --quick 2>&1); rc=$?
 sum=$(printf '%s\n' "$out" | grep -E '^kernel_check: [0-9]+ cases, [0-9]+ failed' | tail -n 1)
 n=$(printf '%s' "$sum" | sed -E 's/^kernel_check: ([0-9]+) cases.*/\1/')

@@ -2661,8 +2661,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--filter") && i + 1 < argc) g_filter = argv[++i];
         else if (!strcmp(argv[i], "--device") && i + 1 < argc) device = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: kernel_check [--quick] [--filter SUBSTR] [--device N]\n");
-            return 2;
+            const int help = !strcmp(argv[i], "--help");
+            fprintf(help ? stdout : stderr, "usage: kernel_check [--quick] [--filter SUBSTR] [--device N]\n");
+            return help ? 0 : 2;
         }
     }
     int n = 0;

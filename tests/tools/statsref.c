@@ -21,8 +21,9 @@ static int fail(const char *what) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: statsref FORWARD.h5 OUT.h5 [last]\n");
-        return 2;
+        const int help = argc == 2 && !strcmp(argv[1], "--help");
+        fprintf(help ? stdout : stderr, "usage: statsref FORWARD.h5 OUT.h5 [last]\n");
+        return help ? 0 : 2;
     }
     int last = argc > 3 && !strcmp(argv[3], "last");
     ss_h5_reader *r;

@@ -11,8 +11,9 @@
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s TOKENIZER_DIR_OR_JSON TEXT_FILE [--ids]\n", argv[0]);
-        return 2;
+        const int help = argc == 2 && !strcmp(argv[1], "--help");
+        fprintf(help ? stdout : stderr, "usage: %s TOKENIZER_DIR_OR_JSON TEXT_FILE [--ids]\n", argv[0]);
+        return help ? 0 : 2;
     }
     ss_tokenizer *t = NULL;
     size_t l = strlen(argv[1]);
