@@ -364,7 +364,8 @@ ss_status ss_backend_open(const char *spec, const ss_backend_opts *opts, ss_back
  * takes among n_devices. */
 int ss_local_rank(void);
 int ss_device_for_rank(int local_rank, int n_devices);
-/* Releases a backend from ss_backend_open (the CPU backend is static). */
+/* Releases a backend from ss_backend_open (the CPU backend is static: closing it
+ * gives the released blocks it keeps for reuse back to malloc). */
 void ss_backend_close(ss_backend *be);
 /* What this process can do with GPUs, in words for `info --dist`: the CUDA
  * backend not in this build, or linked in, or its plugin loaded (it is

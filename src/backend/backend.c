@@ -4,6 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cpu_internal.h"
 #include "subscope/backend.h"
 #include "subscope/util.h"
 
@@ -124,7 +125,11 @@ ss_status ss_backend_open(const char *spec, const ss_backend_opts *opts, ss_back
 }
 
 void ss_backend_close(ss_backend *be) {
-    if (!be || be == ss_backend_cpu()) return;
+    if (!be) return;
+    if (be == ss_backend_cpu()) { /* one backend for the process: its released blocks go back to malloc */
+        ss_cpu_cache_drop();
+        return;
+    }
 #ifdef SS_HAVE_CUDA
     const cuda_api *api = cuda(); /* loaded already: be came from it */
     if (api) api->close(be);

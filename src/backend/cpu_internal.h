@@ -4,6 +4,11 @@
 
 #include "subscope/backend.h"
 
+/* The CPU backend's cache of released blocks (cpu_ops.c): gives them all back
+ * to malloc (the backend's close), and the bytes it holds now. */
+void ss_cpu_cache_drop(void);
+size_t ss_cpu_cached_bytes(void);
+
 ss_status ss_cpu_zero(const ss_backend *be, void *p, size_t bytes);
 ss_status ss_cpu_matmul_tn(const ss_backend *be, float *C, const float *A, const float *B, int64_t M, int64_t N,
                            int64_t K, int accumulate);

@@ -18,6 +18,21 @@
 #include <stdio.h>
 #include <sys/mman.h>
 #endif
+/* The cache of released blocks needs the size malloc gave a block. */
+#ifdef __GLIBC__
+#include <malloc.h>
+#define SS_CPU_CACHE 1
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define SS_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SS_ASAN 1
+#endif
+#endif
+#ifdef SS_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
 
 typedef struct {
     float *C;
@@ -538,12 +553,106 @@ static ss_status cpu_swiglu(const ss_backend *be, float *out, const float *gu, i
     return SS_OK;
 }
 
+/* Released blocks kept for reuse. A job runs the same passes batch after
+ * batch, each allocating the same buffers; given back to malloc, a block of
+ * hundreds of MiB (attribute's tape) was mapped afresh (over the mmap
+ * threshold) or, its place in the heap taken by the job's smaller blocks in
+ * the meantime, the heap grew: either way the pass's first touch of every
+ * page was a page fault. So a released block of CACHE_MIN bytes or more
+ * waits here, its size as malloc_usable_size reports it, for a request it
+ * fits (the best fit, at most twice the request, as the CUDA backend's
+ * cache), and stays an ordinary malloc'd block: a caller given one (the
+ * forward's logits) may free() it. A request that no cached block fits
+ * gives them all back to malloc first, so the cache never holds memory that
+ * the run's later passes do not ask for again; ss_cpu_cache_drop (the
+ * backend's close) gives them back too. Under AddressSanitizer a cached
+ * block is poisoned, and a reused one made addressable only as far as the
+ * request, so that a use after release or past the end is still reported.
+ * docs/DECISIONS.md, "The CPU backend keeps released blocks". */
+#define CACHE_MIN ((size_t)64 << 10)
+#define CACHE_SLOTS 32
+
+static struct {
+    pthread_mutex_t mu;
+    int n;
+    struct { void *p; size_t bytes; } b[CACHE_SLOTS];
+} cache = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void cache_poison(void *p, size_t bytes, int on) {
+#ifdef SS_ASAN
+    if (on) ASAN_POISON_MEMORY_REGION(p, bytes);
+    else ASAN_UNPOISON_MEMORY_REGION(p, bytes);
+#else
+    (void)p, (void)bytes, (void)on;
+#endif
+}
+
+/* Gives every cached block back to malloc; the caller holds the lock. */
+static void cache_drop_locked(void) {
+    while (cache.n > 0) {
+        cache.n--;
+        cache_poison(cache.b[cache.n].p, cache.b[cache.n].bytes, 0);
+        free(cache.b[cache.n].p);
+    }
+}
+
+void ss_cpu_cache_drop(void) {
+    pthread_mutex_lock(&cache.mu);
+    cache_drop_locked();
+    pthread_mutex_unlock(&cache.mu);
+}
+
+size_t ss_cpu_cached_bytes(void) {
+    size_t sum = 0;
+    pthread_mutex_lock(&cache.mu);
+    for (int i = 0; i < cache.n; i++) sum += cache.b[i].bytes;
+    pthread_mutex_unlock(&cache.mu);
+    return sum;
+}
+
 static ss_status cpu_alloc(const ss_backend *be, size_t bytes, const char *what, void **out) {
+#ifdef SS_CPU_CACHE
+    if (bytes >= CACHE_MIN) {
+        pthread_mutex_lock(&cache.mu);
+        int best = -1;
+        for (int i = 0; i < cache.n; i++)
+            if (cache.b[i].bytes >= bytes && cache.b[i].bytes / 2 <= bytes &&
+                (best < 0 || cache.b[i].bytes < cache.b[best].bytes))
+                best = i;
+        if (best >= 0) {
+            *out = cache.b[best].p;
+            cache_poison(*out, bytes, 0); /* past the request, ASan still reports an overflow */
+            cache.b[best] = cache.b[--cache.n];
+        } else {
+            *out = NULL;
+            cache_drop_locked();
+        }
+        pthread_mutex_unlock(&cache.mu);
+        if (*out) return SS_OK;
+    }
+    if ((*out = malloc(bytes ? bytes : 1))) return SS_OK;
+    ss_cpu_cache_drop(); /* a smaller request, under an address-space limit: the kept blocks give way */
+#endif
     *out = ss_malloc(bytes, what);
     return *out ? SS_OK : SS_ERR_NOMEM;
 }
 
-static void cpu_release(const ss_backend *be, void *p) { free(p); }
+static void cpu_release(const ss_backend *be, void *p) {
+#ifdef SS_CPU_CACHE
+    const size_t bytes = p ? malloc_usable_size(p) : 0;
+    if (bytes >= CACHE_MIN) {
+        pthread_mutex_lock(&cache.mu);
+        const int kept = cache.n < CACHE_SLOTS;
+        if (kept) {
+            cache.b[cache.n].p = p, cache.b[cache.n++].bytes = bytes;
+            cache_poison(p, bytes, 1);
+        }
+        pthread_mutex_unlock(&cache.mu);
+        if (kept) return;
+    }
+#endif
+    free(p);
+}
 
 static ss_status cpu_copy(const ss_backend *be, void *dst, const void *src, size_t bytes) {
     if (bytes) memmove(dst, src, bytes);

@@ -1,7 +1,11 @@
 /* Every CPU op against a straightforward double-precision evaluation. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include "../../src/backend/cpu_internal.h"
 #include "subscope/backend.h"
 #include "subscope/util.h"
 #include "test.h"
@@ -172,6 +176,83 @@ TEST(cpu_rowwise_ops_split_across_threads_match) {
     free(x);
     free(o);
 }
+
+static long minor_faults(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_minflt;
+}
+
+/* A released block is kept and handed out again: a pass that allocates the
+ * same buffers as the last one does not fault their pages in afresh. */
+TEST(cpu_released_blocks_are_reused) {
+    const ss_backend *be = ss_backend_cpu();
+    const size_t big = (size_t)32 << 20, pages = big / 4096;
+    ss_cpu_cache_drop();
+    void *a, *b, *c;
+    CHECK_OK(be->alloc(be, big, "a", &a));
+    memset(a, 1, big);
+    be->release(be, a);
+    CHECK(ss_cpu_cached_bytes() >= big);
+    long f0 = minor_faults();
+    CHECK_OK(be->alloc(be, big - 4096, "b", &b)); /* a little less fits it too */
+    memset(b, 2, big - 4096);
+    long faults = minor_faults() - f0;
+    CHECK_MSG(faults < (long)pages / 4, "%ld page faults touching a reused block of %zu pages", faults, pages);
+    CHECK(ss_cpu_cached_bytes() == 0);
+    be->release(be, b);
+    /* A request that no kept block fits (it is not twice as large) gives them back first. */
+    CHECK_OK(be->alloc(be, big / 4, "c", &c));
+    CHECK(ss_cpu_cached_bytes() == 0);
+    be->release(be, c);
+    CHECK(ss_cpu_cached_bytes() >= big / 4);
+    /* Small blocks go straight back to malloc; closing the backend gives back the rest. */
+    const size_t kept = ss_cpu_cached_bytes();
+    CHECK_OK(be->alloc(be, 1000, "small", &a));
+    be->release(be, a);
+    CHECK(ss_cpu_cached_bytes() == kept);
+    ss_backend_close((ss_backend *)be);
+    CHECK(ss_cpu_cached_bytes() == 0);
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+/* Under AddressSanitizer a kept block is poisoned, and a reused one is addressable only as
+ * far as its request: a read after its release, or past the request, is reported. */
+TEST(cpu_kept_blocks_stay_poisoned_under_asan) {
+    const size_t mib = (size_t)1 << 20;
+    for (int which = 0; which < 2; which++) {
+        int fds[2];
+        CHECK(pipe(fds) == 0);
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+            dup2(fds[1], 2);
+            close(fds[0]);
+            const ss_backend *be = ss_backend_cpu();
+            void *p, *q;
+            if (be->alloc(be, mib, "p", &p)) _exit(3);
+            memset(p, 1, mib);
+            be->release(be, p);
+            if (which == 1 && (be->alloc(be, mib - 4096, "q", &q) || q != p)) _exit(4); /* the same block again */
+            volatile char *v = p;
+            _exit(v[mib - 100] == 1 ? 0 : 2);
+        }
+        close(fds[1]);
+        char buf[8192];
+        size_t got = 0;
+        ssize_t r;
+        while (got < sizeof buf - 1 && (r = read(fds[0], buf + got, sizeof buf - 1 - got)) > 0) got += (size_t)r;
+        buf[got] = 0;
+        close(fds[0]);
+        int status = 0;
+        waitpid(pid, &status, 0);
+        CHECK_MSG(!(WIFEXITED(status) && (WEXITSTATUS(status) == 0 || WEXITSTATUS(status) >= 3)),
+                  "case %d: the read went unreported (status %d)", which, status);
+        CHECK_MSG(strstr(buf, "AddressSanitizer: use-after-poison") != NULL, "case %d: no report: \"%.300s\"", which,
+                  buf);
+    }
+}
+#endif
 
 /* Ranks started together on a node take different GPUs under "cuda"/"auto". */
 TEST(backend_local_rank_picks_the_gpu) {
