@@ -544,12 +544,23 @@ static ss_status cpu_rope(const ss_backend *be, float *x, int64_t ld, int64_t ro
     return SS_OK;
 }
 
-static ss_status cpu_swiglu(const ss_backend *be, float *out, const float *gu, int64_t rows, int64_t dm) {
-    for (int64_t r = 0; r < rows; r++) {
-        const float *g = gu + r * 2 * dm, *u = g + dm;
-        float *o = out + r * dm;
+/* SwiGLU on the thread pool by blocks of rows, about GELU_CHUNK outputs a
+ * task (every element alone: the values do not depend on the threads). */
+static void swiglu_task(void *vctx, int64_t task) {
+    const rowwise_ctx *c = vctx;
+    const int64_t dm = c->d, r0 = task * c->n, r1 = r0 + c->n < c->rows ? r0 + c->n : c->rows;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *g = c->x + r * 2 * dm, *u = g + dm;
+        float *o = c->out + r * dm;
         for (int64_t i = 0; i < dm; i++) o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
     }
+}
+
+static ss_status cpu_swiglu(const ss_backend *be, float *out, const float *gu, int64_t rows, int64_t dm) {
+    if (rows <= 0 || dm <= 0) return SS_OK;
+    const int64_t per = dm < GELU_CHUNK ? GELU_CHUNK / dm : 1; /* rows a task */
+    rowwise_ctx c = {.out = out, .x = gu, .rows = rows, .d = dm, .n = per};
+    ss_parallel_for((rows + per - 1) / per, swiglu_task, &c);
     return SS_OK;
 }
 

@@ -177,6 +177,40 @@ TEST(cpu_rowwise_ops_split_across_threads_match) {
     free(o);
 }
 
+/* The same op run nested in a pool task, where ss_parallel_for runs it on one thread. */
+typedef struct {
+    const ss_backend *be;
+    float *out;
+    const float *gu;
+    int64_t rows, dm;
+} swiglu_args;
+
+static void swiglu_serial(void *vctx, int64_t i) {
+    const swiglu_args *a = vctx;
+    if (i == 0) a->be->swiglu(a->be, a->out, a->gu, a->rows, a->dm);
+}
+
+TEST(cpu_swiglu_split_across_threads_matches_one_thread) {
+    const ss_backend *be = ss_backend_cpu();
+    /* a ragged last task of rows (GELU_CHUNK / dm rows a task), and rows wider than a task */
+    const int64_t shapes[][2] = {{77, 1000}, {3, 40000}, {1, 5}};
+    for (int k = 0; k < 3; k++) {
+        const int64_t rows = shapes[k][0], dm = shapes[k][1], n = rows * dm;
+        float *gu = ss_test_rvec(2 * n, 21 + k, 6.0f), *par = ss_test_fvec(n, NAN), *one = ss_test_fvec(n, NAN);
+        CHECK_OK(be->swiglu(be, par, gu, rows, dm));
+        swiglu_args a = {be, one, gu, rows, dm};
+        ss_parallel_for(2, swiglu_serial, &a);
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t i = 0; i < dm; i++) {
+                const float g = gu[r * 2 * dm + i], u = gu[r * 2 * dm + dm + i];
+                CHECK_MSG(!memcmp(&par[r * dm + i], &one[r * dm + i], sizeof(float)), "[%lld, %lld]: %.9g threaded, %.9g on one thread",
+                          (long long)r, (long long)i, par[r * dm + i], one[r * dm + i]);
+                CHECK_NEAR(par[r * dm + i], g / (1.0 + exp(-(double)g)) * u, 1e-6 + 1e-6 * fabs(g * u));
+            }
+        free(gu), free(par), free(one);
+    }
+}
+
 static long minor_faults(void) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
