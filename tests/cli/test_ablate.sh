@@ -172,6 +172,10 @@ for pair in "p_resid1 blocks.1.hook_resid_pre" "p_z2 blocks.2.attn.hook_z"; do
     [ -n "$a" ] || ok=0
 done
 [ $ok = 1 ] && pass "mode patch equals patch --denoise (loss per pair)" || fail "mode patch equals patch --denoise" "$a" "$b"
+# The paired prompts shape the result as --input does: the file records both paths.
+pf=$(h5dump -a /patch_from_path "$TMP/pa.h5" 2>/dev/null | sed -n 's/.*(0): "\(.*\)"$/\1/p')
+[ "$pf" = "$PK" ] && ! h5dump -A "$TMP/a.h5" 2>/dev/null | grep -q patch_from_path &&
+    pass "--patch-from is recorded as patch_from_path (and absent without it)" || fail "patch_from_path" "got '$pf', want '$PK'"
 expect_fail "patch masks need --patch-from" "need --patch-from" "$SUBSCOPE" ablate --model $M --input $PC --masks "$TMP/pm.jsonl" --out "$TMP/x.h5"
 expect_fail "--patch-from without patch masks" "mode patch only" "$SUBSCOPE" ablate --model $M --input $PC --patch-from $PK --mask 'blocks.1.mlp.hook_post[1]' --out "$TMP/x.h5"
 head -2 $PK >"$TMP/short.jsonl"
