@@ -53,6 +53,11 @@ void ss_tmp_unregister(const char *path);
  * host as gethostname() has it with anything but letters, digits and '-' made
  * '_' (so it has no dot), at most 64 characters. */
 char *ss_tmp_name(const char *final_path);
+/* fsync(fd) for an output about to be renamed into place: 0 when the data are on the disk,
+ * and also where the file system has no fsync for the file (EINVAL, ENOTSUP: some network
+ * and FUSE file systems, special files), which a writer cannot do better than; -1 with
+ * errno set for a real error (EIO, ENOSPC, EDQUOT...). Every writer syncs through it. */
+int ss_fsync(int fd);
 /* The file an output written under path is renamed over, in a new string: path itself unless
  * it is a symbolic link; for a link, the file at the end of its chain (realpath), or where the
  * last link dangles, the file it names, to be created in its folder, which must be there (else

@@ -111,7 +111,7 @@ ss_status ss_rendezvous_publish(const char *dir, const char *key, int nranks, co
         else done += (size_t)w;
     }
     /* Durable before visible: a reader on another node must not find the name with no data behind it. */
-    if (!st && fsync(fd) != 0) st = ss_errorf(SS_ERR_IO, "rendezvous: fsync %s: %s", tmp, strerror(errno));
+    if (!st && ss_fsync(fd) != 0) st = ss_errorf(SS_ERR_IO, "rendezvous: fsync %s: %s", tmp, strerror(errno));
     if (fd >= 0 && close(fd) != 0 && !st) st = ss_errorf(SS_ERR_IO, "rendezvous: closing %s: %s", tmp, strerror(errno));
     if (!st && rename(tmp, path) != 0) st = ss_errorf(SS_ERR_IO, "rendezvous: renaming %s to %s: %s", tmp, path, strerror(errno));
     if (st && tmp) unlink(tmp);

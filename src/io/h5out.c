@@ -330,12 +330,11 @@ static void free_writer(ss_h5 *h) {
 static ss_status sync_path(const char *path, int dir) {
     int fd = open(path, dir ? O_RDONLY | O_DIRECTORY : O_RDONLY);
     if (fd < 0) return ss_errorf(SS_ERR_IO, "%s: cannot open to sync: %s", path, strerror(errno));
-    int rc = fsync(fd);
+    int rc = ss_fsync(fd);
     int e = errno;
     close(fd);
-    /* Some filesystems (and directories on some) refuse fsync; only a real
-     * I/O error on the data file matters. */
-    if (rc != 0 && !dir && e != EINVAL && e != ENOTSUP)
+    /* Only a real I/O error on the data file matters (a folder's sync is best effort). */
+    if (rc != 0 && !dir)
         return ss_errorf(SS_ERR_IO, "%s: fsync failed: %s", path, strerror(e));
     return SS_OK;
 }

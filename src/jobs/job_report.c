@@ -901,7 +901,7 @@ static ss_status write_atomic(const char *path, const char *data, size_t n) {
         return st;
     }
     int bad = fwrite(data, 1, n, f) != n;
-    bad |= fflush(f) != 0 || fsync(fileno(f)) != 0;
+    bad |= fflush(f) != 0 || ss_fsync(fileno(f)) != 0;
     bad |= fclose(f) != 0;
     if (bad) st = ss_errorf(SS_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
     else if (rename(tmp, target)) st = ss_errorf(SS_ERR_IO, "%s: cannot rename %s over it: %s", target, tmp, strerror(errno));

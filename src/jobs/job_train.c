@@ -95,7 +95,7 @@ static ss_status config_text(const ss_json *root, const ss_config *cfg, int32_t 
 static ss_status write_file(const char *path, const char *data, size_t len) {
     FILE *f = fopen(path, "wb");
     if (!f) return ss_errorf(SS_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
-    int ok = fwrite(data, 1, len, f) == len && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    int ok = fwrite(data, 1, len, f) == len && fflush(f) == 0 && ss_fsync(fileno(f)) == 0;
     int err = errno;
     if (fclose(f) != 0 && ok) ok = 0, err = errno;
     if (!ok) {

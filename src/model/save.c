@@ -218,7 +218,7 @@ ss_status ss_safetensors_write_f32(const char *path, const ss_st_write *t, int n
         ss_dims_product(t[i].shape, t[i].ndim, &count, t[i].name);
         ok = fwrite(t[i].data, sizeof(float), count, f) == count;
     }
-    if (ok) ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
+    if (ok) ok = fflush(f) == 0 && ss_fsync(fileno(f)) == 0;
     int err = errno;
     if (fclose(f) != 0 && ok) ok = 0, err = errno;
     if (ok && rename(tmp, target) != 0) ok = 0, err = errno;

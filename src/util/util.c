@@ -152,6 +152,11 @@ static void tmp_host(char out[65]) {
     out[n] = 0;
 }
 
+int ss_fsync(int fd) {
+    if (fsync(fd) == 0) return 0;
+    return errno == EINVAL || errno == ENOTSUP ? 0 : -1;
+}
+
 char *ss_tmp_name(const char *final_path) {
     char host[65];
     tmp_host(host);

@@ -30,6 +30,10 @@ int64_t ss_test_compare(const char *what, const float *got, const float *ref, in
 void ss_test_cov16_pair(const float *x, int64_t ldx, const float *m, int64_t n, int64_t i, int64_t j, double *ref,
                         double *sum, double *exact);
 
+/* tests/unit/test_fsync.c: while nonzero, fsync in this binary fails with this errno without
+ * syncing (EINVAL: a file system with no fsync for the file; EIO: a failing disk). */
+extern int ss_test_fsync_errno;
+
 #define TEST(name)                                                            \
     static void name(void);                                                   \
     __attribute__((constructor)) static void ss_test_reg_##name(void) {       \

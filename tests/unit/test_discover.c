@@ -1,5 +1,6 @@
 /* discover: clustering of planted co-activating groups, Cohen's d, top-k,
  * and the whole job on small synthetic collect / attribute files. */
+#include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -379,6 +380,21 @@ TEST(discover_cluster_job_and_attribution_ranking) {
     CHECK_OK(ss_file_read(masks, &text, &len));
     CHECK_MSG(strstr(text, "\"units\": [10, 11, 12, 13, 14], \"mode\": \"scale\", \"factor\": 0.5}"), "masks: %s", text);
     free(text);
+    /* The masks file is synced as the HDF5 file is: on a file system without fsync
+     * the run succeeds; on a failing disk it fails and leaves neither file. */
+    unlink(out), unlink(masks);
+    ss_test_fsync_errno = EINVAL;
+    ss_error_clear();
+    ss_status fst = ss_job_discover(&j);
+    ss_test_fsync_errno = 0;
+    CHECK_MSG(fst == SS_OK && ss_file_exists(masks), "fsync EINVAL: %s", ss_last_error());
+    unlink(out), unlink(masks);
+    ss_test_fsync_errno = EIO;
+    ss_error_clear();
+    fst = ss_job_discover(&j);
+    ss_test_fsync_errno = 0;
+    CHECK_MSG(fst == SS_ERR_IO && strstr(ss_last_error(), "Input/output error"), "fsync EIO: %s", ss_last_error());
+    CHECK(!ss_file_exists(out) && !ss_file_exists(masks));
     /* A site whose file has neither corr nor cov. */
     unlink(out);
     CHECK_OK(ss_h5_create(st, &h));

@@ -1,6 +1,8 @@
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "subscope/h5out.h"
 #include "subscope/jobs.h"
@@ -269,4 +271,20 @@ TEST(report_end_to_end_verdicts) {
         CHECK(!strstr(text, "http"));
         free(text);
     }
+    /* The page is synced as an HDF5 output is: on a file system without fsync it is
+     * written; on a failing disk the run fails and leaves no page. */
+    unlink(html);
+    j.summary = NULL;
+    ss_test_fsync_errno = EINVAL;
+    ss_error_clear();
+    ss_status fst = ss_job_report(&j);
+    ss_test_fsync_errno = 0;
+    CHECK_MSG(fst == SS_OK && ss_file_exists(html), "fsync EINVAL: %s", ss_last_error());
+    unlink(html);
+    ss_test_fsync_errno = EIO;
+    ss_error_clear();
+    fst = ss_job_report(&j);
+    ss_test_fsync_errno = 0;
+    CHECK_MSG(fst == SS_ERR_IO && strstr(ss_last_error(), "Input/output error"), "fsync EIO: %s", ss_last_error());
+    CHECK(!ss_file_exists(html));
 }

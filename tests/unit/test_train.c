@@ -2,6 +2,7 @@
  * GPT-2 initialisation, the loss going down on a tiny model, bit-identical
  * reruns for one seed, the written directory reloading to the same logits
  * (tied and untied), and bad input failing before any file is written. */
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -284,6 +285,23 @@ TEST(train_from_token_ids) {
     CHECK_OK(ss_model_load(out, &m));
     CHECK(!m->tok);
     ss_model_free(m);
+    /* The staged files are synced as an HDF5 output is: on a file system without
+     * fsync the directory is written; on a failing disk the run fails and leaves none. */
+    char *out2 = tmp_path("ids_out_nofsync"), *st2 = ss_path_join(out2, "model.safetensors");
+    j.out = out2;
+    ss_test_fsync_errno = EINVAL;
+    ss_error_clear();
+    ss_status fst = ss_job_train(&j);
+    ss_test_fsync_errno = 0;
+    CHECK_MSG(fst == SS_OK && exists(st2), "fsync EINVAL: %s", ss_last_error());
+    j.out = tmp_path("ids_out_eio");
+    ss_test_fsync_errno = EIO;
+    ss_error_clear();
+    fst = ss_job_train(&j);
+    ss_test_fsync_errno = 0;
+    CHECK_MSG(fst == SS_ERR_IO && strstr(ss_last_error(), "Input/output error") && !exists(j.out), "fsync EIO: %s",
+              ss_last_error());
+    free((char *)j.out), free(out2), free(st2);
     free(tj), free(st), free(data), free(out), free(cfg);
 }
 
