@@ -2,6 +2,7 @@
 #include "cli.h"
 #include "subscope/dist.h"
 
+#include "subscope/discover.h"
 #include "subscope/jobs.h"
 #include "subscope/util.h"
 
@@ -31,7 +32,73 @@ static void print_help(const cli_cmd *cmd) {
  * would replace it, and /dev/null replaced by a file breaks the whole system
  * for a root user. Refused before anything runs. 1 (printed) if so. A symbolic
  * link is written through (the file it names is replaced, the link stays:
- * ss_out_target), so these checks are of its target, named in the message. */
+ * ss_out_target), so these checks are of its target, named in the message.
+ * One output at path `value`, named in messages as "<label> <value><note>" ("--out X"); dir_out
+ * for a folder (train --out DIR), writes whether this process writes it (and checks its folder). */
+static int output_is_file(const cli_cmd *cmd, const char *label, const char *note, const char *value, int dir_out,
+                          int writes) {
+    struct stat so;
+    char *target = NULL;
+    if (ss_out_target(value, &target)) {
+        /* a dangling link whose target's folder is missing: only where it is written (below) */
+        if (!writes) {
+            ss_error_clear();
+            return 0;
+        }
+        fprintf(stderr, "subscope %s: error: %s %s%s\n", cmd->name, label, ss_last_error(), note);
+        return 1;
+    }
+    char link[4200] = "";
+    if (strcmp(target, value)) snprintf(link, sizeof link, " (a symbolic link to %s)", target);
+    char *what = ss_strfmt("%s %s%s", label, value, note);
+    if (!what) {
+        free(target);
+        return 1;
+    }
+    const char *why = NULL;
+    if (!stat(target, &so) && !S_ISREG(so.st_mode) && !S_ISDIR(so.st_mode)) {
+        fprintf(stderr, "subscope %s: error: %s%s is not a file (a device, pipe or socket): the output is written "
+                        "under a temporary name and renamed over it, which would replace it; give a %s name\n",
+                cmd->name, what, link, dir_out ? "folder" : "file");
+        why = "";
+    } else if (!stat(target, &so) && S_ISDIR(so.st_mode) && !dir_out) {
+        fprintf(stderr, "subscope %s: error: %s%s is a folder; give a file name\n", cmd->name, what, link);
+        why = "";
+    }
+    /* The folder it goes in must be there now, not only when the results are ready to
+     * write (at the end of collect's or ablate's whole run). */
+    char dir[4096];
+    size_t n = strlen(target);
+    if (!why && writes && n < sizeof dir) {
+        while (n > 1 && target[n - 1] == '/') n--; /* train's --out DIR/ */
+        while (n > 0 && target[n - 1] != '/') n--;
+        if (n > 1) n--; /* the folder without its last slash, or "/" */
+        memcpy(dir, target, n);
+        dir[n] = 0;
+        if (!n) strcpy(dir, "."); /* in the current folder */
+        why = stat(dir, &so) ? strerror(errno) : !S_ISDIR(so.st_mode) ? "not a folder"
+              : access(dir, W_OK) ? "not writable" : NULL;
+        if (why) fprintf(stderr, "subscope %s: error: %s%s: cannot write in %s: %s\n", cmd->name, what, link, dir, why);
+        /* Its temporary (NAME.tmp.<host>.<pid> beside the target; collect's checkpoint
+         * NAME.ckpt.tmp...) must be a name the folder takes, or the file fails to be
+         * created after the run. */
+        const char *slash = strrchr(target, '/');
+        char *tmp = why || dir_out ? NULL : ss_tmp_name(slash ? slash + 1 : target);
+        const long name_max = tmp ? pathconf(dir, _PC_NAME_MAX) : -1;
+        const int ckpt = cli_get(cmd, "checkpoint-every") != NULL;
+        const size_t need = tmp ? strlen(tmp) + (ckpt ? strlen(".ckpt") : 0) : 0;
+        free(tmp);
+        if (name_max > 0 && need > (size_t)name_max) {
+            fprintf(stderr, "subscope %s: error: %s%s: the temporary file it is written as (%s.tmp.<host>.<pid>) "
+                            "would have a name of %zu characters, more than %s takes (%ld); give a shorter name\n",
+                    cmd->name, what, link, ckpt ? "NAME.ckpt" : "NAME", need, dir, name_max);
+            why = "";
+        }
+    }
+    free(target), free(what);
+    return why != NULL;
+}
+
 static int outputs_are_files(const cli_cmd *cmd) {
     /* Only the writer checks the folder (rank 0, or a pipeline's last stage): the others may
      * run where that folder is not (a node-local --out). */
@@ -40,74 +107,31 @@ static int outputs_are_files(const cli_cmd *cmd) {
     const char *pipe = last_stage_writes ? cli_get(cmd, "pipeline") : NULL;
     const int writes = ss_comm_launched_rank() == (pipe && atoi(pipe) > 1 ? atoi(pipe) - 1 : 0);
     for (const cli_opt *o = cmd->opts; o->name; o++) {
-        struct stat so;
         if ((strcmp(o->name, "out") && strcmp(o->name, "masks-out")) || !o->value) continue;
+        const int dir_out = o->metavar && !strcmp(o->metavar, "DIR"); /* train --out DIR */
         if (!*o->value) { /* else found only when the results are written, after the run */
             fprintf(stderr, "subscope %s: error: --%s is empty: give a %s name\n", cmd->name, o->name,
-                    o->metavar && !strcmp(o->metavar, "DIR") ? "folder" : "file");
+                    dir_out ? "folder" : "file");
             return 1;
         }
-        const int dir_out = o->metavar && !strcmp(o->metavar, "DIR"); /* train --out DIR */
         if (!dir_out && o->value[strlen(o->value) - 1] == '/') { /* else found only when the file is created */
             fprintf(stderr, "subscope %s: error: --%s %s ends in '/', a folder's name; give a file name\n", cmd->name,
                     o->name, o->value);
             return 1;
         }
-        char *target = NULL;
-        if (ss_out_target(o->value, &target)) {
-            /* a dangling link whose target's folder is missing: only where it is written (below) */
-            if (!writes) {
-                ss_error_clear();
-                continue;
-            }
-            fprintf(stderr, "subscope %s: error: --%s %s\n", cmd->name, o->name, ss_last_error());
-            return 1;
-        }
-        char link[4200] = "";
-        if (strcmp(target, o->value)) snprintf(link, sizeof link, " (a symbolic link to %s)", target);
-        const char *why = NULL;
-        if (!stat(target, &so) && !S_ISREG(so.st_mode) && !S_ISDIR(so.st_mode)) {
-            fprintf(stderr, "subscope %s: error: --%s %s%s is not a file (a device, pipe or socket): the output is written "
-                            "under a temporary name and renamed over it, which would replace it; give a %s name\n",
-                    cmd->name, o->name, o->value, link, dir_out ? "folder" : "file");
-            why = "";
-        } else if (!stat(target, &so) && S_ISDIR(so.st_mode) && !dir_out) {
-            fprintf(stderr, "subscope %s: error: --%s %s%s is a folder; give a file name\n", cmd->name, o->name, o->value, link);
-            why = "";
-        }
-        /* The folder it goes in must be there now, not only when the results are ready to
-         * write (at the end of collect's or ablate's whole run). */
-        char dir[4096];
-        size_t n = strlen(target);
-        if (!why && writes && n < sizeof dir) {
-            while (n > 1 && target[n - 1] == '/') n--; /* train's --out DIR/ */
-            while (n > 0 && target[n - 1] != '/') n--;
-            if (n > 1) n--; /* the folder without its last slash, or "/" */
-            memcpy(dir, target, n);
-            dir[n] = 0;
-            if (!n) strcpy(dir, "."); /* in the current folder */
-            why = stat(dir, &so) ? strerror(errno) : !S_ISDIR(so.st_mode) ? "not a folder"
-                  : access(dir, W_OK) ? "not writable" : NULL;
-            if (why) fprintf(stderr, "subscope %s: error: --%s %s%s: cannot write in %s: %s\n", cmd->name, o->name, o->value,
-                             link, dir, why);
-            /* Its temporary (NAME.tmp.<host>.<pid> beside the target; collect's checkpoint
-             * NAME.ckpt.tmp...) must be a name the folder takes, or the file fails to be
-             * created after the run. */
-            const char *slash = strrchr(target, '/');
-            char *tmp = why || dir_out ? NULL : ss_tmp_name(slash ? slash + 1 : target);
-            const long name_max = tmp ? pathconf(dir, _PC_NAME_MAX) : -1;
-            const int ckpt = cli_get(cmd, "checkpoint-every") != NULL;
-            const size_t need = tmp ? strlen(tmp) + (ckpt ? strlen(".ckpt") : 0) : 0;
-            free(tmp);
-            if (name_max > 0 && need > (size_t)name_max) {
-                fprintf(stderr, "subscope %s: error: --%s %s%s: the temporary file it is written as (%s.tmp.<host>.<pid>) "
-                                "would have a name of %zu characters, more than %s takes (%ld); give a shorter name\n",
-                        cmd->name, o->name, o->value, link, ckpt ? "NAME.ckpt" : "NAME", need, dir, name_max);
-                why = "";
-            }
-        }
-        free(target);
-        if (why) return 1;
+        char label[16];
+        snprintf(label, sizeof label, "--%s", o->name);
+        if (output_is_file(cmd, label, "", o->value, dir_out, writes)) return 1;
+    }
+    /* discover's masks file, named after --out unless --masks-out names it: checked as the
+     * outputs given are (its name is 9 or 12 characters longer than --out's). */
+    const char *out = cli_get(cmd, "out");
+    if (!strcmp(cmd->name, "discover") && out && !cli_get(cmd, "masks-out")) {
+        char *masks = ss_discover_masks_path(out);
+        const int bad = !masks || output_is_file(cmd, "the masks file", " (named after --out; --masks-out names another)",
+                                                 masks, 0, writes);
+        free(masks);
+        if (bad) return 1;
     }
     return 0;
 }
