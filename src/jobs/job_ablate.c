@@ -18,8 +18,9 @@
  * come from the same forwards as in one process; rank 0 gathers them in
  * input order and alone writes the file and prints the table. What a mask
  * needs from the whole input is made whole first: the unit statistics of
- * mean / relative-noise masks (each rank's Welford sums, merged at rank 0
- * with Chan's update in rank order and broadcast) and the resample donors
+ * mean / relative-noise masks (each rank's blocks of a fixed tree over the
+ * prompts, merged at rank 0 into the tree one process builds, and broadcast:
+ * the same bits as one process) and the resample donors
  * (each rank's clean rows, gathered at rank 0 and broadcast: every rank
  * keeps every prompt's rows). Patch sources are the rank's own pairs. With
  * --pipeline P, copies of the pipeline split the batches the same way; the
@@ -367,101 +368,202 @@ static ss_status make_program(const ss_backend *be, const ss_config *cfg, const 
 }
 
 /* Per-unit mean and standard deviation at the sites the masks need them,
- * from a collect file or, without one, from a pass over the input. */
+ * from a collect file or, without one, from a pass over the input.
+ *
+ * The pass sums the same way whatever the ranks, so that the means (which a
+ * mean mask rounds to float32) are the same bits with any number of ranks:
+ * each prompt's rows give a leaf (count, mean, M2; Welford), and leaves are
+ * merged (Chan's update) along a fixed binary tree over the prompts' indices,
+ * whose nodes are the aligned blocks [k 2^j, (k+1) 2^j): a rank builds the
+ * largest such blocks inside its prompts, rank 0 merges every rank's blocks
+ * into the same tree, and the blocks of the last partial level are merged
+ * from the smallest up. One process builds that tree too. Merging in rank
+ * order instead made a unit's mean differ from one process's in its last
+ * float64 bits, which moved some units' float32 mean by a step. */
+enum { TREE_DEPTH = 130 }; /* 2 x 64 levels: a rank's blocks grow, then shrink */
+typedef struct {
+    int64_t lo, hi, count;         /* prompts [lo, hi), their rows */
+    double *mean, *m2;             /* [width], allocated on first use */
+} tree_node;
+typedef struct {
+    int64_t width;
+    int depth;
+    tree_node node[TREE_DEPTH];
+} stats_tree;
+
 typedef struct {
     double **mean, **std;          /* by site id */
     double **m2;                   /* pass over the input: sums of squares */
     int64_t *count;
+    stats_tree *tree;              /* pass over the input: by site id */
 } unit_stats;
 
+/* (na, ma, m2a) merged with (nb, mb, m2b): Chan's update, the one collect uses. */
+static void chan_merge(int64_t w, int64_t *na, double *ma, double *m2a, int64_t nb, const double *mb,
+                       const double *m2b) {
+    if (!nb) return;
+    const int64_t n = *na + nb;
+    if (!*na) { /* an exact copy, not ma + (mb - ma) */
+        memcpy(ma, mb, (size_t)w * sizeof(double));
+        memcpy(m2a, m2b, (size_t)w * sizeof(double));
+    } else {
+        const double fb = (double)nb / (double)n, fab = (double)*na * (double)nb / (double)n;
+        for (int64_t u = 0; u < w; u++) {
+            double dlt = mb[u] - ma[u];
+            ma[u] += dlt * fb;
+            m2a[u] += m2b[u] + dlt * dlt * fab;
+        }
+    }
+    *na = n;
+}
+
+/* The free node above the top, its arrays allocated. */
+static ss_status tree_next(stats_tree *t, tree_node **out) {
+    if (t->depth == TREE_DEPTH) return ss_errorf(SS_ERR_INTERNAL, "unit statistics: tree deeper than %d", TREE_DEPTH);
+    tree_node *nd = &t->node[t->depth];
+    if (!nd->mean) nd->mean = ss_malloc((size_t)t->width * sizeof(double), "unit statistics");
+    if (!nd->m2) nd->m2 = ss_malloc((size_t)t->width * sizeof(double), "unit statistics");
+    if (!nd->mean || !nd->m2) return SS_ERR_NOMEM;
+    *out = nd;
+    return SS_OK;
+}
+
+/* Pushes the node tree_next gave, merging the top two while they are the two
+ * halves of one aligned block. */
+static void tree_push(stats_tree *t) {
+    t->depth++;
+    while (t->depth >= 2) {
+        tree_node *a = &t->node[t->depth - 2], *b = &t->node[t->depth - 1];
+        const int64_t size = b->hi - b->lo;
+        if (a->hi != b->lo || a->hi - a->lo != size || a->lo % (2 * size)) break;
+        chan_merge(t->width, &a->count, a->mean, a->m2, b->count, b->mean, b->m2);
+        a->hi = b->hi;
+        t->depth--;
+    }
+}
+
+/* The whole: the blocks left on the stack merged from the top (the smallest) down. */
+static void tree_fold(stats_tree *t, int64_t *count, double *mean, double *m2) {
+    for (; t->depth >= 2; t->depth--) {
+        tree_node *a = &t->node[t->depth - 2], *b = &t->node[t->depth - 1];
+        chan_merge(t->width, &a->count, a->mean, a->m2, b->count, b->mean, b->m2);
+        a->hi = b->hi;
+    }
+    *count = 0;
+    if (t->depth) chan_merge(t->width, count, mean, m2, t->node[0].count, t->node[0].mean, t->node[0].m2);
+}
+
+/* A leaf per prompt: Welford over its rows. */
 static ss_status stats_pass_hook(void *vctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
                                  const int64_t *pattern_off) {
-    unit_stats *u = vctx;
-    double *mean = u->mean[s->id], *m2 = u->m2[s->id];
-    for (int64_t r = 0; r < pk->rows; r++) {
-        int64_t n = ++u->count[s->id];
-        for (int64_t i = 0; i < s->width; i++) { /* Welford, per unit */
-            double x = data[r * ld + i], dlt = x - mean[i];
-            mean[i] += dlt / (double)n;
-            m2[i] += dlt * (x - mean[i]);
+    stats_tree *t = &((unit_stats *)vctx)->tree[s->id];
+    for (int64_t q = 0; q < pk->n_seq; q++) {
+        tree_node *nd;
+        SS_TRY(tree_next(t, &nd));
+        double *mean = nd->mean, *m2 = nd->m2;
+        memset(mean, 0, (size_t)s->width * sizeof(double));
+        memset(m2, 0, (size_t)s->width * sizeof(double));
+        nd->lo = pk->first + q, nd->hi = nd->lo + 1, nd->count = 0;
+        for (int64_t r = pk->start[q]; r < pk->start[q] + pk->len[q]; r++) {
+            int64_t n = ++nd->count;
+            for (int64_t i = 0; i < s->width; i++) { /* Welford, per unit */
+                double x = data[r * ld + i], dlt = x - mean[i];
+                mean[i] += dlt / (double)n;
+                m2[i] += dlt * (x - mean[i]);
+            }
         }
+        tree_push(t);
     }
     return SS_OK;
 }
 
-/* The needed sites' (count, mean[w], M2[w]) to buf, one after another, or
- * (unpack) back from it. */
-static void pack_unit_stats(const ss_config *cfg, const uint8_t *need, unit_stats *us, double *buf, int unpack) {
-    size_t o = 0;
-    for (int i = 0; i < ss_sites_count(cfg); i++) {
-        if (!need[i]) continue;
-        ss_site s;
-        ss_site_get(cfg, i, &s);
-        const size_t w = (size_t)s.width * sizeof(double);
-        if (unpack) {
-            us->count[i] = (int64_t)buf[o++];
-            memcpy(us->mean[i], buf + o, w), o += (size_t)s.width;
-            memcpy(us->m2[i], buf + o, w), o += (size_t)s.width;
-        } else {
-            buf[o++] = (double)us->count[i];
-            memcpy(buf + o, us->mean[i], w), o += (size_t)s.width;
-            memcpy(buf + o, us->m2[i], w), o += (size_t)s.width;
-        }
-    }
+static int cmp_node_lo(const void *a, const void *b) {
+    const double x = (*(const double *const *)a)[0], y = (*(const double *const *)b)[0];
+    return (x > y) - (x < y);
 }
 
-/* Several ranks: every rank's (count, mean, M2) per unit, merged at rank 0
- * in rank order with Chan's update (the one collect uses) and broadcast, so
- * every rank masks with the same bits. They differ from one process's
- * Welford sums by the rounding of the merges only (~1e-16 of the rows'
- * magnitude), which can still move a unit's float32 mean by one step
- * (docs/DISTRIBUTED.md). */
+/* The trees' blocks of every rank to rank 0 (lo, hi, count, mean[w], M2[w] each,
+ * after each needed site's block count), merged there into one tree per site
+ * and folded; the totals (count, mean, M2) broadcast, so every rank masks with
+ * the same bits, those of one process. */
 static ss_status merge_unit_stats(ss_comm *comm, const ss_config *cfg, const uint8_t *need, unit_stats *us) {
     const int size = ss_comm_size(comm), rank = ss_comm_rank(comm), ns = ss_sites_count(cfg);
-    if (size == 1) return SS_OK;
-    size_t L = 0;
+    if (size == 1) {
+        for (int i = 0; i < ns; i++)
+            if (need[i]) tree_fold(&us->tree[i], &us->count[i], us->mean[i], us->m2[i]);
+        return SS_OK;
+    }
+    size_t L = 0, Lt = 0; /* doubles: this rank's blocks, the totals */
     for (int i = 0; i < ns; i++) {
-        ss_site s;
-        ss_site_get(cfg, i, &s);
-        if (need[i]) L += 1 + 2 * (size_t)s.width;
+        if (!need[i]) continue;
+        const size_t w = (size_t)us->tree[i].width;
+        L += 1 + (size_t)us->tree[i].depth * (3 + 2 * w), Lt += 1 + 2 * w;
     }
-    size_t all_n;
-    if (!ss_mul_ok(L * sizeof(double), (size_t)size, &all_n)) return ss_errorf(SS_ERR_NOMEM, "unit statistics of %d ranks", size);
-    double *buf = ss_malloc(L * sizeof(double) + 1, "unit statistics"), *all = rank == 0 ? ss_malloc(all_n + 1, "unit statistics") : NULL;
-    ss_status st = !buf || (rank == 0 && !all) ? SS_ERR_NOMEM : SS_OK;
-    if (!st) pack_unit_stats(cfg, need, us, buf, 0);
-    if (!st) st = ss_comm_gather(comm, buf, L * sizeof(double), all);
-    if (!st && rank == 0) {
-        for (int r = 1; r < size; r++) {
-            const double *b = all + (size_t)r * L;
-            for (int i = 0; i < ns; i++) {
-                if (!need[i]) continue;
-                ss_site s;
-                ss_site_get(cfg, i, &s);
-                const int64_t na = us->count[i], nb = (int64_t)b[0], n = na + nb;
-                const double *mb = b + 1, *m2b = b + 1 + s.width;
-                b += 1 + 2 * s.width;
-                if (!nb) continue;
-                if (!na) { /* an exact copy, not ma + (mb - ma) */
-                    memcpy(us->mean[i], mb, (size_t)s.width * sizeof(double));
-                    memcpy(us->m2[i], m2b, (size_t)s.width * sizeof(double));
-                } else {
-                    const double fb = (double)nb / (double)n, fab = (double)na * (double)nb / (double)n;
-                    for (int64_t u = 0; u < s.width; u++) {
-                        double dlt = mb[u] - us->mean[i][u];
-                        us->mean[i][u] += dlt * fb;
-                        us->m2[i][u] += m2b[u] + dlt * dlt * fab;
-                    }
-                }
-                us->count[i] = n;
-            }
+    double *buf = ss_malloc((L > Lt ? L : Lt) * sizeof(double), "unit statistics"), *all = NULL;
+    const double **nodes = NULL;
+    size_t *counts = rank == 0 ? ss_malloc((size_t)size * sizeof *counts, "unit statistics") : NULL;
+    ss_status st = !buf || (rank == 0 && !counts) ? SS_ERR_NOMEM : SS_OK;
+    size_t o = 0;
+    for (int i = 0; !st && i < ns; i++) {
+        if (!need[i]) continue;
+        const stats_tree *t = &us->tree[i];
+        buf[o++] = t->depth;
+        for (int d = 0; d < t->depth; d++) {
+            buf[o++] = (double)t->node[d].lo, buf[o++] = (double)t->node[d].hi, buf[o++] = (double)t->node[d].count;
+            memcpy(buf + o, t->node[d].mean, (size_t)t->width * sizeof(double)), o += (size_t)t->width;
+            memcpy(buf + o, t->node[d].m2, (size_t)t->width * sizeof(double)), o += (size_t)t->width;
         }
-        pack_unit_stats(cfg, need, us, buf, 0); /* the merged totals */
     }
-    if (!st) st = ss_comm_bcast(comm, buf, L * sizeof(double), 0);
-    if (!st && rank != 0) pack_unit_stats(cfg, need, us, buf, 1);
-    free(buf);
-    free(all);
+    if (!st) st = ss_comm_gatherv(comm, buf, L * sizeof(double), (void **)&all, counts);
+    if (!st && rank == 0) {
+        /* every rank's blocks of one site at a time, in the order of their prompts */
+        size_t n_all = 0, *cur = ss_calloc((size_t)size, sizeof *cur, "unit statistics");
+        for (int r = 0; r < size; r++) n_all += counts[r] / sizeof(double);
+        nodes = ss_malloc((n_all + 1) * sizeof *nodes, "unit statistics");
+        if (!cur || !nodes) st = SS_ERR_NOMEM;
+        o = 0;
+        for (int i = 0; !st && i < ns; i++) {
+            if (!need[i]) continue;
+            stats_tree *t = &us->tree[i];
+            const size_t w = (size_t)t->width;
+            int n = 0;
+            size_t base = 0;
+            for (int r = 0; r < size; base += counts[r] / sizeof(double), r++) {
+                const double *b = all + base + cur[r];
+                const int k = (int)b[0];
+                for (int d = 0; d < k; d++) nodes[n++] = b + 1 + (size_t)d * (3 + 2 * w);
+                cur[r] += 1 + (size_t)k * (3 + 2 * w);
+            }
+            qsort(nodes, (size_t)n, sizeof *nodes, cmp_node_lo);
+            t->depth = 0;
+            for (int d = 0; !st && d < n; d++) {
+                tree_node *nd;
+                if ((st = tree_next(t, &nd))) break;
+                nd->lo = (int64_t)nodes[d][0], nd->hi = (int64_t)nodes[d][1], nd->count = (int64_t)nodes[d][2];
+                memcpy(nd->mean, nodes[d] + 3, w * sizeof(double));
+                memcpy(nd->m2, nodes[d] + 3 + w, w * sizeof(double));
+                tree_push(t);
+            }
+            if (st) break;
+            tree_fold(t, &us->count[i], us->mean[i], us->m2[i]);
+            buf[o++] = (double)us->count[i]; /* the totals */
+            memcpy(buf + o, us->mean[i], w * sizeof(double)), o += w;
+            memcpy(buf + o, us->m2[i], w * sizeof(double)), o += w;
+        }
+        free(cur);
+    }
+    if ((st = ss_comm_check(comm, st))) goto done;
+    if ((st = ss_comm_bcast(comm, buf, Lt * sizeof(double), 0))) goto done;
+    o = 0;
+    for (int i = 0; rank != 0 && i < ns; i++) {
+        if (!need[i]) continue;
+        const size_t w = (size_t)us->tree[i].width;
+        us->count[i] = (int64_t)buf[o++];
+        memcpy(us->mean[i], buf + o, w * sizeof(double)), o += w;
+        memcpy(us->m2[i], buf + o, w * sizeof(double)), o += w;
+    }
+done:
+    free(buf), free(all), free(nodes), free(counts);
     return st ? ss_error_context(st, "merging the unit statistics of the ranks") : SS_OK;
 }
 
@@ -924,7 +1026,8 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
         } else {
             us.m2 = ss_calloc((size_t)ns, sizeof *us.m2, "unit stats");
             us.count = ss_calloc((size_t)ns, sizeof *us.count, "unit stats");
-            if (!us.m2 || !us.count) { st = SS_ERR_NOMEM; goto out; }
+            us.tree = ss_calloc((size_t)ns, sizeof *us.tree, "unit stats");
+            if (!us.m2 || !us.count || !us.tree) { st = SS_ERR_NOMEM; goto out; }
             for (int i = 0; i < ns; i++) {
                 if (!need_stats[i]) continue;
                 ss_site s;
@@ -932,6 +1035,7 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
                 us.mean[i] = ss_calloc((size_t)s.width, sizeof(double), "unit mean");
                 us.m2[i] = ss_calloc((size_t)s.width, sizeof(double), "unit variance");
                 us.std[i] = ss_calloc((size_t)s.width, sizeof(double), "unit std");
+                us.tree[i].width = s.width;
                 if (!us.mean[i] || !us.m2[i] || !us.std[i]) { st = SS_ERR_NOMEM; goto out; }
             }
             ss_forward_opts so = {.want = need_stats, .hook = stats_pass_hook, .hook_ctx = &us, .read_only = 1};
@@ -1256,7 +1360,9 @@ out:
         if (us.mean) free(us.mean[i]);
         if (us.std) free(us.std[i]);
         if (us.m2) free(us.m2[i]);
+        for (int d = 0; us.tree && d < TREE_DEPTH; d++) free(us.tree[i].node[d].mean), free(us.tree[i].node[d].m2);
     }
+    free(us.tree);
     free(us.mean);
     free(us.std);
     free(us.m2);

@@ -138,6 +138,18 @@ dist_same abl "ablate (zero/scale/mean/resample/noise, controls, labels)" "$EXAC
     --input "$TMP/lab.jsonl" --masks data/demo_masks.jsonl --controls 1 --batch 3
 dist_same pat "ablate (patch/resample/mean, 4 pairs)" "$EXACT" "$SUBSCOPE" ablate --model $M --input $PC --patch-from $PK \
     --masks "$TMP/pm.jsonl" --metrics loss,logitdiff,kl --batch 1
+# Mean and relative-noise masks without --stats: the unit statistics are merged along one tree over
+# the prompts, whatever the ranks. Merged in rank order, they moved some units' float32 means a
+# step from one process's (4 units of blocks.0.hook_resid_mid on 2 ranks here), and losses in the 7th digit.
+for s in blocks.0.mlp.hook_pre blocks.1.mlp.hook_post blocks.2.mlp.hook_post blocks.0.hook_resid_mid \
+    blocks.0.hook_attn_out; do
+    printf '{"name": "mean_%s", "site": "%s", "mode": "mean"}\n' $s $s
+done >"$TMP/mean.jsonl"
+printf '{"name": "rel", "site": "blocks.1.hook_resid_mid", "mode": "noise", "sigma": 0.5, "relative": true}\n' \
+    >>"$TMP/mean.jsonl"
+head -4 $P >"$TMP/p4.jsonl"
+dist_same mean "ablate mean/relative-noise masks without --stats (4 prompts, batches of 1)" "$EXACT" "$SUBSCOPE" ablate \
+    --model $M --input "$TMP/p4.jsonl" --masks "$TMP/mean.jsonl" --metrics loss,kl --batch 1
 dist_same gx "attribute gradxact (per position)" "$EXACT" "$SUBSCOPE" attribute --model $M --input "$TMP/lab.jsonl" \
     --sites 'blocks.*.mlp.hook_post,blocks.1.attn.hook_z' --batch 3
 dist_same rp "attribute --reduce prompts" "--atol 1e-12 --rtol 1e-6" "$SUBSCOPE" attribute --model $M --input "$TMP/lab.jsonl" \
