@@ -342,17 +342,34 @@ ss_status ss_cpu_rmsnorm_backward(const ss_backend *be, float *dx, float *dw, co
     return SS_OK;
 }
 
-/* silu(g) = g·σ(g), silu'(g) = σ(g)(1 + g(1 - σ(g))). */
-ss_status ss_cpu_swiglu_backward(const ss_backend *be, float *dgu, const float *dy, const float *gu, int64_t rows,
-                                 int64_t dm) {
-    for (int64_t r = 0; r < rows; r++) {
-        const float *g = gu + r * 2 * dm, *u = g + dm, *dyr = dy + r * dm;
-        float *dg = dgu + r * 2 * dm, *du = dg + dm;
+/* silu(g) = g·σ(g), silu'(g) = σ(g)(1 + g(1 - σ(g))). On the thread pool by
+ * blocks of rows, about GELUB_CHUNK outputs a task (every element alone: the
+ * values do not depend on the threads). */
+typedef struct {
+    float *dgu;
+    const float *dy, *gu;
+    int64_t rows, dm, per; /* per: rows a task */
+} swiglub_ctx;
+
+static void swiglub_task(void *vctx, int64_t task) {
+    const swiglub_ctx *c = vctx;
+    const int64_t dm = c->dm, r0 = task * c->per, r1 = r0 + c->per < c->rows ? r0 + c->per : c->rows;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *g = c->gu + r * 2 * dm, *u = g + dm, *dyr = c->dy + r * dm;
+        float *dg = c->dgu + r * 2 * dm, *du = dg + dm;
         for (int64_t i = 0; i < dm; i++) {
             const double sg = 1.0 / (1.0 + exp(-(double)g[i])), silu = g[i] * sg;
             dg[i] = (float)(dyr[i] * u[i] * sg * (1.0 + g[i] * (1.0 - sg)));
             du[i] = (float)(dyr[i] * silu);
         }
     }
+}
+
+ss_status ss_cpu_swiglu_backward(const ss_backend *be, float *dgu, const float *dy, const float *gu, int64_t rows,
+                                 int64_t dm) {
+    if (rows <= 0 || dm <= 0) return SS_OK;
+    const int64_t per = dm < GELUB_CHUNK ? GELUB_CHUNK / dm : 1;
+    swiglub_ctx c = {dgu, dy, gu, rows, dm, per};
+    ss_parallel_for((rows + per - 1) / per, swiglub_task, &c);
     return SS_OK;
 }

@@ -388,8 +388,16 @@ static ss_status cpu_gelu(const ss_backend *be, float *out, const float *x, int6
     return SS_OK;
 }
 
+static void add_task(void *vctx, int64_t task) {
+    const rowwise_ctx *c = vctx;
+    const int64_t i1 = (task + 1) * GELU_CHUNK < c->n ? (task + 1) * GELU_CHUNK : c->n;
+    for (int64_t i = task * GELU_CHUNK; i < i1; i++) c->out[i] = c->x[i] + c->w[i];
+}
+
 static ss_status cpu_add(const ss_backend *be, float *out, const float *a, const float *b, int64_t n) {
-    for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+    if (n <= 0) return SS_OK;
+    rowwise_ctx c = {.out = out, .x = a, .w = b, .n = n};
+    ss_parallel_for((n + GELU_CHUNK - 1) / GELU_CHUNK, add_task, &c);
     return SS_OK;
 }
 
@@ -523,24 +531,43 @@ static ss_status cpu_rmsnorm(const ss_backend *be, float *out, const float *x, c
     return SS_OK;
 }
 
-static ss_status cpu_rope(const ss_backend *be, float *x, int64_t ld, int64_t rows, int64_t n_heads, int64_t dh,
-                          const int32_t *pos, const float *inv_freq, int inverse) {
-    if (dh < 2 || dh % 2 || ld < n_heads * dh)
-        return ss_errorf(SS_ERR_ARG, "cpu: rope: d_head %lld must be even and rows of %lld floats must hold %lld heads",
-                         (long long)dh, (long long)ld, (long long)n_heads);
-    const int64_t half = dh / 2;
-    for (int64_t r = 0; r < rows; r++) {
-        const float p = (float)pos[r];
+/* RoPE on the thread pool by blocks of rows, about GELU_CHUNK values a task
+ * (every row alone: the values do not depend on the threads). */
+typedef struct {
+    float *x;
+    const int32_t *pos;
+    const float *inv_freq;
+    int64_t ld, rows, n_heads, dh, per; /* per: rows a task */
+    int inverse;
+} rope_ctx;
+
+static void rope_task(void *vctx, int64_t task) {
+    const rope_ctx *c = vctx;
+    const int64_t half = c->dh / 2, r0 = task * c->per, r1 = r0 + c->per < c->rows ? r0 + c->per : c->rows;
+    for (int64_t r = r0; r < r1; r++) {
+        const float p = (float)c->pos[r];
         for (int64_t i = 0; i < half; i++) {
-            const float a = p * inv_freq[i], cs = cosf(a), sn = inverse ? -sinf(a) : sinf(a);
-            for (int64_t h = 0; h < n_heads; h++) {
-                float *xh = x + r * ld + h * dh;
+            const float a = p * c->inv_freq[i], cs = cosf(a), sn = c->inverse ? -sinf(a) : sinf(a);
+            for (int64_t h = 0; h < c->n_heads; h++) {
+                float *xh = c->x + r * c->ld + h * c->dh;
                 const float x0 = xh[i], x1 = xh[i + half];
                 xh[i] = x0 * cs - x1 * sn;
                 xh[i + half] = x1 * cs + x0 * sn;
             }
         }
     }
+}
+
+static ss_status cpu_rope(const ss_backend *be, float *x, int64_t ld, int64_t rows, int64_t n_heads, int64_t dh,
+                          const int32_t *pos, const float *inv_freq, int inverse) {
+    if (dh < 2 || dh % 2 || ld < n_heads * dh)
+        return ss_errorf(SS_ERR_ARG, "cpu: rope: d_head %lld must be even and rows of %lld floats must hold %lld heads",
+                         (long long)dh, (long long)ld, (long long)n_heads);
+    if (rows <= 0 || n_heads <= 0) return SS_OK;
+    const int64_t w = n_heads * dh, per = w < GELU_CHUNK ? GELU_CHUNK / w : 1;
+    rope_ctx c = {.x = x, .pos = pos, .inv_freq = inv_freq, .ld = ld, .rows = rows, .n_heads = n_heads, .dh = dh,
+                  .per = per, .inverse = inverse};
+    ss_parallel_for((rows + per - 1) / per, rope_task, &c);
     return SS_OK;
 }
 

@@ -211,6 +211,103 @@ TEST(cpu_swiglu_split_across_threads_matches_one_thread) {
     }
 }
 
+/* add, rope and swiglu_backward the same way: threaded against nested in a pool task. */
+typedef struct {
+    const ss_backend *be;
+    int op; /* 0 add, 1 rope, 2 rope inverse, 3 swiglu_backward */
+    float *out;
+    const float *a, *b, *inv_freq;
+    const int32_t *pos;
+    int64_t n, ld, rows, heads, dh;
+    ss_status st;
+} ew_args;
+
+static ss_status ew_run(const ew_args *a) {
+    const ss_backend *be = a->be;
+    if (a->op == 0) return be->add(be, a->out, a->a, a->b, a->n);
+    if (a->op == 3) return be->swiglu_backward(be, a->out, a->b, a->a, a->rows, a->dh);
+    return be->rope(be, a->out, a->ld, a->rows, a->heads, a->dh, a->pos, a->inv_freq, a->op == 2);
+}
+
+static void ew_serial(void *vctx, int64_t i) {
+    ew_args *a = vctx;
+    if (i == 0) a->st = ew_run(a);
+}
+
+/* Runs the op threaded into par and nested into one (both start as init, n floats) and compares bit for bit. */
+static void ew_both(ew_args a, float *par, float *one, const float *init, int64_t n) {
+    memcpy(par, init, (size_t)n * sizeof(float)), memcpy(one, init, (size_t)n * sizeof(float));
+    a.out = par;
+    CHECK_OK(ew_run(&a));
+    a.out = one, a.st = SS_ERR_INTERNAL;
+    ss_parallel_for(2, ew_serial, &a);
+    CHECK_OK(a.st);
+    for (int64_t i = 0; i < n; i++)
+        CHECK_MSG(!memcmp(&par[i], &one[i], sizeof(float)), "op %d, [%lld]: %.9g threaded, %.9g on one thread", a.op,
+                  (long long)i, par[i], one[i]);
+}
+
+TEST(cpu_add_rope_swiglu_backward_split_across_threads_match_one_thread) {
+    const ss_backend *be = ss_backend_cpu();
+    /* add: several tasks of GELU_CHUNK with a ragged last one, out aliasing a as the residual adds do */
+    const int64_t n = 100003;
+    float *x = ss_test_rvec(n, 31, 2.0f), *y = ss_test_rvec(n, 32, 2.0f), *par = malloc(n * sizeof(float)),
+          *one = malloc(n * sizeof(float));
+    ew_both((ew_args){.be = be, .op = 0, .a = x, .b = y, .n = n}, par, one, x, n);
+    for (int64_t i = 0; i < n; i++) CHECK(par[i] == x[i] + y[i]);
+    memcpy(par, x, n * sizeof(float));
+    CHECK_OK(be->add(be, par, par, y, n));
+    CHECK(!memcmp(par, one, n * sizeof(float)));
+    free(x), free(y), free(par), free(one);
+
+    /* rope: rows of GELU_CHUNK / (heads·dh) a task with a ragged last one, padded rows (ld > heads·dh) whose
+     * padding stays, and rows wider than a task; both directions */
+    const int64_t shapes[][4] = {{77, 5, 8, 48}, {3, 2, 20000, 40001}, {1, 1, 2, 2}}; /* rows, heads, dh, ld */
+    for (int k = 0; k < 3; k++) {
+        const int64_t rows = shapes[k][0], heads = shapes[k][1], dh = shapes[k][2], ld = shapes[k][3], m = rows * ld;
+        float *q = ss_test_rvec(m, 41 + k, 1.0f), *inv = malloc((size_t)dh / 2 * sizeof(float));
+        float *p1 = malloc(m * sizeof(float)), *o1 = malloc(m * sizeof(float));
+        int32_t *pos = malloc((size_t)rows * sizeof(int32_t));
+        for (int64_t i = 0; i < dh / 2; i++) inv[i] = powf(10000.0f, -2.0f * (float)i / (float)dh);
+        for (int64_t r = 0; r < rows; r++) pos[r] = (int32_t)((r * 37) % 101);
+        for (int inverse = 0; inverse < 2; inverse++) {
+            ew_both((ew_args){.be = be, .op = 1 + inverse, .inv_freq = inv, .pos = pos, .ld = ld, .rows = rows,
+                              .heads = heads, .dh = dh},
+                    p1, o1, q, m);
+            for (int64_t r = 0; r < rows; r++) {
+                for (int64_t h = 0; h < heads; h++)
+                    for (int64_t i = 0; i < dh / 2; i++) {
+                        const double a = (double)(float)((float)pos[r] * inv[i]) * (inverse ? -1 : 1);
+                        const float *x0 = q + r * ld + h * dh;
+                        const double r0 = x0[i] * cos(a) - x0[i + dh / 2] * sin(a),
+                                     r1 = x0[i + dh / 2] * cos(a) + x0[i] * sin(a);
+                        CHECK_NEAR(p1[r * ld + h * dh + i], r0, 1e-5);
+                        CHECK_NEAR(p1[r * ld + h * dh + i + dh / 2], r1, 1e-5);
+                    }
+                for (int64_t e = heads * dh; e < ld; e++) CHECK(p1[r * ld + e] == q[r * ld + e]);
+            }
+        }
+        free(q), free(inv), free(p1), free(o1), free(pos);
+    }
+
+    /* swiglu_backward: the swiglu test's shapes */
+    const int64_t sw[][2] = {{77, 1000}, {3, 40000}, {1, 5}};
+    for (int k = 0; k < 3; k++) {
+        const int64_t rows = sw[k][0], dm = sw[k][1], m = rows * dm;
+        float *gu = ss_test_rvec(2 * m, 51 + k, 6.0f), *dy = ss_test_rvec(m, 54 + k, 1.0f), *init = ss_test_fvec(2 * m, NAN);
+        float *p1 = malloc(2 * m * sizeof(float)), *o1 = malloc(2 * m * sizeof(float));
+        ew_both((ew_args){.be = be, .op = 3, .a = gu, .b = dy, .rows = rows, .dh = dm}, p1, o1, init, 2 * m);
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t i = 0; i < dm; i++) {
+                const double g = gu[r * 2 * dm + i], u = gu[r * 2 * dm + dm + i], d = dy[r * dm + i];
+                const double sg = 1 / (1 + exp(-g));
+                CHECK_NEAR(p1[r * 2 * dm + i], d * u * sg * (1 + g * (1 - sg)), 1e-6 + 1e-6 * fabs(d * u));
+                CHECK_NEAR(p1[r * 2 * dm + dm + i], d * g * sg, 1e-6 + 1e-6 * fabs(d * g));
+            }
+        free(gu), free(dy), free(init), free(p1), free(o1);
+    }
+}
+
 static long minor_faults(void) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
