@@ -99,6 +99,16 @@ static int output_is_file(const cli_cmd *cmd, const char *label, const char *not
     return why != NULL;
 }
 
+/* discover's masks file when --masks-out does not name it: 1 with *path its name after --out
+ * (ss_discover_masks_path; NULL if out of memory), else 0. */
+#define DERIVED_MASKS_NOTE " (named after --out; --masks-out names another)"
+static int derived_masks(const cli_cmd *cmd, char **path) {
+    const char *out = cli_get(cmd, "out");
+    if (strcmp(cmd->name, "discover") || !out || cli_get(cmd, "masks-out")) return 0;
+    *path = ss_discover_masks_path(out);
+    return 1;
+}
+
 static int outputs_are_files(const cli_cmd *cmd) {
     /* Only the writer checks the folder (rank 0, or a pipeline's last stage): the others may
      * run where that folder is not (a node-local --out). */
@@ -125,34 +135,49 @@ static int outputs_are_files(const cli_cmd *cmd) {
     }
     /* discover's masks file, named after --out unless --masks-out names it: checked as the
      * outputs given are (its name is 9 or 12 characters longer than --out's). */
-    const char *out = cli_get(cmd, "out");
-    if (!strcmp(cmd->name, "discover") && out && !cli_get(cmd, "masks-out")) {
-        char *masks = ss_discover_masks_path(out);
-        const int bad = !masks || output_is_file(cmd, "the masks file", " (named after --out; --masks-out names another)",
-                                                 masks, 0, writes);
+    char *masks;
+    if (derived_masks(cmd, &masks)) {
+        const int bad = !masks || output_is_file(cmd, "the masks file", DERIVED_MASKS_NOTE, masks, 0, writes);
         free(masks);
         if (bad) return 1;
     }
     return 0;
 }
 
-/* An output (--out, --masks-out) that names an existing file or folder
- * given to another option (by device and inode, so ./x and x are one) would
- * replace an input when the job renames its finished file into place:
- * refused before anything runs. 1 (printed) if so. */
+/* One output at path `value` (named in messages as "<label> <value><note>"; `self`, its
+ * option, is not compared with itself) that names an existing file or folder given to
+ * another option (by device and inode, so ./x and x are one, and a link is what it names)
+ * would replace an input when the job renames its finished file into place. 1 (printed) if so. */
+static int output_not_input(const cli_cmd *cmd, const char *label, const char *note, const char *value,
+                            const cli_opt *self) {
+    struct stat so, si;
+    if (stat(value, &so)) return 0;
+    for (const cli_opt *i = cmd->opts; i->name; i++)
+        for (int k = 0; i != self && i->metavar && k < i->n; k++)
+            if (!stat(i->all[k], &si) && si.st_dev == so.st_dev && si.st_ino == so.st_ino) {
+                const int pos = cmd->positional && !strcmp(i->name, cmd->positional);
+                fprintf(stderr, "subscope %s: error: %s %s%s is the same %s as %s%s %s: it would be overwritten\n",
+                        cmd->name, label, value, note, S_ISDIR(so.st_mode) ? "folder" : "file", pos ? "the input" : "--",
+                        pos ? "" : i->name, i->all[k]);
+                return 1;
+            }
+    return 0;
+}
+
+/* Every output (--out, --masks-out, and discover's masks file named after --out) that
+ * names an input: refused before anything runs. 1 (printed) if so. */
 static int outputs_not_inputs(const cli_cmd *cmd) {
     for (const cli_opt *o = cmd->opts; o->name; o++) {
-        struct stat so, si;
-        if ((strcmp(o->name, "out") && strcmp(o->name, "masks-out")) || !o->value || stat(o->value, &so)) continue;
-        for (const cli_opt *i = cmd->opts; i->name; i++)
-            for (int k = 0; i != o && i->metavar && k < i->n; k++)
-                if (!stat(i->all[k], &si) && si.st_dev == so.st_dev && si.st_ino == so.st_ino) {
-                    const int pos = cmd->positional && !strcmp(i->name, cmd->positional);
-                    fprintf(stderr, "subscope %s: error: --%s %s is the same %s as %s%s %s: it would be overwritten\n",
-                            cmd->name, o->name, o->value, S_ISDIR(so.st_mode) ? "folder" : "file", pos ? "the input" : "--",
-                            pos ? "" : i->name, i->all[k]);
-                    return 1;
-                }
+        if ((strcmp(o->name, "out") && strcmp(o->name, "masks-out")) || !o->value) continue;
+        char label[16];
+        snprintf(label, sizeof label, "--%s", o->name);
+        if (output_not_input(cmd, label, "", o->value, o)) return 1;
+    }
+    char *masks;
+    if (derived_masks(cmd, &masks)) {
+        const int bad = !masks || output_not_input(cmd, "the masks file", DERIVED_MASKS_NOTE, masks, NULL);
+        free(masks);
+        if (bad) return 1;
     }
     return 0;
 }

@@ -236,6 +236,24 @@ expect_fail "--out naming --input is refused" "is the same file as --input" \
 cmp -s $TP "$TMP/pp.jsonl" && pass "the input is untouched" || fail "the input is untouched"
 expect_fail "--out naming --stats is refused (discover)" "is the same file as --stats" \
     "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites 'blocks.*' --method cluster --out "$TMP/../$(basename "$TMP")/st.h5"
+# discover's masks file named after --out (no --masks-out) is an output too: one that is an input
+# spelt another way, or a link to one, was compared by string only, and the finished masks
+# file was renamed over the input.
+cp "$TMP/st.h5" "$TMP/dd.masks.jsonl"
+expect_fail "the masks file named after --out naming --stats spelt differently is refused (discover)" \
+    "the masks file $TMP/dd.masks.jsonl (named after --out; --masks-out names another) is the same file as --stats $TMP/./dd.masks.jsonl" \
+    "$SUBSCOPE" discover --stats "$TMP/./dd.masks.jsonl" --sites 'blocks.*' --method cluster --out "$TMP/dd.h5"
+cmp -s "$TMP/st.h5" "$TMP/dd.masks.jsonl" && [ ! -e "$TMP/dd.h5" ] && pass "... the input is untouched, nothing written" ||
+    fail "the masks file named after --out overwrote --stats"
+rm -f "$TMP/dd.masks.jsonl"
+cp "$TMP/st.h5" "$TMP/st2.h5"
+ln -s "$TMP/st2.h5" "$TMP/dl.masks.jsonl"
+expect_fail "the masks file named after --out, a link to --stats, is refused (discover)" \
+    "the masks file $TMP/dl.masks.jsonl (named after --out; --masks-out names another) is the same file as --stats $TMP/st2.h5" \
+    "$SUBSCOPE" discover --stats "$TMP/st2.h5" --sites 'blocks.*' --method cluster --out "$TMP/dl.h5"
+cmp -s "$TMP/st.h5" "$TMP/st2.h5" && [ ! -e "$TMP/dl.h5" ] && pass "... the file it links to is untouched, nothing written" ||
+    fail "the masks file named after --out overwrote the --stats it links to"
+rm -f "$TMP/dl.masks.jsonl" "$TMP/st2.h5"
 expect_fail "--out naming a positional input is refused (report)" "is the same file as the input" \
     "$SUBSCOPE" report "$TMP/st.h5" --out "$TMP/st.h5"
 # An --out that exists and is not a file (/dev/null, a FIFO) is refused before anything runs:
