@@ -990,6 +990,10 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
         goto out;
     }
     if (!any_patch && job->patch_from) { st = ss_errorf(SS_ERR_ARG, "--patch-from is used by masks of mode patch only"); goto out; }
+    if (!any_stats && job->stats) { /* else never read, yet recorded as shaping the result */
+        st = ss_errorf(SS_ERR_ARG, "--stats is used by masks of mode mean and relative noise/negnoise only");
+        goto out;
+    }
     if (any_patch && (st = ss_run_read_paired(&run, job->patch_from, job->run.truncate, &pps))) goto out;
 
     /* Per-prompt answers, labels. */

@@ -176,6 +176,12 @@ done
 pf=$(h5dump -a /patch_from_path "$TMP/pa.h5" 2>/dev/null | sed -n 's/.*(0): "\(.*\)"$/\1/p')
 [ "$pf" = "$PK" ] && ! h5dump -A "$TMP/a.h5" 2>/dev/null | grep -q patch_from_path &&
     pass "--patch-from is recorded as patch_from_path (and absent without it)" || fail "patch_from_path" "got '$pf', want '$PK'"
+"$SUBSCOPE" collect --model $M --input $P --sites blocks.1.mlp.hook_post --out "$TMP/st.h5" >/dev/null 2>&1
+# --stats that no mask reads was taken and never opened (a missing file passed): refused, as
+# --keywords and --patch-from are when nothing uses them.
+expect_fail "--stats without mean or relative-noise masks refused" "--stats is used by masks of mode mean and relative noise/negnoise only" \
+    "$SUBSCOPE" ablate --model $M --input $P --mask 'blocks.1.mlp.hook_post[1]' --stats "$TMP/st.h5" --out "$TMP/snone.h5"
+[ ! -e "$TMP/snone.h5" ] || fail "no output after the --stats refusal"
 expect_fail "patch masks need --patch-from" "need --patch-from" "$SUBSCOPE" ablate --model $M --input $PC --masks "$TMP/pm.jsonl" --out "$TMP/x.h5"
 expect_fail "--patch-from without patch masks" "mode patch only" "$SUBSCOPE" ablate --model $M --input $PC --patch-from $PK --mask 'blocks.1.mlp.hook_post[1]' --out "$TMP/x.h5"
 head -2 $PK >"$TMP/short.jsonl"
