@@ -1298,7 +1298,11 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
         (st = ss_h5_attr_i64(h, "/", "ranks", size)) ||
         (st = ss_h5_attr_i64(h, "/", "pipeline_stages", piped ? run.m->n_stages : 1)))
         goto out;
-    if (job->patch_from && (st = ss_h5_attr_str(h, "/", "patch_from_path", job->patch_from))) goto out;
+    if ((job->patch_from && (st = ss_h5_attr_str(h, "/", "patch_from_path", job->patch_from))) ||
+        (job->masks_file && (st = ss_h5_attr_str(h, "/", "masks_path", job->masks_file))) ||
+        (job->stats && (st = ss_h5_attr_str(h, "/", "stats_path", job->stats))) ||
+        (job->keywords && (st = ss_h5_attr_str(h, "/", "keywords_path", job->keywords))))
+        goto out;
     if (piped && (st = ss_pipeline_report(run.m, 0, h, job->progress != NULL))) goto out;
     if ((st = write_metrics(h, "/clean", want, vals[0], N, 1))) goto out;
     for (int k = 0; k < n_masks; k++) {

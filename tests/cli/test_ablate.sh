@@ -176,7 +176,17 @@ done
 pf=$(h5dump -a /patch_from_path "$TMP/pa.h5" 2>/dev/null | sed -n 's/.*(0): "\(.*\)"$/\1/p')
 [ "$pf" = "$PK" ] && ! h5dump -A "$TMP/a.h5" 2>/dev/null | grep -q patch_from_path &&
     pass "--patch-from is recorded as patch_from_path (and absent without it)" || fail "patch_from_path" "got '$pf', want '$PK'"
+# So do the masks file, the statistics of mean / relative-noise masks and the keywords: each is
+# recorded as <option>_path (they were only inside command_line), and absent without the option.
+sattr() { h5dump -a "/$1" "$2" 2>/dev/null | sed -n 's/.*(0): "\(.*\)"$/\1/p'; }
 "$SUBSCOPE" collect --model $M --input $P --sites blocks.1.mlp.hook_post --out "$TMP/st.h5" >/dev/null 2>&1
+echo '{"name": "m", "site": "blocks.1.mlp.hook_post", "units": [1, 2], "mode": "mean"}' >"$TMP/mean.jsonl"
+"$SUBSCOPE" ablate --model $M --input $P --masks "$TMP/mean.jsonl" --stats "$TMP/st.h5" --out "$TMP/ms.h5" >/dev/null 2>&1
+[ "$(sattr masks_path "$TMP/a.h5")" = "$MASKS" ] && [ "$(sattr masks_path "$TMP/ms.h5")" = "$TMP/mean.jsonl" ] &&
+    [ "$(sattr stats_path "$TMP/ms.h5")" = "$TMP/st.h5" ] && [ "$(sattr keywords_path "$TMP/k.h5")" = "$TMP/kw.txt" ] &&
+    ! h5dump -A "$TMP/b.h5" 2>/dev/null | grep -q 'masks_path\|stats_path\|keywords_path' &&
+    pass "--masks, --stats and --keywords are recorded as masks_path, stats_path, keywords_path (and absent without them)" ||
+    fail "masks_path, stats_path, keywords_path" "$(sattr masks_path "$TMP/ms.h5"), $(sattr stats_path "$TMP/ms.h5"), $(sattr keywords_path "$TMP/k.h5")"
 # --stats that no mask reads was taken and never opened (a missing file passed): refused, as
 # --keywords and --patch-from are when nothing uses them.
 expect_fail "--stats without mean or relative-noise masks refused" "--stats is used by masks of mode mean and relative noise/negnoise only" \
