@@ -248,8 +248,10 @@ ss_status ss_job_show(const char *path, int64_t max_prompts, FILE *out) {
     ss_status st = ss_h5_list(r, "/", 1, &paths, &np);
     if (st) goto out;
     fprintf(out, "%s\n", path);
+    /* Provenance: what made the file and from which inputs (each command's *_path; FORMAT.md). */
     const char *attrs[] = {"format_version", "subscope_version", "created", "command_line", "model_path",
-                           "device", "input_path"};
+                           "device", "input_path", "data_path", "clean_path", "corrupt_path", "patch_from_path",
+                           "stats_path", "attr_path", "masks_path", "keywords_path", "submodels_path"};
     for (size_t i = 0; i < sizeof attrs / sizeof attrs[0]; i++) print_attr(r, out, attrs[i]);
     fprintf(out, "\ndatasets:\n");
     for (size_t i = 0; i < np; i++) {

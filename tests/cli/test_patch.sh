@@ -50,6 +50,9 @@ grep -q "blocks.1.hook_resid_mid" "$TMP/t" && pass "--per site --metric loss pri
 m=$(h5dump -y -m '%.9g' -d /effect/blocks.1.hook_resid_mid "$TMP/s.h5" | awk '/DATA {/{f=1;next} f&&/}/{exit} f' | tr ',' '\n' |
     awk '$1 != "nan" && NF {s += $1; n++} END {if (n) printf "%+.3f", s / n}')
 "$SUBSCOPE" show --file "$TMP/s.h5" >"$TMP/sh" 2>&1
+# show names the inputs the file was made from (the clean and corrupted prompts).
+grep -q "^  clean_path  *." "$TMP/sh" && grep -q "^  corrupt_path  *." "$TMP/sh" && pass "show: the clean and corrupted inputs" ||
+    fail "show's provenance lacks clean_path/corrupt_path" "$(head -12 "$TMP/sh")"
 grep -q "^  blocks.1.hook_resid_mid (all):  0 $m\$" "$TMP/sh" && pass "show: a site's mean patching effect" ||
     fail "show's patching effects (want 0 $m)" "$(tail -3 "$TMP/sh")"
 
