@@ -65,6 +65,9 @@ int ss_fsync(int fd);
  * renamed over it, so a link stays a link and its target gets the new data, as a shell's
  * redirection would have it, where a rename over the link itself replaced the link. */
 ss_status ss_out_target(const char *path, char **target);
+/* 1 if two outputs would be renamed over the same file however spelt (./o.h5 and o.h5, a
+ * link and its target), which existing-file checks by inode cannot see before either exists. */
+int ss_same_out(const char *a, const char *b);
 /* Removes the temporaries of final_path that a run killed before renaming
  * them into place (SIGKILL, a lost node) left behind: those named by
  * ss_tmp_name on this host whose process is gone (kill(pid, 0) says so, and

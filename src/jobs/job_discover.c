@@ -875,7 +875,7 @@ ss_status ss_job_discover(const ss_discover_job *job) {
         st = SS_ERR_NOMEM;
         goto out;
     }
-    if (!strcmp(masks_path, job->out) || !strcmp(job->out, job->stats) || (job->attr && !strcmp(job->out, job->attr)) ||
+    if (ss_same_out(masks_path, job->out) || !strcmp(job->out, job->stats) || (job->attr && !strcmp(job->out, job->attr)) ||
         !strcmp(masks_path, job->stats) || (job->attr && !strcmp(masks_path, job->attr))) {
         st = ss_errorf(SS_ERR_ARG, "--out / --masks-out would overwrite an input or each other");
         goto out;

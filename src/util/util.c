@@ -212,6 +212,29 @@ ss_status ss_out_target(const char *path, char **target) {
     return st;
 }
 
+/* The file an output is renamed over, spelt one way: its target (ss_out_target) in its folder's
+ * realpath. NULL where that cannot be worked out (a folder not there: an error later anyway). */
+static char *out_canonical(const char *path) {
+    char *t = NULL, *dir = NULL, *rdir = NULL, *canon = NULL;
+    if (ss_out_target(path, &t)) {
+        ss_error_clear();
+        return NULL;
+    }
+    const char *slash = strrchr(t, '/');
+    dir = slash ? ss_strndup(t, (size_t)(slash - t) + (slash == t)) : ss_strdup(".");
+    if (dir && (rdir = realpath(dir, NULL))) canon = ss_path_join(rdir, slash ? slash + 1 : t);
+    free(t), free(dir), free(rdir);
+    return canon;
+}
+
+int ss_same_out(const char *a, const char *b) {
+    if (!strcmp(a, b)) return 1;
+    char *ca = out_canonical(a), *cb = out_canonical(b);
+    const int same = ca && cb && !strcmp(ca, cb);
+    free(ca), free(cb);
+    return same;
+}
+
 /* s starts with "<host>.<pid>" (host without dots, pid digits); *end after it. */
 static int tmp_writer(const char *s, const char **host, size_t *host_len, long *pid, const char **end) {
     const char *dot = strchr(s, '.');

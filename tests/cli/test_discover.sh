@@ -84,6 +84,17 @@ expect_fail "--masks-out naming a folder" "mdir is a folder; give a file name" \
     "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method cluster --out "$TMP/prev.h5" --masks-out "$TMP/mdir"
 cmp -s "$TMP/cl.h5" "$TMP/prev.h5" && [ -z "$(ls -A "$TMP/mdir")" ] && ! ls "$TMP"/prev.h5.tmp.* "$TMP"/mdir.tmp.* >/dev/null 2>&1 &&
     pass "... and the previous --out is left as it was" || fail "... and the previous --out is left as it was" "$(ls "$TMP")"
+# --out and --masks-out naming one file however spelt (./x, a full path, a link) are refused
+# before the run: spelt differently, both were written under one temporary and the run failed
+# at its end.
+case $SUBSCOPE in /*) ASUB=$SUBSCOPE ;; *) ASUB=$PWD/$SUBSCOPE ;; esac
+expect_fail "--masks-out ./xo.h5 beside --out xo.h5" "would overwrite an input or each other" \
+    sh -c 'cd "$1" && "$2" discover --stats st.h5 --sites "$3" --method cluster --out xo.h5 --masks-out ./xo.h5' \
+    sh "$TMP" "$ASUB" "$S"
+expect_fail "--masks-out a link to --out" "would overwrite an input or each other" \
+    sh -c 'ln -s xl.h5 "$1/xlink.jsonl" && "$2" discover --stats "$1/st.h5" --sites "$3" --method cluster --out "$1/xl.h5" --masks-out "$1/xlink.jsonl"' \
+    sh "$TMP" "$SUBSCOPE" "$S"
+rm -f "$TMP/xlink.jsonl"
 # The masks file is synced before its rename, as the HDF5 output is: otherwise a crash soon after
 # could leave an empty file under its name (strace -y shows the file each fsync is for).
 if command -v strace >/dev/null && strace -o /dev/null true 2>/dev/null; then
