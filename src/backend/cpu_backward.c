@@ -66,20 +66,38 @@ ss_status ss_cpu_matmul_tn(const ss_backend *be, float *C, const float *A, const
     return SS_OK;
 }
 
+/* The sums over rows (bias and norm weight gradients) run on the thread pool
+ * by blocks of COLB columns: each task adds its columns over all the rows in
+ * row order, as one thread did, so the sums do not depend on the threads. */
+#define COLB 64
+
+typedef struct {
+    float *out;
+    const float *x;
+    int64_t M, N;
+} sumr_ctx;
+
+static void sumr_task(void *vctx, int64_t task) {
+    const sumr_ctx *c = vctx;
+    const int64_t j0 = task * COLB, nj = j0 + COLB < c->N ? COLB : c->N - j0;
+    double acc[COLB] = {0};
+    for (int64_t r = 0; r < c->M; r++) {
+        const float *xr = c->x + r * c->N + j0;
+        for (int64_t j = 0; j < nj; j++) acc[j] += xr[j];
+    }
+    for (int64_t j = 0; j < nj; j++) c->out[j0 + j] += (float)acc[j];
+}
+
 ss_status ss_cpu_sum_rows(const ss_backend *be, float *out, const float *x, int64_t M, int64_t N) {
-    double *acc = ss_malloc((size_t)N * sizeof(double) + 1, "column sums");
-    if (!acc) return SS_ERR_NOMEM;
-    memset(acc, 0, (size_t)N * sizeof(double));
-    for (int64_t r = 0; r < M; r++)
-        for (int64_t j = 0; j < N; j++) acc[j] += x[r * N + j];
-    for (int64_t j = 0; j < N; j++) out[j] += (float)acc[j];
-    free(acc);
+    sumr_ctx c = {out, x, M, N};
+    ss_parallel_for((N + COLB - 1) / COLB, sumr_task, &c);
     return SS_OK;
 }
 
 typedef struct {
-    float *dx;
+    float *dx, *dw, *db;
     const float *dy, *x, *w;
+    double *stats; /* per row mean and rstd (layernorm) or rstd (rmsnorm), for the weight gradients; or NULL */
     int64_t rows, d;
     float eps;
 } lnb_ctx;
@@ -99,6 +117,8 @@ static void lnb_task(void *vctx, int64_t task) {
         for (int64_t i = 0; i < d; i++) var += (xr[i] - mean) * (xr[i] - mean);
         var /= (double)d;
         const double rstd = 1.0 / sqrt(var + (double)c->eps);
+        if (c->stats) c->stats[2 * r] = mean, c->stats[2 * r + 1] = rstd;
+        if (!c->dx) continue;
         double mg = 0, mgx = 0;
         for (int64_t i = 0; i < d; i++) {
             double g = (double)dyr[i] * c->w[i];
@@ -115,33 +135,35 @@ static void lnb_task(void *vctx, int64_t task) {
     }
 }
 
-ss_status ss_cpu_layernorm_backward(const ss_backend *be, float *dx, float *dw, float *db, const float *dy,
-                                    const float *x, const float *w, int64_t rows, int64_t d, float eps) {
-    if (dx) {
-        lnb_ctx c = {dx, dy, x, w, rows, d, eps};
-        ss_parallel_for((rows + LNB_ROWS - 1) / LNB_ROWS, lnb_task, &c);
-    }
-    if (!dw && !db) return SS_OK;
-    double *acc = ss_malloc((size_t)(2 * d) * sizeof(double) + 1, "layernorm weight gradients");
-    if (!acc) return SS_ERR_NOMEM;
-    memset(acc, 0, (size_t)(2 * d) * sizeof(double));
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x + r * d, *dyr = dy + r * d;
-        double mean = 0, var = 0;
-        for (int64_t i = 0; i < d; i++) mean += xr[i];
-        mean /= (double)d;
-        for (int64_t i = 0; i < d; i++) var += (xr[i] - mean) * (xr[i] - mean);
-        const double rstd = 1.0 / sqrt(var / (double)d + (double)eps);
-        for (int64_t i = 0; i < d; i++) {
-            acc[i] += (double)dyr[i] * (xr[i] - mean) * rstd;
-            acc[d + i] += dyr[i];
+/* dw = sum_r dy·xhat and db = sum_r dy over a block of COLB columns, in row order. */
+static void lnb_dw_task(void *vctx, int64_t task) {
+    const lnb_ctx *c = vctx;
+    const int64_t d = c->d, i0 = task * COLB, ni = i0 + COLB < d ? COLB : d - i0;
+    double aw[COLB] = {0}, ab[COLB] = {0};
+    for (int64_t r = 0; r < c->rows; r++) {
+        const float *xr = c->x + r * d + i0, *dyr = c->dy + r * d + i0;
+        const double mean = c->stats[2 * r], rstd = c->stats[2 * r + 1];
+        for (int64_t i = 0; i < ni; i++) {
+            aw[i] += (double)dyr[i] * (xr[i] - mean) * rstd;
+            ab[i] += dyr[i];
         }
     }
-    for (int64_t i = 0; i < d; i++) {
-        if (dw) dw[i] += (float)acc[i];
-        if (db) db[i] += (float)acc[d + i];
+    for (int64_t i = 0; i < ni; i++) {
+        if (c->dw) c->dw[i0 + i] += (float)aw[i];
+        if (c->db) c->db[i0 + i] += (float)ab[i];
     }
-    free(acc);
+}
+
+/* dx by blocks of rows, which also keep each row's mean and rstd when dw or
+ * db is wanted; then those by blocks of columns. */
+ss_status ss_cpu_layernorm_backward(const ss_backend *be, float *dx, float *dw, float *db, const float *dy,
+                                    const float *x, const float *w, int64_t rows, int64_t d, float eps) {
+    lnb_ctx c = {dx, dw, db, dy, x, w, NULL, rows, d, eps};
+    if ((dw || db) && !(c.stats = ss_malloc((size_t)(2 * rows) * sizeof(double) + 1, "layernorm row statistics")))
+        return SS_ERR_NOMEM;
+    if (dx || c.stats) ss_parallel_for((rows + LNB_ROWS - 1) / LNB_ROWS, lnb_task, &c);
+    if (c.stats) ss_parallel_for((d + COLB - 1) / COLB, lnb_dw_task, &c);
+    free(c.stats);
     return SS_OK;
 }
 
@@ -323,22 +345,44 @@ ss_status ss_cpu_softmax_xent(const ss_backend *be, float *dlogits, float *loss,
 }
 
 /* y = x·rstd·w with rstd = (mean(x²) + eps)^-1/2: per row, with g = dy·w,
- * dx = rstd·(g - x·rstd²·mean(g·x)); dw = sum_r dy·x·rstd. */
-ss_status ss_cpu_rmsnorm_backward(const ss_backend *be, float *dx, float *dw, const float *dy, const float *x,
-                                  const float *w, int64_t rows, int64_t d, float eps) {
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x + r * d, *dyr = dy + r * d;
+ * dx = rstd·(g - x·rstd²·mean(g·x)); dw = sum_r dy·x·rstd. As layernorm's:
+ * dx by blocks of rows keeping each row's rstd, then dw by blocks of columns. */
+static void rmsb_task(void *vctx, int64_t task) {
+    const lnb_ctx *c = vctx;
+    const int64_t d = c->d, r1 = (task + 1) * LNB_ROWS < c->rows ? (task + 1) * LNB_ROWS : c->rows;
+    for (int64_t r = task * LNB_ROWS; r < r1; r++) {
+        const float *xr = c->x + r * d, *dyr = c->dy + r * d;
         double ss = 0, gx = 0;
         for (int64_t i = 0; i < d; i++) {
             ss += (double)xr[i] * xr[i];
-            gx += (double)dyr[i] * w[i] * xr[i];
+            gx += (double)dyr[i] * c->w[i] * xr[i];
         }
-        const double rstd = 1.0 / sqrt(ss / (double)d + (double)eps), k = rstd * rstd * gx / (double)d;
-        if (dx)
-            for (int64_t i = 0; i < d; i++) dx[r * d + i] += (float)(rstd * ((double)dyr[i] * w[i] - xr[i] * k));
-        if (dw)
-            for (int64_t i = 0; i < d; i++) dw[i] += (float)((double)dyr[i] * xr[i] * rstd);
+        const double rstd = 1.0 / sqrt(ss / (double)d + (double)c->eps), k = rstd * rstd * gx / (double)d;
+        if (c->stats) c->stats[r] = rstd;
+        if (c->dx)
+            for (int64_t i = 0; i < d; i++) c->dx[r * d + i] += (float)(rstd * ((double)dyr[i] * c->w[i] - xr[i] * k));
     }
+}
+
+/* dw over a block of COLB columns, adding row by row into dw in row order as one thread did. */
+static void rmsb_dw_task(void *vctx, int64_t task) {
+    const lnb_ctx *c = vctx;
+    const int64_t d = c->d, i0 = task * COLB, ni = i0 + COLB < d ? COLB : d - i0;
+    float *dw = c->dw + i0;
+    for (int64_t r = 0; r < c->rows; r++) {
+        const float *xr = c->x + r * d + i0, *dyr = c->dy + r * d + i0;
+        const double rstd = c->stats[r];
+        for (int64_t i = 0; i < ni; i++) dw[i] += (float)((double)dyr[i] * xr[i] * rstd);
+    }
+}
+
+ss_status ss_cpu_rmsnorm_backward(const ss_backend *be, float *dx, float *dw, const float *dy, const float *x,
+                                  const float *w, int64_t rows, int64_t d, float eps) {
+    lnb_ctx c = {dx, dw, NULL, dy, x, w, NULL, rows, d, eps};
+    if (dw && !(c.stats = ss_malloc((size_t)rows * sizeof(double) + 1, "rmsnorm row statistics"))) return SS_ERR_NOMEM;
+    if (dx || dw) ss_parallel_for((rows + LNB_ROWS - 1) / LNB_ROWS, rmsb_task, &c);
+    if (dw) ss_parallel_for((d + COLB - 1) / COLB, rmsb_dw_task, &c);
+    free(c.stats);
     return SS_OK;
 }
 

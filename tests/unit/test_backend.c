@@ -308,6 +308,136 @@ TEST(cpu_add_rope_swiglu_backward_split_across_threads_match_one_thread) {
     }
 }
 
+/* sum_rows and the norms' backward the same way, and also bit for bit against the one-thread loops they replaced
+ * (nb_before), so that splitting them changed no result. */
+typedef struct {
+    const ss_backend *be;
+    int op; /* 0 sum_rows, 1 layernorm_backward, 2 rmsnorm_backward */
+    float *dx, *dw, *db;
+    const float *dy, *x, *w;
+    int64_t rows, d;
+    ss_status st;
+} nb_args;
+
+static ss_status nb_run(const nb_args *a) {
+    const ss_backend *be = a->be;
+    if (a->op == 0) return be->sum_rows(be, a->dw, a->dy, a->rows, a->d);
+    if (a->op == 1) return be->layernorm_backward(be, a->dx, a->dw, a->db, a->dy, a->x, a->w, a->rows, a->d, 1e-5f);
+    return be->rmsnorm_backward(be, a->dx, a->dw, a->dy, a->x, a->w, a->rows, a->d, 1e-5f);
+}
+
+static void nb_serial(void *vctx, int64_t i) {
+    nb_args *a = vctx;
+    if (i == 0) a->st = nb_run(a);
+}
+
+/* The CPU backend's one-thread loops before they were split (layernorm's dx had its own row tasks already). */
+static void nb_before(const nb_args *a) {
+    const int64_t rows = a->rows, d = a->d;
+    double *acc = calloc((size_t)(2 * d) + 1, sizeof(double));
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = a->x + r * d, *dyr = a->dy + r * d;
+        if (a->op == 0) {
+            for (int64_t j = 0; j < d; j++) acc[j] += dyr[j];
+        } else if (a->op == 1) {
+            double mean = 0, var = 0;
+            for (int64_t i = 0; i < d; i++) mean += xr[i];
+            mean /= (double)d;
+            for (int64_t i = 0; i < d; i++) var += (xr[i] - mean) * (xr[i] - mean);
+            const double rstd = 1.0 / sqrt(var / (double)d + (double)1e-5f);
+            for (int64_t i = 0; i < d; i++) {
+                acc[i] += (double)dyr[i] * (xr[i] - mean) * rstd;
+                acc[d + i] += dyr[i];
+            }
+            double mg = 0, mgx = 0;
+            for (int64_t i = 0; i < d; i++) {
+                double g = (double)dyr[i] * a->w[i];
+                mg += g;
+                mgx += g * (xr[i] - mean) * rstd;
+            }
+            mg /= (double)d;
+            mgx /= (double)d;
+            if (a->dx)
+                for (int64_t i = 0; i < d; i++) {
+                    double g = (double)dyr[i] * a->w[i], xh = (xr[i] - mean) * rstd;
+                    a->dx[r * d + i] += (float)(rstd * (g - mg - xh * mgx));
+                }
+        } else {
+            double ss = 0, gx = 0;
+            for (int64_t i = 0; i < d; i++) {
+                ss += (double)xr[i] * xr[i];
+                gx += (double)dyr[i] * a->w[i] * xr[i];
+            }
+            const double rstd = 1.0 / sqrt(ss / (double)d + (double)1e-5f), k = rstd * rstd * gx / (double)d;
+            if (a->dx)
+                for (int64_t i = 0; i < d; i++) a->dx[r * d + i] += (float)(rstd * ((double)dyr[i] * a->w[i] - xr[i] * k));
+            if (a->dw)
+                for (int64_t i = 0; i < d; i++) a->dw[i] += (float)((double)dyr[i] * xr[i] * rstd);
+        }
+    }
+    if (a->op < 2)
+        for (int64_t i = 0; i < d; i++) {
+            if (a->dw) a->dw[i] += (float)acc[i];
+            if (a->db) a->db[i] += (float)acc[d + i];
+        }
+    free(acc);
+}
+
+static void nb_same(const char *what, int op, const float *par, const float *one, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        CHECK_MSG(!memcmp(&par[i], &one[i], sizeof(float)), "op %d, %s[%lld]: %.9g threaded, %.9g against", op, what,
+                  (long long)i, par[i], one[i]);
+}
+
+/* ss_test_rvec's values lie on a grid of 2^-15, where short sums are exact in any order: divided by 7 they are not. */
+static float *offgrid_rvec(int64_t n, unsigned seed, float amp) {
+    float *v = ss_test_rvec(n, seed, amp);
+    for (int64_t i = 0; i < n; i++) v[i] /= 7.0f;
+    return v;
+}
+
+TEST(cpu_norm_backward_and_sum_rows_split_across_threads_match_one_thread) {
+    const ss_backend *be = ss_backend_cpu();
+    /* rows: several row tasks (32 a task) with a ragged last one, and one; columns: several blocks of 64 with a
+     * ragged last one, a single short block; and one large enough that the threads overlap */
+    const int64_t shapes[][2] = {{77, 200}, {1, 130}, {40, 5}, {1000, 600}};
+    for (int k = 0; k < 4; k++) {
+        const int64_t rows = shapes[k][0], d = shapes[k][1], n = rows * d;
+        float *x = offgrid_rvec(n, 61 + k, 3.0f), *dy = offgrid_rvec(n, 64 + k, 1.0f), *w = offgrid_rvec(d, 67 + k, 1.0f);
+        float *dx0 = offgrid_rvec(n, 70 + k, 0.5f), *dw0 = offgrid_rvec(d, 73 + k, 0.5f), *db0 = offgrid_rvec(d, 76 + k, 0.5f);
+        for (int op = 0; op < 3; op++)
+            for (int which = 0; which < 3; which++) { /* all outputs, the weight gradients alone, dx alone */
+                if (op == 0 && which) continue;
+                float *p[3], *o[3], *b[3];
+                const float *init[3] = {dx0, dw0, db0};
+                const int64_t len[3] = {n, d, d};
+                for (int t = 0; t < 3; t++) {
+                    const int on = t == 0 ? op && which != 1 : t == 1 ? which != 2 : op == 1 && which != 2;
+                    p[t] = on ? malloc((size_t)len[t] * sizeof(float)) : NULL;
+                    o[t] = on ? malloc((size_t)len[t] * sizeof(float)) : NULL;
+                    b[t] = on ? malloc((size_t)len[t] * sizeof(float)) : NULL;
+                    if (on)
+                        for (int64_t i = 0; i < len[t]; i++) p[t][i] = o[t][i] = b[t][i] = init[t][i];
+                }
+                nb_args a = {be, op, p[0], p[1], p[2], dy, x, w, rows, d, SS_OK};
+                CHECK_OK(nb_run(&a));
+                a.dx = o[0], a.dw = o[1], a.db = o[2], a.st = SS_ERR_INTERNAL;
+                ss_parallel_for(2, nb_serial, &a);
+                CHECK_OK(a.st);
+                a.dx = b[0], a.dw = b[1], a.db = b[2];
+                nb_before(&a);
+                const char *names[3] = {"dx", "dw", "db"};
+                for (int t = 0; t < 3; t++)
+                    if (p[t]) {
+                        nb_same(names[t], op, p[t], o[t], len[t]);
+                        nb_same(names[t], op, p[t], b[t], len[t]);
+                    }
+                for (int t = 0; t < 3; t++) free(p[t]), free(o[t]), free(b[t]);
+            }
+        free(x), free(dy), free(w), free(dx0), free(dw0), free(db0);
+    }
+}
+
 static long minor_faults(void) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
