@@ -67,20 +67,28 @@ ss_status ss_cpu_matmul_tn(const ss_backend *be, float *C, const float *A, const
 }
 
 /* The sums over rows (bias and norm weight gradients) run on the thread pool
- * by blocks of COLB columns: each task adds its columns over all the rows in
- * row order, as one thread did, so the sums do not depend on the threads. */
-#define COLB 64
+ * by blocks of columns: each task adds its columns over all the rows in row
+ * order, as one thread did, so the sums do not depend on the threads (nor on
+ * the blocks' width). Narrow blocks read each row a few cache lines at a time,
+ * a page apart, and ran slower on two threads than the whole rows on one: a
+ * block is the columns over the pool's threads, 64 to COLB_MAX. */
+#define COLB_MAX 1024
+
+static int64_t col_block(int64_t n) {
+    const int64_t w = ss_parallel_width(), cb = ((n + w - 1) / w + 15) / 16 * 16;
+    return cb < 64 ? 64 : cb > COLB_MAX ? COLB_MAX : cb;
+}
 
 typedef struct {
     float *out;
     const float *x;
-    int64_t M, N;
+    int64_t M, N, cb;
 } sumr_ctx;
 
 static void sumr_task(void *vctx, int64_t task) {
     const sumr_ctx *c = vctx;
-    const int64_t j0 = task * COLB, nj = j0 + COLB < c->N ? COLB : c->N - j0;
-    double acc[COLB] = {0};
+    const int64_t j0 = task * c->cb, nj = j0 + c->cb < c->N ? c->cb : c->N - j0;
+    double acc[COLB_MAX] = {0};
     for (int64_t r = 0; r < c->M; r++) {
         const float *xr = c->x + r * c->N + j0;
         for (int64_t j = 0; j < nj; j++) acc[j] += xr[j];
@@ -89,8 +97,8 @@ static void sumr_task(void *vctx, int64_t task) {
 }
 
 ss_status ss_cpu_sum_rows(const ss_backend *be, float *out, const float *x, int64_t M, int64_t N) {
-    sumr_ctx c = {out, x, M, N};
-    ss_parallel_for((N + COLB - 1) / COLB, sumr_task, &c);
+    sumr_ctx c = {out, x, M, N, col_block(N)};
+    ss_parallel_for((N + c.cb - 1) / c.cb, sumr_task, &c);
     return SS_OK;
 }
 
@@ -98,7 +106,7 @@ typedef struct {
     float *dx, *dw, *db;
     const float *dy, *x, *w;
     double *stats; /* per row mean and rstd (layernorm) or rstd (rmsnorm), for the weight gradients; or NULL */
-    int64_t rows, d;
+    int64_t rows, d, cb; /* cb: columns a task of the weight gradients */
     float eps;
 } lnb_ctx;
 
@@ -135,11 +143,11 @@ static void lnb_task(void *vctx, int64_t task) {
     }
 }
 
-/* dw = sum_r dy·xhat and db = sum_r dy over a block of COLB columns, in row order. */
+/* dw = sum_r dy·xhat and db = sum_r dy over a block of columns, in row order. */
 static void lnb_dw_task(void *vctx, int64_t task) {
     const lnb_ctx *c = vctx;
-    const int64_t d = c->d, i0 = task * COLB, ni = i0 + COLB < d ? COLB : d - i0;
-    double aw[COLB] = {0}, ab[COLB] = {0};
+    const int64_t d = c->d, i0 = task * c->cb, ni = i0 + c->cb < d ? c->cb : d - i0;
+    double aw[COLB_MAX] = {0}, ab[COLB_MAX] = {0};
     for (int64_t r = 0; r < c->rows; r++) {
         const float *xr = c->x + r * d + i0, *dyr = c->dy + r * d + i0;
         const double mean = c->stats[2 * r], rstd = c->stats[2 * r + 1];
@@ -158,11 +166,11 @@ static void lnb_dw_task(void *vctx, int64_t task) {
  * db is wanted; then those by blocks of columns. */
 ss_status ss_cpu_layernorm_backward(const ss_backend *be, float *dx, float *dw, float *db, const float *dy,
                                     const float *x, const float *w, int64_t rows, int64_t d, float eps) {
-    lnb_ctx c = {dx, dw, db, dy, x, w, NULL, rows, d, eps};
+    lnb_ctx c = {dx, dw, db, dy, x, w, NULL, rows, d, col_block(d), eps};
     if ((dw || db) && !(c.stats = ss_malloc((size_t)(2 * rows) * sizeof(double) + 1, "layernorm row statistics")))
         return SS_ERR_NOMEM;
     if (dx || c.stats) ss_parallel_for((rows + LNB_ROWS - 1) / LNB_ROWS, lnb_task, &c);
-    if (c.stats) ss_parallel_for((d + COLB - 1) / COLB, lnb_dw_task, &c);
+    if (c.stats) ss_parallel_for((d + c.cb - 1) / c.cb, lnb_dw_task, &c);
     free(c.stats);
     return SS_OK;
 }
@@ -364,10 +372,10 @@ static void rmsb_task(void *vctx, int64_t task) {
     }
 }
 
-/* dw over a block of COLB columns, adding row by row into dw in row order as one thread did. */
+/* dw over a block of columns, adding row by row into dw in row order as one thread did. */
 static void rmsb_dw_task(void *vctx, int64_t task) {
     const lnb_ctx *c = vctx;
-    const int64_t d = c->d, i0 = task * COLB, ni = i0 + COLB < d ? COLB : d - i0;
+    const int64_t d = c->d, i0 = task * c->cb, ni = i0 + c->cb < d ? c->cb : d - i0;
     float *dw = c->dw + i0;
     for (int64_t r = 0; r < c->rows; r++) {
         const float *xr = c->x + r * d + i0, *dyr = c->dy + r * d + i0;
@@ -378,10 +386,10 @@ static void rmsb_dw_task(void *vctx, int64_t task) {
 
 ss_status ss_cpu_rmsnorm_backward(const ss_backend *be, float *dx, float *dw, const float *dy, const float *x,
                                   const float *w, int64_t rows, int64_t d, float eps) {
-    lnb_ctx c = {dx, dw, NULL, dy, x, w, NULL, rows, d, eps};
+    lnb_ctx c = {dx, dw, NULL, dy, x, w, NULL, rows, d, col_block(d), eps};
     if (dw && !(c.stats = ss_malloc((size_t)rows * sizeof(double) + 1, "rmsnorm row statistics"))) return SS_ERR_NOMEM;
     if (dx || dw) ss_parallel_for((rows + LNB_ROWS - 1) / LNB_ROWS, rmsb_task, &c);
-    if (dw) ss_parallel_for((d + COLB - 1) / COLB, rmsb_dw_task, &c);
+    if (dw) ss_parallel_for((d + c.cb - 1) / c.cb, rmsb_dw_task, &c);
     free(c.stats);
     return SS_OK;
 }

@@ -398,8 +398,9 @@ static float *offgrid_rvec(int64_t n, unsigned seed, float amp) {
 
 TEST(cpu_norm_backward_and_sum_rows_split_across_threads_match_one_thread) {
     const ss_backend *be = ss_backend_cpu();
-    /* rows: several row tasks (32 a task) with a ragged last one, and one; columns: several blocks of 64 with a
-     * ragged last one, a single short block; and one large enough that the threads overlap */
+    /* rows: several row tasks (32 a task) with a ragged last one, and one; columns: blocks of the columns over the
+     * threads (at least 64) with a ragged last one, a single short block; and one large enough that the threads
+     * overlap */
     const int64_t shapes[][2] = {{77, 200}, {1, 130}, {40, 5}, {1000, 600}};
     for (int k = 0; k < 4; k++) {
         const int64_t rows = shapes[k][0], d = shapes[k][1], n = rows * d;
