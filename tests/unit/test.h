@@ -15,6 +15,11 @@ const char *ss_test_data_dir(void);
 /* A fresh temporary directory for this test run (removed at exit). */
 const char *ss_test_tmp_dir(void);
 
+/* A forked child's stderr and end: reads read_fd (the pipe's read end, the write end already
+ * closed here) into buf (at most cap - 1 bytes, NUL-terminated), closes it, waits for pid and
+ * returns its wait status. */
+int ss_test_child_wait(int pid, int read_fd, char *buf, size_t cap);
+
 /* Numeric helpers (tests/unit/numeric.c): a seeded uniform draw in [-1, 1),
  * vectors of n such draws times amp or of one value (malloc'd; n may be 0),
  * and an elementwise check that prints the NMSE and the largest error and

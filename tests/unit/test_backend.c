@@ -501,13 +501,7 @@ TEST(cpu_kept_blocks_stay_poisoned_under_asan) {
         }
         close(fds[1]);
         char buf[8192];
-        size_t got = 0;
-        ssize_t r;
-        while (got < sizeof buf - 1 && (r = read(fds[0], buf + got, sizeof buf - 1 - got)) > 0) got += (size_t)r;
-        buf[got] = 0;
-        close(fds[0]);
-        int status = 0;
-        waitpid(pid, &status, 0);
+        const int status = ss_test_child_wait(pid, fds[0], buf, sizeof buf);
         CHECK_MSG(!(WIFEXITED(status) && (WEXITSTATUS(status) == 0 || WEXITSTATUS(status) >= 3)),
                   "case %d: the read went unreported (status %d)", which, status);
         CHECK_MSG(strstr(buf, "AddressSanitizer: use-after-poison") != NULL, "case %d: no report: \"%.300s\"", which,

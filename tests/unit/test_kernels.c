@@ -1651,13 +1651,7 @@ TEST(emu_misuse_aborts_with_a_message) {
         }
         close(fds[1]);
         char buf[4096];
-        size_t got = 0;
-        ssize_t r;
-        while (got < sizeof buf - 1 && (r = read(fds[0], buf + got, sizeof buf - 1 - got)) > 0) got += (size_t)r;
-        buf[got] = 0;
-        close(fds[0]);
-        int status = 0;
-        waitpid(pid, &status, 0);
+        const int status = ss_test_child_wait(pid, fds[0], buf, sizeof buf);
         CHECK_MSG(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "misuse %d did not abort (status %d)", which,
                   status);
         CHECK_MSG(strstr(buf, want[which]) != NULL, "misuse %d: message \"%s\" lacks \"%s\"", which, buf,

@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 typedef struct { const char *name, *file; void (*fn)(void); } test_case;
@@ -28,6 +29,17 @@ void ss_test_fail(const char *file, int line, const char *fmt, ...) {
 const char *ss_test_data_dir(void) {
     const char *d = getenv("SS_TEST_DATA");
     return d && *d ? d : "tests/data";
+}
+
+int ss_test_child_wait(int pid, int read_fd, char *buf, size_t cap) {
+    size_t got = 0;
+    ssize_t r;
+    while (got < cap - 1 && (r = read(read_fd, buf + got, cap - 1 - got)) > 0) got += (size_t)r;
+    buf[got] = 0;
+    close(read_fd);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return status;
 }
 
 const char *ss_test_tmp_dir(void) {
