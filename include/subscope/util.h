@@ -94,6 +94,9 @@ ss_status ss_input_read(const char *path, char **data, size_t *len);
 int ss_file_exists(const char *path);
 /* Joins a directory and a file name into a new string. */
 char *ss_path_join(const char *dir, const char *name);
+/* The folder a path's last name is in, as a new string: "." for a bare name, "/" for one at the
+ * root. NULL when out of memory. */
+char *ss_path_folder(const char *path);
 
 /* Read-only memory map of a whole file. An empty file maps to data=NULL, size=0. */
 typedef struct ss_mmap {

@@ -352,17 +352,9 @@ ss_status ss_h5_commit(ss_h5 *h) {
         return st;
     }
     /* Make the rename itself durable; best effort. */
-    char *dir = ss_strdup(h->target_path);
-    if (dir) {
-        char *slash = strrchr(dir, '/');
-        if (!slash) sync_path(".", 1);
-        else {
-            if (slash == dir) slash[1] = 0;
-            else *slash = 0;
-            sync_path(dir, 1);
-        }
-        free(dir);
-    }
+    char *dir = ss_path_folder(h->target_path);
+    if (dir) sync_path(dir, 1);
+    free(dir);
     ss_error_clear();
     free_writer(h);
     return SS_OK;

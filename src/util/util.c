@@ -197,7 +197,7 @@ ss_status ss_out_target(const char *path, char **target) {
         const int e = errno;
         char *slash = strrchr(cur, '/');
         const char *base = slash ? slash + 1 : cur;
-        char *dir = slash ? ss_strndup(cur, (size_t)(slash - cur) + (slash == cur)) : ss_strdup(".");
+        char *dir = ss_path_folder(cur);
         char *rdir = e == ENOENT && dir ? realpath(dir, NULL) : NULL;
         if (!dir) st = SS_ERR_NOMEM;
         else if (e != ENOENT) st = ss_errorf(SS_ERR_IO, "%s: a symbolic link to %s, which cannot be used: %s", path, cur, strerror(e));
@@ -221,7 +221,7 @@ static char *out_canonical(const char *path) {
         return NULL;
     }
     const char *slash = strrchr(t, '/');
-    dir = slash ? ss_strndup(t, (size_t)(slash - t) + (slash == t)) : ss_strdup(".");
+    dir = ss_path_folder(t);
     if (dir && (rdir = realpath(dir, NULL))) canon = ss_path_join(rdir, slash ? slash + 1 : t);
     free(t), free(dir), free(rdir);
     return canon;
@@ -257,7 +257,7 @@ static void tmp_sweep(const char *final_path) {
     if (n_seen < 16) seen[n_seen++] = k;
 
     const char *slash = strrchr(final_path, '/'), *base = slash ? slash + 1 : final_path;
-    char *dir = slash ? ss_strndup(final_path, (size_t)(slash - final_path) + (slash == final_path)) : ss_strdup(".");
+    char *dir = ss_path_folder(final_path);
     char *prefix = ss_strfmt("%s.tmp.", base);
     DIR *d = dir && prefix ? opendir(dir) : NULL;
     char host[65];
@@ -360,6 +360,11 @@ ss_status ss_input_read(const char *path, char **data, size_t *len) { return fil
 int ss_file_exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0; /* whatever it is: reading it then refuses what is no file, naming it */
+}
+
+char *ss_path_folder(const char *path) {
+    const char *slash = strrchr(path, '/');
+    return slash ? ss_strndup(path, (size_t)(slash - path) + (slash == path)) : ss_strdup(".");
 }
 
 char *ss_path_join(const char *dir, const char *name) {
