@@ -56,7 +56,6 @@ typedef struct ss_discover_job {
     const char *contrast;       /* "A:B" (contrast) */
     int64_t top;                /* cluster: sub-models kept per site (>= 1) */
     double min_corr;            /* cluster: merges need an average correlation above this */
-    uint64_t seed;              /* recorded; neither method draws random numbers */
     const char *mode;           /* mask mode for the exported masks (NULL: "zero") */
     double factor;              /* mode scale */
     double sigma;               /* mode noise / negnoise */

@@ -16,7 +16,6 @@ static cli_opt disc_opts[] = {
     {.name = "contrast", .metavar = "A:B", .help = "contrast: the two labels (of collect --group-by label)"},
     {.name = "top", .metavar = "N", .help = "cluster: best clusters kept per site (default 10)"},
     {.name = "min-corr", .metavar = "R", .help = "cluster: clusters merge only above this mean correlation (default 0.1)"},
-    {.name = "seed", .metavar = "S", .help = "recorded in the output (both methods are deterministic; default 0)"},
     {.name = "mode", .metavar = "MODE", .help = "mode of the exported masks: zero (default), mean, scale, noise, negnoise, resample, patch (ablate --patch-from)"},
     {.name = "factor", .metavar = "F", .help = "factor of the exported masks (mode scale)"},
     {.name = "sigma", .metavar = "S", .help = "sigma of the exported masks (modes noise, negnoise)"},
@@ -59,14 +58,11 @@ static int run_discover(cli_cmd *cmd) {
         .progress = cli_progress,
         .progress_ctx = "sites",
     };
-    int64_t seed;
     if (cli_require(cmd, "stats") || cli_require(cmd, "sites") || cli_require(cmd, "method") ||
         cli_require(cmd, "out") || cli_double(cmd, "fraction", 0.02, &j.fraction, NULL) ||
         cli_double(cmd, "min-corr", 0.1, &j.min_corr, NULL) || cli_double(cmd, "factor", 0, &j.factor, &j.has_factor) ||
-        cli_double(cmd, "sigma", 0, &j.sigma, &j.has_sigma) || cli_int(cmd, "top", 1, 1000000, 10, &j.top) ||
-        cli_int(cmd, "seed", 0, INT64_MAX, 0, &seed))
+        cli_double(cmd, "sigma", 0, &j.sigma, &j.has_sigma) || cli_int(cmd, "top", 1, 1000000, 10, &j.top))
         return 1;
-    j.seed = (uint64_t)seed;
     /* Options of the other method would be silently ignored: refused, as --contrast is with cluster. */
     const char *cluster_only[] = {"top", "min-corr"};
     for (size_t k = 0; j.method && !strcmp(j.method, "contrast") && k < sizeof cluster_only / sizeof *cluster_only; k++)
@@ -86,7 +82,7 @@ static int run_discover(cli_cmd *cmd) {
 cli_cmd cmd_discover = {
     "discover", "find candidate sub-models (groups of units) from collect statistics and attributions",
     "subscope discover --stats STATS.h5 [--attr ATTR.h5] --sites GLOBS --method cluster|contrast\n"
-    "                         [--fraction 0.02] [--contrast A:B] [--top N] [--min-corr R] [--seed S]\n"
+    "                         [--fraction 0.02] [--contrast A:B] [--top N] [--min-corr R]\n"
     "                         [--mode zero [--factor F | --sigma S]] --out SUBMODELS.h5 [--masks-out MASKS.jsonl]",
     "cluster: per site, average-linkage clustering of the units on their correlation, clusters capped at\n"
     "  --fraction of the site's units; scored by mean within-cluster correlation (times the share of the\n"

@@ -676,7 +676,6 @@ static ss_status write_h5(ss_h5 *h, const ctx *c) {
     SS_TRY(ss_h5_attr_str(h, "/", "method", job->method));
     SS_TRY(ss_h5_attr_str(h, "/", "sites", job->sites));
     SS_TRY(ss_h5_attr_f64(h, "/", "fraction", job->fraction));
-    SS_TRY(ss_h5_attr_i64(h, "/", "seed", (int64_t)job->seed));
     SS_TRY(ss_h5_attr_str(h, "/", "mask_mode", job->mode ? job->mode : "zero"));
     if (!strcmp(job->method, "cluster")) {
         SS_TRY(ss_h5_attr_i64(h, "/", "top", job->top));
