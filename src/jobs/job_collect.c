@@ -656,10 +656,12 @@ ss_status ss_job_collect(const ss_collect_job *job) {
     }
     if (!(id = identity(job, model_fp, data_sha, run.max_len)) || !(ckpt = ss_strfmt("%s.ckpt", job->out))) { st = SS_ERR_NOMEM; goto out; }
     int64_t done = 0;
+    int resumed = 0; /* a checkpoint was read (--resume with none starts from the first prompt) */
     if (rank == 0) ss_tmp_sweep(ckpt); /* a killed run's half-written checkpoint (the output's: when it is created) */
     /* Rank 0 alone holds the running totals; the others add up one round at a time. */
     if (rank == 0 && job->resume && ss_file_exists(ckpt)) {
         if ((st = read_checkpoint(&c, ckpt, id, &done))) goto out;
+        resumed = 1;
         if (done > p->n) { st = ss_errorf(SS_ERR_FORMAT, "%s covers %lld prompts but the input has %lld", ckpt, (long long)done, (long long)p->n); goto out; }
         if (job->progress) fprintf(stderr, "resuming from %s: %lld of %lld prompts done\n", ckpt, (long long)done, (long long)p->n);
     }
@@ -741,6 +743,10 @@ ss_status ss_job_collect(const ss_collect_job *job) {
         (st = ss_h5_attr_i64(h, "/", "pipeline_stages", piped ? m->n_stages : 1)))
         goto out;
     if (grouping && (st = ss_h5_attr_str(h, "/", "group_by", job->group_by))) goto out;
+    /* Where the totals started: a resumed run names its checkpoint and the prompts it held. */
+    if (resumed && ((st = ss_h5_attr_i64(h, "/", "resumed", 1)) || (st = ss_h5_attr_str(h, "/", "checkpoint_path", ckpt)) ||
+                    (st = ss_h5_attr_i64(h, "/", "resumed_prompts", done))))
+        goto out;
     t_mark = ss_now();
     if ((st = write_results(h, &c, &ss, job->progress, job->results_progress_ctx))) goto out;
     st = ss_h5_commit(h);

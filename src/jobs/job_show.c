@@ -251,8 +251,12 @@ ss_status ss_job_show(const char *path, int64_t max_prompts, FILE *out) {
     /* Provenance: what made the file and from which inputs (each command's *_path; FORMAT.md). */
     const char *attrs[] = {"format_version", "subscope_version", "created", "command_line", "model_path",
                            "device", "input_path", "data_path", "clean_path", "corrupt_path", "patch_from_path",
-                           "stats_path", "attr_path", "masks_path", "keywords_path", "submodels_path"};
+                           "stats_path", "attr_path", "masks_path", "keywords_path", "submodels_path", "checkpoint_path"};
     for (size_t i = 0; i < sizeof attrs / sizeof attrs[0]; i++) print_attr(r, out, attrs[i]);
+    /* collect --resume: the prompts the checkpoint already held */
+    int64_t held;
+    if (ss_h5_attr_exists(r, "/", "resumed_prompts") && ss_h5_read_attr_i64(r, "/", "resumed_prompts", &held) == SS_OK)
+        fprintf(out, "  %-18s %lld\n", "resumed_prompts", (long long)held);
     fprintf(out, "\ndatasets:\n");
     for (size_t i = 0; i < np; i++) {
         ss_h5_info in;

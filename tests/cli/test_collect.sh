@@ -143,8 +143,23 @@ cp -r $M "$TMP/mcopy"
 # leaves, from this host and a process that is gone, the resumed run removes.
 H=$(hostname | sed 's/[^A-Za-z0-9-]/_/g' | cut -c1-64)
 touch "$TMP/res.h5.ckpt.tmp.$H.$pid" "$TMP/res.h5.tmp.$H.$pid"
+# (an attribute's value: a string's, or a number's)
+rattr() { h5dump -a "/$1" "$2" 2>/dev/null | sed -n 's/.*(0): "\{0,1\}\([^"]*\)"\{0,1\}$/\1/p'; }
+held=$(rattr prompts_done "$TMP/res.h5.ckpt")
 expect_ok "resume after kill -9 (the model copied elsewhere)" "$SUBSCOPE" collect --model "$TMP/mcopy" --input "$TMP/big.jsonl" --sites "$SITES" --stats mean,cov --out "$TMP/res.h5" --checkpoint-every 64 --batch 8 --resume
 expect_ok "resumed statistics equal the uninterrupted run (rel 1e-12)" "$H5CMP" --quiet --atol 0 --rtol 1e-12 --only /stats "$TMP/full.h5" "$TMP/res.h5"
+# The output says it was resumed, from which checkpoint, and how many prompts that held; runs that
+# started from the first prompt (--resume with no checkpoint, or none) say nothing of it.
+got="$(rattr resumed "$TMP/res.h5") $(rattr checkpoint_path "$TMP/res.h5") $(rattr resumed_prompts "$TMP/res.h5")"
+[ -n "$held" ] && [ "$held" -gt 0 ] && [ "$got" = "1 $TMP/res.h5.ckpt $held" ] &&
+    pass "a resumed output records resumed, checkpoint_path and resumed_prompts" || fail "resume provenance" "got '$got', checkpoint held '$held'"
+for f in fresh full; do
+    h5dump -A "$TMP/$f.h5" 2>/dev/null | grep -Eq 'ATTRIBUTE "(resumed|checkpoint_path|resumed_prompts)"' &&
+        fail "$f.h5 (not resumed) records no resume" || pass "$f.h5 (not resumed) records no resume"
+done
+sh=$("$SUBSCOPE" show "$TMP/res.h5" 2>&1)
+printf '%s\n' "$sh" | grep -q "^  checkpoint_path  *$TMP/res.h5.ckpt$" && printf '%s\n' "$sh" | grep -q "^  resumed_prompts  *$held$" &&
+    pass "show: the checkpoint resumed and the prompts it held" || fail "show's provenance lacks the resume" "$(printf '%s' "$sh" | head -14)"
 [ ! -e "$TMP/res.h5.ckpt" ] && pass "checkpoint removed once the result is whole" || fail "checkpoint removed once the result is whole"
 left=$(ls "$TMP" | grep '^res\.h5\..*tmp')
 [ -z "$left" ] && pass "the resumed run removed the killed run's OUT.ckpt.tmp.* and OUT.tmp.*" || fail "stale temporaries removed" "$left"
