@@ -150,6 +150,16 @@ printf '{"name": "rel", "site": "blocks.1.hook_resid_mid", "mode": "noise", "sig
 head -4 $P >"$TMP/p4.jsonl"
 dist_same mean "ablate mean/relative-noise masks without --stats (4 prompts, batches of 1)" "$EXACT" "$SUBSCOPE" ablate \
     --model $M --input "$TMP/p4.jsonl" --masks "$TMP/mean.jsonl" --metrics loss,kl --batch 1
+# ... also where a rank's prompts start off a block's boundary and the count is not a power of two:
+# 7 prompts on 3 ranks (0-2, 3-4, 5-6; a tree that merged prompts 3 and 4, an unaligned pair, moved
+# blocks.2.mlp.hook_post's losses in the 8th digit, which 4 prompts did not show), and 1 prompt, the
+# later ranks without any (empty shards).
+head -7 $P >"$TMP/p7.jsonl"
+head -1 $P >"$TMP/p1.jsonl"
+dist_same mean7 "ablate mean/relative-noise masks without --stats (7 prompts, batches of 1)" "$EXACT" "$SUBSCOPE" ablate \
+    --model $M --input "$TMP/p7.jsonl" --masks "$TMP/mean.jsonl" --metrics loss,kl --batch 1
+dist_same mean1 "ablate mean/relative-noise masks without --stats (1 prompt: ranks without prompts)" "$EXACT" "$SUBSCOPE" \
+    ablate --model $M --input "$TMP/p1.jsonl" --masks "$TMP/mean.jsonl" --metrics loss,kl --batch 1
 dist_same gx "attribute gradxact (per position)" "$EXACT" "$SUBSCOPE" attribute --model $M --input "$TMP/lab.jsonl" \
     --sites 'blocks.*.mlp.hook_post,blocks.1.attn.hook_z' --batch 3
 dist_same rp "attribute --reduce prompts" "--atol 1e-12 --rtol 1e-6" "$SUBSCOPE" attribute --model $M --input "$TMP/lab.jsonl" \
