@@ -215,8 +215,8 @@ copies_vs_ranks() {
         pass "$name: $d copies of a $p-stage pipeline = $d data-parallel ranks, bit for bit, same table"
     else fail "$name: $d copies of a $p-stage pipeline vs $d ranks" "$("$H5CMP" --quiet --atol 0 --rtol 0 "$TMP/cvd.h5" "$TMP/cvc.h5" 2>&1 | head -3)"; fi
 }
-# ablate: copies split the prompts as data-parallel ranks do (which equal one process, except mean
-# masks, whose statistics are merged over the ranks: last-bit differences, as in test_dist.sh).
+# ablate: copies split the prompts as data-parallel ranks do (which equal one process, mean masks'
+# statistics included: merged along one tree over the prompts, as test_dist.sh checks).
 aopts=(--model $M --input "$TMP/lab.jsonl" --masks "$TMP/masks.jsonl" --metrics loss,acc,kl --batch 3 --mask-batch 3)
 for dp in "2 2" "3 2" "2 3"; do
     set -- $dp
