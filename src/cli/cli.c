@@ -27,6 +27,23 @@ static void print_help(const cli_cmd *cmd) {
     if (cmd->details) printf("\n%s", cmd->details);
 }
 
+/* 1 (printed, naming the output as "<what><link>") if the temporary that the file at `file` is
+ * written as (NAME.tmp.<host>.<pid> beside it; kind: "NAME", or "NAME.ckpt" for a checkpoint)
+ * would be a longer name than its folder takes (pathconf NAME_MAX). */
+static int tmp_too_long(const cli_cmd *cmd, const char *what, const char *link, const char *file, const char *kind) {
+    const char *slash = strrchr(file, '/');
+    char *dir = ss_path_folder(file), *tmp = ss_tmp_name(slash ? slash + 1 : file);
+    const long name_max = dir && tmp ? pathconf(dir, _PC_NAME_MAX) : -1;
+    const size_t need = tmp ? strlen(tmp) : 0;
+    const int bad = name_max > 0 && need > (size_t)name_max;
+    if (bad)
+        fprintf(stderr, "subscope %s: error: %s%s: the temporary file it is written as (%s.tmp.<host>.<pid>) would "
+                        "have a name of %zu characters, more than %s takes (%ld); give a shorter name\n",
+                cmd->name, what, link, kind, need, dir, name_max);
+    free(dir), free(tmp);
+    return bad;
+}
+
 /* An output (--out, --masks-out) that exists and is neither a file nor a
  * folder (/dev/null, a FIFO, a terminal): the finished file renamed over it
  * would replace it, and /dev/null replaced by a file breaks the whole system
@@ -79,20 +96,18 @@ static int output_is_file(const cli_cmd *cmd, const char *label, const char *not
         why = stat(dir, &so) ? strerror(errno) : !S_ISDIR(so.st_mode) ? "not a folder"
               : access(dir, W_OK) ? "not writable" : NULL;
         if (why) fprintf(stderr, "subscope %s: error: %s%s: cannot write in %s: %s\n", cmd->name, what, link, dir, why);
-        /* Its temporary (NAME.tmp.<host>.<pid> beside the target; collect's checkpoint
-         * NAME.ckpt.tmp...) must be a name the folder takes, or the file fails to be
-         * created after the run. */
-        const char *slash = strrchr(target, '/');
-        char *tmp = why || dir_out ? NULL : ss_tmp_name(slash ? slash + 1 : target);
-        const long name_max = tmp ? pathconf(dir, _PC_NAME_MAX) : -1;
-        const int ckpt = cli_get(cmd, "checkpoint-every") != NULL;
-        const size_t need = tmp ? strlen(tmp) + (ckpt ? strlen(".ckpt") : 0) : 0;
-        free(tmp);
-        if (name_max > 0 && need > (size_t)name_max) {
-            fprintf(stderr, "subscope %s: error: %s%s: the temporary file it is written as (%s.tmp.<host>.<pid>) "
-                            "would have a name of %zu characters, more than %s takes (%ld); give a shorter name\n",
-                    cmd->name, what, link, ckpt ? "NAME.ckpt" : "NAME", need, dir, name_max);
-            why = "";
+        /* Its temporary (NAME.tmp.<host>.<pid> beside the target) must be a name the folder
+         * takes, or the file fails to be created after the run; so must collect's checkpoint's,
+         * NAME.ckpt after the name given (a link's own, in the link's folder), written as an
+         * output of its own beside the file that names. */
+        if (!why && !dir_out && tmp_too_long(cmd, what, link, target, "NAME")) why = "";
+        if (!why && !dir_out && cli_get(cmd, "checkpoint-every")) {
+            char *ckpt = ss_strfmt("%s.ckpt", value), *ckpt_target = NULL;
+            if (!ckpt || ss_out_target(ckpt, &ckpt_target)) {
+                fprintf(stderr, "subscope %s: error: %s%s: its checkpoint: %s\n", cmd->name, what, link, ss_last_error());
+                why = "";
+            } else if (tmp_too_long(cmd, what, link, ckpt_target, "NAME.ckpt")) why = "";
+            free(ckpt), free(ckpt_target);
         }
     }
     free(target), free(what);

@@ -298,6 +298,23 @@ if [ "$(getconf NAME_MAX "$TMP" 2>/dev/null)" = 255 ]; then # the lengths below 
     "$SUBSCOPE" collect --model $TM --input $TP --sites blocks.1.mlp.hook_post --out "$TMP/$long" >/dev/null 2>&1 &&
         [ -f "$TMP/$long" ] && pass "... a name whose temporary fits is written" || fail "a long name that fits is written"
     rm -f "$TMP/$long"
+    # --out a link: the output's temporary goes beside its target, the checkpoint (OUT.ckpt, named
+    # after the link) and its temporary beside the link. Both were measured by the target's name:
+    # a long link to a short name passed and failed at the first checkpoint, a short link to a
+    # long name was refused though both temporaries fit.
+    ln -s lt.h5 "$TMP/$long"
+    expect_fail "collect --out a link with a long name: its checkpoint's temporary, beside the link, is too long" \
+        "--out $TMP/$long (a symbolic link to $TMP/lt.h5): the temporary file it is written as (NAME.ckpt.tmp.<host>.<pid>) would have a name of" \
+        "$SUBSCOPE" collect --model $TM --input $TP --sites blocks.1.mlp.hook_post --out "$TMP/$long" --checkpoint-every 1
+    [ ! -e "$TMP/lt.h5" ] && [ -z "$(ls "$TMP" | grep '\.ckpt')" ] && pass "... refused before the run: nothing written" ||
+        fail "collect through a long link wrote" "$(ls "$TMP" | grep 'lt.h5\|\.ckpt' | cut -c1-40)"
+    rm -f "$TMP/$long"
+    ln -s "$long" "$TMP/sl.h5"
+    "$SUBSCOPE" collect --model $TM --input $TP --sites blocks.1.mlp.hook_post --batch 2 --out "$TMP/sl.h5" --checkpoint-every 1 \
+        >/dev/null 2>"$TMP/err" && [ -L "$TMP/sl.h5" ] && [ -f "$TMP/$long" ] && [ ! -e "$TMP/sl.h5.ckpt" ] &&
+        pass "collect --out a short link to a long name, with checkpoints: both temporaries fit, the target is written" ||
+        fail "collect through a short link to a long name" "$(head -c 300 "$TMP/err")"
+    rm -f "$TMP/$long" "$TMP/sl.h5"
     # discover's masks file named after such an --out (.h5 -> .masks.jsonl, 9 characters more)
     # was not checked: the --out passed and the masks file failed after the whole run.
     dl="$TMP/${long%???}.h5"
