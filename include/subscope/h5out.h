@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "subscope/error.h"
+#include "subscope/util.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -59,6 +60,10 @@ ss_status ss_h5_create(const char *final_path, ss_h5 **out);
  * and renames the temporary file over final_path.  Frees h in all cases; on
  * failure the temporary file is removed and final_path is left untouched. */
 ss_status ss_h5_commit(ss_h5 *h);
+/* ss_h5_commit for a job that puts more files in place after this one: the signals are held
+ * (ss_signals_hold) from just before the rename, after the sync, and stay held on return,
+ * whatever the result, until the caller's ss_signals_release after its last file. */
+ss_status ss_h5_commit_held(ss_h5 *h, ss_signals_held *held);
 /* Closes everything, removes the temporary file, frees h.  NULL is a no-op. */
 void ss_h5_abort(ss_h5 *h);
 

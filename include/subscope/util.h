@@ -3,6 +3,7 @@
 #ifndef SUBSCOPE_UTIL_H
 #define SUBSCOPE_UTIL_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -41,7 +42,7 @@ ss_status ss_input_kind(const char *path, int pipe_ok);
 ss_status ss_open_read(const char *path, FILE **f);
 
 /* A temporary file (an output being written, renamed into place when whole)
- * to remove if the process is stopped by SIGINT, SIGTERM or SIGHUP: the first
+ * to remove if the process is stopped by SIGINT, SIGTERM, SIGHUP or SIGQUIT: the first
  * registration installs a handler for those whose action is the default,
  * which unlinks every registered path (then removes those that are empty
  * folders) and then dies of the signal as before.
@@ -49,6 +50,20 @@ ss_status ss_open_read(const char *path, FILE **f);
  * cleaned up). */
 void ss_tmp_register(const char *path);
 void ss_tmp_unregister(const char *path);
+/* Holds the signals that would stop the process (SIGINT, SIGTERM, SIGHUP, SIGQUIT, and SIGPIPE,
+ * which a note on a closed stderr raises) while a job puts more than one file in place, so that
+ * a signal never leaves some new files beside old ones: blocked in the calling thread, and one
+ * that another thread takes meanwhile (a process-directed signal goes to any thread not
+ * blocking it: the CPU pool's workers, a library's) is passed on to it by ss_tmp_register's
+ * handler, which this installs as that does; ss_signals_release restores the caller's mask,
+ * and a signal that came meanwhile then takes effect, once every file is in place or, after a
+ * failure, removed. One hold at a time; the renames and removals between are quick (a file's
+ * data are synced before). SIGKILL and a power loss cannot be held. */
+typedef struct {
+    sigset_t old;
+} ss_signals_held;
+void ss_signals_hold(ss_signals_held *held);
+void ss_signals_release(const ss_signals_held *held);
 /* The temporary name of an output being written: "<final_path>.tmp.<host>.<pid>",
  * host as gethostname() has it with anything but letters, digits and '-' made
  * '_' (so it has no dot), at most 64 characters. */

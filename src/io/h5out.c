@@ -339,10 +339,14 @@ static ss_status sync_path(const char *path, int dir) {
     return SS_OK;
 }
 
-ss_status ss_h5_commit(ss_h5 *h) {
-    if (!h) return ss_errorf(SS_ERR_ARG, "ss_h5_commit: NULL writer");
+static ss_status commit(ss_h5 *h, ss_signals_held *held) {
+    if (!h) {
+        if (held) ss_signals_hold(held);
+        return ss_errorf(SS_ERR_ARG, "ss_h5_commit: NULL writer");
+    }
     ss_status st = close_all(h);
     if (st == SS_OK) st = sync_path(h->tmp_path, 0);
+    if (held) ss_signals_hold(held); /* after the sync, which can take a while */
     if (st == SS_OK && rename(h->tmp_path, h->target_path) != 0)
         st = ss_errorf(SS_ERR_IO, "%s: cannot rename %s into place: %s", h->final_path, h->tmp_path,
                        strerror(errno));
@@ -359,6 +363,10 @@ ss_status ss_h5_commit(ss_h5 *h) {
     free_writer(h);
     return SS_OK;
 }
+
+ss_status ss_h5_commit(ss_h5 *h) { return commit(h, NULL); }
+
+ss_status ss_h5_commit_held(ss_h5 *h, ss_signals_held *held) { return commit(h, held); }
 
 void ss_h5_abort(ss_h5 *h) {
     if (!h) return;

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -100,8 +101,18 @@ ss_status ss_open_read(const char *path, FILE **f) {
 
 enum { TMP_SLOTS = 64 };
 static _Atomic(const char *) tmp_slots[TMP_SLOTS];
+static atomic_int sig_held;   /* a job is putting its files in place (ss_signals_hold) */
+static pthread_t sig_holder;  /* in this thread, which blocks the signals meanwhile */
 
 static void tmp_on_signal(int sig) {
+    if (atomic_load(&sig_held) && !pthread_equal(pthread_self(), sig_holder)) {
+        /* Taken by another thread while the holder puts files in place: it waits, blocked, in
+         * the holder until they all are (pthread_kill and pthread_self are async-signal-safe). */
+        const int e = errno;
+        pthread_kill(sig_holder, sig);
+        errno = e;
+        return;
+    }
     for (int i = 0; i < TMP_SLOTS; i++) {
         const char *p = atomic_load(&tmp_slots[i]);
         if (p) unlink(p); /* async-signal-safe */
@@ -114,22 +125,42 @@ static void tmp_on_signal(int sig) {
     raise(sig);
 }
 
-void ss_tmp_register(const char *path) {
+static void tmp_install(void) {
     static atomic_int installed;
-    if (!atomic_exchange(&installed, 1)) {
-        const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
-        for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
-            struct sigaction old, sa = {0};
-            if (sigaction(sigs[i], NULL, &old) || old.sa_handler != SIG_DFL) continue; /* ignored or someone's */
-            sa.sa_handler = tmp_on_signal;
-            sigemptyset(&sa.sa_mask);
-            sigaction(sigs[i], &sa, NULL);
-        }
+    if (atomic_exchange(&installed, 1)) return;
+    const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        struct sigaction old, sa = {0};
+        if (sigaction(sigs[i], NULL, &old) || old.sa_handler != SIG_DFL) continue; /* ignored or someone's */
+        sa.sa_handler = tmp_on_signal;
+        sa.sa_flags = SA_RESTART; /* a signal passed on to the holder returns to a call in progress */
+        sigemptyset(&sa.sa_mask);
+        sigaction(sigs[i], &sa, NULL);
     }
+}
+
+void ss_tmp_register(const char *path) {
+    tmp_install();
     for (int i = 0; i < TMP_SLOTS; i++) {
         const char *none = NULL;
         if (atomic_compare_exchange_strong(&tmp_slots[i], &none, path)) return;
     }
+}
+
+void ss_signals_hold(ss_signals_held *held) {
+    tmp_install();
+    sigset_t s;
+    sigemptyset(&s);
+    const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaddset(&s, sigs[i]);
+    pthread_sigmask(SIG_BLOCK, &s, &held->old);
+    sig_holder = pthread_self();
+    atomic_store(&sig_held, 1);
+}
+
+void ss_signals_release(const ss_signals_held *held) {
+    atomic_store(&sig_held, 0); /* first: one delivered below stops the process */
+    pthread_sigmask(SIG_SETMASK, &held->old, NULL);
 }
 
 void ss_tmp_unregister(const char *path) {
