@@ -229,6 +229,15 @@ $(dir $(SUBSCOPE))kernel_check: $(BUILD)/tests/gpu/kernel_check.o $(LIBA)
 	$(Q)$(CC) $(LDSAN) -o $@ $< $(LIBA) $(LIBS) $(CUDA_LIBS) $(NCCL_LIBS)
 $(BUILD)/tests/gpu/kernel_check.o: CFLAGS_ALL += $(CUDA_CFLAGS)
 
+# An LD_PRELOAD shim for the CLI tests (tests/shim/rename_signal.c): a signal sent to the process
+# right after a rename, between a job's renames of its files. Built without the sanitizers, which
+# it only forwards to; a test under SAN=1 sets ASAN_OPTIONS=verify_asan_link_order=0 with it.
+RENAME_SHIM := $(dir $(SUBSCOPE))rename_signal.so
+$(RENAME_SHIM): tests/shim/rename_signal.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) -std=c11 -Wall -Wextra -Werror -O2 -fPIC -shared -o $@ $< -ldl
+
 # kernel_check built against the emulated runtime and kernels: `make test` runs its cases
 # (tests/cli/test_kernel_check_emu.sh), so that the first tool of a GPU lease has run
 # before any GPU runs it.
@@ -266,7 +275,7 @@ gpu-check:
 	@bash tests/gpu/gpu_check.sh
 
 test: deps
-	@$(MAKE) --no-print-directory features $(SUBSCOPE) $(TEST_BIN) $(TOOLS) $(KCHECK_EMU) $(EMU_PLUGIN)
+	@$(MAKE) --no-print-directory features $(SUBSCOPE) $(TEST_BIN) $(TOOLS) $(KCHECK_EMU) $(EMU_PLUGIN) $(RENAME_SHIM)
 	@SUBSCOPE=$(SUBSCOPE) TEST_BIN=$(TEST_BIN) TOOLBIN=$(dir $(SUBSCOPE)) SAN=$(SAN) bash tests/run.sh
 
 asan:
