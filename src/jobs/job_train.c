@@ -667,6 +667,8 @@ static ss_status write_output(trainer *t, const ss_train_result *r, int dir_exis
     char *tmp, *text = NULL;
     size_t len = 0;
     ss_status st;
+    ss_signals_held held;
+    int holding = 0;
     if ((st = stage(&sg, out, "model.safetensors", &tmp)) || (st = ss_model_write_safetensors(t->m, tmp))) goto fail;
     if ((st = stage(&sg, out, "config.json", &tmp)) ||
         (st = config_text(ss_json_root(t->cfg_doc), &t->cfg, t->tok ? ss_tokenizer_eos_id(t->tok) : -1, &text, &len)) ||
@@ -682,6 +684,10 @@ static ss_status write_output(trainer *t, const ss_train_result *r, int dir_exis
         (st = write_file(tmp, text, len)))
         goto fail;
     free(text), text = NULL;
+    /* The files go into place, and an earlier run's go, with the signals held: one that comes
+     * between two renames takes effect once all are done (or undone), not with new weights
+     * beside an old config.json. */
+    ss_signals_hold(&held), holding = 1;
     for (int i = 0; i < sg.n; i++)
         if (rename(sg.tmp[i], sg.dest[i]) != 0) {
             st = ss_errorf(SS_ERR_IO, "%s: cannot rename into place: %s", sg.final[i], strerror(errno));
@@ -705,11 +711,13 @@ static ss_status write_output(trainer *t, const ss_train_result *r, int dir_exis
     }
     staging_free(&sg, 0);
     if (!dir_existed) ss_tmp_unregister(out_dir);
+    ss_signals_release(&held);
     return SS_OK;
 fail:
     free(text);
     staging_free(&sg, 1);
     if (!dir_existed) rmdir(out_dir), ss_tmp_unregister(out_dir);
+    if (holding) ss_signals_release(&held);
     return st;
 }
 

@@ -113,6 +113,38 @@ for sig in $sigs; do
 done
 set +m
 rm -rf "$TMP/bigtok"
+# Stopped by a signal between two of its renames (tests/shim/rename_signal.c sends it to the
+# process right after the first, model.safetensors's) in a directory an earlier run wrote: it
+# takes effect once every file is in place, so the directory holds the new model whole (the files
+# of an uninterrupted run with the same options), never new weights beside the earlier run's
+# subscope_train.json or config.json, and no staged file. With SUBSCOPE_THREADS=4 the pool's
+# workers, which do not block the signal, take it and pass it on to the thread renaming.
+sigs=TERM
+if [ -n "$(trap -p INT)" ]; then echo "  skip: SIGINT is ignored in this test's environment (started in the background)"
+else sigs="TERM INT"; fi
+for th in 1 4; do
+    SUBSCOPE_THREADS=$th run --out "$TMP/ref$th" --seed 99 2>/dev/null
+    for sig in $sigs; do
+        rm -rf "$TMP/again" && cp -r "$TMP/m1" "$TMP/again"
+        (SUBSCOPE_THREADS=$th SS_SHIM_RENAME_SIGNAL=$sig SS_SHIM_RENAME_MATCH=again/model.safetensors \
+            LD_PRELOAD="${TOOLBIN}rename_signal.so" ASAN_OPTIONS="${ASAN_OPTIONS:-}:verify_asan_link_order=0" \
+            run --out "$TMP/again" --seed 99 2>"$TMP/logsig") 2>/dev/null # (bash's "Terminated")
+        rc=$? want=$((128 + $(kill -l $sig)))
+        mixed=
+        for f in $(ls -A "$TMP/ref$th" "$TMP/again" | grep -v ':$' | sort -u); do
+            [ "$f" = subscope_train.json ] && continue # the command line and the seconds differ
+            cmp -s "$TMP/ref$th/$f" "$TMP/again/$f" || mixed="$mixed $f"
+        done
+        grep -q '"seed": 99,' "$TMP/again/subscope_train.json" || mixed="$mixed subscope_train.json"
+        if ! grep -q "^rename_signal: SIG$sig after renaming .*/again/model.safetensors" "$TMP/logsig"; then
+            fail "SIG$sig between train's renames ($th threads)" "the shim sent no signal: $(tail -2 "$TMP/logsig")"
+        elif [ $rc = $want ] && [ -z "$mixed" ]; then
+            pass "SIG$sig between train's renames ($th threads): exit $rc with the new files all in place"
+        else fail "SIG$sig between train's renames ($th threads)" "exit $rc (want $want), not the new run's:$mixed" \
+            "in the directory: $(ls -A "$TMP/again" | tr '\n' ' ')"; fi
+    done
+done
+rm -rf "$TMP/again" "$TMP/ref1" "$TMP/ref4"
 # A file name train writes that is a folder in --out is refused before training: its rename came
 # after the earlier files had been renamed into place, and removing those lost the earlier model.
 cp -r "$TMP/m1" "$TMP/m1dir" && rm "$TMP/m1dir/subscope_train.json" && mkdir "$TMP/m1dir/subscope_train.json"
