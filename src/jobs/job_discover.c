@@ -981,14 +981,18 @@ ss_status ss_job_discover(const ss_discover_job *job) {
     if ((st = ss_h5_create(job->out, &h))) goto out;
     if ((st = ss_h5_set_deflate(h, 0))) goto out;
     if ((st = write_h5(h, &c))) goto out;
-    st = ss_h5_commit(h);
+    /* --out and the masks file go into place with the signals held: one that comes between the two
+     * renames takes effect after the second (or after the new --out is removed), not with a new
+     * file beside an old one. */
+    ss_signals_held held;
+    st = ss_h5_commit_held(h, &held);
     h = NULL;
-    if (st) goto out;
-    if (rename(masks_tmp, masks_target)) {
+    if (!st && rename(masks_tmp, masks_target)) {
         st = ss_errorf(SS_ERR_IO, "%s: cannot rename %s over it: %s", masks_path, masks_tmp, strerror(errno));
         unlink(out_target); /* the new --out, not a link to it */
-        goto out;
     }
+    ss_signals_release(&held);
+    if (st) goto out;
     if (job->table) print_table(job->table, &c);
 out:
     if (h) ss_h5_abort(h);

@@ -37,6 +37,30 @@ left=$(ls "$TMP" | grep '^cl2\..*tmp')
 "$SUBSCOPE" discover --stats "$TMP/flat.h5" --sites "$S" --method cluster --top 3 --out "$TMP/cl3.h5" >/dev/null 2>&1
 cmp -s "$TMP/cl.masks.jsonl" "$TMP/cl3.masks.jsonl" && pass "corr computed from cov gives the same clusters" || fail "corr from cov" "$(diff "$TMP/cl.masks.jsonl" "$TMP/cl3.masks.jsonl" | head -4)"
 
+# Stopped by a signal between its two renames (tests/shim/rename_signal.c sends it to the process
+# right after --out's), over the files of an earlier run: it takes effect once the masks file is
+# in place too, so the pair is the new run's (an uninterrupted run's with the same options: two
+# sub-models per site where the earlier had three), never a new --out beside the earlier masks.
+"$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method cluster --top 2 --seed 5 --out "$TMP/ref2.h5" >/dev/null 2>&1
+sigs=TERM
+if [ -n "$(trap -p INT)" ]; then echo "  skip: SIGINT is ignored in this test's environment (started in the background)"
+else sigs="TERM INT"; fi
+for sig in $sigs; do
+    cp "$TMP/cl.h5" "$TMP/sig.h5" && cp "$TMP/cl.masks.jsonl" "$TMP/sig.masks.jsonl"
+    (SS_SHIM_RENAME_SIGNAL=$sig SS_SHIM_RENAME_MATCH=/sig.h5 LD_PRELOAD="${TOOLBIN}rename_signal.so" \
+        ASAN_OPTIONS="${ASAN_OPTIONS:-}:verify_asan_link_order=0" "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" \
+        --method cluster --top 2 --seed 5 --out "$TMP/sig.h5" >/dev/null 2>"$TMP/logsig") 2>/dev/null # (bash's "Terminated")
+    rc=$? want=$((128 + $(kill -l $sig)))
+    left=$(ls "$TMP" | grep '^sig\..*tmp')
+    if ! grep -q "^rename_signal: SIG$sig after renaming .*/sig.h5$" "$TMP/logsig"; then
+        fail "SIG$sig between discover's renames" "the shim sent no signal: $(tail -2 "$TMP/logsig")"
+    elif [ $rc = $want ] && [ "$(attr submodels "$TMP/sig.h5")" = "$(attr submodels "$TMP/ref2.h5")" ] &&
+        cmp -s "$TMP/ref2.masks.jsonl" "$TMP/sig.masks.jsonl" && [ -z "$left" ]; then
+        pass "SIG$sig between discover's renames: exit $rc with the new --out and masks file both in place"
+    else fail "SIG$sig between discover's renames" "exit $rc (want $want); --out's sub-models: $(attr submodels "$TMP/sig.h5")" \
+        "masks: $(wc -l <"$TMP/sig.masks.jsonl") lines (new: $(wc -l <"$TMP/ref2.masks.jsonl")); left: $left"; fi
+done
+
 # contrast: one sub-model per site and one over all four sites.
 if "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method contrast --contrast animals:colours --out "$TMP/ct.h5" --masks-out "$TMP/ct.jsonl" >"$TMP/ct.txt" 2>"$TMP/err"; then
     pass "discover --method contrast"
