@@ -749,13 +749,15 @@ ss_status ss_job_collect(const ss_collect_job *job) {
         goto out;
     t_mark = ss_now();
     if ((st = write_results(h, &c, &ss, job->progress, job->results_progress_ctx))) goto out;
-    st = ss_h5_commit(h);
+    ss_signals_held held; /* a signal between the two takes effect after both: no checkpoint beside the result */
+    st = ss_h5_commit_held(h, &held);
     h = NULL;
+    if (!st) unlink(ckpt); /* the result is whole: the checkpoint has served */
+    ss_signals_release(&held);
     t_write = ss_now() - t_mark;
     if (timing)
         fprintf(stderr, "subscope collect: timing: batches (forward and statistics) %.3f s, device totals to the host %.3f s, "
                         "results and file %.3f s\n", t_batches, t_totals, t_write);
-    if (!st) unlink(ckpt); /* the result is whole: the checkpoint has served */
 out:
     if (h) ss_h5_abort(h);
     free_device_totals(&c);

@@ -163,6 +163,19 @@ printf '%s\n' "$sh" | grep -q "^  checkpoint_path  *$TMP/res.h5.ckpt$" && printf
 [ ! -e "$TMP/res.h5.ckpt" ] && pass "checkpoint removed once the result is whole" || fail "checkpoint removed once the result is whole"
 left=$(ls "$TMP" | grep '^res\.h5\..*tmp')
 [ -z "$left" ] && pass "the resumed run removed the killed run's OUT.ckpt.tmp.* and OUT.tmp.*" || fail "stale temporaries removed" "$left"
+# Stopped by SIGTERM just after the result is renamed into place (tests/shim/rename_signal.c sends
+# it to the process): it takes effect once the checkpoint is removed too, not with it left beside
+# the whole result.
+(SS_SHIM_RENAME_SIGNAL=TERM SS_SHIM_RENAME_MATCH=/sig.h5 LD_PRELOAD="${TOOLBIN}rename_signal.so" \
+    ASAN_OPTIONS="${ASAN_OPTIONS:-}:verify_asan_link_order=0" "$SUBSCOPE" collect --model $M --input "$TMP/big.jsonl" \
+    --sites "$SITES" --stats mean,cov --out "$TMP/sig.h5" --checkpoint-every 64 --batch 8 2>"$TMP/logsig") 2>/dev/null
+rc=$?
+left=$(ls -A "$TMP" | grep '^sig\.h5\.')
+if ! grep -q "^rename_signal: SIGTERM after renaming .*/sig.h5$" "$TMP/logsig"; then
+    fail "SIGTERM between collect's result and its checkpoint's removal" "the shim sent no signal: $(tail -2 "$TMP/logsig")"
+elif [ $rc = 143 ] && [ -z "$left" ] && "$H5CMP" --quiet --atol 0 --rtol 0 --only /stats "$TMP/full.h5" "$TMP/sig.h5"; then
+    pass "SIGTERM between collect's result and its checkpoint's removal: exit 143, the result whole, no checkpoint"
+else fail "SIGTERM between collect's result and its checkpoint's removal" "exit $rc (want 143), left: $left"; fi
 
 # Refusals.
 expect_fail "hook_pattern named outright is refused" "has no per-token vector" "$SUBSCOPE" collect --model $M --input $P --sites blocks.0.attn.hook_pattern --out "$TMP/x.h5"
