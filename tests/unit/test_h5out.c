@@ -2,6 +2,8 @@
  * scales, atomic commit/abort, and error messages. */
 #define _DEFAULT_SOURCE /* realpath */
 #include <math.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -694,6 +696,50 @@ TEST(h5_commit_failure_cleans_up) {
     rmdir(path);
     free(inner);
     free(tmp);
+    free(path);
+}
+
+static volatile sig_atomic_t pipes_seen;
+static void count_pipe(int sig) { (void)sig, pipes_seen++; }
+
+/* ss_h5_commit_held: the file in place with the signals still held, on success and on failure,
+ * until ss_signals_release, which restores the mask as it was; a signal raised meanwhile
+ * (SIGPIPE here, under a handler of the test's own) takes effect then, not before. */
+TEST(h5_commit_held_holds_the_signals_until_released) {
+    const int held_sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE};
+    struct sigaction sa = {0}, old_pipe;
+    sa.sa_handler = count_pipe;
+    sigemptyset(&sa.sa_mask);
+    CHECK(sigaction(SIGPIPE, &sa, &old_pipe) == 0);
+    sigset_t before, during, after;
+    CHECK(pthread_sigmask(SIG_BLOCK, NULL, &before) == 0);
+    char *path = tmp_file("held.h5");
+    for (int fail = 0; fail < 2; fail++) {
+        ss_h5 *h = NULL;
+        int32_t v = 1;
+        int64_t one = 1;
+        if (!fail) {
+            CHECK_OK(ss_h5_create(path, &h));
+            CHECK_OK(ss_h5_write_array(h, "/v", SS_H5_I32, 1, &one, NULL, &v));
+        }
+        ss_signals_held held;
+        pipes_seen = 0;
+        const ss_status st = ss_h5_commit_held(h, &held);
+        CHECK(fail ? st != SS_OK : st == SS_OK);
+        ss_error_clear();
+        CHECK(pthread_sigmask(SIG_BLOCK, NULL, &during) == 0);
+        for (size_t i = 0; i < sizeof held_sigs / sizeof *held_sigs; i++) CHECK(sigismember(&during, held_sigs[i]) == 1);
+        CHECK(fail || exists(path));
+        raise(SIGPIPE);
+        CHECK(pipes_seen == 0);
+        ss_signals_release(&held);
+        CHECK(pipes_seen == 1);
+        CHECK(pthread_sigmask(SIG_BLOCK, NULL, &after) == 0);
+        for (size_t i = 0; i < sizeof held_sigs / sizeof *held_sigs; i++)
+            CHECK(sigismember(&after, held_sigs[i]) == sigismember(&before, held_sigs[i]));
+    }
+    CHECK(sigaction(SIGPIPE, &old_pipe, NULL) == 0);
+    unlink(path);
     free(path);
 }
 
