@@ -101,6 +101,13 @@ ss_status ss_h5_dset_create_opts(ss_h5 *h, const char *path, ss_h5_type type, in
  * of the dataset's type.  start/count may be NULL for a scalar dataset. */
 ss_status ss_h5_dset_write(ss_h5_dset *d, const int64_t *start, const int64_t *count,
                            const void *buf);
+/* ss_h5_dset_write for rows of different lengths (prompts of different
+ * numbers of tokens): item i of count[0] along axis 0 is written only for its
+ * first lens[i] (0..count[1]) entries along axis 1, all of count[2..] beyond;
+ * buf holds just those, item after item in C order. What is not written keeps
+ * the dataset's fill value (NaN for floats). lens NULL: ss_h5_dset_write. */
+ss_status ss_h5_dset_write_rows(ss_h5_dset *d, const int64_t *start, const int64_t *count, const int64_t *lens,
+                                const void *buf);
 /* Closes the dataset (errors are reported, the handle is freed regardless). */
 ss_status ss_h5_dset_close(ss_h5_dset *d);
 const char *ss_h5_dset_path(const ss_h5_dset *d);

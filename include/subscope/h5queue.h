@@ -23,6 +23,10 @@ ss_status ss_h5_queue_start(size_t max_bytes, ss_h5_queue **out);
  * (buf is then freed without being written). */
 ss_status ss_h5_queue_write(ss_h5_queue *q, ss_h5_dset *d, int ndim, const int64_t *start, const int64_t *count,
                             void *buf, size_t bytes);
+/* The same for rows of different lengths (ss_h5_dset_write_rows; lens,
+ * count[0] of them, is copied): buf packs only the rows' entries. */
+ss_status ss_h5_queue_write_rows(ss_h5_queue *q, ss_h5_dset *d, int ndim, const int64_t *start,
+                                 const int64_t *count, const int64_t *lens, void *buf, size_t bytes);
 /* Waits until every queued write is done, stops the thread, frees q and
  * returns the first error (with its message). */
 ss_status ss_h5_queue_finish(ss_h5_queue *q);

@@ -12,6 +12,7 @@ typedef struct item {
     ss_h5_dset *d;
     int ndim;
     int64_t start[SS_H5_MAX_DIMS], count[SS_H5_MAX_DIMS];
+    int64_t *lens; /* NULL, or count[0] rows' lengths (ss_h5_dset_write_rows) */
     void *buf;
     size_t bytes;
 } item;
@@ -36,7 +37,7 @@ static void *writer(void *arg) {
         item *it = q->head;
         int failed = q->err != SS_OK;
         pthread_mutex_unlock(&q->mu);
-        ss_status st = failed ? SS_OK : ss_h5_dset_write(it->d, it->start, it->count, it->buf);
+        ss_status st = failed ? SS_OK : ss_h5_dset_write_rows(it->d, it->start, it->count, it->lens, it->buf);
         pthread_mutex_lock(&q->mu);
         if (st && !q->err) {
             q->err = st;
@@ -47,6 +48,7 @@ static void *writer(void *arg) {
         if (!q->head) q->tail = NULL;
         q->queued -= it->bytes;
         free(it->buf);
+        free(it->lens);
         free(it);
         pthread_cond_broadcast(&q->changed);
     }
@@ -75,15 +77,23 @@ static ss_status queue_error(ss_h5_queue *q) { return ss_errorf(q->err, "%s", q-
 
 ss_status ss_h5_queue_write(ss_h5_queue *q, ss_h5_dset *d, int ndim, const int64_t *start, const int64_t *count,
                             void *buf, size_t bytes) {
-    if (ndim < 1 || ndim > SS_H5_MAX_DIMS) {
+    return ss_h5_queue_write_rows(q, d, ndim, start, count, NULL, buf, bytes);
+}
+
+ss_status ss_h5_queue_write_rows(ss_h5_queue *q, ss_h5_dset *d, int ndim, const int64_t *start,
+                                 const int64_t *count, const int64_t *lens, void *buf, size_t bytes) {
+    if (ndim < 1 || ndim > SS_H5_MAX_DIMS || (lens && (ndim < 2 || count[0] < 0))) {
         free(buf);
         return ss_errorf(SS_ERR_INTERNAL, "write queue: bad rank %d", ndim);
     }
     item *it = ss_calloc(1, sizeof *it, "write queue");
-    if (!it) {
+    if (it && lens) it->lens = ss_malloc((size_t)count[0] * sizeof(int64_t) + 1, "write queue");
+    if (!it || (lens && !it->lens)) {
+        free(it);
         free(buf);
         return SS_ERR_NOMEM;
     }
+    if (lens) memcpy(it->lens, lens, (size_t)count[0] * sizeof(int64_t));
     it->d = d;
     it->ndim = ndim;
     memcpy(it->start, start, (size_t)ndim * sizeof(int64_t));
@@ -96,6 +106,7 @@ ss_status ss_h5_queue_write(ss_h5_queue *q, ss_h5_dset *d, int ndim, const int64
         ss_status st = queue_error(q);
         pthread_mutex_unlock(&q->mu);
         free(it->buf);
+        free(it->lens);
         free(it);
         return st;
     }

@@ -114,6 +114,7 @@ ss_status ss_write_provenance(ss_h5 *h, const ss_model *m, const char *command_l
 typedef struct {
     ss_h5_queue *q;         /* the writer thread: HDF5 runs beside the compute */
     const ss_model *m;
+    const ss_prompts *p;    /* the lengths of the prompts whose logits other ranks send */
     int64_t T;              /* padded length */
     ss_h5_dset **acts;      /* by site id (NULL where not requested) */
     ss_h5_dset *logits;
@@ -218,14 +219,18 @@ static ss_status end_batch(fwd_job_ctx *c) {
 }
 
 /* Writes buf (malloc'd, consumed) to hyperslab [start, start+count) of
- * dataset ds: queued on the writer, sent to it elsewhere. A pipeline stage
+ * dataset ds: queued on the writer, sent to it elsewhere. The logits, [B, T,
+ * V], come as the forward's packed rows, each prompt's own (lens, from the
+ * batch's packing): their padding is the dataset's fill value, NaN, and a
+ * NaN-padded copy of the batch would only hold memory. A pipeline stage
  * holds its blocks until its part of the batch is done: sending them during
  * the pass would wait for the writer, which waits for this stage's residual
  * stream. */
 static ss_status emit(fwd_job_ctx *c, int64_t ds, int nd, const int64_t *start, const int64_t *count, void *buf,
-                      size_t bytes) {
+                      size_t bytes, const int64_t *lens) {
     if (c->rank == c->writer)
-        return ss_h5_queue_write(c->q, dset_of(c, ds), nd, start, count, buf, bytes);
+        return ss_h5_queue_write_rows(c->q, dset_of(c, ds), nd, start, count, ds == DS_LOGITS ? lens : NULL, buf,
+                                      bytes);
     int64_t hdr[H_LEN] = {ds, nd};
     for (int i = 0; i < nd; i++) hdr[H_START + i] = start[i], hdr[H_COUNT + i] = count[i];
     hdr[H_BYTES] = (int64_t)bytes;
@@ -242,19 +247,30 @@ static ss_status receive_batch(fwd_job_ctx *c, int r, int64_t b0, int64_t nb) {
         int64_t ds = hdr[H_DS], nd = hdr[H_NDIM];
         int known = dset_of(c, ds) != NULL;
         size_t bytes = sizeof(float);
-        for (int i = 0; known && nd >= 1 && nd <= 4 && i < nd; i++)
+        int64_t *lens = NULL; /* the logits: each prompt's rows (see emit) */
+        if (ds == DS_LOGITS && known && nd == 3 && hdr[H_START] == b0 && hdr[H_COUNT] == nb) {
+            if (!(lens = ss_malloc((size_t)nb * sizeof(int64_t) + 1, "prompt lengths"))) return SS_ERR_NOMEM;
+            size_t rows = 0;
+            for (int64_t i = 0; i < nb; i++) rows += (size_t)(lens[i] = c->p->items[b0 + i].n_tokens);
+            if (!ss_mul_ok(bytes, rows, &bytes)) known = 0;
+        }
+        for (int i = lens ? 2 : 0; known && nd >= 1 && nd <= 4 && i < nd; i++)
             if (hdr[H_COUNT + i] < 0 || !ss_mul_ok(bytes, (size_t)hdr[H_COUNT + i], &bytes)) known = 0;
-        if (!known || nd < 1 || nd > 4 || hdr[H_START] != b0 || hdr[H_COUNT] != nb || (int64_t)bytes != hdr[H_BYTES])
+        if (!known || nd < 1 || nd > 4 || hdr[H_START] != b0 || hdr[H_COUNT] != nb || (int64_t)bytes != hdr[H_BYTES]) {
+            free(lens);
             return ss_errorf(SS_ERR_INTERNAL, "rank %d (host %s) sent a block that is not part of its batch at prompt %lld",
                              r, ss_comm_host(c->comm, r), (long long)b0);
+        }
         void *buf = ss_malloc(bytes ? bytes : 1, "block from another rank");
-        if (!buf) return SS_ERR_NOMEM;
-        ss_status st = ss_comm_recv(c->comm, r, TAG_BLOCK, buf, bytes);
+        ss_status st = buf ? ss_comm_recv(c->comm, r, TAG_BLOCK, buf, bytes) : SS_ERR_NOMEM;
         if (st) {
             free(buf);
+            free(lens);
             return st;
         }
-        SS_TRY(ss_h5_queue_write(c->q, dset_of(c, ds), (int)nd, hdr + H_START, hdr + H_COUNT, buf, bytes));
+        st = ss_h5_queue_write_rows(c->q, dset_of(c, ds), (int)nd, hdr + H_START, hdr + H_COUNT, lens, buf, bytes);
+        free(lens);
+        SS_TRY(st);
     }
 }
 
@@ -314,7 +330,7 @@ static ss_status capture(void *vctx, const ss_site *s, float *data, int64_t ld, 
                 memcpy(dst + ((hq / n) * T + hq % n) * T, src + hq * n, (size_t)n * sizeof(float));
         }
     }
-    return emit(c, s->id, s->per_token ? 2 + s->ndim : 4, start, count, buf, total * sizeof(float));
+    return emit(c, s->id, s->per_token ? 2 + s->ndim : 4, start, count, buf, total * sizeof(float), NULL);
 }
 
 ss_status ss_job_forward(const ss_forward_job *job) {
@@ -354,6 +370,7 @@ ss_status ss_job_forward(const ss_forward_job *job) {
     /* Inputs are checked before the weights go to the device. */
     if ((st = ss_run_place(&run, &job->run))) goto out;
     c.m = m;
+    c.p = p;
     c.T = T;
     c.n_sites = ns;
     if (!(c.acts = ss_calloc((size_t)ns, sizeof *c.acts, "site datasets"))) { st = SS_ERR_NOMEM; goto out; }
@@ -451,7 +468,7 @@ compute:;
             float *lb = ss_malloc((size_t)nb * sizeof(float), "loss");
             if (!lb) { st = SS_ERR_NOMEM; goto out; }
             for (int64_t i = 0; i < nb; i++) lb[i] = (float)ls.loss[i];
-            if ((st = emit(&c, DS_LOSS, 1, &b0, &nb, lb, (size_t)nb * sizeof(float)))) goto out;
+            if ((st = emit(&c, DS_LOSS, 1, &b0, &nb, lb, (size_t)nb * sizeof(float), NULL))) goto out;
         }
         if (timing && k == 0) {
             if ((st = be->sync(be))) goto out;
@@ -460,17 +477,11 @@ compute:;
             host0 = m->fwd_host_s, sync0 = m->fwd_sync_s;
         }
         if (rank != c.writer && deferred && k > 0 && (st = end_batch(&c))) goto out; /* batch k-1's sites came in this pass */
-        if (lg) {
-            size_t per = (size_t)(T * V);
-            float *lbuf = ss_malloc(per * (size_t)nb * sizeof(float), "logits");
-            if (!lbuf) { st = SS_ERR_NOMEM; goto out; }
-            for (size_t i = 0; i < per * (size_t)nb; i++) lbuf[i] = NAN;
-            for (int64_t i = 0; i < nb; i++)
-                memcpy(lbuf + (size_t)i * per, lg + pk.start[i] * V, (size_t)(pk.len[i] * V) * sizeof(float));
+        if (lg) { /* the packed rows go to the writer as they are (see emit) */
             int64_t s3[3] = {b0, 0, 0}, n3[3] = {nb, T, V};
-            free(lg);
+            float *rows = lg;
             lg = NULL;
-            if ((st = emit(&c, DS_LOGITS, 3, s3, n3, lbuf, per * (size_t)nb * sizeof(float)))) goto out;
+            if ((st = emit(&c, DS_LOGITS, 3, s3, n3, rows, (size_t)(pk.rows * V) * sizeof(float), pk.len))) goto out;
         }
         if (rank != c.writer) { /* the batch's blocks must all precede its end marker */
             if (!deferred && (st = end_batch(&c))) goto out;

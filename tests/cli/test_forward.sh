@@ -123,6 +123,27 @@ if SUBSCOPE_THREADS=2 "$SUBSCOPE" forward --model "$TMP/wide" --input "$TMP/wide
         pass "bf16 forward's peak host memory below float32's: $((p16 >> 20)) < $((p32 >> 20)) MiB" ||
         fail "bf16 forward's peak host memory" "bf16 '$p16' bytes, float32 '$p32'"
 else fail "forward of a vocabulary-400000 model" "$(cat "$TMP/err")"; fi
+# The logits go to the writer as the forward's packed rows, each prompt's own: their padding is the
+# dataset's fill value (NaN), neither held nor stored. One batch of prompts of lengths 128 and 7 x 4
+# (vocabulary 40000): the rows are 25 MB, the NaN-padded [8, 128, 40000] batch that the whole batch
+# once was copied into 164 MB (then the peak with logits was 190 MB above that without; now 25).
+"${TOOLBIN}mkmodel" --out "$TMP/lgm" --layers 1 --d 16 --heads 2 --vocab 40000 --positions 128 \
+    --prompts "$TMP/lgm.jsonl" --lengths 128,4,4,4,4,4,4,4 >/dev/null
+if SUBSCOPE_THREADS=2 "$SUBSCOPE" forward --model "$TMP/lgm" --input "$TMP/lgm.jsonl" --out "$TMP/lg0.h5" --device cpu \
+    --batch 8 --no-logits 2>"$TMP/err" && SUBSCOPE_THREADS=2 "$SUBSCOPE" forward --model "$TMP/lgm" \
+    --input "$TMP/lgm.jsonl" --out "$TMP/lg1.h5" --device cpu --batch 8 2>"$TMP/err"; then
+    p0=$(peak "$TMP/lg0.h5") p1=$(peak "$TMP/lg1.h5") rows=$(((128 + 7 * 4) * 40000 * 4))
+    [ -n "$p0" ] && [ -n "$p1" ] && [ $((p1 - p0)) -lt $((2 * rows)) ] &&
+        pass "forward's logits held once, packed: peak $(((p1 - p0) >> 20)) MiB above --no-logits (rows $((rows >> 20)) MiB)" ||
+        fail "forward's peak host memory with logits" "'$p1' bytes, '$p0' without, rows $rows"
+    sz=$(stat -c %s "$TMP/lg1.h5")
+    [ "$sz" -lt $((2 * rows)) ] && pass "forward's logits file stores no padding ($((sz >> 20)) MiB)" ||
+        fail "forward's logits file size" "$sz bytes, rows $rows"
+    cell() { h5dump -d /logits -s "$1" -c 1,1,2 "$TMP/lg1.h5" 2>/dev/null | sed -n 's/^ *([0-9,]*): \(.*\)/\1/p' | head -n 1 | tr -d ' '; }
+    pad=$(cell 1,4,39998) row=$(cell 1,3,39998)
+    [ "$pad" = "nan,nan" ] && [ -n "$row" ] && [ "${row#*nan}" = "$row" ] &&
+        pass "forward's padding reads as NaN, the rows as numbers ($row)" || fail "forward's NaN padding" "'$pad', '$row'"
+else fail "forward of a vocabulary-40000 model" "$(cat "$TMP/err")"; fi
 
 # ---- bad input: exit 1, a message naming the culprit, no output file ----
 P=$D/golden/$m.jsonl

@@ -176,6 +176,51 @@ TEST(h5_hyperslab_pieces_and_fill) {
     free(path);
 }
 
+/* Rows of different lengths from a packed buffer (forward's logits): each
+ * item's own rows land at its place, the rest keeps the fill value; a length
+ * beyond the hyperslab is refused, naming the file and dataset. */
+TEST(h5_write_rows_of_different_lengths) {
+    char *path = tmp_file("rows.h5");
+    ss_h5 *h;
+    CHECK_OK(ss_h5_create(path, &h));
+    int64_t dims[] = {5, 6, 3};
+    ss_h5_dset *d;
+    CHECK_OK(ss_h5_dset_create(h, "/x", SS_H5_F32, 3, dims, NULL, &d));
+    /* items 1..4 (item 0 never written), lengths 2, 0, 6, 1 from position 0 */
+    const int64_t lens[] = {2, 0, 6, 1};
+    float packed[9 * 3];
+    for (int i = 0; i < 27; i++) packed[i] = (float)(i + 1);
+    int64_t s[] = {1, 0, 0}, c[] = {4, 6, 3};
+    CHECK_OK(ss_h5_dset_write_rows(d, s, c, lens, packed));
+    const int64_t zero[] = {0, 0, 0, 0};
+    CHECK_OK(ss_h5_dset_write_rows(d, s, c, zero, NULL)); /* nothing to write: a no-op */
+    const int64_t long_one[] = {2, 7, 0, 0};
+    CHECK_ERR(ss_h5_dset_write_rows(d, s, c, long_one, packed), SS_ERR_ARG, "row 2's length 7 is outside 0..6");
+    CHECK_ERR(ss_h5_dset_write_rows(d, s, c, long_one, packed), SS_ERR_ARG, "rows.h5: /x");
+    CHECK_OK(ss_h5_dset_close(d));
+    CHECK_OK(ss_h5_commit(h));
+
+    ss_h5_reader *r;
+    CHECK_OK(ss_h5_open_read(path, &r));
+    float *x;
+    size_t n;
+    CHECK_OK(ss_h5_read_f32(r, "/x", &x, &n, NULL));
+    CHECK(n == 90);
+    int bad = 0;
+    float next = 1;
+    for (int b = 0; b < 5; b++)
+        for (int t = 0; t < 6; t++)
+            for (int k = 0; k < 3; k++) {
+                float v = x[(b * 6 + t) * 3 + k];
+                if (b > 0 && t < lens[b - 1]) bad |= v != next++;
+                else bad |= !isnan(v);
+            }
+    free(x);
+    CHECK_MSG(!bad && next == 28, "packed rows or NaN fill wrong");
+    ss_h5_close_read(r);
+    free(path);
+}
+
 TEST(h5_read_diag) {
     /* Blocks of 2^20 / d + 1 rows (8 MiB): d = 300, one block; d = 1100, 954 rows a block, two
      * blocks, the second partial. Values i * d + j, so each diagonal entry names its place. */

@@ -34,6 +34,38 @@ TEST(h5queue_writes_in_background_and_bounds_memory) {
     ss_h5_close_read(r);
 }
 
+/* Packed rows of different lengths through the queue: the lengths are
+ * copied, so the caller's array may change once the write is queued. */
+TEST(h5queue_writes_packed_rows_of_different_lengths) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/queue_rows.h5", ss_test_tmp_dir());
+    ss_h5 *h;
+    CHECK_OK(ss_h5_create(path, &h));
+    int64_t dims[2] = {3, 4};
+    ss_h5_dset *d;
+    CHECK_OK(ss_h5_dset_create(h, "/x", SS_H5_I32, 2, dims, NULL, &d));
+    ss_h5_queue *q;
+    CHECK_OK(ss_h5_queue_start(1 << 20, &q));
+    int64_t lens[3] = {3, 1, 4}, st[2] = {0, 0}, ct[2] = {3, 4};
+    int32_t *buf = malloc(8 * sizeof(int32_t));
+    for (int i = 0; i < 8; i++) buf[i] = 10 + i;
+    CHECK_OK(ss_h5_queue_write_rows(q, d, 2, st, ct, lens, buf, 8 * sizeof(int32_t)));
+    lens[0] = lens[1] = lens[2] = 0;
+    CHECK_OK(ss_h5_queue_finish(q));
+    CHECK_OK(ss_h5_dset_close(d));
+    CHECK_OK(ss_h5_commit(h));
+    ss_h5_reader *r;
+    CHECK_OK(ss_h5_open_read(path, &r));
+    int32_t *all;
+    size_t n;
+    CHECK_OK(ss_h5_read_i32(r, "/x", &all, &n, NULL));
+    const int32_t want[12] = {10, 11, 12, -1, 13, -1, -1, -1, 14, 15, 16, 17};
+    CHECK(n == 12);
+    for (size_t i = 0; i < n; i++) CHECK_MSG(all[i] == want[i], "element %zu: %d, want %d", i, all[i], want[i]);
+    free(all);
+    ss_h5_close_read(r);
+}
+
 TEST(h5queue_reports_a_failed_write_with_its_message) {
     char path[512];
     snprintf(path, sizeof path, "%s/queue_err.h5", ss_test_tmp_dir());
