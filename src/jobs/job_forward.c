@@ -218,18 +218,25 @@ static ss_status end_batch(fwd_job_ctx *c) {
     return retire(c, c->batch - 1 - depth);
 }
 
+/* Whether dataset ds, [B, T, ...], comes as packed rows, each prompt's own
+ * (the logits and the per-token sites): their padding is the dataset's fill
+ * value, NaN, and a NaN-padded copy of the batch would only hold memory. */
+static int packed_rows(const fwd_job_ctx *c, int64_t ds) {
+    ss_site s;
+    if (ds >= 0 && ds < c->n_sites) ss_site_get(&c->m->cfg, (int)ds, &s);
+    return ds == DS_LOGITS || (ds >= 0 && ds < c->n_sites && s.per_token);
+}
+
 /* Writes buf (malloc'd, consumed) to hyperslab [start, start+count) of
- * dataset ds: queued on the writer, sent to it elsewhere. The logits, [B, T,
- * V], come as the forward's packed rows, each prompt's own (lens, from the
- * batch's packing): their padding is the dataset's fill value, NaN, and a
- * NaN-padded copy of the batch would only hold memory. A pipeline stage
+ * dataset ds, or where packed_rows, the prompts' rows (lens, from the batch's
+ * packing): queued on the writer, sent to it elsewhere. A pipeline stage
  * holds its blocks until its part of the batch is done: sending them during
  * the pass would wait for the writer, which waits for this stage's residual
  * stream. */
 static ss_status emit(fwd_job_ctx *c, int64_t ds, int nd, const int64_t *start, const int64_t *count, void *buf,
                       size_t bytes, const int64_t *lens) {
     if (c->rank == c->writer)
-        return ss_h5_queue_write_rows(c->q, dset_of(c, ds), nd, start, count, ds == DS_LOGITS ? lens : NULL, buf,
+        return ss_h5_queue_write_rows(c->q, dset_of(c, ds), nd, start, count, packed_rows(c, ds) ? lens : NULL, buf,
                                       bytes);
     int64_t hdr[H_LEN] = {ds, nd};
     for (int i = 0; i < nd; i++) hdr[H_START + i] = start[i], hdr[H_COUNT + i] = count[i];
@@ -247,8 +254,8 @@ static ss_status receive_batch(fwd_job_ctx *c, int r, int64_t b0, int64_t nb) {
         int64_t ds = hdr[H_DS], nd = hdr[H_NDIM];
         int known = dset_of(c, ds) != NULL;
         size_t bytes = sizeof(float);
-        int64_t *lens = NULL; /* the logits: each prompt's rows (see emit) */
-        if (ds == DS_LOGITS && known && nd == 3 && hdr[H_START] == b0 && hdr[H_COUNT] == nb) {
+        int64_t *lens = NULL; /* packed rows: each prompt's own (see emit) */
+        if (known && packed_rows(c, ds) && nd >= 2 && nd <= 4 && hdr[H_START] == b0 && hdr[H_COUNT] == nb) {
             if (!(lens = ss_malloc((size_t)nb * sizeof(int64_t) + 1, "prompt lengths"))) return SS_ERR_NOMEM;
             size_t rows = 0;
             for (int64_t i = 0; i < nb; i++) rows += (size_t)(lens[i] = c->p->items[b0 + i].n_tokens);
@@ -295,42 +302,40 @@ static ss_status receive_step(fwd_job_ctx *c, int64_t k, int parts, int P, int64
     return SS_OK;
 }
 
-/* Scatters one site's packed rows into a NaN-padded [B, T, ...] block (or
- * [B, H, T, T] for patterns) and queues it as one hyperslab write. */
+/* Copies one site's packed rows out (see packed_rows), or scatters a
+ * pattern into a NaN-padded [B, H, T, T] block, and queues it as one write. */
 static ss_status capture(void *vctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
                          const int64_t *pattern_off) {
     fwd_job_ctx *c = vctx;
     const int64_t B = pk->n_seq, T = c->T;
-    int64_t start[4] = {pk->first, 0, 0, 0}, count[4] = {B, T, 0, 0};
-    size_t per_prompt;
+    int64_t start[4] = {pk->first, 0, 0, 0}, count[4] = {B, T, s->dims[0], s->dims[1]};
     if (s->per_token) {
-        per_prompt = (size_t)(T * s->width);
-        count[2] = s->dims[0];
-        count[3] = s->dims[1];
-    } else {
-        int64_t H = s->dims[0];
-        per_prompt = (size_t)(H * T * T);
-        count[1] = H;
-        count[2] = T;
-        count[3] = T;
+        int64_t rows = 0;
+        for (int64_t b = 0; b < B; b++) rows += pk->len[b];
+        float *buf = ss_malloc((size_t)(rows * s->width) * sizeof(float) + 1, s->name);
+        if (!buf) return SS_ERR_NOMEM;
+        float *dst = buf;
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t t = 0; t < pk->len[b]; t++, dst += s->width)
+                memcpy(dst, data + (pk->start[b] + t) * ld, (size_t)s->width * sizeof(float));
+        return emit(c, s->id, 2 + s->ndim, start, count, buf, (size_t)(rows * s->width) * sizeof(float), pk->len);
     }
-    size_t total = per_prompt * (size_t)B;
+    const int64_t H = s->dims[0];
+    const size_t per_prompt = (size_t)(H * T * T), total = per_prompt * (size_t)B;
+    count[1] = H;
+    count[2] = T;
+    count[3] = T;
     float *buf = ss_malloc(total * sizeof(float), s->name);
     if (!buf) return SS_ERR_NOMEM;
     for (size_t i = 0; i < total; i++) buf[i] = NAN;
     for (int64_t b = 0; b < B; b++) {
         float *dst = buf + (size_t)b * per_prompt;
         int64_t n = pk->len[b];
-        if (s->per_token) {
-            for (int64_t t = 0; t < n; t++)
-                memcpy(dst + t * s->width, data + (pk->start[b] + t) * ld, (size_t)s->width * sizeof(float));
-        } else {
-            const float *src = data + pattern_off[b];
-            for (int64_t hq = 0; hq < s->dims[0] * n; hq++) /* row (head h, query q) of length n */
-                memcpy(dst + ((hq / n) * T + hq % n) * T, src + hq * n, (size_t)n * sizeof(float));
-        }
+        const float *src = data + pattern_off[b];
+        for (int64_t hq = 0; hq < H * n; hq++) /* row (head h, query q) of length n */
+            memcpy(dst + ((hq / n) * T + hq % n) * T, src + hq * n, (size_t)n * sizeof(float));
     }
-    return emit(c, s->id, s->per_token ? 2 + s->ndim : 4, start, count, buf, total * sizeof(float), NULL);
+    return emit(c, s->id, 4, start, count, buf, total * sizeof(float), NULL);
 }
 
 ss_status ss_job_forward(const ss_forward_job *job) {

@@ -126,7 +126,7 @@ else fail "forward of a vocabulary-400000 model" "$(cat "$TMP/err")"; fi
 # The logits go to the writer as the forward's packed rows, each prompt's own: their padding is the
 # dataset's fill value (NaN), neither held nor stored. One batch of prompts of lengths 128 and 7 x 4
 # (vocabulary 40000): the rows are 25 MB, the NaN-padded [8, 128, 40000] batch that the whole batch
-# once was copied into 164 MB (then the peak with logits was 190 MB above that without; now 25).
+# once was copied into 164 MB (then the peak with logits was 184 MiB above that without; now 27).
 "${TOOLBIN}mkmodel" --out "$TMP/lgm" --layers 1 --d 16 --heads 2 --vocab 40000 --positions 128 \
     --prompts "$TMP/lgm.jsonl" --lengths 128,4,4,4,4,4,4,4 >/dev/null
 if SUBSCOPE_THREADS=2 "$SUBSCOPE" forward --model "$TMP/lgm" --input "$TMP/lgm.jsonl" --out "$TMP/lg0.h5" --device cpu \
@@ -144,6 +144,20 @@ if SUBSCOPE_THREADS=2 "$SUBSCOPE" forward --model "$TMP/lgm" --input "$TMP/lgm.j
     [ "$pad" = "nan,nan" ] && [ -n "$row" ] && [ "${row#*nan}" = "$row" ] &&
         pass "forward's padding reads as NaN, the rows as numbers ($row)" || fail "forward's NaN padding" "'$pad', '$row'"
 else fail "forward of a vocabulary-40000 model" "$(cat "$TMP/err")"; fi
+# The per-token sites too: prompts of lengths 1024 and 7 x 4, MLP width 1024, five sites of
+# 2816 floats a token: the rows are 11 MiB, the NaN-padded batch 88 MiB (then the peak with the
+# sites was 83 MiB above that without; now 16).
+"${TOOLBIN}mkmodel" --out "$TMP/stm" --layers 1 --d 256 --heads 4 --vocab 64 --positions 1024 \
+    --prompts "$TMP/stm.jsonl" --lengths 1024,4,4,4,4,4,4,4 >/dev/null
+if SUBSCOPE_THREADS=2 "$SUBSCOPE" forward --model "$TMP/stm" --input "$TMP/stm.jsonl" --out "$TMP/st0.h5" --device cpu \
+    --batch 8 --no-logits 2>"$TMP/err" && SUBSCOPE_THREADS=2 "$SUBSCOPE" forward --model "$TMP/stm" \
+    --input "$TMP/stm.jsonl" --out "$TMP/st1.h5" --device cpu --batch 8 --no-logits \
+    --sites 'blocks.0.mlp.*,blocks.0.hook_resid*' 2>"$TMP/err"; then
+    p0=$(peak "$TMP/st0.h5") p1=$(peak "$TMP/st1.h5") rows=$(((1024 + 7 * 4) * 2816 * 4))
+    [ -n "$p0" ] && [ -n "$p1" ] && [ $((p1 - p0)) -lt $((3 * rows)) ] &&
+        pass "forward's per-token sites held once, packed: peak $(((p1 - p0) >> 20)) MiB above none (rows $((rows >> 20)) MiB)" ||
+        fail "forward's peak host memory with sites" "'$p1' bytes, '$p0' without, rows $rows"
+else fail "forward of a 1024-position model with sites" "$(cat "$TMP/err")"; fi
 
 # ---- bad input: exit 1, a message naming the culprit, no output file ----
 P=$D/golden/$m.jsonl
