@@ -425,7 +425,8 @@ ss_status ss_job_forward(const ss_forward_job *job) {
         if ((st = ss_h5_dset_create(h, path, SS_H5_F32, nd, dims, names, &c.acts[i]))) goto out;
         batch_bytes += per * sizeof(float);
     }
-    /* Up to two batches of output wait for the writer; more would only hold memory. */
+    /* Up to two batches of output wait for the writer; more would only hold
+     * memory. Counted padded: packed rows of short prompts take less. */
     if (!ss_mul_ok(batch_bytes, (size_t)(2 * B), &batch_bytes)) { st = ss_errorf(SS_ERR_NOMEM, "output of one batch overflows; use a smaller --batch"); goto out; }
     if ((st = ss_h5_queue_start(batch_bytes, &c.q))) goto out;
 
