@@ -114,7 +114,7 @@ ss_status ss_write_provenance(ss_h5 *h, const ss_model *m, const char *command_l
 typedef struct {
     ss_h5_queue *q;         /* the writer thread: HDF5 runs beside the compute */
     const ss_model *m;
-    const ss_prompts *p;    /* the lengths of the prompts whose logits other ranks send */
+    const ss_prompts *p;    /* the prompts' lengths: other ranks send packed rows (see packed_rows) */
     int64_t T;              /* padded length */
     ss_h5_dset **acts;      /* by site id (NULL where not requested) */
     ss_h5_dset *logits;
