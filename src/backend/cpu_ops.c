@@ -603,7 +603,8 @@ static ss_status cpu_swiglu(const ss_backend *be, float *out, const float *gu, i
  * forward's logits) may free() it. A request that no cached block fits
  * gives them all back to malloc first, so the cache never holds memory that
  * the run's later passes do not ask for again; ss_cpu_cache_drop (the
- * backend's close) gives them back too. Under AddressSanitizer a cached
+ * backend's close, and any ss_malloc, ss_calloc or ss_realloc that fails,
+ * before its retry) gives them back too. Under AddressSanitizer a cached
  * block is poisoned, and a reused one made addressable only as far as the
  * request, so that a use after release or past the end is still reported.
  * docs/DECISIONS.md, "The CPU backend keeps released blocks". */
@@ -668,10 +669,8 @@ static ss_status cpu_alloc(const ss_backend *be, size_t bytes, const char *what,
         pthread_mutex_unlock(&cache.mu);
         if (*out) return SS_OK;
     }
-    if ((*out = malloc(bytes ? bytes : 1))) return SS_OK;
-    ss_cpu_cache_drop(); /* a smaller request, under an address-space limit: the kept blocks give way */
 #endif
-    *out = ss_malloc(bytes, what);
+    *out = ss_malloc(bytes, what); /* which, failing, has the kept blocks give way and tries again */
     return *out ? SS_OK : SS_ERR_NOMEM;
 }
 

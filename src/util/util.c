@@ -32,20 +32,35 @@ ss_status ss_dims_product(const int64_t *dims, int n, size_t *out, const char *w
     return SS_OK;
 }
 
+/* The CPU backend keeps released blocks for its next requests (src/backend/cpu_ops.c): an
+ * allocation that fails gives them back to malloc and is tried again, as the backend's own
+ * do (a job's host buffers after its passes, under ulimit -v). Weak: a program without the
+ * backend keeps none. */
+void ss_cpu_cache_drop(void) __attribute__((weak));
+
+static int kept_blocks_given_back(void) {
+    if (!ss_cpu_cache_drop) return 0;
+    ss_cpu_cache_drop();
+    return 1;
+}
+
 void *ss_malloc(size_t n, const char *what) {
     void *p = malloc(n ? n : 1);
+    if (!p && kept_blocks_given_back()) p = malloc(n ? n : 1);
     if (!p) ss_errorf(SS_ERR_NOMEM, "out of memory allocating %zu bytes for %s", n, what);
     return p;
 }
 
 void *ss_calloc(size_t count, size_t size, const char *what) {
     void *p = calloc(count ? count : 1, size ? size : 1);
+    if (!p && kept_blocks_given_back()) p = calloc(count ? count : 1, size ? size : 1);
     if (!p) ss_errorf(SS_ERR_NOMEM, "out of memory allocating %zu x %zu bytes for %s", count, size, what);
     return p;
 }
 
 void *ss_realloc(void *old, size_t n, const char *what) {
     void *p = realloc(old, n ? n : 1);
+    if (!p && kept_blocks_given_back()) p = realloc(old, n ? n : 1);
     if (!p) ss_errorf(SS_ERR_NOMEM, "out of memory growing %s to %zu bytes", what, n);
     return p;
 }

@@ -88,6 +88,17 @@ out=$(ulimit -v 540000; SUBSCOPE_THREADS=1 timeout 120 "$SUBSCOPE" collect --mod
 [ $rc = 0 ] && [ -s "$TMP/c4k.h5" ] && pass "collect pca:4 at d 4096 under 527 MiB (no copy of the covariance)" ||
     fail "collect pca:4 at d 4096 under 527 MiB" "exit $rc" "$(printf '%s' "$out" | tail -n 2)"
 
+# the blocks the CPU backend keeps for its next requests (the forward's, about 32 MiB here) give
+# way to the job's own allocations after its passes: with one thread, collect at d 2048 over 16 x
+# 128 tokens needs about 266 MiB; with the blocks kept, its covariance (32 MiB) failed under 299
+C2=$TMP/c2k
+"${TOOLBIN}mkmodel" --out "$C2" --layers 1 --d 64 --heads 2 --vocab 500 --positions 128 --inner 2048 --seed 3 \
+    --prompts "$TMP/c2k.jsonl" --lengths "$(printf '128,%.0s' $(seq 1 15))128" >/dev/null
+out=$(ulimit -v 289000; SUBSCOPE_THREADS=1 timeout 120 "$SUBSCOPE" collect --model "$C2" --input "$TMP/c2k.jsonl" \
+    --sites blocks.0.mlp.hook_post --stats mean,pca:4 --out "$TMP/c2k.h5" --device cpu --batch 16 2>&1); rc=$?
+[ $rc = 0 ] && [ -s "$TMP/c2k.h5" ] && pass "collect at d 2048 under 282 MiB (the backend's kept blocks give way)" ||
+    fail "collect at d 2048 under 282 MiB" "exit $rc" "$(printf '%s' "$out" | tail -n 2)"
+
 # collect --resume reads each checkpointed co-moment matrix straight into its running totals: it
 # read a copy first (one d x d matrix more; 2 GiB at d 16384), and at d 4096 with one thread
 # needed about 580 MB, where a fresh run (and now the resumed one) needs about 470. The

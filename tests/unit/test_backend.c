@@ -477,6 +477,56 @@ TEST(cpu_released_blocks_are_reused) {
     CHECK(ss_cpu_cached_bytes() == 0);
 }
 
+#if defined(__GLIBC__) && !defined(__SANITIZE_ADDRESS__)
+/* Kept blocks give way to any allocation that fails, not only to the backend's own: under an
+ * address-space limit (ulimit -v) with no room for 64 MiB beside a kept block of 64 MiB, an
+ * ss_malloc, ss_calloc or ss_realloc of 64 MiB is made once the block is given back (collect's
+ * covariance after its passes failed so). In a child: the limit is the process's. Not under
+ * AddressSanitizer, whose allocator does not return NULL. */
+TEST(cpu_kept_blocks_give_way_to_a_failed_allocation) {
+    const size_t big = (size_t)64 << 20;
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        close(fds[0]);
+        const ss_backend *be = ss_backend_cpu();
+        long pages = 0;
+        FILE *f = fopen("/proc/self/statm", "r");
+        if (!f || fscanf(f, "%ld", &pages) != 1) _exit(3);
+        fclose(f);
+        void *p;
+        if (be->alloc(be, big, "kept", &p)) _exit(4);
+        memset(p, 1, big);
+        be->release(be, p);
+        if (ss_cpu_cached_bytes() < big) _exit(5);
+        /* the address space now (the kept block's included) and 32 MiB */
+        const struct rlimit rl = {(rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + big + (big >> 1), RLIM_INFINITY};
+        if (setrlimit(RLIMIT_AS, &rl)) _exit(6);
+        for (int which = 0; which < 3; which++) {
+            void *q = which == 0 ? ss_malloc(big, "test") : which == 1 ? ss_calloc(1, big, "test")
+                                                                        : ss_realloc(NULL, big, "test");
+            if (!q) {
+                fprintf(stderr, "%s failed: %s\n", which == 0 ? "ss_malloc" : which == 1 ? "ss_calloc" : "ss_realloc",
+                        ss_last_error());
+                _exit(1);
+            }
+            memset(q, 2, big);
+            free(q);
+            if (be->alloc(be, big, "kept", &p)) _exit(7); /* a block kept again for the next */
+            be->release(be, p);
+        }
+        _exit(0);
+    }
+    close(fds[1]);
+    char buf[8192];
+    const int status = ss_test_child_wait(pid, fds[0], buf, sizeof buf);
+    CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d: %.300s", status, buf);
+}
+#endif
+
 #if defined(__SANITIZE_ADDRESS__)
 /* Under AddressSanitizer a kept block is poisoned, and a reused one is addressable only as
  * far as its request: a read after its release, or past the request, is reported. */
