@@ -41,7 +41,7 @@ cmp -s "$TMP/cl.masks.jsonl" "$TMP/cl3.masks.jsonl" && pass "corr computed from 
 # right after --out's), over the files of an earlier run: it takes effect once the masks file is
 # in place too, so the pair is the new run's (an uninterrupted run's with the same options: two
 # sub-models per site where the earlier had three), never a new --out beside the earlier masks.
-"$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method cluster --top 2 --seed 5 --out "$TMP/ref2.h5" >/dev/null 2>&1
+"$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method cluster --top 2 --out "$TMP/ref2.h5" >/dev/null 2>&1
 sigs=TERM
 if [ -n "$(trap -p INT)" ]; then echo "  skip: SIGINT is ignored in this test's environment (started in the background)"
 else sigs="TERM INT"; fi
@@ -49,7 +49,7 @@ for sig in $sigs; do
     cp "$TMP/cl.h5" "$TMP/sig.h5" && cp "$TMP/cl.masks.jsonl" "$TMP/sig.masks.jsonl"
     (SS_SHIM_RENAME_SIGNAL=$sig SS_SHIM_RENAME_MATCH=/sig.h5 LD_PRELOAD="${TOOLBIN}rename_signal.so" \
         ASAN_OPTIONS="${ASAN_OPTIONS:-}:verify_asan_link_order=0" "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" \
-        --method cluster --top 2 --seed 5 --out "$TMP/sig.h5" >/dev/null 2>"$TMP/logsig") 2>/dev/null # (bash's "Terminated")
+        --method cluster --top 2 --out "$TMP/sig.h5" >/dev/null 2>"$TMP/logsig") 2>/dev/null # (bash's "Terminated")
     rc=$? want=$((128 + $(kill -l $sig)))
     left=$(ls "$TMP" | grep '^sig\..*tmp')
     if ! grep -q "^rename_signal: SIG$sig after renaming .*/sig.h5$" "$TMP/logsig"; then
