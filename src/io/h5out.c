@@ -35,15 +35,20 @@ static herr_t walk_first(unsigned n, const H5E_error2_t *e, void *p) {
     /* H5E_WALK_UPWARD starts at the innermost frame, where the cause is. */
     if (n == 0 && e) {
         f->got = 1;
-        snprintf(f->desc, sizeof f->desc, "%s", e->desc ? e->desc : "");
-        /* The POSIX driver's "file write failed: time = ..., error message =
-         * 'File too large', ..." (over lines): keep its head and the message. */
-        char *t = strstr(f->desc, ": time = "), *m = strstr(f->desc, "error message = '");
-        if (t && m && m > t) {
+        const char *d = e->desc ? e->desc : "";
+        /* The POSIX driver's "file write failed: time = ..., filename = '...', ..., errno = 28,
+         * error message = 'File too large', ..." (over lines) and "unable to open file: name =
+         * '...', errno = 36, error message = 'File name too long', ...": keep its head and the
+         * message, which a long file name (named before it by the caller) would push past the end. */
+        const char *t = strstr(d, ": time = "), *m = NULL;
+        if (!t) t = strstr(d, ": name = '");
+        if (t) m = strstr(t, ", errno = ");
+        if (m) m = strstr(m, "error message = '");
+        if (m) {
             m += strlen("error message = '");
-            size_t k = strcspn(m, "'");
-            memmove(t + 2, m, k);
-            t[2 + k] = 0;
+            snprintf(f->desc, sizeof f->desc, "%.*s: %.*s", (int)(t - d), d, (int)strcspn(m, "'"), m);
+        } else {
+            snprintf(f->desc, sizeof f->desc, "%s", d);
         }
         if (H5Eget_msg(e->min_num, NULL, f->minor, sizeof f->minor) < 0) f->minor[0] = 0;
     }
@@ -52,11 +57,16 @@ static herr_t walk_first(unsigned n, const H5E_error2_t *e, void *p) {
 
 static ss_status h5_fail(ss_status code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static ss_status h5_fail(ss_status code, const char *fmt, ...) {
-    char ctx[1024];
+    char small[1024], *ctx = small; /* a longer one (a long path in it) whole, on the heap */
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(ctx, sizeof ctx, fmt, ap);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
     va_end(ap);
+    if (n >= (int)sizeof small && (ctx = malloc((size_t)n + 1)) != NULL) {
+        va_start(ap, fmt);
+        vsnprintf(ctx, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+    } else ctx = small;
     h5_first_err f = {0};
     /* Takes a copy and clears the live stack. */
     hid_t st = H5Eget_current_stack();
@@ -64,10 +74,11 @@ static ss_status h5_fail(ss_status code, const char *fmt, ...) {
         H5Ewalk2(st, H5E_WALK_UPWARD, walk_first, &f);
         H5Eclose_stack(st);
     }
-    if (!f.got) return ss_errorf(code, "%s", ctx);
-    if (f.minor[0] && strcmp(f.minor, f.desc) != 0)
-        return ss_errorf(code, "%s: %s [%s]", ctx, f.desc, f.minor);
-    return ss_errorf(code, "%s: %s", ctx, f.desc);
+    if (!f.got) ss_errorf(code, "%s", ctx);
+    else if (f.minor[0] && strcmp(f.minor, f.desc) != 0) ss_errorf(code, "%s: %s [%s]", ctx, f.desc, f.minor);
+    else ss_errorf(code, "%s: %s", ctx, f.desc);
+    if (ctx != small) free(ctx);
+    return code;
 }
 
 static void h5_quiet(void) {

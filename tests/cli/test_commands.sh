@@ -327,6 +327,16 @@ if [ "$(getconf NAME_MAX "$TMP" 2>/dev/null)" = 255 ]; then # the lengths below 
         fail "discover with a long --out and --masks-out"
     rm -f "$dl" "$TMP/dl.jsonl"
 else echo "  skip: names of up to 255 bytes assumed, $TMP takes $(getconf NAME_MAX "$TMP")"; fi
+# A path of thousands of characters: the message (2 KiB at most) was cut at its end, losing
+# the reason; it keeps its head and its end now, with "…" for the middle.
+lp="$TMP/$(printf '%05000d' 0)"
+expect_fail "collect --out of 5000 characters: the reason is kept" "unable to open file: File name too long" \
+    "$SUBSCOPE" collect --model $TM --input $TP --sites blocks.1.mlp.hook_post --out "$lp/o.h5"
+expect_fail "info --model of 5000 characters: the reason is kept" "config.json: cannot open: File name too long" \
+    "$SUBSCOPE" info --model "$lp"
+out=$("$SUBSCOPE" info --model "$lp" 2>&1)
+case "$out" in "subscope info: error: $TMP/00000"*…*"00000/config.json: cannot open: File name too long")
+    pass "... its head and end, the middle as '…'" ;; *) fail "the long path's message" "$(printf '%s' "$out" | cut -c1-80)" ;; esac
 expect_fail "collect --out under a file" "--out $TMP/st.h5/c.h5: cannot write in $TMP/st.h5: not a folder" \
     "$SUBSCOPE" collect --model $TM --input $TP --sites blocks.1.mlp.hook_post --out "$TMP/st.h5/c.h5"
 expect_fail "discover --masks-out in a missing folder" "--masks-out $TMP/nodir/m.jsonl: cannot write in $TMP/nodir" \
