@@ -77,8 +77,9 @@ ss_status ss_rendezvous_publish(const char *dir, const char *key, int nranks, co
     if (!key_ok(key)) return ss_errorf(SS_ERR_ARG, "rendezvous key \"%s\": letters, digits, '.', '-', '_' only", key ? key : "");
     if (n > SS_RENDEZVOUS_MAX) return ss_errorf(SS_ERR_ARG, "rendezvous payload of %zu bytes (at most %d)", n, SS_RENDEZVOUS_MAX);
     struct stat sb;
-    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        return ss_errorf(SS_ERR_IO, "rendezvous directory %s: %s", dir, errno ? strerror(errno) : "not a directory");
+    /* errno only where stat failed: for a file it is an older call's */
+    const char *why = stat(dir, &sb) != 0 ? strerror(errno) : !S_ISDIR(sb.st_mode) ? "not a directory" : NULL;
+    if (why) return ss_errorf(SS_ERR_IO, "rendezvous directory %s: %s", dir, why);
     /* magic | key length | key | ranks | payload length | payload | checksum */
     uint32_t klen = (uint32_t)strlen(key);
     int32_t nr = nranks;

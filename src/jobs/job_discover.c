@@ -777,10 +777,12 @@ static ss_status write_masks(const char *path, const ctx *c) {
     }
     /* On the disk before it is renamed into place, as the HDF5 output is (a crash
      * after the rename must not leave an empty file under the masks' name). */
-    int bad = ferror(f) || fflush(f) != 0 || ss_fsync(fileno(f)) != 0;
-    if (fclose(f) || bad) {
+    int ok = !ferror(f) && fflush(f) == 0 && ss_fsync(fileno(f)) == 0;
+    int err = errno; /* the failing call's: fclose and unlink may set it again */
+    if (fclose(f) != 0 && ok) ok = 0, err = errno;
+    if (!ok) {
         unlink(path);
-        return ss_errorf(SS_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+        return ss_errorf(SS_ERR_IO, "%s: write failed: %s", path, strerror(err));
     }
     return SS_OK;
 }

@@ -900,10 +900,10 @@ static ss_status write_atomic(const char *path, const char *data, size_t n) {
         free(tmp), free(target);
         return st;
     }
-    int bad = fwrite(data, 1, n, f) != n;
-    bad |= fflush(f) != 0 || ss_fsync(fileno(f)) != 0;
-    bad |= fclose(f) != 0;
-    if (bad) st = ss_errorf(SS_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
+    int ok = fwrite(data, 1, n, f) == n && fflush(f) == 0 && ss_fsync(fileno(f)) == 0;
+    int err = errno; /* the failing call's: fclose may set it again */
+    if (fclose(f) != 0 && ok) ok = 0, err = errno;
+    if (!ok) st = ss_errorf(SS_ERR_IO, "%s: write failed: %s", tmp, strerror(err));
     else if (rename(tmp, target)) st = ss_errorf(SS_ERR_IO, "%s: cannot rename %s over it: %s", target, tmp, strerror(errno));
     if (st) remove(tmp);
     ss_tmp_unregister(tmp);

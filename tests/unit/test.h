@@ -38,6 +38,9 @@ void ss_test_cov16_pair(const float *x, int64_t ldx, const float *m, int64_t n, 
 /* tests/unit/test_fsync.c: while nonzero, fsync in this binary fails with this errno without
  * syncing (EINVAL: a file system with no fsync for the file; EIO: a failing disk). */
 extern int ss_test_fsync_errno;
+/* ... and while nonzero, unlink fails with this errno without removing anything (a clean-up
+ * after a failure that fails too: the first failure's errno must be the one reported). */
+extern int ss_test_unlink_errno;
 
 #define TEST(name)                                                            \
     static void name(void);                                                   \

@@ -395,6 +395,18 @@ TEST(discover_cluster_job_and_attribution_ranking) {
     ss_test_fsync_errno = 0;
     CHECK_MSG(fst == SS_ERR_IO && strstr(ss_last_error(), "Input/output error"), "fsync EIO: %s", ss_last_error());
     CHECK(!ss_file_exists(out) && !ss_file_exists(masks));
+    /* The message carries fsync's errno, not that of the clean-up after it (strerror(errno)
+     * was read after fclose and unlink): here the temporary's unlink fails too. */
+    ss_test_fsync_errno = EIO;
+    ss_test_unlink_errno = EACCES;
+    ss_error_clear();
+    fst = ss_job_discover(&j);
+    ss_test_fsync_errno = 0, ss_test_unlink_errno = 0;
+    CHECK_MSG(fst == SS_ERR_IO && strstr(ss_last_error(), "write failed: Input/output error"), "fsync EIO, unlink EACCES: %s",
+              ss_last_error());
+    char *mt = ss_tmp_name(masks);
+    if (mt) unlink(mt), free(mt);
+    CHECK(!ss_file_exists(out) && !ss_file_exists(masks));
     /* A site whose file has neither corr nor cov. */
     unlink(out);
     CHECK_OK(ss_h5_create(st, &h));

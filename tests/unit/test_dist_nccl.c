@@ -1,6 +1,7 @@
 /* Rendezvous files (src/dist/rendezvous.c) and the NCCL communicator's
  * bootstrap on one rank, through its emulation (tests/unit/nccl_emu.c);
  * several ranks are covered under mpirun by tests/cli/test_nccl.sh. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +80,13 @@ TEST(dist_rdv_roundtrip) {
     CHECK_ERR(ss_rendezvous_publish(d, "k", 4, id, SS_RENDEZVOUS_MAX + 1), SS_ERR_ARG, "at most 4096");
     char *nodir = ss_strfmt("%s/missing", d);
     CHECK_ERR(ss_rendezvous_publish(nodir, "k", 4, id, 8), SS_ERR_IO, "rendezvous directory");
+    /* a file: "not a directory", not the errno an older call left (it was printed when nonzero) */
+    FILE *f = fopen(nodir, "wb");
+    CHECK(f != NULL);
+    if (f) fclose(f);
+    errno = ENOENT;
+    CHECK_ERR(ss_rendezvous_publish(nodir, "k", 4, id, 8), SS_ERR_IO, "missing: not a directory");
+    unlink(nodir);
     free(nodir);
     free(path);
     rmdir_all(d);

@@ -5,6 +5,7 @@
  * train's staged files) can run on such a file system too. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -23,6 +24,16 @@ int fsync(int fd) {
         return -1;
     }
     return (int)syscall(SYS_fsync, fd);
+}
+
+int ss_test_unlink_errno;
+
+int unlink(const char *path) {
+    if (ss_test_unlink_errno) {
+        errno = ss_test_unlink_errno;
+        return -1;
+    }
+    return unlinkat(AT_FDCWD, path, 0);
 }
 
 TEST(fsync_unsupported_is_done_and_io_errors_are_not) {
