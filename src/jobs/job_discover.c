@@ -876,11 +876,17 @@ ss_status ss_job_discover(const ss_discover_job *job) {
         st = SS_ERR_NOMEM;
         goto out;
     }
-    if (ss_same_out(masks_path, job->out) || !strcmp(job->out, job->stats) || (job->attr && !strcmp(job->out, job->attr)) ||
-        !strcmp(masks_path, job->stats) || (job->attr && !strcmp(masks_path, job->attr))) {
-        st = ss_errorf(SS_ERR_ARG, "--out / --masks-out would overwrite an input or each other");
-        goto out;
+    /* Named, as the CLI names an output that is an existing input (these need not exist yet). */
+    const char *mlabel = job->masks_out ? "--masks-out" : "the masks file (named after --out)";
+    if (ss_same_out(masks_path, job->out))
+        st = ss_errorf(SS_ERR_ARG, "--out %s and %s %s are one file: give two names", job->out, mlabel, masks_path);
+    for (int k = 0; k < 4 && !st; k++) {
+        const char *o = k < 2 ? job->out : masks_path, *in = k % 2 ? job->attr : job->stats;
+        if (in && !strcmp(o, in))
+            st = ss_errorf(SS_ERR_ARG, "%s %s is the same file as --%s %s: it would be overwritten", k < 2 ? "--out" : mlabel, o,
+                           k % 2 ? "attr" : "stats", in);
     }
+    if (st) goto out;
     /* Refused now: renamed last, after --out is in place, a masks path that is a
      * folder would fail there and cost the --out of an earlier run. */
     struct stat msb;

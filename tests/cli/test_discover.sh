@@ -122,13 +122,20 @@ cmp -s "$TMP/cl.h5" "$TMP/prev.h5" && [ -z "$(ls -A "$TMP/mdir")" ] && ! ls "$TM
 # before the run: spelt differently, both were written under one temporary and the run failed
 # at its end.
 case $SUBSCOPE in /*) ASUB=$SUBSCOPE ;; *) ASUB=$PWD/$SUBSCOPE ;; esac
-expect_fail "--masks-out ./xo.h5 beside --out xo.h5" "would overwrite an input or each other" \
+expect_fail "--masks-out ./xo.h5 beside --out xo.h5" "--out xo.h5 and --masks-out ./xo.h5 are one file: give two names" \
     sh -c 'cd "$1" && "$2" discover --stats st.h5 --sites "$3" --method cluster --out xo.h5 --masks-out ./xo.h5' \
     sh "$TMP" "$ASUB" "$S"
-expect_fail "--masks-out a link to --out" "would overwrite an input or each other" \
+expect_fail "--masks-out a link to --out" "--out $TMP/xl.h5 and --masks-out $TMP/xlink.jsonl are one file" \
     sh -c 'ln -s xl.h5 "$1/xlink.jsonl" && "$2" discover --stats "$1/st.h5" --sites "$3" --method cluster --out "$1/xl.h5" --masks-out "$1/xlink.jsonl"' \
     sh "$TMP" "$SUBSCOPE" "$S"
 rm -f "$TMP/xlink.jsonl"
+# ... named: neither existing, the message said only "--out / --masks-out would overwrite an input
+# or each other"; an output that is a --stats not made yet likewise.
+expect_fail "--out and --masks-out one new file: both named" "--out $TMP/nx.h5 and --masks-out $TMP/nx.h5 are one file: give two names" \
+    "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method cluster --out "$TMP/nx.h5" --masks-out "$TMP/nx.h5"
+expect_fail "--masks-out naming a missing --stats: both named" "--masks-out $TMP/ns.h5 is the same file as --stats $TMP/ns.h5: it would be overwritten" \
+    "$SUBSCOPE" discover --stats "$TMP/ns.h5" --sites "$S" --method cluster --out "$TMP/nx.h5" --masks-out "$TMP/ns.h5"
+[ ! -e "$TMP/nx.h5" ] && [ ! -e "$TMP/ns.h5" ] && pass "... nothing written" || fail "a refused discover wrote" "$(ls "$TMP")"
 # The masks file is synced before its rename, as the HDF5 output is: otherwise a crash soon after
 # could leave an empty file under its name (strace -y shows the file each fsync is for).
 if command -v strace >/dev/null && strace -o /dev/null true 2>/dev/null; then
