@@ -246,9 +246,11 @@ ss_status ss_out_target(const char *path, char **target) {
         char *dir = ss_path_folder(cur);
         char *rdir = e == ENOENT && dir ? realpath(dir, NULL) : NULL;
         if (!dir) st = SS_ERR_NOMEM;
+        else if (!*base) /* "nodir/": not a folder that cannot be used, but no file's name */
+            st = ss_errorf(SS_ERR_ARG, "%s: a symbolic link to %s, which ends in '/': it names a folder, not a file", path, cur);
         else if (e != ENOENT) st = ss_errorf(SS_ERR_IO, "%s: a symbolic link to %s, which cannot be used: %s", path, cur, strerror(e));
         else if (!rdir) st = ss_errorf(SS_ERR_IO, "%s: a symbolic link to %s, whose folder %s cannot be used: %s", path, cur, dir, strerror(errno));
-        else if (!*base || !strcmp(base, ".") || !strcmp(base, ".."))
+        else if (!strcmp(base, ".") || !strcmp(base, ".."))
             st = ss_errorf(SS_ERR_ARG, "%s: a symbolic link to %s, which names no file", path, cur);
         else if (!(*target = ss_path_join(rdir, base))) st = SS_ERR_NOMEM;
         free(dir);

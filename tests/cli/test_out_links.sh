@@ -51,6 +51,16 @@ mklink nodir/x.h5 "$TMP/gone.h5"
 expect_fail "a dangling link whose folder is missing is refused, naming the link and its target" \
     "--out $TMP/gone.h5: a symbolic link to $TMP/nodir/x.h5, whose folder $TMP/nodir cannot be used: No such file or directory" \
     fwd "$TMP/gone.h5"
+# a dangling link to a name ending in '/' names a folder, not a file: it was "whose folder
+# nodir cannot be used" (missing) or "Not a directory" (a file), the slash unmentioned
+mklink nodir/ "$TMP/slash.h5"
+expect_fail "a dangling link to a name ending in '/' is refused, saying it names a folder" \
+    "--out $TMP/slash.h5: a symbolic link to $TMP/nodir/, which ends in '/': it names a folder, not a file" \
+    fwd "$TMP/slash.h5"
+mklink b/f.h5/ "$TMP/fslash.h5"
+expect_fail "... and to a file's name with '/' after it" \
+    "--out $TMP/fslash.h5: a symbolic link to $TMP/b/f.h5/, which ends in '/': it names a folder, not a file" \
+    fwd "$TMP/fslash.h5"
 mklink /dev/null "$TMP/null.h5"
 expect_fail "a link to /dev/null is refused" "--out $TMP/null.h5 (a symbolic link to /dev/null) is not a file (a device" fwd "$TMP/null.h5"
 [ -c /dev/null ] && [ -L "$TMP/null.h5" ] && pass "... /dev/null is still a device, the link a link" || fail "/dev/null kept"
@@ -59,7 +69,7 @@ expect_fail "a link to a folder is refused" "--out $TMP/dir.h5 (a symbolic link 
     fwd "$TMP/dir.h5"
 mklink loop2 "$TMP/loop1"; mklink loop1 "$TMP/loop2"
 expect_fail "a loop of links is refused" "more than 40 links (a loop?)" fwd "$TMP/loop1"
-[ -L "$TMP/dir.h5" ] && [ -L "$TMP/gone.h5" ] && [ -L "$TMP/null.h5" ] && [ -L "$TMP/loop1" ] && [ -z "$(ls "$TMP/dir")" ] &&
+[ -L "$TMP/dir.h5" ] && [ -L "$TMP/gone.h5" ] && [ -L "$TMP/slash.h5" ] && [ -L "$TMP/fslash.h5" ] && is_hdf5 "$TMP/b/f.h5" && [ -L "$TMP/null.h5" ] && [ -L "$TMP/loop1" ] && [ -z "$(ls "$TMP/dir")" ] &&
     [ ! -e "$TMP/nodir" ] && pass "... refused runs wrote nothing" ||
     fail "refused runs wrote nothing" "$(ls -l "$TMP" "$TMP/dir")"
 
