@@ -186,8 +186,14 @@ static int64_t akv_chunk(int64_t keys, int64_t splits, int64_t *S) {
 SS_EXTERN_C int64_t ss_cuda_attention_kv_ws(int64_t n_q, int64_t q0, int64_t H, int64_t dh, int64_t splits) {
     int64_t S = 1;
     if (n_q <= 0 || q0 < 0 || H < 1 || dh < 1 || splits <= 1) return 0;
+    /* Refused as the launch is: more splits than a grid's z takes (65535); and sizes that do not
+     * fit: the keys (akv_chunk rounds them up) or the workspace, counted in bytes too. */
+    if (splits > 65535 || n_q > INT64_MAX / 2 || q0 > INT64_MAX / 2 - n_q || dh > INT64_MAX / 2) return -1;
     akv_chunk(q0 + n_q, splits, &S);
-    return S > 1 ? n_q * H * S * (dh + 2) : 0;
+    if (S <= 1) return 0;
+    const int64_t lim = INT64_MAX / (int64_t)sizeof(float);
+    if (n_q > lim / H || n_q * H > lim / S || n_q * H * S > lim / (dh + 2)) return -1;
+    return n_q * H * S * (dh + 2);
 }
 
 SS_EXTERN_C int ss_cuda_attention_kv(float *z, const float *q, int64_t ld_q, const float *k, const float *v,

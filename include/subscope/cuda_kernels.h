@@ -127,7 +127,8 @@ int ss_cuda_attention_flash(float *z, const float *q, const float *k, const floa
  * row's keys into at most that many chunks (a multiple of 32 keys each), a
  * block per (row, head, chunk), whose partial softmaxes a second kernel
  * merges (flash-decoding); ws then holds ss_cuda_attention_kv_ws(n_q, q0, H,
- * dh, splits) floats (0: none needed, NULL allowed). splits <= 1: one block
+ * dh, splits) floats (0: none needed, NULL allowed; -1: splits > 65535, or a size
+ * past int64, in floats or bytes: the launch is refused too). splits <= 1: one block
  * per (row, head), no ws. ss_cuda_attention_kv_splits is the count the
  * backend asks for: 1 where the n_q*H blocks fill the current GPU's SMs or
  * the keys are few (under 512), else enough to put about four blocks on each

@@ -1525,6 +1525,9 @@ static ss_status cu_attention_kv(const ss_backend *be, float *z, const float *q,
                          (long long)dh);
     const int64_t splits = ss_cuda_attention_kv_splits(n_q, q0, H), nws = ss_cuda_attention_kv_ws(n_q, q0, H, dh, splits);
     float *ws = NULL;
+    if (nws < 0)
+        return ss_errorf(SS_ERR_NOMEM, "%s: cached attention: no workspace for %lld rows x %lld heads in %lld splits",
+                         be->name, (long long)n_q, (long long)H, (long long)splits);
     if (nws > 0) SS_TRY(cu_workspace(be, (size_t)nws, "cached attention's partials", &ws));
     KL(ss_cuda_attention_kv(z, q, ld_q, k, v, ld_kv, n_q, q0, H, Hkv, dh, scale, splits, ws, IMPL(be)->stream),
        "cached attention kernel");

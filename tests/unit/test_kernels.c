@@ -987,6 +987,15 @@ TEST(kernel_attention_kv_split_vs_cpu) {
     CHECK(ss_cuda_attention_kv_splits(1, 4095, 12) == 6); /* ceil(64/12) */
     CHECK(ss_cuda_attention_kv_ws(1, 999, 2, 64, 1) == 0);
     CHECK(ss_cuda_attention_kv_ws(1, 0, 2, 64, 4) == 0); /* one key: no split */
+    /* A forced count past the grid's z, and sizes past int64, are refused (-1) as the launch is;
+     * they were sized: 2^21 keys in 65536 splits of 32 (65535 the most), 2^31 rows x 65535 heads
+     * x 2^15 splits x 258 floats wrapped around, 2^30 x 4096 x 4096 x 258 floats (2^62) whose
+     * bytes do not fit, and q0 + n_q past int64 / 2, which akv_chunk's rounding would overflow. */
+    CHECK(ss_cuda_attention_kv_ws(1, 65535 * 32 - 1, 1, 64, 65535) == (int64_t)65535 * 66); /* the most */
+    CHECK(ss_cuda_attention_kv_ws(1, ((int64_t)1 << 21) - 1, 1, 64, 65536) == -1);
+    CHECK(ss_cuda_attention_kv_ws(0x7fffffff, (int64_t)1 << 40, 65535, 256, 32768) == -1);
+    CHECK(ss_cuda_attention_kv_ws((int64_t)1 << 30, ((int64_t)1 << 40) - ((int64_t)1 << 30), 4096, 256, 4096) == -1);
+    CHECK(ss_cuda_attention_kv_ws(1, INT64_MAX - 1, 1, 64, 2) == -1);
     /* a split without its workspace, or beyond the grid's 65535, is refused */
     float buf[64];
     CHECK(ss_cuda_attention_kv(buf, buf, 16, buf, buf, 8, 1, 63, 4, 1, 4, 1.f, 2, NULL, NULL) == 1);
