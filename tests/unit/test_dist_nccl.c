@@ -251,6 +251,14 @@ TEST(dist_nccl_rendezvous_bootstrap) {
     setenv("SLURM_PROCID", "1", 1);
     setenv("SLURM_NTASKS", "2", 1);
     CHECK_ERR(ss_comm_open(&c), SS_ERR_IO, "slurm-777.0.r0.ncclid did not appear within 0.5 s");
+    /* A rendezvous folder of 1200 characters: the message keeps its end, the reason (copied into
+     * 1 KiB over the communicator's free, it was cut before it). */
+    char *ld = ss_strfmt("%s/%01200d", d, 0);
+    setenv("SUBSCOPE_NCCL_RENDEZVOUS", ld, 1);
+    setenv("SLURM_PROCID", "0", 1);
+    setenv("SLURM_NTASKS", "1", 1);
+    CHECK_ERR(ss_comm_open(&c), SS_ERR_IO, "0000: File name too long");
+    free(ld);
     env_restore(s, 6);
     rmdir_all(d);
 }
