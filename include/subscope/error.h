@@ -2,7 +2,9 @@
  *
  * Library functions return an ss_status; on failure they also leave a one-line
  * message in a thread-local buffer that names what failed and where (file,
- * tensor, line of input).  Only main() and tests print it and exit. */
+ * tensor, line of input).  Only main() and tests print it and exit.  A message
+ * over the buffer's 2 KiB (a path of thousands of characters) keeps its head and
+ * its end, where the reason is, with "…" for the middle. */
 #ifndef SUBSCOPE_ERROR_H
 #define SUBSCOPE_ERROR_H
 
