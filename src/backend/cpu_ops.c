@@ -188,39 +188,57 @@ static void blas_part(void *vctx, int64_t p) {
 
 /* bf16 weights: the reference for tensor-core products, by rounding A to
  * bf16 and widening B exactly, then fp32 products with fp32 accumulation.
- * B is widened a panel at a time into a scratch of at most BF16_PANEL floats
- * (2 MiB) per thread, kept for the thread's next call, so no weight-sized
- * buffer is made (the whole of B widened on every call cost 154 MB and most
- * of the time for GPT-2's unembedding). The parallel tasks are panels of C's
- * columns, at least one per thread, each widening its columns of B and
- * running one product of all M rows into them. A panel spans the whole of K
- * where BF16_PANEL holds BF16_PANEL_MIN_N columns of it (K <= 8192), so the
- * split is along N only and changes no sum of the built-in product (the same
- * bits as it on the whole matrix); OpenBLAS's sums may take another order in
- * another panel's shape (its edge and small-matrix kernels), as the
- * whole-matrix product's did with the threads' split: fp32 summation-order
- * rounding, bounded in tests/unit/test_backend.c. A longer K (backward.c's
- * product with the unembedding, K = vocabulary) is taken in slices of K
- * summed into C. */
-#define BF16_PANEL ((int64_t)1 << 19)
+ * B is widened a panel at a time into a scratch per thread, kept for the
+ * thread's next call, so no weight-sized buffer is made (the whole of B
+ * widened on every call cost 154 MB and most of the time for GPT-2's
+ * unembedding). The parallel tasks are panels of C's columns, at least one
+ * per thread, each widening its columns of B and running one product of a
+ * block of A's rows into them. A panel spans the whole of K where the
+ * scratch holds BF16_PANEL_MIN_N columns of it (K <= 8192), so the split is
+ * along N only and changes no sum of the built-in product. A longer K
+ * (backward.c's product with the unembedding, K = vocabulary) is taken in
+ * slices of K summed into C.
+ *
+ * A is rounded a block of rows at a time (at most BF16_A_BLOCK floats, all
+ * threads rounding their share of it), and the panels run over one block
+ * before the next: no activation-sized buffer. Each panel's product packs
+ * its rows of A again (OpenBLAS copies A into its own layout on every call),
+ * a third of the time at 64 columns a panel, so where the product is large
+ * the panels widen into BF16_PANEL_WIDE floats (256 columns at K 8192).
+ * OpenBLAS sums an element in the same order whatever the call's shape
+ * except in its small-matrix kernels, which take calls of up to
+ * BF16_BLAS_SMALL multiply-adds (x86-64, 0.3.21: every element of a call
+ * that small differs from the whole product's; none of a larger one did), so
+ * the blocks and wide panels are used only where every call of both ways is
+ * larger than that: then the bits are those of one block of all the rows in
+ * 2 MiB panels, as before (docs/DECISIONS.md, "bf16 products on the CPU"). */
+#define BF16_PANEL ((int64_t)1 << 19)      /* floats: 2 MiB */
+#define BF16_PANEL_WIDE ((int64_t)1 << 21) /* 8 MiB */
 #define BF16_PANEL_MIN_N 64
+#define BF16_A_BLOCK ((int64_t)1 << 23) /* floats of rounded A: 32 MiB */
+#define BF16_BLAS_SMALL 1000000
 
 typedef struct {
     float *C;
     const float *A, *bias;
     const uint16_t *B;
-    int64_t M, N, K, nb, kb;
+    int64_t M, N, K, nb, kb, panel;
     int trans_b;
     atomic_int nomem;
 } bf16_ctx;
 
-static _Thread_local float *bf16_panel; /* BF16_PANEL floats, this thread's, kept for its life */
+static _Thread_local float *bf16_panel; /* this thread's scratch, kept for its life */
+static _Thread_local int64_t bf16_panel_n;
 
 static void bf16_part(void *vctx, int64_t p) {
     bf16_ctx *c = vctx;
-    if (!bf16_panel && !(bf16_panel = malloc((size_t)BF16_PANEL * sizeof(float)))) {
-        atomic_store(&c->nomem, 1);
-        return;
+    if (bf16_panel_n < c->panel) {
+        free(bf16_panel);
+        bf16_panel_n = (bf16_panel = malloc((size_t)c->panel * sizeof(float))) ? c->panel : 0;
+        if (!bf16_panel) {
+            atomic_store(&c->nomem, 1);
+            return;
+        }
     }
     float *w = bf16_panel;
     const int64_t j0 = p * c->nb, nb = j0 + c->nb < c->N ? c->nb : c->N - j0;
@@ -265,8 +283,37 @@ static void bf16_part(void *vctx, int64_t p) {
     }
 }
 
-static ss_status matmul_bf16(float *C, const float *A, const uint16_t *B, const float *bias, int64_t M, int64_t N,
-                             int64_t K, int trans_b) {
+typedef struct {
+    float *dst;
+    const float *src;
+    int64_t n;
+} bf16_round_ctx;
+
+#define BF16_ROUND_CHUNK 32768 /* elements of A a task rounds */
+
+static void bf16_round_part(void *vctx, int64_t p) {
+    const bf16_round_ctx *c = vctx;
+    const int64_t i1 = (p + 1) * BF16_ROUND_CHUNK < c->n ? (p + 1) * BF16_ROUND_CHUNK : c->n;
+    for (int64_t i = p * BF16_ROUND_CHUNK; i < i1; i++) c->dst[i] = ss_bf16_to_f32(ss_f32_to_bf16(c->src[i]));
+}
+
+/* The panels' width and K slice for a scratch of `panel` floats. */
+static void bf16_panels(int64_t N, int64_t K, int64_t panel, int64_t *nb, int64_t *kb) {
+    const int64_t P = ss_num_threads(), per_thread = (N + P - 1) / P;
+    *nb = panel / K > BF16_PANEL_MIN_N ? panel / K : BF16_PANEL_MIN_N;
+    if (*nb > per_thread) *nb = per_thread;
+    *kb = *nb * K <= panel ? K : panel / *nb;
+}
+
+/* The fewest multiply-adds of one product call: `rows` rows into the last
+ * (ragged) panel over the last slice of K. */
+static double bf16_least_call(int64_t rows, int64_t N, int64_t K, int64_t nb, int64_t kb) {
+    return (double)rows * (double)(N % nb ? N % nb : nb) * (double)(K % kb ? K % kb : kb);
+}
+
+ss_status ss_cpu_matmul_bf16(float *C, const float *A, const uint16_t *B, const float *bias, int64_t M, int64_t N,
+                             int64_t K, int trans_b, int64_t a_block, int wide, int64_t used[2]) {
+    if (used) used[0] = 1, used[1] = 0;
     if (M <= 0 || N <= 0) return SS_OK;
     if (M > INT_MAX || N > INT_MAX || K > INT_MAX)
         return ss_errorf(SS_ERR_UNSUPPORTED, "matrix product %lld x %lld x %lld exceeds BLAS's 32-bit sizes", (long long)M,
@@ -276,31 +323,50 @@ static ss_status matmul_bf16(float *C, const float *A, const uint16_t *B, const 
             for (int64_t j = 0; j < N; j++) C[i * N + j] = bias ? bias[j] : 0.f;
         return SS_OK;
     }
-    const size_t na = (size_t)(M * K);
-    float *a = ss_malloc(na * sizeof(float), "bf16 product");
+    /* Blocks of rows as even as they come (each at least half of a_block's
+     * rows, at most all of them), and the wide panels where K is whole in
+     * one (the slices of a longer K stay those of BF16_PANEL), if every call
+     * stays out of OpenBLAS's small-matrix kernels; else, as before, all
+     * the rows in panels of BF16_PANEL. */
+    const int64_t block = a_block ? a_block : BF16_A_BLOCK, rows = block / K > 1 ? block / K : 1;
+    int64_t nb, kb, nbw, kbw, nblk = (M + rows - 1) / rows;
+    bf16_panels(N, K, BF16_PANEL, &nb, &kb);
+    bf16_panels(N, K, wide && kb == K ? BF16_PANEL_WIDE : BF16_PANEL, &nbw, &kbw);
+    int64_t panel = BF16_PANEL;
+    if (nblk > 1 || nbw != nb) {
+        if (bf16_least_call(M, N, K, nb, kb) > BF16_BLAS_SMALL &&
+            bf16_least_call(M / nblk, N, K, nbw, kbw) > BF16_BLAS_SMALL) {
+            panel = wide && kb == K ? BF16_PANEL_WIDE : BF16_PANEL, nb = nbw, kb = kbw;
+        } else {
+            nblk = 1;
+        }
+    }
+    const int64_t rows_max = (M + nblk - 1) / nblk;
+    float *a = ss_malloc((size_t)(rows_max * K) * sizeof(float), "bf16 product");
     if (!a) return SS_ERR_NOMEM;
-    for (size_t i = 0; i < na; i++) a[i] = ss_bf16_to_f32(ss_f32_to_bf16(A[i]));
 #ifdef SS_HAVE_BLAS
     if (bias)
         for (int64_t i = 0; i < M; i++) memcpy(C + i * N, bias, (size_t)N * sizeof(float));
 #endif
-    /* Panels as wide as the scratch allows, but at least one per thread. */
-    const int64_t P = ss_num_threads(), per_thread = (N + P - 1) / P;
-    int64_t nb = BF16_PANEL / K > BF16_PANEL_MIN_N ? BF16_PANEL / K : BF16_PANEL_MIN_N;
-    if (nb > per_thread) nb = per_thread;
-    bf16_ctx c = {.C = C, .A = a, .bias = bias, .B = B, .M = M, .N = N, .K = K, .nb = nb,
-                  .kb = nb * K <= BF16_PANEL ? K : BF16_PANEL / nb, .trans_b = trans_b};
-    ss_parallel_for((N + nb - 1) / nb, bf16_part, &c);
+    bf16_ctx c = {.A = a, .bias = bias, .B = B, .N = N, .K = K, .nb = nb, .kb = kb, .panel = panel, .trans_b = trans_b};
+    for (int64_t b = 0; b < nblk && !atomic_load(&c.nomem); b++) {
+        const int64_t r0 = M * b / nblk, r1 = M * (b + 1) / nblk;
+        bf16_round_ctx rc = {.dst = a, .src = A + r0 * K, .n = (r1 - r0) * K};
+        ss_parallel_for((rc.n + BF16_ROUND_CHUNK - 1) / BF16_ROUND_CHUNK, bf16_round_part, &rc);
+        c.C = C + r0 * N, c.M = r1 - r0;
+        ss_parallel_for((N + nb - 1) / nb, bf16_part, &c);
+    }
     free(a);
+    if (used) used[0] = nblk, used[1] = nb;
     if (atomic_load(&c.nomem))
         return ss_errorf(SS_ERR_NOMEM, "out of memory allocating %lld bytes of scratch for a bf16 product",
-                         (long long)(BF16_PANEL * (int64_t)sizeof(float)));
+                         (long long)(panel * (int64_t)sizeof(float)));
     return SS_OK;
 }
 
 static ss_status cpu_matmul(const ss_backend *be, float *C, const float *A, const void *B, int b_dtype,
                             const float *bias, int64_t M, int64_t N, int64_t K, int trans_b) {
-    if (b_dtype == SS_WDTYPE_BF16) return matmul_bf16(C, A, B, bias, M, N, K, trans_b);
+    if (b_dtype == SS_WDTYPE_BF16) return ss_cpu_matmul_bf16(C, A, B, bias, M, N, K, trans_b, 0, 1, NULL);
     if (b_dtype != SS_WDTYPE_F32) return ss_errorf(SS_ERR_UNSUPPORTED, "cpu: matrix products with weight dtype %d", b_dtype);
     return matmul_f32(C, A, B, bias, M, N, K, trans_b);
 }

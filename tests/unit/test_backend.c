@@ -447,6 +447,44 @@ static long minor_faults(void) {
 
 /* A released block is kept and handed out again: a pass that allocates the
  * same buffers as the last one does not fault their pages in afresh. */
+/* bf16 products in blocks of A's rows and wide panels (cpu_ops.c,
+ * ss_cpu_matmul_bf16) against one block of all the rows in 2 MiB panels, the
+ * way the product was before the blocks: the same bits, every element, with
+ * or without BLAS (OpenBLAS sums in the same order whatever the call's shape
+ * outside its small-matrix kernels, which the blocks stay out of). Values
+ * off the 2^-15 grid, so a sum in another order shows. Blocks of 60 or 61
+ * rows (a ragged count), panels of 750 or 751 columns (the ragged last one
+ * 750) where the old way's were 524, and K 9000 in slices with a ragged
+ * last slice and panel, at 2 threads; the product must keep to the old
+ * way's one block where a block's calls would be small (M 300, K 100,
+ * blocks of 20 rows, and a small product). */
+TEST(cpu_matmul_bf16_row_blocks_match_one_block) {
+    int64_t shapes[][4] = {{301, 1500, 1000, 64}, {301, 1501, 1000, 64}, {700, 134, 9000, 300}, {300, 300, 100, 20},
+                           {40, 10, 30, 16}};
+    for (int si = 0; si < 5; si++) {
+        const int64_t M = shapes[si][0], N = shapes[si][1], K = shapes[si][2], a_block = shapes[si][3] * K;
+        float *A = offgrid_rvec(M * K, 81, 1.0f), *Bf = offgrid_rvec(K * N, 82, 1.0f), *bias = offgrid_rvec(N, 83, 1.0f);
+        uint16_t *B = malloc((size_t)(K * N) * sizeof(uint16_t));
+        for (int64_t i = 0; i < K * N; i++) B[i] = ss_f32_to_bf16(Bf[i]);
+        float *C = malloc((size_t)(M * N) * sizeof(float)), *C1 = malloc((size_t)(M * N) * sizeof(float));
+        int64_t used[2], used1[2];
+        for (int tb = 0; tb < 2; tb++)
+            for (int wb = 0; wb < 2; wb++) {
+                CHECK_OK(ss_cpu_matmul_bf16(C, A, B, wb ? bias : NULL, M, N, K, tb, a_block, 1, used));
+                CHECK_OK(ss_cpu_matmul_bf16(C1, A, B, wb ? bias : NULL, M, N, K, tb, M * K, 0, used1));
+                int64_t diff = 0;
+                for (int64_t i = 0; i < M * N; i++) diff += memcmp(&C[i], &C1[i], sizeof(float)) != 0;
+                CHECK_MSG(!diff, "M %lld N %lld K %lld trans_b %d bias %d: %lld elements differ", (long long)M,
+                          (long long)N, (long long)K, tb, wb, (long long)diff);
+                CHECK(used1[0] == 1);
+                CHECK(si < 3 ? used[0] > 1 : used[0] == 1);
+            }
+        printf("\n    M %lld N %lld K %lld: %lld blocks, panels of %lld columns (one block: %lld)", (long long)M,
+               (long long)N, (long long)K, (long long)used[0], (long long)used[1], (long long)used1[1]);
+        free(A); free(Bf); free(bias); free(B); free(C); free(C1);
+    }
+}
+
 TEST(cpu_released_blocks_are_reused) {
     const ss_backend *be = ss_backend_cpu();
     const size_t big = (size_t)32 << 20, pages = big / 4096;
