@@ -204,17 +204,17 @@ static void blas_part(void *vctx, int64_t p) {
  * before the next: no activation-sized buffer. Each panel's product packs
  * its rows of A again (OpenBLAS copies A into its own layout on every call),
  * a third of the time at 64 columns a panel, so where the product is large
- * the panels widen into BF16_PANEL_WIDE floats (256 columns at K 8192).
+ * a panel has at least BF16_PANEL_WIDE_N columns (K > 2048: 8 MiB at 8192).
  * OpenBLAS sums an element in the same order whatever the call's shape
  * except in its small-matrix kernels, which take calls of up to
- * BF16_BLAS_SMALL multiply-adds (x86-64, 0.3.21: every element of a call
- * that small differs from the whole product's; none of a larger one did), so
+ * BF16_BLAS_SMALL multiply-adds (x86-64, 0.3.21: most elements of calls
+ * that small differed from the whole product's, none of a larger call's), so
  * the blocks and wide panels are used only where every call of both ways is
  * larger than that: then the bits are those of one block of all the rows in
  * 2 MiB panels, as before (docs/DECISIONS.md, "bf16 products on the CPU"). */
-#define BF16_PANEL ((int64_t)1 << 19)      /* floats: 2 MiB */
-#define BF16_PANEL_WIDE ((int64_t)1 << 21) /* 8 MiB */
+#define BF16_PANEL ((int64_t)1 << 19) /* floats: 2 MiB */
 #define BF16_PANEL_MIN_N 64
+#define BF16_PANEL_WIDE_N 256 /* columns of the wide panels (8 MiB at K 8192) */
 #define BF16_A_BLOCK ((int64_t)1 << 23) /* floats of rounded A: 32 MiB */
 #define BF16_BLAS_SMALL 1000000
 
@@ -331,12 +331,13 @@ ss_status ss_cpu_matmul_bf16(float *C, const float *A, const uint16_t *B, const 
     const int64_t block = a_block ? a_block : BF16_A_BLOCK, rows = block / K > 1 ? block / K : 1;
     int64_t nb, kb, nbw, kbw, nblk = (M + rows - 1) / rows;
     bf16_panels(N, K, BF16_PANEL, &nb, &kb);
-    bf16_panels(N, K, wide && kb == K ? BF16_PANEL_WIDE : BF16_PANEL, &nbw, &kbw);
+    const int64_t wide_panel = wide && kb == K && BF16_PANEL_WIDE_N * K > BF16_PANEL ? BF16_PANEL_WIDE_N * K : BF16_PANEL;
+    bf16_panels(N, K, wide_panel, &nbw, &kbw);
     int64_t panel = BF16_PANEL;
     if (nblk > 1 || nbw != nb) {
         if (bf16_least_call(M, N, K, nb, kb) > BF16_BLAS_SMALL &&
             bf16_least_call(M / nblk, N, K, nbw, kbw) > BF16_BLAS_SMALL) {
-            panel = wide && kb == K ? BF16_PANEL_WIDE : BF16_PANEL, nb = nbw, kb = kbw;
+            panel = wide_panel, nb = nbw, kb = kbw;
         } else {
             nblk = 1;
         }

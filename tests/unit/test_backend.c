@@ -452,14 +452,14 @@ static long minor_faults(void) {
  * way the product was before the blocks: the same bits, every element, with
  * or without BLAS (OpenBLAS sums in the same order whatever the call's shape
  * outside its small-matrix kernels, which the blocks stay out of). Values
- * off the 2^-15 grid, so a sum in another order shows. Blocks of 60 or 61
- * rows (a ragged count), panels of 750 or 751 columns (the ragged last one
- * 750) where the old way's were 524, and K 9000 in slices with a ragged
+ * off the 2^-15 grid, so a sum in another order shows. Blocks of 30 or 31
+ * rows (a ragged count), panels of 256 columns (ragged last ones of 88 and
+ * 89) where the old way's were 174, and K 9000 in slices with a ragged
  * last slice and panel, at 2 threads; the product must keep to the old
  * way's one block where a block's calls would be small (M 300, K 100,
  * blocks of 20 rows, and a small product). */
 TEST(cpu_matmul_bf16_row_blocks_match_one_block) {
-    int64_t shapes[][4] = {{301, 1500, 1000, 64}, {301, 1501, 1000, 64}, {700, 134, 9000, 300}, {300, 300, 100, 20},
+    int64_t shapes[][4] = {{151, 600, 3000, 32}, {151, 601, 3000, 32}, {700, 134, 9000, 300}, {300, 300, 100, 20},
                            {40, 10, 30, 16}};
     for (int si = 0; si < 5; si++) {
         const int64_t M = shapes[si][0], N = shapes[si][1], K = shapes[si][2], a_block = shapes[si][3] * K;
