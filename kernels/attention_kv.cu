@@ -4,7 +4,9 @@
  * and v (row stride ld_kv, Hkv heads; query head h reads key/value head
  * h / (H/Hkv)); z is [n_q, H*dh]. predict --generate runs it with one query
  * row a token (the prompt's own pass, nothing cached, is the ordinary
- * attention: src/model/forward.c, attention_cached).
+ * attention: src/model/forward.c, attention_cached). k and v hold kv_dtype
+ * elements: fp32, or a 16-bit model's bf16/fp16 cache (half the bytes), each
+ * widened exactly where it is read; the arithmetic is fp32 either way.
  *
  * Design (flash-decoding): grid (n_q, H, S), a block of AKV_NW warps per
  * (query row, head, split of the keys). The query row, times scale, sits in
@@ -22,7 +24,7 @@
  * block's unnormalised (o, M, L) go to the workspace and a second kernel,
  * a block per (row, head), merges the S partials the same way, in split
  * order, and writes z. Shared memory is fixed (5.5 KB at any context
- * length); everything fp32, expf. Deterministic (no atomics, a fixed
+ * length); all arithmetic fp32, expf. Deterministic (no atomics, a fixed
  * order).
  *
  * The split: one block per (row, head) streams all the keys alone, and at a
@@ -52,8 +54,8 @@
 /* A partial softmax's weight in a merge: exp(m - M), 0 for one that saw no key (m = -inf). */
 SS_DEV float akv_weight(float m, float M) { return m == -INFINITY ? 0.f : expf(m - M); }
 
-SS_KERNEL(ss_k_attn_kv, (float *, z), (const float *, q), (int64_t, ld_q), (const float *, k), (const float *, v),
-          (int64_t, ld_kv), (int64_t, q0), (int, group), (int, dh), (float, scale), (int64_t, chunk),
+SS_KERNEL(ss_k_attn_kv, (float *, z), (const float *, q), (int64_t, ld_q), (const void *, k), (const void *, v),
+          (int, kvdt), (int64_t, ld_kv), (int64_t, q0), (int, group), (int, dh), (float, scale), (int64_t, chunk),
           (float *, part)) {
     __shared__ float Qs[AKV_DH_MAX];
     __shared__ float Ps[AKV_NW][32];
@@ -64,7 +66,7 @@ SS_KERNEL(ss_k_attn_kv, (float *, z), (const float *, q), (int64_t, ld_q), (cons
     const int64_t n = q0 + i + 1; /* keys 0..q0+i */
     const int64_t jb = (int64_t)blockIdx.z * chunk, je = SS_MIN(n, jb + chunk); /* this split's keys */
     const float *qi = q + i * ld_q + h * dh;
-    const float *kh = k + (h / group) * dh, *vh = v + (h / group) * dh;
+    const int64_t hk = (h / group) * dh; /* the key/value head's first column */
     for (int e = threadIdx.x; e < dh; e += blockDim.x) Qs[e] = qi[e] * scale;
     __syncthreads();
     const int nc = (dh + 31) / 32;
@@ -76,9 +78,9 @@ SS_KERNEL(ss_k_attn_kv, (float *, z), (const float *, q), (int64_t, ld_q), (cons
         const int64_t j = j0 + lane;
         float s = -INFINITY;
         if (j < je) {
-            const float *kj = kh + j * ld_kv;
+            const int64_t kj = hk + j * ld_kv;
             float acc = 0.f;
-            for (int e = 0; e < dh; e++) acc += Qs[e] * kj[e];
+            for (int e = 0; e < dh; e++) acc += Qs[e] * ss_load_weight(k, kvdt, kj + e);
             s = acc;
         }
         const float mn = fmaxf(m, ss_warp_max(s)); /* finite: lane 0's key exists */
@@ -94,11 +96,11 @@ SS_KERNEL(ss_k_attn_kv, (float *, z), (const float *, q), (int64_t, ld_q), (cons
         for (int c = 0; c < AKV_NC_MAX; c++) o[c] *= alpha;
         for (int t = 0; t < nk; t++) {
             const float pt = P[t];
-            const float *vj = vh + (j0 + t) * ld_kv;
+            const int64_t vj = hk + (j0 + t) * ld_kv;
             SS_UNROLL
             for (int c = 0; c < AKV_NC_MAX; c++) {
                 const int e = lane + 32 * c;
-                if (c < nc && e < dh) o[c] += pt * vj[e];
+                if (c < nc && e < dh) o[c] += pt * ss_load_weight(v, kvdt, vj + e);
             }
         }
     }
@@ -196,18 +198,18 @@ SS_EXTERN_C int64_t ss_cuda_attention_kv_ws(int64_t n_q, int64_t q0, int64_t H, 
     return n_q * H * S * (dh + 2);
 }
 
-SS_EXTERN_C int ss_cuda_attention_kv(float *z, const float *q, int64_t ld_q, const float *k, const float *v,
-                                     int64_t ld_kv, int64_t n_q, int64_t q0, int64_t H, int64_t Hkv, int64_t dh,
-                                     float scale, int64_t splits, float *ws, cudaStream_t stream) {
+SS_EXTERN_C int ss_cuda_attention_kv(float *z, const float *q, int64_t ld_q, const void *k, const void *v,
+                                     int kv_dtype, int64_t ld_kv, int64_t n_q, int64_t q0, int64_t H, int64_t Hkv,
+                                     int64_t dh, float scale, int64_t splits, float *ws, cudaStream_t stream) {
     if (n_q <= 0) return 0;
     if (dh < 1 || dh > AKV_DH_MAX || H < 1 || H > 65535 || Hkv < 1 || H % Hkv || n_q > 0x7fffffff || q0 < 0 ||
-        ld_q < H * dh || ld_kv < Hkv * dh || splits > 65535)
+        ld_q < H * dh || ld_kv < Hkv * dh || splits > 65535 || kv_dtype < SS_CUDA_F32 || kv_dtype > SS_CUDA_BF16)
         return 1;
     const int64_t keys = q0 + n_q;
     int64_t S = 1, chunk = keys;
     if (splits > 1) chunk = akv_chunk(keys, splits, &S);
     if (S > 1 && !ws) return 1;
-    SS_LAUNCH(ss_k_attn_kv, SS_DIM3(n_q, H, S), 32 * AKV_NW, 0, stream, z, q, ld_q, k, v, ld_kv, q0,
+    SS_LAUNCH(ss_k_attn_kv, SS_DIM3(n_q, H, S), 32 * AKV_NW, 0, stream, z, q, ld_q, k, v, kv_dtype, ld_kv, q0,
               (int)(H / Hkv), (int)dh, scale, S > 1 ? chunk : keys, S > 1 ? ws : NULL);
     if (S > 1) {
         int rc = SS_LAUNCH_STATUS();

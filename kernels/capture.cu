@@ -34,3 +34,25 @@ SS_EXTERN_C int ss_cuda_capture(float *dst, const float *src, int64_t ld_src, co
               vec);
     return SS_LAUNCH_STATUS();
 }
+
+/* The same rows (no row list) written in dtype ddt: fp32, or fp16/bf16
+ * rounded to nearest even (ss_store_act), for predict --generate's key/value
+ * cache of a 16-bit model. */
+SS_KERNEL(ss_k_capture_to, (void *, dst), (int, ddt), (const float *, src), (int64_t, ld), (int64_t, rows),
+          (int64_t, cols)) {
+    int lane = threadIdx.x & 31;
+    int64_t r = (int64_t)blockIdx.x * CAP_WARPS + (threadIdx.x >> 5);
+    if (r >= rows) return;
+    const float *s = src + r * ld;
+    for (int64_t c = lane; c < cols; c += 32) ss_store_act(dst, ddt, r * cols + c, s[c]);
+}
+
+SS_EXTERN_C int ss_cuda_capture_to(void *dst, int dst_dtype, const float *src, int64_t ld_src, int64_t rows,
+                                   int64_t cols, cudaStream_t stream) {
+    if (rows <= 0 || cols <= 0) return 0;
+    if (ld_src < cols || ss_cdiv(rows, CAP_WARPS) > 0x7fffffff || dst_dtype < SS_CUDA_F32 || dst_dtype > SS_CUDA_BF16)
+        return 1;
+    SS_LAUNCH(ss_k_capture_to, ss_cdiv(rows, CAP_WARPS), 32 * CAP_WARPS, 0, stream, dst, dst_dtype, src, ld_src, rows,
+              cols);
+    return SS_LAUNCH_STATUS();
+}

@@ -609,13 +609,18 @@ static void bench_attention(int64_t rows) {
  * and where the automatic count stands among the fixed ones. Bytes: the
  * keys and values read once, q and z; FLOPs: QK and PV, 4 H dh keys. */
 static void bench_attention_kv(const char *model, int64_t H, int64_t Hkv, int64_t dh, int64_t keys,
-                               const std::vector<int64_t> &fixed) {
+                               const std::vector<int64_t> &fixed, int dt = SS_CUDA_F32) {
     const int64_t q0 = keys - 1, ld_q = (H + 2 * Hkv) * dh, ld_kv = 2 * Hkv * dh;
-    Buf q(ld_q * 4), kv(keys * ld_kv * 4), z(H * dh * 4);
+    const int64_t eb = dt == SS_CUDA_F32 ? 4 : 2; /* a 16-bit model's cache: bf16 or fp16 elements */
+    Buf q(ld_q * 4), kv(keys * ld_kv * 4), kv16(dt == SS_CUDA_F32 ? 0 : keys * ld_kv * 2), z(H * dh * 4);
     fill(q);
     fill(kv);
+    if (dt != SS_CUDA_F32 && ss_cuda_convert(kv16.p, dt, kv.p, SS_CUDA_F32, keys * ld_kv, G.stream))
+        die(1, "attention_kv bench: the 16-bit cache's conversion failed");
+    const char *kvb = (const char *)(dt == SS_CUDA_F32 ? kv.p : kv16.p);
     const float scale = 1.0f / sqrtf((float)dh);
-    const double io = 4.0 * keys * ld_kv + 4.0 * H * dh * 2, flops = 4.0 * H * dh * keys;
+    const double io = (double)eb * keys * ld_kv + 4.0 * H * dh * 2, flops = 4.0 * H * dh * keys;
+    const char *dts = dt == SS_CUDA_BF16 ? "bf16." : dt == SS_CUDA_F16 ? "f16." : "";
     std::string shape = fmt("1 row x %lld keys, H=%lld Hkv=%lld dh=%lld", (long long)keys, (long long)H, (long long)Hkv,
                             (long long)dh);
     std::vector<int64_t> splits = {1, 0};
@@ -624,13 +629,15 @@ static void bench_attention_kv(const char *model, int64_t H, int64_t Hkv, int64_
         const int64_t s = sp ? sp : ss_cuda_attention_kv_splits(1, q0, H);
         const int64_t nws = ss_cuda_attention_kv_ws(1, q0, H, dh, s), made = nws ? nws / (H * (dh + 2)) : 1;
         Buf ws(nws * 4);
-        std::string name = sp ? fmt("attention_kv.%s.%lld.s%lld", model, (long long)keys, (long long)sp)
-                              : fmt("attention_kv.%s.%lld.auto", model, (long long)keys);
+        std::string name = sp ? fmt("attention_kv.%s%s.%lld.s%lld", dts, model, (long long)keys, (long long)sp)
+                              : fmt("attention_kv.%s%s.%lld.auto", dts, model, (long long)keys);
         std::string op = fmt("ss_cuda_attention_kv (%lld split%s)", (long long)made, made == 1 ? "" : "s");
-        run_case(mk("kernel", name, op.c_str(), shape, "f32", io, flops, "fp32", true, false), [&] {
-            return ss_cuda_attention_kv(z.f(), q.f(), ld_q, kv.f(), kv.f() + Hkv * dh, ld_kv, 1, q0, H, Hkv, dh, scale,
-                                        s, ws.f(), G.stream);
-        });
+        run_case(mk("kernel", name, op.c_str(), shape, dt == SS_CUDA_F32 ? "f32" : dts[0] == 'b' ? "bf16" : "f16", io,
+                    flops, "fp32", true, false),
+                 [&] {
+                     return ss_cuda_attention_kv(z.f(), q.f(), ld_q, kvb, kvb + Hkv * dh * eb, dt, ld_kv, 1, q0, H, Hkv,
+                                                 dh, scale, s, ws.f(), G.stream);
+                 });
     }
 }
 
@@ -1609,6 +1616,8 @@ int main(int argc, char **argv) {
     bench_attention_kv("gpt2-small", 12, 12, 64, 4096, {4, 8, 16, 32, 64});
     bench_attention_kv("llama3-8b", 32, 8, 128, 4096, {8, 16, 32});
     bench_attention_kv("llama3-8b", 32, 8, 128, 32768, {16, 32, 64});
+    bench_attention_kv("gpt2-small", 12, 12, 64, 4096, {16}, SS_CUDA_BF16);
+    bench_attention_kv("llama3-8b", 32, 8, 128, 32768, {64}, SS_CUDA_BF16);
     bench_rope(G.tokens);
     bench_gemm(G.tokens);
     bench_lt(G.tokens);

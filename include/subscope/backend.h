@@ -344,11 +344,18 @@ struct ss_backend {
      * prompt): causal attention of n_q new query rows against cached keys and
      * values, in attention's fp32 arithmetic. Query row i (q [n_q, H*dh], row
      * stride ld_q) is at position q0 + i and attends keys 0..q0+i of k and v
-     * ([q0 + n_q, Hkv*dh], row stride ld_kv; grouped heads as in attention).
+     * ([q0 + n_q, Hkv*dh], row stride ld_kv; grouped heads as in attention;
+     * elements of kv_dtype, SS_WDTYPE_F32/F16/BF16, widened exactly).
      * z is [n_q, H*dh]. */
-    ss_status (*attention_kv)(const ss_backend *be, float *z, const float *q, int64_t ld_q, const float *k,
-                              const float *v, int64_t ld_kv, int64_t n_q, int64_t q0, int64_t H, int64_t Hkv,
-                              int64_t dh, float scale);
+    ss_status (*attention_kv)(const ss_backend *be, float *z, const float *q, int64_t ld_q, const void *k,
+                              const void *v, int kv_dtype, int64_t ld_kv, int64_t n_q, int64_t q0, int64_t H,
+                              int64_t Hkv, int64_t dh, float scale);
+    /* Optional (NULL: a key/value cache is fp32 whatever the model's dtype):
+     * copy_rows writing dst in dtype (SS_WDTYPE_F16 or _BF16, rounded to
+     * nearest even). A backend that has it keeps a 16-bit model's cache in
+     * the weights' dtype (ss_kv_cache_open). */
+    ss_status (*copy_rows16)(const ss_backend *be, void *dst, int dtype, const float *src, int64_t ld_src,
+                             int64_t rows, int64_t width);
 };
 
 const ss_backend *ss_backend_cpu(void);

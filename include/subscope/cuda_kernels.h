@@ -121,24 +121,25 @@ int ss_cuda_attention_flash(float *z, const float *q, const float *k, const floa
                             int64_t dh, float scale, cudaStream_t stream);
 /* Causal attention against a key/value cache, as ss_backend.attention_kv:
  * query row i (q, stride ld_q, H heads) at position q0 + i attends keys
- * 0..q0+i of k and v (stride ld_kv, Hkv heads, grouped as above); z is
- * [n_q, H*dh] (kernels/attention_kv.cu: a block per (row, head), an online
- * softmax over chunks of 32 keys, fixed shared memory). splits > 1 cuts each
- * row's keys into at most that many chunks (a multiple of 32 keys each), a
- * block per (row, head, chunk), whose partial softmaxes a second kernel
- * merges (flash-decoding); ws then holds ss_cuda_attention_kv_ws(n_q, q0, H,
- * dh, splits) floats (0: none needed, NULL allowed; -1: splits > 65535, or a size
- * past int64, in floats or bytes: the launch is refused too). splits <= 1: one block
- * per (row, head), no ws. ss_cuda_attention_kv_splits is the count the
- * backend asks for: 1 where the n_q*H blocks fill the current GPU's SMs or
- * the keys are few (under 512), else enough to put about four blocks on each
- * SM. dh <= 256, H <= 65535, Hkv dividing H, splits <= 65535, else 1
- * (cudaErrorInvalidValue). */
+ * 0..q0+i of k and v (stride ld_kv, Hkv heads, grouped as above; elements
+ * of kv_dtype, SS_CUDA_F32/F16/BF16, widened exactly); z is [n_q, H*dh]
+ * (kernels/attention_kv.cu: a block per (row, head), an online softmax over
+ * chunks of 32 keys, fixed shared memory). splits > 1 cuts each row's keys
+ * into at most that many chunks (a multiple of 32 keys each), a block per
+ * (row, head, chunk), whose partial softmaxes a second kernel merges
+ * (flash-decoding); ws then holds ss_cuda_attention_kv_ws(n_q, q0, H, dh,
+ * splits) floats (0: none needed, NULL allowed; -1: splits > 65535, or a size past
+ * int64, in floats or bytes: the launch is refused too). splits <= 1: one block per
+ * (row, head), no ws. ss_cuda_attention_kv_splits is the count the backend
+ * asks for: 1 where the n_q*H blocks fill the current GPU's SMs or the keys
+ * are few (under 512), else enough to put about four blocks on each SM.
+ * dh <= 256, H <= 65535, Hkv dividing H, splits <= 65535, a known kv_dtype,
+ * else 1 (cudaErrorInvalidValue). */
 int64_t ss_cuda_attention_kv_splits(int64_t n_q, int64_t q0, int64_t H);
 int64_t ss_cuda_attention_kv_ws(int64_t n_q, int64_t q0, int64_t H, int64_t dh, int64_t splits);
-int ss_cuda_attention_kv(float *z, const float *q, int64_t ld_q, const float *k, const float *v, int64_t ld_kv,
-                         int64_t n_q, int64_t q0, int64_t H, int64_t Hkv, int64_t dh, float scale, int64_t splits,
-                         float *ws, cudaStream_t stream);
+int ss_cuda_attention_kv(float *z, const float *q, int64_t ld_q, const void *k, const void *v, int kv_dtype,
+                         int64_t ld_kv, int64_t n_q, int64_t q0, int64_t H, int64_t Hkv, int64_t dh, float scale,
+                         int64_t splits, float *ws, cudaStream_t stream);
 /* The same on tensor cores with Q, K, V and the probabilities rounded to bf16
  * (fp32 accumulation and softmax); dh 64 or 128 only
  * (kernels/flash_attention_tc.cu: Q * scale, K, V packed to bf16 in ws first,
@@ -169,6 +170,10 @@ int ss_cuda_attention_flash_bf16_from16(void *z, int zdt, const uint16_t *qkv16,
  * row(r) = row_idx[r] (a device array) or r when row_idx is NULL. */
 int ss_cuda_capture(float *dst, const float *src, int64_t ld_src, const int64_t *row_idx, int64_t rows, int64_t cols,
                     cudaStream_t stream);
+/* dst[r, 0:cols] = src[r*ld_src + 0:cols] in dst_dtype (SS_CUDA_F32, or F16/BF16
+ * rounded to nearest even), for r < rows. */
+int ss_cuda_capture_to(void *dst, int dst_dtype, const float *src, int64_t ld_src, int64_t rows, int64_t cols,
+                       cudaStream_t stream);
 
 /* dst[i] = src[i] converted between SS_CUDA_F32/F16/BF16 (round to nearest even). */
 int ss_cuda_convert(void *dst, int dst_dtype, const void *src, int src_dtype, int64_t n, cudaStream_t stream);

@@ -94,11 +94,15 @@ typedef struct ss_forward_opts {
  * positions run so far, in backend memory: a forward pass with opts.kv then
  * runs only the new rows through the blocks. */
 typedef struct ss_kv_cache ss_kv_cache;
-/* Room for n_ctx (1..n_positions) positions. SS_ERR_UNSUPPORTED when the
- * backend has no attention_kv (both the CPU and the CUDA backends have it). */
+/* Room for n_ctx (1..n_positions) positions, the weights placed on be.
+ * SS_ERR_UNSUPPORTED when the backend has no attention_kv (both the CPU and
+ * the CUDA backends have it). The elements are fp32, or bf16/fp16 for a
+ * model placed in that dtype on a backend with copy_rows16 (CUDA). */
 ss_status ss_kv_cache_open(const ss_model *m, const ss_backend *be, int64_t n_ctx, ss_kv_cache **out);
 /* The positions cached so far. */
 int64_t ss_kv_cache_len(const ss_kv_cache *kv);
+/* The cache's element type: SS_WDTYPE_F32, _F16 or _BF16. */
+int ss_kv_cache_dtype(const ss_kv_cache *kv);
 void ss_kv_cache_close(ss_kv_cache *kv);
 
 /* Runs the model over packed tokens. *logits (if requested) is malloc'd.

@@ -489,7 +489,8 @@ static ss_status cpu_embed(const ss_backend *be, float *tok_out, float *pos_out,
 
 typedef struct {
     float *z;
-    const float *q, *k, *v;
+    const float *q;
+    const void *k, *v; /* kvdt elements (fp32 but for a 16-bit key/value cache) */
     int64_t ld, H, group, dh; /* group = H / Hkv: query heads per key/value head */
     const int64_t *start, *len, *pattern_off;
     float scale;
@@ -498,7 +499,15 @@ typedef struct {
     /* attention_kv: one sequence of len[0] queries at positions q0.., keys and
      * values 0..q0+len[0] with row stride ld_kv (0: attention, ld, q0 = 0) */
     int64_t ld_kv, q0;
+    int kvdt; /* SS_WDTYPE_F32 (attention), or attention_kv's kv_dtype */
 } attn_ctx;
+
+/* Element i of a key/value cache of dtype dt, widened exactly. */
+static inline float kv_elem(const void *p, int dt, int64_t i) {
+    if (dt == SS_WDTYPE_BF16) return ss_bf16_to_f32(((const uint16_t *)p)[i]);
+    if (dt == SS_WDTYPE_F16) return ss_f16_to_f32(((const uint16_t *)p)[i]);
+    return ((const float *)p)[i];
+}
 
 /* One (sequence, head) per task. Keys are first transposed into a [dh, n]
  * scratch so that both inner loops — scores s[0..i] += q[e]·Kt[e][0..i] and
@@ -510,16 +519,27 @@ static void attn_task(void *vctx, int64_t task) {
     /* nq queries, the first at key position q0, against n keys */
     int64_t nq = c->len[s], r0 = c->start[s], dmodel = c->H * c->dh, dh = c->dh;
     const int64_t q0 = c->q0, n = q0 + nq, ldkv = c->ld_kv ? c->ld_kv : c->ld;
-    float *kt = malloc((size_t)(dh * n + n + dh) * sizeof(float));
+    /* a 16-bit cache's values are widened into vw [n, dh] too (ldv dh) */
+    const int wide = c->kvdt != SS_WDTYPE_F32;
+    float *kt = malloc((size_t)(dh * n + n + dh + (wide ? n * dh : 0)) * sizeof(float));
     if (!kt) {
         atomic_store(&((attn_ctx *)vctx)->failed, 1);
         return;
     }
-    float *sc = kt + dh * n, *acc = sc + n;
-    for (int64_t j = 0; j < n; j++) {
-        const float *kj = c->k + (r0 + j) * ldkv + hk * dh;
-        for (int64_t e = 0; e < dh; e++) kt[e * n + j] = kj[e];
-    }
+    float *sc = kt + dh * n, *acc = sc + n, *vw = acc + dh;
+    if (!wide)
+        for (int64_t j = 0; j < n; j++) {
+            const float *kj = (const float *)c->k + (r0 + j) * ldkv + hk * dh;
+            for (int64_t e = 0; e < dh; e++) kt[e * n + j] = kj[e];
+        }
+    else
+        for (int64_t j = 0; j < n; j++)
+            for (int64_t e = 0; e < dh; e++) {
+                kt[e * n + j] = kv_elem(c->k, c->kvdt, (r0 + j) * ldkv + hk * dh + e);
+                vw[j * dh + e] = kv_elem(c->v, c->kvdt, (r0 + j) * ldkv + hk * dh + e);
+            }
+    const float *vb = wide ? vw : (const float *)c->v + hk * dh; /* value row j: vb + (r0 + j) * ldv */
+    const int64_t ldv = wide ? dh : ldkv;
     for (int64_t iq = 0; iq < nq; iq++) {
         const int64_t i = q0 + iq; /* the query's position: it sees keys 0..i */
         const float *qi = c->q + (r0 + iq) * c->ld + h * dh;
@@ -538,7 +558,7 @@ static void attn_task(void *vctx, int64_t task) {
         const float inv = (float)(1.0 / sum);
         for (int64_t e = 0; e < dh; e++) acc[e] = 0.f;
         for (int64_t j = 0; j <= i; j++) {
-            const float p = sc[j] * inv, *vj = c->v + (r0 + j) * ldkv + hk * dh;
+            const float p = sc[j] * inv, *vj = vb + (wide ? j : r0 + j) * ldv;
             sc[j] = p;
             for (int64_t e = 0; e < dh; e++) acc[e] += p * vj[e];
         }
@@ -557,20 +577,23 @@ static ss_status cpu_attention(const ss_backend *be, float *z, const float *q, c
                                int64_t Hkv, int64_t dh, float scale, float *pattern_out, const int64_t *pattern_off) {
     if (Hkv < 1 || H % Hkv) return ss_errorf(SS_ERR_ARG, "cpu: attention: %lld key/value heads do not divide %lld heads",
                                              (long long)Hkv, (long long)H);
-    attn_ctx c = {z, q, k, v, ld_qkv, H, H / Hkv, dh, start, len, pattern_off, scale, pattern_out, 0, 0, 0};
+    attn_ctx c = {z,     q,           k, v, ld_qkv, H, H / Hkv, dh, start, len, pattern_off,
+                  scale, pattern_out, 0, 0, 0,      SS_WDTYPE_F32};
     ss_parallel_for(n_seq * H, attn_task, &c);
     if (atomic_load(&c.failed)) return ss_errorf(SS_ERR_NOMEM, "out of memory in attention scratch buffers");
     return SS_OK;
 }
 
 /* The same task on one sequence whose first q0 keys and values are cached. */
-static ss_status cpu_attention_kv(const ss_backend *be, float *z, const float *q, int64_t ld_q, const float *k,
-                                  const float *v, int64_t ld_kv, int64_t n_q, int64_t q0, int64_t H, int64_t Hkv,
-                                  int64_t dh, float scale) {
+static ss_status cpu_attention_kv(const ss_backend *be, float *z, const float *q, int64_t ld_q, const void *k,
+                                  const void *v, int kv_dtype, int64_t ld_kv, int64_t n_q, int64_t q0, int64_t H,
+                                  int64_t Hkv, int64_t dh, float scale) {
     if (Hkv < 1 || H % Hkv) return ss_errorf(SS_ERR_ARG, "cpu: attention: %lld key/value heads do not divide %lld heads",
                                              (long long)Hkv, (long long)H);
+    if (kv_dtype != SS_WDTYPE_F32 && kv_dtype != SS_WDTYPE_F16 && kv_dtype != SS_WDTYPE_BF16)
+        return ss_errorf(SS_ERR_ARG, "cpu: attention_kv: key/value dtype %d", kv_dtype);
     const int64_t start = 0;
-    attn_ctx c = {z, q, k, v, ld_q, H, H / Hkv, dh, &start, &n_q, NULL, scale, NULL, 0, ld_kv, q0};
+    attn_ctx c = {z, q, k, v, ld_q, H, H / Hkv, dh, &start, &n_q, NULL, scale, NULL, 0, ld_kv, q0, kv_dtype};
     ss_parallel_for(H, attn_task, &c);
     if (atomic_load(&c.failed)) return ss_errorf(SS_ERR_NOMEM, "out of memory in attention scratch buffers");
     return SS_OK;

@@ -495,6 +495,13 @@ static ss_status cu_copy_rows(const ss_backend *be, float *dst, const float *src
     return SS_OK;
 }
 
+/* The ops table's copy_rows16: a 16-bit model's key/value cache rows. */
+static ss_status cu_copy_rows16(const ss_backend *be, void *dst, int dtype, const float *src, int64_t ld_src,
+                                int64_t rows, int64_t width) {
+    KL(ss_cuda_capture_to(dst, dtype, src, ld_src, rows, width, IMPL(be)->stream), "capture kernel (16-bit rows)");
+    return SS_OK;
+}
+
 static ss_status scratch16(const ss_backend *be, uint16_t **buf, size_t *cap, size_t n, const char *what);
 
 /* Which kernel forms a batch's products at width d: SUBSCOPE_COV_KERNEL's,
@@ -1513,10 +1520,11 @@ static ss_status cu_workspace(const ss_backend *be, size_t floats, const char *w
 /* Attention of new query rows against the key/value cache (predict --generate):
  * kernels/attention_kv.cu, any context length; a long cache against few rows
  * splits each row's keys over blocks (ss_cuda_attention_kv_splits), their
- * partial softmaxes in the workspace. */
-static ss_status cu_attention_kv(const ss_backend *be, float *z, const float *q, int64_t ld_q, const float *k,
-                                 const float *v, int64_t ld_kv, int64_t n_q, int64_t q0, int64_t H, int64_t Hkv,
-                                 int64_t dh, float scale) {
+ * partial softmaxes in the workspace. A 16-bit model's cache holds bf16 or
+ * fp16 (cu_copy_rows16 writes it), widened as the kernel reads it. */
+static ss_status cu_attention_kv(const ss_backend *be, float *z, const float *q, int64_t ld_q, const void *k,
+                                 const void *v, int kv_dtype, int64_t ld_kv, int64_t n_q, int64_t q0, int64_t H,
+                                 int64_t Hkv, int64_t dh, float scale) {
     if (Hkv < 1 || H % Hkv)
         return ss_errorf(SS_ERR_ARG, "%s: attention: %lld key/value heads do not divide %lld heads", be->name,
                          (long long)Hkv, (long long)H);
@@ -1529,7 +1537,8 @@ static ss_status cu_attention_kv(const ss_backend *be, float *z, const float *q,
         return ss_errorf(SS_ERR_NOMEM, "%s: cached attention: no workspace for %lld rows x %lld heads in %lld splits",
                          be->name, (long long)n_q, (long long)H, (long long)splits);
     if (nws > 0) SS_TRY(cu_workspace(be, (size_t)nws, "cached attention's partials", &ws));
-    KL(ss_cuda_attention_kv(z, q, ld_q, k, v, ld_kv, n_q, q0, H, Hkv, dh, scale, splits, ws, IMPL(be)->stream),
+    KL(ss_cuda_attention_kv(z, q, ld_q, k, v, kv_dtype, ld_kv, n_q, q0, H, Hkv, dh, scale, splits, ws,
+                            IMPL(be)->stream),
        "cached attention kernel");
     return SS_OK;
 }
@@ -2099,6 +2108,7 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
         .alloc = cu_alloc, .release = cu_release, .upload = cu_upload, .download = cu_download, .sync = cu_sync,
         .download_async = cu_download_async, .wait_copy = cu_wait_copy,
         .alloc_host = cu_alloc_host, .release_host = cu_release_host, .copy_rows = cu_copy_rows,
+        .copy_rows16 = cu_copy_rows16,
         .memory_stats = cu_memory_stats, .moments_chunk = cu_moments_chunk,
         .moments_acc_create = cu_moments_acc_create, .moments_acc_add = cu_moments_acc_add,
         .moments_acc_take = cu_moments_acc_take, .moments_acc_free = cu_moments_acc_free,

@@ -260,9 +260,13 @@ ss_status ss_packing_check(const ss_model *m, const int32_t *tokens, const ss_pa
 struct ss_kv_cache {
     const ss_backend *be;
     const ss_model *m;
-    float *buf;     /* [n_layer][n_ctx][w]: each position's keys, then its values */
+    void *buf;      /* [n_layer][n_ctx][w]: each position's keys, then its values */
+    int dtype;      /* buf's elements: SS_WDTYPE_F32, or a 16-bit model's F16/BF16 */
     int64_t n_ctx, w, len;
 };
+
+/* Bytes of one element of the cache. */
+static size_t kv_elem_bytes(const ss_kv_cache *kv) { return kv->dtype == SS_WDTYPE_F32 ? sizeof(float) : 2; }
 
 ss_status ss_kv_cache_open(const ss_model *m, const ss_backend *be, int64_t n_ctx, ss_kv_cache **out) {
     *out = NULL;
@@ -272,11 +276,17 @@ ss_status ss_kv_cache_open(const ss_model *m, const ss_backend *be, int64_t n_ct
     if (n_ctx < 1 || n_ctx > m->cfg.n_positions)
         return ss_errorf(SS_ERR_ARG, "key/value cache of %lld positions; 1..%lld (n_positions)", (long long)n_ctx,
                          (long long)m->cfg.n_positions);
+    const ss_gpt2_weights *w = ss_model_weights(m, be);
+    if (!w) return ss_errorf(SS_ERR_INTERNAL, "model weights were not placed on backend %s", be->name);
     ss_kv_cache *kv = ss_calloc(1, sizeof *kv, "key/value cache");
     if (!kv) return SS_ERR_NOMEM;
-    *kv = (ss_kv_cache){.be = be, .m = m, .n_ctx = n_ctx, .w = 2 * D.Hkv * D.dh};
-    ss_status st = be->alloc(be, (size_t)(m->cfg.n_layer * n_ctx * kv->w) * sizeof(float), "key/value cache",
-                             (void **)&kv->buf);
+    /* A backend that writes 16-bit rows keeps a 16-bit model's keys and values
+     * in its dtype, half fp32's bytes (docs/DECISIONS.md, "The key/value cache") */
+    const int dt = be->copy_rows16 && (w->wdtype == SS_WDTYPE_BF16 || w->wdtype == SS_WDTYPE_F16) ? w->wdtype
+                                                                                                : SS_WDTYPE_F32;
+    *kv = (ss_kv_cache){.be = be, .m = m, .dtype = dt, .n_ctx = n_ctx, .w = 2 * D.Hkv * D.dh};
+    ss_status st = be->alloc(be, (size_t)(m->cfg.n_layer * n_ctx * kv->w) * kv_elem_bytes(kv), "key/value cache",
+                             &kv->buf);
     if (st) {
         free(kv);
         return st;
@@ -286,6 +296,8 @@ ss_status ss_kv_cache_open(const ss_model *m, const ss_backend *be, int64_t n_ct
 }
 
 int64_t ss_kv_cache_len(const ss_kv_cache *kv) { return kv->len; }
+
+int ss_kv_cache_dtype(const ss_kv_cache *kv) { return kv->dtype; }
 
 void ss_kv_cache_close(ss_kv_cache *kv) {
     if (!kv) return;
@@ -304,12 +316,17 @@ static ss_status attention_cached(ss_hook_ctx *f, int l, const ss_block_bufs *b,
     ss_kv_cache *kv = f->kv;
     const ss_packing *pk = f->pk;
     const int64_t R = pk->rows, kvw = D.Hkv * D.dh;
-    float *layer = kv->buf + (int64_t)l * kv->n_ctx * kv->w;
-    SS_TRY(be->copy_rows(be, layer + kv->len * kv->w, b->qkv + D.zw, D.qw, R, kv->w));
+    const size_t eb = kv_elem_bytes(kv);
+    char *layer = (char *)kv->buf + (size_t)(l * kv->n_ctx * kv->w) * eb, *end = layer + (size_t)(kv->len * kv->w) * eb;
+    if (kv->dtype == SS_WDTYPE_F32)
+        SS_TRY(be->copy_rows(be, (float *)end, b->qkv + D.zw, D.qw, R, kv->w));
+    else
+        SS_TRY(be->copy_rows16(be, end, kv->dtype, b->qkv + D.zw, D.qw, R, kv->w));
     if (!kv->len)
         return be->attention(be, b->z, b->qkv, b->qkv + D.zw, b->qkv + D.zw + kvw, D.qw, pk->n_seq, pk->start, pk->len,
                               D.H, D.Hkv, D.dh, scale, NULL, NULL);
-    return be->attention_kv(be, b->z, b->qkv, D.qw, layer, layer + kvw, kv->w, R, kv->len, D.H, D.Hkv, D.dh, scale);
+    return be->attention_kv(be, b->z, b->qkv, D.qw, layer, layer + (size_t)kvw * eb, kv->dtype, kv->w, R, kv->len,
+                            D.H, D.Hkv, D.dh, scale);
 }
 
 /* ---- one block ---- */

@@ -144,4 +144,34 @@ else
         "cpu:  $gp $(tail -n 2 "$TMP/gp.err")" "ss_k_attn_kv launches $kv (want 10) of $kvb blocks (want 80), merges $merge (want 10)"
 fi
 
+# A 16-bit model's cache holds its dtype on the GPU (half fp32's bytes; the cache's rows
+# written by ss_k_capture_to, once a layer for each pass, the prompt's included; none for an
+# fp32 model): bf16 GPT-2 (57-token prompt) and grouped-query Llama of heads of 64 (60
+# tokens), 12 tokens past the context of 64, give the CPU's bf16 continuation (its cache fp32)
+# byte for byte; float16 weights (GPU only) give the GPU's recompute's
+"${TOOLBIN}mkmodel" --out "$TMP/gb" --vocab 1024 --positions 64 --std 0.3 --dtype bf16 >/dev/null &&
+    cp models/tiny-gpt2/tokenizer.json "$TMP/gb/"
+"${TOOLBIN}mkmodel" --out "$TMP/glb" --family llama --d 128 --heads 2 --kv-heads 1 --vocab 300 --positions 64 --std 0.3 \
+    --dtype bf16 >/dev/null && cp "$SS_TEST_DATA/llama-gguf/hf/tokenizer.json" "$TMP/glb/"
+pg=$(printf 'one two %.0s' $(seq 1 28))
+for c in "gb:$pg:bfloat16" "glb:$pl:bfloat16" "gb:$pg:float16" "g:$pg:float32"; do
+    mm=${c%%:*} rest=${c#*:} dt=${c##*:}
+    pr=${rest%:*}
+    n=$("$SUBSCOPE" tokenize --model "$TMP/$mm" --text "$pr" | tr ',' '\n' | wc -l)
+    gc=$(SUBSCOPE_PLUGIN_DIR="$EMU" SS_EMU_CENSUS=1 "$SUBSCOPE" predict --model "$TMP/$mm" --prompt "$pr" --generate 12 --device cuda --dtype $dt 2>"$TMP/gc.err")
+    if [ "$dt" = float16 ]; then
+        gp=$(SUBSCOPE_PLUGIN_DIR="$EMU" SUBSCOPE_PREDICT_RECOMPUTE=1 "$SUBSCOPE" predict --model "$TMP/$mm" --prompt "$pr" --generate 12 --device cuda --dtype $dt 2>"$TMP/gp.err")
+    else
+        gp=$("$SUBSCOPE" predict --model "$TMP/$mm" --prompt "$pr" --generate 12 --device cpu --dtype $dt 2>"$TMP/gp.err")
+    fi
+    to=$(launches "$TMP/gc.err" '^ss_k_capture_to$') want_to=$((2 * (64 - n + 1)))
+    [ "$dt" = float32 ] && want_to=0
+    if [ -n "$gc" ] && [ "$gc" = "$gp" ] && [ "${#gc}" -gt "${#pr}" ] && [ "$to" = "$want_to" ]; then
+        pass "predict --generate --device cuda --dtype $dt, the cache in its dtype = the $([ "$dt" = float16 ] && echo "GPU's recompute" || echo "CPU's continuation") ($mm, $n tokens; $to 16-bit cache writes)"
+    else
+        fail "predict --generate --dtype $dt on the emulated plugin ($mm, $n tokens)" "cuda: $gc $(tail -n 2 "$TMP/gc.err" | grep -v census)" \
+            "ref:  $gp $(tail -n 2 "$TMP/gp.err")" "ss_k_capture_to launches $to (want $want_to)"
+    fi
+done
+
 finish

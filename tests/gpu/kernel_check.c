@@ -1254,7 +1254,9 @@ static void case_attention(void) {
 
 typedef struct {
     float *z;
-    const float *q, *kv;
+    const float *q;
+    const void *kv; /* dt elements */
+    int dt;
     int64_t ld_q, ld_kv, n_q, q0, H, Hkv, dh;
     float scale;
     int64_t splits; /* 1: a block per (row, head); more: the keys split, partials in ws */
@@ -1264,36 +1266,52 @@ typedef struct {
  * q rows are the queries of a fused projection (stride ld_q). */
 static int launch_akv(void *v) {
     akv_ctx *c = v;
-    return ss_cuda_attention_kv(c->z, c->q, c->ld_q, c->kv, c->kv + c->Hkv * c->dh, c->ld_kv, c->n_q, c->q0, c->H,
-                                c->Hkv, c->dh, c->scale, c->splits, c->ws, g_stream);
+    const size_t eb = c->dt == SS_CUDA_F32 ? 4 : 2;
+    return ss_cuda_attention_kv(c->z, c->q, c->ld_q, c->kv, (const char *)c->kv + (size_t)(c->Hkv * c->dh) * eb, c->dt,
+                                c->ld_kv, c->n_q, c->q0, c->H, c->Hkv, c->dh, c->scale, c->splits, c->ws, g_stream);
 }
 
 /* One case: splits 1 (a block per (row, head)), 0 (the count the backend
  * asks for, ss_cuda_attention_kv_splits, which reads the GPU's SM count) or
- * that many at most; the name gives the splits made. */
+ * that many at most; the name gives the splits made. dt SS_CUDA_BF16 or F16:
+ * a 16-bit model's cache (the name says which), the CPU op given the same. */
 static void akv_case(const ss_backend *be, int ci, int64_t n_q, int64_t q0, int64_t H, int64_t Hkv, int64_t dh,
-                     int64_t splits) {
+                     int64_t splits, int dt) {
     const int64_t nk = q0 + n_q, ld_q = (H + 2 * Hkv) * dh, ld_kv = 2 * Hkv * dh, nz = n_q * H * dh;
     const int auto_s = splits == 0;
     if (auto_s) splits = ss_cuda_attention_kv_splits(n_q, q0, H);
     const int64_t nws = ss_cuda_attention_kv_ws(n_q, q0, H, dh, splits), made = nws ? nws / (n_q * H * (dh + 2)) : 1;
+    const char *dts = dt == SS_CUDA_BF16 ? " bf16" : dt == SS_CUDA_F16 ? " fp16" : "";
     char name[128];
     if (splits == 1 && !auto_s)
-        snprintf(name, sizeof name, "attention_kv n_q=%lld q0=%lld H=%lld Hkv=%lld dh=%lld", (long long)n_q,
+        snprintf(name, sizeof name, "attention_kv%s n_q=%lld q0=%lld H=%lld Hkv=%lld dh=%lld", dts, (long long)n_q,
                  (long long)q0, (long long)H, (long long)Hkv, (long long)dh);
     else
-        snprintf(name, sizeof name, "attention_kv n_q=%lld q0=%lld H=%lld Hkv=%lld dh=%lld split %s%lld", (long long)n_q,
-                 (long long)q0, (long long)H, (long long)Hkv, (long long)dh, auto_s ? "auto " : "", (long long)made);
+        snprintf(name, sizeof name, "attention_kv%s n_q=%lld q0=%lld H=%lld Hkv=%lld dh=%lld split %s%lld", dts,
+                 (long long)n_q, (long long)q0, (long long)H, (long long)Hkv, (long long)dh, auto_s ? "auto " : "",
+                 (long long)made);
     if (!selected(name)) return;
     float *q = rvec(n_q * ld_q, 70 + (unsigned)ci, 2.5f), *kv = rvec(nk * ld_kv, 90 + (unsigned)ci, 2.5f);
     float *z = fvec(nz, 0), *zr = fvec(nz, 0);
     const float scale = (float)(1.0 / sqrt((double)dh));
-    if (be->attention_kv(be, zr, q, ld_q, kv, kv + Hkv * dh, ld_kv, n_q, q0, H, Hkv, dh, scale)) {
+    const size_t eb = dt == SS_CUDA_F32 ? 4 : 2;
+    uint16_t *kv16 = NULL;
+    if (dt != SS_CUDA_F32) {
+        kv16 = malloc((size_t)(nk * ld_kv) * 2);
+        if (!kv16) {
+            fprintf(stderr, "out of memory\n");
+            exit(1);
+        }
+        for (int64_t i = 0; i < nk * ld_kv; i++) kv16[i] = dt == SS_CUDA_BF16 ? ss_f32_to_bf16(kv[i]) : ss_f32_to_f16(kv[i]);
+    }
+    const void *hkv = kv16 ? (const void *)kv16 : (const void *)kv;
+    if (be->attention_kv(be, zr, q, ld_q, hkv, (const char *)hkv + (size_t)(Hkv * dh) * eb, dt, ld_kv, n_q, q0, H, Hkv,
+                         dh, scale)) {
         cpu_ref_failed(name);
     } else {
-        float *dq = dup_to_dev(q, (size_t)(n_q * ld_q) * 4), *dkv = dup_to_dev(kv, (size_t)(nk * ld_kv) * 4),
+        float *dq = dup_to_dev(q, (size_t)(n_q * ld_q) * 4), *dkv = dup_to_dev(hkv, (size_t)(nk * ld_kv) * eb),
               *dz = dalloc((size_t)nz * 4), *dws = nws ? dalloc((size_t)nws * 4) : NULL;
-        akv_ctx c = {dz, dq, dkv, ld_q, ld_kv, n_q, q0, H, Hkv, dh, scale, splits, dws};
+        akv_ctx c = {dz, dq, dkv, dt, ld_q, ld_kv, n_q, q0, H, Hkv, dh, scale, splits, dws};
         out_buf ob = {dz, (size_t)nz * 4, z};
         double ms = 0;
         if (run_twice(name, launch_akv, &c, &ob, 1, &ms)) fail_case();
@@ -1301,7 +1319,7 @@ static void akv_case(const ss_backend *be, int ci, int64_t n_q, int64_t q0, int6
         dfree(dq), dfree(dkv), dfree(dz);
         if (dws) dfree(dws);
     }
-    free(q), free(kv), free(z), free(zr);
+    free(q), free(kv), free(kv16), free(z), free(zr);
 }
 
 /* Against the CPU op, attention's tolerance (atol 1e-5, rtol 1e-4; inputs of
@@ -1327,9 +1345,9 @@ static void case_attention_kv(void) {
     };
     for (int ci = 0; ci < (int)(sizeof cases / sizeof cases[0]); ci++) {
         if (g_quick && !cases[ci].quick) continue;
-        akv_case(be, ci, cases[ci].n_q, cases[ci].q0, cases[ci].H, cases[ci].Hkv, cases[ci].dh, 1);
+        akv_case(be, ci, cases[ci].n_q, cases[ci].q0, cases[ci].H, cases[ci].Hkv, cases[ci].dh, 1, SS_CUDA_F32);
         if (ss_cuda_attention_kv_splits(cases[ci].n_q, cases[ci].q0, cases[ci].H) > 1)
-            akv_case(be, ci, cases[ci].n_q, cases[ci].q0, cases[ci].H, cases[ci].Hkv, cases[ci].dh, 0);
+            akv_case(be, ci, cases[ci].n_q, cases[ci].q0, cases[ci].H, cases[ci].Hkv, cases[ci].dh, 0, SS_CUDA_F32);
     }
     struct { int64_t n_q, q0, H, Hkv, dh, splits; int quick; } forced[] = {
         {1, 200, 4, 2, 64, 2, 1},   {1, 200, 4, 2, 64, 3, 1},    {1, 200, 4, 2, 64, 5, 1},
@@ -1342,15 +1360,26 @@ static void case_attention_kv(void) {
     for (int ci = 0; ci < (int)(sizeof forced / sizeof forced[0]); ci++) {
         if (g_quick && !forced[ci].quick) continue;
         akv_case(be, 100 + ci, forced[ci].n_q, forced[ci].q0, forced[ci].H, forced[ci].Hkv, forced[ci].dh,
-                 forced[ci].splits);
+                 forced[ci].splits, SS_CUDA_F32);
+    }
+    /* a 16-bit model's cache (bf16, fp16), unsplit, split automatically and forced */
+    struct { int64_t n_q, q0, H, Hkv, dh, splits; int dt, quick; } c16[] = {
+        {1, 200, 4, 2, 64, 1, SS_CUDA_BF16, 1},     {1, 200, 4, 2, 64, 3, SS_CUDA_BF16, 1},
+        {33, 0, 2, 1, 7, 2, SS_CUDA_F16, 1},        {5, 37, 6, 3, 80, 4, SS_CUDA_F16, 1},
+        {1, 4095, 12, 12, 64, 0, SS_CUDA_BF16, 0},  {1, 32767, 32, 8, 128, 0, SS_CUDA_BF16, 0},
+        {1, 32767, 32, 8, 128, 0, SS_CUDA_F16, 0},
+    };
+    for (int ci = 0; ci < (int)(sizeof c16 / sizeof c16[0]); ci++) {
+        if (g_quick && !c16[ci].quick) continue;
+        akv_case(be, 200 + ci, c16[ci].n_q, c16[ci].q0, c16[ci].H, c16[ci].Hkv, c16[ci].dh, c16[ci].splits, c16[ci].dt);
     }
     if (selected("attention_kv refuses")) {
         /* dh above 256, key/value heads not dividing H and a split without its workspace are
          * refused, not mis-computed */
-        int rc1 = ss_cuda_attention_kv(NULL, NULL, 3 * 257, NULL, NULL, 2 * 257, 1, 0, 1, 1, 257, 1.f, 1, NULL,
-                                       g_stream);
-        int rc2 = ss_cuda_attention_kv(NULL, NULL, 16, NULL, NULL, 8, 1, 0, 4, 3, 4, 1.f, 1, NULL, g_stream);
-        int rc3 = ss_cuda_attention_kv(NULL, NULL, 16, NULL, NULL, 8, 1, 63, 4, 1, 4, 1.f, 2, NULL, g_stream);
+        int rc1 = ss_cuda_attention_kv(NULL, NULL, 3 * 257, NULL, NULL, SS_CUDA_F32, 2 * 257, 1, 0, 1, 1, 257, 1.f, 1,
+                                       NULL, g_stream);
+        int rc2 = ss_cuda_attention_kv(NULL, NULL, 16, NULL, NULL, SS_CUDA_F32, 8, 1, 0, 4, 3, 4, 1.f, 1, NULL, g_stream);
+        int rc3 = ss_cuda_attention_kv(NULL, NULL, 16, NULL, NULL, SS_CUDA_F32, 8, 1, 63, 4, 1, 4, 1.f, 2, NULL, g_stream);
         g_cases++;
         int ok = rc1 == 1 && rc2 == 1 && rc3 == 1;
         printf("CASE %-62s %s (launchers returned %d, %d and %d, want 1)\n",

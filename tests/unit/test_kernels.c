@@ -881,18 +881,20 @@ TEST(kernel_attention_vs_cpu_packed_sequences) {
 
 typedef struct {
     float *z;
-    const float *q, *kv;
+    const float *q;
+    const void *k, *v; /* dt elements */
+    int dt;
     int64_t ld_q, ld_kv, n_q, q0, H, Hkv, dh;
     float scale;
     int64_t splits; /* 1: a block per (row, head); more: the keys split, partials in ws */
     float *ws;
 } akv_ctx;
-/* Rows of kv are [k (Hkv heads) | v (Hkv heads)] as the forward's cache lays
+/* Rows of the cache are [k (Hkv heads) | v (Hkv heads)] as the forward lays
  * them out; q rows are the queries of a fused projection (stride ld_q). */
 static void run_akv(void *v) {
     akv_ctx *c = v;
-    CHECK(ss_cuda_attention_kv(c->z, c->q, c->ld_q, c->kv, c->kv + c->Hkv * c->dh, c->ld_kv, c->n_q, c->q0, c->H,
-                               c->Hkv, c->dh, c->scale, c->splits, c->ws, NULL) == 0);
+    CHECK(ss_cuda_attention_kv(c->z, c->q, c->ld_q, c->k, c->v, c->dt, c->ld_kv, c->n_q, c->q0, c->H, c->Hkv, c->dh,
+                               c->scale, c->splits, c->ws, NULL) == 0);
 }
 
 /* Against the CPU op (attention's own task with the queries offset by q0),
@@ -918,8 +920,8 @@ TEST(kernel_attention_kv_vs_cpu) {
         float *q = ss_test_rvec(n_q * ld_q, 70 + (unsigned)ci, 2.5f), *kv = ss_test_rvec(nk * ld_kv, 90 + (unsigned)ci, 2.5f);
         float *z = ss_test_fvec(n_q * H * dh, 0), *zr = ss_test_fvec(n_q * H * dh, 0);
         const float scale = (float)(1.0 / sqrt((double)dh));
-        CHECK_OK(be->attention_kv(be, zr, q, ld_q, kv, kv + Hkv * dh, ld_kv, n_q, q0, H, Hkv, dh, scale));
-        akv_ctx c = {z, q, kv, ld_q, ld_kv, n_q, q0, H, Hkv, dh, scale, 1, NULL};
+        CHECK_OK(be->attention_kv(be, zr, q, ld_q, kv, kv + Hkv * dh, SS_WDTYPE_F32, ld_kv, n_q, q0, H, Hkv, dh, scale));
+        akv_ctx c = {z, q, kv, kv + Hkv * dh, SS_CUDA_F32, ld_q, ld_kv, n_q, q0, H, Hkv, dh, scale, 1, NULL};
         int64_t size = n_q * H * dh;
         CHECK(both_orders(run_akv, &c, &z, &size, 1));
         char nm[96];
@@ -930,10 +932,10 @@ TEST(kernel_attention_kv_vs_cpu) {
     }
     /* refused, not mis-computed: dh above 256, key/value heads not dividing H */
     float buf[64];
-    CHECK(ss_cuda_attention_kv(buf, buf, 3 * 257, buf, buf, 2 * 257, 1, 0, 1, 1, 257, 1.f, 1, NULL, NULL) == 1);
-    CHECK(ss_cuda_attention_kv(buf, buf, 16, buf, buf, 8, 1, 0, 4, 3, 4, 1.f, 1, NULL, NULL) == 1);
-    CHECK(ss_cuda_attention_kv(buf, buf, 16, buf, buf, 8, 1, 0, 4, 0, 4, 1.f, 1, NULL, NULL) == 1);
-    CHECK(ss_cuda_attention_kv(buf, buf, 16, buf, buf, 8, 0, 0, 4, 1, 4, 1.f, 1, NULL, NULL) == 0); /* no rows: nothing */
+    CHECK(ss_cuda_attention_kv(buf, buf, 3 * 257, buf, buf, SS_CUDA_F32, 2 * 257, 1, 0, 1, 1, 257, 1.f, 1, NULL, NULL) == 1);
+    CHECK(ss_cuda_attention_kv(buf, buf, 16, buf, buf, SS_CUDA_F32, 8, 1, 0, 4, 3, 4, 1.f, 1, NULL, NULL) == 1);
+    CHECK(ss_cuda_attention_kv(buf, buf, 16, buf, buf, SS_CUDA_F32, 8, 1, 0, 4, 0, 4, 1.f, 1, NULL, NULL) == 1);
+    CHECK(ss_cuda_attention_kv(buf, buf, 16, buf, buf, SS_CUDA_F32, 8, 0, 0, 4, 1, 4, 1.f, 1, NULL, NULL) == 0); /* no rows: nothing */
 }
 
 /* The keys split over blocks (flash-decoding: partial softmaxes merged by a
@@ -966,8 +968,8 @@ TEST(kernel_attention_kv_split_vs_cpu) {
         CHECK(nws == n_q * H * cases[ci].S * (dh + 2));
         float *ws = malloc((size_t)nws * sizeof(float));
         const float scale = (float)(1.0 / sqrt((double)dh));
-        CHECK_OK(be->attention_kv(be, zr, q, ld_q, kv, kv + Hkv * dh, ld_kv, n_q, q0, H, Hkv, dh, scale));
-        akv_ctx c = {z, q, kv, ld_q, ld_kv, n_q, q0, H, Hkv, dh, scale, splits, ws};
+        CHECK_OK(be->attention_kv(be, zr, q, ld_q, kv, kv + Hkv * dh, SS_WDTYPE_F32, ld_kv, n_q, q0, H, Hkv, dh, scale));
+        akv_ctx c = {z, q, kv, kv + Hkv * dh, SS_CUDA_F32, ld_q, ld_kv, n_q, q0, H, Hkv, dh, scale, splits, ws};
         int64_t size = n_q * H * dh;
         const long merges = ss_emu_launch_count("ss_k_attn_kv_merge");
         CHECK(both_orders(run_akv, &c, &z, &size, 1));
@@ -998,8 +1000,59 @@ TEST(kernel_attention_kv_split_vs_cpu) {
     CHECK(ss_cuda_attention_kv_ws(1, INT64_MAX - 1, 1, 64, 2) == -1);
     /* a split without its workspace, or beyond the grid's 65535, is refused */
     float buf[64];
-    CHECK(ss_cuda_attention_kv(buf, buf, 16, buf, buf, 8, 1, 63, 4, 1, 4, 1.f, 2, NULL, NULL) == 1);
-    CHECK(ss_cuda_attention_kv(buf, buf, 16, buf, buf, 8, 1, 63, 4, 1, 4, 1.f, 65536, buf, NULL) == 1);
+    CHECK(ss_cuda_attention_kv(buf, buf, 16, buf, buf, SS_CUDA_F32, 8, 1, 63, 4, 1, 4, 1.f, 2, NULL, NULL) == 1);
+    CHECK(ss_cuda_attention_kv(buf, buf, 16, buf, buf, SS_CUDA_F32, 8, 1, 63, 4, 1, 4, 1.f, 65536, buf, NULL) == 1);
+}
+
+/* A 16-bit model's cache (bf16, fp16: half the bytes of fp32) read by the
+ * same kernel, one block and the keys split (forced), against the CPU op
+ * given the same 16-bit cache at attention's tolerance; the CPU op on the
+ * 16-bit cache is, bit for bit, the op on its exact fp32 widening (the
+ * reference widens and does nothing else). GQA groups of 1, 2 and 4, odd dh
+ * (7, 33) up to 256, 1000 keys in 7 splits, a prompt's 40 rows in 2. A dtype
+ * outside the three is refused by both. */
+TEST(kernel_attention_kv_16bit_vs_cpu) {
+    const ss_backend *be = ss_backend_cpu();
+    struct { int64_t n_q, q0, H, Hkv, dh, splits; } cases[] = {
+        {1, 200, 4, 2, 64, 1}, {1, 200, 4, 2, 64, 3}, {5, 37, 6, 3, 80, 4}, {33, 0, 2, 1, 7, 2},
+        {1, 999, 8, 2, 16, 7}, {40, 0, 2, 2, 8, 2},   {2, 40, 2, 1, 256, 2}, {3, 130, 8, 2, 33, 1},
+    };
+    const int dts[] = {SS_WDTYPE_BF16, SS_WDTYPE_F16};
+    for (int di = 0; di < 2; di++)
+        for (int ci = 0; ci < (int)(sizeof cases / sizeof cases[0]); ci++) {
+            const int dt = dts[di];
+            const int64_t n_q = cases[ci].n_q, q0 = cases[ci].q0, H = cases[ci].H, Hkv = cases[ci].Hkv,
+                          dh = cases[ci].dh, splits = cases[ci].splits, nk = q0 + n_q, ld_q = (H + 2 * Hkv) * dh,
+                          ld_kv = 2 * Hkv * dh, size = n_q * H * dh;
+            float *q = ss_test_rvec(n_q * ld_q, 270 + (unsigned)ci, 2.5f), *kv = ss_test_rvec(nk * ld_kv, 290 + (unsigned)ci, 2.5f);
+            uint16_t *kv16 = malloc((size_t)(nk * ld_kv) * sizeof(uint16_t));
+            for (int64_t i = 0; i < nk * ld_kv; i++) {
+                kv16[i] = dt == SS_WDTYPE_BF16 ? ss_f32_to_bf16(kv[i]) : ss_f32_to_f16(kv[i]);
+                kv[i] = dt == SS_WDTYPE_BF16 ? ss_bf16_to_f32(kv16[i]) : ss_f16_to_f32(kv16[i]); /* the widening */
+            }
+            float *z = ss_test_fvec(size, 0), *zr = ss_test_fvec(size, 0), *zw = ss_test_fvec(size, 0);
+            const int64_t nws = ss_cuda_attention_kv_ws(n_q, q0, H, dh, splits);
+            float *ws = nws ? malloc((size_t)nws * sizeof(float)) : NULL;
+            const float scale = (float)(1.0 / sqrt((double)dh));
+            CHECK_OK(be->attention_kv(be, zr, q, ld_q, kv16, kv16 + Hkv * dh, dt, ld_kv, n_q, q0, H, Hkv, dh, scale));
+            CHECK_OK(be->attention_kv(be, zw, q, ld_q, kv, kv + Hkv * dh, SS_WDTYPE_F32, ld_kv, n_q, q0, H, Hkv, dh, scale));
+            CHECK(memcmp(zr, zw, (size_t)size * sizeof(float)) == 0);
+            akv_ctx c = {z, q, kv16, kv16 + Hkv * dh, dt, ld_q, ld_kv, n_q, q0, H, Hkv, dh, scale, splits, ws};
+            int64_t sz = size;
+            CHECK(both_orders(run_akv, &c, &z, &sz, 1));
+            char nm[120];
+            snprintf(nm, sizeof nm, "attention_kv %s splits %lld n_q=%lld q0=%lld H=%lld Hkv=%lld dh=%lld",
+                     dt == SS_WDTYPE_BF16 ? "bf16" : "fp16", (long long)splits, (long long)n_q, (long long)q0,
+                     (long long)H, (long long)Hkv, (long long)dh);
+            CHECK(ss_test_compare(nm, z, zr, size, 1e-5, 1e-4) == 0);
+            free(q); free(kv); free(kv16); free(z); free(zr); free(zw); free(ws);
+        }
+    float buf[64];
+    CHECK(ss_cuda_attention_kv(buf, buf, 16, buf, buf, 3, 8, 1, 0, 4, 1, 4, 1.f, 1, NULL, NULL) == 1);
+    CHECK(ss_cuda_attention_kv(buf, buf, 16, buf, buf, -1, 8, 1, 0, 4, 1, 4, 1.f, 1, NULL, NULL) == 1);
+    ss_status st = be->attention_kv(be, buf, buf, 16, buf, buf, 3, 8, 1, 0, 4, 1, 4, 1.f);
+    CHECK(st == SS_ERR_ARG);
+    ss_error_clear();
 }
 
 /* ---- batch covariance: column means, lower-triangular X^T X ------------ */
