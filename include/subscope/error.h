@@ -8,6 +8,10 @@
 #ifndef SUBSCOPE_ERROR_H
 #define SUBSCOPE_ERROR_H
 
+/* The message buffer's size, its NUL included: a copy of a message (kept over
+ * a call that may set another) fits whole in a buffer of this size. */
+#define SS_ERROR_MAX 2048
+
 #ifdef __cplusplus
 extern "C" {
 #endif

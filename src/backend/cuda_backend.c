@@ -2165,7 +2165,7 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
     if (!st && cublasCreate(&c->blas) != CUBLAS_STATUS_SUCCESS)
         st = ss_errorf(SS_ERR_IO, "%s (%s): cuBLAS could not be initialised", c->name, c->device_name);
     if (st && *address_limit_hint()) {
-        char msg[2048]; /* the message is rewritten from a copy: ss_errorf writes where ss_last_error points */
+        char msg[SS_ERROR_MAX]; /* the message is rewritten from a copy: ss_errorf writes where ss_last_error points */
         snprintf(msg, sizeof msg, "%s", ss_last_error());
         st = ss_errorf(st, "%s%s", msg, address_limit_hint());
     }

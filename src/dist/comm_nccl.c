@@ -531,7 +531,7 @@ ss_status ss_comm_nccl_open(ss_comm *boot, const char *rdv_dir, ss_comm **out) {
     ss_status st = nccl_open(c, boot, rdv_dir);
     m->boot = boot; /* only now: until the NCCL side exists, errors must not abort through it */
     if (st) {
-        char keep[2048]; /* the whole message (src/util/error.c keeps it under 2 KiB), reason and all */
+        char keep[SS_ERROR_MAX]; /* the whole message, reason and all */
         snprintf(keep, sizeof keep, "%s", ss_last_error());
         ss_comm_free(c);
         return ss_errorf(st, "%s", keep);

@@ -25,7 +25,7 @@ struct ss_h5_queue {
     size_t queued, max_bytes;
     int stopping;
     ss_status err;
-    char err_msg[2048]; /* messages are thread-local: the writer's is copied here */
+    char err_msg[SS_ERROR_MAX]; /* messages are thread-local: the writer's is copied here */
 };
 
 static void *writer(void *arg) {

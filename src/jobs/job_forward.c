@@ -549,7 +549,7 @@ compute:;
     h = NULL;
 out: /* on failure: stop the writer, close what is open, then drop the temporary file */
     if (c.q) {
-        char saved[2048]; /* the queue's own message must not replace the first error's */
+        char saved[SS_ERROR_MAX]; /* the queue's own message must not replace the first error's */
         snprintf(saved, sizeof saved, "%s", ss_last_error());
         ss_h5_queue_finish(c.q);
         ss_errorf(st, "%s", saved);

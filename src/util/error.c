@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static _Thread_local char err_buf[2048];
+static _Thread_local char err_buf[SS_ERROR_MAX];
 
 /* Stores the n-byte message s. One longer than the buffer (a path of thousands of
  * characters in it) keeps its head and its end, where the reason is ("File name too
