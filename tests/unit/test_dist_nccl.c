@@ -138,6 +138,14 @@ TEST(dist_rdv_refuses_foreign_files) {
     free(raw);
     free(ours);
     free(theirs);
+    /* Unreadable (a folder in the file's place) under a folder of some 600 characters: the
+     * reason after the path is kept (copied into 256 bytes, it was cut before it). */
+    char *ld = ss_strfmt("%s/%0200d/%0200d/%0200d", d, 1, 2, 3);
+    char *mk = ld ? ss_strfmt("mkdir -p '%s/slurm-9.0.r2.ncclid'", ld) : NULL;
+    CHECK(mk && system(mk) == 0);
+    CHECK_ERR(ss_rendezvous_wait(ld, "slurm-9.0.r2", 3, got, sizeof got, 0.2), SS_ERR_IO, "0003/slurm-9.0.r2.ncclid: is a folder, not a file");
+    free(mk);
+    free(ld);
     rmdir_all(d);
 }
 
