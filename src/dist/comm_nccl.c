@@ -370,7 +370,7 @@ static ss_status share_id(ss_comm *boot, const char *dir, const ss_rendezvous_en
     id_msg msg;
     memset(&msg, 0, sizeof msg);
     ss_status own = SS_OK;
-    char own_msg[256] = "";
+    char own_msg[SS_ERROR_MAX] = ""; /* rank 0's message, NCCL's own account in it, kept over the broadcast */
     if (rank == 0) {
         ncclResult_t r = ncclGetUniqueId(&msg.id);
         if (r != ncclSuccess) {
@@ -432,7 +432,7 @@ static ss_status nccl_open(ss_comm *c, ss_comm *boot, const char *dir) {
     if (boot && boot->size > 1) {
         int64_t *bad = ss_calloc((size_t)boot->size, sizeof *bad, "device check");
         if (!bad) return SS_ERR_NOMEM;
-        char keep[512];
+        char keep[SS_ERROR_MAX]; /* this rank's message, kept over the allreduce */
         snprintf(keep, sizeof keep, "%s", st ? ss_last_error() : "");
         bad[boot->rank] = st != SS_OK;
         ss_status s2 = ss_comm_allreduce_i64(boot, bad, (size_t)boot->size);

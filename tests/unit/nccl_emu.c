@@ -17,7 +17,8 @@
  *
  * Test hooks (environment): SS_NCCL_EMU_STALL=init|send (that step never
  * completes), SS_NCCL_EMU_DEVICES (visible devices, default 8),
- * SS_NCCL_EMU_FAIL_ID=1 (ncclGetUniqueId fails). */
+ * SS_NCCL_EMU_FAIL_ID=1 (ncclGetUniqueId fails), SS_NCCL_EMU_LAST_ERROR (what
+ * ncclGetLastError says, default ""). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -179,7 +180,8 @@ static const char *ncclGetErrorString(ncclResult_t r) {
 }
 static const char *ncclGetLastError(ncclComm_t c) {
     (void)c;
-    return "";
+    const char *e = getenv("SS_NCCL_EMU_LAST_ERROR");
+    return e ? e : "";
 }
 static ncclResult_t ncclGetVersion(int *v) {
     *v = 22809;

@@ -291,6 +291,14 @@ TEST(dist_nccl_bootstrap_failures) {
     unsetenv("SS_NCCL_EMU_DEVICES");
     setenv("SS_NCCL_EMU_FAIL_ID", "1", 1);
     CHECK_ERR(ss_comm_open(&c), SS_ERR_IO, "ncclGetUniqueId failed on rank 0");
+    /* NCCL's own account, of 300 characters, is kept to its end (copied into 256 bytes, it was cut) */
+    char last[301];
+    memset(last, 'x', 290);
+    strcpy(last + 290, " the end.");
+    setenv("SS_NCCL_EMU_LAST_ERROR", last, 1);
+    CHECK_ERR(ss_comm_open(&c), SS_ERR_IO, "emulated NCCL error: xxxx");
+    CHECK(strstr(ss_last_error(), "x the end."));
+    unsetenv("SS_NCCL_EMU_LAST_ERROR");
     unsetenv("SS_NCCL_EMU_FAIL_ID");
     setenv("SUBSCOPE_DIST", "gloo", 1);
     CHECK_ERR(ss_comm_open(&c), SS_ERR_ARG, "SUBSCOPE_DIST=gloo: use auto");
