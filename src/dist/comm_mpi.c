@@ -146,7 +146,7 @@ struct ss_comm_req {
     size_t bytes;
     double deadline; /* posted + timeout */
     ss_status st;
-    char msg[512];
+    char msg[SS_ERROR_MAX]; /* the failure's message, copied from the sender thread's */
     struct ss_comm_req *next; /* in the queue, then in the thread's list of sends in flight */
     MPI_Request rq[];
 };
