@@ -39,22 +39,27 @@ static int run_info_dist(cli_cmd *cmd) {
     if (st) return cli_fail(cmd, st);
     const int rank = ss_comm_rank(c), size = ss_comm_size(c);
     ss_backend *be = NULL;
-    char dev[400];
+    char dev[SS_ERROR_MAX + 16]; /* with an error's message, which may name a long path */
     /* The device `--device auto` would give this rank. */
     if ((st = ss_backend_open("auto", &(ss_backend_opts){0}, &be))) snprintf(dev, sizeof dev, "none (%s)", ss_last_error());
     else snprintf(dev, sizeof dev, "%s (%s)", be->name, be->description);
     if (be) ss_backend_close(be);
     const char *cvd = getenv("CUDA_VISIBLE_DEVICES");
-    char line[1400], cuda[400];
+    char cuda[SS_ERROR_MAX + 16];
     /* A device communicator (nccl) names the GPU its messages go through. */
     const char *cdev = ss_comm_device_name(c, rank);
-    snprintf(line, sizeof line, "rank %-4d host %s  pid %ld  threads %d  device %s%s%s%s%s  cuda %s\n", rank,
-             ss_comm_host(c, rank), (long)getpid(), ss_num_threads(), dev, *cdev ? "  comm-device " : "", cdev,
-             cvd ? "  CUDA_VISIBLE_DEVICES=" : "", cvd ? cvd : "", ss_backend_cuda_status(cuda, sizeof cuda));
+    char *line = ss_strfmt("rank %-4d host %s  pid %ld  threads %d  device %s%s%s%s%s  cuda %s\n", rank,
+                           ss_comm_host(c, rank), (long)getpid(), ss_num_threads(), dev, *cdev ? "  comm-device " : "", cdev,
+                           cvd ? "  CUDA_VISIBLE_DEVICES=" : "", cvd ? cvd : "", ss_backend_cuda_status(cuda, sizeof cuda));
     char *all = NULL;
     size_t *counts = rank == 0 ? calloc((size_t)size, sizeof *counts) : NULL;
-    if (rank == 0 && !counts) return cli_fail(cmd, ss_comm_check(c, ss_errorf(SS_ERR_NOMEM, "out of memory")));
+    if (!line || (rank == 0 && !counts)) {
+        free(line);
+        free(counts);
+        return cli_fail(cmd, ss_comm_check(c, ss_errorf(SS_ERR_NOMEM, "out of memory")));
+    }
     st = ss_comm_gatherv(c, line, strlen(line), (void **)&all, counts);
+    free(line);
     if (st) {
         free(counts);
         return cli_fail(cmd, ss_comm_check(c, st));

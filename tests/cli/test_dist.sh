@@ -38,6 +38,10 @@ if [ -e "$(dirname "$SUBSCOPE")/libsubscope-cuda.so" ]; then
     out=$(SUBSCOPE_PLUGIN_DIR=/nonexistent "$SUBSCOPE" info --dist 2>&1)
     printf '%s' "$out" | grep -q "cuda unavailable: /nonexistent/libsubscope-cuda.so: not found" &&
         pass "info --dist: a missing CUDA plugin is named" || fail "info --dist, no plugin" "$out"
+    # under a folder of 1000 characters, the reason after it is kept (cut at 400 bytes before)
+    out=$(SUBSCOPE_PLUGIN_DIR="/nonexistent/$(printf '%01000d' 0)" "$SUBSCOPE" info --dist 2>&1)
+    printf '%s' "$out" | grep -q "0000/libsubscope-cuda.so: not found; .*SUBSCOPE_PLUGIN_DIR names another directory)\$" &&
+        pass "info --dist: a missing CUDA plugin under a long folder is named, reason and all" || fail "info --dist, no plugin, long folder" "$out"
 else
     printf '%s' "$out" | grep -q "cuda not in this build" && pass "info --dist: no CUDA in this build" || fail "info --dist cuda" "$out"
 fi
