@@ -1669,10 +1669,13 @@ static ss_status cu_apply_masks(const ss_backend *be, const ss_mask_program *pro
 static ss_status cu_workspace(const ss_backend *be, size_t floats, const char *what, float **out) {
     cuda_impl *c = IMPL(be);
     if (floats > c->ws_cap) {
+        size_t bytes = 0;
+        if (!ss_mul_ok(floats, sizeof(float), &bytes))
+            return ss_errorf(SS_ERR_NOMEM, "%s: %s: %zu floats do not fit in a size in bytes", be->name, what, floats);
         if (c->ws) cu_release(be, c->ws);
         c->ws = NULL;
         c->ws_cap = 0;
-        SS_TRY(cu_alloc(be, floats * sizeof(float), what, (void **)&c->ws));
+        SS_TRY(cu_alloc(be, bytes, what, (void **)&c->ws));
         c->ws_cap = floats;
     }
     *out = c->ws;

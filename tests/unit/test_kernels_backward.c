@@ -491,6 +491,30 @@ TEST(cuda_bwd_rmsnorm_vs_reference) {
         }
 }
 
+/* A workspace past size_t's bytes (2^62 rows: 2^62 floats, 2^64 bytes) is refused naming it;
+ * its byte count wrapped to 0 before, a 1-byte block was taken as its 2^62 floats and kept
+ * as the capacity of the next calls. The next call of a fitting size is right. */
+TEST(cuda_bwd_workspace_past_size_t_is_refused) {
+    const ss_backend *be = gpu(), *cpu = ss_backend_cpu();
+    CHECK(be && be->rmsnorm_backward);
+    if (!be) return;
+    float none[1] = {0};
+    CHECK_ERR(be->rmsnorm_backward(be, none, none, none, none, none, (int64_t)1 << 62, 1, 1e-5f), SS_ERR_NOMEM,
+              "rmsnorm_backward workspace");
+    CHECK(strstr(ss_last_error(), "4611686018427387904 floats"));
+    const int64_t rows = 40, d = 37, n = rows * d;
+    float *x = ss_test_rvec(n, 16, 1.f), *dy = ss_test_rvec(n, 17, 1.1f), *w = ss_test_rvec(d, 18, 1.f);
+    float *gdx = ss_test_fvec(n, 0), *gdw = ss_test_fvec(d, 0), *cdx = ss_test_fvec(n, 0), *cdw = ss_test_fvec(d, 0);
+    float *ddx = dev_put(gdx, (size_t)n * 4), *ddw = dev_put(gdw, (size_t)d * 4), *ddy = dev_put(dy, (size_t)n * 4),
+          *dxx = dev_put(x, (size_t)n * 4), *dwt = dev_put(w, (size_t)d * 4);
+    CHECK_OK(be->rmsnorm_backward(be, ddx, ddw, ddy, dxx, dwt, rows, d, 1e-5f));
+    CHECK_OK(be->download(be, gdw, ddw, (size_t)d * 4));
+    CHECK_OK(cpu->rmsnorm_backward(cpu, cdx, cdw, dy, x, w, rows, d, 1e-5f));
+    CHECK(ss_test_compare("rmsnorm_backward dw after the refusal", gdw, cdw, d, 2e-5, 1e-5) == 0);
+    dev_free(ddx), dev_free(ddw), dev_free(ddy), dev_free(dxx), dev_free(dwt);
+    free(x), free(dy), free(w), free(gdx), free(gdw), free(cdx), free(cdw);
+}
+
 typedef struct { float *dgu; const float *dy, *gu; int64_t rows, dm; } swb_ctx;
 static ss_status op_swb(void *v) {
     swb_ctx *c = v;
