@@ -174,7 +174,8 @@ int ss_parallel_width(void);
 
 /* Grows the array *pp (a pointer to the array pointer; elem-byte items, *cap of
  * them) to hold at least need, doubling; 1 on success, 0 on overflow or no memory
- * (the array is then unchanged). */
+ * (the array is then unchanged; no memory: ss_realloc's message, after the CPU backend's kept
+ * blocks were given back and it was tried again). */
 int ss_grow(void *pp, size_t *cap, size_t need, size_t elem);
 
 /* A growing text buffer, NUL-terminated after every call (p is NULL while

@@ -246,7 +246,7 @@ static void attnb_task(void *vctx, int64_t task) {
     attnb_ctx *c = vctx;
     const int64_t Hkv = c->H / c->group, s = task / Hkv, hk = task % Hkv, n = c->len[s], r0 = c->start[s], dh = c->dh;
     const int64_t dmodel = c->H * dh;
-    float *kt = malloc((size_t)(2 * dh * n + 2 * n) * sizeof(float));
+    float *kt = ss_malloc((size_t)(2 * dh * n + 2 * n) * sizeof(float), "attention backward scratch"); /* as attn_task's */
     if (!kt) {
         atomic_store(&c->failed, 1);
         return;

@@ -234,7 +234,7 @@ static void bf16_part(void *vctx, int64_t p) {
     bf16_ctx *c = vctx;
     if (bf16_panel_n < c->panel) {
         free(bf16_panel);
-        bf16_panel_n = (bf16_panel = malloc((size_t)c->panel * sizeof(float))) ? c->panel : 0;
+        bf16_panel_n = (bf16_panel = ss_malloc((size_t)c->panel * sizeof(float), "bf16 panel")) ? c->panel : 0; /* as attn_task's */
         if (!bf16_panel) {
             atomic_store(&c->nomem, 1);
             return;
@@ -519,9 +519,11 @@ static void attn_task(void *vctx, int64_t task) {
     /* nq queries, the first at key position q0, against n keys */
     int64_t nq = c->len[s], r0 = c->start[s], dmodel = c->H * c->dh, dh = c->dh;
     const int64_t q0 = c->q0, n = q0 + nq, ldkv = c->ld_kv ? c->ld_kv : c->ld;
-    /* a 16-bit cache's values are widened into vw [n, dh] too (ldv dh) */
+    /* a 16-bit cache's values are widened into vw [n, dh] too (ldv dh); ss_malloc on a pool thread:
+     * its retry (the kept blocks given back: the cache's lock is not held here) helps; its message
+     * stays on this thread, the op reports the failure */
     const int wide = c->kvdt != SS_WDTYPE_F32;
-    float *kt = malloc((size_t)(dh * n + n + dh + (wide ? n * dh : 0)) * sizeof(float));
+    float *kt = ss_malloc((size_t)(dh * n + n + dh + (wide ? n * dh : 0)) * sizeof(float), "attention scratch");
     if (!kt) {
         atomic_store(&((attn_ctx *)vctx)->failed, 1);
         return;

@@ -315,11 +315,11 @@ static int run_tokenize(cli_cmd *cmd) {
             return cli_fail(cmd, st);
         }
         const ss_json *r = ss_json_root(doc);
-        int32_t *ids = malloc((r->len + 1) * sizeof *ids);
+        int32_t *ids = ss_malloc((r->len + 1) * sizeof *ids, "--text's token ids");
         if (r->type != SS_JSON_ARRAY) {
             st = ss_errorf(SS_ERR_ARG, "--text must be a JSON array of token ids, e.g. [464, 3290]");
         } else if (!ids) {
-            st = ss_errorf(SS_ERR_NOMEM, "out of memory");
+            st = SS_ERR_NOMEM;
         } else {
             for (size_t i = 0; i < r->len && !st; i++) {
                 if (r->items[i].type != SS_JSON_NUMBER || !r->items[i].is_int || r->items[i].i < 0 || r->items[i].i > INT32_MAX)
@@ -444,8 +444,8 @@ static int run_predict(cli_cmd *cmd) {
         for (int64_t v = 0; v < V; v++) sum += exp((double)lg[v] - mx);
         if (topk > V) topk = V;
         /* Selection by repeated scans: K is small next to the vocabulary. */
-        char *taken = calloc((size_t)V, 1);
-        if (!taken) { st = ss_errorf(SS_ERR_NOMEM, "out of memory"); goto out; }
+        char *taken = ss_calloc((size_t)V, 1, "the vocabulary's taken marks");
+        if (!taken) { st = SS_ERR_NOMEM; goto out; }
         printf("%-5s %-8s %-10s %-9s %s\n", "rank", "id", "prob", "logit", "token");
         for (int64_t k = 0; k < topk; k++) {
             int64_t best = -1;
@@ -464,8 +464,8 @@ static int run_predict(cli_cmd *cmd) {
         free(taken);
     } else {
         int32_t eos = ss_tokenizer_eos_id(m->tok);
-        ids = malloc((size_t)(n + gen) * sizeof *ids);
-        if (!ids) { st = ss_errorf(SS_ERR_NOMEM, "out of memory"); goto out; }
+        ids = ss_malloc((size_t)(n + gen) * sizeof *ids, "the prompt and its continuation");
+        if (!ids) { st = SS_ERR_NOMEM; goto out; }
         memcpy(ids, p->items[0].tokens, (size_t)n * sizeof *ids);
         /* The keys and values of the positions run so far are kept (on backends
          * with attention_kv), so that each new token runs alone through the

@@ -31,8 +31,8 @@ static void print_quoted(FILE *out, const char *s, size_t n) {
 /* For each shown prompt: its last token and the model's top guess for the next one. */
 static ss_status show_predictions(ss_h5_reader *r, FILE *out, const ss_tokenizer *tok, int64_t N, int64_t T,
                                   int64_t V, const int32_t *tokens, const int32_t *lens, int64_t max_prompts) {
-    float *row = malloc((size_t)V * sizeof(float));
-    if (!row) return ss_errorf(SS_ERR_NOMEM, "out of memory");
+    float *row = ss_malloc((size_t)V * sizeof(float), "a row of logits");
+    if (!row) return SS_ERR_NOMEM;
     fprintf(out, "\nnext-token predictions (top guess after each prompt's last token):\n");
     for (int64_t i = 0; i < N && i < max_prompts; i++) {
         int64_t st_[3] = {i, lens[i] - 1, 0}, ct[3] = {1, 1, V};
@@ -74,9 +74,9 @@ static ss_status show_predictions(ss_h5_reader *r, FILE *out, const ss_tokenizer
 static ss_status show_neurons(ss_h5_reader *r, FILE *out, const char *path, const ss_h5_info *in,
                               const int32_t *lens) {
     int64_t N = in->dims[0], T = in->dims[1], D = in->dims[2];
-    float *blk = malloc((size_t)(T * D) * sizeof(float));
-    double *mean = calloc((size_t)D, sizeof(double));
-    if (!blk || !mean) { free(blk); free(mean); return ss_errorf(SS_ERR_NOMEM, "out of memory"); }
+    float *blk = ss_malloc((size_t)(T * D) * sizeof(float), "a prompt's activations");
+    double *mean = blk ? ss_calloc((size_t)D, sizeof(double), "neuron means") : NULL;
+    if (!blk || !mean) { free(blk); return SS_ERR_NOMEM; }
     int64_t count = 0;
     for (int64_t i = 0; i < N; i++) {
         int64_t s[3] = {i, 0, 0}, c[3] = {1, T, D};
@@ -164,9 +164,9 @@ static ss_status show_attributions(ss_h5_reader *r, FILE *out, const char *path,
         }
         if (per <= 0 || in.dims[0] < 1) continue;
         for (int d = lead; d < in.ndim; d++) width *= in.dims[d];
-        float *blk = malloc((size_t)per * sizeof(float));
-        double *sum = calloc((size_t)width, sizeof(double));
-        if (!blk || !sum) { free(blk); free(sum); return ss_errorf(SS_ERR_NOMEM, "out of memory"); }
+        float *blk = ss_malloc((size_t)per * sizeof(float), paths[i]);
+        double *sum = blk ? ss_calloc((size_t)width, sizeof(double), paths[i]) : NULL;
+        if (!blk || !sum) { free(blk); return SS_ERR_NOMEM; }
         int64_t start[4] = {0, 0, 0, 0}, count[4] = {1, 0, 0, 0};
         for (int d = 1; d < in.ndim; d++) count[d] = in.dims[d];
         int any = 0;
@@ -210,8 +210,8 @@ static ss_status show_patch_effects(ss_h5_reader *r, FILE *out, const char *path
             return ss_errorf(SS_ERR_FORMAT, "%s: %s is not [pair, piece]", path, paths[i]);
         }
         const int64_t P = in.dims[0], W = in.dims[1];
-        double *mean = malloc((size_t)W * sizeof(double));
-        if (!mean) { free(eff); return ss_errorf(SS_ERR_NOMEM, "out of memory"); }
+        double *mean = ss_malloc((size_t)W * sizeof(double), paths[i]);
+        if (!mean) { free(eff); return SS_ERR_NOMEM; }
         for (int64_t u = 0; u < W; u++) {
             double s = 0;
             int64_t c = 0;

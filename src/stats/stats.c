@@ -41,7 +41,7 @@ ss_status ss_moments_init(ss_moments *m, int64_t d, int want_m2) {
     if (want_m2) {
         /* calloc: at d = 16384 this is 2 GiB and the kernel hands out zero
          * pages lazily, so an unused upper triangle costs no memory. */
-        m->m2 = calloc((size_t)d * (size_t)d, sizeof(double));
+        m->m2 = ss_calloc((size_t)d * (size_t)d, sizeof(double), "moments: co-moment matrix");
         if (!m->m2) {
             char sz[32];
             fmt_bytes(sz, sizeof sz, (double)dd);
@@ -336,9 +336,9 @@ static ss_status lapack_top(double *a, int64_t d, int64_t k, double *values, dou
     int n = (int)d, lda = n, ldz = n, il = (int)(d - k + 1), iu = n, found = 0, info = 0;
     double vl = 0, vu = 0, abstol = 0, wq = 0;
     int iwq = 0, lwork = -1, liwork = -1;
-    double *w = malloc((size_t)d * sizeof(double));
-    double *z = malloc((size_t)d * (size_t)k * sizeof(double));
-    int *isuppz = malloc(2 * (size_t)k * sizeof(int));
+    double *w = ss_malloc((size_t)d * sizeof(double), "pca: eigenvalues");
+    double *z = ss_malloc((size_t)d * (size_t)k * sizeof(double), "pca: eigenvectors");
+    int *isuppz = ss_malloc(2 * (size_t)k * sizeof(int), "pca: eigenvector supports");
     double *work = NULL;
     int *iwork = NULL;
     ss_status st = SS_OK;
@@ -354,8 +354,8 @@ static ss_status lapack_top(double *a, int64_t d, int64_t k, double *values, dou
     }
     lwork = (int)wq + 1;
     liwork = iwq;
-    work = malloc((size_t)lwork * sizeof(double));
-    iwork = malloc((size_t)liwork * sizeof(int));
+    work = ss_malloc((size_t)lwork * sizeof(double), "pca: dsyevr workspace");
+    iwork = ss_malloc((size_t)liwork * sizeof(int), "pca: dsyevr workspace");
     if (!work || !iwork) {
         st = ss_errorf(SS_ERR_NOMEM, "pca: out of memory for dsyevr workspace (%d doubles)", lwork);
         goto out;
@@ -393,7 +393,7 @@ static ss_status lapack_args(const double *sym, int64_t d, int64_t k, const doub
 ss_status ss_pca_top_lapack(const double *sym, int64_t d, int64_t k, double *values, double *vectors) {
     SS_TRY(lapack_args(sym, d, k, values, vectors));
     size_t dd = (size_t)d * (size_t)d;
-    double *a = malloc(dd * sizeof(double));
+    double *a = ss_malloc(dd * sizeof(double), "pca: copy of the matrix");
     if (!a) {
         char sz[32];
         fmt_bytes(sz, sizeof sz, (double)dd * sizeof(double));
@@ -434,9 +434,9 @@ ss_status ss_pca_top_jacobi(const double *sym, int64_t d, int64_t k, double *val
                          "('make deps' installs OpenBLAS)",
                          (long long)d, SS_JACOBI_MAX_D);
     size_t dd = (size_t)d * (size_t)d;
-    double *a = malloc(dd * sizeof(double));
-    double *vt = malloc(dd * sizeof(double)); /* row p = eigenvector p */
-    val_idx *order = malloc((size_t)d * sizeof *order);
+    double *a = ss_malloc(dd * sizeof(double), "pca: Jacobi matrix");
+    double *vt = ss_malloc(dd * sizeof(double), "pca: Jacobi vectors"); /* row p = eigenvector p */
+    val_idx *order = ss_malloc((size_t)d * sizeof *order, "pca: Jacobi order");
     ss_status st = SS_OK;
     if (!a || !vt || !order) {
         char sz[32];

@@ -563,7 +563,7 @@ int ss_grow(void *pp, size_t *cap, size_t need, size_t elem) {
         if (nc > SIZE_MAX / 2 / elem) return 0;
         nc *= 2;
     }
-    void *np = realloc(*p, nc * elem);
+    void *np = ss_realloc(*p, nc * elem, "a growing array"); /* the kept blocks give way to it */
     if (!np) return 0;
     *p = np;
     *cap = nc;

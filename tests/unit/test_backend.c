@@ -7,6 +7,7 @@
 
 #include "../../src/backend/cpu_internal.h"
 #include "subscope/backend.h"
+#include "subscope/stats.h"
 #include "subscope/util.h"
 #include "test.h"
 
@@ -521,6 +522,28 @@ TEST(cpu_released_blocks_are_reused) {
  * ss_malloc, ss_calloc or ss_realloc of 64 MiB is made once the block is given back (collect's
  * covariance after its passes failed so). In a child: the limit is the process's. Not under
  * AddressSanitizer, whose allocator does not return NULL. */
+/* In a child: keeps a block of big bytes and limits the address space to the child's now (the
+ * kept block's included) and half of big, so that a second block of big fits only once the kept
+ * one is given back. 0, or the child's exit status (8: the hard limit leaves no room). */
+static int keep_under_limit(size_t big) {
+    const ss_backend *be = ss_backend_cpu();
+    long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f || fscanf(f, "%ld", &pages) != 1) return 3;
+    fclose(f);
+    void *p;
+    if (be->alloc(be, big, "kept", &p)) return 4;
+    memset(p, 1, big);
+    be->release(be, p);
+    if (ss_cpu_cached_bytes() < big) return 5;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl)) return 6;
+    rl.rlim_cur = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + big + (big >> 1);
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_cur > rl.rlim_max) return 8;
+    if (setrlimit(RLIMIT_AS, &rl)) return 6;
+    return 0;
+}
+
 TEST(cpu_kept_blocks_give_way_to_a_failed_allocation) {
     const size_t big = (size_t)64 << 20;
     int fds[2];
@@ -531,21 +554,9 @@ TEST(cpu_kept_blocks_give_way_to_a_failed_allocation) {
         dup2(fds[1], 2);
         close(fds[0]);
         const ss_backend *be = ss_backend_cpu();
-        long pages = 0;
-        FILE *f = fopen("/proc/self/statm", "r");
-        if (!f || fscanf(f, "%ld", &pages) != 1) _exit(3);
-        fclose(f);
         void *p;
-        if (be->alloc(be, big, "kept", &p)) _exit(4);
-        memset(p, 1, big);
-        be->release(be, p);
-        if (ss_cpu_cached_bytes() < big) _exit(5);
-        /* the address space now (the kept block's included) and 32 MiB, under the hard limit */
-        struct rlimit rl;
-        if (getrlimit(RLIMIT_AS, &rl)) _exit(6);
-        rl.rlim_cur = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + big + (big >> 1);
-        if (rl.rlim_max != RLIM_INFINITY && rl.rlim_cur > rl.rlim_max) _exit(8);
-        if (setrlimit(RLIMIT_AS, &rl)) _exit(6);
+        const int kept = keep_under_limit(big);
+        if (kept) _exit(kept);
         for (int which = 0; which < 3; which++) {
             void *q = which == 0 ? ss_malloc(big, "test") : which == 1 ? ss_calloc(1, big, "test")
                                                                         : ss_realloc(NULL, big, "test");
@@ -559,6 +570,38 @@ TEST(cpu_kept_blocks_give_way_to_a_failed_allocation) {
             if (be->alloc(be, big, "kept", &p)) _exit(7); /* a block kept again for the next */
             be->release(be, p);
         }
+        _exit(0);
+    }
+    close(fds[1]);
+    char buf[8192];
+    const int status = ss_test_child_wait(pid, fds[0], buf, sizeof buf);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 8) {
+        printf("\n    not run: the hard address-space limit leaves no room for the test");
+        return;
+    }
+    CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d: %.300s", status, buf);
+}
+
+/* The library's own large host buffers give way too: collect's fp64 co-moment matrix (d x d)
+ * was a plain calloc, refused beside a kept block with no retry. */
+TEST(cpu_kept_blocks_give_way_to_the_co_moment_matrix) {
+    const size_t big = (size_t)64 << 20;
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        close(fds[0]);
+        const int kept = keep_under_limit(big);
+        if (kept) _exit(kept);
+        ss_moments m;
+        memset(&m, 0, sizeof m);
+        if (ss_moments_init(&m, 2896, 1)) { /* 2896^2 doubles: 64.0 MiB */
+            fprintf(stderr, "ss_moments_init failed: %s\n", ss_last_error());
+            _exit(1);
+        }
+        ss_moments_free(&m);
         _exit(0);
     }
     close(fds[1]);
