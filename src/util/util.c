@@ -143,7 +143,8 @@ static void tmp_on_signal(int sig) {
 static void tmp_install(void) {
     static atomic_int installed;
     if (atomic_exchange(&installed, 1)) return;
-    const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+    /* SIGPIPE too: ss_signals_hold holds it, and one sent to the process goes to any thread */
+    const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE};
     for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
         struct sigaction old, sa = {0};
         if (sigaction(sigs[i], NULL, &old) || old.sa_handler != SIG_DFL) continue; /* ignored or someone's */

@@ -1,7 +1,7 @@
 /* LD_PRELOAD shim for the CLI tests of a job that puts more than one file in place: rename(2)
  * as the C library's, and after the first one that succeeds onto a path ending in
  * SS_SHIM_RENAME_MATCH (any path when unset), the signal named by SS_SHIM_RENAME_SIGNAL
- * ("TERM", "INT", "HUP", "QUIT") is sent to the process, as kill(1) sends it (to the process,
+ * ("TERM", "INT", "HUP", "QUIT", "PIPE") is sent to the process, as kill(1) sends it (to the process,
  * not to the thread: whichever thread does not block it takes it), and a line on stderr says
  * so, so that a test can tell that it came between the job's renames; then it waits 0.2 s, in
  * which a thread that took the signal and acted on it would have stopped the process before the
@@ -24,7 +24,7 @@ int rename(const char *from, const char *to) {
     const size_t n = strlen(to), m = match ? strlen(match) : 0;
     if (rc != 0 || fired || !name || m > n || (match && strcmp(to + n - m, match))) return rc;
     const int sig = !strcmp(name, "TERM") ? SIGTERM : !strcmp(name, "INT") ? SIGINT : !strcmp(name, "HUP") ? SIGHUP
-                  : !strcmp(name, "QUIT") ? SIGQUIT : 0;
+                  : !strcmp(name, "QUIT") ? SIGQUIT : !strcmp(name, "PIPE") ? SIGPIPE : 0;
     if (!sig) return rc;
     fired = 1;
     fprintf(stderr, "rename_signal: SIG%s after renaming %s\n", name, to);
