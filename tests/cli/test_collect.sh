@@ -177,6 +177,30 @@ elif [ $rc = 143 ] && [ -z "$left" ] && "$H5CMP" --quiet --atol 0 --rtol 0 --onl
     pass "SIGTERM between collect's result and its checkpoint's removal: exit 143, the result whole, no checkpoint"
 else fail "SIGTERM between collect's result and its checkpoint's removal" "exit $rc (want 143), left: $left"; fi
 
+# Stopped by SIGTERM or SIGINT in the middle of a long run (after its first checkpoint): it ends at
+# once with the signal's status, leaving the checkpoint and neither the output nor a temporary.
+for i in $(seq 1 10); do cat "$TMP/big.jsonl"; done >"$TMP/long.jsonl"
+set -m # background jobs keep SIGINT's default action
+sigs=TERM
+if [ -n "$(trap -p INT)" ]; then echo "  skip: SIGINT is ignored in this test's environment (started in the background)"
+else sigs="TERM INT"; fi
+for sig in $sigs; do
+    rm -f "$TMP"/long.h5*
+    "$SUBSCOPE" collect --model $M --input "$TMP/long.jsonl" --sites "$SITES" --stats mean,cov --out "$TMP/long.h5" \
+        --checkpoint-every 64 --batch 8 2>/dev/null &
+    pid=$!
+    for _ in $(seq 1 400); do [ -e "$TMP/long.h5.ckpt" ] && break; sleep 0.05; done
+    t0=$(date +%s%N)
+    kill -$sig $pid 2>/dev/null; wait $pid 2>/dev/null; rc=$?
+    ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+    left=$(ls -A "$TMP" | grep '^long\.h5\.' | grep -v '^long\.h5\.ckpt$')
+    if [ $rc = $((128 + $(kill -l $sig))) ] && [ $ms -lt 5000 ] && [ -e "$TMP/long.h5.ckpt" ] && [ ! -e "$TMP/long.h5" ] && [ -z "$left" ]; then
+        pass "SIG$sig during a long collect: exit $rc after $ms ms, the checkpoint kept, no output or temporary"
+    else fail "SIG$sig during a long collect" "exit $rc after $ms ms, left: $(ls -A "$TMP" | grep '^long\.h5' | tr '\n' ' ')"; fi
+done
+set +m
+rm -f "$TMP"/long.*
+
 # Refusals.
 expect_fail "hook_pattern named outright is refused" "has no per-token vector" "$SUBSCOPE" collect --model $M --input $P --sites blocks.0.attn.hook_pattern --out "$TMP/x.h5"
 "$SUBSCOPE" collect --model $M --input $P --sites 'blocks.0.*' --out "$TMP/glob.h5" 2>/dev/null

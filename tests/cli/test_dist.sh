@@ -234,6 +234,26 @@ if [ -e "$TMP/k.h5.ckpt" ]; then
     [ ! -e "$TMP/k.h5.ckpt" ] && pass "checkpoint removed once the result is whole" || fail "checkpoint left behind"
 else fail "the killed job left its checkpoint"; fi
 
+# Stopped by a signal in the middle of the run (SIGTERM to rank 0, the writer; SIGINT, Ctrl-C's,
+# to rank 1): the job ends within seconds (mpirun stops the other rank), with no output or
+# temporary file; the temporaries' handler must not hold the rank in a blocking wait.
+for who in "0 TERM" "1 INT"; do
+    read -r rk sig <<<"$who"
+    rm -f "$TMP"/g.h5*
+    timeout 60 $MPI -np 2 "$SUBSCOPE" collect "${bopts[@]}" --out "$TMP/g.h5" >"$TMP/g.log" 2>&1 &
+    mp=$!
+    for _ in $(seq 1 300); do [ -e "$TMP/g.h5.ckpt" ] && break; sleep 0.02; done
+    r=$(rank_pid $mp $rk)
+    t0=$(date +%s)
+    [ -n "$r" ] && kill -$sig "$r"
+    wait $mp; rc=$?; dt=$(( $(date +%s) - t0 ))
+    left=$(ls -A "$TMP" | grep '^g\.h5' | grep -v '^g\.h5\.ckpt$')
+    if [ -n "$r" ] && [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $dt -le 10 ] && [ -z "$left" ]; then
+        pass "SIG$sig to rank $rk during collect -np 2: the job stops (exit $rc, ${dt}s), no output or temporary"
+    else fail "SIG$sig to rank $rk during collect -np 2" "pid '$r', exit $rc after ${dt}s, left: $left" "$(tail -n 3 "$TMP/g.log")"; fi
+done
+rm -f "$TMP"/g.h5*
+
 # A rank that hangs (stopped): rank 0 gives up after SUBSCOPE_DIST_TIMEOUT seconds and names it.
 t0=$(date +%s)
 SUBSCOPE_DIST_TIMEOUT=2 timeout 60 $MPI -np 2 "$SUBSCOPE" collect "${bopts[@]}" --out "$TMP/s.h5" >"$TMP/s.log" 2>&1 &
