@@ -61,7 +61,7 @@ typedef struct {
     ncclComm_t nccl;
     int nccl_live; /* nccl is initialised and not aborted */
     int dead;      /* aborted after an error: every later call fails at once */
-    char dead_why[300];
+    char dead_why[SS_ERROR_MAX]; /* an earlier error's whole message, NCCL's own account in it */
     cudaStream_t stream;
     int have_stream;
     void *dstage;           /* device staging buffer */
@@ -72,8 +72,10 @@ typedef struct {
 
 static nccl_impl *impl_of(ss_comm *c) { return c->impl; }
 
+/* NCCL's name for r and its last-error text, whole; this thread's buffer,
+ * valid until its next call. */
 static const char *nccl_detail(nccl_impl *m, ncclResult_t r) {
-    static char buf[400];
+    static _Thread_local char buf[SS_ERROR_MAX];
     const char *last = m && m->nccl_live ? ncclGetLastError(m->nccl) : ncclGetLastError(NULL);
     snprintf(buf, sizeof buf, "%s%s%s", ncclGetErrorString(r), last && *last ? ": " : "", last ? last : "");
     return buf;

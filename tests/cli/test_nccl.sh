@@ -52,6 +52,8 @@ api_run "MPI without the sender thread: a send that is never received is named a
     SUBSCOPE_SEND_THREAD=0
 api_run "NCCL (emulated): a rank that never sends is named, the communicator aborted" 2 dist_stall_times SUBSCOPE_DIST=nccl
 api_run "NCCL (emulated): a send that never leaves is named" 2 dist_stall_times SUBSCOPE_DIST=nccl SS_TEST_STALL=send
+api_run "NCCL (emulated): a failed ncclSend's message, NCCL's text in it, is kept whole after the abort" 2 \
+    dist_failed_nccl_send SUBSCOPE_DIST=nccl
 # Whole jobs with the NCCL communicator (its emulation) as the world: data-parallel collect and
 # forward on 2 and 3 ranks, and 2 copies of a 2-stage pipeline on 4, against one process.
 export SUBSCOPE_THREADS=1

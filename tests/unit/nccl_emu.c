@@ -17,8 +17,9 @@
  *
  * Test hooks (environment): SS_NCCL_EMU_STALL=init|send (that step never
  * completes), SS_NCCL_EMU_DEVICES (visible devices, default 8),
- * SS_NCCL_EMU_FAIL_ID=1 (ncclGetUniqueId fails), SS_NCCL_EMU_LAST_ERROR (what
- * ncclGetLastError says, default ""). */
+ * SS_NCCL_EMU_FAIL_ID=1 (ncclGetUniqueId fails), SS_NCCL_EMU_FAIL_SEND=1
+ * (ncclSend fails), SS_NCCL_EMU_LAST_ERROR (what ncclGetLastError says,
+ * default ""). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -223,6 +224,7 @@ static ncclResult_t emu_p2p(int kind, void *buf, size_t n, ncclDataType_t t, int
     return emu_busy(c, 2);
 }
 static ncclResult_t ncclSend(const void *buf, size_t n, ncclDataType_t t, int peer, ncclComm_t c, cudaStream_t s) {
+    if (getenv("SS_NCCL_EMU_FAIL_SEND")) return ncclSystemError;
     return emu_p2p(1, (void *)buf, n, t, peer, c, s);
 }
 static ncclResult_t ncclRecv(void *buf, size_t n, ncclDataType_t t, int peer, ncclComm_t c, cudaStream_t s) {

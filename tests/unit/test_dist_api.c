@@ -291,6 +291,28 @@ TEST(dist_stall_times_out) {
         CHECK_ERR(ss_comm_send(c, 1, 0, &v, sizeof v), SS_ERR_IO, "aborted after an earlier error");
 }
 
+/* Run alone under the NCCL emulation (filter "dist_failed_nccl_send"): rank
+ * 0's ncclSend fails with a last-error text of 600 characters
+ * (SS_NCCL_EMU_FAIL_SEND, SS_NCCL_EMU_LAST_ERROR). The failure and every later
+ * call's "aborted after an earlier error (...)" keep NCCL's text to its end
+ * (cut at 400 and at 300 bytes before). Elsewhere: nothing to do. */
+TEST(dist_failed_nccl_send_kept_whole) {
+    WORLD(c);
+    if (ss_comm_size(c) < 2 || ss_comm_rank(c) != 0 || strcmp(ss_comm_backend(c), "nccl")) return;
+    char last[601];
+    memset(last, 'x', 590);
+    strcpy(last + 590, " the end.");
+    setenv("SS_NCCL_EMU_LAST_ERROR", last, 1);
+    setenv("SS_NCCL_EMU_FAIL_SEND", "1", 1);
+    int64_t v = 1;
+    CHECK_ERR(ss_comm_send(c, 1, 13, &v, sizeof v), SS_ERR_IO, "ncclSend failed: emulated NCCL error: xxx");
+    CHECK_MSG(strstr(ss_last_error(), "x the end."), "error \"%s\" lost its end", ss_last_error());
+    CHECK_ERR(ss_comm_send(c, 1, 13, &v, sizeof v), SS_ERR_IO, "aborted after an earlier error");
+    CHECK_MSG(strstr(ss_last_error(), "x the end.)"), "error \"%s\" lost its end", ss_last_error());
+    unsetenv("SS_NCCL_EMU_FAIL_SEND");
+    unsetenv("SS_NCCL_EMU_LAST_ERROR");
+}
+
 /* Run alone (filter "dist_stall_isend"): rank 0's nonblocking send of a
  * block far above any eager limit, which rank 1 never receives, fails in
  * the wait within about the timeout, naming rank 1, whether the sender
