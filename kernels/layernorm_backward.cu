@@ -77,7 +77,9 @@ SS_KERNEL(ss_k_layernorm_bwd_cols, (float *, dw), (float *, db), (const float *,
     }
 }
 
-SS_EXTERN_C int64_t ss_cuda_layernorm_backward_ws(int64_t rows) { return 2 * (rows > 0 ? rows : 0); }
+SS_EXTERN_C int64_t ss_cuda_layernorm_backward_ws(int64_t rows) {
+    return rows <= 0 ? 0 : rows > INT64_MAX / 2 ? -1 : 2 * rows;
+}
 
 SS_EXTERN_C int ss_cuda_layernorm_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                                            const float *w, int64_t rows, int64_t d, float eps, float *ws,

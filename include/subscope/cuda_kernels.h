@@ -350,7 +350,8 @@ int ss_cuda_patch_pieces(float *x, int64_t ld, const float *src, int64_t n, int6
  * dx += rstd (g - mean(g) - xhat mean(g xhat)) with g = dy w; and, when
  * non-NULL, dw[c] += sum_r dy xhat, db[c] += sum_r dy. ws is a device
  * workspace of ss_cuda_layernorm_backward_ws(rows) floats (the rows' mean
- * and rstd), needed only when dw or db is non-NULL. dx must not overlap dy
+ * and rstd; -1: more than an int64_t counts), needed only when dw or db is
+ * non-NULL. dx must not overlap dy
  * or x. Deterministic (no atomics). */
 int64_t ss_cuda_layernorm_backward_ws(int64_t rows);
 int ss_cuda_layernorm_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,

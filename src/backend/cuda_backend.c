@@ -1744,8 +1744,13 @@ static ss_status cu_sum_rows(const ss_backend *be, float *out, const float *x, i
 static ss_status cu_layernorm_backward(const ss_backend *be, float *dx, float *dw, float *db, const float *dy,
                                        const float *x, const float *w, int64_t rows, int64_t d, float eps) {
     float *ws = NULL;
-    if ((dw || db) && rows > 0 && d > 0)
-        SS_TRY(cu_workspace(be, (size_t)ss_cuda_layernorm_backward_ws(rows), "layernorm_backward workspace", &ws));
+    if ((dw || db) && rows > 0 && d > 0) {
+        const int64_t nws = ss_cuda_layernorm_backward_ws(rows);
+        if (nws < 0)
+            return ss_errorf(SS_ERR_NOMEM, "%s: layernorm_backward: a workspace of 2 x %lld rows overflows", be->name,
+                             (long long)rows);
+        SS_TRY(cu_workspace(be, (size_t)nws, "layernorm_backward workspace", &ws));
+    }
     KL(ss_cuda_layernorm_backward(dx, dw, db, dy, x, w, rows, d, eps, ws, IMPL(be)->stream),
        "layernorm_backward kernel");
     return SS_OK;
@@ -1914,6 +1919,11 @@ static ss_status cu_attention_backward(const ss_backend *be, float *dq, float *d
             return ss_errorf(SS_ERR_ARG, "%s: attention_backward: sequence %lld of length %lld is too long", be->name,
                              (long long)s, (long long)len[s]);
         }
+        if (start[s] < 0 || start[s] > INT64_MAX - len[s]) {
+            free(at);
+            return ss_errorf(SS_ERR_ARG, "%s: attention_backward: sequence %lld starts at row %lld", be->name,
+                             (long long)s, (long long)start[s]);
+        }
         at[s] = half;
         half += (int64_t)hl2;
         if (len[s] > max_len) max_len = len[s];
@@ -1923,9 +1933,15 @@ static ss_status cu_attention_backward(const ss_backend *be, float *dq, float *d
     int64_t rows = 0;
     for (int64_t s = 0; s < n_seq; s++) rows = start[s] + len[s] > rows ? start[s] + len[s] : rows;
     const int recompute = (double)half * 2.0 * sizeof(float) > (double)c->attn_ws_max;
+    size_t stats = 0; /* 3 floats per row and head */
+    if (recompute && max_len && (!ss_mul_ok((size_t)rows, (size_t)H, &stats) || !ss_mul_ok(stats, 3, &stats))) {
+        free(at);
+        return ss_errorf(SS_ERR_NOMEM, "%s: attention_backward: row statistics of 3 x %lld rows x %lld heads overflow",
+                         be->name, (long long)rows, (long long)H);
+    }
     float *ws = NULL;
     ss_status st = !max_len ? SS_OK
-                   : recompute ? cu_workspace(be, (size_t)(3 * rows * H), "attention_backward row statistics", &ws)
+                   : recompute ? cu_workspace(be, stats, "attention_backward row statistics", &ws)
                                : cu_workspace(be, (size_t)(2 * half), "attention_backward workspace (probabilities and dS)", &ws);
     if (!st && max_len) st = meta_put(be, n_seq, start, len, at);
     free(at);

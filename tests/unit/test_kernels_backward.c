@@ -515,6 +515,25 @@ TEST(cuda_bwd_workspace_past_size_t_is_refused) {
     free(x), free(dy), free(w), free(gdx), free(gdw), free(cdx), free(cdw);
 }
 
+/* Workspace sizes that overflow int64 before cu_workspace sees them are refused naming the op and
+ * the sizes: layernorm_backward's 2 x rows, attention_backward's (recomputing) 3 x rows x H past
+ * size_t, and the rows' end, start + len (each a signed overflow before: 2^63 + 6 floats for the
+ * attention's, refused by cu_workspace as if asked for). */
+TEST(cuda_bwd_workspace_products_overflow_refused) {
+    const ss_backend *be = gpu(), *rc = gpu_rc();
+    CHECK(be && rc);
+    if (!be || !rc) return;
+    float none[1] = {0};
+    CHECK_ERR(be->layernorm_backward(be, none, none, none, none, none, none, (int64_t)1 << 62, 1, 1e-5f), SS_ERR_NOMEM,
+              "layernorm_backward: a workspace of 2 x 4611686018427387904 rows overflows");
+    int64_t start = (int64_t)1 << 62, len = 1;
+    CHECK_ERR(rc->attention_backward(rc, none, none, none, 4, none, none, none, none, 4, 1, &start, &len, 2, 2, 2, 1.f),
+              SS_ERR_NOMEM, "attention_backward: row statistics of 3 x 4611686018427387905 rows x 2 heads overflow");
+    start = INT64_MAX;
+    CHECK_ERR(rc->attention_backward(rc, none, none, none, 4, none, none, none, none, 4, 1, &start, &len, 1, 1, 4, 1.f),
+              SS_ERR_ARG, "attention_backward: sequence 0 starts at row 9223372036854775807");
+}
+
 typedef struct { float *dgu; const float *dy, *gu; int64_t rows, dm; } swb_ctx;
 static ss_status op_swb(void *v) {
     swb_ctx *c = v;
