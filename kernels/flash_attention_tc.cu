@@ -100,7 +100,12 @@ SS_KERNEL(ss_k_attn_pack_bf16, (uint16_t *, out), (const float *, q), (const flo
 #define TC_128X2_QSMEM (128 * (128 + TC_PAD) * 2)
 
 SS_EXTERN_C int64_t ss_cuda_attention_flash_bf16_ws(int64_t n_rows, int64_t H, int64_t Hkv, int64_t dh) {
-    return n_rows > 0 ? n_rows * (H + 2 * Hkv) * dh : 0;
+    if (n_rows <= 0 || H < 1 || Hkv < 1 || dh < 1) return 0;
+    /* counted in bytes too (2 each) */
+    if (H > INT64_MAX / 8 || Hkv > INT64_MAX / 8 || H + 2 * Hkv > INT64_MAX / 2 / dh ||
+        n_rows > INT64_MAX / 2 / ((H + 2 * Hkv) * dh))
+        return -1;
+    return n_rows * (H + 2 * Hkv) * dh;
 }
 
 SS_EXTERN_C int ss_cuda_attention_flash_bf16_from16(void *z, int zdt, const uint16_t *qkv16, int64_t ld16,

@@ -145,7 +145,8 @@ int ss_cuda_attention_kv(float *z, const float *q, int64_t ld_q, const void *k, 
  * (kernels/flash_attention_tc.cu: Q * scale, K, V packed to bf16 in ws first,
  * then cp.async tiles and ldmatrix fragments). The contract above plus n_rows
  * (every row start[s] + i, i < len[s], is below it) and ws, 16-byte aligned,
- * of ss_cuda_attention_flash_bf16_ws 16-bit elements; ceil(max_len/64) <=
+ * of ss_cuda_attention_flash_bf16_ws 16-bit elements (-1: their bytes do
+ * not fit in an int64_t); ceil(max_len/64) <=
  * 65535 and n_seq * H < 2^31, else cudaErrorInvalidValue. z is written
  * as zdt: SS_CUDA_F32, or SS_CUDA_BF16 (each value the fp32 one rounded to
  * nearest even, as ss_cuda_convert rounds; z 8-byte aligned). qt: the

@@ -1469,8 +1469,11 @@ static ss_status attention_any(const ss_backend *be, float *z, const float *q, c
         int64_t n_rows = 0;
         for (int64_t s = 0; s < n_seq; s++)
             if (start[s] + len[s] > n_rows) n_rows = start[s] + len[s];
-        SS_TRY(scratch16(be, &c->qkv16, &c->qkv16_cap, (size_t)ss_cuda_attention_flash_bf16_ws(n_rows, H, Hkv, dh),
-                         "bf16 Q, K, V"));
+        const int64_t nws = ss_cuda_attention_flash_bf16_ws(n_rows, H, Hkv, dh);
+        if (nws < 0)
+            return ss_errorf(SS_ERR_NOMEM, "%s: attention: bf16 Q, K, V of %lld rows x %lld heads of %lld overflow", be->name,
+                             (long long)n_rows, (long long)(H + 2 * Hkv), (long long)dh);
+        SS_TRY(scratch16(be, &c->qkv16, &c->qkv16_cap, (size_t)nws, "bf16 Q, K, V"));
         const int z16 = z16_for(out, n_rows, H * dh);
         if (z16) SS_TRY(scratch16(be, &c->a16, &c->a16_cap, (size_t)(n_rows * H * dh), "bf16 z"));
         int qt;

@@ -635,6 +635,24 @@ TEST(cuda_emulated_tensor_core_attention_settings) {
     CHECK(w[1] <= 2e-5 && w[2] <= 2e-5 && w[5] <= 2e-5 && w[6] <= 2e-5); /* fp32 kernels */
 }
 
+/* The tensor-core path's bf16 Q, K, V workspace, n_rows x (H + 2 Hkv) x dh, is refused when it
+ * overflows, naming its sizes: rows up to 312249574164354390 (a bogus start) with one head of 64
+ * and one key/value head made 2^62 + 128 elements after a signed overflow before, asked of the
+ * allocator as bf16 Q, K, V. */
+TEST(cuda_emulated_tensor_core_attention_workspace_overflow) {
+    ss_backend *gpu = NULL;
+    CHECK_OK(cuda_with_attn_tc("1", &gpu));
+    if (!gpu) return;
+    void *buf = NULL;
+    CHECK_OK(gpu->alloc(gpu, 256 * sizeof(float), "qkv", &buf));
+    const float *q = buf;
+    const int64_t start = 312249574164354389, len = 1;
+    CHECK_ERR(gpu->attention(gpu, buf, q, q + 64, q + 128, 192, 1, &start, &len, 1, 1, 64, 0.125f, NULL, NULL),
+              SS_ERR_NOMEM, "attention: bf16 Q, K, V of 312249574164354390 rows x 3 heads of 64 overflow");
+    gpu->release(gpu, buf);
+    ss_backend_cuda_close(gpu);
+}
+
 /* The forward pass takes attention_lowp for a bf16 model only, and not where
  * the layer's pattern is wanted: a GPT-2 of head size 64 (random weights,
  * attention sharpened) on the emulated GPU, placed in bf16 on backends with
