@@ -714,12 +714,19 @@ static ss_status cu_moments_acc_create(const ss_backend *be, int64_t d, int want
     ss_dev_moments *a = ss_calloc(1, sizeof *a, "device statistics");
     if (!a) return SS_ERR_NOMEM;
     a->d = d;
+    size_t ws_bytes = 0, m2_bytes = 0;
+    if (d < 0 || !ss_mul_ok((size_t)d, 2 * sizeof(double), &ws_bytes) ||
+        (want_m2 && (!ss_mul_ok((size_t)d, (size_t)d, &m2_bytes) || !ss_mul_ok(m2_bytes, sizeof(double), &m2_bytes)))) {
+        free(a);
+        return ss_errorf(SS_ERR_NOMEM, "%s: statistics of %lld columns: %s in bytes overflow", be->name, (long long)d,
+                         want_m2 ? "the co-moments (d x d doubles)" : "the scratch (2 d doubles)");
+    }
     ss_status st;
     if ((st = cu_alloc(be, (size_t)d * sizeof(double), "statistics (mean)", (void **)&a->mean)) ||
-        (st = cu_alloc(be, (size_t)(2 * d) * sizeof(double), "statistics (scratch)", (void **)&a->ws)) ||
-        (want_m2 && (st = cu_alloc(be, (size_t)(d * d) * sizeof(double), "statistics (co-moments)", (void **)&a->m2))) ||
+        (st = cu_alloc(be, ws_bytes, "statistics (scratch)", (void **)&a->ws)) ||
+        (want_m2 && (st = cu_alloc(be, m2_bytes, "statistics (co-moments)", (void **)&a->m2))) ||
         /* the merges write the lower triangle only; above it, zeros, as in the host's totals */
-        (want_m2 && (st = cu_zero(be, a->m2, (size_t)(d * d) * sizeof(double))))) {
+        (want_m2 && (st = cu_zero(be, a->m2, m2_bytes)))) {
         cu_moments_acc_free(be, a);
         return st;
     }

@@ -1372,6 +1372,30 @@ TEST(cuda_emulated_collect_cov_kernel_matches_cpu) {
     unsetenv("SUBSCOPE_COV_KERNEL");
 }
 
+/* An accumulator whose sizes in bytes overflow is refused before anything is allocated, naming
+ * its columns: d x d past int64 (a signed overflow before), d x d doubles past size_t (2^65
+ * bytes, which wrapped to 0: an empty co-moment matrix was taken as d x d), 2 d doubles past
+ * size_t without the co-moments. The device's memory is held to 4 KiB meanwhile (before, the
+ * means' gigabytes were asked for and refused as out of memory). */
+TEST(cuda_emulated_moments_accumulator_size_overflow) {
+    ss_backend *gpu = NULL;
+    CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
+    if (!gpu) return;
+    ss_dev_moments *acc = NULL;
+    ss_emu_set_device_memory_limit(4096);
+    CHECK_ERR(gpu->moments_acc_create(gpu, 3037000500, 1, &acc), SS_ERR_NOMEM,
+              "statistics of 3037000500 columns: the co-moments (d x d doubles) in bytes overflow");
+    CHECK_ERR(gpu->moments_acc_create(gpu, (int64_t)1 << 31, 1, &acc), SS_ERR_NOMEM,
+              "statistics of 2147483648 columns: the co-moments");
+    CHECK_ERR(gpu->moments_acc_create(gpu, (int64_t)1 << 60, 0, &acc), SS_ERR_NOMEM,
+              "statistics of 1152921504606846976 columns: the scratch (2 d doubles) in bytes overflow");
+    CHECK(acc == NULL);
+    CHECK_OK(gpu->moments_acc_create(gpu, 8, 1, &acc)); /* and one that fits */
+    if (acc) gpu->moments_acc_free(gpu, acc);
+    ss_emu_set_device_memory_limit(0);
+    ss_backend_cuda_close(gpu);
+}
+
 /* The device's running statistics (moments_acc_*: gather, means, products and
  * Chan's merge in fp64 on the device, kernels/moments_merge.cu) against
  * moments_chunk per batch merged on the host (ss_moments_add_partial): the
