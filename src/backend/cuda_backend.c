@@ -628,7 +628,14 @@ static ss_status batch_reduce(const ss_backend *be, const float *x, int64_t ld, 
     const int blocked = want_m2 && (kernel == COV_BLK || kernel == COV_REC);
     const int late_gather = blocked || (want_m2 && kernel == COV_SSYRK);
     const int64_t ldg = want_m2 && kernel == COV_SSYRK ? (d + 3) / 4 * 4 : d; /* cov_center's fp32 rows: 16-byte multiples */
-    if ((!blocked && (st = cu_alloc(be, (size_t)(n * ldg) * sizeof(float), "gathered rows", (void **)&b->g))) ||
+    size_t g_bytes = 0, cc_bytes = 0;
+    const int g_over = !ss_mul_ok((size_t)n, (size_t)ldg, &g_bytes) || !ss_mul_ok(g_bytes, sizeof(float), &g_bytes) ||
+                       g_bytes > (size_t)INT64_MAX;
+    if (g_over || (want_m2 && (!ss_mul_ok((size_t)d, (size_t)d, &cc_bytes) || !ss_mul_ok(cc_bytes, sizeof(float), &cc_bytes) ||
+                               cc_bytes > (size_t)INT64_MAX)))
+        return ss_errorf(SS_ERR_NOMEM, "%s: statistics of %lld rows x %lld columns: the %s in bytes overflow", be->name,
+                         (long long)n, (long long)d, g_over ? "gathered rows" : "covariance (d x d floats)");
+    if ((!blocked && (st = cu_alloc(be, g_bytes, "gathered rows", (void **)&b->g))) ||
         (st = cu_alloc(be, (size_t)d * sizeof(float), "means", (void **)&b->m32)) ||
         (st = cu_alloc(be, (size_t)d * sizeof(double), "means", (void **)&b->m64)))
         return st;
@@ -650,7 +657,7 @@ static ss_status batch_reduce(const ss_backend *be, const float *x, int64_t ld, 
                           "column-mean kernel"));
     }
     if (!want_m2) return SS_OK;
-    SS_TRY(cu_alloc(be, (size_t)(d * d) * sizeof(float), "covariance", (void **)&b->cc));
+    SS_TRY(cu_alloc(be, cc_bytes, "covariance", (void **)&b->cc));
     if (blocked) return blocked_products(be, kernel == COV_REC, b->cc, x, ld, b->idx, b->m32, n, d);
     if (kernel == COV_SSYRK) {
         SS_TRY(cuda_check(be, ss_cuda_cov_center(b->g, SS_CUDA_F32, ldg, x, SS_CUDA_F32, ld, b->idx, b->m32, n, n, d,

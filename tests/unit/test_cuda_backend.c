@@ -1373,7 +1373,7 @@ TEST(cuda_emulated_collect_cov_kernel_matches_cpu) {
 }
 
 /* An accumulator whose sizes in bytes overflow is refused before anything is allocated, naming
- * its columns: d x d past int64 (a signed overflow before), d x d doubles past size_t (2^65
+ * its columns (and so is one batch's covariance): d x d past int64 (a signed overflow before), d x d doubles past size_t (2^65
  * bytes, which wrapped to 0: an empty co-moment matrix was taken as d x d), 2 d doubles past
  * size_t without the co-moments. The device's memory is held to 4 KiB meanwhile (before, the
  * means' gigabytes were asked for and refused as out of memory). */
@@ -1392,6 +1392,15 @@ TEST(cuda_emulated_moments_accumulator_size_overflow) {
     CHECK(acc == NULL);
     CHECK_OK(gpu->moments_acc_create(gpu, 8, 1, &acc)); /* and one that fits */
     if (acc) gpu->moments_acc_free(gpu, acc);
+    /* One batch's products (moments_chunk) of that width: the d x d floats past size_t (the
+     * gathered rows' 12 GB were asked for first before) */
+    void *x = NULL;
+    CHECK_OK(gpu->alloc(gpu, 64, "x", &x));
+    const int64_t row = 0;
+    double mean[1], m2[1];
+    CHECK_ERR(gpu->moments_chunk(gpu, x, 3037000500, &row, 1, 3037000500, mean, m2), SS_ERR_NOMEM,
+              "statistics of 1 rows x 3037000500 columns: the covariance (d x d floats) in bytes overflow");
+    gpu->release(gpu, x);
     ss_emu_set_device_memory_limit(0);
     ss_backend_cuda_close(gpu);
 }
