@@ -108,6 +108,13 @@ ss_status ss_h5_dset_write(ss_h5_dset *d, const int64_t *start, const int64_t *c
  * the dataset's fill value (NaN for floats). lens NULL: ss_h5_dset_write. */
 ss_status ss_h5_dset_write_rows(ss_h5_dset *d, const int64_t *start, const int64_t *count, const int64_t *lens,
                                 const void *buf);
+/* The same for squares (prompts' attention patterns, [N, H, T, T]): item i
+ * is written only for its first lens[i] (0..count[ndim-2], 0..count[ndim-1])
+ * entries along each of the last two axes, all of count[1..ndim-3] between;
+ * buf holds item after item [count[1..ndim-3], lens[i], lens[i]] in C order.
+ * lens NULL: ss_h5_dset_write. */
+ss_status ss_h5_dset_write_squares(ss_h5_dset *d, const int64_t *start, const int64_t *count, const int64_t *lens,
+                                   const void *buf);
 /* Closes the dataset (errors are reported, the handle is freed regardless). */
 ss_status ss_h5_dset_close(ss_h5_dset *d);
 const char *ss_h5_dset_path(const ss_h5_dset *d);

@@ -27,6 +27,9 @@ ss_status ss_h5_queue_write(ss_h5_queue *q, ss_h5_dset *d, int ndim, const int64
  * count[0] of them, is copied): buf packs only the rows' entries. */
 ss_status ss_h5_queue_write_rows(ss_h5_queue *q, ss_h5_dset *d, int ndim, const int64_t *start,
                                  const int64_t *count, const int64_t *lens, void *buf, size_t bytes);
+/* And for squares (ss_h5_dset_write_squares): buf packs only the squares. */
+ss_status ss_h5_queue_write_squares(ss_h5_queue *q, ss_h5_dset *d, int ndim, const int64_t *start,
+                                    const int64_t *count, const int64_t *lens, void *buf, size_t bytes);
 /* Waits until every queued write is done, stops the thread, frees q and
  * returns the first error (with its message). */
 ss_status ss_h5_queue_finish(ss_h5_queue *q);

@@ -700,16 +700,19 @@ ss_status ss_h5_dset_write(ss_h5_dset *d, const int64_t *start, const int64_t *c
     return ss_h5_dset_write_rows(d, start, count, NULL, buf);
 }
 
-ss_status ss_h5_dset_write_rows(ss_h5_dset *d, const int64_t *start, const int64_t *count, const int64_t *lens,
-                                const void *buf) {
+/* ss_h5_dset_write_rows (square 0: lens along axis 1) and
+ * ss_h5_dset_write_squares (square 1: lens along the last two axes). */
+static ss_status write_items(ss_h5_dset *d, const int64_t *start, const int64_t *count, const int64_t *lens,
+                             int square, const void *buf) {
     if (!d || !d->h) return ss_errorf(SS_ERR_ARG, "%s: write to a closed dataset", d ? d->path : "(null)");
     ss_h5 *h = d->h;
     hsize_t hs[SS_H5_MAX_DIMS], hc[SS_H5_MAX_DIMS];
     int empty = 0;
     if (d->ndim > 0 && (!start || !count))
         return ss_errorf(SS_ERR_ARG, "%s: %s: write needs start and count", h->final_path, d->path);
-    if (lens && d->ndim < 2)
-        return ss_errorf(SS_ERR_ARG, "%s: %s: rows of different lengths need two axes or more", h->final_path, d->path);
+    if (lens && d->ndim < (square ? 3 : 2))
+        return ss_errorf(SS_ERR_ARG, "%s: %s: %s need %s axes or more", h->final_path, d->path,
+                         square ? "squares of different sides" : "rows of different lengths", square ? "three" : "two");
     for (int i = 0; i < d->ndim; i++) {
         if (start[i] < 0 || count[i] < 0 || count[i] > d->dims[i] || start[i] > d->dims[i] - count[i])
             return ss_errorf(SS_ERR_ARG, "%s: %s: axis %d: [%lld, %lld+%lld) is outside 0..%lld", h->final_path,
@@ -719,13 +722,17 @@ ss_status ss_h5_dset_write_rows(ss_h5_dset *d, const int64_t *start, const int64
         hc[i] = (hsize_t)count[i];
         empty |= count[i] == 0;
     }
-    /* Rows of different lengths: item i along axis 0 covers its first lens[i]
-     * of count[1] along axis 1; the buffer holds only those, item after item. */
+    /* Items of different sizes: item i along axis 0 covers its first lens[i]
+     * of count[1] along axis 1 (rows), or of count[ndim-2] and count[ndim-1]
+     * along the last two (squares); the buffer holds only those, item after item. */
+    const int a0 = square ? d->ndim - 2 : 1, a1 = square ? d->ndim - 1 : 1; /* the axes lens applies to */
     int64_t rows = 0;
     for (int64_t i = 0; lens && !empty && i < count[0]; i++) {
-        if (lens[i] < 0 || lens[i] > count[1])
-            return ss_errorf(SS_ERR_ARG, "%s: %s: row %lld's length %lld is outside 0..%lld", h->final_path, d->path,
-                             (long long)(start[0] + i), (long long)lens[i], (long long)count[1]);
+        if (lens[i] < 0 || lens[i] > count[a0] || lens[i] > count[a1])
+            return ss_errorf(SS_ERR_ARG, "%s: %s: %s %lld's %s %lld is outside 0..%lld", h->final_path, d->path,
+                             square ? "square" : "row", (long long)(start[0] + i), square ? "side" : "length",
+                             (long long)lens[i],
+                             (long long)(count[a0] < count[a1] ? count[a0] : count[a1]));
         rows += lens[i];
     }
     if (empty || (lens && !rows)) return SS_OK;
@@ -736,14 +743,14 @@ ss_status ss_h5_dset_write_rows(ss_h5_dset *d, const int64_t *start, const int64
     /* One write per item: HDF5 maps a union of the items' blocks onto the
      * chunks element by element (it does so fast only for selections of one
      * shape in memory and file), which doubled the CPU time of a forward. */
-    size_t inner = ss_h5_type_size(d->type);
-    for (int i = 2; lens && i < d->ndim; i++) inner *= (size_t)hc[i];
+    size_t inner = ss_h5_type_size(d->type); /* bytes of the axes lens leaves whole, per length (squared) */
+    for (int i = square ? 1 : 2; lens && i < (square ? a0 : d->ndim); i++) inner *= (size_t)hc[i];
     const char *src = buf;
     for (int64_t i = 0; st == SS_OK && i < (lens ? count[0] : 1); i++) {
         if (lens) {
             hs[0] = (hsize_t)(start[0] + i);
             hc[0] = 1;
-            hc[1] = (hsize_t)lens[i];
+            hc[a0] = hc[a1] = (hsize_t)lens[i];
             if (!lens[i]) continue;
         }
         hid_t msp = d->ndim == 0 ? H5Screate(H5S_SCALAR) : H5Screate_simple(d->ndim, hc, NULL);
@@ -751,10 +758,20 @@ ss_status ss_h5_dset_write_rows(ss_h5_dset *d, const int64_t *start, const int64
             H5Dwrite(d->id, mem_type(d->type), msp, fsp, H5P_DEFAULT, src) < 0)
             st = h5_fail(SS_ERR_IO, "%s: %s: writing", h->final_path, d->path);
         if (msp >= 0) H5Sclose(msp);
-        if (lens) src += (size_t)lens[i] * inner;
+        if (lens) src += (size_t)lens[i] * (square ? (size_t)lens[i] : 1) * inner;
     }
     H5Sclose(fsp);
     return st;
+}
+
+ss_status ss_h5_dset_write_rows(ss_h5_dset *d, const int64_t *start, const int64_t *count, const int64_t *lens,
+                                const void *buf) {
+    return write_items(d, start, count, lens, 0, buf);
+}
+
+ss_status ss_h5_dset_write_squares(ss_h5_dset *d, const int64_t *start, const int64_t *count, const int64_t *lens,
+                                   const void *buf) {
+    return write_items(d, start, count, lens, 1, buf);
 }
 
 ss_status ss_h5_dset_close(ss_h5_dset *d) {

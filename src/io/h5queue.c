@@ -12,7 +12,8 @@ typedef struct item {
     ss_h5_dset *d;
     int ndim;
     int64_t start[SS_H5_MAX_DIMS], count[SS_H5_MAX_DIMS];
-    int64_t *lens; /* NULL, or count[0] rows' lengths (ss_h5_dset_write_rows) */
+    int64_t *lens; /* NULL, or count[0] rows' lengths (ss_h5_dset_write_rows) or squares' sides */
+    int square;    /* lens are squares' sides (ss_h5_dset_write_squares) */
     void *buf;
     size_t bytes;
 } item;
@@ -37,7 +38,9 @@ static void *writer(void *arg) {
         item *it = q->head;
         int failed = q->err != SS_OK;
         pthread_mutex_unlock(&q->mu);
-        ss_status st = failed ? SS_OK : ss_h5_dset_write_rows(it->d, it->start, it->count, it->lens, it->buf);
+        ss_status st = failed      ? SS_OK
+                       : it->square ? ss_h5_dset_write_squares(it->d, it->start, it->count, it->lens, it->buf)
+                                    : ss_h5_dset_write_rows(it->d, it->start, it->count, it->lens, it->buf);
         pthread_mutex_lock(&q->mu);
         if (st && !q->err) {
             q->err = st;
@@ -80,9 +83,9 @@ ss_status ss_h5_queue_write(ss_h5_queue *q, ss_h5_dset *d, int ndim, const int64
     return ss_h5_queue_write_rows(q, d, ndim, start, count, NULL, buf, bytes);
 }
 
-ss_status ss_h5_queue_write_rows(ss_h5_queue *q, ss_h5_dset *d, int ndim, const int64_t *start,
-                                 const int64_t *count, const int64_t *lens, void *buf, size_t bytes) {
-    if (ndim < 1 || ndim > SS_H5_MAX_DIMS || (lens && (ndim < 2 || count[0] < 0))) {
+static ss_status push(ss_h5_queue *q, ss_h5_dset *d, int ndim, const int64_t *start, const int64_t *count,
+                      const int64_t *lens, int square, void *buf, size_t bytes) {
+    if (ndim < 1 || ndim > SS_H5_MAX_DIMS || (lens && (ndim < (square ? 3 : 2) || count[0] < 0))) {
         free(buf);
         return ss_errorf(SS_ERR_INTERNAL, "write queue: bad rank %d", ndim);
     }
@@ -94,6 +97,7 @@ ss_status ss_h5_queue_write_rows(ss_h5_queue *q, ss_h5_dset *d, int ndim, const 
         return SS_ERR_NOMEM;
     }
     if (lens) memcpy(it->lens, lens, (size_t)count[0] * sizeof(int64_t));
+    it->square = square;
     it->d = d;
     it->ndim = ndim;
     memcpy(it->start, start, (size_t)ndim * sizeof(int64_t));
@@ -117,6 +121,16 @@ ss_status ss_h5_queue_write_rows(ss_h5_queue *q, ss_h5_dset *d, int ndim, const 
     pthread_cond_broadcast(&q->changed);
     pthread_mutex_unlock(&q->mu);
     return SS_OK;
+}
+
+ss_status ss_h5_queue_write_rows(ss_h5_queue *q, ss_h5_dset *d, int ndim, const int64_t *start,
+                                 const int64_t *count, const int64_t *lens, void *buf, size_t bytes) {
+    return push(q, d, ndim, start, count, lens, 0, buf, bytes);
+}
+
+ss_status ss_h5_queue_write_squares(ss_h5_queue *q, ss_h5_dset *d, int ndim, const int64_t *start,
+                                    const int64_t *count, const int64_t *lens, void *buf, size_t bytes) {
+    return push(q, d, ndim, start, count, lens, 1, buf, bytes);
 }
 
 ss_status ss_h5_queue_finish(ss_h5_queue *q) {

@@ -14,7 +14,6 @@
  * every rank's sites reach its hook one batch late, copied out while the
  * next batch computes (ss_capture); a rank that sends to the writer ends
  * each batch accordingly one pass late. */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,7 +113,7 @@ ss_status ss_write_provenance(ss_h5 *h, const ss_model *m, const char *command_l
 typedef struct {
     ss_h5_queue *q;         /* the writer thread: HDF5 runs beside the compute */
     const ss_model *m;
-    const ss_prompts *p;    /* the prompts' lengths: other ranks send packed rows (see packed_rows) */
+    const ss_prompts *p;    /* the prompts' lengths: other ranks send packed rows (see packing) */
     int64_t T;              /* padded length */
     ss_h5_dset **acts;      /* by site id (NULL where not requested) */
     ss_h5_dset *logits;
@@ -218,26 +217,38 @@ static ss_status end_batch(fwd_job_ctx *c) {
     return retire(c, c->batch - 1 - depth);
 }
 
-/* Whether dataset ds, [B, T, ...], comes as packed rows, each prompt's own
- * (the logits and the per-token sites): their padding is the dataset's fill
- * value, NaN, and a NaN-padded copy of the batch would only hold memory. */
-static int packed_rows(const fwd_job_ctx *c, int64_t ds) {
+/* How dataset ds comes to the writer: each prompt's own, as packed rows
+ * ([B, T, ...]: the logits and the per-token sites, [len, ...] a prompt) or
+ * squares ([B, H, T, T]: the patterns, [H, len, len] a prompt, as the forward
+ * holds them), their padding the dataset's fill value, NaN (a NaN-padded copy
+ * of the batch would only hold memory); or whole (the losses). */
+enum { WHOLE, ROWS, SQUARES };
+static int packing(const fwd_job_ctx *c, int64_t ds) {
+    if (ds == DS_LOGITS) return ROWS;
+    if (ds < 0 || ds >= c->n_sites) return WHOLE;
     ss_site s;
-    if (ds >= 0 && ds < c->n_sites) ss_site_get(&c->m->cfg, (int)ds, &s);
-    return ds == DS_LOGITS || (ds >= 0 && ds < c->n_sites && s.per_token);
+    ss_site_get(&c->m->cfg, (int)ds, &s);
+    return s.per_token ? ROWS : SQUARES;
+}
+
+/* Queues buf (consumed) on the writer as packing(ds) says: lens, the batch's
+ * prompts' lengths, where packed. */
+static ss_status queue(fwd_job_ctx *c, int64_t ds, int nd, const int64_t *start, const int64_t *count, void *buf,
+                       size_t bytes, const int64_t *lens) {
+    const int k = packing(c, ds);
+    if (k == SQUARES) return ss_h5_queue_write_squares(c->q, dset_of(c, ds), nd, start, count, lens, buf, bytes);
+    return ss_h5_queue_write_rows(c->q, dset_of(c, ds), nd, start, count, k == ROWS ? lens : NULL, buf, bytes);
 }
 
 /* Writes buf (malloc'd, consumed) to hyperslab [start, start+count) of
- * dataset ds, or where packed_rows, the prompts' rows (lens, from the batch's
- * packing): queued on the writer, sent to it elsewhere. A pipeline stage
- * holds its blocks until its part of the batch is done: sending them during
- * the pass would wait for the writer, which waits for this stage's residual
- * stream. */
+ * dataset ds, or where packed (see packing), the prompts' rows or squares
+ * (lens, from the batch's packing): queued on the writer, sent to it
+ * elsewhere. A pipeline stage holds its blocks until its part of the batch is
+ * done: sending them during the pass would wait for the writer, which waits
+ * for this stage's residual stream. */
 static ss_status emit(fwd_job_ctx *c, int64_t ds, int nd, const int64_t *start, const int64_t *count, void *buf,
                       size_t bytes, const int64_t *lens) {
-    if (c->rank == c->writer)
-        return ss_h5_queue_write_rows(c->q, dset_of(c, ds), nd, start, count, packed_rows(c, ds) ? lens : NULL, buf,
-                                      bytes);
+    if (c->rank == c->writer) return queue(c, ds, nd, start, count, buf, bytes, lens);
     int64_t hdr[H_LEN] = {ds, nd};
     for (int i = 0; i < nd; i++) hdr[H_START + i] = start[i], hdr[H_COUNT + i] = count[i];
     hdr[H_BYTES] = (int64_t)bytes;
@@ -253,15 +264,22 @@ static ss_status receive_batch(fwd_job_ctx *c, int r, int64_t b0, int64_t nb) {
         if (hdr[H_DS] == DS_END) return SS_OK;
         int64_t ds = hdr[H_DS], nd = hdr[H_NDIM];
         int known = dset_of(c, ds) != NULL;
+        const int k = known ? packing(c, ds) : WHOLE;
         size_t bytes = sizeof(float);
-        int64_t *lens = NULL; /* packed rows: each prompt's own (see emit) */
-        if (known && packed_rows(c, ds) && nd >= 2 && nd <= 4 && hdr[H_START] == b0 && hdr[H_COUNT] == nb) {
+        int64_t *lens = NULL; /* packed rows or squares: each prompt's own (see emit) */
+        if (k != WHOLE && nd >= (k == SQUARES ? 3 : 2) && nd <= 4 && hdr[H_START] == b0 && hdr[H_COUNT] == nb) {
             if (!(lens = ss_malloc((size_t)nb * sizeof(int64_t) + 1, "prompt lengths"))) return SS_ERR_NOMEM;
-            size_t rows = 0;
-            for (int64_t i = 0; i < nb; i++) rows += (size_t)(lens[i] = c->p->items[b0 + i].n_tokens);
-            if (!ss_mul_ok(bytes, rows, &bytes)) known = 0;
+            size_t items = 0; /* rows, or squares' entries */
+            for (int64_t i = 0; i < nb; i++) {
+                lens[i] = c->p->items[b0 + i].n_tokens;
+                items += (size_t)lens[i] * (k == SQUARES ? (size_t)lens[i] : 1);
+            }
+            if (!ss_mul_ok(bytes, items, &bytes)) known = 0;
         }
-        for (int i = lens ? 2 : 0; known && nd >= 1 && nd <= 4 && i < nd; i++)
+        if (k != WHOLE && !lens) known = 0;
+        /* the axes that the lengths leave whole */
+        const int64_t lo = !lens ? 0 : k == SQUARES ? 1 : 2, hi = lens && k == SQUARES ? nd - 2 : nd;
+        for (int64_t i = lo; known && nd >= 1 && nd <= 4 && i < hi; i++)
             if (hdr[H_COUNT + i] < 0 || !ss_mul_ok(bytes, (size_t)hdr[H_COUNT + i], &bytes)) known = 0;
         if (!known || nd < 1 || nd > 4 || hdr[H_START] != b0 || hdr[H_COUNT] != nb || (int64_t)bytes != hdr[H_BYTES]) {
             free(lens);
@@ -275,7 +293,7 @@ static ss_status receive_batch(fwd_job_ctx *c, int r, int64_t b0, int64_t nb) {
             free(lens);
             return st;
         }
-        st = ss_h5_queue_write_rows(c->q, dset_of(c, ds), (int)nd, hdr + H_START, hdr + H_COUNT, lens, buf, bytes);
+        st = queue(c, ds, (int)nd, hdr + H_START, hdr + H_COUNT, buf, bytes, lens);
         free(lens);
         SS_TRY(st);
     }
@@ -302,8 +320,8 @@ static ss_status receive_step(fwd_job_ctx *c, int64_t k, int parts, int P, int64
     return SS_OK;
 }
 
-/* Copies one site's packed rows out (see packed_rows), or scatters a
- * pattern into a NaN-padded [B, H, T, T] block, and queues it as one write. */
+/* Copies one site's packed rows or a pattern's squares out (see packing) and
+ * queues them as one write. */
 static ss_status capture(void *vctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
                          const int64_t *pattern_off) {
     fwd_job_ctx *c = vctx;
@@ -321,21 +339,20 @@ static ss_status capture(void *vctx, const ss_site *s, float *data, int64_t ld, 
         return emit(c, s->id, 2 + s->ndim, start, count, buf, (size_t)(rows * s->width) * sizeof(float), pk->len);
     }
     const int64_t H = s->dims[0];
-    const size_t per_prompt = (size_t)(H * T * T), total = per_prompt * (size_t)B;
     count[1] = H;
     count[2] = T;
     count[3] = T;
-    float *buf = ss_malloc(total * sizeof(float), s->name);
+    size_t total = 0; /* each prompt's [H, len, len], as the forward holds them */
+    for (int64_t b = 0; b < B; b++) total += (size_t)(H * pk->len[b] * pk->len[b]);
+    float *buf = ss_malloc(total * sizeof(float) + 1, s->name);
     if (!buf) return SS_ERR_NOMEM;
-    for (size_t i = 0; i < total; i++) buf[i] = NAN;
+    float *dst = buf;
     for (int64_t b = 0; b < B; b++) {
-        float *dst = buf + (size_t)b * per_prompt;
-        int64_t n = pk->len[b];
-        const float *src = data + pattern_off[b];
-        for (int64_t hq = 0; hq < H * n; hq++) /* row (head h, query q) of length n */
-            memcpy(dst + ((hq / n) * T + hq % n) * T, src + hq * n, (size_t)n * sizeof(float));
+        const size_t n = (size_t)(H * pk->len[b] * pk->len[b]);
+        memcpy(dst, data + pattern_off[b], n * sizeof(float));
+        dst += n;
     }
-    return emit(c, s->id, 4, start, count, buf, total * sizeof(float), NULL);
+    return emit(c, s->id, 4, start, count, buf, total * sizeof(float), pk->len);
 }
 
 ss_status ss_job_forward(const ss_forward_job *job) {
@@ -426,7 +443,7 @@ ss_status ss_job_forward(const ss_forward_job *job) {
         batch_bytes += per * sizeof(float);
     }
     /* Up to two batches of output wait for the writer; more would only hold
-     * memory. Counted padded: packed rows of short prompts take less. */
+     * memory. Counted padded: the packed rows and squares of short prompts take less. */
     if (!ss_mul_ok(batch_bytes, (size_t)(2 * B), &batch_bytes)) { st = ss_errorf(SS_ERR_NOMEM, "output of one batch overflows; use a smaller --batch"); goto out; }
     if ((st = ss_h5_queue_start(batch_bytes, &c.q))) goto out;
 

@@ -157,6 +157,23 @@ if SUBSCOPE_THREADS=2 "$SUBSCOPE" forward --model "$TMP/stm" --input "$TMP/stm.j
     [ -n "$p0" ] && [ -n "$p1" ] && [ $((p1 - p0)) -lt $((3 * rows)) ] &&
         pass "forward's per-token sites held once, packed: peak $(((p1 - p0) >> 20)) MiB above none (rows $((rows >> 20)) MiB)" ||
         fail "forward's peak host memory with sites" "'$p1' bytes, '$p0' without, rows $rows"
+    # The attention patterns too, each prompt's own [4, len, len] (16 MiB, and the forward's pattern
+    # as much again), not a NaN-padded [8, 4, 1024, 1024] batch of 128 MiB (then the peak with the
+    # pattern was 147 MiB above none; now 33).
+    if SUBSCOPE_THREADS=2 "$SUBSCOPE" forward --model "$TMP/stm" --input "$TMP/stm.jsonl" --out "$TMP/st2.h5" \
+        --device cpu --batch 8 --no-logits --sites 'blocks.0.attn.hook_pattern' 2>"$TMP/err"; then
+        p2=$(peak "$TMP/st2.h5") sq=$(((1024 * 1024 + 7 * 4 * 4) * 4 * 4))
+        [ -n "$p0" ] && [ -n "$p2" ] && [ $((p2 - p0)) -lt $((4 * sq)) ] &&
+            pass "forward's patterns held packed: peak $(((p2 - p0) >> 20)) MiB above none (patterns $((sq >> 20)) MiB)" ||
+            fail "forward's peak host memory with patterns" "'$p2' bytes, '$p0' without, patterns $sq"
+        cell() { h5dump -d /acts/blocks.0.attn.hook_pattern -s "$1" -c 1,1,1,2 "$TMP/st2.h5" 2>/dev/null |
+            sed -n 's/^ *([0-9,]*): \(.*\)/\1/p' | head -n 1 | tr -d ' '; }
+        pad=$(cell 1,3,3,4) padq=$(cell 1,3,4,0) sq1=$(cell 1,3,3,3) big=$(cell 0,3,1023,1022)
+        [ "$pad" = "nan,nan" ] && [ "$padq" = "nan,nan" ] && [ -n "$sq1" ] && [ "${sq1#*nan}" != "$sq1" ] && [ "${sq1%%,*}" != nan ] &&
+            [ -n "$big" ] && [ "${big#*nan}" = "$big" ] &&
+            pass "forward's pattern padding reads as NaN, each prompt's square as numbers ($sq1, $big)" ||
+            fail "forward's pattern NaN padding" "'$pad', '$padq', '$sq1', '$big'"
+    else fail "forward of a 1024-position model with patterns" "$(cat "$TMP/err")"; fi
 else fail "forward of a 1024-position model with sites" "$(cat "$TMP/err")"; fi
 
 # ---- bad input: exit 1, a message naming the culprit, no output file ----

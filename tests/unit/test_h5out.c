@@ -221,6 +221,58 @@ TEST(h5_write_rows_of_different_lengths) {
     free(path);
 }
 
+/* Squares of different sides from a packed buffer (forward's attention
+ * patterns): each item's [2, side, side] lands in the corner of its [2, 5, 5],
+ * the rest keeps the fill value; a side beyond the hyperslab, or a dataset of
+ * fewer than three axes, is refused, naming the file and dataset. */
+TEST(h5_write_squares_of_different_sides) {
+    char *path = tmp_file("squares.h5");
+    ss_h5 *h;
+    CHECK_OK(ss_h5_create(path, &h));
+    int64_t dims[] = {4, 2, 5, 5}, dims2[] = {4, 5};
+    ss_h5_dset *d, *d2;
+    CHECK_OK(ss_h5_dset_create(h, "/x", SS_H5_F32, 4, dims, NULL, &d));
+    CHECK_OK(ss_h5_dset_create(h, "/y", SS_H5_F32, 2, dims2, NULL, &d2));
+    /* items 1..3 (item 0 never written), sides 3, 0, 5 */
+    const int64_t sides[] = {3, 0, 5};
+    float packed[2 * (9 + 25)];
+    for (int i = 0; i < 68; i++) packed[i] = (float)(i + 1);
+    int64_t s[] = {1, 0, 0, 0}, c[] = {3, 2, 5, 5};
+    CHECK_OK(ss_h5_dset_write_squares(d, s, c, sides, packed));
+    const int64_t zero[] = {0, 0, 0};
+    CHECK_OK(ss_h5_dset_write_squares(d, s, c, zero, NULL)); /* nothing to write: a no-op */
+    const int64_t big[] = {3, 6, 0};
+    CHECK_ERR(ss_h5_dset_write_squares(d, s, c, big, packed), SS_ERR_ARG, "square 2's side 6 is outside 0..5");
+    CHECK_ERR(ss_h5_dset_write_squares(d, s, c, big, packed), SS_ERR_ARG, "squares.h5: /x");
+    int64_t s2[] = {0, 0}, c2[] = {3, 5};
+    CHECK_ERR(ss_h5_dset_write_squares(d2, s2, c2, sides, packed), SS_ERR_ARG,
+              "/y: squares of different sides need three axes or more");
+    CHECK_OK(ss_h5_dset_close(d2));
+    CHECK_OK(ss_h5_dset_close(d));
+    CHECK_OK(ss_h5_commit(h));
+
+    ss_h5_reader *r;
+    CHECK_OK(ss_h5_open_read(path, &r));
+    float *x;
+    size_t n;
+    CHECK_OK(ss_h5_read_f32(r, "/x", &x, &n, NULL));
+    CHECK(n == 200);
+    int bad = 0;
+    float next = 1;
+    for (int b = 0; b < 4; b++)
+        for (int hd = 0; hd < 2; hd++)
+            for (int q = 0; q < 5; q++)
+                for (int k = 0; k < 5; k++) {
+                    float v = x[((b * 2 + hd) * 5 + q) * 5 + k];
+                    if (b > 0 && q < sides[b - 1] && k < sides[b - 1]) bad |= v != next++;
+                    else bad |= !isnan(v);
+                }
+    free(x);
+    CHECK_MSG(!bad && next == 69, "packed squares or NaN fill wrong");
+    ss_h5_close_read(r);
+    free(path);
+}
+
 TEST(h5_read_diag) {
     /* Blocks of 2^20 / d + 1 rows (8 MiB): d = 300, one block; d = 1100, 954 rows a block, two
      * blocks, the second partial. Values i * d + j, so each diagonal entry names its place. */

@@ -66,6 +66,38 @@ TEST(h5queue_writes_packed_rows_of_different_lengths) {
     ss_h5_close_read(r);
 }
 
+/* Packed squares (ss_h5_dset_write_squares) through the queue, their sides
+ * copied as the rows' lengths are. */
+TEST(h5queue_writes_packed_squares_of_different_sides) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/queue_squares.h5", ss_test_tmp_dir());
+    ss_h5 *h;
+    CHECK_OK(ss_h5_create(path, &h));
+    int64_t dims[3] = {2, 3, 3};
+    ss_h5_dset *d;
+    CHECK_OK(ss_h5_dset_create(h, "/x", SS_H5_I32, 3, dims, NULL, &d));
+    ss_h5_queue *q;
+    CHECK_OK(ss_h5_queue_start(1 << 20, &q));
+    int64_t sides[2] = {2, 3}, st[3] = {0, 0, 0}, ct[3] = {2, 3, 3};
+    int32_t *buf = malloc(13 * sizeof(int32_t));
+    for (int i = 0; i < 13; i++) buf[i] = 10 + i;
+    CHECK_OK(ss_h5_queue_write_squares(q, d, 3, st, ct, sides, buf, 13 * sizeof(int32_t)));
+    sides[0] = sides[1] = 0;
+    CHECK_OK(ss_h5_queue_finish(q));
+    CHECK_OK(ss_h5_dset_close(d));
+    CHECK_OK(ss_h5_commit(h));
+    ss_h5_reader *r;
+    CHECK_OK(ss_h5_open_read(path, &r));
+    int32_t *all;
+    size_t n;
+    CHECK_OK(ss_h5_read_i32(r, "/x", &all, &n, NULL));
+    const int32_t want[18] = {10, 11, -1, 12, 13, -1, -1, -1, -1, 14, 15, 16, 17, 18, 19, 20, 21, 22};
+    CHECK(n == 18);
+    for (size_t i = 0; i < n; i++) CHECK_MSG(all[i] == want[i], "element %zu: %d, want %d", i, all[i], want[i]);
+    free(all);
+    ss_h5_close_read(r);
+}
+
 TEST(h5queue_reports_a_failed_write_with_its_message) {
     char path[512];
     snprintf(path, sizeof path, "%s/queue_err.h5", ss_test_tmp_dir());
