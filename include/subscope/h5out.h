@@ -118,6 +118,8 @@ ss_status ss_h5_dset_write_squares(ss_h5_dset *d, const int64_t *start, const in
 /* Closes the dataset (errors are reported, the handle is freed regardless). */
 ss_status ss_h5_dset_close(ss_h5_dset *d);
 const char *ss_h5_dset_path(const ss_h5_dset *d);
+/* The dataset's number of axes (0: a scalar; -1: d NULL). */
+int ss_h5_dset_ndim(const ss_h5_dset *d);
 
 /* create + write everything + close. */
 ss_status ss_h5_write_array(ss_h5 *h, const char *path, ss_h5_type type, int ndim,

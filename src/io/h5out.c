@@ -220,6 +220,7 @@ struct ss_h5_dset {
 const char *ss_h5_final_path(const ss_h5 *h) { return h ? h->final_path : NULL; }
 const char *ss_h5_tmp_path(const ss_h5 *h) { return h ? h->tmp_path : NULL; }
 const char *ss_h5_dset_path(const ss_h5_dset *d) { return d ? d->path : NULL; }
+int ss_h5_dset_ndim(const ss_h5_dset *d) { return d ? d->ndim : -1; }
 
 static hid_t make_fapl(void) {
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);

@@ -264,6 +264,11 @@ static ss_status receive_batch(fwd_job_ctx *c, int r, int64_t b0, int64_t nb) {
         if (hdr[H_DS] == DS_END) return SS_OK;
         int64_t ds = hdr[H_DS], nd = hdr[H_NDIM];
         int known = dset_of(c, ds) != NULL;
+        /* fewer axes would be queued with a zero count, and write nothing */
+        if (known && nd != ss_h5_dset_ndim(dset_of(c, ds)))
+            return ss_errorf(SS_ERR_INTERNAL, "rank %d (host %s) sent a block of %lld axes for %s, which has %d", r,
+                             ss_comm_host(c->comm, r), (long long)nd, ss_h5_dset_path(dset_of(c, ds)),
+                             ss_h5_dset_ndim(dset_of(c, ds)));
         const int k = known ? packing(c, ds) : WHOLE;
         size_t bytes = sizeof(float);
         int64_t *lens = NULL; /* packed rows or squares: each prompt's own (see emit) */

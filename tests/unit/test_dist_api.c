@@ -370,3 +370,38 @@ TEST(dist_jobs_over_the_world) {
     if (gpu) ss_backend_cuda_close(gpu);
     CHECK_MSG(fs == SS_OK, "forward: %s", ss_last_error());
 }
+
+/* A rank that sends the forward's writer a block with fewer axes than its
+ * dataset: rank 1 of an MPMD run whose rank 0 is `subscope forward --model
+ * models/tiny-gpt2 --input data/demo_prompts.jsonl --batch 3` (docs/DISTRIBUTED.md;
+ * tests/cli/test_dist.sh). It opens the same run (the input's check is a
+ * collective), then for each of its batches sends /logits as [prompt,
+ * position] with the packed rows' bytes, the header laid out as
+ * src/jobs/job_forward.c's (dataset, axes, start[4], count[4], bytes on tag
+ * 1, the block on tag 2), and the batch's end. Queued, the missing vocab axis
+ * counted 0 and wrote nothing, and the file looked complete. Without
+ * SS_TEST_CRAFTED_BLOCK it does nothing. */
+TEST(dist_forward_crafted_block) {
+    if (!getenv("SS_TEST_CRAFTED_BLOCK")) return;
+    WORLD(c);
+    CHECK(ss_comm_size(c) == 2 && ss_comm_rank(c) == 1);
+    ss_run_opts ro = {.model_dir = "models/tiny-gpt2", .input = "data/demo_prompts.jsonl", .batch = 3, .device = "cpu"};
+    ss_run run;
+    CHECK_OK(ss_run_open(&ro, &run));
+    int64_t lo, hi;
+    ss_comm_shard(run.p->n, run.B, 1, 2, &lo, &hi);
+    for (int64_t b0 = lo; b0 < hi; b0 += run.B) {
+        const int64_t nb = hi - b0 < run.B ? hi - b0 : run.B;
+        int64_t rows = 0;
+        for (int64_t i = 0; i < nb; i++) rows += run.p->items[b0 + i].n_tokens;
+        const int64_t bytes = rows * (int64_t)sizeof(float);
+        int64_t hdr[11] = {-1, 2, b0, 0, 0, 0, nb, run.T, 0, 0, bytes}, end[11] = {-2};
+        float *block = calloc((size_t)rows + 1, sizeof(float));
+        CHECK(block != NULL);
+        CHECK_OK(ss_comm_send(c, 0, 1, hdr, sizeof hdr));
+        CHECK_OK(ss_comm_send(c, 0, 2, block, (size_t)bytes));
+        CHECK_OK(ss_comm_send(c, 0, 1, end, sizeof end));
+        free(block);
+    }
+    ss_run_close(&run);
+}
