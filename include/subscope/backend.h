@@ -371,6 +371,12 @@ ss_status ss_backend_open(const char *spec, const ss_backend_opts *opts, ss_back
  * takes among n_devices. */
 int ss_local_rank(void);
 int ss_device_for_rank(int local_rank, int n_devices);
+/* The attention ops' sequences, checked before an op indexes rows with them:
+ * sequence s's rows [start[s], start[s] + len[s]) within 0..rows (rows < 0:
+ * an op not told its rows, INT64_MAX, so that start + len cannot overflow).
+ * An SS_ERR_ARG error names the backend, op, sequence, start, len and rows. */
+ss_status ss_attn_seqs_check(const ss_backend *be, const char *op, int64_t n_seq, const int64_t *start,
+                             const int64_t *len, int64_t rows);
 /* Releases a backend from ss_backend_open (the CPU backend is static: closing it
  * gives the released blocks it keeps for reuse back to malloc). */
 void ss_backend_close(ss_backend *be);

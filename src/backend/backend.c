@@ -81,6 +81,16 @@ static ss_status open_cpu(ss_backend **out) {
     return st;
 }
 
+ss_status ss_attn_seqs_check(const ss_backend *be, const char *op, int64_t n_seq, const int64_t *start,
+                             const int64_t *len, int64_t rows) {
+    if (rows < 0) rows = INT64_MAX;
+    for (int64_t s = 0; s < n_seq; s++)
+        if (start[s] < 0 || len[s] < 0 || start[s] > rows - len[s])
+            return ss_errorf(SS_ERR_ARG, "%s: %s: sequence %lld (start %lld, len %lld) is outside rows 0..%lld", be->name,
+                             op, (long long)s, (long long)start[s], (long long)len[s], (long long)rows);
+    return SS_OK;
+}
+
 ss_status ss_backend_open(const char *spec, const ss_backend_opts *opts, ss_backend **out) {
     *out = NULL;
     /* "cuda" and "auto" without a number: the GPU of this process's rank on

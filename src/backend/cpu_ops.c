@@ -579,6 +579,7 @@ static ss_status cpu_attention(const ss_backend *be, float *z, const float *q, c
                                int64_t Hkv, int64_t dh, float scale, float *pattern_out, const int64_t *pattern_off) {
     if (Hkv < 1 || H % Hkv) return ss_errorf(SS_ERR_ARG, "cpu: attention: %lld key/value heads do not divide %lld heads",
                                              (long long)Hkv, (long long)H);
+    SS_TRY(ss_attn_seqs_check(be, "attention", n_seq, start, len, -1));
     attn_ctx c = {z,     q,           k, v, ld_qkv, H, H / Hkv, dh, start, len, pattern_off,
                   scale, pattern_out, 0, 0, 0,      SS_WDTYPE_F32};
     ss_parallel_for(n_seq * H, attn_task, &c);

@@ -1468,6 +1468,7 @@ static ss_status attention_any(const ss_backend *be, float *z, const float *q, c
     if (Hkv < 1 || H % Hkv)
         return ss_errorf(SS_ERR_ARG, "%s: attention: %lld key/value heads do not divide %lld heads", be->name,
                          (long long)Hkv, (long long)H);
+    SS_TRY(ss_attn_seqs_check(be, "attention", n_seq, start, len, -1)); /* n_rows below is start + len */
     int64_t max_len = 0;
     for (int64_t s = 0; s < n_seq; s++)
         if (len[s] > max_len) max_len = len[s];
@@ -1853,6 +1854,7 @@ static ss_status cu_attention_lowp_qkv(const ss_backend *be, float *z, float *qk
                                        const ss_attn_out *out) {
     cuda_impl *c = IMPL(be);
     const int64_t N = (H + 2 * Hkv) * dh;
+    SS_TRY(ss_attn_seqs_check(be, "attention_lowp_qkv", n_seq, start, len, R));
     int64_t max_len = 0;
     for (int64_t s = 0; s < n_seq; s++) max_len = len[s] > max_len ? len[s] : max_len;
     if (c->lt && wdtype == SS_WDTYPE_BF16 && (dh == 64 || dh == 128) && Hkv >= 1 && H % Hkv == 0 && R > 0 &&

@@ -106,6 +106,26 @@ TEST(cpu_layernorm_and_gelu) {
     free(x); free(w); free(b); free(o);
 }
 
+/* A sequence outside the rows is refused, naming it, its start, len and the
+ * rows (the op is not told its rows: those that start + len can reach), before
+ * any row is read: start -1 read the row before q (here inside the buffer), and
+ * start + len past INT64_MAX overflowed. */
+TEST(cpu_attention_refuses_sequences_outside_the_rows) {
+    const ss_backend *be = ss_backend_cpu();
+    const int64_t H = 1, dh = 4, ld = 3 * H * dh;
+    float *buf = ss_test_rvec(4 * ld, 5, 1.0f), *qkv = buf + ld, z[3 * 4];
+    int64_t start[2] = {0, -1}, len[2] = {1, 2};
+    CHECK_ERR(be->attention(be, z, qkv, qkv + 4, qkv + 8, ld, 2, start, len, H, H, dh, 0.5f, NULL, NULL), SS_ERR_ARG,
+              "cpu: attention: sequence 1 (start -1, len 2) is outside rows 0..9223372036854775807");
+    start[1] = INT64_MAX - 1;
+    CHECK_ERR(be->attention(be, z, qkv, qkv + 4, qkv + 8, ld, 2, start, len, H, H, dh, 0.5f, NULL, NULL), SS_ERR_ARG,
+              "sequence 1 (start 9223372036854775806, len 2) is outside rows");
+    start[1] = 1, len[1] = -1;
+    CHECK_ERR(be->attention(be, z, qkv, qkv + 4, qkv + 8, ld, 2, start, len, H, H, dh, 0.5f, NULL, NULL), SS_ERR_ARG,
+              "sequence 1 (start 1, len -1)");
+    free(buf);
+}
+
 TEST(cpu_attention_causal_packed_sequences) {
     const ss_backend *be = ss_backend_cpu();
     const int64_t H = 3, dh = 4, d = H * dh, ld = 3 * d;

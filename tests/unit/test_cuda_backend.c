@@ -653,6 +653,67 @@ TEST(cuda_emulated_tensor_core_attention_workspace_overflow) {
     ss_backend_cuda_close(gpu);
 }
 
+/* The forward attention refuses a sequence outside the rows before it reads
+ * any, naming the op, the sequence, its start, len and the rows: attention
+ * (every path: fp32, tensor cores, cuBLAS) is not told its rows, so there a
+ * negative start (here a row inside the buffer before q) and a start + len
+ * past INT64_MAX (a signed overflow in the tensor-core path's rows); and
+ * attention_lowp_qkv one that ends past its R rows (here it read row 2 of 2,
+ * inside the buffer, without a word). */
+TEST(cuda_emulated_attention_refuses_sequences_outside_the_rows) {
+    const int64_t H = 1, dh = 64, ld = 3 * H * dh;
+    ss_backend *gpu = NULL;
+    CHECK_OK(cuda_with_attn_tc("1", &gpu));
+    if (!gpu) return;
+    void *buf = NULL, *zb = NULL;
+    CHECK_OK(gpu->alloc(gpu, (size_t)(4 * ld) * sizeof(float), "qkv", &buf));
+    CHECK_OK(gpu->alloc(gpu, (size_t)(4 * ld) * sizeof(float), "z", &zb));
+    CHECK_OK(gpu->zero(gpu, buf, (size_t)(4 * ld) * sizeof(float)));
+    const float *q = (const float *)buf + ld;
+    int64_t start[2] = {0, -1}, len[2] = {1, 2};
+    for (int tc = 0; tc < 2; tc++) { /* the tensor-core path (no pattern), and the fp32 kernel's */
+        float *pat = tc ? NULL : (float *)zb + 2 * ld;
+        const int64_t poff[2] = {0, 1};
+        start[1] = -1;
+        CHECK_ERR(gpu->attention(gpu, zb, q, q + dh, q + 2 * dh, ld, 2, start, len, H, H, dh, 0.125f, pat, poff),
+                  SS_ERR_ARG, "attention: sequence 1 (start -1, len 2) is outside rows 0..9223372036854775807");
+        start[1] = INT64_MAX - 1;
+        CHECK_ERR(gpu->attention(gpu, zb, q, q + dh, q + 2 * dh, ld, 2, start, len, H, H, dh, 0.125f, pat, poff),
+                  SS_ERR_ARG, "attention: sequence 1 (start 9223372036854775806, len 2) is outside rows");
+    }
+    gpu->release(gpu, buf);
+    gpu->release(gpu, zb);
+    ss_backend_cuda_close(gpu);
+    gpu = NULL;
+    setenv("SUBSCOPE_QKV16", "1", 1);
+    ss_status st = cuda_with_attn_tc("1", &gpu);
+    unsetenv("SUBSCOPE_QKV16");
+    CHECK_OK(st);
+    if (!gpu) return;
+    CHECK(gpu->attention_lowp_qkv != NULL);
+    if (!gpu->attention_lowp_qkv) {
+        ss_backend_cuda_close(gpu);
+        return;
+    }
+    const int64_t d = 64, R = 2;
+    void *x = NULL, *w = NULL, *qkv = NULL, *ln = NULL, *z = NULL;
+    CHECK_OK(gpu->alloc(gpu, (size_t)(4 * d) * sizeof(float), "x", &x));
+    CHECK_OK(gpu->alloc(gpu, (size_t)(d * ld) * sizeof(float), "W", &w));
+    CHECK_OK(gpu->alloc(gpu, (size_t)(4 * ld) * sizeof(float), "qkv", &qkv));
+    CHECK_OK(gpu->alloc(gpu, (size_t)(4 * d) * sizeof(float), "ln", &ln));
+    CHECK_OK(gpu->alloc(gpu, (size_t)(4 * d) * sizeof(float), "z", &z));
+    CHECK_OK(gpu->zero(gpu, x, (size_t)(4 * d) * sizeof(float)));
+    CHECK_OK(gpu->zero(gpu, w, (size_t)(d * ld) * sizeof(float)));
+    CHECK_OK(gpu->zero(gpu, qkv, (size_t)(4 * ld) * sizeof(float)));
+    start[0] = 0, len[0] = 1, start[1] = 1, len[1] = 2;
+    CHECK_ERR(gpu->attention_lowp_qkv(gpu, z, qkv, ln, x, NULL, NULL, 1e-5f, 0, w, SS_WDTYPE_F32, NULL, 0, R, d, 2, start,
+                                      len, H, H, dh, 0.125f, NULL, NULL, NULL),
+              SS_ERR_ARG, "attention_lowp_qkv: sequence 1 (start 1, len 2) is outside rows 0..2");
+    void *all[] = {x, w, qkv, ln, z};
+    for (int i = 0; i < 5; i++) gpu->release(gpu, all[i]);
+    ss_backend_cuda_close(gpu);
+}
+
 /* The forward pass takes attention_lowp for a bf16 model only, and not where
  * the layer's pattern is wanted: a GPT-2 of head size 64 (random weights,
  * attention sharpened) on the emulated GPU, placed in bf16 on backends with
