@@ -115,14 +115,14 @@ for n in 2 3; do
 done
 
 # A rank whose block has fewer axes than its dataset (rank 1: the unit binary's
-# dist_forward_crafted_block, /logits as [prompt, position]) is refused by the writer, naming the
+# rank_forward_crafted_block, /logits as [prompt, position]) is refused by the writer, naming the
 # rank, the dataset and both axis counts, and no file is left; before, the block was queued with a
 # zero count for the missing axis, wrote nothing, and the run ended as if complete.
 TU_ABS=$(cd "$(dirname "$SUBSCOPE")" && pwd)/test_unit
 if [ -x "$TU_ABS" ]; then
     rm -f "$TMP/crafted.h5"
     res=$(timeout 120 $MPI -np 1 "$SS_ABS" forward --model $M --input $P --batch 3 --device cpu --out "$TMP/crafted.h5" : \
-        -np 1 env SS_TEST_CRAFTED_BLOCK=1 "$TU_ABS" dist_forward_crafted_block 2>&1); rc=$?
+        -np 1 env SS_TEST_CRAFTED_BLOCK=1 "$TU_ABS" rank_forward_crafted_block 2>&1); rc=$?
     [ $rc != 0 ] && printf '%s' "$res" | grep -q "rank 1 (host [^)]*) sent a block of 2 axes for /logits, which has 3" &&
         [ ! -e "$TMP/crafted.h5" ] && pass "forward -np 2: a block with fewer axes than its dataset is refused, naming both, no file" ||
         fail "forward -np 2, a block of fewer axes" "exit $rc" "$(printf '%s' "$res" | grep -E 'subscope|FAIL' | tail -n 3)"

@@ -380,8 +380,8 @@ TEST(dist_jobs_over_the_world) {
  * src/jobs/job_forward.c's (dataset, axes, start[4], count[4], bytes on tag
  * 1, the block on tag 2), and the batch's end. Queued, the missing vocab axis
  * counted 0 and wrote nothing, and the file looked complete. Without
- * SS_TEST_CRAFTED_BLOCK it does nothing. */
-TEST(dist_forward_crafted_block) {
+ * SS_TEST_CRAFTED_BLOCK it does nothing; a rank_ test runs only when named (test_main.c). */
+TEST(rank_forward_crafted_block) {
     if (!getenv("SS_TEST_CRAFTED_BLOCK")) return;
     WORLD(c);
     CHECK(ss_comm_size(c) == 2 && ss_comm_rank(c) == 1);
