@@ -564,8 +564,9 @@ static int keep_under_limit(size_t big) {
     return 0;
 }
 
-TEST(cpu_kept_blocks_give_way_to_a_failed_allocation) {
-    const size_t big = (size_t)64 << 20;
+/* Runs child(big) in a forked process after keep_under_limit(big), and checks it exited 0;
+ * its stderr is the failure's message. */
+static void under_limit(size_t big, int (*child)(size_t big)) {
     int fds[2];
     CHECK(pipe(fds) == 0);
     pid_t pid = fork();
@@ -573,24 +574,8 @@ TEST(cpu_kept_blocks_give_way_to_a_failed_allocation) {
     if (pid == 0) {
         dup2(fds[1], 2);
         close(fds[0]);
-        const ss_backend *be = ss_backend_cpu();
-        void *p;
         const int kept = keep_under_limit(big);
-        if (kept) _exit(kept);
-        for (int which = 0; which < 3; which++) {
-            void *q = which == 0 ? ss_malloc(big, "test") : which == 1 ? ss_calloc(1, big, "test")
-                                                                        : ss_realloc(NULL, big, "test");
-            if (!q) {
-                fprintf(stderr, "%s failed: %s\n", which == 0 ? "ss_malloc" : which == 1 ? "ss_calloc" : "ss_realloc",
-                        ss_last_error());
-                _exit(1);
-            }
-            memset(q, 2, big);
-            free(q);
-            if (be->alloc(be, big, "kept", &p)) _exit(7); /* a block kept again for the next */
-            be->release(be, p);
-        }
-        _exit(0);
+        _exit(kept ? kept : child(big));
     }
     close(fds[1]);
     char buf[8192];
@@ -602,37 +587,42 @@ TEST(cpu_kept_blocks_give_way_to_a_failed_allocation) {
     CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d: %.300s", status, buf);
 }
 
+static int alloc_beside_kept(size_t big) {
+    const ss_backend *be = ss_backend_cpu();
+    void *p;
+    for (int which = 0; which < 3; which++) {
+        void *q = which == 0 ? ss_malloc(big, "test") : which == 1 ? ss_calloc(1, big, "test")
+                                                                    : ss_realloc(NULL, big, "test");
+        if (!q) {
+            fprintf(stderr, "%s failed: %s\n", which == 0 ? "ss_malloc" : which == 1 ? "ss_calloc" : "ss_realloc",
+                    ss_last_error());
+            return 1;
+        }
+        memset(q, 2, big);
+        free(q);
+        if (be->alloc(be, big, "kept", &p)) return 7; /* a block kept again for the next */
+        be->release(be, p);
+    }
+    return 0;
+}
+
+TEST(cpu_kept_blocks_give_way_to_a_failed_allocation) { under_limit((size_t)64 << 20, alloc_beside_kept); }
+
 /* The library's own large host buffers give way too: collect's fp64 co-moment matrix (d x d)
  * was a plain calloc, refused beside a kept block with no retry. */
-TEST(cpu_kept_blocks_give_way_to_the_co_moment_matrix) {
-    const size_t big = (size_t)64 << 20;
-    int fds[2];
-    CHECK(pipe(fds) == 0);
-    pid_t pid = fork();
-    CHECK(pid >= 0);
-    if (pid == 0) {
-        dup2(fds[1], 2);
-        close(fds[0]);
-        const int kept = keep_under_limit(big);
-        if (kept) _exit(kept);
-        ss_moments m;
-        memset(&m, 0, sizeof m);
-        if (ss_moments_init(&m, 2896, 1)) { /* 2896^2 doubles: 64.0 MiB */
-            fprintf(stderr, "ss_moments_init failed: %s\n", ss_last_error());
-            _exit(1);
-        }
-        ss_moments_free(&m);
-        _exit(0);
+static int moments_beside_kept(size_t big) {
+    (void)big;
+    ss_moments m;
+    memset(&m, 0, sizeof m);
+    if (ss_moments_init(&m, 2896, 1)) { /* 2896^2 doubles: 64.0 MiB */
+        fprintf(stderr, "ss_moments_init failed: %s\n", ss_last_error());
+        return 1;
     }
-    close(fds[1]);
-    char buf[8192];
-    const int status = ss_test_child_wait(pid, fds[0], buf, sizeof buf);
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 8) {
-        printf("\n    not run: the hard address-space limit leaves no room for the test");
-        return;
-    }
-    CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d: %.300s", status, buf);
+    ss_moments_free(&m);
+    return 0;
 }
+
+TEST(cpu_kept_blocks_give_way_to_the_co_moment_matrix) { under_limit((size_t)64 << 20, moments_beside_kept); }
 #endif
 
 #if defined(__SANITIZE_ADDRESS__)
