@@ -294,6 +294,7 @@ ss_status ss_cpu_attention_backward(const ss_backend *be, float *dq, float *dk, 
     if (Hkv < 1 || H % Hkv)
         return ss_errorf(SS_ERR_ARG, "cpu: attention_backward: %lld key/value heads do not divide %lld heads",
                          (long long)Hkv, (long long)H);
+    SS_TRY(ss_attn_seqs_check(be, "attention_backward", n_seq, start, len, -1));
     attnb_ctx c = {dq, dk, dv, ld_dqkv, dz, q, k, v, ld_qkv, H, H / Hkv, dh, start, len, scale, 0};
     ss_parallel_for(n_seq * Hkv, attnb_task, &c);
     if (atomic_load(&c.failed)) return ss_errorf(SS_ERR_NOMEM, "out of memory in attention backward scratch buffers");

@@ -1902,6 +1902,7 @@ static ss_status cu_attention_backward(const ss_backend *be, float *dq, float *d
     if (Hkv < 1 || H % Hkv)
         return ss_errorf(SS_ERR_ARG, "%s: attention_backward: %lld key/value heads do not divide %lld heads", be->name,
                          (long long)Hkv, (long long)H);
+    SS_TRY(ss_attn_seqs_check(be, "attention_backward", n_seq, start, len, -1)); /* rows below is start + len */
     if (n_seq <= 0 || H <= 0) return SS_OK;
     /* Batches with a prompt of attn_gemm_min_len tokens or more: cuBLAS, as
      * the forward (two [hc, L, L] buffers at a time within the workspace
@@ -1932,16 +1933,11 @@ static ss_status cu_attention_backward(const ss_backend *be, float *dq, float *d
     if (!at) return SS_ERR_NOMEM;
     for (int64_t s = 0; s < n_seq; s++) {
         size_t l2 = 0, hl2 = 0;
-        if (len[s] < 0 || !ss_mul_ok((size_t)len[s], (size_t)len[s], &l2) || !ss_mul_ok(l2, (size_t)H, &hl2) ||
+        if (!ss_mul_ok((size_t)len[s], (size_t)len[s], &l2) || !ss_mul_ok(l2, (size_t)H, &hl2) ||
             hl2 > (size_t)(INT64_MAX / 4) || half > INT64_MAX / 4 - (int64_t)hl2) {
             free(at);
             return ss_errorf(SS_ERR_ARG, "%s: attention_backward: sequence %lld of length %lld is too long", be->name,
                              (long long)s, (long long)len[s]);
-        }
-        if (start[s] < 0 || start[s] > INT64_MAX - len[s]) {
-            free(at);
-            return ss_errorf(SS_ERR_ARG, "%s: attention_backward: sequence %lld starts at row %lld", be->name,
-                             (long long)s, (long long)start[s]);
         }
         at[s] = half;
         half += (int64_t)hl2;

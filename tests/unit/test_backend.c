@@ -126,6 +126,25 @@ TEST(cpu_attention_refuses_sequences_outside_the_rows) {
     free(buf);
 }
 
+/* The backward's sequences as the forward's (it checked none: start -1 ran, reading and writing the row
+ * before q and dq, which start a row into their buffers here so that the test fails rather than crashes). */
+TEST(cpu_attention_backward_refuses_sequences_outside_the_rows) {
+    const ss_backend *be = ss_backend_cpu();
+    const int64_t H = 1, dh = 4, ld = 3 * H * dh;
+    float *in = ss_test_rvec(8 * ld, 6, 1.0f), *out = ss_test_fvec(4 * ld, 0), *q = in + ld, *dz = in + 5 * ld,
+          *dq = out + ld;
+    int64_t start[2] = {0, -1}, len[2] = {1, 2};
+    CHECK_ERR(be->attention_backward(be, dq, dq + 4, dq + 8, ld, dz, q, q + 4, q + 8, ld, 2, start, len, H, H, dh, 0.5f),
+              SS_ERR_ARG, "cpu: attention_backward: sequence 1 (start -1, len 2) is outside rows 0..9223372036854775807");
+    start[1] = 1, len[1] = -1;
+    CHECK_ERR(be->attention_backward(be, dq, dq + 4, dq + 8, ld, dz, q, q + 4, q + 8, ld, 2, start, len, H, H, dh, 0.5f),
+              SS_ERR_ARG, "sequence 1 (start 1, len -1)");
+    start[1] = INT64_MAX - 1, len[1] = 2;
+    CHECK_ERR(be->attention_backward(be, dq, dq + 4, dq + 8, ld, dz, q, q + 4, q + 8, ld, 2, start, len, H, H, dh, 0.5f),
+              SS_ERR_ARG, "sequence 1 (start 9223372036854775806, len 2) is outside rows");
+    free(in), free(out);
+}
+
 TEST(cpu_attention_causal_packed_sequences) {
     const ss_backend *be = ss_backend_cpu();
     const int64_t H = 3, dh = 4, d = H * dh, ld = 3 * d;

@@ -531,7 +531,37 @@ TEST(cuda_bwd_workspace_products_overflow_refused) {
               SS_ERR_NOMEM, "attention_backward: row statistics of 3 x 4611686018427387905 rows x 2 heads overflow");
     start = INT64_MAX;
     CHECK_ERR(rc->attention_backward(rc, none, none, none, 4, none, none, none, none, 4, 1, &start, &len, 1, 1, 4, 1.f),
-              SS_ERR_ARG, "attention_backward: sequence 0 starts at row 9223372036854775807");
+              SS_ERR_ARG, "attention_backward: sequence 0 (start 9223372036854775807, len 1) is outside rows");
+}
+
+/* A sequence outside the rows (a negative start or len, or start + len past INT64_MAX) is refused by
+ * ss_attn_seqs_check, as the forward's are, before any row is read: through cuBLAS first (which checked
+ * none: start -1 ran and returned ok, reading and writing the row before q and dq), then the kernels'
+ * (which refused a negative len as "too long" and the others in a message of their own). q, k, v and
+ * dq, dk, dv start a row into their buffers, so that row -1 is inside them. */
+TEST(cuda_bwd_attention_refuses_sequences_outside_the_rows) {
+    const ss_backend *paths[2] = {gpu_gemm(), gpu()};
+    CHECK(paths[0] && paths[1]);
+    if (!paths[0] || !paths[1]) return;
+    const int64_t dh = 4, ld = 3 * dh;
+    float *in = dev_put(NULL, (size_t)(8 * ld) * 4), *out = dev_put(NULL, (size_t)(4 * ld) * 4);
+    CHECK(in && out);
+    if (!in || !out) return;
+    CHECK_OK(gpu()->zero(gpu(), in, (size_t)(8 * ld) * 4));
+    float *q = in + ld, *dz = in + 5 * ld, *dq = out + ld;
+    const int64_t bad[3][2] = {{-1, 2}, {1, -1}, {INT64_MAX - 1, 2}};
+    const char *want[3] = {"attention_backward: sequence 1 (start -1, len 2) is outside rows 0..9223372036854775807",
+                           "attention_backward: sequence 1 (start 1, len -1) is outside rows",
+                           "attention_backward: sequence 1 (start 9223372036854775806, len 2) is outside rows"};
+    for (int p = 0; p < 2; p++)
+        for (int b = 0; b < 3; b++) {
+            const ss_backend *be = paths[p];
+            int64_t start[2] = {0, bad[b][0]}, len[2] = {1, bad[b][1]};
+            CHECK_ERR(be->attention_backward(be, dq, dq + dh, dq + 2 * dh, ld, dz, q, q + dh, q + 2 * dh, ld, 2, start,
+                                             len, 1, 1, dh, 0.5f),
+                      SS_ERR_ARG, want[b]);
+        }
+    dev_free(in), dev_free(out);
 }
 
 typedef struct { float *dgu; const float *dy, *gu; int64_t rows, dm; } swb_ctx;
