@@ -87,7 +87,7 @@ ss_status ss_bpe_trainer_init(ss_bpe_trainer **out) {
     (void)pcre2_jit_compile(t->re, PCRE2_JIT_COMPLETE); /* the interpreter is used without JIT */
     t->md = pcre2_match_data_create_from_pattern(t->re, NULL);
     t->n_slots = 1 << 12;
-    t->slots = calloc(t->n_slots, sizeof *t->slots);
+    t->slots = ss_calloc(t->n_slots, sizeof *t->slots, "BPE word table");
     if (!t->md || !t->slots) {
         ss_bpe_trainer_free(t);
         return nomem();
@@ -147,7 +147,7 @@ static ss_status count_word(ss_bpe_trainer *t, const char *w, size_t n) {
     t->slots[i] = (uint32_t)(k + 1);
     if (t->n_words * 2 > t->n_slots) { /* keep the table at most half full */
         size_t ns = t->n_slots * 2;
-        uint32_t *s = calloc(ns, sizeof *s);
+        uint32_t *s = ss_calloc(ns, sizeof *s, "BPE word table");
         if (!s) return nomem();
         for (size_t j = 0; j < t->n_words; j++) {
             size_t p = t->w_hash[j] & (ns - 1);
@@ -273,7 +273,7 @@ typedef struct {
 static pair_ent *pair_get(bpe_state *s, uint64_t key, int add) {
     if (add && (s->n_pairs + 1) * 2 > s->pcap) {
         size_t nc = s->pcap ? s->pcap * 2 : 1 << 14;
-        pair_ent *ne = malloc(nc * sizeof *ne);
+        pair_ent *ne = ss_malloc(nc * sizeof *ne, "BPE pair table");
         if (!ne) return NULL;
         for (size_t i = 0; i < nc; i++) ne[i].key = PAIR_EMPTY;
         for (size_t i = 0; i < s->pcap; i++) {
@@ -439,12 +439,12 @@ static void state_free(bpe_state *s) {
 }
 
 static ss_status make_model(bpe_state *s, ss_bpe_model **out) {
-    ss_bpe_model *m = calloc(1, sizeof *m);
+    ss_bpe_model *m = ss_calloc(1, sizeof *m, "BPE model");
     if (!m) return nomem();
     m->n_tokens = (int32_t)s->n_tok;
-    m->tok = calloc(s->n_tok, sizeof *m->tok);
-    m->tok_len = calloc(s->n_tok, sizeof *m->tok_len);
-    m->merges = malloc((s->n_merges ? s->n_merges : 1) * sizeof *m->merges);
+    m->tok = ss_calloc(s->n_tok, sizeof *m->tok, "BPE vocabulary");
+    m->tok_len = ss_calloc(s->n_tok, sizeof *m->tok_len, "BPE vocabulary");
+    m->merges = ss_malloc((s->n_merges ? s->n_merges : 1) * sizeof *m->merges, "BPE merges");
     if (!m->tok || !m->tok_len || !m->merges) {
         ss_bpe_model_free(m);
         return nomem();
@@ -478,7 +478,7 @@ ss_status ss_bpe_trainer_train(ss_bpe_trainer *tr, int32_t vocab_size, ss_bpe_mo
      * 256 bytes in the code-point order of their characters. */
     s->n_tslots = 1024;
     while (s->n_tslots < 4 * (size_t)vocab_size) s->n_tslots *= 2;
-    s->t_slots = calloc(s->n_tslots, sizeof *s->t_slots);
+    s->t_slots = ss_calloc(s->n_tslots, sizeof *s->t_slots, "BPE token table");
     if (!s->t_slots || !ss_grow(&s->tb, &s->tb_cap, 64, 1) || !ss_grow(&s->t_off, &(size_t){0}, 257, sizeof *s->t_off) ||
         !ss_grow(&s->t_len, &(size_t){0}, 257, sizeof *s->t_len) || !ss_grow(&s->t_hash, &s->t_cap, 257, sizeof *s->t_hash)) {
         rc = nomem();
@@ -506,9 +506,9 @@ ss_status ss_bpe_trainer_train(ss_bpe_trainer *tr, int32_t vocab_size, ss_bpe_mo
 
     /* Words as byte-id symbols, and the initial pair counts (step 0). */
     const size_t nw = tr->n_words;
-    s->sym = malloc((tr->bytes_len ? tr->bytes_len : 1) * sizeof *s->sym);
-    s->w_sym = malloc((nw ? nw : 1) * sizeof *s->w_sym);
-    s->w_n = malloc((nw ? nw : 1) * sizeof *s->w_n);
+    s->sym = ss_malloc((tr->bytes_len ? tr->bytes_len : 1) * sizeof *s->sym, "BPE word symbols");
+    s->w_sym = ss_malloc((nw ? nw : 1) * sizeof *s->w_sym, "BPE word symbols");
+    s->w_n = ss_malloc((nw ? nw : 1) * sizeof *s->w_n, "BPE word symbols");
     if (!s->sym || !s->w_sym || !s->w_n) {
         rc = nomem();
         goto done;
@@ -621,7 +621,7 @@ static char *text_buf(const ss_bpe_model *m) {
     size_t mx = 0;
     for (int32_t i = 0; i < m->n_tokens; i++)
         if (m->tok_len[i] > mx) mx = m->tok_len[i];
-    return malloc(2 * mx + 1);
+    return ss_malloc(2 * mx + 1, "BPE token text");
 }
 
 /* Opens a memory stream for *text and a scratch buffer of text_buf's size

@@ -75,7 +75,7 @@ static void *arena_alloc(arena_blk **head, size_t n) {
     arena_blk *b = *head;
     if (!b || b->cap - b->used < n) {
         size_t cap = n > (1u << 18) ? n : (1u << 18);
-        b = malloc(sizeof *b + cap);
+        b = ss_malloc(sizeof *b + cap, "tokenizer strings");
         if (!b) return NULL;
         b->next = *head;
         b->used = 0;
@@ -128,7 +128,7 @@ static int32_t smap_get(const smap *m, const char *s, size_t len) {
 
 static int smap_grow(smap *m) {
     size_t ncap = m->cap ? m->cap * 2 : 1024;
-    smap_ent *ne = calloc(ncap, sizeof *ne);
+    smap_ent *ne = ss_calloc(ncap, sizeof *ne, "tokenizer vocabulary");
     if (!ne) return 0;
     for (size_t i = 0; i < m->cap; i++) {
         if (!m->e[i].s) continue;
@@ -190,7 +190,7 @@ static inline const pmap_ent *pmap_get(const pmap *m, int32_t a, int32_t b) {
 static int pmap_put(pmap *m, int32_t a, int32_t b, uint32_t rank, int32_t new_id) {
     if ((m->n + 1) * 2 > m->cap) {
         size_t ncap = m->cap ? m->cap * 2 : 1024;
-        pmap_ent *ne = malloc(ncap * sizeof *ne);
+        pmap_ent *ne = ss_malloc(ncap * sizeof *ne, "tokenizer merges");
         if (!ne) return 0;
         for (size_t i = 0; i < ncap; i++) ne[i].key = PMAP_EMPTY;
         for (size_t i = 0; i < m->cap; i++) {
@@ -471,10 +471,10 @@ static ss_status tk_vocab_finish(ss_tokenizer *t, const char *what) {
                          (long long)max_id, t->vocab.n);
     size_t n = (size_t)max_id + 1;
     t->n_ids = (int32_t)n;
-    t->id_str = calloc(n, sizeof *t->id_str);
-    t->id_len = calloc(n, sizeof *t->id_len);
-    t->id_bytes = calloc(n, sizeof *t->id_bytes);
-    t->id_blen = calloc(n, sizeof *t->id_blen);
+    t->id_str = ss_calloc(n, sizeof *t->id_str, "tokenizer id table");
+    t->id_len = ss_calloc(n, sizeof *t->id_len, "tokenizer id table");
+    t->id_bytes = ss_calloc(n, sizeof *t->id_bytes, "tokenizer id table");
+    t->id_blen = ss_calloc(n, sizeof *t->id_blen, "tokenizer id table");
     if (!t->id_str || !t->id_len || !t->id_bytes || !t->id_blen) return nomem(what);
     for (size_t i = 0; i < t->vocab.cap; i++) {
         const smap_ent *e = &t->vocab.e[i];
@@ -507,7 +507,7 @@ static ss_status tk_merge_put(ss_tokenizer *t, const char *a, size_t alen, const
                          CLIP(blen), b);
     char stackbuf[256];
     size_t cl = alen + blen;
-    char *cat = cl <= sizeof stackbuf ? stackbuf : malloc(cl);
+    char *cat = cl <= sizeof stackbuf ? stackbuf : ss_malloc(cl, "merged token");
     if (!cat) return nomem(what);
     memcpy(cat, a, alen);
     memcpy(cat + alen, b, blen);
@@ -539,7 +539,7 @@ static ss_status tk_added_put(ss_tokenizer *t, const added_tok *a, int64_t file_
                          "%s: added token \"%.*s\" has id %lld but Hugging Face tokenizers would give it id %d", what, n,
                          a->content, (long long)file_id, id);
     if (t->n_added % 16 == 0) {
-        added_tok *na = realloc(t->added, (t->n_added + 16) * sizeof *na);
+        added_tok *na = ss_realloc(t->added, (t->n_added + 16) * sizeof *na, "added tokens");
         if (!na) return nomem(what);
         t->added = na;
     }
@@ -558,13 +558,13 @@ static ss_status tk_finish(ss_tokenizer *t, const char *what) {
         if (t->added[i].id + 1 > n) n = t->added[i].id + 1;
     if (n > t->n_ids) {
         size_t nn = (size_t)n;
-        const char **s = realloc(t->id_str, nn * sizeof *s);
+        const char **s = ss_realloc(t->id_str, nn * sizeof *s, "tokenizer id table");
         if (s) t->id_str = s;
-        uint32_t *l = realloc(t->id_len, nn * sizeof *l);
+        uint32_t *l = ss_realloc(t->id_len, nn * sizeof *l, "tokenizer id table");
         if (l) t->id_len = l;
-        const char **b = realloc(t->id_bytes, nn * sizeof *b);
+        const char **b = ss_realloc(t->id_bytes, nn * sizeof *b, "tokenizer id table");
         if (b) t->id_bytes = b;
-        uint32_t *bl = realloc(t->id_blen, nn * sizeof *bl);
+        uint32_t *bl = ss_realloc(t->id_blen, nn * sizeof *bl, "tokenizer id table");
         if (bl) t->id_blen = bl;
         if (!s || !l || !b || !bl) return nomem(what);
         for (int32_t i = t->n_ids; i < n; i++) {
@@ -575,7 +575,7 @@ static ss_status tk_finish(ss_tokenizer *t, const char *what) {
         }
         t->n_ids = n;
     }
-    t->id_added = malloc((size_t)t->n_ids * sizeof *t->id_added);
+    t->id_added = ss_malloc((size_t)t->n_ids * sizeof *t->id_added, "tokenizer added-token table");
     if (!t->id_added) return nomem(what);
     for (int32_t i = 0; i < t->n_ids; i++) t->id_added[i] = -1;
     int need_word_re = 0;
@@ -606,14 +606,14 @@ static ss_status tk_finish(ss_tokenizer *t, const char *what) {
         if (!t->word_re) return ss_errorf(SS_ERR_INTERNAL, "%s: word-character regex did not compile", what);
     }
 
-    t->cache = calloc(1, sizeof *t->cache);
+    t->cache = ss_calloc(1, sizeof *t->cache, "tokenizer word cache");
     if (!t->cache) return nomem(what);
     if (pthread_mutex_init(&t->cache->mu, NULL) != 0) {
         free(t->cache);
         t->cache = NULL;
         return ss_errorf(SS_ERR_INTERNAL, "%s: pthread_mutex_init failed", what);
     }
-    t->cache->slots = calloc(WORD_CACHE_SLOTS, sizeof *t->cache->slots);
+    t->cache->slots = ss_calloc(WORD_CACHE_SLOTS, sizeof *t->cache->slots, "tokenizer word cache");
     if (!t->cache->slots) return nomem(what);
     return SS_OK;
 }
@@ -1106,13 +1106,13 @@ static ss_status bpe_word(const ss_tokenizer *t, enc_ctx *c, const char *w, size
     }
     if (!ss_grow((void **)&c->sym_id, &c->sym_cap, n, sizeof *c->sym_id)) return nomem("encode");
     size_t cap = c->sym_cap;
-    int32_t *np = realloc(c->sym_prev, cap * sizeof *np);
+    int32_t *np = ss_realloc(c->sym_prev, cap * sizeof *np, "encode symbols");
     if (!np) return nomem("encode");
     c->sym_prev = np;
-    int32_t *nn = realloc(c->sym_next, cap * sizeof *nn);
+    int32_t *nn = ss_realloc(c->sym_next, cap * sizeof *nn, "encode symbols");
     if (!nn) return nomem("encode");
     c->sym_next = nn;
-    uint32_t *nl = realloc(c->sym_len, cap * sizeof *nl);
+    uint32_t *nl = ss_realloc(c->sym_len, cap * sizeof *nl, "encode symbols");
     if (!nl) return nomem("encode");
     c->sym_len = nl;
 

@@ -43,7 +43,7 @@ static void *arena_alloc(ss_json_doc *doc, size_t n) {
     arena_block *b = doc->blocks;
     if (!b || b->cap - b->used < n) {
         size_t cap = n > (1u << 16) ? n : (1u << 16);
-        b = malloc(sizeof *b + cap);
+        b = ss_malloc(sizeof *b + cap, "JSON values");
         if (!b) return NULL;
         b->next = doc->blocks;
         b->used = 0;
@@ -218,7 +218,7 @@ static ss_status parse_number(parser *p, ss_json *v) {
     char tmp[64];
     char *heap = NULL, *txt = tmp;
     if (len >= sizeof tmp) {
-        heap = malloc(len + 1);
+        heap = ss_malloc(len + 1, "JSON number");
         if (!heap) return oom(p);
         txt = heap;
     }
@@ -252,7 +252,7 @@ static int match_lit(parser *p, const char *lit) {
 static ss_status push_val(parser *p, const ss_json *v) {
     if (p->nvals == p->capvals) {
         size_t cap = p->capvals ? p->capvals * 2 : 64;
-        ss_json *nv = realloc(p->vals, cap * sizeof *nv);
+        ss_json *nv = ss_realloc(p->vals, cap * sizeof *nv, "JSON value stack");
         if (!nv) return oom(p);
         p->vals = nv;
         p->capvals = cap;
@@ -264,10 +264,10 @@ static ss_status push_val(parser *p, const ss_json *v) {
 static ss_status push_key(parser *p, const char *k, size_t len) {
     if (p->nkeys == p->capkeys) {
         size_t cap = p->capkeys ? p->capkeys * 2 : 64;
-        const char **nk = realloc(p->keys, cap * sizeof *nk);
+        const char **nk = ss_realloc(p->keys, cap * sizeof *nk, "JSON key stack");
         if (!nk) return oom(p);
         p->keys = nk;
-        size_t *nl = realloc(p->keylens, cap * sizeof *nl);
+        size_t *nl = ss_realloc(p->keylens, cap * sizeof *nl, "JSON key stack");
         if (!nl) return oom(p);
         p->keylens = nl;
         p->capkeys = cap;
@@ -366,7 +366,7 @@ ss_status ss_json_parse(const char *text, size_t len, const char *what, ss_json_
 
 ss_status ss_json_parse_at(const char *text, size_t len, const char *what, int first_line, ss_json_doc **out) {
     *out = NULL;
-    ss_json_doc *doc = calloc(1, sizeof *doc);
+    ss_json_doc *doc = ss_calloc(1, sizeof *doc, "JSON document");
     if (!doc) return ss_errorf(SS_ERR_NOMEM, "%s: out of memory", what);
     parser p = {.s = text, .end = text + len, .what = what, .line_start = text, .line = first_line, .doc = doc};
     /* A UTF-8 byte-order mark is tolerated, as many editors write one. */

@@ -7,6 +7,7 @@
 
 #include "../../src/backend/cpu_internal.h"
 #include "subscope/backend.h"
+#include "subscope/json.h"
 #include "subscope/stats.h"
 #include "subscope/util.h"
 #include "test.h"
@@ -642,6 +643,35 @@ static int moments_beside_kept(size_t big) {
 }
 
 TEST(cpu_kept_blocks_give_way_to_the_co_moment_matrix) { under_limit((size_t)64 << 20, moments_beside_kept); }
+
+/* And the JSON parser's (tokenizer.json, config.json; the tokenizer and the BPE trainer allocate
+ * as it does): a string of 40 MiB is one block of the document's arena, a plain malloc refused
+ * beside a kept block with no retry. The text is the parent's, made before the limit. */
+static char *json_text;
+static size_t json_len;
+static int json_beside_kept(size_t big) {
+    (void)big;
+    ss_json_doc *doc = NULL;
+    if (ss_json_parse(json_text, json_len, "big.json", &doc)) {
+        fprintf(stderr, "ss_json_parse failed: %s\n", ss_last_error());
+        return 1;
+    }
+    const ss_json *r = ss_json_root(doc);
+    const int ok = r->type == SS_JSON_STRING && r->len == json_len - 2;
+    ss_json_free(doc);
+    return ok ? 0 : 9;
+}
+
+TEST(cpu_kept_blocks_give_way_to_a_json_document) {
+    json_len = ((size_t)40 << 20) + 2;
+    json_text = malloc(json_len);
+    CHECK(json_text);
+    if (!json_text) return;
+    memset(json_text, 'a', json_len);
+    json_text[0] = json_text[json_len - 1] = '"';
+    under_limit((size_t)64 << 20, json_beside_kept);
+    free(json_text);
+}
 #endif
 
 #if defined(__SANITIZE_ADDRESS__)
