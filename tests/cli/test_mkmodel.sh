@@ -100,6 +100,31 @@ for args in "--out $TMP/keep --d 128 --seed 2" "--out $TMP/new --d 128" "--promp
         ! ls "$TMP"/*.tmp.* "$TMP"/keep/*.tmp.* >/dev/null 2>&1; then pass "write failure ($args): error, earlier files kept"
     else fail "write failure ($args)" "exit $rc: $out" "$(ls -A "$TMP/keep" "$TMP/new" 2>&1 | tr '\n' ' ')"; fi
 done
+# A config.json that cannot be written (here a folder by that name) after the weights were: exit 1
+# naming it, the earlier weights kept and no temporary left; before, the new model.safetensors was
+# already in place, beside the old config.json.
+"$MK" --out "$TMP/pair" >/dev/null && rm "$TMP/pair/config.json" && mkdir "$TMP/pair/config.json" &&
+    cp "$TMP/pair/model.safetensors" "$TMP/pair0.safetensors"
+out=$("$MK" --out "$TMP/pair" --seed 2 2>&1 >/dev/null); rc=$?
+if [ $rc = 1 ] && printf '%s' "$out" | grep -q "pair/config.json: not a regular file" &&
+    cmp -s "$TMP/pair/model.safetensors" "$TMP/pair0.safetensors" && ! ls "$TMP"/pair/*.tmp.* >/dev/null 2>&1; then
+    pass "config.json not writable: error, the earlier weights kept"
+else fail "config.json not writable" "exit $rc: $out" "$(ls -A "$TMP/pair" 2>&1 | tr '\n' ' ')"; fi
+# Stopped by SIGTERM between its two renames (tests/shim/rename_signal.c sends it to the process right
+# after the first, model.safetensors's) over an earlier run's directory: it takes effect once both
+# files are in place, so the directory holds the new model whole (an uninterrupted run's files) and
+# no temporary; before, the signal stopped it there, the new weights beside the earlier config.json.
+"$MK" --out "$TMP/sigref" --seed 3 >/dev/null && "$MK" --out "$TMP/sig" >/dev/null
+(SS_SHIM_RENAME_SIGNAL=TERM LD_PRELOAD="${TOOLBIN}rename_signal.so" ASAN_OPTIONS="${ASAN_OPTIONS:-}:verify_asan_link_order=0" \
+    "$MK" --out "$TMP/sig" --seed 3 >/dev/null 2>"$TMP/logsig") 2>/dev/null # (bash's "Terminated")
+rc=$?
+if ! grep -q "^rename_signal: SIGTERM after renaming .*/sig/model.safetensors" "$TMP/logsig"; then
+    fail "SIGTERM between mkmodel's renames" "the shim sent no signal: $(tail -2 "$TMP/logsig")"
+elif [ $rc = 143 ] && cmp -s "$TMP/sig/model.safetensors" "$TMP/sigref/model.safetensors" &&
+    cmp -s "$TMP/sig/config.json" "$TMP/sigref/config.json" && [ "$(ls -A "$TMP/sig" | wc -l)" = 2 ]; then
+    pass "SIGTERM between mkmodel's renames: exit 143 with the new files both in place"
+else fail "SIGTERM between mkmodel's renames" "exit $rc (want 143): $(ls -A "$TMP/sig" | tr '\n' ' ')" \
+    "config.json: $(grep seed "$TMP/sig/config.json")"; fi
 mkfifo "$TMP/fifo"
 out=$("$MK" --prompts "$TMP/fifo" --lengths 3 2>&1); rc=$?
 [ $rc = 1 ] && [ -p "$TMP/fifo" ] && printf '%s' "$out" | grep -q "fifo: not a regular file" && pass "--prompts naming a FIFO is refused, not replaced" ||

@@ -186,23 +186,63 @@ static FILE *open_tmp(const char *path, char **tmp, char **dest) {
     return f;
 }
 
-/* Closes f and renames tmp over dest (open_tmp's), or removes tmp if bad or that fails;
- * frees both; returns nonzero on failure, with a message naming path. */
-static int close_tmp(FILE *f, char *tmp, char *dest, const char *path, int bad) {
+/* A file whole under its temporary name (tmp, registered), to be renamed over dest. */
+typedef struct {
+    char *tmp, *dest;
+} staged_t;
+
+/* Removes what is left of each staged file's temporary (nothing once renamed), unregisters and frees it. */
+static void drop_staged(staged_t *s, int n) {
+    for (int i = 0; i < n; i++)
+        if (s[i].tmp) {
+            unlink(s[i].tmp);
+            ss_tmp_unregister(s[i].tmp);
+            free(s[i].tmp), free(s[i].dest);
+            s[i].tmp = s[i].dest = NULL;
+        }
+}
+
+/* Closes f (open_tmp's): its temporary, whole, goes to *s for put_in_place; if bad or the close
+ * fails it is removed and both names freed, with a message naming path; returns nonzero then. */
+static int close_staged(FILE *f, char *tmp, char *dest, const char *path, int bad, staged_t *s) {
     bad |= ferror(f);
     int err = errno;
     if (fclose(f) != 0 && !bad) bad = 1, err = errno;
-    if (!bad && rename(tmp, dest) != 0) bad = 1, err = errno;
+    *s = (staged_t){tmp, dest};
     if (bad) {
         fprintf(stderr, "mkmodel: error writing %s: %s\n", path, err ? strerror(err) : "write error");
-        unlink(tmp);
+        drop_staged(s, 1);
     }
-    ss_tmp_unregister(tmp);
-    free(tmp), free(dest);
     return bad;
 }
 
-static int write_config(const spec_t *sp, const char *dir) {
+/* Renames the n staged files into place with the signals held (ss_signals_hold, as subscope's
+ * jobs put several files in place): a signal between two renames takes effect once all are
+ * done, not with new weights beside an old config.json. A rename that fails removes those made
+ * before it. Drops all; returns nonzero on failure, with a message naming the file. */
+static int put_in_place(staged_t *s, int n) {
+    ss_signals_held held;
+    ss_signals_hold(&held);
+    int bad = 0;
+    for (int i = 0; i < n && !bad; i++)
+        if (rename(s[i].tmp, s[i].dest) != 0) {
+            fprintf(stderr, "mkmodel: error writing %s: cannot rename it into place: %s\n", s[i].dest, strerror(errno));
+            for (int k = 0; k < i; k++) unlink(s[k].dest);
+            bad = 1;
+        }
+    drop_staged(s, n);
+    ss_signals_release(&held);
+    return bad;
+}
+
+/* Closes f and renames tmp over dest (open_tmp's), or removes tmp if bad or that fails;
+ * frees both; returns nonzero on failure, with a message naming path. */
+static int close_tmp(FILE *f, char *tmp, char *dest, const char *path, int bad) {
+    staged_t s;
+    return close_staged(f, tmp, dest, path, bad, &s) || put_in_place(&s, 1);
+}
+
+static int write_config(const spec_t *sp, const char *dir, staged_t *staged) {
     char *path = ss_path_join(dir, "config.json"), *tmp, *dest;
     FILE *f = path ? open_tmp(path, &tmp, &dest) : NULL;
     if (!f) {
@@ -233,12 +273,12 @@ static int write_config(const spec_t *sp, const char *dir) {
             sp->act, sp->std, (long long)sp->d, (long long)sp->heads, (long long)sp->inner, (long long)sp->layers,
             (long long)sp->positions, sp->untied ? "false" : "true", dtype_hf[sp->dtype], (long long)sp->vocab,
             (unsigned long long)sp->seed);
-    int bad = close_tmp(f, tmp, dest, path, 0);
+    int bad = close_staged(f, tmp, dest, path, 0, staged);
     free(path);
     return bad;
 }
 
-static int write_weights(const spec_t *sp, const char *dir, int64_t *n_params) {
+static int write_weights(const spec_t *sp, const char *dir, int64_t *n_params, staged_t *staged) {
     int max_t = 5 + 12 * (int)sp->layers; /* GPT-2's count; Llama's 3 + 9 per layer is fewer */
     tensor_t *t = calloc((size_t)max_t, sizeof *t);
     if (!t) return 1;
@@ -307,7 +347,7 @@ static int write_weights(const spec_t *sp, const char *dir, int64_t *n_params) {
             }
         }
     }
-    bad = close_tmp(f, tmp, dest, path, bad);
+    bad = close_staged(f, tmp, dest, path, bad, staged);
     free(buf), free(hb), free(path), free(hdr), free(t);
     return bad;
 }
@@ -513,9 +553,13 @@ int main(int argc, char **argv) {
             return 1;
         }
         int64_t n_params = 0;
-        /* The weights first: a failure there leaves no new config.json beside old weights. */
+        /* Both files are written under their temporary names before either is put in place: a
+         * failure leaves an earlier run's pair as it was, never new weights beside an old config.json. */
         if (created) ss_tmp_register(dir); /* a signal removes it once its files are gone */
-        if (write_weights(&sp, out, &n_params) || write_config(&sp, out)) {
+        staged_t staged[2] = {{0}};
+        if (write_weights(&sp, out, &n_params, &staged[0]) || write_config(&sp, out, &staged[1]) ||
+            put_in_place(staged, 2)) {
+            drop_staged(staged, 2);
             if (created) rmdir(dir);
             free(dir);
             return 1;
