@@ -28,17 +28,19 @@ static void set_message(const char *s, size_t n) {
 }
 
 ss_status ss_errorf(ss_status code, const char *fmt, ...) {
-    va_list ap, aq;
+    va_list ap, aq, ar;
     va_start(ap, fmt);
     va_copy(aq, ap);
+    va_copy(ar, ap); /* for the cut message: a vasprintf that fails has used aq */
     char *s = NULL;
     int n = vsnprintf(NULL, 0, fmt, ap);
     if (n >= 0 && (size_t)n >= sizeof err_buf && vasprintf(&s, fmt, aq) >= 0) {
         set_message(s, (size_t)n);
         free(s);
     } else {
-        vsnprintf(err_buf, sizeof err_buf, fmt, aq); /* fits (or no memory to shorten it) */
+        vsnprintf(err_buf, sizeof err_buf, fmt, ar); /* fits (or no memory to shorten it) */
     }
+    va_end(ar);
     va_end(aq);
     va_end(ap);
     return code;

@@ -1,7 +1,11 @@
 /* The thread's error message: messages longer than its 2 KiB keep their head and their end. */
-#include "test.h"
-
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
+
+#include "test.h"
 
 /* A message over the buffer (a path of 5000 characters) kept its first 2047 bytes and lost its
  * end, where the reason is; the middle goes now, as "…", and no UTF-8 character is split. */
@@ -43,4 +47,51 @@ TEST(error_long_message_keeps_head_and_end) {
     CHECK(strcmp(ss_last_error(), "reading x: f.h5: bad") == 0);
     ss_error_clear();
     free(p);
+}
+
+/* While nonzero, vasprintf in this binary fails as the C library's does without memory, after
+ * reading its arguments (the va_list it was given is then spent: undefined to use again). */
+int ss_test_vasprintf_fails; /* not static: its stores must not be dropped as unread */
+
+int vasprintf(char **out, const char *fmt, va_list ap) {
+    va_list aq;
+    va_copy(aq, ap);
+    const int n = vsnprintf(NULL, 0, fmt, aq);
+    va_end(aq);
+    char *s = n < 0 || ss_test_vasprintf_fails ? NULL : malloc((size_t)n + 1);
+    if (!s) {
+        /* spent, as the C library's may leave it (glibc's does, unless printf hooks are
+         * registered, as libquadmath's are in this binary): the %d and %s of the tests */
+        for (const char *f = strchr(fmt, '%'); f; f = strchr(f + 2, '%'))
+            if (f[1] == 'd') (void)va_arg(ap, int);
+            else if (f[1] == 's') (void)va_arg(ap, const char *);
+        *out = NULL;
+        errno = ENOMEM;
+        return -1;
+    }
+    vsnprintf(s, (size_t)n + 1, fmt, ap);
+    *out = s;
+    return n;
+}
+
+/* A message over the buffer whose copy cannot be made (no memory): ss_errorf kept it cut at
+ * the buffer's end, but formatted it from the va_list that the failed vasprintf had spent
+ * (undefined: here the numbers after the arguments, garbage). Its head now, as when it fits. */
+TEST(error_long_message_without_memory_keeps_its_head) {
+    char fmt[3008] = "%d,%d "; /* then 3000 x: no field width, which C libraries format apart */
+    memset(fmt + 6, 'x', 3000);
+    fmt[3006] = 0;
+    ss_test_vasprintf_fails = 1;
+    ss_errorf(SS_ERR_IO, fmt, 123456, 654321);
+    ss_test_vasprintf_fails = 0;
+    const char *m = ss_last_error();
+    CHECK_MSG(strncmp(m, "123456,654321 xxx", 17) == 0, "%.40s", m);
+    CHECK(strlen(m) == 2047 && m[2046] == 'x');
+    /* a context: the new one cut at the buffer, then as much of the old as fits */
+    ss_errorf(SS_ERR_IO, "%s: bad", "f.h5");
+    ss_test_vasprintf_fails = 1;
+    ss_error_context(SS_ERR_IO, "reading %d", 42);
+    ss_test_vasprintf_fails = 0;
+    CHECK_MSG(strcmp(ss_last_error(), "reading 42: f.h5: bad") == 0, "%s", ss_last_error());
+    ss_error_clear();
 }
