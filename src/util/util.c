@@ -118,13 +118,18 @@ enum { TMP_SLOTS = 64 };
 static _Atomic(const char *) tmp_slots[TMP_SLOTS];
 static atomic_int sig_held;   /* a job is putting its files in place (ss_signals_hold) */
 static pthread_t sig_holder;  /* in this thread, which blocks the signals meanwhile */
+static atomic_int sig_ending; /* handlers on their way to end the process (not passing one on) */
 
 static void tmp_on_signal(int sig) {
+    /* Counted before sig_held is read, as ss_signals_hold reads this after setting it: either the
+     * signal is passed on to the holder, or the holder waits for the end of the process. */
+    atomic_fetch_add(&sig_ending, 1);
     if (atomic_load(&sig_held) && !pthread_equal(pthread_self(), sig_holder)) {
         /* Taken by another thread while the holder puts files in place: it waits, blocked, in
          * the holder until they all are (pthread_kill and pthread_self are async-signal-safe). */
         const int e = errno;
         pthread_kill(sig_holder, sig);
+        atomic_fetch_sub(&sig_ending, 1);
         errno = e;
         return;
     }
@@ -172,6 +177,9 @@ void ss_signals_hold(ss_signals_held *held) {
     pthread_sigmask(SIG_BLOCK, &s, &held->old);
     sig_holder = pthread_self();
     atomic_store(&sig_held, 1);
+    /* A signal that another thread took just before is ending the process (its handler removing
+     * the temporaries): no file goes into place first, or the end would come between two. */
+    while (atomic_load(&sig_ending)) nanosleep(&(struct timespec){0, 1000000}, NULL);
 }
 
 void ss_signals_release(const ss_signals_held *held) {

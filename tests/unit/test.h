@@ -41,6 +41,9 @@ extern int ss_test_fsync_errno;
 /* ... and while nonzero, unlink fails with this errno without removing anything (a clean-up
  * after a failure that fails too: the first failure's errno must be the one reported). */
 extern int ss_test_unlink_errno;
+/* ... and while nonzero, unlink first sleeps this many milliseconds (a signal handler caught in
+ * the middle of removing the temporaries). */
+extern int ss_test_unlink_delay_ms;
 
 #define TEST(name)                                                            \
     static void name(void);                                                   \

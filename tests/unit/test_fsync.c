@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "subscope/h5out.h"
@@ -27,8 +28,13 @@ int fsync(int fd) {
 }
 
 int ss_test_unlink_errno;
+int ss_test_unlink_delay_ms;
 
 int unlink(const char *path) {
+    if (ss_test_unlink_delay_ms) { /* nanosleep: async-signal-safe, as unlink is */
+        const struct timespec ts = {ss_test_unlink_delay_ms / 1000, (long)(ss_test_unlink_delay_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     if (ss_test_unlink_errno) {
         errno = ss_test_unlink_errno;
         return -1;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <hdf5.h>
@@ -838,6 +839,62 @@ TEST(h5_commit_held_holds_the_signals_until_released) {
     CHECK(sigaction(SIGPIPE, &old_pipe, NULL) == 0);
     unlink(path);
     free(path);
+}
+
+static void *idle_thread(void *arg) {
+    for (;;) pause();
+    return arg;
+}
+
+/* In a child: a SIGTERM that another thread took just before the hold, its handler still
+ * removing the temporaries (an unlink made slow), then two renames with the signals held. */
+static int rename_two_beside_a_dying_handler(char *const names[5]) {
+    for (int i = 0; i < 4; i += 2) {
+        FILE *f = fopen(names[i], "w");
+        if (!f) return 3;
+        fclose(f);
+    }
+    ss_tmp_register(names[4]);
+    struct sigaction cur;
+    if (sigaction(SIGTERM, NULL, &cur) || cur.sa_handler == SIG_DFL || cur.sa_handler == SIG_IGN) return 4;
+    pthread_t th;
+    if (pthread_create(&th, NULL, idle_thread, NULL)) return 5;
+    sigset_t term; /* blocked here, not in the thread: the thread takes the signal */
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &term, NULL);
+    ss_test_unlink_delay_ms = 500;
+    kill(getpid(), SIGTERM);
+    usleep(100000); /* the thread is in the handler, removing the temporary */
+    ss_signals_held held;
+    ss_signals_hold(&held);
+    rename(names[0], names[1]);
+    usleep(1000000);
+    rename(names[2], names[3]);
+    ss_signals_release(&held);
+    return 0;
+}
+
+/* A signal that another thread took before ss_signals_hold, its handler still on its way to end
+ * the process (removing the temporaries), ended it between the held renames: the first file new,
+ * the second old. The hold waits for such a handler now: the process ends before the first. */
+TEST(signals_hold_waits_for_a_handler_already_ending_the_process) {
+    char *names[5] = {tmp_file("race_a.new"), tmp_file("race_a"), tmp_file("race_b.new"), tmp_file("race_b"),
+                      tmp_file("race.tmp")};
+    FILE *f = fopen(names[4], "w");
+    CHECK(f != NULL);
+    if (f) fclose(f);
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) _exit(rename_two_beside_a_dying_handler(names));
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK_MSG(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM, "status %d", status);
+    CHECK(!exists(names[4])); /* the handler ran: it removed the temporary */
+    CHECK_MSG(exists(names[1]) == exists(names[3]), "the first file renamed (%d), the second (%d)", exists(names[1]),
+              exists(names[3]));
+    for (int i = 0; i < 5; i++) unlink(names[i]), free(names[i]);
 }
 
 TEST(h5_abort_leaves_nothing) {
