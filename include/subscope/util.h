@@ -57,8 +57,10 @@ void ss_tmp_unregister(const char *path);
  * blocking it: the CPU pool's workers, a library's) is passed on to it by ss_tmp_register's
  * handler, which this installs as that does; ss_signals_release restores the caller's mask,
  * and a signal that came meanwhile then takes effect, once every file is in place or, after a
- * failure, removed. One hold at a time; the renames and removals between are quick (a file's
- * data are synced before). SIGKILL and a power loss cannot be held. */
+ * failure, removed. A signal that another thread took just before, its handler already ending
+ * the process, is waited for: the process ends before the first file goes into place. One hold
+ * at a time; the renames and removals between are quick (a file's data are synced before).
+ * SIGKILL and a power loss cannot be held. */
 typedef struct {
     sigset_t old;
 } ss_signals_held;
