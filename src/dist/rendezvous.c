@@ -122,14 +122,17 @@ ss_status ss_rendezvous_publish(const char *dir, const char *key, int nranks, co
     return st;
 }
 
+/* why[]'s size: "unreadable: " and a whole message (SS_ERROR_MAX, its NUL included). */
+#define WHY_MAX (SS_ERROR_MAX + sizeof "unreadable: " - 1)
+
 /* Reads and checks the file once: 1 accepted, 0 absent, -1 present but not
  * ours (why[] says why; the caller keeps waiting: rank 0 may replace it). */
-static int try_read(const char *path, const char *key, int nranks, void *data, size_t n, char why[SS_ERROR_MAX]) {
+static int try_read(const char *path, const char *key, int nranks, void *data, size_t n, char why[WHY_MAX]) {
     char *raw = NULL;
     size_t len = 0;
     if (!ss_file_exists(path)) return 0;
     if (ss_file_read(path, &raw, &len)) {
-        snprintf(why, SS_ERROR_MAX, "unreadable: %s", ss_last_error());
+        snprintf(why, WHY_MAX, "unreadable: %s", ss_last_error());
         return -1;
     }
     const unsigned char *b = (const unsigned char *)raw;
@@ -139,13 +142,13 @@ static int try_read(const char *path, const char *key, int nranks, void *data, s
     uint64_t plen = 0, h = 0;
     int rc = -1;
     if (len < sizeof MAGIC + 4 || memcmp(b, MAGIC, sizeof MAGIC)) {
-        snprintf(why, SS_ERROR_MAX, "not a subscope rendezvous file (%zu bytes)", len);
+        snprintf(why, WHY_MAX, "not a subscope rendezvous file (%zu bytes)", len);
         goto out;
     }
     off = sizeof MAGIC;
     memcpy(&klen, b + off, 4), off += 4;
     if (klen > len - off || len - off - klen < 4 + 8) {
-        snprintf(why, SS_ERROR_MAX, "truncated (%zu bytes)", len);
+        snprintf(why, WHY_MAX, "truncated (%zu bytes)", len);
         goto out;
     }
     const char *fkey = (const char *)b + off;
@@ -153,24 +156,24 @@ static int try_read(const char *path, const char *key, int nranks, void *data, s
     memcpy(&nr, b + off, 4), off += 4;
     memcpy(&plen, b + off, 8), off += 8;
     if (plen > len - off || len - off - plen != 8) {
-        snprintf(why, SS_ERROR_MAX, "truncated or padded (%zu bytes for a %llu-byte payload)", len, (unsigned long long)plen);
+        snprintf(why, WHY_MAX, "truncated or padded (%zu bytes for a %llu-byte payload)", len, (unsigned long long)plen);
         goto out;
     }
     memcpy(&h, b + off + plen, 8);
     if (h != fnv1a(b, off + plen)) {
-        snprintf(why, SS_ERROR_MAX, "checksum mismatch (a partial or corrupted copy)");
+        snprintf(why, WHY_MAX, "checksum mismatch (a partial or corrupted copy)");
         goto out;
     }
     if (klen != strlen(key) || memcmp(fkey, key, klen)) {
-        snprintf(why, SS_ERROR_MAX, "written for another job or try (\"%.*s\", not \"%s\")", (int)(klen < 100 ? klen : 100), fkey, key);
+        snprintf(why, WHY_MAX, "written for another job or try (\"%.*s\", not \"%s\")", (int)(klen < 100 ? klen : 100), fkey, key);
         goto out;
     }
     if (nr != nranks) {
-        snprintf(why, SS_ERROR_MAX, "written for %d ranks, this job has %d", nr, nranks);
+        snprintf(why, WHY_MAX, "written for %d ranks, this job has %d", nr, nranks);
         goto out;
     }
     if (plen != n) {
-        snprintf(why, SS_ERROR_MAX, "holds %llu bytes, %zu expected", (unsigned long long)plen, n);
+        snprintf(why, WHY_MAX, "holds %llu bytes, %zu expected", (unsigned long long)plen, n);
         goto out;
     }
     if (n) memcpy(data, b + off, n);
@@ -185,7 +188,7 @@ ss_status ss_rendezvous_wait(const char *dir, const char *key, int nranks, void 
     char *path = ss_rendezvous_path(dir, key);
     if (!path) return SS_ERR_NOMEM;
     const double deadline = ss_now() + timeout;
-    char why[SS_ERROR_MAX] = ""; /* "unreadable: " and a message naming the path */
+    char why[WHY_MAX] = ""; /* "unreadable: " and a message naming the path */
     int seen = 0;
     for (unsigned spins = 0;; spins++) {
         int rc = try_read(path, key, nranks, data, n, why);

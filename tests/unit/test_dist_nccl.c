@@ -146,6 +146,17 @@ TEST(dist_rdv_refuses_foreign_files) {
     CHECK_ERR(ss_rendezvous_wait(ld, "slurm-9.0.r2", 3, got, sizeof got, 0.2), SS_ERR_IO, "0003/slurm-9.0.r2.ncclid: is a folder, not a file");
     free(mk);
     free(ld);
+    /* ... and under one of some 2300: the message naming it fills the error buffer (its head and
+     * its end kept), and "unreadable: " before it, copied into a buffer of the same size, cut
+     * its end, the reason, before the timeout's message took it in */
+    ld = ss_strfmt("%s/%0200d/%0200d/%0200d/%0200d/%0200d/%0200d/%0200d/%0200d/%0200d/%0200d/%0200d", d, 1, 2, 3, 4,
+                   5, 6, 7, 8, 9, 10, 11);
+    mk = ld ? ss_strfmt("mkdir -p '%s/slurm-9.0.r3.ncclid'", ld) : NULL;
+    CHECK(mk && system(mk) == 0);
+    CHECK_ERR(ss_rendezvous_wait(ld, "slurm-9.0.r3", 3, got, sizeof got, 0.2), SS_ERR_IO,
+              "0011/slurm-9.0.r3.ncclid: is a folder, not a file (rank 0 writes it");
+    free(mk);
+    free(ld);
     rmdir_all(d);
 }
 
