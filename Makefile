@@ -230,7 +230,8 @@ $(dir $(SUBSCOPE))kernel_check: $(BUILD)/tests/gpu/kernel_check.o $(LIBA)
 $(BUILD)/tests/gpu/kernel_check.o: CFLAGS_ALL += $(CUDA_CFLAGS)
 
 # An LD_PRELOAD shim for the CLI tests (tests/shim/rename_signal.c): a signal sent to the process
-# right after a rename, between a job's renames of its files. Built without the sanitizers, which
+# right after a rename, between a job's renames of its files, or a chosen rename (or every link)
+# failing with a chosen errno. Built without the sanitizers, which
 # it only forwards to; a test under SAN=1 sets ASAN_OPTIONS=verify_asan_link_order=0 with it.
 RENAME_SHIM := $(dir $(SUBSCOPE))rename_signal.so
 $(RENAME_SHIM): tests/shim/rename_signal.c
