@@ -62,8 +62,10 @@ ss_status ss_h5_create(const char *final_path, ss_h5 **out);
 ss_status ss_h5_commit(ss_h5 *h);
 /* ss_h5_commit for a job that puts more files in place after this one: the signals are held
  * (ss_signals_hold) from just before the rename, after the sync, and stay held on return,
- * whatever the result, until the caller's ss_signals_release after its last file. */
-ss_status ss_h5_commit_held(ss_h5 *h, ss_signals_held *held);
+ * whatever the result, until the caller's ss_signals_release after its last file. With r, the
+ * rename is r's (ss_replace_file): the earlier file is kept, for ss_replace_undo to put back
+ * should a later file fail to go into place (ss_replace_done once all have). */
+ss_status ss_h5_commit_held(ss_h5 *h, ss_signals_held *held, ss_replace *r);
 /* Closes everything, removes the temporary file, frees h.  NULL is a no-op. */
 void ss_h5_abort(ss_h5 *h);
 

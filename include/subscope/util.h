@@ -66,6 +66,33 @@ typedef struct {
 } ss_signals_held;
 void ss_signals_hold(ss_signals_held *held);
 void ss_signals_release(const ss_signals_held *held);
+/* Files put in place as one, each output's temporary renamed over its file in turn, with the
+ * signals held (ss_signals_hold): a rename that fails part-way (another file system, a file that
+ * cannot be replaced, a full directory) leaves every file as it was before the first. A file
+ * there before is kept meanwhile under its temporary's name with ".old." for ".tmp."
+ * ("<dest>.old.<host>.<pid>", ".NAME.old.<host>.<pid>" for train's hidden ones): a hard link, so
+ * the name never lacks a file, or where the file system refuses one (no hard links, another
+ * owner's file under protected_hardlinks) the file renamed there. On success ss_replace_done
+ * removes the kept copies; after a failure ss_replace_undo puts each back over the new file (or
+ * removes a new file that replaced none), last first. The kept copies are not registered with
+ * ss_tmp_register: they exist only while the signals are held, and were a handler to remove one
+ * it would take the earlier file's only copy; a run killed between (SIGKILL, a power loss) leaves
+ * them, and ss_tmp_sweep leaves them too: the earlier files, for the user to put back. */
+#define SS_REPLACE_MAX 8
+typedef struct {
+    int n;
+    char *dest[SS_REPLACE_MAX], *kept[SS_REPLACE_MAX]; /* kept: NULL where dest had no file */
+} ss_replace;
+/* Renames tmp (a name from ss_tmp_name, beside dest) over dest (the file, not a symbolic link to
+ * it: ss_out_target), keeping the file at dest first. On failure an error naming `name` (dest as
+ * the user gave it) and tmp, with dest as it was, tmp still there and r unchanged (the caller
+ * then undoes the earlier files). */
+ss_status ss_replace_file(ss_replace *r, const char *tmp, const char *dest, const char *name);
+/* After a failure: every file r replaced put back, each new one removed; one that cannot be put
+ * back is named on stderr with its kept copy. Empties r. */
+void ss_replace_undo(ss_replace *r);
+/* Every file in place: the kept copies removed. Empties r. */
+void ss_replace_done(ss_replace *r);
 /* The temporary name of an output being written: "<final_path>.tmp.<host>.<pid>",
  * host as gethostname() has it with anything but letters, digits and '-' made
  * '_' (so it has no dot), at most 64 characters. */

@@ -351,7 +351,7 @@ static ss_status sync_path(const char *path, int dir) {
     return SS_OK;
 }
 
-static ss_status commit(ss_h5 *h, ss_signals_held *held) {
+static ss_status commit(ss_h5 *h, ss_signals_held *held, ss_replace *r) {
     if (!h) {
         if (held) ss_signals_hold(held);
         return ss_errorf(SS_ERR_ARG, "ss_h5_commit: NULL writer");
@@ -359,7 +359,8 @@ static ss_status commit(ss_h5 *h, ss_signals_held *held) {
     ss_status st = close_all(h);
     if (st == SS_OK) st = sync_path(h->tmp_path, 0);
     if (held) ss_signals_hold(held); /* after the sync, which can take a while */
-    if (st == SS_OK && rename(h->tmp_path, h->target_path) != 0)
+    if (st == SS_OK && r) st = ss_replace_file(r, h->tmp_path, h->target_path, h->final_path);
+    else if (st == SS_OK && rename(h->tmp_path, h->target_path) != 0)
         st = ss_errorf(SS_ERR_IO, "%s: cannot rename %s into place: %s", h->final_path, h->tmp_path,
                        strerror(errno));
     if (st != SS_OK) {
@@ -376,9 +377,9 @@ static ss_status commit(ss_h5 *h, ss_signals_held *held) {
     return SS_OK;
 }
 
-ss_status ss_h5_commit(ss_h5 *h) { return commit(h, NULL); }
+ss_status ss_h5_commit(ss_h5 *h) { return commit(h, NULL, NULL); }
 
-ss_status ss_h5_commit_held(ss_h5 *h, ss_signals_held *held) { return commit(h, held); }
+ss_status ss_h5_commit_held(ss_h5 *h, ss_signals_held *held, ss_replace *r) { return commit(h, held, r); }
 
 void ss_h5_abort(ss_h5 *h) {
     if (!h) return;

@@ -750,7 +750,7 @@ ss_status ss_job_collect(const ss_collect_job *job) {
     t_mark = ss_now();
     if ((st = write_results(h, &c, &ss, job->progress, job->results_progress_ctx))) goto out;
     ss_signals_held held; /* a signal between the two takes effect after both: no checkpoint beside the result */
-    st = ss_h5_commit_held(h, &held);
+    st = ss_h5_commit_held(h, &held, NULL);
     h = NULL;
     if (!st) unlink(ckpt); /* the result is whole: the checkpoint has served */
     ss_signals_release(&held);

@@ -888,7 +888,7 @@ ss_status ss_job_discover(const ss_discover_job *job) {
     }
     if (st) goto out;
     /* Refused now: renamed last, after --out is in place, a masks path that is a
-     * folder would fail there and cost the --out of an earlier run. */
+     * folder would fail there, after the whole run (the earlier --out then put back). */
     struct stat msb;
     if (stat(masks_path, &msb) == 0 && S_ISDIR(msb.st_mode)) {
         st = ss_errorf(SS_ERR_ARG, "%s: is a directory, not an output file name", masks_path);
@@ -990,15 +990,16 @@ ss_status ss_job_discover(const ss_discover_job *job) {
     if ((st = ss_h5_set_deflate(h, 0))) goto out;
     if ((st = write_h5(h, &c))) goto out;
     /* --out and the masks file go into place with the signals held: one that comes between the two
-     * renames takes effect after the second (or after the new --out is removed), not with a new
-     * file beside an old one. */
+     * renames takes effect after the second (or after the earlier --out is put back), not with a
+     * new file beside an old one. A masks rename that fails puts the earlier --out back, or removes
+     * the new one where there was none (ss_replace). */
     ss_signals_held held;
-    st = ss_h5_commit_held(h, &held);
+    ss_replace rep = {0};
+    st = ss_h5_commit_held(h, &held, &rep);
     h = NULL;
-    if (!st && rename(masks_tmp, masks_target)) {
-        st = ss_errorf(SS_ERR_IO, "%s: cannot rename %s over it: %s", masks_path, masks_tmp, strerror(errno));
-        unlink(out_target); /* the new --out, not a link to it */
-    }
+    if (!st) st = ss_replace_file(&rep, masks_tmp, masks_target, masks_path);
+    if (st) ss_replace_undo(&rep);
+    else ss_replace_done(&rep);
     ss_signals_release(&held);
     if (st) goto out;
     if (job->table) print_table(job->table, &c);

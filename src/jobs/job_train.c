@@ -307,8 +307,7 @@ static ss_status check_out_dir(const ss_train_job *job, int *exists, char **targ
             return ss_errorf(SS_ERR_ARG, "%s holds model.safetensors.index.json, which loaders read before the model.safetensors "
                                          "train writes (use a new or empty --out)", out);
         /* A name train writes that is a folder (or a device, a FIFO) would fail its rename only
-         * after the files before it were renamed into place, and removing those then loses the
-         * earlier model: refused now. */
+         * after the whole run (the files renamed before it then put back): refused now. */
         for (size_t k = 0; k < sizeof written_names / sizeof *written_names; k++) {
             char *p = ss_path_join(out, written_names[k]);
             if (!p) return SS_ERR_NOMEM;
@@ -668,6 +667,7 @@ static ss_status write_output(trainer *t, const ss_train_result *r, int dir_exis
     size_t len = 0;
     ss_status st;
     ss_signals_held held;
+    ss_replace rep = {0};
     int holding = 0;
     if ((st = stage(&sg, out, "model.safetensors", &tmp)) || (st = ss_model_write_safetensors(t->m, tmp))) goto fail;
     if ((st = stage(&sg, out, "config.json", &tmp)) ||
@@ -686,14 +686,15 @@ static ss_status write_output(trainer *t, const ss_train_result *r, int dir_exis
     free(text), text = NULL;
     /* The files go into place, and an earlier run's go, with the signals held: one that comes
      * between two renames takes effect once all are done (or undone), not with new weights
-     * beside an old config.json. */
+     * beside an old config.json. A rename that fails puts the earlier run's files back
+     * (ss_replace). */
     ss_signals_hold(&held), holding = 1;
     for (int i = 0; i < sg.n; i++)
-        if (rename(sg.tmp[i], sg.dest[i]) != 0) {
-            st = ss_errorf(SS_ERR_IO, "%s: cannot rename into place: %s", sg.final[i], strerror(errno));
-            for (int k = 0; k < i; k++) unlink(sg.dest[k]);
+        if ((st = ss_replace_file(&rep, sg.tmp[i], sg.dest[i], sg.final[i]))) {
+            ss_replace_undo(&rep);
             goto fail;
         }
+    ss_replace_done(&rep);
     /* A file of written_names that this run did not write is a previous run's
      * (a trained tokenizer's vocab.json beside a copied tokenizer.json, ...): it
      * would describe another model, so it goes, unless --tokenizer is this

@@ -218,6 +218,74 @@ char *ss_tmp_name(const char *final_path) {
     return ss_strfmt("%s.tmp.%s.%ld", final_path, host, (long)getpid());
 }
 
+ss_status ss_replace_file(ss_replace *r, const char *tmp, const char *dest, const char *name) {
+    if (r->n == SS_REPLACE_MAX)
+        return ss_errorf(SS_ERR_INTERNAL, "%s: more than %d files put in place at once", name, SS_REPLACE_MAX);
+    /* tmp's name with its ".tmp." made ".old.": beside dest, hidden where tmp is, and no longer
+     * than tmp, whose length the command line checked (tmp_too_long) */
+    const char *slash = strrchr(tmp, '/'), *mark = NULL;
+    for (const char *p = slash ? slash : tmp; (p = strstr(p, ".tmp.")); p++) mark = p;
+    if (!mark) return ss_errorf(SS_ERR_INTERNAL, "%s: %s is not a temporary's name (ss_tmp_name)", name, tmp);
+    char *d = ss_strdup(dest), *kept = NULL;
+    struct stat sb;
+    const int had = lstat(dest, &sb) == 0 && !S_ISDIR(sb.st_mode); /* a folder: the rename fails, and nothing is kept */
+    if (d && had) kept = ss_strfmt("%.*s.old.%s", (int)(mark - tmp), tmp, mark + 5);
+    if (!d || (had && !kept)) {
+        free(d), free(kept);
+        return ss_errorf(SS_ERR_NOMEM, "out of memory");
+    }
+    int aside = 0; /* kept by renaming, not by a link: dest has no file until the rename below */
+    if (kept && link(dest, kept) != 0) {
+        int e = errno;
+        if (e == ENOENT && lstat(dest, &sb) != 0) { /* gone meanwhile: nothing to keep */
+            free(kept), kept = NULL;
+        } else {
+            if (e == EEXIST || lstat(kept, &sb) == 0) e = EEXIST; /* a killed run's kept copy: left alone */
+            else if (rename(dest, kept) == 0) aside = 1;
+            else e = errno;
+            if (!aside) {
+                ss_status st = ss_errorf(SS_ERR_IO, "%s: cannot keep the earlier file as %s while %s goes into place: %s",
+                                         name, kept, tmp, strerror(e));
+                free(d), free(kept);
+                return st;
+            }
+        }
+    }
+    if (rename(tmp, dest) != 0) {
+        const int e = errno;
+        if (aside && rename(kept, dest) != 0)
+            fprintf(stderr, "subscope: error: could not put the earlier %s back (it is kept as %s): %s\n", dest, kept,
+                    strerror(errno));
+        else if (kept && !aside) unlink(kept);
+        free(d), free(kept);
+        return ss_errorf(SS_ERR_IO, "%s: cannot rename %s into place: %s", name, tmp, strerror(e));
+    }
+    r->dest[r->n] = d, r->kept[r->n] = kept, r->n++;
+    return SS_OK;
+}
+
+void ss_replace_undo(ss_replace *r) {
+    for (int i = r->n - 1; i >= 0; i--) {
+        if (r->kept[i] ? rename(r->kept[i], r->dest[i]) != 0 : unlink(r->dest[i]) != 0 && errno != ENOENT) {
+            if (r->kept[i])
+                fprintf(stderr, "subscope: error: could not put the earlier %s back (it is kept as %s): %s\n", r->dest[i],
+                        r->kept[i], strerror(errno));
+            else
+                fprintf(stderr, "subscope: error: could not remove the new %s: %s\n", r->dest[i], strerror(errno));
+        }
+        free(r->dest[i]), free(r->kept[i]);
+    }
+    r->n = 0;
+}
+
+void ss_replace_done(ss_replace *r) {
+    for (int i = 0; i < r->n; i++) {
+        if (r->kept[i]) unlink(r->kept[i]);
+        free(r->dest[i]), free(r->kept[i]);
+    }
+    r->n = 0;
+}
+
 ss_status ss_out_target(const char *path, char **target) {
     *target = NULL;
     struct stat sb;

@@ -61,6 +61,35 @@ for sig in $sigs; do
         "masks: $(wc -l <"$TMP/sig.masks.jsonl") lines (new: $(wc -l <"$TMP/ref2.masks.jsonl")); left: $left"; fi
 done
 
+# The masks rename failing (tests/shim/rename_signal.c fails it: another file system, a full
+# directory) after --out went into place, over the files of an earlier run: exit 1 naming the masks
+# file, and both files the earlier run's again, nothing left beside them. Before, the new --out was
+# removed and the earlier one was lost. Where link fails (no hard links), --out was kept aside.
+for c in "EXDEV" "ENOSPC EPERM"; do
+    set -- $c
+    cp "$TMP/cl.h5" "$TMP/fail.h5" && cp "$TMP/cl.masks.jsonl" "$TMP/fail.masks.jsonl"
+    before=$(ls -A "$TMP" | grep '^\.\?fail\.')
+    ([ $# = 2 ] && export SS_SHIM_LINK_FAIL=$2
+    SS_SHIM_RENAME_FAIL=$1 SS_SHIM_RENAME_MATCH=/fail.masks.jsonl LD_PRELOAD="${TOOLBIN}rename_signal.so" \
+        ASAN_OPTIONS="${ASAN_OPTIONS:-}:verify_asan_link_order=0" "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" \
+        --method cluster --top 2 --out "$TMP/fail.h5" >/dev/null 2>"$TMP/logfail")
+    rc=$? after=$(ls -A "$TMP" | grep '^\.\?fail\.')
+    what="discover: the masks rename failing ($1${2:+, no hard links})"
+    if ! grep -q "^rename_signal: $1 for the rename onto .*/fail.masks.jsonl$" "$TMP/logfail"; then
+        fail "$what" "the shim failed no rename: $(tail -2 "$TMP/logfail")"
+    elif [ $rc = 1 ] && grep -q "error: $TMP/fail.masks.jsonl: cannot rename .* into place: " "$TMP/logfail" &&
+        cmp -s "$TMP/cl.h5" "$TMP/fail.h5" && cmp -s "$TMP/cl.masks.jsonl" "$TMP/fail.masks.jsonl" && [ "$before" = "$after" ]; then
+        pass "$what: exit 1 naming it, and the earlier --out and masks file as they were"
+    else fail "$what" "exit $rc (want 1): $(grep error "$TMP/logfail")" "sub-models: $(attr submodels "$TMP/fail.h5")" \
+        "files: $(echo $after)"; fi
+done
+# ... and without a failure, over the same files: the new pair, no kept copy left.
+"$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method cluster --top 2 --out "$TMP/fail.h5" >/dev/null 2>&1
+[ "$(attr submodels "$TMP/fail.h5")" = "$(attr submodels "$TMP/ref2.h5")" ] && cmp -s "$TMP/ref2.masks.jsonl" "$TMP/fail.masks.jsonl" &&
+    [ "$(ls -A "$TMP" | grep '^\.\?fail\.' | tr '\n' ' ')" = "fail.h5 fail.masks.jsonl " ] &&
+    pass "discover over an earlier run: the new files in place, nothing kept beside them" ||
+    fail "discover over an earlier run" "$(ls -A "$TMP" | grep '^\.\?fail\.' | tr '\n' ' ')"
+
 # contrast: one sub-model per site and one over all four sites.
 if "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method contrast --contrast animals:colours --out "$TMP/ct.h5" --masks-out "$TMP/ct.jsonl" >"$TMP/ct.txt" 2>"$TMP/err"; then
     pass "discover --method contrast"

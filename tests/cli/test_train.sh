@@ -148,6 +148,53 @@ for th in 1 4; do
     done
 done
 rm -rf "$TMP/again" "$TMP/ref1" "$TMP/ref4"
+# A rename that fails part-way (tests/shim/rename_signal.c fails the chosen one: another file
+# system, a file that cannot be replaced, a full directory), in a directory an earlier run wrote:
+# exit 1 naming the file, and every file the earlier run's again, byte for byte, with nothing
+# left beside them (the new files and the earlier ones' kept copies gone). Before, the new files
+# renamed before it were removed, and the earlier run's files they had replaced were lost. Where
+# the file system has no hard links (link fails: EPERM), the earlier files are kept by renaming
+# them aside. model.safetensors as a symbolic link to a file in another folder: the link stays and
+# its target is the earlier one's again.
+snap() { (cd "$1" && for f in $(ls -A | sort); do
+    if [ -L "$f" ]; then echo "$f -> $(readlink "$f")"; else sha256sum "$f" 2>&1; fi; done); }
+for c in "config.json EXDEV" "subscope_train.json EACCES" "subscope_train.json ENOSPC EPERM" "link EIO" "link EIO EPERM"; do
+    set -- $c
+    rm -rf "$TMP/again" "$TMP/aside" && cp -r "$TMP/m1" "$TMP/again" && mkdir "$TMP/aside"
+    what="the rename of $1 failing ($2)"
+    f=$1
+    if [ $1 = link ]; then # the last file's rename fails, model.safetensors's goes through a link
+        f=subscope_train.json what="$2 on the last rename, model.safetensors a symbolic link"
+        mv "$TMP/again/model.safetensors" "$TMP/aside/w.safetensors" && ln -s ../aside/w.safetensors "$TMP/again/model.safetensors"
+    fi
+    [ $# = 3 ] && what="$what, no hard links"
+    snap "$TMP/again" >"$TMP/before" && snap "$TMP/aside" >"$TMP/before_aside"
+    ([ $# = 3 ] && export SS_SHIM_LINK_FAIL=$3
+    SS_SHIM_RENAME_FAIL=$2 SS_SHIM_RENAME_MATCH=again/$f LD_PRELOAD="${TOOLBIN}rename_signal.so" \
+        ASAN_OPTIONS="${ASAN_OPTIONS:-}:verify_asan_link_order=0" run --out "$TMP/again" --steps 2 --seed 7 2>"$TMP/logfail")
+    rc=$?
+    snap "$TMP/again" >"$TMP/after" && snap "$TMP/aside" >"$TMP/after_aside"
+    if ! grep -q "^rename_signal: $2 for the rename onto .*/again/$f$" "$TMP/logfail"; then
+        fail "train: $what" "the shim failed no rename: $(tail -2 "$TMP/logfail")"
+    elif [ $rc = 1 ] && grep -q "error: $TMP/again/$f: cannot rename .* into place: " "$TMP/logfail" &&
+        cmp -s "$TMP/before" "$TMP/after" && cmp -s "$TMP/before_aside" "$TMP/after_aside"; then
+        pass "train: $what: exit 1 naming it, and the earlier run's files as they were"
+    else fail "train: $what" "exit $rc (want 1): $(grep error "$TMP/logfail")" \
+        "$(diff "$TMP/before" "$TMP/after"; diff "$TMP/before_aside" "$TMP/after_aside")"; fi
+done
+# ... and without a failure, the new files replace the earlier ones and no kept copy is left.
+for l in "" EPERM; do
+    rm -rf "$TMP/again" && cp -r "$TMP/m1" "$TMP/again"
+    if ([ -n "$l" ] && export SS_SHIM_LINK_FAIL=$l
+        LD_PRELOAD="${TOOLBIN}rename_signal.so" ASAN_OPTIONS="${ASAN_OPTIONS:-}:verify_asan_link_order=0" \
+            run --out "$TMP/again" --steps 2 --seed 7 2>"$TMP/logok"); then
+        if [ "$(ls -A "$TMP/again" | tr '\n' ' ')" = "$(ls -A "$TMP/m1" | tr '\n' ' ')" ] && grep -q '"seed": 7,' "$TMP/again/subscope_train.json" &&
+            ! cmp -s "$TMP/m1/model.safetensors" "$TMP/again/model.safetensors"; then
+            pass "train over an earlier run${l:+ (no hard links)}: the new files in place, nothing kept beside them"
+        else fail "train over an earlier run${l:+ (no hard links)}" "$(ls -A "$TMP/again" | tr '\n' ' ')"; fi
+    else fail "train over an earlier run${l:+ (no hard links)}" "$(tail -2 "$TMP/logok")"; fi
+done
+rm -rf "$TMP/again" "$TMP/aside"
 # A file name train writes that is a folder in --out is refused before training: its rename came
 # after the earlier files had been renamed into place, and removing those lost the earlier model.
 cp -r "$TMP/m1" "$TMP/m1dir" && rm "$TMP/m1dir/subscope_train.json" && mkdir "$TMP/m1dir/subscope_train.json"

@@ -822,7 +822,7 @@ TEST(h5_commit_held_holds_the_signals_until_released) {
         }
         ss_signals_held held;
         pipes_seen = 0;
-        const ss_status st = ss_h5_commit_held(h, &held);
+        const ss_status st = ss_h5_commit_held(h, &held, NULL);
         CHECK(fail ? st != SS_OK : st == SS_OK);
         ss_error_clear();
         CHECK(pthread_sigmask(SIG_BLOCK, NULL, &during) == 0);
@@ -895,6 +895,79 @@ TEST(signals_hold_waits_for_a_handler_already_ending_the_process) {
     CHECK_MSG(exists(names[1]) == exists(names[3]), "the first file renamed (%d), the second (%d)", exists(names[1]),
               exists(names[3]));
     for (int i = 0; i < 5; i++) unlink(names[i]), free(names[i]);
+}
+
+static void put(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    if (f) fputs(text, f), fclose(f);
+}
+
+/* The text of the file at path ("" where there is none), in buf. */
+static const char *text_of(const char *path, char *buf, size_t cap) {
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, cap - 1, f) : 0;
+    buf[n] = 0;
+    if (f) fclose(f);
+    return buf;
+}
+
+/* Names in dir containing part. */
+static int names_with(const char *dir, const char *part) {
+    char cmd[700], line[300];
+    snprintf(cmd, sizeof cmd, "ls -A '%s'", dir);
+    FILE *f = popen(cmd, "r");
+    int n = 0;
+    while (f && fgets(line, sizeof line, f)) n += strstr(line, part) != NULL;
+    if (f) pclose(f);
+    return n;
+}
+
+/* ss_replace: files put in place as one. A rename that fails part-way leaves the folder as it was
+ * once ss_replace_undo has run: each earlier file back (its kept copy, NAME.old.<host>.<pid>,
+ * renamed over the new one), a new file that replaced none removed, no kept copy left; on success
+ * ss_replace_done leaves the new files and no kept copy. A kept copy's name already taken (a
+ * killed run's with this pid) is an error naming it, with nothing replaced. */
+TEST(replace_undo_puts_the_earlier_files_back) {
+    char *dir = tmp_file("replace");
+    mkdir(dir, 0777);
+    char buf[64];
+    const char *names[] = {"a", "b", "c", "d"};
+    char *dest[4], *tmp[4];
+    for (int i = 0; i < 4; i++) dest[i] = ss_path_join(dir, names[i]), tmp[i] = ss_tmp_name(dest[i]);
+    /* a's kept copy: a.old.<host>.<pid>, as long as its temporary's name (which the command line checks) */
+    const char *mark = strstr(tmp[0], ".tmp.");
+    char *kept = ss_strfmt("%.*s.old.%s", (int)(mark - tmp[0]), tmp[0], mark + 5);
+    for (int round = 0; round < 2; round++) {
+        unlink(dest[2]), unlink(dest[3]);
+        put(dest[0], "old a"), put(dest[1], "old b");
+        put(tmp[0], "new a"), put(tmp[1], "new b"), put(tmp[2], "new c");
+        if (round) put(tmp[3], "new d");
+        ss_replace r = {0};
+        for (int i = 0; i < 3; i++) CHECK_OK(ss_replace_file(&r, tmp[i], dest[i], names[i]));
+        CHECK(!strcmp(text_of(dest[0], buf, sizeof buf), "new a") && !strcmp(text_of(dest[2], buf, sizeof buf), "new c"));
+        CHECK(names_with(dir, ".old.") == 2 && exists(kept)); /* a's and b's; c had no file */
+        if (!round) { /* d's temporary is missing: its rename fails */
+            CHECK_ERR(ss_replace_file(&r, tmp[3], dest[3], "the d file"), SS_ERR_IO, "the d file: cannot rename");
+            ss_replace_undo(&r);
+            CHECK(!strcmp(text_of(dest[0], buf, sizeof buf), "old a") && !strcmp(text_of(dest[1], buf, sizeof buf), "old b"));
+            CHECK(!exists(dest[2]) && !exists(dest[3]));
+        } else {
+            CHECK_OK(ss_replace_file(&r, tmp[3], dest[3], names[3]));
+            ss_replace_done(&r);
+            CHECK(!strcmp(text_of(dest[1], buf, sizeof buf), "new b") && !strcmp(text_of(dest[3], buf, sizeof buf), "new d"));
+        }
+        CHECK(r.n == 0 && names_with(dir, ".old.") == 0 && names_with(dir, ".tmp.") == 0);
+    }
+    /* a.old.<host>.<pid> there already */
+    put(tmp[0], "newer a"), put(kept, "a killed run's");
+    ss_replace r = {0};
+    CHECK_ERR(ss_replace_file(&r, tmp[0], dest[0], "the a file"), SS_ERR_IO, "the a file: cannot keep the earlier file as");
+    CHECK(r.n == 0 && !strcmp(text_of(dest[0], buf, sizeof buf), "new a") && exists(tmp[0]));
+    CHECK(!strcmp(text_of(kept, buf, sizeof buf), "a killed run's"));
+    unlink(kept), unlink(tmp[0]);
+    for (int i = 0; i < 4; i++) unlink(dest[i]), free(dest[i]), free(tmp[i]);
+    rmdir(dir);
+    free(kept), free(dir);
 }
 
 TEST(h5_abort_leaves_nothing) {
