@@ -470,7 +470,8 @@ static int run_predict(cli_cmd *cmd) {
         /* The keys and values of the positions run so far are kept (on backends
          * with attention_kv), so that each new token runs alone through the
          * blocks; SUBSCOPE_PREDICT_RECOMPUTE=1 runs the whole prompt each time. */
-        const char *rc = getenv("SUBSCOPE_PREDICT_RECOMPUTE");
+        const char *rc = getenv("SUBSCOPE_PREDICT_RECOMPUTE"), *tr = getenv("SUBSCOPE_PREDICT_TRACE");
+        const int trace = tr && *tr && strcmp(tr, "0");
         if (be->attention_kv && !(rc && *rc && strcmp(rc, "0")) &&
             (st = ss_kv_cache_open(m, be, n + gen < ctx ? n + gen : ctx, &kv)))
             goto out;
@@ -491,6 +492,13 @@ static int run_predict(cli_cmd *cmd) {
             int32_t best = 0;
             for (int64_t v = 1; v < V; v++)
                 if (lg[v] > lg[best]) best = (int32_t)v;
+            if (trace) { /* each step's choice and its runner-up, for comparing runs (gpu_check.sh) */
+                int32_t next = best ? 0 : 1;
+                for (int64_t v = 0; v < V; v++)
+                    if (v != best && lg[v] > lg[next]) next = (int32_t)v;
+                fprintf(stderr, "predict: step %lld id %d logit %.9g runner-up %d logit %.9g\n", (long long)g, best,
+                        lg[best], V > 1 ? next : -1, V > 1 ? lg[next] : lg[best]);
+            }
             if (best == eos || ss_config_is_eos(&m->cfg, best)) break;
             ids[n++] = best;
             char *txt = NULL;
@@ -517,9 +525,11 @@ cli_cmd cmd_predict = {
     "subscope predict --model DIR --prompt TEXT [--top K | --generate N] [--device DEV] [--dtype T] [--tf32]",
     "--generate keeps each position's keys and values (a key/value cache, on the CPU and on a GPU), so each\n"
     "new token runs alone through the blocks; past the model's n_positions the oldest tokens drop out and\n"
-    "each token recomputes the last n_positions. The cached attention is fp32 on either device (a GPU's\n"
-    "recompute may round bf16 models' attention operands to bf16). SUBSCOPE_PREDICT_RECOMPUTE=1 recomputes\n"
-    "the whole prompt for every token instead (tests compare).\n\n"
+    "each token recomputes the last n_positions. The cached attention is fp32 on either device (a GPU keeps\n"
+    "a bf16/fp16 model's keys and values in its dtype; its recompute may round bf16 models' attention\n"
+    "operands to bf16). SUBSCOPE_PREDICT_RECOMPUTE=1 recomputes the whole prompt for every token instead\n"
+    "(tests compare); SUBSCOPE_PREDICT_TRACE=1 prints each step's token id and logit and the runner-up's\n"
+    "to stderr.\n\n"
     "examples:\n  subscope predict --model models/tiny-gpt2 --prompt 'The cat says' --top 5\n"
     "  subscope predict --model models/tiny-gpt2 --prompt 'Let us count: four, five,' --generate 20\n",
     pred_opts, run_predict, NULL, NULL,

@@ -67,6 +67,21 @@ two=$("$SUBSCOPE" tokenize --model models/tiny-gpt2 --decode --text "[$(printf '
 out=$("$SUBSCOPE" predict --model "$TMP/eosl" --prompt "$text" --generate 12 2>&1)
 grep -q "\[1000, $stop\]" "$TMP/eosl/config.json" && [ "$two" = " six," ] && [ "$out" = "$text$two" ] &&
     pass "predict --generate stops at any id of an eos_token_id list" || fail "eos_token_id list" "got:  $out" "want: $text$two"
+# SUBSCOPE_PREDICT_TRACE=1 (gpu_check.sh's generation comparisons): one stderr line a step, the
+# chosen id (the continuation's tokens, as tokenize gives them) and its logit, the runner-up's id and
+# logit (the first step's two are --top 2's, to its 4 decimals, the runner-up's no larger); the
+# continuation on stdout unchanged, and no trace without the variable
+out=$(SUBSCOPE_PREDICT_TRACE=1 "$SUBSCOPE" predict --model models/tiny-gpt2 --prompt "$text" --generate 12 2>"$TMP/trace.err")
+ids=$(awk '$1 == "predict:" && $2 == "step" { printf "%s%s", (n++ ? "," : ""), $5 }' "$TMP/trace.err")
+top2=$("$SUBSCOPE" predict --model models/tiny-gpt2 --prompt "$text" --top 2 2>&1 | awk 'NR > 1 { print $2, $4 }' | paste -sd' ')
+tr1=$(awk '$1 == "predict:" && $3 == 0 { printf "%s %.4f %s %.4f", $5, $7, $9, $11 }' "$TMP/trace.err")
+ordered=$(awk '$1 == "predict:" && $2 == "step" && !($11 <= $7 && $9 != $5) { bad++ } END { print bad + 0 }' "$TMP/trace.err")
+quiet=$("$SUBSCOPE" predict --model models/tiny-gpt2 --prompt "$text" --generate 3 2>&1 >/dev/null)
+if [ "$out" = "$text$cont" ] && [ "$ids" = "$(printf '%s' "$all" | cut -d, -f$((n0 + 1))-$((n0 + 12)))" ] &&
+    [ "$(grep -c '^predict: step' "$TMP/trace.err")" = 12 ] && [ "$tr1" = "$top2" ] && [ "$ordered" = 0 ] && [ -z "$quiet" ]; then
+    pass "predict --generate with SUBSCOPE_PREDICT_TRACE=1: each step's id and logit and the runner-up's on stderr"
+else fail "SUBSCOPE_PREDICT_TRACE" "stdout: $out" "ids: $ids" "first step: $tr1 (--top 2: $top2)" "out of order: $ordered" \
+    "without it: $quiet" "$(head -n 3 "$TMP/trace.err")"; fi
 out=$("$SUBSCOPE" predict --model models/tiny-gpt2 --prompt "$text" --top 3 2>&1)
 first=$(printf '%s\n' "$out" | awk 'NR==2 {print $2}')
 want=$(grep -m1 '"id"' "$G" | tr -dc 0-9)
