@@ -36,17 +36,26 @@ if [ "${SAN:-0}" = 1 ]; then
     pass "gpu_check --emulated not run under the sanitizers (it runs bin/'s programs)"
 elif [ -f bin/emu/libsubscope-cuda.so ] && [ -x bin/kernel_check_emu ] && grep -q '^HAVE_CUBLAS := 1' build/config.mk 2>/dev/null; then
     before=$(ls bench/results | wc -l)
-    out=$(SUBSCOPE_PLUGIN_DIR=$PWD/bin/emu NVIDIA_SMI="$TMP/nonexistent" GPU_CHECK_MATCH='^forward tiny-gpt2 demo prompts, all sites$' \
-        bash "$GC" --only forward 2>&1); rc=$?
+    out=$(SUBSCOPE_PLUGIN_DIR=$PWD/bin/emu NVIDIA_SMI="$TMP/nonexistent" \
+        GPU_CHECK_MATCH='^(forward tiny-gpt2 demo prompts, all sites$|generate gen-g64, )' bash "$GC" --only forward 2>&1); rc=$?
     res=$(printf '%s\n' "$out" | sed -n 's/^gpu_check: results in //p')
     if [ $rc = 0 ] && printf '%s' "$out" | grep -q "holds the emulated plugin: running as --emulated" &&
         printf '%s\n' "$out" | grep -qE '^forward tiny-gpt2 demo prompts, all sites +PASS' &&
         printf '%s\n' "$out" | grep -qE '^predict --generate 24, cpu = cuda +PASS' &&
+        printf '%s\n' "$out" | grep -qE '^generate gen-g64, bf16, heads of 64, .* PASS .*cached vs cpu PASS 24 equal .*cached vs recomputed PASS' &&
         [ "${res#"$PWD"/build/gpu-check/}" != "$res" ] && grep -q '"emulated": 1' "$res" &&
         [ "$(ls bench/results | wc -l)" = "$before" ]; then
-        pass "gpu_check on the emulated plugin: forward and predict against the CPU, recorded in build/gpu-check"
+        pass "gpu_check on the emulated plugin: forward and predict against the CPU (bf16 generation's cache too), recorded in build/gpu-check"
     else fail "gpu_check on the emulated plugin" "exit $rc: $(printf '%s\n' "$out" | grep -vE 'SKIP|^  ' | tail -n 6)"; fi
     rm -f "$res"
+    # the generation comparison fails where the continuations' logits are further apart than its
+    # bound (1e-7 of the largest: bf16 products and caches are not that close)
+    out=$(SUBSCOPE_PLUGIN_DIR=$PWD/bin/emu GPU_CHECK_GEN_BF16=1e-7 GPU_CHECK_MATCH='^generate gen-g64, ' \
+        bash "$GC" --emulated --quick --only forward 2>&1); rc=$?
+    if [ $rc = 1 ] && printf '%s\n' "$out" | grep -qE '^generate gen-g64, bf16, heads of 64, .*\(rtol 1e-7\) +FAIL .*cached vs cpu FAIL step [0-9]+, token'; then
+        pass "gpu_check's generation comparison fails on logits beyond its bound"
+    else fail "gpu_check's generation comparison with a bound of 1e-7" "exit $rc: $(printf '%s\n' "$out" | grep -E '^generate' | cut -c 1-300)"; fi
+    rm -f "$(printf '%s\n' "$out" | sed -n 's/^gpu_check: results in //p')"
 else
     pass "gpu_check --emulated not run: needs a build with CUDA and make test's bin/emu and kernel_check_emu"
 fi

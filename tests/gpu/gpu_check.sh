@@ -12,7 +12,10 @@
 #      CPU and on the GPU for the bundled model
 #      and for random GPT-2 models (bin/mkmodel: GPT-2 small's shape, a wider
 #      bf16 one with d_head 128 and 2048 positions, a ragged f16 one) and
-#      compare logits and every site with h5cmp; `predict --generate` too;
+#      compare logits and every site with h5cmp; `predict --generate` too: tiny-gpt2's
+#      continuation on the CPU, on the GPU and recomputed there, and small bf16 and fp16 models'
+#      (heads of 64, 128 and 32; the key/value cache held in their dtype) compared token by
+#      token where their logit margins allow (gen_cmp);
 #   3b. the NCCL communicator (SUBSCOPE_DIST=nccl, src/dist/comm_nccl.c):
 #      info --dist and a data-parallel `collect` on the GPU under mpirun
 #      (2 ranks, one GPU each, when there are 2 GPUs; NCCL refuses two ranks
@@ -24,7 +27,8 @@
 #      driver, toolkit and commit, to bench/results/gpu-check-<gpu>-<date>.json (a dry run's to build/gpu-check/).
 #
 # usage: tests/gpu/gpu_check.sh [--quick] [--keep] [--no-sanitizer] [--only STEPS] [--no-build] [--emulated]
-#   --quick         bundled and ragged models only, kernel_check --quick, memcheck only
+#   --quick         bundled, ragged and the generation's small models only, kernel_check --quick,
+#                   memcheck only
 #   --emulated      no GPU: the tree's build (bin/) with the CUDA plugin built from the emulated
 #                   kernels (bin/emu, kernels/README.md) and kernel_check_emu, slowly; NCCL and
 #                   the sanitizers skipped; a rehearsal of the checks' plumbing and of the host
@@ -39,7 +43,9 @@
 # Environment: GPU_CHECK_ATOL/GPU_CHECK_RTOL (CPU-vs-GPU forward tolerance,
 # default 2e-4 each; GPU_CHECK_BF16_NMSE, default 1e-4, the whole-dataset NMSE bound for
 # --dtype bfloat16; GPU_CHECK_LLAMA_NMSE, default 1e-3, the same for the random Llama models
-# through the tensor-core attention), GPU_CHECK_JOBS (make -j, default: cores up to 16),
+# through the tensor-core attention; GPU_CHECK_GEN_BF16 and GPU_CHECK_GEN_FP16, default 3e-2 and
+# 5e-3, the generation comparisons' bounds on the chosen tokens' logits relative to the largest),
+# GPU_CHECK_JOBS (make -j, default: cores up to 16),
 # GPU_CHECK_DEVICE (what the forward checks compare with the CPU, default
 # cuda; "cpu" dry-runs the comparison plumbing on a machine without a GPU),
 # GPU_CHECK_MATCH (an extended regular expression: the CPU-vs-GPU comparisons whose
@@ -81,9 +87,11 @@ RTOL=${GPU_CHECK_RTOL:-2e-4}
 BUDGET=${GPU_CHECK_BUDGET:-540}
 BF16_NMSE=${GPU_CHECK_BF16_NMSE:-1e-4}
 LLAMA_NMSE=${GPU_CHECK_LLAMA_NMSE:-1e-3} # the random Llama models through the tensor-core attention (below)
+GEN_BF16=${GPU_CHECK_GEN_BF16:-3e-2} # predict --generate of 16-bit models: gen_cmp's bounds (below)
+GEN_FP16=${GPU_CHECK_GEN_FP16:-5e-3}
 num_re='^[0-9]+([.][0-9]*)?([eE][-+]?[0-9]+)?$'
-for v in "$ATOL" "$RTOL" "$BUDGET" "$BF16_NMSE" "$LLAMA_NMSE"; do
-    [[ $v =~ $num_re ]] || { echo "gpu_check: GPU_CHECK_ATOL/RTOL/BUDGET/BF16_NMSE/LLAMA_NMSE must be numbers (got \"$v\")" >&2; exit 2; }
+for v in "$ATOL" "$RTOL" "$BUDGET" "$BF16_NMSE" "$LLAMA_NMSE" "$GEN_BF16" "$GEN_FP16"; do
+    [[ $v =~ $num_re ]] || { echo "gpu_check: GPU_CHECK_ATOL/RTOL/BUDGET/BF16_NMSE/LLAMA_NMSE/GEN_BF16/GEN_FP16 must be numbers (got \"$v\")" >&2; exit 2; }
 done
 # fp32 means fp32: the CPU-vs-GPU tolerances assume TF32 is off.
 unset SUBSCOPE_TF32
@@ -332,6 +340,75 @@ prompts() { # prompts MODEL VOCAB FILE LENGTHS
 # pattern-writing attention kernel, the others the flash kernel.
 flash_sites() { echo "blocks.$1.attn.hook_pattern,blocks.*.attn.hook_z,blocks.*.hook_resid_post,ln_final.hook_normalized"; }
 
+# gen_cmp A.log B.log RTOL: two greedy continuations traced by SUBSCOPE_PREDICT_TRACE=1 (each
+# step's chosen id and logit, the runner-up's), step by step. Where the tokens agree, the chosen
+# token's logits must agree within RTOL x max(|logit|, 1) (tol); at the first step where they
+# differ, each run's chosen token must lead its runner-up by at most 2 tol (two runs whose logits
+# are each within tol of the other's cannot part on a wider margin), and nothing is compared
+# after it (the contexts differ). Prints one line (PASS/FAIL, the steps that agreed, the largest
+# relative difference of their logits, where and on what margins the runs parted); status 0 on PASS.
+gen_cmp() {
+    awk -v rtol="$3" '
+        FNR == 1 { f++ }
+        { k = index($0, "predict: step "); if (k > 1) $0 = substr($0, k) } # after a token on stdout (one log)
+        $1 == "predict:" && $2 == "step" { n[f]++; id[f, $3] = $5; l[f, $3] = $7; rl[f, $3] = $11 }
+        END {
+            m = n[1] < n[2] ? n[1] : n[2]; worst = 0
+            for (i = 0; i < m; i++) {
+                a = l[1, i]; b = l[2, i]; s = a < 0 ? -a : a; t = b < 0 ? -b : b; s = s > t ? s : t; s = s > 1 ? s : 1
+                tol = rtol * s
+                if (id[1, i] == id[2, i]) {
+                    d = a - b; d = d < 0 ? -d : d
+                    if (d / s > worst) worst = d / s
+                    if (d > tol) { printf "FAIL step %d, token %s: logits %.6g and %.6g (%.2e apart, tol %.2e)", i, id[1, i], a, b, d / s, rtol; exit 1 }
+                    continue
+                }
+                ma = a - rl[1, i]; mb = b - rl[2, i]; ok = ma <= 2 * tol && mb <= 2 * tol
+                printf "%s %d equal (%.1e), parted at %d on margins %.3g, %.3g (<= %.3g)", ok ? "PASS" : "FAIL", i, worst, i, ma, mb, 2 * tol
+                exit !ok
+            }
+            if (m == 0 || n[1] != n[2]) { printf "FAIL %d and %d steps traced", n[1], n[2]; exit 1 }
+            printf "PASS %d equal (%.1e)", m, worst
+        }' "$1" "$2"
+}
+# compare_generate NAME MODEL CPU-DTYPE GPU-DTYPE RTOL TOKENIZER MKMODEL-ARGS...: a small random
+# model (bin/mkmodel, under build/gpu-check/models/MODEL, with TOKENIZER's tokenizer.json), then
+# `predict --generate 24` of GEN_PROMPT on the CPU, on the GPU with its key/value cache (held in
+# a 16-bit model's dtype) and on the GPU recomputing every pass (SUBSCOPE_PREDICT_RECOMPUTE=1),
+# each pair by gen_cmp: cached vs CPU, recomputed vs CPU, cached vs recomputed
+compare_generate() {
+    local name=$1 mn=$2 cdt=$3 gdt=$4 rtol=$5 tok=$6 model tag t0 rc mode dev dt e res=PASS det="" line pair
+    shift 6
+    if [ -n "${GPU_CHECK_MATCH:-}" ] && ! [[ $name =~ $GPU_CHECK_MATCH ]]; then
+        record "$name" SKIP "not selected (GPU_CHECK_MATCH)" 0
+        return
+    fi
+    t0=$(now)
+    make_model "$mn" "$@" || return
+    model=$WORK/models/$mn
+    cp "$tok/tokenizer.json" "$model/" || { record "$name" FAIL "cannot copy $tok/tokenizer.json" "$(elapsed "$t0")"; return; }
+    tag=${name//[^A-Za-z0-9_.-]/_}
+    for mode in cpu cached recomputed; do
+        dev=$DEV e=() dt=$gdt
+        [ $mode = cpu ] && dev=cpu dt=$cdt
+        [ $mode = recomputed ] && e=(SUBSCOPE_PREDICT_RECOMPUTE=1)
+        run_logged "$LOGS/gen-$tag-$mode.log" 120 env SUBSCOPE_PREDICT_TRACE=1 "${e[@]}" "$B/subscope" predict \
+            --model "$model" --prompt "$GEN_PROMPT" --generate 24 --device "$dev" --dtype "$dt"
+        rc=$?
+        budget_skip "$name" $rc "$(elapsed "$t0")" && return
+        if [ $rc != 0 ]; then
+            record "$name" FAIL "$mode run failed: $(why "$LOGS/gen-$tag-$mode.log" $rc)" "$(elapsed "$t0")"
+            return
+        fi
+    done
+    for pair in cached:cpu recomputed:cpu cached:recomputed; do
+        line=$(gen_cmp "$LOGS/gen-$tag-${pair%%:*}.log" "$LOGS/gen-$tag-${pair#*:}.log" "$rtol") || res=FAIL
+        det="$det${det:+; }${pair/:/ vs } ${line}"
+    done
+    record "$name" $res "$det" "$(elapsed "$t0")"
+    [ $KEEP = 1 ] || rm -rf "$model"
+}
+
 if ! want forward; then
     :
 elif [ $BUILD_OK = 1 ]; then
@@ -431,6 +508,41 @@ elif [ $BUILD_OK = 1 ]; then
     r=$(SUBSCOPE_PREDICT_RECOMPUTE=1 timeout 120 "$B/subscope" predict --model "$tiny" --prompt 'The cat says' --generate 24 --device "$DEV" 2>"$LOGS/predict-cuda-recompute.log")
     if [ -n "$g" ] && [ "$r" = "$g" ]; then record "predict --generate 24 on cuda, cached = recomputed" PASS "" "$(elapsed "$t0")"
     else record "predict --generate 24 on cuda, cached = recomputed" FAIL "cached: \"$(printf '%s' "$g" | head -c 60)\" recomputed: \"$(printf '%s' "$r" | head -c 60)\" $(tail -n 1 "$LOGS/predict-cuda-recompute.log")" "$(elapsed "$t0")"; fi
+    # 16-bit models' key/value cache, held in their dtype on the GPU (copy_rows16, attention_kv
+    # reading bf16/fp16): 24 greedy tokens from a 17-token (GPT-2) or 48-token (Llama) prompt, all
+    # within the 128 positions, so every token after the prompt's pass reads the cache. Three
+    # arithmetics, none the other's bit for bit, so the continuations are compared by gen_cmp:
+    # - bf16 at heads of 64 (GPT-2, 2 heads) and 128 (Llama, 2 query heads over 1 key/value
+    #   head): the recompute's tensor-core attention rounds Q, K, V and P to bf16 (a Llama's k
+    #   rotated in bf16 after the product's rounding); the cached passes attend in fp32 over K
+    #   and V rounded to bf16 (the prompt's own pass over the fp32 K and V it caches); the CPU
+    #   in fp32 over fp32 K and V;
+    # - bf16 at heads of 32 (GPT-2, 4 heads), where no tensor-core attention runs: the recompute
+    #   attends in fp32 over fp32 K and V as the CPU does (they differ by the products' summation
+    #   order only), while the cache's rounding moves the cached run away from both: expected,
+    #   and seen under the emulation, cached 3.7e-3 from either, recomputed 2.4e-7 from the CPU
+    #   (the emulated products are the CPU's); only the bound below is checked (on a GPU the
+    #   products' summation order flips bf16 roundings too, as much as the cache's rounding);
+    # - fp16 at heads of 64 and 128: the CPU in fp32 (fp16 weights are for GPUs; widened exactly),
+    #   the GPU's products on fp16 inputs and its recompute's attention fp32 (attention_lowp is
+    #   bf16's), the cache rounded to fp16.
+    # Bounds (GPU_CHECK_GEN_BF16, GPU_CHECK_GEN_FP16): bf16 $GEN_BF16 of the top logit, fp16
+    # $GEN_FP16. Under the emulation every pair agreed on all 24 tokens, the logits at most 6.6e-3
+    # apart in bf16 (recomputed vs CPU, heads of 128) and 5.9e-4 in fp16 (cached vs recomputed,
+    # heads of 128). The same models at --std 0.3 were 3 to 5 times as far apart and parted on
+    # near ties (margins of 0.01 to 0.13 logits, tops near 10), which gen_cmp let pass.
+    GEN_PROMPT=$(printf 'one two %.0s' $(seq 1 8))
+    for gm in "gen-g64:bf16:64:--heads 2" "gen-l128:bf16:128:--family llama --heads 2 --kv-heads 1 --head-dim 128" \
+        "gen-g32:bf16:32:--heads 4" "gen-g64f:f16:64:--heads 2" "gen-l128f:f16:128:--family llama --heads 2 --kv-heads 1 --head-dim 128"; do
+        IFS=: read -r gn gd dh ga <<<"$gm"
+        gt=$tiny gv=1024
+        [[ $ga == *llama* ]] && gt=tests/data/llama-gguf/hf gv=300
+        if [ "$gd" = bf16 ]; then gl="bf16, heads of $dh, cached/recomputed/cpu" gc=bfloat16 gg=bfloat16 gtol=$GEN_BF16
+        else gl="fp16, heads of $dh, cached/recomputed/cpu fp32" gc=float32 gg=float16 gtol=$GEN_FP16; fi
+        # shellcheck disable=SC2086 # ga is a list of options
+        compare_generate "generate $gn, $gl (rtol $gtol)" "$gn" $gc $gg "$gtol" "$gt" --d 128 $ga --vocab $gv --positions 128 \
+            --std 0.1 --dtype "$gd" --seed 5
+    done
 
     # ragged: d 200, 5 heads of 40, d_mlp 700, vocab 1001, erf GELU, untied, f16 weights
     if make_model ragged --layers 3 --d 200 --heads 5 --inner 700 --vocab 1001 --positions 300 --act gelu --untied \
