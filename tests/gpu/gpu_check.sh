@@ -388,6 +388,7 @@ compare_generate() {
     model=$WORK/models/$mn
     cp "$tok/tokenizer.json" "$model/" || { record "$name" FAIL "cannot copy $tok/tokenizer.json" "$(elapsed "$t0")"; return; }
     tag=${name//[^A-Za-z0-9_.-]/_}
+    [ "$DEV" = cpu ] && gdt=$cdt # a dry run: the CPU takes no float16
     for mode in cpu cached recomputed; do
         dev=$DEV e=() dt=$gdt
         [ $mode = cpu ] && dev=cpu dt=$cdt
