@@ -540,11 +540,15 @@ compute:;
         if (progress) progress(job->progress_ctx, written, N);
     }
     if (c.piped && rank != c.writer && (st = retire(&c, -1))) goto out;
+    /* The writer thread is done before the pipeline's report writes its attributes: only it
+     * calls HDF5 while the queue runs (h5queue.h). */
+    if (rank == c.writer) {
+        st = ss_h5_queue_finish(c.q);
+        c.q = NULL;
+        if (st) goto out;
+    }
     if (c.piped && (st = ss_pipeline_report(run.m, P - 1, h, rank == c.writer && job->progress))) goto out;
     if (rank != c.writer) goto out;
-    st = ss_h5_queue_finish(c.q);
-    c.q = NULL;
-    if (st) goto out;
     for (int i = 0; i < ns; i++) {
         if (c.acts[i] && (st = ss_h5_dset_close(c.acts[i]))) { c.acts[i] = NULL; goto out; }
         c.acts[i] = NULL;
