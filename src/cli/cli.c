@@ -260,6 +260,15 @@ int cli_parse(cli_cmd *cmd, int argc, char **argv) {
                     i + 1 < argc ? ", but the next argument is the option " : "", i + 1 < argc ? argv[i + 1] : "");
             return 1;
         }
+        /* An empty value names no file, device or choice: refused here, naming the option, where
+         * it read as the default (--device, --metrics, --group-by, forward's --sites) or failed
+         * later naming nothing (--input: ": cannot open"; --model: "/config.json"). --out and
+         * --masks-out: below, as outputs are. */
+        if (o->metavar && !o->text && !*o->value && strcmp(o->name, "out") && strcmp(o->name, "masks-out")) {
+            fprintf(stderr, "subscope %s: error: --%s is empty: give %s (see subscope %s --help)\n", cmd->name, o->name,
+                    o->metavar, cmd->name);
+            return 1;
+        }
         o->all[o->n++] = o->value;
     }
     return outputs_are_files(cmd) || outputs_not_inputs(cmd);

@@ -10,6 +10,7 @@ typedef struct cli_opt {
     const char *name;     /* without the leading "--" */
     const char *metavar;  /* NULL: a flag without a value */
     const char *help;
+    int text;             /* free text (a prompt, a title): may be empty; any other value may not */
     const char *value;    /* filled by cli_parse (flags: "1"); the last occurrence */
     const char *all[64];  /* every occurrence of an option given more than once */
     int n;

@@ -284,7 +284,7 @@ cli_cmd cmd_info = {
 
 static cli_opt tok_opts[] = {
     {.name = "model", .metavar = "DIR", .help = "model (or tokenizer-only) directory with tokenizer.json or vocab.json + merges.txt, or a .gguf file"},
-    {.name = "text", .metavar = "TEXT", .help = "text to encode; with --decode, a JSON array of token ids"},
+    {.name = "text", .metavar = "TEXT", .text = 1, .help = "text to encode; with --decode, a JSON array of token ids"},
     {.name = "decode", .metavar = NULL, .help = "decode ids to text instead of encoding"},
     {0},
 };
@@ -366,7 +366,7 @@ cli_cmd cmd_tokenize = {
 
 static cli_opt pred_opts[] = {
     {.name = "model", .metavar = "DIR", .help = "Hugging Face model directory, or a llama-architecture .gguf file"},
-    {.name = "prompt", .metavar = "TEXT", .help = "the prompt"},
+    {.name = "prompt", .metavar = "TEXT", .text = 1, .help = "the prompt"},
     {.name = "top", .metavar = "K", .help = "show the K most likely next tokens (default 10)"},
     {.name = "generate", .metavar = "N", .help = "instead, continue the prompt greedily by N tokens (stops at <|endoftext|> or any of the model's eos_token_id)"},
     {.name = "device", .metavar = "DEV", .help = "cpu, cuda, cuda:N or auto (default auto)"},

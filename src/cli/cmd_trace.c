@@ -7,9 +7,9 @@
 
 static cli_opt trace_opts[] = {
     {.name = "model", .metavar = "DIR", .help = "Hugging Face model directory, or a llama-architecture .gguf file"},
-    {.name = "prompt", .metavar = "TEXT", .help = "the text to step through"},
+    {.name = "prompt", .metavar = "TEXT", .text = 1, .help = "the text to step through"},
     {.name = "submodels", .metavar = "FILE", .help = "sub-models as a masks JSONL (what discover exports and ablate --masks reads)"},
-    {.name = "answer", .metavar = "TEXT", .help = "track this token (its first) at the last position instead of the model's top guess"},
+    {.name = "answer", .metavar = "TEXT", .text = 1, .help = "track this token (its first) at the last position instead of the model's top guess"},
     {.name = "stats", .metavar = "STATS.h5", .help = "collect file: means for mean-mode masks, and activity in standard units"},
     {.name = "out", .metavar = "OUT.h5", .help = "also write the table to this HDF5 file"},
     {.name = "device", .metavar = "DEV", .help = "cpu, cuda, cuda:N or auto (default auto)"},

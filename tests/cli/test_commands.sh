@@ -286,6 +286,27 @@ expect_fail "ablate --out in a missing folder" "--out $TMP/nodir/a.h5: cannot wr
     "$SUBSCOPE" ablate --model $TM --input $TP --mask 'blocks.1.mlp.hook_post[1]' --out "$TMP/nodir/a.h5"
 expect_fail "ablate --out= (empty)" "--out is empty: give a file name" \
     "$SUBSCOPE" ablate --model $TM --input $TP --mask 'blocks.1.mlp.hook_post[1]' --out=
+# Any other empty value is refused naming its option: --device '', --metrics '', --group-by '' and
+# forward's --sites '' ran as their default, wrote a file and exited 0; an empty --input, --model
+# or --masks failed naming nothing (": cannot open", "/config.json: cannot open"). Free text (a
+# prompt, an answer, a title) may be empty.
+expect_fail "forward --device '' refused" "--device is empty: give DEV" \
+    "$SUBSCOPE" forward --model $TM --input $TP --device '' --out "$TMP/e.h5"
+expect_fail "forward --sites= refused" "--sites is empty: give GLOBS" \
+    "$SUBSCOPE" forward --model $TM --input $TP --sites= --out "$TMP/e.h5"
+expect_fail "ablate --metrics '' refused" "--metrics is empty: give LIST" \
+    "$SUBSCOPE" ablate --model $TM --input $TP --mask 'blocks.1.mlp.hook_post[1]' --metrics '' --out "$TMP/e.h5"
+expect_fail "collect --group-by '' refused" "--group-by is empty: give FIELD" \
+    "$SUBSCOPE" collect --model $TM --input $TP --sites blocks.1.mlp.hook_post --group-by '' --out "$TMP/e.h5"
+expect_fail "forward --input '' names --input" "--input is empty: give FILE" \
+    "$SUBSCOPE" forward --model $TM --input '' --out "$TMP/e.h5"
+expect_fail "forward --model= names --model" "--model is empty: give DIR" \
+    "$SUBSCOPE" forward --model= --input $TP --out "$TMP/e.h5"
+expect_fail "ablate --masks '' names --masks" "--masks is empty: give FILE" \
+    "$SUBSCOPE" ablate --model $TM --input $TP --masks '' --out "$TMP/e.h5"
+[ ! -e "$TMP/e.h5" ] && pass "... and none of them wrote its --out" || fail "an empty value's run wrote its --out"
+expect_ok "report --title '' (free text) runs" "$SUBSCOPE" report "$TMP/ab.h5" --title '' --out "$TMP/e.html"
+expect_ok "tokenize --text '' (free text) runs" "$SUBSCOPE" tokenize --model $TM --text ''
 expect_fail "ablate --out naming a folder" "--out $TMP/full is a folder; give a file name" \
     "$SUBSCOPE" ablate --model $TM --input $TP --mask 'blocks.1.mlp.hook_post[1]' --out "$TMP/full"
 chmod 555 "$TMP/full"
