@@ -27,8 +27,8 @@ static cli_opt train_opts[] = {
     {0},
 };
 
-/* A non-negative real option, or def if absent; prints and returns 1 on error. */
-static int real_opt(const cli_cmd *cmd, const char *name, double def, double *out) {
+/* A non-negative (positive: above 0) real option, or def if absent; prints and returns 1 on error. */
+static int real_opt(const cli_cmd *cmd, const char *name, int positive, double def, double *out) {
     const char *v = cli_get(cmd, name);
     if (!v) {
         *out = def;
@@ -37,8 +37,9 @@ static int real_opt(const cli_cmd *cmd, const char *name, double def, double *ou
     char *end;
     errno = 0;
     double x = strtod(v, &end);
-    if (errno || end == v || *end || !isfinite(x) || x < 0) {
-        fprintf(stderr, "subscope %s: error: --%s must be a non-negative number, got '%s'\n", cmd->name, name, v);
+    if (errno || end == v || *end || !isfinite(x) || x < 0 || (positive && x == 0)) {
+        fprintf(stderr, "subscope %s: error: --%s must be a %s number, got '%s'\n", cmd->name, name,
+                positive ? "positive" : "non-negative", v);
         return 1;
     }
     *out = x;
@@ -61,13 +62,9 @@ static int run_train(cli_cmd *cmd) {
         cli_int(cmd, "steps", 1, INT64_C(1) << 40, 1000, &j.steps) || cli_int(cmd, "batch", 1, 1 << 20, 8, &j.batch) ||
         cli_int(cmd, "seq", 2, 1 << 24, 0, &j.seq) || cli_int(cmd, "warmup", 0, INT64_C(1) << 40, -1, &j.warmup) ||
         cli_int(cmd, "seed", 0, INT64_MAX, 1234, &seed) || cli_int(cmd, "log-every", 1, INT64_C(1) << 40, 10, &j.log_every) ||
-        real_opt(cmd, "lr", 1e-3, &j.lr) || real_opt(cmd, "weight-decay", 0.1, &j.weight_decay) ||
-        real_opt(cmd, "clip", 1.0, &j.clip))
+        real_opt(cmd, "lr", 1, 1e-3, &j.lr) || real_opt(cmd, "weight-decay", 0, 0.1, &j.weight_decay) ||
+        real_opt(cmd, "clip", 0, 1.0, &j.clip))
         return 1;
-    if (j.lr <= 0) {
-        fprintf(stderr, "subscope train: error: --lr must be positive\n");
-        return 1;
-    }
     j.seed = (uint64_t)seed;
     ss_train_result r;
     j.result = &r;

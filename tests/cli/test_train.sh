@@ -49,7 +49,11 @@ expect_fail "a Llama config is refused (train makes GPT-2s)" 'train trains GPT-2
 : >"$TMP/empty.txt"
 expect_fail "empty data file" "no prompts in the file" \
     "$SUBSCOPE" train --config "$TMP/small.json" --data "$TMP/empty.txt" --tokenizer $TOK --out "$TMP/bad"
-expect_fail "--lr 0" "--lr must be positive" run --out "$TMP/bad" --lr 0
+expect_fail "--lr 0" "--lr must be a positive number, got '0'" run --out "$TMP/bad" --lr 0
+# A negative --lr's message gave the range as non-negative, which 0 is not.
+expect_fail "--lr -1 says positive" "--lr must be a positive number, got '-1'" run --out "$TMP/bad" --lr -1
+expect_fail "--clip -1 says non-negative (0 turns clipping off)" "--clip must be a non-negative number, got '-1'" \
+    run --out "$TMP/bad" --clip -1
 printf '{"tokens": [1, 2, 3]}\n{"tokens": [5, 1024]}\n' >"$TMP/oov.jsonl"
 err=$("$SUBSCOPE" train --config "$TMP/small.json" --data "$TMP/oov.jsonl" --steps 1 --seq 2 --out "$TMP/bad" 2>&1)
 [ "$err" = "subscope train: error: $TMP/oov.jsonl:2: token id 1024 is outside the vocabulary (size 1024)" ] &&
