@@ -419,13 +419,14 @@ const char *cli_command_line(void) { return cmdline ? cmdline : ""; }
 
 void cli_progress(void *ctx, int64_t done, int64_t total) {
     static double t0;
+    static int64_t done0; /* the work done when the clock started: a resumed collect's checkpoint's */
     static int tty = -1;
     if (tty < 0) tty = isatty(2);
     if (!tty) return;
     const double now = ss_now();
-    if (done == 0 || t0 == 0) t0 = now;
+    if (done == 0 || t0 == 0) t0 = now, done0 = done;
     const char *what = ctx ? (const char *)ctx : "prompts";
-    double el = now - t0, rate = el > 0 ? (double)done / el : 0;
+    double el = now - t0, rate = el > 0 ? (double)(done - done0) / el : 0;
     fprintf(stderr, "\r  %lld/%lld %s  %.1f/s  %.0fs elapsed", (long long)done, (long long)total, what, rate, el);
     if (done >= total) fprintf(stderr, "\n");
 }

@@ -92,4 +92,15 @@ tl=$(SUBSCOPE_TIMING=1 "$SUBSCOPE" patch --model $M --input $C --corrupt $K --si
 if printf '%s' "$tl" | grep -Eq "^subscope patch: timing: first batch [0-9.]+ s \(1 prompts\), later batches [0-9.]+ s \($((n - 1)) prompts\)$"; then
     pass "SUBSCOPE_TIMING=1 times patch's first pair and the later ones"
 else fail "SUBSCOPE_TIMING=1 patch" "got: $tl"; fi
+# On a terminal, progress starts at 0 of the pieces, as the other commands' does: its first line
+# came after the first pair's pieces (3/40), and the rate counted them against the time since
+# that line (346224.4/s where the pieces ran at about 2500/s). `script` gives the run a terminal.
+if command -v script >/dev/null 2>&1; then
+    out=$(script -qec "'$SUBSCOPE' patch --model $M --input $C --corrupt $K --sites blocks.0.hook_resid_pre --per position --out '$TMP/tty.h5'" \
+        /dev/null 2>&1 | tr '\r' '\n' | grep -a ' patches ')
+    [ "$(printf '%s\n' "$out" | head -n 1 | awk '{print $1}')" = "0/40" ] && printf '%s\n' "$out" | grep -q "^  40/40 patches" &&
+        pass "on a terminal: patch's progress runs from 0/40 to 40/40 pieces" || fail "patch's progress on a terminal" "$out"
+else
+    pass "progress on a terminal not checked: no 'script' command here"
+fi
 finish
