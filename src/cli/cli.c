@@ -427,6 +427,7 @@ void cli_progress(void *ctx, int64_t done, int64_t total) {
     if (done == 0 || t0 == 0) t0 = now, done0 = done;
     const char *what = ctx ? (const char *)ctx : "prompts";
     double el = now - t0, rate = el > 0 ? (double)(done - done0) / el : 0;
-    fprintf(stderr, "\r  %lld/%lld %s  %.1f/s  %.0fs elapsed", (long long)done, (long long)total, what, rate, el);
+    /* \033[K clears what a longer line before it left (a rate down from 1000.0/s to 998.1/s left "elapsedd") */
+    fprintf(stderr, "\r  %lld/%lld %s  %.1f/s  %.0fs elapsed\033[K", (long long)done, (long long)total, what, rate, el);
     if (done >= total) fprintf(stderr, "\n");
 }

@@ -100,6 +100,9 @@ if command -v script >/dev/null 2>&1; then
         /dev/null 2>&1 | tr '\r' '\n' | grep -a ' patches ')
     [ "$(printf '%s\n' "$out" | head -n 1 | awk '{print $1}')" = "0/40" ] && printf '%s\n' "$out" | grep -q "^  40/40 patches" &&
         pass "on a terminal: patch's progress runs from 0/40 to 40/40 pieces" || fail "patch's progress on a terminal" "$out"
+    # Each line clears to its end (ESC [K): one shorter than the line before it left that line's tail.
+    [ -n "$out" ] && ! printf '%s\n' "$out" | grep -av $'elapsed\e\\[K$' | grep -q . &&
+        pass "on a terminal: each progress line clears the rest of the line" || fail "progress lines clear to the end" "$(printf '%s' "$out" | cat -A | head -n 3)"
 else
     pass "progress on a terminal not checked: no 'script' command here"
 fi
