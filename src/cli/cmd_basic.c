@@ -525,11 +525,12 @@ cli_cmd cmd_predict = {
     "subscope predict --model DIR --prompt TEXT [--top K | --generate N] [--device DEV] [--dtype T] [--tf32]",
     "--generate keeps each position's keys and values (a key/value cache, on the CPU and on a GPU), so each\n"
     "new token runs alone through the blocks; past the model's n_positions the oldest tokens drop out and\n"
-    "each token recomputes the last n_positions. The cached attention is fp32 on either device (a GPU keeps\n"
-    "a bf16/fp16 model's keys and values in its dtype; its recompute may round bf16 models' attention\n"
-    "operands to bf16). SUBSCOPE_PREDICT_RECOMPUTE=1 recomputes the whole prompt for every token instead\n"
-    "(tests compare); SUBSCOPE_PREDICT_TRACE=1 prints each step's token id and logit and the runner-up's\n"
-    "to stderr.\n\n"
+    "each token recomputes the last n_positions. The cached attention computes in fp32 on either device;\n"
+    "on a GPU, with 16-bit weights (--dtype bfloat16 or float16, or auto on such files), the cache holds\n"
+    "the keys and values in their type (half of fp32's bytes), widened as attention reads them (a GPU's\n"
+    "recompute may round bf16 models' attention operands to bf16). SUBSCOPE_PREDICT_RECOMPUTE=1\n"
+    "recomputes the whole prompt for every token instead (tests compare); SUBSCOPE_PREDICT_TRACE=1 prints\n"
+    "each step's token id and logit and the runner-up's to stderr.\n\n"
     "examples:\n  subscope predict --model models/tiny-gpt2 --prompt 'The cat says' --top 5\n"
     "  subscope predict --model models/tiny-gpt2 --prompt 'Let us count: four, five,' --generate 20\n",
     pred_opts, run_predict, NULL, NULL,

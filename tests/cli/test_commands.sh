@@ -465,6 +465,12 @@ fi
 for c in info tokenize predict forward show; do
     expect_ok "$c --help" "$SUBSCOPE" $c --help
 done
+# predict --help on the key/value cache says what README says: on a GPU a 16-bit model's cache is
+# kept in its type (since ec8e0a8); it said the cached attention was fp32 on either device.
+h=$("$SUBSCOPE" predict --help | tr '\n' ' ')
+case "$h" in *"with 16-bit weights (--dtype bfloat16 or float16, or auto on such files), the cache holds the keys and values in their type"*)
+    pass "predict --help: a GPU's 16-bit key/value cache" ;;
+*) fail "predict --help describes the GPU's 16-bit key/value cache" ;; esac
 expect_fail "unknown command" "unknown command 'frobnicate'" "$SUBSCOPE" frobnicate
 expect_fail "no command" "usage" "$SUBSCOPE"
 finish
