@@ -76,6 +76,33 @@ static int check_stdout(const char *cmd, int rc) {
     return rc ? rc : 1;
 }
 
+/* Settings the library reads from the environment where a bad value has no way to be reported and
+ * fell back to the default without a word (SUBSCOPE_THREADS=abc ran on every core, =1x on one):
+ * checked before a command runs, naming the variable. Empty is unset. 1 if they are good. */
+static int env_ok(const char *cmd) {
+    const char *e = getenv("SUBSCOPE_THREADS");
+    char *end;
+    if (e && *e) {
+        errno = 0;
+        const long v = strtol(e, &end, 10);
+        if (errno || end == e || *end || v < 1 || v > 1024) {
+            fprintf(stderr, "subscope %s: error: SUBSCOPE_THREADS must be a whole number of threads in 1..1024, got '%s'\n",
+                    cmd, e);
+            return 0;
+        }
+    }
+    e = getenv("SUBSCOPE_DIST_TIMEOUT");
+    if (e && *e) {
+        const double v = strtod(e, &end);
+        if (end == e || *end || !(v > 0)) {
+            fprintf(stderr, "subscope %s: error: SUBSCOPE_DIST_TIMEOUT must be a positive number of seconds, got '%s'\n",
+                    cmd, e);
+            return 0;
+        }
+    }
+    return 1;
+}
+
 int main(int argc, char **argv) {
     restart_without_blas_threads(argv);
     cli_set_command_line(argc, argv);
@@ -109,7 +136,7 @@ int main(int argc, char **argv) {
         int r = cli_parse(commands[i], argc - 2, argv + 2);
         if (r == 2) return check_stdout(argv[1], 0);
         if (r) return 1;
-        if (refuse_ranks(commands[i])) return 1;
+        if (refuse_ranks(commands[i]) || !env_ok(argv[1])) return 1;
         return check_stdout(argv[1], commands[i]->run(commands[i]));
     }
     fprintf(stderr, "subscope: error: unknown command '%s'\n\n", argv[1]);

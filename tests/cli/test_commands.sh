@@ -471,6 +471,16 @@ h=$("$SUBSCOPE" predict --help | tr '\n' ' ')
 case "$h" in *"with 16-bit weights (--dtype bfloat16 or float16, or auto on such files), the cache holds the keys and values in their type"*)
     pass "predict --help: a GPU's 16-bit key/value cache" ;;
 *) fail "predict --help describes the GPU's 16-bit key/value cache" ;; esac
+# A bad SUBSCOPE_THREADS or SUBSCOPE_DIST_TIMEOUT is refused naming it: the library fell back to
+# its default without a word (SUBSCOPE_THREADS=abc or 0 ran on every core, =1x on one thread).
+for v in abc 0 1x 2000; do
+    expect_fail "SUBSCOPE_THREADS=$v refused" "SUBSCOPE_THREADS must be a whole number of threads in 1..1024, got '$v'" \
+        env SUBSCOPE_THREADS=$v "$SUBSCOPE" predict --model models/tiny-gpt2 --prompt hi --top 1
+done
+expect_fail "SUBSCOPE_DIST_TIMEOUT=-3 refused" "SUBSCOPE_DIST_TIMEOUT must be a positive number of seconds, got '-3'" \
+    env SUBSCOPE_DIST_TIMEOUT=-3 "$SUBSCOPE" info --dist
+expect_ok "SUBSCOPE_THREADS=2 runs" env SUBSCOPE_THREADS=2 "$SUBSCOPE" predict --model models/tiny-gpt2 --prompt hi --top 1
+expect_ok "SUBSCOPE_THREADS= (empty: unset) runs" env SUBSCOPE_THREADS= "$SUBSCOPE" predict --model models/tiny-gpt2 --prompt hi --top 1
 expect_fail "unknown command" "unknown command 'frobnicate'" "$SUBSCOPE" frobnicate
 expect_fail "no command" "usage" "$SUBSCOPE"
 finish
