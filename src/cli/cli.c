@@ -228,6 +228,11 @@ int cli_parse(cli_cmd *cmd, int argc, char **argv) {
                 o->all[o->n++] = o->value = a;
                 continue;
             }
+            if (o->name) { /* it was "unexpected argument", as if inputs were not taken at all */
+                fprintf(stderr, "subscope %s: error: more than %d inputs (%s): '%s' is one too many\n", cmd->name, o->n,
+                        o->metavar, a);
+                return 1;
+            }
         }
         if (strncmp(a, "--", 2) != 0) {
             fprintf(stderr, "subscope %s: error: unexpected argument '%s' (see subscope %s --help)\n", cmd->name, a,
@@ -242,7 +247,8 @@ int cli_parse(cli_cmd *cmd, int argc, char **argv) {
             return 1;
         }
         if (o->n == (int)(sizeof o->all / sizeof o->all[0])) {
-            fprintf(stderr, "subscope %s: error: --%s given more than %d times\n", cmd->name, o->name, o->n);
+            fprintf(stderr, "subscope %s: error: --%s given more than %d times%s\n", cmd->name, o->name, o->n,
+                    find_option(cmd, "--masks") && !strcmp(o->name, "mask") ? " (put the masks in a --masks FILE)" : "");
             return 1;
         }
         if (!o->metavar) {

@@ -8,7 +8,7 @@
 static cli_opt abl_opts[] = {
     CLI_RUN_OPTIONS,
     CLI_PIPELINE_OPTIONS,
-    {.name = "mask", .metavar = "SPEC", .help = "a mask, e.g. 'blocks.2.mlp.hook_post[17,230]' or 'blocks.1.attn.hook_z[head=3]' (zeroes those units; repeatable)"},
+    {.name = "mask", .metavar = "SPEC", .help = "a mask, e.g. 'blocks.2.mlp.hook_post[17,230]' or 'blocks.1.attn.hook_z[head=3]' (zeroes those units; repeatable, up to 64 times: more in a --masks FILE)"},
     {.name = "masks", .metavar = "FILE", .help = "masks as JSONL: name, site|sites, units, heads, positions, mode, factor, sigma, relative, seed"},
     {.name = "out", .metavar = "OUT.h5", .help = "output HDF5 file"},
     {.name = "metrics", .metavar = "LIST", .help = "any of loss,acc,keyword,logitdiff,kl (default loss,acc,kl)"},

@@ -5,7 +5,7 @@
 #include "subscope/report.h"
 
 static cli_opt rep_opts[] = {
-    {.name = "in", .metavar = "RUN.h5", .help = "an ablate output (repeatable; several files are read together)"},
+    {.name = "in", .metavar = "RUN.h5", .help = "an ablate output (repeatable, up to 64 files; several files are read together)"},
     {.name = "out", .metavar = "REPORT.html", .help = "the HTML page to write"},
     {.name = "metric", .metavar = "M", .help = "loss (default), acc, keyword, logitdiff or kl: the metric of the curves and the index"},
     {.name = "title", .metavar = "T", .text = 1, .help = "page title (default \"subscope report\")"},

@@ -307,6 +307,14 @@ expect_fail "ablate --masks '' names --masks" "--masks is empty: give FILE" \
 [ ! -e "$TMP/e.h5" ] && pass "... and none of them wrote its --out" || fail "an empty value's run wrote its --out"
 expect_ok "report --title '' (free text) runs" "$SUBSCOPE" report "$TMP/ab.h5" --title '' --out "$TMP/e.html"
 expect_ok "tokenize --text '' (free text) runs" "$SUBSCOPE" tokenize --model $TM --text ''
+# Past the 64 values an option or the inputs hold: report's 65th input was an "unexpected
+# argument", and ablate's 65th --mask did not say where more masks go.
+runs=(); for i in $(seq 1 65); do runs+=("$TMP/ab.h5"); done
+expect_fail "report: a 65th input is named as one too many" "more than 64 inputs (RUN.h5): '$TMP/ab.h5' is one too many" \
+    "$SUBSCOPE" report "${runs[@]}" --out "$TMP/e65.html"
+specs=(); for i in $(seq 1 65); do specs+=(--mask "blocks.1.mlp.hook_post[$i]"); done
+expect_fail "ablate: a 65th --mask points to --masks FILE" "--mask given more than 64 times (put the masks in a --masks FILE)" \
+    "$SUBSCOPE" ablate --model $TM --input $TP "${specs[@]}" --out "$TMP/e65.h5"
 expect_fail "ablate --out naming a folder" "--out $TMP/full is a folder; give a file name" \
     "$SUBSCOPE" ablate --model $TM --input $TP --mask 'blocks.1.mlp.hook_post[1]' --out "$TMP/full"
 chmod 555 "$TMP/full"
