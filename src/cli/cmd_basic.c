@@ -421,7 +421,9 @@ static int run_predict(cli_cmd *cmd) {
     if (!m->tok) {
         ss_model_free(m);
         ss_backend_close(be);
-        return cli_fail(cmd, ss_errorf(SS_ERR_ARG, "%s has no tokenizer.json (or vocab.json + merges.txt)", cli_get(cmd, "model")));
+        const char *path = cli_get(cmd, "model"); /* a .gguf's tokenizer is in the file, as tokenize says */
+        return cli_fail(cmd, ss_model_path_is_gguf(path) ? ss_errorf(SS_ERR_ARG, "%s has no tokenizer (no tokenizer.ggml.model)", path)
+                                                         : ss_errorf(SS_ERR_ARG, "%s has no tokenizer.json (or vocab.json + merges.txt)", path));
     }
     const int64_t V = m->cfg.vocab_size, ctx = m->cfg.n_positions;
     ss_prompts *p = NULL;

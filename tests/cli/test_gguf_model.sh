@@ -28,6 +28,9 @@ b=$($SUBSCOPE tokenize --model $D/hf --text "Sefa Kestrup is a 12" 2>&1)
 if [ -n "$a" ] && [ "$a" = "$b" ]; then pass tokenize_same_as_hf; else fail tokenize_same_as_hf "$a" "$b"; fi
 expect_out tokenize_decode "Sefa Kestrup is a 12" $SUBSCOPE tokenize --model $D/tiny-f32.gguf --decode --text "$a"
 expect_fail tokenize_no_tokenizer "has no tokenizer" $SUBSCOPE tokenize --model $D/llama3-ropefreqs.gguf --text hi
+# predict says what tokenize says of a .gguf without one; it asked for a tokenizer.json.
+expect_fail predict_no_tokenizer "llama3-ropefreqs.gguf has no tokenizer (no tokenizer.ggml.model)" \
+    $SUBSCOPE predict --model $D/llama3-ropefreqs.gguf --prompt hi
 
 printf '{"text": "Thank you for the tea, 2024.", "label": "harmless"}\n' >"$TMP/p.jsonl"
 expect_ok forward $SUBSCOPE forward --model $D/tiny-q4_1.gguf --input "$TMP/p.jsonl" --sites 'blocks.*.mlp.hook_post' \
