@@ -186,6 +186,12 @@ static int run_info_config(cli_cmd *cmd) {
 }
 
 static int run_info(cli_cmd *cmd) {
+    /* Without one of its three forms' options, --tokens alone was said not to go with a --model
+     * never given, and nothing but --model was offered. */
+    if (!cli_flag(cmd, "dist") && !cli_get(cmd, "config") && !cli_get(cmd, "model")) {
+        fprintf(stderr, "subscope info: error: give --model DIR, --config CONFIG.json or --dist (see subscope info --help)\n");
+        return 1;
+    }
     /* info has three forms; an option of another form would be silently ignored: refused. */
     const char *form = cli_flag(cmd, "dist") ? "dist" : cli_get(cmd, "config") ? "config" : "model";
     for (const cli_opt *o = cmd->opts; o->name; o++) {

@@ -40,6 +40,10 @@ printf '%s' "$out" | grep -q "^architecture gpt2, 4 layers, d_model 64" && print
 # An option of another of info's three forms would be ignored: refused, naming both, and --config's
 # pipeline options are checked before anything is printed.
 expect_fail "info --model --tokens refused" "--tokens does not go with --model" "$SUBSCOPE" info --model "$M" --tokens 5
+# Without --model, --config or --dist, info names its three forms: --tokens alone was said not to
+# go with a --model never given.
+expect_fail "info --tokens alone names the three forms" "give --model DIR, --config CONFIG.json or --dist" "$SUBSCOPE" info --tokens 5
+expect_fail "info alone names the three forms" "give --model DIR, --config CONFIG.json or --dist" "$SUBSCOPE" info
 expect_fail "info --config --list-sites refused" "--list-sites does not go with --config" "$SUBSCOPE" info --config "$TMP/small.json" --list-sites
 expect_fail "info --config --model refused" "--model does not go with --config" "$SUBSCOPE" info --config "$TMP/small.json" --model "$M"
 expect_fail "info --dist --model refused" "--model does not go with --dist" "$SUBSCOPE" info --dist --model "$M"
