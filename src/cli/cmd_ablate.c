@@ -36,7 +36,7 @@ static int run_ablate(cli_cmd *cmd) {
         .command_line = cli_command_line(),
         .table = stdout,
         .progress = cli_progress,
-        .progress_ctx = "forward passes",
+        .progress_ctx = "prompt passes", /* a prompt under one mask (or clean): K masks of a batch share a forward */
     };
     int64_t mask_batch, controls;
     if (cli_run_opts(cmd, &j.run) || cli_require(cmd, "out") || cli_int(cmd, "mask-batch", 1, 4096, 0, &mask_batch) ||

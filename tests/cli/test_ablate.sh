@@ -210,4 +210,14 @@ pf=$(printf '%s\n' "$tl" | sed -nE "s/.*past the first batch of prompts ([0-9.]+
 "$SUBSCOPE" ablate --model $M --input $P --mask 'blocks.1.mlp.hook_post[pos=120]' --out "$TMP/far.h5" >"$TMP/far.txt" 2>&1
 grep -q "note: mask 'blocks.1.mlp.hook_post\[pos=120\]': its positions (from 120) lie past every prompt" "$TMP/far.txt" &&
     pass "a mask past every prompt is named" || fail "mask past every prompt" "$(head -c 400 "$TMP/far.txt")"
+# On a terminal the progress counts prompt passes (a prompt clean or under one mask: 8 prompts x
+# (1 + 2 masks) = 24); it called them forward passes, of which this run has 3 a batch.
+if command -v script >/dev/null 2>&1; then
+    out=$(script -qec "'$SUBSCOPE' ablate --model $M --input $P --mask 'blocks.1.mlp.hook_post[1]' --mask 'blocks.2.mlp.hook_post[2]' --out '$TMP/tty.h5'" \
+        /dev/null 2>&1 | tr '\r' '\n')
+    printf '%s\n' "$out" | grep -q "^  24/24 prompt passes " && pass "on a terminal: ablate's progress counts 24 prompt passes" ||
+        fail "ablate's progress on a terminal" "$(printf '%s\n' "$out" | grep -a elapsed | tail -n 2)"
+else
+    pass "progress on a terminal not checked: no 'script' command here"
+fi
 finish
