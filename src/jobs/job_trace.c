@@ -79,6 +79,15 @@ static ss_status trace(const ss_trace_job *job);
 /* With --pipeline every stage runs the same passes on its own blocks; the
  * per-sub-model sums are added over the stages, and the last stage (which
  * has the logits) writes and prints. An error on any stage stops them all. */
+/* A sub-model's activity is in standard units only where the statistics hold the mean and std of
+ * every one of its sites, so that its mean is over units of one kind (a mean over some units
+ * standardised and others raw means nothing): the first site they lack, or -1 if none. */
+static int unstandardised_site(const ss_mask *mk, double *const *mean, double *const *std) {
+    for (int q = 0; q < mk->n_targets; q++)
+        if (!mean[mk->targets[q].site_id] || !std[mk->targets[q].site_id]) return mk->targets[q].site_id;
+    return -1;
+}
+
 ss_status ss_job_trace(const ss_trace_job *job) {
     if (job->pipeline <= 1) return trace(job);
     ss_comm *comm;
@@ -220,6 +229,7 @@ static ss_status trace(const ss_trace_job *job) {
     if (!act_cnt) { st = SS_ERR_NOMEM; goto out; }
     for (int k = 0; k < n_masks; k++) {
         const ss_mask *mk = &masks[k];
+        const int z = unstandardised_site(mk, mean, std) < 0;
         for (int64_t t = 0; t < n; t++) {
             double sum = 0;
             int64_t cnt = 0;
@@ -232,7 +242,7 @@ static ss_status trace(const ss_trace_job *job) {
                 for (int64_t j = 0; j < nu; j++) {
                     int64_t u = mk->targets[q].n_units ? mk->targets[q].units[j] : j;
                     double a = row[u];
-                    if (mean[s.id] && std[s.id]) a = std[s.id][u] > 0 ? (a - mean[s.id][u]) / std[s.id][u] : 0;
+                    if (z) a = std[s.id][u] > 0 ? (a - mean[s.id][u]) / std[s.id][u] : 0;
                     sum += a, cnt++;
                 }
             }
@@ -336,6 +346,7 @@ static ss_status trace(const ss_trace_job *job) {
                 snprintf(p, sizeof p, "/submodels/%s/%s", masks[k].name, names[v]);
                 for (int64_t t = 0; t < n; t++) f[t] = (float)vals[v][t * n_masks + k];
                 st = ss_h5_write_array(h, p, SS_H5_F32, 1, &n, dn, f);
+                if (!st && v == 0) st = ss_h5_attr_i64(h, p, "standardised", unstandardised_site(&masks[k], mean, std) < 0);
             }
         free(f);
         if (st) goto out;
@@ -350,7 +361,14 @@ static ss_status trace(const ss_trace_job *job) {
                    "attr = gradient x activation of log p(prediction) over its units at positions <= this one,\n"
                    "dlogp = change in log p(prediction) when it is ablated (mode from %s); sub-models:\n",
                 job->stats ? " (standardised by --stats)" : "", job->submodels);
-        for (int k = 0; k < n_masks; k++) fprintf(t, "  [%d] %s\n", k + 1, masks[k].name);
+        for (int k = 0; k < n_masks; k++) {
+            const int raw = job->stats ? unstandardised_site(&masks[k], mean, std) : -1;
+            ss_site s;
+            if (raw >= 0) ss_site_get(cfg, raw, &s);
+            fprintf(t, "  [%d] %s", k + 1, masks[k].name);
+            if (raw >= 0) fprintf(t, " (act raw: %s has no mean and cov of %s)", job->stats, s.name);
+            fputc('\n', t);
+        }
         fprintf(t, "\n%4s %-14s %-14s %7s", "pos", "token", "prediction", "p");
         for (int k = 0; k < n_masks; k++) {
             char lab[16];

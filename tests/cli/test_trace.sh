@@ -3,6 +3,7 @@
 # cross-checked against `attribute` and `forward`, and bad input.
 source "$(dirname "$0")/lib.sh"
 M=models/tiny-gpt2
+H5CMP=${TOOLBIN}h5cmp
 PROMPT="The cow lives on a farm. The cow says"
 printf '%s\n' '{"name": "mlp1_a", "site": "blocks.1.mlp.hook_post", "units": [10, 20, 30, 40, 50]}' \
     '{"name": "z2_head1", "sites": [{"site": "blocks.2.attn.hook_z", "heads": [1]}], "mode": "scale", "factor": 0.5}' \
@@ -61,6 +62,18 @@ expect_fail "patch sub-models refused (one prompt)" "uses mode patch, which need
 "$SUBSCOPE" collect --model $M --input data/demo_prompts.jsonl --sites blocks.0.mlp.hook_post --out "$TMP/s0.h5" 2>/dev/null
 expect_fail "a --stats file without the sub-model's site is named" "s0.h5 has no /stats/blocks.1.mlp.hook_post/mean" \
     "$SUBSCOPE" trace --model $M --prompt "$PROMPT" --submodels "$TMP/m.jsonl" --stats "$TMP/s0.h5"
+# Activity is in standard units only where --stats has every site of the sub-model: one over
+# blocks.0 (in s0.h5) and blocks.2's hook_z (not) averaged z-scores with raw values, and the
+# table said "standardised by --stats" of every sub-model.
+printf '{"name": "mix", "sites": [{"site": "blocks.0.mlp.hook_post", "units": [1, 2]}, {"site": "blocks.2.attn.hook_z", "heads": [1]}]}\n' >"$TMP/mix.jsonl"
+"$SUBSCOPE" trace --model $M --prompt "$PROMPT" --submodels "$TMP/mix.jsonl" --out "$TMP/mix-raw.h5" >/dev/null 2>&1
+tab=$("$SUBSCOPE" trace --model $M --prompt "$PROMPT" --submodels "$TMP/mix.jsonl" --stats "$TMP/s0.h5" --out "$TMP/mix-st.h5" 2>&1)
+printf '%s\n' "$tab" | grep -qF "[1] mix (act raw: $TMP/s0.h5 has no mean and cov of blocks.2.attn.hook_z)" &&
+    pass "trace names a sub-model whose activity --stats cannot standardise" || fail "trace: raw activity named" "$(printf '%s' "$tab" | head -n 6)"
+expect_ok "... and its activity is the raw one, as without --stats" "$H5CMP" --quiet --atol 0 --rtol 0 --only /submodels/mix/activity \
+    "$TMP/mix-raw.h5" "$TMP/mix-st.h5"
+[ "$(h5dump -a /submodels/mix/activity/standardised "$TMP/mix-st.h5" 2>/dev/null | sed -n 's/.*(0): //p')" = 0 ] &&
+    pass "... with the attribute standardised 0" || fail "trace: attribute standardised 0"
 expect_fail "unknown site in the sub-models file" "blocks.9" "$SUBSCOPE" trace --model $M --prompt "$PROMPT" --submodels <(printf '{"site": "blocks.9.mlp.hook_post"}\n')
 expect_fail "invalid UTF-8 in --prompt is named" "--prompt: text is not valid UTF-8" "$SUBSCOPE" trace --model $M --prompt $'The \xff cat' --submodels "$TMP/sm.jsonl"
 expect_fail "invalid UTF-8 in --answer is named" "--answer: text is not valid UTF-8" "$SUBSCOPE" trace --model $M --prompt "$PROMPT" --answer $'\xff' --submodels "$TMP/sm.jsonl"
