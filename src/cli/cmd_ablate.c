@@ -54,7 +54,8 @@ cli_cmd cmd_ablate = {
     "ablate", "rerun the model with units masked (zero, mean, scale, resample, noise, negnoise, patch) and measure what changes",
     "subscope ablate --model DIR --input FILE (--mask SPEC ... | --masks FILE) --out OUT.h5\n"
     "                       [--metrics loss,acc,keyword,logitdiff,kl] [--keywords FILE] [--stats STATS.h5] [--patch-from FILE] [--mask-batch K] [--controls K]",
-    "--mask SPEC is SITES[ITEMS]: SITES a site or a glob ('*' matches anything: every matching site);\n"
+    "--mask SPEC is SITES[ITEMS]: SITES a site or a glob ('*' matches anything: every matching site but\n"
+    "attention patterns, which cannot be masked);\n"
     "ITEMS, comma-separated, are units N, ranges A-B (both ends included), head=H (every unit of head H of\n"
     "a per-head site) and pos=P (only at token position P; without it, every position); without\n"
     "[ITEMS], every unit. It zeroes them, and the spec is the mask's name.\n"

@@ -94,10 +94,18 @@ static ss_status resolve_sites(const ss_config *cfg, const char *name, const cha
     for (int i = 0; i < n; i++) {
         if (!want[i]) continue;
         ss_site_get(cfg, i, &s);
-        if (!s.per_token)
+        if (s.per_token) continue;
+        /* Named outright, it is a mistake; swept up by a glob ('blocks.0.attn.*[head=1]'), it is
+         * left out, as collect, attribute and patch leave it out of --sites. */
+        if (!strcmp(name, s.name))
             return ss_errorf(SS_ERR_ARG, "%s: site %s holds a per-prompt attention pattern, not per-token values; "
                              "it cannot be masked (mask hook_z or hook_q/k/v instead)", where, s.name);
+        want[i] = 0;
+        --*n_sel;
     }
+    if (!*n_sel)
+        return ss_errorf(SS_ERR_ARG, "%s: '%s' selects no site with per-token values (attention patterns cannot be masked)",
+                         where, name);
     return SS_OK;
 }
 

@@ -56,6 +56,23 @@ TEST(mask_spec_units_heads_ranges_positions) {
     ss_mask_free(&m); /* freeing twice is harmless: free zeroes the struct */
 }
 
+/* A glob leaves out the attention patterns it matches, as collect, attribute and patch do with
+ * --sites; named outright one is refused (mask_spec_errors). 'blocks.0.attn.*[head=1]' was
+ * refused for its pattern, and '*' masked nothing. */
+TEST(mask_spec_glob_leaves_out_patterns) {
+    ss_config c = mcfg();
+    ss_mask m;
+    CHECK_OK(ss_mask_parse_spec(&c, "blocks.0.attn.*[head=1]", &m));
+    CHECK(m.n_targets == 4); /* q, k, v, z */
+    for (int t = 0; t < m.n_targets; t++) {
+        ss_site s;
+        ss_site_get(&c, m.targets[t].site_id, &s);
+        CHECK(s.per_token && s.kind != SS_SITE_PATTERN && m.targets[t].n_units == 8 && m.targets[t].units[0] == 8);
+    }
+    ss_mask_free(&m);
+    CHECK_ERR(ss_mask_parse_spec(&c, "blocks.*.attn.hook_pat*", &m), SS_ERR_ARG, "selects no site with per-token values");
+}
+
 TEST(mask_spec_errors) {
     ss_config c = mcfg();
     ss_mask m;
