@@ -84,9 +84,12 @@ expect_usage "bad family" "--family must be" --out "$TMP/bad5" --family t5
 expect_usage "kv-heads without llama" "need --family llama" --out "$TMP/bad6" --kv-heads 2
 expect_usage "kv-heads not dividing heads" "kv-heads must divide heads" --out "$TMP/bad7" --family llama --heads 4 --kv-heads 3
 expect_usage "odd head-dim" "head-dim even" --out "$TMP/bad8" --family llama --head-dim 7
-out=$("$MK" --vocab 5 --prompts "$TMP/bad.jsonl" --lengths 3,x 2>&1); rc=$?
-if [ $rc -eq 1 ] && printf '%s' "$out" | grep -q "positive integers" && [ ! -e "$TMP/bad.jsonl" ]; then pass "bad --lengths refused, no file left"
-else fail "bad --lengths" "exit $rc: $out"; fi
+# A bad --lengths is a usage error found before anything is written: with --out the model was
+# written first, then the run failed (exit 1) beside a complete model directory.
+out=$("$MK" --vocab 5 --out "$TMP/badl" --prompts "$TMP/bad.jsonl" --lengths 3,x 2>&1); rc=$?
+if [ $rc -eq 2 ] && printf '%s' "$out" | grep -q "positive integers" && [ ! -e "$TMP/bad.jsonl" ] && [ ! -e "$TMP/badl" ]; then
+    pass "bad --lengths refused before anything is written (no model, no prompts)"
+else fail "bad --lengths" "exit $rc: $out; $(ls "$TMP" | grep bad)"; fi
 [ ! -e "$TMP/bad" ] && pass "a refused model writes nothing" || fail "a refused model writes nothing"
 
 # A write that fails (ulimit -f, as a full disk): exit 1 and a message naming the file, the files

@@ -352,38 +352,37 @@ static int write_weights(const spec_t *sp, const char *dir, int64_t *n_params, s
     return bad;
 }
 
-static int write_prompts(const char *path, const char *lengths, int64_t vocab, uint64_t seed) {
-    char *tmp, *dest;
-    FILE *f = open_tmp(path, &tmp, &dest);
-    if (!f) return 1;
-    rng_t r = {seed + 1, 0, 0};
-    const char *p = lengths;
-    int bad = 0, count = 0;
-    while (*p && !bad) {
+/* 1 (printed) unless --lengths is positive integers separated by commas: checked before
+ * anything is written (the model was written, then a bad --lengths failed the run). */
+static int lengths_bad(const char *lengths) {
+    int count = 0;
+    for (const char *p = lengths; *p; count++) {
         char *end;
         long long n = strtoll(p, &end, 10);
         if (end == p || n <= 0 || (*end && *end != ',')) {
             fprintf(stderr, "mkmodel: --lengths: expected positive integers separated by commas, got \"%s\"\n",
                     lengths);
-            bad = 1;
-            break;
+            return 1;
         }
+        p = *end ? end + 1 : end;
+    }
+    if (count == 0) fprintf(stderr, "mkmodel: --lengths is empty\n");
+    return count == 0;
+}
+
+/* lengths: checked by lengths_bad */
+static int write_prompts(const char *path, const char *lengths, int64_t vocab, uint64_t seed) {
+    char *tmp, *dest;
+    FILE *f = open_tmp(path, &tmp, &dest);
+    if (!f) return 1;
+    rng_t r = {seed + 1, 0, 0};
+    for (const char *p = lengths; *p;) {
+        char *end;
+        long long n = strtoll(p, &end, 10);
         fputs("{\"tokens\": [", f);
         for (long long i = 0; i < n; i++) fprintf(f, "%s%llu", i ? ", " : "", (unsigned long long)(rng_u64(&r) % (uint64_t)vocab));
         fputs("]}\n", f);
-        count++;
         p = *end ? end + 1 : end;
-    }
-    if (!bad && count == 0) {
-        fprintf(stderr, "mkmodel: --lengths is empty\n");
-        bad = 1;
-    }
-    if (bad) { /* the message is out: drop the file quietly */
-        fclose(f);
-        unlink(tmp);
-        ss_tmp_unregister(tmp);
-        free(tmp), free(dest);
-        return 1;
     }
     return close_tmp(f, tmp, dest, path, 0);
 }
@@ -518,6 +517,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "mkmodel: --prompts and --lengths go together\n");
         return 2;
     }
+    if (lengths && lengths_bad(lengths)) return 2;
     if (sp.inner == 0) sp.inner = 4 * sp.d;
     if ((sp.kv_heads || sp.head_dim) && !sp.llama) {
         fprintf(stderr, "mkmodel: --kv-heads and --head-dim need --family llama\n");
