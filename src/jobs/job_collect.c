@@ -80,6 +80,9 @@ static ss_status parse_stats(const char *spec, stat_set *s) {
             if (end == t + 4 || *end || k < 1 || k > 1 << 20)
                 st = ss_errorf(SS_ERR_ARG, "--stats: '%s' needs a number of components in 1..%d, e.g. pca:16 (K is capped "
                                            "at each site's width)", t, 1 << 20);
+            else if (s->pca_k && s->pca_k != k) /* the last one won, without a word */
+                st = ss_errorf(SS_ERR_ARG, "--stats '%s' asks for pca twice, with %lld and %lld components: give one pca:K",
+                               spec, (long long)s->pca_k, k);
             else
                 s->pca_k = k;
         } else {

@@ -222,6 +222,9 @@ expect_fail "ablate refuses the means of a site with no rows" "count is 0: the s
     "$SUBSCOPE" ablate --model $M --input $P --masks "$TMP/mean_mask.jsonl" --stats "$TMP/none.h5" --out "$TMP/x.h5"
 expect_fail "unknown statistic" "unknown statistic 'median'" "$SUBSCOPE" collect --model $M --input $P --sites blocks.0.mlp.hook_post --stats mean,median --out "$TMP/x.h5"
 expect_fail "empty --stats refused (it would record \"\" as asked)" "--stats is empty" "$SUBSCOPE" collect --model $M --input $P --sites blocks.0.mlp.hook_post --stats= --out "$TMP/x.h5"
+# Two pca:K of different K: the last one was used without a word.
+expect_fail "--stats with pca:8 and pca:4 refused" "--stats 'mean,pca:8,pca:4' asks for pca twice, with 8 and 4 components" \
+    "$SUBSCOPE" collect --model $M --input $P --sites blocks.0.mlp.hook_post --stats mean,pca:8,pca:4 --out "$TMP/x.h5"
 expect_fail "bad positions" "--positions" "$SUBSCOPE" collect --model $M --input $P --sites blocks.0.mlp.hook_post --positions 5:2 --out "$TMP/x.h5"
 expect_fail "--sites required" "--sites is required" "$SUBSCOPE" collect --model $M --input $P --out "$TMP/x.h5"
 # Progress goes to a terminal only (cli_progress): the prompts, then the results site by site (a
