@@ -114,7 +114,7 @@ static int run_info_config(cli_cmd *cmd) {
     int first_of[4097];
     const char *needs_p = blocks ? "pipeline-blocks" : cli_get(cmd, "max-memory") ? "max-memory" : NULL;
     if (needs_p && P_st <= 1) {
-        fprintf(stderr, "subscope info: error: --%s '%s' plans a pipeline's stages: give --pipeline P too\n", needs_p,
+        fprintf(stderr, "subscope info: error: --%s '%s' plans a pipeline's stages: give --pipeline P of 2 or more stages too\n", needs_p,
                 cli_get(cmd, needs_p));
         return 1;
     }

@@ -21,7 +21,7 @@ ss_status ss_model_open_stage(const ss_run_opts *o, ss_model **out) {
     int first = 0, end = -1, first_of[4097];
     *out = NULL;
     if (blocks && pipeline <= 1)
-        return ss_errorf(SS_ERR_ARG, "--pipeline-blocks '%s' splits a pipeline: give --pipeline P too", blocks);
+        return ss_errorf(SS_ERR_ARG, "--pipeline-blocks '%s' splits a pipeline: give --pipeline P of 2 or more stages too", blocks);
     if (pipeline > 1) {
         SS_TRY(ss_comm_world(&world));
         const int size = ss_comm_size(world);

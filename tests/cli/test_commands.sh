@@ -49,6 +49,11 @@ expect_fail "info --config --model refused" "--model does not go with --config" 
 expect_fail "info --dist --model refused" "--model does not go with --dist" "$SUBSCOPE" info --dist --model "$M"
 expect_fail "info --config --max-memory without --pipeline refused" "--max-memory '1G' plans a pipeline's stages: give --pipeline P" \
     "$SUBSCOPE" info --config "$TMP/small.json" --max-memory 1G
+# With --pipeline 1 given, "give --pipeline P too" pointed at what was there: the stages are 2 or more.
+expect_fail "info --pipeline 1 --max-memory: P of 2 or more stages" "give --pipeline P of 2 or more stages too" \
+    "$SUBSCOPE" info --config "$TMP/small.json" --pipeline 1 --max-memory 1G
+expect_fail "forward --pipeline 1 --pipeline-blocks: P of 2 or more stages" "give --pipeline P of 2 or more stages too" \
+    "$SUBSCOPE" forward --model "$M" --input data/demo_prompts.jsonl --pipeline 1 --pipeline-blocks 4 --out "$TMP/pb.h5"
 out=$("$SUBSCOPE" info --config "$TMP/small.json" --pipeline 2 --pipeline-blocks 1,1 2>/dev/null)
 [ $? = 1 ] && [ -z "$out" ] && pass "info --config: a bad --pipeline-blocks prints nothing on stdout" || fail "info --config bad split" "$out"
 

@@ -279,7 +279,7 @@ if printf '%s' "$out" | grep -q "^split        7,5 for jobs" && [ "$(printf '%s'
 else fail "info --config --max-memory" "$out"; fi
 expect_fail "--pipeline-blocks that do not add up are refused" "the counts add up to 3, but the model has 4 blocks" \
     $MPI -np 2 "$SUBSCOPE" forward --model $M --input $P --pipeline 2 --pipeline-blocks 2,1 --out "$TMP/x.h5"
-expect_fail "--pipeline-blocks without --pipeline is refused" "give --pipeline P too" \
+expect_fail "--pipeline-blocks without --pipeline is refused" "give --pipeline P of 2 or more stages too" \
     "$SUBSCOPE" forward --model $M --input $P --pipeline-blocks 3,1 --out "$TMP/x.h5"
 
 # Checkpoints: a 2-stage run checkpoints; 3 stages resume what one process left.
