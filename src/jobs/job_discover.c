@@ -917,6 +917,19 @@ ss_status ss_job_discover(const ss_discover_job *job) {
             st = ss_errorf(SS_ERR_FORMAT, "%s: no /attr group (is it a `subscope attribute` output?)", job->attr);
             goto out;
         }
+        /* Attributions of another model weigh units they say nothing of: said, as ablate and
+         * trace say of a --stats file of another model (their widths may still agree). */
+        char *cs = NULL, *ca = NULL, *ps = NULL, *pa = NULL;
+        if (ss_h5_read_attr_str(c.stats, "/", "model_config", &cs) == SS_OK &&
+            ss_h5_read_attr_str(c.attr, "/", "model_config", &ca) == SS_OK && strcmp(cs, ca)) {
+            if (ss_h5_read_attr_str(c.stats, "/", "model_path", &ps) != SS_OK) ps = NULL;
+            if (ss_h5_read_attr_str(c.attr, "/", "model_path", &pa) != SS_OK) pa = NULL;
+            fprintf(stderr, "subscope: warning: %s was computed on %s and %s on %s, whose configs differ: the "
+                            "attributions describe another model\n",
+                    job->attr, pa ? pa : "another model", job->stats, ps ? ps : "another model");
+        }
+        ss_error_clear(); /* files without the attributes (older, or not ours) are no error */
+        free(cs), free(ca), free(ps), free(pa);
     }
     /* a site can take a while (cluster at d 16384: 45 s): progress site by site, from 0 */
     if (job->progress) job->progress(job->progress_ctx, 0, n_sel);

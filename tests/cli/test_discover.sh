@@ -118,6 +118,16 @@ expect_ok "contrast with --attr" "$SUBSCOPE" discover --stats "$TMP/st.h5" --att
 grep -q '"mode": "scale", "factor": 0.25}' "$TMP/ca.masks.jsonl" && pass "--mode scale --factor in the masks" || fail "mask mode" "$(head -c 300 "$TMP/ca.masks.jsonl")"
 expect_ok "cluster with --attr" "$SUBSCOPE" discover --stats "$TMP/st.h5" --attr "$TMP/at.h5" --sites 'blocks.1.*' --method cluster --out "$TMP/cla.h5"
 expect_ok "ablate --masks <scale masks>" "$SUBSCOPE" ablate --model $M --input $P --masks "$TMP/ca.masks.jsonl" --out "$TMP/a3.h5"
+# Attributions of another model (models/topics-all: the same widths, another config) weighed the
+# units without a word; the same run on the stats' own model says nothing.
+"$SUBSCOPE" attribute --model models/topics-all --input $P --sites "$S" --reduce positions --out "$TMP/at-other.h5" >/dev/null 2>&1
+"$SUBSCOPE" discover --stats "$TMP/st.h5" --attr "$TMP/at-other.h5" --sites "$S" --method contrast --contrast colours:days \
+    --out "$TMP/co.h5" >/dev/null 2>"$TMP/co.err"
+grep -q "warning: $TMP/at-other.h5 was computed on models/topics-all and $TMP/st.h5 on $M, whose configs differ" "$TMP/co.err" &&
+    pass "--attr of another model is warned of" || fail "--attr of another model warned of" "$(cat "$TMP/co.err")"
+"$SUBSCOPE" discover --stats "$TMP/st.h5" --attr "$TMP/at.h5" --sites "$S" --method contrast --contrast colours:days \
+    --out "$TMP/co2.h5" >/dev/null 2>"$TMP/co.err"
+! grep -q warning "$TMP/co.err" && pass "... and --attr of the same model is not" || fail "--attr of the same model warned of" "$(cat "$TMP/co.err")"
 
 # Refusals: clear messages and no output files.
 X="$TMP/x.h5"
