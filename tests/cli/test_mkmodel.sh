@@ -128,6 +128,25 @@ elif [ $rc = 143 ] && cmp -s "$TMP/sig/model.safetensors" "$TMP/sigref/model.saf
     pass "SIGTERM between mkmodel's renames: exit 143 with the new files both in place"
 else fail "SIGTERM between mkmodel's renames" "exit $rc (want 143): $(ls -A "$TMP/sig" | tr '\n' ' ')" \
     "config.json: $(grep seed "$TMP/sig/config.json")"; fi
+# The config.json rename failing (tests/shim/rename_signal.c: another file system; and where link
+# fails too, a file system without hard links) after model.safetensors's, over an earlier run's
+# pair: exit 1 naming config.json, and both files the earlier run's again, nothing left beside
+# them. Before, the new model.safetensors was removed and the earlier weights were gone.
+for lf in "" EPERM; do
+    rm -rf "$TMP/rf" && "$MK" --out "$TMP/rf" >/dev/null && cp -r "$TMP/rf" "$TMP/rf0"
+    ([ -n "$lf" ] && export SS_SHIM_LINK_FAIL=$lf
+    SS_SHIM_RENAME_FAIL=EXDEV SS_SHIM_RENAME_MATCH=/rf/config.json LD_PRELOAD="${TOOLBIN}rename_signal.so" \
+        ASAN_OPTIONS="${ASAN_OPTIONS:-}:verify_asan_link_order=0" "$MK" --out "$TMP/rf" --seed 2 >/dev/null 2>"$TMP/logrf")
+    rc=$? what="mkmodel: the config.json rename failing${lf:+ (no hard links)}"
+    if ! grep -q "^rename_signal: EXDEV for the rename onto .*/rf/config.json$" "$TMP/logrf"; then
+        fail "$what" "the shim failed no rename: $(tail -2 "$TMP/logrf")"
+    elif [ $rc = 1 ] && grep -q "rf/config.json: cannot rename .* into place: " "$TMP/logrf" &&
+        cmp -s "$TMP/rf/model.safetensors" "$TMP/rf0/model.safetensors" && cmp -s "$TMP/rf/config.json" "$TMP/rf0/config.json" &&
+        [ "$(ls -A "$TMP/rf" | tr '\n' ' ')" = "config.json model.safetensors " ]; then
+        pass "$what: exit 1 naming it, the earlier pair as it was"
+    else fail "$what" "exit $rc (want 1): $(grep -v '^rename_signal' "$TMP/logrf")" "$(ls -A "$TMP/rf" | tr '\n' ' ')"; fi
+    rm -rf "$TMP/rf0"
+done
 mkfifo "$TMP/fifo"
 out=$("$MK" --prompts "$TMP/fifo" --lengths 3 2>&1); rc=$?
 [ $rc = 1 ] && [ -p "$TMP/fifo" ] && printf '%s' "$out" | grep -q "fifo: not a regular file" && pass "--prompts naming a FIFO is refused, not replaced" ||

@@ -218,18 +218,21 @@ static int close_staged(FILE *f, char *tmp, char *dest, const char *path, int ba
 
 /* Renames the n staged files into place with the signals held (ss_signals_hold, as subscope's
  * jobs put several files in place): a signal between two renames takes effect once all are
- * done, not with new weights beside an old config.json. A rename that fails removes those made
- * before it. Drops all; returns nonzero on failure, with a message naming the file. */
+ * done, not with new weights beside an old config.json. A rename that fails puts the earlier
+ * files back (ss_replace, as train does). Drops all; returns nonzero on failure, with a message
+ * naming the file. */
 static int put_in_place(staged_t *s, int n) {
     ss_signals_held held;
+    ss_replace rep = {0};
     ss_signals_hold(&held);
     int bad = 0;
     for (int i = 0; i < n && !bad; i++)
-        if (rename(s[i].tmp, s[i].dest) != 0) {
-            fprintf(stderr, "mkmodel: error writing %s: cannot rename it into place: %s\n", s[i].dest, strerror(errno));
-            for (int k = 0; k < i; k++) unlink(s[k].dest);
+        if (ss_replace_file(&rep, s[i].tmp, s[i].dest, s[i].dest)) {
+            fprintf(stderr, "mkmodel: %s\n", ss_last_error()); /* names dest and the temporary */
             bad = 1;
         }
+    if (bad) ss_replace_undo(&rep);
+    else ss_replace_done(&rep);
     drop_staged(s, n);
     ss_signals_release(&held);
     return bad;
