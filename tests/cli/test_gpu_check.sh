@@ -30,6 +30,23 @@ out=$(bash "$GC" --help)
 printf '%s' "$out" | grep -q "compute-sanitizer" && printf '%s' "$out" | grep -q -- "--only STEPS" &&
     printf '%s' "$out" | grep -q "^Exit status" && ! printf '%s' "$out" | grep -q "^set -u" &&
     pass "--help describes the checks, options and exit status" || fail "--help" "$(printf '%s' "$out" | tail -n 3)"
+# gen_cmp (the generation comparisons) on traces made here: equal runs and logits within the bound
+# pass, logits beyond it fail, and so does a run whose logits are NaN from its second step (a
+# broken key/value cache; greedy decoding then takes token 0), whether or not the other run chose
+# token 0 too. Before, both NaN cases passed: mawk finds a NaN margin within any bound.
+source <(sed -n '/^gen_cmp() {/,/^}/p' "$GC")
+trace() { # trace FILE LOGIT1 ID1 [ID2]: three steps, the first the same in every trace
+    printf 'predict: step 0 id 5 logit 3.5 runner-up 7 logit 3\n' >"$1"
+    for s in 1 2; do printf 'predict: step %d id %s logit %s runner-up 7 logit 1.5\n' $s "$3" "$2" >>"$1"; done
+}
+trace "$TMP/g-ref" 4.0 9 && trace "$TMP/g-near" 4.05 9 && trace "$TMP/g-far" 4.5 9 && trace "$TMP/g-nan" nan 0 &&
+    trace "$TMP/g-nan0" -nan 0 && trace "$TMP/g-ref0" 4.0 0
+gc() { gen_cmp "$TMP/g-$1" "$TMP/g-$2" 3e-2 >"$TMP/g-out"; echo "$? $(cat "$TMP/g-out")"; }
+r1=$(gc ref near) r2=$(gc ref far) r3=$(gc nan ref) r4=$(gc ref0 nan0) r5=$(gc nan nan0)
+if [[ $r1 == "0 PASS 3 equal"* && $r2 == "1 FAIL step 1, token 9"* && $r3 == "1 FAIL step 1 of $TMP/g-nan: logit nan,"* &&
+    $r4 == "1 FAIL step 1 of $TMP/g-nan0: logit -nan,"* && $r5 == "1 FAIL step 1 of $TMP/g-nan:"* ]]; then
+    pass "gpu_check's gen_cmp: logits within the bound pass, beyond it or not finite fail"
+else fail "gpu_check's gen_cmp" "$r1" "$r2" "$r3" "$r4" "$r5"; fi
 # --emulated (or a SUBSCOPE_PLUGIN_DIR holding the emulated plugin): the forward step's
 # comparisons through bin/emu's plugin, no nvidia-smi, the record kept out of bench/results
 if [ "${SAN:-0}" = 1 ]; then

@@ -345,14 +345,22 @@ flash_sites() { echo "blocks.$1.attn.hook_pattern,blocks.*.attn.hook_z,blocks.*.
 # token's logits must agree within RTOL x max(|logit|, 1) (tol); at the first step where they
 # differ, each run's chosen token must lead its runner-up by at most 2 tol (two runs whose logits
 # are each within tol of the other's cannot part on a wider margin), and nothing is compared
-# after it (the contexts differ). Prints one line (PASS/FAIL, the steps that agreed, the largest
+# after it (the contexts differ). A logit that is not a finite number (nan, inf: a broken run,
+# which greedy decoding still continues, with token 0) fails it: awk compares a NaN as it pleases
+# (mawk finds it below any bound). Prints one line (PASS/FAIL, the steps that agreed, the largest
 # relative difference of their logits, where and on what margins the runs parted); status 0 on PASS.
 gen_cmp() {
     awk -v rtol="$3" '
         FNR == 1 { f++ }
         { k = index($0, "predict: step "); if (k > 1) $0 = substr($0, k) } # after a token on stdout (one log)
-        $1 == "predict:" && $2 == "step" { n[f]++; id[f, $3] = $5; l[f, $3] = $7; rl[f, $3] = $11 }
+        $1 == "predict:" && $2 == "step" {
+            n[f]++; id[f, $3] = $5; l[f, $3] = $7; rl[f, $3] = $11
+            num = "^[-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]+)?$"
+            if (bad == "" && ($7 !~ num || $11 !~ num))
+                bad = sprintf("FAIL step %d of %s: logit %s, runner-up %s (not finite numbers)", $3, FILENAME, $7, $11)
+        }
         END {
+            if (bad != "") { printf "%s", bad; exit 1 }
             m = n[1] < n[2] ? n[1] : n[2]; worst = 0
             for (i = 0; i < m; i++) {
                 a = l[1, i]; b = l[2, i]; s = a < 0 ? -a : a; t = b < 0 ? -b : b; s = s > t ? s : t; s = s > 1 ? s : 1
