@@ -47,7 +47,9 @@ ss_status ss_open_read(const char *path, FILE **f);
  * which unlinks every registered path (then removes those that are empty
  * folders) and then dies of the signal as before.
  * path must stay valid until unregistered; at most 64 at once (more are not
- * cleaned up). */
+ * cleaned up). ss_tmp_unregister returns once no handler reads the paths (one
+ * in another thread removing the temporaries is waited for), so the caller
+ * may free path then. */
 void ss_tmp_register(const char *path);
 void ss_tmp_unregister(const char *path);
 /* Holds the signals that would stop the process (SIGINT, SIGTERM, SIGHUP, SIGQUIT, and SIGPIPE,

@@ -119,6 +119,7 @@ static _Atomic(const char *) tmp_slots[TMP_SLOTS];
 static atomic_int sig_held;   /* a job is putting its files in place (ss_signals_hold) */
 static pthread_t sig_holder;  /* in this thread, which blocks the signals meanwhile */
 static atomic_int sig_ending; /* handlers on their way to end the process (not passing one on) */
+static atomic_int tmp_walking; /* handlers reading the registered paths (ss_tmp_unregister waits) */
 
 static void tmp_on_signal(int sig) {
     /* Counted before sig_held is read, as ss_signals_hold reads this after setting it: either the
@@ -133,6 +134,9 @@ static void tmp_on_signal(int sig) {
         errno = e;
         return;
     }
+    /* Counted before the slots are read, as ss_tmp_unregister reads this after emptying one:
+     * either the path is not seen here, or its owner waits before freeing it. */
+    atomic_fetch_add(&tmp_walking, 1);
     for (int i = 0; i < TMP_SLOTS; i++) {
         const char *p = atomic_load(&tmp_slots[i]);
         if (p) unlink(p); /* async-signal-safe */
@@ -141,6 +145,7 @@ static void tmp_on_signal(int sig) {
         const char *p = atomic_load(&tmp_slots[i]);
         if (p) rmdir(p);
     }
+    atomic_fetch_sub(&tmp_walking, 1);
     signal(sig, SIG_DFL);
     raise(sig);
 }
@@ -190,7 +195,12 @@ void ss_signals_release(const ss_signals_held *held) {
 void ss_tmp_unregister(const char *path) {
     for (int i = 0; i < TMP_SLOTS; i++) {
         const char *p = path;
-        if (atomic_compare_exchange_strong(&tmp_slots[i], &p, NULL)) return;
+        if (atomic_compare_exchange_strong(&tmp_slots[i], &p, NULL)) {
+            /* A handler in another thread may have read the path before: the caller frees it on
+             * return, so wait for the handlers reading the paths to be done with them. */
+            while (atomic_load(&tmp_walking)) nanosleep(&(struct timespec){0, 1000000}, NULL);
+            return;
+        }
     }
 }
 

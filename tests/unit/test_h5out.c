@@ -897,6 +897,49 @@ TEST(signals_hold_waits_for_a_handler_already_ending_the_process) {
     for (int i = 0; i < 5; i++) unlink(names[i]), free(names[i]);
 }
 
+/* In a child: a SIGTERM that another thread takes, its handler removing the temporary (an unlink
+ * made slow), while this thread unregisters the temporary's path, then overwrites and frees it as
+ * an owner may once ss_tmp_unregister has returned. */
+static int unregister_beside_a_dying_handler(const char *name) {
+    char *path = ss_strfmt("%s", name);
+    ss_tmp_register(path);
+    pthread_t th;
+    if (pthread_create(&th, NULL, idle_thread, NULL)) return 5;
+    sigset_t term; /* blocked here, not in the thread: the thread takes the signal */
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &term, NULL);
+    ss_test_unlink_delay_ms = 500;
+    kill(getpid(), SIGTERM);
+    usleep(100000); /* the thread is in the handler, its unlink given the path */
+    ss_tmp_unregister(path);
+    memset(path, 'x', strlen(path)); /* the memory reused */
+    free(path);
+    usleep(2000000);
+    return 0;
+}
+
+/* ss_tmp_unregister waits for a handler that may have read the path before it returns (its
+ * caller frees it): the handler removed the temporary, from its path as registered, and the
+ * process ended of the signal. Before, unregister returned at once and the handler's unlink read
+ * the overwritten (freed) memory: the temporary stayed. */
+TEST(tmp_unregister_waits_for_a_handler_reading_the_path) {
+    char *name = tmp_file("unregister_race.tmp");
+    FILE *f = fopen(name, "w");
+    CHECK(f != NULL);
+    if (f) fclose(f);
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) _exit(unregister_beside_a_dying_handler(name));
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK_MSG(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM, "status %d", status);
+    CHECK(!exists(name));
+    unlink(name);
+    free(name);
+}
+
 static void put(const char *path, const char *text) {
     FILE *f = fopen(path, "w");
     if (f) fputs(text, f), fclose(f);
