@@ -12,10 +12,10 @@ size_t ss_cpu_cached_bytes(void);
 /* The bf16 product (the ops table's matmul with bf16 weights), with its
  * block of A's rows (a_block floats, 0: the default) and its wide panels
  * (wide 0: the 2 MiB panels only); used, if not NULL, gets the blocks of
- * rows run and the panels' width. a_block == M * K and wide 0 is the way of
+ * rows run, the panels' width and the floats of each thread's scratch. a_block == M * K and wide 0 is the way of
  * one block of all rows, as the product was before the blocks. */
 ss_status ss_cpu_matmul_bf16(float *C, const float *A, const uint16_t *B, const float *bias, int64_t M, int64_t N,
-                             int64_t K, int trans_b, int64_t a_block, int wide, int64_t used[2]);
+                             int64_t K, int trans_b, int64_t a_block, int wide, int64_t used[3]);
 ss_status ss_cpu_zero(const ss_backend *be, void *p, size_t bytes);
 ss_status ss_cpu_matmul_tn(const ss_backend *be, float *C, const float *A, const float *B, int64_t M, int64_t N,
                            int64_t K, int accumulate);

@@ -312,8 +312,8 @@ static double bf16_least_call(int64_t rows, int64_t N, int64_t K, int64_t nb, in
 }
 
 ss_status ss_cpu_matmul_bf16(float *C, const float *A, const uint16_t *B, const float *bias, int64_t M, int64_t N,
-                             int64_t K, int trans_b, int64_t a_block, int wide, int64_t used[2]) {
-    if (used) used[0] = 1, used[1] = 0;
+                             int64_t K, int trans_b, int64_t a_block, int wide, int64_t used[3]) {
+    if (used) used[0] = 1, used[1] = used[2] = 0;
     if (M <= 0 || N <= 0) return SS_OK;
     if (M > INT_MAX || N > INT_MAX || K > INT_MAX)
         return ss_errorf(SS_ERR_UNSUPPORTED, "matrix product %lld x %lld x %lld exceeds BLAS's 32-bit sizes", (long long)M,
@@ -333,15 +333,17 @@ ss_status ss_cpu_matmul_bf16(float *C, const float *A, const uint16_t *B, const 
     bf16_panels(N, K, BF16_PANEL, &nb, &kb);
     const int64_t wide_panel = wide && kb == K && BF16_PANEL_WIDE_N * K > BF16_PANEL ? BF16_PANEL_WIDE_N * K : BF16_PANEL;
     bf16_panels(N, K, wide_panel, &nbw, &kbw);
-    int64_t panel = BF16_PANEL;
     if (nblk > 1 || nbw != nb) {
         if (bf16_least_call(M, N, K, nb, kb) > BF16_BLAS_SMALL &&
             bf16_least_call(M / nblk, N, K, nbw, kbw) > BF16_BLAS_SMALL) {
-            panel = wide_panel, nb = nbw, kb = kbw;
+            nb = nbw, kb = kbw;
         } else {
             nblk = 1;
         }
     }
+    /* The scratch: what a panel uses, less than its bound where the
+     * threads' shares of N make the panels narrower (8 MiB at K 8192). */
+    const int64_t panel = nb * kb;
     const int64_t rows_max = (M + nblk - 1) / nblk;
     float *a = ss_malloc((size_t)(rows_max * K) * sizeof(float), "bf16 product");
     if (!a) return SS_ERR_NOMEM;
@@ -358,7 +360,7 @@ ss_status ss_cpu_matmul_bf16(float *C, const float *A, const uint16_t *B, const 
         ss_parallel_for((N + nb - 1) / nb, bf16_part, &c);
     }
     free(a);
-    if (used) used[0] = nblk, used[1] = nb;
+    if (used) used[0] = nblk, used[1] = nb, used[2] = panel;
     if (atomic_load(&c.nomem))
         return ss_errorf(SS_ERR_NOMEM, "out of memory allocating %lld bytes of scratch for a bf16 product",
                          (long long)(panel * (int64_t)sizeof(float)));

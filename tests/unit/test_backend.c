@@ -496,19 +496,22 @@ static long minor_faults(void) {
  * off the 2^-15 grid, so a sum in another order shows. Blocks of 30 or 31
  * rows (a ragged count), panels of 256 columns (ragged last ones of 88 and
  * 89) where the old way's were 174, and K 9000 in slices with a ragged
- * last slice and panel, at 2 threads; the product must keep to the old
+ * last slice and panel, at 2 threads; N 160 where the per-thread clamp
+ * makes the wide panels as narrow as the 2 MiB ones (used[2]: each thread's
+ * scratch is one panel's columns over its slice of K, at most the whole K,
+ * not 256 columns' worth); the product must keep to the old
  * way's one block where a block's calls would be small (M 300, K 100,
  * blocks of 20 rows, and a small product). */
 TEST(cpu_matmul_bf16_row_blocks_match_one_block) {
-    int64_t shapes[][4] = {{151, 600, 3000, 32}, {151, 601, 3000, 32}, {700, 134, 9000, 300}, {300, 300, 100, 20},
-                           {40, 10, 30, 16}};
-    for (int si = 0; si < 5; si++) {
+    int64_t shapes[][4] = {{151, 600, 3000, 32}, {151, 601, 3000, 32}, {700, 134, 9000, 300}, {151, 160, 3000, 32},
+                           {300, 300, 100, 20}, {40, 10, 30, 16}};
+    for (int si = 0; si < 6; si++) {
         const int64_t M = shapes[si][0], N = shapes[si][1], K = shapes[si][2], a_block = shapes[si][3] * K;
         float *A = offgrid_rvec(M * K, 81, 1.0f), *Bf = offgrid_rvec(K * N, 82, 1.0f), *bias = offgrid_rvec(N, 83, 1.0f);
         uint16_t *B = malloc((size_t)(K * N) * sizeof(uint16_t));
         for (int64_t i = 0; i < K * N; i++) B[i] = ss_f32_to_bf16(Bf[i]);
         float *C = malloc((size_t)(M * N) * sizeof(float)), *C1 = malloc((size_t)(M * N) * sizeof(float));
-        int64_t used[2], used1[2];
+        int64_t used[3], used1[3];
         for (int tb = 0; tb < 2; tb++)
             for (int wb = 0; wb < 2; wb++) {
                 CHECK_OK(ss_cpu_matmul_bf16(C, A, B, wb ? bias : NULL, M, N, K, tb, a_block, 1, used));
@@ -518,10 +521,16 @@ TEST(cpu_matmul_bf16_row_blocks_match_one_block) {
                 CHECK_MSG(!diff, "M %lld N %lld K %lld trans_b %d bias %d: %lld elements differ", (long long)M,
                           (long long)N, (long long)K, tb, wb, (long long)diff);
                 CHECK(used1[0] == 1);
-                CHECK(si < 3 ? used[0] > 1 : used[0] == 1);
+                CHECK(si < 4 ? used[0] > 1 : used[0] == 1);
+                for (int w = 0; w < 2; w++) {
+                    const int64_t *u = w ? used1 : used;
+                    CHECK_MSG(u[2] % u[1] == 0 && u[2] / u[1] <= K, "M %lld N %lld K %lld: scratch of %lld floats for panels of %lld columns",
+                              (long long)M, (long long)N, (long long)K, (long long)u[2], (long long)u[1]);
+                }
             }
-        printf("\n    M %lld N %lld K %lld: %lld blocks, panels of %lld columns (one block: %lld)", (long long)M,
-               (long long)N, (long long)K, (long long)used[0], (long long)used[1], (long long)used1[1]);
+        printf("\n    M %lld N %lld K %lld: %lld blocks, panels of %lld columns, %lld floats (one block: %lld, %lld)",
+               (long long)M, (long long)N, (long long)K, (long long)used[0], (long long)used[1], (long long)used[2],
+               (long long)used1[1], (long long)used1[2]);
         free(A); free(Bf); free(bias); free(B); free(C); free(C1);
     }
 }
