@@ -85,9 +85,19 @@ ss_status ss_h5_queue_write(ss_h5_queue *q, ss_h5_dset *d, int ndim, const int64
 
 static ss_status push(ss_h5_queue *q, ss_h5_dset *d, int ndim, const int64_t *start, const int64_t *count,
                       const int64_t *lens, int square, void *buf, size_t bytes) {
-    if (ndim < 1 || ndim > SS_H5_MAX_DIMS || (lens && (ndim < (square ? 3 : 2) || count[0] < 0))) {
+    if (ndim < 1 || ndim > SS_H5_MAX_DIMS) {
         free(buf);
-        return ss_errorf(SS_ERR_INTERNAL, "write queue: bad rank %d", ndim);
+        return ss_errorf(SS_ERR_INTERNAL, "write queue: bad rank %d (1..%d)", ndim, SS_H5_MAX_DIMS);
+    }
+    if (lens && ndim < (square ? 3 : 2)) {
+        free(buf);
+        return ss_errorf(SS_ERR_INTERNAL, "write queue: packed %s of %d axes (at least %d: prompts, %s)",
+                         square ? "squares" : "rows", ndim, square ? 3 : 2, square ? "rows, columns" : "rows");
+    }
+    if (lens && count[0] < 0) {
+        free(buf);
+        return ss_errorf(SS_ERR_INTERNAL, "write queue: packed %s of %lld prompts", square ? "squares" : "rows",
+                         (long long)count[0]);
     }
     item *it = ss_calloc(1, sizeof *it, "write queue");
     if (it && lens) it->lens = ss_malloc((size_t)count[0] * sizeof(int64_t) + 1, "write queue");

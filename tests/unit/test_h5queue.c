@@ -98,6 +98,25 @@ TEST(h5queue_writes_packed_squares_of_different_sides) {
     ss_h5_close_read(r);
 }
 
+/* A write the queue cannot take is refused at once, its buffer freed, with a message for what is
+ * wrong: a rank out of range, packed rows or squares with too few axes for the prompts and
+ * their rows (before, "bad rank 1" for a packed write of a rank that plain writes take), a
+ * negative count of prompts. */
+TEST(h5queue_refuses_bad_writes_naming_what_is_wrong) {
+    ss_h5_queue *q;
+    CHECK_OK(ss_h5_queue_start(1 << 20, &q));
+    int64_t lens[2] = {1, 1}, st[3] = {0, 0, 0}, ct[3] = {2, 1, 1};
+    CHECK_ERR(ss_h5_queue_write(q, NULL, 0, st, ct, malloc(4), 4), SS_ERR_INTERNAL, "write queue: bad rank 0");
+    CHECK_ERR(ss_h5_queue_write_rows(q, NULL, 1, st, ct, lens, malloc(4), 4), SS_ERR_INTERNAL,
+              "write queue: packed rows of 1 axes (at least 2: prompts, rows)");
+    CHECK_ERR(ss_h5_queue_write_squares(q, NULL, 2, st, ct, lens, malloc(4), 4), SS_ERR_INTERNAL,
+              "write queue: packed squares of 2 axes (at least 3: prompts, rows, columns)");
+    ct[0] = -1;
+    CHECK_ERR(ss_h5_queue_write_rows(q, NULL, 2, st, ct, lens, malloc(4), 4), SS_ERR_INTERNAL,
+              "write queue: packed rows of -1 prompts");
+    CHECK_OK(ss_h5_queue_finish(q));
+}
+
 TEST(h5queue_reports_a_failed_write_with_its_message) {
     char path[512];
     snprintf(path, sizeof path, "%s/queue_err.h5", ss_test_tmp_dir());
