@@ -1455,20 +1455,20 @@ static ss_status attn_out_product(const ss_backend *be, const float *z, int used
     return cu_matmul_add(be, o->x, z, o->w, o->wdtype, o->bias, o->rows, o->d, zw, o->trans_b);
 }
 
-/* Attention; with tc, on tensor cores where the pattern is not wanted and
- * the shape is one the kernel takes (bf16 Q, K, V and probabilities). With
+/* Attention (the ops table's op, named in errors); with tc, on tensor cores where the pattern is
+ * not wanted and the shape is one the kernel takes (bf16 Q, K, V and probabilities). With
  * out, the tensor-core kernel writes z in bf16 into c->a16 instead where
  * z16_for allows, and says so in *used16. */
-static ss_status attention_any(const ss_backend *be, float *z, const float *q, const float *k, const float *v,
-                               int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H,
-                               int64_t Hkv, int64_t dh, float scale, float *pattern_out, const int64_t *pattern_off,
-                               int tc, const ss_attn_out *out, int *used16) {
+static ss_status attention_any(const ss_backend *be, const char *op, float *z, const float *q, const float *k,
+                               const float *v, int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len,
+                               int64_t H, int64_t Hkv, int64_t dh, float scale, float *pattern_out,
+                               const int64_t *pattern_off, int tc, const ss_attn_out *out, int *used16) {
     cuda_impl *c = IMPL(be);
     if (used16) *used16 = 0;
     if (Hkv < 1 || H % Hkv)
-        return ss_errorf(SS_ERR_ARG, "%s: attention: %lld key/value heads do not divide %lld heads", be->name,
+        return ss_errorf(SS_ERR_ARG, "%s: %s: %lld key/value heads do not divide %lld heads", be->name, op,
                          (long long)Hkv, (long long)H);
-    SS_TRY(ss_attn_seqs_check(be, "attention", n_seq, start, len, -1)); /* n_rows below is start + len */
+    SS_TRY(ss_attn_seqs_check(be, op, n_seq, start, len, -1)); /* n_rows below is start + len */
     int64_t max_len = 0;
     for (int64_t s = 0; s < n_seq; s++)
         if (len[s] > max_len) max_len = len[s];
@@ -1479,15 +1479,15 @@ static ss_status attention_any(const ss_backend *be, float *z, const float *q, c
      * cuBLAS path to 581k; kernels/flash_attention_tc.cu, which replaced it,
      * takes 0.304 ms). Shapes the kernel does not take fall through. */
     if (tc && !pattern_out && (dh == 64 || dh == 128) && max_len > 0 && (max_len + 63) / 64 <= 65535 &&
-        n_seq * H <= INT32_MAX) {
+        H <= INT32_MAX / n_seq) { /* n_seq >= 1: a len is over 0 */
         SS_TRY(meta_put(be, n_seq, start, len, NULL));
         int64_t n_rows = 0;
         for (int64_t s = 0; s < n_seq; s++)
             if (start[s] + len[s] > n_rows) n_rows = start[s] + len[s];
         const int64_t nws = ss_cuda_attention_flash_bf16_ws(n_rows, H, Hkv, dh);
         if (nws < 0)
-            return ss_errorf(SS_ERR_NOMEM, "%s: attention: bf16 Q, K, V of %lld rows x %lld heads of %lld overflow", be->name,
-                             (long long)n_rows, (long long)(H + 2 * Hkv), (long long)dh);
+            return ss_errorf(SS_ERR_NOMEM, "%s: %s: bf16 Q, K, V of %lld rows x (%lld + 2 x %lld) heads of %lld overflow",
+                             be->name, op, (long long)n_rows, (long long)H, (long long)Hkv, (long long)dh);
         SS_TRY(scratch16(be, &c->qkv16, &c->qkv16_cap, (size_t)nws, "bf16 Q, K, V"));
         const int z16 = z16_for(out, n_rows, H * dh);
         if (z16) SS_TRY(scratch16(be, &c->a16, &c->a16_cap, (size_t)(n_rows * H * dh), "bf16 z"));
@@ -1784,8 +1784,8 @@ static ss_status cu_gelu_backward(const ss_backend *be, float *dx, const float *
 static ss_status cu_attention(const ss_backend *be, float *z, const float *q, const float *k, const float *v,
                               int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H,
                               int64_t Hkv, int64_t dh, float scale, float *pattern_out, const int64_t *pattern_off) {
-    return attention_any(be, z, q, k, v, ld_qkv, n_seq, start, len, H, Hkv, dh, scale, pattern_out, pattern_off,
-                         IMPL(be)->attn_tc == 1, NULL, NULL);
+    return attention_any(be, "attention", z, q, k, v, ld_qkv, n_seq, start, len, H, Hkv, dh, scale, pattern_out,
+                         pattern_off, IMPL(be)->attn_tc == 1, NULL, NULL);
 }
 
 /* The ops table's attention_lowp: what a model whose products are bf16 asks for. */
@@ -1793,7 +1793,8 @@ static ss_status cu_attention_lowp(const ss_backend *be, float *z, const float *
                                    int64_t ld_qkv, int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H,
                                    int64_t Hkv, int64_t dh, float scale, const ss_attn_out *out) {
     int used16 = 0;
-    SS_TRY(attention_any(be, z, q, k, v, ld_qkv, n_seq, start, len, H, Hkv, dh, scale, NULL, NULL, 1, out, &used16));
+    SS_TRY(attention_any(be, "attention_lowp", z, q, k, v, ld_qkv, n_seq, start, len, H, Hkv, dh, scale, NULL, NULL, 1,
+                         out, &used16));
     return out ? attn_out_product(be, z, used16, out, H * dh) : SS_OK;
 }
 
@@ -1889,8 +1890,8 @@ static ss_status cu_attention_lowp_qkv(const ss_backend *be, float *z, float *qk
     SS_TRY(cu_product(be, qkv, a, W, wdtype, bias, R, N, d, trans_b, SS_CUDA_ACT_NONE, 0));
     if (pos) SS_TRY(cu_rope(be, qkv, N, R, H + Hkv, dh, pos, inv_freq, 0));
     int used16 = 0;
-    SS_TRY(attention_any(be, z, qkv, qkv + H * dh, qkv + (H + Hkv) * dh, N, n_seq, start, len, H, Hkv, dh, scale, NULL,
-                         NULL, 1, out, &used16));
+    SS_TRY(attention_any(be, "attention_lowp_qkv", z, qkv, qkv + H * dh, qkv + (H + Hkv) * dh, N, n_seq, start, len, H,
+                         Hkv, dh, scale, NULL, NULL, 1, out, &used16));
     return out ? attn_out_product(be, z, used16, out, H * dh) : SS_OK;
 }
 

@@ -638,7 +638,10 @@ TEST(cuda_emulated_tensor_core_attention_settings) {
 /* The tensor-core path's bf16 Q, K, V workspace, n_rows x (H + 2 Hkv) x dh, is refused when it
  * overflows, naming its sizes: rows up to 312249574164354390 (a bogus start) with one head of 64
  * and one key/value head made 2^62 + 128 elements after a signed overflow before, asked of the
- * allocator as bf16 Q, K, V. */
+ * allocator as bf16 Q, K, V. Heads the kernel's grid cannot take (2 sequences of 2^62 heads)
+ * stay off the tensor-core path: before, the guard's n_seq x H overflowed, let them on, and the
+ * refusal's H + 2 Hkv overflowed as well ("1 rows x -4611686018427387904 heads"); now the
+ * message prints the parts, and the fp32 kernel refuses those heads. */
 TEST(cuda_emulated_tensor_core_attention_workspace_overflow) {
     ss_backend *gpu = NULL;
     CHECK_OK(cuda_with_attn_tc("1", &gpu));
@@ -648,7 +651,10 @@ TEST(cuda_emulated_tensor_core_attention_workspace_overflow) {
     const float *q = buf;
     const int64_t start = 312249574164354389, len = 1;
     CHECK_ERR(gpu->attention(gpu, buf, q, q + 64, q + 128, 192, 1, &start, &len, 1, 1, 64, 0.125f, NULL, NULL),
-              SS_ERR_NOMEM, "attention: bf16 Q, K, V of 312249574164354390 rows x 3 heads of 64 overflow");
+              SS_ERR_NOMEM, "attention: bf16 Q, K, V of 312249574164354390 rows x (1 + 2 x 1) heads of 64 overflow");
+    const int64_t starts[2] = {0, 0}, lens[2] = {1, 1}, huge = (int64_t)1 << 62;
+    CHECK_ERR(gpu->attention_lowp(gpu, buf, q, q + 64, q + 128, 192, 2, starts, lens, huge, huge, 64, 0.125f, NULL),
+              SS_ERR_IO, "flash attention kernel");
     gpu->release(gpu, buf);
     ss_backend_cuda_close(gpu);
 }
@@ -657,7 +663,9 @@ TEST(cuda_emulated_tensor_core_attention_workspace_overflow) {
  * any, naming the op, the sequence, its start, len and the rows: attention
  * (every path: fp32, tensor cores, cuBLAS) is not told its rows, so there a
  * negative start (here a row inside the buffer before q) and a start + len
- * past INT64_MAX (a signed overflow in the tensor-core path's rows); and
+ * past INT64_MAX (a signed overflow in the tensor-core path's rows);
+ * attention_lowp the same, named so (before, "attention", as its key/value
+ * heads that do not divide its heads); and
  * attention_lowp_qkv one that ends past its R rows (here it read row 2 of 2,
  * inside the buffer, without a word). */
 TEST(cuda_emulated_attention_refuses_sequences_outside_the_rows) {
@@ -680,6 +688,15 @@ TEST(cuda_emulated_attention_refuses_sequences_outside_the_rows) {
         start[1] = INT64_MAX - 1;
         CHECK_ERR(gpu->attention(gpu, zb, q, q + dh, q + 2 * dh, ld, 2, start, len, H, H, dh, 0.125f, pat, poff),
                   SS_ERR_ARG, "attention: sequence 1 (start 9223372036854775806, len 2) is outside rows");
+    }
+    CHECK(gpu->attention_lowp != NULL);
+    if (gpu->attention_lowp) {
+        start[1] = -1;
+        CHECK_ERR(gpu->attention_lowp(gpu, zb, q, q + dh, q + 2 * dh, ld, 2, start, len, H, H, dh, 0.125f, NULL),
+                  SS_ERR_ARG, "cuda:0: attention_lowp: sequence 1 (start -1, len 2) is outside rows");
+        start[1] = 1;
+        CHECK_ERR(gpu->attention_lowp(gpu, zb, q, q + dh, q + 2 * dh, ld, 2, start, len, H, 2, dh, 0.125f, NULL),
+                  SS_ERR_ARG, "cuda:0: attention_lowp: 2 key/value heads do not divide 1 heads");
     }
     gpu->release(gpu, buf);
     gpu->release(gpu, zb);
