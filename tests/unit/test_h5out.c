@@ -846,9 +846,35 @@ static void *idle_thread(void *arg) {
     return arg;
 }
 
+/* A SIGTERM that another thread takes (blocked here, not there), its handler's unlink made slow:
+ * on return (after 0.1 s) that thread is in the handler, removing the temporaries. */
+static int term_taken_by_another_thread(void) {
+    pthread_t th;
+    if (pthread_create(&th, NULL, idle_thread, NULL)) return 5;
+    sigset_t term;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &term, NULL);
+    ss_test_unlink_delay_ms = 500;
+    kill(getpid(), SIGTERM);
+    usleep(100000);
+    return 0;
+}
+
+/* Runs child(arg) in a forked process and returns its wait status. */
+static int status_of_child(int (*child)(void *), void *arg) {
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) _exit(child(arg));
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid) return -1;
+    return status;
+}
+
 /* In a child: a SIGTERM that another thread took just before the hold, its handler still
  * removing the temporaries (an unlink made slow), then two renames with the signals held. */
-static int rename_two_beside_a_dying_handler(char *const names[5]) {
+static int rename_two_beside_a_dying_handler(void *arg) {
+    char *const *names = arg;
     for (int i = 0; i < 4; i += 2) {
         FILE *f = fopen(names[i], "w");
         if (!f) return 3;
@@ -857,15 +883,7 @@ static int rename_two_beside_a_dying_handler(char *const names[5]) {
     ss_tmp_register(names[4]);
     struct sigaction cur;
     if (sigaction(SIGTERM, NULL, &cur) || cur.sa_handler == SIG_DFL || cur.sa_handler == SIG_IGN) return 4;
-    pthread_t th;
-    if (pthread_create(&th, NULL, idle_thread, NULL)) return 5;
-    sigset_t term; /* blocked here, not in the thread: the thread takes the signal */
-    sigemptyset(&term);
-    sigaddset(&term, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &term, NULL);
-    ss_test_unlink_delay_ms = 500;
-    kill(getpid(), SIGTERM);
-    usleep(100000); /* the thread is in the handler, removing the temporary */
+    if (term_taken_by_another_thread()) return 5;
     ss_signals_held held;
     ss_signals_hold(&held);
     rename(names[0], names[1]);
@@ -884,12 +902,7 @@ TEST(signals_hold_waits_for_a_handler_already_ending_the_process) {
     FILE *f = fopen(names[4], "w");
     CHECK(f != NULL);
     if (f) fclose(f);
-    fflush(NULL);
-    pid_t pid = fork();
-    CHECK(pid >= 0);
-    if (pid == 0) _exit(rename_two_beside_a_dying_handler(names));
-    int status = 0;
-    CHECK(waitpid(pid, &status, 0) == pid);
+    const int status = status_of_child(rename_two_beside_a_dying_handler, names);
     CHECK_MSG(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM, "status %d", status);
     CHECK(!exists(names[4])); /* the handler ran: it removed the temporary */
     CHECK_MSG(exists(names[1]) == exists(names[3]), "the first file renamed (%d), the second (%d)", exists(names[1]),
@@ -900,18 +913,10 @@ TEST(signals_hold_waits_for_a_handler_already_ending_the_process) {
 /* In a child: a SIGTERM that another thread takes, its handler removing the temporary (an unlink
  * made slow), while this thread unregisters the temporary's path, then overwrites and frees it as
  * an owner may once ss_tmp_unregister has returned. */
-static int unregister_beside_a_dying_handler(const char *name) {
-    char *path = ss_strfmt("%s", name);
+static int unregister_beside_a_dying_handler(void *name) {
+    char *path = ss_strfmt("%s", (const char *)name);
     ss_tmp_register(path);
-    pthread_t th;
-    if (pthread_create(&th, NULL, idle_thread, NULL)) return 5;
-    sigset_t term; /* blocked here, not in the thread: the thread takes the signal */
-    sigemptyset(&term);
-    sigaddset(&term, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &term, NULL);
-    ss_test_unlink_delay_ms = 500;
-    kill(getpid(), SIGTERM);
-    usleep(100000); /* the thread is in the handler, its unlink given the path */
+    if (term_taken_by_another_thread()) return 5; /* its unlink given the path */
     ss_tmp_unregister(path);
     memset(path, 'x', strlen(path)); /* the memory reused */
     free(path);
@@ -928,12 +933,7 @@ TEST(tmp_unregister_waits_for_a_handler_reading_the_path) {
     FILE *f = fopen(name, "w");
     CHECK(f != NULL);
     if (f) fclose(f);
-    fflush(NULL);
-    pid_t pid = fork();
-    CHECK(pid >= 0);
-    if (pid == 0) _exit(unregister_beside_a_dying_handler(name));
-    int status = 0;
-    CHECK(waitpid(pid, &status, 0) == pid);
+    const int status = status_of_child(unregister_beside_a_dying_handler, name);
     CHECK_MSG(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM, "status %d", status);
     CHECK(!exists(name));
     unlink(name);
