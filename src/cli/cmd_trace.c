@@ -60,7 +60,8 @@ cli_cmd cmd_trace = {
     "                      [--device DEV] [--dtype T] [--tf32]",
     "For every position: the model's next-token prediction and its probability; for every sub-model (one mask\n"
     "of FILE): the mean activation of its units there, gradient x activation of log p(prediction) summed over\n"
-    "its units at this and earlier positions, and the change in log p(prediction) when the mask is applied.\n"
+    "its units at this and earlier positions (those among the mask's \"positions\", where it names some), and\n"
+    "the change in log p(prediction) when the mask is applied.\n"
     "Layout: docs/FORMAT.md.\n\n"
     "examples (the sub-models' mean masks need the statistics of collect):\n"
     "  subscope collect --model models/tiny-gpt2 --input data/demo_prompts.jsonl \\\n"

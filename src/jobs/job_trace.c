@@ -358,7 +358,8 @@ static ss_status trace(const ss_trace_job *job) {
     if (job->table) {
         FILE *t = job->table;
         fprintf(t, "\nper position: the next-token prediction and, per sub-model, act = mean activation of its units%s,\n"
-                   "attr = gradient x activation of log p(prediction) over its units at positions <= this one,\n"
+                   "attr = gradient x activation of log p(prediction) over its units at positions <= this one (and among\n"
+                   "its mask's positions, where it names some),\n"
                    "dlogp = change in log p(prediction) when it is ablated (mode from %s); sub-models:\n",
                 job->stats ? " (standardised by --stats)" : "", job->submodels);
         for (int k = 0; k < n_masks; k++) {

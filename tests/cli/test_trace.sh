@@ -14,6 +14,11 @@ last() { printf '%s' "$1" | tr ',' '\n' | tail -n 1; }
 if "$SUBSCOPE" trace --model $M --prompt "$PROMPT" --answer " moo" --submodels "$TMP/sm.jsonl" --out "$TMP/t.h5" >"$TMP/table" 2>"$TMP/err"; then
     pass "trace runs"
 else fail "trace runs" "$(cat "$TMP/err")"; fi
+# The attribution sums only the positions a mask names (FORMAT.md): the table and --help said
+# "at positions <= this one" and "at this and earlier positions" and no more.
+grep -qF "at positions <= this one (and among" "$TMP/table" && grep -qF "its mask's positions, where it names some)" "$TMP/table" &&
+    "$SUBSCOPE" trace --help | grep -qF "(those among the mask's \"positions\", where it names some)" &&
+    pass "table and --help: the attribution is within the mask's positions" || fail "positions in the table's and --help's attribution" "$(sed -n 3p "$TMP/table")"
 grep -q "' says' *' moo'" "$TMP/table" && pass "table: token, prediction (--answer at the last position)" || fail "table" "$(tail -3 "$TMP/table")"
 d=$(vals /submodels/identity/ablation_delta_logprob "$TMP/t.h5")
 [ -n "$d" ] && [ "$(printf '%s' "$d" | tr -d '0,-')" = "" ] && pass "a factor-1 sub-model changes nothing (delta exactly 0)" || fail "factor-1 delta" "$d"
