@@ -142,8 +142,9 @@ static int run_info_config(cli_cmd *cmd) {
     human_bytes(e, sizeof e, (double)c->vocab_size * 4 * (double)T);
     human_bytes(f, sizeof f, (double)P * 2 + (double)fpt * 4 * (double)T);
     human_bytes(g, sizeof g, (double)P * 2 + (double)(tape + fpt + c->vocab_size) * 4 * (double)T);
-    printf("%lld tokens  forward activations %s, with a backward pass %s, all-position logits %s\n", (long long)T, a,
-           b, e);
+    char tl[32]; /* a label as wide as the others */
+    snprintf(tl, sizeof tl, "%lld tokens", (long long)T);
+    printf("%-12s forward activations %s, with a backward pass %s, all-position logits %s\n", tl, a, b, e);
     printf("one device   bfloat16 weights + activations: forward %s; attribute with loss (logits of every "
            "position) %s\n", f, g);
     /* collect --stats cov keeps each site's float64 co-moments (d x d) in GPU memory, per label group */

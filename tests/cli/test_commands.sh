@@ -32,6 +32,14 @@ printf '%s' "$out" | grep -q "parameters   $want " && pass "parameter count" || 
 out=$("$SUBSCOPE" info --config models/tiny-gpt2/config.json 2>&1)
 printf '%s' "$out" | grep -q "^parameters   940800 (0.94 M): weights 3.6 MiB in float32" && pass "info --config: a small model's parameters in millions, not '0.00 B'" ||
     fail "info --config parameters of a small model" "$(printf '%s' "$out" | grep parameters)"
+# Every label is 12 characters and a space wide, the batch's "N tokens" too (it was followed by two
+# spaces, in line only for a 4-digit N).
+for t in 7 1000 16384 99999; do
+    out=$("$SUBSCOPE" info --config models/tiny-gpt2/config.json --tokens $t 2>&1)
+    bad=$(printf '%s\n' "$out" | awk '{ if (substr($0, 13, 1) != " " || substr($0, 14, 1) == " ") print }')
+    [ -z "$bad" ] && printf '%s' "$out" | grep -q "^$t tokens" && pass "info --config --tokens $t: the labels aligned" ||
+        fail "info --config --tokens $t: a label out of line" "$bad"
+done
 # a config that names no model type, as train takes (README's small.json): planned as GPT-2, as train reads it
 printf '{"n_layer": 4, "n_head": 4, "n_embd": 64, "n_positions": 64, "vocab_size": 1024}' >"$TMP/small.json"
 out=$("$SUBSCOPE" info --config "$TMP/small.json" 2>&1)
