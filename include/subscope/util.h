@@ -170,6 +170,9 @@ double ss_now(void);
 /* The most host memory this process has held resident so far, in bytes
  * (getrusage's ru_maxrss); 0 where the system does not say. */
 int64_t ss_peak_host_bytes(void);
+/* A size for people: "%.1f" in the largest of B, KiB, MiB, GiB, TiB that leaves at least 1
+ * (1024 bytes is "1.0 KiB", not "0.0 MiB"). */
+void ss_fmt_bytes(char *buf, size_t n, double bytes);
 
 /* Half-precision conversions (IEEE binary16 and bfloat16 to/from fp32). */
 float ss_f16_to_f32(uint16_t h);

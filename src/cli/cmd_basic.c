@@ -89,13 +89,6 @@ static int run_info_dist(cli_cmd *cmd) {
     return 0;
 }
 
-static void human_bytes(char *buf, size_t n, double b) {
-    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    int i = 0;
-    while (b >= 1024 && i < 4) b /= 1024, i++;
-    snprintf(buf, n, "%.1f %s", b, u[i]);
-}
-
 /* Memory of a model from its config alone: what a 7B- or 70B-shaped run
  * needs before anyone downloads it. The figures are those of this engine's
  * buffers (ss_config_floats_per_token and the backward tape), not estimates
@@ -129,28 +122,28 @@ static int run_info_config(cli_cmd *cmd) {
            "vocabulary %lld\n", c->arch, (long long)c->n_layer, (long long)c->n_embd, (long long)c->n_head,
            (long long)ss_config_kv_heads(c), (long long)ss_config_d_head(c), (long long)c->n_inner,
            (long long)c->vocab_size);
-    human_bytes(a, sizeof a, (double)P * 4), human_bytes(b, sizeof b, (double)P * 2);
+    ss_fmt_bytes(a, sizeof a, (double)P * 4), ss_fmt_bytes(b, sizeof b, (double)P * 2);
     /* in billions from 1e9, else millions as `info --model` says: a small config is not "0.00 B" */
     printf("parameters   %lld (%.2f %s): weights %s in float32, %s in bfloat16\n", (long long)P,
            (double)P / (P >= 1000000000 ? 1e9 : 1e6), P >= 1000000000 ? "B" : "M", a, b);
-    human_bytes(a, sizeof a, (double)fpt * 4), human_bytes(b, sizeof b, (double)tape * 4);
-    human_bytes(e, sizeof e, (double)c->vocab_size * 4);
+    ss_fmt_bytes(a, sizeof a, (double)fpt * 4), ss_fmt_bytes(b, sizeof b, (double)tape * 4);
+    ss_fmt_bytes(e, sizeof e, (double)c->vocab_size * 4);
     printf("per token    forward %s in flight; a backward pass keeps %s on its tape (--recompute: %lld floats "
            "per layer); %s per row of logits kept\n", a, b, (long long)c->n_embd, e);
-    human_bytes(a, sizeof a, (double)fpt * 4 * (double)T);
-    human_bytes(b, sizeof b, (double)(tape + fpt) * 4 * (double)T);
-    human_bytes(e, sizeof e, (double)c->vocab_size * 4 * (double)T);
-    human_bytes(f, sizeof f, (double)P * 2 + (double)fpt * 4 * (double)T);
-    human_bytes(g, sizeof g, (double)P * 2 + (double)(tape + fpt + c->vocab_size) * 4 * (double)T);
+    ss_fmt_bytes(a, sizeof a, (double)fpt * 4 * (double)T);
+    ss_fmt_bytes(b, sizeof b, (double)(tape + fpt) * 4 * (double)T);
+    ss_fmt_bytes(e, sizeof e, (double)c->vocab_size * 4 * (double)T);
+    ss_fmt_bytes(f, sizeof f, (double)P * 2 + (double)fpt * 4 * (double)T);
+    ss_fmt_bytes(g, sizeof g, (double)P * 2 + (double)(tape + fpt + c->vocab_size) * 4 * (double)T);
     char tl[32]; /* a label as wide as the others */
     snprintf(tl, sizeof tl, "%lld tokens", (long long)T);
     printf("%-12s forward activations %s, with a backward pass %s, all-position logits %s\n", tl, a, b, e);
     printf("one device   bfloat16 weights + activations: forward %s; attribute with loss (logits of every "
            "position) %s\n", f, g);
     /* collect --stats cov keeps each site's float64 co-moments (d x d) in GPU memory, per label group */
-    human_bytes(a, sizeof a, 8.0 * (double)c->n_embd * (double)c->n_embd);
-    human_bytes(b, sizeof b, 8.0 * (double)c->n_inner * (double)c->n_inner);
-    human_bytes(e, sizeof e, 8.0 * (double)c->n_inner * (double)c->n_inner * (double)c->n_layer);
+    ss_fmt_bytes(a, sizeof a, 8.0 * (double)c->n_embd * (double)c->n_embd);
+    ss_fmt_bytes(b, sizeof b, 8.0 * (double)c->n_inner * (double)c->n_inner);
+    ss_fmt_bytes(e, sizeof e, 8.0 * (double)c->n_inner * (double)c->n_inner * (double)c->n_layer);
     printf("collect      covariance statistics on a GPU (float64, per site and label group): %s per d_model site, "
            "%s per MLP site, %s for all %lld MLP sites\n", a, b, e, (long long)c->n_layer);
     /* --pipeline P: each stage holds its blocks' weights, the first the embeddings, the last the head. */
@@ -174,8 +167,8 @@ static int run_info_config(cli_cmd *cmd) {
             const int64_t n = ss_config_stage_params(c, first, end);
             const double macs = (double)ss_config_block_macs(c) * (end - first) +
                                 (end == c->n_layer ? (double)(c->n_embd * c->vocab_size) : 0);
-            human_bytes(a, sizeof a, (double)n * 2), human_bytes(b, sizeof b, (double)n * 4);
-            human_bytes(e, sizeof e, (double)n * 2 + (double)fpt * 4 * (double)T);
+            ss_fmt_bytes(a, sizeof a, (double)n * 2), ss_fmt_bytes(b, sizeof b, (double)n * 4);
+            ss_fmt_bytes(e, sizeof e, (double)n * 2 + (double)fpt * 4 * (double)T);
             printf("stage %-3d    blocks %d..%d: %lld parameters, weights %s bfloat16 / %s float32; forward with "
                    "%lld tokens %s; %.2f %s multiply-adds per token%s%s\n", sg, first, end - 1, (long long)n, a, b,
                    (long long)T, e, macs >= 1e9 ? macs / 1e9 : macs / 1e6, macs >= 1e9 ? "G" : "M",
@@ -225,8 +218,8 @@ static int run_info(cli_cmd *cmd) {
     char wb[32], tb[32];
     const int llama = c->family == SS_FAMILY_LLAMA;
     const int64_t dh = ss_config_d_head(c);
-    human_bytes(wb, sizeof wb, (double)m->n_params * 4);
-    human_bytes(tb, sizeof tb, (double)ss_config_floats_per_token(c) * 4);
+    ss_fmt_bytes(wb, sizeof wb, (double)m->n_params * 4);
+    ss_fmt_bytes(tb, sizeof tb, (double)ss_config_floats_per_token(c) * 4);
     printf("model        %s\n", m->dir);
     if (llama)
         printf("architecture %s (Llama family: RMSNorm, rotary, SwiGLU%s%s%s)\n", c->arch,

@@ -67,10 +67,10 @@ ss_status ss_model_open_stage(const ss_run_opts *o, ss_model **out) {
     }
     const int64_t bytes = ss_model_weight_bytes(m);
     if (!st && max_memory > 0 && bytes > max_memory) {
-        /* in MiB, or in bytes where the MiB round to the same (a limit just below the weights) */
+        /* in a unit that shows them, or in bytes where the two round to the same (a limit just below the weights) */
         char have[40], lim[40];
-        snprintf(have, sizeof have, "%.1f MiB", (double)bytes / 1048576.0);
-        snprintf(lim, sizeof lim, "%.1f MiB", (double)max_memory / 1048576.0);
+        ss_fmt_bytes(have, sizeof have, (double)bytes);
+        ss_fmt_bytes(lim, sizeof lim, (double)max_memory);
         if (!strcmp(have, lim)) {
             snprintf(have, sizeof have, "%lld bytes", (long long)bytes);
             snprintf(lim, sizeof lim, "%lld bytes", (long long)max_memory);

@@ -573,6 +573,13 @@ int64_t ss_peak_host_bytes(void) {
     return (int64_t)ru.ru_maxrss * 1024; /* KiB on Linux */
 }
 
+void ss_fmt_bytes(char *buf, size_t n, double bytes) {
+    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int i = 0;
+    while (bytes >= 1024 && i < 4) bytes /= 1024, i++;
+    snprintf(buf, n, "%.1f %s", bytes, u[i]);
+}
+
 float ss_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
     uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;

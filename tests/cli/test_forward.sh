@@ -271,6 +271,10 @@ expect_fail "bad --batch value" "--batch must be an integer" "$SUBSCOPE" forward
 expect_fail "--max-memory just below the weights: the sizes in bytes" \
     "hold 430080 bytes of weights, more than --max-memory 430079 bytes" \
     "$SUBSCOPE" forward --model "$TMP/mm" --input "$TMP/mm.jsonl" --out "$TMP/mm.h5" --device cpu --max-memory 430079
+# ... and a small limit in a unit that shows it: "--max-memory 0.0 MiB" it read for 1K
+expect_fail "--max-memory 1K: the sizes in KiB, not 0.0 MiB" \
+    "hold 420.0 KiB of weights, more than --max-memory 1.0 KiB; split the model" \
+    "$SUBSCOPE" forward --model "$TMP/mm" --input "$TMP/mm.jsonl" --out "$TMP/mm.h5" --device cpu --max-memory 1K
 expect_ok "--max-memory equal to the weights runs" \
     "$SUBSCOPE" forward --model "$TMP/mm" --input "$TMP/mm.jsonl" --out "$TMP/mm.h5" --device cpu --max-memory 430080
 finish

@@ -314,7 +314,7 @@ if res=$($MPI -np 2 "$SUBSCOPE" forward --model $M --input $P --batch 2 --pipeli
     expect_ok "... and runs split over 2 stages, equal to one process" "$H5CMP" --quiet --atol 0 --rtol 0 --only /logits "$TMP/mm1.h5" "$TMP/mm2.h5"
 else fail "--pipeline 2 --max-memory 2.5M runs" "$(printf '%s' "$res" | tail -3)"; fi
 # a stage of one block that does not fit is not told to use more stages
-expect_fail "--max-memory: a one-block stage that does not fit says more stages cannot help" "more than --max-memory 0.3 MiB (one block: more stages cannot help)" \
+expect_fail "--max-memory: a one-block stage that does not fit says more stages cannot help" "more than --max-memory 307.2 KiB (one block: more stages cannot help)" \
     $MPI -np 4 "$SUBSCOPE" forward --model $M --input $P --pipeline 4 --max-memory 0.3M --out "$TMP/mm4.h5"
 expect_fail "--max-memory takes sizes" "--max-memory must be a positive size" \
     "$SUBSCOPE" forward --model $M --input $P --max-memory 12Q --out "$TMP/x.h5"
