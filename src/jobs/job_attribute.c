@@ -848,7 +848,19 @@ compute:;
                        "|sum of attributions - (metric - metric at baseline)| / |metric - metric at baseline|\n",
                     steps, job->stats ? "mean" : "zero");
         int top = job->top > 0 ? job->top : 10;
-        fprintf(t, "top %d units per site by |attribution| summed over prompts and positions:\n", top);
+        /* the number the table keeps: no more than the widest site has, and said when a site has fewer */
+        int64_t wmin = INT64_MAX, wmax = 0;
+        for (int k = 0; k < n_sites; k++) {
+            ss_site s;
+            ss_site_get(cfg, site_ids[k], &s);
+            wmin = s.width < wmin ? s.width : wmin, wmax = s.width > wmax ? s.width : wmax;
+        }
+        if (top > wmax) top = (int)wmax;
+        if (top == wmin && top == wmax)
+            fprintf(t, "all %d units per site by |attribution| summed over prompts and positions:\n", top);
+        else
+            fprintf(t, "top %d units per site%s by |attribution| summed over prompts and positions:\n", top,
+                    top > wmin ? " (all the units of a site with fewer)" : "");
         for (int k = 0; k < n_sites; k++) {
             ss_site s;
             ss_site_get(cfg, site_ids[k], &s);

@@ -87,6 +87,14 @@ expect_ok "--recompute gives bit-identical gradients" "$H5CMP" --quiet --atol 0 
 "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.1.*' --metric logitdiff --batch 3 --out "$TMP/b3.h5" >"$TMP/table" 2>&1
 expect_ok "batch 1 equals batch 3" "$H5CMP" --quiet --atol 1e-6 --rtol 1e-4 --only /attr --only /metric "$TMP/b1.h5" "$TMP/b3.h5"
 grep -q "^blocks.1.mlp.hook_post" "$TMP/table" && grep -q "top 10 units per site" "$TMP/table" && pass "table of top units" || fail "table of top units" "$(head -5 "$TMP/table")"
+# --top beyond a site's units: the table says the number it keeps ("top 1000 units" it said of
+# tiny-gpt2's 128-unit hook_z and 512-unit MLP), and that a narrower site shows all of its own.
+"$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.1.attn.hook_z,blocks.1.mlp.hook_post' --top 1000 --out "$TMP/t1k.h5" >"$TMP/t1k" 2>&1
+"$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.1.attn.hook_z' --top 1000 --out "$TMP/t1k.h5" >"$TMP/t1k1" 2>&1
+n=$(awk '$1 == "blocks.1.attn.hook_z" {print (NF - 1) / 2}' "$TMP/t1k")
+grep -q "^top 512 units per site (all the units of a site with fewer) by |attribution|" "$TMP/t1k" && [ "$n" = 128 ] &&
+    grep -q "^all 128 units per site by |attribution|" "$TMP/t1k1" && pass "--top 1000: the table names the units it keeps" ||
+    fail "--top beyond the sites' units" "$(grep units "$TMP/t1k" "$TMP/t1k1")" "hook_z's row: $n units"
 h5ls -r "$TMP/b3.h5" | grep -q "/attr/blocks.1.attn.hook_q Dataset {4, 10, 4, 32}" && pass "q/k/v/z keep their [head, d_head] shape" || fail "q shape" "$(h5ls -r "$TMP/b3.h5" | grep hook_q)"
 h5ls -r "$TMP/b3.h5" | grep -q "hook_pattern" && fail "a glob leaves hook_pattern out" || pass "a glob leaves hook_pattern out"
 
