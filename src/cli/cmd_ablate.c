@@ -52,13 +52,14 @@ static int run_ablate(cli_cmd *cmd) {
 
 cli_cmd cmd_ablate = {
     "ablate", "rerun the model with units masked (zero, mean, scale, resample, noise, negnoise, patch) and measure what changes",
-    "subscope ablate --model DIR --input FILE (--mask SPEC ... | --masks FILE) --out OUT.h5\n"
+    "subscope ablate --model DIR --input FILE (--mask SPEC ... and/or --masks FILE) --out OUT.h5\n"
     "                       [--metrics loss,acc,keyword,logitdiff,kl] [--keywords FILE] [--stats STATS.h5] [--patch-from FILE] [--mask-batch K] [--controls K]",
     "--mask SPEC is SITES[ITEMS]: SITES a site or a glob ('*' matches anything: every matching site but\n"
     "attention patterns, which cannot be masked);\n"
     "ITEMS, comma-separated, are units N, ranges A-B (both ends included), head=H (every unit of head H of\n"
     "a per-head site) and pos=P (only at token position P; without it, every position); without\n"
-    "[ITEMS], every unit. It zeroes them, and the spec is the mask's name.\n"
+    "[ITEMS], every unit. It zeroes them, and the spec is the mask's name. --mask and --masks add up:\n"
+    "given together, the file's masks run and then each --mask's.\n"
     "Modes (JSONL \"mode\"): zero; mean (unit means from --stats, else from the input); scale (\"factor\"\n"
     "in [0,1]); resample (the clean value of another prompt of the input, drawn with \"seed\"); patch (the\n"
     "value of the paired prompt of --patch-from at the same position: activation patching);\n"

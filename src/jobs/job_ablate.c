@@ -919,7 +919,7 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
     if ((st = ss_model_data_comm(run.m, comm, &dcomm, &dcomm_owned))) goto out;
     ss_progress_fn progress = rank == 0 ? job->progress : NULL;
 
-    /* Masks: from the command line, then the file. */
+    /* Masks: from the file, then the command line's. */
     if (job->masks_file && (st = ss_masks_read_jsonl(cfg, job->masks_file, &masks, &n_masks))) goto out;
     if (job->n_mask_specs) {
         ss_mask *grown = ss_realloc(masks, (size_t)(n_masks + job->n_mask_specs) * sizeof *masks, "masks");

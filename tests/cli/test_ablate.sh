@@ -44,6 +44,19 @@ a=$(lsvals '/ablate/blocks.1.mlp.hook_post[0,5,9,100,300]/loss' "$TMP/b.h5")
 b=$(lsvals /ablate/mlp1_units/loss "$TMP/a1.h5") # one mask per forward in both: the same products
 [ -n "$a" ] && [ "$a" = "$b" ] && pass "a --mask spec equals the same mask from JSONL" || fail "--mask spec equals JSONL mask" "$a" "$b"
 
+# --mask and --masks add up (the usage said "--mask SPEC ... | --masks FILE", as if either-or): the
+# file's masks, then the spec's, each with the values of a run of its own.
+"$SUBSCOPE" ablate --model $M --input $P --masks $MASKS --mask 'blocks.1.mlp.hook_post[0,5,9,100,300]' --mask-batch 1 \
+    --out "$TMP/both.h5" >"$TMP/both.txt" 2>&1
+rows=$(awk '$2 == "all" {printf "%s ", $1}' "$TMP/both.txt")
+a=$(lsvals '/ablate/blocks.1.mlp.hook_post[0,5,9,100,300]/loss' "$TMP/both.h5") c=$(lsvals /ablate/mlp1_units/loss "$TMP/both.h5")
+[ "$rows" = "(clean) mlp1_units head0_2 resid2_half mlp3_mean two_sites identity mlp1_resample blocks.1.mlp.hook_post[0,5,9,100,300] " ] &&
+    [ -n "$a" ] && [ "$a" = "$b" ] && [ "$c" = "$b" ] && pass "--masks and --mask together: the file's masks, then the spec's" ||
+    fail "--masks and --mask together" "rows: $rows" "$a" "$b"
+"$SUBSCOPE" ablate --help | grep -qF "usage: subscope ablate --model DIR --input FILE (--mask SPEC ... and/or --masks FILE) --out" &&
+    "$SUBSCOPE" ablate --help | grep -qF -- "--mask and --masks add up" && pass "ablate --help: --mask and/or --masks" ||
+    fail "ablate --help's usage: --mask and --masks" "$("$SUBSCOPE" ablate --help | head -3)"
+
 # Seeded noise does not depend on batching: batch 1 and batch 8 agree to fp32 forward rounding.
 printf '{"name": "n", "site": "blocks.2.mlp.hook_post", "mode": "noise", "sigma": 0.5, "seed": 7}\n{"name": "nn", "site": "blocks.1.hook_resid_mid", "mode": "negnoise", "sigma": 1, "relative": true, "seed": 3}\n' >"$TMP/noise.jsonl"
 "$SUBSCOPE" ablate --model $M --input $P --masks "$TMP/noise.jsonl" --out "$TMP/n1.h5" --batch 1 >/dev/null 2>&1
