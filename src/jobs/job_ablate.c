@@ -1339,6 +1339,7 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
         for (int mt = 0; mt < M_COUNT; mt++)
             if (want[mt]) fprintf(t, " %10s", metric_names[mt]);
         fputc('\n', t);
+        int any_nan = 0;
         for (int k = 0; k <= n_masks; k++)
             for (int g = -1; g < n_labels; g++) {
                 ss_fput_col(t, k ? masks[k - 1].name : "(clean)", wn);
@@ -1348,10 +1349,14 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
                     if (!want[mt]) continue;
                     double v = mean_over(vals[k][mt], group, g, N);
                     if (k) v -= mean_over(vals[0][mt], group, g, N);
-                    fprintf(t, k ? " %+10.4f" : " %10.4f", v);
+                    if (isnan(v)) fprintf(t, " %10s", "nan"), any_nan = 1; /* not "+nan" or "-nan": no sign */
+                    else fprintf(t, k ? " %+10.4f" : " %10.4f", v);
                 }
                 fputc('\n', t);
             }
+        if (any_nan)
+            fprintf(t, "nan: undefined, NaN in the file too: no prompt of the label has a value of the metric (a one-token\n"
+                       "     prompt has no loss or acc, one without a keyword position no keyword), or its values are NaN\n");
     }
 out:
     if (h) ss_h5_abort(h);

@@ -113,8 +113,16 @@ expect_fail "--mask-batch 0" "mask-batch" "$SUBSCOPE" ablate --model $M --input 
 
 # keyword accuracy: only positions whose target is a keyword count; none -> NaN.
 printf 'green\nWHITE\n' >"$TMP/kw.txt"
-"$SUBSCOPE" ablate --model $M --input $P --mask 'blocks.2.mlp.hook_post[0-99]' --metrics keyword --keywords "$TMP/kw.txt" --out "$TMP/k.h5" >/dev/null 2>&1
+"$SUBSCOPE" ablate --model $M --input $P --mask 'blocks.2.mlp.hook_post[0-99]' --metrics keyword --keywords "$TMP/kw.txt" --out "$TMP/k.h5" >"$TMP/k.txt" 2>&1
 kw=$(vals /clean/keyword "$TMP/k.h5")
+# A label with no keyword position (animals, days) has no mean: the table printed "nan" for the
+# clean run and "+nan" for the mask; now "nan" in both, with a note, and NaN in the file.
+t=$(awk '$2 == "animals" || $2 == "days" {printf "%s %s;", $2, $3}' "$TMP/k.txt")
+[ "$t" = "animals nan;days nan;animals nan;days nan;" ] && grep -q "^nan: undefined, NaN in the file too" "$TMP/k.txt" &&
+    [ "$(vals /by_label/animals/clean/keyword "$TMP/k.h5")" = nan ] &&
+    [ "$(lsvals "/by_label/days/ablate/blocks.2.mlp.hook_post[0-99]/keyword" "$TMP/k.h5")" = nan ] &&
+    grep -q '^(clean) *colours *[01]\.' "$TMP/k.txt" && pass "table: an undefined mean is nan, with a note, as in the file" ||
+    fail "table: undefined means" "$t" "$(grep nan "$TMP/k.txt")"
 # --keywords without the keyword metric would be read for nothing: refused, naming it, no output.
 expect_fail "--keywords without --metrics keyword refused" "--keywords is used by --metrics keyword only" \
     "$SUBSCOPE" ablate --model $M --input $P --mask 'blocks.2.mlp.hook_post[0-99]' --keywords "$TMP/kw.txt" --out "$TMP/knone.h5"
