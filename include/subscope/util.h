@@ -93,7 +93,8 @@ ss_status ss_replace_file(ss_replace *r, const char *tmp, const char *dest, cons
 /* After a failure: every file r replaced put back, each new one removed; one that cannot be put
  * back is named on stderr with its kept copy. Empties r. */
 void ss_replace_undo(ss_replace *r);
-/* Every file in place: the kept copies removed. Empties r. */
+/* Every file in place: the kept copies removed (one that cannot be is named on stderr, a warning:
+ * the earlier file, for the user to remove). Empties r. */
 void ss_replace_done(ss_replace *r);
 /* The temporary name of an output being written: "<final_path>.tmp.<host>.<pid>",
  * host as gethostname() has it with anything but letters, digits and '-' made

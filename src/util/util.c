@@ -290,7 +290,9 @@ void ss_replace_undo(ss_replace *r) {
 
 void ss_replace_done(ss_replace *r) {
     for (int i = 0; i < r->n; i++) {
-        if (r->kept[i]) unlink(r->kept[i]);
+        if (r->kept[i] && unlink(r->kept[i]) != 0 && errno != ENOENT) /* the new file is in place: said, not an error */
+            fprintf(stderr, "subscope: warning: could not remove %s, the earlier %s kept while the new one went into "
+                            "place: %s (remove it)\n", r->kept[i], r->dest[i], strerror(errno));
         free(r->dest[i]), free(r->kept[i]);
     }
     r->n = 0;

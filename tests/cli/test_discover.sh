@@ -89,6 +89,22 @@ done
     [ "$(ls -A "$TMP" | grep '^\.\?fail\.' | tr '\n' ' ')" = "fail.h5 fail.masks.jsonl " ] &&
     pass "discover over an earlier run: the new files in place, nothing kept beside them" ||
     fail "discover over an earlier run" "$(ls -A "$TMP" | grep '^\.\?fail\.' | tr '\n' ' ')"
+# ... and where a kept copy cannot be removed (the shim fails the unlink of every ".old." name): the
+# new pair in place, exit 0, and a warning naming each file left, the earlier one (it was left in
+# silence).
+cp "$TMP/cl.h5" "$TMP/keep.h5" && cp "$TMP/cl.masks.jsonl" "$TMP/keep.masks.jsonl"
+SS_SHIM_UNLINK_FAIL=EACCES LD_PRELOAD="${TOOLBIN}rename_signal.so" ASAN_OPTIONS="${ASAN_OPTIONS:-}:verify_asan_link_order=0" \
+    "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method cluster --top 2 --out "$TMP/keep.h5" >/dev/null 2>"$TMP/logkeep"
+rc=$? ok=1
+for f in keep.h5 keep.masks.jsonl; do
+    old=$(ls "$TMP" | grep "^$f\.old\.$hn\.[0-9]*\$")
+    [ -n "$old" ] && cmp -s "$TMP/${f/keep/cl}" "$TMP/$old" &&
+        grep -qF "subscope: warning: could not remove $TMP/$old, the earlier $TMP/$f kept while the new one went into place: Permission denied (remove it)" "$TMP/logkeep" || ok=0
+done
+[ $rc = 0 ] && [ $ok = 1 ] && [ "$(attr submodels "$TMP/keep.h5")" = "$(attr submodels "$TMP/ref2.h5")" ] &&
+    cmp -s "$TMP/ref2.masks.jsonl" "$TMP/keep.masks.jsonl" &&
+    pass "discover: a kept earlier file that cannot be removed is named in a warning" ||
+    fail "discover: kept copies left" "exit $rc: $(cat "$TMP/logkeep")" "files: $(ls "$TMP" | grep '^keep\.' | tr '\n' ' ')"
 
 # contrast: one sub-model per site and one over all four sites.
 if "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method contrast --contrast animals:colours --out "$TMP/ct.h5" --masks-out "$TMP/ct.jsonl" >"$TMP/ct.txt" 2>"$TMP/err"; then

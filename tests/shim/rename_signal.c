@@ -11,7 +11,8 @@
  * rename onto a path ending in SS_SHIM_RENAME_MATCH fails with it instead, renaming nothing, with
  * a line on stderr; the later ones (a job putting the earlier file back) are the C library's.
  * SS_SHIM_LINK_FAIL, the same: every link(2) fails with it, as on a file system without hard
- * links ("EPERM"). */
+ * links ("EPERM"). SS_SHIM_UNLINK_FAIL, the same: every unlink(2) of a path with ".old." in it (a
+ * kept earlier file, ss_replace_file) fails with it ("EACCES", "EIO"). */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -43,6 +44,15 @@ int link(const char *from, const char *to) {
     if (!real) real = (int (*)(const char *, const char *))dlsym(RTLD_NEXT, "link");
     const int e = errno_named(getenv("SS_SHIM_LINK_FAIL"));
     if (!e) return real(from, to);
+    errno = e;
+    return -1;
+}
+
+int unlink(const char *path) {
+    static int (*real)(const char *);
+    if (!real) real = (int (*)(const char *))dlsym(RTLD_NEXT, "unlink");
+    const int e = errno_named(getenv("SS_SHIM_UNLINK_FAIL"));
+    if (!e || !strstr(path, ".old.")) return real(path);
     errno = e;
     return -1;
 }
