@@ -111,7 +111,7 @@ typedef struct {
 
 typedef struct {
     int *m, n;                   /* its masks (originals) */
-    char name[96];
+    char name[200];              /* up to 80 bytes of the masks' names, and what tells two apart */
     int strongest, target;
     double index, ctrl_mean, ctrl_sd;
     int n_ctrl, n_ctrl_used;
@@ -493,6 +493,25 @@ static ss_status analyse(report *rp) {
         if (passed >= 0) g->strongest = passed;
         judge_setting(rp, g, g->strongest);
     }
+    /* A display name two sub-models share (the same masks run on two models, or other units under
+     * one name in another file) says the model, or where that is the same, the file of the first mask. */
+    int *tag = ss_calloc((size_t)rp->n_subs + 1, sizeof *tag, "sub-models");
+    if (!tag) return SS_ERR_NOMEM;
+    for (int s = 0; s < rp->n_subs; s++)
+        for (int o = 0; o < rp->n_subs; o++) {
+            const rmask *a = &rp->masks[rp->subs[s].m[0]], *c = &rp->masks[rp->subs[o].m[0]];
+            if (o == s || strcmp(rp->subs[s].name, rp->subs[o].name)) continue;
+            if (strcmp(model_of(rp, a), model_of(rp, c))) tag[s] |= 1;
+            else if (a->file != c->file) tag[s] |= 2;
+        }
+    for (int s = 0; s < rp->n_subs; s++) {
+        rsub *g = &rp->subs[s];
+        const rmask *a = &rp->masks[g->m[0]];
+        size_t n = strlen(g->name);
+        if (tag[s] & 1) n += (size_t)snprintf(g->name + n, sizeof g->name - n, " on %s", model_of(rp, a));
+        if (tag[s] & 2 && n < sizeof g->name) snprintf(g->name + n, sizeof g->name - n, " in file %d", a->file + 1);
+    }
+    free(tag);
     return SS_OK;
 }
 
@@ -670,7 +689,7 @@ static ss_status plot_kind(ss_sbuf *b, const report *rp, const rsub *g, int k) {
         snprintf(cname, sizeof cname, "controls (%.*s)", cut, tn);
         if (any) S[ns++] = (series){cname, "#888888", 1, sweep, npts, x, yy};
     }
-    char title[256], ylabel[96];
+    char title[320], ylabel[96];
     snprintf(title, sizeof title, "%s: %s", g->name, kind_title[k]);
     snprintf(ylabel, sizeof ylabel, "change in %s from clean", rp->metric);
     ss_sb_printf(b, "<figure><figcaption>");

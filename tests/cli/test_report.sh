@@ -97,6 +97,21 @@ head -3 "$TMP/sweep.jsonl" >"$TMP/s1.jsonl"; tail -n +4 "$TMP/sweep.jsonl" >"$TM
 "$SUBSCOPE" report "$TMP/sp1.h5" "$TMP/sp2.h5" --out "$TMP/sp.html" >"$TMP/sp.txt" 2>&1
 [ "$(grep -c '^S[0-9] ' "$TMP/sp.txt")" = 2 ] && pass "models/x/ and ./models/x: one model, 2 sub-models" || fail "model path spellings" "$(cat "$TMP/sp.txt")"
 
+# Two sub-models under one name (their numbers were right, but the page and stdout named both
+# alike): the same mask run on two models says each one's model; other units under the same
+# name in two files of one model, each one's file.
+"$SUBSCOPE" ablate --model models/topics-all --input $P --mask 'blocks.1.mlp.hook_post[3]' --out "$TMP/sp3.h5" >/dev/null 2>&1
+printf '{"name": "grp", "site": "blocks.1.mlp.hook_post", "units": [%s], "mode": "zero"}\n' 1 >"$TMP/g1.jsonl"
+printf '{"name": "grp", "site": "blocks.1.mlp.hook_post", "units": [%s], "mode": "zero"}\n' 2 >"$TMP/g2.jsonl"
+"$SUBSCOPE" ablate --model $M --input $P --masks "$TMP/g1.jsonl" --out "$TMP/g1.h5" >/dev/null 2>&1
+"$SUBSCOPE" ablate --model $M --input $P --masks "$TMP/g2.jsonl" --out "$TMP/g2.h5" >/dev/null 2>&1
+"$SUBSCOPE" report "$TMP/sp1.h5" "$TMP/sp3.h5" "$TMP/g1.h5" "$TMP/g2.h5" --out "$TMP/sp3.html" >"$TMP/sp3.txt" 2>&1
+names=$(sed -n 's/^S[0-9]* \(.*\) (blocks\.1\.mlp\.hook_post, 1 units).*/\1/p' "$TMP/sp3.txt" | tr '\n' ';')
+h2=$(grep -o '<h2>S[0-9]* [^<]*' "$TMP/sp3.html" | sed 's/<h2>S[0-9]* //' | tr '\n' ';')
+[ "$names" = "blocks.1.mlp.hook_post[3] on models/tiny-gpt2;blocks.1.mlp.hook_post[3] on models/topics-all;grp in file 3;grp in file 4;" ] &&
+    [ "$h2" = "$names" ] && pass "one name, two sub-models: told apart by model, else by file, on the page and stdout" ||
+    fail "sub-models sharing a name" "stdout: $names" "page: $h2"
+
 # A long topic name is cut for the controls' legend between UTF-8 characters: the page stays UTF-8.
 L=$(printf 'a%.0s' $(seq 39))é
 printf '{"text": "The cat says", "label": "b"}\n{"text": "The dog says", "label": "b"}\n{"text": "Grass is", "label": "%s"}\n{"text": "Snow is", "label": "%s"}\n' "$L" "$L" >"$TMP/long.jsonl"
