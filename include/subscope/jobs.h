@@ -329,7 +329,9 @@ ss_status ss_job_trace(const ss_trace_job *job);
 /* Prints a readable summary of a subscope HDF5 file to out: provenance,
  * every dataset with its shape and axis names, and for forward files the
  * model's top next-token guess after each of the first max_prompts prompts
- * and, for MLP neuron sites, the most active neurons. */
+ * (0: the default, 8) and, for MLP neuron sites, the most active neurons.
+ * A max_prompts above 0 for a file that is not a forward file is refused
+ * (SS_ERR_ARG, naming the file's kind) before anything is printed. */
 ss_status ss_job_show(const char *path, int64_t max_prompts, FILE *out);
 
 #ifdef __cplusplus

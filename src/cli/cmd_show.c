@@ -5,7 +5,7 @@
 
 static cli_opt show_opts[] = {
     {.name = "file", .metavar = "OUT.h5", .help = "the HDF5 file written by a subscope command"},
-    {.name = "prompts", .metavar = "N", .help = "show predictions for at most N prompts (default 8)"},
+    {.name = "prompts", .metavar = "N", .help = "a forward file: predictions and losses of at most N prompts (default 8); refused for other files"},
     {0},
 };
 
@@ -21,7 +21,7 @@ static int run_show(cli_cmd *cmd) {
     }
     const char *file = cli_get(cmd, "file");
     int64_t n;
-    if (cli_int(cmd, "prompts", 1, 1 << 30, 8, &n)) return 1;
+    if (cli_int(cmd, "prompts", 1, 1 << 30, 0, &n)) return 1; /* 0: not given, the default */
     ss_status st = ss_job_show(file, n, stdout);
     return st ? cli_fail(cmd, st) : 0;
 }

@@ -238,9 +238,32 @@ static ss_status show_patch_effects(ss_h5_reader *r, FILE *out, const char *path
     return SS_OK;
 }
 
+/* What made the file, as show tells (the datasets each command writes, docs/FORMAT.md). */
+static const char *file_kind(ss_h5_reader *r) {
+    if (ss_h5_attr_exists(r, "/", "reduce") || ss_h5_exists(r, "/attr")) return "an attribute file";
+    if (ss_h5_exists(r, "/tokens") && ss_h5_exists(r, "/lengths")) return "a forward file";
+    if (ss_h5_exists(r, "/clean") || ss_h5_exists(r, "/ablate")) return "an ablate file";
+    if (ss_h5_exists(r, "/effect") || ss_h5_exists(r, "/clean_metric")) return "a patch file";
+    if (ss_h5_exists(r, "/stats") || ss_h5_exists(r, "/groups")) return "a collect file";
+    if (ss_h5_exists(r, "/prediction")) return "a trace file";
+    if (ss_h5_exists(r, "/submodels")) return "a discover file";
+    return "not a forward file";
+}
+
 ss_status ss_job_show(const char *path, int64_t max_prompts, FILE *out) {
     ss_h5_reader *r;
     SS_TRY(ss_h5_open_read(path, &r));
+    /* --prompts limits a forward file's predictions and losses: of any other file it would change
+     * nothing, so it is refused before anything is printed. */
+    const char *kind = file_kind(r);
+    if (!strcmp(kind, "a forward file") && !ss_h5_exists(r, "/logits") && !ss_h5_exists(r, "/loss"))
+        kind = "a forward file with neither /logits nor /loss";
+    if (max_prompts > 0 && strcmp(kind, "a forward file")) {
+        ss_h5_close_read(r);
+        return ss_errorf(SS_ERR_ARG, "--prompts %lld: %s is %s, of which show lists no prompts (--prompts limits a "
+                         "forward file's predictions and losses)", (long long)max_prompts, path, kind);
+    }
+    if (max_prompts <= 0) max_prompts = 8;
     char **paths = NULL;
     size_t np = 0;
     int32_t *tokens = NULL, *lens = NULL;

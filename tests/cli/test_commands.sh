@@ -204,6 +204,30 @@ grep -q '\[0\] \.\.\."éé' "$TMP/utf.txt" && iconv -f UTF-8 -t UTF-8 "$TMP/utf.
     pass "show cuts a long prompt between UTF-8 characters" || fail "show's cut of a long prompt" "$(grep -a '\[0\]' "$TMP/utf.txt")"
 expect_fail "show with two files" "one file at a time" "$SUBSCOPE" show "$TMP/f.h5" "$TMP/f.h5"
 expect_fail "show without a file" "no file given" "$SUBSCOPE" show
+# --prompts limits a forward file's predictions and losses; of other files show lists no prompts,
+# and it changed nothing there: refused before anything is printed, naming the file's kind.
+AP=$D/ablate/prompts.jsonl
+out=$("$SUBSCOPE" show "$TMP/utf.h5" --prompts 1 2>&1)
+printf '%s' "$out" | grep -q '^  \[0\] ' && pass "show --prompts on a forward file" || fail "show --prompts on a forward file" "$out"
+"$SUBSCOPE" forward --model models/tiny-gpt2 --input "$AP" --out "$TMP/sp.h5" --loss >/dev/null 2>&1
+out=$("$SUBSCOPE" show "$TMP/sp.h5" --prompts 2 2>&1)
+[ "$(printf '%s\n' "$out" | grep -c '^  \[[0-9]\] ')" = 2 ] && printf '%s' "$out" | grep -q "^  \.\.\. 6 more" &&
+    pass "show --prompts 2: two prompts' predictions" || fail "show --prompts 2" "$out"
+"$SUBSCOPE" forward --model models/tiny-gpt2 --input "$AP" --out "$TMP/snl.h5" --no-logits >/dev/null 2>&1
+"$SUBSCOPE" ablate --model models/tiny-gpt2 --input "$AP" --mask 'blocks.1.mlp.hook_post[1]' --out "$TMP/sab.h5" >/dev/null 2>&1
+"$SUBSCOPE" collect --model models/tiny-gpt2 --input "$AP" --sites blocks.1.mlp.hook_post --stats mean,cov,corr --out "$TMP/sco.h5" >/dev/null 2>&1
+"$SUBSCOPE" attribute --model models/tiny-gpt2 --input "$AP" --sites blocks.1.mlp.hook_post --out "$TMP/sat.h5" >/dev/null 2>&1
+"$SUBSCOPE" patch --model models/tiny-gpt2 --clean $D/patch/clean.jsonl --corrupt $D/patch/corrupt.jsonl --sites blocks.1.hook_resid_pre --out "$TMP/spa.h5" >/dev/null 2>&1
+"$SUBSCOPE" discover --stats "$TMP/sco.h5" --sites blocks.1.mlp.hook_post --method cluster --top 1 --out "$TMP/sdi.h5" >/dev/null 2>&1
+"$SUBSCOPE" trace --model models/tiny-gpt2 --prompt "The cat says" --submodels "$TMP/sdi.masks.jsonl" --out "$TMP/str.h5" >/dev/null 2>&1
+for c in "snl a forward file with neither /logits nor /loss" "sab an ablate file" "sco a collect file" "sat an attribute file" \
+    "spa a patch file" "sdi a discover file" "str a trace file"; do
+    f=${c%% *} kind=${c#* }
+    out=$("$SUBSCOPE" show "$TMP/$f.h5" --prompts 3 2>"$TMP/show.err"); rc=$?
+    [ $rc = 1 ] && [ -z "$out" ] && grep -qF "show: error: --prompts 3: $TMP/$f.h5 is $kind, of which show lists no prompts" "$TMP/show.err" &&
+        "$SUBSCOPE" show "$TMP/$f.h5" >/dev/null 2>&1 && pass "show --prompts refused for $kind" ||
+        fail "show --prompts on $kind" "exit $rc: $(cat "$TMP/show.err")" "$(printf '%s' "$out" | head -3)"
+done
 
 # A write that fails (here the file-size limit, as a full disk would) is an error naming the
 # output, exit 1, with no output or temporary file left; before, HDF5's exit handler then
