@@ -54,8 +54,19 @@ if [ "${SAN:-0}" = 1 ]; then
 elif [ -f bin/emu/libsubscope-cuda.so ] && [ -x bin/kernel_check_emu ] && grep -q '^HAVE_CUBLAS := 1' build/config.mk 2>/dev/null; then
     before=$(ls bench/results | wc -l)
     out=$(SUBSCOPE_PLUGIN_DIR=$PWD/bin/emu NVIDIA_SMI="$TMP/nonexistent" \
-        GPU_CHECK_MATCH='^(forward tiny-gpt2 demo prompts, all sites$|generate gen-g64, )' bash "$GC" --only forward 2>&1); rc=$?
+        GPU_CHECK_MATCH='^(forward tiny-gpt2 demo prompts, all sites$|predict --generate 24, cpu = cuda$|generate gen-g64, )' \
+        bash "$GC" --only forward 2>&1); rc=$?
     res=$(printf '%s\n' "$out" | sed -n 's/^gpu_check: results in //p')
+    # GPU_CHECK_MATCH decides what is made and run: gen-g64 the only model, no prompt file (the
+    # tiny-gpt2 case reads data/), the recomputed continuation not run. Before, every random
+    # model and prompt file was made (gpt2-small's shape, wide-bf16, the Llama ones: ~15 s of a
+    # lease) and both tiny-gpt2 continuations ran whatever the filter
+    made=$(cd build/gpu-check/logs && ls mkmodel-* prompts-* predict-* 2>/dev/null | tr '\n' ' ')
+    if [ "$made" = "mkmodel-gen-g64.log predict-cpu.log predict-cuda.log " ] &&
+        printf '%s\n' "$out" | grep -qE '^predict --generate 24 on cuda, cached = recomputed +SKIP +0 +not selected'; then
+        pass "gpu_check: GPU_CHECK_MATCH makes only the models, prompts and continuations of the selected cases"
+    else fail "gpu_check with GPU_CHECK_MATCH made or ran more than it selects" "made: $made" \
+        "$(printf '%s\n' "$out" | grep -E '^predict' | cut -c 1-120)"; fi
     if [ $rc = 0 ] && printf '%s' "$out" | grep -q "holds the emulated plugin: running as --emulated" &&
         printf '%s\n' "$out" | grep -qE '^forward tiny-gpt2 demo prompts, all sites +PASS' &&
         printf '%s\n' "$out" | grep -qE '^predict --generate 24, cpu = cuda +PASS' &&

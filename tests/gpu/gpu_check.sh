@@ -49,7 +49,8 @@
 # GPU_CHECK_DEVICE (what the forward checks compare with the CPU, default
 # cuda; "cpu" dry-runs the comparison plumbing on a machine without a GPU),
 # GPU_CHECK_MATCH (an extended regular expression: the CPU-vs-GPU comparisons whose
-# name it does not match are skipped, to spend a short lease on a few),
+# name it does not match are skipped, to spend a short lease on a few; the random models
+# and prompt files are made only for the comparisons it selects),
 # GPU_CHECK_BUDGET (seconds for the whole run, default 540: a step that
 # would start later is skipped, a running one is stopped at the deadline, and
 # the summary is still written), NVIDIA_SMI (the nvidia-smi to run; the CLI
@@ -152,8 +153,8 @@ record() { # record NAME PASS|FAIL|SKIP DETAILS SECONDS
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 # Runs a command with a time limit (clamped to what is left of the budget),
-# output to a log; returns its status: 124 on timeout, 125 (and runs
-# nothing) when the budget is spent.
+# output to a log (with RUN_STDOUT=FILE set, its stdout to FILE); returns its
+# status: 124 on timeout, 125 (and runs nothing) when the budget is spent.
 run_logged() { # run_logged LOG SECONDS CMD...
     local log=$1 lim=$2 left; shift 2
     [ $EMU = 1 ] && lim=$((lim * 20)) # the emulation runs a GPU's steps about that much slower
@@ -161,7 +162,8 @@ run_logged() { # run_logged LOG SECONDS CMD...
     echo "\$ $*" >"$log"
     if [ $left -lt 5 ]; then echo "skipped: the time budget (GPU_CHECK_BUDGET=${BUDGET}s) is spent" >>"$log"; return 125; fi
     [ $left -lt "$lim" ] && lim=$left
-    timeout --signal=TERM --kill-after=10 "$lim" "$@" >>"$log" 2>&1
+    if [ -n "${RUN_STDOUT:-}" ]; then timeout --signal=TERM --kill-after=10 "$lim" "$@" >"$RUN_STDOUT" 2>>"$log"
+    else timeout --signal=TERM --kill-after=10 "$lim" "$@" >>"$log" 2>&1; fi
 }
 # Why a logged command failed: its last line, or the timeout.
 why() { # why LOG RC
@@ -267,10 +269,8 @@ fi
 compare_forward() {
     local name=$1 model=$2 prompts=$3 sites=$4; shift 4
     local tag=${name//[^A-Za-z0-9_.-]/_} t0 rc out det
-    if [ -n "${GPU_CHECK_MATCH:-}" ] && ! [[ $name =~ $GPU_CHECK_MATCH ]]; then
-        record "$name" SKIP "not selected (GPU_CHECK_MATCH)" 0
-        return
-    fi
+    selected "$name" || return 0
+    need "$model" "$prompts" || return 1
     local cmd=(forward --compress 0)
     [ "${RUN_CMD:-forward}" = attribute ] && cmd=(attribute)
     [ "${RUN_CMD:-forward}" = collect ] && cmd=(collect)
@@ -317,11 +317,39 @@ compare_forward() {
     [ $KEEP = 1 ] || [ $rc != 0 ] || rm -f "$out-cpu.h5" "$out-cuda.h5"
 }
 
-# make_model NAME PROMPT-LENGTHS... -- MKMODEL-ARGS: a random model and its prompt files
-mk_ok=1
+# selected NAME: whether GPU_CHECK_MATCH (if set) selects the comparison NAME; if not, it is
+# recorded as skipped
+selected() {
+    [ -z "${GPU_CHECK_MATCH:-}" ] || [[ $1 =~ $GPU_CHECK_MATCH ]] && return 0
+    record "$1" SKIP "not selected (GPU_CHECK_MATCH)" 0
+    return 1
+}
+# With GPU_CHECK_MATCH set, make_model and prompts make nothing at once: they leave the command
+# in DEFERRED under the directory or file it would write, and the first selected comparison that
+# reads it makes it (need), so that no model or prompt file is made for cases the filter skips
+# (gpt2-small's shape, wide-bf16 and the Llama ones took about 15 s of a lease's host time)
+declare -A DEFERRED=() DEFER_FAILED=()
+defer() { # defer PATH CMD...: 0 (and CMD left for need) when GPU_CHECK_MATCH is set, else 1
+    [ -n "${GPU_CHECK_MATCH:-}" ] && [ -z "${MAKING:-}" ] || return 1
+    DEFERRED[$1]=$(printf '%q ' "${@:2}")
+}
+# made PATH: whether PATH is there or is left for need to make
+made() { [ -s "$1" ] || [ -n "${DEFERRED[$1]:-}" ]; }
+need() { # need PATH...: makes those of PATHs left by defer; 1 if one of them could not be made
+    local p c
+    for p in "$@"; do
+        [ -z "${DEFER_FAILED[$p]:-}" ] || return 1
+        c=${DEFERRED[$p]:-}
+        [ -n "$c" ] || continue
+        unset 'DEFERRED[$p]'
+        eval "MAKING=1 $c" || { DEFER_FAILED[$p]=1; return 1; }
+    done
+}
+# make_model NAME MKMODEL-ARGS...: a random model under $WORK/models/NAME
 make_model() {
     local name=$1; shift
     local dir=$WORK/models/$name
+    defer "$dir" make_model "$name" "$@" && return 0
     run_logged "$LOGS/mkmodel-$name.log" 300 "$B/mkmodel" --out "$dir" "$@"
     local rc=$?
     [ $rc = 0 ] && return 0
@@ -330,6 +358,7 @@ make_model() {
 }
 prompts() { # prompts MODEL VOCAB FILE LENGTHS
     local log=$LOGS/prompts-$(basename "$3").log
+    defer "$3" prompts "$@" && return 0
     run_logged "$log" 60 "$B/mkmodel" --vocab "$2" --seed 3 --prompts "$3" --lengths "$4"
     local rc=$?
     [ $rc = 0 ] && return 0
@@ -387,12 +416,9 @@ gen_cmp() {
 compare_generate() {
     local name=$1 mn=$2 cdt=$3 gdt=$4 rtol=$5 tok=$6 model tag t0 rc mode dev dt e res=PASS det="" line pair
     shift 6
-    if [ -n "${GPU_CHECK_MATCH:-}" ] && ! [[ $name =~ $GPU_CHECK_MATCH ]]; then
-        record "$name" SKIP "not selected (GPU_CHECK_MATCH)" 0
-        return
-    fi
+    selected "$name" || return 0
     t0=$(now)
-    make_model "$mn" "$@" || return
+    make_model "$mn" "$@" && need "$WORK/models/$mn" || return
     model=$WORK/models/$mn
     cp "$tok/tokenizer.json" "$model/" || { record "$name" FAIL "cannot copy $tok/tokenizer.json" "$(elapsed "$t0")"; return; }
     tag=${name//[^A-Za-z0-9_.-]/_}
@@ -506,17 +532,35 @@ elif [ $BUILD_OK = 1 ]; then
             "collect tiny-gpt2 mean, cov (wgmma cov_lower_wg, nmse $BF16_NMSE)" \
             "$tiny" data/demo_prompts.jsonl 'blocks.*.mlp.hook_post,blocks.2.hook_resid_post' --stats mean,cov
     fi
-    t0=$(now)
-    a=$(timeout 120 "$B/subscope" predict --model "$tiny" --prompt 'The cat says' --generate 24 --device cpu 2>"$LOGS/predict-cpu.log")
-    g=$(timeout 120 "$B/subscope" predict --model "$tiny" --prompt 'The cat says' --generate 24 --device "$DEV" 2>"$LOGS/predict-cuda.log")
-    if [ -n "$a" ] && [ "$a" = "$g" ]; then record "predict --generate 24, cpu = cuda" PASS "\"$(printf '%s' "$a" | head -c 80)\"" "$(elapsed "$t0")"
-    else record "predict --generate 24, cpu = cuda" FAIL "cpu: \"$(printf '%s' "$a" | head -c 60)\" cuda: \"$(printf '%s' "$g" | head -c 60)\" $(tail -n 1 "$LOGS/predict-cuda.log")" "$(elapsed "$t0")"; fi
-    # the same on the GPU without its key/value cache (kernels/attention_kv.cu): the whole prompt
-    # through the tiled attention for every token
-    t0=$(now)
-    r=$(SUBSCOPE_PREDICT_RECOMPUTE=1 timeout 120 "$B/subscope" predict --model "$tiny" --prompt 'The cat says' --generate 24 --device "$DEV" 2>"$LOGS/predict-cuda-recompute.log")
-    if [ -n "$g" ] && [ "$r" = "$g" ]; then record "predict --generate 24 on cuda, cached = recomputed" PASS "" "$(elapsed "$t0")"
-    else record "predict --generate 24 on cuda, cached = recomputed" FAIL "cached: \"$(printf '%s' "$g" | head -c 60)\" recomputed: \"$(printf '%s' "$r" | head -c 60)\" $(tail -n 1 "$LOGS/predict-cuda-recompute.log")" "$(elapsed "$t0")"; fi
+    # tiny-gpt2's continuation on the CPU and on the GPU (stdout: the text), then on the GPU
+    # without its key/value cache (kernels/attention_kv.cu): the whole prompt through the tiled
+    # attention for every token; each check only where GPU_CHECK_MATCH selects it
+    tiny_predict() { # tiny_predict NAME DEVICE [VAR=VALUE...]: text in $WORK/out/predict-NAME.txt
+        local n=$1 d=$2; shift 2
+        RUN_STDOUT=$WORK/out/predict-$n.txt run_logged "$LOGS/predict-$n.log" 120 env "$@" "$B/subscope" predict \
+            --model "$tiny" --prompt 'The cat says' --generate 24 --device "$d"
+    }
+    pn1="predict --generate 24, cpu = cuda" pn2="predict --generate 24 on cuda, cached = recomputed"
+    rm -f "$WORK"/out/predict-*.txt
+    if selected "$pn1"; then
+        t0=$(now)
+        tiny_predict cpu cpu; rc=$?
+        tiny_predict cuda "$DEV"; rc2=$?
+        a=$(cat "$WORK/out/predict-cpu.txt" 2>/dev/null) g=$(cat "$WORK/out/predict-cuda.txt" 2>/dev/null)
+        if [ $rc = 125 ] || [ $rc2 = 125 ]; then budget_skip "$pn1" 125 "$(elapsed "$t0")"
+        elif [ -n "$a" ] && [ "$a" = "$g" ]; then record "$pn1" PASS "\"$(printf '%s' "$a" | head -c 80)\"" "$(elapsed "$t0")"
+        else record "$pn1" FAIL "cpu: \"$(printf '%s' "$a" | head -c 60)\" cuda: \"$(printf '%s' "$g" | head -c 60)\" $(tail -n 1 "$LOGS/predict-cuda.log")" "$(elapsed "$t0")"; fi
+    fi
+    if selected "$pn2"; then
+        t0=$(now) rc=0
+        [ -f "$WORK/out/predict-cuda.txt" ] || { tiny_predict cuda "$DEV"; rc=$?; }
+        tiny_predict cuda-recompute "$DEV" SUBSCOPE_PREDICT_RECOMPUTE=1; rc2=$?
+        g=$(cat "$WORK/out/predict-cuda.txt" 2>/dev/null) r=$(cat "$WORK/out/predict-cuda-recompute.txt" 2>/dev/null)
+        if [ $rc = 125 ] || [ $rc2 = 125 ]; then budget_skip "$pn2" 125 "$(elapsed "$t0")"
+        elif [ -n "$g" ] && [ "$r" = "$g" ]; then record "$pn2" PASS "" "$(elapsed "$t0")"
+        else record "$pn2" FAIL "cached: \"$(printf '%s' "$g" | head -c 60)\" recomputed: \"$(printf '%s' "$r" | head -c 60)\" $(tail -n 1 "$LOGS/predict-cuda-recompute.log")" "$(elapsed "$t0")"; fi
+    fi
+    [ $KEEP = 1 ] || rm -f "$WORK"/out/predict-*.txt
     # 16-bit models' key/value cache, held in their dtype on the GPU (copy_rows16, attention_kv
     # reading bf16/fp16): 24 greedy tokens from a 17-token (GPT-2) or 48-token (Llama) prompt, all
     # within the 128 positions, so every token after the prompt's pass reads the cache. Three
@@ -614,33 +658,33 @@ elif [ $BUILD_OK = 1 ]; then
             # alone) differed at 1.6e-5 and every residual at <= 3.5e-5 (measured with the first
             # tensor-core kernel, since replaced; the same roundings); a sharp softmax of these
             # random weights amplifies the score differences upstream rounding leaves
-            [ -s "$WORK/models/small-long.jsonl" ] &&
+            made "$WORK/models/small-long.jsonl" &&
                 SUBSCOPE_MLP16=0 SUBSCOPE_NORM16=0 SUBSCOPE_QKV16=0 SUBSCOPE_Z16=0 CMP_NMSE=$BF16_NMSE compare_forward \
                     "forward gpt2-small shape, 1024 tok, bf16, tensor-core attention (nmse $BF16_NMSE)" "$m" \
                     "$WORK/models/small-long.jsonl" "$(flash_sites 0)" --dtype bfloat16
             # ... fed by the QKV product's bf16 output (SUBSCOPE_QKV16 alone; layer 0 keeps
             # its pattern, so the other layers take it)
-            [ -s "$WORK/models/small-long.jsonl" ] &&
+            made "$WORK/models/small-long.jsonl" &&
                 SUBSCOPE_QKV16=1 SUBSCOPE_MLP16=0 SUBSCOPE_NORM16=0 SUBSCOPE_Z16=0 CMP_NMSE=$BF16_NMSE compare_forward \
                     "forward gpt2-small shape, 1024 tok, bf16, tensor-core attention from bf16 q/k/v (nmse $BF16_NMSE)" "$m" \
                     "$WORK/models/small-long.jsonl" "$(flash_sites 0)" --dtype bfloat16
             # ... with one query tile per warp (SUBSCOPE_ATTN_QT=1; the default takes two, with
             # the same arithmetic per row, so kernel_check also asks them to agree bit for bit)
-            [ -s "$WORK/models/small-long.jsonl" ] &&
+            made "$WORK/models/small-long.jsonl" &&
                 SUBSCOPE_ATTN_QT=1 CMP_NMSE=$BF16_NMSE compare_forward \
                     "forward gpt2-small shape, 1024 tok, bf16, tensor-core attention, 1 query tile a warp (nmse $BF16_NMSE)" "$m" \
                     "$WORK/models/small-long.jsonl" "$(flash_sites 0)" --dtype bfloat16
             # ... and every 16-bit path at once (the default since the twentieth session's H100
             # run), z handed to its output product in bf16 too (hook_z is not asked for, so
             # layers 1..11 convert nothing)
-            [ -s "$WORK/models/small-long.jsonl" ] &&
+            made "$WORK/models/small-long.jsonl" &&
                 SUBSCOPE_QKV16=1 SUBSCOPE_Z16=1 SUBSCOPE_NORM16=1 SUBSCOPE_MLP16=1 CMP_NMSE=$BF16_NMSE compare_forward \
                     "forward gpt2-small shape, 1024 tok, bf16, all 16-bit paths (nmse $BF16_NMSE)" "$m" \
                     "$WORK/models/small-long.jsonl" "blocks.0.attn.hook_pattern,blocks.*.hook_resid_post,ln_final.hook_normalized" \
                     --dtype bfloat16
             # ... with the QKV and MLP-in products' bias rounded to bf16 (SUBSCOPE_BIAS16=1; by
             # default only where cuBLASLt declines an fp32 bias with a bf16 output)
-            [ -s "$WORK/models/small-long.jsonl" ] &&
+            made "$WORK/models/small-long.jsonl" &&
                 SUBSCOPE_BIAS16=1 SUBSCOPE_QKV16=1 SUBSCOPE_Z16=1 SUBSCOPE_NORM16=1 SUBSCOPE_MLP16=1 CMP_NMSE=$BF16_NMSE \
                     compare_forward "forward gpt2-small shape, 1024 tok, bf16, all 16-bit paths, bf16 bias (nmse $BF16_NMSE)" \
                     "$m" "$WORK/models/small-long.jsonl" \
@@ -655,7 +699,7 @@ elif [ $BUILD_OK = 1 ]; then
                 compare_forward "forward wide-bf16 (dh 128), 4 prompts, all sites" "$m" "$WORK/models/wide-short.jsonl" '*'
             prompts wide-bf16 32000 "$WORK/models/wide-long.jsonl" 2048,31 &&
                 compare_forward "forward wide-bf16, 2048 tok, flash+pattern" "$m" "$WORK/models/wide-long.jsonl" "$(flash_sites 0)" --no-logits
-            [ -s "$WORK/models/wide-long.jsonl" ] &&
+            made "$WORK/models/wide-long.jsonl" &&
                 SUBSCOPE_ATTN_TC=1 CMP_NMSE=$BF16_NMSE compare_forward \
                     "forward wide-bf16 (dh 128), 2048 tok, tensor-core attention (nmse $BF16_NMSE)" "$m" \
                     "$WORK/models/wide-long.jsonl" "$(flash_sites 0)" --no-logits
