@@ -47,6 +47,20 @@ if [[ $r1 == "0 PASS 3 equal"* && $r2 == "1 FAIL step 1, token 9"* && $r3 == "1 
     $r4 == "1 FAIL step 1 of $TMP/g-nan0: logit -nan,"* && $r5 == "1 FAIL step 1 of $TMP/g-nan:"* ]]; then
     pass "gpu_check's gen_cmp: logits within the bound pass, beyond it or not finite fail"
 else fail "gpu_check's gen_cmp" "$r1" "$r2" "$r3" "$r4" "$r5"; fi
+# tiny-gpt2's continuations keep to the time budget like every other step: with it spent at the
+# start (GPU_CHECK_BUDGET=1), both are skipped and nothing runs. Before, they ran whatever was
+# left (each under a plain 120 s limit) and passed. GPU_CHECK_DEVICE=cpu: no GPU needed
+if [ "${SAN:-0}" != 1 ] && grep -q '^HAVE_CUBLAS := 1' build/config.mk 2>/dev/null && [ -x bin/kernel_check ]; then
+    out=$(NVIDIA_SMI="$TMP/smi-ok" GPU_CHECK_DEVICE=cpu GPU_CHECK_BUDGET=1 GPU_CHECK_MATCH='^predict --generate' \
+        bash "$GC" --no-build --only forward 2>&1)
+    if [ "$(printf '%s\n' "$out" | grep -cE '^predict --generate 24.* +SKIP +[0-9.]+ +time budget spent')" = 2 ] &&
+        ! ls build/gpu-check/out/predict-*.txt >/dev/null 2>&1 && grep -q "budget .* is spent" build/gpu-check/logs/predict-cpu.log; then
+        pass "gpu_check: tiny-gpt2's continuations are skipped once the time budget is spent"
+    else fail "gpu_check's continuations with the budget spent" "$(printf '%s\n' "$out" | grep -E '^predict' | cut -c 1-120)"; fi
+    rm -f "$(printf '%s\n' "$out" | sed -n 's/^gpu_check: results in //p')"
+else
+    pass "gpu_check's budget for the continuations not checked: needs a build with CUDA (not under SAN)"
+fi
 # --emulated (or a SUBSCOPE_PLUGIN_DIR holding the emulated plugin): the forward step's
 # comparisons through bin/emu's plugin, no nvidia-smi, the record kept out of bench/results
 if [ "${SAN:-0}" = 1 ]; then
