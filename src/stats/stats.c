@@ -24,11 +24,6 @@
 #define MIN_BLOCK_ROWS 256
 #define MAX_BLOCK_ROWS 4096
 
-static void fmt_bytes(char *buf, size_t n, double bytes) {
-    if (bytes >= 1024.0 * 1024 * 1024) snprintf(buf, n, "%.2f GiB", bytes / (1024.0 * 1024 * 1024));
-    else snprintf(buf, n, "%.1f MiB", bytes / (1024.0 * 1024));
-}
-
 ss_status ss_moments_init(ss_moments *m, int64_t d, int want_m2) {
     memset(m, 0, sizeof *m);
     if (d <= 0) return ss_errorf(SS_ERR_ARG, "moments: dimension d = %lld must be positive", (long long)d);
@@ -44,7 +39,7 @@ ss_status ss_moments_init(ss_moments *m, int64_t d, int want_m2) {
         m->m2 = ss_calloc((size_t)d * (size_t)d, sizeof(double), "moments: co-moment matrix");
         if (!m->m2) {
             char sz[32];
-            fmt_bytes(sz, sizeof sz, (double)dd);
+            ss_fmt_bytes(sz, sizeof sz, (double)dd);
             free(m->mean);
             m->mean = NULL;
             return ss_errorf(SS_ERR_NOMEM, "moments: out of memory allocating the fp64 co-moment matrix [%lld, %lld] (%s)",
@@ -396,7 +391,7 @@ ss_status ss_pca_top_lapack(const double *sym, int64_t d, int64_t k, double *val
     double *a = ss_malloc(dd * sizeof(double), "pca: copy of the matrix");
     if (!a) {
         char sz[32];
-        fmt_bytes(sz, sizeof sz, (double)dd * sizeof(double));
+        ss_fmt_bytes(sz, sizeof sz, (double)dd * sizeof(double));
         return ss_errorf(SS_ERR_NOMEM, "pca: out of memory copying the [%lld, %lld] matrix (%s)", (long long)d,
                          (long long)d, sz);
     }
@@ -440,7 +435,7 @@ ss_status ss_pca_top_jacobi(const double *sym, int64_t d, int64_t k, double *val
     ss_status st = SS_OK;
     if (!a || !vt || !order) {
         char sz[32];
-        fmt_bytes(sz, sizeof sz, 2.0 * (double)dd * sizeof(double));
+        ss_fmt_bytes(sz, sizeof sz, 2.0 * (double)dd * sizeof(double));
         st = ss_errorf(SS_ERR_NOMEM, "pca: out of memory for the Jacobi solver's matrices (%s)", sz);
         goto out;
     }
