@@ -28,8 +28,15 @@
  * GemmEx case, and it links the same nvcc-built objects of kernels/*.cu that
  * bin/subscope links, so the code measured is the code shipped.
  *
+ * SIGTERM or SIGINT (a time limit's `timeout`, ^C) cuts the run cleanly: the
+ * handler only sets a flag, which is checked before each case and between the
+ * repetitions of one; the cases finished by then are written (--json, else
+ * stdout) with "cut": {"signal", "before": the case not finished, "cases_done"}
+ * and "stopped", and the exit status is 4.
+ *
  * Exit status: 0 done (individual cases that fail are recorded with their
- * error and make the status 1), 2 bad arguments, 3 no usable GPU. */
+ * error and make the status 1), 2 bad arguments, 3 no usable GPU, 4 cut by
+ * SIGTERM/SIGINT (the finished cases written, as above). */
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -38,6 +45,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <csignal>
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
@@ -148,6 +156,8 @@ static double copy_gbs = 0, copy_kernel_gbs = 0;
 
 static void write_json(FILE *f);
 static std::string g_stopped; /* why a run stopped early (die after some cases) */
+static volatile sig_atomic_t g_signal = 0; /* SIGTERM or SIGINT, once received */
+static std::string g_cut_before;           /* the case a signal cut (not finished) */
 
 /* Stops the run. Where cases have run and --json was given, their results
  * are written first, with the reason as "stopped": a fault in a late case
@@ -159,17 +169,39 @@ static void die(int code, const char *fmt, ...) {
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     fprintf(stderr, "kernel_bench: %s\n", msg);
-    if (G.json && !R.empty() && g_stopped.empty()) {
+    if (!R.empty() && g_stopped.empty()) {
         g_stopped = msg;
         G.failures++;
-        FILE *f = fopen(G.json, "w");
+        FILE *f = G.json ? fopen(G.json, "w") : stdout;
         if (f) {
             write_json(f);
-            if (fclose(f) == 0)
+            if (f == stdout) fflush(f);
+            else if (fclose(f) == 0)
                 fprintf(stderr, "kernel_bench: the %zu cases before the stop are in %s\n", R.size(), G.json);
         }
     }
     exit(code);
+}
+
+/* Async-signal-safe: sets the flag that cut_point() reads. */
+static void on_signal(int sig) { g_signal = sig; }
+
+static void catch_signals() {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, nullptr);
+    sigaction(SIGINT, &sa, nullptr);
+}
+
+/* Before each case and each repetition of one: after SIGTERM/SIGINT, the cases
+ * finished so far are written through die() with the "cut" mark, and exit 4. */
+static void cut_point(const std::string &next) {
+    if (!g_signal) return;
+    g_cut_before = next;
+    die(4, "cut by %s before %s finished (%zu cases done)", g_signal == SIGINT ? "SIGINT" : "SIGTERM", next.c_str(),
+        R.size());
 }
 
 #define CK(call)                                                                                 \
@@ -246,26 +278,45 @@ static bool selected(const std::string &name) {
  * cudaError_t or cublasStatus_t, as the string err_str() makes of it). */
 typedef std::function<int()> Op;
 
+#ifndef KB_JSON_SELFTEST
+/* One launch of op, timed: returns op's code (0 or the launch's refusal), its time in *ms. */
+static int time_one(const Result &r, const Op &op, float *ms) {
+    flush_l2();
+    CK(cudaEventRecord(G.ev0, G.stream));
+    int rc = op();
+    CK(cudaEventRecord(G.ev1, G.stream));
+    cudaError_t e = cudaStreamSynchronize(G.stream);
+    if (e == cudaSuccess) e = cudaGetLastError();
+    /* An error while the work ran (illegal address, ...) is sticky: the
+     * context is unusable, so stop rather than record garbage. */
+    if (e != cudaSuccess) die(1, "%s (%s): %s; stopping", r.name.c_str(), r.shape.c_str(), cudaGetErrorString(e));
+    if (!rc) CK(cudaEventElapsedTime(ms, G.ev0, G.ev1));
+    return rc;
+}
+#else
+/* The selftest's cases run on the host (no GPU): op's wall time. */
+static int time_one(const Result &, const Op &op, float *ms) {
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    int rc = op();
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    *ms = (float)((b.tv_sec - a.tv_sec) * 1e3 + (b.tv_nsec - a.tv_nsec) * 1e-6);
+    return rc;
+}
+#endif
+
 static bool time_op(Result &r, const Op &op, const char *(*err_str)(int)) {
     std::vector<float> ms;
     for (int i = 0; i < G.warmup + G.reps; i++) {
-        flush_l2();
-        CK(cudaEventRecord(G.ev0, G.stream));
-        int rc = op();
-        CK(cudaEventRecord(G.ev1, G.stream));
-        cudaError_t e = cudaStreamSynchronize(G.stream);
-        if (e == cudaSuccess) e = cudaGetLastError();
-        /* An error while the work ran (illegal address, ...) is sticky: the
-         * context is unusable, so stop rather than record garbage. */
-        if (e != cudaSuccess) die(1, "%s (%s): %s; stopping", r.name.c_str(), r.shape.c_str(), cudaGetErrorString(e));
+        cut_point(r.name);
+        float t = 0;
+        int rc = time_one(r, op, &t);
         if (rc) {
             /* Refused at launch (bad arguments, no kernel image, cuBLAS status):
              * recorded, and the other cases go on. */
             r.error = err_str(rc);
             return false;
         }
-        float t = 0;
-        CK(cudaEventElapsedTime(&t, G.ev0, G.ev1));
         if (i >= G.warmup) ms.push_back(t);
     }
     std::sort(ms.begin(), ms.end());
@@ -1509,6 +1560,11 @@ static void write_json(FILE *f) {
         fprintf(f, ",\n \"stopped\": ");
         json_str(f, g_stopped.c_str());
     }
+    if (!g_cut_before.empty()) {
+        fprintf(f, ",\n \"cut\": {\"signal\": \"%s\", \"before\": ", g_signal == SIGINT ? "SIGINT" : "SIGTERM");
+        json_str(f, g_cut_before);
+        fprintf(f, ", \"cases_done\": %zu}", R.size());
+    }
     fprintf(f, "\n}\n");
 }
 
@@ -1521,7 +1577,8 @@ static void usage(FILE *f) {
             "  --reps N      timed launches per case, median reported (default 20)\n"
             "  --warmup W    untimed launches first (default 3)\n"
             "  --only S      run only cases whose name contains S (the copy reference always runs)\n"
-            "  --json FILE   write the results there (default: stdout)\n");
+            "  --json FILE   write the results there (default: stdout)\n"
+            "SIGTERM or SIGINT stops it between launches: the cases finished are written with \"cut\"; exit 4.\n");
 }
 
 static long long parse_int(const char *opt, const char *v, long long lo, long long hi) {
@@ -1533,10 +1590,35 @@ static long long parse_int(const char *opt, const char *v, long long lo, long lo
 }
 
 #ifdef KB_JSON_SELFTEST
-/* Built only by `make -f bench/gpu/Makefile json-selftest`: checks, without a GPU, that
- * the JSON writer emits a document gpu_report.py can read (every field and both
- * the error and the success form of a result). */
-int main() {
+/* --cut-test N --json FILE: N cases (selftest.case0, ...) of --reps launches of 100 ms
+ * each (a sleep on the host, timed by time_one's host form) through run_case, with
+ * the signal handling of a real run: a SIGTERM sent meanwhile must leave FILE with the
+ * finished cases and the "cut" mark, and exit 4 (tests/cli/test_kernel_bench.sh). */
+static int cut_test(int n) {
+    catch_signals();
+    snprintf(D.name, sizeof D.name, "selftest (host)");
+    D.peaks = lookup_peaks(D.name, 0);
+    for (int i = 0; i < n; i++)
+        run_case(mk("kernel", fmt("selftest.case%d", i), "nanosleep", "100 ms", "none", 1e6, 0, "", true, false), [] {
+            struct timespec t = {0, 100000000};
+            while (nanosleep(&t, &t) != 0 && errno == EINTR) {} /* a signal must not shorten a launch */
+            return 0;
+        });
+    FILE *f = fopen(G.json, "w");
+    if (!f) die(1, "%s: %s", G.json, strerror(errno));
+    write_json(f);
+    return fclose(f) ? 1 : 0;
+}
+
+/* Built only by `make -f bench/gpu/Makefile build/bench/kernel_bench_json_selftest`:
+ * checks, without a GPU, that the JSON writer emits a document gpu_report.py can read
+ * (every field and both the error and the success form of a result); with --cut-test,
+ * the stop on SIGTERM (cut_test above). */
+int main(int argc, char **argv) {
+    if (argc == 5 && !strcmp(argv[1], "--cut-test") && !strcmp(argv[3], "--json")) {
+        G.json = argv[4], G.warmup = 0, G.reps = 4;
+        return cut_test((int)parse_int("--cut-test", argv[2], 1, 1000));
+    }
     snprintf(D.name, sizeof D.name, "NVIDIA H100 80GB HBM3 \"test\"");
     D.cc_major = 9, D.sms = 132, D.l2_bytes = 50 << 20, D.mem_bytes = (int64_t)80 << 30, D.bus_bits = 5120;
     D.mem_clock_khz = 2619000, D.theo_gbs = 3352.3, D.peaks = lookup_peaks(D.name, D.sms);
@@ -1554,6 +1636,7 @@ int main() {
 }
 #else
 int main(int argc, char **argv) {
+    catch_signals();
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : nullptr;
         if (!strcmp(a, "--tokens")) G.tokens = parse_int(a, v, 1024, 1 << 20), i++;

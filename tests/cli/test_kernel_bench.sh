@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# bench/gpu/kernel_bench.cu's stop on SIGTERM (what `timeout` sends when a lease's
+# --bench-seconds run out), without a GPU: its selftest build (nvcc, no GPU needed) runs
+# host cases of 100 ms launches through the same run_case/time_op/die path with --cut-test.
+# A SIGTERM after two cases must leave the JSON with exactly the cases finished, the "cut"
+# mark naming the next one, and exit 4.
+source "$(dirname "$0")/lib.sh"
+if ! grep -qE '^NVCC := .+' build/config.mk 2>/dev/null || [ ! -f build/rel/kernels/add.o ]; then
+    pass "kernel_bench not checked: no nvcc (build/config.mk) or no nvcc-built kernels"
+    finish; exit
+fi
+KB=build/bench/kernel_bench_json_selftest
+if ! out=$(make -f bench/gpu/Makefile "$KB" 2>&1); then
+    fail "kernel_bench selftest builds" "$(printf '%s' "$out" | tail -n 3)"
+    finish; exit
+fi
+"$KB" --cut-test 50 --json "$TMP/k.json" 2>"$TMP/k.err" &
+pid=$!
+for _ in $(seq 200); do # up to 20 s for two finished cases
+    [ "$(grep -c '^selftest\.case' "$TMP/k.err")" -ge 2 ] && break
+    sleep 0.1
+done
+kill -TERM $pid
+wait $pid
+rc=$?
+done_n=$(grep -c '^selftest\.case' "$TMP/k.err")
+got=$(python3 - "$TMP/k.json" <<'P' 2>&1
+import json, sys
+d = json.load(open(sys.argv[1]))
+names = [r["name"] for r in d["results"]]
+print(len(names), names == [f"selftest.case{i}" for i in range(len(names))], d["cut"]["signal"], d["cut"]["before"],
+      d["cut"]["cases_done"], "stopped" in d)
+P
+)
+want="$done_n True SIGTERM selftest.case$done_n $done_n True"
+if [ $rc = 4 ] && [ "$done_n" -ge 2 ] && [ "$done_n" -lt 50 ] && [ "$got" = "$want" ] &&
+    grep -q "^kernel_bench: cut by SIGTERM before selftest.case$done_n finished" "$TMP/k.err"; then
+    pass "SIGTERM mid-run: the $done_n finished cases and the cut mark written, exit 4"
+else
+    fail "SIGTERM mid-run" "exit $rc (want 4), $done_n cases on stderr; JSON: ${got:-none} (want $want)" \
+        "$(tail -n 2 "$TMP/k.err")"
+fi
+# uncut, the same cases end with exit 0 and no cut mark
+"$KB" --cut-test 2 --json "$TMP/k2.json" 2>/dev/null
+rc=$?
+if [ $rc = 0 ] && python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); assert len(d["results"]) == 2 and "cut" not in d and "stopped" not in d' "$TMP/k2.json"; then
+    pass "no signal: every case, no cut mark, exit 0"
+else
+    fail "no signal" "exit $rc"
+fi
+finish
