@@ -406,6 +406,23 @@ def print_forward(doc, title):
                   f"{'-':>8} {fmt(p.get('gpu_peak_allocated_mib'), '.0f'):>8}")
 
 
+def cut_notes(kern, fwd, llama):
+    """A line for each step's file that a signal or a fault stopped early: kernel_bench's
+    "cut" (SIGTERM/SIGINT, e.g. a time limit) or "stopped", bench_gpu_forward.py's
+    "complete": false. Their results are the cases finished before it."""
+    notes = []
+    if kern and kern.get("cut"):
+        c = kern["cut"]
+        notes.append(f"gpu_kernels cut by {c.get('signal')} before {c.get('before')}: "
+                     f"{c.get('cases_done')} cases timed, the later ones not run")
+    elif kern and kern.get("stopped"):
+        notes.append(f"gpu_kernels stopped after {len(kern['results'])} cases: {kern['stopped']}")
+    for key, doc in (("gpu_forward", fwd), ("gpu_llama", llama)):
+        if doc and doc.get("complete") is False:
+            notes.append(f"{key} incomplete (cut or failed): {len(doc['results'])} models finished")
+    return notes
+
+
 def print_tables(kern, fwd, tg, llama=None):
     if kern:
         d = kern["device"]
@@ -448,7 +465,8 @@ def main():
     a = ap.parse_args()
     prev = load(a.merge) or {}
     if a.merge and not prev:
-        sys.exit(f"gpu_report.py: --merge {a.merge}: no such file")
+        sys.exit(f"gpu_report.py: --merge {a.merge}: " +
+                 ("not a JSON document (see above)" if os.path.exists(a.merge) else "no such file"))
 
     def step(path, key):
         return load(path) if path else prev.get(key)
@@ -457,6 +475,9 @@ def main():
               step(a.attribute, "attribute"), step(a.ablate_bf16, "ablate_bf16"))
     tg = targets(kern, fwd, cpu, llama, issues)
     print_tables(kern, fwd, tg, llama)
+    cuts = cut_notes(kern, fwd, llama)
+    for n in cuts:
+        print(f"note: {n}")
     if not (a.results or a.out):
         return
     smi = nvidia_smi() or prev.get("device", {}).get("nvidia_smi") or {}
@@ -472,7 +493,7 @@ def main():
                      "cuda_runtime": (kern or {}).get("versions", {}).get("runtime"),
                      "cublas": (kern or {}).get("versions", {}).get("cublas"),
                      "nvcc": prev.get("versions", {}).get("nvcc") or nvcc_version()},
-        "notes": prev.get("notes", []) + a.note,
+        "notes": list(dict.fromkeys(prev.get("notes", []) + a.note + cuts)),
         "targets": tg,
         "kernels": kern,
         "forward": fwd,
@@ -483,9 +504,12 @@ def main():
     }
     path = a.out or os.path.join(a.results, f"{slug(name)}-{date.strftime('%Y%m%d')}.json")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
+    # through a temporary file: a report cut mid-write (its time limit) must not truncate
+    # the earlier merged file of the same name (another call of the lease)
+    with open(path + ".tmp", "w") as f:
         json.dump(doc, f, indent=1)
         f.write("\n")
+    os.replace(path + ".tmp", path)
     print(f"results: {path}")
 
 

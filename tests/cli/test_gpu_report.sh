@@ -54,4 +54,45 @@ case "$row" in
     pass "C2: the fill-mode triangle wins, 1.20x FAIL" ;;
 *) fail "C2 judged against the faster full product" "got: $row" ;;
 esac
+# A cut kernel file (kernel_bench's SIGTERM stop: "cut" and "stopped", the cases before it)
+# and an incomplete forward file: the report says so on its output and in the merged notes.
+python3 - "$TMP/k1.json" "$TMP/kcut.json" "$TMP/fcut.json" <<'P'
+import json, sys
+k = json.load(open(sys.argv[1]))
+k["results"] = k["results"][:5]
+k["stopped"] = "cut by SIGTERM before gemm.x finished (5 cases done)"
+k["cut"] = {"signal": "SIGTERM", "before": "gemm.x", "cases_done": 5}
+json.dump(k, open(sys.argv[2], "w"))
+json.dump({"benchmark": "forward-gpu", "complete": False, "results": [],
+           "settings": {"prompts": 64, "tokens": 1024, "batch": 16, "reps": 2}}, open(sys.argv[3], "w"))
+P
+out=$(python3 bench/gpu/gpu_report.py --kernels "$TMP/kcut.json" --forward "$TMP/fcut.json" --out "$TMP/mcut.json" 2>&1)
+notes=$(python3 -c 'import json, sys; print("|".join(json.load(open(sys.argv[1]))["notes"]))' "$TMP/mcut.json" 2>&1)
+if printf '%s\n' "$out" | grep -q "^note: gpu_kernels cut by SIGTERM before gemm.x: 5 cases timed, the later ones not run" &&
+    [ "$notes" = "gpu_kernels cut by SIGTERM before gemm.x: 5 cases timed, the later ones not run|gpu_forward incomplete (cut or failed): 0 models finished" ]; then
+    pass "a cut kernel file and an incomplete forward file are noted"
+else
+    fail "cut files noted" "notes: $notes" "$(printf '%s' "$out" | tail -n 2)"
+fi
+# a report interrupted while it writes (its time limit) leaves the earlier merged file whole
+cp "$TMP/m1.json" "$TMP/keep.json"
+python3 - "$TMP/k2.json" "$TMP/keep.json" >/dev/null 2>&1 <<'P'
+import json, runpy, sys
+def cut_dump(obj, f, **kw):
+    f.write('{"benchmark": "gp')
+    raise KeyboardInterrupt
+json.dump = cut_dump
+sys.argv = ["gpu_report.py", "--kernels", sys.argv[1], "--out", sys.argv[2]]
+runpy.run_path("bench/gpu/gpu_report.py", run_name="__main__")
+P
+if cmp -s "$TMP/m1.json" "$TMP/keep.json"; then pass "an interrupted write leaves the earlier file whole"
+else fail "an interrupted write" "the earlier merged file changed: $(head -c 60 "$TMP/keep.json")"; fi
+# --merge of a truncated file: says it is not JSON (not "no such file"), exit 1
+head -c 100 "$TMP/m1.json" >"$TMP/trunc.json"
+out=$(python3 bench/gpu/gpu_report.py --merge "$TMP/trunc.json" --kernels "$TMP/k1.json" --out "$TMP/m3.json" 2>&1); rc=$?
+if [ $rc = 1 ] && printf '%s' "$out" | grep -q "trunc.json: not a JSON document" && [ ! -e "$TMP/m3.json" ]; then
+    pass "--merge of a truncated file: a clear error, nothing written"
+else
+    fail "--merge of a truncated file" "exit $rc: $(printf '%s' "$out" | tail -n 2)"
+fi
 finish

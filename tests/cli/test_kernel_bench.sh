@@ -3,7 +3,7 @@
 # --bench-seconds run out), without a GPU: its selftest build (nvcc, no GPU needed) runs
 # host cases of 100 ms launches through the same run_case/time_op/die path with --cut-test.
 # A SIGTERM after two cases must leave the JSON with exactly the cases finished, the "cut"
-# mark naming the next one, and exit 4.
+# mark naming the next one, and exit 4; gpu_report.py must read the file and say it was cut.
 source "$(dirname "$0")/lib.sh"
 if ! grep -qE '^NVCC := .+' build/config.mk 2>/dev/null || [ ! -f build/rel/kernels/add.o ]; then
     pass "kernel_bench not checked: no nvcc (build/config.mk) or no nvcc-built kernels"
@@ -39,6 +39,15 @@ if [ $rc = 4 ] && [ "$done_n" -ge 2 ] && [ "$done_n" -lt 50 ] && [ "$got" = "$wa
 else
     fail "SIGTERM mid-run" "exit $rc (want 4), $done_n cases on stderr; JSON: ${got:-none} (want $want)" \
         "$(tail -n 2 "$TMP/k.err")"
+fi
+# gpu_report.py reads the cut file and records why it holds fewer cases
+if out=$(python3 bench/gpu/gpu_report.py --kernels "$TMP/k.json" --out "$TMP/m.json" 2>&1) &&
+    printf '%s\n' "$out" | grep -q "^note: gpu_kernels cut by SIGTERM before selftest.case$done_n: $done_n cases timed" &&
+    python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); assert any("cut by SIGTERM" in n for n in d["notes"])' \
+        "$TMP/m.json"; then
+    pass "gpu_report.py: the cut noted in its output and the merged notes"
+else
+    fail "gpu_report.py on a cut kernel file" "$(printf '%s' "$out" | tail -n 3)"
 fi
 # uncut, the same cases end with exit 0 and no cut mark
 "$KB" --cut-test 2 --json "$TMP/k2.json" 2>/dev/null
