@@ -38,7 +38,8 @@
 #          most of it the peer's start-up, so a short lease runs the one it needs).
 # Environment: BENCH_PYTHON (an interpreter that has torch, transformers, safetensors,
 #          h5py, numpy; default python3, or a venv made in bench/work/venv if those are
-#          missing), BENCH_WORK (models and scratch, default bench/work), MAKE_JOBS (2;
+#          missing), BENCH_WORK (models and scratch, default bench/work), KERNEL_BENCH (gpu_kernels'
+#          program, default build/bench/kernel_bench), MAKE_JOBS (2;
 #          nproc where a GPU is visible), CUDA_ARCH (default: the GPU's, e.g. 90).
 #
 # Steps: CPU_STEPS always run; GPU_STEPS run only where `nvidia-smi -L` lists a GPU, and
@@ -63,10 +64,19 @@ LLAMA_MODELS="llama-1b,llama-7b" LLAMA_PROMPTS=64 LLAMA_MODES=bf16 CPU_1B=1 ABLA
 PY=""          # interpreter with the peer's packages, or empty
 PEER_WHY=""    # why there is none
 GPU_WORK="$WORK/gpu"
+KERNEL_BENCH="${KERNEL_BENCH:-build/bench/kernel_bench}"
 NOTES=()
 
 die() { echo "run_all.sh: $*" >&2; exit 1; }
 say() { echo "== $*" >&2; }
+# SIGTERM (a time limit's timeout sends it to the whole process group) or SIGINT reaches the
+# running step too. Trapped, bash runs the trap only once that step has exited: kernel_bench
+# has then written the cases it finished (exit 4), bench_gpu_forward.py the models it had,
+# before this script exits and so before `timeout` returns to a caller that merges them
+# (tests/gpu/run_bundle.sh runs `--only report` after a cut step). Untrapped, this script
+# died at once and the report could run before the cut step's JSON was written.
+trap 'say "cut by SIGTERM: the finished results are in $GPU_WORK (--only report merges them)"; exit 143' TERM
+trap 'say "cut by SIGINT: the finished results are in $GPU_WORK (--only report merges them)"; exit 130' INT
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -242,16 +252,17 @@ bench_gpu_kernels() {
         say "gpu_kernels: building build/bench/kernel_bench (sm_$CUDA_ARCH)"
         make -f bench/gpu/Makefile CUDA_ARCH="$CUDA_ARCH" >/dev/null || die "building kernel_bench failed: make -f bench/gpu/Makefile"
     fi
-    [ -x build/bench/kernel_bench ] || die "build/bench/kernel_bench does not exist (make -f bench/gpu/Makefile)"
+    [ -x "$KERNEL_BENCH" ] || die "$KERNEL_BENCH does not exist (make -f bench/gpu/Makefile)"
     mkdir -p "$GPU_WORK"
     rm -f "$GPU_WORK/kernels.json"
     local reps=20 rc=0
     [ "$QUICK" = 1 ] && reps=5
     say "gpu_kernels: kernels and cuBLAS GEMMs (median of $reps, L2 flushed before each launch)"
-    build/bench/kernel_bench --reps "$reps" --json "$GPU_WORK/kernels.json" || rc=$?
+    "$KERNEL_BENCH" --reps "$reps" --json "$GPU_WORK/kernels.json" || rc=$?
     case $rc in
         0) ;;
         1) NOTES+=("gpu_kernels: some cases failed (kernels.results[].error)") ;;
+        4) NOTES+=("gpu_kernels cut by a signal (kernels.cut)"); say "gpu_kernels cut: the finished cases are kept" ;;
         *) rm -f "$GPU_WORK/kernels.json"; NOTES+=("gpu_kernels failed (exit $rc)"); say "gpu_kernels failed (exit $rc)" ;;
     esac
 }

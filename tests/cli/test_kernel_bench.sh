@@ -57,4 +57,27 @@ if [ $rc = 0 ] && python3 -c 'import json, sys; d = json.load(open(sys.argv[1]))
 else
     fail "no signal" "exit $rc"
 fi
+# bench/run_all.sh's gpu_kernels step cut by `timeout` as run_bundle.sh cuts it (SIGTERM to the
+# whole group): run_all.sh must wait for kernel_bench to write the cases it finished, so that
+# the report run_bundle.sh starts once timeout returns finds them (a fake nvidia-smi lists a
+# GPU; KERNEL_BENCH is the selftest's host cases)
+mkdir -p "$TMP/fakebin"
+printf '#!/bin/sh\necho "GPU 0: Fake GPU (UUID: GPU-0)"\n' >"$TMP/fakebin/nvidia-smi"
+printf '#!/bin/sh\nwhile [ $# -gt 0 ]; do [ "$1" = --json ] && j=$2; shift; done\nexec %s --cut-test 50 --json "$j"\n' \
+    "$PWD/$KB" >"$TMP/fakebin/kb"
+chmod +x "$TMP/fakebin/nvidia-smi" "$TMP/fakebin/kb"
+PATH="$TMP/fakebin:$PATH" BENCH_WORK="$TMP/work" KERNEL_BENCH="$TMP/fakebin/kb" BENCH_PYTHON=false \
+    timeout -k 5 2 bash bench/run_all.sh --gpu-only --no-build --no-install --quick --only gpu_kernels >"$TMP/ra.out" 2>&1
+rc=$?
+at_return=absent
+[ -s "$TMP/work/gpu/kernels.json" ] && at_return=there
+n=$(python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(len(d["results"]), d["cut"]["signal"])' \
+    "$TMP/work/gpu/kernels.json" 2>&1)
+if [ $rc = 124 ] && [ $at_return = there ] && case $n in [1-9]*" SIGTERM") true ;; *) false ;; esac; then
+    pass "run_all.sh cut by timeout: kernels.json holds the finished cases ($n) when timeout returns"
+else
+    fail "run_all.sh cut by timeout" "exit $rc (want 124); kernels.json $at_return when timeout returned: $n" \
+        "$(tail -n 3 "$TMP/ra.out")"
+fi
+sleep 0.3 # the kernel_bench of a run_all.sh that did not wait
 finish
