@@ -20,7 +20,9 @@
 #      (gpu_check's --only);
 #   4. runs each of the comma-separated bench/run_all.sh steps (default
 #      gpu_kernels,gpu_forward; "none" skips them) with --gpu-only --no-build
-#      --no-install --quick and ARGS, all of them within S seconds (default 150);
+#      --no-install --quick and ARGS, all of them within S seconds (default 150); a step cut
+#      by the limit keeps what it finished (kernel_bench's cases with "cut", gpu_forward's
+#      models), which run_all.sh --only report then merges;
 #   5. with --pipeline-seconds S (default 0: skip), where mpirun runs the bundled
 #      program on several ranks, bench/pipeline_bubble.sh ARGS (--pipeline-args; default
 #      --stages 2,4,8) on the node's CPU cores within S seconds (the 4-stage bubble of
