@@ -181,6 +181,12 @@ ss_status ss_h5_dset_info(ss_h5_reader *r, const char *path, ss_h5_info *info);
  * *n is the element count.  info may be NULL. */
 ss_status ss_h5_read(ss_h5_reader *r, const char *path, ss_h5_type as, void **data,
                      size_t *n, ss_h5_info *info);
+/* The same for a dataset that must hold exactly `want` elements (any shape):
+ * another count is SS_ERR_FORMAT naming both, before anything is allocated or
+ * read. A file of a few KB can declare a dataset of billions of elements never
+ * written (its chunks unstored), which ss_h5_read would allocate and fill. */
+ss_status ss_h5_read_want(ss_h5_reader *r, const char *path, ss_h5_type as, size_t want, void **data,
+                          ss_h5_info *info);
 ss_status ss_h5_read_f32(ss_h5_reader *r, const char *path, float **data, size_t *n, ss_h5_info *info);
 ss_status ss_h5_read_f64(ss_h5_reader *r, const char *path, double **data, size_t *n, ss_h5_info *info);
 ss_status ss_h5_read_i32(ss_h5_reader *r, const char *path, int32_t **data, size_t *n, ss_h5_info *info);

@@ -1051,7 +1051,9 @@ static ss_status check_numeric(ss_h5_reader *r, const char *path, const ss_h5_in
     return SS_OK;
 }
 
-ss_status ss_h5_read(ss_h5_reader *r, const char *path, ss_h5_type as, void **data, size_t *n, ss_h5_info *info) {
+/* want: the element count the dataset must have, SIZE_MAX for any */
+static ss_status read_whole(ss_h5_reader *r, const char *path, ss_h5_type as, size_t want, void **data, size_t *n,
+                            ss_h5_info *info) {
     *data = NULL;
     *n = 0;
     hid_t id;
@@ -1062,6 +1064,8 @@ ss_status ss_h5_read(ss_h5_reader *r, const char *path, ss_h5_type as, void **da
     if (st == SS_OK) st = check_numeric(r, path, in, as);
     size_t count = 1, bytes = 0;
     if (st == SS_OK && in->ndim > 0) st = ss_dims_product(in->dims, in->ndim, &count, path);
+    if (st == SS_OK && want != SIZE_MAX && count != want)
+        st = ss_errorf(SS_ERR_FORMAT, "%s: %s holds %zu values, not the %zu expected", r->path, path, count, want);
     if (st == SS_OK && !ss_mul_ok(count, ss_h5_type_size(as), &bytes))
         st = ss_errorf(SS_ERR_NOMEM, "%s: %s: size overflows", r->path, path);
     void *buf = NULL;
@@ -1079,6 +1083,14 @@ ss_status ss_h5_read(ss_h5_reader *r, const char *path, ss_h5_type as, void **da
     *data = buf;
     *n = count;
     return SS_OK;
+}
+
+ss_status ss_h5_read(ss_h5_reader *r, const char *path, ss_h5_type as, void **data, size_t *n, ss_h5_info *info) {
+    return read_whole(r, path, as, SIZE_MAX, data, n, info);
+}
+ss_status ss_h5_read_want(ss_h5_reader *r, const char *path, ss_h5_type as, size_t want, void **data, ss_h5_info *info) {
+    size_t n;
+    return read_whole(r, path, as, want, data, &n, info);
 }
 
 ss_status ss_h5_read_f32(ss_h5_reader *r, const char *path, float **data, size_t *n, ss_h5_info *info) {

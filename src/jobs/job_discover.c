@@ -139,8 +139,9 @@ static ss_status read_site(ss_h5_reader *r, const char *prefix, const char *site
     int64_t *cnt = NULL;
     size_t n;
     if (!ss_h5_exists(r, p)) return ss_errorf(SS_ERR_FORMAT, "%s: no %s (not a collect file?)", file, p);
-    if ((st = ss_h5_read_i64(r, p, &cnt, &n, NULL))) return st;
-    out->count = n == 1 ? cnt[0] : -1;
+    /* the size checked before reading: a small file can declare billions of values */
+    if ((st = ss_h5_read_want(r, p, SS_H5_I64, 1, (void **)&cnt, NULL))) return st;
+    out->count = cnt[0];
     free(cnt);
     if (out->count < 0) return ss_errorf(SS_ERR_FORMAT, "%s: %s is not a scalar count", file, p);
     if (out->count > ((int64_t)1 << 53)) /* beyond doubles' integers: no collect wrote it */

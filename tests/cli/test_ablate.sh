@@ -213,6 +213,22 @@ echo '{"name": "m", "site": "blocks.1.mlp.hook_post", "units": [1, 2], "mode": "
 expect_fail "--stats without mean or relative-noise masks refused" "--stats is used by masks of mode mean and relative noise/negnoise only" \
     "$SUBSCOPE" ablate --model $M --input $P --mask 'blocks.1.mlp.hook_post[1]' --stats "$TMP/st.h5" --out "$TMP/snone.h5"
 [ ! -e "$TMP/snone.h5" ] || fail "no output after the --stats refusal"
+# A statistics file of a few KB can declare a dataset of 2^31 values whose chunks were never
+# written: its count (one value) or mean (the site's width) is refused by size before anything
+# is read (it was allocated, 16 GiB, and filled before the size was checked).
+if python3 -c "import h5py" 2>/dev/null; then
+    for ds in count mean; do
+        cp "$TMP/st.h5" "$TMP/huge-$ds.h5"
+        python3 -c 'import sys, h5py
+g = h5py.File(sys.argv[1], "r+")["stats/blocks.1.mlp.hook_post"]
+del g[sys.argv[2]]
+g.create_dataset(sys.argv[2], shape=(1 << 31,), dtype="i8" if sys.argv[2] == "count" else "f8", chunks=(1 << 16,))' "$TMP/huge-$ds.h5" $ds
+        expect_fail "a --stats $ds declaring 2^31 values is refused by its size" \
+            "/stats/blocks.1.mlp.hook_post/$ds holds 2147483648 values, not the $([ $ds = count ] && echo 1 || echo 512) expected" \
+            "$SUBSCOPE" ablate --model $M --input $P --masks "$TMP/mean.jsonl" --stats "$TMP/huge-$ds.h5" --out "$TMP/huge.h5"
+        [ ! -e "$TMP/huge.h5" ] || fail "no output after a refused --stats $ds"
+    done
+else pass "huge declared --stats datasets not tested: needs python3 with h5py"; fi
 expect_fail "patch masks need --patch-from" "need --patch-from" "$SUBSCOPE" ablate --model $M --input $PC --masks "$TMP/pm.jsonl" --out "$TMP/x.h5"
 expect_fail "--patch-from without patch masks" "mode patch only" "$SUBSCOPE" ablate --model $M --input $PC --patch-from $PK --mask 'blocks.1.mlp.hook_post[1]' --out "$TMP/x.h5"
 head -2 $PK >"$TMP/short.jsonl"

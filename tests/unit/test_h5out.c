@@ -1112,3 +1112,39 @@ TEST(h5_read_type_errors) {
     ss_h5_close_read(r);
     free(path);
 }
+
+/* ss_h5_read_want checks the element count before allocating: a dataset of
+ * 2^31 int64 whose chunks were never written is a file of a few KB that
+ * ss_h5_read would turn into 16 GiB of fill values. */
+TEST(h5_read_want_refuses_other_sizes_before_reading) {
+    char *path = tmp_file("want.h5");
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    const hsize_t three = 3, huge = (hsize_t)1 << 31, chunk = 1 << 16;
+    raw_i32(f, "/three", 1, &three, (const int32_t[]){4, 5, 6});
+    hid_t sp = H5Screate_simple(1, &huge, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    CHECK(f >= 0 && sp >= 0 && dcpl >= 0 && H5Pset_chunk(dcpl, 1, &chunk) >= 0);
+    hid_t d = H5Dcreate2(f, "/huge", H5T_STD_I64LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    CHECK(d >= 0);
+    H5Dclose(d);
+    H5Pclose(dcpl);
+    H5Sclose(sp);
+    H5Fclose(f);
+    struct stat sb;
+    CHECK(stat(path, &sb) == 0 && sb.st_size < 64 * 1024);
+    ss_h5_reader *r;
+    CHECK_OK(ss_h5_open_read(path, &r));
+    int64_t *v = NULL;
+    CHECK_OK(ss_h5_read_want(r, "/three", SS_H5_I64, 3, (void **)&v, NULL));
+    CHECK(v && v[0] == 4 && v[1] == 5 && v[2] == 6);
+    free(v);
+    v = (int64_t *)path; /* set to NULL by a refusal */
+    CHECK_ERR(ss_h5_read_want(r, "/three", SS_H5_I64, 1, (void **)&v, NULL), SS_ERR_FORMAT,
+              "/three holds 3 values, not the 1 expected");
+    CHECK(v == NULL);
+    CHECK_ERR(ss_h5_read_want(r, "/huge", SS_H5_I64, 1, (void **)&v, NULL), SS_ERR_FORMAT,
+              "/huge holds 2147483648 values, not the 1 expected");
+    CHECK(v == NULL);
+    ss_h5_close_read(r);
+    unlink(path);
+    free(path);
+}
