@@ -1,7 +1,9 @@
 /* libFuzzer target: subscope's HDF5 readers on a damaged file, the way
  * `show`, `report`, `discover` and `ablate --stats` read one: open it, read
  * the root's string attributes, list every dataset, and for each its shape,
- * axis names and (when small) its values and, square, its diagonal. The seeds are small outputs of
+ * axis names and (when small) its values, its first row as a hyperslab, and, square, its diagonal;
+ * each dataset is also read as a statistic's count (one value, refused by its size whatever it
+ * declares) and the root's numeric attributes are read. The seeds are small outputs of
  * forward, collect, attribute and ablate; the mutations are the damage.
  * Whatever the bytes, this must end in an error or in values, never a
  * crash (docs/DECISIONS.md, "A damaged file is refused by checksums").
@@ -36,6 +38,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         char *s = NULL;
         if (ss_h5_read_attr_str(r, "/", attrs[i], &s) == SS_OK) free(s);
     }
+    /* numeric attributes, as report and collect --resume read them */
+    static const char *nums[] = {"n_prompts", "ranks", "prompts_done", "model_n_params"};
+    for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
+        int64_t iv;
+        double fv;
+        (void)ss_h5_read_attr_i64(r, "/", nums[i], &iv);
+        (void)ss_h5_read_attr_f64(r, "/", nums[i], &fv);
+    }
     char **paths = NULL;
     size_t n = 0;
     if (ss_h5_list(r, "/", 1, &paths, &n) == SS_OK) {
@@ -45,6 +55,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             char **names = NULL;
             int nd = 0;
             if (ss_h5_dim_names(r, paths[i], &names, &nd) == SS_OK) ss_h5_free_names(names, (size_t)nd);
+            if (!ss_h5_exists(r, paths[i])) __builtin_trap(); /* listed, so there */
+            /* a statistic's count, as ablate --stats, discover and collect --resume read it:
+             * one value, whatever the file declares */
+            int64_t *one = NULL;
+            if (ss_h5_read_want(r, paths[i], SS_H5_I64, 1, (void **)&one, NULL) == SS_OK) free(one);
+            else if (one) __builtin_trap();
             int64_t count = 1;
             for (int d = 0; d < in.ndim && count <= (1 << 16); d++) count *= in.dims[d] > 0 ? in.dims[d] : 0;
             if (count > (1 << 16) || in.cls == SS_H5_CLASS_STRING || in.cls == SS_H5_CLASS_OTHER) continue;
@@ -54,6 +70,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             /* a covariance's variances, as discover and ablate's masks read them */
             if (in.ndim == 2 && in.dims[0] == in.dims[1] && (v = malloc((size_t)in.dims[0] * sizeof(double) + 1))) {
                 (void)ss_h5_read_diag(r, paths[i], in.dims[0], v);
+                free(v);
+            }
+            /* the first row (along the first axis), as show reads its blocks */
+            if (in.ndim >= 1 && in.dims[0] > 0 && (v = malloc((size_t)(count / in.dims[0]) * sizeof(float) + 1))) {
+                int64_t start[SS_H5_MAX_DIMS] = {0}, cnt[SS_H5_MAX_DIMS];
+                for (int d = 0; d < in.ndim; d++) cnt[d] = d ? in.dims[d] : 1;
+                (void)ss_h5_read_slab(r, paths[i], SS_H5_F32, start, cnt, v);
                 free(v);
             }
             (void)ss_h5_attr_exists(r, paths[i], "note");
