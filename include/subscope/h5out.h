@@ -194,10 +194,16 @@ ss_status ss_h5_read_i64(ss_h5_reader *r, const char *path, int64_t **data, size
 /* Reads the hyperslab [start, start+count) converted to `as` into buf. */
 ss_status ss_h5_read_slab(ss_h5_reader *r, const char *path, ss_h5_type as,
                           const int64_t *start, const int64_t *count, void *buf);
+/* SS_OK when the dataset stores at least 1/2048 of its size (over 1 MiB;
+ * deflate compresses at most 1032:1), else SS_ERR_FORMAT naming both sizes:
+ * for datasets written whole (statistics), one whose chunks were never
+ * written, which read as fill values: a file of 23 KB declaring a
+ * [2^17, 2^17] covariance was read as 128 GiB of them. */
+ss_status ss_h5_dset_written(ss_h5_reader *r, const char *path);
 /* The diagonal of a square [d, d] dataset as float64 into diag[d] (a
  * covariance's variances), read a block of about 8 MiB of rows at a time: the
- * whole matrix (2 GiB at d = 16384) is never held. Another shape is
- * SS_ERR_FORMAT, naming the dataset. */
+ * whole matrix (2 GiB at d = 16384) is never held. Another shape, or one
+ * mostly never written (ss_h5_dset_written), is SS_ERR_FORMAT, naming the dataset. */
 ss_status ss_h5_read_diag(ss_h5_reader *r, const char *path, int64_t d, double *diag);
 
 /* Attribute readers: strings may be variable- or fixed-length (free() the

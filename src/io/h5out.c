@@ -1137,11 +1137,31 @@ ss_status ss_h5_read_slab(ss_h5_reader *r, const char *path, ss_h5_type as, cons
     return st;
 }
 
+ss_status ss_h5_dset_written(ss_h5_reader *r, const char *path) {
+    hid_t id;
+    SS_TRY(open_dset(r, path, &id));
+    ss_h5_info info;
+    ss_status st = info_of(r, path, id, &info);
+    size_t count = 1, bytes = SIZE_MAX;
+    if (st == SS_OK && info.ndim > 0) st = ss_dims_product(info.dims, info.ndim, &count, path);
+    if (st == SS_OK) (void)ss_mul_ok(count, info.elem_size, &bytes); /* SIZE_MAX when it overflows */
+    const hsize_t stored = st == SS_OK ? H5Dget_storage_size(id) : 0;
+    H5Eclear2(H5E_DEFAULT);
+    H5Dclose(id);
+    if (st == SS_OK && bytes > ((size_t)1 << 20) && stored < bytes / 2048)
+        st = ss_errorf(SS_ERR_FORMAT,
+                       "%s: %s declares %zu bytes but stores %llu: most of it was never written (statistics are "
+                       "written whole)",
+                       r->path, path, bytes, (unsigned long long)stored);
+    return st;
+}
+
 ss_status ss_h5_read_diag(ss_h5_reader *r, const char *path, int64_t d, double *diag) {
     ss_h5_info info;
     SS_TRY(ss_h5_dset_info(r, path, &info));
     if (info.ndim != 2 || info.dims[0] != d || info.dims[1] != d)
         return ss_errorf(SS_ERR_FORMAT, "%s: %s is not [%lld, %lld]", r->path, path, (long long)d, (long long)d);
+    SS_TRY(ss_h5_dset_written(r, path));
     if (d <= 0) return SS_OK;
     const int64_t rows = d <= ((int64_t)1 << 20) ? ((int64_t)1 << 20) / d + 1 : 1;
     double *buf = ss_malloc((size_t)(rows * d) * sizeof(double), path);

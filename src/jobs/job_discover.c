@@ -173,7 +173,7 @@ static ss_status read_site(ss_h5_reader *r, const char *prefix, const char *site
         if (want_corr && !have_corr) {
             /* corr from the whole cov, in cov's own buffer; the same definition as
              * collect's corr: NaN for zero-variance units. */
-            if ((st = ss_h5_read_f64(r, p, &out->corr, &n, &info))) goto fail;
+            if ((st = ss_h5_dset_written(r, p)) || (st = ss_h5_read_f64(r, p, &out->corr, &n, &info))) goto fail;
             if (info.ndim != 2 || info.dims[0] != d || info.dims[1] != d) {
                 st = ss_errorf(SS_ERR_FORMAT, "%s: %s is not [%lld, %lld]", file, p, (long long)d, (long long)d);
                 goto fail;
@@ -194,7 +194,7 @@ static ss_status read_site(ss_h5_reader *r, const char *prefix, const char *site
     }
     if (want_corr) {
         if (have_corr) {
-            if ((st = ss_h5_read_f64(r, pc, &out->corr, &n, &info))) goto fail;
+            if ((st = ss_h5_dset_written(r, pc)) || (st = ss_h5_read_f64(r, pc, &out->corr, &n, &info))) goto fail;
             if (info.ndim != 2 || info.dims[0] != d || info.dims[1] != d) {
                 st = ss_errorf(SS_ERR_FORMAT, "%s: %s is not [%lld, %lld]", file, pc, (long long)d, (long long)d);
                 goto fail;

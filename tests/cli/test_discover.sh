@@ -123,6 +123,25 @@ if python3 -c "import h5py" 2>/dev/null; then
     expect_ok "show reads a discover file with the old seed attribute" "$SUBSCOPE" show "$TMP/old.h5"
 else pass "old seed attribute not tested: needs python3 with h5py"; fi
 
+# A statistics file of a few KB can declare covariances of [2^17, 2^17] doubles whose chunks were
+# never written (fill values): contrast read their diagonals through 128 GiB of them (hours), and
+# cluster allocated one whole. Refused, naming the dataset, before any is read.
+if python3 -c "import h5py" 2>/dev/null; then
+    python3 -c 'import sys, h5py, numpy as np
+with h5py.File(sys.argv[1], "w") as f:
+    for pre in ["stats", "groups/a/stats", "groups/b/stats"]:
+        g = f.create_group(pre + "/blocks.0.mlp.hook_post")
+        g["count"] = np.array([10])
+        g.create_dataset("mean", data=np.zeros(1 << 17), compression="gzip", chunks=(1 << 14,))
+        g.create_dataset("cov", shape=(1 << 17, 1 << 17), dtype="f8", chunks=(64, 1024))' "$TMP/never.h5"
+    for how in "contrast --contrast a:b" cluster; do
+        expect_fail "discover --method ${how%% *}: a covariance never written is refused" \
+            "/stats/blocks.0.mlp.hook_post/cov declares 137438953472 bytes but stores 0" \
+            timeout 60 "$SUBSCOPE" discover --stats "$TMP/never.h5" --sites blocks.0.mlp.hook_post --method $how --out "$TMP/never.out.h5"
+        [ ! -e "$TMP/never.out.h5" ] || fail "no output after a refused covariance (${how%% *})"
+    done
+else pass "covariances never written not tested: needs python3 with h5py"; fi
+
 # The exported masks are what ablate reads, as they are.
 expect_ok "ablate --masks <cluster masks>" "$SUBSCOPE" ablate --model $M --input $P --masks "$TMP/cl.masks.jsonl" --out "$TMP/a1.h5"
 expect_ok "ablate --masks <contrast masks>" "$SUBSCOPE" ablate --model $M --input $P --masks "$TMP/ct.jsonl" --out "$TMP/a2.h5"

@@ -1148,3 +1148,47 @@ TEST(h5_read_want_refuses_other_sizes_before_reading) {
     unlink(path);
     free(path);
 }
+
+/* A covariance is written whole: one whose chunks were never written reads as
+ * fill values, and its diagonal was read through all of it ([2^17, 2^17] in a
+ * file of a few KB: 128 GiB, hours). ss_h5_dset_written refuses a dataset over
+ * 1 MiB that stores less than 1/2048 of its size; a written one, compressed as
+ * far as deflate goes (zeros, about 1000:1), passes. */
+TEST(h5_read_diag_refuses_a_matrix_never_written) {
+    char *path = tmp_file("unwritten.h5");
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    const hsize_t dims[2] = {8192, 8192}, chunk[2] = {64, 1024};
+    hid_t sp = H5Screate_simple(2, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    CHECK(f >= 0 && sp >= 0 && dcpl >= 0 && H5Pset_chunk(dcpl, 2, chunk) >= 0 && H5Pset_shuffle(dcpl) >= 0 &&
+          H5Pset_deflate(dcpl, 9) >= 0);
+    hid_t d = H5Dcreate2(f, "/never", H5T_IEEE_F64LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    CHECK(d >= 0);
+    H5Dclose(d);
+    H5Sclose(sp);
+    /* [1024, 1024] zeros, written: 8 MiB stored in about 8 KB */
+    const hsize_t zd[2] = {1024, 1024};
+    double *z = calloc(1024 * 1024, sizeof *z);
+    sp = H5Screate_simple(2, zd, NULL);
+    d = H5Dcreate2(f, "/zeros", H5T_IEEE_F64LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    CHECK(z && sp >= 0 && d >= 0 && H5Dwrite(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, z) >= 0);
+    H5Dclose(d);
+    H5Sclose(sp);
+    H5Pclose(dcpl);
+    H5Fclose(f);
+    ss_h5_reader *r;
+    CHECK_OK(ss_h5_open_read(path, &r));
+    double *diag = malloc(8192 * sizeof *diag);
+    CHECK(diag != NULL);
+    CHECK_OK(ss_h5_dset_written(r, "/zeros"));
+    diag[0] = 1;
+    CHECK_OK(ss_h5_read_diag(r, "/zeros", 1024, diag));
+    CHECK(diag[0] == 0 && diag[1023] == 0);
+    CHECK_ERR(ss_h5_read_diag(r, "/never", 8192, diag), SS_ERR_FORMAT,
+              "/never declares 536870912 bytes but stores 0: most of it was never written");
+    CHECK_ERR(ss_h5_dset_written(r, "/never"), SS_ERR_FORMAT, "declares 536870912 bytes");
+    ss_h5_close_read(r);
+    free(diag);
+    free(z);
+    unlink(path);
+    free(path);
+}
