@@ -23,13 +23,20 @@ static int put(const char *path, const uint8_t *p, size_t n) {
     return fclose(f) == 0 && w == n;
 }
 
+static char vpath[96], mpath[96];
+
+static void cleanup(void) {
+    unlink(vpath);
+    unlink(mpath);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    static char vpath[96], mpath[96];
     if (!vpath[0]) {
         const char *dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
         snprintf(vpath, sizeof vpath, "%s/ss_fuzz_bpe_%ld_vocab.json", dir, (long)getpid());
         snprintf(mpath, sizeof mpath, "%s/ss_fuzz_bpe_%ld_merges.txt", dir, (long)getpid());
+        atexit(cleanup);
     }
     const uint8_t *nul = memchr(data, 0, size);
     size_t vlen = nul ? (size_t)(nul - data) : size;

@@ -20,12 +20,17 @@
 const char *__asan_default_options(void);
 const char *__asan_default_options(void) { return "detect_leaks=0"; }
 
+static char path[96];
+
+static void cleanup(void) { unlink(path); }
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    static char path[96];
-    if (!path[0])
+    if (!path[0]) {
         snprintf(path, sizeof path, "%s/ss_fuzz_h5_%ld.h5", access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp",
                  (long)getpid());
+        atexit(cleanup); /* the file was left behind after every run */
+    }
     FILE *f = fopen(path, "wb");
     if (!f) return 0;
     size_t w = fwrite(data, 1, size, f);
