@@ -140,6 +140,18 @@ expect_fail "missing file" "nope.h5" "$SUBSCOPE" report --in "$TMP/nope.h5" --ou
 expect_fail "not HDF5" "prompts.jsonl" "$SUBSCOPE" report --in $P --out "$TMP/x.html"
 expect_fail "HDF5 but not an ablate output" "is not a \`subscope ablate\` output" "$SUBSCOPE" report --in $D/golden/collect-tiny-gpt2.h5 --out "$TMP/x.html"
 expect_fail "ablate output without mask attributes" "older than \`report\`" "$SUBSCOPE" report --in $D/golden/ablate-tiny-gpt2.h5 --out "$TMP/x.html"
+# A label's clean value is one number: a file declaring 2^31 never-written values there is refused
+# by its size before anything is read (it was allocated, 16 GiB, and filled first).
+if python3 -c "import h5py" 2>/dev/null; then
+    cp "$TMP/sw.h5" "$TMP/huge.h5" && python3 -c 'import sys, h5py
+f = h5py.File(sys.argv[1], "r+")
+g = f["by_label"][sorted(f["by_label"])[0]]["clean"]
+del g["loss"]
+g.create_dataset("loss", shape=(1 << 31,), dtype="f8", chunks=(1 << 16,))' "$TMP/huge.h5"
+    expect_fail "a label's clean loss declaring 2^31 values is refused by its size" \
+        "/clean/loss holds 2147483648 values, not the 1 expected" "$SUBSCOPE" report --in "$TMP/huge.h5" --out "$TMP/huge.html"
+    [ ! -e "$TMP/huge.html" ] || fail "no page after a refused clean value"
+else pass "huge declared clean value not tested: needs python3 with h5py"; fi
 expect_fail "metric not in the file" "no metric 'keyword'" "$SUBSCOPE" report --in "$TMP/sw.h5" --out "$TMP/x.html" --metric keyword
 expect_fail "unknown metric" "unknown" "$SUBSCOPE" report --in "$TMP/sw.h5" --out "$TMP/x.html" --metric f1
 expect_fail "labelled and unlabelled inputs mixed" "report them separately" "$SUBSCOPE" report --in "$TMP/sw.h5" --in "$TMP/nl.h5" --out "$TMP/x.html"
