@@ -5,7 +5,8 @@
  * command-line spec). An accepted mask must satisfy what ss_mask_apply and
  * the CUDA mask program rely on: each target a distinct per-token site,
  * units sorted, distinct and inside the site's width, positions sorted,
- * distinct and inside the context, a known mode, a scale factor in [0,1]. */
+ * distinct and inside the context, a known mode, a scale factor in [0,1], a
+ * noise sigma in [0, SS_MASK_SIGMA_MAX] (relative only for noise). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,10 @@ static void check(const ss_config *cfg, const ss_mask *m) {
     const char *mode = ss_mask_mode_name(m->mode);
     if (!mode || m->n_targets < 1 || !memchr(m->name, 0, sizeof m->name)) __builtin_trap();
     if (m->mode == SS_MASK_SCALE && !(m->factor >= 0 && m->factor <= 1)) __builtin_trap();
+    /* noise within float32's range, as the mask kernels assume; relative only for noise */
+    const int noisy = m->mode == SS_MASK_NOISE || m->mode == SS_MASK_NEGNOISE;
+    if (noisy && !(m->sigma >= 0 && m->sigma <= SS_MASK_SIGMA_MAX)) __builtin_trap();
+    if (!noisy && m->sigma_relative) __builtin_trap();
     for (int i = 0; i < m->n_targets; i++) {
         const ss_mask_target *t = &m->targets[i];
         if (t->site_id < 0 || t->site_id >= ss_sites_count(cfg)) __builtin_trap();
