@@ -148,7 +148,8 @@ static ss_status read_site(ss_h5_reader *r, const char *prefix, const char *site
         return ss_errorf(SS_ERR_FORMAT, "%s: %s is %lld, not a count of vectors", file, p, (long long)out->count);
     snprintf(p, sizeof p, "%s/%s/mean", prefix, site);
     ss_h5_info info;
-    if ((st = ss_h5_read_f64(r, p, &out->mean, &n, &info))) goto fail;
+    /* written whole by collect: one never written would be read as fill values */
+    if ((st = ss_h5_dset_written(r, p)) || (st = ss_h5_read_f64(r, p, &out->mean, &n, &info))) goto fail;
     if (info.ndim != 1 || info.dims[0] < 1) {
         st = ss_errorf(SS_ERR_FORMAT, "%s: %s is not a non-empty vector", file, p);
         goto fail;

@@ -140,6 +140,15 @@ with h5py.File(sys.argv[1], "w") as f:
             timeout 60 "$SUBSCOPE" discover --stats "$TMP/never.h5" --sites blocks.0.mlp.hook_post --method $how --out "$TMP/never.out.h5"
         [ ! -e "$TMP/never.out.h5" ] || fail "no output after a refused covariance (${how%% *})"
     done
+    # so is a mean of 2^27 values never written (it was read whole, 1 GiB of fill values)
+    python3 -c 'import sys, h5py
+with h5py.File(sys.argv[1], "r+") as f:
+    g = f["stats/blocks.0.mlp.hook_post"]
+    del g["mean"]
+    g.create_dataset("mean", shape=(1 << 27,), dtype="f8", chunks=(1 << 16,))' "$TMP/never.h5"
+    expect_fail "discover: a mean never written is refused" \
+        "/stats/blocks.0.mlp.hook_post/mean declares 1073741824 bytes but stores 0" \
+        "$SUBSCOPE" discover --stats "$TMP/never.h5" --sites blocks.0.mlp.hook_post --method cluster --out "$TMP/never.out.h5"
 else pass "covariances never written not tested: needs python3 with h5py"; fi
 
 # The exported masks are what ablate reads, as they are.
