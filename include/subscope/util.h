@@ -234,6 +234,21 @@ int ss_utf8_chars(const char *s);
 /* Bytes of a UTF-8 byte-order mark at the start of a text (3, or 0 if none): Windows
  * editors write one, and it is not text (a prompt's, a keyword's, a JSON document's). */
 size_t ss_utf8_bom(const char *text, size_t len);
+/* Bytes of the UTF-8 character at the start of str (avail bytes there): 1..4 when they
+ * begin a valid one; 0 when they cannot (a stray continuation byte, an overlong form, a
+ * surrogate, a code point past U+10FFFF); -k when all avail (k) bytes are the start of a
+ * valid character that was cut short. */
+int ss_utf8_len(const char *str, size_t avail);
+/* Token text for a terminal: s[0..n) between two quote characters, with the quote, '\\',
+ * newline and tab escaped as \" (or \'), \\, \n and \t, and every other control byte and
+ * every byte that is not part of valid UTF-8 (a byte-fallback token, or a piece of a character
+ * split across tokens) written as \xNN; valid UTF-8 stays as it is. */
+void ss_sb_quoted(ss_sbuf *b, const char *s, size_t n, char quote);
+/* Writes s[0..n) to f with each byte that is not part of valid UTF-8 written as \xNN and
+ * everything else as it is. Unless final, a character begun at the end but cut short is not
+ * written: its byte count is returned, for the caller to prepend to the next bytes (streamed
+ * text: a character split across two tokens is written whole once it completes). */
+size_t ss_fput_utf8(FILE *f, const char *s, size_t n, int final);
 
 #ifdef __cplusplus
 }

@@ -375,18 +375,12 @@ static cli_opt pred_opts[] = {
     {0},
 };
 
-/* Prints bytes as a JSON-style quoted string so spaces and newlines show. */
+/* Prints bytes quoted so spaces and newlines show (ss_sb_quoted: invalid UTF-8 as \xNN). */
 static void print_quoted(const char *s, size_t n) {
-    putchar('"');
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (ch == '"' || ch == '\\') printf("\\%c", ch);
-        else if (ch == '\n') printf("\\n");
-        else if (ch == '\t') printf("\\t");
-        else if (ch < 0x20) printf("\\u%04x", ch);
-        else putchar(ch);
-    }
-    putchar('"');
+    ss_sbuf b = {0};
+    ss_sb_quoted(&b, s, n, '"');
+    if (!b.oom) fputs(b.p, stdout);
+    free(b.p);
 }
 
 /* The logits after ids[0..n): with kv, ids continue the cached positions. */
@@ -479,6 +473,8 @@ static int run_predict(cli_cmd *cmd) {
             goto out;
         fputs(cli_get(cmd, "prompt"), stdout);
         fflush(stdout);
+        char held[4];
+        size_t nheld = 0;
         for (int64_t g = 0; g < gen; g++) {
             free(lg);
             lg = NULL;
@@ -506,10 +502,20 @@ static int run_predict(cli_cmd *cmd) {
             char *txt = NULL;
             size_t tl = 0;
             if ((st = ss_tokenizer_decode(m->tok, &best, 1, &txt, &tl))) goto out;
-            fwrite(txt, 1, tl, stdout);
+            /* A character split across tokens waits in held for its next bytes;
+             * bytes that never form valid UTF-8 print as \xNN. */
+            char *all = ss_malloc(nheld + tl, "a token's text");
+            if (!all) { free(txt); st = SS_ERR_NOMEM; goto out; }
+            memcpy(all, held, nheld);
+            memcpy(all + nheld, txt, tl);
+            size_t keep = ss_fput_utf8(stdout, all, nheld + tl, 0);
+            memcpy(held, all + nheld + tl - keep, keep);
+            nheld = keep;
             fflush(stdout);
+            free(all);
             free(txt);
         }
+        ss_fput_utf8(stdout, held, nheld, 1);
         putchar('\n');
     }
 out:

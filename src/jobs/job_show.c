@@ -18,14 +18,12 @@ static void print_attr(ss_h5_reader *r, FILE *out, const char *name) {
     free(v);
 }
 
+/* Token text as ss_sb_quoted writes it: escapes for '"', '\\', newlines, control bytes and invalid UTF-8. */
 static void print_quoted(FILE *out, const char *s, size_t n) {
-    fputc('"', out);
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '\n') fputs("\\n", out);
-        else if (s[i] == '"') fputs("\\\"", out);
-        else fputc(s[i], out);
-    }
-    fputc('"', out);
+    ss_sbuf b = {0};
+    ss_sb_quoted(&b, s, n, '"');
+    if (!b.oom) fputs(b.p, out);
+    free(b.p);
 }
 
 /* For each shown prompt: its last token and the model's top guess for the next one. */

@@ -52,23 +52,19 @@ static double logprob(const float *row, int64_t V, int32_t id) {
 }
 
 static void print_token(FILE *f, const ss_tokenizer *tok, int32_t id, int width) {
-    char *txt = NULL, buf[64];
-    size_t n = 0, k = 0;
+    char *txt = NULL, buf[16];
+    size_t n = 0;
+    ss_sbuf b = {0};
     if (tok && ss_tokenizer_decode(tok, &id, 1, &txt, &n) == SS_OK) {
-        buf[k++] = '\'';
-        /* (up to 40 bytes, then the rest of a UTF-8 character begun) */
-        for (size_t i = 0; i < n && (k < 40 || ((unsigned char)txt[i] & 0xC0) == 0x80) && k < 60; i++) {
-            unsigned char c = (unsigned char)txt[i];
-            if (c == '\n') buf[k++] = '\\', buf[k++] = 'n';
-            else buf[k++] = c >= 32 ? (char)c : '?';
-        }
-        buf[k++] = '\'';
-        buf[k] = 0;
-    } else {
-        snprintf(buf, sizeof buf, "#%d", id);
+        /* (up to 40 bytes, then the rest of a UTF-8 character begun; invalid UTF-8 as \xNN) */
+        size_t k = n < 40 ? n : 40;
+        while (k < n && k < 43 && ((unsigned char)txt[k] & 0xC0) == 0x80) k++;
+        ss_sb_quoted(&b, txt, k, '\'');
     }
+    if (!b.p || b.oom) snprintf(buf, sizeof buf, "#%d", id);
     free(txt);
-    ss_fput_col(f, buf, width);
+    ss_fput_col(f, b.p && !b.oom ? b.p : buf, width);
+    free(b.p);
 }
 
 static ss_status trace(const ss_trace_job *job);

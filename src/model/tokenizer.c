@@ -217,23 +217,8 @@ static int pmap_put(pmap *m, int32_t a, int32_t b, uint32_t rank, int32_t new_id
 /* Length of the valid UTF-8 sequence at s (1..4), 0 if invalid (overlong,
  * surrogate, > U+10FFFF, truncated). */
 static int utf8_seq_len(const unsigned char *s, size_t avail) {
-    unsigned c = s[0];
-    if (c < 0x80) return 1;
-    if (c < 0xC2) return 0;
-    if (c < 0xE0) return avail >= 2 && (s[1] & 0xC0) == 0x80 ? 2 : 0;
-    if (c < 0xF0) {
-        if (avail < 3 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80) return 0;
-        if (c == 0xE0 && s[1] < 0xA0) return 0;  /* overlong */
-        if (c == 0xED && s[1] >= 0xA0) return 0; /* surrogate */
-        return 3;
-    }
-    if (c < 0xF5) {
-        if (avail < 4 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80 || (s[3] & 0xC0) != 0x80) return 0;
-        if (c == 0xF0 && s[1] < 0x90) return 0; /* overlong */
-        if (c == 0xF4 && s[1] >= 0x90) return 0; /* > U+10FFFF */
-        return 4;
-    }
-    return 0;
+    int l = ss_utf8_len((const char *)s, avail);
+    return l > 0 ? l : 0;
 }
 
 /* Offset of the first invalid byte, or len if the text is valid. */

@@ -82,25 +82,6 @@ static void skip_ws(parser *p) {
     }
 }
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid. */
-static int utf8_len(const unsigned char *s, const unsigned char *end) {
-    unsigned c = s[0];
-    int n;
-    unsigned min;
-    if (c < 0x80) return 1;
-    if ((c & 0xe0) == 0xc0) { n = 2; min = 0x80; c &= 0x1f; }
-    else if ((c & 0xf0) == 0xe0) { n = 3; min = 0x800; c &= 0x0f; }
-    else if ((c & 0xf8) == 0xf0) { n = 4; min = 0x10000; c &= 0x07; }
-    else return 0;
-    if (end - s < n) return 0;
-    for (int i = 1; i < n; i++) {
-        if ((s[i] & 0xc0) != 0x80) return 0;
-        c = (c << 6) | (s[i] & 0x3f);
-    }
-    if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff)) return 0;
-    return n;
-}
-
 static size_t put_utf8(char *o, unsigned cp) {
     if (cp < 0x80) { o[0] = (char)cp; return 1; }
     if (cp < 0x800) { o[0] = (char)(0xc0 | (cp >> 6)); o[1] = (char)(0x80 | (cp & 0x3f)); return 2; }
@@ -175,8 +156,8 @@ static ss_status parse_string(parser *p, const char **out, size_t *outlen) {
         } else if (c < 0x20) {
             return perr(p, s, "control character in string");
         } else {
-            int l = utf8_len((const unsigned char *)s, (const unsigned char *)q);
-            if (!l) return perr(p, s, "invalid UTF-8 in string");
+            int l = ss_utf8_len(s, (size_t)(q - s));
+            if (l <= 0) return perr(p, s, "invalid UTF-8 in string");
             memcpy(buf + n, s, (size_t)l);
             n += (size_t)l;
             s += l;

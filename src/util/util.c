@@ -742,3 +742,65 @@ int ss_utf8_chars(const char *s) {
 }
 
 size_t ss_utf8_bom(const char *text, size_t len) { return len >= 3 && !memcmp(text, "\xef\xbb\xbf", 3) ? 3 : 0; }
+
+int ss_utf8_len(const char *str, size_t avail) {
+    const unsigned char *s = (const unsigned char *)str;
+    if (!avail) return 0;
+    unsigned c = s[0], lo = 0x80, hi = 0xBF; /* the second byte's range (Unicode's table 3-7) */
+    int n;
+    if (c < 0x80) return 1;
+    if (c < 0xC2) return 0; /* a continuation byte, or an overlong 2-byte lead */
+    if (c < 0xE0) n = 2;
+    else if (c < 0xF0) {
+        n = 3;
+        if (c == 0xE0) lo = 0xA0;      /* overlong */
+        else if (c == 0xED) hi = 0x9F; /* surrogate */
+    } else if (c < 0xF5) {
+        n = 4;
+        if (c == 0xF0) lo = 0x90;      /* overlong */
+        else if (c == 0xF4) hi = 0x8F; /* > U+10FFFF */
+    } else {
+        return 0;
+    }
+    for (int i = 1; i < n; i++, lo = 0x80, hi = 0xBF) {
+        if ((size_t)i >= avail) return -i;
+        if (s[i] < lo || s[i] > hi) return 0;
+    }
+    return n;
+}
+
+void ss_sb_quoted(ss_sbuf *b, const char *s, size_t n, char quote) {
+    ss_sb_put(b, &quote, 1);
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)s[i];
+        int l = ss_utf8_len(s + i, n - i);
+        if (c == '\\' || c == (unsigned char)quote) ss_sb_put(b, "\\", 1), ss_sb_put(b, s + i, 1);
+        else if (c == '\n') ss_sb_str(b, "\\n");
+        else if (c == '\t') ss_sb_str(b, "\\t");
+        else if (c < 0x20 || c == 0x7f || l <= 0) ss_sb_printf(b, "\\x%02x", c);
+        else {
+            ss_sb_put(b, s + i, (size_t)l);
+            i += (size_t)l;
+            continue;
+        }
+        i++;
+    }
+    ss_sb_put(b, &quote, 1);
+}
+
+size_t ss_fput_utf8(FILE *f, const char *s, size_t n, int final) {
+    size_t i = 0, run = 0;
+    while (i < n) {
+        int l = ss_utf8_len(s + i, n - i);
+        if (l > 0) {
+            i += (size_t)l;
+            continue;
+        }
+        fwrite(s + run, 1, i - run, f);
+        if (l < 0 && !final) return n - i; /* a character the next bytes may complete */
+        fprintf(f, "\\x%02x", (unsigned char)s[i]);
+        run = ++i;
+    }
+    fwrite(s + run, 1, n - run, f);
+    return 0;
+}

@@ -67,6 +67,29 @@ else
     fail kquant_forward "$(cat "$TMP/err")"
 fi
 
+# Byte-fallback tokens (<0xDD>: one byte of a UTF-8 character) print as \xNN in predict's, trace's
+# and show's tables and in predict --generate's continuation: what reaches the terminal is valid
+# UTF-8 (this random model's top guesses are such bytes: before, they were written raw).
+utf8_ok() { python3 -c 'import sys; sys.stdin.buffer.read().decode("utf-8")' 2>/dev/null; }
+check_utf8() { # name file
+    if utf8_ok <"$2" && grep -qE '\\x[0-9a-f]{2}' "$2"; then pass "$1: valid UTF-8, byte tokens as \\xNN"
+    else fail "$1" "$(od -c "$2" | head -n 4)"; fi
+}
+$SUBSCOPE predict --model $D/tiny-f32.gguf --prompt Hello --top 20 --device cpu >"$TMP/u_top" 2>&1
+grep -qE '^1 +156 .*"\\xdd"$' "$TMP/u_top" && check_utf8 utf8_predict_top "$TMP/u_top" || fail utf8_predict_top "$(head -n 3 "$TMP/u_top")"
+$SUBSCOPE predict --model $D/tiny-f32.gguf --prompt Hello --generate 20 --device cpu >"$TMP/u_gen" 2>&1
+grep -q '^Hello\\xdd' "$TMP/u_gen" && check_utf8 utf8_predict_generate "$TMP/u_gen" || fail utf8_predict_generate "$(od -c "$TMP/u_gen" | head -n 3)"
+printf '%s\n' '{"name": "m0", "site": "blocks.0.mlp.hook_post", "units": [1, 2]}' >"$TMP/u_sm.jsonl"
+$SUBSCOPE trace --model $D/tiny-f32.gguf --prompt Hello --submodels "$TMP/u_sm.jsonl" --device cpu >"$TMP/u_trace" 2>&1
+grep -qE "^ +4 'o' +'\\\\xdd' " "$TMP/u_trace" && check_utf8 utf8_trace "$TMP/u_trace" || fail utf8_trace "$(tail -n 2 "$TMP/u_trace")"
+printf '{"text": "Hello", "label": "x"}\n' >"$TMP/u_p.jsonl"
+if $SUBSCOPE forward --model $D/hf --input "$TMP/u_p.jsonl" --out "$TMP/u_f.h5" --device cpu >/dev/null 2>"$TMP/err"; then
+    $SUBSCOPE show "$TMP/u_f.h5" >"$TMP/u_show" 2>&1
+    grep -qF '[0] "Hello" -> "\xdd"' "$TMP/u_show" && check_utf8 utf8_show "$TMP/u_show" || fail utf8_show "$(grep -A1 next-token "$TMP/u_show")"
+else
+    fail utf8_show "$(cat "$TMP/err")"
+fi
+
 expect_fail not_llama 'general.architecture "testarch" is not supported' $SUBSCOPE info --model tests/data/gguf/types.gguf
 expect_fail missing 'no-such.gguf' $SUBSCOPE info --model $D/no-such.gguf
 finish

@@ -121,6 +121,72 @@ TEST(util_sbuf_printf_grows) {
     free(b.p);
 }
 
+/* ss_utf8_len: valid characters' lengths, 0 for bytes that cannot begin one, -k for a character cut short. */
+TEST(util_utf8_len) {
+    CHECK(ss_utf8_len("a", 1) == 1 && ss_utf8_len("\xc3\xa9", 2) == 2 && ss_utf8_len("\xe2\x82\xac", 3) == 3);
+    CHECK(ss_utf8_len("\xf0\x9f\x98\x80", 4) == 4 && ss_utf8_len("\xf4\x8f\xbf\xbf", 4) == 4);
+    CHECK(ss_utf8_len("\xc3", 1) == -1 && ss_utf8_len("\xe2\x82", 2) == -2 && ss_utf8_len("\xf0\x9f\x98", 3) == -3);
+    CHECK(ss_utf8_len("\xe2", 1) == -1 && ss_utf8_len("\xe0", 1) == -1); /* a lone lead may still begin one */
+    CHECK(ss_utf8_len("\x80", 1) == 0 && ss_utf8_len("\xc0\x80", 2) == 0 && ss_utf8_len("\xc1\xbf", 2) == 0);
+    CHECK(ss_utf8_len("\xe0\x80", 2) == 0 && ss_utf8_len("\xe0\x9f\xbf", 3) == 0); /* overlong */
+    CHECK(ss_utf8_len("\xed\xa0", 2) == 0 && ss_utf8_len("\xed\xa0\x80", 3) == 0); /* surrogate */
+    CHECK(ss_utf8_len("\xf4\x90", 2) == 0 && ss_utf8_len("\xf5\x80\x80\x80", 4) == 0); /* past U+10FFFF */
+    CHECK(ss_utf8_len("\xf0\x8f", 2) == 0 && ss_utf8_len("\xc3\x41", 2) == 0 && ss_utf8_len("\xff", 1) == 0);
+    CHECK(ss_utf8_len("\xc3\xa9", 0) == 0);
+}
+
+/* A token's text quoted for a terminal: UTF-8 as it is, escapes for the rest. */
+TEST(util_sb_quoted_escapes_invalid_utf8) {
+    static const struct { const char *in; size_t n; char q; const char *want; } c[] = {
+        {"caf\xc3\xa9", 5, '"', "\"caf\xc3\xa9\""},
+        {"\xdd", 1, '"', "\"\\xdd\""},               /* a byte-fallback token */
+        {"\xe2\x82", 2, '\'', "'\\xe2\\x82'"},        /* two bytes of a three-byte character */
+        {"a\"b\\c\nd\te", 9, '"', "\"a\\\"b\\\\c\\nd\\te\""},
+        {"it's", 4, '\'', "'it\\'s'"},
+        {"\x1a\x7f\0z", 4, '"', "\"\\x1a\\x7f\\x00z\""},
+        {"\xed\xa0\x80", 3, '"', "\"\\xed\\xa0\\x80\""}, /* a surrogate's encoding */
+        {"", 0, '"', "\"\""},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof *c; i++) {
+        ss_sbuf b = {0};
+        ss_sb_quoted(&b, c[i].in, c[i].n, c[i].q);
+        CHECK_MSG(!b.oom && b.p && !strcmp(b.p, c[i].want), "case %zu: got %s, want %s", i, b.p ? b.p : "(null)",
+                  c[i].want);
+        free(b.p);
+    }
+}
+
+/* Streamed text (predict --generate): a character split across two writes is written whole once
+ * its bytes complete; bytes that never form one are written as \xNN, also at the end. */
+TEST(util_fput_utf8_streams_split_characters) {
+    char path[4096], got[256];
+    snprintf(path, sizeof path, "%s/fput_utf8.txt", ss_test_tmp_dir());
+    FILE *f = fopen(path, "w+");
+    CHECK(f);
+    char held[8];
+    size_t nh = 0;
+    /* "é" split 1 + 1, "€" split 2 + 1, "😀" split 1 + 1 + 2, a stray continuation, a lead that never completes */
+    static const char *const parts[] = {"ab\xc3", "\xa9 \xe2\x82", "\xac\x80", "x\xf0", "\x9f", "\x98\x80", "\xe2", "z\xc3"};
+    for (size_t i = 0; i < sizeof parts / sizeof *parts; i++) {
+        char all[64];
+        size_t n = strlen(parts[i]);
+        memcpy(all, held, nh);
+        memcpy(all + nh, parts[i], n);
+        size_t keep = ss_fput_utf8(f, all, nh + n, 0);
+        CHECK(keep <= 3);
+        memcpy(held, all + nh + n - keep, keep);
+        nh = keep;
+    }
+    CHECK(nh == 1);
+    CHECK(ss_fput_utf8(f, held, nh, 1) == 0);
+    rewind(f);
+    size_t r = fread(got, 1, sizeof got - 1, f);
+    fclose(f);
+    got[r] = 0;
+    const char *want = "ab\xc3\xa9 \xe2\x82\xac\\x80x\xf0\x9f\x98\x80\\xe2z\\xc3";
+    CHECK_MSG(!strcmp(got, want), "got %s", got);
+}
+
 TEST(util_half_conversions_round_trip) {
     /* Every finite half value converts to fp32 and back unchanged. */
     for (uint32_t h = 0; h < 0x10000; h++) {
