@@ -10,7 +10,7 @@ static cli_opt trace_opts[] = {
     {.name = "prompt", .metavar = "TEXT", .text = 1, .help = "the text to step through"},
     {.name = "submodels", .metavar = "FILE", .help = "sub-models as a masks JSONL (what discover exports and ablate --masks reads)"},
     {.name = "answer", .metavar = "TEXT", .text = 1, .help = "track this token (its first) at the last position instead of the model's top guess"},
-    {.name = "stats", .metavar = "STATS.h5", .help = "collect file: means for mean-mode masks, and activity in standard units"},
+    {.name = "stats", .metavar = "STATS.h5", .help = "collect file (--stats mean,cov): unit means for mean masks, stds (the cov's diagonal) for relative-noise masks, and both for activity in standard units"},
     {.name = "out", .metavar = "OUT.h5", .help = "also write the table to this HDF5 file"},
     {.name = "device", .metavar = "DEV", .help = "cpu, cuda, cuda:N or auto (default auto)"},
     {.name = "dtype", .metavar = "T", .help = "matrix products: float32 (default), bfloat16, float16 (GPU) or auto (the files' dtype on a GPU)"},

@@ -19,6 +19,10 @@ else fail "trace runs" "$(cat "$TMP/err")"; fi
 grep -qF "at positions <= this one (and among" "$TMP/table" && grep -qF "its mask's positions, where it names some)" "$TMP/table" &&
     "$SUBSCOPE" trace --help | grep -qF "(those among the mask's \"positions\", where it names some)" &&
     pass "table and --help: the attribution is within the mask's positions" || fail "positions in the table's and --help's attribution" "$(sed -n 3p "$TMP/table")"
+# --stats is read for relative-noise masks' stds too: --help said "means for mean-mode masks" only.
+"$SUBSCOPE" trace --help | grep -qF "stds (the cov's diagonal) for relative-noise masks" &&
+    grep -qF 'unit standard deviations (the diagonal of `cov`) of `relative` `noise`/`negnoise` masks' "$(dirname "$0")/../../docs/FORMAT.md" &&
+    pass "--help and FORMAT.md: --stats gives relative-noise masks their stds" || fail "--stats in trace --help" "$("$SUBSCOPE" trace --help | grep -F -- --stats)"
 grep -q "' says' *' moo'" "$TMP/table" && pass "table: token, prediction (--answer at the last position)" || fail "table" "$(tail -3 "$TMP/table")"
 d=$(vals /submodels/identity/ablation_delta_logprob "$TMP/t.h5")
 [ -n "$d" ] && [ "$(printf '%s' "$d" | tr -d '0,-')" = "" ] && pass "a factor-1 sub-model changes nothing (delta exactly 0)" || fail "factor-1 delta" "$d"
