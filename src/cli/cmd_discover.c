@@ -13,7 +13,7 @@ static cli_opt disc_opts[] = {
     {.name = "sites", .metavar = "GLOBS", .help = "sites of the stats file to search, e.g. 'blocks.*.mlp.hook_post'"},
     {.name = "method", .metavar = "M", .help = "cluster (co-activating units) or contrast (units that separate two labels)"},
     {.name = "fraction", .metavar = "F", .help = "sub-model size as a fraction of a site's units, in (0, 1] (default 0.02)"},
-    {.name = "contrast", .metavar = "A:B", .help = "contrast: the two labels (of collect --group-by label)"},
+    {.name = "contrast", .metavar = "A:B", .help = "contrast: the two labels (of collect --group-by label; neither may contain ':', '/' or ',')"},
     {.name = "top", .metavar = "N", .help = "cluster: best clusters kept per site (default 10)"},
     {.name = "min-corr", .metavar = "R", .help = "cluster: clusters merge only above this mean correlation (default 0.1)"},
     {.name = "mode", .metavar = "MODE", .help = "mode of the exported masks: zero (default), mean, scale, noise, negnoise, resample, patch (ablate --patch-from)"},

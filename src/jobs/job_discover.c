@@ -850,7 +850,7 @@ static ss_status check_job(const ss_discover_job *job, char **la, char **lb) {
         if (!job->contrast) return ss_errorf(SS_ERR_ARG, "--method contrast needs --contrast LABEL_A:LABEL_B");
         const char *colon = strchr(job->contrast, ':');
         if (!colon || strchr(colon + 1, ':'))
-            return ss_errorf(SS_ERR_ARG, "--contrast '%s': want LABEL_A:LABEL_B (one ':')", job->contrast);
+            return ss_errorf(SS_ERR_ARG, "--contrast '%s': want LABEL_A:LABEL_B (one ':'; a label with ':' cannot be contrasted)", job->contrast);
         *la = ss_strndup(job->contrast, (size_t)(colon - job->contrast));
         *lb = ss_strdup(colon + 1);
         if (!*la || !*lb) return SS_ERR_NOMEM;

@@ -233,6 +233,13 @@ expect_fail "fraction not a number" "--fraction must be a number" "$SUBSCOPE" di
 expect_fail "unknown method" "want cluster or contrast" "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method kmeans --out "$X"
 expect_fail "--top with contrast (cluster's option)" "--top goes with --method cluster" "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method contrast --contrast animals:colours --top 3 --out "$X"
 expect_fail "--min-corr with contrast (cluster's option)" "--min-corr goes with --method cluster" "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method contrast --contrast animals:colours --min-corr 0.5 --out "$X"
+# A label with ':' cannot be named in --contrast A:B: the error, --help and FORMAT.md say so (they
+# named only '/' and ',').
+expect_fail "contrast: a label with ':'" "want LABEL_A:LABEL_B (one ':'; a label with ':' cannot be contrasted)" \
+    "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method contrast --contrast 'a:b:c' --out "$X"
+"$SUBSCOPE" discover --help | grep -qF "neither may contain ':', '/' or ','" &&
+    tr '\n' ' ' <"$(dirname "$0")/../../docs/FORMAT.md" | grep -qF "labels may not contain \`:\` (it separates the two), \`/\` or \`,\`" &&
+    pass "--help and FORMAT.md: --contrast's labels cannot contain ':'" || fail "':' in --contrast's labels undocumented"
 expect_fail "contrast without --contrast" "needs --contrast" "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method contrast --out "$X"
 expect_fail "attr file without the site" "no /attr/blocks.0.hook_resid_post" "$SUBSCOPE" discover --stats "$TMP/flat.h5" --attr "$TMP/at.h5" --sites 'blocks.0.hook_resid_post' --method cluster --out "$X"
 # Neither method draws random numbers: --seed did nothing but write an attribute, and is no option.
