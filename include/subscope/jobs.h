@@ -125,6 +125,9 @@ ss_status ss_run_read_paired(const ss_run *r, const char *path, int truncate, ss
  * rank calls it; a no-op in one process. ss_run_open checks the prompt file. */
 ss_status ss_run_same_files(struct ss_comm *comm, int n, const char *const *sha, const char *const *what);
 
+/* The first token id of text as the tokenizer encodes it (-1 when it encodes to no token):
+ * what an answer is scored by (ss_prompt_answer_ids; trace's --answer). */
+ss_status ss_answer_token_id(const ss_tokenizer *tok, const char *text, int32_t *id);
 /* The first token ids of a prompt's "answer" and "wrong" (logit differences
  * are taken on them; wrong may be NULL where only the answer is needed);
  * errors name the file and line. */

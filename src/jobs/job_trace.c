@@ -129,14 +129,10 @@ static ss_status trace(const ss_trace_job *job) {
         goto out;
     }
     if (job->answer) {
-        int32_t *ids;
-        size_t na;
-        if ((st = ss_tokenizer_encode(m->tok, job->answer, strlen(job->answer), &ids, &na))) {
+        if ((st = ss_answer_token_id(m->tok, job->answer, &answer))) { /* as a prompt file's "answer" */
             ss_error_context(st, "--answer");
             goto out;
         }
-        answer = na ? ids[0] : -1;
-        free(ids);
         if (answer < 0) { st = ss_errorf(SS_ERR_ARG, "--answer is empty after tokenizing"); goto out; }
     }
     if ((st = ss_masks_read_jsonl(cfg, job->submodels, &masks, &n_masks))) goto out;

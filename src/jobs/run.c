@@ -302,6 +302,15 @@ fail:
     return st;
 }
 
+ss_status ss_answer_token_id(const ss_tokenizer *tok, const char *text, int32_t *id) {
+    int32_t *ids;
+    size_t n;
+    SS_TRY(ss_tokenizer_encode(tok, text, strlen(text), &ids, &n));
+    *id = n ? ids[0] : -1; /* the first token decides, as in logit-difference studies */
+    free(ids);
+    return SS_OK;
+}
+
 ss_status ss_prompt_answer_ids(const ss_tokenizer *tok, const ss_prompts *p, const ss_prompt *it, int32_t *answer,
                                int32_t *wrong) {
     const char *aw[2] = {it->answer, it->wrong};
@@ -311,15 +320,9 @@ ss_status ss_prompt_answer_ids(const ss_tokenizer *tok, const ss_prompts *p, con
             return ss_errorf(SS_ERR_FORMAT, "%s:%lld: the %s metric needs \"answer\"%s", p->path, (long long)it->line,
                              wrong ? "logitdiff" : "logprob", wrong ? " and \"wrong\"" : "");
         if (!tok) return ss_errorf(SS_ERR_ARG, "the %s metric needs a model with a tokenizer", wrong ? "logitdiff" : "logprob");
-        int32_t *ids;
-        size_t n;
-        SS_TRY(ss_tokenizer_encode(tok, aw[w], strlen(aw[w]), &ids, &n));
-        if (!n) {
-            free(ids);
+        SS_TRY(ss_answer_token_id(tok, aw[w], dst[w]));
+        if (*dst[w] < 0)
             return ss_errorf(SS_ERR_FORMAT, "%s:%lld: empty \"%s\"", p->path, (long long)it->line, w ? "wrong" : "answer");
-        }
-        *dst[w] = ids[0]; /* the first token decides, as in logit-difference studies */
-        free(ids);
     }
     return SS_OK;
 }

@@ -27,6 +27,15 @@ grep -q "' says' *' moo'" "$TMP/table" && pass "table: token, prediction (--answ
 d=$(vals /submodels/identity/ablation_delta_logprob "$TMP/t.h5")
 [ -n "$d" ] && [ "$(printf '%s' "$d" | tr -d '0,-')" = "" ] && pass "a factor-1 sub-model changes nothing (delta exactly 0)" || fail "factor-1 delta" "$d"
 
+# --answer's tracked token is the first of the tokenizer's encoding (ss_answer_token_id, as a prompt
+# file's "answer"), with a leading space and non-ASCII.
+for a in " moo" " naïve" "été"; do
+    want=$("$SUBSCOPE" tokenize --model $M --text "$a" | tr -d '[]' | cut -d, -f1)
+    "$SUBSCOPE" trace --model $M --prompt "$PROMPT" --answer "$a" --submodels "$TMP/sm.jsonl" --out "$TMP/ans.h5" >/dev/null 2>"$TMP/err"
+    got=$(last "$(vals /prediction/token "$TMP/ans.h5")")
+    [ -n "$want" ] && [ "$got" = "$want" ] && pass "--answer '$a' tracks token $want" || fail "--answer '$a'" "got '$got', want '$want'" "$(cat "$TMP/err")"
+done
+
 # The last position's attribution equals attribute's gradient x activation of log p(answer),
 # summed over the sub-model's units and the prompt's positions.
 printf '{"text": "%s", "answer": " moo"}\n' "$PROMPT" >"$TMP/p.jsonl"

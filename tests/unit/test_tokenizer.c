@@ -10,7 +10,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "subscope/jobs.h"
 #include "subscope/json.h"
+#include "subscope/prompts.h"
 #include "subscope/tokenizer.h"
 #include "subscope/util.h"
 
@@ -558,4 +560,54 @@ TEST(tokenizer_concurrent_encode) {
     goldens_free(&g);
     ss_tokenizer_free(t);
     CHECK(ok);
+}
+
+/* trace's --answer (ss_answer_token_id) and a prompt file's "answer" (ss_prompt_answer_ids) are the
+ * first id of the tokenizer's encoding of the text, as trace's own encoding of --answer was: with a
+ * leading space, without, non-ASCII, and a first token of several; GPT-2's byte-level BPE and the
+ * tiny Llama's tokenizer (a leading space is its own piece there). */
+TEST(answer_ids_of_trace_and_prompt_files_agree) {
+    static const char *const answers[] = {" moo", "moo", "\xc3\xa9t\xc3\xa9", " na\xc3\xafve", "\xe6\x97\xa5\xe6\x9c\xac",
+                                          "  two spaces", "\n"};
+    const size_t na = sizeof answers / sizeof *answers;
+    char *path = ss_path_join(ss_test_tmp_dir(), "answers.jsonl");
+    FILE *f = path ? fopen(path, "w") : NULL;
+    CHECK(f);
+    for (size_t i = 0; i < na; i++) {
+        fputs("{\"text\": \"x\", \"answer\": ", f);
+        ss_json_write_str(f, answers[i], strlen(answers[i]));
+        fputs("}\n", f);
+    }
+    CHECK(fclose(f) == 0);
+    ss_prompts *p = NULL;
+    ss_status st = ss_prompts_read(path, &p);
+    free(path);
+    CHECK_OK(st);
+    CHECK(p->n == (int64_t)na);
+    const char *dirs[] = {"gpt2-tokenizer", "llama-gguf/hf"};
+    int bad = 0, multi = 0;
+    for (int d = 0; d < 2 && !bad; d++) {
+        ss_tokenizer *t = NULL;
+        char *dir = data_path(dirs[d]);
+        st = ss_tokenizer_load_dir(dir, &t);
+        free(dir);
+        if (st) ss_prompts_free(p);
+        CHECK_OK(st);
+        for (size_t i = 0; i < na; i++) {
+            int32_t *ids = NULL, a_trace = -2, a_file = -3;
+            size_t n = 0;
+            if (ss_tokenizer_encode(t, answers[i], strlen(answers[i]), &ids, &n) || !n ||
+                ss_answer_token_id(t, answers[i], &a_trace) || ss_prompt_answer_ids(t, p, &p->items[i], &a_file, NULL) ||
+                a_trace != ids[0] || a_file != ids[0]) {
+                ss_test_fail(__FILE__, __LINE__, "%s, answer %zu: encoding's first id %d, trace's %d, the file's %d (%s)",
+                             dirs[d], i, n ? ids[0] : -1, a_trace, a_file, ss_last_error());
+                bad = 1;
+            }
+            multi += n > 1;
+            free(ids);
+        }
+        ss_tokenizer_free(t);
+    }
+    ss_prompts_free(p);
+    CHECK(multi > 0); /* some answer's first token is not the whole of it */
 }
