@@ -17,6 +17,7 @@
  * resume it with any number of ranks. With --pipeline P, copies of the
  * pipeline split a round the same way; each stage's moments are those of its
  * own sites (zero counts elsewhere), so the same merge adds them up. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,12 +106,17 @@ static ss_status parse_positions(const char *spec, pos_filter *pf) {
     const char *colon = strchr(spec, ':');
     if (!colon) return ss_errorf(SS_ERR_ARG, "--positions must be all, last or FROM:TO, got '%s'", spec);
     char *end;
+    /* errno: a number past int64 came back as INT64_MAX (99999999999999999999: selected nothing, :that all) */
     if (colon != spec) {
+        errno = 0;
         pf->from = strtoll(spec, &end, 10);
+        if (errno == ERANGE) return ss_errorf(SS_ERR_ARG, "--positions: FROM in '%s' is out of range", spec);
         if (end != colon || pf->from < 0) return ss_errorf(SS_ERR_ARG, "--positions: bad FROM in '%s'", spec);
     }
     if (colon[1]) {
+        errno = 0;
         pf->to = strtoll(colon + 1, &end, 10);
+        if (errno == ERANGE) return ss_errorf(SS_ERR_ARG, "--positions: TO in '%s' is out of range", spec);
         if (*end || pf->to < 0) return ss_errorf(SS_ERR_ARG, "--positions: bad TO in '%s'", spec);
         if (pf->to <= pf->from) return ss_errorf(SS_ERR_ARG, "--positions: '%s' selects no position", spec);
     }

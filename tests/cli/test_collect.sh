@@ -226,6 +226,11 @@ expect_fail "empty --stats refused (it would record \"\" as asked)" "--stats is 
 expect_fail "--stats with pca:8 and pca:4 refused" "--stats 'mean,pca:8,pca:4' asks for pca twice, with 8 and 4 components" \
     "$SUBSCOPE" collect --model $M --input $P --sites blocks.0.mlp.hook_post --stats mean,pca:8,pca:4 --out "$TMP/x.h5"
 expect_fail "bad positions" "--positions" "$SUBSCOPE" collect --model $M --input $P --sites blocks.0.mlp.hook_post --positions 5:2 --out "$TMP/x.h5"
+# A number past int64 came back from strtoll as INT64_MAX: FROM selected nothing (a NaN mean), TO all.
+expect_fail "--positions FROM past int64 refused" "--positions: FROM in '99999999999999999999:' is out of range" \
+    "$SUBSCOPE" collect --model $M --input $P --sites blocks.0.mlp.hook_post --positions 99999999999999999999: --out "$TMP/x.h5"
+expect_fail "--positions TO past int64 refused" "--positions: TO in '1:99999999999999999999' is out of range" \
+    "$SUBSCOPE" collect --model $M --input $P --sites blocks.0.mlp.hook_post --positions 1:99999999999999999999 --out "$TMP/x.h5"
 expect_fail "--sites required" "--sites is required" "$SUBSCOPE" collect --model $M --input $P --out "$TMP/x.h5"
 # Progress goes to a terminal only (cli_progress): the prompts, then the results site by site (a
 # wide site's covariance, PCA and correlation take long: 35 s without a line for 12 MLP sites at
