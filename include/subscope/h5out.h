@@ -196,7 +196,8 @@ ss_status ss_h5_read_slab(ss_h5_reader *r, const char *path, ss_h5_type as,
                           const int64_t *start, const int64_t *count, void *buf);
 /* SS_OK when the dataset stores at least 1/2048 of its size (over 1 MiB;
  * deflate compresses at most 1032:1), else SS_ERR_FORMAT naming both sizes:
- * for datasets written whole (statistics), one whose chunks were never
+ * for datasets written whole (statistics, a forward file's /tokens and
+ * /lengths, per-prompt scores), one whose chunks were never
  * written, which read as fill values: a file of 23 KB declaring a
  * [2^17, 2^17] covariance was read as 128 GiB of them. */
 ss_status ss_h5_dset_written(ss_h5_reader *r, const char *path);

@@ -1150,8 +1150,8 @@ ss_status ss_h5_dset_written(ss_h5_reader *r, const char *path) {
     H5Dclose(id);
     if (st == SS_OK && bytes > ((size_t)1 << 20) && stored < bytes / 2048)
         st = ss_errorf(SS_ERR_FORMAT,
-                       "%s: %s declares %zu bytes but stores %llu: most of it was never written (statistics are "
-                       "written whole)",
+                       "%s: %s declares %zu bytes but stores %llu: most of it was never written (it is written "
+                       "whole)",
                        r->path, path, bytes, (unsigned long long)stored);
     return st;
 }

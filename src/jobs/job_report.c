@@ -172,6 +172,16 @@ static double nanmean(const double *v, size_t n) {
     return k ? s / (double)k : NAN;
 }
 
+/* A dataset of one value per prompt (/clean/<metric>, a mask's): written whole, and of n_prompts
+ * values where the file says (-1: it does not), both checked before anything is allocated or read.
+ * A small file can declare billions of values never written, which read as the fill value. */
+static ss_status read_per_prompt(ss_h5_reader *r, const rfile *fi, const char *path, double **v, size_t *n) {
+    SS_TRY(ss_h5_dset_written(r, path));
+    if (fi->n_prompts < 0) return ss_h5_read_f64(r, path, v, n, NULL);
+    *n = (size_t)fi->n_prompts;
+    return ss_h5_read_want(r, path, SS_H5_F64, *n, (void **)v, NULL);
+}
+
 static ss_status read_scalar(ss_h5_reader *r, const char *path, double *v) {
     double *d = NULL;
     *v = NAN;
@@ -316,7 +326,7 @@ static ss_status read_file(report *rp, int f) {
     ss_status st = ss_h5_list(r, "/ablate", 1, &paths, &np);
     if (!st && !kl) {
         snprintf(p, sizeof p, "/clean/%s", rp->metric);
-        if (!(st = ss_h5_read_f64(r, p, &clean, &nc, NULL))) clean_all = nanmean(clean, nc);
+        if (!(st = read_per_prompt(r, fi, p, &clean, &nc))) clean_all = nanmean(clean, nc);
     }
     if (!st && !(clean_t = ss_malloc((size_t)rp->n_topics * sizeof *clean_t, "clean values"))) st = SS_ERR_NOMEM;
     for (int t = 0; t < rp->n_topics && !st; t++) {
@@ -358,7 +368,7 @@ static ss_status read_file(report *rp, int f) {
         if ((m->kind = mask_kind(m, &m->x)) < 0) { st = ss_errorf(SS_ERR_FORMAT, "%s: %s: unknown mode '%s'", fi->path, g, m->mode); break; }
         double *v = NULL;
         size_t nv = 0;
-        if ((st = ss_h5_read_f64(r, paths[i], &v, &nv, NULL))) break;
+        if ((st = read_per_prompt(r, fi, paths[i], &v, &nv))) break;
         m->chg_all = nanmean(v, nv) - clean_all;
         free(v);
         for (int t = 0; t < rp->n_topics && !st; t++) {

@@ -99,15 +99,42 @@ static ss_status show_neurons(ss_h5_reader *r, FILE *out, const char *path, cons
     return SS_OK;
 }
 
-static ss_status forward_shapes(const char *path, const ss_h5_info *ti, const int32_t *lens, size_t n) {
-    if (ti->ndim != 2 || (int64_t)n != ti->dims[0])
+/* A forward file's /lengths [N] (N the n_prompts attribute where there is one), each in 1..T, and
+ * of /tokens [N, T] (T the longest prompt) the first `shown` rows, the ones show decodes. The sizes
+ * are checked before anything is allocated or read: a file of a few KB can declare billions of
+ * values never written, which read as the fill value (DECISIONS.md); both are written whole. */
+static ss_status forward_tokens(ss_h5_reader *r, const char *path, int64_t shown, ss_h5_info *ti, int32_t **tokens,
+                                int32_t **lens) {
+    ss_h5_info li;
+    SS_TRY(ss_h5_dset_info(r, "/tokens", ti));
+    SS_TRY(ss_h5_dset_info(r, "/lengths", &li));
+    if (ti->ndim != 2 || li.ndim != 1 || li.dims[0] != ti->dims[0])
         return ss_errorf(SS_ERR_FORMAT, "%s: /tokens and /lengths do not have the shapes [N, T] and [N] of a forward file",
                          path);
-    for (size_t i = 0; i < n; i++)
-        if (lens[i] < 1 || lens[i] > ti->dims[1])
-            return ss_errorf(SS_ERR_FORMAT, "%s: /lengths[%zu] is %d, outside 1..%lld", path, i, lens[i],
+    const int64_t N = li.dims[0];
+    int64_t n_prompts;
+    if (ss_h5_attr_exists(r, "/", "n_prompts")) {
+        SS_TRY(ss_h5_read_attr_i64(r, "/", "n_prompts", &n_prompts));
+        if (n_prompts != N)
+            return ss_errorf(SS_ERR_FORMAT, "%s: /lengths has %lld values for the %lld prompts of n_prompts", path,
+                             (long long)N, (long long)n_prompts);
+    }
+    SS_TRY(ss_h5_dset_written(r, "/lengths"));
+    SS_TRY(ss_h5_read_want(r, "/lengths", SS_H5_I32, (size_t)N, (void **)lens, NULL));
+    int64_t T = 0;
+    for (int64_t i = 0; i < N; i++) {
+        if ((*lens)[i] < 1 || (*lens)[i] > ti->dims[1])
+            return ss_errorf(SS_ERR_FORMAT, "%s: /lengths[%lld] is %d, outside 1..%lld", path, (long long)i, (*lens)[i],
                              (long long)ti->dims[1]);
-    return SS_OK;
+        if ((*lens)[i] > T) T = (*lens)[i];
+    }
+    if (ti->dims[1] != T)
+        return ss_errorf(SS_ERR_FORMAT, "%s: /tokens has %lld positions, not the %lld of the longest prompt in /lengths",
+                         path, (long long)ti->dims[1], (long long)T);
+    SS_TRY(ss_h5_dset_written(r, "/tokens"));
+    const int64_t k = N < shown ? N : shown, start[2] = {0, 0}, count[2] = {k, T};
+    if (!(*tokens = ss_malloc((size_t)(k * T) * sizeof(int32_t) + 1, "the tokens shown"))) return SS_ERR_NOMEM;
+    return k ? ss_h5_read_slab(r, "/tokens", SS_H5_I32, start, count, *tokens) : SS_OK;
 }
 
 /* A [N, T, width] dataset of the forward file whose tokens are [N, T]. */
@@ -202,6 +229,7 @@ static ss_status show_patch_effects(ss_h5_reader *r, FILE *out, const char *path
         float *eff = NULL;
         size_t n;
         ss_h5_info in;
+        SS_TRY(ss_h5_dset_written(r, paths[i])); /* written whole: the size a file declares is not trusted */
         SS_TRY(ss_h5_read_f32(r, paths[i], &eff, &n, &in));
         if (in.ndim != 2 || in.dims[1] < 1) {
             free(eff);
@@ -300,12 +328,9 @@ ss_status ss_job_show(const char *path, int64_t max_prompts, FILE *out) {
     /* Forward files: decode the prompts and the model's guesses. */
     ss_h5_info ti, li;
     if (ss_h5_exists(r, "/tokens") && ss_h5_exists(r, "/lengths")) {
-        size_t n;
-        if ((st = ss_h5_read_i32(r, "/tokens", &tokens, &n, &ti)) || (st = ss_h5_read_i32(r, "/lengths", &lens, &n, NULL)))
-            goto out;
         /* A forward file's shapes agree: tokens [N, T], lengths [N] in 1..T,
          * logits and sites [N, T, ...]. Anything else is not read further. */
-        if ((st = forward_shapes(path, &ti, lens, n))) goto out;
+        if ((st = forward_tokens(r, path, max_prompts, &ti, &tokens, &lens))) goto out;
         char *model = NULL;
         if (ss_h5_read_attr_str(r, "/", "model_path", &model) == SS_OK && ss_tokenizer_load_dir(model, &tok) != SS_OK)
             tok = NULL; /* the model may have moved; ids are shown instead */
@@ -316,13 +341,8 @@ ss_status ss_job_show(const char *path, int64_t max_prompts, FILE *out) {
         if (st) goto out;
         if (ss_h5_exists(r, "/loss")) { /* forward --loss: [N] */
             float *loss = NULL;
-            size_t nl;
-            if ((st = ss_h5_read_f32(r, "/loss", &loss, &nl, NULL))) goto out;
-            if ((int64_t)nl != ti.dims[0]) {
-                free(loss);
-                st = ss_errorf(SS_ERR_FORMAT, "%s: /loss has %zu values for %lld prompts", path, nl, (long long)ti.dims[0]);
-                goto out;
-            }
+            const size_t nl = (size_t)ti.dims[0]; /* one per prompt, checked before reading */
+            if ((st = ss_h5_read_want(r, "/loss", SS_H5_F32, nl, (void **)&loss, NULL))) goto out;
             double sum = 0;
             int64_t k = 0;
             fprintf(out, "\nloss (mean next-token cross-entropy, nats):");
@@ -353,7 +373,7 @@ ss_status ss_job_show(const char *path, int64_t max_prompts, FILE *out) {
         if (pl <= sl || strcmp(paths[i] + pl - sl, suffix)) continue;
         double *ratio = NULL;
         size_t k;
-        if ((st = ss_h5_read_f64(r, paths[i], &ratio, &k, NULL))) goto out;
+        if ((st = ss_h5_dset_written(r, paths[i])) || (st = ss_h5_read_f64(r, paths[i], &ratio, &k, NULL))) goto out;
         if (!header++) fprintf(out, "\nprincipal components (share of variance, largest first):\n");
         double cum = 0;
         fprintf(out, "  %.*s:", (int)(pl - sl), paths[i]);

@@ -16,6 +16,9 @@ expect_fail() {
     if [ $rc -eq 1 ] && printf '%s' "$out" | grep -qF -- "$sub"; then pass "$n"
     else fail "$n" "exit $rc (want 1), stderr: $(printf '%s' "$out" | tail -n 3)" "wanted: $sub"; fi
 }
+# capped CMD...: CMD under a 2 GB address-space limit (none under SAN, whose shadow memory needs
+# more), so that a command allocating gigabytes for a file's declared size fails at once
+capped() { if [ "${SAN:-0}" = 1 ]; then "$@"; else (ulimit -v 2000000; exec "$@"); fi; }
 finish() { echo "$SS_PASS passed, $SS_FAIL failed"; [ $SS_FAIL -eq 0 ]; }
 # rank_pid ANCESTOR R: the pid of MPI rank R started under pid ANCESTOR (timeout -> mpirun ->
 # rank, or mpirun -> rank), found by its environment; empty if none.

@@ -80,6 +80,33 @@ sh=$("$SUBSCOPE" show "$TMP/one.h5" 2>&1)
 printf '%s' "$sh" | grep -q "^loss (mean next-token cross-entropy, nats): [0-9.]* nan" &&
     printf '%s' "$sh" | grep -q "mean [0-9.]* over 1 prompts (one-token prompts have none)" &&
     pass "show prints the losses and their mean" || fail "show of a --loss file" "$sh"
+# show checks the sizes a forward file declares before reading: a small file can declare billions of
+# values never written, which read as the fill value (each was allocated whole before: gigabytes).
+if python3 -c "import h5py" 2>/dev/null; then
+    huge() { # huge OUT: one.h5 with the datasets given as NAME:TYPE:DIMS (unwritten), and n_prompts N
+        local out=$1; shift
+        cp "$TMP/one.h5" "$out" && python3 -c 'import sys, h5py
+f = h5py.File(sys.argv[1], "r+")
+for a in sys.argv[2:]:
+    name, t, dims = a.split(":")
+    if name == "n_prompts": f.attrs.modify("n_prompts", int(dims)); continue
+    dims = tuple(int(x) for x in dims.split(","))
+    del f[name]
+    f.create_dataset(name, shape=dims, dtype=t, chunks=tuple(min(d, 1 << 16) for d in dims))' "$out" "$@"
+    }
+    huge "$TMP/hl.h5" tokens:i4:2147483648,3 lengths:i4:2147483648 n_prompts::2147483648
+    expect_fail "show: /lengths of 2^31 prompts never written refused by its size" \
+        "/lengths declares 8589934592 bytes but stores 0: most of it was never written" capped "$SUBSCOPE" show "$TMP/hl.h5"
+    huge "$TMP/hl2.h5" tokens:i4:3,3 lengths:i4:3
+    expect_fail "show: /lengths of another count than n_prompts refused" \
+        "/lengths has 3 values for the 2 prompts of n_prompts" "$SUBSCOPE" show "$TMP/hl2.h5"
+    huge "$TMP/ht.h5" tokens:i4:2,1073741824
+    expect_fail "show: /tokens of 2^30 positions for prompts of 3 refused before reading" \
+        "/tokens has 1073741824 positions, not the 3 of the longest prompt in /lengths" capped "$SUBSCOPE" show "$TMP/ht.h5"
+    huge "$TMP/hs.h5" loss:f4:2147483648
+    expect_fail "show: /loss of 2^31 values for 2 prompts refused before reading" \
+        "/loss holds 2147483648 values, not the 2 expected" capped "$SUBSCOPE" show "$TMP/hs.h5"
+else pass "show of huge declared datasets not tested: needs python3 with h5py"; fi
 
 # A UTF-8 byte-order mark at the start of a prompt file is not text: a plain-text file's first
 # prompt tokenizes as without it, and a JSONL file not named .jsonl is still read as JSONL.

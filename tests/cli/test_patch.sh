@@ -55,6 +55,17 @@ grep -q "^  clean_path  *." "$TMP/sh" && grep -q "^  corrupt_path  *." "$TMP/sh"
     fail "show's provenance lacks clean_path/corrupt_path" "$(head -12 "$TMP/sh")"
 grep -q "^  blocks.1.hook_resid_mid (all):  0 $m\$" "$TMP/sh" && pass "show: a site's mean patching effect" ||
     fail "show's patching effects (want 0 $m)" "$(tail -3 "$TMP/sh")"
+# Effects are written whole: a file declaring [2^31, 1] of them never written is refused by its
+# size before reading (they were allocated whole: 8 GiB, "out of memory" under capped).
+if python3 -c "import h5py" 2>/dev/null; then
+    cp "$TMP/s.h5" "$TMP/huge.h5" && python3 -c 'import sys, h5py
+f = h5py.File(sys.argv[1], "r+")
+del f["effect/blocks.1.hook_resid_mid"]
+f.create_dataset("effect/blocks.1.hook_resid_mid", shape=(1 << 31, 1), dtype="f4", chunks=(1 << 16, 1))' "$TMP/huge.h5"
+    expect_fail "show: effects declaring 2^31 pairs never written refused by their size" \
+        "/effect/blocks.1.hook_resid_mid declares 8589934592 bytes but stores 0: most of it was never written" \
+        capped "$SUBSCOPE" show "$TMP/huge.h5"
+else pass "show of huge declared effects not tested: needs python3 with h5py"; fi
 
 # Grouped-query attention: --per head cuts q into its 6 heads and k/v into the 2 key/value
 # heads, on axes of their own (head, kv_head, as forward names them), so both fit in one file.

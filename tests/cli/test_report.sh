@@ -151,6 +151,25 @@ g.create_dataset("loss", shape=(1 << 31,), dtype="f8", chunks=(1 << 16,))' "$TMP
     expect_fail "a label's clean loss declaring 2^31 values is refused by its size" \
         "/clean/loss holds 2147483648 values, not the 1 expected" "$SUBSCOPE" report --in "$TMP/huge.h5" --out "$TMP/huge.html"
     [ ! -e "$TMP/huge.html" ] || fail "no page after a refused clean value"
+    # The per-prompt values, the clean ones and a mask's: written whole, n_prompts of them, both
+    # checked before reading (each was allocated whole first: 16 GiB, "out of memory" under capped).
+    np=$(h5dump -a /n_prompts "$TMP/sw.h5" | awk '/\(0\)/{print $2}')
+    for d in clean/loss "ablate/$(h5ls "$TMP/sw.h5/ablate" | awk 'NR == 1 {print $1}')/loss"; do
+        cp "$TMP/sw.h5" "$TMP/huge.h5" && python3 -c 'import sys, h5py
+f = h5py.File(sys.argv[1], "r+")
+del f[sys.argv[2]]
+f.create_dataset(sys.argv[2], shape=(1 << 31,), dtype="f4", chunks=(1 << 16,))' "$TMP/huge.h5" "$d"
+        expect_fail "/$d declaring 2^31 values never written is refused by its size" \
+            "/$d declares 8589934592 bytes but stores 0: most of it was never written" \
+            capped "$SUBSCOPE" report --in "$TMP/huge.h5" --out "$TMP/huge.html"
+        cp "$TMP/sw.h5" "$TMP/huge.h5" && python3 -c 'import sys, h5py
+f = h5py.File(sys.argv[1], "r+")
+v = f[sys.argv[2]][:]
+del f[sys.argv[2]]
+f[sys.argv[2]] = v[:-1]' "$TMP/huge.h5" "$d"
+        expect_fail "/$d with a value fewer than n_prompts is refused" "/$d holds $((np - 1)) values, not the $np expected" \
+            "$SUBSCOPE" report --in "$TMP/huge.h5" --out "$TMP/huge.html"
+    done
 else pass "huge declared clean value not tested: needs python3 with h5py"; fi
 expect_fail "metric not in the file" "no metric 'keyword'" "$SUBSCOPE" report --in "$TMP/sw.h5" --out "$TMP/x.html" --metric keyword
 expect_fail "unknown metric" "unknown" "$SUBSCOPE" report --in "$TMP/sw.h5" --out "$TMP/x.html" --metric f1
