@@ -201,6 +201,10 @@ ss_status ss_h5_read_slab(ss_h5_reader *r, const char *path, ss_h5_type as,
  * written, which read as fill values: a file of 23 KB declaring a
  * [2^17, 2^17] covariance was read as 128 GiB of them. */
 ss_status ss_h5_dset_written(ss_h5_reader *r, const char *path);
+/* The same for a dataset of which `elems` elements are written (forward's
+ * /logits and per-token activations: the prompts' own positions; chunks of
+ * padding only are not stored): at least 1/2048 of their bytes are stored. */
+ss_status ss_h5_dset_written_part(ss_h5_reader *r, const char *path, size_t elems);
 /* The diagonal of a square [d, d] dataset as float64 into diag[d] (a
  * covariance's variances), read a block of about 8 MiB of rows at a time: the
  * whole matrix (2 GiB at d = 16384) is never held. Another shape, or one

@@ -1137,23 +1137,35 @@ ss_status ss_h5_read_slab(ss_h5_reader *r, const char *path, ss_h5_type as, cons
     return st;
 }
 
-ss_status ss_h5_dset_written(ss_h5_reader *r, const char *path) {
+/* written: the elements known written (SIZE_MAX: all of them) */
+static ss_status dset_stores(ss_h5_reader *r, const char *path, size_t written) {
     hid_t id;
     SS_TRY(open_dset(r, path, &id));
     ss_h5_info info;
     ss_status st = info_of(r, path, id, &info);
     size_t count = 1, bytes = SIZE_MAX;
     if (st == SS_OK && info.ndim > 0) st = ss_dims_product(info.dims, info.ndim, &count, path);
-    if (st == SS_OK) (void)ss_mul_ok(count, info.elem_size, &bytes); /* SIZE_MAX when it overflows */
+    if (st == SS_OK) (void)ss_mul_ok(written < count ? written : count, info.elem_size, &bytes); /* SIZE_MAX when it overflows */
     const hsize_t stored = st == SS_OK ? H5Dget_storage_size(id) : 0;
     H5Eclear2(H5E_DEFAULT);
     H5Dclose(id);
-    if (st == SS_OK && bytes > ((size_t)1 << 20) && stored < bytes / 2048)
-        st = ss_errorf(SS_ERR_FORMAT,
-                       "%s: %s declares %zu bytes but stores %llu: most of it was never written (it is written "
-                       "whole)",
-                       r->path, path, bytes, (unsigned long long)stored);
+    if (st == SS_OK && bytes > ((size_t)1 << 20) && stored < bytes / 2048) {
+        if (written >= count)
+            st = ss_errorf(SS_ERR_FORMAT,
+                           "%s: %s declares %zu bytes but stores %llu: most of it was never written (it is written "
+                           "whole)",
+                           r->path, path, bytes, (unsigned long long)stored);
+        else
+            st = ss_errorf(SS_ERR_FORMAT, "%s: %s stores %llu bytes, under 1/2048 of the %zu its written part declares: "
+                           "most of it was never written",
+                           r->path, path, (unsigned long long)stored, bytes);
+    }
     return st;
+}
+
+ss_status ss_h5_dset_written(ss_h5_reader *r, const char *path) { return dset_stores(r, path, SIZE_MAX); }
+ss_status ss_h5_dset_written_part(ss_h5_reader *r, const char *path, size_t elems) {
+    return dset_stores(r, path, elems);
 }
 
 ss_status ss_h5_read_diag(ss_h5_reader *r, const char *path, int64_t d, double *diag) {

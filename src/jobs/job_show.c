@@ -77,7 +77,7 @@ static ss_status show_neurons(ss_h5_reader *r, FILE *out, const char *path, cons
     if (!blk || !mean) { free(blk); return SS_ERR_NOMEM; }
     int64_t count = 0;
     for (int64_t i = 0; i < N; i++) {
-        int64_t s[3] = {i, 0, 0}, c[3] = {1, T, D};
+        int64_t s[3] = {i, 0, 0}, c[3] = {1, lens[i], D}; /* its own positions: the padding's chunks are not stored */
         ss_status st = ss_h5_read_slab(r, path, SS_H5_F32, s, c, blk);
         if (st) { free(blk); free(mean); return st; }
         for (int64_t t = 0; t < lens[i]; t++)
@@ -143,6 +143,15 @@ static ss_status same_rows(const char *path, const char *name, const ss_h5_info 
         return ss_errorf(SS_ERR_FORMAT, "%s: %s is not [%lld, %lld, width] like /tokens", path, name,
                          (long long)ti->dims[0], (long long)ti->dims[1]);
     return SS_OK;
+}
+
+/* A [N, T, width] dataset of forward's writes only the prompts' own positions, `real` rows of width
+ * values: at least 1/2048 of those are stored, or its size is not the file's (a few KB can declare a
+ * width of 2^31, which a row read would allocate and fill). */
+static ss_status rows_written(ss_h5_reader *r, const char *name, const ss_h5_info *in, int64_t real) {
+    size_t elems;
+    if (!ss_mul_ok((size_t)real, (size_t)in->dims[2], &elems)) elems = SIZE_MAX;
+    return ss_h5_dset_written_part(r, name, elems);
 }
 
 /* The (up to) k entries of v[0..n) largest in magnitude, largest first
@@ -331,12 +340,14 @@ ss_status ss_job_show(const char *path, int64_t max_prompts, FILE *out) {
         /* A forward file's shapes agree: tokens [N, T], lengths [N] in 1..T,
          * logits and sites [N, T, ...]. Anything else is not read further. */
         if ((st = forward_tokens(r, path, max_prompts, &ti, &tokens, &lens))) goto out;
+        int64_t real = 0; /* positions that are not padding */
+        for (int64_t i = 0; i < ti.dims[0]; i++) real += lens[i];
         char *model = NULL;
         if (ss_h5_read_attr_str(r, "/", "model_path", &model) == SS_OK && ss_tokenizer_load_dir(model, &tok) != SS_OK)
             tok = NULL; /* the model may have moved; ids are shown instead */
         free(model);
         if (ss_h5_exists(r, "/logits") && (st = ss_h5_dset_info(r, "/logits", &li)) == SS_OK &&
-            (st = same_rows(path, "/logits", &li, &ti)) == SS_OK)
+            (st = same_rows(path, "/logits", &li, &ti)) == SS_OK && (st = rows_written(r, "/logits", &li, real)) == SS_OK)
             st = show_predictions(r, out, tok, ti.dims[0], ti.dims[1], li.dims[2], tokens, lens, max_prompts);
         if (st) goto out;
         if (ss_h5_exists(r, "/loss")) { /* forward --loss: [N] */
@@ -359,7 +370,9 @@ ss_status ss_job_show(const char *path, int64_t max_prompts, FILE *out) {
             size_t pl = strlen(paths[i]);
             if (strncmp(paths[i], "/acts/", 6) || pl < 14 || strcmp(paths[i] + pl - 14, ".mlp.hook_post")) continue;
             ss_h5_info in;
-            if ((st = ss_h5_dset_info(r, paths[i], &in)) || (st = same_rows(path, paths[i], &in, &ti))) goto out;
+            if ((st = ss_h5_dset_info(r, paths[i], &in)) || (st = same_rows(path, paths[i], &in, &ti)) ||
+                (st = rows_written(r, paths[i], &in, real)))
+                goto out;
             if (!header++) fprintf(out, "\nMLP neurons:\n");
             if ((st = show_neurons(r, out, paths[i], &in, lens))) goto out;
         }

@@ -83,9 +83,8 @@ printf '%s' "$sh" | grep -q "^loss (mean next-token cross-entropy, nats): [0-9.]
 # show checks the sizes a forward file declares before reading: a small file can declare billions of
 # values never written, which read as the fill value (each was allocated whole before: gigabytes).
 if python3 -c "import h5py" 2>/dev/null; then
-    huge() { # huge OUT: one.h5 with the datasets given as NAME:TYPE:DIMS (unwritten), and n_prompts N
-        local out=$1; shift
-        cp "$TMP/one.h5" "$out" && python3 -c 'import sys, h5py
+    huge() { # huge IN OUT: IN with the datasets given as NAME:TYPE:DIMS (unwritten), and n_prompts N
+        local out=$2; cp "$1" "$out" && shift 2 && python3 -c 'import sys, h5py
 f = h5py.File(sys.argv[1], "r+")
 for a in sys.argv[2:]:
     name, t, dims = a.split(":")
@@ -94,18 +93,28 @@ for a in sys.argv[2:]:
     del f[name]
     f.create_dataset(name, shape=dims, dtype=t, chunks=tuple(min(d, 1 << 16) for d in dims))' "$out" "$@"
     }
-    huge "$TMP/hl.h5" tokens:i4:2147483648,3 lengths:i4:2147483648 n_prompts::2147483648
+    huge "$TMP/one.h5" "$TMP/hl.h5" tokens:i4:2147483648,3 lengths:i4:2147483648 n_prompts::2147483648
     expect_fail "show: /lengths of 2^31 prompts never written refused by its size" \
         "/lengths declares 8589934592 bytes but stores 0: most of it was never written" capped "$SUBSCOPE" show "$TMP/hl.h5"
-    huge "$TMP/hl2.h5" tokens:i4:3,3 lengths:i4:3
+    huge "$TMP/one.h5" "$TMP/hl2.h5" tokens:i4:3,3 lengths:i4:3
     expect_fail "show: /lengths of another count than n_prompts refused" \
         "/lengths has 3 values for the 2 prompts of n_prompts" "$SUBSCOPE" show "$TMP/hl2.h5"
-    huge "$TMP/ht.h5" tokens:i4:2,1073741824
+    huge "$TMP/one.h5" "$TMP/ht.h5" tokens:i4:2,1073741824
     expect_fail "show: /tokens of 2^30 positions for prompts of 3 refused before reading" \
         "/tokens has 1073741824 positions, not the 3 of the longest prompt in /lengths" capped "$SUBSCOPE" show "$TMP/ht.h5"
-    huge "$TMP/hs.h5" loss:f4:2147483648
+    huge "$TMP/one.h5" "$TMP/hs.h5" loss:f4:2147483648
     expect_fail "show: /loss of 2^31 values for 2 prompts refused before reading" \
         "/loss holds 2147483648 values, not the 2 expected" capped "$SUBSCOPE" show "$TMP/hs.h5"
+    # /logits and activations: only the prompts' own positions are written, and stored (a row of
+    # logits of 2^31 values was allocated and read, and each prompt's [T, 2^31] activations).
+    "$SUBSCOPE" forward --model models/tiny-gpt2 --input "$TMP/one.jsonl" --sites blocks.0.mlp.hook_post --out "$TMP/la.h5" 2>/dev/null
+    "$SUBSCOPE" show "$TMP/la.h5" >"$TMP/la.txt" 2>&1 && grep -q "^  \[1\] " "$TMP/la.txt" && grep -q "^  blocks.0.mlp.hook_post: most active" "$TMP/la.txt" &&
+        pass "show of a forward file with logits and activations" || fail "show of a forward file" "$(tail -5 "$TMP/la.txt")"
+    for d in logits acts/blocks.0.mlp.hook_post; do
+        huge "$TMP/la.h5" "$TMP/hw.h5" $d:f4:2,3,2147483648
+        expect_fail "show: /$d of width 2^31 never written refused by its size" \
+            "/$d stores 0 bytes, under 1/2048 of the 34359738368 its written part declares" capped "$SUBSCOPE" show "$TMP/hw.h5"
+    done
 else pass "show of huge declared datasets not tested: needs python3 with h5py"; fi
 
 # A UTF-8 byte-order mark at the start of a prompt file is not text: a plain-text file's first

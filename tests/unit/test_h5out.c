@@ -1186,6 +1186,12 @@ TEST(h5_read_diag_refuses_a_matrix_never_written) {
     CHECK_ERR(ss_h5_read_diag(r, "/never", 8192, diag), SS_ERR_FORMAT,
               "/never declares 536870912 bytes but stores 0: most of it was never written");
     CHECK_ERR(ss_h5_dset_written(r, "/never"), SS_ERR_FORMAT, "declares 536870912 bytes");
+    /* forward's /logits: only the prompts' own positions are written. /zeros's 2^20 written values
+     * are stored; of /never, 2^17 values (1 MiB) are too few to tell, 2^18 are not stored */
+    CHECK_OK(ss_h5_dset_written_part(r, "/zeros", (size_t)1 << 20));
+    CHECK_OK(ss_h5_dset_written_part(r, "/never", (size_t)1 << 17));
+    CHECK_ERR(ss_h5_dset_written_part(r, "/never", (size_t)1 << 18), SS_ERR_FORMAT,
+              "/never stores 0 bytes, under 1/2048 of the 2097152 its written part declares");
     ss_h5_close_read(r);
     free(diag);
     free(z);
