@@ -57,6 +57,10 @@ void ss_gguf_type_list(const ss_gguf *g, char *buf, size_t cap);
  * with ss_gguf_model_open instead of as a Hugging Face directory. */
 int ss_model_path_is_gguf(const char *path);
 
+/* The tokenizer of a --model path without loading the model: the one inside a
+ * .gguf file (an error naming it when it has none), else ss_tokenizer_load_dir's. */
+ss_status ss_model_tokenizer_load(const char *path, ss_tokenizer **out);
+
 /* A Hugging Face config.json document (LlamaConfig keys) describing a
  * Llama-family config, such that ss_config_parse gives the config back:
  * what a GGUF model records as its configuration. malloc'd, NUL-terminated. */

@@ -10,7 +10,6 @@
 #include "subscope/backend.h"
 #include "subscope/dist.h"
 #include "subscope/forward.h"
-#include "subscope/gguf.h"
 #include "subscope/gguf_model.h"
 #include "subscope/json.h"
 #include "subscope/model.h"
@@ -289,21 +288,10 @@ static cli_opt tok_opts[] = {
     {0},
 };
 
-/* The tokenizer of a model directory, or the one inside a .gguf file. */
-static ss_status load_tokenizer(const char *path, ss_tokenizer **out) {
-    if (!ss_model_path_is_gguf(path)) return ss_tokenizer_load_dir(path, out);
-    ss_gguf *g;
-    SS_TRY(ss_gguf_open(path, &g));
-    ss_status st = ss_gguf_find(g, "tokenizer.ggml.model") ? ss_gguf_tokenizer_load(g, out)
-                                                           : ss_errorf(SS_ERR_FORMAT, "%s has no tokenizer (no tokenizer.ggml.model)", path);
-    ss_gguf_free(g);
-    return st;
-}
-
 static int run_tokenize(cli_cmd *cmd) {
     if (cli_require(cmd, "model") || cli_require(cmd, "text")) return 1;
     ss_tokenizer *t;
-    ss_status st = load_tokenizer(cli_get(cmd, "model"), &t);
+    ss_status st = ss_model_tokenizer_load(cli_get(cmd, "model"), &t);
     if (st) return cli_fail(cmd, st);
     const char *text = cli_get(cmd, "text");
     int rc = 0;

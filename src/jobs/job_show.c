@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "subscope/gguf_model.h"
 #include "subscope/h5out.h"
 #include "subscope/jobs.h"
 #include "subscope/tokenizer.h"
@@ -343,7 +344,7 @@ ss_status ss_job_show(const char *path, int64_t max_prompts, FILE *out) {
         int64_t real = 0; /* positions that are not padding */
         for (int64_t i = 0; i < ti.dims[0]; i++) real += lens[i];
         char *model = NULL;
-        if (ss_h5_read_attr_str(r, "/", "model_path", &model) == SS_OK && ss_tokenizer_load_dir(model, &tok) != SS_OK)
+        if (ss_h5_read_attr_str(r, "/", "model_path", &model) == SS_OK && ss_model_tokenizer_load(model, &tok) != SS_OK)
             tok = NULL; /* the model may have moved; ids are shown instead */
         free(model);
         if (ss_h5_exists(r, "/logits") && (st = ss_h5_dset_info(r, "/logits", &li)) == SS_OK &&

@@ -490,6 +490,17 @@ int ss_model_path_is_gguf(const char *path) {
     return n > 5 && !strcmp(path + n - 5, ".gguf");
 }
 
+ss_status ss_model_tokenizer_load(const char *path, ss_tokenizer **out) {
+    *out = NULL;
+    if (!ss_model_path_is_gguf(path)) return ss_tokenizer_load_dir(path, out);
+    ss_gguf *g;
+    SS_TRY(ss_gguf_open(path, &g));
+    ss_status st = ss_gguf_find(g, "tokenizer.ggml.model") ? ss_gguf_tokenizer_load(g, out)
+                                                           : ss_errorf(SS_ERR_FORMAT, "%s has no tokenizer (no tokenizer.ggml.model)", path);
+    ss_gguf_free(g);
+    return st;
+}
+
 ss_status ss_gguf_config_json(const ss_config *c, char **json) {
     *json = NULL;
     if (c->family != SS_FAMILY_LLAMA)

@@ -89,6 +89,17 @@ if $SUBSCOPE forward --model $D/hf --input "$TMP/u_p.jsonl" --out "$TMP/u_f.h5" 
 else
     fail utf8_show "$(cat "$TMP/err")"
 fi
+# show decodes a forward file of the .gguf itself with the tokenizer inside it (it looked for a
+# tokenizer.json under the path, found none and showed "(5 tokens) -> id 156"); a model since
+# moved away still gives the ids, quietly.
+cp $D/tiny-f32.gguf "$TMP/moved.gguf"
+if $SUBSCOPE forward --model "$TMP/moved.gguf" --input "$TMP/u_p.jsonl" --out "$TMP/g_f.h5" --device cpu >/dev/null 2>"$TMP/err"; then
+    expect_out show_gguf_decodes '[0] "Hello" -> "\xdd"  p=0.156' $SUBSCOPE show "$TMP/g_f.h5"
+    rm "$TMP/moved.gguf"
+    expect_out show_gguf_moved '[0] (5 tokens) -> id 156  p=0.156' $SUBSCOPE show "$TMP/g_f.h5"
+else
+    fail show_gguf_decodes "$(cat "$TMP/err")"
+fi
 
 expect_fail not_llama 'general.architecture "testarch" is not supported' $SUBSCOPE info --model tests/data/gguf/types.gguf
 expect_fail missing 'no-such.gguf' $SUBSCOPE info --model $D/no-such.gguf
