@@ -244,6 +244,10 @@ int ss_utf8_len(const char *str, size_t avail);
  * every byte that is not part of valid UTF-8 (a byte-fallback token, or a piece of a character
  * split across tokens) written as \xNN; valid UTF-8 stays as it is. */
 void ss_sb_quoted(ss_sbuf *b, const char *s, size_t n, char quote);
+/* The same in at most width characters (width > 0; 0: no limit): quoted text longer than that
+ * keeps its first whole characters and escapes and ends in "…" and the closing quote
+ * ('a long tok…'), width characters in all (3 when width is less). */
+void ss_sb_quoted_cut(ss_sbuf *b, const char *s, size_t n, char quote, int width);
 /* Writes s[0..n) to f with each byte that is not part of valid UTF-8 written as \xNN and
  * everything else as it is. Unless final, a character begun at the end but cut short is not
  * written: its byte count is returned, for the caller to prepend to the next bytes (streamed

@@ -55,12 +55,8 @@ static void print_token(FILE *f, const ss_tokenizer *tok, int32_t id, int width)
     char *txt = NULL, buf[16];
     size_t n = 0;
     ss_sbuf b = {0};
-    if (tok && ss_tokenizer_decode(tok, &id, 1, &txt, &n) == SS_OK) {
-        /* (up to 40 bytes, then the rest of a UTF-8 character begun; invalid UTF-8 as \xNN) */
-        size_t k = n < 40 ? n : 40;
-        while (k < n && k < 43 && ((unsigned char)txt[k] & 0xC0) == 0x80) k++;
-        ss_sb_quoted(&b, txt, k, '\'');
-    }
+    /* (cut at a whole character or escape, closing quote kept; invalid UTF-8 as \xNN) */
+    if (tok && ss_tokenizer_decode(tok, &id, 1, &txt, &n) == SS_OK) ss_sb_quoted_cut(&b, txt, n, '\'', width);
     if (!b.p || b.oom) snprintf(buf, sizeof buf, "#%d", id);
     free(txt);
     ss_fput_col(f, b.p && !b.oom ? b.p : buf, width);

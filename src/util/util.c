@@ -769,24 +769,50 @@ int ss_utf8_len(const char *str, size_t avail) {
     return n;
 }
 
-void ss_sb_quoted(ss_sbuf *b, const char *s, size_t n, char quote) {
-    ss_sb_put(b, &quote, 1);
-    for (size_t i = 0; i < n;) {
-        unsigned char c = (unsigned char)s[i];
-        int l = ss_utf8_len(s + i, n - i);
-        if (c == '\\' || c == (unsigned char)quote) ss_sb_put(b, "\\", 1), ss_sb_put(b, s + i, 1);
-        else if (c == '\n') ss_sb_str(b, "\\n");
-        else if (c == '\t') ss_sb_str(b, "\\t");
-        else if (c < 0x20 || c == 0x7f || l <= 0) ss_sb_printf(b, "\\x%02x", c);
-        else {
-            ss_sb_put(b, s + i, (size_t)l);
-            i += (size_t)l;
-            continue;
+/* The quoted form of the character or byte at s[0] (n bytes there) into u (NUL-terminated):
+ * an escape, or a valid UTF-8 character as it is; returns the bytes of s it covers. */
+static size_t quoted_unit(const char *s, size_t n, char quote, char u[8]) {
+    unsigned char c = (unsigned char)s[0];
+    int l = ss_utf8_len(s, n);
+    if (c == '\\' || c == (unsigned char)quote) u[0] = '\\', u[1] = (char)c, u[2] = 0;
+    else if (c == '\n') strcpy(u, "\\n");
+    else if (c == '\t') strcpy(u, "\\t");
+    else if (c < 0x20 || c == 0x7f || l <= 0) snprintf(u, 8, "\\x%02x", c);
+    else {
+        memcpy(u, s, (size_t)l);
+        u[l] = 0;
+        return (size_t)l;
+    }
+    return 1;
+}
+
+void ss_sb_quoted_cut(ss_sbuf *b, const char *s, size_t n, char quote, int width) {
+    char u[8];
+    int room = -1; /* characters for the content when it is cut, -1 when it is not */
+    if (width > 0) {
+        int all = 2; /* the quotes */
+        for (size_t i = 0; i < n && all <= width;) {
+            i += quoted_unit(s + i, n - i, quote, u);
+            all += ss_utf8_chars(u);
         }
-        i++;
+        if (all > width) room = width > 3 ? width - 3 : 0; /* the quotes and the ellipsis */
+    }
+    ss_sb_put(b, &quote, 1);
+    for (size_t i = 0, used = 0; i < n;) {
+        size_t k = quoted_unit(s + i, n - i, quote, u);
+        size_t c = (size_t)ss_utf8_chars(u);
+        if (room >= 0 && used + c > (size_t)room) {
+            ss_sb_str(b, "\xe2\x80\xa6"); /* … */
+            break;
+        }
+        ss_sb_str(b, u);
+        used += c;
+        i += k;
     }
     ss_sb_put(b, &quote, 1);
 }
+
+void ss_sb_quoted(ss_sbuf *b, const char *s, size_t n, char quote) { ss_sb_quoted_cut(b, s, n, quote, 0); }
 
 size_t ss_fput_utf8(FILE *f, const char *s, size_t n, int final) {
     size_t i = 0, run = 0;

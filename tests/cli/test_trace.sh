@@ -157,6 +157,21 @@ expect_ok "... and its activity is the raw one, as without --stats" "$H5CMP" --q
     "$TMP/mix-raw.h5" "$TMP/mix-st.h5"
 [ "$(h5dump -a /submodels/mix/activity/standardised "$TMP/mix-st.h5" 2>/dev/null | sed -n 's/.*(0): //p')" = 0 ] &&
     pass "... with the attribute standardised 0" || fail "trace: attribute standardised 0"
+# The token and prediction cells (14 characters) cut long quoted tokens between whole characters
+# and escapes, with "…" and the closing quote: before, ' congratulations' showed as
+# "' congratulati" and GPT-2's eight-backslash token as "'\\\\\\\\\\\\\" (half an escape, no quote).
+G2=$TMP/g2
+"${TOOLBIN}mkmodel" --out "$G2" --layers 1 --d 32 --heads 2 --vocab 50257 >/dev/null &&
+    cp "${SS_TEST_DATA:-tests/data}/gpt2-tokenizer/tokenizer.json" "$G2/"
+printf '%s\n' '{"name": "m0", "site": "blocks.0.mlp.hook_post", "units": [1, 2]}' >"$TMP/sm0.jsonl"
+"$SUBSCOPE" trace --model "$G2" --prompt ' congratulations a\\\\\\\\ サーティワン' --submodels "$TMP/sm0.jsonl" \
+    >"$TMP/cut" 2>"$TMP/err"
+rows=$(sed -n '/^ *0 /,$p' "$TMP/cut")
+if grep -qF "   0 ' congratula…' " "$TMP/cut" && grep -qF "   2 '\\\\\\\\\\\\\\\\\\\\…'  " "$TMP/cut" &&
+    grep -qF "   3 ' サーティワン'" "$TMP/cut" && [ "$(printf '%s\n' "$rows" | wc -l)" = 4 ] &&
+    ! printf '%s\n' "$rows" | grep -vqE "^ +[0-9]+ '.*' +'.*' +[0-9.]+ \|"; then
+    pass "table cells cut long tokens at whole characters and escapes, closing quote kept"
+else fail "table cells of long tokens" "$(cat "$TMP/cut" "$TMP/err" | tail -n 5)"; fi
 expect_fail "unknown site in the sub-models file" "blocks.9" "$SUBSCOPE" trace --model $M --prompt "$PROMPT" --submodels <(printf '{"site": "blocks.9.mlp.hook_post"}\n')
 expect_fail "invalid UTF-8 in --prompt is named" "--prompt: text is not valid UTF-8" "$SUBSCOPE" trace --model $M --prompt $'The \xff cat' --submodels "$TMP/sm.jsonl"
 expect_fail "invalid UTF-8 in --answer is named" "--answer: text is not valid UTF-8" "$SUBSCOPE" trace --model $M --prompt "$PROMPT" --answer $'\xff' --submodels "$TMP/sm.jsonl"

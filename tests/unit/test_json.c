@@ -156,6 +156,44 @@ TEST(util_sb_quoted_escapes_invalid_utf8) {
     }
 }
 
+/* A table cell of quoted token text (trace's, 14 characters): a cut lands between whole characters and
+ * escapes, keeps the closing quote and shows as "…"; the width counts characters, not bytes (before, the
+ * quoted text was cut at 14 characters after the fact: mid-escape, without its closing quote). */
+TEST(util_sb_quoted_cut_keeps_whole_escapes) {
+    static const struct { const char *in; int width; const char *want; } c[] = {
+        {" congratulations", 14, "' congratula\xe2\x80\xa6'"},
+        {" congratulation", 17, "' congratulation'"},   /* fits: not cut */
+        {"abcdefghijkl", 14, "'abcdefghijkl'"},         /* exactly 14 */
+        {"abcdefghijklm", 14, "'abcdefghijk\xe2\x80\xa6'"},
+        {"\\\\\\\\\\\\\\\\", 14, "'\\\\\\\\\\\\\\\\\\\\\xe2\x80\xa6'"}, /* 8 backslashes: 5 escapes, not 5.5 */
+        {"abcdefgh\xdd\xde", 14, "'abcdefgh\xe2\x80\xa6'"}, /* no room for \xdd and the ellipsis */
+        {"a\tb\nc'd\x01", 12, "'a\\tb\\nc\\'\xe2\x80\xa6'"},
+        /* CJK: 3 bytes a character, counted as one; 14 of them are cut after 11 whole ones */
+        {"\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e"
+         "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\xe6\x97\xa5\xe6\x9c\xac", 14,
+         "'\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e"
+         "\xe6\x97\xa5\xe6\x9c\xac\xe2\x80\xa6'"},
+        {"\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e", 5, "'\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e'"}, /* 3 CJK: 5 characters */
+        {"\xf0\x9f\x98\x80\xf0\x9f\x98\x80\xf0\x9f\x98\x80", 4, "'\xf0\x9f\x98\x80\xe2\x80\xa6'"},
+        {"abcdef", 2, "'\xe2\x80\xa6'"}, /* narrower than the quotes and the ellipsis */
+        {"", 14, "''"},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof *c; i++) {
+        ss_sbuf b = {0};
+        ss_sb_quoted_cut(&b, c[i].in, strlen(c[i].in), '\'', c[i].width);
+        CHECK_MSG(!b.oom && b.p && !strcmp(b.p, c[i].want), "case %zu: got %s, want %s", i, b.p ? b.p : "(null)",
+                  c[i].want);
+        CHECK_MSG(b.p && ss_utf8_chars(b.p) <= (c[i].width > 3 ? c[i].width : 3), "case %zu: %d characters", i,
+                  b.p ? ss_utf8_chars(b.p) : -1);
+        free(b.p);
+    }
+    /* width 0: ss_sb_quoted's text, however long */
+    ss_sbuf b = {0};
+    ss_sb_quoted_cut(&b, " congratulations", 16, '"', 0);
+    CHECK(b.p && !strcmp(b.p, "\" congratulations\""));
+    free(b.p);
+}
+
 /* Streamed text (predict --generate): a character split across two writes is written whole once
  * its bytes complete; bytes that never form one are written as \xNN, also at the end. */
 TEST(util_fput_utf8_streams_split_characters) {
