@@ -83,7 +83,7 @@ cli_cmd cmd_discover = {
     "discover", "find candidate sub-models (groups of units) from collect statistics and attributions",
     "subscope discover --stats STATS.h5 [--attr ATTR.h5] --sites GLOBS --method cluster|contrast\n"
     "                         [--fraction 0.02] [--contrast A:B] [--top N] [--min-corr R]\n"
-    "                         [--mode zero [--factor F | --sigma S]] --out SUBMODELS.h5 [--masks-out MASKS.jsonl]",
+    "                         [--mode MODE [--factor F | --sigma S]] --out SUBMODELS.h5 [--masks-out MASKS.jsonl]",
     "cluster: per site, average-linkage clustering of the units on their correlation, clusters capped at\n"
     "  --fraction of the site's units; scored by mean within-cluster correlation (times the share of the\n"
     "  site's |attribution| with --attr); the best --top per site are kept.\n"
