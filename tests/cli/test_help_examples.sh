@@ -89,5 +89,24 @@ while IFS= read -r row; do
     done
     [ -z "$bad" ] && pass "README table: $spec" || fail "README table: $spec" "${bad#; }"
 done < <(grep '^| `subscope ' README.md)
+# The other way round: every option of a command's --help is in README, in the command's table
+# row or, for the options several commands share, in a sentence that names the command (such as
+# "`collect`, `ablate`, `patch` and `attribute` also take `forward`'s `--max-len T`, ...").
+sentences=$(tr '\n' ' ' <README.md | sed 's/\. /.\n/g')
+grep -q 'Every command has `--help`' <<<"$sentences" && pass "README: every command has --help" ||
+    fail "README says every command has --help"
+for c in info tokenize predict forward collect attribute discover trace ablate patch report train show; do
+    row=$(grep "^| \`subscope $c " README.md)
+    named=$(grep -F -- "\`$c\`" <<<"$sentences")
+    missing=
+    for o in $("$SUBSCOPE" "$c" --help | sed -n '/^options:/,/^$/p' | grep -oE '^  --[a-z0-9-]+'); do
+        [ "$o" = --help ] && continue
+        grep -qE -- "${o}([^a-z0-9-]|\$)" <<<"$row" && continue
+        grep -qE -- "\`${o}[\` ]" <<<"$named" && continue
+        missing="$missing $o"
+    done
+    [ -z "$missing" ] && pass "README documents every option of $c --help" ||
+        fail "README documents every option of $c --help" "not in its row nor in a sentence naming \`$c\`:$missing"
+done
 echo "  ($skipped examples with files a user brings, or elided options, not run)"
 finish
