@@ -108,5 +108,14 @@ for c in info tokenize predict forward collect attribute discover trace ablate p
     [ -z "$missing" ] && pass "README documents every option of $c --help" ||
         fail "README documents every option of $c --help" "not in its row nor in a sentence naming \`$c\`:$missing"
 done
+# Every SUBSCOPE_* environment variable the program reads (getenv, or the CUDA backend's table of
+# 16-bit paths) has a row in README's table of environment variables.
+envs=$( (grep -rhoE 'getenv\("SUBSCOPE_[A-Z0-9_]+"' src kernels; grep -rhoE '\{"SUBSCOPE_[A-Z0-9_]+", SS_LOWP16' src) |
+    grep -oE 'SUBSCOPE_[A-Z0-9_]+' | sort -u)
+[ -n "$envs" ] || fail "the sources read SUBSCOPE_* variables"
+missing=
+for v in $envs; do grep -qE "^\| [^|]*\`$v\`" README.md || missing="$missing $v"; done
+[ -z "$missing" ] && pass "README's environment table has every SUBSCOPE_* variable the sources read" ||
+    fail "README's environment table has every SUBSCOPE_* variable the sources read" "missing:$missing"
 echo "  ($skipped examples with files a user brings, or elided options, not run)"
 finish
