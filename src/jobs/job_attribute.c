@@ -427,7 +427,7 @@ static ss_status attribute(const ss_attribute_job *job, ss_comm *comm) {
         (st = ss_h5_attr_str(h, "/", "metric", ss_metric_name(mk))) ||
         (st = ss_h5_attr_str(h, "/", "method", job->method ? job->method : "gradxact")) ||
         (st = ss_h5_attr_str(h, "/", "reduce", red == R_NONE ? "none" : red == R_POSITIONS ? "positions" : "prompts")) ||
-        (st = ss_h5_attr_i64(h, "/", "ranks", size)))
+        (st = ss_h5_attr_i64(h, "/", "ranks", size)) || (st = ss_h5_attr_i64(h, "/", "pipeline_stages", P)))
         goto out;
     if (kps && (st = ss_h5_attr_str(h, "/", "corrupt_path", job->corrupt))) goto out;
     if (method == A_IG && ((st = ss_h5_attr_i64(h, "/", "ig_steps", steps)) ||

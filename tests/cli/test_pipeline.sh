@@ -100,6 +100,11 @@ for meth in grad gradxact atp ig:4; do
         else fail "attribute $meth $red --pipeline 3 vs one process" "$("$H5CMP" --quiet --atol 0 --rtol 0 "$TMP/t1.h5" "$TMP/t3.h5" 2>&1 | head -3)"; fi
     done
 done
+# Like the other jobs' files, attribute's records the stages (ranks / stages copies ran side by side).
+st1=$(h5dump -a /pipeline_stages "$TMP/t1.h5" 2>/dev/null | sed -n 's/.*(0): \([0-9]*\).*/\1/p')
+st3=$(h5dump -a /pipeline_stages "$TMP/t3.h5" 2>/dev/null | sed -n 's/.*(0): \([0-9]*\).*/\1/p')
+[ "$st1" = 1 ] && [ "$st3" = 3 ] && pass "attribute's file records pipeline_stages (1, and 3 with --pipeline 3)" ||
+    fail "attribute's pipeline_stages" "one process '$st1', --pipeline 3 '$st3'"
 # The backward pass stops below the deepest wanted site: stages below it neither wait for a
 # gradient nor compute one (a site on the last stage, on the middle one, the final norm's).
 for AS2 in blocks.3.mlp.hook_post blocks.1.attn.hook_z ln_final.hook_normalized; do
