@@ -108,6 +108,22 @@ for c in info tokenize predict forward collect attribute discover trace ablate p
     [ -z "$missing" ] && pass "README documents every option of $c --help" ||
         fail "README documents every option of $c --help" "not in its row nor in a sentence naming \`$c\`:$missing"
 done
+# Every option the docs name after a command in one code span (`patch --per neuron --batch 1`,
+# `subscope info --config ...`) is an option of that command's --help.
+cmds='info|tokenize|predict|forward|collect|attribute|discover|trace|ablate|patch|report|train|show'
+bad=
+n=0
+while IFS= read -r hit; do
+    f=${hit%%:*}
+    snip=${hit#*:}
+    c=$(printf '%s' "$snip" | tr -d '`' | sed -E 's#^(bin/)?subscope ##' | awk '{print $1}')
+    for o in $(grep -oE -- '--[a-z][a-z0-9-]*' <<<"$snip"); do
+        n=$((n + 1))
+        grep -qE -- "^  $o( |\$)" <<<"$("$SUBSCOPE" "$c" --help)" || bad="$bad; $f: $snip: $o"
+    done
+done < <(grep -oE "\`((bin/)?subscope )?($cmds)( [^\`]*)? --[a-z][^\`]*\`" README.md docs/*.md bench/README.md scripts/slurm/README.md)
+[ $n -gt 100 ] && [ -z "$bad" ] && pass "every option the docs name after a command is one of its options ($n)" ||
+    fail "every option the docs name after a command is one of its options ($n checked)" "${bad#; }"
 # Every SUBSCOPE_* environment variable the program reads (getenv, or the CUDA backend's table of
 # 16-bit paths) has a row in README's table of environment variables.
 envs=$( (grep -rhoE 'getenv\("SUBSCOPE_[A-Z0-9_]+"' src kernels; grep -rhoE '\{"SUBSCOPE_[A-Z0-9_]+", SS_LOWP16' src) |
