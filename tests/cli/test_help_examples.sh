@@ -65,6 +65,15 @@ for o in $objs; do
     h5ls "$W2/$file/$o" >/dev/null 2>&1 && pass "FORMAT.md's Reading it: $file has /$o" || fail "FORMAT.md's Reading it: $file has no /$o"
 done
 [ -n "$objs" ] || fail "FORMAT.md's Reading it names datasets"
+# Every attribute in the files README's examples wrote (root, groups, datasets; HDF5's own
+# dimension-scale attributes aside) is named in FORMAT.md.
+attrs=$(for f in "$W2"/out/*.h5; do h5dump -H "$f" 2>/dev/null | sed -n 's/^ *ATTRIBUTE "\([^"]*\)".*/\1/p'; done |
+    sort -u | grep -vxE 'DIMENSION_LIST|REFERENCE_LIST|CLASS|NAME|DIMENSION_LABELS')
+missing=
+for a in $attrs; do grep -qF "\`$a\`" docs/FORMAT.md || missing="$missing $a"; done
+[ "$(wc -w <<<"$attrs")" -gt 40 ] && [ -z "$missing" ] &&
+    pass "FORMAT.md names every attribute of README's examples' files ($(wc -w <<<"$attrs"))" ||
+    fail "FORMAT.md names every attribute of README's examples' files" "missing:${missing:- (none; only $(wc -w <<<"$attrs") attributes found)}"
 
 # README's command table against --help: every option a row names is in the command's usage
 # line; every option of a row or of the usage line is in the options list, with the same
