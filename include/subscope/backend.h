@@ -356,6 +356,32 @@ struct ss_backend {
      * the weights' dtype (ss_kv_cache_open). */
     ss_status (*copy_rows16)(const ss_backend *be, void *dst, int dtype, const float *src, int64_t ld_src,
                              int64_t rows, int64_t width);
+
+    /* ---- Forward mode: tangents (directional derivatives) pushed through the
+     * ops, for trace's attribution pass (src/model/jvp.c). Optional: a backend
+     * without all three has trace run its prefixes instead. Tangents are fp32
+     * backend buffers, written (not accumulated). The GELU's tangent is
+     * gelu_backward's product (an elementwise Jacobian is its own transpose);
+     * linear maps and the rotation take their tangents through matmul and rope. ---- */
+    /* dy = J(x)·dx per row of x[rows,d] for y = layernorm(x; w, b) (rms 0):
+     * dy = w·rstd·(dx - mean(dx) - xhat·mean(dx·xhat)), xhat = (x - mean)·rstd;
+     * or y = rmsnorm(x; w) (rms 1): dy = w·rstd·(dx - x·rstd²·mean(dx·x)).
+     * Row statistics in fp64, as the forward's. */
+    ss_status (*norm_jvp)(const ss_backend *be, float *dy, const float *dx, const float *x, const float *w,
+                          int64_t rows, int64_t d, float eps, int rms);
+    /* For out = swiglu(gu) (gu [rows, 2*dm], gate then up): dout [rows, dm] =
+     * silu'(g)·dg·u + silu(g)·du given the tangent dgu [rows, 2*dm]. */
+    ss_status (*swiglu_jvp)(const ss_backend *be, float *dout, const float *dgu, const float *gu, int64_t rows,
+                            int64_t dm);
+    /* The tangent of attention's output (arguments as for attention; causal,
+     * grouped heads) given tangents dq, dk, dv (row stride ld_dqkv): per query
+     * row i of head h, with p the probabilities and
+     * ds_j = scale·(dq_i·k_j + q_i·dk_j), dz_i = sum_j p_j·(ds_j - D)·v_j +
+     * sum_j p_j·dv_j, D = sum_j p_j·ds_j. dz is [rows, H*dh], written. */
+    ss_status (*attention_jvp)(const ss_backend *be, float *dz, const float *dq, const float *dk, const float *dv,
+                               int64_t ld_dqkv, const float *q, const float *k, const float *v, int64_t ld_qkv,
+                               int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H, int64_t Hkv,
+                               int64_t dh, float scale);
 };
 
 const ss_backend *ss_backend_cpu(void);

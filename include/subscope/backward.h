@@ -82,6 +82,25 @@ void ss_fb_free(ss_fb_pass *ps);
 ss_status ss_grads_alloc(const ss_model *m, const ss_backend *be, ss_gpt2_weights *g);
 void ss_grads_free(const ss_backend *be, ss_gpt2_weights *g);
 
+/* Forward mode (src/model/jvp.c): for one prompt of n tokens and each mask k
+ * (a sub-model; its mode is ignored), out[t * n_masks + k] = the derivative,
+ * at e = 0, of log p(targets[t]) at position t when every activation the mask
+ * covers (its sites' units at its positions) is replaced by (1 + e) times
+ * itself: sum over the covered units at positions <= t of activation x
+ * gradient of log p(targets[t]), what a backward pass of each prefix gives
+ * (trace's attribution), from one primal forward and one tangent pass per
+ * mask. logp_out[t] (or NULL): log p(targets[t]). progress (or NULL) is
+ * called after each mask with (k + 1, n_masks). */
+struct ss_mask;
+/* SS_OK where the pass can run (the backend has the forward-mode ops, the
+ * model is whole in this process, every mask site is a per-token site); else
+ * SS_ERR_UNSUPPORTED with a message saying why. */
+ss_status ss_jvp_check(const ss_model *m, const ss_backend *be, const struct ss_mask *masks, int n_masks);
+ss_status ss_jvp_logprob(const ss_model *m, const ss_backend *be, const int32_t *tokens, int64_t n,
+                         const int32_t *targets, const struct ss_mask *masks, int n_masks, double *out,
+                         double *logp_out, void (*progress)(void *ctx, int64_t done, int64_t total),
+                         void *progress_ctx);
+
 #ifdef __cplusplus
 }
 #endif

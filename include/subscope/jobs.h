@@ -323,9 +323,18 @@ typedef struct ss_trace_job {
     int64_t max_memory;
     const char *command_line;
     FILE *table;
-    ss_progress_fn progress;      /* after each batch of prefixes of the attribution (done, total: positions) */
+    /* How the attribution is computed: SS_TRACE_PASS_AUTO (forward mode where it is cheaper and possible),
+     * _FORWARD (one tangent pass per sub-model; refused where it cannot run) or _PREFIXES (a backward
+     * pass of every prefix). */
+    int attribution_pass;
+    ss_progress_fn progress;      /* after each batch of prefixes, or each sub-model's tangent pass, of the
+                                     attribution (done, total: positions) */
     void *progress_ctx;
 } ss_trace_job;
+
+enum { SS_TRACE_PASS_AUTO = 0, SS_TRACE_PASS_FORWARD = 1, SS_TRACE_PASS_PREFIXES = 2 };
+/* "auto", "forward" or "prefixes" (--attribution-pass). */
+ss_status ss_trace_pass_parse(const char *s, int *out);
 
 ss_status ss_job_trace(const ss_trace_job *job);
 

@@ -426,3 +426,147 @@ ss_status ss_cpu_swiglu_backward(const ss_backend *be, float *dgu, const float *
     ss_parallel_for((rows + per - 1) / per, swiglub_task, &c);
     return SS_OK;
 }
+
+/* ---- forward mode (trace's attribution pass) ---- */
+
+typedef struct {
+    float *dy;
+    const float *dx, *x, *w;
+    int64_t rows, d;
+    float eps;
+    int rms;
+} normj_ctx;
+
+/* The norms' Jacobian times dx, a block of rows a task, row statistics in fp64:
+ * LayerNorm: w·rstd·(dx - mean(dx) - xhat·mean(dx·xhat));
+ * RMSNorm:   w·rstd·(dx - x·rstd²·mean(dx·x)). */
+static void normj_task(void *vctx, int64_t task) {
+    const normj_ctx *c = vctx;
+    const int64_t d = c->d, r1 = (task + 1) * LNB_ROWS < c->rows ? (task + 1) * LNB_ROWS : c->rows;
+    for (int64_t r = task * LNB_ROWS; r < r1; r++) {
+        const float *xr = c->x + r * d, *dxr = c->dx + r * d;
+        float *o = c->dy + r * d;
+        if (c->rms) {
+            double ss = 0, gx = 0;
+            for (int64_t i = 0; i < d; i++) ss += (double)xr[i] * xr[i], gx += (double)dxr[i] * xr[i];
+            const double rstd = 1.0 / sqrt(ss / (double)d + (double)c->eps), k = rstd * rstd * gx / (double)d;
+            for (int64_t i = 0; i < d; i++) o[i] = (float)((double)c->w[i] * rstd * ((double)dxr[i] - xr[i] * k));
+            continue;
+        }
+        double mean = 0, var = 0;
+        for (int64_t i = 0; i < d; i++) mean += xr[i];
+        mean /= (double)d;
+        for (int64_t i = 0; i < d; i++) var += (xr[i] - mean) * (xr[i] - mean);
+        var /= (double)d;
+        const double rstd = 1.0 / sqrt(var + (double)c->eps);
+        double mg = 0, mgx = 0;
+        for (int64_t i = 0; i < d; i++) mg += dxr[i], mgx += (double)dxr[i] * (xr[i] - mean) * rstd;
+        mg /= (double)d;
+        mgx /= (double)d;
+        for (int64_t i = 0; i < d; i++)
+            o[i] = (float)((double)c->w[i] * rstd * ((double)dxr[i] - mg - (xr[i] - mean) * rstd * mgx));
+    }
+}
+
+ss_status ss_cpu_norm_jvp(const ss_backend *be, float *dy, const float *dx, const float *x, const float *w,
+                          int64_t rows, int64_t d, float eps, int rms) {
+    (void)be;
+    normj_ctx c = {dy, dx, x, w, rows, d, eps, rms};
+    if (rows > 0 && d > 0) ss_parallel_for((rows + LNB_ROWS - 1) / LNB_ROWS, normj_task, &c);
+    return SS_OK;
+}
+
+/* dout = silu'(g)·dg·u + silu(g)·du, every element alone (as swiglu_backward). */
+typedef struct {
+    float *dout;
+    const float *dgu, *gu;
+    int64_t rows, dm, per;
+} swigluj_ctx;
+
+static void swigluj_task(void *vctx, int64_t task) {
+    const swigluj_ctx *c = vctx;
+    const int64_t dm = c->dm, r0 = task * c->per, r1 = r0 + c->per < c->rows ? r0 + c->per : c->rows;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *g = c->gu + r * 2 * dm, *u = g + dm, *dg = c->dgu + r * 2 * dm, *du = dg + dm;
+        float *o = c->dout + r * dm;
+        for (int64_t i = 0; i < dm; i++) {
+            const double sg = 1.0 / (1.0 + exp(-(double)g[i])), silu = g[i] * sg;
+            o[i] = (float)((double)dg[i] * u[i] * sg * (1.0 + g[i] * (1.0 - sg)) + (double)du[i] * silu);
+        }
+    }
+}
+
+ss_status ss_cpu_swiglu_jvp(const ss_backend *be, float *dout, const float *dgu, const float *gu, int64_t rows,
+                            int64_t dm) {
+    (void)be;
+    if (rows <= 0 || dm <= 0) return SS_OK;
+    const int64_t per = dm < GELUB_CHUNK ? GELUB_CHUNK / dm : 1;
+    swigluj_ctx c = {dout, dgu, gu, rows, dm, per};
+    ss_parallel_for((rows + per - 1) / per, swigluj_task, &c);
+    return SS_OK;
+}
+
+typedef struct {
+    float *dz;
+    const float *dq, *dk, *dv, *q, *k, *v;
+    int64_t ldd, ld, H, group, dh;
+    const int64_t *start, *len;
+    float scale;
+    atomic_int failed;
+} attnj_ctx;
+
+/* One (sequence, query head) per task; per query row i the probabilities are
+ * recomputed as in the forward (scores in fp32, softmax in fp64), then
+ * ds_j = scale·(dq_i·k_j + q_i·dk_j), D = sum_j p_j ds_j and
+ * dz_i = sum_j p_j·((ds_j - D)·v_j + dv_j), accumulated in fp64. */
+static void attnj_task(void *vctx, int64_t task) {
+    attnj_ctx *c = vctx;
+    const int64_t s = task / c->H, h = task % c->H, hk = h / c->group, n = c->len[s], r0 = c->start[s], dh = c->dh;
+    const int64_t dmodel = c->H * dh;
+    double *buf = ss_malloc((size_t)(2 * n + dh) * sizeof(double), "attention tangent scratch");
+    if (!buf) {
+        atomic_store(&c->failed, 1);
+        return;
+    }
+    double *p = buf, *ds = buf + n, *acc = ds + n;
+    for (int64_t i = 0; i < n; i++) {
+        const float *qi = c->q + (r0 + i) * c->ld + h * dh, *dqi = c->dq + (r0 + i) * c->ldd + h * dh;
+        double mx = -INFINITY, sum = 0, D = 0;
+        for (int64_t j = 0; j <= i; j++) {
+            const float *kj = c->k + (r0 + j) * c->ld + hk * dh, *dkj = c->dk + (r0 + j) * c->ldd + hk * dh;
+            float sc = 0;
+            double t = 0;
+            for (int64_t e = 0; e < dh; e++) {
+                sc += qi[e] * c->scale * kj[e];
+                t += (double)dqi[e] * kj[e] + (double)qi[e] * dkj[e];
+            }
+            p[j] = sc, ds[j] = t * c->scale;
+            if (p[j] > mx) mx = p[j];
+        }
+        for (int64_t j = 0; j <= i; j++) sum += (p[j] = exp(p[j] - mx));
+        for (int64_t j = 0; j <= i; j++) p[j] /= sum, D += p[j] * ds[j];
+        for (int64_t e = 0; e < dh; e++) acc[e] = 0;
+        for (int64_t j = 0; j <= i; j++) {
+            const float *vj = c->v + (r0 + j) * c->ld + hk * dh, *dvj = c->dv + (r0 + j) * c->ldd + hk * dh;
+            const double a = p[j] * (ds[j] - D);
+            for (int64_t e = 0; e < dh; e++) acc[e] += a * vj[e] + p[j] * dvj[e];
+        }
+        float *o = c->dz + (r0 + i) * dmodel + h * dh;
+        for (int64_t e = 0; e < dh; e++) o[e] = (float)acc[e];
+    }
+    free(buf);
+}
+
+ss_status ss_cpu_attention_jvp(const ss_backend *be, float *dz, const float *dq, const float *dk, const float *dv,
+                               int64_t ld_dqkv, const float *q, const float *k, const float *v, int64_t ld_qkv,
+                               int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H, int64_t Hkv,
+                               int64_t dh, float scale) {
+    if (Hkv < 1 || H % Hkv)
+        return ss_errorf(SS_ERR_ARG, "cpu: attention_jvp: %lld key/value heads do not divide %lld heads",
+                         (long long)Hkv, (long long)H);
+    SS_TRY(ss_attn_seqs_check(be, "attention_jvp", n_seq, start, len, -1));
+    attnj_ctx c = {dz, dq, dk, dv, q, k, v, ld_dqkv, ld_qkv, H, H / Hkv, dh, start, len, scale, 0};
+    ss_parallel_for(n_seq * H, attnj_task, &c);
+    if (atomic_load(&c.failed)) return ss_errorf(SS_ERR_NOMEM, "out of memory in attention tangent scratch buffers");
+    return SS_OK;
+}

@@ -32,6 +32,14 @@ ss_status ss_cpu_rmsnorm_backward(const ss_backend *be, float *dx, float *dw, co
                                   const float *w, int64_t rows, int64_t d, float eps);
 ss_status ss_cpu_swiglu_backward(const ss_backend *be, float *dgu, const float *dy, const float *gu, int64_t rows,
                                  int64_t dm);
+ss_status ss_cpu_norm_jvp(const ss_backend *be, float *dy, const float *dx, const float *x, const float *w,
+                          int64_t rows, int64_t d, float eps, int rms);
+ss_status ss_cpu_swiglu_jvp(const ss_backend *be, float *dout, const float *dgu, const float *gu, int64_t rows,
+                            int64_t dm);
+ss_status ss_cpu_attention_jvp(const ss_backend *be, float *dz, const float *dq, const float *dk, const float *dv,
+                               int64_t ld_dqkv, const float *q, const float *k, const float *v, int64_t ld_qkv,
+                               int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H, int64_t Hkv,
+                               int64_t dh, float scale);
 ss_status ss_cpu_embed_backward(const ss_backend *be, float *dwte, float *dwpe, const float *dx,
                                 const int32_t *tokens, const int32_t *pos, int64_t n, int64_t d);
 ss_status ss_cpu_softmax_xent(const ss_backend *be, float *dlogits, float *loss, const float *logits,

@@ -15,6 +15,7 @@ static cli_opt trace_opts[] = {
     {.name = "device", .metavar = "DEV", .help = "cpu, cuda, cuda:N or auto (default auto)"},
     {.name = "dtype", .metavar = "T", .help = "matrix products: float32 (default), bfloat16, float16 (GPU) or auto (the files' dtype on a GPU)"},
     {.name = "tf32", .metavar = NULL, .help = "allow TF32 tensor-core math for float32 products on GPUs"},
+    {.name = "attribution-pass", .metavar = "P", .help = "how the attribution is computed: forward (one forward-mode pass per sub-model, time linear in the prompt's length), prefixes (a backward pass of every prefix, quadratic) or auto (default: forward where it is estimated cheaper and can run; it cannot on a pipeline of stages)"},
     CLI_PIPELINE_OPTIONS,
     {0},
 };
@@ -39,6 +40,10 @@ static int run_trace(cli_cmd *cmd) {
         cli_int(cmd, "pipeline", 1, 4096, 1, &pipe) || cli_bytes(cmd, "max-memory", &j.max_memory))
         return 1;
     j.pipeline = (int)pipe;
+    if (cli_get(cmd, "attribution-pass")) {
+        ss_status ps = ss_trace_pass_parse(cli_get(cmd, "attribution-pass"), &j.attribution_pass);
+        if (ps) return cli_fail(cmd, ps);
+    }
     j.pipeline_blocks = cli_get(cmd, "pipeline-blocks");
     ss_status st = ss_job_trace(&j);
     if (st) return cli_fail(cmd, st);
@@ -57,11 +62,14 @@ static int trace_ranks(const cli_cmd *cmd) {
 cli_cmd cmd_trace = {
     "trace", "step through one prompt: each position's prediction and each sub-model's activity, attribution and ablation effect",
     "subscope trace --model DIR --prompt TEXT --submodels FILE [--answer TEXT] [--stats STATS.h5] [--out OUT.h5]\n"
-    "                      [--device DEV] [--dtype T] [--tf32]",
+    "                      [--device DEV] [--dtype T] [--tf32] [--attribution-pass auto|forward|prefixes]",
     "For every position: the model's next-token prediction and its probability; for every sub-model (one mask\n"
     "of FILE): the mean activation of its units there, gradient x activation of log p(prediction) summed over\n"
     "its units at this and earlier positions (those among the mask's \"positions\", where it names some), and\n"
     "the change in log p(prediction) when the mask is applied.\n"
+    "The attribution of every position comes from one forward-mode (tangent) pass per sub-model, or from a\n"
+    "backward pass of every prefix of the prompt (--attribution-pass; the output's root attribute\n"
+    "attribution_pass says which ran).\n"
     "Layout: docs/FORMAT.md.\n\n"
     "examples (the sub-models' mean masks need the statistics of collect):\n"
     "  subscope collect --model models/tiny-gpt2 --input data/demo_prompts.jsonl \\\n"

@@ -68,6 +68,28 @@ static ss_status trace(const ss_trace_job *job);
 /* Rows of one attribution batch of prefixes (a prefix longer than this goes alone). */
 #define TRACE_ROWS 4096
 
+static const char *const pass_names[] = {"auto", "forward", "prefixes"};
+
+ss_status ss_trace_pass_parse(const char *s, int *out) {
+    for (int i = 0; i < 3; i++)
+        if (s && !strcmp(s, pass_names[i])) {
+            *out = i;
+            return SS_OK;
+        }
+    return ss_errorf(SS_ERR_ARG, "--attribution-pass: unknown value '%s' (expected auto, forward or prefixes)", s ? s : "");
+}
+
+/* The forward-mode pass's progress (sub-models done) as positions, as the prefixes report it. */
+typedef struct {
+    const ss_trace_job *job;
+    int64_t n;
+} fwd_progress;
+
+static void fwd_progress_fn(void *vctx, int64_t done, int64_t total) {
+    const fwd_progress *fp = vctx;
+    fp->job->progress(fp->job->progress_ctx, total > 0 ? done * fp->n / total : fp->n, fp->n);
+}
+
 /* With --pipeline every stage runs the same passes on its own blocks; the
  * per-sub-model sums are added over the stages, and the last stage (which
  * has the logits) writes and prints. An error on any stage stops them all. */
@@ -137,7 +159,25 @@ static ss_status trace(const ss_trace_job *job) {
     /* the rows of the largest batch of prefixes: all n(n+1)/2 if no more than TRACE_ROWS, else
      * TRACE_ROWS (or the longest prefix, n, if longer) */
     const int64_t n = (int64_t)n_tok, all_rows = n * (n + 1) / 2;
-    const int64_t prefix_rows = all_rows <= TRACE_ROWS ? all_rows : n > TRACE_ROWS ? n : TRACE_ROWS;
+    /* Which attribution pass (docs/DECISIONS.md, "trace's attribution in forward mode"): the
+     * prefixes cost about n(n+1)/2 rows of a forward and a backward pass (3 forwards' work a
+     * row), forward mode n rows of the primal forward and, per sub-model, of a tangent pass
+     * (about 2 forwards' work a row). */
+    int use_fwd = 0;
+    if (job->attribution_pass == SS_TRACE_PASS_FORWARD || job->attribution_pass == SS_TRACE_PASS_AUTO) {
+        ss_status why = ss_jvp_check(m, be, masks, n_masks);
+        if (why && job->attribution_pass == SS_TRACE_PASS_FORWARD) {
+            st = ss_error_context(why, "--attribution-pass forward");
+            goto out;
+        }
+        if (why) {
+            if (last_stage) fprintf(stderr, "trace: attribution by prefixes (forward mode cannot run: %s)\n", ss_last_error());
+            ss_error_clear();
+        } else {
+            use_fwd = job->attribution_pass == SS_TRACE_PASS_FORWARD || n * (1 + 2 * (int64_t)n_masks) < 3 * all_rows;
+        }
+    }
+    const int64_t prefix_rows = use_fwd ? 0 : all_rows <= TRACE_ROWS ? all_rows : n > TRACE_ROWS ? n : TRACE_ROWS;
     want = ss_calloc((size_t)ns, 1, "sites");
     acts.rows = ss_calloc((size_t)ns, sizeof(float *), "activations");
     pacts.rows = ss_calloc((size_t)ns, sizeof(float *), "activations");
@@ -158,8 +198,8 @@ static ss_status trace(const ss_trace_job *job) {
         ss_site s;
         ss_site_get(cfg, i, &s);
         if (!(acts.rows[i] = ss_malloc((size_t)(n * s.width) * sizeof(float), "activations")) ||
-            !(pacts.rows[i] = ss_malloc((size_t)(prefix_rows * s.width) * sizeof(float), "activations")) ||
-            !(grads.rows[i] = ss_malloc((size_t)(prefix_rows * s.width) * sizeof(float), "gradients"))) {
+            (prefix_rows && !(pacts.rows[i] = ss_malloc((size_t)(prefix_rows * s.width) * sizeof(float), "activations"))) ||
+            (prefix_rows && !(grads.rows[i] = ss_malloc((size_t)(prefix_rows * s.width) * sizeof(float), "gradients")))) {
             st = SS_ERR_NOMEM;
             goto out;
         }
@@ -246,9 +286,17 @@ static ss_status trace(const ss_trace_job *job) {
     for (int64_t q = 0; q < n * n_masks; q++) activity[q] = act_cnt[q] > 0 ? activity[q] / act_cnt[q] : NAN;
     free(act_cnt);
 
+    /* Attribution in forward mode: one tangent pass per sub-model gives every position. */
+    if (use_fwd) {
+        fwd_progress fp = {job, n};
+        if (job->progress) job->progress(job->progress_ctx, 0, n);
+        if ((st = ss_jvp_logprob(m, be, tok, n, preds, masks, n_masks, attrib, NULL,
+                                 job->progress ? fwd_progress_fn : NULL, &fp)))
+            goto out;
+    }
     /* Attribution: the prefixes of lengths 1..n in batches of about TRACE_ROWS rows, each
      * prefix scored on its own prediction and summed over its positions into its row of attrib. */
-    {
+    else {
         packed = ss_malloc((size_t)prefix_rows * sizeof(int32_t), "prefixes");
         start = ss_malloc((size_t)n * sizeof(int64_t), "prefixes");
         len = ss_malloc((size_t)n * sizeof(int64_t), "prefixes");
@@ -315,6 +363,7 @@ static ss_status trace(const ss_trace_job *job) {
         if ((st = ss_h5_create(job->out, &h))) goto out;
         if ((st = ss_write_provenance(h, m, job->command_line, be)) || (st = ss_h5_attr_str(h, "/", "prompt", job->prompt)) ||
             (st = ss_h5_attr_str(h, "/", "submodels_path", job->submodels)) ||
+            (st = ss_h5_attr_str(h, "/", "attribution_pass", use_fwd ? "forward" : "prefixes")) ||
             (job->answer && (st = ss_h5_attr_str(h, "/", "answer", job->answer))) ||
             (job->stats && (st = ss_h5_attr_str(h, "/", "stats_path", job->stats))))
             goto out;
