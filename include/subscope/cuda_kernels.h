@@ -373,6 +373,18 @@ int ss_cuda_rmsnorm_backward(float *dx, float *dw, const float *dy, const float 
 int ss_cuda_swiglu_backward(float *dgu, const float *dy, const float *gu, int64_t rows, int64_t dm,
                             cudaStream_t stream);
 
+/* Forward mode (trace's attribution pass; ss_backend.norm_jvp, swiglu_jvp,
+ * attention_jvp): the tangents of LayerNorm (rms 0) / RMSNorm (rms 1), of
+ * SwiGLU and of causal grouped-query attention (one launch per sequence;
+ * start and len host arrays). Outputs written, not overlapping the inputs;
+ * deterministic. Nonzero: a shape past the kernels' limits or a launch error. */
+int ss_cuda_norm_jvp(float *dy, const float *dx, const float *x, const float *w, int64_t rows, int64_t d, float eps,
+                     int rms, cudaStream_t stream);
+int ss_cuda_swiglu_jvp(float *dout, const float *dgu, const float *gu, int64_t rows, int64_t dm, cudaStream_t stream);
+int ss_cuda_attention_jvp(float *dz, const float *dq, const float *dk, const float *dv, int64_t ldd, const float *q,
+                          const float *k, const float *v, int64_t ld, int64_t n_seq, const int64_t *start,
+                          const int64_t *len, int64_t H, int64_t Hkv, int64_t dh, float scale, cudaStream_t stream);
+
 /* dx = dy * act'(x) for n elements, act SS_CUDA_GELU_TANH or _ERF; dx may
  * equal dy. */
 int ss_cuda_gelu_backward(float *dx, const float *dy, const float *x, int64_t n, int act, cudaStream_t stream);

@@ -1990,6 +1990,35 @@ static ss_status cu_swiglu_backward(const ss_backend *be, float *dgu, const floa
     return SS_OK;
 }
 
+static ss_status cu_norm_jvp(const ss_backend *be, float *dy, const float *dx, const float *x, const float *w,
+                             int64_t rows, int64_t d, float eps, int rms) {
+    KL(ss_cuda_norm_jvp(dy, dx, x, w, rows, d, eps, rms, IMPL(be)->stream), "norm_jvp kernel");
+    return SS_OK;
+}
+
+static ss_status cu_swiglu_jvp(const ss_backend *be, float *dout, const float *dgu, const float *gu, int64_t rows,
+                               int64_t dm) {
+    KL(ss_cuda_swiglu_jvp(dout, dgu, gu, rows, dm, IMPL(be)->stream), "swiglu_jvp kernel");
+    return SS_OK;
+}
+
+static ss_status cu_attention_jvp(const ss_backend *be, float *dz, const float *dq, const float *dk, const float *dv,
+                                  int64_t ld_dqkv, const float *q, const float *k, const float *v, int64_t ld_qkv,
+                                  int64_t n_seq, const int64_t *start, const int64_t *len, int64_t H, int64_t Hkv,
+                                  int64_t dh, float scale) {
+    if (Hkv < 1 || H % Hkv)
+        return ss_errorf(SS_ERR_ARG, "%s: attention_jvp: %lld key/value heads do not divide %lld heads", be->name,
+                         (long long)Hkv, (long long)H);
+    SS_TRY(ss_attn_seqs_check(be, "attention_jvp", n_seq, start, len, -1));
+    if (H > 65535 || dh * (int64_t)sizeof(double) > 48 * 1024)
+        return ss_errorf(SS_ERR_UNSUPPORTED, "%s: attention_jvp: %lld heads of width %lld exceed the kernel's limits "
+                         "(65535 heads, width 6144)", be->name, (long long)H, (long long)dh);
+    KL(ss_cuda_attention_jvp(dz, dq, dk, dv, ld_dqkv, q, k, v, ld_qkv, n_seq, start, len, H, Hkv, dh, scale,
+                             IMPL(be)->stream),
+       "attention_jvp kernel");
+    return SS_OK;
+}
+
 static ss_status cu_embed_backward(const ss_backend *be, float *dwte, float *dwpe, const float *dx,
                                    const int32_t *tokens, const int32_t *pos, int64_t n, int64_t d) {
     /* Ids were validated by the forward pass; the bounds only guard the kernel. */
@@ -2158,6 +2187,7 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
         .layernorm_backward = cu_layernorm_backward, .gelu_backward = cu_gelu_backward,
         .attention_backward = cu_attention_backward, .rmsnorm_backward = cu_rmsnorm_backward,
         .swiglu_backward = cu_swiglu_backward, .embed_backward = cu_embed_backward,
+        .norm_jvp = cu_norm_jvp, .swiglu_jvp = cu_swiglu_jvp, .attention_jvp = cu_attention_jvp,
         .softmax_xent = cu_softmax_xent,
         .logit_scores = cu_logit_scores,
         .gather = cu_gather,

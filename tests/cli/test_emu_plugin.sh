@@ -174,4 +174,39 @@ for c in "gb:$pg:bfloat16" "glb:$pl:bfloat16" "gb:$pg:float16" "g:$pg:float32"; 
     fi
 done
 
+# trace's forward-mode attribution through the plugin (norm_jvp, swiglu_jvp, attention_jvp and
+# the tangent's matrix products on the device, the seeds through host copies) = the CPU's
+# prefixes, for the bundled GPT-2 and a grouped-query Llama: sub-models over q (rotated and
+# not), k at some positions, z, the MLP's gate and linear halves, ln2, the final norm and
+# several sites at once. 2e-5 + 1e-4 relative, as the plugin's other comparisons with the CPU
+# (its products sum in another order).
+"${TOOLBIN}mkmodel" --out "$TMP/tl" --family llama --layers 2 --d 64 --heads 4 --kv-heads 2 --vocab 50257 --std 0.2 \
+    --seed 3 >/dev/null && cp "${SS_TEST_DATA:-tests/data}/gpt2-tokenizer/tokenizer.json" "$TMP/tl/"
+printf '%s\n' '{"name": "rq", "site": "blocks.0.attn.hook_rot_q", "units": [1, 3, 17, 40]}' \
+    '{"name": "q", "site": "blocks.1.attn.hook_q", "heads": [2]}' \
+    '{"name": "kpos", "site": "blocks.0.attn.hook_k", "positions": [0, 2, 5]}' \
+    '{"name": "z", "site": "blocks.1.attn.hook_z", "heads": [0]}' \
+    '{"name": "gate", "site": "blocks.0.mlp.hook_pre", "units": [5, 50, 200]}' \
+    '{"name": "lin", "site": "blocks.1.mlp.hook_pre_linear", "units": [7, 8]}' \
+    '{"name": "ln2", "site": "blocks.0.ln2.hook_normalized", "positions": [3]}' \
+    '{"name": "lnf", "site": "ln_final.hook_normalized", "units": [9, 10]}' \
+    '{"name": "multi", "sites": [{"site": "hook_embed", "units": [1]}, {"site": "blocks.1.hook_resid_mid"}], "positions": [1, 4]}' \
+    >"$TMP/tl.jsonl"
+printf '%s\n' '{"name": "mlp", "site": "blocks.1.mlp.hook_post", "units": [10, 20, 30]}' \
+    '{"name": "z", "site": "blocks.2.attn.hook_z", "heads": [1], "positions": [2, 6]}' \
+    '{"name": "pos", "sites": [{"site": "hook_pos_embed", "units": [0, 5]}, {"site": "blocks.0.hook_attn_out"}]}' \
+    >"$TMP/tg.jsonl"
+for c in "$TMP/tl:tl:Llama" "models/tiny-gpt2:tg:GPT-2"; do
+    mm=${c%%:*} rest=${c#*:}; js=${rest%%:*} fam=${rest#*:}
+    tp="The cow lives on a farm. The cow says moo"
+    SUBSCOPE_PLUGIN_DIR="$EMU" "$SUBSCOPE" trace --model "$mm" --prompt "$tp" --submodels "$TMP/$js.jsonl" --device cuda \
+        --attribution-pass forward --out "$TMP/$js-gpu.h5" >/dev/null 2>"$TMP/err" &&
+        "$SUBSCOPE" trace --model "$mm" --prompt "$tp" --submodels "$TMP/$js.jsonl" --device cpu \
+            --attribution-pass prefixes --out "$TMP/$js-cpu.h5" >/dev/null 2>>"$TMP/err" &&
+        out=$("${TOOLBIN}h5cmp" --atol 2e-5 --rtol 1e-4 --only /submodels "$TMP/$js-cpu.h5" "$TMP/$js-gpu.h5") &&
+        [ "$(h5dump -a /attribution_pass "$TMP/$js-gpu.h5" 2>/dev/null | sed -n 's/.*(0): "\(.*\)"/\1/p')" = forward ] &&
+        pass "$fam: trace --device cuda, forward-mode attribution = the CPU's prefixes ($(grep -c . "$TMP/$js.jsonl") sub-models; 2e-5 + 1e-4 relative)" ||
+        fail "$fam: trace's forward mode on the emulated plugin" "$(tail -n 3 "$TMP/err"; printf '%s\n' "$out" | grep -v ' ok$' | head -n 4)"
+done
+
 finish

@@ -138,7 +138,8 @@ else fail "patch --pipeline 2 runs" "$(tail -3 "$TMP/pa.log")"; fi
 cp data/demo_submodels.jsonl "$TMP/sub.jsonl"
 echo '{"name": "across", "sites": [{"site": "blocks.0.mlp.hook_post", "units": [1, 2]}, {"site": "blocks.3.attn.hook_z", "heads": [0]}], "mode": "zero"}' >>"$TMP/sub.jsonl"
 tr=(--model $M --prompt 'The cat says' --answer ' meow' --submodels "$TMP/sub.jsonl" --stats "$TMP/tst.h5")
-"$SUBSCOPE" trace "${tr[@]}" --out "$TMP/tr1.h5" >"$TMP/tr1.txt" 2>/dev/null
+# (the one process runs the prefixes too, the pass a pipeline runs, for the bit-for-bit comparison)
+"$SUBSCOPE" trace "${tr[@]}" --attribution-pass prefixes --out "$TMP/tr1.h5" >"$TMP/tr1.txt" 2>/dev/null
 if $MPI -np 3 "$SUBSCOPE" trace "${tr[@]}" --pipeline 3 --out "$TMP/tr3.h5" >"$TMP/tr3.txt" 2>"$TMP/tr3.err"; then
     # one-stage sub-models bit for bit; the one over two stages adds its stages' sums in another order
     if "$H5CMP" --quiet --atol 1e-6 --rtol 1e-6 --only /submodels --only /prediction --only /tokens "$TMP/tr1.h5" "$TMP/tr3.h5" >/dev/null 2>&1 &&
@@ -147,6 +148,14 @@ if $MPI -np 3 "$SUBSCOPE" trace "${tr[@]}" --pipeline 3 --out "$TMP/tr3.h5" >"$T
         pass "trace --pipeline 3 = one process (sub-models on one stage bit for bit, one across two within 1e-6), one table"
     else fail "trace --pipeline 3 vs one process" "$("$H5CMP" --quiet --atol 0 --rtol 0 "$TMP/tr1.h5" "$TMP/tr3.h5" 2>&1 | head -3)"; fi
 else fail "trace --pipeline 3 runs" "$(tail -3 "$TMP/tr3.err")"; fi
+# The forward-mode pass runs the whole model in one process: auto falls back to the prefixes and
+# says why (attribute attribution_pass), a forced forward pass is refused naming the reason.
+[ "$(h5dump -a /attribution_pass "$TMP/tr3.h5" 2>/dev/null | sed -n 's/.*(0): "\(.*\)"/\1/p')" = prefixes ] &&
+    grep -qF "trace: attribution by prefixes (forward mode cannot run: the model is split into pipeline stages" "$TMP/tr3.err" &&
+    pass "trace --pipeline 3: auto runs the prefixes and says why" || fail "trace --pipeline 3: auto's pass" "$(cat "$TMP/tr3.err")"
+expect_fail "trace --pipeline 2 --attribution-pass forward is refused" \
+    "--attribution-pass forward: the model is split into pipeline stages" \
+    $MPI -np 2 "$SUBSCOPE" trace "${tr[@]}" --pipeline 2 --attribution-pass forward
 
 # Copies of a pipeline side by side (data x pipeline): ranks q*P..q*P+P-1 are copy q, each copy
 # runs its share of the batches. forward is bit for bit one process (every batch runs through

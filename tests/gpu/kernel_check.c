@@ -2113,6 +2113,142 @@ static void case_gelu_bwd(void) {
             }
 }
 
+/* ---- forward mode (trace's attribution pass): norm_jvp, swiglu_jvp, attention_jvp ---- */
+
+typedef struct { float *out; const float *a, *b, *w; int64_t rows, d; int rms; const int64_t *start, *len; int64_t n_seq, H, Hkv, dh; } jvp_ctx;
+static int launch_norm_jvp(void *v) {
+    jvp_ctx *c = v;
+    return ss_cuda_norm_jvp(c->out, c->a, c->b, c->w, c->rows, c->d, 1e-5f, c->rms, g_stream);
+}
+
+/* fp64 row statistics in both (test_kernels_backward.c): atol 1e-6 + rtol 1e-5. */
+static void case_norm_jvp(void) {
+    const ss_backend *be = ss_backend_cpu();
+    int64_t shapes[][2] = {{1, 1}, {1, 33}, {7, 100}, {40, 37}, {4096, 768}, {1024, 4096}};
+    int ns = g_quick ? 4 : 6;
+    for (int si = 0; si < ns; si++)
+        for (int rms = 0; rms < 2; rms++) {
+            int64_t rows = shapes[si][0], d = shapes[si][1], n = rows * d;
+            char name[96];
+            snprintf(name, sizeof name, "jvp norm_jvp %s %lldx%lld", rms ? "rms" : "layer", (long long)rows, (long long)d);
+            if (!selected(name)) continue;
+            float *x = rvec(n, 201 + (unsigned)si, 1.f), *dx = rvec(n, 202, 1.f), *w = rvec(d, 203, 1.5f);
+            float *ref = fvec(n, 0), *got = fvec(n, 0);
+            if (be->norm_jvp(be, ref, dx, x, w, rows, d, 1e-5f, rms)) cpu_ref_failed(name);
+            else {
+                float *dxx = dup_to_dev(x, (size_t)n * 4), *ddx = dup_to_dev(dx, (size_t)n * 4),
+                      *dw = dup_to_dev(w, (size_t)d * 4), *dout = dalloc((size_t)n * 4);
+                jvp_ctx c = {dout, ddx, dxx, dw, rows, d, rms, NULL, NULL, 0, 0, 0, 0};
+                out_buf ob = {dout, (size_t)n * 4, got};
+                const float *init[1] = {NULL};
+                double ms = 0;
+                if (run_twice_from(name, launch_norm_jvp, &c, &ob, init, 1, 1, &ms)) fail_case();
+                else check(name, got, ref, n, 1e-6, 1e-5, ms, 0);
+                dfree(dxx), dfree(ddx), dfree(dw), dfree(dout);
+            }
+            free(x), free(dx), free(w), free(ref), free(got);
+        }
+}
+
+static int launch_swiglu_jvp(void *v) {
+    jvp_ctx *c = v;
+    return ss_cuda_swiglu_jvp(c->out, c->a, c->b, c->rows, c->d, g_stream);
+}
+
+/* fp32 sigmoid (precise expf) against the CPU op's double; two terms of up to ~12 that may
+ * cancel (an fp32 rounding of each is ~1e-6): atol 5e-6 + rtol 1e-5 (test_kernels_backward.c). */
+static void case_swiglu_jvp(void) {
+    const ss_backend *be = ss_backend_cpu();
+    int64_t shapes[][2] = {{1, 1}, {3, 37}, {5, 300}, {2, 513}, {4096, 14336}, {2048, 1536}};
+    int ns = g_quick ? 4 : 6;
+    for (int si = 0; si < ns; si++) {
+        int64_t rows = shapes[si][0], dm = shapes[si][1], n = rows * dm;
+        char name[96];
+        snprintf(name, sizeof name, "jvp swiglu_jvp %lldx%lld", (long long)rows, (long long)dm);
+        if (!selected(name)) continue;
+        float *gu = rvec(2 * n, 211 + (unsigned)si, 1.f), *dgu = rvec(2 * n, 212, 1.1f), *ref = fvec(n, 0),
+              *got = fvec(n, 0);
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < dm; c++) gu[r * 2 * dm + c] *= 12.f;
+        if (be->swiglu_jvp(be, ref, dgu, gu, rows, dm)) cpu_ref_failed(name);
+        else {
+            float *dg = dup_to_dev(gu, (size_t)(2 * n) * 4), *dd = dup_to_dev(dgu, (size_t)(2 * n) * 4),
+                  *dout = dalloc((size_t)n * 4);
+            jvp_ctx c = {dout, dd, dg, NULL, rows, dm, 0, NULL, NULL, 0, 0, 0, 0};
+            out_buf ob = {dout, (size_t)n * 4, got};
+            const float *init[1] = {NULL};
+            double ms = 0;
+            if (run_twice_from(name, launch_swiglu_jvp, &c, &ob, init, 1, 1, &ms)) fail_case();
+            else check(name, got, ref, n, 5e-6, 1e-5, ms, 0);
+            dfree(dg), dfree(dd), dfree(dout);
+        }
+        free(gu), free(dgu), free(ref), free(got);
+    }
+}
+
+static int launch_attention_jvp(void *v) {
+    jvp_ctx *c = v;
+    const int64_t zw = c->H * c->dh, kvw = c->Hkv * c->dh, ld = c->d;
+    return ss_cuda_attention_jvp(c->out, c->a, c->a + zw, c->a + zw + kvw, ld, c->b, c->b + zw, c->b + zw + kvw, ld,
+                                 c->n_seq, c->start, c->len, c->H, c->Hkv, c->dh, (float)(1.0 / sqrt((double)c->dh)),
+                                 g_stream);
+}
+
+/* The same fp32 scores in the same order as the CPU op, fp64 softmax and sums in another
+ * order: atol 2e-6 + rtol 1e-5 at the unit tests' shapes; at 500+ keys, sums of that many
+ * terms: atol 2e-5 + rtol 1e-4 (an indexing or masking error moves rows by O(1)). */
+static void case_attention_jvp(void) {
+    const ss_backend *be = ss_backend_cpu();
+    struct {
+        int n_seq;
+        int64_t len[3];
+        int64_t H, Hkv, dh;
+        int quick;
+    } cases[] = {
+        {1, {1}, 1, 1, 4, 1},
+        {3, {5, 1, 9}, 4, 2, 6, 1},
+        {1, {150}, 2, 1, 8, 1},
+        {1, {6}, 1, 1, 130, 1},
+        {1, {1024}, 12, 12, 64, 0},
+        {2, {512, 100}, 32, 8, 128, 0}, /* Llama-3-8B-shaped heads */
+        {1, {777}, 9, 3, 64, 0},        /* SmolLM2-135M-shaped heads */
+    };
+    int nc = (int)(sizeof cases / sizeof cases[0]);
+    for (int ci = 0; ci < nc; ci++) {
+        if (g_quick && !cases[ci].quick) continue;
+        int64_t H = cases[ci].H, Hkv = cases[ci].Hkv, dh = cases[ci].dh, zw = H * dh, kvw = Hkv * dh;
+        int64_t ld = zw + 2 * kvw, n_seq = cases[ci].n_seq, start[3], len[3], rows = 0, max_len = 0;
+        char lens[64] = "";
+        for (int s = 0; s < n_seq; s++) {
+            len[s] = cases[ci].len[s], start[s] = rows, rows += len[s];
+            if (len[s] > max_len) max_len = len[s];
+            snprintf(lens + strlen(lens), sizeof lens - strlen(lens), "%s%lld", s ? "," : "", (long long)len[s]);
+        }
+        char name[128];
+        snprintf(name, sizeof name, "jvp attention_jvp seqs=[%s] H=%lld Hkv=%lld dh=%lld", lens, (long long)H,
+                 (long long)Hkv, (long long)dh);
+        if (!selected(name)) continue;
+        float *qkv = rvec(rows * ld, 221 + (unsigned)ci, 1.5f), *dqkv = rvec(rows * ld, 222, 1.f);
+        float *ref = fvec(rows * zw, 0), *got = fvec(rows * zw, 0);
+        if (be->attention_jvp(be, ref, dqkv, dqkv + zw, dqkv + zw + kvw, ld, qkv, qkv + zw, qkv + zw + kvw, ld, n_seq,
+                              start, len, H, Hkv, dh, (float)(1.0 / sqrt((double)dh))))
+            cpu_ref_failed(name);
+        else {
+            float *dq = dup_to_dev(dqkv, (size_t)(rows * ld) * 4), *dk = dup_to_dev(qkv, (size_t)(rows * ld) * 4),
+                  *dout = dalloc((size_t)(rows * zw) * 4);
+            jvp_ctx c = {dout, dq, dk, NULL, rows, ld, 0, start, len, n_seq, H, Hkv, dh};
+            out_buf ob = {dout, (size_t)(rows * zw) * 4, got};
+            const float *init[1] = {NULL};
+            double ms = 0;
+            const int big = max_len >= 500;
+            if (run_twice_from(name, launch_attention_jvp, &c, &ob, init, 1, 1, &ms)) fail_case();
+            else check(name, got, ref, rows * zw, big ? 2e-5 : 2e-6, big ? 1e-4 : 1e-5, ms, 0);
+            dfree(dq), dfree(dk), dfree(dout);
+        }
+        free(qkv), free(dqkv), free(ref), free(got);
+    }
+}
+
 typedef struct {
     float *dqkv, *ws;
     const float *dz, *qkv;
@@ -2742,6 +2878,9 @@ int main(int argc, char **argv) {
     case_gelu_bwd();
     case_swiglu_bwd();
     case_attention_bwd();
+    case_norm_jvp();
+    case_swiglu_jvp();
+    case_attention_jvp();
     case_embed_bwd();
     case_softmax_xent();
     case_logit_scores();

@@ -1466,3 +1466,133 @@ TEST(cuda_bwd_softmax_xent_bad_target_is_nan) {
     for (int i = 0; i < 5; i++) CHECK(isnan(g[i]) && !isnan(g[5 + i]));
     dev_free(dx), dev_free(dl), dev_free(dt);
 }
+
+/* ---- forward mode: norm_jvp, swiglu_jvp, attention_jvp ------------------ */
+
+typedef struct { float *out; const float *a, *b, *c; int64_t rows, d; int rms; } nj_ctx;
+static ss_status op_nj(void *v) {
+    nj_ctx *c = v;
+    return gpu()->norm_jvp(gpu(), c->out, c->a, c->b, c->c, c->rows, c->d, 1e-5f, c->rms);
+}
+
+/* Against the CPU op (itself checked against layernorm_backward/rmsnorm_backward by the adjoint
+ * identity in test_jvp.c). Both keep the row statistics in fp64 and differ only in the order of
+ * the sums (32 lanes and a tree vs one sweep): atol 1e-6 + rtol 1e-5 on O(1) values. Row 1 is
+ * offset by 50 (a small variance relative to the mean); 40 rows fill 10 blocks of 4 warps, one
+ * short; widths 1, 33 and 100 leave lanes idle. */
+TEST(cuda_jvp_norm_vs_cpu) {
+    const ss_backend *be = gpu(), *cpu = ss_backend_cpu();
+    CHECK(be && be->norm_jvp);
+    if (!be) return;
+    int64_t shapes[][2] = {{1, 1}, {1, 33}, {5, 24}, {7, 100}, {3, 768}, {40, 37}};
+    for (int si = 0; si < 6; si++)
+        for (int rms = 0; rms < 2; rms++) {
+            int64_t rows = shapes[si][0], d = shapes[si][1], n = rows * d;
+            float *x = ss_test_rvec(n, 31, 1.f), *dx = ss_test_rvec(n, 32, 1.f), *w = ss_test_rvec(d, 33, 1.5f);
+            if (rows > 1)
+                for (int64_t i = 0; i < d; i++) x[d + i] += 50.f;
+            float *got = ss_test_fvec(n, 0), *ref = ss_test_fvec(n, NAN);
+            float *dy = dev_put(NULL, (size_t)n * 4), *ddx = dev_put(dx, (size_t)n * 4), *dxx = dev_put(x, (size_t)n * 4),
+                  *dw = dev_put(w, (size_t)d * 4);
+            nj_ctx c = {dy, ddx, dxx, dw, rows, d, rms};
+            dout o = {dy, NULL, n, got};
+            CHECK(run_both(op_nj, &c, &o, 1, 1));
+            CHECK_OK(cpu->norm_jvp(cpu, ref, dx, x, w, rows, d, 1e-5f, rms));
+            char nm[96];
+            snprintf(nm, sizeof nm, "norm_jvp %s %lldx%lld", rms ? "rms" : "layer", (long long)rows, (long long)d);
+            CHECK(ss_test_compare(nm, got, ref, n, 1e-6, 1e-5) == 0);
+            dev_free(dy), dev_free(ddx), dev_free(dxx), dev_free(dw);
+            free(x), free(dx), free(w), free(got), free(ref);
+        }
+}
+
+typedef struct { float *out; const float *dgu, *gu; int64_t rows, dm; } swj_ctx;
+static ss_status op_swj(void *v) {
+    swj_ctx *c = v;
+    return gpu()->swiglu_jvp(gpu(), c->out, c->dgu, c->gu, c->rows, c->dm);
+}
+
+/* Against a double loop and the CPU op: as swiglu_backward's test (gates in [-12, 12] plus
+ * -100 and 100; fp32 with precise expf), the sum of two terms of up to ~12 may cancel (an fp32
+ * rounding of each is ~1e-6; measured 1.9e-6): atol 5e-6 + rtol 1e-5. dm = 300 and 513 leave
+ * partial 256-column blocks. */
+TEST(cuda_jvp_swiglu_vs_reference) {
+    const ss_backend *be = gpu(), *cpu = ss_backend_cpu();
+    CHECK(be && be->swiglu_jvp);
+    if (!be) return;
+    int64_t shapes[][2] = {{1, 1}, {3, 37}, {5, 300}, {2, 513}};
+    for (int si = 0; si < 4; si++) {
+        int64_t rows = shapes[si][0], dm = shapes[si][1], n = rows * dm;
+        float *gu = ss_test_rvec(2 * n, 41 + (unsigned)si, 1.f), *dgu = ss_test_rvec(2 * n, 42, 1.1f);
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < dm; c++) gu[r * 2 * dm + c] *= 12.f;
+        if (dm > 2) gu[0] = -100.f, gu[1] = 100.f;
+        float *ref = ss_test_fvec(n, 0), *got = ss_test_fvec(n, 0), *cc = ss_test_fvec(n, NAN);
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < dm; c++) {
+                double g = gu[r * 2 * dm + c], u = gu[r * 2 * dm + dm + c], s = 1 / (1 + exp(-g));
+                ref[r * dm + c] = (float)(dgu[r * 2 * dm + c] * u * s * (1 + g * (1 - s)) + dgu[r * 2 * dm + dm + c] * g * s);
+            }
+        float *dout_ = dev_put(NULL, (size_t)n * 4), *dd = dev_put(dgu, (size_t)(2 * n) * 4),
+              *dg = dev_put(gu, (size_t)(2 * n) * 4);
+        swj_ctx c = {dout_, dd, dg, rows, dm};
+        dout o = {dout_, NULL, n, got};
+        CHECK(run_both(op_swj, &c, &o, 1, 1));
+        char nm[96];
+        snprintf(nm, sizeof nm, "swiglu_jvp %lldx%lld", (long long)rows, (long long)dm);
+        CHECK(ss_test_compare(nm, got, ref, n, 5e-6, 1e-5) == 0);
+        CHECK_OK(cpu->swiglu_jvp(cpu, cc, dgu, gu, rows, dm));
+        CHECK(ss_test_compare("  vs cpu op", got, cc, n, 5e-6, 1e-5) == 0);
+        dev_free(dout_), dev_free(dd), dev_free(dg);
+        free(gu), free(dgu), free(ref), free(got), free(cc);
+    }
+}
+
+typedef struct {
+    float *dz;
+    const float *dqkv, *qkv;
+    int64_t ld, n_seq, H, Hkv, dh;
+    const int64_t *start, *len;
+} atj_ctx;
+static ss_status op_atj(void *v) {
+    atj_ctx *c = v;
+    const int64_t zw = c->H * c->dh, kvw = c->Hkv * c->dh;
+    return gpu()->attention_jvp(gpu(), c->dz, c->dqkv, c->dqkv + zw, c->dqkv + zw + kvw, c->ld, c->qkv, c->qkv + zw,
+                                c->qkv + zw + kvw, c->ld, c->n_seq, c->start, c->len, c->H, c->Hkv, c->dh,
+                                1.f / sqrtf((float)c->dh));
+}
+
+/* Against the CPU op (checked against attention_backward by the adjoint identity in test_jvp.c):
+ * the same fp32 scores in the same order, fp64 softmax and sums in another order (block trees,
+ * tiles of 128 keys): atol 2e-6 + rtol 1e-5 on O(1) values. Shapes: one row; grouped heads
+ * (H 4, Hkv 2) over three packed sequences; a sequence of 150 rows (two tiles of keys, the last
+ * partial); dh 130 (past the 128 threads: a thread owns two output columns). q|k|v rows carry 3
+ * spare columns (ld > the heads' width). */
+TEST(cuda_jvp_attention_vs_cpu) {
+    const ss_backend *be = gpu(), *cpu = ss_backend_cpu();
+    CHECK(be && be->attention_jvp);
+    if (!be) return;
+    const struct { int64_t H, Hkv, dh, n_seq, len[3]; } cs[] = {
+        {1, 1, 4, 1, {1}}, {4, 2, 6, 3, {5, 1, 9}}, {2, 1, 8, 1, {150}}, {1, 1, 130, 1, {6}}};
+    for (int ci = 0; ci < 4; ci++) {
+        const int64_t H = cs[ci].H, Hkv = cs[ci].Hkv, dh = cs[ci].dh, zw = H * dh, ld = (H + 2 * Hkv) * dh + 3;
+        int64_t start[3], rows = 0;
+        for (int64_t s = 0; s < cs[ci].n_seq; s++) start[s] = rows, rows += cs[ci].len[s];
+        float *qkv = ss_test_rvec(rows * ld, 51 + (unsigned)ci, 1.5f), *dqkv = ss_test_rvec(rows * ld, 52, 1.f);
+        float *got = ss_test_fvec(rows * zw, 0), *ref = ss_test_fvec(rows * zw, NAN);
+        float *dz = dev_put(NULL, (size_t)(rows * zw) * 4), *dq = dev_put(dqkv, (size_t)(rows * ld) * 4),
+              *dqk = dev_put(qkv, (size_t)(rows * ld) * 4);
+        atj_ctx c = {dz, dq, dqk, ld, cs[ci].n_seq, H, Hkv, dh, start, cs[ci].len};
+        dout o = {dz, NULL, rows * zw, got};
+        CHECK(run_both(op_atj, &c, &o, 1, 1));
+        const int64_t kvw = Hkv * dh;
+        CHECK_OK(cpu->attention_jvp(cpu, ref, dqkv, dqkv + zw, dqkv + zw + kvw, ld, qkv, qkv + zw, qkv + zw + kvw, ld,
+                                    cs[ci].n_seq, start, cs[ci].len, H, Hkv, dh, 1.f / sqrtf((float)dh)));
+        char nm[96];
+        snprintf(nm, sizeof nm, "attention_jvp H%lld Hkv%lld dh%lld rows %lld", (long long)H, (long long)Hkv,
+                 (long long)dh, (long long)rows);
+        CHECK(ss_test_compare(nm, got, ref, rows * zw, 2e-6, 1e-5) == 0);
+        dev_free(dz), dev_free(dq), dev_free(dqk);
+        free(qkv), free(dqkv), free(got), free(ref);
+    }
+}
