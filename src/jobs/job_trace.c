@@ -6,12 +6,17 @@
  * what ablating it does to the prediction's log-probability.
  *
  * The model is causal, so one masked forward over the whole prompt gives the
- * ablated prediction at every position. Attribution needs one backward pass
- * per position; they run as packed batches of the prompt's prefixes (lengths
- * 1..n), each with its own last-token metric, at most TRACE_ROWS rows a batch
- * (or one prefix): the n(n+1)/2 rows of all of them at once would need, for a
- * 1024-token prompt, 6 GB per GPT-2-small MLP site for activations and as much
- * again for gradients, besides the backward pass's own tape. */
+ * ablated prediction at every position, and one forward-mode (tangent) pass
+ * per sub-model gives its attribution at every position (ss_jvp_logprob,
+ * src/model/jvp.c): the derivative of log p(prediction_t) when its
+ * activations are scaled by (1 + e). Where that pass cannot run (a pipeline
+ * of stages) or costs more (very short prompts), or with --attribution-pass
+ * prefixes, attribution takes one backward pass per position instead; they
+ * run as packed batches of the prompt's prefixes (lengths 1..n), each with
+ * its own last-token metric, at most TRACE_ROWS rows a batch (or one prefix):
+ * the n(n+1)/2 rows of all of them at once would need, for a 1024-token
+ * prompt, 6 GB per GPT-2-small MLP site for activations and as much again
+ * for gradients, besides the backward pass's own tape. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
