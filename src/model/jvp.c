@@ -254,7 +254,8 @@ ss_status ss_jvp_logprob(const ss_model *m, const ss_backend *be, const int32_t 
     float *g_host = NULL, *t_host = NULL, *wt = NULL, *loss = NULL;
     ss_status st = SS_ERR_NOMEM;
     p.tape.blocks = ss_malloc((size_t)c->n_layer * sizeof *p.tape.blocks, "tape");
-    const int64_t widest = D.qw > D.pw ? D.qw : D.pw;
+    int64_t widest = D.qw > D.pw ? D.qw : D.pw; /* the widest buffer a seed reads: q|k|v, the MLP's, or d */
+    if (D.d > widest) widest = D.d;
     g_host = ss_malloc((size_t)(R * d) * sizeof(float), "forward-mode gradient");
     t_host = ss_malloc((size_t)(R * d) * sizeof(float), "forward-mode tangent");
     wt = ss_malloc((size_t)R * sizeof(float), "metric weights");

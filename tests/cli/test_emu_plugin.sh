@@ -196,7 +196,14 @@ printf '%s\n' '{"name": "mlp", "site": "blocks.1.mlp.hook_post", "units": [10, 2
     '{"name": "z", "site": "blocks.2.attn.hook_z", "heads": [1], "positions": [2, 6]}' \
     '{"name": "pos", "sites": [{"site": "hook_pos_embed", "units": [0, 5]}, {"site": "blocks.0.hook_attn_out"}]}' \
     >"$TMP/tg.jsonl"
-for c in "$TMP/tl:tl:Llama" "models/tiny-gpt2:tg:GPT-2"; do
+# A Llama whose residual stream (64) is wider than q|k|v ((2 + 2) x 8) and the MLP's gate|up
+# (2 x 16): a seed on it goes through host copies as wide as the widest of the three (they were
+# sized for the wider of the other two: 32 floats a row, 64 read into them).
+"${TOOLBIN}mkmodel" --out "$TMP/tn" --family llama --layers 2 --d 64 --heads 2 --kv-heads 1 --head-dim 8 --inner 16 \
+    --vocab 50257 --std 0.2 --seed 4 >/dev/null && cp "${SS_TEST_DATA:-tests/data}/gpt2-tokenizer/tokenizer.json" "$TMP/tn/"
+printf '%s\n' '{"name": "resid", "site": "blocks.1.hook_resid_pre", "positions": [1, 3]}' \
+    '{"name": "out", "sites": [{"site": "blocks.0.hook_mlp_out", "units": [3, 60]}, {"site": "blocks.1.attn.hook_k"}]}' >"$TMP/tn.jsonl"
+for c in "$TMP/tl:tl:Llama" "models/tiny-gpt2:tg:GPT-2" "$TMP/tn:tn:narrow-head Llama"; do
     mm=${c%%:*} rest=${c#*:}; js=${rest%%:*} fam=${rest#*:}
     tp="The cow lives on a farm. The cow says moo"
     SUBSCOPE_PLUGIN_DIR="$EMU" "$SUBSCOPE" trace --model "$mm" --prompt "$tp" --submodels "$TMP/$js.jsonl" --device cuda \
