@@ -15,7 +15,8 @@
 #      compare logits and every site with h5cmp; `predict --generate` too: tiny-gpt2's
 #      continuation on the CPU, on the GPU and recomputed there, and small bf16 and fp16 models'
 #      (heads of 64, 128 and 32; the key/value cache held in their dtype) compared token by
-#      token where their logit margins allow (gen_cmp);
+#      token where their logit margins allow (gen_cmp); `trace`'s forward-mode attribution on the
+#      GPU against the CPU's prefixes (tiny-gpt2 and the GGUF test Llama);
 #   3b. the NCCL communicator (SUBSCOPE_DIST=nccl, src/dist/comm_nccl.c):
 #      info --dist and a data-parallel `collect` on the GPU under mpirun
 #      (2 ranks, one GPU each, when there are 2 GPUs; NCCL refuses two ranks
@@ -317,6 +318,35 @@ compare_forward() {
     [ $KEEP = 1 ] || [ $rc != 0 ] || rm -f "$out-cpu.h5" "$out-cuda.h5"
 }
 
+# compare_trace NAME MODEL SUBMODELS PROMPT: trace's attribution by the forward-mode pass on
+# the GPU (norm_jvp, swiglu_jvp, attention_jvp and the tangent's products) against the CPU's
+# prefixes (backward passes), every /submodels dataset with h5cmp at the forward's tolerance.
+compare_trace() {
+    local name=$1 model=$2 subs=$3 prompt=$4 tag=${1//[^A-Za-z0-9_.-]/_} t0 rc out det
+    selected "$name" || return 0
+    need "$model" "$subs" || return 1
+    t0=$(now)
+    out=$WORK/out/$tag
+    run_logged "$LOGS/trace-$tag-cpu.log" 300 "$B/subscope" trace --model "$model" --prompt "$prompt" \
+        --submodels "$subs" --attribution-pass prefixes --device cpu --out "$out-cpu.h5"
+    rc=$?
+    budget_skip "$name" $rc 0 && return
+    if [ $rc != 0 ]; then record "$name" FAIL "CPU trace failed: $(why "$LOGS/trace-$tag-cpu.log" $rc)" "$(elapsed "$t0")"; return; fi
+    run_logged "$LOGS/trace-$tag-cuda.log" 300 "$B/subscope" trace --model "$model" --prompt "$prompt" \
+        --submodels "$subs" --attribution-pass forward --device "$DEV" --out "$out-cuda.h5"
+    rc=$?
+    if [ $rc != 0 ]; then
+        budget_skip "$name" $rc 0 || record "$name" FAIL "GPU trace failed: $(why "$LOGS/trace-$tag-cuda.log" $rc)" "$(elapsed "$t0")"
+        return
+    fi
+    run_logged "$LOGS/cmp-$tag.log" 300 "$B/h5cmp" --atol "$ATOL" --rtol "$RTOL" --only /submodels "$out-cpu.h5" "$out-cuda.h5"
+    rc=$?
+    budget_skip "$name" $rc 0 && return
+    det=$(grep -E '^h5cmp:' "$LOGS/cmp-$tag.log" | tail -n 1 | sed 's/^h5cmp: //')
+    if [ $rc = 0 ]; then record "$name" PASS "$det" "$(elapsed "$t0")"
+    else record "$name" FAIL "${det:-h5cmp exit $rc}; first: $(grep -m 1 FAIL "$LOGS/cmp-$tag.log" | cut -c 1-160)" "$(elapsed "$t0")"; fi
+}
+
 # selected NAME: whether GPU_CHECK_MATCH (if set) selects the comparison NAME; if not, it is
 # recorded as skipped
 selected() {
@@ -479,6 +509,20 @@ elif [ $BUILD_OK = 1 ]; then
     # integrated gradients' steps on the device (ig_point, ig_add, ig_attr)
     RUN_CMD=attribute compare_forward "attribute tiny-gpt2 ig:8 --recompute" "$tiny" tests/data/patch/clean.jsonl \
         'blocks.1.mlp.hook_post,blocks.2.attn.hook_z' --metric logitdiff --method ig:8 --recompute
+    # trace's forward-mode attribution on the GPU against the CPU's prefixes: the bundled GPT-2 and
+    # a grouped-query Llama (the GGUF test model), sub-models over MLP, attention and residual sites
+    printf '%s\n' '{"name": "mlp", "site": "blocks.1.mlp.hook_post", "units": [10, 20, 30]}' \
+        '{"name": "z", "site": "blocks.2.attn.hook_z", "heads": [1], "positions": [2, 6]}' \
+        '{"name": "q_resid", "sites": [{"site": "blocks.0.attn.hook_q", "heads": [3]}, {"site": "blocks.1.hook_resid_mid"}]}' \
+        >"$WORK/models/trace-gpt2.jsonl"
+    printf '%s\n' '{"name": "rot_q", "site": "blocks.0.attn.hook_rot_q", "heads": [1]}' \
+        '{"name": "k", "site": "blocks.1.attn.hook_k", "positions": [1, 3]}' \
+        '{"name": "gate_lin", "sites": [{"site": "blocks.0.mlp.hook_pre", "units": [5, 50]}, {"site": "blocks.1.mlp.hook_pre_linear", "units": [7]}]}' \
+        >"$WORK/models/trace-llama.jsonl"
+    compare_trace "trace tiny-gpt2, forward-mode attribution vs CPU prefixes" "$tiny" "$WORK/models/trace-gpt2.jsonl" \
+        "The cow lives on a farm. The cow says moo, and the dog sleeps by the door"
+    compare_trace "trace tiny GQA Llama (GGUF), forward-mode attribution vs CPU prefixes" tests/data/llama-gguf/tiny-f32.gguf \
+        "$WORK/models/trace-llama.jsonl" "The cow lives on a farm. The cow says moo"
     # the attention backward that recomputes P (kernels/attention_backward_rc.cu), forced by a zero budget
     SUBSCOPE_ATTN_BWD_WORKSPACE_MB=0 RUN_CMD=attribute compare_forward \
         "attribute tiny-gpt2 1..128 tokens, loss grad, recomputed attention backward" "$tiny" \
