@@ -103,3 +103,141 @@ TEST(cpu_attention_jvp_is_the_adjoint_of_attention_backward) {
     CHECK_ERR(be->attention_jvp(be, none, none, none, none, 1, none, none, none, 1, 1, &s0, &l1, 3, 2, 1, 1.f),
               SS_ERR_ARG, "attention_jvp: 2 key/value heads do not divide 3 heads");
 }
+
+/* ---- the whole forward-mode pass (ss_jvp_logprob) against backward passes of the prefixes ---- */
+
+#include "subscope/backward.h"
+#include "subscope/masks.h"
+
+typedef struct {
+    float *rows[256];
+} kept;
+
+static ss_status keep_rows(void *vctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
+                           const int64_t *pattern_off) {
+    (void)pattern_off;
+    kept *k = vctx;
+    if (s->id >= 256) return SS_OK;
+    float *c = malloc((size_t)(pk->rows * s->width) * sizeof(float));
+    if (!c) return SS_ERR_NOMEM;
+    for (int64_t i = 0; i < pk->rows; i++) memcpy(c + i * s->width, data + i * ld, (size_t)s->width * sizeof(float));
+    free(k->rows[s->id]);
+    k->rows[s->id] = c;
+    return SS_OK;
+}
+
+/* For the test models of both families (GPT-2 with and without a tied head; Llama with
+ * llama3 rotary scaling and grouped heads, head size 6 with q/k/v and MLP biases, Qwen2's
+ * biases with a tied head, Mistral), one sub-model per per-token site (units 0, 1 and 3 at
+ * positions 1 and 4) and one over three sites at every position: ss_jvp_logprob's tangent of
+ * log p(target_t) at every t equals the sum over the covered units at positions <= t of
+ * activation x gradient from a backward pass of each prefix (all n prefixes packed in one
+ * batch), within 1e-6 + 1e-4 of the sum of the terms' magnitudes (the same products in fp32
+ * through every layer in another order: measured up to 1.5e-5 of it on rotated q, and 1e-8 on
+ * values of 2e-6 whose gradients cancel), as test_trace.sh's comparison; and its log p
+ * equals the backward pass's metric (1e-5 relative). Tokens are given as ids: these models have no
+ * tokenizer, which the CLI's trace needs (tests/cli/test_trace.sh has the CLI's checks). */
+TEST(jvp_logprob_equals_prefix_backward_passes) {
+    const char *names[] = {"prefix-f32", "noprefix-odd-untied", "llama-gqa-llama3", "llama-hd6-bias", "qwen2-bias-tied",
+                           "mistral-small"};
+    static const int32_t toks[9] = {5, 17, 3, 60, 0, 44, 12, 12, 7};
+    const int64_t n = 9;
+    for (int mi = 0; mi < 6; mi++) {
+        char dir[512];
+        snprintf(dir, sizeof dir, "%s/models/%s", ss_test_data_dir(), names[mi]);
+        ss_model *m = NULL;
+        CHECK_OK(ss_model_load(dir, &m));
+        if (!m) return;
+        const ss_config *c = &m->cfg;
+        const int ns = ss_sites_count(c);
+        CHECK(ns <= 256);
+        int32_t targets[9];
+        for (int64_t t = 0; t < n; t++) targets[t] = (int32_t)((toks[(t + 1) % n] * 7 + 3) % c->vocab_size);
+        /* the sub-models */
+        ss_mask masks[64];
+        ss_mask_target tg[64 + 3];
+        int64_t units[3] = {0, 1, 3}, pos[2] = {1, 4};
+        int nm = 0;
+        uint8_t *want = calloc((size_t)ns, 1);
+        for (int i = 0; i < ns && nm < 63; i++) {
+            ss_site s;
+            ss_site_get(c, i, &s);
+            if (!s.per_token) continue;
+            want[i] = 1;
+            tg[nm] = (ss_mask_target){i, units, 3};
+            masks[nm] = (ss_mask){.targets = &tg[nm], .n_targets = 1, .positions = pos, .n_positions = 2};
+            snprintf(masks[nm].name, sizeof masks[nm].name, "%s", s.name);
+            nm++;
+        }
+        tg[nm] = (ss_mask_target){ss_site_id(c, SS_SITE_Q, 0), NULL, 0};
+        tg[nm + 1] = (ss_mask_target){ss_site_id(c, SS_SITE_MLP_POST, 0), units, 3};
+        tg[nm + 2] = (ss_mask_target){ss_site_id(c, SS_SITE_RESID_PRE, c->n_layer - 1), NULL, 0};
+        masks[nm] = (ss_mask){.name = "three", .targets = &tg[nm], .n_targets = 3};
+        nm++;
+        double *out = calloc((size_t)(n * nm), sizeof(double)), lp[9];
+        CHECK_OK(ss_jvp_check(m, ss_backend_cpu(), masks, nm));
+        CHECK_OK(ss_jvp_logprob(m, ss_backend_cpu(), toks, n, targets, masks, nm, out, lp, NULL, NULL));
+        /* the prefixes 1..n packed, each scored at its last position */
+        int64_t start[9], len[9], rows = 0;
+        int32_t packed[45];
+        for (int64_t s = 0; s < n; s++) {
+            start[s] = rows, len[s] = s + 1;
+            memcpy(packed + rows, toks, (size_t)(s + 1) * sizeof(int32_t));
+            rows += s + 1;
+        }
+        ss_packing pk = {n, rows, start, len, 0};
+        kept acts = {{0}}, grads = {{0}};
+        ss_forward_opts fo = {.want = want, .hook = keep_rows, .hook_ctx = &acts, .read_only = 1};
+        ss_grad_opts go = {.want = want, .hook = keep_rows, .hook_ctx = &grads};
+        ss_metric mt = {SS_METRIC_LOGPROB, targets, NULL};
+        double metric[9];
+        CHECK_OK(ss_forward_backward(m, ss_backend_cpu(), packed, &pk, &fo, &mt, &go, metric));
+        int bad = 0;
+        for (int k = 0; k < nm; k++)
+            for (int64_t s = 0; s < n; s++) {
+                double ref = 0, mag = 1e-6;
+                for (int q = 0; q < masks[k].n_targets; q++) {
+                    ss_site si;
+                    ss_site_get(c, masks[k].targets[q].site_id, &si);
+                    const int64_t nu = masks[k].targets[q].n_units ? masks[k].targets[q].n_units : si.width;
+                    for (int64_t t = 0; t <= s; t++) {
+                        if (masks[k].n_positions && t != 1 && t != 4) continue;
+                        const float *a = acts.rows[si.id] + (start[s] + t) * si.width,
+                                    *g = grads.rows[si.id] + (start[s] + t) * si.width;
+                        for (int64_t j = 0; j < nu; j++) {
+                            const int64_t u = masks[k].targets[q].n_units ? masks[k].targets[q].units[j] : j;
+                            ref += (double)a[u] * g[u], mag += fabs((double)a[u] * g[u]);
+                        }
+                    }
+                }
+                if (!(fabs(out[s * nm + k] - ref) <= 1e-6 + 1e-4 * mag)) {
+                    if (bad++ < 5)
+                        printf("\n    %s, sub-model %s, position %lld: forward mode %.9g, prefixes %.9g (magnitude %.3g)",
+                               names[mi], masks[k].name, (long long)s, out[s * nm + k], ref, mag);
+                }
+            }
+        for (int64_t s = 0; s < n; s++)
+            if (!(fabs(lp[s] - metric[s]) <= 1e-5 * (1 + fabs(metric[s])))) bad++;
+        CHECK_MSG(bad == 0, "%s: %d values differ", names[mi], bad);
+        for (int i = 0; i < 256; i++) free(acts.rows[i]), free(grads.rows[i]);
+        free(out), free(want);
+        ss_model_free(m);
+    }
+}
+
+/* Targets outside the vocabulary are refused naming the position. */
+TEST(jvp_logprob_refuses_a_target_outside_the_vocabulary) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/models/prefix-f32", ss_test_data_dir());
+    ss_model *m = NULL;
+    CHECK_OK(ss_model_load(dir, &m));
+    if (!m) return;
+    int32_t toks[3] = {1, 2, 3}, targets[3] = {4, (int32_t)m->cfg.vocab_size, 5};
+    int64_t units[1] = {0};
+    ss_mask_target tg = {ss_site_id(&m->cfg, SS_SITE_MLP_POST, 0), units, 1};
+    ss_mask mk = {.name = "m", .targets = &tg, .n_targets = 1};
+    double out[3];
+    CHECK_ERR(ss_jvp_logprob(m, ss_backend_cpu(), toks, 3, targets, &mk, 1, out, NULL, NULL, NULL), SS_ERR_ARG,
+              "target 97 at position 1 is outside the vocabulary");
+    ss_model_free(m);
+}
