@@ -71,10 +71,13 @@ T=$TMP/tm
 cp models/tiny-gpt2/tokenizer.json "$T/"
 S="The cow lives on a farm and the dog sleeps by the door while the cat watches birds in the old tree."
 printf '{"name": "m", "site": "blocks.1.mlp.hook_post", "units": [10, 20, 30]}\n' >"$TMP/sm.jsonl"
-out=$(ulimit -v 1000000; timeout 120 "$SUBSCOPE" trace --model "$T" --prompt "$S $S $S $S $S $S" --submodels "$TMP/sm.jsonl" \
-    --out "$TMP/trace.h5" --device cpu 2>&1); rc=$?
-[ $rc = 0 ] && [ -s "$TMP/trace.h5" ] && pass "trace of a 235-token prompt under a 1 GB limit (prefixes in batches)" ||
-    fail "trace of a 235-token prompt under 1 GB" "exit $rc" "$(printf '%s' "$out" | tail -n 2)"
+for p in prefixes forward; do
+    out=$(ulimit -v 1000000; timeout 120 "$SUBSCOPE" trace --model "$T" --prompt "$S $S $S $S $S $S" --submodels "$TMP/sm.jsonl" \
+        --attribution-pass $p --out "$TMP/trace-$p.h5" --device cpu 2>&1); rc=$?
+    [ $rc = 0 ] && [ -s "$TMP/trace-$p.h5" ] &&
+        pass "trace of a 235-token prompt under a 1 GB limit ($([ $p = prefixes ] && echo "prefixes in batches" || echo "forward mode: one taped forward"))" ||
+        fail "trace of a 235-token prompt under 1 GB ($p)" "exit $rc" "$(printf '%s' "$out" | tail -n 2)"
+done
 
 # collect's PCA works in the covariance it has just written (dsyevr overwrites its input), not in
 # a copy of it: at d = 4096 (128 MiB a matrix) with one thread, mean,pca:4 fits in about 490 MB;
