@@ -400,13 +400,45 @@ static ss_status patch(const ss_patch_job *job, ss_comm *comm) {
     /* The summary: mean normalised effect per site and piece. */
     if (job->table) {
         FILE *t = job->table;
-        fprintf(t, "\nnormalised effect (patched - corrupt) / (clean - corrupt), mean over %lld pairs; per %s\n",
-                (long long)N, per);
+        /* A piece's mean is over the pairs with a value there: a position past a pair's
+         * length, or a pair whose clean and corrupt metrics are equal, has none. Where a
+         * piece has fewer than all N, a row says how many (a position only the longest pair
+         * reaches is one pair's effect, not a mean over N). */
+        int uneven = 0;
+        for (int k = 0; k < n_sites && !uneven; k++)
+            for (int64_t p = 0; p < n_pieces[k] && p < 24 && !uneven; p++)
+                for (int64_t i = 0; i < N; i++)
+                    if (isnan(effect[k][i * n_pieces[k] + p])) { uneven = 1; break; }
+        if (uneven)
+            fprintf(t, "\nnormalised effect (patched - corrupt) / (clean - corrupt), mean over the pairs with a value "
+                       "(of %lld; a row '(pairs)' counts them); per %s\n",
+                    (long long)N, per);
+        else
+            fprintf(t, "\nnormalised effect (patched - corrupt) / (clean - corrupt), mean over %lld pairs; per %s\n",
+                    (long long)N, per);
         for (int k = 0; k < n_sites; k++) {
             ss_site s;
             ss_site_get(cfg, site_ids[k], &s);
-            fprintf(t, "%-28s", s.name);
             int64_t shown = n_pieces[k] < 24 ? n_pieces[k] : 24;
+            /* the counts row, before the first site and again wherever a site's counts differ
+             * from the row above (they depend on the pairs alone, so once in practice) */
+            int same = k > 0 && n_pieces[k] == n_pieces[k - 1];
+            for (int64_t p = 0; p < shown && same; p++)
+                for (int64_t i = 0; i < N; i++)
+                    if (isnan(effect[k][i * n_pieces[k] + p]) != isnan(effect[k - 1][i * n_pieces[k - 1] + p])) {
+                        same = 0;
+                        break;
+                    }
+            if (uneven && !same) {
+                fprintf(t, "%-28s", "(pairs)");
+                for (int64_t p = 0; p < shown; p++) {
+                    int64_t c = 0;
+                    for (int64_t i = 0; i < N; i++) c += !isnan(effect[k][i * n_pieces[k] + p]);
+                    fprintf(t, " %5lld", (long long)c);
+                }
+                fprintf(t, "%s\n", n_pieces[k] > shown ? " ..." : "");
+            }
+            fprintf(t, "%-28s", s.name);
             for (int64_t p = 0; p < shown; p++) {
                 double sum = 0;
                 int64_t c = 0;

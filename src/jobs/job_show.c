@@ -247,13 +247,15 @@ static ss_status show_patch_effects(ss_h5_reader *r, FILE *out, const char *path
         }
         const int64_t P = in.dims[0], W = in.dims[1];
         double *mean = ss_malloc((size_t)W * sizeof(double), paths[i]);
-        if (!mean) { free(eff); return SS_ERR_NOMEM; }
+        int64_t *cnt = ss_malloc((size_t)W * sizeof(int64_t), paths[i]);
+        if (!mean || !cnt) { free(mean), free(cnt), free(eff); return SS_ERR_NOMEM; }
         for (int64_t u = 0; u < W; u++) {
             double s = 0;
             int64_t c = 0;
             for (int64_t a = 0; a < P; a++)
                 if (!isnan(eff[a * W + u])) s += eff[a * W + u], c++;
             mean[u] = c ? s / (double)c : NAN;
+            cnt[u] = c;
         }
         char **dn = NULL;
         int nd = 0;
@@ -261,13 +263,21 @@ static ss_status show_patch_effects(ss_h5_reader *r, FILE *out, const char *path
         if (!st) {
             int64_t top[5];
             const int k = top_by_magnitude(mean, W, 5, top);
-            if (!header++) fprintf(out, "\npatching (pieces per site by |mean normalised effect| over %lld pairs):\n", (long long)P);
+            if (!header++)
+                fprintf(out,
+                        "\npatching (pieces per site by |mean normalised effect| over the pairs with a value, of %lld;\n"
+                        "  '(n pairs)' after a piece whose mean has fewer: positions past a pair's end, clean = corrupt):\n",
+                        (long long)P);
             fprintf(out, "  %s (%s):", paths[i] + 8, nd == 2 && dn && dn[1] ? dn[1] : "piece");
-            for (int q = 0; q < k; q++) fprintf(out, "  %lld %+.3f", (long long)top[q], mean[top[q]]);
+            for (int q = 0; q < k; q++) {
+                fprintf(out, "  %lld %+.3f", (long long)top[q], mean[top[q]]);
+                if (cnt[top[q]] < P) fprintf(out, " (%lld pair%s)", (long long)cnt[top[q]], cnt[top[q]] == 1 ? "" : "s");
+            }
             fprintf(out, "%s\n", k ? "" : "  (no values)");
         }
         ss_h5_free_names(dn, (size_t)nd);
         free(mean);
+        free(cnt);
         free(eff);
         if (st) return st;
     }

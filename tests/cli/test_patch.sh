@@ -55,6 +55,15 @@ grep -q "^  clean_path  *." "$TMP/sh" && grep -q "^  corrupt_path  *." "$TMP/sh"
     fail "show's provenance lacks clean_path/corrupt_path" "$(head -12 "$TMP/sh")"
 grep -q "^  blocks.1.hook_resid_mid (all):  0 $m\$" "$TMP/sh" && pass "show: a site's mean patching effect" ||
     fail "show's patching effects (want 0 $m)" "$(tail -3 "$TMP/sh")"
+# A piece's mean is over the pairs with a value there: the pairs here have 3, 10, 3 and 6 tokens,
+# so position 8 is one pair's effect. The table counts the pairs under each position and show
+# says how many stand behind a piece that has fewer than all (both said "mean over 4 pairs").
+"$SUBSCOPE" patch --model $M --input $C --corrupt $K --sites blocks.0.hook_resid_pre --per position --out "$TMP/pp.h5" >"$TMP/ppt" 2>&1
+grep -Eq '^\(pairs\) +4 +4 +4 +2 +2 +2 +1 +1 +1 +1$' "$TMP/ppt" && grep -q "mean over the pairs with a value (of 4" "$TMP/ppt" &&
+    pass "patch's table counts the pairs behind each position's mean" || fail "patch table's pair counts" "$(cat "$TMP/ppt")"
+"$SUBSCOPE" show --file "$TMP/pp.h5" >"$TMP/ppsh" 2>&1
+grep -Eq '^  blocks.0.hook_resid_pre \(position\):  8 \+0\.9[0-9]+ \(1 pair\)  1 \+0\.[0-9]+  ' "$TMP/ppsh" &&
+    pass "show: a piece whose mean rests on fewer pairs says how many" || fail "show's pair counts" "$(tail -4 "$TMP/ppsh")"
 # Effects are written whole: a file declaring [2^31, 1] of them never written is refused by its
 # size before reading (they were allocated whole: 8 GiB, "out of memory" under capped).
 if python3 -c "import h5py" 2>/dev/null; then
