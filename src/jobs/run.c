@@ -324,6 +324,13 @@ ss_status ss_prompt_answer_ids(const ss_tokenizer *tok, const ss_prompts *p, con
         if (*dst[w] < 0)
             return ss_errorf(SS_ERR_FORMAT, "%s:%lld: empty \"%s\"", p->path, (long long)it->line, w ? "wrong" : "answer");
     }
+    /* Only the first token of each is scored: two that share it make logit(answer) -
+     * logit(wrong) 0 whatever the model does (and patch's effect 0/0), a silent dud. */
+    if (wrong && *answer == *wrong)
+        return ss_errorf(SS_ERR_FORMAT,
+                         "%s:%lld: \"answer\" and \"wrong\" begin with the same token (id %d): the logitdiff metric "
+                         "scores only the first token of each, so it would be 0 whatever the model does",
+                         p->path, (long long)it->line, (int)*answer);
     return SS_OK;
 }
 

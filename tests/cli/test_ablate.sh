@@ -257,4 +257,12 @@ if command -v script >/dev/null 2>&1; then
 else
     pass "progress on a terminal not checked: no 'script' command here"
 fi
+# "answer" and "wrong" that begin with the same token (" congratulations" and " congress" both
+# start with id 276 in this vocabulary): logitdiff scores first tokens only, so it would be 0
+# whatever the model does; refused naming the line (before, a silent 0).
+printf '%s\n' '{"text": "The cat says", "answer": " meow", "wrong": " woof"}' \
+    '{"text": "The dog says", "answer": " congratulations", "wrong": " congress"}' >"$TMP/same_first.jsonl"
+expect_fail "ablate: answer and wrong sharing their first token refused" 'same_first.jsonl:2: "answer" and "wrong" begin with the same token (id 276)' \
+    "$SUBSCOPE" ablate --model $M --input "$TMP/same_first.jsonl" --mask 'blocks.1.mlp.hook_post[1]' --metrics logitdiff --out "$TMP/sf.h5"
+[ ! -e "$TMP/sf.h5" ] && pass "ablate: no output after the refusal" || fail "ablate left an output" "$TMP/sf.h5"
 finish

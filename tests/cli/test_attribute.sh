@@ -144,4 +144,12 @@ tl=$(SUBSCOPE_TIMING=1 "$SUBSCOPE" attribute --model $M --input $P --sites block
 if printf '%s' "$tl" | grep -Eq "^subscope attribute: timing: first batch [0-9.]+ s \(2 prompts\), later batches [0-9.]+ s \($((n - 2)) prompts\)$"; then
     pass "SUBSCOPE_TIMING=1 times attribute's first batch and the later ones"
 else fail "SUBSCOPE_TIMING=1 attribute" "got: $tl"; fi
+# "answer" and "wrong" that begin with the same token (" congratulations" and " congress" both
+# start with id 276 in this vocabulary): logitdiff scores first tokens only, so it would be 0
+# whatever the model does; refused naming the line (before, a silent 0).
+printf '%s\n' '{"text": "The cat says", "answer": " meow", "wrong": " woof"}' \
+    '{"text": "The dog says", "answer": " congratulations", "wrong": " congress"}' >"$TMP/same_first.jsonl"
+expect_fail "attribute: answer and wrong sharing their first token refused" 'same_first.jsonl:2: "answer" and "wrong" begin with the same token (id 276)' \
+    "$SUBSCOPE" attribute --model $M --input "$TMP/same_first.jsonl" --sites blocks.1.mlp.hook_post --metric logitdiff --out "$TMP/sf.h5"
+[ ! -e "$TMP/sf.h5" ] && pass "attribute: no output after the refusal" || fail "attribute left an output" "$TMP/sf.h5"
 finish

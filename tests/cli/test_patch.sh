@@ -126,4 +126,12 @@ if command -v script >/dev/null 2>&1; then
 else
     pass "progress on a terminal not checked: no 'script' command here"
 fi
+# "answer" and "wrong" that begin with the same token (" congratulations" and " congress" both
+# start with id 276 in this vocabulary): logitdiff scores first tokens only, so it would be 0
+# whatever the model does; refused naming the line (before, a silent 0).
+printf '%s\n' '{"text": "The cat says", "answer": " meow", "wrong": " woof"}' \
+    '{"text": "The dog says", "answer": " congratulations", "wrong": " congress"}' >"$TMP/same_first.jsonl"
+expect_fail "patch: answer and wrong sharing their first token refused" 'same_first.jsonl:2: "answer" and "wrong" begin with the same token (id 276)' \
+    "$SUBSCOPE" patch --model $M --clean "$TMP/same_first.jsonl" --corrupt "$TMP/same_first.jsonl" --sites blocks.1.mlp.hook_post --out "$TMP/sf.h5"
+[ ! -e "$TMP/sf.h5" ] && pass "patch: no output after the refusal" || fail "patch left an output" "$TMP/sf.h5"
 finish
