@@ -30,8 +30,8 @@ cli_cmd cmd_show = {
     "show", "summarise a subscope HDF5 file: provenance, datasets and axes, predictions, top neurons, units and pieces",
     "subscope show OUT.h5 [--prompts N]   (or --file OUT.h5)",
     "Forward files: each prompt's next-token guess, losses, the most active MLP neurons. collect files:\n"
-    "the principal components' share of variance. attribute files: each site's top units by |attribution|\n"
-    "summed over prompts and positions. patch files: each site's pieces by |mean normalised effect| over\n"
+    "the principal components' share of variance. attribute files: each site's top units by |sum of\n"
+    "attributions over prompts and positions| (signed units that cancel rank low). patch files: each site's pieces by |mean normalised effect| over\n"
     "the pairs with a value there (a position past a pair's end has none), and how many where fewer than all.\n\n"
     "example:\n  subscope show out/demo.h5\n",
     show_opts, run_show, "file", NULL,

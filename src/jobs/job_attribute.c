@@ -857,9 +857,11 @@ compute:;
         }
         if (top > wmax) top = (int)wmax;
         if (top == wmin && top == wmax)
-            fprintf(t, "all %d units per site by |attribution| summed over prompts and positions:\n", top);
+            fprintf(t, "all %d units per site by |sum of attributions over prompts and positions| (the sum shown):\n",
+                    top);
         else
-            fprintf(t, "top %d units per site%s by |attribution| summed over prompts and positions:\n", top,
+            fprintf(t, "top %d units per site%s by |sum of attributions over prompts and positions| (the sum shown):\n",
+                    top,
                     top > wmin ? " (all the units of a site with fewer)" : "");
         for (int k = 0; k < n_sites; k++) {
             ss_site s;

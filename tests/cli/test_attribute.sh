@@ -92,8 +92,8 @@ grep -q "^blocks.1.mlp.hook_post" "$TMP/table" && grep -q "top 10 units per site
 "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.1.attn.hook_z,blocks.1.mlp.hook_post' --top 1000 --out "$TMP/t1k.h5" >"$TMP/t1k" 2>&1
 "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.1.attn.hook_z' --top 1000 --out "$TMP/t1k.h5" >"$TMP/t1k1" 2>&1
 n=$(awk '$1 == "blocks.1.attn.hook_z" {print (NF - 1) / 2}' "$TMP/t1k")
-grep -q "^top 512 units per site (all the units of a site with fewer) by |attribution|" "$TMP/t1k" && [ "$n" = 128 ] &&
-    grep -q "^all 128 units per site by |attribution|" "$TMP/t1k1" && pass "--top 1000: the table names the units it keeps" ||
+grep -qF "top 512 units per site (all the units of a site with fewer) by |sum of attributions over prompts and positions| (the sum shown):" "$TMP/t1k" && [ "$n" = 128 ] &&
+    grep -qF "all 128 units per site by |sum of attributions over prompts and positions| (the sum shown):" "$TMP/t1k1" && pass "--top 1000: the table names the units it keeps" ||
     fail "--top beyond the sites' units" "$(grep units "$TMP/t1k" "$TMP/t1k1")" "hook_z's row: $n units"
 h5ls -r "$TMP/b3.h5" | grep -q "/attr/blocks.1.attn.hook_q Dataset {4, 10, 4, 32}" && pass "q/k/v/z keep their [head, d_head] shape" || fail "q shape" "$(h5ls -r "$TMP/b3.h5" | grep hook_q)"
 h5ls -r "$TMP/b3.h5" | grep -q "hook_pattern" && fail "a glob leaves hook_pattern out" || pass "a glob leaves hook_pattern out"
