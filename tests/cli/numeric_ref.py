@@ -24,6 +24,8 @@ failed = 0
 
 def report(name, ratio, detail):
     global failed
+    if DEV != 'cpu':
+        name += ' (--device %s)' % DEV
     if ratio <= 1:
         print('ok %s (%s)' % (name, detail))
     else:
@@ -31,7 +33,18 @@ def report(name, ratio, detail):
         print('FAIL %s (%s)' % (name, detail))
 
 
+# SS_REF_DEVICE=cuda: the commands under test run their GPU path (with SUBSCOPE_PLUGIN_DIR at the
+# emulated plugin, bin/emu, on a machine without a GPU), on the small Llama only (the emulation is slow)
+DEV = os.environ.get('SS_REF_DEVICE', 'cpu')
+
+
+def on_device(cases):
+    return [c for c in cases if DEV == 'cpu' or c[0] != TINY]
+
+
 def run(*args):
+    if args[0] in ('collect', 'ablate', 'patch', 'attribute'):
+        args = args + ('--device', DEV)
     r = subprocess.run([SS] + list(args), capture_output=True, text=True)
     if r.returncode:
         raise SystemExit('FAIL %s: %s' % (' '.join(args[:1]), r.stderr.strip()[-400:]))
@@ -206,7 +219,7 @@ def check_collect():
         (ld, lp, ['blocks.0.hook_resid_pre', 'blocks.1.mlp.hook_pre_linear', 'blocks.0.mlp.hook_post', 'blocks.1.attn.hook_k',
                   'blocks.0.attn.hook_rot_q', 'blocks.1.attn.hook_z', 'blocks.0.hook_mlp_out']),
     ]
-    for model, prompts, sites in cases:
+    for model, prompts, sites in on_device(cases):
         m = Model(model)
         toks = [np.array(t) for t in tokens_of(model, prompts)]
         labels = [json.loads(l).get('label') for l in open(prompts) if l.strip()]
@@ -320,9 +333,9 @@ def check_ablate():
         {'name': 'negnoise', 'site': 'blocks.1.mlp.hook_pre', 'mode': 'negnoise', 'sigma': 0.2, 'seed': 2},
         {'name': 'patch_q', 'site': 'blocks.0.attn.hook_q', 'heads': [3], 'mode': 'patch'},
     ]
-    for model, prompts, corrupt, masks, metrics, extra in (
+    for model, prompts, corrupt, masks, metrics, extra in on_device((
             (TINY, P, os.path.join(TMP, 'tiny.corrupt.jsonl'), tiny_masks, 'loss,acc,kl,logitdiff', ['--batch', '3']),
-            (ld, lp, lc, llama_masks, 'loss,acc,kl', ['--batch', '2', '--mask-batch', '3'])):
+            (ld, lp, lc, llama_masks, 'loss,acc,kl', ['--batch', '2', '--mask-batch', '3']))):
         m = Model(model)
         mf = os.path.join(TMP, 'masks.jsonl')
         open(mf, 'w').write(''.join(json.dumps(x) + '\n' for x in masks))
@@ -395,13 +408,13 @@ def check_ablate():
 def check_patch():
     ld, lp, lc = prompts_llama()
     C, K = D + '/patch/clean.jsonl', D + '/patch/corrupt.jsonl'
-    for model, clean_f, corrupt_f, sites, opts in (
+    for model, clean_f, corrupt_f, sites, opts in on_device((
             (TINY, C, K, 'blocks.0.hook_resid_pre,blocks.2.hook_mlp_out,blocks.1.attn.hook_z', ['--per', 'site']),
             (TINY, C, K, 'blocks.1.hook_resid_pre,blocks.3.attn.hook_v', ['--per', 'position', '--batch', '3']),
             (TINY, C, K, 'blocks.1.attn.hook_q,blocks.2.attn.hook_z', ['--per', 'head', '--denoise']),
             (TINY, C, K, 'blocks.3.mlp.hook_post', ['--per', 'neuron', '--metric', 'loss']),
             (ld, lp, lc, 'blocks.1.attn.hook_k,blocks.0.attn.hook_z,blocks.1.attn.hook_rot_q', ['--per', 'head', '--metric', 'loss']),
-            (ld, lp, lc, 'blocks.1.hook_resid_pre,blocks.0.mlp.hook_pre_linear', ['--per', 'position', '--metric', 'loss', '--denoise'])):
+            (ld, lp, lc, 'blocks.1.hook_resid_pre,blocks.0.mlp.hook_pre_linear', ['--per', 'position', '--metric', 'loss', '--denoise']))):
         m = Model(model)
         out = os.path.join(TMP, 'p.h5')
         run('patch', '--model', model, '--clean', clean_f, '--corrupt', corrupt_f, '--sites', sites, '--out', out, *opts)
@@ -452,9 +465,10 @@ def check_attribute():
     ld, lp, lc = prompts_llama()
     P, C, K = D + '/ablate/prompts.jsonl', D + '/patch/clean.jsonl', D + '/patch/corrupt.jsonl'
     stats = os.path.join(TMP, 'st.h5')
-    run('collect', '--model', TINY, '--input', P, '--sites', 'blocks.2.hook_resid_pre', '--out', stats)
+    if DEV == 'cpu':
+        run('collect', '--model', TINY, '--input', P, '--sites', 'blocks.2.hook_resid_pre', '--out', stats)
     rng = np.random.default_rng(6)
-    for model, prompts, sites, opts in (
+    for model, prompts, sites, opts in on_device((
             (TINY, P, 'blocks.1.mlp.hook_post,blocks.0.attn.hook_z', ['--method', 'grad']),
             (TINY, P, 'blocks.1.mlp.hook_pre,blocks.3.attn.hook_v', ['--method', 'gradxact', '--metric', 'logitdiff']),
             (TINY, P, 'blocks.2.hook_attn_out,hook_embed', ['--method', 'grad', '--metric', 'logprob', '--reduce', 'positions']),
@@ -463,7 +477,7 @@ def check_attribute():
             (TINY, P, 'blocks.1.mlp.hook_post', ['--method', 'ig:4', '--metric', 'logitdiff']),
             (TINY, P, 'blocks.2.hook_resid_pre', ['--method', 'ig:3', '--stats', stats, '--reduce', 'positions']),
             (ld, lp, 'blocks.0.attn.hook_k,blocks.1.attn.hook_rot_q,blocks.1.mlp.hook_pre_linear', ['--method', 'gradxact']),
-            (ld, lp, 'blocks.1.attn.hook_v', ['--method', 'ig:3', '--reduce', 'prompts'])):
+            (ld, lp, 'blocks.1.attn.hook_v', ['--method', 'ig:3', '--reduce', 'prompts']))):
         m = Model(model)
         out = os.path.join(TMP, 't.h5')
         run('attribute', '--model', model, '--input', prompts, '--sites', sites, '--out', out, *opts)
