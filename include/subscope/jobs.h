@@ -133,6 +133,12 @@ ss_status ss_answer_token_id(const ss_tokenizer *tok, const char *text, int32_t 
  * errors name the file and line. */
 ss_status ss_prompt_answer_ids(const ss_tokenizer *tok, const ss_prompts *p, const ss_prompt *it, int32_t *answer,
                                int32_t *wrong);
+/* A note on out (one line, none when there is nothing to say) when some prompt's "answer"
+ * (or, with_wrong, "wrong") encodes to more than one token: metric (logitdiff, logprob)
+ * scores only its first, which may be a fragment such as " con" of " congratulations".
+ * It counts them and names the first. Encoding errors are left to ss_prompt_answer_ids. */
+void ss_note_multi_token_answers(const ss_tokenizer *tok, const ss_prompts *p, int with_wrong, const char *cmd,
+                                 const char *metric, FILE *out);
 /* Each prompt's mean next-token cross-entropy over its real positions
  * (log-partition minus the next token's logit per row), scored where the
  * logits are (the backend's gather and logit_scores), so that two numbers

@@ -955,6 +955,9 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
                         masks[i].name, (long long)masks[i].positions[0], (long long)longest);
     }
 
+    if (rank == 0 && job->table && want[M_LOGITDIFF])
+        ss_note_multi_token_answers(run.m->tok, run.p, 1, "ablate", "logitdiff", stderr);
+
     /* Which sites need per-unit statistics, and which each mask touches. */
     need_stats = ss_calloc((size_t)ns, 1, "sites");
     touched = ss_calloc((size_t)(ns * n_masks), 1, "sites");

@@ -359,6 +359,8 @@ static ss_status attribute(const ss_attribute_job *job, ss_comm *comm) {
             if ((st = ss_prompt_answer_ids(m->tok, run.p, &run.p->items[i], &a, mk == SS_METRIC_LOGITDIFF ? &w : NULL)))
                 goto out;
         }
+    if (mk != SS_METRIC_LOSS && rank == 0 && job->table)
+        ss_note_multi_token_answers(m->tok, run.p, mk == SS_METRIC_LOGITDIFF, "attribute", ss_metric_name(mk), stderr);
     /* the device path (dev_rows): on a device backend with the ops */
     const int dpath = !run.be->host_memory && run.be->attr_product && run.be->seq_sums &&
                       (method != A_IG || (run.be->ig_point && run.be->ig_add && run.be->ig_attr));

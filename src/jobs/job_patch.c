@@ -303,6 +303,8 @@ static ss_status patch(const ss_patch_job *job, ss_comm *comm) {
     const int timing = ss_timing_on();
     const double t_start = ss_now();
     double t_first = 0;
+    if (logitdiff && writer && job->table)
+        ss_note_multi_token_answers(clean.m->tok, clean.p, 1, "patch", "logitdiff", stderr);
     if (job->progress && writer) job->progress(job->progress_ctx, 0, total); /* the clock starts before the first pair */
     for (int64_t i = lo; i < hi; i++) {
         if (timing && i == lo + 1) t_first = ss_now();

@@ -334,6 +334,37 @@ ss_status ss_prompt_answer_ids(const ss_tokenizer *tok, const ss_prompts *p, con
     return SS_OK;
 }
 
+void ss_note_multi_token_answers(const ss_tokenizer *tok, const ss_prompts *p, int with_wrong, const char *cmd,
+                                 const char *metric, FILE *out) {
+    if (!tok || !out) return;
+    int64_t count = 0, first_line = 0;
+    size_t first_n = 0;
+    const char *first_field = NULL, *first_text = NULL;
+    for (int64_t i = 0; i < p->n; i++) {
+        const char *aw[2] = {p->items[i].answer, with_wrong ? p->items[i].wrong : NULL};
+        for (int w = 0; w < 2; w++) {
+            int32_t *ids = NULL;
+            size_t n = 0;
+            if (!aw[w] || ss_tokenizer_encode(tok, aw[w], strlen(aw[w]), &ids, &n) != SS_OK) {
+                ss_error_clear();
+                continue;
+            }
+            free(ids);
+            if (n > 1 && !count++)
+                first_line = p->items[i].line, first_n = n, first_field = w ? "wrong" : "answer", first_text = aw[w];
+        }
+    }
+    if (!count) return;
+    ss_sbuf b = {0};
+    ss_sb_quoted(&b, first_text, strlen(first_text), '"');
+    fprintf(out,
+            "%s: note: %lld \"answer\"/\"wrong\" value%s of %s encode%s to more than one token (the first: line %lld, "
+            "\"%s\" %s, %zu tokens); %s scores only the first token of each\n",
+            cmd, (long long)count, count == 1 ? "" : "s", p->path, count == 1 ? "s" : "", (long long)first_line,
+            first_field, b.p ? b.p : "\"\"", first_n, metric);
+    free(b.p);
+}
+
 ss_status ss_keep_rows_hook(void *ctx, const ss_site *s, float *data, int64_t ld, const ss_packing *pk,
                             const int64_t *pattern_off) {
     (void)pattern_off;

@@ -265,4 +265,11 @@ printf '%s\n' '{"text": "The cat says", "answer": " meow", "wrong": " woof"}' \
 expect_fail "ablate: answer and wrong sharing their first token refused" 'same_first.jsonl:2: "answer" and "wrong" begin with the same token (id 276)' \
     "$SUBSCOPE" ablate --model $M --input "$TMP/same_first.jsonl" --mask 'blocks.1.mlp.hook_post[1]' --metrics logitdiff --out "$TMP/sf.h5"
 [ ! -e "$TMP/sf.h5" ] && pass "ablate: no output after the refusal" || fail "ablate left an output" "$TMP/sf.h5"
+# An "answer" of more than one token is scored by its first (" hot" is " h" + "ot" here): a note
+# on stderr counts such values and names the first; none where every answer is one token.
+"$SUBSCOPE" ablate --model $M --input $D/attribute/prompts.jsonl --mask 'blocks.1.mlp.hook_post[1]' --metrics logitdiff --out "$TMP/mt.h5" 2>"$TMP/mt.err" >/dev/null
+grep -qF 'ablate: note: 1 "answer"/"wrong" value of '"$D"'/attribute/prompts.jsonl encodes to more than one token (the first: line 3, "answer" " hot", 2 tokens); logitdiff scores only the first token of each' "$TMP/mt.err" &&
+    pass "ablate: a note names the answers of more than one token" || fail "ablate: multi-token answer note" "$(cat "$TMP/mt.err")"
+"$SUBSCOPE" ablate --model $M --input $D/ablate/prompts.jsonl --mask 'blocks.1.mlp.hook_post[1]' --metrics logitdiff --out "$TMP/mt.h5" 2>"$TMP/mt.err" >/dev/null
+! grep -q "note" "$TMP/mt.err" && pass "ablate: no such note when every answer is one token" || fail "ablate: unwanted note" "$(cat "$TMP/mt.err")"
 finish

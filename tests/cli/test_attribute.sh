@@ -152,4 +152,11 @@ printf '%s\n' '{"text": "The cat says", "answer": " meow", "wrong": " woof"}' \
 expect_fail "attribute: answer and wrong sharing their first token refused" 'same_first.jsonl:2: "answer" and "wrong" begin with the same token (id 276)' \
     "$SUBSCOPE" attribute --model $M --input "$TMP/same_first.jsonl" --sites blocks.1.mlp.hook_post --metric logitdiff --out "$TMP/sf.h5"
 [ ! -e "$TMP/sf.h5" ] && pass "attribute: no output after the refusal" || fail "attribute left an output" "$TMP/sf.h5"
+# An "answer" of more than one token is scored by its first (" hot" is " h" + "ot" here): a note
+# on stderr counts such values and names the first; none where every answer is one token.
+"$SUBSCOPE" attribute --model $M --input $D/attribute/prompts.jsonl --sites blocks.1.mlp.hook_post --metric logprob --out "$TMP/mt.h5" 2>"$TMP/mt.err" >/dev/null
+grep -qF 'attribute: note: 1 "answer"/"wrong" value of '"$D"'/attribute/prompts.jsonl encodes to more than one token (the first: line 3, "answer" " hot", 2 tokens); logprob scores only the first token of each' "$TMP/mt.err" &&
+    pass "attribute: a note names the answers of more than one token" || fail "attribute: multi-token answer note" "$(cat "$TMP/mt.err")"
+"$SUBSCOPE" attribute --model $M --input $D/ablate/prompts.jsonl --sites blocks.1.mlp.hook_post --metric logitdiff --out "$TMP/mt.h5" 2>"$TMP/mt.err" >/dev/null
+! grep -q "note" "$TMP/mt.err" && pass "attribute: no such note when every answer is one token" || fail "attribute: unwanted note" "$(cat "$TMP/mt.err")"
 finish

@@ -134,4 +134,12 @@ printf '%s\n' '{"text": "The cat says", "answer": " meow", "wrong": " woof"}' \
 expect_fail "patch: answer and wrong sharing their first token refused" 'same_first.jsonl:2: "answer" and "wrong" begin with the same token (id 276)' \
     "$SUBSCOPE" patch --model $M --clean "$TMP/same_first.jsonl" --corrupt "$TMP/same_first.jsonl" --sites blocks.1.mlp.hook_post --out "$TMP/sf.h5"
 [ ! -e "$TMP/sf.h5" ] && pass "patch: no output after the refusal" || fail "patch left an output" "$TMP/sf.h5"
+# An "answer" of more than one token is scored by its first (" congratulations" is 8 tokens here): a note
+# on stderr counts such values and names the first; none where every answer is one token.
+printf '%s\n' '{"text": "The cat says", "answer": " congratulations", "wrong": " woof"}' >"$TMP/long_answer.jsonl"
+"$SUBSCOPE" patch --model $M --clean "$TMP/long_answer.jsonl" --corrupt "$TMP/long_answer.jsonl" --sites blocks.1.mlp.hook_post --out "$TMP/mt.h5" 2>"$TMP/mt.err" >/dev/null
+grep -qF 'patch: note: 1 "answer"/"wrong" value of '"$TMP"'/long_answer.jsonl encodes to more than one token (the first: line 1, "answer" " congratulations", 8 tokens); logitdiff scores only the first token of each' "$TMP/mt.err" &&
+    pass "patch: a note names the answers of more than one token" || fail "patch: multi-token answer note" "$(cat "$TMP/mt.err")"
+"$SUBSCOPE" patch --model $M --input $C --corrupt $K --sites blocks.1.mlp.hook_post --out "$TMP/mt.h5" 2>"$TMP/mt.err" >/dev/null
+! grep -q "note" "$TMP/mt.err" && pass "patch: no such note when every answer is one token" || fail "patch: unwanted note" "$(cat "$TMP/mt.err")"
 finish
