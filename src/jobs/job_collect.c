@@ -481,6 +481,13 @@ static ss_status write_results(ss_h5 *h, const collect_ctx *c, const stat_set *s
                 for (int64_t q = 0; q < k; q++) vals[q] = trace > 0 ? vals[q] / trace : NAN;
                 snprintf(p, sizeof p, "%s/%s/pca/explained_variance_ratio", base, s.name);
                 if ((st = ss_h5_write_array(h, p, SS_H5_F64, 1, &k, nk, vals))) break;
+                if (!(trace > 0)) { /* no spread at all (identical rows): 0/0, said where the ratios are */
+                    snprintf(p, sizeof p, "%s/%s/pca", base, s.name);
+                    if ((st = ss_h5_attr_str(h, p, "note",
+                                             "every unit's variance is 0 (the rows are identical): the values are 0, the "
+                                             "vectors arbitrary and explained_variance_ratio NaN (0/0)")))
+                        break;
+                }
                 free(vals);
                 free(vecs);
                 vals = vecs = NULL;

@@ -217,6 +217,17 @@ nm=$(h5dump -d /stats/blocks.1.mlp.hook_post/mean "$TMP/none.h5" 2>/dev/null | g
 note=$(h5dump -a /stats/blocks.1.mlp.hook_post/note "$TMP/none.h5" 2>/dev/null | grep -c "no rows")
 [ "$nm" -ge 1 ] && [ "$note" = 1 ] && [ "$(cnt /stats/blocks.1.mlp.hook_post/count "$TMP/none.h5")" = 0 ] &&
     pass "a site with no rows: count 0, mean NaN and a note" || fail "a site with no rows" "nan lines $nm, note $note"
+# Rows that are all the same (position 0's position embedding, in every prompt): the covariance
+# is 0, so the explained-variance ratios are 0/0 = NaN and the vectors arbitrary; the pca group
+# says so in a note (before, NaN ratios and unit vectors with nothing to say why). A site with
+# spread (the residual there) gets no such note.
+"$SUBSCOPE" collect --model $M --input $P --sites hook_pos_embed,blocks.0.hook_resid_pre --positions 0:1 --stats mean,pca:2 \
+    --out "$TMP/flat.h5" >/dev/null 2>&1
+fr=$(h5dump -d /stats/hook_pos_embed/pca/explained_variance_ratio "$TMP/flat.h5" 2>/dev/null | grep -c -i nan)
+fnote=$(h5dump -a /stats/hook_pos_embed/pca/note "$TMP/flat.h5" 2>/dev/null | grep -c "every unit's variance is 0")
+rnote=$(h5dump -a /stats/blocks.0.hook_resid_pre/pca/note "$TMP/flat.h5" 2>/dev/null | grep -c "variance")
+[ "$fr" -ge 1 ] && [ "$fnote" = 1 ] && [ "$rnote" = 0 ] && pass "identical rows: NaN explained-variance ratios with a note saying why" ||
+    fail "identical rows' PCA" "NaN lines $fr, note $fnote, note on a site with spread $rnote"
 echo '{"name": "m", "site": "blocks.1.mlp.hook_post", "units": [1, 2], "mode": "mean"}' >"$TMP/mean_mask.jsonl"
 expect_fail "ablate refuses the means of a site with no rows" "count is 0: the site saw no rows" \
     "$SUBSCOPE" ablate --model $M --input $P --masks "$TMP/mean_mask.jsonl" --stats "$TMP/none.h5" --out "$TMP/x.h5"
