@@ -56,6 +56,16 @@ a=$(lsvals '/ablate/blocks.1.mlp.hook_post[0,5,9,100,300]/loss' "$TMP/both.h5") 
 "$SUBSCOPE" ablate --help | grep -qF "usage: subscope ablate --model DIR --input FILE (--mask SPEC ... and/or --masks FILE) --out" &&
     "$SUBSCOPE" ablate --help | grep -qF -- "--mask and --masks add up" && pass "ablate --help: --mask and/or --masks" ||
     fail "ablate --help's usage: --mask and --masks" "$("$SUBSCOPE" ablate --help | head -3)"
+# Each item of a --mask spec stands alone: head=1,head=3 is two heads (64 units of hook_v's 4 x 32),
+# head=1,3 is head 1 and unit 3 (33); --help and FORMAT.md say so (they did not, and 'head=1,3'
+# reads as two heads).
+"$SUBSCOPE" ablate --model $M --input $P --mask 'blocks.1.attn.hook_v[head=1,head=3]' --mask 'blocks.1.attn.hook_v[head=1,3]' \
+    --out "$TMP/hh.h5" >/dev/null 2>&1
+nu() { h5dump -a "/ablate/$1/n_units" "$TMP/hh.h5" 2>/dev/null | sed -n 's/.*(0): \([0-9]*\).*/\1/p'; }
+[ "$(nu 'blocks.1.attn.hook_v[head=1,head=3]')" = 64 ] && [ "$(nu 'blocks.1.attn.hook_v[head=1,3]')" = 33 ] &&
+    "$SUBSCOPE" ablate --help | grep -qF "two heads are head=1,head=3 ('head=1,3' is head 1 and unit 3)" &&
+    pass "--mask items stand alone: head=1,head=3 is two heads, head=1,3 a head and a unit, as --help says" ||
+    fail "--mask head items" "n_units $(nu 'blocks.1.attn.hook_v[head=1,head=3]') and $(nu 'blocks.1.attn.hook_v[head=1,3]')"
 
 # Seeded noise does not depend on batching: batch 1 and batch 8 agree to fp32 forward rounding.
 printf '{"name": "n", "site": "blocks.2.mlp.hook_post", "mode": "noise", "sigma": 0.5, "seed": 7}\n{"name": "nn", "site": "blocks.1.hook_resid_mid", "mode": "negnoise", "sigma": 1, "relative": true, "seed": 3}\n' >"$TMP/noise.jsonl"
