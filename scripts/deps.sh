@@ -7,9 +7,12 @@
 #   libopenblas-dev  multithreaded SGEMM for the CPU backend (optional; a built-in GEMM is the fallback)
 #   openmpi-bin, libopenmpi-dev  MPI: data-parallel CPU ranks (mpirun -np N); tests/cli/test_dist.sh runs them
 #   pkg-config    locate the above
+#   python3-numpy, python3-h5py  only for the tests: independent numeric references (tests/cli/numeric_ref.py,
+#                 discover's recomputation, old-file attributes) that read subscope's HDF5 output; without them
+#                 those checks pass saying what they skipped
 #   clang, libclang-rt-14-dev  libFuzzer targets and LeakSanitizer (only for `make fuzz`)
 set -eu
-pkgs="pkg-config libhdf5-dev hdf5-tools libpcre2-dev libopenblas-dev openmpi-bin libopenmpi-dev"
+pkgs="pkg-config libhdf5-dev hdf5-tools libpcre2-dev libopenblas-dev openmpi-bin libopenmpi-dev python3-numpy python3-h5py"
 missing=""
 for p in $pkgs; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
