@@ -199,6 +199,35 @@ double ss_keyed_normal(uint64_t seed, int64_t prompt, int64_t position, int site
  * more address space than they use, need care (cpu_ops.c, cuda_backend.c). */
 uint64_t ss_address_space_limit(void);
 
+/* Strict whole numbers, as options and settings are read: an optional '-' and then decimal
+ * digits, nothing else (no space, no '+', no trailing text), within int64. 1 if s[0..n) is
+ * one (ss_parse_int: all of s), with its value in *out; 0 otherwise (*out untouched). */
+int ss_parse_int_n(const char *s, size_t n, int64_t *out);
+int ss_parse_int(const char *s, int64_t *out);
+/* Strict decimal numbers: digits, '-', '.' and an exponent only (no space, no '+', no hex, inf
+ * or nan, no trailing text), finite. 1 if s is one, with its value in *out. */
+int ss_parse_real(const char *s, double *out);
+
+/* Settings read from the environment. Unset or empty: the default. Any other value must be
+ * what is asked, else SS_ERR_ARG with a message naming the variable, its value and what it
+ * takes ("SUBSCOPE_PAD_PRODUCTS='1x': must be a whole number of bytes in 0..2^40 (unset: ...)").
+ * ss_env_int: a whole number (ss_parse_int) in lo..hi; what names its unit ("bytes").
+ * ss_env_real: a decimal number (no space, no '+', no trailing text, finite) in lo..hi.
+ * ss_env_choice: one of names (NULL-terminated), its index in *out; takes describes them all,
+ * for the message ("1 (on) or 0 (off)"). */
+ss_status ss_env_int(const char *var, int64_t lo, int64_t hi, int64_t def, const char *what, int64_t *out);
+ss_status ss_env_real(const char *var, double lo, double hi, double def, const char *what, double *out);
+ss_status ss_env_choice(const char *var, const char *const *names, int def, const char *takes, int *out);
+
+/* A 0/1 setting (SUBSCOPE_TIMING, ...): 1 only for "1"; unset, empty, "0" (or a value
+ * ss_env_check refuses) 0. */
+int ss_env_flag(const char *var);
+/* The settings the library reads where a bad value cannot be reported (README's table:
+ * SUBSCOPE_THREADS, _DIST_TIMEOUT, _DIST, _NCCL_CHUNK, _TIMING, _SEND_THREAD,
+ * _PREDICT_RECOMPUTE, _PREDICT_TRACE), checked as ss_env_* do; subscope checks them before a
+ * command runs. The CUDA backend checks its own when it opens. */
+ss_status ss_env_check(void);
+
 /* Number of worker threads to use (SUBSCOPE_THREADS, else online CPUs). */
 int ss_num_threads(void);
 /* Runs fn(ctx, i) for i in [0,n) on up to ss_num_threads() threads

@@ -242,10 +242,40 @@ static void resume(int t) {
     cur = -1;
 }
 
+/* The emulator's own settings (SS_EMU_*), read strictly: a value it does not take stops the
+ * process with a message naming the variable, its value and what it takes (exit 2), rather than
+ * running with the default. Unset or empty: def. emu_env_choice: the index of names' match. */
+static void emu_env_refuse(const char *var, const char *v, const char *takes) {
+    fprintf(stderr, "cuda_emu: error: %s='%s': must be %s\n", var, v, takes);
+    exit(2);
+}
+
+static long emu_env_int(const char *var, long lo, long hi, long def) {
+    const char *e = getenv(var);
+    if (!e || !*e) return def;
+    long v = 0;
+    const char *p = e;
+    for (; *p >= '0' && *p <= '9' && v <= hi; p++) v = v * 10 + (*p - '0');
+    if (*p || v < lo || v > hi) {
+        char takes[96];
+        snprintf(takes, sizeof takes, "a whole number in %ld..%ld, or unset", lo, hi);
+        emu_env_refuse(var, e, takes);
+    }
+    return v;
+}
+
+static int emu_env_choice(const char *var, const char *const *names, int def, const char *takes) {
+    const char *e = getenv(var);
+    if (!e || !*e) return def;
+    for (int i = 0; names[i]; i++)
+        if (!strcmp(e, names[i])) return i;
+    emu_env_refuse(var, e, takes);
+    return def;
+}
+
 static void ensure_fibers(int n) {
     if (!stack_size) {
-        const char *e = getenv("SS_EMU_STACK_KB");
-        long kb = e ? strtol(e, NULL, 10) : 0;
+        long kb = emu_env_int("SS_EMU_STACK_KB", 16, 1L << 20, 0); /* KiB per block's thread */
 #ifdef SS_EMU_ASAN
         if (kb <= 0) kb = 256; /* redzones make frames larger */
 #else
@@ -621,9 +651,10 @@ static void census_print(void) {
 int ss_emu_census_enabled(void) {
     pthread_mutex_lock(&census_mu);
     if (census_on < 0) {
-        const char *e = getenv("SS_EMU_CENSUS");
-        census_on = e && *e && strcmp(e, "0");
-        census_tracing = census_on && !strcmp(e, "trace");
+        static const char *const census_values[] = {"0", "1", "trace", NULL};
+        const int v = emu_env_choice("SS_EMU_CENSUS", census_values, 0, "1 (the census), trace (and each allocation) or 0");
+        census_on = v > 0;
+        census_tracing = v == 2;
         if (census_on) atexit(census_print);
     }
     pthread_mutex_unlock(&census_mu);
@@ -653,8 +684,8 @@ static void census_launch(const char *kernel, long blocks, unsigned threads) {
 int ss_emu_host_only(void) {
     static int on = -1;
     if (on < 0) {
-        const char *e = getenv("SS_EMU_HOST_ONLY");
-        on = e && *e && strcmp(e, "0");
+        static const char *const off_on[] = {"0", "1", NULL};
+        on = emu_env_choice("SS_EMU_HOST_ONLY", off_on, 0, "1 (no block runs) or 0");
     }
     return on;
 }

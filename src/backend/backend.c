@@ -66,9 +66,8 @@ int ss_local_rank(void) {
     static const char *const vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"};
     for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {
         const char *v = getenv(vars[i]);
-        char *end;
-        long r = v ? strtol(v, &end, 10) : -1;
-        if (v && *v && !*end && r >= 0 && r < 65536) return (int)r;
+        int64_t r;
+        if (v && ss_parse_int(v, &r) && r >= 0 && r < 65536) return (int)r;
     }
     return 0;
 }
@@ -116,9 +115,8 @@ ss_status ss_backend_open(const char *spec, const ss_backend_opts *opts, ss_back
         if (!spec[4]) dev = ss_device_for_rank(ss_local_rank(), api->count());
 #endif
         if (spec[4] == ':') {
-            char *end;
-            long v = strtol(spec + 5, &end, 10);
-            if (end == spec + 5 || *end || v < 0 || v > 1024)
+            int64_t v;
+            if (!ss_parse_int(spec + 5, &v) || v < 0 || v > 1024)
                 return ss_errorf(SS_ERR_ARG, "--device '%s': expected cuda:N with N a device number", spec);
             dev = (int)v;
         }

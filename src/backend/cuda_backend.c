@@ -65,7 +65,7 @@ typedef struct {
     size_t ws_cap;          /* in floats */
     int64_t attn_gemm_min_len; /* prompts this long take the cuBLAS attention path (0: never) */
     int attn_tc;            /* SUBSCOPE_ATTN_TC: -1 (unset) attention_lowp on tensor cores, 0 never, 1 every call without the pattern */
-    int attn_qt;            /* SUBSCOPE_ATTN_QT: the tensor-core kernel's query tiles per warp, 1 or 2 (-1: refused when used) */
+    int attn_qt;            /* SUBSCOPE_ATTN_QT: the tensor-core kernel's query tiles per warp, 1 or 2 */
     uint16_t *h16;          /* mlp_add's 16-bit GELU / SwiGLU output */
     size_t h16_cap;         /* in elements */
     int gu16_on;            /* SUBSCOPE_GU16 (default on): mlp_add's gate|up product (Llama) in 16 bits, into gu16 */
@@ -83,8 +83,8 @@ typedef struct {
     int stage_state;        /* 0 not tried yet, 1 ready, -1 unavailable (plain copies) */
     uint16_t *cov_ws;       /* the covariance kernels' workspace */
     size_t cov_ws_cap;      /* in 16-bit elements */
-    int cov_kernel;         /* collect's products (SUBSCOPE_COV_KERNEL): a cov_choice, -1 unknown */
-    int64_t cov_block;      /* SUBSCOPE_COV_BLOCK: blk's block width, rec's widest diagonal block (0: the default, -1: not a number) */
+    int cov_kernel;         /* collect's products (SUBSCOPE_COV_KERNEL): a cov_choice */
+    int64_t cov_block;      /* SUBSCOPE_COV_BLOCK: blk's block width, rec's widest diagonal block (0: the default) */
     dev_table mseq;         /* a masked forward's sequences (start, len, prompt, mask) */
     dev_table rows;         /* the row list of a batch's statistics (the same for every site of a batch) */
     /* cuBLASLt products: their descriptors and the heuristic's algorithm per
@@ -504,17 +504,11 @@ static ss_status cu_copy_rows16(const ss_backend *be, void *dst, int dtype, cons
 
 static ss_status scratch16(const ss_backend *be, uint16_t **buf, size_t *cap, size_t n, const char *what);
 
-/* Which kernel forms a batch's products at width d: SUBSCOPE_COV_KERNEL's,
- * or the default; an error for a value that names none. */
+/* Which kernel forms a batch's products at width d: SUBSCOPE_COV_KERNEL's
+ * (checked when the backend opened), or the default. */
 static ss_status cov_kernel_for(const ss_backend *be, int64_t d, int *kernel) {
     const cuda_impl *c = IMPL(be);
-    if (c->cov_kernel < 0)
-        return ss_errorf(SS_ERR_ARG, "%s: SUBSCOPE_COV_KERNEL=%s: unknown (1, ssyrk, tc, wg, blk or rec; unset for the default)",
-                         be->name, getenv("SUBSCOPE_COV_KERNEL") ? getenv("SUBSCOPE_COV_KERNEL") : "");
     *kernel = c->cov_kernel == COV_AUTO ? (d < 3072 ? COV_F32 : COV_SSYRK) : c->cov_kernel;
-    if ((*kernel == COV_BLK || *kernel == COV_REC) && c->cov_block < 0)
-        return ss_errorf(SS_ERR_ARG, "%s: SUBSCOPE_COV_BLOCK=%s: not a positive whole number of columns", be->name,
-                         getenv("SUBSCOPE_COV_BLOCK") ? getenv("SUBSCOPE_COV_BLOCK") : "");
     return SS_OK;
 }
 
@@ -1420,21 +1414,10 @@ static const struct { const char *var; unsigned bit; } l16[] = {
     {"SUBSCOPE_MLP16", SS_LOWP16_MLP}, {"SUBSCOPE_NORM16", SS_LOWP16_NORM},
     {"SUBSCOPE_QKV16", SS_LOWP16_QKV}, {"SUBSCOPE_Z16", SS_LOWP16_Z}, {"SUBSCOPE_GU16", 0}};
 
-/* Whether a 16-bit path's variable turns it on: unset, empty or "1", on (for
- * every family since an H100 measured GPT-2 small 1.6x faster with them, as a
- * 7B Llama 1.2x: docs/DECISIONS.md); "0", off; -1 for any other value. */
-static int lowp16_env(const char *var) {
-    const char *v = getenv(var);
-    return !v || !*v || !strcmp(v, "1") ? 1 : !strcmp(v, "0") ? 0 : -1;
-}
-
-/* The tensor-core kernel's query tiles per warp (SUBSCOPE_ATTN_QT), or an
- * error naming the variable's value. */
+/* The tensor-core kernel's query tiles per warp (SUBSCOPE_ATTN_QT, checked when the backend opened). */
 static ss_status attn_qt(const ss_backend *be, int *qt) {
     *qt = IMPL(be)->attn_qt;
-    if (*qt > 0) return SS_OK;
-    return ss_errorf(SS_ERR_ARG, "%s: SUBSCOPE_ATTN_QT=%s: must be 1 or 2 (query tiles per warp)", be->name,
-                     getenv("SUBSCOPE_ATTN_QT") ? getenv("SUBSCOPE_ATTN_QT") : "");
+    return SS_OK;
 }
 
 /* Whether the tensor-core attention may write z in bf16 into c->a16 for the
@@ -2070,6 +2053,57 @@ static const char *address_limit_hint(void) {
     return hint;
 }
 
+/* The backend's settings from the environment (README's table), every one read
+ * strictly when the backend opens: a value that is not one it takes (a typo, a
+ * space, "+1", "1x", a number out of range) stops the job with a message naming
+ * the variable, its value and what it takes, rather than falling back to the
+ * default without a word or being refused only by the job that uses it. */
+typedef struct {
+    int lowp16[sizeof l16 / sizeof l16[0]]; /* 1 on, 0 off */
+    int split, bias16, attn_tc, attn_qt, fuse, epilogue, use_plans, lt_log, timing, cov_kernel;
+    double ws_mb;
+    int64_t gemm_min_len, pad_bytes, stage_bytes, cov_block, lt_ws_mb;
+} cuda_env;
+
+static ss_status read_env(cuda_env *e) {
+    static const char *const on_off[] = {"0", "1", NULL};
+    static const char *const qts[] = {"1", "2", NULL};
+    static const char *const kernels[] = {"", "1", "tc", "wg", "ssyrk", "blk", "rec", NULL}; /* the cov_choice order */
+    static const char *const on_off_takes = "1 (on) or 0 (off)";
+    int v;
+    for (size_t i = 0; i < sizeof l16 / sizeof l16[0]; i++) {
+        /* on for every family since an H100 measured GPT-2 small 1.6x faster with them, as a 7B Llama 1.2x
+         * (docs/DECISIONS.md) */
+        SS_TRY(ss_env_choice(l16[i].var, on_off, 1, "1 or unset (on) or 0 (off)", &v));
+        e->lowp16[i] = v;
+    }
+    SS_TRY(ss_env_choice("SUBSCOPE_SPLIT_PRODUCTS", on_off, 1, "1 (on, the default) or 0 (off)", &e->split));
+    SS_TRY(ss_env_choice("SUBSCOPE_BIAS16", on_off, 2,
+                         "1 (always), 0 (never) or unset (where cuBLASLt declines an fp32 bias)", &v));
+    e->bias16 = v == 2 ? -1 : v;
+    SS_TRY(ss_env_real("SUBSCOPE_ATTN_BWD_WORKSPACE_MB", 0, 1e9, 1024, "MB", &e->ws_mb));
+    SS_TRY(ss_env_int("SUBSCOPE_ATTN_GEMM_MIN_LEN", 0, INT32_MAX, 512, "tokens", &e->gemm_min_len));
+    SS_TRY(ss_env_choice("SUBSCOPE_ATTN_TC", on_off, 2,
+                         "1 (every call), 0 (never) or unset (models whose products are bf16)", &v));
+    e->attn_tc = v == 2 ? -1 : v;
+    SS_TRY(ss_env_choice("SUBSCOPE_ATTN_QT", qts, 1, "1 or 2 (query tiles per warp; unset: 2)", &v));
+    e->attn_qt = v + 1;
+    SS_TRY(ss_env_int("SUBSCOPE_PAD_PRODUCTS", 0, (int64_t)1 << 40, (int64_t)256 << 20, "bytes", &e->pad_bytes));
+    SS_TRY(ss_env_int("SUBSCOPE_UPLOAD_STAGE", 0, (int64_t)1 << 40, (int64_t)32 << 20, "bytes", &e->stage_bytes));
+    SS_TRY(ss_env_choice("SUBSCOPE_COV_KERNEL", kernels, COV_AUTO, "1, ssyrk, tc, wg, blk or rec (unset: the default)",
+                         &e->cov_kernel));
+    SS_TRY(ss_env_int("SUBSCOPE_COV_BLOCK", 1, INT32_MAX, 0, "columns", &e->cov_block));
+    SS_TRY(ss_env_choice("SUBSCOPE_FUSE", on_off, 1, on_off_takes, &e->fuse));
+    SS_TRY(ss_env_choice("SUBSCOPE_BIAS_EPILOGUE", on_off, 2,
+                         "1 (every product), 0 (never) or unset (16-bit weights' products)", &v));
+    e->epilogue = v == 2 ? -1 : v;
+    SS_TRY(ss_env_choice("SUBSCOPE_LT_PLANS", on_off, 1, on_off_takes, &e->use_plans));
+    SS_TRY(ss_env_int("SUBSCOPE_LT_WORKSPACE_MB", 0, 65536, 32, "MB", &e->lt_ws_mb));
+    SS_TRY(ss_env_choice("SUBSCOPE_LT_LOG", on_off, 0, on_off_takes, &e->lt_log));
+    SS_TRY(ss_env_choice("SUBSCOPE_TIMING", on_off, 0, on_off_takes, &e->timing));
+    return SS_OK;
+}
+
 ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backend **out) {
     *out = NULL;
     int n = 0;
@@ -2085,19 +2119,12 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
     if (device < 0 || device >= n)
         return ss_errorf(SS_ERR_ARG, "cuda:%d: there %s %d CUDA device%s (cuda:0..cuda:%d)", device, n == 1 ? "is" : "are",
                          n, n == 1 ? "" : "s", n - 1);
-    for (size_t i = 0; i < sizeof l16 / sizeof l16[0]; i++)
-        if (lowp16_env(l16[i].var) < 0)
-            return ss_errorf(SS_ERR_ARG, "cuda:%d: %s=%s: must be 1 or unset (on) or 0 (off)",
-                             device, l16[i].var, getenv(l16[i].var));
-    const char *sp = getenv("SUBSCOPE_SPLIT_PRODUCTS"), *bs = getenv("SUBSCOPE_BIAS16");
-    if (sp && *sp && strcmp(sp, "0") && strcmp(sp, "1"))
-        return ss_errorf(SS_ERR_ARG, "cuda:%d: SUBSCOPE_SPLIT_PRODUCTS=%s: must be 1 (on, the default) or 0 (off)",
-                         device, sp);
-    if (bs && *bs && strcmp(bs, "0") && strcmp(bs, "1"))
-        return ss_errorf(SS_ERR_ARG,
-                         "cuda:%d: SUBSCOPE_BIAS16=%s: must be 1 (always), 0 (never) or unset (where cuBLASLt declines "
-                         "an fp32 bias)",
-                         device, bs);
+    cuda_env env;
+    if (read_env(&env)) {
+        char msg[SS_ERROR_MAX]; /* rewritten from a copy: ss_errorf writes where ss_last_error points */
+        snprintf(msg, sizeof msg, "%s", ss_last_error());
+        return ss_errorf(SS_ERR_ARG, "cuda:%d: %s", device, msg);
+    }
     ss_backend *be = ss_calloc(1, sizeof *be, "CUDA backend");
     cuda_impl *c = ss_calloc(1, sizeof *c, "CUDA backend");
     if (!be || !c) {
@@ -2109,64 +2136,38 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
     c->device = device;
     /* SUBSCOPE_ATTN_BWD_WORKSPACE_MB (default 1024; 0: always recompute, and no
      * cuBLAS attention without the pattern; fractions allowed, for tests). */
-    const char *wmb = getenv("SUBSCOPE_ATTN_BWD_WORKSPACE_MB");
-    char *wend = NULL;
-    double mb = wmb && *wmb ? strtod(wmb, &wend) : 1024;
-    if (wmb && *wmb && (*wend || !(mb >= 0) || mb > 1e9)) mb = 1024;
-    c->attn_ws_max = (size_t)(mb * 1048576.0);
+    c->attn_ws_max = (size_t)(env.ws_mb * 1048576.0);
     /* SUBSCOPE_ATTN_GEMM_MIN_LEN: prompts of at least this many tokens send an
      * attention call down the cuBLAS path (default 512: below it the kernels'
      * single launch for every prompt wins over three launches per prompt, by
      * the H100 profile's rates: 7.3 TFLOP/s for the flash kernel, ~47 for
      * Sgemm); 0 keeps the kernels. SUBSCOPE_COV_KERNEL=1|tc|wg|blk: centred_products. */
-    const char *gml = getenv("SUBSCOPE_ATTN_GEMM_MIN_LEN");
-    char *gend = NULL;
-    long long ml = gml && *gml ? strtoll(gml, &gend, 10) : 512;
-    c->attn_gemm_min_len = gml && *gml && (*gend || ml < 0) ? 512 : (int64_t)ml;
+    c->attn_gemm_min_len = env.gemm_min_len;
     /* Tensor-core attention (kernels/flash_attention_tc.cu: Q, K, V and the
      * probabilities rounded to bf16, fp32 accumulation and softmax) serves
      * attention_lowp, which the forward pass calls for models whose products
      * are bf16 (docs/DECISIONS.md). SUBSCOPE_ATTN_TC=0: never (no
      * attention_lowp); 1: also for every other attention call without the
      * pattern, fp32 models' too. */
-    const char *tc = getenv("SUBSCOPE_ATTN_TC");
-    c->attn_tc = tc && !strcmp(tc, "1") ? 1 : tc && !strcmp(tc, "0") ? 0 : -1;
+    c->attn_tc = env.attn_tc;
     /* SUBSCOPE_ATTN_QT: that kernel's 16-row query tiles per warp, 2 by default
      * (the same numbers as 1; 1.09x faster at heads of 64, 1.44x at 128 on an
      * H100: bench/results/h100-bench-log-20261127T0451Z.txt) */
-    const char *qt = getenv("SUBSCOPE_ATTN_QT");
-    c->attn_qt = !qt || !*qt || !strcmp(qt, "2") ? 2 : !strcmp(qt, "1") ? 1 : -1;
+    c->attn_qt = env.attn_qt;
     /* SUBSCOPE_PAD_PRODUCTS: product_padded's scratch in bytes (default 256 MiB; the tests make
      * it small to cut products into several pieces); 0: products with unaligned rows of C are
      * not padded */
-    const char *pp = getenv("SUBSCOPE_PAD_PRODUCTS");
-    char *pend = NULL;
-    long long pb = pp && *pp ? strtoll(pp, &pend, 10) : -1;
-    c->pad_bytes = pb >= 0 && pend && !*pend ? (size_t)pb : (size_t)256 << 20;
+    c->pad_bytes = (size_t)env.pad_bytes;
     /* SUBSCOPE_SPLIT_PRODUCTS: 0 runs a tensor-core product whose width is not a
      * multiple of 8 as one cuBLAS call, as before 2026-11-27; unset or 1: the
      * aligned columns and the rest apart (include/subscope/gemm_split.h) */
-    c->split = !sp || strcmp(sp, "0"); /* checked above */
+    c->split = env.split;
     /* SUBSCOPE_UPLOAD_STAGE: the bytes of each of upload's two pinned staging buffers (default
      * 32 MiB; the tests make it small to cut an upload into many chunks); 0: the driver's own
      * copy from pageable memory */
-    const char *us = getenv("SUBSCOPE_UPLOAD_STAGE");
-    char *uend = NULL;
-    long long ub = us && *us ? strtoll(us, &uend, 10) : -1;
-    c->stage_bytes = ub >= 0 && uend && !*uend ? (size_t)ub : (size_t)32 << 20;
-    const char *ck = getenv("SUBSCOPE_COV_KERNEL");
-    c->cov_kernel = !ck || !*ck             ? COV_AUTO
-                    : !strcmp(ck, "1")     ? COV_F32
-                    : !strcmp(ck, "tc")    ? COV_TC
-                    : !strcmp(ck, "wg")    ? COV_WG
-                    : !strcmp(ck, "ssyrk") ? COV_SSYRK
-                    : !strcmp(ck, "blk")   ? COV_BLK
-                    : !strcmp(ck, "rec")   ? COV_REC
-                                           : -1; /* refused when collect gets there */
-    const char *cb = getenv("SUBSCOPE_COV_BLOCK");
-    char *cbend = NULL;
-    long long cbw = cb && *cb ? strtoll(cb, &cbend, 10) : 0;
-    c->cov_block = !cb || !*cb ? 0 : !*cbend && cbw > 0 ? (int64_t)cbw : -1; /* -1: refused when used */
+    c->stage_bytes = (size_t)env.stage_bytes;
+    c->cov_kernel = env.cov_kernel;
+    c->cov_block = env.cov_block;
     *be = (ss_backend){
         .name = c->name, .description = c->device_name, .impl = c, .host_memory = 0,
         .alloc = cu_alloc, .release = cu_release, .upload = cu_upload, .download = cu_download, .sync = cu_sync,
@@ -2196,8 +2197,7 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
     };
     /* SUBSCOPE_FUSE=0: no fused product + bias + GELU or product + residual add;
      * the forward pass then runs them as separate ops (benchmarks compare). */
-    const char *fuse = getenv("SUBSCOPE_FUSE");
-    if (fuse && !strcmp(fuse, "0")) be->matmul_gelu = NULL, be->matmul_add = NULL;
+    if (!env.fuse) be->matmul_gelu = NULL, be->matmul_add = NULL;
     /* The 16-bit paths (SS_LOWP16_*): see lowp16_env. SUBSCOPE_MLP16: the MLP
      * keeps its activation's output in 16 bits (mlp_add); SUBSCOPE_NORM16: norms
      * whose rows only feed a product write them in the weights' 16-bit type
@@ -2208,7 +2208,7 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
      * (with MLP16, Llama only): the gate|up product in 16 bits for the SwiGLU
      * kernel, one rounding more. */
     for (size_t i = 0; i < sizeof l16 / sizeof l16[0]; i++) {
-        const int on = lowp16_env(l16[i].var) == 1;
+        const int on = env.lowp16[i];
         if (on) be->lowp16 |= l16[i].bit;
         if (!l16[i].bit) c->gu16_on = on;
     }
@@ -2249,22 +2249,18 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
      * for fp32 ones, whose SIMT products cuBLASLt follows with epilogue
      * kernels of its own that took longer than the bias kernel.
      * SUBSCOPE_BIAS_EPILOGUE=1: for every product; 0: never. */
-    const char *epi = getenv("SUBSCOPE_BIAS_EPILOGUE");
-    c->epilogue = epi && !strcmp(epi, "1") ? 1 : epi && !strcmp(epi, "0") ? 0 : -1;
+    c->epilogue = env.epilogue;
     if (!st && c->epilogue && cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS) {
         if (c->epilogue == 1)
             st = ss_errorf(SS_ERR_IO, "%s (%s): cuBLASLt could not be initialised", c->name, c->device_name);
         c->lt = NULL; /* by default: the bias kernel does without */
     }
     /* cuBLASLt plans and their workspace (lt_plan_for) */
-    const char *pl = getenv("SUBSCOPE_LT_PLANS"), *wsm = getenv("SUBSCOPE_LT_WORKSPACE_MB");
-    c->use_plans = !(pl && !strcmp(pl, "0"));
-    /* SUBSCOPE_BIAS16 (checked above) and SUBSCOPE_LT_LOG: lt_matmul_to, lt_log_plan */
-    const char *b16 = getenv("SUBSCOPE_BIAS16"), *ll = getenv("SUBSCOPE_LT_LOG");
-    c->bias16 = b16 && !strcmp(b16, "1") ? 1 : b16 && !strcmp(b16, "0") ? 0 : -1;
-    c->lt_log = ll && !strcmp(ll, "1");
-    const long ws_mb = wsm && *wsm ? strtol(wsm, NULL, 10) : 32;
-    c->lt_ws_bytes = c->use_plans && ws_mb > 0 ? (size_t)ws_mb << 20 : 0;
+    c->use_plans = env.use_plans;
+    /* SUBSCOPE_BIAS16 and SUBSCOPE_LT_LOG: lt_matmul_to, lt_log_plan */
+    c->bias16 = env.bias16;
+    c->lt_log = env.lt_log;
+    c->lt_ws_bytes = c->use_plans && env.lt_ws_mb > 0 ? (size_t)env.lt_ws_mb << 20 : 0;
     c->self = be;
     if (st) {
         ss_backend_cuda_close(be);
@@ -2277,7 +2273,7 @@ ss_status ss_backend_cuda_open(int device, const ss_backend_opts *opts, ss_backe
 void ss_backend_cuda_close(ss_backend *be) {
     if (!be) return;
     cuda_impl *c = IMPL(be);
-    if (c && (c->lt_log || getenv("SUBSCOPE_TIMING"))) {
+    if (c && (c->lt_log || ss_env_flag("SUBSCOPE_TIMING"))) { /* as set now (checked when it opened) */
         if (c->lt_bias16)
             fprintf(stderr, "%s: cuBLASLt took no fp32 bias with a 16-bit output for %ld product shape%s; their bias was "
                             "rounded to the output's type (SUBSCOPE_BIAS16)\n",

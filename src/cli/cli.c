@@ -6,6 +6,7 @@
 #include "subscope/jobs.h"
 #include "subscope/util.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,7 +131,9 @@ static int outputs_are_files(const cli_cmd *cmd) {
     const int last_stage_writes = !strcmp(cmd->name, "forward") || !strcmp(cmd->name, "patch") ||
                                   !strcmp(cmd->name, "trace"); /* as their cli_wrote calls say */
     const char *pipe = last_stage_writes ? cli_get(cmd, "pipeline") : NULL;
-    const int writes = ss_comm_launched_rank() == (pipe && atoi(pipe) > 1 ? atoi(pipe) - 1 : 0);
+    int64_t stages = 1; /* a bad --pipeline is refused by the job (cli_int) */
+    if (!pipe || !ss_parse_int(pipe, &stages) || stages < 1 || stages > 4096) stages = 1;
+    const int writes = ss_comm_launched_rank() == (int)(stages - 1);
     for (const cli_opt *o = cmd->opts; o->name; o++) {
         if ((strcmp(o->name, "out") && strcmp(o->name, "masks-out")) || !o->value) continue;
         const int dir_out = o->metavar && !strcmp(o->metavar, "DIR"); /* train --out DIR */
@@ -294,10 +297,8 @@ int cli_int(const cli_cmd *cmd, const char *name, int64_t lo, int64_t hi, int64_
         *out = def;
         return 0;
     }
-    char *end;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);
-    if (errno || end == v || *end || x < lo || x > hi) {
+    int64_t x;
+    if (!ss_parse_int(v, &x) || x < lo || x > hi) { /* no space, no '+', no trailing text */
         fprintf(stderr, "subscope %s: error: --%s must be an integer in %lld..%lld, got '%s'\n", cmd->name, name,
                 (long long)lo, (long long)hi, v);
         return 1;
@@ -361,7 +362,8 @@ int cli_bytes(const cli_cmd *cmd, const char *name, int64_t *out) {
     if (!v) return 0;
     char *end = NULL;
     errno = 0;
-    double x = strtod(v, &end);
+    /* a number first: strtod would take a leading space or '+' */
+    double x = isdigit((unsigned char)v[0]) || v[0] == '.' ? strtod(v, &end) : (end = (char *)v, 0);
     double unit = 1;
     if (end && *end) {
         switch (*end) {

@@ -454,9 +454,8 @@ static int run_predict(cli_cmd *cmd) {
         /* The keys and values of the positions run so far are kept (on backends
          * with attention_kv), so that each new token runs alone through the
          * blocks; SUBSCOPE_PREDICT_RECOMPUTE=1 runs the whole prompt each time. */
-        const char *rc = getenv("SUBSCOPE_PREDICT_RECOMPUTE"), *tr = getenv("SUBSCOPE_PREDICT_TRACE");
-        const int trace = tr && *tr && strcmp(tr, "0");
-        if (be->attention_kv && !(rc && *rc && strcmp(rc, "0")) &&
+        const int trace = ss_env_flag("SUBSCOPE_PREDICT_TRACE");
+        if (be->attention_kv && !ss_env_flag("SUBSCOPE_PREDICT_RECOMPUTE") &&
             (st = ss_kv_cache_open(m, be, n + gen < ctx ? n + gen : ctx, &kv)))
             goto out;
         fputs(cli_get(cmd, "prompt"), stdout);

@@ -6,6 +6,7 @@
 
 #include "cli.h"
 #include "subscope/discover.h"
+#include "subscope/util.h"
 
 static cli_opt disc_opts[] = {
     {.name = "stats", .metavar = "STATS.h5", .help = "a `subscope collect` file (with cov or corr; --group-by label for contrast)"},
@@ -32,10 +33,8 @@ static int cli_double(const cli_cmd *cmd, const char *name, double def, double *
         *out = def;
         return 0;
     }
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (errno || end == v || *end || !isfinite(x)) {
+    double x;
+    if (!ss_parse_real(v, &x)) { /* no space, no '+', no trailing text */
         fprintf(stderr, "subscope %s: error: --%s must be a number, got '%s'\n", cmd->name, name, v);
         return 1;
     }

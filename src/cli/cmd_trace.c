@@ -4,6 +4,7 @@
 #include "cli.h"
 #include "subscope/dist.h"
 #include "subscope/jobs.h"
+#include "subscope/util.h"
 
 static cli_opt trace_opts[] = {
     {.name = "model", .metavar = "DIR", .help = "Hugging Face model directory, or a llama-architecture .gguf file"},
@@ -56,7 +57,8 @@ static int run_trace(cli_cmd *cmd) {
  * (--pipeline P > 1; the job then checks that there are exactly P ranks). */
 static int trace_ranks(const cli_cmd *cmd) {
     const char *p = cli_get(cmd, "pipeline");
-    return p && atoi(p) > 1;
+    int64_t n;
+    return p && ss_parse_int(p, &n) && n > 1;
 }
 
 cli_cmd cmd_trace = {

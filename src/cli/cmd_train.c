@@ -7,6 +7,7 @@
 #include "cli.h"
 #include "subscope/bpe_train.h"
 #include "subscope/train.h"
+#include "subscope/util.h"
 
 static cli_opt train_opts[] = {
     {.name = "config", .metavar = "SMALL.json", .help = "GPT-2 config.json of the model to train (n_layer, n_head, n_embd, n_positions, vocab_size, ...)"},
@@ -34,10 +35,8 @@ static int real_opt(const cli_cmd *cmd, const char *name, int positive, double d
         *out = def;
         return 0;
     }
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (errno || end == v || *end || !isfinite(x) || x < 0 || (positive && x == 0)) {
+    double x;
+    if (!ss_parse_real(v, &x) || x < 0 || (positive && x == 0)) { /* no space, no '+', no trailing text */
         fprintf(stderr, "subscope %s: error: --%s must be a %s number, got '%s'\n", cmd->name, name,
                 positive ? "positive" : "non-negative", v);
         return 1;

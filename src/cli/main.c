@@ -78,29 +78,11 @@ static int check_stdout(const char *cmd, int rc) {
 
 /* Settings the library reads from the environment where a bad value has no way to be reported and
  * fell back to the default without a word (SUBSCOPE_THREADS=abc ran on every core, =1x on one):
- * checked before a command runs, naming the variable. Empty is unset. 1 if they are good. */
+ * checked before a command runs, naming the variable (ss_env_check). Empty is unset. 1 if they are good. */
 static int env_ok(const char *cmd) {
-    const char *e = getenv("SUBSCOPE_THREADS");
-    char *end;
-    if (e && *e) {
-        errno = 0;
-        const long v = strtol(e, &end, 10);
-        if (errno || end == e || *end || v < 1 || v > 1024) {
-            fprintf(stderr, "subscope %s: error: SUBSCOPE_THREADS must be a whole number of threads in 1..1024, got '%s'\n",
-                    cmd, e);
-            return 0;
-        }
-    }
-    e = getenv("SUBSCOPE_DIST_TIMEOUT");
-    if (e && *e) {
-        const double v = strtod(e, &end);
-        if (end == e || *end || !(v > 0)) {
-            fprintf(stderr, "subscope %s: error: SUBSCOPE_DIST_TIMEOUT must be a positive number of seconds, got '%s'\n",
-                    cmd, e);
-            return 0;
-        }
-    }
-    return 1;
+    if (ss_env_check() == SS_OK) return 1;
+    fprintf(stderr, "subscope %s: error: %s\n", cmd, ss_last_error());
+    return 0;
 }
 
 int main(int argc, char **argv) {

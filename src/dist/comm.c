@@ -36,11 +36,9 @@ static void single_free(ss_comm *c) { (void)c; }
 static const ss_comm_ops single_ops = {single_send, single_recv, single_abort, single_free, NULL, NULL, NULL, NULL, NULL};
 
 static double env_timeout(void) {
-    const char *e = getenv("SUBSCOPE_DIST_TIMEOUT");
-    if (!e || !*e) return DEFAULT_TIMEOUT;
-    char *end;
-    double v = strtod(e, &end);
-    return end != e && !*end && v > 0 ? v : DEFAULT_TIMEOUT;
+    double v = DEFAULT_TIMEOUT; /* a bad value is refused before a command runs (ss_env_check) */
+    if (ss_env_real("SUBSCOPE_DIST_TIMEOUT", 1e-3, 1e9, DEFAULT_TIMEOUT, "seconds", &v)) ss_error_clear(), v = DEFAULT_TIMEOUT;
+    return v;
 }
 
 static void own_host(char out[64]) {
@@ -83,8 +81,8 @@ int ss_comm_launched_size(const char **var) {
         const char *v = getenv(names[i]);
         if (v && *v) {
             *var = names[i];
-            int n = atoi(v);
-            return n > 0 ? n : -1;
+            int64_t n;
+            return ss_parse_int(v, &n) && n > 0 && n <= INT32_MAX ? (int)n : -1;
         }
     }
     if (getenv("PMIX_RANK")) {
@@ -100,9 +98,9 @@ int ss_comm_launched_rank(void) {
     const char *v = NULL;
     for (size_t i = 0; i < sizeof names / sizeof names[0] && !(v && *v); i++) v = getenv(names[i]);
     const char *n = getenv("SLURM_STEP_NUM_TASKS");
-    if (!(v && *v) && n && atoi(n) > 1) v = getenv("SLURM_PROCID");
-    const int r = v && *v ? atoi(v) : 0;
-    return r > 0 ? r : 0;
+    int64_t x;
+    if (!(v && *v) && n && ss_parse_int(n, &x) && x > 1) v = getenv("SLURM_PROCID");
+    return v && ss_parse_int(v, &x) && x > 0 && x <= INT32_MAX ? (int)x : 0;
 }
 
 /* The MPI communicator, checked against the size the launcher announced. */
@@ -180,10 +178,13 @@ ss_status ss_comm_open(ss_comm **out) {
     *out = NULL;
     const char *var;
     int n = ss_comm_launched_size(&var);
-    const char *want = getenv("SUBSCOPE_DIST");
-    if (want && *want && strcmp(want, "auto") && strcmp(want, "nccl"))
-        return ss_errorf(SS_ERR_ARG, "SUBSCOPE_DIST=%s: use auto (single process or MPI, from the launcher) or nccl", want);
-    if (want && !strcmp(want, "nccl")) return open_nccl(n, var, out);
+    static const char *const dist[] = {"auto", "nccl", NULL};
+    int want = 0;
+    SS_TRY(ss_env_choice("SUBSCOPE_DIST", dist, 0, "auto (single process or MPI, from the launcher) or nccl", &want));
+    if (n < 0 && var && strcmp(var, "PMIX_RANK"))
+        return ss_errorf(SS_ERR_ARG, "%s='%s': the launcher's number of tasks is not a positive whole number", var,
+                         getenv(var));
+    if (want == 1) return open_nccl(n, var, out);
     if (n == 0) return ss_comm_open_single(out);
     return open_launched(n, var, out);
 }

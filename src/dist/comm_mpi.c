@@ -347,8 +347,9 @@ ss_status ss_comm_mpi_open(ss_comm **out) {
     MPI_Initialized(&init);
     MPI_Finalized(&fin);
     if (fin) return ss_errorf(SS_ERR_ARG, "MPI was already finalised in this process");
-    const char *env = getenv("SUBSCOPE_SEND_THREAD");
-    const int want_thread = !(env && !strcmp(env, "0"));
+    static const char *const off_on[] = {"0", "1", NULL};
+    int want_thread = 1;
+    SS_TRY(ss_env_choice("SUBSCOPE_SEND_THREAD", off_on, 1, "1 (the sender thread, the default) or 0 (none)", &want_thread));
     int provided = 0;
     if (!init) {
         int rc = MPI_Init_thread(NULL, NULL, want_thread ? MPI_THREAD_MULTIPLE : MPI_THREAD_FUNNELED, &provided);

@@ -354,11 +354,9 @@ static ss_status pick_device(int rank, int local, int local_count, const char *h
 
 static size_t stage_bytes(void) {
     /* SUBSCOPE_NCCL_CHUNK: staging size in bytes (tests use small ones to cover chunking). */
-    const char *e = getenv("SUBSCOPE_NCCL_CHUNK");
-    if (!e || !*e) return STAGE_DEFAULT;
-    char *end;
-    unsigned long long v = strtoull(e, &end, 10);
-    return !*end && v >= 16 && v <= ((size_t)1 << 30) ? (size_t)v : STAGE_DEFAULT;
+    int64_t v = STAGE_DEFAULT; /* a bad value is refused before a command runs (ss_env_check) */
+    if (ss_env_int("SUBSCOPE_NCCL_CHUNK", 16, (int64_t)1 << 30, STAGE_DEFAULT, "bytes", &v)) ss_error_clear();
+    return (size_t)v;
 }
 
 /* The unique id, from rank 0 to every rank: over boot, or through the file. */
@@ -396,10 +394,9 @@ static ss_status share_id(ss_comm *boot, const char *dir, const ss_rendezvous_en
 }
 
 static double open_timeout(void) {
-    const char *e = getenv("SUBSCOPE_DIST_TIMEOUT");
-    char *end;
-    double v = e && *e ? strtod(e, &end) : 0;
-    return e && *e && !*end && v > 0 ? v : 300.0;
+    double v = 300.0; /* a bad value is refused before a command runs (ss_env_check) */
+    if (ss_env_real("SUBSCOPE_DIST_TIMEOUT", 1e-3, 1e9, 300.0, "seconds", &v)) ss_error_clear(), v = 300.0;
+    return v;
 }
 
 static ss_status nccl_open(ss_comm *c, ss_comm *boot, const char *dir) {

@@ -33,9 +33,8 @@ static uint64_t fnv1a(const unsigned char *p, size_t n) {
 static int env_int(const char *name, int *out) {
     const char *v = getenv(name);
     if (!v || !*v) return 0;
-    char *end;
-    long x = strtol(v, &end, 10);
-    if (*end || x < 0 || x > 1 << 30) return -1;
+    int64_t x;
+    if (!ss_parse_int(v, &x) || x < 0 || x > 1 << 30) return -1;
     *out = (int)x;
     return 1;
 }

@@ -70,9 +70,8 @@ static ss_status parse_method(const char *s, attr_method *m, int *steps) {
         *m = A_IG;
         *steps = 32;
         if (s[2] == ':') {
-            char *end;
-            long v = strtol(s + 3, &end, 10);
-            if (end == s + 3 || *end || v < 1 || v > 100000)
+            int64_t v;
+            if (!ss_parse_int(s + 3, &v) || v < 1 || v > 100000)
                 return ss_errorf(SS_ERR_ARG, "--method ig:STEPS needs 1..100000 steps, got '%s'", s);
             *steps = (int)v;
         }

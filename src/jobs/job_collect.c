@@ -76,14 +76,13 @@ static ss_status parse_stats(const char *spec, stat_set *s) {
         if (!strcmp(t, "cov")) s->want_cov = 1;
         else if (!strcmp(t, "corr")) s->want_corr = 1;
         else if (!strncmp(t, "pca:", 4)) {
-            char *end;
-            long long k = strtoll(t + 4, &end, 10);
-            if (end == t + 4 || *end || k < 1 || k > 1 << 20)
+            int64_t k;
+            if (!ss_parse_int(t + 4, &k) || k < 1 || k > 1 << 20)
                 st = ss_errorf(SS_ERR_ARG, "--stats: '%s' needs a number of components in 1..%d, e.g. pca:16 (K is capped "
                                            "at each site's width)", t, 1 << 20);
             else if (s->pca_k && s->pca_k != k) /* the last one won, without a word */
                 st = ss_errorf(SS_ERR_ARG, "--stats '%s' asks for pca twice, with %lld and %lld components: give one pca:K",
-                               spec, (long long)s->pca_k, k);
+                               spec, (long long)s->pca_k, (long long)k);
             else
                 s->pca_k = k;
         } else {
@@ -105,19 +104,17 @@ static ss_status parse_positions(const char *spec, pos_filter *pf) {
     }
     const char *colon = strchr(spec, ':');
     if (!colon) return ss_errorf(SS_ERR_ARG, "--positions must be all, last or FROM:TO, got '%s'", spec);
-    char *end;
-    /* errno: a number past int64 came back as INT64_MAX (99999999999999999999: selected nothing, :that all) */
-    if (colon != spec) {
-        errno = 0;
-        pf->from = strtoll(spec, &end, 10);
-        if (errno == ERANGE) return ss_errorf(SS_ERR_ARG, "--positions: FROM in '%s' is out of range", spec);
-        if (end != colon || pf->from < 0) return ss_errorf(SS_ERR_ARG, "--positions: bad FROM in '%s'", spec);
-    }
+    /* FROM and TO: digits only (ss_parse_int: no space, no '+'; a number past int64, such as
+     * 99999999999999999999, is refused rather than read as INT64_MAX) */
+    const size_t nf = (size_t)(colon - spec), nt = strlen(colon + 1);
+    if (colon != spec && (!ss_parse_int_n(spec, nf, &pf->from) || pf->from < 0))
+        return ss_errorf(SS_ERR_ARG, "--positions: FROM in '%s' %s", spec,
+                         strspn(spec, "0123456789") == nf ? "is out of range" : "must be a whole number of at least 0 (digits only)");
     if (colon[1]) {
-        errno = 0;
-        pf->to = strtoll(colon + 1, &end, 10);
-        if (errno == ERANGE) return ss_errorf(SS_ERR_ARG, "--positions: TO in '%s' is out of range", spec);
-        if (*end || pf->to < 0) return ss_errorf(SS_ERR_ARG, "--positions: bad TO in '%s'", spec);
+        if (!ss_parse_int(colon + 1, &pf->to) || pf->to < 0)
+            return ss_errorf(SS_ERR_ARG, "--positions: TO in '%s' %s", spec,
+                             strspn(colon + 1, "0123456789") == nt ? "is out of range"
+                                                                   : "must be a whole number of at least 0 (digits only)");
         if (pf->to <= pf->from) return ss_errorf(SS_ERR_ARG, "--positions: '%s' selects no position", spec);
     }
     return SS_OK;

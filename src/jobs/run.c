@@ -233,10 +233,7 @@ void ss_run_pack(ss_run *r, int64_t b0, int64_t nb, ss_packing *pk) {
     *pk = (ss_packing){nb, rows, r->start, r->len, b0};
 }
 
-int ss_timing_on(void) {
-    const char *v = getenv("SUBSCOPE_TIMING");
-    return v && *v && strcmp(v, "0");
-}
+int ss_timing_on(void) { return ss_env_flag("SUBSCOPE_TIMING"); }
 
 void ss_timing_batches(const char *job, int rank, int size, double t_start, double t_first, int64_t first_prompts,
                        int64_t later_prompts) {

@@ -646,9 +646,9 @@ ss_status ss_pipeline_split(const ss_config *c, int n_stages, const char *blocks
     }
     const char *p = blocks;
     for (int s = 0; s < n_stages; s++) {
-        char *end;
-        long v = strtol(p, &end, 10);
-        if (end == p || v < 1 || v > n_layer || (*end != ',' && *end) || (s + 1 < n_stages && *end != ','))
+        const char *end = p + strcspn(p, ",");
+        int64_t v;
+        if (!ss_parse_int_n(p, (size_t)(end - p), &v) || v < 1 || v > n_layer || (s + 1 < n_stages && *end != ','))
             return ss_errorf(SS_ERR_ARG, "--pipeline-blocks '%s': expected %d block counts of at least 1, separated "
                              "by commas (one per stage of --pipeline %d)", blocks, n_stages, n_stages);
         if (s + 1 == n_stages && *end)

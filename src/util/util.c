@@ -2,6 +2,7 @@
 #include "subscope/util.h"
 #include "subscope/hash.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -636,13 +637,109 @@ uint64_t ss_address_space_limit(void) {
     return getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ? 0 : (uint64_t)rl.rlim_cur;
 }
 
+int ss_parse_int_n(const char *s, size_t n, int64_t *out) {
+    size_t i = 0;
+    const int neg = n > 0 && s[0] == '-';
+    i += (size_t)neg;
+    if (i >= n) return 0;
+    uint64_t v = 0;
+    const uint64_t lim = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+    for (; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return 0;
+        const unsigned d = (unsigned)(s[i] - '0');
+        if (v > (lim - d) / 10) return 0;
+        v = v * 10 + d;
+    }
+    *out = neg ? (v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v) : (int64_t)v;
+    return 1;
+}
+
+int ss_parse_int(const char *s, int64_t *out) { return s && ss_parse_int_n(s, strlen(s), out); }
+
+int ss_parse_real(const char *s, double *out) {
+    /* strtod also reads a leading space, '+', hex, inf and nan: only digits, '-', '.', 'e' */
+    if (!s || !*s || s[strspn(s, "0123456789-.eE")] || !(isdigit((unsigned char)s[0]) || s[0] == '-' || s[0] == '.'))
+        return 0;
+    char *end = NULL;
+    errno = 0;
+    const double x = strtod(s, &end);
+    if (end == s || *end || errno == ERANGE || !isfinite(x)) return 0;
+    *out = x;
+    return 1;
+}
+
+ss_status ss_env_int(const char *var, int64_t lo, int64_t hi, int64_t def, const char *what, int64_t *out) {
+    const char *v = getenv(var);
+    int64_t x;
+    if (!v || !*v) x = def;
+    else if (!ss_parse_int(v, &x) || x < lo || x > hi)
+        return ss_errorf(SS_ERR_ARG, "%s='%s': must be a whole number%s%s in %lld..%lld, or unset for the default", var,
+                         v, what && *what ? " of " : "", what ? what : "", (long long)lo, (long long)hi);
+    *out = x;
+    return SS_OK;
+}
+
+ss_status ss_env_real(const char *var, double lo, double hi, double def, const char *what, double *out) {
+    const char *v = getenv(var);
+    double x = def;
+    if (v && *v) {
+        if (!ss_parse_real(v, &x) || x < lo || x > hi)
+            return ss_errorf(SS_ERR_ARG, "%s='%s': must be a number%s%s in %g..%g, or unset for the default", var, v,
+                             what && *what ? " of " : "", what ? what : "", lo, hi);
+    }
+    *out = x;
+    return SS_OK;
+}
+
+ss_status ss_env_choice(const char *var, const char *const *names, int def, const char *takes, int *out) {
+    const char *v = getenv(var);
+    if (!v || !*v) {
+        *out = def;
+        return SS_OK;
+    }
+    for (int i = 0; names[i]; i++)
+        if (!strcmp(v, names[i])) {
+            *out = i;
+            return SS_OK;
+        }
+    return ss_errorf(SS_ERR_ARG, "%s='%s': must be %s", var, v, takes);
+}
+
+static const char *const env_off_on[] = {"0", "1", NULL};
+
+int ss_env_flag(const char *var) {
+    int v = 0;
+    if (ss_env_choice(var, env_off_on, 0, "", &v) != SS_OK) { /* refused before a command runs (ss_env_check) */
+        ss_error_clear();
+        v = 0;
+    }
+    return v;
+}
+
+ss_status ss_env_check(void) {
+    static const char *const dist[] = {"auto", "nccl", NULL};
+    static const char *const flags[] = {"SUBSCOPE_TIMING", "SUBSCOPE_SEND_THREAD", "SUBSCOPE_PREDICT_RECOMPUTE",
+                                        "SUBSCOPE_PREDICT_TRACE"};
+    int64_t i64;
+    double d;
+    int c;
+    SS_TRY(ss_env_int("SUBSCOPE_THREADS", 1, 1024, 0, "threads", &i64));
+    SS_TRY(ss_env_real("SUBSCOPE_DIST_TIMEOUT", 1e-3, 1e9, 300, "seconds", &d));
+    SS_TRY(ss_env_choice("SUBSCOPE_DIST", dist, 0, "auto (single process or MPI, from the launcher) or nccl", &c));
+    SS_TRY(ss_env_int("SUBSCOPE_NCCL_CHUNK", 16, (int64_t)1 << 30, 0, "bytes", &i64));
+    for (size_t i = 0; i < sizeof flags / sizeof *flags; i++) SS_TRY(ss_env_choice(flags[i], env_off_on, 0, "1 or 0", &c));
+    return SS_OK;
+}
+
 int ss_num_threads(void) {
     /* Read once: sysconf opens a file under /sys each time. */
     static _Atomic int cached;
     int n = atomic_load(&cached);
     if (n) return n;
+    /* a bad value is refused before a command runs (subscope's env_ok); here, all the cores */
     const char *e = getenv("SUBSCOPE_THREADS");
-    long v = e && *e ? strtol(e, NULL, 10) : 0;
+    int64_t v = 0;
+    if (!e || !ss_parse_int(e, &v)) v = 0;
     if (v < 1 || v > 1024) {
         v = sysconf(_SC_NPROCESSORS_ONLN);
         v = v >= 1 ? (v > 256 ? 256 : v) : 1;

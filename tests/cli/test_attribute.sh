@@ -115,6 +115,9 @@ else fail "a stats file of another model is named in a warning" "$(cat "$TMP/err
 # Bad input.
 expect_fail "unknown method" "unknown --method 'saliency'" "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.0.*' --method saliency --out "$TMP/x.h5"
 expect_fail "ig with zero steps" "1..100000 steps" "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.0.*' --method ig:0 --out "$TMP/x.h5"
+for v in 'ig:+4' 'ig: 4' 'ig:4 '; do # digits only: strtol took the space or '+'
+    expect_fail "--method '$v' refused" "1..100000 steps, got '$v'" "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.0.*' --method "$v" --out "$TMP/x.h5"
+done
 expect_fail "atp without --corrupt" "needs --corrupt" "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.0.*' --method atp --out "$TMP/x.h5"
 expect_fail "unknown metric, naming --metric" "--metric: unknown metric 'acc'" "$SUBSCOPE" attribute --model $M --input $P --sites 'blocks.0.*' --metric acc --out "$TMP/x.h5"
 expect_fail "hook_pattern named" "blocks.1.attn.hook_pattern has no per-token vector" "$SUBSCOPE" attribute --model $M --input $P --sites blocks.1.attn.hook_pattern --out "$TMP/x.h5"

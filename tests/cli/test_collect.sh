@@ -242,6 +242,23 @@ expect_fail "--positions FROM past int64 refused" "--positions: FROM in '9999999
     "$SUBSCOPE" collect --model $M --input $P --sites blocks.0.mlp.hook_post --positions 99999999999999999999: --out "$TMP/x.h5"
 expect_fail "--positions TO past int64 refused" "--positions: TO in '1:99999999999999999999' is out of range" \
     "$SUBSCOPE" collect --model $M --input $P --sites blocks.0.mlp.hook_post --positions 1:99999999999999999999 --out "$TMP/x.h5"
+# Whole numbers are digits only (ss_parse_int): strtoll took a leading space or '+' (' 1:+5' was 1:5).
+for v in ' 1:5' '+1:5' '1:+5' '1: 5' '1:5 ' '1x:5' '0x1:5'; do
+    expect_fail "--positions '$v' refused" "must be a whole number of at least 0 (digits only)" \
+        "$SUBSCOPE" collect --model $M --input $P --sites blocks.0.mlp.hook_post --positions "$v" --out "$TMP/x.h5"
+done
+for o in "--batch= 4" "--batch=+4" "--max-len=+8" "--batch=4 "; do
+    expect_fail "'$o' refused" "must be an integer in" \
+        "$SUBSCOPE" collect --model $M --input $P --sites blocks.0.mlp.hook_post "$o" --out "$TMP/x.h5"
+done
+expect_fail "--stats pca:+2 refused" "'pca:+2' needs a number of components" \
+    "$SUBSCOPE" collect --model $M --input $P --sites blocks.0.mlp.hook_post --stats mean,pca:+2 --out "$TMP/x.h5"
+for v in ' 2G' '+2G'; do
+    expect_fail "--max-memory '$v' refused" "--max-memory must be a positive size" \
+        "$SUBSCOPE" collect --model $M --input $P --sites blocks.0.mlp.hook_post --max-memory "$v" --out "$TMP/x.h5"
+done
+expect_fail "--device 'cuda:+0' refused" "expected cuda:N" \
+    "$SUBSCOPE" collect --model $M --input $P --sites blocks.0.mlp.hook_post --device cuda:+0 --out "$TMP/x.h5"
 expect_fail "--sites required" "--sites is required" "$SUBSCOPE" collect --model $M --input $P --out "$TMP/x.h5"
 # Progress goes to a terminal only (cli_progress): the prompts, then the results site by site (a
 # wide site's covariance, PCA and correlation take long: 35 s without a line for 12 MLP sites at

@@ -521,13 +521,27 @@ case "$h" in *"with 16-bit weights (--dtype bfloat16 or float16, or auto on such
     pass "predict --help: a GPU's 16-bit key/value cache" ;;
 *) fail "predict --help describes the GPU's 16-bit key/value cache" ;; esac
 # A bad SUBSCOPE_THREADS or SUBSCOPE_DIST_TIMEOUT is refused naming it: the library fell back to
-# its default without a word (SUBSCOPE_THREADS=abc or 0 ran on every core, =1x on one thread).
-for v in abc 0 1x 2000; do
-    expect_fail "SUBSCOPE_THREADS=$v refused" "SUBSCOPE_THREADS must be a whole number of threads in 1..1024, got '$v'" \
-        env SUBSCOPE_THREADS=$v "$SUBSCOPE" predict --model models/tiny-gpt2 --prompt hi --top 1
+# its default without a word (SUBSCOPE_THREADS=abc or 0 ran on every core, =1x on one thread;
+# ' 4' and '+4' were 4).
+for v in abc 0 1x 2000 ' 4' '+4' '4 '; do
+    expect_fail "SUBSCOPE_THREADS='$v' refused" "SUBSCOPE_THREADS='$v': must be a whole number of threads in 1..1024" \
+        env SUBSCOPE_THREADS="$v" "$SUBSCOPE" predict --model models/tiny-gpt2 --prompt hi --top 1
 done
-expect_fail "SUBSCOPE_DIST_TIMEOUT=-3 refused" "SUBSCOPE_DIST_TIMEOUT must be a positive number of seconds, got '-3'" \
+expect_fail "SUBSCOPE_DIST_TIMEOUT=-3 refused" "SUBSCOPE_DIST_TIMEOUT='-3': must be a number of seconds in 0.001..1e+09" \
     env SUBSCOPE_DIST_TIMEOUT=-3 "$SUBSCOPE" info --dist
+# The other settings the library reads where it cannot report a bad value, checked the same way
+# before a command runs: SUBSCOPE_TIMING=yes was on, SUBSCOPE_PREDICT_TRACE=true on,
+# SUBSCOPE_SEND_THREAD=off on, SUBSCOPE_NCCL_CHUNK=1x the default, SUBSCOPE_DIST=gloo refused only
+# where a communicator opened.
+for s in "SUBSCOPE_TIMING=yes|1 or 0" "SUBSCOPE_PREDICT_TRACE=true|1 or 0" "SUBSCOPE_PREDICT_RECOMPUTE=2|1 or 0" \
+    "SUBSCOPE_SEND_THREAD=off|1 or 0" "SUBSCOPE_NCCL_CHUNK=1x|a whole number of bytes in 16..1073741824" \
+    "SUBSCOPE_DIST=gloo|auto (single process or MPI, from the launcher) or nccl"; do
+    kv=${s%%|*} var=${kv%%=*} val=${kv#*=}
+    expect_fail "$var=$val refused" "subscope predict: error: $var='$val': must be ${s#*|}" \
+        env "$kv" "$SUBSCOPE" predict --model models/tiny-gpt2 --prompt hi --top 1
+done
+expect_ok "SUBSCOPE_TIMING=1 and SUBSCOPE_PREDICT_TRACE=0 run" \
+    env SUBSCOPE_TIMING=1 SUBSCOPE_PREDICT_TRACE=0 "$SUBSCOPE" predict --model models/tiny-gpt2 --prompt hi --top 1
 expect_ok "SUBSCOPE_THREADS=2 runs" env SUBSCOPE_THREADS=2 "$SUBSCOPE" predict --model models/tiny-gpt2 --prompt hi --top 1
 expect_ok "SUBSCOPE_THREADS= (empty: unset) runs" env SUBSCOPE_THREADS= "$SUBSCOPE" predict --model models/tiny-gpt2 --prompt hi --top 1
 expect_fail "unknown command" "unknown command 'frobnicate'" "$SUBSCOPE" frobnicate

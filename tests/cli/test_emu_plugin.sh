@@ -78,6 +78,27 @@ expect_fail "a plugin directory without the plugin is named" "$TMP/none/libsubsc
     env SUBSCOPE_PLUGIN_DIR="$TMP/none" "$SUBSCOPE" ablate --model "$M" --input "$TMP/p.jsonl" \
     --masks "$TMP/masks.jsonl" --device cuda --out "$TMP/x.h5"
 [ ! -e "$TMP/x.h5" ] && pass "no output file when the plugin is missing" || fail "output file left behind"
+# The CUDA backend's settings are read strictly when it opens: a value it does not take stops the
+# command (exit 1, no output file) with a message naming the variable, the value and what it takes.
+# Before, SUBSCOPE_PAD_PRODUCTS=1x, SUBSCOPE_FUSE=off, SUBSCOPE_LT_WORKSPACE_MB=' 8' and
+# SUBSCOPE_ATTN_GEMM_MIN_LEN=-1 ran with the default (or 8) without a word, and
+# SUBSCOPE_COV_KERNEL=tensor was refused only by collect.
+for s in "SUBSCOPE_PAD_PRODUCTS=1x|a whole number of bytes in 0..1099511627776" "SUBSCOPE_FUSE=off|1 (on) or 0 (off)" \
+    "SUBSCOPE_LT_WORKSPACE_MB= 8|a whole number of MB in 0..65536" \
+    "SUBSCOPE_ATTN_GEMM_MIN_LEN=-1|a whole number of tokens in 0..2147483647" \
+    "SUBSCOPE_COV_KERNEL=tensor|1, ssyrk, tc, wg, blk or rec" "SUBSCOPE_MLP16=+1|1 or unset (on) or 0 (off)"; do
+    kv=${s%%|*} var=${kv%%=*} val=${kv#*=}
+    rm -f "$TMP/bad.h5"
+    expect_fail "--device cuda: $var='$val' refused" "error: cuda:0: $var='$val': must be ${s#*|}" run cuda "$TMP/bad.h5" "$kv"
+    [ ! -e "$TMP/bad.h5" ] || fail "--device cuda: $var='$val' left an output file"
+done
+# The emulator's own settings too (exit 2 from the emulator, naming the value).
+for kv in SS_EMU_CENSUS=yes SS_EMU_HOST_ONLY=2; do
+    out=$(run cuda "$TMP/bad.h5" "$kv" 2>&1 >/dev/null); rc=$?
+    case "$rc:$out" in 0:*) fail "$kv refused" "exit 0" ;;
+    *"cuda_emu: error: ${kv%%=*}='${kv#*=}': must be"*) pass "$kv refused (exit $rc)" ;;
+    *) fail "$kv refused naming it" "exit $rc: $(printf '%s' "$out" | tail -n 2)" ;; esac
+done
 # A NaN or an infinity in a weight is found as the weights go to the device: float32 weights
 # uploaded from the file in place, bfloat16 ones uploaded as they are.
 nonfinite_case() { # nonfinite_case NAME DTYPE BYTES WANTED

@@ -23,7 +23,7 @@ if grep -q '^HAVE_NCCL := 1' build/config.mk 2>/dev/null && grep -q '^NVCC :=' b
 else
     expect_fail "SUBSCOPE_DIST=nccl in a build without NCCL: refused" "this build has no NCCL" env SUBSCOPE_DIST=nccl "$SUBSCOPE" info --dist
 fi
-expect_fail "SUBSCOPE_DIST=gloo: refused, naming the choices" "use auto (single process or MPI, from the launcher) or nccl" \
+expect_fail "SUBSCOPE_DIST=gloo: refused, naming the choices" "SUBSCOPE_DIST='gloo': must be auto (single process or MPI, from the launcher) or nccl" \
     env SUBSCOPE_DIST=gloo "$SUBSCOPE" info --dist
 
 if ! command -v mpirun >/dev/null 2>&1; then

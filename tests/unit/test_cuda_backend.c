@@ -1056,7 +1056,7 @@ TEST(cuda_emulated_lt_declined_bias_falls_back) {
     setenv("SUBSCOPE_BIAS16", "2", 1);
     ss_backend *gpu = NULL;
     CHECK(ss_backend_cuda_open(0, NULL, &gpu) == SS_ERR_ARG && !gpu);
-    CHECK(strstr(ss_last_error(), "SUBSCOPE_BIAS16=2") != NULL);
+    CHECK(strstr(ss_last_error(), "SUBSCOPE_BIAS16='2': must be 1 (always)") != NULL);
     unsetenv("SUBSCOPE_BIAS16");
 }
 
@@ -1088,21 +1088,19 @@ TEST(cuda_emulated_attn_qt2_matches_qt1) {
         if (ref && got) CHECK_MSG(!memcmp(ref, got, n * sizeof(float)), "case %zu: other logits", ci);
         free(ref), free(got);
     }
-    setenv("SUBSCOPE_ATTN_QT", "3", 1);
-    float *lg = NULL;
-    ss_status st = SS_OK;
-    forward_heads(SS_WDTYPE_BF16, NULL, NULL, 2, &lg, &st);
-    unsetenv("SUBSCOPE_ATTN_QT");
-    CHECK(st != SS_OK);
-    CHECK_MSG(strstr(ss_last_error(), "SUBSCOPE_ATTN_QT=3"), "message: %s", ss_last_error());
-    free(lg);
-    /* a 16-bit path's variable is 0, 1 or unset: the backend refuses to open on another value */
+    /* another tile count, or a 16-bit path's variable other than 0, 1 or unset: the backend
+     * refuses to open (cuda_emulated_open_refuses_bad_settings has the rest) */
     ss_backend *gpu = NULL;
+    setenv("SUBSCOPE_ATTN_QT", "3", 1);
+    ss_status st = ss_backend_cuda_open(0, NULL, &gpu);
+    unsetenv("SUBSCOPE_ATTN_QT");
+    CHECK(st != SS_OK && gpu == NULL);
+    CHECK_MSG(strstr(ss_last_error(), "SUBSCOPE_ATTN_QT='3': must be 1 or 2"), "message: %s", ss_last_error());
     setenv("SUBSCOPE_Z16", "yes", 1);
     st = ss_backend_cuda_open(0, NULL, &gpu);
     unsetenv("SUBSCOPE_Z16");
     CHECK(st != SS_OK && gpu == NULL);
-    CHECK_MSG(strstr(ss_last_error(), "SUBSCOPE_Z16=yes"), "message: %s", ss_last_error());
+    CHECK_MSG(strstr(ss_last_error(), "SUBSCOPE_Z16='yes'"), "message: %s", ss_last_error());
 }
 
 /* A random Llama directory written here (the test models have heads of 6
@@ -1405,17 +1403,6 @@ static void collect_matches_cpu(double cov_tol, int64_t checkpoint_every) {
  * totals (moments_acc_*) go to the host at the end of each round of 3. */
 /* collect on a backend opened with the environment as it is fails with a
  * message that contains what */
-static void collect_refused(const char *what) {
-    char in[512], out[512];
-    snprintf(in, sizeof in, "%s/lab.jsonl", ss_test_tmp_dir());
-    snprintf(out, sizeof out, "%s/col_refused.h5", ss_test_tmp_dir());
-    ss_backend *gpu = NULL;
-    CHECK_OK(ss_backend_cuda_open(0, NULL, &gpu));
-    CHECK(!collect_to(out, gpu, in, 0));
-    CHECK_MSG(strstr(ss_last_error(), what) != NULL, "message: %s", ss_last_error());
-    ss_backend_cuda_close(gpu);
-}
-
 TEST(cuda_emulated_collect_matches_cpu) { collect_matches_cpu(1e-5, 3); }
 TEST(cuda_emulated_collect_cov_kernel_matches_cpu) {
     setenv("SUBSCOPE_COV_KERNEL", "1", 1);
@@ -1440,14 +1427,65 @@ TEST(cuda_emulated_collect_cov_kernel_matches_cpu) {
     collect_matches_cpu(0x1p-7 + 1e-5, 0);
     unsetenv("SUBSCOPE_COV_BLOCK");
     collect_matches_cpu(0x1p-7 + 1e-5, 0);
-    /* a width that is not a number stops collect with a message naming it */
-    setenv("SUBSCOPE_COV_BLOCK", "wide", 1);
-    collect_refused("SUBSCOPE_COV_BLOCK=wide");
-    unsetenv("SUBSCOPE_COV_BLOCK");
-    /* a value that names no kernel stops collect with a message naming it */
-    setenv("SUBSCOPE_COV_KERNEL", "tensor", 1);
-    collect_refused("SUBSCOPE_COV_KERNEL=tensor: unknown");
     unsetenv("SUBSCOPE_COV_KERNEL");
+    /* a width that is not a number, or a value that names no kernel: the backend does not open
+     * (before, only collect refused them, when it got to its products) */
+    ss_backend *gpu = NULL;
+    setenv("SUBSCOPE_COV_BLOCK", "wide", 1);
+    CHECK(ss_backend_cuda_open(0, NULL, &gpu) == SS_ERR_ARG && !gpu);
+    CHECK_MSG(strstr(ss_last_error(), "SUBSCOPE_COV_BLOCK='wide': must be a whole number of columns"), "message: %s",
+              ss_last_error());
+    unsetenv("SUBSCOPE_COV_BLOCK");
+    setenv("SUBSCOPE_COV_KERNEL", "tensor", 1);
+    CHECK(ss_backend_cuda_open(0, NULL, &gpu) == SS_ERR_ARG && !gpu);
+    CHECK_MSG(strstr(ss_last_error(), "SUBSCOPE_COV_KERNEL='tensor': must be 1, ssyrk, tc, wg, blk or rec"),
+              "message: %s", ss_last_error());
+    unsetenv("SUBSCOPE_COV_KERNEL");
+}
+
+/* Every setting the CUDA backend reads is checked when it opens: a value it does not take stops
+ * it with a message naming the variable, the value and what it takes. Before, most fell back to
+ * the default without a word (SUBSCOPE_PAD_PRODUCTS=1x: 256 MiB; SUBSCOPE_FUSE=off: fused;
+ * SUBSCOPE_LT_WORKSPACE_MB=' 8': 8; SUBSCOPE_ATTN_GEMM_MIN_LEN=-1: 512). Good values open it. */
+TEST(cuda_emulated_open_refuses_bad_settings) {
+    static const struct { const char *var, *bad, *takes, *good; } c[] = {
+        {"SUBSCOPE_MLP16", "on", "1 or unset (on) or 0 (off)", "0"},
+        {"SUBSCOPE_NORM16", " 1", "1 or unset (on) or 0 (off)", "1"},
+        {"SUBSCOPE_QKV16", "2", "1 or unset (on) or 0 (off)", "0"},
+        {"SUBSCOPE_GU16", "1 ", "1 or unset (on) or 0 (off)", "0"},
+        {"SUBSCOPE_SPLIT_PRODUCTS", "yes", "1 (on, the default) or 0 (off)", "0"},
+        {"SUBSCOPE_BIAS16", "+1", "1 (always), 0 (never)", "1"},
+        {"SUBSCOPE_ATTN_BWD_WORKSPACE_MB", "1GB", "a number of MB in 0..1e+09", "0.5"},
+        {"SUBSCOPE_ATTN_BWD_WORKSPACE_MB", "-1", "a number of MB in 0..1e+09", "0"},
+        {"SUBSCOPE_ATTN_GEMM_MIN_LEN", "-1", "a whole number of tokens in 0..2147483647", "0"},
+        {"SUBSCOPE_ATTN_GEMM_MIN_LEN", " 5", "a whole number of tokens in 0..2147483647", "5"},
+        {"SUBSCOPE_ATTN_TC", "yes", "1 (every call), 0 (never)", "1"},
+        {"SUBSCOPE_ATTN_QT", "02", "1 or 2", "1"},
+        {"SUBSCOPE_PAD_PRODUCTS", "1x", "a whole number of bytes in 0..1099511627776", "4096"},
+        {"SUBSCOPE_UPLOAD_STAGE", "32M", "a whole number of bytes in 0..1099511627776", "0"},
+        {"SUBSCOPE_COV_KERNEL", "TC", "1, ssyrk, tc, wg, blk or rec", "rec"},
+        {"SUBSCOPE_COV_BLOCK", "0", "a whole number of columns in 1..2147483647", "64"},
+        {"SUBSCOPE_FUSE", "off", "1 (on) or 0 (off)", "0"},
+        {"SUBSCOPE_BIAS_EPILOGUE", "2", "1 (every product), 0 (never)", "0"},
+        {"SUBSCOPE_LT_PLANS", "no", "1 (on) or 0 (off)", "0"},
+        {"SUBSCOPE_LT_WORKSPACE_MB", " 8", "a whole number of MB in 0..65536", "8"},
+        {"SUBSCOPE_LT_WORKSPACE_MB", "65537", "a whole number of MB in 0..65536", "0"},
+        {"SUBSCOPE_LT_LOG", "yes", "1 (on) or 0 (off)", "0"},
+        {"SUBSCOPE_TIMING", "yes", "1 (on) or 0 (off)", "0"},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof *c; i++) {
+        ss_backend *gpu = NULL;
+        setenv(c[i].var, c[i].bad, 1);
+        CHECK_MSG(ss_backend_cuda_open(0, NULL, &gpu) == SS_ERR_ARG && !gpu, "%s='%s' taken", c[i].var, c[i].bad);
+        char want[256];
+        snprintf(want, sizeof want, "cuda:0: %s='%s': must be %s", c[i].var, c[i].bad, c[i].takes);
+        CHECK_MSG(strstr(ss_last_error(), want), "%s='%s': %s", c[i].var, c[i].bad, ss_last_error());
+        if (gpu) ss_backend_cuda_close(gpu), gpu = NULL;
+        setenv(c[i].var, c[i].good, 1);
+        CHECK_MSG(ss_backend_cuda_open(0, NULL, &gpu) == SS_OK && gpu, "%s='%s': %s", c[i].var, c[i].good, ss_last_error());
+        ss_backend_cuda_close(gpu);
+        unsetenv(c[i].var);
+    }
 }
 
 /* An accumulator whose sizes in bytes overflow is refused before anything is allocated, naming
@@ -2183,7 +2221,7 @@ TEST(cuda_emulated_unaligned_products_split) {
     ss_backend_opts o = {0};
     ss_backend *gpu = NULL;
     CHECK(ss_backend_cuda_open(0, &o, &gpu) == SS_ERR_ARG && !gpu);
-    CHECK(strstr(ss_last_error(), "SUBSCOPE_SPLIT_PRODUCTS=yes") != NULL);
+    CHECK(strstr(ss_last_error(), "SUBSCOPE_SPLIT_PRODUCTS='yes': must be 1 (on, the default) or 0 (off)") != NULL);
     unsetenv("SUBSCOPE_SPLIT_PRODUCTS");
 }
 

@@ -312,7 +312,7 @@ TEST(dist_nccl_bootstrap_failures) {
     unsetenv("SS_NCCL_EMU_LAST_ERROR");
     unsetenv("SS_NCCL_EMU_FAIL_ID");
     setenv("SUBSCOPE_DIST", "gloo", 1);
-    CHECK_ERR(ss_comm_open(&c), SS_ERR_ARG, "SUBSCOPE_DIST=gloo: use auto");
+    CHECK_ERR(ss_comm_open(&c), SS_ERR_ARG, "SUBSCOPE_DIST='gloo': must be auto");
     setenv("SUBSCOPE_DIST", "auto", 1);
     CHECK_OK(ss_comm_open(&c));
     if (c) CHECK(!strcmp(ss_comm_backend(c), "single"));

@@ -268,6 +268,10 @@ TEST(pipeline_split_balanced_even_and_listed) {
     CHECK_ERR(ss_pipeline_split(&c, 2, "", 1, 0, f), SS_ERR_ARG, "expected 2 block counts");
     CHECK_ERR(ss_pipeline_split(&c, 2, "-1,13", 1, 0, f), SS_ERR_ARG, "at least 1");
     CHECK_ERR(ss_pipeline_split(&c, 2, "evenly", 1, 0, f), SS_ERR_ARG, "expected 2 block counts");
+    /* digits only: strtol took a leading space or '+' */
+    CHECK_ERR(ss_pipeline_split(&c, 2, "+6,6", 1, 0, f), SS_ERR_ARG, "expected 2 block counts");
+    CHECK_ERR(ss_pipeline_split(&c, 2, "6, 6", 1, 0, f), SS_ERR_ARG, "expected 2 block counts");
+    CHECK_ERR(ss_pipeline_split(&c, 2, " 6,6", 1, 0, f), SS_ERR_ARG, "expected 2 block counts");
 }
 
 /* The per-stage parameter counts that `info --config` and the balanced

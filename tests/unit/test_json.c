@@ -248,3 +248,103 @@ TEST(util_dims_product_overflow) {
     CHECK(n == 24);
     CHECK_ERR(ss_dims_product(big, 3, &n, "tensor w"), SS_ERR_NOMEM, "tensor w");
 }
+
+/* Whole numbers are read strictly: digits with an optional '-', nothing else; strtoll took a
+ * leading space or '+' and stopped at trailing text ("--positions ' 1:+5'" was 1:5). */
+TEST(util_parse_int_strict) {
+    static const struct { const char *s; int ok; int64_t v; } c[] = {
+        {"0", 1, 0}, {"12", 1, 12}, {"-7", 1, -7}, {"-0", 1, 0}, {"007", 1, 7},
+        {"9223372036854775807", 1, INT64_MAX}, {"-9223372036854775808", 1, INT64_MIN},
+        {"9223372036854775808", 0, 0}, {"-9223372036854775809", 0, 0}, {"99999999999999999999", 0, 0},
+        {"", 0, 0}, {"-", 0, 0}, {" 1", 0, 0}, {"+1", 0, 0}, {"1 ", 0, 0}, {"1x", 0, 0}, {"0x10", 0, 0},
+        {"1e3", 0, 0}, {"--1", 0, 0}, {"\t1", 0, 0}, {"1.0", 0, 0},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof *c; i++) {
+        int64_t v = 12345;
+        const int ok = ss_parse_int(c[i].s, &v);
+        CHECK_MSG(ok == c[i].ok, "case %zu '%s': %d", i, c[i].s, ok);
+        CHECK_MSG(ok ? v == c[i].v : v == 12345, "case %zu '%s': %lld", i, c[i].s, (long long)v);
+    }
+    int64_t v = 0;
+    CHECK(ss_parse_int_n("12:34", 2, &v) && v == 12);
+    CHECK(!ss_parse_int_n("12:34", 3, &v) && v == 12);
+    CHECK(!ss_parse_int_n("", 0, &v) && !ss_parse_int(NULL, &v));
+}
+
+/* Settings from the environment: unset or empty give the default; every other value must be
+ * one the setting takes, or an error names the variable, its value and what it takes. */
+TEST(util_env_settings_strict) {
+    const char *var = "SUBSCOPE_TEST_SETTING";
+    int64_t i = -1;
+    double d = -1;
+    int c = -1;
+    static const char *const names[] = {"0", "1", "trace", NULL};
+    unsetenv(var);
+    CHECK(ss_env_int(var, 1, 10, 5, "things", &i) == SS_OK && i == 5);
+    CHECK(ss_env_real(var, 0, 10, 2.5, "s", &d) == SS_OK && d == 2.5);
+    CHECK(ss_env_choice(var, names, 1, "0, 1 or trace", &c) == SS_OK && c == 1);
+    setenv(var, "", 1);
+    CHECK(ss_env_int(var, 1, 10, 5, "things", &i) == SS_OK && i == 5);
+    setenv(var, "7", 1);
+    CHECK(ss_env_int(var, 1, 10, 5, "things", &i) == SS_OK && i == 7);
+    setenv(var, "0.25", 1);
+    CHECK(ss_env_real(var, 0, 10, 2.5, "s", &d) == SS_OK && d == 0.25);
+    setenv(var, "trace", 1);
+    CHECK(ss_env_choice(var, names, 1, "0, 1 or trace", &c) == SS_OK && c == 2);
+    static const char *const bad_int[] = {" 7", "+7", "7x", "7 ", "0", "11", "abc", "-", "99999999999999999999"};
+    for (size_t k = 0; k < sizeof bad_int / sizeof *bad_int; k++) {
+        setenv(var, bad_int[k], 1);
+        i = -1;
+        CHECK_MSG(ss_env_int(var, 1, 10, 5, "things", &i) == SS_ERR_ARG && i == -1, "'%s' taken", bad_int[k]);
+        char want[128];
+        snprintf(want, sizeof want, "SUBSCOPE_TEST_SETTING='%s': must be a whole number of things in 1..10", bad_int[k]);
+        CHECK_MSG(strstr(ss_last_error(), want), "'%s': %s", bad_int[k], ss_last_error());
+    }
+    static const char *const bad_real[] = {" 1", "+1", "1s", "inf", "nan", "0x1p3", "-1", "11", ".", "1e999"};
+    for (size_t k = 0; k < sizeof bad_real / sizeof *bad_real; k++) {
+        setenv(var, bad_real[k], 1);
+        CHECK_MSG(ss_env_real(var, 0, 10, 2.5, "s", &d) == SS_ERR_ARG, "'%s' taken", bad_real[k]);
+        CHECK_MSG(strstr(ss_last_error(), "SUBSCOPE_TEST_SETTING='") && strstr(ss_last_error(), "in 0..10"), "'%s': %s",
+                  bad_real[k], ss_last_error());
+    }
+    static const char *const bad_choice[] = {"yes", " 1", "1 ", "TRACE", "01"};
+    for (size_t k = 0; k < sizeof bad_choice / sizeof *bad_choice; k++) {
+        setenv(var, bad_choice[k], 1);
+        CHECK_MSG(ss_env_choice(var, names, 1, "0, 1 or trace", &c) == SS_ERR_ARG, "'%s' taken", bad_choice[k]);
+        CHECK_MSG(strstr(ss_last_error(), "must be 0, 1 or trace"), "'%s': %s", bad_choice[k], ss_last_error());
+    }
+    unsetenv(var);
+}
+
+/* Every setting subscope checks before a command runs (ss_env_check) refuses a value it does not
+ * take, naming it; before, SUBSCOPE_TIMING=yes was on, SUBSCOPE_NCCL_CHUNK=1x the default,
+ * SUBSCOPE_SEND_THREAD=off on, SUBSCOPE_THREADS=' 4' 4. */
+TEST(util_env_check_names_the_bad_setting) {
+    static const struct { const char *var, *bad, *good; } c[] = {
+        {"SUBSCOPE_THREADS", " 4", "4"},         {"SUBSCOPE_THREADS", "+4", "1024"},
+        {"SUBSCOPE_THREADS", "1025", "1"},       {"SUBSCOPE_DIST_TIMEOUT", "0", "0.5"},
+        {"SUBSCOPE_DIST_TIMEOUT", "5m", "300"},  {"SUBSCOPE_DIST", "gloo", "nccl"},
+        {"SUBSCOPE_NCCL_CHUNK", "1x", "1000"},   {"SUBSCOPE_NCCL_CHUNK", "8", "16"},
+        {"SUBSCOPE_TIMING", "yes", "1"},         {"SUBSCOPE_SEND_THREAD", "off", "0"},
+        {"SUBSCOPE_PREDICT_RECOMPUTE", "2", "1"}, {"SUBSCOPE_PREDICT_TRACE", "true", "0"},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof *c; i++) {
+        char *saved = getenv(c[i].var) ? strdup(getenv(c[i].var)) : NULL;
+        setenv(c[i].var, c[i].bad, 1);
+        CHECK_MSG(ss_env_check() == SS_ERR_ARG, "%s='%s' taken", c[i].var, c[i].bad);
+        char want[96];
+        snprintf(want, sizeof want, "%s='%s': must be", c[i].var, c[i].bad);
+        CHECK_MSG(strstr(ss_last_error(), want), "%s", ss_last_error());
+        setenv(c[i].var, c[i].good, 1);
+        CHECK_MSG(ss_env_check() == SS_OK, "%s='%s' refused: %s", c[i].var, c[i].good, ss_last_error());
+        if (saved) setenv(c[i].var, saved, 1);
+        else unsetenv(c[i].var);
+        free(saved);
+    }
+    setenv("SUBSCOPE_TIMING", "1", 1);
+    CHECK(ss_env_flag("SUBSCOPE_TIMING") == 1);
+    setenv("SUBSCOPE_TIMING", "0", 1);
+    CHECK(ss_env_flag("SUBSCOPE_TIMING") == 0);
+    unsetenv("SUBSCOPE_TIMING");
+    CHECK(ss_env_flag("SUBSCOPE_TIMING") == 0);
+}
