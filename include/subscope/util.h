@@ -254,9 +254,19 @@ void ss_sb_put(ss_sbuf *b, const char *s, size_t n);
 void ss_sb_str(ss_sbuf *b, const char *s);
 void ss_sb_printf(ss_sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* A table cell: s cut to at most width characters (UTF-8 sequences kept
- * whole) and padded with spaces to width characters, so that columns of
- * non-ASCII names line up as ASCII ones do (printf's %-*.*s counts bytes). */
+/* The columns a terminal gives code point cp: 0 for combining marks and zero-width format
+ * characters (Unicode categories Mn, Me, Cf but the soft hyphen; Hangul U+1160..U+11FF), 2 for
+ * East Asian Wide and Fullwidth characters (CJK, kana, Hangul syllables, most emoji), 1
+ * otherwise (src/util/width_table.h, made by scripts/gen_width_table.py). */
+int ss_cp_width(uint32_t cp);
+/* The columns of s[0..n) on a terminal: ss_cp_width of each UTF-8 character, 1 for each byte
+ * that is not part of valid UTF-8 (ss_display_width_str: all of s). */
+int ss_display_width(const char *s, size_t n);
+int ss_display_width_str(const char *s);
+/* A table cell: s cut to at most width columns (ss_display_width; UTF-8 sequences kept whole,
+ * with the combining marks that follow the last one) and padded with spaces to width columns,
+ * so that columns of non-ASCII names (CJK, accents) line up as ASCII ones do (printf's
+ * %-*.*s counts bytes). */
 void ss_fput_col(FILE *f, const char *s, int width);
 /* Characters of a UTF-8 string (its bytes that are not continuation bytes). */
 int ss_utf8_chars(const char *s);
@@ -273,9 +283,10 @@ int ss_utf8_len(const char *str, size_t avail);
  * every byte that is not part of valid UTF-8 (a byte-fallback token, or a piece of a character
  * split across tokens) written as \xNN; valid UTF-8 stays as it is. */
 void ss_sb_quoted(ss_sbuf *b, const char *s, size_t n, char quote);
-/* The same in at most width characters (width > 0; 0: no limit): quoted text longer than that
- * keeps its first whole characters and escapes and ends in "…" and the closing quote
- * ('a long tok…'), width characters in all (3 when width is less). */
+/* The same in at most width columns (width > 0; 0: no limit; columns as ss_display_width counts
+ * them: a CJK character 2, a combining accent 0): quoted text wider than that keeps its first
+ * whole characters and escapes and ends in "…" and the closing quote ('a long tok…'), at most
+ * width columns in all (3 when width is less). */
 void ss_sb_quoted_cut(ss_sbuf *b, const char *s, size_t n, char quote, int width);
 /* Writes s[0..n) to f with each byte that is not part of valid UTF-8 written as \xNN and
  * everything else as it is. Unless final, a character begun at the end but cut short is not

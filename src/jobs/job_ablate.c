@@ -1335,8 +1335,10 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
                 n_masks == 1 ? "" : "s", K, n_groups, n_groups == 1 ? "" : "s");
         /* columns as wide as the longest name and label in characters (a mask's controls differ at the end) */
         int wn = 7, wl = 5;
-        for (int k = 0; k < n_masks; k++) wn = ss_utf8_chars(masks[k].name) > wn ? ss_utf8_chars(masks[k].name) : wn;
-        for (int g = 0; g < n_labels; g++) wl = ss_utf8_chars(labels[g]) > wl ? ss_utf8_chars(labels[g]) : wl;
+        /* columns, as a terminal shows them (a CJK character 2, a combining accent 0) */
+        for (int k = 0; k < n_masks; k++)
+            wn = ss_display_width_str(masks[k].name) > wn ? ss_display_width_str(masks[k].name) : wn;
+        for (int g = 0; g < n_labels; g++) wl = ss_display_width_str(labels[g]) > wl ? ss_display_width_str(labels[g]) : wl;
         wn = wn < 120 ? wn : 120, wl = wl < 40 ? wl : 40;
         fprintf(t, "\nchange from clean (mean over prompts; clean value in the first row)\n%-*s %-*s", wn, "mask", wl, "label");
         for (int mt = 0; mt < M_COUNT; mt++)

@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "subscope/util.h"
 #include "subscope/hash.h"
+#include "width_table.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -820,16 +821,58 @@ double ss_keyed_normal(uint64_t seed, int64_t prompt, int64_t position, int site
     return sqrt(-2.0 * log(u1)) * cos(two_pi * u2);
 }
 
+static int in_ranges(const ss_cp_range *r, size_t n, uint32_t cp) {
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        const size_t mid = lo + (hi - lo) / 2;
+        if (cp > r[mid].hi) lo = mid + 1;
+        else if (cp < r[mid].lo) hi = mid;
+        else return 1;
+    }
+    return 0;
+}
+
+int ss_cp_width(uint32_t cp) {
+    if (cp < 0x300) return 1; /* ASCII and Latin-1: no mark or wide character below U+0300 */
+    if (in_ranges(ss_width_zero, sizeof ss_width_zero / sizeof *ss_width_zero, cp)) return 0;
+    return in_ranges(ss_width_wide, sizeof ss_width_wide / sizeof *ss_width_wide, cp) ? 2 : 1;
+}
+
+/* The next unit of s[0..n): a valid UTF-8 character (its bytes in *len, its columns returned) or
+ * one byte that is not part of one (1 column). */
+static int next_width(const char *s, size_t n, size_t *len) {
+    const int l = ss_utf8_len(s, n);
+    if (l <= 0) {
+        *len = 1;
+        return 1;
+    }
+    const unsigned char *u = (const unsigned char *)s;
+    uint32_t cp = l == 1 ? u[0] : l == 2 ? u[0] & 0x1Fu : l == 3 ? u[0] & 0x0Fu : u[0] & 0x07u;
+    for (int i = 1; i < l; i++) cp = cp << 6 | (u[i] & 0x3Fu);
+    *len = (size_t)l;
+    return ss_cp_width(cp);
+}
+
+int ss_display_width(const char *s, size_t n) {
+    int w = 0;
+    for (size_t i = 0, k; i < n; i += k) w += next_width(s + i, n - i, &k);
+    return w;
+}
+
+int ss_display_width_str(const char *s) { return ss_display_width(s, strlen(s)); }
+
 void ss_fput_col(FILE *f, const char *s, int width) {
-    int chars = 0;
-    size_t n = 0;
-    while (s[n] && chars < width) { /* whole characters: a lead byte and its continuation bytes */
-        n++;
-        while (((unsigned char)s[n] & 0xC0) == 0x80) n++;
-        chars++;
+    const size_t len = strlen(s);
+    int cols = 0;
+    size_t n = 0, k;
+    while (n < len) { /* whole characters, and the combining marks (0 columns) after the last one */
+        const int w = next_width(s + n, len - n, &k);
+        if (cols + w > width) break;
+        cols += w;
+        n += k;
     }
     fwrite(s, 1, n, f);
-    for (; chars < width; chars++) fputc(' ', f);
+    for (; cols < width; cols++) fputc(' ', f);
 }
 
 int ss_utf8_chars(const char *s) {
@@ -890,14 +933,14 @@ void ss_sb_quoted_cut(ss_sbuf *b, const char *s, size_t n, char quote, int width
         int all = 2; /* the quotes */
         for (size_t i = 0; i < n && all <= width;) {
             i += quoted_unit(s + i, n - i, quote, u);
-            all += ss_utf8_chars(u);
+            all += ss_display_width_str(u);
         }
         if (all > width) room = width > 3 ? width - 3 : 0; /* the quotes and the ellipsis */
     }
     ss_sb_put(b, &quote, 1);
     for (size_t i = 0, used = 0; i < n;) {
         size_t k = quoted_unit(s + i, n - i, quote, u);
-        size_t c = (size_t)ss_utf8_chars(u);
+        size_t c = (size_t)ss_display_width_str(u); /* columns: a CJK character 2, a combining mark 0 */
         if (room >= 0 && used + c > (size_t)room) {
             ss_sb_str(b, "\xe2\x80\xa6"); /* … */
             break;

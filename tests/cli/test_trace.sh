@@ -251,14 +251,29 @@ G2=$TMP/g2
 "${TOOLBIN}mkmodel" --out "$G2" --layers 1 --d 32 --heads 2 --vocab 50257 >/dev/null &&
     cp "${SS_TEST_DATA:-tests/data}/gpt2-tokenizer/tokenizer.json" "$G2/"
 printf '%s\n' '{"name": "m0", "site": "blocks.0.mlp.hook_post", "units": [1, 2]}' >"$TMP/sm0.jsonl"
-"$SUBSCOPE" trace --model "$G2" --prompt ' congratulations a\\\\\\\\ サーティワン' --submodels "$TMP/sm0.jsonl" \
+"$SUBSCOPE" trace --model "$G2" --prompt ' congratulations a\\\\\\\\ サーティワン の' --submodels "$TMP/sm0.jsonl" \
     >"$TMP/cut" 2>"$TMP/err"
 rows=$(sed -n '/^ *0 /,$p' "$TMP/cut")
+# (CJK characters take two columns each: ' サーティワン' is 15 columns, cut to 14 as ' サーティワ…')
 if grep -qF "   0 ' congratula…' " "$TMP/cut" && grep -qF "   2 '\\\\\\\\\\\\\\\\\\\\…'  " "$TMP/cut" &&
-    grep -qF "   3 ' サーティワン'" "$TMP/cut" && [ "$(printf '%s\n' "$rows" | wc -l)" = 4 ] &&
+    grep -qF "   3 ' サーティワ…' '" "$TMP/cut" && [ "$(printf '%s\n' "$rows" | wc -l)" = 6 ] &&
     ! printf '%s\n' "$rows" | grep -vqE "^ +[0-9]+ '.*' +'.*' +[0-9.]+ \|"; then
     pass "table cells cut long tokens at whole characters and escapes, closing quote kept"
 else fail "table cells of long tokens" "$(cat "$TMP/cut" "$TMP/err" | tail -n 5)"; fi
+# Cells are padded and cut by display columns, not characters: a CJK character takes two, so
+# before, the row of a token of CJK text ('の', ' サーティワン') ran one column further right per
+# character and its '|' no longer lined up with the others. Measured where wc -L counts columns
+# (a UTF-8 locale): every row's text before the first '|' is as wide as the header's.
+if [ "$(printf '\346\227\245|' | LC_ALL=C.UTF-8 wc -L 2>/dev/null)" = 3 ]; then
+    widths=$(sed -n '/^ *pos /,$p' "$TMP/cut" | while IFS= read -r line; do
+        printf '%s\n' "${line%%|*}" | LC_ALL=C.UTF-8 wc -L; done | sort -u)
+    grep -qF "   5 'の'          " "$TMP/cut" && [ "$(printf '%s\n' "$widths" | wc -l)" = 1 ] &&
+        pass "a table with CJK tokens keeps its columns aligned (every row $widths columns to its '|')" ||
+        fail "a table with CJK tokens keeps its columns aligned" "widths to '|': $(printf '%s ' $widths); $(sed -n '/^ *3 /,/^ *5 /p' "$TMP/cut")"
+else
+    grep -qF "   5 'の'          " "$TMP/cut" && pass "a CJK token's cell is padded by columns (no UTF-8 locale to measure rows)" ||
+        fail "a CJK token's cell is padded by columns" "$(sed -n '/^ *5 /p' "$TMP/cut")"
+fi
 expect_fail "unknown site in the sub-models file" "blocks.9" "$SUBSCOPE" trace --model $M --prompt "$PROMPT" --submodels <(printf '{"site": "blocks.9.mlp.hook_post"}\n')
 expect_fail "invalid UTF-8 in --prompt is named" "--prompt: text is not valid UTF-8" "$SUBSCOPE" trace --model $M --prompt $'The \xff cat' --submodels "$TMP/sm.jsonl"
 expect_fail "invalid UTF-8 in --answer is named" "--answer: text is not valid UTF-8" "$SUBSCOPE" trace --model $M --prompt "$PROMPT" --answer $'\xff' --submodels "$TMP/sm.jsonl"

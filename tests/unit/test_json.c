@@ -168,13 +168,19 @@ TEST(util_sb_quoted_cut_keeps_whole_escapes) {
         {"\\\\\\\\\\\\\\\\", 14, "'\\\\\\\\\\\\\\\\\\\\\xe2\x80\xa6'"}, /* 8 backslashes: 5 escapes, not 5.5 */
         {"abcdefgh\xdd\xde", 14, "'abcdefgh\xe2\x80\xa6'"}, /* no room for \xdd and the ellipsis */
         {"a\tb\nc'd\x01", 12, "'a\\tb\\nc\\'\xe2\x80\xa6'"},
-        /* CJK: 3 bytes a character, counted as one; 14 of them are cut after 11 whole ones */
+        /* CJK: 3 bytes and 2 columns a character; 14 of them in 14 columns are cut after 5 whole
+         * ones (10 columns, and the quotes and the ellipsis: 13; a sixth would make 15) */
         {"\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e"
          "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\xe6\x97\xa5\xe6\x9c\xac", 14,
-         "'\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e"
-         "\xe6\x97\xa5\xe6\x9c\xac\xe2\x80\xa6'"},
-        {"\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e", 5, "'\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e'"}, /* 3 CJK: 5 characters */
-        {"\xf0\x9f\x98\x80\xf0\x9f\x98\x80\xf0\x9f\x98\x80", 4, "'\xf0\x9f\x98\x80\xe2\x80\xa6'"},
+         "'\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\xe6\x97\xa5\xe6\x9c\xac\xe2\x80\xa6'"},
+        {"\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e", 8, "'\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e'"}, /* 3 CJK: 8 columns */
+        {"\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e", 7, "'\xe6\x97\xa5\xe6\x9c\xac\xe2\x80\xa6'"}, /* 7: 2 of them */
+        {"\xf0\x9f\x98\x80\xf0\x9f\x98\x80\xf0\x9f\x98\x80", 6, "'\xf0\x9f\x98\x80\xe2\x80\xa6'"}, /* emoji: 2 columns */
+        {"\xf0\x9f\x98\x80\xf0\x9f\x98\x80\xf0\x9f\x98\x80", 4, "'\xe2\x80\xa6'"}, /* no room for one */
+        /* combining accents take no column: e + U+0301 five times fits 7 columns; cut, an accent
+         * stays with its letter */
+        {"e\xcc\x81" "e\xcc\x81" "e\xcc\x81" "e\xcc\x81" "e\xcc\x81", 7, "'e\xcc\x81" "e\xcc\x81" "e\xcc\x81" "e\xcc\x81" "e\xcc\x81'"},
+        {"e\xcc\x81" "e\xcc\x81" "e\xcc\x81" "e\xcc\x81" "e\xcc\x81", 6, "'e\xcc\x81" "e\xcc\x81" "e\xcc\x81\xe2\x80\xa6'"},
         {"abcdef", 2, "'\xe2\x80\xa6'"}, /* narrower than the quotes and the ellipsis */
         {"", 14, "''"},
     };
@@ -183,8 +189,8 @@ TEST(util_sb_quoted_cut_keeps_whole_escapes) {
         ss_sb_quoted_cut(&b, c[i].in, strlen(c[i].in), '\'', c[i].width);
         CHECK_MSG(!b.oom && b.p && !strcmp(b.p, c[i].want), "case %zu: got %s, want %s", i, b.p ? b.p : "(null)",
                   c[i].want);
-        CHECK_MSG(b.p && ss_utf8_chars(b.p) <= (c[i].width > 3 ? c[i].width : 3), "case %zu: %d characters", i,
-                  b.p ? ss_utf8_chars(b.p) : -1);
+        CHECK_MSG(b.p && ss_display_width_str(b.p) <= (c[i].width > 3 ? c[i].width : 3), "case %zu: %d columns", i,
+                  b.p ? ss_display_width_str(b.p) : -1);
         free(b.p);
     }
     /* width 0: ss_sb_quoted's text, however long */
@@ -347,4 +353,51 @@ TEST(util_env_check_names_the_bad_setting) {
     CHECK(ss_env_flag("SUBSCOPE_TIMING") == 0);
     unsetenv("SUBSCOPE_TIMING");
     CHECK(ss_env_flag("SUBSCOPE_TIMING") == 0);
+}
+
+/* Display columns (ss_display_width): East Asian Wide and Fullwidth characters take 2, combining
+ * marks and zero-width format characters 0, everything else 1; a byte that is not UTF-8, 1. */
+TEST(util_display_width) {
+    static const struct { const char *s; int w; } c[] = {
+        {"", 0}, {"abc", 3}, {"caf\xc3\xa9", 4},                          /* é precomposed */
+        {"cafe\xcc\x81", 4},                                              /* e + U+0301 */
+        {"\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e", 6},                        /* 日本語 */
+        {"\xe3\x81\x82\xe3\x82\xa2", 4},                                  /* あア: kana */
+        {"\xea\xb0\x80", 2},                                              /* 가: Hangul syllable */
+        {"\xef\xbc\xa1", 2},                                              /* Ａ: fullwidth */
+        {"\xef\xbd\xb1", 1},                                              /* ｱ: halfwidth kana */
+        {"\xf0\x9f\x98\x80", 2},                                          /* 😀 */
+        {"\xf0\x9f\x91\x8d\xf0\x9f\x8f\xbd", 4},                          /* 👍 and a skin tone: 2 + 2 */
+        {"a\xe2\x80\x8b" "b", 2},                                            /* a zero-width space b */
+        {"\xe2\x80\xa6", 1},                                              /* … */
+        {"\xd0\x96", 1},                                                  /* Ж */
+        {"\xe0\xa4\x95\xe0\xa5\x8d", 1},                                  /* क् : virama 0 */
+        {"\xff\xfe", 2},                                                  /* not UTF-8: a column a byte */
+        {"\xe6\x97", 2},                                                  /* a cut-short character */
+    };
+    for (size_t i = 0; i < sizeof c / sizeof *c; i++)
+        CHECK_MSG(ss_display_width_str(c[i].s) == c[i].w, "case %zu: %d columns, want %d", i, ss_display_width_str(c[i].s),
+                  c[i].w);
+    CHECK(ss_cp_width(0x4E00) == 2 && ss_cp_width(0x9FFF) == 2 && ss_cp_width(0x0301) == 0 && ss_cp_width(0x20DD) == 0);
+    CHECK(ss_cp_width(0xAC00) == 2 && ss_cp_width(0xD7A3) == 2 && ss_cp_width(0x1160) == 0 && ss_cp_width(0xFEFF) == 0);
+    CHECK(ss_cp_width('A') == 1 && ss_cp_width(0xAD) == 1 && ss_cp_width(0x10FFFF) == 1 && ss_cp_width(0x20000) == 2);
+    /* a table cell: cut and padded by columns */
+    static const struct { const char *s; int width; const char *want; } f[] = {
+        {"\xe6\x97\xa5\xe6\x9c\xac", 6, "\xe6\x97\xa5\xe6\x9c\xac  "},      /* 4 columns + 2 spaces */
+        {"\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e", 5, "\xe6\x97\xa5\xe6\x9c\xac "}, /* the third does not fit: a space */
+        {"cafe\xcc\x81" "s", 5, "cafe\xcc\x81" "s"},                          /* the accent takes no column */
+        {"cafe\xcc\x81", 4, "cafe\xcc\x81"},                            /* kept with its letter at the edge */
+        {"abcdef", 3, "abc"},
+        {"ab", 4, "ab  "},
+    };
+    for (size_t i = 0; i < sizeof f / sizeof *f; i++) {
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *m = open_memstream(&buf, &len);
+        if (!m) continue;
+        ss_fput_col(m, f[i].s, f[i].width);
+        fclose(m);
+        CHECK_MSG(buf && !strcmp(buf, f[i].want), "cell %zu: '%s', want '%s'", i, buf ? buf : "", f[i].want);
+        free(buf);
+    }
 }
