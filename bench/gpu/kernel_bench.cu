@@ -29,8 +29,9 @@
  * bin/subscope links, so the code measured is the code shipped.
  *
  * SIGTERM or SIGINT (a time limit's `timeout`, ^C) cuts the run cleanly: the
- * handler only sets a flag, which is checked before each case and between the
- * repetitions of one; the cases finished by then are written (--json, else
+ * handler only sets a flag, which is checked before each case, between the
+ * repetitions of one and in the set-up between cases (each buffer's allocation
+ * and fill: setup_point); the cases finished by then are written (--json, else
  * stdout) with "cut": {"signal", "before": the case not finished, "cases_done"}
  * and "stopped", and the exit status is 4.
  *
@@ -204,6 +205,15 @@ static void cut_point(const std::string &next) {
         R.size());
 }
 
+/* The set-up between cases (each buffer allocated and filled: Buf, fill*): the same stop, naming
+ * the set-up after the last case finished. A set-up of large buffers takes seconds, and a
+ * signal there waited for the next launch's cut_point (the time limit's `timeout -k` may kill
+ * first, and the finished cases are lost). */
+static void setup_point() {
+    if (!g_signal) return;
+    cut_point(R.empty() ? std::string("the set-up of the first case") : "the set-up after " + R.back().name);
+}
+
 #define CK(call)                                                                                 \
     do {                                                                                         \
         cudaError_t e_ = (call);                                                                 \
@@ -368,6 +378,7 @@ struct Buf {
     size_t bytes = 0;
     Buf() = default;
     explicit Buf(size_t b) : bytes(b) {
+        setup_point();
         cudaError_t e = cudaMalloc(&p, b ? b : 1);
         if (e != cudaSuccess) die(1, "cudaMalloc(%.1f MiB): %s", b / 1048576.0, cudaGetErrorString(e));
     }
@@ -380,14 +391,17 @@ struct Buf {
 static uint64_t g_seed = 1;
 
 static void fill(const Buf &b, float scale = 1.f) {
+    setup_point();
     k_fill_f32<<<G.grid, 256, 0, G.stream>>>(b.f(), (int64_t)(b.bytes / 4), g_seed++, scale);
     CK(cudaGetLastError());
 }
 static void fill_bf16(const Buf &b, float scale = 1.f) {
+    setup_point();
     k_fill_bf16<<<G.grid, 256, 0, G.stream>>>((__nv_bfloat16 *)b.p, (int64_t)(b.bytes / 2), g_seed++, scale);
     CK(cudaGetLastError());
 }
 static void fill_ids(const Buf &b, int32_t modulo) {
+    setup_point();
     k_fill_ids<<<G.grid, 256, 0, G.stream>>>((int32_t *)b.p, (int64_t)(b.bytes / 4), g_seed++, modulo);
     CK(cudaGetLastError());
 }
@@ -1578,14 +1592,18 @@ static void usage(FILE *f) {
             "  --warmup W    untimed launches first (default 3)\n"
             "  --only S      run only cases whose name contains S (the copy reference always runs)\n"
             "  --json FILE   write the results there (default: stdout)\n"
-            "SIGTERM or SIGINT stops it between launches: the cases finished are written with \"cut\"; exit 4.\n");
+            "SIGTERM or SIGINT stops it between launches or in the set-up between cases (at the next buffer\n"
+            "allocated or filled): the cases finished are written with \"cut\"; exit 4.\n");
 }
 
 static long long parse_int(const char *opt, const char *v, long long lo, long long hi) {
     char *end = nullptr;
     errno = 0;
-    long long x = v ? strtoll(v, &end, 10) : 0;
-    if (!v || !*v || *end || errno || x < lo || x > hi) die(2, "%s needs an integer in %lld..%lld", opt, lo, hi);
+    /* digits only, as subscope's options (ss_parse_int): strtoll takes a leading space or '+' */
+    const bool digits = v && *v && v[strspn(v, "0123456789")] == '\0';
+    long long x = digits ? strtoll(v, &end, 10) : 0;
+    if (!digits || *end || errno || x < lo || x > hi)
+        die(2, "%s needs an integer in %lld..%lld, got '%s'", opt, lo, hi, v ? v : "");
     return x;
 }
 
@@ -1593,17 +1611,35 @@ static long long parse_int(const char *opt, const char *v, long long lo, long lo
 /* --cut-test N --json FILE: N cases (selftest.case0, ...) of --reps launches of 100 ms
  * each (a sleep on the host, timed by time_one's host form) through run_case, with
  * the signal handling of a real run: a SIGTERM sent meanwhile must leave FILE with the
- * finished cases and the "cut" mark, and exit 4 (tests/cli/test_kernel_bench.sh). */
-static int cut_test(int n) {
+ * finished cases and the "cut" mark, and exit 4 (tests/cli/test_kernel_bench.sh).
+ * --cut-setup-test N --json FILE: the same cases of 1 ms launches, each after 3 s of
+ * set-up in 100 ms steps behind setup_point(): a SIGTERM in the set-up must stop the run
+ * within a step, naming the set-up after the last case finished. */
+static void sleep_ms(long ms) {
+    struct timespec t = {ms / 1000, ms % 1000 * 1000000};
+    while (nanosleep(&t, &t) != 0 && errno == EINTR) {} /* a signal must not shorten a step */
+}
+
+/* With setup_steps > 0, each case is preceded by a set-up of that many 100 ms steps, each
+ * behind setup_point() as a real case's buffers are (--cut-setup-test: a SIGTERM there must
+ * stop the run at the next step, not after the whole set-up at the next launch). */
+static int cut_test(int n, int setup_steps) {
     catch_signals();
     snprintf(D.name, sizeof D.name, "selftest (host)");
     D.peaks = lookup_peaks(D.name, 0);
-    for (int i = 0; i < n; i++)
-        run_case(mk("kernel", fmt("selftest.case%d", i), "nanosleep", "100 ms", "none", 1e6, 0, "", true, false), [] {
-            struct timespec t = {0, 100000000};
-            while (nanosleep(&t, &t) != 0 && errno == EINTR) {} /* a signal must not shorten a launch */
-            return 0;
-        });
+    for (int i = 0; i < n; i++) {
+        if (setup_steps) fprintf(stderr, "kernel_bench: set-up of selftest.case%d\n", i);
+        for (int s = 0; s < setup_steps; s++) {
+            setup_point();
+            sleep_ms(100);
+        }
+        run_case(mk("kernel", fmt("selftest.case%d", i), "nanosleep", setup_steps ? "1 ms" : "100 ms", "none", 1e6, 0,
+                    "", true, false),
+                 [setup_steps] {
+                     sleep_ms(setup_steps ? 1 : 100);
+                     return 0;
+                 });
+    }
     FILE *f = fopen(G.json, "w");
     if (!f) die(1, "%s: %s", G.json, strerror(errno));
     write_json(f);
@@ -1615,9 +1651,11 @@ static int cut_test(int n) {
  * (every field and both the error and the success form of a result); with --cut-test,
  * the stop on SIGTERM (cut_test above). */
 int main(int argc, char **argv) {
-    if (argc == 5 && !strcmp(argv[1], "--cut-test") && !strcmp(argv[3], "--json")) {
+    if (argc == 5 && (!strcmp(argv[1], "--cut-test") || !strcmp(argv[1], "--cut-setup-test")) &&
+        !strcmp(argv[3], "--json")) {
         G.json = argv[4], G.warmup = 0, G.reps = 4;
-        return cut_test((int)parse_int("--cut-test", argv[2], 1, 1000));
+        /* --cut-setup-test: 3 s of set-up (30 steps) before each case of 4 launches of 1 ms */
+        return cut_test((int)parse_int(argv[1], argv[2], 1, 1000), !strcmp(argv[1], "--cut-setup-test") ? 30 : 0);
     }
     snprintf(D.name, sizeof D.name, "NVIDIA H100 80GB HBM3 \"test\"");
     D.cc_major = 9, D.sms = 132, D.l2_bytes = 50 << 20, D.mem_bytes = (int64_t)80 << 30, D.bus_bits = 5120;

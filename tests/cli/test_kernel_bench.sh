@@ -57,6 +57,43 @@ if [ $rc = 0 ] && python3 -c 'import json, sys; d = json.load(open(sys.argv[1]))
 else
     fail "no signal" "exit $rc"
 fi
+# A SIGTERM in the set-up between cases (buffers allocated and filled, seconds for large ones)
+# stops the run at the next set-up step (setup_point), naming the set-up after the last case
+# finished; before, only the launches checked the flag, so the whole set-up ran first (here 3 s
+# of it, in 100 ms steps) and the cut named the next case.
+"$KB" --cut-setup-test 20 --json "$TMP/ks.json" 2>"$TMP/ks.err" &
+pid=$!
+for _ in $(seq 200); do # up to 20 s for two finished cases and the third's set-up begun
+    grep -q '^kernel_bench: set-up of selftest.case2$' "$TMP/ks.err" && break
+    sleep 0.1
+done
+sleep 0.5 # well inside the third case's 3 s set-up
+t0=$(date +%s%N)
+kill -TERM $pid
+wait $pid
+rc=$?
+ms=$((($(date +%s%N) - t0) / 1000000))
+got=$(python3 - "$TMP/ks.json" <<'P' 2>&1
+import json, sys
+d = json.load(open(sys.argv[1]))
+print(len(d["results"]), d["cut"]["signal"], d["cut"]["before"], d["cut"]["cases_done"])
+P
+)
+want="2 SIGTERM the set-up after selftest.case1 2"
+if [ $rc = 4 ] && [ "$got" = "$want" ] && [ $ms -lt 1500 ] &&
+    grep -q "^kernel_bench: cut by SIGTERM before the set-up after selftest.case1 finished (2 cases done)" "$TMP/ks.err"; then
+    pass "SIGTERM in the set-up between cases: stopped within $ms ms, the 2 finished cases and the cut mark written, exit 4"
+else
+    fail "SIGTERM in the set-up between cases" "exit $rc (want 4) after $ms ms (want < 1500); JSON: ${got:-none} (want $want)" \
+        "$(tail -n 2 "$TMP/ks.err")"
+fi
+# its integer options are digits only (strtoll took a leading space or '+')
+for v in '+2' ' 2' '2x' ''; do
+    "$KB" --cut-test "$v" --json "$TMP/kx.json" 2>"$TMP/kx.err"
+    rc=$?
+    [ $rc = 2 ] && grep -qF -- "--cut-test needs an integer in 1..1000, got '$v'" "$TMP/kx.err" && [ ! -e "$TMP/kx.json" ] &&
+        pass "--cut-test '$v' refused (exit 2)" || fail "--cut-test '$v' refused" "exit $rc: $(cat "$TMP/kx.err")"
+done
 # bench/run_all.sh's gpu_kernels step cut by `timeout` as run_bundle.sh cuts it (SIGTERM to the
 # whole group): run_all.sh must wait for kernel_bench to write the cases it finished, so that
 # the report run_bundle.sh starts once timeout returns finds them (a fake nvidia-smi lists a
