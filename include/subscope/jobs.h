@@ -351,6 +351,12 @@ ss_status ss_job_trace(const ss_trace_job *job);
  * A max_prompts above 0 for a file that is not a forward file is refused
  * (SS_ERR_ARG, naming the file's kind) before anything is printed. */
 ss_status ss_job_show(const char *path, int64_t max_prompts, FILE *out);
+/* The same, with progress (may be NULL) called as an attribute file's rows are read one prompt
+ * (or position) at a time, every dataset's together: (ctx, rows read, rows in all), at most
+ * five times a second and not in the first half second (a small file says nothing), and once
+ * at the end where it said anything. */
+ss_status ss_job_show_progress(const char *path, int64_t max_prompts, FILE *out,
+                               void (*progress)(void *ctx, int64_t done, int64_t total), void *ctx);
 
 #ifdef __cplusplus
 }

@@ -22,7 +22,9 @@ static int run_show(cli_cmd *cmd) {
     const char *file = cli_get(cmd, "file");
     int64_t n;
     if (cli_int(cmd, "prompts", 1, 1 << 30, 0, &n)) return 1; /* 0: not given, the default */
-    ss_status st = ss_job_show(file, n, stdout);
+    /* an attribute file is read prompt by prompt, which a file of many prompts makes long: its
+     * progress on stderr where that is a terminal (cli_progress); Ctrl-C ends it (no handler) */
+    ss_status st = ss_job_show_progress(file, n, stdout, cli_progress, (void *)"attribution rows read");
     return st ? cli_fail(cmd, st) : 0;
 }
 
@@ -31,8 +33,10 @@ cli_cmd cmd_show = {
     "subscope show OUT.h5 [--prompts N]   (or --file OUT.h5)",
     "Forward files: each prompt's next-token guess, losses, the most active MLP neurons. collect files:\n"
     "the principal components' share of variance. attribute files: each site's top units by |sum of\n"
-    "attributions over prompts and positions| (signed units that cancel rank low). patch files: each site's pieces by |mean normalised effect| over\n"
-    "the pairs with a value there (a position past a pair's end has none), and how many where fewer than all.\n\n"
+    "attributions over prompts and positions| (signed units that cancel rank low; read one prompt at a\n"
+    "time: progress on stderr where that is a terminal). patch files: each site's pieces by |mean\n"
+    "normalised effect| over the pairs with a value there (a position past a pair's end has none), and\n"
+    "how many where fewer than all.\n\n"
     "example:\n  subscope show out/demo.h5\n",
     show_opts, run_show, "file", NULL,
 };

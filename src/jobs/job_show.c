@@ -173,16 +173,44 @@ static int top_by_magnitude(const double *v, int64_t n, int k, int64_t *idx) {
     return got;
 }
 
+/* Progress of the rows an attribute file's summary reads (ss_job_show_progress). */
+typedef struct {
+    void (*fn)(void *ctx, int64_t done, int64_t total);
+    void *ctx;
+    int64_t done, total;
+    double t0, last;
+    int said; /* called at least once */
+} show_progress;
+
+static void progress_add(show_progress *p, int64_t k) {
+    p->done += k;
+    if (!p->fn) return;
+    const double now = ss_now();
+    if (p->done >= p->total ? p->said : now - p->t0 >= 0.5 && now - p->last >= 0.2) {
+        p->fn(p->ctx, p->done, p->total);
+        p->last = now, p->said = 1;
+    }
+}
+
 /* attribute files: per site, the units with the largest |attribution|
  * summed over prompts and positions (what attribute's table printed), read
  * one prompt (or position) at a time. The leading axes summed are
  * [prompt, position] (--reduce none) or the one that is left. */
-static ss_status show_attributions(ss_h5_reader *r, FILE *out, const char *path, char **paths, size_t np) {
+static ss_status show_attributions(ss_h5_reader *r, FILE *out, const char *path, char **paths, size_t np,
+                                   show_progress *pg) {
     char *reduce = NULL;
     if (ss_h5_read_attr_str(r, "/", "reduce", &reduce) != SS_OK) return SS_OK; /* not an attribute file */
     const int lead = strcmp(reduce, "none") ? 1 : 2;
     free(reduce);
     int header = 0;
+    /* the rows to read, for the progress: each dataset's leading index */
+    for (size_t i = 0; i < np; i++) {
+        ss_h5_info in;
+        if (!strncmp(paths[i], "/attr/", 6) && ss_h5_dset_info(r, paths[i], &in) == SS_OK && in.ndim >= 1 &&
+            in.dims[0] > 0)
+            pg->total += in.dims[0];
+    }
+    pg->t0 = pg->last = ss_now();
     for (size_t i = 0; i < np; i++) {
         if (strncmp(paths[i], "/attr/", 6)) continue;
         ss_h5_info in;
@@ -211,6 +239,7 @@ static ss_status show_attributions(ss_h5_reader *r, FILE *out, const char *path,
             if (st) { free(blk); free(sum); return st; }
             for (int64_t q = 0; q < per; q++)
                 if (!isnan(blk[q])) sum[q % width] += blk[q], any = 1;
+            progress_add(pg, 1);
         }
         if (!any) for (int64_t u = 0; u < width; u++) sum[u] = NAN;
         int64_t top[5];
@@ -297,6 +326,12 @@ static const char *file_kind(ss_h5_reader *r) {
 }
 
 ss_status ss_job_show(const char *path, int64_t max_prompts, FILE *out) {
+    return ss_job_show_progress(path, max_prompts, out, NULL, NULL);
+}
+
+ss_status ss_job_show_progress(const char *path, int64_t max_prompts, FILE *out,
+                               void (*progress)(void *ctx, int64_t done, int64_t total), void *ctx) {
+    show_progress pg = {.fn = progress, .ctx = ctx};
     ss_h5_reader *r;
     SS_TRY(ss_h5_open_read(path, &r));
     /* --prompts limits a forward file's predictions and losses: of any other file it would change
@@ -388,7 +423,7 @@ ss_status ss_job_show(const char *path, int64_t max_prompts, FILE *out) {
             if ((st = show_neurons(r, out, paths[i], &in, lens))) goto out;
         }
     }
-    if ((st = show_attributions(r, out, path, paths, np)) || (st = show_patch_effects(r, out, path, paths, np))) goto out;
+    if ((st = show_attributions(r, out, path, paths, np, &pg)) || (st = show_patch_effects(r, out, path, paths, np))) goto out;
     /* collect files: the share of variance the top principal components explain. */
     int header = 0;
     for (size_t i = 0; i < np; i++) {

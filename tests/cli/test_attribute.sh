@@ -162,4 +162,35 @@ grep -qF 'attribute: note: 1 "answer"/"wrong" value of '"$D"'/attribute/prompts.
     pass "attribute: a note names the answers of more than one token" || fail "attribute: multi-token answer note" "$(cat "$TMP/mt.err")"
 "$SUBSCOPE" attribute --model $M --input $D/ablate/prompts.jsonl --sites blocks.1.mlp.hook_post --metric logitdiff --out "$TMP/mt.h5" 2>"$TMP/mt.err" >/dev/null
 ! grep -q "note" "$TMP/mt.err" && pass "attribute: no such note when every answer is one token" || fail "attribute: unwanted note" "$(cat "$TMP/mt.err")"
+# show reads an attribute file one prompt at a time over every prompt the file declares (here
+# 8000 of them, 4 s): its progress goes to stderr where that is a terminal (cli_progress; before,
+# nothing for the whole read), nothing elsewhere; Ctrl-C ends it at once.
+"${TOOLBIN}h5fixture" "$TMP/big.h5" attrbig
+"$SUBSCOPE" show "$TMP/big.h5" >"$TMP/big.out" 2>"$TMP/big.err"
+rc=$?
+[ $rc = 0 ] && [ ! -s "$TMP/big.err" ] && grep -qF "blocks.0.mlp.hook_post:  2 -5  3 -4  1 -1.75  0 +1.5" "$TMP/big.out" &&
+    pass "show of 8000 declared prompts: the summary, and no progress where stderr is a file" ||
+    fail "show of a large attribute file" "exit $rc: $(tail -n 2 "$TMP/big.err" "$TMP/big.out")"
+if command -v script >/dev/null 2>&1; then
+    out=$(script -qec "'$SUBSCOPE' show '$TMP/big.h5'" /dev/null 2>&1 | tr '\r' '\n')
+    if printf '%s\n' "$out" | grep -qE '^  [0-9]+/8000 attribution rows read ' &&
+        printf '%s\n' "$out" | grep -qE '^  8000/8000 attribution rows read  [0-9.]+/s  [0-9]+s elapsed' &&
+        printf '%s\n' "$out" | grep -qF "blocks.0.mlp.hook_post:  2 -5  3 -4  1 -1.75  0 +1.5"; then
+        pass "show on a terminal: the attribution rows read as it goes, and the summary"
+    else fail "show's progress on a terminal" "$(printf '%s\n' "$out" | tail -n 4)"; fi
+else
+    pass "show's progress not checked: no script(1) for a terminal"
+fi
+set -m # its own process group, as a shell gives a foreground job: SIGINT is not ignored
+"$SUBSCOPE" show "$TMP/big.h5" >/dev/null 2>&1 &
+pid=$!
+set +m
+sleep 0.2
+t0=$(date +%s%N)
+kill -INT $pid
+wait $pid
+rc=$?
+ms=$((($(date +%s%N) - t0) / 1000000))
+[ $rc = 130 ] && [ $ms -lt 1000 ] && pass "Ctrl-C (SIGINT) ends show's read at once ($ms ms, exit 130)" ||
+    fail "Ctrl-C ends show" "exit $rc (want 130) after $ms ms"
 finish

@@ -13,6 +13,9 @@
  *   shape     the activation has one more position
  *   missing   /stats/mean is absent
  *   extra     an additional dataset /acts/extra (ignored by h5cmp)
+ *   attrbig   not like base: an attribute file (reduce none) whose /attr/blocks.0.mlp.hook_post
+ *             declares 8000 prompts of 2 positions and 4 units and holds only the first
+ *             (show reads it prompt by prompt: its progress and Ctrl-C, test_forward.sh)
  * Exit 0 on success (and for --help), 1 (message on stderr) on failure. */
 #include <math.h>
 #include <stdio.h>
@@ -28,7 +31,22 @@
 /* Exactly representable in f32, so writers in other languages agree. */
 static double val(int i) { return (double)(i % 7 - 3) * 0.25; }
 
+static ss_status write_attrbig(ss_h5 *h) {
+    const char *names[] = {"prompt", "pos", "unit"};
+    int64_t dims[] = {8000, 2, 4}, start[] = {0, 0, 0}, count[] = {1, 2, 4};
+    const float row[8] = {1, -2, 3, -4, 0.5f, 0.25f, -8, 0};
+    ss_h5_dset *d;
+    SS_TRY(ss_h5_dset_create(h, "/attr/blocks.0.mlp.hook_post", SS_H5_F32, 3, dims, names, &d));
+    ss_status st = ss_h5_dset_write(d, start, count, row), st2 = ss_h5_dset_close(d);
+    SS_TRY(st);
+    SS_TRY(st2);
+    SS_TRY(ss_h5_attr_str(h, "/", "reduce", "none"));
+    SS_TRY(ss_h5_attr_str(h, "/", "producer", "h5fixture"));
+    return ss_h5_attr_i64(h, "/", "format_version", 1);
+}
+
 static ss_status write_file(ss_h5 *h, const char *v) {
+    if (!strcmp(v, "attrbig")) return write_attrbig(h);
     int pos = strcmp(v, "shape") ? P : P + 1;
     /* Row 0 is P tokens long, row 1 only 3: positions 3.. of row 1 stay fill. */
     int len[B] = {pos, 3};
@@ -93,7 +111,7 @@ static ss_status write_file(ss_h5 *h, const char *v) {
 }
 
 int main(int argc, char **argv) {
-    static const char usage[] = "usage: h5fixture OUT.h5 [base|tiny|perturb|nanfill|nanval|token|shape|missing|extra]\n";
+    static const char usage[] = "usage: h5fixture OUT.h5 [base|tiny|perturb|nanfill|nanval|token|shape|missing|extra|attrbig]\n";
     if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         fputs(usage, stdout);
         return 0;
@@ -103,7 +121,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     const char *v = argc == 3 ? argv[2] : "base";
-    static const char *known[] = {"base", "tiny", "perturb", "nanfill", "nanval", "token", "shape", "missing", "extra"};
+    static const char *known[] = {"base", "tiny", "perturb", "nanfill", "nanval", "token", "shape", "missing", "extra", "attrbig"};
     int ok = 0;
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) ok |= !strcmp(v, known[i]);
     if (!ok) {
