@@ -39,6 +39,8 @@ out=$($DUMP $D/llama.gguf --bogus 2>&1 >/dev/null); rc=$?
 [ $rc = 2 ] && printf '%s' "$out" | grep -q "unknown option --bogus" && pass unknown_option || fail unknown_option "exit $rc: $out"
 out=$($DUMP $D/llama.gguf --tensor token_embd.weight --count x 2>&1 >/dev/null); rc=$?
 [ $rc = 2 ] && printf '%s' "$out" | grep -q "count needs a positive integer, got 'x'" && pass bad_count || fail bad_count "exit $rc: $out"
+out=$($DUMP $D/llama.gguf --tensor token_embd.weight --count +3 2>&1 >/dev/null); rc=$? # digits only
+[ $rc = 2 ] && printf '%s' "$out" | grep -q "count needs a positive integer, got '+3'" && pass bad_count_plus || fail bad_count_plus "exit $rc: $out"
 
 head -c 2000 $D/types.gguf > "$TMP/cut.gguf"
 expect_fail truncated_data 'cut.gguf: tensor "bf16.t3": bytes [160, +96) of the data section run past the end of the file' $DUMP "$TMP/cut.gguf"

@@ -30,4 +30,10 @@ cases=$(printf '%s\n' "$out" | grep -c '^CASE swiglu')
 out=$("$KC" --bogus 2>&1); rc=$?
 [ $rc != 0 ] && printf '%s' "$out" | grep -q "usage: kernel_check" && pass "kernel_check refuses an unknown option" ||
     fail "kernel_check unknown option" "exit $rc: $out"
+# --device takes a device number, digits only (atoi read 'x' as device 0 and '1x' as 1)
+for v in x 1x +1 ''; do
+    out=$("$KC" --device "$v" 2>&1); rc=$?
+    [ $rc = 2 ] && printf '%s' "$out" | grep -qF -- "--device needs a device number, got '$v'" &&
+        pass "kernel_check --device '$v' refused" || fail "kernel_check --device '$v'" "exit $rc: $out"
+done
 finish

@@ -80,6 +80,12 @@ expect_usage "unknown option last, not 'needs a value'" "unknown option --bogus"
 expect_usage "--lengths without --prompts" "go together" --out "$TMP/bad2" --lengths 3
 expect_usage "bad dtype" "--dtype must be" --out "$TMP/bad3" --dtype f64
 expect_usage "bad size" "positive integer" --out "$TMP/bad4" --layers 0
+# whole numbers are digits only: strtoll/strtoull took a leading space or '+' (and --seed -1)
+expect_usage "--layers +2 refused" 'needs a positive integer, got "+2"' --out "$TMP/bad4" --layers +2
+expect_usage "--vocab ' 50' refused" 'needs a positive integer, got " 50"' --out "$TMP/bad4" --vocab ' 50'
+expect_usage "--seed -1 refused" "--seed needs a non-negative integer" --out "$TMP/bad4" --seed -1
+expect_usage "--lengths '3, 4' refused" 'expected positive integers separated by commas, got "3, 4"' \
+    --prompts "$TMP/bad4.jsonl" --lengths '3, 4'
 expect_usage "bad family" "--family must be" --out "$TMP/bad5" --family t5
 expect_usage "kv-heads without llama" "need --family llama" --out "$TMP/bad6" --kv-heads 2
 expect_usage "kv-heads not dividing heads" "kv-heads must divide heads" --out "$TMP/bad7" --family llama --heads 4 --kv-heads 3

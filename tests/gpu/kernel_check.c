@@ -2824,7 +2824,14 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) g_quick = 1;
         else if (!strcmp(argv[i], "--filter") && i + 1 < argc) g_filter = argv[++i];
-        else if (!strcmp(argv[i], "--device") && i + 1 < argc) device = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--device") && i + 1 < argc) {
+            const char *v = argv[++i]; /* digits only: atoi read 'x' as 0 and '1x' as 1 */
+            if (!*v || v[strspn(v, "0123456789")] || strlen(v) > 4) {
+                fprintf(stderr, "kernel_check: --device needs a device number, got '%s'\n", v);
+                return 2;
+            }
+            device = atoi(v);
+        }
         else {
             const int help = !strcmp(argv[i], "--help");
             fprintf(help ? stdout : stderr, "usage: kernel_check [--quick] [--filter SUBSTR] [--device N]\n");

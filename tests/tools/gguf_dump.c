@@ -112,15 +112,15 @@ int main(int argc, char **argv) {
     size_t count = 16;
     static const char usage[] = "usage: gguf_dump FILE.gguf [--all] [--tensor NAME [--count N]]\n";
     for (int i = 1; i < argc; i++) {
-        char *end = NULL;
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             fputs(usage, stdout);
             return 0;
         } else if (!strcmp(argv[i], "--tensor") && i + 1 < argc) tensor = argv[++i];
         else if (!strcmp(argv[i], "--count") && i + 1 < argc) {
             errno = 0;
-            count = (size_t)strtoull(argv[++i], &end, 10);
-            if (errno || end == argv[i] || *end || count == 0 || argv[i][0] == '-') {
+            int64_t c = 0;
+            count = ss_parse_int(argv[++i], &c) && c > 0 ? (size_t)c : 0; /* digits only */
+            if (count == 0) {
                 fprintf(stderr, "gguf_dump: --count needs a positive integer, got '%s'\n", argv[i]);
                 return 2;
             }

@@ -360,9 +360,9 @@ static int write_weights(const spec_t *sp, const char *dir, int64_t *n_params, s
 static int lengths_bad(const char *lengths) {
     int count = 0;
     for (const char *p = lengths; *p; count++) {
-        char *end;
-        long long n = strtoll(p, &end, 10);
-        if (end == p || n <= 0 || (*end && *end != ',')) {
+        const char *end = p + strcspn(p, ",");
+        int64_t n = 0;
+        if (!ss_parse_int_n(p, (size_t)(end - p), &n) || n <= 0) { /* digits only: no space, no '+' */
             fprintf(stderr, "mkmodel: --lengths: expected positive integers separated by commas, got \"%s\"\n",
                     lengths);
             return 1;
@@ -403,10 +403,8 @@ static void usage(FILE *f) {
 }
 
 static int parse_i64(const char *opt, const char *s, int64_t *out) {
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (end == s || *end || errno || v <= 0) {
+    int64_t v = 0;
+    if (!ss_parse_int(s, &v) || v <= 0) { /* digits only: strtoll took a leading space or '+' */
         fprintf(stderr, "mkmodel: %s needs a positive integer, got \"%s\"\n", opt, s);
         return 0;
     }
@@ -492,8 +490,9 @@ int main(int argc, char **argv) {
         } else if (!strcmp(a, "--seed")) {
             char *end;
             errno = 0;
-            sp.seed = strtoull(v, &end, 10);
-            if (end == v || *end || errno) {
+            const int digits = v[0] && !v[strspn(v, "0123456789")]; /* strtoull took ' 1', '+1' and '-1' */
+            sp.seed = digits ? strtoull(v, &end, 10) : 0;
+            if (!digits || *end || errno) {
                 fprintf(stderr, "mkmodel: --seed needs a non-negative integer\n");
                 return 2;
             }
