@@ -282,4 +282,15 @@ grep -qF 'ablate: note: 1 "answer"/"wrong" value of '"$D"'/attribute/prompts.jso
     pass "ablate: a note names the answers of more than one token" || fail "ablate: multi-token answer note" "$(cat "$TMP/mt.err")"
 "$SUBSCOPE" ablate --model $M --input $D/ablate/prompts.jsonl --mask 'blocks.1.mlp.hook_post[1]' --metrics logitdiff --out "$TMP/mt.h5" 2>"$TMP/mt.err" >/dev/null
 ! grep -q "note" "$TMP/mt.err" && pass "ablate: no such note when every answer is one token" || fail "ablate: unwanted note" "$(cat "$TMP/mt.err")"
+# The table's mask names are padded by display columns: a CJK name (two columns a character)
+# counted by characters pushed its row's later columns three columns right; a combining accent
+# (no column) one left.
+printf '%s\n' '{"name": "日本語", "site": "blocks.0.mlp.hook_post", "units": [1]}' \
+    '{"name": "ab", "site": "blocks.0.mlp.hook_post", "units": [2]}' \
+    '{"name": "cafe\u0301", "site": "blocks.0.mlp.hook_post", "units": [3]}' >"$TMP/cjk_masks.jsonl"
+out=$("$SUBSCOPE" ablate --model $M --input $P --masks "$TMP/cjk_masks.jsonl" --out "$TMP/cjk.h5" 2>/dev/null)
+if printf '%s\n' "$out" | grep -q '^(clean) all ' && printf '%s\n' "$out" | grep -q '^日本語  all ' &&
+    printf '%s\n' "$out" | grep -q '^ab      all ' && printf '%s\n' "$out" | grep -q $'^cafe\xcc\x81    all '; then
+    pass "ablate's table pads CJK and accented mask names by columns"
+else fail "ablate's table with CJK mask names" "$(printf '%s\n' "$out" | sed -n '/^mask/,$p')"; fi
 finish
