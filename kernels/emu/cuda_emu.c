@@ -13,6 +13,7 @@
 #include "cuda_emu.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -649,10 +650,16 @@ static void census_print(void) {
 }
 
 int ss_emu_census_enabled(void) {
+    static const char *const census_values[] = {"0", "1", "trace", NULL};
+    static _Atomic int census_env = -1;
+    /* read before the lock: a bad value exits, and exit's handlers must not find it held */
+    int v = atomic_load(&census_env);
+    if (v < 0) {
+        v = emu_env_choice("SS_EMU_CENSUS", census_values, 0, "1 (the census), trace (and each allocation) or 0");
+        atomic_store(&census_env, v);
+    }
     pthread_mutex_lock(&census_mu);
     if (census_on < 0) {
-        static const char *const census_values[] = {"0", "1", "trace", NULL};
-        const int v = emu_env_choice("SS_EMU_CENSUS", census_values, 0, "1 (the census), trace (and each allocation) or 0");
         census_on = v > 0;
         census_tracing = v == 2;
         if (census_on) atexit(census_print);
