@@ -268,6 +268,9 @@ int ss_display_width_str(const char *s);
  * so that columns of non-ASCII names (CJK, accents) line up as ASCII ones do (printf's
  * %-*.*s counts bytes). */
 void ss_fput_col(FILE *f, const char *s, int width);
+/* s whole, padded with spaces to width columns (ss_display_width; nothing added where s is
+ * as wide or wider): printf's %-*s for text that may not be ASCII. */
+void ss_fput_pad(FILE *f, const char *s, int width);
 /* Characters of a UTF-8 string (its bytes that are not continuation bytes). */
 int ss_utf8_chars(const char *s);
 /* Bytes of a UTF-8 byte-order mark at the start of a text (3, or 0 if none): Windows

@@ -799,7 +799,9 @@ static void print_table(FILE *t, const ctx *c) {
         char shown[29];
         if (s->n_parts > 1) snprintf(shown, sizeof shown, "%d sites", s->n_parts);
         else snprintf(shown, sizeof shown, "%s", sites ? sites : "?");
-        fprintf(t, "%-4d %-44s %-28s %6lld %10.4g %10.4g\n", i + 1, s->name, shown, (long long)sm_size(s), s->score,
+        fprintf(t, "%-4d ", i + 1);
+        ss_fput_pad(t, s->name, 44); /* a name holds the labels, which need not be ASCII: padded by columns */
+        fprintf(t, " %-28s %6lld %10.4g %10.4g\n", shown, (long long)sm_size(s), s->score,
                 contrast ? s->mean_abs_effect : s->cohesion);
         free(sites);
     }

@@ -861,6 +861,11 @@ int ss_display_width(const char *s, size_t n) {
 
 int ss_display_width_str(const char *s) { return ss_display_width(s, strlen(s)); }
 
+void ss_fput_pad(FILE *f, const char *s, int width) {
+    fputs(s, f);
+    for (int cols = ss_display_width_str(s); cols < width; cols++) fputc(' ', f);
+}
+
 void ss_fput_col(FILE *f, const char *s, int width) {
     const size_t len = strlen(s);
     int cols = 0;

@@ -295,4 +295,15 @@ else
     pass "progress on a terminal not checked: no 'script' command here"
 fi
 
+# The table pads sub-model names by display columns: a name holds the labels ("動物_vs_colours"),
+# which need not be ASCII; padded by bytes (%-44s) its row ran four columns short.
+sed 's/"label": "animals"/"label": "動物"/' "$P" >"$TMP/cjk.jsonl"
+"$SUBSCOPE" collect --model $M --input "$TMP/cjk.jsonl" --sites "$S" --stats mean,cov --group-by label --out "$TMP/cjkst.h5" 2>/dev/null
+"$SUBSCOPE" discover --stats "$TMP/cjkst.h5" --sites "$S" --method contrast --contrast 動物:colours --out "$TMP/cjkct.h5" \
+    >"$TMP/cjkct.txt" 2>"$TMP/err"
+# 動物_vs_colours: 15 columns (19 bytes), padded to 44
+row=$(grep '動物_vs_colours ' "$TMP/cjkct.txt" | grep '4 sites')
+pad=$(printf '%44s' '' | cut -c16-)
+case "$row" in *" 動物_vs_colours${pad} 4 sites "*) pass "discover's table pads a CJK sub-model name by columns" ;;
+*) fail "discover's table with a CJK label" "$(cat "$TMP/cjkct.txt" "$TMP/err" | tail -n 4)" ;; esac
 finish

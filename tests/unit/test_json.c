@@ -389,13 +389,16 @@ TEST(util_display_width) {
         {"cafe\xcc\x81", 4, "cafe\xcc\x81"},                            /* kept with its letter at the edge */
         {"abcdef", 3, "abc"},
         {"ab", 4, "ab  "},
+        {"\xe6\x97\xa5_vs_b", -8, "\xe6\x97\xa5_vs_b "}, /* negative: ss_fput_pad to 8; 7 columns */
+        {"abcdef", -3, "abcdef"},                            /* ss_fput_pad never cuts */
     };
     for (size_t i = 0; i < sizeof f / sizeof *f; i++) {
         char *buf = NULL;
         size_t len = 0;
         FILE *m = open_memstream(&buf, &len);
         if (!m) continue;
-        ss_fput_col(m, f[i].s, f[i].width);
+        if (f[i].width < 0) ss_fput_pad(m, f[i].s, -f[i].width);
+        else ss_fput_col(m, f[i].s, f[i].width);
         fclose(m);
         CHECK_MSG(buf && !strcmp(buf, f[i].want), "cell %zu: '%s', want '%s'", i, buf ? buf : "", f[i].want);
         free(buf);
