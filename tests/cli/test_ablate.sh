@@ -286,11 +286,14 @@ grep -qF 'ablate: note: 1 "answer"/"wrong" value of '"$D"'/attribute/prompts.jso
 # counted by characters pushed its row's later columns three columns right; a combining accent
 # (no column) one left.
 printf '%s\n' '{"name": "日本語", "site": "blocks.0.mlp.hook_post", "units": [1]}' \
+    '{"name": "日本語テスト", "site": "blocks.0.mlp.hook_post", "units": [4]}' \
     '{"name": "ab", "site": "blocks.0.mlp.hook_post", "units": [2]}' \
     '{"name": "cafe\u0301", "site": "blocks.0.mlp.hook_post", "units": [3]}' >"$TMP/cjk_masks.jsonl"
 out=$("$SUBSCOPE" ablate --model $M --input $P --masks "$TMP/cjk_masks.jsonl" --out "$TMP/cjk.h5" 2>/dev/null)
-if printf '%s\n' "$out" | grep -q '^(clean) all ' && printf '%s\n' "$out" | grep -q '^日本語  all ' &&
-    printf '%s\n' "$out" | grep -q '^ab      all ' && printf '%s\n' "$out" | grep -q $'^cafe\xcc\x81    all '; then
+# (the widest, 日本語テスト, is 12 columns: the column is 12 wide, not its 6 characters, which cut it)
+if printf '%s\n' "$out" | grep -q '^(clean)      all ' && printf '%s\n' "$out" | grep -q '^日本語       all ' &&
+    printf '%s\n' "$out" | grep -q '^日本語テスト all ' &&
+    printf '%s\n' "$out" | grep -q '^ab           all ' && printf '%s\n' "$out" | grep -q $'^cafe\xcc\x81         all '; then
     pass "ablate's table pads CJK and accented mask names by columns"
 else fail "ablate's table with CJK mask names" "$(printf '%s\n' "$out" | sed -n '/^mask/,$p')"; fi
 finish
