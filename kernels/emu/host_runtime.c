@@ -180,6 +180,16 @@ cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
 cudaError_t cudaMalloc(void **p, size_t bytes) {
     api_calls[API_MALLOC]++;
     *p = NULL;
+    /* SS_EMU_DEVICE_MB: the emulated device's memory in MiB (default 16 GiB), for the CLI tests
+     * of what a command does when the device is full; ss_emu_set_device_memory_limit overrides. */
+    static int env_read;
+    if (!env_read) {
+        env_read = 1;
+        const char *e = getenv("SS_EMU_DEVICE_MB");
+        char *end;
+        unsigned long long mb = e ? strtoull(e, &end, 10) : 0;
+        if (e && *e && !*end && mb > 0 && !dev_limit) dev_limit = (size_t)mb << 20;
+    }
     if (dev_limit && dev_used + bytes > dev_limit) return fail(cudaErrorMemoryAllocation);
     /* zeros where no kernel will write (SS_EMU_HOST_ONLY): the values read back stay finite. A
      * fixed mmap threshold keeps large blocks fresh pages, which calloc need not clear: a GPU's

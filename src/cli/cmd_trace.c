@@ -16,7 +16,7 @@ static cli_opt trace_opts[] = {
     {.name = "device", .metavar = "DEV", .help = "cpu, cuda, cuda:N or auto (default auto)"},
     {.name = "dtype", .metavar = "T", .help = "matrix products: float32 (default), bfloat16, float16 (GPU) or auto (the files' dtype on a GPU)"},
     {.name = "tf32", .metavar = NULL, .help = "allow TF32 tensor-core math for float32 products on GPUs"},
-    {.name = "attribution-pass", .metavar = "P", .help = "how the attribution is computed: forward (one forward-mode pass per sub-model, time linear in the prompt's length), prefixes (a backward pass of every prefix, quadratic) or auto (default: forward where it is estimated cheaper and can run; it cannot on a pipeline of stages)"},
+    {.name = "attribution-pass", .metavar = "P", .help = "how the attribution is computed: forward (one forward-mode pass per sub-model, time linear in the prompt's length), prefixes (a backward pass of every prefix, quadratic) or auto (default: forward where it is estimated cheaper and can run, the prefixes where it cannot (a pipeline of stages) or runs out of memory)"},
     CLI_PIPELINE_OPTIONS,
     {0},
 };

@@ -10,8 +10,8 @@
  * per sub-model gives its attribution at every position (ss_jvp_logprob,
  * src/model/jvp.c): the derivative of log p(prediction_t) when its
  * activations are scaled by (1 + e). Where that pass cannot run (a pipeline
- * of stages) or costs more (very short prompts), or with --attribution-pass
- * prefixes, attribution takes one backward pass per position instead; they
+ * of stages), costs more (very short prompts) or runs out of memory under auto,
+ * or with --attribution-pass prefixes, attribution takes one backward pass per position instead; they
  * run as packed batches of the prompt's prefixes (lengths 1..n), each with
  * its own last-token metric, at most TRACE_ROWS rows a batch (or one prefix):
  * the n(n+1)/2 rows of all of them at once would need, for a 1024-token
@@ -182,7 +182,7 @@ static ss_status trace(const ss_trace_job *job) {
             use_fwd = job->attribution_pass == SS_TRACE_PASS_FORWARD || n * (1 + 2 * (int64_t)n_masks) < 3 * all_rows;
         }
     }
-    const int64_t prefix_rows = use_fwd ? 0 : all_rows <= TRACE_ROWS ? all_rows : n > TRACE_ROWS ? n : TRACE_ROWS;
+    const int64_t prefix_rows = all_rows <= TRACE_ROWS ? all_rows : n > TRACE_ROWS ? n : TRACE_ROWS;
     want = ss_calloc((size_t)ns, 1, "sites");
     acts.rows = ss_calloc((size_t)ns, sizeof(float *), "activations");
     pacts.rows = ss_calloc((size_t)ns, sizeof(float *), "activations");
@@ -202,9 +202,7 @@ static ss_status trace(const ss_trace_job *job) {
         if (!want[i]) continue;
         ss_site s;
         ss_site_get(cfg, i, &s);
-        if (!(acts.rows[i] = ss_malloc((size_t)(n * s.width) * sizeof(float), "activations")) ||
-            (prefix_rows && !(pacts.rows[i] = ss_malloc((size_t)(prefix_rows * s.width) * sizeof(float), "activations"))) ||
-            (prefix_rows && !(grads.rows[i] = ss_malloc((size_t)(prefix_rows * s.width) * sizeof(float), "gradients")))) {
+        if (!(acts.rows[i] = ss_malloc((size_t)(n * s.width) * sizeof(float), "activations"))) {
             st = SS_ERR_NOMEM;
             goto out;
         }
@@ -295,13 +293,34 @@ static ss_status trace(const ss_trace_job *job) {
     if (use_fwd) {
         fwd_progress fp = {job, n};
         if (job->progress) job->progress(job->progress_ctx, 0, n);
-        if ((st = ss_jvp_logprob(m, be, tok, n, preds, masks, n_masks, attrib, NULL,
-                                 job->progress ? fwd_progress_fn : NULL, &fp)))
+        st = ss_jvp_logprob(m, be, tok, n, preds, masks, n_masks, attrib, NULL, job->progress ? fwd_progress_fn : NULL,
+                            &fp);
+        /* Its taped forward holds every block's intermediates and all n logits at once, where the
+         * prefixes take batches of about TRACE_ROWS rows (one prefix's at least) with one row of
+         * logits a prefix: a long prompt or a wide vocabulary can fit the one and not the other.
+         * auto chose forward mode for speed, not memory: out of memory, it falls back (the pass
+         * released what it held). */
+        if (st == SS_ERR_NOMEM && job->attribution_pass == SS_TRACE_PASS_AUTO) {
+            fprintf(stderr, "trace: attribution by prefixes (forward mode ran out of memory: %s)\n", ss_last_error());
+            ss_error_clear();
+            st = SS_OK;
+            use_fwd = 0;
+        } else if (st)
             goto out;
     }
     /* Attribution: the prefixes of lengths 1..n in batches of about TRACE_ROWS rows, each
      * prefix scored on its own prediction and summed over its positions into its row of attrib. */
-    else {
+    if (!use_fwd) {
+        for (int i = 0; i < ns; i++) {
+            if (!want[i]) continue;
+            ss_site s;
+            ss_site_get(cfg, i, &s);
+            if (!(pacts.rows[i] = ss_malloc((size_t)(prefix_rows * s.width) * sizeof(float), "activations")) ||
+                !(grads.rows[i] = ss_malloc((size_t)(prefix_rows * s.width) * sizeof(float), "gradients"))) {
+                st = SS_ERR_NOMEM;
+                goto out;
+            }
+        }
         packed = ss_malloc((size_t)prefix_rows * sizeof(int32_t), "prefixes");
         start = ss_malloc((size_t)n * sizeof(int64_t), "prefixes");
         len = ss_malloc((size_t)n * sizeof(int64_t), "prefixes");

@@ -237,4 +237,26 @@ for c in "$TMP/tl:tl:Llama" "models/tiny-gpt2:tg:GPT-2" "$TMP/tn:tn:narrow-head 
         fail "$fam: trace's forward mode on the emulated plugin" "$(tail -n 3 "$TMP/err"; printf '%s\n' "$out" | grep -v ' ok$' | head -n 4)"
 done
 
+# A device too small for trace's forward-mode pass but not for the prefixes (SS_EMU_DEVICE_MB,
+# SS_EMU_HOST_ONLY: the allocations are real, the arithmetic is skipped): a 4300-token prompt,
+# for which auto picks forward mode (its speed), whose taped forward holds every block and all
+# the logits while it computes attention scores. Measured: the prefixes need 163 MiB of this
+# device, forward mode 169. auto falls back to the prefixes with a note (it failed with "out of
+# GPU memory" before); --attribution-pass forward is refused with the allocation's error.
+"${TOOLBIN}mkmodel" --out "$TMP/lp" --layers 1 --d 16 --heads 2 --vocab 1024 --positions 8192 --seed 3 >/dev/null &&
+    cp models/tiny-gpt2/tokenizer.json "$TMP/lp/"
+printf '{"name": "m", "site": "blocks.0.mlp.hook_post", "units": [1, 2, 3]}\n' >"$TMP/lp.jsonl"
+lp=$(for i in $(seq 1 110); do printf '%s ' "The cow lives on a farm and the dog sleeps by the door while the cat watches birds in the old tree."; done)
+out=$(SUBSCOPE_PLUGIN_DIR="$EMU" SS_EMU_DEVICE_MB=166 SS_EMU_HOST_ONLY=1 timeout 300 "$SUBSCOPE" trace --model "$TMP/lp" \
+    --prompt "$lp" --submodels "$TMP/lp.jsonl" --device cuda --out "$TMP/lp-auto.h5" 2>&1); rc=$?
+[ $rc = 0 ] && printf '%s' "$out" | grep -q "trace: attribution by prefixes (forward mode ran out of memory: .*out of GPU memory" &&
+    [ "$(h5dump -a /attribution_pass "$TMP/lp-auto.h5" 2>/dev/null | sed -n 's/.*(0): "\(.*\)"/\1/p')" = prefixes ] &&
+    pass "trace on a 166 MiB device, 4300 tokens: auto's forward mode runs out of memory, the prefixes run instead, with a note" ||
+    fail "trace's fall back to the prefixes on a full device" "exit $rc" "$(printf '%s' "$out" | tail -n 2)"
+out=$(SUBSCOPE_PLUGIN_DIR="$EMU" SS_EMU_DEVICE_MB=166 SS_EMU_HOST_ONLY=1 timeout 300 "$SUBSCOPE" trace --model "$TMP/lp" \
+    --prompt "$lp" --submodels "$TMP/lp.jsonl" --device cuda --attribution-pass forward --out "$TMP/lp-fwd.h5" 2>&1); rc=$?
+[ $rc = 1 ] && printf '%s' "$out" | grep -q "error: .*out of GPU memory" && [ ! -e "$TMP/lp-fwd.h5" ] &&
+    pass "the same with --attribution-pass forward: exit 1, out of GPU memory, no output file" ||
+    fail "trace --attribution-pass forward on a full device" "exit $rc" "$(printf '%s' "$out" | tail -n 2)"
+
 finish
