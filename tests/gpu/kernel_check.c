@@ -2159,8 +2159,9 @@ static int launch_swiglu_jvp(void *v) {
  * cancel (an fp32 rounding of each is ~1e-6): atol 5e-6 + rtol 1e-5 (test_kernels_backward.c). */
 static void case_swiglu_jvp(void) {
     const ss_backend *be = ss_backend_cpu();
-    int64_t shapes[][2] = {{1, 1}, {3, 37}, {5, 300}, {2, 513}, {4096, 14336}, {2048, 1536}};
-    int ns = g_quick ? 4 : 6;
+    /* 70000 rows: the grid's y (65535 at most) strides over rows, as swiglu's case */
+    int64_t shapes[][2] = {{1, 1}, {3, 37}, {5, 300}, {2, 513}, {4096, 14336}, {2048, 1536}, {70000, 3}};
+    int ns = g_quick ? 4 : 7;
     for (int si = 0; si < ns; si++) {
         int64_t rows = shapes[si][0], dm = shapes[si][1], n = rows * dm;
         char name[96];
@@ -2212,6 +2213,7 @@ static void case_attention_jvp(void) {
         {1, {1024}, 12, 12, 64, 0},
         {2, {512, 100}, 32, 8, 128, 0}, /* Llama-3-8B-shaped heads */
         {1, {777}, 9, 3, 64, 0},        /* SmolLM2-135M-shaped heads */
+        {1, {2100}, 4, 2, 80, 0},       /* thousands of keys: 17 tiles of 128, heads not a multiple of 32 */
     };
     int nc = (int)(sizeof cases / sizeof cases[0]);
     for (int ci = 0; ci < nc; ci++) {
