@@ -7,6 +7,15 @@ export SUBSCOPE TOOLBIN
 export SS_TEST_DATA=${SS_TEST_DATA:-tests/data}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+# The tests' numeric references read HDF5 with numpy and h5py (Debian's python3-numpy and
+# python3-h5py, which `make deps` installs). Where the python3 first on PATH (a pyenv, a venv)
+# lacks them and the system's has them, the tests use the system's.
+pydir=""
+if ! python3 -c 'import numpy, h5py' 2>/dev/null && [ -x /usr/bin/python3 ] &&
+    /usr/bin/python3 -c 'import numpy, h5py' 2>/dev/null; then
+    pydir=$(mktemp -d) && ln -s /usr/bin/python3 "$pydir/python3" && export PATH="$pydir:$PATH" &&
+        echo "(tests use /usr/bin/python3: the first python3 on PATH has no numpy/h5py)"
+fi
 total_p=0; total_f=0
 tally() { # tally LOGFILE: add the last "N passed, M failed" line
     local line p f
@@ -27,5 +36,6 @@ for t in tests/cli/test_*.sh; do
     cat "$log"; tally "$log" "$t"
 done
 rm -f "$log"
+[ -n "$pydir" ] && rm -rf "$pydir"
 echo "$total_p passed, $total_f failed"
 [ "$total_f" -eq 0 ]
