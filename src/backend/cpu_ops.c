@@ -205,13 +205,15 @@ static void blas_part(void *vctx, int64_t p) {
  * its rows of A again (OpenBLAS copies A into its own layout on every call),
  * a third of the time at 64 columns a panel, so where the product is large
  * a panel has at least BF16_PANEL_WIDE_N columns (K > 2048: 8 MiB at 8192).
- * OpenBLAS sums an element in the same order whatever the call's shape
- * except in its small-matrix kernels, which take calls of up to
+ * OpenBLAS's AVX-512 kernels sum an element in the same order whatever the
+ * call's shape except in their small-matrix kernels, which take calls of up to
  * BF16_BLAS_SMALL multiply-adds (x86-64, 0.3.21: most elements of calls
  * that small differed from the whole product's, none of a larger call's), so
  * the blocks and wide panels are used only where every call of both ways is
  * larger than that: then the bits are those of one block of all the rows in
- * 2 MiB panels, as before (docs/DECISIONS.md, "bf16 products on the CPU"). */
+ * 2 MiB panels, as before (docs/DECISIONS.md, "bf16 products on the CPU"),
+ * with the SKYLAKEX/COOPERLAKE kernels; the Prescott, Haswell and Zen kernels
+ * sum the rows past their unroll apart, so there the bits differ by rounding. */
 #define BF16_PANEL ((int64_t)1 << 19) /* floats: 2 MiB */
 #define BF16_PANEL_MIN_N 64
 #define BF16_PANEL_WIDE_N 256 /* columns of the wide panels (8 MiB at K 8192) */

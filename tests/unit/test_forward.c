@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "blas_rows.h"
 #include "subscope/forward.h"
 #include "subscope/util.h"
 #include "test.h"
@@ -182,7 +183,18 @@ TEST(forward_resumes_from_a_layer_bit_exactly) {
     ss_forward_opts three = {.logits = SS_LOGITS_ALL, .start_layer = 2, .start_resid = resid, .start_copies = 3};
     float *l3 = NULL;
     CHECK_OK(ss_forward(m, ss_backend_cpu(), toks3, &pk3, &three, &l3));
-    for (int k = 0; l3 && k < 3; k++) CHECK(!memcmp(la, l3 + k * 9 * 101, 9 * 101 * sizeof(float)));
+    /* the same bits where the BLAS gives a row the same bits in a call of 27 rows as of 9
+     * (blas_rows.h: not OpenBLAS's generic kernel), else within fp32 rounding */
+    const int exact = blas_rows_invariant(27, 101, 24, 3);
+    for (int k = 0; l3 && k < 3; k++) {
+        if (exact) {
+            CHECK(!memcmp(la, l3 + k * 9 * 101, 9 * 101 * sizeof(float)));
+            continue;
+        }
+        for (int i = 0; i < 9 * 101; i++)
+            CHECK_MSG(fabsf(la[i] - l3[k * 9 * 101 + i]) <= 1e-5f * (1.0f + fabsf(la[i])), "copy %d logit %d: %g vs %g", k, i,
+                      (double)l3[k * 9 * 101 + i], (double)la[i]);
+    }
     free(l3);
     three.start_copies = 2; /* 27 rows are not 2 copies */
     l3 = NULL;
