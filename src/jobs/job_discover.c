@@ -342,6 +342,9 @@ static ss_status read_attr(ss_h5_reader *r, int lead, const char *site, int64_t 
     if ((int64_t)width != d)
         return ss_errorf(SS_ERR_FORMAT, "%s: %s has %zu units per token, the statistics have %lld", file, p, width,
                          (long long)d);
+    /* attribute writes every row (NaN past a prompt's end): one storing far less than it declares
+     * was never written, and would be read block by block as fill values */
+    SS_TRY(ss_h5_dset_written(r, p));
     /* In blocks of about 16 MB: whole prompts (or entries of the one axis left) when one
      * fits, else positions of one prompt. [N, T, d] for a large run does not fit in memory,
      * and a read per row costs 0.2 ms (an hour for 10M rows). */

@@ -193,4 +193,11 @@ rc=$?
 ms=$((($(date +%s%N) - t0) / 1000000))
 [ $rc = 130 ] && [ $ms -lt 1000 ] && pass "Ctrl-C (SIGINT) ends show's read at once ($ms ms, exit 130)" ||
     fail "Ctrl-C ends show" "exit $rc (want 130) after $ms ms"
+# An /attr dataset declaring far more than it stores was never written (attribute writes every
+# row, NaN past a prompt's end): show refuses it naming file and dataset, before reading a row
+# (before, it read all 100000 declared prompts, fill values summed: 400000 took 93 s).
+"${TOOLBIN}h5fixture" "$TMP/unwritten.h5" attrunwritten
+expect_fail "show: an /attr dataset never written is refused" \
+    "$TMP/unwritten.h5: /attr/blocks.0.mlp.hook_post declares 409600000 bytes but stores" \
+    timeout 20 "$SUBSCOPE" show "$TMP/unwritten.h5"
 finish

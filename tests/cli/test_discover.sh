@@ -242,6 +242,13 @@ expect_fail "contrast: a label with ':'" "want LABEL_A:LABEL_B (one ':'; a label
     pass "--help and FORMAT.md: --contrast's labels cannot contain ':'" || fail "':' in --contrast's labels undocumented"
 expect_fail "contrast without --contrast" "needs --contrast" "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method contrast --out "$X"
 expect_fail "attr file without the site" "no /attr/blocks.0.hook_resid_post" "$SUBSCOPE" discover --stats "$TMP/flat.h5" --attr "$TMP/at.h5" --sites 'blocks.0.hook_resid_post' --method cluster --out "$X"
+# An --attr whose /attr dataset declares far more than it stores (never written) is refused, naming
+# file and dataset; before, its fill values weighed the units without a word.
+"${TOOLBIN}h5fixture" "$TMP/at-unwritten.h5" attrunwritten
+expect_fail "--attr of an /attr dataset never written" \
+    "$TMP/at-unwritten.h5: /attr/blocks.0.mlp.hook_post declares 409600000 bytes but stores" \
+    "$SUBSCOPE" discover --stats "$TMP/flat.h5" --attr "$TMP/at-unwritten.h5" --sites blocks.0.mlp.hook_post --method cluster --out "$X"
+[ ! -e "$X" ] && pass "... and nothing written" || fail "discover wrote $X after refusing --attr"
 # Neither method draws random numbers: --seed did nothing but write an attribute, and is no option.
 expect_fail "--seed is not an option (nothing in discover is random)" "unknown option '--seed'" \
     "$SUBSCOPE" discover --stats "$TMP/st.h5" --sites "$S" --method cluster --seed 5 --out "$X"

@@ -15,7 +15,10 @@
  *   extra     an additional dataset /acts/extra (ignored by h5cmp)
  *   attrbig   not like base: an attribute file (reduce none) whose /attr/blocks.0.mlp.hook_post
  *             declares 8000 prompts of 2 positions and 4 units and holds only the first
- *             (show reads it prompt by prompt: its progress and Ctrl-C, test_forward.sh)
+ *             (show reads it prompt by prompt: its progress and Ctrl-C, test_attribute.sh)
+ *   attrunwritten  like attrbig with 100000 declared prompts of 512 units (tiny-gpt2's MLP width;
+ *             410 MB declared) and only the first written: show and discover --attr refuse it
+ *             as never written (test_attribute.sh)
  * Exit 0 on success (and for --help), 1 (message on stderr) on failure. */
 #include <math.h>
 #include <stdio.h>
@@ -31,10 +34,14 @@
 /* Exactly representable in f32, so writers in other languages agree. */
 static double val(int i) { return (double)(i % 7 - 3) * 0.25; }
 
-static ss_status write_attrbig(ss_h5 *h) {
+/* /attr/blocks.0.mlp.hook_post [n_prompts, 2, units] of which only prompt 0 is written. */
+static ss_status write_attrbig(ss_h5 *h, int64_t n_prompts, int64_t units) {
     const char *names[] = {"prompt", "pos", "unit"};
-    int64_t dims[] = {8000, 2, 4}, start[] = {0, 0, 0}, count[] = {1, 2, 4};
-    const float row[8] = {1, -2, 3, -4, 0.5f, 0.25f, -8, 0};
+    int64_t dims[] = {n_prompts, 2, units}, start[] = {0, 0, 0}, count[] = {1, 2, units};
+    static const float row4[8] = {1, -2, 3, -4, 0.5f, 0.25f, -8, 0};
+    float row[2 * 512];
+    if (units > 512) return ss_errorf(SS_ERR_ARG, "h5fixture: at most 512 units");
+    for (int64_t q = 0; q < 2 * units; q++) row[q] = units == 4 ? row4[q] : (float)val((int)q);
     ss_h5_dset *d;
     SS_TRY(ss_h5_dset_create(h, "/attr/blocks.0.mlp.hook_post", SS_H5_F32, 3, dims, names, &d));
     ss_status st = ss_h5_dset_write(d, start, count, row), st2 = ss_h5_dset_close(d);
@@ -46,7 +53,8 @@ static ss_status write_attrbig(ss_h5 *h) {
 }
 
 static ss_status write_file(ss_h5 *h, const char *v) {
-    if (!strcmp(v, "attrbig")) return write_attrbig(h);
+    if (!strcmp(v, "attrbig")) return write_attrbig(h, 8000, 4);
+    if (!strcmp(v, "attrunwritten")) return write_attrbig(h, 100000, 512);
     int pos = strcmp(v, "shape") ? P : P + 1;
     /* Row 0 is P tokens long, row 1 only 3: positions 3.. of row 1 stay fill. */
     int len[B] = {pos, 3};
@@ -111,7 +119,7 @@ static ss_status write_file(ss_h5 *h, const char *v) {
 }
 
 int main(int argc, char **argv) {
-    static const char usage[] = "usage: h5fixture OUT.h5 [base|tiny|perturb|nanfill|nanval|token|shape|missing|extra|attrbig]\n";
+    static const char usage[] = "usage: h5fixture OUT.h5 [base|tiny|perturb|nanfill|nanval|token|shape|missing|extra|attrbig|attrunwritten]\n";
     if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         fputs(usage, stdout);
         return 0;
@@ -121,7 +129,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     const char *v = argc == 3 ? argv[2] : "base";
-    static const char *known[] = {"base", "tiny", "perturb", "nanfill", "nanval", "token", "shape", "missing", "extra", "attrbig"};
+    static const char *known[] = {"base", "tiny", "perturb", "nanfill", "nanval", "token", "shape", "missing", "extra", "attrbig", "attrunwritten"};
     int ok = 0;
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) ok |= !strcmp(v, known[i]);
     if (!ok) {
