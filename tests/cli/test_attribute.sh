@@ -200,4 +200,18 @@ ms=$((($(date +%s%N) - t0) / 1000000))
 expect_fail "show: an /attr dataset never written is refused" \
     "$TMP/unwritten.h5: /attr/blocks.0.mlp.hook_post declares 409600000 bytes but stores" \
     timeout 20 "$SUBSCOPE" show "$TMP/unwritten.h5"
+# show failing partway through its progress (the second /attr dataset has the wrong axes, found
+# after the first's 8000 rows): the progress line is ended before the error, which starts its own
+# line (before, it ran on after "... elapsed").
+"${TOOLBIN}h5fixture" "$TMP/late.h5" attrlate
+if command -v script >/dev/null 2>&1; then
+    out=$(script -qec "'$SUBSCOPE' show '$TMP/late.h5' >/dev/null" /dev/null 2>&1 | tr '\r' '\n')
+    if printf '%s\n' "$out" | grep -qE '^  [0-9]+/8003 attribution rows read ' &&
+        printf '%s\n' "$out" | grep -qF "subscope show: error: $TMP/late.h5: /attr/blocks.1.mlp.hook_post has 1 axes" &&
+        printf '%s\n' "$out" | grep -qE '^subscope show: error: '; then
+        pass "show failing partway: the progress line ends before the error"
+    else fail "show's error after its progress" "$(printf '%s\n' "$out" | tail -n 2 | cat -A)"; fi
+else
+    pass "show's error after progress not checked: no script(1) for a terminal"
+fi
 finish

@@ -19,6 +19,8 @@
  *   attrunwritten  like attrbig with 100000 declared prompts of 512 units (tiny-gpt2's MLP width;
  *             410 MB declared) and only the first written: show and discover --attr refuse it
  *             as never written (test_attribute.sh)
+ *   attrlate  attrbig and after it /attr/blocks.1.mlp.hook_post of one axis [3], which show
+ *             refuses only once it has read the first (an error partway through its progress)
  * Exit 0 on success (and for --help), 1 (message on stderr) on failure. */
 #include <math.h>
 #include <stdio.h>
@@ -55,6 +57,12 @@ static ss_status write_attrbig(ss_h5 *h, int64_t n_prompts, int64_t units) {
 static ss_status write_file(ss_h5 *h, const char *v) {
     if (!strcmp(v, "attrbig")) return write_attrbig(h, 8000, 4);
     if (!strcmp(v, "attrunwritten")) return write_attrbig(h, 100000, 512);
+    if (!strcmp(v, "attrlate")) {
+        const int64_t dims[1] = {3};
+        const float x[3] = {1, 2, 3};
+        SS_TRY(write_attrbig(h, 8000, 4));
+        return ss_h5_write_array(h, "/attr/blocks.1.mlp.hook_post", SS_H5_F32, 1, dims, NULL, x);
+    }
     int pos = strcmp(v, "shape") ? P : P + 1;
     /* Row 0 is P tokens long, row 1 only 3: positions 3.. of row 1 stay fill. */
     int len[B] = {pos, 3};
@@ -119,7 +127,7 @@ static ss_status write_file(ss_h5 *h, const char *v) {
 }
 
 int main(int argc, char **argv) {
-    static const char usage[] = "usage: h5fixture OUT.h5 [base|tiny|perturb|nanfill|nanval|token|shape|missing|extra|attrbig|attrunwritten]\n";
+    static const char usage[] = "usage: h5fixture OUT.h5 [base|tiny|perturb|nanfill|nanval|token|shape|missing|extra|attrbig|attrunwritten|attrlate]\n";
     if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         fputs(usage, stdout);
         return 0;
@@ -129,7 +137,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     const char *v = argc == 3 ? argv[2] : "base";
-    static const char *known[] = {"base", "tiny", "perturb", "nanfill", "nanval", "token", "shape", "missing", "extra", "attrbig", "attrunwritten"};
+    static const char *known[] = {"base", "tiny", "perturb", "nanfill", "nanval", "token", "shape", "missing", "extra", "attrbig", "attrunwritten", "attrlate"};
     int ok = 0;
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) ok |= !strcmp(v, known[i]);
     if (!ok) {
