@@ -389,7 +389,10 @@ static ss_status trace(const ss_trace_job *job) {
             (st = ss_h5_attr_str(h, "/", "submodels_path", job->submodels)) ||
             (st = ss_h5_attr_str(h, "/", "attribution_pass", use_fwd ? "forward" : "prefixes")) ||
             (job->answer && (st = ss_h5_attr_str(h, "/", "answer", job->answer))) ||
-            (job->stats && (st = ss_h5_attr_str(h, "/", "stats_path", job->stats))))
+            (job->stats && (st = ss_h5_attr_str(h, "/", "stats_path", job->stats))) ||
+            /* as the other jobs' files record them (FORMAT.md): a pipeline's P ranks, one per stage */
+            (st = ss_h5_attr_i64(h, "/", "ranks", comm ? ss_comm_size(comm) : 1)) ||
+            (st = ss_h5_attr_i64(h, "/", "pipeline_stages", comm ? m->n_stages : 1)))
             goto out;
         const char *dn[1] = {"position"};
         float *f = ss_malloc((size_t)n * sizeof(float), "output");

@@ -153,6 +153,12 @@ else fail "trace --pipeline 3 runs" "$(tail -3 "$TMP/tr3.err")"; fi
 [ "$(h5dump -a /attribution_pass "$TMP/tr3.h5" 2>/dev/null | sed -n 's/.*(0): "\(.*\)"/\1/p')" = prefixes ] &&
     grep -qF "trace: attribution by prefixes (forward mode cannot run: the model is split into pipeline stages" "$TMP/tr3.err" &&
     pass "trace --pipeline 3: auto runs the prefixes and says why" || fail "trace --pipeline 3: auto's pass" "$(cat "$TMP/tr3.err")"
+# Like the other jobs' files, trace's records its ranks and stages (1 and 1 in one process; before,
+# neither was written).
+a=(); for f in tr1 tr3; do for k in ranks pipeline_stages; do
+    a+=("$(h5dump -a /$k "$TMP/$f.h5" 2>/dev/null | sed -n 's/.*(0): \([0-9]*\).*/\1/p')"); done; done
+[ "${a[*]}" = "1 1 3 3" ] && pass "trace's file records ranks and pipeline_stages (1 1, and 3 3 with --pipeline 3)" ||
+    fail "trace's ranks and pipeline_stages" "one process '${a[0]}' '${a[1]}', --pipeline 3 '${a[2]}' '${a[3]}'"
 expect_fail "trace --pipeline 2 --attribution-pass forward is refused" \
     "--attribution-pass forward: the model is split into pipeline stages" \
     $MPI -np 2 "$SUBSCOPE" trace "${tr[@]}" --pipeline 2 --attribution-pass forward
