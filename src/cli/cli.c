@@ -360,10 +360,21 @@ int cli_bytes(const cli_cmd *cmd, const char *name, int64_t *out) {
     const char *v = cli_get(cmd, name);
     *out = 0;
     if (!v) return 0;
-    char *end = NULL;
+    /* decimal digits with an optional fraction, then an optional unit, as --help says: strtod
+     * alone also took hex ('0x10' was 16 bytes), an exponent ('1e9'), a leading space or '+' */
+    const size_t nd = strspn(v, "0123456789.");
+    const char *dot = memchr(v, '.', nd);
+    int digits = 0;
+    for (size_t i = 0; i < nd; i++) digits += isdigit((unsigned char)v[i]) != 0;
+    char num[64], *end = NULL;
+    double x = 0;
     errno = 0;
-    /* a number first: strtod would take a leading space or '+' */
-    double x = isdigit((unsigned char)v[0]) || v[0] == '.' ? strtod(v, &end) : (end = (char *)v, 0);
+    if (digits && nd < sizeof num && (!dot || !memchr(dot + 1, '.', nd - (size_t)(dot - v) - 1))) {
+        memcpy(num, v, nd);
+        num[nd] = 0;
+        x = strtod(num, NULL);
+        end = (char *)v + nd;
+    } else end = (char *)v;
     double unit = 1;
     if (end && *end) {
         switch (*end) {
@@ -376,7 +387,8 @@ int cli_bytes(const cli_cmd *cmd, const char *name, int64_t *out) {
         if (unit && end[1] && strcmp(end + 1, "B") && strcmp(end + 1, "iB") && strcmp(end + 1, "b")) unit = 0;
     }
     if (errno || end == v || !unit || !(x * unit >= 1) || x * unit > 9.0e18) {
-        fprintf(stderr, "subscope %s: error: --%s must be a positive size such as 300000000, 512M or 2G, got '%s'\n",
+        fprintf(stderr, "subscope %s: error: --%s must be a positive size such as 300000000, 512M or 2G (decimal "
+                "digits, an optional fraction and K, M, G or T), got '%s'\n",
                 cmd->name, name, v);
         return 1;
     }

@@ -313,4 +313,12 @@ expect_fail "--max-memory 1K: the sizes in KiB, not 0.0 MiB" \
     "$SUBSCOPE" forward --model "$TMP/mm" --input "$TMP/mm.jsonl" --out "$TMP/mm.h5" --device cpu --max-memory 1K
 expect_ok "--max-memory equal to the weights runs" \
     "$SUBSCOPE" forward --model "$TMP/mm" --input "$TMP/mm.jsonl" --out "$TMP/mm.h5" --device cpu --max-memory 430080
+# --max-memory takes what --help says: decimal digits, an optional fraction, a unit. strtod took hex
+# and exponents: '0x100000' was 1 MiB and ran, '1e9' a gigabyte.
+for v in 0x100000 0x10 0X1A 1e9 1e3K 1.5.2M inf; do
+    expect_fail "--max-memory '$v' refused" "--max-memory must be a positive size such as 300000000, 512M or 2G (decimal digits, an optional fraction and K, M, G or T), got '$v'" \
+        "$SUBSCOPE" forward --model "$TMP/mm" --input "$TMP/mm.jsonl" --out "$TMP/mm.h5" --device cpu --max-memory "$v"
+done
+expect_ok "--max-memory 0.5M (a fraction and a unit) runs" \
+    "$SUBSCOPE" forward --model "$TMP/mm" --input "$TMP/mm.jsonl" --out "$TMP/mm.h5" --device cpu --max-memory 0.5M
 finish
