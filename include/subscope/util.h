@@ -32,6 +32,16 @@ char *ss_strndup(const char *s, size_t n);
 /* Formatted string in a new allocation (NULL on OOM). */
 char *ss_strfmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Messages on stderr while a progress line may be open. A progress printer that leaves its line
+ * without a newline (the CLI's, on a terminal) says so with ss_progress_line(1), and ss_progress_line(0)
+ * once it has ended it. ss_eprintf prints a warning or note on stderr as fprintf would, ending an
+ * open progress line first (so that the message starts its own line rather than running on after
+ * "... elapsed"; the next progress update redraws on the line after it); ss_progress_end only ends
+ * it. Every library message on stderr goes through ss_eprintf. */
+void ss_progress_line(int open);
+void ss_progress_end(void);
+void ss_eprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* SS_OK if path is a regular file, or with pipe_ok a pipe (a FIFO, or bash's
  * <(...)); else an error naming it and what it is (a folder, a character
  * device such as /dev/zero, which reads forever, a block device, a socket,

@@ -99,8 +99,8 @@ ss_status ss_backend_open(const char *spec, const ss_backend_opts *opts, ss_back
         const int driver = driver_present();
         const cuda_api *api = ss_backend_cuda_open || driver ? cuda() : NULL;
         if (!api && driver) /* a GPU machine should not quietly run on its CPU */
-            fprintf(stderr, "subscope: warning: an NVIDIA driver is present, but %s; running on the CPU\n",
-                    ss_last_error());
+            ss_eprintf("subscope: warning: an NVIDIA driver is present, but %s; running on the CPU\n",
+                       ss_last_error());
         const int n = api ? api->count() : 0;
         if (n > 0) return api->open(ss_device_for_rank(ss_local_rank(), n), opts, out);
 #endif

@@ -914,13 +914,13 @@ static void lt_log_plan(const cuda_impl *c, const lt_plan *p, int ok, cublasStat
     if (!c->lt_log) return;
     const int bias = p->epi == CUBLASLT_EPILOGUE_BIAS || p->epi == CUBLASLT_EPILOGUE_GELU_BIAS;
     const int gelu = p->epi == CUBLASLT_EPILOGUE_GELU || p->epi == CUBLASLT_EPILOGUE_GELU_BIAS;
-    fprintf(stderr, "%s: cuBLASLt %lld x %lld x %lld, A/B %s, D %s%s%s%s%s: ", c->name, (long long)p->M,
-            (long long)p->N, (long long)p->K, lt_type_name(p->t), lt_type_name(p->tc), gelu ? ", GELU" : "",
-            bias ? (p->bias16 || p->tc == CUDA_R_32F ? ", bias in D's type" : ", fp32 bias") : "",
-            p->accumulate ? ", adding into D" : "", p->ct == CUBLAS_COMPUTE_32F_FAST_TF32 ? ", TF32" : "");
-    if (ok) fprintf(stderr, "an algorithm (workspace %zu bytes)\n", ws);
-    else if (s) fprintf(stderr, "declined (%s)\n", cublasGetStatusString(s));
-    else fprintf(stderr, "declined (no algorithm)\n");
+    ss_eprintf("%s: cuBLASLt %lld x %lld x %lld, A/B %s, D %s%s%s%s%s: ", c->name, (long long)p->M,
+               (long long)p->N, (long long)p->K, lt_type_name(p->t), lt_type_name(p->tc), gelu ? ", GELU" : "",
+               bias ? (p->bias16 || p->tc == CUDA_R_32F ? ", bias in D's type" : ", fp32 bias") : "",
+               p->accumulate ? ", adding into D" : "", p->ct == CUBLAS_COMPUTE_32F_FAST_TF32 ? ", TF32" : "");
+    if (ok) ss_eprintf("an algorithm (workspace %zu bytes)\n", ws);
+    else if (s) ss_eprintf("declined (%s)\n", cublasGetStatusString(s));
+    else ss_eprintf("declined (no algorithm)\n");
 }
 
 /* The plan for a product, made (descriptors and heuristic) if new; NULL
@@ -2275,14 +2275,14 @@ void ss_backend_cuda_close(ss_backend *be) {
     cuda_impl *c = IMPL(be);
     if (c && (c->lt_log || ss_env_flag("SUBSCOPE_TIMING"))) { /* as set now (checked when it opened) */
         if (c->lt_bias16)
-            fprintf(stderr, "%s: cuBLASLt took no fp32 bias with a 16-bit output for %ld product shape%s; their bias was "
-                            "rounded to the output's type (SUBSCOPE_BIAS16)\n",
-                    c->name, c->lt_bias16, c->lt_bias16 == 1 ? "" : "s");
+            ss_eprintf("%s: cuBLASLt took no fp32 bias with a 16-bit output for %ld product shape%s; their bias was "
+                       "rounded to the output's type (SUBSCOPE_BIAS16)\n",
+                       c->name, c->lt_bias16, c->lt_bias16 == 1 ? "" : "s");
         if (c->lt_declined > c->lt_bias16)
-            fprintf(stderr, "%s: cuBLASLt declined %ld product%s; %s ran through cuBLAS and separate kernels "
-                            "(SUBSCOPE_LT_LOG=1 names them)\n",
-                    c->name, c->lt_declined - c->lt_bias16, c->lt_declined - c->lt_bias16 == 1 ? "" : "s",
-                    c->lt_declined - c->lt_bias16 == 1 ? "it" : "they");
+            ss_eprintf("%s: cuBLASLt declined %ld product%s; %s ran through cuBLAS and separate kernels "
+                       "(SUBSCOPE_LT_LOG=1 names them)\n",
+                       c->name, c->lt_declined - c->lt_bias16, c->lt_declined - c->lt_bias16 == 1 ? "" : "s",
+                       c->lt_declined - c->lt_bias16 == 1 ? "it" : "they");
     }
     if (c) {
         if (c->blas) cublasDestroy(c->blas);

@@ -402,14 +402,11 @@ int cli_require(const cli_cmd *cmd, const char *name) {
     return 1;
 }
 
-/* A progress line written without its newline (cli_progress on a terminal, the work not done). */
-static int progress_open;
-
 int cli_fail(const cli_cmd *cmd, ss_status st) {
     const char *msg = ss_last_error();
     /* a command failing partway through its progress: the line ends first, so that the error
      * starts its own line rather than running on after "... elapsed" */
-    if (progress_open) fputc('\n', stderr), progress_open = 0;
+    ss_progress_end();
     fprintf(stderr, "subscope %s: error: %s\n", cmd->name, msg[0] ? msg : ss_status_name(st));
     return 1;
 }
@@ -455,6 +452,8 @@ void cli_progress(void *ctx, int64_t done, int64_t total) {
     double el = now - t0, rate = el > 0 ? (double)(done - done0) / el : 0;
     /* \033[K clears what a longer line before it left (a rate down from 1000.0/s to 998.1/s left "elapsedd") */
     fprintf(stderr, "\r  %lld/%lld %s  %.1f/s  %.0fs elapsed\033[K", (long long)done, (long long)total, what, rate, el);
-    progress_open = done < total;
-    if (!progress_open) fprintf(stderr, "\n");
+    /* a line left open is noted (ss_progress_line): a warning or note printed meanwhile
+     * (ss_eprintf), or an error (cli_fail), ends it first */
+    if (done < total) ss_progress_line(1);
+    else fprintf(stderr, "\n"), ss_progress_line(0);
 }

@@ -458,8 +458,8 @@ ss_status ss_comm_allreduce_dev(ss_comm *c, void *buf, size_t n, ss_comm_dtype t
 
 void ss_comm_abort(ss_comm *c, int code, const char *message) {
     if (!c || c->size <= 1) return;
-    fprintf(stderr, "subscope: error on rank %d of %d (host %s), stopping every rank: %s\n", c->rank, c->size,
-            ss_comm_host(c, c->rank), message && *message ? message : "aborted");
+    ss_eprintf("subscope: error on rank %d of %d (host %s), stopping every rank: %s\n", c->rank, c->size,
+               ss_comm_host(c, c->rank), message && *message ? message : "aborted");
     fflush(stderr);
     c->ops->abort(c, code ? code : 1);
     _exit(code ? code : 1); /* an implementation's abort should not return */

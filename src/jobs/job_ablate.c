@@ -96,10 +96,10 @@ static ss_status read_keywords(const char *path, const ss_tokenizer *tok, int64_
         }
         /* a word no entry spells (a typo, a word the tokenizer splits) would otherwise count for nothing unseen */
         if (n_ids == ids_before && ++n_unmatched <= 5)
-            fprintf(stderr, "ablate: note: %s: '%s' is no single vocabulary entry (with or without a leading space); it is not counted\n",
-                    path, line);
+            ss_eprintf("ablate: note: %s: '%s' is no single vocabulary entry (with or without a leading space); it is not counted\n",
+                       path, line);
     }
-    if (n_unmatched > 5) fprintf(stderr, "ablate: note: %s: %lld words in all match no vocabulary entry\n", path, (long long)n_unmatched);
+    if (n_unmatched > 5) ss_eprintf("ablate: note: %s: %lld words in all match no vocabulary entry\n", path, (long long)n_unmatched);
     free(data);
     if (!n_words || !n_ids) {
         free(is_kw);
@@ -1254,13 +1254,12 @@ ss_status ss_job_ablate(const ss_ablate_job *job) {
     if (timing) {
         if ((st = run.be->sync(run.be))) goto out;
         const double t_all = ss_now() - t_passes;
-        fprintf(stderr,
-                "subscope ablate%s: timing: passes %.4f s (%lld prompts, %d masks): clean forwards %.4f s, "
-                "%ld masked forwards %.4f s, the rest %.4f s; the first masked forward %.4f s; "
-                "past the first batch of prompts %.4f s (%lld batches)\n",
-                size > 1 ? " (a rank)" : "", t_all, (long long)(hi - lo), n_masks, t_clean, n_masked, t_masked,
-                t_all - t_clean - t_masked, t_first, hi - lo > B ? t_all - t_batch1 : 0.0,
-                (long long)((hi - lo + B - 1) / B));
+        ss_eprintf("subscope ablate%s: timing: passes %.4f s (%lld prompts, %d masks): clean forwards %.4f s, "
+                   "%ld masked forwards %.4f s, the rest %.4f s; the first masked forward %.4f s; "
+                   "past the first batch of prompts %.4f s (%lld batches)\n",
+                   size > 1 ? " (a rank)" : "", t_all, (long long)(hi - lo), n_masks, t_clean, n_masked, t_masked,
+                   t_all - t_clean - t_masked, t_first, hi - lo > B ? t_all - t_batch1 : 0.0,
+                   (long long)((hi - lo + B - 1) / B));
     }
 
     /* Every copy's last stage (every rank without a pipeline) has its share

@@ -169,7 +169,7 @@ static ss_status make_device_totals(collect_ctx *c) {
  * every total so far goes to the host, and the rest of the job merges batch
  * by batch there. */
 static ss_status give_up_device_totals(collect_ctx *c) {
-    fprintf(stderr, "subscope: %s; merging each batch's statistics on the host instead\n", ss_last_error());
+    ss_eprintf("subscope: %s; merging each batch's statistics on the host instead\n", ss_last_error());
     ss_status st = take_device_totals(c);
     free_device_totals(c);
     return st;
@@ -364,8 +364,8 @@ static ss_status read_checkpoint(collect_ctx *c, const char *path, const char *i
                                path);
         }
     } else if (!st) {
-        fprintf(stderr, "collect: note: %s has no state_checksum (written before checkpoints had one): resumed unchecked\n",
-                path);
+        ss_eprintf("collect: note: %s has no state_checksum (written before checkpoints had one): resumed unchecked\n",
+                   path);
     }
     free(want);
     free(have);
@@ -390,7 +390,7 @@ static ss_status pca_top(const ss_backend *be, double *cov, int64_t d, int64_t k
     if (be && be->pca_top) {
         ss_status st = be->pca_top(be, cov, d, k, vals, vecs);
         if (st != SS_ERR_NOMEM) return st;
-        fprintf(stderr, "subscope: %s; computing the principal components on the host instead\n", ss_last_error());
+        ss_eprintf("subscope: %s; computing the principal components on the host instead\n", ss_last_error());
     }
     /* dsyevr runs alone here: on OpenBLAS's threads, as many as the pool's (one took 2.4 s a
      * site at d 3072, 10 minutes at d 16384) */
@@ -425,8 +425,8 @@ static ss_status write_results(ss_h5 *h, const collect_ctx *c, const stat_set *s
             snprintf(p, sizeof p, "%s/%s/mean", base, s.name);
             if (!m->count) { /* no rows, no mean: NaN, not the zeros the totals start from */
                 if (g == 0)
-                    fprintf(stderr, "collect: note: %s saw no rows (are --positions%s past every prompt?): its mean is NaN\n",
-                            s.name, c->skip_bos ? " and --skip-bos" : "");
+                    ss_eprintf("collect: note: %s saw no rows (are --positions%s past every prompt?): its mean is NaN\n",
+                               s.name, c->skip_bos ? " and --skip-bos" : "");
                 double *nan_mean = ss_malloc((size_t)d * sizeof(double), "mean");
                 if (!nan_mean) { st = SS_ERR_NOMEM; break; }
                 for (int64_t u = 0; u < d; u++) nan_mean[u] = NAN;
@@ -663,8 +663,8 @@ ss_status ss_job_collect(const ss_collect_job *job) {
         int64_t fp_bytes;
         if ((st = ss_model_fingerprint(job->run.model_dir, model_fp, &fp_bytes))) goto out;
         if (ss_now() - t0 > 2)
-            fprintf(stderr, "collect: the model's fingerprint for checkpoints: %.1f GB read in %.1f s\n", (double)fp_bytes / 1e9,
-                    ss_now() - t0);
+            ss_eprintf("collect: the model's fingerprint for checkpoints: %.1f GB read in %.1f s\n", (double)fp_bytes / 1e9,
+                       ss_now() - t0);
     }
     if (!(id = identity(job, model_fp, data_sha, run.max_len)) || !(ckpt = ss_strfmt("%s.ckpt", job->out))) { st = SS_ERR_NOMEM; goto out; }
     int64_t done = 0;
@@ -675,7 +675,7 @@ ss_status ss_job_collect(const ss_collect_job *job) {
         if ((st = read_checkpoint(&c, ckpt, id, &done))) goto out;
         resumed = 1;
         if (done > p->n) { st = ss_errorf(SS_ERR_FORMAT, "%s covers %lld prompts but the input has %lld", ckpt, (long long)done, (long long)p->n); goto out; }
-        if (job->progress) fprintf(stderr, "resuming from %s: %lld of %lld prompts done\n", ckpt, (long long)done, (long long)p->n);
+        if (job->progress) ss_eprintf("resuming from %s: %lld of %lld prompts done\n", ckpt, (long long)done, (long long)p->n);
     }
     if (size > 1 && (st = ss_comm_bcast(comm, &done, sizeof done, 0))) goto out;
     ss_progress_fn progress = rank == 0 ? job->progress : NULL;
@@ -768,8 +768,8 @@ ss_status ss_job_collect(const ss_collect_job *job) {
     ss_signals_release(&held);
     t_write = ss_now() - t_mark;
     if (timing)
-        fprintf(stderr, "subscope collect: timing: batches (forward and statistics) %.3f s, device totals to the host %.3f s, "
-                        "results and file %.3f s\n", t_batches, t_totals, t_write);
+        ss_eprintf("subscope collect: timing: batches (forward and statistics) %.3f s, device totals to the host %.3f s, "
+                   "results and file %.3f s\n", t_batches, t_totals, t_write);
 out:
     if (h) ss_h5_abort(h);
     free_device_totals(&c);

@@ -931,9 +931,9 @@ ss_status ss_job_discover(const ss_discover_job *job) {
             ss_h5_read_attr_str(c.attr, "/", "model_config", &ca) == SS_OK && strcmp(cs, ca)) {
             if (ss_h5_read_attr_str(c.stats, "/", "model_path", &ps) != SS_OK) ps = NULL;
             if (ss_h5_read_attr_str(c.attr, "/", "model_path", &pa) != SS_OK) pa = NULL;
-            fprintf(stderr, "subscope: warning: %s was computed on %s and %s on %s, whose configs differ: the "
-                            "attributions describe another model\n",
-                    job->attr, pa ? pa : "another model", job->stats, ps ? ps : "another model");
+            ss_eprintf("subscope: warning: %s was computed on %s and %s on %s, whose configs differ: the "
+                       "attributions describe another model\n",
+                       job->attr, pa ? pa : "another model", job->stats, ps ? ps : "another model");
         }
         ss_error_clear(); /* files without the attributes (older, or not ours) are no error */
         free(cs), free(ca), free(ps), free(pa);

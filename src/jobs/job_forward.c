@@ -529,10 +529,9 @@ compute:;
     if (timing && hi > lo) {
         if ((st = be->sync(be))) goto out;
         ss_timing_batches("forward", rank, size, t_start, t_first, first_prompts, hi - lo - first_prompts);
-        fprintf(stderr,
-                "subscope forward: timing: later batches: %.4f s in ss_forward before its closing device sync, "
-                "%.4f s waiting in it\n",
-                m->fwd_host_s - host0, m->fwd_sync_s - sync0);
+        ss_eprintf("subscope forward: timing: later batches: %.4f s in ss_forward before its closing device sync, "
+                   "%.4f s waiting in it\n",
+                   m->fwd_host_s - host0, m->fwd_sync_s - sync0);
     }
     if (rank != c.writer && deferred && hi > lo && (st = end_batch(&c))) goto out;
     if (rank == c.writer && deferred && steps > 0) {
@@ -564,12 +563,12 @@ compute:;
     be->memory_stats(be, &in_use, &peak);
     if (peak) {
         if ((st = ss_h5_attr_i64(h, "/", "device_memory_peak_bytes", (int64_t)peak))) goto out;
-        if (job->progress) fprintf(stderr, "%s: peak device memory %.1f MiB\n", be->name, (double)peak / 1048576.0);
+        if (job->progress) ss_eprintf("%s: peak device memory %.1f MiB\n", be->name, (double)peak / 1048576.0);
     }
     const int64_t host_peak = ss_peak_host_bytes(); /* this process: the writer's, weights and queue included */
     if (host_peak) {
         if ((st = ss_h5_attr_i64(h, "/", "host_memory_peak_bytes", host_peak))) goto out;
-        if (job->progress) fprintf(stderr, "host: peak resident memory %.1f MiB\n", (double)host_peak / 1048576.0);
+        if (job->progress) ss_eprintf("host: peak resident memory %.1f MiB\n", (double)host_peak / 1048576.0);
     }
     st = ss_h5_commit(h);
     h = NULL;

@@ -176,7 +176,7 @@ static ss_status trace(const ss_trace_job *job) {
             goto out;
         }
         if (why) {
-            if (last_stage) fprintf(stderr, "trace: attribution by prefixes (forward mode cannot run: %s)\n", ss_last_error());
+            if (last_stage) ss_eprintf("trace: attribution by prefixes (forward mode cannot run: %s)\n", ss_last_error());
             ss_error_clear();
         } else {
             use_fwd = job->attribution_pass == SS_TRACE_PASS_FORWARD || n * (1 + 2 * (int64_t)n_masks) < 3 * all_rows;
@@ -301,7 +301,7 @@ static ss_status trace(const ss_trace_job *job) {
          * auto chose forward mode for speed, not memory: out of memory, it falls back (the pass
          * released what it held). */
         if (st == SS_ERR_NOMEM && job->attribution_pass == SS_TRACE_PASS_AUTO) {
-            fprintf(stderr, "trace: attribution by prefixes (forward mode ran out of memory: %s)\n", ss_last_error());
+            ss_eprintf("trace: attribution by prefixes (forward mode ran out of memory: %s)\n", ss_last_error());
             ss_error_clear();
             st = SS_OK;
             use_fwd = 0;

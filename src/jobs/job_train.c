@@ -707,7 +707,7 @@ static ss_status write_output(trainer *t, const ss_train_result *r, int dir_exis
         char *p = ss_path_join(out, written_names[k]);
         if (!p) continue; /* out of memory: the file stays, as before */
         for (int i = 0; i < sg.n; i++) written |= !strcmp(sg.final[i], p);
-        if (!written && unlink(p) == 0) fprintf(stderr, "train: removed %s, left by an earlier run\n", p);
+        if (!written && unlink(p) == 0) ss_eprintf("train: removed %s, left by an earlier run\n", p);
         free(p);
     }
     staging_free(&sg, 0);

@@ -214,10 +214,9 @@ ss_status ss_run_place(ss_run *r, const ss_run_opts *o) {
     const double t = ss_now();
     SS_TRY(ss_model_place(r->m, r->be, o->wdtype));
     if (ss_timing_on())
-        fprintf(stderr,
-                "subscope: timing: setup %.3f s: backend %.3f s, model files %.3f s, prompts %.3f s, placing the "
-                "weights %.3f s\n",
-                ss_now() - r->t_open, r->t_backend, r->t_model, r->t_prompts, ss_now() - t);
+        ss_eprintf("subscope: timing: setup %.3f s: backend %.3f s, model files %.3f s, prompts %.3f s, placing the "
+                   "weights %.3f s\n",
+                   ss_now() - r->t_open, r->t_backend, r->t_model, r->t_prompts, ss_now() - t);
     return SS_OK;
 }
 
@@ -239,8 +238,8 @@ void ss_timing_batches(const char *job, int rank, int size, double t_start, doub
                        int64_t later_prompts) {
     char who[32] = "";
     if (size > 1) snprintf(who, sizeof who, " (rank %d)", rank);
-    fprintf(stderr, "subscope %s%s: timing: first batch %.4f s (%lld prompts), later batches %.4f s (%lld prompts)\n",
-            job, who, t_first - t_start, (long long)first_prompts, ss_now() - t_first, (long long)later_prompts);
+    ss_eprintf("subscope %s%s: timing: first batch %.4f s (%lld prompts), later batches %.4f s (%lld prompts)\n",
+               job, who, t_first - t_start, (long long)first_prompts, ss_now() - t_first, (long long)later_prompts);
 }
 
 void ss_run_close(ss_run *r) {
@@ -378,9 +377,9 @@ static void warn_other_model(ss_h5_reader *r, const char *path, const ss_model *
     if (ss_h5_read_attr_str(r, "/", "model_config", &theirs) == SS_OK && ss_model_config_text(m, &ours) == SS_OK &&
         strcmp(theirs, ours)) {
         if (ss_h5_read_attr_str(r, "/", "model_path", &their_path) != SS_OK) their_path = NULL;
-        fprintf(stderr, "subscope: warning: %s was collected from %s, whose config is not that of %s: its statistics "
-                        "describe another model\n",
-                path, their_path ? their_path : "another model", m->dir);
+        ss_eprintf("subscope: warning: %s was collected from %s, whose config is not that of %s: its statistics "
+                   "describe another model\n",
+                   path, their_path ? their_path : "another model", m->dir);
     }
     ss_error_clear(); /* a file without the attributes (older, or not ours) is no error */
     free(theirs);
@@ -520,12 +519,12 @@ ss_status ss_pipeline_report(const ss_model *m, int root, ss_h5 *h, int print) {
         b[r] = all[4 * r + 2], w[r] = all[4 * r + 3];
         busy += b[r], wait += w[r];
         if (print)
-            fprintf(stderr, "pipeline stage %d (%s, blocks %d..%d): busy %.3f s, waiting %.3f s\n", r, ss_comm_host(comm, r),
-                    (int)all[4 * r], (int)all[4 * r + 1] - 1, b[r], w[r]);
+            ss_eprintf("pipeline stage %d (%s, blocks %d..%d): busy %.3f s, waiting %.3f s\n", r, ss_comm_host(comm, r),
+                       (int)all[4 * r], (int)all[4 * r + 1] - 1, b[r], w[r]);
     }
     /* The bubble: the share of the stages' time spent waiting for a neighbour. */
     const double bubble = busy + wait > 0 ? wait / (busy + wait) : 0;
-    if (!st && print) fprintf(stderr, "pipeline: %d stages, bubble %.1f%% of stage time\n", P, 100.0 * bubble);
+    if (!st && print) ss_eprintf("pipeline: %d stages, bubble %.1f%% of stage time\n", P, 100.0 * bubble);
     if (!st && h) {
         if (!(st = ss_h5_attr_i64_array(h, "/", "pipeline_first_block", first, (size_t)P)) &&
             !(st = ss_h5_attr_f64_array(h, "/", "pipeline_busy_seconds", b, (size_t)P)) &&

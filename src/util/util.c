@@ -77,6 +77,22 @@ char *ss_strndup(const char *s, size_t n) {
     return p;
 }
 
+static atomic_int progress_line_open;
+
+void ss_progress_line(int open) { atomic_store(&progress_line_open, open != 0); }
+
+void ss_progress_end(void) {
+    if (atomic_exchange(&progress_line_open, 0)) fputc('\n', stderr);
+}
+
+void ss_eprintf(const char *fmt, ...) {
+    ss_progress_end();
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+}
+
 char *ss_strfmt(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -266,8 +282,8 @@ ss_status ss_replace_file(ss_replace *r, const char *tmp, const char *dest, cons
     if (rename(tmp, dest) != 0) {
         const int e = errno;
         if (aside && rename(kept, dest) != 0)
-            fprintf(stderr, "subscope: error: could not put the earlier %s back (it is kept as %s): %s\n", dest, kept,
-                    strerror(errno));
+            ss_eprintf("subscope: error: could not put the earlier %s back (it is kept as %s): %s\n", dest, kept,
+                       strerror(errno));
         else if (kept && !aside) unlink(kept);
         free(d), free(kept);
         return ss_errorf(SS_ERR_IO, "%s: cannot rename %s into place: %s", name, tmp, strerror(e));
@@ -280,10 +296,10 @@ void ss_replace_undo(ss_replace *r) {
     for (int i = r->n - 1; i >= 0; i--) {
         if (r->kept[i] ? rename(r->kept[i], r->dest[i]) != 0 : unlink(r->dest[i]) != 0 && errno != ENOENT) {
             if (r->kept[i])
-                fprintf(stderr, "subscope: error: could not put the earlier %s back (it is kept as %s): %s\n", r->dest[i],
-                        r->kept[i], strerror(errno));
+                ss_eprintf("subscope: error: could not put the earlier %s back (it is kept as %s): %s\n", r->dest[i],
+                           r->kept[i], strerror(errno));
             else
-                fprintf(stderr, "subscope: error: could not remove the new %s: %s\n", r->dest[i], strerror(errno));
+                ss_eprintf("subscope: error: could not remove the new %s: %s\n", r->dest[i], strerror(errno));
         }
         free(r->dest[i]), free(r->kept[i]);
     }
@@ -293,8 +309,8 @@ void ss_replace_undo(ss_replace *r) {
 void ss_replace_done(ss_replace *r) {
     for (int i = 0; i < r->n; i++) {
         if (r->kept[i] && unlink(r->kept[i]) != 0 && errno != ENOENT) /* the new file is in place: said, not an error */
-            fprintf(stderr, "subscope: warning: could not remove %s, the earlier %s kept while the new one went into "
-                            "place: %s (remove it)\n", r->kept[i], r->dest[i], strerror(errno));
+            ss_eprintf("subscope: warning: could not remove %s, the earlier %s kept while the new one went into "
+                       "place: %s (remove it)\n", r->kept[i], r->dest[i], strerror(errno));
         free(r->dest[i]), free(r->kept[i]);
     }
     r->n = 0;
@@ -414,9 +430,9 @@ static void tmp_sweep(const char *final_path) {
             continue;
         }
         if (strspn(rest, "0123456789") == strlen(rest) && *rest) { /* OUT.tmp.<pid>: before host names */
-            fprintf(stderr, "subscope: note: left %s, a temporary file of an older subscope (no host in its name, so "
-                            "this run cannot tell whether its writer is gone); delete it if no run still writes %s\n",
-                    path, final_path);
+            ss_eprintf("subscope: note: left %s, a temporary file of an older subscope (no host in its name, so "
+                       "this run cannot tell whether its writer is gone); delete it if no run still writes %s\n",
+                       path, final_path);
             free(path);
             continue;
         }
@@ -429,14 +445,14 @@ static void tmp_sweep(const char *final_path) {
             continue;
         }
         if (hl != strlen(host) || strncmp(h, host, hl) != 0) {
-            fprintf(stderr, "subscope: note: left %s, written on host %.*s by process %ld: this run cannot tell from "
-                            "here whether that run still writes it; delete it once none does\n",
-                    path, (int)hl, h, pid);
+            ss_eprintf("subscope: note: left %s, written on host %.*s by process %ld: this run cannot tell from "
+                       "here whether that run still writes it; delete it once none does\n",
+                       path, (int)hl, h, pid);
         } else if (pid != (long)getpid() && kill((pid_t)pid, 0) != 0 && errno == ESRCH) {
             /* this host's writer is gone; HDF5 holds an flock on a file it writes, one more sign of life */
             int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
             if (fd >= 0 && (flock(fd, LOCK_EX | LOCK_NB) == 0 || errno != EWOULDBLOCK) && unlink(path) == 0)
-                fprintf(stderr, "subscope: removed %s, left by process %ld of this host, which is gone\n", path, pid);
+                ss_eprintf("subscope: removed %s, left by process %ld of this host, which is gone\n", path, pid);
             if (fd >= 0) close(fd);
         }
         free(path);

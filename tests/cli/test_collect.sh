@@ -276,4 +276,20 @@ else
     pass "progress on a terminal not checked: no 'script' command here"
 fi
 
+# A note printed while a progress line is open (the results' "0/1 sites' results" line, then the
+# note of a site that saw no rows) ends that line first and starts its own; the next update draws
+# on the line after it (before, the note ran on after "... elapsed\033[K").
+if command -v script >/dev/null 2>&1; then
+    out=$(script -qec "'$SUBSCOPE' collect --model $M --input $P --sites blocks.1.mlp.hook_post --positions 500: --out '$TMP/ttynote.h5' >/dev/null" \
+        /dev/null 2>&1 | tr '\r' '\n')
+    if printf '%s\n' "$out" | grep -qE "^collect: note: blocks.1.mlp.hook_post saw no rows" &&
+        ! printf '%s\n' "$out" | grep -qE "elapsed.*note:" &&
+        printf '%s\n' "$out" | grep -qE "^  0/1 sites' results .* elapsed" &&
+        printf '%s\n' "$out" | grep -qE "^  1/1 sites' results .* elapsed"; then
+        pass "a note during progress on a terminal starts its own line"
+    else fail "a note during progress" "$(printf '%s\n' "$out" | grep -E 'note|results' | cat -A)"; fi
+else
+    pass "a note during progress not checked: no 'script' command here"
+fi
+
 finish
