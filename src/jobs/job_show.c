@@ -177,7 +177,7 @@ static int top_by_magnitude(const double *v, int64_t n, int k, int64_t *idx) {
 typedef struct {
     void (*fn)(void *ctx, int64_t done, int64_t total);
     void *ctx;
-    int64_t done, total;
+    int64_t done, total, shown; /* shown: the count of the last call */
     double t0, last;
     int said; /* called at least once */
 } show_progress;
@@ -188,8 +188,14 @@ static void progress_add(show_progress *p, int64_t k) {
     const double now = ss_now();
     if (p->done >= p->total ? p->said : now - p->t0 >= 0.5 && now - p->last >= 0.2) {
         p->fn(p->ctx, p->done, p->total);
-        p->last = now, p->said = 1;
+        p->last = now, p->said = 1, p->shown = p->done;
     }
+}
+
+/* Stopping early (an error after some rows): a progress line already shown gets the rows truly
+ * read, not the last throttled count (7840/8003 when 8000 had been read), before the error ends it. */
+static void progress_stop(show_progress *p) {
+    if (p->fn && p->said && p->shown != p->done) p->fn(p->ctx, p->done, p->total), p->shown = p->done;
 }
 
 /* attribute files: per site, the units with the largest |attribution|
@@ -426,7 +432,11 @@ ss_status ss_job_show_progress(const char *path, int64_t max_prompts, FILE *out,
             if ((st = show_neurons(r, out, paths[i], &in, lens))) goto out;
         }
     }
-    if ((st = show_attributions(r, out, path, paths, np, &pg)) || (st = show_patch_effects(r, out, path, paths, np))) goto out;
+    if ((st = show_attributions(r, out, path, paths, np, &pg))) {
+        progress_stop(&pg);
+        goto out;
+    }
+    if ((st = show_patch_effects(r, out, path, paths, np))) goto out;
     /* collect files: the share of variance the top principal components explain. */
     int header = 0;
     for (size_t i = 0; i < np; i++) {

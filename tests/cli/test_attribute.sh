@@ -211,6 +211,13 @@ if command -v script >/dev/null 2>&1; then
         printf '%s\n' "$out" | grep -qE '^subscope show: error: '; then
         pass "show failing partway: the progress line ends before the error"
     else fail "show's error after its progress" "$(printf '%s\n' "$out" | tail -n 2 | cat -A)"; fi
+    # the line ended before the error counts the rows truly read (the first dataset's 8000), not
+    # the last throttled count (before: e.g. 7840/8003)
+    last=$(printf '%s\n' "$out" | grep -E '^  [0-9]+/8003 attribution rows read ' | tail -n 1)
+    case "$last" in
+    "  8000/8003 attribution rows read "*) pass "show failing partway: its last progress line counts the 8000 rows read" ;;
+    *) fail "show's last count before the error" "$(printf '%s' "$last" | cat -A)" ;;
+    esac
 else
     pass "show's error after progress not checked: no script(1) for a terminal"
 fi
