@@ -4,7 +4,10 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include "subscope/util.h"
 #include "test.h"
 
 /* A message over the buffer (a path of 5000 characters) kept its first 2047 bytes and lost its
@@ -94,4 +97,34 @@ TEST(error_long_message_without_memory_keeps_its_head) {
     ss_test_vasprintf_fails = 0;
     CHECK_MSG(strcmp(ss_last_error(), "reading 42: f.h5: bad") == 0, "%s", ss_last_error());
     ss_error_clear();
+}
+
+/* Library messages on stderr (ss_eprintf) end a progress line marked open (ss_progress_line(1))
+ * first, once; with no line open, or one marked ended, they print as fprintf would. Run in a
+ * child whose stderr is a pipe. */
+TEST(eprintf_ends_an_open_progress_line_once) {
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    const pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        close(fds[0]);
+        ss_eprintf("a\n");
+        fputs("\r  1/2 rows", stderr), ss_progress_line(1);
+        ss_eprintf("note %d\n", 7);
+        ss_eprintf("b\n");
+        fputs("\r  2/2 rows\n", stderr), ss_progress_line(0);
+        ss_eprintf("c\n");
+        ss_progress_line(1);
+        ss_progress_end();
+        ss_progress_end();
+        fflush(stderr);
+        _exit(0);
+    }
+    close(fds[1]);
+    char buf[256];
+    const int status = ss_test_child_wait(pid, fds[0], buf, sizeof buf);
+    CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+    CHECK_MSG(strcmp(buf, "a\n\r  1/2 rows\nnote 7\nb\n\r  2/2 rows\nc\n\n") == 0, "stderr '%s'", buf);
 }
