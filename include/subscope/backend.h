@@ -426,6 +426,16 @@ ss_status ss_cpu_blas_ready(void);
  * number now set (1 where the BLAS is not OpenBLAS). Results can change in the last bits with
  * that number, as products do with the thread count (docs/DECISIONS.md). */
 int ss_cpu_blas_threads(int wide);
+/* The kernels OpenBLAS runs ("Prescott", "SkylakeX", ...; openblas_get_corename), or NULL where
+ * the BLAS is not OpenBLAS. */
+const char *ss_cpu_blas_core(void);
+/* Where OpenBLAS runs one of its generic or pre-AVX2 cores on a CPU (and OS) that supports more:
+ * the core to ask for with OPENBLAS_CORETYPE ("Cooperlake" with AVX-512 BF16, "SkylakeX" with
+ * AVX-512 F/VL/BW/DQ, "Haswell" with AVX2 and FMA); else NULL. A core OpenBLAS recognised
+ * (AVX2 or newer) is never replaced. main.c acts on it (docs/DECISIONS.md). */
+const char *ss_cpu_blas_core_better(void);
+/* One line for subscope info: the BLAS, its kernels and who chose them. Written to buf. */
+const char *ss_cpu_blas_describe(char *buf, size_t n);
 /* The built-in blocked GEMM (what the CPU backend uses when built without
  * BLAS); exported so tests can check it against BLAS and a naive loop. */
 void ss_matmul_builtin(float *C, const float *A, const float *B, const float *bias, int64_t M, int64_t N, int64_t K,

@@ -233,10 +233,13 @@ ss_status ss_env_choice(const char *var, const char *const *names, int def, cons
  * ss_env_check refuses) 0. */
 int ss_env_flag(const char *var);
 /* The settings the library reads where a bad value cannot be reported (README's table:
- * SUBSCOPE_THREADS, _DIST_TIMEOUT, _DIST, _NCCL_CHUNK, _TIMING, _SEND_THREAD,
+ * SUBSCOPE_THREADS, _DIST_TIMEOUT, _DIST, _BLAS_CORE, _NCCL_CHUNK, _TIMING, _SEND_THREAD,
  * _PREDICT_RECOMPUTE, _PREDICT_TRACE), checked as ss_env_* do; subscope checks them before a
  * command runs. The CUDA backend checks its own when it opens. */
 ss_status ss_env_check(void);
+/* SUBSCOPE_BLAS_CORE: 0 auto (unset, empty or "auto"), 1 "keep", -1 any other value (which
+ * ss_env_check refuses). */
+int ss_blas_core_setting(void);
 
 /* Number of worker threads to use (SUBSCOPE_THREADS, else online CPUs). */
 int ss_num_threads(void);

@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cpu_internal.h"
 #include "subscope/backend.h"
@@ -157,6 +158,69 @@ int ss_cpu_blas_threads(int wide) {
     const int n = wide && !ss_address_space_limit() ? ss_parallel_width() : 1;
     openblas_set_num_threads(n);
     return n;
+}
+
+/* OpenBLAS (DYNAMIC_ARCH) picks its kernels as it loads, from the CPU's model: Debian's 0.3.21
+ * took an unnamed AVX-512 Xeon VM for a Prescott and ran SSE3 kernels at a quarter of the
+ * speed its SkylakeX/Cooperlake ones reach there. Only OPENBLAS_CORETYPE, read as the library
+ * loads, changes that; main.c sets it and starts the program again (docs/DECISIONS.md,
+ * "OpenBLAS's kernels on a CPU it does not know"). Weak: another BLAS has neither function. */
+char *openblas_get_corename(void) __attribute__((weak));
+char *openblas_get_config(void) __attribute__((weak));
+
+const char *ss_cpu_blas_core(void) { return openblas_get_corename ? openblas_get_corename() : NULL; }
+
+const char *ss_cpu_blas_core_better(void) {
+    /* OpenBLAS's x86 cores without AVX2 kernels: its generic and older choices, which a CPU it
+     * does not know falls back to. A core with AVX2 or AVX-512 kernels (Haswell, Zen, SkylakeX,
+     * ...) is one it recognised, and is kept. */
+    static const char *const older[] = {"Unknown",  "Katmai",   "Coppermine",   "Northwood", "Prescott",    "Banias",
+                                        "Atom",     "Core2",    "Penryn",       "Dunnington", "Nehalem",    "Athlon",
+                                        "Opteron",  "Opteron_SSE3", "Barcelona", "Nano",      "Sandybridge", "Bobcat",
+                                        "Bulldozer", "Piledriver", "Steamroller", "Excavator", NULL};
+    const char *core = ss_cpu_blas_core();
+    if (!core) return NULL;
+    int old = 0;
+    for (int i = 0; older[i] && !old; i++) old = !strcasecmp(core, older[i]);
+    if (!old) return NULL;
+#if defined(__x86_64__) && defined(__GNUC__)
+    /* libgcc's (and compiler-rt's) answers count a feature only where the OS saves its
+     * registers (XCR0), as OpenBLAS's own checks do. */
+    __builtin_cpu_init();
+    const int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                       __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+    if (avx512 && __builtin_cpu_supports("avx512bf16")) return "Cooperlake";
+    if (avx512) return "SkylakeX";
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
+#endif
+    return NULL;
+}
+
+const char *ss_cpu_blas_describe(char *buf, size_t n) {
+    const char *core = ss_cpu_blas_core();
+    if (!core) {
+        snprintf(buf, n, "a BLAS library other than OpenBLAS");
+        return buf;
+    }
+    const char *cfg = openblas_get_config ? openblas_get_config() : "OpenBLAS";
+    /* "OpenBLAS 0.3.21 NO_LAPACKE DYNAMIC_ARCH ...": its first two words */
+    const int vlen = (int)strcspn(cfg, " ");
+    const char *rest = cfg[vlen] ? cfg + vlen + 1 : cfg + vlen;
+    const int ver = (int)strcspn(rest, " ");
+    const char *set = getenv("OPENBLAS_CORETYPE"), *from = getenv("SUBSCOPE_BLAS_CORE_FROM");
+    const char *better = ss_cpu_blas_core_better();
+    char why[200];
+    if (set && from && !strcasecmp(set, core))
+        snprintf(why, sizeof why, "chosen by subscope: OpenBLAS took this CPU for a %s; SUBSCOPE_BLAS_CORE=keep keeps its choice",
+                 from);
+    else if (set)
+        snprintf(why, sizeof why, "OPENBLAS_CORETYPE=%s%s", set, strcasecmp(set, core) ? ", a name OpenBLAS did not take" : "");
+    else if (better)
+        snprintf(why, sizeof why, "OpenBLAS's choice%s; this CPU runs its %s kernels",
+                 ss_blas_core_setting() == 1 ? ", kept by SUBSCOPE_BLAS_CORE=keep" : "", better);
+    else snprintf(why, sizeof why, "OpenBLAS's choice");
+    snprintf(buf, n, "%.*s%s%.*s, %s kernels (%s)", vlen, cfg, ver ? " " : "", ver, rest, core, why);
+    return buf;
 }
 
 typedef struct {
@@ -1012,6 +1076,12 @@ ss_status ss_cpu_blas_ready(void) { return SS_OK; }
 int ss_cpu_blas_threads(int wide) {
     (void)wide;
     return 1;
+}
+const char *ss_cpu_blas_core(void) { return NULL; }
+const char *ss_cpu_blas_core_better(void) { return NULL; }
+const char *ss_cpu_blas_describe(char *buf, size_t n) {
+    snprintf(buf, n, "none: built without BLAS, the built-in matrix products");
+    return buf;
 }
 #endif
 

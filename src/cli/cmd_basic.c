@@ -246,6 +246,8 @@ static int run_info(cli_cmd *cmd) {
     printf("%s eps %g\n", llama ? "RMSNorm     " : "layer norm  ", c->ln_eps);
     printf("parameters   %lld (%.2f M)\n", (long long)m->n_params, (double)m->n_params / 1e6);
     printf("weights      %s in the files; computed in float32\n", m->weight_dtypes);
+    char blas[400];
+    printf("cpu blas     %s\n", ss_cpu_blas_describe(blas, sizeof blas));
     printf("memory       %s of float32 weights + %s per token in flight (+ %lld bytes per token of logits kept)\n", wb,
            tb, (long long)c->vocab_size * 4);
     printf("sites        %d (per-token shape after [prompt, position]; L = 0..%lld)\n", ns, (long long)c->n_layer - 1);

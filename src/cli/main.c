@@ -10,6 +10,7 @@
 #endif
 
 #include "cli.h"
+#include "subscope/backend.h"
 #include "subscope/dist.h"
 #include "subscope/util.h"
 #include "subscope/version.h"
@@ -42,18 +43,46 @@ static int refuse_ranks(const cli_cmd *cmd) {
     return 1;
 }
 
-/* OpenBLAS starts its own threads as it loads (one per core, unless
- * OPENBLAS_NUM_THREADS says otherwise), and each maps a 128 MiB work buffer,
- * retrying forever where that fails. subscope's products run single-threaded
- * in its own pool (src/backend/cpu_ops.c); only collect's eigen-solver takes
- * OpenBLAS's threads, for its one call (ss_cpu_blas_threads, not under a
- * limit). They cost address space, which under a limit (ulimit -v) is scarce:
- * a tight limit left them spinning before main and the process hung at exit.
- * Under such a limit, then, the process starts again at once with
- * OPENBLAS_NUM_THREADS=1 (no such threads), before anything else is done. */
-static void restart_without_blas_threads(char **argv) {
-    if (!ss_address_space_limit() || getenv("OPENBLAS_NUM_THREADS")) return;
-    if (setenv("OPENBLAS_NUM_THREADS", "1", 1) != 0) return;
+/* Two things OpenBLAS settles as it loads, before main, which only its environment variables
+ * change; where either needs changing, the process starts again at once, before anything else is
+ * done (no thread, handler, file or MPI yet), with the variables set.
+ *
+ * Its threads: OpenBLAS starts its own (one per core, unless OPENBLAS_NUM_THREADS says
+ * otherwise), and each maps a 128 MiB work buffer, retrying forever where that fails.
+ * subscope's products run single-threaded in its own pool (src/backend/cpu_ops.c); only
+ * collect's eigen-solver takes OpenBLAS's threads, for its one call (ss_cpu_blas_threads, not
+ * under a limit). They cost address space, which under a limit (ulimit -v) is scarce: a tight
+ * limit left them spinning before main and the process hung at exit. Under such a limit, then,
+ * OPENBLAS_NUM_THREADS=1 (no such threads).
+ *
+ * Its kernels: on a CPU whose model it does not know, OpenBLAS (0.3.21, DYNAMIC_ARCH) fell back
+ * to its generic Prescott (SSE3) kernels on an AVX-512 Xeon VM, a quarter of the speed its
+ * Cooperlake ones reach there. Where it chose such an older core and the CPU and OS support
+ * more, OPENBLAS_CORETYPE names the better one (ss_cpu_blas_core_better); never where the user
+ * set OPENBLAS_CORETYPE, nor under SUBSCOPE_BLAS_CORE=keep (or a value env_ok refuses below).
+ * SUBSCOPE_BLAS_CORE_FROM, set with it to the core OpenBLAS chose, says so to subscope info and
+ * guards against a second restart: a process that finds it set never restarts for the kernels
+ * again, whatever OpenBLAS chose (a name it did not take, say).
+ *
+ * Safe to start again: exec keeps the process id, its open descriptors (a stdin pipe not yet
+ * read), its signal dispositions as the launcher left them and its environment, so mpirun's and
+ * Slurm's ranks keep their OMPI_/PMI_/SLURM_ variables and the launcher still sees the same
+ * process; MPI starts later, in the command. The program is the same file (/proc/self/exe), so
+ * the CUDA plugin found beside it, or in SUBSCOPE_PLUGIN_DIR (kept), is the same. A sanitizer
+ * build's runtime starts again with the new image, under the same ASAN_/UBSAN_OPTIONS. Where the
+ * exec fails the process goes on as it is, with OpenBLAS's own choices. */
+static void restart_for_blas(char **argv) {
+    int again = 0, set_core = 0;
+    if (!getenv("OPENBLAS_CORETYPE") && !getenv("SUBSCOPE_BLAS_CORE_FROM") && ss_blas_core_setting() == 0) {
+        const char *core = ss_cpu_blas_core(), *better = ss_cpu_blas_core_better();
+        if (core && better && !setenv("SUBSCOPE_BLAS_CORE_FROM", core, 1)) {
+            if (!setenv("OPENBLAS_CORETYPE", better, 1)) again = set_core = 1;
+            else unsetenv("SUBSCOPE_BLAS_CORE_FROM");
+        }
+    }
+    if (ss_address_space_limit() && !getenv("OPENBLAS_NUM_THREADS") && !setenv("OPENBLAS_NUM_THREADS", "1", 1))
+        again = 1;
+    if (!again) return;
     /* By the binary's own path, so that the process keeps its name (ps, pgrep, top):
      * one started as /proc/self/exe is called "exe". */
     char self[4096];
@@ -63,6 +92,10 @@ static void restart_without_blas_threads(char **argv) {
         execv(self, argv);
     }
     execv("/proc/self/exe", argv); /* returns only on failure: go on as we are */
+    if (set_core) { /* OpenBLAS keeps the kernels it chose: let info say so */
+        unsetenv("OPENBLAS_CORETYPE");
+        unsetenv("SUBSCOPE_BLAS_CORE_FROM");
+    }
 }
 
 /* What a command printed on stdout is part of its result (tokenize's ids, predict's tokens, a
@@ -86,7 +119,7 @@ static int env_ok(const char *cmd) {
 }
 
 int main(int argc, char **argv) {
-    restart_without_blas_threads(argv);
+    restart_for_blas(argv);
     cli_set_command_line(argc, argv);
     /* Past the file-size limit (ulimit -f) a write raises SIGXFSZ, whose default kills the
      * process and leaves its temporary file; ignored, the write fails with EFBIG and the job

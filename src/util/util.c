@@ -722,6 +722,9 @@ ss_status ss_env_choice(const char *var, const char *const *names, int def, cons
     return ss_errorf(SS_ERR_ARG, "%s='%s': must be %s", var, v, takes);
 }
 
+#define TAKES_BLAS_CORE                                                                                         \
+    "auto (OpenBLAS's kernels for what the CPU supports where OpenBLAS took it for an older one) or keep (OpenBLAS's own choice)"
+
 static const char *const env_off_on[] = {"0", "1", NULL};
 
 int ss_env_flag(const char *var) {
@@ -729,6 +732,16 @@ int ss_env_flag(const char *var) {
     if (ss_env_choice(var, env_off_on, 0, "", &v) != SS_OK) { /* refused before a command runs (ss_env_check) */
         ss_error_clear();
         v = 0;
+    }
+    return v;
+}
+
+int ss_blas_core_setting(void) {
+    static const char *const names[] = {"auto", "keep", NULL};
+    int v = 0;
+    if (ss_env_choice("SUBSCOPE_BLAS_CORE", names, 0, TAKES_BLAS_CORE, &v) != SS_OK) {
+        ss_error_clear(); /* refused before a command runs (ss_env_check) */
+        return -1;
     }
     return v;
 }
@@ -743,6 +756,7 @@ ss_status ss_env_check(void) {
     SS_TRY(ss_env_int("SUBSCOPE_THREADS", 1, 1024, 0, "threads", &i64));
     SS_TRY(ss_env_real("SUBSCOPE_DIST_TIMEOUT", 1e-3, 1e9, 300, "seconds", &d));
     SS_TRY(ss_env_choice("SUBSCOPE_DIST", dist, 0, "auto (single process or MPI, from the launcher) or nccl", &c));
+    SS_TRY(ss_env_choice("SUBSCOPE_BLAS_CORE", (const char *const[]){"auto", "keep", NULL}, 0, TAKES_BLAS_CORE, &c));
     SS_TRY(ss_env_int("SUBSCOPE_NCCL_CHUNK", 16, (int64_t)1 << 30, 0, "bytes", &i64));
     for (size_t i = 0; i < sizeof flags / sizeof *flags; i++) SS_TRY(ss_env_choice(flags[i], env_off_on, 0, "1 or 0", &c));
     return SS_OK;
