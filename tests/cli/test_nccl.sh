@@ -56,7 +56,11 @@ api_run "NCCL (emulated): a failed ncclSend's message, NCCL's text in it, is kep
     dist_failed_nccl_send SUBSCOPE_DIST=nccl
 # Whole jobs with the NCCL communicator (its emulation) as the world: data-parallel collect and
 # forward on 2 and 3 ranks, and 2 copies of a 2-stage pipeline on 4, against one process.
-export SUBSCOPE_THREADS=1
+# The ranks run the jobs inside the unit-test binary, which takes OpenBLAS's own choice of
+# kernels (it does not start through subscope's main): the one-process references keep that
+# choice too (SUBSCOPE_BLAS_CORE=keep), or a CPU that OpenBLAS does not know would compare
+# two kernels' rounding (docs/DECISIONS.md, "OpenBLAS's kernels on a CPU it does not know").
+export SUBSCOPE_THREADS=1 SUBSCOPE_BLAS_CORE=keep
 "$SUBSCOPE" collect --model models/tiny-gpt2 --input data/demo_prompts.jsonl --batch 2 --device cpu \
     --sites 'blocks.*.mlp.hook_post,ln_final.hook_normalized' --stats mean,cov,pca:3 --out "$TMP/c1.h5" 2>/dev/null
 "$SUBSCOPE" forward --model models/tiny-gpt2 --input data/demo_prompts.jsonl --batch 2 --device cpu \
