@@ -39,8 +39,10 @@ expect_fail "an unknown --attribution-pass is named" "--attribution-pass: unknow
 # Forward mode = the prefixes' backward passes, per position, for sub-models over every kind of
 # per-token site (some units; all units at some positions), on the bundled GPT-2 and on a random
 # Llama-family model with grouped-query attention and rotary q/k (rot_q/rot_k, pre_linear), and
-# with several sites and positions at once. Tolerance 1e-6 + 1e-4 relative: the two sum the
-# same products in fp32 in different orders (measured: at most 4e-6 on values up to 1.6).
+# with several sites and positions at once. Tolerance 2e-5 + 1e-4 relative: the two sum the
+# same products in fp32 in different orders, a sum that can cancel to a value far smaller than
+# its terms (measured: at most 4e-6 on values up to 1.6 under OpenBLAS's Prescott kernels; 7.4e-6
+# on -0.0616, a Llama rot_k sub-model, under its Cooperlake ones, past 1e-6 + 1e-4 relative).
 sites_jsonl() { # SITE...: per site a sub-model of 5 units and one of all units at positions 0, 2, 5
     local s
     for s in "$@"; do
@@ -65,9 +67,9 @@ for c in "$M:all_gpt2:GPT-2" "$LL:all_llama:Llama"; do
             --out "$TMP/$js-$p.h5" >/dev/null 2>"$TMP/err" && [ "$(attr attribution_pass "$TMP/$js-$p.h5")" = $p ] || ok=0
     done
     n=$(grep -c . "$TMP/$js.jsonl")
-    if [ $ok = 1 ] && out=$("$H5CMP" --atol 1e-6 --rtol 1e-4 --only /submodels "$TMP/$js-prefixes.h5" "$TMP/$js-forward.h5") &&
+    if [ $ok = 1 ] && out=$("$H5CMP" --atol 2e-5 --rtol 1e-4 --only /submodels "$TMP/$js-prefixes.h5" "$TMP/$js-forward.h5") &&
         [ "$(printf '%s\n' "$out" | grep -c '/attribution .* ok$')" = "$n" ]; then
-        pass "$fam: forward-mode attribution = the prefixes' ($n sub-models over every site kind; 1e-6 + 1e-4 relative)"
+        pass "$fam: forward-mode attribution = the prefixes' ($n sub-models over every site kind; 2e-5 + 1e-4 relative)"
     else fail "$fam: forward mode vs prefixes" "$(cat "$TMP/err"; printf '%s\n' "$out" | grep -v ' ok$' | head -n 5)"; fi
 done
 
@@ -143,8 +145,8 @@ else fail "trace of a 117-token prompt" "$(cat "$TMP/err")"; fi
 # ... and forward mode (auto's choice there) gives every one of its 117 positions the same.
 "$SUBSCOPE" trace --model $M --prompt "$LONG" --submodels "$TMP/sm.jsonl" --out "$TMP/longf.h5" >/dev/null 2>&1
 [ "$(attr attribution_pass "$TMP/longf.h5")" = forward ] &&
-    expect_ok "117-token prompt: forward-mode attribution = the batched prefixes' (1e-6 + 1e-4 relative)" \
-        "$H5CMP" --quiet --atol 1e-6 --rtol 1e-4 --only /submodels "$TMP/long.h5" "$TMP/longf.h5" ||
+    expect_ok "117-token prompt: forward-mode attribution = the batched prefixes' (2e-5 + 1e-4 relative)" \
+        "$H5CMP" --quiet --atol 2e-5 --rtol 1e-4 --only /submodels "$TMP/long.h5" "$TMP/longf.h5" ||
     fail "117-token prompt in forward mode" "$(attr attribution_pass "$TMP/longf.h5")"
 
 
